@@ -1,0 +1,23 @@
+"""Plinth: a durable, partitioned log broker.
+
+    from plinth import Producer, Consumer, Admin
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["Producer", "Consumer", "Admin", "__version__"]
+
+
+def __getattr__(name):
+    # Lazy, so that `import plinth.limits` in a shard or router does not pull
+    # in the client and its sockets.
+    if name == "Producer":
+        from plinth.client.producer import Producer
+        return Producer
+    if name == "Consumer":
+        from plinth.client.consumer import Consumer
+        return Consumer
+    if name == "Admin":
+        from plinth.client.admin import Admin
+        return Admin
+    raise AttributeError(f"module 'plinth' has no attribute {name!r}")

@@ -1,0 +1,148 @@
+"""The one tree of errors users can cause, and the wire codes for them.
+
+Any process may import this module. Programmer errors (broken invariants) are
+``AssertionError`` and crash loudly; everything here is a condition a user or
+the environment causes and is expected, handled and reported.
+
+    PlinthError
+    ├── BrokerError                 carries a wire ErrorCode (protocol.capnp)
+    │   ├── MalformedRequestError   malformedRequest
+    │   ├── UnknownTopicError       unknownTopic
+    │   ├── PartitionOutOfRangeError partitionOutOfRange
+    │   ├── OffsetOutOfRangeError   offsetOutOfRange
+    │   ├── RecordTooLargeError     recordTooLarge
+    │   ├── RequestTooLargeError    requestTooLarge
+    │   ├── InvalidBatchError       invalidBatch
+    │   ├── TopicExistsError        topicExists
+    │   ├── InvalidTopicError       invalidTopic
+    │   ├── InvalidConfigError      invalidConfig
+    │   ├── TooManyTopicsError      tooManyTopics
+    │   ├── StorageError            storageError
+    │   ├── CorruptDataError        corruptData
+    │   ├── UnavailableError        unavailable
+    │   ├── RequestTimedOutError    requestTimedOut
+    │   ├── InternalError           internalError
+    │   └── TooManyRequestsError    tooManyRequests
+    └── ClientError                 raised by the client library itself
+        ├── PlinthTimeoutError      a client-side timeout ran out
+        └── ClosedError             the producer/consumer/admin was closed
+
+The numeric codes live in ``schemas/protocol.capnp`` (enum ErrorCode); this
+module maps each code to its class, both ways.
+"""
+
+from __future__ import annotations
+
+
+class PlinthError(Exception):
+    """Base of every error Plinth raises on purpose."""
+
+
+class BrokerError(PlinthError):
+    """An error with a stable wire code, raised on the broker or relayed to a client."""
+
+    code_name = "internalError"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class MalformedRequestError(BrokerError):
+    code_name = "malformedRequest"
+
+
+class UnknownTopicError(BrokerError):
+    code_name = "unknownTopic"
+
+
+class PartitionOutOfRangeError(BrokerError):
+    code_name = "partitionOutOfRange"
+
+
+class OffsetOutOfRangeError(BrokerError):
+    code_name = "offsetOutOfRange"
+
+
+class RecordTooLargeError(BrokerError):
+    code_name = "recordTooLarge"
+
+
+class RequestTooLargeError(BrokerError):
+    code_name = "requestTooLarge"
+
+
+class InvalidBatchError(BrokerError):
+    code_name = "invalidBatch"
+
+
+class TopicExistsError(BrokerError):
+    code_name = "topicExists"
+
+
+class InvalidTopicError(BrokerError):
+    code_name = "invalidTopic"
+
+
+class InvalidConfigError(BrokerError):
+    code_name = "invalidConfig"
+
+
+class TooManyTopicsError(BrokerError):
+    code_name = "tooManyTopics"
+
+
+class StorageError(BrokerError):
+    code_name = "storageError"
+
+
+class CorruptDataError(BrokerError):
+    code_name = "corruptData"
+
+
+class UnavailableError(BrokerError):
+    code_name = "unavailable"
+
+
+class RequestTimedOutError(BrokerError):
+    code_name = "requestTimedOut"
+
+
+class InternalError(BrokerError):
+    code_name = "internalError"
+
+
+class TooManyRequestsError(BrokerError):
+    code_name = "tooManyRequests"
+
+
+class ClientError(PlinthError):
+    """Raised by the client library without a broker reply."""
+
+
+class PlinthTimeoutError(ClientError, TimeoutError):
+    """A client-side timeout (request_timeout_ms, max_block_ms, ...) ran out."""
+
+
+class ClosedError(ClientError):
+    """The producer, consumer or admin client was already closed."""
+
+
+BROKER_ERRORS: dict[str, type[BrokerError]] = {
+    cls.code_name: cls
+    for cls in (
+        MalformedRequestError, UnknownTopicError, PartitionOutOfRangeError,
+        OffsetOutOfRangeError, RecordTooLargeError, RequestTooLargeError,
+        InvalidBatchError, TopicExistsError, InvalidTopicError,
+        InvalidConfigError, TooManyTopicsError, StorageError, CorruptDataError,
+        UnavailableError, RequestTimedOutError, InternalError,
+        TooManyRequestsError,
+    )
+}
+
+
+def error_for_code(code_name: str, message: str) -> BrokerError:
+    """The exception for a wire error code; unknown codes become InternalError."""
+    cls = BROKER_ERRORS.get(code_name, InternalError)
+    return cls(message if cls is not InternalError or code_name == "internalError"
+               else f"unknown error code {code_name!r}: {message}")

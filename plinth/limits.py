@@ -1,0 +1,84 @@
+"""Every limit in Plinth, in one place, with why it exists.
+
+Any process may import this module. Names carry their unit and put the
+qualifier last (``batch_bytes_max``). The relations between limits are checked
+once, at import, so a bad edit fails loudly before any broker starts.
+"""
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+# --- Wire ---------------------------------------------------------------
+# ZeroMQ drops a message with a frame over this size at the socket
+# (ZMQ_MAXMSGSIZE) and the peer is disconnected, so neither the router nor a
+# shard ever buffers a frame an attacker declared huge.
+FRAME_BYTES_MAX = 64 * MiB
+# A Request/Reply header is small; anything bigger is malformed.
+HEADER_BYTES_MAX = 64 * KiB
+# Queued messages per socket (ZMQ SNDHWM/RCVHWM). Bounds broker memory for
+# clients that send faster than the broker drains.
+SOCKET_MESSAGES_HWM = 1000
+# Cap'n Proto traversal limit when reading a header: stops a crafted message
+# from making the reader walk gigabytes of pointers.
+HEADER_TRAVERSAL_WORDS_MAX = HEADER_BYTES_MAX // 8
+
+# --- Record batches -----------------------------------------------------
+# The largest RecordBatch a shard accepts (Kafka: message.max.bytes).
+BATCH_BYTES_MAX = 16 * MiB
+# Records in one batch.
+BATCH_RECORDS_MAX = 1 << 20
+# The producer's default batch size; a batch is sent when it reaches this.
+PRODUCER_BATCH_BYTES_DEFAULT = 1 * MiB
+PRODUCER_LINGER_MS_DEFAULT = 5
+# Batches in flight per producer connection before send() blocks.
+PRODUCER_REQUESTS_IN_FLIGHT_MAX = 32
+# Records buffered in a producer before send() blocks (bounded memory).
+PRODUCER_BUFFER_BYTES_MAX = 64 * MiB
+
+# --- Fetch --------------------------------------------------------------
+FETCH_BYTES_MAX = 32 * MiB
+FETCH_BYTES_DEFAULT = 4 * MiB
+FETCH_WAIT_MS_MAX = 60_000
+FETCH_WAIT_MS_DEFAULT = 500
+# Fetches parked at the log end in one shard; one more is answered at once
+# with an empty result rather than queued.
+PARKED_FETCHES_MAX = 10_000
+
+# --- Topics -------------------------------------------------------------
+TOPIC_NAME_BYTES_MAX = 249            # as Kafka: fits a file name with suffixes
+TOPICS_MAX = 10_000
+PARTITIONS_PER_TOPIC_MAX = 4096
+CONFIG_ENTRIES_MAX = 64
+
+# --- Storage ------------------------------------------------------------
+SEGMENT_BYTES_DEFAULT = 256 * MiB     # roll the active segment at this size
+SEGMENT_BYTES_MIN = 4 * KiB
+SEGMENT_BYTES_MAX = 1 * GiB           # positions in the offset index are UInt32
+SEGMENT_MS_DEFAULT = 7 * 24 * 3600 * 1000   # roll after a week even if small
+INDEX_INTERVAL_BYTES = 4 * KiB        # one offset/time index entry per 4 KiB
+FSYNC_INTERVAL_MS_DEFAULT = 1000      # for fsync_policy = "interval"
+# Produce requests appended before the shard fsyncs and acknowledges them,
+# even if more are waiting (group commit bound, keeps latency bounded).
+GROUP_COMMIT_REQUESTS_MAX = 256
+
+# --- Control plane --------------------------------------------------------
+SHARDS_MAX = 256
+CONTROL_CALL_TIMEOUT_S = 60.0
+SHUTDOWN_GRACE_PERIOD_S = 30.0
+CLIENT_REQUEST_TIMEOUT_MS_DEFAULT = 30_000
+
+
+def _check_relations() -> None:
+    assert HEADER_BYTES_MAX < FRAME_BYTES_MAX
+    assert BATCH_BYTES_MAX < FRAME_BYTES_MAX
+    assert PRODUCER_BATCH_BYTES_DEFAULT <= BATCH_BYTES_MAX
+    assert FETCH_BYTES_DEFAULT <= FETCH_BYTES_MAX < FRAME_BYTES_MAX
+    # One whole entry is always returned by a fetch, so it must fit a frame.
+    assert BATCH_BYTES_MAX + 48 <= FRAME_BYTES_MAX
+    assert SEGMENT_BYTES_MIN <= SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX < 2**32
+    assert BATCH_BYTES_MAX < SEGMENT_BYTES_MAX
+    assert FETCH_WAIT_MS_DEFAULT <= FETCH_WAIT_MS_MAX
+
+
+_check_relations()

@@ -1,0 +1,148 @@
+# The Plinth wire protocol: what a client sends to a router over ZeroMQ, and
+# what the router forwards to a shard.
+#
+# Transport: a client connects a DEALER socket to the router's ROUTER socket
+# (default tcp://127.0.0.1:7400). Every request and every reply is one ZeroMQ
+# multipart message:
+#
+#   request: [Request message] [payload frame]?
+#   reply:   [Reply message]   [payload frame]?
+#
+#   kind          request payload              reply payload
+#   produce       one RecordBatch message      none
+#                 (record_batch.capnp)
+#   fetch         none                         a run of log entries
+#                                              (log_entry.capnp), possibly empty
+#   all others    none                         none
+#
+# Every request gets exactly one reply carrying its requestId, except a
+# produce with acks = 0, which gets none. A client may have many requests in
+# flight; replies to requests for one partition come back in request order,
+# replies for different partitions in any order. A reply whose error.code is
+# not `none` carries no result.
+#
+# The router reads only the Request message, never the payload, and forwards
+# produce and fetch to the shard that owns the partition as
+#   [client identity] [Request message] [payload frame]?
+# over a DEALER connected to the shard's ROUTER socket; the shard answers with
+# the client identity first, and the router relays the rest to the client.
+
+@0xbbeed514b90a6036;
+
+struct Request {
+  requestId @0 :UInt64;          # chosen by the client, echoed in the Reply
+  union {
+    produce @1 :Produce;
+    fetch @2 :Fetch;
+    metadata @3 :Metadata;
+    createTopic @4 :CreateTopic;
+    deleteTopic @5 :TopicName;
+    listTopics @6 :Void;
+    describeTopic @7 :TopicName;
+    listOffsets @8 :PartitionRef;
+  }
+}
+
+struct Produce {
+  topic @0 :Text;
+  partition @1 :UInt32;
+  acks @2 :Int8 = 1;             # 0: no reply; 1 or -1 (all): reply once durable
+}
+
+struct Fetch {
+  topic @0 :Text;
+  partition @1 :UInt32;
+  offset @2 :Int64;              # first offset wanted
+  maxBytes @3 :UInt32;           # soft cap on the payload; one whole entry is
+                                 # always returned even if larger
+  maxWaitMs @4 :UInt32;          # how long to park the fetch when there is no
+                                 # data at `offset` yet (long poll); 0 = don't
+}
+
+struct Metadata {
+  topics @0 :List(Text);         # empty: every topic
+}
+
+struct CreateTopic {
+  name @0 :Text;
+  partitions @1 :UInt32;
+  config @2 :List(ConfigEntry);
+}
+
+struct ConfigEntry {
+  key @0 :Text;
+  value @1 :Text;
+}
+
+struct TopicName {
+  name @0 :Text;
+}
+
+struct PartitionRef {
+  topic @0 :Text;
+  partition @1 :UInt32;
+}
+
+struct Reply {
+  requestId @0 :UInt64;
+  error @1 :Error;
+  union {
+    none @2 :Void;
+    produce @3 :ProduceResult;
+    fetch @4 :FetchResult;
+    topics @5 :List(TopicInfo);  # metadata, listTopics, describeTopic
+    offsets @6 :PartitionInfo;   # listOffsets
+  }
+}
+
+struct Error {
+  code @0 :ErrorCode;
+  message @1 :Text;              # for people: names the thing and the limit
+}
+
+# The one registry of error codes, shared by router, shards and clients.
+# Codes are stable: never renumber, only append.
+enum ErrorCode {
+  none @0;
+  malformedRequest @1;           # not a valid Request, wrong frames or types
+  unknownTopic @2;
+  partitionOutOfRange @3;        # partition >= the topic's partition count
+  offsetOutOfRange @4;           # the message gives the valid range
+  recordTooLarge @5;             # a batch over the batch size limit
+  requestTooLarge @6;            # a frame over the frame size limit
+  invalidBatch @7;               # a RecordBatch that breaks its own rules
+  topicExists @8;
+  invalidTopic @9;               # bad topic name or partition count
+  invalidConfig @10;
+  tooManyTopics @11;
+  storageError @12;              # the shard could not write or read its disk
+  corruptData @13;               # a stored entry failed its CRC
+  unavailable @14;               # the owner of the partition is not reachable
+  requestTimedOut @15;
+  internalError @16;
+  tooManyRequests @17;           # a bound on queued requests was hit
+}
+
+struct ProduceResult {
+  baseOffset @0 :Int64;          # offset given to the batch's first record
+}
+
+struct FetchResult {
+  highWatermark @0 :Int64;       # offset after the last readable record
+  logStartOffset @1 :Int64;      # first offset still stored
+}
+
+struct TopicInfo {
+  name @0 :Text;
+  partitions @1 :UInt32;
+  config @2 :List(ConfigEntry);
+  partitionInfo @3 :List(PartitionInfo);  # only in describeTopic replies
+}
+
+struct PartitionInfo {
+  partition @0 :UInt32;
+  shard @1 :Text;
+  startOffset @2 :Int64;
+  endOffset @3 :Int64;
+  sizeBytes @4 :UInt64;
+}
