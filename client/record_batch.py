@@ -1,0 +1,503 @@
+"""Encode, check and decode RecordBatch, the unit of work from producer to consumer.
+
+The byte layout is the Cap'n Proto struct in ``schemas/record_batch.capnp``,
+columnar so that no per-record struct is ever built:
+
+    RecordBatch
+      recordCount        UInt32   records in the batch, 1 .. BATCH_RECORDS_MAX
+      baseTimestampMs    Int64    smallest record timestamp, ms since the epoch
+      maxTimestampMs     Int64    largest record timestamp
+      producerId         Int64    idempotent producer id, -1 when not idempotent
+      baseSequence       Int32    sequence number of record 0, -1 when not idempotent
+      timestampDeltasMs  Data     recordCount x UInt32 LE: timestamp - baseTimestampMs
+      keyLengths         Data     recordCount x Int32 LE: key length, -1 = null key
+      keys               Data     the non-null keys, concatenated in record order
+      valueLengths       Data     recordCount x Int32 LE: value length, -1 = null value
+      values             Data     the non-null values, concatenated in record order
+      headers            List(RecordHeaders)   (index UInt32, entries List(Header
+                                  (key Text, value Data))), sorted by index,
+                                  only for records that carry headers
+
+Record i (0 <= i < recordCount) has offset = the LogEntryHeader's baseOffset + i.
+A valid batch has every column exactly recordCount entries long, no length
+below -1, the non-null key lengths summing to the size of ``keys`` (likewise
+for values), ``min(delta) == 0`` and ``max(delta) == maxTimestampMs -
+baseTimestampMs``, and every header index < recordCount, sorted. There is no
+checksum here: the shard's LogEntryHeader carries the CRC over these bytes.
+
+Who calls what:
+  * ``BatchBuilder``     the producer (client), one per partition being filled.
+  * ``summarize_batch``  the shard actor, once per produced batch, untrusted input.
+  * ``decode_records``   the consumer (client), once per fetched batch.
+
+Per-record work is kept to list/array appends when encoding and to one slice
+per key and value when decoding; every check and every offset computation is
+a numpy operation over a whole column.
+"""
+
+from __future__ import annotations
+
+import array
+import gc
+import sys
+from itertools import repeat
+from typing import NamedTuple
+
+import numpy as np
+
+from plinth import limits
+from plinth.errors import CorruptDataError, InvalidBatchError, RecordTooLargeError
+from plinth.schemas import record_batch as _schema
+
+_RecordBatch = _schema.RecordBatch
+
+# Column element types, as the schema fixes them (little-endian on the wire).
+_LENGTH_DTYPE = np.dtype("<i4")         # keyLengths, valueLengths
+_DELTA_DTYPE = np.dtype("<u4")          # timestampDeltasMs
+_COLUMN_ENTRY_BYTES = 4
+_TIMESTAMP_DELTA_MS_MAX = 0xFFFF_FFFF   # a UInt32 delta
+_NULL_LENGTH = -1
+
+# Encoded size of everything but the columns' contents: segment table (8),
+# root pointer (8), the struct's 4 data words and 6 pointers (80), up to 7
+# bytes of padding after each of the 5 Data blobs, and the headers list tag.
+_BATCH_OVERHEAD_BYTES = 8 + 8 + 80 + 5 * 7 + 8
+# Per record: one entry in each of the three 4-byte columns.
+_RECORD_OVERHEAD_BYTES = 3 * _COLUMN_ENTRY_BYTES
+# Per record with headers: a RecordHeaders struct (16) and its entries list tag (8).
+_RECORD_HEADERS_OVERHEAD_BYTES = 24
+# Per header entry: a Header struct (16), the key's NUL and padding of both blobs.
+_HEADER_OVERHEAD_BYTES = 16 + 1 + 7 + 7
+
+# Reading each field once traverses about as many words as the message has;
+# twice that, plus slack, stops a crafted message whose pointers share one
+# blob (an amplification attack) long before it costs real time.
+_TRAVERSAL_WORDS_PER_MESSAGE_WORD = 2
+_TRAVERSAL_WORDS_SLACK = 1024
+# RecordBatch -> headers -> RecordHeaders -> entries -> Header -> key: depth 5.
+_NESTING_LIMIT = 8
+_WORD_BYTES = 8
+# capnp errors carry a stack trace; messages keep only their start.
+_PARSE_ERROR_CHARS_MAX = 200
+
+assert array.array("i").itemsize == 4 and array.array("q").itemsize == 8
+_BIG_ENDIAN = sys.byteorder == "big"
+
+
+class BatchSummary(NamedTuple):
+    """What the shard needs from a batch it accepted; computed by summarize_batch."""
+
+    record_count: int
+    max_timestamp_ms: int
+    base_timestamp_ms: int
+    producer_id: int
+    base_sequence: int
+
+
+class ConsumerRecord:
+    """One record as the consumer sees it. Plain data; any thread may read it."""
+
+    __slots__ = ("topic", "partition", "offset", "key", "value", "headers", "timestamp_ms")
+
+    def __init__(self, topic: str, partition: int, offset: int, key: bytes | None,
+                 value: bytes | None, headers: list[tuple[str, bytes]], timestamp_ms: int):
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.key = key
+        self.value = value
+        self.headers = headers
+        self.timestamp_ms = timestamp_ms
+
+    def _fields(self) -> tuple:
+        return (self.topic, self.partition, self.offset, self.key, self.value,
+                self.headers, self.timestamp_ms)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ConsumerRecord):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # headers is a mutable list
+
+    def __repr__(self) -> str:
+        return (f"ConsumerRecord(topic={self.topic!r}, partition={self.partition}, "
+                f"offset={self.offset}, key={self.key!r}, value={self.value!r}, "
+                f"headers={self.headers!r}, timestamp_ms={self.timestamp_ms})")
+
+
+# --- Encoding (producer) ----------------------------------------------------
+
+class BatchBuilder:
+    """Collects the records for one partition and encodes them as one RecordBatch.
+
+    Runs in the producer (client). Not thread-safe: the caller (the producer's
+    accumulator, which owns each builder) lets one thread at a time use it.
+    Keys and values must be ``bytes`` (the producer's serializers produce them);
+    they are not type-checked per record, for speed.
+    """
+
+    __slots__ = ("_keys", "_values", "_key_lengths", "_value_lengths",
+                 "_timestamps_ms", "_headers", "_size_bytes")
+
+    def __init__(self) -> None:
+        self._keys: list[bytes] = []
+        self._values: list[bytes] = []
+        self._key_lengths = array.array("i")
+        self._value_lengths = array.array("i")
+        self._timestamps_ms = array.array("q")
+        self._headers: list[tuple[int, list[tuple[str, bytes]]]] = []
+        self._size_bytes = _BATCH_OVERHEAD_BYTES
+
+    @property
+    def record_count(self) -> int:
+        return len(self._timestamps_ms)
+
+    @property
+    def size_bytes(self) -> int:
+        """An upper estimate of len(build()), kept up to date by append; O(1)."""
+        return self._size_bytes
+
+    def append(self, key: bytes | None, value: bytes | None, timestamp_ms: int,
+               headers: list[tuple[str, bytes]] | None = None) -> int:
+        """Add one record; returns its index in the batch (0-based)."""
+        index = len(self._timestamps_ms)
+        size_bytes = _RECORD_OVERHEAD_BYTES
+        if key is None:
+            self._key_lengths.append(_NULL_LENGTH)
+        else:
+            self._keys.append(key)
+            self._key_lengths.append(len(key))
+            size_bytes += len(key)
+        if value is None:
+            self._value_lengths.append(_NULL_LENGTH)
+        else:
+            self._values.append(value)
+            self._value_lengths.append(len(value))
+            size_bytes += len(value)
+        self._timestamps_ms.append(timestamp_ms)
+        if headers:
+            size_bytes += self._append_headers(index, headers)
+        self._size_bytes += size_bytes
+        return index
+
+    def _append_headers(self, index: int, headers: list[tuple[str, bytes]]) -> int:
+        """Record the headers of record ``index``; returns their estimated encoded bytes."""
+        entries = list(headers)
+        size_bytes = _RECORD_HEADERS_OVERHEAD_BYTES
+        for key, value in entries:
+            if not isinstance(key, str) or not isinstance(value, (bytes, bytearray)):
+                raise TypeError(f"header of record {index} must be (str, bytes), "
+                                f"got ({type(key).__name__}, {type(value).__name__})")
+            size_bytes += len(key.encode()) + len(value) + _HEADER_OVERHEAD_BYTES
+        self._headers.append((index, entries))
+        return size_bytes
+
+    def build(self, producer_id: int = -1, base_sequence: int = -1) -> bytes:
+        """Encode the records appended so far as one RecordBatch message.
+
+        Raises InvalidBatchError if the batch breaks a rule of the schema
+        (no records, more than BATCH_RECORDS_MAX, timestamps more than a
+        UInt32 of ms apart) and RecordTooLargeError if the encoding is over
+        BATCH_BYTES_MAX. Does not clear the builder.
+        """
+        record_count = self._check_record_count()
+        base_timestamp_ms, max_timestamp_ms, deltas = self._timestamp_deltas()
+        message = _RecordBatch.new_message(
+            num_first_segment_words=self._size_bytes // _WORD_BYTES + _WORD_BYTES,
+            recordCount=record_count,
+            baseTimestampMs=base_timestamp_ms,
+            maxTimestampMs=max_timestamp_ms,
+            producerId=producer_id,
+            baseSequence=base_sequence,
+            timestampDeltasMs=deltas,
+            keyLengths=_le_bytes(self._key_lengths),
+            keys=b"".join(self._keys),
+            valueLengths=_le_bytes(self._value_lengths),
+            values=b"".join(self._values),
+        )
+        if self._headers:
+            _encode_headers(message, self._headers)
+        encoded = message.to_bytes()
+        if len(encoded) > limits.BATCH_BYTES_MAX:
+            raise RecordTooLargeError(
+                f"record batch of {record_count} records encodes to {len(encoded)} bytes, "
+                f"over the limit of {limits.BATCH_BYTES_MAX} bytes")
+        return encoded
+
+    def _check_record_count(self) -> int:
+        record_count = len(self._timestamps_ms)
+        if not 1 <= record_count <= limits.BATCH_RECORDS_MAX:
+            raise InvalidBatchError(
+                f"record batch has {record_count} records, must have 1 to "
+                f"{limits.BATCH_RECORDS_MAX}")
+        return record_count
+
+    def _timestamp_deltas(self) -> tuple[int, int, bytes]:
+        """(base_timestamp_ms, max_timestamp_ms, the UInt32 LE delta column)."""
+        timestamps_ms = np.frombuffer(self._timestamps_ms, dtype=np.int64)
+        base_timestamp_ms = int(timestamps_ms.min())
+        max_timestamp_ms = int(timestamps_ms.max())
+        span_ms = max_timestamp_ms - base_timestamp_ms
+        if span_ms > _TIMESTAMP_DELTA_MS_MAX:
+            raise InvalidBatchError(
+                f"record timestamps span {span_ms} ms ({base_timestamp_ms} to "
+                f"{max_timestamp_ms}), over the {_TIMESTAMP_DELTA_MS_MAX} ms one batch holds")
+        deltas = (timestamps_ms - base_timestamp_ms).astype(_DELTA_DTYPE)
+        return base_timestamp_ms, max_timestamp_ms, deltas.tobytes()
+
+
+def _le_bytes(column: array.array) -> bytes:
+    """The column's bytes, little-endian whatever this machine's byte order."""
+    if _BIG_ENDIAN:
+        column = array.array(column.typecode, column)
+        column.byteswap()
+    return column.tobytes()
+
+
+def _encode_headers(message, headers: list[tuple[int, list[tuple[str, bytes]]]]) -> None:
+    """Fill message.headers; ``headers`` is sorted by index as append builds it."""
+    slots = message.init("headers", len(headers))
+    for slot, (index, entries) in zip(slots, headers):
+        slot.index = index
+        for entry, (key, value) in zip(slot.init("entries", len(entries)), entries):
+            entry.key = key
+            entry.value = bytes(value)
+
+
+# --- Reading and checking (shard, consumer) ----------------------------------
+
+class _Columns(NamedTuple):
+    """A parsed batch, copied out of the capnp reader so that none outlives it.
+
+    The three integer columns are raw bytes as read, and numpy arrays once
+    _check_columns has checked their lengths.
+    """
+
+    record_count: int
+    base_timestamp_ms: int
+    max_timestamp_ms: int
+    producer_id: int
+    base_sequence: int
+    timestamp_deltas_ms: bytes | np.ndarray     # UInt32 LE
+    key_lengths: bytes | np.ndarray             # Int32 LE
+    keys: bytes
+    value_lengths: bytes | np.ndarray           # Int32 LE
+    values: bytes
+    headers: list[tuple[int, list[tuple[str, bytes]]]]
+
+
+def summarize_batch(batch: bytes | memoryview) -> BatchSummary:
+    """Check an untrusted RecordBatch against every rule of the schema.
+
+    Runs in the shard actor, once per produced batch, before anything is
+    stored. Raises RecordTooLargeError if the batch is over BATCH_BYTES_MAX and
+    InvalidBatchError for anything else wrong with it, including bytes that do
+    not parse; never another exception. Cost: numpy over the columns, plus a
+    Python loop over the header entries only.
+    """
+    size_bytes = memoryview(batch).nbytes
+    if size_bytes > limits.BATCH_BYTES_MAX:
+        raise RecordTooLargeError(
+            f"record batch of {size_bytes} bytes is over the limit of "
+            f"{limits.BATCH_BYTES_MAX} bytes")
+    columns = _read_columns(batch)
+    return BatchSummary(columns.record_count, columns.max_timestamp_ms,
+                        columns.base_timestamp_ms, columns.producer_id,
+                        columns.base_sequence)
+
+
+def _read_columns(batch: bytes | memoryview) -> _Columns:
+    """Parse and check a batch; raises InvalidBatchError naming what is wrong."""
+    data = _word_aligned(batch)
+    size_bytes = memoryview(data).nbytes
+    traversal_limit_words = (_TRAVERSAL_WORDS_PER_MESSAGE_WORD * (size_bytes // _WORD_BYTES)
+                             + _TRAVERSAL_WORDS_SLACK)
+    try:
+        with _RecordBatch.from_bytes(data, traversal_limit_in_words=traversal_limit_words,
+                                     nesting_limit=_NESTING_LIMIT) as reader:
+            columns = _copy_columns(reader)
+    except Exception as exc:  # capnp raises KjException, ValueError, UnicodeDecodeError, ...
+        reason = f"{type(exc).__name__}: {exc}"[:_PARSE_ERROR_CHARS_MAX]
+        raise InvalidBatchError(
+            f"record batch of {size_bytes} bytes does not parse as a RecordBatch: "
+            f"{reason}") from exc
+    return _check_columns(columns)
+
+
+def _word_aligned(batch: bytes | memoryview) -> bytes | memoryview:
+    """The batch itself if 8-byte aligned (capnp requires it), else an aligned copy."""
+    if type(batch) is bytes:  # CPython keeps bytes contents 8-byte aligned
+        return batch
+    address = np.frombuffer(batch, dtype=np.uint8).ctypes.data
+    return batch if address % _WORD_BYTES == 0 else bytes(batch)
+
+
+def _copy_columns(reader) -> _Columns:
+    """Copy every field out of the reader; runs inside its context."""
+    return _Columns(
+        record_count=reader.recordCount,
+        base_timestamp_ms=reader.baseTimestampMs,
+        max_timestamp_ms=reader.maxTimestampMs,
+        producer_id=reader.producerId,
+        base_sequence=reader.baseSequence,
+        timestamp_deltas_ms=reader.timestampDeltasMs,
+        key_lengths=reader.keyLengths,
+        keys=reader.keys,
+        value_lengths=reader.valueLengths,
+        values=reader.values,
+        headers=[(record_headers.index,
+                  [(entry.key, entry.value) for entry in record_headers.entries])
+                 for record_headers in reader.headers],
+    )
+
+
+def _check_columns(raw: _Columns) -> _Columns:
+    """Every rule of the schema; returns the columns with the integer columns as arrays."""
+    record_count = raw.record_count
+    if not 1 <= record_count <= limits.BATCH_RECORDS_MAX:
+        raise InvalidBatchError(
+            f"record batch has recordCount {record_count}, must be 1 to "
+            f"{limits.BATCH_RECORDS_MAX}")
+    columns = raw._replace(
+        timestamp_deltas_ms=_column("timestampDeltasMs", raw.timestamp_deltas_ms,
+                                    _DELTA_DTYPE, record_count),
+        key_lengths=_column("keyLengths", raw.key_lengths, _LENGTH_DTYPE, record_count),
+        value_lengths=_column("valueLengths", raw.value_lengths, _LENGTH_DTYPE, record_count),
+    )
+    _check_lengths("key", columns.key_lengths, len(columns.keys))
+    _check_lengths("value", columns.value_lengths, len(columns.values))
+    _check_timestamps(columns)
+    _check_producer(columns.producer_id, columns.base_sequence)
+    _check_header_indexes(columns.headers, record_count)
+    return columns
+
+
+def _column(name: str, data: bytes, dtype: np.dtype, record_count: int) -> np.ndarray:
+    """A 4-byte-per-record column as an array, once its size is checked."""
+    if len(data) != record_count * _COLUMN_ENTRY_BYTES:
+        raise InvalidBatchError(
+            f"record batch column {name} is {len(data)} bytes, must be "
+            f"{record_count * _COLUMN_ENTRY_BYTES} for {record_count} records")
+    return np.frombuffer(data, dtype=dtype)
+
+
+def _check_lengths(what: str, lengths: np.ndarray, blob_bytes: int) -> None:
+    """No length below -1, and the non-null lengths add up to the blob's size."""
+    length_min = int(lengths.min())
+    if length_min < _NULL_LENGTH:
+        index = int(lengths.argmin())
+        raise InvalidBatchError(
+            f"record batch {what} length of record {index} is {length_min}, must be >= -1")
+    lengths_sum = int(np.maximum(lengths, 0).sum(dtype=np.int64))
+    if lengths_sum != blob_bytes:
+        raise InvalidBatchError(
+            f"record batch {what} lengths sum to {lengths_sum} bytes but the "
+            f"{what}s are {blob_bytes} bytes")
+
+
+def _check_timestamps(columns: _Columns) -> None:
+    base_ms, max_ms = columns.base_timestamp_ms, columns.max_timestamp_ms
+    if max_ms < base_ms:
+        raise InvalidBatchError(
+            f"record batch maxTimestampMs {max_ms} is below baseTimestampMs {base_ms}")
+    deltas_ms = columns.timestamp_deltas_ms
+    delta_min_ms, delta_max_ms = int(deltas_ms.min()), int(deltas_ms.max())
+    if delta_min_ms != 0 or delta_max_ms != max_ms - base_ms:
+        raise InvalidBatchError(
+            f"record batch timestamp deltas run {delta_min_ms} to {delta_max_ms} ms, "
+            f"must run 0 to {max_ms - base_ms} (maxTimestampMs {max_ms} - "
+            f"baseTimestampMs {base_ms})")
+
+
+def _check_producer(producer_id: int, base_sequence: int) -> None:
+    if producer_id < -1 or base_sequence < -1 or (producer_id >= 0 and base_sequence < 0):
+        raise InvalidBatchError(
+            f"record batch producerId {producer_id} with baseSequence {base_sequence}: "
+            f"both must be >= -1, and baseSequence >= 0 when producerId is set")
+
+
+def _check_header_indexes(headers: list, record_count: int) -> None:
+    if not headers:
+        return
+    indexes = np.fromiter((index for index, _ in headers), dtype=np.int64, count=len(headers))
+    index_max = int(indexes.max())
+    if index_max >= record_count:
+        raise InvalidBatchError(
+            f"record batch has headers for record {index_max}, but only "
+            f"{record_count} records")
+    unsorted = np.flatnonzero(np.diff(indexes) < 0)
+    if len(unsorted):
+        position = int(unsorted[0])
+        raise InvalidBatchError(
+            f"record batch headers are not sorted by index: entry {position + 1} has "
+            f"index {int(indexes[position + 1])} after {int(indexes[position])}")
+
+
+# --- Decoding (consumer) -----------------------------------------------------
+
+def decode_records(topic: str, partition: int, base_offset: int, batch: bytes | memoryview,
+                   offset_min: int = 0) -> list[ConsumerRecord]:
+    """The records of one stored batch whose offset is >= offset_min, in order.
+
+    Runs in the consumer (client). The batch is checked as the shard checked
+    it; one that fails is reported as CorruptDataError naming the topic,
+    partition and base offset.
+    """
+    try:
+        columns = _read_columns(batch)
+    except InvalidBatchError as exc:
+        raise CorruptDataError(
+            f"batch at offset {base_offset} of {topic}[{partition}] is corrupt: "
+            f"{exc.message}") from exc
+    first = max(0, offset_min - base_offset)
+    record_count = columns.record_count
+    if first >= record_count:
+        return []
+    # Every record allocates two gc-tracked objects (itself, its headers list),
+    # none in a cycle; pausing the collector saves ~20 young-generation passes
+    # per 8k records, a quarter of the decode time. Re-enabled only if it was
+    # enabled on entry.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _build_records(topic, partition, base_offset, columns, first)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _build_records(topic: str, partition: int, base_offset: int, columns: _Columns,
+                   first: int) -> list[ConsumerRecord]:
+    """The ConsumerRecords of a checked batch, from record index ``first`` on."""
+    record_count = columns.record_count
+    keys = _slice_blob(columns.keys, columns.key_lengths, first)
+    values = _slice_blob(columns.values, columns.value_lengths, first)
+    timestamps_ms = (columns.timestamp_deltas_ms[first:].astype(np.int64)
+                     + columns.base_timestamp_ms).tolist()
+    headers = _headers_per_record(columns.headers, first, record_count)
+    offsets = range(base_offset + first, base_offset + record_count)
+    return list(map(ConsumerRecord, repeat(topic), repeat(partition), offsets,
+                    keys, values, headers, timestamps_ms))
+
+
+def _slice_blob(blob: bytes, lengths: np.ndarray, first: int) -> list[bytes | None]:
+    """Cut the concatenated blob into one bytes per record from ``first``; None for -1."""
+    sizes = np.maximum(lengths, 0).astype(np.int64)
+    ends = np.cumsum(sizes)
+    starts = (ends - sizes)[first:].tolist()
+    ends = ends[first:].tolist()
+    if int(lengths[first:].min()) >= 0:
+        return [blob[start:end] for start, end in zip(starts, ends)]
+    nulls = (lengths[first:] < 0).tolist()
+    return [None if null else blob[start:end]
+            for start, end, null in zip(starts, ends, nulls)]
+
+
+def _headers_per_record(headers: list, first: int, record_count: int) -> list[list]:
+    """One list of (key, value) per record from ``first``; entries of repeated indexes merge."""
+    per_record: list[list] = [[] for _ in range(record_count - first)]
+    for index, entries in headers:
+        if index >= first:
+            per_record[index - first].extend(entries)
+    return per_record
