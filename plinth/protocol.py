@@ -1,0 +1,263 @@
+"""Encoding and decoding of the Request and Reply messages (schemas/protocol.capnp).
+
+Any process may call these functions: clients encode requests and decode
+replies, the router decodes just enough of a request to route it, shards and
+the router encode replies. Decoding copies every field it returns into plain
+Python values inside the ``from_bytes`` block, because a pycapnp reader must
+not outlive the buffer it reads.
+
+Decoding untrusted bytes never raises anything but ``MalformedRequestError``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from plinth import limits
+from plinth.errors import BrokerError, MalformedRequestError, error_for_code
+from plinth.schemas import protocol
+
+_READ_LIMITS = dict(
+    traversal_limit_in_words=limits.HEADER_TRAVERSAL_WORDS_MAX,
+    nesting_limit=16,
+)
+
+# Request kinds that the router forwards to the shard owning the partition.
+PARTITION_KINDS = frozenset({"produce", "fetch", "listOffsets"})
+ACKS_VALUES = (-1, 0, 1)
+
+
+@dataclass
+class RequestView:
+    """A decoded Request: every field a router or shard needs, as plain values."""
+
+    request_id: int
+    kind: str
+    topic: str = ""
+    partition: int = 0
+    acks: int = 1
+    offset: int = 0
+    bytes_max: int = 0
+    wait_ms_max: int = 0
+    topics: list[str] = field(default_factory=list)
+    partition_count: int = 0
+    config: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class PartitionInfo:
+    partition: int
+    shard: str = ""
+    start_offset: int = 0
+    end_offset: int = 0
+    size_bytes: int = 0
+
+
+@dataclass
+class TopicInfo:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+    partition_info: list[PartitionInfo] = field(default_factory=list)
+
+
+@dataclass
+class ReplyView:
+    """A decoded Reply. ``error`` is a BrokerError or None."""
+
+    request_id: int
+    kind: str
+    error: BrokerError | None = None
+    base_offset: int = -1
+    high_watermark: int = -1
+    log_start_offset: int = -1
+    topics: list[TopicInfo] = field(default_factory=list)
+    offsets: PartitionInfo | None = None
+
+
+# --- Requests ---------------------------------------------------------------
+
+def encode_produce(request_id: int, topic: str, partition: int, acks: int) -> bytes:
+    msg = protocol.Request.new_message(requestId=request_id)
+    body = msg.init("produce")
+    body.topic, body.partition, body.acks = topic, partition, acks
+    return msg.to_bytes()
+
+
+def encode_fetch(request_id: int, topic: str, partition: int, offset: int,
+                 bytes_max: int, wait_ms_max: int) -> bytes:
+    msg = protocol.Request.new_message(requestId=request_id)
+    body = msg.init("fetch")
+    body.topic, body.partition, body.offset = topic, partition, offset
+    body.maxBytes, body.maxWaitMs = bytes_max, wait_ms_max
+    return msg.to_bytes()
+
+
+def encode_metadata(request_id: int, topics: list[str]) -> bytes:
+    msg = protocol.Request.new_message(requestId=request_id)
+    names = msg.init("metadata").init("topics", len(topics))
+    for i, name in enumerate(topics):
+        names[i] = name
+    return msg.to_bytes()
+
+
+def encode_create_topic(request_id: int, name: str, partitions: int,
+                        config: dict[str, str]) -> bytes:
+    msg = protocol.Request.new_message(requestId=request_id)
+    body = msg.init("createTopic")
+    body.name, body.partitions = name, partitions
+    _fill_config(body.init("config", len(config)), config)
+    return msg.to_bytes()
+
+
+def encode_topic_request(request_id: int, kind: str, name: str) -> bytes:
+    """deleteTopic or describeTopic."""
+    assert kind in ("deleteTopic", "describeTopic"), kind
+    msg = protocol.Request.new_message(requestId=request_id)
+    msg.init(kind).name = name
+    return msg.to_bytes()
+
+
+def encode_list_topics(request_id: int) -> bytes:
+    msg = protocol.Request.new_message(requestId=request_id)
+    msg.listTopics = None
+    return msg.to_bytes()
+
+
+def encode_list_offsets(request_id: int, topic: str, partition: int) -> bytes:
+    msg = protocol.Request.new_message(requestId=request_id)
+    body = msg.init("listOffsets")
+    body.topic, body.partition = topic, partition
+    return msg.to_bytes()
+
+
+def decode_request(frame) -> RequestView:
+    """Decode an untrusted Request frame. Raises MalformedRequestError only."""
+    if len(frame) > limits.HEADER_BYTES_MAX:
+        raise MalformedRequestError(
+            f"request header is {len(frame)} bytes, over the limit of "
+            f"{limits.HEADER_BYTES_MAX} bytes")
+    try:
+        with protocol.Request.from_bytes(bytes(frame), **_READ_LIMITS) as req:
+            return _request_view(req)
+    except MalformedRequestError:
+        raise
+    except Exception as exc:  # pycapnp raises KjException, ValueError, ...
+        raise MalformedRequestError(f"request header is not a valid Request: {exc}") from None
+
+
+def _request_view(req) -> RequestView:
+    kind = req.which()
+    view = RequestView(request_id=req.requestId, kind=kind)
+    if kind in ("produce", "fetch", "listOffsets"):
+        body = getattr(req, kind)
+        view.topic, view.partition = body.topic, body.partition
+        if kind == "produce":
+            view.acks = body.acks
+        elif kind == "fetch":
+            view.offset, view.bytes_max, view.wait_ms_max = body.offset, body.maxBytes, body.maxWaitMs
+    elif kind == "metadata":
+        view.topics = list(req.metadata.topics)
+    elif kind == "createTopic":
+        body = req.createTopic
+        view.topic, view.partition_count = body.name, body.partitions
+        view.config = {entry.key: entry.value for entry in body.config}
+    elif kind in ("deleteTopic", "describeTopic"):
+        view.topic = getattr(req, kind).name
+    return view
+
+
+# --- Replies ----------------------------------------------------------------
+
+def encode_error(request_id: int, error: BrokerError) -> bytes:
+    msg = protocol.Reply.new_message(requestId=request_id)
+    msg.error.code = error.code_name
+    msg.error.message = error.message
+    msg.none = None
+    return msg.to_bytes()
+
+
+def encode_ok(request_id: int) -> bytes:
+    msg = protocol.Reply.new_message(requestId=request_id)
+    msg.none = None
+    return msg.to_bytes()
+
+
+def encode_produce_reply(request_id: int, base_offset: int) -> bytes:
+    msg = protocol.Reply.new_message(requestId=request_id)
+    msg.init("produce").baseOffset = base_offset
+    return msg.to_bytes()
+
+
+def encode_fetch_reply(request_id: int, high_watermark: int, log_start_offset: int) -> bytes:
+    msg = protocol.Reply.new_message(requestId=request_id)
+    body = msg.init("fetch")
+    body.highWatermark, body.logStartOffset = high_watermark, log_start_offset
+    return msg.to_bytes()
+
+
+def encode_topics_reply(request_id: int, topics: list[TopicInfo]) -> bytes:
+    msg = protocol.Reply.new_message(requestId=request_id)
+    out = msg.init("topics", len(topics))
+    for i, info in enumerate(topics):
+        out[i].name, out[i].partitions = info.name, info.partitions
+        _fill_config(out[i].init("config", len(info.config)), info.config)
+        parts = out[i].init("partitionInfo", len(info.partition_info))
+        for j, part in enumerate(info.partition_info):
+            _fill_partition(parts[j], part)
+    return msg.to_bytes()
+
+
+def encode_offsets_reply(request_id: int, info: PartitionInfo) -> bytes:
+    msg = protocol.Reply.new_message(requestId=request_id)
+    _fill_partition(msg.init("offsets"), info)
+    return msg.to_bytes()
+
+
+def decode_reply(frame) -> ReplyView:
+    """Decode a Reply frame from the broker (client side)."""
+    try:
+        with protocol.Reply.from_bytes(bytes(frame), **_READ_LIMITS) as rep:
+            return _reply_view(rep)
+    except Exception as exc:
+        raise MalformedRequestError(f"reply from broker is not a valid Reply: {exc}") from None
+
+
+def _reply_view(rep) -> ReplyView:
+    view = ReplyView(request_id=rep.requestId, kind=rep.which())
+    code = str(rep.error.code)
+    if code != "none":
+        view.error = error_for_code(code, rep.error.message)
+        return view
+    if view.kind == "produce":
+        view.base_offset = rep.produce.baseOffset
+    elif view.kind == "fetch":
+        view.high_watermark = rep.fetch.highWatermark
+        view.log_start_offset = rep.fetch.logStartOffset
+    elif view.kind == "topics":
+        view.topics = [_topic_info(t) for t in rep.topics]
+    elif view.kind == "offsets":
+        view.offsets = _partition_info(rep.offsets)
+    return view
+
+
+def _topic_info(t) -> TopicInfo:
+    return TopicInfo(
+        name=t.name, partitions=t.partitions,
+        config={e.key: e.value for e in t.config},
+        partition_info=[_partition_info(p) for p in t.partitionInfo])
+
+
+def _partition_info(p) -> PartitionInfo:
+    return PartitionInfo(partition=p.partition, shard=p.shard, start_offset=p.startOffset,
+                         end_offset=p.endOffset, size_bytes=p.sizeBytes)
+
+
+def _fill_config(entries, config: dict[str, str]) -> None:
+    for i, (key, value) in enumerate(sorted(config.items())):
+        entries[i].key, entries[i].value = key, value
+
+
+def _fill_partition(out, info: PartitionInfo) -> None:
+    out.partition, out.shard = info.partition, info.shard
+    out.startOffset, out.endOffset, out.sizeBytes = info.start_offset, info.end_offset, info.size_bytes
