@@ -1,0 +1,147 @@
+"""The producer's record accumulator: one open batch per partition.
+
+Threads. ``append`` is called by any application thread inside
+``Producer.send``; ``drain`` and ``release`` by the sender thread. One
+condition variable guards everything here.
+
+A batch is ready when it reaches ``batch_bytes_max``, when it has waited
+``linger_ms``, or when a flush asks for everything. Memory is bounded:
+records not yet acknowledged hold at most ``buffer_bytes_max``; past that
+``append`` blocks up to ``max_block_ms`` and then raises PlinthTimeoutError.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+from plinth.client.futures import BatchResult, RecordFuture
+from plinth.client.record_batch import BatchBuilder
+from plinth.errors import PlinthTimeoutError
+
+RECORD_OVERHEAD_BYTES = 16   # lengths and timestamp delta in the columns
+
+
+class OpenBatch:
+    __slots__ = ("topic", "partition", "builder", "result", "created_s", "bytes")
+
+    def __init__(self, topic: str, partition: int):
+        self.topic = topic
+        self.partition = partition
+        self.builder = BatchBuilder()
+        self.result = BatchResult(topic, partition)
+        self.created_s = time.monotonic()
+        self.bytes = 0
+
+
+class RecordAccumulator:
+    def __init__(self, *, batch_bytes_max: int, linger_ms: float, buffer_bytes_max: int,
+                 max_block_ms: float, wake):
+        self.batch_bytes_max = batch_bytes_max
+        self.linger_s = linger_ms / 1000
+        self.buffer_bytes_max = buffer_bytes_max
+        self.max_block_s = max_block_ms / 1000
+        self._wake = wake
+        self._cond = threading.Condition()
+        self._open: dict[tuple[str, int], OpenBatch] = {}
+        self._ready: deque[OpenBatch] = deque()
+        self._incomplete: set[BatchResult] = set()
+        self._buffered_bytes = 0
+        self._flushes = 0
+
+    def append(self, topic: str, partition: int, key, value, timestamp_ms: int,
+               headers) -> tuple[RecordFuture, bool]:
+        """Add one record; returns its future and whether its batch just filled up."""
+        size = RECORD_OVERHEAD_BYTES + (len(key) if key else 0) + (len(value) if value else 0)
+        with self._cond:
+            self._reserve(size)
+            batch = self._open.get((topic, partition))
+            if batch is not None and batch.bytes + size > self.batch_bytes_max:
+                self._seal(batch)
+                batch = None
+            if batch is None:
+                batch = self._new_batch(topic, partition)
+            index = batch.builder.append(key, value, timestamp_ms, headers)
+            batch.bytes += size
+            full = batch.bytes >= self.batch_bytes_max
+            if full:
+                self._seal(batch)
+        return RecordFuture(batch.result, index), full
+
+    def _reserve(self, size: int) -> None:
+        deadline = time.monotonic() + self.max_block_s
+        while self._buffered_bytes and self._buffered_bytes + size > self.buffer_bytes_max:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PlinthTimeoutError(
+                    f"producer buffer full: {self._buffered_bytes} bytes of "
+                    f"buffer_memory={self.buffer_bytes_max} wait for acknowledgement; "
+                    f"blocked max_block_ms={self.max_block_s * 1000:.0f}")
+            self._cond.wait(remaining)
+        self._buffered_bytes += size
+
+    def _new_batch(self, topic: str, partition: int) -> OpenBatch:
+        batch = OpenBatch(topic, partition)
+        self._open[(topic, partition)] = batch
+        self._incomplete.add(batch.result)
+        self._wake()   # the sender must start this batch's linger clock
+        return batch
+
+    def _seal(self, batch: OpenBatch) -> None:
+        del self._open[(batch.topic, batch.partition)]
+        self._ready.append(batch)
+        self._wake()
+
+    def drain(self, batches_max: int) -> list[OpenBatch]:
+        """Sender thread: up to ``batches_max`` batches that are ready to send."""
+        now = time.monotonic()
+        with self._cond:
+            for batch in list(self._open.values()):
+                if self._flushes or now - batch.created_s >= self.linger_s:
+                    self._seal(batch)
+            out = []
+            while self._ready and len(out) < batches_max:
+                out.append(self._ready.popleft())
+            return out
+
+    def next_linger_deadline_s(self) -> float | None:
+        with self._cond:
+            if self._ready or (self._open and self._flushes):
+                return time.monotonic()
+            if not self._open:
+                return None
+            return min(b.created_s for b in self._open.values()) + self.linger_s
+
+    def complete(self, batch: OpenBatch, base_offset: int | None, error=None) -> None:
+        """Sender thread: resolve a batch's futures and free its buffer bytes."""
+        batch.result.resolve(base_offset, error)
+        with self._cond:
+            self._incomplete.discard(batch.result)
+            self._buffered_bytes -= batch.bytes
+            self._cond.notify_all()
+
+    def begin_flush(self) -> list[BatchResult]:
+        with self._cond:
+            self._flushes += 1
+            pending = list(self._incomplete)
+        self._wake()
+        return pending
+
+    def end_flush(self) -> None:
+        with self._cond:
+            self._flushes -= 1
+
+    def abort_unsent(self, error: BaseException) -> list[OpenBatch]:
+        """Take every batch not yet sent (on close without flush)."""
+        with self._cond:
+            batches = list(self._ready) + list(self._open.values())
+            self._ready.clear()
+            self._open.clear()
+        for batch in batches:
+            self.complete(batch, None, error)
+        return batches
+
+    def empty(self) -> bool:
+        with self._cond:
+            return not self._incomplete

@@ -1,0 +1,57 @@
+"""Admin: create, list, describe and delete topics.
+
+Client side. One Admin may be used by one thread at a time. Every call waits
+at most ``request_timeout_ms`` for the broker, then raises PlinthTimeoutError.
+"""
+
+from __future__ import annotations
+
+from plinth import limits, protocol, topics
+from plinth.client.connection import Connection
+
+
+class Admin:
+    def __init__(self, *, broker: str | None = None,
+                 request_timeout_ms: int = limits.CLIENT_REQUEST_TIMEOUT_MS_DEFAULT):
+        self._conn = Connection(broker)
+        self.request_timeout_ms = request_timeout_ms
+
+    def __enter__(self) -> "Admin":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _call(self, encode, *args):
+        request_id = self._conn.next_request_id()
+        view, _ = self._conn.request(encode(request_id, *args), request_id, self.request_timeout_ms)
+        return view
+
+    def create_topic(self, name: str, partitions: int = 1, *,
+                     config: dict[str, str] | None = None) -> protocol.TopicInfo:
+        """Create a topic; raises TopicExistsError, InvalidTopicError, InvalidConfigError."""
+        topics.validate_topic_name(name)
+        topics.validate_partition_count(name, partitions)
+        config = {key: str(value) for key, value in (config or {}).items()}
+        return self._call(protocol.encode_create_topic, name, partitions, config).topics[0]
+
+    def list_topics(self) -> list[str]:
+        """Names of all topics, sorted."""
+        return [info.name for info in self._call(protocol.encode_list_topics).topics]
+
+    def describe_topic(self, name: str) -> protocol.TopicInfo:
+        """Partitions with their shard, start and end offsets and bytes on disk."""
+        return self._call(protocol.encode_topic_request, "describeTopic", name).topics[0]
+
+    def delete_topic(self, name: str) -> None:
+        self._call(protocol.encode_topic_request, "deleteTopic", name)
+
+    def partition_count(self, name: str) -> int:
+        return self._call(protocol.encode_metadata, [name]).topics[0].partitions
+
+    def list_offsets(self, topic: str, partition: int) -> protocol.PartitionInfo:
+        """Start and end (high watermark) offsets of one partition."""
+        return self._call(protocol.encode_list_offsets, topic, partition).offsets

@@ -1,0 +1,88 @@
+"""A client's ZeroMQ DEALER connection to a router.
+
+A Connection belongs to one thread at a time (ZeroMQ sockets are not
+thread-safe): the caller's thread for Admin and Consumer, the sender thread
+for Producer. Requests carry ids from ``next_request_id()``; replies are
+matched by id, so many requests may be in flight.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+
+import zmq
+
+from plinth import limits, protocol
+from plinth.errors import ClosedError, PlinthTimeoutError
+
+DEFAULT_BROKER = "tcp://127.0.0.1:7400"
+
+
+def broker_url(broker: str | None) -> str:
+    """Normalize a broker address: None -> $PLINTH_BROKER or the default; add tcp://."""
+    url = broker or os.environ.get("PLINTH_BROKER") or DEFAULT_BROKER
+    if "://" not in url:
+        url = f"tcp://{url}"
+    return url
+
+
+class Connection:
+    def __init__(self, broker: str | None = None, context: zmq.Context | None = None):
+        self.url = broker_url(broker)
+        self._context = context or zmq.Context.instance()
+        self.socket = self._context.socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.SNDHWM, limits.SOCKET_MESSAGES_HWM)
+        self.socket.setsockopt(zmq.RCVHWM, limits.SOCKET_MESSAGES_HWM)
+        self.socket.setsockopt(zmq.MAXMSGSIZE, limits.FRAME_BYTES_MAX)
+        try:
+            self.socket.connect(self.url)
+        except zmq.ZMQError as exc:
+            self.socket.close()
+            raise ValueError(f"cannot connect to broker {self.url!r}: {exc}") from None
+        self._ids = itertools.count(1)
+        self._early: dict[int, tuple] = {}   # replies that arrived for other waiters
+        self.closed = False
+
+    def next_request_id(self) -> int:
+        return next(self._ids)
+
+    def send(self, header: bytes, payload=None) -> None:
+        if self.closed:
+            raise ClosedError(f"connection to {self.url} is closed")
+        frames = [header] if payload is None else [header, payload]
+        self.socket.send_multipart(frames, copy=payload is None)
+
+    def recv(self, timeout_ms: float) -> tuple[protocol.ReplyView, object] | None:
+        """One reply (view, payload frame or None), or None if none came in time."""
+        if not self.socket.poll(max(0, int(timeout_ms))):
+            return None
+        frames = self.socket.recv_multipart(copy=False)
+        view = protocol.decode_reply(frames[0].buffer)
+        return view, (frames[1] if len(frames) > 1 else None)
+
+    def request(self, header: bytes, request_id: int, timeout_ms: float, payload=None):
+        """Send one request and wait for its reply; raises the reply's error."""
+        self.send(header, payload)
+        return self.wait_for(request_id, timeout_ms)
+
+    def wait_for(self, request_id: int, timeout_ms: float):
+        deadline = time.monotonic() + timeout_ms / 1000
+        while request_id not in self._early:
+            remaining_ms = (deadline - time.monotonic()) * 1000
+            got = self.recv(remaining_ms) if remaining_ms > 0 else None
+            if got is None:
+                raise PlinthTimeoutError(
+                    f"no reply from {self.url} to request {request_id} within {timeout_ms:.0f} ms")
+            self._early[got[0].request_id] = got
+        view, payload = self._early.pop(request_id)
+        if view.error is not None:
+            raise view.error
+        return view, payload
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.socket.close(linger=0)

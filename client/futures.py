@@ -1,0 +1,108 @@
+"""Futures for produced records, one light object per record.
+
+A batch has one ``BatchResult``, resolved once by the producer's sender
+thread with the batch's base offset or an error; each record's
+``RecordFuture`` is the batch result plus the record's index in the batch, so
+resolving a batch of 10,000 records is one call, not 10,000. Any thread may
+wait on a future; callbacks run on the sender thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, NamedTuple
+
+from plinth.errors import PlinthError, PlinthTimeoutError
+
+
+class RecordMetadata(NamedTuple):
+    topic: str
+    partition: int
+    offset: int          # -1 when acks=0: the broker sends no offset back
+
+
+class BatchResult:
+    __slots__ = ("topic", "partition", "base_offset", "error", "_done", "_callbacks", "_lock")
+
+    def __init__(self, topic: str, partition: int):
+        self.topic = topic
+        self.partition = partition
+        self.base_offset = -1
+        self.error: BaseException | None = None
+        self._done = threading.Event()
+        self._callbacks: list[tuple[Callable, Callable | None, int]] = []
+        self._lock = threading.Lock()   # orders add_callback against resolve
+
+    def resolve(self, base_offset: int | None, error: BaseException | None = None) -> None:
+        """Sender thread: set the outcome once and run callbacks."""
+        assert not self._done.is_set(), "a batch is resolved once"
+        with self._lock:
+            if error is None:
+                self.base_offset = base_offset
+            self.error = error
+            self._done.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for on_success, on_error, index in callbacks:
+            self._run_callback(on_success, on_error, index)
+
+    def _run_callback(self, on_success, on_error, index: int) -> None:
+        if self.error is None and on_success is not None:
+            on_success(self.metadata(index))
+        elif self.error is not None and on_error is not None:
+            on_error(self.error)
+
+    def metadata(self, index: int) -> RecordMetadata:
+        offset = -1 if self.base_offset < 0 else self.base_offset + index
+        return RecordMetadata(self.topic, self.partition, offset)
+
+    def wait(self, timeout_s: float | None) -> bool:
+        return self._done.wait(timeout_s)
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+
+class RecordFuture:
+    """What ``Producer.send`` returns: resolves to RecordMetadata(topic, partition, offset)."""
+
+    __slots__ = ("_batch", "_index")
+
+    def __init__(self, batch: BatchResult, index: int):
+        self._batch = batch
+        self._index = index
+
+    def done(self) -> bool:
+        return self._batch.done()
+
+    def get(self, timeout: float | None = None) -> RecordMetadata:
+        """Wait up to ``timeout`` seconds; raise the send's error if it failed."""
+        if not self._batch.wait(timeout):
+            raise PlinthTimeoutError(f"record not acknowledged within {timeout} s")
+        if self._batch.error is not None:
+            raise self._batch.error
+        return self._batch.metadata(self._index)
+
+    result = get  # concurrent.futures spelling
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if not self._batch.wait(timeout):
+            raise PlinthTimeoutError(f"record not acknowledged within {timeout} s")
+        return self._batch.error
+
+    def add_callback(self, fn: Callable[[RecordMetadata], None]) -> "RecordFuture":
+        return self._add(fn, None)
+
+    def add_errback(self, fn: Callable[[BaseException], None]) -> "RecordFuture":
+        return self._add(None, fn)
+
+    def _add(self, on_success, on_error) -> "RecordFuture":
+        batch = self._batch
+        with batch._lock:
+            if not batch.done():
+                batch._callbacks.append((on_success, on_error, self._index))
+                return self
+        batch._run_callback(on_success, on_error, self._index)
+        return self
+
+
+__all__ = ["RecordMetadata", "BatchResult", "RecordFuture", "PlinthError"]

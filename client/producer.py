@@ -1,0 +1,141 @@
+"""Producer: send records to topics; batches per partition in the background.
+
+Client side, in the conventions of kafka-python and aiokafka: keyword-only
+options named with their units. ``send`` may be called from any thread; it
+never touches a socket. The accumulator batches records per partition and
+the sender thread ships the batches (see accumulator.py and sender.py).
+
+    with Producer(broker="tcp://127.0.0.1:7400", linger_ms=5) as producer:
+        future = producer.send("orders", b"hello", key=b"customer-1")
+        print(future.get(timeout=10))   # RecordMetadata(topic, partition, offset)
+
+Partitioning: an explicit ``partition`` wins; else a key is hashed with
+Kafka's murmur2 (same partition number as Kafka's default partitioner);
+else records go to a sticky partition that changes with each batch.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from plinth import limits
+from plinth.client.accumulator import RecordAccumulator
+from plinth.client.admin import Admin
+from plinth.client.futures import RecordFuture
+from plinth.client.partitioner import StickyPartitioner, partition_for_key
+from plinth.client.sender import Sender
+from plinth.errors import ClosedError, PartitionOutOfRangeError, PlinthTimeoutError, RecordTooLargeError
+
+
+class Producer:
+    def __init__(self, *, broker: str | None = None, acks: int | str = 1,
+                 linger_ms: float = limits.PRODUCER_LINGER_MS_DEFAULT,
+                 batch_bytes_max: int = limits.PRODUCER_BATCH_BYTES_DEFAULT,
+                 buffer_memory: int = limits.PRODUCER_BUFFER_BYTES_MAX,
+                 max_block_ms: float = 60_000,
+                 request_timeout_ms: float = limits.CLIENT_REQUEST_TIMEOUT_MS_DEFAULT,
+                 max_in_flight_requests_per_connection: int = limits.PRODUCER_REQUESTS_IN_FLIGHT_MAX,
+                 key_serializer=None, value_serializer=None):
+        acks = -1 if acks == "all" else acks
+        if acks not in (-1, 0, 1):
+            raise ValueError(f"acks={acks!r} must be 0, 1, -1 or 'all'")
+        if not 0 < batch_bytes_max <= limits.BATCH_BYTES_MAX:
+            raise ValueError(f"batch_bytes_max={batch_bytes_max} must be 1..{limits.BATCH_BYTES_MAX}")
+        if linger_ms < 0:
+            raise ValueError(f"linger_ms={linger_ms} must be >= 0")
+        self._key_serializer = key_serializer
+        self._value_serializer = value_serializer
+        self._admin = Admin(broker=broker, request_timeout_ms=request_timeout_ms)
+        self._admin_lock = threading.Lock()
+        self._partition_counts: dict[str, int] = {}
+        self._sticky: dict[str, StickyPartitioner] = {}
+        self._sender = Sender(self._admin._conn.url, acks, request_timeout_ms,
+                              max_in_flight_requests_per_connection)
+        self._accumulator = RecordAccumulator(
+            batch_bytes_max=batch_bytes_max, linger_ms=linger_ms, buffer_bytes_max=buffer_memory,
+            max_block_ms=max_block_ms, wake=self._sender.wake)
+        self._sender.start(self._accumulator)
+        self._closed = False
+
+    def __enter__(self) -> "Producer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def send(self, topic: str, value=None, *, key=None, partition: int | None = None,
+             headers: list[tuple[str, bytes]] | None = None,
+             timestamp_ms: int | None = None) -> RecordFuture:
+        """Queue one record; returns a future for its RecordMetadata. Any thread."""
+        if self._closed:
+            raise ClosedError("producer is closed")
+        key = self._serialize(self._key_serializer, key, "key")
+        value = self._serialize(self._value_serializer, value, "value")
+        size = (len(key) if key else 0) + (len(value) if value else 0)
+        if size > limits.BATCH_BYTES_MAX - 1024:
+            raise RecordTooLargeError(
+                f"record of {size} bytes (key + value) is over the batch limit of "
+                f"{limits.BATCH_BYTES_MAX} bytes")
+        if timestamp_ms is None:
+            timestamp_ms = int(time.time() * 1000)
+        sticky = partition is None and key is None
+        partition = self._choose_partition(topic, key, partition)
+        future, full = self._accumulator.append(topic, partition, key, value, timestamp_ms, headers)
+        if sticky and full:
+            self._sticky[topic].next_batch()
+        return future
+
+    @staticmethod
+    def _serialize(serializer, data, what: str):
+        if serializer is not None and data is not None:
+            data = serializer(data)
+        if data is not None and not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"{what} must be bytes or None (or set {what}_serializer), "
+                            f"got {type(data).__name__}")
+        return bytes(data) if isinstance(data, (bytearray, memoryview)) else data
+
+    def _choose_partition(self, topic: str, key, partition: int | None) -> int:
+        count = self.partitions_for(topic)
+        if partition is not None:
+            if not 0 <= partition < count:
+                raise PartitionOutOfRangeError(
+                    f"partition {partition} of topic {topic!r} does not exist: it has "
+                    f"{count} partitions (0 to {count - 1})")
+            return partition
+        if key is not None:
+            return partition_for_key(key, count)
+        return self._sticky[topic].partition()
+
+    def partitions_for(self, topic: str) -> int:
+        """The topic's partition count (asked of the broker once, then cached)."""
+        count = self._partition_counts.get(topic)
+        if count is None:
+            with self._admin_lock:
+                count = self._admin.partition_count(topic)
+            self._sticky.setdefault(topic, StickyPartitioner(count))
+            self._partition_counts[topic] = count
+        return count
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Send everything queued and wait for every acknowledgement (or error)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pending = self._accumulator.begin_flush()
+        try:
+            for result in pending:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if not result.wait(remaining):
+                    raise PlinthTimeoutError(f"flush did not finish within {timeout} s")
+        finally:
+            self._accumulator.end_flush()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush, then stop the sender thread and close the connections."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.flush(timeout)
+        finally:
+            self._sender.close(timeout)
+            self._admin.close()

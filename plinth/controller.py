@@ -1,0 +1,178 @@
+"""The controller: topics, their configuration and the placement of partitions on shards.
+
+Runs as one named Ray actor per broker (control plane). Its methods run one
+at a time on the actor's thread, so metadata changes are serialized without
+locks. It creates the shard actors, tells each which partitions it owns, and
+persists the metadata to ``<data_dir>/metadata.json``:
+
+    {"version": 1,
+     "shards": ["shard-0", "shard-1"],
+     "topics": {"orders": {"partitions": 3,
+                           "config": {"segment.bytes": "268435456", ...},
+                           "placement": ["shard-1", "shard-0", "shard-1"]}}}
+
+The file is replaced atomically (write, fsync, rename, fsync the directory),
+so a crash leaves either the old or the new metadata, never a mix.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import ray
+
+from plinth import limits, placement, protocol, topics
+from plinth.errors import InvalidConfigError, TooManyTopicsError, TopicExistsError, UnknownTopicError
+from plinth.shards.actor import ShardActor
+
+log = logging.getLogger(__name__)
+
+METADATA_FILE = "metadata.json"
+METADATA_VERSION = 1
+
+
+class Controller:
+    """Wrapped with ``ray.remote`` by the server. Every method: controller actor thread."""
+
+    def __init__(self, data_dir: str, shard_count: int | None, fsync_policy: str = "always",
+                 fsync_interval_ms: int = limits.FSYNC_INTERVAL_MS_DEFAULT):
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._metadata = self._load()
+        self._metadata["shards"] = self._shard_ids(shard_count)
+        self._fsync_policy = fsync_policy
+        self._fsync_interval_ms = fsync_interval_ms
+        self._shards: dict[str, ray.actor.ActorHandle] = {}
+        self._addresses: dict[str, str] = {}
+
+    def _load(self) -> dict:
+        path = self.data_dir / METADATA_FILE
+        if not path.exists():
+            return {"version": METADATA_VERSION, "shards": [], "topics": {}}
+        metadata = json.loads(path.read_text())
+        if metadata.get("version") != METADATA_VERSION:
+            raise InvalidConfigError(f"{path}: metadata version {metadata.get('version')} "
+                                     f"is not {METADATA_VERSION}")
+        return metadata
+
+    def _shard_ids(self, shard_count: int | None) -> list[str]:
+        stored = self._metadata["shards"]
+        if shard_count is None:
+            shard_count = len(stored) or os.cpu_count() or 1
+        if stored and shard_count != len(stored):
+            raise InvalidConfigError(
+                f"{self.data_dir / METADATA_FILE} was written with {len(stored)} shards, "
+                f"but {shard_count} were asked for; start with --shards {len(stored)}")
+        if not 1 <= shard_count <= limits.SHARDS_MAX:
+            raise InvalidConfigError(f"--shards {shard_count} is outside 1..{limits.SHARDS_MAX}")
+        return [f"shard-{i}" for i in range(shard_count)]
+
+    def _save(self) -> None:
+        path = self.data_dir / METADATA_FILE
+        tmp = path.with_suffix(".json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(self._metadata, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(self.data_dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    # --- Lifecycle ---------------------------------------------------------
+
+    def start(self) -> dict[str, str]:
+        """Create every shard actor and open the partitions it owns; returns shard addresses."""
+        remote_shard = ray.remote(ShardActor)
+        for shard_id in self._metadata["shards"]:
+            self._shards[shard_id] = remote_shard.options(
+                num_cpus=0, max_restarts=0, scheduling_strategy="SPREAD",
+            ).remote(shard_id, str(self.data_dir / "shards" / shard_id),
+                     self._fsync_policy, self._fsync_interval_ms)
+        ids = list(self._shards)
+        addresses = ray.get([self._shards[s].address.remote() for s in ids])
+        self._addresses = dict(zip(ids, addresses))
+        ray.get([self._shards[s].open_partitions.remote(specs)
+                 for s, specs in self._specs_by_shard().items()])
+        self._save()
+        return dict(self._addresses)
+
+    def shutdown(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S) -> None:
+        ray.get([shard.shutdown.remote(grace_period_s) for shard in self._shards.values()],
+                timeout=grace_period_s + 5)
+
+    def _specs_by_shard(self, names: list[str] | None = None) -> dict[str, list]:
+        out: dict[str, list] = {}
+        for name, topic in self._metadata["topics"].items():
+            if names is None or name in names:
+                for index, shard_id in enumerate(topic["placement"]):
+                    out.setdefault(shard_id, []).append((name, index, topic["config"]))
+        return out
+
+    # --- Queries ---------------------------------------------------------------
+
+    def routing(self) -> dict:
+        """What a router needs: shard addresses and each topic's placement."""
+        return {"shards": dict(self._addresses),
+                "topics": {name: list(t["placement"]) for name, t in self._metadata["topics"].items()}}
+
+    def list_topics(self) -> list[protocol.TopicInfo]:
+        return [self._topic_info(name) for name in sorted(self._metadata["topics"])]
+
+    def describe_topic(self, name: str) -> protocol.TopicInfo:
+        info = self._topic_info(name)
+        specs = self._specs_by_shard([name])
+        shard_ids = list(specs)
+        results = ray.get([self._shards[s].partition_infos.remote([(t, p) for t, p, _ in specs[s]])
+                           for s in shard_ids], timeout=limits.CONTROL_CALL_TIMEOUT_S)
+        parts = [p for infos in results for p in infos]
+        info.partition_info = sorted(parts, key=lambda p: p.partition)
+        return info
+
+    def _topic_info(self, name: str) -> protocol.TopicInfo:
+        topic = self._metadata["topics"].get(name)
+        if topic is None:
+            raise UnknownTopicError(f"unknown topic {name!r}")
+        return protocol.TopicInfo(name=name, partitions=topic["partitions"], config=dict(topic["config"]))
+
+    # --- Changes -----------------------------------------------------------------
+
+    def create_topic(self, name: str, partitions: int, config: dict[str, str]) -> protocol.TopicInfo:
+        topics.validate_topic_name(name)
+        topics.validate_partition_count(name, partitions)
+        config = topics.normalize_topic_config(name, config)
+        if name in self._metadata["topics"]:
+            raise TopicExistsError(f"topic {name!r} already exists")
+        if len(self._metadata["topics"]) >= limits.TOPICS_MAX:
+            raise TooManyTopicsError(f"cannot create {name!r}: the broker already has "
+                                     f"{limits.TOPICS_MAX} topics, the limit")
+        owners = placement.place_topic(name, partitions, self._metadata["shards"])
+        self._metadata["topics"][name] = {"partitions": partitions, "config": config,
+                                          "placement": owners}
+        try:
+            ray.get([self._shards[s].open_partitions.remote(specs)
+                     for s, specs in self._specs_by_shard([name]).items()],
+                    timeout=limits.CONTROL_CALL_TIMEOUT_S)
+        except Exception:
+            del self._metadata["topics"][name]
+            raise
+        self._save()
+        log.info("created topic %s with %d partitions", name, partitions)
+        return self._topic_info(name)
+
+    def delete_topic(self, name: str) -> None:
+        self._topic_info(name)  # raises UnknownTopicError
+        specs = self._specs_by_shard([name])
+        # Forget the topic first: a crash mid-delete leaves orphan files, not a
+        # topic whose partitions are half gone.
+        del self._metadata["topics"][name]
+        self._save()
+        ray.get([self._shards[s].delete_partitions.remote([(t, p) for t, p, _ in sp])
+                 for s, sp in specs.items()], timeout=limits.CONTROL_CALL_TIMEOUT_S)
+        log.info("deleted topic %s", name)

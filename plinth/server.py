@@ -1,0 +1,158 @@
+"""``plinth serve``: start Ray (or join a cluster), the controller, the shards and a router.
+
+Runs in the server process's main thread. The embedded default keeps
+everything on this machine and under the data directory:
+
+- Ray binds to 127.0.0.1 only (``_node_ip_address``), so no traffic ever goes
+  to the machine's network address. Ray turns a loopback ``_node_ip_address``
+  into the machine's address unless it runs in its local-only mode, so the
+  server sets ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` before importing Ray.
+- Ray's token authentication stays on (the ray 2.60 default), but its token
+  lives in ``<data_dir>/ray/auth_token`` instead of ``~/.ray/auth_token``:
+  Plinth writes nothing outside the data directory.
+- Ray's session files go under ``<data_dir>/ray`` when that path is short
+  enough for Unix socket names, else under a fresh ``plinth-ray-*`` folder in
+  the system temp directory (the log says which).
+
+With ``ray_address`` it joins an existing cluster instead and changes none of
+those settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from plinth import limits
+
+log = logging.getLogger(__name__)
+
+CONTROLLER_NAME = "plinth-controller"
+# Unix socket paths are limited to 107 bytes; Ray appends about 70 to its temp dir.
+_RAY_TEMP_DIR_BYTES_MAX = 36
+_CONTROLLER_NAME_WAIT_S = 30.0
+
+
+@dataclass
+class ServeOptions:
+    data_dir: Path
+    listen: str = "tcp://127.0.0.1:7400"
+    shards: int | None = None
+    ray_address: str | None = None
+    fsync_policy: str = "always"
+    fsync_interval_ms: int = limits.FSYNC_INTERVAL_MS_DEFAULT
+
+
+def namespace_for(data_dir: Path) -> str:
+    """The Ray namespace of the broker that owns ``data_dir``: one per data dir."""
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
+    return f"plinth-{digest}"
+
+
+def _start_ray(options: ServeOptions) -> None:
+    namespace = namespace_for(options.data_dir)
+    if options.ray_address:
+        import ray
+
+        ray.init(address=options.ray_address, namespace=namespace,
+                 logging_level=logging.WARNING, log_to_driver=True)
+        return
+    ray_dir = options.data_dir / "ray"
+    ray_dir.mkdir(parents=True, exist_ok=True)
+    token_path = ray_dir / "auth_token"
+    if not token_path.exists():
+        token_path.write_text(secrets.token_hex(32))
+        token_path.chmod(0o600)
+    # Ray's local-only mode: it then takes 127.0.0.1 as the node address
+    # instead of turning it into the machine's network address.
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ.setdefault("RAY_AUTH_TOKEN_PATH", str(token_path))
+    import ray
+    from ray._raylet import Config
+
+    Config.initialize("")   # Ray reads RAY_AUTH_MODE once; make it see ours
+    temp_dir = str(ray_dir.resolve())
+    if len(temp_dir.encode()) > _RAY_TEMP_DIR_BYTES_MAX:
+        temp_dir = tempfile.mkdtemp(prefix="plinth-ray-")
+        log.info("%s is too long for Ray's socket names; Ray's session files go to %s",
+                 ray_dir, temp_dir)
+    ray.init(_node_ip_address="127.0.0.1", _temp_dir=temp_dir, namespace=namespace,
+             num_cpus=os.cpu_count(), include_dashboard=False,
+             logging_level=logging.WARNING)
+
+
+class Server:
+    """The broker in this process: controller handle plus a router."""
+
+    def __init__(self, options: ServeOptions):
+        self.options = options
+        self.controller = None
+        self.router = None
+
+    def start(self) -> None:
+        self.options.data_dir.mkdir(parents=True, exist_ok=True)
+        _start_ray(self.options)   # first: it sets Ray's environment before Ray is imported
+
+        import ray
+
+        from plinth.controller import Controller
+        from plinth.router.router import Router
+
+        self.controller = self._create_controller(ray.remote(Controller))
+        ray.get(self.controller.start.remote())
+        self.router = Router(self.options.listen, self.controller)
+        self.router.start(ray.get(self.controller.routing.remote()))
+
+    def _create_controller(self, remote_controller):
+        # After a crash, Ray may still hold the dead broker's controller name
+        # for a moment; a live broker on the same data dir holds it for good.
+        deadline = time.monotonic() + _CONTROLLER_NAME_WAIT_S
+        while True:
+            try:
+                return remote_controller.options(
+                    name=CONTROLLER_NAME, num_cpus=0, max_restarts=0,
+                ).remote(str(self.options.data_dir.resolve()), self.options.shards,
+                         self.options.fsync_policy, self.options.fsync_interval_ms)
+            except ValueError as exc:
+                if "already taken" not in str(exc) or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"another broker is serving {self.options.data_dir} in this Ray "
+                        f"cluster (waited {_CONTROLLER_NAME_WAIT_S} s): {exc}") from None
+                time.sleep(0.2)
+
+    def stop(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S) -> None:
+        """Stop taking requests, flush and fsync every log, stop the actors."""
+        import ray
+
+        if self.router is not None:
+            self.router.stop()
+        if self.controller is not None:
+            try:
+                ray.get(self.controller.shutdown.remote(grace_period_s), timeout=grace_period_s + 10)
+            finally:
+                ray.kill(self.controller)
+        ray.shutdown()
+
+
+def serve(options: ServeOptions, ready=print) -> int:
+    """Run the broker until SIGTERM or SIGINT; returns the exit code."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    server = Server(options)
+    server.start()
+    ready(f"plinth ready: listening on {options.listen} (data dir {options.data_dir})")
+    while not stop.wait(1.0):
+        pass
+    log.info("shutting down")
+    server.stop()
+    return 0

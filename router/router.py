@@ -1,0 +1,333 @@
+"""The router: the broker's front door.
+
+Runs in the server process (``plinth serve``), in two threads:
+
+- The loop thread owns every socket. Clients' DEALERs connect to its ROUTER
+  socket; it keeps one DEALER connected to each shard's ROUTER. It decodes
+  only the small Request header of each message, finds the shard that owns
+  (topic, partition) in its routing table, and forwards the frames untouched
+  and uncopied (``copy=False``); shard replies come back on the DEALER with
+  the client's identity first and are relayed as they are. It never blocks
+  on Ray.
+- The admin thread makes the control calls to the controller actor (create,
+  delete, list and describe topics, metadata, routing refreshes) and hands
+  their results back to the loop over an inproc socket.
+
+Ordering. Requests for a topic the routing table does not know yet are held,
+in arrival order, until the admin thread has asked the controller about the
+topic, then forwarded in that order, so a client's pipelined requests to one
+partition reach its shard in the order they were sent.
+
+Bounds. Every socket has a high-water mark; when a shard's queue is full the
+client gets ``tooManyRequests`` at once instead of the router buffering.
+Requests held for resolution and admin requests are bounded too.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+
+import zmq
+
+from plinth import limits, protocol
+from plinth.errors import (BrokerError, InternalError, MalformedRequestError,
+                           PartitionOutOfRangeError, RequestTimedOutError,
+                           TooManyRequestsError, UnknownTopicError)
+
+log = logging.getLogger(__name__)
+
+ADMIN_QUEUED_MAX = 1000
+HELD_PER_TOPIC_MAX = 1000
+UNKNOWN_TOPIC_TTL_S = 1.0
+UNKNOWN_TOPICS_REMEMBERED_MAX = 10_000
+_ADMIN_ADDRESS_FORMAT = "inproc://plinth-router-admin-{}"
+
+
+class Router:
+    """Construct, ``start()`` and ``stop()`` from the server's main thread."""
+
+    def __init__(self, listen: str, controller, context: zmq.Context | None = None):
+        self.listen = listen
+        self._controller = controller
+        self._context = context or zmq.Context.instance()
+        self._admin_queue: queue.Queue = queue.Queue(maxsize=ADMIN_QUEUED_MAX)
+        self._admin_address = _ADMIN_ADDRESS_FORMAT.format(id(self))
+        self._routes: dict[str, list[str]] = {}           # topic -> shard id per partition
+        self._backends: dict[str, tuple[str, zmq.Socket]] = {}  # shard id -> (address, DEALER)
+        self._held: dict[str, list] = {}                    # topic -> frames awaiting routing
+        self._unknown: OrderedDict[str, float] = OrderedDict()  # topic -> forget-at time
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # --- Lifecycle ---------------------------------------------------------------
+
+    def start(self, routing: dict) -> None:
+        """Bind the front socket and start both threads. ``routing``: controller.routing()."""
+        self._frontend = self._context.socket(zmq.ROUTER)
+        self._frontend.setsockopt(zmq.MAXMSGSIZE, limits.FRAME_BYTES_MAX)
+        self._frontend.setsockopt(zmq.RCVHWM, limits.SOCKET_MESSAGES_HWM)
+        self._frontend.setsockopt(zmq.SNDHWM, limits.SOCKET_MESSAGES_HWM)
+        self._frontend.setsockopt(zmq.LINGER, 0)
+        try:
+            self._frontend.bind(self.listen)
+        except zmq.ZMQError as exc:
+            self._frontend.close()
+            raise OSError(f"cannot listen on {self.listen}: {exc}") from None
+        self._admin_pull = self._context.socket(zmq.PULL)
+        self._admin_pull.bind(self._admin_address)
+        self._apply_routing(routing)
+        for target, name in ((self._run, "router-loop"), (self._run_admin, "router-admin")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._admin_queue.put(None)
+        for thread in self._threads:
+            thread.join(10)
+
+    # --- Loop thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._frontend, zmq.POLLIN)
+        poller.register(self._admin_pull, zmq.POLLIN)
+        registered: set = set()
+        while not self._stopping.is_set():
+            for _, backend in self._backends.values():
+                if backend not in registered:
+                    poller.register(backend, zmq.POLLIN)
+                    registered.add(backend)
+            for sock, _ in poller.poll(200):
+                if sock is self._frontend:
+                    self._drain(self._frontend, self._on_request)
+                elif sock is self._admin_pull:
+                    self._drain(self._admin_pull, self._on_admin_result)
+                else:
+                    self._drain(sock, self._on_shard_reply)
+            registered = self._forget_closed(poller, registered)
+        self._close_sockets()
+
+    def _forget_closed(self, poller: zmq.Poller, registered: set) -> set:
+        live = {backend for _, backend in self._backends.values()}
+        for sock in registered - live:
+            poller.unregister(sock)
+            sock.close(linger=0)
+        return registered & live
+
+    def _close_sockets(self) -> None:
+        for _, backend in self._backends.values():
+            backend.close(linger=0)
+        self._frontend.close(linger=0)
+        self._admin_pull.close(linger=0)
+
+    @staticmethod
+    def _drain(sock: zmq.Socket, handle, batch_max: int = 256) -> None:
+        for _ in range(batch_max):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            handle(frames)
+
+    def _on_request(self, frames: list) -> None:
+        if len(frames) < 2:
+            log.warning("router: dropped a message of %d frame(s) with no header", len(frames))
+            return
+        client_id, header = frames[0], frames[1]
+        try:
+            view = protocol.decode_request(header.buffer)
+        except MalformedRequestError as exc:
+            self._reply(client_id, protocol.encode_error(0, exc))
+            return
+        if view.kind in protocol.PARTITION_KINDS:
+            self._route(frames, view)
+        else:
+            self._submit_admin(client_id, ("request", client_id.bytes, view))
+
+    def _route(self, frames: list, view: protocol.RequestView) -> None:
+        client_id = frames[0]
+        owners = self._routes.get(view.topic)
+        if owners is None:
+            self._hold(frames, view)
+            return
+        if view.partition >= len(owners):
+            self._reply(client_id, protocol.encode_error(view.request_id, PartitionOutOfRangeError(
+                f"partition {view.partition} of topic {view.topic!r} does not exist: "
+                f"it has {len(owners)} partitions (0 to {len(owners) - 1})")))
+            return
+        shard_id = owners[view.partition]
+        _, backend = self._backends[shard_id]
+        try:
+            backend.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            self._reply(client_id, protocol.encode_error(view.request_id, TooManyRequestsError(
+                f"{shard_id} has {limits.SOCKET_MESSAGES_HWM} requests queued; retry later")))
+
+    def _hold(self, frames: list, view: protocol.RequestView) -> None:
+        client_id = frames[0]
+        forget_at = self._unknown.get(view.topic)
+        if forget_at is not None and forget_at > time.monotonic():
+            self._reply(client_id, protocol.encode_error(
+                view.request_id, UnknownTopicError(f"unknown topic {view.topic!r}")))
+            return
+        held = self._held.get(view.topic)
+        if held is None:
+            self._held[view.topic] = [(frames, view)]
+            self._submit_admin(client_id, ("resolve", view.topic))
+        elif len(held) >= HELD_PER_TOPIC_MAX:
+            self._reply(client_id, protocol.encode_error(view.request_id, TooManyRequestsError(
+                f"{HELD_PER_TOPIC_MAX} requests already wait for topic {view.topic!r} to resolve")))
+        else:
+            held.append((frames, view))
+
+    def _submit_admin(self, client_id, job: tuple) -> None:
+        try:
+            self._admin_queue.put_nowait(job)
+        except queue.Full:
+            request_id = job[2].request_id if job[0] == "request" else 0
+            self._reply(client_id, protocol.encode_error(request_id, TooManyRequestsError(
+                f"router admin queue is full ({ADMIN_QUEUED_MAX} requests)")))
+
+    def _on_shard_reply(self, frames: list) -> None:
+        try:
+            self._frontend.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            log.warning("router: reply dropped, client is not reading")
+
+    def _on_admin_result(self, frames: list) -> None:
+        import pickle
+
+        result = pickle.loads(frames[0].bytes)
+        if result[0] == "reply":
+            _, client_id, reply = result
+            self._reply(client_id, reply)
+        elif result[0] == "routing":
+            _, routing, topic = result
+            self._apply_routing(routing)
+            self._release_held(topic)
+
+    def _release_held(self, topic: str | None) -> None:
+        if topic is None:
+            return
+        if topic not in self._routes:
+            self._unknown[topic] = time.monotonic() + UNKNOWN_TOPIC_TTL_S
+            while len(self._unknown) > UNKNOWN_TOPICS_REMEMBERED_MAX:
+                self._unknown.popitem(last=False)
+        for frames, view in self._held.pop(topic, []):
+            if topic in self._routes:
+                self._route(frames, view)
+            else:
+                self._reply(frames[0], protocol.encode_error(
+                    view.request_id, UnknownTopicError(f"unknown topic {topic!r}")))
+
+    def _apply_routing(self, routing: dict) -> None:
+        """Adopt the controller's routing table (loop thread, or start())."""
+        self._routes = routing["topics"]
+        for topic in routing["topics"]:
+            self._unknown.pop(topic, None)
+        for shard_id, address in routing["shards"].items():
+            current = self._backends.get(shard_id)
+            if current is not None and current[0] == address:
+                continue
+            backend = self._context.socket(zmq.DEALER)
+            backend.setsockopt(zmq.SNDHWM, limits.SOCKET_MESSAGES_HWM)
+            backend.setsockopt(zmq.RCVHWM, limits.SOCKET_MESSAGES_HWM)
+            backend.setsockopt(zmq.LINGER, 0)
+            backend.connect(address)
+            self._backends[shard_id] = (address, backend)
+
+    def _reply(self, client_id, reply: bytes) -> None:
+        try:
+            self._frontend.send_multipart([client_id, reply], zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            log.warning("router: reply dropped, client is not reading")
+
+    # --- Admin thread ---------------------------------------------------------------
+
+    def _run_admin(self) -> None:
+        push = self._context.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 0)
+        push.connect(self._admin_address)
+        try:
+            while True:
+                job = self._admin_queue.get()
+                if job is None:
+                    return
+                for result in self._admin_job(job):
+                    push.send_pyobj(result)
+        finally:
+            push.close()
+
+    def _admin_job(self, job: tuple) -> list[tuple]:
+        if job[0] == "resolve":
+            routing = self._control_or_none(self._controller.routing)
+            return [("routing", routing or {"shards": {}, "topics": self._routes}, job[1])]
+        _, client_id, view = job
+        try:
+            reply, changed = self._admin_request(view)
+        except BrokerError as exc:
+            reply, changed = protocol.encode_error(view.request_id, exc), False
+        results = [("reply", client_id, reply)]
+        if changed:
+            routing = self._control_or_none(self._controller.routing)
+            if routing is not None:
+                results.insert(0, ("routing", routing, None))
+        return results
+
+    def _admin_request(self, view: protocol.RequestView) -> tuple[bytes, bool]:
+        """Answer one admin request; also say whether the routing table changed."""
+        rid = view.request_id
+        if view.kind == "createTopic":
+            info = self._control(self._controller.create_topic, view.topic,
+                                 view.partition_count, view.config)
+            return protocol.encode_topics_reply(rid, [info]), True
+        if view.kind == "deleteTopic":
+            self._control(self._controller.delete_topic, view.topic)
+            return protocol.encode_ok(rid), True
+        if view.kind == "describeTopic":
+            info = self._control(self._controller.describe_topic, view.topic)
+            return protocol.encode_topics_reply(rid, [info]), False
+        if view.kind in ("listTopics", "metadata"):
+            infos = self._control(self._controller.list_topics)
+            if view.kind == "metadata" and view.topics:
+                infos = self._only(infos, view.topics)
+            return protocol.encode_topics_reply(rid, infos), False
+        raise MalformedRequestError(f"unknown request kind {view.kind!r}")
+
+    @staticmethod
+    def _only(infos: list, names: list[str]) -> list:
+        by_name = {info.name: info for info in infos}
+        missing = [name for name in names if name not in by_name]
+        if missing:
+            raise UnknownTopicError(f"unknown topic {missing[0]!r}")
+        return [by_name[name] for name in names]
+
+    def _control_or_none(self, method, *args):
+        try:
+            return self._control(method, *args)
+        except BrokerError as exc:
+            log.warning("router: control call %s failed: %s", method, exc)
+            return None
+
+    def _control(self, method, *args):
+        """Call the controller through Ray; re-raise its BrokerErrors as they are."""
+        import ray
+
+        try:
+            return ray.get(method.remote(*args), timeout=limits.CONTROL_CALL_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            raise RequestTimedOutError(
+                f"the controller did not answer within {limits.CONTROL_CALL_TIMEOUT_S} s") from None
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, BrokerError):
+                raise cause from None
+            raise InternalError(f"controller failed: {cause or exc}") from None
+        except ray.exceptions.RayError as exc:
+            raise InternalError(f"controller unreachable: {exc}") from None

@@ -1,0 +1,433 @@
+"""The data plane of one shard: a ZeroMQ ROUTER socket and the partition logs it owns.
+
+Runs inside a shard actor process (see actor.py), but needs no Ray: tests run
+it alone with real sockets and a real disk.
+
+Threads. One loop thread owns the socket and every PartitionLog; nothing
+else touches them. Other threads (the Ray actor's) ask the loop to do things
+through ``call()``, which queues a function, wakes the loop through a pipe and
+waits for the result. So no lock guards log state, and nothing can change a
+log between checking it and using it.
+
+Requests arrive from a router as [router id][client id][Request][payload]?
+and are answered as [router id][client id][Reply][payload]?.
+
+Group commit. The loop drains up to GROUP_COMMIT_REQUESTS_MAX requests
+without blocking, appending every produce to its log, then makes all of them
+durable with one fsync per dirty partition, and only then acknowledges them
+(fsync_policy "always", the default). Requests that arrive during the fsync
+wait in the socket and share the next one. With "interval" a produce is
+acknowledged once written and the logs are fsynced every fsync_interval_ms;
+with "never" the OS decides.
+
+Reads. A consumer sees records up to the partition's high watermark: the
+durable end under "always", the written end otherwise, so no consumer ever
+reads a record that a crash could take back. A fetch at the high watermark
+is parked until an append moves it or the fetch's wait ends.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import fcntl
+import heapq
+import logging
+import os
+import queue
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import zmq
+
+from plinth import limits, protocol
+from plinth.client.record_batch import summarize_batch
+from plinth.errors import (BrokerError, InternalError, MalformedRequestError,
+                           OffsetOutOfRangeError, StorageError, UnknownTopicError)
+from plinth.shards.partition_log import PartitionLog
+
+log = logging.getLogger(__name__)
+
+FSYNC_POLICIES = ("always", "interval", "never")
+_COMMANDS_QUEUED_MAX = 1000
+_IDLE_POLL_MS = 1000
+_LOCK_WAIT_S_MAX = 30.0
+
+
+@dataclass
+class Partition:
+    """One partition's log and its readers. Loop thread only."""
+
+    topic: str
+    index: int
+    log: PartitionLog
+    high_watermark: int
+    parked: list = field(default_factory=list)   # ParkedFetch, oldest first
+
+
+@dataclass
+class ParkedFetch:
+    deadline_s: float
+    envelope: list
+    request_id: int
+    partition: Partition
+    offset: int
+    bytes_max: int
+    done: bool = False
+
+    def __lt__(self, other: "ParkedFetch") -> bool:
+        return self.deadline_s < other.deadline_s
+
+
+@dataclass
+class PendingAck:
+    envelope: list
+    request_id: int
+    partition: Partition
+    base_offset: int
+
+
+class ShardServer:
+    """One shard's data plane. Construct and ``start()`` from the actor's thread."""
+
+    def __init__(self, shard_id: str, data_dir: Path, bind_host: str = "127.0.0.1",
+                 fsync_policy: str = "always",
+                 fsync_interval_ms: int = limits.FSYNC_INTERVAL_MS_DEFAULT):
+        if fsync_policy not in FSYNC_POLICIES:
+            raise ValueError(f"fsync_policy {fsync_policy!r} is not one of {FSYNC_POLICIES}")
+        self.shard_id = shard_id
+        self.data_dir = Path(data_dir)
+        self.bind_host = bind_host
+        self.fsync_policy = fsync_policy
+        self.fsync_interval_ms = fsync_interval_ms
+        self.address = ""
+        self._partitions: dict[tuple[str, int], Partition] = {}
+        # Partitions written since their last fsync, by id().
+        self._dirty_parts: dict[int, Partition] = {}
+        self._pending_acks: list[PendingAck] = []
+        self._parked_heap: list[ParkedFetch] = []
+        self._parked_count = 0
+        self._next_flush_s = 0.0
+        self._commands: queue.Queue = queue.Queue(maxsize=_COMMANDS_QUEUED_MAX)
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._lock_file = None
+
+    # --- Lifecycle (actor thread) ------------------------------------------
+
+    def start(self) -> str:
+        """Lock the data dir, bind the socket, start the loop. Returns the address."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_data_dir()
+        self._context = zmq.Context.instance()
+        self._socket = self._context.socket(zmq.ROUTER)
+        self._socket.setsockopt(zmq.MAXMSGSIZE, limits.FRAME_BYTES_MAX)
+        self._socket.setsockopt(zmq.RCVHWM, limits.SOCKET_MESSAGES_HWM)
+        self._socket.setsockopt(zmq.SNDHWM, limits.SOCKET_MESSAGES_HWM)
+        self._socket.setsockopt(zmq.LINGER, 1000)
+        port = self._socket.bind_to_random_port(f"tcp://{self.bind_host}")
+        self.address = f"tcp://{self.bind_host}:{port}"
+        self._thread = threading.Thread(target=self._run, name=f"{self.shard_id}-loop", daemon=True)
+        self._thread.start()
+        return self.address
+
+    def stop(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S) -> None:
+        """Flush and close every log, then stop the loop (actor thread)."""
+        if self._thread is None:
+            return
+        try:
+            self.call(self._close_all_on_loop, timeout_s=grace_period_s)
+        finally:
+            self._stopping = True
+            self._wake()
+            self._thread.join(grace_period_s)
+            self._thread = None
+            self._socket.close(linger=0)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._lock_file.close()
+
+    def call(self, fn, *args, timeout_s: float = limits.CONTROL_CALL_TIMEOUT_S):
+        """Run ``fn(*args)`` on the loop thread and return its result (any other thread)."""
+        assert threading.current_thread() is not self._thread, "call() from the loop deadlocks"
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._commands.put((fn, args, future), timeout=timeout_s)
+        self._wake()
+        return future.result(timeout=timeout_s)
+
+    def _lock_data_dir(self) -> None:
+        # A shard restarted while its previous process is still dying must not
+        # write the same logs; the kernel drops the lock when a process dies.
+        self._lock_file = open(self.data_dir / ".lock", "a+")
+        deadline = time.monotonic() + _LOCK_WAIT_S_MAX
+        while True:
+            try:
+                fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StorageError(
+                        f"{self.data_dir} is locked by another shard process "
+                        f"after waiting {_LOCK_WAIT_S_MAX} s") from None
+                time.sleep(0.05)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass   # the pipe is full, so the loop is already woken
+
+    # --- Control (loop thread, through call()) -----------------------------
+
+    def open_partition(self, topic: str, index: int, log_config) -> None:
+        """Open (recovering) or create one partition's log. Loop thread."""
+        if (topic, index) in self._partitions:
+            return
+        plog = PartitionLog.open(self._partition_dir(topic, index), log_config)
+        # What survived recovery is on disk; make it durable, then readable.
+        plog.flush()
+        self._partitions[(topic, index)] = Partition(topic, index, plog, plog.end_offset)
+
+    def delete_partition(self, topic: str, index: int) -> bool:
+        """Close and delete one partition's log; parked fetches get an error. Loop thread."""
+        part = self._partitions.pop((topic, index), None)
+        path = self._partition_dir(topic, index)
+        if part is not None:
+            self._fail_parked(part, UnknownTopicError(f"topic {topic!r} was deleted"))
+            self._dirty_parts.pop(id(part), None)
+            part.log.delete()
+        elif path.exists():
+            shutil.rmtree(path)
+        return part is not None
+
+    def partition_info(self, topic: str, index: int) -> protocol.PartitionInfo:
+        part = self._require(topic, index)
+        return protocol.PartitionInfo(
+            partition=index, shard=self.shard_id, start_offset=part.log.start_offset,
+            end_offset=part.high_watermark, size_bytes=part.log.size_bytes)
+
+    def partitions(self) -> list[tuple[str, int]]:
+        return sorted(self._partitions)
+
+    def _partition_dir(self, topic: str, index: int) -> Path:
+        return self.data_dir / f"{topic}-{index}"
+
+    def _close_all_on_loop(self) -> None:
+        self._commit(force_flush=True)
+        for part in self._partitions.values():
+            part.log.close()
+        self._partitions.clear()
+
+    # --- The loop ------------------------------------------------------------
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        while not self._stopping:
+            events = dict(poller.poll(self._poll_timeout_ms()))
+            if self._wake_r in events:
+                self._run_commands()
+            if self._socket in events:
+                self._drain_requests()
+            self._commit()
+            self._expire_parked(time.monotonic())
+
+    def _poll_timeout_ms(self) -> int:
+        now = time.monotonic()
+        deadline = now + _IDLE_POLL_MS / 1000
+        if self._parked_heap:
+            deadline = min(deadline, self._parked_heap[0].deadline_s)
+        if self._dirty_parts and self.fsync_policy == "interval":
+            deadline = min(deadline, self._next_flush_s)
+        return max(0, int((deadline - now) * 1000) + 1)
+
+    def _run_commands(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                fn, args, future = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # handed to the caller, who re-raises
+                future.set_exception(exc)
+
+    def _drain_requests(self) -> None:
+        for _ in range(limits.GROUP_COMMIT_REQUESTS_MAX):
+            try:
+                frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self._handle(frames)
+
+    def _handle(self, frames: list) -> None:
+        if len(frames) < 3:
+            log.warning("%s: dropped a message of %d frames; a request has at least 3",
+                        self.shard_id, len(frames))
+            return
+        envelope, header, payload = frames[:2], frames[2], frames[3:]
+        request_id = 0
+        try:
+            view = protocol.decode_request(header.buffer)
+            request_id = view.request_id
+            self._dispatch(envelope, view, payload)
+        except BrokerError as exc:
+            self._reply(envelope, protocol.encode_error(request_id, exc))
+        except AssertionError:
+            raise
+        except Exception as exc:
+            log.exception("%s: internal error on request %d", self.shard_id, request_id)
+            self._reply(envelope, protocol.encode_error(
+                request_id, InternalError(f"{self.shard_id}: {type(exc).__name__}: {exc}")))
+
+    def _dispatch(self, envelope: list, view: protocol.RequestView, payload: list) -> None:
+        if view.kind == "produce":
+            self._produce(envelope, view, payload)
+        elif view.kind == "fetch":
+            self._fetch(envelope, view)
+        elif view.kind == "listOffsets":
+            info = self.partition_info(view.topic, view.partition)
+            self._reply(envelope, protocol.encode_offsets_reply(view.request_id, info))
+        else:
+            raise MalformedRequestError(
+                f"{self.shard_id} serves produce, fetch and listOffsets, not {view.kind}")
+
+    def _require(self, topic: str, index: int) -> Partition:
+        part = self._partitions.get((topic, index))
+        if part is None:
+            raise UnknownTopicError(f"partition {topic}-{index} is not on {self.shard_id}")
+        return part
+
+    def _reply(self, envelope: list, header: bytes, payload=None) -> None:
+        frames = [*envelope, header] if payload is None else [*envelope, header, payload]
+        try:
+            self._socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            log.warning("%s: reply dropped, the router is not reading", self.shard_id)
+
+    # --- Produce ---------------------------------------------------------------
+
+    def _produce(self, envelope: list, view: protocol.RequestView, payload: list) -> None:
+        if len(payload) != 1:
+            raise MalformedRequestError(
+                f"a produce request carries exactly 1 payload frame (the RecordBatch), "
+                f"got {len(payload)}")
+        if view.acks not in protocol.ACKS_VALUES:
+            raise MalformedRequestError(f"acks={view.acks} is not one of -1, 0, 1")
+        part = self._require(view.topic, view.partition)
+        batch = payload[0].buffer
+        summary = summarize_batch(batch)
+        try:
+            base_offset = part.log.append(batch, summary.record_count, summary.max_timestamp_ms)
+        except OSError as exc:
+            raise StorageError(f"{self.shard_id}: cannot append to {view.topic}-{view.partition} "
+                               f"in {self._partition_dir(view.topic, view.partition)}: {exc}") from None
+        self._dirty_parts[id(part)] = part
+        if view.acks != 0:
+            self._pending_acks.append(PendingAck(envelope, view.request_id, part, base_offset))
+
+    def _commit(self, force_flush: bool = False) -> None:
+        """Make appended batches durable as the policy says, then ack and wake readers."""
+        if not self._dirty_parts:
+            return
+        failed = self._flush_dirty(force_flush)
+        for ack in self._pending_acks:
+            if id(ack.partition) in failed:
+                self._reply(ack.envelope, protocol.encode_error(ack.request_id, failed[id(ack.partition)]))
+            else:
+                self._reply(ack.envelope, protocol.encode_produce_reply(ack.request_id, ack.base_offset))
+        self._pending_acks.clear()
+
+    def _flush_dirty(self, force_flush: bool) -> dict[int, StorageError]:
+        now = time.monotonic()
+        flush = force_flush or self.fsync_policy == "always" or (
+            self.fsync_policy == "interval" and now >= self._next_flush_s)
+        failed: dict[int, StorageError] = {}
+        for key, part in list(self._dirty_parts.items()):
+            if flush:
+                try:
+                    part.log.flush()
+                except OSError as exc:
+                    failed[key] = StorageError(
+                        f"{self.shard_id}: fsync of {part.topic}-{part.index} failed: {exc}")
+                    continue
+            if flush or self.fsync_policy != "always":
+                self._advance(part, part.log.end_offset)
+        if flush:
+            self._dirty_parts = {k: p for k, p in self._dirty_parts.items() if k in failed}
+            self._next_flush_s = now + self.fsync_interval_ms / 1000
+        return failed
+
+    def _advance(self, part: Partition, high_watermark: int) -> None:
+        if high_watermark == part.high_watermark:
+            return
+        assert high_watermark > part.high_watermark, (part.topic, part.index, high_watermark)
+        part.high_watermark = high_watermark
+        waiting, part.parked = part.parked, []
+        for parked in waiting:
+            if not parked.done:
+                self._answer_parked(parked)
+
+    # --- Fetch -----------------------------------------------------------------
+
+    def _fetch(self, envelope: list, view: protocol.RequestView) -> None:
+        part = self._require(view.topic, view.partition)
+        plog = part.log
+        if not plog.start_offset <= view.offset <= plog.end_offset:
+            raise OffsetOutOfRangeError(
+                f"offset {view.offset} is out of range for {view.topic}-{view.partition}: "
+                f"valid offsets are {plog.start_offset} to {plog.end_offset}")
+        bytes_max = min(view.bytes_max or limits.FETCH_BYTES_DEFAULT, limits.FETCH_BYTES_MAX)
+        wait_ms = min(view.wait_ms_max, limits.FETCH_WAIT_MS_MAX)
+        if view.offset < part.high_watermark or wait_ms == 0 or \
+                self._parked_count >= limits.PARKED_FETCHES_MAX:
+            self._send_fetch(envelope, view.request_id, part, view.offset, bytes_max)
+            return
+        parked = ParkedFetch(time.monotonic() + wait_ms / 1000, envelope, view.request_id,
+                             part, view.offset, bytes_max)
+        part.parked.append(parked)
+        heapq.heappush(self._parked_heap, parked)
+        self._parked_count += 1
+
+    def _send_fetch(self, envelope: list, request_id: int, part: Partition,
+                    offset: int, bytes_max: int) -> None:
+        data = b""
+        if offset < part.high_watermark:
+            data = part.log.read(offset, bytes_max, part.high_watermark)
+        header = protocol.encode_fetch_reply(request_id, part.high_watermark, part.log.start_offset)
+        self._reply(envelope, header, data)
+
+    def _answer_parked(self, parked: ParkedFetch) -> None:
+        parked.done = True
+        self._parked_count -= 1
+        try:
+            self._send_fetch(parked.envelope, parked.request_id, parked.partition,
+                             parked.offset, parked.bytes_max)
+        except BrokerError as exc:
+            self._reply(parked.envelope, protocol.encode_error(parked.request_id, exc))
+
+    def _expire_parked(self, now: float) -> None:
+        heap = self._parked_heap
+        while heap and (heap[0].done or heap[0].deadline_s <= now):
+            parked = heapq.heappop(heap)
+            if not parked.done:
+                parked.partition.parked.remove(parked)
+                self._answer_parked(parked)
+
+    def _fail_parked(self, part: Partition, error: BrokerError) -> None:
+        for parked in part.parked:
+            if not parked.done:
+                parked.done = True
+                self._parked_count -= 1
+                self._reply(parked.envelope, protocol.encode_error(parked.request_id, error))
+        part.parked = []

@@ -1,0 +1,100 @@
+"""The ``plinth`` command line against a real broker, and the embedded ``plinth serve``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+from tests.support import free_port, unique_topic
+
+PLINTH = [sys.executable, "-m", "plinth.cli"]
+
+
+def plinth(url: str, *args: str, stdin: str | None = None, timeout_s: float = 120):
+    env = dict(os.environ, PLINTH_BROKER=url)
+    return subprocess.run(PLINTH + list(args), input=stdin, capture_output=True, text=True,
+                          env=env, timeout=timeout_s)
+
+
+def test_topic_commands_create_list_describe_and_delete(shared_broker):
+    topic = unique_topic("cli")
+    created = plinth(shared_broker.url, "topic", "create", topic, "--partitions", "3")
+    assert created.returncode == 0, created.stderr
+    assert topic in plinth(shared_broker.url, "topic", "list").stdout.split()
+    described = plinth(shared_broker.url, "topic", "describe", topic)
+    assert described.returncode == 0, described.stderr
+    rows = [line.split() for line in described.stdout.splitlines()[2:]]
+    assert [row[0] for row in rows] == ["0", "1", "2"]
+    assert all(row[1].startswith("shard-") for row in rows)
+    assert plinth(shared_broker.url, "topic", "delete", topic).returncode == 0
+    assert topic not in plinth(shared_broker.url, "topic", "list").stdout.split()
+
+
+def test_produce_reads_lines_and_consume_prints_them_with_keys(shared_broker):
+    topic = unique_topic("cli")
+    plinth(shared_broker.url, "topic", "create", topic, "--partitions", "1")
+    lines = "".join(f"k{i}:value {i}\n" for i in range(50))
+    produced = plinth(shared_broker.url, "produce", topic, "--key-separator", ":", stdin=lines)
+    assert produced.returncode == 0, produced.stderr
+    consumed = plinth(shared_broker.url, "consume", topic, "--from-beginning", "--max-messages", "50",
+                      "--print-key", "--timeout-ms", "20000")
+    assert consumed.returncode == 0, consumed.stderr
+    assert consumed.stdout.splitlines() == [f"k{i}\tvalue {i}" for i in range(50)]
+
+
+def test_consume_from_an_offset_exits_after_the_timeout_without_new_data(shared_broker):
+    topic = unique_topic("cli")
+    plinth(shared_broker.url, "topic", "create", topic, "--partitions", "2")
+    plinth(shared_broker.url, "produce", topic, "--partition", "1", stdin="a\nb\nc\n")
+    consumed = plinth(shared_broker.url, "consume", topic, "--partition", "1", "--offset", "1",
+                      "--timeout-ms", "1500")
+    assert consumed.returncode == 0, consumed.stderr
+    assert consumed.stdout.splitlines() == ["b", "c"]
+
+
+def test_cli_errors_exit_nonzero_with_one_clear_line(shared_broker):
+    missing = plinth(shared_broker.url, "produce", "no-such-topic", stdin="x\n")
+    assert missing.returncode != 0
+    assert "UnknownTopicError" in missing.stderr and "no-such-topic" in missing.stderr
+    bad = plinth(shared_broker.url, "topic", "create", "bad name!", "--partitions", "1")
+    assert bad.returncode != 0 and "InvalidTopicError" in bad.stderr
+    nobroker = plinth(f"tcp://127.0.0.1:{free_port()}", "--request-timeout-ms", "1000", "topic", "list")
+    assert nobroker.returncode != 0 and "no reply" in nobroker.stderr
+
+
+def test_embedded_serve_starts_its_own_ray_serves_and_exits_cleanly_on_sigterm(tmp_path):
+    # Given `plinth serve` with no --ray-address (embedded Ray, all on loopback)
+    url = f"tcp://127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["HOME"] = str(tmp_path / "home")   # proves nothing is written to ~/.ray
+    proc = subprocess.Popen(PLINTH + ["serve", "--data-dir", str(tmp_path / "d"), "--listen", url,
+                                      "--shards", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    output: list[str] = []
+    ready = threading.Event()
+
+    def pump():
+        for line in proc.stdout:
+            output.append(line)
+            if "ready" in line:
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        assert ready.wait(180) and proc.poll() is None, "".join(output)
+        # When a topic is created and used through the CLI
+        topic = unique_topic("emb")
+        assert plinth(url, "topic", "create", topic).returncode == 0
+        assert plinth(url, "produce", topic, stdin="hello\n").returncode == 0
+        consumed = plinth(url, "consume", topic, "--from-beginning", "--max-messages", "1")
+        assert consumed.stdout == "hello\n", consumed.stderr
+    finally:
+        proc.terminate()
+        code = proc.wait(120)
+    # Then SIGTERM ends it with status 0, and Ray's token stayed in the data dir
+    assert code == 0, "".join(output[-30:])
+    assert (tmp_path / "d" / "ray" / "auth_token").exists()
+    assert not (tmp_path / "home" / ".ray").exists()

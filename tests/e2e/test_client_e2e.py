@@ -1,0 +1,190 @@
+"""End to end through the Python client: a real ``plinth serve`` (real Ray, ZeroMQ, disk)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import zmq
+
+from plinth import Admin, Consumer, Producer, protocol
+from plinth.client.partitioner import partition_for_key
+from plinth.errors import (InvalidConfigError, InvalidTopicError, OffsetOutOfRangeError,
+                           PartitionOutOfRangeError, RecordTooLargeError, TopicExistsError,
+                           UnknownTopicError)
+from plinth import limits
+from tests.support import unique_topic
+
+
+@pytest.fixture
+def admin(shared_broker):
+    with Admin(broker=shared_broker.url, request_timeout_ms=60_000) as a:
+        yield a
+
+
+def consume_all(url, topic, expected, **kw):
+    with Consumer(topic, broker=url, auto_offset_reset="earliest", consumer_timeout_ms=10_000, **kw) as c:
+        out = []
+        for record in c:
+            out.append(record)
+            if len(out) == expected:
+                break
+        return out
+
+
+def test_records_come_back_with_key_value_headers_timestamp_and_offset(shared_broker, admin):
+    # Given a topic with 3 partitions
+    topic = unique_topic()
+    admin.create_topic(topic, 3)
+    # When 300 keyed records with headers are produced
+    with Producer(broker=shared_broker.url, linger_ms=2) as producer:
+        futures = [producer.send(topic, b"value-%d" % i, key=b"key-%d" % (i % 7),
+                                 headers=[("h", b"%d" % i)], timestamp_ms=1_000 + i)
+                   for i in range(300)]
+        metas = [f.get(timeout=30) for f in futures]
+    # Then each key went to Kafka's partition for it, and offsets count up per partition
+    for i, meta in enumerate(metas):
+        assert meta.partition == partition_for_key(b"key-%d" % (i % 7), 3)
+    per_partition = {}
+    for meta in metas:
+        per_partition.setdefault(meta.partition, []).append(meta.offset)
+    assert all(offsets == list(range(len(offsets))) for offsets in per_partition.values())
+    # And a consumer from the beginning reads every record back as sent
+    records = consume_all(shared_broker.url, topic, 300)
+    by_value = {r.value: r for r in records}
+    assert len(by_value) == 300
+    for i, meta in enumerate(metas):
+        r = by_value[b"value-%d" % i]
+        assert (r.key, r.headers, r.timestamp_ms) == (b"key-%d" % (i % 7), [("h", b"%d" % i)], 1_000 + i)
+        assert (r.topic, r.partition, r.offset) == (topic, meta.partition, meta.offset)
+
+
+def test_a_consumer_at_the_log_end_receives_a_record_produced_later(shared_broker, admin):
+    topic = unique_topic()
+    admin.create_topic(topic, 1)
+    with Consumer(topic, broker=shared_broker.url, auto_offset_reset="latest",
+                  fetch_max_wait_ms=5_000) as consumer:
+        assert consumer.poll(timeout_ms=200) == {}
+        with Producer(broker=shared_broker.url) as producer:
+            producer.send(topic, b"late").get(timeout=30)
+        got = consumer.poll(timeout_ms=10_000)
+    assert [r.value for rs in got.values() for r in rs] == [b"late"]
+
+
+def test_seek_and_assign_read_one_partition_from_any_offset(shared_broker, admin):
+    topic = unique_topic()
+    admin.create_topic(topic, 2)
+    with Producer(broker=shared_broker.url) as producer:
+        for i in range(20):
+            producer.send(topic, b"%d" % i, partition=1)
+    with Consumer(broker=shared_broker.url, consumer_timeout_ms=5_000) as consumer:
+        consumer.assign([(topic, 1)])
+        consumer.seek(topic, 1, 15)
+        values = [r.value for _, r in zip(range(5), consumer)]
+    assert values == [b"15", b"16", b"17", b"18", b"19"]
+
+
+def test_records_without_a_key_stick_to_one_partition_per_batch(shared_broker, admin):
+    topic = unique_topic()
+    admin.create_topic(topic, 4)
+    with Producer(broker=shared_broker.url, linger_ms=50) as producer:
+        metas = [f.get(30) for f in [producer.send(topic, b"x") for _ in range(10)]]
+    assert len({m.partition for m in metas}) == 1
+
+
+def test_acks_zero_sends_without_waiting_and_the_records_arrive(shared_broker, admin):
+    topic = unique_topic()
+    admin.create_topic(topic, 1)
+    with Producer(broker=shared_broker.url, acks=0) as producer:
+        futures = [producer.send(topic, b"%d" % i) for i in range(100)]
+        producer.flush()
+    assert {f.get(1).offset for f in futures} == {-1}
+    assert len(consume_all(shared_broker.url, topic, 100)) == 100
+
+
+def test_admin_lists_describes_and_deletes_topics(shared_broker, admin):
+    topic = unique_topic()
+    info = admin.create_topic(topic, 3, config={"segment.bytes": 65536})
+    assert (info.partitions, info.config["segment.bytes"]) == (3, "65536")
+    assert topic in admin.list_topics()
+    with Producer(broker=shared_broker.url) as producer:
+        producer.send(topic, b"x" * 100, partition=2).get(30)
+    described = admin.describe_topic(topic)
+    assert [p.partition for p in described.partition_info] == [0, 1, 2]
+    assert [p.end_offset for p in described.partition_info] == [0, 0, 1]
+    assert described.partition_info[2].size_bytes > 100
+    assert all(p.shard.startswith("shard-") for p in described.partition_info)
+    admin.delete_topic(topic)
+    assert topic not in admin.list_topics()
+    with pytest.raises(UnknownTopicError, match=topic):
+        admin.describe_topic(topic)
+
+
+def test_user_errors_get_clear_typed_errors(shared_broker, admin):
+    topic = unique_topic()
+    admin.create_topic(topic, 2)
+    with pytest.raises(TopicExistsError, match=topic):
+        admin.create_topic(topic, 2)
+    with pytest.raises(InvalidTopicError, match="only ASCII"):
+        admin.create_topic("bad/name", 1)
+    with pytest.raises(InvalidTopicError, match=str(limits.PARTITIONS_PER_TOPIC_MAX)):
+        admin.create_topic(unique_topic(), limits.PARTITIONS_PER_TOPIC_MAX + 1)
+    with pytest.raises(InvalidConfigError, match="segment.bytes"):
+        admin.create_topic(unique_topic(), 1, config={"segment.bytes": "1"})
+    with pytest.raises(UnknownTopicError, match="no-such-topic"):
+        admin.partition_count("no-such-topic")
+    with Producer(broker=shared_broker.url) as producer:
+        with pytest.raises(PartitionOutOfRangeError, match="0 to 1"):
+            producer.send(topic, b"x", partition=2)
+        with pytest.raises(RecordTooLargeError, match=str(limits.BATCH_BYTES_MAX)):
+            producer.send(topic, b"x" * limits.BATCH_BYTES_MAX)
+    with Consumer(broker=shared_broker.url, auto_offset_reset="none") as consumer:
+        consumer.assign([(topic, 0)])
+        consumer.seek(topic, 0, 42)
+        with pytest.raises(OffsetOutOfRangeError, match="0 to 0"):
+            consumer.poll(timeout_ms=5_000)
+
+
+def raw_request(url: str, frames: list[bytes], timeout_ms: int = 10_000):
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(url)
+    try:
+        sock.send_multipart(frames)
+        if not sock.poll(timeout_ms):
+            return None
+        frames = sock.recv_multipart()
+        return protocol.decode_reply(frames[0]), frames[1:]
+    finally:
+        sock.close()
+
+
+def test_the_router_answers_garbage_with_an_error_and_keeps_serving(shared_broker, admin):
+    topic = unique_topic()
+    admin.create_topic(topic, 1)
+    rng = random.Random(3)
+    header = protocol.encode_produce(9, topic, 0, 1)
+    cases = [[b""], [bytes(rng.randrange(256) for _ in range(40))], [header[:-8]],
+             [header], [header, b"garbage batch"],
+             [protocol.encode_produce(9, topic, 5, 1), b"x"],
+             [protocol.encode_fetch(9, "missing-topic", 0, 0, 100, 0)]]
+    for frames in cases:
+        got = raw_request(shared_broker.url, frames)
+        assert got is not None, f"no reply to {frames!r}"
+        assert got[0].error is not None, frames
+    with Producer(broker=shared_broker.url) as producer:
+        assert producer.send(topic, b"ok").get(30).offset == 0
+
+
+def test_topics_and_records_survive_a_clean_restart(broker_factory):
+    broker = broker_factory(shards=2)
+    topic = unique_topic()
+    with Admin(broker=broker.url) as admin:
+        admin.create_topic(topic, 4)
+    with Producer(broker=broker.url) as producer:
+        for i in range(100):
+            producer.send(topic, b"%d" % i, key=b"%d" % i)
+    assert broker.stop() == 0
+    broker.restart()
+    records = consume_all(broker.url, topic, 100)
+    assert sorted(int(r.value) for r in records) == list(range(100))

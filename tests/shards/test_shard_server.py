@@ -1,0 +1,170 @@
+"""ShardServer: the shard's data plane, with real sockets and a real disk, no Ray.
+
+A DEALER plays the router: it sends [client id][Request][payload]? and gets
+[client id][Reply][payload]? back.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+import zmq
+
+from plinth import protocol
+from plinth.client.record_batch import BatchBuilder, decode_records
+from plinth.shards.log_entry import iter_entries
+from plinth.shards.partition_log import LogConfig
+from plinth.shards.shard_server import ShardServer
+
+CLIENT = b"client-1"
+
+
+@pytest.fixture
+def server(tmp_path):
+    srv = ShardServer("shard-test", tmp_path / "shard", "127.0.0.1")
+    srv.start()
+    srv.call(srv.open_partition, "t", 0, LogConfig())
+    yield srv
+    srv.stop(5)
+
+
+@pytest.fixture
+def router(server):
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(server.address)
+    yield sock
+    sock.close()
+
+
+def batch_of(values: list[bytes], key: bytes | None = None) -> bytes:
+    builder = BatchBuilder()
+    for value in values:
+        builder.append(key, value, 1_700_000_000_000, None)
+    return builder.build()
+
+
+def roundtrip(sock, header: bytes, payload: bytes | None = None, timeout_ms: int = 5000):
+    sock.send_multipart([CLIENT, header] + ([payload] if payload is not None else []))
+    assert sock.poll(timeout_ms), "no reply from the shard"
+    frames = sock.recv_multipart()
+    assert frames[0] == CLIENT
+    return protocol.decode_reply(frames[1]), (frames[2] if len(frames) > 2 else None)
+
+
+def produce(sock, values, request_id=1, partition=0, topic="t"):
+    return roundtrip(sock, protocol.encode_produce(request_id, topic, partition, 1), batch_of(values))[0]
+
+
+def fetch(sock, offset, request_id=2, wait_ms=0, topic="t"):
+    return roundtrip(sock, protocol.encode_fetch(request_id, topic, 0, offset, 1 << 20, wait_ms))
+
+
+def values_in(payload: bytes, offset_min: int = 0) -> list[bytes]:
+    out = []
+    for header, batch in iter_entries(payload):
+        out += [r.value for r in decode_records("t", 0, header.base_offset, batch, offset_min)]
+    return out
+
+
+def test_a_produce_is_acknowledged_with_consecutive_offsets_and_can_be_fetched(router):
+    # Given two batches produced in turn
+    first = produce(router, [b"a", b"b", b"c"], request_id=10)
+    second = produce(router, [b"d"], request_id=11)
+    # Then they get consecutive base offsets, echoing their request ids
+    assert (first.request_id, first.error, first.base_offset) == (10, None, 0)
+    assert (second.request_id, second.base_offset) == (11, 3)
+    # And a fetch from the middle of the first batch returns the rest in order
+    reply, payload = fetch(router, 1)
+    assert reply.error is None and reply.high_watermark == 4
+    assert values_in(payload, offset_min=1) == [b"b", b"c", b"d"]
+
+
+def test_a_fetch_at_the_log_end_is_parked_until_an_append_lands(router):
+    # Given a fetch at the end of an empty log that may wait 20 s
+    router.send_multipart([CLIENT, protocol.encode_fetch(5, "t", 0, 0, 1 << 20, 20_000)])
+    # When a listOffsets sent after it is answered, the fetch is still parked
+    reply, _ = roundtrip(router, protocol.encode_list_offsets(6, "t", 0))
+    assert reply.request_id == 6
+    started = time.monotonic()
+    # And a produce arrives
+    router.send_multipart([CLIENT, protocol.encode_produce(7, "t", 0, 1), batch_of([b"wake"])])
+    # Then the parked fetch is answered with the new record, long before its wait ends
+    got = {}
+    while len(got) < 2:
+        assert router.poll(10_000)
+        frames = router.recv_multipart()
+        view = protocol.decode_reply(frames[1])
+        got[view.request_id] = (view, frames[2] if len(frames) > 2 else None)
+    assert time.monotonic() - started < 10
+    assert values_in(got[5][1]) == [b"wake"]
+
+
+def test_a_parked_fetch_gets_an_empty_reply_when_its_wait_ends(router):
+    reply, payload = fetch(router, 0, wait_ms=50)
+    assert reply.error is None and payload == b""
+
+
+def test_an_offset_past_the_end_is_out_of_range_and_names_the_valid_range(router):
+    produce(router, [b"x"])
+    reply, _ = fetch(router, 5)
+    assert type(reply.error).__name__ == "OffsetOutOfRangeError"
+    assert "0 to 1" in str(reply.error)
+
+
+def test_an_unknown_partition_is_an_error_naming_it(router):
+    reply = produce(router, [b"x"], topic="nope")
+    assert type(reply.error).__name__ == "UnknownTopicError"
+    assert "nope-0" in str(reply.error)
+
+
+def test_hostile_messages_get_error_replies_and_the_shard_keeps_serving(router):
+    rng = random.Random(7)
+    good = protocol.encode_produce(1, "t", 0, 1)
+    hostile = [
+        [CLIENT, b""],
+        [CLIENT, b"\x00" * 7],
+        [CLIENT, bytes(rng.randrange(256) for _ in range(64))],
+        [CLIENT, good],                                    # produce without its batch
+        [CLIENT, good, b"not a batch"],
+        [CLIENT, good, batch_of([b"x"]), b"extra frame"],
+        [CLIENT, good[: len(good) // 2], batch_of([b"x"])],
+        [CLIENT, protocol.encode_produce(1, "t", 0, 5), batch_of([b"x"])],   # acks=5
+        [CLIENT, protocol.encode_list_topics(1)],           # not a shard request
+    ]
+    for frames in hostile:
+        router.send_multipart(frames)
+        assert router.poll(5000), f"no reply to {frames!r}"
+        reply = protocol.decode_reply(router.recv_multipart()[1])
+        assert reply.error is not None, frames
+    # A message too short to carry a header is dropped, not answered
+    router.send_multipart([CLIENT])
+    # And the next good request is served
+    assert produce(router, [b"still fine"]).error is None
+
+
+def test_every_acknowledged_record_survives_a_restart_of_the_server(tmp_path):
+    # Given a server that acknowledged 50 batches
+    srv = ShardServer("shard-r", tmp_path / "s", "127.0.0.1")
+    srv.start()
+    srv.call(srv.open_partition, "t", 0, LogConfig())
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.connect(srv.address)
+    for i in range(50):
+        assert produce(sock, [b"v%d" % i], request_id=i).base_offset == i
+    sock.close(0)
+    srv.stop(5)
+    # When it is started again on the same directory
+    srv2 = ShardServer("shard-r", tmp_path / "s", "127.0.0.1")
+    srv2.start()
+    srv2.call(srv2.open_partition, "t", 0, LogConfig())
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.connect(srv2.address)
+    # Then every record is there, in order
+    reply, payload = fetch(sock, 0)
+    assert reply.high_watermark == 50
+    assert values_in(payload) == [b"v%d" % i for i in range(50)]
+    sock.close(0)
+    srv2.stop(5)
