@@ -20,7 +20,9 @@
 #       32    4  batchBytes      UInt32   size of the RecordBatch that follows
 #       36    4  recordCount     UInt32   records in the batch
 #       40    4  crc             UInt32   CRC-32C, see below
-#       44    4  attributes      UInt32   reserved, 0
+#       44    4  attributes      UInt32   reserved: always 0; a reader
+#                                         treats any other value as corruption
+#                                         (the CRC does not cover this field)
 #
 # The first 16 bytes are constant and double as the entry's magic number.
 # crc is CRC-32C (Castagnoli) over bytes 16..40 of the header (baseOffset,

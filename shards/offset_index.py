@@ -1,0 +1,154 @@
+"""The sparse offset index of one segment: offset -> file position.
+
+Used only by the shard actor's data thread. The ``.index`` file next to a
+segment's ``.log`` file is a run of 8-byte entries, little-endian:
+
+    offset size  field
+         0    4  relative_offset  UInt32  entry's base offset - segment base offset
+         4    4  position         UInt32  byte position of the entry in the .log file
+
+One entry is added per ``index_interval_bytes`` of log (Kafka's
+index.interval.bytes), so the index is sparse: to find an offset, look up the
+largest indexed offset at or below it and scan entry headers forward from
+there. Both columns strictly increase. The file carries no checksum (as in
+Kafka's OffsetIndex): a segment rebuilds its index from the log whenever the
+file is missing or fails validation, and the active segment's index is always
+rebuilt after a restart. In memory the index is two arrays; it is written
+whole when its segment rolls or closes.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import sys
+from array import array
+from bisect import bisect_left, bisect_right
+from itertools import islice
+from pathlib import Path
+
+from plinth.errors import CorruptDataError
+
+ENTRY_BYTES = 8
+UINT32_LIMIT = 1 << 32
+
+# The arrays are written to disk as they are in memory.
+assert sys.byteorder == "little", "index files are little-endian; big-endian hosts are unsupported"
+assert array("I").itemsize == 4
+
+
+class OffsetIndex:
+    """Maps offsets to .log file positions for one segment. Data thread only."""
+
+    def __init__(self, base_offset: int):
+        self.base_offset = base_offset
+        self._relative_offsets = array("I")
+        self._positions = array("I")
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+    @property
+    def last_entry(self) -> tuple[int, int]:
+        """(offset, position) of the last entry, or (base_offset, 0) when empty."""
+        if not self._positions:
+            return self.base_offset, 0
+        return self.base_offset + self._relative_offsets[-1], self._positions[-1]
+
+    def append(self, offset: int, position: int) -> None:
+        """Index the entry with base offset ``offset`` starting at ``position``."""
+        relative_offset = offset - self.base_offset
+        assert 0 <= relative_offset < UINT32_LIMIT, (
+            f"offset {offset} does not fit a UInt32 relative to base offset {self.base_offset}")
+        assert 0 <= position < UINT32_LIMIT, f"position {position} does not fit a UInt32"
+        if self._positions:
+            last_offset, last_position = self.last_entry
+            assert offset > last_offset and position > last_position, (
+                f"attempt to append offset {offset} at position {position}, not larger "
+                f"than the last entry (offset {last_offset}, position {last_position})")
+        self._relative_offsets.append(relative_offset)
+        self._positions.append(position)
+
+    def lookup(self, offset: int) -> tuple[int, int]:
+        """(offset, position) of the largest entry at or below ``offset``.
+
+        Returns (base_offset, 0) when there is none, like Kafka: scanning from
+        the start of the segment is always correct.
+        """
+        slot = bisect_right(self._relative_offsets, offset - self.base_offset) - 1
+        if slot < 0:
+            return self.base_offset, 0
+        return self.base_offset + self._relative_offsets[slot], self._positions[slot]
+
+    def truncate_to(self, offset: int) -> None:
+        """Remove every entry whose offset is >= ``offset``."""
+        slot = bisect_left(self._relative_offsets, offset - self.base_offset)
+        del self._relative_offsets[slot:]
+        del self._positions[slot:]
+
+    def to_bytes(self) -> bytes:
+        """The file contents: entries as in the module docstring."""
+        rows = array("I", bytes(ENTRY_BYTES * len(self)))
+        rows[0::2] = self._relative_offsets
+        rows[1::2] = self._positions
+        return rows.tobytes()
+
+    def write(self, path: Path) -> None:
+        """Write the index file atomically (temporary file, fsync, rename)."""
+        write_file_atomically(path, self.to_bytes())
+
+    @classmethod
+    def load(cls, path: Path, base_offset: int) -> OffsetIndex:
+        """Read an index file; raise CorruptDataError if it is malformed.
+
+        The caller rebuilds the index from the log on that error, and on
+        FileNotFoundError.
+        """
+        data = Path(path).read_bytes()
+        if len(data) % ENTRY_BYTES:
+            raise CorruptDataError(
+                f"offset index {path} is {len(data)} bytes, not a multiple of {ENTRY_BYTES}")
+        rows = array("I", data)
+        index = cls(base_offset)
+        index._relative_offsets = rows[0::2]
+        index._positions = rows[1::2]
+        index._check_increasing(path)
+        return index
+
+    def _check_increasing(self, path: Path) -> None:
+        for column, name in ((self._relative_offsets, "relative offset"),
+                             (self._positions, "position")):
+            slot = first_not_increasing(column)
+            if slot is not None:
+                raise CorruptDataError(
+                    f"offset index {path}: entry {slot} has {name} {column[slot]}, "
+                    f"not larger than {column[slot - 1]} in entry {slot - 1}")
+
+
+def first_not_increasing(column: array) -> int | None:
+    """The first slot whose value is not larger than the one before, or None.
+
+    The common (valid) case runs at C speed: map/operator.lt, no Python loop.
+    """
+    if all(map(operator.lt, column, islice(column, 1, None))):
+        return None
+    return next(slot for slot in range(1, len(column)) if column[slot] <= column[slot - 1])
+
+
+def write_file_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` by ``data`` so a crash leaves the old or the new file.
+
+    The temporary file is fsynced before the rename, so a crash never leaves
+    a well-formed but empty index in place of a full one. Data thread only.
+    """
+    path = Path(path)
+    temporary_path = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary_path, path)

@@ -1,0 +1,310 @@
+"""The log of one partition: its segments, in order, in one directory.
+
+Used only by the shard actor's data thread (one thread, every method; no
+locks, nothing awaits between checking the log's state and using it).
+
+    <directory>/00000000000000000000.log        oldest segment
+                00000000000000000000.index
+                00000000000000000000.timeindex
+                00000000000000052931.log        ...
+                00000000000000104117.log        active segment: appends go here
+
+Offsets are contiguous across segments: each segment's base offset is the
+previous one's end offset. Appends go to the last (active) segment, which
+rolls (a new segment starts) when an entry would take it past
+``segment_bytes_max`` or it is older than ``segment_ms_max``. Appends are not
+fsynced; ``flush()`` is (the shard decides when: group commit). Rolling
+fsyncs the old segment and writes its indexes, so after a crash only the
+active segment can have a torn tail, and ``open`` recovers it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from plinth.errors import CorruptDataError, InvalidConfigError, OffsetOutOfRangeError
+from plinth.limits import (
+    BATCH_BYTES_MAX, BATCH_RECORDS_MAX, INDEX_INTERVAL_BYTES, SEGMENT_BYTES_DEFAULT,
+    SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_MS_DEFAULT)
+from plinth.shards.log_entry import LOG_ENTRY_HEADER_BYTES
+from plinth.shards.segment import RecoveryResult, Segment, parse_log_file_name
+
+logger = logging.getLogger(__name__)
+
+# --- Config -----------------------------------------------------------------
+
+
+def wall_clock_ms() -> int:
+    """Milliseconds since the epoch."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """How a partition log rolls and indexes its segments. Any thread may build one."""
+
+    segment_bytes_max: int = SEGMENT_BYTES_DEFAULT
+    segment_ms_max: int = SEGMENT_MS_DEFAULT
+    index_interval_bytes: int = INDEX_INTERVAL_BYTES
+
+    def __post_init__(self) -> None:
+        _check_int_in_range("segment_bytes_max", self.segment_bytes_max,
+                            SEGMENT_BYTES_MIN, SEGMENT_BYTES_MAX)
+        _check_int_in_range("segment_ms_max", self.segment_ms_max, 1, None)
+        _check_int_in_range("index_interval_bytes", self.index_interval_bytes,
+                            0, SEGMENT_BYTES_MAX)
+
+
+def _check_int_in_range(key: str, value, value_min: int, value_max: int | None) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidConfigError(f"{key} must be an integer, got {value!r}")
+    if value < value_min or (value_max is not None and value > value_max):
+        upper = "" if value_max is None else f", at most {value_max}"
+        raise InvalidConfigError(f"{key} is {value}; it must be at least {value_min}{upper}")
+
+
+# --- The log ----------------------------------------------------------------
+
+
+class PartitionLog:
+    """The ordered segments of one partition. Data thread only, every method.
+
+    Make one with ``PartitionLog.open``.
+    """
+
+    def __init__(self, directory: Path, config: LogConfig, segments: list[Segment],
+                 recovery: RecoveryResult, clock_ms: Callable[[], int]):
+        assert segments, f"partition log {directory} has no segment"
+        self.directory = directory
+        self.config = config
+        self.recovery = recovery
+        self._segments = segments
+        self._base_offsets = [segment.base_offset for segment in segments]
+        self._clock_ms = clock_ms
+        self._size_bytes = sum(segment.size_bytes for segment in segments)
+        self._flushed_end_offset = segments[-1].end_offset
+        self._closed = False
+
+    @classmethod
+    def open(cls, directory: Path, config: LogConfig, *,
+             clock_ms: Callable[[], int] = wall_clock_ms) -> PartitionLog:
+        """Open (creating it if missing) and recover the log in ``directory``.
+
+        The active segment is always recovered (its torn or corrupt tail cut,
+        reported in ``recovery``); older segments' indexes are loaded, or
+        rebuilt if missing or invalid. ``clock_ms`` dates new segments for
+        rolling by age.
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        base_offsets = sorted(
+            base_offset for base_offset in map(parse_log_file_name, _file_names(directory))
+            if base_offset is not None)
+        if not base_offsets:
+            segment = Segment.create(directory, 0, index_interval_bytes=config.index_interval_bytes,
+                                     created_ms=clock_ms())
+            return cls(directory, config, [segment], RecoveryResult(0, 0), clock_ms)
+        segments: list[Segment] = []
+        try:
+            segments.extend(_open_older_segment(directory, base_offset, config)
+                            for base_offset in base_offsets[:-1])
+            active = Segment.open(directory, base_offsets[-1],
+                                  index_interval_bytes=config.index_interval_bytes)
+            segments.append(active)
+            recovery = active.recover()
+        except BaseException:
+            for segment in segments:
+                segment.release()
+            raise
+        _log_recovery(directory, active, recovery, len(segments))
+        _warn_about_gaps(segments)
+        return cls(directory, config, segments, recovery, clock_ms)
+
+    # --- State ------------------------------------------------------------
+
+    @property
+    def start_offset(self) -> int:
+        """The first offset in the log."""
+        return self._segments[0].base_offset
+
+    @property
+    def end_offset(self) -> int:
+        """The next offset to assign (one past the last record)."""
+        return self._segments[-1].end_offset
+
+    @property
+    def flushed_end_offset(self) -> int:
+        """The end offset when ``flush()`` last returned: records below it are on disk."""
+        return self._flushed_end_offset
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes in all .log files."""
+        return self._size_bytes
+
+    @property
+    def segments(self) -> tuple[Segment, ...]:
+        """The segments, oldest first; the last is the active one."""
+        return tuple(self._segments)
+
+    # --- Writing ----------------------------------------------------------
+
+    def append(self, batch, record_count: int, max_timestamp_ms: int) -> int:
+        """Append one RecordBatch; return the base offset assigned to it.
+
+        ``batch`` is the encoded RecordBatch (bytes or a memoryview of
+        bytes), already validated by the caller: at most BATCH_BYTES_MAX
+        bytes, 1..BATCH_RECORDS_MAX records. Rolls first if needed. Not
+        fsynced: call ``flush()``.
+        """
+        assert not self._closed, f"partition log {self.directory} is closed"
+        view = memoryview(batch)
+        assert view.contiguous and view.itemsize == 1, "batch must be contiguous bytes"
+        assert 0 < view.nbytes <= BATCH_BYTES_MAX, (
+            f"batch of {view.nbytes} bytes, outside [1, {BATCH_BYTES_MAX}]")
+        assert 1 <= record_count <= BATCH_RECORDS_MAX, (
+            f"record_count {record_count} outside [1, {BATCH_RECORDS_MAX}]")
+        entry_bytes = LOG_ENTRY_HEADER_BYTES + view.nbytes
+        if self._should_roll(entry_bytes):
+            self._roll()
+        base_offset = self.end_offset
+        self._segments[-1].append(base_offset, max_timestamp_ms, record_count, view)
+        self._size_bytes += entry_bytes
+        return base_offset
+
+    def _should_roll(self, entry_bytes: int) -> bool:
+        active = self._segments[-1]
+        if active.is_empty:
+            return False
+        return (active.size_bytes + entry_bytes > self.config.segment_bytes_max
+                or active.age_ms(self._clock_ms()) >= self.config.segment_ms_max)
+
+    def _roll(self) -> None:
+        """fsync the active segment, write its indexes, start a new one after it."""
+        old = self._segments[-1]
+        old.flush()
+        old.write_indexes()
+        new = Segment.create(self.directory, old.end_offset,
+                             index_interval_bytes=self.config.index_interval_bytes,
+                             created_ms=self._clock_ms())
+        self._segments.append(new)
+        self._base_offsets.append(new.base_offset)
+        logger.info("rolled %s at offset %d: old segment %d bytes, %d ms old",
+                    self.directory, new.base_offset, old.size_bytes,
+                    old.age_ms(new.created_ms))
+
+    def flush(self) -> None:
+        """fsync what was appended since the last flush; advance flushed_end_offset."""
+        assert not self._closed, f"partition log {self.directory} is closed"
+        # Rolling fsynced every segment but the active one.
+        self._segments[-1].flush()
+        self._flushed_end_offset = self.end_offset
+
+    # --- Reading ----------------------------------------------------------
+
+    def read(self, offset: int, bytes_max: int, end_offset_max: int) -> bytes:
+        """Whole log entries from the one containing ``offset``, CRC-checked.
+
+        None starts at or past ``end_offset_max`` (pass flushed_end_offset to
+        serve only durable records); at most ``bytes_max`` bytes, but the
+        first entry is always whole; from one segment per call. Returns b""
+        when ``offset`` >= ``end_offset_max``. Raises OffsetOutOfRangeError
+        outside [start_offset, end_offset], CorruptDataError on a bad entry.
+        """
+        assert not self._closed, f"partition log {self.directory} is closed"
+        assert end_offset_max <= self.end_offset, (
+            f"end_offset_max {end_offset_max} is past the end offset {self.end_offset}")
+        self._check_offset(offset)
+        if offset >= end_offset_max:
+            return b""
+        segment = self._segment_for(offset)
+        data = segment.read_entries(offset, bytes_max, end_offset_max)
+        if not data:
+            raise CorruptDataError(
+                f"offset {offset} is not in {segment.log_path}, whose readable entries "
+                f"end at offset {segment.end_offset}")
+        return data
+
+    def _check_offset(self, offset: int) -> None:
+        if not self.start_offset <= offset <= self.end_offset:
+            raise OffsetOutOfRangeError(
+                f"offset {offset} is out of range [{self.start_offset}, {self.end_offset}] "
+                f"of partition log {self.directory}")
+
+    def _segment_for(self, offset: int) -> Segment:
+        slot = bisect.bisect_right(self._base_offsets, offset) - 1
+        assert slot >= 0, f"offset {offset} is below start offset {self.start_offset}"
+        return self._segments[slot]
+
+    def offset_for_timestamp(self, timestamp_ms: int) -> int:
+        """Base offset of the first entry whose max_timestamp_ms >= timestamp_ms.
+
+        Batch granularity: records of that batch may be older; a consumer
+        skips them. Returns end_offset when no entry is that recent.
+        """
+        assert not self._closed, f"partition log {self.directory} is closed"
+        for segment in self._segments:
+            offset = segment.offset_for_timestamp(timestamp_ms)
+            if offset is not None:
+                return offset
+        return self.end_offset
+
+    # --- Closing ----------------------------------------------------------
+
+    def close(self) -> None:
+        """fsync, write every changed index file, close the files. Idempotent."""
+        if self._closed:
+            return
+        self.flush()
+        for segment in self._segments:
+            segment.close()
+        self._closed = True
+
+    def delete(self) -> None:
+        """Close, then remove the directory and everything in it."""
+        self.close()
+        shutil.rmtree(self.directory)
+
+    def __repr__(self) -> str:
+        return (f"PartitionLog({self.directory}, offsets [{self.start_offset}, "
+                f"{self.end_offset}), {len(self._segments)} segments)")
+
+
+# --- Opening helpers --------------------------------------------------------
+
+
+def _file_names(directory: Path) -> list[str]:
+    return [path.name for path in directory.iterdir()]
+
+
+def _open_older_segment(directory: Path, base_offset: int, config: LogConfig) -> Segment:
+    segment = Segment.open(directory, base_offset,
+                           index_interval_bytes=config.index_interval_bytes)
+    rebuild_reason = segment.load_indexes()
+    if rebuild_reason is not None:
+        logger.warning("rebuilt the indexes of %s: %s", segment.log_path, rebuild_reason)
+    return segment
+
+
+def _log_recovery(directory: Path, active: Segment, recovery: RecoveryResult,
+                  segment_count: int) -> None:
+    level = logging.WARNING if recovery.bytes_truncated else logging.INFO
+    logger.log(level, "recovered %s: cut %d bytes at position %d of %s%s; kept %d entries, "
+               "end offset %d, %d segments",
+               directory, recovery.bytes_truncated, active.size_bytes, active.log_path.name,
+               f" ({recovery.reason})" if recovery.reason else "",
+               recovery.entries_valid, active.end_offset, segment_count)
+
+
+def _warn_about_gaps(segments: list[Segment]) -> None:
+    for older, newer in itertools.pairwise(segments):
+        if older.end_offset != newer.base_offset:
+            logger.warning("%s ends at offset %d but the next segment starts at %d",
+                           older.log_path, older.end_offset, newer.base_offset)

@@ -1,0 +1,529 @@
+"""A segment: one append-only .log file of entries, with its two indexes.
+
+Used only by the shard actor's data thread. A segment is three files in its
+partition's directory, named by the segment's base offset zero-padded to 20
+digits (as Kafka does, so that ``ls`` sorts them numerically):
+
+    00000000000000001234.log        the entries, appended only
+    00000000000000001234.index      offset -> position   (offset_index.py)
+    00000000000000001234.timeindex  timestamp -> offset  (time_index.py)
+
+The .log file is a run of entries (log_entry.py) from position 0:
+
+    [LogEntryHeader 48 B][RecordBatch batch_bytes B][LogEntryHeader 48 B]...
+
+The first entry's base_offset is the segment's base offset and each next
+one's is the previous base_offset + record_count: offsets have no gaps.
+Positions are tracked in memory; nothing written is read back. The index
+files are written whole when the segment rolls or closes, and rebuilt from
+the .log file when missing or invalid. ``recover()`` checks every entry of an
+active segment after a restart and cuts the file at the first torn or
+corrupt one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from collections.abc import Iterator
+from typing import NamedTuple
+
+from plinth.errors import CorruptDataError, StorageError
+from plinth.limits import KiB, MiB
+from plinth.shards.log_entry import (
+    ATTRIBUTES_NONE, LOG_ENTRY_HEADER_BYTES, LogEntryHeader, build_entry_header, check_entry_crc,
+    scan_whole_entries, unpack_entry_header)
+from plinth.shards.offset_index import UINT32_LIMIT, OffsetIndex, write_file_atomically
+from plinth.shards.time_index import TimeIndex
+
+logger = logging.getLogger(__name__)
+
+LOG_SUFFIX = ".log"
+INDEX_SUFFIX = ".index"
+TIME_INDEX_SUFFIX = ".timeindex"
+OFFSET_DIGITS = 20
+# Recovery and index rebuilds read the .log file in chunks of this size (a
+# larger entry is read whole), so small entries cost no syscall each.
+SCAN_CHUNK_BYTES = 4 * MiB
+# Finding an offset scans headers forward from the indexed entry, reading up
+# to index_interval_bytes at once, but no more than this.
+FIND_CHUNK_BYTES_MAX = 64 * KiB
+# The running maximum timestamp of a segment with no entries.
+TIMESTAMP_MS_NONE = -(1 << 63)
+
+__all__ = ["RecoveryResult", "Segment", "parse_log_file_name", "segment_file_name",
+           "write_file_atomically"]
+
+
+class RecoveryResult(NamedTuple):
+    """What ``Segment.recover()`` (or a whole partition's recovery) found."""
+
+    bytes_truncated: int   # bytes cut from the end of the .log file
+    entries_valid: int     # whole, valid entries kept
+    reason: str = ""       # why the first cut entry was invalid; "" if nothing was cut
+
+
+def segment_file_name(base_offset: int, suffix: str) -> str:
+    """``00000000000000001234.log`` for base offset 1234 and suffix ``.log``."""
+    assert 0 <= base_offset < 10 ** OFFSET_DIGITS, f"base offset {base_offset} out of range"
+    return f"{base_offset:0{OFFSET_DIGITS}d}{suffix}"
+
+
+def parse_log_file_name(name: str) -> int | None:
+    """The base offset of a ``.log`` file name, or None for any other file."""
+    stem, suffix = name[:-len(LOG_SUFFIX)], name[-len(LOG_SUFFIX):]
+    if suffix != LOG_SUFFIX or len(stem) != OFFSET_DIGITS or not stem.isdigit():
+        return None
+    return int(stem)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a file creation in ``directory`` durable. Data thread only."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Segment:
+    """One .log file and its indexes. Data thread only, every method.
+
+    Make one with ``Segment.create`` (a new, empty active segment) or
+    ``Segment.open`` followed by ``recover()`` (the active segment after a
+    restart) or ``load_indexes()`` (an older segment).
+    """
+
+    def __init__(self, directory: Path, base_offset: int, fd: int, *,
+                 index_interval_bytes: int, created_ms: int):
+        self.directory = Path(directory)
+        self.base_offset = base_offset
+        self.log_path = self.directory / segment_file_name(base_offset, LOG_SUFFIX)
+        self.index_path = self.directory / segment_file_name(base_offset, INDEX_SUFFIX)
+        self.time_index_path = self.directory / segment_file_name(base_offset, TIME_INDEX_SUFFIX)
+        self.created_ms = created_ms
+        self._fd = fd
+        self._index_interval_bytes = index_interval_bytes
+        # Finding an offset reads this much at a time from the indexed entry on.
+        self._find_read_bytes = min(index_interval_bytes, FIND_CHUNK_BYTES_MAX) + LOG_ENTRY_HEADER_BYTES
+        self._flushed_size_bytes = 0
+        self._ready = False
+        self._reset()
+
+    def _reset(self) -> None:
+        """Forget every entry: empty indexes, nothing tracked."""
+        self._offset_index = OffsetIndex(self.base_offset)
+        self._time_index = TimeIndex(self.base_offset)
+        self._size_bytes = 0
+        self._end_offset = self.base_offset
+        self._max_timestamp_ms = TIMESTAMP_MS_NONE
+        self._bytes_since_index_entry = 0
+        self._indexed_position = 0
+        self._indexes_written = False
+
+    # --- Opening -------------------------------------------------------------
+
+    @classmethod
+    def create(cls, directory: Path, base_offset: int, *, index_interval_bytes: int,
+               created_ms: int) -> Segment:
+        """A new, empty segment; fails if its .log file already exists."""
+        path = Path(directory) / segment_file_name(base_offset, LOG_SUFFIX)
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags, 0o644)
+        except OSError as error:
+            raise StorageError(f"cannot create segment {path}: {error}") from error
+        try:
+            fsync_directory(Path(directory))
+        except OSError as error:
+            os.close(fd)
+            raise StorageError(f"cannot fsync directory {directory} after creating {path}: "
+                               f"{error}") from error
+        segment = cls(directory, base_offset, fd, index_interval_bytes=index_interval_bytes,
+                      created_ms=created_ms)
+        segment._ready = True
+        return segment
+
+    @classmethod
+    def open(cls, directory: Path, base_offset: int, *,
+             index_interval_bytes: int) -> Segment:
+        """An existing segment; call ``recover()`` or ``load_indexes()`` next.
+
+        Its age counts from the .log file's last modification: Linux does not
+        give Python a file's creation time, so after a restart the active
+        segment rolls by age at the earliest ``segment_ms_max`` after its last write.
+        """
+        path = Path(directory) / segment_file_name(base_offset, LOG_SUFFIX)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+        except OSError as error:
+            raise StorageError(f"cannot open segment {path}: {error}") from error
+        modified_ms = os.fstat(fd).st_mtime_ns // 1_000_000
+        return cls(directory, base_offset, fd, index_interval_bytes=index_interval_bytes,
+                   created_ms=modified_ms)
+
+    def _file_bytes(self) -> int:
+        return os.fstat(self._fd).st_size
+
+    # --- Recovery and index loading -------------------------------------------
+
+    def recover(self) -> RecoveryResult:
+        """Check every entry from position 0; cut the file at the first bad one.
+
+        An entry is bad if its header is torn or has a wrong magic, length or
+        attributes, if its batch is torn, if its CRC does not match, or if its
+        base offset does not follow the previous entry's. Rebuilds both indexes, fsyncs,
+        and returns how many bytes it cut and why.
+        """
+        file_bytes = self._file_bytes()
+        self._reset()
+        entries_valid = 0
+        reason = ""
+        try:
+            for position, header, _ in self._scan_file(0, file_bytes, verify_crc=True):
+                self._track_scanned(header, position)
+                entries_valid += 1
+        except CorruptDataError as error:
+            reason = error.message
+        bytes_truncated = file_bytes - self._size_bytes
+        if bytes_truncated:
+            try:
+                os.ftruncate(self._fd, self._size_bytes)
+            except OSError as error:
+                raise StorageError(f"cannot cut {self.log_path} to {self._size_bytes} bytes "
+                                   f"({reason}): {error}") from error
+        self._fsync()
+        self._ready = True
+        return RecoveryResult(bytes_truncated, entries_valid, reason)
+
+    def load_indexes(self) -> str | None:
+        """Load the index files of an older segment, or rebuild them from the log.
+
+        Returns why the files were rebuilt (missing or invalid), or None if
+        they were used. Never cuts the .log file: an older segment was fsynced
+        when it rolled, and a corrupt entry in it is reported when read.
+        """
+        file_bytes = self._file_bytes()
+        try:
+            self._load_index_files(file_bytes)
+            reason = None
+        except (OSError, CorruptDataError) as error:
+            reason = str(error)
+            self._reset()
+            self._scan_tail(file_bytes)
+            self.write_indexes()
+        self._size_bytes = file_bytes
+        self._flushed_size_bytes = file_bytes
+        self._ready = True
+        return reason
+
+    def _load_index_files(self, file_bytes: int) -> None:
+        offset_index = OffsetIndex.load(self.index_path, self.base_offset)
+        time_index = TimeIndex.load(self.time_index_path, self.base_offset)
+        last_offset, last_position = offset_index.last_entry
+        if len(offset_index):
+            self._check_indexed_entry(last_offset, last_position, file_bytes)
+        time_entry = time_index.last_entry
+        if (time_entry is None) != (len(offset_index) == 0) or (
+                time_entry is not None and time_entry[1] > last_offset):
+            raise CorruptDataError(
+                f"time index {self.time_index_path} (last entry {time_entry}) does not match "
+                f"offset index {self.index_path} ({len(offset_index)} entries, last offset {last_offset})")
+        self._reset()
+        self._offset_index, self._time_index = offset_index, time_index
+        self._size_bytes = self._indexed_position = last_position
+        self._end_offset = last_offset
+        if time_entry is not None:
+            self._max_timestamp_ms = time_entry[0]
+        self._indexes_written = True   # until the tail scan indexes more
+        self._scan_tail(file_bytes)
+
+    def _check_indexed_entry(self, offset: int, position: int, file_bytes: int) -> None:
+        """Raise CorruptDataError unless an entry with base ``offset`` starts at ``position``."""
+        if position + LOG_ENTRY_HEADER_BYTES > file_bytes:
+            raise CorruptDataError(
+                f"offset index {self.index_path} points to position {position}, "
+                f"past the end of {self.log_path} ({file_bytes} bytes)")
+        header = self._read_header(position)
+        if header.base_offset != offset:
+            raise CorruptDataError(
+                f"offset index {self.index_path} maps offset {offset} to position {position}, "
+                f"where {self.log_path} has base offset {header.base_offset}")
+
+    def _scan_tail(self, file_bytes: int) -> None:
+        """Track the entries from the tracked size on; stop at a bad one."""
+        try:
+            for position, header, _ in self._scan_file(self._size_bytes, file_bytes,
+                                                       verify_crc=False):
+                self._track_scanned(header, position)
+        except CorruptDataError as error:
+            logger.warning("%s: entries from position %d on are unreadable, "
+                           "reads there will fail: %s", self.log_path, self._size_bytes,
+                           error.message)
+
+    def _track_scanned(self, header: LogEntryHeader, position: int) -> None:
+        # attributes are outside the CRC, so a flip there is caught only here.
+        if header.attributes != ATTRIBUTES_NONE:
+            raise CorruptDataError(
+                f"entry at position {position} has attributes 0x{header.attributes:08x}, "
+                f"expected 0x{ATTRIBUTES_NONE:08x}")
+        if header.base_offset != self._end_offset:
+            raise CorruptDataError(
+                f"entry at position {position} has base offset {header.base_offset}, "
+                f"expected {self._end_offset} after the previous entry")
+        self._track(header.base_offset, header.record_count, header.max_timestamp_ms,
+                    position, header.entry_bytes)
+
+    def _track(self, base_offset: int, record_count: int, max_timestamp_ms: int,
+               position: int, entry_bytes: int) -> None:
+        """Account for the entry at ``position``; index it every index_interval_bytes."""
+        if max_timestamp_ms > self._max_timestamp_ms:
+            self._max_timestamp_ms = max_timestamp_ms
+        if (self._bytes_since_index_entry >= self._index_interval_bytes
+                and position > self._indexed_position):
+            self._offset_index.append(base_offset, position)
+            self._time_index.append(self._max_timestamp_ms, base_offset)
+            self._indexed_position = position
+            self._bytes_since_index_entry = 0
+            self._indexes_written = False
+        self._bytes_since_index_entry += entry_bytes
+        self._size_bytes = position + entry_bytes
+        self._end_offset = base_offset + record_count
+
+    def _scan_file(self, position: int, end_position: int, verify_crc: bool
+                   ) -> Iterator[tuple[int, LogEntryHeader, memoryview]]:
+        """Yield (position, header, batch view) of each entry in [position, end_position).
+
+        Reads in chunks of SCAN_CHUNK_BYTES (more for a larger entry). Raises
+        CorruptDataError, naming the position, at the first bad entry,
+        including one torn by the end of the range. A view is valid only
+        until the next one is yielded.
+        """
+        read_bytes = SCAN_CHUNK_BYTES
+        while position < end_position:
+            wanted_bytes = min(read_bytes, end_position - position)
+            chunk = os.pread(self._fd, wanted_bytes, position)
+            chunk_end = position
+            for entry_position, header, batch in scan_whole_entries(chunk, verify_crc, position):
+                yield entry_position, header, batch
+                chunk_end = entry_position + header.entry_bytes
+            if chunk_end == position:
+                # Not one whole entry in the chunk: read the first one whole or report it torn.
+                if len(chunk) < wanted_bytes or position + wanted_bytes >= end_position:
+                    raise CorruptDataError(
+                        f"torn entry at position {position}: {len(chunk)} bytes left "
+                        f"of {end_position - position} expected in {self.log_path}")
+                read_bytes = unpack_entry_header(chunk, 0, position).entry_bytes
+            else:
+                read_bytes = SCAN_CHUNK_BYTES
+            position = chunk_end
+
+    # --- Writing ---------------------------------------------------------------
+
+    def append(self, base_offset: int, max_timestamp_ms: int, record_count: int,
+               batch) -> int:
+        """Write one entry (header + batch) at the end; return its position.
+
+        ``batch`` is contiguous bytes (bytes or a memoryview of them). No
+        fsync: see ``flush()``. On a write error the partial entry is cut off
+        again and StorageError is raised.
+        """
+        assert self._ready, f"segment {self.log_path} used before recover() or load_indexes()"
+        assert base_offset == self._end_offset, (
+            f"attempt to append offset {base_offset} to {self.log_path}, "
+            f"expected {self._end_offset}")
+        position = self._size_bytes
+        entry_bytes = LOG_ENTRY_HEADER_BYTES + len(batch)
+        assert position + entry_bytes < UINT32_LIMIT, (
+            f"entry of {entry_bytes} bytes at position {position} overflows UInt32 "
+            f"positions in {self.log_path}")
+        header = build_entry_header(base_offset, max_timestamp_ms, record_count, batch)
+        self._write_entry(header, batch, position, entry_bytes)
+        self._track(base_offset, record_count, max_timestamp_ms, position, entry_bytes)
+        return position
+
+    def _write_entry(self, header: bytes, batch, position: int, entry_bytes: int) -> None:
+        try:
+            written_bytes = os.writev(self._fd, (header, batch))
+            if written_bytes < entry_bytes:   # rare: a signal or a full disk
+                rest = memoryview(header + bytes(batch))[written_bytes:]
+                while rest:
+                    rest = rest[os.write(self._fd, rest):]
+        except OSError as error:
+            self._cut_partial_entry(position)
+            raise StorageError(
+                f"cannot append {entry_bytes} bytes at position {position} "
+                f"to {self.log_path}: {error}") from error
+
+    def _cut_partial_entry(self, position: int) -> None:
+        try:
+            os.ftruncate(self._fd, position)
+        except OSError as error:
+            logger.error("%s: cannot cut a partial entry back to position %d: %s; "
+                         "recovery will cut it at the next start", self.log_path, position, error)
+
+    def flush(self) -> None:
+        """fsync the .log file if anything was appended since the last flush."""
+        if self._flushed_size_bytes < self._size_bytes:
+            self._fsync()
+
+    def _fsync(self) -> None:
+        try:
+            os.fsync(self._fd)
+        except OSError as error:
+            raise StorageError(f"cannot fsync {self.log_path} at {self._size_bytes} bytes: "
+                               f"{error}") from error
+        self._flushed_size_bytes = self._size_bytes
+
+    def write_indexes(self) -> None:
+        """Write both index files if they changed since they were last written."""
+        if self._indexes_written:
+            return
+        try:
+            self._offset_index.write(self.index_path)
+            self._time_index.write(self.time_index_path)
+        except OSError as error:
+            raise StorageError(f"cannot write the indexes of {self.log_path}: {error}") from error
+        self._indexes_written = True
+
+    # --- Reading ---------------------------------------------------------------
+
+    def read(self, position: int, bytes_max: int) -> bytes:
+        """Up to ``bytes_max`` raw bytes from ``position``, unchecked."""
+        read_bytes = max(0, min(bytes_max, self._size_bytes - position))
+        return os.pread(self._fd, read_bytes, position)
+
+    def read_entries(self, offset: int, bytes_max: int, end_offset_max: int) -> bytes:
+        """Whole entries, from the one containing ``offset``, CRC-checked.
+
+        None starts at or past ``end_offset_max``; the total is at most
+        ``bytes_max`` except that the first entry is always whole. Returns
+        b"" if no entry here contains ``offset`` before ``end_offset_max``.
+        Raises CorruptDataError naming the file, position and offset.
+        """
+        found = self._find_entry(offset)
+        if found is None or found[1].base_offset >= end_offset_max:
+            return b""
+        position, header = found
+        read_bytes = max(header.entry_bytes, min(bytes_max, self._size_bytes - position))
+        chunk = os.pread(self._fd, read_bytes, position)
+        end = self._checked_entries_end(chunk, position, offset, end_offset_max)
+        if end < header.entry_bytes:
+            raise CorruptDataError(
+                f"{self.log_path}: entry at position {position} for offset {offset} "
+                f"needs {header.entry_bytes} bytes, the file has {len(chunk)}")
+        return chunk if end == len(chunk) else chunk[:end]
+
+    def _checked_entries_end(self, chunk: bytes, position: int, offset: int,
+                             end_offset_max: int) -> int:
+        """Length of the run of whole, CRC-valid entries at the start of ``chunk``."""
+        end = 0
+        try:
+            for entry_position, header, batch in scan_whole_entries(chunk, False, position):
+                if header.base_offset >= end_offset_max:
+                    break
+                check_entry_crc(header, batch, entry_position)
+                end = entry_position + header.entry_bytes - position
+        except CorruptDataError as error:
+            raise CorruptDataError(f"{self.log_path}: {error.message} "
+                                   f"(reading offset {offset})") from error
+        return end
+
+    def find_position(self, offset: int) -> int | None:
+        """Position of the entry containing ``offset``, or None if past the end."""
+        found = self._find_entry(offset)
+        return None if found is None else found[0]
+
+    def _find_entry(self, offset: int) -> tuple[int, LogEntryHeader] | None:
+        """(position, header) of the entry containing ``offset``: index, then scan headers."""
+        assert self._ready, f"segment {self.log_path} used before recover() or load_indexes()"
+        _, position = self._offset_index.lookup(offset)
+        chunk, chunk_position = b"", position
+        while position < self._size_bytes:
+            if position + LOG_ENTRY_HEADER_BYTES > chunk_position + len(chunk):
+                chunk_position = position
+                chunk = os.pread(self._fd, self._find_read_bytes, position)
+            header = self._unpack_header(chunk, position - chunk_position, chunk_position, offset)
+            if offset < header.end_offset:
+                if header.base_offset > offset:
+                    raise CorruptDataError(
+                        f"{self.log_path}: entry at position {position} starts at offset "
+                        f"{header.base_offset}, past offset {offset} being looked up")
+                return position, header
+            position += header.entry_bytes
+        return None
+
+    def _read_header(self, position: int) -> LogEntryHeader:
+        chunk = os.pread(self._fd, LOG_ENTRY_HEADER_BYTES, position)
+        return self._unpack_header(chunk, 0, position, None)
+
+    def _unpack_header(self, chunk: bytes, position: int, position_base: int,
+                       offset: int | None) -> LogEntryHeader:
+        try:
+            return unpack_entry_header(chunk, position, position_base)
+        except CorruptDataError as error:
+            looking_for = "" if offset is None else f" (looking for offset {offset})"
+            raise CorruptDataError(f"{self.log_path}: {error.message}{looking_for}") from error
+
+    def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
+        """Base offset of the first entry with max_timestamp_ms >= timestamp_ms, or None."""
+        if self._max_timestamp_ms < timestamp_ms:
+            return None
+        found = self._find_entry(self._time_index.lookup(timestamp_ms))
+        if found is None:
+            return None
+        try:
+            for _, header, _ in self._scan_file(found[0], self._size_bytes, verify_crc=False):
+                if header.max_timestamp_ms >= timestamp_ms:
+                    return header.base_offset
+        except CorruptDataError as error:
+            raise CorruptDataError(f"{self.log_path}: {error.message} "
+                                   f"(looking for timestamp {timestamp_ms} ms)") from error
+        return None
+
+    # --- State ---------------------------------------------------------------
+
+    @property
+    def size_bytes(self) -> int:
+        return self._size_bytes
+
+    @property
+    def end_offset(self) -> int:
+        """The offset after the last entry (the next one to append)."""
+        return self._end_offset
+
+    @property
+    def max_timestamp_ms(self) -> int:
+        """Largest max_timestamp_ms of the entries; TIMESTAMP_MS_NONE if empty."""
+        return self._max_timestamp_ms
+
+    @property
+    def is_empty(self) -> bool:
+        return self._size_bytes == 0
+
+    def age_ms(self, now_ms: int) -> int:
+        return now_ms - self.created_ms
+
+    def close(self) -> None:
+        """fsync, write the index files, close the .log file."""
+        self.flush()
+        self.write_indexes()
+        os.close(self._fd)
+        self._fd = -1
+
+    def release(self) -> None:
+        """Close the .log file without writing anything (a failed open, a delete)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def delete(self) -> None:
+        """Close without writing anything and remove the three files."""
+        self.release()
+        for path in (self.log_path, self.index_path, self.time_index_path):
+            path.unlink(missing_ok=True)
+
+    def __repr__(self) -> str:
+        return (f"Segment({self.log_path}, offsets [{self.base_offset}, {self._end_offset}), "
+                f"{self._size_bytes} bytes)")

@@ -1,0 +1,390 @@
+"""The log of one partition (shards/partition_log.py)."""
+
+import logging
+import os
+import random
+
+import pytest
+
+from plinth.errors import CorruptDataError, InvalidConfigError, OffsetOutOfRangeError
+from plinth.limits import INDEX_INTERVAL_BYTES, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MIN
+from plinth.shards.log_entry import LOG_ENTRY_HEADER_BYTES, iter_entries
+from plinth.shards.partition_log import LogConfig, PartitionLog
+from plinth.shards.segment import Segment
+
+SMALL_SEGMENTS = LogConfig(segment_bytes_max=SEGMENT_BYTES_MIN, index_interval_bytes=512)
+
+
+class FakeClock:
+    def __init__(self, now_ms=1_000_000):
+        self.now_ms = now_ms
+
+    def __call__(self):
+        return self.now_ms
+
+
+def append_batches(log, count, seed=0, size_max=900):
+    """Append ``count`` random batches; return [(base_offset, record_count, batch)]."""
+    rng = random.Random(seed)
+    appended = []
+    for i in range(count):
+        batch = rng.randbytes(rng.randrange(1, size_max))
+        record_count = rng.randrange(1, 10)
+        base_offset = log.append(batch, record_count, 50_000 + i)
+        appended.append((base_offset, record_count, batch))
+    return appended
+
+
+def read_all(log, offset=None, bytes_max=4096):
+    """[(base_offset, record_count, batch)] of every entry, read with repeated calls."""
+    offset = log.start_offset if offset is None else offset
+    entries = []
+    while offset < log.end_offset:
+        data = log.read(offset, bytes_max, log.end_offset)
+        for header, batch in iter_entries(data):
+            entries.append((header.base_offset, header.record_count, bytes(batch)))
+        offset = entries[-1][0] + entries[-1][1]
+    return entries
+
+
+def test_a_new_log_is_created_empty_at_offset_0(tmp_path):
+    # Given a directory that does not exist / When a log is opened there
+    log = PartitionLog.open(tmp_path / "topic-0", LogConfig())
+    # Then it exists, empty, with one segment
+    assert (tmp_path / "topic-0" / "00000000000000000000.log").exists()
+    assert (log.start_offset, log.end_offset, log.flushed_end_offset, log.size_bytes) == (0, 0, 0, 0)
+    assert tuple(log.recovery[:2]) == (0, 0)
+    assert log.read(0, 1000, log.end_offset) == b""
+
+
+def test_appends_get_consecutive_base_offsets(tmp_path):
+    log = PartitionLog.open(tmp_path, LogConfig())
+    assert log.append(b"a" * 10, 3, 1) == 0
+    assert log.append(memoryview(b"b" * 10), 5, 2) == 3
+    assert log.append(bytearray(b"c"), 1, 3) == 8
+    assert log.end_offset == 9
+    assert log.size_bytes == 3 * LOG_ENTRY_HEADER_BYTES + 21
+
+
+def test_reopening_after_close_finds_everything(tmp_path):
+    # Given a log of many segments, closed
+    log = PartitionLog.open(tmp_path, SMALL_SEGMENTS)
+    appended = append_batches(log, 100)
+    end_offset, size_bytes = log.end_offset, log.size_bytes
+    log.close()
+    # When it is reopened
+    reopened = PartitionLog.open(tmp_path, SMALL_SEGMENTS)
+    # Then every entry reads back, nothing was cut, and appends continue the offsets
+    active_entries = list(iter_entries(reopened.segments[-1].read(0, 10**6)))
+    assert len(reopened.segments) > 10
+    assert tuple(reopened.recovery[:2]) == (0, len(active_entries))
+    assert (reopened.end_offset, reopened.size_bytes) == (end_offset, size_bytes)
+    assert reopened.flushed_end_offset == end_offset
+    assert read_all(reopened) == appended
+    assert reopened.append(b"more", 1, 0) == end_offset
+
+
+def test_the_active_segment_rolls_before_an_entry_would_exceed_segment_bytes_max(tmp_path):
+    # Given segments of at most 4 KiB / When many entries are appended
+    log = PartitionLog.open(tmp_path, SMALL_SEGMENTS)
+    appended = append_batches(log, 60)
+    # Then no segment is over 4 KiB, and each starts where the previous ended
+    segments = log.segments
+    assert len(segments) > 5
+    assert all(segment.size_bytes <= SEGMENT_BYTES_MIN for segment in segments)
+    assert [s.base_offset for s in segments[1:]] == [s.end_offset for s in segments[:-1]]
+    assert sum(s.size_bytes for s in segments) == log.size_bytes
+    assert read_all(log) == appended
+
+
+def test_rolling_fsyncs_the_old_segment_and_writes_its_indexes(tmp_path, monkeypatch):
+    # Given a log about to roll
+    log = PartitionLog.open(tmp_path, SMALL_SEGMENTS)
+    log.append(b"x" * 3000, 1, 0)
+    fsynced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsynced.append(fd), real_fsync(fd)))
+    # When an append rolls it
+    log.append(b"y" * 3000, 1, 0)
+    # Then the old segment was fsynced and its index files exist
+    old = log.segments[0]
+    assert len(log.segments) == 2 and fsynced
+    assert old.index_path.exists() and old.time_index_path.exists()
+
+
+def test_an_entry_bigger_than_segment_bytes_max_gets_a_segment_of_its_own(tmp_path):
+    log = PartitionLog.open(tmp_path, SMALL_SEGMENTS)
+    log.append(b"a" * 100, 1, 0)
+    log.append(b"b" * 10_000, 1, 0)
+    log.append(b"c" * 100, 1, 0)
+    assert [s.size_bytes for s in log.segments] == [148, 10_048, 148]
+
+
+def test_the_active_segment_rolls_when_older_than_segment_ms_max(tmp_path):
+    # Given a log whose clock we drive, with segments rolling after 60 s
+    clock = FakeClock()
+    log = PartitionLog.open(tmp_path, LogConfig(segment_ms_max=60_000), clock_ms=clock)
+    log.append(b"a", 1, 0)
+    # When 59.999 s pass / Then an append does not roll
+    clock.now_ms += 59_999
+    log.append(b"b", 1, 0)
+    assert len(log.segments) == 1
+    # When 1 more ms passes / Then the next append rolls, at offset 2
+    clock.now_ms += 1
+    log.append(b"c", 1, 0)
+    assert [s.base_offset for s in log.segments] == [0, 2]
+    assert log.segments[-1].created_ms == clock.now_ms
+
+
+def test_an_empty_active_segment_never_rolls_by_age(tmp_path):
+    clock = FakeClock()
+    log = PartitionLog.open(tmp_path, LogConfig(segment_ms_max=1), clock_ms=clock)
+    clock.now_ms += 10**9
+    log.append(b"a", 1, 0)
+    assert len(log.segments) == 1
+
+
+def test_a_reopened_segment_rolls_by_its_creation_time(tmp_path):
+    # Given a reopened log whose active segment was created long ago
+    log = PartitionLog.open(tmp_path, LogConfig())
+    log.append(b"a", 1, 0)
+    log.close()
+    reopened = PartitionLog.open(tmp_path, LogConfig(segment_ms_max=60_000))
+    reopened.segments[-1].created_ms -= 60_000
+    # When appending / Then it rolls
+    reopened.append(b"b", 1, 0)
+    assert [s.base_offset for s in reopened.segments] == [0, 1]
+
+
+def test_flush_advances_flushed_end_offset_and_appending_does_not(tmp_path):
+    log = PartitionLog.open(tmp_path, SMALL_SEGMENTS)
+    append_batches(log, 20)
+    assert log.flushed_end_offset == 0
+    log.flush()
+    assert log.flushed_end_offset == log.end_offset > 0
+    log.append(b"x", 1, 0)
+    assert log.flushed_end_offset == log.end_offset - 1
+
+
+def test_read_starts_with_the_entry_containing_an_offset_in_the_middle_of_a_batch(tmp_path):
+    # Given batches of 10 records
+    log = PartitionLog.open(tmp_path, LogConfig())
+    batches = [bytes([i]) * 100 for i in range(5)]
+    for batch in batches:
+        log.append(batch, 10, 0)
+    # When reading from offsets 20..29 / Then the entry at 20 comes first
+    for offset in range(20, 30):
+        first_header, first_batch = next(iter_entries(log.read(offset, 10**6, log.end_offset)))
+        assert (first_header.base_offset, bytes(first_batch)) == (20, batches[2])
+
+
+def test_read_returns_whole_entries_within_bytes_max_and_before_end_offset_max(tmp_path):
+    # Given 10 entries of 148 bytes, 2 records each
+    log = PartitionLog.open(tmp_path, LogConfig())
+    for i in range(10):
+        log.append(bytes([i]) * 100, 2, 0)
+    entry_bytes = 148
+    # When reading with bytes_max between 2 and 3 entries / Then 2 whole entries come back
+    assert len(log.read(0, 3 * entry_bytes - 1, log.end_offset)) == 2 * entry_bytes
+    # When reading with bytes_max below one entry / Then the first entry comes whole
+    assert len(log.read(5, 1, log.end_offset)) == entry_bytes
+    # When reading up to end offset 8 / Then entries starting at 0, 2, 4, 6 come back
+    data = log.read(1, 10**6, end_offset_max=8)
+    assert [h.base_offset for h, _ in iter_entries(data)] == [0, 2, 4, 6]
+    # When reading at end_offset_max / Then nothing comes back
+    assert log.read(8, 10**6, end_offset_max=8) == b""
+    assert log.read(20, 10**6, end_offset_max=20) == b""
+
+
+def test_read_serves_only_flushed_entries_when_asked_to(tmp_path):
+    log = PartitionLog.open(tmp_path, LogConfig())
+    log.append(b"a", 1, 0)
+    log.flush()
+    log.append(b"b", 1, 0)
+    data = log.read(0, 10**6, log.flushed_end_offset)
+    assert [bytes(batch) for _, batch in iter_entries(data)] == [b"a"]
+
+
+def test_read_returns_entries_of_one_segment_per_call(tmp_path):
+    log = PartitionLog.open(tmp_path, SMALL_SEGMENTS)
+    append_batches(log, 30)
+    first = log.segments[0]
+    data = log.read(0, 10**6, log.end_offset)
+    assert len(data) == first.size_bytes
+    assert list(iter_entries(data))[-1][0].end_offset == first.end_offset
+
+
+def test_offsets_outside_the_log_raise_offset_out_of_range_with_the_range(tmp_path):
+    # Given a log starting at offset 100 (its first segment's base) and ending at 105
+    Segment.create(tmp_path, 100, index_interval_bytes=INDEX_INTERVAL_BYTES, created_ms=0).close()
+    log = PartitionLog.open(tmp_path, LogConfig())
+    log.append(b"x", 5, 0)
+    assert (log.start_offset, log.end_offset) == (100, 105)
+    # When reading below the start or past the end / Then the error gives the range
+    for offset in (99, 106, -1):
+        with pytest.raises(OffsetOutOfRangeError, match=rf"offset {offset} is out of range \[100, 105\]"):
+            log.read(offset, 1000, log.end_offset)
+    # And reading at the end offset is not an error
+    assert log.read(105, 1000, log.end_offset) == b""
+
+
+def test_recovery_cuts_a_torn_tail_at_every_byte_of_the_last_entry(tmp_path):
+    # Given a closed log of 5 entries
+    log = PartitionLog.open(tmp_path, LogConfig())
+    appended = append_batches(log, 5, size_max=200)
+    log.close()
+    log_path = log.segments[-1].log_path
+    pristine = log_path.read_bytes()
+    last_position = len(pristine) - LOG_ENTRY_HEADER_BYTES - len(appended[-1][2])
+    for cut in range(last_position + 1, len(pristine)):
+        # When the file is cut inside the last entry, then the log reopened
+        log_path.write_bytes(pristine[:cut])
+        reopened = PartitionLog.open(tmp_path, LogConfig())
+        # Then exactly the first 4 entries remain and the cut is reported
+        assert reopened.recovery.bytes_truncated == cut - last_position
+        assert reopened.recovery.entries_valid == 4
+        assert reopened.end_offset == appended[-1][0]
+        assert read_all(reopened) == appended[:4]
+        reopened.close()
+
+
+def test_recovery_is_logged_with_the_bytes_cut(tmp_path, caplog):
+    log = PartitionLog.open(tmp_path, LogConfig())
+    log.append(b"x" * 100, 1, 0)
+    log.close()
+    with open(log.segments[0].log_path, "ab") as log_file:
+        log_file.write(b"\1" * 30)
+    with caplog.at_level(logging.INFO, logger="plinth.shards.partition_log"):
+        PartitionLog.open(tmp_path, LogConfig()).close()
+    assert f"recovered {tmp_path}: cut 30 bytes" in caplog.text
+
+
+def test_recovery_after_random_corruption_keeps_exactly_the_entries_before_it(tmp_path):
+    rng = random.Random(20240531)
+    for iteration in range(200):
+        # Given a closed log of a few entries
+        directory = tmp_path / str(iteration)
+        log = PartitionLog.open(directory, LogConfig())
+        appended = append_batches(log, rng.randrange(1, 8), seed=iteration, size_max=300)
+        log.close()
+        log_path = log.segments[0].log_path
+        data = bytearray(log_path.read_bytes())
+        # When one random byte is changed
+        position = rng.randrange(len(data))
+        data[position] ^= rng.randrange(1, 256)
+        log_path.write_bytes(data)
+        reopened = PartitionLog.open(directory, LogConfig())
+        # Then the log holds exactly the entries before the corrupted one
+        starts = [0]
+        for _, _, batch in appended:
+            starts.append(starts[-1] + LOG_ENTRY_HEADER_BYTES + len(batch))
+        corrupted = max(i for i, start in enumerate(starts[:-1]) if start <= position)
+        assert reopened.recovery.entries_valid == corrupted, (iteration, position)
+        assert reopened.recovery.bytes_truncated == len(data) - starts[corrupted]
+        assert os.path.getsize(log_path) == starts[corrupted]
+        assert read_all(reopened) == appended[:corrupted]
+        reopened.close()
+
+
+def test_a_missing_or_garbage_index_of_an_older_segment_is_rebuilt_on_open(tmp_path, caplog):
+    # Given a closed log of several segments
+    log = PartitionLog.open(tmp_path, SMALL_SEGMENTS)
+    appended = append_batches(log, 60)
+    log.close()
+    first, second = log.segments[0], log.segments[1]
+    good_index = first.index_path.read_bytes()
+    # When one index file is deleted and another overwritten with garbage
+    first.index_path.unlink()
+    second.time_index_path.write_bytes(b"\xff" * 25)
+    with caplog.at_level(logging.WARNING, logger="plinth.shards.partition_log"):
+        reopened = PartitionLog.open(tmp_path, SMALL_SEGMENTS)
+    # Then both are rebuilt, said so, and every entry reads back
+    assert first.index_path.read_bytes() == good_index
+    assert len(second.time_index_path.read_bytes()) % 12 == 0
+    assert caplog.text.count("rebuilt the indexes of") == 2
+    assert read_all(reopened) == appended
+
+
+def test_a_corrupt_entry_in_the_middle_of_an_older_segment_raises_on_read(tmp_path):
+    # Given a closed log of several segments, with a byte flipped in an entry
+    # in the middle of the first segment
+    log = PartitionLog.open(tmp_path, SMALL_SEGMENTS)
+    append_batches(log, 60)
+    data = read_all(log)
+    log.close()
+    first = log.segments[0]
+    first_segment_entries = [e for e in data if e[0] < first.end_offset]
+    assert len(first_segment_entries) >= 3
+    victim_offset = first_segment_entries[1][0]
+    victim_position = LOG_ENTRY_HEADER_BYTES + len(first_segment_entries[0][2])
+    raw = bytearray(first.log_path.read_bytes())
+    raw[victim_position + LOG_ENTRY_HEADER_BYTES + 1] ^= 0x01
+    first.log_path.write_bytes(raw)
+    # When the log is reopened / Then nothing is cut from an older segment
+    reopened = PartitionLog.open(tmp_path, SMALL_SEGMENTS)
+    assert reopened.recovery.bytes_truncated == 0
+    assert reopened.segments[0].size_bytes == len(raw)
+    # When the corrupt entry is read / Then CorruptDataError names file, position, offset
+    with pytest.raises(CorruptDataError) as caught:
+        reopened.read(victim_offset, 10**6, reopened.end_offset)
+    message = str(caught.value)
+    assert str(first.log_path) in message and f"position {victim_position}" in message
+    assert f"offset {victim_offset}" in message
+    # And a read that does not reach it, and reads of later segments, still work
+    assert len(reopened.read(0, 1, reopened.end_offset)) == victim_position
+    assert read_all(reopened, offset=first.end_offset) == \
+        [e for e in data if e[0] >= first.end_offset]
+
+
+def test_offset_for_timestamp_finds_the_first_batch_at_or_after_it_across_segments(tmp_path):
+    # Given entries with timestamps 50000, 50001, ... over many segments
+    log = PartitionLog.open(tmp_path, SMALL_SEGMENTS)
+    appended = append_batches(log, 60)
+    assert len(log.segments) > 3
+    # When looking up timestamps / Then the base offset of the first reaching each comes back
+    assert log.offset_for_timestamp(0) == 0
+    for i in (1, 17, 33, 59):
+        assert log.offset_for_timestamp(50_000 + i) == appended[i][0]
+    assert log.offset_for_timestamp(50_060) == log.end_offset
+
+
+def test_offset_for_timestamp_survives_reopening(tmp_path):
+    log = PartitionLog.open(tmp_path, SMALL_SEGMENTS)
+    appended = append_batches(log, 60)
+    log.close()
+    reopened = PartitionLog.open(tmp_path, SMALL_SEGMENTS)
+    assert [reopened.offset_for_timestamp(50_000 + i) for i in range(60)] == \
+        [base_offset for base_offset, _, _ in appended]
+
+
+def test_delete_removes_the_directory(tmp_path):
+    log = PartitionLog.open(tmp_path / "p", SMALL_SEGMENTS)
+    append_batches(log, 20)
+    log.delete()
+    assert not (tmp_path / "p").exists()
+
+
+def test_appending_an_empty_batch_or_no_records_fails_loudly(tmp_path):
+    log = PartitionLog.open(tmp_path, LogConfig())
+    with pytest.raises(AssertionError):
+        log.append(b"", 1, 0)
+    with pytest.raises(AssertionError):
+        log.append(b"x", 0, 0)
+
+
+def test_log_config_defaults_come_from_limits():
+    config = LogConfig()
+    assert config.segment_bytes_max == SEGMENT_BYTES_DEFAULT
+    assert config.index_interval_bytes == INDEX_INTERVAL_BYTES
+
+
+@pytest.mark.parametrize("key, value, limit", [
+    ("segment_bytes_max", SEGMENT_BYTES_MIN - 1, f"at least {SEGMENT_BYTES_MIN}"),
+    ("segment_bytes_max", 2**31, "at most 1073741824"),
+    ("segment_ms_max", 0, "at least 1"),
+    ("index_interval_bytes", -1, "at least 0"),
+    ("segment_ms_max", 1.5, "must be an integer"),
+])
+def test_log_config_rejects_values_outside_the_limits_naming_key_and_limit(key, value, limit):
+    with pytest.raises(InvalidConfigError, match=f"{key} .*{limit}"):
+        LogConfig(**{key: value})

@@ -1,0 +1,262 @@
+"""A segment: .log + .index + .timeindex (shards/segment.py)."""
+
+import os
+import random
+
+import pytest
+
+from plinth.errors import CorruptDataError
+from plinth.shards.log_entry import LOG_ENTRY_HEADER_BYTES, iter_entries
+from plinth.shards.segment import (
+    RecoveryResult, Segment, parse_log_file_name, segment_file_name)
+
+INDEX_INTERVAL_BYTES = 256
+
+
+def new_segment(directory, base_offset=0, created_ms=1_000):
+    return Segment.create(directory, base_offset, index_interval_bytes=INDEX_INTERVAL_BYTES,
+                          created_ms=created_ms)
+
+
+def reopen(directory, base_offset=0):
+    return Segment.open(directory, base_offset, index_interval_bytes=INDEX_INTERVAL_BYTES)
+
+
+def fill(segment, count, seed=1, record_count=4):
+    """Append ``count`` entries of random sizes; return [(base_offset, position, batch)]."""
+    rng = random.Random(seed)
+    entries = []
+    for i in range(count):
+        batch = rng.randbytes(rng.randrange(1, 300))
+        base_offset = segment.end_offset
+        position = segment.append(base_offset, 10_000 + i, record_count, batch)
+        entries.append((base_offset, position, batch))
+    return entries
+
+
+def test_files_are_named_by_the_base_offset_padded_to_20_digits(tmp_path):
+    segment = new_segment(tmp_path, base_offset=1234)
+    assert segment.log_path.name == "00000000000000001234.log"
+    assert segment.index_path.name == "00000000000000001234.index"
+    assert segment.time_index_path.name == "00000000000000001234.timeindex"
+    assert parse_log_file_name(segment_file_name(1234, ".log")) == 1234
+    assert parse_log_file_name("00000000000000001234.index") is None
+    assert parse_log_file_name("1234.log") is None
+
+
+def test_appends_are_laid_out_back_to_back_from_position_0(tmp_path):
+    # Given a new segment / When entries are appended
+    segment = new_segment(tmp_path, base_offset=50)
+    entries = fill(segment, 5)
+    # Then each starts where the previous one ended and the file is exactly that long
+    positions = [position for _, position, _ in entries]
+    sizes = [LOG_ENTRY_HEADER_BYTES + len(batch) for _, _, batch in entries]
+    assert positions == [sum(sizes[:i]) for i in range(5)]
+    assert segment.size_bytes == sum(sizes) == os.path.getsize(segment.log_path)
+    assert segment.end_offset == 50 + 5 * 4
+
+
+def test_read_returns_the_raw_bytes_which_parse_as_the_appended_entries(tmp_path):
+    segment = new_segment(tmp_path)
+    entries = fill(segment, 10)
+    data = segment.read(0, 10**6)
+    assert [bytes(batch) for _, batch in iter_entries(data)] == [b for _, _, b in entries]
+
+
+def test_find_position_finds_the_entry_containing_every_offset(tmp_path):
+    # Given entries of 4 records each, indexed every 256 bytes
+    segment = new_segment(tmp_path, base_offset=100)
+    entries = fill(segment, 40)
+    # When each offset is looked up / Then the position of its entry comes back
+    for base_offset, position, _ in entries:
+        for offset in range(base_offset, base_offset + 4):
+            assert segment.find_position(offset) == position
+    assert segment.find_position(segment.end_offset) is None
+
+
+def test_a_clean_segment_recovers_with_nothing_cut(tmp_path):
+    segment = new_segment(tmp_path)
+    fill(segment, 10)
+    segment.close()
+    reopened = reopen(tmp_path)
+    assert reopened.recover() == RecoveryResult(0, 10, "")
+
+
+def test_recovery_truncates_a_torn_tail_to_the_last_whole_entry(tmp_path):
+    # Given a segment of 6 entries
+    segment = new_segment(tmp_path)
+    entries = fill(segment, 6)
+    segment.close()
+    pristine = segment.log_path.read_bytes()
+    last_position = entries[-1][1]
+    for cut in range(last_position + 1, len(pristine)):
+        # When the file is cut inside the last entry and recovered
+        segment.log_path.write_bytes(pristine[:cut])
+        reopened = reopen(tmp_path)
+        result = reopened.recover()
+        # Then exactly the first 5 entries are kept, and the cut is reported
+        assert (result.bytes_truncated, result.entries_valid) == (cut - last_position, 5)
+        assert "torn entry" in result.reason or "truncated" in result.reason
+        assert os.path.getsize(segment.log_path) == last_position
+        assert reopened.end_offset == entries[-1][0]
+        reopened.close()
+
+
+def test_recovery_cuts_garbage_appended_after_the_last_entry(tmp_path):
+    segment = new_segment(tmp_path)
+    fill(segment, 3)
+    segment.close()
+    with open(segment.log_path, "ab") as log_file:
+        log_file.write(random.Random(5).randbytes(1000))
+    result = reopen(tmp_path).recover()
+    assert (result.bytes_truncated, result.entries_valid) == (1000, 3)
+    assert "bad entry magic at position" in result.reason
+
+
+def test_recovery_rebuilds_the_indexes_to_what_appending_built(tmp_path):
+    # Given a closed segment, its index files written by appends
+    segment = new_segment(tmp_path)
+    fill(segment, 40)
+    segment.close()
+    index_bytes = segment.index_path.read_bytes()
+    time_index_bytes = segment.time_index_path.read_bytes()
+    # When the index files are deleted and the segment recovered and closed
+    segment.index_path.unlink()
+    segment.time_index_path.unlink()
+    reopened = reopen(tmp_path)
+    reopened.recover()
+    reopened.close()
+    # Then the same index files are written
+    assert len(index_bytes) > 8 * 5
+    assert segment.index_path.read_bytes() == index_bytes
+    assert segment.time_index_path.read_bytes() == time_index_bytes
+
+
+def test_an_older_segment_uses_its_index_files_when_they_are_valid(tmp_path):
+    segment = new_segment(tmp_path)
+    entries = fill(segment, 40)
+    segment.close()
+    reopened = reopen(tmp_path)
+    assert reopened.load_indexes() is None
+    assert (reopened.end_offset, reopened.size_bytes) == (segment.end_offset, segment.size_bytes)
+    assert reopened.max_timestamp_ms == 10_039
+    assert [reopened.find_position(o) for o, _, _ in entries] == [p for _, p, _ in entries]
+
+
+@pytest.mark.parametrize("damage", ["missing", "odd size", "garbage", "points elsewhere"])
+def test_an_older_segment_rebuilds_a_missing_or_invalid_index(tmp_path, damage):
+    # Given a closed segment whose offset index is then damaged
+    segment = new_segment(tmp_path)
+    entries = fill(segment, 40)
+    segment.close()
+    good_index = segment.index_path.read_bytes()
+    if damage == "missing":
+        segment.index_path.unlink()
+    elif damage == "odd size":
+        segment.index_path.write_bytes(good_index[:-3])
+    elif damage == "garbage":
+        segment.index_path.write_bytes(random.Random(3).randbytes(len(good_index)))
+    else:  # a well-formed index whose last position is not where its offset is
+        segment.index_path.write_bytes(good_index[:-4] + (1 + int.from_bytes(
+            good_index[-4:], "little")).to_bytes(4, "little"))
+    # When the indexes are loaded
+    reopened = reopen(tmp_path)
+    reason = reopened.load_indexes()
+    # Then they are rebuilt and written again, and lookups work
+    assert reason
+    assert segment.index_path.read_bytes() == good_index
+    assert [reopened.find_position(o) for o, _, _ in entries] == [p for _, p, _ in entries]
+
+
+def test_read_entries_returns_whole_checked_entries_from_the_one_containing_the_offset(tmp_path):
+    # Given entries of 4 records
+    segment = new_segment(tmp_path)
+    entries = fill(segment, 10)
+    # When reading from offset 9 (inside the third entry), up to offset 24
+    data = segment.read_entries(9, 10**6, end_offset_max=24)
+    # Then entries 8, 12, 16 and 20 come back
+    assert [header.base_offset for header, _ in iter_entries(data)] == [8, 12, 16, 20]
+    assert data == segment.read(entries[2][1], entries[6][1] - entries[2][1])
+
+
+def test_read_entries_always_returns_the_first_entry_whole(tmp_path):
+    segment = new_segment(tmp_path)
+    entries = fill(segment, 3)
+    data = segment.read_entries(0, bytes_max=1, end_offset_max=segment.end_offset)
+    assert len(data) == LOG_ENTRY_HEADER_BYTES + len(entries[0][2])
+
+
+def test_read_entries_raises_on_a_flipped_byte_naming_file_position_and_offset(tmp_path):
+    # Given a segment whose third entry has a flipped batch byte
+    segment = new_segment(tmp_path)
+    entries = fill(segment, 5)
+    segment.flush()
+    with open(segment.log_path, "r+b") as log_file:
+        log_file.seek(entries[2][1] + LOG_ENTRY_HEADER_BYTES)
+        byte = log_file.read(1)[0]
+        log_file.seek(-1, os.SEEK_CUR)
+        log_file.write(bytes([byte ^ 0x40]))
+    # When reading it / Then CorruptDataError names the file, position and offset
+    with pytest.raises(CorruptDataError) as caught:
+        segment.read_entries(9, 10**6, segment.end_offset)
+    message = str(caught.value)
+    assert str(segment.log_path) in message
+    assert f"position {entries[2][1]}" in message and "offset 9" in message
+    # And the entries before it still read
+    assert len(list(iter_entries(segment.read_entries(0, 1, 8)))) == 1
+
+
+def test_offset_for_timestamp_finds_the_first_entry_at_or_after_it(tmp_path):
+    # Given entries with timestamps 10000, 10001, ...
+    segment = new_segment(tmp_path)
+    fill(segment, 40)
+    # When looking up timestamps / Then the first entry that reaches each comes back
+    assert segment.offset_for_timestamp(0) == 0
+    assert segment.offset_for_timestamp(10_017) == 17 * 4
+    assert segment.offset_for_timestamp(10_039) == 39 * 4
+    assert segment.offset_for_timestamp(10_040) is None
+
+
+def test_offset_for_timestamp_handles_timestamps_out_of_order(tmp_path):
+    # Given entries whose timestamps go up and down
+    segment = new_segment(tmp_path)
+    timestamps = [500, 100, 900, 200, 950, 300] * 10
+    for timestamp_ms in timestamps:
+        segment.append(segment.end_offset, timestamp_ms, 1, b"x" * 100)
+    # When looking up / Then the answer is the first entry reaching the timestamp
+    for target in (50, 150, 500, 501, 901, 950):
+        expected = next(i for i, t in enumerate(timestamps) if t >= target)
+        assert segment.offset_for_timestamp(target) == expected
+
+
+def test_appending_an_offset_out_of_sequence_fails_loudly(tmp_path):
+    segment = new_segment(tmp_path, base_offset=10)
+    with pytest.raises(AssertionError, match="attempt to append offset 11"):
+        segment.append(11, 0, 1, b"x")
+
+
+def test_flush_fsyncs_only_when_something_was_appended(tmp_path, monkeypatch):
+    segment = new_segment(tmp_path)
+    fsyncs = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd)))
+    segment.flush()
+    fill(segment, 2)
+    segment.flush()
+    segment.flush()
+    assert len(fsyncs) == 1
+
+
+def test_age_counts_from_the_creation_time(tmp_path):
+    segment = new_segment(tmp_path, created_ms=5_000)
+    assert segment.age_ms(now_ms=12_000) == 7_000
+
+
+def test_delete_removes_the_three_files(tmp_path):
+    segment = new_segment(tmp_path)
+    fill(segment, 3)
+    segment.close()
+    reopened = reopen(tmp_path)
+    reopened.recover()
+    reopened.delete()
+    assert list(tmp_path.iterdir()) == []
