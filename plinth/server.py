@@ -20,10 +20,12 @@ those settings.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import os
 import secrets
+import shutil
 import signal
 import tempfile
 import threading
@@ -83,6 +85,7 @@ def _start_ray(options: ServeOptions) -> None:
     temp_dir = str(ray_dir.resolve())
     if len(temp_dir.encode()) > _RAY_TEMP_DIR_BYTES_MAX:
         temp_dir = tempfile.mkdtemp(prefix="plinth-ray-")
+        atexit.register(shutil.rmtree, temp_dir, True)
         log.info("%s is too long for Ray's socket names; Ray's session files go to %s",
                  ray_dir, temp_dir)
     ray.init(_node_ip_address="127.0.0.1", _temp_dir=temp_dir, namespace=namespace,
@@ -146,10 +149,12 @@ class Server:
 def serve(options: ServeOptions, ready=print) -> int:
     """Run the broker until SIGTERM or SIGINT; returns the exit code."""
     stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
     server = Server(options)
     server.start()
+    # After Ray started: ray.init installs its own SIGTERM handler, which
+    # would kill the process without flushing.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
     ready(f"plinth ready: listening on {options.listen} (data dir {options.data_dir})")
     while not stop.wait(1.0):
         pass

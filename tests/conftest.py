@@ -23,17 +23,24 @@ from tests.support import free_port
 
 READY_TIMEOUT_S = 120
 
+# Before anything imports Ray: its local-only mode keeps the node address at
+# 127.0.0.1 (it would otherwise swap in the machine's network address), and
+# the brokers started by the tests inherit it.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
 
 @pytest.fixture(scope="session")
 def ray_cluster():
     """Start Ray once for the whole session; yield its GCS address."""
-    import ray
-
     temp_dir = tempfile.mkdtemp(prefix="plinth-t-")
     token_path = Path(temp_dir) / "auth_token"
     token_path.write_text(secrets.token_hex(32))
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(token_path)
+    import ray
+    from ray._raylet import Config
+
+    Config.initialize("")   # Ray reads RAY_AUTH_MODE once; make it see ours
     ray.init(_node_ip_address="127.0.0.1", _temp_dir=temp_dir, num_cpus=2,
              include_dashboard=False, namespace="plinth-tests")
     try:
