@@ -71,6 +71,8 @@ class Consumer:
         self._admin = Admin(broker=self._conn.url, request_timeout_ms=request_timeout_ms)
         self._partitions: dict[TopicPartition, _PartitionState] = {}
         self._fetches: dict[int, TopicPartition] = {}
+        self._iterated: deque[ConsumerRecord] = deque()   # polled, not yet yielded
+        self._rotation = 0                                 # where _take starts, for fairness
         self._closed = False
         if topics:
             self.subscribe(list(topics))
@@ -90,6 +92,7 @@ class Consumer:
     def assign(self, partitions: list[tuple[str, int]]) -> None:
         self._partitions = {TopicPartition(*tp): _PartitionState() for tp in partitions}
         self._fetches.clear()
+        self._iterated.clear()
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._partitions)
@@ -100,6 +103,8 @@ class Consumer:
         state.position = state.fetch_offset = offset
         state.fetch_id = None
         state.records.clear()
+        self._iterated = deque(r for r in self._iterated
+                               if (r.topic, r.partition) != (topic, partition))
 
     def seek_to_beginning(self, *partitions: tuple[str, int]) -> None:
         for tp in partitions or list(self._partitions):
@@ -153,12 +158,16 @@ class Consumer:
 
     def __next__(self) -> ConsumerRecord:
         """Next record; StopIteration after consumer_timeout_ms without one."""
+        if self._iterated:
+            return self._iterated.popleft()
         deadline = time.monotonic() + self.consumer_timeout_ms / 1000
         while True:
             remaining_ms = min((deadline - time.monotonic()) * 1000, 1000.0)
-            batch = self.poll(timeout_ms=max(0.0, remaining_ms), max_records=1)
-            if batch:
-                return next(iter(batch.values()))[0]
+            polled = self.poll(timeout_ms=max(0.0, remaining_ms))
+            if polled:
+                for records in polled.values():
+                    self._iterated.extend(records)
+                return self._iterated.popleft()
             if time.monotonic() >= deadline:
                 raise StopIteration
 
@@ -207,15 +216,23 @@ class Consumer:
         return records
 
     def _take(self, max_records: int) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """Buffered records, starting one partition further each call (fairness)."""
         out: dict[TopicPartition, list[ConsumerRecord]] = {}
-        for tp, state in self._partitions.items():
-            if len(out) and sum(map(len, out.values())) >= max_records:
+        items = list(self._partitions.items())
+        if not items:
+            return out
+        self._rotation = (self._rotation + 1) % len(items)
+        room = max_records
+        for tp, state in items[self._rotation:] + items[:self._rotation]:
+            take = min(len(state.records), room)
+            if take <= 0:
+                continue
+            records = [state.records.popleft() for _ in range(take)]
+            out[tp] = records
+            state.position = records[-1].offset + 1
+            room -= take
+            if room == 0:
                 break
-            take = min(len(state.records), max_records - sum(map(len, out.values())))
-            if take > 0:
-                records = [state.records.popleft() for _ in range(take)]
-                out[tp] = records
-                state.position = records[-1].offset + 1
         return out
 
     def close(self) -> None:

@@ -26,6 +26,7 @@ Requests held for resolution and admin requests are bounded too.
 from __future__ import annotations
 
 import logging
+import pickle
 import queue
 import threading
 import time
@@ -35,7 +36,7 @@ import zmq
 
 from plinth import limits, protocol
 from plinth.errors import (BrokerError, InternalError, MalformedRequestError,
-                           PartitionOutOfRangeError, RequestTimedOutError,
+                           PartitionOutOfRangeError, RecordTooLargeError, RequestTimedOutError,
                            TooManyRequestsError, UnknownTopicError)
 
 log = logging.getLogger(__name__)
@@ -161,6 +162,11 @@ class Router:
                 f"partition {view.partition} of topic {view.topic!r} does not exist: "
                 f"it has {len(owners)} partitions (0 to {len(owners) - 1})")))
             return
+        if view.kind == "produce" and len(frames) > 2 and len(frames[2]) > limits.BATCH_BYTES_MAX:
+            self._reply(client_id, protocol.encode_error(view.request_id, RecordTooLargeError(
+                f"batch of {len(frames[2])} bytes for {view.topic}-{view.partition} is over "
+                f"the limit of {limits.BATCH_BYTES_MAX} bytes")))
+            return
         shard_id = owners[view.partition]
         _, backend = self._backends[shard_id]
         try:
@@ -201,8 +207,6 @@ class Router:
             log.warning("router: reply dropped, client is not reading")
 
     def _on_admin_result(self, frames: list) -> None:
-        import pickle
-
         result = pickle.loads(frames[0].bytes)
         if result[0] == "reply":
             _, client_id, reply = result

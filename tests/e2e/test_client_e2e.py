@@ -172,6 +172,9 @@ def test_the_router_answers_garbage_with_an_error_and_keeps_serving(shared_broke
         got = raw_request(shared_broker.url, frames)
         assert got is not None, f"no reply to {frames!r}"
         assert got[0].error is not None, frames
+    too_big = raw_request(shared_broker.url, [header, b"x" * (limits.BATCH_BYTES_MAX + 1)])
+    assert isinstance(too_big[0].error, RecordTooLargeError)
+    assert str(limits.BATCH_BYTES_MAX) in str(too_big[0].error)
     with Producer(broker=shared_broker.url) as producer:
         assert producer.send(topic, b"ok").get(30).offset == 0
 

@@ -168,3 +168,41 @@ def test_every_acknowledged_record_survives_a_restart_of_the_server(tmp_path):
     assert values_in(payload) == [b"v%d" % i for i in range(50)]
     sock.close(0)
     srv2.stop(5)
+
+
+@pytest.mark.parametrize("policy", ["always", "interval", "never"])
+def test_every_fsync_policy_acknowledges_and_serves_what_it_stored(tmp_path, policy):
+    # Given a shard with this fsync policy
+    srv = ShardServer("shard-p", tmp_path / "s", "127.0.0.1", fsync_policy=policy, fsync_interval_ms=10)
+    srv.start()
+    srv.call(srv.open_partition, "t", 0, LogConfig())
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.connect(srv.address)
+    try:
+        # When 20 batches are produced
+        offsets = [produce(sock, [b"%d" % i], request_id=i).base_offset for i in range(20)]
+        # Then each is acknowledged in turn and all are readable
+        assert offsets == list(range(20))
+        reply, payload = fetch(sock, 0)
+        assert values_in(payload) == [b"%d" % i for i in range(20)]
+    finally:
+        sock.close(0)
+        srv.stop(5)
+
+
+def test_a_produce_with_acks_zero_gets_no_reply_but_is_stored(router):
+    router.send_multipart([CLIENT, protocol.encode_produce(1, "t", 0, 0), batch_of([b"quiet"])])
+    # The next request's reply is the first one back: the acks=0 produce sent none
+    reply, payload = fetch(router, 0, request_id=2, wait_ms=5_000)
+    assert reply.request_id == 2
+    assert values_in(payload) == [b"quiet"]
+
+
+def test_a_shard_refuses_a_data_dir_locked_by_another_live_shard(server, monkeypatch):
+    from plinth.errors import StorageError
+    from plinth.shards import shard_server
+
+    monkeypatch.setattr(shard_server, "_LOCK_WAIT_S_MAX", 0.2)
+    twin = ShardServer("shard-twin", server.data_dir, "127.0.0.1")
+    with pytest.raises(StorageError, match="locked by another shard"):
+        twin.start()

@@ -1,0 +1,89 @@
+"""protocol.py: every Request and Reply kind round-trips; untrusted bytes fail one way only."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from plinth import limits, protocol
+from plinth.errors import (BROKER_ERRORS, MalformedRequestError, OffsetOutOfRangeError,
+                           UnknownTopicError)
+from plinth.schemas import protocol as schema
+
+
+def test_produce_and_fetch_requests_round_trip_every_field():
+    produce = protocol.decode_request(protocol.encode_produce(7, "orders", 3, -1))
+    assert (produce.request_id, produce.kind, produce.topic, produce.partition, produce.acks) == \
+        (7, "produce", "orders", 3, -1)
+    fetch = protocol.decode_request(protocol.encode_fetch(8, "orders", 2, 1234, 4096, 250))
+    assert (fetch.kind, fetch.partition, fetch.offset, fetch.bytes_max, fetch.wait_ms_max) == \
+        ("fetch", 2, 1234, 4096, 250)
+
+
+def test_admin_requests_round_trip_names_counts_and_config():
+    create = protocol.decode_request(protocol.encode_create_topic(1, "t", 12, {"segment.bytes": "4096"}))
+    assert (create.kind, create.topic, create.partition_count, create.config) == \
+        ("createTopic", "t", 12, {"segment.bytes": "4096"})
+    assert protocol.decode_request(protocol.encode_topic_request(2, "deleteTopic", "x")).topic == "x"
+    assert protocol.decode_request(protocol.encode_list_topics(3)).kind == "listTopics"
+    assert protocol.decode_request(protocol.encode_metadata(4, ["a", "b"])).topics == ["a", "b"]
+    offsets = protocol.decode_request(protocol.encode_list_offsets(5, "t", 9))
+    assert (offsets.kind, offsets.partition) == ("listOffsets", 9)
+
+
+def test_replies_round_trip_results_and_errors():
+    assert protocol.decode_reply(protocol.encode_produce_reply(1, 42)).base_offset == 42
+    fetch = protocol.decode_reply(protocol.encode_fetch_reply(2, 100, 10))
+    assert (fetch.high_watermark, fetch.log_start_offset) == (100, 10)
+    info = protocol.TopicInfo("t", 2, {"k": "v"}, [protocol.PartitionInfo(1, "shard-0", 5, 9, 77)])
+    assert protocol.decode_reply(protocol.encode_topics_reply(3, [info])).topics == [info]
+    part = protocol.PartitionInfo(0, "shard-1", 0, 3, 99)
+    assert protocol.decode_reply(protocol.encode_offsets_reply(4, part)).offsets == part
+    error = protocol.decode_reply(protocol.encode_error(5, OffsetOutOfRangeError("valid 0 to 3")))
+    assert isinstance(error.error, OffsetOutOfRangeError) and str(error.error) == "valid 0 to 3"
+
+
+def test_every_error_class_has_a_wire_code_and_every_code_a_class():
+    codes = set(schema.ErrorCode.schema.enumerants) - {"none"}
+    assert codes == set(BROKER_ERRORS)
+    for name, cls in BROKER_ERRORS.items():
+        decoded = protocol.decode_reply(protocol.encode_error(1, cls("m"))).error
+        assert type(decoded) is cls and decoded.code_name == name
+
+
+def test_a_header_over_the_limit_is_malformed_and_says_both_sizes():
+    with pytest.raises(MalformedRequestError, match=f"{limits.HEADER_BYTES_MAX + 1} bytes.*{limits.HEADER_BYTES_MAX}"):
+        protocol.decode_request(b"\0" * (limits.HEADER_BYTES_MAX + 1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=256))
+def test_random_bytes_decode_to_a_request_or_raise_malformed_request_only(data):
+    try:
+        protocol.decode_request(data)
+    except MalformedRequestError:
+        pass
+
+
+def test_bit_flipped_requests_decode_or_raise_malformed_request_only():
+    rng = random.Random(11)
+    good = protocol.encode_create_topic(1, "topic-name", 3, {"segment.bytes": "4096"})
+    tried = 0
+    for _ in range(2000):
+        data = bytearray(good)
+        data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        try:
+            protocol.decode_request(bytes(data))
+        except MalformedRequestError:
+            pass
+        tried += 1
+    assert tried == 2000
+
+
+def test_unknown_error_codes_become_internal_errors_naming_the_code():
+    from plinth.errors import error_for_code, InternalError
+    err = error_for_code("someFutureCode", "detail")
+    assert isinstance(err, InternalError) and "someFutureCode" in str(err)
+    assert isinstance(error_for_code("unknownTopic", "x"), UnknownTopicError)
