@@ -18,7 +18,8 @@ from collections import deque
 
 from plinth.client.futures import BatchResult, RecordFuture
 from plinth.client.record_batch import BatchBuilder
-from plinth.errors import PlinthTimeoutError
+from plinth import limits
+from plinth.errors import PlinthTimeoutError, RecordTooLargeError
 
 RECORD_OVERHEAD_BYTES = 16   # lengths and timestamp delta in the columns
 
@@ -43,7 +44,12 @@ class RecordAccumulator:
         self.buffer_bytes_max = buffer_bytes_max
         self.max_block_s = max_block_ms / 1000
         self._wake = wake
-        self._cond = threading.Condition()
+        # A plain Lock under the condition: cheaper than the default RLock on
+        # the per-record path.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        # Headroom in a batch for its fixed encoding overhead.
+        self._record_bytes_max = limits.BATCH_BYTES_MAX - 1024
         self._open: dict[tuple[str, int], OpenBatch] = {}
         self._ready: deque[OpenBatch] = deque()
         self._incomplete: set[BatchResult] = set()
@@ -52,15 +58,25 @@ class RecordAccumulator:
 
     def append(self, topic: str, partition: int, key, value, timestamp_ms: int,
                headers) -> tuple[RecordFuture, bool]:
-        """Add one record; returns its future and whether its batch just filled up."""
-        size = RECORD_OVERHEAD_BYTES + (len(key) if key else 0) + (len(value) if value else 0)
-        with self._cond:
-            self._reserve(size)
+        """Add one record; returns its future and whether its batch just filled up.
+
+        Any thread (inside Producer.send): the per-record hot path.
+        """
+        size = RECORD_OVERHEAD_BYTES + (0 if key is None else len(key)) + \
+            (0 if value is None else len(value))
+        if size > self._record_bytes_max:
+            raise RecordTooLargeError(
+                f"record of {size} bytes (key + value + {RECORD_OVERHEAD_BYTES}) is over the "
+                f"batch limit of {limits.BATCH_BYTES_MAX} bytes")
+        with self._lock:   # the Lock itself: Condition's own __enter__ is Python code
+            if self._buffered_bytes + size > self.buffer_bytes_max and self._buffered_bytes:
+                self._wait_for_room(size)
+            self._buffered_bytes += size
             batch = self._open.get((topic, partition))
-            if batch is not None and batch.bytes + size > self.batch_bytes_max:
-                self._seal(batch)
-                batch = None
             if batch is None:
+                batch = self._new_batch(topic, partition)
+            elif batch.bytes + size > self.batch_bytes_max:
+                self._seal(batch)
                 batch = self._new_batch(topic, partition)
             index = batch.builder.append(key, value, timestamp_ms, headers)
             batch.bytes += size
@@ -69,7 +85,7 @@ class RecordAccumulator:
                 self._seal(batch)
         return RecordFuture(batch.result, index), full
 
-    def _reserve(self, size: int) -> None:
+    def _wait_for_room(self, size: int) -> None:
         deadline = time.monotonic() + self.max_block_s
         while self._buffered_bytes and self._buffered_bytes + size > self.buffer_bytes_max:
             remaining = deadline - time.monotonic()
@@ -79,7 +95,6 @@ class RecordAccumulator:
                     f"buffer_memory={self.buffer_bytes_max} wait for acknowledgement; "
                     f"blocked max_block_ms={self.max_block_s * 1000:.0f}")
             self._cond.wait(remaining)
-        self._buffered_bytes += size
 
     def _new_batch(self, topic: str, partition: int) -> OpenBatch:
         batch = OpenBatch(topic, partition)

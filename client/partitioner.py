@@ -67,13 +67,29 @@ def _words_le(data: bytes, words_count: int) -> tuple[int, ...]:
     return struct.unpack_from(f"<{words_count}I", data)
 
 
+try:
+    # The murmurhash2 package is the same MurmurHash2 in C, ~15x faster; the
+    # tests check it against Kafka's reference values and the Python version.
+    from murmurhash2 import murmurhash2 as _murmurhash2_c
+except ImportError:  # pragma: no cover - a platform without the wheel
+    _murmurhash2_c = None
+
+
+def murmur2_fast(data: bytes) -> int:
+    """murmur2(data), in C when the murmurhash2 package is installed."""
+    if _murmurhash2_c is None or type(data) is not bytes:
+        return murmur2(data)
+    h = _murmurhash2_c(data, _SEED)
+    return h - (1 << 32) if h & _SIGN_BIT_32 else h
+
+
 def partition_for_key(key: bytes, partition_count: int) -> int:
     """The partition Kafka's default partitioner picks for ``key``. Any thread may call."""
     if partition_count < 1:
         raise ValueError(f"partition_count is {partition_count}, must be >= 1")
     positive_hash = _hash_cache.get(key) if type(key) is bytes else None
     if positive_hash is None:
-        positive_hash = murmur2(key) & _POSITIVE_MASK_32
+        positive_hash = murmur2_fast(key) & _POSITIVE_MASK_32
         if type(key) is bytes and len(key) <= _HASH_CACHE_KEY_BYTES_MAX:
             if len(_hash_cache) >= _HASH_CACHE_ENTRIES_MAX:
                 _hash_cache.clear()

@@ -25,7 +25,14 @@ from plinth.client.admin import Admin
 from plinth.client.futures import RecordFuture
 from plinth.client.partitioner import StickyPartitioner, partition_for_key
 from plinth.client.sender import Sender
-from plinth.errors import ClosedError, PartitionOutOfRangeError, PlinthTimeoutError, RecordTooLargeError
+from plinth.errors import ClosedError, PartitionOutOfRangeError, PlinthTimeoutError
+
+
+def _as_bytes(data, what: str) -> bytes:
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(f"{what} must be bytes or None (or set {what}_serializer), "
+                    f"got {type(data).__name__}")
 
 
 class Producer:
@@ -67,45 +74,39 @@ class Producer:
     def send(self, topic: str, value=None, *, key=None, partition: int | None = None,
              headers: list[tuple[str, bytes]] | None = None,
              timestamp_ms: int | None = None) -> RecordFuture:
-        """Queue one record; returns a future for its RecordMetadata. Any thread."""
+        """Queue one record; returns a future for its RecordMetadata. Any thread.
+
+        This is the per-record hot path: everything per batch happens later,
+        on the sender thread.
+        """
         if self._closed:
             raise ClosedError("producer is closed")
-        key = self._serialize(self._key_serializer, key, "key")
-        value = self._serialize(self._value_serializer, value, "value")
-        size = (len(key) if key else 0) + (len(value) if value else 0)
-        if size > limits.BATCH_BYTES_MAX - 1024:
-            raise RecordTooLargeError(
-                f"record of {size} bytes (key + value) is over the batch limit of "
-                f"{limits.BATCH_BYTES_MAX} bytes")
+        if self._key_serializer is not None and key is not None:
+            key = self._key_serializer(key)
+        if self._value_serializer is not None and value is not None:
+            value = self._value_serializer(value)
+        if key is not None and type(key) is not bytes:
+            key = _as_bytes(key, "key")
+        if value is not None and type(value) is not bytes:
+            value = _as_bytes(value, "value")
         if timestamp_ms is None:
-            timestamp_ms = int(time.time() * 1000)
-        sticky = partition is None and key is None
-        partition = self._choose_partition(topic, key, partition)
-        future, full = self._accumulator.append(topic, partition, key, value, timestamp_ms, headers)
-        if sticky and full:
-            self._sticky[topic].next_batch()
-        return future
-
-    @staticmethod
-    def _serialize(serializer, data, what: str):
-        if serializer is not None and data is not None:
-            data = serializer(data)
-        if data is not None and not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"{what} must be bytes or None (or set {what}_serializer), "
-                            f"got {type(data).__name__}")
-        return bytes(data) if isinstance(data, (bytearray, memoryview)) else data
-
-    def _choose_partition(self, topic: str, key, partition: int | None) -> int:
-        count = self.partitions_for(topic)
+            timestamp_ms = time.time_ns() // 1_000_000
+        count = self._partition_counts.get(topic) or self.partitions_for(topic)
         if partition is not None:
             if not 0 <= partition < count:
                 raise PartitionOutOfRangeError(
                     f"partition {partition} of topic {topic!r} does not exist: it has "
                     f"{count} partitions (0 to {count - 1})")
-            return partition
-        if key is not None:
-            return partition_for_key(key, count)
-        return self._sticky[topic].partition()
+        elif key is not None:
+            partition = partition_for_key(key, count)
+        else:
+            sticky = self._sticky[topic]
+            future, full = self._accumulator.append(
+                topic, sticky.partition(), key, value, timestamp_ms, headers)
+            if full:
+                sticky.next_batch()
+            return future
+        return self._accumulator.append(topic, partition, key, value, timestamp_ms, headers)[0]
 
     def partitions_for(self, topic: str) -> int:
         """The topic's partition count (asked of the broker once, then cached)."""

@@ -181,3 +181,11 @@ def test_sticky_partitioner_rejects_a_partition_count_below_one():
     # Given no partitions / When a sticky partitioner is made / Then ValueError
     with pytest.raises(ValueError, match="partition_count is 0"):
         StickyPartitioner(0)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=300))
+def test_the_c_murmur2_agrees_with_the_python_one_on_any_key(key):
+    from plinth.client.partitioner import murmur2_fast
+
+    assert murmur2_fast(key) == murmur2(key)
