@@ -52,6 +52,34 @@ class Admin:
     def partition_count(self, name: str) -> int:
         return self._call(protocol.encode_metadata, [name]).topics[0].partitions
 
+    # --- Consumer groups ---------------------------------------------------------
+
+    def list_groups(self) -> list[str]:
+        """Every group with members or committed offsets."""
+        return self._call(protocol.encode_list_groups).groups
+
+    def describe_group(self, group: str) -> protocol.GroupInfo:
+        """Members, their partitions and the group's committed offsets."""
+        return self._call(protocol.encode_group_request, "describeGroup", group).group
+
+    def group_lag(self, group: str) -> list[tuple[str, int, int | None, int, int | None]]:
+        """(topic, partition, committed offset, log end offset, lag) for every partition
+        of every topic the group has members or committed offsets for."""
+        info = self.describe_group(group)
+        topics = {t for t, _ in info.committed} | {t for m in info.members for t in m.topics}
+        rows = []
+        for topic in sorted(topics):
+            for partition in range(self.partition_count(topic)):
+                end = self.list_offsets(topic, partition).end_offset
+                committed = info.committed.get((topic, partition))
+                rows.append((topic, partition, committed, end,
+                             None if committed is None else end - committed))
+        return rows
+
+    def reset_group_offsets(self, group: str, offsets: dict[tuple[str, int], int]) -> None:
+        """Set a group's committed offsets; refused while the group has members."""
+        self._call(protocol.encode_commit_offsets, "resetOffsets", group, "", 0, offsets)
+
     def list_offsets(self, topic: str, partition: int) -> protocol.PartitionInfo:
         """Start and end (high watermark) offsets of one partition."""
         return self._call(protocol.encode_list_offsets, topic, partition).offsets

@@ -56,12 +56,13 @@ class Connection:
         self.socket.send_multipart(frames, copy=payload is None)
 
     def recv(self, timeout_ms: float) -> tuple[protocol.ReplyView, object] | None:
-        """One reply (view, payload frame or None), or None if none came in time."""
-        if not self.socket.poll(max(0, int(timeout_ms))):
-            return None
-        frames = self.socket.recv_multipart(copy=False)
-        view = protocol.decode_reply(frames[0].buffer)
-        return view, (frames[1] if len(frames) > 1 else None)
+        """One reply (view, payload frame or None), or None if none came in time.
+
+        Replies that arrived while ``wait_for`` waited for another come first.
+        """
+        if self._early:
+            return self._early.pop(next(iter(self._early)))
+        return self._recv_socket(timeout_ms)
 
     def request(self, header: bytes, request_id: int, timeout_ms: float, payload=None):
         """Send one request and wait for its reply; raises the reply's error."""
@@ -72,7 +73,7 @@ class Connection:
         deadline = time.monotonic() + timeout_ms / 1000
         while request_id not in self._early:
             remaining_ms = (deadline - time.monotonic()) * 1000
-            got = self.recv(remaining_ms) if remaining_ms > 0 else None
+            got = self._recv_socket(remaining_ms) if remaining_ms > 0 else None
             if got is None:
                 raise PlinthTimeoutError(
                     f"no reply from {self.url} to request {request_id} within {timeout_ms:.0f} ms")
@@ -81,6 +82,12 @@ class Connection:
         if view.error is not None:
             raise view.error
         return view, payload
+
+    def _recv_socket(self, timeout_ms: float):
+        if not self.socket.poll(max(0, int(timeout_ms))):
+            return None
+        frames = self.socket.recv_multipart(copy=False)
+        return protocol.decode_reply(frames[0].buffer), (frames[1] if len(frames) > 1 else None)
 
     def close(self) -> None:
         if not self.closed:

@@ -7,6 +7,16 @@ consumer yields records one by one. One thread at a time may use a Consumer:
 poll() does its network I/O on the caller's thread, there is no background
 thread.
 
+With ``group="name"`` the consumer joins a consumer group instead: the
+group's coordinator (a shard) assigns it a share of the topics' partitions
+and moves them between members as they come and go (see
+group_membership.py and shards/group_coordinator.py). Partition changes are
+applied inside ``poll()``: revoked partitions are committed (with auto-commit)
+and dropped first, then new ones start from the group's committed offset, or
+from ``auto_offset_reset`` when there is none. Delivery is at least once:
+auto-commit commits only positions of records already handed to the
+application.
+
 Each assigned partition has at most one fetch in flight. A fetch at the log
 end is parked by the shard until records arrive or ``fetch_max_wait_ms``
 passes, so an idle consumer costs one request per partition per wait.
@@ -15,6 +25,7 @@ Every entry's CRC is checked before its records are handed out.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from typing import NamedTuple
@@ -23,10 +34,16 @@ from plinth import limits, protocol
 from plinth.client.admin import Admin
 from plinth.client.connection import Connection
 from plinth.client.record_batch import ConsumerRecord, decode_records
-from plinth.errors import ClosedError, OffsetOutOfRangeError
+from plinth.client.group_membership import GroupMembership
+from plinth.errors import BrokerError, ClientError, ClosedError, OffsetOutOfRangeError
 from plinth.shards.log_entry import iter_entries
 
+log = logging.getLogger(__name__)
+
 OFFSET_RESETS = ("earliest", "latest", "none")
+# How long a group member's poll waits on the socket before it checks for a
+# new assignment again.
+_GROUP_POLL_SLICE_MS = 100
 
 
 class TopicPartition(NamedTuple):
@@ -52,7 +69,11 @@ class Consumer:
                  request_timeout_ms: float = limits.CLIENT_REQUEST_TIMEOUT_MS_DEFAULT,
                  consumer_timeout_ms: float = float("inf"),
                  max_poll_records: int = 500,
-                 key_deserializer=None, value_deserializer=None):
+                 key_deserializer=None, value_deserializer=None,
+                 group: str | None = None, enable_auto_commit: bool = True,
+                 auto_commit_interval_ms: float = limits.AUTO_COMMIT_INTERVAL_MS_DEFAULT,
+                 session_timeout_ms: int = limits.SESSION_TIMEOUT_MS_DEFAULT,
+                 group_assignor: str = "", on_assign=None, on_revoke=None):
         if auto_offset_reset not in OFFSET_RESETS:
             raise ValueError(f"auto_offset_reset={auto_offset_reset!r} is not one of {OFFSET_RESETS}")
         if not 0 < fetch_max_bytes <= limits.FETCH_BYTES_MAX:
@@ -74,6 +95,18 @@ class Consumer:
         self._iterated: deque[ConsumerRecord] = deque()   # polled, not yet yielded
         self._rotation = 0                                 # where _take starts, for fairness
         self._closed = False
+        self.group = group
+        self.enable_auto_commit = enable_auto_commit
+        self.auto_commit_interval_s = auto_commit_interval_ms / 1000
+        self.session_timeout_ms = session_timeout_ms
+        self.group_assignor = group_assignor
+        self._on_assign, self._on_revoke = on_assign, on_revoke
+        self._membership: GroupMembership | None = None
+        self._commits: dict[int, object] = {}             # async commit id -> callback
+        self._last_commit_s = time.monotonic()
+        self._committed_positions: dict[TopicPartition, int] = {}
+        if group is not None and not topics:
+            raise ValueError("a consumer in a group needs topics: Consumer('topic', group=...)")
         if topics:
             self.subscribe(list(topics))
 
@@ -86,10 +119,23 @@ class Consumer:
     # --- Assignment and position -----------------------------------------------
 
     def subscribe(self, topics: list[str]) -> None:
-        """Read every partition of these topics (no group: this consumer gets them all)."""
-        self.assign([(t, p) for t in topics for p in range(self._admin.partition_count(t))])
+        """Read these topics: all their partitions, or with a group the member's share."""
+        counts = [self._admin.partition_count(t) for t in topics]   # unknown topics fail here
+        if self.group is None:
+            self.assign([(t, p) for t, count in zip(topics, counts) for p in range(count)])
+            return
+        if self._membership is not None:
+            raise ValueError(f"consumer already subscribed in group {self.group!r}")
+        self._membership = GroupMembership(
+            self._conn.url, self.group, topics, session_timeout_ms=self.session_timeout_ms,
+            assignor=self.group_assignor, request_timeout_ms=self.request_timeout_ms)
+        self._membership.start()
 
     def assign(self, partitions: list[tuple[str, int]]) -> None:
+        """Read exactly these (topic, partition) pairs; not for group members."""
+        if self.group is not None:
+            raise ValueError(f"consumer is in group {self.group!r}: partitions come from the "
+                             f"group; use subscribe")
         self._partitions = {TopicPartition(*tp): _PartitionState() for tp in partitions}
         self._fetches.clear()
         self._iterated.clear()
@@ -138,16 +184,27 @@ class Consumer:
 
     def poll(self, timeout_ms: float = 0, max_records: int | None = None) -> dict[TopicPartition, list[ConsumerRecord]]:
         """Records ready within ``timeout_ms``, at most ``max_records`` of them."""
+        out = self._poll(timeout_ms, max_records or self.max_poll_records)
+        for tp, records in out.items():
+            self._partitions[tp].position = records[-1].offset + 1
+        return out
+
+    def _poll(self, timeout_ms: float, max_records: int) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """Like poll, but leaves positions to the caller (the iterator sets them per record)."""
         if self._closed:
             raise ClosedError("consumer is closed")
-        max_records = max_records or self.max_poll_records
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
+            if self._membership is not None:
+                self._rebalance()
+                self._auto_commit()
             self._send_fetches()
             out = self._take(max_records)
             remaining_ms = (deadline - time.monotonic()) * 1000
             if out or remaining_ms <= 0:
                 return out
+            if self._membership is not None:   # wake up to apply a new assignment
+                remaining_ms = min(remaining_ms, _GROUP_POLL_SLICE_MS)
             got = self._conn.recv(remaining_ms)
             while got is not None:
                 self._on_reply(*got)
@@ -158,16 +215,23 @@ class Consumer:
 
     def __next__(self) -> ConsumerRecord:
         """Next record; StopIteration after consumer_timeout_ms without one."""
-        if self._iterated:
-            return self._iterated.popleft()
+        if not self._iterated:
+            self._refill_iterated()
+        record = self._iterated.popleft()
+        state = self._partitions.get(TopicPartition(record.topic, record.partition))
+        if state is not None:
+            state.position = record.offset + 1   # handed to the application: committable
+        return record
+
+    def _refill_iterated(self) -> None:
         deadline = time.monotonic() + self.consumer_timeout_ms / 1000
         while True:
             remaining_ms = min((deadline - time.monotonic()) * 1000, 1000.0)
-            polled = self.poll(timeout_ms=max(0.0, remaining_ms))
+            polled = self._poll(max(0.0, remaining_ms), self.max_poll_records)
             if polled:
                 for records in polled.values():
                     self._iterated.extend(records)
-                return self._iterated.popleft()
+                return
             if time.monotonic() >= deadline:
                 raise StopIteration
 
@@ -185,6 +249,9 @@ class Consumer:
             self._fetches[request_id] = tp
 
     def _on_reply(self, view: protocol.ReplyView, payload) -> None:
+        if view.request_id in self._commits:
+            self._on_commit_reply(view)
+            return
         tp = self._fetches.pop(view.request_id, None)
         state = self._partitions.get(tp) if tp is not None else None
         if state is None or state.fetch_id != view.request_id:
@@ -227,16 +294,120 @@ class Consumer:
             take = min(len(state.records), room)
             if take <= 0:
                 continue
-            records = [state.records.popleft() for _ in range(take)]
-            out[tp] = records
-            state.position = records[-1].offset + 1
+            out[tp] = [state.records.popleft() for _ in range(take)]
             room -= take
             if room == 0:
                 break
         return out
 
+    # --- Groups: rebalance and commits (consumer thread) ------------------------------
+
+    def _rebalance(self) -> None:
+        """Apply the coordinator's newest assignment: revoke first, then add."""
+        target = self._membership.take_target()
+        if target is None:
+            return
+        target = {TopicPartition(*tp) for tp in target}
+        revoked = set(self._partitions) - target
+        if revoked:
+            if self.enable_auto_commit:
+                self._commit_quietly(revoked)
+            if self._on_revoke is not None:
+                self._on_revoke(revoked)
+            for tp in revoked:
+                del self._partitions[tp]
+            self._iterated = deque(r for r in self._iterated
+                                   if TopicPartition(r.topic, r.partition) not in revoked)
+        added = target - set(self._partitions)
+        if added:
+            committed = self._fetch_committed()
+            for tp in added:
+                state = self._partitions[tp] = _PartitionState()
+                if tp in committed:
+                    state.position = state.fetch_offset = committed[tp]
+                    self._committed_positions[tp] = committed[tp]
+            if self._on_assign is not None:
+                self._on_assign(added)
+        self._membership.set_owned(set(self._partitions))
+
+    def _positions(self, partitions=None) -> dict[tuple[str, int], int]:
+        return {tuple(tp): state.position for tp, state in self._partitions.items()
+                if state.position is not None and (partitions is None or tp in partitions)}
+
+    def commit(self, offsets: dict[tuple[str, int], int] | None = None) -> None:
+        """Commit positions (default: of every record handed out so far) and wait."""
+        request_id, offsets = self._send_commit(offsets)
+        if request_id is None:
+            return
+        self._conn.wait_for(request_id, self.request_timeout_ms)
+        self._committed_positions.update({TopicPartition(*tp): o for tp, o in offsets.items()})
+
+    def commit_async(self, offsets: dict[tuple[str, int], int] | None = None,
+                     callback=None) -> None:
+        """Commit without waiting; ``callback(offsets, error_or_None)`` runs in a later poll."""
+        request_id, offsets = self._send_commit(offsets)
+        if request_id is not None:
+            self._commits[request_id] = (offsets, callback)
+
+    def _send_commit(self, offsets):
+        if self._membership is None:
+            raise ValueError("commit needs a consumer group: Consumer(..., group='name')")
+        offsets = self._positions() if offsets is None else dict(offsets)
+        if not offsets:
+            return None, offsets
+        member_id, epoch = self._membership.identity()
+        request_id = self._conn.next_request_id()
+        self._conn.send(protocol.encode_commit_offsets(
+            request_id, "commitOffsets", self.group, member_id, epoch, offsets))
+        return request_id, offsets
+
+    def _on_commit_reply(self, view: protocol.ReplyView) -> None:
+        offsets, callback = self._commits.pop(view.request_id)
+        if view.error is None:
+            self._committed_positions.update({TopicPartition(*tp): o for tp, o in offsets.items()})
+        elif callback is None:
+            log.warning("group %s: async commit failed: %s", self.group, view.error)
+        if callback is not None:
+            callback(offsets, view.error)
+
+    def _commit_quietly(self, partitions=None) -> None:
+        try:
+            self.commit(self._positions(partitions))
+        except (BrokerError, ClientError) as exc:
+            log.warning("group %s: commit failed: %s", self.group, exc)
+
+    def _auto_commit(self) -> None:
+        now = time.monotonic()
+        if not self.enable_auto_commit or now - self._last_commit_s < self.auto_commit_interval_s:
+            return
+        self._last_commit_s = now
+        changed = {tp: o for tp, o in self._positions().items()
+                   if self._committed_positions.get(TopicPartition(*tp)) != o}
+        if changed:
+            self.commit_async(changed)
+
+    def _fetch_committed(self) -> dict[TopicPartition, int]:
+        request_id = self._conn.next_request_id()
+        view, _ = self._conn.request(protocol.encode_group_request(request_id, "fetchOffsets", self.group),
+                                     request_id, self.request_timeout_ms)
+        return {TopicPartition(*tp): offset for tp, offset in view.committed.items()}
+
+    def committed(self, topic: str, partition: int) -> int | None:
+        """The group's committed offset for a partition, or None."""
+        if self.group is None:
+            raise ValueError("committed() needs a consumer group")
+        return self._fetch_committed().get(TopicPartition(topic, partition))
+
     def close(self) -> None:
-        if not self._closed:
+        """Commit (with auto-commit), leave the group, close the sockets."""
+        if self._closed:
+            return
+        try:
+            if self._membership is not None:
+                if self.enable_auto_commit:
+                    self._commit_quietly()
+                self._membership.close()
+        finally:
             self._closed = True
             self._conn.close()
             self._admin.close()

@@ -101,7 +101,14 @@ class Controller:
         ray.get([self._shards[s].open_partitions.remote(specs)
                  for s, specs in self._specs_by_shard().items()])
         self._save()
+        self._push_partition_counts()
         return dict(self._addresses)
+
+    def _push_partition_counts(self) -> None:
+        """Tell every shard each topic's partition count (group coordinators need them)."""
+        counts = {name: t["partitions"] for name, t in self._metadata["topics"].items()}
+        ray.get([shard.set_partition_counts.remote(counts) for shard in self._shards.values()],
+                timeout=limits.CONTROL_CALL_TIMEOUT_S)
 
     def shutdown(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S) -> None:
         ray.get([shard.shutdown.remote(grace_period_s) for shard in self._shards.values()],
@@ -121,6 +128,12 @@ class Controller:
         """What a router needs: shard addresses and each topic's placement."""
         return {"shards": dict(self._addresses),
                 "topics": {name: list(t["placement"]) for name, t in self._metadata["topics"].items()}}
+
+    def list_groups(self) -> list[str]:
+        """Every consumer group known to any shard (members or committed offsets)."""
+        names = ray.get([shard.group_names.remote() for shard in self._shards.values()],
+                        timeout=limits.CONTROL_CALL_TIMEOUT_S)
+        return sorted({name for per_shard in names for name in per_shard})
 
     def list_topics(self) -> list[protocol.TopicInfo]:
         return [self._topic_info(name) for name in sorted(self._metadata["topics"])]
@@ -163,6 +176,7 @@ class Controller:
             del self._metadata["topics"][name]
             raise
         self._save()
+        self._push_partition_counts()
         log.info("created topic %s with %d partitions", name, partitions)
         return self._topic_info(name)
 
@@ -175,4 +189,5 @@ class Controller:
         self._save()
         ray.get([self._shards[s].delete_partitions.remote([(t, p) for t, p, _ in sp])
                  for s, sp in specs.items()], timeout=limits.CONTROL_CALL_TIMEOUT_S)
+        self._push_partition_counts()
         log.info("deleted topic %s", name)

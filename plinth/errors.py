@@ -22,7 +22,13 @@ the environment causes and is expected, handled and reported.
     │   ├── UnavailableError        unavailable
     │   ├── RequestTimedOutError    requestTimedOut
     │   ├── InternalError           internalError
-    │   └── TooManyRequestsError    tooManyRequests
+    │   ├── TooManyRequestsError    tooManyRequests
+    │   ├── UnknownMemberIdError    unknownMemberId
+    │   ├── StaleMemberEpochError   staleMemberEpoch
+    │   ├── NotOwnerError           notOwner
+    │   ├── GroupNotEmptyError      groupNotEmpty
+    │   ├── InvalidGroupError       invalidGroup
+    │   └── UnknownGroupError       unknownGroup
     └── ClientError                 raised by the client library itself
         ├── PlinthTimeoutError      a client-side timeout ran out
         └── ClosedError             the producer/consumer/admin was closed
@@ -116,6 +122,30 @@ class TooManyRequestsError(BrokerError):
     code_name = "tooManyRequests"
 
 
+class UnknownMemberIdError(BrokerError):
+    code_name = "unknownMemberId"
+
+
+class StaleMemberEpochError(BrokerError):
+    code_name = "staleMemberEpoch"
+
+
+class NotOwnerError(BrokerError):
+    code_name = "notOwner"
+
+
+class GroupNotEmptyError(BrokerError):
+    code_name = "groupNotEmpty"
+
+
+class InvalidGroupError(BrokerError):
+    code_name = "invalidGroup"
+
+
+class UnknownGroupError(BrokerError):
+    code_name = "unknownGroup"
+
+
 class ClientError(PlinthError):
     """Raised by the client library without a broker reply."""
 
@@ -136,7 +166,8 @@ BROKER_ERRORS: dict[str, type[BrokerError]] = {
         InvalidBatchError, TopicExistsError, InvalidTopicError,
         InvalidConfigError, TooManyTopicsError, StorageError, CorruptDataError,
         UnavailableError, RequestTimedOutError, InternalError,
-        TooManyRequestsError,
+        TooManyRequestsError, UnknownMemberIdError, StaleMemberEpochError, NotOwnerError,
+        GroupNotEmptyError, InvalidGroupError, UnknownGroupError,
     )
 }
 

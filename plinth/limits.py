@@ -51,6 +51,16 @@ TOPICS_MAX = 10_000
 PARTITIONS_PER_TOPIC_MAX = 4096
 CONFIG_ENTRIES_MAX = 64
 
+# --- Consumer groups -----------------------------------------------------
+GROUP_NAME_BYTES_MAX = 249
+GROUP_MEMBERS_MAX = 1000
+SESSION_TIMEOUT_MS_MIN = 500
+SESSION_TIMEOUT_MS_MAX = 300_000
+SESSION_TIMEOUT_MS_DEFAULT = 10_000
+HEARTBEAT_INTERVAL_MS_MIN = 100
+HEARTBEAT_INTERVAL_MS_MAX = 3_000
+AUTO_COMMIT_INTERVAL_MS_DEFAULT = 5_000
+
 # --- Storage ------------------------------------------------------------
 SEGMENT_BYTES_DEFAULT = 256 * MiB     # roll the active segment at this size
 SEGMENT_BYTES_MIN = 4 * KiB
@@ -79,6 +89,9 @@ def _check_relations() -> None:
     assert SEGMENT_BYTES_MIN <= SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX < 2**32
     assert BATCH_BYTES_MAX < SEGMENT_BYTES_MAX
     assert FETCH_WAIT_MS_DEFAULT <= FETCH_WAIT_MS_MAX
+    assert SESSION_TIMEOUT_MS_MIN <= SESSION_TIMEOUT_MS_DEFAULT <= SESSION_TIMEOUT_MS_MAX
+    # A member must get several heartbeats in per session timeout.
+    assert HEARTBEAT_INTERVAL_MS_MAX * 3 <= SESSION_TIMEOUT_MS_DEFAULT
 
 
 _check_relations()

@@ -24,3 +24,9 @@ def shard_for(topic: str, partition: int, shard_ids: list[str]) -> str:
 def place_topic(topic: str, partitions: int, shard_ids: list[str]) -> list[str]:
     """The owning shard id of each partition 0..partitions-1."""
     return [shard_for(topic, p, shard_ids) for p in range(partitions)]
+
+
+def shard_for_group(group: str, shard_ids: list[str]) -> str:
+    """The shard coordinating a consumer group (as Kafka hashes groups onto
+    __consumer_offsets partitions): the same rendezvous hash, in its own key space."""
+    return shard_for(f"\0group\0{group}", 0, shard_ids)

@@ -24,6 +24,9 @@ _READ_LIMITS = dict(
 
 # Request kinds that the router forwards to the shard owning the partition.
 PARTITION_KINDS = frozenset({"produce", "fetch", "listOffsets"})
+# Request kinds that the router forwards to the shard coordinating the group.
+GROUP_KINDS = frozenset({"groupHeartbeat", "commitOffsets", "fetchOffsets", "describeGroup",
+                         "resetOffsets"})
 ACKS_VALUES = (-1, 0, 1)
 
 
@@ -42,6 +45,13 @@ class RequestView:
     topics: list[str] = field(default_factory=list)
     partition_count: int = 0
     config: dict[str, str] = field(default_factory=dict)
+    group: str = ""
+    member_id: str = ""
+    member_epoch: int = 0
+    owned: set[tuple[str, int]] = field(default_factory=set)
+    session_timeout_ms: int = 0
+    assignor: str = ""
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 @dataclass
@@ -62,6 +72,31 @@ class TopicInfo:
 
 
 @dataclass
+class MemberInfo:
+    member_id: str
+    member_epoch: int
+    topics: list[str]
+    assignment: set[tuple[str, int]]
+
+
+@dataclass
+class GroupInfo:
+    group: str
+    assignor: str
+    epoch: int
+    members: list[MemberInfo] = field(default_factory=list)
+    committed: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+@dataclass
+class HeartbeatView:
+    member_id: str
+    member_epoch: int
+    heartbeat_interval_ms: int
+    assignment: set[tuple[str, int]]
+
+
+@dataclass
 class ReplyView:
     """A decoded Reply. ``error`` is a BrokerError or None."""
 
@@ -73,6 +108,10 @@ class ReplyView:
     log_start_offset: int = -1
     topics: list[TopicInfo] = field(default_factory=list)
     offsets: PartitionInfo | None = None
+    heartbeat: HeartbeatView | None = None
+    committed: dict[tuple[str, int], int] = field(default_factory=dict)
+    group: GroupInfo | None = None
+    groups: list[str] = field(default_factory=list)
 
 
 # --- Requests ---------------------------------------------------------------
@@ -131,6 +170,43 @@ def encode_list_offsets(request_id: int, topic: str, partition: int) -> bytes:
     return msg.to_bytes()
 
 
+def encode_group_heartbeat(request_id: int, group: str, member_id: str, member_epoch: int,
+                           topics: list[str], owned: set[tuple[str, int]],
+                           session_timeout_ms: int, assignor: str) -> bytes:
+    msg = protocol.Request.new_message(requestId=request_id)
+    body = msg.init("groupHeartbeat")
+    body.group, body.memberId, body.memberEpoch = group, member_id, member_epoch
+    body.sessionTimeoutMs, body.assignor = session_timeout_ms, assignor
+    _fill_texts(body.init("topics", len(topics)), topics)
+    _fill_topic_partitions(body, "owned", owned)
+    return msg.to_bytes()
+
+
+def encode_commit_offsets(request_id: int, kind: str, group: str, member_id: str,
+                          member_epoch: int, offsets: dict[tuple[str, int], int]) -> bytes:
+    """commitOffsets, or resetOffsets (member id empty)."""
+    assert kind in ("commitOffsets", "resetOffsets"), kind
+    msg = protocol.Request.new_message(requestId=request_id)
+    body = msg.init(kind)
+    body.group, body.memberId, body.memberEpoch = group, member_id, member_epoch
+    _fill_partition_offsets(body, "offsets", offsets)
+    return msg.to_bytes()
+
+
+def encode_group_request(request_id: int, kind: str, group: str) -> bytes:
+    """fetchOffsets or describeGroup."""
+    assert kind in ("fetchOffsets", "describeGroup"), kind
+    msg = protocol.Request.new_message(requestId=request_id)
+    msg.init(kind).group = group
+    return msg.to_bytes()
+
+
+def encode_list_groups(request_id: int) -> bytes:
+    msg = protocol.Request.new_message(requestId=request_id)
+    msg.listGroups = None
+    return msg.to_bytes()
+
+
 def decode_request(frame) -> RequestView:
     """Decode an untrusted Request frame. Raises MalformedRequestError only."""
     if len(frame) > limits.HEADER_BYTES_MAX:
@@ -164,7 +240,22 @@ def _request_view(req) -> RequestView:
         view.config = {entry.key: entry.value for entry in body.config}
     elif kind in ("deleteTopic", "describeTopic"):
         view.topic = getattr(req, kind).name
+    elif kind in GROUP_KINDS:
+        _group_request_view(req, kind, view)
     return view
+
+
+def _group_request_view(req, kind: str, view: RequestView) -> None:
+    body = getattr(req, kind)
+    view.group = body.group
+    if kind == "groupHeartbeat":
+        view.member_id, view.member_epoch = body.memberId, body.memberEpoch
+        view.topics = list(body.topics)
+        view.owned = _topic_partitions(body.owned)
+        view.session_timeout_ms, view.assignor = body.sessionTimeoutMs, body.assignor
+    elif kind in ("commitOffsets", "resetOffsets"):
+        view.member_id, view.member_epoch = body.memberId, body.memberEpoch
+        view.offsets = _partition_offsets(body.offsets)
 
 
 # --- Replies ----------------------------------------------------------------
@@ -214,6 +305,41 @@ def encode_offsets_reply(request_id: int, info: PartitionInfo) -> bytes:
     return msg.to_bytes()
 
 
+def encode_heartbeat_reply(request_id: int, member_id: str, member_epoch: int,
+                           heartbeat_interval_ms: int, assignment: set[tuple[str, int]]) -> bytes:
+    msg = protocol.Reply.new_message(requestId=request_id)
+    body = msg.init("heartbeat")
+    body.memberId, body.memberEpoch = member_id, member_epoch
+    body.heartbeatIntervalMs = heartbeat_interval_ms
+    _fill_topic_partitions(body, "assignment", assignment)
+    return msg.to_bytes()
+
+
+def encode_committed_reply(request_id: int, offsets: dict[tuple[str, int], int]) -> bytes:
+    msg = protocol.Reply.new_message(requestId=request_id)
+    _fill_partition_offsets(msg, "committed", offsets)
+    return msg.to_bytes()
+
+
+def encode_group_reply(request_id: int, info: GroupInfo) -> bytes:
+    msg = protocol.Reply.new_message(requestId=request_id)
+    body = msg.init("group")
+    body.group, body.assignor, body.epoch = info.group, info.assignor, info.epoch
+    members = body.init("members", len(info.members))
+    for i, member in enumerate(info.members):
+        members[i].memberId, members[i].memberEpoch = member.member_id, member.member_epoch
+        _fill_texts(members[i].init("topics", len(member.topics)), member.topics)
+        _fill_topic_partitions(members[i], "assignment", member.assignment)
+    _fill_partition_offsets(body, "committed", info.committed)
+    return msg.to_bytes()
+
+
+def encode_groups_reply(request_id: int, groups: list[str]) -> bytes:
+    msg = protocol.Reply.new_message(requestId=request_id)
+    _fill_texts(msg.init("groups", len(groups)), groups)
+    return msg.to_bytes()
+
+
 def decode_reply(frame) -> ReplyView:
     """Decode a Reply frame from the broker (client side)."""
     try:
@@ -238,7 +364,52 @@ def _reply_view(rep) -> ReplyView:
         view.topics = [_topic_info(t) for t in rep.topics]
     elif view.kind == "offsets":
         view.offsets = _partition_info(rep.offsets)
+    elif view.kind == "heartbeat":
+        hb = rep.heartbeat
+        view.heartbeat = HeartbeatView(hb.memberId, hb.memberEpoch, hb.heartbeatIntervalMs,
+                                       _topic_partitions(hb.assignment))
+    elif view.kind == "committed":
+        view.committed = _partition_offsets(rep.committed)
+    elif view.kind == "group":
+        view.group = _group_info(rep.group)
+    elif view.kind == "groups":
+        view.groups = list(rep.groups)
     return view
+
+
+def _group_info(g) -> GroupInfo:
+    members = [MemberInfo(m.memberId, m.memberEpoch, list(m.topics), _topic_partitions(m.assignment))
+               for m in g.members]
+    return GroupInfo(g.group, g.assignor, g.epoch, members, _partition_offsets(g.committed))
+
+
+def _topic_partitions(entries) -> set[tuple[str, int]]:
+    return {(entry.topic, p) for entry in entries for p in entry.partitions}
+
+
+def _partition_offsets(entries) -> dict[tuple[str, int], int]:
+    return {(e.topic, e.partition): e.offset for e in entries}
+
+
+def _fill_texts(out, texts: list[str]) -> None:
+    for i, text in enumerate(texts):
+        out[i] = text
+
+
+def _fill_topic_partitions(parent, name: str, partitions: set[tuple[str, int]]) -> None:
+    by_topic: dict[str, list[int]] = {}
+    for topic, partition in sorted(partitions):
+        by_topic.setdefault(topic, []).append(partition)
+    out = parent.init(name, len(by_topic))
+    for i, (topic, numbers) in enumerate(by_topic.items()):
+        out[i].topic = topic
+        _fill_texts(out[i].init("partitions", len(numbers)), numbers)
+
+
+def _fill_partition_offsets(parent, name: str, offsets: dict[tuple[str, int], int]) -> None:
+    out = parent.init(name, len(offsets))
+    for i, ((topic, partition), offset) in enumerate(sorted(offsets.items())):
+        out[i].topic, out[i].partition, out[i].offset = topic, partition, offset
 
 
 def _topic_info(t) -> TopicInfo:

@@ -34,10 +34,10 @@ from collections import OrderedDict
 
 import zmq
 
-from plinth import limits, protocol
+from plinth import limits, placement, protocol
 from plinth.errors import (BrokerError, InternalError, MalformedRequestError,
                            PartitionOutOfRangeError, RecordTooLargeError, RequestTimedOutError,
-                           TooManyRequestsError, UnknownTopicError)
+                           TooManyRequestsError, UnavailableError, UnknownTopicError)
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,8 @@ class Router:
             return
         if view.kind in protocol.PARTITION_KINDS:
             self._route(frames, view)
+        elif view.kind in protocol.GROUP_KINDS:
+            self._route_group(frames, view)
         else:
             self._submit_admin(client_id, ("request", client_id.bytes, view))
 
@@ -167,12 +169,23 @@ class Router:
                 f"batch of {len(frames[2])} bytes for {view.topic}-{view.partition} is over "
                 f"the limit of {limits.BATCH_BYTES_MAX} bytes")))
             return
-        shard_id = owners[view.partition]
+        self._forward(owners[view.partition], frames, view)
+
+    def _route_group(self, frames: list, view: protocol.RequestView) -> None:
+        """Forward to the shard coordinating the group: rendezvous hash of its name."""
+        if not self._backends:
+            self._reply(frames[0], protocol.encode_error(view.request_id, UnavailableError(
+                "no shard is connected to coordinate groups")))
+            return
+        shard_id = placement.shard_for_group(view.group, list(self._backends))
+        self._forward(shard_id, frames, view)
+
+    def _forward(self, shard_id: str, frames: list, view: protocol.RequestView) -> None:
         _, backend = self._backends[shard_id]
         try:
             backend.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.Again:
-            self._reply(client_id, protocol.encode_error(view.request_id, TooManyRequestsError(
+            self._reply(frames[0], protocol.encode_error(view.request_id, TooManyRequestsError(
                 f"{shard_id} has {limits.SOCKET_MESSAGES_HWM} requests queued; retry later")))
 
     def _hold(self, frames: list, view: protocol.RequestView) -> None:
@@ -297,6 +310,8 @@ class Router:
         if view.kind == "describeTopic":
             info = self._control(self._controller.describe_topic, view.topic)
             return protocol.encode_topics_reply(rid, [info]), False
+        if view.kind == "listGroups":
+            return protocol.encode_groups_reply(rid, self._control(self._controller.list_groups)), False
         if view.kind in ("listTopics", "metadata"):
             infos = self._control(self._controller.list_topics)
             if view.kind == "metadata" and view.topics:

@@ -40,6 +40,12 @@ struct Request {
     listTopics @6 :Void;
     describeTopic @7 :TopicName;
     listOffsets @8 :PartitionRef;
+    groupHeartbeat @9 :GroupHeartbeat;
+    commitOffsets @10 :CommitOffsets;
+    fetchOffsets @11 :GroupRef;
+    describeGroup @12 :GroupRef;
+    listGroups @13 :Void;
+    resetOffsets @14 :CommitOffsets;   # memberId empty; refused while the group has members
   }
 }
 
@@ -83,6 +89,43 @@ struct PartitionRef {
   partition @1 :UInt32;
 }
 
+# --- Consumer groups ---------------------------------------------------------
+# Group requests go to the shard that coordinates the group: the router picks
+# it by rendezvous hashing of the group name over the shard ids, as it places
+# partitions. See shards/group_coordinator.py for the protocol (KIP-848 style).
+
+struct GroupHeartbeat {
+  group @0 :Text;
+  memberId @1 :Text;             # empty to join; then the id the coordinator gave
+  memberEpoch @2 :Int32;         # 0 to join, -1 to leave, else the last epoch received
+  topics @3 :List(Text);         # the subscription
+  owned @4 :List(TopicPartitions);   # partitions the member owns right now
+  sessionTimeoutMs @5 :UInt32;
+  assignor @6 :Text;             # "sticky" or "range"; used when the group is created
+}
+
+struct TopicPartitions {
+  topic @0 :Text;
+  partitions @1 :List(UInt32);
+}
+
+struct CommitOffsets {
+  group @0 :Text;
+  memberId @1 :Text;
+  memberEpoch @2 :Int32;
+  offsets @3 :List(PartitionOffset);
+}
+
+struct PartitionOffset {
+  topic @0 :Text;
+  partition @1 :UInt32;
+  offset @2 :Int64;              # the next offset to consume
+}
+
+struct GroupRef {
+  group @0 :Text;
+}
+
 struct Reply {
   requestId @0 :UInt64;
   error @1 :Error;
@@ -92,7 +135,33 @@ struct Reply {
     fetch @4 :FetchResult;
     topics @5 :List(TopicInfo);  # metadata, listTopics, describeTopic
     offsets @6 :PartitionInfo;   # listOffsets
+    heartbeat @7 :HeartbeatResult;
+    committed @8 :List(PartitionOffset);   # fetchOffsets
+    group @9 :GroupInfo;         # describeGroup
+    groups @10 :List(Text);      # listGroups
   }
+}
+
+struct HeartbeatResult {
+  memberId @0 :Text;
+  memberEpoch @1 :Int32;
+  heartbeatIntervalMs @2 :UInt32;
+  assignment @3 :List(TopicPartitions);  # what the member may own now
+}
+
+struct GroupInfo {
+  group @0 :Text;
+  assignor @1 :Text;
+  epoch @2 :Int32;
+  members @3 :List(MemberInfo);
+  committed @4 :List(PartitionOffset);
+}
+
+struct MemberInfo {
+  memberId @0 :Text;
+  memberEpoch @1 :Int32;
+  topics @2 :List(Text);
+  assignment @3 :List(TopicPartitions);
 }
 
 struct Error {
@@ -121,6 +190,12 @@ enum ErrorCode {
   requestTimedOut @15;
   internalError @16;
   tooManyRequests @17;           # a bound on queued requests was hit
+  unknownMemberId @18;           # not (or no longer) a member: rejoin
+  staleMemberEpoch @19;          # fenced: rejoin
+  notOwner @20;                  # commit for a partition the member does not own
+  groupNotEmpty @21;             # e.g. an offset reset while members are active
+  invalidGroup @22;              # bad group name
+  unknownGroup @23;              # no members and no committed offsets
 }
 
 struct ProduceResult {

@@ -49,6 +49,13 @@ class ShardActor:
     def partition_infos(self, specs: list[tuple[str, int]]) -> list[protocol.PartitionInfo]:
         return [self._server.call(self._server.partition_info, t, p) for t, p in specs]
 
+    def set_partition_counts(self, counts: dict[str, int]) -> None:
+        """Every topic's partition count, for the groups this shard coordinates."""
+        self._server.call(self._server.set_partition_counts, counts)
+
+    def group_names(self) -> list[str]:
+        return self._server.call(self._server.group_names)
+
     def partitions(self) -> list[tuple[str, int]]:
         return self._server.call(self._server.partitions)
 

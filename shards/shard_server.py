@@ -44,8 +44,11 @@ import zmq
 
 from plinth import limits, protocol
 from plinth.client.record_batch import summarize_batch
-from plinth.errors import (BrokerError, InternalError, MalformedRequestError,
-                           OffsetOutOfRangeError, StorageError, UnknownTopicError)
+from plinth.errors import (BrokerError, InternalError, InvalidConfigError, MalformedRequestError,
+                           OffsetOutOfRangeError, StorageError, UnknownGroupError,
+                           UnknownTopicError)
+from plinth.shards.group_coordinator import GroupCoordinator
+from plinth.shards.offset_store import OffsetStore
 from plinth.shards.partition_log import PartitionLog
 
 log = logging.getLogger(__name__)
@@ -129,6 +132,8 @@ class ShardServer:
         self._socket.setsockopt(zmq.RCVHWM, limits.SOCKET_MESSAGES_HWM)
         self._socket.setsockopt(zmq.SNDHWM, limits.SOCKET_MESSAGES_HWM)
         self._socket.setsockopt(zmq.LINGER, 1000)
+        self._offsets = OffsetStore.open(self.data_dir)
+        self.groups = GroupCoordinator(self._offsets)
         port = self._socket.bind_to_random_port(f"tcp://{self.bind_host}")
         self.address = f"tcp://{self.bind_host}:{port}"
         self._thread = threading.Thread(target=self._run, name=f"{self.shard_id}-loop", daemon=True)
@@ -221,6 +226,7 @@ class ShardServer:
         for part in self._partitions.values():
             part.log.close()
         self._partitions.clear()
+        self._offsets.close()
 
     # --- The loop ------------------------------------------------------------
 
@@ -235,7 +241,9 @@ class ShardServer:
             if self._socket in events:
                 self._drain_requests()
             self._commit()
-            self._expire_parked(time.monotonic())
+            now = time.monotonic()
+            self._expire_parked(now)
+            self.groups.expire(now)
 
     def _poll_timeout_ms(self) -> int:
         now = time.monotonic()
@@ -244,6 +252,9 @@ class ShardServer:
             deadline = min(deadline, self._parked_heap[0].deadline_s)
         if self._dirty_parts and self.fsync_policy == "interval":
             deadline = min(deadline, self._next_flush_s)
+        expiry = self.groups.next_expiry_s()
+        if expiry is not None:
+            deadline = min(deadline, expiry)
         return max(0, int((deadline - now) * 1000) + 1)
 
     def _run_commands(self) -> None:
@@ -298,9 +309,12 @@ class ShardServer:
         elif view.kind == "listOffsets":
             info = self.partition_info(view.topic, view.partition)
             self._reply(envelope, protocol.encode_offsets_reply(view.request_id, info))
+        elif view.kind in protocol.GROUP_KINDS:
+            self._reply(envelope, self._group_request(view))
         else:
             raise MalformedRequestError(
-                f"{self.shard_id} serves produce, fetch and listOffsets, not {view.kind}")
+                f"{self.shard_id} serves produce, fetch, listOffsets and group requests, "
+                f"not {view.kind}")
 
     def _require(self, topic: str, index: int) -> Partition:
         part = self._partitions.get((topic, index))
@@ -314,6 +328,52 @@ class ShardServer:
             self._socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.Again:
             log.warning("%s: reply dropped, the router is not reading", self.shard_id)
+
+    # --- Consumer groups (this shard coordinates the groups hashed to it) ----------
+
+    def _group_request(self, view: protocol.RequestView) -> bytes:
+        rid, groups = view.request_id, self.groups
+        if view.kind == "groupHeartbeat":
+            result = groups.heartbeat(view.group, view.member_id, view.member_epoch, view.topics,
+                                      view.owned, self._session_timeout_ms(view), view.assignor,
+                                      time.monotonic())
+            return protocol.encode_heartbeat_reply(rid, result.member_id, result.member_epoch,
+                                                   result.heartbeat_interval_ms, result.assignment)
+        if view.kind == "commitOffsets":
+            groups.commit(view.group, view.member_id, view.member_epoch, view.offsets)
+            return protocol.encode_ok(rid)
+        if view.kind == "resetOffsets":
+            groups.reset_offsets(view.group, view.offsets)
+            return protocol.encode_ok(rid)
+        if view.kind == "fetchOffsets":
+            return protocol.encode_committed_reply(rid, groups.committed(view.group))
+        return protocol.encode_group_reply(rid, self.group_info(view.group))
+
+    @staticmethod
+    def _session_timeout_ms(view: protocol.RequestView) -> int:
+        timeout_ms = view.session_timeout_ms or limits.SESSION_TIMEOUT_MS_DEFAULT
+        if not limits.SESSION_TIMEOUT_MS_MIN <= timeout_ms <= limits.SESSION_TIMEOUT_MS_MAX:
+            raise InvalidConfigError(
+                f"session_timeout_ms={timeout_ms} is outside {limits.SESSION_TIMEOUT_MS_MIN}.."
+                f"{limits.SESSION_TIMEOUT_MS_MAX}")
+        return timeout_ms
+
+    def group_info(self, name: str) -> protocol.GroupInfo:
+        """A group's members, assignments and committed offsets. Loop thread."""
+        group = self.groups.describe(name)
+        if group is None:
+            raise UnknownGroupError(f"group {name!r} is not known to {self.shard_id}")
+        members = [protocol.MemberInfo(m.member_id, m.epoch, sorted(m.topics), set(m.assigned))
+                   for m in group.members.values()]
+        return protocol.GroupInfo(name, group.assignor, group.epoch, members,
+                                  self.groups.committed(name))
+
+    def set_partition_counts(self, counts: dict[str, int]) -> None:
+        """Every topic's partition count, pushed by the controller. Loop thread."""
+        self.groups.set_partition_counts(counts)
+
+    def group_names(self) -> list[str]:
+        return self.groups.group_names()
 
     # --- Produce ---------------------------------------------------------------
 

@@ -1,0 +1,136 @@
+"""A consumer's membership in a group: the heartbeat thread.
+
+Client side. The heartbeat thread owns its own Connection and sends a
+GroupHeartbeat every ``heartbeat_interval_ms`` (the coordinator says how
+often), carrying the subscription and the partitions the consumer owns. The
+consumer's thread never waits for it: it takes the latest target assignment
+with ``take_target()`` inside ``poll()``, applies it (revoking first), and
+reports what it now owns with ``set_owned()``, which sends a heartbeat at once
+so that a revoked partition reaches its next owner quickly.
+
+If the coordinator says the member is unknown or fenced, or no heartbeat
+succeeds for a whole session timeout, the membership is lost: the target
+becomes empty (the consumer drops every partition) and the thread rejoins as
+a new member.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from plinth import limits, protocol
+from plinth.client.connection import Connection
+from plinth.errors import BrokerError, PlinthTimeoutError, StaleMemberEpochError, UnknownMemberIdError
+
+log = logging.getLogger(__name__)
+
+TopicPartition = tuple[str, int]
+LEAVE_EPOCH = -1
+
+
+class GroupMembership:
+    def __init__(self, broker: str, group: str, topics: list[str], *, session_timeout_ms: int,
+                 assignor: str, request_timeout_ms: float):
+        self.group = group
+        self.topics = list(topics)
+        self.session_timeout_ms = session_timeout_ms
+        self.assignor = assignor
+        self.request_timeout_ms = min(request_timeout_ms, session_timeout_ms)
+        self.member_id = ""
+        self.member_epoch = 0
+        self._interval_s = session_timeout_ms / 5000
+        self._lock = threading.Lock()       # guards owned, target, member id/epoch
+        self._owned: set[TopicPartition] = set()
+        self._target: set[TopicPartition] | None = None
+        self._wake = threading.Event()
+        self._closing = False
+        self._conn = Connection(broker)
+        self._last_ok_s = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name=f"plinth-heartbeat-{group}",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    # --- Consumer thread ----------------------------------------------------------
+
+    def take_target(self) -> set[TopicPartition] | None:
+        """The newest assignment if it differs from what is owned, else None."""
+        with self._lock:
+            if self._target is None or self._target == self._owned:
+                return None
+            return set(self._target)
+
+    def set_owned(self, owned: set[TopicPartition]) -> None:
+        with self._lock:
+            self._owned = set(owned)
+        self._wake.set()
+
+    def identity(self) -> tuple[str, int]:
+        with self._lock:
+            return self.member_id, self.member_epoch
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Leave the group (its partitions move at once) and stop the thread."""
+        self._closing = True
+        self._wake.set()
+        self._thread.join(timeout_s + self.request_timeout_ms / 1000)
+        self._conn.close()
+
+    # --- Heartbeat thread -----------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._closing:
+            self._heartbeat_once()
+            self._wake.wait(self._interval_s)
+            self._wake.clear()
+        self._leave()
+
+    def _heartbeat_once(self) -> None:
+        with self._lock:
+            owned, member_id, epoch = set(self._owned), self.member_id, self.member_epoch
+        request_id = self._conn.next_request_id()
+        header = protocol.encode_group_heartbeat(
+            request_id, self.group, member_id, epoch, self.topics, owned,
+            self.session_timeout_ms, self.assignor)
+        try:
+            view, _ = self._conn.request(header, request_id, self.request_timeout_ms)
+        except (UnknownMemberIdError, StaleMemberEpochError) as exc:
+            log.warning("group %s: %s", self.group, exc)
+            self._lose_membership()
+            return
+        except (BrokerError, PlinthTimeoutError) as exc:
+            log.warning("group %s: heartbeat failed: %s", self.group, exc)
+            if time.monotonic() - self._last_ok_s > self.session_timeout_ms / 1000:
+                self._lose_membership()
+            return
+        self._last_ok_s = time.monotonic()
+        result = view.heartbeat
+        with self._lock:
+            self.member_id, self.member_epoch = result.member_id, result.member_epoch
+            self._target = result.assignment
+        self._interval_s = result.heartbeat_interval_ms / 1000
+
+    def _lose_membership(self) -> None:
+        with self._lock:
+            self.member_id, self.member_epoch = "", 0
+            self._target = set()
+
+    def _leave(self) -> None:
+        member_id, _ = self.identity()
+        if not member_id:
+            return
+        request_id = self._conn.next_request_id()
+        header = protocol.encode_group_heartbeat(
+            request_id, self.group, member_id, LEAVE_EPOCH, self.topics, set(),
+            self.session_timeout_ms, self.assignor)
+        try:
+            self._conn.request(header, request_id, min(self.request_timeout_ms, 5_000))
+        except (BrokerError, PlinthTimeoutError) as exc:
+            log.warning("group %s: leave failed (the session timeout will remove it): %s",
+                        self.group, exc)
+
+
+assert limits.SESSION_TIMEOUT_MS_MIN >= 5 * limits.HEARTBEAT_INTERVAL_MS_MIN
