@@ -87,3 +87,21 @@ def test_unknown_error_codes_become_internal_errors_naming_the_code():
     err = error_for_code("someFutureCode", "detail")
     assert isinstance(err, InternalError) and "someFutureCode" in str(err)
     assert isinstance(error_for_code("unknownTopic", "x"), UnknownTopicError)
+
+
+def test_group_requests_and_replies_round_trip():
+    hb = protocol.decode_request(protocol.encode_group_heartbeat(
+        1, "g", "m1", 4, ["a", "b"], {("a", 0), ("b", 2)}, 3000, "range"))
+    assert (hb.kind, hb.group, hb.member_id, hb.member_epoch, hb.topics, hb.owned,
+            hb.session_timeout_ms, hb.assignor) == \
+        ("groupHeartbeat", "g", "m1", 4, ["a", "b"], {("a", 0), ("b", 2)}, 3000, "range")
+    commit = protocol.decode_request(protocol.encode_commit_offsets(
+        2, "commitOffsets", "g", "m1", 4, {("a", 0): 17}))
+    assert (commit.kind, commit.offsets) == ("commitOffsets", {("a", 0): 17})
+    assert protocol.decode_request(protocol.encode_group_request(3, "describeGroup", "g")).group == "g"
+    reply = protocol.decode_reply(protocol.encode_heartbeat_reply(4, "m1", 5, 600, {("a", 1)}))
+    assert reply.heartbeat == protocol.HeartbeatView("m1", 5, 600, {("a", 1)})
+    info = protocol.GroupInfo("g", "sticky", 7, [protocol.MemberInfo("m1", 5, ["a"], {("a", 1)})],
+                              {("a", 1): 9})
+    assert protocol.decode_reply(protocol.encode_group_reply(5, info)).group == info
+    assert protocol.decode_reply(protocol.encode_groups_reply(6, ["g", "h"])).groups == ["g", "h"]

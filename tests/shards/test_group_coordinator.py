@@ -128,3 +128,19 @@ def test_committed_offsets_and_the_assignor_setting_survive_a_restart(tmp_path):
 def test_bad_group_names_are_refused(coordinator):
     with pytest.raises(InvalidGroupError, match="group name"):
         coordinator.heartbeat("bad name", "", 0, ["t"], set(), SESSION_MS, "", 0.0)
+
+
+def test_a_torn_tail_of_the_offsets_log_loses_only_the_torn_commit(tmp_path):
+    # Given two durable commits
+    store = OffsetStore.open(tmp_path)
+    store.commit("g", {("t", 0): 5})
+    store.commit("g", {("t", 0): 6})
+    store.close()
+    # When the last bytes of the log are torn off by a crash
+    log_file = sorted((tmp_path / "__consumer_offsets").glob("*.log"))[-1]
+    data = log_file.read_bytes()
+    log_file.write_bytes(data[:-3])
+    # Then recovery cuts the torn commit and keeps the one before it
+    store = OffsetStore.open(tmp_path)
+    assert store.offsets("g") == {("t", 0): 5}
+    store.close()
