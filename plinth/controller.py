@@ -25,6 +25,7 @@ from pathlib import Path
 import ray
 
 from plinth import limits, placement, protocol, topics
+from plinth.durable_files import write_json_atomically
 from plinth.errors import InvalidConfigError, TooManyTopicsError, TopicExistsError, UnknownTopicError
 from plinth.shards.actor import ShardActor
 
@@ -38,12 +39,14 @@ class Controller:
     """Wrapped with ``ray.remote`` by the server. Every method: controller actor thread."""
 
     def __init__(self, data_dir: str, shard_count: int | None, fsync_policy: str = "always",
-                 fsync_interval_ms: int = limits.FSYNC_INTERVAL_MS_DEFAULT):
+                 fsync_interval_ms: int = limits.FSYNC_INTERVAL_MS_DEFAULT,
+                 name: str | None = None):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._metadata = self._load()
         self._metadata["shards"] = self._shard_ids(shard_count)
+        self._name = name   # this actor's Ray name, so restarted shards can find it
         self._fsync_policy = fsync_policy
         self._fsync_interval_ms = fsync_interval_ms
         self._shards: dict[str, ray.actor.ActorHandle] = {}
@@ -72,18 +75,7 @@ class Controller:
         return [f"shard-{i}" for i in range(shard_count)]
 
     def _save(self) -> None:
-        path = self.data_dir / METADATA_FILE
-        tmp = path.with_suffix(".json.tmp")
-        with open(tmp, "w") as f:
-            json.dump(self._metadata, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(self.data_dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_json_atomically(self.data_dir / METADATA_FILE, self._metadata)
 
     # --- Lifecycle ---------------------------------------------------------
 
@@ -92,9 +84,9 @@ class Controller:
         remote_shard = ray.remote(ShardActor)
         for shard_id in self._metadata["shards"]:
             self._shards[shard_id] = remote_shard.options(
-                num_cpus=0, max_restarts=0, scheduling_strategy="SPREAD",
+                num_cpus=0, max_restarts=limits.SHARD_RESTARTS_MAX, scheduling_strategy="SPREAD",
             ).remote(shard_id, str(self.data_dir / "shards" / shard_id),
-                     self._fsync_policy, self._fsync_interval_ms)
+                     self._fsync_policy, self._fsync_interval_ms, None, self._name)
         ids = list(self._shards)
         addresses = ray.get([self._shards[s].address.remote() for s in ids])
         self._addresses = dict(zip(ids, addresses))
@@ -123,6 +115,18 @@ class Controller:
         return out
 
     # --- Queries ---------------------------------------------------------------
+
+    def shard_started(self, shard_id: str, address: str) -> None:
+        """A shard actor (re)started and listens at ``address`` (called by the shard)."""
+        if self._addresses.get(shard_id) != address:
+            log.info("%s now listens at %s", shard_id, address)
+        self._addresses[shard_id] = address
+
+    def shard_pids(self) -> dict[str, int]:
+        """Process id of every shard actor (operators and fault-injection tests)."""
+        ids = list(self._shards)
+        return dict(zip(ids, ray.get([self._shards[s].pid.remote() for s in ids],
+                                     timeout=limits.CONTROL_CALL_TIMEOUT_S)))
 
     def routing(self) -> dict:
         """What a router needs: shard addresses and each topic's placement."""

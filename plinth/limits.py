@@ -74,6 +74,11 @@ GROUP_COMMIT_REQUESTS_MAX = 256
 
 # --- Control plane --------------------------------------------------------
 SHARDS_MAX = 256
+# Ray restarts a dead shard actor at most this often before giving up on it.
+SHARD_RESTARTS_MAX = 100
+# How often a router asks the controller for the routing table, to pick up
+# restarted shards' new addresses.
+ROUTING_REFRESH_INTERVAL_S = 1.0
 CONTROL_CALL_TIMEOUT_S = 60.0
 SHUTDOWN_GRACE_PERIOD_S = 30.0
 CLIENT_REQUEST_TIMEOUT_MS_DEFAULT = 30_000

@@ -124,7 +124,7 @@ class Server:
                 return remote_controller.options(
                     name=CONTROLLER_NAME, num_cpus=0, max_restarts=0,
                 ).remote(str(self.options.data_dir.resolve()), self.options.shards,
-                         self.options.fsync_policy, self.options.fsync_interval_ms)
+                         self.options.fsync_policy, self.options.fsync_interval_ms, CONTROLLER_NAME)
             except ValueError as exc:
                 if "already taken" not in str(exc) or time.monotonic() > deadline:
                     raise RuntimeError(

@@ -99,7 +99,12 @@ class Router:
         poller.register(self._frontend, zmq.POLLIN)
         poller.register(self._admin_pull, zmq.POLLIN)
         registered: set = set()
+        next_refresh_s = time.monotonic() + limits.ROUTING_REFRESH_INTERVAL_S
         while not self._stopping.is_set():
+            if time.monotonic() >= next_refresh_s:
+                # Picks up shards that restarted at a new address.
+                self._submit_admin(None, ("resolve", None))
+                next_refresh_s = time.monotonic() + limits.ROUTING_REFRESH_INTERVAL_S
             for _, backend in self._backends.values():
                 if backend not in registered:
                     poller.register(backend, zmq.POLLIN)
@@ -209,6 +214,8 @@ class Router:
         try:
             self._admin_queue.put_nowait(job)
         except queue.Full:
+            if client_id is None:
+                return   # a routing refresh; the next one will do
             request_id = job[2].request_id if job[0] == "request" else 0
             self._reply(client_id, protocol.encode_error(request_id, TooManyRequestsError(
                 f"router admin queue is full ({ADMIN_QUEUED_MAX} requests)")))

@@ -20,13 +20,13 @@ whole when its segment rolls or closes.
 from __future__ import annotations
 
 import operator
-import os
 import sys
 from array import array
 from bisect import bisect_left, bisect_right
 from itertools import islice
 from pathlib import Path
 
+from plinth.durable_files import write_file_atomically
 from plinth.errors import CorruptDataError
 
 ENTRY_BYTES = 8
@@ -135,20 +135,3 @@ def first_not_increasing(column: array) -> int | None:
     return next(slot for slot in range(1, len(column)) if column[slot] <= column[slot - 1])
 
 
-def write_file_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` by ``data`` so a crash leaves the old or the new file.
-
-    The temporary file is fsynced before the rename, so a crash never leaves
-    a well-formed but empty index in place of a full one. Data thread only.
-    """
-    path = Path(path)
-    temporary_path = path.with_name(path.name + ".tmp")
-    fd = os.open(temporary_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary_path, path)

@@ -34,7 +34,7 @@ from plinth.limits import KiB, MiB
 from plinth.shards.log_entry import (
     ATTRIBUTES_NONE, LOG_ENTRY_HEADER_BYTES, LogEntryHeader, build_entry_header, check_entry_crc,
     scan_whole_entries, unpack_entry_header)
-from plinth.shards.offset_index import UINT32_LIMIT, OffsetIndex, write_file_atomically
+from plinth.shards.offset_index import UINT32_LIMIT, OffsetIndex
 from plinth.shards.time_index import TimeIndex
 
 logger = logging.getLogger(__name__)
@@ -52,8 +52,7 @@ FIND_CHUNK_BYTES_MAX = 64 * KiB
 # The running maximum timestamp of a segment with no entries.
 TIMESTAMP_MS_NONE = -(1 << 63)
 
-__all__ = ["RecoveryResult", "Segment", "parse_log_file_name", "segment_file_name",
-           "write_file_atomically"]
+__all__ = ["RecoveryResult", "Segment", "parse_log_file_name", "segment_file_name"]
 
 
 class RecoveryResult(NamedTuple):

@@ -25,7 +25,8 @@ from bisect import bisect_left
 from pathlib import Path
 
 from plinth.errors import CorruptDataError
-from plinth.shards.offset_index import UINT32_LIMIT, first_not_increasing, write_file_atomically
+from plinth.durable_files import write_file_atomically
+from plinth.shards.offset_index import UINT32_LIMIT, first_not_increasing
 
 ENTRY_BYTES = 12
 TIMESTAMP_BYTES = 8

@@ -1,0 +1,40 @@
+"""Replacing small files so that a crash leaves the old or the new one, never a mix.
+
+Any process or thread may call these (each file has one writer).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def write_file_atomically(path: Path, data: bytes, *, sync_dir: bool = False) -> None:
+    """Write ``data`` to a temp file, fsync it, rename it over ``path``.
+
+    The fsync before the rename means a crash never leaves a well-formed but
+    empty file in place of a full one. ``sync_dir`` also fsyncs the directory,
+    making the rename itself durable (for files whose loss would lose state).
+    """
+    path = Path(path)
+    temporary_path = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary_path, path)
+    if sync_dir:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def write_json_atomically(path: Path, value) -> None:
+    write_file_atomically(path, json.dumps(value, indent=1, sort_keys=True).encode(), sync_dir=True)

@@ -1,0 +1,55 @@
+"""A shard actor that dies is restarted by Ray and served again without a broker restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import ray
+
+from plinth import Admin, Consumer, Producer
+from plinth.errors import PlinthError
+from plinth.server import CONTROLLER_NAME, namespace_for
+from tests.support import unique_topic, wait_until
+
+
+def shard_pids(broker) -> dict[str, int]:
+    controller = ray.get_actor(CONTROLLER_NAME, namespace=namespace_for(broker.data_dir))
+    return ray.get(controller.shard_pids.remote(), timeout=30)
+
+
+def restarted(broker, shard_id: str, old_pid: int) -> bool:
+    try:
+        return shard_pids(broker)[shard_id] != old_pid
+    except ray.exceptions.RayError:   # the actor is between processes
+        return False
+
+
+def produce_one_to_each(url, topic, partitions, tag) -> bool:
+    try:
+        with Producer(broker=url, request_timeout_ms=2_000) as producer:
+            for f in [producer.send(topic, tag, partition=p) for p in range(partitions)]:
+                f.get(timeout=5)
+        return True
+    except PlinthError:
+        return False
+
+
+def test_a_killed_shard_actor_is_restarted_recovers_its_logs_and_serves_again(broker_factory):
+    # Given a broker whose two shards hold acknowledged records
+    broker = broker_factory(shards=2)
+    topic = unique_topic("sup")
+    with Admin(broker=broker.url) as admin:
+        admin.create_topic(topic, 4)
+    assert produce_one_to_each(broker.url, topic, 4, b"before")
+    pids = shard_pids(broker)
+    # When one shard actor's process is SIGKILLed
+    os.kill(pids["shard-0"], signal.SIGKILL)
+    # Then Ray restarts it under a new process, and every partition takes writes again
+    wait_until(lambda: restarted(broker, "shard-0", pids["shard-0"]), timeout_s=60)
+    wait_until(lambda: produce_one_to_each(broker.url, topic, 4, b"after"), timeout_s=60)
+    # And the records acknowledged before the kill are all still there
+    with Consumer(topic, broker=broker.url, auto_offset_reset="earliest",
+                  consumer_timeout_ms=3_000) as consumer:
+        values = [r.value for r in consumer]
+    assert values.count(b"before") == 4 and values.count(b"after") >= 4
