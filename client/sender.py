@@ -10,7 +10,6 @@ resolves the batches' futures. A request without a reply after
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 
@@ -20,6 +19,7 @@ from plinth import protocol
 from plinth.client.accumulator import OpenBatch, RecordAccumulator
 from plinth.client.connection import Connection
 from plinth.errors import ClosedError, PlinthTimeoutError
+from plinth.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +33,7 @@ class Sender:
         self.request_timeout_s = request_timeout_ms / 1000
         self.in_flight_max = in_flight_max
         self._in_flight: dict[int, tuple[OpenBatch, float]] = {}
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._wakeup = Wakeup()
         self._closing = False
         self.accumulator: RecordAccumulator | None = None
         self._thread = threading.Thread(target=self._run, name="plinth-producer-sender", daemon=True)
@@ -46,28 +44,24 @@ class Sender:
 
     def wake(self) -> None:
         """Any thread: make the sender look at the accumulator now."""
-        try:
-            os.write(self._wake_w, b"x")
-        except BlockingIOError:
-            pass
+        self._wakeup.wake()
 
     def close(self, timeout_s: float | None) -> None:
         """Stop after sending what is pending (caller flushed first)."""
         self._closing = True
         self.wake()
         self._thread.join(timeout_s)
-        for fd in (self._wake_r, self._wake_w):
-            os.close(fd)
+        self._wakeup.close()
 
     def _run(self) -> None:
         poller = zmq.Poller()
         poller.register(self._conn.socket, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
+        poller.register(self._wakeup.fd, zmq.POLLIN)
         try:
             while not (self._closing and not self._in_flight and self.accumulator.empty()):
                 events = dict(poller.poll(self._poll_timeout_ms()))
-                if self._wake_r in events:
-                    self._drain_wake()
+                if self._wakeup.fd in events:
+                    self._wakeup.drain()
                 self._read_replies()
                 self._send_ready()
                 self._expire(time.monotonic())
@@ -89,13 +83,6 @@ class Sender:
             oldest = min(sent for _, sent in self._in_flight.values())
             deadline = min(deadline, oldest + self.request_timeout_s)
         return max(0, int((deadline - now) * 1000) + 1)
-
-    def _drain_wake(self) -> None:
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
 
     def _read_replies(self) -> None:
         while self._in_flight:

@@ -32,7 +32,6 @@ import concurrent.futures
 import fcntl
 import heapq
 import logging
-import os
 import queue
 import shutil
 import threading
@@ -50,6 +49,7 @@ from plinth.errors import (BrokerError, InternalError, InvalidConfigError, Malfo
 from plinth.shards.group_coordinator import GroupCoordinator
 from plinth.shards.offset_store import OffsetStore
 from plinth.shards.partition_log import PartitionLog
+from plinth.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +114,7 @@ class ShardServer:
         self._parked_count = 0
         self._next_flush_s = 0.0
         self._commands: queue.Queue = queue.Queue(maxsize=_COMMANDS_QUEUED_MAX)
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
+        self._wakeup = Wakeup()
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._lock_file = None
@@ -148,12 +147,11 @@ class ShardServer:
             self.call(self._close_all_on_loop, timeout_s=grace_period_s)
         finally:
             self._stopping = True
-            self._wake()
+            self._wakeup.wake()
             self._thread.join(grace_period_s)
             self._thread = None
             self._socket.close(linger=0)
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            self._wakeup.close()
             self._lock_file.close()
 
     def call(self, fn, *args, timeout_s: float = limits.CONTROL_CALL_TIMEOUT_S):
@@ -161,7 +159,7 @@ class ShardServer:
         assert threading.current_thread() is not self._thread, "call() from the loop deadlocks"
         future: concurrent.futures.Future = concurrent.futures.Future()
         self._commands.put((fn, args, future), timeout=timeout_s)
-        self._wake()
+        self._wakeup.wake()
         return future.result(timeout=timeout_s)
 
     def _lock_data_dir(self) -> None:
@@ -179,12 +177,6 @@ class ShardServer:
                         f"{self.data_dir} is locked by another shard process "
                         f"after waiting {_LOCK_WAIT_S_MAX} s") from None
                 time.sleep(0.05)
-
-    def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"x")
-        except BlockingIOError:
-            pass   # the pipe is full, so the loop is already woken
 
     # --- Control (loop thread, through call()) -----------------------------
 
@@ -233,10 +225,10 @@ class ShardServer:
     def _run(self) -> None:
         poller = zmq.Poller()
         poller.register(self._socket, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
+        poller.register(self._wakeup.fd, zmq.POLLIN)
         while not self._stopping:
             events = dict(poller.poll(self._poll_timeout_ms()))
-            if self._wake_r in events:
+            if self._wakeup.fd in events:
                 self._run_commands()
             if self._socket in events:
                 self._drain_requests()
@@ -258,11 +250,7 @@ class ShardServer:
         return max(0, int((deadline - now) * 1000) + 1)
 
     def _run_commands(self) -> None:
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
+        self._wakeup.drain()
         while True:
             try:
                 fn, args, future = self._commands.get_nowait()
