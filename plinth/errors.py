@@ -28,7 +28,8 @@ the environment causes and is expected, handled and reported.
     │   ├── NotOwnerError           notOwner
     │   ├── GroupNotEmptyError      groupNotEmpty
     │   ├── InvalidGroupError       invalidGroup
-    │   └── UnknownGroupError       unknownGroup
+    │   ├── UnknownGroupError       unknownGroup
+    │   └── OutOfOrderSequenceError outOfOrderSequence
     └── ClientError                 raised by the client library itself
         ├── PlinthTimeoutError      a client-side timeout ran out
         └── ClosedError             the producer/consumer/admin was closed
@@ -146,6 +147,10 @@ class UnknownGroupError(BrokerError):
     code_name = "unknownGroup"
 
 
+class OutOfOrderSequenceError(BrokerError):
+    code_name = "outOfOrderSequence"
+
+
 class ClientError(PlinthError):
     """Raised by the client library without a broker reply."""
 
@@ -167,7 +172,7 @@ BROKER_ERRORS: dict[str, type[BrokerError]] = {
         InvalidConfigError, TooManyTopicsError, StorageError, CorruptDataError,
         UnavailableError, RequestTimedOutError, InternalError,
         TooManyRequestsError, UnknownMemberIdError, StaleMemberEpochError, NotOwnerError,
-        GroupNotEmptyError, InvalidGroupError, UnknownGroupError,
+        GroupNotEmptyError, InvalidGroupError, UnknownGroupError, OutOfOrderSequenceError,
     )
 }
 

@@ -36,6 +36,12 @@ PRODUCER_REQUESTS_IN_FLIGHT_MAX = 32
 # Records buffered in a producer before send() blocks (bounded memory).
 PRODUCER_BUFFER_BYTES_MAX = 64 * MiB
 
+# Idempotent producers: batches remembered per producer and partition, to
+# answer a retry with its original offsets (as Kafka: 5), and producers
+# remembered per partition (the least recently active are forgotten).
+IDEMPOTENT_BATCHES_KEPT = 5
+PRODUCERS_PER_PARTITION_MAX = 10_000
+
 # --- Fetch --------------------------------------------------------------
 FETCH_BYTES_MAX = 32 * MiB
 FETCH_BYTES_DEFAULT = 4 * MiB

@@ -196,6 +196,7 @@ enum ErrorCode {
   groupNotEmpty @21;             # e.g. an offset reset while members are active
   invalidGroup @22;              # bad group name
   unknownGroup @23;              # no members and no committed offsets
+  outOfOrderSequence @24;        # idempotent producer: a gap or a stale retry
 }
 
 struct ProduceResult {

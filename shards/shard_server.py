@@ -49,6 +49,7 @@ from plinth.errors import (BrokerError, InternalError, InvalidConfigError, Malfo
 from plinth.shards.group_coordinator import GroupCoordinator
 from plinth.shards.offset_store import OffsetStore
 from plinth.shards.partition_log import PartitionLog
+from plinth.shards.producer_state import ProducerStates
 from plinth.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class Partition:
     index: int
     log: PartitionLog
     high_watermark: int
+    producers: ProducerStates = field(default_factory=ProducerStates)
     parked: list = field(default_factory=list)   # ParkedFetch, oldest first
 
 
@@ -187,7 +189,8 @@ class ShardServer:
         plog = PartitionLog.open(self._partition_dir(topic, index), log_config)
         # What survived recovery is on disk; make it durable, then readable.
         plog.flush()
-        self._partitions[(topic, index)] = Partition(topic, index, plog, plog.end_offset)
+        producers = ProducerStates.rebuild(plog, summarize_batch)
+        self._partitions[(topic, index)] = Partition(topic, index, plog, plog.end_offset, producers)
 
     def delete_partition(self, topic: str, index: int) -> bool:
         """Close and delete one partition's log; parked fetches get an error. Loop thread."""
@@ -375,20 +378,32 @@ class ShardServer:
         part = self._require(view.topic, view.partition)
         batch = payload[0].buffer
         summary = summarize_batch(batch)
-        try:
-            base_offset = part.log.append(batch, summary.record_count, summary.max_timestamp_ms)
-        except OSError as exc:
-            raise StorageError(f"{self.shard_id}: cannot append to {view.topic}-{view.partition} "
-                               f"in {self._partition_dir(view.topic, view.partition)}: {exc}") from None
-        self._dirty_parts[id(part)] = part
+        where = f"{view.topic}-{view.partition}"
+        base_offset = part.producers.check(where, summary.producer_id, summary.base_sequence,
+                                           summary.record_count)
+        if base_offset is None:
+            base_offset = self._append(part, batch, summary)
         if view.acks != 0:
             self._pending_acks.append(PendingAck(envelope, view.request_id, part, base_offset))
 
+    def _append(self, part: Partition, batch, summary) -> int:
+        try:
+            base_offset = part.log.append(batch, summary.record_count, summary.max_timestamp_ms)
+        except OSError as exc:
+            raise StorageError(f"{self.shard_id}: cannot append to {part.topic}-{part.index} "
+                               f"in {self._partition_dir(part.topic, part.index)}: {exc}") from None
+        part.producers.record(summary.producer_id, summary.base_sequence, summary.record_count,
+                              base_offset)
+        self._dirty_parts[id(part)] = part
+        return base_offset
+
     def _commit(self, force_flush: bool = False) -> None:
         """Make appended batches durable as the policy says, then ack and wake readers."""
-        if not self._dirty_parts:
+        if not self._dirty_parts and not self._pending_acks:
             return
-        failed = self._flush_dirty(force_flush)
+        # Acks of retried duplicates wait here too: behind the fsync of any
+        # earlier batch of the same round, so replies keep their order.
+        failed = self._flush_dirty(force_flush) if self._dirty_parts else {}
         for ack in self._pending_acks:
             if id(ack.partition) in failed:
                 self._reply(ack.envelope, protocol.encode_error(ack.request_id, failed[id(ack.partition)]))

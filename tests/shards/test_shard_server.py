@@ -206,3 +206,57 @@ def test_a_shard_refuses_a_data_dir_locked_by_another_live_shard(server, monkeyp
     twin = ShardServer("shard-twin", server.data_dir, "127.0.0.1")
     with pytest.raises(StorageError, match="locked by another shard"):
         twin.start()
+
+
+def idempotent_batch(values, producer_id, base_sequence) -> bytes:
+    builder = BatchBuilder()
+    for value in values:
+        builder.append(None, value, 1_700_000_000_000, None)
+    return builder.build(producer_id=producer_id, base_sequence=base_sequence)
+
+
+def produce_raw(sock, batch, request_id=1):
+    return roundtrip(sock, protocol.encode_produce(request_id, "t", 0, 1), batch)[0]
+
+
+def test_an_exact_retry_of_an_idempotent_batch_gets_its_original_offsets_and_is_not_stored_twice(router):
+    first = produce_raw(router, idempotent_batch([b"a", b"b"], 77, 0))
+    second = produce_raw(router, idempotent_batch([b"c"], 77, 2))
+    # When both are retried (as after a lost reply)
+    retry_first = produce_raw(router, idempotent_batch([b"a", b"b"], 77, 0))
+    retry_second = produce_raw(router, idempotent_batch([b"c"], 77, 2))
+    # Then the retries get the original offsets and the log holds each record once
+    assert (first.base_offset, second.base_offset) == (0, 2)
+    assert (retry_first.base_offset, retry_second.base_offset) == (0, 2)
+    _, payload = fetch(router, 0)
+    assert values_in(payload) == [b"a", b"b", b"c"]
+
+
+def test_a_gap_in_an_idempotent_producers_sequence_is_refused_with_the_expected_number(router):
+    produce_raw(router, idempotent_batch([b"a"], 5, 0))
+    gap = produce_raw(router, idempotent_batch([b"c"], 5, 3))
+    assert type(gap.error).__name__ == "OutOfOrderSequenceError"
+    assert "sent sequence 3, expected 1" in str(gap.error)
+    assert produce_raw(router, idempotent_batch([b"b"], 5, 1)).base_offset == 1
+
+
+def test_a_restarted_shard_still_recognises_a_retry_of_an_acknowledged_batch(tmp_path):
+    srv = ShardServer("shard-i", tmp_path / "s", "127.0.0.1")
+    srv.start()
+    srv.call(srv.open_partition, "t", 0, LogConfig())
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.connect(srv.address)
+    assert produce_raw(sock, idempotent_batch([b"x", b"y"], 9, 0)).base_offset == 0
+    sock.close(0)
+    srv.stop(5)
+    srv = ShardServer("shard-i", tmp_path / "s", "127.0.0.1")
+    srv.start()
+    srv.call(srv.open_partition, "t", 0, LogConfig())
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.connect(srv.address)
+    try:
+        assert produce_raw(sock, idempotent_batch([b"x", b"y"], 9, 0)).base_offset == 0
+        assert fetch(sock, 0)[0].high_watermark == 2
+    finally:
+        sock.close(0)
+        srv.stop(5)

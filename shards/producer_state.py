@@ -1,0 +1,83 @@
+"""Idempotent producers: what each producer last wrote to one partition.
+
+Runs in a shard actor, on its loop thread only. A batch from an idempotent
+producer carries ``producerId`` and ``baseSequence`` (record_batch.capnp):
+the sequence number of its first record, counted per producer and partition.
+For each producer the partition remembers its last ``IDEMPOTENT_BATCHES_KEPT``
+batches as (base sequence, record count, base offset), so that
+
+- an exact retry of one of them is not appended again: the producer gets the
+  offsets the batch was first given (the answer it missed);
+- the next batch must start exactly where the last one ended; anything else
+  is a gap or a stale retry and is refused with outOfOrderSequence, which the
+  producer treats as "retry in order".
+
+The state is rebuilt on start from the batches in the partition's active
+segment (``rebuild``), so a restarted shard still recognises a retry of a
+batch it acknowledged just before a crash.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+
+from plinth import limits
+from plinth.errors import OutOfOrderSequenceError
+
+SEQUENCE_MODULUS = 1 << 31   # baseSequence is an Int32 that wraps to 0
+
+
+class ProducerStates:
+    """The producers of one partition, most recently active last."""
+
+    def __init__(self) -> None:
+        self._producers: OrderedDict[int, deque] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._producers)
+
+    def check(self, where: str, producer_id: int, base_sequence: int, record_count: int) -> int | None:
+        """The base offset of an exact duplicate, None for a batch to append; raises on a gap."""
+        if producer_id < 0:
+            return None
+        batches = self._producers.get(producer_id)
+        if not batches:
+            return None   # a producer new to this partition may start anywhere
+        for seq, count, base_offset in batches:
+            if seq == base_sequence and count == record_count:
+                return base_offset
+        last_seq, last_count, _ = batches[-1]
+        expected = (last_seq + last_count) % SEQUENCE_MODULUS
+        if base_sequence != expected:
+            raise OutOfOrderSequenceError(
+                f"{where}: producer {producer_id} sent sequence {base_sequence}, expected "
+                f"{expected} (its last batch was {last_seq}..{last_seq + last_count - 1})")
+        return None
+
+    def record(self, producer_id: int, base_sequence: int, record_count: int, base_offset: int) -> None:
+        if producer_id < 0:
+            return
+        batches = self._producers.pop(producer_id, None)
+        if batches is None:
+            batches = deque(maxlen=limits.IDEMPOTENT_BATCHES_KEPT)
+            while len(self._producers) >= limits.PRODUCERS_PER_PARTITION_MAX:
+                self._producers.popitem(last=False)   # forget the least recently active
+        batches.append((base_sequence, record_count, base_offset))
+        self._producers[producer_id] = batches   # most recently active last
+
+    @classmethod
+    def rebuild(cls, plog, summarize) -> "ProducerStates":
+        """Replay the batches of the partition's active segment."""
+        from plinth.shards.log_entry import iter_entries
+
+        states = cls()
+        position = plog.segments[-1].base_offset if plog.segments else plog.start_offset
+        position = max(position, plog.start_offset)
+        while position < plog.end_offset:
+            data = plog.read(position, limits.FETCH_BYTES_MAX, plog.end_offset)
+            for header, batch in iter_entries(data, verify_crc=False):
+                summary = summarize(batch)
+                states.record(summary.producer_id, summary.base_sequence, header.record_count,
+                              header.base_offset)
+                position = header.base_offset + header.record_count
+        return states
