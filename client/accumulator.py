@@ -25,7 +25,8 @@ RECORD_OVERHEAD_BYTES = 16   # lengths and timestamp delta in the columns
 
 
 class OpenBatch:
-    __slots__ = ("topic", "partition", "builder", "result", "created_s", "bytes")
+    __slots__ = ("topic", "partition", "builder", "result", "created_s", "bytes",
+                 "encoded", "attempts", "retry_at_s")
 
     def __init__(self, topic: str, partition: int):
         self.topic = topic
@@ -34,6 +35,9 @@ class OpenBatch:
         self.result = BatchResult(topic, partition)
         self.created_s = time.monotonic()
         self.bytes = 0
+        self.encoded: bytes | None = None   # the RecordBatch as sent; kept for retries
+        self.attempts = 0
+        self.retry_at_s = 0.0
 
 
 class RecordAccumulator:

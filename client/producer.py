@@ -43,6 +43,10 @@ class Producer:
                  max_block_ms: float = 60_000,
                  request_timeout_ms: float = limits.CLIENT_REQUEST_TIMEOUT_MS_DEFAULT,
                  max_in_flight_requests_per_connection: int = limits.PRODUCER_REQUESTS_IN_FLIGHT_MAX,
+                 enable_idempotence: bool = True,
+                 delivery_timeout_ms: float = limits.PRODUCER_DELIVERY_TIMEOUT_MS_DEFAULT,
+                 retry_backoff_ms: float = limits.PRODUCER_RETRY_BACKOFF_MS_DEFAULT,
+                 retry_backoff_max_ms: float = limits.PRODUCER_RETRY_BACKOFF_MAX_MS_DEFAULT,
                  key_serializer=None, value_serializer=None):
         acks = -1 if acks == "all" else acks
         if acks not in (-1, 0, 1):
@@ -57,8 +61,14 @@ class Producer:
         self._admin_lock = threading.Lock()
         self._partition_counts: dict[str, int] = {}
         self._sticky: dict[str, StickyPartitioner] = {}
-        self._sender = Sender(self._admin._conn.url, acks, request_timeout_ms,
-                              max_in_flight_requests_per_connection)
+        if delivery_timeout_ms < request_timeout_ms:
+            raise ValueError(f"delivery_timeout_ms={delivery_timeout_ms} must be at least "
+                             f"request_timeout_ms={request_timeout_ms}")
+        self._sender = Sender(
+            self._admin._conn.url, acks, request_timeout_ms=request_timeout_ms,
+            in_flight_max=max_in_flight_requests_per_connection, idempotent=enable_idempotence,
+            delivery_timeout_ms=delivery_timeout_ms, retry_backoff_ms=retry_backoff_ms,
+            retry_backoff_max_ms=retry_backoff_max_ms)
         self._accumulator = RecordAccumulator(
             batch_bytes_max=batch_bytes_max, linger_ms=linger_ms, buffer_bytes_max=buffer_memory,
             max_block_ms=max_block_ms, wake=self._sender.wake)

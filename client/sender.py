@@ -1,40 +1,69 @@
 """The producer's sender thread: the only thread that touches its socket.
 
-It takes ready batches from the accumulator, encodes each as one produce
-request (Request header + RecordBatch frame), keeps at most
-``in_flight_max`` requests outstanding, matches replies by request id and
-resolves the batches' futures. A request without a reply after
-``request_timeout_ms`` fails its batch with PlinthTimeoutError.
+It takes ready batches from the accumulator into one queue per partition,
+encodes each as one produce request (Request header + RecordBatch frame),
+keeps at most ``in_flight_max`` requests outstanding, matches replies by
+request id and resolves the batches' futures.
+
+Idempotence (the default, as in Kafka 3.0+). The producer has a random
+producer id; every batch carries it and the sequence number of its first
+record in its partition. A partition has at most one batch in flight, so a
+retry can never overtake the batch after it. A batch whose request fails
+with a retriable error (broker unavailable, queue full, no reply within
+``request_timeout_ms``) is sent again, unchanged, after a backoff doubling
+from ``retry_backoff_ms`` to ``retry_backoff_max_ms``; the shard recognises
+a retry of a batch it already stored and answers with the original offsets,
+so retries never duplicate records. A batch not acknowledged within
+``delivery_timeout_ms`` of its creation fails; the sender then takes a new
+producer id, so the sequence numbers of the batches after it start afresh.
+
+Without idempotence (or with acks=0) batches are sent once, several per
+partition may be in flight, and any error fails the batch.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
+from collections import deque
 
 import zmq
 
 from plinth import protocol
 from plinth.client.accumulator import OpenBatch, RecordAccumulator
 from plinth.client.connection import Connection
-from plinth.errors import ClosedError, PlinthTimeoutError
+from plinth.errors import (ClosedError, OutOfOrderSequenceError, PlinthTimeoutError,
+                           RequestTimedOutError, TooManyRequestsError, UnavailableError)
 from plinth.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
 _IDLE_POLL_MS = 1000
+RETRIABLE_ERRORS = (UnavailableError, TooManyRequestsError, RequestTimedOutError,
+                    OutOfOrderSequenceError, PlinthTimeoutError)
 
 
 class Sender:
-    def __init__(self, broker: str, acks: int, request_timeout_ms: float, in_flight_max: int):
+    def __init__(self, broker: str, acks: int, *, request_timeout_ms: float, in_flight_max: int,
+                 idempotent: bool, delivery_timeout_ms: float, retry_backoff_ms: float,
+                 retry_backoff_max_ms: float):
         self._conn = Connection(broker)
         self.acks = acks
+        self.idempotent = idempotent and acks != 0
         self.request_timeout_s = request_timeout_ms / 1000
+        self.delivery_timeout_s = delivery_timeout_ms / 1000
+        self.retry_backoff_s = retry_backoff_ms / 1000
+        self.retry_backoff_max_s = retry_backoff_max_ms / 1000
         self.in_flight_max = in_flight_max
         self._in_flight: dict[int, tuple[OpenBatch, float]] = {}
+        self._queues: dict[tuple[str, int], deque[OpenBatch]] = {}
+        self._busy: set[tuple[str, int]] = set()      # partitions with a batch in flight
+        self._new_producer_id()
         self._wakeup = Wakeup()
         self._closing = False
+        self._closing_hard = False   # failing everything: no more retries
         self.accumulator: RecordAccumulator | None = None
         self._thread = threading.Thread(target=self._run, name="plinth-producer-sender", daemon=True)
 
@@ -53,6 +82,16 @@ class Sender:
         self._thread.join(timeout_s)
         self._wakeup.close()
 
+    def _new_producer_id(self) -> None:
+        self.producer_id = random.getrandbits(62) if self.idempotent else -1
+        self._next_sequence: dict[tuple[str, int], int] = {}
+        for queue in self._queues.values():
+            for batch in queue:
+                if batch.encoded is not None and (batch.topic, batch.partition) not in self._busy:
+                    batch.encoded = None   # re-encoded with the new id when next sent
+
+    # --- The loop ----------------------------------------------------------------
+
     def _run(self) -> None:
         poller = zmq.Poller()
         poller.register(self._conn.socket, zmq.POLLIN)
@@ -63,7 +102,8 @@ class Sender:
                 if self._wakeup.fd in events:
                     self._wakeup.drain()
                 self._read_replies()
-                self._send_ready()
+                self._queue_ready()
+                self._send_queued(time.monotonic())
                 self._expire(time.monotonic())
         except Exception as exc:   # never leave futures hanging
             log.exception("producer sender failed")
@@ -75,14 +115,51 @@ class Sender:
     def _poll_timeout_ms(self) -> int:
         now = time.monotonic()
         deadline = now + _IDLE_POLL_MS / 1000
-        if len(self._in_flight) < self.in_flight_max:
-            linger = self.accumulator.next_linger_deadline_s()
-            if linger is not None:
-                deadline = min(deadline, linger)
+        linger = self.accumulator.next_linger_deadline_s()
+        if linger is not None:
+            deadline = min(deadline, linger)
+        for queue in self._queues.values():
+            if queue and queue[0].retry_at_s > now:
+                deadline = min(deadline, queue[0].retry_at_s)
         if self._in_flight:
             oldest = min(sent for _, sent in self._in_flight.values())
             deadline = min(deadline, oldest + self.request_timeout_s)
         return max(0, int((deadline - now) * 1000) + 1)
+
+    def _queue_ready(self) -> None:
+        for batch in self.accumulator.drain(batches_max=1 << 30):
+            self._queues.setdefault((batch.topic, batch.partition), deque()).append(batch)
+
+    def _send_queued(self, now: float) -> None:
+        for tp, queue in self._queues.items():
+            while queue and len(self._in_flight) < self.in_flight_max:
+                if self.idempotent and (tp in self._busy or queue[0].retry_at_s > now):
+                    break
+                batch = queue[0] if self.idempotent else queue.popleft()
+                self._send(batch)
+
+    def _send(self, batch: OpenBatch) -> None:
+        if batch.encoded is None:
+            batch.encoded = self._encode(batch)
+        request_id = self._conn.next_request_id()
+        header = protocol.encode_produce(request_id, batch.topic, batch.partition, self.acks)
+        self._conn.send(header, batch.encoded)
+        batch.attempts += 1
+        if self.acks == 0:
+            self.accumulator.complete(batch, -1)
+            return
+        self._in_flight[request_id] = (batch, time.monotonic())
+        self._busy.add((batch.topic, batch.partition))
+
+    def _encode(self, batch: OpenBatch) -> bytes:
+        if not self.idempotent:
+            return batch.builder.build()
+        tp = (batch.topic, batch.partition)
+        base_sequence = self._next_sequence.get(tp, 0)
+        self._next_sequence[tp] = (base_sequence + batch.builder.record_count) % (1 << 31)
+        return batch.builder.build(producer_id=self.producer_id, base_sequence=base_sequence)
+
+    # --- Outcomes ------------------------------------------------------------------
 
     def _read_replies(self) -> None:
         while self._in_flight:
@@ -93,37 +170,53 @@ class Sender:
             entry = self._in_flight.pop(view.request_id, None)
             if entry is None:
                 continue   # a reply to a request that already timed out
-            self.accumulator.complete(entry[0], view.base_offset, view.error)
-
-    def _send_ready(self) -> None:
-        room = self.in_flight_max - len(self._in_flight)
-        if room <= 0:
-            return
-        for batch in self.accumulator.drain(room):
-            self._send(batch)
-
-    def _send(self, batch: OpenBatch) -> None:
-        request_id = self._conn.next_request_id()
-        header = protocol.encode_produce(request_id, batch.topic, batch.partition, self.acks)
-        self._conn.send(header, batch.builder.build())
-        if self.acks == 0:
-            self.accumulator.complete(batch, -1)
-        else:
-            self._in_flight[request_id] = (batch, time.monotonic())
+            self._settle(entry[0], view.base_offset, view.error)
 
     def _expire(self, now: float) -> None:
         for request_id, (batch, sent) in list(self._in_flight.items()):
             if now - sent > self.request_timeout_s:
                 del self._in_flight[request_id]
-                self.accumulator.complete(batch, None, PlinthTimeoutError(
+                self._settle(batch, None, PlinthTimeoutError(
                     f"no acknowledgement from {self._conn.url} for {batch.topic}-"
                     f"{batch.partition} within request_timeout_ms="
                     f"{self.request_timeout_s * 1000:.0f}"))
 
+    def _settle(self, batch: OpenBatch, base_offset: int | None, error) -> None:
+        tp = (batch.topic, batch.partition)
+        self._busy.discard(tp)
+        if error is not None and self._retriable(batch, error):
+            if isinstance(error, OutOfOrderSequenceError):
+                self._new_producer_id()
+                batch.encoded = None
+            backoff_s = min(self.retry_backoff_max_s, self.retry_backoff_s * 2 ** (batch.attempts - 1))
+            batch.retry_at_s = time.monotonic() + backoff_s
+            log.info("retrying %s-%s in %.0f ms: %s", *tp, backoff_s * 1000, error)
+            return
+        if self.idempotent:
+            self._queues[tp].popleft()
+            if error is not None:
+                self._new_producer_id()   # later batches' sequences must not follow a gap
+        if error is not None and isinstance(error, RETRIABLE_ERRORS) and self.idempotent:
+            error = PlinthTimeoutError(
+                f"{batch.topic}-{batch.partition}: not acknowledged within delivery_timeout_ms="
+                f"{self.delivery_timeout_s * 1000:.0f} after {batch.attempts} attempts; last "
+                f"error: {error}")
+        self.accumulator.complete(batch, base_offset, error)
+
+    def _retriable(self, batch: OpenBatch, error) -> bool:
+        return (self.idempotent and isinstance(error, RETRIABLE_ERRORS) and not self._closing_hard
+                and time.monotonic() - batch.created_s < self.delivery_timeout_s)
+
     def _fail_all(self, error: BaseException) -> None:
+        self._closing_hard = True
         for batch, _ in self._in_flight.values():
             if not batch.result.done():
                 self.accumulator.complete(batch, None, error)
         self._in_flight.clear()
+        for queue in self._queues.values():
+            for batch in queue:
+                if not batch.result.done():
+                    self.accumulator.complete(batch, None, error)
+        self._queues.clear()
         if self.accumulator is not None:
             self.accumulator.abort_unsent(error)

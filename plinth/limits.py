@@ -33,6 +33,11 @@ PRODUCER_BATCH_BYTES_DEFAULT = 1 * MiB
 PRODUCER_LINGER_MS_DEFAULT = 5
 # Batches in flight per producer connection before send() blocks.
 PRODUCER_REQUESTS_IN_FLIGHT_MAX = 32
+# How long a batch may take, retries included, before its send fails
+# (Kafka: delivery.timeout.ms), and the backoff between retries.
+PRODUCER_DELIVERY_TIMEOUT_MS_DEFAULT = 120_000
+PRODUCER_RETRY_BACKOFF_MS_DEFAULT = 100
+PRODUCER_RETRY_BACKOFF_MAX_MS_DEFAULT = 1_000
 # Records buffered in a producer before send() blocks (bounded memory).
 PRODUCER_BUFFER_BYTES_MAX = 64 * MiB
 
