@@ -26,3 +26,75 @@ def wait_until(predicate, timeout_s: float = 30.0, interval_s: float = 0.05):
             return value
         time.sleep(interval_s)
     raise AssertionError(f"condition not met within {timeout_s} s")
+
+
+class NumberedWriter:
+    """A producer thread sending numbered records ("0", "1", ...) round-robin over
+    partitions, remembering (partition, offset) of each acknowledged one.
+
+    The producer is idempotent and retries through broker faults for up to
+    ``delivery_timeout_ms``; records it gave up on are kept in ``errors``.
+    """
+
+    def __init__(self, url: str, topic: str, partitions: int, *, request_timeout_ms: int = 2_000,
+                 delivery_timeout_ms: int = 120_000, chunk: int = 200):
+        import threading
+
+        self.url, self.topic, self.partitions = url, topic, partitions
+        self.request_timeout_ms, self.delivery_timeout_ms = request_timeout_ms, delivery_timeout_ms
+        self.chunk = chunk
+        self.acked: dict[int, tuple[int, int]] = {}
+        self.errors: list = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from plinth import Producer
+
+        seq = 0
+        with Producer(broker=self.url, linger_ms=1, request_timeout_ms=self.request_timeout_ms,
+                      delivery_timeout_ms=self.delivery_timeout_ms) as producer:
+            while not self._stop.is_set():
+                futures = [(n, producer.send(self.topic, b"%d" % n, partition=n % self.partitions))
+                           for n in range(seq, seq + self.chunk)]
+                seq += self.chunk
+                for n, future in futures:
+                    try:
+                        meta = future.get(timeout=self.delivery_timeout_ms / 1000 + 30)
+                    except Exception as exc:   # not acknowledged: may or may not be stored
+                        self.errors.append(exc)
+                        continue
+                    self.acked[n] = (meta.partition, meta.offset)
+
+    def wait_for_more(self, count: int, timeout_s: float = 120) -> None:
+        target = len(self.acked) + count
+        wait_until(lambda: len(self.acked) >= target, timeout_s=timeout_s)
+
+    def stop(self, timeout_s: float = 180) -> None:
+        self._stop.set()
+        self._thread.join(timeout_s)
+        assert not self._thread.is_alive(), "writer did not stop"
+
+
+def read_all(url: str, topic: str) -> list:
+    from plinth import Consumer
+
+    with Consumer(topic, broker=url, auto_offset_reset="earliest", consumer_timeout_ms=5_000) as c:
+        return list(c)
+
+
+def check_exactly_once_in_order(records: list, acked: dict, partitions: int) -> None:
+    """Every acknowledged record is stored once, at the offset it was given, in send order."""
+    seen = {}
+    for r in records:
+        n = int(r.value)
+        assert n not in seen, f"record {n} appears twice"
+        seen[n] = (r.partition, r.offset)
+    missing = [n for n in acked if n not in seen]
+    assert not missing, f"{len(missing)} acknowledged records lost, e.g. {missing[:5]}"
+    moved = [n for n in acked if seen[n] != acked[n]]
+    assert not moved, f"{len(moved)} records not at their acknowledged offset, e.g. {moved[:5]}"
+    for p in range(partitions):
+        numbers = [int(r.value) for r in records if r.partition == p]
+        assert numbers == sorted(numbers), f"partition {p} out of order"
