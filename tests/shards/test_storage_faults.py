@@ -1,0 +1,92 @@
+"""Storage faults: a full data dir (a real 2 MiB tmpfs) fails produces with a
+clear StorageError while reads keep working; a corrupt entry in the middle of
+a segment is reported by its CRC, never returned as data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+import zmq
+
+from plinth import protocol
+from plinth.shards.partition_log import LogConfig
+from plinth.shards.shard_server import ShardServer
+from tests.shards.test_shard_server import fetch, produce, roundtrip, values_in
+
+@pytest.fixture
+def small_fs(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    mount_point = tmp_path / "fs"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], check=True)
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@pytest.fixture
+def shard_on(small_fs):
+    srv = ShardServer("shard-fs", small_fs / "shard", "127.0.0.1")
+    srv.start()
+    srv.call(srv.open_partition, "t", 0, LogConfig(segment_bytes_max=64 * 1024))
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(srv.address)
+    yield srv, sock
+    sock.close()
+    try:
+        srv.stop(5)
+    except Exception:   # closing logs on a full or read-only disk may fail; that is the point
+        pass
+
+
+def test_a_full_disk_fails_produces_with_a_storage_error_and_reads_keep_working(shard_on):
+    srv, sock = shard_on
+    # Given a partition that holds some records
+    assert produce(sock, [b"kept-%d" % i for i in range(10)]).error is None
+    # When producing until the 2 MiB file system is full
+    value = b"x" * 20_000
+    for attempt in range(200):
+        reply = produce(sock, [value] * 5, request_id=100 + attempt)
+        if reply.error is not None:
+            break
+    # Then the produce fails with a StorageError that names the file and the cause
+    assert type(reply.error).__name__ == "StorageError", reply.error
+    assert "No space left" in str(reply.error) and str(srv.data_dir) in str(reply.error)
+    # And the records already stored are still readable, and the shard still answers
+    reply, payload = fetch(sock, 0)
+    assert reply.error is None and values_in(payload)[:10] == [b"kept-%d" % i for i in range(10)]
+
+
+def test_a_corrupt_entry_in_the_middle_of_a_segment_is_an_error_not_data(tmp_path):
+    srv = ShardServer("shard-c", tmp_path / "s", "127.0.0.1")
+    srv.start()
+    srv.call(srv.open_partition, "t", 0, LogConfig())
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(srv.address)
+    try:
+        for i in range(3):
+            produce(sock, [b"record-%d" % i], request_id=i)
+        # Flip one byte inside the second entry's batch, behind the shard's back
+        log_file = next((tmp_path / "s" / "t-0").glob("*.log"))
+        data = bytearray(log_file.read_bytes())
+        second = len(data) // 3
+        data[second + 60] ^= 0x40
+        log_file.write_bytes(bytes(data))
+        reply, _ = roundtrip_fetch(sock, 1)
+        assert type(reply.error).__name__ == "CorruptDataError"
+        assert "t-0" in str(reply.error) or ".log" in str(reply.error)
+        # The first entry, before the damage, is still served
+        reply, payload = roundtrip_fetch(sock, 0, bytes_max=1)
+        assert values_in(payload) == [b"record-0"]
+    finally:
+        sock.close()
+        srv.stop(5)
+
+
+def roundtrip_fetch(sock, offset, bytes_max=1 << 20):
+    return roundtrip(sock, protocol.encode_fetch(9, "t", 0, offset, bytes_max, 0))
+
