@@ -38,6 +38,11 @@ class Admin:
         config = {key: str(value) for key, value in (config or {}).items()}
         return self._call(protocol.encode_create_topic, name, partitions, config).topics[0]
 
+    def alter_topic(self, name: str, config: dict[str, str]) -> protocol.TopicInfo:
+        """Change config entries (e.g. retention.ms); the others keep their values."""
+        config = {key: str(value) for key, value in config.items()}
+        return self._call(protocol.encode_create_topic, name, 0, config, "alterTopic").topics[0]
+
     def list_topics(self) -> list[str]:
         """Names of all topics, sorted."""
         return [info.name for info in self._call(protocol.encode_list_topics).topics]

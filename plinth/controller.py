@@ -184,6 +184,21 @@ class Controller:
         log.info("created topic %s with %d partitions", name, partitions)
         return self._topic_info(name)
 
+    def alter_topic(self, name: str, changes: dict[str, str]) -> protocol.TopicInfo:
+        """Change config entries of a topic; shards apply them at once (e.g. retention)."""
+        topic = self._metadata["topics"].get(name)
+        if topic is None:
+            raise UnknownTopicError(f"unknown topic {name!r}")
+        config = topics.normalize_topic_config(name, {**topic["config"], **changes})
+        specs = self._specs_by_shard([name])
+        ray.get([self._shards[s].alter_partitions.remote(
+                    [(t, p, config) for t, p, _ in shard_specs])
+                 for s, shard_specs in specs.items()], timeout=limits.CONTROL_CALL_TIMEOUT_S)
+        topic["config"] = config
+        self._save()
+        log.info("altered topic %s: %s", name, changes)
+        return self._topic_info(name)
+
     def delete_topic(self, name: str) -> None:
         self._topic_info(name)  # raises UnknownTopicError
         specs = self._specs_by_shard([name])

@@ -79,6 +79,11 @@ SEGMENT_BYTES_MAX = 1 * GiB           # positions in the offset index are UInt32
 SEGMENT_MS_DEFAULT = 7 * 24 * 3600 * 1000   # roll after a week even if small
 INDEX_INTERVAL_BYTES = 4 * KiB        # one offset/time index entry per 4 KiB
 FSYNC_INTERVAL_MS_DEFAULT = 1000      # for fsync_policy = "interval"
+# Retention defaults as Kafka's (7 days, no size limit); -1 keeps forever.
+RETENTION_MS_DEFAULT = 7 * 24 * 3600 * 1000
+RETENTION_BYTES_DEFAULT = -1
+# How often a shard deletes expired segments (Kafka: 5 minutes).
+RETENTION_CHECK_INTERVAL_S = 5.0
 # Produce requests appended before the shard fsyncs and acknowledges them,
 # even if more are waiting (group commit bound, keeps latency bounded).
 GROUP_COMMIT_REQUESTS_MAX = 256

@@ -141,9 +141,11 @@ def encode_metadata(request_id: int, topics: list[str]) -> bytes:
 
 
 def encode_create_topic(request_id: int, name: str, partitions: int,
-                        config: dict[str, str]) -> bytes:
+                        config: dict[str, str], kind: str = "createTopic") -> bytes:
+    """createTopic, or alterTopic (partitions ignored)."""
+    assert kind in ("createTopic", "alterTopic"), kind
     msg = protocol.Request.new_message(requestId=request_id)
-    body = msg.init("createTopic")
+    body = msg.init(kind)
     body.name, body.partitions = name, partitions
     _fill_config(body.init("config", len(config)), config)
     return msg.to_bytes()
@@ -234,8 +236,8 @@ def _request_view(req) -> RequestView:
             view.offset, view.bytes_max, view.wait_ms_max = body.offset, body.maxBytes, body.maxWaitMs
     elif kind == "metadata":
         view.topics = list(req.metadata.topics)
-    elif kind == "createTopic":
-        body = req.createTopic
+    elif kind in ("createTopic", "alterTopic"):
+        body = getattr(req, kind)
         view.topic, view.partition_count = body.name, body.partitions
         view.config = {entry.key: entry.value for entry in body.config}
     elif kind in ("deleteTopic", "describeTopic"):

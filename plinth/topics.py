@@ -19,6 +19,9 @@ TOPIC_CONFIG_KEYS: dict[str, tuple[int, int, int]] = {
     "segment.bytes": (limits.SEGMENT_BYTES_MIN, limits.SEGMENT_BYTES_MAX,
                       limits.SEGMENT_BYTES_DEFAULT),
     "segment.ms": (1, 2**62, limits.SEGMENT_MS_DEFAULT),
+    # -1: keep forever. Whole segments are deleted, never the active one.
+    "retention.ms": (-1, 2**62, limits.RETENTION_MS_DEFAULT),
+    "retention.bytes": (-1, 2**62, limits.RETENTION_BYTES_DEFAULT),
 }
 
 
@@ -73,4 +76,6 @@ def log_config_for(config: dict[str, str]):
     from plinth.shards.partition_log import LogConfig
 
     return LogConfig(segment_bytes_max=int(config["segment.bytes"]),
-                     segment_ms_max=int(config["segment.ms"]))
+                     segment_ms_max=int(config["segment.ms"]),
+                     retention_ms=int(config.get("retention.ms", limits.RETENTION_MS_DEFAULT)),
+                     retention_bytes=int(config.get("retention.bytes", limits.RETENTION_BYTES_DEFAULT)))

@@ -311,6 +311,9 @@ class Router:
             info = self._control(self._controller.create_topic, view.topic,
                                  view.partition_count, view.config)
             return protocol.encode_topics_reply(rid, [info]), True
+        if view.kind == "alterTopic":
+            info = self._control(self._controller.alter_topic, view.topic, view.config)
+            return protocol.encode_topics_reply(rid, [info]), False
         if view.kind == "deleteTopic":
             self._control(self._controller.delete_topic, view.topic)
             return protocol.encode_ok(rid), True

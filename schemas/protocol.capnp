@@ -46,6 +46,7 @@ struct Request {
     describeGroup @12 :GroupRef;
     listGroups @13 :Void;
     resetOffsets @14 :CommitOffsets;   # memberId empty; refused while the group has members
+    alterTopic @15 :CreateTopic;   # partitions ignored; config entries replace those given
   }
 }
 

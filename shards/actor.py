@@ -88,6 +88,16 @@ class ShardActor:
         for topic, index, config in specs:
             self._server.call(self._server.open_partition, topic, index, log_config_for(config))
 
+    def alter_partitions(self, specs: list[tuple[str, int, dict]]) -> int:
+        """Apply a changed topic config to open partitions."""
+        from plinth.topics import log_config_for
+
+        for topic, index, config in specs:
+            self._server.call(self._server.set_log_config, topic, index, log_config_for(config))
+            self._manifest["partitions"][f"{topic}/{index}"] = config
+        write_json_atomically(self._manifest_path, self._manifest)
+        return len(specs)
+
     def delete_partitions(self, specs: list[tuple[str, int]]) -> int:
         for topic, index in specs:
             self._manifest["partitions"].pop(f"{topic}/{index}", None)

@@ -34,7 +34,7 @@ from plinth.limits import (
     BATCH_BYTES_MAX, BATCH_RECORDS_MAX, INDEX_INTERVAL_BYTES, SEGMENT_BYTES_DEFAULT,
     SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_MS_DEFAULT)
 from plinth.shards.log_entry import LOG_ENTRY_HEADER_BYTES
-from plinth.shards.segment import RecoveryResult, Segment, parse_log_file_name
+from plinth.shards.segment import TIMESTAMP_MS_NONE, RecoveryResult, Segment, parse_log_file_name
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +48,16 @@ def wall_clock_ms() -> int:
 
 @dataclass(frozen=True)
 class LogConfig:
-    """How a partition log rolls and indexes its segments. Any thread may build one."""
+    """How a partition log rolls, indexes and retains its segments. Any thread may build one.
+
+    ``retention_ms`` and ``retention_bytes`` of -1 keep everything.
+    """
 
     segment_bytes_max: int = SEGMENT_BYTES_DEFAULT
     segment_ms_max: int = SEGMENT_MS_DEFAULT
     index_interval_bytes: int = INDEX_INTERVAL_BYTES
+    retention_ms: int = -1
+    retention_bytes: int = -1
 
     def __post_init__(self) -> None:
         _check_int_in_range("segment_bytes_max", self.segment_bytes_max,
@@ -60,6 +65,8 @@ class LogConfig:
         _check_int_in_range("segment_ms_max", self.segment_ms_max, 1, None)
         _check_int_in_range("index_interval_bytes", self.index_interval_bytes,
                             0, SEGMENT_BYTES_MAX)
+        _check_int_in_range("retention_ms", self.retention_ms, -1, None)
+        _check_int_in_range("retention_bytes", self.retention_bytes, -1, None)
 
 
 def _check_int_in_range(key: str, value, value_min: int, value_max: int | None) -> None:
@@ -71,6 +78,13 @@ def _check_int_in_range(key: str, value, value_min: int, value_max: int | None) 
 
 
 # --- The log ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetentionResult:
+    segments: int          # segments deleted
+    bytes: int             # bytes of .log files deleted
+    start_offset: int      # the log's first offset afterwards
 
 
 class PartitionLog:
@@ -255,6 +269,37 @@ class PartitionLog:
             if offset is not None:
                 return offset
         return self.end_offset
+
+    # --- Retention --------------------------------------------------------
+
+    def enforce_retention(self) -> RetentionResult:
+        """Delete whole old segments beyond ``retention_ms`` or ``retention_bytes``.
+
+        A segment goes when its newest record is older than retention_ms, or
+        while the log without it would still hold at least retention_bytes;
+        oldest first, never the active segment. Returns what was deleted.
+        """
+        now_ms = self._clock_ms()
+        deleted = RetentionResult(0, 0, self.start_offset)
+        while len(self._segments) > 1 and self._expired(self._segments[0], now_ms):
+            oldest = self._segments.pop(0)
+            self._base_offsets.pop(0)
+            self._size_bytes -= oldest.size_bytes
+            deleted = RetentionResult(deleted.segments + 1, deleted.bytes + oldest.size_bytes,
+                                      self.start_offset)
+            oldest.delete()
+        if deleted.segments:
+            logger.info("retention deleted %d segments (%d bytes) of %s; start offset now %d",
+                        deleted.segments, deleted.bytes, self.directory, self.start_offset)
+        return deleted
+
+    def _expired(self, segment: Segment, now_ms: int) -> bool:
+        config = self.config
+        too_old = (config.retention_ms >= 0 and segment.max_timestamp_ms != TIMESTAMP_MS_NONE
+                   and now_ms - segment.max_timestamp_ms > config.retention_ms)
+        too_big = (config.retention_bytes >= 0
+                   and self._size_bytes - segment.size_bytes >= config.retention_bytes)
+        return too_old or too_big
 
     # --- Closing ----------------------------------------------------------
 

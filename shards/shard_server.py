@@ -115,6 +115,7 @@ class ShardServer:
         self._parked_heap: list[ParkedFetch] = []
         self._parked_count = 0
         self._next_flush_s = 0.0
+        self._next_retention_s = 0.0
         self._commands: queue.Queue = queue.Queue(maxsize=_COMMANDS_QUEUED_MAX)
         self._wakeup = Wakeup()
         self._stopping = False
@@ -210,6 +211,18 @@ class ShardServer:
             partition=index, shard=self.shard_id, start_offset=part.log.start_offset,
             end_offset=part.high_watermark, size_bytes=part.log.size_bytes)
 
+    def set_log_config(self, topic: str, index: int, log_config) -> None:
+        """A topic's altered config (retention, rolling) for one partition. Loop thread."""
+        self._require(topic, index).log.config = log_config
+
+    def _enforce_retention(self) -> None:
+        for part in self._partitions.values():
+            try:
+                part.log.enforce_retention()
+            except OSError as exc:
+                log.error("%s: retention of %s-%d failed: %s", self.shard_id, part.topic,
+                          part.index, exc)
+
     def partitions(self) -> list[tuple[str, int]]:
         return sorted(self._partitions)
 
@@ -239,6 +252,9 @@ class ShardServer:
             now = time.monotonic()
             self._expire_parked(now)
             self.groups.expire(now)
+            if now >= self._next_retention_s:
+                self._enforce_retention()
+                self._next_retention_s = now + limits.RETENTION_CHECK_INTERVAL_S
 
     def _poll_timeout_ms(self) -> int:
         now = time.monotonic()

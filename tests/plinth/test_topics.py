@@ -28,7 +28,9 @@ def test_partition_counts_outside_the_limit_name_the_limit():
 
 def test_config_is_filled_with_defaults_and_checked_key_by_key():
     config = normalize_topic_config("t", {"segment.bytes": "8192"})
-    assert config == {"segment.bytes": "8192", "segment.ms": str(limits.SEGMENT_MS_DEFAULT)}
+    assert config == {"segment.bytes": "8192", "segment.ms": str(limits.SEGMENT_MS_DEFAULT),
+                      "retention.ms": str(limits.RETENTION_MS_DEFAULT),
+                      "retention.bytes": str(limits.RETENTION_BYTES_DEFAULT)}
     with pytest.raises(InvalidConfigError, match="unknown config retention.foo"):
         normalize_topic_config("t", {"retention.foo": "1"})
     with pytest.raises(InvalidConfigError, match="segment.bytes=1 is outside 4096"):

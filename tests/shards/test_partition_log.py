@@ -388,3 +388,52 @@ def test_log_config_defaults_come_from_limits():
 def test_log_config_rejects_values_outside_the_limits_naming_key_and_limit(key, value, limit):
     with pytest.raises(InvalidConfigError, match=f"{key} .*{limit}"):
         LogConfig(**{key: value})
+
+
+def test_retention_by_size_deletes_the_oldest_whole_segments_never_the_active_one(tmp_path):
+    from plinth.shards.partition_log import LogConfig, PartitionLog
+
+    # Given a log of 4 KiB segments holding about 40 KiB
+    config = LogConfig(segment_bytes_max=4096, retention_bytes=10_000)
+    plog = PartitionLog.open(tmp_path / "p", config)
+    for _ in range(40):
+        plog.append(b"x" * 1000, 1, 1_000)
+    segments_before = len(plog.segments)
+    # When retention runs
+    result = plog.enforce_retention()
+    # Then it deleted whole oldest segments, down to just over the size limit
+    assert result.segments == segments_before - len(plog.segments) > 0
+    assert 10_000 <= plog.size_bytes < 10_000 + 4096 + 1048
+    assert plog.start_offset == result.start_offset == plog.segments[0].base_offset
+    assert sorted(p.name for p in (tmp_path / "p").glob("*.log"))[0].startswith(
+        f"{plog.start_offset:020d}")
+    plog.close()
+
+
+def test_retention_by_time_keeps_segments_with_a_recent_record(tmp_path):
+    from plinth.shards.partition_log import LogConfig, PartitionLog
+
+    now_ms = [1_000_000]
+    config = LogConfig(segment_bytes_max=4096, retention_ms=60_000)
+    plog = PartitionLog.open(tmp_path / "p", config, clock_ms=lambda: now_ms[0])
+    for i in range(10):
+        plog.append(b"o" * 1000, 1, 900_000)          # old records
+    for i in range(10):
+        plog.append(b"n" * 1000, 1, 990_000)          # recent records
+    result = plog.enforce_retention()
+    # Every segment holding only old records went; one with a recent record stays
+    assert result.segments > 0
+    assert all(seg.max_timestamp_ms >= 990_000 for seg in plog.segments[:-1])
+    reopened_start = plog.start_offset
+    plog.close()
+    assert PartitionLog.open(tmp_path / "p", config).start_offset == reopened_start
+
+
+def test_retention_of_minus_one_keeps_everything(tmp_path):
+    from plinth.shards.partition_log import LogConfig, PartitionLog
+
+    plog = PartitionLog.open(tmp_path / "p", LogConfig(segment_bytes_max=4096))
+    for _ in range(20):
+        plog.append(b"x" * 1000, 1, 1)
+    assert plog.enforce_retention().segments == 0 and plog.start_offset == 0
+    plog.close()
