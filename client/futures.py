@@ -58,6 +58,22 @@ class BatchResult:
     def wait(self, timeout_s: float | None) -> bool:
         return self._done.wait(timeout_s)
 
+    def add_done_callback(self, fn: Callable[["BatchResult"], None]) -> None:
+        """Call ``fn(self)`` once when the batch resolves, success or error.
+
+        Runs on the sender thread, or at once on the caller's thread if the
+        batch has already resolved. One callback per batch, not per record:
+        what ``plinth bench`` uses to time acknowledgements cheaply.
+        """
+        def on_done(_outcome) -> None:
+            fn(self)
+
+        with self._lock:
+            if not self.done():
+                self._callbacks.append((on_done, on_done, 0))
+                return
+        fn(self)
+
     def done(self) -> bool:
         return self._done.is_set()
 
@@ -70,6 +86,11 @@ class RecordFuture:
     def __init__(self, batch: BatchResult, index: int):
         self._batch = batch
         self._index = index
+
+    @property
+    def batch(self) -> BatchResult:
+        """The result shared by every record of this record's batch."""
+        return self._batch
 
     def done(self) -> bool:
         return self._batch.done()

@@ -141,12 +141,15 @@ class Producer:
             self._accumulator.end_flush()
 
     def close(self, timeout: float | None = None) -> None:
-        """Flush, then stop the sender thread and close the connections."""
+        """Flush for up to ``timeout`` seconds (None: until done), then stop the sender
+        thread; records still unacknowledged then fail with ClosedError."""
         if self._closed:
             return
         self._closed = True
         try:
             self.flush(timeout)
+        except PlinthTimeoutError:
+            pass   # what is left fails below, in the sender
         finally:
             self._sender.close(timeout)
             self._admin.close()

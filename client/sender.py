@@ -64,6 +64,7 @@ class Sender:
         self._wakeup = Wakeup()
         self._closing = False
         self._closing_hard = False   # failing everything: no more retries
+        self._abort = False          # close() ran out of time: stop now
         self.accumulator: RecordAccumulator | None = None
         self._thread = threading.Thread(target=self._run, name="plinth-producer-sender", daemon=True)
 
@@ -76,10 +77,15 @@ class Sender:
         self._wakeup.wake()
 
     def close(self, timeout_s: float | None) -> None:
-        """Stop after sending what is pending (caller flushed first)."""
+        """Stop after sending what is pending, waiting up to ``timeout_s``; then fail
+        whatever is left with ClosedError."""
         self._closing = True
         self.wake()
         self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            self._abort = True
+            self.wake()
+            self._thread.join()
         self._wakeup.close()
 
     def _new_producer_id(self) -> None:
@@ -97,7 +103,8 @@ class Sender:
         poller.register(self._conn.socket, zmq.POLLIN)
         poller.register(self._wakeup.fd, zmq.POLLIN)
         try:
-            while not (self._closing and not self._in_flight and self.accumulator.empty()):
+            while not self._abort and not (
+                    self._closing and not self._in_flight and self.accumulator.empty()):
                 events = dict(poller.poll(self._poll_timeout_ms()))
                 if self._wakeup.fd in events:
                     self._wakeup.drain()
