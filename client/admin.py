@@ -7,13 +7,14 @@ at most ``request_timeout_ms`` for the broker, then raises PlinthTimeoutError.
 from __future__ import annotations
 
 from plinth import limits, protocol, topics
-from plinth.client.connection import Connection
+from plinth.client.connection import Connection, broker_address
 
 
 class Admin:
-    def __init__(self, *, broker: str | None = None,
-                 request_timeout_ms: int = limits.CLIENT_REQUEST_TIMEOUT_MS_DEFAULT):
-        self._conn = Connection(broker)
+    def __init__(self, *, broker=None,
+                 request_timeout_ms: int = limits.CLIENT_REQUEST_TIMEOUT_MS_DEFAULT,
+                 curve_key_file: str | None = None, curve_server_key_file: str | None = None):
+        self._conn = Connection(broker_address(broker, curve_key_file, curve_server_key_file))
         self.request_timeout_ms = request_timeout_ms
 
     def __enter__(self) -> "Admin":

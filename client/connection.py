@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from dataclasses import dataclass
 
 import zmq
 
@@ -18,6 +19,16 @@ from plinth import limits, protocol
 from plinth.errors import ClosedError, PlinthTimeoutError
 
 DEFAULT_BROKER = "tcp://127.0.0.1:7400"
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """Where the router is, and the CurveZMQ keys to reach it with (all or none)."""
+
+    url: str
+    curve_public_key: bytes | None = None
+    curve_secret_key: bytes | None = None
+    curve_server_key: bytes | None = None
 
 
 def broker_url(broker: str | None) -> str:
@@ -28,11 +39,39 @@ def broker_url(broker: str | None) -> str:
     return url
 
 
+def broker_address(broker=None, curve_key_file: str | None = None,
+                   curve_server_key_file: str | None = None) -> BrokerAddress:
+    """The address to connect to; keys from the arguments or $PLINTH_CURVE_KEY_FILE and
+    $PLINTH_CURVE_SERVER_KEY_FILE (the client's .key_secret and the server's .key)."""
+    if isinstance(broker, BrokerAddress):
+        return broker
+    key_file = curve_key_file or os.environ.get("PLINTH_CURVE_KEY_FILE")
+    server_file = curve_server_key_file or os.environ.get("PLINTH_CURVE_SERVER_KEY_FILE")
+    if bool(key_file) != bool(server_file):
+        raise ValueError("CurveZMQ needs both curve_key_file (this client's .key_secret) and "
+                         "curve_server_key_file (the server's .key)")
+    if not key_file:
+        return BrokerAddress(broker_url(broker))
+    import zmq.auth
+
+    public, secret = zmq.auth.load_certificate(key_file)
+    if secret is None:
+        raise ValueError(f"{key_file} holds no secret key; pass the .key_secret file")
+    server_public, _ = zmq.auth.load_certificate(server_file)
+    return BrokerAddress(broker_url(broker), public, secret, server_public)
+
+
 class Connection:
-    def __init__(self, broker: str | None = None, context: zmq.Context | None = None):
-        self.url = broker_url(broker)
+    def __init__(self, broker: "str | BrokerAddress | None" = None,
+                 context: zmq.Context | None = None):
+        self.address = broker_address(broker)
+        self.url = self.address.url
         self._context = context or zmq.Context.instance()
         self.socket = self._context.socket(zmq.DEALER)
+        if self.address.curve_secret_key is not None:
+            self.socket.curve_publickey = self.address.curve_public_key
+            self.socket.curve_secretkey = self.address.curve_secret_key
+            self.socket.curve_serverkey = self.address.curve_server_key
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.SNDHWM, limits.SOCKET_MESSAGES_HWM)
         self.socket.setsockopt(zmq.RCVHWM, limits.SOCKET_MESSAGES_HWM)

@@ -32,7 +32,7 @@ from typing import NamedTuple
 
 from plinth import limits, protocol
 from plinth.client.admin import Admin
-from plinth.client.connection import Connection
+from plinth.client.connection import Connection, broker_address
 from plinth.client.record_batch import ConsumerRecord, decode_records
 from plinth.client.group_membership import GroupMembership
 from plinth.errors import BrokerError, ClientError, ClosedError, OffsetOutOfRangeError
@@ -73,7 +73,8 @@ class Consumer:
                  group: str | None = None, enable_auto_commit: bool = True,
                  auto_commit_interval_ms: float = limits.AUTO_COMMIT_INTERVAL_MS_DEFAULT,
                  session_timeout_ms: int = limits.SESSION_TIMEOUT_MS_DEFAULT,
-                 group_assignor: str = "", on_assign=None, on_revoke=None):
+                 group_assignor: str = "", on_assign=None, on_revoke=None,
+                 curve_key_file: str | None = None, curve_server_key_file: str | None = None):
         if auto_offset_reset not in OFFSET_RESETS:
             raise ValueError(f"auto_offset_reset={auto_offset_reset!r} is not one of {OFFSET_RESETS}")
         if not 0 < fetch_max_bytes <= limits.FETCH_BYTES_MAX:
@@ -88,8 +89,8 @@ class Consumer:
         self.max_poll_records = max_poll_records
         self._key_deserializer = key_deserializer
         self._value_deserializer = value_deserializer
-        self._conn = Connection(broker)
-        self._admin = Admin(broker=self._conn.url, request_timeout_ms=request_timeout_ms)
+        self._conn = Connection(broker_address(broker, curve_key_file, curve_server_key_file))
+        self._admin = Admin(broker=self._conn.address, request_timeout_ms=request_timeout_ms)
         self._partitions: dict[TopicPartition, _PartitionState] = {}
         self._fetches: dict[int, TopicPartition] = {}
         self._iterated: deque[ConsumerRecord] = deque()   # polled, not yet yielded
@@ -127,7 +128,7 @@ class Consumer:
         if self._membership is not None:
             raise ValueError(f"consumer already subscribed in group {self.group!r}")
         self._membership = GroupMembership(
-            self._conn.url, self.group, topics, session_timeout_ms=self.session_timeout_ms,
+            self._conn.address, self.group, topics, session_timeout_ms=self.session_timeout_ms,
             assignor=self.group_assignor, request_timeout_ms=self.request_timeout_ms)
         self._membership.start()
 

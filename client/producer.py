@@ -22,6 +22,7 @@ import time
 from plinth import limits
 from plinth.client.accumulator import RecordAccumulator
 from plinth.client.admin import Admin
+from plinth.client.connection import broker_address
 from plinth.client.futures import RecordFuture
 from plinth.client.partitioner import StickyPartitioner, partition_for_key
 from plinth.client.sender import Sender
@@ -47,7 +48,8 @@ class Producer:
                  delivery_timeout_ms: float = limits.PRODUCER_DELIVERY_TIMEOUT_MS_DEFAULT,
                  retry_backoff_ms: float = limits.PRODUCER_RETRY_BACKOFF_MS_DEFAULT,
                  retry_backoff_max_ms: float = limits.PRODUCER_RETRY_BACKOFF_MAX_MS_DEFAULT,
-                 key_serializer=None, value_serializer=None):
+                 key_serializer=None, value_serializer=None,
+                 curve_key_file: str | None = None, curve_server_key_file: str | None = None):
         acks = -1 if acks == "all" else acks
         if acks not in (-1, 0, 1):
             raise ValueError(f"acks={acks!r} must be 0, 1, -1 or 'all'")
@@ -57,7 +59,8 @@ class Producer:
             raise ValueError(f"linger_ms={linger_ms} must be >= 0")
         self._key_serializer = key_serializer
         self._value_serializer = value_serializer
-        self._admin = Admin(broker=broker, request_timeout_ms=request_timeout_ms)
+        address = broker_address(broker, curve_key_file, curve_server_key_file)
+        self._admin = Admin(broker=address, request_timeout_ms=request_timeout_ms)
         self._admin_lock = threading.Lock()
         self._partition_counts: dict[str, int] = {}
         self._sticky: dict[str, StickyPartitioner] = {}
@@ -65,7 +68,7 @@ class Producer:
             raise ValueError(f"delivery_timeout_ms={delivery_timeout_ms} must be at least "
                              f"request_timeout_ms={request_timeout_ms}")
         self._sender = Sender(
-            self._admin._conn.url, acks, request_timeout_ms=request_timeout_ms,
+            address, acks, request_timeout_ms=request_timeout_ms,
             in_flight_max=max_in_flight_requests_per_connection, idempotent=enable_idempotence,
             delivery_timeout_ms=delivery_timeout_ms, retry_backoff_ms=retry_backoff_ms,
             retry_backoff_max_ms=retry_backoff_max_ms)

@@ -29,7 +29,8 @@ the environment causes and is expected, handled and reported.
     │   ├── GroupNotEmptyError      groupNotEmpty
     │   ├── InvalidGroupError       invalidGroup
     │   ├── UnknownGroupError       unknownGroup
-    │   └── OutOfOrderSequenceError outOfOrderSequence
+    │   ├── OutOfOrderSequenceError outOfOrderSequence
+    │   └── NotAuthorizedError      notAuthorized
     └── ClientError                 raised by the client library itself
         ├── PlinthTimeoutError      a client-side timeout ran out
         └── ClosedError             the producer/consumer/admin was closed
@@ -151,6 +152,10 @@ class OutOfOrderSequenceError(BrokerError):
     code_name = "outOfOrderSequence"
 
 
+class NotAuthorizedError(BrokerError):
+    code_name = "notAuthorized"
+
+
 class ClientError(PlinthError):
     """Raised by the client library without a broker reply."""
 
@@ -173,6 +178,7 @@ BROKER_ERRORS: dict[str, type[BrokerError]] = {
         UnavailableError, RequestTimedOutError, InternalError,
         TooManyRequestsError, UnknownMemberIdError, StaleMemberEpochError, NotOwnerError,
         GroupNotEmptyError, InvalidGroupError, UnknownGroupError, OutOfOrderSequenceError,
+        NotAuthorizedError,
     )
 }
 

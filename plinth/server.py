@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plinth import limits
+from plinth.errors import InvalidConfigError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ CONTROLLER_NAME = "plinth-controller"
 # Unix socket paths are limited to 107 bytes; Ray appends about 70 to its temp dir.
 _RAY_TEMP_DIR_BYTES_MAX = 36
 _CONTROLLER_NAME_WAIT_S = 30.0
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 
 
 @dataclass
@@ -51,6 +53,28 @@ class ServeOptions:
     ray_address: str | None = None
     fsync_policy: str = "always"
     fsync_interval_ms: int = limits.FSYNC_INTERVAL_MS_DEFAULT
+    curve_secret_key: Path | None = None     # the server's .key_secret (plinth keygen)
+    authorized_keys: Path | None = None      # directory of clients' .key files
+    acl_file: Path | None = None
+    allow_insecure: bool = False             # plaintext on a non-loopback address
+
+    def security(self):
+        """The router's Security, or None; refuses plaintext beyond loopback unless allowed."""
+        if self.curve_secret_key is None:
+            if self.authorized_keys is not None or self.acl_file is not None:
+                raise InvalidConfigError("--authorized-keys and --acl need --curve-secret-key")
+            host = self.listen.split("://", 1)[-1].rsplit(":", 1)[0]
+            if host not in _LOOPBACK_HOSTS and not self.allow_insecure:
+                raise InvalidConfigError(
+                    f"refusing to listen on {self.listen} without CurveZMQ keys: anyone who can "
+                    f"reach it could read and write every topic. Pass --curve-secret-key and "
+                    f"--authorized-keys, or --allow-insecure to do it anyway")
+            return None
+        if self.authorized_keys is None:
+            raise InvalidConfigError("--curve-secret-key needs --authorized-keys DIR")
+        from plinth.router.security import Security
+
+        return Security(self.curve_secret_key, self.authorized_keys, self.acl_file)
 
 
 def namespace_for(data_dir: Path) -> str:
@@ -102,6 +126,7 @@ class Server:
         self.router = None
 
     def start(self) -> None:
+        security = self.options.security()   # config errors before anything starts
         self.options.data_dir.mkdir(parents=True, exist_ok=True)
         _start_ray(self.options)   # first: it sets Ray's environment before Ray is imported
 
@@ -112,7 +137,7 @@ class Server:
 
         self.controller = self._create_controller(ray.remote(Controller))
         ray.get(self.controller.start.remote())
-        self.router = Router(self.options.listen, self.controller)
+        self.router = Router(self.options.listen, self.controller, security=security)
         self.router.start(ray.get(self.controller.routing.remote()))
 
     def _create_controller(self, remote_controller):

@@ -35,7 +35,7 @@ from collections import OrderedDict
 import zmq
 
 from plinth import limits, placement, protocol
-from plinth.errors import (BrokerError, InternalError, MalformedRequestError,
+from plinth.errors import (BrokerError, InternalError, MalformedRequestError, NotAuthorizedError,
                            PartitionOutOfRangeError, RecordTooLargeError, RequestTimedOutError,
                            TooManyRequestsError, UnavailableError, UnknownTopicError)
 
@@ -51,8 +51,10 @@ _ADMIN_ADDRESS_FORMAT = "inproc://plinth-router-admin-{}"
 class Router:
     """Construct, ``start()`` and ``stop()`` from the server's main thread."""
 
-    def __init__(self, listen: str, controller, context: zmq.Context | None = None):
+    def __init__(self, listen: str, controller, context: zmq.Context | None = None,
+                 security=None):
         self.listen = listen
+        self._security = security   # router.security.Security, or None for plaintext
         self._controller = controller
         self._context = context or zmq.Context.instance()
         self._admin_queue: queue.Queue = queue.Queue(maxsize=ADMIN_QUEUED_MAX)
@@ -73,6 +75,9 @@ class Router:
         self._frontend.setsockopt(zmq.RCVHWM, limits.SOCKET_MESSAGES_HWM)
         self._frontend.setsockopt(zmq.SNDHWM, limits.SOCKET_MESSAGES_HWM)
         self._frontend.setsockopt(zmq.LINGER, 0)
+        if self._security is not None:
+            self._security.start(self._context)
+            self._security.apply(self._frontend)
         try:
             self._frontend.bind(self.listen)
         except zmq.ZMQError as exc:
@@ -91,6 +96,8 @@ class Router:
         self._admin_queue.put(None)
         for thread in self._threads:
             thread.join(10)
+        if self._security is not None:
+            self._security.stop()
 
     # --- Loop thread ---------------------------------------------------------------
 
@@ -151,6 +158,12 @@ class Router:
         except MalformedRequestError as exc:
             self._reply(client_id, protocol.encode_error(0, exc))
             return
+        if self._security is not None:
+            try:
+                self._security.authorize(header, view)
+            except NotAuthorizedError as exc:
+                self._reply(client_id, protocol.encode_error(view.request_id, exc))
+                return
         if view.kind in protocol.PARTITION_KINDS:
             self._route(frames, view)
         elif view.kind in protocol.GROUP_KINDS:

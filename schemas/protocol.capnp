@@ -198,6 +198,7 @@ enum ErrorCode {
   invalidGroup @22;              # bad group name
   unknownGroup @23;              # no members and no committed offsets
   outOfOrderSequence @24;        # idempotent producer: a gap or a stale retry
+  notAuthorized @25;             # the client's key lacks the ACL grant
 }
 
 struct ProduceResult {

@@ -98,3 +98,36 @@ def test_embedded_serve_starts_its_own_ray_serves_and_exits_cleanly_on_sigterm(t
     assert code == 0, "".join(output[-30:])
     assert (tmp_path / "d" / "ray" / "auth_token").exists()
     assert not (tmp_path / "home" / ".ray").exists()
+
+
+def test_group_commands_describe_lag_and_reset_offsets(shared_broker):
+    topic, group = unique_topic("cli"), unique_topic("grp")
+    plinth(shared_broker.url, "topic", "create", topic, "--partitions", "2")
+    plinth(shared_broker.url, "produce", topic, "--partition", "0", stdin="a\nb\nc\nd\n")
+    # A group member reads two records and commits on exit
+    consumed = plinth(shared_broker.url, "consume", topic, "--group", group, "--from-beginning",
+                      "--max-messages", "4", "--timeout-ms", "20000")
+    assert consumed.returncode == 0, consumed.stderr
+    assert sorted(consumed.stdout.split()) == ["a", "b", "c", "d"]
+    assert group in plinth(shared_broker.url, "group", "list").stdout.split()
+    described = plinth(shared_broker.url, "group", "describe", group)
+    assert described.returncode == 0, described.stderr
+    rows = {tuple(line.split()[:2]): line.split() for line in described.stdout.splitlines()
+            if line.startswith(topic)}
+    assert rows[(topic, "0")][2:5] == ["4", "4", "0"]       # committed, end, lag
+    # Resetting to the earliest offset makes all four records lag again
+    reset = plinth(shared_broker.url, "group", "reset", group, "--topic", topic, "--to-earliest")
+    assert reset.returncode == 0, reset.stderr
+    described = plinth(shared_broker.url, "group", "describe", group)
+    row = next(line.split() for line in described.stdout.splitlines() if line.startswith(f"{topic} "))
+    assert row[2:5] == ["0", "4", "4"]
+
+
+def test_topic_alter_changes_config(shared_broker):
+    topic = unique_topic("cli")
+    plinth(shared_broker.url, "topic", "create", topic)
+    altered = plinth(shared_broker.url, "topic", "alter", topic, "--config", "retention.ms=3600000")
+    assert altered.returncode == 0, altered.stderr
+    assert "retention.ms=3600000" in plinth(shared_broker.url, "topic", "describe", topic).stdout
+    bad = plinth(shared_broker.url, "topic", "alter", topic, "--config", "retention.ms=soon")
+    assert bad.returncode != 0 and "not an integer" in bad.stderr

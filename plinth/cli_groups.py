@@ -1,0 +1,81 @@
+"""``plinth group list|describe|reset``: consumer groups from the command line.
+
+Runs in the user's shell process, through the Admin client.
+"""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group("group")
+def group_cli():
+    """List, describe and reset consumer groups."""
+
+
+def admin_for(ctx):
+    """An Admin client for the command's --broker and keys (every client command uses it)."""
+    from plinth.client.admin import Admin
+
+    return Admin(broker=ctx.obj["broker"], request_timeout_ms=ctx.obj["request_timeout_ms"])
+
+
+@group_cli.command("list")
+@click.pass_context
+def group_list(ctx):
+    with admin_for(ctx) as admin:
+        for name in admin.list_groups():
+            click.echo(name)
+
+
+@group_cli.command("describe")
+@click.argument("name")
+@click.pass_context
+def group_describe(ctx, name):
+    """Members with their partitions; committed offset, log end offset and lag per partition."""
+    with admin_for(ctx) as admin:
+        info = admin.describe_group(name)
+        rows = admin.group_lag(name)
+    click.echo(f"group {info.group}  assignor {info.assignor}  epoch {info.epoch}  "
+               f"members {len(info.members)}")
+    owner = {}
+    for member in info.members:
+        parts = ", ".join(f"{t}-{p}" for t, p in sorted(member.assignment)) or "-"
+        click.echo(f"  member {member.member_id}  epoch {member.member_epoch}  partitions {parts}")
+        owner.update({tp: member.member_id[:8] for tp in member.assignment})
+    click.echo(f"{'topic':<24} {'partition':>9} {'committed':>12} {'end':>12} {'lag':>10}  member")
+    for topic, partition, committed, end, lag in rows:
+        click.echo(f"{topic:<24} {partition:>9} {_dash(committed):>12} {end:>12} {_dash(lag):>10}  "
+                   f"{owner.get((topic, partition), '-')}")
+
+
+def _dash(value) -> str:
+    return "-" if value is None else str(value)
+
+
+@group_cli.command("reset")
+@click.argument("name")
+@click.option("--topic", "topic_name", required=True)
+@click.option("--to-earliest", is_flag=True)
+@click.option("--to-latest", is_flag=True)
+@click.option("--to-offset", type=int, default=None)
+@click.pass_context
+def group_reset(ctx, name, topic_name, to_earliest, to_latest, to_offset):
+    """Move the group's committed offsets on every partition of TOPIC.
+
+    The group's coordinator refuses (GroupNotEmptyError) while it has members.
+    """
+    chosen = [to_earliest, to_latest, to_offset is not None]
+    if sum(chosen) != 1:
+        raise click.UsageError("give exactly one of --to-earliest, --to-latest, --to-offset N")
+    with admin_for(ctx) as admin:
+        offsets = {}
+        for partition in range(admin.partition_count(topic_name)):
+            if to_offset is not None:
+                offsets[(topic_name, partition)] = to_offset
+                continue
+            info = admin.list_offsets(topic_name, partition)
+            offsets[(topic_name, partition)] = info.start_offset if to_earliest else info.end_offset
+        admin.reset_group_offsets(name, offsets)
+    for (topic, partition), offset in sorted(offsets.items()):
+        click.echo(f"{name} {topic}-{partition} -> {offset}")
