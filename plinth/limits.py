@@ -19,6 +19,10 @@ HEADER_BYTES_MAX = 64 * KiB
 # Queued messages per socket (ZMQ SNDHWM/RCVHWM). Bounds broker memory for
 # clients that send faster than the broker drains.
 SOCKET_MESSAGES_HWM = 1000
+# Requests one client may have waiting at the shards (Kafka: a muted channel
+# beyond max.in.flight); more get tooManyRequests. Bounds what one client can
+# make the router and shards hold.
+CLIENT_REQUESTS_IN_FLIGHT_MAX = 256
 # Cap'n Proto traversal limit when reading a header: stops a crafted message
 # from making the reader walk gigabytes of pointers.
 HEADER_TRAVERSAL_WORDS_MAX = HEADER_BYTES_MAX // 8
@@ -110,6 +114,7 @@ def _check_relations() -> None:
     assert SEGMENT_BYTES_MIN <= SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX < 2**32
     assert BATCH_BYTES_MAX < SEGMENT_BYTES_MAX
     assert FETCH_WAIT_MS_DEFAULT <= FETCH_WAIT_MS_MAX
+    assert PRODUCER_REQUESTS_IN_FLIGHT_MAX <= CLIENT_REQUESTS_IN_FLIGHT_MAX <= SOCKET_MESSAGES_HWM
     assert SESSION_TIMEOUT_MS_MIN <= SESSION_TIMEOUT_MS_DEFAULT <= SESSION_TIMEOUT_MS_MAX
     # A member must get several heartbeats in per session timeout.
     assert HEARTBEAT_INTERVAL_MS_MAX * 3 <= SESSION_TIMEOUT_MS_DEFAULT

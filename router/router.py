@@ -61,8 +61,12 @@ class Router:
         self._admin_address = _ADMIN_ADDRESS_FORMAT.format(id(self))
         self._routes: dict[str, list[str]] = {}           # topic -> shard id per partition
         self._backends: dict[str, tuple[str, zmq.Socket]] = {}  # shard id -> (address, DEALER)
+        self._shard_of_socket: dict[zmq.Socket, str] = {}
         self._held: dict[str, list] = {}                    # topic -> frames awaiting routing
         self._unknown: OrderedDict[str, float] = OrderedDict()  # topic -> forget-at time
+        # shard id -> client id -> requests forwarded and not yet answered. Per shard,
+        # so that a shard restarting (its requests lost) can be forgotten whole.
+        self._in_flight: dict[str, dict[bytes, int]] = {}
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -122,7 +126,8 @@ class Router:
                 elif sock is self._admin_pull:
                     self._drain(self._admin_pull, self._on_admin_result)
                 else:
-                    self._drain(sock, self._on_shard_reply)
+                    shard_id = self._shard_of_socket[sock]
+                    self._drain(sock, lambda frames: self._on_shard_reply(shard_id, frames))
             registered = self._forget_closed(poller, registered)
         self._close_sockets()
 
@@ -130,6 +135,7 @@ class Router:
         live = {backend for _, backend in self._backends.values()}
         for sock in registered - live:
             poller.unregister(sock)
+            self._shard_of_socket.pop(sock, None)
             sock.close(linger=0)
         return registered & live
 
@@ -199,12 +205,24 @@ class Router:
         self._forward(shard_id, frames, view)
 
     def _forward(self, shard_id: str, frames: list, view: protocol.RequestView) -> None:
+        client = frames[0].bytes
+        counted = not (view.kind == "produce" and view.acks == 0)   # those get no reply
+        in_flight = sum(per_client.get(client, 0) for per_client in self._in_flight.values())
+        if counted and in_flight >= limits.CLIENT_REQUESTS_IN_FLIGHT_MAX:
+            self._reply(frames[0], protocol.encode_error(view.request_id, TooManyRequestsError(
+                f"client has {in_flight} requests in flight, the limit is "
+                f"{limits.CLIENT_REQUESTS_IN_FLIGHT_MAX}; wait for replies")))
+            return
         _, backend = self._backends[shard_id]
         try:
             backend.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.Again:
             self._reply(frames[0], protocol.encode_error(view.request_id, TooManyRequestsError(
                 f"{shard_id} has {limits.SOCKET_MESSAGES_HWM} requests queued; retry later")))
+            return
+        if counted:
+            per_client = self._in_flight.setdefault(shard_id, {})
+            per_client[client] = per_client.get(client, 0) + 1
 
     def _hold(self, frames: list, view: protocol.RequestView) -> None:
         client_id = frames[0]
@@ -233,7 +251,14 @@ class Router:
             self._reply(client_id, protocol.encode_error(request_id, TooManyRequestsError(
                 f"router admin queue is full ({ADMIN_QUEUED_MAX} requests)")))
 
-    def _on_shard_reply(self, frames: list) -> None:
+    def _on_shard_reply(self, shard_id: str, frames: list) -> None:
+        per_client = self._in_flight.get(shard_id, {})
+        client = frames[0].bytes
+        left = per_client.get(client, 0) - 1
+        if left > 0:
+            per_client[client] = left
+        else:
+            per_client.pop(client, None)
         try:
             self._frontend.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.Again:
@@ -278,6 +303,9 @@ class Router:
             backend.setsockopt(zmq.LINGER, 0)
             backend.connect(address)
             self._backends[shard_id] = (address, backend)
+            self._shard_of_socket[backend] = shard_id
+            # Requests sent to the shard's old address will never be answered.
+            self._in_flight.pop(shard_id, None)
 
     def _reply(self, client_id, reply: bytes) -> None:
         try:

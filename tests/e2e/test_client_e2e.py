@@ -191,3 +191,26 @@ def test_topics_and_records_survive_a_clean_restart(broker_factory):
     broker.restart()
     records = consume_all(broker.url, topic, 100)
     assert sorted(int(r.value) for r in records) == list(range(100))
+
+
+def test_a_client_with_too_many_requests_in_flight_gets_too_many_requests(shared_broker, admin):
+    # Given a client that sends more long-polling fetches than the router lets one client have
+    topic = unique_topic()
+    admin.create_topic(topic, 1)
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(shared_broker.url)
+    try:
+        extra = 5
+        for i in range(limits.CLIENT_REQUESTS_IN_FLIGHT_MAX + extra):
+            sock.send_multipart([protocol.encode_fetch(i, topic, 0, 0, 1000, 10_000)])
+        # Then exactly the extra ones are refused at once, naming the limit
+        refused = []
+        while len(refused) < extra and sock.poll(5_000):
+            reply = protocol.decode_reply(sock.recv_multipart()[0])
+            refused.append(reply)
+        assert len(refused) == extra
+        assert all(type(r.error).__name__ == "TooManyRequestsError" for r in refused)
+        assert str(limits.CLIENT_REQUESTS_IN_FLIGHT_MAX) in str(refused[0].error)
+    finally:
+        sock.close()
