@@ -16,9 +16,11 @@ from dataclasses import dataclass
 import zmq
 
 from plinth import limits, protocol
-from plinth.errors import ClosedError, PlinthTimeoutError
+from plinth.errors import ClosedError, PlinthTimeoutError, UnavailableError
 
 DEFAULT_BROKER = "tcp://127.0.0.1:7400"
+# How long a send waits for any router connection to come up, with several routers.
+_ROUTER_WAIT_MS = 1000
 
 
 @dataclass(frozen=True)
@@ -32,11 +34,13 @@ class BrokerAddress:
 
 
 def broker_url(broker: str | None) -> str:
-    """Normalize a broker address: None -> $PLINTH_BROKER or the default; add tcp://."""
-    url = broker or os.environ.get("PLINTH_BROKER") or DEFAULT_BROKER
-    if "://" not in url:
-        url = f"tcp://{url}"
-    return url
+    """Normalize a broker address: None -> $PLINTH_BROKER or the default; add tcp://.
+
+    Several routers may be given, comma-separated: the client spreads requests
+    over those it is connected to and fails over when one goes away.
+    """
+    urls = (broker or os.environ.get("PLINTH_BROKER") or DEFAULT_BROKER).split(",")
+    return ",".join(url if "://" in url else f"tcp://{url}" for url in map(str.strip, urls))
 
 
 def broker_address(broker=None, curve_key_file: str | None = None,
@@ -76,8 +80,16 @@ class Connection:
         self.socket.setsockopt(zmq.SNDHWM, limits.SOCKET_MESSAGES_HWM)
         self.socket.setsockopt(zmq.RCVHWM, limits.SOCKET_MESSAGES_HWM)
         self.socket.setsockopt(zmq.MAXMSGSIZE, limits.FRAME_BYTES_MAX)
+        urls = self.url.split(",")
+        # With several routers, queue only on live connections, so requests go
+        # to the routers that are up rather than wait for one that is down.
+        self._send_flags = 0
+        if len(urls) > 1:
+            self.socket.setsockopt(zmq.IMMEDIATE, 1)
+            self._send_flags = zmq.NOBLOCK
         try:
-            self.socket.connect(self.url)
+            for url in urls:
+                self.socket.connect(url)
         except zmq.ZMQError as exc:
             self.socket.close()
             raise ValueError(f"cannot connect to broker {self.url!r}: {exc}") from None
@@ -92,7 +104,16 @@ class Connection:
         if self.closed:
             raise ClosedError(f"connection to {self.url} is closed")
         frames = [header] if payload is None else [header, payload]
-        self.socket.send_multipart(frames, copy=payload is None)
+        for attempt in range(2):
+            try:
+                self.socket.send_multipart(frames, self._send_flags, copy=payload is None)
+                return
+            except zmq.Again:
+                # No connection is up (yet): give the handshakes a moment, once.
+                if attempt == 1 or not self.socket.poll(_ROUTER_WAIT_MS, zmq.POLLOUT):
+                    raise UnavailableError(
+                        f"none of the routers {self.url} is reachable "
+                        f"(waited {_ROUTER_WAIT_MS} ms)") from None
 
     def recv(self, timeout_ms: float) -> tuple[protocol.ReplyView, object] | None:
         """One reply (view, payload frame or None), or None if none came in time.

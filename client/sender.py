@@ -150,8 +150,15 @@ class Sender:
             batch.encoded = self._encode(batch)
         request_id = self._conn.next_request_id()
         header = protocol.encode_produce(request_id, batch.topic, batch.partition, self.acks)
-        self._conn.send(header, batch.encoded)
         batch.attempts += 1
+        try:
+            self._conn.send(header, batch.encoded)
+        except UnavailableError as exc:   # no router reachable right now
+            if self.idempotent:
+                self._settle(batch, None, exc)   # stays at its queue's head, retried later
+            else:
+                self.accumulator.complete(batch, None, exc)
+            return
         if self.acks == 0:
             self.accumulator.complete(batch, -1)
             return

@@ -1,4 +1,4 @@
-"""The ``plinth`` command line: serve, topic, produce, consume.
+"""The ``plinth`` command line: serve, topic, produce, consume, bench.
 
 Runs in the user's shell process. Client commands take ``--broker URL``
 (environment PLINTH_BROKER, default tcp://127.0.0.1:7400). Every error a user
@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from plinth import limits
+from plinth.cli_groups import admin_for as _admin, group_cli
 from plinth.errors import PlinthError
 
 DEFAULT_BROKER = "tcp://127.0.0.1:7400"
@@ -35,10 +36,23 @@ class _Group(click.Group):
               help="Router address for client commands.")
 @click.option("--request-timeout-ms", type=click.IntRange(1, 3_600_000), default=30_000,
               show_default=True, help="How long client commands wait for the broker.")
+@click.option("--curve-key-file", envvar="PLINTH_CURVE_KEY_FILE", default=None,
+              type=click.Path(exists=True, dir_okay=False),
+              help="This client's .key_secret (plinth keygen), for a CurveZMQ broker.")
+@click.option("--curve-server-key-file", envvar="PLINTH_CURVE_SERVER_KEY_FILE", default=None,
+              type=click.Path(exists=True, dir_okay=False), help="The broker's public .key file.")
 @click.pass_context
-def main(ctx, broker, request_timeout_ms):
+def main(ctx, broker, request_timeout_ms, curve_key_file, curve_server_key_file):
     """Plinth: a durable, partitioned log broker."""
-    ctx.obj = {"broker": broker, "request_timeout_ms": request_timeout_ms}
+    from plinth.client.connection import broker_address
+
+    ctx.obj = {"broker": broker, "request_timeout_ms": request_timeout_ms,
+               "curve_key_file": curve_key_file, "curve_server_key_file": curve_server_key_file}
+    if ctx.invoked_subcommand not in ("serve", "router", "keygen"):
+        try:
+            ctx.obj["broker"] = broker_address(broker, curve_key_file, curve_server_key_file)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
 
 
 @main.command()
@@ -51,14 +65,65 @@ def main(ctx, broker, request_timeout_ms):
               show_default=True, help="always: acknowledge a produce only after fsync.")
 @click.option("--fsync-interval-ms", type=click.IntRange(1, 3_600_000),
               default=limits.FSYNC_INTERVAL_MS_DEFAULT, show_default=True)
-def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms):
+@click.option("--curve-secret-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="The server's .key_secret: encrypt and authenticate clients.")
+@click.option("--authorized-keys", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Directory of the .key files of clients allowed to connect.")
+@click.option("--acl", "acl_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="JSON file of grants per client key (see plinth/acl.py).")
+@click.option("--allow-insecure", is_flag=True,
+              help="Allow plaintext on a non-loopback --listen address.")
+@click.option("--cluster-name", default=None,
+              help="Name of this broker in the Ray cluster; `plinth router` joins by it.")
+def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms,
+          curve_secret_key, authorized_keys, acl_file, allow_insecure, cluster_name):
     """Run the broker until SIGTERM or Ctrl-C."""
     from plinth.server import ServeOptions, serve as run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     options = ServeOptions(data_dir=data_dir, listen=listen, shards=shards, ray_address=ray_address,
-                           fsync_policy=fsync_policy, fsync_interval_ms=fsync_interval_ms)
+                           fsync_policy=fsync_policy, fsync_interval_ms=fsync_interval_ms,
+                           curve_secret_key=curve_secret_key, authorized_keys=authorized_keys,
+                           acl_file=acl_file, allow_insecure=allow_insecure,
+                           cluster_name=cluster_name)
     sys.exit(run(options, ready=lambda line: click.echo(line, err=False) or sys.stdout.flush()))
+
+
+@main.command()
+@click.option("--ray-address", required=True, help="The Ray cluster the broker runs in (or auto).")
+@click.option("--cluster-name", required=True, help="The broker's --cluster-name.")
+@click.option("--listen", default=DEFAULT_BROKER, show_default=True)
+@click.option("--curve-secret-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None)
+@click.option("--authorized-keys", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None)
+@click.option("--acl", "acl_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None)
+@click.option("--allow-insecure", is_flag=True)
+def router(ray_address, cluster_name, listen, curve_secret_key, authorized_keys, acl_file,
+           allow_insecure):
+    """Run one more router for a running broker (e.g. one per node), until SIGTERM."""
+    from plinth.server import RouterOptions, run_router
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    options = RouterOptions(ray_address=ray_address, cluster_name=cluster_name, listen=listen,
+                            curve_secret_key=curve_secret_key, authorized_keys=authorized_keys,
+                            acl_file=acl_file, allow_insecure=allow_insecure)
+    sys.exit(run_router(options, ready=lambda line: click.echo(line) or sys.stdout.flush()))
+
+
+@main.command()
+@click.argument("name")
+@click.option("--out", "out_dir", default=".", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path))
+def keygen(name, out_dir):
+    """Write a CurveZMQ key pair: NAME.key (public, share it) and NAME.key_secret."""
+    import zmq.auth
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    public_file, secret_file = zmq.auth.create_certificates(str(out_dir), name)
+    Path(secret_file).chmod(0o600)
+    click.echo(f"public key: {public_file}\nsecret key: {secret_file}")
 
 
 # --- topic ---------------------------------------------------------------------
@@ -68,10 +133,6 @@ def topic():
     """Create, list, describe and delete topics."""
 
 
-def _admin(ctx):
-    from plinth.client.admin import Admin
-
-    return Admin(broker=ctx.obj["broker"], request_timeout_ms=ctx.obj["request_timeout_ms"])
 
 
 @topic.command("create")
@@ -81,15 +142,31 @@ def _admin(ctx):
               help="Topic config, e.g. segment.bytes=1048576 (repeatable).")
 @click.pass_context
 def topic_create(ctx, name, partitions, configs):
+    with _admin(ctx) as admin:
+        info = admin.create_topic(name, partitions, config=_parse_config(configs))
+    click.echo(f"created topic {info.name} with {info.partitions} partitions")
+
+
+@topic.command("alter")
+@click.argument("name")
+@click.option("--config", "configs", multiple=True, metavar="KEY=VALUE", required=True,
+              help="Topic config to change, e.g. retention.ms=3600000 (repeatable).")
+@click.pass_context
+def topic_alter(ctx, name, configs):
+    with _admin(ctx) as admin:
+        info = admin.alter_topic(name, _parse_config(configs))
+    click.echo(f"altered topic {info.name}: " +
+               " ".join(f"{k}={v}" for k, v in sorted(info.config.items())))
+
+
+def _parse_config(configs) -> dict[str, str]:
     config = {}
     for item in configs:
         key, sep, value = item.partition("=")
         if not sep:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--config")
         config[key] = value
-    with _admin(ctx) as admin:
-        info = admin.create_topic(name, partitions, config=config)
-    click.echo(f"created topic {info.name} with {info.partitions} partitions")
+    return config
 
 
 @topic.command("list")
@@ -163,20 +240,24 @@ def produce(ctx, topic_name, partition, key_separator, acks, linger_ms):
 @click.option("--max-messages", type=int, default=None, help="Exit after N records.")
 @click.option("--timeout-ms", type=int, default=None, help="Exit after T ms without new records.")
 @click.option("--print-key", is_flag=True, help="Print KEY<TAB>VALUE.")
+@click.option("--group", default=None, help="Consume as a member of this consumer group.")
 @click.pass_context
-def consume(ctx, topic_name, partition, offset, from_beginning, max_messages, timeout_ms, print_key):
+def consume(ctx, topic_name, partition, offset, from_beginning, max_messages, timeout_ms, print_key,
+            group):
     """Print records' values, one per line."""
     from plinth.client.consumer import Consumer
 
     if offset is not None and partition is None:
         raise click.UsageError("--offset needs --partition")
-    consumer = Consumer(broker=ctx.obj["broker"], request_timeout_ms=ctx.obj["request_timeout_ms"],
+    if group is not None and partition is not None:
+        raise click.UsageError("--group gets its partitions from the group; drop --partition")
+    # With or without a group, subscribing reads the topic; --partition assigns one.
+    consumer = Consumer(*([topic_name] if partition is None else []), broker=ctx.obj["broker"],
+                        request_timeout_ms=ctx.obj["request_timeout_ms"], group=group,
                         auto_offset_reset="earliest" if from_beginning else "latest",
                         consumer_timeout_ms=float("inf") if timeout_ms is None else timeout_ms)
     with consumer:
-        if partition is None:
-            consumer.subscribe([topic_name])
-        else:
+        if partition is not None:
             consumer.assign([(topic_name, partition)])
             if offset is not None:
                 consumer.seek(topic_name, partition, offset)
@@ -197,6 +278,96 @@ def _print_records(consumer, max_messages, print_key) -> None:
         if max_messages is not None and count >= max_messages:
             break
     out.flush()
+
+
+# --- bench -------------------------------------------------------------------------
+
+@main.group()
+def bench():
+    """Measure throughput and latency of a running broker (see plinth/bench.py)."""
+
+
+def _bench_options(*names):
+    """The shared ``plinth bench`` options, in this order, limited to ``names``."""
+    options = {
+        "messages": click.option("--messages", type=click.IntRange(1), default=None,
+                                 help="Records in all (produce/consume default 1,000,000; e2e 100,000)."),
+        "value_bytes": click.option("--value-bytes", type=click.IntRange(0), default=100,
+                                    show_default=True),
+        "key_bytes": click.option("--key-bytes", type=click.IntRange(0), default=16, show_default=True,
+                                  help="Random keys (up to 1,048,576 distinct per producer); 0: no key."),
+        "partitions": click.option("--partitions", type=click.IntRange(1), default=4, show_default=True,
+                                   help="Partitions of the topic if it is created."),
+        "producers": click.option("--producers", type=click.IntRange(1, 64), default=1,
+                                  show_default=True, help="Producer processes, one Producer each."),
+        "linger_ms": click.option("--linger-ms", type=click.FloatRange(0), default=None,
+                                  help="Producer linger (default: the Producer's 5 ms)."),
+        "batch_bytes_max": click.option("--batch-bytes-max", type=click.IntRange(1, limits.BATCH_BYTES_MAX),
+                                        default=None, help="Producer batch size (default 1 MiB)."),
+        "acks": click.option("--acks", type=click.Choice(["0", "1", "all"]), default="1",
+                             show_default=True),
+        "topic": click.option("--topic", default=None,
+                              help="Topic to use, created if missing (default: a fresh one)."),
+        "rate": click.option("--rate", type=click.FloatRange(0, min_open=True), default=None,
+                             help="Records/s over all producers (default: flat out)."),
+        "duration_s": click.option("--duration-s", type=click.FloatRange(0, min_open=True), default=None,
+                                   help="Send for this long instead of --messages records."),
+        "watch_memory": click.option("--watch-memory", is_flag=True,
+                                     help="Sample the RSS of the local broker's processes."),
+        "as_json": click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
+    }
+
+    def decorate(fn):
+        for name in reversed(names):
+            fn = options[name](fn)
+        return click.pass_context(fn)
+    return decorate
+
+
+_BENCH_COMMON = ("messages", "value_bytes", "key_bytes", "partitions", "producers", "linger_ms",
+                 "batch_bytes_max", "acks", "topic")
+
+
+@bench.command("produce")
+@_bench_options(*_BENCH_COMMON, "rate", "duration_s", "watch_memory", "as_json")
+def bench_produce(ctx, as_json, **options):
+    """Producers flat out (or at --rate); latency from send() to acknowledgement."""
+    _run_bench(ctx, "produce", as_json, options, messages_default=1_000_000)
+
+
+@bench.command("consume")
+@_bench_options(*_BENCH_COMMON, "watch_memory", "as_json")
+def bench_consume(ctx, as_json, **options):
+    """Read --messages records from the start (producing them first, untimed, if missing)."""
+    _run_bench(ctx, "consume", as_json, options, messages_default=1_000_000)
+
+
+@bench.command("e2e")
+@_bench_options(*_BENCH_COMMON, "rate", "watch_memory", "as_json")
+def bench_e2e(ctx, as_json, **options):
+    """Latency from send() to delivery in a consumer process, at --rate records/s."""
+    _run_bench(ctx, "e2e", as_json, options, messages_default=100_000)
+
+
+def _run_bench(ctx, command, as_json, options, messages_default):
+    import json
+
+    from plinth import bench as benchmarks
+
+    options["messages"] = options["messages"] or messages_default
+    config = benchmarks.BenchConfig(broker=ctx.obj["broker"],
+                                    request_timeout_ms=ctx.obj["request_timeout_ms"], **options)
+    try:
+        config.check(command)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    run = {"produce": benchmarks.run_produce, "consume": benchmarks.run_consume,
+           "e2e": benchmarks.run_e2e}[command]
+    report = run(config)
+    click.echo(json.dumps(report.to_json()) if as_json else report.format_table())
+
+
+main.add_command(group_cli)
 
 
 if __name__ == "__main__":

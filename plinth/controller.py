@@ -51,6 +51,7 @@ class Controller:
         self._fsync_interval_ms = fsync_interval_ms
         self._shards: dict[str, ray.actor.ActorHandle] = {}
         self._addresses: dict[str, str] = {}
+        self._routers: dict[str, str] = {}   # listen address -> node address
 
     def _load(self) -> dict:
         path = self.data_dir / METADATA_FILE
@@ -121,6 +122,12 @@ class Controller:
         if self._addresses.get(shard_id) != address:
             log.info("%s now listens at %s", shard_id, address)
         self._addresses[shard_id] = address
+
+    def router_started(self, listen: str, node_address: str) -> None:
+        self._routers[listen] = node_address
+
+    def router_stopped(self, listen: str) -> None:
+        self._routers.pop(listen, None)
 
     def shard_pids(self) -> dict[str, int]:
         """Process id of every shard actor (operators and fault-injection tests)."""

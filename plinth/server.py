@@ -57,6 +57,7 @@ class ServeOptions:
     authorized_keys: Path | None = None      # directory of clients' .key files
     acl_file: Path | None = None
     allow_insecure: bool = False             # plaintext on a non-loopback address
+    cluster_name: str | None = None          # names the Ray namespace; routers join by it
 
     def security(self):
         """The router's Security, or None; refuses plaintext beyond loopback unless allowed."""
@@ -77,14 +78,17 @@ class ServeOptions:
         return Security(self.curve_secret_key, self.authorized_keys, self.acl_file)
 
 
-def namespace_for(data_dir: Path) -> str:
-    """The Ray namespace of the broker that owns ``data_dir``: one per data dir."""
+def namespace_for(data_dir: Path, cluster_name: str | None = None) -> str:
+    """The Ray namespace of a broker: ``plinth-<cluster name>``, or by default one
+    derived from its data dir. Extra routers find the broker by it."""
+    if cluster_name:
+        return f"plinth-{cluster_name}"
     digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
     return f"plinth-{digest}"
 
 
 def _start_ray(options: ServeOptions) -> None:
-    namespace = namespace_for(options.data_dir)
+    namespace = namespace_for(options.data_dir, options.cluster_name)
     if options.ray_address:
         import ray
 
@@ -139,6 +143,7 @@ class Server:
         ray.get(self.controller.start.remote())
         self.router = Router(self.options.listen, self.controller, security=security)
         self.router.start(ray.get(self.controller.routing.remote()))
+        self.controller.router_started.remote(self.options.listen, ray.util.get_node_ip_address())
 
     def _create_controller(self, remote_controller):
         # After a crash, Ray may still hold the dead broker's controller name
@@ -173,16 +178,63 @@ class Server:
 
 def serve(options: ServeOptions, ready=print) -> int:
     """Run the broker until SIGTERM or SIGINT; returns the exit code."""
-    stop = threading.Event()
     server = Server(options)
     server.start()
-    # After Ray started: ray.init installs its own SIGTERM handler, which
-    # would kill the process without flushing.
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
     ready(f"plinth ready: listening on {options.listen} (data dir {options.data_dir})")
-    while not stop.wait(1.0):
-        pass
+    _wait_for_signal()
     log.info("shutting down")
     server.stop()
+    return 0
+
+
+def _wait_for_signal() -> None:
+    # Installed after Ray started: ray.init sets its own SIGTERM handler, which
+    # would end the process without flushing.
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        pass
+
+
+@dataclass
+class RouterOptions:
+    ray_address: str
+    cluster_name: str
+    listen: str = "tcp://127.0.0.1:7400"
+    curve_secret_key: Path | None = None
+    authorized_keys: Path | None = None
+    acl_file: Path | None = None
+    allow_insecure: bool = False
+
+    def security(self):
+        return ServeOptions(data_dir=Path("."), listen=self.listen,
+                            curve_secret_key=self.curve_secret_key,
+                            authorized_keys=self.authorized_keys, acl_file=self.acl_file,
+                            allow_insecure=self.allow_insecure).security()
+
+
+def run_router(options: RouterOptions, ready=print) -> int:
+    """``plinth router``: one more router for a running broker, until SIGTERM."""
+    security = options.security()
+    import ray
+
+    from plinth.router.router import Router
+
+    ray.init(address=options.ray_address, namespace=f"plinth-{options.cluster_name}",
+             logging_level=logging.WARNING)
+    try:
+        controller = ray.get_actor(CONTROLLER_NAME)
+    except ValueError:
+        raise InvalidConfigError(
+            f"no broker named {options.cluster_name!r} runs in the Ray cluster at "
+            f"{options.ray_address} (start one with plinth serve --cluster-name)") from None
+    router = Router(options.listen, controller, security=security)
+    router.start(ray.get(controller.routing.remote()))
+    controller.router_started.remote(options.listen, ray.util.get_node_ip_address())
+    ready(f"plinth router ready: listening on {options.listen} (cluster {options.cluster_name})")
+    _wait_for_signal()
+    router.stop()
+    ray.get(controller.router_stopped.remote(options.listen), timeout=10)
+    ray.shutdown()
     return 0

@@ -1,0 +1,62 @@
+"""Several routers: `plinth router` joins a running broker by its cluster name;
+each router serves every partition; a client given both fails over."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+from plinth import Admin, Consumer, Producer
+from tests.support import free_port, unique_topic
+
+
+def start_router(ray_address: str, cluster: str) -> tuple[subprocess.Popen, str]:
+    url = f"tcp://127.0.0.1:{free_port()}"
+    proc = subprocess.Popen([sys.executable, "-m", "plinth.cli", "router", "--ray-address",
+                             ray_address, "--cluster-name", cluster, "--listen", url],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ready = threading.Event()
+    lines = []
+
+    def pump():
+        for line in proc.stdout:
+            lines.append(line)
+            if "router ready" in line:
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    assert ready.wait(120) and proc.poll() is None, "".join(lines)
+    return proc, url
+
+
+def test_a_second_router_serves_every_partition_and_clients_fail_over(broker_factory, ray_cluster):
+    cluster = unique_topic("cl")
+    broker = broker_factory(shards=2, extra_args=("--cluster-name", cluster))
+    proc, second = start_router(ray_cluster, cluster)
+    try:
+        topic = unique_topic("r")
+        with Admin(broker=second) as admin:
+            admin.create_topic(topic, 4)
+        # Writes through the second router reach every partition, reads through the first
+        with Producer(broker=second) as producer:
+            metas = [producer.send(topic, b"%d" % p, partition=p).get(30) for p in range(4)]
+        assert [m.partition for m in metas] == [0, 1, 2, 3]
+        with Consumer(topic, broker=broker.url, auto_offset_reset="earliest",
+                      consumer_timeout_ms=3_000) as consumer:
+            assert sorted(r.value for r in consumer) == [b"0", b"1", b"2", b"3"]
+        # A producer given both routers keeps going when the second one dies
+        with Producer(broker=f"{second},{broker.url}", request_timeout_ms=2_000) as producer:
+            producer.send(topic, b"before", partition=0).get(30)
+            proc.kill()
+            proc.wait(10)
+            futures = [producer.send(topic, b"after-%d" % i, partition=i % 4) for i in range(20)]
+            assert all(f.get(60).offset >= 0 for f in futures)
+    finally:
+        proc.kill()
+    with Consumer(topic, broker=broker.url, auto_offset_reset="earliest",
+                  consumer_timeout_ms=3_000) as consumer:
+        values = [r.value for r in consumer]
+    assert values.count(b"before") == 1
+    assert sorted(v for v in values if v.startswith(b"after")) == sorted(b"after-%d" % i for i in range(20))
