@@ -58,6 +58,10 @@ class Admin:
     def partition_count(self, name: str) -> int:
         return self._call(protocol.encode_metadata, [name]).topics[0].partitions
 
+    def status(self) -> protocol.StatusInfo:
+        """Nodes, shards (partitions, bytes, records/s) and routers of the broker."""
+        return self._call(protocol.encode_status_request).status
+
     # --- Consumer groups ---------------------------------------------------------
 
     def list_groups(self) -> list[str]:

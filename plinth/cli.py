@@ -75,8 +75,12 @@ def main(ctx, broker, request_timeout_ms, curve_key_file, curve_server_key_file)
               help="Allow plaintext on a non-loopback --listen address.")
 @click.option("--cluster-name", default=None,
               help="Name of this broker in the Ray cluster; `plinth router` joins by it.")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+              help="Serve Prometheus metrics on this port.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True)
 def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms,
-          curve_secret_key, authorized_keys, acl_file, allow_insecure, cluster_name):
+          curve_secret_key, authorized_keys, acl_file, allow_insecure, cluster_name,
+          metrics_port, metrics_host):
     """Run the broker until SIGTERM or Ctrl-C."""
     from plinth.server import ServeOptions, serve as run
 
@@ -85,7 +89,8 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
                            fsync_policy=fsync_policy, fsync_interval_ms=fsync_interval_ms,
                            curve_secret_key=curve_secret_key, authorized_keys=authorized_keys,
                            acl_file=acl_file, allow_insecure=allow_insecure,
-                           cluster_name=cluster_name)
+                           cluster_name=cluster_name, metrics_port=metrics_port,
+                           metrics_host=metrics_host)
     sys.exit(run(options, ready=lambda line: click.echo(line, err=False) or sys.stdout.flush()))
 
 
@@ -100,15 +105,18 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
 @click.option("--acl", "acl_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None)
 @click.option("--allow-insecure", is_flag=True)
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None)
+@click.option("--metrics-host", default="127.0.0.1", show_default=True)
 def router(ray_address, cluster_name, listen, curve_secret_key, authorized_keys, acl_file,
-           allow_insecure):
+           allow_insecure, metrics_port, metrics_host):
     """Run one more router for a running broker (e.g. one per node), until SIGTERM."""
     from plinth.server import RouterOptions, run_router
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     options = RouterOptions(ray_address=ray_address, cluster_name=cluster_name, listen=listen,
                             curve_secret_key=curve_secret_key, authorized_keys=authorized_keys,
-                            acl_file=acl_file, allow_insecure=allow_insecure)
+                            acl_file=acl_file, allow_insecure=allow_insecure,
+                            metrics_port=metrics_port, metrics_host=metrics_host)
     sys.exit(run_router(options, ready=lambda line: click.echo(line) or sys.stdout.flush()))
 
 
@@ -124,6 +132,26 @@ def keygen(name, out_dir):
     public_file, secret_file = zmq.auth.create_certificates(str(out_dir), name)
     Path(secret_file).chmod(0o600)
     click.echo(f"public key: {public_file}\nsecret key: {secret_file}")
+
+
+@main.command()
+@click.pass_context
+def status(ctx):
+    """Nodes, shards (partitions, bytes, records/s) and routers."""
+    with _admin(ctx) as admin:
+        info = admin.status()
+    click.echo("nodes")
+    for node_id, address, alive in info.nodes:
+        click.echo(f"  {node_id[:12]}  {address:<16} {'alive' if alive else 'DEAD'}")
+    click.echo(f"shards\n  {'shard':<10} {'state':<6} {'address':<24} {'partitions':>10} "
+               f"{'bytes':>14} {'records/s':>11} {'MB/s':>8}")
+    for shard in info.shards:
+        click.echo(f"  {shard.shard_id:<10} {'up' if shard.alive else 'DOWN':<6} {shard.address:<24} "
+                   f"{shard.partitions:>10} {shard.size_bytes:>14} {shard.records_per_s:>11.0f} "
+                   f"{shard.bytes_per_s / 1e6:>8.2f}")
+    click.echo("routers")
+    for address, node in info.routers:
+        click.echo(f"  {address}  on {node}")
 
 
 # --- topic ---------------------------------------------------------------------

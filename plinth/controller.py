@@ -129,6 +129,34 @@ class Controller:
     def router_stopped(self, listen: str) -> None:
         self._routers.pop(listen, None)
 
+    def shard_stats(self) -> dict[str, dict | None]:
+        """Each shard's ShardStats snapshot; None for a shard that does not answer."""
+        ids = list(self._shards)
+        refs = [self._shards[s].stats.remote() for s in ids]
+        out = {}
+        for shard_id, ref in zip(ids, refs):
+            try:
+                out[shard_id] = ray.get(ref, timeout=limits.STATUS_CALL_TIMEOUT_S)
+            except (ray.exceptions.RayError, TimeoutError):
+                out[shard_id] = None
+        return out
+
+    def status(self) -> protocol.StatusInfo:
+        """Nodes, shards (with partitions, bytes and rates) and routers."""
+        nodes = [(n["NodeID"], n["NodeManagerAddress"], bool(n["Alive"])) for n in ray.nodes()]
+        owned: dict[str, int] = {}
+        for topic in self._metadata["topics"].values():
+            for shard_id in topic["placement"]:
+                owned[shard_id] = owned.get(shard_id, 0) + 1
+        shards = []
+        for shard_id, stats in self.shard_stats().items():
+            size = sum(log["size_bytes"] for log in stats["logs"].values()) if stats else 0
+            shards.append(protocol.ShardStatus(
+                shard_id, self._addresses.get(shard_id, ""), stats is not None,
+                owned.get(shard_id, 0), size, stats["records_per_s"] if stats else 0.0,
+                stats["bytes_per_s"] if stats else 0.0))
+        return protocol.StatusInfo(nodes, shards, sorted(self._routers.items()))
+
     def shard_pids(self) -> dict[str, int]:
         """Process id of every shard actor (operators and fault-injection tests)."""
         ids = list(self._shards)

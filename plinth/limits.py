@@ -100,6 +100,8 @@ SHARD_RESTARTS_MAX = 100
 # restarted shards' new addresses.
 ROUTING_REFRESH_INTERVAL_S = 1.0
 CONTROL_CALL_TIMEOUT_S = 60.0
+# A shard that does not answer a status or metrics call this fast is reported down.
+STATUS_CALL_TIMEOUT_S = 5.0
 SHUTDOWN_GRACE_PERIOD_S = 30.0
 CLIENT_REQUEST_TIMEOUT_MS_DEFAULT = 30_000
 

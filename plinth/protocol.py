@@ -97,6 +97,24 @@ class HeartbeatView:
 
 
 @dataclass
+class ShardStatus:
+    shard_id: str
+    address: str
+    alive: bool
+    partitions: int
+    size_bytes: int
+    records_per_s: float
+    bytes_per_s: float
+
+
+@dataclass
+class StatusInfo:
+    nodes: list[tuple[str, str, bool]]            # (node id, address, alive)
+    shards: list[ShardStatus]
+    routers: list[tuple[str, str]]                # (listen address, node address)
+
+
+@dataclass
 class ReplyView:
     """A decoded Reply. ``error`` is a BrokerError or None."""
 
@@ -112,6 +130,7 @@ class ReplyView:
     committed: dict[tuple[str, int], int] = field(default_factory=dict)
     group: GroupInfo | None = None
     groups: list[str] = field(default_factory=list)
+    status: StatusInfo | None = None
 
 
 # --- Requests ---------------------------------------------------------------
@@ -200,6 +219,12 @@ def encode_group_request(request_id: int, kind: str, group: str) -> bytes:
     assert kind in ("fetchOffsets", "describeGroup"), kind
     msg = protocol.Request.new_message(requestId=request_id)
     msg.init(kind).group = group
+    return msg.to_bytes()
+
+
+def encode_status_request(request_id: int) -> bytes:
+    msg = protocol.Request.new_message(requestId=request_id)
+    msg.status = None
     return msg.to_bytes()
 
 
@@ -342,6 +367,24 @@ def encode_groups_reply(request_id: int, groups: list[str]) -> bytes:
     return msg.to_bytes()
 
 
+def encode_status_reply(request_id: int, info: StatusInfo) -> bytes:
+    msg = protocol.Reply.new_message(requestId=request_id)
+    body = msg.init("status")
+    nodes = body.init("nodes", len(info.nodes))
+    for i, (node_id, address, alive) in enumerate(info.nodes):
+        nodes[i].nodeId, nodes[i].address, nodes[i].alive = node_id, address, alive
+    shards = body.init("shards", len(info.shards))
+    for i, shard in enumerate(info.shards):
+        out = shards[i]
+        out.shardId, out.address, out.alive = shard.shard_id, shard.address, shard.alive
+        out.partitions, out.sizeBytes = shard.partitions, shard.size_bytes
+        out.recordsPerS, out.bytesPerS = shard.records_per_s, shard.bytes_per_s
+    routers = body.init("routers", len(info.routers))
+    for i, (address, node) in enumerate(info.routers):
+        routers[i].address, routers[i].node = address, node
+    return msg.to_bytes()
+
+
 def decode_reply(frame) -> ReplyView:
     """Decode a Reply frame from the broker (client side)."""
     try:
@@ -376,6 +419,13 @@ def _reply_view(rep) -> ReplyView:
         view.group = _group_info(rep.group)
     elif view.kind == "groups":
         view.groups = list(rep.groups)
+    elif view.kind == "status":
+        st = rep.status
+        view.status = StatusInfo(
+            nodes=[(n.nodeId, n.address, n.alive) for n in st.nodes],
+            shards=[ShardStatus(x.shardId, x.address, x.alive, x.partitions, x.sizeBytes,
+                                x.recordsPerS, x.bytesPerS) for x in st.shards],
+            routers=[(r.address, r.node) for r in st.routers])
     return view
 
 

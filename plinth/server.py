@@ -58,6 +58,8 @@ class ServeOptions:
     acl_file: Path | None = None
     allow_insecure: bool = False             # plaintext on a non-loopback address
     cluster_name: str | None = None          # names the Ray namespace; routers join by it
+    metrics_port: int | None = None          # Prometheus endpoint
+    metrics_host: str = "127.0.0.1"
 
     def security(self):
         """The router's Security, or None; refuses plaintext beyond loopback unless allowed."""
@@ -144,6 +146,10 @@ class Server:
         self.router = Router(self.options.listen, self.controller, security=security)
         self.router.start(ray.get(self.controller.routing.remote()))
         self.controller.router_started.remote(self.options.listen, ray.util.get_node_ip_address())
+        if self.options.metrics_port is not None:
+            from plinth.metrics import start_metrics_server
+
+            start_metrics_server(self.controller, self.options.metrics_port, self.options.metrics_host)
 
     def _create_controller(self, remote_controller):
         # After a crash, Ray may still hold the dead broker's controller name
@@ -206,6 +212,8 @@ class RouterOptions:
     authorized_keys: Path | None = None
     acl_file: Path | None = None
     allow_insecure: bool = False
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     def security(self):
         return ServeOptions(data_dir=Path("."), listen=self.listen,
@@ -232,6 +240,10 @@ def run_router(options: RouterOptions, ready=print) -> int:
     router = Router(options.listen, controller, security=security)
     router.start(ray.get(controller.routing.remote()))
     controller.router_started.remote(options.listen, ray.util.get_node_ip_address())
+    if options.metrics_port is not None:
+        from plinth.metrics import start_metrics_server
+
+        start_metrics_server(controller, options.metrics_port, options.metrics_host)
     ready(f"plinth router ready: listening on {options.listen} (cluster {options.cluster_name})")
     _wait_for_signal()
     router.stop()

@@ -361,6 +361,8 @@ class Router:
         if view.kind == "describeTopic":
             info = self._control(self._controller.describe_topic, view.topic)
             return protocol.encode_topics_reply(rid, [info]), False
+        if view.kind == "status":
+            return protocol.encode_status_reply(rid, self._control(self._controller.status)), False
         if view.kind == "listGroups":
             return protocol.encode_groups_reply(rid, self._control(self._controller.list_groups)), False
         if view.kind in ("listTopics", "metadata"):

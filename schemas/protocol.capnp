@@ -47,6 +47,7 @@ struct Request {
     listGroups @13 :Void;
     resetOffsets @14 :CommitOffsets;   # memberId empty; refused while the group has members
     alterTopic @15 :CreateTopic;   # partitions ignored; config entries replace those given
+    status @16 :Void;              # nodes, shards, routers (plinth status)
   }
 }
 
@@ -140,7 +141,35 @@ struct Reply {
     committed @8 :List(PartitionOffset);   # fetchOffsets
     group @9 :GroupInfo;         # describeGroup
     groups @10 :List(Text);      # listGroups
+    status @11 :StatusInfo;
   }
+}
+
+struct StatusInfo {
+  nodes @0 :List(NodeStatus);
+  shards @1 :List(ShardStatus);
+  routers @2 :List(RouterStatus);
+}
+
+struct NodeStatus {
+  nodeId @0 :Text;
+  address @1 :Text;
+  alive @2 :Bool;
+}
+
+struct ShardStatus {
+  shardId @0 :Text;
+  address @1 :Text;              # its ZeroMQ socket; the host is its node
+  alive @2 :Bool;
+  partitions @3 :UInt32;
+  sizeBytes @4 :UInt64;
+  recordsPerS @5 :Float64;       # produced, over the last ~10 s
+  bytesPerS @6 :Float64;
+}
+
+struct RouterStatus {
+  address @0 :Text;
+  node @1 :Text;
 }
 
 struct HeartbeatResult {

@@ -119,6 +119,9 @@ class ShardActor:
     def partitions(self) -> list[tuple[str, int]]:
         return self._server.call(self._server.partitions)
 
+    def stats(self) -> dict:
+        return self._server.call(self._server.stats_snapshot)
+
     def pid(self) -> int:
         import os
 

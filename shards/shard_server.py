@@ -50,6 +50,7 @@ from plinth.shards.group_coordinator import GroupCoordinator
 from plinth.shards.offset_store import OffsetStore
 from plinth.shards.partition_log import PartitionLog
 from plinth.shards.producer_state import ProducerStates
+from plinth.shards.shard_stats import ShardStats
 from plinth.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class ParkedFetch:
     partition: Partition
     offset: int
     bytes_max: int
+    received_s: float
     done: bool = False
 
     def __lt__(self, other: "ParkedFetch") -> bool:
@@ -92,6 +94,7 @@ class PendingAck:
     request_id: int
     partition: Partition
     base_offset: int
+    received_s: float
 
 
 class ShardServer:
@@ -116,6 +119,9 @@ class ShardServer:
         self._parked_count = 0
         self._next_flush_s = 0.0
         self._next_retention_s = 0.0
+        self._next_sample_s = 0.0
+        self._received_s = 0.0   # when the request being handled arrived
+        self.stats = ShardStats()
         self._commands: queue.Queue = queue.Queue(maxsize=_COMMANDS_QUEUED_MAX)
         self._wakeup = Wakeup()
         self._stopping = False
@@ -200,6 +206,7 @@ class ShardServer:
         if part is not None:
             self._fail_parked(part, UnknownTopicError(f"topic {topic!r} was deleted"))
             self._dirty_parts.pop(id(part), None)
+            self.stats.forget((topic, index))
             part.log.delete()
         elif path.exists():
             shutil.rmtree(path)
@@ -252,6 +259,9 @@ class ShardServer:
             now = time.monotonic()
             self._expire_parked(now)
             self.groups.expire(now)
+            if now >= self._next_sample_s:
+                self.stats.sample(now)
+                self._next_sample_s = now + 1.0
             if now >= self._next_retention_s:
                 self._enforce_retention()
                 self._next_retention_s = now + limits.RETENTION_CHECK_INTERVAL_S
@@ -300,6 +310,7 @@ class ShardServer:
             request_id = view.request_id
             self._dispatch(envelope, view, payload)
         except BrokerError as exc:
+            self.stats.error(exc.code_name)
             self._reply(envelope, protocol.encode_error(request_id, exc))
         except AssertionError:
             raise
@@ -309,6 +320,7 @@ class ShardServer:
                 request_id, InternalError(f"{self.shard_id}: {type(exc).__name__}: {exc}")))
 
     def _dispatch(self, envelope: list, view: protocol.RequestView, payload: list) -> None:
+        self._received_s = time.monotonic()
         if view.kind == "produce":
             self._produce(envelope, view, payload)
         elif view.kind == "fetch":
@@ -382,6 +394,16 @@ class ShardServer:
     def group_names(self) -> list[str]:
         return self.groups.group_names()
 
+    def stats_snapshot(self) -> dict:
+        """Counters, rates, latency histograms, and per partition its offsets and size;
+        plus every coordinated group's committed offsets. Loop thread."""
+        snapshot = self.stats.snapshot()
+        snapshot["logs"] = {key: {"start_offset": p.log.start_offset, "end_offset": p.high_watermark,
+                                  "size_bytes": p.log.size_bytes}
+                            for key, p in self._partitions.items()}
+        snapshot["groups"] = {name: self.groups.committed(name) for name in self.groups.group_names()}
+        return snapshot
+
     # --- Produce ---------------------------------------------------------------
 
     def _produce(self, envelope: list, view: protocol.RequestView, payload: list) -> None:
@@ -400,7 +422,8 @@ class ShardServer:
         if base_offset is None:
             base_offset = self._append(part, batch, summary)
         if view.acks != 0:
-            self._pending_acks.append(PendingAck(envelope, view.request_id, part, base_offset))
+            self._pending_acks.append(PendingAck(envelope, view.request_id, part, base_offset,
+                                                 self._received_s))
 
     def _append(self, part: Partition, batch, summary) -> int:
         try:
@@ -410,6 +433,7 @@ class ShardServer:
                                f"in {self._partition_dir(part.topic, part.index)}: {exc}") from None
         part.producers.record(summary.producer_id, summary.base_sequence, summary.record_count,
                               base_offset)
+        self.stats.produced((part.topic, part.index), summary.record_count, len(batch))
         self._dirty_parts[id(part)] = part
         return base_offset
 
@@ -425,6 +449,9 @@ class ShardServer:
                 self._reply(ack.envelope, protocol.encode_error(ack.request_id, failed[id(ack.partition)]))
             else:
                 self._reply(ack.envelope, protocol.encode_produce_reply(ack.request_id, ack.base_offset))
+        now = time.monotonic()
+        for ack in self._pending_acks:
+            self.stats.observe("produce", now - ack.received_s)
         self._pending_acks.clear()
 
     def _flush_dirty(self, force_flush: bool) -> dict[int, StorageError]:
@@ -470,28 +497,31 @@ class ShardServer:
         wait_ms = min(view.wait_ms_max, limits.FETCH_WAIT_MS_MAX)
         if view.offset < part.high_watermark or wait_ms == 0 or \
                 self._parked_count >= limits.PARKED_FETCHES_MAX:
-            self._send_fetch(envelope, view.request_id, part, view.offset, bytes_max)
+            self._send_fetch(envelope, view.request_id, part, view.offset, bytes_max,
+                             self._received_s)
             return
         parked = ParkedFetch(time.monotonic() + wait_ms / 1000, envelope, view.request_id,
-                             part, view.offset, bytes_max)
+                             part, view.offset, bytes_max, self._received_s)
         part.parked.append(parked)
         heapq.heappush(self._parked_heap, parked)
         self._parked_count += 1
 
     def _send_fetch(self, envelope: list, request_id: int, part: Partition,
-                    offset: int, bytes_max: int) -> None:
+                    offset: int, bytes_max: int, received_s: float) -> None:
         data = b""
         if offset < part.high_watermark:
             data = part.log.read(offset, bytes_max, part.high_watermark)
         header = protocol.encode_fetch_reply(request_id, part.high_watermark, part.log.start_offset)
         self._reply(envelope, header, data)
+        self.stats.fetched((part.topic, part.index), len(data))
+        self.stats.observe("fetch", time.monotonic() - received_s)
 
     def _answer_parked(self, parked: ParkedFetch) -> None:
         parked.done = True
         self._parked_count -= 1
         try:
             self._send_fetch(parked.envelope, parked.request_id, parked.partition,
-                             parked.offset, parked.bytes_max)
+                             parked.offset, parked.bytes_max, parked.received_s)
         except BrokerError as exc:
             self._reply(parked.envelope, protocol.encode_error(parked.request_id, exc))
 

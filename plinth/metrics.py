@@ -1,0 +1,118 @@
+"""The Prometheus endpoint: per-partition rates and offsets, latencies, errors, lag.
+
+Runs in the server process (``plinth serve --metrics-port P``; a ``plinth
+router`` may serve one too). At each scrape the collector asks the
+controller for every shard's ShardStats snapshot (one Ray call) and turns it
+into metric families; nothing is sampled in between, so a scrape costs the
+broker nothing when nobody scrapes. The HTTP server binds ``--metrics-host``
+(127.0.0.1 by default).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client.core import (REGISTRY, CounterMetricFamily, GaugeMetricFamily,
+                                    HistogramMetricFamily)
+
+from plinth import limits
+
+log = logging.getLogger(__name__)
+
+_PARTITION_LABELS = ["topic", "partition", "shard"]
+_COUNTERS = (("records_in", "plinth_partition_records_in", "Records appended"),
+             ("bytes_in", "plinth_partition_bytes_in", "RecordBatch bytes appended"),
+             ("fetches", "plinth_partition_fetch_requests", "Fetch requests answered"),
+             ("bytes_out", "plinth_partition_bytes_out", "Log bytes returned by fetches"))
+_GAUGES = (("start_offset", "plinth_partition_log_start_offset", "First offset stored"),
+           ("end_offset", "plinth_partition_log_end_offset", "High watermark"),
+           ("size_bytes", "plinth_partition_size_bytes", "Bytes of log files"))
+
+
+class BrokerCollector:
+    def __init__(self, controller):
+        self._controller = controller
+
+    def collect(self):
+        import ray
+
+        try:
+            snapshots = ray.get(self._controller.shard_stats.remote(),
+                                timeout=limits.STATUS_CALL_TIMEOUT_S * 2)
+        except Exception as exc:   # the controller is down: report that, not a 500
+            log.warning("metrics: controller did not answer: %s", exc)
+            snapshots = {}
+        yield _shard_up(snapshots)
+        live = {shard: snap for shard, snap in snapshots.items() if snap is not None}
+        yield from _partition_families(live)
+        yield from _latency_families(live)
+        yield _errors(live)
+        yield _group_lag(live)
+
+
+def _shard_up(snapshots):
+    family = GaugeMetricFamily("plinth_shard_up", "1 if the shard answered", labels=["shard"])
+    for shard, snap in sorted(snapshots.items()):
+        family.add_metric([shard], 0 if snap is None else 1)
+    return family
+
+
+def _partition_families(live):
+    for field, name, doc in _COUNTERS:
+        family = CounterMetricFamily(name, doc, labels=_PARTITION_LABELS)
+        for shard, snap in live.items():
+            for (topic, partition), counters in snap["partitions"].items():
+                family.add_metric([topic, str(partition), shard], counters[field])
+        yield family
+    for field, name, doc in _GAUGES:
+        family = GaugeMetricFamily(name, doc, labels=_PARTITION_LABELS)
+        for shard, snap in live.items():
+            for (topic, partition), values in snap["logs"].items():
+                family.add_metric([topic, str(partition), shard], values[field])
+        yield family
+
+
+def _latency_families(live):
+    family = HistogramMetricFamily("plinth_request_latency_seconds",
+                                   "Shard time from receiving a request to answering it "
+                                   "(produce: after fsync; fetch: including a long poll)",
+                                   labels=["kind", "shard"])
+    for shard, snap in live.items():
+        bounds = snap["latency_buckets_s"]
+        for kind, counts in snap["latency_counts"].items():
+            cumulative, buckets = 0, []
+            for bound, count in zip(bounds, counts):
+                cumulative += count
+                buckets.append(("+Inf" if bound == float("inf") else str(bound), cumulative))
+            family.add_metric([kind, shard], buckets, snap["latency_sum_s"].get(kind, 0.0))
+    yield family
+
+
+def _errors(live):
+    family = CounterMetricFamily("plinth_errors", "Error replies by code", labels=["code", "shard"])
+    for shard, snap in live.items():
+        for code, count in snap["errors"].items():
+            family.add_metric([code, shard], count)
+    return family
+
+
+def _group_lag(live):
+    family = GaugeMetricFamily("plinth_group_lag", "Log end offset minus committed offset",
+                               labels=["group", "topic", "partition"])
+    ends = {key: logs["end_offset"] for snap in live.values() for key, logs in snap["logs"].items()}
+    for snap in live.values():
+        for group, committed in snap["groups"].items():
+            for (topic, partition), offset in committed.items():
+                if (topic, partition) in ends:
+                    family.add_metric([group, topic, str(partition)],
+                                      max(0, ends[(topic, partition)] - offset))
+    return family
+
+
+def start_metrics_server(controller, port: int, host: str = "127.0.0.1") -> None:
+    """Serve /metrics on host:port from a daemon thread (prometheus_client's)."""
+    from prometheus_client import start_http_server
+
+    REGISTRY.register(BrokerCollector(controller))
+    start_http_server(port, addr=host)
+    log.info("metrics on http://%s:%d/metrics", host, port)

@@ -1,0 +1,86 @@
+"""ShardStats: one shard's counters, rates and latency histograms.
+
+Written by the shard's loop thread only; ``snapshot()`` (also on the loop
+thread, through ``ShardServer.call``) returns plain values for the
+controller, which serves them to ``plinth status`` and the Prometheus
+endpoint. Counters only ever grow, as Prometheus expects.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import Counter, deque
+from dataclasses import dataclass
+
+# Request latency buckets, seconds (upper bounds): from a fast fsync to a long poll.
+LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                     1.0, 2.5, 5.0, 10.0, 30.0, math.inf)
+# Rates are averaged over this many one-second samples.
+RATE_WINDOW_SAMPLES = 10
+
+
+@dataclass
+class PartitionCounters:
+    records_in: int = 0
+    bytes_in: int = 0
+    fetches: int = 0
+    bytes_out: int = 0
+
+
+class ShardStats:
+    def __init__(self) -> None:
+        self.partitions: dict[tuple[str, int], PartitionCounters] = {}
+        self.errors: Counter[str] = Counter()
+        self.latency_counts: dict[str, list[int]] = {}
+        self.latency_sum_s: Counter[str] = Counter()
+        self._samples: deque = deque(maxlen=RATE_WINDOW_SAMPLES + 1)   # (time_s, records, bytes)
+        self._records_in = 0
+        self._bytes_in = 0
+
+    def produced(self, key: tuple[str, int], records: int, nbytes: int) -> None:
+        counters = self.partitions.setdefault(key, PartitionCounters())
+        counters.records_in += records
+        counters.bytes_in += nbytes
+        self._records_in += records
+        self._bytes_in += nbytes
+
+    def fetched(self, key: tuple[str, int], nbytes: int) -> None:
+        counters = self.partitions.setdefault(key, PartitionCounters())
+        counters.fetches += 1
+        counters.bytes_out += nbytes
+
+    def error(self, code_name: str) -> None:
+        self.errors[code_name] += 1
+
+    def observe(self, kind: str, seconds: float) -> None:
+        counts = self.latency_counts.setdefault(kind, [0] * len(LATENCY_BUCKETS_S))
+        counts[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
+        self.latency_sum_s[kind] += seconds
+
+    def forget(self, key: tuple[str, int]) -> None:
+        self.partitions.pop(key, None)
+
+    def sample(self, now_s: float) -> None:
+        """Once a second: remember the totals, for rates."""
+        self._samples.append((now_s, self._records_in, self._bytes_in))
+
+    def rates(self) -> tuple[float, float]:
+        """(records/s, bytes/s) produced over the last ~10 s."""
+        if len(self._samples) < 2:
+            return 0.0, 0.0
+        (t0, r0, b0), (t1, r1, b1) = self._samples[0], self._samples[-1]
+        elapsed = max(t1 - t0, 1e-9)
+        return (r1 - r0) / elapsed, (b1 - b0) / elapsed
+
+    def snapshot(self) -> dict:
+        records_per_s, bytes_per_s = self.rates()
+        return {
+            "partitions": {key: vars(c).copy() for key, c in self.partitions.items()},
+            "errors": dict(self.errors),
+            "latency_buckets_s": LATENCY_BUCKETS_S,
+            "latency_counts": {k: list(v) for k, v in self.latency_counts.items()},
+            "latency_sum_s": dict(self.latency_sum_s),
+            "records_per_s": records_per_s,
+            "bytes_per_s": bytes_per_s,
+        }

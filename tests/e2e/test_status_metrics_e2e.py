@@ -1,0 +1,67 @@
+"""`plinth status` and the Prometheus endpoint against a real broker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import urllib.request
+
+from plinth import Admin, Consumer, Producer
+from tests.support import free_port, unique_topic, wait_until
+
+
+def test_status_lists_nodes_shards_with_partitions_and_the_router(broker_factory):
+    broker = broker_factory(shards=2)
+    topic = unique_topic("st")
+    with Admin(broker=broker.url) as admin:
+        admin.create_topic(topic, 6)
+        status = admin.status()
+    assert [s.shard_id for s in status.shards] == ["shard-0", "shard-1"]
+    assert all(s.alive for s in status.shards)
+    assert sum(s.partitions for s in status.shards) == 6
+    assert any(alive for _, _, alive in status.nodes)
+    assert [address for address, _ in status.routers] == [broker.url]
+    out = subprocess.run([sys.executable, "-m", "plinth.cli", "status"], capture_output=True,
+                         text=True, env=dict(os.environ, PLINTH_BROKER=broker.url), timeout=60)
+    assert out.returncode == 0 and "shard-0" in out.stdout and broker.url in out.stdout
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
+        return response.read().decode()
+
+
+def metric(text: str, name: str, **labels) -> float:
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name}{{{want}}} not in metrics")
+
+
+def test_metrics_show_partition_rates_offsets_latency_errors_and_group_lag(broker_factory):
+    port = free_port()
+    broker = broker_factory(shards=2, extra_args=("--metrics-port", str(port)))
+    topic, group = unique_topic("m"), unique_topic("g")
+    with Admin(broker=broker.url) as admin:
+        admin.create_topic(topic, 1)
+    with Producer(broker=broker.url) as producer:
+        for i in range(100):
+            producer.send(topic, b"x" * 10, partition=0)
+    with Consumer(topic, broker=broker.url, group=group, auto_offset_reset="earliest",
+                  enable_auto_commit=False, session_timeout_ms=3_000) as consumer:
+        wait_until(lambda: consumer.poll(timeout_ms=100) == {} and consumer.assignment(), timeout_s=30)
+        consumer.commit({(topic, 0): 40})
+        try:
+            consumer.commit({(topic, 7): 1})   # not owned: counted as an error
+        except Exception:
+            pass
+    text = scrape(port)
+    assert metric(text, "plinth_partition_records_in_total", topic=topic, partition=0) == 100
+    assert metric(text, "plinth_partition_log_end_offset", topic=topic, partition=0) == 100
+    assert metric(text, "plinth_partition_fetch_requests_total", topic=topic, partition=0) >= 1
+    assert metric(text, "plinth_group_lag", group=group, topic=topic, partition=0) == 60
+    assert metric(text, "plinth_request_latency_seconds_count", kind="produce") >= 1
+    assert metric(text, "plinth_errors_total", code="notOwner") >= 1
+    assert metric(text, "plinth_shard_up", shard="shard-0") == 1
