@@ -14,12 +14,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
 
-from tests.support import free_port
+from tests.support import free_port, start_until_ready
 
 READY_TIMEOUT_S = 120
 
@@ -68,21 +67,9 @@ class Broker:
                "--listen", self.url, "--shards", str(self.shards), *self.extra_args]
         if self.ray_address:
             cmd += ["--ray-address", self.ray_address]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, bufsize=1)
-        ready = threading.Event()
-        threading.Thread(target=self._pump, args=(ready,), daemon=True).start()
-        if not ready.wait(READY_TIMEOUT_S):
-            self.kill()
-            raise RuntimeError("broker did not get ready:\n" + "".join(self.output[-50:]))
+        self.proc, self.output = start_until_ready(cmd, f"ready: listening on {self.url}",
+                                                   READY_TIMEOUT_S)
         return self
-
-    def _pump(self, ready: threading.Event) -> None:
-        for line in self.proc.stdout:
-            self.output.append(line)
-            if "ready" in line and self.url in line:
-                ready.set()
-        ready.set()   # the process ended; start() reports it
 
     def kill(self) -> None:
         """SIGKILL the server process: no flush, no goodbye."""

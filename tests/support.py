@@ -98,3 +98,30 @@ def check_exactly_once_in_order(records: list, acked: dict, partitions: int) -> 
     for p in range(partitions):
         numbers = [int(r.value) for r in records if r.partition == p]
         assert numbers == sorted(numbers), f"partition {p} out of order"
+
+
+def start_until_ready(cmd: list[str], marker: str, timeout_s: float = 120, env=None):
+    """Start ``cmd``; return (process, output lines so far) once a line holds ``marker``.
+
+    A thread keeps reading the output into the list, so the pipe never fills.
+    """
+    import subprocess
+    import threading
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            bufsize=1, env=env)
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def pump():
+        for line in proc.stdout:
+            lines.append(line)
+            if marker in line:
+                ready.set()
+        ready.set()   # the process ended; the caller sees it below
+
+    threading.Thread(target=pump, daemon=True).start()
+    if not ready.wait(timeout_s) or proc.poll() is not None:
+        proc.kill()
+        raise RuntimeError(f"{cmd[2:5]} did not get ready:\n" + "".join(lines[-50:]))
+    return proc, lines

@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 
-from tests.support import free_port, unique_topic
+from tests.support import free_port, start_until_ready, unique_topic
 
 PLINTH = [sys.executable, "-m", "plinth.cli"]
 
@@ -69,22 +68,10 @@ def test_embedded_serve_starts_its_own_ray_serves_and_exits_cleanly_on_sigterm(t
     url = f"tcp://127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env["HOME"] = str(tmp_path / "home")   # proves nothing is written to ~/.ray
-    proc = subprocess.Popen(PLINTH + ["serve", "--data-dir", str(tmp_path / "d"), "--listen", url,
-                                      "--shards", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    output: list[str] = []
-    ready = threading.Event()
-
-    def pump():
-        for line in proc.stdout:
-            output.append(line)
-            if "ready" in line:
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
+    proc, output = start_until_ready(PLINTH + ["serve", "--data-dir", str(tmp_path / "d"),
+                                               "--listen", url, "--shards", "1"],
+                                     "ready", timeout_s=180, env=env)
     try:
-        assert ready.wait(180) and proc.poll() is None, "".join(output)
         # When a topic is created and used through the CLI
         topic = unique_topic("emb")
         assert plinth(url, "topic", "create", topic).returncode == 0

@@ -5,29 +5,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 
 from plinth import Admin, Consumer, Producer
-from tests.support import free_port, unique_topic
+from tests.support import free_port, start_until_ready, unique_topic
 
 
 def start_router(ray_address: str, cluster: str) -> tuple[subprocess.Popen, str]:
     url = f"tcp://127.0.0.1:{free_port()}"
-    proc = subprocess.Popen([sys.executable, "-m", "plinth.cli", "router", "--ray-address",
-                             ray_address, "--cluster-name", cluster, "--listen", url],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    ready = threading.Event()
-    lines = []
-
-    def pump():
-        for line in proc.stdout:
-            lines.append(line)
-            if "router ready" in line:
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    assert ready.wait(120) and proc.poll() is None, "".join(lines)
+    proc, _ = start_until_ready([sys.executable, "-m", "plinth.cli", "router", "--ray-address",
+                                 ray_address, "--cluster-name", cluster, "--listen", url],
+                                "router ready")
     return proc, url
 
 
