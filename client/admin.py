@@ -58,6 +58,11 @@ class Admin:
     def partition_count(self, name: str) -> int:
         return self._call(protocol.encode_metadata, [name]).topics[0].partitions
 
+    def add_shards(self, count: int) -> list[tuple[str, int, str, str, int]]:
+        """Add shards; returns the partitions whose writes moved, as
+        (topic, partition, from shard, to shard, offset). No data is copied."""
+        return self._call(protocol.encode_add_shards, count).moves
+
     def status(self) -> protocol.StatusInfo:
         """Nodes, shards (partitions, bytes, records/s) and routers of the broker."""
         return self._call(protocol.encode_status_request).status

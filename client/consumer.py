@@ -52,12 +52,13 @@ class TopicPartition(NamedTuple):
 
 
 class _PartitionState:
-    __slots__ = ("position", "fetch_offset", "fetch_id", "records")
+    __slots__ = ("position", "fetch_offset", "fetch_id", "fetch_sent_s", "records")
 
     def __init__(self):
         self.position: int | None = None       # next offset handed to the application
         self.fetch_offset: int | None = None   # next offset to ask the broker for
         self.fetch_id: int | None = None       # request id of the fetch in flight
+        self.fetch_sent_s = 0.0
         self.records: deque[ConsumerRecord] = deque()
 
 
@@ -87,6 +88,8 @@ class Consumer:
         self.request_timeout_ms = request_timeout_ms
         self.consumer_timeout_ms = consumer_timeout_ms
         self.max_poll_records = max_poll_records
+        # A fetch unanswered this long is lost (parked for at most its wait).
+        self._fetch_timeout_s = (fetch_max_wait_ms + request_timeout_ms) / 1000
         self._key_deserializer = key_deserializer
         self._value_deserializer = value_deserializer
         self._conn = Connection(broker_address(broker, curve_key_file, curve_server_key_file))
@@ -237,16 +240,22 @@ class Consumer:
                 raise StopIteration
 
     def _send_fetches(self) -> None:
+        now = time.monotonic()
         for tp, state in self._partitions.items():
-            if state.fetch_id is not None or state.records:
+            if state.records:
                 continue
+            if state.fetch_id is not None:
+                if now - state.fetch_sent_s < self._fetch_timeout_s:
+                    continue
+                # No answer: the broker restarted, or a router went away. Ask again.
+                self._fetches.pop(state.fetch_id, None)
             if state.position is None:
                 self._reset(tp, state)
             request_id = self._conn.next_request_id()
             self._conn.send(protocol.encode_fetch(request_id, tp.topic, tp.partition,
                                                   state.fetch_offset, self.fetch_max_bytes,
                                                   self.fetch_max_wait_ms))
-            state.fetch_id = request_id
+            state.fetch_id, state.fetch_sent_s = request_id, now
             self._fetches[request_id] = tp
 
     def _on_reply(self, view: protocol.ReplyView, payload) -> None:

@@ -44,15 +44,19 @@ class Broker:
         self.data_dir, self.url, self.proc = data_dir, url, None
 
     def start(self) -> None:
+        self.starts = getattr(self, "starts", 0) + 1
+        self.log_path = self.data_dir.parent / f"serve-{self.starts}.log"
+        log_file = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "plinth.cli", "serve", "--data-dir", str(self.data_dir),
              "--listen", self.url, "--shards", "2"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for line in self.proc.stdout:
-            if "ready" in line:
-                threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+            stdout=log_file, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if "ready" in self.log_path.read_text():
                 return
-        raise RuntimeError("broker exited before it was ready")
+            time.sleep(0.2)
+        raise RuntimeError(f"broker not ready:\n{self.log_path.read_text()[-3000:]}")
 
     def kill(self) -> None:
         self.proc.kill()
@@ -191,6 +195,10 @@ def main() -> None:
                 next_fault = time.monotonic() + args.fault_every_s
             print(f"{time.monotonic() - started:6.0f} {len(writer.acked):10d} {reader.read:10d} "
                   f"{broker_memory_mb(broker):14.0f}  {event}", flush=True)
+            if broker.proc.poll() is not None:
+                print(f"broker exited with {broker.proc.returncode}:\n"
+                      f"{broker.log_path.read_text()[-3000:]}", flush=True)
+                break
         writer.stopping.set()
         reader.stopping.set()
         writer.join(300)

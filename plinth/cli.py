@@ -154,6 +154,24 @@ def status(ctx):
         click.echo(f"  {address}  on {node}")
 
 
+@main.group()
+def shards():
+    """Change the number of shards."""
+
+
+@shards.command("add")
+@click.argument("count", type=click.IntRange(1, limits.SHARDS_MAX))
+@click.pass_context
+def shards_add(ctx, count):
+    """Add COUNT shards. Partitions they now own take new writes there at once; their
+    older records stay where they are and are read from there. No data is copied."""
+    with _admin(ctx) as admin:
+        moves = admin.add_shards(count)
+    for topic, partition, from_shard, to_shard, offset in moves:
+        click.echo(f"{topic}-{partition}: {from_shard} -> {to_shard} from offset {offset}")
+    click.echo(f"added {count} shards; {len(moves)} partitions moved their writes")
+
+
 # --- topic ---------------------------------------------------------------------
 
 @main.group()

@@ -82,15 +82,7 @@ class Controller:
 
     def start(self) -> dict[str, str]:
         """Create every shard actor and open the partitions it owns; returns shard addresses."""
-        remote_shard = ray.remote(ShardActor)
-        for shard_id in self._metadata["shards"]:
-            self._shards[shard_id] = remote_shard.options(
-                num_cpus=0, max_restarts=limits.SHARD_RESTARTS_MAX, scheduling_strategy="SPREAD",
-            ).remote(shard_id, str(self.data_dir / "shards" / shard_id),
-                     self._fsync_policy, self._fsync_interval_ms, None, self._name)
-        ids = list(self._shards)
-        addresses = ray.get([self._shards[s].address.remote() for s in ids])
-        self._addresses = dict(zip(ids, addresses))
+        self._start_shards(self._metadata["shards"])
         ray.get([self._shards[s].open_partitions.remote(specs)
                  for s, specs in self._specs_by_shard().items()])
         self._save()
@@ -103,16 +95,32 @@ class Controller:
         ray.get([shard.set_partition_counts.remote(counts) for shard in self._shards.values()],
                 timeout=limits.CONTROL_CALL_TIMEOUT_S)
 
+    def _start_shards(self, shard_ids: list[str]) -> None:
+        remote_shard = ray.remote(ShardActor)
+        for shard_id in shard_ids:
+            self._shards[shard_id] = remote_shard.options(
+                num_cpus=0, max_restarts=limits.SHARD_RESTARTS_MAX, scheduling_strategy="SPREAD",
+            ).remote(shard_id, str(self.data_dir / "shards" / shard_id),
+                     self._fsync_policy, self._fsync_interval_ms, None, self._name)
+        addresses = ray.get([self._shards[s].address.remote() for s in shard_ids])
+        self._addresses.update(zip(shard_ids, addresses))
+
     def shutdown(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S) -> None:
         ray.get([shard.shutdown.remote(grace_period_s) for shard in self._shards.values()],
                 timeout=grace_period_s + 5)
 
     def _specs_by_shard(self, names: list[str] | None = None) -> dict[str, list]:
+        """shard id -> [(topic, partition, config, initial offset, sealed)] it must open:
+        the partitions it owns, and the older ranges of partitions that moved away."""
         out: dict[str, list] = {}
         for name, topic in self._metadata["topics"].items():
             if names is None or name in names:
-                for index, shard_id in enumerate(topic["placement"]):
-                    out.setdefault(shard_id, []).append((name, index, topic["config"]))
+                for index in range(topic["partitions"]):
+                    ranges = _ranges_of(topic, index)
+                    for i, (start, shard_id) in enumerate(ranges):
+                        sealed = i < len(ranges) - 1
+                        out.setdefault(shard_id, []).append(
+                            (name, index, topic["config"], start, sealed))
         return out
 
     # --- Queries ---------------------------------------------------------------
@@ -166,7 +174,9 @@ class Controller:
     def routing(self) -> dict:
         """What a router needs: shard addresses and each topic's placement."""
         return {"shards": dict(self._addresses),
-                "topics": {name: list(t["placement"]) for name, t in self._metadata["topics"].items()}}
+                "topics": {name: list(t["placement"]) for name, t in self._metadata["topics"].items()},
+                "ranges": {name: {int(p): ranges for p, ranges in t.get("ranges", {}).items()}
+                           for name, t in self._metadata["topics"].items() if t.get("ranges")}}
 
     def list_groups(self) -> list[str]:
         """Every consumer group known to any shard (members or committed offsets)."""
@@ -181,11 +191,21 @@ class Controller:
         info = self._topic_info(name)
         specs = self._specs_by_shard([name])
         shard_ids = list(specs)
-        results = ray.get([self._shards[s].partition_infos.remote([(t, p) for t, p, _ in specs[s]])
+        results = ray.get([self._shards[s].partition_infos.remote([sp[:2] for sp in specs[s]])
                            for s in shard_ids], timeout=limits.CONTROL_CALL_TIMEOUT_S)
-        parts = [p for infos in results for p in infos]
-        info.partition_info = sorted(parts, key=lambda p: p.partition)
+        owners = self._metadata["topics"][name]["placement"]
+        info.partition_info = _merge_ranges([p for infos in results for p in infos], owners)
         return info
+
+    def partition_offsets(self, topic: str, partition: int) -> protocol.PartitionInfo:
+        """Start and end offsets of a partition whose history spans several shards."""
+        meta = self._metadata["topics"].get(topic)
+        if meta is None:
+            raise UnknownTopicError(f"unknown topic {topic!r}")
+        shard_ids = {shard_id for _, shard_id in _ranges_of(meta, partition)}
+        infos = ray.get([self._shards[s].partition_infos.remote([(topic, partition)])
+                         for s in shard_ids], timeout=limits.CONTROL_CALL_TIMEOUT_S)
+        return _merge_ranges([i for per_shard in infos for i in per_shard], meta["placement"])[0]
 
     def _topic_info(self, name: str) -> protocol.TopicInfo:
         topic = self._metadata["topics"].get(name)
@@ -227,12 +247,49 @@ class Controller:
         config = topics.normalize_topic_config(name, {**topic["config"], **changes})
         specs = self._specs_by_shard([name])
         ray.get([self._shards[s].alter_partitions.remote(
-                    [(t, p, config) for t, p, _ in shard_specs])
+                    [(sp[0], sp[1], config) for sp in shard_specs])
                  for s, shard_specs in specs.items()], timeout=limits.CONTROL_CALL_TIMEOUT_S)
         topic["config"] = config
         self._save()
         log.info("altered topic %s: %s", name, changes)
         return self._topic_info(name)
+
+    def add_shards(self, count: int) -> list[tuple[str, int, str, str, int]]:
+        """Add ``count`` shards; partitions that rendezvous hashing now gives to them move
+        without copying data: the old owner seals its log (keeps serving it for reads)
+        and the new owner continues at the old end offset. Returns the moves as
+        (topic, partition, from shard, to shard, offset)."""
+        shard_ids = self._metadata["shards"]
+        if not 1 <= count <= limits.SHARDS_MAX - len(shard_ids):
+            raise InvalidConfigError(f"cannot add {count} shards to {len(shard_ids)}: "
+                                     f"at most {limits.SHARDS_MAX} shards")
+        new_ids = [f"shard-{len(shard_ids) + i}" for i in range(count)]
+        self._start_shards(new_ids)
+        self._metadata["shards"] = shard_ids + new_ids
+        self._save()
+        self._push_partition_counts()
+        moves = []
+        for name, topic in self._metadata["topics"].items():
+            for index in range(topic["partitions"]):
+                move = self._move_if_needed(name, topic, index)
+                if move is not None:
+                    moves.append(move)
+        log.info("added %d shards; %d partitions moved their writes", count, len(moves))
+        return moves
+
+    def _move_if_needed(self, name: str, topic: dict, index: int):
+        old = topic["placement"][index]
+        new = placement.shard_for(name, index, self._metadata["shards"])
+        if new == old:
+            return None
+        end_offset = ray.get(self._shards[old].seal_partitions.remote([(name, index)]),
+                             timeout=limits.CONTROL_CALL_TIMEOUT_S)[0]
+        ray.get(self._shards[new].open_partitions.remote(
+            [(name, index, topic["config"], end_offset, False)]), timeout=limits.CONTROL_CALL_TIMEOUT_S)
+        topic.setdefault("ranges", {})[str(index)] = _ranges_of(topic, index) + [[end_offset, new]]
+        topic["placement"][index] = new
+        self._save()   # after every move: the smallest window for a crash to leave behind
+        return (name, index, old, new, end_offset)
 
     def delete_topic(self, name: str) -> None:
         self._topic_info(name)  # raises UnknownTopicError
@@ -241,7 +298,29 @@ class Controller:
         # topic whose partitions are half gone.
         del self._metadata["topics"][name]
         self._save()
-        ray.get([self._shards[s].delete_partitions.remote([(t, p) for t, p, _ in sp])
+        ray.get([self._shards[s].delete_partitions.remote([spec[:2] for spec in sp])
                  for s, sp in specs.items()], timeout=limits.CONTROL_CALL_TIMEOUT_S)
         self._push_partition_counts()
         log.info("deleted topic %s", name)
+
+
+def _ranges_of(topic: dict, index: int) -> list[list]:
+    """[[start offset, shard id], ...] of one partition, oldest first; the last owns writes."""
+    return topic.get("ranges", {}).get(str(index)) or [[0, topic["placement"][index]]]
+
+
+def _merge_ranges(infos: list[protocol.PartitionInfo], owners: list[str]) -> list[protocol.PartitionInfo]:
+    """One PartitionInfo per partition from the infos of all its ranges: the first start,
+    the last end, the bytes of all, the current owner."""
+    merged: dict[int, protocol.PartitionInfo] = {}
+    for info in infos:
+        got = merged.get(info.partition)
+        if got is None:
+            merged[info.partition] = protocol.PartitionInfo(
+                info.partition, owners[info.partition], info.start_offset, info.end_offset,
+                info.size_bytes)
+        else:
+            got.start_offset = min(got.start_offset, info.start_offset)
+            got.end_offset = max(got.end_offset, info.end_offset)
+            got.size_bytes += info.size_bytes
+    return [merged[p] for p in sorted(merged)]

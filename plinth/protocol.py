@@ -131,6 +131,7 @@ class ReplyView:
     group: GroupInfo | None = None
     groups: list[str] = field(default_factory=list)
     status: StatusInfo | None = None
+    moves: list[tuple[str, int, str, str, int]] = field(default_factory=list)
 
 
 # --- Requests ---------------------------------------------------------------
@@ -228,6 +229,21 @@ def encode_status_request(request_id: int) -> bytes:
     return msg.to_bytes()
 
 
+def encode_add_shards(request_id: int, count: int) -> bytes:
+    msg = protocol.Request.new_message(requestId=request_id)
+    msg.addShards = count
+    return msg.to_bytes()
+
+
+def encode_moves_reply(request_id: int, moves: list[tuple[str, int, str, str, int]]) -> bytes:
+    msg = protocol.Reply.new_message(requestId=request_id)
+    out = msg.init("moves", len(moves))
+    for i, (topic, partition, from_shard, to_shard, offset) in enumerate(moves):
+        out[i].topic, out[i].partition, out[i].offset = topic, partition, offset
+        out[i].fromShard, out[i].toShard = from_shard, to_shard
+    return msg.to_bytes()
+
+
 def encode_list_groups(request_id: int) -> bytes:
     msg = protocol.Request.new_message(requestId=request_id)
     msg.listGroups = None
@@ -269,6 +285,8 @@ def _request_view(req) -> RequestView:
         view.topic = getattr(req, kind).name
     elif kind in GROUP_KINDS:
         _group_request_view(req, kind, view)
+    elif kind == "addShards":
+        view.partition_count = req.addShards
     return view
 
 
@@ -419,6 +437,8 @@ def _reply_view(rep) -> ReplyView:
         view.group = _group_info(rep.group)
     elif view.kind == "groups":
         view.groups = list(rep.groups)
+    elif view.kind == "moves":
+        view.moves = [(m.topic, m.partition, m.fromShard, m.toShard, m.offset) for m in rep.moves]
     elif view.kind == "status":
         st = rep.status
         view.status = StatusInfo(

@@ -25,6 +25,7 @@ Requests held for resolution and admin requests are bounded too.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import pickle
 import queue
@@ -60,6 +61,9 @@ class Router:
         self._admin_queue: queue.Queue = queue.Queue(maxsize=ADMIN_QUEUED_MAX)
         self._admin_address = _ADMIN_ADDRESS_FORMAT.format(id(self))
         self._routes: dict[str, list[str]] = {}           # topic -> shard id per partition
+        # topic -> partition -> [[start offset, shard id], ...] for partitions that moved:
+        # a fetch goes to the shard holding its offset.
+        self._ranges: dict[str, dict[int, list]] = {}
         self._backends: dict[str, tuple[str, zmq.Socket]] = {}  # shard id -> (address, DEALER)
         self._shard_of_socket: dict[zmq.Socket, str] = {}
         self._held: dict[str, list] = {}                    # topic -> frames awaiting routing
@@ -193,7 +197,17 @@ class Router:
                 f"batch of {len(frames[2])} bytes for {view.topic}-{view.partition} is over "
                 f"the limit of {limits.BATCH_BYTES_MAX} bytes")))
             return
-        self._forward(owners[view.partition], frames, view)
+        moved = self._ranges.get(view.topic, {}).get(view.partition)
+        if moved is None:
+            self._forward(owners[view.partition], frames, view)
+        elif view.kind == "fetch":
+            starts = [start for start, _ in moved]
+            holder = moved[max(0, bisect.bisect_right(starts, view.offset) - 1)][1]
+            self._forward(holder, frames, view)
+        elif view.kind == "listOffsets":   # spans shards: the controller merges them
+            self._submit_admin(client_id, ("request", client_id.bytes, view))
+        else:
+            self._forward(owners[view.partition], frames, view)
 
     def _route_group(self, frames: list, view: protocol.RequestView) -> None:
         """Forward to the shard coordinating the group: rendezvous hash of its name."""
@@ -291,6 +305,7 @@ class Router:
     def _apply_routing(self, routing: dict) -> None:
         """Adopt the controller's routing table (loop thread, or start())."""
         self._routes = routing["topics"]
+        self._ranges = routing.get("ranges", self._ranges)
         for topic in routing["topics"]:
             self._unknown.pop(topic, None)
         for shard_id, address in routing["shards"].items():
@@ -361,6 +376,12 @@ class Router:
         if view.kind == "describeTopic":
             info = self._control(self._controller.describe_topic, view.topic)
             return protocol.encode_topics_reply(rid, [info]), False
+        if view.kind == "listOffsets":
+            info = self._control(self._controller.partition_offsets, view.topic, view.partition)
+            return protocol.encode_offsets_reply(rid, info), False
+        if view.kind == "addShards":
+            moves = self._control(self._controller.add_shards, view.partition_count)
+            return protocol.encode_moves_reply(rid, moves), True
         if view.kind == "status":
             return protocol.encode_status_reply(rid, self._control(self._controller.status)), False
         if view.kind == "listGroups":

@@ -48,6 +48,7 @@ struct Request {
     resetOffsets @14 :CommitOffsets;   # memberId empty; refused while the group has members
     alterTopic @15 :CreateTopic;   # partitions ignored; config entries replace those given
     status @16 :Void;              # nodes, shards, routers (plinth status)
+    addShards @17 :UInt32;         # how many shards to add (plinth shards add)
   }
 }
 
@@ -142,7 +143,18 @@ struct Reply {
     group @9 :GroupInfo;         # describeGroup
     groups @10 :List(Text);      # listGroups
     status @11 :StatusInfo;
+    moves @12 :List(PartitionMove);   # addShards
   }
+}
+
+# A partition whose writes moved to a new shard at `offset`; its records
+# before `offset` stay on `fromShard` and are read from there.
+struct PartitionMove {
+  topic @0 :Text;
+  partition @1 :UInt32;
+  fromShard @2 :Text;
+  toShard @3 :Text;
+  offset @4 :Int64;
 }
 
 struct StatusInfo {

@@ -54,8 +54,10 @@ class ShardActor:
         return {"partitions": {}, "partition_counts": {}}
 
     def _reopen(self) -> None:
-        specs = [(key.rsplit("/", 1)[0], int(key.rsplit("/", 1)[1]), config)
-                 for key, config in self._manifest["partitions"].items()]
+        specs = []
+        for key, entry in self._manifest["partitions"].items():
+            topic, index = key.rsplit("/", 1)[0], int(key.rsplit("/", 1)[1])
+            specs.append((topic, index, entry["config"], entry["initial_offset"], entry["sealed"]))
         if specs:
             self._open(specs)
             log.info("%s reopened %d partitions from its manifest", self.shard_id, len(specs))
@@ -74,19 +76,31 @@ class ShardActor:
     def address(self) -> str:
         return self._server.address
 
-    def open_partitions(self, specs: list[tuple[str, int, dict]]) -> int:
-        """Open or create each (topic, partition, topic config); returns how many."""
+    def open_partitions(self, specs: list[tuple]) -> int:
+        """Open or create each (topic, partition, topic config[, initial offset, sealed]);
+        returns how many."""
+        specs = [tuple(spec) + (0, False)[len(spec) - 3:] for spec in specs]
         self._open(specs)
-        for topic, index, config in specs:
-            self._manifest["partitions"][f"{topic}/{index}"] = config
+        for topic, index, config, initial_offset, sealed in specs:
+            self._manifest["partitions"][f"{topic}/{index}"] = {
+                "config": config, "initial_offset": initial_offset, "sealed": sealed}
         write_json_atomically(self._manifest_path, self._manifest)
         return len(specs)
 
-    def _open(self, specs: list[tuple[str, int, dict]]) -> None:
+    def _open(self, specs: list[tuple]) -> None:
         from plinth.topics import log_config_for
 
-        for topic, index, config in specs:
-            self._server.call(self._server.open_partition, topic, index, log_config_for(config))
+        for topic, index, config, initial_offset, sealed in specs:
+            self._server.call(self._server.open_partition, topic, index, log_config_for(config),
+                              initial_offset, sealed)
+
+    def seal_partitions(self, specs: list[tuple[str, int]]) -> list[int]:
+        """Stop writes to partitions that move to another shard; returns their end offsets."""
+        ends = [self._server.call(self._server.seal_partition, t, p) for t, p in specs]
+        for topic, index in specs:
+            self._manifest["partitions"][f"{topic}/{index}"]["sealed"] = True
+        write_json_atomically(self._manifest_path, self._manifest)
+        return ends
 
     def alter_partitions(self, specs: list[tuple[str, int, dict]]) -> int:
         """Apply a changed topic config to open partitions."""
@@ -94,7 +108,7 @@ class ShardActor:
 
         for topic, index, config in specs:
             self._server.call(self._server.set_log_config, topic, index, log_config_for(config))
-            self._manifest["partitions"][f"{topic}/{index}"] = config
+            self._manifest["partitions"][f"{topic}/{index}"]["config"] = config
         write_json_atomically(self._manifest_path, self._manifest)
         return len(specs)
 

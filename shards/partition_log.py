@@ -108,13 +108,14 @@ class PartitionLog:
 
     @classmethod
     def open(cls, directory: Path, config: LogConfig, *,
-             clock_ms: Callable[[], int] = wall_clock_ms) -> PartitionLog:
+             clock_ms: Callable[[], int] = wall_clock_ms, initial_offset: int = 0) -> PartitionLog:
         """Open (creating it if missing) and recover the log in ``directory``.
 
         The active segment is always recovered (its torn or corrupt tail cut,
         reported in ``recovery``); older segments' indexes are loaded, or
         rebuilt if missing or invalid. ``clock_ms`` dates new segments for
-        rolling by age.
+        rolling by age. A new, empty log starts at ``initial_offset`` (a
+        partition that moved to this shard continues its offsets).
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -122,7 +123,8 @@ class PartitionLog:
             base_offset for base_offset in map(parse_log_file_name, _file_names(directory))
             if base_offset is not None)
         if not base_offsets:
-            segment = Segment.create(directory, 0, index_interval_bytes=config.index_interval_bytes,
+            segment = Segment.create(directory, initial_offset,
+                                     index_interval_bytes=config.index_interval_bytes,
                                      created_ms=clock_ms())
             return cls(directory, config, [segment], RecoveryResult(0, 0), clock_ms)
         segments: list[Segment] = []

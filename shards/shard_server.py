@@ -44,8 +44,8 @@ import zmq
 from plinth import limits, protocol
 from plinth.client.record_batch import summarize_batch
 from plinth.errors import (BrokerError, InternalError, InvalidConfigError, MalformedRequestError,
-                           OffsetOutOfRangeError, StorageError, UnknownGroupError,
-                           UnknownTopicError)
+                           OffsetOutOfRangeError, StorageError, UnavailableError,
+                           UnknownGroupError, UnknownTopicError)
 from plinth.shards.group_coordinator import GroupCoordinator
 from plinth.shards.offset_store import OffsetStore
 from plinth.shards.partition_log import PartitionLog
@@ -71,6 +71,9 @@ class Partition:
     high_watermark: int
     producers: ProducerStates = field(default_factory=ProducerStates)
     parked: list = field(default_factory=list)   # ParkedFetch, oldest first
+    # Sealed: the partition moved to another shard at high_watermark; this log
+    # is read-only history, served until retention deletes it.
+    sealed: bool = False
 
 
 @dataclass
@@ -189,15 +192,41 @@ class ShardServer:
 
     # --- Control (loop thread, through call()) -----------------------------
 
-    def open_partition(self, topic: str, index: int, log_config) -> None:
-        """Open (recovering) or create one partition's log. Loop thread."""
-        if (topic, index) in self._partitions:
-            return
-        plog = PartitionLog.open(self._partition_dir(topic, index), log_config)
-        # What survived recovery is on disk; make it durable, then readable.
-        plog.flush()
-        producers = ProducerStates.rebuild(plog, summarize_batch)
-        self._partitions[(topic, index)] = Partition(topic, index, plog, plog.end_offset, producers)
+    def open_partition(self, topic: str, index: int, log_config, initial_offset: int = 0,
+                       sealed: bool = False) -> None:
+        """Open (recovering) or create one partition's log. Loop thread.
+
+        A partition new to this shard starts at ``initial_offset``; ``sealed``
+        opens it read-only (its writes moved to another shard).
+        """
+        part = self._partitions.get((topic, index))
+        if part is None:
+            plog = PartitionLog.open(self._partition_dir(topic, index), log_config,
+                                     initial_offset=initial_offset)
+            # What survived recovery is on disk; make it durable, then readable.
+            plog.flush()
+            producers = ProducerStates.rebuild(plog, summarize_batch)
+            part = Partition(topic, index, plog, plog.end_offset, producers)
+            self._partitions[(topic, index)] = part
+        if sealed:
+            self._seal(part)
+        else:
+            part.sealed = False
+
+    def seal_partition(self, topic: str, index: int) -> int:
+        """Stop taking writes for a partition that moves away; returns its end offset,
+        where its new owner starts. Loop thread."""
+        part = self._require(topic, index)
+        self._commit(force_flush=True)   # everything appended is durable and acknowledged
+        self._seal(part)
+        return part.high_watermark
+
+    def _seal(self, part: Partition) -> None:
+        part.sealed = True
+        waiting, part.parked = part.parked, []
+        for parked in waiting:           # their next fetch goes to the new owner
+            if not parked.done:
+                self._answer_parked(parked)
 
     def delete_partition(self, topic: str, index: int) -> bool:
         """Close and delete one partition's log; parked fetches get an error. Loop thread."""
@@ -414,6 +443,10 @@ class ShardServer:
         if view.acks not in protocol.ACKS_VALUES:
             raise MalformedRequestError(f"acks={view.acks} is not one of -1, 0, 1")
         part = self._require(view.topic, view.partition)
+        if part.sealed:
+            raise UnavailableError(
+                f"{view.topic}-{view.partition} moved away from {self.shard_id} at offset "
+                f"{part.high_watermark}; retry (the routers are learning its new shard)")
         batch = payload[0].buffer
         summary = summarize_batch(batch)
         where = f"{view.topic}-{view.partition}"
@@ -489,13 +522,19 @@ class ShardServer:
     def _fetch(self, envelope: list, view: protocol.RequestView) -> None:
         part = self._require(view.topic, view.partition)
         plog = part.log
+        if part.sealed and view.offset >= plog.end_offset:
+            # Past the move: the new owner has it. An empty answer makes the
+            # consumer ask again, through a router that knows by then.
+            self._reply(envelope, protocol.encode_fetch_reply(
+                view.request_id, part.high_watermark, plog.start_offset), b"")
+            return
         if not plog.start_offset <= view.offset <= plog.end_offset:
             raise OffsetOutOfRangeError(
                 f"offset {view.offset} is out of range for {view.topic}-{view.partition}: "
                 f"valid offsets are {plog.start_offset} to {plog.end_offset}")
         bytes_max = min(view.bytes_max or limits.FETCH_BYTES_DEFAULT, limits.FETCH_BYTES_MAX)
         wait_ms = min(view.wait_ms_max, limits.FETCH_WAIT_MS_MAX)
-        if view.offset < part.high_watermark or wait_ms == 0 or \
+        if view.offset < part.high_watermark or wait_ms == 0 or part.sealed or \
                 self._parked_count >= limits.PARKED_FETCHES_MAX:
             self._send_fetch(envelope, view.request_id, part, view.offset, bytes_max,
                              self._received_s)

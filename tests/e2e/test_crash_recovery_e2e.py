@@ -30,3 +30,28 @@ def test_every_acknowledged_record_survives_kill_9_of_the_server_exactly_once_in
     assert not writer.errors, writer.errors[:3]
     print(f"checked {len(writer.acked)} acknowledged records ({acked_at_kill} before kill -9) "
           f"of {len(records)} stored")
+
+
+def test_a_consumer_keeps_reading_across_a_kill_9_and_restart_of_the_server(broker_factory):
+    from plinth import Consumer, Producer
+
+    broker = broker_factory(shards=1)
+    topic = unique_topic("follow")
+    with Admin(broker=broker.url) as admin:
+        admin.create_topic(topic, 1)
+    with Consumer(topic, broker=broker.url, auto_offset_reset="earliest", request_timeout_ms=2_000,
+                  fetch_max_wait_ms=500) as consumer:
+        with Producer(broker=broker.url) as producer:
+            producer.send(topic, b"before").get(30)
+        assert [r.value for rs in consumer.poll(timeout_ms=10_000).values() for r in rs] == [b"before"]
+        consumer.poll(timeout_ms=200)   # a fetch is now parked at the log end
+        broker.kill()
+        broker.restart()
+        with Producer(broker=broker.url) as producer:
+            producer.send(topic, b"after").get(30)
+        got = []
+        for _ in range(30):   # bounded: each poll waits at most 1 s
+            got += [r.value for rs in consumer.poll(timeout_ms=1_000).values() for r in rs]
+            if got:
+                break
+    assert got == [b"after"]

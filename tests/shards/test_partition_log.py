@@ -437,3 +437,18 @@ def test_retention_of_minus_one_keeps_everything(tmp_path):
         plog.append(b"x" * 1000, 1, 1)
     assert plog.enforce_retention().segments == 0 and plog.start_offset == 0
     plog.close()
+
+
+def test_a_new_log_can_start_at_a_later_offset_and_keeps_it_after_reopening(tmp_path):
+    from plinth.errors import OffsetOutOfRangeError
+    from plinth.shards.partition_log import LogConfig, PartitionLog
+
+    plog = PartitionLog.open(tmp_path / "p", LogConfig(), initial_offset=500)
+    assert (plog.start_offset, plog.end_offset) == (500, 500)
+    assert plog.append(b"x" * 10, 2, 1) == 500
+    plog.close()
+    plog = PartitionLog.open(tmp_path / "p", LogConfig())
+    assert (plog.start_offset, plog.end_offset) == (500, 502)
+    with pytest.raises(OffsetOutOfRangeError, match="500"):
+        plog.read(10, 1000, 502)
+    plog.close()

@@ -260,3 +260,30 @@ def test_a_restarted_shard_still_recognises_a_retry_of_an_acknowledged_batch(tmp
     finally:
         sock.close(0)
         srv.stop(5)
+
+
+def test_a_sealed_partition_refuses_writes_serves_its_history_and_a_new_log_continues_its_offsets(server, router, tmp_path):
+    # Given a partition with three records
+    assert produce(router, [b"a", b"b", b"c"]).base_offset == 0
+    # When it is sealed (its writes move to another shard)
+    assert server.call(server.seal_partition, "t", 0) == 3
+    # Then produces are refused as unavailable (retriable), history is still served,
+    # and a fetch past the end is answered empty at once rather than parked
+    refused = produce(router, [b"d"], request_id=2)
+    assert type(refused.error).__name__ == "UnavailableError" and "moved away" in str(refused.error)
+    _, payload = fetch(router, 0, wait_ms=10_000)
+    assert values_in(payload) == [b"a", b"b", b"c"]
+    reply, payload = fetch(router, 3, request_id=3, wait_ms=10_000)
+    assert reply.error is None and payload == b""
+    # And a new shard's log for the partition starts at the sealed end
+    other = ShardServer("shard-new", tmp_path / "new", "127.0.0.1")
+    other.start()
+    try:
+        other.call(other.open_partition, "t", 0, LogConfig(), 3)
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(other.address)
+        assert produce(sock, [b"d"], request_id=4).base_offset == 3
+        sock.close()
+    finally:
+        other.stop(5)

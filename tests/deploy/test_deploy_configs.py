@@ -1,0 +1,409 @@
+"""deploy/: the Ray cluster launcher config, the KubeRay manifest, the Dockerfile and the
+operations guide, checked the way their own tools check them, and against the real
+``plinth`` command line.
+
+- ray-cluster.yaml goes through what ``ray up`` does to a config before it touches a
+  node: Ray's prepare_config (provider defaults, the local provider's node type) and
+  validate_config (the ray-schema.json shipped in the ray wheel).
+- kuberay-raycluster.yaml: every object against kubernetes.schema.yaml (the RayCluster v1
+  fields KubeRay requires, core/v1 for the rest, unknown fields refused), then the
+  references between them: volumes, claims, Secrets, the Service's port.
+- Every ``plinth ...`` command in the four files is parsed by the real click CLI
+  (plinth.cli.main) without running it, and every ``await_cluster.py ...`` command by
+  that helper's own parser. The ids of test_every_plinth_command_... list them.
+- Dockerfile: its instructions, read structurally (Docker is not needed).
+
+Runs in the pytest process: no network, no Docker, no Ray cluster (Ray is imported for
+its config validation only).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import click
+import jsonschema
+import pytest
+import yaml
+
+from tests.deploy.deploy_files import (DOCKERFILE, KUBERAY, LAUNCHER, OPERATIONS, REPO,
+                                       commands_in, dockerfile_instructions, exec_form,
+                                       image_paths, invocations, kubernetes_objects,
+                                       launcher_config, load_await_cluster, option_value,
+                                       pinned_ray_version, pod_groups, pyproject, ray_cluster,
+                                       shell_words)
+
+SCHEMA_FILE = REPO / "tests" / "deploy" / "kubernetes.schema.yaml"
+PLINTH_COMMANDS = invocations("plinth")
+AWAIT_COMMANDS = invocations("await_cluster.py")
+
+
+def _command_id(entry) -> str:
+    file, where, argv = entry
+    return f"{file} {where}: {' '.join(argv)}"
+
+
+# --- the plinth command line -------------------------------------------------------------
+
+def _all_commands(command: click.Command):
+    yield command
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            yield from _all_commands(sub)
+
+
+@pytest.fixture
+def plinth_cli(monkeypatch):
+    """Parse a ``plinth ...`` argv with the real CLI without running it: every command's
+    callback does nothing, and paths need not exist (they name files on the cluster's
+    nodes). Raises click.UsageError for an unknown command or option or a bad value."""
+    from plinth.cli import main
+
+    for command in _all_commands(main):
+        monkeypatch.setattr(command, "callback", lambda *args, **kwargs: None)
+        for param in command.params:
+            if isinstance(param.type, click.Path):
+                monkeypatch.setattr(param.type, "exists", False)
+
+    def parse(argv: list[str]) -> None:
+        assert argv[0] == "plinth"
+        main.main(args=argv[1:], prog_name="plinth", standalone_mode=False)
+
+    return parse
+
+
+@pytest.mark.parametrize("file, where, argv", PLINTH_COMMANDS, ids=map(_command_id, PLINTH_COMMANDS))
+def test_every_plinth_command_in_deploy_is_accepted_by_the_real_cli(plinth_cli, file, where, argv):
+    # Given a plinth command line from a deploy file; When the real CLI parses it
+    try:
+        plinth_cli(argv)
+        refusal = None
+    except click.UsageError as exc:
+        refusal = exc.format_message()
+    # Then no command or option is unknown and no value is refused
+    assert refusal is None, f"{file} {where}: {' '.join(argv)}\n  {refusal}"
+
+
+def test_the_files_start_the_broker_and_the_routers_where_the_guide_says():
+    found = {(file, where.split("[")[0], argv[1]) for file, where, argv in PLINTH_COMMANDS
+             if len(argv) > 1}
+    expected = {
+        (LAUNCHER.name, "head_start_ray_commands", "serve"),
+        (LAUNCHER.name, "worker_start_ray_commands", "router"),
+        (KUBERAY.name, "head/ray-head", "serve"),
+        (KUBERAY.name, "routers/ray-worker", "router"),
+        (DOCKERFILE.name, "ENTRYPOINT+CMD", "serve"),
+    }
+    assert expected <= found
+    guide = {argv[1] for file, _, argv in PLINTH_COMMANDS if file == OPERATIONS.name and len(argv) > 1}
+    assert {"keygen", "status", "topic", "shards"} <= guide
+
+
+def test_the_command_finder_sees_through_wrappers_and_quoted_scripts_but_not_into_arguments():
+    script = ("ulimit -n 65536; X=1 nohup sh -c 'exec plinth serve --cluster-name plinth'"
+              " >> log 2>&1 < /dev/null &\nplinth status  # a comment")
+    assert commands_in(shell_words(script), "plinth") == [
+        ["plinth", "serve", "--cluster-name", "plinth"], ["plinth", "status"]]
+    assert commands_in(["/usr/bin/tini", "--", "plinth", "serve"], "plinth") == [["plinth", "serve"]]
+    assert commands_in(shell_words("python ~/x/await_cluster.py --nodes 3 || true"),
+                       "await_cluster.py") == [["await_cluster.py", "--nodes", "3"]]
+
+
+@pytest.mark.parametrize("argv", [
+    ["plinth", "serve", "--no-such-option", "1"],
+    ["plinth", "serve", "--shards", "many"],
+    ["plinth", "serve", "--fsync-policy", "sometimes"],
+    ["plinth", "no-such-command"],
+], ids=" ".join)
+def test_the_cli_check_refuses_an_unknown_option_a_bad_value_or_an_unknown_command(plinth_cli, argv):
+    with pytest.raises(click.UsageError):
+        plinth_cli(argv)
+
+
+@pytest.mark.parametrize("file, where, argv", AWAIT_COMMANDS, ids=map(_command_id, AWAIT_COMMANDS))
+def test_every_await_cluster_command_in_deploy_is_accepted_by_the_helper(file, where, argv):
+    load_await_cluster().parse_args(argv[1:])   # argparse exits (SystemExit 2) if not
+
+
+# --- the Ray cluster launcher config ---------------------------------------------------------
+
+def ray_up_prepare(config: dict) -> dict:
+    """What ``ray up`` makes of a config before it touches a node
+    (ray.autoscaler._private.commands._bootstrap_config, without its cache and the
+    provider's bootstrap): provider defaults filled in, the local provider's one node
+    type, setup commands merged, node resources filled in; then validate_config, which
+    checks it against ray/autoscaler/ray-schema.json and raises
+    jsonschema.ValidationError."""
+    from ray.autoscaler._private.providers import _get_node_provider_cls
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    prepared = prepare_config(copy.deepcopy(config))
+    provider_cls = _get_node_provider_cls(prepared["provider"])
+    prepared = provider_cls.fillout_available_node_types_resources(prepared)
+    validate_config(prepared)
+    return prepared
+
+
+def test_the_launcher_config_passes_the_validation_ray_up_runs():
+    ray_up_prepare(launcher_config())
+
+
+def test_the_launcher_config_starts_a_head_and_two_workers_that_stay_up():
+    config = launcher_config()
+    prepared = ray_up_prepare(config)
+    assert config["provider"]["type"] == "local"
+    assert len(config["provider"]["worker_ips"]) == 2
+    (node_type,) = prepared["available_node_types"].values()
+    assert node_type["min_workers"] == node_type["max_workers"] == prepared["max_workers"] == 2
+
+
+def _rename(key: str, new_key: str):
+    def mutate(config):
+        config[new_key] = config.pop(key)
+    return mutate
+
+
+def _set(key: str, value):
+    def mutate(config):
+        config[key] = value
+    return mutate
+
+
+@pytest.mark.parametrize("mutate", [
+    _rename("head_start_ray_commands", "head_start_ray_command"),
+    _rename("file_mounts", "file_mount"),
+    _set("idle_timeout_minutes", "five"),
+    _set("auth", "ubuntu"),
+    _set("rsync_exclude", "**/.git"),
+], ids=["misspelled head_start_ray_commands", "misspelled file_mounts",
+        "idle_timeout_minutes a string", "auth a string", "rsync_exclude a string"])
+def test_rays_validation_refuses_a_misspelled_key_or_a_value_of_the_wrong_type(mutate):
+    # Given the launcher config with one mistake
+    config = launcher_config()
+    mutate(config)
+    # Then the validation `ray up` runs refuses it
+    with pytest.raises(jsonschema.ValidationError):
+        ray_up_prepare(config)
+
+
+def test_the_launcher_syncs_every_file_its_plinth_commands_read_and_the_ray_token():
+    config = launcher_config()
+    mounts = config["file_mounts"]
+    commands = [argv for file, _, argv in PLINTH_COMMANDS if file == LAUNCHER.name]
+    assert commands
+    for argv in commands:
+        for option in ("--curve-secret-key", "--authorized-keys"):
+            assert option_value(argv, option) in mounts, (option, argv)
+    assert "~/.ray/auth_token" in mounts
+
+
+def test_the_launcher_installs_plinth_from_the_synced_checkout_with_the_pinned_ray():
+    config = launcher_config()
+    assert config["file_mounts"]["~/plinth/src"] == "."
+    installs = [c for c in config["setup_commands"] if "pip install" in c and "~/plinth/src" in c]
+    assert len(installs) == 1
+    assert f'"ray[default]=={pinned_ray_version()}"' in installs[0]
+
+
+# --- the KubeRay manifest --------------------------------------------------------------------
+
+def kubernetes_schema() -> dict:
+    return yaml.safe_load(SCHEMA_FILE.read_text())
+
+
+def schema_errors(doc: dict) -> list[str]:
+    validator = jsonschema.Draft202012Validator(kubernetes_schema())
+    return [f"{'/'.join(map(str, error.absolute_path)) or '(top)'}: {error.message}"
+            for error in validator.iter_errors(doc)]
+
+
+def test_the_kubernetes_schema_is_a_valid_json_schema():
+    jsonschema.Draft202012Validator.check_schema(kubernetes_schema())
+
+
+@pytest.mark.parametrize("kind", ["RayCluster", "Service", "PersistentVolumeClaim"])
+def test_every_object_in_the_kuberay_manifest_matches_the_schema(kind):
+    assert schema_errors(kubernetes_objects()[kind]) == []
+
+
+def _head_container(cluster):
+    return cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+
+
+def _worker_group(cluster):
+    return cluster["spec"]["workerGroupSpecs"][0]
+
+
+RAYCLUSTER_MISTAKES = {
+    "misspelled groupName": lambda c: _worker_group(c).update(groupname=_worker_group(c).pop("groupName")),
+    "misspelled headGroupSpec": lambda c: c["spec"].update(headGroupspec=c["spec"].pop("headGroupSpec")),
+    "misspelled container image": lambda c: _head_container(c).update(imgae=_head_container(c).pop("image")),
+    "no maxReplicas": lambda c: _worker_group(c).pop("maxReplicas"),
+    "no head rayStartParams": lambda c: c["spec"]["headGroupSpec"].pop("rayStartParams"),
+    "a number in rayStartParams": lambda c: _worker_group(c)["rayStartParams"].update({"num-cpus": 2}),
+    "replicas a string": lambda c: _worker_group(c).update(replicas="2"),
+    "a container port out of range": lambda c: _head_container(c)["ports"].append({"containerPort": 74000}),
+    "apiVersion v1alpha1": lambda c: c.update(apiVersion="ray.io/v1alpha1"),
+}
+
+
+@pytest.mark.parametrize("mistake", list(RAYCLUSTER_MISTAKES))
+def test_the_schema_refuses_a_raycluster_with_a_misspelled_missing_or_mistyped_field(mistake):
+    # Given the RayCluster with one mistake
+    cluster = copy.deepcopy(ray_cluster())
+    RAYCLUSTER_MISTAKES[mistake](cluster)
+    # Then the schema names at least one error
+    assert schema_errors(cluster) != []
+
+
+def test_the_raycluster_is_a_head_and_two_workers_running_the_plinth_image():
+    cluster = ray_cluster()
+    (workers,) = cluster["spec"]["workerGroupSpecs"]
+    assert workers["replicas"] == workers["minReplicas"] == workers["maxReplicas"] == 2
+    for group, spec in pod_groups(cluster).items():
+        (container,) = spec["containers"]
+        assert container["image"] == "plinth:latest", group
+    assert cluster["spec"]["rayVersion"] == pinned_ray_version()
+
+
+def test_every_volume_mount_names_a_volume_of_its_pod_and_the_claim_is_in_the_manifest():
+    objects = kubernetes_objects()
+    claim = objects["PersistentVolumeClaim"]["metadata"]["name"]
+    for group, spec in pod_groups(objects["RayCluster"]).items():
+        volumes = {volume["name"]: volume for volume in spec["volumes"]}
+        for container in spec["containers"]:
+            for mount in container["volumeMounts"]:
+                assert mount["name"] in volumes, (group, mount)
+        claims = {v["persistentVolumeClaim"]["claimName"] for v in volumes.values()
+                  if "persistentVolumeClaim" in v}
+        assert claims == {claim}, group
+
+
+def _mounted_from(spec: dict, container: dict, path: str) -> dict:
+    """The volume whose mount holds ``path`` in ``container``, by the longest mount path."""
+    volumes = {volume["name"]: volume for volume in spec["volumes"]}
+    holders = [m for m in container["volumeMounts"]
+               if path == m["mountPath"] or path.startswith(m["mountPath"].rstrip("/") + "/")]
+    assert holders, f"{path} is on no volume of {container['name']}"
+    return volumes[max(holders, key=lambda m: len(m["mountPath"]))["name"]]
+
+
+def test_the_plinth_commands_read_keys_from_secrets_and_write_data_to_the_claim():
+    for group, spec in pod_groups(ray_cluster()).items():
+        (container,) = spec["containers"]
+        words = [*container.get("command", []), *container.get("args", [])]
+        (argv,) = commands_in(words, "plinth")
+        for option in ("--curve-secret-key", "--authorized-keys"):
+            assert "secret" in _mounted_from(spec, container, option_value(argv, option)), (group, option)
+        if argv[1] == "serve":
+            data = _mounted_from(spec, container, option_value(argv, "--data-dir"))
+            assert "persistentVolumeClaim" in data, group
+
+
+def test_the_service_sends_clients_to_the_router_port_of_every_pod():
+    objects = kubernetes_objects()
+    cluster, service = objects["RayCluster"], objects["Service"]
+    # KubeRay labels every pod of the cluster with ray.io/cluster: <name>
+    assert service["spec"]["selector"] == {"ray.io/cluster": cluster["metadata"]["name"]}
+    (port,) = service["spec"]["ports"]
+    for group, spec in pod_groups(cluster).items():
+        (container,) = spec["containers"]
+        ports = {p.get("name"): p["containerPort"] for p in container["ports"]}
+        target = ports.get(port["targetPort"], port["targetPort"])
+        (argv,) = commands_in([*container["command"], *container["args"]], "plinth")
+        assert option_value(argv, "--listen").endswith(f":{target}"), group
+        assert container["readinessProbe"]["tcpSocket"]["port"] in (target, port["targetPort"]), group
+
+
+# --- both cluster configs -------------------------------------------------------------------
+
+def _node_count(file: str) -> int:
+    if file == LAUNCHER.name:
+        return 1 + len(launcher_config()["provider"]["worker_ips"])
+    return 1 + sum(group["replicas"] for group in ray_cluster()["spec"]["workerGroupSpecs"])
+
+
+@pytest.mark.parametrize("file", [LAUNCHER.name, KUBERAY.name])
+def test_the_broker_waits_for_every_node_the_config_starts(file):
+    waits = [int(option_value(argv, "--nodes")) for f, _, argv in AWAIT_COMMANDS
+             if f == file and option_value(argv, "--nodes")]
+    assert waits == [_node_count(file)]
+
+
+@pytest.mark.parametrize("file", [LAUNCHER.name, KUBERAY.name])
+def test_the_routers_join_and_await_the_broker_by_the_name_plinth_serve_gives_it(file):
+    commands = [argv for f, _, argv in PLINTH_COMMANDS if f == file]
+    (name,) = {option_value(argv, "--cluster-name") for argv in commands if argv[1] == "serve"}
+    routers = [argv for argv in commands if argv[1] == "router"]
+    assert routers and {option_value(argv, "--cluster-name") for argv in routers} == {name}
+    awaited = {option_value(argv, "--broker") for f, _, argv in AWAIT_COMMANDS if f == file}
+    assert awaited - {None} == {name}
+
+
+# --- the Dockerfile ------------------------------------------------------------------------
+
+def dockerfile_problems(text: str) -> list[str]:
+    """What keeps ``text`` from being the Plinth image, by its structure."""
+    instructions = dockerfile_instructions(text)
+    names = [name for name, _ in instructions]
+    problems = []
+    froms = [arguments for name, arguments in instructions if name == "FROM"]
+    if not names or names[0] not in ("FROM", "ARG") or not froms:
+        problems.append("does not start FROM a base image")
+    elif not re.match(r"(python:3\.1[1-9]|rayproject/ray)\S*", froms[-1]):
+        problems.append(f"FROM {froms[-1]}: not python:3.11+ or rayproject/ray")
+    copied = [arguments for name, arguments in instructions if name in ("COPY", "ADD")]
+    if not any("pyproject.toml" in arguments.split() for arguments in copied):
+        problems.append("does not copy pyproject.toml")
+    runs = [arguments for name, arguments in instructions if name == "RUN"]
+    if not any(re.search(r"pip install (--?\S+ )*\.( |$)", run) for run in runs):
+        problems.append("no RUN pip install . of the checkout")
+    exposed = {port.split("/")[0] for name, arguments in instructions if name == "EXPOSE"
+               for port in arguments.split()}
+    if "7400" not in exposed:
+        problems.append("does not EXPOSE 7400")
+    started = [exec_form(a) for n, a in instructions if n in ("ENTRYPOINT", "CMD")]
+    if not commands_in([word for words in started for word in words], "plinth"):
+        problems.append("ENTRYPOINT/CMD runs no plinth command")
+    return problems
+
+
+def test_the_dockerfile_is_the_plinth_image_by_its_structure():
+    assert dockerfile_problems(DOCKERFILE.read_text()) == []
+
+
+DOCKERFILE_MISTAKES = {
+    "no EXPOSE": lambda text: re.sub(r"^EXPOSE .*$", "", text, flags=re.MULTILINE),
+    "another base": lambda text: text.replace("FROM python:3.11-slim", "FROM alpine:3.20"),
+    "no install": lambda text: text.replace("pip install --no-cache-dir . ", "true "),
+    "no plinth CMD": lambda text: re.sub(r'^CMD \[.*?\]$', 'CMD ["sleep", "infinity"]', text,
+                                         flags=re.MULTILINE | re.DOTALL),
+}
+
+
+@pytest.mark.parametrize("mistake", list(DOCKERFILE_MISTAKES))
+def test_the_dockerfile_check_finds_a_missing_expose_base_install_or_plinth_command(mistake):
+    broken = DOCKERFILE_MISTAKES[mistake](DOCKERFILE.read_text())
+    assert broken != DOCKERFILE.read_text()
+    assert dockerfile_problems(broken) != []
+
+
+def test_the_image_copies_every_package_directory_pyproject_builds():
+    package_dirs = set(pyproject()["tool"]["setuptools"]["package-dir"].values())
+    copied = set(image_paths(dockerfile_instructions(DOCKERFILE.read_text())))
+    assert package_dirs | {"pyproject.toml", "README.md"} <= copied
+
+
+def test_the_image_holds_the_start_up_helper_where_the_kuberay_commands_run_it():
+    in_image = image_paths(dockerfile_instructions(DOCKERFILE.read_text()))["deploy/await_cluster.py"]
+    used = set(re.findall(r"\S*await_cluster\.py", KUBERAY.read_text()))
+    assert used == {in_image}
+
+
+def test_the_image_installs_the_ray_version_plinth_pins():
+    instructions = dockerfile_instructions(DOCKERFILE.read_text())
+    args = dict(arguments.split("=", 1) for name, arguments in instructions
+                if name == "ARG" and "=" in arguments)
+    assert args["RAY_VERSION"] == pinned_ray_version()
+    assert any('"ray[default]==${RAY_VERSION}"' in a for n, a in instructions if n == "RUN")
