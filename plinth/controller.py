@@ -81,29 +81,68 @@ class Controller:
     # --- Lifecycle ---------------------------------------------------------
 
     def start(self) -> dict[str, str]:
-        """Create every shard actor and open the partitions it owns; returns shard addresses."""
+        """Create every shard actor and open the partitions it owns; returns shard addresses.
+
+        A shard that does not come up in time (its node is down) is left out: its
+        partitions are unavailable until it starts and announces itself.
+        """
         self._start_shards(self._metadata["shards"])
-        ray.get([self._shards[s].open_partitions.remote(specs)
-                 for s, specs in self._specs_by_shard().items()])
+        self._call_each({s: self._shards[s].open_partitions.remote(specs)
+                         for s, specs in self._specs_by_shard().items()})
         self._save()
         self._push_partition_counts()
         return dict(self._addresses)
 
+    def _call_each(self, refs: dict, timeout_s: float = limits.SHARD_START_WAIT_S) -> dict:
+        """shard id -> result of its call, or None if it failed or did not answer in time."""
+        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
+        ready = set(ready)
+        results = {}
+        for shard_id, ref in refs.items():
+            try:
+                results[shard_id] = ray.get(ref) if ref in ready else None
+            except ray.exceptions.RayError as exc:
+                log.warning("%s failed: %s", shard_id, exc)
+                results[shard_id] = None
+            if results[shard_id] is None and ref not in ready:
+                log.warning("%s did not answer within %.0f s; its partitions are unavailable",
+                            shard_id, timeout_s)
+        return results
+
     def _push_partition_counts(self) -> None:
         """Tell every shard each topic's partition count (group coordinators need them)."""
         counts = {name: t["partitions"] for name, t in self._metadata["topics"].items()}
-        ray.get([shard.set_partition_counts.remote(counts) for shard in self._shards.values()],
-                timeout=limits.CONTROL_CALL_TIMEOUT_S)
+        self._call_each({s: shard.set_partition_counts.remote(counts)
+                         for s, shard in self._shards.items()})
 
     def _start_shards(self, shard_ids: list[str]) -> None:
+        """Create shard actors, each pinned to its node (its data is on that node's disk).
+
+        A shard new to the broker goes to the alive node with the fewest shards, and
+        its node's address is kept in the metadata. Ray's ``node:<address>`` resource
+        pins it there for good: if the node dies, Ray restarts the shard only when a
+        node with that address returns, and until then its partitions are unavailable.
+        """
         remote_shard = ray.remote(ShardActor)
+        nodes = self._metadata.setdefault("shard_nodes", {})
         for shard_id in shard_ids:
+            node = nodes.setdefault(shard_id, self._least_loaded_node())
             self._shards[shard_id] = remote_shard.options(
-                num_cpus=0, max_restarts=limits.SHARD_RESTARTS_MAX, scheduling_strategy="SPREAD",
+                num_cpus=0, max_restarts=limits.SHARD_RESTARTS_MAX,
+                resources={f"node:{node}": 0.001},
             ).remote(shard_id, str(self.data_dir / "shards" / shard_id),
                      self._fsync_policy, self._fsync_interval_ms, None, self._name)
-        addresses = ray.get([self._shards[s].address.remote() for s in shard_ids])
-        self._addresses.update(zip(shard_ids, addresses))
+        addresses = self._call_each({s: self._shards[s].address.remote() for s in shard_ids})
+        self._addresses.update({s: a for s, a in addresses.items() if a is not None})
+
+    def _least_loaded_node(self) -> str:
+        alive = sorted(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"])
+        assert alive, "no alive Ray node to place a shard on"
+        load = {address: 0 for address in alive}
+        for address in self._metadata.get("shard_nodes", {}).values():
+            if address in load:
+                load[address] += 1
+        return min(alive, key=lambda address: (load[address], address))
 
     def shutdown(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S) -> None:
         ray.get([shard.shutdown.remote(grace_period_s) for shard in self._shards.values()],
@@ -173,7 +212,7 @@ class Controller:
 
     def routing(self) -> dict:
         """What a router needs: shard addresses and each topic's placement."""
-        return {"shards": dict(self._addresses),
+        return {"shards": dict(self._addresses), "shard_ids": list(self._metadata["shards"]),
                 "topics": {name: list(t["placement"]) for name, t in self._metadata["topics"].items()},
                 "ranges": {name: {int(p): ranges for p, ranges in t.get("ranges", {}).items()}
                            for name, t in self._metadata["topics"].items() if t.get("ranges")}}

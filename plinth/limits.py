@@ -96,6 +96,9 @@ GROUP_COMMIT_REQUESTS_MAX = 256
 SHARDS_MAX = 256
 # Ray restarts a dead shard actor at most this often before giving up on it.
 SHARD_RESTARTS_MAX = 100
+# How long the controller waits for shards at start before serving without
+# the missing ones (their node is down; they join when it returns).
+SHARD_START_WAIT_S = 30.0
 # How often a router asks the controller for the routing table, to pick up
 # restarted shards' new addresses.
 ROUTING_REFRESH_INTERVAL_S = 1.0

@@ -66,6 +66,7 @@ class Router:
         self._ranges: dict[str, dict[int, list]] = {}
         self._backends: dict[str, tuple[str, zmq.Socket]] = {}  # shard id -> (address, DEALER)
         self._shard_of_socket: dict[zmq.Socket, str] = {}
+        self._shard_ids: list[str] = []    # every shard, running or not: groups hash over them
         self._held: dict[str, list] = {}                    # topic -> frames awaiting routing
         self._unknown: OrderedDict[str, float] = OrderedDict()  # topic -> forget-at time
         # shard id -> client id -> requests forwarded and not yet answered. Per shard,
@@ -211,11 +212,11 @@ class Router:
 
     def _route_group(self, frames: list, view: protocol.RequestView) -> None:
         """Forward to the shard coordinating the group: rendezvous hash of its name."""
-        if not self._backends:
+        if not self._shard_ids:
             self._reply(frames[0], protocol.encode_error(view.request_id, UnavailableError(
-                "no shard is connected to coordinate groups")))
+                "no shard is known to coordinate groups")))
             return
-        shard_id = placement.shard_for_group(view.group, list(self._backends))
+        shard_id = placement.shard_for_group(view.group, self._shard_ids)
         self._forward(shard_id, frames, view)
 
     def _forward(self, shard_id: str, frames: list, view: protocol.RequestView) -> None:
@@ -226,6 +227,11 @@ class Router:
             self._reply(frames[0], protocol.encode_error(view.request_id, TooManyRequestsError(
                 f"client has {in_flight} requests in flight, the limit is "
                 f"{limits.CLIENT_REQUESTS_IN_FLIGHT_MAX}; wait for replies")))
+            return
+        if shard_id not in self._backends:
+            self._reply(frames[0], protocol.encode_error(view.request_id, UnavailableError(
+                f"{view.topic or view.group}: its shard {shard_id} is not running "
+                f"(its node may be down); retry later")))
             return
         _, backend = self._backends[shard_id]
         try:
@@ -306,6 +312,7 @@ class Router:
         """Adopt the controller's routing table (loop thread, or start())."""
         self._routes = routing["topics"]
         self._ranges = routing.get("ranges", self._ranges)
+        self._shard_ids = routing.get("shard_ids", self._shard_ids)
         for topic in routing["topics"]:
             self._unknown.pop(topic, None)
         for shard_id, address in routing["shards"].items():
