@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 METADATA_FILE = "metadata.json"
 METADATA_VERSION = 1
+NODE_RESOURCE_PREFIX = "plinth-node:"
 
 
 class Controller:
@@ -119,30 +120,31 @@ class Controller:
         """Create shard actors, each pinned to its node (its data is on that node's disk).
 
         A shard new to the broker goes to the alive node with the fewest shards, and
-        its node's address is kept in the metadata. Ray's ``node:<address>`` resource
-        pins it there for good: if the node dies, Ray restarts the shard only when a
-        node with that address returns, and until then its partitions are unavailable.
+        that node's pin resource (``plinth-node:<name>``, else Ray's ``node:<address>``)
+        is kept in the metadata and required by the actor: if the node dies, Ray
+        restarts the shard only when that node returns, and until then its
+        partitions are unavailable.
         """
         remote_shard = ray.remote(ShardActor)
         nodes = self._metadata.setdefault("shard_nodes", {})
         for shard_id in shard_ids:
-            node = nodes.setdefault(shard_id, self._least_loaded_node())
+            pin = nodes.setdefault(shard_id, self._least_loaded_node())
             self._shards[shard_id] = remote_shard.options(
-                num_cpus=0, max_restarts=limits.SHARD_RESTARTS_MAX,
-                resources={f"node:{node}": 0.001},
+                num_cpus=0, max_restarts=limits.SHARD_RESTARTS_MAX, resources={pin: 0.001},
             ).remote(shard_id, str(self.data_dir / "shards" / shard_id),
                      self._fsync_policy, self._fsync_interval_ms, None, self._name)
         addresses = self._call_each({s: self._shards[s].address.remote() for s in shard_ids})
         self._addresses.update({s: a for s, a in addresses.items() if a is not None})
 
     def _least_loaded_node(self) -> str:
-        alive = sorted(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"])
+        """The pin resource of the alive node with the fewest shards."""
+        alive = sorted(_pin_resource(n) for n in ray.nodes() if n["Alive"])
         assert alive, "no alive Ray node to place a shard on"
-        load = {address: 0 for address in alive}
-        for address in self._metadata.get("shard_nodes", {}).values():
-            if address in load:
-                load[address] += 1
-        return min(alive, key=lambda address: (load[address], address))
+        load = {pin: 0 for pin in alive}
+        for pin in self._metadata.get("shard_nodes", {}).values():
+            if pin in load:
+                load[pin] += 1
+        return min(alive, key=lambda pin: (load[pin], pin))
 
     def shutdown(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S) -> None:
         ray.get([shard.shutdown.remote(grace_period_s) for shard in self._shards.values()],
@@ -341,6 +343,14 @@ class Controller:
                  for s, sp in specs.items()], timeout=limits.CONTROL_CALL_TIMEOUT_S)
         self._push_partition_counts()
         log.info("deleted topic %s", name)
+
+
+def _pin_resource(node: dict) -> str:
+    """What pins a shard to a node: its ``plinth-node:<name>`` resource if it has one
+    (``ray start --resources '{"plinth-node:b": 1}'``: a name that survives a change of
+    address), else Ray's ``node:<address>``."""
+    named = sorted(r for r in node["Resources"] if r.startswith(NODE_RESOURCE_PREFIX))
+    return named[0] if named else f"node:{node['NodeManagerAddress']}"
 
 
 def _ranges_of(topic: dict, index: int) -> list[list]:

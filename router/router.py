@@ -34,6 +34,7 @@ import time
 from collections import OrderedDict
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from plinth import limits, placement, protocol
 from plinth.errors import (BrokerError, InternalError, MalformedRequestError, NotAuthorizedError,
@@ -67,6 +68,11 @@ class Router:
         self._backends: dict[str, tuple[str, zmq.Socket]] = {}  # shard id -> (address, DEALER)
         self._shard_of_socket: dict[zmq.Socket, str] = {}
         self._shard_ids: list[str] = []    # every shard, running or not: groups hash over them
+        # Connection monitors of the shard DEALERs: a shard whose connection dropped
+        # (its process or node died) is down until it reconnects or moves.
+        self._monitor_of: dict[zmq.Socket, str] = {}
+        self._monitor_socket: dict[str, zmq.Socket] = {}
+        self._down: set[str] = set()
         self._held: dict[str, list] = {}                    # topic -> frames awaiting routing
         self._unknown: OrderedDict[str, float] = OrderedDict()  # topic -> forget-at time
         # shard id -> client id -> requests forwarded and not yet answered. Per shard,
@@ -121,30 +127,50 @@ class Router:
                 # Picks up shards that restarted at a new address.
                 self._submit_admin(None, ("resolve", None))
                 next_refresh_s = time.monotonic() + limits.ROUTING_REFRESH_INTERVAL_S
-            for _, backend in self._backends.values():
-                if backend not in registered:
-                    poller.register(backend, zmq.POLLIN)
-                    registered.add(backend)
+            for sock in self._shard_of_socket:
+                if sock not in registered:
+                    poller.register(sock, zmq.POLLIN)
+                    registered.add(sock)
             for sock, _ in poller.poll(200):
                 if sock is self._frontend:
                     self._drain(self._frontend, self._on_request)
                 elif sock is self._admin_pull:
                     self._drain(self._admin_pull, self._on_admin_result)
+                elif sock in self._monitor_of:
+                    self._on_monitor_event(sock)
                 else:
                     shard_id = self._shard_of_socket[sock]
                     self._drain(sock, lambda frames: self._on_shard_reply(shard_id, frames))
             registered = self._forget_closed(poller, registered)
         self._close_sockets()
 
+    def _on_monitor_event(self, monitor: zmq.Socket) -> None:
+        """A shard connection came up or went down: its partitions follow."""
+        shard_id = self._monitor_of[monitor]
+        for _ in range(64):
+            try:
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)["event"]
+            except zmq.Again:
+                return
+            if event == zmq.EVENT_DISCONNECTED:
+                self._down.add(shard_id)
+            elif event in (zmq.EVENT_CONNECTED, zmq.EVENT_HANDSHAKE_SUCCEEDED):
+                self._down.discard(shard_id)
+
     def _forget_closed(self, poller: zmq.Poller, registered: set) -> set:
         live = {backend for _, backend in self._backends.values()}
+        live |= {monitor for monitor, shard_id in self._monitor_of.items()
+                 if self._backends[shard_id][1] in live and self._monitor_socket[shard_id] is monitor}
         for sock in registered - live:
             poller.unregister(sock)
             self._shard_of_socket.pop(sock, None)
+            self._monitor_of.pop(sock, None)
             sock.close(linger=0)
         return registered & live
 
     def _close_sockets(self) -> None:
+        for monitor in self._monitor_of:
+            monitor.close(linger=0)
         for _, backend in self._backends.values():
             backend.close(linger=0)
         self._frontend.close(linger=0)
@@ -228,10 +254,10 @@ class Router:
                 f"client has {in_flight} requests in flight, the limit is "
                 f"{limits.CLIENT_REQUESTS_IN_FLIGHT_MAX}; wait for replies")))
             return
-        if shard_id not in self._backends:
+        if shard_id not in self._backends or shard_id in self._down:
             self._reply(frames[0], protocol.encode_error(view.request_id, UnavailableError(
-                f"{view.topic or view.group}: its shard {shard_id} is not running "
-                f"(its node may be down); retry later")))
+                f"{view.topic or view.group}: its shard {shard_id} is unavailable (not "
+                f"running or not connected; its node may be down); retry later")))
             return
         _, backend = self._backends[shard_id]
         try:
@@ -323,9 +349,15 @@ class Router:
             backend.setsockopt(zmq.SNDHWM, limits.SOCKET_MESSAGES_HWM)
             backend.setsockopt(zmq.RCVHWM, limits.SOCKET_MESSAGES_HWM)
             backend.setsockopt(zmq.LINGER, 0)
+            monitor = backend.get_monitor_socket(
+                zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
             backend.connect(address)
             self._backends[shard_id] = (address, backend)
             self._shard_of_socket[backend] = shard_id
+            self._shard_of_socket[monitor] = shard_id
+            self._monitor_of[monitor] = shard_id
+            self._monitor_socket[shard_id] = monitor
+            self._down.discard(shard_id)   # a new address: up until it says otherwise
             # Requests sent to the shard's old address will never be answered.
             self._in_flight.pop(shard_id, None)
 

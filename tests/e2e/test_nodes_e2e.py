@@ -1,0 +1,82 @@
+"""Several Ray nodes (all on 127.0.0.1, ray.cluster_utils.Cluster): shards spread over
+the nodes; losing a node makes only its shards' partitions unavailable, with a clear
+error; when the node returns its shards recover and serve again."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from ray.cluster_utils import Cluster
+
+import zmq
+
+from plinth import Admin, Consumer, protocol
+from plinth.client.record_batch import BatchBuilder
+from tests.conftest import Broker
+from tests.support import unique_topic, wait_until
+
+PARTITIONS = 12   # both shards own some: all on one has odds 1 in 2,048
+
+
+@pytest.fixture
+def two_node_cluster():
+    """Head and worker, each named by a plinth-node resource that pins shards to it."""
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "resources": {"plinth-node:a": 1}})
+    worker = cluster.add_node(num_cpus=1, resources={"plinth-node:b": 1})
+    yield cluster, worker
+    cluster.shutdown()
+
+
+def produce_to(url: str, topic: str, partition: int) -> str:
+    """'ok', or the class name of the error the partition answered with (one raw request,
+    so no client retry hides the answer)."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(url)
+    try:
+        builder = BatchBuilder()
+        builder.append(None, b"probe", 1, None)
+        sock.send_multipart([protocol.encode_produce(1, topic, partition, 1), builder.build()])
+        if not sock.poll(10_000):
+            return "no reply"
+        reply = protocol.decode_reply(sock.recv_multipart()[0])
+        return "ok" if reply.error is None else type(reply.error).__name__
+    finally:
+        sock.close()
+
+
+def test_losing_a_node_makes_only_its_partitions_unavailable_until_it_returns(two_node_cluster, tmp_path):
+    cluster, worker = two_node_cluster
+    broker = Broker(tmp_path / "data", cluster.address, shards=2).start()
+    try:
+        topic = unique_topic("nodes")
+        with Admin(broker=broker.url) as admin:
+            admin.create_topic(topic, PARTITIONS)
+            owners = {p.partition: p.shard for p in admin.describe_topic(topic).partition_info}
+        # The two shards were placed on different nodes
+        pins = json.loads((tmp_path / "data" / "metadata.json").read_text())["shard_nodes"]
+        assert sorted(pins.values()) == ["plinth-node:a", "plinth-node:b"]
+        on_worker = {p for p, shard in owners.items() if pins[shard] == "plinth-node:b"}
+        assert 0 < len(on_worker) < PARTITIONS
+        assert all(produce_to(broker.url, topic, p) == "ok" for p in range(PARTITIONS))
+        # When the worker node dies
+        cluster.remove_node(worker)
+        # Then its partitions answer "unavailable" and all the others keep serving
+        wait_until(lambda: all(produce_to(broker.url, topic, p) == "UnavailableError"
+                               for p in on_worker), timeout_s=60)
+        assert all(produce_to(broker.url, topic, p) == "ok"
+                   for p in range(PARTITIONS) if p not in on_worker)
+        # And when the node returns, its shard restarts there, recovers and serves again
+        cluster.add_node(num_cpus=1, resources={"plinth-node:b": 1})
+        wait_until(lambda: all(produce_to(broker.url, topic, p) == "ok" for p in on_worker),
+                   timeout_s=120)
+        with Consumer(topic, broker=broker.url, auto_offset_reset="earliest",
+                      consumer_timeout_ms=5_000) as consumer:
+            records = list(consumer)
+        # The records from before the loss are still there, and the new ones after them
+        for p in range(PARTITIONS):
+            assert len([r for r in records if r.partition == p]) >= 2
+    finally:
+        broker.stop()
