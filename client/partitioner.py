@@ -87,6 +87,9 @@ def partition_for_key(key: bytes, partition_count: int) -> int:
     """The partition Kafka's default partitioner picks for ``key``. Any thread may call."""
     if partition_count < 1:
         raise ValueError(f"partition_count is {partition_count}, must be >= 1")
+    if _murmurhash2_c is not None and type(key) is bytes:
+        # In C the hash costs less than a cache lookup and insert would.
+        return (_murmurhash2_c(key, _SEED) & _POSITIVE_MASK_32) % partition_count
     positive_hash = _hash_cache.get(key) if type(key) is bytes else None
     if positive_hash is None:
         positive_hash = murmur2_fast(key) & _POSITIVE_MASK_32
