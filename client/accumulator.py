@@ -112,25 +112,34 @@ class RecordAccumulator:
         self._ready.append(batch)
         self._wake()
 
-    def drain(self, batches_max: int) -> list[OpenBatch]:
-        """Sender thread: up to ``batches_max`` batches that are ready to send."""
+    def drain(self, batches_max: int, muted: frozenset = frozenset()) -> list[OpenBatch]:
+        """Sender thread: up to ``batches_max`` batches that are ready to send.
+
+        An open batch of a ``muted`` partition (one whose previous batch is still
+        in flight) is not sealed when its linger ends: it keeps growing until the
+        partition is free, rather than leaving as many one-record batches.
+        """
         now = time.monotonic()
         with self._cond:
-            for batch in list(self._open.values()):
-                if self._flushes or now - batch.created_s >= self.linger_s:
+            for key, batch in list(self._open.items()):
+                if key not in muted and (self._flushes or now - batch.created_s >= self.linger_s):
                     self._seal(batch)
             out = []
             while self._ready and len(out) < batches_max:
                 out.append(self._ready.popleft())
             return out
 
-    def next_linger_deadline_s(self) -> float | None:
+    def next_linger_deadline_s(self, muted: frozenset = frozenset()) -> float | None:
+        """When the next open batch of an unmuted partition is due (sender thread)."""
         with self._cond:
-            if self._ready or (self._open and self._flushes):
+            if self._ready:
                 return time.monotonic()
-            if not self._open:
+            waiting = [b for key, b in self._open.items() if key not in muted]
+            if not waiting:
                 return None
-            return min(b.created_s for b in self._open.values()) + self.linger_s
+            if self._flushes:
+                return time.monotonic()
+            return min(b.created_s for b in waiting) + self.linger_s
 
     def complete(self, batch: OpenBatch, base_offset: int | None, error=None) -> None:
         """Sender thread: resolve a batch's futures and free its buffer bytes."""

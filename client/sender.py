@@ -122,7 +122,7 @@ class Sender:
     def _poll_timeout_ms(self) -> int:
         now = time.monotonic()
         deadline = now + _IDLE_POLL_MS / 1000
-        linger = self.accumulator.next_linger_deadline_s()
+        linger = self.accumulator.next_linger_deadline_s(self._muted())
         if linger is not None:
             deadline = min(deadline, linger)
         for queue in self._queues.values():
@@ -133,8 +133,15 @@ class Sender:
             deadline = min(deadline, oldest + self.request_timeout_s)
         return max(0, int((deadline - now) * 1000) + 1)
 
+    def _muted(self) -> frozenset:
+        """Partitions whose open batch should keep growing: idempotent ones with a
+        batch in flight or waiting to be sent."""
+        if not self.idempotent:
+            return frozenset()
+        return frozenset(self._busy) | frozenset(tp for tp, q in self._queues.items() if q)
+
     def _queue_ready(self) -> None:
-        for batch in self.accumulator.drain(batches_max=1 << 30):
+        for batch in self.accumulator.drain(batches_max=1 << 30, muted=self._muted()):
             self._queues.setdefault((batch.topic, batch.partition), deque()).append(batch)
 
     def _send_queued(self, now: float) -> None:
