@@ -50,9 +50,9 @@ from plinth.client.consumer import Consumer
 from plinth.client.producer import Producer
 from plinth.errors import ClientError, PlinthTimeoutError, TopicExistsError
 
-# Distinct random keys per producer, generated before the clock starts. More
-# than the partitioner's murmur2 cache holds (100,000 keys), so cycling
-# through them never hits it and the cache does not flatter the numbers.
+# Distinct random keys per producer, generated before the clock starts:
+# enough that no per-key cache on the path (the partitioner once kept the
+# hashes of 100,000 keys) is ever hit, so none can flatter the numbers.
 KEY_POOL_SIZE_MAX = 1 << 20
 # Records sent between two looks at progress, acknowledgements and the clock.
 CHUNK_RECORDS = 4096
@@ -176,11 +176,13 @@ class BenchReport:
 
     def _describe(self) -> str:
         s = self.settings
-        rate = "flat out" if s["rate"] is None else f"rate {s['rate']:,.0f} records/s"
-        return (f"plinth bench {self.command}: topic {self.topic} ({self.partitions} partitions), "
-                f"{s['producers']} producer(s), acks={s['acks']} linger_ms={s['linger_ms']:g} "
-                f"batch_bytes_max={s['batch_bytes_max']}, {s['key_bytes']}-byte keys, "
-                f"{s['value_bytes']}-byte values, {rate}")
+        head = (f"plinth bench {self.command}: topic {self.topic} ({self.partitions} partitions), "
+                f"{s['key_bytes']}-byte keys, {s['value_bytes']}-byte values, ")
+        if self.command == "consume":
+            return head + "1 consumer from offset 0"
+        rate = "flat out" if s["rate"] is None else f"{s['rate']:,.0f} records/s"
+        return (head + f"{s['producers']} producer(s) {rate}, acks={s['acks']} "
+                f"linger_ms={s['linger_ms']:g} batch_bytes_max={s['batch_bytes_max']}")
 
 
 def _settings(config: BenchConfig) -> dict:
