@@ -68,28 +68,28 @@ def _words_le(data: bytes, words_count: int) -> tuple[int, ...]:
 
 
 try:
-    # The murmurhash2 package is the same MurmurHash2 in C, ~15x faster; the
-    # tests check it against Kafka's reference values and the Python version.
-    from murmurhash2 import murmurhash2 as _murmurhash2_c
-except ImportError:  # pragma: no cover - a platform without the wheel
-    _murmurhash2_c = None
+    # plinth/_murmur2.c, built by `pip install`: the same function in C, which
+    # keeps the GIL (a hash costs less than releasing it). The tests check it
+    # against Kafka's reference values and the Python version.
+    from plinth._murmur2 import murmur2 as _murmur2_c
+except ImportError:  # pragma: no cover - installed without a C compiler
+    _murmur2_c = None
 
 
 def murmur2_fast(data: bytes) -> int:
-    """murmur2(data), in C when the murmurhash2 package is installed."""
-    if _murmurhash2_c is None or type(data) is not bytes:
+    """murmur2(data), in C when the extension is built."""
+    if _murmur2_c is None or type(data) is not bytes:
         return murmur2(data)
-    h = _murmurhash2_c(data, _SEED)
-    return h - (1 << 32) if h & _SIGN_BIT_32 else h
+    return _murmur2_c(data)
 
 
 def partition_for_key(key: bytes, partition_count: int) -> int:
     """The partition Kafka's default partitioner picks for ``key``. Any thread may call."""
     if partition_count < 1:
         raise ValueError(f"partition_count is {partition_count}, must be >= 1")
-    if _murmurhash2_c is not None and type(key) is bytes:
+    if _murmur2_c is not None and type(key) is bytes:
         # In C the hash costs less than a cache lookup and insert would.
-        return (_murmurhash2_c(key, _SEED) & _POSITIVE_MASK_32) % partition_count
+        return (_murmur2_c(key) & _POSITIVE_MASK_32) % partition_count
     positive_hash = _hash_cache.get(key) if type(key) is bytes else None
     if positive_hash is None:
         positive_hash = murmur2_fast(key) & _POSITIVE_MASK_32
