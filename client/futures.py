@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from typing import Callable, NamedTuple
 
-from plinth.errors import PlinthError, PlinthTimeoutError
+from plinth.errors import PlinthTimeoutError
 
 
 class RecordMetadata(NamedTuple):
@@ -126,4 +126,4 @@ class RecordFuture:
         return self
 
 
-__all__ = ["RecordMetadata", "BatchResult", "RecordFuture", "PlinthError"]
+__all__ = ["RecordMetadata", "BatchResult", "RecordFuture"]

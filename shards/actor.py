@@ -130,9 +130,6 @@ class ShardActor:
     def group_names(self) -> list[str]:
         return self._server.call(self._server.group_names)
 
-    def partitions(self) -> list[tuple[str, int]]:
-        return self._server.call(self._server.partitions)
-
     def stats(self) -> dict:
         return self._server.call(self._server.stats_snapshot)
 

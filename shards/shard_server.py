@@ -259,9 +259,6 @@ class ShardServer:
                 log.error("%s: retention of %s-%d failed: %s", self.shard_id, part.topic,
                           part.index, exc)
 
-    def partitions(self) -> list[tuple[str, int]]:
-        return sorted(self._partitions)
-
     def _partition_dir(self, topic: str, index: int) -> Path:
         return self.data_dir / f"{topic}-{index}"
 

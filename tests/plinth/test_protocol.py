@@ -70,16 +70,13 @@ def test_random_bytes_decode_to_a_request_or_raise_malformed_request_only(data):
 def test_bit_flipped_requests_decode_or_raise_malformed_request_only():
     rng = random.Random(11)
     good = protocol.encode_create_topic(1, "topic-name", 3, {"segment.bytes": "4096"})
-    tried = 0
-    for _ in range(2000):
+    for _ in range(2000):   # any other exception fails the test
         data = bytearray(good)
         data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
         try:
             protocol.decode_request(bytes(data))
         except MalformedRequestError:
             pass
-        tried += 1
-    assert tried == 2000
 
 
 def test_unknown_error_codes_become_internal_errors_naming_the_code():

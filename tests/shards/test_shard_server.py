@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import time
+from contextlib import contextmanager
 
 import pytest
 import zmq
@@ -37,6 +38,23 @@ def router(server):
     sock.connect(server.address)
     yield sock
     sock.close()
+
+
+@contextmanager
+def running_shard(directory, initial_offset: int = 0, **options):
+    """A started ShardServer on ``directory`` with partition t-0 open, and a DEALER
+    playing the router; both closed on exit."""
+    srv = ShardServer("shard-test", directory, "127.0.0.1", **options)
+    srv.start()
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        srv.call(srv.open_partition, "t", 0, LogConfig(), initial_offset)
+        sock.connect(srv.address)
+        yield srv, sock
+    finally:
+        sock.close()
+        srv.stop(5)
 
 
 def batch_of(values: list[bytes], key: bytes | None = None) -> bytes:
@@ -147,47 +165,27 @@ def test_hostile_messages_get_error_replies_and_the_shard_keeps_serving(router):
 
 def test_every_acknowledged_record_survives_a_restart_of_the_server(tmp_path):
     # Given a server that acknowledged 50 batches
-    srv = ShardServer("shard-r", tmp_path / "s", "127.0.0.1")
-    srv.start()
-    srv.call(srv.open_partition, "t", 0, LogConfig())
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.connect(srv.address)
-    for i in range(50):
-        assert produce(sock, [b"v%d" % i], request_id=i).base_offset == i
-    sock.close(0)
-    srv.stop(5)
+    with running_shard(tmp_path / "s") as (_, sock):
+        for i in range(50):
+            assert produce(sock, [b"v%d" % i], request_id=i).base_offset == i
     # When it is started again on the same directory
-    srv2 = ShardServer("shard-r", tmp_path / "s", "127.0.0.1")
-    srv2.start()
-    srv2.call(srv2.open_partition, "t", 0, LogConfig())
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.connect(srv2.address)
-    # Then every record is there, in order
-    reply, payload = fetch(sock, 0)
-    assert reply.high_watermark == 50
-    assert values_in(payload) == [b"v%d" % i for i in range(50)]
-    sock.close(0)
-    srv2.stop(5)
+    with running_shard(tmp_path / "s") as (_, sock):
+        # Then every record is there, in order
+        reply, payload = fetch(sock, 0)
+        assert reply.high_watermark == 50
+        assert values_in(payload) == [b"v%d" % i for i in range(50)]
 
 
 @pytest.mark.parametrize("policy", ["always", "interval", "never"])
 def test_every_fsync_policy_acknowledges_and_serves_what_it_stored(tmp_path, policy):
     # Given a shard with this fsync policy
-    srv = ShardServer("shard-p", tmp_path / "s", "127.0.0.1", fsync_policy=policy, fsync_interval_ms=10)
-    srv.start()
-    srv.call(srv.open_partition, "t", 0, LogConfig())
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.connect(srv.address)
-    try:
+    with running_shard(tmp_path / "s", fsync_policy=policy, fsync_interval_ms=10) as (_, sock):
         # When 20 batches are produced
         offsets = [produce(sock, [b"%d" % i], request_id=i).base_offset for i in range(20)]
         # Then each is acknowledged in turn and all are readable
         assert offsets == list(range(20))
         reply, payload = fetch(sock, 0)
         assert values_in(payload) == [b"%d" % i for i in range(20)]
-    finally:
-        sock.close(0)
-        srv.stop(5)
 
 
 def test_a_produce_with_acks_zero_gets_no_reply_but_is_stored(router):
@@ -241,25 +239,11 @@ def test_a_gap_in_an_idempotent_producers_sequence_is_refused_with_the_expected_
 
 
 def test_a_restarted_shard_still_recognises_a_retry_of_an_acknowledged_batch(tmp_path):
-    srv = ShardServer("shard-i", tmp_path / "s", "127.0.0.1")
-    srv.start()
-    srv.call(srv.open_partition, "t", 0, LogConfig())
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.connect(srv.address)
-    assert produce_raw(sock, idempotent_batch([b"x", b"y"], 9, 0)).base_offset == 0
-    sock.close(0)
-    srv.stop(5)
-    srv = ShardServer("shard-i", tmp_path / "s", "127.0.0.1")
-    srv.start()
-    srv.call(srv.open_partition, "t", 0, LogConfig())
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.connect(srv.address)
-    try:
+    with running_shard(tmp_path / "s") as (_, sock):
+        assert produce_raw(sock, idempotent_batch([b"x", b"y"], 9, 0)).base_offset == 0
+    with running_shard(tmp_path / "s") as (_, sock):
         assert produce_raw(sock, idempotent_batch([b"x", b"y"], 9, 0)).base_offset == 0
         assert fetch(sock, 0)[0].high_watermark == 2
-    finally:
-        sock.close(0)
-        srv.stop(5)
 
 
 def test_a_sealed_partition_refuses_writes_serves_its_history_and_a_new_log_continues_its_offsets(server, router, tmp_path):
@@ -276,14 +260,5 @@ def test_a_sealed_partition_refuses_writes_serves_its_history_and_a_new_log_cont
     reply, payload = fetch(router, 3, request_id=3, wait_ms=10_000)
     assert reply.error is None and payload == b""
     # And a new shard's log for the partition starts at the sealed end
-    other = ShardServer("shard-new", tmp_path / "new", "127.0.0.1")
-    other.start()
-    try:
-        other.call(other.open_partition, "t", 0, LogConfig(), 3)
-        sock = zmq.Context.instance().socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(other.address)
+    with running_shard(tmp_path / "new", initial_offset=3) as (_, sock):
         assert produce(sock, [b"d"], request_id=4).base_offset == 3
-        sock.close()
-    finally:
-        other.stop(5)
