@@ -159,6 +159,7 @@ class Server:
             try:
                 return remote_controller.options(
                     name=CONTROLLER_NAME, num_cpus=0, max_restarts=0,
+                    scheduling_strategy=_this_node(),
                 ).remote(str(self.options.data_dir.resolve()), self.options.shards,
                          self.options.fsync_policy, self.options.fsync_interval_ms, CONTROLLER_NAME)
             except ValueError as exc:
@@ -180,6 +181,17 @@ class Server:
             finally:
                 ray.kill(self.controller)
         ray.shutdown()
+
+
+def _this_node():
+    """Pin the controller to the server's own node. The controller owns the shard
+    actors, and Ray kills an actor whose owner dies: a controller left to the
+    scheduler could land on a worker node, and losing that node would take every
+    shard with it instead of only that node's."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
 
 
 def serve(options: ServeOptions, ready=print) -> int:
