@@ -1,11 +1,15 @@
-"""Storage faults: a full data dir (a real 2 MiB tmpfs) fails produces with a
-clear StorageError while reads keep working; a corrupt entry in the middle of
-a segment is reported by its CRC, never returned as data."""
+"""Storage faults: a full data dir (a real 2 MiB tmpfs) and one whose file
+system turns read-only (a real ext4 on a loop device, mounted
+errors=remount-ro) fail produces with a clear StorageError while reads keep
+working; a corrupt entry in the middle of a segment is reported by its CRC,
+never returned as data."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import zmq
@@ -26,9 +30,48 @@ def small_fs(tmp_path):
     subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
+EXT4_IMAGE_BYTES = 64 * 1024 * 1024   # mkfs.ext4 needs a few MiB for its journal
+
+
 @pytest.fixture
-def shard_on(small_fs):
-    srv = ShardServer("shard-fs", small_fs / "shard", "127.0.0.1")
+def ext4_fs(tmp_path):
+    """An ext4 image on a loop device, mounted errors=remount-ro: on an ext4 error
+    the kernel remounts it read-only, as it does when a disk starts failing."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a loop device needs root (CI runs as root)")
+    if not Path("/dev/loop-control").exists() or shutil.which("mkfs.ext4") is None:
+        pytest.skip("needs loop devices (/dev/loop-control) and mkfs.ext4")
+    image = tmp_path / "ext4.img"
+    with image.open("wb") as sparse:
+        sparse.truncate(EXT4_IMAGE_BYTES)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+    device = subprocess.run(["losetup", "--find", "--show", str(image)], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    mount_point = tmp_path / "fs"
+    mount_point.mkdir()
+    try:
+        subprocess.run(["mount", "-o", "errors=remount-ro", device, str(mount_point)], check=True)
+        if not ext4_error_trigger(mount_point).exists():
+            pytest.skip(f"this kernel has no {ext4_error_trigger(mount_point)}")
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+        subprocess.run(["losetup", "-d", device], check=False)
+
+
+def ext4_error_trigger(path: Path) -> Path:
+    """The sysfs file that raises an ext4 error on the file system holding ``path``."""
+    device = subprocess.run(["findmnt", "-n", "-o", "SOURCE", "--target", str(path)], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    return Path("/sys/fs/ext4") / Path(device).name / "trigger_fs_error"
+
+
+@pytest.fixture
+def shard_on(request):
+    """A shard with t-0 open on the file system fixture the test names through
+    indirect parametrisation, and a DEALER playing the router."""
+    mount_point = request.getfixturevalue(request.param)
+    srv = ShardServer("shard-fs", mount_point / "shard", "127.0.0.1")
     srv.start()
     srv.call(srv.open_partition, "t", 0, LogConfig(segment_bytes_max=64 * 1024))
     sock = zmq.Context.instance().socket(zmq.DEALER)
@@ -42,6 +85,7 @@ def shard_on(small_fs):
         pass
 
 
+@pytest.mark.parametrize("shard_on", ["small_fs"], indirect=True)
 def test_a_full_disk_fails_produces_with_a_storage_error_and_reads_keep_working(shard_on):
     srv, sock = shard_on
     # Given a partition that holds some records
@@ -58,6 +102,26 @@ def test_a_full_disk_fails_produces_with_a_storage_error_and_reads_keep_working(
     # And the records already stored are still readable, and the shard still answers
     reply, payload = fetch(sock, 0)
     assert reply.error is None and values_in(payload)[:10] == [b"kept-%d" % i for i in range(10)]
+
+
+@pytest.mark.parametrize("shard_on", ["ext4_fs"], indirect=True)
+def test_a_data_dir_turned_read_only_fails_produces_with_a_storage_error_and_reads_keep_working(
+        shard_on):
+    srv, sock = shard_on
+    # Given a partition that holds some records
+    kept = [b"kept-%d" % i for i in range(10)]
+    assert produce(sock, kept).error is None
+    # When its file system hits an error and the kernel remounts it read-only
+    ext4_error_trigger(srv.data_dir).write_text("test")
+    # Then a produce fails with a StorageError that names the cause and the directory
+    reply = produce(sock, [b"refused"], request_id=2)
+    assert type(reply.error).__name__ == "StorageError", reply.error
+    assert "Read-only file system" in str(reply.error) and str(srv.data_dir) in str(reply.error)
+    # And the records already stored are still readable, and the shard still answers
+    reply, payload = fetch(sock, 0)
+    assert reply.error is None and values_in(payload) == kept
+    reply = produce(sock, [b"refused again"], request_id=3)
+    assert type(reply.error).__name__ == "StorageError", reply.error
 
 
 def test_a_corrupt_entry_in_the_middle_of_a_segment_is_an_error_not_data(tmp_path):
