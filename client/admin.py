@@ -61,7 +61,13 @@ class Admin:
     def add_shards(self, count: int) -> list[tuple[str, int, str, str, int]]:
         """Add shards; returns the partitions whose writes moved, as
         (topic, partition, from shard, to shard, offset). No data is copied."""
-        return self._call(protocol.encode_add_shards, count).moves
+        return self._call(protocol.encode_shards_change, "addShards", count).moves
+
+    def remove_shards(self, count: int) -> list[tuple[str, int, str, str, int]]:
+        """Remove the ``count`` newest shards; their partitions' writes and their consumer
+        groups move to the others (no data copied; older records stay readable where
+        they are). Returns the moves, as ``add_shards`` does."""
+        return self._call(protocol.encode_shards_change, "removeShards", count).moves
 
     def status(self) -> protocol.StatusInfo:
         """Nodes, shards (partitions, bytes, records/s) and routers of the broker."""

@@ -129,6 +129,23 @@ class Connection:
         self.send(header, payload)
         return self.wait_for(request_id, timeout_ms)
 
+    def request_retrying(self, encode, timeout_ms: float):
+        """``request(encode(request_id))``, retried with backoff while the answer is
+        "unavailable" (a shard restarting, a consumer group moving to another shard),
+        until ``timeout_ms`` runs out; then the last error is raised."""
+        deadline = time.monotonic() + timeout_ms / 1000
+        backoff_s = limits.CLIENT_RETRY_BACKOFF_MS / 1000
+        while True:
+            request_id = self.next_request_id()
+            remaining_ms = max(1.0, (deadline - time.monotonic()) * 1000)
+            try:
+                return self.request(encode(request_id), request_id, remaining_ms)
+            except UnavailableError:
+                if time.monotonic() + backoff_s >= deadline:
+                    raise
+                time.sleep(backoff_s)   # a backoff between retries, not a synchronisation
+                backoff_s = min(2 * backoff_s, limits.CLIENT_RETRY_BACKOFF_MAX_MS / 1000)
+
     def wait_for(self, request_id: int, timeout_ms: float):
         deadline = time.monotonic() + timeout_ms / 1000
         while request_id not in self._early:

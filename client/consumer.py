@@ -355,31 +355,33 @@ class Consumer:
                 if state.position is not None and (partitions is None or tp in partitions)}
 
     def commit(self, offsets: dict[tuple[str, int], int] | None = None) -> None:
-        """Commit positions (default: of every record handed out so far) and wait."""
-        request_id, offsets = self._send_commit(offsets)
-        if request_id is None:
+        """Commit positions (default: of every record handed out so far) and wait;
+        retried while the group's coordinator is unavailable, up to request_timeout_ms."""
+        offsets = self._offsets_to_commit(offsets)
+        if not offsets:
             return
-        self._conn.wait_for(request_id, self.request_timeout_ms)
+        self._conn.request_retrying(lambda request_id: self._encode_commit(request_id, offsets),
+                                    self.request_timeout_ms)
         self._committed_positions.update({TopicPartition(*tp): o for tp, o in offsets.items()})
 
     def commit_async(self, offsets: dict[tuple[str, int], int] | None = None,
                      callback=None) -> None:
         """Commit without waiting; ``callback(offsets, error_or_None)`` runs in a later poll."""
-        request_id, offsets = self._send_commit(offsets)
-        if request_id is not None:
+        offsets = self._offsets_to_commit(offsets)
+        if offsets:
+            request_id = self._conn.next_request_id()
+            self._conn.send(self._encode_commit(request_id, offsets))
             self._commits[request_id] = (offsets, callback)
 
-    def _send_commit(self, offsets):
+    def _offsets_to_commit(self, offsets) -> dict:
         if self._membership is None:
             raise ValueError("commit needs a consumer group: Consumer(..., group='name')")
-        offsets = self._positions() if offsets is None else dict(offsets)
-        if not offsets:
-            return None, offsets
+        return self._positions() if offsets is None else dict(offsets)
+
+    def _encode_commit(self, request_id: int, offsets: dict) -> bytes:
         member_id, epoch = self._membership.identity()
-        request_id = self._conn.next_request_id()
-        self._conn.send(protocol.encode_commit_offsets(
-            request_id, "commitOffsets", self.group, member_id, epoch, offsets))
-        return request_id, offsets
+        return protocol.encode_commit_offsets(request_id, "commitOffsets", self.group, member_id,
+                                              epoch, offsets)
 
     def _on_commit_reply(self, view: protocol.ReplyView) -> None:
         offsets, callback = self._commits.pop(view.request_id)
@@ -407,9 +409,9 @@ class Consumer:
             self.commit_async(changed)
 
     def _fetch_committed(self) -> dict[TopicPartition, int]:
-        request_id = self._conn.next_request_id()
-        view, _ = self._conn.request(protocol.encode_group_request(request_id, "fetchOffsets", self.group),
-                                     request_id, self.request_timeout_ms)
+        view, _ = self._conn.request_retrying(
+            lambda request_id: protocol.encode_group_request(request_id, "fetchOffsets", self.group),
+            self.request_timeout_ms)
         return {TopicPartition(*tp): offset for tp, offset in view.committed.items()}
 
     def committed(self, topic: str, partition: int) -> int | None:

@@ -37,7 +37,7 @@ OPERATION_OF_KIND = {
     "commitOffsets": "consume", "fetchOffsets": "consume",
     "createTopic": "admin", "alterTopic": "admin", "deleteTopic": "admin",
     "describeTopic": "admin", "describeGroup": "admin", "listGroups": "admin",
-    "resetOffsets": "admin", "status": "admin", "addShards": "admin",
+    "resetOffsets": "admin", "status": "admin", "addShards": "admin", "removeShards": "admin",
     "metadata": None, "listTopics": None,   # any grant will do
 }
 

@@ -167,9 +167,26 @@ def shards_add(ctx, count):
     older records stay where they are and are read from there. No data is copied."""
     with _admin(ctx) as admin:
         moves = admin.add_shards(count)
+    _echo_moves(moves)
+    click.echo(f"added {count} shards; {len(moves)} partitions moved their writes")
+
+
+@shards.command("remove")
+@click.argument("count", type=click.IntRange(1, limits.SHARDS_MAX))
+@click.pass_context
+def shards_remove(ctx, count):
+    """Remove the COUNT newest shards. Their partitions take new writes on the others at
+    once, their consumer groups move with their committed offsets; their older records
+    stay where they are and are read from there until deleted. No data is copied."""
+    with _admin(ctx) as admin:
+        moves = admin.remove_shards(count)
+    _echo_moves(moves)
+    click.echo(f"removed {count} shards; {len(moves)} partitions moved their writes")
+
+
+def _echo_moves(moves) -> None:
     for topic, partition, from_shard, to_shard, offset in moves:
         click.echo(f"{topic}-{partition}: {from_shard} -> {to_shard} from offset {offset}")
-    click.echo(f"added {count} shards; {len(moves)} partitions moved their writes")
 
 
 # --- topic ---------------------------------------------------------------------

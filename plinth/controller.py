@@ -6,10 +6,16 @@ locks. It creates the shard actors, tells each which partitions it owns, and
 persists the metadata to ``<data_dir>/metadata.json``:
 
     {"version": 1,
-     "shards": ["shard-0", "shard-1"],
+     "shards": ["shard-0", "shard-1"],          take writes and coordinate groups
+     "draining": ["shard-2"],                   removed, still serving older ranges
+     "shard_nodes": {"shard-0": "plinth-node:a", ...},
      "topics": {"orders": {"partitions": 3,
                            "config": {"segment.bytes": "268435456", ...},
-                           "placement": ["shard-1", "shard-0", "shard-1"]}}}
+                           "placement": ["shard-1", "shard-0", "shard-1"],
+                           "ranges": {"1": [[0, "shard-2"], [5210, "shard-0"]]}}}}
+
+``ranges`` lists, for a partition whose writes moved, each (start offset,
+shard) of its history, oldest first; the last is the current owner.
 
 The file is replaced atomically (write, fsync, rename, fsync the directory),
 so a crash leaves either the old or the new metadata, never a mix.
@@ -26,7 +32,8 @@ import ray
 
 from plinth import limits, placement, protocol, topics
 from plinth.durable_files import write_json_atomically
-from plinth.errors import InvalidConfigError, TooManyTopicsError, TopicExistsError, UnknownTopicError
+from plinth.errors import (InvalidConfigError, TooManyTopicsError, TopicExistsError, UnavailableError,
+                           UnknownTopicError)
 from plinth.shards.actor import ShardActor
 
 log = logging.getLogger(__name__)
@@ -87,7 +94,7 @@ class Controller:
         A shard that does not come up in time (its node is down) is left out: its
         partitions are unavailable until it starts and announces itself.
         """
-        self._start_shards(self._metadata["shards"])
+        self._start_shards(self._metadata["shards"] + self._metadata.get("draining", []))
         self._call_each({s: self._shards[s].open_partitions.remote(specs)
                          for s, specs in self._specs_by_shard().items()})
         self._save()
@@ -128,6 +135,8 @@ class Controller:
         remote_shard = ray.remote(ShardActor)
         nodes = self._metadata.setdefault("shard_nodes", {})
         for shard_id in shard_ids:
+            if shard_id in self._shards:
+                continue   # a draining shard that takes writes again
             pin = nodes.setdefault(shard_id, self._least_loaded_node())
             self._shards[shard_id] = remote_shard.options(
                 num_cpus=0, max_restarts=limits.SHARD_RESTARTS_MAX, resources={pin: 0.001},
@@ -158,10 +167,11 @@ class Controller:
             if names is None or name in names:
                 for index in range(topic["partitions"]):
                     ranges = _ranges_of(topic, index)
+                    latest = {}   # a shard may hold several ranges: its latest counts
                     for i, (start, shard_id) in enumerate(ranges):
-                        sealed = i < len(ranges) - 1
-                        out.setdefault(shard_id, []).append(
-                            (name, index, topic["config"], start, sealed))
+                        latest[shard_id] = (name, index, topic["config"], start, i < len(ranges) - 1)
+                    for shard_id, spec in latest.items():
+                        out.setdefault(shard_id, []).append(spec)
         return out
 
     # --- Queries ---------------------------------------------------------------
@@ -306,7 +316,34 @@ class Controller:
                                      f"at most {limits.SHARDS_MAX} shards")
         new_ids = [f"shard-{len(shard_ids) + i}" for i in range(count)]
         self._start_shards(new_ids)
-        self._metadata["shards"] = shard_ids + new_ids
+        missing = [s for s in new_ids if s not in self._addresses]
+        if missing:
+            raise UnavailableError(f"cannot add shards: {', '.join(missing)} did not start "
+                                   f"within {limits.SHARD_START_WAIT_S} s")
+        draining = self._metadata.get("draining", [])
+        self._metadata["draining"] = [s for s in draining if s not in new_ids]
+        return self._change_shards(shard_ids + new_ids, f"added {count} shards")
+
+    def remove_shards(self, count: int) -> list[tuple[str, int, str, str, int]]:
+        """Remove the ``count`` newest shards: the partitions they own move their writes
+        to the others (no data copied), the groups they coordinate move with their
+        committed offsets. A removed shard keeps serving its older ranges until none
+        is left (topics deleted, or retention), and then stops. Returns the moves."""
+        shard_ids = self._metadata["shards"]
+        if not 1 <= count < len(shard_ids):
+            raise InvalidConfigError(f"cannot remove {count} of {len(shard_ids)} shards: "
+                                     f"at least one must stay")
+        removed = shard_ids[-count:]
+        self._metadata["draining"] = self._metadata.get("draining", []) + removed
+        moves = self._change_shards(shard_ids[:-count], f"removed {count} shards")
+        self._retire_drained()
+        return moves
+
+    def _change_shards(self, new_ids: list[str], what: str) -> list[tuple[str, int, str, str, int]]:
+        """Groups first, then partitions, each durable before the routers see it (they
+        read the metadata only between controller calls)."""
+        self._move_groups(self._metadata["shards"], new_ids)
+        self._metadata["shards"] = new_ids
         self._save()
         self._push_partition_counts()
         moves = []
@@ -315,22 +352,57 @@ class Controller:
                 move = self._move_if_needed(name, topic, index)
                 if move is not None:
                     moves.append(move)
-        log.info("added %d shards; %d partitions moved their writes", count, len(moves))
+        log.info("%s; %d partitions moved their writes", what, len(moves))
         return moves
+
+    def _move_groups(self, old_ids: list[str], new_ids: list[str]) -> None:
+        """Hand each group whose name now hashes to another shard over to it."""
+        names = self._call_each({s: self._shards[s].group_names.remote() for s in old_ids},
+                                limits.CONTROL_CALL_TIMEOUT_S)
+        for shard_id, groups in names.items():
+            if groups is None:
+                raise UnavailableError(f"cannot move consumer groups: {shard_id} does not answer")
+            moving: dict[str, list[str]] = {}
+            for group in groups:
+                target = placement.shard_for_group(group, new_ids)
+                if target != shard_id:
+                    moving.setdefault(target, []).append(group)
+            for target, group_names in moving.items():
+                states = ray.get(self._shards[shard_id].hand_over_groups.remote(group_names),
+                                 timeout=limits.CONTROL_CALL_TIMEOUT_S)
+                ray.get(self._shards[target].adopt_groups.remote(states),
+                        timeout=limits.CONTROL_CALL_TIMEOUT_S)
+                log.info("moved %d consumer groups from %s to %s", len(states), shard_id, target)
 
     def _move_if_needed(self, name: str, topic: dict, index: int):
         old = topic["placement"][index]
         new = placement.shard_for(name, index, self._metadata["shards"])
         if new == old:
             return None
-        end_offset = ray.get(self._shards[old].seal_partitions.remote([(name, index)]),
-                             timeout=limits.CONTROL_CALL_TIMEOUT_S)[0]
+        [(end_offset, producers)] = ray.get(self._shards[old].seal_partitions.remote([(name, index)]),
+                                            timeout=limits.CONTROL_CALL_TIMEOUT_S)
         ray.get(self._shards[new].open_partitions.remote(
-            [(name, index, topic["config"], end_offset, False)]), timeout=limits.CONTROL_CALL_TIMEOUT_S)
+            [(name, index, topic["config"], end_offset, False, producers)]),
+            timeout=limits.CONTROL_CALL_TIMEOUT_S)
         topic.setdefault("ranges", {})[str(index)] = _ranges_of(topic, index) + [[end_offset, new]]
         topic["placement"][index] = new
         self._save()   # after every move: the smallest window for a crash to leave behind
         return (name, index, old, new, end_offset)
+
+    def _retire_drained(self) -> None:
+        """Stop removed shards that no longer hold any range of any partition."""
+        holding = set(self._specs_by_shard())
+        for shard_id in [s for s in self._metadata.get("draining", []) if s not in holding]:
+            shard = self._shards.pop(shard_id, None)
+            if shard is not None:
+                self._call_each({shard_id: shard.shutdown.remote()}, limits.CONTROL_CALL_TIMEOUT_S)
+                ray.kill(shard)
+            self._metadata["draining"].remove(shard_id)
+            self._metadata.get("shard_nodes", {}).pop(shard_id, None)
+            self._addresses.pop(shard_id, None)
+            self._save()
+            log.info("retired %s: it holds no partition any more (its directory "
+                     "%s can be deleted)", shard_id, self.data_dir / "shards" / shard_id)
 
     def delete_topic(self, name: str) -> None:
         self._topic_info(name)  # raises UnknownTopicError
@@ -342,6 +414,7 @@ class Controller:
         ray.get([self._shards[s].delete_partitions.remote([spec[:2] for spec in sp])
                  for s, sp in specs.items()], timeout=limits.CONTROL_CALL_TIMEOUT_S)
         self._push_partition_counts()
+        self._retire_drained()
         log.info("deleted topic %s", name)
 
 

@@ -42,6 +42,9 @@ PRODUCER_REQUESTS_IN_FLIGHT_MAX = 32
 PRODUCER_DELIVERY_TIMEOUT_MS_DEFAULT = 120_000
 PRODUCER_RETRY_BACKOFF_MS_DEFAULT = 100
 PRODUCER_RETRY_BACKOFF_MAX_MS_DEFAULT = 1_000
+# Consumers and admins retrying an "unavailable" answer (a group moving shards).
+CLIENT_RETRY_BACKOFF_MS = 50
+CLIENT_RETRY_BACKOFF_MAX_MS = 1_000
 # Records buffered in a producer before send() blocks (bounded memory).
 PRODUCER_BUFFER_BYTES_MAX = 64 * MiB
 

@@ -229,9 +229,10 @@ def encode_status_request(request_id: int) -> bytes:
     return msg.to_bytes()
 
 
-def encode_add_shards(request_id: int, count: int) -> bytes:
+def encode_shards_change(request_id: int, kind: str, count: int) -> bytes:
+    """kind: addShards or removeShards."""
     msg = protocol.Request.new_message(requestId=request_id)
-    msg.addShards = count
+    setattr(msg, kind, count)
     return msg.to_bytes()
 
 
@@ -285,8 +286,8 @@ def _request_view(req) -> RequestView:
         view.topic = getattr(req, kind).name
     elif kind in GROUP_KINDS:
         _group_request_view(req, kind, view)
-    elif kind == "addShards":
-        view.partition_count = req.addShards
+    elif kind in ("addShards", "removeShards"):
+        view.partition_count = getattr(req, kind)
     return view
 
 

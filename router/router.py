@@ -418,8 +418,10 @@ class Router:
         if view.kind == "listOffsets":
             info = self._control(self._controller.partition_offsets, view.topic, view.partition)
             return protocol.encode_offsets_reply(rid, info), False
-        if view.kind == "addShards":
-            moves = self._control(self._controller.add_shards, view.partition_count)
+        if view.kind in ("addShards", "removeShards"):
+            change = (self._controller.add_shards if view.kind == "addShards"
+                      else self._controller.remove_shards)
+            moves = self._control(change, view.partition_count)
             return protocol.encode_moves_reply(rid, moves), True
         if view.kind == "status":
             return protocol.encode_status_reply(rid, self._control(self._controller.status)), False

@@ -49,6 +49,7 @@ struct Request {
     alterTopic @15 :CreateTopic;   # partitions ignored; config entries replace those given
     status @16 :Void;              # nodes, shards, routers (plinth status)
     addShards @17 :UInt32;         # how many shards to add (plinth shards add)
+    removeShards @18 :UInt32;      # how many of the newest shards to remove
   }
 }
 
@@ -143,7 +144,7 @@ struct Reply {
     group @9 :GroupInfo;         # describeGroup
     groups @10 :List(Text);      # listGroups
     status @11 :StatusInfo;
-    moves @12 :List(PartitionMove);   # addShards
+    moves @12 :List(PartitionMove);   # addShards, removeShards
   }
 }
 

@@ -54,10 +54,9 @@ class ShardActor:
         return {"partitions": {}, "partition_counts": {}}
 
     def _reopen(self) -> None:
-        specs = []
-        for key, entry in self._manifest["partitions"].items():
-            topic, index = key.rsplit("/", 1)[0], int(key.rsplit("/", 1)[1])
-            specs.append((topic, index, entry["config"], entry["initial_offset"], entry["sealed"]))
+        specs = [(*_parse_key(key), entry["config"], entry["initial_offset"], entry["sealed"],
+                  entry.get("producers"))
+                 for key, entry in self._manifest["partitions"].items()]
         if specs:
             self._open(specs)
             log.info("%s reopened %d partitions from its manifest", self.shard_id, len(specs))
@@ -77,30 +76,32 @@ class ShardActor:
         return self._server.address
 
     def open_partitions(self, specs: list[tuple]) -> int:
-        """Open or create each (topic, partition, topic config[, initial offset, sealed]);
-        returns how many."""
-        specs = [tuple(spec) + (0, False)[len(spec) - 3:] for spec in specs]
+        """Open or create each (topic, partition, topic config[, initial offset, sealed,
+        producers snapshot]); returns how many."""
+        specs = [tuple(spec) + (0, False, None)[len(spec) - 3:] for spec in specs]
         self._open(specs)
-        for topic, index, config, initial_offset, sealed in specs:
+        for topic, index, config, initial_offset, sealed, producers in specs:
             self._manifest["partitions"][f"{topic}/{index}"] = {
-                "config": config, "initial_offset": initial_offset, "sealed": sealed}
+                "config": config, "initial_offset": initial_offset, "sealed": sealed,
+                "producers": producers}
         write_json_atomically(self._manifest_path, self._manifest)
         return len(specs)
 
     def _open(self, specs: list[tuple]) -> None:
         from plinth.topics import log_config_for
 
-        for topic, index, config, initial_offset, sealed in specs:
+        for topic, index, config, initial_offset, sealed, producers in specs:
             self._server.call(self._server.open_partition, topic, index, log_config_for(config),
-                              initial_offset, sealed)
+                              initial_offset, sealed, producers)
 
-    def seal_partitions(self, specs: list[tuple[str, int]]) -> list[int]:
-        """Stop writes to partitions that move to another shard; returns their end offsets."""
-        ends = [self._server.call(self._server.seal_partition, t, p) for t, p in specs]
+    def seal_partitions(self, specs: list[tuple[str, int]]) -> list[tuple[int, list]]:
+        """Stop writes to partitions that move to another shard; returns each one's end
+        offset and producers' idempotence snapshot (for its new owner)."""
+        sealed = [self._server.call(self._server.seal_partition, t, p) for t, p in specs]
         for topic, index in specs:
             self._manifest["partitions"][f"{topic}/{index}"]["sealed"] = True
         write_json_atomically(self._manifest_path, self._manifest)
-        return ends
+        return sealed
 
     def alter_partitions(self, specs: list[tuple[str, int, dict]]) -> int:
         """Apply a changed topic config to open partitions."""
@@ -130,6 +131,14 @@ class ShardActor:
     def group_names(self) -> list[str]:
         return self._server.call(self._server.group_names)
 
+    def hand_over_groups(self, names: list[str]) -> dict[str, dict]:
+        """Stop coordinating groups that now hash to another shard; returns their state."""
+        return self._server.call(self._server.hand_over_groups, names)
+
+    def adopt_groups(self, states: dict[str, dict]) -> None:
+        """Coordinate groups handed over by another shard (durable when this returns)."""
+        self._server.call(self._server.adopt_groups, states)
+
     def stats(self) -> dict:
         return self._server.call(self._server.stats_snapshot)
 
@@ -141,3 +150,9 @@ class ShardActor:
     def shutdown(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S) -> None:
         """Flush, fsync and close every log; the actor may then be killed."""
         self._server.stop(grace_period_s)
+
+
+def _parse_key(key: str) -> tuple[str, int]:
+    """A manifest key, "<topic>/<partition>" (topic names cannot hold "/")."""
+    topic, index = key.rsplit("/", 1)
+    return topic, int(index)

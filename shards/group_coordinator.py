@@ -22,6 +22,14 @@ coordinator restarted) is answered unknownMemberId; the client rejoins.
 
 Committed offsets go to the OffsetStore and survive restarts; membership is
 soft state that members rebuild with their next heartbeats.
+
+Moving a group. When shards are added or removed, a group whose name now
+hashes to another shard is handed over: ``hand_over`` returns its committed
+offsets and settings and marks it moved in the store (durably), so this shard
+answers "unavailable, retry" for it from then on; the new coordinator
+``adopt``s the state before any router sends it the group. Members rejoin
+there (their member ids are unknown to it) and resume from the committed
+offsets.
 """
 
 from __future__ import annotations
@@ -32,12 +40,13 @@ from dataclasses import dataclass, field
 
 from plinth import limits
 from plinth.errors import (GroupNotEmptyError, InvalidConfigError, InvalidGroupError, NotOwnerError,
-                           StaleMemberEpochError, UnknownMemberIdError)
+                           StaleMemberEpochError, UnavailableError, UnknownMemberIdError)
 from plinth.shards import assignors
 from plinth.shards.offset_store import OffsetStore
 
 TopicPartition = tuple[str, int]
 
+_MOVED_SETTING = "moved"   # "1" while another shard coordinates the group
 _GROUP_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 LEAVE_EPOCH = -1
 
@@ -176,6 +185,7 @@ class GroupCoordinator:
         if group is not None:
             return group
         validate_group_name(name)
+        self._check_not_moved(name)
         stored = self._store.setting(name, "assignor")
         chosen = stored or assignor or assignors.DEFAULT_ASSIGNOR
         if chosen not in assignors.ASSIGNORS:
@@ -218,19 +228,50 @@ class GroupCoordinator:
 
     def committed(self, name: str) -> dict[TopicPartition, int]:
         validate_group_name(name)
+        self._check_not_moved(name)
         return self._store.offsets(name)
+
+    # --- Moving groups between shards ------------------------------------------------
+
+    def hand_over(self, name: str) -> dict:
+        """Stop coordinating a group; returns its state for the new coordinator:
+        {"offsets": [[topic, partition, offset], ...], "settings": {name: value}}."""
+        self._check_not_moved(name)
+        state = {"offsets": [[t, p, o] for (t, p), o in self._store.offsets(name).items()],
+                 "settings": self._store.settings(name)}
+        self._store.set_setting(name, _MOVED_SETTING, "1")
+        self._groups.pop(name, None)   # its members rejoin at the new coordinator
+        return state
+
+    def adopt(self, name: str, state: dict) -> None:
+        """Coordinate a group handed over by another shard (durable before it returns)."""
+        validate_group_name(name)
+        self._groups.pop(name, None)
+        self._store.commit(name, {(t, p): o for t, p, o in state["offsets"]})
+        for setting, value in state["settings"].items():
+            if setting != _MOVED_SETTING:
+                self._store.set_setting(name, setting, value)
+        self._store.set_setting(name, _MOVED_SETTING, "0")
+
+    def _check_not_moved(self, name: str) -> None:
+        if self._store.setting(name, _MOVED_SETTING) == "1":
+            raise UnavailableError(f"group {name!r} moved to another shard; retry (the routers "
+                                   f"are learning its new coordinator)")
 
     # --- Inspection ------------------------------------------------------------------
 
     def describe(self, name: str) -> Group | None:
         validate_group_name(name)
+        self._check_not_moved(name)
         group = self._groups.get(name)
         if group is None and name in self._store.groups():
             group = Group(name, self._store.setting(name, "assignor") or assignors.DEFAULT_ASSIGNOR)
         return group
 
     def group_names(self) -> list[str]:
-        return sorted(set(self._groups) | self._store.groups())
+        """The groups this shard coordinates (not those it handed over)."""
+        return sorted(name for name in set(self._groups) | self._store.groups()
+                      if self._store.setting(name, _MOVED_SETTING) != "1")
 
 
 def validate_group_name(name: str) -> None:

@@ -83,6 +83,9 @@ class OffsetStore:
     def setting(self, group: str, name: str) -> str | None:
         return self._settings.get(group, {}).get(name)
 
+    def settings(self, group: str) -> dict[str, str]:
+        return dict(self._settings.get(group, {}))
+
     def groups(self) -> set[str]:
         return set(self._offsets) | set(self._settings)
 

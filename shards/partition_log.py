@@ -10,7 +10,9 @@ locks, nothing awaits between checking the log's state and using it).
                 00000000000000104117.log        active segment: appends go here
 
 Offsets are contiguous across segments: each segment's base offset is the
-previous one's end offset. Appends go to the last (active) segment, which
+previous one's end offset, except after ``continue_at`` (a partition whose
+writes came back from another shard), which leaves a gap the router never
+sends reads into. Appends go to the last (active) segment, which
 rolls (a new segment starts) when an entry would take it past
 ``segment_bytes_max`` or it is older than ``segment_ms_max``. Appends are not
 fsynced; ``flush()`` is (the shard decides when: group commit). Rolling
@@ -216,6 +218,37 @@ class PartitionLog:
                     self.directory, new.base_offset, old.size_bytes,
                     old.age_ms(new.created_ms))
 
+    def continue_at(self, offset: int) -> None:
+        """Make ``offset`` the next offset to assign, leaving a gap before it.
+
+        For a partition whose writes come back to this shard after living on
+        another: the offsets between this log's end and ``offset`` are on that
+        shard, and reads of them are routed there. Rolls to a new segment at
+        ``offset`` (an empty active segment is replaced instead).
+        """
+        assert not self._closed, f"partition log {self.directory} is closed"
+        assert offset >= self.end_offset, (
+            f"cannot continue {self.directory} at offset {offset}, before its end {self.end_offset}")
+        if offset == self.end_offset:
+            return
+        previous_end_offset = self.end_offset
+        active = self._segments[-1]
+        if active.is_empty:
+            self._segments.pop()
+            self._base_offsets.pop()
+            active.delete()
+        else:
+            active.flush()
+            active.write_indexes()
+        new = Segment.create(self.directory, offset,
+                             index_interval_bytes=self.config.index_interval_bytes,
+                             created_ms=self._clock_ms())
+        self._segments.append(new)
+        self._base_offsets.append(offset)
+        self._flushed_end_offset = offset
+        logger.info("%s continues at offset %d; offsets %d..%d live on another shard",
+                    self.directory, offset, previous_end_offset, offset - 1)
+
     def flush(self) -> None:
         """fsync what was appended since the last flush; advance flushed_end_offset."""
         assert not self._closed, f"partition log {self.directory} is closed"
@@ -230,7 +263,8 @@ class PartitionLog:
 
         None starts at or past ``end_offset_max`` (pass flushed_end_offset to
         serve only durable records); at most ``bytes_max`` bytes, but the
-        first entry is always whole; from one segment per call. Returns b""
+        first entry is always whole; from one segment per call. An offset in
+        a gap (``continue_at``) reads from the first entry after it. Returns b""
         when ``offset`` >= ``end_offset_max``. Raises OffsetOutOfRangeError
         outside [start_offset, end_offset], CorruptDataError on a bad entry.
         """
@@ -241,6 +275,13 @@ class PartitionLog:
         if offset >= end_offset_max:
             return b""
         segment = self._segment_for(offset)
+        if offset >= segment.end_offset and segment is not self._segments[-1]:
+            # In a gap left by continue_at: read on from the next entry, as a
+            # compacted Kafka log answers an offset that no longer exists.
+            segment = self._segments[self._segments.index(segment) + 1]
+            offset = segment.base_offset
+            if offset >= end_offset_max:
+                return b""
         data = segment.read_entries(offset, bytes_max, end_offset_max)
         if not data:
             raise CorruptDataError(
@@ -351,7 +392,10 @@ def _log_recovery(directory: Path, active: Segment, recovery: RecoveryResult,
 
 
 def _warn_about_gaps(segments: list[Segment]) -> None:
+    # A gap is expected where the partition's writes lived on another shard for a
+    # while (continue_at); it is logged so that an unexpected one is noticed.
     for older, newer in itertools.pairwise(segments):
         if older.end_offset != newer.base_offset:
-            logger.warning("%s ends at offset %d but the next segment starts at %d",
-                           older.log_path, older.end_offset, newer.base_offset)
+            logger.info("%s ends at offset %d and the next segment starts at %d: the offsets "
+                        "between are on another shard", older.log_path, older.end_offset,
+                        newer.base_offset)

@@ -15,6 +15,12 @@ batches as (base sequence, record count, base offset), so that
 The state is rebuilt on start from the batches in the partition's active
 segment (``rebuild``), so a restarted shard still recognises a retry of a
 batch it acknowledged just before a crash.
+
+When a partition's writes move to another shard, the old owner hands its
+state over as a ``snapshot()`` (JSON-able: ``[[producer id, [[base sequence,
+record count, base offset], ...]], ...]``), which the new owner keeps in its
+manifest and uses as the ``seed`` of every rebuild: a retry of a batch written
+just before the move is still answered with its first offsets.
 """
 
 from __future__ import annotations
@@ -65,12 +71,25 @@ class ProducerStates:
         batches.append((base_sequence, record_count, base_offset))
         self._producers[producer_id] = batches   # most recently active last
 
+    def snapshot(self) -> list:
+        """What a new owner of the partition needs; least recently active first."""
+        return [[producer_id, [list(batch) for batch in batches]]
+                for producer_id, batches in self._producers.items()]
+
     @classmethod
-    def rebuild(cls, plog, summarize) -> "ProducerStates":
-        """Replay the batches of the partition's active segment."""
+    def from_snapshot(cls, snapshot: list | None) -> "ProducerStates":
+        states = cls()
+        for producer_id, batches in snapshot or ():
+            for base_sequence, record_count, base_offset in batches:
+                states.record(producer_id, base_sequence, record_count, base_offset)
+        return states
+
+    @classmethod
+    def rebuild(cls, plog, summarize, seed: list | None = None) -> "ProducerStates":
+        """The ``seed`` snapshot, then the batches of the partition's active segment."""
         from plinth.shards.log_entry import iter_entries
 
-        states = cls()
+        states = cls.from_snapshot(seed)
         position = plog.segments[-1].base_offset if plog.segments else plog.start_offset
         position = max(position, plog.start_offset)
         while position < plog.end_offset:

@@ -193,10 +193,12 @@ class ShardServer:
     # --- Control (loop thread, through call()) -----------------------------
 
     def open_partition(self, topic: str, index: int, log_config, initial_offset: int = 0,
-                       sealed: bool = False) -> None:
+                       sealed: bool = False, producers: list | None = None) -> None:
         """Open (recovering) or create one partition's log. Loop thread.
 
-        A partition new to this shard starts at ``initial_offset``; ``sealed``
+        A partition that takes writes here continues at ``initial_offset`` (where
+        its previous owner sealed it; the log has a gap if it lived here before),
+        with ``producers``, the previous owner's idempotence snapshot. ``sealed``
         opens it read-only (its writes moved to another shard).
         """
         part = self._partitions.get((topic, index))
@@ -205,21 +207,32 @@ class ShardServer:
                                      initial_offset=initial_offset)
             # What survived recovery is on disk; make it durable, then readable.
             plog.flush()
-            producers = ProducerStates.rebuild(plog, summarize_batch)
-            part = Partition(topic, index, plog, plog.end_offset, producers)
+            part = Partition(topic, index, plog, plog.end_offset)
             self._partitions[(topic, index)] = part
+        elif part.sealed and not sealed:
+            # Its writes come back from another shard: its own producer state is stale.
+            part.producers = ProducerStates()
         if sealed:
             self._seal(part)
-        else:
-            part.sealed = False
+            return
+        part.sealed = False
+        if initial_offset > part.log.end_offset:
+            part.log.continue_at(initial_offset)
+            part.high_watermark = part.log.end_offset
+        if not len(part.producers):
+            # The snapshot is a prefix of this log only while no segment since the
+            # move has been rolled away from the replay.
+            seeded = part.log.segments[-1].base_offset <= initial_offset
+            part.producers = ProducerStates.rebuild(part.log, summarize_batch,
+                                                    producers if seeded else None)
 
-    def seal_partition(self, topic: str, index: int) -> int:
+    def seal_partition(self, topic: str, index: int) -> tuple[int, list]:
         """Stop taking writes for a partition that moves away; returns its end offset,
-        where its new owner starts. Loop thread."""
+        where its new owner starts, and its producers' idempotence snapshot. Loop thread."""
         part = self._require(topic, index)
         self._commit(force_flush=True)   # everything appended is durable and acknowledged
         self._seal(part)
-        return part.high_watermark
+        return part.high_watermark, part.producers.snapshot()
 
     def _seal(self, part: Partition) -> None:
         part.sealed = True
@@ -419,6 +432,15 @@ class ShardServer:
 
     def group_names(self) -> list[str]:
         return self.groups.group_names()
+
+    def hand_over_groups(self, names: list[str]) -> dict[str, dict]:
+        """Stop coordinating these groups; returns each one's state. Loop thread."""
+        return {name: self.groups.hand_over(name) for name in names}
+
+    def adopt_groups(self, states: dict[str, dict]) -> None:
+        """Coordinate groups handed over by another shard. Loop thread."""
+        for name, state in states.items():
+            self.groups.adopt(name, state)
 
     def stats_snapshot(self) -> dict:
         """Counters, rates, latency histograms, and per partition its offsets and size;

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from plinth.errors import (GroupNotEmptyError, InvalidGroupError, NotOwnerError,
-                           StaleMemberEpochError, UnknownMemberIdError)
+                           StaleMemberEpochError, UnavailableError, UnknownMemberIdError)
 from plinth.shards.group_coordinator import GroupCoordinator
 from plinth.shards.offset_store import OffsetStore
 
@@ -144,3 +144,34 @@ def test_a_torn_tail_of_the_offsets_log_loses_only_the_torn_commit(tmp_path):
     store = OffsetStore.open(tmp_path)
     assert store.offsets("g") == {("t", 0): 5}
     store.close()
+
+
+def test_a_group_handed_over_keeps_its_offsets_at_the_new_coordinator_and_is_refused_here(tmp_path):
+    # Given a group with committed offsets on one shard's coordinator
+    old_store, new_store = OffsetStore.open(tmp_path / "old"), OffsetStore.open(tmp_path / "new")
+    old, new = GroupCoordinator(old_store), GroupCoordinator(new_store)
+    for coord in (old, new):
+        coord.set_partition_counts({"t": 6})
+    member = join(old)
+    old.commit("g", member.member_id, member.member_epoch, {("t", 0): 41, ("t", 3): 7})
+    # When it is handed over to another shard's coordinator
+    state = old.hand_over("g")
+    new.adopt("g", state)
+    # Then the new coordinator has its offsets and assignor, and members join there
+    assert new.committed("g") == {("t", 0): 41, ("t", 3): 7}
+    assert new.describe("g").assignor == old_store.setting("g", "assignor")
+    assert join(new).assignment == {("t", p) for p in range(6)}
+    # And the old one answers "unavailable" (retry elsewhere), even after a restart
+    old_store.close()
+    old_store = OffsetStore.open(tmp_path / "old")
+    old = GroupCoordinator(old_store)
+    with pytest.raises(UnavailableError, match="moved to another shard"):
+        join(old)
+    with pytest.raises(UnavailableError):
+        old.committed("g")
+    assert old.group_names() == [] and new.group_names() == ["g"]
+    # And a group that comes back is coordinated here again
+    old.adopt("g", new.hand_over("g"))
+    assert old.committed("g") == {("t", 0): 41, ("t", 3): 7}
+    old_store.close()
+    new_store.close()

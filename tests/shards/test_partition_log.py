@@ -452,3 +452,42 @@ def test_a_new_log_can_start_at_a_later_offset_and_keeps_it_after_reopening(tmp_
     with pytest.raises(OffsetOutOfRangeError, match="500"):
         plog.read(10, 1000, 502)
     plog.close()
+
+
+def test_a_log_continued_past_its_end_leaves_a_gap_and_reads_both_sides(tmp_path):
+    # Given a log with entries at offsets 0.. (writes then moved to another shard)
+    log = PartitionLog.open(tmp_path / "t-0", LogConfig())
+    before = append_batches(log, 3)
+    gap_start = log.end_offset
+    # When its writes come back at a later offset
+    log.continue_at(gap_start + 100)
+    after = append_batches(log, 2, seed=1)
+    # Then new entries start there, and entries on both sides of the gap are read
+    assert after[0][0] == gap_start + 100
+    assert read_all(log) == before + after
+    assert read_all(log, gap_start + 100) == after
+    log.close()
+    # And a reopened log has the same gap and end offset
+    reopened = PartitionLog.open(tmp_path / "t-0", LogConfig())
+    assert read_all(reopened) == before + after and reopened.end_offset == log.end_offset
+    reopened.close()
+
+
+def test_continuing_an_empty_active_segment_replaces_it(tmp_path):
+    # Given an empty new log
+    log = PartitionLog.open(tmp_path / "t-0", LogConfig())
+    # When it continues at offset 50
+    log.continue_at(50)
+    # Then it holds one segment, at 50, and nothing before
+    assert [s.base_offset for s in log.segments] == [50]
+    assert sorted(p.name for p in (tmp_path / "t-0").glob("*.log")) == ["00000000000000000050.log"]
+    assert (log.start_offset, log.end_offset, log.flushed_end_offset) == (50, 50, 50)
+    log.close()
+
+
+def test_continuing_before_the_end_is_a_programming_error(tmp_path):
+    log = PartitionLog.open(tmp_path / "t-0", LogConfig())
+    append_batches(log, 2)
+    with pytest.raises(AssertionError, match="before its end"):
+        log.continue_at(log.end_offset - 1)
+    log.close()

@@ -41,15 +41,16 @@ def router(server):
 
 
 @contextmanager
-def running_shard(directory, initial_offset: int = 0, **options):
-    """A started ShardServer on ``directory`` with partition t-0 open, and a DEALER
-    playing the router; both closed on exit."""
+def running_shard(directory, initial_offset: int = 0, producers=None, **options):
+    """A started ShardServer on ``directory`` with partition t-0 open (continuing at
+    ``initial_offset`` with the ``producers`` snapshot), and a DEALER playing the
+    router; both closed on exit."""
     srv = ShardServer("shard-test", directory, "127.0.0.1", **options)
     srv.start()
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     try:
-        srv.call(srv.open_partition, "t", 0, LogConfig(), initial_offset)
+        srv.call(srv.open_partition, "t", 0, LogConfig(), initial_offset, False, producers)
         sock.connect(srv.address)
         yield srv, sock
     finally:
@@ -250,7 +251,7 @@ def test_a_sealed_partition_refuses_writes_serves_its_history_and_a_new_log_cont
     # Given a partition with three records
     assert produce(router, [b"a", b"b", b"c"]).base_offset == 0
     # When it is sealed (its writes move to another shard)
-    assert server.call(server.seal_partition, "t", 0) == 3
+    assert server.call(server.seal_partition, "t", 0) == (3, [])
     # Then produces are refused as unavailable (retriable), history is still served,
     # and a fetch past the end is answered empty at once rather than parked
     refused = produce(router, [b"d"], request_id=2)
@@ -262,3 +263,41 @@ def test_a_sealed_partition_refuses_writes_serves_its_history_and_a_new_log_cont
     # And a new shard's log for the partition starts at the sealed end
     with running_shard(tmp_path / "new", initial_offset=3) as (_, sock):
         assert produce(sock, [b"d"], request_id=4).base_offset == 3
+
+
+def test_a_retry_of_a_batch_written_just_before_a_move_gets_its_offsets_from_the_new_owner(tmp_path):
+    # Given an idempotent producer's batch acknowledged by the old owner, just before a move
+    with running_shard(tmp_path / "old") as (old, sock):
+        assert produce_raw(sock, idempotent_batch([b"a", b"b"], 5, 0)).base_offset == 0
+        end_offset, producers = old.call(old.seal_partition, "t", 0)
+    assert end_offset == 2 and producers == [[5, [[0, 2, 0]]]]
+    # When the new owner, given the old owner's producer snapshot, gets a retry of it
+    for _restart in range(2):   # (and again after the new owner restarts)
+        with running_shard(tmp_path / "new", end_offset, producers) as (_, sock):
+            retry = produce_raw(sock, idempotent_batch([b"a", b"b"], 5, 0))
+            # Then it answers with the original offsets and stores nothing
+            assert retry.error is None and retry.base_offset == 0
+            assert fetch(sock, 2)[0].high_watermark == 2
+    # And the producer's next batch continues its sequence, while a gap is refused
+    with running_shard(tmp_path / "new", end_offset, producers) as (_, sock):
+        assert produce_raw(sock, idempotent_batch([b"c"], 5, 2), request_id=2).base_offset == 2
+        gap = produce_raw(sock, idempotent_batch([b"z"], 5, 9), request_id=3)
+        assert type(gap.error).__name__ == "OutOfOrderSequenceError"
+
+
+def test_a_partition_whose_writes_come_back_continues_at_the_new_offset_after_a_gap(server, router, tmp_path):
+    # Given a partition sealed here at offset 3 (its writes moved to another shard)
+    assert produce(router, [b"a", b"b", b"c"]).base_offset == 0
+    server.call(server.seal_partition, "t", 0)
+    # When its writes come back at offset 7 (offsets 3..6 stayed on the other shard)
+    server.call(server.open_partition, "t", 0, LogConfig(), 7, False, [])
+    # Then new records take offsets from 7, and both ranges are served
+    assert produce(router, [b"h"], request_id=2).base_offset == 7
+    assert values_in(fetch(router, 0)[1]) == [b"a", b"b", b"c"]
+    assert values_in(fetch(router, 7, request_id=3)[1]) == [b"h"]
+    # And a restarted shard finds the same log, gap included
+    server.stop(5)
+    with running_shard(tmp_path / "shard", 7) as (_, sock):
+        assert fetch(sock, 7)[0].high_watermark == 8
+        assert produce(sock, [b"i"], request_id=4).base_offset == 8
+        assert values_in(fetch(sock, 0, request_id=5)[1]) == [b"a", b"b", b"c"]
