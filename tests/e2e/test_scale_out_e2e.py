@@ -1,15 +1,36 @@
-"""Scaling out without moving data: `plinth shards add` sends new writes of the
+"""Scaling without moving data: `plinth shards add` sends new writes of the
 partitions the new shards win there at once; older records stay on their old
-shard, are read from there, and nothing is copied."""
+shard, are read from there, and nothing is copied. `plinth shards remove` sends
+them back, with the consumer groups' committed offsets; a removed shard serves
+its older ranges until none is left, then retires."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from plinth import Admin, Consumer, Producer
+from plinth import Admin, Consumer, Producer, placement
 from tests.support import unique_topic
 
 PARTITIONS = 8
+TWO, THREE, FOUR = (["shard-%d" % i for i in range(n)] for n in (2, 3, 4))
+
+
+def topic_that_moves(shards_before: list[str], shards_after: list[str]) -> str:
+    """A fresh topic name some of whose partitions move and some stay (a random name
+    moves none about 1 time in 25)."""
+    while True:
+        topic = unique_topic("scale")
+        moving = sum(placement.shard_for(topic, p, shards_before) != placement.shard_for(topic, p, shards_after)
+                     for p in range(PARTITIONS))
+        if 0 < moving < PARTITIONS:
+            return topic
+
+
+def group_that_moves(shards_before: list[str], shards_after: list[str]) -> str:
+    while True:
+        group = unique_topic("group")
+        if placement.shard_for_group(group, shards_before) != placement.shard_for_group(group, shards_after):
+            return group
 
 
 def log_bytes(data_dir: Path, shard: str, topic: str, partition: int) -> int:
@@ -18,7 +39,7 @@ def log_bytes(data_dir: Path, shard: str, topic: str, partition: int) -> int:
 
 def test_adding_shards_moves_writes_not_data_and_every_record_stays_readable(broker_factory):
     broker = broker_factory(shards=2)
-    topic = unique_topic("scale")
+    topic = topic_that_moves(TWO, FOUR)
     with Admin(broker=broker.url) as admin:
         admin.create_topic(topic, PARTITIONS)
         before = {p.partition: p for p in admin.describe_topic(topic).partition_info}
@@ -59,3 +80,61 @@ def test_adding_shards_moves_writes_not_data_and_every_record_stays_readable(bro
         assert [r.offset for r in records if r.partition == p] == list(range(100))
         assert all(v.startswith(b"old-") for v in values[:50])
         assert all(v.startswith(b"new-") for v in values[50:])
+
+
+def consume_all(url: str, topic: str, **options) -> list:
+    with Consumer(topic, broker=url, auto_offset_reset="earliest", consumer_timeout_ms=5_000,
+                  **options) as consumer:
+        records = list(consumer)
+        if "group" in options:
+            consumer.commit()
+    return records
+
+
+def test_removing_a_shard_sends_writes_and_groups_back_and_it_retires_once_it_holds_nothing(broker_factory):
+    broker = broker_factory(shards=2)
+    topic, group = topic_that_moves(TWO, THREE), group_that_moves(TWO, THREE)
+    with Admin(broker=broker.url) as admin:
+        admin.create_topic(topic, PARTITIONS)
+    with Producer(broker=broker.url, request_timeout_ms=5_000) as producer:
+        for n in range(80):
+            producer.send(topic, b"first-%d" % n, partition=n % PARTITIONS)
+    # Given a group that committed every record so far
+    assert len(consume_all(broker.url, topic, group=group)) == 80
+    # And a third shard that took some partitions' writes and the group's coordination
+    with Admin(broker=broker.url) as admin:
+        added = {p: dst for t, p, _, dst, _ in admin.add_shards(1) if t == topic}
+        assert admin.describe_group(group).committed == {(topic, p): 10 for p in range(PARTITIONS)}
+    with Producer(broker=broker.url, request_timeout_ms=5_000) as producer:
+        for n in range(80):
+            producer.send(topic, b"second-%d" % n, partition=n % PARTITIONS).get(60)
+    # When that shard is removed
+    with Admin(broker=broker.url) as admin:
+        removed = {p: (src, dst, offset) for t, p, src, dst, offset in admin.remove_shards(1) if t == topic}
+        status = admin.status()
+        committed = admin.describe_group(group).committed
+    # Then the partitions it owned go back to their old shards, at their end offsets
+    assert set(removed) == set(added) and all(offset == 20 for _, _, offset in removed.values())
+    assert all(src == "shard-2" and dst == placement.shard_for(topic, p, TWO)
+               for p, (src, dst, _) in removed.items())
+    # And the group kept its committed offsets through both moves
+    assert committed == {(topic, p): 10 for p in range(PARTITIONS)}
+    # And the removed shard still runs, serving its older range, while writes land elsewhere
+    assert "shard-2" in {s.shard_id for s in status.shards}
+    with Producer(broker=broker.url, request_timeout_ms=5_000) as producer:
+        metas = [producer.send(topic, b"third-%d" % n, partition=n % PARTITIONS).get(60)
+                 for n in range(80)]
+    assert sorted(m.offset for m in metas if m.partition == 0) == list(range(20, 30))
+    # And every record is read in order, each partition's offsets contiguous across three ranges
+    records = consume_all(broker.url, topic)
+    for p in range(PARTITIONS):
+        mine = [r for r in records if r.partition == p]
+        assert [r.offset for r in mine] == list(range(30))
+        assert [r.value.split(b"-")[0] for r in mine] == [b"first"] * 10 + [b"second"] * 10 + [b"third"] * 10
+    # And the group resumes where it committed: only the records after its commit
+    assert sorted(r.offset for r in consume_all(broker.url, topic, group=group)) == \
+        sorted(list(range(10, 30)) * PARTITIONS)
+    # And once no range is left on it (the topic is deleted), the removed shard retires
+    with Admin(broker=broker.url) as admin:
+        admin.delete_topic(topic)
+        assert {s.shard_id for s in admin.status().shards} == {"shard-0", "shard-1"}
