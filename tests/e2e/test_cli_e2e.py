@@ -118,3 +118,20 @@ def test_topic_alter_changes_config(shared_broker):
     assert "retention.ms=3600000" in plinth(shared_broker.url, "topic", "describe", topic).stdout
     bad = plinth(shared_broker.url, "topic", "alter", topic, "--config", "retention.ms=soon")
     assert bad.returncode != 0 and "not an integer" in bad.stderr
+
+
+def test_shards_add_and_remove_print_the_moves_and_removing_the_last_shard_is_refused(broker_factory):
+    broker = broker_factory(shards=1)
+    topic = unique_topic("cli")
+    plinth(broker.url, "topic", "create", topic, "--partitions", "8")
+    added = plinth(broker.url, "shards", "add", "1")
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.splitlines()[-1].startswith("added 1 shards; ")
+    assert all(" -> shard-1 from offset 0" in line for line in added.stdout.splitlines()[:-1])
+    removed = plinth(broker.url, "shards", "remove", "1")
+    assert removed.returncode == 0, removed.stderr
+    assert len(removed.stdout.splitlines()) == len(added.stdout.splitlines())
+    assert all(" shard-1 -> shard-0 from offset 0" in line for line in removed.stdout.splitlines()[:-1])
+    last = plinth(broker.url, "shards", "remove", "1")
+    assert last.returncode != 0
+    assert "cannot remove 1 of 1 shards: at least one must stay" in last.stderr
