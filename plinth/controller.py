@@ -201,7 +201,9 @@ class Controller:
         return out
 
     def status(self) -> protocol.StatusInfo:
-        """Nodes, shards (with partitions, bytes and rates) and routers."""
+        """Nodes, shards (with partitions, bytes and rates) and routers. Retires removed
+        shards whose last range retention has deleted."""
+        self._retire_drained()
         nodes = [(n["NodeID"], n["NodeManagerAddress"], bool(n["Alive"])) for n in ray.nodes()]
         owned: dict[str, int] = {}
         for topic in self._metadata["topics"].values():
@@ -389,8 +391,31 @@ class Controller:
         self._save()   # after every move: the smallest window for a crash to leave behind
         return (name, index, old, new, end_offset)
 
+    def _prune_ranges(self) -> None:
+        """Forget the older ranges that retention emptied, on shards that no longer own
+        their partition, and delete those shards' empty logs of it."""
+        for name, topic in self._metadata["topics"].items():
+            for key, ranges in topic.get("ranges", {}).items():
+                owner = ranges[-1][1]
+                for shard_id in {s for _, s in ranges[:-1] if s != owner}:
+                    if self._holds_nothing_of(shard_id, name, int(key)):
+                        ranges[:] = [r for r in ranges if r[1] != shard_id]
+                        self._shards[shard_id].delete_partitions.remote([(name, int(key))])
+                        self._save()
+                        log.info("%s-%s: retention emptied its range on %s; forgot it",
+                                 name, key, shard_id)
+
+    def _holds_nothing_of(self, shard_id: str, topic: str, index: int) -> bool:
+        try:
+            [info] = ray.get(self._shards[shard_id].partition_infos.remote([(topic, index)]),
+                             timeout=limits.STATUS_CALL_TIMEOUT_S)
+        except (ray.exceptions.RayError, TimeoutError):
+            return False   # down: ask again next time
+        return info.size_bytes == 0
+
     def _retire_drained(self) -> None:
         """Stop removed shards that no longer hold any range of any partition."""
+        self._prune_ranges()
         holding = set(self._specs_by_shard())
         for shard_id in [s for s in self._metadata.get("draining", []) if s not in holding]:
             shard = self._shards.pop(shard_id, None)

@@ -315,22 +315,32 @@ class PartitionLog:
 
     # --- Retention --------------------------------------------------------
 
-    def enforce_retention(self) -> RetentionResult:
+    def enforce_retention(self, sealed: bool = False) -> RetentionResult:
         """Delete whole old segments beyond ``retention_ms`` or ``retention_bytes``.
 
         A segment goes when its newest record is older than retention_ms, or
         while the log without it would still hold at least retention_bytes;
-        oldest first, never the active segment. Returns what was deleted.
+        oldest first, never the active segment, unless the log is ``sealed``
+        (its writes moved to another shard): then everything may go, and an
+        empty segment at the end offset keeps the log's place. Returns what
+        was deleted.
         """
         now_ms = self._clock_ms()
+        end_offset = self.end_offset
         deleted = RetentionResult(0, 0, self.start_offset)
-        while len(self._segments) > 1 and self._expired(self._segments[0], now_ms):
+        while ((len(self._segments) > 1 or sealed and not self._segments[0].is_empty)
+               and self._expired(self._segments[0], now_ms)):
             oldest = self._segments.pop(0)
             self._base_offsets.pop(0)
             self._size_bytes -= oldest.size_bytes
+            oldest.delete()
+            if not self._segments:
+                self._segments.append(Segment.create(
+                    self.directory, end_offset, index_interval_bytes=self.config.index_interval_bytes,
+                    created_ms=now_ms))
+                self._base_offsets.append(end_offset)
             deleted = RetentionResult(deleted.segments + 1, deleted.bytes + oldest.size_bytes,
                                       self.start_offset)
-            oldest.delete()
         if deleted.segments:
             logger.info("retention deleted %d segments (%d bytes) of %s; start offset now %d",
                         deleted.segments, deleted.bytes, self.directory, self.start_offset)

@@ -267,7 +267,7 @@ class ShardServer:
     def _enforce_retention(self) -> None:
         for part in self._partitions.values():
             try:
-                part.log.enforce_retention()
+                part.log.enforce_retention(sealed=part.sealed)
             except OSError as exc:
                 log.error("%s: retention of %s-%d failed: %s", self.shard_id, part.topic,
                           part.index, exc)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from plinth import Admin, Consumer, Producer, placement
-from tests.support import unique_topic
+from tests.support import unique_topic, wait_until
 
 PARTITIONS = 8
 TWO, THREE, FOUR = (["shard-%d" % i for i in range(n)] for n in (2, 3, 4))
@@ -138,3 +138,31 @@ def test_removing_a_shard_sends_writes_and_groups_back_and_it_retires_once_it_ho
     with Admin(broker=broker.url) as admin:
         admin.delete_topic(topic)
         assert {s.shard_id for s in admin.status().shards} == {"shard-0", "shard-1"}
+
+
+def test_a_removed_shard_retires_once_retention_has_deleted_its_last_range(broker_factory):
+    broker = broker_factory(shards=2)
+    topic = topic_that_moves(TWO, THREE)
+    with Admin(broker=broker.url) as admin:
+        admin.create_topic(topic, PARTITIONS)
+        moved = {p for t, p, *_ in admin.add_shards(1) if t == topic}
+    # Given records written to the third shard, which is then removed (draining)
+    with Producer(broker=broker.url, request_timeout_ms=5_000) as producer:
+        for n in range(40):
+            producer.send(topic, b"on-shard-2-%d" % n, partition=n % PARTITIONS).get(60)
+    with Admin(broker=broker.url) as admin:
+        admin.remove_shards(1)
+        with Producer(broker=broker.url, request_timeout_ms=5_000) as producer:
+            for n in range(40):
+                producer.send(topic, b"kept-%d" % n, partition=n % PARTITIONS).get(60)
+        assert "shard-2" in {s.shard_id for s in admin.status().shards}
+        # When retention deletes every record older than a millisecond
+        admin.alter_topic(topic, {"retention.ms": 1})
+        # Then the removed shard retires (checked by the next status call)
+        wait_until(lambda: "shard-2" not in {s.shard_id for s in admin.status().shards}, timeout_s=60)
+        starts = {p.partition: p.start_offset for p in admin.describe_topic(topic).partition_info}
+    # And the moved partitions start where their writes came back; the rest are readable
+    assert all(starts[p] == 5 for p in moved)
+    records = consume_all(broker.url, topic)
+    assert {r.value for r in records if r.partition in moved} == \
+        {b"kept-%d" % n for n in range(40) if n % PARTITIONS in moved}

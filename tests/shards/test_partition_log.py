@@ -491,3 +491,22 @@ def test_continuing_before_the_end_is_a_programming_error(tmp_path):
     with pytest.raises(AssertionError, match="before its end"):
         log.continue_at(log.end_offset - 1)
     log.close()
+
+
+def test_retention_of_a_sealed_log_may_delete_every_segment_and_keeps_its_end_offset(tmp_path):
+    # Given a sealed log (its writes moved away) whose records are all past retention
+    now_ms = [1_000_000]
+    config = LogConfig(segment_bytes_max=4096, retention_ms=60_000)
+    plog = PartitionLog.open(tmp_path / "p", config, clock_ms=lambda: now_ms[0])
+    for _ in range(10):
+        plog.append(b"o" * 1000, 1, 900_000)
+    segments_before = len(plog.segments)
+    # When retention runs (an unsealed log would keep its active segment)
+    result = plog.enforce_retention(sealed=True)
+    # Then every segment went, and the log is empty at its old end offset
+    assert result.segments == segments_before and result.start_offset == 10
+    assert (plog.start_offset, plog.end_offset, plog.size_bytes) == (10, 10, 0)
+    assert [p.name for p in (tmp_path / "p").glob("*.log")] == [f"{10:020d}.log"]
+    # And running it again deletes nothing more
+    assert plog.enforce_retention(sealed=True).segments == 0
+    plog.close()
