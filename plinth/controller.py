@@ -76,9 +76,12 @@ class Controller:
         if shard_count is None:
             shard_count = len(stored) or os.cpu_count() or 1
         if stored and shard_count != len(stored):
-            raise InvalidConfigError(
-                f"{self.data_dir / METADATA_FILE} was written with {len(stored)} shards, "
-                f"but {shard_count} were asked for; start with --shards {len(stored)}")
+            # plinth shards add/remove changed the count since the command line was
+            # written: a restart must not undo them (or refuse to start).
+            log.warning("%s has %d shards (changed by plinth shards add or remove); "
+                        "--shards %d applies to a new data directory only",
+                        self.data_dir / METADATA_FILE, len(stored), shard_count)
+            return list(stored)
         if not 1 <= shard_count <= limits.SHARDS_MAX:
             raise InvalidConfigError(f"--shards {shard_count} is outside 1..{limits.SHARDS_MAX}")
         return [f"shard-{i}" for i in range(shard_count)]

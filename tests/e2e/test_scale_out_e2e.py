@@ -166,3 +166,22 @@ def test_a_removed_shard_retires_once_retention_has_deleted_its_last_range(broke
     records = consume_all(broker.url, topic)
     assert {r.value for r in records if r.partition in moved} == \
         {b"kept-%d" % n for n in range(40) if n % PARTITIONS in moved}
+
+
+def test_a_grown_broker_restarted_with_its_original_command_line_keeps_its_shards(broker_factory):
+    # Given a broker started with --shards 2 that grew to 3
+    broker = broker_factory(shards=2)
+    topic = topic_that_moves(TWO, THREE)
+    with Admin(broker=broker.url) as admin:
+        admin.create_topic(topic, PARTITIONS)
+        admin.add_shards(1)
+    with Producer(broker=broker.url, request_timeout_ms=5_000) as producer:
+        for n in range(40):
+            producer.send(topic, b"%d" % n, partition=n % PARTITIONS).get(60)
+    # When it restarts with the same command line (--shards 2)
+    broker.stop()
+    broker.start()
+    # Then it runs the three shards and serves every record
+    with Admin(broker=broker.url) as admin:
+        assert {s.shard_id for s in admin.status().shards} == set(THREE)
+    assert len(consume_all(broker.url, topic)) == 40
