@@ -36,7 +36,8 @@ from plinth.client.admin import Admin
 from plinth.client.connection import Connection, broker_address
 from plinth.client.record_batch import ConsumerRecord, decode_records
 from plinth.client.group_membership import GroupMembership
-from plinth.errors import BrokerError, ClientError, ClosedError, OffsetOutOfRangeError
+from plinth.errors import (TRANSIENT_ERRORS, BrokerError, ClientError, ClosedError,
+                           OffsetOutOfRangeError)
 from plinth.shards.log_entry import iter_entries
 
 log = logging.getLogger(__name__)
@@ -53,13 +54,14 @@ class TopicPartition(NamedTuple):
 
 
 class _PartitionState:
-    __slots__ = ("position", "fetch_offset", "fetch_id", "fetch_sent_s", "records")
+    __slots__ = ("position", "fetch_offset", "fetch_id", "fetch_sent_s", "retry_at_s", "records")
 
     def __init__(self):
         self.position: int | None = None       # next offset handed to the application
         self.fetch_offset: int | None = None   # next offset to ask the broker for
         self.fetch_id: int | None = None       # request id of the fetch in flight
         self.fetch_sent_s = 0.0
+        self.retry_at_s = 0.0                  # after a transient error: not before this
         self.records: deque[ConsumerRecord] = deque()
 
 
@@ -210,6 +212,10 @@ class Consumer:
                 return out
             if self._membership is not None:   # wake up to apply a new assignment
                 remaining_ms = min(remaining_ms, _GROUP_POLL_SLICE_MS)
+            now = time.monotonic()
+            retries_s = [st.retry_at_s for st in self._partitions.values() if st.retry_at_s > now]
+            if retries_s:   # wake up to ask again after a transient error
+                remaining_ms = min(remaining_ms, (min(retries_s) - now) * 1000)
             got = self._conn.recv(remaining_ms)
             while got is not None:
                 self._on_reply(*got)
@@ -243,7 +249,7 @@ class Consumer:
     def _send_fetches(self) -> None:
         now = time.monotonic()
         for tp, state in self._partitions.items():
-            if state.records:
+            if state.records or now < state.retry_at_s:
                 continue
             if state.fetch_id is not None:
                 if now - state.fetch_sent_s < self._fetch_timeout_s:
@@ -270,6 +276,12 @@ class Consumer:
         state.fetch_id = None
         if isinstance(view.error, OffsetOutOfRangeError) and self.auto_offset_reset != "none":
             self._reset(tp, state)
+            return
+        if isinstance(view.error, TRANSIENT_ERRORS):
+            # A shard restarting or moving, or the router shedding load: ask again.
+            log.info("fetch of %s-%d at offset %d: %s; retrying in %d ms", tp.topic, tp.partition,
+                     state.fetch_offset, view.error, limits.CLIENT_RETRY_BACKOFF_MS)
+            state.retry_at_s = time.monotonic() + limits.CLIENT_RETRY_BACKOFF_MS / 1000
             return
         if view.error is not None:
             raise view.error

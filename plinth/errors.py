@@ -183,6 +183,12 @@ BROKER_ERRORS: dict[str, type[BrokerError]] = {
 }
 
 
+# Conditions that pass by themselves (a shard restarting or moving, a full queue, a
+# slow disk): clients retry them with backoff instead of surfacing them at once.
+TRANSIENT_ERRORS: tuple[type[BrokerError], ...] = (
+    UnavailableError, TooManyRequestsError, RequestTimedOutError)
+
+
 def error_for_code(code_name: str, message: str) -> BrokerError:
     """The exception for a wire error code; unknown codes become InternalError."""
     cls = BROKER_ERRORS.get(code_name, InternalError)

@@ -53,3 +53,28 @@ def test_a_killed_shard_actor_is_restarted_recovers_its_logs_and_serves_again(br
                   consumer_timeout_ms=3_000) as consumer:
         values = [r.value for r in consumer]
     assert values.count(b"before") == 4 and values.count(b"after") >= 4
+
+
+def test_a_consumer_reading_through_a_shard_restart_keeps_going_without_an_error(broker_factory):
+    # Given a consumer that has read every record of a topic on two shards
+    broker = broker_factory(shards=2)
+    topic = unique_topic("sup")
+    with Admin(broker=broker.url) as admin:
+        admin.create_topic(topic, 4)
+    assert produce_one_to_each(broker.url, topic, 4, b"before")
+    with Consumer(topic, broker=broker.url, auto_offset_reset="earliest",
+                  request_timeout_ms=2_000, fetch_max_wait_ms=500) as consumer:
+        values = []
+        wait_until(lambda: values.extend(r.value for rs in consumer.poll(200).values() for r in rs)
+                   or len(values) == 4, timeout_s=30)
+        # When a shard is killed while the consumer keeps polling (its fetches are
+        # lost, then answered "unavailable" until Ray restarts the shard)
+        pids = shard_pids(broker)
+        os.kill(pids["shard-0"], signal.SIGKILL)
+        wait_until(lambda: consumer.poll(100) == {} and restarted(broker, "shard-0", pids["shard-0"]),
+                   timeout_s=60)
+        wait_until(lambda: produce_one_to_each(broker.url, topic, 4, b"after"), timeout_s=60)
+        # Then the consumer, which never raised, gets the records written after the restart
+        wait_until(lambda: values.extend(r.value for rs in consumer.poll(200).values() for r in rs)
+                   or values.count(b"after") >= 4, timeout_s=60)
+    assert values.count(b"before") == 4
