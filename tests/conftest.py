@@ -117,3 +117,62 @@ def shared_broker(ray_cluster, tmp_path_factory):
     broker = Broker(tmp_path_factory.mktemp("shared"), ray_cluster, shards=2).start()
     yield broker
     broker.stop()
+
+
+class StandaloneRouter:
+    """A ``plinth router`` subprocess joined to a running broker by its cluster name.
+
+    Its URL stays the same across restarts, so clients given it reconnect to it.
+    """
+
+    def __init__(self, ray_address: str, cluster_name: str):
+        self.ray_address = ray_address
+        self.cluster_name = cluster_name
+        self.url = f"tcp://127.0.0.1:{free_port()}"
+        self.proc: subprocess.Popen | None = None
+        self.output: list[str] = []
+
+    def start(self) -> "StandaloneRouter":
+        cmd = [sys.executable, "-m", "plinth.cli", "router", "--ray-address", self.ray_address,
+               "--cluster-name", self.cluster_name, "--listen", self.url]
+        self.proc, self.output = start_until_ready(cmd, f"router ready: listening on {self.url}",
+                                                   READY_TIMEOUT_S)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL the router process."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+    def stop(self) -> int:
+        """SIGTERM, then wait for the exit; returns the exit status."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
+        return self.proc.returncode
+
+    def restart(self) -> "StandaloneRouter":
+        return self.start()
+
+
+@pytest.fixture
+def router_factory(ray_cluster):
+    """``make(cluster_name)`` starts a ``plinth router`` for the broker started with
+    ``--cluster-name cluster_name``; every router is stopped at the end."""
+    routers: list[StandaloneRouter] = []
+
+    def make(cluster_name: str) -> StandaloneRouter:
+        router = StandaloneRouter(ray_cluster, cluster_name)
+        routers.append(router)
+        return router.start()
+
+    yield make
+    for router in routers:
+        router.stop()

@@ -1,5 +1,6 @@
-"""Fault injection: random SIGKILLs of shard actors and of the whole server while
-producers write; afterwards every acknowledged record is present exactly once, in order.
+"""Fault injection: random SIGKILLs of shard actors, of the whole server and of a
+standalone ``plinth router`` while producers write through both routers;
+afterwards every acknowledged record is present exactly once, in order.
 
 Marked ``faults``; it runs in CI with the rest (``-m "not faults"`` skips it).
 The seed comes from PLINTH_FAULT_SEED (default 1) so a failure can be replayed.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+from collections import Counter
 
 import pytest
 import ray
@@ -20,50 +22,86 @@ from tests.support import (NumberedWriter, check_exactly_once_in_order, read_all
                            wait_until)
 
 PARTITIONS = 4
-FAULTS = 6
+FAULTS = 8
+FAULT_KINDS = ("shard", "server", "router")
 
 
-def shard_pids(broker) -> dict[str, int]:
+def shard_pids(broker, cluster_name: str) -> dict[str, int]:
     try:
-        controller = ray.get_actor(CONTROLLER_NAME, namespace=namespace_for(broker.data_dir))
+        controller = ray.get_actor(CONTROLLER_NAME,
+                                   namespace=namespace_for(broker.data_dir, cluster_name))
         return ray.get(controller.shard_pids.remote(), timeout=30)
     except (ray.exceptions.RayError, ValueError):   # between processes
         return {}
 
 
-def kill_a_shard(broker, rng: random.Random) -> str:
-    pids = wait_until(lambda: shard_pids(broker), timeout_s=60)
+def kill_a_shard(broker, cluster_name: str, rng: random.Random) -> str:
+    pids = wait_until(lambda: shard_pids(broker, cluster_name), timeout_s=60)
     shard_id = rng.choice(sorted(pids))
     os.kill(pids[shard_id], signal.SIGKILL)
-    wait_until(lambda: shard_pids(broker).get(shard_id, pids[shard_id]) != pids[shard_id],
-               timeout_s=60)
+    wait_until(lambda: shard_pids(broker, cluster_name).get(shard_id, pids[shard_id])
+               != pids[shard_id], timeout_s=60)
     return f"SIGKILL {shard_id} (pid {pids[shard_id]})"
 
 
-def kill_the_server(broker) -> str:
+def kill_the_server(broker, router, writer, rng: random.Random) -> str:
     broker.kill()
     broker.restart()
-    return "SIGKILL the server, restart it"
+    # The standalone router outlives the server but cannot serve the new one: it
+    # looked the controller up by name once, at start, and holds that actor's
+    # handle. The controller died with the server (the server process owns it and
+    # it is never restarted), and the restarted server's controller is a new actor
+    # under the same name that the old handle never reaches. So the old router
+    # answers admin requests with "controller unreachable" and produces with
+    # "unavailable": it never learns the new shards' addresses. Clients still
+    # connected to it must fail over on those errors for a while; then it is
+    # replaced, as its supervisor would. Not before the new server is up: a router
+    # cannot join a broker that is not running.
+    writer.wait_for_more(rng.randrange(100, 1_000))
+    router.kill()
+    router.restart()
+    return "SIGKILL the server, restart it, then replace the standalone router"
+
+
+def kill_the_router(router, writer, rng: random.Random) -> str:
+    pid = router.proc.pid
+    router.kill()
+    # While it is down, records are acknowledged through the embedded router alone.
+    writer.wait_for_more(rng.randrange(100, 1_000))
+    router.restart()
+    return f"SIGKILL the standalone router (pid {pid}), restart it"
 
 
 @pytest.mark.faults
-def test_no_acknowledged_record_is_lost_or_duplicated_under_random_kills(broker_factory):
+def test_no_acknowledged_record_is_lost_or_duplicated_under_random_kills(broker_factory,
+                                                                         router_factory):
     rng = random.Random(int(os.environ.get("PLINTH_FAULT_SEED", "1")))
-    broker = broker_factory(shards=2)
+    cluster_name = unique_topic("faults")
+    broker = broker_factory(shards=2, extra_args=("--cluster-name", cluster_name))
+    router = router_factory(cluster_name)
+    routers = f"{broker.url},{router.url}"   # clients spread requests over both, and fail over
     topic = unique_topic("faults")
     with Admin(broker=broker.url) as admin:
         admin.create_topic(topic, PARTITIONS)
-    writer = NumberedWriter(broker.url, topic, PARTITIONS, chunk=100)
+    writer = NumberedWriter(routers, topic, PARTITIONS, chunk=100)
+    # Every kind at least once, whatever the seed; the rest at random.
+    kinds = list(FAULT_KINDS) + [rng.choice(FAULT_KINDS) for _ in range(FAULTS - len(FAULT_KINDS))]
+    rng.shuffle(kinds)
     injected = []
-    for _ in range(FAULTS):
+    for kind in kinds:
         writer.wait_for_more(rng.randrange(200, 2_000))   # a random moment
-        fault = kill_the_server(broker) if rng.random() < 0.34 else kill_a_shard(broker, rng)
-        injected.append(fault)
+        if kind == "shard":
+            injected.append(kill_a_shard(broker, cluster_name, rng))
+        elif kind == "server":
+            injected.append(kill_the_server(broker, router, writer, rng))
+        else:
+            injected.append(kill_the_router(router, writer, rng))
     writer.wait_for_more(1_000)
     writer.stop()
-    records = read_all(broker.url, topic)
+    records = read_all(routers, topic)
     acked = writer.acked
     check_exactly_once_in_order(records, acked, PARTITIONS)
     assert not writer.errors, writer.errors[:3]
-    print(f"injected {len(injected)} faults: {'; '.join(injected)}")
+    by_kind = ", ".join(f"{count} {kind}" for kind, count in sorted(Counter(kinds).items()))
+    print(f"injected {len(injected)} faults ({by_kind}): {'; '.join(injected)}")
     print(f"checked {len(acked)} acknowledged records, {len(records)} stored, none lost or duplicated")
