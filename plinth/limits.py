@@ -23,6 +23,13 @@ SOCKET_MESSAGES_HWM = 1000
 # beyond max.in.flight); more get tooManyRequests. Bounds what one client can
 # make the router and shards hold.
 CLIENT_REQUESTS_IN_FLIGHT_MAX = 256
+# Bytes of fetch replies the router may hold for clients that do not read them
+# (router/unsent_replies.py); beyond them a reply becomes tooManyRequests.
+CLIENT_REPLY_BYTES_UNSENT_MAX = 64 * MiB
+ROUTER_REPLY_BYTES_UNSENT_MAX = 512 * MiB
+# Replies smaller than this are copied by pyzmq anyway and are not tracked: the
+# message high-water mark bounds them.
+REPLY_BYTES_TRACKED_MIN = 64 * KiB
 # Cap'n Proto traversal limit when reading a header: stops a crafted message
 # from making the reader walk gigabytes of pointers.
 HEADER_TRAVERSAL_WORDS_MAX = HEADER_BYTES_MAX // 8
@@ -117,6 +124,8 @@ def _check_relations() -> None:
     assert BATCH_BYTES_MAX < FRAME_BYTES_MAX
     assert PRODUCER_BATCH_BYTES_DEFAULT <= BATCH_BYTES_MAX
     assert FETCH_BYTES_DEFAULT <= FETCH_BYTES_MAX < FRAME_BYTES_MAX
+    # A client that reads always gets a whole maximal fetch through.
+    assert FETCH_BYTES_MAX <= CLIENT_REPLY_BYTES_UNSENT_MAX <= ROUTER_REPLY_BYTES_UNSENT_MAX
     # One whole entry is always returned by a fetch, so it must fit a frame.
     assert BATCH_BYTES_MAX + 48 <= FRAME_BYTES_MAX
     assert SEGMENT_BYTES_MIN <= SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX < 2**32

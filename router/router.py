@@ -20,7 +20,9 @@ partition reach its shard in the order they were sent.
 
 Bounds. Every socket has a high-water mark; when a shard's queue is full the
 client gets ``tooManyRequests`` at once instead of the router buffering.
-Requests held for resolution and admin requests are bounded too.
+Requests held for resolution and admin requests are bounded too, and so are
+the bytes of fetch replies waiting for clients that do not read them
+(``unsent_replies.py``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from plinth import limits, placement, protocol
 from plinth.errors import (BrokerError, InternalError, MalformedRequestError, NotAuthorizedError,
                            PartitionOutOfRangeError, RecordTooLargeError, RequestTimedOutError,
                            TooManyRequestsError, UnavailableError, UnknownTopicError)
+from plinth.router.unsent_replies import UnsentReplies
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,7 @@ class Router:
         # shard id -> client id -> requests forwarded and not yet answered. Per shard,
         # so that a shard restarting (its requests lost) can be forgotten whole.
         self._in_flight: dict[str, dict[bytes, int]] = {}
+        self._unsent = UnsentReplies()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -126,6 +130,7 @@ class Router:
             if time.monotonic() >= next_refresh_s:
                 # Picks up shards that restarted at a new address.
                 self._submit_admin(None, ("resolve", None))
+                self._unsent.sweep()
                 next_refresh_s = time.monotonic() + limits.ROUTING_REFRESH_INTERVAL_S
             for sock in self._shard_of_socket:
                 if sock not in registered:
@@ -305,10 +310,26 @@ class Router:
             per_client[client] = left
         else:
             per_client.pop(client, None)
+        if len(frames) > 2 and len(frames[2]) >= limits.REPLY_BYTES_TRACKED_MIN:
+            self._relay_large_reply(client, frames)
+            return
         try:
             self._frontend.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.Again:
             log.warning("router: reply dropped, client is not reading")
+
+    def _relay_large_reply(self, client: bytes, frames: list) -> None:
+        """Relay a fetch reply with data, tracked until it is written to the client's
+        connection; a client (or router) over its unsent-bytes budget gets an error."""
+        refused = self._unsent.over_budget(client)
+        if refused is not None:
+            request_id = protocol.decode_reply(frames[1].buffer).request_id
+            self._reply(frames[0], protocol.encode_error(request_id, TooManyRequestsError(refused)))
+            return
+        # Buffers, not the received Frames: pyzmq tracks only messages it creates.
+        tracker = self._frontend.send_multipart(
+            [client, frames[1].bytes, frames[2].buffer], zmq.NOBLOCK, copy=False, track=True)
+        self._unsent.add(client, tracker, len(frames[2]))
 
     def _on_admin_result(self, frames: list) -> None:
         result = pickle.loads(frames[0].bytes)

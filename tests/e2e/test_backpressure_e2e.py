@@ -31,3 +31,62 @@ def test_a_producer_blocks_for_max_block_ms_when_its_buffer_is_full_then_raises(
         assert 0.3 <= blocked_s < 5, blocked_s
     finally:
         producer.close(timeout=0.5)   # the broker is gone: don't wait for it
+
+
+def rss_bytes(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+def test_a_client_that_never_reads_its_fetch_replies_cannot_make_the_router_hold_them(broker_factory):
+    import zmq
+
+    from plinth import Consumer, limits, protocol
+
+    # Given a partition holding 4 MiB, so each fetch from offset 0 answers 4 MiB
+    broker = broker_factory(shards=1)
+    topic = unique_topic("bp")
+    with Admin(broker=broker.url) as admin:
+        admin.create_topic(topic, 1)
+    with Producer(broker=broker.url, batch_bytes_max=1 << 20, linger_ms=50) as producer:
+        for _ in range(4):
+            producer.send(topic, b"v" * 1_000_000, partition=0)
+    reply_bytes = 4 * 1_000_000
+    # And a client whose connection stops draining: a one-message receive queue, a
+    # small kernel buffer, and it never calls recv while it sends 150 fetches
+    stalled = zmq.Context.instance().socket(zmq.DEALER)
+    stalled.setsockopt(zmq.RCVHWM, 1)
+    stalled.setsockopt(zmq.RCVBUF, 64 * 1024)
+    stalled.setsockopt(zmq.LINGER, 0)
+    stalled.connect(broker.url)
+    rss_before = rss_bytes(broker.proc.pid)
+    fetches = 150
+    for request_id in range(fetches):
+        stalled.send(protocol.encode_fetch(request_id, topic, 0, 0, reply_bytes + 1024, 0))
+    try:
+        # Then another client is served as usual meanwhile (after the stalled one's
+        # fetches are answered: this consumer reads the same partition)
+        with Consumer(topic, broker=broker.url, auto_offset_reset="earliest",
+                      consumer_timeout_ms=3_000) as consumer:
+            assert sum(1 for _ in consumer) == 4
+        # And the router holds at most its per-client budget (plus one reply) for the
+        # stalled client, where it would otherwise hold all 150 replies (600 MB)
+        held_bytes = rss_bytes(broker.proc.pid) - rss_before
+        assert held_bytes < limits.CLIENT_REPLY_BYTES_UNSENT_MAX + 100 * 1024 * 1024, held_bytes
+        # And when the client reads at last, the replies over the budget are errors
+        # saying why, and the rest carry data
+        data, refused = 0, []
+        while stalled.poll(3_000):
+            frames = stalled.recv_multipart()
+            reply = protocol.decode_reply(frames[0])
+            if reply.error is None:
+                data += 1
+            else:
+                refused.append(str(reply.error))
+        assert data + len(refused) == fetches
+        assert data <= limits.CLIENT_REPLY_BYTES_UNSENT_MAX // reply_bytes + 4, data
+        assert refused and "not reading them" in refused[0] and "per client" in refused[0]
+    finally:
+        stalled.close()

@@ -1,0 +1,76 @@
+"""Fetch replies the router has handed to ZeroMQ but not yet written to the client.
+
+Runs in the router's loop thread only. ZeroMQ bounds a peer's outgoing queue in
+messages (SNDHWM), not bytes, and a client whose connection stops draining (it
+does not read, its host froze, a hostile peer set a tiny receive buffer) makes
+the router hold every reply sent to it. With fetch replies of up to
+``FETCH_BYTES_MAX`` each, a message bound alone lets one client pin gigabytes.
+
+So the router sends each large fetch reply zero-copy with a pyzmq
+``MessageTracker`` (done once libzmq has written the frame to the socket, or
+dropped it with the connection) and keeps the trackers per client here. A
+reply for a client already holding ``CLIENT_REPLY_BYTES_UNSENT_MAX``, or while
+the router holds ``ROUTER_REPLY_BYTES_UNSENT_MAX`` in all, is not queued: the
+router answers ``tooManyRequests`` instead, and the client asks again later.
+Unsent bytes therefore stay under each bound plus one reply.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from plinth import limits
+
+
+class UnsentReplies:
+    """Per client: the trackers and sizes of its large replies still in ZeroMQ's queue."""
+
+    def __init__(self) -> None:
+        self._by_client: dict[bytes, deque] = {}     # client id -> deque of (tracker, bytes)
+        self._bytes_by_client: dict[bytes, int] = {}
+        self.total_bytes = 0
+
+    def add(self, client: bytes, tracker, size_bytes: int) -> None:
+        if tracker.done:
+            return
+        self._by_client.setdefault(client, deque()).append((tracker, size_bytes))
+        self._bytes_by_client[client] = self._bytes_by_client.get(client, 0) + size_bytes
+        self.total_bytes += size_bytes
+
+    def bytes_for(self, client: bytes) -> int:
+        """Bytes of this client's replies not yet written to its connection."""
+        self._prune(client)
+        return self._bytes_by_client.get(client, 0)
+
+    def over_budget(self, client: bytes) -> str | None:
+        """Why a new reply to ``client`` must not be queued, or None if it may."""
+        client_bytes = self.bytes_for(client)
+        if client_bytes >= limits.CLIENT_REPLY_BYTES_UNSENT_MAX:
+            return (f"{client_bytes} bytes of earlier fetch replies to this client are not "
+                    f"yet sent (it is not reading them); the limit is "
+                    f"{limits.CLIENT_REPLY_BYTES_UNSENT_MAX} bytes per client")
+        if self.total_bytes >= limits.ROUTER_REPLY_BYTES_UNSENT_MAX:
+            self.sweep()
+            if self.total_bytes >= limits.ROUTER_REPLY_BYTES_UNSENT_MAX:
+                return (f"the router holds {self.total_bytes} bytes of fetch replies its "
+                        f"clients have not read; the limit is "
+                        f"{limits.ROUTER_REPLY_BYTES_UNSENT_MAX} bytes")
+        return None
+
+    def sweep(self) -> None:
+        """Forget every reply that has been sent (or dropped with its connection)."""
+        for client in list(self._by_client):
+            self._prune(client)
+
+    def _prune(self, client: bytes) -> None:
+        pending = self._by_client.get(client)
+        if pending is None:
+            return
+        # A peer's queue drains in order, so sent replies are at the left.
+        while pending and pending[0][0].done:
+            _, size_bytes = pending.popleft()
+            self._bytes_by_client[client] -= size_bytes
+            self.total_bytes -= size_bytes
+        if not pending:
+            del self._by_client[client]
+            del self._bytes_by_client[client]
