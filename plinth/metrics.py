@@ -30,14 +30,17 @@ _GAUGES = (("start_offset", "plinth_partition_log_start_offset", "First offset s
 
 
 class BrokerCollector:
-    def __init__(self, controller):
-        self._controller = controller
+    """``controller_of()`` returns the controller's current handle (a standalone
+    router finds a new one after its server restarts)."""
+
+    def __init__(self, controller_of):
+        self._controller_of = controller_of
 
     def collect(self):
         import ray
 
         try:
-            snapshots = ray.get(self._controller.shard_stats.remote(),
+            snapshots = ray.get(self._controller_of().shard_stats.remote(),
                                 timeout=limits.STATUS_CALL_TIMEOUT_S * 2)
         except Exception as exc:   # the controller is down: report that, not a 500
             log.warning("metrics: controller did not answer: %s", exc)
@@ -109,10 +112,10 @@ def _group_lag(live):
     return family
 
 
-def start_metrics_server(controller, port: int, host: str = "127.0.0.1") -> None:
+def start_metrics_server(controller_of, port: int, host: str = "127.0.0.1") -> None:
     """Serve /metrics on host:port from a daemon thread (prometheus_client's)."""
     from prometheus_client import start_http_server
 
-    REGISTRY.register(BrokerCollector(controller))
+    REGISTRY.register(BrokerCollector(controller_of))
     start_http_server(port, addr=host)
     log.info("metrics on http://%s:%d/metrics", host, port)

@@ -149,7 +149,8 @@ class Server:
         if self.options.metrics_port is not None:
             from plinth.metrics import start_metrics_server
 
-            start_metrics_server(self.controller, self.options.metrics_port, self.options.metrics_host)
+            start_metrics_server(lambda: self.controller, self.options.metrics_port,
+                                 self.options.metrics_host)
 
     def _create_controller(self, remote_controller):
         # After a crash, Ray may still hold the dead broker's controller name
@@ -249,16 +250,26 @@ def run_router(options: RouterOptions, ready=print) -> int:
         raise InvalidConfigError(
             f"no broker named {options.cluster_name!r} runs in the Ray cluster at "
             f"{options.ray_address} (start one with plinth serve --cluster-name)") from None
-    router = Router(options.listen, controller, security=security)
+    def find_controller_again():
+        # The server restarted: a new controller has the name; tell it about us.
+        found = ray.get_actor(CONTROLLER_NAME)
+        found.router_started.remote(options.listen, ray.util.get_node_ip_address())
+        return found
+
+    router = Router(options.listen, controller, security=security,
+                    controller_lookup=find_controller_again)
     router.start(ray.get(controller.routing.remote()))
     controller.router_started.remote(options.listen, ray.util.get_node_ip_address())
     if options.metrics_port is not None:
         from plinth.metrics import start_metrics_server
 
-        start_metrics_server(controller, options.metrics_port, options.metrics_host)
+        start_metrics_server(lambda: router.controller, options.metrics_port, options.metrics_host)
     ready(f"plinth router ready: listening on {options.listen} (cluster {options.cluster_name})")
     _wait_for_signal()
     router.stop()
-    ray.get(controller.router_stopped.remote(options.listen), timeout=10)
+    try:
+        ray.get(router.controller.router_stopped.remote(options.listen), timeout=10)
+    except ray.exceptions.RayError as exc:   # the server is gone too: nobody to tell
+        log.warning("could not tell the controller this router stopped: %s", exc)
     ray.shutdown()
     return 0

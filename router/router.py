@@ -57,10 +57,13 @@ class Router:
     """Construct, ``start()`` and ``stop()`` from the server's main thread."""
 
     def __init__(self, listen: str, controller, context: zmq.Context | None = None,
-                 security=None):
+                 security=None, controller_lookup=None):
         self.listen = listen
         self._security = security   # router.security.Security, or None for plaintext
         self._controller = controller
+        # Finds the controller again after it died (a standalone router outlives
+        # restarts of its server); raises ValueError while there is none.
+        self._controller_lookup = controller_lookup
         self._context = context or zmq.Context.instance()
         self._admin_queue: queue.Queue = queue.Queue(maxsize=ADMIN_QUEUED_MAX)
         self._admin_address = _ADMIN_ADDRESS_FORMAT.format(id(self))
@@ -84,6 +87,11 @@ class Router:
         self._unsent = UnsentReplies()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+
+    @property
+    def controller(self):
+        """The controller's current handle (replaced when it is found again)."""
+        return self._controller
 
     # --- Lifecycle ---------------------------------------------------------------
 
@@ -406,7 +414,7 @@ class Router:
 
     def _admin_job(self, job: tuple) -> list[tuple]:
         if job[0] == "resolve":
-            routing = self._control_or_none(self._controller.routing)
+            routing = self._control_or_none("routing")
             return [("routing", routing or {"shards": {}, "topics": self._routes}, job[1])]
         _, client_id, view = job
         try:
@@ -415,7 +423,7 @@ class Router:
             reply, changed = protocol.encode_error(view.request_id, exc), False
         results = [("reply", client_id, reply)]
         if changed:
-            routing = self._control_or_none(self._controller.routing)
+            routing = self._control_or_none("routing")
             if routing is not None:
                 results.insert(0, ("routing", routing, None))
         return results
@@ -424,32 +432,31 @@ class Router:
         """Answer one admin request; also say whether the routing table changed."""
         rid = view.request_id
         if view.kind == "createTopic":
-            info = self._control(self._controller.create_topic, view.topic,
+            info = self._control("create_topic", view.topic,
                                  view.partition_count, view.config)
             return protocol.encode_topics_reply(rid, [info]), True
         if view.kind == "alterTopic":
-            info = self._control(self._controller.alter_topic, view.topic, view.config)
+            info = self._control("alter_topic", view.topic, view.config)
             return protocol.encode_topics_reply(rid, [info]), False
         if view.kind == "deleteTopic":
-            self._control(self._controller.delete_topic, view.topic)
+            self._control("delete_topic", view.topic)
             return protocol.encode_ok(rid), True
         if view.kind == "describeTopic":
-            info = self._control(self._controller.describe_topic, view.topic)
+            info = self._control("describe_topic", view.topic)
             return protocol.encode_topics_reply(rid, [info]), False
         if view.kind == "listOffsets":
-            info = self._control(self._controller.partition_offsets, view.topic, view.partition)
+            info = self._control("partition_offsets", view.topic, view.partition)
             return protocol.encode_offsets_reply(rid, info), False
         if view.kind in ("addShards", "removeShards"):
-            change = (self._controller.add_shards if view.kind == "addShards"
-                      else self._controller.remove_shards)
+            change = "add_shards" if view.kind == "addShards" else "remove_shards"
             moves = self._control(change, view.partition_count)
             return protocol.encode_moves_reply(rid, moves), True
         if view.kind == "status":
-            return protocol.encode_status_reply(rid, self._control(self._controller.status)), False
+            return protocol.encode_status_reply(rid, self._control("status")), False
         if view.kind == "listGroups":
-            return protocol.encode_groups_reply(rid, self._control(self._controller.list_groups)), False
+            return protocol.encode_groups_reply(rid, self._control("list_groups")), False
         if view.kind in ("listTopics", "metadata"):
-            infos = self._control(self._controller.list_topics)
+            infos = self._control("list_topics")
             if view.kind == "metadata" and view.topics:
                 infos = self._only(infos, view.topics)
             return protocol.encode_topics_reply(rid, infos), False
@@ -463,19 +470,38 @@ class Router:
             raise UnknownTopicError(f"unknown topic {missing[0]!r}")
         return [by_name[name] for name in names]
 
-    def _control_or_none(self, method, *args):
+    def _control_or_none(self, method: str, *args):
         try:
             return self._control(method, *args)
         except BrokerError as exc:
             log.warning("router: control call %s failed: %s", method, exc)
             return None
 
-    def _control(self, method, *args):
-        """Call the controller through Ray; re-raise its BrokerErrors as they are."""
+    def _control(self, method: str, *args):
+        """Call the controller's ``method`` through Ray; re-raise its BrokerErrors as
+        they are. A dead controller (its server restarted) is looked up again by name,
+        once per call, if this router was given a way to."""
         import ray
 
         try:
-            return ray.get(method.remote(*args), timeout=limits.CONTROL_CALL_TIMEOUT_S)
+            return self._call_controller(method, *args)
+        except ray.exceptions.RayActorError:
+            if self._controller_lookup is None:
+                raise UnavailableError("the broker's controller is gone (its server stopped)") from None
+        try:
+            self._controller = self._controller_lookup()
+        except ValueError:
+            raise UnavailableError("the broker's controller is not running (is its server "
+                                   "restarting?); retry later") from None
+        log.info("router: found the broker's controller again")
+        return self._call_controller(method, *args)
+
+    def _call_controller(self, method: str, *args):
+        import ray
+
+        try:
+            return ray.get(getattr(self._controller, method).remote(*args),
+                           timeout=limits.CONTROL_CALL_TIMEOUT_S)
         except ray.exceptions.GetTimeoutError:
             raise RequestTimedOutError(
                 f"the controller did not answer within {limits.CONTROL_CALL_TIMEOUT_S} s") from None
@@ -484,5 +510,7 @@ class Router:
             if isinstance(cause, BrokerError):
                 raise cause from None
             raise InternalError(f"controller failed: {cause or exc}") from None
+        except ray.exceptions.RayActorError:
+            raise
         except ray.exceptions.RayError as exc:
             raise InternalError(f"controller unreachable: {exc}") from None

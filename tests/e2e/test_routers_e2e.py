@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 from plinth import Admin, Consumer, Producer
-from tests.support import free_port, start_until_ready, unique_topic
+from plinth.errors import PlinthError
+from tests.support import free_port, start_until_ready, unique_topic, wait_until
 
 
 def start_router(ray_address: str, cluster: str) -> tuple[subprocess.Popen, str]:
@@ -47,3 +48,29 @@ def test_a_second_router_serves_every_partition_and_clients_fail_over(broker_fac
         values = [r.value for r in consumer]
     assert values.count(b"before") == 1
     assert sorted(v for v in values if v.startswith(b"after")) == sorted(b"after-%d" % i for i in range(20))
+
+
+def test_a_standalone_router_outlives_a_restart_of_its_server_and_serves_again(
+        broker_factory, router_factory):
+    # Given a standalone router of a broker that holds a topic
+    cluster = unique_topic("cl")
+    broker = broker_factory(shards=2, extra_args=("--cluster-name", cluster))
+    router = router_factory(cluster)
+    topic = unique_topic("r")
+    with Admin(broker=router.url) as admin:
+        admin.create_topic(topic, 2)
+    # When the server is SIGKILLed and started again (a new controller, new shards)
+    broker.kill()
+    broker.start()
+    # Then the old router finds the new controller and serves admin calls and data again
+    def served() -> bool:
+        try:
+            with Admin(broker=router.url, request_timeout_ms=5_000) as admin:
+                return topic in admin.list_topics()
+        except PlinthError:
+            return False
+    wait_until(served, timeout_s=60)
+    with Producer(broker=router.url, request_timeout_ms=5_000) as producer:
+        assert producer.send(topic, b"after", partition=1).get(60).offset == 0
+    with Admin(broker=router.url) as admin:
+        assert router.url in [listen for listen, _ in admin.status().routers]
