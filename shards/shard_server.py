@@ -377,7 +377,11 @@ class ShardServer:
     def _require(self, topic: str, index: int) -> Partition:
         part = self._partitions.get((topic, index))
         if part is None:
-            raise UnknownTopicError(f"partition {topic}-{index} is not on {self.shard_id}")
+            # The router's map was stale (a shard restarted on a port another one
+            # had, a partition moved, a topic was just deleted): retriable; once
+            # the routers refresh, a deleted topic is answered unknownTopic by them.
+            raise UnavailableError(f"partition {topic}-{index} is not on {self.shard_id}; "
+                                   f"retry (the routers are refreshing their map)")
         return part
 
     def _reply(self, envelope: list, header: bytes, payload=None) -> None:
