@@ -125,3 +125,16 @@ def start_until_ready(cmd: list[str], marker: str, timeout_s: float = 120, env=N
         proc.kill()
         raise RuntimeError(f"{cmd[2:5]} did not get ready:\n" + "".join(lines[-50:]))
     return proc, lines
+
+
+def topic_that_moves(partitions: int, shards_before: list[str], shards_after: list[str]) -> str:
+    """A fresh topic name some of whose partitions move when the shards change, and
+    some stay (with a random name, none moves now and then)."""
+    from plinth import placement
+
+    while True:
+        topic = unique_topic("scale")
+        moving = sum(placement.shard_for(topic, p, shards_before) != placement.shard_for(topic, p, shards_after)
+                     for p in range(partitions))
+        if 0 < moving < partitions:
+            return topic

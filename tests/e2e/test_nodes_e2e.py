@@ -11,10 +11,10 @@ from ray.cluster_utils import Cluster
 
 import zmq
 
-from plinth import Admin, Consumer, protocol
+from plinth import Admin, Consumer, Producer, protocol
 from plinth.client.record_batch import BatchBuilder
 from tests.conftest import Broker
-from tests.support import unique_topic, wait_until
+from tests.support import topic_that_moves, unique_topic, wait_until
 
 PARTITIONS = 12   # both shards own some: all on one has odds 1 in 2,048
 
@@ -78,5 +78,48 @@ def test_losing_a_node_makes_only_its_partitions_unavailable_until_it_returns(tw
         # The records from before the loss are still there, and the new ones after them
         for p in range(PARTITIONS):
             assert len([r for r in records if r.partition == p]) >= 2
+    finally:
+        broker.stop()
+
+
+def test_a_node_added_with_a_shard_takes_new_writes_at_once_and_nothing_is_copied(two_node_cluster, tmp_path):
+    cluster, _ = two_node_cluster
+    data_dir = tmp_path / "data"
+    broker = Broker(data_dir, cluster.address, shards=2,
+                    extra_args=("--cluster-name", "nodes-add")).start()
+    try:
+        topic = topic_that_moves(PARTITIONS, ["shard-0", "shard-1"], ["shard-0", "shard-1", "shard-2"])
+        with Admin(broker=broker.url) as admin:
+            admin.create_topic(topic, PARTITIONS)
+        with Producer(broker=broker.url) as producer:
+            for n in range(PARTITIONS * 5):
+                producer.send(topic, b"old-%d" % n, partition=n % PARTITIONS)
+        # When a third node joins and one shard is added
+        cluster.add_node(num_cpus=1, resources={"plinth-node:c": 1})
+        with Admin(broker=broker.url) as admin:
+            moves = [m for m in admin.add_shards(1) if m[0] == topic]
+        # Then the new shard runs on the new node, and the partitions it won continue there
+        pins = json.loads((data_dir / "metadata.json").read_text())["shard_nodes"]
+        assert pins["shard-2"] == "plinth-node:c"
+        assert moves and all(dst == "shard-2" and offset == 5 for _, _, _, dst, offset in moves)
+        old_files = {p: sorted((data_dir / "shards" / src / f"{topic}-{p}").glob("*"))
+                     for _, p, src, _, _ in moves}
+        old_bytes = {p: [f.read_bytes() for f in files if f.suffix == ".log"]
+                     for p, files in old_files.items()}
+        # And new writes through any router land on the new node's shard at once
+        with Producer(broker=broker.url, request_timeout_ms=5_000) as producer:
+            metas = [producer.send(topic, b"new-%d" % n, partition=n % PARTITIONS).get(60)
+                     for n in range(PARTITIONS * 5)]
+        assert all(m.offset >= 5 for m in metas)
+        for _, p, src, dst, _ in moves:
+            new_logs = sorted((data_dir / "shards" / dst / f"{topic}-{p}").glob("*.log"))
+            assert [f.name for f in new_logs] == [f"{5:020d}.log"] and new_logs[0].stat().st_size > 0
+            # And nothing was copied: the old shard's log files are byte for byte the same
+            assert [f.read_bytes() for f in old_files[p] if f.suffix == ".log"] == old_bytes[p]
+        with Consumer(topic, broker=broker.url, auto_offset_reset="earliest",
+                      consumer_timeout_ms=5_000) as consumer:
+            records = list(consumer)
+        for p in range(PARTITIONS):
+            assert [r.offset for r in records if r.partition == p] == list(range(10))
     finally:
         broker.stop()

@@ -9,21 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from plinth import Admin, Consumer, Producer, placement
-from tests.support import unique_topic, wait_until
+from tests.support import topic_that_moves, unique_topic, wait_until
 
 PARTITIONS = 8
 TWO, THREE, FOUR = (["shard-%d" % i for i in range(n)] for n in (2, 3, 4))
-
-
-def topic_that_moves(shards_before: list[str], shards_after: list[str]) -> str:
-    """A fresh topic name some of whose partitions move and some stay (a random name
-    moves none about 1 time in 25)."""
-    while True:
-        topic = unique_topic("scale")
-        moving = sum(placement.shard_for(topic, p, shards_before) != placement.shard_for(topic, p, shards_after)
-                     for p in range(PARTITIONS))
-        if 0 < moving < PARTITIONS:
-            return topic
 
 
 def group_that_moves(shards_before: list[str], shards_after: list[str]) -> str:
@@ -39,7 +28,7 @@ def log_bytes(data_dir: Path, shard: str, topic: str, partition: int) -> int:
 
 def test_adding_shards_moves_writes_not_data_and_every_record_stays_readable(broker_factory):
     broker = broker_factory(shards=2)
-    topic = topic_that_moves(TWO, FOUR)
+    topic = topic_that_moves(PARTITIONS, TWO, FOUR)
     with Admin(broker=broker.url) as admin:
         admin.create_topic(topic, PARTITIONS)
         before = {p.partition: p for p in admin.describe_topic(topic).partition_info}
@@ -93,7 +82,7 @@ def consume_all(url: str, topic: str, **options) -> list:
 
 def test_removing_a_shard_sends_writes_and_groups_back_and_it_retires_once_it_holds_nothing(broker_factory):
     broker = broker_factory(shards=2)
-    topic, group = topic_that_moves(TWO, THREE), group_that_moves(TWO, THREE)
+    topic, group = topic_that_moves(PARTITIONS, TWO, THREE), group_that_moves(TWO, THREE)
     with Admin(broker=broker.url) as admin:
         admin.create_topic(topic, PARTITIONS)
     with Producer(broker=broker.url, request_timeout_ms=5_000) as producer:
@@ -142,7 +131,7 @@ def test_removing_a_shard_sends_writes_and_groups_back_and_it_retires_once_it_ho
 
 def test_a_removed_shard_retires_once_retention_has_deleted_its_last_range(broker_factory):
     broker = broker_factory(shards=2)
-    topic = topic_that_moves(TWO, THREE)
+    topic = topic_that_moves(PARTITIONS, TWO, THREE)
     with Admin(broker=broker.url) as admin:
         admin.create_topic(topic, PARTITIONS)
         moved = {p for t, p, *_ in admin.add_shards(1) if t == topic}
@@ -171,7 +160,7 @@ def test_a_removed_shard_retires_once_retention_has_deleted_its_last_range(broke
 def test_a_grown_broker_restarted_with_its_original_command_line_keeps_its_shards(broker_factory):
     # Given a broker started with --shards 2 that grew to 3
     broker = broker_factory(shards=2)
-    topic = topic_that_moves(TWO, THREE)
+    topic = topic_that_moves(PARTITIONS, TWO, THREE)
     with Admin(broker=broker.url) as admin:
         admin.create_topic(topic, PARTITIONS)
         admin.add_shards(1)
