@@ -153,6 +153,11 @@ class PartitionLog:
         return self._segments[0].base_offset
 
     @property
+    def active_base_offset(self) -> int:
+        """Base offset of the active segment, where appends go."""
+        return self._segments[-1].base_offset
+
+    @property
     def end_offset(self) -> int:
         """The next offset to assign (one past the last record)."""
         return self._segments[-1].end_offset

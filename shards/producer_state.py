@@ -16,18 +16,30 @@ The state is rebuilt on start from the batches in the partition's active
 segment (``rebuild``), so a restarted shard still recognises a retry of a
 batch it acknowledged just before a crash.
 
-When a partition's writes move to another shard, the old owner hands its
-state over as a ``snapshot()`` (JSON-able: ``[[producer id, [[base sequence,
-record count, base offset], ...]], ...]``), which the new owner keeps in its
-manifest and uses as the ``seed`` of every rebuild: a retry of a batch written
-just before the move is still answered with its first offsets.
+A batch written just before the log rolled lives in an older segment, which
+the rebuild does not replay; so when the log rolls, the state as it was before
+the new segment's first batch is saved (as Kafka's producer snapshot files):
+
+    <partition dir>/producers.json
+        {"base_offset": 52931,                 the active segment it precedes
+         "producers": [[producer id, [[base sequence, record count, base offset],
+                                      ...]], ...]}     least recently active first
+
+and the rebuild starts from it (``seed``) when its base offset is the active
+segment's. The same list (``snapshot()``) is what the old owner of a partition
+hands to the new one when its writes move to another shard; the new owner
+keeps it in its manifest and seeds from it while its active segment is the one
+that began at the move.
 """
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict, deque
+from pathlib import Path
 
 from plinth import limits
+from plinth.durable_files import write_json_atomically
 from plinth.errors import OutOfOrderSequenceError
 
 SEQUENCE_MODULUS = 1 << 31   # baseSequence is an Int32 that wraps to 0
@@ -100,3 +112,24 @@ class ProducerStates:
                               header.base_offset)
                 position = header.base_offset + header.record_count
         return states
+
+
+SNAPSHOT_FILE = "producers.json"
+
+
+def save_snapshot(directory: Path, base_offset: int, states: ProducerStates) -> None:
+    """The state before the first batch of the segment at ``base_offset`` (durable)."""
+    write_json_atomically(Path(directory) / SNAPSHOT_FILE,
+                          {"base_offset": base_offset, "producers": states.snapshot()})
+
+
+def load_snapshot(directory: Path, base_offset: int) -> list | None:
+    """The saved state if it precedes the segment at ``base_offset``, else None."""
+    path = Path(directory) / SNAPSHOT_FILE
+    try:
+        saved = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:   # written atomically, so only a hand-edited file gets here
+        return None
+    return saved["producers"] if saved.get("base_offset") == base_offset else None

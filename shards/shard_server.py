@@ -49,7 +49,7 @@ from plinth.errors import (BrokerError, InternalError, InvalidConfigError, Malfo
 from plinth.shards.group_coordinator import GroupCoordinator
 from plinth.shards.offset_store import OffsetStore
 from plinth.shards.partition_log import PartitionLog
-from plinth.shards.producer_state import ProducerStates
+from plinth.shards.producer_state import ProducerStates, load_snapshot, save_snapshot
 from plinth.shards.shard_stats import ShardStats
 from plinth.wakeup import Wakeup
 
@@ -220,11 +220,19 @@ class ShardServer:
             part.log.continue_at(initial_offset)
             part.high_watermark = part.log.end_offset
         if not len(part.producers):
-            # The snapshot is a prefix of this log only while no segment since the
-            # move has been rolled away from the replay.
-            seeded = part.log.segments[-1].base_offset <= initial_offset
-            part.producers = ProducerStates.rebuild(part.log, summarize_batch,
-                                                    producers if seeded else None)
+            part.producers = ProducerStates.rebuild(
+                part.log, summarize_batch, self._producer_seed(part, initial_offset, producers))
+
+    @staticmethod
+    def _producer_seed(part: Partition, initial_offset: int, moved: list | None) -> list | None:
+        """The producers' state before the active segment's first batch: saved when
+        the log rolled to it, or handed over by the previous owner if the segment
+        began at the move."""
+        active_base_offset = part.log.active_base_offset
+        saved = load_snapshot(part.log.directory, active_base_offset)
+        if saved is not None:
+            return saved
+        return moved if active_base_offset <= initial_offset else None
 
     def seal_partition(self, topic: str, index: int) -> tuple[int, list]:
         """Stop taking writes for a partition that moves away; returns its end offset,
@@ -482,16 +490,27 @@ class ShardServer:
                                                  self._received_s))
 
     def _append(self, part: Partition, batch, summary) -> int:
+        active_base_offset = part.log.active_base_offset
         try:
             base_offset = part.log.append(batch, summary.record_count, summary.max_timestamp_ms)
         except OSError as exc:
             raise StorageError(f"{self.shard_id}: cannot append to {part.topic}-{part.index} "
                                f"in {self._partition_dir(part.topic, part.index)}: {exc}") from None
+        if part.log.active_base_offset != active_base_offset:
+            self._save_producers(part)   # before this batch: the new segment replays it
         part.producers.record(summary.producer_id, summary.base_sequence, summary.record_count,
                               base_offset)
         self.stats.produced((part.topic, part.index), summary.record_count, len(batch))
         self._dirty_parts[id(part)] = part
         return base_offset
+
+    def _save_producers(self, part: Partition) -> None:
+        """The log rolled: save the producers' state for a restart (producer_state.py)."""
+        try:
+            save_snapshot(part.log.directory, part.log.active_base_offset, part.producers)
+        except OSError as exc:   # the batch itself is fine; only a retry across a restart is at risk
+            log.error("%s: cannot save the producer state of %s-%d: %s", self.shard_id,
+                      part.topic, part.index, exc)
 
     def _commit(self, force_flush: bool = False) -> None:
         """Make appended batches durable as the policy says, then ack and wake readers."""

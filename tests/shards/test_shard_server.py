@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import pytest
 import zmq
 
-from plinth import protocol
+from plinth import limits, protocol
 from plinth.client.record_batch import BatchBuilder, decode_records
 from plinth.shards.log_entry import iter_entries
 from plinth.shards.partition_log import LogConfig
@@ -302,3 +302,29 @@ def test_a_partition_whose_writes_come_back_continues_at_the_new_offset_after_a_
         assert fetch(sock, 7)[0].high_watermark == 8
         assert produce(sock, [b"i"], request_id=4).base_offset == 8
         assert values_in(fetch(sock, 0, request_id=5)[1]) == [b"a", b"b", b"c"]
+
+
+def test_a_retry_of_a_batch_written_just_before_the_log_rolled_is_recognised_after_a_restart(tmp_path):
+    small_segments = LogConfig(segment_bytes_max=limits.SEGMENT_BYTES_MIN)
+    srv = ShardServer("shard-test", tmp_path / "s", "127.0.0.1")
+    srv.start()
+    srv.call(srv.open_partition, "t", 0, small_segments)
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(srv.address)
+    # Given producer 5's batch, then another producer's batches until the log rolls
+    assert produce_raw(sock, idempotent_batch([b"a", b"b"], 5, 0)).base_offset == 0
+    value = b"x" * (limits.SEGMENT_BYTES_MIN // 4)
+    for sequence in range(6):
+        assert produce_raw(sock, idempotent_batch([value], 6, sequence), request_id=2 + sequence).error is None
+    log_files = sorted((tmp_path / "s" / "t-0").glob("*.log"))
+    assert len(log_files) > 1 and log_files[-1].name != f"{0:020d}.log"
+    # When the shard restarts and producer 5 retries its batch (its ack was lost)
+    sock.close()
+    srv.stop(5)
+    with running_shard(tmp_path / "s") as (_, sock):
+        retry = produce_raw(sock, idempotent_batch([b"a", b"b"], 5, 0), request_id=20)
+        # Then it gets the original offsets and nothing is stored twice
+        assert retry.error is None and retry.base_offset == 0
+        high_watermark = fetch(sock, 0)[0].high_watermark
+        assert produce_raw(sock, idempotent_batch([b"c"], 5, 2), request_id=21).base_offset == high_watermark
