@@ -49,30 +49,31 @@ def ray_cluster():
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-class Broker:
-    """A ``plinth serve`` subprocess joined to the session's Ray cluster."""
+class PlinthProcess:
+    """A ``plinth`` subprocess on a fixed URL (clients reconnect to it across restarts)."""
 
-    def __init__(self, data_dir: Path, ray_address: str | None, shards: int = 2,
-                 extra_args: tuple[str, ...] = ()):
-        self.data_dir = data_dir
-        self.ray_address = ray_address
-        self.shards = shards
-        self.extra_args = extra_args
+    stop_wait_s = 30
+
+    def __init__(self):
         self.url = f"tcp://127.0.0.1:{free_port()}"
         self.proc: subprocess.Popen | None = None
         self.output: list[str] = []
 
-    def start(self) -> "Broker":
-        cmd = [sys.executable, "-m", "plinth.cli", "serve", "--data-dir", str(self.data_dir),
-               "--listen", self.url, "--shards", str(self.shards), *self.extra_args]
-        if self.ray_address:
-            cmd += ["--ray-address", self.ray_address]
-        self.proc, self.output = start_until_ready(cmd, f"ready: listening on {self.url}",
-                                                   READY_TIMEOUT_S)
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready_line(self) -> str:
+        raise NotImplementedError
+
+    def start(self):
+        self.proc, self.output = start_until_ready(self.command(), self.ready_line(), READY_TIMEOUT_S)
         return self
 
+    def restart(self):
+        return self.start()
+
     def kill(self) -> None:
-        """SIGKILL the server process: no flush, no goodbye."""
+        """SIGKILL the process: no flush, no goodbye."""
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(30)
@@ -84,17 +85,36 @@ class Broker:
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(90)
+                self.proc.wait(self.stop_wait_s)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(30)
         return self.proc.returncode
 
-    def restart(self) -> "Broker":
-        return self.start()
-
     def log(self) -> str:
         return "".join(self.output)
+
+
+class Broker(PlinthProcess):
+    """A ``plinth serve`` subprocess joined to the session's Ray cluster."""
+
+    stop_wait_s = 90   # it flushes and fsyncs every log first
+
+    def __init__(self, data_dir: Path, ray_address: str | None, shards: int = 2,
+                 extra_args: tuple[str, ...] = ()):
+        super().__init__()
+        self.data_dir = data_dir
+        self.ray_address = ray_address
+        self.shards = shards
+        self.extra_args = extra_args
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "plinth.cli", "serve", "--data-dir", str(self.data_dir),
+               "--listen", self.url, "--shards", str(self.shards), *self.extra_args]
+        return cmd + (["--ray-address", self.ray_address] if self.ray_address else [])
+
+    def ready_line(self) -> str:
+        return f"ready: listening on {self.url}"
 
 
 @pytest.fixture
@@ -119,47 +139,20 @@ def shared_broker(ray_cluster, tmp_path_factory):
     broker.stop()
 
 
-class StandaloneRouter:
-    """A ``plinth router`` subprocess joined to a running broker by its cluster name.
-
-    Its URL stays the same across restarts, so clients given it reconnect to it.
-    """
+class StandaloneRouter(PlinthProcess):
+    """A ``plinth router`` subprocess joined to a running broker by its cluster name."""
 
     def __init__(self, ray_address: str, cluster_name: str):
+        super().__init__()
         self.ray_address = ray_address
         self.cluster_name = cluster_name
-        self.url = f"tcp://127.0.0.1:{free_port()}"
-        self.proc: subprocess.Popen | None = None
-        self.output: list[str] = []
 
-    def start(self) -> "StandaloneRouter":
-        cmd = [sys.executable, "-m", "plinth.cli", "router", "--ray-address", self.ray_address,
-               "--cluster-name", self.cluster_name, "--listen", self.url]
-        self.proc, self.output = start_until_ready(cmd, f"router ready: listening on {self.url}",
-                                                   READY_TIMEOUT_S)
-        return self
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "plinth.cli", "router", "--ray-address", self.ray_address,
+                "--cluster-name", self.cluster_name, "--listen", self.url]
 
-    def kill(self) -> None:
-        """SIGKILL the router process."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(30)
-
-    def stop(self) -> int:
-        """SIGTERM, then wait for the exit; returns the exit status."""
-        if self.proc is None:
-            return 0
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(30)
-        return self.proc.returncode
-
-    def restart(self) -> "StandaloneRouter":
-        return self.start()
+    def ready_line(self) -> str:
+        return f"router ready: listening on {self.url}"
 
 
 @pytest.fixture

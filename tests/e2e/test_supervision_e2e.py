@@ -35,13 +35,19 @@ def produce_one_to_each(url, topic, partitions, tag) -> bool:
         return False
 
 
-def test_a_killed_shard_actor_is_restarted_recovers_its_logs_and_serves_again(broker_factory):
-    # Given a broker whose two shards hold acknowledged records
+def broker_with_records(broker_factory):
+    """A two-shard broker and a 4-partition topic with one record b"before" in each."""
     broker = broker_factory(shards=2)
     topic = unique_topic("sup")
     with Admin(broker=broker.url) as admin:
         admin.create_topic(topic, 4)
     assert produce_one_to_each(broker.url, topic, 4, b"before")
+    return broker, topic
+
+
+def test_a_killed_shard_actor_is_restarted_recovers_its_logs_and_serves_again(broker_factory):
+    # Given a broker whose two shards hold acknowledged records
+    broker, topic = broker_with_records(broker_factory)
     pids = shard_pids(broker)
     # When one shard actor's process is SIGKILLed
     os.kill(pids["shard-0"], signal.SIGKILL)
@@ -57,11 +63,7 @@ def test_a_killed_shard_actor_is_restarted_recovers_its_logs_and_serves_again(br
 
 def test_a_consumer_reading_through_a_shard_restart_keeps_going_without_an_error(broker_factory):
     # Given a consumer that has read every record of a topic on two shards
-    broker = broker_factory(shards=2)
-    topic = unique_topic("sup")
-    with Admin(broker=broker.url) as admin:
-        admin.create_topic(topic, 4)
-    assert produce_one_to_each(broker.url, topic, 4, b"before")
+    broker, topic = broker_with_records(broker_factory)
     with Consumer(topic, broker=broker.url, auto_offset_reset="earliest",
                   request_timeout_ms=2_000, fetch_max_wait_ms=500) as consumer:
         values = []

@@ -410,14 +410,18 @@ def test_retention_by_size_deletes_the_oldest_whole_segments_never_the_active_on
     plog.close()
 
 
-def test_retention_by_time_keeps_segments_with_a_recent_record(tmp_path):
-    from plinth.shards.partition_log import LogConfig, PartitionLog
-
-    now_ms = [1_000_000]
+def log_with_old_records(tmp_path):
+    """A log of 4 KiB segments, 1-minute retention, whose clock reads 1,000,000 ms,
+    holding ten records stamped 900,000 ms (old); and its config."""
     config = LogConfig(segment_bytes_max=4096, retention_ms=60_000)
-    plog = PartitionLog.open(tmp_path / "p", config, clock_ms=lambda: now_ms[0])
-    for i in range(10):
-        plog.append(b"o" * 1000, 1, 900_000)          # old records
+    plog = PartitionLog.open(tmp_path / "p", config, clock_ms=lambda: 1_000_000)
+    for _ in range(10):
+        plog.append(b"o" * 1000, 1, 900_000)
+    return plog, config
+
+
+def test_retention_by_time_keeps_segments_with_a_recent_record(tmp_path):
+    plog, config = log_with_old_records(tmp_path)
     for i in range(10):
         plog.append(b"n" * 1000, 1, 990_000)          # recent records
     result = plog.enforce_retention()
@@ -495,11 +499,7 @@ def test_continuing_before_the_end_is_a_programming_error(tmp_path):
 
 def test_retention_of_a_sealed_log_may_delete_every_segment_and_keeps_its_end_offset(tmp_path):
     # Given a sealed log (its writes moved away) whose records are all past retention
-    now_ms = [1_000_000]
-    config = LogConfig(segment_bytes_max=4096, retention_ms=60_000)
-    plog = PartitionLog.open(tmp_path / "p", config, clock_ms=lambda: now_ms[0])
-    for _ in range(10):
-        plog.append(b"o" * 1000, 1, 900_000)
+    plog, _ = log_with_old_records(tmp_path)
     segments_before = len(plog.segments)
     # When retention runs (an unsealed log would keep its active segment)
     result = plog.enforce_retention(sealed=True)
