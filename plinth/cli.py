@@ -143,10 +143,11 @@ def status(ctx):
     click.echo("nodes")
     for node_id, address, alive in info.nodes:
         click.echo(f"  {node_id[:12]}  {address:<16} {'alive' if alive else 'DEAD'}")
-    click.echo(f"shards\n  {'shard':<10} {'state':<6} {'address':<24} {'partitions':>10} "
+    click.echo(f"shards\n  {'shard':<10} {'state':<12} {'address':<24} {'partitions':>10} "
                f"{'bytes':>14} {'records/s':>11} {'MB/s':>8}")
     for shard in info.shards:
-        click.echo(f"  {shard.shard_id:<10} {'up' if shard.alive else 'DOWN':<6} {shard.address:<24} "
+        state = ("up" if shard.alive else "DOWN") + (" draining" if shard.draining else "")
+        click.echo(f"  {shard.shard_id:<10} {state:<12} {shard.address:<24} "
                    f"{shard.partitions:>10} {shard.size_bytes:>14} {shard.records_per_s:>11.0f} "
                    f"{shard.bytes_per_s / 1e6:>8.2f}")
     click.echo("routers")

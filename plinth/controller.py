@@ -218,7 +218,8 @@ class Controller:
             shards.append(protocol.ShardStatus(
                 shard_id, self._addresses.get(shard_id, ""), stats is not None,
                 owned.get(shard_id, 0), size, stats["records_per_s"] if stats else 0.0,
-                stats["bytes_per_s"] if stats else 0.0))
+                stats["bytes_per_s"] if stats else 0.0,
+                shard_id in self._metadata.get("draining", [])))
         return protocol.StatusInfo(nodes, shards, sorted(self._routers.items()))
 
     def shard_pids(self) -> dict[str, int]:

@@ -105,6 +105,7 @@ class ShardStatus:
     size_bytes: int
     records_per_s: float
     bytes_per_s: float
+    draining: bool = False
 
 
 @dataclass
@@ -398,6 +399,7 @@ def encode_status_reply(request_id: int, info: StatusInfo) -> bytes:
         out.shardId, out.address, out.alive = shard.shard_id, shard.address, shard.alive
         out.partitions, out.sizeBytes = shard.partitions, shard.size_bytes
         out.recordsPerS, out.bytesPerS = shard.records_per_s, shard.bytes_per_s
+        out.draining = shard.draining
     routers = body.init("routers", len(info.routers))
     for i, (address, node) in enumerate(info.routers):
         routers[i].address, routers[i].node = address, node
@@ -445,7 +447,7 @@ def _reply_view(rep) -> ReplyView:
         view.status = StatusInfo(
             nodes=[(n.nodeId, n.address, n.alive) for n in st.nodes],
             shards=[ShardStatus(x.shardId, x.address, x.alive, x.partitions, x.sizeBytes,
-                                x.recordsPerS, x.bytesPerS) for x in st.shards],
+                                x.recordsPerS, x.bytesPerS, x.draining) for x in st.shards],
             routers=[(r.address, r.node) for r in st.routers])
     return view
 

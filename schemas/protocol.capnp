@@ -178,6 +178,7 @@ struct ShardStatus {
   sizeBytes @4 :UInt64;
   recordsPerS @5 :Float64;       # produced, over the last ~10 s
   bytesPerS @6 :Float64;
+  draining @7 :Bool;             # removed: serves its older ranges until they are gone
 }
 
 struct RouterStatus {
