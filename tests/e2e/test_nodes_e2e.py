@@ -13,7 +13,7 @@ import zmq
 
 from plinth import Admin, Consumer, Producer, protocol
 from plinth.client.record_batch import BatchBuilder
-from tests.conftest import Broker
+from tests.conftest import Broker, StandaloneRouter
 from tests.support import topic_that_moves, unique_topic, wait_until
 
 PARTITIONS = 12   # both shards own some: all on one has odds 1 in 2,048
@@ -83,10 +83,12 @@ def test_losing_a_node_makes_only_its_partitions_unavailable_until_it_returns(tw
 
 
 def test_a_node_added_with_a_shard_takes_new_writes_at_once_and_nothing_is_copied(two_node_cluster, tmp_path):
+    """Through either router: the one in ``plinth serve`` and a ``plinth router``."""
     cluster, _ = two_node_cluster
     data_dir = tmp_path / "data"
     broker = Broker(data_dir, cluster.address, shards=2,
                     extra_args=("--cluster-name", "nodes-add")).start()
+    router = StandaloneRouter(cluster.address, "nodes-add").start()
     try:
         topic = topic_that_moves(PARTITIONS, ["shard-0", "shard-1"], ["shard-0", "shard-1", "shard-2"])
         with Admin(broker=broker.url) as admin:
@@ -106,8 +108,8 @@ def test_a_node_added_with_a_shard_takes_new_writes_at_once_and_nothing_is_copie
                      for _, p, src, _, _ in moves}
         old_bytes = {p: [f.read_bytes() for f in files if f.suffix == ".log"]
                      for p, files in old_files.items()}
-        # And new writes through any router land on the new node's shard at once
-        with Producer(broker=broker.url, request_timeout_ms=5_000) as producer:
+        # And new writes through the other router land on the new node's shard at once
+        with Producer(broker=router.url, request_timeout_ms=5_000) as producer:
             metas = [producer.send(topic, b"new-%d" % n, partition=n % PARTITIONS).get(60)
                      for n in range(PARTITIONS * 5)]
         assert all(m.offset >= 5 for m in metas)
@@ -116,10 +118,13 @@ def test_a_node_added_with_a_shard_takes_new_writes_at_once_and_nothing_is_copie
             assert [f.name for f in new_logs] == [f"{5:020d}.log"] and new_logs[0].stat().st_size > 0
             # And nothing was copied: the old shard's log files are byte for byte the same
             assert [f.read_bytes() for f in old_files[p] if f.suffix == ".log"] == old_bytes[p]
-        with Consumer(topic, broker=broker.url, auto_offset_reset="earliest",
-                      consumer_timeout_ms=5_000) as consumer:
-            records = list(consumer)
-        for p in range(PARTITIONS):
-            assert [r.offset for r in records if r.partition == p] == list(range(10))
+        # And either router reads every partition, old records and new
+        for url in (broker.url, router.url):
+            with Consumer(topic, broker=url, auto_offset_reset="earliest",
+                          consumer_timeout_ms=5_000) as consumer:
+                records = list(consumer)
+            for p in range(PARTITIONS):
+                assert [r.offset for r in records if r.partition == p] == list(range(10))
     finally:
+        router.stop()
         broker.stop()
