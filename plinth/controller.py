@@ -15,7 +15,9 @@ persists the metadata to ``<data_dir>/metadata.json``:
                            "ranges": {"1": [[0, "shard-2"], [5210, "shard-0"]]}}}}
 
 ``ranges`` lists, for a partition whose writes moved, each (start offset,
-shard) of its history, oldest first; the last is the current owner.
+shard) of its history, oldest first; the last is the current owner. While
+consumer groups move to the shards their names now hash to, the previous
+shard list is kept as ``groups_moving_from`` (a restart finishes the move).
 
 The file is replaced atomically (write, fsync, rename, fsync the directory),
 so a crash leaves either the old or the new metadata, never a mix.
@@ -102,6 +104,10 @@ class Controller:
                          for s, specs in self._specs_by_shard().items()})
         self._save()
         self._push_partition_counts()
+        try:
+            self._finish_group_moves()   # one a crash interrupted
+        except Exception as exc:   # a shard is down: the next start or shards command retries
+            log.error("could not finish moving consumer groups: %s", exc)
         return dict(self._addresses)
 
     def _call_each(self, refs: dict, timeout_s: float = limits.SHARD_START_WAIT_S) -> dict:
@@ -326,9 +332,8 @@ class Controller:
         if missing:
             raise UnavailableError(f"cannot add shards: {', '.join(missing)} did not start "
                                    f"within {limits.SHARD_START_WAIT_S} s")
-        draining = self._metadata.get("draining", [])
-        self._metadata["draining"] = [s for s in draining if s not in new_ids]
-        return self._change_shards(shard_ids + new_ids, f"added {count} shards")
+        draining = [s for s in self._metadata.get("draining", []) if s not in new_ids]
+        return self._change_shards(shard_ids + new_ids, draining, f"added {count} shards")
 
     def remove_shards(self, count: int) -> list[tuple[str, int, str, str, int]]:
         """Remove the ``count`` newest shards: the partitions they own move their writes
@@ -339,18 +344,27 @@ class Controller:
         if not 1 <= count < len(shard_ids):
             raise InvalidConfigError(f"cannot remove {count} of {len(shard_ids)} shards: "
                                      f"at least one must stay")
-        removed = shard_ids[-count:]
-        self._metadata["draining"] = self._metadata.get("draining", []) + removed
-        moves = self._change_shards(shard_ids[:-count], f"removed {count} shards")
+        draining = self._metadata.get("draining", []) + shard_ids[-count:]
+        moves = self._change_shards(shard_ids[:-count], draining, f"removed {count} shards")
         self._retire_drained()
         return moves
 
-    def _change_shards(self, new_ids: list[str], what: str) -> list[tuple[str, int, str, str, int]]:
+    def _change_shards(self, new_ids: list[str], draining: list[str],
+                       what: str) -> list[tuple[str, int, str, str, int]]:
         """Groups first, then partitions, each durable before the routers see it (they
-        read the metadata only between controller calls)."""
-        self._move_groups(self._metadata["shards"], new_ids)
-        self._metadata["shards"] = new_ids
-        self._save()
+        read the metadata only between controller calls). ``groups_moving_from``
+        marks a group move in progress, so that a restart finishes it; a move that
+        fails now is undone, so that no group is left without a coordinator."""
+        self._finish_group_moves()   # one left by a crash
+        old_ids, old_draining = self._metadata["shards"], self._metadata.get("draining", [])
+        self._set_shards(new_ids, draining, groups_moving_from=old_ids)
+        try:
+            self._finish_group_moves()
+        except Exception:
+            log.error("moving consumer groups to %s failed; undoing: %s", new_ids, what)
+            self._set_shards(old_ids, old_draining, groups_moving_from=new_ids)
+            self._finish_group_moves()
+            raise
         self._push_partition_counts()
         moves = []
         for name, topic in self._metadata["topics"].items():
@@ -360,6 +374,22 @@ class Controller:
                     moves.append(move)
         log.info("%s; %d partitions moved their writes", what, len(moves))
         return moves
+
+    def _set_shards(self, shard_ids: list[str], draining: list[str],
+                    groups_moving_from: list[str]) -> None:
+        self._metadata.update(shards=shard_ids, draining=draining,
+                              groups_moving_from=groups_moving_from)
+        self._save()
+
+    def _finish_group_moves(self) -> None:
+        """Move the groups whose name hashes elsewhere since the last change of shards
+        (again, after a crash: groups already moved are not listed by their old shard)."""
+        old_ids = self._metadata.get("groups_moving_from")
+        if old_ids is None:
+            return
+        self._move_groups([s for s in old_ids if s in self._shards], self._metadata["shards"])
+        del self._metadata["groups_moving_from"]
+        self._save()
 
     def _move_groups(self, old_ids: list[str], new_ids: list[str]) -> None:
         """Hand each group whose name now hashes to another shard over to it."""
@@ -374,11 +404,20 @@ class Controller:
                 if target != shard_id:
                     moving.setdefault(target, []).append(group)
             for target, group_names in moving.items():
-                states = ray.get(self._shards[shard_id].hand_over_groups.remote(group_names),
-                                 timeout=limits.CONTROL_CALL_TIMEOUT_S)
-                ray.get(self._shards[target].adopt_groups.remote(states),
-                        timeout=limits.CONTROL_CALL_TIMEOUT_S)
-                log.info("moved %d consumer groups from %s to %s", len(states), shard_id, target)
+                self._hand_over(shard_id, target, group_names)
+
+    def _hand_over(self, source: str, target: str, group_names: list[str]) -> None:
+        states = ray.get(self._shards[source].hand_over_groups.remote(group_names),
+                         timeout=limits.CONTROL_CALL_TIMEOUT_S)
+        try:
+            ray.get(self._shards[target].adopt_groups.remote(states),
+                    timeout=limits.CONTROL_CALL_TIMEOUT_S)
+        except Exception:
+            # Give them back rather than leave them coordinated nowhere.
+            ray.get(self._shards[source].adopt_groups.remote(states),
+                    timeout=limits.CONTROL_CALL_TIMEOUT_S)
+            raise
+        log.info("moved %d consumer groups from %s to %s", len(states), source, target)
 
     def _move_if_needed(self, name: str, topic: dict, index: int):
         old = topic["placement"][index]

@@ -6,6 +6,7 @@ its older ranges until none is left, then retires."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from plinth import Admin, Consumer, Producer, placement
@@ -175,3 +176,27 @@ def test_a_grown_broker_restarted_with_its_original_command_line_keeps_its_shard
     with Admin(broker=broker.url) as admin:
         assert {s.shard_id for s in admin.status().shards} == set(THREE)
     assert len(consume_all(broker.url, topic)) == 40
+
+
+def test_a_restart_finishes_moving_the_groups_of_a_shard_change_a_crash_interrupted(broker_factory):
+    broker = broker_factory(shards=2)
+    topic, group = unique_topic("scale"), group_that_moves(TWO, THREE)
+    with Admin(broker=broker.url) as admin:
+        admin.create_topic(topic, 2)
+    with Producer(broker=broker.url) as producer:
+        for n in range(10):
+            producer.send(topic, b"%d" % n, partition=n % 2)
+    assert len(consume_all(broker.url, topic, group=group)) == 10
+    # Given a crash right after a third shard was recorded, before the group moved
+    broker.stop()
+    metadata_path = broker.data_dir / "metadata.json"
+    metadata = json.loads(metadata_path.read_text())
+    metadata.update(shards=THREE, groups_moving_from=TWO)
+    metadata_path.write_text(json.dumps(metadata))
+    # When the broker starts again
+    broker.start()
+    # Then the group is coordinated by the shard its name now hashes to, offsets intact
+    with Admin(broker=broker.url) as admin:
+        assert admin.describe_group(group).committed == {(topic, 0): 5, (topic, 1): 5}
+    assert "groups_moving_from" not in json.loads(metadata_path.read_text())
+    assert consume_all(broker.url, topic, group=group) == []
