@@ -104,10 +104,11 @@ class Controller:
                          for s, specs in self._specs_by_shard().items()})
         self._save()
         self._push_partition_counts()
-        try:
-            self._finish_group_moves()   # one a crash interrupted
+        try:   # a change of shards a crash interrupted
+            self._finish_group_moves()
+            self._move_partitions()
         except Exception as exc:   # a shard is down: the next start or shards command retries
-            log.error("could not finish moving consumer groups: %s", exc)
+            log.error("could not finish a change of shards: %s", exc)
         return dict(self._addresses)
 
     def _call_each(self, refs: dict, timeout_s: float = limits.SHARD_START_WAIT_S) -> dict:
@@ -366,13 +367,19 @@ class Controller:
             self._finish_group_moves()
             raise
         self._push_partition_counts()
+        moves = self._move_partitions()
+        log.info("%s; %d partitions moved their writes", what, len(moves))
+        return moves
+
+    def _move_partitions(self) -> list[tuple[str, int, str, str, int]]:
+        """Move each partition whose owner is not the one rendezvous hashing gives it
+        among the current shards (all of them after a change; any a crash left)."""
         moves = []
         for name, topic in self._metadata["topics"].items():
             for index in range(topic["partitions"]):
                 move = self._move_if_needed(name, topic, index)
                 if move is not None:
                     moves.append(move)
-        log.info("%s; %d partitions moved their writes", what, len(moves))
         return moves
 
     def _set_shards(self, shard_ids: list[str], draining: list[str],
@@ -424,11 +431,19 @@ class Controller:
         new = placement.shard_for(name, index, self._metadata["shards"])
         if new == old:
             return None
-        [(end_offset, producers)] = ray.get(self._shards[old].seal_partitions.remote([(name, index)]),
-                                            timeout=limits.CONTROL_CALL_TIMEOUT_S)
-        ray.get(self._shards[new].open_partitions.remote(
-            [(name, index, topic["config"], end_offset, False, producers)]),
-            timeout=limits.CONTROL_CALL_TIMEOUT_S)
+        try:
+            [(end_offset, producers)] = ray.get(
+                self._shards[old].seal_partitions.remote([(name, index)]),
+                timeout=limits.CONTROL_CALL_TIMEOUT_S)
+            ray.get(self._shards[new].open_partitions.remote(
+                [(name, index, topic["config"], end_offset, False, producers)]),
+                timeout=limits.CONTROL_CALL_TIMEOUT_S)
+        except (ray.exceptions.RayError, TimeoutError) as exc:
+            # Its end offset is known only to its owner: without it, it cannot move.
+            raise UnavailableError(
+                f"cannot move {name}-{index} from {old} to {new}: a shard does not answer "
+                f"({type(exc).__name__}); the moves so far are kept, run the command "
+                f"again once it is back") from None
         topic.setdefault("ranges", {})[str(index)] = _ranges_of(topic, index) + [[end_offset, new]]
         topic["placement"][index] = new
         self._save()   # after every move: the smallest window for a crash to leave behind

@@ -178,16 +178,17 @@ def test_a_grown_broker_restarted_with_its_original_command_line_keeps_its_shard
     assert len(consume_all(broker.url, topic)) == 40
 
 
-def test_a_restart_finishes_moving_the_groups_of_a_shard_change_a_crash_interrupted(broker_factory):
+def test_a_restart_finishes_a_change_of_shards_a_crash_interrupted(broker_factory):
     broker = broker_factory(shards=2)
-    topic, group = unique_topic("scale"), group_that_moves(TWO, THREE)
+    topic, group = topic_that_moves(2, TWO, THREE), group_that_moves(TWO, THREE)
     with Admin(broker=broker.url) as admin:
         admin.create_topic(topic, 2)
     with Producer(broker=broker.url) as producer:
         for n in range(10):
             producer.send(topic, b"%d" % n, partition=n % 2)
     assert len(consume_all(broker.url, topic, group=group)) == 10
-    # Given a crash right after a third shard was recorded, before the group moved
+    # Given a crash right after a third shard was recorded, before the group and the
+    # partitions moved
     broker.stop()
     metadata_path = broker.data_dir / "metadata.json"
     metadata = json.loads(metadata_path.read_text())
@@ -195,8 +196,15 @@ def test_a_restart_finishes_moving_the_groups_of_a_shard_change_a_crash_interrup
     metadata_path.write_text(json.dumps(metadata))
     # When the broker starts again
     broker.start()
-    # Then the group is coordinated by the shard its name now hashes to, offsets intact
+    # Then the group is coordinated by the shard its name now hashes to, offsets intact,
+    # and each partition is owned by the shard it now hashes to, from its end offset
     with Admin(broker=broker.url) as admin:
         assert admin.describe_group(group).committed == {(topic, 0): 5, (topic, 1): 5}
+        owners = [p.shard for p in admin.describe_topic(topic).partition_info]
+    assert owners == placement.place_topic(topic, 2, THREE)
+    with Producer(broker=broker.url) as producer:
+        assert [producer.send(topic, b"new", partition=p).get(30).offset for p in (0, 1)] == [5, 5]
     assert "groups_moving_from" not in json.loads(metadata_path.read_text())
-    assert consume_all(broker.url, topic, group=group) == []
+    # And the group resumes after its commits: only the two new records
+    assert sorted((r.partition, r.offset) for r in consume_all(broker.url, topic, group=group)) \
+        == [(0, 5), (1, 5)]
