@@ -208,3 +208,35 @@ def test_a_restart_finishes_a_change_of_shards_a_crash_interrupted(broker_factor
     # And the group resumes after its commits: only the two new records
     assert sorted((r.partition, r.offset) for r in consume_all(broker.url, topic, group=group)) \
         == [(0, 5), (1, 5)]
+
+
+def test_a_group_member_keeps_consuming_while_its_group_moves_to_a_new_shard(broker_factory):
+    broker = broker_factory(shards=2)
+    topic, group = topic_that_moves(PARTITIONS, TWO, THREE), group_that_moves(TWO, THREE)
+    with Admin(broker=broker.url) as admin:
+        admin.create_topic(topic, PARTITIONS)
+    seen: list[bytes] = []
+    with Consumer(topic, broker=broker.url, group=group, auto_offset_reset="earliest",
+                  auto_commit_interval_ms=200, request_timeout_ms=5_000) as consumer, \
+            Producer(broker=broker.url, request_timeout_ms=5_000) as producer:
+        def produce_and_read(first: int, count: int) -> None:
+            for n in range(first, first + count):
+                producer.send(topic, b"%d" % n, partition=n % PARTITIONS).get(30)
+            wait_until(lambda: seen.extend(r.value for rs in consumer.poll(100).values() for r in rs)
+                       or {b"%d" % n for n in range(first + count)} <= set(seen), timeout_s=60)
+        # Given a member that has read what was written so far
+        produce_and_read(0, 80)
+        # When a shard is added, moving the group's coordination (and some partitions)
+        with Admin(broker=broker.url) as admin:
+            admin.add_shards(1)
+        # Then the member goes on reading new records without an error, none missing
+        produce_and_read(80, 80)
+        # And within a heartbeat or two it is a member at the new coordinator, which
+        # holds the group's commits
+        with Admin(broker=broker.url) as admin:
+            def rejoined() -> bool:
+                consumer.poll(100)
+                info = admin.describe_group(group)
+                return ([m.assignment for m in info.members] == [set(consumer.assignment())]
+                        and len(info.committed) == PARTITIONS)
+            wait_until(rejoined, timeout_s=30)
