@@ -2,6 +2,9 @@
 
 Client side. One Admin may be used by one thread at a time. Every call waits
 at most ``request_timeout_ms`` for the broker, then raises PlinthTimeoutError.
+An "unavailable" answer (no router reachable yet, the controller restarting) is
+retried with backoff within that time, except for adding and removing shards,
+which are not safe to repeat blindly.
 """
 
 from __future__ import annotations
@@ -26,9 +29,12 @@ class Admin:
     def close(self) -> None:
         self._conn.close()
 
-    def _call(self, encode, *args):
-        request_id = self._conn.next_request_id()
-        view, _ = self._conn.request(encode(request_id, *args), request_id, self.request_timeout_ms)
+    def _call(self, encode, *args, retry: bool = True):
+        if not retry:
+            request_id = self._conn.next_request_id()
+            return self._conn.request(encode(request_id, *args), request_id, self.request_timeout_ms)[0]
+        view, _ = self._conn.request_retrying(lambda request_id: encode(request_id, *args),
+                                              self.request_timeout_ms)
         return view
 
     def create_topic(self, name: str, partitions: int = 1, *,
@@ -61,13 +67,13 @@ class Admin:
     def add_shards(self, count: int) -> list[tuple[str, int, str, str, int]]:
         """Add shards; returns the partitions whose writes moved, as
         (topic, partition, from shard, to shard, offset). No data is copied."""
-        return self._call(protocol.encode_shards_change, "addShards", count).moves
+        return self._call(protocol.encode_shards_change, "addShards", count, retry=False).moves
 
     def remove_shards(self, count: int) -> list[tuple[str, int, str, str, int]]:
         """Remove the ``count`` newest shards; their partitions' writes and their consumer
         groups move to the others (no data copied; older records stay readable where
         they are). Returns the moves, as ``add_shards`` does."""
-        return self._call(protocol.encode_shards_change, "removeShards", count).moves
+        return self._call(protocol.encode_shards_change, "removeShards", count, retry=False).moves
 
     def status(self) -> protocol.StatusInfo:
         """Nodes, shards (partitions, bytes, records/s) and routers of the broker."""
