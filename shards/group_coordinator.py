@@ -25,11 +25,12 @@ soft state that members rebuild with their next heartbeats.
 
 Moving a group. When shards are added or removed, a group whose name now
 hashes to another shard is handed over: ``hand_over`` returns its committed
-offsets and settings and marks it moved in the store (durably), so this shard
-answers "unavailable, retry" for it from then on; the new coordinator
-``adopt``s the state before any router sends it the group. Members rejoin
-there (their member ids are unknown to it) and resume from the committed
-offsets.
+offsets and settings, and its members with their assignments, and marks it
+moved in the store (durably), so this shard answers "unavailable, retry" for
+it from then on; the new coordinator ``adopt``s the state before any router
+sends it the group. Members carry on there with their member ids, epochs and
+partitions, and no partition is revoked. (Were the coordinator to restart in
+between, members would rejoin, as after any coordinator restart.)
 """
 
 from __future__ import annotations
@@ -235,23 +236,30 @@ class GroupCoordinator:
 
     def hand_over(self, name: str) -> dict:
         """Stop coordinating a group; returns its state for the new coordinator:
-        {"offsets": [[topic, partition, offset], ...], "settings": {name: value}}."""
+        {"offsets": [[topic, partition, offset], ...], "settings": {name: value},
+        "group": its members and assignments (a Group), or None if it has none}."""
         self._check_not_moved(name)
         state = {"offsets": [[t, p, o] for (t, p), o in self._store.offsets(name).items()],
-                 "settings": self._store.settings(name)}
+                 "settings": self._store.settings(name), "group": self._groups.pop(name, None)}
         self._store.set_setting(name, _MOVED_SETTING, "1")
-        self._groups.pop(name, None)   # its members rejoin at the new coordinator
         return state
 
-    def adopt(self, name: str, state: dict) -> None:
-        """Coordinate a group handed over by another shard (durable before it returns)."""
+    def adopt(self, name: str, state: dict, now_s: float) -> None:
+        """Coordinate a group handed over by another shard (its offsets and settings
+        durable before this returns); its members' sessions start again at ``now_s``."""
         validate_group_name(name)
-        self._groups.pop(name, None)
         self._store.commit(name, {(t, p): o for t, p, o in state["offsets"]})
         for setting, value in state["settings"].items():
             if setting != _MOVED_SETTING:
                 self._store.set_setting(name, setting, value)
         self._store.set_setting(name, _MOVED_SETTING, "0")
+        group = state.get("group")
+        if group is None:
+            self._groups.pop(name, None)
+            return
+        for member in group.members.values():
+            member.last_seen_s = now_s   # the old shard's clock means nothing here
+        self._groups[name] = group
 
     def _check_not_moved(self, name: str) -> None:
         if self._store.setting(name, _MOVED_SETTING) == "1":

@@ -451,8 +451,9 @@ class ShardServer:
 
     def adopt_groups(self, states: dict[str, dict]) -> None:
         """Coordinate groups handed over by another shard. Loop thread."""
+        now_s = time.monotonic()
         for name, state in states.items():
-            self.groups.adopt(name, state)
+            self.groups.adopt(name, state, now_s)
 
     def stats_snapshot(self) -> dict:
         """Counters, rates, latency histograms, and per partition its offsets and size;

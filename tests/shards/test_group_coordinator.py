@@ -156,11 +156,17 @@ def test_a_group_handed_over_keeps_its_offsets_at_the_new_coordinator_and_is_ref
     old.commit("g", member.member_id, member.member_epoch, {("t", 0): 41, ("t", 3): 7})
     # When it is handed over to another shard's coordinator
     state = old.hand_over("g")
-    new.adopt("g", state)
-    # Then the new coordinator has its offsets and assignor, and members join there
+    new.adopt("g", state, 100.0)
+    # Then the new coordinator has its offsets and assignor, and the member carries on
+    # there with its id, epoch and partitions
     assert new.committed("g") == {("t", 0): 41, ("t", 3): 7}
     assert new.describe("g").assignor == old_store.setting("g", "assignor")
-    assert join(new).assignment == {("t", p) for p in range(6)}
+    carried_on = beat(new, member, member.assignment, now=100.0)
+    assert (carried_on.member_id, carried_on.member_epoch, carried_on.assignment) == \
+        (member.member_id, member.member_epoch, member.assignment)
+    # And its session starts again on the new coordinator's clock
+    assert new.expire(100.0 + SESSION_MS / 1000 - 0.1) == []
+    assert new.expire(100.0 + SESSION_MS / 1000 + 2 * SESSION_MS / 1000) == [("g", member.member_id)]
     # And the old one answers "unavailable" (retry elsewhere), even after a restart
     old_store.close()
     old_store = OffsetStore.open(tmp_path / "old")
@@ -171,7 +177,7 @@ def test_a_group_handed_over_keeps_its_offsets_at_the_new_coordinator_and_is_ref
         old.committed("g")
     assert old.group_names() == [] and new.group_names() == ["g"]
     # And a group that comes back is coordinated here again
-    old.adopt("g", new.hand_over("g"))
+    old.adopt("g", new.hand_over("g"), 0.0)
     assert old.committed("g") == {("t", 0): 41, ("t", 3): 7}
     old_store.close()
     new_store.close()
