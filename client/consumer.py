@@ -54,7 +54,8 @@ class TopicPartition(NamedTuple):
 
 
 class _PartitionState:
-    __slots__ = ("position", "fetch_offset", "fetch_id", "fetch_sent_s", "retry_at_s", "records")
+    __slots__ = ("position", "fetch_offset", "fetch_id", "fetch_sent_s", "retry_at_s",
+                 "retry_backoff_s", "records")
 
     def __init__(self):
         self.position: int | None = None       # next offset handed to the application
@@ -62,6 +63,7 @@ class _PartitionState:
         self.fetch_id: int | None = None       # request id of the fetch in flight
         self.fetch_sent_s = 0.0
         self.retry_at_s = 0.0                  # after a transient error: not before this
+        self.retry_backoff_s = 0.0             # doubles while the errors go on
         self.records: deque[ConsumerRecord] = deque()
 
 
@@ -278,13 +280,18 @@ class Consumer:
             self._reset(tp, state)
             return
         if isinstance(view.error, TRANSIENT_ERRORS):
-            # A shard restarting or moving, or the router shedding load: ask again.
-            log.info("fetch of %s-%d at offset %d: %s; retrying in %d ms", tp.topic, tp.partition,
-                     state.fetch_offset, view.error, limits.CLIENT_RETRY_BACKOFF_MS)
-            state.retry_at_s = time.monotonic() + limits.CLIENT_RETRY_BACKOFF_MS / 1000
+            # A shard restarting or moving, or the router shedding load: ask again,
+            # less often the longer it lasts.
+            state.retry_backoff_s = min(max(2 * state.retry_backoff_s,
+                                            limits.CLIENT_RETRY_BACKOFF_MS / 1000),
+                                        limits.CLIENT_RETRY_BACKOFF_MAX_MS / 1000)
+            state.retry_at_s = time.monotonic() + state.retry_backoff_s
+            log.info("fetch of %s-%d at offset %d: %s; retrying in %.0f ms", tp.topic,
+                     tp.partition, state.fetch_offset, view.error, state.retry_backoff_s * 1000)
             return
         if view.error is not None:
             raise view.error
+        state.retry_backoff_s = 0.0
         if payload is not None and len(payload.buffer):
             self._buffer(tp, state, payload.buffer)
 

@@ -57,3 +57,16 @@ def test_a_non_transient_fetch_error_is_raised_to_the_application(scripted):
     with consumer_of(broker) as consumer:
         with pytest.raises(CorruptDataError, match="fails its CRC"):
             poll_until(consumer, 1)
+
+
+def test_the_retry_backoff_doubles_while_transient_errors_go_on(scripted):
+    # Given a broker that answers "unavailable" five times, then with records
+    broker = scripted([UnavailableError("shard-0 is down")] * 5 + [fetched(0, [b"a"], 1)])
+    with consumer_of(broker) as consumer:
+        assert [r.value for r in poll_until(consumer, 1)] == [b"a"]
+    # Then the gaps between its fetches grow (50, 100, 200, 400, 800 ms, within bounds)
+    arrivals = [t for t, _ in broker.requests[:6]]
+    gaps_s = [later - earlier for earlier, later in zip(arrivals, arrivals[1:])]
+    base_s = limits.CLIENT_RETRY_BACKOFF_MS / 1000
+    assert all(gap >= base_s * 2 ** i * 0.9 for i, gap in enumerate(gaps_s)), gaps_s
+    assert max(gaps_s) < limits.CLIENT_RETRY_BACKOFF_MAX_MS / 1000 + 0.5, gaps_s
