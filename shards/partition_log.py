@@ -279,11 +279,12 @@ class PartitionLog:
         self._check_offset(offset)
         if offset >= end_offset_max:
             return b""
-        segment = self._segment_for(offset)
-        if offset >= segment.end_offset and segment is not self._segments[-1]:
+        slot = self._slot_for(offset)
+        segment = self._segments[slot]
+        if offset >= segment.end_offset and slot + 1 < len(self._segments):
             # In a gap left by continue_at: read on from the next entry, as a
             # compacted Kafka log answers an offset that no longer exists.
-            segment = self._segments[self._segments.index(segment) + 1]
+            segment = self._segments[slot + 1]
             offset = segment.base_offset
             if offset >= end_offset_max:
                 return b""
@@ -300,10 +301,11 @@ class PartitionLog:
                 f"offset {offset} is out of range [{self.start_offset}, {self.end_offset}] "
                 f"of partition log {self.directory}")
 
-    def _segment_for(self, offset: int) -> Segment:
+    def _slot_for(self, offset: int) -> int:
+        """Index of the segment whose range holds ``offset`` (or precedes its gap)."""
         slot = bisect.bisect_right(self._base_offsets, offset) - 1
         assert slot >= 0, f"offset {offset} is below start offset {self.start_offset}"
-        return self._segments[slot]
+        return slot
 
     def offset_for_timestamp(self, timestamp_ms: int) -> int:
         """Base offset of the first entry whose max_timestamp_ms >= timestamp_ms.
