@@ -7,13 +7,18 @@ Python values inside the ``from_bytes`` block, because a pycapnp reader must
 not outlive the buffer it reads.
 
 Decoding untrusted bytes never raises anything but ``MalformedRequestError``.
+
+The four messages of every produce and fetch (the two requests and their
+replies) are hand-packed by protocol_hot.py into the bytes pycapnp would
+write; decoding tries that first and falls back to pycapnp for any other
+shape.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from plinth import limits
+from plinth import limits, protocol_hot
 from plinth.errors import BrokerError, MalformedRequestError, error_for_code
 from plinth.schemas import protocol
 
@@ -137,20 +142,9 @@ class ReplyView:
 
 # --- Requests ---------------------------------------------------------------
 
-def encode_produce(request_id: int, topic: str, partition: int, acks: int) -> bytes:
-    msg = protocol.Request.new_message(requestId=request_id)
-    body = msg.init("produce")
-    body.topic, body.partition, body.acks = topic, partition, acks
-    return msg.to_bytes()
-
-
-def encode_fetch(request_id: int, topic: str, partition: int, offset: int,
-                 bytes_max: int, wait_ms_max: int) -> bytes:
-    msg = protocol.Request.new_message(requestId=request_id)
-    body = msg.init("fetch")
-    body.topic, body.partition, body.offset = topic, partition, offset
-    body.maxBytes, body.maxWaitMs = bytes_max, wait_ms_max
-    return msg.to_bytes()
+# Produce and fetch requests and their replies are hand-packed (protocol_hot.py).
+encode_produce = protocol_hot.encode_produce
+encode_fetch = protocol_hot.encode_fetch
 
 
 def encode_metadata(request_id: int, topics: list[str]) -> bytes:
@@ -258,6 +252,9 @@ def decode_request(frame) -> RequestView:
         raise MalformedRequestError(
             f"request header is {len(frame)} bytes, over the limit of "
             f"{limits.HEADER_BYTES_MAX} bytes")
+    hot = protocol_hot.decode_request(frame)
+    if hot is not None:
+        return RequestView(*hot)
     try:
         with protocol.Request.from_bytes(bytes(frame), **_READ_LIMITS) as req:
             return _request_view(req)
@@ -321,17 +318,8 @@ def encode_ok(request_id: int) -> bytes:
     return msg.to_bytes()
 
 
-def encode_produce_reply(request_id: int, base_offset: int) -> bytes:
-    msg = protocol.Reply.new_message(requestId=request_id)
-    msg.init("produce").baseOffset = base_offset
-    return msg.to_bytes()
-
-
-def encode_fetch_reply(request_id: int, high_watermark: int, log_start_offset: int) -> bytes:
-    msg = protocol.Reply.new_message(requestId=request_id)
-    body = msg.init("fetch")
-    body.highWatermark, body.logStartOffset = high_watermark, log_start_offset
-    return msg.to_bytes()
+encode_produce_reply = protocol_hot.encode_produce_reply
+encode_fetch_reply = protocol_hot.encode_fetch_reply
 
 
 def encode_topics_reply(request_id: int, topics: list[TopicInfo]) -> bytes:
@@ -408,6 +396,10 @@ def encode_status_reply(request_id: int, info: StatusInfo) -> bytes:
 
 def decode_reply(frame) -> ReplyView:
     """Decode a Reply frame from the broker (client side)."""
+    hot = protocol_hot.decode_reply(frame)
+    if hot is not None:
+        request_id, kind, base_offset, high_watermark, log_start_offset = hot
+        return ReplyView(request_id, kind, None, base_offset, high_watermark, log_start_offset)
     try:
         with protocol.Reply.from_bytes(bytes(frame), **_READ_LIMITS) as rep:
             return _reply_view(rep)
