@@ -93,6 +93,8 @@ SEGMENT_BYTES_MAX = 1 * GiB           # positions in the offset index are UInt32
 SEGMENT_MS_DEFAULT = 7 * 24 * 3600 * 1000   # roll after a week even if small
 INDEX_INTERVAL_BYTES = 4 * KiB        # one offset/time index entry per 4 KiB
 FSYNC_INTERVAL_MS_DEFAULT = 1000      # for fsync_policy = "interval"
+# Threads a shard fsyncs its dirty partitions with at once, besides its loop thread.
+FSYNC_THREADS_MAX = 7
 # Retention defaults as Kafka's (7 days, no size limit); -1 keeps forever.
 RETENTION_MS_DEFAULT = 7 * 24 * 3600 * 1000
 RETENTION_BYTES_DEFAULT = -1

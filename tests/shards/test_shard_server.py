@@ -7,6 +7,7 @@ A DEALER plays the router: it sends [client id][Request][payload]? and gets
 from __future__ import annotations
 
 import random
+import threading
 import time
 from contextlib import contextmanager
 
@@ -328,3 +329,47 @@ def test_a_retry_of_a_batch_written_just_before_the_log_rolled_is_recognised_aft
         assert retry.error is None and retry.base_offset == 0
         high_watermark = fetch(sock, 0)[0].high_watermark
         assert produce_raw(sock, idempotent_batch([b"c"], 5, 2), request_id=21).base_offset == high_watermark
+
+
+def test_the_dirty_partitions_of_a_round_are_fsynced_at_the_same_time(server, router):
+    # Given two partitions with unflushed appends, whose fsyncs each wait for the other
+    server.call(server.open_partition, "t", 1, LogConfig())
+    parts = {key: server._partitions[key] for key in (("t", 0), ("t", 1))}
+    both_flushing = threading.Barrier(2)
+    for part in parts.values():
+        part.log.append(batch_of([b"x"]), 1, 1_700_000_000_000)
+        real_flush = part.log.flush
+
+        def flush_when_both_are_flushing(real_flush=real_flush):
+            both_flushing.wait(timeout=10)   # raises BrokenBarrierError if they run in turn
+            real_flush()
+        part.log.flush = flush_when_both_are_flushing
+    # When the shard flushes them, they meet at the barrier: one did not wait for the other
+    try:
+        failed = server.call(server._fsync_all, {id(p): p for p in parts.values()})
+    finally:
+        for part in parts.values():
+            del part.log.flush   # the real one again, for closing
+    assert failed == {}
+    assert all(p.log.flushed_end_offset == 1 for p in parts.values())
+
+
+def test_a_failed_fsync_fails_only_its_own_partitions_produce(server, router):
+    # Given partition t-1 whose fsync fails and t-0 whose fsync works
+    server.call(server.open_partition, "t", 1, LogConfig())
+    broken = server._partitions[("t", 1)].log
+
+    def failing_flush():
+        raise OSError(5, "Input/output error")
+    broken.flush = failing_flush
+    # When both are produced to
+    try:
+        bad = produce(router, [b"lost"], request_id=21, partition=1)
+        good = produce(router, [b"kept"], request_id=22, partition=0)
+    finally:
+        del broken.flush
+    # Then only t-1's produce fails, naming the partition, and only t-0's record is readable
+    assert type(bad.error).__name__ == "StorageError" and "fsync of t-1 failed" in str(bad.error)
+    assert good.error is None and good.base_offset == 0
+    reply, payload = fetch(router, 0)
+    assert reply.high_watermark == 1 and values_in(payload) == [b"kept"]
