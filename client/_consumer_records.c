@@ -31,6 +31,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -140,21 +141,15 @@ static void record_dealloc(Record *r) {
     PyObject_GC_Del(r);
 }
 
-/* An object field; None if a GC clear emptied it. */
-static PyObject *get_object(Record *r, void *closure) {
-    PyObject *o = *(PyObject **)((char *)r + (size_t)closure);
-    return Py_NewRef(o != NULL ? o : Py_None);
-}
-
-static int set_object(Record *r, PyObject *value, void *closure) {
+/* Fields are plain members, so that the interpreter's specialized attribute
+ * loads read them directly; every assignment passes through here first. */
+static int record_setattro(PyObject *self, PyObject *name, PyObject *value) {
     if (value == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "ConsumerRecord fields cannot be deleted");
+        PyErr_Format(PyExc_AttributeError, "ConsumerRecord field %R cannot be deleted", name);
         return -1;
     }
-    PyObject **slot = (PyObject **)((char *)r + (size_t)closure);
-    track_if_container(r, value);
-    Py_XSETREF(*slot, Py_NewRef(value));
-    return 0;
+    track_if_container((Record *)self, value);
+    return PyObject_GenericSetAttr(self, name, value);
 }
 
 static PyObject *get_headers(Record *r, void *closure) {
@@ -168,40 +163,34 @@ static PyObject *get_headers(Record *r, void *closure) {
     return Py_NewRef(r->headers);
 }
 
-static PyObject *get_int(Record *r, void *closure) {
-    return PyLong_FromLongLong(*(long long *)((char *)r + (size_t)closure));
-}
-
-static int set_int(Record *r, PyObject *value, void *closure) {
-    if (value == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "ConsumerRecord fields cannot be deleted");
-        return -1;
-    }
-    long long v = PyLong_AsLongLong(value);
-    if (v == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    *(long long *)((char *)r + (size_t)closure) = v;
+static int set_headers(Record *r, PyObject *value, void *closure) {
+    Py_XSETREF(r->headers, Py_NewRef(value));   /* record_setattro refused NULL */
     return 0;
 }
 
-#define OBJECT_FIELD(name, doc) \
-    {#name, (getter)get_object, (setter)set_object, doc, (void *)offsetof(Record, name)}
-#define INT_FIELD(name, doc) \
-    {#name, (getter)get_int, (setter)set_int, doc, (void *)offsetof(Record, name)}
+#define OBJECT_FIELD(name, doc) {#name, T_OBJECT_EX, offsetof(Record, name), 0, doc}
 
-static PyGetSetDef record_fields[] = {
+static PyMemberDef record_members[] = {
     OBJECT_FIELD(topic, "the topic's name"),
     OBJECT_FIELD(partition, "the partition number"),
-    INT_FIELD(offset, "the record's offset in its partition"),
+    {"offset", T_LONGLONG, offsetof(Record, offset), 0, "the record's offset in its partition"},
     OBJECT_FIELD(key, "the key (bytes, or what key_deserializer made of it), None if null"),
     OBJECT_FIELD(value, "the value (bytes, or what value_deserializer made of it), None if null"),
-    {"headers", (getter)get_headers, (setter)set_object,
-     "list of (str, bytes), in the order the producer gave them",
-     (void *)offsetof(Record, headers)},
-    INT_FIELD(timestamp_ms, "the record's timestamp, ms since the epoch"),
+    {"timestamp_ms", T_LONGLONG, offsetof(Record, timestamp_ms), 0,
+     "the record's timestamp, ms since the epoch"},
     {NULL},
 };
+
+static PyGetSetDef record_getset[] = {
+    {"headers", (getter)get_headers, (setter)set_headers,
+     "list of (str, bytes), in the order the producer gave them", NULL},
+    {NULL},
+};
+
+/* A field for comparing and pickling; None if a GC clear emptied it. */
+static PyObject *field(PyObject *o) {
+    return Py_NewRef(o != NULL ? o : Py_None);
+}
 
 /* (topic, partition, offset, key, value, headers, timestamp_ms) */
 static PyObject *record_tuple(Record *r) {
@@ -209,12 +198,8 @@ static PyObject *record_tuple(Record *r) {
     if (headers == NULL) {
         return NULL;
     }
-    PyObject *t = Py_BuildValue("(NNLNNNL)", get_object(r, (void *)offsetof(Record, topic)),
-                                get_object(r, (void *)offsetof(Record, partition)), r->offset,
-                                get_object(r, (void *)offsetof(Record, key)),
-                                get_object(r, (void *)offsetof(Record, value)), headers,
-                                r->timestamp_ms);
-    return t;
+    return Py_BuildValue("(NNLNNNL)", field(r->topic), field(r->partition), r->offset,
+                         field(r->key), field(r->value), headers, r->timestamp_ms);
 }
 
 static PyObject *record_richcompare(PyObject *a, PyObject *b, int op) {
@@ -272,7 +257,9 @@ static PyTypeObject RecordType = {
     .tp_richcompare = record_richcompare,
     .tp_hash = PyObject_HashNotImplemented,   /* headers is a mutable list */
     .tp_repr = (reprfunc)record_repr,
-    .tp_getset = record_fields,
+    .tp_members = record_members,
+    .tp_getset = record_getset,
+    .tp_setattro = record_setattro,
     .tp_methods = record_methods,
 };
 
