@@ -149,7 +149,11 @@ class Consumer:
         self._admin = Admin(broker=self._conn.address, request_timeout_ms=request_timeout_ms)
         self._partitions: dict[TopicPartition, _PartitionState] = {}
         self._fetches: dict[int, TopicPartition] = {}
-        self._iterated: deque[ConsumerRecord] = deque()   # polled, not yet yielded
+        # Iteration: lists polled but not yet started, and the one being yielded.
+        self._iterated: deque[tuple[TopicPartition, list[ConsumerRecord]]] = deque()
+        self._iterating = iter(())
+        self._iterating_tp: TopicPartition | None = None
+        self._iterating_state: _PartitionState | None = None
         self._rotation = 0                                 # where _take starts, for fairness
         self._closed = False
         self.group = group
@@ -195,7 +199,7 @@ class Consumer:
                              f"group; use subscribe")
         self._partitions = {TopicPartition(*tp): _PartitionState() for tp in partitions}
         self._fetches.clear()
-        self._iterated.clear()
+        self._drop_iterated()
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._partitions)
@@ -206,8 +210,7 @@ class Consumer:
         state.position = state.fetch_offset = offset
         state.fetch_id = None
         state.records.clear()
-        self._iterated = deque(r for r in self._iterated
-                               if (r.topic, r.partition) != (topic, partition))
+        self._drop_iterated({(topic, partition)})
 
     def seek_to_beginning(self, *partitions: tuple[str, int]) -> None:
         for tp in partitions or list(self._partitions):
@@ -276,13 +279,27 @@ class Consumer:
 
     def __next__(self) -> ConsumerRecord:
         """Next record; StopIteration after consumer_timeout_ms without one."""
+        record = next(self._iterating, None)   # records are never None
+        if record is None:
+            record = self._start_next_polled()
+        self._iterating_state.position = record.offset + 1   # handed out: committable
+        return record
+
+    def _start_next_polled(self) -> ConsumerRecord:
+        """The first record of the next polled list, which becomes the one iterated."""
         if not self._iterated:
             self._refill_iterated()
-        record = self._iterated.popleft()
-        state = self._partitions.get(TopicPartition(record.topic, record.partition))
-        if state is not None:
-            state.position = record.offset + 1   # handed to the application: committable
-        return record
+        tp, records = self._iterated.popleft()
+        self._iterating = iter(records)
+        self._iterating_tp, self._iterating_state = tp, self._partitions[tp]
+        return next(self._iterating)
+
+    def _drop_iterated(self, partitions: set | None = None) -> None:
+        """Forget the records polled for iteration from these (topic, partition)s; None: all."""
+        self._iterated = deque(chunk for chunk in self._iterated
+                               if partitions is not None and chunk[0] not in partitions)
+        if partitions is None or self._iterating_tp in partitions:
+            self._iterating, self._iterating_tp = iter(()), None
 
     def _refill_iterated(self) -> None:
         deadline = time.monotonic() + self.consumer_timeout_ms / 1000
@@ -290,8 +307,7 @@ class Consumer:
             remaining_ms = min((deadline - time.monotonic()) * 1000, 1000.0)
             polled = self._poll(max(0.0, remaining_ms), self.max_poll_records)
             if polled:
-                for records in polled.values():
-                    self._iterated.extend(records)
+                self._iterated.extend(polled.items())
                 return
             if time.monotonic() >= deadline:
                 raise StopIteration
@@ -405,8 +421,7 @@ class Consumer:
                 self._on_revoke(revoked)
             for tp in revoked:
                 del self._partitions[tp]
-            self._iterated = deque(r for r in self._iterated
-                                   if TopicPartition(r.topic, r.partition) not in revoked)
+            self._drop_iterated(revoked)
         added = target - set(self._partitions)
         if added:
             committed = self._fetch_committed()

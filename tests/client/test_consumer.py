@@ -107,3 +107,30 @@ def test_a_seek_drops_the_records_buffered_and_reads_from_the_new_offset(scripte
         assert [(r.offset, r.value) for r in records] == [
             (0, b"a"), (1, b"b"), (2, b"c"), (3, b"d")]
         assert broker.requests[1][1].offset == 0
+
+
+def test_iterating_yields_the_records_in_order_and_moves_the_position_with_each(scripted):
+    # Given a fetch of two batches, and polls of at most 3 records
+    broker = scripted([fetched(0, [b"a", b"b"], 4, entry(2, [b"c", b"d"]))])
+    with consumer_of(broker) as consumer:
+        consumer.max_poll_records = 3
+        # When iterated record by record
+        for offset, value in enumerate([b"a", b"b", b"c", b"d"]):
+            record = next(consumer)
+            # Then each comes in order, and the position is just past it
+            assert (record.offset, record.value) == (offset, value)
+            assert consumer.position("t", 0) == offset + 1
+
+
+def test_a_seek_while_iterating_drops_the_records_not_yet_yielded(scripted):
+    # Given a consumer that has yielded the first of four records fetched
+    broker = scripted([fetched(0, [b"a", b"b"], 4, entry(2, [b"c", b"d"])),
+                       fetched(2, [b"c", b"d"], 4)])
+    with consumer_of(broker) as consumer:
+        assert next(consumer).value == b"a"
+        # When it seeks to offset 3
+        consumer.seek("t", 0, 3)
+        # Then the next record is the one at offset 3, fetched again
+        record = next(consumer)
+        assert (record.offset, record.value) == (3, b"d")
+        assert broker.requests[1][1].offset == 3
