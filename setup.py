@@ -2,4 +2,5 @@
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("plinth._murmur2", ["plinth/_murmur2.c"], optional=True)])
+setup(ext_modules=[Extension("plinth._murmur2", ["plinth/_murmur2.c"], optional=True),
+                   Extension("plinth.client._consumer_records", ["client/_consumer_records.c"])])

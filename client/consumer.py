@@ -53,6 +53,54 @@ class TopicPartition(NamedTuple):
     partition: int
 
 
+class _BufferedRecords:
+    """A partition's fetched records not yet handed out, as the decoded batches.
+
+    Taking n records costs a list slice (or hands over a whole batch's list),
+    not n deque pops: at millions of records per second the pops were the
+    consumer's biggest cost. Consumer thread only.
+    """
+
+    __slots__ = ("_batches", "_first", "_count")
+
+    def __init__(self):
+        self._batches: deque[list[ConsumerRecord]] = deque()
+        self._first = 0      # index in _batches[0] of the next record to hand out
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def append_batch(self, records: list[ConsumerRecord]) -> None:
+        if records:
+            self._batches.append(records)
+            self._count += len(records)
+
+    def take(self, limit: int) -> list[ConsumerRecord]:
+        """Up to ``limit`` records, oldest first, removed from the buffer."""
+        taken: list[ConsumerRecord] = []
+        while len(taken) < limit and self._batches:
+            batch = self._batches[0]
+            end = self._first + limit - len(taken)
+            if end >= len(batch):
+                part = batch if self._first == 0 else batch[self._first:]
+                self._batches.popleft()
+                self._first = 0
+            else:
+                part = batch[self._first:end]
+                self._first = end
+            if taken:
+                taken.extend(part)
+            else:
+                taken = part      # a whole batch's list is handed over, not copied
+        self._count -= len(taken)
+        return taken
+
+    def clear(self) -> None:
+        self._batches.clear()
+        self._first = self._count = 0
+
+
 class _PartitionState:
     __slots__ = ("position", "fetch_offset", "fetch_id", "fetch_sent_s", "retry_at_s",
                  "retry_backoff_s", "records")
@@ -64,7 +112,7 @@ class _PartitionState:
         self.fetch_sent_s = 0.0
         self.retry_at_s = 0.0                  # after a transient error: not before this
         self.retry_backoff_s = 0.0             # doubles while the errors go on
-        self.records: deque[ConsumerRecord] = deque()
+        self.records = _BufferedRecords()
 
 
 class Consumer:
@@ -101,7 +149,11 @@ class Consumer:
         self._admin = Admin(broker=self._conn.address, request_timeout_ms=request_timeout_ms)
         self._partitions: dict[TopicPartition, _PartitionState] = {}
         self._fetches: dict[int, TopicPartition] = {}
-        self._iterated: deque[ConsumerRecord] = deque()   # polled, not yet yielded
+        # Iteration: lists polled but not yet started, and the one being yielded.
+        self._iterated: deque[tuple[TopicPartition, list[ConsumerRecord]]] = deque()
+        self._iterating = iter(())
+        self._iterating_tp: TopicPartition | None = None
+        self._iterating_state: _PartitionState | None = None
         self._rotation = 0                                 # where _take starts, for fairness
         self._closed = False
         self.group = group
@@ -147,7 +199,7 @@ class Consumer:
                              f"group; use subscribe")
         self._partitions = {TopicPartition(*tp): _PartitionState() for tp in partitions}
         self._fetches.clear()
-        self._iterated.clear()
+        self._drop_iterated()
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._partitions)
@@ -158,8 +210,7 @@ class Consumer:
         state.position = state.fetch_offset = offset
         state.fetch_id = None
         state.records.clear()
-        self._iterated = deque(r for r in self._iterated
-                               if (r.topic, r.partition) != (topic, partition))
+        self._drop_iterated({(topic, partition)})
 
     def seek_to_beginning(self, *partitions: tuple[str, int]) -> None:
         for tp in partitions or list(self._partitions):
@@ -228,13 +279,27 @@ class Consumer:
 
     def __next__(self) -> ConsumerRecord:
         """Next record; StopIteration after consumer_timeout_ms without one."""
+        record = next(self._iterating, None)   # records are never None
+        if record is None:
+            record = self._start_next_polled()
+        self._iterating_state.position = record.offset + 1   # handed out: committable
+        return record
+
+    def _start_next_polled(self) -> ConsumerRecord:
+        """The first record of the next polled list, which becomes the one iterated."""
         if not self._iterated:
             self._refill_iterated()
-        record = self._iterated.popleft()
-        state = self._partitions.get(TopicPartition(record.topic, record.partition))
-        if state is not None:
-            state.position = record.offset + 1   # handed to the application: committable
-        return record
+        tp, records = self._iterated.popleft()
+        self._iterating = iter(records)
+        self._iterating_tp, self._iterating_state = tp, self._partitions[tp]
+        return next(self._iterating)
+
+    def _drop_iterated(self, partitions: set | None = None) -> None:
+        """Forget the records polled for iteration from these (topic, partition)s; None: all."""
+        self._iterated = deque(chunk for chunk in self._iterated
+                               if partitions is not None and chunk[0] not in partitions)
+        if partitions is None or self._iterating_tp in partitions:
+            self._iterating, self._iterating_tp = iter(()), None
 
     def _refill_iterated(self) -> None:
         deadline = time.monotonic() + self.consumer_timeout_ms / 1000
@@ -242,8 +307,7 @@ class Consumer:
             remaining_ms = min((deadline - time.monotonic()) * 1000, 1000.0)
             polled = self._poll(max(0.0, remaining_ms), self.max_poll_records)
             if polled:
-                for records in polled.values():
-                    self._iterated.extend(records)
+                self._iterated.extend(polled.items())
                 return
             if time.monotonic() >= deadline:
                 raise StopIteration
@@ -296,15 +360,17 @@ class Consumer:
             self._buffer(tp, state, payload.buffer)
 
     def _buffer(self, tp: TopicPartition, state: _PartitionState, data) -> None:
-        # A fetch makes hundreds of thousands of records at once, none of them in a
-        # reference cycle; the cyclic GC would scan them all, over and over.
+        # Decoded records stay out of the cyclic GC, but deserializers may turn a
+        # fetch's hundreds of thousands of keys and values into containers it
+        # tracks; none is in a cycle, and collecting while they are made would
+        # scan them all, over and over.
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
             for header, batch in iter_entries(data, verify_crc=True):
                 records = decode_records(tp.topic, tp.partition, header.base_offset, batch,
                                          offset_min=state.fetch_offset)
-                state.records.extend(self._deserialize(records))
+                state.records.append_batch(self._deserialize(records))
                 state.fetch_offset = max(state.fetch_offset,
                                          header.base_offset + header.record_count)
         finally:
@@ -330,11 +396,11 @@ class Consumer:
         self._rotation = (self._rotation + 1) % len(items)
         room = max_records
         for tp, state in items[self._rotation:] + items[:self._rotation]:
-            take = min(len(state.records), room)
-            if take <= 0:
+            taken = state.records.take(room)
+            if not taken:
                 continue
-            out[tp] = [state.records.popleft() for _ in range(take)]
-            room -= take
+            out[tp] = taken
+            room -= len(taken)
             if room == 0:
                 break
         return out
@@ -355,8 +421,7 @@ class Consumer:
                 self._on_revoke(revoked)
             for tp in revoked:
                 del self._partitions[tp]
-            self._iterated = deque(r for r in self._iterated
-                                   if TopicPartition(r.topic, r.partition) not in revoked)
+            self._drop_iterated(revoked)
         added = target - set(self._partitions)
         if added:
             committed = self._fetch_committed()

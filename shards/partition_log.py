@@ -263,7 +263,7 @@ class PartitionLog:
 
     # --- Reading ----------------------------------------------------------
 
-    def read(self, offset: int, bytes_max: int, end_offset_max: int) -> bytes:
+    def read(self, offset: int, bytes_max: int, end_offset_max: int) -> bytes | memoryview:
         """Whole log entries from the one containing ``offset``, CRC-checked.
 
         None starts at or past ``end_offset_max`` (pass flushed_end_offset to

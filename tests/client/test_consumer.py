@@ -13,14 +13,21 @@ from plinth.errors import CorruptDataError, TooManyRequestsError, UnavailableErr
 from plinth.shards.log_entry import build_entry_header
 
 
-def fetched(base_offset: int, values: list[bytes], high_watermark: int):
-    """A script step: answer the fetch with one log entry holding ``values``."""
+def entry(base_offset: int, values: list[bytes]) -> bytes:
+    """One log entry holding ``values``, from ``base_offset``."""
     builder = BatchBuilder()
     for value in values:
         builder.append(None, value, 1_700_000_000_000, None)
     batch = builder.build()
-    entry = build_entry_header(base_offset, 1_700_000_000_000, len(values), batch) + batch
-    return lambda view: [protocol.encode_fetch_reply(view.request_id, high_watermark, 0), entry]
+    return build_entry_header(base_offset, 1_700_000_000_000, len(values), batch) + batch
+
+
+def fetched(base_offset: int, values: list[bytes], high_watermark: int, *more_entries: bytes):
+    """A script step: answer the fetch with one log entry holding ``values``, then
+    ``more_entries``."""
+    payload = entry(base_offset, values) + b"".join(more_entries)
+    return lambda view: [protocol.encode_fetch_reply(view.request_id, high_watermark, 0),
+                         payload]
 
 
 def consumer_of(broker) -> Consumer:
@@ -70,3 +77,60 @@ def test_the_retry_backoff_doubles_while_transient_errors_go_on(scripted):
     base_s = limits.CLIENT_RETRY_BACKOFF_MS / 1000
     assert all(gap >= base_s * 2 ** i * 0.9 for i, gap in enumerate(gaps_s)), gaps_s
     assert max(gaps_s) < limits.CLIENT_RETRY_BACKOFF_MAX_MS / 1000 + 0.5, gaps_s
+
+
+def test_poll_hands_out_at_most_max_records_in_order_across_the_batches_of_a_fetch(scripted):
+    # Given one fetch answered with three batches of 3, 1 and 4 records
+    values = [b"%d" % i for i in range(8)]
+    broker = scripted([fetched(0, values[:3], 8, entry(3, values[3:4]), entry(4, values[4:]))])
+    with consumer_of(broker) as consumer:
+        polled = [consumer.poll(5_000, max_records=2)]
+        # When polled two records at a time (the first poll brings the fetch)
+        polled += [consumer.poll(0, max_records=2) for _ in range(4)]
+        # Then each poll gets the next two, across batch boundaries, and the
+        # position follows the last record handed out
+        assert [[r.value for r in p.get(("t", 0), [])] for p in polled] == [
+            values[0:2], values[2:4], values[4:6], values[6:8], []]
+        assert consumer.position("t", 0) == 8
+
+
+def test_a_seek_drops_the_records_buffered_and_reads_from_the_new_offset(scripted):
+    # Given a consumer that has taken 1 of the 4 records a fetch brought
+    broker = scripted([fetched(0, [b"a", b"b"], 4, entry(2, [b"c", b"d"])),
+                       fetched(0, [b"a", b"b"], 4, entry(2, [b"c", b"d"]))])
+    with consumer_of(broker) as consumer:
+        assert [r.value for r in consumer.poll(5_000, max_records=1)[("t", 0)]] == [b"a"]
+        # When it seeks back to the first offset
+        consumer.seek("t", 0, 0)
+        # Then it fetches again from there and gets all four records in order
+        records = poll_until(consumer, 4)
+        assert [(r.offset, r.value) for r in records] == [
+            (0, b"a"), (1, b"b"), (2, b"c"), (3, b"d")]
+        assert broker.requests[1][1].offset == 0
+
+
+def test_iterating_yields_the_records_in_order_and_moves_the_position_with_each(scripted):
+    # Given a fetch of two batches, and polls of at most 3 records
+    broker = scripted([fetched(0, [b"a", b"b"], 4, entry(2, [b"c", b"d"]))])
+    with consumer_of(broker) as consumer:
+        consumer.max_poll_records = 3
+        # When iterated record by record
+        for offset, value in enumerate([b"a", b"b", b"c", b"d"]):
+            record = next(consumer)
+            # Then each comes in order, and the position is just past it
+            assert (record.offset, record.value) == (offset, value)
+            assert consumer.position("t", 0) == offset + 1
+
+
+def test_a_seek_while_iterating_drops_the_records_not_yet_yielded(scripted):
+    # Given a consumer that has yielded the first of four records fetched
+    broker = scripted([fetched(0, [b"a", b"b"], 4, entry(2, [b"c", b"d"])),
+                       fetched(2, [b"c", b"d"], 4)])
+    with consumer_of(broker) as consumer:
+        assert next(consumer).value == b"a"
+        # When it seeks to offset 3
+        consumer.seek("t", 0, 3)
+        # Then the next record is the one at offset 3, fetched again
+        record = next(consumer)
+        assert (record.offset, record.value) == (3, b"d")
+        assert broker.requests[1][1].offset == 3

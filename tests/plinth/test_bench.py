@@ -162,6 +162,16 @@ def test_send_times_come_from_the_first_eight_bytes_of_each_value(value_bytes):
     assert bench.send_times_ns(records, value_bytes + 1)[0] == 1_700_000_000_000_000_000
 
 
+def test_consumed_bytes_count_keys_and_values_and_nothing_for_nulls():
+    # Given records with null, empty and non-empty keys and values
+    records = [ConsumerRecord("t", 0, 0, None, b"abc", [], 0),
+               ConsumerRecord("t", 0, 1, b"k", None, [], 0),
+               ConsumerRecord("t", 0, 2, b"", b"", [], 0),
+               ConsumerRecord("t", 0, 3, None, None, [], 0)]
+    # When counted / Then only the bytes present count
+    assert bench._payload_bytes(records) == 4
+
+
 @pytest.mark.parametrize("cmdline, name", [
     ("/usr/bin/python3 /usr/local/bin/plinth serve --data-dir d", "plinth serve"),
     ("python -m plinth.cli serve --listen tcp://127.0.0.1:7401", "plinth serve"),
