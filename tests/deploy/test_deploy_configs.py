@@ -392,7 +392,13 @@ def test_the_dockerfile_check_finds_a_missing_expose_base_install_or_plinth_comm
 def test_the_image_copies_every_package_directory_pyproject_builds():
     package_dirs = set(pyproject()["tool"]["setuptools"]["package-dir"].values())
     copied = set(image_paths(dockerfile_instructions(DOCKERFILE.read_text())))
-    assert package_dirs | {"pyproject.toml", "README.md"} <= copied
+    assert package_dirs | {"pyproject.toml", "setup.py", "README.md"} <= copied
+
+
+def test_the_image_has_a_c_compiler_where_it_builds_the_extensions():
+    runs = [a for n, a in dockerfile_instructions(DOCKERFILE.read_text()) if n == "RUN"]
+    installing = [run for run in runs if re.search(r"pip install (--?\S+ )*\.( |$)", run)]
+    assert installing and all(re.search(r"apt-get install .*\bgcc\b", run) for run in installing)
 
 
 def test_the_image_holds_the_start_up_helper_where_the_kuberay_commands_run_it():
