@@ -1,5 +1,16 @@
-"""Builds the one C extension (plinth._murmur2); everything else is in pyproject.toml."""
+"""Builds the C extensions; everything else is in pyproject.toml.
+
+plinth._producer (the producer's per-record path) is required: the producer
+has no pure-Python version of it. plinth._murmur2 stays optional: the
+partitioner falls back to its Python murmur2.
+"""
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("plinth._murmur2", ["plinth/_murmur2.c"], optional=True)])
+setup(ext_modules=[
+    Extension("plinth._murmur2", ["plinth/_murmur2.c"], depends=["plinth/kafka_murmur2.h"],
+              optional=True),
+    Extension("plinth._producer", ["plinth/_producer.c"], depends=["plinth/kafka_murmur2.h"],
+              extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
+                                  "-Wno-missing-field-initializers"]),
+])
