@@ -66,11 +66,12 @@ class RecordAccumulator:
         self._cond = threading.Condition(self._lock)
         # Headroom in a batch for its fixed encoding overhead.
         self._record_bytes_max = limits.BATCH_BYTES_MAX - 1024
-        self._appender = Appender(
+        # The open batches as C sees them, and the fast path (Producer.send
+        # calls it first: a future, or None for append()).
+        self.appender = Appender(
             future_type=RecordFuture, batch_bytes_max=batch_bytes_max,
             buffer_bytes_max=buffer_bytes_max, record_bytes_max=self._record_bytes_max)
-        # Producer.send calls this first: a future, or None for append().
-        self.append_fast = self._appender.append
+        self.append_fast = self.appender.append
         self._open: dict[tuple[str, int], OpenBatch] = {}
         self._sticky: dict[str, StickyPartitioner] = {}
         self._ready: deque[OpenBatch] = deque()
@@ -82,11 +83,11 @@ class RecordAccumulator:
         with self._lock:
             if topic not in self._sticky:
                 sticky = self._sticky[topic] = StickyPartitioner(partition_count)
-                self._appender.add_topic(topic, partition_count, sticky.partition())
+                self.appender.add_topic(topic, partition_count, sticky.partition())
 
     def refuse_appends(self) -> None:
         """Any thread (Producer.close): the fast path stops taking records."""
-        self._appender.close()
+        self.appender.close()
 
     def append(self, topic: str, partition: int | None, key: bytes | None,
                value: bytes | None, timestamp_ms: int, headers) -> RecordFuture:
@@ -102,7 +103,7 @@ class RecordAccumulator:
                 f"record of {size} bytes (key + value + {RECORD_OVERHEAD_BYTES}) is over the "
                 f"batch limit of {limits.BATCH_BYTES_MAX} bytes")
         with self._lock:
-            appender = self._appender
+            appender = self.appender
             if appender.buffered_bytes and appender.buffered_bytes + size > self.buffer_bytes_max:
                 self._wait_for_room(size)
             batch = self._batch_with_room(topic, partition, size)
@@ -123,7 +124,7 @@ class RecordAccumulator:
             batch = None
         if batch is None and sticky:
             partition = self._sticky[topic].next_batch()
-            self._appender.set_sticky(topic, partition)
+            self.appender.set_sticky(topic, partition)
             batch = self._open.get((topic, partition))
             if batch is not None and batch.bytes + size > self.batch_bytes_max:
                 self._seal(batch)
@@ -132,7 +133,7 @@ class RecordAccumulator:
 
     def _wait_for_room(self, size: int) -> None:
         deadline = time.monotonic() + self.max_block_s
-        appender = self._appender
+        appender = self.appender
         while appender.buffered_bytes and appender.buffered_bytes + size > self.buffer_bytes_max:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -145,14 +146,14 @@ class RecordAccumulator:
     def _new_batch(self, topic: str, partition: int) -> OpenBatch:
         batch = OpenBatch(topic, partition)
         self._open[(topic, partition)] = batch
-        self._appender.open_batch(topic, partition, batch.builder.columns, batch.result)
+        self.appender.open_batch(topic, partition, batch.builder.columns, batch.result)
         self._incomplete.add(batch.result)
         self._wake()   # the sender must start this batch's linger clock
         return batch
 
     def _seal(self, batch: OpenBatch) -> None:
         """No more records for ``batch``: closed in C first, then queued. Lock held."""
-        self._appender.close_batch(batch.topic, batch.partition)
+        self.appender.close_batch(batch.topic, batch.partition)
         del self._open[(batch.topic, batch.partition)]
         self._ready.append(batch)
         self._wake()
@@ -191,7 +192,7 @@ class RecordAccumulator:
         batch.result.resolve(base_offset, error)
         with self._cond:
             self._incomplete.discard(batch.result)
-            self._appender.release(batch.bytes)
+            self.appender.release(batch.bytes)
             self._cond.notify_all()
 
     def begin_flush(self) -> list[BatchResult]:
@@ -209,7 +210,7 @@ class RecordAccumulator:
         """Take every batch not yet sent (on close without flush)."""
         with self._cond:
             for batch in list(self._open.values()):
-                self._appender.close_batch(batch.topic, batch.partition)
+                self.appender.close_batch(batch.topic, batch.partition)
             batches = list(self._ready) + list(self._open.values())
             self._ready.clear()
             self._open.clear()

@@ -20,6 +20,7 @@ import threading
 import time
 
 from plinth import limits
+from plinth._producer import ProducerBase
 from plinth.client.accumulator import RecordAccumulator
 from plinth.client.admin import Admin
 from plinth.client.connection import broker_address
@@ -36,7 +37,7 @@ def _as_bytes(data, what: str) -> bytes:
                     f"got {type(data).__name__}")
 
 
-class Producer:
+class Producer(ProducerBase):
     def __init__(self, *, broker: str | None = None, acks: int | str = 1,
                  linger_ms: float = limits.PRODUCER_LINGER_MS_DEFAULT,
                  batch_bytes_max: int = limits.PRODUCER_BATCH_BYTES_DEFAULT,
@@ -75,6 +76,8 @@ class Producer:
             batch_bytes_max=batch_bytes_max, linger_ms=linger_ms, buffer_bytes_max=buffer_memory,
             max_block_ms=max_block_ms, wake=self._sender.wake)
         self._append_fast = self._accumulator.append_fast
+        has_serializers = key_serializer is not None or value_serializer is not None
+        self._set_fast_path(None if has_serializers else self._accumulator.appender)
         self._sender.start(self._accumulator)
         self._closed = False
 
@@ -84,15 +87,21 @@ class Producer:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def send(self, topic: str, value=None, *, key=None, partition: int | None = None,
-             headers: list[tuple[str, bytes]] | None = None,
-             timestamp_ms: int | None = None) -> RecordFuture:
+    # send(topic, value=None, *, key=None, partition=None, headers=None,
+    # timestamp_ms=None) -> RecordFuture is ProducerBase.send, in C: the
+    # per-record hot path. It appends a record of plain bytes without headers
+    # to an open batch with room in one C call, and hands every other call to
+    # _send, which is what send means.
+
+    def _send(self, topic: str, value=None, *, key=None, partition: int | None = None,
+              headers: list[tuple[str, bytes]] | None = None,
+              timestamp_ms: int | None = None) -> RecordFuture:
         """Queue one record; returns a future for its RecordMetadata. Any thread.
 
-        This is the per-record hot path: one C call (the accumulator's
-        append_fast) for a record of plain bytes without headers going to an
-        open batch with room; everything else, and everything per batch,
-        takes _send_slow.
+        Everything send() does; send() calls it for what its C fast path does
+        not take (and so does nothing twice: the fast path changes nothing
+        when it declines). Serializers, then the same fast path, then the
+        accumulator's slow path.
         """
         if self._key_serializer is not None and key is not None:
             key = self._key_serializer(key)

@@ -14,6 +14,9 @@
  *                 changing nothing, when the record needs the accumulator's slow
  *                 path (no open batch, the batch would fill, the buffer is full,
  *                 a topic not yet registered, an argument not of the plain type).
+ * ProducerBase    the base of Producer: send() parses the common call and
+ *                 appends with the Appender in one C call; anything else goes
+ *                 to Producer._send, in Python, with the same arguments.
  *
  * Threads and the GIL. Every function here keeps the GIL and, from the moment it
  * reads shared state to its last change of it, calls nothing that can run Python
@@ -554,12 +557,8 @@ static int64_t now_ms(void) {
 
 /* The fast path; see the top of the file. Arguments are positional:
  * (topic, value, key, partition, timestamp_ms). */
-static PyObject *appender_append(Appender *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (!check_arg_count("append", nargs, 5)) {
-        return NULL;
-    }
-    PyObject *topic = args[0], *value = args[1], *key = args[2], *partition = args[3],
-             *timestamp = args[4];
+static PyObject *append_record(Appender *self, PyObject *topic, PyObject *value, PyObject *key,
+                               PyObject *partition, PyObject *timestamp) {
     if (self->closed || !PyUnicode_CheckExact(topic)) {
         Py_RETURN_NONE;
     }
@@ -637,6 +636,13 @@ static PyObject *appender_append(Appender *self, PyObject *const *args, Py_ssize
     Py_INCREF(slot->result);
     future->batch = slot->result;
     return (PyObject *)future;
+}
+
+static PyObject *appender_append(Appender *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (!check_arg_count("append", nargs, 5)) {
+        return NULL;
+    }
+    return append_record(self, args[0], args[1], args[2], args[3], args[4]);
 }
 
 static PyObject *appender_add_topic(Appender *self, PyObject *args) {
@@ -790,6 +796,115 @@ static PyTypeObject AppenderType = {
     .tp_members = appender_members,
 };
 
+/* ---- ProducerBase ------------------------------------------------------------------ */
+
+/* Producer.send: the arguments of the common call, send(topic, value, key=...,
+ * partition=..., timestamp_ms=...), parsed here and handed to append_record in
+ * one C call; any other call, or a record append_record declines, goes to the
+ * Python method Producer._send with the very same arguments, which is the
+ * reference for what send does. */
+typedef struct {
+    PyObject_HEAD
+    Appender *appender;    /* NULL: every call goes to _send (serializers are set) */
+} ProducerBase;
+
+static PyObject *str_send_python, *str_value, *str_key, *str_partition, *str_timestamp_ms;
+
+static int same_name(PyObject *name, PyObject *interned) {
+    return name == interned || PyUnicode_Compare(name, interned) == 0;
+}
+
+static PyObject *send_python(PyObject *self, PyObject *const *args, size_t nargsf,
+                             PyObject *kwnames) {
+    PyObject *method = PyObject_GetAttr(self, str_send_python);
+    if (method == NULL) {
+        return NULL;
+    }
+    PyObject *result = PyObject_Vectorcall(method, args, nargsf, kwnames);
+    Py_DECREF(method);
+    return result;
+}
+
+static PyObject *producer_send(ProducerBase *self, PyObject *const *args, size_t nargsf,
+                               PyObject *kwnames) {
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    if (self->appender == NULL || nargs < 1 || nargs > 2) {
+        return send_python((PyObject *)self, args, nargsf, kwnames);
+    }
+    PyObject *value = nargs == 2 ? args[1] : Py_None, *key = Py_None, *partition = Py_None,
+             *timestamp = Py_None;
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, i), *arg = args[nargs + i];
+        if (same_name(name, str_key)) {
+            key = arg;
+        } else if (same_name(name, str_partition)) {
+            partition = arg;
+        } else if (same_name(name, str_timestamp_ms)) {
+            timestamp = arg;
+        } else if (nargs == 1 && same_name(name, str_value)) {
+            value = arg;
+        } else {   /* headers, or a mistake _send reports */
+            return send_python((PyObject *)self, args, nargsf, kwnames);
+        }
+    }
+    PyObject *future = append_record(self->appender, args[0], value, key, partition, timestamp);
+    if (future != Py_None) {
+        return future;   /* or NULL: an error */
+    }
+    Py_DECREF(future);
+    return send_python((PyObject *)self, args, nargsf, kwnames);
+}
+
+static PyObject *producer_set_fast_path(ProducerBase *self, PyObject *appender) {
+    if (appender != Py_None && !PyObject_TypeCheck(appender, &AppenderType)) {
+        PyErr_SetString(PyExc_TypeError, "_set_fast_path takes an Appender or None");
+        return NULL;
+    }
+    Py_XSETREF(self->appender, appender == Py_None ? NULL : (Appender *)Py_NewRef(appender));
+    Py_RETURN_NONE;
+}
+
+static int producer_traverse(ProducerBase *self, visitproc visit, void *arg) {
+    Py_VISIT(self->appender);
+    return 0;
+}
+
+static int producer_clear(ProducerBase *self) {
+    Py_CLEAR(self->appender);
+    return 0;
+}
+
+static void producer_dealloc(ProducerBase *self) {
+    PyObject_GC_UnTrack(self);
+    producer_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef producer_methods[] = {
+    {"send", (PyCFunction)(void (*)(void))producer_send, METH_FASTCALL | METH_KEYWORDS,
+     "send($self, topic, value=None, *, key=None, partition=None, headers=None, "
+     "timestamp_ms=None)\n--\n\n"
+     "Queue one record; returns a future for its RecordMetadata. Any thread.\n\n"
+     "The per-record hot path, in C for the common call; see Producer._send."},
+    {"_set_fast_path", (PyCFunction)producer_set_fast_path, METH_O,
+     "_set_fast_path(appender or None): where send() appends without calling _send."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ProducerBaseType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "plinth._producer.ProducerBase",
+    .tp_doc = "The base of Producer: send() for the common call.",
+    .tp_basicsize = sizeof(ProducerBase),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)producer_dealloc,
+    .tp_traverse = (traverseproc)producer_traverse,
+    .tp_clear = (inquiry)producer_clear,
+    .tp_methods = producer_methods,
+};
+
 /* ---- Module ------------------------------------------------------------------------ */
 
 static struct PyModuleDef module = {
@@ -798,9 +913,17 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__producer(void) {
-    PyTypeObject *types[] = {&ColumnsType, &FutureBaseType, &AppenderType};
-    const char *names[] = {"RecordColumns", "FutureBase", "Appender"};
-    for (int i = 0; i < 3; i++) {
+    PyTypeObject *types[] = {&ColumnsType, &FutureBaseType, &AppenderType, &ProducerBaseType};
+    const char *names[] = {"RecordColumns", "FutureBase", "Appender", "ProducerBase"};
+    PyObject **strings[] = {&str_send_python, &str_value, &str_key, &str_partition,
+                            &str_timestamp_ms};
+    const char *texts[] = {"_send", "value", "key", "partition", "timestamp_ms"};
+    for (int i = 0; i < 5; i++) {
+        if ((*strings[i] = PyUnicode_InternFromString(texts[i])) == NULL) {
+            return NULL;
+        }
+    }
+    for (int i = 0; i < 4; i++) {
         if (PyType_Ready(types[i]) < 0) {
             return NULL;
         }
@@ -809,7 +932,7 @@ PyMODINIT_FUNC PyInit__producer(void) {
     if (m == NULL) {
         return NULL;
     }
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         if (PyModule_AddObjectRef(m, names[i], (PyObject *)types[i]) < 0) {
             Py_DECREF(m);
             return NULL;

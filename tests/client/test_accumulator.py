@@ -172,11 +172,11 @@ def test_the_fast_path_leaves_anything_unusual_to_the_slow_path_and_changes_noth
     acc = accumulator()
     for partition in range(4):
         send(acc, partition=partition)
-    buffered = acc._appender.buffered_bytes
+    buffered = acc.appender.buffered_bytes
     # When the fast path is offered an unusual record
     # Then it declines, and nothing was appended
     assert acc.append_fast(*args) is None
-    assert acc._appender.buffered_bytes == buffered
+    assert acc.appender.buffered_bytes == buffered
     assert [b.builder.record_count for b in drain_all(acc)] == [1, 1, 1, 1]
 
 
@@ -242,7 +242,7 @@ def test_concurrent_senders_and_a_draining_sender_thread_lose_and_duplicate_noth
     assert len(got) == len(expected) and set(got) == expected
     metadata = [f.get(10) for fs in futures for f in fs]
     assert len({(m.partition, m.offset) for m in metadata}) == len(expected)
-    assert acc._appender.buffered_bytes == 0
+    assert acc.appender.buffered_bytes == 0
 
 
 # --- Futures --------------------------------------------------------------------------------
