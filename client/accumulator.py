@@ -25,7 +25,7 @@ import threading
 import time
 from collections import deque
 
-from plinth._producer import RECORD_OVERHEAD_BYTES, Appender
+from plinth._producer import RECORD_OVERHEAD_BYTES, Appender, RecordColumns
 from plinth.client.futures import BatchResult, RecordFuture
 from plinth.client.partitioner import StickyPartitioner
 from plinth.client.record_batch import BatchBuilder
@@ -37,10 +37,10 @@ class OpenBatch:
     __slots__ = ("topic", "partition", "builder", "result", "created_s",
                  "encoded", "attempts", "retry_at_s")
 
-    def __init__(self, topic: str, partition: int):
+    def __init__(self, topic: str, partition: int, columns: RecordColumns | None = None):
         self.topic = topic
         self.partition = partition
-        self.builder = BatchBuilder()
+        self.builder = BatchBuilder(columns)
         self.result = BatchResult(topic, partition)
         self.created_s = time.monotonic()
         self.encoded: bytes | None = None   # the RecordBatch as sent; kept for retries
@@ -77,6 +77,8 @@ class RecordAccumulator:
         self._ready: deque[OpenBatch] = deque()
         self._incomplete: set[BatchResult] = set()
         self._flushes = 0
+        # Columns of completed batches, cleared, for new batches to reuse.
+        self._spare_columns: list[RecordColumns] = []
 
     def add_topic(self, topic: str, partition_count: int) -> None:
         """Any thread: make the topic known (once; later calls do nothing)."""
@@ -144,7 +146,8 @@ class RecordAccumulator:
             self._cond.wait(remaining)
 
     def _new_batch(self, topic: str, partition: int) -> OpenBatch:
-        batch = OpenBatch(topic, partition)
+        spare = self._spare_columns.pop() if self._spare_columns else None
+        batch = OpenBatch(topic, partition, spare)
         self._open[(topic, partition)] = batch
         self.appender.open_batch(topic, partition, batch.builder.columns, batch.result)
         self._incomplete.add(batch.result)
@@ -188,12 +191,24 @@ class RecordAccumulator:
             return min(b.created_s for b in waiting) + self.linger_s
 
     def complete(self, batch: OpenBatch, base_offset: int | None, error=None) -> None:
-        """Sender thread: resolve a batch's futures and free its buffer bytes."""
+        """Sender thread: resolve a batch's futures and free its buffer bytes.
+
+        The batch's columns go to the spares (its builder is left without
+        columns): nothing may use the batch's builder or ``bytes`` after this.
+        """
         batch.result.resolve(base_offset, error)
         with self._cond:
             self._incomplete.discard(batch.result)
             self.appender.release(batch.bytes)
+            self._recycle(batch)
             self._cond.notify_all()
+
+    def _recycle(self, batch: OpenBatch) -> None:
+        """Keep the columns of a completed batch for a new one. Lock held."""
+        columns, batch.builder.columns = batch.builder.columns, None
+        if len(self._spare_columns) < limits.PRODUCER_SPARE_BATCHES_MAX:
+            columns.clear()
+            self._spare_columns.append(columns)
 
     def begin_flush(self) -> list[BatchResult]:
         with self._cond:

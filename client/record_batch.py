@@ -139,8 +139,11 @@ class BatchBuilder:
 
     __slots__ = ("columns", "_headers", "_headers_bytes")
 
-    def __init__(self) -> None:
-        self.columns = RecordColumns()
+    def __init__(self, columns: RecordColumns | None = None) -> None:
+        """``columns``: empty RecordColumns to reuse (their buffers), or None for new ones."""
+        if columns is not None and columns.record_count:
+            raise ValueError(f"columns to reuse hold {columns.record_count} records")
+        self.columns = columns if columns is not None else RecordColumns()
         self._headers: list[tuple[int, list[tuple[str, bytes]]]] = []
         self._headers_bytes = 0
 

@@ -333,7 +333,10 @@ static PyObject *columns_encode(Columns *c, PyObject *const *args, Py_ssize_t na
         return NULL;
     }
     unsigned char *out = (unsigned char *)PyBytes_AS_STRING(encoded);
-    memset(out, 0, (size_t)WORD_BYTES * (size_t)(1 + segment_words));
+    /* Zero the fixed part; each blob zeroes its own padding below (not the whole
+     * message: that would touch every page of it twice). */
+    const Py_ssize_t fixed_words = 1 + 1 + ROOT_DATA_WORDS + ROOT_POINTER_WORDS;
+    memset(out, 0, (size_t)WORD_BYTES * (size_t)fixed_words);
     put_le32(out + 4, (uint32_t)segment_words);
     unsigned char *segment = out + WORD_BYTES;
     put_le32(segment + 4, ROOT_DATA_WORDS | (ROOT_POINTER_WORDS << 16));
@@ -355,6 +358,8 @@ static PyObject *columns_encode(Columns *c, PyObject *const *args, Py_ssize_t na
     for (int i = 0; i < DATA_POINTERS; i++) {
         put_data_pointer(segment, pointers_at + i, target, blob_bytes[i]);
         blob = segment + target * WORD_BYTES;
+        Py_ssize_t padded_bytes = padded_words(blob_bytes[i]) * WORD_BYTES;
+        memset(blob + blob_bytes[i], 0, (size_t)(padded_bytes - blob_bytes[i]));
         if (i == 1 || i == 3) {
             put_int32_column(blob, sources[i], n);
         } else if (i != 0 && blob_bytes[i] > 0) {
@@ -365,7 +370,19 @@ static PyObject *columns_encode(Columns *c, PyObject *const *args, Py_ssize_t na
     return encoded;
 }
 
+static PyObject *columns_clear(Columns *c, PyObject *unused) {
+    c->count = 0;
+    c->keys_bytes = 0;
+    c->values_bytes = 0;
+    c->timestamp_min_ms = 0;
+    c->timestamp_max_ms = 0;
+    c->accounted_bytes = 0;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef columns_methods[] = {
+    {"clear", (PyCFunction)columns_clear, METH_NOARGS,
+     "clear(): no records, keeping the buffers for the next batch."},
     {"append", (PyCFunction)(void (*)(void))columns_append, METH_FASTCALL,
      "append(key, value, timestamp_ms) -> index: one record; key and value bytes-like or None."},
     {"encode", (PyCFunction)(void (*)(void))columns_encode, METH_FASTCALL,

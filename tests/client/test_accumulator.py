@@ -295,3 +295,20 @@ def test_the_appender_checks_its_arguments():
 def test_encoding_empty_columns_is_refused():
     with pytest.raises(ValueError):
         RecordColumns().encode(-1, -1)
+
+
+def test_a_new_batch_reusing_the_columns_of_an_acknowledged_one_holds_only_its_own_records():
+    # Given a batch of three records, sent and acknowledged
+    acc = accumulator()
+    for i in range(3):
+        send(acc, partition=0, key=b"old-key", value=b"old-%d" % i)
+    [first] = drain_all(acc)
+    first.builder.build()
+    acc.complete(first, 0)
+    # When the next batch is filled (with the first one's column buffers)
+    send(acc, partition=0, key=None, value=b"new")
+    [second] = drain_all(acc)
+    # Then it encodes its one record only, and the first batch's builder is spent
+    assert [(r.key, r.value) for r in decode_records("t", 0, 0, second.builder.build())] == \
+        [(None, b"new")]
+    assert first.builder.columns is None
