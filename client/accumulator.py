@@ -28,7 +28,7 @@ from collections import deque
 from plinth._producer import RECORD_OVERHEAD_BYTES, Appender, RecordColumns
 from plinth.client.futures import BatchResult, RecordFuture
 from plinth.client.partitioner import StickyPartitioner
-from plinth.client.record_batch import BatchBuilder
+from plinth.client.record_batch import TIMESTAMP_SPAN_MS_MAX, BatchBuilder
 from plinth import limits
 from plinth.errors import PlinthTimeoutError, RecordTooLargeError
 
@@ -85,7 +85,8 @@ class RecordAccumulator:
         with self._lock:
             if topic not in self._sticky:
                 sticky = self._sticky[topic] = StickyPartitioner(partition_count)
-                self.appender.add_topic(topic, partition_count, sticky.partition())
+                # str(): the C side takes exact str keys only (see add_topic).
+                self.appender.add_topic(str(topic), partition_count, sticky.partition())
 
     def refuse_appends(self) -> None:
         """Any thread (Producer.close): the fast path stops taking records."""
@@ -108,30 +109,45 @@ class RecordAccumulator:
             appender = self.appender
             if appender.buffered_bytes and appender.buffered_bytes + size > self.buffer_bytes_max:
                 self._wait_for_room(size)
-            batch = self._batch_with_room(topic, partition, size)
+            batch = self._batch_with_room(topic, partition, size, timestamp_ms)
             index = batch.builder.append(key, value, timestamp_ms, headers)
             appender.reserve(size)
             if batch.bytes >= self.batch_bytes_max:
                 self._seal(batch)
         return RecordFuture(batch.result, index)
 
-    def _batch_with_room(self, topic: str, partition: int | None, size: int) -> OpenBatch:
+    def _batch_with_room(self, topic: str, partition: int | None, size: int,
+                         timestamp_ms: int) -> OpenBatch:
         """The open batch the record goes to, opened if need be. Lock held."""
         sticky = partition is None
         if sticky:
             partition = self._sticky[topic].partition()
-        batch = self._open.get((topic, partition))
-        if batch is not None and batch.bytes + size > self.batch_bytes_max:
-            self._seal(batch)
-            batch = None
+        batch = self._open_with_room(topic, partition, size, timestamp_ms)
         if batch is None and sticky:
             partition = self._sticky[topic].next_batch()
             self.appender.set_sticky(topic, partition)
-            batch = self._open.get((topic, partition))
-            if batch is not None and batch.bytes + size > self.batch_bytes_max:
-                self._seal(batch)
-                batch = None
+            batch = self._open_with_room(topic, partition, size, timestamp_ms)
         return batch if batch is not None else self._new_batch(topic, partition)
+
+    def _open_with_room(self, topic: str, partition: int, size: int,
+                        timestamp_ms: int) -> OpenBatch | None:
+        """The partition's open batch if the record fits in it; else None, the
+        batch (if any) sealed. Lock held.
+
+        A record fits if the batch stays within batch_bytes_max and its
+        timestamps within the UInt32 of ms that timestampDeltasMs holds (a
+        batch spanning more could not be encoded).
+        """
+        batch = self._open.get((topic, partition))
+        if batch is None:
+            return None
+        columns = batch.builder.columns
+        span_ms = max(columns.timestamp_max_ms, timestamp_ms) - \
+            min(columns.timestamp_min_ms, timestamp_ms) if columns.record_count else 0
+        if batch.bytes + size > self.batch_bytes_max or span_ms > TIMESTAMP_SPAN_MS_MAX:
+            self._seal(batch)
+            return None
+        return batch
 
     def _wait_for_room(self, size: int) -> None:
         deadline = time.monotonic() + self.max_block_s

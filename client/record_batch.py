@@ -56,7 +56,7 @@ _RecordBatch = _schema.RecordBatch
 _LENGTH_DTYPE = np.dtype("<i4")         # keyLengths, valueLengths
 _DELTA_DTYPE = np.dtype("<u4")          # timestampDeltasMs
 _COLUMN_ENTRY_BYTES = 4
-_TIMESTAMP_DELTA_MS_MAX = 0xFFFF_FFFF   # a UInt32 delta
+TIMESTAMP_SPAN_MS_MAX = 0xFFFF_FFFF     # a UInt32 delta: the most one batch's timestamps span
 _NULL_LENGTH = -1
 
 # Encoded size of everything but the columns' contents: segment table (8),
@@ -204,10 +204,10 @@ class BatchBuilder:
         base_timestamp_ms = self.columns.timestamp_min_ms
         max_timestamp_ms = self.columns.timestamp_max_ms
         span_ms = max_timestamp_ms - base_timestamp_ms
-        if span_ms > _TIMESTAMP_DELTA_MS_MAX:
+        if span_ms > TIMESTAMP_SPAN_MS_MAX:
             raise InvalidBatchError(
                 f"record timestamps span {span_ms} ms ({base_timestamp_ms} to "
-                f"{max_timestamp_ms}), over the {_TIMESTAMP_DELTA_MS_MAX} ms one batch holds")
+                f"{max_timestamp_ms}), over the {TIMESTAMP_SPAN_MS_MAX} ms one batch holds")
 
 
 def _checked_headers(index: int, headers) -> tuple[list[tuple[str, bytes]], int]:

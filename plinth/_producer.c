@@ -12,8 +12,9 @@
  *                 the key, or the sticky partition) and one record appended to
  *                 an open batch that has room, returning its future; or None,
  *                 changing nothing, when the record needs the accumulator's slow
- *                 path (no open batch, the batch would fill, the buffer is full,
- *                 a topic not yet registered, an argument not of the plain type).
+ *                 path (no open batch, the batch would fill or its timestamps
+ *                 would span more than a UInt32 of ms, the buffer is full, a
+ *                 topic not yet registered, an argument not of the plain type).
  * ProducerBase    the base of Producer: send() parses the common call and
  *                 appends with the Appender in one C call; anything else goes
  *                 to Producer._send, in Python, with the same arguments.
@@ -201,6 +202,17 @@ static Py_ssize_t columns_commit(Columns *c, const void *key, Py_ssize_t key_len
                           (value_length > 0 ? value_length : 0);
     c->count = index + 1;
     return index;
+}
+
+/* Whether the batch's timestamps, with timestamp_ms, still span at most a UInt32
+ * of ms (the timestampDeltasMs column). */
+static int columns_span_fits(const Columns *c, int64_t timestamp_ms) {
+    if (c->count == 0) {
+        return 1;
+    }
+    int64_t low = timestamp_ms < c->timestamp_min_ms ? timestamp_ms : c->timestamp_min_ms;
+    int64_t high = timestamp_ms > c->timestamp_max_ms ? timestamp_ms : c->timestamp_max_ms;
+    return (uint64_t)high - (uint64_t)low <= UINT32_MAX;
 }
 
 static PyObject *columns_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
@@ -636,7 +648,8 @@ static PyObject *append_record(Appender *self, PyObject *topic, PyObject *value,
                      (value_length > 0 ? value_length : 0);
     if (slot->columns == NULL || size > self->record_bytes_max ||
         (self->buffered_bytes > 0 && self->buffered_bytes + size > self->buffer_bytes_max) ||
-        slot->columns->accounted_bytes + size >= self->batch_bytes_max) {
+        slot->columns->accounted_bytes + size >= self->batch_bytes_max ||
+        !columns_span_fits(slot->columns, timestamp_ms)) {
         Py_DECREF(future);
         Py_RETURN_NONE;
     }
@@ -666,6 +679,11 @@ static PyObject *appender_add_topic(Appender *self, PyObject *args) {
     PyObject *topic;
     Py_ssize_t partition_count, sticky;
     if (!PyArg_ParseTuple(args, "Unn:add_topic", &topic, &partition_count, &sticky)) {
+        return NULL;
+    }
+    if (!PyUnicode_CheckExact(topic)) {
+        /* A str subclass could run Python code when append() looks it up. */
+        PyErr_SetString(PyExc_TypeError, "topic must be a str, not a subclass");
         return NULL;
     }
     if (partition_count < 1 || partition_count > (1 << 20) || sticky < 0 ||

@@ -312,3 +312,18 @@ def test_a_new_batch_reusing_the_columns_of_an_acknowledged_one_holds_only_its_o
     assert [(r.key, r.value) for r in decode_records("t", 0, 0, second.builder.build())] == \
         [(None, b"new")]
     assert first.builder.columns is None
+
+
+@pytest.mark.parametrize("later_ms", [T0_MS + 2**32, T0_MS - 2**32, 2**62, -(2**62)])
+def test_a_record_too_far_in_time_from_its_batch_starts_a_new_one_on_either_path(later_ms):
+    # Given an open batch with a record at T0 and one at T0 + 1 ms
+    acc = accumulator()
+    send(acc, partition=0, timestamp_ms=T0_MS)
+    send(acc, partition=0, timestamp_ms=T0_MS + 1)
+    # When a record more than a UInt32 of ms away is sent, keyed or not
+    far = send(acc, partition=0, timestamp_ms=later_ms)
+    # Then it starts a new batch, and every batch can be encoded
+    batches = drain_all(acc)
+    assert [b.builder.record_count for b in batches] == [2, 1] and far._index == 0
+    for batch in batches:
+        batch.builder.build()

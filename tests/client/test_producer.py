@@ -127,3 +127,14 @@ def test_send_after_close_raises_closed_error_on_the_fast_path_too(broker):
     producer.close()
     with pytest.raises(ClosedError):
         producer.send("t", b"late", partition=0)
+
+
+def test_records_whose_timestamps_are_far_apart_are_all_delivered(broker):
+    # Given records for one partition 50 days apart (more than a UInt32 of ms)
+    now_ms = time.time_ns() // 1_000_000
+    with Producer(broker=broker.url, linger_ms=50) as producer:
+        futures = [producer.send("t", b"%d" % i, partition=0,
+                                 timestamp_ms=now_ms - (i % 2) * 50 * 86_400_000)
+                   for i in range(4)]
+        # Then every one is acknowledged (the sender is not brought down by one batch)
+        assert all(f.get(10).partition == 0 for f in futures)
