@@ -307,6 +307,44 @@ static void put_data_pointer(unsigned char *segment, Py_ssize_t at, Py_ssize_t t
     put_le32(p + 4, ((uint32_t)bytes << 3) | 2u);              /* element size: byte */
 }
 
+/* The fixed part: segment table, root pointer, data section, zeroed pointers. */
+static void encode_fixed_words(unsigned char *out, const Columns *c, Py_ssize_t segment_words,
+                               long long producer_id, long base_sequence) {
+    memset(out, 0, (size_t)WORD_BYTES * (2 + ROOT_DATA_WORDS + ROOT_POINTER_WORDS));
+    put_le32(out + 4, (uint32_t)segment_words);
+    unsigned char *segment = out + WORD_BYTES;
+    put_le32(segment + 4, ROOT_DATA_WORDS | (ROOT_POINTER_WORDS << 16));
+    unsigned char *data = segment + WORD_BYTES;
+    put_le32(data, (uint32_t)c->count);
+    put_le32(data + 4, (uint32_t)(int32_t)base_sequence ^ 0xFFFFFFFFu);
+    put_le64(data + 8, (uint64_t)c->timestamp_min_ms);
+    put_le64(data + 16, (uint64_t)c->timestamp_max_ms);
+    put_le64(data + 24, (uint64_t)producer_id ^ UINT64_MAX);
+}
+
+/* The five Data blobs after the pointers, each pointed to and zero-padded. */
+static void encode_blobs(unsigned char *segment, const Columns *c,
+                         const Py_ssize_t blob_bytes[DATA_POINTERS]) {
+    const Py_ssize_t pointers_at = 1 + ROOT_DATA_WORDS;
+    Py_ssize_t target = pointers_at + ROOT_POINTER_WORDS;
+    for (int i = 0; i < DATA_POINTERS; i++) {
+        put_data_pointer(segment, pointers_at + i, target, blob_bytes[i]);
+        unsigned char *blob = segment + target * WORD_BYTES;
+        Py_ssize_t padded_bytes = padded_words(blob_bytes[i]) * WORD_BYTES;
+        memset(blob + blob_bytes[i], 0, (size_t)(padded_bytes - blob_bytes[i]));
+        if (i == 0) {          /* timestampDeltasMs */
+            for (Py_ssize_t r = 0; r < c->count; r++) {
+                put_le32(blob + 4 * r, (uint32_t)(c->timestamps_ms[r] - c->timestamp_min_ms));
+            }
+        } else if (i == 1 || i == 3) {
+            put_int32_column(blob, i == 1 ? c->key_lengths : c->value_lengths, c->count);
+        } else if (blob_bytes[i] > 0) {
+            memcpy(blob, i == 2 ? c->keys : c->values, (size_t)blob_bytes[i]);
+        }
+        target += padded_words(blob_bytes[i]);
+    }
+}
+
 static PyObject *columns_encode(Columns *c, PyObject *const *args, Py_ssize_t nargs) {
     if (!check_arg_count("encode", nargs, 2)) {
         return NULL;
@@ -344,41 +382,11 @@ static PyObject *columns_encode(Columns *c, PyObject *const *args, Py_ssize_t na
     if (encoded == NULL) {
         return NULL;
     }
+    /* Written field by field, never cleared as a whole: that would touch every
+     * page of a megabyte message twice. */
     unsigned char *out = (unsigned char *)PyBytes_AS_STRING(encoded);
-    /* Zero the fixed part; each blob zeroes its own padding below (not the whole
-     * message: that would touch every page of it twice). */
-    const Py_ssize_t fixed_words = 1 + 1 + ROOT_DATA_WORDS + ROOT_POINTER_WORDS;
-    memset(out, 0, (size_t)WORD_BYTES * (size_t)fixed_words);
-    put_le32(out + 4, (uint32_t)segment_words);
-    unsigned char *segment = out + WORD_BYTES;
-    put_le32(segment + 4, ROOT_DATA_WORDS | (ROOT_POINTER_WORDS << 16));
-    unsigned char *data = segment + WORD_BYTES;
-    put_le32(data, (uint32_t)n);
-    put_le32(data + 4, (uint32_t)(int32_t)base_sequence ^ 0xFFFFFFFFu);
-    put_le64(data + 8, (uint64_t)c->timestamp_min_ms);
-    put_le64(data + 16, (uint64_t)c->timestamp_max_ms);
-    put_le64(data + 24, (uint64_t)producer_id ^ UINT64_MAX);
-
-    Py_ssize_t pointers_at = 1 + ROOT_DATA_WORDS;
-    Py_ssize_t target = pointers_at + ROOT_POINTER_WORDS;
-    unsigned char *blob = segment + target * WORD_BYTES;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        put_le32(blob + 4 * i, (uint32_t)(c->timestamps_ms[i] - c->timestamp_min_ms));
-    }
-    const void *sources[DATA_POINTERS] = {NULL, c->key_lengths, c->keys, c->value_lengths,
-                                          c->values};
-    for (int i = 0; i < DATA_POINTERS; i++) {
-        put_data_pointer(segment, pointers_at + i, target, blob_bytes[i]);
-        blob = segment + target * WORD_BYTES;
-        Py_ssize_t padded_bytes = padded_words(blob_bytes[i]) * WORD_BYTES;
-        memset(blob + blob_bytes[i], 0, (size_t)(padded_bytes - blob_bytes[i]));
-        if (i == 1 || i == 3) {
-            put_int32_column(blob, sources[i], n);
-        } else if (i != 0 && blob_bytes[i] > 0) {
-            memcpy(blob, sources[i], (size_t)blob_bytes[i]);
-        }
-        target += padded_words(blob_bytes[i]);
-    }
+    encode_fixed_words(out, c, segment_words, producer_id, base_sequence);
+    encode_blobs(out + WORD_BYTES, c, blob_bytes);
     return encoded;
 }
 
@@ -584,36 +592,82 @@ static int64_t now_ms(void) {
     return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 }
 
-/* The fast path; see the top of the file. Arguments are positional:
- * (topic, value, key, partition, timestamp_ms). */
+/* The length of a plain key or value (-1 for None) in *length; 0 if it is not
+ * None or exact bytes. */
+static int plain_blob_length(PyObject *obj, Py_ssize_t *length) {
+    if (obj == Py_None) {
+        *length = NULL_LENGTH;
+        return 1;
+    }
+    if (!PyBytes_CheckExact(obj)) {
+        return 0;
+    }
+    *length = PyBytes_GET_SIZE(obj);
+    return 1;
+}
+
+/* A plain timestamp (None: now, or an exact int64) in *timestamp_ms; 0 if not. */
+static int plain_timestamp(PyObject *obj, int64_t *timestamp_ms) {
+    if (obj == Py_None) {
+        *timestamp_ms = now_ms();
+        return 1;
+    }
+    int overflow = 0;
+    if (!PyLong_CheckExact(obj)) {
+        return 0;
+    }
+    *timestamp_ms = PyLong_AsLongLongAndOverflow(obj, &overflow);
+    return !overflow;
+}
+
+/* The record's slot: explicit partition, murmur2 of the key, or the sticky one.
+ * NULL to decline (an error set only if the topic lookup failed). */
+static Slot *record_slot(Appender *self, PyObject *topic, PyObject *key, Py_ssize_t key_length,
+                         PyObject *partition) {
+    PyObject *capsule = PyDict_GetItemWithError(self->topics, topic);
+    if (capsule == NULL) {
+        return NULL;
+    }
+    TopicSlots *t = PyCapsule_GetPointer(capsule, NULL);
+    Py_ssize_t p;
+    if (partition != Py_None) {
+        int overflow = 0;
+        if (!PyLong_CheckExact(partition)) {
+            return NULL;
+        }
+        long long asked = PyLong_AsLongLongAndOverflow(partition, &overflow);
+        if (overflow || asked < 0 || asked >= t->partition_count) {
+            return NULL;   /* the slow path raises the right error */
+        }
+        p = (Py_ssize_t)asked;
+    } else if (key != Py_None) {
+        uint32_t hash = (uint32_t)kafka_murmur2((const unsigned char *)PyBytes_AS_STRING(key),
+                                                key_length);
+        p = (Py_ssize_t)((hash & 0x7FFFFFFFu) % (uint32_t)t->partition_count);
+    } else {
+        p = t->sticky;
+    }
+    return &t->slots[p];
+}
+
+/* Whether the slot's open batch, and the buffer, take a record of `size`
+ * accounted bytes without filling up. */
+static int slot_has_room(Appender *self, const Slot *slot, long long size, int64_t timestamp_ms) {
+    return slot->columns != NULL && size <= self->record_bytes_max &&
+           (self->buffered_bytes == 0 || self->buffered_bytes + size <= self->buffer_bytes_max) &&
+           slot->columns->accounted_bytes + size < self->batch_bytes_max &&
+           columns_span_fits(slot->columns, timestamp_ms);
+}
+
+/* The fast path; see the top of the file. A future, None to decline (nothing
+ * changed), or NULL with an error set. */
 static PyObject *append_record(Appender *self, PyObject *topic, PyObject *value, PyObject *key,
                                PyObject *partition, PyObject *timestamp) {
-    if (self->closed || !PyUnicode_CheckExact(topic)) {
-        Py_RETURN_NONE;
-    }
-    Py_ssize_t key_length = NULL_LENGTH, value_length = NULL_LENGTH;
-    if (key != Py_None) {
-        if (!PyBytes_CheckExact(key)) {
-            Py_RETURN_NONE;
-        }
-        key_length = PyBytes_GET_SIZE(key);
-    }
-    if (value != Py_None) {
-        if (!PyBytes_CheckExact(value)) {
-            Py_RETURN_NONE;
-        }
-        value_length = PyBytes_GET_SIZE(value);
-    }
+    Py_ssize_t key_length, value_length;
     int64_t timestamp_ms;
-    if (timestamp == Py_None) {
-        timestamp_ms = now_ms();
-    } else {
-        int overflow = 0;
-        timestamp_ms = PyLong_CheckExact(timestamp) ?
-            PyLong_AsLongLongAndOverflow(timestamp, &overflow) : -1;
-        if (!PyLong_CheckExact(timestamp) || overflow) {
-            Py_RETURN_NONE;
-        }
+    if (self->closed || !PyUnicode_CheckExact(topic) || !plain_blob_length(key, &key_length) ||
+        !plain_blob_length(value, &value_length) || !plain_timestamp(timestamp, &timestamp_ms)) {
+        Py_RETURN_NONE;
     }
     /* The one call here that can run Python code, and so let other threads in:
      * allocating a GC-tracked object may start a collection. So it comes before
@@ -622,36 +676,12 @@ static PyObject *append_record(Appender *self, PyObject *topic, PyObject *value,
     if (future == NULL) {
         return NULL;
     }
-    PyObject *capsule = PyDict_GetItemWithError(self->topics, topic);
-    if (capsule == NULL) {
-        Py_DECREF(future);
-        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
-    }
-    TopicSlots *t = PyCapsule_GetPointer(capsule, NULL);
-    Py_ssize_t p;
-    if (partition != Py_None) {
-        int overflow = 0;
-        p = PyLong_CheckExact(partition) ? (Py_ssize_t)PyLong_AsLongLongAndOverflow(partition, &overflow) : -1;
-        if (overflow || p < 0 || p >= t->partition_count) {
-            Py_DECREF(future);
-            Py_RETURN_NONE;   /* the slow path raises the right error */
-        }
-    } else if (key != Py_None) {
-        uint32_t positive = (uint32_t)kafka_murmur2((const unsigned char *)PyBytes_AS_STRING(key),
-                                                    key_length) & 0x7FFFFFFFu;
-        p = (Py_ssize_t)(positive % (uint32_t)t->partition_count);
-    } else {
-        p = t->sticky;
-    }
-    Slot *slot = &t->slots[p];
+    Slot *slot = record_slot(self, topic, key, key_length, partition);
     long long size = RECORD_OVERHEAD_BYTES + (key_length > 0 ? key_length : 0) +
                      (value_length > 0 ? value_length : 0);
-    if (slot->columns == NULL || size > self->record_bytes_max ||
-        (self->buffered_bytes > 0 && self->buffered_bytes + size > self->buffer_bytes_max) ||
-        slot->columns->accounted_bytes + size >= self->batch_bytes_max ||
-        !columns_span_fits(slot->columns, timestamp_ms)) {
+    if (slot == NULL || !slot_has_room(self, slot, size, timestamp_ms)) {
         Py_DECREF(future);
-        Py_RETURN_NONE;
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
     }
     if (columns_reserve(slot->columns, key_length, value_length) < 0) {
         Py_DECREF(future);
