@@ -5,6 +5,10 @@ thread with the batch's base offset or an error; each record's
 ``RecordFuture`` is the batch result plus the record's index in the batch, so
 resolving a batch of 10,000 records is one call, not 10,000. Any thread may
 wait on a future; callbacks run on the sender thread.
+
+A RecordFuture's two fields live in ``plinth._producer.FutureBase`` (C), so
+that the producer's fast path creates one without running Python code; its
+methods are here.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import threading
 from typing import Callable, NamedTuple
 
+from plinth._producer import FutureBase
 from plinth.errors import PlinthTimeoutError
 
 
@@ -78,37 +83,34 @@ class BatchResult:
         return self._done.is_set()
 
 
-class RecordFuture:
-    """What ``Producer.send`` returns: resolves to RecordMetadata(topic, partition, offset)."""
+class RecordFuture(FutureBase):
+    """What ``Producer.send`` returns: resolves to RecordMetadata(topic, partition, offset).
 
-    __slots__ = ("_batch", "_index")
+    ``RecordFuture(batch, index)``; ``batch`` (read-only) is the BatchResult
+    shared by every record of the record's batch, ``_index`` the record's
+    index in it.
+    """
 
-    def __init__(self, batch: BatchResult, index: int):
-        self._batch = batch
-        self._index = index
-
-    @property
-    def batch(self) -> BatchResult:
-        """The result shared by every record of this record's batch."""
-        return self._batch
+    __slots__ = ()
 
     def done(self) -> bool:
-        return self._batch.done()
+        return self.batch.done()
 
     def get(self, timeout: float | None = None) -> RecordMetadata:
         """Wait up to ``timeout`` seconds; raise the send's error if it failed."""
-        if not self._batch.wait(timeout):
+        batch = self.batch
+        if not batch.wait(timeout):
             raise PlinthTimeoutError(f"record not acknowledged within {timeout} s")
-        if self._batch.error is not None:
-            raise self._batch.error
-        return self._batch.metadata(self._index)
+        if batch.error is not None:
+            raise batch.error
+        return batch.metadata(self._index)
 
     result = get  # concurrent.futures spelling
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        if not self._batch.wait(timeout):
+        if not self.batch.wait(timeout):
             raise PlinthTimeoutError(f"record not acknowledged within {timeout} s")
-        return self._batch.error
+        return self.batch.error
 
     def add_callback(self, fn: Callable[[RecordMetadata], None]) -> "RecordFuture":
         return self._add(fn, None)
@@ -117,7 +119,7 @@ class RecordFuture:
         return self._add(None, fn)
 
     def _add(self, on_success, on_error) -> "RecordFuture":
-        batch = self._batch
+        batch = self.batch
         with batch._lock:
             if not batch.done():
                 batch._callbacks.append((on_success, on_error, self._index))

@@ -20,11 +20,12 @@ import threading
 import time
 
 from plinth import limits
+from plinth._producer import ProducerBase
 from plinth.client.accumulator import RecordAccumulator
 from plinth.client.admin import Admin
 from plinth.client.connection import broker_address
 from plinth.client.futures import RecordFuture
-from plinth.client.partitioner import StickyPartitioner, partition_for_key
+from plinth.client.partitioner import partition_for_key
 from plinth.client.sender import Sender
 from plinth.errors import ClosedError, PartitionOutOfRangeError, PlinthTimeoutError
 
@@ -36,7 +37,7 @@ def _as_bytes(data, what: str) -> bytes:
                     f"got {type(data).__name__}")
 
 
-class Producer:
+class Producer(ProducerBase):
     def __init__(self, *, broker: str | None = None, acks: int | str = 1,
                  linger_ms: float = limits.PRODUCER_LINGER_MS_DEFAULT,
                  batch_bytes_max: int = limits.PRODUCER_BATCH_BYTES_DEFAULT,
@@ -63,7 +64,6 @@ class Producer:
         self._admin = Admin(broker=address, request_timeout_ms=request_timeout_ms)
         self._admin_lock = threading.Lock()
         self._partition_counts: dict[str, int] = {}
-        self._sticky: dict[str, StickyPartitioner] = {}
         if delivery_timeout_ms < request_timeout_ms:
             raise ValueError(f"delivery_timeout_ms={delivery_timeout_ms} must be at least "
                              f"request_timeout_ms={request_timeout_ms}")
@@ -75,6 +75,9 @@ class Producer:
         self._accumulator = RecordAccumulator(
             batch_bytes_max=batch_bytes_max, linger_ms=linger_ms, buffer_bytes_max=buffer_memory,
             max_block_ms=max_block_ms, wake=self._sender.wake)
+        self._append_fast = self._accumulator.append_fast
+        has_serializers = key_serializer is not None or value_serializer is not None
+        self._set_fast_path(None if has_serializers else self._accumulator.appender)
         self._sender.start(self._accumulator)
         self._closed = False
 
@@ -84,27 +87,44 @@ class Producer:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def send(self, topic: str, value=None, *, key=None, partition: int | None = None,
-             headers: list[tuple[str, bytes]] | None = None,
-             timestamp_ms: int | None = None) -> RecordFuture:
+    # send(topic, value=None, *, key=None, partition=None, headers=None,
+    # timestamp_ms=None) -> RecordFuture is ProducerBase.send, in C: the
+    # per-record hot path. It appends a record of plain bytes without headers
+    # to an open batch with room in one C call, and hands every other call to
+    # _send, which is what send means.
+
+    def _send(self, topic: str, value=None, *, key=None, partition: int | None = None,
+              headers: list[tuple[str, bytes]] | None = None,
+              timestamp_ms: int | None = None) -> RecordFuture:
         """Queue one record; returns a future for its RecordMetadata. Any thread.
 
-        This is the per-record hot path: everything per batch happens later,
-        on the sender thread.
+        Everything send() does; send() calls it for what its C fast path does
+        not take (and so does nothing twice: the fast path changes nothing
+        when it declines). Serializers, then the same fast path, then the
+        accumulator's slow path.
         """
-        if self._closed:
-            raise ClosedError("producer is closed")
         if self._key_serializer is not None and key is not None:
             key = self._key_serializer(key)
         if self._value_serializer is not None and value is not None:
             value = self._value_serializer(value)
+        if headers is None:
+            future = self._append_fast(topic, value, key, partition, timestamp_ms)
+            if future is not None:
+                return future
+        return self._send_slow(topic, value, key, partition, headers, timestamp_ms)
+
+    def _send_slow(self, topic: str, value, key, partition: int | None, headers,
+                   timestamp_ms: int | None) -> RecordFuture:
+        """send() for what the C fast path does not take (see plinth/_producer.c)."""
+        if self._closed:
+            raise ClosedError("producer is closed")
         if key is not None and type(key) is not bytes:
             key = _as_bytes(key, "key")
         if value is not None and type(value) is not bytes:
             value = _as_bytes(value, "value")
         if timestamp_ms is None:
             timestamp_ms = time.time_ns() // 1_000_000
-        count = self._partition_counts.get(topic) or self.partitions_for(topic)
+        count = self.partitions_for(topic)
         if partition is not None:
             if not 0 <= partition < count:
                 raise PartitionOutOfRangeError(
@@ -112,14 +132,7 @@ class Producer:
                     f"{count} partitions (0 to {count - 1})")
         elif key is not None:
             partition = partition_for_key(key, count)
-        else:
-            sticky = self._sticky[topic]
-            future, full = self._accumulator.append(
-                topic, sticky.partition(), key, value, timestamp_ms, headers)
-            if full:
-                sticky.next_batch()
-            return future
-        return self._accumulator.append(topic, partition, key, value, timestamp_ms, headers)[0]
+        return self._accumulator.append(topic, partition, key, value, timestamp_ms, headers)
 
     def partitions_for(self, topic: str) -> int:
         """The topic's partition count (asked of the broker once, then cached)."""
@@ -127,7 +140,7 @@ class Producer:
         if count is None:
             with self._admin_lock:
                 count = self._admin.partition_count(topic)
-            self._sticky.setdefault(topic, StickyPartitioner(count))
+            self._accumulator.add_topic(topic, count)
             self._partition_counts[topic] = count
         return count
 
@@ -149,6 +162,7 @@ class Producer:
         if self._closed:
             return
         self._closed = True
+        self._accumulator.refuse_appends()
         try:
             self.flush(timeout)
         except PlinthTimeoutError:

@@ -30,21 +30,22 @@ Who calls what:
   * ``summarize_batch``  the shard actor, once per produced batch, untrusted input.
   * ``decode_records``   the consumer (client), once per fetched batch.
 
-Per-record work is kept to list/array appends when encoding; every check is
-a numpy operation over a whole column. Decoding builds the records in C
+Encoding has no per-record Python work: the producer copies each key and
+value into C column buffers as it is sent (plinth/_producer.c, which also
+writes the message for a batch without headers). Every check is a numpy
+operation over a whole column. Decoding builds the records in C
 (``client/_consumer_records.c``: one small object and a bytes slice per key
 and value), which checks again every column rule it relies on.
 """
 
 from __future__ import annotations
 
-import array
-import sys
 from typing import NamedTuple
 
 import numpy as np
 
 from plinth import limits
+from plinth._producer import RecordColumns
 from plinth.client._consumer_records import ConsumerRecord, build_records
 from plinth.errors import CorruptDataError, InvalidBatchError, RecordTooLargeError
 from plinth.schemas import record_batch as _schema
@@ -55,7 +56,7 @@ _RecordBatch = _schema.RecordBatch
 _LENGTH_DTYPE = np.dtype("<i4")         # keyLengths, valueLengths
 _DELTA_DTYPE = np.dtype("<u4")          # timestampDeltasMs
 _COLUMN_ENTRY_BYTES = 4
-_TIMESTAMP_DELTA_MS_MAX = 0xFFFF_FFFF   # a UInt32 delta
+TIMESTAMP_SPAN_MS_MAX = 0xFFFF_FFFF     # a UInt32 delta: the most one batch's timestamps span
 _NULL_LENGTH = -1
 
 # Encoded size of everything but the columns' contents: segment table (8),
@@ -80,9 +81,6 @@ _WORD_BYTES = 8
 # capnp errors carry a stack trace; messages keep only their start.
 _PARSE_ERROR_CHARS_MAX = 200
 
-assert array.array("i").itemsize == 4 and array.array("q").itemsize == 8
-_BIG_ENDIAN = sys.byteorder == "big"
-
 
 class BatchSummary(NamedTuple):
     """What the shard needs from a batch it accepted; computed by summarize_batch."""
@@ -100,66 +98,48 @@ class BatchBuilder:
     """Collects the records for one partition and encodes them as one RecordBatch.
 
     Runs in the producer (client). Not thread-safe: the caller (the producer's
-    accumulator, which owns each builder) lets one thread at a time use it.
-    Keys and values must be ``bytes`` (the producer's serializers produce them);
-    they are not type-checked per record, for speed.
+    accumulator, which owns each builder) lets one thread at a time use it;
+    the accumulator's fast path appends straight to ``columns``, under the GIL
+    (see plinth/_producer.c). Keys and values are copied into C column
+    buffers as they are appended, so encoding needs no per-record Python work;
+    only headers stay Python objects (and are encoded with pycapnp).
     """
 
-    __slots__ = ("_keys", "_values", "_key_lengths", "_value_lengths",
-                 "_timestamps_ms", "_headers", "_size_bytes")
+    __slots__ = ("columns", "_headers", "_headers_bytes")
 
-    def __init__(self) -> None:
-        self._keys: list[bytes] = []
-        self._values: list[bytes] = []
-        self._key_lengths = array.array("i")
-        self._value_lengths = array.array("i")
-        self._timestamps_ms = array.array("q")
+    def __init__(self, columns: RecordColumns | None = None) -> None:
+        """``columns``: empty RecordColumns to reuse (their buffers), or None for new ones."""
+        if columns is not None and columns.record_count:
+            raise ValueError(f"columns to reuse hold {columns.record_count} records")
+        self.columns = columns if columns is not None else RecordColumns()
         self._headers: list[tuple[int, list[tuple[str, bytes]]]] = []
-        self._size_bytes = _BATCH_OVERHEAD_BYTES
+        self._headers_bytes = 0
 
     @property
     def record_count(self) -> int:
-        return len(self._timestamps_ms)
+        return self.columns.record_count
 
     @property
     def size_bytes(self) -> int:
-        """An upper estimate of len(build()), kept up to date by append; O(1)."""
-        return self._size_bytes
+        """An upper estimate of len(build()); O(1)."""
+        columns = self.columns
+        return (_BATCH_OVERHEAD_BYTES + _RECORD_OVERHEAD_BYTES * columns.record_count
+                + columns.keys_bytes + columns.values_bytes + self._headers_bytes)
 
     def append(self, key: bytes | None, value: bytes | None, timestamp_ms: int,
                headers: list[tuple[str, bytes]] | None = None) -> int:
-        """Add one record; returns its index in the batch (0-based)."""
-        index = len(self._timestamps_ms)
-        size_bytes = _RECORD_OVERHEAD_BYTES
-        if key is None:
-            self._key_lengths.append(_NULL_LENGTH)
-        else:
-            self._keys.append(key)
-            self._key_lengths.append(len(key))
-            size_bytes += len(key)
-        if value is None:
-            self._value_lengths.append(_NULL_LENGTH)
-        else:
-            self._values.append(value)
-            self._value_lengths.append(len(value))
-            size_bytes += len(value)
-        self._timestamps_ms.append(timestamp_ms)
-        if headers:
-            size_bytes += self._append_headers(index, headers)
-        self._size_bytes += size_bytes
-        return index
+        """Add one record; returns its index in the batch (0-based).
 
-    def _append_headers(self, index: int, headers: list[tuple[str, bytes]]) -> int:
-        """Record the headers of record ``index``; returns their estimated encoded bytes."""
-        entries = list(headers)
-        size_bytes = _RECORD_HEADERS_OVERHEAD_BYTES
-        for key, value in entries:
-            if not isinstance(key, str) or not isinstance(value, (bytes, bytearray)):
-                raise TypeError(f"header of record {index} must be (str, bytes), "
-                                f"got ({type(key).__name__}, {type(value).__name__})")
-            size_bytes += len(key.encode()) + len(value) + _HEADER_OVERHEAD_BYTES
-        self._headers.append((index, entries))
-        return size_bytes
+        Key and value are bytes-like or None. Raises TypeError, leaving the
+        builder unchanged, for a header that is not (str, bytes).
+        """
+        if headers:
+            entries, headers_bytes = _checked_headers(self.columns.record_count, headers)
+        index = self.columns.append(key, value, timestamp_ms)
+        if headers:
+            self._headers.append((index, entries))
+            self._headers_bytes += headers_bytes
+        return index
 
     def build(self, producer_id: int = -1, base_sequence: int = -1) -> bytes:
         """Encode the records appended so far as one RecordBatch message.
@@ -170,23 +150,10 @@ class BatchBuilder:
         BATCH_BYTES_MAX. Does not clear the builder.
         """
         record_count = self._check_record_count()
-        base_timestamp_ms, max_timestamp_ms, deltas = self._timestamp_deltas()
-        message = _RecordBatch.new_message(
-            num_first_segment_words=self._size_bytes // _WORD_BYTES + _WORD_BYTES,
-            recordCount=record_count,
-            baseTimestampMs=base_timestamp_ms,
-            maxTimestampMs=max_timestamp_ms,
-            producerId=producer_id,
-            baseSequence=base_sequence,
-            timestampDeltasMs=deltas,
-            keyLengths=_le_bytes(self._key_lengths),
-            keys=b"".join(self._keys),
-            valueLengths=_le_bytes(self._value_lengths),
-            values=b"".join(self._values),
-        )
+        self._check_timestamp_span()
+        encoded = self.columns.encode(producer_id, base_sequence)
         if self._headers:
-            _encode_headers(message, self._headers)
-        encoded = message.to_bytes()
+            encoded = _with_headers(encoded, self._headers)
         if len(encoded) > limits.BATCH_BYTES_MAX:
             raise RecordTooLargeError(
                 f"record batch of {record_count} records encodes to {len(encoded)} bytes, "
@@ -194,43 +161,50 @@ class BatchBuilder:
         return encoded
 
     def _check_record_count(self) -> int:
-        record_count = len(self._timestamps_ms)
+        record_count = self.columns.record_count
         if not 1 <= record_count <= limits.BATCH_RECORDS_MAX:
             raise InvalidBatchError(
                 f"record batch has {record_count} records, must have 1 to "
                 f"{limits.BATCH_RECORDS_MAX}")
         return record_count
 
-    def _timestamp_deltas(self) -> tuple[int, int, bytes]:
-        """(base_timestamp_ms, max_timestamp_ms, the UInt32 LE delta column)."""
-        timestamps_ms = np.frombuffer(self._timestamps_ms, dtype=np.int64)
-        base_timestamp_ms = int(timestamps_ms.min())
-        max_timestamp_ms = int(timestamps_ms.max())
+    def _check_timestamp_span(self) -> None:
+        base_timestamp_ms = self.columns.timestamp_min_ms
+        max_timestamp_ms = self.columns.timestamp_max_ms
         span_ms = max_timestamp_ms - base_timestamp_ms
-        if span_ms > _TIMESTAMP_DELTA_MS_MAX:
+        if span_ms > TIMESTAMP_SPAN_MS_MAX:
             raise InvalidBatchError(
                 f"record timestamps span {span_ms} ms ({base_timestamp_ms} to "
-                f"{max_timestamp_ms}), over the {_TIMESTAMP_DELTA_MS_MAX} ms one batch holds")
-        deltas = (timestamps_ms - base_timestamp_ms).astype(_DELTA_DTYPE)
-        return base_timestamp_ms, max_timestamp_ms, deltas.tobytes()
+                f"{max_timestamp_ms}), over the {TIMESTAMP_SPAN_MS_MAX} ms one batch holds")
 
 
-def _le_bytes(column: array.array) -> bytes:
-    """The column's bytes, little-endian whatever this machine's byte order."""
-    if _BIG_ENDIAN:
-        column = array.array(column.typecode, column)
-        column.byteswap()
-    return column.tobytes()
+def _checked_headers(index: int, headers) -> tuple[list[tuple[str, bytes]], int]:
+    """The headers of record ``index`` as a list, and their estimated encoded bytes."""
+    entries = list(headers)
+    size_bytes = _RECORD_HEADERS_OVERHEAD_BYTES
+    for key, value in entries:
+        if not isinstance(key, str) or not isinstance(value, (bytes, bytearray)):
+            raise TypeError(f"header of record {index} must be (str, bytes), "
+                            f"got ({type(key).__name__}, {type(value).__name__})")
+        size_bytes += len(key.encode()) + len(value) + _HEADER_OVERHEAD_BYTES
+    return entries, size_bytes
 
 
-def _encode_headers(message, headers: list[tuple[int, list[tuple[str, bytes]]]]) -> None:
-    """Fill message.headers; ``headers`` is sorted by index as append builds it."""
+def _with_headers(encoded: bytes, headers: list[tuple[int, list[tuple[str, bytes]]]]) -> bytes:
+    """``encoded`` (a RecordBatch without headers) with message.headers filled in.
+
+    ``headers`` is sorted by index as append builds it. Costs a pycapnp copy of
+    the batch: only batches with headers take it.
+    """
+    with _RecordBatch.from_bytes(encoded) as reader:
+        message = reader.as_builder()
     slots = message.init("headers", len(headers))
     for slot, (index, entries) in zip(slots, headers):
         slot.index = index
         for entry, (key, value) in zip(slot.init("entries", len(entries)), entries):
             entry.key = key
             entry.value = bytes(value)
+    return message.to_bytes()
 
 
 # --- Reading and checking (shard, consumer) ----------------------------------

@@ -54,6 +54,11 @@ CLIENT_RETRY_BACKOFF_MS = 50
 CLIENT_RETRY_BACKOFF_MAX_MS = 1_000
 # Records buffered in a producer before send() blocks (bounded memory).
 PRODUCER_BUFFER_BYTES_MAX = 64 * MiB
+# Column buffers of acknowledged batches a producer keeps to fill the next
+# ones (fresh buffers cost page faults and regrowth on every batch). Each
+# keeps the capacity of the largest batch it held, at most about
+# batch_bytes_max, so this bounds the memory kept beyond buffer_memory.
+PRODUCER_SPARE_BATCHES_MAX = 4
 
 # Idempotent producers: batches remembered per producer and partition, to
 # answer a retry with its original offsets (as Kafka: 5), and producers

@@ -360,3 +360,92 @@ def test_columns_are_little_endian_on_the_wire():
         key_lengths = np.frombuffer(reader.keyLengths, dtype="<i4").tolist()
     # Then the lengths read as Int32 LE
     assert value_lengths == [258] and key_lengths == [-1]
+
+
+# --- The C encoder (plinth/_producer.c) ----------------------------------------
+
+def pycapnp_encoding(records, producer_id, base_sequence) -> bytes:
+    """What pycapnp writes for ``records`` (no headers): the reference for the C encoder."""
+    timestamps = [ts for _, _, ts, _ in records]
+    base_ms = min(timestamps)
+    return record_batch_schema.RecordBatch.new_message(
+        recordCount=len(records), baseTimestampMs=base_ms, maxTimestampMs=max(timestamps),
+        producerId=producer_id, baseSequence=base_sequence,
+        timestampDeltasMs=u32(*(ts - base_ms for ts in timestamps)),
+        keyLengths=i32(*(-1 if key is None else len(key) for key, _, _, _ in records)),
+        keys=b"".join(key for key, _, _, _ in records if key is not None),
+        valueLengths=i32(*(-1 if value is None else len(value) for _, value, _, _ in records)),
+        values=b"".join(value for _, value, _, _ in records if value is not None),
+    ).to_bytes()
+
+
+@settings(max_examples=300, deadline=None)
+@given(records=st.lists(record_strategy.map(lambda r: (*r[:3], None)), min_size=1, max_size=40),
+       producer=st.sampled_from([(-1, -1), (0, 0), (2**62 - 1, 2**31 - 1), (12345, 678)]))
+def test_a_batch_without_headers_encodes_to_exactly_the_bytes_pycapnp_writes(records, producer):
+    # Given any records without headers, and a producer id and sequence
+    producer_id, base_sequence = producer
+    # When the builder encodes them (in C)
+    batch = build_batch(records, producer_id, base_sequence)
+    # Then the bytes are those pycapnp writes for the same fields: the wire format is unchanged
+    assert batch == pycapnp_encoding(records, producer_id, base_sequence)
+
+
+def test_a_batch_grows_past_its_initial_buffers_and_encodes_every_record():
+    # Given more records, and more key and value bytes, than the columns start with
+    records = [(b"k%05d" % i, b"v" * (i % 300), T0_MS + i % 1000, None) for i in range(5000)]
+    # When built and decoded
+    batch = build_batch(records)
+    # Then every record comes back
+    assert [(r.key, r.value, r.timestamp_ms) for r in decode_records("t", 0, 0, batch)] == \
+        [(k, v, ts) for k, v, ts, _ in records]
+
+
+def test_bytearray_and_memoryview_keys_and_values_are_copied_at_append():
+    # Given a bytearray key and a memoryview value that change after the append
+    key, value = bytearray(b"key"), bytearray(b"value")
+    builder = BatchBuilder()
+    builder.append(key, memoryview(value), T0_MS)
+    key[0:3], value[0:5] = b"KEY", b"VALUE"
+    # When built
+    [record] = decode_records("t", 0, 0, builder.build())
+    # Then the record holds the bytes as they were at the append
+    assert (record.key, record.value) == (b"key", b"value")
+
+
+@pytest.mark.parametrize("key, value", [
+    ("text", b"v"), (b"k", 12), (b"k", memoryview(b"abcdef")[::2]), (object(), None),
+])
+def test_append_rejects_a_key_or_value_that_is_not_contiguous_bytes_and_changes_nothing(
+        key, value):
+    # Given a builder with one record
+    builder = BatchBuilder()
+    builder.append(b"k0", b"v0", T0_MS)
+    size_before = builder.size_bytes
+    # When a record with a key or value of the wrong kind is appended
+    with pytest.raises(TypeError, match="key|value"):
+        builder.append(key, value, T0_MS)
+    # Then the builder still holds exactly the first record
+    assert builder.record_count == 1 and builder.size_bytes == size_before
+    assert [(r.key, r.value) for r in decode_records("t", 0, 0, builder.build())] == \
+        [(b"k0", b"v0")]
+
+
+def test_a_header_of_the_wrong_type_leaves_the_builder_unchanged():
+    # Given a builder with one record
+    builder = BatchBuilder()
+    builder.append(b"k0", b"v0", T0_MS)
+    # When a record whose header is not (str, bytes) is appended
+    with pytest.raises(TypeError):
+        builder.append(b"k1", b"v1", T0_MS, [("ok", b"1"), (b"bad", b"2")])
+    # Then the record was not half-added
+    assert builder.record_count == 1
+
+
+def test_a_timestamp_that_is_not_an_int64_is_rejected_at_append():
+    builder = BatchBuilder()
+    with pytest.raises(OverflowError):
+        builder.append(b"k", b"v", 2**63)
+    with pytest.raises(TypeError):
+        builder.append(b"k", b"v", "now")
+    assert builder.record_count == 0

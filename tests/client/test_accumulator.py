@@ -1,0 +1,329 @@
+"""Specification of plinth.client.accumulator and its C fast path (plinth/_producer.c).
+
+The accumulator runs here without a sender thread: the tests play the sender
+by calling drain() and complete() themselves.
+"""
+
+import gc
+import sys
+import threading
+import time
+import weakref
+
+import pytest
+
+from plinth._producer import RECORD_OVERHEAD_BYTES, Appender, FutureBase, RecordColumns
+from plinth.client.accumulator import RecordAccumulator
+from plinth.client.futures import BatchResult, RecordFuture
+from plinth.client.partitioner import partition_for_key
+from plinth.client.record_batch import decode_records
+from plinth.errors import PlinthTimeoutError, RecordTooLargeError
+
+T0_MS = 1_700_000_000_000
+VALUE = b"v" * 100
+RECORD_BYTES = RECORD_OVERHEAD_BYTES + len(VALUE)
+
+
+def accumulator(*, batch_bytes_max=1 << 20, buffer_bytes_max=1 << 26, max_block_ms=60_000,
+                linger_ms=1_000_000, topics=(("t", 4),)) -> RecordAccumulator:
+    acc = RecordAccumulator(batch_bytes_max=batch_bytes_max, linger_ms=linger_ms,
+                            buffer_bytes_max=buffer_bytes_max, max_block_ms=max_block_ms,
+                            wake=lambda: None)
+    for topic, partitions in topics:
+        acc.add_topic(topic, partitions)
+    return acc
+
+
+def send(acc, topic="t", value=VALUE, key=None, partition=None, timestamp_ms=T0_MS,
+         headers=None):
+    """What Producer.send does, once its arguments are checked."""
+    if headers is None:
+        future = acc.append_fast(topic, value, key, partition, timestamp_ms)
+        if future is not None:
+            return future
+    if partition is None and key is not None:
+        partition = partition_for_key(bytes(key), 4)
+    if timestamp_ms is None:
+        timestamp_ms = time.time_ns() // 1_000_000
+    return acc.append(topic, partition, key, value, timestamp_ms, headers)
+
+
+def drain_all(acc):
+    acc.begin_flush()
+    try:
+        return acc.drain(1 << 30)
+    finally:
+        acc.end_flush()
+
+
+# --- Batching -----------------------------------------------------------------------
+
+def test_records_of_one_partition_share_a_batch_with_consecutive_indexes():
+    # Given an accumulator
+    acc = accumulator()
+    # When ten records go to partition 2, the first through the slow path, the rest fast
+    futures = [send(acc, partition=2, value=b"%d" % i) for i in range(10)]
+    # Then they are records 0..9 of one batch, which holds them in order
+    assert {f.batch for f in futures} == {futures[0].batch}
+    assert [f._index for f in futures] == list(range(10))
+    [batch] = drain_all(acc)
+    records = decode_records("t", 2, 0, batch.builder.build())
+    assert [r.value for r in records] == [b"%d" % i for i in range(10)]
+
+
+def test_a_keyed_record_goes_to_the_partition_of_kafkas_partitioner_on_both_paths():
+    acc = accumulator()
+    for i in range(50):
+        key = b"key-%d" % i
+        assert send(acc, key=key).batch.partition == partition_for_key(key, 4)
+        assert send(acc, key=bytearray(key)).batch.partition == partition_for_key(key, 4)
+
+
+def test_a_batch_never_exceeds_batch_bytes_max_and_is_sealed_when_the_next_record_does_not_fit():
+    # Given batches of at most 1,000 accounted bytes (8 records of 116)
+    acc = accumulator(batch_bytes_max=1000)
+    # When 20 records go to one partition
+    futures = [send(acc, partition=0) for _ in range(20)]
+    # Then the batches hold 8, 8 and 4 records, and only the last is still open
+    assert [len({f for f in futures if f.batch is b}) for b in
+            dict.fromkeys(f.batch for f in futures)] == [8, 8, 4]
+    sealed = acc.drain(1 << 30)
+    assert [b.builder.record_count for b in sealed] == [8, 8]
+    assert all(b.bytes <= 1000 for b in sealed)
+
+
+def test_a_record_that_fills_its_batch_exactly_seals_it():
+    acc = accumulator(batch_bytes_max=2 * RECORD_BYTES)
+    send(acc, partition=1)
+    send(acc, partition=1)
+    assert [b.builder.record_count for b in acc.drain(1 << 30)] == [2]
+
+
+def test_keyless_records_move_to_another_partition_when_their_batch_is_full():
+    # Given batches of 8 records and a topic of 4 partitions
+    acc = accumulator(batch_bytes_max=1000)
+    # When 24 keyless records are sent
+    futures = [send(acc) for _ in range(24)]
+    # Then they fill three batches, each on a different partition than the one before
+    partitions = [f.batch.partition for f in futures]
+    runs = [partitions[i] for i in range(0, 24, 8)]
+    assert all(partitions[i:i + 8] == [partitions[i]] * 8 for i in range(0, 24, 8))
+    assert runs[0] != runs[1] and runs[1] != runs[2]
+
+
+def test_a_record_over_the_batch_limit_is_too_large_on_any_path():
+    acc = accumulator()
+    with pytest.raises(RecordTooLargeError):
+        send(acc, partition=0, value=b"x" * (16 << 20))
+
+
+def test_a_record_larger_than_batch_bytes_max_gets_a_batch_of_its_own():
+    acc = accumulator(batch_bytes_max=1000)
+    send(acc, partition=0)
+    big = send(acc, partition=0, value=b"x" * 5000)
+    assert big._index == 0
+    assert [b.builder.record_count for b in acc.drain(1 << 30)] == [1, 1]
+
+
+# --- Memory bound ---------------------------------------------------------------------
+
+def test_a_full_buffer_blocks_max_block_ms_then_raises_on_the_fast_path_too():
+    # Given a buffer of 5 records, full, with an open batch that has room
+    acc = accumulator(buffer_bytes_max=5 * RECORD_BYTES, max_block_ms=50)
+    for _ in range(5):
+        send(acc, partition=0)
+    # When one more record is sent to that batch
+    # Then the fast path does not take it, and the send times out
+    assert acc.append_fast("t", VALUE, None, 0, T0_MS) is None
+    with pytest.raises(PlinthTimeoutError, match="buffer full"):
+        send(acc, partition=0)
+
+
+def test_completing_a_batch_frees_its_bytes_for_a_blocked_send():
+    # Given a full buffer and a thread blocked sending
+    acc = accumulator(buffer_bytes_max=5 * RECORD_BYTES)
+    for _ in range(5):
+        send(acc, partition=0)
+    [batch] = drain_all(acc)
+    sent = []
+    blocked = threading.Thread(target=lambda: sent.append(send(acc, partition=0)))
+    blocked.start()
+    # When the batch is acknowledged
+    acc.complete(batch, 0)
+    blocked.join(10)
+    # Then the blocked send goes through
+    assert len(sent) == 1 and sent[0].batch is not batch.result
+
+
+# --- Fast path refusals -------------------------------------------------------------------
+
+@pytest.mark.parametrize("args", [
+    ("unknown-topic", VALUE, None, None, None),       # topic not added
+    ("t", bytearray(VALUE), None, 0, None),           # not bytes
+    ("t", VALUE, memoryview(b"key"), None, None),
+    ("t", VALUE, None, 4, None),                      # partition out of range
+    ("t", VALUE, None, -1, None),
+    ("t", VALUE, None, 2**70, None),
+    ("t", VALUE, None, 0, 2**70),                     # timestamp not an int64
+    ("t", VALUE, None, 0, 1.5),
+])
+def test_the_fast_path_leaves_anything_unusual_to_the_slow_path_and_changes_nothing(args):
+    # Given an open batch on every partition
+    acc = accumulator()
+    for partition in range(4):
+        send(acc, partition=partition)
+    buffered = acc.appender.buffered_bytes
+    # When the fast path is offered an unusual record
+    # Then it declines, and nothing was appended
+    assert acc.append_fast(*args) is None
+    assert acc.appender.buffered_bytes == buffered
+    assert [b.builder.record_count for b in drain_all(acc)] == [1, 1, 1, 1]
+
+
+def test_after_refuse_appends_the_fast_path_takes_nothing():
+    acc = accumulator()
+    send(acc, partition=0)
+    acc.refuse_appends()
+    assert acc.append_fast("t", VALUE, None, 0, T0_MS) is None
+
+
+def test_the_fast_path_stamps_the_wall_clock_when_no_timestamp_is_given():
+    acc = accumulator()
+    send(acc, partition=0, timestamp_ms=None)
+    before_ms = time.time_ns() // 1_000_000
+    acc.append_fast("t", VALUE, None, 0, None)
+    after_ms = time.time_ns() // 1_000_000
+    [batch] = drain_all(acc)
+    stamped = decode_records("t", 0, 0, batch.builder.build())[1].timestamp_ms
+    assert before_ms <= stamped <= after_ms
+
+
+# --- Threads ------------------------------------------------------------------------------
+
+def test_concurrent_senders_and_a_draining_sender_thread_lose_and_duplicate_nothing():
+    # Given four threads sending (fast and slow path, several partitions), a thread
+    # draining and completing batches, and a GIL switch interval of 1 us
+    acc = accumulator(batch_bytes_max=3000, buffer_bytes_max=100 * RECORD_BYTES, linger_ms=0)
+    per_thread, threads_count = 5000, 4
+    futures: list[list] = [[] for _ in range(threads_count)]
+    stop, offsets, got = threading.Event(), {}, []
+
+    def sender_thread():
+        while not stop.is_set() or not acc.empty():
+            for batch in acc.drain(1 << 30):
+                records = decode_records("t", batch.partition, 0, batch.builder.build())
+                got.extend(r.value for r in records)
+                base = offsets.get(batch.partition, 0)
+                offsets[batch.partition] = base + len(records)
+                acc.complete(batch, base)
+
+    def app_thread(n):
+        for i in range(per_thread):
+            key = b"%d" % (i % 7) if i % 3 else None
+            futures[n].append(send(acc, value=b"%d-%d" % (n, i), key=key))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        drainer = threading.Thread(target=sender_thread)
+        drainer.start()
+        apps = [threading.Thread(target=app_thread, args=(n,)) for n in range(threads_count)]
+        for thread in apps:
+            thread.start()
+        for thread in apps:
+            thread.join()
+        acc.begin_flush()
+        stop.set()
+        drainer.join(60)
+    finally:
+        sys.setswitchinterval(interval)
+    # Then every record was sent exactly once, and every future names its own record
+    expected = {b"%d-%d" % (n, i) for n in range(threads_count) for i in range(per_thread)}
+    assert len(got) == len(expected) and set(got) == expected
+    metadata = [f.get(10) for fs in futures for f in fs]
+    assert len({(m.partition, m.offset) for m in metadata}) == len(expected)
+    assert acc.appender.buffered_bytes == 0
+
+
+# --- Futures --------------------------------------------------------------------------------
+
+def test_a_future_in_a_reference_cycle_through_its_callback_is_collected():
+    # Given a future whose batch holds a callback that refers to the future
+    class Marker:
+        pass
+
+    batch, marker = BatchResult("t", 0), Marker()
+    future = RecordFuture(batch, 3)
+    future.add_callback(lambda metadata, future=future, marker=marker: None)
+    collected = threading.Event()
+    weakref.finalize(marker, collected.set)
+    # When nothing else refers to them
+    del future, batch, marker
+    gc.collect()
+    # Then the garbage collector frees them
+    assert collected.is_set()
+
+
+def test_a_future_resolves_to_its_records_offset():
+    batch = BatchResult("t", 1)
+    future = RecordFuture(batch, 3)
+    batch.resolve(100)
+    assert future.get(0).offset == 103 and future.batch is batch
+
+
+def test_the_appender_checks_its_arguments():
+    with pytest.raises(TypeError):
+        Appender(future_type=BatchResult, batch_bytes_max=1, buffer_bytes_max=1,
+                 record_bytes_max=1)
+    appender = Appender(future_type=RecordFuture, batch_bytes_max=1000, buffer_bytes_max=10_000,
+                        record_bytes_max=1000)
+    appender.add_topic("t", 2, 0)
+    appender.open_batch("t", 0, RecordColumns(), BatchResult("t", 0))
+    with pytest.raises(RuntimeError, match="already has an open batch"):
+        appender.open_batch("t", 0, RecordColumns(), BatchResult("t", 0))
+    with pytest.raises(IndexError):
+        appender.open_batch("t", 2, RecordColumns(), BatchResult("t", 2))
+    with pytest.raises(KeyError):
+        appender.close_batch("other", 0)
+    with pytest.raises(ValueError):
+        appender.add_topic("u", 0, 0)
+    with pytest.raises(TypeError):
+        appender.append("t", VALUE)
+    assert isinstance(appender.append("t", VALUE, None, 0, T0_MS), FutureBase)
+
+
+def test_encoding_empty_columns_is_refused():
+    with pytest.raises(ValueError):
+        RecordColumns().encode(-1, -1)
+
+
+def test_a_new_batch_reusing_the_columns_of_an_acknowledged_one_holds_only_its_own_records():
+    # Given a batch of three records, sent and acknowledged
+    acc = accumulator()
+    for i in range(3):
+        send(acc, partition=0, key=b"old-key", value=b"old-%d" % i)
+    [first] = drain_all(acc)
+    first.builder.build()
+    acc.complete(first, 0)
+    # When the next batch is filled (with the first one's column buffers)
+    send(acc, partition=0, key=None, value=b"new")
+    [second] = drain_all(acc)
+    # Then it encodes its one record only, and the first batch's builder is spent
+    assert [(r.key, r.value) for r in decode_records("t", 0, 0, second.builder.build())] == \
+        [(None, b"new")]
+    assert first.builder.columns is None
+
+
+@pytest.mark.parametrize("later_ms", [T0_MS + 2**32, T0_MS - 2**32, 2**62, -(2**62)])
+def test_a_record_too_far_in_time_from_its_batch_starts_a_new_one_on_either_path(later_ms):
+    # Given an open batch with a record at T0 and one at T0 + 1 ms
+    acc = accumulator()
+    send(acc, partition=0, timestamp_ms=T0_MS)
+    send(acc, partition=0, timestamp_ms=T0_MS + 1)
+    # When a record more than a UInt32 of ms away is sent, keyed or not
+    far = send(acc, partition=0, timestamp_ms=later_ms)
+    # Then it starts a new batch, and every batch can be encoded
+    batches = drain_all(acc)
+    assert [b.builder.record_count for b in batches] == [2, 1] and far._index == 0
+    for batch in batches:
+        batch.builder.build()
