@@ -1,7 +1,8 @@
 """Builds the C extensions; everything else is in pyproject.toml.
 
 plinth._producer (the producer's per-record path) and
-plinth.client._consumer_records (ConsumerRecord, built per fetched record) are
+plinth.client._consumer_records (ConsumerRecord, built per fetched record) and
+plinth.client._batch_check (the shard's fast check of each produced batch) are
 required: there is no pure-Python version of either. plinth._murmur2 stays
 optional: the partitioner falls back to its Python murmur2.
 """
@@ -15,4 +16,6 @@ setup(ext_modules=[
               extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                   "-Wno-missing-field-initializers"]),
     Extension("plinth.client._consumer_records", ["client/_consumer_records.c"]),
+    Extension("plinth.client._batch_check", ["client/_batch_check.c"],
+              extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]),
 ])
