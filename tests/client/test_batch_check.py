@@ -1,0 +1,305 @@
+"""Specification of plinth.client._batch_check: the shard's fast check of a RecordBatch.
+
+Its contract is differential: for any bytes, summarize() either returns exactly
+the summary the pycapnp+numpy path (record_batch._read_columns) computes, or
+None. It never accepts what that path rejects.
+"""
+
+import random
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from plinth import limits
+from plinth.client import record_batch
+from plinth.client._batch_check import is_word_aligned, summarize
+from plinth.client.record_batch import BatchBuilder, BatchSummary, summarize_batch
+from plinth.errors import InvalidBatchError
+from plinth.schemas import record_batch as record_batch_schema
+
+T0_MS = 1_700_000_000_000
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+# Byte offsets in the canonical layout (client/_batch_check.c's header comment).
+SEGMENT_AT = 8
+DATA_AT = SEGMENT_AT + 8
+POINTERS_AT = DATA_AT + 32
+HEADERS_POINTER_AT = POINTERS_AT + 5 * 8
+BLOBS_AT = HEADERS_POINTER_AT + 8
+DELTAS, KEY_LENGTHS, KEYS, VALUE_LENGTHS, VALUES = range(5)
+
+
+def fast(data) -> BatchSummary | None:
+    return summarize(data, limits.BATCH_RECORDS_MAX, BatchSummary)
+
+
+def slow(data) -> BatchSummary | str:
+    """The pycapnp+numpy path's verdict: the summary, or "rejected"."""
+    try:
+        columns = record_batch._read_columns(data)
+    except InvalidBatchError:
+        return "rejected"
+    return BatchSummary(columns.record_count, columns.max_timestamp_ms,
+                        columns.base_timestamp_ms, columns.producer_id, columns.base_sequence)
+
+
+def assert_agrees(data) -> BatchSummary | None:
+    """fast() is None or exactly slow()'s summary; any other exception fails the test."""
+    summary = fast(data)
+    if summary is not None:
+        assert type(summary) is BatchSummary
+        assert slow(data) == summary
+    return summary
+
+
+def build(records, producer_id=-1, base_sequence=-1) -> bytes:
+    """records: (key, value, timestamp_ms) tuples."""
+    builder = BatchBuilder()
+    for key, value, timestamp_ms in records:
+        builder.append(key, value, timestamp_ms)
+    return builder.build(producer_id=producer_id, base_sequence=base_sequence)
+
+
+def small_batch(record_count=3, producer_id=7, base_sequence=0) -> bytes:
+    return build([(b"k%d" % i, b"v" * i, T0_MS + i % 2) for i in range(record_count)],
+                 producer_id, base_sequence)
+
+
+def pointer(data: bytes, column: int) -> tuple[int, int]:
+    return struct.unpack_from("<II", data, POINTERS_AT + 8 * column)
+
+
+def with_bytes(data: bytes, at: int, fmt: str, *values) -> bytes:
+    out = bytearray(data)
+    struct.pack_into(fmt, out, at, *values)
+    return bytes(out)
+
+
+# --- Agreement with the pycapnp path --------------------------------------------
+
+record_strategy = st.tuples(
+    st.none() | st.binary(max_size=40),
+    st.none() | st.binary(max_size=200),
+    st.integers(T0_MS - 10**6, T0_MS + 10**6),
+)
+producer_strategy = st.sampled_from([(-1, -1), (0, 0), (7, 12), (INT64_MAX, 2**31 - 1)])
+
+
+@settings(max_examples=300, deadline=None)
+@given(records=st.lists(record_strategy, min_size=1, max_size=40), producer=producer_strategy)
+def test_every_batch_the_builder_writes_without_headers_takes_the_fast_path(records, producer):
+    # Given any batch BatchBuilder encodes without headers
+    data = build(records, *producer)
+    # When checked by both paths / Then the fast one accepts it with the same summary
+    summary = assert_agrees(data)
+    assert summary is not None
+    assert summary == (len(records), max(r[2] for r in records), min(r[2] for r in records),
+                       *producer)
+    # And the same bytes at an odd address give the same summary
+    assert fast(memoryview(b"\x07" + data)[1:]) == summary
+
+
+def mutations(data: bytes, rng: random.Random):
+    """Seeded corruptions of a valid batch, from single bits to rewritten fields."""
+    size = len(data)
+    yield "bit", _flip_bits(data, rng, rng.randint(1, 3))
+    yield "byte", with_bytes(data, rng.randrange(size), "<B", rng.randrange(256))
+    word_at = rng.randrange(size // 8) * 8
+    yield "word", with_bytes(data, word_at, "<Q", rng.choice(
+        [0, 2**64 - 1, rng.getrandbits(64), struct.unpack_from("<Q", data, word_at)[0] ^ 1 << 32]))
+    yield "truncated", data[:rng.randrange(size)]
+    yield "extended", data + bytes(8 * rng.randint(1, 3))
+    field_at, fmt, values = rng.choice([
+        (DATA_AT, "<I", [0, 1, 2, 3, 4, limits.BATCH_RECORDS_MAX + 1, 2**32 - 1]),
+        (DATA_AT + 4, "<i", [0, -1, 1, -2, 2**31 - 1, -(2**31)]),          # baseSequence ^ -1
+        (DATA_AT + 8, "<q", [T0_MS - 1, T0_MS + 1, INT64_MIN, INT64_MAX, 0]),
+        (DATA_AT + 16, "<q", [T0_MS, T0_MS + 1, T0_MS + 2, INT64_MIN, INT64_MAX]),
+        (DATA_AT + 24, "<q", [0, -1, 1, -2, INT64_MIN, INT64_MAX]),        # producerId ^ -1
+    ])
+    yield "field", with_bytes(data, field_at, fmt, rng.choice(values))
+    column = rng.randrange(6)
+    lower, upper = pointer(data, column) if column < 5 else (0, 0)
+    yield "pointer", with_bytes(data, POINTERS_AT + 8 * column, "<II",
+                                lower + 4 * rng.choice([-2, -1, 1, 2, 1 << 27]) & 0xFFFF_FFFF,
+                                upper + 8 * rng.choice([-8, -4, -1, 0, 1, 4, 8]) & 0xFFFF_FFFF)
+
+
+def _flip_bits(data: bytes, rng: random.Random, count: int) -> bytes:
+    out = bytearray(data)
+    for _ in range(count):
+        bit = rng.randrange(len(out) * 8)
+        out[bit // 8] ^= 1 << (bit % 8)
+    return bytes(out)
+
+
+def test_mutated_batches_are_summarized_as_pycapnp_does_or_left_to_it():
+    # Given valid batches of several shapes, each corrupted thousands of seeded ways
+    rng = random.Random(20261126)
+    seeds = [small_batch(1), small_batch(3), small_batch(40, -1, -1),
+             build([(None, None, T0_MS)]), build([(b"", b"", T0_MS), (None, b"x", T0_MS + 9)])]
+    accepted_kinds = set()
+    for _ in range(800):
+        for seed in seeds:
+            for kind, data in mutations(seed, rng):
+                # When both paths check it / Then the fast one agrees or declines
+                if assert_agrees(data) is not None and data != seed:
+                    accepted_kinds.add(kind)
+    # And the fuzzer did reach batches the fast path accepts, not only rejections
+    assert {"field", "word"} <= accepted_kinds
+
+
+# --- Hostile and unusual shapes ---------------------------------------------------
+
+def hostile_batches():
+    data = small_batch(3)
+    lower, upper = pointer(data, KEYS)
+    yield "empty", b""
+    yield "segment table only", struct.pack("<II", 0, 0)
+    yield "two segments", with_bytes(data, 0, "<I", 1)
+    yield "segment size one word short", with_bytes(data, 4, "<I", len(data) // 8 - 2)
+    yield "segment size one word long", with_bytes(data, 4, "<I", len(data) // 8)
+    yield "root pointer offset 1", with_bytes(data, SEGMENT_AT, "<I", 1 << 2)
+    yield "root struct with 5 data words", with_bytes(data, SEGMENT_AT + 4, "<HH", 5, 6)
+    yield "far root pointer", with_bytes(data, SEGMENT_AT, "<I", 2)
+    yield "keys pointer past the segment", with_bytes(data, POINTERS_AT + 8 * KEYS, "<I",
+                                                      lower + (len(data) << 2))
+    yield "keys pointer with the sign bit of its offset", with_bytes(
+        data, POINTERS_AT + 8 * KEYS, "<I", (1 << 29 | (lower >> 2)) << 2 | 1)
+    yield "keys blob of 2^29 - 1 bytes", with_bytes(data, POINTERS_AT + 8 * KEYS + 4, "<I",
+                                                    (2**29 - 1) << 3 | 2)
+    yield "keys as a list of words", with_bytes(data, POINTERS_AT + 8 * KEYS + 4, "<I",
+                                                upper & ~7 | 5)
+    yield "keys as a far pointer", with_bytes(data, POINTERS_AT + 8 * KEYS, "<I", lower & ~3 | 2)
+    yield "keys as a struct pointer", with_bytes(data, POINTERS_AT + 8 * KEYS, "<I", lower & ~3)
+    yield "huge recordCount", with_bytes(data, DATA_AT, "<I", 2**32 - 1)
+    yield "recordCount over the limit", with_bytes(data, DATA_AT, "<I",
+                                                   limits.BATCH_RECORDS_MAX + 1)
+    yield "maxTimestampMs below baseTimestampMs, their Int64 difference wrapping to 1",\
+        with_bytes(data, DATA_AT + 8, "<qq", INT64_MAX, INT64_MIN)
+    yield "recordCount 0 and empty columns", _empty_columns(with_bytes(data, DATA_AT, "<I", 0))
+    yield "timestamps span all of Int64", with_bytes(data, DATA_AT + 8, "<qq",
+                                                     INT64_MIN, INT64_MAX)
+    yield "span 2^32 + 1, deltas to 1", with_bytes(data, DATA_AT + 8, "<qq",
+                                                   T0_MS, T0_MS + 2**32 + 1)
+    yield "headers pointer to a struct past the segment", with_bytes(
+        data, HEADERS_POINTER_AT, "<II", 1 << 20 | 1, 7)
+    for length in range(0, len(data), 8):
+        yield f"truncated to {length} bytes", with_bytes(data[:length].ljust(8, b"\0"), 4, "<I",
+                                                         max(0, length // 8 - 1))
+
+
+def _empty_columns(data: bytes) -> bytes:
+    """``data`` with its five blobs replaced by empty ones (null pointers), end to end."""
+    for column in range(5):
+        data = with_bytes(data, POINTERS_AT + 8 * column, "<Q", 0)
+    return with_bytes(data[:BLOBS_AT], 4, "<I", BLOBS_AT // 8 - 1)
+
+
+def other_layouts():
+    """Valid to pycapnp, but not the layout the fast path reads."""
+    data = small_batch(3)
+    yield "root struct with 7 pointers (the 7th reads the first blob's word)", with_bytes(
+        data, SEGMENT_AT + 4, "<HH", 4, 7)
+    # keys (6 bytes: "k0k1k2") pointing back at their own pointer word, also 6+ bytes
+    yield "keys pointer with a negative offset", with_bytes(
+        data, POINTERS_AT + 8 * KEYS, "<I", (-1 & 0x3FFFFFFF) << 2 | 1)
+    yield "a spare word after the last blob", with_bytes(data + bytes(8), 4, "<I", len(data) // 8)
+    yield "headers as an empty list of void", with_bytes(data, HEADERS_POINTER_AT, "<II", 1, 0)
+
+
+@pytest.mark.parametrize(("name", "data"), list(other_layouts()))
+def test_other_layouts_are_left_to_pycapnp(name, data):
+    # Given a batch pycapnp reads but not in the canonical layout / When checked
+    # Then the fast path declines and pycapnp's answer is summarize_batch's
+    assert fast(data) is None
+    assert summarize_batch(data) == slow(data) == (3, T0_MS + 1, T0_MS, 7, 0)
+
+
+def overlapping_blobs_batch() -> bytes:
+    """keyLengths and valueLengths (both i32(2, 2)) share one blob, keys and values another."""
+    message = record_batch_schema.RecordBatch.new_message(
+        recordCount=2, baseTimestampMs=T0_MS, maxTimestampMs=T0_MS,
+        timestampDeltasMs=struct.pack("<II", 0, 0), keyLengths=struct.pack("<ii", 2, 2),
+        keys=b"abcd", valueLengths=struct.pack("<ii", 2, 2), values=b"abcd")
+    data = message.to_bytes()
+    # point valueLengths at keyLengths' blob and values at keys' (one word back each)
+    for column, earlier in ((VALUE_LENGTHS, KEY_LENGTHS), (VALUES, KEYS)):
+        lower, upper = pointer(data, column)
+        earlier_target = POINTERS_AT + 8 * earlier + 8 + 8 * (pointer(data, earlier)[0] >> 2)
+        offset_words = (earlier_target - (POINTERS_AT + 8 * column + 8)) // 8
+        data = with_bytes(data, POINTERS_AT + 8 * column, "<I", offset_words << 2 | 1)
+    return data
+
+
+@pytest.mark.parametrize(("name", "data"), list(hostile_batches()))
+def test_hostile_bytes_are_declined_and_rejected_by_the_slow_path(name, data):
+    # Given bytes that break the canonical layout or a rule / When checked
+    # Then the fast path declines and summarize_batch raises InvalidBatchError
+    assert fast(data) is None
+    with pytest.raises(InvalidBatchError):
+        summarize_batch(data)
+
+
+def test_overlapping_blobs_are_left_to_pycapnp_which_reads_them():
+    # Given a batch whose columns share blobs (legal Cap'n Proto, not canonical)
+    data = overlapping_blobs_batch()
+    # When checked / Then the fast path declines and pycapnp's reading is the answer
+    assert fast(data) is None
+    assert summarize_batch(data) == (2, T0_MS, T0_MS, -1, -1)
+
+
+def test_a_batch_with_headers_is_left_to_pycapnp():
+    # Given a valid batch with headers / When checked / Then pycapnp's path answers
+    builder = BatchBuilder()
+    builder.append(b"k", b"v", T0_MS, [("h", b"1")])
+    data = builder.build()
+    assert fast(data) is None
+    assert summarize_batch(data) == (1, T0_MS, T0_MS, -1, -1)
+
+
+def test_null_pointers_for_empty_blobs_are_read_as_pycapnp_reads_them():
+    # Given a batch of null keys and values, whose empty blobs are null pointers
+    data = build([(None, None, T0_MS), (None, None, T0_MS + 1)])
+    null_blobs = data
+    for column in (KEYS, VALUES):
+        null_blobs = with_bytes(null_blobs, POINTERS_AT + 8 * column, "<Q", 0)
+    # (an empty blob takes no words, so the others still lie end to end)
+    # When checked / Then both paths agree, and the fast path takes it
+    assert assert_agrees(null_blobs) == (2, T0_MS + 1, T0_MS, -1, -1)
+
+
+def test_records_max_is_the_limit_passed_in():
+    # Given a batch of 3 records / Then it passes a limit of 3 and not one of 2
+    data = small_batch(3)
+    assert summarize(data, 3, BatchSummary) is not None
+    assert summarize(data, 2, BatchSummary) is None
+
+
+def test_summarize_rejects_a_summary_type_that_is_not_a_tuple():
+    # A programmer error, before any byte is read
+    with pytest.raises(TypeError, match="tuple subclass"):
+        summarize(small_batch(1), limits.BATCH_RECORDS_MAX, dict)
+
+
+# --- Alignment ----------------------------------------------------------------------
+
+def test_is_word_aligned_reports_the_address_modulo_8():
+    # Given views at every offset of an aligned buffer / When asked
+    buffer = np.zeros(64, dtype=np.uint8)
+    address = buffer.ctypes.data
+    view = memoryview(buffer)
+    # Then only the views starting on a word boundary are aligned
+    assert [is_word_aligned(view[offset:]) for offset in range(16)] == [
+        (address + offset) % 8 == 0 for offset in range(16)]
+
+
+def test_an_unaligned_batch_that_needs_pycapnp_is_copied_and_summarized():
+    # Given a batch with headers at an odd address (capnp needs 8-byte alignment)
+    # When summarized / Then the result is that of the aligned bytes
+    builder = BatchBuilder()
+    builder.append(b"k", b"v", T0_MS, [("h", b"1")])
+    data = builder.build()
+    frame = b"\x07" + data
+    assert summarize_batch(memoryview(frame)[1:]) == summarize_batch(data)
