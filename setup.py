@@ -17,5 +17,5 @@ setup(ext_modules=[
                                   "-Wno-missing-field-initializers"]),
     Extension("plinth.client._consumer_records", ["client/_consumer_records.c"]),
     Extension("plinth.client._batch_check", ["client/_batch_check.c"],
-              extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]),
+              extra_compile_args=["-O3", "-Wall", "-Wextra", "-Wno-unused-parameter"]),
 ])

@@ -48,6 +48,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <string.h>
 
 #define WORD_BYTES 8
 #define ROOT_DATA_WORDS 4
@@ -66,9 +67,21 @@
 
 enum { DELTAS, KEY_LENGTHS, KEYS, VALUE_LENGTHS, VALUES };
 
+/* Unaligned little-endian loads: the message may sit at any address (a ZeroMQ
+ * frame), and memcpy compiles to one load. */
 static uint32_t read_u32_le(const unsigned char *p) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+#else
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
            ((uint32_t)p[3] << 24);
+#endif
+}
+
+static int32_t read_i32_le(const unsigned char *p) {
+    return (int32_t)read_u32_le(p);
 }
 
 static uint64_t read_u64_le(const unsigned char *p) {
@@ -161,27 +174,30 @@ static int parse_batch(Batch *b, const unsigned char *message, Py_ssize_t messag
 
 /* --- The rules of the schema (record_batch.py: _check_columns) -------------------- */
 
-/* No length below -1, and the non-null lengths add up to the blob's size. */
+/* No length below -1, and the non-null lengths add up to the blob's size. One
+ * pass without an early exit and with a size_t index (a uint32_t one may wrap,
+ * which stops gcc -O3 vectorizing): the three columns of 8,000 records take
+ * about 7 us instead of 14. */
 static int lengths_ok(const Blob *lengths, uint32_t record_count, uint64_t blob_bytes) {
+    int32_t length_min = 0;
     uint64_t sum_bytes = 0;             /* at most 2^32 records x 2^31 bytes: no overflow */
-    for (uint32_t i = 0; i < record_count; i++) {
-        int32_t length = (int32_t)read_u32_le(lengths->at + COLUMN_ENTRY_BYTES * i);
-        if (length < NULL_LENGTH) {
-            return 0;
-        }
+    for (size_t i = 0; i < record_count; i++) {
+        int32_t length = read_i32_le(lengths->at + COLUMN_ENTRY_BYTES * i);
+        length_min = length < length_min ? length : length_min;
         sum_bytes += length > 0 ? (uint64_t)length : 0;
     }
-    return sum_bytes == blob_bytes;
+    return length_min >= NULL_LENGTH && sum_bytes == blob_bytes;
 }
 
-/* min(delta) == 0 and max(delta) == maxTimestampMs - baseTimestampMs. */
+/* min(delta) == 0 and max(delta) == maxTimestampMs - baseTimestampMs; vectorized
+ * like lengths_ok. */
 static int deltas_ok(const Batch *b) {
     if (b->max_timestamp_ms < b->base_timestamp_ms) {
         return 0;
     }
     uint64_t span_ms = (uint64_t)b->max_timestamp_ms - (uint64_t)b->base_timestamp_ms;
     uint32_t delta_min_ms = UINT32_MAX, delta_max_ms = 0;
-    for (uint32_t i = 0; i < b->record_count; i++) {
+    for (size_t i = 0; i < b->record_count; i++) {
         uint32_t delta_ms = read_u32_le(b->blobs[DELTAS].at + COLUMN_ENTRY_BYTES * i);
         delta_min_ms = delta_ms < delta_min_ms ? delta_ms : delta_min_ms;
         delta_max_ms = delta_ms > delta_max_ms ? delta_ms : delta_max_ms;
