@@ -32,10 +32,13 @@ Who calls what:
 
 Encoding has no per-record Python work: the producer copies each key and
 value into C column buffers as it is sent (plinth/_producer.c, which also
-writes the message for a batch without headers). Every check is a numpy
-operation over a whole column. Decoding builds the records in C
-(``client/_consumer_records.c``: one small object and a bytes slice per key
-and value), which checks again every column rule it relies on.
+writes the message for a batch without headers). The shard checks such a
+batch in one C pass over the message (``client/_batch_check.c``); any other
+batch, and every invalid one, is parsed by pycapnp and checked by numpy
+operations over whole columns, which write the error messages. Decoding
+builds the records in C (``client/_consumer_records.c``: one small object and
+a bytes slice per key and value), which checks again every column rule it
+relies on.
 """
 
 from __future__ import annotations
