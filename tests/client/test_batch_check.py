@@ -224,9 +224,8 @@ def overlapping_blobs_batch() -> bytes:
         timestampDeltasMs=struct.pack("<II", 0, 0), keyLengths=struct.pack("<ii", 2, 2),
         keys=b"abcd", valueLengths=struct.pack("<ii", 2, 2), values=b"abcd")
     data = message.to_bytes()
-    # point valueLengths at keyLengths' blob and values at keys' (one word back each)
+    # point valueLengths at keyLengths' blob and values at keys'
     for column, earlier in ((VALUE_LENGTHS, KEY_LENGTHS), (VALUES, KEYS)):
-        lower, upper = pointer(data, column)
         earlier_target = POINTERS_AT + 8 * earlier + 8 + 8 * (pointer(data, earlier)[0] >> 2)
         offset_words = (earlier_target - (POINTERS_AT + 8 * column + 8)) // 8
         data = with_bytes(data, POINTERS_AT + 8 * column, "<I", offset_words << 2 | 1)
