@@ -43,6 +43,9 @@
  * words, well within pycapnp's traversal limit (record_batch.py): the slow
  * path would read the same fields from the same bytes.
  *
+ * column_spans(batch, records_max) takes the same batches and returns where
+ * its five columns are in the message (for the consumer's decode_records).
+ *
  * Any thread holding the GIL may call into this module; it keeps the GIL.
  */
 #define PY_SSIZE_T_CLEAN
@@ -276,6 +279,45 @@ static PyObject *summarize(PyObject *self, PyObject *const *args, Py_ssize_t nar
     return result;
 }
 
+/* (start, length) of a blob, as byte positions in the message; a null pointer's
+ * empty blob has length 0 at the pointer's position (always inside the message). */
+static PyObject *blob_span(const Blob *blob, const void *message) {
+    return Py_BuildValue("(nK)", (Py_ssize_t)(blob->at - (const unsigned char *)message),
+                         (unsigned long long)blob->bytes);
+}
+
+/* (record_count, base_timestamp_ms, ((start, length) of each of the five Data
+ * blobs, in schema order, as byte positions in the message)) of a valid batch
+ * in the canonical layout; None for anything else. For the consumer, which
+ * cuts the columns out of the message it holds and builds the records. */
+static PyObject *column_spans(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "column_spans(batch, records_max)");
+        return NULL;
+    }
+    unsigned long long records_max = PyLong_AsUnsignedLongLong(args[1]);
+    if (records_max == (unsigned long long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    Batch b;
+    PyObject *result;
+    if (parse_batch(&b, view.buf, view.len) && rules_ok(&b, records_max)) {
+        result = Py_BuildValue(
+            "IL(NNNNN)", b.record_count, (long long)b.base_timestamp_ms,
+            blob_span(&b.blobs[DELTAS], view.buf), blob_span(&b.blobs[KEY_LENGTHS], view.buf),
+            blob_span(&b.blobs[KEYS], view.buf), blob_span(&b.blobs[VALUE_LENGTHS], view.buf),
+            blob_span(&b.blobs[VALUES], view.buf));
+    } else {
+        result = Py_NewRef(Py_None);
+    }
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyObject *is_word_aligned(PyObject *self, PyObject *buffer) {
     Py_buffer view;
     if (PyObject_GetBuffer(buffer, &view, PyBUF_SIMPLE) < 0) {
@@ -291,6 +333,10 @@ static PyMethodDef methods[] = {
      "summarize(batch, records_max, summary_type) -> summary_type(record_count,\n"
      "max_timestamp_ms, base_timestamp_ms, producer_id, base_sequence) for a valid\n"
      "RecordBatch in the canonical layout; None for anything else."},
+    {"column_spans", (PyCFunction)(void (*)(void))column_spans, METH_FASTCALL,
+     "column_spans(batch, records_max) -> (record_count, base_timestamp_ms,\n"
+     "((start, length) x 5: timestampDeltasMs, keyLengths, keys, valueLengths, values))\n"
+     "for a valid RecordBatch in the canonical layout; None for anything else."},
     {"is_word_aligned", is_word_aligned, METH_O,
      "is_word_aligned(buffer) -> bool: whether its first byte is 8-byte aligned."},
     {NULL, NULL, 0, NULL},

@@ -49,6 +49,7 @@ import numpy as np
 
 from plinth import limits
 from plinth._producer import RecordColumns
+from plinth.client._batch_check import column_spans as _canonical_column_spans
 from plinth.client._batch_check import is_word_aligned, summarize as _summarize_canonical
 from plinth.client._consumer_records import ConsumerRecord, build_records
 from plinth.errors import CorruptDataError, InvalidBatchError, RecordTooLargeError
@@ -395,8 +396,13 @@ def decode_records(topic: str, partition: int, base_offset: int, batch: bytes | 
 
     Runs in the consumer (client). The batch is checked as the shard checked
     it; one that fails is reported as CorruptDataError naming the topic,
-    partition and base offset.
+    partition and base offset. A batch in the layout plinth/_producer.c
+    writes is checked and cut into columns in C (client/_batch_check.c); any
+    other goes through pycapnp, as in summarize_batch.
     """
+    spans = _canonical_column_spans(batch, limits.BATCH_RECORDS_MAX)
+    if spans is not None:
+        return _decode_canonical(topic, partition, base_offset, batch, offset_min, *spans)
     try:
         columns = _read_columns(batch)
         first = min(max(0, offset_min - base_offset), columns.record_count)
@@ -412,6 +418,19 @@ def decode_records(topic: str, partition: int, base_offset: int, batch: bytes | 
     if columns.headers:
         _attach_headers(records, columns.headers, first)
     return records
+
+
+def _decode_canonical(topic: str, partition: int, base_offset: int, batch, offset_min: int,
+                      record_count: int, base_timestamp_ms: int, spans: tuple) -> list:
+    """decode_records for a batch column_spans checked; it has no headers."""
+    first = min(max(0, offset_min - base_offset), record_count)
+    view = memoryview(batch)
+    columns = [view[start:start + length] for start, length in spans]
+    try:
+        return build_records(topic, partition, base_offset, first, base_timestamp_ms, *columns)
+    except ValueError as exc:   # e.g. offsets past Int64: checked there, not in column_spans
+        raise CorruptDataError(
+            f"batch at offset {base_offset} of {topic}[{partition}] is corrupt: {exc}") from exc
 
 
 def _attach_headers(records: list[ConsumerRecord], headers: list, first: int) -> None:

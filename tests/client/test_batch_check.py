@@ -1,8 +1,9 @@
-"""Specification of plinth.client._batch_check: the shard's fast check of a RecordBatch.
+"""Specification of plinth.client._batch_check: the fast check of a RecordBatch.
 
-Its contract is differential: for any bytes, summarize() either returns exactly
-the summary the pycapnp+numpy path (record_batch._read_columns) computes, or
-None. It never accepts what that path rejects.
+Its contract is differential: for any bytes, summarize() (the shard's) either
+returns exactly the summary the pycapnp+numpy path (record_batch._read_columns)
+computes, or None; column_spans() (the consumer's) either locates exactly the
+columns that path reads, or returns None. Neither accepts what that path rejects.
 """
 
 import random
@@ -15,9 +16,9 @@ from hypothesis import strategies as st
 
 from plinth import limits
 from plinth.client import record_batch
-from plinth.client._batch_check import is_word_aligned, summarize
+from plinth.client._batch_check import column_spans, is_word_aligned, summarize
 from plinth.client.record_batch import BatchBuilder, BatchSummary, summarize_batch
-from plinth.errors import InvalidBatchError
+from plinth.errors import CorruptDataError, InvalidBatchError
 from plinth.schemas import record_batch as record_batch_schema
 
 T0_MS = 1_700_000_000_000
@@ -302,3 +303,71 @@ def test_an_unaligned_batch_that_needs_pycapnp_is_copied_and_summarized():
     data = builder.build()
     frame = b"\x07" + data
     assert summarize_batch(memoryview(frame)[1:]) == summarize_batch(data)
+
+
+# --- column_spans: the consumer's decode of a canonical batch ----------------------
+
+def slow_decode(data, offset_min=0):
+    """decode_records through the pycapnp path: the records, or "rejected"."""
+    try:
+        columns = record_batch._read_columns(data)
+    except InvalidBatchError:
+        return "rejected"
+    first = min(max(0, offset_min - 100), columns.record_count)
+    records = record_batch.build_records(
+        "t", 0, 100, first, columns.base_timestamp_ms, columns.timestamp_deltas_ms,
+        columns.key_lengths, columns.keys, columns.value_lengths, columns.values)
+    record_batch._attach_headers(records, columns.headers, first)
+    return records
+
+
+def assert_spans_agree(data) -> bool:
+    """column_spans() is None, or its columns are exactly what pycapnp reads and
+    decode_records gives the same records as the pycapnp path."""
+    spans = column_spans(data, limits.BATCH_RECORDS_MAX)
+    if spans is None:
+        return False
+    record_count, base_timestamp_ms, blobs = spans
+    columns = record_batch._read_columns(data)   # raises if the fast path accepted a bad batch
+    assert (record_count, base_timestamp_ms) == (columns.record_count, columns.base_timestamp_ms)
+    cut = [bytes(data[start:start + length]) for start, length in blobs]
+    assert all(start + length <= len(data) for start, length in blobs)
+    assert cut == [bytes(columns.timestamp_deltas_ms), bytes(columns.key_lengths), columns.keys,
+                   bytes(columns.value_lengths), columns.values]
+    assert record_batch.decode_records("t", 0, 100, data, offset_min=101) == slow_decode(data, 101)
+    return True
+
+
+@settings(max_examples=200, deadline=None)
+@given(records=st.lists(record_strategy, min_size=1, max_size=40), producer=producer_strategy)
+def test_the_consumer_cuts_every_builder_batch_without_headers_into_the_columns_pycapnp_reads(
+        records, producer):
+    # Given any batch BatchBuilder encodes without headers / Then column_spans takes it
+    # and decode_records gives exactly the pycapnp path's records
+    assert assert_spans_agree(build(records, *producer))
+
+
+def test_mutated_batches_are_cut_as_pycapnp_reads_them_or_left_to_it():
+    rng = random.Random(20261127)
+    seeds = [small_batch(1), small_batch(3), build([(b"", b"", T0_MS), (None, b"x", T0_MS + 9)])]
+    accepted = 0
+    for _ in range(600):
+        for seed in seeds:
+            for _kind, data in mutations(seed, rng):
+                accepted += assert_spans_agree(data) and data != seed
+    assert accepted > 100   # the fuzzer reached accepted mutants, not only rejections
+
+
+@pytest.mark.parametrize("name", ["truncated", "pointer past the end", "lengths over the blob"])
+def test_hostile_batches_are_not_cut_and_decode_records_reports_them_corrupt(name):
+    data = small_batch(3)
+    broken = {
+        "truncated": data[:-8],
+        "pointer past the end": with_bytes(data, POINTERS_AT + 8 * VALUES, "<II",
+                                           pointer(data, VALUES)[0], (1 << 20) << 3 | 2),
+        # keyLengths starts after the 12 delta bytes padded to 16; record 1's key length
+        "lengths over the blob": with_bytes(data, BLOBS_AT + 16 + 4, "<i", 1000),
+    }[name]
+    assert column_spans(broken, limits.BATCH_RECORDS_MAX) is None
+    with pytest.raises(CorruptDataError, match=r"batch at offset 100 of t\[0\] is corrupt"):
+        record_batch.decode_records("t", 0, 100, broken)
