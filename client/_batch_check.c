@@ -252,6 +252,25 @@ static PyObject *new_summary(PyTypeObject *summary_type, const Batch *b) {
     return summary;
 }
 
+/* Parse and check `batch` against records_max: -1 with an error set (nothing to
+ * release), 0 if it is not a valid canonical batch (nothing to release), 1 if it
+ * is: *b describes it and *view holds its buffer, which the caller releases. */
+static int check_canonical(PyObject *batch, PyObject *records_max_obj, Batch *b,
+                           Py_buffer *view) {
+    unsigned long long records_max = PyLong_AsUnsignedLongLong(records_max_obj);
+    if (records_max == (unsigned long long)-1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (PyObject_GetBuffer(batch, view, PyBUF_SIMPLE) < 0) {
+        return -1;
+    }
+    if (parse_batch(b, view->buf, view->len) && rules_ok(b, records_max)) {
+        return 1;
+    }
+    PyBuffer_Release(view);
+    return 0;
+}
+
 static PyObject *summarize(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3 || !PyType_Check(args[2]) ||
         !PyType_IsSubtype((PyTypeObject *)args[2], &PyTuple_Type)) {
@@ -260,21 +279,13 @@ static PyObject *summarize(PyObject *self, PyObject *const *args, Py_ssize_t nar
                         "a tuple subclass");
         return NULL;
     }
-    unsigned long long records_max = PyLong_AsUnsignedLongLong(args[1]);
-    if (records_max == (unsigned long long)-1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
-        return NULL;
-    }
     Batch b;
-    PyObject *result;
-    if (parse_batch(&b, view.buf, view.len) && rules_ok(&b, records_max)) {
-        result = new_summary((PyTypeObject *)args[2], &b);
-    } else {
-        result = Py_NewRef(Py_None);
+    Py_buffer view;
+    int canonical = check_canonical(args[0], args[1], &b, &view);
+    if (canonical <= 0) {
+        return canonical < 0 ? NULL : Py_NewRef(Py_None);
     }
+    PyObject *result = new_summary((PyTypeObject *)args[2], &b);
     PyBuffer_Release(&view);
     return result;
 }
@@ -295,25 +306,17 @@ static PyObject *column_spans(PyObject *self, PyObject *const *args, Py_ssize_t 
         PyErr_SetString(PyExc_TypeError, "column_spans(batch, records_max)");
         return NULL;
     }
-    unsigned long long records_max = PyLong_AsUnsignedLongLong(args[1]);
-    if (records_max == (unsigned long long)-1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
-        return NULL;
-    }
     Batch b;
-    PyObject *result;
-    if (parse_batch(&b, view.buf, view.len) && rules_ok(&b, records_max)) {
-        result = Py_BuildValue(
-            "IL(NNNNN)", b.record_count, (long long)b.base_timestamp_ms,
-            blob_span(&b.blobs[DELTAS], view.buf), blob_span(&b.blobs[KEY_LENGTHS], view.buf),
-            blob_span(&b.blobs[KEYS], view.buf), blob_span(&b.blobs[VALUE_LENGTHS], view.buf),
-            blob_span(&b.blobs[VALUES], view.buf));
-    } else {
-        result = Py_NewRef(Py_None);
+    Py_buffer view;
+    int canonical = check_canonical(args[0], args[1], &b, &view);
+    if (canonical <= 0) {
+        return canonical < 0 ? NULL : Py_NewRef(Py_None);
     }
+    PyObject *result = Py_BuildValue(
+        "IL(NNNNN)", b.record_count, (long long)b.base_timestamp_ms,
+        blob_span(&b.blobs[DELTAS], view.buf), blob_span(&b.blobs[KEY_LENGTHS], view.buf),
+        blob_span(&b.blobs[KEYS], view.buf), blob_span(&b.blobs[VALUE_LENGTHS], view.buf),
+        blob_span(&b.blobs[VALUES], view.buf));
     PyBuffer_Release(&view);
     return result;
 }
