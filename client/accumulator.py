@@ -3,8 +3,8 @@
 Threads. ``append`` and ``add_topic`` are called by any application thread
 inside ``Producer.send``; ``drain``, ``complete`` and the rest by the sender
 thread. One condition variable guards the Python state here; the per-record
-fast path, ``plinth._producer.Appender.append``, takes no lock: it keeps the
-GIL and is atomic (see plinth/_producer.c). It appends only to a batch that
+fast path, ``plinth.client._producer.Appender.append``, takes no lock: it keeps the
+GIL and is atomic (see client/_producer.c). It appends only to a batch that
 this module opened with ``Appender.open_batch`` and has not yet closed
 with ``close_batch``, which both happen under the lock; a batch is closed
 in C before it is handed to the sender, so the sender never sees it grow.
@@ -25,10 +25,10 @@ import threading
 import time
 from collections import deque
 
-from plinth._producer import RECORD_OVERHEAD_BYTES, Appender, RecordColumns
+from plinth.client._producer import RECORD_OVERHEAD_BYTES, Appender, RecordColumns
 from plinth.client.futures import BatchResult, RecordFuture
 from plinth.client.partitioner import StickyPartitioner
-from plinth.client.record_batch import TIMESTAMP_SPAN_MS_MAX, BatchBuilder
+from plinth.format.record_batch import TIMESTAMP_SPAN_MS_MAX, BatchBuilder
 from plinth import limits
 from plinth.errors import PlinthTimeoutError, RecordTooLargeError
 

@@ -34,11 +34,11 @@ from typing import NamedTuple
 from plinth import limits, protocol
 from plinth.client.admin import Admin
 from plinth.client.connection import Connection, broker_address
-from plinth.client.record_batch import ConsumerRecord, decode_records
+from plinth.format.record_batch import ConsumerRecord, decode_records
 from plinth.client.group_membership import GroupMembership
 from plinth.errors import (TRANSIENT_ERRORS, BrokerError, ClientError, ClosedError,
                            OffsetOutOfRangeError)
-from plinth.shards.log_entry import iter_entries
+from plinth.format.log_entry import iter_entries
 
 log = logging.getLogger(__name__)
 

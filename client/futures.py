@@ -6,7 +6,7 @@ thread with the batch's base offset or an error; each record's
 resolving a batch of 10,000 records is one call, not 10,000. Any thread may
 wait on a future; callbacks run on the sender thread.
 
-A RecordFuture's two fields live in ``plinth._producer.FutureBase`` (C), so
+A RecordFuture's two fields live in ``plinth.client._producer.FutureBase`` (C), so
 that the producer's fast path creates one without running Python code; its
 methods are here.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from typing import Callable, NamedTuple
 
-from plinth._producer import FutureBase
+from plinth.client._producer import FutureBase
 from plinth.errors import PlinthTimeoutError
 
 

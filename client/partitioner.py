@@ -68,10 +68,10 @@ def _words_le(data: bytes, words_count: int) -> tuple[int, ...]:
 
 
 try:
-    # plinth/_murmur2.c, built by `pip install`: the same function in C, which
+    # client/_murmur2.c, built by `pip install`: the same function in C, which
     # keeps the GIL (a hash costs less than releasing it). The tests check it
     # against Kafka's reference values and the Python version.
-    from plinth._murmur2 import murmur2 as _murmur2_c
+    from plinth.client._murmur2 import murmur2 as _murmur2_c
 except ImportError:  # pragma: no cover - installed without a C compiler
     _murmur2_c = None
 

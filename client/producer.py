@@ -20,7 +20,7 @@ import threading
 import time
 
 from plinth import limits
-from plinth._producer import ProducerBase
+from plinth.client._producer import ProducerBase
 from plinth.client.accumulator import RecordAccumulator
 from plinth.client.admin import Admin
 from plinth.client.connection import broker_address
@@ -115,7 +115,7 @@ class Producer(ProducerBase):
 
     def _send_slow(self, topic: str, value, key, partition: int | None, headers,
                    timestamp_ms: int | None) -> RecordFuture:
-        """send() for what the C fast path does not take (see plinth/_producer.c)."""
+        """send() for what the C fast path does not take (see client/_producer.c)."""
         if self._closed:
             raise ClosedError("producer is closed")
         if key is not None and type(key) is not bytes:

@@ -46,9 +46,9 @@ import time
 import zmq.green as zmq
 
 from plinth import limits, protocol
-from plinth.client.record_batch import BatchBuilder
-from plinth.errors import MalformedRequestError, PlinthError, PlinthTimeoutError, TopicExistsError
-from plinth.shards.log_entry import iter_entries
+from plinth.format.record_batch import BatchBuilder
+from plinth.errors import MalformedReplyError, PlinthError, PlinthTimeoutError, TopicExistsError
+from plinth.format.log_entry import iter_entries
 
 TOPIC = os.environ.get("PLINTH_TOPIC", "locust")
 PARTITIONS = int(os.environ.get("PLINTH_PARTITIONS", "4"))
@@ -57,7 +57,6 @@ VALUE_BYTES = int(os.environ.get("PLINTH_VALUE_BYTES", "100"))
 FETCH_WAIT_MS = int(os.environ.get("PLINTH_FETCH_WAIT_MS", "500"))
 FETCH_BYTES = int(os.environ.get("PLINTH_FETCH_BYTES", str(limits.FETCH_BYTES_DEFAULT)))
 REQUEST_TIMEOUT_MS = int(os.environ.get("PLINTH_REQUEST_TIMEOUT_MS", "5000"))
-DEFAULT_BROKER = "tcp://127.0.0.1:7400"
 ACKS = 1
 
 log = logging.getLogger(__name__)
@@ -103,7 +102,7 @@ class _Link:
         """Send ``encode(request_id, *args)`` [+ payload]; return (ReplyView, payload or None).
 
         Raises PlinthTimeoutError without a reply within ``timeout_ms``, the
-        reply's BrokerError if it carries one, MalformedRequestError if the
+        reply's BrokerError if it carries one, MalformedReplyError if the
         reply is not one for this request.
         """
         request_id = next(self._ids)
@@ -119,7 +118,7 @@ class _Link:
         reply = self._socket.recv_multipart(copy=False)
         view = protocol.decode_reply(reply[0].buffer)
         if view.request_id != request_id:
-            raise MalformedRequestError(
+            raise MalformedReplyError(
                 f"{self.url} replied to request {view.request_id} while request "
                 f"{request_id} was the only one in flight")
         if view.error is not None:
@@ -158,7 +157,7 @@ def _partition_cycle(ordinal: int):
 class ProducerUser(User):
     weight = 2
     wait_time = constant(0)
-    host = DEFAULT_BROKER
+    host = limits.BROKER_URL_DEFAULT
     _ordinals = itertools.count()
 
     def on_start(self) -> None:
@@ -186,7 +185,7 @@ class ProducerUser(User):
 class ConsumerUser(User):
     weight = 1
     wait_time = constant(0)
-    host = DEFAULT_BROKER
+    host = limits.BROKER_URL_DEFAULT
     _ordinals = itertools.count()
 
     def on_start(self) -> None:
@@ -226,7 +225,7 @@ class ConsumerUser(User):
 @events.test_start.add_listener
 def _create_topic(environment, **_kwargs) -> None:
     """Create the topic on every node at test start; one that exists is fine."""
-    link = _Link(environment.host or DEFAULT_BROKER)
+    link = _Link(environment.host or limits.BROKER_URL_DEFAULT)
     started_s, exception = time.perf_counter(), None
     try:
         link.call(protocol.encode_create_topic, TOPIC, PARTITIONS, {},

@@ -4,7 +4,7 @@ Sends 500,000 keyed 100-byte records (100,000 distinct 16-byte keys; none with
 --key-bytes 0) through one Producer under cProfile, then prints the send
 loop's wall time and main-thread CPU time per record and the 15 most
 expensive functions by own time. The common send() is one C call
-(plinth/_producer.c), which cProfile shows as the ``send`` method of
+(client/_producer.c), which cProfile shows as the ``send`` method of
 ``ProducerBase``; Python functions below it are the slow path (once per
 batch) and waiting (buffer full, flush).
 

@@ -916,7 +916,7 @@ def _rss_bytes(pid: int) -> int | None:
 
 
 def _port_of(broker) -> int | None:
-    url = getattr(broker, "url", broker) or os.environ.get("PLINTH_BROKER") or "tcp://127.0.0.1:7400"
+    url = getattr(broker, "url", broker) or os.environ.get("PLINTH_BROKER") or limits.BROKER_URL_DEFAULT
     try:
         return int(url.rsplit(":", 1)[1])
     except (IndexError, ValueError):

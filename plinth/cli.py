@@ -17,7 +17,6 @@ from plinth import limits
 from plinth.cli_groups import admin_for as _admin, group_cli
 from plinth.errors import PlinthError
 
-DEFAULT_BROKER = "tcp://127.0.0.1:7400"
 
 
 class _Group(click.Group):
@@ -32,7 +31,7 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group)
-@click.option("--broker", envvar="PLINTH_BROKER", default=DEFAULT_BROKER, show_default=True,
+@click.option("--broker", envvar="PLINTH_BROKER", default=limits.BROKER_URL_DEFAULT, show_default=True,
               help="Router address for client commands.")
 @click.option("--request-timeout-ms", type=click.IntRange(1, 3_600_000), default=30_000,
               show_default=True, help="How long client commands wait for the broker.")
@@ -57,7 +56,7 @@ def main(ctx, broker, request_timeout_ms, curve_key_file, curve_server_key_file)
 
 @main.command()
 @click.option("--data-dir", default="./plinth-data", show_default=True, type=click.Path(path_type=Path))
-@click.option("--listen", default=DEFAULT_BROKER, show_default=True, help="Address of the router socket.")
+@click.option("--listen", default=limits.BROKER_URL_DEFAULT, show_default=True, help="Address of the router socket.")
 @click.option("--shards", type=click.IntRange(1, limits.SHARDS_MAX), default=None,
               help="Shard actors (default: one per CPU, or as the data dir was created).")
 @click.option("--ray-address", default=None, help="Join this Ray cluster instead of starting one.")
@@ -70,7 +69,7 @@ def main(ctx, broker, request_timeout_ms, curve_key_file, curve_server_key_file)
 @click.option("--authorized-keys", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="Directory of the .key files of clients allowed to connect.")
 @click.option("--acl", "acl_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="JSON file of grants per client key (see plinth/acl.py).")
+              default=None, help="JSON file of grants per client key (see router/acl.py).")
 @click.option("--allow-insecure", is_flag=True,
               help="Allow plaintext on a non-loopback --listen address.")
 @click.option("--cluster-name", default=None,
@@ -97,7 +96,7 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
 @main.command()
 @click.option("--ray-address", required=True, help="The Ray cluster the broker runs in (or auto).")
 @click.option("--cluster-name", required=True, help="The broker's --cluster-name.")
-@click.option("--listen", default=DEFAULT_BROKER, show_default=True)
+@click.option("--listen", default=limits.BROKER_URL_DEFAULT, show_default=True)
 @click.option("--curve-secret-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None)
 @click.option("--authorized-keys", type=click.Path(exists=True, file_okay=False, path_type=Path),

@@ -33,7 +33,8 @@ the environment causes and is expected, handled and reported.
     │   └── NotAuthorizedError      notAuthorized
     └── ClientError                 raised by the client library itself
         ├── PlinthTimeoutError      a client-side timeout ran out
-        └── ClosedError             the producer/consumer/admin was closed
+        ├── ClosedError             the producer/consumer/admin was closed
+        └── MalformedReplyError     what came back is not a valid Reply
 
 The numeric codes live in ``schemas/protocol.capnp`` (enum ErrorCode); this
 module maps each code to its class, both ways.
@@ -166,6 +167,11 @@ class PlinthTimeoutError(ClientError, TimeoutError):
 
 class ClosedError(ClientError):
     """The producer, consumer or admin client was already closed."""
+
+
+class MalformedReplyError(ClientError):
+    """The broker's answer does not decode as a Reply (a client connected to
+    something that is not a Plinth router, or a bug)."""
 
 
 BROKER_ERRORS: dict[str, type[BrokerError]] = {

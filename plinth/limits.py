@@ -9,6 +9,11 @@ KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
 
+# --- Addresses ----------------------------------------------------------
+# Where a router listens and clients connect unless told otherwise: loopback,
+# so a broker started without options is reachable from this machine only.
+BROKER_URL_DEFAULT = "tcp://127.0.0.1:7400"
+
 # --- Wire ---------------------------------------------------------------
 # ZeroMQ drops a message with a frame over this size at the socket
 # (ZMQ_MAXMSGSIZE) and the peer is disconnected, so neither the router nor a
@@ -124,6 +129,21 @@ CONTROL_CALL_TIMEOUT_S = 60.0
 STATUS_CALL_TIMEOUT_S = 5.0
 SHUTDOWN_GRACE_PERIOD_S = 30.0
 CLIENT_REQUEST_TIMEOUT_MS_DEFAULT = 30_000
+
+# --- Producer (client/producer.py, accumulator.py, sender.py, _producer.c) ---
+# (placeholder: the producer's bounds go here)
+
+# --- Consumer (client/consumer.py, fetcher.py, connection.py, group_membership.py)
+# (placeholder: the consumer's and the connection's bounds go here)
+
+# --- Router (router/) ------------------------------------------------------
+# (placeholder: the router's bounds go here)
+
+# --- Shard loop (shards/shard_server.py and what is split out of it) ----------
+# (placeholder: the shard loop's bounds go here)
+
+# --- Controller and shard actors (control/, shards/actor.py) -----------------
+# (placeholder: the control plane's bounds go here)
 
 
 def _check_relations() -> None:

@@ -6,7 +6,9 @@ the router encode replies. Decoding copies every field it returns into plain
 Python values inside the ``from_bytes`` block, because a pycapnp reader must
 not outlive the buffer it reads.
 
-Decoding untrusted bytes never raises anything but ``MalformedRequestError``.
+Decoding an untrusted request never raises anything but ``MalformedRequestError``
+(or ``RequestTooLargeError`` for a header over its limit); decoding a reply that
+is not one raises ``MalformedReplyError``.
 
 The four messages of every produce and fetch (the two requests and their
 replies) are hand-packed by protocol_hot.py into the bytes pycapnp would
@@ -17,9 +19,11 @@ shape.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar, NamedTuple
 
 from plinth import limits, protocol_hot
-from plinth.errors import BrokerError, MalformedRequestError, error_for_code
+from plinth.errors import (BrokerError, MalformedReplyError, MalformedRequestError,
+                           RequestTooLargeError, error_for_code)
 from plinth.schemas import protocol
 
 _READ_LIMITS = dict(
@@ -27,36 +31,178 @@ _READ_LIMITS = dict(
     nesting_limit=16,
 )
 
-# Request kinds that the router forwards to the shard owning the partition.
-PARTITION_KINDS = frozenset({"produce", "fetch", "listOffsets"})
-# Request kinds that the router forwards to the shard coordinating the group.
-GROUP_KINDS = frozenset({"groupHeartbeat", "commitOffsets", "fetchOffsets", "describeGroup",
-                         "resetOffsets"})
 ACKS_VALUES = (-1, 0, 1)
+TopicPartition = tuple[str, int]
 
 
-@dataclass
-class RequestView:
-    """A decoded Request: every field a router or shard needs, as plain values."""
+# --- Requests, one class per kind of the Request union ------------------------
+# Each is what decode_request returns for that kind: plain values, copied out of
+# the message. ``kind`` is the union field's name in schemas/protocol.capnp.
 
+@dataclass(frozen=True, slots=True)
+class ProduceRequest:
     request_id: int
-    kind: str
-    topic: str = ""
-    partition: int = 0
-    acks: int = 1
-    offset: int = 0
-    bytes_max: int = 0
-    wait_ms_max: int = 0
-    topics: list[str] = field(default_factory=list)
-    partition_count: int = 0
-    config: dict[str, str] = field(default_factory=dict)
-    group: str = ""
-    member_id: str = ""
-    member_epoch: int = 0
-    owned: set[tuple[str, int]] = field(default_factory=set)
-    session_timeout_ms: int = 0
-    assignor: str = ""
-    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    topic: str
+    partition: int
+    acks: int = 1                 # 0: no reply; 1 or -1: reply once durable
+    kind: ClassVar[str] = "produce"
+
+
+@dataclass(frozen=True, slots=True)
+class FetchRequest:
+    request_id: int
+    topic: str
+    partition: int
+    offset: int
+    bytes_max: int
+    wait_ms_max: int
+    kind: ClassVar[str] = "fetch"
+
+
+@dataclass(frozen=True, slots=True)
+class ListOffsetsRequest:
+    request_id: int
+    topic: str
+    partition: int
+    kind: ClassVar[str] = "listOffsets"
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataRequest:
+    request_id: int
+    topics: tuple[str, ...]       # empty: every topic
+    kind: ClassVar[str] = "metadata"
+
+
+@dataclass(frozen=True, slots=True)
+class CreateTopicRequest:
+    request_id: int
+    topic: str
+    partitions: int
+    config: dict[str, str]
+    kind: ClassVar[str] = "createTopic"
+
+
+@dataclass(frozen=True, slots=True)
+class AlterTopicRequest:
+    request_id: int
+    topic: str
+    config: dict[str, str]        # the entries to change
+    kind: ClassVar[str] = "alterTopic"
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteTopicRequest:
+    request_id: int
+    topic: str
+    kind: ClassVar[str] = "deleteTopic"
+
+
+@dataclass(frozen=True, slots=True)
+class DescribeTopicRequest:
+    request_id: int
+    topic: str
+    kind: ClassVar[str] = "describeTopic"
+
+
+@dataclass(frozen=True, slots=True)
+class ListTopicsRequest:
+    request_id: int
+    kind: ClassVar[str] = "listTopics"
+
+
+@dataclass(frozen=True, slots=True)
+class GroupHeartbeatRequest:
+    request_id: int
+    group: str
+    member_id: str                # empty: a new member
+    member_epoch: int             # LEAVE_EPOCH (-1): the member leaves
+    topics: tuple[str, ...]       # its subscription
+    owned: frozenset[TopicPartition]
+    session_timeout_ms: int       # 0: the default
+    assignor: str                 # empty: the group's
+    kind: ClassVar[str] = "groupHeartbeat"
+
+
+@dataclass(frozen=True, slots=True)
+class CommitOffsetsRequest:
+    request_id: int
+    group: str
+    member_id: str
+    member_epoch: int
+    offsets: dict[TopicPartition, int]
+    kind: ClassVar[str] = "commitOffsets"
+
+
+@dataclass(frozen=True, slots=True)
+class ResetOffsetsRequest:
+    request_id: int
+    group: str
+    offsets: dict[TopicPartition, int]
+    kind: ClassVar[str] = "resetOffsets"
+
+
+@dataclass(frozen=True, slots=True)
+class FetchOffsetsRequest:
+    request_id: int
+    group: str
+    kind: ClassVar[str] = "fetchOffsets"
+
+
+@dataclass(frozen=True, slots=True)
+class DescribeGroupRequest:
+    request_id: int
+    group: str
+    kind: ClassVar[str] = "describeGroup"
+
+
+@dataclass(frozen=True, slots=True)
+class ListGroupsRequest:
+    request_id: int
+    kind: ClassVar[str] = "listGroups"
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRequest:
+    request_id: int
+    kind: ClassVar[str] = "status"
+
+
+@dataclass(frozen=True, slots=True)
+class AddShardsRequest:
+    request_id: int
+    shard_count: int              # how many shards to add
+    kind: ClassVar[str] = "addShards"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveShardsRequest:
+    request_id: int
+    shard_count: int              # how many of the newest shards to remove
+    kind: ClassVar[str] = "removeShards"
+
+
+Request = (ProduceRequest | FetchRequest | ListOffsetsRequest | MetadataRequest
+           | CreateTopicRequest | AlterTopicRequest | DeleteTopicRequest | DescribeTopicRequest
+           | ListTopicsRequest | GroupHeartbeatRequest | CommitOffsetsRequest
+           | ResetOffsetsRequest | FetchOffsetsRequest | DescribeGroupRequest
+           | ListGroupsRequest | StatusRequest | AddShardsRequest | RemoveShardsRequest)
+
+# Requests that the router forwards to the shard owning the partition.
+PARTITION_REQUESTS = (ProduceRequest, FetchRequest, ListOffsetsRequest)
+# Requests that the router forwards to the shard coordinating the group.
+GROUP_REQUESTS = (GroupHeartbeatRequest, CommitOffsetsRequest, ResetOffsetsRequest,
+                  FetchOffsetsRequest, DescribeGroupRequest)
+
+
+class PartitionMove(NamedTuple):
+    """A partition whose writes moved to another shard at ``offset`` (shards add/remove)."""
+
+    topic: str
+    partition: int
+    from_shard: str
+    to_shard: str
+    offset: int
 
 
 @dataclass
@@ -137,7 +283,7 @@ class ReplyView:
     group: GroupInfo | None = None
     groups: list[str] = field(default_factory=list)
     status: StatusInfo | None = None
-    moves: list[tuple[str, int, str, str, int]] = field(default_factory=list)
+    moves: list[PartitionMove] = field(default_factory=list)
 
 
 # --- Requests ---------------------------------------------------------------
@@ -231,7 +377,7 @@ def encode_shards_change(request_id: int, kind: str, count: int) -> bytes:
     return msg.to_bytes()
 
 
-def encode_moves_reply(request_id: int, moves: list[tuple[str, int, str, str, int]]) -> bytes:
+def encode_moves_reply(request_id: int, moves: list[PartitionMove]) -> bytes:
     msg = protocol.Reply.new_message(requestId=request_id)
     out = msg.init("moves", len(moves))
     for i, (topic, partition, from_shard, to_shard, offset) in enumerate(moves):
@@ -246,60 +392,65 @@ def encode_list_groups(request_id: int) -> bytes:
     return msg.to_bytes()
 
 
-def decode_request(frame) -> RequestView:
-    """Decode an untrusted Request frame. Raises MalformedRequestError only."""
+def decode_request(frame) -> Request:
+    """Decode an untrusted Request frame. Raises MalformedRequestError, or
+    RequestTooLargeError for a header over HEADER_BYTES_MAX; nothing else."""
     if len(frame) > limits.HEADER_BYTES_MAX:
-        raise MalformedRequestError(
+        raise RequestTooLargeError(
             f"request header is {len(frame)} bytes, over the limit of "
             f"{limits.HEADER_BYTES_MAX} bytes")
     hot = protocol_hot.decode_request(frame)
     if hot is not None:
-        return RequestView(*hot)
+        kind, *fields = hot
+        return ProduceRequest(*fields) if kind == "produce" else FetchRequest(*fields)
     try:
         with protocol.Request.from_bytes(bytes(frame), **_READ_LIMITS) as req:
-            return _request_view(req)
+            return _request(req)
     except MalformedRequestError:
         raise
     except Exception as exc:  # pycapnp raises KjException, ValueError, ...
         raise MalformedRequestError(f"request header is not a valid Request: {exc}") from None
 
 
-def _request_view(req) -> RequestView:
+def _request(req) -> Request:
+    """The Request class for the message's kind, its fields copied out of ``req``."""
     kind = req.which()
-    view = RequestView(request_id=req.requestId, kind=kind)
-    if kind in ("produce", "fetch", "listOffsets"):
-        body = getattr(req, kind)
-        view.topic, view.partition = body.topic, body.partition
-        if kind == "produce":
-            view.acks = body.acks
-        elif kind == "fetch":
-            view.offset, view.bytes_max, view.wait_ms_max = body.offset, body.maxBytes, body.maxWaitMs
-    elif kind == "metadata":
-        view.topics = list(req.metadata.topics)
-    elif kind in ("createTopic", "alterTopic"):
-        body = getattr(req, kind)
-        view.topic, view.partition_count = body.name, body.partitions
-        view.config = {entry.key: entry.value for entry in body.config}
-    elif kind in ("deleteTopic", "describeTopic"):
-        view.topic = getattr(req, kind).name
-    elif kind in GROUP_KINDS:
-        _group_request_view(req, kind, view)
-    elif kind in ("addShards", "removeShards"):
-        view.partition_count = getattr(req, kind)
-    return view
+    decode = _REQUEST_DECODERS.get(kind)
+    if decode is None:
+        raise MalformedRequestError(f"unknown request kind {kind!r}")
+    return decode(req.requestId, getattr(req, kind))
 
 
-def _group_request_view(req, kind: str, view: RequestView) -> None:
-    body = getattr(req, kind)
-    view.group = body.group
-    if kind == "groupHeartbeat":
-        view.member_id, view.member_epoch = body.memberId, body.memberEpoch
-        view.topics = list(body.topics)
-        view.owned = _topic_partitions(body.owned)
-        view.session_timeout_ms, view.assignor = body.sessionTimeoutMs, body.assignor
-    elif kind in ("commitOffsets", "resetOffsets"):
-        view.member_id, view.member_epoch = body.memberId, body.memberEpoch
-        view.offsets = _partition_offsets(body.offsets)
+def _config(entries) -> dict[str, str]:
+    return {entry.key: entry.value for entry in entries}
+
+
+_REQUEST_DECODERS = {
+    "produce": lambda rid, b: ProduceRequest(rid, b.topic, b.partition, b.acks),
+    "fetch": lambda rid, b: FetchRequest(rid, b.topic, b.partition, b.offset, b.maxBytes,
+                                         b.maxWaitMs),
+    "listOffsets": lambda rid, b: ListOffsetsRequest(rid, b.topic, b.partition),
+    "metadata": lambda rid, b: MetadataRequest(rid, tuple(b.topics)),
+    "createTopic": lambda rid, b: CreateTopicRequest(rid, b.name, b.partitions,
+                                                     _config(b.config)),
+    "alterTopic": lambda rid, b: AlterTopicRequest(rid, b.name, _config(b.config)),
+    "deleteTopic": lambda rid, b: DeleteTopicRequest(rid, b.name),
+    "describeTopic": lambda rid, b: DescribeTopicRequest(rid, b.name),
+    "listTopics": lambda rid, _: ListTopicsRequest(rid),
+    "groupHeartbeat": lambda rid, b: GroupHeartbeatRequest(
+        rid, b.group, b.memberId, b.memberEpoch, tuple(b.topics),
+        frozenset(_topic_partitions(b.owned)), b.sessionTimeoutMs, b.assignor),
+    "commitOffsets": lambda rid, b: CommitOffsetsRequest(
+        rid, b.group, b.memberId, b.memberEpoch, _partition_offsets(b.offsets)),
+    "resetOffsets": lambda rid, b: ResetOffsetsRequest(rid, b.group,
+                                                       _partition_offsets(b.offsets)),
+    "fetchOffsets": lambda rid, b: FetchOffsetsRequest(rid, b.group),
+    "describeGroup": lambda rid, b: DescribeGroupRequest(rid, b.group),
+    "listGroups": lambda rid, _: ListGroupsRequest(rid),
+    "status": lambda rid, _: StatusRequest(rid),
+    "addShards": lambda rid, count: AddShardsRequest(rid, count),
+    "removeShards": lambda rid, count: RemoveShardsRequest(rid, count),
+}
 
 
 # --- Replies ----------------------------------------------------------------
@@ -404,7 +555,7 @@ def decode_reply(frame) -> ReplyView:
         with protocol.Reply.from_bytes(bytes(frame), **_READ_LIMITS) as rep:
             return _reply_view(rep)
     except Exception as exc:
-        raise MalformedRequestError(f"reply from broker is not a valid Reply: {exc}") from None
+        raise MalformedReplyError(f"reply from broker is not a valid Reply: {exc}") from None
 
 
 def _reply_view(rep) -> ReplyView:
@@ -433,7 +584,8 @@ def _reply_view(rep) -> ReplyView:
     elif view.kind == "groups":
         view.groups = list(rep.groups)
     elif view.kind == "moves":
-        view.moves = [(m.topic, m.partition, m.fromShard, m.toShard, m.offset) for m in rep.moves]
+        view.moves = [PartitionMove(m.topic, m.partition, m.fromShard, m.toShard, m.offset)
+                      for m in rep.moves]
     elif view.kind == "status":
         st = rep.status
         view.status = StatusInfo(

@@ -128,8 +128,10 @@ def encode_fetch_reply(request_id: int, high_watermark: int, log_start_offset: i
 # --- Decoding (router, shard: requests; client: replies) ----------------------
 
 def decode_request(frame) -> tuple | None:
-    """(request_id, kind, topic, partition, acks, offset, bytes_max, wait_ms_max) of a
-    canonical produce or fetch Request, else None (decode it with pycapnp)."""
+    """("produce", request_id, topic, partition, acks) or ("fetch", request_id, topic,
+    partition, offset, bytes_max, wait_ms_max) of a canonical produce or fetch Request
+    (the fields of protocol.ProduceRequest and FetchRequest), else None (decode it with
+    pycapnp)."""
     size = len(frame)
     if size < 8 + (_HEADER_WORDS + 3) * _WORD_BYTES or size % _WORD_BYTES:
         return None
@@ -145,14 +147,14 @@ def decode_request(frame) -> tuple | None:
         topic = _text(frame, 56, text_lower, text_upper)
         if topic is None:
             return None
-        return request_id, "produce", topic, partition, acks ^ _ACKS_DEFAULT, 0, 0, 0
+        return "produce", request_id, topic, partition, acks ^ _ACKS_DEFAULT
     if kind == _FETCH and body_pointer == _BODY_POINTER_FETCH << 32 and size >= 8 + 9 * 8:
         partition, bytes_max, offset, wait_ms_max, text_lower, text_upper = \
             _FETCH_BODY.unpack_from(frame, 40)
         topic = _text(frame, 72, text_lower, text_upper)
         if topic is None:
             return None
-        return request_id, "fetch", topic, partition, 1, offset, bytes_max, wait_ms_max
+        return "fetch", request_id, topic, partition, offset, bytes_max, wait_ms_max
     return None
 
 

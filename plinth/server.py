@@ -34,11 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plinth import limits
-from plinth.errors import InvalidConfigError
+from plinth.control.controller_handle import CONTROLLER_NAME, ControllerHandle
+from plinth.errors import BrokerError, InvalidConfigError
 
 log = logging.getLogger(__name__)
 
-CONTROLLER_NAME = "plinth-controller"
 # Unix socket paths are limited to 107 bytes; Ray appends about 70 to its temp dir.
 _RAY_TEMP_DIR_BYTES_MAX = 36
 _CONTROLLER_NAME_WAIT_S = 30.0
@@ -48,7 +48,7 @@ _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 @dataclass
 class ServeOptions:
     data_dir: Path
-    listen: str = "tcp://127.0.0.1:7400"
+    listen: str = limits.BROKER_URL_DEFAULT
     shards: int | None = None
     ray_address: str | None = None
     fsync_policy: str = "always"
@@ -138,31 +138,28 @@ class Server:
 
         import ray
 
-        from plinth.controller import Controller
         from plinth.router.router import Router
 
-        self.controller = self._create_controller(ray.remote(Controller))
-        ray.get(self.controller.start.remote())
+        self.controller = self._create_controller()
+        self.controller.start()
         self.router = Router(self.options.listen, self.controller, security=security)
-        self.router.start(ray.get(self.controller.routing.remote()))
-        self.controller.router_started.remote(self.options.listen, ray.util.get_node_ip_address())
+        self.router.start(self.controller.routing())
+        self.controller.router_started(self.options.listen, ray.util.get_node_ip_address())
         if self.options.metrics_port is not None:
-            from plinth.metrics import start_metrics_server
+            from plinth.control.metrics import start_metrics_server
 
-            start_metrics_server(lambda: self.controller, self.options.metrics_port,
+            start_metrics_server(self.controller, self.options.metrics_port,
                                  self.options.metrics_host)
 
-    def _create_controller(self, remote_controller):
+    def _create_controller(self) -> ControllerHandle:
         # After a crash, Ray may still hold the dead broker's controller name
         # for a moment; a live broker on the same data dir holds it for good.
         deadline = time.monotonic() + _CONTROLLER_NAME_WAIT_S
         while True:
             try:
-                return remote_controller.options(
-                    name=CONTROLLER_NAME, num_cpus=0, max_restarts=0,
-                    scheduling_strategy=_this_node(),
-                ).remote(str(self.options.data_dir.resolve()), self.options.shards,
-                         self.options.fsync_policy, self.options.fsync_interval_ms, CONTROLLER_NAME)
+                return ControllerHandle.create(
+                    str(self.options.data_dir.resolve()), self.options.shards,
+                    self.options.fsync_policy, self.options.fsync_interval_ms, _this_node())
             except ValueError as exc:
                 if "already taken" not in str(exc) or time.monotonic() > deadline:
                     raise RuntimeError(
@@ -178,9 +175,9 @@ class Server:
             self.router.stop()
         if self.controller is not None:
             try:
-                ray.get(self.controller.shutdown.remote(grace_period_s), timeout=grace_period_s + 10)
+                self.controller.shutdown(grace_period_s)
             finally:
-                ray.kill(self.controller)
+                self.controller.kill()
         ray.shutdown()
 
 
@@ -220,7 +217,7 @@ def _wait_for_signal() -> None:
 class RouterOptions:
     ray_address: str
     cluster_name: str
-    listen: str = "tcp://127.0.0.1:7400"
+    listen: str = limits.BROKER_URL_DEFAULT
     curve_secret_key: Path | None = None
     authorized_keys: Path | None = None
     acl_file: Path | None = None
@@ -244,32 +241,31 @@ def run_router(options: RouterOptions, ready=print) -> int:
 
     ray.init(address=options.ray_address, namespace=f"plinth-{options.cluster_name}",
              logging_level=logging.WARNING)
+    node_address = ray.util.get_node_ip_address()
+
+    def announce(found: ControllerHandle) -> None:
+        # The server restarted: a new controller has the name; tell it about us.
+        found.router_started(options.listen, node_address)
+
     try:
-        controller = ray.get_actor(CONTROLLER_NAME)
+        controller = ControllerHandle.find(on_rediscovered=announce)
     except ValueError:
         raise InvalidConfigError(
             f"no broker named {options.cluster_name!r} runs in the Ray cluster at "
             f"{options.ray_address} (start one with plinth serve --cluster-name)") from None
-    def find_controller_again():
-        # The server restarted: a new controller has the name; tell it about us.
-        found = ray.get_actor(CONTROLLER_NAME)
-        found.router_started.remote(options.listen, ray.util.get_node_ip_address())
-        return found
-
-    router = Router(options.listen, controller, security=security,
-                    controller_lookup=find_controller_again)
-    router.start(ray.get(controller.routing.remote()))
-    controller.router_started.remote(options.listen, ray.util.get_node_ip_address())
+    router = Router(options.listen, controller, security=security)
+    router.start(controller.routing())
+    announce(controller)
     if options.metrics_port is not None:
-        from plinth.metrics import start_metrics_server
+        from plinth.control.metrics import start_metrics_server
 
-        start_metrics_server(lambda: router.controller, options.metrics_port, options.metrics_host)
+        start_metrics_server(controller, options.metrics_port, options.metrics_host)
     ready(f"plinth router ready: listening on {options.listen} (cluster {options.cluster_name})")
     _wait_for_signal()
     router.stop()
     try:
-        ray.get(router.controller.router_stopped.remote(options.listen), timeout=10)
-    except ray.exceptions.RayError as exc:   # the server is gone too: nobody to tell
+        controller.router_stopped(options.listen)
+    except BrokerError as exc:   # the server is gone too: nobody to tell
         log.warning("could not tell the controller this router stopped: %s", exc)
     ray.shutdown()
     return 0

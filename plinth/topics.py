@@ -14,14 +14,19 @@ from plinth.errors import InvalidConfigError, InvalidTopicError
 
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
+SEGMENT_BYTES = "segment.bytes"
+SEGMENT_MS = "segment.ms"
+RETENTION_MS = "retention.ms"
+RETENTION_BYTES = "retention.bytes"
+
 # key -> (minimum, maximum, default); all integers.
 TOPIC_CONFIG_KEYS: dict[str, tuple[int, int, int]] = {
-    "segment.bytes": (limits.SEGMENT_BYTES_MIN, limits.SEGMENT_BYTES_MAX,
-                      limits.SEGMENT_BYTES_DEFAULT),
-    "segment.ms": (1, 2**62, limits.SEGMENT_MS_DEFAULT),
+    SEGMENT_BYTES: (limits.SEGMENT_BYTES_MIN, limits.SEGMENT_BYTES_MAX,
+                    limits.SEGMENT_BYTES_DEFAULT),
+    SEGMENT_MS: (1, 2**62, limits.SEGMENT_MS_DEFAULT),
     # -1: keep forever. Whole segments are deleted, never the active one.
-    "retention.ms": (-1, 2**62, limits.RETENTION_MS_DEFAULT),
-    "retention.bytes": (-1, 2**62, limits.RETENTION_BYTES_DEFAULT),
+    RETENTION_MS: (-1, 2**62, limits.RETENTION_MS_DEFAULT),
+    RETENTION_BYTES: (-1, 2**62, limits.RETENTION_BYTES_DEFAULT),
 }
 
 
@@ -69,13 +74,3 @@ def _config_int(name: str, key: str, raw, lowest: int, highest: int) -> int:
         raise InvalidConfigError(
             f"topic {name!r}: {key}={value} is outside {lowest}..{highest}")
     return value
-
-
-def log_config_for(config: dict[str, str]):
-    """The storage settings (shards.partition_log.LogConfig) for a normalized config."""
-    from plinth.shards.partition_log import LogConfig
-
-    return LogConfig(segment_bytes_max=int(config["segment.bytes"]),
-                     segment_ms_max=int(config["segment.ms"]),
-                     retention_ms=int(config.get("retention.ms", limits.RETENTION_MS_DEFAULT)),
-                     retention_bytes=int(config.get("retention.bytes", limits.RETENTION_BYTES_DEFAULT)))

@@ -27,7 +27,6 @@ the bytes of fetch replies waiting for clients that do not read them
 
 from __future__ import annotations
 
-import bisect
 import logging
 import pickle
 import queue
@@ -38,10 +37,13 @@ from collections import OrderedDict
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from plinth import limits, placement, protocol
-from plinth.errors import (BrokerError, InternalError, MalformedRequestError, NotAuthorizedError,
-                           PartitionOutOfRangeError, RecordTooLargeError, RequestTimedOutError,
-                           TooManyRequestsError, UnavailableError, UnknownTopicError)
+from plinth import limits, protocol
+from plinth.control import placement
+from plinth.control.controller_handle import ControllerHandle
+from plinth.control.routing_table import RoutingTable
+from plinth.errors import (BrokerError, MalformedRequestError, NotAuthorizedError,
+                           PartitionOutOfRangeError, RecordTooLargeError, TooManyRequestsError,
+                           UnavailableError, UnknownTopicError)
 from plinth.router.unsent_replies import UnsentReplies
 
 log = logging.getLogger(__name__)
@@ -56,24 +58,17 @@ _ADMIN_ADDRESS_FORMAT = "inproc://plinth-router-admin-{}"
 class Router:
     """Construct, ``start()`` and ``stop()`` from the server's main thread."""
 
-    def __init__(self, listen: str, controller, context: zmq.Context | None = None,
-                 security=None, controller_lookup=None):
+    def __init__(self, listen: str, controller: ControllerHandle,
+                 context: zmq.Context | None = None, security=None):
         self.listen = listen
         self._security = security   # router.security.Security, or None for plaintext
-        self._controller = controller
-        # Finds the controller again after it died (a standalone router outlives
-        # restarts of its server); raises ValueError while there is none.
-        self._controller_lookup = controller_lookup
+        self.controller = controller
         self._context = context or zmq.Context.instance()
         self._admin_queue: queue.Queue = queue.Queue(maxsize=ADMIN_QUEUED_MAX)
         self._admin_address = _ADMIN_ADDRESS_FORMAT.format(id(self))
-        self._routes: dict[str, list[str]] = {}           # topic -> shard id per partition
-        # topic -> partition -> [[start offset, shard id], ...] for partitions that moved:
-        # a fetch goes to the shard holding its offset.
-        self._ranges: dict[str, dict[int, list]] = {}
+        self._routing = RoutingTable()
         self._backends: dict[str, tuple[str, zmq.Socket]] = {}  # shard id -> (address, DEALER)
         self._shard_of_socket: dict[zmq.Socket, str] = {}
-        self._shard_ids: list[str] = []    # every shard, running or not: groups hash over them
         # Connection monitors of the shard DEALERs: a shard whose connection dropped
         # (its process or node died) is down until it reconnects or moves.
         self._monitor_of: dict[zmq.Socket, str] = {}
@@ -88,15 +83,10 @@ class Router:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    @property
-    def controller(self):
-        """The controller's current handle (replaced when it is found again)."""
-        return self._controller
-
     # --- Lifecycle ---------------------------------------------------------------
 
-    def start(self, routing: dict) -> None:
-        """Bind the front socket and start both threads. ``routing``: controller.routing()."""
+    def start(self, routing: RoutingTable) -> None:
+        """Bind the front socket and start both threads. ``routing``: the controller's."""
         self._frontend = self._context.socket(zmq.ROUTER)
         self._frontend.setsockopt(zmq.MAXMSGSIZE, limits.FRAME_BYTES_MAX)
         self._frontend.setsockopt(zmq.RCVHWM, limits.SOCKET_MESSAGES_HWM)
@@ -204,101 +194,101 @@ class Router:
             return
         client_id, header = frames[0], frames[1]
         try:
-            view = protocol.decode_request(header.buffer)
-        except MalformedRequestError as exc:
+            request = protocol.decode_request(header.buffer)
+        except BrokerError as exc:   # malformed, or a header over its limit
             self._reply(client_id, protocol.encode_error(0, exc))
             return
         if self._security is not None:
             try:
-                self._security.authorize(header, view)
+                self._security.authorize(header, request)
             except NotAuthorizedError as exc:
-                self._reply(client_id, protocol.encode_error(view.request_id, exc))
+                self._reply(client_id, protocol.encode_error(request.request_id, exc))
                 return
-        if view.kind in protocol.PARTITION_KINDS:
-            self._route(frames, view)
-        elif view.kind in protocol.GROUP_KINDS:
-            self._route_group(frames, view)
+        if isinstance(request, protocol.PARTITION_REQUESTS):
+            self._route(frames, request)
+        elif isinstance(request, protocol.GROUP_REQUESTS):
+            self._route_group(frames, request)
         else:
-            self._submit_admin(client_id, ("request", client_id.bytes, view))
+            self._submit_admin(client_id, ("request", client_id.bytes, request))
 
-    def _route(self, frames: list, view: protocol.RequestView) -> None:
+    def _route(self, frames: list, request) -> None:
+        """A produce, fetch or listOffsets: to the shard holding the partition."""
         client_id = frames[0]
-        owners = self._routes.get(view.topic)
-        if owners is None:
-            self._hold(frames, view)
+        topic, partition = request.topic, request.partition
+        partition_count = self._routing.partition_count(topic)
+        if partition_count is None:
+            self._hold(frames, request)
             return
-        if view.partition >= len(owners):
-            self._reply(client_id, protocol.encode_error(view.request_id, PartitionOutOfRangeError(
-                f"partition {view.partition} of topic {view.topic!r} does not exist: "
-                f"it has {len(owners)} partitions (0 to {len(owners) - 1})")))
+        if partition >= partition_count:
+            self._reply(client_id, protocol.encode_error(request.request_id, PartitionOutOfRangeError(
+                f"partition {partition} of topic {topic!r} does not exist: "
+                f"it has {partition_count} partitions (0 to {partition_count - 1})")))
             return
-        if view.kind == "produce" and len(frames) > 2 and len(frames[2]) > limits.BATCH_BYTES_MAX:
-            self._reply(client_id, protocol.encode_error(view.request_id, RecordTooLargeError(
-                f"batch of {len(frames[2])} bytes for {view.topic}-{view.partition} is over "
+        if type(request) is protocol.ProduceRequest and len(frames) > 2 and \
+                len(frames[2]) > limits.BATCH_BYTES_MAX:
+            self._reply(client_id, protocol.encode_error(request.request_id, RecordTooLargeError(
+                f"batch of {len(frames[2])} bytes for {topic}-{partition} is over "
                 f"the limit of {limits.BATCH_BYTES_MAX} bytes")))
             return
-        moved = self._ranges.get(view.topic, {}).get(view.partition)
-        if moved is None:
-            self._forward(owners[view.partition], frames, view)
-        elif view.kind == "fetch":
-            starts = [start for start, _ in moved]
-            holder = moved[max(0, bisect.bisect_right(starts, view.offset) - 1)][1]
-            self._forward(holder, frames, view)
-        elif view.kind == "listOffsets":   # spans shards: the controller merges them
-            self._submit_admin(client_id, ("request", client_id.bytes, view))
+        if type(request) is protocol.FetchRequest:
+            self._forward(self._routing.holder(topic, partition, request.offset), frames, request)
+        elif type(request) is protocol.ListOffsetsRequest and \
+                self._routing.spans_shards(topic, partition):   # the controller merges them
+            self._submit_admin(client_id, ("request", client_id.bytes, request))
         else:
-            self._forward(owners[view.partition], frames, view)
+            self._forward(self._routing.owner(topic, partition), frames, request)
 
-    def _route_group(self, frames: list, view: protocol.RequestView) -> None:
+    def _route_group(self, frames: list, request) -> None:
         """Forward to the shard coordinating the group: rendezvous hash of its name."""
-        if not self._shard_ids:
-            self._reply(frames[0], protocol.encode_error(view.request_id, UnavailableError(
+        if not self._routing.shard_ids:
+            self._reply(frames[0], protocol.encode_error(request.request_id, UnavailableError(
                 "no shard is known to coordinate groups")))
             return
-        shard_id = placement.shard_for_group(view.group, self._shard_ids)
-        self._forward(shard_id, frames, view)
+        shard_id = placement.shard_for_group(request.group, list(self._routing.shard_ids))
+        self._forward(shard_id, frames, request)
 
-    def _forward(self, shard_id: str, frames: list, view: protocol.RequestView) -> None:
+    def _forward(self, shard_id: str, frames: list, request) -> None:
         client = frames[0].bytes
-        counted = not (view.kind == "produce" and view.acks == 0)   # those get no reply
+        # acks=0 produces get no reply
+        counted = not (type(request) is protocol.ProduceRequest and request.acks == 0)
         in_flight = sum(per_client.get(client, 0) for per_client in self._in_flight.values())
         if counted and in_flight >= limits.CLIENT_REQUESTS_IN_FLIGHT_MAX:
-            self._reply(frames[0], protocol.encode_error(view.request_id, TooManyRequestsError(
+            self._reply(frames[0], protocol.encode_error(request.request_id, TooManyRequestsError(
                 f"client has {in_flight} requests in flight, the limit is "
                 f"{limits.CLIENT_REQUESTS_IN_FLIGHT_MAX}; wait for replies")))
             return
         if shard_id not in self._backends or shard_id in self._down:
-            self._reply(frames[0], protocol.encode_error(view.request_id, UnavailableError(
-                f"{view.topic or view.group}: its shard {shard_id} is unavailable (not "
+            self._reply(frames[0], protocol.encode_error(request.request_id, UnavailableError(
+                f"{getattr(request, 'topic', None) or request.group}: its shard {shard_id} is unavailable (not "
                 f"running or not connected; its node may be down); retry later")))
             return
         _, backend = self._backends[shard_id]
         try:
             backend.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.Again:
-            self._reply(frames[0], protocol.encode_error(view.request_id, TooManyRequestsError(
+            self._reply(frames[0], protocol.encode_error(request.request_id, TooManyRequestsError(
                 f"{shard_id} has {limits.SOCKET_MESSAGES_HWM} requests queued; retry later")))
             return
         if counted:
             per_client = self._in_flight.setdefault(shard_id, {})
             per_client[client] = per_client.get(client, 0) + 1
 
-    def _hold(self, frames: list, view: protocol.RequestView) -> None:
+    def _hold(self, frames: list, request) -> None:
         client_id = frames[0]
-        forget_at = self._unknown.get(view.topic)
+        forget_at = self._unknown.get(request.topic)
         if forget_at is not None and forget_at > time.monotonic():
             self._reply(client_id, protocol.encode_error(
-                view.request_id, UnknownTopicError(f"unknown topic {view.topic!r}")))
+                request.request_id, UnknownTopicError(f"unknown topic {request.topic!r}")))
             return
-        held = self._held.get(view.topic)
+        held = self._held.get(request.topic)
         if held is None:
-            self._held[view.topic] = [(frames, view)]
-            self._submit_admin(client_id, ("resolve", view.topic))
+            self._held[request.topic] = [(frames, request)]
+            self._submit_admin(client_id, ("resolve", request.topic))
         elif len(held) >= HELD_PER_TOPIC_MAX:
-            self._reply(client_id, protocol.encode_error(view.request_id, TooManyRequestsError(
-                f"{HELD_PER_TOPIC_MAX} requests already wait for topic {view.topic!r} to resolve")))
+            self._reply(client_id, protocol.encode_error(request.request_id, TooManyRequestsError(
+                f"{HELD_PER_TOPIC_MAX} requests already wait for topic {request.topic!r} to resolve")))
         else:
-            held.append((frames, view))
+            held.append((frames, request))
 
     def _submit_admin(self, client_id, job: tuple) -> None:
         try:
@@ -352,25 +342,27 @@ class Router:
     def _release_held(self, topic: str | None) -> None:
         if topic is None:
             return
-        if topic not in self._routes:
+        known = self._routing.partition_count(topic) is not None
+        if not known:
             self._unknown[topic] = time.monotonic() + UNKNOWN_TOPIC_TTL_S
             while len(self._unknown) > UNKNOWN_TOPICS_REMEMBERED_MAX:
                 self._unknown.popitem(last=False)
-        for frames, view in self._held.pop(topic, []):
-            if topic in self._routes:
-                self._route(frames, view)
+        for frames, request in self._held.pop(topic, []):
+            if known:
+                self._route(frames, request)
             else:
                 self._reply(frames[0], protocol.encode_error(
-                    view.request_id, UnknownTopicError(f"unknown topic {topic!r}")))
+                    request.request_id, UnknownTopicError(f"unknown topic {topic!r}")))
 
-    def _apply_routing(self, routing: dict) -> None:
-        """Adopt the controller's routing table (loop thread, or start())."""
-        self._routes = routing["topics"]
-        self._ranges = routing.get("ranges", self._ranges)
-        self._shard_ids = routing.get("shard_ids", self._shard_ids)
-        for topic in routing["topics"]:
+    def _apply_routing(self, routing: RoutingTable | None) -> None:
+        """Adopt the controller's routing table (loop thread, or start()); None (the
+        controller did not answer) keeps the current one."""
+        if routing is None:
+            return
+        self._routing = routing
+        for topic in routing.owners:
             self._unknown.pop(topic, None)
-        for shard_id, address in routing["shards"].items():
+        for shard_id, address in routing.shard_addresses.items():
             current = self._backends.get(shard_id)
             if current is not None and current[0] == address:
                 continue
@@ -414,103 +406,61 @@ class Router:
 
     def _admin_job(self, job: tuple) -> list[tuple]:
         if job[0] == "resolve":
-            routing = self._control_or_none("routing")
-            return [("routing", routing or {"shards": {}, "topics": self._routes}, job[1])]
-        _, client_id, view = job
+            return [("routing", self._routing_or_none(), job[1])]
+        _, client_id, request = job
         try:
-            reply, changed = self._admin_request(view)
+            reply, changed = self._admin_request(request)
         except BrokerError as exc:
-            reply, changed = protocol.encode_error(view.request_id, exc), False
+            reply, changed = protocol.encode_error(request.request_id, exc), False
         results = [("reply", client_id, reply)]
         if changed:
-            routing = self._control_or_none("routing")
-            if routing is not None:
-                results.insert(0, ("routing", routing, None))
+            results.insert(0, ("routing", self._routing_or_none(), None))
         return results
 
-    def _admin_request(self, view: protocol.RequestView) -> tuple[bytes, bool]:
+    def _admin_request(self, request) -> tuple[bytes, bool]:
         """Answer one admin request; also say whether the routing table changed."""
-        rid = view.request_id
-        if view.kind == "createTopic":
-            info = self._control("create_topic", view.topic,
-                                 view.partition_count, view.config)
-            return protocol.encode_topics_reply(rid, [info]), True
-        if view.kind == "alterTopic":
-            info = self._control("alter_topic", view.topic, view.config)
-            return protocol.encode_topics_reply(rid, [info]), False
-        if view.kind == "deleteTopic":
-            self._control("delete_topic", view.topic)
-            return protocol.encode_ok(rid), True
-        if view.kind == "describeTopic":
-            info = self._control("describe_topic", view.topic)
-            return protocol.encode_topics_reply(rid, [info]), False
-        if view.kind == "listOffsets":
-            info = self._control("partition_offsets", view.topic, view.partition)
-            return protocol.encode_offsets_reply(rid, info), False
-        if view.kind in ("addShards", "removeShards"):
-            change = "add_shards" if view.kind == "addShards" else "remove_shards"
-            moves = self._control(change, view.partition_count)
-            return protocol.encode_moves_reply(rid, moves), True
-        if view.kind == "status":
-            return protocol.encode_status_reply(rid, self._control("status")), False
-        if view.kind == "listGroups":
-            return protocol.encode_groups_reply(rid, self._control("list_groups")), False
-        if view.kind in ("listTopics", "metadata"):
-            infos = self._control("list_topics")
-            if view.kind == "metadata" and view.topics:
-                infos = self._only(infos, view.topics)
-            return protocol.encode_topics_reply(rid, infos), False
-        raise MalformedRequestError(f"unknown request kind {view.kind!r}")
+        rid, controller = request.request_id, self.controller
+        match request:
+            case protocol.CreateTopicRequest(topic=topic, partitions=partitions, config=config):
+                info = controller.create_topic(topic, partitions, config)
+                return protocol.encode_topics_reply(rid, [info]), True
+            case protocol.AlterTopicRequest(topic=topic, config=config):
+                info = controller.alter_topic(topic, config)
+                return protocol.encode_topics_reply(rid, [info]), False
+            case protocol.DeleteTopicRequest(topic=topic):
+                controller.delete_topic(topic)
+                return protocol.encode_ok(rid), True
+            case protocol.DescribeTopicRequest(topic=topic):
+                return protocol.encode_topics_reply(rid, [controller.describe_topic(topic)]), False
+            case protocol.ListOffsetsRequest(topic=topic, partition=partition):
+                info = controller.partition_offsets(topic, partition)
+                return protocol.encode_offsets_reply(rid, info), False
+            case protocol.AddShardsRequest(shard_count=count):
+                return protocol.encode_moves_reply(rid, controller.add_shards(count)), True
+            case protocol.RemoveShardsRequest(shard_count=count):
+                return protocol.encode_moves_reply(rid, controller.remove_shards(count)), True
+            case protocol.StatusRequest():
+                return protocol.encode_status_reply(rid, controller.status()), False
+            case protocol.ListGroupsRequest():
+                return protocol.encode_groups_reply(rid, controller.list_groups()), False
+            case protocol.ListTopicsRequest():
+                return protocol.encode_topics_reply(rid, controller.list_topics()), False
+            case protocol.MetadataRequest(topics=names):
+                infos = controller.list_topics()
+                return protocol.encode_topics_reply(rid, self._only(infos, names) if names else infos), False
+        raise MalformedRequestError(f"the router does not serve {request.kind} requests")
 
     @staticmethod
-    def _only(infos: list, names: list[str]) -> list:
+    def _only(infos: list, names: tuple[str, ...]) -> list:
         by_name = {info.name: info for info in infos}
         missing = [name for name in names if name not in by_name]
         if missing:
             raise UnknownTopicError(f"unknown topic {missing[0]!r}")
         return [by_name[name] for name in names]
 
-    def _control_or_none(self, method: str, *args):
+    def _routing_or_none(self) -> RoutingTable | None:
         try:
-            return self._control(method, *args)
+            return self.controller.routing()
         except BrokerError as exc:
-            log.warning("router: control call %s failed: %s", method, exc)
+            log.warning("router: the routing refresh failed: %s", exc)
             return None
-
-    def _control(self, method: str, *args):
-        """Call the controller's ``method`` through Ray; re-raise its BrokerErrors as
-        they are. A dead controller (its server restarted) is looked up again by name,
-        once per call, if this router was given a way to."""
-        import ray
-
-        try:
-            return self._call_controller(method, *args)
-        except ray.exceptions.RayActorError:
-            if self._controller_lookup is None:
-                raise UnavailableError("the broker's controller is gone (its server stopped)") from None
-        try:
-            self._controller = self._controller_lookup()
-        except ValueError:
-            raise UnavailableError("the broker's controller is not running (is its server "
-                                   "restarting?); retry later") from None
-        log.info("router: found the broker's controller again")
-        return self._call_controller(method, *args)
-
-    def _call_controller(self, method: str, *args):
-        import ray
-
-        try:
-            return ray.get(getattr(self._controller, method).remote(*args),
-                           timeout=limits.CONTROL_CALL_TIMEOUT_S)
-        except ray.exceptions.GetTimeoutError:
-            raise RequestTimedOutError(
-                f"the controller did not answer within {limits.CONTROL_CALL_TIMEOUT_S} s") from None
-        except ray.exceptions.RayTaskError as exc:
-            cause = getattr(exc, "cause", None)
-            if isinstance(cause, BrokerError):
-                raise cause from None
-            raise InternalError(f"controller failed: {cause or exc}") from None
-        except ray.exceptions.RayActorError:
-            raise
-        except ray.exceptions.RayError as exc:
-            raise InternalError(f"controller unreachable: {exc}") from None

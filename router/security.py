@@ -24,7 +24,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from plinth import protocol
-from plinth.acl import Acl
+from plinth.router.acl import Acl
 from plinth.errors import InvalidConfigError
 
 log = logging.getLogger(__name__)
@@ -74,15 +74,15 @@ class Security:
         sock.curve_publickey = self.public_key
         sock.curve_server = True
 
-    def authorize(self, frame: zmq.Frame, view: protocol.RequestView) -> None:
+    def authorize(self, frame: zmq.Frame, request: protocol.Request) -> None:
         """Raise NotAuthorizedError unless the sender's key has the grant (router loop)."""
         if self.acl is None:
             return
         client_key = frame.get("User-Id") or ""
         try:
-            self.acl.check(client_key, view.kind, _topics_of(view))
+            self.acl.check(client_key, request.kind, _topics_of(request))
         except Exception as exc:
-            log.warning("denied %s from %s...: %s", view.kind, client_key[:8], exc)
+            log.warning("denied %s from %s...: %s", request.kind, client_key[:8], exc)
             raise
 
     def stop(self) -> None:
@@ -90,9 +90,13 @@ class Security:
             self._auth.stop()
 
 
-def _topics_of(view: protocol.RequestView) -> list[str]:
-    if view.kind in ("groupHeartbeat", "metadata"):
-        return list(view.topics)
-    if view.kind in ("commitOffsets", "resetOffsets"):
-        return sorted({topic for topic, _ in view.offsets})
-    return [view.topic] if view.topic else []
+def _topics_of(request: protocol.Request) -> list[str]:
+    """The topics a request acts on, for the ACL."""
+    match request:
+        case protocol.GroupHeartbeatRequest(topics=topics) | protocol.MetadataRequest(topics=topics):
+            return list(topics)
+        case protocol.CommitOffsetsRequest(offsets=offsets) | \
+                protocol.ResetOffsetsRequest(offsets=offsets):
+            return sorted({topic for topic, _ in offsets})
+    topic = getattr(request, "topic", "")
+    return [topic] if topic else []

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from plinth import limits, protocol
 from plinth.durable_files import write_json_atomically
+from plinth.shards.partition_log import LogConfig
 from plinth.shards.shard_server import ShardServer
 
 log = logging.getLogger(__name__)
@@ -88,10 +89,8 @@ class ShardActor:
         return len(specs)
 
     def _open(self, specs: list[tuple]) -> None:
-        from plinth.topics import log_config_for
-
         for topic, index, config, initial_offset, sealed, producers in specs:
-            self._server.call(self._server.open_partition, topic, index, log_config_for(config),
+            self._server.call(self._server.open_partition, topic, index, LogConfig.from_topic_config(config),
                               initial_offset, sealed, producers)
 
     def seal_partitions(self, specs: list[tuple[str, int]]) -> list[tuple[int, list]]:
@@ -105,10 +104,8 @@ class ShardActor:
 
     def alter_partitions(self, specs: list[tuple[str, int, dict]]) -> int:
         """Apply a changed topic config to open partitions."""
-        from plinth.topics import log_config_for
-
         for topic, index, config in specs:
-            self._server.call(self._server.set_log_config, topic, index, log_config_for(config))
+            self._server.call(self._server.set_log_config, topic, index, LogConfig.from_topic_config(config))
             self._manifest["partitions"][f"{topic}/{index}"]["config"] = config
         write_json_atomically(self._manifest_path, self._manifest)
         return len(specs)

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plinth import limits
-from plinth.client.record_batch import BatchBuilder, decode_records
-from plinth.shards.log_entry import iter_entries
+from plinth.format.record_batch import BatchBuilder, decode_records
+from plinth.format.log_entry import iter_entries
 from plinth.shards.partition_log import LogConfig, PartitionLog
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,8 @@ _OFFSET_KIND = b"o"
 _SETTING_KIND = b"s"
 _SEP = b"\0"
 _READ_BYTES = 8 * 1024 * 1024
+# The offsets log is compacted, never expired: retention would drop live offsets.
+_LOG_CONFIG = LogConfig(retention_ms=-1, retention_bytes=-1)
 # Records per batch when compacting: keeps every batch far under the batch limit.
 _COMPACT_BATCH_RECORDS_MAX = 10_000
 
@@ -63,7 +65,7 @@ class OffsetStore:
     def open(cls, shard_dir: Path) -> "OffsetStore":
         directory = Path(shard_dir) / DIR_NAME
         _finish_interrupted_swap(directory)
-        plog = PartitionLog.open(directory, LogConfig())
+        plog = PartitionLog.open(directory, _LOG_CONFIG)
         offsets, settings, records_read = _replay(plog)
         kept = sum(map(len, offsets.values())) + sum(map(len, settings.values()))
         report = CompactionReport(records_read, kept)
@@ -163,7 +165,7 @@ def _apply(key: bytes, value: bytes, offsets: dict, settings: dict) -> None:
 def _compact(directory: Path, plog: PartitionLog, offsets: dict, settings: dict) -> PartitionLog:
     fresh_dir = directory.with_name(DIR_NAME + ".compacting")
     shutil.rmtree(fresh_dir, ignore_errors=True)
-    fresh = PartitionLog.open(fresh_dir, LogConfig())
+    fresh = PartitionLog.open(fresh_dir, _LOG_CONFIG)
     records = [(_offset_key(g, t, p), _OFFSET.pack(o))
                for g, tps in offsets.items() for (t, p), o in tps.items()]
     records += [(_setting_key(g, n), v.encode()) for g, names in settings.items() for n, v in names.items()]
@@ -181,7 +183,7 @@ def _compact(directory: Path, plog: PartitionLog, offsets: dict, settings: dict)
     directory.rename(old_dir)
     fresh_dir.rename(directory)
     shutil.rmtree(old_dir)
-    return PartitionLog.open(directory, LogConfig())
+    return PartitionLog.open(directory, _LOG_CONFIG)
 
 
 assert _COMPACT_BATCH_RECORDS_MAX <= limits.BATCH_RECORDS_MAX

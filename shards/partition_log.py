@@ -31,11 +31,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from plinth import topics
 from plinth.errors import CorruptDataError, InvalidConfigError, OffsetOutOfRangeError
 from plinth.limits import (
-    BATCH_BYTES_MAX, BATCH_RECORDS_MAX, INDEX_INTERVAL_BYTES, SEGMENT_BYTES_DEFAULT,
-    SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_MS_DEFAULT)
-from plinth.shards.log_entry import LOG_ENTRY_HEADER_BYTES
+    BATCH_BYTES_MAX, BATCH_RECORDS_MAX, INDEX_INTERVAL_BYTES, RETENTION_BYTES_DEFAULT,
+    RETENTION_MS_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
+    SEGMENT_MS_DEFAULT)
+from plinth.format.log_entry import LOG_ENTRY_HEADER_BYTES
 from plinth.shards.segment import TIMESTAMP_MS_NONE, RecoveryResult, Segment, parse_log_file_name
 
 logger = logging.getLogger(__name__)
@@ -52,14 +54,27 @@ def wall_clock_ms() -> int:
 class LogConfig:
     """How a partition log rolls, indexes and retains its segments. Any thread may build one.
 
-    ``retention_ms`` and ``retention_bytes`` of -1 keep everything.
+    The defaults are a topic's (plinth/limits.py). ``retention_ms`` and
+    ``retention_bytes`` of -1 keep everything.
     """
 
     segment_bytes_max: int = SEGMENT_BYTES_DEFAULT
     segment_ms_max: int = SEGMENT_MS_DEFAULT
     index_interval_bytes: int = INDEX_INTERVAL_BYTES
-    retention_ms: int = -1
-    retention_bytes: int = -1
+    retention_ms: int = RETENTION_MS_DEFAULT
+    retention_bytes: int = RETENTION_BYTES_DEFAULT
+
+    @classmethod
+    def from_topic_config(cls, config: dict[str, str]) -> "LogConfig":
+        """The settings of a topic config (Kafka's key names) that plinth.topics checked;
+        a key missing from it (a topic created before the key existed) has its default."""
+        def value(key: str) -> int:
+            return int(config.get(key, topics.TOPIC_CONFIG_KEYS[key][2]))
+
+        return cls(segment_bytes_max=value(topics.SEGMENT_BYTES),
+                   segment_ms_max=value(topics.SEGMENT_MS),
+                   retention_ms=value(topics.RETENTION_MS),
+                   retention_bytes=value(topics.RETENTION_BYTES))
 
     def __post_init__(self) -> None:
         _check_int_in_range("segment_bytes_max", self.segment_bytes_max,

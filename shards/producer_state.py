@@ -99,7 +99,7 @@ class ProducerStates:
     @classmethod
     def rebuild(cls, plog, summarize, seed: list | None = None) -> "ProducerStates":
         """The ``seed`` snapshot, then the batches of the partition's active segment."""
-        from plinth.shards.log_entry import iter_entries
+        from plinth.format.log_entry import iter_entries
 
         states = cls.from_snapshot(seed)
         position = plog.segments[-1].base_offset if plog.segments else plog.start_offset

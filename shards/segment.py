@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 from plinth.errors import CorruptDataError, StorageError
 from plinth.limits import KiB, MiB
-from plinth.shards.log_entry import (
+from plinth.format.log_entry import (
     ATTRIBUTES_NONE, LOG_ENTRY_HEADER_BYTES, LogEntryHeader, build_entry_header, check_entry_crc,
     scan_whole_entries, unpack_entry_header)
 from plinth.shards.offset_index import UINT32_LIMIT, OffsetIndex

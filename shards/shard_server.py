@@ -42,7 +42,7 @@ from pathlib import Path
 import zmq
 
 from plinth import limits, protocol
-from plinth.client.record_batch import summarize_batch
+from plinth.format.record_batch import summarize_batch
 from plinth.errors import (BrokerError, InternalError, InvalidConfigError, MalformedRequestError,
                            OffsetOutOfRangeError, StorageError, UnavailableError,
                            UnknownGroupError, UnknownTopicError)
@@ -356,9 +356,9 @@ class ShardServer:
         envelope, header, payload = frames[:2], frames[2], frames[3:]
         request_id = 0
         try:
-            view = protocol.decode_request(header.buffer)
-            request_id = view.request_id
-            self._dispatch(envelope, view, payload)
+            request = protocol.decode_request(header.buffer)
+            request_id = request.request_id
+            self._dispatch(envelope, request, payload)
         except BrokerError as exc:
             self.stats.error(exc.code_name)
             self._reply(envelope, protocol.encode_error(request_id, exc))
@@ -369,21 +369,22 @@ class ShardServer:
             self._reply(envelope, protocol.encode_error(
                 request_id, InternalError(f"{self.shard_id}: {type(exc).__name__}: {exc}")))
 
-    def _dispatch(self, envelope: list, view: protocol.RequestView, payload: list) -> None:
+    def _dispatch(self, envelope: list, request, payload: list) -> None:
         self._received_s = time.monotonic()
-        if view.kind == "produce":
-            self._produce(envelope, view, payload)
-        elif view.kind == "fetch":
-            self._fetch(envelope, view)
-        elif view.kind == "listOffsets":
-            info = self.partition_info(view.topic, view.partition)
-            self._reply(envelope, protocol.encode_offsets_reply(view.request_id, info))
-        elif view.kind in protocol.GROUP_KINDS:
-            self._reply(envelope, self._group_request(view))
+        kind = type(request)
+        if kind is protocol.ProduceRequest:
+            self._produce(envelope, request, payload)
+        elif kind is protocol.FetchRequest:
+            self._fetch(envelope, request)
+        elif kind is protocol.ListOffsetsRequest:
+            info = self.partition_info(request.topic, request.partition)
+            self._reply(envelope, protocol.encode_offsets_reply(request.request_id, info))
+        elif isinstance(request, protocol.GROUP_REQUESTS):
+            self._reply(envelope, self._group_request(request))
         else:
             raise MalformedRequestError(
                 f"{self.shard_id} serves produce, fetch, listOffsets and group requests, "
-                f"not {view.kind}")
+                f"not {request.kind}")
 
     def _require(self, topic: str, index: int) -> Partition:
         part = self._partitions.get((topic, index))
@@ -404,27 +405,31 @@ class ShardServer:
 
     # --- Consumer groups (this shard coordinates the groups hashed to it) ----------
 
-    def _group_request(self, view: protocol.RequestView) -> bytes:
-        rid, groups = view.request_id, self.groups
-        if view.kind == "groupHeartbeat":
-            result = groups.heartbeat(view.group, view.member_id, view.member_epoch, view.topics,
-                                      view.owned, self._session_timeout_ms(view), view.assignor,
-                                      time.monotonic())
-            return protocol.encode_heartbeat_reply(rid, result.member_id, result.member_epoch,
-                                                   result.heartbeat_interval_ms, result.assignment)
-        if view.kind == "commitOffsets":
-            groups.commit(view.group, view.member_id, view.member_epoch, view.offsets)
-            return protocol.encode_ok(rid)
-        if view.kind == "resetOffsets":
-            groups.reset_offsets(view.group, view.offsets)
-            return protocol.encode_ok(rid)
-        if view.kind == "fetchOffsets":
-            return protocol.encode_committed_reply(rid, groups.committed(view.group))
-        return protocol.encode_group_reply(rid, self.group_info(view.group))
+    def _group_request(self, request) -> bytes:
+        rid, groups = request.request_id, self.groups
+        match request:
+            case protocol.GroupHeartbeatRequest():
+                result = groups.heartbeat(
+                    request.group, request.member_id, request.member_epoch, list(request.topics),
+                    set(request.owned), self._session_timeout_ms(request), request.assignor,
+                    time.monotonic())
+                return protocol.encode_heartbeat_reply(
+                    rid, result.member_id, result.member_epoch, result.heartbeat_interval_ms,
+                    result.assignment)
+            case protocol.CommitOffsetsRequest():
+                groups.commit(request.group, request.member_id, request.member_epoch,
+                              request.offsets)
+                return protocol.encode_ok(rid)
+            case protocol.ResetOffsetsRequest():
+                groups.reset_offsets(request.group, request.offsets)
+                return protocol.encode_ok(rid)
+            case protocol.FetchOffsetsRequest():
+                return protocol.encode_committed_reply(rid, groups.committed(request.group))
+        return protocol.encode_group_reply(rid, self.group_info(request.group))
 
     @staticmethod
-    def _session_timeout_ms(view: protocol.RequestView) -> int:
-        timeout_ms = view.session_timeout_ms or limits.SESSION_TIMEOUT_MS_DEFAULT
+    def _session_timeout_ms(request: protocol.GroupHeartbeatRequest) -> int:
+        timeout_ms = request.session_timeout_ms or limits.SESSION_TIMEOUT_MS_DEFAULT
         if not limits.SESSION_TIMEOUT_MS_MIN <= timeout_ms <= limits.SESSION_TIMEOUT_MS_MAX:
             raise InvalidConfigError(
                 f"session_timeout_ms={timeout_ms} is outside {limits.SESSION_TIMEOUT_MS_MIN}.."
@@ -470,27 +475,27 @@ class ShardServer:
 
     # --- Produce ---------------------------------------------------------------
 
-    def _produce(self, envelope: list, view: protocol.RequestView, payload: list) -> None:
+    def _produce(self, envelope: list, request: protocol.ProduceRequest, payload: list) -> None:
         if len(payload) != 1:
             raise MalformedRequestError(
                 f"a produce request carries exactly 1 payload frame (the RecordBatch), "
                 f"got {len(payload)}")
-        if view.acks not in protocol.ACKS_VALUES:
-            raise MalformedRequestError(f"acks={view.acks} is not one of -1, 0, 1")
-        part = self._require(view.topic, view.partition)
+        if request.acks not in protocol.ACKS_VALUES:
+            raise MalformedRequestError(f"acks={request.acks} is not one of -1, 0, 1")
+        part = self._require(request.topic, request.partition)
         if part.sealed:
             raise UnavailableError(
-                f"{view.topic}-{view.partition} moved away from {self.shard_id} at offset "
+                f"{request.topic}-{request.partition} moved away from {self.shard_id} at offset "
                 f"{part.high_watermark}; retry (the routers are learning its new shard)")
         batch = payload[0].buffer
         summary = summarize_batch(batch)
-        where = f"{view.topic}-{view.partition}"
+        where = f"{request.topic}-{request.partition}"
         base_offset = part.producers.check(where, summary.producer_id, summary.base_sequence,
                                            summary.record_count)
         if base_offset is None:
             base_offset = self._append(part, batch, summary)
-        if view.acks != 0:
-            self._pending_acks.append(PendingAck(envelope, view.request_id, part, base_offset,
+        if request.acks != 0:
+            self._pending_acks.append(PendingAck(envelope, request.request_id, part, base_offset,
                                                  self._received_s))
 
     def _append(self, part: Partition, batch, summary) -> int:
@@ -583,28 +588,28 @@ class ShardServer:
 
     # --- Fetch -----------------------------------------------------------------
 
-    def _fetch(self, envelope: list, view: protocol.RequestView) -> None:
-        part = self._require(view.topic, view.partition)
+    def _fetch(self, envelope: list, request: protocol.FetchRequest) -> None:
+        part = self._require(request.topic, request.partition)
         plog = part.log
-        if part.sealed and view.offset >= plog.end_offset:
+        if part.sealed and request.offset >= plog.end_offset:
             # Past the move: the new owner has it. An empty answer makes the
             # consumer ask again, through a router that knows by then.
             self._reply(envelope, protocol.encode_fetch_reply(
-                view.request_id, part.high_watermark, plog.start_offset), b"")
+                request.request_id, part.high_watermark, plog.start_offset), b"")
             return
-        if not plog.start_offset <= view.offset <= plog.end_offset:
+        if not plog.start_offset <= request.offset <= plog.end_offset:
             raise OffsetOutOfRangeError(
-                f"offset {view.offset} is out of range for {view.topic}-{view.partition}: "
+                f"offset {request.offset} is out of range for {request.topic}-{request.partition}: "
                 f"valid offsets are {plog.start_offset} to {plog.end_offset}")
-        bytes_max = min(view.bytes_max or limits.FETCH_BYTES_DEFAULT, limits.FETCH_BYTES_MAX)
-        wait_ms = min(view.wait_ms_max, limits.FETCH_WAIT_MS_MAX)
-        if view.offset < part.high_watermark or wait_ms == 0 or part.sealed or \
+        bytes_max = min(request.bytes_max or limits.FETCH_BYTES_DEFAULT, limits.FETCH_BYTES_MAX)
+        wait_ms = min(request.wait_ms_max, limits.FETCH_WAIT_MS_MAX)
+        if request.offset < part.high_watermark or wait_ms == 0 or part.sealed or \
                 self._parked_count >= limits.PARKED_FETCHES_MAX:
-            self._send_fetch(envelope, view.request_id, part, view.offset, bytes_max,
+            self._send_fetch(envelope, request.request_id, part, request.offset, bytes_max,
                              self._received_s)
             return
-        parked = ParkedFetch(time.monotonic() + wait_ms / 1000, envelope, view.request_id,
-                             part, view.offset, bytes_max, self._received_s)
+        parked = ParkedFetch(time.monotonic() + wait_ms / 1000, envelope, request.request_id,
+                             part, request.offset, bytes_max, self._received_s)
         part.parked.append(parked)
         heapq.heappush(self._parked_heap, parked)
         self._parked_count += 1

@@ -130,7 +130,7 @@ def start_until_ready(cmd: list[str], marker: str, timeout_s: float = 120, env=N
 def topic_that_moves(partitions: int, shards_before: list[str], shards_after: list[str]) -> str:
     """A fresh topic name some of whose partitions move when the shards change, and
     some stay (with a random name, none moves now and then)."""
-    from plinth import placement
+    from plinth.control import placement
 
     while True:
         topic = unique_topic("scale")

@@ -1,4 +1,4 @@
-"""Specification of plinth.client.accumulator and its C fast path (plinth/_producer.c).
+"""Specification of plinth.client.accumulator and its C fast path (client/_producer.c).
 
 The accumulator runs here without a sender thread: the tests play the sender
 by calling drain() and complete() themselves.
@@ -12,11 +12,11 @@ import weakref
 
 import pytest
 
-from plinth._producer import RECORD_OVERHEAD_BYTES, Appender, FutureBase, RecordColumns
+from plinth.client._producer import RECORD_OVERHEAD_BYTES, Appender, FutureBase, RecordColumns
 from plinth.client.accumulator import RecordAccumulator
 from plinth.client.futures import BatchResult, RecordFuture
 from plinth.client.partitioner import partition_for_key
-from plinth.client.record_batch import decode_records
+from plinth.format.record_batch import decode_records
 from plinth.errors import PlinthTimeoutError, RecordTooLargeError
 
 T0_MS = 1_700_000_000_000

@@ -8,9 +8,9 @@ import time
 import pytest
 
 from plinth import Consumer, limits, protocol
-from plinth.client.record_batch import BatchBuilder
+from plinth.format.record_batch import BatchBuilder
 from plinth.errors import CorruptDataError, TooManyRequestsError, UnavailableError
-from plinth.shards.log_entry import build_entry_header
+from plinth.format.log_entry import build_entry_header
 
 
 def entry(base_offset: int, values: list[bytes]) -> bytes:

@@ -192,5 +192,5 @@ def test_the_c_murmur2_agrees_with_the_python_one_on_any_key(key):
 
 
 def test_the_c_murmur2_extension_is_built_by_the_install():
-    # The install compiles plinth/_murmur2.c; without it keyed produce is far slower.
+    # The install compiles client/_murmur2.c; without it keyed produce is far slower.
     assert partitioner._murmur2_c is not None

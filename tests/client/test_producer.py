@@ -1,6 +1,6 @@
 """Specification of plinth.client.producer.Producer.send, against a scripted broker.
 
-send() is C (plinth._producer.ProducerBase) for the common call and Python
+send() is C (plinth.client._producer.ProducerBase) for the common call and Python
 (Producer._send) for the rest; these tests hold both to the same contract.
 """
 
@@ -13,7 +13,7 @@ import pytest
 from plinth import protocol
 from plinth.client.partitioner import partition_for_key
 from plinth.client.producer import Producer
-from plinth.client.record_batch import decode_records
+from plinth.format.record_batch import decode_records
 from plinth.errors import ClosedError, PartitionOutOfRangeError
 
 PARTITIONS = 4

@@ -12,7 +12,7 @@ from ray.cluster_utils import Cluster
 import zmq
 
 from plinth import Admin, Consumer, Producer, protocol
-from plinth.client.record_batch import BatchBuilder
+from plinth.format.record_batch import BatchBuilder
 from tests.conftest import Broker, StandaloneRouter
 from tests.support import topic_that_moves, unique_topic, wait_until
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from plinth import Admin, Consumer, Producer, placement
+from plinth import Admin, Consumer, Producer
+from plinth.control import placement
 from tests.support import topic_that_moves, unique_topic, wait_until
 
 PARTITIONS = 8

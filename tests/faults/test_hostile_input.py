@@ -12,7 +12,7 @@ import zmq
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from plinth import limits, protocol
-from plinth.client.record_batch import BatchBuilder
+from plinth.format.record_batch import BatchBuilder
 from plinth.shards.partition_log import LogConfig
 from plinth.shards.shard_server import ShardServer
 from tests.support import unique_topic

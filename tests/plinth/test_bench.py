@@ -17,7 +17,7 @@ import pytest
 
 from plinth import bench
 from plinth.client.admin import Admin
-from plinth.client.record_batch import ConsumerRecord
+from plinth.format.record_batch import ConsumerRecord
 from tests.support import unique_topic
 
 PLINTH = [sys.executable, "-m", "plinth.cli"]

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from plinth import limits, protocol
-from plinth.errors import (BROKER_ERRORS, MalformedRequestError, OffsetOutOfRangeError,
-                           UnknownTopicError)
+from plinth.errors import (BROKER_ERRORS, MalformedReplyError, MalformedRequestError,
+                           OffsetOutOfRangeError, RequestTooLargeError, UnknownTopicError)
 from plinth.schemas import protocol as schema
 
 
@@ -24,13 +24,29 @@ def test_produce_and_fetch_requests_round_trip_every_field():
 
 def test_admin_requests_round_trip_names_counts_and_config():
     create = protocol.decode_request(protocol.encode_create_topic(1, "t", 12, {"segment.bytes": "4096"}))
-    assert (create.kind, create.topic, create.partition_count, create.config) == \
+    assert (create.kind, create.topic, create.partitions, create.config) == \
         ("createTopic", "t", 12, {"segment.bytes": "4096"})
     assert protocol.decode_request(protocol.encode_topic_request(2, "deleteTopic", "x")).topic == "x"
     assert protocol.decode_request(protocol.encode_list_topics(3)).kind == "listTopics"
-    assert protocol.decode_request(protocol.encode_metadata(4, ["a", "b"])).topics == ["a", "b"]
+    assert protocol.decode_request(protocol.encode_metadata(4, ["a", "b"])).topics == ("a", "b")
     offsets = protocol.decode_request(protocol.encode_list_offsets(5, "t", 9))
     assert (offsets.kind, offsets.partition) == ("listOffsets", 9)
+    alter = protocol.decode_request(protocol.encode_create_topic(6, "t", 0, {"retention.ms": "1"},
+                                                                 "alterTopic"))
+    assert alter == protocol.AlterTopicRequest(6, "t", {"retention.ms": "1"})
+    assert protocol.decode_request(protocol.encode_shards_change(7, "addShards", 2)) == \
+        protocol.AddShardsRequest(7, 2)
+    assert protocol.decode_request(protocol.encode_shards_change(8, "removeShards", 1)) == \
+        protocol.RemoveShardsRequest(8, 1)
+    reset = protocol.decode_request(protocol.encode_commit_offsets(
+        9, "resetOffsets", "g", "", 0, {("a", 0): 3}))
+    assert reset == protocol.ResetOffsetsRequest(9, "g", {("a", 0): 3})
+
+
+def test_every_request_kind_of_the_schema_has_its_class():
+    kinds = set(schema.Request.schema.union_fields)
+    assert kinds == set(protocol._REQUEST_DECODERS)
+    assert {cls.kind for cls in protocol.Request.__args__} == kinds
 
 
 def test_replies_round_trip_results_and_errors():
@@ -53,8 +69,8 @@ def test_every_error_class_has_a_wire_code_and_every_code_a_class():
         assert type(decoded) is cls and decoded.code_name == name
 
 
-def test_a_header_over_the_limit_is_malformed_and_says_both_sizes():
-    with pytest.raises(MalformedRequestError, match=f"{limits.HEADER_BYTES_MAX + 1} bytes.*{limits.HEADER_BYTES_MAX}"):
+def test_a_header_over_the_limit_is_too_large_and_says_both_sizes():
+    with pytest.raises(RequestTooLargeError, match=f"{limits.HEADER_BYTES_MAX + 1} bytes.*{limits.HEADER_BYTES_MAX}"):
         protocol.decode_request(b"\0" * (limits.HEADER_BYTES_MAX + 1))
 
 
@@ -91,7 +107,7 @@ def test_group_requests_and_replies_round_trip():
         1, "g", "m1", 4, ["a", "b"], {("a", 0), ("b", 2)}, 3000, "range"))
     assert (hb.kind, hb.group, hb.member_id, hb.member_epoch, hb.topics, hb.owned,
             hb.session_timeout_ms, hb.assignor) == \
-        ("groupHeartbeat", "g", "m1", 4, ["a", "b"], {("a", 0), ("b", 2)}, 3000, "range")
+        ("groupHeartbeat", "g", "m1", 4, ("a", "b"), {("a", 0), ("b", 2)}, 3000, "range")
     commit = protocol.decode_request(protocol.encode_commit_offsets(
         2, "commitOffsets", "g", "m1", 4, {("a", 0): 17}))
     assert (commit.kind, commit.offsets) == ("commitOffsets", {("a", 0): 17})
@@ -102,3 +118,10 @@ def test_group_requests_and_replies_round_trip():
                               {("a", 1): 9})
     assert protocol.decode_reply(protocol.encode_group_reply(5, info)).group == info
     assert protocol.decode_reply(protocol.encode_groups_reply(6, ["g", "h"])).groups == ["g", "h"]
+
+
+def test_a_reply_that_does_not_decode_raises_malformed_reply_naming_it():
+    # Given bytes that are not a Reply (say, from something that is not a router)
+    with pytest.raises(MalformedReplyError, match="not a valid Reply"):
+        # When the client decodes them, then it says so with its own error
+        protocol.decode_reply(b"\x01" * 24)

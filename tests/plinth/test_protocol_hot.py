@@ -48,7 +48,7 @@ def capnp_fetch_reply(request_id, high_watermark, log_start_offset) -> bytes:
 def slow_request(frame):
     """The pycapnp decoding, bypassing the hand-packed path."""
     with schema.Request.from_bytes(bytes(frame)) as req:
-        return protocol._request_view(req)
+        return protocol._request(req)
 
 
 def slow_reply(frame):

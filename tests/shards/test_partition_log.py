@@ -8,7 +8,7 @@ import pytest
 
 from plinth.errors import CorruptDataError, InvalidConfigError, OffsetOutOfRangeError
 from plinth.limits import INDEX_INTERVAL_BYTES, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MIN
-from plinth.shards.log_entry import LOG_ENTRY_HEADER_BYTES, iter_entries
+from plinth.format.log_entry import LOG_ENTRY_HEADER_BYTES, iter_entries
 from plinth.shards.partition_log import LogConfig, PartitionLog
 from plinth.shards.segment import Segment
 
@@ -394,7 +394,7 @@ def test_retention_by_size_deletes_the_oldest_whole_segments_never_the_active_on
     from plinth.shards.partition_log import LogConfig, PartitionLog
 
     # Given a log of 4 KiB segments holding about 40 KiB
-    config = LogConfig(segment_bytes_max=4096, retention_bytes=10_000)
+    config = LogConfig(segment_bytes_max=4096, retention_ms=-1, retention_bytes=10_000)
     plog = PartitionLog.open(tmp_path / "p", config)
     for _ in range(40):
         plog.append(b"x" * 1000, 1, 1_000)
@@ -436,7 +436,8 @@ def test_retention_by_time_keeps_segments_with_a_recent_record(tmp_path):
 def test_retention_of_minus_one_keeps_everything(tmp_path):
     from plinth.shards.partition_log import LogConfig, PartitionLog
 
-    plog = PartitionLog.open(tmp_path / "p", LogConfig(segment_bytes_max=4096))
+    keep_forever = LogConfig(segment_bytes_max=4096, retention_ms=-1, retention_bytes=-1)
+    plog = PartitionLog.open(tmp_path / "p", keep_forever)
     for _ in range(20):
         plog.append(b"x" * 1000, 1, 1)
     assert plog.enforce_retention().segments == 0 and plog.start_offset == 0

@@ -6,7 +6,7 @@ import random
 import pytest
 
 from plinth.errors import CorruptDataError
-from plinth.shards.log_entry import LOG_ENTRY_HEADER_BYTES, iter_entries
+from plinth.format.log_entry import LOG_ENTRY_HEADER_BYTES, iter_entries
 from plinth.shards.segment import (
     RecoveryResult, Segment, parse_log_file_name, segment_file_name)
 

@@ -15,10 +15,13 @@ import pytest
 import zmq
 
 from plinth import limits, protocol
-from plinth.client.record_batch import BatchBuilder, decode_records
-from plinth.shards.log_entry import iter_entries
+from plinth.format.record_batch import BatchBuilder, decode_records
+from plinth.format.log_entry import iter_entries
 from plinth.shards.partition_log import LogConfig
 from plinth.shards.shard_server import ShardServer
+
+# Record timestamps: now, so that the default 7-day retention keeps them.
+NOW_MS = time.time_ns() // 1_000_000
 
 CLIENT = b"client-1"
 
@@ -62,7 +65,7 @@ def running_shard(directory, initial_offset: int = 0, producers=None, **options)
 def batch_of(values: list[bytes], key: bytes | None = None) -> bytes:
     builder = BatchBuilder()
     for value in values:
-        builder.append(key, value, 1_700_000_000_000, None)
+        builder.append(key, value, NOW_MS, None)
     return builder.build()
 
 
@@ -212,7 +215,7 @@ def test_a_shard_refuses_a_data_dir_locked_by_another_live_shard(server, monkeyp
 def idempotent_batch(values, producer_id, base_sequence) -> bytes:
     builder = BatchBuilder()
     for value in values:
-        builder.append(None, value, 1_700_000_000_000, None)
+        builder.append(None, value, NOW_MS, None)
     return builder.build(producer_id=producer_id, base_sequence=base_sequence)
 
 
@@ -337,7 +340,7 @@ def test_the_dirty_partitions_of_a_round_are_fsynced_at_the_same_time(server, ro
     parts = {key: server._partitions[key] for key in (("t", 0), ("t", 1))}
     both_flushing = threading.Barrier(2)
     for part in parts.values():
-        part.log.append(batch_of([b"x"]), 1, 1_700_000_000_000)
+        part.log.append(batch_of([b"x"]), 1, NOW_MS)
         real_flush = part.log.flush
 
         def flush_when_both_are_flushing(real_flush=real_flush):

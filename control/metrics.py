@@ -15,7 +15,8 @@ import logging
 from prometheus_client.core import (REGISTRY, CounterMetricFamily, GaugeMetricFamily,
                                     HistogramMetricFamily)
 
-from plinth import limits
+from plinth.control.controller_handle import ControllerHandle
+from plinth.errors import BrokerError
 
 log = logging.getLogger(__name__)
 
@@ -30,19 +31,16 @@ _GAUGES = (("start_offset", "plinth_partition_log_start_offset", "First offset s
 
 
 class BrokerCollector:
-    """``controller_of()`` returns the controller's current handle (a standalone
-    router finds a new one after its server restarts)."""
+    """Collects from the controller behind ``controller`` (a ControllerHandle; a
+    standalone router's finds a new controller after its server restarts)."""
 
-    def __init__(self, controller_of):
-        self._controller_of = controller_of
+    def __init__(self, controller: ControllerHandle):
+        self._controller = controller
 
     def collect(self):
-        import ray
-
         try:
-            snapshots = ray.get(self._controller_of().shard_stats.remote(),
-                                timeout=limits.STATUS_CALL_TIMEOUT_S * 2)
-        except Exception as exc:   # the controller is down: report that, not a 500
+            snapshots = self._controller.shard_stats()
+        except BrokerError as exc:   # the controller is down: report that, not a 500
             log.warning("metrics: controller did not answer: %s", exc)
             snapshots = {}
         yield _shard_up(snapshots)
@@ -112,10 +110,10 @@ def _group_lag(live):
     return family
 
 
-def start_metrics_server(controller_of, port: int, host: str = "127.0.0.1") -> None:
+def start_metrics_server(controller: ControllerHandle, port: int, host: str = "127.0.0.1") -> None:
     """Serve /metrics on host:port from a daemon thread (prometheus_client's)."""
     from prometheus_client import start_http_server
 
-    REGISTRY.register(BrokerCollector(controller_of))
+    REGISTRY.register(BrokerCollector(controller))
     start_http_server(port, addr=host)
     log.info("metrics on http://%s:%d/metrics", host, port)

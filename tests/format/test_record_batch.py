@@ -1,4 +1,4 @@
-"""Specification of plinth.client.record_batch: encode, check and decode RecordBatch."""
+"""Specification of plinth.format.record_batch: encode, check and decode RecordBatch."""
 
 import struct
 
@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from plinth import limits
-from plinth.client.record_batch import (
+from plinth.format.record_batch import (
     BatchBuilder, BatchSummary, ConsumerRecord, decode_records, summarize_batch,
 )
 from plinth.errors import CorruptDataError, InvalidBatchError, RecordTooLargeError
@@ -362,7 +362,7 @@ def test_columns_are_little_endian_on_the_wire():
     assert value_lengths == [258] and key_lengths == [-1]
 
 
-# --- The C encoder (plinth/_producer.c) ----------------------------------------
+# --- The C encoder (client/_producer.c) ----------------------------------------
 
 def pycapnp_encoding(records, producer_id, base_sequence) -> bytes:
     """What pycapnp writes for ``records`` (no headers): the reference for the C encoder."""

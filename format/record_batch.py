@@ -31,12 +31,12 @@ Who calls what:
   * ``decode_records``   the consumer (client), once per fetched batch.
 
 Encoding has no per-record Python work: the producer copies each key and
-value into C column buffers as it is sent (plinth/_producer.c, which also
+value into C column buffers as it is sent (client/_producer.c, which also
 writes the message for a batch without headers). The shard checks such a
-batch in one C pass over the message (``client/_batch_check.c``); any other
+batch in one C pass over the message (``format/_batch_check.c``); any other
 batch, and every invalid one, is parsed by pycapnp and checked by numpy
 operations over whole columns, which write the error messages. Decoding
-builds the records in C (``client/_consumer_records.c``: one small object and
+builds the records in C (``format/_consumer_records.c``: one small object and
 a bytes slice per key and value), which checks again every column rule it
 relies on.
 """
@@ -48,10 +48,10 @@ from typing import NamedTuple
 import numpy as np
 
 from plinth import limits
-from plinth._producer import RecordColumns
-from plinth.client._batch_check import column_spans as _canonical_column_spans
-from plinth.client._batch_check import is_word_aligned, summarize as _summarize_canonical
-from plinth.client._consumer_records import ConsumerRecord, build_records
+from plinth.client._producer import RecordColumns
+from plinth.format._batch_check import column_spans as _canonical_column_spans
+from plinth.format._batch_check import is_word_aligned, summarize as _summarize_canonical
+from plinth.format._consumer_records import ConsumerRecord, build_records
 from plinth.errors import CorruptDataError, InvalidBatchError, RecordTooLargeError
 from plinth.schemas import record_batch as _schema
 
@@ -105,7 +105,7 @@ class BatchBuilder:
     Runs in the producer (client). Not thread-safe: the caller (the producer's
     accumulator, which owns each builder) lets one thread at a time use it;
     the accumulator's fast path appends straight to ``columns``, under the GIL
-    (see plinth/_producer.c). Keys and values are copied into C column
+    (see client/_producer.c). Keys and values are copied into C column
     buffers as they are appended, so encoding needs no per-record Python work;
     only headers stay Python objects (and are encoded with pycapnp).
     """
@@ -242,8 +242,8 @@ def summarize_batch(batch: bytes | memoryview) -> BatchSummary:
     InvalidBatchError for anything else wrong with it, including bytes that do
     not parse; never another exception.
 
-    Cost: a valid batch in the layout plinth/_producer.c writes (any batch
-    without headers) is checked in one pass in C (client/_batch_check.c), under
+    Cost: a valid batch in the layout client/_producer.c writes (any batch
+    without headers) is checked in one pass in C (format/_batch_check.c), under
     1 us for a few records. Anything else, including every invalid batch, goes
     through pycapnp and numpy (about 25 us, plus a Python loop over the header
     entries), which also write the error messages.
@@ -396,8 +396,8 @@ def decode_records(topic: str, partition: int, base_offset: int, batch: bytes | 
 
     Runs in the consumer (client). The batch is checked as the shard checked
     it; one that fails is reported as CorruptDataError naming the topic,
-    partition and base offset. A batch in the layout plinth/_producer.c
-    writes is checked and cut into columns in C (client/_batch_check.c); any
+    partition and base offset. A batch in the layout client/_producer.c
+    writes is checked and cut into columns in C (format/_batch_check.c); any
     other goes through pycapnp, as in summarize_batch.
     """
     spans = _canonical_column_spans(batch, limits.BATCH_RECORDS_MAX)

@@ -1,13 +1,13 @@
 /* The shard's fast check of a RecordBatch in its canonical layout: one pass over
  * the message, no pycapnp reader and no numpy arrays. Imported by
- * client/record_batch.py (summarize_batch); required (setup.py builds it).
+ * format/record_batch.py (summarize_batch); required (setup.py builds it).
  *
  * Why C: for the small batches of a latency-bound producer (a few records),
  * summarize_batch cost about 25 us in pycapnp's from_bytes, copying the fields
  * out and a dozen small numpy calls; one pass here costs well under 1 us.
  *
  * summarize(batch, records_max, summary_type) accepts only the layout below,
- * which is what plinth/_producer.c (and pycapnp, for the same fields set in
+ * which is what client/_producer.c (and pycapnp, for the same fields set in
  * schema order) writes for a batch without headers, and only a batch that
  * keeps every rule of the schema. It returns summary_type(record_count,
  * max_timestamp_ms, base_timestamp_ms, producer_id, base_sequence) for such a
@@ -346,7 +346,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "plinth.client._batch_check",
+    PyModuleDef_HEAD_INIT, "plinth.format._batch_check",
     "The fast check of a RecordBatch in its canonical layout.", -1, methods,
     NULL, NULL, NULL, NULL,
 };

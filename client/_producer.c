@@ -1,5 +1,5 @@
 /* The producer's per-record path in C: record columns, record futures and the
- * fast append. Imported by client/record_batch.py, client/futures.py and
+ * fast append. Imported by format/record_batch.py, client/futures.py and
  * client/accumulator.py; required (setup.py builds it at install).
  *
  * RecordColumns   the records of one batch, column by column, in growable C
@@ -426,7 +426,7 @@ static PyMemberDef columns_members[] = {
 
 static PyTypeObject ColumnsType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "plinth._producer.RecordColumns",
+    .tp_name = "plinth.client._producer.RecordColumns",
     .tp_doc = "The records of one batch, column by column. Not thread-safe on its own.",
     .tp_basicsize = sizeof(Columns),
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -486,7 +486,7 @@ static PyMemberDef future_members[] = {
 
 static PyTypeObject FutureBaseType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "plinth._producer.FutureBase",
+    .tp_name = "plinth.client._producer.FutureBase",
     .tp_doc = "FutureBase(batch, index): the storage of RecordFuture.",
     .tp_basicsize = sizeof(FutureBase),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
@@ -849,7 +849,7 @@ static PyMemberDef appender_members[] = {
 
 static PyTypeObject AppenderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "plinth._producer.Appender",
+    .tp_name = "plinth.client._producer.Appender",
     .tp_doc = "Appender(*, future_type, batch_bytes_max, buffer_bytes_max, record_bytes_max): "
               "the open batches and the per-record fast path. Any thread (GIL held).",
     .tp_basicsize = sizeof(Appender),
@@ -959,7 +959,7 @@ static PyMethodDef producer_methods[] = {
 
 static PyTypeObject ProducerBaseType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "plinth._producer.ProducerBase",
+    .tp_name = "plinth.client._producer.ProducerBase",
     .tp_doc = "The base of Producer: send() for the common call.",
     .tp_basicsize = sizeof(ProducerBase),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
@@ -973,7 +973,7 @@ static PyTypeObject ProducerBaseType = {
 /* ---- Module ------------------------------------------------------------------------ */
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "plinth._producer",
+    PyModuleDef_HEAD_INIT, "plinth.client._producer",
     "The producer's per-record path: record columns, futures, the fast append.", -1, NULL,
 };
 

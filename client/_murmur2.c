@@ -28,7 +28,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "plinth._murmur2", "Kafka's murmur2, keeping the GIL.", -1, methods,
+    PyModuleDef_HEAD_INIT, "plinth.client._murmur2", "Kafka's murmur2, keeping the GIL.", -1, methods,
 };
 
 PyMODINIT_FUNC PyInit__murmur2(void) { return PyModule_Create(&module); }

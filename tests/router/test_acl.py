@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from plinth.acl import Acl
+from plinth.router.acl import Acl
 from plinth.errors import InvalidConfigError, NotAuthorizedError
 
 KEY = "A" * 40

@@ -1,6 +1,6 @@
 """placement.py: rendezvous hashing is deterministic and moves few partitions."""
 
-from plinth.placement import place_topic, shard_for
+from plinth.control.placement import place_topic, shard_for
 
 
 def test_placement_depends_only_on_names_not_on_shard_order():

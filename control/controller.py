@@ -32,7 +32,9 @@ from pathlib import Path
 
 import ray
 
-from plinth import limits, placement, protocol, topics
+from plinth import limits, protocol, topics
+from plinth.control import placement
+from plinth.control.routing_table import RoutingTable
 from plinth.durable_files import write_json_atomically
 from plinth.errors import (InvalidConfigError, TooManyTopicsError, TopicExistsError, UnavailableError,
                            UnknownTopicError)
@@ -235,12 +237,16 @@ class Controller:
         return dict(zip(ids, ray.get([self._shards[s].pid.remote() for s in ids],
                                      timeout=limits.CONTROL_CALL_TIMEOUT_S)))
 
-    def routing(self) -> dict:
+    def routing(self) -> RoutingTable:
         """What a router needs: shard addresses and each topic's placement."""
-        return {"shards": dict(self._addresses), "shard_ids": list(self._metadata["shards"]),
-                "topics": {name: list(t["placement"]) for name, t in self._metadata["topics"].items()},
-                "ranges": {name: {int(p): ranges for p, ranges in t.get("ranges", {}).items()}
-                           for name, t in self._metadata["topics"].items() if t.get("ranges")}}
+        topics_meta = self._metadata["topics"].items()
+        return RoutingTable(
+            shard_addresses=dict(self._addresses),
+            shard_ids=tuple(self._metadata["shards"]),
+            owners={name: tuple(t["placement"]) for name, t in topics_meta},
+            ranges={name: {int(p): tuple((start, shard) for start, shard in ranges)
+                           for p, ranges in t["ranges"].items()}
+                    for name, t in topics_meta if t.get("ranges")})
 
     def list_groups(self) -> list[str]:
         """Every consumer group known to any shard (members or committed offsets)."""

@@ -1,4 +1,4 @@
-"""Specification of plinth.client._batch_check: the fast check of a RecordBatch.
+"""Specification of plinth.format._batch_check: the fast check of a RecordBatch.
 
 Its contract is differential: for any bytes, summarize() (the shard's) either
 returns exactly the summary the pycapnp+numpy path (record_batch._read_columns)
@@ -15,15 +15,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from plinth import limits
-from plinth.client import record_batch
-from plinth.client._batch_check import column_spans, is_word_aligned, summarize
-from plinth.client.record_batch import BatchBuilder, BatchSummary, summarize_batch
+from plinth.format import record_batch
+from plinth.format._batch_check import column_spans, is_word_aligned, summarize
+from plinth.format.record_batch import BatchBuilder, BatchSummary, summarize_batch
 from plinth.errors import CorruptDataError, InvalidBatchError
 from plinth.schemas import record_batch as record_batch_schema
 
 T0_MS = 1_700_000_000_000
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
-# Byte offsets in the canonical layout (client/_batch_check.c's header comment).
+# Byte offsets in the canonical layout (format/_batch_check.c's header comment).
 SEGMENT_AT = 8
 DATA_AT = SEGMENT_AT + 8
 POINTERS_AT = DATA_AT + 32

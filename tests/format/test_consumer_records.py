@@ -1,4 +1,4 @@
-"""Specification of plinth.client._consumer_records: ConsumerRecord and build_records.
+"""Specification of plinth.format._consumer_records: ConsumerRecord and build_records.
 
 build_records reads columns that came from the network: whatever bytes it is
 given, it returns the records a plain Python reading of the columns gives, or
@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plinth.client._consumer_records import build_records
-from plinth.client.record_batch import ConsumerRecord
+from plinth.format._consumer_records import build_records
+from plinth.format.record_batch import ConsumerRecord
 
 T0_MS = 1_700_000_000_000
 INT64_MAX = 2**63 - 1

@@ -1,4 +1,4 @@
-"""The log entry frame (shards/log_entry.py) against schemas/log_entry.capnp."""
+"""The log entry frame (format/log_entry.py) against schemas/log_entry.capnp."""
 
 import struct
 import subprocess
@@ -10,7 +10,7 @@ import pytest
 from plinth.errors import CorruptDataError
 from plinth.limits import BATCH_BYTES_MAX
 from plinth.schemas import log_entry as log_entry_schema
-from plinth.shards.log_entry import (
+from plinth.format.log_entry import (
     LOG_ENTRY_HEADER_BYTES, MAGIC_BYTES, LogEntryHeader, build_entry_header, entry_crc,
     iter_entries, pack_entry_header, unpack_entry_header)
 
@@ -149,7 +149,7 @@ def test_iter_entries_raises_on_a_run_cut_anywhere_inside_its_last_entry():
 
 def test_the_module_imports_neither_ray_nor_zmq():
     # Given a fresh interpreter / When the client-side module is imported
-    code = ("import sys, plinth.shards.log_entry; "
+    code = ("import sys, plinth.format.log_entry; "
             "sys.exit(1 if {'ray', 'zmq'} & set(sys.modules) else 0)")
     # Then neither ray nor zmq was loaded
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -1,5 +1,5 @@
 /* ConsumerRecord as a C type, and the loop that builds one per record of a
- * RecordBatch whose columns client/record_batch.py has read and checked.
+ * RecordBatch whose columns format/record_batch.py has read and checked.
  *
  * Why C: building a record in Python (a __slots__ class, an int per offset
  * and timestamp, an empty headers list, a slice per key and value) cost about
@@ -242,7 +242,7 @@ static PyMethodDef record_methods[] = {
 
 static PyTypeObject RecordType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "plinth.client.record_batch.ConsumerRecord",
+    .tp_name = "plinth.format.record_batch.ConsumerRecord",
     .tp_doc = PyDoc_STR(
         "ConsumerRecord(topic, partition, offset, key, value, headers, timestamp_ms)\n\n"
         "One record as the consumer sees it. Plain data, compared by value; any\n"
@@ -427,7 +427,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "plinth.client._consumer_records",
+    PyModuleDef_HEAD_INIT, "plinth.format._consumer_records",
     "ConsumerRecord, and building one per record of a checked RecordBatch.", -1, methods,
 };
 

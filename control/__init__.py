@@ -1,0 +1,1 @@
+"""control: the control plane (controller, placement, metrics), reached through typed handles."""

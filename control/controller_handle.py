@@ -1,0 +1,194 @@
+"""ControllerHandle: the typed front of the controller actor (control/controller.py).
+
+Ray's pattern (``ray.util.queue.Queue`` in front of its ``_QueueActor``): a
+public class wraps the private actor, so that callers make typed, checked
+calls instead of ``actor.method.remote(*args)`` with a method name and a tuple.
+The server creates the controller through ``ControllerHandle.create``; a
+standalone router and the tests find it by name with ``ControllerHandle.find``.
+
+Calls block until the controller answers, at most ``CONTROL_CALL_TIMEOUT_S``
+(a status call at most ``STATUS_CALL_TIMEOUT_S`` per shard), and fail one way:
+a BrokerError the controller raised is re-raised as it is; no answer in time is
+RequestTimedOutError; a dead controller is UnavailableError; anything else Ray
+reports is InternalError. The announcements (``router_started``,
+``shard_started``, ...) are sent without waiting.
+
+Any thread of any process connected to the broker's Ray cluster may use a
+handle; the controller runs the calls one at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from plinth import limits, protocol
+from plinth.control.routing_table import RoutingTable
+from plinth.errors import BrokerError, InternalError, RequestTimedOutError, UnavailableError
+
+log = logging.getLogger(__name__)
+
+# The controller's name in its broker's Ray namespace.
+CONTROLLER_NAME = "plinth-controller"
+
+
+class ControllerHandle:
+    def __init__(self, actor, *, rediscover: Callable[[], object] | None = None):
+        """``actor``: the controller's Ray actor handle. ``rediscover``: how to find a
+        new controller's actor after this one died (a standalone router outlives
+        restarts of its server); it raises ValueError while there is none."""
+        self._actor = actor
+        self._rediscover = rediscover
+
+    @classmethod
+    def create(cls, data_dir: str, shard_count: int | None, fsync_policy: str,
+               fsync_interval_ms: int, scheduling_strategy) -> "ControllerHandle":
+        """Start the broker's controller actor (server process). Raises ValueError if
+        the name is taken: another broker serves this namespace."""
+        import ray
+
+        from plinth.control.controller import Controller
+
+        actor = ray.remote(Controller).options(
+            name=CONTROLLER_NAME, num_cpus=0, max_restarts=0,
+            scheduling_strategy=scheduling_strategy,
+        ).remote(data_dir, shard_count, fsync_policy, fsync_interval_ms, CONTROLLER_NAME)
+        return cls(actor)
+
+    @classmethod
+    def find(cls, namespace: str | None = None, *,
+             on_rediscovered: Callable[["ControllerHandle"], None] | None = None
+             ) -> "ControllerHandle":
+        """The running controller of the broker in ``namespace`` (default: the current
+        one). Raises ValueError if there is none. ``on_rediscovered(handle)`` runs
+        after the handle found a new controller (its server restarted)."""
+        import ray
+
+        def lookup():
+            return ray.get_actor(CONTROLLER_NAME, namespace=namespace)
+
+        handle = cls(lookup())
+
+        def rediscover():
+            actor = lookup()
+            if on_rediscovered is not None:
+                on_rediscovered(cls(actor))
+            return actor
+
+        handle._rediscover = rediscover
+        return handle
+
+    # --- Lifecycle (server process) -------------------------------------------------
+
+    def start(self) -> dict[str, str]:
+        """Start every shard and open its partitions; returns shard id -> address."""
+        return self._call(lambda actor: actor.start.remote(), "start", timeout_s=None)
+
+    def shutdown(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S) -> None:
+        """Flush, fsync and close every shard's logs."""
+        self._call(lambda actor: actor.shutdown.remote(grace_period_s), "shutdown",
+                   timeout_s=grace_period_s + 10)
+
+    def kill(self) -> None:
+        import ray
+
+        ray.kill(self._actor)
+
+    # --- Announcements (no waiting) ------------------------------------------------
+
+    def router_started(self, listen: str, node_address: str) -> None:
+        self._actor.router_started.remote(listen, node_address)
+
+    def router_stopped(self, listen: str) -> None:
+        """Unlike the other announcements, waits: the router is about to exit."""
+        self._call(lambda actor: actor.router_stopped.remote(listen), "router_stopped",
+                   timeout_s=10)
+
+    def shard_started(self, shard_id: str, address: str) -> None:
+        self._actor.shard_started.remote(shard_id, address)
+
+    # --- Queries ------------------------------------------------------------------
+
+    def routing(self) -> RoutingTable:
+        return self._call(lambda actor: actor.routing.remote(), "routing")
+
+    def list_topics(self) -> list[protocol.TopicInfo]:
+        return self._call(lambda actor: actor.list_topics.remote(), "list_topics")
+
+    def describe_topic(self, name: str) -> protocol.TopicInfo:
+        return self._call(lambda actor: actor.describe_topic.remote(name), "describe_topic")
+
+    def partition_offsets(self, topic: str, partition: int) -> protocol.PartitionInfo:
+        """Start and end offsets of a partition whose history spans several shards."""
+        return self._call(lambda actor: actor.partition_offsets.remote(topic, partition),
+                          "partition_offsets")
+
+    def status(self) -> protocol.StatusInfo:
+        return self._call(lambda actor: actor.status.remote(), "status")
+
+    def list_groups(self) -> list[str]:
+        return self._call(lambda actor: actor.list_groups.remote(), "list_groups")
+
+    def shard_stats(self) -> dict[str, dict | None]:
+        """Each shard's ShardStats snapshot; None for a shard that did not answer."""
+        return self._call(lambda actor: actor.shard_stats.remote(), "shard_stats",
+                          timeout_s=limits.STATUS_CALL_TIMEOUT_S * 2)
+
+    # --- Changes ------------------------------------------------------------------
+
+    def create_topic(self, name: str, partitions: int,
+                     config: dict[str, str]) -> protocol.TopicInfo:
+        return self._call(lambda actor: actor.create_topic.remote(name, partitions, config),
+                          "create_topic")
+
+    def alter_topic(self, name: str, changes: dict[str, str]) -> protocol.TopicInfo:
+        return self._call(lambda actor: actor.alter_topic.remote(name, changes), "alter_topic")
+
+    def delete_topic(self, name: str) -> None:
+        self._call(lambda actor: actor.delete_topic.remote(name), "delete_topic")
+
+    def add_shards(self, count: int) -> list[protocol.PartitionMove]:
+        return self._call(lambda actor: actor.add_shards.remote(count), "add_shards")
+
+    def remove_shards(self, count: int) -> list[protocol.PartitionMove]:
+        return self._call(lambda actor: actor.remove_shards.remote(count), "remove_shards")
+
+    # --- Calling ------------------------------------------------------------------
+
+    def _call(self, remote_call: Callable, method: str,
+              timeout_s: float | None = limits.CONTROL_CALL_TIMEOUT_S):
+        """``remote_call(actor)`` (which starts ``method`` on the controller) and its
+        result, errors mapped as the module says. A dead controller is looked up
+        again, once per call, if the handle knows how."""
+        import ray
+
+        try:
+            return self._call_once(remote_call, method, timeout_s)
+        except ray.exceptions.RayActorError:
+            if self._rediscover is None:
+                raise UnavailableError("the broker's controller is gone (its server stopped)") from None
+        try:
+            self._actor = self._rediscover()
+        except ValueError:
+            raise UnavailableError("the broker's controller is not running (is its server "
+                                   "restarting?); retry later") from None
+        log.info("found the broker's controller again")
+        return self._call_once(remote_call, method, timeout_s)
+
+    def _call_once(self, remote_call: Callable, method: str, timeout_s: float | None):
+        import ray
+
+        try:
+            return ray.get(remote_call(self._actor), timeout=timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            raise RequestTimedOutError(
+                f"the controller did not answer {method} within {timeout_s} s") from None
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, BrokerError):
+                raise cause from None
+            raise InternalError(f"controller failed in {method}: {cause or exc}") from None
+        except ray.exceptions.RayActorError:
+            raise
+        except ray.exceptions.RayError as exc:
+            raise InternalError(f"controller unreachable: {exc}") from None

@@ -1,0 +1,1 @@
+"""format: the record format, shared by client and shards (see record_batch.py)."""
