@@ -1,7 +1,7 @@
 """The ``plinth`` command line: serve, topic, produce, consume, bench.
 
 Runs in the user's shell process. Client commands take ``--broker URL``
-(environment PLINTH_BROKER, default tcp://127.0.0.1:7400). Every error a user
+(environment PLINTH_BROKER, default limits.BROKER_URL_DEFAULT, tcp://127.0.0.1:7400). Every error a user
 can cause ends in one line on stderr naming the problem, and a non-zero exit.
 """
 
@@ -31,9 +31,10 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group)
-@click.option("--broker", envvar="PLINTH_BROKER", default=limits.BROKER_URL_DEFAULT, show_default=True,
-              help="Router address for client commands.")
-@click.option("--request-timeout-ms", type=click.IntRange(1, 3_600_000), default=30_000,
+@click.option("--broker", envvar="PLINTH_BROKER", default=limits.BROKER_URL_DEFAULT,
+              show_default=True, help="Router address for client commands.")
+@click.option("--request-timeout-ms", type=click.IntRange(1, 3_600_000),
+              default=limits.CLIENT_REQUEST_TIMEOUT_MS_DEFAULT,
               show_default=True, help="How long client commands wait for the broker.")
 @click.option("--curve-key-file", envvar="PLINTH_CURVE_KEY_FILE", default=None,
               type=click.Path(exists=True, dir_okay=False),
@@ -56,7 +57,8 @@ def main(ctx, broker, request_timeout_ms, curve_key_file, curve_server_key_file)
 
 @main.command()
 @click.option("--data-dir", default="./plinth-data", show_default=True, type=click.Path(path_type=Path))
-@click.option("--listen", default=limits.BROKER_URL_DEFAULT, show_default=True, help="Address of the router socket.")
+@click.option("--listen", default=limits.BROKER_URL_DEFAULT, show_default=True,
+              help="Address of the router socket.")
 @click.option("--shards", type=click.IntRange(1, limits.SHARDS_MAX), default=None,
               help="Shard actors (default: one per CPU, or as the data dir was created).")
 @click.option("--ray-address", default=None, help="Join this Ray cluster instead of starting one.")
@@ -269,7 +271,7 @@ def topic_delete(ctx, name):
 @click.option("--partition", type=int, default=None)
 @click.option("--key-separator", default=None, help="Text before the first SEP is the key.")
 @click.option("--acks", type=click.Choice(["0", "1", "all"]), default="1", show_default=True)
-@click.option("--linger-ms", type=float, default=5, show_default=True)
+@click.option("--linger-ms", type=float, default=limits.PRODUCER_LINGER_MS_DEFAULT, show_default=True)
 @click.pass_context
 def produce(ctx, topic_name, partition, key_separator, acks, linger_ms):
     """Send one record per line of stdin."""
