@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -59,15 +60,19 @@ def run_plinth(executable: str, args) -> dict[str, dict]:
     """Start a broker with ``executable``, run the three benchmarks, stop it."""
     data_dir = Path(tempfile.mkdtemp(prefix="plinth-compare-"))
     url = f"tcp://127.0.0.1:{free_port()}"
+    # From a neutral directory: Ray puts the driver's working directory on its
+    # workers' sys.path, and a checkout's plinth/ there would shadow the build's.
     server = subprocess.Popen([executable, "serve", "--data-dir", str(data_dir), "--listen", url],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              cwd=data_dir)
     try:
         _wait_ready(server, url)
         env = {**os.environ, "PLINTH_BROKER": url}
         results = {}
         for name, command in bench_commands(args):
             done = subprocess.run([executable, "bench", *command, "--json"], env=env,
-                                  capture_output=True, text=True, timeout=BENCH_TIMEOUT_S)
+                                  capture_output=True, text=True, timeout=BENCH_TIMEOUT_S,
+                                  cwd=data_dir)
             if done.returncode != 0:
                 raise SystemExit(f"{executable} bench {name} failed:\n{done.stdout}{done.stderr}")
             results[name] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -83,12 +88,16 @@ def run_plinth(executable: str, args) -> dict[str, dict]:
 
 def _wait_ready(server: subprocess.Popen, url: str) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
+    lines = []
     for line in server.stdout:
+        lines.append(line)
         if f"ready: listening on {url}" in line:
+            threading.Thread(target=server.stdout.read, daemon=True).start()   # keep draining
             return
         if time.monotonic() > deadline:
             break
-    raise SystemExit(f"plinth serve did not get ready on {url} (status {server.poll()})")
+    raise SystemExit(f"plinth serve did not get ready on {url} (status {server.poll()}):\n"
+                     + "".join(lines[-30:]))
 
 
 def run_redis(args) -> dict[str, dict]:
