@@ -326,7 +326,7 @@ class PartitionLog:
                 f"of partition log {self.directory}")
 
     def _slot_for(self, offset: int) -> int:
-        """Index of the segment whose range holds ``offset`` (or precedes its gap)."""
+        """The slot (in the segment list) of the segment holding ``offset``, or before its gap."""
         slot = bisect.bisect_right(self._base_offsets, offset) - 1
         if slot < 0:
             raise AssertionError(f"offset {offset} is below start offset {self.start_offset} "
