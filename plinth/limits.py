@@ -140,7 +140,41 @@ CLIENT_REQUEST_TIMEOUT_MS_DEFAULT = 30_000
 # (placeholder: the router's bounds go here)
 
 # --- Shard loop (shards/shard_server.py and what is split out of it) ----------
-# (placeholder: the shard loop's bounds go here)
+# Control calls queued for a shard's loop thread (ShardServer.call); a caller
+# beyond it waits, up to its timeout, instead of growing the queue.
+SHARD_COMMANDS_QUEUED_MAX = 1000
+# The loop's poll wakes at least this often with nothing to do, so timers
+# (retention, rate samples) run on an idle shard.
+SHARD_IDLE_POLL_MS = 1000
+# How often the loop samples its counters for the records/s and bytes/s rates.
+SHARD_STATS_SAMPLE_INTERVAL_S = 1.0
+# Rates average over this many samples (the sample deque holds one more).
+SHARD_STATS_RATE_WINDOW_SAMPLES = 10
+# A shard restarted while its previous process is still dying waits this long
+# for the data dir lock, polling at this interval, then fails to start.
+DATA_DIR_LOCK_WAIT_S_MAX = 30.0
+DATA_DIR_LOCK_POLL_MS = 50
+# How long closing a shard's socket may wait to send replies still queued.
+SHARD_SOCKET_LINGER_MS = 1000
+# Woken parked fetches stay in the deadline heap until they reach its top;
+# when the heap holds this many entries, the answered ones are dropped at once.
+PARKED_HEAP_ENTRIES_MAX = 2 * PARKED_FETCHES_MAX
+# Segment reads: recovery and index rebuilds read the .log file in chunks of
+# this size (a larger entry is read whole), so small entries cost no syscall each.
+SEGMENT_SCAN_CHUNK_BYTES = 4 * MiB
+# Finding an offset scans entry headers forward from the indexed entry,
+# reading up to index_interval_bytes at once, but no more than this.
+SEGMENT_FIND_CHUNK_BYTES_MAX = 64 * KiB
+# Committed offsets (shards/offset_store.py): replay reads the internal log
+# this much at a time, and compaction writes at most this many records per
+# batch, far under BATCH_RECORDS_MAX.
+OFFSETS_REPLAY_READ_BYTES = 8 * MiB
+OFFSETS_COMPACT_BATCH_RECORDS_MAX = 10_000
+# (Checked here rather than in _check_relations, to keep this section's edits in it.)
+if not (PARKED_FETCHES_MAX < PARKED_HEAP_ENTRIES_MAX
+        and OFFSETS_COMPACT_BATCH_RECORDS_MAX <= BATCH_RECORDS_MAX):
+    raise AssertionError("shard loop limits: the parked heap must hold every parked fetch, "
+                         "and a compaction batch must be a valid batch")
 
 # --- Controller and shard actors (control/, shards/actor.py) -----------------
 # (placeholder: the control plane's bounds go here)

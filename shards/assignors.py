@@ -27,7 +27,8 @@ DEFAULT_ASSIGNOR = "sticky"
 def assign(assignor: str, subscriptions: Mapping[str, set[str]],
            partition_counts: Mapping[str, int], current: Assignment) -> Assignment:
     """The target assignment; every subscribed, existing partition has exactly one owner."""
-    assert assignor in ASSIGNORS, assignor
+    if assignor not in ASSIGNORS:   # the coordinator checked it when the group was made
+        raise AssertionError(f"assignor {assignor!r} is not one of {ASSIGNORS}")
     if assignor == "range":
         result = range_assign(subscriptions, partition_counts)
     else:
@@ -113,7 +114,14 @@ def _check(result: Assignment, subscriptions, partition_counts) -> None:
     owners: dict[TopicPartition, str] = {}
     for member, owned in result.items():
         for tp in owned:
-            assert tp not in owners, f"{tp} assigned to {owners[tp]} and {member}"
-            assert tp[0] in subscriptions[member], f"{member} got {tp} without subscribing"
+            if tp in owners:
+                raise AssertionError(f"{tp} assigned to both {owners[tp]} and {member}")
+            if tp[0] not in subscriptions[member]:
+                raise AssertionError(f"{member} got {tp} without subscribing to {tp[0]!r}")
             owners[tp] = member
-    assert set(owners) == _all_partitions(subscriptions, partition_counts), "partition left out"
+    wanted = _all_partitions(subscriptions, partition_counts)
+    if set(owners) != wanted:
+        left_out, unknown = wanted - set(owners), set(owners) - wanted
+        raise AssertionError(f"{len(left_out)} subscribed partitions left out of the assignment "
+                             f"({sorted(left_out)[:3]}...) and {len(unknown)} that do not exist "
+                             f"assigned ({sorted(unknown)[:3]}...)")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import operator
 import sys
 from array import array
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from itertools import islice
 from pathlib import Path
 
@@ -33,8 +33,9 @@ ENTRY_BYTES = 8
 UINT32_LIMIT = 1 << 32
 
 # The arrays are written to disk as they are in memory.
-assert sys.byteorder == "little", "index files are little-endian; big-endian hosts are unsupported"
-assert array("I").itemsize == 4
+if sys.byteorder != "little" or array("I").itemsize != 4:
+    raise AssertionError(f"index files hold little-endian UInt32s; this host is {sys.byteorder}-"
+                         f"endian with {array('I').itemsize}-byte array('I') items")
 
 
 class OffsetIndex:
@@ -58,14 +59,18 @@ class OffsetIndex:
     def append(self, offset: int, position: int) -> None:
         """Index the entry with base offset ``offset`` starting at ``position``."""
         relative_offset = offset - self.base_offset
-        assert 0 <= relative_offset < UINT32_LIMIT, (
-            f"offset {offset} does not fit a UInt32 relative to base offset {self.base_offset}")
-        assert 0 <= position < UINT32_LIMIT, f"position {position} does not fit a UInt32"
+        if not 0 <= relative_offset < UINT32_LIMIT:
+            raise AssertionError(f"offset {offset} does not fit a UInt32 relative to base offset "
+                                 f"{self.base_offset}")
+        if not 0 <= position < UINT32_LIMIT:
+            raise AssertionError(f"position {position} of offset {offset} does not fit a UInt32")
         if self._positions:
             last_offset, last_position = self.last_entry
-            assert offset > last_offset and position > last_position, (
-                f"attempt to append offset {offset} at position {position}, not larger "
-                f"than the last entry (offset {last_offset}, position {last_position})")
+            if offset <= last_offset or position <= last_position:
+                raise AssertionError(
+                    f"attempt to append offset {offset} at position {position}, not larger "
+                    f"than the last entry (offset {last_offset}, position {last_position}) "
+                    f"of the index of base offset {self.base_offset}")
         self._relative_offsets.append(relative_offset)
         self._positions.append(position)
 
@@ -79,12 +84,6 @@ class OffsetIndex:
         if slot < 0:
             return self.base_offset, 0
         return self.base_offset + self._relative_offsets[slot], self._positions[slot]
-
-    def truncate_to(self, offset: int) -> None:
-        """Remove every entry whose offset is >= ``offset``."""
-        slot = bisect_left(self._relative_offsets, offset - self.base_offset)
-        del self._relative_offsets[slot:]
-        del self._positions[slot:]
 
     def to_bytes(self) -> bytes:
         """The file contents: entries as in the module docstring."""

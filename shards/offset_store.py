@@ -37,11 +37,8 @@ _OFFSET = struct.Struct("<q")
 _OFFSET_KIND = b"o"
 _SETTING_KIND = b"s"
 _SEP = b"\0"
-_READ_BYTES = 8 * 1024 * 1024
 # The offsets log is compacted, never expired: retention would drop live offsets.
 _LOG_CONFIG = LogConfig(retention_ms=-1, retention_bytes=-1)
-# Records per batch when compacting: keeps every batch far under the batch limit.
-_COMPACT_BATCH_RECORDS_MAX = 10_000
 
 TopicPartition = tuple[str, int]
 
@@ -142,7 +139,7 @@ def _replay(plog: PartitionLog) -> tuple[dict, dict, int]:
     records_read = 0
     position = plog.start_offset
     while position < plog.end_offset:
-        data = plog.read(position, _READ_BYTES, plog.end_offset)
+        data = plog.read(position, limits.OFFSETS_REPLAY_READ_BYTES, plog.end_offset)
         for header, batch in iter_entries(data):
             for record in decode_records(DIR_NAME, 0, header.base_offset, batch, position):
                 records_read += 1
@@ -170,9 +167,10 @@ def _compact(directory: Path, plog: PartitionLog, offsets: dict, settings: dict)
                for g, tps in offsets.items() for (t, p), o in tps.items()]
     records += [(_setting_key(g, n), v.encode()) for g, names in settings.items() for n, v in names.items()]
     now_ms = time.time_ns() // 1_000_000
-    for start in range(0, len(records), _COMPACT_BATCH_RECORDS_MAX):
+    batch_records_max = limits.OFFSETS_COMPACT_BATCH_RECORDS_MAX
+    for start in range(0, len(records), batch_records_max):
         builder = BatchBuilder()
-        for key, value in records[start:start + _COMPACT_BATCH_RECORDS_MAX]:
+        for key, value in records[start:start + batch_records_max]:
             builder.append(key, value, now_ms)
         fresh.append(builder.build(), builder.record_count, now_ms)
     fresh.close()
@@ -185,5 +183,3 @@ def _compact(directory: Path, plog: PartitionLog, offsets: dict, settings: dict)
     shutil.rmtree(old_dir)
     return PartitionLog.open(directory, _LOG_CONFIG)
 
-
-assert _COMPACT_BATCH_RECORDS_MAX <= limits.BATCH_RECORDS_MAX

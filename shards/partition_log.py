@@ -112,7 +112,8 @@ class PartitionLog:
 
     def __init__(self, directory: Path, config: LogConfig, segments: list[Segment],
                  recovery: RecoveryResult, clock_ms: Callable[[], int]):
-        assert segments, f"partition log {directory} has no segment"
+        if not segments:
+            raise AssertionError(f"partition log {directory} has no segment")
         self.directory = directory
         self.config = config
         self.recovery = recovery
@@ -202,13 +203,16 @@ class PartitionLog:
         bytes, 1..BATCH_RECORDS_MAX records. Rolls first if needed. Not
         fsynced: call ``flush()``.
         """
-        assert not self._closed, f"partition log {self.directory} is closed"
+        if self._closed:
+            self._raise_closed()
         view = memoryview(batch)
-        assert view.contiguous and view.itemsize == 1, "batch must be contiguous bytes"
-        assert 0 < view.nbytes <= BATCH_BYTES_MAX, (
-            f"batch of {view.nbytes} bytes, outside [1, {BATCH_BYTES_MAX}]")
-        assert 1 <= record_count <= BATCH_RECORDS_MAX, (
-            f"record_count {record_count} outside [1, {BATCH_RECORDS_MAX}]")
+        if not (view.contiguous and view.itemsize == 1 and 0 < view.nbytes <= BATCH_BYTES_MAX
+                and 1 <= record_count <= BATCH_RECORDS_MAX):
+            raise AssertionError(
+                f"attempt to append a batch of {view.nbytes} bytes (contiguous: {view.contiguous}, "
+                f"item size {view.itemsize}) and {record_count} records at offset "
+                f"{self.end_offset} of {self.directory}; a batch is 1..{BATCH_BYTES_MAX} "
+                f"contiguous bytes of 1..{BATCH_RECORDS_MAX} records")
         entry_bytes = LOG_ENTRY_HEADER_BYTES + view.nbytes
         if self._should_roll(entry_bytes):
             self._roll()
@@ -246,9 +250,11 @@ class PartitionLog:
         shard, and reads of them are routed there. Rolls to a new segment at
         ``offset`` (an empty active segment is replaced instead).
         """
-        assert not self._closed, f"partition log {self.directory} is closed"
-        assert offset >= self.end_offset, (
-            f"cannot continue {self.directory} at offset {offset}, before its end {self.end_offset}")
+        if self._closed:
+            self._raise_closed()
+        if offset < self.end_offset:
+            raise AssertionError(f"cannot continue {self.directory} at offset {offset}, before its "
+                                 f"end {self.end_offset}")
         if offset == self.end_offset:
             return
         previous_end_offset = self.end_offset
@@ -271,7 +277,8 @@ class PartitionLog:
 
     def flush(self) -> None:
         """fsync what was appended since the last flush; advance flushed_end_offset."""
-        assert not self._closed, f"partition log {self.directory} is closed"
+        if self._closed:
+            self._raise_closed()
         # Rolling fsynced every segment but the active one.
         self._segments[-1].flush()
         self._flushed_end_offset = self.end_offset
@@ -288,9 +295,11 @@ class PartitionLog:
         when ``offset`` >= ``end_offset_max``. Raises OffsetOutOfRangeError
         outside [start_offset, end_offset], CorruptDataError on a bad entry.
         """
-        assert not self._closed, f"partition log {self.directory} is closed"
-        assert end_offset_max <= self.end_offset, (
-            f"end_offset_max {end_offset_max} is past the end offset {self.end_offset}")
+        if self._closed:
+            self._raise_closed()
+        if end_offset_max > self.end_offset:
+            raise AssertionError(f"attempt to read {self.directory} up to offset {end_offset_max}, "
+                                 f"past its end offset {self.end_offset}")
         self._check_offset(offset)
         if offset >= end_offset_max:
             return b""
@@ -317,9 +326,11 @@ class PartitionLog:
                 f"of partition log {self.directory}")
 
     def _slot_for(self, offset: int) -> int:
-        """Index of the segment whose range holds ``offset`` (or precedes its gap)."""
+        """The slot (in the segment list) of the segment holding ``offset``, or before its gap."""
         slot = bisect.bisect_right(self._base_offsets, offset) - 1
-        assert slot >= 0, f"offset {offset} is below start offset {self.start_offset}"
+        if slot < 0:
+            raise AssertionError(f"offset {offset} is below start offset {self.start_offset} "
+                                 f"of {self.directory}")
         return slot
 
     def offset_for_timestamp(self, timestamp_ms: int) -> int:
@@ -328,7 +339,8 @@ class PartitionLog:
         Batch granularity: records of that batch may be older; a consumer
         skips them. Returns end_offset when no entry is that recent.
         """
-        assert not self._closed, f"partition log {self.directory} is closed"
+        if self._closed:
+            self._raise_closed()
         for segment in self._segments:
             offset = segment.offset_for_timestamp(timestamp_ms)
             if offset is not None:
@@ -377,6 +389,9 @@ class PartitionLog:
         return too_old or too_big
 
     # --- Closing ----------------------------------------------------------
+
+    def _raise_closed(self) -> None:
+        raise AssertionError(f"partition log {self.directory} is used after it was closed")
 
     def close(self) -> None:
         """fsync, write every changed index file, close the files. Idempotent."""

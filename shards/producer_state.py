@@ -41,6 +41,7 @@ from pathlib import Path
 from plinth import limits
 from plinth.durable_files import write_json_atomically
 from plinth.errors import OutOfOrderSequenceError
+from plinth.format.log_entry import iter_entries
 
 SEQUENCE_MODULUS = 1 << 31   # baseSequence is an Int32 that wraps to 0
 
@@ -99,8 +100,6 @@ class ProducerStates:
     @classmethod
     def rebuild(cls, plog, summarize, seed: list | None = None) -> "ProducerStates":
         """The ``seed`` snapshot, then the batches of the partition's active segment."""
-        from plinth.format.log_entry import iter_entries
-
         states = cls.from_snapshot(seed)
         position = plog.segments[-1].base_offset if plog.segments else plog.start_offset
         position = max(position, plog.start_offset)

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 from plinth.errors import CorruptDataError, StorageError
-from plinth.limits import KiB, MiB
+from plinth.limits import SEGMENT_FIND_CHUNK_BYTES_MAX, SEGMENT_SCAN_CHUNK_BYTES
 from plinth.format.log_entry import (
     ATTRIBUTES_NONE, LOG_ENTRY_HEADER_BYTES, LogEntryHeader, build_entry_header, check_entry_crc,
     scan_whole_entries, unpack_entry_header)
@@ -43,12 +43,6 @@ LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
 TIME_INDEX_SUFFIX = ".timeindex"
 OFFSET_DIGITS = 20
-# Recovery and index rebuilds read the .log file in chunks of this size (a
-# larger entry is read whole), so small entries cost no syscall each.
-SCAN_CHUNK_BYTES = 4 * MiB
-# Finding an offset scans headers forward from the indexed entry, reading up
-# to index_interval_bytes at once, but no more than this.
-FIND_CHUNK_BYTES_MAX = 64 * KiB
 # The running maximum timestamp of a segment with no entries.
 TIMESTAMP_MS_NONE = -(1 << 63)
 
@@ -65,7 +59,9 @@ class RecoveryResult(NamedTuple):
 
 def segment_file_name(base_offset: int, suffix: str) -> str:
     """``00000000000000001234.log`` for base offset 1234 and suffix ``.log``."""
-    assert 0 <= base_offset < 10 ** OFFSET_DIGITS, f"base offset {base_offset} out of range"
+    if not 0 <= base_offset < 10 ** OFFSET_DIGITS:
+        raise AssertionError(f"base offset {base_offset} does not fit {OFFSET_DIGITS} digits "
+                             f"of a segment file name")
     return f"{base_offset:0{OFFSET_DIGITS}d}{suffix}"
 
 
@@ -105,7 +101,8 @@ class Segment:
         self._fd = fd
         self._index_interval_bytes = index_interval_bytes
         # Finding an offset reads this much at a time from the indexed entry on.
-        self._find_read_bytes = min(index_interval_bytes, FIND_CHUNK_BYTES_MAX) + LOG_ENTRY_HEADER_BYTES
+        self._find_read_bytes = (min(index_interval_bytes, SEGMENT_FIND_CHUNK_BYTES_MAX)
+                                 + LOG_ENTRY_HEADER_BYTES)
         self._flushed_size_bytes = 0
         self._ready = False
         self._reset()
@@ -294,12 +291,12 @@ class Segment:
                    ) -> Iterator[tuple[int, LogEntryHeader, memoryview]]:
         """Yield (position, header, batch view) of each entry in [position, end_position).
 
-        Reads in chunks of SCAN_CHUNK_BYTES (more for a larger entry). Raises
+        Reads in chunks of SEGMENT_SCAN_CHUNK_BYTES (more for a larger entry). Raises
         CorruptDataError, naming the position, at the first bad entry,
         including one torn by the end of the range. A view is valid only
         until the next one is yielded.
         """
-        read_bytes = SCAN_CHUNK_BYTES
+        read_bytes = SEGMENT_SCAN_CHUNK_BYTES
         while position < end_position:
             wanted_bytes = min(read_bytes, end_position - position)
             chunk = os.pread(self._fd, wanted_bytes, position)
@@ -315,7 +312,7 @@ class Segment:
                         f"of {end_position - position} expected in {self.log_path}")
                 read_bytes = unpack_entry_header(chunk, 0, position).entry_bytes
             else:
-                read_bytes = SCAN_CHUNK_BYTES
+                read_bytes = SEGMENT_SCAN_CHUNK_BYTES
             position = chunk_end
 
     # --- Writing ---------------------------------------------------------------
@@ -328,15 +325,17 @@ class Segment:
         fsync: see ``flush()``. On a write error the partial entry is cut off
         again and StorageError is raised.
         """
-        assert self._ready, f"segment {self.log_path} used before recover() or load_indexes()"
-        assert base_offset == self._end_offset, (
-            f"attempt to append offset {base_offset} to {self.log_path}, "
-            f"expected {self._end_offset}")
+        if not self._ready:
+            self._raise_not_ready()
+        if base_offset != self._end_offset:
+            raise AssertionError(f"attempt to append offset {base_offset} at position "
+                                 f"{self._size_bytes} to {self.log_path}, expected offset "
+                                 f"{self._end_offset}")
         position = self._size_bytes
         entry_bytes = LOG_ENTRY_HEADER_BYTES + len(batch)
-        assert position + entry_bytes < UINT32_LIMIT, (
-            f"entry of {entry_bytes} bytes at position {position} overflows UInt32 "
-            f"positions in {self.log_path}")
+        if position + entry_bytes >= UINT32_LIMIT:
+            raise AssertionError(f"entry of {entry_bytes} bytes at position {position} overflows "
+                                 f"UInt32 positions in {self.log_path}")
         header = build_entry_header(base_offset, max_timestamp_ms, record_count, batch)
         self._write_entry(header, batch, position, entry_bytes)
         self._track(base_offset, record_count, max_timestamp_ms, position, entry_bytes)
@@ -388,11 +387,6 @@ class Segment:
 
     # --- Reading ---------------------------------------------------------------
 
-    def read(self, position: int, bytes_max: int) -> bytes:
-        """Up to ``bytes_max`` raw bytes from ``position``, unchecked."""
-        read_bytes = max(0, min(bytes_max, self._size_bytes - position))
-        return os.pread(self._fd, read_bytes, position)
-
     def read_entries(self, offset: int, bytes_max: int, end_offset_max: int) -> bytes | memoryview:
         """Whole entries, from the one containing ``offset``, CRC-checked.
 
@@ -431,14 +425,10 @@ class Segment:
                                    f"(reading offset {offset})") from error
         return end
 
-    def find_position(self, offset: int) -> int | None:
-        """Position of the entry containing ``offset``, or None if past the end."""
-        found = self._find_entry(offset)
-        return None if found is None else found[0]
-
     def _find_entry(self, offset: int) -> tuple[int, LogEntryHeader] | None:
         """(position, header) of the entry containing ``offset``: index, then scan headers."""
-        assert self._ready, f"segment {self.log_path} used before recover() or load_indexes()"
+        if not self._ready:
+            self._raise_not_ready()
         _, position = self._offset_index.lookup(offset)
         chunk, chunk_position = b"", position
         while position < self._size_bytes:
@@ -454,6 +444,9 @@ class Segment:
                 return position, header
             position += header.entry_bytes
         return None
+
+    def _raise_not_ready(self) -> None:
+        raise AssertionError(f"segment {self.log_path} used before recover() or load_indexes()")
 
     def _read_header(self, position: int) -> LogEntryHeader:
         chunk = os.pread(self._fd, LOG_ENTRY_HEADER_BYTES, position)

@@ -13,11 +13,11 @@ import math
 from collections import Counter, deque
 from dataclasses import dataclass
 
+from plinth.limits import SHARD_STATS_RATE_WINDOW_SAMPLES
+
 # Request latency buckets, seconds (upper bounds): from a fast fsync to a long poll.
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                      1.0, 2.5, 5.0, 10.0, 30.0, math.inf)
-# Rates are averaged over this many one-second samples.
-RATE_WINDOW_SAMPLES = 10
 
 
 @dataclass
@@ -29,24 +29,34 @@ class PartitionCounters:
 
 
 class ShardStats:
+    """One shard's counters. Loop thread only, every method."""
+
     def __init__(self) -> None:
         self.partitions: dict[tuple[str, int], PartitionCounters] = {}
         self.errors: Counter[str] = Counter()
         self.latency_counts: dict[str, list[int]] = {}
         self.latency_sum_s: Counter[str] = Counter()
-        self._samples: deque = deque(maxlen=RATE_WINDOW_SAMPLES + 1)   # (time_s, records, bytes)
+        # (time_s, records, bytes) samples, for rates.
+        self._samples: deque = deque(maxlen=SHARD_STATS_RATE_WINDOW_SAMPLES + 1)
         self._records_in = 0
         self._bytes_in = 0
 
+    def _counters(self, key: tuple[str, int]) -> PartitionCounters:
+        # get() first: setdefault would build a PartitionCounters on every request.
+        counters = self.partitions.get(key)
+        if counters is None:
+            counters = self.partitions[key] = PartitionCounters()
+        return counters
+
     def produced(self, key: tuple[str, int], records: int, nbytes: int) -> None:
-        counters = self.partitions.setdefault(key, PartitionCounters())
+        counters = self._counters(key)
         counters.records_in += records
         counters.bytes_in += nbytes
         self._records_in += records
         self._bytes_in += nbytes
 
     def fetched(self, key: tuple[str, int], nbytes: int) -> None:
-        counters = self.partitions.setdefault(key, PartitionCounters())
+        counters = self._counters(key)
         counters.fetches += 1
         counters.bytes_out += nbytes
 

@@ -32,9 +32,14 @@ ENTRY_BYTES = 12
 TIMESTAMP_BYTES = 8
 RELATIVE_OFFSET_BYTES = 4
 
-assert sys.byteorder == "little", "index files are little-endian; big-endian hosts are unsupported"
-assert array("q").itemsize == TIMESTAMP_BYTES and array("I").itemsize == RELATIVE_OFFSET_BYTES
-assert TIMESTAMP_BYTES + RELATIVE_OFFSET_BYTES == ENTRY_BYTES
+if sys.byteorder != "little" or array("q").itemsize != TIMESTAMP_BYTES \
+        or array("I").itemsize != RELATIVE_OFFSET_BYTES:
+    raise AssertionError(f"time index files hold little-endian Int64s and UInt32s; this host is "
+                         f"{sys.byteorder}-endian with {array('q').itemsize}- and "
+                         f"{array('I').itemsize}-byte array items")
+if TIMESTAMP_BYTES + RELATIVE_OFFSET_BYTES != ENTRY_BYTES:
+    raise AssertionError(f"a time index entry is {ENTRY_BYTES} bytes, not {TIMESTAMP_BYTES} + "
+                         f"{RELATIVE_OFFSET_BYTES}")
 
 
 class TimeIndex:
@@ -64,11 +69,14 @@ class TimeIndex:
         if self._timestamps_ms and timestamp_ms <= self._timestamps_ms[-1]:
             return False
         relative_offset = offset - self.base_offset
-        assert 0 <= relative_offset < UINT32_LIMIT, (
-            f"offset {offset} does not fit a UInt32 relative to base offset {self.base_offset}")
-        assert not self._relative_offsets or relative_offset > self._relative_offsets[-1], (
-            f"attempt to append offset {offset}, not larger than the last offset "
-            f"{self.base_offset + self._relative_offsets[-1]}")
+        if not 0 <= relative_offset < UINT32_LIMIT:
+            raise AssertionError(f"offset {offset} does not fit a UInt32 relative to base offset "
+                                 f"{self.base_offset}")
+        if self._relative_offsets and relative_offset <= self._relative_offsets[-1]:
+            raise AssertionError(
+                f"attempt to append offset {offset} at timestamp {timestamp_ms} ms, not larger "
+                f"than the last offset {self.base_offset + self._relative_offsets[-1]} of the "
+                f"time index of base offset {self.base_offset}")
         self._timestamps_ms.append(timestamp_ms)
         self._relative_offsets.append(relative_offset)
         return True
@@ -84,12 +92,6 @@ class TimeIndex:
         if slot < 0:
             return self.base_offset
         return self.base_offset + self._relative_offsets[slot]
-
-    def truncate_to(self, offset: int) -> None:
-        """Remove every entry whose offset is >= ``offset``."""
-        slot = bisect_left(self._relative_offsets, offset - self.base_offset)
-        del self._timestamps_ms[slot:]
-        del self._relative_offsets[slot:]
 
     def to_bytes(self) -> bytes:
         """The file contents: entries as in the module docstring.

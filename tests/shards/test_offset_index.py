@@ -43,17 +43,6 @@ def test_an_offset_beyond_uint32_from_the_base_fails_loudly():
         OffsetIndex(0).append(2**32, 10)
 
 
-def test_truncate_to_removes_entries_at_and_after_the_offset():
-    # Given three entries
-    index = make_index()
-    # When truncated to 1025 / Then only 1010 is left
-    index.truncate_to(1025)
-    assert len(index) == 1 and index.last_entry == (1010, 4096)
-    # When truncated to below the base / Then it is empty
-    index.truncate_to(0)
-    assert len(index) == 0 and index.last_entry == (1000, 0)
-
-
 def test_the_file_is_8_byte_little_endian_entries_of_relative_offset_and_position(tmp_path):
     # Given an index / When written
     path = tmp_path / "00000000000000001000.index"

@@ -75,7 +75,7 @@ def test_reopening_after_close_finds_everything(tmp_path):
     # When it is reopened
     reopened = PartitionLog.open(tmp_path, SMALL_SEGMENTS)
     # Then every entry reads back, nothing was cut, and appends continue the offsets
-    active_entries = list(iter_entries(reopened.segments[-1].read(0, 10**6)))
+    active_entries = list(iter_entries(reopened.segments[-1].log_path.read_bytes()))
     assert len(reopened.segments) > 10
     assert tuple(reopened.recovery[:2]) == (0, len(active_entries))
     assert (reopened.end_offset, reopened.size_bytes) == (end_offset, size_bytes)
@@ -511,3 +511,54 @@ def test_retention_of_a_sealed_log_may_delete_every_segment_and_keeps_its_end_of
     # And running it again deletes nothing more
     assert plog.enforce_retention(sealed=True).segments == 0
     plog.close()
+
+
+INVARIANTS_SCRIPT = """
+import sys
+from pathlib import Path
+from plinth.shards.offset_index import OffsetIndex
+from plinth.shards.partition_log import LogConfig, PartitionLog
+from plinth.shards.time_index import TimeIndex
+
+def offset_index_backwards():
+    index = OffsetIndex(0)
+    index.append(5, 10)
+    index.append(4, 20)
+
+def time_index_backwards():
+    index = TimeIndex(0)
+    index.append(100, 5)
+    index.append(200, 4)
+
+log = PartitionLog.open(Path(sys.argv[1]), LogConfig())
+log.append(b"x", 2, 0)
+attempts = {
+    "empty batch": lambda: log.append(b"", 1, 0),
+    "segment offset out of sequence": lambda: log.segments[-1].append(5, 0, 1, b"x"),
+    "continue before the end": lambda: log.continue_at(1),
+    "read past the end": lambda: log.read(0, 100, 3),
+    "offset index backwards": offset_index_backwards,
+    "time index backwards": time_index_backwards,
+}
+unchecked = []
+for name, attempt in attempts.items():
+    try:
+        attempt()
+    except AssertionError:
+        continue
+    unchecked.append(name)
+print("unchecked:", unchecked)
+"""
+
+
+def test_the_logs_invariants_are_checked_under_python_dash_o_too(tmp_path):
+    import subprocess
+    import sys
+
+    # Given a script that breaks one invariant of each storage class in turn
+    # When it runs with assert statements stripped (python -O)
+    result = subprocess.run([sys.executable, "-O", "-c", INVARIANTS_SCRIPT, str(tmp_path)],
+                            capture_output=True, text=True, timeout=60)
+    # Then each broken invariant still raised AssertionError
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "unchecked: []"

@@ -22,6 +22,17 @@ def reopen(directory, base_offset=0):
     return Segment.open(directory, base_offset, index_interval_bytes=INDEX_INTERVAL_BYTES)
 
 
+def entry_at(segment, offset):
+    """The whole entry holding ``offset``, as a fetch of at most 1 byte returns it."""
+    return bytes(segment.read_entries(offset, 1, segment.end_offset))
+
+
+def file_bytes(segment, position, size):
+    """``size`` bytes of the .log file from ``position``, read behind the segment's back."""
+    segment.flush()
+    return segment.log_path.read_bytes()[position:position + size]
+
+
 def fill(segment, count, seed=1, record_count=4):
     """Append ``count`` entries of random sizes; return [(base_offset, position, batch)]."""
     rng = random.Random(seed)
@@ -56,22 +67,27 @@ def test_appends_are_laid_out_back_to_back_from_position_0(tmp_path):
     assert segment.end_offset == 50 + 5 * 4
 
 
-def test_read_returns_the_raw_bytes_which_parse_as_the_appended_entries(tmp_path):
+def test_the_log_file_holds_the_appended_entries_and_nothing_else(tmp_path):
+    # Given a segment / When entries are appended
     segment = new_segment(tmp_path)
     entries = fill(segment, 10)
-    data = segment.read(0, 10**6)
+    # Then the .log file parses as exactly those entries
+    data = file_bytes(segment, 0, segment.size_bytes)
     assert [bytes(batch) for _, batch in iter_entries(data)] == [b for _, _, b in entries]
+    assert len(data) == os.path.getsize(segment.log_path)
 
 
-def test_find_position_finds_the_entry_containing_every_offset(tmp_path):
+def test_a_read_finds_the_entry_containing_every_offset(tmp_path):
     # Given entries of 4 records each, indexed every 256 bytes
     segment = new_segment(tmp_path, base_offset=100)
     entries = fill(segment, 40)
-    # When each offset is looked up / Then the position of its entry comes back
-    for base_offset, position, _ in entries:
+    # When each offset is read / Then the entry holding it comes back, as it is in the file
+    for base_offset, position, batch in entries:
+        entry = file_bytes(segment, position, LOG_ENTRY_HEADER_BYTES + len(batch))
         for offset in range(base_offset, base_offset + 4):
-            assert segment.find_position(offset) == position
-    assert segment.find_position(segment.end_offset) is None
+            assert entry_at(segment, offset) == entry
+    # And a read at the end offset finds nothing
+    assert segment.read_entries(segment.end_offset, 1, segment.end_offset + 1) == b""
 
 
 def test_a_clean_segment_recovers_with_nothing_cut(tmp_path):
@@ -140,7 +156,8 @@ def test_an_older_segment_uses_its_index_files_when_they_are_valid(tmp_path):
     assert reopened.load_indexes() is None
     assert (reopened.end_offset, reopened.size_bytes) == (segment.end_offset, segment.size_bytes)
     assert reopened.max_timestamp_ms == 10_039
-    assert [reopened.find_position(o) for o, _, _ in entries] == [p for _, p, _ in entries]
+    assert [entry_at(reopened, o) for o, _, _ in entries] == \
+        [file_bytes(segment, p, LOG_ENTRY_HEADER_BYTES + len(b)) for _, p, b in entries]
 
 
 @pytest.mark.parametrize("damage", ["missing", "odd size", "garbage", "points elsewhere"])
@@ -165,7 +182,8 @@ def test_an_older_segment_rebuilds_a_missing_or_invalid_index(tmp_path, damage):
     # Then they are rebuilt and written again, and lookups work
     assert reason
     assert segment.index_path.read_bytes() == good_index
-    assert [reopened.find_position(o) for o, _, _ in entries] == [p for _, p, _ in entries]
+    assert [entry_at(reopened, o) for o, _, _ in entries] == \
+        [file_bytes(segment, p, LOG_ENTRY_HEADER_BYTES + len(b)) for _, p, b in entries]
 
 
 def test_read_entries_returns_whole_checked_entries_from_the_one_containing_the_offset(tmp_path):
@@ -176,7 +194,7 @@ def test_read_entries_returns_whole_checked_entries_from_the_one_containing_the_
     data = segment.read_entries(9, 10**6, end_offset_max=24)
     # Then entries 8, 12, 16 and 20 come back
     assert [header.base_offset for header, _ in iter_entries(data)] == [8, 12, 16, 20]
-    assert data == segment.read(entries[2][1], entries[6][1] - entries[2][1])
+    assert data == file_bytes(segment, entries[2][1], entries[6][1] - entries[2][1])
 
 
 def test_read_entries_always_returns_the_first_entry_whole(tmp_path):

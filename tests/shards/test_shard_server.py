@@ -6,8 +6,9 @@ A DEALER plays the router: it sends [client id][Request][payload]? and gets
 
 from __future__ import annotations
 
+import errno
+import os
 import random
-import threading
 import time
 from contextlib import contextmanager
 
@@ -130,6 +131,18 @@ def test_a_parked_fetch_gets_an_empty_reply_when_its_wait_ends(router):
     assert reply.error is None and payload == b""
 
 
+def test_a_parked_fetchs_wait_ends_on_time_on_an_idle_shard(tmp_path, monkeypatch):
+    # Given a shard whose loop would otherwise sleep a minute when idle
+    monkeypatch.setattr(limits, "SHARD_IDLE_POLL_MS", 60_000)
+    with running_shard(tmp_path / "s") as (_, sock):
+        # When a fetch at the log end may wait 100 ms
+        started = time.monotonic()
+        reply, payload = fetch(sock, 0, wait_ms=100)
+        # Then it is answered, empty, once the 100 ms are over (not a minute later)
+        assert reply.error is None and payload == b""
+        assert time.monotonic() - started >= 0.1
+
+
 def test_an_offset_past_the_end_is_out_of_range_and_names_the_valid_range(router):
     produce(router, [b"x"])
     reply, _ = fetch(router, 5)
@@ -204,11 +217,12 @@ def test_a_produce_with_acks_zero_gets_no_reply_but_is_stored(router):
 
 def test_a_shard_refuses_a_data_dir_locked_by_another_live_shard(server, monkeypatch):
     from plinth.errors import StorageError
-    from plinth.shards import shard_server
 
-    monkeypatch.setattr(shard_server, "_LOCK_WAIT_S_MAX", 0.2)
+    # Given a running shard / When another one starts on its data dir
+    monkeypatch.setattr(limits, "DATA_DIR_LOCK_WAIT_S_MAX", 0.2)
     twin = ShardServer("shard-twin", server.data_dir, "127.0.0.1")
-    with pytest.raises(StorageError, match="locked by another shard"):
+    # Then it fails after waiting, saying why
+    with pytest.raises(StorageError, match="locked by another shard process after waiting 0.2 s"):
         twin.start()
 
 
@@ -334,29 +348,6 @@ def test_a_retry_of_a_batch_written_just_before_the_log_rolled_is_recognised_aft
         assert produce_raw(sock, idempotent_batch([b"c"], 5, 2), request_id=21).base_offset == high_watermark
 
 
-def test_the_dirty_partitions_of_a_round_are_fsynced_at_the_same_time(server, router):
-    # Given two partitions with unflushed appends, whose fsyncs each wait for the other
-    server.call(server.open_partition, "t", 1, LogConfig())
-    parts = {key: server._partitions[key] for key in (("t", 0), ("t", 1))}
-    both_flushing = threading.Barrier(2)
-    for part in parts.values():
-        part.log.append(batch_of([b"x"]), 1, NOW_MS)
-        real_flush = part.log.flush
-
-        def flush_when_both_are_flushing(real_flush=real_flush):
-            both_flushing.wait(timeout=10)   # raises BrokenBarrierError if they run in turn
-            real_flush()
-        part.log.flush = flush_when_both_are_flushing
-    # When the shard flushes them, they meet at the barrier: one did not wait for the other
-    try:
-        failed = server.call(server._fsync_all, {id(p): p for p in parts.values()})
-    finally:
-        for part in parts.values():
-            del part.log.flush   # the real one again, for closing
-    assert failed == {}
-    assert all(p.log.flushed_end_offset == 1 for p in parts.values())
-
-
 def test_a_failed_fsync_fails_only_its_own_partitions_produce(server, router):
     # Given partition t-1 whose fsync fails and t-0 whose fsync works
     server.call(server.open_partition, "t", 1, LogConfig())
@@ -376,3 +367,76 @@ def test_a_failed_fsync_fails_only_its_own_partitions_produce(server, router):
     assert good.error is None and good.base_offset == 0
     reply, payload = fetch(router, 0)
     assert reply.high_watermark == 1 and values_in(payload) == [b"kept"]
+
+
+def test_a_disk_that_fails_an_fsync_fails_that_partitions_produce_and_the_shard_keeps_serving(
+        server, router, monkeypatch):
+    # Given partition t-1, whose disk fails every fsync of its log (EIO)
+    server.call(server.open_partition, "t", 1, LogConfig())
+    broken_fd = server._partitions[("t", 1)].log.segments[-1]._fd
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if fd == broken_fd:
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+    # When it is produced to / Then the produce fails with a StorageError naming it
+    bad = produce(router, [b"lost"], request_id=31, partition=1)
+    assert type(bad.error).__name__ == "StorageError" and "fsync of t-1 failed" in str(bad.error)
+    # And the shard keeps serving the other partition
+    assert produce(router, [b"kept"], request_id=32).base_offset == 0
+    assert values_in(fetch(router, 0)[1]) == [b"kept"]
+
+
+def park_fetch(router, request_id: int, offset: int = 0) -> None:
+    """Send a fetch at the log end that may wait 20 s, and make sure it is parked: a
+    listOffsets sent after it is answered first."""
+    router.send_multipart([CLIENT, protocol.encode_fetch(request_id, "t", 0, offset, 1 << 20,
+                                                         20_000)])
+    reply, _ = roundtrip(router, protocol.encode_list_offsets(request_id + 1, "t", 0))
+    assert reply.request_id == request_id + 1
+
+
+def test_a_parked_fetch_is_answered_empty_when_its_partition_is_sealed(server, router):
+    # Given a fetch parked at the end of t-0
+    produce(router, [b"a"])
+    park_fetch(router, 40, offset=1)
+    # When the partition is sealed (its writes move to another shard)
+    started = time.monotonic()
+    assert server.call(server.seal_partition, "t", 0) == (1, [])
+    # Then the fetch is answered at once, empty, so that its consumer asks the new owner
+    assert router.poll(10_000), "the parked fetch was not answered"
+    frames = router.recv_multipart()
+    assert time.monotonic() - started < 10
+    reply = protocol.decode_reply(frames[1])
+    assert (reply.request_id, reply.error, frames[2]) == (40, None, b"")
+
+
+def test_a_parked_fetch_gets_an_unknown_topic_error_when_its_partition_is_deleted(server, router):
+    # Given a fetch parked at the end of t-0 / When the partition is deleted
+    park_fetch(router, 50)
+    assert server.call(server.delete_partition, "t", 0) is True
+    # Then the fetch is answered with unknownTopic
+    assert router.poll(10_000), "the parked fetch was not answered"
+    reply = protocol.decode_reply(router.recv_multipart()[1])
+    assert reply.request_id == 50 and type(reply.error).__name__ == "UnknownTopicError"
+
+
+def test_a_fetch_beyond_the_parked_bound_is_answered_at_once(tmp_path, monkeypatch):
+    # Given a shard where only one fetch may be parked, and one is
+    monkeypatch.setattr(limits, "PARKED_FETCHES_MAX", 1)
+    with running_shard(tmp_path / "s") as (_, sock):
+        park_fetch(sock, 60)
+        # When another fetch at the log end may wait 20 s / Then it is answered at once, empty
+        started = time.monotonic()
+        reply, payload = roundtrip(sock, protocol.encode_fetch(62, "t", 0, 0, 1 << 20, 20_000))
+        assert (reply.request_id, payload) == (62, b"") and time.monotonic() - started < 10
+        # And the parked one is still answered by the next append
+        sock.send_multipart([CLIENT, protocol.encode_produce(63, "t", 0, 1), batch_of([b"wake"])])
+        replies = {}
+        while len(replies) < 2:
+            assert sock.poll(10_000), f"only {sorted(replies)} answered"
+            frames = sock.recv_multipart()
+            replies[protocol.decode_reply(frames[1]).request_id] = frames[2:]
+        assert values_in(replies[60][0]) == [b"wake"]

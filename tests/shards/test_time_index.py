@@ -46,14 +46,6 @@ def test_an_offset_that_does_not_grow_fails_loudly():
         make_index().append(10_000, 150)
 
 
-def test_truncate_to_removes_entries_at_and_after_the_offset():
-    index = make_index()
-    index.truncate_to(130)
-    assert len(index) == 1 and index.last_entry == (5000, 110)
-    index.truncate_to(0)
-    assert len(index) == 0 and index.last_entry is None
-
-
 def test_the_file_is_12_byte_little_endian_entries_of_timestamp_and_relative_offset(tmp_path):
     # Given an index with a negative and a large timestamp / When written
     path = tmp_path / "00000000000000000100.timeindex"

@@ -1,0 +1,143 @@
+"""The fetch purgatory: fetches parked at a partition's readable end until it moves.
+
+Runs in a shard actor, on its loop thread only (shard_server.py); no locks.
+
+A fetch for the offset at its partition's high watermark that may wait is
+parked here, under its partition's key, instead of being answered empty at
+once (Kafka's fetch purgatory). Each parked fetch is settled exactly once, by
+calling its ``answer(request, error)``:
+
+- ``wake(key)``: the partition's readable end moved (an append became
+  readable) or the partition was sealed; ``error`` is None;
+- ``expire(now_s)``: its wait ended; ``error`` is None (the answer is what
+  the log holds: nothing new);
+- ``fail(key, error)``: the partition went away; ``error`` says why.
+
+The purgatory knows nothing of fetches or replies: ``request`` belongs to
+whoever parked it and ``answer`` builds the reply. So a consumer's fetch and
+(with replication) a follower's fetch wait side by side, each answered its
+own way.
+
+Bounds. At most ``parked_max`` fetches (PARKED_FETCHES_MAX) wait at once:
+``park`` refuses the next one and its caller answers it at once. Deadlines
+live in one heap; a fetch settled early leaves the heap when it reaches the
+top, or, when the heap holds ``heap_entries_max`` entries, with every other
+settled one at once.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from plinth import limits
+from plinth.errors import BrokerError
+
+# answer(request, error): build and send the reply; error is None unless the fetch failed.
+Answer = Callable[[Any, "BrokerError | None"], None]
+
+
+class ParkedFetch:
+    """One parked fetch; ordered by deadline in the heap."""
+
+    __slots__ = ("deadline_s", "key", "request", "answer", "settled")
+
+    def __init__(self, deadline_s: float, key: Hashable, request: Any, answer: Answer):
+        self.deadline_s = deadline_s
+        self.key = key
+        self.request = request
+        self.answer = answer
+        self.settled = False
+
+    def __lt__(self, other: ParkedFetch) -> bool:
+        return self.deadline_s < other.deadline_s
+
+
+class FetchPurgatory:
+    """Parked fetches, by partition key and by deadline. Loop thread only, every method."""
+
+    def __init__(self, parked_max: int | None = None, heap_entries_max: int | None = None):
+        # The limits are read now, not when this module was imported.
+        parked_max = limits.PARKED_FETCHES_MAX if parked_max is None else parked_max
+        if heap_entries_max is None:
+            heap_entries_max = limits.PARKED_HEAP_ENTRIES_MAX
+        if not 0 <= parked_max < heap_entries_max:
+            raise AssertionError(f"the deadline heap ({heap_entries_max} entries) must hold "
+                                 f"every parked fetch ({parked_max})")
+        self._parked_max = parked_max
+        self._heap_entries_max = heap_entries_max
+        self._waiting: dict[Hashable, list[ParkedFetch]] = {}   # oldest first
+        self._deadlines: list[ParkedFetch] = []                  # a heap; may hold settled ones
+        self._parked_count = 0
+
+    def __len__(self) -> int:
+        """Fetches parked now."""
+        return self._parked_count
+
+    def park(self, key: Hashable, deadline_s: float, request: Any, answer: Answer) -> bool:
+        """Park a fetch on partition ``key`` until ``deadline_s`` (time.monotonic());
+        returns False, parking nothing, when PARKED_FETCHES_MAX fetches wait already."""
+        if self._parked_count >= self._parked_max:
+            return False
+        parked = ParkedFetch(deadline_s, key, request, answer)
+        waiting = self._waiting.get(key)
+        if waiting is None:
+            self._waiting[key] = [parked]
+        else:
+            waiting.append(parked)
+        if len(self._deadlines) >= self._heap_entries_max:
+            self._drop_settled()
+        heapq.heappush(self._deadlines, parked)
+        self._parked_count += 1
+        return True
+
+    def wake(self, key: Hashable) -> int:
+        """Answer every fetch parked on ``key``, oldest first; returns how many."""
+        waiting = self._waiting.pop(key, None)
+        if waiting is None:
+            return 0
+        for parked in waiting:
+            self._settle(parked, None)
+        return len(waiting)
+
+    def fail(self, key: Hashable, error: BrokerError) -> int:
+        """Answer every fetch parked on ``key`` with ``error``; returns how many."""
+        waiting = self._waiting.pop(key, None)
+        if waiting is None:
+            return 0
+        for parked in waiting:
+            self._settle(parked, error)
+        return len(waiting)
+
+    def expire(self, now_s: float) -> int:
+        """Answer every fetch whose deadline is at or before ``now_s``; returns how many."""
+        heap = self._deadlines
+        expired = 0
+        while heap and (heap[0].settled or heap[0].deadline_s <= now_s):
+            parked = heapq.heappop(heap)
+            if parked.settled:
+                continue
+            waiting = self._waiting[parked.key]
+            waiting.remove(parked)
+            if not waiting:
+                del self._waiting[parked.key]
+            self._settle(parked, None)
+            expired += 1
+        return expired
+
+    def next_deadline_s(self) -> float | None:
+        """The earliest deadline in the heap (perhaps of a settled fetch), or None."""
+        return self._deadlines[0].deadline_s if self._deadlines else None
+
+    def _settle(self, parked: ParkedFetch, error: BrokerError | None) -> None:
+        parked.settled = True
+        self._parked_count -= 1
+        parked.answer(parked.request, error)
+
+    def _drop_settled(self) -> None:
+        # At most parked_max entries are unsettled, so this leaves at most that
+        # many, and at least heap_entries_max - parked_max parks (half the heap,
+        # as limits.py sets them) come between two runs: O(1) per park.
+        self._deadlines = [parked for parked in self._deadlines if not parked.settled]
+        heapq.heapify(self._deadlines)

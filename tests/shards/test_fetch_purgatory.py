@@ -1,0 +1,116 @@
+"""The fetch purgatory (shards/fetch_purgatory.py): parked fetches, answered exactly once.
+
+The purgatory touches no socket and no disk: its neighbour is the answer
+callback, here a list of what each parked fetch was answered with.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from plinth import limits
+from plinth.errors import UnknownTopicError
+from plinth.shards.fetch_purgatory import FetchPurgatory
+
+T0, T1 = ("t", 0), ("t", 1)
+
+
+class Answers:
+    """The answer callback: records (request, error) in the order answered."""
+
+    def __init__(self):
+        self.given = []
+
+    def __call__(self, request, error):
+        self.given.append((request, error))
+
+    @property
+    def requests(self):
+        return [request for request, _ in self.given]
+
+
+@pytest.fixture
+def answers():
+    return Answers()
+
+
+def test_waking_a_partition_answers_its_parked_fetches_oldest_first_and_no_others(answers):
+    # Given fetches parked on two partitions
+    purgatory = FetchPurgatory()
+    for request, key in (("a", T0), ("b", T1), ("c", T0)):
+        assert purgatory.park(key, 10.0, request, answers)
+    # When partition 0's log moves
+    woken = purgatory.wake(T0)
+    # Then its two fetches are answered, oldest first, without an error; partition 1's waits
+    assert woken == 2 and answers.given == [("a", None), ("c", None)]
+    assert len(purgatory) == 1
+    # And waking it again answers nobody twice
+    assert purgatory.wake(T0) == 0 and len(answers.given) == 2
+
+
+def test_a_fetch_whose_wait_ends_is_answered_and_later_deadlines_keep_waiting(answers):
+    # Given fetches with deadlines 3, 1 and 2 s
+    purgatory = FetchPurgatory()
+    for request, deadline_s in (("late", 3.0), ("early", 1.0), ("middle", 2.0)):
+        purgatory.park(T0, deadline_s, request, answers)
+    assert purgatory.next_deadline_s() == 1.0
+    # When the time is 2 s / Then the two due ones are answered, earliest first
+    assert purgatory.expire(2.0) == 2
+    assert answers.requests == ["early", "middle"]
+    assert purgatory.next_deadline_s() == 3.0 and len(purgatory) == 1
+    # And the last one is still woken by its partition
+    purgatory.wake(T0)
+    assert answers.requests == ["early", "middle", "late"]
+
+
+def test_a_woken_fetch_is_not_answered_again_when_its_deadline_passes(answers):
+    purgatory = FetchPurgatory()
+    purgatory.park(T0, 1.0, "a", answers)
+    purgatory.wake(T0)
+    assert purgatory.expire(5.0) == 0
+    assert answers.given == [("a", None)] and purgatory.next_deadline_s() is None
+
+
+def test_failing_a_partition_answers_its_fetches_with_the_error(answers):
+    # Given fetches parked on a partition that is then deleted
+    purgatory = FetchPurgatory()
+    purgatory.park(T0, 10.0, "a", answers)
+    purgatory.park(T1, 10.0, "b", answers)
+    deleted = UnknownTopicError("topic 't' was deleted")
+    # When it fails / Then each of its fetches gets the error, once
+    assert purgatory.fail(T0, deleted) == 1
+    assert answers.given == [("a", deleted)]
+    assert purgatory.expire(20.0) == 1 and answers.given[-1] == ("b", None)
+
+
+def test_no_more_than_parked_max_fetches_wait_and_an_answer_makes_room(answers):
+    # Given a purgatory full at 3 fetches
+    purgatory = FetchPurgatory(parked_max=3, heap_entries_max=6)
+    assert all(purgatory.park(T0, 10.0, n, answers) for n in range(3))
+    # When one more comes / Then it is refused (its caller answers it at once)
+    assert not purgatory.park(T1, 10.0, "refused", answers)
+    assert len(purgatory) == 3 and answers.given == []
+    # When the parked ones are answered / Then there is room again
+    purgatory.wake(T0)
+    assert purgatory.park(T1, 10.0, "parked", answers) and len(purgatory) == 1
+
+
+def test_the_deadline_heap_stays_bounded_while_fetches_are_woken_long_before_their_deadlines(
+        answers):
+    # Given fetches that wait long but are woken at once, many times over
+    purgatory = FetchPurgatory(parked_max=4, heap_entries_max=8)
+    for n in range(1000):
+        assert purgatory.park(T0, 1000.0 + n, n, answers)
+        purgatory.wake(T0)
+    # Then the heap never holds more than its bound, and every fetch was answered once
+    assert len(purgatory._deadlines) <= 8
+    assert answers.requests == list(range(1000))
+    # And a fetch parked after them still expires on time
+    purgatory.park(T1, 5.0, "last", answers)
+    assert purgatory.expire(5.0) == 1 and answers.requests[-1] == "last"
+
+
+def test_the_heap_must_be_able_to_hold_every_parked_fetch():
+    with pytest.raises(AssertionError, match="must hold every parked fetch"):
+        FetchPurgatory(parked_max=10, heap_entries_max=10)
+    assert limits.PARKED_FETCHES_MAX < limits.PARKED_HEAP_ENTRIES_MAX

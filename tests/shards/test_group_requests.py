@@ -1,0 +1,126 @@
+"""Group requests (shards/group_requests.py): real Cap'n Proto requests in, replies out,
+committed offsets in a real offset store on disk, a clock the test drives."""
+
+from __future__ import annotations
+
+import pytest
+
+from plinth import limits, protocol
+from plinth.errors import InvalidConfigError, UnavailableError, UnknownGroupError
+from plinth.shards.group_requests import GroupRequests
+
+
+class FakeClock:
+    def __init__(self, now_s: float = 1000.0):
+        self.now_s = now_s
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def open_groups(tmp_path, clock):
+    """Opens GroupRequests on a shard dir (default: one per test), closing all at the end."""
+    opened = []
+
+    def open_on(name: str = "shard") -> GroupRequests:
+        opened.append(GroupRequests.open(f"shard-{name}", tmp_path / name, clock))
+        return opened[-1]
+    yield open_on
+    for groups in opened:
+        groups.close()
+
+
+def ask(groups: GroupRequests, header: bytes) -> protocol.ReplyView:
+    """Decode the request as the shard does, handle it, decode the reply as a client does."""
+    return protocol.decode_reply(groups.handle(protocol.decode_request(header)))
+
+
+def join(groups, member_id="", epoch=0, owned=frozenset(), timeout_ms=3000, request_id=1):
+    return ask(groups, protocol.encode_group_heartbeat(
+        request_id, "g", member_id, epoch, ["t"], set(owned), timeout_ms, ""))
+
+
+def test_a_new_member_gets_an_id_and_every_partition_of_its_topics(open_groups):
+    # Given a shard that knows topic t has 3 partitions
+    groups = open_groups()
+    groups.set_partition_counts({"t": 3})
+    # When a member joins group g
+    reply = join(groups, request_id=7)
+    # Then it gets a member id, epoch 1, and all three partitions
+    assert reply.request_id == 7 and reply.error is None
+    assert reply.heartbeat.member_id and reply.heartbeat.member_epoch == 1
+    assert reply.heartbeat.assignment == {("t", 0), ("t", 1), ("t", 2)}
+    assert groups.names() == ["g"]
+
+
+def test_a_session_timeout_outside_the_limits_is_refused_with_the_limits(open_groups):
+    groups = open_groups()
+    with pytest.raises(InvalidConfigError, match=f"session_timeout_ms=100 is outside "
+                                                 f"{limits.SESSION_TIMEOUT_MS_MIN}.."
+                                                 f"{limits.SESSION_TIMEOUT_MS_MAX}"):
+        join(groups, timeout_ms=100)
+
+
+def test_a_member_silent_for_its_session_timeout_is_removed_on_the_loops_clock(open_groups, clock):
+    # Given a member with a 3 s session
+    groups = open_groups()
+    groups.set_partition_counts({"t": 1})
+    join(groups, timeout_ms=3000)
+    assert groups.next_expiry_s() == clock.now_s + 3.0
+    # When 2.9 s pass / Then it is still a member
+    groups.expire(clock.now_s + 2.9)
+    assert len(groups.info("g").members) == 1
+    # When 3.1 s have passed / Then it is gone
+    groups.expire(clock.now_s + 3.1)
+    assert groups.info("g").members == [] and groups.next_expiry_s() is None
+
+
+def test_committed_offsets_are_durable_and_answered_after_the_shard_reopens(open_groups):
+    # Given offsets committed for group g (no members: a reset, as an admin does)
+    groups = open_groups("a")
+    reply = ask(groups, protocol.encode_commit_offsets(
+        3, "resetOffsets", "g", "", 0, {("t", 0): 42, ("t", 1): 7}))
+    assert reply.error is None
+    groups.close()
+    # When the shard opens its groups again / Then they come back, in requests and in stats
+    reopened = open_groups("a")
+    reply = ask(reopened, protocol.encode_group_request(4, "fetchOffsets", "g"))
+    assert reply.committed == {("t", 0): 42, ("t", 1): 7}
+    assert reopened.committed_offsets() == {"g": {("t", 0): 42, ("t", 1): 7}}
+
+
+def test_describing_an_unknown_group_names_the_shard(open_groups):
+    groups = open_groups("x")
+    with pytest.raises(UnknownGroupError, match="group 'nope' is not known to shard-x"):
+        ask(groups, protocol.encode_group_request(5, "describeGroup", "nope"))
+
+
+def test_a_group_handed_over_keeps_its_members_offsets_and_assignment_on_the_new_shard(
+        open_groups, clock):
+    # Given group g with one member and a committed offset on shard a
+    old, new = open_groups("a"), open_groups("b")
+    for groups in (old, new):
+        groups.set_partition_counts({"t": 2})
+    member = join(old).heartbeat
+    ask(old, protocol.encode_commit_offsets(
+        2, "commitOffsets", "g", member.member_id, member.member_epoch, {("t", 1): 9}))
+    # When shard a hands it over and shard b adopts it, a while later
+    clock.now_s += 60
+    new.adopt(old.hand_over(["g"]))
+    # Then its member's session starts again at the adoption, not at its last heartbeat to a
+    assert new.next_expiry_s() == clock.now_s + 3.0
+    # And the member carries on at b with its id, epoch and partitions, and its offset
+    again = join(new, member.member_id, member.member_epoch, member.assignment, request_id=3)
+    assert (again.error, again.heartbeat.member_id) == (None, member.member_id)
+    assert again.heartbeat.assignment == member.assignment
+    assert new.committed_offsets() == {"g": {("t", 1): 9}}
+    # And shard a answers for it no more: the client retries at b
+    assert old.names() == []
+    with pytest.raises(UnavailableError, match="moved to another shard"):
+        join(old, member.member_id, member.member_epoch)
