@@ -39,6 +39,7 @@ from plinth import limits
 from plinth.control.routing_table import ShardRange
 from plinth.durable_files import write_json_atomically
 from plinth.errors import CorruptDataError, InvalidConfigError
+from plinth.shards.shard_handle import PartitionSpec
 
 METADATA_FILE = "metadata.json"
 METADATA_VERSION = 1
@@ -66,6 +67,18 @@ class TopicMetadata:
             raise AssertionError(f"cannot forget the ranges of partition {partition} on "
                                  f"{shard_id}: it owns the partition's writes")
         self.ranges[partition] = [r for r in self.ranges_of(partition) if r.shard_id != shard_id]
+
+    def specs_of(self, name: str, partition: int) -> dict[str, PartitionSpec]:
+        """shard id -> what it must serve of the partition. A shard may hold several of
+        its ranges (the partition came back to it): its latest counts, sealed unless
+        it is the last (the owner's)."""
+        ranges = self.ranges_of(partition)
+        latest = {}
+        for i, shard_range in enumerate(ranges):
+            latest[shard_range.shard_id] = PartitionSpec(
+                name, partition, dict(self.config), shard_range.start_offset,
+                sealed=i < len(ranges) - 1)
+        return latest
 
     def problems(self, name: str, known_shards: set[str]) -> list[str]:
         """What is wrong with this topic's entry (empty if nothing)."""
@@ -106,6 +119,20 @@ class BrokerMetadata:
     shard_nodes: dict[str, str] = field(default_factory=dict)   # shard id -> pin resource
     topics: dict[str, TopicMetadata] = field(default_factory=dict)
     groups_moving_from: list[str] | None = None              # set while groups move
+
+    def specs_by_shard(self, names: list[str] | None = None) -> dict[str, list[PartitionSpec]]:
+        """shard id -> the partitions it must serve, of all topics or of ``names``: those
+        it owns, and the older ranges of partitions whose writes moved away (sealed)."""
+        out: dict[str, list[PartitionSpec]] = {}
+        for name, topic in self.topics.items():
+            if names is None or name in names:
+                for partition in range(topic.partitions):
+                    for shard_id, spec in topic.specs_of(name, partition).items():
+                        out.setdefault(shard_id, []).append(spec)
+        return out
+
+    def partition_counts(self) -> dict[str, int]:
+        return {name: topic.partitions for name, topic in self.topics.items()}
 
     def problems(self) -> list[str]:
         """What is wrong with this metadata (empty if nothing)."""

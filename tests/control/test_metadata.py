@@ -6,16 +6,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
 from plinth.control.metadata import BrokerMetadata, ShardRange, TopicMetadata
 from plinth.errors import CorruptDataError, InvalidConfigError
-
-# A data dir written by main at fb38567 (plinth serve --shards 2, then topics, a
-# group, plinth shards add 1 and remove 1): see data/README.md.
-MAIN_DATA_DIR = Path(__file__).parent / "data" / "main-fb38567"
+from tests.control.broker_without_ray import MAIN_DATA_DIR
 
 
 def metadata_with_a_moved_partition() -> BrokerMetadata:
