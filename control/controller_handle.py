@@ -60,8 +60,8 @@ class ControllerHandle:
 
     @classmethod
     def current(cls) -> "ControllerHandle":
-        """The controller this code runs in (controller actor thread only): given to
-        the shard actors it creates, which pickles it."""
+        """The controller this code runs in (controller actor thread only), for the
+        shard actors it creates: Ray pickles the handle with their arguments."""
         import ray
 
         return cls(ray.get_runtime_context().current_actor)
