@@ -45,13 +45,20 @@ def test_adding_a_shard_moves_writes_at_the_end_offset_without_copying_records(b
     assert (merged.shard, merged.start_offset, merged.end_offset) == ("shard-2", 0, 4)
 
 
-def test_adding_a_shard_moves_the_groups_that_now_hash_to_it_with_their_offsets(brokers):
-    # Given a group with committed offsets on its coordinator
+def two_shards_and_a_group_that_moves(brokers, offsets: dict[tuple[str, int], int]):
+    """A broker of two shards with a topic "orders", and a group whose name will hash to a
+    third shard, with ``offsets`` committed on its coordinator: (broker, group, coordinator)."""
     broker = brokers(2)
     broker.controller.create_topic("orders", 2, {})
     group = group_that_moves(TWO, THREE)
     old = placement.shard_for_group(group, TWO)
-    commit_offsets(broker.address(old), group, {("orders", 0): 7})
+    commit_offsets(broker.address(old), group, offsets)
+    return broker, group, old
+
+
+def test_adding_a_shard_moves_the_groups_that_now_hash_to_it_with_their_offsets(brokers):
+    # Given a group with committed offsets on its coordinator
+    broker, group, old = two_shards_and_a_group_that_moves(brokers, {("orders", 0): 7})
     # When a shard is added that the group's name now hashes to
     broker.controller.add_shards(1)
     # Then the new coordinator has it with its offsets, and the old one lists it no more
@@ -64,11 +71,7 @@ def test_adding_a_shard_moves_the_groups_that_now_hash_to_it_with_their_offsets(
 
 def test_a_group_move_that_fails_half_way_is_undone_and_the_shards_are_unchanged(brokers):
     # Given a group whose name would hash to a third shard, which fails to adopt it
-    broker = brokers(2)
-    broker.controller.create_topic("orders", 2, {})
-    group = group_that_moves(TWO, THREE)
-    old = placement.shard_for_group(group, TWO)
-    commit_offsets(broker.address(old), group, {("orders", 1): 4})
+    broker, group, old = two_shards_and_a_group_that_moves(brokers, {("orders", 1): 4})
     broker.shards.when_started("shard-2", lambda new: new.fail_next(
         "adopt_groups", UnavailableError("shard-2: disk full")))
     # When a shard is added, Then the command fails
