@@ -4,10 +4,13 @@ Ray's pattern (``ray.util.queue.Queue`` in front of its ``_QueueActor``): a
 public class wraps the private actor, so that callers make typed, checked
 calls instead of ``actor.method.remote(*args)`` with a method name and a tuple.
 The server creates the controller through ``ControllerHandle.create``; a
-standalone router and the tests find it by name with ``ControllerHandle.find``.
+standalone router and the tests find it by name with ``ControllerHandle.find``;
+the controller hands ``ControllerHandle.current()`` to the shard actors it
+creates (pickled by Ray), so that they can announce themselves.
 
 Calls block until the controller answers, at most ``CONTROL_CALL_TIMEOUT_S``
-(a status call at most ``STATUS_CALL_TIMEOUT_S`` per shard), and fail one way:
+(``start`` at most ``CONTROLLER_START_WAIT_S``, ``shard_stats`` twice
+``STATUS_CALL_TIMEOUT_S``), and fail one way:
 a BrokerError the controller raised is re-raised as it is; no answer in time is
 RequestTimedOutError; a dead controller is UnavailableError; anything else Ray
 reports is InternalError. The announcements (``router_started``,
@@ -52,8 +55,16 @@ class ControllerHandle:
         actor = ray.remote(Controller).options(
             name=CONTROLLER_NAME, num_cpus=0, max_restarts=0,
             scheduling_strategy=scheduling_strategy,
-        ).remote(data_dir, shard_count, fsync_policy, fsync_interval_ms, CONTROLLER_NAME)
+        ).remote(data_dir, shard_count, fsync_policy, fsync_interval_ms)
         return cls(actor)
+
+    @classmethod
+    def current(cls) -> "ControllerHandle":
+        """The controller this code runs in (controller actor thread only), for the
+        shard actors it creates: Ray pickles the handle with their arguments."""
+        import ray
+
+        return cls(ray.get_runtime_context().current_actor)
 
     @classmethod
     def find(cls, namespace: str | None = None, *,
@@ -82,12 +93,13 @@ class ControllerHandle:
 
     def start(self) -> dict[str, str]:
         """Start every shard and open its partitions; returns shard id -> address."""
-        return self._call(lambda actor: actor.start.remote(), "start", timeout_s=None)
+        return self._call(lambda actor: actor.start.remote(), "start",
+                          timeout_s=limits.CONTROLLER_START_WAIT_S)
 
     def shutdown(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S) -> None:
         """Flush, fsync and close every shard's logs."""
         self._call(lambda actor: actor.shutdown.remote(grace_period_s), "shutdown",
-                   timeout_s=grace_period_s + 10)
+                   timeout_s=grace_period_s + 2 * limits.SHUTDOWN_CALL_MARGIN_S)
 
     def kill(self) -> None:
         import ray
@@ -102,9 +114,10 @@ class ControllerHandle:
     def router_stopped(self, listen: str) -> None:
         """Unlike the other announcements, waits: the router is about to exit."""
         self._call(lambda actor: actor.router_stopped.remote(listen), "router_stopped",
-                   timeout_s=10)
+                   timeout_s=limits.ROUTER_STOPPED_WAIT_S)
 
     def shard_started(self, shard_id: str, address: str) -> None:
+        """A shard actor (re)started and listens at ``address`` (shard actor thread)."""
         self._actor.shard_started.remote(shard_id, address)
 
     # --- Queries ------------------------------------------------------------------
@@ -156,7 +169,7 @@ class ControllerHandle:
     # --- Calling ------------------------------------------------------------------
 
     def _call(self, remote_call: Callable, method: str,
-              timeout_s: float | None = limits.CONTROL_CALL_TIMEOUT_S):
+              timeout_s: float = limits.CONTROL_CALL_TIMEOUT_S):
         """``remote_call(actor)`` (which starts ``method`` on the controller) and its
         result, errors mapped as the module says. A dead controller is looked up
         again, once per call, if the handle knows how."""
@@ -175,7 +188,7 @@ class ControllerHandle:
         log.info("found the broker's controller again")
         return self._call_once(remote_call, method, timeout_s)
 
-    def _call_once(self, remote_call: Callable, method: str, timeout_s: float | None):
+    def _call_once(self, remote_call: Callable, method: str, timeout_s: float):
         import ray
 
         try:

@@ -1,14 +1,17 @@
-"""Placement of partitions on shards: rendezvous (highest random weight) hashing.
+"""Placement: partitions and groups on shards (rendezvous hashing), shards on nodes.
 
 Any process may call it. Each (topic, partition) goes to the shard with the
 highest hash of (shard id, topic, partition). The result depends only on the
 names, never on the order shards were added, and adding a shard moves only
-the partitions that the new shard now wins: about 1/N of them.
+the partitions that the new shard now wins: about 1/N of them. A new shard
+goes to the alive node with the fewest shards.
 """
 
 from __future__ import annotations
 
 import hashlib
+
+from plinth.errors import UnavailableError
 
 
 def _weight(shard_id: str, topic: str, partition: int) -> int:
@@ -17,7 +20,8 @@ def _weight(shard_id: str, topic: str, partition: int) -> int:
 
 
 def shard_for(topic: str, partition: int, shard_ids: list[str]) -> str:
-    assert shard_ids, "placement needs at least one shard"
+    if not shard_ids:
+        raise AssertionError(f"placing {topic}-{partition}: placement needs at least one shard")
     return max(shard_ids, key=lambda shard_id: _weight(shard_id, topic, partition))
 
 
@@ -30,3 +34,15 @@ def shard_for_group(group: str, shard_ids: list[str]) -> str:
     """The shard coordinating a consumer group (as Kafka hashes groups onto
     __consumer_offsets partitions): the same rendezvous hash, in its own key space."""
     return shard_for(f"\0group\0{group}", 0, shard_ids)
+
+
+def node_for_new_shard(alive_pins: list[str], shard_nodes: dict[str, str]) -> str:
+    """The pin resource, among ``alive_pins`` (one per alive node), of the node with
+    the fewest shards in ``shard_nodes`` (shard id -> pin); ties go to the first name."""
+    if not alive_pins:
+        raise UnavailableError("no alive Ray node to place a shard on")
+    load = {pin: 0 for pin in alive_pins}
+    for pin in shard_nodes.values():
+        if pin in load:
+            load[pin] += 1
+    return min(sorted(load), key=lambda pin: (load[pin], pin))

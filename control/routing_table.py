@@ -16,8 +16,15 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-ShardRange = tuple[int, str]          # (start offset, shard id)
+
+class ShardRange(NamedTuple):
+    """The offsets of a partition from ``start_offset`` on (up to the next range's
+    start) live on ``shard_id``."""
+
+    start_offset: int
+    shard_id: str
 
 
 @dataclass(frozen=True)

@@ -177,7 +177,29 @@ if not (PARKED_FETCHES_MAX < PARKED_HEAP_ENTRIES_MAX
                          "and a compaction batch must be a valid batch")
 
 # --- Controller and shard actors (control/, shards/actor.py) -----------------
-# (placeholder: the control plane's bounds go here)
+# How long ``plinth serve`` waits for the controller to start every shard, open
+# their partitions and finish a change of shards a crash interrupted. Each call
+# inside has its own bound; this one stops a server from hanging at start if
+# something slips past them (it is generous: a start may finish many moves).
+CONTROLLER_START_WAIT_S = 900.0
+# Beyond a shard's own grace period, how long the controller waits for the
+# shard's answer to shutdown; the server waits twice as long beyond it for the
+# controller's answer (which comes after the shards').
+SHUTDOWN_CALL_MARGIN_S = 5.0
+# A router that stops tells the controller and waits this long for the answer
+# (its process is about to exit; the controller may be gone).
+ROUTER_STOPPED_WAIT_S = 10.0
+# After a crash, Ray may still hold the dead broker's controller name for a
+# moment; a new server retries taking it this long, this often.
+CONTROLLER_NAME_WAIT_S = 30.0
+CONTROLLER_NAME_RETRY_INTERVAL_S = 0.2
+# Unix socket paths are limited to 107 bytes and Ray appends about 70 to its
+# temp dir: a longer data dir gets Ray's session files in the system temp dir.
+RAY_TEMP_DIR_BYTES_MAX = 36
+# The share of its node's pin resource (``plinth-node:<name>`` or Ray's
+# ``node:<address>``) each shard actor requires: enough to tie it to that node,
+# small enough that any number of shards (up to SHARDS_MAX) fit on one node.
+SHARD_NODE_RESOURCE_SHARE = 0.001
 
 
 def _check_relations() -> None:

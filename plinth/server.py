@@ -34,14 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plinth import limits
-from plinth.control.controller_handle import CONTROLLER_NAME, ControllerHandle
+# CONTROLLER_NAME: imported from here by deploy/await_cluster.py and the tests.
+from plinth.control.controller_handle import CONTROLLER_NAME, ControllerHandle  # noqa: F401
 from plinth.errors import BrokerError, InvalidConfigError
 
 log = logging.getLogger(__name__)
 
-# Unix socket paths are limited to 107 bytes; Ray appends about 70 to its temp dir.
-_RAY_TEMP_DIR_BYTES_MAX = 36
-_CONTROLLER_NAME_WAIT_S = 30.0
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 
 
@@ -113,7 +111,7 @@ def _start_ray(options: ServeOptions) -> None:
 
     Config.initialize("")   # Ray reads RAY_AUTH_MODE once; make it see ours
     temp_dir = str(ray_dir.resolve())
-    if len(temp_dir.encode()) > _RAY_TEMP_DIR_BYTES_MAX:
+    if len(temp_dir.encode()) > limits.RAY_TEMP_DIR_BYTES_MAX:
         temp_dir = tempfile.mkdtemp(prefix="plinth-ray-")
         atexit.register(shutil.rmtree, temp_dir, True)
         log.info("%s is too long for Ray's socket names; Ray's session files go to %s",
@@ -154,7 +152,7 @@ class Server:
     def _create_controller(self) -> ControllerHandle:
         # After a crash, Ray may still hold the dead broker's controller name
         # for a moment; a live broker on the same data dir holds it for good.
-        deadline = time.monotonic() + _CONTROLLER_NAME_WAIT_S
+        deadline = time.monotonic() + limits.CONTROLLER_NAME_WAIT_S
         while True:
             try:
                 return ControllerHandle.create(
@@ -164,8 +162,8 @@ class Server:
                 if "already taken" not in str(exc) or time.monotonic() > deadline:
                     raise RuntimeError(
                         f"another broker is serving {self.options.data_dir} in this Ray "
-                        f"cluster (waited {_CONTROLLER_NAME_WAIT_S} s): {exc}") from None
-                time.sleep(0.2)
+                        f"cluster (waited {limits.CONTROLLER_NAME_WAIT_S} s): {exc}") from None
+                time.sleep(limits.CONTROLLER_NAME_RETRY_INTERVAL_S)
 
     def stop(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S) -> None:
         """Stop taking requests, flush and fsync every log, stop the actors."""

@@ -5,24 +5,20 @@ from __future__ import annotations
 import os
 import signal
 
-import ray
-
 from plinth import Admin, Consumer, Producer
 from plinth.errors import PlinthError
-from plinth.server import CONTROLLER_NAME, namespace_for
+from tests.shard_processes import shard_pids
 from tests.support import unique_topic, wait_until
 
 
-def shard_pids(broker) -> dict[str, int]:
-    controller = ray.get_actor(CONTROLLER_NAME, namespace=namespace_for(broker.data_dir))
-    return ray.get(controller.shard_pids.remote(), timeout=30)
+def pids_of_both_shards(broker) -> dict[str, int]:
+    return wait_until(lambda: len(found := shard_pids(broker.data_dir)) == 2 and found,
+                      timeout_s=60)
 
 
 def restarted(broker, shard_id: str, old_pid: int) -> bool:
-    try:
-        return shard_pids(broker)[shard_id] != old_pid
-    except ray.exceptions.RayError:   # the actor is between processes
-        return False
+    # Missing while the shard is between processes.
+    return shard_pids(broker.data_dir).get(shard_id, old_pid) != old_pid
 
 
 def produce_one_to_each(url, topic, partitions, tag) -> bool:
@@ -48,7 +44,7 @@ def broker_with_records(broker_factory):
 def test_a_killed_shard_actor_is_restarted_recovers_its_logs_and_serves_again(broker_factory):
     # Given a broker whose two shards hold acknowledged records
     broker, topic = broker_with_records(broker_factory)
-    pids = shard_pids(broker)
+    pids = pids_of_both_shards(broker)
     # When one shard actor's process is SIGKILLed
     os.kill(pids["shard-0"], signal.SIGKILL)
     # Then Ray restarts it under a new process, and every partition takes writes again
@@ -72,7 +68,7 @@ def test_a_consumer_reading_through_a_shard_restart_keeps_going_without_an_error
         # When a shard is killed while the consumer keeps polling (its fetches are lost
         # and asked again; whether the router answers "unavailable" in between depends
         # on timing, so tests/client/test_consumer.py checks that answer exactly)
-        pids = shard_pids(broker)
+        pids = pids_of_both_shards(broker)
         os.kill(pids["shard-0"], signal.SIGKILL)
         wait_until(lambda: consumer.poll(100) == {} and restarted(broker, "shard-0", pids["shard-0"]),
                    timeout_s=60)

@@ -14,32 +14,25 @@ import signal
 from collections import Counter
 
 import pytest
-import ray
 
 from plinth import Admin
-from plinth.server import CONTROLLER_NAME, namespace_for
+from tests.shard_processes import shard_pids
 from tests.support import (NumberedWriter, check_exactly_once_in_order, read_all, unique_topic,
                            wait_until)
 
 PARTITIONS = 4
+SHARDS = 2
 FAULTS = 8
 FAULT_KINDS = ("shard", "server", "router")
 
 
-def shard_pids(broker, cluster_name: str) -> dict[str, int]:
-    try:
-        controller = ray.get_actor(CONTROLLER_NAME,
-                                   namespace=namespace_for(broker.data_dir, cluster_name))
-        return ray.get(controller.shard_pids.remote(), timeout=30)
-    except (ray.exceptions.RayError, ValueError):   # between processes
-        return {}
-
-
-def kill_a_shard(broker, cluster_name: str, rng: random.Random) -> str:
-    pids = wait_until(lambda: shard_pids(broker, cluster_name), timeout_s=60)
+def kill_a_shard(broker, rng: random.Random) -> str:
+    # Every shard, each in one process (none between processes after an earlier kill).
+    pids = wait_until(lambda: len(found := shard_pids(broker.data_dir)) == SHARDS and found,
+                      timeout_s=60)
     shard_id = rng.choice(sorted(pids))
     os.kill(pids[shard_id], signal.SIGKILL)
-    wait_until(lambda: shard_pids(broker, cluster_name).get(shard_id, pids[shard_id])
+    wait_until(lambda: shard_pids(broker.data_dir).get(shard_id, pids[shard_id])
                != pids[shard_id], timeout_s=60)
     return f"SIGKILL {shard_id} (pid {pids[shard_id]})"
 
@@ -66,7 +59,7 @@ def test_no_acknowledged_record_is_lost_or_duplicated_under_random_kills(broker_
                                                                          router_factory):
     rng = random.Random(int(os.environ.get("PLINTH_FAULT_SEED", "1")))
     cluster_name = unique_topic("faults")
-    broker = broker_factory(shards=2, extra_args=("--cluster-name", cluster_name))
+    broker = broker_factory(shards=SHARDS, extra_args=("--cluster-name", cluster_name))
     router = router_factory(cluster_name)
     routers = f"{broker.url},{router.url}"   # clients spread requests over both, and fail over
     topic = unique_topic("faults")
@@ -80,7 +73,7 @@ def test_no_acknowledged_record_is_lost_or_duplicated_under_random_kills(broker_
     for kind in kinds:
         writer.wait_for_more(rng.randrange(200, 2_000))   # a random moment
         if kind == "shard":
-            injected.append(kill_a_shard(broker, cluster_name, rng))
+            injected.append(kill_a_shard(broker, rng))
         elif kind == "server":
             injected.append(kill_the_server(broker))
         else:

@@ -1,0 +1,232 @@
+"""The broker's metadata: its shards, its topics and where each partition lives.
+
+Owned by the controller (controller.py), which changes it on its actor thread
+only, and saves it to ``<data_dir>/metadata.json`` after every change, before
+the change is acknowledged or seen by a router:
+
+    {"version": 1,
+     "shards": ["shard-0", "shard-1"],          take writes and coordinate groups
+     "draining": ["shard-2"],                   removed, still serving older ranges
+     "shard_nodes": {"shard-0": "plinth-node:a", ...},      what pins each to its node
+     "topics": {"orders": {"partitions": 3,
+                           "config": {"segment.bytes": "268435456", ...},
+                           "placement": ["shard-1", "shard-0", "shard-1"],
+                           "ranges": {"1": [[0, "shard-2"], [5210, "shard-0"]]}}},
+     "groups_moving_from": ["shard-0", "shard-1", "shard-2"]}   only during a change
+
+``placement`` names the shard that takes each partition's writes. ``ranges``
+lists, for a partition whose writes moved, each (start offset, shard) of its
+history, oldest first; the last is the current owner. ``groups_moving_from``
+is the shard list before a change of shards, kept while consumer groups move
+to the shards their names now hash to (a restart finishes the move).
+
+The format is the one the controller has always written (every key that was
+once optional is read as absent = empty), so a data dir of any earlier
+version 1 broker loads. The file is replaced atomically (write, fsync,
+rename, fsync the directory): a crash leaves the old or the new metadata.
+Load checks every field and the relations between them (CorruptDataError
+naming the path and the first problem); save checks them too, and refuses
+(AssertionError) to write metadata the controller broke.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from plinth import limits
+from plinth.control.routing_table import ShardRange
+from plinth.durable_files import write_json_atomically
+from plinth.errors import CorruptDataError, InvalidConfigError
+from plinth.shards.shard_handle import PartitionSpec
+
+METADATA_FILE = "metadata.json"
+METADATA_VERSION = 1
+
+
+@dataclass
+class TopicMetadata:
+    partitions: int
+    config: dict[str, str]
+    placement: list[str]                                     # owner of each partition's writes
+    ranges: dict[int, list[ShardRange]] = field(default_factory=dict)   # partitions that moved
+
+    def ranges_of(self, partition: int) -> list[ShardRange]:
+        """The partition's history, oldest first; the last range takes its writes."""
+        return list(self.ranges.get(partition) or [ShardRange(0, self.placement[partition])])
+
+    def move_writes(self, partition: int, start_offset: int, shard_id: str) -> None:
+        """From ``start_offset`` on, the partition's writes go to ``shard_id``."""
+        self.ranges[partition] = self.ranges_of(partition) + [ShardRange(start_offset, shard_id)]
+        self.placement[partition] = shard_id
+
+    def forget_ranges_on(self, partition: int, shard_id: str) -> None:
+        """Forget the partition's older ranges on ``shard_id`` (retention emptied them)."""
+        if shard_id == self.placement[partition]:
+            raise AssertionError(f"cannot forget the ranges of partition {partition} on "
+                                 f"{shard_id}: it owns the partition's writes")
+        self.ranges[partition] = [r for r in self.ranges_of(partition) if r.shard_id != shard_id]
+
+    def specs_of(self, name: str, partition: int) -> dict[str, PartitionSpec]:
+        """shard id -> what it must serve of the partition. A shard may hold several of
+        its ranges (the partition came back to it): its latest counts, sealed unless
+        it is the last (the owner's)."""
+        ranges = self.ranges_of(partition)
+        latest = {}
+        for i, shard_range in enumerate(ranges):
+            latest[shard_range.shard_id] = PartitionSpec(
+                name, partition, dict(self.config), shard_range.start_offset,
+                sealed=i < len(ranges) - 1)
+        return latest
+
+    def problems(self, name: str, known_shards: set[str]) -> list[str]:
+        """What is wrong with this topic's entry (empty if nothing)."""
+        if not 1 <= self.partitions <= limits.PARTITIONS_PER_TOPIC_MAX:
+            return [f"topic {name!r} has {self.partitions} partitions, outside "
+                    f"1..{limits.PARTITIONS_PER_TOPIC_MAX}"]
+        if len(self.placement) != self.partitions:
+            return [f"topic {name!r} has {self.partitions} partitions but "
+                    f"{len(self.placement)} placed"]
+        found = [f"topic {name!r} partition {p} is placed on unknown shard {s!r}"
+                 for p, s in enumerate(self.placement) if s not in known_shards]
+        for partition, ranges in self.ranges.items():
+            found += _range_problems(name, partition, ranges, self, known_shards)
+        return found
+
+
+def _range_problems(name: str, partition: int, ranges: list[ShardRange],
+                    topic: TopicMetadata, known_shards: set[str]) -> list[str]:
+    where = f"topic {name!r} partition {partition}"
+    if not 0 <= partition < topic.partitions:
+        return [f"{where}: ranges of a partition the topic does not have"]
+    if not ranges:
+        return [f"{where}: an empty list of ranges"]
+    starts = [r.start_offset for r in ranges]
+    if starts[0] < 0 or starts != sorted(starts):
+        return [f"{where}: range start offsets {starts} are not >= 0 and ascending"]
+    if ranges[-1].shard_id != topic.placement[partition]:
+        return [f"{where}: the last range is on {ranges[-1].shard_id!r} but the partition "
+                f"is placed on {topic.placement[partition]!r}"]
+    return [f"{where}: a range on unknown shard {r.shard_id!r}"
+            for r in ranges if r.shard_id not in known_shards]
+
+
+@dataclass
+class BrokerMetadata:
+    shards: list[str] = field(default_factory=list)          # take writes, coordinate groups
+    draining: list[str] = field(default_factory=list)        # removed, serve older ranges
+    shard_nodes: dict[str, str] = field(default_factory=dict)   # shard id -> pin resource
+    topics: dict[str, TopicMetadata] = field(default_factory=dict)
+    groups_moving_from: list[str] | None = None              # set while groups move
+
+    def specs_by_shard(self, names: list[str] | None = None) -> dict[str, list[PartitionSpec]]:
+        """shard id -> the partitions it must serve, of all topics or of ``names``: those
+        it owns, and the older ranges of partitions whose writes moved away (sealed)."""
+        out: dict[str, list[PartitionSpec]] = {}
+        for name, topic in self.topics.items():
+            if names is None or name in names:
+                for partition in range(topic.partitions):
+                    for shard_id, spec in topic.specs_of(name, partition).items():
+                        out.setdefault(shard_id, []).append(spec)
+        return out
+
+    def partition_counts(self) -> dict[str, int]:
+        return {name: topic.partitions for name, topic in self.topics.items()}
+
+    def problems(self) -> list[str]:
+        """What is wrong with this metadata (empty if nothing)."""
+        found = []
+        if len(set(self.shards)) != len(self.shards) or len(self.shards) > limits.SHARDS_MAX:
+            found.append(f"shards {self.shards} are not {limits.SHARDS_MAX} or fewer distinct ids")
+        if set(self.shards) & set(self.draining):
+            found.append(f"shards {sorted(set(self.shards) & set(self.draining))} are both "
+                         f"taking writes and draining")
+        if len(self.topics) > limits.TOPICS_MAX:
+            found.append(f"{len(self.topics)} topics, over the limit of {limits.TOPICS_MAX}")
+        known = set(self.shards) | set(self.draining)
+        for name, topic in self.topics.items():
+            found += topic.problems(name, known)
+        return found
+
+    # --- The file ------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: Path) -> "BrokerMetadata":
+        """The metadata at ``path``; empty if there is no file (a new broker)."""
+        if not path.exists():
+            return cls()
+        try:
+            value = json.loads(path.read_text())
+            version = value.get("version")
+            if version != METADATA_VERSION:
+                raise InvalidConfigError(f"{path}: metadata version {version} "
+                                         f"is not {METADATA_VERSION}")
+            metadata = cls.from_json(value)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise CorruptDataError(f"{path}: not broker metadata: {exc}") from None
+        problems = metadata.problems()
+        if problems:
+            raise CorruptDataError(f"{path}: {problems[0]} ({len(problems)} problems)")
+        return metadata
+
+    def save(self, path: Path) -> None:
+        problems = self.problems()
+        if problems:
+            raise AssertionError(f"refusing to write {path}: {'; '.join(problems[:3])}")
+        write_json_atomically(path, self.to_json())
+
+    def to_json(self) -> dict:
+        value = {"version": METADATA_VERSION, "shards": list(self.shards),
+                 "draining": list(self.draining), "shard_nodes": dict(self.shard_nodes),
+                 "topics": {name: _topic_to_json(t) for name, t in self.topics.items()}}
+        if self.groups_moving_from is not None:
+            value["groups_moving_from"] = list(self.groups_moving_from)
+        return value
+
+    @classmethod
+    def from_json(cls, value: dict) -> "BrokerMetadata":
+        """Raises ValueError (or TypeError, KeyError) on anything that is not metadata."""
+        moving = value.get("groups_moving_from")
+        return cls(shards=_names(value["shards"]), draining=_names(value.get("draining", [])),
+                   shard_nodes={_name(s): _name(pin)
+                                for s, pin in value.get("shard_nodes", {}).items()},
+                   topics={_name(name): _topic_from_json(t) for name, t in value["topics"].items()},
+                   groups_moving_from=None if moving is None else _names(moving))
+
+
+def _topic_to_json(topic: TopicMetadata) -> dict:
+    value = {"partitions": topic.partitions, "config": dict(topic.config),
+             "placement": list(topic.placement)}
+    if topic.ranges:
+        value["ranges"] = {str(p): [[r.start_offset, r.shard_id] for r in ranges]
+                           for p, ranges in topic.ranges.items()}
+    return value
+
+
+def _topic_from_json(value: dict) -> TopicMetadata:
+    partitions = value["partitions"]
+    if not isinstance(partitions, int) or isinstance(partitions, bool):
+        raise ValueError(f"partitions {partitions!r} is not an int")
+    config = {_name(k): _name(v) for k, v in value["config"].items()}
+    ranges = {int(p): [ShardRange(_offset(start), _name(shard)) for start, shard in r]
+              for p, r in value.get("ranges", {}).items()}
+    return TopicMetadata(partitions, config, _names(value["placement"]), ranges)
+
+
+def _names(value: list) -> list[str]:
+    if not isinstance(value, list):
+        raise ValueError(f"{value!r} is not a list")
+    return [_name(v) for v in value]
+
+
+def _name(value: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a string")
+    return value
+
+
+def _offset(value: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"offset {value!r} is not an int")
+    return value

@@ -1,0 +1,130 @@
+"""The broker's running shard actors, as the controller sees them: a handle and an
+address for each.
+
+Starts shard actors (each pinned to a node: the data is on that node's disk),
+keeps the address each announced, calls many at once with one bound, and
+stops the ones a change of shards retired. It reaches the actors only through
+ShardHandles, made by the ``start_shard`` function it is given, and learns
+the nodes from the ``nodes`` function it is given (Ray's, unless a test gives
+others).
+
+Used on the controller actor's thread only (the Controller and its Rebalancer
+share one).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from plinth import limits
+from plinth.control import placement
+from plinth.control.nodes import Node
+from plinth.errors import BrokerError
+from plinth.shards.shard_handle import (PendingCall, ShardHandle, ShardOptions, wait_all,
+                                        wait_all_or_raise)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class ShardSet:
+    def __init__(self, data_dir: Path, fsync_policy: str, fsync_interval_ms: int, *,
+                 start_shard: Callable[[ShardOptions], ShardHandle],
+                 nodes: Callable[[], list[Node]]):
+        """``data_dir``: the broker's; each shard's directory is ``shards/<id>`` in it."""
+        self._data_dir = data_dir
+        self._fsync_policy = fsync_policy
+        self._fsync_interval_ms = fsync_interval_ms
+        self._start_shard = start_shard
+        self._nodes = nodes
+        self._handles: dict[str, ShardHandle] = {}
+        self.addresses: dict[str, str] = {}   # shard id -> where it listens, once it said
+
+    def __getitem__(self, shard_id: str) -> ShardHandle:
+        return self._handles[shard_id]
+
+    def __contains__(self, shard_id: str) -> bool:
+        return shard_id in self._handles
+
+    def ids(self) -> list[str]:
+        """Every shard running or starting, in the order they were started."""
+        return list(self._handles)
+
+    def nodes(self) -> list[Node]:
+        return self._nodes()
+
+    def directory(self, shard_id: str) -> Path:
+        return self._data_dir / "shards" / shard_id
+
+    # --- Starting and stopping ------------------------------------------------------------
+
+    def start(self, shard_ids: list[str], pins: dict[str, str]) -> None:
+        """Start the shards not running yet, and wait (at most SHARD_START_WAIT_S) for
+        the address of each of ``shard_ids``; one that does not answer is left out of
+        ``addresses`` until it announces itself.
+
+        ``pins``: shard id -> the pin resource of its node, which the actor requires: if
+        the node dies, Ray restarts the shard only when that node returns. A shard new
+        to the broker is pinned here, to the alive node with the fewest shards, and
+        its pin added to ``pins`` (the caller saves it).
+        """
+        for shard_id in shard_ids:
+            if shard_id in self._handles:
+                continue   # a draining shard that takes writes again
+            if shard_id not in pins:
+                alive = [node.pin_resource for node in self._nodes() if node.alive]
+                pins[shard_id] = placement.node_for_new_shard(alive, pins)
+            self._handles[shard_id] = self._start_shard(ShardOptions(
+                shard_id, str(self.directory(shard_id)), self._fsync_policy,
+                self._fsync_interval_ms, pins[shard_id]))
+        addresses = self.call_each({s: self._handles[s].address() for s in shard_ids},
+                                   limits.SHARD_START_WAIT_S)
+        self.addresses.update({s: a for s, a in addresses.items() if a is not None})
+
+    def started(self, shard_id: str, address: str) -> None:
+        """A shard actor (re)started and listens at ``address`` (it said so)."""
+        if self.addresses.get(shard_id) != address:
+            log.info("%s now listens at %s", shard_id, address)
+        self.addresses[shard_id] = address
+
+    def retire(self, shard_id: str) -> None:
+        """Flush and stop a shard that holds nothing any more, and forget it."""
+        shard = self._handles.pop(shard_id, None)
+        if shard is not None:
+            self.call_each({shard_id: shard.shutdown()}, limits.CONTROL_CALL_TIMEOUT_S)
+            shard.kill()
+        self.addresses.pop(shard_id, None)
+
+    def shutdown(self, grace_period_s: float) -> dict[str, None]:
+        """Flush, fsync and close every shard's logs; raises the first failure."""
+        return wait_all_or_raise({s: h.shutdown(grace_period_s) for s, h in self._handles.items()},
+                                 grace_period_s + limits.SHUTDOWN_CALL_MARGIN_S)
+
+    # --- Calling many -------------------------------------------------------------------
+
+    def call_each(self, calls: dict[str, PendingCall[T]], timeout_s: float) -> dict[str, T | None]:
+        """shard id -> result of its call, or None if it failed or did not answer in
+        time (logged: its partitions are unavailable until it is back)."""
+        results: dict[str, T | None] = {}
+        for shard_id, outcome in wait_all(calls, timeout_s).items():
+            if isinstance(outcome, BrokerError):
+                log.warning("%s; its partitions are unavailable", outcome)
+                outcome = None
+            results[shard_id] = outcome
+        return results
+
+    def push_partition_counts(self, counts: dict[str, int]) -> None:
+        """Tell every shard each topic's partition count (group coordinators need them)."""
+        self.call_each({s: h.set_partition_counts(counts) for s, h in self._handles.items()},
+                       limits.SHARD_START_WAIT_S)
+
+    def stats(self) -> dict[str, dict | None]:
+        """Each shard's ShardStats snapshot; None for a shard that does not answer
+        within STATUS_CALL_TIMEOUT_S (all are asked at once)."""
+        outcomes = wait_all({s: h.stats() for s, h in self._handles.items()},
+                            limits.STATUS_CALL_TIMEOUT_S)
+        return {s: None if isinstance(o, BrokerError) else o for s, o in outcomes.items()}

@@ -1,0 +1,92 @@
+"""What the controller's calls to a shard actor take and return.
+
+The contract between the control plane and a shard (as ``store.go`` is
+nats-server's): the shard actor (actor.py) implements it, its manifest
+(shard_manifest.py) stores it, and the controller reaches it only through
+``ShardHandle`` (shard_handle.py), which re-exports these types. Every value
+crosses processes through Ray's pickling, so each is a plain frozen dataclass
+with no behaviour beyond checking itself.
+
+Any process or thread may use them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+# A consumer group's state as its coordinator hands it over to another shard
+# (GroupCoordinator.hand_over / adopt): opaque to the control plane.
+GroupStates = dict[str, dict]
+
+
+@dataclass(frozen=True)
+class PartitionId:
+    """One partition of one topic."""
+
+    topic: str
+    partition: int
+
+    def check(self) -> None:
+        """Raises ValueError if this cannot name a partition (programmer error)."""
+        if not isinstance(self.topic, str) or not self.topic or "/" in self.topic:
+            raise ValueError(f"topic {self.topic!r} must be a non-empty name without '/'")
+        if not isinstance(self.partition, int) or isinstance(self.partition, bool) \
+                or self.partition < 0:
+            raise ValueError(f"{self.topic}: partition {self.partition!r} must be an int >= 0")
+
+
+@dataclass(frozen=True)
+class PartitionSpec:
+    """A partition a shard must serve.
+
+    ``initial_offset``: where its log continues if it is empty or shorter (its
+    writes moved here from a shard that sealed it at that offset). ``sealed``:
+    serve its older range for reads only (its writes moved to another shard).
+    ``producers``: the previous owner's idempotent-producer snapshot, or None.
+    """
+
+    topic: str
+    partition: int
+    config: dict[str, str]
+    initial_offset: int = 0
+    sealed: bool = False
+    producers: list | None = None
+
+    @property
+    def id(self) -> PartitionId:
+        return PartitionId(self.topic, self.partition)
+
+    def check(self) -> None:
+        """Raises ValueError if a field has the wrong type or range (programmer error)."""
+        self.id.check()
+        if not isinstance(self.config, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.config.items()):
+            raise ValueError(f"{self.topic}-{self.partition}: config must map str to str, "
+                             f"got {self.config!r}")
+        if not isinstance(self.initial_offset, int) or self.initial_offset < 0:
+            raise ValueError(f"{self.topic}-{self.partition}: initial offset "
+                             f"{self.initial_offset!r} must be an int >= 0")
+        if not isinstance(self.sealed, bool):
+            raise ValueError(f"{self.topic}-{self.partition}: sealed must be a bool")
+        if self.producers is not None and not isinstance(self.producers, list):
+            raise ValueError(f"{self.topic}-{self.partition}: producers must be a list or None")
+
+
+@dataclass(frozen=True)
+class SealedPartition:
+    """A partition that stopped taking writes on its shard: where its new owner
+    continues (``end_offset``) and its idempotent producers' snapshot."""
+
+    topic: str
+    partition: int
+    end_offset: int
+    producers: list
+
+
+class ControllerAnnouncements(Protocol):
+    """What a shard actor needs of the controller: to say where it listens after
+    each (re)start. The controller passes a ControllerHandle, which has this
+    method; shards/ must not import control/, so the type is declared here."""
+
+    def shard_started(self, shard_id: str, address: str) -> None: ...

@@ -1,0 +1,229 @@
+"""ShardHandle: the typed front of one shard actor (actor.py), for the controller.
+
+Ray's pattern (``ray.util.queue.Queue`` in front of its ``_QueueActor``): the
+public class wraps the actor, checks every argument before the remote call,
+and speaks in the dataclasses of shard_calls.py (re-exported here, so the
+control plane imports nothing else of shards/). This is the only module of
+shards/ that the control plane may import.
+
+The controller calls many shards at once, so a call does not wait: each
+method starts it and returns a ``PendingCall``. Its result is read with a
+bound (``PendingCall.result(timeout_s)``), or many are waited for together,
+with one bound for all, by ``wait_all`` (every outcome) or ``wait_all_or_raise``
+(every result, or the first error). A call fails one way, with a BrokerError:
+one the shard raised is re-raised as it is; no answer in time is
+RequestTimedOutError; a dead or restarting actor is UnavailableError; anything
+else is InternalError. Each message names the shard and the call.
+
+Used by the controller actor's thread (any thread may, handles are shareable).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from plinth import limits, protocol
+from plinth.errors import BrokerError, InternalError, RequestTimedOutError, UnavailableError
+from plinth.shards.actor import ShardActor
+from plinth.shards.shard_calls import (ControllerAnnouncements, GroupStates, PartitionId,
+                                       PartitionSpec, SealedPartition)
+
+__all__ = ["ControllerAnnouncements", "GroupStates", "PartitionId", "PartitionSpec",
+           "PendingCall", "SealedPartition", "ShardHandle", "ShardOptions", "wait_all",
+           "wait_all_or_raise"]
+
+T = TypeVar("T")
+K = TypeVar("K")
+
+
+@dataclass(frozen=True)
+class ShardOptions:
+    """How to create one shard actor."""
+
+    shard_id: str
+    data_dir: str                 # the shard's own directory: <broker data dir>/shards/<id>
+    fsync_policy: str
+    fsync_interval_ms: int
+    node_resource: str            # pins the actor to its node (its data is on that disk)
+
+
+class PendingCall(Generic[T]):
+    """A call started on a shard actor; read its result within a bound.
+
+    Wraps the ``concurrent.futures.Future`` of the call (Ray's ``ObjectRef.future()``,
+    or one completed at once by a handle that reaches its actor in process)."""
+
+    def __init__(self, shard_id: str, method: str, future: concurrent.futures.Future):
+        self.shard_id = shard_id
+        self.method = method
+        self._future = future
+
+    def result(self, timeout_s: float = limits.CONTROL_CALL_TIMEOUT_S) -> T:
+        """The call's result; raises the BrokerError it failed with (see the module)."""
+        concurrent.futures.wait([self._future], timeout=timeout_s)
+        return self._result_now(timeout_s)
+
+    def _result_now(self, waited_s: float) -> T:
+        if not self._future.done():
+            raise RequestTimedOutError(
+                f"{self.shard_id} did not answer {self.method} within {waited_s} s")
+        error = self._future.exception()
+        if error is not None:
+            raise self._broker_error(error) from None
+        return self._future.result()
+
+    def _broker_error(self, error: BaseException) -> BrokerError:
+        import ray.exceptions
+
+        if isinstance(error, ray.exceptions.RayTaskError):
+            error = getattr(error, "cause", None) or error
+        if isinstance(error, BrokerError):
+            return error
+        if isinstance(error, ray.exceptions.RayActorError):
+            return UnavailableError(f"{self.shard_id} is down or restarting; {self.method} "
+                                    f"did not run ({type(error).__name__})")
+        return InternalError(f"{self.shard_id} failed in {self.method}: "
+                             f"{type(error).__name__}: {error}")
+
+
+def wait_all(calls: Mapping[K, PendingCall[T]], timeout_s: float) -> dict[K, T | BrokerError]:
+    """Wait for every call, at most ``timeout_s`` for all of them together; each key
+    gets its call's result, or the BrokerError it failed with (RequestTimedOutError
+    if it had not answered)."""
+    concurrent.futures.wait([call._future for call in calls.values()], timeout=timeout_s)
+    outcomes: dict[K, T | BrokerError] = {}
+    for key, call in calls.items():
+        try:
+            outcomes[key] = call._result_now(timeout_s)
+        except BrokerError as exc:
+            outcomes[key] = exc
+    return outcomes
+
+
+def wait_all_or_raise(calls: Mapping[K, PendingCall[T]], timeout_s: float) -> dict[K, T]:
+    """Like ``wait_all``, but raises the first error (in the order of ``calls``)."""
+    outcomes = wait_all(calls, timeout_s)
+    for outcome in outcomes.values():
+        if isinstance(outcome, BrokerError):
+            raise outcome
+    return outcomes
+
+
+class ShardHandle:
+    """One shard actor, seen from the controller. Methods start a call and return
+    a PendingCall; arguments are checked first (ValueError: a programmer error).
+
+    ``_start`` and ``kill`` are the only places that touch Ray: a handle that
+    reaches its actor another way (the controller's unit tests run real shard
+    actors in process) overrides those two."""
+
+    def __init__(self, shard_id: str, actor):
+        self.shard_id = shard_id
+        self._actor = actor
+
+    @classmethod
+    def create(cls, options: ShardOptions,
+               announce_to: ControllerAnnouncements | None) -> "ShardHandle":
+        """Start a shard actor on the node ``options.node_resource`` names; Ray
+        restarts it (up to SHARD_RESTARTS_MAX times) if it dies. ``announce_to`` is
+        told its address at every start."""
+        import ray
+
+        actor = ray.remote(ShardActor).options(
+            num_cpus=0, max_restarts=limits.SHARD_RESTARTS_MAX,
+            resources={options.node_resource: limits.SHARD_NODE_RESOURCE_SHARE},
+        ).remote(options.shard_id, options.data_dir, options.fsync_policy,
+                 options.fsync_interval_ms, None, announce_to)
+        return cls(options.shard_id, actor)
+
+    # --- Calls ----------------------------------------------------------------------
+
+    def address(self) -> PendingCall[str]:
+        """Where the shard's ZeroMQ socket listens."""
+        return self._start(ShardActor.address)
+
+    def open_partitions(self, specs: Sequence[PartitionSpec]) -> PendingCall[int]:
+        """Open (recovering) or create each partition; the result counts them."""
+        for spec in _checked_list(specs, PartitionSpec, "open_partitions"):
+            spec.check()
+        return self._start(ShardActor.open_partitions, list(specs))
+
+    def seal_partitions(self, partitions: Sequence[PartitionId]) -> PendingCall[list[SealedPartition]]:
+        """Stop their writes here; the result says where each one's new owner continues."""
+        return self._start(ShardActor.seal_partitions, _partition_ids(partitions, "seal_partitions"))
+
+    def alter_partitions(self, partitions: Sequence[PartitionId],
+                         config: dict[str, str]) -> PendingCall[int]:
+        """Apply a topic's changed config (all of ``partitions`` are of that topic)."""
+        pids = _partition_ids(partitions, "alter_partitions")
+        for pid in pids:
+            PartitionSpec(pid.topic, pid.partition, config).check()
+        return self._start(ShardActor.alter_partitions, pids, dict(config))
+
+    def delete_partitions(self, partitions: Sequence[PartitionId]) -> PendingCall[int]:
+        return self._start(ShardActor.delete_partitions,
+                           _partition_ids(partitions, "delete_partitions"))
+
+    def partition_infos(self, partitions: Sequence[PartitionId]
+                        ) -> PendingCall[list[protocol.PartitionInfo]]:
+        return self._start(ShardActor.partition_infos,
+                           _partition_ids(partitions, "partition_infos"))
+
+    def set_partition_counts(self, counts: dict[str, int]) -> PendingCall[None]:
+        """Every topic's partition count (the groups this shard coordinates need them)."""
+        if not all(isinstance(t, str) and isinstance(n, int) and n >= 1 for t, n in counts.items()):
+            raise ValueError(f"set_partition_counts: counts must map topics to ints >= 1, "
+                             f"got {counts!r}")
+        return self._start(ShardActor.set_partition_counts, dict(counts))
+
+    def group_names(self) -> PendingCall[list[str]]:
+        return self._start(ShardActor.group_names)
+
+    def hand_over_groups(self, names: Sequence[str]) -> PendingCall[GroupStates]:
+        """Stop coordinating these groups; the result is their state, for adopt_groups."""
+        return self._start(ShardActor.hand_over_groups,
+                           list(_checked_list(names, str, "hand_over_groups")))
+
+    def adopt_groups(self, states: GroupStates) -> PendingCall[None]:
+        """Coordinate groups another shard handed over (durable when the call returns)."""
+        if not isinstance(states, dict):
+            raise ValueError(f"adopt_groups: states must be a dict, got {type(states).__name__}")
+        return self._start(ShardActor.adopt_groups, states)
+
+    def stats(self) -> PendingCall[dict]:
+        """The shard's ShardStats snapshot, with its logs' offsets and groups' offsets."""
+        return self._start(ShardActor.stats)
+
+    def shutdown(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S) -> PendingCall[None]:
+        """Flush, fsync and close every log, within ``grace_period_s``."""
+        if not grace_period_s > 0:
+            raise ValueError(f"shutdown: grace_period_s {grace_period_s} must be > 0")
+        return self._start(ShardActor.shutdown, grace_period_s)
+
+    def kill(self) -> None:
+        """End the actor at once, without restarting it."""
+        import ray
+
+        ray.kill(self._actor, no_restart=True)
+
+    # --- The transport ------------------------------------------------------------------
+
+    def _start(self, method, *args) -> PendingCall:
+        """Start ``method`` (a function of ShardActor) on the actor with ``args``."""
+        ref = getattr(self._actor, method.__name__).remote(*args)
+        return PendingCall(self.shard_id, method.__name__, ref.future())
+
+
+def _checked_list(values: Sequence, kind: type, call: str) -> Sequence:
+    if isinstance(values, (str, bytes)) or not all(isinstance(v, kind) for v in values):
+        raise ValueError(f"{call}: expected a sequence of {kind.__name__}, got {values!r}")
+    return values
+
+
+def _partition_ids(partitions: Sequence[PartitionId], call: str) -> list[PartitionId]:
+    for pid in _checked_list(partitions, PartitionId, call):
+        pid.check()
+    return list(partitions)

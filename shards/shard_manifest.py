@@ -1,0 +1,108 @@
+"""A shard's manifest: what it serves, so that a restarted shard actor serves it again.
+
+Kept by the shard actor (actor.py) in ``<shard data dir>/manifest.json`` and
+replaced atomically (write, fsync, rename, fsync the directory) after every
+change the controller makes, before the change is acknowledged:
+
+    {"version": 1,
+     "partitions": {"orders/0": {"config": {"segment.bytes": "268435456", ...},
+                                 "initial_offset": 0,        where its log continues
+                                 "sealed": false,            true: reads only (its writes moved)
+                                 "producers": null},         the previous owner's snapshot
+                    ...},
+     "partition_counts": {"orders": 3, ...}}                 every topic's, for group coordinators
+
+A key is "<topic>/<partition>" (topic names cannot hold "/"). A file written
+before the version field existed has none and is read as version 1.
+
+Used on the shard actor's thread only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from plinth.durable_files import write_json_atomically
+from plinth.errors import CorruptDataError
+from plinth.shards.shard_calls import PartitionId, PartitionSpec
+
+MANIFEST_FILE = "manifest.json"
+MANIFEST_VERSION = 1
+
+
+@dataclass
+class ShardManifest:
+    partitions: dict[PartitionId, PartitionSpec] = field(default_factory=dict)
+    partition_counts: dict[str, int] = field(default_factory=dict)
+
+    # --- Changes (each followed by save) ------------------------------------------
+
+    def serve(self, specs: list[PartitionSpec]) -> None:
+        for spec in specs:
+            self.partitions[spec.id] = spec
+
+    def seal(self, partitions: list[PartitionId]) -> None:
+        for pid in partitions:
+            self.partitions[pid] = replace(self._spec(pid), sealed=True)
+
+    def set_config(self, partitions: list[PartitionId], config: dict[str, str]) -> None:
+        for pid in partitions:
+            self.partitions[pid] = replace(self._spec(pid), config=dict(config))
+
+    def forget(self, partitions: list[PartitionId]) -> None:
+        for pid in partitions:
+            self.partitions.pop(pid, None)
+
+    def _spec(self, pid: PartitionId) -> PartitionSpec:
+        spec = self.partitions.get(pid)
+        if spec is None:
+            raise AssertionError(f"{pid.topic}-{pid.partition} is not in the manifest: the "
+                                 f"controller changed a partition it never opened here")
+        return spec
+
+    # --- The file ------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: Path) -> "ShardManifest":
+        """The manifest at ``path``; an empty one if there is no file (a new shard).
+        Raises CorruptDataError naming the path if the file cannot be read as one."""
+        if not path.exists():
+            return cls()
+        try:
+            return cls.from_json(json.loads(path.read_text()))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise CorruptDataError(f"{path}: not a shard manifest: {exc}") from None
+
+    def save(self, path: Path) -> None:
+        write_json_atomically(path, self.to_json())
+
+    def to_json(self) -> dict:
+        return {"version": MANIFEST_VERSION,
+                "partitions": {f"{s.topic}/{s.partition}": {
+                    "config": s.config, "initial_offset": s.initial_offset, "sealed": s.sealed,
+                    "producers": s.producers} for s in self.partitions.values()},
+                "partition_counts": dict(self.partition_counts)}
+
+    @classmethod
+    def from_json(cls, value: dict) -> "ShardManifest":
+        """Raises ValueError (or TypeError, KeyError) on anything that is not a manifest."""
+        version = value.get("version", MANIFEST_VERSION)
+        if version != MANIFEST_VERSION:
+            raise ValueError(f"version {version!r} is not {MANIFEST_VERSION}")
+        manifest = cls(partition_counts=_partition_counts(value["partition_counts"]))
+        for key, entry in value["partitions"].items():
+            topic, partition = key.rsplit("/", 1)
+            spec = PartitionSpec(topic, int(partition), dict(entry["config"]),
+                                 entry["initial_offset"], entry["sealed"], entry.get("producers"))
+            spec.check()
+            manifest.partitions[spec.id] = spec
+        return manifest
+
+
+def _partition_counts(value: dict) -> dict[str, int]:
+    for topic, count in value.items():
+        if not isinstance(count, int) or count < 1:
+            raise ValueError(f"partition count of {topic!r} is {count!r}, not an int >= 1")
+    return dict(value)

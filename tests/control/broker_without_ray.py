@@ -1,0 +1,63 @@
+"""The controller's world without Ray, for its tests: a Broker is a Controller with real
+shard actors reached in process (tests/in_process_shards.py) and its metadata on a real
+disk. A restart of the server is a new Broker on the same data dir, with new shard actors
+on the same shard directories, as after a crash (the ``brokers`` fixture in conftest.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from plinth.control import placement
+from plinth.control.controller import Controller
+from plinth.control.metadata import BrokerMetadata
+from plinth.control.nodes import Node
+from plinth.shards.shard_manifest import ShardManifest
+from tests.in_process_shards import InProcessShards
+from tests.shard_requests import produce
+
+TWO = ["shard-0", "shard-1"]
+THREE = ["shard-0", "shard-1", "shard-2"]
+# A data dir written by main at fb38567: see data/README.md.
+MAIN_DATA_DIR = Path(__file__).parent / "data" / "main-fb38567"
+
+
+class Broker:
+    """A controller and its in-process shards on ``data_dir``."""
+
+    def __init__(self, data_dir: Path, shard_count: int | None, nodes: list[Node]):
+        self.data_dir = data_dir
+        self.shards = InProcessShards()
+        self.controller = Controller(str(data_dir), shard_count, start_shard=self.shards.start_shard,
+                                     nodes=lambda: nodes)
+        self.shards.announce_to = self.controller
+
+    def address(self, shard_id: str) -> str:
+        return self.controller.routing().shard_addresses[shard_id]
+
+    def owner(self, topic: str, partition: int) -> str:
+        return self.controller.routing().owner(topic, partition)
+
+    def produce(self, topic: str, partition: int, values: list[bytes]) -> int:
+        return produce(self.address(self.owner(topic, partition)), topic, partition, values)
+
+    def metadata_on_disk(self) -> BrokerMetadata:
+        return BrokerMetadata.load(self.data_dir / "metadata.json")
+
+    def manifest(self, shard_id: str) -> ShardManifest:
+        return ShardManifest.load(self.data_dir / "shards" / shard_id / "manifest.json")
+
+
+def topic_that_moves(partitions: int, before: list[str], after: list[str],
+                     moving_min: int = 1) -> str:
+    """A topic name some of whose partitions (at least ``moving_min``) move, not all."""
+    for n in range(1000):
+        moving = [placement.shard_for(f"t{n}", p, before) != placement.shard_for(f"t{n}", p, after)
+                  for p in range(partitions)]
+        if moving_min <= sum(moving) < partitions:
+            return f"t{n}"
+    raise AssertionError("no topic name with some partitions moving")
+
+
+def group_that_moves(before: list[str], after: list[str]) -> str:
+    return next(f"g{n}" for n in range(1000)
+                if placement.shard_for_group(f"g{n}", before) != placement.shard_for_group(f"g{n}", after))

@@ -1,0 +1,129 @@
+"""The controller without Ray: topics, the shard count across restarts, and a data dir
+written by main, on real shard actors reached in process and a real disk
+(broker_without_ray.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import ray.exceptions
+
+from plinth.control import placement
+from plinth.control.controller import Controller
+from plinth.errors import InvalidConfigError, TopicExistsError, UnavailableError, UnknownTopicError
+from tests.control.broker_without_ray import MAIN_DATA_DIR, THREE, TWO, topic_that_moves
+from tests.in_process_shards import ONE_NODE, InProcessShards
+from tests.shard_requests import committed_offsets, produce
+
+
+def test_a_created_topic_is_placed_by_rendezvous_hashing_opened_on_its_shards_and_saved(brokers):
+    # Given a broker with two shards
+    broker = brokers(2)
+    # When a topic with 8 partitions is created
+    info = broker.controller.create_topic("orders", 8, {"retention.ms": "1000"})
+    # Then each partition is owned by its rendezvous shard, which serves it with the config
+    owners = placement.place_topic("orders", 8, TWO)
+    assert list(broker.controller.routing().owners["orders"]) == owners
+    for shard_id in TWO:
+        manifest = broker.manifest(shard_id)
+        assert sorted(pid.partition for pid in manifest.partitions) == \
+            [p for p in range(8) if owners[p] == shard_id]
+        assert all(spec.config["retention.ms"] == "1000" for spec in manifest.partitions.values())
+        assert manifest.partition_counts == {"orders": 8}
+    # And the topic is in the metadata on disk, and takes writes
+    assert broker.metadata_on_disk().topics["orders"].placement == owners
+    assert info.config["retention.ms"] == "1000" and info.partitions == 8
+    assert broker.produce("orders", 5, [b"a", b"b"]) == 0
+
+
+def test_a_topic_a_shard_fails_to_open_is_not_created(brokers):
+    # Given a shard that is down for its next call
+    broker = brokers(2)
+    broker.shards.handles["shard-1"].fail_next("open_partitions", ray.exceptions.ActorDiedError())
+    # When a topic with partitions on both shards is created, Then it fails
+    with pytest.raises(UnavailableError, match="shard-1 is down"):
+        broker.controller.create_topic("orders", 8, {})
+    # And the topic exists nowhere: not listed, not on disk
+    assert broker.controller.list_topics() == []
+    assert "orders" not in broker.metadata_on_disk().topics
+    # And once the shard is back it can be created, once
+    assert broker.controller.create_topic("orders", 8, {}).partitions == 8
+    with pytest.raises(TopicExistsError, match="topic 'orders' already exists"):
+        broker.controller.create_topic("orders", 8, {})
+
+
+def test_an_altered_config_reaches_every_shard_that_holds_a_range_of_the_topic(brokers):
+    # Given a topic one of whose partitions moved to a third shard
+    broker = brokers(2)
+    topic = topic_that_moves(4, TWO, THREE)
+    broker.controller.create_topic(topic, 4, {})
+    moves = broker.controller.add_shards(1)
+    # When its retention is changed
+    broker.controller.alter_topic(topic, {"retention.ms": "5000"})
+    # Then every shard serving any range of it, sealed or not, has the new config
+    holders = {m.from_shard for m in moves} | {m.to_shard for m in moves}
+    for shard_id in holders:
+        specs = [s for s in broker.manifest(shard_id).partitions.values() if s.topic == topic]
+        assert specs and all(s.config["retention.ms"] == "5000" for s in specs)
+    assert broker.metadata_on_disk().topics[topic].config["retention.ms"] == "5000"
+
+
+def test_a_deleted_topic_is_forgotten_first_and_its_logs_deleted_on_every_shard(brokers):
+    # Given a topic with records on both shards
+    broker = brokers(2)
+    broker.controller.create_topic("orders", 8, {})
+    for partition in range(8):
+        broker.produce("orders", partition, [b"x"])
+    # When it is deleted
+    broker.controller.delete_topic("orders")
+    # Then it is gone from the metadata, from every manifest and from disk
+    assert broker.metadata_on_disk().topics == {}
+    for shard_id in TWO:
+        assert broker.manifest(shard_id).partitions == {}
+        assert list((broker.data_dir / "shards" / shard_id).glob("orders-*")) == []
+    with pytest.raises(UnknownTopicError):
+        broker.controller.describe_topic("orders")
+
+
+def test_a_restart_keeps_the_shard_count_changed_since_the_command_line(brokers):
+    # Given a broker started with 2 shards that grew to 3
+    brokers(2).controller.add_shards(1)
+    # When it restarts with --shards 2
+    broker = brokers(2)
+    # Then it runs three shards
+    assert broker.controller.routing().shard_ids == tuple(THREE)
+
+
+def test_a_shard_count_out_of_range_is_refused(tmp_path):
+    with pytest.raises(InvalidConfigError, match="--shards 0 is outside 1..256"):
+        Controller(str(tmp_path), 0, start_shard=InProcessShards().start_shard, nodes=lambda: ONE_NODE)
+
+
+def test_a_data_dir_written_by_main_starts_and_serves_what_it_held(brokers, tmp_path):
+    # Given a data dir main wrote (two shards, a third added then removed, records, a group)
+    data_dir = tmp_path / "from-main"
+    shutil.copytree(MAIN_DATA_DIR, data_dir)
+    raw = json.loads((data_dir / "metadata.json").read_text())
+    expected = json.loads((data_dir / "expected.json").read_text())
+    # When the controller starts on it
+    broker = brokers(None, data_dir=data_dir)
+    # Then it has the same shards and topics, each partition with its offsets, and its group
+    assert list(broker.controller.routing().shard_ids) == raw["shards"]
+    for name, ends in expected["end_offsets"].items():
+        infos = broker.controller.describe_topic(name).partition_info
+        assert [i.end_offset for i in infos] == ends
+        assert [broker.produce(name, p, [b"new"]) for p in range(len(ends))] == ends
+    group, offsets = expected["group"], expected["committed"]
+    coordinator = placement.shard_for_group(group, raw["shards"])
+    assert committed_offsets(broker.address(coordinator), group) == \
+        {(t, int(p)): o for t, per_topic in offsets.items() for p, o in per_topic.items()}
+    # And the draining shard serves its older ranges for reads only
+    assert raw["draining"] == ["shard-2"]
+    older = [(name, int(p)) for name, t in raw["topics"].items() for p, ranges in t["ranges"].items()
+             if any(shard == "shard-2" for _, shard in ranges)]
+    assert older
+    for name, partition in older:
+        with pytest.raises(UnavailableError, match="moved away"):
+            produce(broker.address("shard-2"), name, partition, [b"late"])

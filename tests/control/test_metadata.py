@@ -1,0 +1,136 @@
+"""BrokerMetadata: the controller's metadata.json, on a real disk, in the format every
+version 1 broker wrote; damaged files are refused by name, and broken metadata is
+never written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from plinth.control.metadata import BrokerMetadata, ShardRange, TopicMetadata
+from plinth.errors import CorruptDataError, InvalidConfigError
+from tests.control.broker_without_ray import MAIN_DATA_DIR
+
+
+def metadata_with_a_moved_partition() -> BrokerMetadata:
+    topic = TopicMetadata(2, {"retention.ms": "1000"}, ["shard-0", "shard-1"])
+    topic.move_writes(1, 52, "shard-2")
+    return BrokerMetadata(shards=["shard-0", "shard-2"], draining=["shard-1"],
+                          shard_nodes={"shard-0": "node:127.0.0.1"}, topics={"orders": topic})
+
+
+def test_metadata_saved_and_loaded_is_equal_and_keeps_the_documented_format(tmp_path):
+    # Given metadata with a partition whose writes moved, during a group move
+    metadata = metadata_with_a_moved_partition()
+    metadata.groups_moving_from = ["shard-0", "shard-1"]
+    path = tmp_path / "metadata.json"
+    # When it is saved and loaded
+    metadata.save(path)
+    # Then it is the same, and the file reads as the module documents it
+    assert BrokerMetadata.load(path) == metadata
+    on_disk = json.loads(path.read_text())
+    assert on_disk["topics"]["orders"]["ranges"] == {"1": [[0, "shard-1"], [52, "shard-2"]]}
+    assert on_disk["groups_moving_from"] == ["shard-0", "shard-1"]
+    assert on_disk["version"] == 1
+
+
+def test_the_metadata_main_wrote_loads_with_every_field(tmp_path):
+    # Given the metadata.json of a data dir main wrote
+    path = tmp_path / "metadata.json"
+    shutil.copy(MAIN_DATA_DIR / "metadata.json", path)
+    raw = json.loads(path.read_text())
+    # When it is loaded
+    metadata = BrokerMetadata.load(path)
+    # Then every value is there, typed, and saving it again writes the same JSON
+    assert metadata.shards == raw["shards"] and metadata.draining == raw.get("draining", [])
+    assert set(metadata.topics) == set(raw["topics"])
+    for name, topic in metadata.topics.items():
+        assert topic.placement == raw["topics"][name]["placement"]
+        assert {str(p): [list(r) for r in ranges] for p, ranges in topic.ranges.items()} \
+            == raw["topics"][name].get("ranges", {})
+    assert any(topic.ranges for topic in metadata.topics.values()), "the fixture has a move"
+    metadata.save(path)
+    assert json.loads(path.read_text()) == {"draining": [], **raw}
+
+
+def test_a_missing_file_is_a_new_broker(tmp_path):
+    assert BrokerMetadata.load(tmp_path / "metadata.json") == BrokerMetadata()
+
+
+def test_a_file_without_the_keys_added_by_later_changes_loads(tmp_path):
+    # Given the metadata of a broker that never changed its shards
+    path = tmp_path / "metadata.json"
+    path.write_text(json.dumps({"version": 1, "shards": ["shard-0"], "topics": {
+        "t": {"partitions": 1, "config": {}, "placement": ["shard-0"]}}}))
+    # Then it loads with the empty defaults
+    metadata = BrokerMetadata.load(path)
+    assert (metadata.draining, metadata.shard_nodes, metadata.groups_moving_from) == ([], {}, None)
+    assert metadata.topics["t"].ranges_of(0) == [ShardRange(0, "shard-0")]
+
+
+def test_another_version_is_refused_as_a_config_error(tmp_path):
+    path = tmp_path / "metadata.json"
+    path.write_text(json.dumps({"version": 2, "shards": [], "topics": {}}))
+    with pytest.raises(InvalidConfigError, match="metadata version 2 is not 1"):
+        BrokerMetadata.load(path)
+
+
+def broken(change) -> dict:
+    value = metadata_with_a_moved_partition().to_json()
+    change(value, value["topics"]["orders"])
+    return value
+
+
+@pytest.mark.parametrize("value,problem", [
+    (broken(lambda m, t: t.update(partitions=3)), "3 partitions but 2 placed"),
+    (broken(lambda m, t: t.update(partitions=0, placement=[], ranges={})), "0 partitions"),
+    (broken(lambda m, t: t["placement"].__setitem__(0, "shard-9")), "unknown shard 'shard-9'"),
+    (broken(lambda m, t: t["ranges"]["1"].reverse()), "not >= 0 and ascending"),
+    (broken(lambda m, t: t["ranges"].update({"1": [[0, "shard-1"]]})), "the last range is on 'shard-1'"),
+    (broken(lambda m, t: t["ranges"].update({"5": [[0, "shard-0"]]})), "partition 5: ranges of a"),
+    (broken(lambda m, t: t["ranges"]["1"].insert(0, [0, "shard-7"])), "a range on unknown shard 'shard-7'"),
+    (broken(lambda m, t: m.update(draining=["shard-0", "shard-1"])), "both taking writes and draining"),
+    (broken(lambda m, t: m.update(shards=["shard-0", "shard-0"])), "distinct ids"),
+    (broken(lambda m, t: t.update(partitions="2")), "not broker metadata"),
+    (broken(lambda m, t: t["ranges"]["1"].append([True, "shard-2"])), "not broker metadata"),
+    (broken(lambda m, t: m.pop("topics")), "not broker metadata"),
+])
+def test_damaged_metadata_is_refused_with_its_path_and_the_problem(tmp_path, value, problem):
+    # Given a metadata file whose content is inconsistent
+    path = tmp_path / "metadata.json"
+    path.write_text(json.dumps(value))
+    # When it is loaded, Then the error names the file and the first problem
+    with pytest.raises(CorruptDataError) as raised:
+        BrokerMetadata.load(path)
+    assert str(path) in str(raised.value) and problem in str(raised.value)
+
+
+def test_broken_metadata_is_never_written(tmp_path):
+    # Given good metadata on disk
+    path = tmp_path / "metadata.json"
+    metadata = metadata_with_a_moved_partition()
+    metadata.save(path)
+    before = path.read_bytes()
+    # When a bug places a partition on a shard that does not exist
+    metadata.topics["orders"].placement[0] = "shard-9"
+    # Then saving refuses, and the file on disk is untouched
+    with pytest.raises(AssertionError, match="unknown shard 'shard-9'"):
+        metadata.save(path)
+    assert path.read_bytes() == before
+
+
+def test_a_partition_that_moves_keeps_its_history_and_forgets_ranges_retention_emptied():
+    # Given a partition that moved from shard-0 to shard-1 at 10, then to shard-2 at 25
+    topic = TopicMetadata(1, {}, ["shard-0"])
+    topic.move_writes(0, 10, "shard-1")
+    topic.move_writes(0, 25, "shard-2")
+    assert topic.placement == ["shard-2"]
+    assert topic.ranges_of(0) == [(0, "shard-0"), (10, "shard-1"), (25, "shard-2")]
+    # When retention emptied its range on shard-0
+    topic.forget_ranges_on(0, "shard-0")
+    # Then the history starts at shard-1; the owner's range cannot be forgotten
+    assert topic.ranges_of(0) == [(10, "shard-1"), (25, "shard-2")]
+    with pytest.raises(AssertionError, match="it owns the partition's writes"):
+        topic.forget_ranges_on(0, "shard-2")

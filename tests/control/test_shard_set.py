@@ -1,0 +1,34 @@
+"""ShardSet: shards pinned to the least loaded alive node, addresses as the shards announce
+them; through the controller, on real shard actors reached in process."""
+
+from __future__ import annotations
+
+from plinth.control.nodes import Node
+
+def test_new_shards_go_to_the_alive_node_with_the_fewest_and_stay_pinned_there(brokers):
+    # Given two alive nodes and a dead one, and a broker of three shards
+    nodes = [Node("a", "10.0.0.1", True, "plinth-node:a"), Node("b", "10.0.0.2", True, "plinth-node:b"),
+             Node("c", "10.0.0.3", False, "node:10.0.0.3")]
+    broker = brokers(3, nodes)
+    pins = {s: h.options.node_resource for s, h in broker.shards.handles.items()}
+    assert pins == {"shard-0": "plinth-node:a", "shard-1": "plinth-node:b",
+                    "shard-2": "plinth-node:a"}
+    # When a shard is added
+    broker.controller.add_shards(1)
+    # Then it goes to node b (fewer shards), never to the dead node, and the pins are kept
+    assert broker.shards.handles["shard-3"].options.node_resource == "plinth-node:b"
+    assert broker.metadata_on_disk().shard_nodes == {**pins, "shard-3": "plinth-node:b"}
+    # And the status lists the nodes as given
+    assert broker.controller.status().nodes == [("a", "10.0.0.1", True), ("b", "10.0.0.2", True),
+                                                ("c", "10.0.0.3", False)]
+
+
+def test_a_restarted_shard_announces_its_new_address_and_the_routing_table_follows(brokers):
+    # Given a running broker
+    broker = brokers(2)
+    old = broker.address("shard-0")
+    # When Ray restarts a shard actor (a new process, a new port)
+    broker.shards.handles["shard-0"].restart()
+    # Then the routing table has the address it announced
+    new = broker.address("shard-0")
+    assert new != old and new == broker.shards.handles["shard-0"].actor.address()

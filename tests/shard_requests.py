@@ -1,0 +1,55 @@
+"""A router's requests to one shard over ZeroMQ, for the tests of the control plane.
+
+The tests of the shard actor and of the controller put records and committed
+offsets on real shards this way (the data plane), then check what the control
+plane does with them. Each call opens a DEALER to the shard's address, sends
+one request as a router would ([client id][Request][payload]?), waits for the
+reply at most REPLY_WAIT_MS, and raises the BrokerError it carries.
+"""
+
+from __future__ import annotations
+
+import time
+
+import zmq
+
+from plinth import protocol
+from plinth.format.record_batch import BatchBuilder
+
+REPLY_WAIT_MS = 10_000
+CLIENT = b"control-test"
+
+
+def produce(address: str, topic: str, partition: int, values: list[bytes]) -> int:
+    """Append ``values`` as one batch; returns its base offset."""
+    builder = BatchBuilder()
+    for value in values:
+        builder.append(None, value, time.time_ns() // 1_000_000, None)
+    reply = _roundtrip(address, protocol.encode_produce(1, topic, partition, 1), builder.build())
+    return reply.base_offset
+
+
+def commit_offsets(address: str, group: str, offsets: dict[tuple[str, int], int]) -> None:
+    """Commit offsets for a group with no members (as ``plinth group reset`` does)."""
+    _roundtrip(address, protocol.encode_commit_offsets(1, "commitOffsets", group, "", 0, offsets))
+
+
+def committed_offsets(address: str, group: str) -> dict[tuple[str, int], int]:
+    return _roundtrip(address, protocol.encode_group_request(1, "fetchOffsets", group)).committed
+
+
+def _roundtrip(address: str, header: bytes, payload: bytes | None = None) -> protocol.ReplyView:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(address)
+        sock.send_multipart([CLIENT, header] + ([payload] if payload is not None else []))
+        if not sock.poll(REPLY_WAIT_MS):
+            raise AssertionError(f"no reply from the shard at {address} in {REPLY_WAIT_MS} ms")
+        frames = sock.recv_multipart()
+    finally:
+        sock.close()
+    reply = protocol.decode_reply(frames[1])
+    if reply.error is not None:
+        raise reply.error
+    return reply

@@ -1,0 +1,171 @@
+"""ShardActor without Ray: a plain object on a real ShardServer, a real disk and real
+sockets. A "restart" is what Ray does after a crash: a new ShardActor on the same
+directory, which must serve what its manifest says."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from plinth.errors import UnavailableError
+from plinth.shards.actor import ShardActor
+from plinth.shards.shard_calls import PartitionId, PartitionSpec, SealedPartition
+from plinth.shards.shard_manifest import MANIFEST_FILE, ShardManifest
+from tests.shard_requests import commit_offsets, committed_offsets, produce
+
+CONFIG = {"retention.ms": "604800000"}
+
+
+class Announcements:
+    """Plays the controller: records each shard_started."""
+
+    def __init__(self, fail: bool = False):
+        self.started: list[tuple[str, str]] = []
+        self.fail = fail
+
+    def shard_started(self, shard_id: str, address: str) -> None:
+        if self.fail:
+            raise ConnectionError("the controller is gone")
+        self.started.append((shard_id, address))
+
+
+@pytest.fixture
+def shard_dir(tmp_path):
+    return tmp_path / "shard-0"
+
+
+@pytest.fixture
+def actors():
+    """Starts ShardActors (``start(directory, ...)``); shuts down each still running."""
+    running: list[ShardActor] = []
+
+    def start(directory, announce_to=None) -> ShardActor:
+        actor = ShardActor("shard-0", str(directory), bind_host="127.0.0.1",
+                           announce_to=announce_to)
+        running.append(actor)
+        return actor
+
+    def restart(actor: ShardActor, directory, announce_to=None) -> ShardActor:
+        actor.shutdown(5)
+        running.remove(actor)
+        return start(directory, announce_to)
+
+    start.restart = restart
+    yield start
+    for actor in running:
+        actor.shutdown(5)
+
+
+def test_partitions_opened_are_served_again_after_a_restart_from_the_manifest(actors, shard_dir):
+    # Given a shard serving a partition with records and one continuing at offset 7
+    actor = actors(shard_dir)
+    actor.open_partitions([PartitionSpec("t", 0, CONFIG), PartitionSpec("t", 1, CONFIG, 7)])
+    produce(actor.address(), "t", 0, [b"a", b"b", b"c"])
+    # When it restarts on the same directory
+    actor = actors.restart(actor, shard_dir)
+    # Then both partitions are open again, with their records and offsets
+    infos = actor.partition_infos([PartitionId("t", 0), PartitionId("t", 1)])
+    assert [(i.partition, i.start_offset, i.end_offset) for i in infos] == [(0, 0, 3), (1, 7, 7)]
+    assert produce(actor.address(), "t", 1, [b"d"]) == 7
+
+
+def test_a_sealed_partition_returns_its_end_offset_and_stays_read_only_after_a_restart(actors, shard_dir):
+    # Given a partition holding three records
+    actor = actors(shard_dir)
+    actor.open_partitions([PartitionSpec("t", 0, CONFIG)])
+    produce(actor.address(), "t", 0, [b"a", b"b", b"c"])
+    # When it is sealed (its writes move to another shard)
+    [sealed] = actor.seal_partitions([PartitionId("t", 0)])
+    # Then the result says where its new owner continues
+    assert isinstance(sealed, SealedPartition)
+    assert (sealed.topic, sealed.partition, sealed.end_offset) == ("t", 0, 3)
+    # And after a restart it still refuses writes, and keeps its records for reads
+    actor = actors.restart(actor, shard_dir)
+    with pytest.raises(UnavailableError, match="moved away"):
+        produce(actor.address(), "t", 0, [b"late"])
+    [info] = actor.partition_infos([PartitionId("t", 0)])
+    assert info.end_offset == 3
+
+
+def test_the_manifest_on_disk_round_trips_every_field(actors, shard_dir):
+    # Given a shard told to serve partitions of every kind, and the partition counts
+    actor = actors(shard_dir)
+    specs = [PartitionSpec("t", 0, CONFIG), PartitionSpec("t", 1, CONFIG, 5, sealed=True),
+             PartitionSpec("u", 0, {"segment.bytes": "4096"}, 9, producers=[])]
+    actor.open_partitions(specs)
+    actor.set_partition_counts({"t": 2, "u": 1})
+    # When the manifest is read back from disk
+    manifest = ShardManifest.load(shard_dir / MANIFEST_FILE)
+    # Then it holds exactly what the shard was told
+    assert manifest.partitions == {spec.id: spec for spec in specs}
+    assert manifest.partition_counts == {"t": 2, "u": 1}
+
+
+def test_an_altered_config_and_a_deletion_are_kept_across_a_restart(actors, shard_dir):
+    # Given two open partitions
+    actor = actors(shard_dir)
+    actor.open_partitions([PartitionSpec("t", 0, CONFIG), PartitionSpec("t", 1, CONFIG)])
+    # When one gets a new config and the other is deleted
+    assert actor.alter_partitions([PartitionId("t", 0)], {"retention.ms": "1000"}) == 1
+    assert actor.delete_partitions([PartitionId("t", 1)]) == 1
+    actor = actors.restart(actor, shard_dir)
+    # Then after a restart the first has its new config and the second is gone, files too
+    manifest = ShardManifest.load(shard_dir / MANIFEST_FILE)
+    assert manifest.partitions == {PartitionId("t", 0): PartitionSpec("t", 0, {"retention.ms": "1000"})}
+    assert not (shard_dir / "t-1").exists()
+    with pytest.raises(UnavailableError, match="not on shard-0"):
+        actor.partition_infos([PartitionId("t", 1)])
+
+
+def test_a_manifest_written_by_the_previous_version_is_served(actors, shard_dir):
+    # Given a shard directory whose manifest main wrote (no version, a spec without
+    # producers) and whose partition holds records
+    actor = actors(shard_dir)
+    actor.open_partitions([PartitionSpec("t", 0, CONFIG)])
+    produce(actor.address(), "t", 0, [b"a", b"b"])
+    actor.shutdown(5)
+    (shard_dir / MANIFEST_FILE).write_text(json.dumps({
+        "partitions": {"t/0": {"config": CONFIG, "initial_offset": 0, "sealed": False}},
+        "partition_counts": {"t": 1}}))
+    # When a shard actor starts on it
+    actor = actors(shard_dir)
+    # Then it serves the partition, records included, and takes writes after them
+    assert produce(actor.address(), "t", 0, [b"c"]) == 2
+
+
+def test_the_shard_announces_its_address_at_every_start(actors, shard_dir):
+    # Given a controller that listens for announcements
+    controller = Announcements()
+    # When a shard starts, then restarts
+    actor = actors(shard_dir, controller)
+    first = actor.address()
+    actor = actors.restart(actor, shard_dir, controller)
+    # Then each start announced the address it listens at
+    assert controller.started == [("shard-0", first), ("shard-0", actor.address())]
+
+
+def test_a_shard_whose_controller_is_gone_still_starts_and_serves(actors, shard_dir):
+    # Given a controller that cannot be told anything
+    # When a shard starts
+    actor = actors(shard_dir, Announcements(fail=True))
+    # Then it serves anyway
+    actor.open_partitions([PartitionSpec("t", 0, CONFIG)])
+    assert produce(actor.address(), "t", 0, [b"a"]) == 0
+
+
+def test_groups_handed_over_by_one_shard_are_coordinated_by_the_one_that_adopts_them(actors, tmp_path):
+    # Given a shard that coordinates a group with committed offsets
+    source = actors(tmp_path / "source")
+    source.set_partition_counts({"t": 1})
+    commit_offsets(source.address(), "billing", {("t", 0): 4})
+    target = actors(tmp_path / "target")
+    target.set_partition_counts({"t": 1})
+    assert source.group_names() == ["billing"]
+    # When it hands the group over and the other shard adopts it
+    target.adopt_groups(source.hand_over_groups(["billing"]))
+    # Then only the new shard lists it, with its offsets; the old one sends clients on
+    assert (source.group_names(), target.group_names()) == ([], ["billing"])
+    assert committed_offsets(target.address(), "billing") == {("t", 0): 4}
+    with pytest.raises(UnavailableError, match="moved to another shard"):
+        committed_offsets(source.address(), "billing")

@@ -1,0 +1,131 @@
+"""ShardHandle and PendingCall: checked arguments, typed results, one way to fail, bounded
+waits. The handle reaches a real ShardActor in process (tests/in_process_shards.py);
+PendingCalls are made from plain futures, as Ray's ``ObjectRef.future()`` gives them."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+
+import pytest
+import ray.exceptions
+
+from plinth.errors import (InternalError, RequestTimedOutError, UnavailableError,
+                           UnknownTopicError)
+from plinth.shards.shard_handle import (PartitionId, PartitionSpec, PendingCall, SealedPartition,
+                                        ShardOptions, wait_all, wait_all_or_raise)
+from tests.in_process_shards import InProcessShardHandle
+from tests.shard_requests import produce
+
+
+@pytest.fixture
+def handle(tmp_path):
+    shard = InProcessShardHandle(ShardOptions("shard-0", str(tmp_path / "shard-0"), "always",
+                                              1000, "node:127.0.0.1"), announce_to=None)
+    yield shard
+    shard.stop()
+
+
+def answered(value=None, error: BaseException | None = None) -> concurrent.futures.Future:
+    future: concurrent.futures.Future = concurrent.futures.Future()
+    if error is None:
+        future.set_result(value)
+    else:
+        future.set_exception(error)
+    return future
+
+
+def test_calls_return_the_typed_results_of_the_shard(handle):
+    # Given a partition with two records
+    assert handle.open_partitions([PartitionSpec("t", 0, {})]).result() == 1
+    produce(handle.actor.address(), "t", 0, [b"a", b"b"])
+    # When it is sealed
+    sealed = handle.seal_partitions([PartitionId("t", 0)]).result()
+    # Then the result is a SealedPartition with its end offset
+    assert sealed == [SealedPartition("t", 0, 2, sealed[0].producers)]
+
+
+@pytest.mark.parametrize("call", [
+    lambda h: h.open_partitions([("t", 0, {})]),
+    lambda h: h.open_partitions([PartitionSpec("t", -1, {})]),
+    lambda h: h.open_partitions([PartitionSpec("a/b", 0, {})]),
+    lambda h: h.open_partitions([PartitionSpec("t", 0, {"retention.ms": 5})]),
+    lambda h: h.open_partitions([PartitionSpec("t", 0, {}, initial_offset=-3)]),
+    lambda h: h.seal_partitions([("t", 0)]),
+    lambda h: h.delete_partitions("t"),
+    lambda h: h.alter_partitions([PartitionId("t", 0)], {"retention.ms": None}),
+    lambda h: h.set_partition_counts({"t": 0}),
+    lambda h: h.hand_over_groups("billing"),
+    lambda h: h.adopt_groups([("billing", {})]),
+    lambda h: h.shutdown(0),
+])
+def test_bad_arguments_are_refused_before_anything_reaches_the_shard(handle, call):
+    # When a call is made with arguments of the wrong type or range
+    with pytest.raises(ValueError):
+        call(handle)
+    # Then the shard was told nothing: it serves no partition and knows no counts
+    assert handle.actor._manifest.partitions == {}
+    assert handle.actor._manifest.partition_counts == {}
+
+
+def test_an_error_the_shard_raises_is_raised_as_it_is(handle):
+    # Given a partition the shard does not have
+    call = handle.partition_infos([PartitionId("t", 9)])
+    # Then its error comes back unchanged
+    with pytest.raises(UnavailableError, match="partition t-9 is not on shard-0"):
+        call.result()
+
+
+def test_a_dead_actor_is_unavailable_naming_the_shard_and_the_call(handle):
+    # Given a shard actor that died
+    handle.kill()
+    # When it is called, Then the error says which shard did not run which call
+    with pytest.raises(UnavailableError, match="shard-0 is down or restarting; group_names"):
+        handle.group_names().result()
+
+
+def test_an_unexpected_failure_is_an_internal_error_naming_the_shard_and_the_call():
+    call = PendingCall("shard-3", "stats", answered(error=KeyError("logs")))
+    with pytest.raises(InternalError, match="shard-3 failed in stats: KeyError"):
+        call.result()
+
+
+def test_an_error_ray_carries_from_the_shard_is_unwrapped():
+    # Given the error Ray reports for a BrokerError raised in the actor
+    cause = UnknownTopicError("unknown topic 'x'")
+    wrapped = ray.exceptions.RayTaskError("open_partitions", "traceback", cause).as_instanceof_cause()
+    # Then the caller gets the shard's own error
+    with pytest.raises(UnknownTopicError, match="unknown topic 'x'"):
+        PendingCall("shard-0", "open_partitions", answered(error=wrapped)).result()
+
+
+def test_a_call_not_answered_in_time_times_out_naming_the_shard_and_the_bound():
+    call = PendingCall("shard-1", "address", concurrent.futures.Future())
+    with pytest.raises(RequestTimedOutError, match="shard-1 did not answer address within 0.05 s"):
+        call.result(0.05)
+
+
+def test_wait_all_waits_once_for_all_calls_and_reports_each_outcome():
+    # Given one answered call, one failed and two that never answer
+    calls = {"a": PendingCall("a", "stats", answered({"ok": 1})),
+             "b": PendingCall("b", "stats", answered(error=ray.exceptions.ActorDiedError())),
+             "c": PendingCall("c", "stats", concurrent.futures.Future()),
+             "d": PendingCall("d", "stats", concurrent.futures.Future())}
+    # When they are waited for with a bound of 0.2 s
+    started = time.monotonic()
+    outcomes = wait_all(calls, 0.2)
+    # Then the bound held for all of them together, and each key has its outcome
+    assert time.monotonic() - started < 0.35
+    assert outcomes["a"] == {"ok": 1}
+    assert isinstance(outcomes["b"], UnavailableError)
+    assert isinstance(outcomes["c"], RequestTimedOutError)
+    assert isinstance(outcomes["d"], RequestTimedOutError)
+
+
+def test_wait_all_or_raise_returns_every_result_or_raises_the_first_error():
+    ok = {"a": PendingCall("a", "group_names", answered(["g"])),
+          "b": PendingCall("b", "group_names", answered([]))}
+    assert wait_all_or_raise(ok, 1) == {"a": ["g"], "b": []}
+    failing = {**ok, "c": PendingCall("c", "group_names", answered(error=UnknownTopicError("t")))}
+    with pytest.raises(UnknownTopicError):
+        wait_all_or_raise(failing, 1)

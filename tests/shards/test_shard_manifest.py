@@ -1,0 +1,71 @@
+"""ShardManifest: what a shard serves, on a real disk; a damaged file is refused by name."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from plinth.errors import CorruptDataError
+from plinth.shards.shard_calls import PartitionId, PartitionSpec
+from plinth.shards.shard_manifest import ShardManifest
+
+
+def test_a_manifest_saved_and_loaded_is_equal_and_readable_as_the_previous_format(tmp_path):
+    # Given a manifest with an open, a sealed and a moved-in partition
+    manifest = ShardManifest(partition_counts={"t": 3})
+    manifest.serve([PartitionSpec("t", 0, {"retention.ms": "1"}),
+                    PartitionSpec("t", 1, {}, 40, sealed=True),
+                    PartitionSpec("t", 2, {}, 7, producers=[[12, 0, 3, 5, 9]])])
+    # When it is saved and loaded
+    path = tmp_path / "manifest.json"
+    manifest.save(path)
+    # Then it is the same, and the file has the keys the previous version read
+    assert ShardManifest.load(path) == manifest
+    on_disk = json.loads(path.read_text())
+    assert on_disk["partitions"]["t/1"] == {"config": {}, "initial_offset": 40, "sealed": True,
+                                            "producers": None}
+    assert on_disk["partition_counts"] == {"t": 3}
+
+
+def test_sealing_and_altering_change_only_the_named_partitions():
+    # Given two open partitions
+    manifest = ShardManifest()
+    manifest.serve([PartitionSpec("t", 0, {}), PartitionSpec("t", 1, {})])
+    # When one is sealed and the other gets a new config
+    manifest.seal([PartitionId("t", 0)])
+    manifest.set_config([PartitionId("t", 1)], {"retention.ms": "5"})
+    # Then each changed as told, and nothing else
+    assert manifest.partitions == {PartitionId("t", 0): PartitionSpec("t", 0, {}, sealed=True),
+                                   PartitionId("t", 1): PartitionSpec("t", 1, {"retention.ms": "5"})}
+
+
+def test_changing_a_partition_the_manifest_does_not_hold_is_a_programmer_error():
+    with pytest.raises(AssertionError, match="t-3 is not in the manifest"):
+        ShardManifest().seal([PartitionId("t", 3)])
+
+
+def test_a_missing_file_is_an_empty_manifest(tmp_path):
+    assert ShardManifest.load(tmp_path / "manifest.json") == ShardManifest()
+
+
+@pytest.mark.parametrize("content,problem", [
+    ("{not json", "not a shard manifest"),
+    ('{"version": 2, "partitions": {}, "partition_counts": {}}', "version 2 is not 1"),
+    ('{"partitions": {"t-0": {"config": {}, "initial_offset": 0, "sealed": false}}, '
+     '"partition_counts": {}}', "not a shard manifest"),
+    ('{"partitions": {"t/0": {"config": {}, "initial_offset": -1, "sealed": false}}, '
+     '"partition_counts": {}}', "initial offset -1"),
+    ('{"partitions": {"t/0": {"config": {"a": 1}, "initial_offset": 0, "sealed": false}}, '
+     '"partition_counts": {}}', "config must map str to str"),
+    ('{"partitions": {}, "partition_counts": {"t": 0}}', "partition count of 't' is 0"),
+    ('{"partitions": {}}', "partition_counts"),
+])
+def test_a_damaged_manifest_is_refused_with_its_path_and_the_problem(tmp_path, content, problem):
+    # Given a manifest file that is not one
+    path = tmp_path / "manifest.json"
+    path.write_text(content)
+    # When it is loaded, Then the error names the file and what is wrong
+    with pytest.raises(CorruptDataError) as raised:
+        ShardManifest.load(path)
+    assert str(path) in str(raised.value) and problem in str(raised.value)
