@@ -170,11 +170,6 @@ SEGMENT_FIND_CHUNK_BYTES_MAX = 64 * KiB
 # batch, far under BATCH_RECORDS_MAX.
 OFFSETS_REPLAY_READ_BYTES = 8 * MiB
 OFFSETS_COMPACT_BATCH_RECORDS_MAX = 10_000
-# (Checked here rather than in _check_relations, to keep this section's edits in it.)
-if not (PARKED_FETCHES_MAX < PARKED_HEAP_ENTRIES_MAX
-        and OFFSETS_COMPACT_BATCH_RECORDS_MAX <= BATCH_RECORDS_MAX):
-    raise AssertionError("shard loop limits: the parked heap must hold every parked fetch, "
-                         "and a compaction batch must be a valid batch")
 
 # --- Controller and shard actors (control/, shards/actor.py) -----------------
 # How long ``plinth serve`` waits for the controller to start every shard, open
@@ -202,22 +197,44 @@ RAY_TEMP_DIR_BYTES_MAX = 36
 SHARD_NODE_RESOURCE_SHARE = 0.001
 
 
-def _check_relations() -> None:
-    assert HEADER_BYTES_MAX < FRAME_BYTES_MAX
-    assert BATCH_BYTES_MAX < FRAME_BYTES_MAX
-    assert PRODUCER_BATCH_BYTES_DEFAULT <= BATCH_BYTES_MAX
-    assert FETCH_BYTES_DEFAULT <= FETCH_BYTES_MAX < FRAME_BYTES_MAX
-    # A client that reads always gets a whole maximal fetch through.
-    assert FETCH_BYTES_MAX <= CLIENT_REPLY_BYTES_UNSENT_MAX <= ROUTER_REPLY_BYTES_UNSENT_MAX
-    # One whole entry is always returned by a fetch, so it must fit a frame.
-    assert BATCH_BYTES_MAX + 48 <= FRAME_BYTES_MAX
-    assert SEGMENT_BYTES_MIN <= SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX < 2**32
-    assert BATCH_BYTES_MAX < SEGMENT_BYTES_MAX
-    assert FETCH_WAIT_MS_DEFAULT <= FETCH_WAIT_MS_MAX
-    assert PRODUCER_REQUESTS_IN_FLIGHT_MAX <= CLIENT_REQUESTS_IN_FLIGHT_MAX <= SOCKET_MESSAGES_HWM
-    assert SESSION_TIMEOUT_MS_MIN <= SESSION_TIMEOUT_MS_DEFAULT <= SESSION_TIMEOUT_MS_MAX
-    # A member must get several heartbeats in per session timeout.
-    assert HEARTBEAT_INTERVAL_MS_MAX * 3 <= SESSION_TIMEOUT_MS_DEFAULT
+def _relations() -> list[tuple[str, bool]]:
+    """Every relation between the limits above that the code relies on, with why."""
+    return [
+        ("a header fits a frame", HEADER_BYTES_MAX < FRAME_BYTES_MAX),
+        ("a batch fits a frame", BATCH_BYTES_MAX < FRAME_BYTES_MAX),
+        ("the producer's default batch is a valid batch",
+         PRODUCER_BATCH_BYTES_DEFAULT <= BATCH_BYTES_MAX),
+        ("a maximal fetch fits a frame", FETCH_BYTES_DEFAULT <= FETCH_BYTES_MAX < FRAME_BYTES_MAX),
+        ("a client that reads always gets a whole maximal fetch through",
+         FETCH_BYTES_MAX <= CLIENT_REPLY_BYTES_UNSENT_MAX <= ROUTER_REPLY_BYTES_UNSENT_MAX),
+        ("one whole entry (48-byte header + batch), always returned by a fetch, fits a frame",
+         BATCH_BYTES_MAX + 48 <= FRAME_BYTES_MAX),
+        ("segment positions fit the offset index's UInt32",
+         SEGMENT_BYTES_MIN <= SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX < 2**32),
+        ("a batch fits a segment", BATCH_BYTES_MAX < SEGMENT_BYTES_MAX),
+        ("the default fetch wait is allowed", FETCH_WAIT_MS_DEFAULT <= FETCH_WAIT_MS_MAX),
+        ("a producer's requests in flight fit the router's per-client bound and the socket",
+         PRODUCER_REQUESTS_IN_FLIGHT_MAX <= CLIENT_REQUESTS_IN_FLIGHT_MAX <= SOCKET_MESSAGES_HWM),
+        ("the default session timeout is allowed",
+         SESSION_TIMEOUT_MS_MIN <= SESSION_TIMEOUT_MS_DEFAULT <= SESSION_TIMEOUT_MS_MAX),
+        ("a member gets several heartbeats in per default session timeout",
+         HEARTBEAT_INTERVAL_MS_MAX * 3 <= SESSION_TIMEOUT_MS_DEFAULT),
+        ("the parked fetches' deadline heap holds every parked fetch",
+         PARKED_FETCHES_MAX < PARKED_HEAP_ENTRIES_MAX),
+        ("a compaction batch of the offsets log is a valid batch",
+         OFFSETS_COMPACT_BATCH_RECORDS_MAX <= BATCH_RECORDS_MAX),
+        ("any number of shards fit one node's pin resource",
+         SHARD_NODE_RESOURCE_SHARE * SHARDS_MAX <= 1),
+        ("the server waits longer for a start than a shard's start and one control call",
+         SHARD_START_WAIT_S + CONTROL_CALL_TIMEOUT_S <= CONTROLLER_START_WAIT_S),
+    ]
 
 
-_check_relations()
+def check_relations() -> None:
+    """Raise AssertionError naming every relation a bad edit broke (at import; any process)."""
+    broken = [what for what, holds in _relations() if not holds]
+    if broken:
+        raise AssertionError("plinth/limits.py: broken relations: " + "; ".join(broken))
+
+
+check_relations()

@@ -304,7 +304,7 @@ def encode_metadata(request_id: int, topics: list[str]) -> bytes:
 def encode_create_topic(request_id: int, name: str, partitions: int,
                         config: dict[str, str], kind: str = "createTopic") -> bytes:
     """createTopic, or alterTopic (partitions ignored)."""
-    assert kind in ("createTopic", "alterTopic"), kind
+    _check_kind(kind, ("createTopic", "alterTopic"))
     msg = protocol.Request.new_message(requestId=request_id)
     body = msg.init(kind)
     body.name, body.partitions = name, partitions
@@ -314,10 +314,16 @@ def encode_create_topic(request_id: int, name: str, partitions: int,
 
 def encode_topic_request(request_id: int, kind: str, name: str) -> bytes:
     """deleteTopic or describeTopic."""
-    assert kind in ("deleteTopic", "describeTopic"), kind
+    _check_kind(kind, ("deleteTopic", "describeTopic"))
     msg = protocol.Request.new_message(requestId=request_id)
     msg.init(kind).name = name
     return msg.to_bytes()
+
+
+def _check_kind(kind: str, kinds: tuple[str, ...]) -> None:
+    """A programmer error if an encoder is asked for a kind it does not write."""
+    if kind not in kinds:
+        raise AssertionError(f"request kind {kind!r} is not one of {kinds}")
 
 
 def encode_list_topics(request_id: int) -> bytes:
@@ -348,7 +354,7 @@ def encode_group_heartbeat(request_id: int, group: str, member_id: str, member_e
 def encode_commit_offsets(request_id: int, kind: str, group: str, member_id: str,
                           member_epoch: int, offsets: dict[tuple[str, int], int]) -> bytes:
     """commitOffsets, or resetOffsets (member id empty)."""
-    assert kind in ("commitOffsets", "resetOffsets"), kind
+    _check_kind(kind, ("commitOffsets", "resetOffsets"))
     msg = protocol.Request.new_message(requestId=request_id)
     body = msg.init(kind)
     body.group, body.memberId, body.memberEpoch = group, member_id, member_epoch
@@ -358,7 +364,7 @@ def encode_commit_offsets(request_id: int, kind: str, group: str, member_id: str
 
 def encode_group_request(request_id: int, kind: str, group: str) -> bytes:
     """fetchOffsets or describeGroup."""
-    assert kind in ("fetchOffsets", "describeGroup"), kind
+    _check_kind(kind, ("fetchOffsets", "describeGroup"))
     msg = protocol.Request.new_message(requestId=request_id)
     msg.init(kind).group = group
     return msg.to_bytes()
