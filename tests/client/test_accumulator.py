@@ -12,12 +12,14 @@ import weakref
 
 import pytest
 
-from plinth.client._producer import RECORD_OVERHEAD_BYTES, Appender, FutureBase, RecordColumns
-from plinth.client.accumulator import RecordAccumulator
+from plinth import limits
+from plinth.client._producer import Appender, FutureBase
+from plinth.client.accumulator import RECORD_BYTES_MAX, RecordAccumulator
 from plinth.client.futures import BatchResult, RecordFuture
 from plinth.client.partitioner import partition_for_key
-from plinth.format.record_batch import decode_records
-from plinth.errors import PlinthTimeoutError, RecordTooLargeError
+from plinth.errors import PartitionOutOfRangeError, PlinthTimeoutError, RecordTooLargeError
+from plinth.format.record_batch import (RECORD_OVERHEAD_BYTES, RecordColumns, checked_headers,
+                                        decode_records)
 
 T0_MS = 1_700_000_000_000
 VALUE = b"v" * 100
@@ -36,16 +38,23 @@ def accumulator(*, batch_bytes_max=1 << 20, buffer_bytes_max=1 << 26, max_block_
 
 def send(acc, topic="t", value=VALUE, key=None, partition=None, timestamp_ms=T0_MS,
          headers=None):
-    """What Producer.send does, once its arguments are checked."""
+    """What Producer.send does: the fast path, else its arguments made plain and the
+    slow path."""
     if headers is None:
         future = acc.append_fast(topic, value, key, partition, timestamp_ms)
         if future is not None:
             return future
-    if partition is None and key is not None:
-        partition = partition_for_key(bytes(key), 4)
     if timestamp_ms is None:
         timestamp_ms = time.time_ns() // 1_000_000
-    return acc.append(topic, partition, key, value, timestamp_ms, headers)
+    entries, headers_bytes = checked_headers(headers or [])
+    return acc.append(topic, partition, None if key is None else bytes(key),
+                      None if value is None else bytes(value), timestamp_ms, entries,
+                      headers_bytes)
+
+
+def open_batches(acc) -> dict:
+    """(topic, partition) -> record count of each open batch."""
+    return {key: batch.builder.record_count for key, batch in acc._open.items()}
 
 
 def drain_all(acc):
@@ -271,30 +280,47 @@ def test_a_future_resolves_to_its_records_offset():
     assert future.get(0).offset == 103 and future.batch is batch
 
 
+APPENDER_LIMITS = dict(batch_bytes_max=1000, buffer_bytes_max=10_000, record_bytes_max=1000,
+                       records_max=100, partitions_max=8)
+
+
 def test_the_appender_checks_its_arguments():
     with pytest.raises(TypeError):
-        Appender(future_type=BatchResult, batch_bytes_max=1, buffer_bytes_max=1,
-                 record_bytes_max=1)
-    appender = Appender(future_type=RecordFuture, batch_bytes_max=1000, buffer_bytes_max=10_000,
-                        record_bytes_max=1000)
+        Appender(future_type=BatchResult, **APPENDER_LIMITS)
+    with pytest.raises(ValueError):
+        Appender(future_type=RecordFuture, **{**APPENDER_LIMITS, "records_max": 0})
+    appender = Appender(future_type=RecordFuture, **APPENDER_LIMITS)
     appender.add_topic("t", 2, 0)
-    appender.open_batch("t", 0, RecordColumns(), BatchResult("t", 0))
-    with pytest.raises(RuntimeError, match="already has an open batch"):
-        appender.open_batch("t", 0, RecordColumns(), BatchResult("t", 0))
-    with pytest.raises(IndexError):
-        appender.open_batch("t", 2, RecordColumns(), BatchResult("t", 2))
+    full = RecordColumns()
+    full.append(b"k", b"v", T0_MS)
+    with pytest.raises(ValueError, match="empty RecordColumns"):
+        appender.add("t", 0, None, VALUE, T0_MS, 0, full, BatchResult("t", 0))
+    with pytest.raises(KeyError):
+        appender.add("other", 0, None, VALUE, T0_MS, 0, None, None)
+    with pytest.raises(TypeError):
+        appender.add("t", 0, "text", VALUE, T0_MS, 0, None, None)
+    with pytest.raises(OverflowError):
+        appender.add("t", 0, None, VALUE, 2**63, 0, None, None)
     with pytest.raises(KeyError):
         appender.close_batch("other", 0)
+    with pytest.raises(IndexError):
+        appender.close_batch("t", 2)
     with pytest.raises(ValueError):
         appender.add_topic("u", 0, 0)
+    with pytest.raises(ValueError, match="must be 1 to 8"):
+        appender.add_topic("u", 9, 0)
     with pytest.raises(TypeError):
         appender.append("t", VALUE)
+    with pytest.raises(AssertionError):
+        appender.release(1)     # more than is buffered
+    # And a batch opened through add() takes fast appends
+    assert appender.add("t", 0, None, VALUE, T0_MS, 0, RecordColumns(), BatchResult("t", 0))[3] == 0
     assert isinstance(appender.append("t", VALUE, None, 0, T0_MS), FutureBase)
 
 
 def test_encoding_empty_columns_is_refused():
-    with pytest.raises(ValueError):
-        RecordColumns().encode(-1, -1)
+    with pytest.raises(ValueError, match="recordCount 0"):
+        RecordColumns().encode(-1, -1, limits.BATCH_RECORDS_MAX)
 
 
 def test_a_new_batch_reusing_the_columns_of_an_acknowledged_one_holds_only_its_own_records():
