@@ -88,7 +88,10 @@ class Sender:
 
     def close(self, timeout_s: float | None) -> None:
         """Stop after sending what is pending, waiting up to ``timeout_s``; then fail
-        whatever is left with ClosedError."""
+        whatever is left with ClosedError. The thread that started the sender (the
+        producer's close); a second call does nothing."""
+        if self._closing:
+            return
         self._closing = True
         self.wake()
         self._thread.join(timeout_s)
@@ -198,15 +201,14 @@ class Sender:
             self.accumulator.complete(batch, None, error)
 
     def _encode(self, batch: OpenBatch) -> bytes:
-        """The batch as a RecordBatch; the partition's sequence moves on only once it
-        is encoded, so a batch that cannot be leaves no gap behind."""
+        """The batch as a RecordBatch. If it cannot be encoded, it fails (_not_sent),
+        which also takes a new producer id: the sequence taken here leaves no gap."""
         if not self.idempotent:
             return batch.builder.build()
         tp = (batch.topic, batch.partition)
         base_sequence = self._next_sequence.get(tp, 0)
-        encoded = batch.builder.build(producer_id=self.producer_id, base_sequence=base_sequence)
         self._next_sequence[tp] = (base_sequence + batch.builder.record_count) % _SEQUENCE_MODULUS
-        return encoded
+        return batch.builder.build(producer_id=self.producer_id, base_sequence=base_sequence)
 
     # --- Outcomes ------------------------------------------------------------------
 
