@@ -5,7 +5,7 @@ tests/e2e/test_producer_e2e.py (a real one). ``calls(topics)`` is a hypothesis
 strategy of call lists that interleave good sends (every form the API allows),
 bad ones (wrong types for each argument, oversized records, unknown partitions
 and topics, bad headers, unknown arguments), flushes, and optionally a close
-followed by more calls. ``run`` makes the calls, checking each bad one raises
+followed by more calls; ``calls_with_every_bad_call`` has each bad call once. ``run`` makes the calls, checking each bad one raises
 what it should; ``check_stored`` then checks that every good send's future
 resolved to the offset where its record is stored, and nothing else was stored.
 """
@@ -147,6 +147,28 @@ def calls(topics: dict[str, int], size_max: int = 40):
                      st.lists(good_call(topics) | st.sampled_from(bad_calls(topics)),
                               max_size=3)).map(
         lambda parts: parts[0] + ([Close()] + parts[2] if parts[1] else []))
+
+
+def calls_with_every_bad_call(topics: dict[str, int]):
+    """Every bad call once, shuffled, each after a few good sends or a flush; for a
+    test that can afford only a handful of examples (a real broker)."""
+    bad = st.permutations(bad_calls(topics))
+    goods = st.lists(st.lists(good_call(topics) | st.just(Flush()), max_size=3),
+                     min_size=len(bad_calls(topics)), max_size=len(bad_calls(topics)))
+    return st.tuples(bad, goods, st.lists(good_call(topics), min_size=1, max_size=5)).map(
+        lambda parts: [step for before, call in zip(parts[1], parts[0])
+                       for step in (*before, call)] + parts[2])
+
+
+def renamed(steps: list, names: dict[str, str]) -> list:
+    """``steps`` with each topic name in ``names`` replaced (fresh topics per example)."""
+    def rename(call: Call) -> Call:
+        topic = call.args[0] if call.args else None
+        if not isinstance(topic, str) or topic not in names:
+            return call
+        return Call((names[topic], *call.args[1:]), call.kwargs, call.refused_with, call.label)
+
+    return [rename(step) if isinstance(step, Call) else step for step in steps]
 
 
 # --- Running them, and checking what was stored ------------------------------------------
