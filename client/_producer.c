@@ -210,10 +210,12 @@ static int batch_verdict(const Appender *self, const Slot *slot, long long size,
     }
     long long count = slot->columns->count;
     long long bytes = slot->accounted_bytes + size;
-    if (count > 0 && (bytes > self->batch_bytes_max || count + 1 > self->records_max ||
+    if (count > 0 && (bytes > self->batch_bytes_max ||
                       !record_columns_span_fits(slot->columns, timestamp_ms))) {
         return BATCH_FULL;
     }
+    /* Full with this record: by its bytes, or at records_max records (never more:
+     * a full batch is sealed at once). */
     return bytes >= self->batch_bytes_max || count + 1 >= self->records_max ? FITS_AND_FILLS
                                                                             : FITS;
 }
