@@ -465,6 +465,10 @@ static int slow_record(PyObject *const *args, Record *r) {
     if (r->headers_bytes == -1 && PyErr_Occurred()) {
         return -1;
     }
+    if (r->headers_bytes < 0) {
+        PyErr_Format(PyExc_ValueError, "add(): headers_bytes %lld is negative", r->headers_bytes);
+        return -1;
+    }
     return 0;
 }
 

@@ -78,15 +78,15 @@ class Producer(ProducerBase):
             raise ValueError(f"batch_bytes_max={batch_bytes_max} must be 1..{limits.BATCH_BYTES_MAX}")
         if linger_ms < 0:
             raise ValueError(f"linger_ms={linger_ms} must be >= 0")
+        if delivery_timeout_ms < request_timeout_ms:
+            raise ValueError(f"delivery_timeout_ms={delivery_timeout_ms} must be at least "
+                             f"request_timeout_ms={request_timeout_ms}")
         self._key_serializer = key_serializer
         self._value_serializer = value_serializer
         address = broker_address(broker, curve_key_file, curve_server_key_file)
         self._admin = Admin(broker=address, request_timeout_ms=request_timeout_ms)
         self._admin_lock = threading.Lock()
         self._partition_counts: dict[str, int] = {}
-        if delivery_timeout_ms < request_timeout_ms:
-            raise ValueError(f"delivery_timeout_ms={delivery_timeout_ms} must be at least "
-                             f"request_timeout_ms={request_timeout_ms}")
         self._sender = Sender(
             address, acks, request_timeout_ms=request_timeout_ms,
             in_flight_max=max_in_flight_requests_per_connection, idempotent=enable_idempotence,

@@ -416,29 +416,20 @@ static int get_blob(PyObject *obj, const char *what, Py_buffer *view, Py_ssize_t
     return 0;
 }
 
-static int check_arg_count(const char *name, Py_ssize_t nargs, Py_ssize_t expected) {
-    if (nargs != expected) {
-        PyErr_Format(PyExc_TypeError, "%s() takes %zd positional arguments (%zd given)", name,
-                     expected, nargs);
-        return 0;
-    }
-    return 1;
-}
-
-static PyObject *columns_append(Columns *c, PyObject *const *args, Py_ssize_t nargs) {
-    if (!check_arg_count("append", nargs, 3)) {
-        return NULL;
-    }
-    long long timestamp_ms = PyLong_AsLongLong(args[2]);
-    if (timestamp_ms == -1 && PyErr_Occurred()) {
+/* append(key, value, timestamp_ms): for BatchBuilder.append. (The producer's
+ * records come through RecordColumnsAPI instead, without a Python call.) */
+static PyObject *columns_append(Columns *c, PyObject *args) {
+    PyObject *key_obj, *value_obj;
+    long long timestamp_ms;
+    if (!PyArg_ParseTuple(args, "OOL:append", &key_obj, &value_obj, &timestamp_ms)) {
         return NULL;
     }
     Py_buffer key = {0}, value = {0};
     Py_ssize_t key_length, value_length;
-    if (get_blob(args[0], "key", &key, &key_length) < 0) {
+    if (get_blob(key_obj, "key", &key, &key_length) < 0) {
         return NULL;
     }
-    if (get_blob(args[1], "value", &value, &value_length) < 0) {
+    if (get_blob(value_obj, "value", &value, &value_length) < 0) {
         if (key_length >= 0) {
             PyBuffer_Release(&key);
         }
@@ -534,20 +525,10 @@ static void encode_blobs(unsigned char *segment, const Columns *c,
 /* encode(producer_id, base_sequence, records_max) -> bytes. Refuses (ValueError, the
  * rule's message) columns that break a rule on the fields: the batch it writes
  * has only to pass the column rules, which it keeps by construction. */
-static PyObject *columns_encode(Columns *c, PyObject *const *args, Py_ssize_t nargs) {
-    if (!check_arg_count("encode", nargs, 3)) {
-        return NULL;
-    }
-    long long producer_id = PyLong_AsLongLong(args[0]);
-    if (producer_id == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    long long base_sequence = PyLong_AsLongLong(args[1]);
-    if (base_sequence == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    unsigned long long records_max = PyLong_AsUnsignedLongLong(args[2]);
-    if (records_max == (unsigned long long)-1 && PyErr_Occurred()) {
+static PyObject *columns_encode(Columns *c, PyObject *args) {
+    long long producer_id, base_sequence;
+    unsigned long long records_max;
+    if (!PyArg_ParseTuple(args, "LLK:encode", &producer_id, &base_sequence, &records_max)) {
         return NULL;
     }
     if (base_sequence < INT32_MIN || base_sequence > INT32_MAX) {
@@ -596,9 +577,9 @@ static PyObject *columns_clear(Columns *c, PyObject *unused) {
 static PyMethodDef columns_methods[] = {
     {"clear", (PyCFunction)columns_clear, METH_NOARGS,
      "clear(): no records, keeping the buffers for the next batch."},
-    {"append", (PyCFunction)(void (*)(void))columns_append, METH_FASTCALL,
+    {"append", (PyCFunction)columns_append, METH_VARARGS,
      "append(key, value, timestamp_ms) -> index: one record; key and value bytes-like or None."},
-    {"encode", (PyCFunction)(void (*)(void))columns_encode, METH_FASTCALL,
+    {"encode", (PyCFunction)columns_encode, METH_VARARGS,
      "encode(producer_id, base_sequence, records_max) -> bytes: the records as a RecordBatch\n"
      "without headers. ValueError (the rule's message) if the fields break a rule."},
     {NULL, NULL, 0, NULL},
