@@ -91,7 +91,7 @@ def test_a_keyed_record_goes_to_the_partition_of_kafkas_partitioner_on_both_path
 
 
 def test_a_batch_never_exceeds_batch_bytes_max_and_is_sealed_when_the_next_record_does_not_fit():
-    # Given batches of at most 1,000 accounted bytes (8 records of 116)
+    # Given batches of at most 1,000 counted bytes (8 records of 112)
     acc = accumulator(batch_bytes_max=1000)
     # When 20 records go to one partition
     futures = [send(acc, partition=0) for _ in range(20)]
