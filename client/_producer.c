@@ -1,46 +1,41 @@
-/* The producer's per-record path in C: record columns, record futures and the
- * fast append. Imported by format/record_batch.py, client/futures.py and
- * client/accumulator.py; required (setup.py builds it at install).
+/* The producer's per-record path in C: record futures, the open batches and the
+ * one function that decides where a record goes. Imported by client/futures.py,
+ * client/accumulator.py and client/producer.py; required (setup.py builds it).
  *
- * RecordColumns   the records of one batch, column by column, in growable C
- *                 buffers (no Python object per record), and their encoding
- *                 as a RecordBatch message without headers (encode()).
  * FutureBase      the storage of RecordFuture (client/futures.py): the batch's
  *                 BatchResult and the record's index.
- * Appender        the open batch (columns, result) of each topic and partition,
- *                 and append(): partition choice (explicit, Kafka's murmur2 of
- *                 the key, or the sticky partition) and one record appended to
- *                 an open batch that has room, returning its future; or None,
- *                 changing nothing, when the record needs the accumulator's slow
- *                 path (no open batch, the batch would fill or its timestamps
- *                 would span more than a UInt32 of ms, the buffer is full, a
- *                 topic not yet registered, an argument not of the plain type).
+ * Appender        the open batch of each topic and partition (its RecordColumns,
+ *                 BatchResult and accounted bytes), the buffer's accounted bytes,
+ *                 and place_record(): which partition (explicit, Kafka's murmur2
+ *                 of the key, or the topic's sticky partition), and whether the
+ *                 record fits (record_bytes_max, buffer_memory, batch_bytes_max,
+ *                 records per batch, the UInt32 timestamp span). Both paths ask it:
+ *                 append() (the fast path) takes a record only when it fits an open
+ *                 batch that stays open, and returns None, changing nothing,
+ *                 otherwise; add() (the accumulator's slow path) returns the
+ *                 verdict, and appends when the record fits.
  * ProducerBase    the base of Producer: send() parses the common call and
  *                 appends with the Appender in one C call; anything else goes
  *                 to Producer._send, in Python, with the same arguments.
+ *
+ * Accounting. A record counts as the bytes it adds to its encoded batch: its key,
+ * value and headers, and RECORD_OVERHEAD_BYTES (format/record_batch_layout.h).
+ * commit_record() adds them to the batch and to the buffer, the one place that
+ * does; close_batch() returns the batch's count, and release() gives it back to
+ * the buffer when the batch is acknowledged or failed.
+ *
+ * The records themselves go into RecordColumns, which plinth.format._record_batch
+ * owns (it also encodes them); this extension reaches its C functions through the
+ * PyCapsule declared in format/record_columns_api.h.
  *
  * Threads and the GIL. Every function here keeps the GIL and, from the moment it
  * reads shared state to its last change of it, calls nothing that can run Python
  * code or release the GIL (no Python callbacks; the future, a GC-tracked object
  * whose allocation may start a collection, is allocated before), so each call is
  * atomic with respect to other Python threads. The accumulator relies on that:
- * append() takes no lock. Keeping the GIL is also the fast choice: releasing it
- * per call would make each send wait for the sender thread.
- *
- * RecordBatch encoding (schemas/record_batch.capnp, one Cap'n Proto segment, laid
- * out as pycapnp lays out RecordBatch.new_message(...) with the columns set in
- * schema order, so the bytes are identical):
- *
- *   word 0      segment table: UInt32 0 (one segment), UInt32 segment size in words
- *   segment word 0      root pointer: struct at offset 0, 4 data words, 6 pointers
- *   segment words 1-4   data: recordCount UInt32, baseSequence Int32 XOR -1 (its
- *                       default), baseTimestampMs Int64, maxTimestampMs Int64,
- *                       producerId Int64 XOR -1 (its default)
- *   segment words 5-10  pointers: timestampDeltasMs, keyLengths, keys,
- *                       valueLengths, values (byte lists), headers (null here)
- *   then the five Data blobs in that order, each padded with zeros to a word.
- *
- * All integers little-endian.
+ * append() takes no lock, and add() decides and appends in one call. Keeping the
+ * GIL is also the fast choice: releasing it per call would make each send wait
+ * for the sender thread.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -49,38 +44,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "record_columns_api.h"
 #include "kafka_murmur2.h"
 
-/* What one record counts against batch_bytes_max and buffer_memory, besides its
- * key and value: its lengths and timestamp in the columns (client/accumulator.py). */
-#define RECORD_OVERHEAD_BYTES 16
-#define NULL_LENGTH (-1)
-#define WORD_BYTES 8
-#define ROOT_DATA_WORDS 4
-#define ROOT_POINTER_WORDS 6
-#define DATA_POINTERS 5
-/* A Cap'n Proto list pointer holds an element count of 29 bits. */
-#define BLOB_BYTES_MAX ((Py_ssize_t)((1u << 29) - 1))
-#define COLUMNS_RECORDS_INITIAL 64
-#define COLUMNS_BLOB_BYTES_INITIAL 4096
-
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-#define PLINTH_LITTLE_ENDIAN 1
-#else
-#define PLINTH_LITTLE_ENDIAN 0
-#endif
-
-static void put_le32(unsigned char *out, uint32_t v) {
-    out[0] = (unsigned char)v;
-    out[1] = (unsigned char)(v >> 8);
-    out[2] = (unsigned char)(v >> 16);
-    out[3] = (unsigned char)(v >> 24);
-}
-
-static void put_le64(unsigned char *out, uint64_t v) {
-    put_le32(out, (uint32_t)v);
-    put_le32(out + 4, (uint32_t)(v >> 32));
-}
+typedef RecordColumnsObject Columns;
 
 static int check_arg_count(const char *name, Py_ssize_t nargs, Py_ssize_t expected) {
     if (nargs != expected) {
@@ -90,351 +57,6 @@ static int check_arg_count(const char *name, Py_ssize_t nargs, Py_ssize_t expect
     }
     return 1;
 }
-
-/* ---- RecordColumns -------------------------------------------------------- */
-
-typedef struct {
-    PyObject_HEAD
-    Py_ssize_t count;               /* records */
-    Py_ssize_t capacity;            /* records the three arrays hold */
-    int32_t *key_lengths;           /* -1: null key */
-    int32_t *value_lengths;         /* -1: null value */
-    int64_t *timestamps_ms;
-    unsigned char *keys;            /* the non-null keys, concatenated */
-    Py_ssize_t keys_bytes, keys_capacity;
-    unsigned char *values;          /* the non-null values, concatenated */
-    Py_ssize_t values_bytes, values_capacity;
-    int64_t timestamp_min_ms, timestamp_max_ms;
-    /* Sum over records of RECORD_OVERHEAD_BYTES + key and value lengths. */
-    Py_ssize_t accounted_bytes;
-} Columns;
-
-static PyTypeObject ColumnsType;
-
-static int grow_blob(unsigned char **blob, Py_ssize_t *capacity, Py_ssize_t needed) {
-    if (needed <= *capacity) {
-        return 0;
-    }
-    if (needed > BLOB_BYTES_MAX) {
-        PyErr_Format(PyExc_OverflowError, "record batch blob of %zd bytes is over %zd",
-                     needed, BLOB_BYTES_MAX);
-        return -1;
-    }
-    Py_ssize_t grown = *capacity ? *capacity : COLUMNS_BLOB_BYTES_INITIAL;
-    while (grown < needed) {
-        grown *= 2;
-    }
-    unsigned char *bigger = PyMem_RawRealloc(*blob, (size_t)grown);
-    if (bigger == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    *blob = bigger;
-    *capacity = grown;
-    return 0;
-}
-
-static int grow_records(Columns *c) {
-    if (c->count < c->capacity) {
-        return 0;
-    }
-    Py_ssize_t grown = c->capacity ? c->capacity * 2 : COLUMNS_RECORDS_INITIAL;
-    /* Each realloc that succeeds keeps its (bigger) buffer; capacity moves only
-     * when all three have grown, so a failure leaves the columns consistent. */
-    int32_t *k = PyMem_RawRealloc(c->key_lengths, (size_t)grown * sizeof(int32_t));
-    if (k != NULL) {
-        c->key_lengths = k;
-    }
-    int32_t *v = PyMem_RawRealloc(c->value_lengths, (size_t)grown * sizeof(int32_t));
-    if (v != NULL) {
-        c->value_lengths = v;
-    }
-    int64_t *t = PyMem_RawRealloc(c->timestamps_ms, (size_t)grown * sizeof(int64_t));
-    if (t != NULL) {
-        c->timestamps_ms = t;
-    }
-    if (k == NULL || v == NULL || t == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    c->capacity = grown;
-    return 0;
-}
-
-/* Make room for one more record; changes no record. -1 with an exception set. */
-static int columns_reserve(Columns *c, Py_ssize_t key_length, Py_ssize_t value_length) {
-    if (grow_records(c) < 0) {
-        return -1;
-    }
-    if (key_length > 0 && grow_blob(&c->keys, &c->keys_capacity, c->keys_bytes + key_length) < 0) {
-        return -1;
-    }
-    if (value_length > 0 &&
-        grow_blob(&c->values, &c->values_capacity, c->values_bytes + value_length) < 0) {
-        return -1;
-    }
-    return 0;
-}
-
-/* Append one record after columns_reserve succeeded; returns its index. Lengths
- * are -1 for null. Cannot fail. */
-static Py_ssize_t columns_commit(Columns *c, const void *key, Py_ssize_t key_length,
-                                 const void *value, Py_ssize_t value_length, int64_t timestamp_ms) {
-    Py_ssize_t index = c->count;
-    c->key_lengths[index] = (int32_t)key_length;
-    c->value_lengths[index] = (int32_t)value_length;
-    c->timestamps_ms[index] = timestamp_ms;
-    if (key_length > 0) {
-        memcpy(c->keys + c->keys_bytes, key, (size_t)key_length);
-        c->keys_bytes += key_length;
-    }
-    if (value_length > 0) {
-        memcpy(c->values + c->values_bytes, value, (size_t)value_length);
-        c->values_bytes += value_length;
-    }
-    if (index == 0 || timestamp_ms < c->timestamp_min_ms) {
-        c->timestamp_min_ms = timestamp_ms;
-    }
-    if (index == 0 || timestamp_ms > c->timestamp_max_ms) {
-        c->timestamp_max_ms = timestamp_ms;
-    }
-    c->accounted_bytes += RECORD_OVERHEAD_BYTES + (key_length > 0 ? key_length : 0) +
-                          (value_length > 0 ? value_length : 0);
-    c->count = index + 1;
-    return index;
-}
-
-/* Whether the batch's timestamps, with timestamp_ms, still span at most a UInt32
- * of ms (the timestampDeltasMs column). */
-static int columns_span_fits(const Columns *c, int64_t timestamp_ms) {
-    if (c->count == 0) {
-        return 1;
-    }
-    int64_t low = timestamp_ms < c->timestamp_min_ms ? timestamp_ms : c->timestamp_min_ms;
-    int64_t high = timestamp_ms > c->timestamp_max_ms ? timestamp_ms : c->timestamp_max_ms;
-    return (uint64_t)high - (uint64_t)low <= UINT32_MAX;
-}
-
-static PyObject *columns_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    if (PyTuple_GET_SIZE(args) != 0 || (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0)) {
-        PyErr_SetString(PyExc_TypeError, "RecordColumns() takes no arguments");
-        return NULL;
-    }
-    return type->tp_alloc(type, 0);   /* zeroed: no records, no buffers */
-}
-
-static void columns_dealloc(Columns *c) {
-    PyMem_RawFree(c->key_lengths);
-    PyMem_RawFree(c->value_lengths);
-    PyMem_RawFree(c->timestamps_ms);
-    PyMem_RawFree(c->keys);
-    PyMem_RawFree(c->values);
-    Py_TYPE(c)->tp_free((PyObject *)c);
-}
-
-/* A key or value argument: None (length -1) or a C-contiguous bytes-like object. */
-static int get_blob(PyObject *obj, const char *what, Py_buffer *view, Py_ssize_t *length) {
-    if (obj == Py_None) {
-        *length = NULL_LENGTH;
-        return 0;
-    }
-    if (PyObject_GetBuffer(obj, view, PyBUF_SIMPLE) < 0) {
-        PyErr_Clear();
-        PyErr_Format(PyExc_TypeError, "%s must be bytes-like or None, got %.100s", what,
-                     Py_TYPE(obj)->tp_name);
-        return -1;
-    }
-    if (view->len > INT32_MAX) {
-        PyBuffer_Release(view);
-        PyErr_Format(PyExc_OverflowError, "%s of %zd bytes is too long for a record batch", what,
-                     view->len);
-        return -1;
-    }
-    *length = view->len;
-    return 0;
-}
-
-static PyObject *columns_append(Columns *c, PyObject *const *args, Py_ssize_t nargs) {
-    if (!check_arg_count("append", nargs, 3)) {
-        return NULL;
-    }
-    long long timestamp_ms = PyLong_AsLongLong(args[2]);
-    if (timestamp_ms == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    Py_buffer key = {0}, value = {0};
-    Py_ssize_t key_length, value_length;
-    if (get_blob(args[0], "key", &key, &key_length) < 0) {
-        return NULL;
-    }
-    if (get_blob(args[1], "value", &value, &value_length) < 0) {
-        if (key_length >= 0) {
-            PyBuffer_Release(&key);
-        }
-        return NULL;
-    }
-    PyObject *index = NULL;
-    if (columns_reserve(c, key_length, value_length) == 0) {
-        index = PyLong_FromSsize_t(columns_commit(c, key.buf, key_length, value.buf,
-                                                  value_length, (int64_t)timestamp_ms));
-    }
-    if (key_length >= 0) {
-        PyBuffer_Release(&key);
-    }
-    if (value_length >= 0) {
-        PyBuffer_Release(&value);
-    }
-    return index;
-}
-
-static Py_ssize_t padded_words(Py_ssize_t bytes) { return (bytes + WORD_BYTES - 1) / WORD_BYTES; }
-
-static void put_int32_column(unsigned char *out, const int32_t *column, Py_ssize_t count) {
-#if PLINTH_LITTLE_ENDIAN
-    memcpy(out, column, (size_t)count * sizeof(int32_t));
-#else
-    for (Py_ssize_t i = 0; i < count; i++) {
-        put_le32(out + 4 * i, (uint32_t)column[i]);
-    }
-#endif
-}
-
-/* Write a byte-list pointer at segment word `at` to a blob at segment word `target`. */
-static void put_data_pointer(unsigned char *segment, Py_ssize_t at, Py_ssize_t target,
-                             Py_ssize_t bytes) {
-    unsigned char *p = segment + at * WORD_BYTES;
-    put_le32(p, ((uint32_t)(target - at - 1) << 2) | 1u);      /* list, offset */
-    put_le32(p + 4, ((uint32_t)bytes << 3) | 2u);              /* element size: byte */
-}
-
-/* The fixed part: segment table, root pointer, data section, zeroed pointers. */
-static void encode_fixed_words(unsigned char *out, const Columns *c, Py_ssize_t segment_words,
-                               long long producer_id, long base_sequence) {
-    memset(out, 0, (size_t)WORD_BYTES * (2 + ROOT_DATA_WORDS + ROOT_POINTER_WORDS));
-    put_le32(out + 4, (uint32_t)segment_words);
-    unsigned char *segment = out + WORD_BYTES;
-    put_le32(segment + 4, ROOT_DATA_WORDS | (ROOT_POINTER_WORDS << 16));
-    unsigned char *data = segment + WORD_BYTES;
-    put_le32(data, (uint32_t)c->count);
-    put_le32(data + 4, (uint32_t)(int32_t)base_sequence ^ 0xFFFFFFFFu);
-    put_le64(data + 8, (uint64_t)c->timestamp_min_ms);
-    put_le64(data + 16, (uint64_t)c->timestamp_max_ms);
-    put_le64(data + 24, (uint64_t)producer_id ^ UINT64_MAX);
-}
-
-/* The five Data blobs after the pointers, each pointed to and zero-padded. */
-static void encode_blobs(unsigned char *segment, const Columns *c,
-                         const Py_ssize_t blob_bytes[DATA_POINTERS]) {
-    const Py_ssize_t pointers_at = 1 + ROOT_DATA_WORDS;
-    Py_ssize_t target = pointers_at + ROOT_POINTER_WORDS;
-    for (int i = 0; i < DATA_POINTERS; i++) {
-        put_data_pointer(segment, pointers_at + i, target, blob_bytes[i]);
-        unsigned char *blob = segment + target * WORD_BYTES;
-        Py_ssize_t padded_bytes = padded_words(blob_bytes[i]) * WORD_BYTES;
-        memset(blob + blob_bytes[i], 0, (size_t)(padded_bytes - blob_bytes[i]));
-        if (i == 0) {          /* timestampDeltasMs */
-            for (Py_ssize_t r = 0; r < c->count; r++) {
-                put_le32(blob + 4 * r, (uint32_t)(c->timestamps_ms[r] - c->timestamp_min_ms));
-            }
-        } else if (i == 1 || i == 3) {
-            put_int32_column(blob, i == 1 ? c->key_lengths : c->value_lengths, c->count);
-        } else if (blob_bytes[i] > 0) {
-            memcpy(blob, i == 2 ? c->keys : c->values, (size_t)blob_bytes[i]);
-        }
-        target += padded_words(blob_bytes[i]);
-    }
-}
-
-static PyObject *columns_encode(Columns *c, PyObject *const *args, Py_ssize_t nargs) {
-    if (!check_arg_count("encode", nargs, 2)) {
-        return NULL;
-    }
-    long long producer_id = PyLong_AsLongLong(args[0]);
-    if (producer_id == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    long base_sequence = PyLong_AsLong(args[1]);
-    if (base_sequence == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    Py_ssize_t n = c->count;
-    int64_t span_ms = c->timestamp_max_ms - c->timestamp_min_ms;
-    if (n < 1 || n > UINT32_MAX / 4 || span_ms < 0 || (uint64_t)span_ms > UINT32_MAX ||
-        base_sequence < INT32_MIN || base_sequence > INT32_MAX) {
-        /* BatchBuilder.build checks these first, with the user-facing errors. */
-        PyErr_Format(PyExc_ValueError,
-                     "cannot encode %zd records spanning %lld ms with base sequence %ld",
-                     n, (long long)span_ms, base_sequence);
-        return NULL;
-    }
-    Py_ssize_t column_bytes = 4 * n;
-    Py_ssize_t blob_bytes[DATA_POINTERS] = {column_bytes, column_bytes, c->keys_bytes,
-                                            column_bytes, c->values_bytes};
-    Py_ssize_t segment_words = 1 + ROOT_DATA_WORDS + ROOT_POINTER_WORDS;
-    for (int i = 0; i < DATA_POINTERS; i++) {
-        segment_words += padded_words(blob_bytes[i]);
-    }
-    if (segment_words > UINT32_MAX) {
-        PyErr_Format(PyExc_OverflowError, "record batch of %zd words is too large", segment_words);
-        return NULL;
-    }
-    PyObject *encoded = PyBytes_FromStringAndSize(NULL, WORD_BYTES * (1 + segment_words));
-    if (encoded == NULL) {
-        return NULL;
-    }
-    /* Written field by field, never cleared as a whole: that would touch every
-     * page of a megabyte message twice. */
-    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(encoded);
-    encode_fixed_words(out, c, segment_words, producer_id, base_sequence);
-    encode_blobs(out + WORD_BYTES, c, blob_bytes);
-    return encoded;
-}
-
-static PyObject *columns_clear(Columns *c, PyObject *unused) {
-    c->count = 0;
-    c->keys_bytes = 0;
-    c->values_bytes = 0;
-    c->timestamp_min_ms = 0;
-    c->timestamp_max_ms = 0;
-    c->accounted_bytes = 0;
-    Py_RETURN_NONE;
-}
-
-static PyMethodDef columns_methods[] = {
-    {"clear", (PyCFunction)columns_clear, METH_NOARGS,
-     "clear(): no records, keeping the buffers for the next batch."},
-    {"append", (PyCFunction)(void (*)(void))columns_append, METH_FASTCALL,
-     "append(key, value, timestamp_ms) -> index: one record; key and value bytes-like or None."},
-    {"encode", (PyCFunction)(void (*)(void))columns_encode, METH_FASTCALL,
-     "encode(producer_id, base_sequence) -> bytes: the records as a RecordBatch, no headers."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyMemberDef columns_members[] = {
-    {"record_count", T_PYSSIZET, offsetof(Columns, count), READONLY, "records appended"},
-    {"accounted_bytes", T_PYSSIZET, offsetof(Columns, accounted_bytes), READONLY,
-     "sum of RECORD_OVERHEAD_BYTES + key and value lengths over the records"},
-    {"keys_bytes", T_PYSSIZET, offsetof(Columns, keys_bytes), READONLY, "size of the keys blob"},
-    {"values_bytes", T_PYSSIZET, offsetof(Columns, values_bytes), READONLY,
-     "size of the values blob"},
-    {"timestamp_min_ms", T_LONGLONG, offsetof(Columns, timestamp_min_ms), READONLY,
-     "smallest timestamp (0 when empty)"},
-    {"timestamp_max_ms", T_LONGLONG, offsetof(Columns, timestamp_max_ms), READONLY,
-     "largest timestamp (0 when empty)"},
-    {NULL, 0, 0, 0, NULL},
-};
-
-static PyTypeObject ColumnsType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "plinth.client._producer.RecordColumns",
-    .tp_doc = "The records of one batch, column by column. Not thread-safe on its own.",
-    .tp_basicsize = sizeof(Columns),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_new = columns_new,
-    .tp_dealloc = (destructor)columns_dealloc,
-    .tp_methods = columns_methods,
-    .tp_members = columns_members,
-};
 
 /* ---- FutureBase ------------------------------------------------------------ */
 
@@ -500,8 +122,9 @@ static PyTypeObject FutureBaseType = {
 /* ---- Appender ---------------------------------------------------------------- */
 
 typedef struct {
-    Columns *columns;      /* NULL: no open batch */
-    PyObject *result;      /* its BatchResult */
+    Columns *columns;              /* NULL: no open batch */
+    PyObject *result;              /* its BatchResult */
+    long long accounted_bytes;     /* what its records count (see the top of the file) */
 } Slot;
 
 typedef struct {
@@ -514,14 +137,133 @@ typedef struct {
     PyObject_HEAD
     PyObject *topics;                  /* dict: topic str -> capsule of TopicSlots */
     PyTypeObject *future_type;
-    long long batch_bytes_max, buffer_bytes_max, record_bytes_max;
+    long long batch_bytes_max, buffer_bytes_max, record_bytes_max, records_max;
+    Py_ssize_t partitions_max;         /* per topic */
     long long buffered_bytes;          /* accounted bytes of records not yet released */
     int closed;
 } Appender;
 
+/* What place_record answers. The first two append; the others do not. */
+enum {
+    FITS,                  /* the open batch takes the record and stays open */
+    FITS_AND_FILLS,        /* it takes it and is full: seal it after */
+    NO_OPEN_BATCH,         /* open a batch on the partition first */
+    BATCH_FULL,            /* seal the open batch first: the record does not fit it */
+    BUFFER_FULL,           /* wait for acknowledgements to free buffer_memory */
+    TOO_LARGE,             /* over record_bytes_max: refuse */
+    NO_SUCH_PARTITION,     /* an explicit partition the topic does not have: refuse */
+    VERDICTS
+};
+static const char *const VERDICT_NAMES[VERDICTS] = {
+    "FITS", "FITS_AND_FILLS", "NO_OPEN_BATCH", "BATCH_FULL", "BUFFER_FULL", "TOO_LARGE",
+    "NO_SUCH_PARTITION",
+};
+
+typedef struct {
+    int verdict;
+    Py_ssize_t partition;          /* -1 with NO_SUCH_PARTITION */
+    long long record_bytes;        /* what the record counts */
+} Placement;
+
+/* A record as place_record sees it: plain values only. */
+typedef struct {
+    const char *key;               /* NULL: null key */
+    Py_ssize_t key_length;         /* NULL_LENGTH: null */
+    const char *value;
+    Py_ssize_t value_length;
+    long long headers_bytes;       /* their estimated encoding (format/record_batch.py) */
+    int has_partition;
+    long long partition;           /* if has_partition; -1 if it did not fit a long long */
+    int64_t timestamp_ms;
+} Record;
+
+static long long record_bytes(const Record *r) {
+    return RECORD_OVERHEAD_BYTES + (r->key_length > 0 ? r->key_length : 0) +
+           (r->value_length > 0 ? r->value_length : 0) + r->headers_bytes;
+}
+
+/* Whether buffer_memory takes `size` more bytes; an empty buffer takes any record. */
+static int buffer_has_room(const Appender *self, long long size) {
+    return self->buffered_bytes == 0 || self->buffered_bytes + size <= self->buffer_bytes_max;
+}
+
+/* Explicit partition, Kafka's murmur2 of the key, or the topic's sticky partition;
+ * -1 for an explicit partition the topic does not have. */
+static Py_ssize_t choose_partition(const TopicSlots *t, const Record *r) {
+    if (r->has_partition) {
+        return r->partition >= 0 && r->partition < t->partition_count ? (Py_ssize_t)r->partition
+                                                                     : -1;
+    }
+    if (r->key != NULL) {
+        uint32_t hash = (uint32_t)kafka_murmur2((const unsigned char *)r->key, r->key_length);
+        return (Py_ssize_t)((hash & 0x7FFFFFFFu) % (uint32_t)t->partition_count);
+    }
+    return t->sticky;
+}
+
+/* Whether the slot's open batch takes a record of `size` bytes at timestamp_ms. An
+ * empty batch takes any record (place_record has checked record_bytes_max). */
+static int batch_verdict(const Appender *self, const Slot *slot, long long size,
+                         int64_t timestamp_ms) {
+    if (slot->columns == NULL) {
+        return NO_OPEN_BATCH;
+    }
+    long long count = slot->columns->count;
+    long long bytes = slot->accounted_bytes + size;
+    if (count > 0 && (bytes > self->batch_bytes_max ||
+                      !record_columns_span_fits(slot->columns, timestamp_ms))) {
+        return BATCH_FULL;
+    }
+    /* Full with this record: by its bytes, or at records_max records (never more:
+     * a full batch is sealed at once). */
+    return bytes >= self->batch_bytes_max || count + 1 >= self->records_max ? FITS_AND_FILLS
+                                                                            : FITS;
+}
+
+/* Which partition, and does the record fit: the one place that decides, for both
+ * paths. Changes nothing. */
+static Placement place_record(const Appender *self, const TopicSlots *t, const Record *r) {
+    Placement p = {NO_SUCH_PARTITION, choose_partition(t, r), record_bytes(r)};
+    if (p.partition < 0) {
+        return p;
+    }
+    if (p.record_bytes > self->record_bytes_max) {
+        p.verdict = TOO_LARGE;
+    } else if (!buffer_has_room(self, p.record_bytes)) {
+        p.verdict = BUFFER_FULL;
+    } else {
+        p.verdict = batch_verdict(self, &t->slots[p.partition], p.record_bytes, r->timestamp_ms);
+    }
+    return p;
+}
+
+/* Append the record to the slot's open batch and count it, in the batch and in
+ * the buffer: the one place records are counted. Its index, or -1 with an error
+ * (no memory for the columns), nothing changed. */
+static Py_ssize_t commit_record(Appender *self, Slot *slot, const Record *r, long long size) {
+    if (RecordColumns_API->reserve(slot->columns, r->key_length, r->value_length) < 0) {
+        return -1;
+    }
+    Py_ssize_t index = RecordColumns_API->commit(slot->columns, r->key, r->key_length, r->value,
+                                                 r->value_length, r->timestamp_ms);
+    slot->accounted_bytes += size;
+    self->buffered_bytes += size;
+    return index;
+}
+
 static void slot_clear(Slot *slot) {
     Py_CLEAR(slot->columns);
     Py_CLEAR(slot->result);
+    slot->accounted_bytes = 0;
+}
+
+/* Detach the slot's batch (its references move to *detached); its accounted bytes. */
+static long long slot_detach(Slot *slot, Slot *detached) {
+    *detached = *slot;
+    slot->columns = NULL;
+    slot->result = NULL;
+    slot->accounted_bytes = 0;
+    return detached->accounted_bytes;
 }
 
 static void topic_slots_free(PyObject *capsule) {
@@ -534,16 +276,22 @@ static void topic_slots_free(PyObject *capsule) {
 
 static int appender_init(Appender *self, PyObject *args, PyObject *kwargs) {
     static char *names[] = {"future_type", "batch_bytes_max", "buffer_bytes_max",
-                            "record_bytes_max", NULL};
+                            "record_bytes_max", "records_max", "partitions_max", NULL};
     PyObject *future_type;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$OLLL", names, &future_type,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$OLLLLn", names, &future_type,
                                      &self->batch_bytes_max, &self->buffer_bytes_max,
-                                     &self->record_bytes_max)) {
+                                     &self->record_bytes_max, &self->records_max,
+                                     &self->partitions_max)) {
         return -1;
     }
     if (!PyType_Check(future_type) ||
         !PyType_IsSubtype((PyTypeObject *)future_type, &FutureBaseType)) {
         PyErr_SetString(PyExc_TypeError, "future_type must be a subclass of FutureBase");
+        return -1;
+    }
+    if (self->batch_bytes_max < 1 || self->buffer_bytes_max < 1 || self->record_bytes_max < 1 ||
+        self->records_max < 1 || self->partitions_max < 1) {
+        PyErr_SetString(PyExc_ValueError, "Appender limits must be >= 1");
         return -1;
     }
     Py_INCREF(future_type);
@@ -558,6 +306,7 @@ static void appender_dealloc(Appender *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* The topic's slots; NULL with KeyError if it was not added (or another error). */
 static TopicSlots *topic_slots(Appender *self, PyObject *topic) {
     PyObject *capsule = PyDict_GetItemWithError(self->topics, topic);
     if (capsule == NULL) {
@@ -592,81 +341,63 @@ static int64_t now_ms(void) {
     return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 }
 
-/* The length of a plain key or value (-1 for None) in *length; 0 if it is not
- * None or exact bytes. */
-static int plain_blob_length(PyObject *obj, Py_ssize_t *length) {
+/* A key or value: None or exact bytes into *data and *length; 0 if it is neither. */
+static int plain_blob(PyObject *obj, const char **data, Py_ssize_t *length) {
     if (obj == Py_None) {
+        *data = NULL;
         *length = NULL_LENGTH;
         return 1;
     }
     if (!PyBytes_CheckExact(obj)) {
         return 0;
     }
+    *data = PyBytes_AS_STRING(obj);
     *length = PyBytes_GET_SIZE(obj);
     return 1;
 }
 
-/* A plain timestamp (None: now, or an exact int64) in *timestamp_ms; 0 if not. */
-static int plain_timestamp(PyObject *obj, int64_t *timestamp_ms) {
+/* The partition argument: None (0), or an int (1, *partition set; -1 if it does not
+ * fit a long long, which no topic has). */
+static int explicit_partition(PyObject *obj, long long *partition) {
     if (obj == Py_None) {
-        *timestamp_ms = now_ms();
+        return 0;
+    }
+    int overflow = 0;
+    long long value = PyLong_AsLongLongAndOverflow(obj, &overflow);
+    *partition = overflow ? -1 : value;
+    return 1;
+}
+
+/* The fast path's reading of the arguments: 1 if every one is of the plain type
+ * (topic an exact str, key and value None or exact bytes, partition None or an
+ * exact int, timestamp None (now) or an exact int that fits Int64); 0 if not. */
+static int plain_record(PyObject *topic, PyObject *value, PyObject *key, PyObject *partition,
+                        PyObject *timestamp, Record *r) {
+    if (!PyUnicode_CheckExact(topic) || !plain_blob(key, &r->key, &r->key_length) ||
+        !plain_blob(value, &r->value, &r->value_length) ||
+        (partition != Py_None && !PyLong_CheckExact(partition))) {
+        return 0;
+    }
+    r->headers_bytes = 0;
+    r->has_partition = explicit_partition(partition, &r->partition);
+    if (timestamp == Py_None) {
+        r->timestamp_ms = now_ms();
         return 1;
     }
     int overflow = 0;
-    if (!PyLong_CheckExact(obj)) {
+    if (!PyLong_CheckExact(timestamp)) {
         return 0;
     }
-    *timestamp_ms = PyLong_AsLongLongAndOverflow(obj, &overflow);
+    r->timestamp_ms = PyLong_AsLongLongAndOverflow(timestamp, &overflow);
     return !overflow;
-}
-
-/* The record's slot: explicit partition, murmur2 of the key, or the sticky one.
- * NULL to decline (an error set only if the topic lookup failed). */
-static Slot *record_slot(Appender *self, PyObject *topic, PyObject *key, Py_ssize_t key_length,
-                         PyObject *partition) {
-    PyObject *capsule = PyDict_GetItemWithError(self->topics, topic);
-    if (capsule == NULL) {
-        return NULL;
-    }
-    TopicSlots *t = PyCapsule_GetPointer(capsule, NULL);
-    Py_ssize_t p;
-    if (partition != Py_None) {
-        int overflow = 0;
-        if (!PyLong_CheckExact(partition)) {
-            return NULL;
-        }
-        long long asked = PyLong_AsLongLongAndOverflow(partition, &overflow);
-        if (overflow || asked < 0 || asked >= t->partition_count) {
-            return NULL;   /* the slow path raises the right error */
-        }
-        p = (Py_ssize_t)asked;
-    } else if (key != Py_None) {
-        uint32_t hash = (uint32_t)kafka_murmur2((const unsigned char *)PyBytes_AS_STRING(key),
-                                                key_length);
-        p = (Py_ssize_t)((hash & 0x7FFFFFFFu) % (uint32_t)t->partition_count);
-    } else {
-        p = t->sticky;
-    }
-    return &t->slots[p];
-}
-
-/* Whether the slot's open batch, and the buffer, take a record of `size`
- * accounted bytes without filling up. */
-static int slot_has_room(Appender *self, const Slot *slot, long long size, int64_t timestamp_ms) {
-    return slot->columns != NULL && size <= self->record_bytes_max &&
-           (self->buffered_bytes == 0 || self->buffered_bytes + size <= self->buffer_bytes_max) &&
-           slot->columns->accounted_bytes + size < self->batch_bytes_max &&
-           columns_span_fits(slot->columns, timestamp_ms);
 }
 
 /* The fast path; see the top of the file. A future, None to decline (nothing
  * changed), or NULL with an error set. */
 static PyObject *append_record(Appender *self, PyObject *topic, PyObject *value, PyObject *key,
                                PyObject *partition, PyObject *timestamp) {
-    Py_ssize_t key_length, value_length;
-    int64_t timestamp_ms;
-    if (self->closed || !PyUnicode_CheckExact(topic) || !plain_blob_length(key, &key_length) ||
-        !plain_blob_length(value, &value_length) || !plain_timestamp(timestamp, &timestamp_ms)) {
+    Record r;
+    if (self->closed || !plain_record(topic, value, key, partition, timestamp, &r)) {
         Py_RETURN_NONE;
     }
     /* The one call here that can run Python code, and so let other threads in:
@@ -676,23 +407,23 @@ static PyObject *append_record(Appender *self, PyObject *topic, PyObject *value,
     if (future == NULL) {
         return NULL;
     }
-    Slot *slot = record_slot(self, topic, key, key_length, partition);
-    long long size = RECORD_OVERHEAD_BYTES + (key_length > 0 ? key_length : 0) +
-                     (value_length > 0 ? value_length : 0);
-    if (slot == NULL || !slot_has_room(self, slot, size, timestamp_ms)) {
+    PyObject *capsule = PyDict_GetItemWithError(self->topics, topic);
+    if (capsule == NULL) {
         Py_DECREF(future);
         return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
     }
-    if (columns_reserve(slot->columns, key_length, value_length) < 0) {
+    TopicSlots *t = PyCapsule_GetPointer(capsule, NULL);
+    Placement p = place_record(self, t, &r);
+    if (p.verdict != FITS) {
+        Py_DECREF(future);
+        Py_RETURN_NONE;
+    }
+    Slot *slot = &t->slots[p.partition];
+    future->index = commit_record(self, slot, &r, p.record_bytes);
+    if (future->index < 0) {
         Py_DECREF(future);
         return NULL;
     }
-    /* From here on nothing can fail. */
-    future->index = columns_commit(slot->columns,
-                                   key_length > 0 ? PyBytes_AS_STRING(key) : NULL, key_length,
-                                   value_length > 0 ? PyBytes_AS_STRING(value) : NULL,
-                                   value_length, timestamp_ms);
-    self->buffered_bytes += size;
     Py_INCREF(slot->result);
     future->batch = slot->result;
     return (PyObject *)future;
@@ -703,6 +434,90 @@ static PyObject *appender_append(Appender *self, PyObject *const *args, Py_ssize
         return NULL;
     }
     return append_record(self, args[0], args[1], args[2], args[3], args[4]);
+}
+
+/* add()'s arguments, of the plain types the slow path has made them; TypeError or
+ * OverflowError (a timestamp outside Int64) otherwise. */
+static int slow_record(PyObject *const *args, Record *r) {
+    const char *names[] = {"key", "value"};
+    for (int i = 0; i < 2; i++) {
+        const char **data = i == 0 ? &r->key : &r->value;
+        Py_ssize_t *length = i == 0 ? &r->key_length : &r->value_length;
+        if (!plain_blob(args[2 + i], data, length)) {
+            PyErr_Format(PyExc_TypeError, "add(): %s must be bytes or None", names[i]);
+            return -1;
+        }
+    }
+    if (!PyUnicode_CheckExact(args[0]) || (args[1] != Py_None && !PyLong_Check(args[1])) ||
+        !PyLong_Check(args[4]) || !PyLong_Check(args[5])) {
+        PyErr_SetString(PyExc_TypeError, "add(): topic must be a str, partition None or an "
+                        "int, timestamp_ms and headers_bytes ints");
+        return -1;
+    }
+    r->has_partition = explicit_partition(args[1], &r->partition);
+    int overflow = 0;
+    r->timestamp_ms = PyLong_AsLongLongAndOverflow(args[4], &overflow);
+    if (overflow) {
+        PyErr_Format(PyExc_OverflowError, "timestamp_ms %R does not fit an Int64", args[4]);
+        return -1;
+    }
+    r->headers_bytes = PyLong_AsLongLong(args[5]);
+    if (r->headers_bytes == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (r->headers_bytes < 0) {
+        PyErr_Format(PyExc_ValueError, "add(): headers_bytes %lld is negative", r->headers_bytes);
+        return -1;
+    }
+    return 0;
+}
+
+/* Open the slot's batch with the given columns (empty) and result. */
+static int open_slot(Slot *slot, PyObject *columns, PyObject *result) {
+    if (Py_TYPE(columns) != RecordColumns_API->type || ((Columns *)columns)->count != 0) {
+        PyErr_SetString(PyExc_ValueError, "add(): a batch opens with empty RecordColumns");
+        return -1;
+    }
+    slot->columns = (Columns *)Py_NewRef(columns);
+    slot->result = Py_NewRef(result);
+    slot->accounted_bytes = 0;
+    return 0;
+}
+
+/* add(topic, partition, key, value, timestamp_ms, headers_bytes, open_columns,
+ *     open_result) -> (verdict, partition, record_bytes, index): the slow path. */
+static PyObject *appender_add(Appender *self, PyObject *const *args, Py_ssize_t nargs) {
+    Record r;
+    if (!check_arg_count("add", nargs, 8) || slow_record(args, &r) < 0) {
+        return NULL;
+    }
+    TopicSlots *t = topic_slots(self, args[0]);
+    if (t == NULL) {
+        return NULL;
+    }
+    Placement p = place_record(self, t, &r);
+    int opened = 0;
+    if (p.verdict == NO_OPEN_BATCH && args[6] != Py_None) {
+        if (open_slot(&t->slots[p.partition], args[6], args[7]) < 0) {
+            return NULL;
+        }
+        opened = 1;
+        p = place_record(self, t, &r);    /* an empty batch: FITS or FITS_AND_FILLS */
+    }
+    Py_ssize_t index = -1;
+    if (p.verdict == FITS || p.verdict == FITS_AND_FILLS) {
+        Slot *slot = &t->slots[p.partition];
+        index = commit_record(self, slot, &r, p.record_bytes);
+        if (index < 0) {
+            if (opened) {          /* leave no trace: no empty batch stays open */
+                Slot detached;
+                slot_detach(slot, &detached);
+                slot_clear(&detached);
+            }
+            return NULL;
+        }
+    }
+    return Py_BuildValue("(inLn)", p.verdict, p.partition, p.record_bytes, index);
 }
 
 static PyObject *appender_add_topic(Appender *self, PyObject *args) {
@@ -716,10 +531,11 @@ static PyObject *appender_add_topic(Appender *self, PyObject *args) {
         PyErr_SetString(PyExc_TypeError, "topic must be a str, not a subclass");
         return NULL;
     }
-    if (partition_count < 1 || partition_count > (1 << 20) || sticky < 0 ||
+    if (partition_count < 1 || partition_count > self->partitions_max || sticky < 0 ||
         sticky >= partition_count) {
-        PyErr_Format(PyExc_ValueError, "partition_count %zd (sticky %zd) out of range",
-                     partition_count, sticky);
+        PyErr_Format(PyExc_ValueError,
+                     "topic %R: partition_count %zd (sticky %zd) must be 1 to %zd", topic,
+                     partition_count, sticky, self->partitions_max);
         return NULL;
     }
     int known = PyDict_Contains(self->topics, topic);
@@ -760,28 +576,6 @@ static PyObject *appender_set_sticky(Appender *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static PyObject *appender_open_batch(Appender *self, PyObject *args) {
-    PyObject *topic, *partition, *columns, *result;
-    if (!PyArg_ParseTuple(args, "UOO!O:open_batch", &topic, &partition, &ColumnsType, &columns,
-                          &result)) {
-        return NULL;
-    }
-    Slot *slot = slot_of(self, topic, partition);
-    if (slot == NULL) {
-        return NULL;
-    }
-    if (slot->columns != NULL) {
-        PyErr_Format(PyExc_RuntimeError, "%R partition %S already has an open batch", topic,
-                     partition);
-        return NULL;
-    }
-    Py_INCREF(columns);
-    Py_INCREF(result);
-    slot->columns = (Columns *)columns;
-    slot->result = result;
-    Py_RETURN_NONE;
-}
-
 static PyObject *appender_close_batch(Appender *self, PyObject *args) {
     PyObject *topic, *partition;
     if (!PyArg_ParseTuple(args, "UO:close_batch", &topic, &partition)) {
@@ -792,20 +586,10 @@ static PyObject *appender_close_batch(Appender *self, PyObject *args) {
         return NULL;
     }
     /* Detach first, then release: the decrefs may run Python code. */
-    Slot detached = *slot;
-    slot->columns = NULL;
-    slot->result = NULL;
+    Slot detached;
+    long long accounted_bytes = slot_detach(slot, &detached);
     slot_clear(&detached);
-    Py_RETURN_NONE;
-}
-
-static PyObject *appender_reserve(Appender *self, PyObject *arg) {
-    long long bytes = PyLong_AsLongLong(arg);
-    if (bytes == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    self->buffered_bytes += bytes;
-    Py_RETURN_NONE;
+    return PyLong_FromLongLong(accounted_bytes);
 }
 
 static PyObject *appender_release(Appender *self, PyObject *arg) {
@@ -813,8 +597,22 @@ static PyObject *appender_release(Appender *self, PyObject *arg) {
     if (bytes == -1 && PyErr_Occurred()) {
         return NULL;
     }
+    if (bytes < 0 || bytes > self->buffered_bytes) {
+        /* Giving back what was never counted would let the buffer overflow. */
+        PyErr_Format(PyExc_AssertionError, "release(%lld) with %lld bytes buffered", bytes,
+                     self->buffered_bytes);
+        return NULL;
+    }
     self->buffered_bytes -= bytes;
     Py_RETURN_NONE;
+}
+
+static PyObject *appender_buffer_has_room(Appender *self, PyObject *arg) {
+    long long bytes = PyLong_AsLongLong(arg);
+    if (bytes == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    return PyBool_FromLong(buffer_has_room(self, bytes));
 }
 
 static PyObject *appender_close(Appender *self, PyObject *unused) {
@@ -826,16 +624,24 @@ static PyMethodDef appender_methods[] = {
     {"append", (PyCFunction)(void (*)(void))appender_append, METH_FASTCALL,
      "append(topic, value, key, partition, timestamp_ms) -> RecordFuture, or None for the "
      "slow path (nothing changed)."},
+    {"add", (PyCFunction)(void (*)(void))appender_add, METH_FASTCALL,
+     "add(topic, partition, key, value, timestamp_ms, headers_bytes, open_columns,\n"
+     "    open_result) -> (verdict, partition, record_bytes, index): where the record goes\n"
+     "and whether it fits, appended (index >= 0) if the verdict is FITS or FITS_AND_FILLS.\n"
+     "With open_columns (empty RecordColumns) and open_result, a partition without an open\n"
+     "batch gets one with them, and the record, in the same call. Key and value bytes or\n"
+     "None, partition None or an int, timestamp_ms an int."},
     {"add_topic", (PyCFunction)appender_add_topic, METH_VARARGS,
      "add_topic(topic, partition_count, sticky_partition): once per topic."},
     {"set_sticky", (PyCFunction)appender_set_sticky, METH_VARARGS,
      "set_sticky(topic, partition): where keyless records of the topic go."},
-    {"open_batch", (PyCFunction)appender_open_batch, METH_VARARGS,
-     "open_batch(topic, partition, columns, result): the partition's batch to append to."},
     {"close_batch", (PyCFunction)appender_close_batch, METH_VARARGS,
-     "close_batch(topic, partition): no more appends to the partition's batch."},
-    {"reserve", (PyCFunction)appender_reserve, METH_O, "reserve(bytes): count buffered bytes."},
-    {"release", (PyCFunction)appender_release, METH_O, "release(bytes): uncount them."},
+     "close_batch(topic, partition) -> accounted bytes: no more appends to the "
+     "partition's batch."},
+    {"release", (PyCFunction)appender_release, METH_O,
+     "release(bytes): a closed batch's accounted bytes leave the buffer."},
+    {"buffer_has_room", (PyCFunction)appender_buffer_has_room, METH_O,
+     "buffer_has_room(record_bytes) -> bool: whether buffer_memory takes them now."},
     {"close", (PyCFunction)appender_close, METH_NOARGS,
      "close(): append() returns None from now on."},
     {NULL, NULL, 0, NULL},
@@ -843,15 +649,16 @@ static PyMethodDef appender_methods[] = {
 
 static PyMemberDef appender_members[] = {
     {"buffered_bytes", T_LONGLONG, offsetof(Appender, buffered_bytes), READONLY,
-     "accounted bytes reserved and not yet released"},
+     "accounted bytes of records not yet released"},
     {NULL, 0, 0, 0, NULL},
 };
 
 static PyTypeObject AppenderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "plinth.client._producer.Appender",
-    .tp_doc = "Appender(*, future_type, batch_bytes_max, buffer_bytes_max, record_bytes_max): "
-              "the open batches and the per-record fast path. Any thread (GIL held).",
+    .tp_doc = "Appender(*, future_type, batch_bytes_max, buffer_bytes_max, record_bytes_max, "
+              "records_max, partitions_max): the open batches, where each record goes, and "
+              "the per-record fast path. Any thread (GIL held).",
     .tp_basicsize = sizeof(Appender),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = PyType_GenericNew,
@@ -974,21 +781,33 @@ static PyTypeObject ProducerBaseType = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "plinth.client._producer",
-    "The producer's per-record path: record columns, futures, the fast append.", -1, NULL,
+    "The producer's per-record path: futures, the open batches, the fast append.", -1, NULL,
 };
 
+static int add_verdicts(PyObject *m) {
+    for (int verdict = 0; verdict < VERDICTS; verdict++) {
+        if (PyModule_AddIntConstant(m, VERDICT_NAMES[verdict], verdict) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 PyMODINIT_FUNC PyInit__producer(void) {
-    PyTypeObject *types[] = {&ColumnsType, &FutureBaseType, &AppenderType, &ProducerBaseType};
-    const char *names[] = {"RecordColumns", "FutureBase", "Appender", "ProducerBase"};
+    PyTypeObject *types[] = {&FutureBaseType, &AppenderType, &ProducerBaseType};
+    const char *names[] = {"FutureBase", "Appender", "ProducerBase"};
     PyObject **strings[] = {&str_send_python, &str_value, &str_key, &str_partition,
                             &str_timestamp_ms};
     const char *texts[] = {"_send", "value", "key", "partition", "timestamp_ms"};
+    if (import_record_columns_api() < 0) {
+        return NULL;
+    }
     for (int i = 0; i < 5; i++) {
         if ((*strings[i] = PyUnicode_InternFromString(texts[i])) == NULL) {
             return NULL;
         }
     }
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 3; i++) {
         if (PyType_Ready(types[i]) < 0) {
             return NULL;
         }
@@ -997,13 +816,13 @@ PyMODINIT_FUNC PyInit__producer(void) {
     if (m == NULL) {
         return NULL;
     }
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 3; i++) {
         if (PyModule_AddObjectRef(m, names[i], (PyObject *)types[i]) < 0) {
             Py_DECREF(m);
             return NULL;
         }
     }
-    if (PyModule_AddIntConstant(m, "RECORD_OVERHEAD_BYTES", RECORD_OVERHEAD_BYTES) < 0) {
+    if (add_verdicts(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -3,17 +3,27 @@
 Threads. ``append`` and ``add_topic`` are called by any application thread
 inside ``Producer.send``; ``drain``, ``complete`` and the rest by the sender
 thread. One condition variable guards the Python state here; the per-record
-fast path, ``plinth.client._producer.Appender.append``, takes no lock: it keeps the
-GIL and is atomic (see client/_producer.c). It appends only to a batch that
-this module opened with ``Appender.open_batch`` and has not yet closed
-with ``close_batch``, which both happen under the lock; a batch is closed
-in C before it is handed to the sender, so the sender never sees it grow.
+fast path, ``plinth.client._producer.Appender.append``, takes no lock: it keeps
+the GIL and is atomic (see client/_producer.c). It appends only to a batch that
+this module opened (``Appender.add``) and has not yet closed with
+``close_batch``, which both happen under the lock; a batch is closed in C
+before it is handed to the sender, so the sender never sees it grow.
 
-A batch is ready when it reaches ``batch_bytes_max``, when it has waited
-``linger_ms``, or when a flush asks for everything. Memory is bounded:
-records not yet acknowledged hold at most ``buffer_bytes_max``; past that
-``append`` blocks up to ``max_block_ms`` and then raises PlinthTimeoutError.
-A record counts as its key and value plus RECORD_OVERHEAD_BYTES against both.
+Where a record goes and whether it fits is decided in one place, C's
+``place_record``, which both paths ask. The slow path here acts on its verdict,
+under the lock, until the record is in: it waits for buffer room, seals a full
+batch, moves the sticky partition, or opens a batch (and appends the record in
+the same C call, so no batch is ever left open empty). A record C refuses (too
+large, no such partition), or that waits longer than ``max_block_ms``, leaves
+no trace: the checks that refuse come before anything changes.
+
+A batch is ready when it is full (``batch_bytes_max``, or BATCH_RECORDS_MAX
+records), when it has waited ``linger_ms``, or when a flush asks for
+everything. Memory is bounded: records not yet acknowledged count at most
+``buffer_bytes_max``; past that ``append`` blocks up to ``max_block_ms`` and
+then raises PlinthTimeoutError. A record counts as the bytes it adds to its
+encoded batch (key, value, headers and RECORD_OVERHEAD_BYTES), against both;
+C counts them (``commit_record``) and ``complete`` gives a batch's back.
 
 Keyless records go to the topic's sticky partition, which moves on
 (StickyPartitioner.next_batch) each time a keyless record needs a new batch.
@@ -25,16 +35,23 @@ import threading
 import time
 from collections import deque
 
-from plinth.client._producer import RECORD_OVERHEAD_BYTES, Appender, RecordColumns
+from plinth import limits
+from plinth.client._producer import (BATCH_FULL, BUFFER_FULL, FITS_AND_FILLS, NO_OPEN_BATCH,
+                                     NO_SUCH_PARTITION, TOO_LARGE, Appender)
 from plinth.client.futures import BatchResult, RecordFuture
 from plinth.client.partitioner import StickyPartitioner
-from plinth.format.record_batch import TIMESTAMP_SPAN_MS_MAX, BatchBuilder
-from plinth import limits
-from plinth.errors import PlinthTimeoutError, RecordTooLargeError
+from plinth.errors import PartitionOutOfRangeError, PlinthTimeoutError, RecordTooLargeError
+from plinth.format.record_batch import (BATCH_OVERHEAD_BYTES, RECORD_OVERHEAD_BYTES,
+                                        BatchBuilder, RecordColumns)
+
+# The largest record: one that fills a batch of BATCH_BYTES_MAX on its own.
+RECORD_BYTES_MAX = limits.BATCH_BYTES_MAX - BATCH_OVERHEAD_BYTES
 
 
 class OpenBatch:
-    __slots__ = ("topic", "partition", "builder", "result", "created_s",
+    """One batch of one partition, from its first record to its acknowledgement."""
+
+    __slots__ = ("topic", "partition", "builder", "result", "created_s", "bytes",
                  "encoded", "attempts", "retry_at_s")
 
     def __init__(self, topic: str, partition: int, columns: RecordColumns | None = None):
@@ -43,14 +60,11 @@ class OpenBatch:
         self.builder = BatchBuilder(columns)
         self.result = BatchResult(topic, partition)
         self.created_s = time.monotonic()
+        # What the batch's records count against buffer_memory; set when it is sealed.
+        self.bytes = 0
         self.encoded: bytes | None = None   # the RecordBatch as sent; kept for retries
         self.attempts = 0
         self.retry_at_s = 0.0
-
-    @property
-    def bytes(self) -> int:
-        """What the batch's records count against batch_bytes_max and buffer_memory."""
-        return self.builder.columns.accounted_bytes
 
 
 class RecordAccumulator:
@@ -64,13 +78,14 @@ class RecordAccumulator:
         # A plain Lock under the condition: cheaper than the default RLock.
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        # Headroom in a batch for its fixed encoding overhead.
-        self._record_bytes_max = limits.BATCH_BYTES_MAX - 1024
         # The open batches as C sees them, and the fast path (Producer.send
-        # calls it first: a future, or None for append()).
+        # calls it first: a future, or None for append()). A batch's records
+        # count at most RECORD_BYTES_MAX, so that it always encodes within
+        # BATCH_BYTES_MAX.
         self.appender = Appender(
-            future_type=RecordFuture, batch_bytes_max=batch_bytes_max,
-            buffer_bytes_max=buffer_bytes_max, record_bytes_max=self._record_bytes_max)
+            future_type=RecordFuture, batch_bytes_max=min(batch_bytes_max, RECORD_BYTES_MAX),
+            buffer_bytes_max=buffer_bytes_max, record_bytes_max=RECORD_BYTES_MAX,
+            records_max=limits.BATCH_RECORDS_MAX, partitions_max=limits.PARTITIONS_PER_TOPIC_MAX)
         self.append_fast = self.appender.append
         self._open: dict[tuple[str, int], OpenBatch] = {}
         self._sticky: dict[str, StickyPartitioner] = {}
@@ -93,87 +108,115 @@ class RecordAccumulator:
         self.appender.close()
 
     def append(self, topic: str, partition: int | None, key: bytes | None,
-               value: bytes | None, timestamp_ms: int, headers) -> RecordFuture:
+               value: bytes | None, timestamp_ms: int, headers=(),
+               headers_bytes: int = 0) -> RecordFuture:
         """Add one record (the slow path, when append_fast returned None); returns its future.
 
-        Any thread (inside Producer.send), once the topic was added.
-        ``partition`` None: the topic's sticky partition.
+        Any thread (inside Producer.send), once the topic was added. The
+        arguments are of the plain types: key and value bytes or None,
+        partition None (the key's partition, or the sticky one) or an int,
+        timestamp_ms an int, headers and headers_bytes what
+        format.record_batch.checked_headers returned. Raises RecordTooLargeError,
+        PartitionOutOfRangeError, PlinthTimeoutError (no buffer room within
+        max_block_ms) or OverflowError (timestamp_ms outside Int64), leaving no
+        trace.
         """
-        size = RECORD_OVERHEAD_BYTES + (0 if key is None else len(key)) + \
-            (0 if value is None else len(value))
-        if size > self._record_bytes_max:
-            raise RecordTooLargeError(
-                f"record of {size} bytes (key + value + {RECORD_OVERHEAD_BYTES}) is over the "
-                f"batch limit of {limits.BATCH_BYTES_MAX} bytes")
+        sticky = partition is None and key is None
+        moved = False
+        new_batch: OpenBatch | None = None
+        deadline_s: float | None = None
         with self._lock:
-            appender = self.appender
-            if appender.buffered_bytes and appender.buffered_bytes + size > self.buffer_bytes_max:
-                self._wait_for_room(size)
-            batch = self._batch_with_room(topic, partition, size, timestamp_ms)
-            index = batch.builder.append(key, value, timestamp_ms, headers)
-            appender.reserve(size)
-            if batch.bytes >= self.batch_bytes_max:
-                self._seal(batch)
+            for _ in range(limits.PRODUCER_PLACEMENT_STEPS_MAX):
+                verdict, chosen, record_bytes, index = self.appender.add(
+                    topic, partition, key, value, timestamp_ms, headers_bytes,
+                    None if new_batch is None else new_batch.builder.columns,
+                    None if new_batch is None else new_batch.result)
+                if index >= 0:
+                    return self._appended(topic, chosen, verdict, index, headers,
+                                          headers_bytes, new_batch)
+                if verdict == BUFFER_FULL:
+                    deadline_s = self._wait_for_room(record_bytes, deadline_s)
+                elif verdict == BATCH_FULL:
+                    self._seal(self._open[(topic, chosen)])
+                elif verdict == NO_OPEN_BATCH and sticky and not moved:
+                    self._move_sticky(topic)
+                    moved = True
+                elif verdict == NO_OPEN_BATCH:
+                    new_batch = new_batch or OpenBatch(topic, chosen, self._spare_columns_pop())
+                else:
+                    self._refuse(verdict, topic, partition, record_bytes)
+        raise PlinthTimeoutError(
+            f"could not place a record for {topic!r} in {limits.PRODUCER_PLACEMENT_STEPS_MAX} "
+            f"steps: other threads kept filling the buffer and the batches it opened")
+
+    def _appended(self, topic: str, partition: int, verdict: int, index: int, headers,
+                  headers_bytes: int, new_batch: OpenBatch | None) -> RecordFuture:
+        """The record is record ``index`` of the partition's batch. Lock held."""
+        batch = self._open.get((topic, partition))
+        if batch is None:   # add() opened new_batch with the record in it
+            if new_batch is None or new_batch.partition != partition:
+                raise AssertionError(f"{topic}[{partition}] has a batch in C but none here")
+            batch = self._open[(topic, partition)] = new_batch
+            self._incomplete.add(batch.result)
+            self._wake()   # the sender must start this batch's linger clock
+        if headers:
+            batch.builder.add_headers(index, headers, headers_bytes)
+        if verdict == FITS_AND_FILLS:
+            self._seal(batch)
         return RecordFuture(batch.result, index)
 
-    def _batch_with_room(self, topic: str, partition: int | None, size: int,
-                         timestamp_ms: int) -> OpenBatch:
-        """The open batch the record goes to, opened if need be. Lock held."""
-        sticky = partition is None
-        if sticky:
-            partition = self._sticky[topic].partition()
-        batch = self._open_with_room(topic, partition, size, timestamp_ms)
-        if batch is None and sticky:
-            partition = self._sticky[topic].next_batch()
-            self.appender.set_sticky(topic, partition)
-            batch = self._open_with_room(topic, partition, size, timestamp_ms)
-        return batch if batch is not None else self._new_batch(topic, partition)
+    def _refuse(self, verdict: int, topic: str, partition: int | None, record_bytes: int):
+        if verdict == TOO_LARGE:
+            raise RecordTooLargeError(
+                f"record of {record_bytes} bytes (key, value, headers and "
+                f"{RECORD_OVERHEAD_BYTES} bytes of column entries) is over the "
+                f"{RECORD_BYTES_MAX} bytes a batch of at most {limits.BATCH_BYTES_MAX} "
+                f"bytes holds")
+        if verdict == NO_SUCH_PARTITION:
+            count = self._sticky[topic].partition_count
+            raise PartitionOutOfRangeError(
+                f"partition {partition} of topic {topic!r} does not exist: it has "
+                f"{count} partitions (0 to {count - 1})")
+        raise AssertionError(f"Appender.add answered verdict {verdict} for {topic!r}")
 
-    def _open_with_room(self, topic: str, partition: int, size: int,
-                        timestamp_ms: int) -> OpenBatch | None:
-        """The partition's open batch if the record fits in it; else None, the
-        batch (if any) sealed. Lock held.
+    def _move_sticky(self, topic: str) -> None:
+        """Keyless records of the topic go to another partition from now on. Lock held."""
+        self.appender.set_sticky(topic, self._sticky[topic].next_batch())
 
-        A record fits if the batch stays within batch_bytes_max and its
-        timestamps within the UInt32 of ms that timestampDeltasMs holds (a
-        batch spanning more could not be encoded).
-        """
-        batch = self._open.get((topic, partition))
-        if batch is None:
-            return None
-        columns = batch.builder.columns
-        span_ms = max(columns.timestamp_max_ms, timestamp_ms) - \
-            min(columns.timestamp_min_ms, timestamp_ms) if columns.record_count else 0
-        if batch.bytes + size > self.batch_bytes_max or span_ms > TIMESTAMP_SPAN_MS_MAX:
-            self._seal(batch)
-            return None
-        return batch
+    def _spare_columns_pop(self) -> RecordColumns | None:
+        return self._spare_columns.pop() if self._spare_columns else None
 
-    def _wait_for_room(self, size: int) -> None:
-        deadline = time.monotonic() + self.max_block_s
-        appender = self.appender
-        while appender.buffered_bytes and appender.buffered_bytes + size > self.buffer_bytes_max:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+    def _wait_for_room(self, record_bytes: int, deadline_s: float | None) -> float:
+        """Wait until buffer_memory takes ``record_bytes`` more, at most max_block_ms
+        from the first wait of this send; returns that deadline. Lock held (the
+        wait releases it)."""
+        if deadline_s is None:
+            deadline_s = time.monotonic() + self.max_block_s
+        while not self.appender.buffer_has_room(record_bytes):
+            remaining_s = deadline_s - time.monotonic()
+            if remaining_s <= 0:
                 raise PlinthTimeoutError(
-                    f"producer buffer full: {appender.buffered_bytes} bytes of "
+                    f"producer buffer full: {self.appender.buffered_bytes} bytes of "
                     f"buffer_memory={self.buffer_bytes_max} wait for acknowledgement; "
                     f"blocked max_block_ms={self.max_block_s * 1000:.0f}")
-            self._cond.wait(remaining)
-
-    def _new_batch(self, topic: str, partition: int) -> OpenBatch:
-        spare = self._spare_columns.pop() if self._spare_columns else None
-        batch = OpenBatch(topic, partition, spare)
-        self._open[(topic, partition)] = batch
-        self.appender.open_batch(topic, partition, batch.builder.columns, batch.result)
-        self._incomplete.add(batch.result)
-        self._wake()   # the sender must start this batch's linger clock
-        return batch
+            self._cond.wait(remaining_s)
+        return deadline_s
 
     def _seal(self, batch: OpenBatch) -> None:
-        """No more records for ``batch``: closed in C first, then queued. Lock held."""
-        self.appender.close_batch(batch.topic, batch.partition)
+        """No more records for ``batch``: closed in C first, then queued. Lock held.
+
+        A batch without records is dropped instead: the shard would refuse it
+        (recordCount 0) and no future waits on it. add() never leaves one open;
+        this keeps that bug (issue 10) from ever reaching the sender again.
+        """
+        batch.bytes = self.appender.close_batch(batch.topic, batch.partition)
         del self._open[(batch.topic, batch.partition)]
+        if batch.builder.record_count == 0:
+            self._incomplete.discard(batch.result)
+            batch.result.resolve(-1)
+            self.appender.release(batch.bytes)
+            self._recycle(batch)
+            return
         self._ready.append(batch)
         self._wake()
 
@@ -207,10 +250,11 @@ class RecordAccumulator:
             return min(b.created_s for b in waiting) + self.linger_s
 
     def complete(self, batch: OpenBatch, base_offset: int | None, error=None) -> None:
-        """Sender thread: resolve a batch's futures and free its buffer bytes.
+        """Sender thread: resolve a sealed batch's futures and free its buffer bytes.
 
+        Raises AssertionError, changing nothing, for a batch completed before.
         The batch's columns go to the spares (its builder is left without
-        columns): nothing may use the batch's builder or ``bytes`` after this.
+        columns): nothing may use the batch's builder after this.
         """
         batch.result.resolve(base_offset, error)
         with self._cond:
@@ -240,8 +284,8 @@ class RecordAccumulator:
     def abort_unsent(self, error: BaseException) -> list[OpenBatch]:
         """Take every batch not yet sent (on close without flush)."""
         with self._cond:
-            for batch in list(self._open.values()):
-                self.appender.close_batch(batch.topic, batch.partition)
+            for batch in self._open.values():
+                batch.bytes = self.appender.close_batch(batch.topic, batch.partition)
             batches = list(self._ready) + list(self._open.values())
             self._ready.clear()
             self._open.clear()

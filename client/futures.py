@@ -13,11 +13,14 @@ methods are here.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Callable, NamedTuple
 
 from plinth.client._producer import FutureBase
 from plinth.errors import PlinthTimeoutError
+
+log = logging.getLogger(__name__)
 
 
 class RecordMetadata(NamedTuple):
@@ -39,9 +42,16 @@ class BatchResult:
         self._lock = threading.Lock()   # orders add_callback against resolve
 
     def resolve(self, base_offset: int | None, error: BaseException | None = None) -> None:
-        """Sender thread: set the outcome once and run callbacks."""
-        assert not self._done.is_set(), "a batch is resolved once"
+        """Sender thread: set the outcome once and run callbacks.
+
+        Raises AssertionError, changing nothing, if the batch was resolved
+        before: its futures already told their records' fate.
+        """
         with self._lock:
+            if self._done.is_set():
+                raise AssertionError(
+                    f"batch of {self.topic}[{self.partition}] resolved twice: first "
+                    f"{self.error or self.base_offset!r}, now {error or base_offset!r}")
             if error is None:
                 self.base_offset = base_offset
             self.error = error
@@ -51,10 +61,15 @@ class BatchResult:
             self._run_callback(on_success, on_error, index)
 
     def _run_callback(self, on_success, on_error, index: int) -> None:
-        if self.error is None and on_success is not None:
-            on_success(self.metadata(index))
-        elif self.error is not None and on_error is not None:
-            on_error(self.error)
+        """Run one callback; an exception from it is the application's bug, logged here."""
+        try:
+            if self.error is None and on_success is not None:
+                on_success(self.metadata(index))
+            elif self.error is not None and on_error is not None:
+                on_error(self.error)
+        except Exception:
+            log.exception("a callback of a record sent to %s[%s] raised", self.topic,
+                          self.partition)
 
     def metadata(self, index: int) -> RecordMetadata:
         offset = -1 if self.base_offset < 0 else self.base_offset + index

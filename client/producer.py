@@ -25,16 +25,36 @@ from plinth.client.accumulator import RecordAccumulator
 from plinth.client.admin import Admin
 from plinth.client.connection import broker_address
 from plinth.client.futures import RecordFuture
-from plinth.client.partitioner import partition_for_key
 from plinth.client.sender import Sender
-from plinth.errors import ClosedError, PartitionOutOfRangeError, PlinthTimeoutError
+from plinth.errors import ClosedError, PlinthTimeoutError
+from plinth.format.record_batch import checked_headers
 
 
-def _as_bytes(data, what: str) -> bytes:
-    if isinstance(data, (bytearray, memoryview)):
+def _as_bytes(data, what: str) -> bytes | None:
+    """A key or value as bytes or None; TypeError for anything else."""
+    if data is None or type(data) is bytes:
+        return data
+    if isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data)
     raise TypeError(f"{what} must be bytes or None (or set {what}_serializer), "
                     f"got {type(data).__name__}")
+
+
+def _as_int(number, what: str) -> int | None:
+    """A partition or timestamp as an int or None; TypeError for anything else."""
+    if number is None or type(number) is int:
+        return number
+    if isinstance(number, int):
+        return int(number)
+    raise TypeError(f"{what} must be an int or None, got {type(number).__name__}")
+
+
+def _as_topic(topic) -> str:
+    if type(topic) is str:
+        return topic
+    if isinstance(topic, str):
+        return str(topic)
+    raise TypeError(f"topic must be a str, got {type(topic).__name__}")
 
 
 class Producer(ProducerBase):
@@ -42,7 +62,7 @@ class Producer(ProducerBase):
                  linger_ms: float = limits.PRODUCER_LINGER_MS_DEFAULT,
                  batch_bytes_max: int = limits.PRODUCER_BATCH_BYTES_DEFAULT,
                  buffer_memory: int = limits.PRODUCER_BUFFER_BYTES_MAX,
-                 max_block_ms: float = 60_000,
+                 max_block_ms: float = limits.PRODUCER_MAX_BLOCK_MS_DEFAULT,
                  request_timeout_ms: float = limits.CLIENT_REQUEST_TIMEOUT_MS_DEFAULT,
                  max_in_flight_requests_per_connection: int = limits.PRODUCER_REQUESTS_IN_FLIGHT_MAX,
                  enable_idempotence: bool = True,
@@ -58,15 +78,15 @@ class Producer(ProducerBase):
             raise ValueError(f"batch_bytes_max={batch_bytes_max} must be 1..{limits.BATCH_BYTES_MAX}")
         if linger_ms < 0:
             raise ValueError(f"linger_ms={linger_ms} must be >= 0")
+        if delivery_timeout_ms < request_timeout_ms:
+            raise ValueError(f"delivery_timeout_ms={delivery_timeout_ms} must be at least "
+                             f"request_timeout_ms={request_timeout_ms}")
         self._key_serializer = key_serializer
         self._value_serializer = value_serializer
         address = broker_address(broker, curve_key_file, curve_server_key_file)
         self._admin = Admin(broker=address, request_timeout_ms=request_timeout_ms)
         self._admin_lock = threading.Lock()
         self._partition_counts: dict[str, int] = {}
-        if delivery_timeout_ms < request_timeout_ms:
-            raise ValueError(f"delivery_timeout_ms={delivery_timeout_ms} must be at least "
-                             f"request_timeout_ms={request_timeout_ms}")
         self._sender = Sender(
             address, acks, request_timeout_ms=request_timeout_ms,
             in_flight_max=max_in_flight_requests_per_connection, idempotent=enable_idempotence,
@@ -115,24 +135,25 @@ class Producer(ProducerBase):
 
     def _send_slow(self, topic: str, value, key, partition: int | None, headers,
                    timestamp_ms: int | None) -> RecordFuture:
-        """send() for what the C fast path does not take (see client/_producer.c)."""
+        """send() for what the C fast path does not take (see client/_producer.c).
+
+        Every argument is checked and made its plain type before anything
+        changes, so a refused call leaves no trace; where the record goes and
+        whether it fits is C's decision (Appender.add, via the accumulator).
+        """
         if self._closed:
             raise ClosedError("producer is closed")
-        if key is not None and type(key) is not bytes:
-            key = _as_bytes(key, "key")
-        if value is not None and type(value) is not bytes:
-            value = _as_bytes(value, "value")
+        topic = _as_topic(topic)
+        key = _as_bytes(key, "key")
+        value = _as_bytes(value, "value")
+        partition = _as_int(partition, "partition")
+        timestamp_ms = _as_int(timestamp_ms, "timestamp_ms")
         if timestamp_ms is None:
             timestamp_ms = time.time_ns() // 1_000_000
-        count = self.partitions_for(topic)
-        if partition is not None:
-            if not 0 <= partition < count:
-                raise PartitionOutOfRangeError(
-                    f"partition {partition} of topic {topic!r} does not exist: it has "
-                    f"{count} partitions (0 to {count - 1})")
-        elif key is not None:
-            partition = partition_for_key(key, count)
-        return self._accumulator.append(topic, partition, key, value, timestamp_ms, headers)
+        entries, headers_bytes = checked_headers(headers) if headers is not None else ((), 0)
+        self.partitions_for(topic)
+        return self._accumulator.append(topic, partition, key, value, timestamp_ms, entries,
+                                        headers_bytes)
 
     def partitions_for(self, topic: str) -> int:
         """The topic's partition count (asked of the broker once, then cached)."""

@@ -19,6 +19,12 @@ producer id, so the sequence numbers of the batches after it start afresh.
 
 Without idempotence (or with acks=0) batches are sent once, several per
 partition may be in flight, and any error fails the batch.
+
+The thread never dies of an error: a batch that cannot be encoded or sent
+fails alone (none of its records was stored), a reply that does not decode is
+dropped (its request times out and is retried), a callback that raises is
+logged by the future, and an error no batch explains is logged and the loop
+goes on. Only close() ends it.
 """
 
 from __future__ import annotations
@@ -31,18 +37,22 @@ from collections import deque
 
 import zmq
 
-from plinth import protocol
+from plinth import limits, protocol
 from plinth.client.accumulator import OpenBatch, RecordAccumulator
 from plinth.client.connection import Connection
-from plinth.errors import (ClosedError, OutOfOrderSequenceError, PlinthTimeoutError,
-                           RequestTimedOutError, TooManyRequestsError, UnavailableError)
+from plinth.errors import (TRANSIENT_ERRORS, ClosedError, MalformedReplyError,
+                           OutOfOrderSequenceError, PlinthTimeoutError, UnavailableError)
 from plinth.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
-_IDLE_POLL_MS = 1000
-RETRIABLE_ERRORS = (UnavailableError, TooManyRequestsError, RequestTimedOutError,
-                    OutOfOrderSequenceError, PlinthTimeoutError)
+# What an idempotent producer retries: the transient conditions every client
+# retries, plus a sequence gap (retried in order under a new producer id) and
+# no reply in time (the shard answers a retry of a stored batch with its
+# original offsets, so a retry never duplicates).
+RETRIABLE_ERRORS = TRANSIENT_ERRORS + (OutOfOrderSequenceError, PlinthTimeoutError)
+# baseSequence is an Int32 that wraps to 0.
+_SEQUENCE_MODULUS = 1 << 31
 
 
 class Sender:
@@ -78,7 +88,10 @@ class Sender:
 
     def close(self, timeout_s: float | None) -> None:
         """Stop after sending what is pending, waiting up to ``timeout_s``; then fail
-        whatever is left with ClosedError."""
+        whatever is left with ClosedError. The thread that started the sender (the
+        producer's close); a second call does nothing."""
+        if self._closing:
+            return
         self._closing = True
         self.wake()
         self._thread.join(timeout_s)
@@ -105,23 +118,27 @@ class Sender:
         try:
             while not self._abort and not (
                     self._closing and not self._in_flight and self.accumulator.empty()):
-                events = dict(poller.poll(self._poll_timeout_ms()))
-                if self._wakeup.fd in events:
-                    self._wakeup.drain()
-                self._read_replies()
-                self._queue_ready()
-                self._send_queued(time.monotonic())
-                self._expire(time.monotonic())
-        except Exception as exc:   # never leave futures hanging
-            log.exception("producer sender failed")
-            self._fail_all(exc)
+                try:
+                    self._step(poller)
+                except Exception:   # a bug no batch explains: log it, keep every batch
+                    log.exception("producer sender: unexpected error; going on")
+                    time.sleep(limits.PRODUCER_SENDER_ERROR_PAUSE_MS / 1000)
         finally:
             self._fail_all(ClosedError("producer closed before the record was sent"))
             self._conn.close()
 
+    def _step(self, poller: zmq.Poller) -> None:
+        events = dict(poller.poll(self._poll_timeout_ms()))
+        if self._wakeup.fd in events:
+            self._wakeup.drain()
+        self._read_replies()
+        self._queue_ready()
+        self._send_queued(time.monotonic())
+        self._expire(time.monotonic())
+
     def _poll_timeout_ms(self) -> int:
         now = time.monotonic()
-        deadline = now + _IDLE_POLL_MS / 1000
+        deadline = now + limits.PRODUCER_SENDER_POLL_MS_MAX / 1000
         linger = self.accumulator.next_linger_deadline_s(self._muted())
         if linger is not None:
             deadline = min(deadline, linger)
@@ -153,18 +170,23 @@ class Sender:
                 self._send(batch)
 
     def _send(self, batch: OpenBatch) -> None:
-        if batch.encoded is None:
-            batch.encoded = self._encode(batch)
-        request_id = self._conn.next_request_id()
-        header = protocol.encode_produce(request_id, batch.topic, batch.partition, self.acks)
-        batch.attempts += 1
+        """Send one batch (the head of its queue when idempotent). One that cannot be
+        encoded or sent fails alone, or waits for a retry if the error is retriable:
+        none of its records reached a shard."""
         try:
+            if batch.encoded is None:
+                batch.encoded = self._encode(batch)
+            request_id = self._conn.next_request_id()
+            header = protocol.encode_produce(request_id, batch.topic, batch.partition, self.acks)
+            batch.attempts += 1
             self._conn.send(header, batch.encoded)
         except UnavailableError as exc:   # no router reachable right now
-            if self.idempotent:
-                self._settle(batch, None, exc)   # stays at its queue's head, retried later
-            else:
-                self.accumulator.complete(batch, None, exc)
+            self._not_sent(batch, exc)
+            return
+        except Exception as exc:
+            log.exception("cannot send a batch of %d records to %s-%s; it fails alone",
+                          batch.builder.record_count, batch.topic, batch.partition)
+            self._not_sent(batch, exc)
             return
         if self.acks == 0:
             self.accumulator.complete(batch, -1)
@@ -172,19 +194,31 @@ class Sender:
         self._in_flight[request_id] = (batch, time.monotonic())
         self._busy.add((batch.topic, batch.partition))
 
+    def _not_sent(self, batch: OpenBatch, error: BaseException) -> None:
+        if self.idempotent:
+            self._settle(batch, None, error)   # retriable: stays at its queue's head
+        else:
+            self.accumulator.complete(batch, None, error)
+
     def _encode(self, batch: OpenBatch) -> bytes:
+        """The batch as a RecordBatch. If it cannot be encoded, it fails (_not_sent),
+        which also takes a new producer id: the sequence taken here leaves no gap."""
         if not self.idempotent:
             return batch.builder.build()
         tp = (batch.topic, batch.partition)
         base_sequence = self._next_sequence.get(tp, 0)
-        self._next_sequence[tp] = (base_sequence + batch.builder.record_count) % (1 << 31)
+        self._next_sequence[tp] = (base_sequence + batch.builder.record_count) % _SEQUENCE_MODULUS
         return batch.builder.build(producer_id=self.producer_id, base_sequence=base_sequence)
 
     # --- Outcomes ------------------------------------------------------------------
 
     def _read_replies(self) -> None:
         while self._in_flight:
-            got = self._conn.recv(0)
+            try:
+                got = self._conn.recv(0)
+            except MalformedReplyError as exc:   # its request times out and is retried
+                log.warning("producer sender: dropped a reply from %s: %s", self._conn.url, exc)
+                continue
             if got is None:
                 return
             view, _ = got

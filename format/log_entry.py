@@ -59,9 +59,11 @@ MAGIC_BYTES = struct.pack("<IIQ", SEGMENT_COUNT_MINUS_ONE, SEGMENT_WORDS, ROOT_P
 MAGIC_BYTES_LEN = 16
 ATTRIBUTES_NONE = 0
 
-assert _HEADER.size == LOG_ENTRY_HEADER_BYTES
-assert len(MAGIC_BYTES) == MAGIC_BYTES_LEN
-assert _CRC_FIELDS.size == 40 - MAGIC_BYTES_LEN
+# The struct formats must mirror the table above: checked at import, under -O too.
+if (_HEADER.size, len(MAGIC_BYTES), _CRC_FIELDS.size) != (
+        LOG_ENTRY_HEADER_BYTES, MAGIC_BYTES_LEN, 40 - MAGIC_BYTES_LEN):
+    raise AssertionError(f"LogEntryHeader structs disagree with the layout: {_HEADER.size}, "
+                         f"{len(MAGIC_BYTES)}, {_CRC_FIELDS.size}")
 
 
 class LogEntryHeader(NamedTuple):

@@ -1,7 +1,7 @@
 """Client memory: the RSS of one process that produces and consumes round after round.
 
 The producer's and the consumer's per-record paths are C (client/_producer.c,
-format/_consumer_records.c); a leak there grows this process's RSS every
+format/_record_batch.c); a leak there grows this process's RSS every
 round, while a healthy run settles after a few rounds and stays flat. Every
 thousandth record carries a header, so the slow paths run too.
 

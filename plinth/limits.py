@@ -131,7 +131,20 @@ SHUTDOWN_GRACE_PERIOD_S = 30.0
 CLIENT_REQUEST_TIMEOUT_MS_DEFAULT = 30_000
 
 # --- Producer (client/producer.py, accumulator.py, sender.py, _producer.c) ---
-# (placeholder: the producer's bounds go here)
+# How long send() blocks while buffer_memory is full before it raises
+# (Kafka: max.block.ms).
+PRODUCER_MAX_BLOCK_MS_DEFAULT = 60_000
+# Steps one send() takes to place a record on the slow path: seal a full batch,
+# move the sticky partition, seal again, open one, each after a wait for buffer
+# room. Five suffice unless other threads keep filling the buffer between the
+# wait and the append; the send then fails rather than loop.
+PRODUCER_PLACEMENT_STEPS_MAX = 16
+# The sender thread looks at linger, retry and request deadlines at least this
+# often, even when nothing wakes it.
+PRODUCER_SENDER_POLL_MS_MAX = 1000
+# After an error in the sender loop that no batch explains (a bug), it pauses
+# this long before going on, so that a fault that repeats cannot spin a core.
+PRODUCER_SENDER_ERROR_PAUSE_MS = 100
 
 # --- Consumer (client/consumer.py, fetcher.py, connection.py, group_membership.py)
 # (placeholder: the consumer's and the connection's bounds go here)

@@ -11,13 +11,17 @@ import time
 import weakref
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from plinth.client._producer import RECORD_OVERHEAD_BYTES, Appender, FutureBase, RecordColumns
-from plinth.client.accumulator import RecordAccumulator
+from plinth import limits
+from plinth.client._producer import Appender, FutureBase
+from plinth.client.accumulator import RECORD_BYTES_MAX, RecordAccumulator
 from plinth.client.futures import BatchResult, RecordFuture
 from plinth.client.partitioner import partition_for_key
-from plinth.format.record_batch import decode_records
-from plinth.errors import PlinthTimeoutError, RecordTooLargeError
+from plinth.errors import PartitionOutOfRangeError, PlinthTimeoutError, RecordTooLargeError
+from plinth.format.record_batch import (BATCH_OVERHEAD_BYTES, RECORD_OVERHEAD_BYTES,
+                                        RecordColumns, checked_headers, decode_records)
 
 T0_MS = 1_700_000_000_000
 VALUE = b"v" * 100
@@ -36,16 +40,23 @@ def accumulator(*, batch_bytes_max=1 << 20, buffer_bytes_max=1 << 26, max_block_
 
 def send(acc, topic="t", value=VALUE, key=None, partition=None, timestamp_ms=T0_MS,
          headers=None):
-    """What Producer.send does, once its arguments are checked."""
+    """What Producer.send does: the fast path, else its arguments made plain and the
+    slow path."""
     if headers is None:
         future = acc.append_fast(topic, value, key, partition, timestamp_ms)
         if future is not None:
             return future
-    if partition is None and key is not None:
-        partition = partition_for_key(bytes(key), 4)
     if timestamp_ms is None:
         timestamp_ms = time.time_ns() // 1_000_000
-    return acc.append(topic, partition, key, value, timestamp_ms, headers)
+    entries, headers_bytes = checked_headers(headers or [])
+    return acc.append(topic, partition, None if key is None else bytes(key),
+                      None if value is None else bytes(value), timestamp_ms, entries,
+                      headers_bytes)
+
+
+def open_batches(acc) -> dict:
+    """(topic, partition) -> record count of each open batch."""
+    return {key: batch.builder.record_count for key, batch in acc._open.items()}
 
 
 def drain_all(acc):
@@ -80,7 +91,7 @@ def test_a_keyed_record_goes_to_the_partition_of_kafkas_partitioner_on_both_path
 
 
 def test_a_batch_never_exceeds_batch_bytes_max_and_is_sealed_when_the_next_record_does_not_fit():
-    # Given batches of at most 1,000 accounted bytes (8 records of 116)
+    # Given batches of at most 1,000 counted bytes (8 records of 112)
     acc = accumulator(batch_bytes_max=1000)
     # When 20 records go to one partition
     futures = [send(acc, partition=0) for _ in range(20)]
@@ -271,30 +282,47 @@ def test_a_future_resolves_to_its_records_offset():
     assert future.get(0).offset == 103 and future.batch is batch
 
 
+APPENDER_LIMITS = dict(batch_bytes_max=1000, buffer_bytes_max=10_000, record_bytes_max=1000,
+                       records_max=100, partitions_max=8)
+
+
 def test_the_appender_checks_its_arguments():
     with pytest.raises(TypeError):
-        Appender(future_type=BatchResult, batch_bytes_max=1, buffer_bytes_max=1,
-                 record_bytes_max=1)
-    appender = Appender(future_type=RecordFuture, batch_bytes_max=1000, buffer_bytes_max=10_000,
-                        record_bytes_max=1000)
+        Appender(future_type=BatchResult, **APPENDER_LIMITS)
+    with pytest.raises(ValueError):
+        Appender(future_type=RecordFuture, **{**APPENDER_LIMITS, "records_max": 0})
+    appender = Appender(future_type=RecordFuture, **APPENDER_LIMITS)
     appender.add_topic("t", 2, 0)
-    appender.open_batch("t", 0, RecordColumns(), BatchResult("t", 0))
-    with pytest.raises(RuntimeError, match="already has an open batch"):
-        appender.open_batch("t", 0, RecordColumns(), BatchResult("t", 0))
-    with pytest.raises(IndexError):
-        appender.open_batch("t", 2, RecordColumns(), BatchResult("t", 2))
+    full = RecordColumns()
+    full.append(b"k", b"v", T0_MS)
+    with pytest.raises(ValueError, match="empty RecordColumns"):
+        appender.add("t", 0, None, VALUE, T0_MS, 0, full, BatchResult("t", 0))
+    with pytest.raises(KeyError):
+        appender.add("other", 0, None, VALUE, T0_MS, 0, None, None)
+    with pytest.raises(TypeError):
+        appender.add("t", 0, "text", VALUE, T0_MS, 0, None, None)
+    with pytest.raises(OverflowError):
+        appender.add("t", 0, None, VALUE, 2**63, 0, None, None)
     with pytest.raises(KeyError):
         appender.close_batch("other", 0)
+    with pytest.raises(IndexError):
+        appender.close_batch("t", 2)
     with pytest.raises(ValueError):
         appender.add_topic("u", 0, 0)
+    with pytest.raises(ValueError, match="must be 1 to 8"):
+        appender.add_topic("u", 9, 0)
     with pytest.raises(TypeError):
         appender.append("t", VALUE)
+    with pytest.raises(AssertionError):
+        appender.release(1)     # more than is buffered
+    # And a batch opened through add() takes fast appends
+    assert appender.add("t", 0, None, VALUE, T0_MS, 0, RecordColumns(), BatchResult("t", 0))[3] == 0
     assert isinstance(appender.append("t", VALUE, None, 0, T0_MS), FutureBase)
 
 
 def test_encoding_empty_columns_is_refused():
-    with pytest.raises(ValueError):
-        RecordColumns().encode(-1, -1)
+    with pytest.raises(ValueError, match="recordCount 0"):
+        RecordColumns().encode(-1, -1, limits.BATCH_RECORDS_MAX)
 
 
 def test_a_new_batch_reusing_the_columns_of_an_acknowledged_one_holds_only_its_own_records():
@@ -327,3 +355,97 @@ def test_a_record_too_far_in_time_from_its_batch_starts_a_new_one_on_either_path
     assert [b.builder.record_count for b in batches] == [2, 1] and far._index == 0
     for batch in batches:
         batch.builder.build()
+
+
+# --- One decision: where a record goes, whether it fits, what it counts -------------------
+
+def test_a_batch_is_sealed_at_batch_records_max_records_on_either_path(monkeypatch):
+    # Given a limit of 3 records per batch (and room for many more bytes)
+    monkeypatch.setattr(limits, "BATCH_RECORDS_MAX", 3)
+    acc = accumulator()
+    # When 7 records go to one partition, fast and slow path alike
+    futures = [send(acc, partition=0, value=b"%d" % i, headers=[("i", b"")] if i % 2 else None)
+               for i in range(7)]
+    # Then the batches hold 3, 3 and 1 records, and each encodes
+    assert [f._index for f in futures] == [0, 1, 2, 0, 1, 2, 0]
+    batches = drain_all(acc)
+    assert [b.builder.record_count for b in batches] == [3, 3, 1]
+    for batch in batches:
+        batch.builder.build()
+
+
+def test_a_topic_with_more_partitions_than_the_limit_is_refused(monkeypatch):
+    acc = accumulator(topics=())
+    with pytest.raises(ValueError, match=f"must be 1 to {limits.PARTITIONS_PER_TOPIC_MAX}"):
+        acc.add_topic("wide", limits.PARTITIONS_PER_TOPIC_MAX + 1)
+    acc.add_topic("widest", limits.PARTITIONS_PER_TOPIC_MAX)
+
+
+def test_headers_count_against_the_batch_and_the_buffer():
+    # Given batches of at most 1,000 bytes
+    acc = accumulator(batch_bytes_max=1000)
+    # When a record with 800 bytes of header value is followed by a plain record
+    entries, headers_bytes = checked_headers([("h", b"x" * 800)])
+    first = send(acc, partition=0, headers=entries)
+    second = send(acc, partition=0)
+    # Then the buffer counts the headers, and the plain record needed a batch of its own
+    assert acc.appender.buffered_bytes == 2 * RECORD_BYTES + headers_bytes
+    assert first.batch is not second.batch and second._index == 0
+
+
+@pytest.mark.parametrize("call, error", [
+    (lambda acc: acc.append("t", None, None, b"x" * RECORD_BYTES_MAX, T0_MS), RecordTooLargeError),
+    (lambda acc: acc.append("t", 4, None, VALUE, T0_MS), PartitionOutOfRangeError),
+    (lambda acc: acc.append("t", -1, None, VALUE, T0_MS), PartitionOutOfRangeError),
+    (lambda acc: acc.append("t", None, None, VALUE, 2**63), OverflowError),
+    (lambda acc: acc.append("t", None, "text", VALUE, T0_MS), TypeError),
+])
+def test_a_refused_record_leaves_no_trace(call, error):
+    # Given an accumulator with one partition's batch open, and one without any
+    acc = accumulator()
+    send(acc, partition=1)
+    sticky_before = acc._sticky["t"].partition()
+    # When a record is refused
+    with pytest.raises(error):
+        call(acc)
+    # Then no batch was opened or sealed, nothing was counted, the sticky partition
+    # stayed where it was
+    assert open_batches(acc) == {("t", 1): 1} and acc.drain(1 << 30) == []
+    assert acc.appender.buffered_bytes == RECORD_BYTES
+    assert acc._sticky["t"].partition() == sticky_before
+
+
+def test_a_record_that_must_wait_for_buffer_room_and_times_out_leaves_no_trace():
+    # Given a full buffer and one open batch
+    acc = accumulator(buffer_bytes_max=2 * RECORD_BYTES, max_block_ms=20)
+    send(acc, partition=0)
+    send(acc, partition=0)
+    # When a record for another partition times out waiting for room
+    with pytest.raises(PlinthTimeoutError):
+        send(acc, partition=3, headers=[("h", b"")])
+    # Then no batch was opened for it and nothing more is counted
+    assert open_batches(acc) == {("t", 0): 2}
+    assert acc.appender.buffered_bytes == 2 * RECORD_BYTES
+
+
+record_strategy = st.tuples(st.none() | st.binary(max_size=30), st.none() | st.binary(max_size=60),
+                            st.none() | st.lists(st.tuples(st.text(max_size=5),
+                                                           st.binary(max_size=9)), max_size=3))
+
+
+@settings(max_examples=200, deadline=None)
+@given(records=st.lists(record_strategy, min_size=1, max_size=60))
+def test_a_batch_encodes_within_its_counted_bytes_and_its_fixed_overhead(records):
+    # Given any records, with and without headers, in one partition's batch
+    acc = accumulator()
+    for key, value, headers in records:
+        send(acc, partition=2, key=key, value=value, headers=headers)
+    [batch] = drain_all(acc)
+    # When it is encoded / Then it is no larger than what its records count plus
+    # BATCH_OVERHEAD_BYTES: counted records can never make a batch over BATCH_BYTES_MAX
+    encoded = batch.builder.build()
+    assert len(encoded) <= batch.bytes + BATCH_OVERHEAD_BYTES
+    assert batch.bytes == acc.appender.buffered_bytes
+    if not any(headers for _, _, headers in records):
+        # exact but for the blobs' padding and the (absent) headers list's tag
+        assert batch.bytes + BATCH_OVERHEAD_BYTES - len(encoded) <= 5 * 7 + 8

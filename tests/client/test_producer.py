@@ -1,7 +1,9 @@
-"""Specification of plinth.client.producer.Producer.send, against a scripted broker.
+"""Specification of plinth.client.producer.Producer.send, against an in-process broker.
 
 send() is C (plinth.client._producer.ProducerBase) for the common call and Python
-(Producer._send) for the rest; these tests hold both to the same contract.
+(Producer._send) for the rest; these tests hold both to the same contract. The
+broker (tests/client/produce_broker.py) is a real ZeroMQ socket that stores
+batches as a shard does.
 """
 
 import inspect
@@ -9,56 +11,25 @@ import struct
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from plinth import protocol
 from plinth.client.partitioner import partition_for_key
 from plinth.client.producer import Producer
-from plinth.format.record_batch import decode_records
 from plinth.errors import ClosedError, PartitionOutOfRangeError
+from tests.client import send_calls
+from tests.client.produce_broker import ProduceBroker
 
 PARTITIONS = 4
-
-
-class Broker:
-    """Answers metadata with PARTITIONS partitions and acknowledges every produce,
-    keeping the batches it got per partition."""
-
-    def __init__(self, scripted):
-        self.batches: dict[int, list] = {}
-        self.scripted = scripted([self.answer] * 1000)
-        self.url = self.scripted.url
-        self._payloads = []
-
-    def answer(self, view):
-        if view.kind == "metadata":
-            return [protocol.encode_topics_reply(
-                view.request_id, [protocol.TopicInfo(t, PARTITIONS) for t in view.topics])]
-        # The batch being acknowledged is the partition's last (one in flight at a time).
-        batches = self.batches[view.partition]
-        base = sum(len(records) for records in batches) - len(batches[-1])
-        return [protocol.encode_produce_reply(view.request_id, base)]
-
-    def records(self, partition):
-        return [r for batch in self.batches.get(partition, []) for r in batch]
+GET_TIMEOUT_S = 10
 
 
 @pytest.fixture
-def broker(scripted, monkeypatch):
-    # The scripted broker sees only the request header; keep each batch's records
-    # by decoding what the producer's connection sends.
-    broker = Broker(scripted)
-    from plinth.client import connection
-    original = connection.Connection.send
+def broker():
+    broker = ProduceBroker({"t": PARTITIONS})
+    yield broker
+    broker.close()
 
-    def send(conn, header, payload=None):
-        if payload is not None:
-            view = protocol.decode_request(header)
-            broker.batches.setdefault(view.partition, []).append(
-                decode_records(view.topic, view.partition, 0, payload))
-        return original(conn, header, payload)
-
-    monkeypatch.setattr(connection.Connection, "send", send)
-    return broker
 
 
 def test_send_keeps_its_public_signature():
@@ -85,7 +56,7 @@ def test_every_way_of_calling_send_queues_the_record_it_describes(broker):
         ]
         metadata = [f.get(10) for f in futures]
     # Then each arrives as sent, at consecutive offsets of partition 0
-    records = broker.records(0)
+    records = broker.records("t", 0)
     assert [(r.key, r.value) for r in records] == [
         (b"k", b"positional"), (None, b"by keyword"), (None, None), (None, b"headers"),
         (b"mv", b"bytearray"), (None, b"topic by keyword")]
@@ -104,7 +75,7 @@ def test_keyed_records_go_where_kafkas_partitioner_sends_them_with_or_without_se
             assert plain.send("t", b"v", key=key.encode()).get(10).partition == expected
             assert serializing.send("t", i, key=key).get(10).partition == expected
     assert struct.pack("<q", 39) in {r.value for p in range(PARTITIONS)
-                                     for r in broker.records(p)}
+                                     for r in broker.records("t", p)}
 
 
 @pytest.mark.parametrize("call, error", [
@@ -141,3 +112,52 @@ def test_records_whose_timestamps_are_far_apart_are_all_delivered(broker):
                    for i in range(4)]
         # Then every one is acknowledged (the sender is not brought down by one batch)
         assert all(f.get(10).partition == 0 for f in futures)
+
+
+def test_a_header_that_is_not_bytes_is_refused_and_every_pending_record_is_still_delivered(
+        broker):
+    # Given a producer with records waiting in open batches on every partition
+    # (issue 10: a refused header left an empty batch open, which killed the sender
+    # thread at the next flush and failed these futures, though they were stored)
+    with Producer(broker=broker.url, linger_ms=60_000) as producer:
+        pending = [producer.send("t", b"%d" % p, partition=p) for p in range(PARTITIONS)]
+        # When a send with a str header value is refused
+        with pytest.raises(TypeError, match=r"\(str, str\)"):
+            producer.send("t", b"bad", partition=0, headers=[("h", "text")])
+        # Then every pending record is delivered where it was stored, and the
+        # producer goes on taking records
+        producer.flush(GET_TIMEOUT_S)
+        assert [f.get(0).offset for f in pending] == [0] * PARTITIONS
+        after = producer.send("t", b"after", partition=0)
+        producer.flush(GET_TIMEOUT_S)
+        assert after.get(0).offset == 1
+    assert [r.value for r in broker.records("t", 0)] == [b"0", b"after"]
+
+
+TOPICS = {"t": PARTITIONS, "single": 1}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=send_calls.calls(TOPICS),
+       options=st.fixed_dictionaries({"linger_ms": st.sampled_from([0, 20, 60_000]),
+                                      "batch_bytes_max": st.sampled_from([200, 1 << 20])}))
+def test_no_bad_call_leaves_a_trace_and_every_good_send_resolves_to_where_it_is_stored(
+        steps, options):
+    # Given a producer, and good sends interleaved with every kind of bad call,
+    # flushes, and perhaps a close followed by more calls
+    broker = ProduceBroker(TOPICS)
+    try:
+        producer = Producer(broker=broker.url, **options)
+        # When the calls are made (each bad one raising what it should)
+        try:
+            sent = send_calls.run(producer, steps)
+        finally:
+            producer.close(GET_TIMEOUT_S)
+        # Then every good send resolved to the offset where its record is stored,
+        # and nothing else was stored
+        stored = {(topic, p): broker.records(topic, p)
+                  for topic, count in TOPICS.items() for p in range(count)}
+        send_calls.check_stored(sent, lambda topic, p, offset: stored[(topic, p)][offset],
+                                broker.record_count(), TOPICS, GET_TIMEOUT_S)
+    finally:
+        broker.close()

@@ -1,8 +1,10 @@
-"""Specification of plinth.format._consumer_records: ConsumerRecord and build_records.
+"""Specification of ConsumerRecord and build_records (plinth.format._record_batch).
 
-build_records reads columns that came from the network: whatever bytes it is
-given, it returns the records a plain Python reading of the columns gives, or
-raises ValueError. A crash here would kill the test process.
+build_records reads columns that came from the network. It relies on the rules
+the shard ran before storing them and checks only its bounds: whatever bytes it
+is given, it returns the records a plain Python reading of the columns gives,
+or raises ValueError where that reading would leave a buffer or Int64. A crash
+here would kill the test process.
 """
 
 import gc
@@ -13,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plinth.format._consumer_records import build_records
+from plinth.format._record_batch import build_records
 from plinth.format.record_batch import ConsumerRecord
 
 T0_MS = 1_700_000_000_000
@@ -28,31 +30,34 @@ def u32(*values) -> bytes:
     return struct.pack(f"<{len(values)}I", *values)
 
 
-def reference_records(topic, partition, base_offset, first, base_timestamp_ms, deltas,
+def reference_records(topic, partition, base_offset, offset_min, base_timestamp_ms, deltas,
                       key_lengths, keys, value_lengths, values):
-    """The schema's rules, read in plain Python; None where build_records must refuse."""
+    """The columns read in plain Python; None where build_records must refuse: a
+    reading that would leave a buffer or Int64."""
     count = len(deltas) // 4
     if (len(deltas) % 4 or len(key_lengths) != len(deltas) or len(value_lengths) != len(deltas)
-            or not 0 <= first <= count or not 0 <= base_offset <= INT64_MAX - count
-            or base_timestamp_ms > INT64_MAX - 0xFFFF_FFFF):
+            or not 0 <= base_offset <= INT64_MAX - count):
+        return None
+    timestamps = [base_timestamp_ms + d for d in struct.unpack(f"<{count}I", deltas)]
+    if any(timestamp > INT64_MAX for timestamp in timestamps):
         return None
     sliced = []
     for lengths_bytes, blob in ((key_lengths, keys), (value_lengths, values)):
         lengths = struct.unpack(f"<{count}i", lengths_bytes)
-        if any(length < -1 for length in lengths) or sum(max(n, 0) for n in lengths) != len(blob):
+        if any(length < -1 for length in lengths) or sum(max(n, 0) for n in lengths) > len(blob):
             return None
         ends = [sum(max(n, 0) for n in lengths[:i + 1]) for i in range(count)]
         sliced.append([None if n == -1 else blob[end - n:end] for n, end in zip(lengths, ends)])
-    timestamps = [base_timestamp_ms + d for d in struct.unpack(f"<{count}I", deltas)]
+    first = min(max(0, offset_min - base_offset), count)
     return [ConsumerRecord(topic, partition, base_offset + i, sliced[0][i], sliced[1][i], [],
                            timestamps[i]) for i in range(first, count)]
 
 
-def build(*, first=0, base_offset=100, base_timestamp_ms=T0_MS, deltas=u32(0, 5),
+def build(*, offset_min=0, base_offset=100, base_timestamp_ms=T0_MS, deltas=u32(0, 5),
           key_lengths=i32(2, -1), keys=b"k1", value_lengths=i32(3, 0), values=b"v11"):
     """build_records on two valid records, with the given columns overriding."""
-    return build_records("t", 1, base_offset, first, base_timestamp_ms, deltas, key_lengths,
-                         keys, value_lengths, values)
+    return build_records("t", 1, base_offset, offset_min, base_timestamp_ms, deltas,
+                         key_lengths, keys, value_lengths, values)
 
 
 # --- Building ---------------------------------------------------------------------
@@ -68,26 +73,37 @@ def test_records_are_cut_from_the_columns_with_offsets_and_timestamps():
     assert type(records[0].key) is bytes and records[1].key is None
 
 
-def test_first_skips_the_records_before_it_and_may_skip_them_all():
-    assert build(first=1) == [ConsumerRecord("t", 1, 101, None, b"", [], T0_MS + 5)]
-    assert build(first=2) == []
+def test_offset_min_skips_the_records_before_it_and_may_skip_them_all():
+    assert build(offset_min=101) == [ConsumerRecord("t", 1, 101, None, b"", [], T0_MS + 5)]
+    assert build(offset_min=102) == build(offset_min=2**63 - 1) == []
+    assert build(offset_min=-(2**63)) == build(offset_min=100) == build()
+
+
+def test_the_rules_the_shard_ran_are_not_run_again():
+    # Given columns that break a rule but no bound: keys longer than their lengths say
+    # When built / Then the records are read as the lengths say; the extra byte is unread
+    assert [r.key for r in build(key_lengths=i32(1, -1))] == [b"k", None]
+
+
+def test_the_largest_timestamp_that_fits_is_built():
+    # Given a base timestamp 5 ms below the largest Int64, and a record 5 ms after it
+    # When built / Then that record has the largest Int64 timestamp
+    assert build(base_timestamp_ms=INT64_MAX - 5)[1].timestamp_ms == INT64_MAX
 
 
 @pytest.mark.parametrize(("columns", "message"), [
     (dict(key_lengths=i32(2, 1)), "key of record 1 (1 bytes at 2) runs past the 2 bytes"),
     (dict(key_lengths=i32(0x7FFF_FFFF, -1)), "runs past"),
-    (dict(key_lengths=i32(1, -1)), "key lengths sum to 1 bytes but the keys are 2 bytes"),
     (dict(value_lengths=i32(3, -2)), "value length of record 1 is -2, must be >= -1"),
     (dict(key_lengths=i32(2)), "must be equal multiples of 4"),
     (dict(deltas=b"\x00" * 7, key_lengths=b"\x00" * 7, value_lengths=b"\x00" * 7),
      "must be equal multiples of 4"),
-    (dict(first=3), "first record 3 is outside 0..2"),
-    (dict(first=-1), "first record -1 is outside 0..2"),
     (dict(base_offset=INT64_MAX - 1), "overflows Int64"),
     (dict(base_offset=-1), "overflows Int64"),
-    (dict(base_timestamp_ms=INT64_MAX - 5), "overflows Int64"),
+    (dict(base_timestamp_ms=INT64_MAX - 4),
+     f"timestamp of record 1 (base {INT64_MAX - 4} ms . delta 5 ms) overflows Int64"),
 ])
-def test_columns_that_break_a_rule_are_refused_naming_it(columns, message):
+def test_columns_that_break_a_bound_are_refused_naming_it(columns, message):
     # Given columns that would make a slice or a number go out of bounds
     # When built / Then ValueError says what is wrong, and no record is made
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -108,8 +124,8 @@ def test_any_valid_columns_build_what_a_plain_python_reading_gives(key_lengths, 
     values = bytes(range(256)) * 2
     values = values[:sum(max(n, 0) for n in value_lengths)]
     deltas = data.draw(st.lists(st.integers(0, 0xFFFF_FFFF), min_size=count, max_size=count))
-    first = data.draw(st.integers(0, count))
-    args = ("t", 2, 7, first, T0_MS, u32(*deltas), i32(*key_lengths), keys,
+    offset_min = data.draw(st.integers(0, count + 10))
+    args = ("t", 2, 7, offset_min, T0_MS, u32(*deltas), i32(*key_lengths), keys,
             i32(*value_lengths), values)
     # When built / Then the records are those of the reference reading
     assert build_records(*args) == reference_records(*args)
@@ -118,15 +134,15 @@ def test_any_valid_columns_build_what_a_plain_python_reading_gives(key_lengths, 
 @settings(max_examples=1000, deadline=None)
 @given(deltas=st.binary(max_size=24), key_lengths=st.binary(max_size=24),
        keys=st.binary(max_size=24), value_lengths=st.binary(max_size=24),
-       values=st.binary(max_size=24), first=st.integers(-2, 8),
+       values=st.binary(max_size=24), offset_min=st.integers(-2, 8),
        base_offset=st.sampled_from([0, 5, INT64_MAX - 3, INT64_MAX, -1]),
        base_timestamp_ms=st.sampled_from([0, -T0_MS, T0_MS, INT64_MAX - 0xFFFF_FFFF,
                                           INT64_MAX - 0xFFFF_FFFE, INT64_MAX]))
 def test_any_bytes_as_columns_give_the_reference_records_or_value_error(
-        deltas, key_lengths, keys, value_lengths, values, first, base_offset,
+        deltas, key_lengths, keys, value_lengths, values, offset_min, base_offset,
         base_timestamp_ms):
     # Given arbitrary column bytes, as a corrupt batch or a hostile client could send
-    args = ("t", 0, base_offset, first, base_timestamp_ms, deltas, key_lengths, keys,
+    args = ("t", 0, base_offset, offset_min, base_timestamp_ms, deltas, key_lengths, keys,
             value_lengths, values)
     expected = reference_records(*args)
     # When built / Then ValueError exactly where the reference refuses, else its records

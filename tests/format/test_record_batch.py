@@ -2,7 +2,6 @@
 
 import struct
 
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -176,7 +175,7 @@ def test_any_records_round_trip(records, base_offset, skip):
 
 def test_building_an_empty_batch_is_rejected():
     # Given a builder with no records / When built / Then InvalidBatchError
-    with pytest.raises(InvalidBatchError, match="0 records"):
+    with pytest.raises(InvalidBatchError, match="recordCount 0, must be 1 to"):
         BatchBuilder().build()
 
 
@@ -271,11 +270,64 @@ def test_summarize_rejects_bytes_that_are_not_a_message(data):
 
 
 def test_decoding_a_corrupt_batch_names_topic_partition_and_offset():
-    # Given a stored batch whose key lengths do not add up
-    batch = raw_batch(keyLengths=i32(1, -1))
+    # Given a stored batch whose key lengths run past its keys
+    batch = raw_batch(keyLengths=i32(2, 5))
     # When the consumer decodes it / Then CorruptDataError says where it is
     with pytest.raises(CorruptDataError, match=r"offset 900 of orders\[4\] is corrupt"):
         decode_records("orders", 4, 900, batch)
+
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+@st.composite
+def accepted_batches(draw):
+    """Any batch the rules accept, written by pycapnp: any record count, null and empty
+    keys and values, and a base timestamp anywhere in Int64, up to the largest that
+    leaves room for the span (one record at 2**63 - 1 included)."""
+    count = draw(st.integers(1, 12))
+    key_lengths = draw(st.lists(st.integers(-1, 5), min_size=count, max_size=count))
+    value_lengths = draw(st.lists(st.integers(-1, 5), min_size=count, max_size=count))
+    span_ms = 0 if count == 1 else draw(st.sampled_from([0, 1, 2**32 - 1]) | st.integers(0, 10))
+    base_ms = draw(st.sampled_from([INT64_MIN, -1, 0, T0_MS, INT64_MAX - 2**32,
+                                    INT64_MAX - 2**32 + 1, INT64_MAX - span_ms])
+                   | st.integers(INT64_MIN, INT64_MAX - span_ms))
+    deltas = [0, span_ms] + draw(st.lists(st.integers(0, span_ms), min_size=count - 2,
+                                          max_size=count - 2)) if count > 1 else [0]
+    deltas = draw(st.permutations(deltas))
+    fields = dict(recordCount=count, baseTimestampMs=base_ms, maxTimestampMs=base_ms + span_ms,
+                  timestampDeltasMs=u32(*deltas), keyLengths=i32(*key_lengths),
+                  keys=b"k" * sum(max(n, 0) for n in key_lengths),
+                  valueLengths=i32(*value_lengths),
+                  values=b"v" * sum(max(n, 0) for n in value_lengths))
+    headers = draw(st.none() | st.just([(count - 1, [("h", b"x")])]))
+    if headers is not None:
+        fields["headers"] = headers
+    return raw_batch(**fields), base_ms, deltas
+
+
+@settings(max_examples=500, deadline=None)
+@given(accepted=accepted_batches(), base_offset=st.sampled_from([0, 7, 2**62]))
+def test_every_batch_the_rules_accept_decodes_even_at_the_ends_of_int64(accepted, base_offset):
+    # Given a batch the shard accepts, its timestamps anywhere in Int64 (issue 10: one
+    # record at 2**63 - 1 was accepted by the shard and refused by every consumer)
+    batch, base_ms, deltas = accepted
+    summary = summarize_batch(batch)
+    # When a consumer decodes it / Then every record comes back with its timestamp
+    records = decode_records("t", 0, base_offset, batch)
+    assert [r.timestamp_ms for r in records] == [base_ms + d for d in deltas]
+    assert [r.offset for r in records] == list(range(base_offset, base_offset + len(deltas)))
+    assert summary.max_timestamp_ms == max(r.timestamp_ms for r in records)
+
+
+def test_a_record_stamped_with_the_largest_int64_goes_from_producer_to_consumer():
+    # Given a record whose timestamp is 2**63 - 1, as a producer builds it
+    builder = BatchBuilder()
+    builder.append(b"k", b"v", INT64_MAX)
+    batch = builder.build()
+    # When the shard checks it and a consumer decodes it / Then both take it
+    assert summarize_batch(batch).max_timestamp_ms == INT64_MAX
+    assert decode_records("t", 0, 0, batch)[0].timestamp_ms == INT64_MAX
 
 
 def assert_rejected_or_valid(data: bytes) -> None:
@@ -356,13 +408,13 @@ def test_columns_are_little_endian_on_the_wire():
     batch = build_batch([(None, b"x" * 258, T0_MS, None)])
     # When read with the schema directly
     with record_batch_schema.RecordBatch.from_bytes(batch) as reader:
-        value_lengths = np.frombuffer(reader.valueLengths, dtype="<i4").tolist()
-        key_lengths = np.frombuffer(reader.keyLengths, dtype="<i4").tolist()
+        value_lengths = struct.unpack("<i", reader.valueLengths)
+        key_lengths = struct.unpack("<i", reader.keyLengths)
     # Then the lengths read as Int32 LE
-    assert value_lengths == [258] and key_lengths == [-1]
+    assert value_lengths == (258,) and key_lengths == (-1,)
 
 
-# --- The C encoder (client/_producer.c) ----------------------------------------
+# --- The C encoder (format/_record_batch.c: RecordColumns) ----------------------
 
 def pycapnp_encoding(records, producer_id, base_sequence) -> bytes:
     """What pycapnp writes for ``records`` (no headers): the reference for the C encoder."""

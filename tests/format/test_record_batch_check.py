@@ -1,29 +1,31 @@
-"""Specification of plinth.format._batch_check: the fast check of a RecordBatch.
+"""Specification of the batch check in plinth.format._record_batch: the canonical
+parser, and the rules of the schema that every parser's reading goes through.
 
-Its contract is differential: for any bytes, summarize() (the shard's) either
-returns exactly the summary the pycapnp+numpy path (record_batch._read_columns)
-computes, or None; column_spans() (the consumer's) either locates exactly the
-columns that path reads, or returns None. Neither accepts what that path rejects.
+Its contract is differential. For any bytes, the C parser (read_canonical) either
+reads exactly the fields and columns pycapnp reads, or declines (None). Whichever
+read them, the same C rules judge them, so summarize_batch gives the same summary,
+or the same InvalidBatchError message, on the fast path and on pycapnp's path;
+and decode_records gives the same records, or the same CorruptDataError, on both.
 """
 
+import ctypes
 import random
 import struct
 
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from plinth import limits
-from plinth.format import record_batch
-from plinth.format._batch_check import column_spans, is_word_aligned, summarize
-from plinth.format.record_batch import BatchBuilder, BatchSummary, summarize_batch
 from plinth.errors import CorruptDataError, InvalidBatchError
+from plinth.format import record_batch
+from plinth.format._record_batch import is_word_aligned, read_canonical, summarize
+from plinth.format.record_batch import BatchBuilder, BatchSummary, summarize_batch
 from plinth.schemas import record_batch as record_batch_schema
 
 T0_MS = 1_700_000_000_000
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
-# Byte offsets in the canonical layout (format/_batch_check.c's header comment).
+# Byte offsets in the canonical layout (format/record_batch_layout.h's header comment).
 SEGMENT_AT = 8
 DATA_AT = SEGMENT_AT + 8
 POINTERS_AT = DATA_AT + 32
@@ -32,27 +34,41 @@ BLOBS_AT = HEADERS_POINTER_AT + 8
 DELTAS, KEY_LENGTHS, KEYS, VALUE_LENGTHS, VALUES = range(5)
 
 
-def fast(data) -> BatchSummary | None:
-    return summarize(data, limits.BATCH_RECORDS_MAX, BatchSummary)
-
-
-def slow(data) -> BatchSummary | str:
-    """The pycapnp+numpy path's verdict: the summary, or "rejected"."""
+def verdict(check, data) -> BatchSummary | str:
+    """A summary, or the message of the InvalidBatchError ``check`` raised."""
     try:
-        columns = record_batch._read_columns(data)
+        return check(data)
+    except InvalidBatchError as exc:
+        return f"rejected: {exc.message}"
+
+
+def pycapnp_reading(data) -> tuple | None:
+    """The fields and columns pycapnp reads, as read_canonical returns them; None if
+    pycapnp cannot parse the bytes."""
+    try:
+        fields = record_batch._read_fields(data)
     except InvalidBatchError:
-        return "rejected"
-    return BatchSummary(columns.record_count, columns.max_timestamp_ms,
-                        columns.base_timestamp_ms, columns.producer_id, columns.base_sequence)
+        return None
+    return (fields.record_count, fields.base_timestamp_ms, fields.max_timestamp_ms,
+            fields.producer_id, fields.base_sequence,
+            [fields.timestamp_deltas_ms, fields.key_lengths, fields.keys, fields.value_lengths,
+             fields.values])
 
 
-def assert_agrees(data) -> BatchSummary | None:
-    """fast() is None or exactly slow()'s summary; any other exception fails the test."""
-    summary = fast(data)
-    if summary is not None:
-        assert type(summary) is BatchSummary
-        assert slow(data) == summary
-    return summary
+def assert_agrees(data) -> BatchSummary | str | None:
+    """The C parser declines or reads what pycapnp reads, and summarize_batch's verdict is
+    the one pycapnp's path gives. Returns the verdict if the C parser read the batch,
+    None if it declined; any other exception fails the test."""
+    canonical = read_canonical(data)
+    fast = verdict(summarize_batch, data)
+    if canonical is None:
+        return None
+    *fields, spans = canonical
+    assert all(start + length <= len(data) for start, length in spans)
+    columns = [bytes(data[start:start + length]) for start, length in spans]
+    assert pycapnp_reading(data) == (*fields, columns)
+    assert verdict(record_batch._summarize_other_layout, data) == fast
+    return fast
 
 
 def build(records, producer_id=-1, base_sequence=-1) -> bytes:
@@ -93,13 +109,13 @@ producer_strategy = st.sampled_from([(-1, -1), (0, 0), (7, 12), (INT64_MAX, 2**3
 def test_every_batch_the_builder_writes_without_headers_takes_the_fast_path(records, producer):
     # Given any batch BatchBuilder encodes without headers
     data = build(records, *producer)
-    # When checked by both paths / Then the fast one accepts it with the same summary
+    # When checked by both paths / Then the C parser reads it, and both give one summary
     summary = assert_agrees(data)
-    assert summary is not None
     assert summary == (len(records), max(r[2] for r in records), min(r[2] for r in records),
                        *producer)
     # And the same bytes at an odd address give the same summary
-    assert fast(memoryview(b"\x07" + data)[1:]) == summary
+    assert summarize(memoryview(b"\x07" + data)[1:], limits.BATCH_RECORDS_MAX,
+                     BatchSummary) == summary
 
 
 def mutations(data: bytes, rng: random.Random):
@@ -135,20 +151,25 @@ def _flip_bits(data: bytes, rng: random.Random, count: int) -> bytes:
     return bytes(out)
 
 
-def test_mutated_batches_are_summarized_as_pycapnp_does_or_left_to_it():
+def test_mutated_batches_are_read_and_judged_as_pycapnp_reads_and_judges_them():
     # Given valid batches of several shapes, each corrupted thousands of seeded ways
     rng = random.Random(20261126)
     seeds = [small_batch(1), small_batch(3), small_batch(40, -1, -1),
              build([(None, None, T0_MS)]), build([(b"", b"", T0_MS), (None, b"x", T0_MS + 9)])]
-    accepted_kinds = set()
+    accepted_kinds, rejected_kinds = set(), set()
     for _ in range(800):
         for seed in seeds:
             for kind, data in mutations(seed, rng):
-                # When both paths check it / Then the fast one agrees or declines
-                if assert_agrees(data) is not None and data != seed:
+                # When both paths check it / Then the C parser declines or agrees
+                outcome = assert_agrees(data)
+                if isinstance(outcome, BatchSummary) and data != seed:
                     accepted_kinds.add(kind)
-    # And the fuzzer did reach batches the fast path accepts, not only rejections
+                elif isinstance(outcome, str):
+                    rejected_kinds.add(kind)
+    # And the fuzzer reached batches the C parser read and the rules accepted, and
+    # batches it read that the rules refused (with the same message on both paths)
     assert {"field", "word"} <= accepted_kinds
+    assert {"field", "word", "bit"} <= rejected_kinds
 
 
 # --- Hostile and unusual shapes ---------------------------------------------------
@@ -213,9 +234,10 @@ def other_layouts():
 @pytest.mark.parametrize(("name", "data"), list(other_layouts()))
 def test_other_layouts_are_left_to_pycapnp(name, data):
     # Given a batch pycapnp reads but not in the canonical layout / When checked
-    # Then the fast path declines and pycapnp's answer is summarize_batch's
-    assert fast(data) is None
-    assert summarize_batch(data) == slow(data) == (3, T0_MS + 1, T0_MS, 7, 0)
+    # Then the C parser declines and pycapnp's reading is summarize_batch's answer
+    assert read_canonical(data) is None
+    assert summarize(data, limits.BATCH_RECORDS_MAX, BatchSummary) is None
+    assert summarize_batch(data) == (3, T0_MS + 1, T0_MS, 7, 0)
 
 
 def overlapping_blobs_batch() -> bytes:
@@ -234,19 +256,21 @@ def overlapping_blobs_batch() -> bytes:
 
 
 @pytest.mark.parametrize(("name", "data"), list(hostile_batches()))
-def test_hostile_bytes_are_declined_and_rejected_by_the_slow_path(name, data):
+def test_hostile_bytes_are_rejected_with_one_message_whichever_parser_reads_them(name, data):
     # Given bytes that break the canonical layout or a rule / When checked
-    # Then the fast path declines and summarize_batch raises InvalidBatchError
-    assert fast(data) is None
+    # Then summarize_batch raises InvalidBatchError, and if the C parser read the
+    # bytes, pycapnp's path refuses them with the very same message
     with pytest.raises(InvalidBatchError):
         summarize_batch(data)
+    outcome = assert_agrees(data)
+    assert outcome is None or outcome.startswith("rejected: ")
 
 
 def test_overlapping_blobs_are_left_to_pycapnp_which_reads_them():
     # Given a batch whose columns share blobs (legal Cap'n Proto, not canonical)
     data = overlapping_blobs_batch()
-    # When checked / Then the fast path declines and pycapnp's reading is the answer
-    assert fast(data) is None
+    # When checked / Then the C parser declines and pycapnp's reading is the answer
+    assert read_canonical(data) is None
     assert summarize_batch(data) == (2, T0_MS, T0_MS, -1, -1)
 
 
@@ -255,7 +279,7 @@ def test_a_batch_with_headers_is_left_to_pycapnp():
     builder = BatchBuilder()
     builder.append(b"k", b"v", T0_MS, [("h", b"1")])
     data = builder.build()
-    assert fast(data) is None
+    assert read_canonical(data) is None
     assert summarize_batch(data) == (1, T0_MS, T0_MS, -1, -1)
 
 
@@ -266,15 +290,17 @@ def test_null_pointers_for_empty_blobs_are_read_as_pycapnp_reads_them():
     for column in (KEYS, VALUES):
         null_blobs = with_bytes(null_blobs, POINTERS_AT + 8 * column, "<Q", 0)
     # (an empty blob takes no words, so the others still lie end to end)
-    # When checked / Then both paths agree, and the fast path takes it
+    # When checked / Then both paths agree, and the C parser reads it
     assert assert_agrees(null_blobs) == (2, T0_MS + 1, T0_MS, -1, -1)
 
 
 def test_records_max_is_the_limit_passed_in():
-    # Given a batch of 3 records / Then it passes a limit of 3 and not one of 2
+    # Given a batch of 3 records / Then it passes a limit of 3, and a limit of 2
+    # refuses it naming both numbers
     data = small_batch(3)
     assert summarize(data, 3, BatchSummary) is not None
-    assert summarize(data, 2, BatchSummary) is None
+    with pytest.raises(ValueError, match="recordCount 3, must be 1 to 2"):
+        summarize(data, 2, BatchSummary)
 
 
 def test_summarize_rejects_a_summary_type_that_is_not_a_tuple():
@@ -286,11 +312,11 @@ def test_summarize_rejects_a_summary_type_that_is_not_a_tuple():
 # --- Alignment ----------------------------------------------------------------------
 
 def test_is_word_aligned_reports_the_address_modulo_8():
-    # Given views at every offset of an aligned buffer / When asked
-    buffer = np.zeros(64, dtype=np.uint8)
-    address = buffer.ctypes.data
-    view = memoryview(buffer)
-    # Then only the views starting on a word boundary are aligned
+    # Given views at every offset of a buffer whose address is known
+    buffer = (ctypes.c_char * 64)()
+    address = ctypes.addressof(buffer)
+    view = memoryview(buffer).cast("B")
+    # When asked / Then only the views starting on a word boundary are aligned
     assert [is_word_aligned(view[offset:]) for offset in range(16)] == [
         (address + offset) % 8 == 0 for offset in range(16)]
 
@@ -305,61 +331,51 @@ def test_an_unaligned_batch_that_needs_pycapnp_is_copied_and_summarized():
     assert summarize_batch(memoryview(frame)[1:]) == summarize_batch(data)
 
 
-# --- column_spans: the consumer's decode of a canonical batch ----------------------
+# --- decode_records: the consumer's reading of both layouts ----------------------------
 
-def slow_decode(data, offset_min=0):
-    """decode_records through the pycapnp path: the records, or "rejected"."""
+def decoded(decode, data, offset_min=101):
+    """The records, or the message of the error, stored at offset 100 of t[0]."""
     try:
-        columns = record_batch._read_columns(data)
-    except InvalidBatchError:
-        return "rejected"
-    first = min(max(0, offset_min - 100), columns.record_count)
-    records = record_batch.build_records(
-        "t", 0, 100, first, columns.base_timestamp_ms, columns.timestamp_deltas_ms,
-        columns.key_lengths, columns.keys, columns.value_lengths, columns.values)
-    record_batch._attach_headers(records, columns.headers, first)
-    return records
+        return decode("t", 0, 100, data, offset_min)
+    except (CorruptDataError, ValueError, InvalidBatchError) as exc:
+        return f"refused: {exc}"
 
 
-def assert_spans_agree(data) -> bool:
-    """column_spans() is None, or its columns are exactly what pycapnp reads and
-    decode_records gives the same records as the pycapnp path."""
-    spans = column_spans(data, limits.BATCH_RECORDS_MAX)
-    if spans is None:
+def assert_decodes_agree(data) -> bool:
+    """For a batch the C parser reads, decode_records gives what pycapnp's path gives:
+    the same records, or a refusal with the same reason. False if the parser declines."""
+    if read_canonical(data) is None:
         return False
-    record_count, base_timestamp_ms, blobs = spans
-    columns = record_batch._read_columns(data)   # raises if the fast path accepted a bad batch
-    assert (record_count, base_timestamp_ms) == (columns.record_count, columns.base_timestamp_ms)
-    cut = [bytes(data[start:start + length]) for start, length in blobs]
-    assert all(start + length <= len(data) for start, length in blobs)
-    assert cut == [bytes(columns.timestamp_deltas_ms), bytes(columns.key_lengths), columns.keys,
-                   bytes(columns.value_lengths), columns.values]
-    assert record_batch.decode_records("t", 0, 100, data, offset_min=101) == slow_decode(data, 101)
+    canonical = decoded(record_batch.decode_records, data)
+    other = decoded(record_batch._decode_other_layout, data)
+    if isinstance(canonical, str):
+        assert canonical.endswith(other.removeprefix("refused: "))
+    else:
+        assert canonical == other
     return True
 
 
 @settings(max_examples=200, deadline=None)
 @given(records=st.lists(record_strategy, min_size=1, max_size=40), producer=producer_strategy)
-def test_the_consumer_cuts_every_builder_batch_without_headers_into_the_columns_pycapnp_reads(
-        records, producer):
-    # Given any batch BatchBuilder encodes without headers / Then column_spans takes it
+def test_the_consumer_decodes_every_builder_batch_as_pycapnps_path_does(records, producer):
+    # Given any batch BatchBuilder encodes without headers / Then the C parser reads it
     # and decode_records gives exactly the pycapnp path's records
-    assert assert_spans_agree(build(records, *producer))
+    assert assert_decodes_agree(build(records, *producer))
 
 
-def test_mutated_batches_are_cut_as_pycapnp_reads_them_or_left_to_it():
+def test_mutated_batches_are_decoded_as_pycapnps_path_decodes_them_or_left_to_it():
     rng = random.Random(20261127)
     seeds = [small_batch(1), small_batch(3), build([(b"", b"", T0_MS), (None, b"x", T0_MS + 9)])]
-    accepted = 0
+    read = 0
     for _ in range(600):
         for seed in seeds:
             for _kind, data in mutations(seed, rng):
-                accepted += assert_spans_agree(data) and data != seed
-    assert accepted > 100   # the fuzzer reached accepted mutants, not only rejections
+                read += assert_decodes_agree(data) and data != seed
+    assert read > 100   # the fuzzer reached mutants the C parser reads, not only others
 
 
 @pytest.mark.parametrize("name", ["truncated", "pointer past the end", "lengths over the blob"])
-def test_hostile_batches_are_not_cut_and_decode_records_reports_them_corrupt(name):
+def test_hostile_batches_are_reported_corrupt_by_decode_records(name):
     data = small_batch(3)
     broken = {
         "truncated": data[:-8],
@@ -368,6 +384,5 @@ def test_hostile_batches_are_not_cut_and_decode_records_reports_them_corrupt(nam
         # keyLengths starts after the 12 delta bytes padded to 16; record 1's key length
         "lengths over the blob": with_bytes(data, BLOBS_AT + 16 + 4, "<i", 1000),
     }[name]
-    assert column_spans(broken, limits.BATCH_RECORDS_MAX) is None
     with pytest.raises(CorruptDataError, match=r"batch at offset 100 of t\[0\] is corrupt"):
         record_batch.decode_records("t", 0, 100, broken)

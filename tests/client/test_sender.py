@@ -1,0 +1,267 @@
+"""Specification of plinth.client.sender.Sender: idempotent delivery, retries, close.
+
+The sender runs its real thread against tests/client/produce_broker.py, a real
+ZeroMQ socket answering real Cap'n Proto replies and storing batches as a shard
+does (idempotent retries answered with their original offsets), scripted to
+fail, drop or lose the replies of produce requests. The tests hand it records
+through its one neighbour in the process, a real RecordAccumulator.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from plinth import limits
+from plinth.client.accumulator import RecordAccumulator
+from plinth.client.sender import Sender
+from plinth.errors import (ClosedError, OutOfOrderSequenceError, PlinthTimeoutError,
+                           RecordTooLargeError, UnavailableError)
+from plinth.format.record_batch import summarize_batch
+from tests.client.produce_broker import DROP, GARBAGE, LOSE_REPLY, ProduceBroker
+
+T0_MS = 1_700_000_000_000
+GET_TIMEOUT_S = 10
+SENDER_DEFAULTS = dict(acks=1, request_timeout_ms=2_000, in_flight_max=32, idempotent=True,
+                       delivery_timeout_ms=20_000, retry_backoff_ms=20, retry_backoff_max_ms=1_000)
+
+
+@pytest.fixture
+def broker():
+    broker = ProduceBroker({"t": 2})
+    yield broker
+    broker.close()
+
+
+@pytest.fixture
+def make_sender(broker):
+    """``make_sender(linger_ms=0, **sender options)`` -> (sender, accumulator), started."""
+    senders = []
+
+    def make(linger_ms: float = 0, **options) -> tuple[Sender, RecordAccumulator]:
+        settings = {**SENDER_DEFAULTS, **options}
+        acks = settings.pop("acks")
+        sender = Sender(broker.url, acks, **settings)
+        accumulator = RecordAccumulator(batch_bytes_max=1 << 20, linger_ms=linger_ms,
+                                        buffer_bytes_max=1 << 26, max_block_ms=5_000,
+                                        wake=sender.wake)
+        accumulator.add_topic("t", 2)
+        sender.start(accumulator)
+        senders.append(sender)
+        return sender, accumulator
+
+    yield make
+    for sender in senders:
+        sender.close(5)
+
+
+def send(accumulator: RecordAccumulator, value: bytes, partition: int = 0):
+    return accumulator.append("t", partition, None, value, T0_MS)
+
+
+def produced(arrival) -> tuple[int, int]:
+    """(producer id, base sequence) of a produce request's batch."""
+    summary = summarize_batch(arrival.payload)
+    return summary.producer_id, summary.base_sequence
+
+
+def wait_until(condition, timeout_s: float = GET_TIMEOUT_S) -> None:
+    """Poll a real condition until it holds, at most timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+# --- Delivery ------------------------------------------------------------------------
+
+def test_each_batch_is_stored_once_and_its_futures_resolve_to_the_offsets_it_got(
+        broker, make_sender):
+    # Given a sender
+    _, accumulator = make_sender()
+    # When records go to both partitions
+    futures = [(value, partition, send(accumulator, value, partition))
+               for value, partition in [(b"a", 0), (b"b", 1), (b"c", 0), (b"d", 0), (b"e", 1)]]
+    # Then each future names the offset where the broker stored its record, once
+    for value, partition, future in futures:
+        metadata = future.get(GET_TIMEOUT_S)
+        assert (metadata.topic, metadata.partition) == ("t", partition)
+        assert broker.records("t", partition)[metadata.offset].value == value
+    assert broker.record_count() == 5
+
+
+def test_a_retriable_error_is_retried_with_a_backoff_that_doubles_up_to_its_max(
+        broker, make_sender):
+    # Given a broker that answers the first three produces "unavailable"
+    broker.faults.extend([UnavailableError("shard restarting")] * 3)
+    _, accumulator = make_sender(retry_backoff_ms=60, retry_backoff_max_ms=150)
+    # When a record is sent
+    assert send(accumulator, b"a").get(GET_TIMEOUT_S).offset == 0
+    # Then it was sent four times, unchanged, 60, 120 and 150 ms (at least) apart
+    arrivals = broker.produces()
+    assert len(arrivals) == 4 and len({a.payload for a in arrivals}) == 1
+    gaps_ms = [(b.at_s - a.at_s) * 1000 for a, b in zip(arrivals, arrivals[1:])]
+    assert [gap >= minimum for gap, minimum in zip(gaps_ms, [60, 120, 150])] == [True] * 3, \
+        gaps_ms
+    assert broker.record_count() == 1
+
+
+def test_a_lost_reply_is_retried_and_the_shard_answers_the_duplicate_with_the_first_offset(
+        broker, make_sender):
+    # Given a broker that stores the first produce but loses its reply
+    broker.faults.append(LOSE_REPLY)
+    _, accumulator = make_sender(request_timeout_ms=300)
+    # When a record is sent, and another after it
+    first = send(accumulator, b"a")
+    assert first.get(GET_TIMEOUT_S).offset == 0
+    assert send(accumulator, b"b").get(GET_TIMEOUT_S).offset == 1
+    # Then the retry was the same bytes (same producer id and sequence), and the
+    # record is stored once
+    arrivals = broker.produces()
+    assert arrivals[0].payload == arrivals[1].payload
+    assert [r.value for r in broker.records("t", 0)] == [b"a", b"b"]
+
+
+def test_out_of_order_sequence_is_retried_under_a_new_producer_id_from_sequence_0(
+        broker, make_sender):
+    # Given a record stored by the producer, and a broker that refuses the next
+    # produce as a sequence gap
+    _, accumulator = make_sender()
+    assert send(accumulator, b"a").get(GET_TIMEOUT_S).offset == 0
+    broker.faults.append(OutOfOrderSequenceError("expected 7"))
+    # When another record is sent
+    assert send(accumulator, b"b").get(GET_TIMEOUT_S).offset == 1
+    # Then its retry carries a new producer id and starts its sequence at 0
+    (first_id, first_seq), (refused_id, refused_seq), (retry_id, retry_seq) = map(
+        produced, broker.produces())
+    assert (first_seq, refused_id, refused_seq) == (0, first_id, 1)
+    assert retry_id != first_id and retry_seq == 0
+    assert [r.value for r in broker.records("t", 0)] == [b"a", b"b"]
+
+
+def test_a_batch_not_acknowledged_within_delivery_timeout_fails_and_the_next_gets_a_new_id(
+        broker, make_sender):
+    # Given a broker that loses every produce request for now
+    broker.faults.extend([DROP] * 1000)
+    _, accumulator = make_sender(request_timeout_ms=150, delivery_timeout_ms=500)
+    started_s = time.monotonic()
+    # When a record is sent / Then it fails after delivery_timeout_ms, retried meanwhile
+    with pytest.raises(PlinthTimeoutError, match="delivery_timeout_ms=500"):
+        send(accumulator, b"lost").get(GET_TIMEOUT_S)
+    assert time.monotonic() - started_s >= 0.5
+    attempts = broker.produces()
+    assert len(attempts) >= 2 and len({produced(a) for a in attempts}) == 1
+    # And when the broker answers again, the next record goes under a new producer
+    # id, from sequence 0, and is the partition's first record
+    broker.faults.clear()
+    assert send(accumulator, b"next").get(GET_TIMEOUT_S).offset == 0
+    next_id, next_seq = produced(broker.produces()[-1])
+    assert next_id != produced(attempts[0])[0] and next_seq == 0
+
+
+def test_acks_0_sends_each_batch_once_and_resolves_without_waiting_for_a_reply(
+        broker, make_sender):
+    # Given a sender with acks=0 (the broker stores and never answers)
+    _, accumulator = make_sender(acks=0)
+    # When records are sent / Then their futures resolve to offset -1
+    futures = [send(accumulator, b"%d" % i) for i in range(3)]
+    assert [f.get(GET_TIMEOUT_S).offset for f in futures] == [-1, -1, -1]
+    # And every record reaches the broker once, without a producer id
+    wait_until(lambda: broker.record_count() == 3)
+    assert [r.value for r in broker.records("t", 0)] == [b"0", b"1", b"2"]
+    assert {produced(a) for a in broker.produces()} == {(-1, -1)}
+
+
+# --- Failures stay with their batch ----------------------------------------------------
+
+def test_a_batch_that_cannot_be_encoded_fails_alone_and_the_sender_goes_on(
+        broker, make_sender, monkeypatch):
+    # Given a sender whose accumulator took a 5,000-byte record, and then a batch
+    # limit of 2,000 bytes, so that its batch cannot be encoded
+    sender, accumulator = make_sender(linger_ms=60_000)
+    big = send(accumulator, b"x" * 5_000, partition=0)
+    small = send(accumulator, b"small", partition=1)
+    monkeypatch.setattr(limits, "BATCH_BYTES_MAX", 2_000)
+    # When both batches are flushed
+    accumulator.begin_flush()
+    # Then only the big one fails, with the encoder's error, and nothing of it is stored
+    with pytest.raises(RecordTooLargeError, match="over the limit of 2000 bytes"):
+        big.get(GET_TIMEOUT_S)
+    assert small.get(GET_TIMEOUT_S).offset == 0
+    # And the sender goes on: the partition takes the next record at offset 0
+    assert send(accumulator, b"after", partition=0).get(GET_TIMEOUT_S).offset == 0
+    assert sender._thread.is_alive()
+
+
+def test_a_reply_that_does_not_decode_is_dropped_and_its_request_retried(
+        broker, make_sender, caplog):
+    # Given a broker whose first answer is not a Reply
+    broker.faults.append(GARBAGE)
+    _, accumulator = make_sender(request_timeout_ms=300)
+    # When a record is sent / Then it is stored once after a retry, and the
+    # dropped reply is logged
+    with caplog.at_level(logging.WARNING, logger="plinth.client.sender"):
+        assert send(accumulator, b"a").get(GET_TIMEOUT_S).offset == 0
+    assert len(broker.produces()) == 2 and broker.record_count() == 1
+    assert f"dropped a reply from {broker.url}" in caplog.text
+
+
+def test_a_callback_that_raises_is_logged_and_every_other_callback_still_runs(
+        broker, make_sender, caplog):
+    # Given a sender that holds a batch open, with two callbacks on its record:
+    # the first raises
+    _, accumulator = make_sender(linger_ms=60_000)
+    future = send(accumulator, b"a")
+    later = []
+    future.add_callback(lambda metadata: 1 / 0)
+    future.add_callback(later.append)
+    # When the batch is acknowledged
+    with caplog.at_level(logging.ERROR, logger="plinth.client.futures"):
+        accumulator.begin_flush()
+        future.get(GET_TIMEOUT_S)
+        wait_until(lambda: accumulator.empty())
+    # Then the second callback ran, the error was logged, and the batch's bytes
+    # went back to the buffer
+    assert [m.offset for m in later] == [0]
+    assert "ZeroDivisionError" in caplog.text
+    assert accumulator.appender.buffered_bytes == 0
+    # And the next record is delivered
+    assert send(accumulator, b"b").get(GET_TIMEOUT_S).offset == 1
+
+
+# --- Close ----------------------------------------------------------------------------
+
+def test_close_sends_what_is_pending_before_it_stops(broker, make_sender):
+    # Given records waiting in an open batch (linger 200 ms)
+    sender, accumulator = make_sender(linger_ms=200)
+    futures = [send(accumulator, b"%d" % i) for i in range(5)]
+    # When the sender is closed without a timeout
+    sender.close(None)
+    # Then every record was stored and acknowledged, and the thread is gone
+    assert [f.get(0).offset for f in futures] == [0, 1, 2, 3, 4]
+    assert broker.record_count() == 5 and not sender._thread.is_alive()
+
+
+def test_close_with_a_timeout_fails_what_was_not_acknowledged_with_closed_error(
+        broker, make_sender):
+    # Given a broker that loses every produce request
+    broker.faults.extend([DROP] * 1000)
+    sender, accumulator = make_sender()
+    future = send(accumulator, b"a")
+    wait_until(lambda: broker.produces())
+    # When the sender is closed with a timeout of 300 ms
+    started_s = time.monotonic()
+    sender.close(0.3)
+    # Then it returns soon after, and the record's future fails with ClosedError
+    assert time.monotonic() - started_s < 3 and not sender._thread.is_alive()
+    with pytest.raises(ClosedError):
+        future.get(0)
+
+
+def test_close_with_nothing_pending_returns_at_once(make_sender):
+    sender, _ = make_sender()
+    started_s = time.monotonic()
+    sender.close(5)
+    assert time.monotonic() - started_s < 2 and not sender._thread.is_alive()

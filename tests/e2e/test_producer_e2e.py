@@ -1,0 +1,56 @@
+"""End to end: no bad call breaks a producer talking to a real broker.
+
+Good send() calls interleaved with every bad one (tests/client/send_calls.py, as
+tests/client/test_producer.py uses them), against a real ``plinth serve`` (real
+Ray, ZeroMQ, shards, disk): every good send's future must resolve to the offset
+where a consumer then reads its record, and nothing else may be stored.
+"""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from plinth import Admin, Consumer, Producer
+from tests.client import send_calls
+from tests.support import unique_topic
+
+TOPICS = {"A": 3, "B": 1}     # renamed to fresh topics in each example
+TIMEOUT_S = 60
+
+
+def stored_records(url: str, topics: dict[str, int], expected: int) -> dict:
+    """(topic, partition, offset) -> record, for every record in the topics."""
+    with Consumer(*topics, broker=url, auto_offset_reset="earliest",
+                  consumer_timeout_ms=10_000) as consumer:
+        records = {}
+        for record in consumer:
+            records[(record.topic, record.partition, record.offset)] = record
+            if len(records) == expected:
+                break
+    return records
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=send_calls.calls_with_every_bad_call(TOPICS),
+       linger_ms=st.sampled_from([0, 20, 60_000]))
+def test_no_bad_call_leaves_a_trace_on_a_real_broker(shared_broker, steps, linger_ms):
+    # Given fresh topics on a real broker, and a producer
+    names = {name: unique_topic("bad-calls") for name in TOPICS}
+    topics = {names[name]: count for name, count in TOPICS.items()}
+    with Admin(broker=shared_broker.url, request_timeout_ms=TIMEOUT_S * 1000) as admin:
+        for topic, count in topics.items():
+            admin.create_topic(topic, count)
+        producer = Producer(broker=shared_broker.url, linger_ms=linger_ms)
+        # When good sends, bad calls, flushes and perhaps a close are made
+        try:
+            sent = send_calls.run(producer, send_calls.renamed(steps, names))
+        finally:
+            producer.close(TIMEOUT_S)
+        stored_count = sum(p.end_offset for topic in topics
+                           for p in admin.describe_topic(topic).partition_info)
+    # Then every good send resolved to the offset where its record is stored, and
+    # nothing else was stored
+    stored = stored_records(shared_broker.url, topics, stored_count)
+    send_calls.check_stored(sent, lambda topic, p, offset: stored[(topic, p, offset)],
+                            stored_count, topics, TIMEOUT_S)
