@@ -137,6 +137,7 @@ class FakeController:
         self._gate = threading.Condition()
         self._routing_permits: int | None = None      # routing calls allowed; None: any
         self.routing_waiting = 0
+        self.routing_calls = 0                        # answered
         for name, partitions in (topics or {}).items():
             self.add_topic(name, partitions, (owners or {}).get(name))
 
@@ -159,6 +160,13 @@ class FakeController:
             self._routing_permits = calls
             self._gate.notify_all()
 
+    def wait_for_routing_calls(self, count: int) -> None:
+        """Until ``count`` routing calls have been answered."""
+        with self._gate:
+            if not self._gate.wait_for(lambda: self.routing_calls >= count, WAIT_S):
+                raise AssertionError(f"{self.routing_calls} routing calls answered within "
+                                     f"{WAIT_S} s, not {count}")
+
     def wait_for_routing_call(self) -> None:
         """Until a routing call waits at the gate."""
         with self._gate:
@@ -178,6 +186,8 @@ class FakeController:
                 raise RequestTimedOutError("the fake controller's routing gate stayed shut")
             if self._routing_permits is not None:
                 self._routing_permits -= 1
+            self.routing_calls += 1
+            self._gate.notify_all()
             return RoutingTable(dict(self.shard_addresses), self.shard_ids, dict(self.owners),
                                 dict(self.ranges))
 
