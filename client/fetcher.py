@@ -25,8 +25,8 @@ A fetch reply brings:
 - offsetOutOfRange: the consumer's ``reset_position(tp)`` (its
   ``auto_offset_reset``), or, if it has none, raised like any other error.
 
-A reply to a fetch that ``seek()``, ``assign()`` or ``remove()`` replaced is
-dropped. Nothing here is done per record in Python unless a deserializer is
+A reply to a fetch that ``seek()``, ``assign()``, ``add()`` or ``remove()``
+replaced is dropped. Nothing here is done per record in Python unless a deserializer is
 set: polls hand out slices of the decoded lists.
 """
 
@@ -146,6 +146,10 @@ class Fetcher:
         self._fetches.clear()
 
     def add(self, tp: TopicPartition, position: int | None) -> None:
+        """Read ``tp`` too, from ``position`` (None: the consumer's reset decides)."""
+        replaced = self.partitions.get(tp)
+        if replaced is not None:
+            self._fetches.pop(replaced.fetch_id, None)
         self.partitions[tp] = PartitionState(position)
 
     def remove(self, tp: TopicPartition) -> None:
@@ -200,9 +204,14 @@ class Fetcher:
     def on_reply(self, view: protocol.ReplyView, payload) -> None:
         """A reply that is not the Consumer's own: a fetch's, perhaps a stale one."""
         tp = self._fetches.pop(view.request_id, None)
-        state = self.partitions.get(tp) if tp is not None else None
+        if tp is None:
+            return   # a fetch made stale by seek(), assign(), add() or remove()
+        state = self.partitions.get(tp)
         if state is None or state.fetch_id != view.request_id:
-            return   # a fetch made stale by seek(), assign() or remove()
+            # Those calls forget the fetch they replace; records from a fetch that is
+            # not the one in flight would land at the wrong offsets.
+            raise AssertionError(f"reply to fetch {view.request_id} of {tp.topic}-{tp.partition}, "
+                                 f"whose fetch in flight is {state and state.fetch_id}")
         state.fetch_id = None
         if isinstance(view.error, OffsetOutOfRangeError) and self._reset_out_of_range:
             self._reset_position(tp)
