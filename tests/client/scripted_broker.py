@@ -6,7 +6,8 @@ request (a protocol.*Request) returning the reply frames, ``None`` (no answer
 for now), or ``Replies(...)``: several replies at once, for this request and
 earlier ones, in that order (a broker answering out of order). With the script
 used up, requests get no answer. Every request is recorded with its arrival
-time; ``wait_for_requests`` waits for them.
+time; ``wait_for_requests`` waits for them. ``entry`` builds the log entries a
+fetch reply carries.
 """
 
 from __future__ import annotations
@@ -18,8 +19,19 @@ import zmq
 
 from plinth import protocol
 from plinth.errors import BrokerError
+from plinth.format.log_entry import build_entry_header
+from plinth.format.record_batch import BatchBuilder
 
 WAIT_S = 10.0   # the bound on waits for requests
+
+
+def entry(base_offset: int, values: list[bytes]) -> bytes:
+    """One log entry (header and batch) holding ``values`` without keys, from ``base_offset``."""
+    builder = BatchBuilder()
+    for value in values:
+        builder.append(None, value, 1_700_000_000_000, None)
+    batch = builder.build()
+    return build_entry_header(base_offset, 1_700_000_000_000, len(values), batch) + batch
 
 
 class Replies(list):
