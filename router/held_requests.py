@@ -11,9 +11,10 @@ they are answered unknownTopic, and so is every request for the topic during
 ``ROUTER_UNKNOWN_TOPIC_TTL_S`` without asking again.
 
 Bounds: ``ROUTER_HELD_REQUESTS_PER_TOPIC_MAX`` requests per topic; a topic is
-held only while its look-up is queued, so the topics are bounded by the admin
-bridge's queue; ``ROUTER_UNKNOWN_TOPICS_REMEMBERED_MAX`` unknown topics (the
-oldest are forgotten first).
+held only while its look-up is queued, under way or its result not yet taken,
+so the topics are bounded by the admin bridge's two queues;
+``ROUTER_UNKNOWN_TOPICS_REMEMBERED_MAX`` unknown topics (the oldest are
+forgotten first).
 """
 
 from __future__ import annotations
