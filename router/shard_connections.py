@@ -121,5 +121,10 @@ class ShardConnections:
         del self._by_monitor[connection.monitor]
         if self._by_shard.get(connection.shard_id) is connection:
             del self._by_shard[connection.shard_id]
+        # Stop the monitor before closing the socket it writes to: libzmq's I/O thread
+        # sends each event with a blocking send, and an event with nobody left to
+        # read it (a disconnect racing the close) blocks that thread, and with it
+        # every socket of the context, for good.
+        connection.dealer.disable_monitor()
         connection.monitor.close(linger=0)
         connection.dealer.close(linger=0)

@@ -98,3 +98,27 @@ def test_a_shard_whose_connection_drops_is_down_until_it_reconnects(connections)
         round_trip(shards, poller, "shard-0")
     finally:
         shard.close()
+
+
+def test_replacing_the_connections_of_shards_that_just_went_away_leaves_the_context_working():
+    # Given a context of its own (if its I/O thread hangs, only this test's sockets do)
+    context = zmq.Context()
+    poller = zmq.Poller()
+    shards = ShardConnections(context, poller)
+    # When shards go away one after another, each replaced at once by a new address
+    # while its disconnect is still being noticed
+    for attempt in range(40):
+        shard = FakeShard("shard-0")
+        shards.apply({"shard-0": shard.address})
+        round_trip(shards, poller, "shard-0")
+        shard.close()
+        shards.apply({"shard-0": f"tcp://127.0.0.1:{9 + attempt % 2}"})
+    # Then the context still carries requests and replies
+    shard = FakeShard("shard-1")
+    try:
+        shards.apply({"shard-1": shard.address})
+        round_trip(shards, poller, "shard-1")
+    finally:
+        shard.close()
+    shards.close()
+    context.term()
