@@ -2,8 +2,16 @@
 
 A Connection belongs to one thread at a time (ZeroMQ sockets are not
 thread-safe): the caller's thread for Admin and Consumer, the sender thread
-for Producer. Requests carry ids from ``next_request_id()``; replies are
-matched by id, so many requests may be in flight.
+for Producer, the heartbeat thread for a group membership. Requests carry ids
+from ``next_request_id()``; replies are matched by id, so many requests may be
+in flight, and a reply that arrives while ``wait_for`` waits for another is
+kept for the next ``recv`` (or ``wait_for``) in the order it came.
+
+With several routers (comma-separated URLs) the DEALER connects to all of them
+and queues requests only on connections that are up (ZMQ_IMMEDIATE), so
+requests go to the routers that are up and not to one that is down; a send
+waits ``CLIENT_ROUTER_CONNECT_WAIT_MS`` for a connection to come up before it
+fails with UnavailableError.
 """
 
 from __future__ import annotations
@@ -17,10 +25,6 @@ import zmq
 
 from plinth import limits, protocol
 from plinth.errors import ClosedError, PlinthTimeoutError, UnavailableError
-
-DEFAULT_BROKER = "tcp://127.0.0.1:7400"
-# How long a send waits for any router connection to come up, with several routers.
-_ROUTER_WAIT_MS = 1000
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,7 @@ def broker_url(broker: str | None) -> str:
     Several routers may be given, comma-separated: the client spreads requests
     over those it is connected to and fails over when one goes away.
     """
-    urls = (broker or os.environ.get("PLINTH_BROKER") or DEFAULT_BROKER).split(",")
+    urls = (broker or os.environ.get("PLINTH_BROKER") or limits.BROKER_URL_DEFAULT).split(",")
     return ",".join(url if "://" in url else f"tcp://{url}" for url in map(str.strip, urls))
 
 
@@ -56,13 +60,22 @@ def broker_address(broker=None, curve_key_file: str | None = None,
                          "curve_server_key_file (the server's .key)")
     if not key_file:
         return BrokerAddress(broker_url(broker))
-    import zmq.auth
-
-    public, secret = zmq.auth.load_certificate(key_file)
+    public, secret = _load_key(key_file)
     if secret is None:
         raise ValueError(f"{key_file} holds no secret key; pass the .key_secret file")
-    server_public, _ = zmq.auth.load_certificate(server_file)
+    server_public, _ = _load_key(server_file)
     return BrokerAddress(broker_url(broker), public, secret, server_public)
+
+
+def _load_key(path: str) -> tuple[bytes, bytes | None]:
+    """(public key, secret key or None) of a key file as ``plinth keygen`` writes them;
+    ValueError naming the file if it cannot be read or holds no key."""
+    import zmq.auth
+
+    try:
+        return zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot load the CurveZMQ key file {path}: {exc}") from None
 
 
 class Connection:
@@ -110,10 +123,11 @@ class Connection:
                 return
             except zmq.Again:
                 # No connection is up (yet): give the handshakes a moment, once.
-                if attempt == 1 or not self.socket.poll(_ROUTER_WAIT_MS, zmq.POLLOUT):
+                wait_ms = limits.CLIENT_ROUTER_CONNECT_WAIT_MS
+                if attempt == 1 or not self.socket.poll(wait_ms, zmq.POLLOUT):
                     raise UnavailableError(
                         f"none of the routers {self.url} is reachable "
-                        f"(waited {_ROUTER_WAIT_MS} ms)") from None
+                        f"(waited {wait_ms} ms)") from None
 
     def recv(self, timeout_ms: float) -> tuple[protocol.ReplyView, object] | None:
         """One reply (view, payload frame or None), or None if none came in time.

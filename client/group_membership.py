@@ -2,7 +2,8 @@
 
 Client side. The heartbeat thread owns its own Connection and sends a
 GroupHeartbeat every ``heartbeat_interval_ms`` (the coordinator says how
-often), carrying the subscription and the partitions the consumer owns. The
+often; until it has, ``GROUP_HEARTBEATS_PER_SESSION`` per session timeout),
+carrying the subscription and the partitions the consumer owns. The
 consumer's thread never waits for it: it takes the latest target assignment
 with ``take_target()`` inside ``poll()``, applies it (revoking first), and
 reports what it now owns with ``set_owned()``, which sends a heartbeat at once
@@ -11,7 +12,8 @@ so that a revoked partition reaches its next owner quickly.
 If the coordinator says the member is unknown or fenced, or no heartbeat
 succeeds for a whole session timeout, the membership is lost: the target
 becomes empty (the consumer drops every partition) and the thread rejoins as
-a new member.
+a new member. ``close()`` sends a last heartbeat with the leave epoch, so
+the member's partitions move at once instead of after its session timeout.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from plinth.errors import BrokerError, PlinthTimeoutError, StaleMemberEpochError
 log = logging.getLogger(__name__)
 
 TopicPartition = tuple[str, int]
+# The member epoch of a leave heartbeat (as the coordinator's, shards/group_coordinator.py).
 LEAVE_EPOCH = -1
 
 
@@ -40,7 +43,7 @@ class GroupMembership:
         self.request_timeout_ms = min(request_timeout_ms, session_timeout_ms)
         self.member_id = ""
         self.member_epoch = 0
-        self._interval_s = session_timeout_ms / 5000
+        self._interval_s = session_timeout_ms / 1000 / limits.GROUP_HEARTBEATS_PER_SESSION
         self._lock = threading.Lock()       # guards owned, target, member id/epoch
         self._owned: set[TopicPartition] = set()
         self._target: set[TopicPartition] | None = None
@@ -72,11 +75,12 @@ class GroupMembership:
         with self._lock:
             return self.member_id, self.member_epoch
 
-    def close(self, timeout_s: float = 5.0) -> None:
-        """Leave the group (its partitions move at once) and stop the thread."""
+    def close(self) -> None:
+        """Leave the group (its partitions move at once) and stop the thread: waits for
+        a heartbeat in progress and the leave heartbeat, each at most its timeout."""
         self._closing = True
         self._wake.set()
-        self._thread.join(timeout_s + self.request_timeout_ms / 1000)
+        self._thread.join((self.request_timeout_ms + limits.GROUP_LEAVE_TIMEOUT_MS_MAX) / 1000)
         self._conn.close()
 
     # --- Heartbeat thread -----------------------------------------------------------
@@ -127,10 +131,9 @@ class GroupMembership:
             request_id, self.group, member_id, LEAVE_EPOCH, self.topics, set(),
             self.session_timeout_ms, self.assignor)
         try:
-            self._conn.request(header, request_id, min(self.request_timeout_ms, 5_000))
+            self._conn.request(header, request_id,
+                               min(self.request_timeout_ms, limits.GROUP_LEAVE_TIMEOUT_MS_MAX))
         except (BrokerError, PlinthTimeoutError) as exc:
             log.warning("group %s: leave failed (the session timeout will remove it): %s",
                         self.group, exc)
 
-
-assert limits.SESSION_TIMEOUT_MS_MIN >= 5 * limits.HEARTBEAT_INTERVAL_MS_MIN

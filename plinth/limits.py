@@ -147,10 +147,60 @@ PRODUCER_SENDER_POLL_MS_MAX = 1000
 PRODUCER_SENDER_ERROR_PAUSE_MS = 100
 
 # --- Consumer (client/consumer.py, fetcher.py, connection.py, group_membership.py)
-# (placeholder: the consumer's and the connection's bounds go here)
+# Records one poll() hands out unless told otherwise (Kafka: max.poll.records):
+# enough to amortize a call, few enough that auto-commit follows closely.
+CONSUMER_POLL_RECORDS_DEFAULT = 500
+# A group member's poll() waits on its socket at most this long at a time, then
+# takes the heartbeat thread's newest assignment: bounds how long a revoked
+# partition stays here while its next owner waits for it.
+CONSUMER_GROUP_POLL_SLICE_MS = 100
+# Iterating a consumer polls in slices of at most this, so that an infinite
+# consumer_timeout_ms (the default) still returns to group work between them.
+CONSUMER_ITERATION_POLL_SLICE_MS = 1_000
+# Heartbeats per session timeout until the coordinator says how often to send
+# them (its heartbeat interval then rules): several may be lost in a session.
+GROUP_HEARTBEATS_PER_SESSION = 5
+# How long a closing member waits for the answer to its leave heartbeat; if none
+# comes, the session timeout removes it.
+GROUP_LEAVE_TIMEOUT_MS_MAX = 5_000
+# With several routers a client queues requests only on connections that are up;
+# a send waits this long for one to come up before it fails with unavailable.
+CLIENT_ROUTER_CONNECT_WAIT_MS = 1_000
+if SESSION_TIMEOUT_MS_MIN < GROUP_HEARTBEATS_PER_SESSION * HEARTBEAT_INTERVAL_MS_MIN:
+    raise AssertionError("the shortest session timeout must hold its heartbeats at the "
+                         "shortest interval")
+if CONSUMER_GROUP_POLL_SLICE_MS > HEARTBEAT_INTERVAL_MS_MIN:
+    raise AssertionError("a member must apply a new assignment within a heartbeat interval")
 
 # --- Router (router/) ------------------------------------------------------
-# (placeholder: the router's bounds go here)
+# Admin requests and topic look-ups queued for the router's admin bridge thread,
+# which makes one control call through Ray at a time; more are answered
+# tooManyRequests. This also bounds the topics with requests held at once.
+ROUTER_ADMIN_JOBS_QUEUED_MAX = 1000
+# Results of those calls (replies, routing tables) the loop thread has not taken
+# yet; when full, the bridge thread waits for the loop (never the other way).
+ROUTER_ADMIN_RESULTS_QUEUED_MAX = 1000
+# Requests for a topic the router does not know yet, held in arrival order while
+# the controller is asked about it; more are answered tooManyRequests.
+ROUTER_HELD_REQUESTS_PER_TOPIC_MAX = 1000
+# A topic the controller did not know is answered unknownTopic this long without
+# asking again, so a client retrying a misspelt name costs no control calls; a
+# topic created meanwhile is known after the next routing refresh anyway.
+ROUTER_UNKNOWN_TOPIC_TTL_S = 1.0
+ROUTER_UNKNOWN_TOPICS_REMEMBERED_MAX = 10_000
+# Messages the loop thread reads from one socket before it serves the others:
+# one busy client or shard cannot starve the rest.
+ROUTER_SOCKET_READS_PER_ROUND_MAX = 256
+# Connection events (up, down) of one shard connection handled per round.
+ROUTER_MONITOR_EVENTS_PER_ROUND_MAX = 64
+# The loop thread's longest wait in poll: how late it notices stop() and its sweep.
+ROUTER_POLL_TIMEOUT_MS = 200
+# How often the loop forgets fetch replies already written to their clients
+# (router/unsent_replies.py) besides when it next sends to the same client.
+ROUTER_UNSENT_SWEEP_INTERVAL_S = 1.0
+# How long stop() waits for each router thread; the admin bridge may be inside a
+# control call (up to CONTROL_CALL_TIMEOUT_S), and is a daemon thread.
+ROUTER_STOP_WAIT_S = 10.0
 
 # --- Shard loop (shards/shard_server.py and what is split out of it) ----------
 # Control calls queued for a shard's loop thread (ShardServer.call); a caller

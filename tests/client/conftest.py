@@ -9,11 +9,11 @@ from tests.client.scripted_broker import ScriptedBroker
 
 @pytest.fixture
 def scripted():
-    """``scripted(steps)`` starts a ScriptedBroker; all are closed at the end."""
+    """``scripted(steps, url=None)`` starts a ScriptedBroker; all are closed at the end."""
     brokers = []
 
-    def make(script):
-        brokers.append(ScriptedBroker(script))
+    def make(script, url: str | None = None):
+        brokers.append(ScriptedBroker(script, url))
         return brokers[-1]
 
     yield make

@@ -8,18 +8,8 @@ import time
 import pytest
 
 from plinth import Consumer, limits, protocol
-from plinth.format.record_batch import BatchBuilder
 from plinth.errors import CorruptDataError, TooManyRequestsError, UnavailableError
-from plinth.format.log_entry import build_entry_header
-
-
-def entry(base_offset: int, values: list[bytes]) -> bytes:
-    """One log entry holding ``values``, from ``base_offset``."""
-    builder = BatchBuilder()
-    for value in values:
-        builder.append(None, value, 1_700_000_000_000, None)
-    batch = builder.build()
-    return build_entry_header(base_offset, 1_700_000_000_000, len(values), batch) + batch
+from tests.client.scripted_broker import entry
 
 
 def fetched(base_offset: int, values: list[bytes], high_watermark: int, *more_entries: bytes):

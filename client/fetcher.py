@@ -1,0 +1,285 @@
+"""Fetcher: a consumer's fetches, at most one in flight per partition, and the
+records they brought.
+
+Client side, on the consumer's thread: it sends on the Consumer's Connection,
+and the Consumer, which reads every reply, hands it the fetch replies. For
+each assigned partition it keeps a ``PartitionState``: the position (the next
+offset handed to the application, which the Consumer moves), the offset to
+fetch next, the fetch in flight, and the records fetched but not handed out.
+
+A fetch at the log end is parked by the shard until records arrive or
+``fetch_max_wait_ms`` passes, so an idle consumer costs one request per
+partition per wait. A partition with records still buffered is not fetched.
+A fetch unanswered for ``fetch_max_wait_ms + request_timeout_ms`` is lost (the
+broker restarted, a router went away) and is sent again.
+
+A fetch reply brings:
+
+- records: every entry's CRC is checked, then each batch's records are
+  decoded in C as one list (records before the fetch offset, in a batch that
+  starts earlier, are skipped) and buffered; the fetch offset moves past it;
+- a transient error (``TRANSIENT_ERRORS``: a shard restarting or moving, the
+  router shedding load): the partition is asked again after a backoff that
+  doubles from ``CLIENT_RETRY_BACKOFF_MS`` up to ``CLIENT_RETRY_BACKOFF_MAX_MS``
+  while they go on;
+- offsetOutOfRange: the consumer's ``reset_position(tp)`` (its
+  ``auto_offset_reset``), or, if it has none, raised like any other error.
+
+A reply to a fetch that ``seek()``, ``assign()``, ``add()`` or ``remove()``
+replaced is dropped. Nothing here is done per record in Python unless a deserializer is
+set: polls hand out slices of the decoded lists.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
+
+from plinth import limits, protocol
+from plinth.client.connection import Connection
+from plinth.errors import TRANSIENT_ERRORS, OffsetOutOfRangeError
+from plinth.format.log_entry import iter_entries
+from plinth.format.record_batch import ConsumerRecord, decode_records
+
+log = logging.getLogger(__name__)
+
+
+class TopicPartition(NamedTuple):
+    topic: str
+    partition: int
+
+
+class _BufferedRecords:
+    """A partition's fetched records not yet handed out, as the decoded batches.
+
+    Taking n records costs a list slice (or hands over a whole batch's list),
+    not n deque pops: at millions of records per second the pops were the
+    consumer's biggest cost. Consumer thread only.
+    """
+
+    __slots__ = ("_batches", "_first", "_count")
+
+    def __init__(self):
+        self._batches: deque[list[ConsumerRecord]] = deque()
+        self._first = 0      # position in _batches[0] of the next record to hand out
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def append_batch(self, records: list[ConsumerRecord]) -> None:
+        if records:
+            self._batches.append(records)
+            self._count += len(records)
+
+    def take(self, limit: int) -> list[ConsumerRecord]:
+        """Up to ``limit`` records, oldest first, removed from the buffer."""
+        taken: list[ConsumerRecord] = []
+        while len(taken) < limit and self._batches:
+            batch = self._batches[0]
+            end = self._first + limit - len(taken)
+            if end >= len(batch):
+                part = batch if self._first == 0 else batch[self._first:]
+                self._batches.popleft()
+                self._first = 0
+            else:
+                part = batch[self._first:end]
+                self._first = end
+            if taken:
+                taken.extend(part)
+            else:
+                taken = part      # a whole batch's list is handed over, not copied
+        self._count -= len(taken)
+        return taken
+
+    def clear(self) -> None:
+        self._batches.clear()
+        self._first = self._count = 0
+
+
+class PartitionState:
+    """One assigned partition's reading state. Consumer thread only."""
+
+    __slots__ = ("position", "fetch_offset", "fetch_id", "fetch_sent_s", "retry_at_s",
+                 "retry_backoff_s", "records")
+
+    def __init__(self, position: int | None = None):
+        self.position = position               # next offset handed to the application
+        self.fetch_offset = position           # next offset to ask the broker for
+        self.fetch_id: int | None = None       # request id of the fetch in flight
+        self.fetch_sent_s = 0.0
+        self.retry_at_s = 0.0                  # after a transient error: not before this
+        self.retry_backoff_s = 0.0             # doubles while the errors go on
+        self.records = _BufferedRecords()
+
+
+class Fetcher:
+    """Consumer thread only. ``reset_position(tp)`` must give ``tp`` a position (with
+    ``seek``) or raise; it is called for a partition without one, and after
+    offsetOutOfRange if ``reset_out_of_range``."""
+
+    def __init__(self, conn: Connection, *, fetch_max_bytes: int, fetch_max_wait_ms: int,
+                 request_timeout_ms: float, reset_position: Callable[[TopicPartition], None],
+                 reset_out_of_range: bool, key_deserializer=None, value_deserializer=None):
+        self._conn = conn
+        self.fetch_max_bytes = fetch_max_bytes
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+        # A fetch unanswered this long is lost (parked for at most its wait).
+        self._fetch_timeout_s = (fetch_max_wait_ms + request_timeout_ms) / 1000
+        self._reset_position = reset_position
+        self._reset_out_of_range = reset_out_of_range
+        self._key_deserializer = key_deserializer
+        self._value_deserializer = value_deserializer
+        self.partitions: dict[TopicPartition, PartitionState] = {}
+        self._fetches: dict[int, TopicPartition] = {}     # request id -> its partition
+        self._rotation = 0                                 # where take() starts, for fairness
+
+    # --- Assignment and position -----------------------------------------------
+
+    def assign(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Read exactly these partitions, each from no position yet."""
+        self.partitions = {TopicPartition(*tp): PartitionState() for tp in partitions}
+        self._fetches.clear()
+
+    def add(self, tp: TopicPartition, position: int | None) -> None:
+        """Read ``tp`` too, from ``position`` (None: the consumer's reset decides)."""
+        replaced = self.partitions.get(tp)
+        if replaced is not None:
+            self._fetches.pop(replaced.fetch_id, None)
+        self.partitions[tp] = PartitionState(position)
+
+    def remove(self, tp: TopicPartition) -> None:
+        state = self.partitions.pop(tp)
+        self._fetches.pop(state.fetch_id, None)
+
+    def state(self, topic: str, partition: int) -> PartitionState:
+        state = self.partitions.get(TopicPartition(topic, partition))
+        if state is None:
+            raise ValueError(f"{topic}-{partition} is not assigned to this consumer")
+        return state
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        """Read ``tp`` from ``offset`` next: its buffered records and its fetch in flight
+        are dropped."""
+        state = self.state(*tp)
+        state.position = state.fetch_offset = offset
+        self._fetches.pop(state.fetch_id, None)
+        state.fetch_id = None
+        state.records.clear()
+
+    # --- Fetching ----------------------------------------------------------------
+
+    def send_fetches(self) -> None:
+        """A fetch for every partition with nothing buffered, nothing in flight and no
+        backoff running."""
+        now = time.monotonic()
+        for tp, state in self.partitions.items():
+            if state.records or now < state.retry_at_s:
+                continue
+            if state.fetch_id is not None:
+                if now - state.fetch_sent_s < self._fetch_timeout_s:
+                    continue
+                # No answer: the broker restarted, or a router went away. Ask again.
+                self._fetches.pop(state.fetch_id, None)
+            if state.position is None:
+                self._reset_position(tp)
+            request_id = self._conn.next_request_id()
+            self._conn.send(protocol.encode_fetch(request_id, tp.topic, tp.partition,
+                                                  state.fetch_offset, self.fetch_max_bytes,
+                                                  self.fetch_max_wait_ms))
+            state.fetch_id, state.fetch_sent_s = request_id, now
+            self._fetches[request_id] = tp
+
+    def next_retry_s(self) -> float | None:
+        """When the earliest backoff ends (time.monotonic()), or None if none runs."""
+        now = time.monotonic()
+        retries_s = [state.retry_at_s for state in self.partitions.values()
+                     if state.retry_at_s > now]
+        return min(retries_s) if retries_s else None
+
+    def on_reply(self, view: protocol.ReplyView, payload) -> None:
+        """A reply that is not the Consumer's own: a fetch's, perhaps a stale one."""
+        tp = self._fetches.pop(view.request_id, None)
+        if tp is None:
+            return   # a fetch made stale by seek(), assign(), add() or remove()
+        state = self.partitions.get(tp)
+        if state is None or state.fetch_id != view.request_id:
+            # Those calls forget the fetch they replace; records from a fetch that is
+            # not the one in flight would land at the wrong offsets.
+            raise AssertionError(f"reply to fetch {view.request_id} of {tp.topic}-{tp.partition}, "
+                                 f"whose fetch in flight is {state and state.fetch_id}")
+        state.fetch_id = None
+        if isinstance(view.error, OffsetOutOfRangeError) and self._reset_out_of_range:
+            self._reset_position(tp)
+            return
+        if isinstance(view.error, TRANSIENT_ERRORS):
+            self._back_off(tp, state, view.error)
+            return
+        if view.error is not None:
+            raise view.error
+        state.retry_backoff_s = 0.0
+        if payload is not None and len(payload.buffer):
+            self._buffer(tp, state, payload.buffer)
+
+    def _back_off(self, tp: TopicPartition, state: PartitionState, error: Exception) -> None:
+        """A shard restarting or moving, or the router shedding load: ask again, less
+        often the longer it lasts."""
+        state.retry_backoff_s = min(max(2 * state.retry_backoff_s,
+                                        limits.CLIENT_RETRY_BACKOFF_MS / 1000),
+                                    limits.CLIENT_RETRY_BACKOFF_MAX_MS / 1000)
+        state.retry_at_s = time.monotonic() + state.retry_backoff_s
+        log.info("fetch of %s-%d at offset %d: %s; retrying in %.0f ms", tp.topic,
+                 tp.partition, state.fetch_offset, error, state.retry_backoff_s * 1000)
+
+    def _buffer(self, tp: TopicPartition, state: PartitionState, data) -> None:
+        # Decoded records stay out of the cyclic GC, but deserializers may turn a
+        # fetch's hundreds of thousands of keys and values into containers it
+        # tracks; none is in a cycle, and collecting while they are made would
+        # scan them all, over and over.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for header, batch in iter_entries(data, verify_crc=True):
+                records = decode_records(tp.topic, tp.partition, header.base_offset, batch,
+                                         offset_min=state.fetch_offset)
+                state.records.append_batch(self._deserialize(records))
+                state.fetch_offset = max(state.fetch_offset,
+                                         header.base_offset + header.record_count)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+
+    def _deserialize(self, records: list[ConsumerRecord]) -> list[ConsumerRecord]:
+        if self._key_deserializer is None and self._value_deserializer is None:
+            return records
+        for record in records:
+            if self._key_deserializer is not None and record.key is not None:
+                record.key = self._key_deserializer(record.key)
+            if self._value_deserializer is not None and record.value is not None:
+                record.value = self._value_deserializer(record.value)
+        return records
+
+    # --- Handing out -------------------------------------------------------------
+
+    def take(self, max_records: int) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """Buffered records, at most ``max_records``, starting one partition further each
+        call (fairness). Positions are the caller's to move."""
+        out: dict[TopicPartition, list[ConsumerRecord]] = {}
+        items = list(self.partitions.items())
+        if not items:
+            return out
+        self._rotation = (self._rotation + 1) % len(items)
+        room = max_records
+        for tp, state in items[self._rotation:] + items[:self._rotation]:
+            taken = state.records.take(room)
+            if not taken:
+                continue
+            out[tp] = taken
+            room -= len(taken)
+            if room == 0:
+                break
+        return out

@@ -1,0 +1,220 @@
+"""client/connection.py against scripted brokers (real ROUTER sockets answering real
+Reply frames, tests/client/scripted_broker.py): matching replies to requests,
+retrying, timeouts, several routers, and loading CurveZMQ keys."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import zmq.auth
+
+from plinth import limits, protocol
+from plinth.client.connection import BrokerAddress, Connection, broker_address, broker_url
+from plinth.errors import (ClosedError, PlinthTimeoutError, TopicExistsError,
+                           UnavailableError)
+from tests.client.scripted_broker import Replies
+from tests.support import free_port
+
+
+def offsets(request_id: int, partition: int) -> list[bytes]:
+    """Reply frames of a listOffsets answer that name ``partition`` (to tell replies apart)."""
+    return [protocol.encode_offsets_reply(request_id, protocol.PartitionInfo(partition))]
+
+
+def answered(request) -> list[bytes]:
+    """A script step: answer the request, its reply naming its own id as the partition."""
+    return offsets(request.request_id, request.request_id)
+
+
+def list_offsets(request_id: int) -> bytes:
+    return protocol.encode_list_offsets(request_id, "t", 0)
+
+
+@pytest.fixture
+def connections():
+    """``connections(url)``: a Connection, closed at the end."""
+    made = []
+
+    def make(url) -> Connection:
+        made.append(Connection(url))
+        return made[-1]
+
+    yield make
+    for conn in made:
+        conn.close()
+
+
+def test_replies_are_matched_to_their_requests_whatever_order_they_come_in(scripted, connections):
+    # Given a broker that answers three requests at once, in the order 3, 1, 2
+    broker = scripted([lambda r: None, lambda r: None,
+                       lambda r: Replies([offsets(3, 3), offsets(1, 1), offsets(2, 2)])])
+    conn = connections(broker.url)
+    for request_id in (1, 2, 3):
+        conn.send(list_offsets(request_id))
+    # When the caller waits for request 2
+    view, _ = conn.wait_for(2, 5_000)
+    # Then it gets request 2's reply, and the two that came first wait for recv, in
+    # the order they arrived
+    assert (view.request_id, view.offsets.partition) == (2, 2)
+    assert [conn.recv(0)[0].request_id for _ in range(2)] == [3, 1]
+    assert conn.recv(0) is None
+
+
+def test_a_reply_carrying_an_error_raises_it(scripted, connections):
+    broker = scripted([TopicExistsError("topic 't' already exists")])
+    conn = connections(broker.url)
+    with pytest.raises(TopicExistsError, match="topic 't' already exists"):
+        conn.request(list_offsets(1), 1, 5_000)
+
+
+def test_a_request_without_a_reply_times_out_naming_the_url_and_the_request(scripted, connections):
+    broker = scripted([])
+    conn = connections(broker.url)
+    request_id = conn.next_request_id()
+    with pytest.raises(PlinthTimeoutError,
+                       match=f"no reply from {broker.url} to request {request_id} within 200 ms"):
+        conn.request(list_offsets(request_id), request_id, 200)
+
+
+def test_request_retrying_backs_off_while_unavailable_with_a_new_id_each_time(scripted, connections):
+    # Given a broker answering "unavailable" twice, then properly
+    broker = scripted([UnavailableError("shard-0 is restarting")] * 2 + [answered])
+    conn = connections(broker.url)
+    # When a request is retried
+    view, _ = conn.request_retrying(list_offsets, 5_000)
+    # Then the third try's answer comes back; each try had its own id, after a
+    # backoff that doubled
+    assert view.offsets.partition == view.request_id == 3
+    assert [request.request_id for request in broker.wait_for_requests(3)] == [1, 2, 3]
+    arrivals = [arrival for arrival, _ in broker.requests]
+    backoff_s = limits.CLIENT_RETRY_BACKOFF_MS / 1000
+    assert arrivals[1] - arrivals[0] >= backoff_s * 0.9
+    assert arrivals[2] - arrivals[1] >= 2 * backoff_s * 0.9
+
+
+def test_request_retrying_raises_the_last_unavailable_once_its_timeout_runs_out(scripted, connections):
+    broker = scripted([UnavailableError(f"try {n}") for n in range(100)])
+    conn = connections(broker.url)
+    started = time.monotonic()
+    with pytest.raises(UnavailableError, match="try") as raised:
+        conn.request_retrying(list_offsets, 300)
+    assert time.monotonic() - started < 0.3 + 0.5
+    tries = len(broker.requests)
+    assert tries > 1 and str(raised.value) == f"try {tries - 1}"
+
+
+def test_request_retrying_raises_other_errors_at_once(scripted, connections):
+    broker = scripted([TopicExistsError("topic 't' already exists"), answered])
+    conn = connections(broker.url)
+    with pytest.raises(TopicExistsError):
+        conn.request_retrying(list_offsets, 5_000)
+    assert len(broker.requests) == 1
+
+
+def test_with_several_routers_requests_go_to_those_that_are_up(scripted, connections):
+    # Given two router addresses, of which only the second has a router
+    broker = scripted([answered] * 5)
+    conn = connections(f"tcp://127.0.0.1:{free_port()},{broker.url}")
+    # When five requests are made, each is answered by the one that is up
+    for request_id in range(1, 6):
+        assert conn.request(list_offsets(request_id), request_id, 5_000)[0].request_id == request_id
+    assert len(broker.requests) == 5
+
+
+def test_with_several_routers_requests_fail_over_when_one_goes_away(scripted, connections):
+    # Given two routers, both answering
+    first, second = scripted([answered] * 1000), scripted([answered] * 1000)
+    conn = connections(f"{first.url},{second.url}")
+    for request_id in range(1, 5):
+        conn.request(list_offsets(request_id), request_id, 5_000)
+    # When the first goes away
+    first.close()
+    # Then, once the connection knows (requests already queued to it are lost), every
+    # request is answered by the second
+    def answered_in_time(request_id):
+        try:
+            return conn.request(list_offsets(request_id), request_id, 200)
+        except PlinthTimeoutError:
+            return None
+    request_ids = iter(range(5, 100))
+    while answered_in_time(next(request_ids)) is None:
+        pass
+    answered_before = len(second.requests)
+    for request_id in range(100, 105):
+        conn.request(list_offsets(request_id), request_id, 5_000)
+    assert len(second.requests) == answered_before + 5
+
+
+def test_with_several_routers_all_down_a_send_fails_unavailable_after_the_wait(
+        connections, monkeypatch):
+    monkeypatch.setattr(limits, "CLIENT_ROUTER_CONNECT_WAIT_MS", 200)
+    url = f"tcp://127.0.0.1:{free_port()},tcp://127.0.0.1:{free_port()}"
+    conn = connections(url)
+    started = time.monotonic()
+    with pytest.raises(UnavailableError,
+                       match=f"none of the routers {url} is reachable \\(waited 200 ms\\)"):
+        conn.send(list_offsets(1))
+    assert time.monotonic() - started >= 0.2 * 0.9
+
+
+def test_a_closed_connection_refuses_to_send(scripted):
+    broker = scripted([])
+    conn = Connection(broker.url)
+    conn.close()
+    with pytest.raises(ClosedError, match=f"connection to {broker.url} is closed"):
+        conn.send(list_offsets(1))
+
+
+# --- Addresses and keys --------------------------------------------------------------
+
+def test_the_broker_url_defaults_to_the_environment_then_the_limits_default(monkeypatch):
+    monkeypatch.delenv("PLINTH_BROKER", raising=False)
+    assert broker_url(None) == limits.BROKER_URL_DEFAULT
+    monkeypatch.setattr(limits, "BROKER_URL_DEFAULT", "tcp://127.0.0.1:7999")
+    assert broker_url(None) == "tcp://127.0.0.1:7999"   # read from limits, not a copy
+    monkeypatch.setenv("PLINTH_BROKER", "127.0.0.1:7411")
+    assert broker_url(None) == "tcp://127.0.0.1:7411"
+    assert broker_url(" 127.0.0.1:1 , tcp://127.0.0.1:2") == "tcp://127.0.0.1:1,tcp://127.0.0.1:2"
+
+
+@pytest.fixture
+def keys(tmp_path):
+    """(client public .key, client .key_secret, server public .key) paths."""
+    client_public, client_secret = zmq.auth.create_certificates(str(tmp_path), "client")
+    server_public, _ = zmq.auth.create_certificates(str(tmp_path), "server")
+    return client_public, client_secret, server_public
+
+
+def test_curve_keys_are_loaded_from_the_arguments_or_the_environment(keys, monkeypatch):
+    client_public, client_secret, server_public = keys
+    address = broker_address("tcp://127.0.0.1:1", client_secret, server_public)
+    assert address == BrokerAddress("tcp://127.0.0.1:1", *zmq.auth.load_certificate(client_secret),
+                                    zmq.auth.load_certificate(server_public)[0])
+    monkeypatch.setenv("PLINTH_CURVE_KEY_FILE", client_secret)
+    monkeypatch.setenv("PLINTH_CURVE_SERVER_KEY_FILE", server_public)
+    assert broker_address("tcp://127.0.0.1:1") == address
+
+
+def test_curve_needs_both_key_files(keys, monkeypatch):
+    monkeypatch.delenv("PLINTH_CURVE_KEY_FILE", raising=False)
+    monkeypatch.delenv("PLINTH_CURVE_SERVER_KEY_FILE", raising=False)
+    with pytest.raises(ValueError, match="needs both curve_key_file .* and curve_server_key_file"):
+        broker_address(None, curve_key_file=keys[1])
+
+
+def test_a_public_key_given_as_the_clients_secret_key_is_refused(keys):
+    client_public, _, server_public = keys
+    with pytest.raises(ValueError, match=f"{client_public} holds no secret key"):
+        broker_address(None, client_public, server_public)
+
+
+def test_a_key_file_that_cannot_be_loaded_is_named(keys, tmp_path):
+    _, client_secret, _ = keys
+    missing = tmp_path / "missing.key"
+    with pytest.raises(ValueError, match=f"cannot load the CurveZMQ key file {missing}"):
+        broker_address(None, client_secret, str(missing))
+    garbage = tmp_path / "garbage.key"
+    garbage.write_text("not a certificate\n")
+    with pytest.raises(ValueError, match=f"cannot load the CurveZMQ key file {garbage}"):
+        broker_address(None, str(garbage), client_secret)

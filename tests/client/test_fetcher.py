@@ -1,0 +1,297 @@
+"""client/fetcher.py against the scripted broker (tests/client/scripted_broker.py): the
+fetches it sends, and what it makes of each kind of reply. The consumer around it is
+played by this test: it reads the Connection and hands the replies over, and its
+reset (auto_offset_reset) is a seek to a fixed offset."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from plinth import limits, protocol
+from plinth.client.connection import Connection
+from plinth.client.fetcher import Fetcher, TopicPartition
+from plinth.errors import (CorruptDataError, OffsetOutOfRangeError, TooManyRequestsError,
+                           UnavailableError)
+from tests.client.scripted_broker import WAIT_S, Replies, entry
+
+T0, T1 = TopicPartition("t", 0), TopicPartition("t", 1)
+
+
+def fetch_reply(request_id: int, payload: bytes = b"", high_watermark: int = 0) -> list[bytes]:
+    return [protocol.encode_fetch_reply(request_id, high_watermark, 0), payload]
+
+
+def answer_with(*entries: bytes):
+    """A script step: answer the fetch with these log entries."""
+    return lambda request: fetch_reply(request.request_id, b"".join(entries))
+
+
+def no_answer(request):
+    return None
+
+
+def fetches(broker) -> list[protocol.FetchRequest]:
+    return [request for _, request in broker.requests if request.kind == "fetch"]
+
+
+class Rig:
+    """A Fetcher on a Connection to ``broker``; ``resets`` records the consumer's resets."""
+
+    def __init__(self, broker, reset_offset: int = 0, **options):
+        self.conn = Connection(broker.url)
+        self.broker = broker
+        self.resets: list[TopicPartition] = []
+        options = {"fetch_max_bytes": 1024, "fetch_max_wait_ms": 100,
+                   "request_timeout_ms": 5_000, "reset_out_of_range": True, **options}
+        self.fetcher = Fetcher(self.conn, reset_position=self._reset, **options)
+        self.reset_offset = reset_offset
+
+    def _reset(self, tp: TopicPartition) -> None:
+        self.resets.append(tp)
+        self.fetcher.seek(tp, self.reset_offset)
+
+    def pump(self, condition) -> None:
+        """Send fetches and hand replies over, as poll() does, until ``condition()``."""
+        deadline = time.monotonic() + WAIT_S
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"condition not met within {WAIT_S} s")
+            self.fetcher.send_fetches()
+            got = self.conn.recv(20)
+            if got is not None:
+                self.fetcher.on_reply(*got)
+
+    def take_values(self, count: int, max_records: int = 1000) -> list[tuple[int, bytes]]:
+        """(offset, value) of the next ``count`` records handed out."""
+        taken: list = []
+
+        def enough():
+            taken.extend(r for records in self.fetcher.take(max_records).values() for r in records)
+            return len(taken) >= count
+        self.pump(enough)
+        return [(record.offset, record.value) for record in taken]
+
+    def sent_nothing_more(self, sent: int) -> bool:
+        """Whether the broker got exactly ``sent`` fetches before a marker sent now: the
+        connection is first in, first out, so a fetch sent earlier arrives first."""
+        self.conn.send(protocol.encode_list_offsets(0, "marker", 0))
+        return self.broker.wait_for_requests(sent + 1)[sent].kind == "listOffsets"
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@pytest.fixture
+def rig_of(scripted):
+    """``rig_of(script, reset_offset=0, **fetcher options)``: a Rig on a scripted broker."""
+    rigs = []
+
+    def make(script, **options) -> Rig:
+        rigs.append(Rig(scripted(script), **options))
+        return rigs[-1]
+
+    yield make
+    for rig in rigs:
+        rig.close()
+
+
+def test_each_partition_has_at_most_one_fetch_in_flight(rig_of):
+    # Given two partitions whose fetches are not answered
+    rig = rig_of([])
+    rig.fetcher.assign([T0, T1])
+    rig.fetcher.seek(T0, 0)
+    rig.fetcher.seek(T1, 7)
+    # When fetches are sent three times over
+    for _ in range(3):
+        rig.fetcher.send_fetches()
+    # Then each partition was asked once, from its position
+    assert rig.sent_nothing_more(2)
+    assert sorted((r.partition, r.offset) for r in fetches(rig.broker)) == [
+        (0, 0), (1, 7)]
+
+
+def test_records_are_handed_out_in_order_and_the_next_fetch_starts_after_them(rig_of):
+    # Given a fetch answered with two entries, the second not answered
+    rig = rig_of([answer_with(entry(0, [b"a", b"b"]), entry(2, [b"c"])), no_answer])
+    rig.fetcher.assign([T0])
+    rig.fetcher.seek(T0, 0)
+    # Then its records come out in order
+    assert rig.take_values(3) == [(0, b"a"), (1, b"b"), (2, b"c")]
+    # And the next fetch asks from the offset after them
+    rig.fetcher.send_fetches()
+    assert rig.broker.wait_for_requests(2)[1].offset == 3
+
+
+def test_a_partition_with_records_buffered_is_not_fetched(rig_of):
+    rig = rig_of([answer_with(entry(0, [b"a", b"b"]))])
+    rig.fetcher.assign([T0])
+    rig.fetcher.seek(T0, 0)
+    rig.pump(lambda: len(rig.fetcher.partitions[T0].records) == 2)
+    rig.fetcher.send_fetches()
+    assert rig.sent_nothing_more(1)
+
+
+def test_records_before_the_fetch_offset_are_skipped(rig_of):
+    # Given a position in the middle of a batch
+    rig = rig_of([answer_with(entry(0, [b"a", b"b", b"c", b"d"]))])
+    rig.fetcher.assign([T0])
+    rig.fetcher.seek(T0, 2)
+    # Then the whole batch comes back, and only the records from the position are kept
+    assert rig.take_values(2) == [(2, b"c"), (3, b"d")]
+
+
+def test_a_reply_to_a_fetch_that_a_seek_replaced_is_dropped(rig_of):
+    # Given a fetch at 0 still unanswered when the partition is moved to offset 5
+    stale = fetch_reply(1, entry(0, [b"old"]))
+    rig = rig_of([no_answer,
+                  lambda request: Replies([stale, fetch_reply(request.request_id,
+                                                              entry(5, [b"new"]))])])
+    rig.fetcher.assign([T0])
+    rig.fetcher.seek(T0, 0)
+    rig.fetcher.send_fetches()
+    rig.broker.wait_for_requests(1)
+    rig.fetcher.seek(T0, 5)
+    # When the old fetch's answer comes before the new one's
+    # Then only the records at the new position are handed out
+    assert rig.take_values(1) == [(5, b"new")]
+    assert [r.offset for r in fetches(rig.broker)] == [0, 5]
+
+
+def test_a_reply_for_a_removed_partition_is_dropped_and_a_new_assignment_fetches_again(rig_of):
+    # Given a fetch at 0 unanswered when the partition is removed, then added at offset 4
+    stale = fetch_reply(1, entry(0, [b"late"]))
+    rig = rig_of([no_answer, lambda request: Replies([stale, fetch_reply(request.request_id,
+                                                                         entry(4, [b"x"]))])])
+    rig.fetcher.assign([T0])
+    rig.fetcher.seek(T0, 0)
+    rig.fetcher.send_fetches()
+    rig.broker.wait_for_requests(1)
+    rig.fetcher.remove(T0)
+    assert rig.fetcher.partitions == {}
+    rig.fetcher.add(T0, 4)
+    # Then it is fetched again from there, and the old fetch's late answer is dropped
+    assert rig.take_values(1) == [(4, b"x")]
+    assert [r.offset for r in fetches(rig.broker)] == [0, 4]
+
+
+def test_transient_errors_back_off_doubling_until_a_reply_succeeds(rig_of, monkeypatch):
+    # Given backoffs from 200 ms, and a broker answering unavailable, too many requests,
+    # then records, then unavailable again
+    monkeypatch.setattr(limits, "CLIENT_RETRY_BACKOFF_MS", 200)
+    rig = rig_of([UnavailableError("shard-0 is restarting"), TooManyRequestsError("full"),
+                  answer_with(entry(0, [b"a"])), UnavailableError("again"), no_answer])
+    rig.fetcher.assign([T0])
+    rig.fetcher.seek(T0, 0)
+    state = rig.fetcher.partitions[T0]
+    # Then each error is answered by a backoff, doubling while they go on
+    backoffs_s = []
+    for sent in (1, 2):
+        rig.pump(lambda: len(rig.broker.requests) == sent and state.fetch_id is None)
+        backoffs_s.append(state.retry_backoff_s)
+        # And no fetch goes out before the backoff ends
+        assert rig.fetcher.next_retry_s() > time.monotonic()
+        rig.fetcher.send_fetches()
+        assert state.fetch_id is None
+    assert backoffs_s == [0.2, 0.4]
+    # And after the records came, the next error starts the backoff again from the base
+    assert rig.take_values(1) == [(0, b"a")]
+    rig.pump(lambda: len(rig.broker.requests) == 4 and state.fetch_id is None)
+    assert state.retry_backoff_s == 0.2
+    assert [r.offset for r in fetches(rig.broker)] == [0, 0, 0, 1]
+
+
+def test_the_backoff_stops_growing_at_its_maximum(rig_of, monkeypatch):
+    # Given backoffs from 1 ms to at most 8 ms, and a broker that stays unavailable
+    monkeypatch.setattr(limits, "CLIENT_RETRY_BACKOFF_MS", 1)
+    monkeypatch.setattr(limits, "CLIENT_RETRY_BACKOFF_MAX_MS", 8)
+    rig = rig_of([UnavailableError("down")] * 6 + [no_answer])
+    rig.fetcher.assign([T0])
+    rig.fetcher.seek(T0, 0)
+    state = rig.fetcher.partitions[T0]
+    backoffs_s = []
+
+    def errors_seen(count):
+        if state.fetch_id is None and state.retry_backoff_s not in backoffs_s[-1:]:
+            backoffs_s.append(state.retry_backoff_s)
+        return len(rig.broker.requests) == count and state.fetch_id is None
+    rig.pump(lambda: errors_seen(6))
+    # Then it doubled up to the maximum and stayed there
+    assert backoffs_s == [0.0, 0.001, 0.002, 0.004, 0.008]
+
+
+def test_offset_out_of_range_resets_the_position_and_fetches_from_there(rig_of):
+    rig = rig_of([OffsetOutOfRangeError("offset 0 is before the log start 10"),
+                  answer_with(entry(10, [b"x"]))], reset_offset=10)
+    rig.fetcher.assign([T0])
+    rig.fetcher.seek(T0, 0)
+    assert rig.take_values(1) == [(10, b"x")]
+    assert rig.resets == [T0]
+    assert [r.offset for r in fetches(rig.broker)] == [0, 10]
+
+
+def test_offset_out_of_range_is_raised_when_the_consumer_does_not_reset(rig_of):
+    rig = rig_of([OffsetOutOfRangeError("offset 0 is before the log start 10")],
+                 reset_out_of_range=False)
+    rig.fetcher.assign([T0])
+    rig.fetcher.seek(T0, 0)
+    with pytest.raises(OffsetOutOfRangeError, match="before the log start 10"):
+        rig.pump(lambda: False)
+    assert rig.resets == []
+
+
+def test_a_partition_without_a_position_is_reset_before_its_first_fetch(rig_of):
+    rig = rig_of([answer_with(entry(7, [b"x"]))], reset_offset=7)
+    rig.fetcher.assign([T0])
+    assert rig.take_values(1) == [(7, b"x")]
+    assert rig.resets == [T0] and rig.broker.requests[0][1].offset == 7
+
+
+def test_a_fetch_unanswered_past_its_wait_and_the_request_timeout_is_sent_again(rig_of):
+    # Given fetches that wait 0 ms at the shard, a request timeout of 200 ms, and a
+    # broker that loses the first fetch
+    rig = rig_of([no_answer, answer_with(entry(0, [b"a"]))], fetch_max_wait_ms=0,
+                 request_timeout_ms=200)
+    rig.fetcher.assign([T0])
+    rig.fetcher.seek(T0, 0)
+    # Then the fetch is sent again, from the same offset, no sooner than that
+    assert rig.take_values(1) == [(0, b"a")]
+    (first_s, first), (second_s, second) = rig.broker.requests
+    assert (first.offset, second.offset) == (0, 0) and second_s - first_s >= 0.2 * 0.9
+
+
+def test_an_entry_whose_crc_does_not_match_raises_corrupt_data(rig_of):
+    damaged = bytearray(entry(0, [b"hello"]))
+    damaged[-1] ^= 0xFF
+    rig = rig_of([answer_with(bytes(damaged))])
+    rig.fetcher.assign([T0])
+    rig.fetcher.seek(T0, 0)
+    with pytest.raises(CorruptDataError):
+        rig.pump(lambda: False)
+
+
+def test_deserializers_apply_to_keys_and_values_that_are_there(rig_of):
+    rig = rig_of([answer_with(entry(0, [b"1", b"2"]))], value_deserializer=int,
+                 key_deserializer=bytes.decode)
+    rig.fetcher.assign([T0])
+    rig.fetcher.seek(T0, 0)
+    records = []
+    rig.pump(lambda: records.extend(rig.fetcher.take(10).get(T0, [])) or len(records) == 2)
+    assert [(r.key, r.value) for r in records] == [(None, 1), (None, 2)]
+
+
+def test_take_hands_out_at_most_max_records_starting_one_partition_further_each_time(rig_of):
+    # Given three records buffered in each of two partitions
+    rig = rig_of([answer_with(entry(0, [b"a0", b"a1", b"a2"])),
+                  answer_with(entry(0, [b"b0", b"b1", b"b2"]))])
+    rig.fetcher.assign([T0, T1])
+    rig.fetcher.seek(T0, 0)
+    rig.fetcher.seek(T1, 0)
+    rig.pump(lambda: all(len(rig.fetcher.partitions[tp].records) == 3 for tp in (T0, T1)))
+    # When records are taken two at a time
+    taken = [rig.fetcher.take(2) for _ in range(4)]
+    # Then each take starts one partition further, and fills up from the next
+    assert [[(tp.partition, [r.value for r in records]) for tp, records in out.items()]
+            for out in taken] == [[(1, [b"b0", b"b1"])], [(0, [b"a0", b"a1"])],
+                                  [(1, [b"b2"]), (0, [b"a2"])], []]

@@ -1,0 +1,136 @@
+"""client/group_membership.py: the heartbeat thread against a scripted coordinator
+(tests/client/scripted_broker.py). The thread's state is read as the consumer reads
+it, through take_target() and identity(), polled with a bound."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from plinth import protocol
+from plinth.client.group_membership import LEAVE_EPOCH, GroupMembership
+from plinth.errors import StaleMemberEpochError, UnavailableError, UnknownMemberIdError
+from tests.support import wait_until
+
+T0, T1 = ("t", 0), ("t", 1)
+
+
+def heartbeat(member_id: str, epoch: int, assignment: set, interval_ms: int = 100):
+    """A script step: the coordinator's answer to a heartbeat."""
+    return lambda request: [protocol.encode_heartbeat_reply(
+        request.request_id, member_id, epoch, interval_ms, assignment)]
+
+
+def left(request):
+    """A script step: the coordinator's answer to a leave heartbeat."""
+    return [protocol.encode_heartbeat_reply(request.request_id, request.member_id, LEAVE_EPOCH,
+                                            100, set())]
+
+
+def steady(member_id: str, epoch: int, assignment: set, interval_ms: int = 100) -> list:
+    """Script steps from here on: the same answer to every heartbeat, and to a leave."""
+    answer = heartbeat(member_id, epoch, assignment, interval_ms)
+    return [lambda request: left(request) if request.member_epoch == LEAVE_EPOCH
+            else answer(request)] * 200
+
+
+@pytest.fixture
+def member_of(scripted):
+    """``member_of(script, session_timeout_ms=10_000, request_timeout_ms=5_000)``: a
+    started GroupMembership of group g on topic t, closed at the end."""
+    members = []
+
+    def make(script, session_timeout_ms: int = 10_000, request_timeout_ms: int = 5_000):
+        broker = scripted(script)
+        member = GroupMembership(broker.url, "g", ["t"], session_timeout_ms=session_timeout_ms,
+                                 assignor="", request_timeout_ms=request_timeout_ms)
+        member.start()
+        members.append(member)
+        return member, broker
+
+    yield make
+    for member in members:
+        member.close()
+
+
+def test_the_target_comes_from_the_coordinator_and_is_offered_until_owned(member_of):
+    # Given a coordinator that assigns t-0 and t-1, asking for a heartbeat every 3 s
+    member, broker = member_of(steady("m-1", 1, {T0, T1}, interval_ms=3_000))
+    # Then the first heartbeat joins as a new member with the subscription
+    first = broker.wait_for_requests(1)[0]
+    assert (first.group, first.member_id, first.member_epoch, first.topics) == ("g", "", 0, ("t",))
+    # And the consumer is offered the target until it owns it
+    target = wait_until(member.take_target, timeout_s=10)
+    assert target == {T0, T1} and member.identity() == ("m-1", 1)
+    # When it reports owning them
+    reported_s = time.monotonic()
+    member.set_owned(target)
+    # Then nothing more is offered, and a heartbeat carries them at once (not after 3 s)
+    assert member.take_target() is None
+    second = broker.wait_for_requests(2)[1]
+    assert (second.member_id, second.member_epoch, second.owned) == ("m-1", 1, {T0, T1})
+    assert broker.requests[1][0] - reported_s < 1.5
+
+
+@pytest.mark.parametrize("error", [UnknownMemberIdError("member m-1 is not in group g"),
+                                   StaleMemberEpochError("epoch 1 is older than 2")])
+def test_a_member_the_coordinator_does_not_know_drops_its_partitions_and_rejoins(member_of, error):
+    # Given a member that owns t-0, then hears that the coordinator does not know it
+    member, broker = member_of([heartbeat("m-1", 1, {T0}), error, *steady("m-2", 1, {T1})])
+    member.set_owned(wait_until(member.take_target, timeout_s=10))
+    # Then its target becomes empty: the consumer drops every partition
+    wait_until(lambda: member.take_target() == set(), timeout_s=10)
+    member.set_owned(set())
+    # And it joins again as a new member
+    third = broker.wait_for_requests(3)[2]
+    assert (third.member_id, third.member_epoch, third.owned) == ("", 0, frozenset())
+    assert wait_until(member.take_target, timeout_s=10) == {T1}
+    assert member.identity() == ("m-2", 1)
+
+
+def test_a_failed_heartbeat_within_the_session_timeout_keeps_the_membership(member_of):
+    member, broker = member_of([heartbeat("m-1", 1, {T0}),
+                                UnavailableError("shard-0 is restarting"),
+                                *steady("m-1", 2, {T0})])
+    member.set_owned(wait_until(member.take_target, timeout_s=10))
+    # Then the heartbeat after the failure is still the same member's
+    third = broker.wait_for_requests(3)[2]
+    assert (third.member_id, third.member_epoch, third.owned) == ("m-1", 1, {T0})
+    assert member.take_target() is None
+
+
+def test_a_member_whose_heartbeats_go_unanswered_for_a_session_timeout_drops_its_partitions(
+        member_of):
+    # Given a member with a 1 s session and 200 ms requests, whose coordinator answers
+    # for longer than a session (12 heartbeats, 100 ms apart), then stops
+    answered = 12
+    member, broker = member_of(steady("m-1", 1, {T0})[:answered], session_timeout_ms=1_000,
+                               request_timeout_ms=200)
+    member.set_owned(wait_until(member.take_target, timeout_s=10))
+    # Then its target becomes empty once a whole session passed since the last answer
+    wait_until(lambda: member.take_target() == set(), timeout_s=10)
+    lost_s = time.monotonic()
+    last_answered_s = broker.requests[answered - 1][0]
+    assert lost_s - last_answered_s >= 1.0 * 0.9
+    assert member.identity() == ("", 0)
+
+
+def test_close_leaves_the_group_at_once(member_of):
+    # Given a member asked to heartbeat only every 3 s
+    member, broker = member_of(steady("m-1", 4, {T0}, interval_ms=3_000))
+    wait_until(member.take_target, timeout_s=10)
+    # When it is closed
+    started = time.monotonic()
+    member.close()
+    # Then it has sent a leave heartbeat (the leave epoch, nothing owned) without waiting
+    leave = broker.wait_for_requests(2)[1]
+    assert (leave.member_id, leave.member_epoch, leave.owned) == ("m-1", LEAVE_EPOCH, frozenset())
+    assert time.monotonic() - started < 1.5
+
+
+def test_close_without_having_joined_sends_no_leave(member_of):
+    member, broker = member_of([], request_timeout_ms=300)
+    broker.wait_for_requests(1)
+    member.close()
+    assert all(request.member_epoch == 0 for _, request in broker.requests)

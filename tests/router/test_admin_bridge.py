@@ -1,0 +1,159 @@
+"""router/admin_bridge.py: the bridge thread against a fake controller; results are
+taken as the router's loop takes them, when the wake-up fd is readable."""
+
+from __future__ import annotations
+
+import select
+import time
+
+import pytest
+
+from plinth import limits, protocol
+from plinth.errors import InternalError, MalformedRequestError, TopicExistsError
+from plinth.router.admin_bridge import AdminBridge, AdminReply, RoutingUpdate
+from tests.router.fakes import WAIT_S, FakeController
+
+
+@pytest.fixture
+def bridge_of():
+    """``bridge_of(controller)``: a started AdminBridge, stopped at the end."""
+    bridges = []
+
+    def make(controller) -> AdminBridge:
+        bridges.append(AdminBridge(controller))
+        bridges[-1].start()
+        return bridges[-1]
+
+    yield make
+    for bridge in bridges:
+        bridge.stop()
+
+
+def controller() -> FakeController:
+    return FakeController({"shard-0": "tcp://127.0.0.1:1"}, topics={"t": 1})
+
+
+def results_of(bridge: AdminBridge, count: int) -> list:
+    """The next ``count`` results, each taken once the wake-up fd says so."""
+    results, deadline = [], time.monotonic() + WAIT_S
+    while len(results) < count:
+        readable, _, _ = select.select([bridge.wakeup.fd], [], [], deadline - time.monotonic())
+        if not readable:
+            raise AssertionError(f"{len(results)} results within {WAIT_S} s, not {count}")
+        results += bridge.take_results()
+    return results
+
+
+def reply_of(result: AdminReply) -> protocol.ReplyView:
+    return protocol.decode_reply(result.reply)
+
+
+@pytest.fixture(autouse=True)
+def no_refresh(monkeypatch):
+    """No routing refresh unless a test asks for one: results come only from jobs."""
+    monkeypatch.setattr(limits, "ROUTING_REFRESH_INTERVAL_S", 3600.0)
+
+
+def test_an_admin_request_is_answered_with_the_controllers_result(bridge_of):
+    bridge = bridge_of(controller())
+    assert bridge.submit_request(b"client-1", protocol.ListTopicsRequest(7))
+    [result] = results_of(bridge, 1)
+    assert type(result) is AdminReply and result.client_id == b"client-1"
+    view = reply_of(result)
+    assert (view.request_id, [t.name for t in view.topics]) == (7, ["t"])
+
+
+def test_a_topic_change_sends_the_new_routing_table_before_the_reply(bridge_of):
+    bridge = bridge_of(controller())
+    bridge.submit_request(b"c", protocol.CreateTopicRequest(1, "fresh", 2, {}))
+    update, reply = results_of(bridge, 2)
+    assert type(update) is RoutingUpdate and update.resolved_topic is None
+    assert update.routing.partition_count("fresh") == 2
+    assert [t.name for t in reply_of(reply).topics] == ["fresh"]
+
+
+def test_a_controller_error_becomes_the_reply_and_changes_no_routing(bridge_of):
+    bridge = bridge_of(controller())
+    bridge.submit_request(b"c", protocol.CreateTopicRequest(1, "t", 1, {}))
+    [result] = results_of(bridge, 1)
+    assert isinstance(reply_of(result).error, TopicExistsError)
+
+
+def test_a_request_the_router_does_not_serve_is_answered_malformed(bridge_of):
+    bridge = bridge_of(controller())
+    bridge.submit_request(b"c", protocol.FetchRequest(3, "t", 0, 0, 1024, 0))
+    [result] = results_of(bridge, 1)
+    assert isinstance(reply_of(result).error, MalformedRequestError)
+    assert "does not serve fetch requests" in str(reply_of(result).error)
+
+
+def test_an_unexpected_error_is_answered_internal_and_the_bridge_goes_on(bridge_of):
+    fake = controller()
+    fake.fail_with = RuntimeError("a bug")
+    bridge = bridge_of(fake)
+    bridge.submit_request(b"c", protocol.StatusRequest(1))
+    [result] = results_of(bridge, 1)
+    assert isinstance(reply_of(result).error, InternalError)
+    assert "RuntimeError answering status: a bug" in str(reply_of(result).error)
+    fake.fail_with = None
+    bridge.submit_request(b"c", protocol.ListGroupsRequest(2))
+    assert reply_of(results_of(bridge, 1)[0]).groups == ["audit"]
+
+
+def test_a_topic_look_up_returns_the_routing_table_named_for_the_topic(bridge_of):
+    bridge = bridge_of(controller())
+    assert bridge.resolve_topic("t")
+    [update] = results_of(bridge, 1)
+    assert (update.resolved_topic, update.routing.partition_count("t")) == ("t", 1)
+
+
+def test_a_routing_call_that_fails_gives_an_update_without_a_table(bridge_of, monkeypatch):
+    fake = controller()
+    fake.hold_routing()   # the gate stays shut: the call times out
+    monkeypatch.setattr("tests.router.fakes.WAIT_S", 0.1)
+    bridge = bridge_of(fake)
+    bridge.resolve_topic("t")
+    [update] = results_of(bridge, 1)
+    assert (update.routing, update.resolved_topic) == (None, "t")
+
+
+def test_the_routing_table_is_refreshed_periodically_without_any_job(bridge_of, monkeypatch):
+    monkeypatch.setattr(limits, "ROUTING_REFRESH_INTERVAL_S", 0.05)
+    bridge = bridge_of(controller())
+    updates = results_of(bridge, 3)
+    assert all(type(u) is RoutingUpdate and u.resolved_topic is None and u.routing is not None
+               for u in updates)
+
+
+def test_a_full_job_queue_refuses_more_jobs_without_blocking(bridge_of, monkeypatch):
+    # Given a bridge with room for 3 jobs, busy in a call the controller does not answer
+    monkeypatch.setattr(limits, "ROUTER_ADMIN_JOBS_QUEUED_MAX", 3)
+    fake = controller()
+    fake.hold_routing()
+    bridge = bridge_of(fake)
+    assert bridge.resolve_topic("a")
+    fake.wait_for_routing_call()
+    # When 3 more jobs are queued, the next ones are refused at once
+    assert [bridge.resolve_topic(name) for name in "bcd"] == [True] * 3
+    started = time.monotonic()
+    assert bridge.resolve_topic("e") is False
+    assert bridge.submit_request(b"c", protocol.ListTopicsRequest(1)) is False
+    assert time.monotonic() - started < 1.0
+    # And when the controller answers, every queued job gets its result, in order
+    fake.allow_routing()
+    assert [u.resolved_topic for u in results_of(bridge, 4)] == ["a", "b", "c", "d"]
+
+
+def test_stop_returns_while_the_loop_is_not_taking_results(monkeypatch):
+    # Given a bridge whose results queue (1) is full and whose thread waits to put more
+    monkeypatch.setattr(limits, "ROUTER_ADMIN_RESULTS_QUEUED_MAX", 1)
+    fake = controller()
+    bridge = AdminBridge(fake)
+    bridge.start()
+    for name in "abc":
+        bridge.resolve_topic(name)
+    fake.wait_for_routing_calls(2)   # the second result has nowhere to go
+    # When it is stopped, its thread ends well before stop() would give up on it
+    started = time.monotonic()
+    bridge.stop(wait_s=WAIT_S)
+    assert time.monotonic() - started < WAIT_S / 2

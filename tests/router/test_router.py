@@ -1,0 +1,336 @@
+"""router/router.py: a real Router between real client DEALERs and fake shards (real
+ROUTER sockets answering real Reply frames) and a fake controller (tests/router/fakes.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from plinth import limits, protocol
+from plinth.control import placement
+from plinth.errors import (MalformedRequestError, PartitionOutOfRangeError, RecordTooLargeError,
+                           TooManyRequestsError, TopicExistsError, UnavailableError,
+                           UnknownTopicError)
+from tests.router.fakes import FakeShard, answer, wait_for_reply
+
+FETCH_BYTES = 4 * 1024 * 1024
+
+
+def fetch(request_id: int, topic: str = "t", partition: int = 0, offset: int = 0) -> bytes:
+    return protocol.encode_fetch(request_id, topic, partition, offset, 1024, 0)
+
+
+def list_offsets(request_id: int, topic: str = "t", partition: int = 0) -> bytes:
+    return protocol.encode_list_offsets(request_id, topic, partition)
+
+
+def test_produce_fetch_and_list_offsets_go_to_the_shard_that_owns_the_partition(router_rig):
+    # Given topic t whose partition 0 is on shard-0 and partition 1 on shard-1
+    rig = router_rig(topics={"t": 2}, owners={"t": ("shard-0", "shard-1")})
+    client = rig.client()
+    # When a client produces to, fetches from and lists offsets of partition 1
+    produced = client.request(protocol.encode_produce(1, "t", 1, 1), b"batch")
+    fetched = client.request(fetch(2, partition=1))
+    offsets = client.request(list_offsets(3, partition=1))
+    # Then shard-1 got all three, with the produce's payload, and answered each
+    assert (produced.kind, produced.error) == ("produce", None)
+    assert (fetched.kind, fetched.error) == ("fetch", None)
+    assert offsets.offsets.shard == "shard-1"
+    assert [r.request_id for r in rig.shards["shard-1"].wait_for_requests(3)] == [1, 2, 3]
+    assert rig.shards["shard-1"].received[0][2] == len(b"batch")
+    assert rig.shards["shard-0"].requests() == []
+
+
+def test_a_fetch_goes_to_the_shard_holding_its_offset_after_the_partition_moved(router_rig):
+    # Given partition 0 whose offsets 0..99 are on shard-0 and 100.. on shard-1 (its owner now)
+    rig = router_rig(topics={"t": 1}, owners={"t": ("shard-1",)},
+                     ranges={"t": {0: ((0, "shard-0"), (100, "shard-1"))}})
+    client = rig.client()
+    # When the client fetches at offsets 50 and 150, and produces
+    client.request(fetch(1, offset=50))
+    client.request(fetch(2, offset=150))
+    client.request(protocol.encode_produce(3, "t", 0, 1), b"batch")
+    # Then offset 50 was read from shard-0; offset 150 and the produce went to shard-1
+    assert [r.request_id for r in rig.shards["shard-0"].requests()] == [1]
+    assert [r.request_id for r in rig.shards["shard-1"].requests()] == [2, 3]
+
+
+def test_list_offsets_of_a_partition_spanning_shards_is_answered_by_the_controller(router_rig):
+    # Given a partition whose history spans two shards
+    rig = router_rig(topics={"t": 1}, owners={"t": ("shard-1",)},
+                     ranges={"t": {0: ((0, "shard-0"), (100, "shard-1"))}})
+    # When a client lists its offsets
+    view = rig.client().request(list_offsets(1))
+    # Then the controller's merged answer comes back, and no shard was asked
+    assert (view.offsets.shard, view.offsets.start_offset, view.offsets.end_offset) == (
+        "controller", 0, 150)
+    assert rig.shards["shard-0"].requests() == rig.shards["shard-1"].requests() == []
+
+
+def test_group_requests_go_to_the_shard_the_group_name_hashes_to(router_rig):
+    # Given two shards, and groups hashed to each of them
+    rig = router_rig(topics={"t": 1})
+    shard_ids = ["shard-0", "shard-1"]
+    groups = {placement.shard_for_group(f"g{n}", shard_ids): f"g{n}" for n in range(20)}
+    assert set(groups) == set(shard_ids)
+    client = rig.client()
+    # When a client asks each group's committed offsets
+    for request_id, shard_id in enumerate(shard_ids, start=1):
+        view = client.request(protocol.encode_group_request(request_id, "fetchOffsets",
+                                                            groups[shard_id]))
+        assert (view.kind, view.error) == ("committed", None)
+    # Then each request reached the shard its group hashes to
+    assert [r.group for r in rig.shards["shard-0"].requests()] == [groups["shard-0"]]
+    assert [r.group for r in rig.shards["shard-1"].requests()] == [groups["shard-1"]]
+
+
+def test_requests_for_a_topic_being_looked_up_are_held_and_forwarded_in_order(router_rig):
+    # Given a router that does not know topic "new", and a controller that is slow to answer
+    rig = router_rig(topics={"t": 1}, owners={"t": ("shard-0",)})
+    rig.controller.hold_routing()
+    client = rig.client()
+    # When a client pipelines produces and fetches for "new" while the look-up waits
+    for request_id in range(1, 6):
+        if request_id % 2:
+            client.send(protocol.encode_produce(request_id, "new", 0, 1), b"batch")
+        else:
+            client.send(fetch(request_id, "new"))
+    rig.controller.wait_for_routing_call()
+    rig.controller.add_topic("new", 1, ("shard-0",))
+    rig.controller.allow_routing()
+    # Then once the controller answers, the shard gets them all, in the order sent
+    assert [r.request_id for r in rig.shards["shard-0"].wait_for_requests(5)] == [1, 2, 3, 4, 5]
+    assert sorted(client.recv()[0].request_id for _ in range(5)) == [1, 2, 3, 4, 5]
+
+
+def test_a_held_request_goes_out_with_the_first_routing_table_that_knows_its_topic(router_rig):
+    # Given a routing refresh waiting at the controller
+    rig = router_rig(topics={"t": 1}, owners={"t": ("shard-0",)})
+    rig.controller.hold_routing()
+    rig.controller.wait_for_routing_call()
+    client = rig.client()
+    # And a request for topic "new" held behind it (the fetch from t answered after it
+    # shows that the router has taken it)
+    client.send(fetch(1, "new"))
+    assert client.request(fetch(2, "t")).request_id == 2
+    # When the refresh returns a table that knows "new", while the look-up still waits
+    rig.controller.add_topic("new", 1, ("shard-0",))
+    rig.controller.allow_routing(calls=1)
+    # Then the held request is forwarded at once, and a later one after it
+    assert [r.request_id for r in rig.shards["shard-0"].wait_for_requests(2)] == [2, 1]
+    client.send(fetch(3, "new"))
+    assert [r.request_id for r in rig.shards["shard-0"].wait_for_requests(3)] == [2, 1, 3]
+    rig.controller.allow_routing()
+
+
+def test_requests_for_a_topic_the_controller_does_not_know_are_answered_unknown_topic(
+        router_rig, monkeypatch):
+    # Given a router that remembers unknown topics long, and makes no routing refresh
+    monkeypatch.setattr(limits, "ROUTER_UNKNOWN_TOPIC_TTL_S", 60.0)
+    monkeypatch.setattr(limits, "ROUTING_REFRESH_INTERVAL_S", 3600.0)
+    rig = router_rig(topics={"t": 1})
+    client = rig.client()
+    # When a client sends two requests for a topic nobody knows
+    client.send(fetch(1, "nope"))
+    client.send(protocol.encode_produce(2, "nope", 0, 1), b"batch")
+    # Then both are answered unknownTopic, in order
+    replies = [client.recv()[0] for _ in range(2)]
+    assert [v.request_id for v in replies] == [1, 2]
+    assert all(isinstance(v.error, UnknownTopicError) and "'nope'" in str(v.error)
+               for v in replies)
+    # And a request soon after is answered at once, without asking the controller again
+    # (which now would not answer)
+    rig.controller.hold_routing()
+    client.send(fetch(3, "nope"))
+    view, _ = client.recv(timeout_s=2)
+    assert (view.request_id, type(view.error)) == (3, UnknownTopicError)
+    rig.controller.allow_routing()
+
+
+def test_a_partition_out_of_range_is_answered_with_the_partition_count(router_rig):
+    rig = router_rig(topics={"t": 2})
+    view = rig.client().request(fetch(1, partition=2))
+    assert isinstance(view.error, PartitionOutOfRangeError)
+    assert "partition 2 of topic 't' does not exist: it has 2 partitions (0 to 1)" in str(view.error)
+
+
+def test_a_batch_over_the_limit_is_refused_at_the_router(router_rig):
+    rig = router_rig(topics={"t": 1})
+    view = rig.client().request(protocol.encode_produce(1, "t", 0, 1),
+                                bytes(limits.BATCH_BYTES_MAX + 1))
+    assert isinstance(view.error, RecordTooLargeError)
+    assert f"limit of {limits.BATCH_BYTES_MAX} bytes" in str(view.error)
+    assert rig.shards["shard-0"].requests() == []
+
+
+def test_a_malformed_header_is_answered_malformed_and_the_next_request_served(router_rig):
+    rig = router_rig(topics={"t": 1})
+    client = rig.client()
+    view = client.request(b"\x00" * 24)
+    assert (view.request_id, type(view.error)) == (0, MalformedRequestError)
+    assert client.request(fetch(2)).error is None
+
+
+def test_a_client_over_its_in_flight_limit_is_refused_until_a_reply_comes_back(router_rig):
+    # Given a shard that holds every request unanswered
+    rig = router_rig(topics={"t": 1}, owners={"t": ("shard-0",)})
+    shard = rig.shards["shard-0"]
+    shard.holding = True
+    client, other = rig.client(), rig.client()
+    limit = limits.CLIENT_REQUESTS_IN_FLIGHT_MAX
+    # When a client has the most requests in flight, and sends one more
+    for request_id in range(1, limit + 1):
+        client.send(fetch(request_id))
+    shard.wait_for_requests(limit)
+    view = client.request(fetch(limit + 1))
+    # Then that one is refused, naming the limit
+    assert isinstance(view.error, TooManyRequestsError)
+    assert f"client has {limit} requests in flight, the limit is {limit}" in str(view.error)
+    # And produces with acks=0 (no reply) and other clients' requests still go through
+    client.send(protocol.encode_produce(limit + 2, "t", 0, 0), b"batch")
+    other.send(fetch(1))
+    shard.wait_for_requests(limit + 2)
+    # When one reply comes back, the client may send again
+    shard.release(1)
+    assert client.recv()[0].request_id == 1
+    client.send(fetch(limit + 3))
+    assert shard.wait_for_requests(limit + 3)[-1].request_id == limit + 3
+
+
+def test_a_shard_whose_queue_is_full_makes_the_router_answer_too_many_requests(
+        router_rig, monkeypatch):
+    # Given a shard that reads nothing, behind sockets that queue 2 messages
+    monkeypatch.setattr(limits, "SOCKET_MESSAGES_HWM", 2)
+    rig = router_rig(shards={"shard-0": {"reading": False, "receive_hwm": 1}}, topics={"t": 1})
+    client = rig.client()
+    batch = bytes(1024 * 1024)
+    # When a client keeps producing to it without waiting (acks=0: no replies otherwise)
+    for request_id in range(1, 201):
+        client.send(protocol.encode_produce(request_id, "t", 0, 0), batch)
+        if client.has_reply(0.01):
+            break
+    # Then, once the queues and the kernel's buffers are full, a produce is refused
+    view, _ = client.recv()
+    assert isinstance(view.error, TooManyRequestsError)
+    assert "shard-0 has 2 requests queued; retry later" in str(view.error)
+
+
+def test_a_shard_whose_connection_drops_is_unavailable_until_it_comes_back(router_rig):
+    # Given a router connected to shard-0, which answers
+    rig = router_rig(shards={"shard-0": {}}, topics={"t": 1})
+    client = rig.client()
+    assert client.request(list_offsets(1)).offsets.shard == "shard-0"
+    # When shard-0 goes away
+    port = rig.shards["shard-0"].port
+    rig.shards["shard-0"].close()
+    # Then its partition's requests are answered unavailable, naming the shard
+    view = wait_for_reply(client, lambda attempt: list_offsets(1000 + attempt),
+                          lambda v: v.error is not None)
+    assert isinstance(view.error, UnavailableError)
+    assert "t: its shard shard-0 is unavailable" in str(view.error)
+    # And when a shard is back at its address, they are forwarded again
+    rig.shards["shard-0"] = FakeShard("shard-0", port=port,
+                                      handler=lambda request: answer(request, "shard-0 again"))
+    view = wait_for_reply(client, lambda attempt: list_offsets(2000 + attempt),
+                          lambda v: v.error is None and v.request_id >= 2000)
+    assert view.offsets.shard == "shard-0 again"
+
+
+def test_a_shard_at_a_new_address_is_found_by_the_routing_refresh_with_no_requests_in_flight(
+        router_rig):
+    # Given a client with the most requests in flight at shard-0, which never answers
+    rig = router_rig(shards={"shard-0": {}}, topics={"t": 1})
+    rig.shards["shard-0"].holding = True
+    client = rig.client()
+    for request_id in range(1, limits.CLIENT_REQUESTS_IN_FLIGHT_MAX + 1):
+        client.send(fetch(request_id))
+    rig.shards["shard-0"].wait_for_requests(limits.CLIENT_REQUESTS_IN_FLIGHT_MAX)
+    # When shard-0 restarts at a new address, which the controller reports
+    rig.shards["shard-0"].close()
+    moved = rig.shards["shard-0"] = FakeShard(
+        "shard-0", handler=lambda request: answer(request, "shard-0 moved"))
+    rig.controller.shard_addresses["shard-0"] = moved.address
+    # Then after a refresh the partition's requests reach it, and the requests lost
+    # with the old address no longer count against the client
+    view = wait_for_reply(client, lambda attempt: list_offsets(1000 + attempt),
+                          lambda v: v.error is None and v.request_id >= 1000)
+    assert view.offsets.shard == "shard-0 moved"
+
+
+def test_admin_requests_are_answered_through_the_bridge(router_rig):
+    rig = router_rig(topics={"t": 1, "u": 2})
+    client = rig.client()
+    # When a client creates a topic
+    view = client.request(protocol.encode_create_topic(1, "fresh", 3, {"retention.ms": "1000"}))
+    # Then the controller's answer comes back
+    assert [(t.name, t.partitions, t.config) for t in view.topics] == [
+        ("fresh", 3, {"retention.ms": "1000"})]
+    # And the router knew the new topic before the reply: a produce goes straight out
+    rig.controller.hold_routing()
+    client.send(protocol.encode_produce(2, "fresh", 2, 1), b"batch")
+    assert rig.shards["shard-0"].wait_for_requests(1)[0].request_id == 2
+    assert client.recv()[0].request_id == 2
+    rig.controller.allow_routing()
+    # And the other admin requests are answered as the controller says
+    assert [t.name for t in client.request(protocol.encode_list_topics(3)).topics] == [
+        "fresh", "t", "u"]
+    assert [t.name for t in client.request(protocol.encode_metadata(4, ["u", "t"])).topics] == [
+        "u", "t"]
+    assert client.request(protocol.encode_list_groups(5)).groups == ["audit"]
+    assert client.request(protocol.encode_status_request(6)).status.nodes == [
+        ("node-1", "127.0.0.1", True)]
+    assert client.request(protocol.encode_shards_change(7, "addShards", 1)).moves == [
+        ("t", 0, "shard-0", "shard-2", 7)]
+
+
+@pytest.mark.parametrize("error, header", [
+    (TopicExistsError("topic 't' already exists"),
+     lambda rid: protocol.encode_create_topic(rid, "t", 1, {})),
+    (UnavailableError("the broker's controller is not running; retry later"),
+     lambda rid: protocol.encode_list_topics(rid)),
+    (UnknownTopicError("unknown topic 'nope'"),
+     lambda rid: protocol.encode_metadata(rid, ["t", "nope"])),
+])
+def test_a_controller_error_is_relayed_to_the_client_with_its_code_and_message(
+        router_rig, error, header):
+    rig = router_rig(topics={"t": 1})
+    if not isinstance(error, (TopicExistsError, UnknownTopicError)):
+        rig.controller.fail_with = error   # the others come from the metadata itself
+    view = rig.client().request(header(1))
+    assert (view.request_id, type(view.error), str(view.error)) == (1, type(error), str(error))
+
+
+def test_fetch_replies_over_a_clients_unsent_budget_are_refused_until_it_reads(router_rig):
+    # Given a shard answering each fetch with 4 MiB, holding them for now
+    payload = bytes(FETCH_BYTES)
+    rig = router_rig(shards={"shard-0": {"handler": lambda request: (
+        [protocol.encode_fetch_reply(request.request_id, 0, 0), payload]
+        if type(request) is protocol.FetchRequest else answer(request, "shard-0"))}},
+        topics={"t": 1})
+    shard = rig.shards["shard-0"]
+    shard.holding = True
+    slow, other = rig.client(receive_hwm=1), rig.client()
+    fetches = limits.CLIENT_REPLY_BYTES_UNSENT_MAX // FETCH_BYTES + 8
+    # When a client that does not read has that many fetches answered at once
+    for request_id in range(1, fetches + 1):
+        slow.send(fetch(request_id))
+    shard.wait_for_requests(fetches)
+    other.send(list_offsets(1))
+    shard.wait_for_requests(fetches + 1)
+    shard.release(fetches + 1)
+    # (the other client's answer comes after them all from the shard: the router has
+    # relayed or refused every one of them when it arrives)
+    assert other.recv()[0].offsets.shard == "shard-0"
+    # Then the replies beyond its budget were refused with tooManyRequests
+    replies = [slow.recv() for _ in range(fetches)]
+    assert sorted(view.request_id for view, _ in replies) == list(range(1, fetches + 1))
+    sent = [view for view, payload in replies if view.error is None and len(payload) == FETCH_BYTES]
+    refused = [view for view, _ in replies if isinstance(view.error, TooManyRequestsError)]
+    assert len(sent) + len(refused) == fetches
+    assert limits.CLIENT_REPLY_BYTES_UNSENT_MAX // FETCH_BYTES <= len(sent) < fetches
+    assert all(f"the limit is {limits.CLIENT_REPLY_BYTES_UNSENT_MAX} bytes per client"
+               in str(view.error) for view in refused)
+    # And once it has read them, its next fetch is answered with the data
+    shard.holding = False
+    slow.send(fetch(fetches + 1))
+    view, data = slow.recv()
+    assert (view.request_id, view.error, len(data)) == (fetches + 1, None, FETCH_BYTES)
