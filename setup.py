@@ -1,11 +1,11 @@
 """Builds the C extensions; everything else is in pyproject.toml.
 
-plinth.format._record_batch (the RecordBatch in C: the producer's columns and
-their encoding, the shard's check, the consumer's records) and
-plinth.client._producer (the producer's per-record path, which reaches the
-columns through the format extension's PyCapsule) are required: there is no
-pure-Python version of them. plinth.client._murmur2 stays optional: the
-partitioner falls back to its Python murmur2.
+All three are required: there is no pure-Python version of them.
+plinth.format._record_batch is the RecordBatch in C (the producer's columns and
+their encoding, the shard's check, the consumer's records);
+plinth.client._producer is the producer's per-record path, which reaches the
+columns through the format extension's PyCapsule; plinth.client._murmur2 is
+Kafka's murmur2 for partition_for_key, from the same header as the producer's.
 """
 
 from setuptools import Extension, setup
@@ -15,7 +15,7 @@ FORMAT_HEADERS = ["format/record_batch_layout.h", "format/record_columns_api.h"]
 
 setup(ext_modules=[
     Extension("plinth.client._murmur2", ["client/_murmur2.c"], depends=["client/kafka_murmur2.h"],
-              optional=True),
+              extra_compile_args=["-O2", *WARNINGS]),
     # -O3 and no early exit in the rule loops, so that gcc vectorizes them.
     Extension("plinth.format._record_batch", ["format/_record_batch.c"],
               include_dirs=["format"], depends=FORMAT_HEADERS,

@@ -1,1 +1,2 @@
-"""client"""
+"""client: the Python client (producer, consumer, admin), in the conventions of
+kafka-python; ``from plinth import Producer, Consumer, Admin``."""

@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 TopicPartition = tuple[str, int]
 # The member epoch of a leave heartbeat (as the coordinator's, shards/group_coordinator.py).
-LEAVE_EPOCH = -1
 
 
 class GroupMembership:
@@ -128,7 +127,7 @@ class GroupMembership:
             return
         request_id = self._conn.next_request_id()
         header = protocol.encode_group_heartbeat(
-            request_id, self.group, member_id, LEAVE_EPOCH, self.topics, set(),
+            request_id, self.group, member_id, protocol.LEAVE_EPOCH, self.topics, set(),
             self.session_timeout_ms, self.assignor)
         try:
             self._conn.request(header, request_id,

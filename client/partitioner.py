@@ -19,85 +19,19 @@ batches instead of spraying one record per partition.
 from __future__ import annotations
 
 import random
-import struct
 
-_SEED = 0x9747B28C
-_M = 0x5BD1E995
-_R = 24
-_MASK_32 = 0xFFFF_FFFF
-_SIGN_BIT_32 = 0x8000_0000
+from plinth.client._murmur2 import murmur2   # client/kafka_murmur2.h, as _producer.c uses it
+
 _POSITIVE_MASK_32 = 0x7FFF_FFFF     # Utils.toPositive
-
-# partition_for_key caches the positive hash of short keys: producers tend to
-# reuse keys. Bounded in entries and in key size (at most ~20 MiB), and simply
-# cleared when full. Only bytes are cached (bytearray is not hashable).
-_HASH_CACHE_ENTRIES_MAX = 100_000
-_HASH_CACHE_KEY_BYTES_MAX = 128
-_hash_cache: dict[bytes, int] = {}
-
-# Unpackers for keys up to 256 bytes, built once (a format string per call costs).
-_WORDS_STRUCTS = tuple(struct.Struct(f"<{count}I") for count in range(65))
-
-
-def murmur2(data: bytes) -> int:
-    """Kafka's ``Utils.murmur2`` of ``data``: a signed 32-bit int. Any thread may call."""
-    length = len(data)
-    h = (_SEED ^ length) & _MASK_32
-    for k in _words_le(data, length >> 2):
-        k = (k * _M) & _MASK_32
-        h = ((h * _M) & _MASK_32) ^ (((k ^ (k >> _R)) * _M) & _MASK_32)
-    tail_bytes = length & 3
-    if tail_bytes:
-        tail_start = length & ~3
-        if tail_bytes == 3:
-            h ^= data[tail_start + 2] << 16
-        if tail_bytes >= 2:
-            h ^= data[tail_start + 1] << 8
-        h = ((h ^ data[tail_start]) * _M) & _MASK_32
-    h ^= h >> 13
-    h = (h * _M) & _MASK_32
-    h ^= h >> 15
-    return h - (1 << 32) if h & _SIGN_BIT_32 else h
-
-
-def _words_le(data: bytes, words_count: int) -> tuple[int, ...]:
-    """The first ``words_count`` 4-byte little-endian words of ``data``, unsigned."""
-    if words_count < len(_WORDS_STRUCTS):
-        return _WORDS_STRUCTS[words_count].unpack_from(data)
-    return struct.unpack_from(f"<{words_count}I", data)
-
-
-try:
-    # client/_murmur2.c, built by `pip install`: the same function in C, which
-    # keeps the GIL (a hash costs less than releasing it). The tests check it
-    # against Kafka's reference values and the Python version.
-    from plinth.client._murmur2 import murmur2 as _murmur2_c
-except ImportError:  # pragma: no cover - installed without a C compiler
-    _murmur2_c = None
-
-
-def murmur2_fast(data: bytes) -> int:
-    """murmur2(data), in C when the extension is built."""
-    if _murmur2_c is None or type(data) is not bytes:
-        return murmur2(data)
-    return _murmur2_c(data)
 
 
 def partition_for_key(key: bytes, partition_count: int) -> int:
-    """The partition Kafka's default partitioner picks for ``key``. Any thread may call."""
+    """The partition Kafka's default partitioner picks for ``key`` (bytes-like).
+    Any thread may call. The producer picks the same one in C (client/_producer.c,
+    from the same client/kafka_murmur2.h); this is for applications and tests."""
     if partition_count < 1:
         raise ValueError(f"partition_count is {partition_count}, must be >= 1")
-    if _murmur2_c is not None and type(key) is bytes:
-        # In C the hash costs less than a cache lookup and insert would.
-        return (_murmur2_c(key) & _POSITIVE_MASK_32) % partition_count
-    positive_hash = _hash_cache.get(key) if type(key) is bytes else None
-    if positive_hash is None:
-        positive_hash = murmur2_fast(key) & _POSITIVE_MASK_32
-        if type(key) is bytes and len(key) <= _HASH_CACHE_KEY_BYTES_MAX:
-            if len(_hash_cache) >= _HASH_CACHE_ENTRIES_MAX:
-                _hash_cache.clear()
-            _hash_cache[key] = positive_hash
-    return positive_hash % partition_count
+    return (murmur2(key) & _POSITIVE_MASK_32) % partition_count
 
 
 class StickyPartitioner:

@@ -42,6 +42,7 @@ from plinth.client.accumulator import OpenBatch, RecordAccumulator
 from plinth.client.connection import Connection
 from plinth.errors import (TRANSIENT_ERRORS, ClosedError, MalformedReplyError,
                            OutOfOrderSequenceError, PlinthTimeoutError, UnavailableError)
+from plinth.format.record_batch import SEQUENCE_MODULUS
 from plinth.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,6 @@ log = logging.getLogger(__name__)
 # original offsets, so a retry never duplicates).
 RETRIABLE_ERRORS = TRANSIENT_ERRORS + (OutOfOrderSequenceError, PlinthTimeoutError)
 # baseSequence is an Int32 that wraps to 0.
-_SEQUENCE_MODULUS = 1 << 31
 
 
 class Sender:
@@ -207,7 +207,7 @@ class Sender:
             return batch.builder.build()
         tp = (batch.topic, batch.partition)
         base_sequence = self._next_sequence.get(tp, 0)
-        self._next_sequence[tp] = (base_sequence + batch.builder.record_count) % _SEQUENCE_MODULUS
+        self._next_sequence[tp] = (base_sequence + batch.builder.record_count) % SEQUENCE_MODULUS
         return batch.builder.build(producer_id=self.producer_id, base_sequence=base_sequence)
 
     # --- Outcomes ------------------------------------------------------------------

@@ -69,10 +69,13 @@ _NESTING_LIMIT = 8
 _WORD_BYTES = 8
 # capnp errors carry a stack trace; messages keep only their start.
 _PARSE_ERROR_CHARS_MAX = 200
+# baseSequence is an Int32 counted per producer and partition; it wraps to 0
+# here (the producer numbers its batches, the shard checks the numbering).
+SEQUENCE_MODULUS = 1 << 31
 
 __all__ = ["BatchBuilder", "BatchSummary", "ConsumerRecord", "RecordColumns",
            "checked_headers", "decode_records", "summarize_batch", "BATCH_OVERHEAD_BYTES",
-           "RECORD_OVERHEAD_BYTES", "TIMESTAMP_SPAN_MS_MAX"]
+           "RECORD_OVERHEAD_BYTES", "SEQUENCE_MODULUS", "TIMESTAMP_SPAN_MS_MAX"]
 
 
 class BatchSummary(NamedTuple):

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,16 +32,12 @@ import threading
 import time
 from pathlib import Path
 
+from redis_peer import free_port   # loadtest/, this script's folder
+
 HERE = Path(__file__).resolve().parent
 READY_TIMEOUT_S = 180.0
 BENCH_TIMEOUT_S = 1800.0
 STOP_TIMEOUT_S = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def bench_commands(args) -> list[tuple[str, list[str]]]:

@@ -50,9 +50,9 @@ from plinth.client.consumer import Consumer
 from plinth.client.producer import Producer
 from plinth.errors import ClientError, PlinthTimeoutError, TopicExistsError
 
-# Distinct random keys per producer, generated before the clock starts:
-# enough that no per-key cache on the path (the partitioner once kept the
-# hashes of 100,000 keys) is ever hit, so none can flatter the numbers.
+# Distinct random keys per producer, generated before the clock starts, so
+# that the numbers are those of traffic with many keys: a per-key cache
+# anywhere on the path (there is none now) could not flatter them.
 KEY_POOL_SIZE_MAX = 1 << 20
 # Records sent between two looks at progress, acknowledgements and the clock.
 CHUNK_RECORDS = 4096

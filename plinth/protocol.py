@@ -32,6 +32,8 @@ _READ_LIMITS = dict(
 )
 
 ACKS_VALUES = (-1, 0, 1)
+# The member epoch of a group heartbeat that leaves the group (as KIP-848's -1).
+LEAVE_EPOCH = -1
 TopicPartition = tuple[str, int]
 
 

@@ -39,7 +39,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 
-from plinth import limits
+from plinth import limits, protocol
 from plinth.errors import (GroupNotEmptyError, InvalidConfigError, InvalidGroupError, NotOwnerError,
                            StaleMemberEpochError, UnavailableError, UnknownMemberIdError)
 from plinth.shards import assignors
@@ -49,7 +49,6 @@ TopicPartition = tuple[str, int]
 
 _MOVED_SETTING = "moved"   # "1" while another shard coordinates the group
 _GROUP_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
-LEAVE_EPOCH = -1
 
 
 @dataclass
@@ -110,10 +109,10 @@ class GroupCoordinator:
                   now_s: float) -> HeartbeatResult:
         group = self._group(name, assignor)
         interval_ms = heartbeat_interval_ms_for(session_timeout_ms)
-        if member_epoch == LEAVE_EPOCH:
+        if member_epoch == protocol.LEAVE_EPOCH:
             if group.members.pop(member_id, None) is not None:
                 self._retarget(group)
-            return HeartbeatResult(member_id, LEAVE_EPOCH, interval_ms, set())
+            return HeartbeatResult(member_id, protocol.LEAVE_EPOCH, interval_ms, set())
         member = self._member(group, member_id, member_epoch, topics, session_timeout_ms, now_s)
         member.last_seen_s = now_s
         member.session_timeout_ms = session_timeout_ms

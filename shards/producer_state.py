@@ -42,8 +42,8 @@ from plinth import limits
 from plinth.durable_files import write_json_atomically
 from plinth.errors import OutOfOrderSequenceError
 from plinth.format.log_entry import iter_entries
+from plinth.format.record_batch import SEQUENCE_MODULUS
 
-SEQUENCE_MODULUS = 1 << 31   # baseSequence is an Int32 that wraps to 0
 
 
 class ProducerStates:

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from plinth import protocol
-from plinth.client.group_membership import LEAVE_EPOCH, GroupMembership
+from plinth.client.group_membership import GroupMembership
+from plinth.protocol import LEAVE_EPOCH
 from plinth.errors import StaleMemberEpochError, UnavailableError, UnknownMemberIdError
 from tests.support import wait_until
 

@@ -6,7 +6,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plinth.client import partitioner
 from plinth.client.partitioner import StickyPartitioner, murmur2, partition_for_key
 
 # The vectors of Kafka's UtilsTest.testMurmur2
@@ -101,9 +100,8 @@ KAFKA_PARTITION_EXAMPLES = [
 def test_partition_for_key_picks_the_partition_kafkas_default_partitioner_picks(
         key, partition_count, expected):
     # Given a key whose Kafka murmur2 hash is known
-    # When its partition is chosen, twice (the second time from the cache)
-    # Then it is toPositive(murmur2(key)) % partition_count both times
-    assert partition_for_key(key, partition_count) == expected
+    # When its partition is chosen, from bytes or a bytearray
+    # Then it is toPositive(murmur2(key)) % partition_count
     assert partition_for_key(key, partition_count) == expected
     assert partition_for_key(bytearray(key), partition_count) == expected
 
@@ -125,19 +123,6 @@ def test_partition_for_key_rejects_a_partition_count_below_one():
     # Then ValueError names the count
     with pytest.raises(ValueError, match="partition_count is 0"):
         partition_for_key(b"k", 0)
-
-
-def test_the_hash_cache_never_grows_past_its_bound(monkeypatch):
-    # Given a cache bounded to 10 entries
-    monkeypatch.setattr(partitioner, "_HASH_CACHE_ENTRIES_MAX", 10)
-    monkeypatch.setattr(partitioner, "_hash_cache", {})
-    # When 1000 distinct keys and one oversized key are partitioned
-    for i in range(1000):
-        partition_for_key(b"key-%d" % i, 7)
-    partition_for_key(b"x" * (partitioner._HASH_CACHE_KEY_BYTES_MAX + 1), 7)
-    # Then the cache holds at most 10 keys, none of them oversized
-    assert len(partitioner._hash_cache) <= 10
-    assert all(len(k) <= partitioner._HASH_CACHE_KEY_BYTES_MAX for k in partitioner._hash_cache)
 
 
 def test_sticky_partitioner_keeps_its_partition_until_next_batch():
@@ -183,14 +168,17 @@ def test_sticky_partitioner_rejects_a_partition_count_below_one():
         StickyPartitioner(0)
 
 
-@settings(max_examples=500, deadline=None)
-@given(st.binary(max_size=300))
-def test_the_c_murmur2_agrees_with_the_python_one_on_any_key(key):
-    from plinth.client.partitioner import murmur2_fast
+def test_the_producer_places_a_keyed_record_where_partition_for_key_says():
+    # Given the producer's own placement (client/_producer.c) and partition_for_key,
+    # both built on client/kafka_murmur2.h
+    from plinth.client.accumulator import RecordAccumulator
 
-    assert murmur2_fast(key) == murmur2(key)
-
-
-def test_the_c_murmur2_extension_is_built_by_the_install():
-    # The install compiles client/_murmur2.c; without it keyed produce is far slower.
-    assert partitioner._murmur2_c is not None
+    accumulator = RecordAccumulator(batch_bytes_max=1 << 20, linger_ms=5,
+                                    buffer_bytes_max=1 << 24, max_block_ms=0, wake=lambda: None)
+    accumulator.add_topic("t", 37)
+    rng = random.Random(5)
+    for _ in range(200):
+        key = rng.randbytes(rng.randrange(40))
+        # When a keyed record is sent, then it lands on Kafka's partition for its key
+        future = accumulator.append("t", None, key, b"v", 0, None)
+        assert future.batch.partition == partition_for_key(key, 37)
