@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import zmq
@@ -108,6 +109,9 @@ class Connection:
             raise ValueError(f"cannot connect to broker {self.url!r}: {exc}") from None
         self._ids = itertools.count(1)
         self._early: dict[int, tuple] = {}   # replies that arrived for other waiters
+        # Requests wait_for gave up on: their late replies are dropped, not kept
+        # in _early for good. Oldest forgotten first (their replies are lost).
+        self._abandoned: OrderedDict[int, None] = OrderedDict()
         self.closed = False
 
     def next_request_id(self) -> int:
@@ -166,6 +170,7 @@ class Connection:
             remaining_ms = (deadline - time.monotonic()) * 1000
             got = self._recv_socket(remaining_ms) if remaining_ms > 0 else None
             if got is None:
+                self._abandon(request_id)
                 raise PlinthTimeoutError(
                     f"no reply from {self.url} to request {request_id} within {timeout_ms:.0f} ms")
             self._early[got[0].request_id] = got
@@ -174,11 +179,23 @@ class Connection:
             raise view.error
         return view, payload
 
+    def _abandon(self, request_id: int) -> None:
+        self._abandoned[request_id] = None
+        if len(self._abandoned) > limits.CLIENT_ABANDONED_REQUESTS_KEPT:
+            self._abandoned.popitem(last=False)
+
     def _recv_socket(self, timeout_ms: float):
-        if not self.socket.poll(max(0, int(timeout_ms))):
-            return None
-        frames = self.socket.recv_multipart(copy=False)
-        return protocol.decode_reply(frames[0].buffer), (frames[1] if len(frames) > 1 else None)
+        """The next reply from the socket within ``timeout_ms``, skipping late replies
+        to abandoned requests; None if none came."""
+        deadline = time.monotonic() + max(0.0, timeout_ms) / 1000
+        while self.socket.poll(max(0, int((deadline - time.monotonic()) * 1000))):
+            frames = self.socket.recv_multipart(copy=False)
+            view = protocol.decode_reply(frames[0].buffer)
+            if view.request_id in self._abandoned:   # its waiter timed out: nobody takes it
+                del self._abandoned[view.request_id]
+                continue
+            return view, (frames[1] if len(frames) > 1 else None)
+        return None
 
     def close(self) -> None:
         if not self.closed:

@@ -166,6 +166,9 @@ GROUP_LEAVE_TIMEOUT_MS_MAX = 5_000
 # With several routers a client queues requests only on connections that are up;
 # a send waits this long for one to come up before it fails with unavailable.
 CLIENT_ROUTER_CONNECT_WAIT_MS = 1_000
+# Requests a connection gave up waiting for, remembered so that their late
+# replies are dropped instead of kept for good (a long-lived Admin's timeouts).
+CLIENT_ABANDONED_REQUESTS_KEPT = 1_000
 
 # --- Router (router/) ------------------------------------------------------
 # Admin requests and topic look-ups queued for the router's admin bridge thread,

@@ -218,3 +218,17 @@ def test_a_key_file_that_cannot_be_loaded_is_named(keys, tmp_path):
     garbage.write_text("not a certificate\n")
     with pytest.raises(ValueError, match=f"cannot load the CurveZMQ key file {garbage}"):
         broker_address(None, str(garbage), client_secret)
+
+
+def test_a_late_reply_to_a_request_that_timed_out_is_dropped_not_kept(scripted, connections):
+    # Given a broker that answers request 1 only together with request 2's answer
+    broker = scripted([lambda r: None, lambda r: Replies([offsets(1, 1), offsets(2, 2)])])
+    conn = connections(broker.url)
+    # When the wait for request 1 times out, and request 2 is then answered
+    with pytest.raises(PlinthTimeoutError):
+        conn.request(list_offsets(1), 1, 200)
+    view, _ = conn.request(list_offsets(2), 2, 5_000)
+    # Then request 2 gets its reply, and request 1's late reply is gone: nothing
+    # is left waiting for recv
+    assert view.request_id == 2
+    assert conn.recv(0) is None and conn._early == {}
