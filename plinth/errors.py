@@ -30,7 +30,11 @@ the environment causes and is expected, handled and reported.
     │   ├── InvalidGroupError       invalidGroup
     │   ├── UnknownGroupError       unknownGroup
     │   ├── OutOfOrderSequenceError outOfOrderSequence
-    │   └── NotAuthorizedError      notAuthorized
+    │   ├── NotAuthorizedError      notAuthorized
+    │   ├── InvalidTimestampError   invalidTimestamp
+    │   ├── GroupMaxSizeReachedError groupMaxSizeReached
+    │   ├── TooManyGroupsError      tooManyGroups
+    │   └── TooManyProducersError   tooManyProducers
     └── ClientError                 raised by the client library itself
         ├── PlinthTimeoutError      a client-side timeout ran out
         ├── ClosedError             the producer/consumer/admin was closed
@@ -157,6 +161,22 @@ class NotAuthorizedError(BrokerError):
     code_name = "notAuthorized"
 
 
+class InvalidTimestampError(BrokerError):
+    code_name = "invalidTimestamp"
+
+
+class GroupMaxSizeReachedError(BrokerError):
+    code_name = "groupMaxSizeReached"
+
+
+class TooManyGroupsError(BrokerError):
+    code_name = "tooManyGroups"
+
+
+class TooManyProducersError(BrokerError):
+    code_name = "tooManyProducers"
+
+
 class ClientError(PlinthError):
     """Raised by the client library without a broker reply."""
 
@@ -184,7 +204,8 @@ BROKER_ERRORS: dict[str, type[BrokerError]] = {
         UnavailableError, RequestTimedOutError, InternalError,
         TooManyRequestsError, UnknownMemberIdError, StaleMemberEpochError, NotOwnerError,
         GroupNotEmptyError, InvalidGroupError, UnknownGroupError, OutOfOrderSequenceError,
-        NotAuthorizedError,
+        NotAuthorizedError, InvalidTimestampError, GroupMaxSizeReachedError, TooManyGroupsError,
+        TooManyProducersError,
     )
 }
 
@@ -192,7 +213,7 @@ BROKER_ERRORS: dict[str, type[BrokerError]] = {
 # Conditions that pass by themselves (a shard restarting or moving, a full queue, a
 # slow disk): clients retry them with backoff instead of surfacing them at once.
 TRANSIENT_ERRORS: tuple[type[BrokerError], ...] = (
-    UnavailableError, TooManyRequestsError, RequestTimedOutError)
+    UnavailableError, TooManyRequestsError, RequestTimedOutError, TooManyProducersError)
 
 
 def error_for_code(code_name: str, message: str) -> BrokerError:

@@ -286,6 +286,7 @@ class ReplyView:
     groups: list[str] = field(default_factory=list)
     status: StatusInfo | None = None
     moves: list[PartitionMove] = field(default_factory=list)
+    throttle_time_ms: int = 0         # over a quota: wait this long before the next request
 
 
 # --- Requests ---------------------------------------------------------------
@@ -567,7 +568,8 @@ def decode_reply(frame) -> ReplyView:
 
 
 def _reply_view(rep) -> ReplyView:
-    view = ReplyView(request_id=rep.requestId, kind=rep.which())
+    view = ReplyView(request_id=rep.requestId, kind=rep.which(),
+                     throttle_time_ms=rep.throttleTimeMs)
     code = str(rep.error.code)
     if code != "none":
         view.error = error_for_code(code, rep.error.message)

@@ -44,7 +44,9 @@ Byte layouts (all little-endian; a "word" is 8 bytes; offsets in bytes):
     Reply (data 2 words, pointers 2)
                    16  UInt64  requestId
                    24  UInt16  union discriminant: 1 produce, 2 fetch
-                   26  6 bytes zero
+                   26  2 bytes zero
+                   28  UInt32  throttleTimeMs: 0 here (a throttled reply, rare,
+                               is decoded by pycapnp)
                    32  error pointer: null (no error; errors go through pycapnp)
                    40  struct pointer to the body, offset 0
       ProduceResult (data 1 word)   48  Int64 baseOffset

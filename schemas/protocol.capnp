@@ -146,6 +146,8 @@ struct Reply {
     status @11 :StatusInfo;
     moves @12 :List(PartitionMove);   # addShards, removeShards
   }
+  throttleTimeMs @13 :UInt32;    # the client is over a quota: its next request
+                                 # waits this long (as Kafka's throttle_time_ms)
 }
 
 # A partition whose writes moved to a new shard at `offset`; its records
@@ -242,6 +244,10 @@ enum ErrorCode {
   unknownGroup @23;              # no members and no committed offsets
   outOfOrderSequence @24;        # idempotent producer: a gap or a stale retry
   notAuthorized @25;             # the client's key lacks the ACL grant
+  invalidTimestamp @26;          # a record timestamp outside the topic's window, or < 0
+  groupMaxSizeReached @27;       # a group (or one client's share of it) is full
+  tooManyGroups @28;             # the coordinating shard holds all the groups it may
+  tooManyProducers @29;          # a partition holds all the producer ids it may: retry
 }
 
 struct ProduceResult {
