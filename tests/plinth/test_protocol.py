@@ -125,3 +125,13 @@ def test_a_reply_that_does_not_decode_raises_malformed_reply_naming_it():
     with pytest.raises(MalformedReplyError, match="not a valid Reply"):
         # When the client decodes them, then it says so with its own error
         protocol.decode_reply(b"\x01" * 24)
+
+
+def test_a_throttled_reply_carries_its_throttle_time_and_an_unthrottled_one_zero():
+    # Given a produce reply the broker throttled by 250 ms, and one it did not
+    msg = schema.Reply.new_message(requestId=3, throttleTimeMs=250)
+    msg.init("produce").baseOffset = 9
+    # When the client decodes them, then the throttle time is read (through pycapnp
+    # for the throttled one: the hand-packed decoder takes only a throttle of 0)
+    assert protocol.decode_reply(msg.to_bytes()).throttle_time_ms == 250
+    assert protocol.decode_reply(protocol.encode_produce_reply(3, 9)).throttle_time_ms == 0
