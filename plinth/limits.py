@@ -257,6 +257,21 @@ RAY_TEMP_DIR_BYTES_MAX = 36
 # small enough that any number of shards (up to SHARDS_MAX) fit on one node.
 SHARD_NODE_RESOURCE_SHARE = 0.001
 
+# --- Issue 11: storage (timestamps, open files, producer ids) -----------------
+# (placeholder)
+
+# --- Issue 11: router budgets (frames, held requests, in flight, unsent replies)
+# (placeholder)
+
+# --- Issue 11: access (ACLs, quotas) -------------------------------------------
+# (placeholder)
+
+# --- Issue 11: the cluster's internal hop and the server's lifecycle -----------
+# (placeholder)
+
+# --- Issue 11: consumer group bounds ------------------------------------------
+# (placeholder)
+
 
 def _relations() -> list[tuple[str, bool]]:
     """Every relation between the limits above that the code relies on, with why."""
