@@ -69,13 +69,22 @@ static const char *const COLUMN_NAMES[DATA_POINTERS] = {
 };
 
 /* The rules on the fields that are not columns, shared with encode(): a batch has
- * 1 to records_max records, timestamps in order spanning at most a UInt32 of ms,
- * and producerId and baseSequence both -1 or both set. 0, or -1 with ValueError. */
+ * 1 to records_max records, timestamps of 0 or more in order spanning at most a
+ * UInt32 of ms, and producerId and baseSequence both -1 or both set. 0, or -1 with
+ * ValueError. baseTimestampMs is the smallest record timestamp (check_deltas holds
+ * it to min(delta) == 0), so it alone decides whether every record's is >= 0: a
+ * negative time has no meaning for retention or a time lookup. */
 static int check_scalars(uint64_t record_count, int64_t base_ms, int64_t max_ms,
                          int64_t producer_id, int64_t base_sequence, uint64_t records_max) {
     if (record_count < 1 || record_count > records_max) {
         PyErr_Format(PyExc_ValueError, "record batch has recordCount %llu, must be 1 to %llu",
                      (unsigned long long)record_count, (unsigned long long)records_max);
+        return -1;
+    }
+    if (base_ms < 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "record batch baseTimestampMs %lld is negative: every record's timestamp "
+                     "must be >= 0 ms since the epoch", (long long)base_ms);
         return -1;
     }
     if (max_ms < base_ms) {

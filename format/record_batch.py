@@ -21,9 +21,10 @@ columnar so that no per-record struct is ever built:
 Record i (0 <= i < recordCount) has offset = the LogEntryHeader's baseOffset + i.
 The rules of a valid batch: recordCount within 1 .. BATCH_RECORDS_MAX; every
 column exactly recordCount entries long; no length below -1; the non-null key
-lengths summing to the size of ``keys`` (likewise for values); baseTimestampMs
+lengths summing to the size of ``keys`` (likewise for values); 0 <= baseTimestampMs
 <= maxTimestampMs, at most a UInt32 of ms apart, ``min(delta) == 0`` and
-``max(delta) == maxTimestampMs - baseTimestampMs``; producerId and baseSequence
+``max(delta) == maxTimestampMs - baseTimestampMs`` (so every record's timestamp is
+>= 0); producerId and baseSequence
 both >= -1, and baseSequence >= 0 when producerId is set; every header index <
 recordCount, sorted. There is no checksum here: the shard's LogEntryHeader
 carries the CRC over these bytes.
@@ -148,8 +149,9 @@ class BatchBuilder:
         """Encode the records appended so far as one RecordBatch message.
 
         Raises InvalidBatchError if the batch breaks a rule of the schema
-        (no records, more than BATCH_RECORDS_MAX, timestamps more than a
-        UInt32 of ms apart, a bad producer id and sequence) and
+        (no records, more than BATCH_RECORDS_MAX, a negative timestamp,
+        timestamps more than a UInt32 of ms apart, a bad producer id and
+        sequence) and
         RecordTooLargeError if the encoding is over BATCH_BYTES_MAX. Does not
         clear the builder.
         """

@@ -342,7 +342,7 @@ def test_a_new_batch_reusing_the_columns_of_an_acknowledged_one_holds_only_its_o
     assert first.builder.columns is None
 
 
-@pytest.mark.parametrize("later_ms", [T0_MS + 2**32, T0_MS - 2**32, 2**62, -(2**62)])
+@pytest.mark.parametrize("later_ms", [T0_MS + 2**32, T0_MS - 2**32, 2**62, 0])
 def test_a_record_too_far_in_time_from_its_batch_starts_a_new_one_on_either_path(later_ms):
     # Given an open batch with a record at T0 and one at T0 + 1 ms
     acc = accumulator()
