@@ -67,7 +67,7 @@ PRODUCER_SPARE_BATCHES_MAX = 4
 
 # Idempotent producers: batches remembered per producer and partition, to
 # answer a retry with its original offsets (as Kafka: 5), and producers
-# remembered per partition (the least recently active are forgotten).
+# remembered per partition (see PRODUCER_ID_EXPIRATION_MS for who is forgotten).
 IDEMPOTENT_BATCHES_KEPT = 5
 PRODUCERS_PER_PARTITION_MAX = 10_000
 
@@ -258,7 +258,31 @@ RAY_TEMP_DIR_BYTES_MAX = 36
 SHARD_NODE_RESOURCE_SHARE = 0.001
 
 # --- Issue 11: storage (timestamps, open files, producer ids) -----------------
-# (placeholder)
+# Kafka's topic configs message.timestamp.before.max.ms and .after.max.ms: how far
+# before and after the shard's clock a record's timestamp may be (plinth/topics.py).
+# Before: unlimited (Kafka's Long.MAX), so old data can be loaded with its own
+# times. After: one hour, enough for clocks that disagree between hosts, while a
+# record cannot claim a far future that readers and time lookups would believe.
+MESSAGE_TIMESTAMP_BEFORE_MS_MAX_DEFAULT = 2**63 - 1
+MESSAGE_TIMESTAMP_AFTER_MS_MAX_DEFAULT = 3_600_000
+# The smallest segment.bytes and segment.ms a topic may set. A segment is three
+# files, and a topic of 4 KiB or 1 ms segments made one per produce (500 produces:
+# 499 more open files). 1 MiB and a minute bound the files of a partition by its
+# bytes and its age. LogConfig itself still takes SEGMENT_BYTES_MIN and 1 ms, for tests.
+SEGMENT_BYTES_CONFIG_MIN = 1 * MiB
+SEGMENT_MS_CONFIG_MIN = 60_000
+# Files of rolled segments one shard keeps open, shared by its partitions
+# (shards/segment_files.py); the least recently read is closed first, and opened
+# again (one open(), its indexes stay in memory) when next read. Active segments
+# stay open besides, one per partition. A catching-up reader stays in one
+# segment for segment.bytes, so a few hundred open files serve hundreds of them.
+SEGMENT_FILES_OPEN_MAX = 256
+# How long an idempotent producer must stay silent on a partition before the shard
+# may forget it to make room for a new one (Kafka's producer.id.expiration.ms, a
+# broker config there too). With PRODUCERS_PER_PARTITION_MAX remembered, a new
+# producer id is refused (TooManyProducersError, retriable) rather than forget
+# one seen more recently: cycling producer ids cannot make a retry a duplicate.
+PRODUCER_ID_EXPIRATION_MS = 24 * 3600 * 1000
 
 # --- Issue 11: router budgets (frames, held requests, in flight, unsent replies)
 # (placeholder)
@@ -307,6 +331,11 @@ def _relations() -> list[tuple[str, bool]]:
          GROUP_HEARTBEATS_PER_SESSION * HEARTBEAT_INTERVAL_MS_MIN <= SESSION_TIMEOUT_MS_MIN),
         ("a member applies a new assignment within a heartbeat interval",
          CONSUMER_GROUP_POLL_SLICE_MS <= HEARTBEAT_INTERVAL_MS_MIN),
+        ("the timestamp windows' defaults are Int64s", 0 <= MESSAGE_TIMESTAMP_AFTER_MS_MAX_DEFAULT <= MESSAGE_TIMESTAMP_BEFORE_MS_MAX_DEFAULT < 2**63),
+        ("a topic's smallest segments are ones the log takes", SEGMENT_BYTES_MIN <= SEGMENT_BYTES_CONFIG_MIN <= SEGMENT_BYTES_DEFAULT),
+        ("a topic's shortest segment age is below the default", 1 <= SEGMENT_MS_CONFIG_MIN <= SEGMENT_MS_DEFAULT),
+        ("a shard keeps a rolled segment open while it is read", SEGMENT_FILES_OPEN_MAX >= 1),
+        ("a producer retrying a batch is never forgotten", PRODUCER_DELIVERY_TIMEOUT_MS_DEFAULT < PRODUCER_ID_EXPIRATION_MS),
     ]
 
 

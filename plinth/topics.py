@@ -18,15 +18,24 @@ SEGMENT_BYTES = "segment.bytes"
 SEGMENT_MS = "segment.ms"
 RETENTION_MS = "retention.ms"
 RETENTION_BYTES = "retention.bytes"
+MESSAGE_TIMESTAMP_BEFORE_MAX_MS = "message.timestamp.before.max.ms"
+MESSAGE_TIMESTAMP_AFTER_MAX_MS = "message.timestamp.after.max.ms"
+_INT64_MAX = 2**63 - 1
 
 # key -> (minimum, maximum, default); all integers.
 TOPIC_CONFIG_KEYS: dict[str, tuple[int, int, int]] = {
-    SEGMENT_BYTES: (limits.SEGMENT_BYTES_MIN, limits.SEGMENT_BYTES_MAX,
+    # At least 1 MiB and a minute: each segment is files the shard keeps.
+    SEGMENT_BYTES: (limits.SEGMENT_BYTES_CONFIG_MIN, limits.SEGMENT_BYTES_MAX,
                     limits.SEGMENT_BYTES_DEFAULT),
-    SEGMENT_MS: (1, 2**62, limits.SEGMENT_MS_DEFAULT),
+    SEGMENT_MS: (limits.SEGMENT_MS_CONFIG_MIN, 2**62, limits.SEGMENT_MS_DEFAULT),
     # -1: keep forever. Whole segments are deleted, never the active one.
     RETENTION_MS: (-1, 2**62, limits.RETENTION_MS_DEFAULT),
     RETENTION_BYTES: (-1, 2**62, limits.RETENTION_BYTES_DEFAULT),
+    # How far before and after the shard's clock a record's timestamp may be; a
+    # produce with a record outside is refused with InvalidTimestampError.
+    MESSAGE_TIMESTAMP_BEFORE_MAX_MS: (0, _INT64_MAX,
+                                      limits.MESSAGE_TIMESTAMP_BEFORE_MS_MAX_DEFAULT),
+    MESSAGE_TIMESTAMP_AFTER_MAX_MS: (0, _INT64_MAX, limits.MESSAGE_TIMESTAMP_AFTER_MS_MAX_DEFAULT),
 }
 
 

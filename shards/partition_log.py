@@ -18,13 +18,30 @@ rolls (a new segment starts) when an entry would take it past
 fsynced; ``flush()`` is (the shard decides when: group commit). Rolling
 fsyncs the old segment and writes its indexes, so after a crash only the
 active segment can have a torn tail, and ``open`` recovers it.
+
+Open files. Only the active segment's file is always open. Older segments are
+read through the shard's SegmentFiles (segment_files.py), which keeps at most
+SEGMENT_FILES_OPEN_MAX of them open; ``open`` lists them without opening any
+(their indexes are loaded on the first read), so a log of 100,000 segments
+opens in one directory listing and one stat() per segment.
+
+Retention. A segment is deleted, oldest first, when the log without it still
+holds ``retention_bytes``, or when its time is more than ``retention_ms`` ago.
+Its time is its newest record's timestamp, capped by when it was last written
+(the clock at its last append; after a restart, its file's modification
+time): min(max_timestamp_ms, last_written_ms). Timestamps are the producers'
+(as Kafka's CreateTime), so a record stamped in the past expires early, as in
+Kafka; the cap means that a record stamped in the future (up to the topic's
+message.timestamp.after.max.ms, or by an older version of Plinth, without
+limit) cannot keep its segment, and so every later one, for longer than
+retention_ms after the segment was last written.
 """
 
 from __future__ import annotations
 
 import bisect
-import itertools
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -34,11 +51,14 @@ from pathlib import Path
 from plinth import topics
 from plinth.errors import CorruptDataError, InvalidConfigError, OffsetOutOfRangeError
 from plinth.limits import (
-    BATCH_BYTES_MAX, BATCH_RECORDS_MAX, INDEX_INTERVAL_BYTES, RETENTION_BYTES_DEFAULT,
-    RETENTION_MS_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
+    BATCH_BYTES_MAX, BATCH_RECORDS_MAX, INDEX_INTERVAL_BYTES,
+    MESSAGE_TIMESTAMP_AFTER_MS_MAX_DEFAULT, MESSAGE_TIMESTAMP_BEFORE_MS_MAX_DEFAULT,
+    RETENTION_BYTES_DEFAULT, RETENTION_MS_DEFAULT, SEGMENT_BYTES_CONFIG_MIN,
+    SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_MS_CONFIG_MIN,
     SEGMENT_MS_DEFAULT)
 from plinth.format.log_entry import LOG_ENTRY_HEADER_BYTES
-from plinth.shards.segment import TIMESTAMP_MS_NONE, RecoveryResult, Segment, parse_log_file_name
+from plinth.shards.segment import RecoveryResult, Segment, parse_log_file_name
+from plinth.shards.segment_files import SegmentFiles
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +72,13 @@ def wall_clock_ms() -> int:
 
 @dataclass(frozen=True)
 class LogConfig:
-    """How a partition log rolls, indexes and retains its segments. Any thread may build one.
+    """How a partition log rolls, indexes and retains its segments, and which record
+    timestamps its partition accepts. Any thread may build one.
 
     The defaults are a topic's (plinth/limits.py). ``retention_ms`` and
-    ``retention_bytes`` of -1 keep everything.
+    ``retention_bytes`` of -1 keep everything. ``timestamp_before_ms_max`` and
+    ``timestamp_after_ms_max`` are Kafka's message.timestamp.before.max.ms and
+    .after.max.ms, checked by the partition (partition.py) against the shard's clock.
     """
 
     segment_bytes_max: int = SEGMENT_BYTES_DEFAULT
@@ -63,20 +86,30 @@ class LogConfig:
     index_interval_bytes: int = INDEX_INTERVAL_BYTES
     retention_ms: int = RETENTION_MS_DEFAULT
     retention_bytes: int = RETENTION_BYTES_DEFAULT
+    timestamp_before_ms_max: int = MESSAGE_TIMESTAMP_BEFORE_MS_MAX_DEFAULT
+    timestamp_after_ms_max: int = MESSAGE_TIMESTAMP_AFTER_MS_MAX_DEFAULT
 
     @classmethod
     def from_topic_config(cls, config: dict[str, str]) -> "LogConfig":
         """The settings of a topic config (Kafka's key names) that plinth.topics checked;
-        a key missing from it (a topic created before the key existed) has its default."""
+        a key missing from it (a topic created before the key existed) has its default.
+
+        A topic created before segment.bytes and segment.ms had their minimums
+        (SEGMENT_BYTES_CONFIG_MIN, SEGMENT_MS_CONFIG_MIN) keeps its smaller value in
+        its config, but its logs roll at the minimum.
+        """
         def value(key: str) -> int:
             return int(config.get(key, topics.TOPIC_CONFIG_KEYS[key][2]))
 
-        return cls(segment_bytes_max=value(topics.SEGMENT_BYTES),
-                   segment_ms_max=value(topics.SEGMENT_MS),
+        return cls(segment_bytes_max=max(value(topics.SEGMENT_BYTES), SEGMENT_BYTES_CONFIG_MIN),
+                   segment_ms_max=max(value(topics.SEGMENT_MS), SEGMENT_MS_CONFIG_MIN),
                    retention_ms=value(topics.RETENTION_MS),
-                   retention_bytes=value(topics.RETENTION_BYTES))
+                   retention_bytes=value(topics.RETENTION_BYTES),
+                   timestamp_before_ms_max=value(topics.MESSAGE_TIMESTAMP_BEFORE_MAX_MS),
+                   timestamp_after_ms_max=value(topics.MESSAGE_TIMESTAMP_AFTER_MAX_MS))
 
     def __post_init__(self) -> None:
+        # The topic minimums do not apply here: tests use smaller segments.
         _check_int_in_range("segment_bytes_max", self.segment_bytes_max,
                             SEGMENT_BYTES_MIN, SEGMENT_BYTES_MAX)
         _check_int_in_range("segment_ms_max", self.segment_ms_max, 1, None)
@@ -84,6 +117,8 @@ class LogConfig:
                             0, SEGMENT_BYTES_MAX)
         _check_int_in_range("retention_ms", self.retention_ms, -1, None)
         _check_int_in_range("retention_bytes", self.retention_bytes, -1, None)
+        _check_int_in_range("timestamp_before_ms_max", self.timestamp_before_ms_max, 0, None)
+        _check_int_in_range("timestamp_after_ms_max", self.timestamp_after_ms_max, 0, None)
 
 
 def _check_int_in_range(key: str, value, value_min: int, value_max: int | None) -> None:
@@ -111,12 +146,13 @@ class PartitionLog:
     """
 
     def __init__(self, directory: Path, config: LogConfig, segments: list[Segment],
-                 recovery: RecoveryResult, clock_ms: Callable[[], int]):
+                 recovery: RecoveryResult, clock_ms: Callable[[], int], files: SegmentFiles):
         if not segments:
             raise AssertionError(f"partition log {directory} has no segment")
         self.directory = directory
         self.config = config
         self.recovery = recovery
+        self._files = files
         self._segments = segments
         self._base_offsets = [segment.base_offset for segment in segments]
         self._clock_ms = clock_ms
@@ -126,40 +162,40 @@ class PartitionLog:
 
     @classmethod
     def open(cls, directory: Path, config: LogConfig, *,
-             clock_ms: Callable[[], int] = wall_clock_ms, initial_offset: int = 0) -> PartitionLog:
+             clock_ms: Callable[[], int] = wall_clock_ms, initial_offset: int = 0,
+             files: SegmentFiles | None = None) -> PartitionLog:
         """Open (creating it if missing) and recover the log in ``directory``.
 
         The active segment is always recovered (its torn or corrupt tail cut,
-        reported in ``recovery``); older segments' indexes are loaded, or
-        rebuilt if missing or invalid. ``clock_ms`` dates new segments for
-        rolling by age. A new, empty log starts at ``initial_offset`` (a
-        partition that moved to this shard continues its offsets).
+        reported in ``recovery``); older segments are listed, not opened: each
+        one's file is opened, and its indexes loaded (or rebuilt if missing or
+        invalid), when it is first read, through ``files`` (the shard's
+        SegmentFiles; by default one for this log alone). ``clock_ms`` dates
+        new segments for rolling by age, and appends for retention. A new,
+        empty log starts at ``initial_offset`` (a partition that moved to this
+        shard continues its offsets).
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        base_offsets = sorted(
-            base_offset for base_offset in map(parse_log_file_name, _file_names(directory))
-            if base_offset is not None)
-        if not base_offsets:
+        files = SegmentFiles() if files is None else files
+        log_files = _log_files(directory)
+        if not log_files:
             segment = Segment.create(directory, initial_offset,
                                      index_interval_bytes=config.index_interval_bytes,
                                      created_ms=clock_ms())
-            return cls(directory, config, [segment], RecoveryResult(0, 0), clock_ms)
-        segments: list[Segment] = []
+            return cls(directory, config, [segment], RecoveryResult(0, 0), clock_ms, files)
+        segments = [_unopened_segment(directory, base_offset, entry, config, files)
+                    for base_offset, entry in log_files[:-1]]
+        active = Segment.open(directory, log_files[-1][0],
+                              index_interval_bytes=config.index_interval_bytes)
         try:
-            segments.extend(_open_older_segment(directory, base_offset, config)
-                            for base_offset in base_offsets[:-1])
-            active = Segment.open(directory, base_offsets[-1],
-                                  index_interval_bytes=config.index_interval_bytes)
-            segments.append(active)
             recovery = active.recover()
         except BaseException:
-            for segment in segments:
-                segment.release()
+            active.release()
             raise
+        segments.append(active)
         _log_recovery(directory, active, recovery, len(segments))
-        _warn_about_gaps(segments)
-        return cls(directory, config, segments, recovery, clock_ms)
+        return cls(directory, config, segments, recovery, clock_ms, files)
 
     # --- State ------------------------------------------------------------
 
@@ -214,28 +250,31 @@ class PartitionLog:
                 f"{self.end_offset} of {self.directory}; a batch is 1..{BATCH_BYTES_MAX} "
                 f"contiguous bytes of 1..{BATCH_RECORDS_MAX} records")
         entry_bytes = LOG_ENTRY_HEADER_BYTES + view.nbytes
-        if self._should_roll(entry_bytes):
-            self._roll()
-        base_offset = self.end_offset
-        self._segments[-1].append(base_offset, max_timestamp_ms, record_count, view)
+        now_ms = self._clock_ms()
+        if self._should_roll(entry_bytes, now_ms):
+            self._roll(now_ms)
+        active = self._segments[-1]
+        base_offset = active.end_offset
+        active.append(base_offset, max_timestamp_ms, record_count, view)
+        active.last_written_ms = now_ms
         self._size_bytes += entry_bytes
         return base_offset
 
-    def _should_roll(self, entry_bytes: int) -> bool:
+    def _should_roll(self, entry_bytes: int, now_ms: int) -> bool:
         active = self._segments[-1]
         if active.is_empty:
             return False
         return (active.size_bytes + entry_bytes > self.config.segment_bytes_max
-                or active.age_ms(self._clock_ms()) >= self.config.segment_ms_max)
+                or active.age_ms(now_ms) >= self.config.segment_ms_max)
 
-    def _roll(self) -> None:
-        """fsync the active segment, write its indexes, start a new one after it."""
+    def _roll(self, now_ms: int) -> None:
+        """fsync the active segment, write its indexes, hand its file to the shard's
+        SegmentFiles, and start a new segment after it."""
         old = self._segments[-1]
-        old.flush()
-        old.write_indexes()
+        old.retire(self._files)
         new = Segment.create(self.directory, old.end_offset,
                              index_interval_bytes=self.config.index_interval_bytes,
-                             created_ms=self._clock_ms())
+                             created_ms=now_ms)
         self._segments.append(new)
         self._base_offsets.append(new.base_offset)
         logger.info("rolled %s at offset %d: old segment %d bytes, %d ms old",
@@ -264,8 +303,7 @@ class PartitionLog:
             self._base_offsets.pop()
             active.delete()
         else:
-            active.flush()
-            active.write_indexes()
+            active.retire(self._files)
         new = Segment.create(self.directory, offset,
                              index_interval_bytes=self.config.index_interval_bytes,
                              created_ms=self._clock_ms())
@@ -352,9 +390,10 @@ class PartitionLog:
     def enforce_retention(self, sealed: bool = False) -> RetentionResult:
         """Delete whole old segments beyond ``retention_ms`` or ``retention_bytes``.
 
-        A segment goes when its newest record is older than retention_ms, or
-        while the log without it would still hold at least retention_bytes;
-        oldest first, never the active segment, unless the log is ``sealed``
+        A segment goes when its time (its newest record's timestamp, capped by
+        its last write: see the module docstring) is more than retention_ms
+        ago, or while the log without it would still hold at least
+        retention_bytes; oldest first, never the active segment, unless the log is ``sealed``
         (its writes moved to another shard): then everything may go, and an
         empty segment at the end offset keeps the log's place. Returns what
         was deleted.
@@ -382,11 +421,19 @@ class PartitionLog:
 
     def _expired(self, segment: Segment, now_ms: int) -> bool:
         config = self.config
-        too_old = (config.retention_ms >= 0 and segment.max_timestamp_ms != TIMESTAMP_MS_NONE
-                   and now_ms - segment.max_timestamp_ms > config.retention_ms)
         too_big = (config.retention_bytes >= 0
                    and self._size_bytes - segment.size_bytes >= config.retention_bytes)
-        return too_old or too_big
+        return too_big or self._too_old(segment, now_ms)
+
+    def _too_old(self, segment: Segment, now_ms: int) -> bool:
+        """now - min(max_timestamp_ms, last_written_ms) > retention_ms, for a segment
+        with entries. An old last write decides alone, without reading an unopened
+        segment's indexes for its timestamps."""
+        retention_ms = self.config.retention_ms
+        if retention_ms < 0 or segment.is_empty:
+            return False
+        return (now_ms - segment.last_written_ms > retention_ms
+                or now_ms - segment.max_timestamp_ms > retention_ms)
 
     # --- Closing ----------------------------------------------------------
 
@@ -415,17 +462,22 @@ class PartitionLog:
 # --- Opening helpers --------------------------------------------------------
 
 
-def _file_names(directory: Path) -> list[str]:
-    return [path.name for path in directory.iterdir()]
+def _log_files(directory: Path) -> list[tuple[int, os.DirEntry]]:
+    """(base offset, directory entry) of every segment's .log file, by base offset."""
+    with os.scandir(directory) as entries:
+        found = [(base_offset, entry) for entry in entries
+                 if (base_offset := parse_log_file_name(entry.name)) is not None]
+    found.sort(key=lambda found_file: found_file[0])
+    return found
 
 
-def _open_older_segment(directory: Path, base_offset: int, config: LogConfig) -> Segment:
-    segment = Segment.open(directory, base_offset,
-                           index_interval_bytes=config.index_interval_bytes)
-    rebuild_reason = segment.load_indexes()
-    if rebuild_reason is not None:
-        logger.warning("rebuilt the indexes of %s: %s", segment.log_path, rebuild_reason)
-    return segment
+def _unopened_segment(directory: Path, base_offset: int, entry: os.DirEntry, config: LogConfig,
+                      files: SegmentFiles) -> Segment:
+    stat = entry.stat()
+    return Segment.unopened(directory, base_offset,
+                            index_interval_bytes=config.index_interval_bytes,
+                            size_bytes=stat.st_size, modified_ms=stat.st_mtime_ns // 1_000_000,
+                            files=files)
 
 
 def _log_recovery(directory: Path, active: Segment, recovery: RecoveryResult,
@@ -436,13 +488,3 @@ def _log_recovery(directory: Path, active: Segment, recovery: RecoveryResult,
                directory, recovery.bytes_truncated, active.size_bytes, active.log_path.name,
                f" ({recovery.reason})" if recovery.reason else "",
                recovery.entries_valid, active.end_offset, segment_count)
-
-
-def _warn_about_gaps(segments: list[Segment]) -> None:
-    # A gap is expected where the partition's writes lived on another shard for a
-    # while (continue_at); it is logged so that an unexpected one is noticed.
-    for older, newer in itertools.pairwise(segments):
-        if older.end_offset != newer.base_offset:
-            logger.info("%s ends at offset %d and the next segment starts at %d: the offsets "
-                        "between are on another shard", older.log_path, older.end_offset,
-                        newer.base_offset)

@@ -12,9 +12,20 @@ batches as (base sequence, record count, base offset), so that
   is a gap or a stale retry and is refused with outOfOrderSequence, which the
   producer treats as "retry in order".
 
+Room for producers. A partition remembers at most PRODUCERS_PER_PARTITION_MAX
+producers, each with the time it last wrote here (``last_seen_ms``, the
+shard's clock). A producer new to a full partition takes the place of the
+least recently seen one only if that one has been silent for longer than
+PRODUCER_ID_EXPIRATION_MS (Kafka's producer.id.expiration.ms); otherwise it is
+refused with TooManyProducersError, which producers retry until their
+delivery timeout. So a client cycling through producer ids cannot push out a
+producer that wrote recently, whose next retry would then be stored twice.
+
 The state is rebuilt on start from the batches in the partition's active
 segment (``rebuild``), so a restarted shard still recognises a retry of a
-batch it acknowledged just before a crash.
+batch it acknowledged just before a crash. A replayed producer counts as last
+seen when the active segment was last written (its file's modification
+time): never earlier than it really was.
 
 A batch written just before the log rolled lives in an older segment, which
 the rebuild does not replay; so when the log rolls, the state as it was before
@@ -23,45 +34,74 @@ the new segment's first batch is saved (as Kafka's producer snapshot files):
     <partition dir>/producers.json
         {"base_offset": 52931,                 the active segment it precedes
          "producers": [[producer id, [[base sequence, record count, base offset],
-                                      ...]], ...]}     least recently active first
+                                      ...], last seen ms], ...]}
+                                               least recently seen first
 
 and the rebuild starts from it (``seed``) when its base offset is the active
-segment's. The same list (``snapshot()``) is what the old owner of a partition
-hands to the new one when its writes move to another shard; the new owner
-keeps it in its manifest and seeds from it while its active segment is the one
-that began at the move.
+segment's. Snapshots written before producers had a last-seen time hold
+[producer id, batches] pairs; such a producer counts as last seen when the
+active segment was last written. The same list (``snapshot()``) is what the
+old owner of a partition hands to the new one when its writes move to another
+shard; the new owner keeps it in its manifest and seeds from it while its
+active segment is the one that began at the move.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections import OrderedDict, deque
 from pathlib import Path
 
 from plinth import limits
 from plinth.durable_files import write_json_atomically
-from plinth.errors import OutOfOrderSequenceError
+from plinth.errors import OutOfOrderSequenceError, TooManyProducersError
 from plinth.format.log_entry import iter_entries
 from plinth.format.record_batch import SEQUENCE_MODULUS
 
 
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class _Producer:
+    """One producer on one partition: its last batches, and when it last wrote."""
+
+    __slots__ = ("batches", "last_seen_ms")
+
+    def __init__(self, last_seen_ms: int):
+        # (base sequence, record count, base offset) of its last batches, oldest first
+        self.batches: deque[tuple[int, int, int]] = deque(maxlen=limits.IDEMPOTENT_BATCHES_KEPT)
+        self.last_seen_ms = last_seen_ms
+
 
 class ProducerStates:
-    """The producers of one partition, most recently active last."""
+    """The producers of one partition, least recently seen first. Loop thread only.
+
+    ``now_ms`` arguments are the shard's clock (ms since the epoch); None reads it.
+    """
 
     def __init__(self) -> None:
-        self._producers: OrderedDict[int, deque] = OrderedDict()
+        self._producers: OrderedDict[int, _Producer] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._producers)
 
-    def check(self, where: str, producer_id: int, base_sequence: int, record_count: int) -> int | None:
-        """The base offset of an exact duplicate, None for a batch to append; raises on a gap."""
+    def check(self, where: str, producer_id: int, base_sequence: int, record_count: int,
+              now_ms: int | None = None) -> int | None:
+        """The base offset of an exact duplicate, None for a batch to append.
+
+        Raises OutOfOrderSequenceError on a gap, and TooManyProducersError for a
+        producer new to a partition that has no room for it (see the module
+        docstring); ``where`` names the partition in both.
+        """
         if producer_id < 0:
             return None
-        batches = self._producers.get(producer_id)
-        if not batches:
-            return None   # a producer new to this partition may start anywhere
+        producer = self._producers.get(producer_id)
+        if producer is None:   # a producer new to this partition may start anywhere
+            self._check_room(where, producer_id, _wall_clock_ms() if now_ms is None else now_ms)
+            return None
+        batches = producer.batches
         for seq, count, base_offset in batches:
             if seq == base_sequence and count == record_count:
                 return base_offset
@@ -73,42 +113,73 @@ class ProducerStates:
                 f"{expected} (its last batch was {last_seq}..{last_seq + last_count - 1})")
         return None
 
-    def record(self, producer_id: int, base_sequence: int, record_count: int, base_offset: int) -> None:
+    def _check_room(self, where: str, producer_id: int, now_ms: int) -> None:
+        """Raise TooManyProducersError unless a new producer fits: the partition is not
+        full, or its least recently seen producer has been silent long enough to go."""
+        producers_max = limits.PRODUCERS_PER_PARTITION_MAX
+        if len(self._producers) < producers_max:
+            return
+        idle_id, idle = next(iter(self._producers.items()))
+        idle_ms = now_ms - idle.last_seen_ms
+        expiration_ms = limits.PRODUCER_ID_EXPIRATION_MS
+        if idle_ms > expiration_ms:
+            return
+        raise TooManyProducersError(
+            f"{where}: producer {producer_id} is new and the partition already remembers "
+            f"{len(self._producers)} idempotent producers, its limit of {producers_max}; "
+            f"the longest silent one (producer {idle_id}, {idle_ms} ms) is not forgotten before "
+            f"producer.id.expiration.ms={expiration_ms}; retry later")
+
+    def record(self, producer_id: int, base_sequence: int, record_count: int, base_offset: int,
+               now_ms: int | None = None) -> None:
+        """Remember a batch the partition stored for ``producer_id``, seen at ``now_ms``.
+
+        A new producer on a full partition takes the place of the least recently
+        seen one: ``check`` refused it unless that one was idle long enough (a
+        rebuild replays what was stored, when check had said so).
+        """
         if producer_id < 0:
             return
-        batches = self._producers.pop(producer_id, None)
-        if batches is None:
-            batches = deque(maxlen=limits.IDEMPOTENT_BATCHES_KEPT)
+        now_ms = _wall_clock_ms() if now_ms is None else now_ms
+        producer = self._producers.pop(producer_id, None)
+        if producer is None:
             while len(self._producers) >= limits.PRODUCERS_PER_PARTITION_MAX:
-                self._producers.popitem(last=False)   # forget the least recently active
-        batches.append((base_sequence, record_count, base_offset))
-        self._producers[producer_id] = batches   # most recently active last
+                self._producers.popitem(last=False)
+            producer = _Producer(now_ms)
+        producer.batches.append((base_sequence, record_count, base_offset))
+        producer.last_seen_ms = now_ms
+        self._producers[producer_id] = producer   # most recently seen last
 
     def snapshot(self) -> list:
-        """What a new owner of the partition needs; least recently active first."""
-        return [[producer_id, [list(batch) for batch in batches]]
-                for producer_id, batches in self._producers.items()]
+        """What a new owner of the partition needs; least recently seen first."""
+        return [[producer_id, [list(batch) for batch in producer.batches], producer.last_seen_ms]
+                for producer_id, producer in self._producers.items()]
 
     @classmethod
-    def from_snapshot(cls, snapshot: list | None) -> "ProducerStates":
+    def from_snapshot(cls, snapshot: list | None, seen_ms_default: int) -> "ProducerStates":
+        """The state ``snapshot()`` returned; an entry written before producers had a
+        last-seen time ([producer id, batches]) counts as seen at ``seen_ms_default``."""
         states = cls()
-        for producer_id, batches in snapshot or ():
+        for producer_id, batches, *seen in snapshot or ():
+            last_seen_ms = seen[0] if seen else seen_ms_default
             for base_sequence, record_count, base_offset in batches:
-                states.record(producer_id, base_sequence, record_count, base_offset)
+                states.record(producer_id, base_sequence, record_count, base_offset, last_seen_ms)
         return states
 
     @classmethod
     def rebuild(cls, plog, summarize, seed: list | None = None) -> "ProducerStates":
-        """The ``seed`` snapshot, then the batches of the partition's active segment."""
-        states = cls.from_snapshot(seed)
-        position = plog.segments[-1].base_offset if plog.segments else plog.start_offset
-        position = max(position, plog.start_offset)
+        """The ``seed`` snapshot, then the batches of the partition's active segment,
+        seen when that segment was last written."""
+        active = plog.segments[-1]
+        seen_ms = active.last_written_ms
+        states = cls.from_snapshot(seed, seen_ms)
+        position = max(active.base_offset, plog.start_offset)
         while position < plog.end_offset:
             data = plog.read(position, limits.FETCH_BYTES_MAX, plog.end_offset)
             for header, batch in iter_entries(data, verify_crc=False):
                 summary = summarize(batch)
                 states.record(summary.producer_id, summary.base_sequence, header.record_count,
-                              header.base_offset)
+                              header.base_offset, seen_ms)
                 position = header.base_offset + header.record_count
         return states
 

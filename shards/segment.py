@@ -19,6 +19,18 @@ files are written whole when the segment rolls or closes, and rebuilt from
 the .log file when missing or invalid. ``recover()`` checks every entry of an
 active segment after a restart and cuts the file at the first torn or
 corrupt one.
+
+Open files. The active segment keeps its .log file open. A segment that
+rolled out of being active (``retire``), or an older one found on disk at a
+restart (``unopened``: known by its file's name, size and modification time
+only), reads its file through the shard's SegmentFiles (segment_files.py): the
+file is opened when read, its indexes loaded the first time, and closed again
+when the shard needs room. So the descriptors a shard holds do not grow with
+its segments, and a restart opens none of the older ones.
+
+The time of the last write (``last_written_ms``: the clock at the last append,
+or the file's modification time for a segment found on disk) caps the
+segment's timestamps for retention (partition_log.py).
 """
 
 from __future__ import annotations
@@ -35,6 +47,7 @@ from plinth.format.log_entry import (
     ATTRIBUTES_NONE, LOG_ENTRY_HEADER_BYTES, LogEntryHeader, build_entry_header, check_entry_crc,
     scan_whole_entries, unpack_entry_header)
 from plinth.shards.offset_index import UINT32_LIMIT, OffsetIndex
+from plinth.shards.segment_files import SegmentFiles
 from plinth.shards.time_index import TimeIndex
 
 logger = logging.getLogger(__name__)
@@ -85,32 +98,50 @@ def fsync_directory(directory: Path) -> None:
 class Segment:
     """One .log file and its indexes. Data thread only, every method.
 
-    Make one with ``Segment.create`` (a new, empty active segment) or
+    Make one with ``Segment.create`` (a new, empty active segment),
     ``Segment.open`` followed by ``recover()`` (the active segment after a
-    restart) or ``load_indexes()`` (an older segment).
+    restart) or ``load_indexes()``, or ``Segment.unopened`` (an older segment
+    after a restart, read through a SegmentFiles). A segment read through a
+    SegmentFiles (``unopened``, or ``retire``d when the log rolled) opens and
+    closes its file as that cache says.
     """
 
+    # Many thousands of older segments may be known at once: no per-instance dict.
+    __slots__ = ("directory", "base_offset", "created_ms", "last_written_ms", "_fd", "_files",
+                 "_index_interval_bytes", "_flushed_size_bytes", "_ready", "_offset_index",
+                 "_time_index", "_size_bytes", "_end_offset", "_max_timestamp_ms",
+                 "_bytes_since_index_entry", "_indexed_position", "_indexes_written")
+
     def __init__(self, directory: Path, base_offset: int, fd: int, *,
-                 index_interval_bytes: int, created_ms: int):
-        self.directory = Path(directory)
+                 index_interval_bytes: int, created_ms: int, files: SegmentFiles | None = None):
+        # One Path object shared by a partition's segments, not one each.
+        self.directory = directory if isinstance(directory, Path) else Path(directory)
         self.base_offset = base_offset
-        self.log_path = self.directory / segment_file_name(base_offset, LOG_SUFFIX)
-        self.index_path = self.directory / segment_file_name(base_offset, INDEX_SUFFIX)
-        self.time_index_path = self.directory / segment_file_name(base_offset, TIME_INDEX_SUFFIX)
         self.created_ms = created_ms
+        self.last_written_ms = created_ms
         self._fd = fd
+        self._files = files
         self._index_interval_bytes = index_interval_bytes
-        # Finding an offset reads this much at a time from the indexed entry on.
-        self._find_read_bytes = (min(index_interval_bytes, SEGMENT_FIND_CHUNK_BYTES_MAX)
-                                 + LOG_ENTRY_HEADER_BYTES)
         self._flushed_size_bytes = 0
         self._ready = False
-        self._reset()
+        self._reset(indexes=fd >= 0)   # a segment without its file loads them with it
 
-    def _reset(self) -> None:
-        """Forget every entry: empty indexes, nothing tracked."""
-        self._offset_index = OffsetIndex(self.base_offset)
-        self._time_index = TimeIndex(self.base_offset)
+    @property
+    def log_path(self) -> Path:
+        return self.directory / segment_file_name(self.base_offset, LOG_SUFFIX)
+
+    @property
+    def index_path(self) -> Path:
+        return self.directory / segment_file_name(self.base_offset, INDEX_SUFFIX)
+
+    @property
+    def time_index_path(self) -> Path:
+        return self.directory / segment_file_name(self.base_offset, TIME_INDEX_SUFFIX)
+
+    def _reset(self, indexes: bool = True) -> None:
+        """Forget every entry: empty indexes (or none yet), nothing tracked."""
+        self._offset_index = OffsetIndex(self.base_offset) if indexes else None
+        self._time_index = TimeIndex(self.base_offset) if indexes else None
         self._size_bytes = 0
         self._end_offset = self.base_offset
         self._max_timestamp_ms = TIMESTAMP_MS_NONE
@@ -158,6 +189,66 @@ class Segment:
         modified_ms = os.fstat(fd).st_mtime_ns // 1_000_000
         return cls(directory, base_offset, fd, index_interval_bytes=index_interval_bytes,
                    created_ms=modified_ms)
+
+    @classmethod
+    def unopened(cls, directory: Path, base_offset: int, *, index_interval_bytes: int,
+                 size_bytes: int, modified_ms: int, files: SegmentFiles) -> Segment:
+        """An older segment known by its .log file's name, size and modification time.
+
+        Nothing is opened or read now: the first read through ``files`` opens
+        the file and loads (or rebuilds) its indexes, and with them its end
+        offset and largest timestamp. Its age and last write count from the
+        modification time.
+        """
+        segment = cls(directory, base_offset, -1, index_interval_bytes=index_interval_bytes,
+                      created_ms=modified_ms, files=files)
+        segment._size_bytes = segment._flushed_size_bytes = size_bytes
+        segment._indexes_written = True   # on disk, or rebuilt when loaded
+        return segment
+
+    def open_file(self) -> None:
+        """Open the .log file for reading, loading the indexes the first time.
+
+        Called by SegmentFiles (``use``) only. Raises StorageError, with the
+        file closed again, if the file cannot be opened or read.
+        """
+        try:
+            self._fd = os.open(self.log_path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as error:
+            raise StorageError(f"cannot open segment {self.log_path}: {error}") from error
+        if self._ready:
+            return
+        try:
+            rebuild_reason = self.load_indexes()
+        except BaseException:
+            self.close_file()
+            raise
+        if rebuild_reason is not None:
+            logger.warning("rebuilt the indexes of %s: %s", self.log_path, rebuild_reason)
+
+    def close_file(self) -> None:
+        """Close the .log file, keeping the indexes and what is known of the entries.
+
+        Called by SegmentFiles (to make room) and by ``release``.
+        """
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def retire(self, files: SegmentFiles) -> None:
+        """The log rolled past this segment: fsync it, write its indexes, and let
+        ``files`` close its file when the shard needs room (and reopen it on a read)."""
+        self.flush()
+        self.write_indexes()
+        self._files = files
+        files.add(self)
+
+    def _use_file(self) -> None:
+        """Before reading the file: have it open (and the indexes loaded)."""
+        if self._files is not None:
+            self._files.use(self)
+        elif not self._ready:
+            self._raise_not_ready()
 
     def _file_bytes(self) -> int:
         return os.fstat(self._fd).st_size
@@ -397,6 +488,8 @@ class Segment:
         b"" if no entry here contains ``offset`` before ``end_offset_max``.
         Raises CorruptDataError naming the file, position and offset.
         """
+        if self._files is not None:   # (the active segment, read by every tailing consumer, skips this)
+            self._files.use(self)
         found = self._find_entry(offset)
         if found is None or found[1].base_offset >= end_offset_max:
             return b""
@@ -431,10 +524,13 @@ class Segment:
             self._raise_not_ready()
         _, position = self._offset_index.lookup(offset)
         chunk, chunk_position = b"", position
+        # Read this much at a time from the indexed entry on.
+        read_bytes = (min(self._index_interval_bytes, SEGMENT_FIND_CHUNK_BYTES_MAX)
+                      + LOG_ENTRY_HEADER_BYTES)
         while position < self._size_bytes:
             if position + LOG_ENTRY_HEADER_BYTES > chunk_position + len(chunk):
                 chunk_position = position
-                chunk = os.pread(self._fd, self._find_read_bytes, position)
+                chunk = os.pread(self._fd, read_bytes, position)
             header = self._unpack_header(chunk, position - chunk_position, chunk_position, offset)
             if offset < header.end_offset:
                 if header.base_offset > offset:
@@ -462,6 +558,7 @@ class Segment:
 
     def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
         """Base offset of the first entry with max_timestamp_ms >= timestamp_ms, or None."""
+        self._use_file()
         if self._max_timestamp_ms < timestamp_ms:
             return None
         found = self._find_entry(self._time_index.lookup(timestamp_ms))
@@ -484,13 +581,23 @@ class Segment:
 
     @property
     def end_offset(self) -> int:
-        """The offset after the last entry (the next one to append)."""
+        """The offset after the last entry (the next one to append); an unopened
+        segment reads its indexes to know it."""
+        if not self._ready:
+            self._use_file()
         return self._end_offset
 
     @property
     def max_timestamp_ms(self) -> int:
-        """Largest max_timestamp_ms of the entries; TIMESTAMP_MS_NONE if empty."""
+        """Largest max_timestamp_ms of the entries, TIMESTAMP_MS_NONE if empty; an
+        unopened segment reads its indexes to know it."""
+        if not self._ready:
+            self._use_file()
         return self._max_timestamp_ms
+
+    @property
+    def is_file_open(self) -> bool:
+        return self._fd >= 0
 
     @property
     def is_empty(self) -> bool:
@@ -500,17 +607,16 @@ class Segment:
         return now_ms - self.created_ms
 
     def close(self) -> None:
-        """fsync, write the index files, close the .log file."""
+        """fsync, write the index files if they changed, close the .log file."""
         self.flush()
         self.write_indexes()
-        os.close(self._fd)
-        self._fd = -1
+        self.release()
 
     def release(self) -> None:
         """Close the .log file without writing anything (a failed open, a delete)."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        if self._files is not None:
+            self._files.discard(self)
+        self.close_file()
 
     def delete(self) -> None:
         """Close without writing anything and remove the three files."""

@@ -54,6 +54,7 @@ from plinth.shards.fetch_purgatory import FetchPurgatory
 from plinth.shards.group_commit import GroupCommit
 from plinth.shards.group_requests import GroupRequests
 from plinth.shards.partition import Partition
+from plinth.shards.segment_files import SegmentFiles
 from plinth.shards.shard_stats import ShardStats
 from plinth.wakeup import Wakeup
 
@@ -74,6 +75,7 @@ class ShardServer:
         self.address = ""
         self.stats = ShardStats()
         self._partitions: dict[tuple[str, int], Partition] = {}
+        self._segment_files = SegmentFiles(limits.SEGMENT_FILES_OPEN_MAX)   # shared by partitions
         self._group_commit = GroupCommit(shard_id, fsync_policy, fsync_interval_ms,
                                          reply=self._reply, readable=self._readable,
                                          stats=self.stats)
@@ -172,7 +174,7 @@ class ShardServer:
         part = self._partitions.get((topic, partition))
         if part is None:
             part = Partition.open(self._partition_dir(topic, partition), topic, partition,
-                                  log_config, initial_offset)
+                                  log_config, initial_offset, self._segment_files)
             self._partitions[part.key] = part
         if sealed:
             self._seal(part)
@@ -379,10 +381,11 @@ class ShardServer:
                 f"{part.high_watermark}; retry (the routers are learning its new shard)")
         batch = payload[0].buffer
         summary = summarize_batch(batch)
+        now_ms = time.time_ns() // 1_000_000   # the shard's clock: timestamps, producer ids
         base_offset = part.producers.check(part.name, summary.producer_id, summary.base_sequence,
-                                           summary.record_count)
+                                           summary.record_count, now_ms)
         if base_offset is None:
-            base_offset = part.append(batch, summary)
+            base_offset = part.append(batch, summary, now_ms)
             self.stats.produced(part.key, summary.record_count, len(batch))
             self._group_commit.written(part)
         if request.acks != 0:

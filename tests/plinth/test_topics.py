@@ -27,13 +27,38 @@ def test_partition_counts_outside_the_limit_name_the_limit():
 
 
 def test_config_is_filled_with_defaults_and_checked_key_by_key():
-    config = normalize_topic_config("t", {"segment.bytes": "8192"})
-    assert config == {"segment.bytes": "8192", "segment.ms": str(limits.SEGMENT_MS_DEFAULT),
+    config = normalize_topic_config("t", {"segment.bytes": "8388608"})
+    assert config == {"segment.bytes": "8388608", "segment.ms": str(limits.SEGMENT_MS_DEFAULT),
                       "retention.ms": str(limits.RETENTION_MS_DEFAULT),
-                      "retention.bytes": str(limits.RETENTION_BYTES_DEFAULT)}
+                      "retention.bytes": str(limits.RETENTION_BYTES_DEFAULT),
+                      "message.timestamp.before.max.ms": str(2**63 - 1),
+                      "message.timestamp.after.max.ms": "3600000"}
     with pytest.raises(InvalidConfigError, match="unknown config retention.foo"):
         normalize_topic_config("t", {"retention.foo": "1"})
-    with pytest.raises(InvalidConfigError, match="segment.bytes=1 is outside 4096"):
+    with pytest.raises(InvalidConfigError, match="segment.bytes=1 is outside 1048576"):
         normalize_topic_config("t", {"segment.bytes": "1"})
     with pytest.raises(InvalidConfigError, match="not an integer"):
         normalize_topic_config("t", {"segment.ms": "soon"})
+
+
+@pytest.mark.parametrize("key, value, bounds", [
+    ("segment.bytes", 4096, "1048576..1073741824"),
+    ("segment.bytes", 1048575, "1048576.."),
+    ("segment.ms", 1, "60000.."),
+    ("segment.ms", 59_999, "60000.."),
+    ("message.timestamp.before.max.ms", -1, f"0..{2**63 - 1}"),
+    ("message.timestamp.after.max.ms", 2**63, f"0..{2**63 - 1}"),
+])
+def test_segments_smaller_than_1_mib_or_a_minute_and_negative_windows_are_refused(key, value, bounds):
+    # Given a topic config a user could turn into a weapon (a segment, so files, per
+    # produce) or that means nothing / When it is checked / Then it is refused, naming
+    # the key, the value and the bounds
+    with pytest.raises(InvalidConfigError, match=f"topic 't': {key}={value} is outside {bounds}"):
+        normalize_topic_config("t", {key: str(value)})
+
+
+def test_the_smallest_allowed_segments_and_any_window_are_taken():
+    config = normalize_topic_config("t", {"segment.bytes": "1048576", "segment.ms": "60000",
+                                          "message.timestamp.before.max.ms": "0",
+                                          "message.timestamp.after.max.ms": str(2**63 - 1)})
+    assert (config["segment.bytes"], config["segment.ms"]) == ("1048576", "60000")

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from plinth import limits
-from plinth.errors import StorageError
+from plinth.errors import InvalidTimestampError, StorageError
 from plinth.format.log_entry import LOG_ENTRY_HEADER_BYTES, iter_entries
 from plinth.format.record_batch import BatchBuilder, summarize_batch
 from plinth.shards.partition import Partition
@@ -21,10 +21,10 @@ from plinth.shards.producer_state import SNAPSHOT_FILE
 NOW_MS = time.time_ns() // 1_000_000
 
 
-def batch_of(values, producer_id=-1, base_sequence=-1) -> bytes:
+def batch_of(values, producer_id=-1, base_sequence=-1, timestamps_ms=None) -> bytes:
     builder = BatchBuilder()
-    for value in values:
-        builder.append(None, value, NOW_MS, None)
+    for value, timestamp_ms in zip(values, timestamps_ms or [NOW_MS] * len(values)):
+        builder.append(None, value, timestamp_ms, None)
     return builder.build(producer_id=producer_id, base_sequence=base_sequence)
 
 
@@ -114,11 +114,13 @@ def test_a_roll_saves_the_producers_as_they_were_before_the_new_segments_first_b
     while len(part.log.segments) == 1:
         append(part, batch_of([value], producer_id=2, base_sequence=sequence))
         sequence += 1
-    # Then the snapshot names the new segment and holds every batch before it
+    # Then the snapshot names the new segment and holds every batch before it, and
+    # when each producer was last seen
     saved = json.loads((tmp_path / "t-3" / SNAPSHOT_FILE).read_text())
     assert saved["base_offset"] == part.log.active_base_offset == sequence
-    assert saved["producers"] == [[1, [[0, 1, 0]]],
-                                  [2, [[s, 1, 1 + s] for s in range(sequence - 1)][-5:]]]
+    assert [entry[:2] for entry in saved["producers"]] == [
+        [1, [[0, 1, 0]]], [2, [[s, 1, 1 + s] for s in range(sequence - 1)][-5:]]]
+    assert all(abs(entry[2] - NOW_MS) < 600_000 for entry in saved["producers"])
 
 
 def test_after_a_restart_a_retry_of_a_batch_written_before_the_roll_is_still_a_duplicate(tmp_path):
@@ -183,3 +185,113 @@ def test_an_append_the_disk_refuses_raises_a_storage_error_and_leaves_the_log_as
     monkeypatch.undo()
     assert append(part, batch_of([b"later"])) == 1
     assert part.log.size_bytes > size_bytes + LOG_ENTRY_HEADER_BYTES
+
+
+# --- Timestamps ------------------------------------------------------------------
+
+HOUR_MS = 3_600_000
+WINDOWED = LogConfig(timestamp_before_ms_max=24 * HOUR_MS, timestamp_after_ms_max=HOUR_MS)
+
+
+def append_at(part: Partition, batch: bytes, now_ms: int) -> int:
+    return part.append(batch, summarize_batch(batch), now_ms)
+
+
+def test_a_record_stamped_further_ahead_than_the_after_window_is_refused_naming_it_all(tmp_path):
+    # Given a partition taking timestamps from a day before to an hour after the clock
+    part = open_partition(tmp_path / "t-3", WINDOWED)
+    # When a batch holds one record stamped an hour and 1 ms ahead
+    batch = batch_of([b"ok", b"ahead"], timestamps_ms=[NOW_MS, NOW_MS + HOUR_MS + 1])
+    # Then it is refused, naming the partition, the timestamp, the window and the key
+    with pytest.raises(InvalidTimestampError) as caught:
+        append_at(part, batch, NOW_MS)
+    message = str(caught.value)
+    assert message.startswith(f"t-3: a record's timestamp {NOW_MS + HOUR_MS + 1} ms is "
+                              f"{HOUR_MS + 1} ms after the shard's clock ({NOW_MS} ms)")
+    assert "message.timestamp.after.max.ms=3600000" in message
+    assert f"window is {24 * HOUR_MS} ms before to {HOUR_MS} ms after" in message
+    # And nothing was stored
+    assert part.log.end_offset == 0
+
+
+def test_a_record_stamped_further_back_than_the_before_window_is_refused(tmp_path):
+    part = open_partition(tmp_path / "t-3", WINDOWED)
+    old_ms = NOW_MS - 24 * HOUR_MS - 1
+    with pytest.raises(InvalidTimestampError, match=rf"timestamp {old_ms} ms is {24 * HOUR_MS + 1} "
+                                                    r"ms before .*message.timestamp.before.max.ms"):
+        append_at(part, batch_of([b"old", b"ok"], timestamps_ms=[old_ms, NOW_MS]), NOW_MS)
+    assert part.log.end_offset == 0
+
+
+def test_records_at_the_edges_of_the_window_are_stored(tmp_path):
+    part = open_partition(tmp_path / "t-3", WINDOWED)
+    edges = [NOW_MS - 24 * HOUR_MS, NOW_MS + HOUR_MS]
+    assert append_at(part, batch_of([b"first", b"last"], timestamps_ms=edges), NOW_MS) == 0
+    assert part.log.end_offset == 2
+
+
+def test_by_default_any_past_time_and_an_hour_ahead_are_taken(tmp_path):
+    # Given a partition with the topic defaults (Kafka's unlimited before, an hour after)
+    part = open_partition(tmp_path / "t-3")
+    # When records stamped at the epoch and an hour ahead are appended / Then both are stored
+    assert append_at(part, batch_of([b"epoch"], timestamps_ms=[0]), NOW_MS) == 0
+    assert append_at(part, batch_of([b"ahead"], timestamps_ms=[NOW_MS + HOUR_MS]), NOW_MS) == 1
+    # And the largest Int64, which wedged readers and retention before issue 11, is refused
+    with pytest.raises(InvalidTimestampError, match="message.timestamp.after.max.ms=3600000"):
+        append_at(part, batch_of([b"far"], timestamps_ms=[2**63 - 1]), NOW_MS)
+
+
+def test_a_refused_batch_does_not_register_its_producer(tmp_path):
+    # Given an idempotent producer's first batch, refused for its timestamp
+    part = open_partition(tmp_path / "t-3", WINDOWED)
+    ahead = batch_of([b"x"], producer_id=3, base_sequence=0, timestamps_ms=[NOW_MS + 2 * HOUR_MS])
+    with pytest.raises(InvalidTimestampError):
+        append_at(part, ahead, NOW_MS)
+    # When it sends the batch again with a good timestamp / Then it is stored, not a duplicate
+    assert len(part.producers) == 0
+    assert append(part, batch_of([b"x"], producer_id=3, base_sequence=0)) == 0
+    assert part.log.end_offset == 1
+
+
+# --- Producers' last-seen times -------------------------------------------------------------
+
+def test_a_snapshot_saved_before_producers_had_a_last_seen_time_still_recognises_retries(tmp_path):
+    # Given a partition whose log rolled, and whose producers.json is in the format
+    # written before issue 11 ([producer id, batches], no last-seen time)
+    small = LogConfig(segment_bytes_max=limits.SEGMENT_BYTES_MIN)
+    part = open_partition(tmp_path / "t-3", small)
+    value = b"v" * (limits.SEGMENT_BYTES_MIN // 3)
+    append(part, batch_of([b"first"], producer_id=1, base_sequence=0))
+    for sequence in range(4):
+        append(part, batch_of([value], producer_id=2, base_sequence=sequence))
+    part.log.close()
+    path = tmp_path / "t-3" / SNAPSHOT_FILE
+    saved = json.loads(path.read_text())
+    path.write_text(json.dumps({"base_offset": saved["base_offset"],
+                                "producers": [entry[:2] for entry in saved["producers"]]}))
+    # When it is opened and producer 1 retries its batch, written before the roll
+    reopened = open_partition(tmp_path / "t-3", small)
+    assert append(reopened, batch_of([b"first"], producer_id=1, base_sequence=0)) == 0
+    # Then it is a duplicate, and the producer counts as seen when the active segment
+    # was last written (never earlier than it really was)
+    active_written_ms = reopened.log.segments[-1].last_written_ms
+    assert [entry[2] for entry in reopened.producers.snapshot()] == [active_written_ms] * 2
+
+
+def test_the_producers_rebuilt_from_the_active_segment_keep_the_snapshots_times(tmp_path):
+    # Given producer 1 seen a day ago (the snapshot says so) and producer 2 in the active segment
+    small = LogConfig(segment_bytes_max=limits.SEGMENT_BYTES_MIN)
+    part = open_partition(tmp_path / "t-3", small)
+    value = b"v" * (limits.SEGMENT_BYTES_MIN // 3)
+    day_ago_ms = NOW_MS - 24 * HOUR_MS
+    append_at(part, batch_of([b"first"], 1, 0, timestamps_ms=[day_ago_ms]), day_ago_ms)
+    sequence = 0
+    while len(part.log.segments) == 1:
+        append(part, batch_of([value], producer_id=2, base_sequence=sequence))
+        sequence += 1
+    part.log.close()
+    # When it is opened
+    reopened = open_partition(tmp_path / "t-3", small)
+    # Then producer 1 keeps its time and producer 2 is seen at the active segment's last write
+    seen = {entry[0]: entry[2] for entry in reopened.producers.snapshot()}
+    assert seen == {1: day_ago_ms, 2: reopened.log.segments[-1].last_written_ms}

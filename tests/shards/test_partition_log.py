@@ -11,6 +11,7 @@ from plinth.limits import INDEX_INTERVAL_BYTES, SEGMENT_BYTES_DEFAULT, SEGMENT_B
 from plinth.format.log_entry import LOG_ENTRY_HEADER_BYTES, iter_entries
 from plinth.shards.partition_log import LogConfig, PartitionLog
 from plinth.shards.segment import Segment
+from plinth.shards.segment_files import SegmentFiles
 
 SMALL_SEGMENTS = LogConfig(segment_bytes_max=SEGMENT_BYTES_MIN, index_interval_bytes=512)
 
@@ -286,7 +287,8 @@ def test_recovery_after_random_corruption_keeps_exactly_the_entries_before_it(tm
         reopened.close()
 
 
-def test_a_missing_or_garbage_index_of_an_older_segment_is_rebuilt_on_open(tmp_path, caplog):
+def test_a_missing_or_garbage_index_of_an_older_segment_is_rebuilt_when_first_read(
+        tmp_path, caplog):
     # Given a closed log of several segments
     log = PartitionLog.open(tmp_path, SMALL_SEGMENTS)
     appended = append_batches(log, 60)
@@ -296,13 +298,15 @@ def test_a_missing_or_garbage_index_of_an_older_segment_is_rebuilt_on_open(tmp_p
     # When one index file is deleted and another overwritten with garbage
     first.index_path.unlink()
     second.time_index_path.write_bytes(b"\xff" * 25)
-    with caplog.at_level(logging.WARNING, logger="plinth.shards.partition_log"):
+    with caplog.at_level(logging.WARNING, logger="plinth.shards.segment"):
         reopened = PartitionLog.open(tmp_path, SMALL_SEGMENTS)
-    # Then both are rebuilt, said so, and every entry reads back
+        # Then opening the log reads neither (older segments are opened on demand)
+        assert caplog.text.count("rebuilt the indexes of") == 0
+        # And reading the log rebuilds both, says so, and every entry reads back
+        assert read_all(reopened) == appended
     assert first.index_path.read_bytes() == good_index
     assert len(second.time_index_path.read_bytes()) % 12 == 0
     assert caplog.text.count("rebuilt the indexes of") == 2
-    assert read_all(reopened) == appended
 
 
 def test_a_corrupt_entry_in_the_middle_of_an_older_segment_raises_on_read(tmp_path):
@@ -511,6 +515,130 @@ def test_retention_of_a_sealed_log_may_delete_every_segment_and_keeps_its_end_of
     # And running it again deletes nothing more
     assert plog.enforce_retention(sealed=True).segments == 0
     plog.close()
+
+
+# --- Open files ---------------------------------------------------------------
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def closed_log_of_many_segments(directory, segments: int):
+    """A closed log of ``segments`` one-entry segments; [(base_offset, record_count, batch)]."""
+    log = PartitionLog.open(directory, SMALL_SEGMENTS, files=SegmentFiles(open_max=4))
+    appended = [(log.append(b"%06d" % n + b"." * 3000, 2, 50_000 + n), 2, b"%06d" % n + b"." * 3000)
+                for n in range(segments)]
+    log.close()
+    assert len(log.segments) == segments
+    return appended
+
+
+def test_opening_a_log_of_many_segments_opens_only_its_active_segment(tmp_path):
+    # Given a closed log of 300 segments
+    appended = closed_log_of_many_segments(tmp_path / "p", 300)
+    descriptors = open_descriptors()
+    # When it is opened (issue 11: every segment's file was opened, and kept open)
+    log = PartitionLog.open(tmp_path / "p", SMALL_SEGMENTS)
+    # Then one file is open, the active segment's, and the log knows its extent
+    assert open_descriptors() == descriptors + 1
+    assert (log.start_offset, log.end_offset) == (0, 600)
+    assert log.size_bytes == sum(LOG_ENTRY_HEADER_BYTES + len(batch) for _, _, batch in appended)
+    log.close()
+    assert open_descriptors() == descriptors
+
+
+def test_reading_every_segment_keeps_at_most_the_shards_bound_of_files_open(tmp_path):
+    # Given a closed log of 300 segments, opened with a cache of 8 files
+    appended = closed_log_of_many_segments(tmp_path / "p", 300)
+    descriptors = open_descriptors()
+    files = SegmentFiles(open_max=8)
+    log = PartitionLog.open(tmp_path / "p", SMALL_SEGMENTS, files=files)
+    # When every entry is read, forwards and then backwards
+    assert read_all(log) == appended
+    for base_offset, record_count, batch in reversed(appended):
+        [(header, read)] = list(iter_entries(log.read(base_offset, 1, log.end_offset)))
+        assert (header.base_offset, bytes(read)) == (base_offset, batch)
+    # Then at most 8 older segments' files and the active one's were open
+    assert len(files) == 8 and open_descriptors() == descriptors + 1 + 8
+    # And appends go on, rolling new segments without holding more files
+    for n in range(20):
+        log.append(b"y" * 3000, 1, 60_000 + n)
+    assert open_descriptors() == descriptors + 1 + 8
+    log.close()
+    assert open_descriptors() == descriptors and len(files) == 0
+
+
+def test_retention_reads_only_the_oldest_segments_it_judges(tmp_path):
+    # Given a closed log of 100 segments with old timestamps, reopened with a cache of 4
+    closed_log_of_many_segments(tmp_path / "p", 100)
+    config = LogConfig(segment_bytes_max=SEGMENT_BYTES_MIN, index_interval_bytes=512,
+                       retention_ms=-1, retention_bytes=40 * 3100)
+    files = SegmentFiles(open_max=4)
+    log = PartitionLog.open(tmp_path / "p", config, files=files)
+    # When retention by size deletes the oldest 60 or so / Then no segment file is opened for it
+    assert log.enforce_retention().segments >= 59
+    assert len(files) == 0
+    log.close()
+
+
+# --- Retention and timestamps ------------------------------------------------------
+
+
+def test_a_record_stamped_far_in_the_future_does_not_keep_its_segment_past_retention(tmp_path):
+    # Given a log with 1-minute retention whose clock we drive, and a record stamped
+    # 2**63 - 1 ms (issue 11: now - max_timestamp was negative, so that segment and
+    # every later one stayed for good)
+    clock = FakeClock(now_ms=1_000_000)
+    config = LogConfig(segment_bytes_max=SEGMENT_BYTES_MIN, retention_ms=60_000)
+    log = PartitionLog.open(tmp_path / "p", config, clock_ms=clock)
+    log.append(b"f" * 3000, 1, 2**63 - 1)
+    # And later records stamped with the clock, each segment written a minute after the last
+    for _ in range(3):
+        clock.now_ms += 60_000
+        log.append(b"n" * 3000, 1, clock.now_ms)
+    assert len(log.segments) == 4
+    # When retention runs 1 ms before the third segment's last write is a minute old
+    clock.now_ms -= 1
+    kept = log.enforce_retention()
+    # Then the future-stamped segment and the first stamped one went: their last
+    # writes are more than a minute ago; the others are within it
+    assert kept.segments == 2 and log.start_offset == 2
+    # And a minute later every segment but the active one has gone
+    clock.now_ms += 60_000 + 1
+    assert log.enforce_retention().segments == 1 and log.start_offset == 3
+    log.close()
+
+
+def test_after_a_restart_a_segments_last_write_is_its_files_modification_time(tmp_path):
+    # Given a closed log whose first segment holds a record stamped an hour ahead
+    # of the wall clock, and whose file was last written two minutes ago
+    config = LogConfig(segment_bytes_max=SEGMENT_BYTES_MIN, retention_ms=60_000)
+    log = PartitionLog.open(tmp_path / "p", config)
+    now_ms = log._clock_ms()
+    log.append(b"f" * 3000, 1, now_ms + 3_600_000)
+    log.append(b"n" * 3000, 1, now_ms)
+    log.close()
+    first = log.segments[0].log_path
+    two_minutes_ago_s = (now_ms - 120_000) / 1000
+    os.utime(first, (two_minutes_ago_s, two_minutes_ago_s))
+    # When it is reopened and retention runs
+    reopened = PartitionLog.open(tmp_path / "p", config)
+    # Then the first segment is deleted, though its record claims to be from the future
+    assert reopened.enforce_retention().segments == 1 and reopened.start_offset == 1
+    reopened.close()
+
+
+def test_records_stamped_in_the_past_expire_by_their_timestamps_as_in_kafka(tmp_path):
+    # Given a segment written just now whose records are stamped two minutes ago
+    clock = FakeClock(now_ms=10_000_000)
+    config = LogConfig(segment_bytes_max=SEGMENT_BYTES_MIN, retention_ms=60_000)
+    log = PartitionLog.open(tmp_path / "p", config, clock_ms=clock)
+    log.append(b"o" * 3000, 1, clock.now_ms - 120_000)
+    log.append(b"n" * 3000, 1, clock.now_ms)
+    # When retention runs / Then it is deleted: its newest record is past retention
+    assert log.enforce_retention().segments == 1
+    log.close()
 
 
 INVARIANTS_SCRIPT = """

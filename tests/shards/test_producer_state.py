@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from plinth import limits
-from plinth.errors import OutOfOrderSequenceError
+from plinth.errors import TRANSIENT_ERRORS, OutOfOrderSequenceError, TooManyProducersError
 from plinth.shards.producer_state import (SNAPSHOT_FILE, ProducerStates, load_snapshot,
                                           save_snapshot)
 
@@ -22,7 +22,7 @@ def test_a_snapshot_restores_every_producers_last_batches_and_their_order():
     states = states_with(*[(7, 3 * i, 3, 100 + 3 * i) for i in range(limits.IDEMPOTENT_BATCHES_KEPT + 2)],
                          (9, 0, 1, 500))
     # When it goes through a snapshot
-    restored = ProducerStates.from_snapshot(states.snapshot())
+    restored = ProducerStates.from_snapshot(states.snapshot(), seen_ms_default=0)
     # Then exact retries of the kept batches get their offsets, older ones are gaps
     last = limits.IDEMPOTENT_BATCHES_KEPT + 1
     assert restored.check("t-0", 7, 3 * last, 3) == 100 + 3 * last
@@ -46,3 +46,94 @@ def test_a_damaged_snapshot_file_is_ignored_not_trusted(tmp_path):
     path = tmp_path / SNAPSHOT_FILE
     path.write_bytes(path.read_bytes()[:-7])
     assert load_snapshot(tmp_path, 40) is None
+
+
+# --- Room for producers -----------------------------------------------------------
+
+NOW_MS = 1_800_000_000_000
+DAY_MS = 24 * 3600 * 1000
+
+
+def full_partition(victim_seen_ms: int = NOW_MS) -> ProducerStates:
+    """A partition with a victim producer (id 1, one batch at offset 0) seen at
+    ``victim_seen_ms``, then co-tenant producers 1000.. filling it, seen at NOW_MS."""
+    states = ProducerStates()
+    states.record(1, 0, 1, 0, victim_seen_ms)
+    for n in range(limits.PRODUCERS_PER_PARTITION_MAX - 1):
+        states.check("t-0", 1000 + n, 0, 1, NOW_MS)
+        states.record(1000 + n, 0, 1, 1 + n, NOW_MS)
+    assert len(states) == limits.PRODUCERS_PER_PARTITION_MAX
+    return states
+
+
+def test_cycling_producer_ids_cannot_make_a_recent_producers_retry_a_duplicate():
+    # Given a producer's batch, then a co-tenant filling the partition with new ids
+    # (issue 11: the 10,000th new id evicted the producer, whose retry was then stored twice)
+    states = full_partition()
+    # When the co-tenant sends more new ids / Then each is refused, retriably
+    for n in range(3):
+        with pytest.raises(TooManyProducersError):
+            states.check("t-0", 50_000 + n, 0, 1, NOW_MS + 1000)
+    assert TooManyProducersError in TRANSIENT_ERRORS
+    # And the producer's retry is still recognised, with its first offset
+    assert states.check("t-0", 1, 0, 1, NOW_MS + 1000) == 0
+
+
+def test_the_refusal_names_the_partition_the_count_the_limit_and_the_expiration():
+    states = full_partition()
+    with pytest.raises(TooManyProducersError) as caught:
+        states.check("orders-3", 77, 0, 1, NOW_MS + 5)
+    message = str(caught.value)
+    limit = limits.PRODUCERS_PER_PARTITION_MAX
+    assert message.startswith(f"orders-3: producer 77 is new and the partition already "
+                              f"remembers {limit} idempotent producers, its limit of {limit}")
+    assert "producer 1, 5 ms" in message
+    assert f"producer.id.expiration.ms={limits.PRODUCER_ID_EXPIRATION_MS}" in message
+
+
+def test_a_producer_silent_longer_than_the_expiration_makes_room_for_a_new_one():
+    # Given a full partition whose least recently seen producer wrote a day and 1 ms ago
+    states = full_partition(victim_seen_ms=NOW_MS - limits.PRODUCER_ID_EXPIRATION_MS - 1)
+    # When a new producer writes / Then it is taken, and the idle one is forgotten
+    assert states.check("t-0", 77, 0, 1, NOW_MS) is None
+    states.record(77, 0, 1, 99_999, NOW_MS)
+    assert len(states) == limits.PRODUCERS_PER_PARTITION_MAX
+    assert states.check("t-0", 77, 0, 1, NOW_MS) == 99_999
+    assert 1 not in [entry[0] for entry in states.snapshot()]
+    # And the next new one is refused: everyone left was seen just now
+    with pytest.raises(TooManyProducersError):
+        states.check("t-0", 78, 0, 1, NOW_MS)
+
+
+def test_a_producer_silent_for_exactly_the_expiration_is_kept():
+    states = full_partition(victim_seen_ms=NOW_MS - limits.PRODUCER_ID_EXPIRATION_MS)
+    with pytest.raises(TooManyProducersError):
+        states.check("t-0", 77, 0, 1, NOW_MS)
+
+
+def test_writing_again_makes_a_producer_the_most_recently_seen():
+    # Given producers 1 then 2, both idle for long, and producer 1 writing again now
+    states = ProducerStates()
+    states.record(1, 0, 1, 0, NOW_MS - 2 * DAY_MS)
+    states.record(2, 0, 1, 1, NOW_MS - 2 * DAY_MS)
+    states.record(1, 1, 1, 2, NOW_MS)
+    # Then producer 2 is the least recently seen, listed first with its time
+    assert [(entry[0], entry[2]) for entry in states.snapshot()] == \
+        [(2, NOW_MS - 2 * DAY_MS), (1, NOW_MS)]
+
+
+def test_a_snapshot_keeps_each_producers_last_seen_time():
+    states = ProducerStates()
+    states.record(4, 0, 2, 10, NOW_MS - 5)
+    states.record(9, 0, 1, 12, NOW_MS)
+    restored = ProducerStates.from_snapshot(states.snapshot(), seen_ms_default=0)
+    assert restored.snapshot() == [[4, [[0, 2, 10]], NOW_MS - 5], [9, [[0, 1, 12]], NOW_MS]]
+
+
+def test_a_snapshot_written_before_last_seen_times_is_read_with_the_default_time(tmp_path):
+    # Given a producers.json in the format written before issue 11
+    (tmp_path / SNAPSHOT_FILE).write_text('{"base_offset": 40, "producers": [[7, [[0, 2, 0]]]]}')
+    # When it is loaded / Then its producer is known, seen at the time given for it
+    restored = ProducerStates.from_snapshot(load_snapshot(tmp_path, 40), seen_ms_default=NOW_MS)
+    assert restored.check("t-0", 7, 0, 2) == 0
+    assert restored.snapshot() == [[7, [[0, 2, 0]], NOW_MS]]

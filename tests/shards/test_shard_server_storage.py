@@ -1,0 +1,203 @@
+"""A shard's storage bounds, through its real ZeroMQ socket (shards/shard_server.py's
+produce path, partition.py, producer_state.py, segment_files.py): record timestamps
+outside the topic's window, producer-id churn, and a shard with many segments on disk."""
+
+from __future__ import annotations
+
+import random
+import struct
+import time
+from contextlib import contextmanager
+
+import zmq
+
+from loadtest.many_segments import (fetch_value, open_descriptors, produce, start_shard,
+                                    value_of, write_segments)
+from plinth import limits, protocol
+from plinth.format.log_entry import iter_entries
+from plinth.format.record_batch import BatchBuilder
+from plinth.schemas import record_batch as record_batch_schema
+from plinth.shards.partition_log import LogConfig
+from plinth.shards.shard_server import ShardServer
+
+CLIENT = b"storage-test"
+REPLY_WAIT_MS = 10_000
+HOUR_MS = 3_600_000
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@contextmanager
+def running_shard(directory, log_config=LogConfig()):
+    """A started ShardServer serving t-0, and a DEALER playing the router."""
+    server = ShardServer("shard-test", directory, "127.0.0.1")
+    server.start()
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        server.call(server.open_partition, "t", 0, log_config)
+        sock.connect(server.address)
+        yield server, sock
+    finally:
+        sock.close()
+        server.stop(5)
+
+
+def send_produce(sock, request_id: int, batch: bytes) -> None:
+    sock.send_multipart([CLIENT, protocol.encode_produce(request_id, "t", 0, 1), batch])
+
+
+def receive_replies(sock, count: int) -> dict[int, protocol.ReplyView]:
+    replies = {}
+    while len(replies) < count:
+        assert sock.poll(REPLY_WAIT_MS), f"no reply in {REPLY_WAIT_MS} ms"
+        view = protocol.decode_reply(sock.recv_multipart()[1])
+        replies[view.request_id] = view
+    return replies
+
+
+def roundtrip(sock, request_id: int, batch: bytes) -> protocol.ReplyView:
+    send_produce(sock, request_id, batch)
+    return receive_replies(sock, 1)[request_id]
+
+
+def batch_at(*timestamps_ms: int, producer_id: int = -1, base_sequence: int = -1) -> bytes:
+    builder = BatchBuilder()
+    for timestamp_ms in timestamps_ms:
+        builder.append(None, b"v", timestamp_ms)
+    return builder.build(producer_id=producer_id, base_sequence=base_sequence)
+
+
+def end_offset(server: ShardServer) -> int:
+    return server.call(server.partition_info, "t", 0).end_offset
+
+
+# --- Timestamps (issue 11, finding 3) ------------------------------------------------------
+
+def test_a_record_stamped_with_the_largest_int64_is_refused_and_the_partition_reads_on(tmp_path):
+    # Given a shard with a topic's default window (an hour ahead at most)
+    with running_shard(tmp_path / "s") as (server, sock):
+        # When a batch holding a record stamped 2**63 - 1 ms is produced (issue 11:
+        # stored, it stopped retention of its segment and every later one)
+        refused = roundtrip(sock, 1, batch_at(2**63 - 1))
+        # Then it is refused with InvalidTimestampError naming partition, timestamp,
+        # window and key, and nothing is stored
+        assert type(refused.error).__name__ == "InvalidTimestampError"
+        message = str(refused.error)
+        assert message.startswith(f"t-0: a record's timestamp {2**63 - 1} ms is ")
+        assert "message.timestamp.after.max.ms=3600000" in message
+        assert end_offset(server) == 0
+        # And a record stamped now, and one 59 minutes ahead, are stored and read
+        assert roundtrip(sock, 2, batch_at(now_ms(), now_ms() + 59 * 60_000)).base_offset == 0
+        sock.send_multipart([CLIENT, protocol.encode_fetch(3, "t", 0, 0, 1 << 20, 0)])
+        [(header, _batch)] = list(iter_entries(sock.recv_multipart()[2]))
+        assert (header.base_offset, header.record_count) == (0, 2)
+
+
+def test_a_topic_window_configured_narrower_refuses_old_records_too(tmp_path):
+    config = LogConfig(timestamp_before_ms_max=HOUR_MS, timestamp_after_ms_max=0)
+    with running_shard(tmp_path / "s", config) as (server, sock):
+        old = roundtrip(sock, 1, batch_at(now_ms() - 2 * HOUR_MS))
+        assert type(old.error).__name__ == "InvalidTimestampError"
+        assert "message.timestamp.before.max.ms=3600000" in str(old.error)
+        ahead = roundtrip(sock, 2, batch_at(now_ms() + 60_000))
+        assert "message.timestamp.after.max.ms=0" in str(ahead.error)
+        assert end_offset(server) == 0
+
+
+def test_a_record_stamped_before_the_epoch_breaks_a_rule_of_the_batch(tmp_path):
+    # Given a batch a client wrote by hand, one record stamped -1 ms (the builder refuses it)
+    message = record_batch_schema.RecordBatch.new_message(
+        recordCount=2, baseTimestampMs=-1, maxTimestampMs=2,
+        timestampDeltasMs=struct.pack("<II", 0, 3), keyLengths=struct.pack("<ii", -1, -1),
+        valueLengths=struct.pack("<ii", 0, 0))
+    with running_shard(tmp_path / "s") as (server, sock):
+        # When it is produced / Then the shard refuses it as an invalid batch, naming the rule
+        refused = roundtrip(sock, 1, message.to_bytes())
+        assert type(refused.error).__name__ == "InvalidBatchError"
+        assert "baseTimestampMs -1 is negative" in str(refused.error)
+        assert end_offset(server) == 0
+
+
+# --- Producer ids (issue 11, finding 8) -----------------------------------------------------
+
+def produce_pipelined(sock, batches: list[bytes], first_request_id: int,
+                      in_flight_max: int = 200) -> list[protocol.ReplyView]:
+    """Produce the batches in order, at most ``in_flight_max`` awaiting replies; the replies."""
+    replies = []
+    for start in range(0, len(batches), in_flight_max):
+        window = batches[start:start + in_flight_max]
+        for n, batch in enumerate(window):
+            send_produce(sock, first_request_id + start + n, batch)
+        got = receive_replies(sock, len(window))
+        replies += [got[first_request_id + start + n] for n in range(len(window))]
+    return replies
+
+
+def test_a_co_tenant_cycling_10000_producer_ids_cannot_make_a_retry_a_duplicate(tmp_path):
+    # Given an idempotent producer whose batch was stored at offset 0
+    with running_shard(tmp_path / "s") as (server, sock):
+        victim = batch_at(now_ms(), producer_id=7, base_sequence=0)
+        assert roundtrip(sock, 1, victim).base_offset == 0
+        # When a co-tenant sends one batch under each of 10,000 new producer ids
+        # (issue 11: the last one evicted the victim's state)
+        churn = [batch_at(now_ms(), producer_id=1_000_000 + n, base_sequence=0)
+                 for n in range(limits.PRODUCERS_PER_PARTITION_MAX)]
+        replies = produce_pipelined(sock, churn, first_request_id=100)
+        # Then the ids that fit are stored, and the one beyond the limit is refused,
+        # retriably, naming the limit
+        errors = [reply.error for reply in replies if reply.error is not None]
+        assert len(errors) == 1 and type(errors[0]).__name__ == "TooManyProducersError"
+        assert f"its limit of {limits.PRODUCERS_PER_PARTITION_MAX}" in str(errors[0])
+        stored = end_offset(server)
+        assert stored == limits.PRODUCERS_PER_PARTITION_MAX
+        # And the victim's retry of its batch (its reply was lost, say) is recognised:
+        # answered with offset 0, not stored again
+        retry = roundtrip(sock, 99_999, victim)
+        assert (retry.error, retry.base_offset) == (None, 0)
+        assert end_offset(server) == stored
+
+
+# --- Open files (issue 11, finding 7) -----------------------------------------------------------
+
+SEGMENTS = 1_000          # loadtest/many_segments.py runs 100,000 (see the README)
+PARTITIONS = 4
+FILES_OPEN_MAX = 64
+# Besides one file per partition: the socket, the data dir lock, the wakeup pipe,
+# the group coordinator's offsets log, ZeroMQ's own; measured 16 with 4 partitions.
+SHARD_DESCRIPTORS_MAX = PARTITIONS + 24
+
+
+def test_a_shard_with_thousands_of_segments_starts_and_serves_with_bounded_descriptors(
+        tmp_path, monkeypatch):
+    # Given a shard directory holding 1,000 segments over 4 partitions, and a shard
+    # that keeps at most 64 older segments' files open
+    counts = write_segments(tmp_path / "shard", PARTITIONS, SEGMENTS)
+    monkeypatch.setattr(limits, "SEGMENT_FILES_OPEN_MAX", FILES_OPEN_MAX, raising=False)
+    before = open_descriptors()
+    # When the shard starts and opens every partition (issue 11: it opened every
+    # segment's file, and kept them open)
+    server = start_shard(tmp_path / "shard", PARTITIONS)
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        # Then it holds a few descriptors per partition, not one per segment
+        assert open_descriptors() - before <= SHARD_DESCRIPTORS_MAX
+        sock.connect(server.address)
+        # And it serves reads from 300 older segments spread over every partition
+        rng = random.Random(5)
+        for _ in range(300):
+            partition = rng.randrange(PARTITIONS)
+            offset = rng.randrange(counts[partition] - 1)
+            assert fetch_value(sock, partition, offset) == value_of(partition, offset)
+        # with at most 64 of their files open at once (and the DEALER's two)
+        assert open_descriptors() - before <= SHARD_DESCRIPTORS_MAX + 2 + FILES_OPEN_MAX
+        # And appends land at each partition's end
+        assert [produce(sock, p, b"new") for p in range(PARTITIONS)] == counts
+        assert fetch_value(sock, 0, counts[0]) == b"new"
+        assert open_descriptors() - before <= SHARD_DESCRIPTORS_MAX + 2 + FILES_OPEN_MAX
+    finally:
+        sock.close()
+        server.stop(10)
