@@ -370,7 +370,8 @@ static int explicit_partition(PyObject *obj, long long *partition) {
 
 /* The fast path's reading of the arguments: 1 if every one is of the plain type
  * (topic an exact str, key and value None or exact bytes, partition None or an
- * exact int, timestamp None (now) or an exact int that fits Int64); 0 if not. */
+ * exact int, timestamp None (now) or an exact int from 0 to Int64's largest); 0 if not
+ * (a negative timestamp breaks a rule of the batch: the slow path refuses it). */
 static int plain_record(PyObject *topic, PyObject *value, PyObject *key, PyObject *partition,
                         PyObject *timestamp, Record *r) {
     if (!PyUnicode_CheckExact(topic) || !plain_blob(key, &r->key, &r->key_length) ||
@@ -389,7 +390,7 @@ static int plain_record(PyObject *topic, PyObject *value, PyObject *key, PyObjec
         return 0;
     }
     r->timestamp_ms = PyLong_AsLongLongAndOverflow(timestamp, &overflow);
-    return !overflow;
+    return !overflow && r->timestamp_ms >= 0;
 }
 
 /* The fast path; see the top of the file. A future, None to decline (nothing

@@ -150,6 +150,10 @@ class Producer(ProducerBase):
         timestamp_ms = _as_int(timestamp_ms, "timestamp_ms")
         if timestamp_ms is None:
             timestamp_ms = time.time_ns() // 1_000_000
+        elif -(2**63) <= timestamp_ms < 0:   # (outside Int64: add()'s OverflowError)
+            # A rule of the batch: refused here, it cannot fail the records batched with it.
+            raise ValueError(f"timestamp_ms {timestamp_ms} is negative; a record's timestamp "
+                             f"is ms since the epoch, 0 or more")
         entries, headers_bytes = checked_headers(headers) if headers is not None else ((), 0)
         self.partitions_for(topic)
         return self._accumulator.append(topic, partition, key, value, timestamp_ms, entries,

@@ -118,6 +118,8 @@ def bad_calls(topics: dict[str, int]) -> list[Call]:
         ("partition 2**70", (topic, b"v"), {"partition": 2**70}, PartitionOutOfRangeError),
         ("timestamp a str", (topic, b"v"), {"timestamp_ms": "now"}, TypeError),
         ("timestamp a float", (topic, b"v"), {"timestamp_ms": 1.5}, TypeError),
+        ("timestamp -1", (topic, b"v"), {"timestamp_ms": -1}, ValueError),
+        ("timestamp Int64's smallest", (topic, b"v"), {"timestamp_ms": INT64_MIN}, ValueError),
         ("timestamp past Int64", (topic, b"v"), {"timestamp_ms": 2**63}, OverflowError),
         ("timestamp before Int64", (topic, b"v"), {"timestamp_ms": INT64_MIN - 1},
          OverflowError),
