@@ -104,8 +104,8 @@ def test_acks_zero_sends_without_waiting_and_the_records_arrive(shared_broker, a
 
 def test_admin_lists_describes_and_deletes_topics(shared_broker, admin):
     topic = unique_topic()
-    info = admin.create_topic(topic, 3, config={"segment.bytes": 65536})
-    assert (info.partitions, info.config["segment.bytes"]) == (3, "65536")
+    info = admin.create_topic(topic, 3, config={"segment.bytes": 1048576})
+    assert (info.partitions, info.config["segment.bytes"]) == (3, "1048576")
     assert topic in admin.list_topics()
     with Producer(broker=shared_broker.url) as producer:
         producer.send(topic, b"x" * 100, partition=2).get(30)
