@@ -79,6 +79,9 @@ class Router:
         self._frontend.setsockopt(zmq.RCVHWM, limits.SOCKET_MESSAGES_HWM)
         self._frontend.setsockopt(zmq.SNDHWM, limits.SOCKET_MESSAGES_HWM)
         self._frontend.setsockopt(zmq.LINGER, 0)
+        # A client whose replies make no progress this long is disconnected (the
+        # kernel's TCP_USER_TIMEOUT), and the replies it held are freed.
+        self._frontend.setsockopt(zmq.TCP_MAXRT, limits.CLIENT_REPLIES_STALLED_MS_MAX)
         if self._security is not None:
             self._security.start(self._context)
             self._security.apply(self._frontend)
@@ -259,8 +262,9 @@ class Router:
 
     def _relay_large_reply(self, client: bytes, frames: list) -> None:
         """Relay a fetch reply with data, tracked until it is written to the client's
-        connection; a client (or router) over its unsent-bytes budget gets an error."""
-        refused = self._unsent.over_budget(client)
+        connection; a reply that would take the client (or router) past its unsent-bytes
+        budget becomes an error."""
+        refused = self._unsent.over_budget(client, len(frames[2]))
         if refused is not None:
             request_id = protocol.decode_reply(frames[1].buffer).request_id
             self._reply(frames[0], protocol.encode_error(request_id, TooManyRequestsError(refused)))

@@ -3,6 +3,9 @@ ROUTER sockets answering real Reply frames) and a fake controller (tests/router/
 
 from __future__ import annotations
 
+import itertools
+import time
+
 import pytest
 
 from plinth import limits, protocol
@@ -334,3 +337,64 @@ def test_fetch_replies_over_a_clients_unsent_budget_are_refused_until_it_reads(r
     slow.send(fetch(fetches + 1))
     view, data = slow.recv()
     assert (view.request_id, view.error, len(data)) == (fetches + 1, None, FETCH_BYTES)
+
+
+# --- Budgets one client could use up (issue 11: finding 8), CurveZMQ on -------------------
+
+def large_fetch_handler(payload: bytes):
+    return lambda request: ([protocol.encode_fetch_reply(request.request_id, 0, 0), payload]
+                            if type(request) is protocol.FetchRequest else answer(request, "s"))
+
+
+def test_clients_that_stop_reading_leave_room_for_a_client_that_reads(router_rig):
+    # Given a shard answering each fetch with 4 MiB, CurveZMQ on
+    rig = router_rig(shards={"shard-0": {"handler": large_fetch_handler(bytes(FETCH_BYTES))}},
+                     topics={"t": 1}, curve=True)
+    # When ten clients that do not read each send fetches worth 96 MiB, together
+    # almost twice the router's whole budget for unsent replies
+    stalled = [rig.client(receive_hwm=1) for _ in range(10)]
+    per_client = 96 * 1024 * 1024 // FETCH_BYTES
+    for client in stalled:
+        for request_id in range(per_client):
+            client.send(fetch(request_id))
+    rig.shards["shard-0"].wait_for_requests(10 * per_client)
+    reader = rig.client()
+    # Then a client that reads gets every one of its fetches, with data
+    for request_id in range(1, 21):
+        reader.send(fetch(request_id))
+        view, data = reader.recv()
+        assert (view.request_id, view.error, len(data or b"")) == (request_id, None, FETCH_BYTES)
+    assert len(rig.shards["shard-0"].requests()) == 10 * per_client + 20
+
+
+def test_a_client_whose_replies_make_no_progress_is_disconnected_and_its_share_freed(
+        router_rig, monkeypatch):
+    # Given a router whose budget is two clients' shares, disconnecting clients whose
+    # replies make no progress for 3 s, and a shard answering each fetch with 4 MiB
+    monkeypatch.setattr(limits, "ROUTER_REPLY_BYTES_UNSENT_MAX",
+                        2 * limits.CLIENT_REPLY_BYTES_UNSENT_MAX)
+    monkeypatch.setattr(limits, "CLIENT_REPLIES_STALLED_MS_MAX", 3_000)
+    rig = router_rig(shards={"shard-0": {"handler": large_fetch_handler(bytes(FETCH_BYTES))}},
+                     topics={"t": 1}, curve=True)
+    # And two clients that do not read, holding the whole budget (beyond their shares,
+    # what the kernel's buffers took)
+    stalled = [rig.client(receive_hwm=1) for _ in range(2)]
+    per_client = limits.CLIENT_REPLY_BYTES_UNSENT_MAX // FETCH_BYTES + 8
+    for client in stalled:
+        for request_id in range(per_client):
+            client.send(fetch(request_id))
+    rig.shards["shard-0"].wait_for_requests(2 * per_client)
+    reader = rig.client()
+    view = reader.request(fetch(1))
+    assert isinstance(view.error, TooManyRequestsError) and "the router holds" in str(view.error)
+    # When they hold it past the timeout / Then they are disconnected, and a client that
+    # reads gets data again (retrying after a backoff, as a consumer does)
+    deadline_s = time.monotonic() + 30
+    for request_id in itertools.count(2):
+        reader.send(fetch(request_id))
+        view, data = reader.recv()
+        if view.error is None:
+            break
+        assert isinstance(view.error, TooManyRequestsError) and time.monotonic() < deadline_s
+        time.sleep(limits.CLIENT_RETRY_BACKOFF_MS / 1000)
+    assert len(data) == FETCH_BYTES
