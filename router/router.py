@@ -21,7 +21,10 @@ requests to one partition reach its shard in the order they were sent.
 
 Bounds. Every socket has a high-water mark; when a shard's queue is full the
 client gets ``tooManyRequests`` at once instead of the router buffering. A
-client may have ``CLIENT_REQUESTS_IN_FLIGHT_MAX`` requests at the shards.
+client may have ``CLIENT_REQUESTS_IN_FLIGHT_MAX`` requests at the shards; a
+reply uncounts one only if it answers a counted request
+(``requests_in_flight.py``: an acks=0 produce goes out with a marked identity
+frame, so the shard's error reply to it counts nothing).
 Requests held for a topic and admin jobs are bounded too, and so are the bytes
 of fetch replies waiting for clients that do not read them
 (``unsent_replies.py``).
@@ -39,11 +42,13 @@ from plinth import limits, protocol
 from plinth.control import placement
 from plinth.control.controller_handle import ControllerHandle
 from plinth.control.routing_table import RoutingTable
-from plinth.errors import (BrokerError, NotAuthorizedError, PartitionOutOfRangeError,
-                           RecordTooLargeError, TooManyRequestsError, UnavailableError,
-                           UnknownTopicError)
+from plinth.errors import (BrokerError, MalformedRequestError, NotAuthorizedError,
+                           PartitionOutOfRangeError, RecordTooLargeError, TooManyRequestsError,
+                           UnavailableError, UnknownTopicError)
 from plinth.router.admin_bridge import AdminBridge, AdminReply, RoutingUpdate
 from plinth.router.held_requests import HeldRequests
+from plinth.router.requests_in_flight import (UNCOUNTED_MARK, RequestsInFlight, is_marked,
+                                             mark, unmark)
 from plinth.router.shard_connections import ShardConnections
 from plinth.router.unsent_replies import UnsentReplies
 
@@ -63,9 +68,7 @@ class Router:
         self._bridge = AdminBridge(controller)
         self._routing = RoutingTable()
         self._held = HeldRequests()
-        # shard id -> client id -> requests forwarded and not yet answered. Per shard,
-        # so that a shard restarting (its requests lost) can be forgotten whole.
-        self._in_flight: dict[str, dict[bytes, int]] = {}
+        self._in_flight = RequestsInFlight()
         self._unsent = UnsentReplies()
         self._stopping = threading.Event()
         self._loop_thread: threading.Thread | None = None
@@ -198,13 +201,16 @@ class Router:
 
     def _forward(self, shard_id: str, frames: list, request) -> None:
         client = frames[0].bytes
-        # acks=0 produces get no reply
+        # An acks=0 produce gets no reply unless it fails: not counted, and sent with a
+        # marked identity so that its error reply cannot uncount another request.
         counted = not (type(request) is protocol.ProduceRequest and request.acks == 0)
-        in_flight = sum(per_client.get(client, 0) for per_client in self._in_flight.values())
-        if counted and in_flight >= limits.CLIENT_REQUESTS_IN_FLIGHT_MAX:
-            self._reply(frames[0], protocol.encode_error(request.request_id, TooManyRequestsError(
-                f"client has {in_flight} requests in flight, the limit is "
-                f"{limits.CLIENT_REQUESTS_IN_FLIGHT_MAX}; wait for replies")))
+        refusal = self._in_flight_refusal(client) if counted else None
+        if refusal is None and is_marked(client):
+            refusal = MalformedRequestError(
+                f"a client's identity may not start with {UNCOUNTED_MARK!r}: the router "
+                f"marks requests with it")
+        if refusal is not None:
+            self._reply(frames[0], protocol.encode_error(request.request_id, refusal))
             return
         dealer = self._shards.dealer_if_up(shard_id)
         if dealer is None:
@@ -213,14 +219,23 @@ class Router:
                 f"unavailable (not running or not connected; its node may be down); retry later")))
             return
         try:
-            dealer.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            dealer.send_multipart(frames if counted else [mark(client), *frames[1:]],
+                                  zmq.NOBLOCK, copy=False)
         except zmq.Again:
             self._reply(frames[0], protocol.encode_error(request.request_id, TooManyRequestsError(
                 f"{shard_id} has {limits.SOCKET_MESSAGES_HWM} requests queued; retry later")))
             return
         if counted:
-            per_client = self._in_flight.setdefault(shard_id, {})
-            per_client[client] = per_client.get(client, 0) + 1
+            self._in_flight.forwarded(shard_id, client)
+
+    def _in_flight_refusal(self, client: bytes) -> TooManyRequestsError | None:
+        """Why ``client`` may not have one more request at the shards, or None."""
+        in_flight = self._in_flight.count(client)
+        if in_flight < limits.CLIENT_REQUESTS_IN_FLIGHT_MAX:
+            return None
+        return TooManyRequestsError(
+            f"client has {in_flight} requests in flight, the limit is "
+            f"{limits.CLIENT_REQUESTS_IN_FLIGHT_MAX}; wait for replies")
 
     def _hold(self, frames: list, request) -> None:
         """Hold a request for a topic being looked up (starting the look-up if needed)."""
@@ -245,16 +260,17 @@ class Router:
                 f"router admin queue is full ({limits.ROUTER_ADMIN_JOBS_QUEUED_MAX} jobs)")))
 
     def _on_shard_reply(self, shard_id: str, frames: list) -> None:
-        per_client = self._in_flight.get(shard_id, {})
         client = frames[0].bytes
-        left = per_client.get(client, 0) - 1
-        if left > 0:
-            per_client[client] = left
-        else:
-            per_client.pop(client, None)
+        if is_marked(client):   # the error reply to an acks=0 produce: it counted nothing
+            self._relay([unmark(client), *frames[1:]])
+            return
+        self._in_flight.answered(shard_id, client)
         if len(frames) > 2 and len(frames[2]) >= limits.REPLY_BYTES_TRACKED_MIN:
             self._relay_large_reply(client, frames)
             return
+        self._relay(frames)
+
+    def _relay(self, frames: list) -> None:
         try:
             self._frontend.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.Again:
@@ -306,7 +322,7 @@ class Router:
         self._held.forget_unknown(routing.owners)
         for shard_id in self._shards.apply(routing.shard_addresses):
             # Requests sent to the shard's old address will never be answered.
-            self._in_flight.pop(shard_id, None)
+            self._in_flight.forget_shard(shard_id)
 
     def _reply(self, client_id, reply: bytes) -> None:
         try:

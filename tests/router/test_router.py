@@ -339,7 +339,60 @@ def test_fetch_replies_over_a_clients_unsent_budget_are_refused_until_it_reads(r
     assert (view.request_id, view.error, len(data)) == (fetches + 1, None, FETCH_BYTES)
 
 
-# --- Budgets one client could use up (issue 11: finding 8), CurveZMQ on -------------------
+# --- Budgets one client could use up (issue 11: findings 5 and 8), CurveZMQ on -----------
+
+def replies(client, count: int) -> list[tuple[protocol.ReplyView, bytes | None]]:
+    """The next ``count`` replies (each within the fakes' bound)."""
+    return [client.recv() for _ in range(count)]
+
+
+@pytest.fixture
+def real_shard(tmp_path):
+    """A real ShardServer with topic t's partition 0."""
+    from plinth.shards.partition_log import LogConfig
+    from plinth.shards.shard_server import ShardServer
+
+    server = ShardServer("shard-0", tmp_path / "shard-0", "127.0.0.1")
+    server.start()
+    server.call(server.open_partition, "t", 0, LogConfig())
+    yield server
+    server.stop(5)
+
+
+def test_error_replies_to_acks_zero_produces_never_make_room_for_more_requests(
+        router_rig, real_shard):
+    # Given a real shard behind the router, CurveZMQ on
+    rig = router_rig(addresses={"shard-0": real_shard.address}, topics={"t": 1}, curve=True)
+    client = rig.client()
+    limit = limits.CLIENT_REQUESTS_IN_FLIGHT_MAX
+    pairs = limit + 100
+    # When a client alternates bogus acks=0 produces (each answered with an error) and
+    # fetches that wait 60 s at the log end
+    for n in range(pairs):
+        client.send(protocol.encode_produce(2 * n, "t", 0, 0), b"not a batch")
+        client.send(protocol.encode_fetch(2 * n + 1, "t", 0, 0, 1024, 60_000))
+    # Then the produces' errors come back, and the fetches past its limit are refused:
+    # it has no more than its limit parked at the shard
+    answered = replies(client, pairs + pairs - limit)
+    errors = [view for view, _ in answered if view.request_id % 2 == 0]
+    refused = [view for view, _ in answered if view.request_id % 2 == 1]
+    assert len(errors) == pairs and all(view.error is not None for view in errors)
+    assert len(refused) == pairs - limit and all(
+        isinstance(view.error, TooManyRequestsError) for view in refused)
+    assert not client.has_reply(0.5)
+
+
+def test_a_client_whose_identity_starts_with_the_routers_mark_is_refused(router_rig):
+    from plinth.router.requests_in_flight import UNCOUNTED_MARK
+
+    # Given a client that chose an identity that looks like a marked one
+    rig = router_rig(topics={"t": 1}, curve=True)
+    client = rig.client(routing_id=UNCOUNTED_MARK + b"\x00\x01\x02\x03\x04")
+    # When it fetches / Then it is refused, and no shard sees the fetch
+    view = client.request(fetch(1))
+    assert isinstance(view.error, MalformedRequestError) and "may not start with" in str(view.error)
+    assert rig.shards["shard-0"].requests() == rig.shards["shard-1"].requests() == []
+
 
 def large_fetch_handler(payload: bytes):
     return lambda request: ([protocol.encode_fetch_reply(request.request_id, 0, 0), payload]
