@@ -19,7 +19,11 @@ in arrival order, until a routing table that knows the topic arrives, then
 forwarded in that order (``held_requests.py``), so a client's pipelined
 requests to one partition reach its shard in the order they were sent.
 
-Bounds. Every socket has a high-water mark; when a shard's queue is full the
+Bounds. ZMQ_MAXMSGSIZE bounds each frame, not a message's frames, so the
+first thing checked after the header is the frame count of its kind: one
+payload frame (the RecordBatch) for a produce, none for anything else; any
+other count is answered ``malformedRequest`` with the request's own id, and
+its frames are dropped at once. Every socket has a high-water mark; when a shard's queue is full the
 client gets ``tooManyRequests`` at once instead of the router buffering. A
 client may have ``CLIENT_REQUESTS_IN_FLIGHT_MAX`` requests at the shards; a
 reply uncounts one only if it answers a counted request
@@ -150,6 +154,8 @@ class Router:
         except BrokerError as exc:   # malformed, or a header over its limit
             self._reply(client_id, protocol.encode_error(0, exc))
             return
+        if not self._has_its_frames(frames, request):
+            return
         if self._security is not None:
             try:
                 self._security.authorize(header, request)
@@ -162,6 +168,18 @@ class Router:
             self._route_group(frames, request)
         else:
             self._submit_admin(client_id, request)
+
+    def _has_its_frames(self, frames: list, request) -> bool:
+        """Whether a request has the payload frames of its kind (one for a produce, none
+        for the others); if not, it is answered malformed, with its own id."""
+        payloads = len(frames) - 2
+        expected = 1 if type(request) is protocol.ProduceRequest else 0
+        if payloads == expected:
+            return True
+        self._reply(frames[0], protocol.encode_error(request.request_id, MalformedRequestError(
+            f"a {request.kind} request carries {expected} payload frame(s) after its header, "
+            f"not {payloads} ({sum(len(frame) for frame in frames[2:])} bytes)")))
+        return False
 
     def _route(self, frames: list, request) -> None:
         """A produce, fetch or listOffsets: to the shard holding the partition."""

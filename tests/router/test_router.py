@@ -339,11 +339,39 @@ def test_fetch_replies_over_a_clients_unsent_budget_are_refused_until_it_reads(r
     assert (view.request_id, view.error, len(data)) == (fetches + 1, None, FETCH_BYTES)
 
 
-# --- Budgets one client could use up (issue 11: findings 5 and 8), CurveZMQ on -----------
+# --- Budgets one client could use up (issue 11: findings 4, 5 and 8), CurveZMQ on --------
 
 def replies(client, count: int) -> list[tuple[protocol.ReplyView, bytes | None]]:
     """The next ``count`` replies (each within the fakes' bound)."""
     return [client.recv() for _ in range(count)]
+
+
+def test_a_request_with_frames_its_kind_does_not_carry_is_answered_malformed_with_its_own_id(
+        router_rig):
+    # Given a router that knows topic t, CurveZMQ on
+    rig = router_rig(topics={"t": 1}, owners={"t": ("shard-0",)}, curve=True)
+    client = rig.client()
+    big = bytes(4 * 1024 * 1024)
+    # When clients send a fetch with 8 extra 4 MiB frames, a produce without its batch and
+    # one with two, a listOffsets, a createTopic and a group request with a frame each
+    cases = [(1, [fetch(1), *[big] * 8], "a fetch request carries 0 payload frame(s) after "
+                                         f"its header, not 8 ({8 * len(big)} bytes)"),
+             (2, [protocol.encode_produce(2, "t", 0, 1)], "carries 1 payload frame(s) after "
+                                                          "its header, not 0 (0 bytes)"),
+             (3, [protocol.encode_produce(3, "t", 0, 0), b"batch", b"more"], "not 2 (9 bytes)"),
+             (4, [list_offsets(4), b"x"], "a listOffsets request carries 0"),
+             (5, [protocol.encode_create_topic(5, "u", 1, {}), big], "a createTopic request"),
+             (6, [protocol.encode_group_request(6, "fetchOffsets", "g"), b"x"], "not 1")]
+    for request_id, frames, message in cases:
+        client.socket.send_multipart(frames)
+        view, _ = client.recv()
+        # Then each is answered malformed, with its own id, saying what it carried
+        assert (view.request_id, type(view.error)) == (request_id, MalformedRequestError)
+        assert message in str(view.error)
+    # And no shard saw any of them, and the next good request is served
+    assert client.request(fetch(7)).error is None
+    assert [r.request_id for r in rig.shards["shard-0"].requests()] == [7]
+    assert rig.shards["shard-1"].requests() == []
 
 
 @pytest.fixture
