@@ -23,15 +23,17 @@ Bounds. ZMQ_MAXMSGSIZE bounds each frame, not a message's frames, so the
 first thing checked after the header is the frame count of its kind: one
 payload frame (the RecordBatch) for a produce, none for anything else; any
 other count is answered ``malformedRequest`` with the request's own id, and
-its frames are dropped at once. Every socket has a high-water mark; when a shard's queue is full the
-client gets ``tooManyRequests`` at once instead of the router buffering. A
-client may have ``CLIENT_REQUESTS_IN_FLIGHT_MAX`` requests at the shards; a
-reply uncounts one only if it answers a counted request
-(``requests_in_flight.py``: an acks=0 produce goes out with a marked identity
-frame, so the shard's error reply to it counts nothing).
-Requests held for a topic and admin jobs are bounded too, and so are the bytes
-of fetch replies waiting for clients that do not read them
-(``unsent_replies.py``).
+its frames are dropped at once. Every socket has a high-water mark; when a
+shard's queue is full the client gets ``tooManyRequests`` at once instead of
+the router buffering. A client may have ``CLIENT_REQUESTS_IN_FLIGHT_MAX``
+requests at the shards or held for their topic; a reply uncounts one only if
+it answers a counted request (``requests_in_flight.py``: an acks=0 produce
+goes out with a marked identity frame, so the shard's error reply to it
+counts nothing). Requests held for a topic are bounded in bytes per client
+and per router (``held_requests.py``), admin jobs in number, and so are the
+bytes of fetch replies waiting for clients that do not read them
+(``unsent_replies.py``); a client whose replies make no progress for
+``CLIENT_REPLIES_STALLED_MS_MAX`` is disconnected.
 """
 
 from __future__ import annotations
@@ -122,6 +124,7 @@ class Router:
         while not self._stopping.is_set():
             if time.monotonic() >= next_sweep_s:
                 self._unsent.sweep()
+                self._answer_held_too_long(time.monotonic())
                 next_sweep_s = time.monotonic() + limits.ROUTER_UNSENT_SWEEP_INTERVAL_S
             for sock, _ in self._poller.poll(limits.ROUTER_POLL_TIMEOUT_MS):
                 if sock is self._frontend:
@@ -185,6 +188,11 @@ class Router:
         """A produce, fetch or listOffsets: to the shard holding the partition."""
         client_id = frames[0]
         topic, partition = request.topic, request.partition
+        if type(request) is protocol.ProduceRequest and len(frames[2]) > limits.BATCH_BYTES_MAX:
+            self._reply(client_id, protocol.encode_error(request.request_id, RecordTooLargeError(
+                f"batch of {len(frames[2])} bytes for {topic}-{partition} is over "
+                f"the limit of {limits.BATCH_BYTES_MAX} bytes")))
+            return
         partition_count = self._routing.partition_count(topic)
         if partition_count is None:
             self._hold(frames, request)
@@ -193,12 +201,6 @@ class Router:
             self._reply(client_id, protocol.encode_error(request.request_id, PartitionOutOfRangeError(
                 f"partition {partition} of topic {topic!r} does not exist: "
                 f"it has {partition_count} partitions (0 to {partition_count - 1})")))
-            return
-        if type(request) is protocol.ProduceRequest and len(frames) > 2 and \
-                len(frames[2]) > limits.BATCH_BYTES_MAX:
-            self._reply(client_id, protocol.encode_error(request.request_id, RecordTooLargeError(
-                f"batch of {len(frames[2])} bytes for {topic}-{partition} is over "
-                f"the limit of {limits.BATCH_BYTES_MAX} bytes")))
             return
         if type(request) is protocol.FetchRequest:
             self._forward(self._routing.holder(topic, partition, request.offset), frames, request)
@@ -247,8 +249,8 @@ class Router:
             self._in_flight.forwarded(shard_id, client)
 
     def _in_flight_refusal(self, client: bytes) -> TooManyRequestsError | None:
-        """Why ``client`` may not have one more request at the shards, or None."""
-        in_flight = self._in_flight.count(client)
+        """Why ``client`` may not have one more request at the shards or held, or None."""
+        in_flight = self._in_flight.count(client) + self._held.count_for(client)
         if in_flight < limits.CLIENT_REQUESTS_IN_FLIGHT_MAX:
             return None
         return TooManyRequestsError(
@@ -256,21 +258,28 @@ class Router:
             f"{limits.CLIENT_REQUESTS_IN_FLIGHT_MAX}; wait for replies")
 
     def _hold(self, frames: list, request) -> None:
-        """Hold a request for a topic being looked up (starting the look-up if needed)."""
+        """Hold a request for a topic being looked up (starting the look-up if needed),
+        within its client's requests in flight and the held requests' budgets."""
         client_id, topic = frames[0], request.topic
         if self._held.is_recently_unknown(topic):
             self._reply(client_id, protocol.encode_error(
                 request.request_id, UnknownTopicError(f"unknown topic {topic!r}")))
             return
-        if not self._held.is_waiting(topic) and not self._bridge.resolve_topic(topic):
-            self._reply(client_id, protocol.encode_error(request.request_id, TooManyRequestsError(
+        client = client_id.bytes
+        size_bytes = sum(len(frame) for frame in frames)
+        refusal = self._in_flight_refusal(client)
+        if refusal is None:
+            why = self._held.refusal(topic, client, size_bytes)
+            refusal = None if why is None else TooManyRequestsError(why)
+        if refusal is None and not self._held.is_waiting(topic) and \
+                not self._bridge.resolve_topic(topic):
+            refusal = TooManyRequestsError(
                 f"router admin queue is full ({limits.ROUTER_ADMIN_JOBS_QUEUED_MAX} jobs); "
-                f"cannot look up topic {topic!r}")))
+                f"cannot look up topic {topic!r}")
+        if refusal is not None:
+            self._reply(client_id, protocol.encode_error(request.request_id, refusal))
             return
-        if not self._held.hold(topic, frames, request):
-            self._reply(client_id, protocol.encode_error(request.request_id, TooManyRequestsError(
-                f"{limits.ROUTER_HELD_REQUESTS_PER_TOPIC_MAX} requests already wait for topic "
-                f"{topic!r} to resolve")))
+        self._held.hold(topic, frames, request, client, size_bytes)
 
     def _submit_admin(self, client_id, request) -> None:
         if not self._bridge.submit_request(client_id.bytes, request):
@@ -313,23 +322,37 @@ class Router:
             if type(result) is AdminReply:
                 self._reply(result.client_id, result.reply)
             elif type(result) is RoutingUpdate:
+                if result.routing is None:   # the controller did not answer
+                    if result.resolved_topic is not None:
+                        self._held.lookup_failed(result.resolved_topic)
+                    continue
                 self._apply_routing(result.routing)
                 self._release_held(result.resolved_topic)
             else:
                 raise AssertionError(f"unknown admin bridge result {result!r}")
 
     def _release_held(self, resolved_topic: str | None) -> None:
-        """Forward the requests held for every topic the routing table now knows; those
-        for ``resolved_topic``, if it still does not, are answered unknownTopic."""
+        """Forward the requests held for every topic the routing table now knows. Those
+        for ``resolved_topic``, or for a topic whose look-up failed (this table came
+        after it), are answered unknownTopic if the table does not know it either."""
         for topic in self._held.topics():
             if self._routing.partition_count(topic) is not None:
-                for frames, request in self._held.release(topic):
-                    self._route(frames, request)
-            elif topic == resolved_topic:
+                for held in self._held.release(topic):
+                    self._route(held.frames, held.request)
+            elif topic == resolved_topic or not self._held.is_lookup_pending(topic):
                 self._held.remember_unknown(topic)
-                for frames, request in self._held.release(topic):
-                    self._reply(frames[0], protocol.encode_error(
-                        request.request_id, UnknownTopicError(f"unknown topic {topic!r}")))
+                for held in self._held.release(topic):
+                    self._reply(held.frames[0], protocol.encode_error(
+                        held.request.request_id, UnknownTopicError(f"unknown topic {topic!r}")))
+
+    def _answer_held_too_long(self, now_s: float) -> None:
+        """Answer unavailable (retriable) the requests held ROUTER_REQUEST_HELD_S_MAX:
+        no routing table has come from the controller meanwhile."""
+        for held in self._held.expired(now_s):
+            self._reply(held.frames[0], protocol.encode_error(
+                held.request.request_id, UnavailableError(
+                    f"topic {held.request.topic!r}: the controller has not answered its "
+                    f"look-up within {limits.ROUTER_REQUEST_HELD_S_MAX} s; retry later")))
 
     def _apply_routing(self, routing: RoutingTable | None) -> None:
         """Adopt the controller's routing table (loop thread, or start()); None (the

@@ -3,7 +3,9 @@ ROUTER sockets answering real Reply frames) and a fake controller (tests/router/
 
 from __future__ import annotations
 
+import ctypes
 import itertools
+import os
 import time
 
 import pytest
@@ -13,6 +15,7 @@ from plinth.control import placement
 from plinth.errors import (MalformedRequestError, PartitionOutOfRangeError, RecordTooLargeError,
                            TooManyRequestsError, TopicExistsError, UnavailableError,
                            UnknownTopicError)
+from tests.router import fakes
 from tests.router.fakes import FakeShard, answer, wait_for_reply
 
 FETCH_BYTES = 4 * 1024 * 1024
@@ -372,6 +375,146 @@ def test_a_request_with_frames_its_kind_does_not_carry_is_answered_malformed_wit
     assert client.request(fetch(7)).error is None
     assert [r.request_id for r in rig.shards["shard-0"].requests()] == [7]
     assert rig.shards["shard-1"].requests() == []
+
+
+def rss_bytes() -> int:
+    """This process's resident memory (the router under test runs in it), from /proc,
+    once the C allocator has given back the memory freed (what is held is measured)."""
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def replies_until(client, count: int, deadline_s: float) -> list[protocol.ReplyView]:
+    """Up to ``count`` replies, those that come before ``deadline_s`` (time.monotonic())."""
+    views = []
+    while len(views) < count and client.has_reply(max(0.0, deadline_s - time.monotonic())):
+        views.append(client.recv()[0])
+    return views
+
+
+def test_hostile_requests_for_unknown_topics_cannot_make_the_router_hold_their_bytes(
+        router_rig, monkeypatch):
+    # Given a router that has not resolved topics "new-*", and a controller that does not
+    # answer for now (its look-ups wait, and what they hold stays held), CurveZMQ on
+    monkeypatch.setattr(fakes, "WAIT_S", 60.0)
+    monkeypatch.setattr(limits, "ROUTER_REQUEST_HELD_S_MAX", 60.0)
+    rig = router_rig(topics={"t": 1}, curve=True)
+    rig.controller.hold_routing()
+    fetchers, producers = [rig.client() for _ in range(3)], [rig.client() for _ in range(2)]
+    frame, batch = bytes(40 * 1024 * 1024), bytes(limits.BATCH_BYTES_MAX)
+    rss_before = rss_bytes()
+    # When three clients each send a fetch carrying eight extra 40 MiB frames (960 MiB in
+    # all), and two clients each produce ten maximal batches (320 MiB), to those topics
+    for n, client in enumerate(fetchers):
+        client.socket.send_multipart([fetch(1, f"new-{n}"), *[frame] * 8], copy=False)
+    for n, client in enumerate(producers):
+        for request_id in range(1, 11):
+            client.socket.send_multipart(
+                [protocol.encode_produce(request_id, f"new-p{n}", 0, 1), batch], copy=False)
+    deadline_s = time.monotonic() + 30
+    fetched = [replies_until(client, 1, deadline_s) for client in fetchers]
+    produced = [replies_until(client, 9, deadline_s) for client in producers]
+    # Then the router holds no more than its budget for held requests, plus a margin
+    grown_bytes = rss_bytes() - rss_before
+    assert grown_bytes < limits.ROUTER_REQUEST_BYTES_HELD_MAX + 128 * 1024 * 1024, grown_bytes
+    # And each fetch is answered malformed at once, with its own id
+    assert [[(v.request_id, type(v.error)) for v in views] for views in fetched] == [
+        [(1, MalformedRequestError)]] * 3
+    # And each producer has one batch held (its share is 32 MiB), the others refused at once
+    assert [[v.request_id for v in views] for views in produced] == [list(range(2, 11))] * 2
+    assert all(isinstance(v.error, TooManyRequestsError) for views in produced for v in views)
+    rig.controller.allow_routing()
+
+
+def test_requests_held_for_their_topic_count_toward_the_clients_requests_in_flight(router_rig):
+    # Given a router that does not know topic "new", and a controller slow to answer
+    rig = router_rig(topics={"t": 1}, owners={"t": ("shard-0",)}, curve=True)
+    rig.controller.hold_routing()
+    client = rig.client()
+    limit = limits.CLIENT_REQUESTS_IN_FLIGHT_MAX
+    # When a client sends more fetches for "new" than it may have in flight
+    for request_id in range(1, limit + 45):
+        client.send(fetch(request_id, "new"))
+    # Then those past the limit are answered at once, each with its own id, naming it
+    refused = replies(client, 44)
+    assert [view.request_id for view, _ in refused] == list(range(limit + 1, limit + 45))
+    assert all(isinstance(view.error, TooManyRequestsError) and
+               f"client has {limit} requests in flight, the limit is {limit}" in str(view.error)
+               for view, _ in refused)
+    # And a fetch for a known topic is refused too while they are held
+    assert isinstance(client.request(fetch(1000)).error, TooManyRequestsError)
+    # And when the controller answers, the held ones go out, in order
+    rig.controller.wait_for_routing_call()
+    rig.controller.add_topic("new", 1, ("shard-0",))
+    rig.controller.allow_routing()
+    assert [r.request_id for r in rig.shards["shard-0"].wait_for_requests(limit)] == list(
+        range(1, limit + 1))
+    assert sorted(view.request_id for view, _ in replies(client, limit)) == list(
+        range(1, limit + 1))
+
+
+def test_the_bytes_of_held_requests_are_bounded_per_client_and_per_router(router_rig, monkeypatch):
+    # Given a router budget of three 15 MiB batches, and a controller slow to answer
+    batch_bytes = 15 * 1024 * 1024
+    monkeypatch.setattr(limits, "ROUTER_REQUEST_BYTES_HELD_MAX", 3 * batch_bytes + 4096)
+    rig = router_rig(topics={"t": 1}, owners={"t": ("shard-0",)}, curve=True)
+    rig.controller.hold_routing()
+    greedy, other, batch = rig.client(), rig.client(), bytes(batch_bytes)
+    # When a client produces five 15 MiB batches to topic "new", unknown yet
+    for request_id in range(1, 6):
+        greedy.send(protocol.encode_produce(request_id, "new", 0, 1), batch)
+    # Then two are held (its share is 32 MiB) and three refused at once, with their ids
+    refused = replies(greedy, 3)
+    assert [view.request_id for view, _ in refused] == [3, 4, 5]
+    assert all(isinstance(view.error, TooManyRequestsError) and
+               f"would pass its limit of {limits.CLIENT_REQUEST_BYTES_HELD_MAX} bytes"
+               in str(view.error) for view, _ in refused)
+    # And another client's batch fits the router's budget once, not twice
+    other.send(protocol.encode_produce(1, "new", 0, 1), batch)
+    other.send(protocol.encode_produce(2, "new", 0, 1), batch)
+    view, _ = other.recv()
+    assert view.request_id == 2 and "the router holds" in str(view.error)
+    # And when the topic resolves, the three held batches reach the shard whole
+    rig.controller.wait_for_routing_call()
+    rig.controller.add_topic("new", 1, ("shard-0",))
+    rig.controller.allow_routing()
+    rig.shards["shard-0"].wait_for_requests(3)
+    assert sorted(size for _, _, size in rig.shards["shard-0"].received) == [batch_bytes] * 3
+
+
+def test_a_topic_whose_look_up_failed_is_decided_by_the_next_routing_refresh(router_rig):
+    # Given a controller that fails the look-up of topic "new", which exists
+    rig = router_rig(topics={"t": 1}, owners={"t": ("shard-0",)}, curve=True)
+    rig.controller.add_topic("new", 1, ("shard-1",))
+    rig.controller.fail_routing(1)
+    client = rig.client()
+    # When a client produces to it
+    client.send(protocol.encode_produce(1, "new", 0, 1), b"batch")
+    # Then the produce is not answered unknownTopic: the next refresh knows the topic,
+    # and the held produce goes out
+    view, _ = client.recv()
+    assert (view.request_id, view.error) == (1, None)
+    assert [r.request_id for r in rig.shards["shard-1"].requests()] == [1]
+
+
+def test_requests_held_while_the_controller_does_not_answer_are_answered_unavailable(
+        router_rig, monkeypatch):
+    # Given a controller that answers no routing call, and a short bound on holding
+    monkeypatch.setattr(limits, "ROUTER_REQUEST_HELD_S_MAX", 0.5)
+    rig = router_rig(topics={"t": 1}, curve=True)
+    rig.controller.fail_routing(10_000)
+    client = rig.client()
+    # When a client sends requests for a topic the router does not know
+    client.send(fetch(1, "new"))
+    client.send(protocol.encode_produce(2, "new", 0, 1), b"batch")
+    # Then each is answered unavailable (retriable), with its own id, saying why
+    answered = replies(client, 2)
+    assert [view.request_id for view, _ in answered] == [1, 2]
+    assert all(isinstance(view.error, UnavailableError) and
+               "the controller has not answered its look-up within 0.5 s" in str(view.error)
+               for view, _ in answered)
+    rig.controller.fail_routing(0)
 
 
 @pytest.fixture
