@@ -28,7 +28,7 @@ its router and its client connection there), so one client cannot take every
 place and make every other consumer's long poll return at once. While there
 is room, anyone parks. When the purgatory is full, an owner's fair share is
 ``parked_max`` divided among the owners with fetches parked (itself
-included): an owner below its share takes the place of the oldest fetch of
+included), and at least one place: an owner below its share takes the place of the oldest fetch of
 the owner holding the most, which is answered now (its wait ends early; the
 answer is what the log holds); an owner at or above its share is refused,
 and its caller answers the fetch at once. So any owner can always park up to
@@ -119,7 +119,9 @@ class FetchPurgatory:
         if ``owner`` is below its fair share; False if it is not."""
         count = self._owners.count(owner)
         owners = len(self._owners) + (count == 0)
-        if count >= self._parked_max // owners:
+        # At least one place each: more owners than places (one fetch each from as
+        # many connections) must not shut a newcomer out.
+        if count >= max(1, self._parked_max // owners):
             return False
         evicted = self._owners.oldest_of_largest()
         if evicted.owner == owner:

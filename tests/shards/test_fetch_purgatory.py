@@ -155,6 +155,19 @@ def test_a_full_purgatory_refuses_an_owner_at_its_share(answers):
     assert len(answers.given) == 1 and len(purgatory) == 4 and purgatory.parked_for("c") == 1
 
 
+def test_with_more_owners_than_places_a_newcomer_still_parks_one_fetch(answers):
+    # Given a purgatory of 4 places, full with one fetch each of 4 owners
+    purgatory = FetchPurgatory(parked_max=4, heap_entries_max=8)
+    for owner in "abcd":
+        assert purgatory.park(T0, 10.0, owner, answers, owner=owner)
+    # When a fifth owner parks (its share, 4 // 5, rounds to none) / Then it still gets
+    # one place, taken from the oldest fetch, and a second fetch of it is refused
+    assert purgatory.park(T1, 10.0, "e1", answers, owner="e")
+    assert answers.given == [("a", None)] and purgatory.parked_for("e") == 1
+    assert not purgatory.park(T1, 10.0, "e2", answers, owner="e")
+    assert len(purgatory) == 4
+
+
 def test_one_owner_parking_thousands_never_stops_others_parking_their_share(answers):
     # Given an owner that keeps a full purgatory of 1,000 places busy
     purgatory = FetchPurgatory(parked_max=1000, heap_entries_max=2000)
