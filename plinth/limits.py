@@ -29,8 +29,11 @@ SOCKET_MESSAGES_HWM = 1000
 # make the router and shards hold.
 CLIENT_REQUESTS_IN_FLIGHT_MAX = 256
 # Bytes of fetch replies the router may hold for clients that do not read them
-# (router/unsent_replies.py); beyond them a reply becomes tooManyRequests.
-CLIENT_REPLY_BYTES_UNSENT_MAX = 64 * MiB
+# (router/unsent_replies.py); beyond them a reply becomes tooManyRequests. A
+# client's share is a sixteenth of the router's, so that clients that stop
+# reading cannot use up the router's budget before they are disconnected
+# (CLIENT_REPLIES_STALLED_MS_MAX).
+CLIENT_REPLY_BYTES_UNSENT_MAX = 32 * MiB
 ROUTER_REPLY_BYTES_UNSENT_MAX = 512 * MiB
 # Replies smaller than this are copied by pyzmq anyway and are not tracked: the
 # message high-water mark bounds them.
@@ -285,7 +288,25 @@ SEGMENT_FILES_OPEN_MAX = 256
 PRODUCER_ID_EXPIRATION_MS = 24 * 3600 * 1000
 
 # --- Issue 11: router budgets (frames, held requests, in flight, unsent replies)
-# (placeholder)
+# Requests held while the router looks up their topic (router/held_requests.py)
+# count toward their client's CLIENT_REQUESTS_IN_FLIGHT_MAX, and their bytes
+# (every frame) toward a per-client share and a per-router budget; beyond them
+# a request is answered tooManyRequests at once. Without these a client could
+# make the router hold a thousand 64 MiB frames per unknown topic.
+CLIENT_REQUEST_BYTES_HELD_MAX = 32 * MiB
+ROUTER_REQUEST_BYTES_HELD_MAX = 256 * MiB
+# Requests held in all: bounds the objects that hold them, whatever their bytes.
+ROUTER_REQUESTS_HELD_MAX = 10_000
+# A request held this long (the controller does not answer the look-ups and
+# the refreshes) is answered unavailable, which a client retries; its topic
+# is looked up again on every routing refresh meanwhile.
+ROUTER_REQUEST_HELD_S_MAX = 10.0
+# A client connection to the router whose queued replies make no progress for
+# this long (its receive window stays shut: it does not read; or its host is
+# gone) is closed by the kernel (TCP_USER_TIMEOUT, set through ZMQ_TCP_MAXRT),
+# which frees the replies it held. A client stalled this long has given up on
+# its requests anyway.
+CLIENT_REPLIES_STALLED_MS_MAX = 30_000
 
 # --- Issue 11: access (ACLs, quotas) -------------------------------------------
 # (placeholder)
@@ -336,6 +357,19 @@ def _relations() -> list[tuple[str, bool]]:
         ("a topic's shortest segment age is below the default", 1 <= SEGMENT_MS_CONFIG_MIN <= SEGMENT_MS_DEFAULT),
         ("a shard keeps a rolled segment open while it is read", SEGMENT_FILES_OPEN_MAX >= 1),
         ("a producer retrying a batch is never forgotten", PRODUCER_DELIVERY_TIMEOUT_MS_DEFAULT < PRODUCER_ID_EXPIRATION_MS),
+        ("a request with a maximal batch can be held, within the router's budget",
+         BATCH_BYTES_MAX + HEADER_BYTES_MAX <= CLIENT_REQUEST_BYTES_HELD_MAX
+         <= ROUTER_REQUEST_BYTES_HELD_MAX),
+        ("one client's requests in flight, or one topic's, can all be held",
+         max(CLIENT_REQUESTS_IN_FLIGHT_MAX, ROUTER_HELD_REQUESTS_PER_TOPIC_MAX)
+         <= ROUTER_REQUESTS_HELD_MAX),
+        ("a held request sees several routing refreshes, and an answer before its client "
+         "times out", 2 * ROUTING_REFRESH_INTERVAL_S <= ROUTER_REQUEST_HELD_S_MAX
+         < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT / 1000),
+        ("fifteen clients that stop reading leave a sixteenth room for a maximal fetch",
+         15 * CLIENT_REPLY_BYTES_UNSENT_MAX + FETCH_BYTES_MAX <= ROUTER_REPLY_BYTES_UNSENT_MAX),
+        ("a client is disconnected for not reading only after its requests timed out",
+         CLIENT_REQUEST_TIMEOUT_MS_DEFAULT <= CLIENT_REPLIES_STALLED_MS_MAX),
     ]
 
 

@@ -19,12 +19,21 @@ in arrival order, until a routing table that knows the topic arrives, then
 forwarded in that order (``held_requests.py``), so a client's pipelined
 requests to one partition reach its shard in the order they were sent.
 
-Bounds. Every socket has a high-water mark; when a shard's queue is full the
-client gets ``tooManyRequests`` at once instead of the router buffering. A
-client may have ``CLIENT_REQUESTS_IN_FLIGHT_MAX`` requests at the shards.
-Requests held for a topic and admin jobs are bounded too, and so are the bytes
-of fetch replies waiting for clients that do not read them
-(``unsent_replies.py``).
+Bounds. ZMQ_MAXMSGSIZE bounds each frame, not a message's frames, so the
+first thing checked after the header is the frame count of its kind: one
+payload frame (the RecordBatch) for a produce, none for anything else; any
+other count is answered ``malformedRequest`` with the request's own id, and
+its frames are dropped at once. Every socket has a high-water mark; when a
+shard's queue is full the client gets ``tooManyRequests`` at once instead of
+the router buffering. A client may have ``CLIENT_REQUESTS_IN_FLIGHT_MAX``
+requests at the shards or held for their topic; a reply uncounts one only if
+it answers a counted request (``requests_in_flight.py``: an acks=0 produce
+goes out with a marked identity frame, so the shard's error reply to it
+counts nothing). Requests held for a topic are bounded in bytes per client
+and per router (``held_requests.py``), admin jobs in number, and so are the
+bytes of fetch replies waiting for clients that do not read them
+(``unsent_replies.py``); a client whose replies make no progress for
+``CLIENT_REPLIES_STALLED_MS_MAX`` is disconnected.
 """
 
 from __future__ import annotations
@@ -39,11 +48,13 @@ from plinth import limits, protocol
 from plinth.control import placement
 from plinth.control.controller_handle import ControllerHandle
 from plinth.control.routing_table import RoutingTable
-from plinth.errors import (BrokerError, NotAuthorizedError, PartitionOutOfRangeError,
-                           RecordTooLargeError, TooManyRequestsError, UnavailableError,
-                           UnknownTopicError)
+from plinth.errors import (BrokerError, MalformedRequestError, NotAuthorizedError,
+                           PartitionOutOfRangeError, RecordTooLargeError, TooManyRequestsError,
+                           UnavailableError, UnknownTopicError)
 from plinth.router.admin_bridge import AdminBridge, AdminReply, RoutingUpdate
 from plinth.router.held_requests import HeldRequests
+from plinth.router.requests_in_flight import (UNCOUNTED_MARK, RequestsInFlight, is_marked,
+                                             mark, unmark)
 from plinth.router.shard_connections import ShardConnections
 from plinth.router.unsent_replies import UnsentReplies
 
@@ -63,9 +74,7 @@ class Router:
         self._bridge = AdminBridge(controller)
         self._routing = RoutingTable()
         self._held = HeldRequests()
-        # shard id -> client id -> requests forwarded and not yet answered. Per shard,
-        # so that a shard restarting (its requests lost) can be forgotten whole.
-        self._in_flight: dict[str, dict[bytes, int]] = {}
+        self._in_flight = RequestsInFlight()
         self._unsent = UnsentReplies()
         self._stopping = threading.Event()
         self._loop_thread: threading.Thread | None = None
@@ -79,6 +88,9 @@ class Router:
         self._frontend.setsockopt(zmq.RCVHWM, limits.SOCKET_MESSAGES_HWM)
         self._frontend.setsockopt(zmq.SNDHWM, limits.SOCKET_MESSAGES_HWM)
         self._frontend.setsockopt(zmq.LINGER, 0)
+        # A client whose replies make no progress this long is disconnected (the
+        # kernel's TCP_USER_TIMEOUT), and the replies it held are freed.
+        self._frontend.setsockopt(zmq.TCP_MAXRT, limits.CLIENT_REPLIES_STALLED_MS_MAX)
         if self._security is not None:
             self._security.start(self._context)
             self._security.apply(self._frontend)
@@ -112,6 +124,7 @@ class Router:
         while not self._stopping.is_set():
             if time.monotonic() >= next_sweep_s:
                 self._unsent.sweep()
+                self._answer_held_too_long(time.monotonic())
                 next_sweep_s = time.monotonic() + limits.ROUTER_UNSENT_SWEEP_INTERVAL_S
             for sock, _ in self._poller.poll(limits.ROUTER_POLL_TIMEOUT_MS):
                 if sock is self._frontend:
@@ -144,6 +157,8 @@ class Router:
         except BrokerError as exc:   # malformed, or a header over its limit
             self._reply(client_id, protocol.encode_error(0, exc))
             return
+        if not self._has_its_frames(frames, request):
+            return
         if self._security is not None:
             try:
                 self._security.authorize(header, request)
@@ -157,10 +172,27 @@ class Router:
         else:
             self._submit_admin(client_id, request)
 
+    def _has_its_frames(self, frames: list, request) -> bool:
+        """Whether a request has the payload frames of its kind (one for a produce, none
+        for the others); if not, it is answered malformed, with its own id."""
+        payloads = len(frames) - 2
+        expected = 1 if type(request) is protocol.ProduceRequest else 0
+        if payloads == expected:
+            return True
+        self._reply(frames[0], protocol.encode_error(request.request_id, MalformedRequestError(
+            f"a {request.kind} request carries {expected} payload frame(s) after its header, "
+            f"not {payloads} ({sum(len(frame) for frame in frames[2:])} bytes)")))
+        return False
+
     def _route(self, frames: list, request) -> None:
         """A produce, fetch or listOffsets: to the shard holding the partition."""
         client_id = frames[0]
         topic, partition = request.topic, request.partition
+        if type(request) is protocol.ProduceRequest and len(frames[2]) > limits.BATCH_BYTES_MAX:
+            self._reply(client_id, protocol.encode_error(request.request_id, RecordTooLargeError(
+                f"batch of {len(frames[2])} bytes for {topic}-{partition} is over "
+                f"the limit of {limits.BATCH_BYTES_MAX} bytes")))
+            return
         partition_count = self._routing.partition_count(topic)
         if partition_count is None:
             self._hold(frames, request)
@@ -169,12 +201,6 @@ class Router:
             self._reply(client_id, protocol.encode_error(request.request_id, PartitionOutOfRangeError(
                 f"partition {partition} of topic {topic!r} does not exist: "
                 f"it has {partition_count} partitions (0 to {partition_count - 1})")))
-            return
-        if type(request) is protocol.ProduceRequest and len(frames) > 2 and \
-                len(frames[2]) > limits.BATCH_BYTES_MAX:
-            self._reply(client_id, protocol.encode_error(request.request_id, RecordTooLargeError(
-                f"batch of {len(frames[2])} bytes for {topic}-{partition} is over "
-                f"the limit of {limits.BATCH_BYTES_MAX} bytes")))
             return
         if type(request) is protocol.FetchRequest:
             self._forward(self._routing.holder(topic, partition, request.offset), frames, request)
@@ -195,13 +221,16 @@ class Router:
 
     def _forward(self, shard_id: str, frames: list, request) -> None:
         client = frames[0].bytes
-        # acks=0 produces get no reply
+        # An acks=0 produce gets no reply unless it fails: not counted, and sent with a
+        # marked identity so that its error reply cannot uncount another request.
         counted = not (type(request) is protocol.ProduceRequest and request.acks == 0)
-        in_flight = sum(per_client.get(client, 0) for per_client in self._in_flight.values())
-        if counted and in_flight >= limits.CLIENT_REQUESTS_IN_FLIGHT_MAX:
-            self._reply(frames[0], protocol.encode_error(request.request_id, TooManyRequestsError(
-                f"client has {in_flight} requests in flight, the limit is "
-                f"{limits.CLIENT_REQUESTS_IN_FLIGHT_MAX}; wait for replies")))
+        refusal = self._in_flight_refusal(client) if counted else None
+        if refusal is None and is_marked(client):
+            refusal = MalformedRequestError(
+                f"a client's identity may not start with {UNCOUNTED_MARK!r}: the router "
+                f"marks requests with it")
+        if refusal is not None:
+            self._reply(frames[0], protocol.encode_error(request.request_id, refusal))
             return
         dealer = self._shards.dealer_if_up(shard_id)
         if dealer is None:
@@ -210,31 +239,47 @@ class Router:
                 f"unavailable (not running or not connected; its node may be down); retry later")))
             return
         try:
-            dealer.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            dealer.send_multipart(frames if counted else [mark(client), *frames[1:]],
+                                  zmq.NOBLOCK, copy=False)
         except zmq.Again:
             self._reply(frames[0], protocol.encode_error(request.request_id, TooManyRequestsError(
                 f"{shard_id} has {limits.SOCKET_MESSAGES_HWM} requests queued; retry later")))
             return
         if counted:
-            per_client = self._in_flight.setdefault(shard_id, {})
-            per_client[client] = per_client.get(client, 0) + 1
+            self._in_flight.forwarded(shard_id, client)
+
+    def _in_flight_refusal(self, client: bytes) -> TooManyRequestsError | None:
+        """Why ``client`` may not have one more request at the shards or held, or None."""
+        in_flight = self._in_flight.count(client) + self._held.count_for(client)
+        if in_flight < limits.CLIENT_REQUESTS_IN_FLIGHT_MAX:
+            return None
+        return TooManyRequestsError(
+            f"client has {in_flight} requests in flight, the limit is "
+            f"{limits.CLIENT_REQUESTS_IN_FLIGHT_MAX}; wait for replies")
 
     def _hold(self, frames: list, request) -> None:
-        """Hold a request for a topic being looked up (starting the look-up if needed)."""
+        """Hold a request for a topic being looked up (starting the look-up if needed),
+        within its client's requests in flight and the held requests' budgets."""
         client_id, topic = frames[0], request.topic
         if self._held.is_recently_unknown(topic):
             self._reply(client_id, protocol.encode_error(
                 request.request_id, UnknownTopicError(f"unknown topic {topic!r}")))
             return
-        if not self._held.is_waiting(topic) and not self._bridge.resolve_topic(topic):
-            self._reply(client_id, protocol.encode_error(request.request_id, TooManyRequestsError(
+        client = client_id.bytes
+        size_bytes = sum(len(frame) for frame in frames)
+        refusal = self._in_flight_refusal(client)
+        if refusal is None:
+            why = self._held.refusal(topic, client, size_bytes)
+            refusal = None if why is None else TooManyRequestsError(why)
+        if refusal is None and not self._held.is_waiting(topic) and \
+                not self._bridge.resolve_topic(topic):
+            refusal = TooManyRequestsError(
                 f"router admin queue is full ({limits.ROUTER_ADMIN_JOBS_QUEUED_MAX} jobs); "
-                f"cannot look up topic {topic!r}")))
+                f"cannot look up topic {topic!r}")
+        if refusal is not None:
+            self._reply(client_id, protocol.encode_error(request.request_id, refusal))
             return
-        if not self._held.hold(topic, frames, request):
-            self._reply(client_id, protocol.encode_error(request.request_id, TooManyRequestsError(
-                f"{limits.ROUTER_HELD_REQUESTS_PER_TOPIC_MAX} requests already wait for topic "
-                f"{topic!r} to resolve")))
+        self._held.hold(topic, frames, request, client, size_bytes)
 
     def _submit_admin(self, client_id, request) -> None:
         if not self._bridge.submit_request(client_id.bytes, request):
@@ -242,16 +287,17 @@ class Router:
                 f"router admin queue is full ({limits.ROUTER_ADMIN_JOBS_QUEUED_MAX} jobs)")))
 
     def _on_shard_reply(self, shard_id: str, frames: list) -> None:
-        per_client = self._in_flight.get(shard_id, {})
         client = frames[0].bytes
-        left = per_client.get(client, 0) - 1
-        if left > 0:
-            per_client[client] = left
-        else:
-            per_client.pop(client, None)
+        if is_marked(client):   # the error reply to an acks=0 produce: it counted nothing
+            self._relay([unmark(client), *frames[1:]])
+            return
+        self._in_flight.answered(shard_id, client)
         if len(frames) > 2 and len(frames[2]) >= limits.REPLY_BYTES_TRACKED_MIN:
             self._relay_large_reply(client, frames)
             return
+        self._relay(frames)
+
+    def _relay(self, frames: list) -> None:
         try:
             self._frontend.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.Again:
@@ -259,8 +305,9 @@ class Router:
 
     def _relay_large_reply(self, client: bytes, frames: list) -> None:
         """Relay a fetch reply with data, tracked until it is written to the client's
-        connection; a client (or router) over its unsent-bytes budget gets an error."""
-        refused = self._unsent.over_budget(client)
+        connection; a reply that would take the client (or router) past its unsent-bytes
+        budget becomes an error."""
+        refused = self._unsent.over_budget(client, len(frames[2]))
         if refused is not None:
             request_id = protocol.decode_reply(frames[1].buffer).request_id
             self._reply(frames[0], protocol.encode_error(request_id, TooManyRequestsError(refused)))
@@ -275,23 +322,37 @@ class Router:
             if type(result) is AdminReply:
                 self._reply(result.client_id, result.reply)
             elif type(result) is RoutingUpdate:
+                if result.routing is None:   # the controller did not answer
+                    if result.resolved_topic is not None:
+                        self._held.lookup_failed(result.resolved_topic)
+                    continue
                 self._apply_routing(result.routing)
                 self._release_held(result.resolved_topic)
             else:
                 raise AssertionError(f"unknown admin bridge result {result!r}")
 
     def _release_held(self, resolved_topic: str | None) -> None:
-        """Forward the requests held for every topic the routing table now knows; those
-        for ``resolved_topic``, if it still does not, are answered unknownTopic."""
+        """Forward the requests held for every topic the routing table now knows. Those
+        for ``resolved_topic``, or for a topic whose look-up failed (this table came
+        after it), are answered unknownTopic if the table does not know it either."""
         for topic in self._held.topics():
             if self._routing.partition_count(topic) is not None:
-                for frames, request in self._held.release(topic):
-                    self._route(frames, request)
-            elif topic == resolved_topic:
+                for held in self._held.release(topic):
+                    self._route(held.frames, held.request)
+            elif topic == resolved_topic or not self._held.is_lookup_pending(topic):
                 self._held.remember_unknown(topic)
-                for frames, request in self._held.release(topic):
-                    self._reply(frames[0], protocol.encode_error(
-                        request.request_id, UnknownTopicError(f"unknown topic {topic!r}")))
+                for held in self._held.release(topic):
+                    self._reply(held.frames[0], protocol.encode_error(
+                        held.request.request_id, UnknownTopicError(f"unknown topic {topic!r}")))
+
+    def _answer_held_too_long(self, now_s: float) -> None:
+        """Answer unavailable (retriable) the requests held ROUTER_REQUEST_HELD_S_MAX:
+        no routing table has come from the controller meanwhile."""
+        for held in self._held.expired(now_s):
+            self._reply(held.frames[0], protocol.encode_error(
+                held.request.request_id, UnavailableError(
+                    f"topic {held.request.topic!r}: the controller has not answered its "
+                    f"look-up within {limits.ROUTER_REQUEST_HELD_S_MAX} s; retry later")))
 
     def _apply_routing(self, routing: RoutingTable | None) -> None:
         """Adopt the controller's routing table (loop thread, or start()); None (the
@@ -302,7 +363,7 @@ class Router:
         self._held.forget_unknown(routing.owners)
         for shard_id in self._shards.apply(routing.shard_addresses):
             # Requests sent to the shard's old address will never be answered.
-            self._in_flight.pop(shard_id, None)
+            self._in_flight.forget_shard(shard_id)
 
     def _reply(self, client_id, reply: bytes) -> None:
         try:

@@ -9,10 +9,16 @@ the router hold every reply sent to it. With fetch replies of up to
 So the router sends each large fetch reply zero-copy with a pyzmq
 ``MessageTracker`` (done once libzmq has written the frame to the socket, or
 dropped it with the connection) and keeps the trackers per client here. A
-reply for a client already holding ``CLIENT_REPLY_BYTES_UNSENT_MAX``, or while
-the router holds ``ROUTER_REPLY_BYTES_UNSENT_MAX`` in all, is not queued: the
-router answers ``tooManyRequests`` instead, and the client asks again later.
-Unsent bytes therefore stay under each bound plus one reply.
+reply that would take a client past its share ``CLIENT_REPLY_BYTES_UNSENT_MAX``,
+or the router past ``ROUTER_REPLY_BYTES_UNSENT_MAX`` in all, is not queued:
+the router answers ``tooManyRequests`` instead, and the client asks again
+later. Unsent bytes therefore stay under each bound.
+
+A client's share is a sixteenth of the router's budget, so clients that stop
+reading cannot use it up before they are disconnected: the router's socket
+closes a client connection whose queued replies make no progress for
+``CLIENT_REPLIES_STALLED_MS_MAX`` (Router.start), and libzmq drops what it
+held, which this module then sees as done.
 """
 
 from __future__ import annotations
@@ -42,19 +48,20 @@ class UnsentReplies:
         self._prune(client)
         return self._bytes_by_client.get(client, 0)
 
-    def over_budget(self, client: bytes) -> str | None:
-        """Why a new reply to ``client`` must not be queued, or None if it may."""
+    def over_budget(self, client: bytes, size_bytes: int) -> str | None:
+        """Why a new reply of ``size_bytes`` to ``client`` must not be queued, or None
+        if it may."""
         client_bytes = self.bytes_for(client)
-        if client_bytes >= limits.CLIENT_REPLY_BYTES_UNSENT_MAX:
+        if client_bytes + size_bytes > limits.CLIENT_REPLY_BYTES_UNSENT_MAX:
             return (f"{client_bytes} bytes of earlier fetch replies to this client are not "
-                    f"yet sent (it is not reading them); the limit is "
-                    f"{limits.CLIENT_REPLY_BYTES_UNSENT_MAX} bytes per client")
-        if self.total_bytes >= limits.ROUTER_REPLY_BYTES_UNSENT_MAX:
+                    f"yet sent (it is not reading them), and this one has {size_bytes}; the "
+                    f"limit is {limits.CLIENT_REPLY_BYTES_UNSENT_MAX} bytes per client")
+        if self.total_bytes + size_bytes > limits.ROUTER_REPLY_BYTES_UNSENT_MAX:
             self.sweep()
-            if self.total_bytes >= limits.ROUTER_REPLY_BYTES_UNSENT_MAX:
+            if self.total_bytes + size_bytes > limits.ROUTER_REPLY_BYTES_UNSENT_MAX:
                 return (f"the router holds {self.total_bytes} bytes of fetch replies its "
-                        f"clients have not read; the limit is "
-                        f"{limits.ROUTER_REPLY_BYTES_UNSENT_MAX} bytes")
+                        f"clients have not read, and this one has {size_bytes}; the limit "
+                        f"is {limits.ROUTER_REPLY_BYTES_UNSENT_MAX} bytes")
         return None
 
     def sweep(self) -> None:

@@ -29,7 +29,8 @@ timers: expired parked fetches, expired group members, stats, retention.
 Reads. A consumer sees records up to the partition's high watermark: the
 durable end under fsync_policy "always", the written end otherwise, so no
 consumer ever reads a record that a crash could take back. A fetch at the
-high watermark is parked until an append moves it or the fetch's wait ends.
+high watermark is parked until an append moves it or the fetch's wait ends;
+the parked places are shared fairly between clients (fetch_purgatory.py).
 """
 
 from __future__ import annotations
@@ -414,8 +415,11 @@ class ShardServer:
             # _answer_parked needs; a plain tuple is the cheapest to build.
             parked = (envelope, request.request_id, part, request.offset, bytes_max,
                       self._received_s)
+            # Parked places are shared fairly between clients: one client is one
+            # connection at one router, [router id][client id].
+            owner = (envelope[0].bytes, envelope[1].bytes)
             if self._purgatory.park(part.key, self._received_s + wait_ms / 1000, parked,
-                                    self._answer_parked_fetch):
+                                    self._answer_parked_fetch, owner):
                 return
         self._send_fetch(envelope, request.request_id, part, request.offset, bytes_max,
                          self._received_s)

@@ -7,19 +7,22 @@
   router calls, returning real RoutingTable / TopicInfo / ... values from a
   small in-memory metadata; its routing calls can be held at a gate to stand
   for a slow controller.
-- ``Client``: a real DEALER socket, as a client library has.
+- ``Client``: a real DEALER socket, as a client library has (a CurveZMQ client when
+  given keys).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from typing import NamedTuple
 
 import zmq
 
 from plinth import protocol
 from plinth.control.routing_table import RoutingTable
-from plinth.errors import RequestTimedOutError, TopicExistsError, UnknownTopicError
+from plinth.errors import (RequestTimedOutError, TopicExistsError, UnavailableError,
+                           UnknownTopicError)
 
 WAIT_S = 10.0   # the bound on every wait in these tests
 
@@ -136,6 +139,7 @@ class FakeController:
         self.fail_with: Exception | None = None      # raised by every admin call
         self._gate = threading.Condition()
         self._routing_permits: int | None = None      # routing calls allowed; None: any
+        self.routing_failures: int = 0                # routing calls to fail from now on
         self.routing_waiting = 0
         self.routing_calls = 0                        # answered
         for name, partitions in (topics or {}).items():
@@ -159,6 +163,12 @@ class FakeController:
         with self._gate:
             self._routing_permits = calls
             self._gate.notify_all()
+
+    def fail_routing(self, calls: int) -> None:
+        """The next ``calls`` routing calls raise UnavailableError (the controller is
+        down); 0 makes them answer again."""
+        with self._gate:
+            self.routing_failures = calls
 
     def wait_for_routing_calls(self, count: int) -> None:
         """Until ``count`` routing calls have been answered."""
@@ -188,6 +198,9 @@ class FakeController:
                 self._routing_permits -= 1
             self.routing_calls += 1
             self._gate.notify_all()
+            if self.routing_failures > 0:
+                self.routing_failures -= 1
+                raise UnavailableError("the fake controller is down")
             return RoutingTable(dict(self.shard_addresses), self.shard_ids, dict(self.owners),
                                 dict(self.ranges))
 
@@ -244,16 +257,31 @@ class FakeController:
             raise self.fail_with
 
 
+class CurveKeys(NamedTuple):
+    """A client's CurveZMQ key pair and the server's public key (Z85)."""
+
+    public: bytes
+    secret: bytes
+    server_public: bytes
+
+
 class Client:
     """A client's DEALER connected to the router; ``receive_hwm`` and a small receive
-    buffer make it a client that stops reading."""
+    buffer make it a client that stops reading; ``curve`` makes it a CurveZMQ client;
+    ``routing_id`` is the identity it asks the router's socket to know it by."""
 
-    def __init__(self, url: str, receive_hwm: int | None = None):
+    def __init__(self, url: str, receive_hwm: int | None = None, curve: CurveKeys | None = None,
+                 routing_id: bytes | None = None):
         self.socket = zmq.Context.instance().socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
+        if routing_id is not None:   # chosen by the client, not the router's socket
+            self.socket.setsockopt(zmq.ROUTING_ID, routing_id)
         if receive_hwm is not None:
             self.socket.setsockopt(zmq.RCVHWM, receive_hwm)
             self.socket.setsockopt(zmq.RCVBUF, 64 * 1024)
+        if curve is not None:
+            self.socket.curve_publickey, self.socket.curve_secretkey = curve.public, curve.secret
+            self.socket.curve_serverkey = curve.server_public
         self.socket.connect(url)
 
     def send(self, header: bytes, payload: bytes | None = None) -> None:

@@ -3,6 +3,11 @@ ROUTER sockets answering real Reply frames) and a fake controller (tests/router/
 
 from __future__ import annotations
 
+import ctypes
+import itertools
+import os
+import time
+
 import pytest
 
 from plinth import limits, protocol
@@ -10,6 +15,7 @@ from plinth.control import placement
 from plinth.errors import (MalformedRequestError, PartitionOutOfRangeError, RecordTooLargeError,
                            TooManyRequestsError, TopicExistsError, UnavailableError,
                            UnknownTopicError)
+from tests.router import fakes
 from tests.router.fakes import FakeShard, answer, wait_for_reply
 
 FETCH_BYTES = 4 * 1024 * 1024
@@ -334,3 +340,285 @@ def test_fetch_replies_over_a_clients_unsent_budget_are_refused_until_it_reads(r
     slow.send(fetch(fetches + 1))
     view, data = slow.recv()
     assert (view.request_id, view.error, len(data)) == (fetches + 1, None, FETCH_BYTES)
+
+
+# --- Budgets one client could use up (issue 11: findings 4, 5 and 8), CurveZMQ on --------
+
+def replies(client, count: int) -> list[tuple[protocol.ReplyView, bytes | None]]:
+    """The next ``count`` replies (each within the fakes' bound)."""
+    return [client.recv() for _ in range(count)]
+
+
+def test_a_request_with_frames_its_kind_does_not_carry_is_answered_malformed_with_its_own_id(
+        router_rig):
+    # Given a router that knows topic t, CurveZMQ on
+    rig = router_rig(topics={"t": 1}, owners={"t": ("shard-0",)}, curve=True)
+    client = rig.client()
+    big = bytes(4 * 1024 * 1024)
+    # When clients send a fetch with 8 extra 4 MiB frames, a produce without its batch and
+    # one with two, a listOffsets, a createTopic and a group request with a frame each
+    cases = [(1, [fetch(1), *[big] * 8], "a fetch request carries 0 payload frame(s) after "
+                                         f"its header, not 8 ({8 * len(big)} bytes)"),
+             (2, [protocol.encode_produce(2, "t", 0, 1)], "carries 1 payload frame(s) after "
+                                                          "its header, not 0 (0 bytes)"),
+             (3, [protocol.encode_produce(3, "t", 0, 0), b"batch", b"more"], "not 2 (9 bytes)"),
+             (4, [list_offsets(4), b"x"], "a listOffsets request carries 0"),
+             (5, [protocol.encode_create_topic(5, "u", 1, {}), big], "a createTopic request"),
+             (6, [protocol.encode_group_request(6, "fetchOffsets", "g"), b"x"], "not 1")]
+    for request_id, frames, message in cases:
+        client.socket.send_multipart(frames)
+        view, _ = client.recv()
+        # Then each is answered malformed, with its own id, saying what it carried
+        assert (view.request_id, type(view.error)) == (request_id, MalformedRequestError)
+        assert message in str(view.error)
+    # And no shard saw any of them, and the next good request is served
+    assert client.request(fetch(7)).error is None
+    assert [r.request_id for r in rig.shards["shard-0"].requests()] == [7]
+    assert rig.shards["shard-1"].requests() == []
+
+
+def rss_bytes() -> int:
+    """This process's resident memory (the router under test runs in it), from /proc,
+    once the C allocator has given back the memory freed (what is held is measured)."""
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def replies_until(client, count: int, deadline_s: float) -> list[protocol.ReplyView]:
+    """Up to ``count`` replies, those that come before ``deadline_s`` (time.monotonic())."""
+    views = []
+    while len(views) < count and client.has_reply(max(0.0, deadline_s - time.monotonic())):
+        views.append(client.recv()[0])
+    return views
+
+
+def test_hostile_requests_for_unknown_topics_cannot_make_the_router_hold_their_bytes(
+        router_rig, monkeypatch):
+    # Given a router that has not resolved topics "new-*", and a controller that does not
+    # answer for now (its look-ups wait, and what they hold stays held), CurveZMQ on
+    monkeypatch.setattr(fakes, "WAIT_S", 60.0)
+    monkeypatch.setattr(limits, "ROUTER_REQUEST_HELD_S_MAX", 60.0)
+    rig = router_rig(topics={"t": 1}, curve=True)
+    rig.controller.hold_routing()
+    fetchers, producers = [rig.client() for _ in range(3)], [rig.client() for _ in range(2)]
+    frame, batch = bytes(40 * 1024 * 1024), bytes(limits.BATCH_BYTES_MAX)
+    rss_before = rss_bytes()
+    # When three clients each send a fetch carrying eight extra 40 MiB frames (960 MiB in
+    # all), and two clients each produce ten maximal batches (320 MiB), to those topics
+    for n, client in enumerate(fetchers):
+        client.socket.send_multipart([fetch(1, f"new-{n}"), *[frame] * 8], copy=False)
+    for n, client in enumerate(producers):
+        for request_id in range(1, 11):
+            client.socket.send_multipart(
+                [protocol.encode_produce(request_id, f"new-p{n}", 0, 1), batch], copy=False)
+    deadline_s = time.monotonic() + 30
+    fetched = [replies_until(client, 1, deadline_s) for client in fetchers]
+    produced = [replies_until(client, 9, deadline_s) for client in producers]
+    # Then the router holds no more than its budget for held requests, plus a margin
+    grown_bytes = rss_bytes() - rss_before
+    assert grown_bytes < limits.ROUTER_REQUEST_BYTES_HELD_MAX + 128 * 1024 * 1024, grown_bytes
+    # And each fetch is answered malformed at once, with its own id
+    assert [[(v.request_id, type(v.error)) for v in views] for views in fetched] == [
+        [(1, MalformedRequestError)]] * 3
+    # And each producer has one batch held (its share is 32 MiB), the others refused at once
+    assert [[v.request_id for v in views] for views in produced] == [list(range(2, 11))] * 2
+    assert all(isinstance(v.error, TooManyRequestsError) for views in produced for v in views)
+    rig.controller.allow_routing()
+
+
+def test_requests_held_for_their_topic_count_toward_the_clients_requests_in_flight(router_rig):
+    # Given a router that does not know topic "new", and a controller slow to answer
+    rig = router_rig(topics={"t": 1}, owners={"t": ("shard-0",)}, curve=True)
+    rig.controller.hold_routing()
+    client = rig.client()
+    limit = limits.CLIENT_REQUESTS_IN_FLIGHT_MAX
+    # When a client sends more fetches for "new" than it may have in flight
+    for request_id in range(1, limit + 45):
+        client.send(fetch(request_id, "new"))
+    # Then those past the limit are answered at once, each with its own id, naming it
+    refused = replies(client, 44)
+    assert [view.request_id for view, _ in refused] == list(range(limit + 1, limit + 45))
+    assert all(isinstance(view.error, TooManyRequestsError) and
+               f"client has {limit} requests in flight, the limit is {limit}" in str(view.error)
+               for view, _ in refused)
+    # And a fetch for a known topic is refused too while they are held
+    assert isinstance(client.request(fetch(1000)).error, TooManyRequestsError)
+    # And when the controller answers, the held ones go out, in order
+    rig.controller.wait_for_routing_call()
+    rig.controller.add_topic("new", 1, ("shard-0",))
+    rig.controller.allow_routing()
+    assert [r.request_id for r in rig.shards["shard-0"].wait_for_requests(limit)] == list(
+        range(1, limit + 1))
+    assert sorted(view.request_id for view, _ in replies(client, limit)) == list(
+        range(1, limit + 1))
+
+
+def test_the_bytes_of_held_requests_are_bounded_per_client_and_per_router(router_rig, monkeypatch):
+    # Given a router budget of three 15 MiB batches, and a controller slow to answer
+    batch_bytes = 15 * 1024 * 1024
+    monkeypatch.setattr(limits, "ROUTER_REQUEST_BYTES_HELD_MAX", 3 * batch_bytes + 4096)
+    rig = router_rig(topics={"t": 1}, owners={"t": ("shard-0",)}, curve=True)
+    rig.controller.hold_routing()
+    greedy, other, batch = rig.client(), rig.client(), bytes(batch_bytes)
+    # When a client produces five 15 MiB batches to topic "new", unknown yet
+    for request_id in range(1, 6):
+        greedy.send(protocol.encode_produce(request_id, "new", 0, 1), batch)
+    # Then two are held (its share is 32 MiB) and three refused at once, with their ids
+    refused = replies(greedy, 3)
+    assert [view.request_id for view, _ in refused] == [3, 4, 5]
+    assert all(isinstance(view.error, TooManyRequestsError) and
+               f"would pass its limit of {limits.CLIENT_REQUEST_BYTES_HELD_MAX} bytes"
+               in str(view.error) for view, _ in refused)
+    # And another client's batch fits the router's budget once, not twice
+    other.send(protocol.encode_produce(1, "new", 0, 1), batch)
+    other.send(protocol.encode_produce(2, "new", 0, 1), batch)
+    view, _ = other.recv()
+    assert view.request_id == 2 and "the router holds" in str(view.error)
+    # And when the topic resolves, the three held batches reach the shard whole
+    rig.controller.wait_for_routing_call()
+    rig.controller.add_topic("new", 1, ("shard-0",))
+    rig.controller.allow_routing()
+    rig.shards["shard-0"].wait_for_requests(3)
+    assert sorted(size for _, _, size in rig.shards["shard-0"].received) == [batch_bytes] * 3
+
+
+def test_a_topic_whose_look_up_failed_is_decided_by_the_next_routing_refresh(router_rig):
+    # Given a controller that fails the look-up of topic "new", which exists
+    rig = router_rig(topics={"t": 1}, owners={"t": ("shard-0",)}, curve=True)
+    rig.controller.add_topic("new", 1, ("shard-1",))
+    rig.controller.fail_routing(1)
+    client = rig.client()
+    # When a client produces to it
+    client.send(protocol.encode_produce(1, "new", 0, 1), b"batch")
+    # Then the produce is not answered unknownTopic: the next refresh knows the topic,
+    # and the held produce goes out
+    view, _ = client.recv()
+    assert (view.request_id, view.error) == (1, None)
+    assert [r.request_id for r in rig.shards["shard-1"].requests()] == [1]
+
+
+def test_requests_held_while_the_controller_does_not_answer_are_answered_unavailable(
+        router_rig, monkeypatch):
+    # Given a controller that answers no routing call, and a short bound on holding
+    monkeypatch.setattr(limits, "ROUTER_REQUEST_HELD_S_MAX", 0.5)
+    rig = router_rig(topics={"t": 1}, curve=True)
+    rig.controller.fail_routing(10_000)
+    client = rig.client()
+    # When a client sends requests for a topic the router does not know
+    client.send(fetch(1, "new"))
+    client.send(protocol.encode_produce(2, "new", 0, 1), b"batch")
+    # Then each is answered unavailable (retriable), with its own id, saying why
+    answered = replies(client, 2)
+    assert [view.request_id for view, _ in answered] == [1, 2]
+    assert all(isinstance(view.error, UnavailableError) and
+               "the controller has not answered its look-up within 0.5 s" in str(view.error)
+               for view, _ in answered)
+    rig.controller.fail_routing(0)
+
+
+@pytest.fixture
+def real_shard(tmp_path):
+    """A real ShardServer with topic t's partition 0."""
+    from plinth.shards.partition_log import LogConfig
+    from plinth.shards.shard_server import ShardServer
+
+    server = ShardServer("shard-0", tmp_path / "shard-0", "127.0.0.1")
+    server.start()
+    server.call(server.open_partition, "t", 0, LogConfig())
+    yield server
+    server.stop(5)
+
+
+def test_error_replies_to_acks_zero_produces_never_make_room_for_more_requests(
+        router_rig, real_shard):
+    # Given a real shard behind the router, CurveZMQ on
+    rig = router_rig(addresses={"shard-0": real_shard.address}, topics={"t": 1}, curve=True)
+    client = rig.client()
+    limit = limits.CLIENT_REQUESTS_IN_FLIGHT_MAX
+    pairs = limit + 100
+    # When a client alternates bogus acks=0 produces (each answered with an error) and
+    # fetches that wait 60 s at the log end
+    for n in range(pairs):
+        client.send(protocol.encode_produce(2 * n, "t", 0, 0), b"not a batch")
+        client.send(protocol.encode_fetch(2 * n + 1, "t", 0, 0, 1024, 60_000))
+    # Then the produces' errors come back, and the fetches past its limit are refused:
+    # it has no more than its limit parked at the shard
+    answered = replies(client, pairs + pairs - limit)
+    errors = [view for view, _ in answered if view.request_id % 2 == 0]
+    refused = [view for view, _ in answered if view.request_id % 2 == 1]
+    assert len(errors) == pairs and all(view.error is not None for view in errors)
+    assert len(refused) == pairs - limit and all(
+        isinstance(view.error, TooManyRequestsError) for view in refused)
+    assert not client.has_reply(0.5)
+
+
+def test_a_client_whose_identity_starts_with_the_routers_mark_is_refused(router_rig):
+    from plinth.router.requests_in_flight import UNCOUNTED_MARK
+
+    # Given a client that chose an identity that looks like a marked one
+    rig = router_rig(topics={"t": 1}, curve=True)
+    client = rig.client(routing_id=UNCOUNTED_MARK + b"\x00\x01\x02\x03\x04")
+    # When it fetches / Then it is refused, and no shard sees the fetch
+    view = client.request(fetch(1))
+    assert isinstance(view.error, MalformedRequestError) and "may not start with" in str(view.error)
+    assert rig.shards["shard-0"].requests() == rig.shards["shard-1"].requests() == []
+
+
+def large_fetch_handler(payload: bytes):
+    return lambda request: ([protocol.encode_fetch_reply(request.request_id, 0, 0), payload]
+                            if type(request) is protocol.FetchRequest else answer(request, "s"))
+
+
+def test_clients_that_stop_reading_leave_room_for_a_client_that_reads(router_rig):
+    # Given a shard answering each fetch with 4 MiB, CurveZMQ on
+    rig = router_rig(shards={"shard-0": {"handler": large_fetch_handler(bytes(FETCH_BYTES))}},
+                     topics={"t": 1}, curve=True)
+    # When ten clients that do not read each send fetches worth 96 MiB, together
+    # almost twice the router's whole budget for unsent replies
+    stalled = [rig.client(receive_hwm=1) for _ in range(10)]
+    per_client = 96 * 1024 * 1024 // FETCH_BYTES
+    for client in stalled:
+        for request_id in range(per_client):
+            client.send(fetch(request_id))
+    rig.shards["shard-0"].wait_for_requests(10 * per_client)
+    reader = rig.client()
+    # Then a client that reads gets every one of its fetches, with data
+    for request_id in range(1, 21):
+        reader.send(fetch(request_id))
+        view, data = reader.recv()
+        assert (view.request_id, view.error, len(data or b"")) == (request_id, None, FETCH_BYTES)
+    assert len(rig.shards["shard-0"].requests()) == 10 * per_client + 20
+
+
+def test_a_client_whose_replies_make_no_progress_is_disconnected_and_its_share_freed(
+        router_rig, monkeypatch):
+    # Given a router whose budget is two clients' shares, disconnecting clients whose
+    # replies make no progress for 3 s, and a shard answering each fetch with 4 MiB
+    monkeypatch.setattr(limits, "ROUTER_REPLY_BYTES_UNSENT_MAX",
+                        2 * limits.CLIENT_REPLY_BYTES_UNSENT_MAX)
+    monkeypatch.setattr(limits, "CLIENT_REPLIES_STALLED_MS_MAX", 3_000)
+    rig = router_rig(shards={"shard-0": {"handler": large_fetch_handler(bytes(FETCH_BYTES))}},
+                     topics={"t": 1}, curve=True)
+    # And two clients that do not read, holding the whole budget (beyond their shares,
+    # what the kernel's buffers took)
+    stalled = [rig.client(receive_hwm=1) for _ in range(2)]
+    per_client = limits.CLIENT_REPLY_BYTES_UNSENT_MAX // FETCH_BYTES + 8
+    for client in stalled:
+        for request_id in range(per_client):
+            client.send(fetch(request_id))
+    rig.shards["shard-0"].wait_for_requests(2 * per_client)
+    reader = rig.client()
+    view = reader.request(fetch(1))
+    assert isinstance(view.error, TooManyRequestsError) and "the router holds" in str(view.error)
+    # When they hold it past the timeout / Then they are disconnected, and a client that
+    # reads gets data again (retrying after a backoff, as a consumer does)
+    deadline_s = time.monotonic() + 30
+    for request_id in itertools.count(2):
+        reader.send(fetch(request_id))
+        view, data = reader.recv()
+        if view.error is None:
+            break
+        assert isinstance(view.error, TooManyRequestsError) and time.monotonic() < deadline_s
+        time.sleep(limits.CLIENT_RETRY_BACKOFF_MS / 1000)
+    assert len(data) == FETCH_BYTES

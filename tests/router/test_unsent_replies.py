@@ -41,16 +41,30 @@ def test_replies_to_a_client_that_does_not_read_count_until_its_budget_refuses_m
     router, identity, _client = pair
     unsent, payload = UnsentReplies(), memoryview(bytearray(REPLY_BYTES))
     sent = 0
-    while unsent.over_budget(identity) is None:
+    while unsent.over_budget(identity, REPLY_BYTES) is None:
         send_tracked(router, identity, unsent, payload)
         sent += 1
-        assert sent <= limits.CLIENT_REPLY_BYTES_UNSENT_MAX // REPLY_BYTES + 4, "never refused"
-    refusal = unsent.over_budget(identity)
+        assert sent <= limits.CLIENT_REPLY_BYTES_UNSENT_MAX // REPLY_BYTES, "never refused"
+    refusal = unsent.over_budget(identity, REPLY_BYTES)
     assert f"the limit is {limits.CLIENT_REPLY_BYTES_UNSENT_MAX} bytes per client" in refusal
-    assert unsent.bytes_for(identity) >= limits.CLIENT_REPLY_BYTES_UNSENT_MAX
-    assert unsent.total_bytes == unsent.bytes_for(identity)
+    # The share is never passed: the reply that would pass it is refused
+    assert sent == limits.CLIENT_REPLY_BYTES_UNSENT_MAX // REPLY_BYTES
+    assert unsent.bytes_for(identity) == sent * REPLY_BYTES == unsent.total_bytes
     # A different client is not refused for this one's backlog
-    assert unsent.over_budget(b"another client") is None
+    assert unsent.over_budget(b"another client", REPLY_BYTES) is None
+
+
+def test_clients_that_do_not_read_cannot_pass_the_routers_budget_together(pair, monkeypatch):
+    # Given a router budget of two replies, and a client holding one unsent
+    monkeypatch.setattr(limits, "ROUTER_REPLY_BYTES_UNSENT_MAX", 2 * REPLY_BYTES)
+    router, identity, _client = pair
+    unsent, payload = UnsentReplies(), memoryview(bytearray(REPLY_BYTES))
+    send_tracked(router, identity, unsent, payload)
+    # Then another client may have one more, and a third reply from anyone is refused
+    assert unsent.over_budget(b"another client", REPLY_BYTES) is None
+    assert unsent.over_budget(b"another client", REPLY_BYTES + 1) == (
+        f"the router holds {REPLY_BYTES} bytes of fetch replies its clients have not read, "
+        f"and this one has {REPLY_BYTES + 1}; the limit is {2 * REPLY_BYTES} bytes")
 
 
 def test_replies_stop_counting_once_the_client_reads_them(pair):

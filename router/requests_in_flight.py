@@ -1,0 +1,86 @@
+"""The requests each client has at the shards, counted so that none can exceed its limit.
+
+Runs in the router's loop thread only. A client may have
+``CLIENT_REQUESTS_IN_FLIGHT_MAX`` requests forwarded to the shards and not yet
+answered (and held for their topic, which ``held_requests.py`` counts). A
+forwarded request is counted if it gets a reply: every request but a produce
+with acks=0. Only a reply to a counted request uncounts one: the router sends
+an acks=0 produce with its client's identity frame marked (``mark``), and the
+shard's reply to it, an error, comes back with the mark, so it is relayed
+without touching the count. Otherwise a client could alternate bogus acks=0
+produces with long polls, each error reply freeing a place for one more parked
+fetch, and park thousands.
+
+The mark is a prefix no identity the router's socket assigns can have:
+libzmq's own identities are 5 bytes that start with a zero byte; a client may
+choose its identity (ZMQ_ROUTING_ID, any 1 to 255 bytes), so one that starts
+with the mark is refused (``is_marked``).
+
+Counts are kept per shard, so that a shard restarting (its requests lost) is
+forgotten whole, and per client, so that the check costs one look-up.
+"""
+
+from __future__ import annotations
+
+# [0x00]"uncounted"[0x00] + the client's identity: the envelope of an acks=0 produce.
+UNCOUNTED_MARK = b"\x00uncounted\x00"
+
+
+def mark(client: bytes) -> bytes:
+    """The identity frame an uncounted request (an acks=0 produce) is forwarded with."""
+    return UNCOUNTED_MARK + client
+
+
+def is_marked(identity: bytes) -> bool:
+    return identity.startswith(UNCOUNTED_MARK)
+
+
+def unmark(identity: bytes) -> bytes:
+    """The client a reply marked by ``mark`` goes to."""
+    return identity[len(UNCOUNTED_MARK):]
+
+
+class RequestsInFlight:
+    """Loop thread only."""
+
+    def __init__(self) -> None:
+        self._by_shard: dict[str, dict[bytes, int]] = {}
+        self._by_client: dict[bytes, int] = {}
+
+    def count(self, client: bytes) -> int:
+        """Counted requests of ``client`` at the shards, not yet answered."""
+        return self._by_client.get(client, 0)
+
+    def forwarded(self, shard_id: str, client: bytes) -> None:
+        """A counted request of ``client`` went to ``shard_id``."""
+        per_client = self._by_shard.setdefault(shard_id, {})
+        per_client[client] = per_client.get(client, 0) + 1
+        self._by_client[client] = self._by_client.get(client, 0) + 1
+
+    def answered(self, shard_id: str, client: bytes) -> None:
+        """``shard_id`` answered a counted request of ``client`` (an answer to one sent
+        before the shard was forgotten counts nothing)."""
+        per_client = self._by_shard.get(shard_id)
+        left = -1 if per_client is None else per_client.get(client, 0) - 1
+        if left < 0:
+            return
+        if left:
+            per_client[client] = left
+        else:
+            del per_client[client]
+        self._uncount(client, 1)
+
+    def forget_shard(self, shard_id: str) -> None:
+        """The requests sent to ``shard_id`` will never be answered (it restarted)."""
+        for client, count in self._by_shard.pop(shard_id, {}).items():
+            self._uncount(client, count)
+
+    def _uncount(self, client: bytes, count: int) -> None:
+        left = self._by_client[client] - count
+        if left < 0:
+            raise AssertionError(f"client {client!r}: {left} requests in flight after "
+                                 f"{count} answered")
+        if left:
+            self._by_client[client] = left
+        else:
+            del self._by_client[client]
