@@ -264,7 +264,12 @@ SHARD_NODE_RESOURCE_SHARE = 0.001
 # (placeholder)
 
 # --- Issue 11: access (ACLs, quotas) -------------------------------------------
-# (placeholder)
+# fetchOffsets requests whose answers the router cuts to what the client may
+# consume, waiting for their shard; more get tooManyRequests. An entry older
+# than the TTL waits for an answer that will not come (its shard restarted) and
+# is dropped when the table is full; a late answer then gets unavailable.
+ACL_OFFSETS_FILTERS_PENDING_MAX = 10_000
+ACL_OFFSETS_FILTER_TTL_S = 60.0
 
 # --- Issue 11: the cluster's internal hop and the server's lifecycle -----------
 # (placeholder)
@@ -307,6 +312,8 @@ def _relations() -> list[tuple[str, bool]]:
          GROUP_HEARTBEATS_PER_SESSION * HEARTBEAT_INTERVAL_MS_MIN <= SESSION_TIMEOUT_MS_MIN),
         ("a member applies a new assignment within a heartbeat interval",
          CONSUMER_GROUP_POLL_SLICE_MS <= HEARTBEAT_INTERVAL_MS_MIN),
+        ("a fetchOffsets answer is awaited longer than a client waits for it",
+         ACL_OFFSETS_FILTER_TTL_S * 1000 > CLIENT_REQUEST_TIMEOUT_MS_DEFAULT),
     ]
 
 

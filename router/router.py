@@ -44,6 +44,7 @@ from plinth.errors import (BrokerError, NotAuthorizedError, PartitionOutOfRangeE
                            UnknownTopicError)
 from plinth.router.admin_bridge import AdminBridge, AdminReply, RoutingUpdate
 from plinth.router.held_requests import HeldRequests
+from plinth.router.security import OffsetsFilter
 from plinth.router.shard_connections import ShardConnections
 from plinth.router.unsent_replies import UnsentReplies
 
@@ -67,6 +68,9 @@ class Router:
         # so that a shard restarting (its requests lost) can be forgotten whole.
         self._in_flight: dict[str, dict[bytes, int]] = {}
         self._unsent = UnsentReplies()
+        # The ACL's hooks (_admit, _on_shard_reply_checked); None without an ACL.
+        acl = security.acl if security is not None else None
+        self._offsets_filter = OffsetsFilter() if acl is not None else None
         self._stopping = threading.Event()
         self._loop_thread: threading.Thread | None = None
 
@@ -121,7 +125,7 @@ class Router:
                 else:
                     shard_id = self._shards.on_readable(sock)
                     if shard_id is not None:
-                        self._drain(sock, lambda frames: self._on_shard_reply(shard_id, frames))
+                        self._drain(sock, lambda frames: self._on_shard_reply_checked(shard_id, frames))
         self._shards.close()
         self._frontend.close(linger=0)
 
@@ -144,12 +148,8 @@ class Router:
         except BrokerError as exc:   # malformed, or a header over its limit
             self._reply(client_id, protocol.encode_error(0, exc))
             return
-        if self._security is not None:
-            try:
-                self._security.authorize(header, request)
-            except NotAuthorizedError as exc:
-                self._reply(client_id, protocol.encode_error(request.request_id, exc))
-                return
+        if self._security is not None and not self._admit(frames, request):
+            return
         if isinstance(request, protocol.PARTITION_REQUESTS):
             self._route(frames, request)
         elif isinstance(request, protocol.GROUP_REQUESTS):
@@ -236,8 +236,8 @@ class Router:
                 f"{limits.ROUTER_HELD_REQUESTS_PER_TOPIC_MAX} requests already wait for topic "
                 f"{topic!r} to resolve")))
 
-    def _submit_admin(self, client_id, request) -> None:
-        if not self._bridge.submit_request(client_id.bytes, request):
+    def _submit_admin(self, client_id, request, grants=None) -> None:
+        if not self._bridge.submit_request(client_id.bytes, request, grants):
             self._reply(client_id, protocol.encode_error(request.request_id, TooManyRequestsError(
                 f"router admin queue is full ({limits.ROUTER_ADMIN_JOBS_QUEUED_MAX} jobs)")))
 
@@ -309,3 +309,29 @@ class Router:
             self._frontend.send_multipart([client_id, reply], zmq.NOBLOCK, copy=False)
         except zmq.Again:
             log.warning("router: reply dropped, client is not reading")
+
+    # --- ACL (router/security.py) ------------------------------------------------------
+
+    def _admit(self, frames: list, request) -> bool:
+        """Check a request against the ACL; False if it was answered here."""
+        if self._security.acl is None:   # CurveZMQ alone: every authenticated client may
+            return True
+        client_id = frames[0]
+        key = self._security.client_key(frames[1])
+        try:
+            grants = self._security.authorize(key, request)
+            if grants is not None and type(request) is protocol.ListGroupsRequest:
+                self._submit_admin(client_id, request, grants)   # answered cut to its grants
+                return False
+            if grants is not None and type(request) is protocol.FetchOffsetsRequest:
+                self._offsets_filter.expect(client_id.bytes, request.request_id, grants)
+        except (NotAuthorizedError, TooManyRequestsError) as exc:
+            self._reply(client_id, protocol.encode_error(request.request_id, exc))
+            return False
+        return True
+
+    def _on_shard_reply_checked(self, shard_id: str, frames: list) -> None:
+        """A shard's reply, cut to what its client may see, then relayed."""
+        if self._offsets_filter is not None:
+            self._offsets_filter.cut(frames)
+        self._on_shard_reply(shard_id, frames)

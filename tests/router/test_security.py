@@ -1,0 +1,184 @@
+"""security.py and the router's ACL and quota hooks: a real Router with CurveZMQ and an
+ACL file, between real clients (CurveZMQ DEALERs) and fake shards and controller that
+speak the real protocol (tests/router/fakes.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import zmq
+import zmq.auth
+
+from plinth import limits, protocol
+from plinth.control import placement
+from plinth.errors import NotAuthorizedError, TooManyRequestsError, UnavailableError
+from plinth.router.router import Router
+from plinth.router.security import OffsetsFilter, Security
+from tests.router.fakes import Client, FakeController, FakeShard, answer
+from tests.support import free_port
+
+RATE = 100_000                  # bytes/s of the quotas below
+OVER = 3 * RATE                 # one payload of this many bytes puts a key 2 s over its quota
+
+
+class CurveClient(Client):
+    """A client's DEALER with its CurveZMQ key pair, as the client library makes it."""
+
+    def __init__(self, url: str, secret_file: Path, server_public: bytes):
+        public, secret = zmq.auth.load_certificate(str(secret_file))
+        self.socket = zmq.Context.instance().socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.curve_publickey, self.socket.curve_secretkey = public, secret
+        self.socket.curve_serverkey = server_public
+        self.socket.connect(url)
+
+
+@dataclass
+class SecureRig:
+    router: Router
+    url: str
+    context: zmq.Context
+    controller: FakeController
+    shards: dict[str, FakeShard]
+    secrets: dict[str, Path]
+    server_public: bytes
+    clients: list[Client] = field(default_factory=list)
+
+    def client(self, name: str) -> Client:
+        self.clients.append(CurveClient(self.url, self.secrets[name], self.server_public))
+        return self.clients[-1]
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+        self.router.stop()
+        for shard in self.shards.values():
+            shard.close()
+        self.context.destroy(linger=0)
+
+
+@pytest.fixture
+def secure_rig(tmp_path):
+    """``secure_rig(acl, handler=None, **controller_kwargs)``: clients "alice" and "bob"
+    with authorized keys; ``acl`` names them by name (a JSON object with those names
+    where the keys go); two fake shards answering with ``handler``."""
+    rigs: list[SecureRig] = []
+
+    def make(acl: dict, handler=None, **controller_kwargs) -> SecureRig:
+        keys, authorized = tmp_path / "keys", tmp_path / "authorized"
+        authorized.mkdir(exist_ok=True)
+        keys.mkdir(exist_ok=True)
+        server_public_file, server_secret = zmq.auth.create_certificates(str(keys), "server")
+        secrets, text = {}, json.dumps(acl)
+        for name in ("alice", "bob"):
+            public_file, secrets[name] = zmq.auth.create_certificates(str(keys), name)
+            (authorized / f"{name}.key").write_text(Path(public_file).read_text())
+            public = zmq.auth.load_certificate(public_file)[0].decode()
+            text = text.replace(f'"{name}"', json.dumps(public))
+        (tmp_path / "acl.json").write_text(text)
+        shards = {shard_id: FakeShard(shard_id, handler=handler and (lambda r, s=shard_id: handler(r, s)))
+                  for shard_id in ("shard-0", "shard-1")}
+        controller = FakeController({i: s.address for i, s in shards.items()}, **controller_kwargs)
+        url, context = f"tcp://127.0.0.1:{free_port()}", zmq.Context()
+        security = Security(Path(server_secret), authorized, tmp_path / "acl.json")
+        router = Router(url, controller, context=context, security=security)
+        router.start(controller.routing())
+        rigs.append(SecureRig(router, url, context, controller, shards,
+                              {name: Path(path) for name, path in secrets.items()},
+                              zmq.auth.load_certificate(server_public_file)[0]))
+        return rigs[-1]
+
+    yield make
+    for rig in rigs:
+        rig.close()
+
+
+def group_shard(rig: SecureRig, group: str) -> FakeShard:
+    return rig.shards[placement.shard_for_group(group, list(rig.controller.shard_ids))]
+
+
+# --- ACL ---------------------------------------------------------------------------------
+
+def test_a_request_the_acl_refuses_is_answered_not_authorized_and_never_reaches_a_shard(secure_rig):
+    # Given alice with every operation on topics a.* and bob owning group payments
+    rig = secure_rig({"alice": [{"operations": ["produce", "consume", "admin"], "topics": "a.*"}],
+                      "bob": [{"operations": ["consume"], "topics": "b.*", "groups": "payments"}]},
+                     topics={"a.t": 1})
+    alice = rig.client("alice")
+    # When alice heartbeats as a member of payments, reads its offsets and adds shards
+    refused = [alice.request(protocol.encode_group_heartbeat(1, "payments", "bobs-id", -1, [], set(),
+                                                             0, "")),
+               alice.request(protocol.encode_group_request(2, "fetchOffsets", "payments")),
+               alice.request(protocol.encode_shards_change(3, "addShards", 1))]
+    # Then each is refused, and no shard saw any of them
+    assert [type(view.error) for view in refused] == [NotAuthorizedError] * 3
+    assert [view.request_id for view in refused] == [1, 2, 3]
+    assert all(shard.requests() == [] for shard in rig.shards.values())
+    # While her own topic works
+    assert alice.request(protocol.encode_produce(4, "a.t", 0, 1), b"batch").error is None
+
+
+def test_list_groups_answers_only_the_groups_the_client_may_describe(secure_rig):
+    # Given groups of two teams, alice admin of team-a's and bob with a cluster grant only
+    rig = secure_rig({"alice": [{"operations": ["admin"], "groups": "team-a.*"}],
+                      "bob": [{"operations": ["cluster"]}]})
+    rig.controller.groups = ["team-a.billing", "team-b.payments", "team-a.audit"]
+    # When each lists the groups
+    seen = {name: rig.client(name).request(protocol.encode_list_groups(1)).groups
+            for name in ("alice", "bob")}
+    # Then alice sees team-a's groups only, and bob none
+    assert seen == {"alice": ["team-a.billing", "team-a.audit"], "bob": []}
+
+
+def committed_of_two_tenants(request, shard_id):
+    if type(request) is protocol.FetchOffsetsRequest:
+        return [protocol.encode_committed_reply(
+            request.request_id, {("a.orders", 0): 5, ("a.orders", 1): 6, ("b.secret", 0): 7})]
+    return answer(request, shard_id)
+
+
+def test_fetch_offsets_answers_only_partitions_of_topics_the_client_may_consume(secure_rig):
+    # Given a group with offsets committed on a.orders and b.secret, alice may consume
+    # a.* in it and bob every topic
+    rig = secure_rig({"alice": [{"operations": ["consume"], "topics": "a.*", "groups": "shared"}],
+                      "bob": [{"operations": ["consume"], "topics": "*", "groups": "shared"}]},
+                     handler=committed_of_two_tenants)
+    # When each reads the group's committed offsets
+    seen = {name: rig.client(name).request(protocol.encode_group_request(7, "fetchOffsets", "shared"))
+            for name in ("alice", "bob")}
+    # Then alice gets a.orders' only, bob all of them, each under its own request id
+    assert seen["alice"].committed == {("a.orders", 0): 5, ("a.orders", 1): 6}
+    assert seen["bob"].committed == {("a.orders", 0): 5, ("a.orders", 1): 6, ("b.secret", 0): 7}
+    assert seen["alice"].request_id == seen["bob"].request_id == 7
+
+
+def test_a_fetch_offsets_answer_the_filter_no_longer_expects_is_unavailable_never_uncut():
+    # Given a filter that expects nothing (its entry dropped, or a reply never asked for)
+    offsets_filter = OffsetsFilter()
+    frames = [zmq.Frame(b"client"),
+              zmq.Frame(protocol.encode_committed_reply(9, {("b.secret", 0): 7}))]
+    # When a fetchOffsets answer passes
+    offsets_filter.cut(frames)
+    # Then it became an unavailable error for the same request
+    view = protocol.decode_reply(frames[1].buffer)
+    assert (view.request_id, type(view.error), view.committed) == (9, UnavailableError, {})
+
+
+def test_the_offsets_filter_is_bounded_and_drops_only_entries_past_their_time(monkeypatch):
+    # Given a filter for at most 2 pending answers, and a clock
+    monkeypatch.setattr(limits, "ACL_OFFSETS_FILTERS_PENDING_MAX", 2)
+    now_s = [0.0]
+    offsets_filter = OffsetsFilter(clock_s=lambda: now_s[0])
+    grants = object()
+    offsets_filter.expect(b"c", 1, grants)
+    offsets_filter.expect(b"c", 2, grants)
+    # When a third comes while the first two may still be answered: refused
+    with pytest.raises(TooManyRequestsError, match="awaits 2 fetchOffsets answers"):
+        offsets_filter.expect(b"c", 3, grants)
+    # Then once they are past their time, it is taken
+    now_s[0] = limits.ACL_OFFSETS_FILTER_TTL_S + 1
+    offsets_filter.expect(b"c", 3, grants)
