@@ -44,6 +44,7 @@ from plinth.errors import (BrokerError, NotAuthorizedError, PartitionOutOfRangeE
                            UnknownTopicError)
 from plinth.router.admin_bridge import AdminBridge, AdminReply, RoutingUpdate
 from plinth.router.held_requests import HeldRequests
+from plinth.router.quotas import Quotas
 from plinth.router.security import OffsetsFilter
 from plinth.router.shard_connections import ShardConnections
 from plinth.router.unsent_replies import UnsentReplies
@@ -68,9 +69,10 @@ class Router:
         # so that a shard restarting (its requests lost) can be forgotten whole.
         self._in_flight: dict[str, dict[bytes, int]] = {}
         self._unsent = UnsentReplies()
-        # The ACL's hooks (_admit, _on_shard_reply_checked); None without an ACL.
+        # The ACL's and quotas' hooks (_admit, _on_shard_reply_checked); None without them.
         acl = security.acl if security is not None else None
         self._offsets_filter = OffsetsFilter() if acl is not None else None
+        self._quotas = Quotas(acl) if acl is not None and acl.has_quotas else None
         self._stopping = threading.Event()
         self._loop_thread: threading.Thread | None = None
 
@@ -117,7 +119,9 @@ class Router:
             if time.monotonic() >= next_sweep_s:
                 self._unsent.sweep()
                 next_sweep_s = time.monotonic() + limits.ROUTER_UNSENT_SWEEP_INTERVAL_S
-            for sock, _ in self._poller.poll(limits.ROUTER_POLL_TIMEOUT_MS):
+            if self._quotas is not None:
+                self._release_throttled()
+            for sock, _ in self._poller.poll(self._poll_timeout_ms()):
                 if sock is self._frontend:
                     self._drain(self._frontend, self._on_request)
                 elif sock == wakeup_fd:
@@ -310,10 +314,11 @@ class Router:
         except zmq.Again:
             log.warning("router: reply dropped, client is not reading")
 
-    # --- ACL (router/security.py) ------------------------------------------------------
+    # --- ACL and quotas (router/security.py, router/quotas.py) -------------------------
 
     def _admit(self, frames: list, request) -> bool:
-        """Check a request against the ACL; False if it was answered here."""
+        """Check a request against the ACL and the quotas; False if it was answered
+        or held here."""
         if self._security.acl is None:   # CurveZMQ alone: every authenticated client may
             return True
         client_id = frames[0]
@@ -325,13 +330,31 @@ class Router:
                 return False
             if grants is not None and type(request) is protocol.FetchOffsetsRequest:
                 self._offsets_filter.expect(client_id.bytes, request.request_id, grants)
+            if self._quotas is not None:
+                return self._quotas.on_request(client_id.bytes, key, frames, request)
         except (NotAuthorizedError, TooManyRequestsError) as exc:
             self._reply(client_id, protocol.encode_error(request.request_id, exc))
             return False
         return True
 
     def _on_shard_reply_checked(self, shard_id: str, frames: list) -> None:
-        """A shard's reply, cut to what its client may see, then relayed."""
+        """A shard's reply, cut to what its client may see and held while the client
+        is over its quota, then relayed."""
         if self._offsets_filter is not None:
             self._offsets_filter.cut(frames)
+        if self._quotas is not None and self._quotas.on_reply(shard_id, frames):
+            return
         self._on_shard_reply(shard_id, frames)
+
+    def _release_throttled(self) -> None:
+        """Relay the replies and forward the requests whose throttle time is over."""
+        for item in self._quotas.due():
+            if item[0] == "reply":
+                self._on_shard_reply(item[1], item[2])
+            else:
+                self._route(item[1], item[2])
+
+    def _poll_timeout_ms(self) -> int:
+        wait_ms = self._quotas.wait_ms() if self._quotas is not None else None
+        return limits.ROUTER_POLL_TIMEOUT_MS if wait_ms is None else \
+            min(wait_ms, limits.ROUTER_POLL_TIMEOUT_MS)

@@ -182,3 +182,98 @@ def test_the_offsets_filter_is_bounded_and_drops_only_entries_past_their_time(mo
     # Then once they are past their time, it is taken
     now_s[0] = limits.ACL_OFFSETS_FILTER_TTL_S + 1
     offsets_filter.expect(b"c", 3, grants)
+
+
+# --- Quotas --------------------------------------------------------------------------------
+
+QUOTA_ACL = {"alice": [{"operations": ["produce", "consume"], "topics": "*"}],
+             "bob": [{"operations": ["produce", "consume"], "topics": "*"}],
+             "quotas": {"alice": {"producer_byte_rate": RATE, "consumer_byte_rate": RATE}}}
+
+
+def big_first_fetch(request, shard_id):
+    """Fetch 1 returns OVER bytes of data, every other fetch 10 bytes."""
+    if type(request) is protocol.FetchRequest:
+        data = bytes(OVER if request.request_id == 1 else 10)
+        return [protocol.encode_fetch_reply(request.request_id, 0, 0), data]
+    return answer(request, shard_id)
+
+
+def fetch(request_id: int) -> bytes:
+    return protocol.encode_fetch(request_id, "t", 0, 0, 1024, 0)
+
+
+def test_a_producer_over_its_quota_gets_its_reply_late_and_told_by_how_much(secure_rig):
+    # Given alice with a produce quota, bob without
+    rig = secure_rig(QUOTA_ACL, topics={"t": 1}, owners={"t": ("shard-0",)})
+    alice, bob = rig.client("alice"), rig.client("bob")
+    # When alice produces 3 s worth of her quota at once
+    started_s = time.monotonic()
+    alice.send(protocol.encode_produce(1, "t", 0, 1), bytes(OVER))
+    # Then the shard gets it at once, while her reply waits
+    rig.shards["shard-0"].wait_for_requests(1)
+    assert not alice.has_reply(0.5)
+    # And the reply comes about 2 s (her excess over the 1 s burst) later, saying so
+    view, _ = alice.recv()
+    waited_s = time.monotonic() - started_s
+    assert (view.kind, view.error) == ("produce", None)
+    assert 1_500 <= view.throttle_time_ms <= 2_000, view.throttle_time_ms
+    assert waited_s >= view.throttle_time_ms / 1000 - 0.1
+    # While bob, producing as much, is not throttled
+    view = bob.request(protocol.encode_produce(2, "t", 0, 1), bytes(OVER))
+    assert (view.kind, view.error, view.throttle_time_ms) == ("produce", None, 0)
+
+
+def test_a_consumer_over_its_quota_is_told_and_its_next_fetch_waits_while_others_pass(secure_rig):
+    # Given alice with a fetch quota, bob without, and a first fetch returning 3 s of her quota
+    rig = secure_rig(QUOTA_ACL, handler=big_first_fetch, topics={"t": 1}, owners={"t": ("shard-0",)})
+    alice, bob = rig.client("alice"), rig.client("bob")
+    alice.send(fetch(1))
+    first, data = alice.recv()
+    # Then that reply says how long her next fetch will wait
+    assert len(data) == OVER and 1_500 <= first.throttle_time_ms <= 2_000, first.throttle_time_ms
+    # When she fetches again, and bob fetches after her
+    alice.send(fetch(2))
+    held_since_s = time.monotonic()
+    assert bob.request(fetch(3)).throttle_time_ms == 0
+    # Then bob's fetch reached the shard and was answered while hers was held
+    assert [r.request_id for r in rig.shards["shard-0"].requests()] == [1, 3]
+    # And hers reached the shard when her throttle time was over, and was answered
+    rig.shards["shard-0"].wait_for_requests(3)
+    assert time.monotonic() - held_since_s >= first.throttle_time_ms / 1000 - 0.2
+    view, _ = alice.recv()
+    assert (view.request_id, view.error) == (2, None)
+
+
+def test_an_acks_0_produce_over_the_quota_is_held_then_forwarded_not_dropped(secure_rig):
+    # Given alice over her produce quota after one acks=0 produce of 3 s worth
+    rig = secure_rig(QUOTA_ACL, topics={"t": 1}, owners={"t": ("shard-0",)})
+    alice = rig.client("alice")
+    alice.send(protocol.encode_produce(1, "t", 0, 0), bytes(OVER))
+    rig.shards["shard-0"].wait_for_requests(1)
+    # When she sends another acks=0 produce, and an acks=1 one after it
+    alice.send(protocol.encode_produce(2, "t", 0, 0), b"x")
+    sent_s = time.monotonic()
+    alice.send(protocol.encode_produce(3, "t", 0, 1), b"y")
+    # Then the shard gets both, in order, once her throttle time is over
+    assert [r.request_id for r in rig.shards["shard-0"].wait_for_requests(3)] == [1, 2, 3]
+    assert time.monotonic() - sent_s >= 1.5
+    # (the fake shard answers acks=0 produces too; a real one does not)
+    assert 3 in {alice.recv()[0].request_id for _ in range(3)}
+
+
+def test_a_client_over_its_quota_may_have_a_bounded_number_of_requests_held(secure_rig):
+    # Given alice over her fetch quota
+    rig = secure_rig(QUOTA_ACL, handler=big_first_fetch, topics={"t": 1}, owners={"t": ("shard-0",)})
+    alice = rig.client("alice")
+    alice.send(fetch(1))
+    assert alice.recv()[0].throttle_time_ms > 0
+    # When she sends one fetch more than the router holds for a client
+    held_max = limits.QUOTA_REQUESTS_HELD_PER_CLIENT_MAX
+    for request_id in range(2, held_max + 3):
+        alice.send(fetch(request_id))
+    # Then the last is refused at once, and every held one is answered later
+    refused = alice.recv()[0]
+    assert (refused.request_id, type(refused.error)) == (held_max + 2, TooManyRequestsError)
+    answered = sorted(alice.recv()[0].request_id for _ in range(held_max))
+    assert answered == list(range(2, held_max + 2))
