@@ -27,10 +27,16 @@ Slowing, never failing (as Kafka's throttling):
   passes; a reply that leaves the key over its fetch quota says in
   ``throttleTimeMs`` how long the client's next fetch will wait, and fetches
   that arrive while the key is over are held here (the header alone: a fetch
-  request carries no data) and forwarded when it is not.
+  request carries no data) and forwarded when it is not. A fetch asks for at
+  most a burst's worth of the quota (the router lowers its ``maxBytes``), so
+  that one reply cannot put the key further over than one hold makes up for.
 No hold lasts longer than QUOTA_THROTTLE_MS_MAX, below the clients' request
-timeout, so a throttled request is never taken for lost and retried. Clients
-need not do anything about ``throttleTimeMs``; Plinth's do not.
+timeout, so a throttled request is never taken for lost and retried. So a
+client is held back by at most that much per request: one produce batch larger
+than the quota × QUOTA_THROTTLE_MS_MAX, or many batches in flight at once on
+different partitions, go faster than the quota (a fetch returns at least one
+whole batch, however small its ``maxBytes``). Clients need not do anything
+about ``throttleTimeMs``; Plinth's do not.
 
 Bounds (plinth/limits.py): QUOTA_HELD_MAX replies and requests held in all (a
 reply beyond it is relayed at once, a request gets tooManyRequests);
@@ -117,6 +123,7 @@ class Quotas:
             meter.count(sum(len(frame) for frame in frames[2:]), now_s)
         elif kind is protocol.FetchRequest and rates.consumer_byte_rate:
             over_s = self._meter(key, FETCH, rates.consumer_byte_rate).over_s(now_s)
+            _cap_fetch_bytes(frames, request, rates.consumer_byte_rate)
         elif not isinstance(request, protocol.PARTITION_REQUESTS):
             return True   # group and admin requests are never held
         # A request behind one held for its client is held too: they stay in order.
@@ -249,6 +256,15 @@ def _forget_until(until_s: dict[bytes, float], client: bytes, release_s: float) 
     """The client's last held item is gone: nothing of it is held any more."""
     if until_s.get(client) == release_s:
         del until_s[client]
+
+
+def _cap_fetch_bytes(frames: list, request: protocol.FetchRequest, byte_rate: int) -> None:
+    """Ask for at most a burst's worth of the key's quota (``frames[1]`` rewritten)."""
+    bytes_max = max(1, int(byte_rate * _BURST_S))
+    if request.bytes_max == 0 or request.bytes_max > bytes_max:   # 0: the shard's default
+        frames[1] = zmq.Frame(protocol_hot.encode_fetch(
+            request.request_id, request.topic, request.partition, request.offset, bytes_max,
+            request.wait_ms_max))
 
 
 def _is_produce_reply(header: zmq.Frame) -> bool:

@@ -109,6 +109,16 @@ def test_fetched_bytes_count_when_the_reply_passes_and_hold_the_next_fetch():
     assert quotas.due() == [("request", fetch_frames, fetch)]
 
 
+def test_a_fetch_asks_for_at_most_a_bursts_worth_of_the_quota():
+    quotas, _ = quotas_for(QuotaRates(consumer_byte_rate=RATE))
+    burst_bytes = RATE * limits.QUOTA_BURST_MS // 1000
+    for asked, sent in ((4 * 1024 * 1024, burst_bytes), (0, burst_bytes), (100, 100)):
+        fetch = protocol.FetchRequest(1, "t", 0, 7, asked, 500)
+        frames = [zmq.Frame(CLIENT), zmq.Frame(protocol.encode_fetch(1, "t", 0, 7, asked, 500))]
+        assert quotas.on_request(CLIENT, KEY, frames, fetch)
+        assert protocol.decode_request(frames[1].buffer) == protocol.FetchRequest(1, "t", 0, 7, sent, 500)
+
+
 def test_clients_without_a_quota_pass_untouched():
     quotas, _ = quotas_for(QuotaRates(producer_byte_rate=RATE))
     assert quotas.on_request(b"other", "B" * 40, *produce(1, 100 * RATE))
