@@ -33,9 +33,11 @@ Resources and operations, as Kafka's (topics, groups, the cluster):
 
 listTopics, metadata of every topic and listGroups need any grant; metadata of
 named topics needs, for each, a grant of any operation whose ``topics``
-matches it. listGroups answers only the groups the client may describe
-(admin on the group), and fetchOffsets only the partitions of topics the
-client may consume.
+matches it. The answers show only what the client may see: listTopics and
+metadata of every topic the topics it has a grant of any operation on (as
+Kafka's Describe, which every topic operation implies), listGroups the groups
+it may describe (admin on the group), and fetchOffsets the partitions of
+topics it may consume.
 
 Patterns are shell-style (``fnmatch``, case-sensitive) and never match an
 empty name. A key's grants are its own entry's plus those of ``"*"``, which
@@ -117,6 +119,9 @@ class ClientGrants:
 
     def may_consume_topic(self, topic: str) -> bool:
         return self.may("consume", topic=topic)
+
+    def may_see_topic(self, topic: str) -> bool:
+        return self.may(None, topic=topic)
 
     def check(self, request: protocol.Request) -> None:
         """Raise NotAuthorizedError unless every need of ``request`` is granted."""

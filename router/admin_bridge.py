@@ -7,7 +7,8 @@ block on Ray, so whatever needs the controller goes through this bridge:
   topics and groups, metadata, status, adding and removing shards, and the
   offsets of a partition whose history spans shards), answered here through
   the ``ControllerHandle``; with an ACL, listGroups answers only the groups the
-  client's grants let it describe;
+  client's grants let it describe, and listTopics and metadata of every topic
+  only the topics it has a grant on;
 - look-ups of a topic the routing table does not know yet (the loop holds its
   requests meanwhile);
 - every ``ROUTING_REFRESH_INTERVAL_S``, a fresh routing table, which picks up
@@ -223,10 +224,11 @@ class AdminBridge:
                     groups = [group for group in groups if grants.may_describe_group(group)]
                 return protocol.encode_groups_reply(rid, groups)
             case protocol.ListTopicsRequest():
-                return protocol.encode_topics_reply(rid, controller.list_topics())
+                return protocol.encode_topics_reply(rid, _visible(controller.list_topics(), grants))
             case protocol.MetadataRequest(topics=names):
                 infos = controller.list_topics()
-                return protocol.encode_topics_reply(rid, _only(infos, names) if names else infos)
+                return protocol.encode_topics_reply(
+                    rid, _only(infos, names) if names else _visible(infos, grants))
         raise MalformedRequestError(f"the router does not serve {request.kind} requests")
 
     def _routing_or_none(self) -> RoutingTable | None:
@@ -235,6 +237,11 @@ class AdminBridge:
         except BrokerError as exc:
             log.warning("router: the routing refresh failed: %s", exc)
             return None
+
+
+def _visible(infos: list[protocol.TopicInfo], grants: ClientGrants | None) -> list[protocol.TopicInfo]:
+    """The infos of the topics ``grants`` hold any operation on (all without an ACL)."""
+    return infos if grants is None else [info for info in infos if grants.may_see_topic(info.name)]
 
 
 def _only(infos: list[protocol.TopicInfo], names: tuple[str, ...]) -> list[protocol.TopicInfo]:

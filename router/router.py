@@ -325,7 +325,8 @@ class Router:
         key = self._security.client_key(frames[1])
         try:
             grants = self._security.authorize(key, request)
-            if grants is not None and type(request) is protocol.ListGroupsRequest:
+            if grants is not None and type(request) in (
+                    protocol.ListGroupsRequest, protocol.ListTopicsRequest, protocol.MetadataRequest):
                 self._submit_admin(client_id, request, grants)   # answered cut to its grants
                 return False
             if grants is not None and type(request) is protocol.FetchOffsetsRequest:

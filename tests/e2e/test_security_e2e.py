@@ -172,10 +172,10 @@ def test_grants_on_its_own_topics_give_a_tenant_nothing_of_anothers_group_nor_th
                 outcomes[what] = f"let through: {type(exc).__name__}"
         a_conn.close()
         with Admin(broker=broker.url, **as_a) as admin:
-            a_sees_groups = admin.list_groups()
-        # Then every one was refused, and A lists no group of B's
+            a_sees_groups, a_sees_topics = admin.list_groups(), admin.list_topics()
+        # Then every one was refused, and A lists no group nor topic of B's
         assert outcomes == dict.fromkeys(attempts, "refused")
-        assert a_sees_groups == []
+        assert a_sees_groups == [] and a_sees_topics == ["a.events"]
         # And payments' offsets show B its topic, and the auditor none of it
         assert committed_offsets(broker.url, as_b, "payments") == {("pay.orders", 0): 1}
         assert committed_offsets(broker.url, options["auditor"], "payments") == {}

@@ -134,6 +134,20 @@ def test_list_groups_answers_only_the_groups_the_client_may_describe(secure_rig)
     assert seen == {"alice": ["team-a.billing", "team-a.audit"], "bob": []}
 
 
+def test_topic_listings_answer_only_the_topics_the_client_has_a_grant_on(secure_rig):
+    # Given topics of two teams, alice consuming team-a's and bob with a cluster grant only
+    rig = secure_rig({"alice": [{"operations": ["consume"], "topics": "team-a.*"}],
+                      "bob": [{"operations": ["cluster"]}]},
+                     topics={"team-a.orders": 1, "team-b.payments": 2, "team-a.audit": 1})
+    # When each lists the topics, and asks for the metadata of every topic
+    listed = {name: [info.name for info in rig.client(name).request(protocol.encode_list_topics(1)).topics]
+              for name in ("alice", "bob")}
+    metadata = {name: [info.name for info in rig.client(name).request(protocol.encode_metadata(2, [])).topics]
+                for name in ("alice", "bob")}
+    # Then alice sees team-a's topics only, and bob none
+    assert listed == metadata == {"alice": ["team-a.audit", "team-a.orders"], "bob": []}
+
+
 def committed_of_two_tenants(request, shard_id):
     if type(request) is protocol.FetchOffsetsRequest:
         return [protocol.encode_committed_reply(
