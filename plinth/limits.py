@@ -309,7 +309,34 @@ ROUTER_REQUEST_HELD_S_MAX = 10.0
 CLIENT_REPLIES_STALLED_MS_MAX = 30_000
 
 # --- Issue 11: access (ACLs, quotas) -------------------------------------------
-# (placeholder)
+# A client may send this long's worth of its quota at once before it is slowed
+# (Kafka measures rates over samples of 1 s), so one large batch of a client
+# within its quota on average is never throttled.
+QUOTA_BURST_MS = 1_000
+# The longest a router holds a throttled client's reply or request: well under
+# the clients' default request timeout, so a throttled request is never taken
+# for lost and retried (a retry would only add load).
+QUOTA_THROTTLE_MS_MAX = 5_000
+# Requests (fetches, acks=0 produces) a router holds for one client connection
+# over its quota, and the payload bytes it holds for all (acks=0 produces carry
+# their batch); beyond them a request gets tooManyRequests, as beyond the
+# in-flight limit. Held headers are small; the bytes bound the batches.
+QUOTA_REQUESTS_HELD_PER_CLIENT_MAX = 256
+QUOTA_HELD_PAYLOAD_BYTES_MAX = 64 * MiB
+# Replies and requests a router holds for throttled clients, in all: about
+# 0.5 KiB each. A reply beyond it is relayed at once (a quota slows, it never
+# fails a request), a request gets tooManyRequests.
+QUOTA_HELD_MAX = 100_000
+# Client connections of keys with a quota that a router remembers, to meter
+# their replies; the least recently active is forgotten first (its replies
+# pass unmetered until its next request).
+QUOTA_CLIENTS_TRACKED_MAX = 10_000
+# fetchOffsets requests whose answers the router cuts to what the client may
+# consume, waiting for their shard; more get tooManyRequests. An entry older
+# than the TTL waits for an answer that will not come (its shard restarted) and
+# is dropped when the table is full; a late answer then gets unavailable.
+ACL_OFFSETS_FILTERS_PENDING_MAX = 10_000
+ACL_OFFSETS_FILTER_TTL_S = 60.0
 
 # --- Issue 11: the cluster's internal hop and the server's lifecycle -----------
 # (placeholder)
@@ -370,6 +397,14 @@ def _relations() -> list[tuple[str, bool]]:
          15 * CLIENT_REPLY_BYTES_UNSENT_MAX + FETCH_BYTES_MAX <= ROUTER_REPLY_BYTES_UNSENT_MAX),
         ("a client is disconnected for not reading only after its requests timed out",
          CLIENT_REQUEST_TIMEOUT_MS_DEFAULT <= CLIENT_REPLIES_STALLED_MS_MAX),
+        ("a throttled fetch is answered within the clients' default request timeout",
+         QUOTA_THROTTLE_MS_MAX + FETCH_WAIT_MS_DEFAULT < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT),
+        ("a client's held requests fit its in-flight bound",
+         QUOTA_REQUESTS_HELD_PER_CLIENT_MAX <= CLIENT_REQUESTS_IN_FLIGHT_MAX),
+        ("an acks=0 batch fits the router's held payload bytes",
+         BATCH_BYTES_MAX <= QUOTA_HELD_PAYLOAD_BYTES_MAX),
+        ("a fetchOffsets answer is awaited longer than a client waits for it",
+         ACL_OFFSETS_FILTER_TTL_S * 1000 > CLIENT_REQUEST_TIMEOUT_MS_DEFAULT),
     ]
 
 

@@ -6,7 +6,9 @@ block on Ray, so whatever needs the controller goes through this bridge:
 - admin requests from clients (create, alter, delete and describe topics, list
   topics and groups, metadata, status, adding and removing shards, and the
   offsets of a partition whose history spans shards), answered here through
-  the ``ControllerHandle``;
+  the ``ControllerHandle``; with an ACL, listGroups answers only the groups the
+  client's grants let it describe, and listTopics and metadata of every topic
+  only the topics it has a grant on;
 - look-ups of a topic the routing table does not know yet (the loop holds its
   requests meanwhile);
 - every ``ROUTING_REFRESH_INTERVAL_S``, a fresh routing table, which picks up
@@ -35,6 +37,7 @@ from plinth import limits, protocol
 from plinth.control.controller_handle import ControllerHandle
 from plinth.control.routing_table import RoutingTable
 from plinth.errors import BrokerError, InternalError, MalformedRequestError, UnknownTopicError
+from plinth.router.acl import ClientGrants
 from plinth.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
@@ -66,6 +69,7 @@ AdminResult = AdminReply | RoutingUpdate
 class _AnswerRequest:
     client_id: bytes
     request: protocol.Request
+    grants: ClientGrants | None = None     # the client's, to cut the answer to; None: no ACL
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +118,11 @@ class AdminBridge:
 
     # --- Loop thread --------------------------------------------------------------
 
-    def submit_request(self, client_id: bytes, request: protocol.Request) -> bool:
-        """Queue an admin request to be answered; False if the queue is full."""
-        return self._submit(_AnswerRequest(client_id, request))
+    def submit_request(self, client_id: bytes, request: protocol.Request,
+                       grants: ClientGrants | None = None) -> bool:
+        """Queue an admin request to be answered (cut to ``grants`` if given); False if
+        the queue is full."""
+        return self._submit(_AnswerRequest(client_id, request, grants))
 
     def resolve_topic(self, topic: str) -> bool:
         """Queue a look-up of ``topic`` (a RoutingUpdate follows); False if the queue is full."""
@@ -174,7 +180,7 @@ class AdminBridge:
             return [RoutingUpdate(self._routing_or_none(), job.topic)]
         request = job.request
         try:
-            reply = self._answer(request)
+            reply = self._answer(request, job.grants)
         except BrokerError as exc:
             return [AdminReply(job.client_id, protocol.encode_error(request.request_id, exc))]
         except AssertionError:
@@ -189,7 +195,7 @@ class AdminBridge:
             results.insert(0, RoutingUpdate(self._routing_or_none()))
         return results
 
-    def _answer(self, request: protocol.Request) -> bytes:
+    def _answer(self, request: protocol.Request, grants: ClientGrants | None = None) -> bytes:
         """The encoded reply to one admin request; raises the controller's BrokerError."""
         rid, controller = request.request_id, self.controller
         match request:
@@ -213,12 +219,16 @@ class AdminBridge:
             case protocol.StatusRequest():
                 return protocol.encode_status_reply(rid, controller.status())
             case protocol.ListGroupsRequest():
-                return protocol.encode_groups_reply(rid, controller.list_groups())
+                groups = controller.list_groups()
+                if grants is not None:
+                    groups = [group for group in groups if grants.may_describe_group(group)]
+                return protocol.encode_groups_reply(rid, groups)
             case protocol.ListTopicsRequest():
-                return protocol.encode_topics_reply(rid, controller.list_topics())
+                return protocol.encode_topics_reply(rid, _visible(controller.list_topics(), grants))
             case protocol.MetadataRequest(topics=names):
                 infos = controller.list_topics()
-                return protocol.encode_topics_reply(rid, _only(infos, names) if names else infos)
+                return protocol.encode_topics_reply(
+                    rid, _only(infos, names) if names else _visible(infos, grants))
         raise MalformedRequestError(f"the router does not serve {request.kind} requests")
 
     def _routing_or_none(self) -> RoutingTable | None:
@@ -227,6 +237,11 @@ class AdminBridge:
         except BrokerError as exc:
             log.warning("router: the routing refresh failed: %s", exc)
             return None
+
+
+def _visible(infos: list[protocol.TopicInfo], grants: ClientGrants | None) -> list[protocol.TopicInfo]:
+    """The infos of the topics ``grants`` hold any operation on (all without an ACL)."""
+    return infos if grants is None else [info for info in infos if grants.may_see_topic(info.name)]
 
 
 def _only(infos: list[protocol.TopicInfo], names: tuple[str, ...]) -> list[protocol.TopicInfo]:

@@ -53,8 +53,10 @@ from plinth.errors import (BrokerError, MalformedRequestError, NotAuthorizedErro
                            UnavailableError, UnknownTopicError)
 from plinth.router.admin_bridge import AdminBridge, AdminReply, RoutingUpdate
 from plinth.router.held_requests import HeldRequests
+from plinth.router.quotas import Quotas
 from plinth.router.requests_in_flight import (UNCOUNTED_MARK, RequestsInFlight, is_marked,
                                              mark, unmark)
+from plinth.router.security import OffsetsFilter
 from plinth.router.shard_connections import ShardConnections
 from plinth.router.unsent_replies import UnsentReplies
 
@@ -76,6 +78,10 @@ class Router:
         self._held = HeldRequests()
         self._in_flight = RequestsInFlight()
         self._unsent = UnsentReplies()
+        # The ACL's and quotas' hooks (_admit, _on_shard_reply_checked); None without them.
+        acl = security.acl if security is not None else None
+        self._offsets_filter = OffsetsFilter() if acl is not None else None
+        self._quotas = Quotas(acl) if acl is not None and acl.has_quotas else None
         self._stopping = threading.Event()
         self._loop_thread: threading.Thread | None = None
 
@@ -126,7 +132,9 @@ class Router:
                 self._unsent.sweep()
                 self._answer_held_too_long(time.monotonic())
                 next_sweep_s = time.monotonic() + limits.ROUTER_UNSENT_SWEEP_INTERVAL_S
-            for sock, _ in self._poller.poll(limits.ROUTER_POLL_TIMEOUT_MS):
+            if self._quotas is not None:
+                self._release_throttled()
+            for sock, _ in self._poller.poll(self._poll_timeout_ms()):
                 if sock is self._frontend:
                     self._drain(self._frontend, self._on_request)
                 elif sock == wakeup_fd:
@@ -134,7 +142,7 @@ class Router:
                 else:
                     shard_id = self._shards.on_readable(sock)
                     if shard_id is not None:
-                        self._drain(sock, lambda frames: self._on_shard_reply(shard_id, frames))
+                        self._drain(sock, lambda frames: self._on_shard_reply_checked(shard_id, frames))
         self._shards.close()
         self._frontend.close(linger=0)
 
@@ -159,12 +167,8 @@ class Router:
             return
         if not self._has_its_frames(frames, request):
             return
-        if self._security is not None:
-            try:
-                self._security.authorize(header, request)
-            except NotAuthorizedError as exc:
-                self._reply(client_id, protocol.encode_error(request.request_id, exc))
-                return
+        if self._security is not None and not self._admit(frames, request):
+            return
         if isinstance(request, protocol.PARTITION_REQUESTS):
             self._route(frames, request)
         elif isinstance(request, protocol.GROUP_REQUESTS):
@@ -281,8 +285,8 @@ class Router:
             return
         self._held.hold(topic, frames, request, client, size_bytes)
 
-    def _submit_admin(self, client_id, request) -> None:
-        if not self._bridge.submit_request(client_id.bytes, request):
+    def _submit_admin(self, client_id, request, grants=None) -> None:
+        if not self._bridge.submit_request(client_id.bytes, request, grants):
             self._reply(client_id, protocol.encode_error(request.request_id, TooManyRequestsError(
                 f"router admin queue is full ({limits.ROUTER_ADMIN_JOBS_QUEUED_MAX} jobs)")))
 
@@ -370,3 +374,49 @@ class Router:
             self._frontend.send_multipart([client_id, reply], zmq.NOBLOCK, copy=False)
         except zmq.Again:
             log.warning("router: reply dropped, client is not reading")
+
+    # --- ACL and quotas (router/security.py, router/quotas.py) -------------------------
+
+    def _admit(self, frames: list, request) -> bool:
+        """Check a request against the ACL and the quotas; False if it was answered
+        or held here."""
+        if self._security.acl is None:   # CurveZMQ alone: every authenticated client may
+            return True
+        client_id = frames[0]
+        key = self._security.client_key(frames[1])
+        try:
+            grants = self._security.authorize(key, request)
+            if grants is not None and type(request) in (
+                    protocol.ListGroupsRequest, protocol.ListTopicsRequest, protocol.MetadataRequest):
+                self._submit_admin(client_id, request, grants)   # answered cut to its grants
+                return False
+            if grants is not None and type(request) is protocol.FetchOffsetsRequest:
+                self._offsets_filter.expect(client_id.bytes, request.request_id, grants)
+            if self._quotas is not None:
+                return self._quotas.on_request(client_id.bytes, key, frames, request)
+        except (NotAuthorizedError, TooManyRequestsError) as exc:
+            self._reply(client_id, protocol.encode_error(request.request_id, exc))
+            return False
+        return True
+
+    def _on_shard_reply_checked(self, shard_id: str, frames: list) -> None:
+        """A shard's reply, cut to what its client may see and held while the client
+        is over its quota, then relayed."""
+        if self._offsets_filter is not None:
+            self._offsets_filter.cut(frames)
+        if self._quotas is not None and self._quotas.on_reply(shard_id, frames):
+            return
+        self._on_shard_reply(shard_id, frames)
+
+    def _release_throttled(self) -> None:
+        """Relay the replies and forward the requests whose throttle time is over."""
+        for item in self._quotas.due():
+            if item[0] == "reply":
+                self._on_shard_reply(item[1], item[2])
+            else:
+                self._route(item[1], item[2])
+
+    def _poll_timeout_ms(self) -> int:
+        wait_ms = self._quotas.wait_ms() if self._quotas is not None else None
+        return limits.ROUTER_POLL_TIMEOUT_MS if wait_ms is None else \
+            min(wait_ms, limits.ROUTER_POLL_TIMEOUT_MS)

@@ -6,9 +6,15 @@ on the router's ZeroMQ context) lets a client finish the handshake only if
 its public key is one of the ``*.key`` files in the authorized-keys
 directory. An unauthenticated client never gets a reply. ZeroMQ then stamps
 every message with the client's public key (the ``User-Id`` property), which
-the router checks against the ACL for each request: an authenticated client
-without the grant gets a ``notAuthorized`` error. Both kinds of refusal are
-logged.
+the router checks against the ACL (router/acl.py) for each request: an
+authenticated client without the grant gets a ``notAuthorized`` error. Both
+kinds of refusal are logged.
+
+Answers that would show more than the client may see are cut: listGroups by
+the admin bridge (admin_bridge.py), fetchOffsets here (``OffsetsFilter``): the
+router remembers the grants of each fetchOffsets it forwards and, when the
+shard's answer comes back, keeps only the partitions of topics the client may
+consume.
 
 Keys are ZeroMQ certificate files as ``plinth keygen`` (zmq.auth) writes them.
 The hop from router to shards stays inside the cluster and is not encrypted.
@@ -17,20 +23,26 @@ The hop from router to shards stays inside the cluster and is not encrypted.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from plinth import protocol
-from plinth.router.acl import Acl
-from plinth.errors import InvalidConfigError
+from plinth import limits, protocol
+from plinth.errors import (InvalidConfigError, NotAuthorizedError, TooManyRequestsError,
+                           UnavailableError)
+from plinth.router import reply_header
+from plinth.router.acl import Acl, ClientGrants
 
 log = logging.getLogger(__name__)
 
 
 class Security:
+    """Construct, ``start`` and ``stop`` from the router's owner; ``callback`` runs on
+    the authenticator thread; ``client_key`` and ``authorize`` on the router's loop."""
+
     def __init__(self, server_secret_key_file: Path, authorized_keys_dir: Path,
                  acl_file: Path | None = None):
         try:
@@ -74,14 +86,19 @@ class Security:
         sock.curve_publickey = self.public_key
         sock.curve_server = True
 
-    def authorize(self, frame: zmq.Frame, request: protocol.Request) -> None:
-        """Raise NotAuthorizedError unless the sender's key has the grant (router loop)."""
+    @staticmethod
+    def client_key(header: zmq.Frame) -> str:
+        """The CurveZMQ public key (Z85) of the client that sent ``header`` (router loop)."""
+        return header.get("User-Id") or ""
+
+    def authorize(self, client_key: str, request: protocol.Request) -> ClientGrants | None:
+        """Raise NotAuthorizedError unless the key has the grants ``request`` needs; its
+        grants (to cut the answer with), or None without an ACL (router loop)."""
         if self.acl is None:
-            return
-        client_key = frame.get("User-Id") or ""
+            return None
         try:
-            self.acl.check(client_key, request.kind, _topics_of(request))
-        except Exception as exc:
+            return self.acl.check(client_key, request)
+        except NotAuthorizedError as exc:
             log.warning("denied %s from %s...: %s", request.kind, client_key[:8], exc)
             raise
 
@@ -90,13 +107,49 @@ class Security:
             self._auth.stop()
 
 
-def _topics_of(request: protocol.Request) -> list[str]:
-    """The topics a request acts on, for the ACL."""
-    match request:
-        case protocol.GroupHeartbeatRequest(topics=topics) | protocol.MetadataRequest(topics=topics):
-            return list(topics)
-        case protocol.CommitOffsetsRequest(offsets=offsets) | \
-                protocol.ResetOffsetsRequest(offsets=offsets):
-            return sorted({topic for topic, _ in offsets})
-    topic = getattr(request, "topic", "")
-    return [topic] if topic else []
+class OffsetsFilter:
+    """fetchOffsets answers cut to the topics the asking client may consume.
+
+    Router loop thread only. ``expect`` remembers the grants of a fetchOffsets
+    the router forwards; ``cut`` looks at every reply from a shard that has no
+    payload and rewrites each fetchOffsets answer (the Reply's ``committed``
+    kind, which only fetchOffsets gets). An answer whose request it does not
+    remember (it waited past ACL_OFFSETS_FILTER_TTL_S) becomes unavailable,
+    which clients retry: the answer is never let through uncut.
+    """
+
+    def __init__(self, clock_s=time.monotonic):
+        self._clock_s = clock_s
+        # (client id, request id) -> (grants, when the entry may be dropped)
+        self._pending: dict[tuple[bytes, int], tuple[ClientGrants, float]] = {}
+
+    def expect(self, client: bytes, request_id: int, grants: ClientGrants) -> None:
+        """Remember a fetchOffsets about to be forwarded; TooManyRequestsError if full."""
+        if len(self._pending) >= limits.ACL_OFFSETS_FILTERS_PENDING_MAX:
+            self._drop_expired()
+        if len(self._pending) >= limits.ACL_OFFSETS_FILTERS_PENDING_MAX:
+            raise TooManyRequestsError(
+                f"the router awaits {len(self._pending)} fetchOffsets answers, the limit is "
+                f"{limits.ACL_OFFSETS_FILTERS_PENDING_MAX}; retry later")
+        self._pending[(client, request_id)] = (
+            grants, self._clock_s() + limits.ACL_OFFSETS_FILTER_TTL_S)
+
+    def cut(self, frames: list) -> None:
+        """Rewrite ``frames[1]`` if it is a fetchOffsets answer (a reply from a shard)."""
+        if len(frames) != 2 or reply_header.kind_code(frames[1].buffer) != reply_header.COMMITTED:
+            return
+        view = protocol.decode_reply(frames[1].buffer)
+        entry = self._pending.pop((frames[0].bytes, view.request_id), None)
+        if entry is None:
+            frames[1] = zmq.Frame(protocol.encode_error(view.request_id, UnavailableError(
+                "the router no longer knew whose fetchOffsets this answered; retry")))
+            return
+        grants = entry[0]
+        kept = {tp: offset for tp, offset in view.committed.items() if grants.may_consume_topic(tp[0])}
+        if len(kept) != len(view.committed):
+            frames[1] = zmq.Frame(protocol.encode_committed_reply(view.request_id, kept))
+
+    def _drop_expired(self) -> None:
+        now_s = self._clock_s()
+        for entry_key in [k for k, (_, until_s) in self._pending.items() if until_s <= now_s]:
+            del self._pending[entry_key]

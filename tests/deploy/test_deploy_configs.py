@@ -7,7 +7,10 @@ operations guide, checked the way their own tools check them, and against the re
   validate_config (the ray-schema.json shipped in the ray wheel).
 - kuberay-raycluster.yaml: every object against kubernetes.schema.yaml (the RayCluster v1
   fields KubeRay requires, core/v1 for the rest, unknown fields refused), then the
-  references between them: volumes, claims, Secrets, the Service's port.
+  references between them: volumes, claims, Secrets, the Service's port; and its
+  NetworkPolicy: a port serving metrics beyond loopback is reachable only from the
+  cluster's own pods and the chosen scrapers, the router port from anyone.
+- Every file that serves metrics beyond loopback says so in a comment.
 - Every ``plinth ...`` command in the four files is parsed by the real click CLI
   (plinth.cli.main) without running it, and every ``await_cluster.py ...`` command by
   that helper's own parser. The ids of test_every_plinth_command_... list them.
@@ -222,7 +225,7 @@ def test_the_kubernetes_schema_is_a_valid_json_schema():
     jsonschema.Draft202012Validator.check_schema(kubernetes_schema())
 
 
-@pytest.mark.parametrize("kind", ["RayCluster", "Service", "PersistentVolumeClaim"])
+@pytest.mark.parametrize("kind", ["RayCluster", "Service", "PersistentVolumeClaim", "NetworkPolicy"])
 def test_every_object_in_the_kuberay_manifest_matches_the_schema(kind):
     assert schema_errors(kubernetes_objects()[kind]) == []
 
@@ -314,6 +317,107 @@ def test_the_service_sends_clients_to_the_router_port_of_every_pod():
         (argv,) = commands_in([*container["command"], *container["args"]], "plinth")
         assert option_value(argv, "--listen").endswith(f":{target}"), group
         assert container["readinessProbe"]["tcpSocket"]["port"] in (target, port["targetPort"]), group
+
+
+# --- who may reach the metrics port (issue 11, finding 8) -----------------------------------
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _covers(rule: dict, port_number: int, port_name: str | None) -> bool:
+    """Whether an ingress rule lets traffic to the port through (no ports: every port)."""
+    ports = rule.get("ports")
+    return not ports or any(p.get("port") in (None, port_number, port_name) for p in ports)
+
+
+def _anyone(peer: dict) -> bool:
+    """Whether a NetworkPolicy peer lets in more than chosen pods: an address block, or a
+    selector that selects everything ({} matches every pod, or every namespace)."""
+    if "ipBlock" in peer:
+        return True
+    selectors = [peer[key] for key in ("podSelector", "namespaceSelector") if key in peer]
+    return not any(selector.get("matchLabels") or selector.get("matchExpressions")
+                   for selector in selectors)
+
+
+def metrics_exposure_problems(objects: dict[str, dict]) -> list[str]:
+    """Where the manifest lets more than the cluster's own pods and chosen scrapers reach
+    a port that a plinth command serves metrics on beyond loopback; and whether the
+    client port stays open to clients."""
+    cluster = objects["RayCluster"]
+    own_pods = {"ray.io/cluster": cluster["metadata"]["name"]}
+    policy = objects.get("NetworkPolicy")
+    if policy is None:
+        return ["no NetworkPolicy"]
+    spec = policy["spec"]
+    if spec["podSelector"] != {"matchLabels": own_pods} or "Ingress" not in spec.get("policyTypes", []):
+        return [f"the NetworkPolicy does not restrict ingress to the pods {own_pods}"]
+    rules, problems = spec.get("ingress", []), []
+    for group, pod in pod_groups(cluster).items():
+        (container,) = pod["containers"]
+        (argv,) = commands_in([*container["command"], *container["args"]], "plinth")
+        if option_value(argv, "--metrics-host") in (None, *LOOPBACK_HOSTS):
+            continue
+        number = int(option_value(argv, "--metrics-port"))
+        name = next((p.get("name") for p in container["ports"] if p["containerPort"] == number), None)
+        reaching = [rule for rule in rules if _covers(rule, number, name)]
+        peers = [peer for rule in reaching for peer in rule.get("from") or [{}]]
+        problems += [f"{group}: metrics port {number} open to {peer or 'anyone'}"
+                     for peer in peers if _anyone(peer)]
+        if not any(peer.get("podSelector", {}).get("matchLabels") != own_pods for peer in peers):
+            problems.append(f"{group}: no scraper may reach metrics port {number}")
+        listen = int(option_value(argv, "--listen").rsplit(":", 1)[1])
+        listen_name = next((p.get("name") for p in container["ports"] if p["containerPort"] == listen), None)
+        if not any(_covers(rule, listen, listen_name) and not rule.get("from") for rule in rules):
+            problems.append(f"{group}: clients cannot reach the router port {listen}")
+    return problems
+
+
+def test_only_the_clusters_pods_and_prometheus_may_reach_the_metrics_port_clients_the_router():
+    assert metrics_exposure_problems(kubernetes_objects()) == []
+
+
+def _ingress(objects) -> list[dict]:
+    return objects["NetworkPolicy"]["spec"]["ingress"]
+
+
+NETWORK_POLICY_MISTAKES = {
+    "no policy": lambda o: o.pop("NetworkPolicy"),
+    "the client rule covers every port": lambda o: _ingress(o)[1].pop("ports"),
+    "the scraper rule lets any pod in": lambda o: _ingress(o)[2]["from"][0].update(podSelector={}, namespaceSelector={}),
+    "the scraper rule is an address block": lambda o: _ingress(o)[2].update({"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}),
+    "no scraper rule": lambda o: _ingress(o).pop(2),
+    "no client rule": lambda o: _ingress(o).pop(1),
+    "another cluster's pods": lambda o: o["NetworkPolicy"]["spec"].update(podSelector={"matchLabels": {"ray.io/cluster": "x"}}),
+}
+
+
+@pytest.mark.parametrize("mistake", list(NETWORK_POLICY_MISTAKES))
+def test_the_metrics_exposure_check_finds_an_open_metrics_port_or_a_closed_router_port(mistake):
+    # Given the manifest with one mistake in its NetworkPolicy
+    objects = copy.deepcopy(kubernetes_objects())
+    NETWORK_POLICY_MISTAKES[mistake](objects)
+    # Then the check names at least one problem
+    assert metrics_exposure_problems(objects) != []
+
+
+@pytest.mark.parametrize("file", sorted({file for file, _, argv in PLINTH_COMMANDS
+                                         if option_value(argv, "--metrics-host") not in (None, *LOOPBACK_HOSTS)}))
+def test_every_file_that_serves_metrics_beyond_loopback_says_so_in_a_comment(file):
+    text = (REPO / "deploy" / file).read_text()
+    comments = " ".join(line.split("#", 1)[1] for line in text.splitlines() if "#" in line) \
+        if file != OPERATIONS.name else text
+    hosts = {option_value(argv, "--metrics-host") for f, _, argv in PLINTH_COMMANDS if f == file}
+    for host in hosts - {None, *LOOPBACK_HOSTS}:
+        assert f"--metrics-host {host}" in comments and "authentication" in comments, file
+
+
+@pytest.mark.parametrize("command", ["serve", "router"])
+def test_plinth_serves_metrics_on_loopback_unless_told_otherwise(command):
+    from plinth.cli import main
+
+    (host,) = [p for p in main.commands[command].params if p.name == "metrics_host"]
+    assert host.default == "127.0.0.1"
 
 
 # --- both cluster configs -------------------------------------------------------------------

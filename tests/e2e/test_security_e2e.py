@@ -1,6 +1,8 @@
 """CurveZMQ and ACLs against a real broker: keys from `plinth keygen`; an
 unauthenticated client gets no reply, an authenticated one without the grant
-gets NotAuthorizedError, and both refusals are logged."""
+gets NotAuthorizedError, and both refusals are logged; a tenant's grants on its
+topics give it nothing of another tenant's group nor of the cluster; an ACL file
+that could grant more than meant stops the broker from starting."""
 
 from __future__ import annotations
 
@@ -11,9 +13,10 @@ import sys
 import pytest
 import zmq.auth
 
-from plinth import Admin, Consumer, Producer
-from plinth.errors import NotAuthorizedError, PlinthTimeoutError
-from tests.support import unique_topic
+from plinth import Admin, Consumer, Producer, protocol
+from plinth.client.connection import Connection, broker_address
+from plinth.errors import NotAuthorizedError, PlinthError, PlinthTimeoutError
+from tests.support import free_port, unique_topic, wait_until
 
 
 def keygen(directory, name):
@@ -76,3 +79,157 @@ def test_serve_refuses_plaintext_on_a_non_loopback_address(tmp_path):
          "--listen", "tcp://0.0.0.0:7499"], capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "without CurveZMQ keys" in result.stderr
+
+
+def public_key(public_file) -> str:
+    return zmq.auth.load_certificate(str(public_file))[0].decode()
+
+
+def secure_options(directory, names: list[str], acl_of) -> tuple[tuple[str, ...], dict]:
+    """Keys for a server and for each of ``names``, and the ACL ``acl_of({name: public
+    key})``, under ``directory``: the ``plinth serve`` arguments that use them, and each
+    name's client options (curve_key_file, curve_server_key_file)."""
+    keys, authorized = directory / "keys", directory / "authorized"
+    authorized.mkdir()
+    server_public, server_secret = keygen(keys, "server")
+    publics, options = {}, {}
+    for name in names:
+        public, secret = keygen(keys, name)
+        (authorized / public.name).write_text(public.read_text())
+        publics[name] = public_key(public)
+        options[name] = dict(curve_key_file=str(secret), curve_server_key_file=str(server_public))
+    acl = directory / "acl.json"
+    acl.write_text(json.dumps(acl_of(publics)))
+    return ("--curve-secret-key", str(server_secret), "--authorized-keys", str(authorized),
+            "--acl", str(acl)), options
+
+
+def read_until(consumer, expected: list[bytes], got: list[bytes] | None = None) -> list[bytes]:
+    """Poll ``consumer`` until the values read (added to ``got``) are ``expected``."""
+    got = [] if got is None else got
+
+    def read() -> bool:
+        got.extend(r.value for records in consumer.poll(200).values() for r in records)
+        return got == expected
+
+    wait_until(read)
+    return got
+
+
+def test_grants_on_its_own_topics_give_a_tenant_nothing_of_anothers_group_nor_the_cluster(
+        tmp_path, broker_factory):
+    # Given tenant A with every operation on topics a.*, tenant B owning group payments
+    # on its topics pay.* (issue 11, finding 2), and an auditor that may consume in group
+    # payments but topics a.* only
+    extra_args, options = secure_options(tmp_path, ["tenant_a", "tenant_b", "auditor"], lambda k: {
+        k["tenant_a"]: [{"operations": ["produce", "consume", "admin"], "topics": "a.*"}],
+        k["tenant_b"]: [{"operations": ["produce", "consume", "admin"], "topics": "pay.*",
+                         "groups": "payments"}],
+        k["auditor"]: [{"operations": ["consume"], "topics": "a.*", "groups": "payments"}]})
+    broker = broker_factory(shards=1, extra_args=extra_args)
+    as_a, as_b = options["tenant_a"], options["tenant_b"]
+    with Admin(broker=broker.url, **as_b) as admin:
+        admin.create_topic("pay.orders", 1)
+    with Admin(broker=broker.url, **as_a) as admin:
+        admin.create_topic("a.events", 1)
+    with Producer(broker=broker.url, **as_b) as producer:
+        producer.send("pay.orders", b"first").get(30)
+    # And B's consumer in group payments, which read and committed the first record
+    b_consumer = Consumer("pay.orders", broker=broker.url, group="payments",
+                          auto_offset_reset="earliest", **as_b)
+    try:
+        got = read_until(b_consumer, [b"first"])
+        b_consumer.commit()
+        with Admin(broker=broker.url, **as_b) as admin:
+            (b_member,) = admin.describe_group("payments").members
+        # When A reads payments' offsets, describes it, heartbeats as B's member, joins
+        # it (with B's topic or its own), reads status and adds or removes shards
+        a_conn = Connection(broker_address(broker.url, **as_a))
+        attempts = {
+            "fetchOffsets": lambda rid: protocol.encode_group_request(rid, "fetchOffsets", "payments"),
+            "describeGroup": lambda rid: protocol.encode_group_request(rid, "describeGroup", "payments"),
+            "heartbeat as B": lambda rid: protocol.encode_group_heartbeat(
+                rid, "payments", b_member.member_id, b_member.member_epoch, ["pay.orders"], set(), 0, ""),
+            "leave as B": lambda rid: protocol.encode_group_heartbeat(
+                rid, "payments", b_member.member_id, protocol.LEAVE_EPOCH, [], set(), 0, ""),
+            "join with B's topic": lambda rid: protocol.encode_group_heartbeat(
+                rid, "payments", "", 0, ["pay.orders"], set(), 0, ""),
+            "join with its own topic": lambda rid: protocol.encode_group_heartbeat(
+                rid, "payments", "", 0, ["a.events"], set(), 0, ""),
+            "status": protocol.encode_status_request,
+            "addShards": lambda rid: protocol.encode_shards_change(rid, "addShards", 1),
+            "removeShards": lambda rid: protocol.encode_shards_change(rid, "removeShards", 1),
+        }
+        outcomes = {}
+        for what, encode in attempts.items():
+            request_id = a_conn.next_request_id()
+            try:
+                a_conn.request(encode(request_id), request_id, 10_000)
+                outcomes[what] = "answered"
+            except NotAuthorizedError:
+                outcomes[what] = "refused"
+            except PlinthError as exc:   # let through, then failed or still at work
+                outcomes[what] = f"let through: {type(exc).__name__}"
+        a_conn.close()
+        with Admin(broker=broker.url, **as_a) as admin:
+            a_sees_groups, a_sees_topics = admin.list_groups(), admin.list_topics()
+        # Then every one was refused, and A lists no group nor topic of B's
+        assert outcomes == dict.fromkeys(attempts, "refused")
+        assert a_sees_groups == [] and a_sees_topics == ["a.events"]
+        # And payments' offsets show B its topic, and the auditor none of it
+        assert committed_offsets(broker.url, as_b, "payments") == {("pay.orders", 0): 1}
+        assert committed_offsets(broker.url, options["auditor"], "payments") == {}
+        # And B's member is still there, with its id, and reads on
+        with Producer(broker=broker.url, **as_b) as producer:
+            producer.send("pay.orders", b"second").get(30)
+        read_until(b_consumer, [b"first", b"second"], got)
+        with Admin(broker=broker.url, **as_b) as admin:
+            assert [m.member_id for m in admin.describe_group("payments").members] == [b_member.member_id]
+            assert admin.list_groups() == ["payments"]
+    finally:
+        b_consumer.close()
+    assert "denied fetchOffsets" in broker.log() and "denied status" in broker.log()
+
+
+def committed_offsets(url: str, client_options: dict, group: str) -> dict:
+    """The answer to a fetchOffsets of ``group`` sent with ``client_options``."""
+    conn = Connection(broker_address(url, **client_options))
+    try:
+        request_id = conn.next_request_id()
+        view, _ = conn.request(protocol.encode_group_request(request_id, "fetchOffsets", group),
+                               request_id, 10_000)
+        return view.committed
+    finally:
+        conn.close()
+
+
+TYPO_GRANT = {"operations": ["consume"], "topic": "orders.*"}   # "topic": a typo of "topics"
+
+
+def refusal_of(command: list[str], timeout_s: float = 60) -> str:
+    """Run a plinth command that must refuse to start; its stderr."""
+    result = subprocess.run([sys.executable, "-m", "plinth.cli", *command], capture_output=True,
+                            text=True, timeout=timeout_s)
+    assert result.returncode != 0, result.stdout
+    return result.stderr
+
+
+def test_serve_and_router_refuse_to_start_with_an_acl_that_could_grant_more_than_meant(
+        tmp_path, ray_cluster):
+    # Given an ACL file whose grant misspells "topics" (it used to grant every topic)
+    keys, authorized = tmp_path / "keys", tmp_path / "authorized"
+    authorized.mkdir()
+    _, server_secret = keygen(keys, "server")
+    client_public, _ = keygen(keys, "client")
+    key = public_key(client_public)
+    acl = tmp_path / "acl.json"
+    acl.write_text(json.dumps({key: [TYPO_GRANT]}))
+    secured = ["--curve-secret-key", str(server_secret), "--authorized-keys", str(authorized),
+               "--acl", str(acl), "--listen", f"tcp://127.0.0.1:{free_port()}"]
+    # When plinth serve, and plinth router, start with it
+    for command in (["serve", "--data-dir", str(tmp_path / "d"), "--ray-address", ray_cluster],
+                    ["router", "--ray-address", ray_cluster, "--cluster-name", "nobody"]):
+        stderr = refusal_of([*command, *secured])
+        # Then each refuses, naming the file, the key and the field
+        assert str(acl) in stderr and key in stderr and "unknown field 'topic'" in stderr, stderr
+    assert not (tmp_path / "d").exists()

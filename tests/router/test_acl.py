@@ -1,47 +1,210 @@
-"""acl.py: grants per client key, operation and topic pattern."""
+"""acl.py: grants per client key on topics, groups and the cluster; quotas; strict loading."""
+
+from __future__ import annotations
 
 import json
+import typing
 
 import pytest
 
-from plinth.router.acl import Acl
+from plinth import protocol
 from plinth.errors import InvalidConfigError, NotAuthorizedError
+from plinth.router.acl import Acl, QuotaRates, needs_of
 
 KEY = "A" * 40
+OTHER = "B" * 40
 
 
-def acl_from(tmp_path, grants) -> Acl:
+def acl_from(tmp_path, content) -> Acl:
     path = tmp_path / "acl.json"
-    path.write_text(json.dumps(grants))
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
     return Acl.load(path)
+
+
+def produce(topic):
+    return protocol.ProduceRequest(1, topic, 0)
+
+
+def fetch(topic):
+    return protocol.FetchRequest(1, topic, 0, 0, 1024, 0)
+
+
+def heartbeat(group, topics=(), owned=frozenset(), epoch=0):
+    return protocol.GroupHeartbeatRequest(1, group, "", epoch, tuple(topics), owned, 0, "")
+
+
+def commit(group, offsets):
+    return protocol.CommitOffsetsRequest(1, group, "m", 1, offsets)
+
+
+# One request of every kind, for the rule that every kind has a rule.
+EVERY_KIND = [
+    produce("t"), fetch("t"), protocol.ListOffsetsRequest(1, "t", 0), protocol.MetadataRequest(1, ()),
+    protocol.CreateTopicRequest(1, "t", 1, {}), protocol.AlterTopicRequest(1, "t", {}),
+    protocol.DeleteTopicRequest(1, "t"), protocol.DescribeTopicRequest(1, "t"),
+    protocol.ListTopicsRequest(1), heartbeat("g"), commit("g", {}),
+    protocol.ResetOffsetsRequest(1, "g", {}), protocol.FetchOffsetsRequest(1, "g"),
+    protocol.DescribeGroupRequest(1, "g"), protocol.ListGroupsRequest(1), protocol.StatusRequest(1),
+    protocol.AddShardsRequest(1, 1), protocol.RemoveShardsRequest(1, 1),
+]
+
+
+def test_every_request_kind_has_a_rule():
+    # Given one request of every kind of the protocol
+    assert {type(r) for r in EVERY_KIND} == set(typing.get_args(protocol.Request))
+    # Then the ACL knows what each needs: none is let through for want of a rule
+    assert [r.kind for r in EVERY_KIND if needs_of(r) is None] == []
 
 
 def test_a_grant_allows_its_operations_on_matching_topics_only(tmp_path):
     acl = acl_from(tmp_path, {KEY: [{"operations": ["produce"], "topics": "orders.*"}]})
-    acl.check(KEY, "produce", ["orders.eu"])
+    acl.check(KEY, produce("orders.eu"))
     with pytest.raises(NotAuthorizedError, match="may not produce topic 'payments'"):
-        acl.check(KEY, "produce", ["payments"])
+        acl.check(KEY, produce("payments"))
     with pytest.raises(NotAuthorizedError, match="may not consume topic 'orders.eu'"):
-        acl.check(KEY, "fetch", ["orders.eu"])
-    with pytest.raises(NotAuthorizedError, match="may not admin"):
-        acl.check(KEY, "createTopic", ["orders.new"])
+        acl.check(KEY, fetch("orders.eu"))
+    with pytest.raises(NotAuthorizedError, match="may not admin topic 'orders.new'"):
+        acl.check(KEY, protocol.CreateTopicRequest(1, "orders.new", 1, {}))
 
 
-def test_metadata_needs_any_grant_and_unknown_keys_get_nothing(tmp_path):
-    acl = acl_from(tmp_path, {KEY: [{"operations": ["consume"], "topics": "*"}]})
-    acl.check(KEY, "listTopics", [])
+def test_listing_needs_any_grant_and_unknown_keys_get_nothing(tmp_path):
+    acl = acl_from(tmp_path, {KEY: [{"operations": ["consume"], "topics": "orders.*"}]})
+    acl.check(KEY, protocol.ListTopicsRequest(1))
+    acl.check(KEY, protocol.ListGroupsRequest(1))
+    acl.check(KEY, protocol.MetadataRequest(1, ("orders.eu",)))
+    with pytest.raises(NotAuthorizedError, match="may not read metadata of topic 'payments'"):
+        acl.check(KEY, protocol.MetadataRequest(1, ("orders.eu", "payments")))
     with pytest.raises(NotAuthorizedError, match="has no grants"):
-        acl.check("B" * 40, "listTopics", [])
+        acl.check(OTHER, protocol.ListTopicsRequest(1))
 
 
-def test_the_star_key_applies_to_every_client(tmp_path):
-    acl = acl_from(tmp_path, {"*": [{"operations": ["consume"], "topics": "public.*"}]})
-    acl.check("C" * 40, "fetch", ["public.news"])
+def test_the_star_key_applies_to_every_client_besides_its_own_grants(tmp_path):
+    acl = acl_from(tmp_path, {"*": [{"operations": ["consume"], "topics": "public.*"}],
+                              KEY: [{"operations": ["produce"], "topics": "orders"}]})
+    acl.check("C" * 40, fetch("public.news"))
+    acl.check(KEY, fetch("public.news"))
+    acl.check(KEY, produce("orders"))
 
 
-def test_a_bad_acl_file_names_the_problem(tmp_path):
-    with pytest.raises(InvalidConfigError, match="unknown operations"):
-        acl_from(tmp_path, {KEY: [{"operations": ["delete-everything"], "topics": "*"}]})
-    (tmp_path / "bad.json").write_text("{not json")
+def test_a_topic_scoped_grant_never_matches_an_empty_name_nor_a_group(tmp_path):
+    # Given a key with every topic operation on every topic, and no group or cluster grant
+    acl = acl_from(tmp_path, {KEY: [{"operations": ["produce", "consume", "admin"], "topics": "*"}]})
+    # Then an empty topic name, any group and the cluster are refused
+    with pytest.raises(NotAuthorizedError, match="may not admin topic ''"):
+        acl.check(KEY, protocol.DeleteTopicRequest(1, ""))
+    for request in (protocol.FetchOffsetsRequest(1, "payments"), heartbeat("payments", ["a"]),
+                    protocol.DescribeGroupRequest(1, "payments"), protocol.FetchOffsetsRequest(1, "")):
+        with pytest.raises(NotAuthorizedError, match="group"):
+            acl.check(KEY, request)
+    for request in (protocol.StatusRequest(1), protocol.AddShardsRequest(1, 1),
+                    protocol.RemoveShardsRequest(1, 1)):
+        with pytest.raises(NotAuthorizedError, match="needs the cluster operation"):
+            acl.check(KEY, request)
+
+
+def test_consuming_in_a_group_needs_the_group_and_every_topic_it_names(tmp_path):
+    # Given consume on group "billing" and on topics "orders.*"
+    acl = acl_from(tmp_path, {KEY: [{"operations": ["consume"], "topics": "orders.*",
+                                     "groups": "billing"}]})
+    # Then joining, committing and reading offsets of billing on orders.* are allowed
+    acl.check(KEY, heartbeat("billing", ["orders.eu"]))
+    acl.check(KEY, heartbeat("billing", epoch=protocol.LEAVE_EPOCH))
+    acl.check(KEY, commit("billing", {("orders.eu", 0): 5}))
+    acl.check(KEY, protocol.FetchOffsetsRequest(1, "billing"))
+    # And subscribing, owning or committing another topic, or another group, is not
+    with pytest.raises(NotAuthorizedError, match="may not consume topic 'payments'"):
+        acl.check(KEY, heartbeat("billing", ["orders.eu", "payments"]))
+    with pytest.raises(NotAuthorizedError, match="may not consume topic 'payments'"):
+        acl.check(KEY, heartbeat("billing", ["orders.eu"], frozenset({("payments", 0)})))
+    with pytest.raises(NotAuthorizedError, match="may not consume topic 'payments'"):
+        acl.check(KEY, commit("billing", {("payments", 0): 5}))
+    with pytest.raises(NotAuthorizedError, match="may not consume group 'audit'"):
+        acl.check(KEY, heartbeat("audit", ["orders.eu"]))
+    # And consume does not describe or reset the group
+    with pytest.raises(NotAuthorizedError, match="may not admin group 'billing'"):
+        acl.check(KEY, protocol.DescribeGroupRequest(1, "billing"))
+
+
+def test_administering_a_group_needs_admin_on_it_and_resetting_consume_on_the_topics(tmp_path):
+    # Given admin on group billing (its own grant) and consume on orders.* without a group
+    acl = acl_from(tmp_path, {KEY: [{"operations": ["admin"], "groups": "billing"},
+                                    {"operations": ["consume"], "topics": "orders.*"}]})
+    grants = acl.check(KEY, protocol.DescribeGroupRequest(1, "billing"))
+    acl.check(KEY, protocol.ResetOffsetsRequest(1, "billing", {("orders.eu", 0): 0}))
+    with pytest.raises(NotAuthorizedError, match="may not consume topic 'payments'"):
+        acl.check(KEY, protocol.ResetOffsetsRequest(1, "billing", {("payments", 0): 0}))
+    with pytest.raises(NotAuthorizedError, match="may not admin topic 'orders.eu'"):
+        acl.check(KEY, protocol.DeleteTopicRequest(1, "orders.eu"))
+    # Then its grants describe billing only, and consume orders.* only
+    assert [g for g in ("billing", "audit", "") if grants.may_describe_group(g)] == ["billing"]
+    assert [t for t in ("orders.eu", "payments") if grants.may_consume_topic(t)] == ["orders.eu"]
+
+
+def test_the_cluster_operation_covers_status_and_shards(tmp_path):
+    acl = acl_from(tmp_path, {KEY: [{"operations": ["cluster"]}]})
+    for request in (protocol.StatusRequest(1), protocol.AddShardsRequest(1, 1),
+                    protocol.RemoveShardsRequest(1, 1)):
+        acl.check(KEY, request)
+    with pytest.raises(NotAuthorizedError):
+        acl.check(KEY, protocol.DescribeTopicRequest(1, "orders"))
+
+
+def test_quotas_are_read_per_key_and_star_is_every_other_keys_default(tmp_path):
+    acl = acl_from(tmp_path, {
+        KEY: [{"operations": ["produce"], "topics": "*"}],
+        "quotas": {KEY: {"producer_byte_rate": 1000},
+                   "*": {"producer_byte_rate": 5000, "consumer_byte_rate": 9000}}})
+    assert acl.quota_for(KEY) == QuotaRates(producer_byte_rate=1000)
+    assert acl.quota_for(OTHER) == QuotaRates(5000, 9000)
+    assert acl.has_quotas
+    assert not acl_from(tmp_path, {KEY: []}).has_quotas
+    assert acl_from(tmp_path, {KEY: []}).quota_for(KEY) is None
+
+
+GOOD_GRANT = {"operations": ["consume"], "topics": "orders.*"}
+# (what is wrong, the file, what the refusal must name besides the file)
+BAD_FILES = [
+    ("a misspelt field", {KEY: [{"operations": ["consume"], "topic": "orders.*"}]},
+     [KEY, "unknown field 'topic'"]),
+    ("a pattern that is a list", {KEY: [{"operations": ["consume"], "topics": ["orders"]}]},
+     [KEY, "field 'topics'", "non-empty pattern string"]),
+    ("an empty pattern", {KEY: [{"operations": ["consume"], "groups": ""}]},
+     [KEY, "field 'groups'"]),
+    ("produce without topics", {KEY: [{"operations": ["produce"], "groups": "g"}]},
+     [KEY, "operation 'produce' needs field 'topics'"]),
+    ("consume without a pattern", {KEY: [{"operations": ["consume"]}]},
+     [KEY, "operation 'consume' needs field 'topics' or 'groups'"]),
+    ("cluster with a pattern", {KEY: [{"operations": ["cluster"], "topics": "*"}]},
+     [KEY, "field 'topics' is used by none of the operations"]),
+    ("an unknown operation", {KEY: [{"operations": ["delete-everything"], "topics": "*"}]},
+     [KEY, "unknown operations ['delete-everything']"]),
+    ("no operations", {KEY: [{"topics": "*"}]}, [KEY, "field 'operations'"]),
+    ("grants not a list", {KEY: GOOD_GRANT}, [KEY, "expected a list of grants"]),
+    ("a name that is no key", {"alice": [GOOD_GRANT]}, ["'alice' is not a client public key"]),
+    ("a quota field misspelt", {KEY: [GOOD_GRANT], "quotas": {KEY: {"producer_rate": 10}}},
+     [KEY, "unknown field 'producer_rate'"]),
+    ("a quota that is a string", {KEY: [GOOD_GRANT], "quotas": {KEY: {"consumer_byte_rate": "10"}}},
+     [KEY, "field 'consumer_byte_rate' must be a positive integer"]),
+    ("a quota of zero", {KEY: [GOOD_GRANT], "quotas": {"*": {"producer_byte_rate": 0}}},
+     ["key *", "field 'producer_byte_rate'"]),
+]
+
+
+@pytest.mark.parametrize("content, named", [(c, n) for _, c, n in BAD_FILES],
+                         ids=[what for what, _, _ in BAD_FILES])
+def test_loading_refuses_a_file_that_could_grant_more_than_meant_naming_file_key_and_field(
+        tmp_path, content, named):
+    with pytest.raises(InvalidConfigError) as refused:
+        acl_from(tmp_path, content)
+    message = str(refused.value)
+    assert str(tmp_path / "acl.json") in message
+    for part in named:
+        assert part in message, (part, message)
+
+
+def test_loading_refuses_unreadable_json_and_a_key_given_twice(tmp_path):
     with pytest.raises(InvalidConfigError, match="cannot read ACL file"):
-        Acl.load(tmp_path / "bad.json")
+        acl_from(tmp_path, "{not json")
+    grant = json.dumps([GOOD_GRANT])
+    with pytest.raises(InvalidConfigError, match=f"'{KEY}' appears twice"):
+        acl_from(tmp_path, f'{{"{KEY}": {grant}, "{KEY}": []}}')

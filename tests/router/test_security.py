@@ -1,0 +1,293 @@
+"""security.py and the router's ACL and quota hooks: a real Router with CurveZMQ and an
+ACL file, between real clients (CurveZMQ DEALERs) and fake shards and controller that
+speak the real protocol (tests/router/fakes.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import zmq
+import zmq.auth
+
+from plinth import limits, protocol
+from plinth.control import placement
+from plinth.errors import NotAuthorizedError, TooManyRequestsError, UnavailableError
+from plinth.router.router import Router
+from plinth.router.security import OffsetsFilter, Security
+from tests.router.fakes import Client, FakeController, FakeShard, answer
+from tests.support import free_port
+
+RATE = 100_000                  # bytes/s of the quotas below
+OVER = 3 * RATE                 # one payload of this many bytes puts a key 2 s over its quota
+
+
+class CurveClient(Client):
+    """A client's DEALER with its CurveZMQ key pair, as the client library makes it."""
+
+    def __init__(self, url: str, secret_file: Path, server_public: bytes):
+        public, secret = zmq.auth.load_certificate(str(secret_file))
+        self.socket = zmq.Context.instance().socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.curve_publickey, self.socket.curve_secretkey = public, secret
+        self.socket.curve_serverkey = server_public
+        self.socket.connect(url)
+
+
+@dataclass
+class SecureRig:
+    router: Router
+    url: str
+    context: zmq.Context
+    controller: FakeController
+    shards: dict[str, FakeShard]
+    secrets: dict[str, Path]
+    server_public: bytes
+    clients: list[Client] = field(default_factory=list)
+
+    def client(self, name: str) -> Client:
+        self.clients.append(CurveClient(self.url, self.secrets[name], self.server_public))
+        return self.clients[-1]
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+        self.router.stop()
+        for shard in self.shards.values():
+            shard.close()
+        self.context.destroy(linger=0)
+
+
+@pytest.fixture
+def secure_rig(tmp_path):
+    """``secure_rig(acl, handler=None, **controller_kwargs)``: clients "alice" and "bob"
+    with authorized keys; ``acl`` names them by name (a JSON object with those names
+    where the keys go); two fake shards answering with ``handler``."""
+    rigs: list[SecureRig] = []
+
+    def make(acl: dict, handler=None, **controller_kwargs) -> SecureRig:
+        keys, authorized = tmp_path / "keys", tmp_path / "authorized"
+        authorized.mkdir(exist_ok=True)
+        keys.mkdir(exist_ok=True)
+        server_public_file, server_secret = zmq.auth.create_certificates(str(keys), "server")
+        secrets, text = {}, json.dumps(acl)
+        for name in ("alice", "bob"):
+            public_file, secrets[name] = zmq.auth.create_certificates(str(keys), name)
+            (authorized / f"{name}.key").write_text(Path(public_file).read_text())
+            public = zmq.auth.load_certificate(public_file)[0].decode()
+            text = text.replace(f'"{name}"', json.dumps(public))
+        (tmp_path / "acl.json").write_text(text)
+        shards = {shard_id: FakeShard(shard_id, handler=handler and (lambda r, s=shard_id: handler(r, s)))
+                  for shard_id in ("shard-0", "shard-1")}
+        controller = FakeController({i: s.address for i, s in shards.items()}, **controller_kwargs)
+        url, context = f"tcp://127.0.0.1:{free_port()}", zmq.Context()
+        security = Security(Path(server_secret), authorized, tmp_path / "acl.json")
+        router = Router(url, controller, context=context, security=security)
+        router.start(controller.routing())
+        rigs.append(SecureRig(router, url, context, controller, shards,
+                              {name: Path(path) for name, path in secrets.items()},
+                              zmq.auth.load_certificate(server_public_file)[0]))
+        return rigs[-1]
+
+    yield make
+    for rig in rigs:
+        rig.close()
+
+
+def group_shard(rig: SecureRig, group: str) -> FakeShard:
+    return rig.shards[placement.shard_for_group(group, list(rig.controller.shard_ids))]
+
+
+# --- ACL ---------------------------------------------------------------------------------
+
+def test_a_request_the_acl_refuses_is_answered_not_authorized_and_never_reaches_a_shard(secure_rig):
+    # Given alice with every operation on topics a.* and bob owning group payments
+    rig = secure_rig({"alice": [{"operations": ["produce", "consume", "admin"], "topics": "a.*"}],
+                      "bob": [{"operations": ["consume"], "topics": "b.*", "groups": "payments"}]},
+                     topics={"a.t": 1})
+    alice = rig.client("alice")
+    # When alice heartbeats as a member of payments, reads its offsets and adds shards
+    refused = [alice.request(protocol.encode_group_heartbeat(1, "payments", "bobs-id", -1, [], set(),
+                                                             0, "")),
+               alice.request(protocol.encode_group_request(2, "fetchOffsets", "payments")),
+               alice.request(protocol.encode_shards_change(3, "addShards", 1))]
+    # Then each is refused, and no shard saw any of them
+    assert [type(view.error) for view in refused] == [NotAuthorizedError] * 3
+    assert [view.request_id for view in refused] == [1, 2, 3]
+    assert all(shard.requests() == [] for shard in rig.shards.values())
+    # While her own topic works
+    assert alice.request(protocol.encode_produce(4, "a.t", 0, 1), b"batch").error is None
+
+
+def test_list_groups_answers_only_the_groups_the_client_may_describe(secure_rig):
+    # Given groups of two teams, alice admin of team-a's and bob with a cluster grant only
+    rig = secure_rig({"alice": [{"operations": ["admin"], "groups": "team-a.*"}],
+                      "bob": [{"operations": ["cluster"]}]})
+    rig.controller.groups = ["team-a.billing", "team-b.payments", "team-a.audit"]
+    # When each lists the groups
+    seen = {name: rig.client(name).request(protocol.encode_list_groups(1)).groups
+            for name in ("alice", "bob")}
+    # Then alice sees team-a's groups only, and bob none
+    assert seen == {"alice": ["team-a.billing", "team-a.audit"], "bob": []}
+
+
+def test_topic_listings_answer_only_the_topics_the_client_has_a_grant_on(secure_rig):
+    # Given topics of two teams, alice consuming team-a's and bob with a cluster grant only
+    rig = secure_rig({"alice": [{"operations": ["consume"], "topics": "team-a.*"}],
+                      "bob": [{"operations": ["cluster"]}]},
+                     topics={"team-a.orders": 1, "team-b.payments": 2, "team-a.audit": 1})
+    # When each lists the topics, and asks for the metadata of every topic
+    listed = {name: [info.name for info in rig.client(name).request(protocol.encode_list_topics(1)).topics]
+              for name in ("alice", "bob")}
+    metadata = {name: [info.name for info in rig.client(name).request(protocol.encode_metadata(2, [])).topics]
+                for name in ("alice", "bob")}
+    # Then alice sees team-a's topics only, and bob none
+    assert listed == metadata == {"alice": ["team-a.audit", "team-a.orders"], "bob": []}
+
+
+def committed_of_two_tenants(request, shard_id):
+    if type(request) is protocol.FetchOffsetsRequest:
+        return [protocol.encode_committed_reply(
+            request.request_id, {("a.orders", 0): 5, ("a.orders", 1): 6, ("b.secret", 0): 7})]
+    return answer(request, shard_id)
+
+
+def test_fetch_offsets_answers_only_partitions_of_topics_the_client_may_consume(secure_rig):
+    # Given a group with offsets committed on a.orders and b.secret, alice may consume
+    # a.* in it and bob every topic
+    rig = secure_rig({"alice": [{"operations": ["consume"], "topics": "a.*", "groups": "shared"}],
+                      "bob": [{"operations": ["consume"], "topics": "*", "groups": "shared"}]},
+                     handler=committed_of_two_tenants)
+    # When each reads the group's committed offsets
+    seen = {name: rig.client(name).request(protocol.encode_group_request(7, "fetchOffsets", "shared"))
+            for name in ("alice", "bob")}
+    # Then alice gets a.orders' only, bob all of them, each under its own request id
+    assert seen["alice"].committed == {("a.orders", 0): 5, ("a.orders", 1): 6}
+    assert seen["bob"].committed == {("a.orders", 0): 5, ("a.orders", 1): 6, ("b.secret", 0): 7}
+    assert seen["alice"].request_id == seen["bob"].request_id == 7
+
+
+def test_a_fetch_offsets_answer_the_filter_no_longer_expects_is_unavailable_never_uncut():
+    # Given a filter that expects nothing (its entry dropped, or a reply never asked for)
+    offsets_filter = OffsetsFilter()
+    frames = [zmq.Frame(b"client"),
+              zmq.Frame(protocol.encode_committed_reply(9, {("b.secret", 0): 7}))]
+    # When a fetchOffsets answer passes
+    offsets_filter.cut(frames)
+    # Then it became an unavailable error for the same request
+    view = protocol.decode_reply(frames[1].buffer)
+    assert (view.request_id, type(view.error), view.committed) == (9, UnavailableError, {})
+
+
+def test_the_offsets_filter_is_bounded_and_drops_only_entries_past_their_time(monkeypatch):
+    # Given a filter for at most 2 pending answers, and a clock
+    monkeypatch.setattr(limits, "ACL_OFFSETS_FILTERS_PENDING_MAX", 2)
+    now_s = [0.0]
+    offsets_filter = OffsetsFilter(clock_s=lambda: now_s[0])
+    grants = object()
+    offsets_filter.expect(b"c", 1, grants)
+    offsets_filter.expect(b"c", 2, grants)
+    # When a third comes while the first two may still be answered: refused
+    with pytest.raises(TooManyRequestsError, match="awaits 2 fetchOffsets answers"):
+        offsets_filter.expect(b"c", 3, grants)
+    # Then once they are past their time, it is taken
+    now_s[0] = limits.ACL_OFFSETS_FILTER_TTL_S + 1
+    offsets_filter.expect(b"c", 3, grants)
+
+
+# --- Quotas --------------------------------------------------------------------------------
+
+QUOTA_ACL = {"alice": [{"operations": ["produce", "consume"], "topics": "*"}],
+             "bob": [{"operations": ["produce", "consume"], "topics": "*"}],
+             "quotas": {"alice": {"producer_byte_rate": RATE, "consumer_byte_rate": RATE}}}
+
+
+def big_first_fetch(request, shard_id):
+    """Fetch 1 returns OVER bytes of data, every other fetch 10 bytes."""
+    if type(request) is protocol.FetchRequest:
+        data = bytes(OVER if request.request_id == 1 else 10)
+        return [protocol.encode_fetch_reply(request.request_id, 0, 0), data]
+    return answer(request, shard_id)
+
+
+def fetch(request_id: int) -> bytes:
+    return protocol.encode_fetch(request_id, "t", 0, 0, 1024, 0)
+
+
+def test_a_producer_over_its_quota_gets_its_reply_late_and_told_by_how_much(secure_rig):
+    # Given alice with a produce quota, bob without
+    rig = secure_rig(QUOTA_ACL, topics={"t": 1}, owners={"t": ("shard-0",)})
+    alice, bob = rig.client("alice"), rig.client("bob")
+    # When alice produces 3 s worth of her quota at once
+    started_s = time.monotonic()
+    alice.send(protocol.encode_produce(1, "t", 0, 1), bytes(OVER))
+    # Then the shard gets it at once, while her reply waits
+    rig.shards["shard-0"].wait_for_requests(1)
+    assert not alice.has_reply(0.5)
+    # And the reply comes about 2 s (her excess over the 1 s burst) later, saying so
+    view, _ = alice.recv()
+    waited_s = time.monotonic() - started_s
+    assert (view.kind, view.error) == ("produce", None)
+    assert 1_500 <= view.throttle_time_ms <= 2_000, view.throttle_time_ms
+    assert waited_s >= view.throttle_time_ms / 1000 - 0.1
+    # While bob, producing as much, is not throttled
+    view = bob.request(protocol.encode_produce(2, "t", 0, 1), bytes(OVER))
+    assert (view.kind, view.error, view.throttle_time_ms) == ("produce", None, 0)
+
+
+def test_a_consumer_over_its_quota_is_told_and_its_next_fetch_waits_while_others_pass(secure_rig):
+    # Given alice with a fetch quota, bob without, and a first fetch returning 3 s of her quota
+    rig = secure_rig(QUOTA_ACL, handler=big_first_fetch, topics={"t": 1}, owners={"t": ("shard-0",)})
+    alice, bob = rig.client("alice"), rig.client("bob")
+    alice.send(fetch(1))
+    first, data = alice.recv()
+    # Then that reply says how long her next fetch will wait
+    assert len(data) == OVER and 1_500 <= first.throttle_time_ms <= 2_000, first.throttle_time_ms
+    # When she fetches again, and bob fetches after her
+    alice.send(fetch(2))
+    held_since_s = time.monotonic()
+    assert bob.request(fetch(3)).throttle_time_ms == 0
+    # Then bob's fetch reached the shard and was answered while hers was held
+    assert [r.request_id for r in rig.shards["shard-0"].requests()] == [1, 3]
+    # And hers reached the shard when her throttle time was over, and was answered
+    rig.shards["shard-0"].wait_for_requests(3)
+    assert time.monotonic() - held_since_s >= first.throttle_time_ms / 1000 - 0.2
+    view, _ = alice.recv()
+    assert (view.request_id, view.error) == (2, None)
+
+
+def test_an_acks_0_produce_over_the_quota_is_held_then_forwarded_not_dropped(secure_rig):
+    # Given alice over her produce quota after one acks=0 produce of 3 s worth
+    rig = secure_rig(QUOTA_ACL, topics={"t": 1}, owners={"t": ("shard-0",)})
+    alice = rig.client("alice")
+    alice.send(protocol.encode_produce(1, "t", 0, 0), bytes(OVER))
+    rig.shards["shard-0"].wait_for_requests(1)
+    # When she sends another acks=0 produce, and an acks=1 one after it
+    alice.send(protocol.encode_produce(2, "t", 0, 0), b"x")
+    sent_s = time.monotonic()
+    alice.send(protocol.encode_produce(3, "t", 0, 1), b"y")
+    # Then the shard gets both, in order, once her throttle time is over
+    assert [r.request_id for r in rig.shards["shard-0"].wait_for_requests(3)] == [1, 2, 3]
+    assert time.monotonic() - sent_s >= 1.5
+    # (the fake shard answers acks=0 produces too; a real one does not)
+    assert 3 in {alice.recv()[0].request_id for _ in range(3)}
+
+
+def test_a_client_over_its_quota_may_have_a_bounded_number_of_requests_held(secure_rig):
+    # Given alice over her fetch quota
+    rig = secure_rig(QUOTA_ACL, handler=big_first_fetch, topics={"t": 1}, owners={"t": ("shard-0",)})
+    alice = rig.client("alice")
+    alice.send(fetch(1))
+    assert alice.recv()[0].throttle_time_ms > 0
+    # When she sends one fetch more than the router holds for a client
+    held_max = limits.QUOTA_REQUESTS_HELD_PER_CLIENT_MAX
+    for request_id in range(2, held_max + 3):
+        alice.send(fetch(request_id))
+    # Then the last is refused at once, and every held one is answered later
+    refused = alice.recv()[0]
+    assert (refused.request_id, type(refused.error)) == (held_max + 2, TooManyRequestsError)
+    answered = sorted(alice.recv()[0].request_id for _ in range(held_max))
+    assert answered == list(range(2, held_max + 2))
