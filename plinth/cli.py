@@ -108,8 +108,14 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
 @click.option("--allow-insecure", is_flag=True)
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=None)
 @click.option("--metrics-host", default="127.0.0.1", show_default=True)
+@click.option("--cluster-key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="The server's <data dir>/cluster.key_secret: only it lets "
+              "the router reach the shards (default: read it from --data-dir, else ask the "
+              "broker through Ray).")
+@click.option("--data-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="The server's data dir, to read cluster.key_secret from.")
 def router(ray_address, cluster_name, listen, curve_secret_key, authorized_keys, acl_file,
-           allow_insecure, metrics_port, metrics_host):
+           allow_insecure, metrics_port, metrics_host, cluster_key_file, data_dir):
     """Run one more router for a running broker (e.g. one per node), until SIGTERM."""
     from plinth.server import RouterOptions, run_router
 
@@ -117,7 +123,8 @@ def router(ray_address, cluster_name, listen, curve_secret_key, authorized_keys,
     options = RouterOptions(ray_address=ray_address, cluster_name=cluster_name, listen=listen,
                             curve_secret_key=curve_secret_key, authorized_keys=authorized_keys,
                             acl_file=acl_file, allow_insecure=allow_insecure,
-                            metrics_port=metrics_port, metrics_host=metrics_host)
+                            metrics_port=metrics_port, metrics_host=metrics_host,
+                            cluster_key_file=cluster_key_file, data_dir=data_dir)
     sys.exit(run_router(options, ready=lambda line: click.echo(line) or sys.stdout.flush()))
 
 
