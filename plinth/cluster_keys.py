@@ -29,16 +29,30 @@ their other start arguments, through Ray: whoever can make Ray calls in the
 cluster already controls every actor, so Ray's own authentication (its token)
 guards the key as it guards everything else.
 
+Same-host hops over ipc:// instead (``plinth serve --internal-hop ipc``, the
+embedded mode only). CurveZMQ encrypts every message, which costs CPU on the
+hottest path; on one machine the hop need not cross a network at all. Then
+each shard binds ``ipc://<ipc dir>/<shard id>`` in a directory of mode 0700
+(``ClusterKeys.ipc_dir``: ``<data dir>/sockets``, or a fresh temp directory
+when that path is too long for a Unix socket name), and only processes of the
+data directory's owner can open it: the kernel authenticates the hop, nothing
+is encrypted, and nothing leaves the machine. The rule every end applies: an
+``ipc://`` address is plain, a ``tcp://`` address is always CurveZMQ with the
+cluster's keys; cross-node hops are therefore always CurveZMQ.
+
 Any process or thread may use the key; a ClusterAuthenticator runs its own
 thread.
 """
 
 from __future__ import annotations
 
+import atexit
 import hmac
 import logging
 import os
+import shutil
 import stat
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +71,9 @@ CLUSTER_KEY_FILE = "cluster.key_secret"
 _ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 _ZAP_VERSION = b"1.0"
 _ZAP_DOMAIN = "plinth-cluster"
+IPC_DIR = "sockets"
+# sun_path holds 108 bytes; "ipc://" is not part of it, the shard's file name is.
+_IPC_DIR_BYTES_MAX = 108 - 1 - len("/shard-000000")
 
 
 @dataclass(frozen=True)
@@ -65,9 +82,13 @@ class ClusterKeys:
 
     public_key: bytes
     secret_key: bytes
+    # Shards on the server's machine listen in this 0700 directory over ipc://
+    # (--internal-hop ipc); None: on TCP with CurveZMQ.
+    ipc_dir: str | None = None
 
     def __repr__(self) -> str:   # never print a secret into a log
-        return f"ClusterKeys(public_key={self.public_key!r}, secret_key=<hidden>)"
+        return (f"ClusterKeys(public_key={self.public_key!r}, secret_key=<hidden>, "
+                f"ipc_dir={self.ipc_dir!r})")
 
     @classmethod
     def generate(cls) -> "ClusterKeys":
@@ -105,6 +126,28 @@ class ClusterKeys:
         sock.curve_serverkey = self.public_key
         sock.curve_publickey = self.public_key
         sock.curve_secretkey = self.secret_key
+
+
+def is_ipc(address: str) -> bool:
+    """Whether a shard address is a same-host ipc:// socket (plain) rather than a
+    tcp:// one (always CurveZMQ with the cluster's keys)."""
+    return address.startswith("ipc://")
+
+
+def make_ipc_dir(data_dir: Path) -> str:
+    """The 0700 directory the shards' ipc:// sockets go in: ``<data dir>/sockets``,
+    or, if that path is too long for a socket name, a fresh ``plinth-ipc-*`` temp
+    directory removed at exit. Server process, holding the data dir's lock."""
+    ipc_dir = (Path(data_dir) / IPC_DIR).resolve()
+    if len(str(ipc_dir).encode()) > _IPC_DIR_BYTES_MAX:
+        temporary = tempfile.mkdtemp(prefix="plinth-ipc-")   # mode 0700
+        atexit.register(shutil.rmtree, temporary, True)
+        log.info("%s is too long for socket names; the shards' sockets go to %s",
+                 ipc_dir, temporary)
+        return temporary
+    ipc_dir.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(ipc_dir, 0o700)   # mkdir's mode obeys the umask, and an older dir may differ
+    return str(ipc_dir)
 
 
 def load_or_create(data_dir: Path) -> ClusterKeys:

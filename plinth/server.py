@@ -27,6 +27,7 @@ routers.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import hashlib
 import logging
 import os
@@ -40,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plinth import limits
-from plinth.cluster_keys import CLUSTER_KEY_FILE, ClusterKeys, load_or_create
+from plinth.cluster_keys import CLUSTER_KEY_FILE, ClusterKeys, load_or_create, make_ipc_dir
 # CONTROLLER_NAME: imported from here by deploy/await_cluster.py and the tests.
 from plinth.control.controller_handle import (CONTROLLER_NAME,  # noqa: F401
                                               ControllerHandle, StartReport)
@@ -67,6 +68,9 @@ class ServeOptions:
     cluster_name: str | None = None          # names the Ray namespace; routers join by it
     metrics_port: int | None = None          # Prometheus endpoint
     metrics_host: str = "127.0.0.1"
+    # How the router reaches the shards: "curve" (TCP, CurveZMQ) or "ipc" (same host,
+    # a 0700 directory, unencrypted; embedded Ray only). See plinth/cluster_keys.py.
+    internal_hop: str = "curve"
 
     def security(self):
         """The router's Security, or None; refuses plaintext beyond loopback unless allowed."""
@@ -143,8 +147,14 @@ class Server:
         """Start everything; returns which shards serve and which do not (and why).
         Raises InvalidConfigError at once if another server holds the data dir."""
         security = self.options.security()   # config errors before anything starts
+        if self.options.internal_hop == "ipc" and self.options.ray_address:
+            raise InvalidConfigError("--internal-hop ipc needs the embedded Ray (no "
+                                     "--ray-address): hops between nodes stay CurveZMQ")
         self._lock.acquire()                 # then: one server per data dir
         cluster_keys = load_or_create(self.options.data_dir)
+        if self.options.internal_hop == "ipc":
+            cluster_keys = dataclasses.replace(cluster_keys,
+                                               ipc_dir=make_ipc_dir(self.options.data_dir))
         _start_ray(self.options)   # first: it sets Ray's environment before Ray is imported
 
         import ray

@@ -21,7 +21,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from plinth import limits
-from plinth.cluster_keys import ClusterKeys
+from plinth.cluster_keys import ClusterKeys, is_ipc
 
 _MONITORED_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
 _UP_EVENTS = (zmq.EVENT_CONNECTED, zmq.EVENT_HANDSHAKE_SUCCEEDED)
@@ -110,7 +110,7 @@ class ShardConnections:
         dealer.setsockopt(zmq.SNDHWM, limits.SOCKET_MESSAGES_HWM)
         dealer.setsockopt(zmq.RCVHWM, limits.SOCKET_MESSAGES_HWM)
         dealer.setsockopt(zmq.LINGER, 0)
-        if self._cluster_keys is not None:
+        if self._cluster_keys is not None and not is_ipc(address):   # see cluster_keys.py
             self._cluster_keys.apply_client(dealer)
         monitor = dealer.get_monitor_socket(_MONITORED_EVENTS)
         dealer.connect(address)

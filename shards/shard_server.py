@@ -71,8 +71,9 @@ class ShardServer:
                  fsync_interval_ms: int = limits.FSYNC_INTERVAL_MS_DEFAULT,
                  cluster_keys: ClusterKeys | None = None):
         """``cluster_keys``: the socket is a CurveZMQ server that only cluster members
-        may reach. Without them it is plain TCP, which only a loopback ``bind_host``
-        allows (the unit tests')."""
+        may reach, or, with their ``ipc_dir``, a plain ipc:// socket in that 0700
+        directory (plinth/cluster_keys.py). Without them it is plain TCP, which only
+        a loopback ``bind_host`` allows (the unit tests')."""
         if cluster_keys is None and bind_host not in _LOOPBACK_HOSTS:
             raise AssertionError(f"{shard_id}: a shard without the cluster's keys must bind "
                                  f"to loopback, not {bind_host}: anyone could reach it")
@@ -115,17 +116,26 @@ class ShardServer:
         self._socket.setsockopt(zmq.RCVHWM, limits.SOCKET_MESSAGES_HWM)
         self._socket.setsockopt(zmq.SNDHWM, limits.SOCKET_MESSAGES_HWM)
         self._socket.setsockopt(zmq.LINGER, limits.SHARD_SOCKET_LINGER_MS)
-        if self._cluster_keys is not None:
-            self._authenticator = ClusterAuthenticator(self._context, self._cluster_keys,
-                                                       self.shard_id)
-            self._authenticator.start()   # before bind: no peer is ever let in unchecked
-            self._cluster_keys.apply_server(self._socket)
         self._groups = GroupRequests.open(self.shard_id, self.data_dir)
-        port = self._socket.bind_to_random_port(f"tcp://{self.bind_host}")
-        self.address = f"tcp://{self.bind_host}:{port}"
+        self.address = self._bind()
         self._thread = threading.Thread(target=self._run, name=f"{self.shard_id}-loop", daemon=True)
         self._thread.start()
         return self.address
+
+    def _bind(self) -> str:
+        keys = self._cluster_keys
+        if keys is not None and keys.ipc_dir is not None:
+            # The 0700 directory admits only its owner's processes; a socket left by
+            # a dead predecessor is replaced (this shard holds the shard dir's lock).
+            address = f"ipc://{keys.ipc_dir}/{self.shard_id}"
+            self._socket.bind(address)
+            return address
+        if keys is not None:
+            self._authenticator = ClusterAuthenticator(self._context, keys, self.shard_id)
+            self._authenticator.start()   # before bind: no peer is ever let in unchecked
+            keys.apply_server(self._socket)
+        port = self._socket.bind_to_random_port(f"tcp://{self.bind_host}")
+        return f"tcp://{self.bind_host}:{port}"
 
     def stop(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S) -> None:
         """Flush and close every log, then stop the loop (actor thread)."""

@@ -29,7 +29,7 @@ def plinth_status(broker, *curve_args: str) -> str:
 def shard_addresses(status_text: str) -> list[str]:
     """The addresses in the ``shards`` section of ``plinth status`` (not the routers')."""
     shards_section = status_text.split("\nshards\n", 1)[1].split("\nrouters\n", 1)[0]
-    return [word for word in shards_section.split() if word.startswith("tcp://")]
+    return [word for word in shards_section.split() if word.startswith(("tcp://", "ipc://"))]
 
 
 def test_a_keyless_client_at_a_shards_address_gets_nothing_while_the_router_serves(tmp_path, broker_factory):
@@ -129,3 +129,35 @@ def test_ready_is_not_printed_while_a_shard_does_not_serve_and_the_server_says_w
     finally:
         broker.kill()
         lock.close()
+
+
+def test_the_ipc_hop_puts_the_shards_sockets_in_a_0700_dir_of_the_data_dir_and_serves(tmp_path):
+    # Given an embedded broker (its own Ray, one machine) with --internal-hop ipc
+    broker = Broker(tmp_path / "data", None, shards=2, extra_args=("--internal-hop", "ipc"))
+    broker.start()
+    try:
+        # Then its shards listen in <data dir>/sockets, which only its owner may open
+        sockets = (broker.data_dir / "sockets").resolve()
+        assert stat.S_IMODE(sockets.stat().st_mode) == 0o700
+        assert sorted(shard_addresses(plinth_status(broker))) == [
+            f"ipc://{sockets}/shard-0", f"ipc://{sockets}/shard-1"]
+        # And it serves every partition through its router
+        topic = unique_topic("ipc")
+        with Admin(broker=broker.url) as admin:
+            admin.create_topic(topic, 4)
+        with Producer(broker=broker.url) as producer:
+            for n in range(8):
+                producer.send(topic, b"%d" % n, partition=n % 4).get(30)
+        with Consumer(topic, broker=broker.url, auto_offset_reset="earliest",
+                      consumer_timeout_ms=5_000) as consumer:
+            assert sorted(int(r.value) for r in consumer) == list(range(8))
+    finally:
+        broker.stop()
+
+
+def test_the_ipc_hop_is_refused_when_joining_a_ray_cluster(tmp_path, ray_cluster):
+    # When a server joining a Ray cluster asks for the ipc hop, Then it refuses at once
+    refused = subprocess.run([sys.executable, "-m", "plinth.cli", "serve", "--data-dir",
+                              str(tmp_path / "d"), "--ray-address", ray_cluster,
+                              "--internal-hop", "ipc"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "hops between nodes stay CurveZMQ" in refused.stderr

@@ -494,3 +494,20 @@ def test_a_shard_without_the_cluster_keys_refuses_to_listen_beyond_loopback(tmp_
     # Given no keys, When a shard would bind a network address, Then it refuses
     with pytest.raises(AssertionError, match="loopback"):
         ShardServer("shard-test", tmp_path / "s", "10.1.2.3")
+
+
+def test_a_shard_on_the_ipc_hop_listens_in_its_0700_directory_and_serves_a_plain_member(tmp_path):
+    import dataclasses
+    import stat
+
+    from plinth.cluster_keys import ClusterKeys, make_ipc_dir
+
+    # Given the cluster's keys with the ipc hop (--internal-hop ipc)
+    keys = dataclasses.replace(ClusterKeys.generate(), ipc_dir=make_ipc_dir(tmp_path))
+    assert stat.S_IMODE(os.stat(keys.ipc_dir).st_mode) == 0o700
+    # When a shard starts with them
+    with running_shard(tmp_path / "s", cluster_keys=keys) as (srv, _):
+        # Then it listens in that directory, and a plain DEALER there is served
+        assert srv.address == f"ipc://{keys.ipc_dir}/shard-test"
+        with dealer(srv.address) as member:
+            assert produce(member, [b"a"]).base_offset == 0
