@@ -25,8 +25,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from plinth import limits, protocol, topics
+from plinth.cluster_keys import ClusterKeys
 from plinth.control import placement
-from plinth.control.controller_handle import ControllerHandle
+from plinth.control.controller_handle import ControllerHandle, StartReport
 from plinth.control.metadata import METADATA_FILE, BrokerMetadata, TopicMetadata
 from plinth.control.nodes import Node, ray_nodes
 from plinth.control.rebalancer import Rebalancer
@@ -51,7 +52,10 @@ class Controller:
     def __init__(self, data_dir: str, shard_count: int | None, fsync_policy: str = "always",
                  fsync_interval_ms: int = limits.FSYNC_INTERVAL_MS_DEFAULT, *,
                  start_shard: Callable[[ShardOptions], ShardHandle] = _start_shard_on_ray,
-                 nodes: Callable[[], list[Node]] = ray_nodes):
+                 nodes: Callable[[], list[Node]] = ray_nodes,
+                 cluster_keys: ClusterKeys | None = None):
+        """``cluster_keys``: the shards' sockets admit only cluster members (the
+        server's; None only in tests, whose shards listen on loopback)."""
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -59,7 +63,9 @@ class Controller:
         self._metadata = BrokerMetadata.load(self._metadata_path)
         self._metadata.shards = self._shard_ids(shard_count)
         self._shards = ShardSet(self.data_dir, fsync_policy, fsync_interval_ms,
-                                start_shard=start_shard, nodes=nodes)
+                                start_shard=start_shard, nodes=nodes,
+                                cluster_keys=cluster_keys)
+        self._cluster_keys = cluster_keys
         self._rebalancer = Rebalancer(self._metadata, self._shards, self._save)
         self._routers: dict[str, str] = {}   # listen address -> node address
 
@@ -83,22 +89,36 @@ class Controller:
 
     # --- Lifecycle ---------------------------------------------------------
 
-    def start(self) -> dict[str, str]:
-        """Create every shard actor and open the partitions it owns; returns shard addresses.
+    def start(self) -> StartReport:
+        """Create every shard actor and open the partitions it owns; returns which
+        shards serve (and where) and which do not (and why).
 
-        A shard that does not come up in time (its node is down) is left out: its
-        partitions are unavailable until it starts and announces itself. Then
-        finishes a change of shards a crash interrupted.
+        A shard that does not come up in time (its node is down, its directory is
+        locked) is left out: its partitions are unavailable until it starts and
+        announces itself. Then finishes a change of shards a crash interrupted.
         """
         self._shards.start(self._metadata.shards + self._metadata.draining,
                            self._metadata.shard_nodes)
         self._shards.call_each({s: self._shards[s].open_partitions(specs)
                                 for s, specs in self._metadata.specs_by_shard().items()},
-                               limits.SHARD_START_WAIT_S)
+                               limits.SHARD_START_WAIT_S, serving_needs_it=True)
         self._save()
         self._shards.push_partition_counts(self._metadata.partition_counts())
         self._rebalancer.finish_interrupted()
-        return dict(self._shards.addresses)
+        return self.start_report()
+
+    def start_report(self) -> StartReport:
+        """Which shards serve and where, which do not and why (the server prints
+        ``ready`` only when every shard serves)."""
+        expected = self._metadata.shards + self._metadata.draining
+        not_serving = self._shards.not_serving(expected)
+        return StartReport({s: a for s, a in self._shards.addresses.items() if s not in not_serving},
+                           not_serving)
+
+    def cluster_keys(self) -> ClusterKeys | None:
+        """The cluster's key pair, for a ``plinth router`` given no key file: whoever
+        may call the controller through Ray already controls every shard actor."""
+        return self._cluster_keys
 
     def shutdown(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S) -> None:
         self._shards.shutdown(grace_period_s)

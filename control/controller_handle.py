@@ -24,12 +24,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from plinth import limits, protocol
+from plinth.cluster_keys import ClusterKeys
 from plinth.control.routing_table import RoutingTable
 from plinth.errors import BrokerError, InternalError, RequestTimedOutError, UnavailableError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StartReport:
+    """What the controller's start left running."""
+
+    addresses: dict[str, str]     # every shard that serves -> where it listens
+    not_serving: dict[str, str]   # every shard that does not -> why
 
 # The controller's name in its broker's Ray namespace.
 CONTROLLER_NAME = "plinth-controller"
@@ -45,9 +55,11 @@ class ControllerHandle:
 
     @classmethod
     def create(cls, data_dir: str, shard_count: int | None, fsync_policy: str,
-               fsync_interval_ms: int, scheduling_strategy) -> "ControllerHandle":
+               fsync_interval_ms: int, scheduling_strategy,
+               cluster_keys: ClusterKeys | None = None) -> "ControllerHandle":
         """Start the broker's controller actor (server process). Raises ValueError if
-        the name is taken: another broker serves this namespace."""
+        the name is taken: another broker serves this namespace. ``cluster_keys``:
+        given to every shard it starts (see plinth/cluster_keys.py)."""
         import ray
 
         from plinth.control.controller import Controller
@@ -55,7 +67,8 @@ class ControllerHandle:
         actor = ray.remote(Controller).options(
             name=CONTROLLER_NAME, num_cpus=0, max_restarts=0,
             scheduling_strategy=scheduling_strategy,
-        ).remote(data_dir, shard_count, fsync_policy, fsync_interval_ms)
+        ).remote(data_dir, shard_count, fsync_policy, fsync_interval_ms,
+                 cluster_keys=cluster_keys)
         return cls(actor)
 
     @classmethod
@@ -91,10 +104,18 @@ class ControllerHandle:
 
     # --- Lifecycle (server process) -------------------------------------------------
 
-    def start(self) -> dict[str, str]:
-        """Start every shard and open its partitions; returns shard id -> address."""
+    def start(self) -> StartReport:
+        """Start every shard and open its partitions; returns which serve, which not."""
         return self._call(lambda actor: actor.start.remote(), "start",
                           timeout_s=limits.CONTROLLER_START_WAIT_S)
+
+    def start_report(self) -> StartReport:
+        """Which shards serve now, which do not and why."""
+        return self._call(lambda actor: actor.start_report.remote(), "start_report")
+
+    def cluster_keys(self) -> ClusterKeys | None:
+        """The cluster's key pair (for a ``plinth router`` given no key file)."""
+        return self._call(lambda actor: actor.cluster_keys.remote(), "cluster_keys")
 
     def shutdown(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S) -> None:
         """Flush, fsync and close every shard's logs."""

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from plinth import limits
+from plinth.cluster_keys import ClusterKeys
 from plinth.control import placement
 from plinth.control.nodes import Node
 from plinth.errors import BrokerError
@@ -34,15 +35,19 @@ T = TypeVar("T")
 class ShardSet:
     def __init__(self, data_dir: Path, fsync_policy: str, fsync_interval_ms: int, *,
                  start_shard: Callable[[ShardOptions], ShardHandle],
-                 nodes: Callable[[], list[Node]]):
-        """``data_dir``: the broker's; each shard's directory is ``shards/<id>`` in it."""
+                 nodes: Callable[[], list[Node]], cluster_keys: ClusterKeys | None = None):
+        """``data_dir``: the broker's; each shard's directory is ``shards/<id>`` in it.
+        ``cluster_keys``: given to every shard (only cluster members may reach it)."""
         self._data_dir = data_dir
+        self._cluster_keys = cluster_keys
         self._fsync_policy = fsync_policy
         self._fsync_interval_ms = fsync_interval_ms
         self._start_shard = start_shard
         self._nodes = nodes
         self._handles: dict[str, ShardHandle] = {}
         self.addresses: dict[str, str] = {}   # shard id -> where it listens, once it said
+        # shard id -> why its last start or open failed; cleared when it announces itself
+        self.failures: dict[str, str] = {}
 
     def __getitem__(self, shard_id: str) -> ShardHandle:
         return self._handles[shard_id]
@@ -80,16 +85,27 @@ class ShardSet:
                 pins[shard_id] = placement.node_for_new_shard(alive, pins)
             self._handles[shard_id] = self._start_shard(ShardOptions(
                 shard_id, str(self.directory(shard_id)), self._fsync_policy,
-                self._fsync_interval_ms, pins[shard_id]))
-        addresses = self.call_each({s: self._handles[s].address() for s in shard_ids},
-                                   limits.SHARD_START_WAIT_S)
-        self.addresses.update({s: a for s, a in addresses.items() if a is not None})
+                self._fsync_interval_ms, pins[shard_id], self._cluster_keys))
+        outcomes = wait_all({s: self._handles[s].address() for s in shard_ids},
+                            limits.SHARD_START_WAIT_S)
+        for shard_id, outcome in outcomes.items():
+            if isinstance(outcome, BrokerError):
+                log.warning("%s; its partitions are unavailable", outcome)
+                self.failures[shard_id] = str(outcome)
+            else:
+                self.addresses[shard_id] = outcome
 
     def started(self, shard_id: str, address: str) -> None:
         """A shard actor (re)started and listens at ``address`` (it said so)."""
         if self.addresses.get(shard_id) != address:
             log.info("%s now listens at %s", shard_id, address)
         self.addresses[shard_id] = address
+        self.failures.pop(shard_id, None)
+
+    def not_serving(self, shard_ids: list[str]) -> dict[str, str]:
+        """Each of ``shard_ids`` that has no address (or whose last call failed), with why."""
+        return {s: self.failures.get(s, f"{s} has not said where it listens yet")
+                for s in shard_ids if s not in self.addresses or s in self.failures}
 
     def retire(self, shard_id: str) -> None:
         """Flush and stop a shard that holds nothing any more, and forget it."""
@@ -98,6 +114,7 @@ class ShardSet:
             self.call_each({shard_id: shard.shutdown()}, limits.CONTROL_CALL_TIMEOUT_S)
             shard.kill()
         self.addresses.pop(shard_id, None)
+        self.failures.pop(shard_id, None)
 
     def shutdown(self, grace_period_s: float) -> dict[str, None]:
         """Flush, fsync and close every shard's logs; raises the first failure."""
@@ -106,13 +123,17 @@ class ShardSet:
 
     # --- Calling many -------------------------------------------------------------------
 
-    def call_each(self, calls: dict[str, PendingCall[T]], timeout_s: float) -> dict[str, T | None]:
+    def call_each(self, calls: dict[str, PendingCall[T]], timeout_s: float, *,
+                  serving_needs_it: bool = False) -> dict[str, T | None]:
         """shard id -> result of its call, or None if it failed or did not answer in
-        time (logged: its partitions are unavailable until it is back)."""
+        time (logged: its partitions are unavailable until it is back).
+        ``serving_needs_it``: a failed shard is not serving until it announces itself."""
         results: dict[str, T | None] = {}
         for shard_id, outcome in wait_all(calls, timeout_s).items():
             if isinstance(outcome, BrokerError):
                 log.warning("%s; its partitions are unavailable", outcome)
+                if serving_needs_it:
+                    self.failures[shard_id] = str(outcome)
                 outcome = None
             results[shard_id] = outcome
         return results

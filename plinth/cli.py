@@ -79,9 +79,14 @@ def main(ctx, broker, request_timeout_ms, curve_key_file, curve_server_key_file)
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
               help="Serve Prometheus metrics on this port.")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True)
+@click.option("--internal-hop", type=click.Choice(["curve", "ipc"]), default="curve",
+              show_default=True, help="How the router reaches the shards. curve: TCP, "
+              "authenticated and encrypted with the cluster's keys (<data dir>/cluster.key_secret)."
+              " ipc: Unix sockets in <data dir>/sockets (mode 0700), only the data dir's owner "
+              "may connect, not encrypted; one machine only (not with --ray-address).")
 def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms,
           curve_secret_key, authorized_keys, acl_file, allow_insecure, cluster_name,
-          metrics_port, metrics_host):
+          metrics_port, metrics_host, internal_hop):
     """Run the broker until SIGTERM or Ctrl-C."""
     from plinth.server import ServeOptions, serve as run
 
@@ -91,7 +96,7 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
                            curve_secret_key=curve_secret_key, authorized_keys=authorized_keys,
                            acl_file=acl_file, allow_insecure=allow_insecure,
                            cluster_name=cluster_name, metrics_port=metrics_port,
-                           metrics_host=metrics_host)
+                           metrics_host=metrics_host, internal_hop=internal_hop)
     sys.exit(run(options, ready=lambda line: click.echo(line, err=False) or sys.stdout.flush()))
 
 
@@ -108,8 +113,14 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
 @click.option("--allow-insecure", is_flag=True)
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=None)
 @click.option("--metrics-host", default="127.0.0.1", show_default=True)
+@click.option("--cluster-key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="The server's <data dir>/cluster.key_secret: only it lets "
+              "the router reach the shards (default: read it from --data-dir, else ask the "
+              "broker through Ray).")
+@click.option("--data-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="The server's data dir, to read cluster.key_secret from.")
 def router(ray_address, cluster_name, listen, curve_secret_key, authorized_keys, acl_file,
-           allow_insecure, metrics_port, metrics_host):
+           allow_insecure, metrics_port, metrics_host, cluster_key_file, data_dir):
     """Run one more router for a running broker (e.g. one per node), until SIGTERM."""
     from plinth.server import RouterOptions, run_router
 
@@ -117,7 +128,8 @@ def router(ray_address, cluster_name, listen, curve_secret_key, authorized_keys,
     options = RouterOptions(ray_address=ray_address, cluster_name=cluster_name, listen=listen,
                             curve_secret_key=curve_secret_key, authorized_keys=authorized_keys,
                             acl_file=acl_file, allow_insecure=allow_insecure,
-                            metrics_port=metrics_port, metrics_host=metrics_host)
+                            metrics_port=metrics_port, metrics_host=metrics_host,
+                            cluster_key_file=cluster_key_file, data_dir=data_dir)
     sys.exit(run_router(options, ready=lambda line: click.echo(line) or sys.stdout.flush()))
 
 

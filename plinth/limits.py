@@ -339,7 +339,12 @@ ACL_OFFSETS_FILTERS_PENDING_MAX = 10_000
 ACL_OFFSETS_FILTER_TTL_S = 60.0
 
 # --- Issue 11: the cluster's internal hop and the server's lifecycle -----------
-# (placeholder)
+# Stopping a shard waits this long for its ZAP handler thread (it answers one
+# short request at a time, so it stops at once unless something is wrong).
+CLUSTER_ZAP_STOP_WAIT_S = 5.0
+# A server some of whose shards do not serve (their node is down) says which,
+# and checks again, this often until every shard serves and it prints ready.
+NOT_SERVING_RECHECK_INTERVAL_S = 5.0
 
 # --- Issue 11: consumer group bounds ------------------------------------------
 # (placeholder)

@@ -16,11 +16,18 @@ everything on this machine and under the data directory:
 
 With ``ray_address`` it joins an existing cluster instead and changes none of
 those settings.
+
+Before it starts anything, the server takes the data directory's lock
+(plinth/data_dir_lock.py: a second server on the same directory refuses at
+once) and loads or creates the cluster's key pair there
+(plinth/cluster_keys.py): its shards admit only peers holding it, i.e. its
+routers.
 """
 
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import hashlib
 import logging
 import os
@@ -34,8 +41,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plinth import limits
+from plinth.cluster_keys import CLUSTER_KEY_FILE, ClusterKeys, load_or_create, make_ipc_dir
 # CONTROLLER_NAME: imported from here by deploy/await_cluster.py and the tests.
-from plinth.control.controller_handle import CONTROLLER_NAME, ControllerHandle  # noqa: F401
+from plinth.control.controller_handle import (CONTROLLER_NAME,  # noqa: F401
+                                              ControllerHandle, StartReport)
+from plinth.data_dir_lock import DataDirLock
 from plinth.errors import BrokerError, InvalidConfigError
 
 log = logging.getLogger(__name__)
@@ -58,6 +68,9 @@ class ServeOptions:
     cluster_name: str | None = None          # names the Ray namespace; routers join by it
     metrics_port: int | None = None          # Prometheus endpoint
     metrics_host: str = "127.0.0.1"
+    # How the router reaches the shards: "curve" (TCP, CurveZMQ) or "ipc" (same host,
+    # a 0700 directory, unencrypted; embedded Ray only). See plinth/cluster_keys.py.
+    internal_hop: str = "curve"
 
     def security(self):
         """The router's Security, or None; refuses plaintext beyond loopback unless allowed."""
@@ -128,19 +141,30 @@ class Server:
         self.options = options
         self.controller = None
         self.router = None
+        self._lock = DataDirLock(options.data_dir)
 
-    def start(self) -> None:
+    def start(self) -> StartReport:
+        """Start everything; returns which shards serve and which do not (and why).
+        Raises InvalidConfigError at once if another server holds the data dir."""
         security = self.options.security()   # config errors before anything starts
-        self.options.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.options.internal_hop == "ipc" and self.options.ray_address:
+            raise InvalidConfigError("--internal-hop ipc needs the embedded Ray (no "
+                                     "--ray-address): hops between nodes stay CurveZMQ")
+        self._lock.acquire()                 # then: one server per data dir
+        cluster_keys = load_or_create(self.options.data_dir)
+        if self.options.internal_hop == "ipc":
+            cluster_keys = dataclasses.replace(cluster_keys,
+                                               ipc_dir=make_ipc_dir(self.options.data_dir))
         _start_ray(self.options)   # first: it sets Ray's environment before Ray is imported
 
         import ray
 
         from plinth.router.router import Router
 
-        self.controller = self._create_controller()
-        self.controller.start()
-        self.router = Router(self.options.listen, self.controller, security=security)
+        self.controller = self._create_controller(cluster_keys)
+        report = self.controller.start()
+        self.router = Router(self.options.listen, self.controller, security=security,
+                             cluster_keys=cluster_keys)
         self.router.start(self.controller.routing())
         self.controller.router_started(self.options.listen, ray.util.get_node_ip_address())
         if self.options.metrics_port is not None:
@@ -148,8 +172,9 @@ class Server:
 
             start_metrics_server(self.controller, self.options.metrics_port,
                                  self.options.metrics_host)
+        return report
 
-    def _create_controller(self) -> ControllerHandle:
+    def _create_controller(self, cluster_keys: ClusterKeys) -> ControllerHandle:
         # After a crash, Ray may still hold the dead broker's controller name
         # for a moment; a live broker on the same data dir holds it for good.
         deadline = time.monotonic() + limits.CONTROLLER_NAME_WAIT_S
@@ -157,7 +182,8 @@ class Server:
             try:
                 return ControllerHandle.create(
                     str(self.options.data_dir.resolve()), self.options.shards,
-                    self.options.fsync_policy, self.options.fsync_interval_ms, _this_node())
+                    self.options.fsync_policy, self.options.fsync_interval_ms, _this_node(),
+                    cluster_keys)
             except ValueError as exc:
                 if "already taken" not in str(exc) or time.monotonic() > deadline:
                     raise RuntimeError(
@@ -166,17 +192,21 @@ class Server:
                 time.sleep(limits.CONTROLLER_NAME_RETRY_INTERVAL_S)
 
     def stop(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S) -> None:
-        """Stop taking requests, flush and fsync every log, stop the actors."""
+        """Stop taking requests, flush and fsync every log, stop the actors. Raises the
+        first shard that could not flush (a dead one), after stopping everything."""
         import ray
 
-        if self.router is not None:
-            self.router.stop()
-        if self.controller is not None:
-            try:
-                self.controller.shutdown(grace_period_s)
-            finally:
-                self.controller.kill()
-        ray.shutdown()
+        try:
+            if self.router is not None:
+                self.router.stop()
+            if self.controller is not None:
+                try:
+                    self.controller.shutdown(grace_period_s)
+                finally:
+                    self.controller.kill()
+        finally:   # a shard that never served must not keep Ray or the lock alive
+            ray.shutdown()
+            self._lock.release()
 
 
 def _this_node():
@@ -193,12 +223,41 @@ def _this_node():
 def serve(options: ServeOptions, ready=print) -> int:
     """Run the broker until SIGTERM or SIGINT; returns the exit code."""
     server = Server(options)
-    server.start()
-    ready(f"plinth ready: listening on {options.listen} (data dir {options.data_dir})")
+    _say_ready_once_every_shard_serves(server, server.start(), ready)
     _wait_for_signal()
     log.info("shutting down")
     server.stop()
     return 0
+
+
+def _say_ready_once_every_shard_serves(server: Server, report: StartReport, ready) -> None:
+    """Print ``plinth ready`` when every shard serves; until then the broker serves the
+    partitions of the shards that do, says which shards do not and why, and checks
+    again every NOT_SERVING_RECHECK_INTERVAL_S. It keeps waiting rather than exit: in a cluster a
+    shard is down while its node is, and the other nodes' partitions should not go
+    down with it; a health check that waits for ``ready`` sees the broker is not whole."""
+    line = (f"plinth ready: listening on {server.options.listen} "
+            f"(data dir {server.options.data_dir})")
+    if not report.not_serving:
+        ready(line)
+        return
+
+    def wait_then_say_ready(report: StartReport) -> None:
+        said: dict[str, str] = {}
+        while report.not_serving:
+            for shard_id, why in sorted(report.not_serving.items()):
+                if said.get(shard_id) != why:   # say each reason once, not every few seconds
+                    ready(f"plinth not ready: {shard_id} is not serving: {why}")
+            said = report.not_serving
+            time.sleep(limits.NOT_SERVING_RECHECK_INTERVAL_S)
+            try:
+                report = server.controller.start_report()
+            except BrokerError as exc:   # the controller is busy or restarting: ask again
+                log.warning("cannot ask the controller which shards serve: %s", exc)
+        ready(line)
+
+    threading.Thread(target=wait_then_say_ready, args=(report,), daemon=True,
+                     name="ready-when-whole").start()
 
 
 def _wait_for_signal() -> None:
@@ -222,6 +281,8 @@ class RouterOptions:
     allow_insecure: bool = False
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    cluster_key_file: Path | None = None   # the server's <data dir>/cluster.key_secret
+    data_dir: Path | None = None           # the server's, to read that file from
 
     def security(self):
         return ServeOptions(data_dir=Path("."), listen=self.listen,
@@ -233,6 +294,7 @@ class RouterOptions:
 def run_router(options: RouterOptions, ready=print) -> int:
     """``plinth router``: one more router for a running broker, until SIGTERM."""
     security = options.security()
+    cluster_keys = _cluster_keys_from_files(options)   # a bad file fails before Ray starts
     import ray
 
     from plinth.router.router import Router
@@ -251,7 +313,8 @@ def run_router(options: RouterOptions, ready=print) -> int:
         raise InvalidConfigError(
             f"no broker named {options.cluster_name!r} runs in the Ray cluster at "
             f"{options.ray_address} (start one with plinth serve --cluster-name)") from None
-    router = Router(options.listen, controller, security=security)
+    router = Router(options.listen, controller, security=security,
+                    cluster_keys=cluster_keys or _cluster_keys_from_broker(controller))
     router.start(controller.routing())
     announce(controller)
     if options.metrics_port is not None:
@@ -267,3 +330,23 @@ def run_router(options: RouterOptions, ready=print) -> int:
         log.warning("could not tell the controller this router stopped: %s", exc)
     ray.shutdown()
     return 0
+
+
+
+def _cluster_keys_from_files(options: RouterOptions) -> ClusterKeys | None:
+    """The key pair a ``plinth router`` reaches the shards with: from
+    ``--cluster-key-file``, else from the server's ``--data-dir``, else None."""
+    if options.cluster_key_file is not None:
+        return ClusterKeys.load(options.cluster_key_file)
+    if options.data_dir is not None:
+        return ClusterKeys.load(options.data_dir / CLUSTER_KEY_FILE)
+    return None
+
+
+def _cluster_keys_from_broker(controller: ControllerHandle) -> ClusterKeys:
+    """For a router on a node without the key file: the controller's copy, through
+    Ray, whose token already guards every actor and so every shard."""
+    keys = controller.cluster_keys()
+    if keys is None:
+        raise InvalidConfigError("the broker has no cluster key pair; pass --cluster-key-file")
+    return keys

@@ -68,9 +68,10 @@ class Router:
     else runs on the loop thread."""
 
     def __init__(self, listen: str, controller: ControllerHandle,
-                 context: zmq.Context | None = None, security=None):
+                 context: zmq.Context | None = None, security=None, cluster_keys=None):
         self.listen = listen
         self._security = security   # router.security.Security, or None for plaintext
+        self._cluster_keys = cluster_keys   # how to reach the shards (plinth/cluster_keys.py)
         self.controller = controller
         self._context = context or zmq.Context.instance()
         self._bridge = AdminBridge(controller)
@@ -108,7 +109,7 @@ class Router:
         self._poller = zmq.Poller()
         self._poller.register(self._frontend, zmq.POLLIN)
         self._poller.register(self._bridge.wakeup.fd, zmq.POLLIN)
-        self._shards = ShardConnections(self._context, self._poller)
+        self._shards = ShardConnections(self._context, self._poller, self._cluster_keys)
         self._apply_routing(routing)
         self._bridge.start()
         self._loop_thread = threading.Thread(target=self._run, name="router-loop", daemon=True)

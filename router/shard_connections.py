@@ -21,6 +21,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from plinth import limits
+from plinth.cluster_keys import ClusterKeys, is_ipc
 
 _MONITORED_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
 _UP_EVENTS = (zmq.EVENT_CONNECTED, zmq.EVENT_HANDSHAKE_SUCCEEDED)
@@ -37,8 +38,12 @@ class _ShardConnection:
 class ShardConnections:
     """Loop thread only (construction and the first ``apply`` may happen before it runs)."""
 
-    def __init__(self, context: zmq.Context, poller: zmq.Poller):
+    def __init__(self, context: zmq.Context, poller: zmq.Poller,
+                 cluster_keys: ClusterKeys | None = None):
+        """``cluster_keys``: the DEALERs speak CurveZMQ as cluster members (shards admit
+        no one else); None only for shards without keys (tests on loopback)."""
         self._context = context
+        self._cluster_keys = cluster_keys
         self._poller = poller
         self._by_shard: dict[str, _ShardConnection] = {}
         self._by_dealer: dict[zmq.Socket, _ShardConnection] = {}
@@ -105,6 +110,8 @@ class ShardConnections:
         dealer.setsockopt(zmq.SNDHWM, limits.SOCKET_MESSAGES_HWM)
         dealer.setsockopt(zmq.RCVHWM, limits.SOCKET_MESSAGES_HWM)
         dealer.setsockopt(zmq.LINGER, 0)
+        if self._cluster_keys is not None and not is_ipc(address):   # see cluster_keys.py
+            self._cluster_keys.apply_client(dealer)
         monitor = dealer.get_monitor_socket(_MONITORED_EVENTS)
         dealer.connect(address)
         connection = _ShardConnection(shard_id, address, dealer, monitor)

@@ -23,6 +23,7 @@ import logging
 from pathlib import Path
 
 from plinth import limits, protocol
+from plinth.cluster_keys import ClusterKeys
 from plinth.shards.partition_log import LogConfig
 from plinth.shards.shard_calls import (ControllerAnnouncements, GroupStates, PartitionId,
                                        PartitionSpec, SealedPartition)
@@ -38,9 +39,12 @@ class ShardActor:
     def __init__(self, shard_id: str, data_dir: str, fsync_policy: str = "always",
                  fsync_interval_ms: int = limits.FSYNC_INTERVAL_MS_DEFAULT,
                  bind_host: str | None = None,
-                 announce_to: ControllerAnnouncements | None = None):
+                 announce_to: ControllerAnnouncements | None = None,
+                 cluster_keys: ClusterKeys | None = None):
         """``bind_host``: where the shard's socket listens; by default its node's
-        address in the Ray cluster. ``announce_to``: told the address at every start."""
+        address in the Ray cluster. ``announce_to``: told the address at every start.
+        ``cluster_keys``: only cluster members may reach the socket (CurveZMQ); without
+        them the socket is plain TCP, on loopback only (tests)."""
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         if bind_host is None:
             import ray.util
@@ -49,7 +53,7 @@ class ShardActor:
         self.shard_id = shard_id
         self._manifest_path = Path(data_dir) / MANIFEST_FILE
         self._server = ShardServer(shard_id, Path(data_dir), bind_host,
-                                   fsync_policy, fsync_interval_ms)
+                                   fsync_policy, fsync_interval_ms, cluster_keys)
         self._server.start()
         self._manifest = ShardManifest.load(self._manifest_path)
         self._reopen()

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from plinth import limits, protocol
+from plinth.cluster_keys import ClusterKeys
 from plinth.errors import BrokerError, InternalError, RequestTimedOutError, UnavailableError
 from plinth.shards.actor import ShardActor
 from plinth.shards.shard_calls import (ControllerAnnouncements, GroupStates, PartitionId,
@@ -48,6 +49,8 @@ class ShardOptions:
     fsync_policy: str
     fsync_interval_ms: int
     node_resource: str            # pins the actor to its node (its data is on that disk)
+    # Who may reach the shard's socket; None: anyone on loopback (tests only).
+    cluster_keys: ClusterKeys | None = None
 
 
 class PendingCall(Generic[T]):
@@ -136,7 +139,7 @@ class ShardHandle:
             num_cpus=0, max_restarts=limits.SHARD_RESTARTS_MAX,
             resources={options.node_resource: limits.SHARD_NODE_RESOURCE_SHARE},
         ).remote(options.shard_id, options.data_dir, options.fsync_policy,
-                 options.fsync_interval_ms, None, announce_to)
+                 options.fsync_interval_ms, None, announce_to, options.cluster_keys)
         return cls(options.shard_id, actor)
 
     # --- Calls ----------------------------------------------------------------------

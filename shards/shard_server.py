@@ -47,6 +47,7 @@ from pathlib import Path
 import zmq
 
 from plinth import limits, protocol
+from plinth.cluster_keys import ClusterAuthenticator, ClusterKeys
 from plinth.errors import (BrokerError, InternalError, MalformedRequestError,
                            OffsetOutOfRangeError, StorageError, UnavailableError,
                            UnknownTopicError)
@@ -61,16 +62,28 @@ from plinth.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
 
 class ShardServer:
     """One shard's data plane. Construct and ``start()`` from the actor's thread."""
 
     def __init__(self, shard_id: str, data_dir: Path, bind_host: str = "127.0.0.1",
                  fsync_policy: str = "always",
-                 fsync_interval_ms: int = limits.FSYNC_INTERVAL_MS_DEFAULT):
+                 fsync_interval_ms: int = limits.FSYNC_INTERVAL_MS_DEFAULT,
+                 cluster_keys: ClusterKeys | None = None):
+        """``cluster_keys``: the socket is a CurveZMQ server that only cluster members
+        may reach, or, with their ``ipc_dir``, a plain ipc:// socket in that 0700
+        directory (plinth/cluster_keys.py). Without them it is plain TCP, which only
+        a loopback ``bind_host`` allows (the unit tests')."""
+        if cluster_keys is None and bind_host not in _LOOPBACK_HOSTS:
+            raise AssertionError(f"{shard_id}: a shard without the cluster's keys must bind "
+                                 f"to loopback, not {bind_host}: anyone could reach it")
         self.shard_id = shard_id
         self.data_dir = Path(data_dir)
         self.bind_host = bind_host
+        self._cluster_keys = cluster_keys
+        self._authenticator: ClusterAuthenticator | None = None
         self.fsync_policy = fsync_policy
         self.fsync_interval_ms = fsync_interval_ms
         self.address = ""
@@ -98,18 +111,34 @@ class ShardServer:
         """Lock the data dir, bind the socket, start the loop. Returns the address."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_data_dir()
-        self._context = zmq.Context.instance()
+        # Its own context: the ZAP handler is one per context, and several shards
+        # (and a router) may share a process in tests.
+        self._context = zmq.Context(io_threads=1)
         self._socket = self._context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.MAXMSGSIZE, limits.FRAME_BYTES_MAX)
         self._socket.setsockopt(zmq.RCVHWM, limits.SOCKET_MESSAGES_HWM)
         self._socket.setsockopt(zmq.SNDHWM, limits.SOCKET_MESSAGES_HWM)
         self._socket.setsockopt(zmq.LINGER, limits.SHARD_SOCKET_LINGER_MS)
         self._groups = GroupRequests.open(self.shard_id, self.data_dir)
-        port = self._socket.bind_to_random_port(f"tcp://{self.bind_host}")
-        self.address = f"tcp://{self.bind_host}:{port}"
+        self.address = self._bind()
         self._thread = threading.Thread(target=self._run, name=f"{self.shard_id}-loop", daemon=True)
         self._thread.start()
         return self.address
+
+    def _bind(self) -> str:
+        keys = self._cluster_keys
+        if keys is not None and keys.ipc_dir is not None:
+            # The 0700 directory admits only its owner's processes; a socket left by
+            # a dead predecessor is replaced (this shard holds the shard dir's lock).
+            address = f"ipc://{keys.ipc_dir}/{self.shard_id}"
+            self._socket.bind(address)
+            return address
+        if keys is not None:
+            self._authenticator = ClusterAuthenticator(self._context, keys, self.shard_id)
+            self._authenticator.start()   # before bind: no peer is ever let in unchecked
+            keys.apply_server(self._socket)
+        port = self._socket.bind_to_random_port(f"tcp://{self.bind_host}")
+        return f"tcp://{self.bind_host}:{port}"
 
     def stop(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S) -> None:
         """Flush and close every log, then stop the loop (actor thread)."""
@@ -121,9 +150,14 @@ class ShardServer:
             self._stopping = True
             self._wakeup.wake()
             self._thread.join(grace_period_s)
+            loop_ended = not self._thread.is_alive()
             self._thread = None
             self._group_commit.close()
             self._socket.close(linger=0)
+            if self._authenticator is not None:
+                self._authenticator.stop()
+            if loop_ended:   # term() would wait for good on a socket still in use
+                self._context.term()
             self._wakeup.close()
             self._lock_file.close()
 

@@ -3,7 +3,11 @@ them; through the controller, on real shard actors reached in process."""
 
 from __future__ import annotations
 
+import ray.exceptions
+
 from plinth.control.nodes import Node
+from tests.control.broker_without_ray import Broker
+from tests.in_process_shards import ONE_NODE
 
 def test_new_shards_go_to_the_alive_node_with_the_fewest_and_stay_pinned_there(brokers):
     # Given two alive nodes and a dead one, and a broker of three shards
@@ -32,3 +36,22 @@ def test_a_restarted_shard_announces_its_new_address_and_the_routing_table_follo
     # Then the routing table has the address it announced
     new = broker.address("shard-0")
     assert new != old and new == broker.shards.handles["shard-0"].actor.address()
+
+
+def test_a_shard_that_fails_to_start_is_reported_not_serving_with_why_until_it_announces_itself(tmp_path):
+    # Given a broker whose shard-1 dies as it starts
+    broker = Broker(tmp_path / "data", 2, ONE_NODE)
+    broker.shards.when_started("shard-1", lambda handle: handle.fail_next(
+        "address", ray.exceptions.ActorDiedError()))
+    try:
+        # When the controller starts its shards
+        report = broker.controller.start()
+        # Then shard-0 serves and shard-1 is reported not serving, with why
+        assert list(report.addresses) == ["shard-0"]
+        assert list(report.not_serving) == ["shard-1"] and "shard-1" in report.not_serving["shard-1"]
+        # And when Ray restarts shard-1 and it announces itself, every shard serves
+        broker.shards.handles["shard-1"].restart()
+        report = broker.controller.start_report()
+        assert report.not_serving == {} and sorted(report.addresses) == ["shard-0", "shard-1"]
+    finally:
+        broker.shards.stop_all()

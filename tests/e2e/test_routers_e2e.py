@@ -74,3 +74,41 @@ def test_a_standalone_router_outlives_a_restart_of_its_server_and_serves_again(
         assert producer.send(topic, b"after", partition=1).get(60).offset == 0
     with Admin(broker=router.url) as admin:
         assert router.url in [listen for listen, _ in admin.status().routers]
+
+
+def test_a_router_finds_the_cluster_key_by_its_file_or_the_data_dir_and_refuses_a_public_key_file(
+        broker_factory, ray_cluster, tmp_path):
+    from plinth.cluster_keys import CLUSTER_KEY_FILE
+    from tests.e2e.test_security_e2e import keygen
+
+    # Given a broker, and its cluster key file in its data dir
+    cluster = unique_topic("cl")
+    broker = broker_factory(shards=2, extra_args=("--cluster-name", cluster))
+    topic = unique_topic("k")
+    with Admin(broker=broker.url) as admin:
+        admin.create_topic(topic, 2)
+    routers = []
+    try:
+        # When routers start given --cluster-key-file, and given the server's --data-dir
+        for args in (["--cluster-key-file", str(broker.data_dir / CLUSTER_KEY_FILE)],
+                     ["--data-dir", str(broker.data_dir)]):
+            url = f"tcp://127.0.0.1:{free_port()}"
+            proc, _ = start_until_ready([sys.executable, "-m", "plinth.cli", "router",
+                                         "--ray-address", ray_cluster, "--cluster-name", cluster,
+                                         "--listen", url, *args], "router ready")
+            routers.append(proc)
+            # Then each reaches every shard
+            with Producer(broker=url) as producer:
+                assert [producer.send(topic, b"x", partition=p).get(30).partition
+                        for p in (0, 1)] == [0, 1]
+        # And a router given a public key file refuses at once, naming the file
+        public_file, _ = keygen(tmp_path / "keys", "not-the-cluster")
+        refused = subprocess.run([sys.executable, "-m", "plinth.cli", "router", "--ray-address",
+                                  ray_cluster, "--cluster-name", cluster, "--cluster-key-file",
+                                  str(public_file)], capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 1 and str(public_file) in refused.stderr
+        assert "holds no secret key" in refused.stderr
+    finally:
+        for proc in routers:
+            proc.kill()
+            proc.wait(30)

@@ -440,3 +440,74 @@ def test_a_fetch_beyond_the_parked_bound_is_answered_at_once(tmp_path, monkeypat
             frames = sock.recv_multipart()
             replies[protocol.decode_reply(frames[1]).request_id] = frames[2:]
         assert values_in(replies[60][0]) == [b"wake"]
+
+
+# --- The cluster's keys (issue 11, finding 1) --------------------------------------------
+
+
+@contextmanager
+def dealer(address: str, keys=None, server_key: bytes | None = None):
+    """A DEALER to ``address``, a CurveZMQ client with ``keys`` if given (as a router
+    holding them would be; ``server_key`` overrides the server's public key), else
+    plain (as anyone who reads ``plinth status`` is)."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    if keys is not None:
+        keys.apply_client(sock)
+    if server_key is not None:
+        sock.curve_serverkey = server_key
+    sock.connect(address)
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+def test_a_shard_with_the_cluster_keys_answers_a_member_and_never_a_keyless_or_foreign_client(tmp_path):
+    from plinth.cluster_keys import ClusterKeys
+
+    # Given a shard started with the cluster's keys, holding one acknowledged record
+    keys = ClusterKeys.generate()
+    with running_shard(tmp_path / "s", cluster_keys=keys) as (srv, _):
+        with dealer(srv.address, keys) as member:
+            assert produce(member, [b"secret"]).base_offset == 0
+        # When a client without keys, and one with a key pair of its own (a CurveZMQ
+        # client that knows the shard's public key), send a fetch and a produce
+        foreign = ClusterKeys(*zmq.curve_keypair())
+        with dealer(srv.address) as keyless, \
+                dealer(srv.address, foreign, server_key=keys.public_key) as foreign_client:
+            for sock in (keyless, foreign_client):
+                sock.send_multipart([CLIENT, protocol.encode_fetch(7, "t", 0, 0, 1 << 20, 0)])
+                sock.send_multipart([CLIENT, protocol.encode_produce(8, "t", 0, 1),
+                                     batch_of([b"forged"])])
+            # Then neither gets any reply within 3 s
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                assert not keyless.poll(100) and not foreign_client.poll(100)
+        # And nothing was stored: a member still reads only its own record
+        with dealer(srv.address, keys) as member:
+            reply, payload = fetch(member, 0)
+            assert reply.high_watermark == 1 and values_in(payload) == [b"secret"]
+
+
+def test_a_shard_without_the_cluster_keys_refuses_to_listen_beyond_loopback(tmp_path):
+    # Given no keys, When a shard would bind a network address, Then it refuses
+    with pytest.raises(AssertionError, match="loopback"):
+        ShardServer("shard-test", tmp_path / "s", "10.1.2.3")
+
+
+def test_a_shard_on_the_ipc_hop_listens_in_its_0700_directory_and_serves_a_plain_member(tmp_path):
+    import dataclasses
+    import stat
+
+    from plinth.cluster_keys import ClusterKeys, make_ipc_dir
+
+    # Given the cluster's keys with the ipc hop (--internal-hop ipc)
+    keys = dataclasses.replace(ClusterKeys.generate(), ipc_dir=make_ipc_dir(tmp_path))
+    assert stat.S_IMODE(os.stat(keys.ipc_dir).st_mode) == 0o700
+    # When a shard starts with them
+    with running_shard(tmp_path / "s", cluster_keys=keys) as (srv, _):
+        # Then it listens in that directory, and a plain DEALER there is served
+        assert srv.address == f"ipc://{keys.ipc_dir}/shard-test"
+        with dealer(srv.address) as member:
+            assert produce(member, [b"a"]).base_offset == 0

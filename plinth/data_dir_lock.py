@@ -1,0 +1,67 @@
+"""The data directory's lock: one server per data directory, as Kafka's ``.lock``.
+
+``plinth serve`` takes it before it starts anything (Ray, the controller, the
+shards) and holds it until its process ends; the kernel drops it when the
+process dies, however it dies. A second server on the same directory refuses
+at once, naming the directory and the process that holds it, instead of
+starting a second Ray whose controller would write the same ``metadata.json``.
+
+The file. ``<data dir>/.lock``: an ``flock`` on it is the lock; its text, the
+holder's pid and command line, is only what the refusal quotes (written after
+the lock is taken, so a stale text is never believed without the lock):
+
+    <pid> <command line, arguments separated by spaces>\\n
+
+Each shard keeps its own lock in its own directory (``shards/<id>/.lock``,
+shards/shard_server.py): that one stops a restarted shard actor from writing
+the logs its dying predecessor still writes.
+
+Server process, main thread.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+from pathlib import Path
+
+from plinth.errors import InvalidConfigError
+
+LOCK_FILE = ".lock"
+
+
+class DataDirLock:
+    def __init__(self, data_dir: Path):
+        self.path = Path(data_dir) / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise InvalidConfigError naming the holder. Never waits."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise InvalidConfigError(
+                f"{self.path.parent} is in use by another Plinth server ({holder} holds "
+                f"{self.path}); stop it first, or pass another --data-dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {' '.join(sys.argv)}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)   # closing the last descriptor drops the flock
+            self._fd = None
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        text = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+    except OSError:
+        text = ""
+    pid, _, command = text.partition(" ")
+    return f"process {pid} ({command})" if pid.isdigit() else "a process that wrote no pid yet"

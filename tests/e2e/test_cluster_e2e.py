@@ -1,0 +1,163 @@
+"""The broker's internal hop and its lifecycle, against real ``plinth serve`` processes
+(issue 11, findings 1 and 10): a shard's port answers only the cluster's own keys,
+one server per data directory, and ``ready`` only once every shard serves."""
+
+from __future__ import annotations
+
+import fcntl
+import stat
+import subprocess
+import sys
+import threading
+import time
+
+import zmq
+
+from plinth import Admin, Consumer, Producer, protocol
+from plinth.cluster_keys import CLUSTER_KEY_FILE
+from tests.e2e.test_security_e2e import keygen
+from tests.conftest import READY_TIMEOUT_S, Broker
+from tests.support import unique_topic, wait_until
+
+
+def plinth_status(broker, *curve_args: str) -> str:
+    return subprocess.run([sys.executable, "-m", "plinth.cli", "--broker", broker.url, *curve_args,
+                           "status"], check=True, capture_output=True, text=True,
+                          timeout=60).stdout
+
+
+def shard_addresses(status_text: str) -> list[str]:
+    """The addresses in the ``shards`` section of ``plinth status`` (not the routers')."""
+    shards_section = status_text.split("\nshards\n", 1)[1].split("\nrouters\n", 1)[0]
+    return [word for word in shards_section.split() if word.startswith(("tcp://", "ipc://"))]
+
+
+def test_a_keyless_client_at_a_shards_address_gets_nothing_while_the_router_serves(tmp_path, broker_factory):
+    # Given a broker with CurveZMQ on for clients, and a client key it authorizes
+    keys, authorized = tmp_path / "keys", tmp_path / "authorized"
+    authorized.mkdir()
+    server_public, server_secret = keygen(keys, "server")
+    client_public, client_secret = keygen(keys, "client")
+    (authorized / client_public.name).write_text(client_public.read_text())
+    broker = broker_factory(shards=2, extra_args=(
+        "--curve-secret-key", str(server_secret), "--authorized-keys", str(authorized)))
+    as_client = dict(curve_key_file=str(client_secret), curve_server_key_file=str(server_public))
+    topic = unique_topic("hop")
+    with Admin(broker=broker.url, **as_client) as admin:
+        admin.create_topic(topic, 2)
+    # And the cluster's key pair in its data dir, readable by its owner only
+    assert stat.S_IMODE((broker.data_dir / CLUSTER_KEY_FILE).stat().st_mode) == 0o600
+    # When a client without keys dials each shard address `plinth status` shows
+    addresses = shard_addresses(plinth_status(broker, "--curve-key-file", str(client_secret),
+                                              "--curve-server-key-file", str(server_public)))
+    assert len(addresses) == 2 and all(a.startswith("tcp://127.") for a in addresses)
+    context = zmq.Context.instance()
+    intruders = []
+    for address in addresses:
+        intruder = context.socket(zmq.DEALER)
+        intruder.setsockopt(zmq.LINGER, 0)
+        intruder.connect(address)
+        for partition in (0, 1):
+            intruder.send_multipart([b"intruder", protocol.encode_produce(1, topic, partition, 1),
+                                     b"forged"])
+            intruder.send_multipart([b"intruder", protocol.encode_fetch(2, topic, partition, 0,
+                                                                        1 << 20, 0)])
+        intruder.send_multipart([b"intruder", protocol.encode_list_topics(3)])
+        intruders.append(intruder)
+    try:
+        # Then, while the broker serves a producer and a consumer through its router,
+        with Producer(broker=broker.url, **as_client) as producer:
+            for n in range(20):
+                producer.send(topic, b"%d" % n, partition=n % 2).get(30)
+        with Consumer(topic, broker=broker.url, auto_offset_reset="earliest",
+                      consumer_timeout_ms=5_000, **as_client) as consumer:
+            assert sorted(int(r.value) for r in consumer) == list(range(20))
+        # the intruders got no reply at all within 5 s of sending
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            assert not any(intruder.poll(100) for intruder in intruders)
+    finally:
+        for intruder in intruders:
+            intruder.close()
+
+
+def test_a_second_server_on_a_data_dir_refuses_at_once_naming_it_and_the_holders_pid(broker_factory, ray_cluster):
+    # Given a broker serving data dir D
+    broker = broker_factory(shards=1)
+    # When a second `plinth serve --data-dir D` starts
+    started = time.monotonic()
+    second = subprocess.run([sys.executable, "-m", "plinth.cli", "serve", "--data-dir",
+                             str(broker.data_dir), "--listen", "tcp://127.0.0.1:1",
+                             "--ray-address", ray_cluster], capture_output=True, text=True,
+                            timeout=120)
+    # Then it exits with status 1, well before any start wait, naming D and the pid
+    assert second.returncode == 1 and time.monotonic() - started < 25
+    assert str(broker.data_dir) in second.stderr and f"process {broker.proc.pid} " in second.stderr
+    assert "ready" not in second.stdout
+    # And the first broker still serves
+    topic = unique_topic("lock")
+    with Admin(broker=broker.url) as admin:
+        admin.create_topic(topic, 1)
+    with Producer(broker=broker.url) as producer:
+        assert producer.send(topic, b"still here").get(30).offset == 0
+
+
+def test_ready_is_not_printed_while_a_shard_does_not_serve_and_the_server_says_which_and_why(
+        ray_cluster, tmp_path):
+    # Given a data dir whose shard-1 directory another process holds locked
+    data_dir = tmp_path / "data"
+    (data_dir / "shards" / "shard-1").mkdir(parents=True)
+    lock = open(data_dir / "shards" / "shard-1" / ".lock", "a+")
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    broker = Broker(data_dir, ray_cluster, shards=2)
+    # When a server starts on it
+    broker.proc = subprocess.Popen(broker.command(), stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True, bufsize=1)
+    threading.Thread(target=lambda: broker.output.extend(broker.proc.stdout), daemon=True).start()
+    try:
+        # Then it says shard-1 is not serving, and why (its directory's lock)
+        wait_until(lambda: "plinth not ready: shard-1 is not serving" in broker.log(),
+                   timeout_s=READY_TIMEOUT_S)
+        assert "ready: listening" not in broker.log() and broker.proc.poll() is None
+        # And SIGTERM ends it in good time (saying that shard-1 did not flush), never
+        # having said ready
+        started = time.monotonic()
+        broker.stop()
+        assert time.monotonic() - started < 45
+        assert "shard-1 is down or restarting; shutdown did not run" in broker.log()
+        assert "ready: listening" not in broker.log()
+    finally:
+        broker.kill()
+        lock.close()
+
+
+def test_the_ipc_hop_puts_the_shards_sockets_in_a_0700_dir_of_the_data_dir_and_serves(tmp_path):
+    # Given an embedded broker (its own Ray, one machine) with --internal-hop ipc
+    broker = Broker(tmp_path / "data", None, shards=2, extra_args=("--internal-hop", "ipc"))
+    broker.start()
+    try:
+        # Then its shards listen in <data dir>/sockets, which only its owner may open
+        sockets = (broker.data_dir / "sockets").resolve()
+        assert stat.S_IMODE(sockets.stat().st_mode) == 0o700
+        assert sorted(shard_addresses(plinth_status(broker))) == [
+            f"ipc://{sockets}/shard-0", f"ipc://{sockets}/shard-1"]
+        # And it serves every partition through its router
+        topic = unique_topic("ipc")
+        with Admin(broker=broker.url) as admin:
+            admin.create_topic(topic, 4)
+        with Producer(broker=broker.url) as producer:
+            for n in range(8):
+                producer.send(topic, b"%d" % n, partition=n % 4).get(30)
+        with Consumer(topic, broker=broker.url, auto_offset_reset="earliest",
+                      consumer_timeout_ms=5_000) as consumer:
+            assert sorted(int(r.value) for r in consumer) == list(range(8))
+    finally:
+        broker.stop()
+
+
+def test_the_ipc_hop_is_refused_when_joining_a_ray_cluster(tmp_path, ray_cluster):
+    # When a server joining a Ray cluster asks for the ipc hop, Then it refuses at once
+    refused = subprocess.run([sys.executable, "-m", "plinth.cli", "serve", "--data-dir",
+                              str(tmp_path / "d"), "--ray-address", ray_cluster,
+                              "--internal-hop", "ipc"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "hops between nodes stay CurveZMQ" in refused.stderr
