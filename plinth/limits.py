@@ -345,6 +345,24 @@ CLUSTER_ZAP_STOP_WAIT_S = 5.0
 # A server some of whose shards do not serve (their node is down) says which,
 # and checks again, this often until every shard serves and it prints ready.
 NOT_SERVING_RECHECK_INTERVAL_S = 5.0
+# (placeholder)
+# The process reaper (plinth/process_reaper.py), once the server is gone: its
+# processes get SIGTERM and this long to exit (GCS and raylet exit in well
+# under a second), then SIGKILL. Short: nobody is waiting on them any more.
+REAPER_TERM_GRACE_S = 2.0
+# Rounds of scan-and-signal (one SIGTERM, then SIGKILL), each waiting up to
+# the grace period: a process started while the first ones were ending is
+# found in the next round.
+REAPER_ROUNDS_MAX = 4
+# How often the reaper checks whether the processes it signalled are gone.
+REAPER_POLL_INTERVAL_S = 0.05
+# While the server lives, the reaper reads the process table this often to
+# remember the server's descendants (one pass over /proc: about a millisecond
+# per few hundred processes). A process started and orphaned within one
+# interval before the server dies is missed unless it carries the mark.
+REAPER_SCAN_INTERVAL_S = 1.0
+# A server that stops normally waits this long for its reaper to finish.
+REAPER_EXIT_WAIT_S = REAPER_TERM_GRACE_S * REAPER_ROUNDS_MAX + 5.0
 
 # --- Issue 11: consumer group bounds ------------------------------------------
 # (placeholder)
@@ -410,6 +428,10 @@ def _relations() -> list[tuple[str, bool]]:
          BATCH_BYTES_MAX <= QUOTA_HELD_PAYLOAD_BYTES_MAX),
         ("a fetchOffsets answer is awaited longer than a client waits for it",
          ACL_OFFSETS_FILTER_TTL_S * 1000 > CLIENT_REQUEST_TIMEOUT_MS_DEFAULT),
+        ("the reaper ends a dead server's processes within the 10 s issue 11 allows",
+         REAPER_TERM_GRACE_S * REAPER_ROUNDS_MAX <= 10.0),
+        ("a server that stops waits for its reaper longer than the reaper can take",
+         REAPER_TERM_GRACE_S * REAPER_ROUNDS_MAX < REAPER_EXIT_WAIT_S),
     ]
 
 

@@ -13,6 +13,8 @@ everything on this machine and under the data directory:
 - Ray's session files go under ``<data_dir>/ray`` when that path is short
   enough for Unix socket names, else under a fresh ``plinth-ray-*`` folder in
   the system temp directory (the log says which).
+- Nothing it starts outlives it, even after kill -9: a reaper process
+  (plinth/process_reaper.py) ends every process Ray started for it.
 
 With ``ray_address`` it joins an existing cluster instead and changes none of
 those settings.
@@ -108,6 +110,13 @@ def _start_ray(options: ServeOptions) -> None:
         ray.init(address=options.ray_address, namespace=namespace,
                  logging_level=logging.WARNING, log_to_driver=True)
         return
+    # Before anything starts: Ray's processes inherit the reaper's mark, and the
+    # reaper ends them when this process is gone, even after kill -9. Ray is not
+    # imported yet, so at a normal exit this runs after Ray's atexit shutdown.
+    from plinth.process_reaper import ProcessReaper
+
+    reaper = ProcessReaper.start()
+    atexit.register(reaper.release)
     ray_dir = options.data_dir / "ray"
     ray_dir.mkdir(parents=True, exist_ok=True)
     token_path = ray_dir / "auth_token"

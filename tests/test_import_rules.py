@@ -28,7 +28,8 @@ SHARED = {"plinth.limits", "plinth.errors", "plinth.protocol", "plinth.protocol_
           "plinth.topics", "plinth.durable_files", "plinth.wakeup", "plinth.schemas",
           "plinth.cluster_keys", "plinth.data_dir_lock"}
 # The package's face (plinth/__init__.py: Producer, Consumer, Admin) and the commands.
-ENTRY_POINTS = {"plinth", "plinth.cli", "plinth.cli_groups", "plinth.server", "plinth.bench"}
+ENTRY_POINTS = {"plinth", "plinth.cli", "plinth.cli_groups", "plinth.server", "plinth.bench",
+                "plinth.process_reaper"}
 CLIENT_NAMES = {"plinth.Producer", "plinth.Consumer", "plinth.Admin"}
 # Which parts each part may import, besides itself and the shared ground.
 ALLOWED = {
