@@ -9,6 +9,7 @@ import os
 import time
 
 import pytest
+import zmq
 
 from plinth import limits, protocol
 from plinth.control import placement
@@ -555,6 +556,56 @@ def test_error_replies_to_acks_zero_produces_never_make_room_for_more_requests(
     assert len(refused) == pairs - limit and all(
         isinstance(view.error, TooManyRequestsError) for view in refused)
     assert not client.has_reply(0.5)
+
+
+def replies_of_all(clients, count: int, deadline_s: float) -> int:
+    """How many replies ``clients`` got together, waiting until ``count`` or ``deadline_s``."""
+    poller = zmq.Poller()
+    for client in clients:
+        poller.register(client.socket, zmq.POLLIN)
+    got = 0
+    while got < count and time.monotonic() < deadline_s:
+        for sock, _ in poller.poll(max(0, int((deadline_s - time.monotonic()) * 1000))):
+            sock.recv_multipart()
+            got += 1
+    return got
+
+
+def test_clients_parking_more_fetches_than_a_shard_has_places_leave_room_for_a_long_poll(
+        router_rig, tmp_path, monkeypatch):
+    from plinth.format.record_batch import BatchBuilder
+    from plinth.shards.partition_log import LogConfig
+    from plinth.shards.shard_server import ShardServer
+
+    # Given a real shard with 1,000 places for parked fetches behind the router, CurveZMQ on
+    monkeypatch.setattr(limits, "PARKED_FETCHES_MAX", 1000)
+    server = ShardServer("shard-0", tmp_path / "shard-0", "127.0.0.1")
+    server.start()
+    try:
+        for partition in (0, 1):
+            server.call(server.open_partition, "t", partition, LogConfig())
+        rig = router_rig(addresses={"shard-0": server.address}, topics={"t": 2}, curve=True)
+        # When five connections of one tenant each park as many 60 s fetches as they may
+        # (1,280 in all): those beyond the places are answered at once, empty
+        flood, limit = [rig.client() for _ in range(5)], limits.CLIENT_REQUESTS_IN_FLIGHT_MAX
+        for client in flood:
+            for request_id in range(limit):
+                client.send(protocol.encode_fetch(request_id, "t", 0, 0, 1024, 60_000))
+        assert replies_of_all(flood, 5 * limit - 1000, time.monotonic() + 30) == 5 * limit - 1000
+        # And another client long-polls partition 1 for 20 s
+        consumer = rig.client()
+        consumer.send(protocol.encode_fetch(1, "t", 1, 0, 1 << 20, 20_000))
+        # Then its fetch parks (it is not answered at once)
+        assert not consumer.has_reply(1.0), "the long poll was answered at once"
+        # And a record appended to partition 1 answers it with that record
+        builder = BatchBuilder()
+        builder.append(None, b"for the consumer", time.time_ns() // 1_000_000, None)
+        consumer.send(protocol.encode_produce(2, "t", 1, 1), builder.build())
+        got = {view.request_id: (view, data) for view, data in replies(consumer, 2)}
+        view, data = got[1]
+        assert view.error is None and b"for the consumer" in (data or b"")
+    finally:
+        server.stop(5)
 
 
 def test_a_client_whose_identity_starts_with_the_routers_mark_is_refused(router_rig):
