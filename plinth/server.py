@@ -201,8 +201,8 @@ class Server:
                 time.sleep(limits.CONTROLLER_NAME_RETRY_INTERVAL_S)
 
     def stop(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S) -> None:
-        """Stop taking requests, flush and fsync every log, stop the actors. Raises the
-        first shard that could not flush (a dead one), after stopping everything."""
+        """Stop taking requests, flush and fsync every log, stop the actors. If a shard
+        could not flush (it is dead), raises that error, after stopping everything."""
         import ray
 
         try:

@@ -15,8 +15,8 @@ import zmq
 
 from plinth import Admin, Consumer, Producer, protocol
 from plinth.cluster_keys import CLUSTER_KEY_FILE
-from tests.e2e.test_security_e2e import keygen
 from tests.conftest import READY_TIMEOUT_S, Broker
+from tests.e2e.test_security_e2e import keygen
 from tests.support import unique_topic, wait_until
 
 
@@ -115,7 +115,8 @@ def test_ready_is_not_printed_while_a_shard_does_not_serve_and_the_server_says_w
                                    stderr=subprocess.STDOUT, text=True, bufsize=1)
     threading.Thread(target=lambda: broker.output.extend(broker.proc.stdout), daemon=True).start()
     try:
-        # Then it says shard-1 is not serving, and why (its directory's lock)
+        # Then it says shard-1 is not serving, and why (it did not answer in time: it
+        # waits for its directory's lock)
         wait_until(lambda: "plinth not ready: shard-1 is not serving" in broker.log(),
                    timeout_s=READY_TIMEOUT_S)
         assert "ready: listening" not in broker.log() and broker.proc.poll() is None
