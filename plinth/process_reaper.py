@@ -10,8 +10,8 @@ and the reaper reads end-of-file.
 It knows what the server started in two ways, because neither is enough alone:
 
 - The process tree. While the server lives, the reaper reads /proc every
-  REAPER_SCAN_INTERVAL_S and remembers each descendant of the server by pid
-  and start time (the pair names one process: a pid is reused, not with the
+  REAPER_SCAN_INTERVAL_S (a listing, and the stat of each new process) and
+  remembers each descendant of the server by pid and start time (the pair names one process: a pid is reused, not with the
   same start time). That covers the processes that are reparented to init once
   their parent dies (the raylet's agents) or move to a process group of their
   own (Ray's workers), which the process group would miss; it misses only a
@@ -37,12 +37,14 @@ raylet does; but the raylet starts its dashboard and runtime-env agents without
 it. Those see the raylet die, try to report it to the GCS, which died too, and
 wait there for good, holding memory and ports.
 
-Linux only (/proc, pidfd_open), as ``plinth serve``'s embedded Ray is.
+Linux only (/proc; pidfd_open from Linux 5.3, before that a plain kill after
+the start-time check), as ``plinth serve``'s embedded Ray is.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import secrets
@@ -104,15 +106,20 @@ class ServerProcesses:
     def __init__(self, server_pid: int, mark: str):
         self.server_pid = server_pid
         self.mark = mark
-        self._seen: dict[int, int] = {}   # pid -> start time
+        self._seen: dict[int, int] = {}   # descendant pid -> start time
+        self._listed: set[int] = set()    # every pid in /proc at the last scan
 
     def scan(self) -> None:
-        """Remember the server's descendants now; forget those that are gone (so the
-        map holds live processes only)."""
-        table = _process_table()
-        self._seen = {pid: start for pid, start in self._seen.items()
-                      if table.get(pid, (0, None))[1] == start}
-        self._seen.update(_descendants(self.server_pid, table))
+        """Remember the server's new descendants; forget those that are gone (so the
+        map holds live processes only). Reads the stat of new pids only: a process
+        listed before is a descendant already remembered, or never becomes one."""
+        listed = {int(entry) for entry in os.listdir("/proc") if entry.isdigit()}
+        listed.discard(os.getpid())
+        new = listed - self._listed
+        self._listed = listed
+        self._seen = {pid: start for pid, start in self._seen.items() if pid in listed}
+        table = {pid: stat for pid in new if (stat := _stat(pid)) is not None}
+        self._seen.update(_descendants({self.server_pid, *self._seen}, table))
 
     def running(self) -> dict[int, int]:
         """pid -> start time of every remembered or marked process still running
@@ -173,11 +180,13 @@ def _stat(pid: int) -> tuple[int, int] | None:
     return int(fields[1]), int(fields[19])
 
 
-def _descendants(root_pid: int, table: dict[int, tuple[int, int]]) -> dict[int, int]:
+def _descendants(roots: set[int], table: dict[int, tuple[int, int]]) -> dict[int, int]:
+    """pid -> start time of every process of ``table`` descended from one of ``roots``."""
     children: dict[int, list[int]] = {}
     for pid, (ppid, _) in table.items():
         children.setdefault(ppid, []).append(pid)
-    found, todo = {}, list(children.get(root_pid, ()))
+    found: dict[int, int] = {}
+    todo = [pid for root in roots for pid in children.get(root, ())]
     while todo:   # bounded: each pid of the table is visited at most once
         pid = todo.pop()
         if pid not in found:
@@ -208,7 +217,9 @@ def _signal_if_same(pid: int, start: int, signum: int) -> bool:
     # after, proves it is the one we saw (a reused pid has a later start time).
     try:
         pidfd = os.pidfd_open(pid)
-    except OSError:
+    except OSError as exc:
+        if exc.errno == errno.ENOSYS:   # Linux before 5.3: check, then kill (a tiny race)
+            return _kill_if_same(pid, start, signum)
         return False
     try:
         stat = _stat(pid)
@@ -220,6 +231,17 @@ def _signal_if_same(pid: int, start: int, signum: int) -> bool:
         return False
     finally:
         os.close(pidfd)
+
+
+def _kill_if_same(pid: int, start: int, signum: int) -> bool:
+    stat = _stat(pid)
+    if stat is None or stat[1] != start:
+        return False
+    try:
+        os.kill(pid, signum)
+        return True
+    except ProcessLookupError:
+        return False
 
 
 def _wait_until_gone(processes: dict[int, int], timeout_s: float) -> None:

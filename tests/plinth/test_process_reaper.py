@@ -22,6 +22,8 @@ STUBBORN = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);
 # Starts a sleeper in a session of its own, says its pid, waits for stdin to close.
 STARTS_A_CHILD = (f"import subprocess, sys; c = subprocess.Popen([sys.executable, '-c', {SLEEPER!r}], "
                   "start_new_session=True); print(c.pid, flush=True); sys.stdin.readline()")
+# The same, once it has read a first line.
+STARTS_A_CHILD_WHEN_TOLD = "import sys; sys.stdin.readline(); " + STARTS_A_CHILD
 # A fake server: starts its reaper, then a child in a session of its own that
 # ignores SIGTERM, says both pids, and waits for a line (or its end) on stdin.
 FAKE_SERVER = f"""
@@ -86,6 +88,26 @@ def test_a_descendant_seen_once_is_ended_after_it_left_the_tree(spawned):
     ended = reap(processes, grace_s=0.5)
     assert orphan in ended
     assert not alive(orphan)
+
+
+def test_a_descendant_started_after_the_first_scan_is_remembered_by_the_next(spawned):
+    # Given a "server" seen by a first scan, with no child yet
+    server = spawned(STARTS_A_CHILD_WHEN_TOLD, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                     text=True)
+    processes = ServerProcesses(server.pid, mark="not-in-anyones-environment")
+    processes.scan()
+    # When it starts a child, a second scan runs, and the server exits
+    server.stdin.write("go\n")
+    server.stdin.flush()
+    child = int(server.stdout.readline())
+    spawned.pids.append(child)
+    processes.scan()
+    server.stdin.close()
+    server.wait(10)
+    # Then the orphaned child is still known as the server's, and reaping ends it
+    assert child in processes.running()
+    assert child in reap(processes, grace_s=0.5)
+    assert not alive(child)
 
 
 def test_a_process_carrying_the_mark_is_ended_though_no_scan_saw_it(spawned):
