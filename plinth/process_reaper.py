@@ -77,6 +77,7 @@ class ProcessReaper:
         env = {name: value for name, value in os.environ.items() if name != MARK_ENV}
         process = subprocess.Popen(
             [sys.executable, "-m", "plinth.process_reaper", "--mark", mark,
+             "--server-pid", str(os.getpid()), "--server-start", str(own_start_time()),
              "--grace-s", str(grace_s), "--scan-interval-s", str(scan_interval_s)],
             stdin=subprocess.PIPE, env=env, close_fds=True)
         os.environ[MARK_ENV] = mark
@@ -101,10 +102,19 @@ class ProcessReaper:
 
 class ServerProcesses:
     """What a server started: its descendants as last seen, and the processes
-    carrying its mark (the reaper process's main thread)."""
+    carrying its mark (the reaper process's main thread).
 
-    def __init__(self, server_pid: int, mark: str):
+    The server is named by pid and start time, both given by the server itself:
+    once it is dead its pid may name another process, and the reaper's own parent
+    is then init or a subreaper, whose descendants are not the server's. The
+    reaper and its ancestors are never counted, whatever they carry."""
+
+    def __init__(self, server_pid: int, server_start: int, mark: str):
+        if server_pid <= 1 or not mark:
+            raise AssertionError(f"a server is a pid above 1 with a mark, not {server_pid} "
+                                 f"with {mark!r}")
         self.server_pid = server_pid
+        self.server_start = server_start
         self.mark = mark
         self._seen: dict[int, int] = {}   # descendant pid -> start time
         self._listed: set[int] = set()    # every pid in /proc at the last scan
@@ -114,12 +124,18 @@ class ServerProcesses:
         map holds live processes only). Reads the stat of new pids only: a process
         listed before is a descendant already remembered, or never becomes one."""
         listed = {int(entry) for entry in os.listdir("/proc") if entry.isdigit()}
-        listed.discard(os.getpid())
         new = listed - self._listed
         self._listed = listed
-        self._seen = {pid: start for pid, start in self._seen.items() if pid in listed}
+        self._seen = {pid: start for pid, start in self._seen.items()
+                      if pid in listed and _start_time(pid) == start}
+        roots = set(self._seen)
+        if _start_time(self.server_pid) == self.server_start:
+            roots.add(self.server_pid)
         table = {pid: stat for pid in new if (stat := _stat(pid)) is not None}
-        self._seen.update(_descendants({self.server_pid, *self._seen}, table))
+        found = _descendants(roots, table)
+        for pid in _protected():
+            found.pop(pid, None)
+        self._seen.update(found)
 
     def running(self) -> dict[int, int]:
         """pid -> start time of every remembered or marked process still running
@@ -130,6 +146,8 @@ class ServerProcesses:
         for pid, (_, start) in table.items():
             if pid not in found and _has_mark(pid, self.mark):
                 found[pid] = start
+        for pid in _protected():
+            found.pop(pid, None)
         return found
 
 
@@ -139,6 +157,7 @@ def reap(processes: ServerProcesses, grace_s: float = limits.REAPER_TERM_GRACE_S
     pid -> name of those it signalled; logs any still running after the last round."""
     ended: dict[int, str] = {}
     for round_number in range(rounds_max):
+        processes.scan()   # children the remembered ones started since the last scan
         found = processes.running()
         if not found:
             return ended
@@ -153,6 +172,29 @@ def reap(processes: ServerProcesses, grace_s: float = limits.REAPER_TERM_GRACE_S
         log.error("processes still running after %d rounds of SIGTERM/SIGKILL: %s",
                   rounds_max, _describe({pid: _name(pid) for pid in left}))
     return ended
+
+
+def _protected() -> set[int]:
+    """This process and its ancestors, up to init: never the server's to end."""
+    pids, pid = {os.getpid()}, os.getppid()
+    while pid > 0 and pid not in pids:   # bounded: a chain of distinct pids
+        pids.add(pid)
+        stat = _stat(pid)
+        pid = stat[0] if stat is not None else 0
+    return pids | {1}
+
+
+def _start_time(pid: int) -> int | None:
+    stat = _stat(pid)
+    return stat[1] if stat is not None else None
+
+
+def own_start_time() -> int:
+    """This process's start time in clock ticks, as /proc says (any process)."""
+    stat = _stat(os.getpid())
+    if stat is None:
+        raise AssertionError(f"/proc/{os.getpid()}/stat is unreadable")
+    return stat[1]
 
 
 def _process_table() -> dict[int, tuple[int, int]]:
@@ -269,10 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     """The reaper process: follow the server's processes until its pipe closes, then reap."""
     parser = argparse.ArgumentParser(prog="python -m plinth.process_reaper")
     parser.add_argument("--mark", required=True)
+    parser.add_argument("--server-pid", type=int, required=True)
+    parser.add_argument("--server-start", type=int, required=True)
     parser.add_argument("--grace-s", type=float, default=limits.REAPER_TERM_GRACE_S)
     parser.add_argument("--scan-interval-s", type=float, default=limits.REAPER_SCAN_INTERVAL_S)
     args = parser.parse_args(argv)
-    processes = ServerProcesses(os.getppid(), args.mark)
+    processes = ServerProcesses(args.server_pid, args.server_start, args.mark)
     # A Ctrl-C in a terminal goes to the whole foreground group, and a supervisor
     # may SIGTERM the group: the reaper outlives both until the server is gone.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
