@@ -64,7 +64,7 @@ MARK_ENV = "PLINTH_SERVER_MARK"
 class ProcessReaper:
     """The server's handle on its reaper process (server process, main thread)."""
 
-    def __init__(self, process: subprocess.Popen, mark: str):
+    def __init__(self, process: subprocess.Popen | None, mark: str | None):
         self._process = process
         self.mark = mark
 
@@ -72,7 +72,11 @@ class ProcessReaper:
     def start(cls, grace_s: float = limits.REAPER_TERM_GRACE_S,
               scan_interval_s: float = limits.REAPER_SCAN_INTERVAL_S) -> ProcessReaper:
         """Start the reaper and put its mark in this process's environment. Call it
-        before starting anything that must not outlive this process."""
+        before starting anything that must not outlive this process. As pid 1 (a
+        container's init) it starts none: when pid 1 dies, the kernel ends every
+        process of its PID namespace."""
+        if os.getpid() == 1:
+            return cls(None, None)
         mark = f"{os.getpid()}-{secrets.token_hex(8)}"
         env = {name: value for name, value in os.environ.items() if name != MARK_ENV}
         process = subprocess.Popen(
@@ -84,13 +88,13 @@ class ProcessReaper:
         return cls(process, mark)
 
     @property
-    def pid(self) -> int:
-        return self._process.pid
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
 
     def release(self, wait_s: float = limits.REAPER_EXIT_WAIT_S) -> None:
         """This process is done: close the pipe, so that the reaper ends whatever it
         started that is still running, and wait up to ``wait_s`` for it to finish."""
-        if self._process.stdin.closed:
+        if self._process is None or self._process.stdin.closed:
             return
         self._process.stdin.close()
         try:
