@@ -11,11 +11,15 @@ It knows what the server started in two ways, because neither is enough alone:
 
 - The process tree. While the server lives, the reaper reads /proc every
   REAPER_SCAN_INTERVAL_S (a listing, and the stat of each new process) and
-  remembers each descendant of the server by pid and start time (the pair names one process: a pid is reused, not with the
-  same start time). That covers the processes that are reparented to init once
-  their parent dies (the raylet's agents) or move to a process group of their
-  own (Ray's workers), which the process group would miss; it misses only a
-  process started less than a scan interval before the server died.
+  remembers each descendant of the server by pid and start time (the pair
+  names one process: a pid is reused, not with the same start time). The
+  server itself is named so too, by the server (once it is dead, its pid may
+  name another process, and the reaper's parent is init). That covers the
+  processes reparented to init once their parent dies (the raylet's agents)
+  or moved to a process group of their own (Ray's workers), which the process
+  group would miss; it misses only a process started and orphaned less than a
+  scan interval before the server died. The reaper itself and its ancestors
+  (the server, while it lives; init) are never counted.
 - A mark. The server puts ``PLINTH_SERVER_MARK=<server pid>-<random hex>`` in
   its environment, and every process started from it inherits it. That covers
   a process that leaves the tree before a scan sees it (one that daemonizes),
