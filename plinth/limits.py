@@ -356,10 +356,10 @@ REAPER_TERM_GRACE_S = 2.0
 REAPER_ROUNDS_MAX = 4
 # How often the reaper checks whether the processes it signalled are gone.
 REAPER_POLL_INTERVAL_S = 0.05
-# While the server lives, the reaper reads the process table this often to
-# remember the server's descendants (one pass over /proc: about a millisecond
-# per few hundred processes). A process started and orphaned within one
-# interval before the server dies is missed unless it carries the mark.
+# While the server lives, the reaper lists /proc this often, and reads the
+# stat of each process new since, to remember the server's descendants (about
+# a millisecond per scan). A process started and orphaned within one interval
+# before the server dies is missed unless it carries the mark.
 REAPER_SCAN_INTERVAL_S = 1.0
 # A server that stops normally waits this long for its reaper to finish.
 REAPER_EXIT_WAIT_S = REAPER_TERM_GRACE_S * REAPER_ROUNDS_MAX + 5.0

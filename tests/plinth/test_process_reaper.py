@@ -22,6 +22,8 @@ STUBBORN = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);
 # Starts a sleeper in a session of its own, says its pid, waits for stdin to close.
 STARTS_A_CHILD = (f"import subprocess, sys; c = subprocess.Popen([sys.executable, '-c', {SLEEPER!r}], "
                   "start_new_session=True); print(c.pid, flush=True); sys.stdin.readline()")
+# The same, once it has read a first line.
+STARTS_A_CHILD_WHEN_TOLD = "import sys; sys.stdin.readline(); " + STARTS_A_CHILD
 # A fake server: starts its reaper, then a child in a session of its own that
 # ignores SIGTERM, says both pids, and waits for a line (or its end) on stdin.
 FAKE_SERVER = f"""
@@ -65,6 +67,11 @@ def spawned():
         proc.wait(10)
 
 
+def start_time(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return int(f.read().rsplit(b")", 1)[1].split()[19])
+
+
 def dead_pid() -> int:
     proc = subprocess.Popen(["true"])
     proc.wait()
@@ -76,7 +83,7 @@ def test_a_descendant_seen_once_is_ended_after_it_left_the_tree(spawned):
     server = spawned(STARTS_A_CHILD, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     orphan = int(server.stdout.readline())
     spawned.pids.append(orphan)
-    processes = ServerProcesses(server.pid, mark="not-in-anyones-environment")
+    processes = ServerProcesses(server.pid, start_time(server.pid), mark="not-in-anyones-environment")
     # And the tree seen while it was whole
     processes.scan()
     # When the server exits, so that its child is reparented out of its tree
@@ -88,11 +95,31 @@ def test_a_descendant_seen_once_is_ended_after_it_left_the_tree(spawned):
     assert not alive(orphan)
 
 
+def test_a_descendant_started_after_the_first_scan_is_remembered_by_the_next(spawned):
+    # Given a "server" seen by a first scan, with no child yet
+    server = spawned(STARTS_A_CHILD_WHEN_TOLD, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                     text=True)
+    processes = ServerProcesses(server.pid, start_time(server.pid), mark="not-in-anyones-environment")
+    processes.scan()
+    # When it starts a child, a second scan runs, and the server exits
+    server.stdin.write("go\n")
+    server.stdin.flush()
+    child = int(server.stdout.readline())
+    spawned.pids.append(child)
+    processes.scan()
+    server.stdin.close()
+    server.wait(10)
+    # Then the orphaned child is still known as the server's, and reaping ends it
+    assert child in processes.running()
+    assert child in reap(processes, grace_s=0.5)
+    assert not alive(child)
+
+
 def test_a_process_carrying_the_mark_is_ended_though_no_scan_saw_it(spawned):
     # Given a marked process that never was a descendant of the (gone) server
     env = dict(os.environ, **{MARK_ENV: "1234-abcd"})
     marked = spawned(SLEEPER, env=env, start_new_session=True)
-    processes = ServerProcesses(dead_pid(), mark="1234-abcd")
+    processes = ServerProcesses(dead_pid(), 0, mark="1234-abcd")
     wait_until(lambda: marked.pid in processes.running(), timeout_s=10)
     # When it is reaped, then it is gone
     assert marked.pid in reap(processes, grace_s=0.5)
@@ -106,7 +133,7 @@ def test_a_process_that_ignores_sigterm_gets_sigkill_and_an_unrelated_one_lives_
     stubborn.stdout.readline()   # its SIGTERM handler is set
     bystander = spawned(SLEEPER)
     # When the server's processes are reaped
-    reap(ServerProcesses(dead_pid(), mark="5678-ef01"), grace_s=0.3)
+    reap(ServerProcesses(dead_pid(), 0, mark="5678-ef01"), grace_s=0.3)
     # Then the stubborn one died of SIGKILL, and the other one still runs
     assert stubborn.wait(10) == -signal.SIGKILL
     assert bystander.poll() is None
@@ -136,3 +163,34 @@ def test_a_server_that_exits_normally_leaves_nothing_behind_once_it_has_exited(s
     # Then the reaper has already ended the child, and exited itself
     assert not alive(child_pid)
     assert not alive(reaper_pid)
+
+
+# The tests below only look: were a guard broken, reaping would hit this test's
+# own process and its ancestors (and, with init as the server, every process).
+
+def test_pid_1_or_a_missing_mark_is_refused_as_a_server():
+    with pytest.raises(AssertionError, match="not 1"):
+        ServerProcesses(1, 0, mark="m")
+    with pytest.raises(AssertionError, match="with ''"):
+        ServerProcesses(os.getpid(), start_time(os.getpid()), mark="")
+
+
+def test_the_reaper_never_counts_itself_or_its_ancestors():
+    # Given this test's parent as the "server": this process is its descendant
+    parent = os.getppid()
+    processes = ServerProcesses(parent, start_time(parent), mark="not-in-anyones-environment")
+    # When the tree is scanned, then neither this process nor an ancestor is counted
+    processes.scan()
+    assert os.getpid() not in processes.running()
+    assert parent not in processes.running()
+
+
+def test_a_server_pid_with_another_start_time_is_not_the_server(spawned):
+    # Given a live process with a child, named with a start time that is not its own
+    other = spawned(STARTS_A_CHILD, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    child = int(other.stdout.readline())
+    spawned.pids.append(child)
+    processes = ServerProcesses(other.pid, start_time(other.pid) - 1, mark="not-in-anyones-environment")
+    # When the tree is scanned, then neither it nor its child is the server's
+    processes.scan()
+    assert processes.running() == {}
