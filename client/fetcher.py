@@ -177,9 +177,13 @@ class Fetcher:
         """A fetch for every partition with nothing buffered, nothing in flight and no
         backoff running."""
         now = time.monotonic()
+        bytes_max, in_flight_max = self._fetch_shape()
+        in_flight = sum(1 for state in self.partitions.values() if state.fetch_id is not None)
         for tp, state in self.partitions.items():
             if state.records or now < state.retry_at_s:
                 continue
+            if state.fetch_id is None and in_flight >= in_flight_max:
+                break   # the router refuses fetches past the connection's bytes in flight
             if state.fetch_id is not None:
                 if now - state.fetch_sent_s < self._fetch_timeout_s:
                     continue
@@ -189,10 +193,20 @@ class Fetcher:
                 self._reset_position(tp)
             request_id = self._conn.next_request_id()
             self._conn.send(protocol.encode_fetch(request_id, tp.topic, tp.partition,
-                                                  state.fetch_offset, self.fetch_max_bytes,
+                                                  state.fetch_offset, bytes_max,
                                                   self.fetch_max_wait_ms))
+            in_flight += state.fetch_id is None
             state.fetch_id, state.fetch_sent_s = request_id, now
             self._fetches[request_id] = tp
+
+    def _fetch_shape(self) -> tuple[int, int]:
+        """(bytes a fetch asks for, fetches in flight at most): the router lets one
+        connection's fetches ask for CLIENT_FETCH_BYTES_IN_FLIGHT_MAX in all, each
+        counted as at least FETCH_BYTES_COUNTED_MIN, so many partitions share it."""
+        share_bytes = limits.CLIENT_FETCH_BYTES_IN_FLIGHT_MAX // max(1, len(self.partitions))
+        bytes_max = min(self.fetch_max_bytes, max(limits.FETCH_BYTES_COUNTED_MIN, share_bytes))
+        counted_bytes = max(limits.FETCH_BYTES_COUNTED_MIN, bytes_max)
+        return bytes_max, limits.CLIENT_FETCH_BYTES_IN_FLIGHT_MAX // counted_bytes
 
     def next_retry_s(self) -> float | None:
         """When the earliest backoff ends (time.monotonic()), or None if none runs."""

@@ -307,6 +307,15 @@ ROUTER_REQUEST_HELD_S_MAX = 10.0
 # which frees the replies it held. A client stalled this long has given up on
 # its requests anyway.
 CLIENT_REPLIES_STALLED_MS_MAX = 30_000
+# The bytes one client's fetches at the shards may ask for in all
+# (router/requests_in_flight.py): a shard's replies to the router wait in one
+# queue, so a client asking for gigabytes it never reads would delay every other
+# client's replies from that shard. 128 MiB: 32 partitions' default fetches
+# parked at once per connection, a quarter of a second of the hop's throughput.
+CLIENT_FETCH_BYTES_IN_FLIGHT_MAX = 128 * MiB
+# What a fetch counts at least, however small its maximum: a fetch brings back
+# its first entry whole, and most entries are far below a megabyte.
+FETCH_BYTES_COUNTED_MIN = 1 * MiB
 
 # --- Issue 11: access (ACLs, quotas) -------------------------------------------
 # A client may send this long's worth of its quota at once before it is slowed
@@ -418,6 +427,9 @@ def _relations() -> list[tuple[str, bool]]:
          < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT / 1000),
         ("fifteen clients that stop reading leave a sixteenth room for a maximal fetch",
          15 * CLIENT_REPLY_BYTES_UNSENT_MAX + FETCH_BYTES_MAX <= ROUTER_REPLY_BYTES_UNSENT_MAX),
+        ("a client may have a maximal fetch in flight, and a default one per partition of a "
+         "few dozen", FETCH_BYTES_COUNTED_MIN <= FETCH_BYTES_DEFAULT <= FETCH_BYTES_MAX
+         and 32 * FETCH_BYTES_DEFAULT <= CLIENT_FETCH_BYTES_IN_FLIGHT_MAX),
         ("a client is disconnected for not reading only after its requests timed out",
          CLIENT_REQUEST_TIMEOUT_MS_DEFAULT <= CLIENT_REPLIES_STALLED_MS_MAX),
         ("a throttled fetch is answered within the clients' default request timeout",

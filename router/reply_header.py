@@ -1,8 +1,9 @@
 """The few bytes of a shard's Reply header that the router reads or rewrites.
 
 Runs in the router's loop thread (pure functions; any thread may call them).
-The router relays replies without decoding them; two features need a look
-inside: the ACL cuts fetchOffsets answers (router/security.py), which it finds
+The router relays replies without decoding them; three features need a look
+inside: the fetch bytes a client has in flight are uncounted by request id
+(router/requests_in_flight.py), the ACL cuts fetchOffsets answers (router/security.py), which it finds
 by the Reply's union discriminant, and quotas write ``throttleTimeMs``
 (router/quotas.py). Both read the Reply in its canonical shape, the one
 pycapnp's ``to_bytes`` and protocol_hot.py write for every reply (all
@@ -36,6 +37,12 @@ THROTTLE_TIME_MS_MAX = 2**32 - 1          # UInt32
 
 # The Reply union's discriminant of the fetchOffsets answer, from the schema.
 COMMITTED = protocol_schema.Reply.schema.fields["committed"].proto.discriminantValue
+
+
+def request_id(header) -> int | None:
+    """The requestId of a canonical Reply header, else None."""
+    prefix = _prefix(header)
+    return None if prefix is None else prefix[5]
 
 
 def kind_code(header) -> int | None:

@@ -18,9 +18,22 @@ with the mark is refused (``is_marked``).
 
 Counts are kept per shard, so that a shard restarting (its requests lost) is
 forgotten whole, and per client, so that the check costs one look-up.
+
+Fetches are also counted by the bytes they may bring back (``FetchBytesInFlight``):
+the router and its shards share one connection per shard, so every reply a
+shard sends waits behind the replies before it. A client that asks for
+gigabytes of replies it never reads (the router refuses them once they are
+over its share of unsent bytes, but only after the shard has read and sent
+them) would hold every other client's replies from that shard behind its own.
+A client's fetches at the shards may ask for ``CLIENT_FETCH_BYTES_IN_FLIGHT_MAX``
+in all, each counted as at least ``FETCH_BYTES_COUNTED_MIN`` (a fetch brings
+back at least one whole entry, however small its maximum); beyond that a
+fetch is answered tooManyRequests, which a consumer retries.
 """
 
 from __future__ import annotations
+
+from plinth import limits
 
 # [0x00]"uncounted"[0x00] + the client's identity: the envelope of an acks=0 produce.
 UNCOUNTED_MARK = b"\x00uncounted\x00"
@@ -84,3 +97,59 @@ class RequestsInFlight:
             self._by_client[client] = left
         else:
             del self._by_client[client]
+
+
+class FetchBytesInFlight:
+    """The bytes each client's fetches at the shards may bring back. Loop thread only.
+
+    Entries are bounded by the requests in flight (each client's count is), and
+    leave with their reply or their shard."""
+
+    def __init__(self) -> None:
+        self._by_request: dict[tuple[bytes, int], tuple[str, int]] = {}   # -> (shard, bytes)
+        self._by_client: dict[bytes, int] = {}
+
+    def bytes_for(self, client: bytes) -> int:
+        return self._by_client.get(client, 0)
+
+    def refusal(self, client: bytes, request_id: int, bytes_max: int) -> str | None:
+        """Why a fetch of ``client`` asking for ``bytes_max`` may not go to a shard, or None."""
+        if (client, request_id) in self._by_request:
+            return f"fetch {request_id} is in flight already: request ids must not be reused"
+        held = self.bytes_for(client)
+        if held + counted_bytes(bytes_max) <= limits.CLIENT_FETCH_BYTES_IN_FLIGHT_MAX:
+            return None
+        return (f"client has fetches asking for {held} bytes at the shards; with this one "
+                f"({counted_bytes(bytes_max)} bytes) it would be over its limit of "
+                f"{limits.CLIENT_FETCH_BYTES_IN_FLIGHT_MAX}; read the replies, then retry")
+
+    def forwarded(self, shard_id: str, client: bytes, request_id: int, bytes_max: int) -> None:
+        counted = counted_bytes(bytes_max)
+        self._by_request[(client, request_id)] = (shard_id, counted)
+        self._by_client[client] = self._by_client.get(client, 0) + counted
+
+    def answered(self, client: bytes, request_id: int) -> None:
+        """A reply to request ``request_id`` of ``client`` came (not a fetch's: no-op)."""
+        entry = self._by_request.pop((client, request_id), None)
+        if entry is not None:
+            self._uncount(client, entry[1])
+
+    def forget_shard(self, shard_id: str) -> None:
+        """The fetches sent to ``shard_id`` will never be answered (it restarted)."""
+        lost = [key for key, (shard, _) in self._by_request.items() if shard == shard_id]
+        for key in lost:
+            self._uncount(key[0], self._by_request.pop(key)[1])
+
+    def _uncount(self, client: bytes, counted: int) -> None:
+        left = self._by_client[client] - counted
+        if left < 0:
+            raise AssertionError(f"client {client!r}: {left} fetch bytes in flight")
+        if left:
+            self._by_client[client] = left
+        else:
+            del self._by_client[client]
+
+
+def counted_bytes(bytes_max: int) -> int:
+    """What a fetch asking for ``bytes_max`` counts: at least one entry's worth."""
+    return max(limits.FETCH_BYTES_COUNTED_MIN, min(bytes_max, limits.FETCH_BYTES_MAX))

@@ -51,11 +51,12 @@ from plinth.control.routing_table import RoutingTable
 from plinth.errors import (BrokerError, MalformedRequestError, NotAuthorizedError,
                            PartitionOutOfRangeError, RecordTooLargeError, TooManyRequestsError,
                            UnavailableError, UnknownTopicError)
+from plinth.router import reply_header
 from plinth.router.admin_bridge import AdminBridge, AdminReply, RoutingUpdate
 from plinth.router.held_requests import HeldRequests
 from plinth.router.quotas import Quotas
-from plinth.router.requests_in_flight import (UNCOUNTED_MARK, RequestsInFlight, is_marked,
-                                             mark, unmark)
+from plinth.router.requests_in_flight import (UNCOUNTED_MARK, FetchBytesInFlight,
+                                             RequestsInFlight, is_marked, mark, unmark)
 from plinth.router.security import OffsetsFilter
 from plinth.router.shard_connections import ShardConnections
 from plinth.router.unsent_replies import UnsentReplies
@@ -78,6 +79,7 @@ class Router:
         self._routing = RoutingTable()
         self._held = HeldRequests()
         self._in_flight = RequestsInFlight()
+        self._fetch_bytes = FetchBytesInFlight()
         self._unsent = UnsentReplies()
         # The ACL's and quotas' hooks (_admit, _on_shard_reply_checked); None without them.
         acl = security.acl if security is not None else None
@@ -230,6 +232,10 @@ class Router:
         # marked identity so that its error reply cannot uncount another request.
         counted = not (type(request) is protocol.ProduceRequest and request.acks == 0)
         refusal = self._in_flight_refusal(client) if counted else None
+        is_fetch = type(request) is protocol.FetchRequest
+        if refusal is None and is_fetch:
+            why = self._fetch_bytes.refusal(client, request.request_id, request.bytes_max)
+            refusal = None if why is None else TooManyRequestsError(why)
         if refusal is None and is_marked(client):
             refusal = MalformedRequestError(
                 f"a client's identity may not start with {UNCOUNTED_MARK!r}: the router "
@@ -252,6 +258,8 @@ class Router:
             return
         if counted:
             self._in_flight.forwarded(shard_id, client)
+        if is_fetch:
+            self._fetch_bytes.forwarded(shard_id, client, request.request_id, request.bytes_max)
 
     def _in_flight_refusal(self, client: bytes) -> TooManyRequestsError | None:
         """Why ``client`` may not have one more request at the shards or held, or None."""
@@ -297,6 +305,10 @@ class Router:
             self._relay([unmark(client), *frames[1:]])
             return
         self._in_flight.answered(shard_id, client)
+        if self._fetch_bytes.bytes_for(client):
+            request_id = reply_header.request_id(frames[1].buffer)
+            if request_id is not None:
+                self._fetch_bytes.answered(client, request_id)
         if len(frames) > 2 and len(frames[2]) >= limits.REPLY_BYTES_TRACKED_MIN:
             self._relay_large_reply(client, frames)
             return
@@ -369,6 +381,7 @@ class Router:
         for shard_id in self._shards.apply(routing.shard_addresses):
             # Requests sent to the shard's old address will never be answered.
             self._in_flight.forget_shard(shard_id)
+            self._fetch_bytes.forget_shard(shard_id)
 
     def _reply(self, client_id, reply: bytes) -> None:
         try:

@@ -3,7 +3,9 @@ keeps an uncounted request's reply from uncounting anything."""
 
 from __future__ import annotations
 
-from plinth.router.requests_in_flight import RequestsInFlight, is_marked, mark, unmark
+from plinth import limits
+from plinth.router.requests_in_flight import (FetchBytesInFlight, RequestsInFlight, counted_bytes,
+                                             is_marked, mark, unmark)
 
 CLIENT, OTHER = b"\x00\x80\x00\x00\x01", b"\x00\x80\x00\x00\x02"
 
@@ -54,3 +56,48 @@ def test_a_forgotten_shard_takes_its_requests_with_it_and_its_late_answers_count
     assert in_flight.count(CLIENT) == 1
     in_flight.answered("shard-0", CLIENT)
     assert in_flight.count(CLIENT) == 1
+
+
+def test_a_clients_fetches_may_ask_for_its_fetch_bytes_in_all_and_no_more():
+    # Given a client whose maximal fetches at the shards fill its fetch bytes
+    fetches = FetchBytesInFlight()
+    count = limits.CLIENT_FETCH_BYTES_IN_FLIGHT_MAX // limits.FETCH_BYTES_MAX
+    for request_id in range(count):
+        assert fetches.refusal(CLIENT, request_id, limits.FETCH_BYTES_MAX) is None
+        fetches.forwarded("shard-0", CLIENT, request_id, limits.FETCH_BYTES_MAX)
+    # When it asks for one more, even a tiny one / Then it is refused, naming the limit,
+    # while another client is not
+    why = fetches.refusal(CLIENT, count, 1)
+    assert why is not None and str(limits.CLIENT_FETCH_BYTES_IN_FLIGHT_MAX) in why
+    assert fetches.refusal(OTHER, 0, limits.FETCH_BYTES_MAX) is None
+    # And once one is answered, a fetch fits again
+    fetches.answered(CLIENT, 0)
+    assert fetches.refusal(CLIENT, count, limits.FETCH_BYTES_MAX) is None
+
+
+def test_a_tiny_fetch_counts_an_entrys_worth_so_many_cannot_ask_for_gigabytes():
+    # Given fetches asking for 1 byte each (each still brings back a whole entry)
+    fetches = FetchBytesInFlight()
+    admitted = 0
+    while fetches.refusal(CLIENT, admitted, 1) is None:
+        fetches.forwarded("shard-0", CLIENT, admitted, 1)
+        admitted += 1
+    # Then only as many as the limit holds at the counted minimum went
+    assert admitted == limits.CLIENT_FETCH_BYTES_IN_FLIGHT_MAX // counted_bytes(1)
+    assert counted_bytes(1) == limits.FETCH_BYTES_COUNTED_MIN
+
+
+def test_fetch_bytes_leave_with_their_reply_or_their_shard_and_a_reused_id_is_refused():
+    # Given fetches of a client at two shards
+    fetches = FetchBytesInFlight()
+    fetches.forwarded("shard-0", CLIENT, 1, 4 * limits.MiB)
+    fetches.forwarded("shard-1", CLIENT, 2, 8 * limits.MiB)
+    # When the same request id is used again / Then it is refused
+    assert "in flight already" in fetches.refusal(CLIENT, 1, limits.MiB)
+    # When shard-1 restarts and a reply comes to nothing counted
+    fetches.forget_shard("shard-1")
+    fetches.answered(CLIENT, 99)
+    assert fetches.bytes_for(CLIENT) == 4 * limits.MiB
+    # When the last reply comes / Then nothing is counted for the client
+    fetches.answered(CLIENT, 1)
+    assert fetches.bytes_for(CLIENT) == 0

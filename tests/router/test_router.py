@@ -185,8 +185,8 @@ def test_a_client_over_its_in_flight_limit_is_refused_until_a_reply_comes_back(r
     client, other = rig.client(), rig.client()
     limit = limits.CLIENT_REQUESTS_IN_FLIGHT_MAX
     # When a client has the most requests in flight, and sends one more
-    for request_id in range(1, limit + 1):
-        client.send(fetch(request_id))
+    for request_id in range(1, limit + 1):   # produces: fetches are also bounded by bytes
+        client.send(protocol.encode_produce(request_id, "t", 0, 1), b"batch")
     shard.wait_for_requests(limit)
     view = client.request(fetch(limit + 1))
     # Then that one is refused, naming the limit
@@ -249,7 +249,7 @@ def test_a_shard_at_a_new_address_is_found_by_the_routing_refresh_with_no_reques
     rig.shards["shard-0"].holding = True
     client = rig.client()
     for request_id in range(1, limits.CLIENT_REQUESTS_IN_FLIGHT_MAX + 1):
-        client.send(fetch(request_id))
+        client.send(protocol.encode_produce(request_id, "t", 0, 1), b"batch")
     rig.shards["shard-0"].wait_for_requests(limits.CLIENT_REQUESTS_IN_FLIGHT_MAX)
     # When shard-0 restarts at a new address, which the controller reports
     rig.shards["shard-0"].close()
@@ -438,9 +438,10 @@ def test_requests_held_for_their_topic_count_toward_the_clients_requests_in_flig
     rig.controller.hold_routing()
     client = rig.client()
     limit = limits.CLIENT_REQUESTS_IN_FLIGHT_MAX
-    # When a client sends more fetches for "new" than it may have in flight
+    # When a client sends more requests for "new" than it may have in flight (listOffsets:
+    # fetches are also bounded by the bytes they ask for)
     for request_id in range(1, limit + 45):
-        client.send(fetch(request_id, "new"))
+        client.send(list_offsets(request_id, "new"))
     # Then those past the limit are answered at once, each with its own id, naming it
     refused = replies(client, 44)
     assert [view.request_id for view, _ in refused] == list(range(limit + 1, limit + 45))
@@ -536,8 +537,10 @@ def real_shard(tmp_path):
 
 
 def test_error_replies_to_acks_zero_produces_never_make_room_for_more_requests(
-        router_rig, real_shard):
-    # Given a real shard behind the router, CurveZMQ on
+        router_rig, real_shard, monkeypatch):
+    # Given a real shard behind the router, CurveZMQ on (and fetch bytes unbounded: the
+    # count of requests is what this test is about)
+    monkeypatch.setattr(limits, "CLIENT_FETCH_BYTES_IN_FLIGHT_MAX", 2**40)
     rig = router_rig(addresses={"shard-0": real_shard.address}, topics={"t": 1}, curve=True)
     client = rig.client()
     limit = limits.CLIENT_REQUESTS_IN_FLIGHT_MAX
