@@ -260,7 +260,7 @@ def test_one_client_cannot_fill_a_group_another_client_uses(tenants):
     try:
         joins = pipelined(conn_a, lambda rid, n: protocol.encode_group_heartbeat(
             rid, group, "", 0, [topic], set(), limits.SESSION_TIMEOUT_MS_MAX, ""), limit)
-        assert [reply.error for reply in joins] == [None] * limit
+        assert [reply.error for reply in joins] == [None] * limit, {str(r.error) for r in joins}
         # When A joins one more / Then it is refused, naming the limit
         with pytest.raises(GroupMaxSizeReachedError, match="limit per client key"):
             heartbeat(conn_a, group, topic)
@@ -283,7 +283,7 @@ def test_a_shard_refuses_groups_beyond_its_limit_and_takes_new_ones_once_groups_
     try:
         joins = pipelined(conn_a, lambda rid, n: protocol.encode_group_heartbeat(
             rid, f"{prefix}-{n}", "", 0, [topic], set(), session_ms, ""), room)
-        assert [reply.error for reply in joins] == [None] * room
+        assert [reply.error for reply in joins] == [None] * room, {str(r.error) for r in joins}
         # When anyone makes one more group / Then it is refused, naming the limit
         with pytest.raises(TooManyGroupsError, match="GROUPS_PER_SHARD_MAX"):
             heartbeat(conn_b, f"{prefix}-b", topic)
