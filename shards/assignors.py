@@ -216,14 +216,14 @@ class _Balance:
     """
 
     def __init__(self, result: Assignment):
+        """Empty until ``index`` has run (in steps: it is O(members))."""
         self.result = result
-        self.load = {member: len(owned) for member, owned in result.items()}
+        self.load: dict[str, int] = {}
         self.heap_of: dict[str, list] = {}   # topic -> its subscribers' heap of (load, member)
-        self.heaps_of_member: dict[str, list[list]] = {member: [] for member in result}
+        self.heaps_of_member: dict[str, list[list]] = {}
         # (-load, -rank, member): the most loaded first, ties to the highest id
-        self.rank = {member: n for n, member in enumerate(sorted(result))}
-        self.max_heap = [(-self.load[m], -self.rank[m], m) for m in result]
-        heapq.heapify(self.max_heap)
+        self.rank: dict[str, int] = {}
+        self.max_heap: list[tuple[int, int, str]] = []
         # For even_out: a member's partitions, highest first, sorted when it is first
         # the heaviest (moved ones are skipped: ``skipped`` of them are at the front),
         # and those it received since.
@@ -232,9 +232,22 @@ class _Balance:
         self.received: dict[str, list[TopicPartition]] = {}
 
     def index(self, subscriptions: Mapping[str, set[str]], units: _Units) -> Steps:
-        """Build the min-heaps, one per distinct set of subscribers."""
+        """Count the loads, rank the members, and build the heaps: the max-heap and
+        the min-heaps, one per distinct set of subscribers."""
+        ranked = yield from _sorted_steps(list(self.result), units)
+        for chunk in _chunks(ranked, units):
+            for member in chunk:
+                load = self.load[member] = len(self.result[member])
+                rank = self.rank[member] = len(self.rank)
+                self.heaps_of_member[member] = []
+                self.max_heap.append((-load, -rank, member))
+            if units.spend(_MEMBER_UNITS * len(chunk)):
+                yield
+        heapq.heapify(self.max_heap)
+        if units.spend(len(self.max_heap)):
+            yield
         subscribers: dict[str, list[str]] = {}
-        for member in sorted(self.result):
+        for member in ranked:
             for topic in subscriptions[member]:
                 subscribers.setdefault(topic, []).append(member)
             if units.spend(len(subscriptions[member]) + 1):
