@@ -156,8 +156,13 @@ class GroupCoordinator:
         self._member_count = 0
         self._sessions = Deadlines(limits.GROUP_DEADLINE_HEAP_ENTRIES_MIN)    # (group, member)
         self._offsets_expiry = Deadlines(limits.GROUP_DEADLINE_HEAP_ENTRIES_MIN)  # group, wall ms
+        # Membership is not stored: after a restart every group looks empty. Its members
+        # rejoin within their session timeout, so no group's offsets expire before that,
+        # though a group with members may not have committed for the whole retention.
+        rejoined_ms = store.now_ms() + limits.SESSION_TIMEOUT_MS_MAX
         for name in store.groups():
-            self._offsets_expiry.set(name, store.written_ms(name) + limits.OFFSETS_RETENTION_MS)
+            self._offsets_expiry.set(name, max(
+                rejoined_ms, store.written_ms(name) + limits.OFFSETS_RETENTION_MS))
         # Groups whose target is stale, in turn; the run is None until it starts.
         self._assigning: dict[str, _AssignmentRun | None] = {}
         self._work_clock_s = work_clock_s

@@ -333,6 +333,32 @@ def test_offsets_of_a_group_left_empty_before_a_restart_still_expire_after_it(tm
     store.close()
 
 
+def test_after_a_restart_members_have_a_session_timeout_to_rejoin_before_offsets_expire(
+        tmp_path):
+    # Given a group whose member last committed longer ago than the retention
+    wall = WallClock()
+    store = OffsetStore.open(tmp_path, wall)
+    coord = GroupCoordinator(store)
+    coord.set_partition_counts({"t": 6})
+    member = join(coord)
+    coord.commit("g", member.member_id, member.member_epoch, {("t", 0): 7})
+    wall.now_ms += 2 * limits.OFFSETS_RETENTION_MS
+    store.close()
+    # When the shard restarts (membership is not stored: the group looks empty)
+    store = OffsetStore.open(tmp_path, wall)
+    coord = GroupCoordinator(store)
+    coord.set_partition_counts({"t": 6})
+    coord.expire(0.0)
+    # Then its offsets are kept while its members may still come back
+    assert coord.committed("g") == {("t", 0): 7}
+    # And a member that rejoins keeps them for as long as the group has members
+    join(coord)
+    wall.now_ms += limits.SESSION_TIMEOUT_MS_MAX + 1
+    coord.expire(0.0)
+    assert coord.committed("g") == {("t", 0): 7}
+    store.close()
+
+
 # --- Assignment work in steps (issue 11, finding 6) ------------------------------------------
 
 class WorkClock:
