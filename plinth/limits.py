@@ -374,7 +374,48 @@ REAPER_SCAN_INTERVAL_S = 1.0
 REAPER_EXIT_WAIT_S = REAPER_TERM_GRACE_S * REAPER_ROUNDS_MAX + 5.0
 
 # --- Issue 11: consumer group bounds ------------------------------------------
-# (placeholder)
+# Groups one shard coordinates: those with members and those whose committed
+# offsets it keeps. A group's shard is a public hash of its name, so one client
+# can aim every group it makes at one shard; this bounds that shard's memory.
+# A new group beyond it is refused with tooManyGroups. A group with neither
+# members nor committed offsets leaves at once, so this counts real groups.
+GROUPS_PER_SHARD_MAX = 10_000
+# Members one client key may have in one group: one tenant cannot fill a group
+# that another tenant's consumers use (more are refused with
+# groupMaxSizeReached). Clients without a key (no CurveZMQ) cannot be told
+# apart; they share the group's GROUP_MEMBERS_MAX.
+GROUP_MEMBERS_PER_CLIENT_KEY_MAX = 500
+# Members of every group of one shard: each keeps its subscription and its
+# partitions, so this bounds the shard's memory whatever the number of groups.
+GROUP_MEMBERS_PER_SHARD_MAX = 100_000
+# Members' session ends and empty groups' offset expiries live in heaps
+# (shards/deadlines.py) where a key that went away keeps a stale entry until it
+# reaches the top. A heap holding twice as many entries as live keys, and at
+# least this many, drops every stale one at once: memory stays bounded and a
+# clean-up costs O(1) per change on average.
+GROUP_DEADLINE_HEAP_ENTRIES_MIN = 1_000
+# Members removed for silence in one loop round: a mass expiry (a network
+# partition, a client crash with many members) is spread over rounds.
+GROUP_MEMBERS_EXPIRED_PER_ROUND_MAX = 1_000
+# The committed offsets of a group without members are deleted this long after
+# its last commit or after its last member left, whichever is later (Kafka's
+# offsets.retention.minutes: 7 days).
+OFFSETS_RETENTION_MS = 7 * 24 * 3600 * 1000
+# Groups whose offsets expire in one loop round: one batch of deletion records,
+# one fsync.
+GROUPS_DELETED_PER_ROUND_MAX = 1_000
+# Assignment work (shards/assignors.py) is done in steps of this many units (a
+# unit: one partition or member looked at); a step takes well under a
+# millisecond, so the loop can stop between any two.
+GROUP_ASSIGNMENT_STEP_UNITS = 256
+# Loop time for assignment work per round, the heartbeats' and the timer's
+# together; a large group's assignment goes on in the next rounds. (A heartbeat
+# always runs one step of its own group's, so the round may run over by a step
+# per heartbeat.)
+GROUP_ASSIGNMENT_ROUND_MS = 2
+# The client key a router forwards with a group request: the client's CurveZMQ
+# public key, 32 bytes in Z85 text; empty for a client without one.
+CLIENT_KEY_TEXT_BYTES = 40
 
 
 def _relations() -> list[tuple[str, bool]]:
@@ -444,6 +485,15 @@ def _relations() -> list[tuple[str, bool]]:
          REAPER_TERM_GRACE_S * REAPER_ROUNDS_MAX <= 10.0),
         ("a server that stops waits for its reaper longer than the reaper can take",
          REAPER_TERM_GRACE_S * REAPER_ROUNDS_MAX < REAPER_EXIT_WAIT_S),
+        ("one client key cannot fill a group alone",
+         GROUP_MEMBERS_PER_CLIENT_KEY_MAX < GROUP_MEMBERS_MAX),
+        ("a shard holds at least one full group", GROUP_MEMBERS_MAX <= GROUP_MEMBERS_PER_SHARD_MAX),
+        ("record timestamps kept through the offsets log's compaction fit its UInt32 deltas",
+         OFFSETS_RETENTION_MS < 2**32),
+        ("the deletion records of one round fit one batch",
+         GROUPS_DELETED_PER_ROUND_MAX <= BATCH_RECORDS_MAX),
+        ("assignment work of a round is a small part of the shortest heartbeat interval",
+         GROUP_ASSIGNMENT_ROUND_MS * 10 <= HEARTBEAT_INTERVAL_MS_MIN),
     ]
 
 

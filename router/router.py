@@ -224,7 +224,9 @@ class Router:
                 "no shard is known to coordinate groups")))
             return
         shard_id = placement.shard_for_group(request.group, list(self._routing.shard_ids))
-        self._forward(shard_id, frames, request)
+        # The client's key goes last, for the coordinator to tie members to it.
+        client_key = frames[1].get("User-Id").encode() if self._security is not None else b""
+        self._forward(shard_id, [*frames, client_key], request)
 
     def _forward(self, shard_id: str, frames: list, request) -> None:
         client = frames[0].bytes

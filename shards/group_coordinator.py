@@ -15,10 +15,37 @@ owned), and only then included in B's answer. Members whose partitions do
 not move never stop. A member silent for its ``session_timeout_ms`` is
 removed and its partitions are free at once.
 
-Member epochs. A member's epoch is bumped every time the partitions it is told
-to own change. A heartbeat with an epoch above the member's is fenced
-(staleMemberEpoch); one from an unknown member id (expired, or the
-coordinator restarted) is answered unknownMemberId; the client rejoins.
+Whose member it is. A member belongs to the client key that joined it (the
+CurveZMQ public key the router forwards; empty without keys) and is known by
+its member id, 128 random bits the coordinator hands out only in the answer
+to the join. A heartbeat, leave or commit naming a member id that is not in
+the group, or that another client key joined, is refused with
+unknownMemberId, and the member stays. Member epochs fence the rest: a
+member's epoch is bumped every time the partitions it is told to own change,
+and a heartbeat must carry the current epoch, or the one before it if the
+answer that bumped it was lost (Kafka's rule: then the member may own only
+partitions it is still assigned); anything else is refused with
+staleMemberEpoch and changes nothing. A member told either rejoins.
+
+Bounds. GROUPS_PER_SHARD_MAX groups (tooManyGroups), GROUP_MEMBERS_MAX
+members per group, GROUP_MEMBERS_PER_CLIENT_KEY_MAX of one client key in one
+group (keyless clients excepted: they are one principal) and
+GROUP_MEMBERS_PER_SHARD_MAX in all (groupMaxSizeReached). A group lives in
+memory only while it has members; then its committed offsets stay durable
+and are deleted OFFSETS_RETENTION_MS after its last member left or its last
+commit, whichever is later (Kafka's offsets.retention.minutes); a group with
+neither members nor offsets leaves no trace. Sessions and offset expiries
+are kept in heaps (deadlines.py), so a loop round costs nothing per idle
+group or member.
+
+Assignment work. A change marks the group's target stale and queues it; the
+assignor runs in steps (assignors.assign_steps). A heartbeat runs steps of
+its own group's assignment while the round's budget (GROUP_ASSIGNMENT_ROUND_MS)
+lasts, so a small group is answered with its new target at once; the loop's
+timer (``run_assignments``) shares the rest among the queued groups in turn.
+A heartbeat answered while its group's assignment is still running is
+answered from the previous target and asked to come back after the shortest
+heartbeat interval.
 
 Committed offsets go to the OffsetStore and survive restarts; membership is
 soft state that members rebuild with their next heartbeats.
@@ -35,40 +62,60 @@ between, members would rejoin, as after any coordinator restart.)
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 import uuid
+from collections import Counter
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 
 from plinth import limits, protocol
-from plinth.errors import (GroupNotEmptyError, InvalidConfigError, InvalidGroupError, NotOwnerError,
-                           StaleMemberEpochError, UnavailableError, UnknownMemberIdError)
+from plinth.errors import (GroupMaxSizeReachedError, GroupNotEmptyError, InvalidConfigError,
+                           InvalidGroupError, NotOwnerError, StaleMemberEpochError,
+                           TooManyGroupsError, UnavailableError, UnknownMemberIdError)
 from plinth.shards import assignors
+from plinth.shards.deadlines import Deadlines
 from plinth.shards.offset_store import OffsetStore
+
+log = logging.getLogger(__name__)
 
 TopicPartition = tuple[str, int]
 
 _MOVED_SETTING = "moved"   # "1" while another shard coordinates the group
+_ASSIGNOR_SETTING = "assignor"
 _GROUP_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
 @dataclass
 class Member:
     member_id: str
-    topics: set[str]
+    client_key: str                  # who joined it; "" without CurveZMQ
+    topics: set[str]                 # replaced, never changed in place (assignments read it)
     session_timeout_ms: int
     last_seen_s: float
     epoch: int = 0
+    previous_epoch: int = 0          # the epoch before the last bump (a lost answer's)
     owned: set[TopicPartition] = field(default_factory=set)      # as it last reported
     assigned: set[TopicPartition] = field(default_factory=set)   # as it was last told
+
+    @property
+    def session_end_s(self) -> float:
+        return self.last_seen_s + self.session_timeout_ms / 1000
 
 
 @dataclass
 class Group:
     name: str
     assignor: str
-    epoch: int = 0
+    epoch: int = 0            # bumped by every change the target depends on
+    target_epoch: int = 0     # the epoch the target was computed for
     members: dict[str, Member] = field(default_factory=dict)
     target: dict[str, set[TopicPartition]] = field(default_factory=dict)
+    # Counts without zeros (_count_up, _count_down):
+    claims: Counter = field(default_factory=Counter)            # partition -> members owning it
+    subscribed: Counter = field(default_factory=Counter)        # topic -> members subscribing
+    members_per_key: Counter = field(default_factory=Counter)   # client key -> members
 
 
 @dataclass
@@ -79,6 +126,14 @@ class HeartbeatResult:
     assignment: set[TopicPartition]
 
 
+@dataclass
+class _AssignmentRun:
+    """A group's assignment in progress: computed for ``epoch`` with ``counts``."""
+    epoch: int
+    counts: Mapping[str, int]
+    steps: Generator
+
+
 def heartbeat_interval_ms_for(session_timeout_ms: int) -> int:
     """A member heartbeats five times per session timeout, within bounds."""
     return max(limits.HEARTBEAT_INTERVAL_MS_MIN,
@@ -86,10 +141,32 @@ def heartbeat_interval_ms_for(session_timeout_ms: int) -> int:
 
 
 class GroupCoordinator:
-    def __init__(self, store: OffsetStore):
+    """The groups one shard coordinates. Loop thread only, every method.
+
+    ``work_clock_s`` measures the assignment work against its budget (tests
+    pass a fake one); the store's clock stamps records and expires offsets.
+    """
+
+    def __init__(self, store: OffsetStore,
+                 work_clock_s: Callable[[], float] = time.perf_counter):
         self._store = store
-        self._groups: dict[str, Group] = {}
+        self._groups: dict[str, Group] = {}          # groups with members
         self._partition_counts: dict[str, int] = {}
+        self._unstored: set[str] = set()             # groups with members and nothing stored
+        self._member_count = 0
+        self._sessions = Deadlines(limits.GROUP_DEADLINE_HEAP_ENTRIES_MIN)    # (group, member)
+        self._offsets_expiry = Deadlines(limits.GROUP_DEADLINE_HEAP_ENTRIES_MIN)  # group, wall ms
+        # Membership is not stored: after a restart every group looks empty. Its members
+        # rejoin within their session timeout, so no group's offsets expire before that,
+        # though a group with members may not have committed for the whole retention.
+        rejoined_ms = store.now_ms() + limits.SESSION_TIMEOUT_MS_MAX
+        for name in store.groups():
+            self._offsets_expiry.set(name, max(
+                rejoined_ms, store.written_ms(name) + limits.OFFSETS_RETENTION_MS))
+        # Groups whose target is stale, in turn; the run is None until it starts.
+        self._assigning: dict[str, _AssignmentRun | None] = {}
+        self._work_clock_s = work_clock_s
+        self._round_work_s = 0.0
 
     # --- Topics ------------------------------------------------------------------
 
@@ -97,134 +174,256 @@ class GroupCoordinator:
         """The controller's view of every topic; retargets groups whose topics changed."""
         changed = {t for t in set(counts) | set(self._partition_counts)
                    if counts.get(t) != self._partition_counts.get(t)}
-        self._partition_counts = dict(counts)
+        self._partition_counts = dict(counts)   # a new dict: running assignments keep theirs
         for group in self._groups.values():
-            if any(changed & m.topics for m in group.members.values()):
+            smaller, larger = sorted((changed, group.subscribed), key=len)
+            if any(topic in larger for topic in smaller):
                 self._retarget(group)
 
     # --- Membership ----------------------------------------------------------------
 
     def heartbeat(self, name: str, member_id: str, member_epoch: int, topics: list[str],
                   owned: set[TopicPartition], session_timeout_ms: int, assignor: str,
-                  now_s: float) -> HeartbeatResult:
-        group = self._group(name, assignor)
+                  now_s: float, client_key: str = "") -> HeartbeatResult:
         interval_ms = heartbeat_interval_ms_for(session_timeout_ms)
         if member_epoch == protocol.LEAVE_EPOCH:
-            if group.members.pop(member_id, None) is not None:
-                self._retarget(group)
+            group, member = self._own_member(name, member_id, client_key)
+            self._remove_member(group, member)
             return HeartbeatResult(member_id, protocol.LEAVE_EPOCH, interval_ms, set())
-        member = self._member(group, member_id, member_epoch, topics, session_timeout_ms, now_s)
+        if member_id:
+            group, member = self._own_member(name, member_id, client_key)
+            _check_epoch(group, member, member_epoch, owned)
+        else:
+            group, member = self._join(name, assignor, topics, session_timeout_ms, now_s,
+                                       client_key)
         member.last_seen_s = now_s
         member.session_timeout_ms = session_timeout_ms
-        member.owned = {tp for tp in owned if tp in member.assigned or tp in member.owned}
+        self._sessions.set((name, member.member_id), member.session_end_s)
+        _report_owned(group, member, owned)
         if topics and set(topics) != member.topics:
+            _count_down(group.subscribed, member.topics)
             member.topics = set(topics)
+            _count_up(group.subscribed, member.topics)
             self._retarget(group)
-        answer = self._answer(group, member)   # may bump the member's epoch
+        self._advance(group)
+        answer = _answer(group, member)   # may bump the member's epoch
+        if name in self._assigning:       # the target is being computed: come back soon
+            interval_ms = limits.HEARTBEAT_INTERVAL_MS_MIN
         return HeartbeatResult(member.member_id, member.epoch, interval_ms, answer)
 
-    def _member(self, group: Group, member_id: str, member_epoch: int, topics: list[str],
-                session_timeout_ms: int, now_s: float) -> Member:
-        if not member_id:
-            if len(group.members) >= limits.GROUP_MEMBERS_MAX:
-                raise InvalidConfigError(f"group {group.name!r} already has "
-                                         f"{limits.GROUP_MEMBERS_MAX} members, the limit")
-            member = Member(uuid.uuid4().hex, set(topics), session_timeout_ms, now_s)
-            group.members[member.member_id] = member
-            self._retarget(group)
-            return member
-        member = group.members.get(member_id)
-        if member is None:
-            raise UnknownMemberIdError(
-                f"member {member_id} is not in group {group.name!r} (it may have missed "
-                f"heartbeats for its session timeout); rejoin")
-        if member_epoch > member.epoch:
-            raise StaleMemberEpochError(
-                f"member {member_id} of group {group.name!r} sent epoch {member_epoch}, "
-                f"but its epoch is {member.epoch}; rejoin")
-        return member
-
-    def _answer(self, group: Group, member: Member) -> set[TopicPartition]:
-        """The member's target partitions that nobody else still owns."""
-        owned_by_others = set()
-        for other in group.members.values():
-            if other is not member:
-                owned_by_others |= other.owned
-        answer = group.target.get(member.member_id, set()) - owned_by_others
-        if answer != member.assigned:
-            member.assigned = answer
-            member.epoch += 1
-        return answer
-
-    def _retarget(self, group: Group) -> None:
-        group.epoch += 1
-        subscriptions = {m.member_id: m.topics for m in group.members.values()}
-        group.target = assignors.assign(group.assignor, subscriptions, self._partition_counts,
-                                        group.target)
-
-    def expire(self, now_s: float) -> list[tuple[str, str]]:
-        """Remove members silent for longer than their session timeout; returns (group, member)."""
-        removed = []
-        for group in self._groups.values():
-            dead = [m for m in group.members.values()
-                    if now_s - m.last_seen_s > m.session_timeout_ms / 1000]
-            for member in dead:
-                del group.members[member.member_id]
-                removed.append((group.name, member.member_id))
-            if dead:
-                self._retarget(group)
-        return removed
-
-    def next_expiry_s(self) -> float | None:
-        deadlines = [m.last_seen_s + m.session_timeout_ms / 1000
-                     for g in self._groups.values() for m in g.members.values()]
-        return min(deadlines) if deadlines else None
-
-    def _group(self, name: str, assignor: str = "") -> Group:
+    def _own_member(self, name: str, member_id: str, client_key: str) -> tuple[Group, Member]:
+        """The member, if it is in the group and this client key joined it."""
         group = self._groups.get(name)
-        if group is not None:
-            return group
+        member = group.members.get(member_id) if group is not None else None
+        if member is None or member.client_key != client_key:
+            validate_group_name(name)
+            self._check_not_moved(name)
+            raise UnknownMemberIdError(
+                f"member {member_id} is not in group {name!r} for this client (it may have "
+                f"missed heartbeats for its session timeout); rejoin")
+        return group, member
+
+    def _join(self, name: str, assignor: str, topics: list[str], session_timeout_ms: int,
+              now_s: float, client_key: str) -> tuple[Group, Member]:
+        group = self._groups.get(name)
+        self._check_room(group, name, client_key)
+        if group is None:
+            group = self._new_group(name, assignor)
+        member = Member(uuid.uuid4().hex, client_key, set(topics), session_timeout_ms, now_s)
+        group.members[member.member_id] = member
+        _count_up(group.subscribed, member.topics)
+        _count_up(group.members_per_key, (client_key,))
+        self._member_count += 1
+        self._retarget(group)
+        return group, member
+
+    def _check_room(self, group: Group | None, name: str, client_key: str) -> None:
+        if self._member_count >= limits.GROUP_MEMBERS_PER_SHARD_MAX:
+            raise GroupMaxSizeReachedError(
+                f"cannot join group {name!r}: this shard coordinates {self._member_count} "
+                f"members, the limit (GROUP_MEMBERS_PER_SHARD_MAX "
+                f"{limits.GROUP_MEMBERS_PER_SHARD_MAX})")
+        if group is None:
+            return
+        if len(group.members) >= limits.GROUP_MEMBERS_MAX:
+            raise GroupMaxSizeReachedError(
+                f"group {name!r} already has {len(group.members)} members, the limit "
+                f"(GROUP_MEMBERS_MAX {limits.GROUP_MEMBERS_MAX})")
+        of_key = group.members_per_key.get(client_key, 0)
+        if client_key and of_key >= limits.GROUP_MEMBERS_PER_CLIENT_KEY_MAX:
+            raise GroupMaxSizeReachedError(
+                f"client key {client_key[:8]}... already has {of_key} members in group "
+                f"{name!r}, the limit per client key (GROUP_MEMBERS_PER_CLIENT_KEY_MAX "
+                f"{limits.GROUP_MEMBERS_PER_CLIENT_KEY_MAX})")
+
+    def _new_group(self, name: str, assignor: str) -> Group:
         validate_group_name(name)
         self._check_not_moved(name)
-        stored = self._store.setting(name, "assignor")
-        chosen = stored or assignor or assignors.DEFAULT_ASSIGNOR
+        chosen = self._store.setting(name, _ASSIGNOR_SETTING) or assignor or \
+            assignors.DEFAULT_ASSIGNOR
         if chosen not in assignors.ASSIGNORS:
             raise InvalidConfigError(f"assignor {chosen!r} for group {name!r} is not one of "
                                      f"{', '.join(assignors.ASSIGNORS)}")
-        if stored is None:
-            self._store.set_setting(name, "assignor", chosen)
+        if not self._store.has(name):
+            self._check_group_room(name)
+            self._unstored.add(name)
+        self._offsets_expiry.discard(name)   # kept while it has members
         group = self._groups[name] = Group(name, chosen)
         return group
+
+    def _check_group_room(self, name: str) -> None:
+        """Room for one more group (one this shard neither keeps nor stores)."""
+        count = self._store.group_count() + len(self._unstored)
+        if count >= limits.GROUPS_PER_SHARD_MAX:
+            raise TooManyGroupsError(
+                f"cannot create group {name!r}: this shard coordinates {count} groups, the "
+                f"limit (GROUPS_PER_SHARD_MAX {limits.GROUPS_PER_SHARD_MAX}); a group leaves "
+                f"when it has no members and its committed offsets expire "
+                f"({limits.OFFSETS_RETENTION_MS // 60_000} minutes after its last commit or "
+                f"member)")
+
+    def _remove_member(self, group: Group, member: Member) -> None:
+        del group.members[member.member_id]
+        _report_owned(group, member, set())
+        _count_down(group.subscribed, member.topics)
+        _count_down(group.members_per_key, (member.client_key,))
+        self._member_count -= 1
+        self._sessions.discard((group.name, member.member_id))
+        if group.members:
+            self._retarget(group)
+        else:
+            self._forget(group)
+
+    def _forget(self, group: Group) -> None:
+        """A group without members leaves memory; its offsets, if any, expire later."""
+        del self._groups[group.name]
+        self._assigning.pop(group.name, None)
+        self._unstored.discard(group.name)
+        if self._store.has(group.name):
+            self._offsets_expiry.set(group.name,
+                                     self._store.now_ms() + limits.OFFSETS_RETENTION_MS)
+
+    # --- Timers (the loop) ----------------------------------------------------------
+
+    def expire(self, now_s: float) -> list[tuple[str, str]]:
+        """Remove members silent for longer than their session timeout, and delete
+        expired offsets of empty groups (each up to its per-round bound); returns the
+        removed (group, member)s."""
+        removed = []
+        for name, member_id in self._sessions.pop_due(
+                now_s, limits.GROUP_MEMBERS_EXPIRED_PER_ROUND_MAX):
+            group = self._groups[name]
+            self._remove_member(group, group.members[member_id])
+            removed.append((name, member_id))
+        expired = self._offsets_expiry.pop_due(self._store.now_ms(),
+                                               limits.GROUPS_DELETED_PER_ROUND_MAX)
+        if expired:
+            self._store.delete(expired)
+            log.info("deleted the committed offsets of %d groups without members for %d "
+                     "minutes", len(expired), limits.OFFSETS_RETENTION_MS // 60_000)
+        return removed
+
+    def next_expiry_s(self, now_s: float) -> float | None:
+        """When the loop should next call ``expire`` or ``run_assignments``: now if work
+        waits (assignments, offsets due), else when the next session ends."""
+        expiry_ms = self._offsets_expiry.next_deadline()
+        if self._assigning or (expiry_ms is not None and expiry_ms < self._store.now_ms()):
+            return now_s
+        return self._sessions.next_deadline()
+
+    def run_assignments(self) -> None:
+        """The loop's share of assignment work: queued groups in turn, a step each,
+        while the round's budget lasts (at least one step); then a new round begins."""
+        budget_s = limits.GROUP_ASSIGNMENT_ROUND_MS / 1000
+        first = True
+        while self._assigning and (first or self._round_work_s < budget_s):
+            name = next(iter(self._assigning))
+            self._assigning[name] = self._assigning.pop(name)   # to the back: in turn
+            self._step(self._groups[name])
+            first = False
+        self._round_work_s = 0.0
+
+    def assignment_pending(self) -> bool:
+        return bool(self._assigning)
+
+    # --- Assignment ----------------------------------------------------------------
+
+    def _retarget(self, group: Group) -> None:
+        group.epoch += 1
+        if group.name not in self._assigning:
+            self._assigning[group.name] = None
+
+    def _advance(self, group: Group) -> None:
+        """Steps of this group's assignment: at least one, more while the round's budget lasts."""
+        budget_s = limits.GROUP_ASSIGNMENT_ROUND_MS / 1000
+        while group.name in self._assigning:
+            self._step(group)
+            if self._round_work_s >= budget_s:
+                return
+
+    def _step(self, group: Group) -> None:
+        """One step of the group's assignment; the target is replaced when it is done."""
+        started_s = self._work_clock_s()
+        run = self._assigning[group.name]
+        if run is None:
+            subscriptions = {m.member_id: m.topics for m in group.members.values()}
+            run = self._assigning[group.name] = _AssignmentRun(
+                group.epoch, self._partition_counts,
+                assignors.assign_steps(group.assignor, subscriptions, self._partition_counts,
+                                       group.target))
+        try:
+            next(run.steps)
+        except StopIteration as done:
+            self._finish(group, run, done.value)
+        self._round_work_s += self._work_clock_s() - started_s
+
+    def _finish(self, group: Group, run: _AssignmentRun, target: dict) -> None:
+        del self._assigning[group.name]
+        if run.counts is self._partition_counts or run.epoch == group.epoch:
+            # Members that left since are not asked; members that joined get nothing yet.
+            group.target, group.target_epoch = target, run.epoch
+        if group.target_epoch != group.epoch:   # changed meanwhile: again, with the news
+            self._assigning[group.name] = None
 
     # --- Offsets -------------------------------------------------------------------
 
     def commit(self, name: str, member_id: str, member_epoch: int,
-               offsets: dict[TopicPartition, int]) -> None:
+               offsets: dict[TopicPartition, int], client_key: str = "") -> None:
         """Store offsets durably; only for partitions the member owns (or an empty group)."""
-        group = self._group(name)
-        if member_id:
-            member = group.members.get(member_id)
-            if member is None:
-                raise UnknownMemberIdError(f"member {member_id} is not in group {name!r}; rejoin")
-            allowed = member.assigned | member.owned
-            foreign = sorted(set(offsets) - allowed)
-            if foreign:
-                topic, partition = foreign[0]
-                raise NotOwnerError(
-                    f"member {member_id} (epoch {member_epoch}) of group {name!r} does not own "
-                    f"{topic}-{partition}; it owns {len(allowed)} partitions")
-        elif group.members:
-            raise GroupNotEmptyError(
-                f"group {name!r} has {len(group.members)} members; commit as one of them")
-        self._store.commit(name, offsets)
+        if not member_id:
+            self._commit_without_members(name, offsets, "commit as one of them")
+            return
+        group, member = self._own_member(name, member_id, client_key)
+        allowed = member.assigned | member.owned
+        foreign = sorted(set(offsets) - allowed)
+        if foreign:
+            topic, partition = foreign[0]
+            raise NotOwnerError(
+                f"member {member_id} (epoch {member_epoch}) of group {name!r} does not own "
+                f"{topic}-{partition}; it owns {len(allowed)} partitions")
+        settings = {}
+        if self._store.setting(name, _ASSIGNOR_SETTING) is None:
+            settings[_ASSIGNOR_SETTING] = group.assignor   # kept for its next members
+        self._store.commit(name, offsets, settings)
+        self._unstored.discard(name)
 
     def reset_offsets(self, name: str, offsets: dict[TopicPartition, int]) -> None:
-        group = self._group(name)
-        if group.members:
+        self._commit_without_members(name, offsets, "stop them before resetting its offsets")
+
+    def _commit_without_members(self, name: str, offsets: dict[TopicPartition, int],
+                                advice: str) -> None:
+        validate_group_name(name)
+        self._check_not_moved(name)
+        group = self._groups.get(name)
+        if group is not None:
             raise GroupNotEmptyError(
-                f"group {name!r} has {len(group.members)} active members; stop them before "
-                f"resetting its offsets")
+                f"group {name!r} has {len(group.members)} active members; {advice}")
+        if not offsets:
+            return
+        if not self._store.has(name):
+            self._check_group_room(name)
         self._store.commit(name, offsets)
+        self._offsets_expiry.set(name, self._store.now_ms() + limits.OFFSETS_RETENTION_MS)
 
     def committed(self, name: str) -> dict[TopicPartition, int]:
         validate_group_name(name)
@@ -238,27 +437,43 @@ class GroupCoordinator:
         {"offsets": [[topic, partition, offset], ...], "settings": {name: value},
         "group": its members and assignments (a Group), or None if it has none}."""
         self._check_not_moved(name)
+        group = self._groups.get(name)
+        if group is not None:
+            for member_id in group.members:
+                self._sessions.discard((name, member_id))
+            self._member_count -= len(group.members)
+            self._forget(group)
         state = {"offsets": [[t, p, o] for (t, p), o in self._store.offsets(name).items()],
-                 "settings": self._store.settings(name), "group": self._groups.pop(name, None)}
+                 "settings": self._store.settings(name), "group": group}
         self._store.set_setting(name, _MOVED_SETTING, "1")
+        self._offsets_expiry.set(name, self._store.now_ms() + limits.OFFSETS_RETENTION_MS)
         return state
 
     def adopt(self, name: str, state: dict, now_s: float) -> None:
         """Coordinate a group handed over by another shard (its offsets and settings
-        durable before this returns); its members' sessions start again at ``now_s``."""
+        durable before this returns); its members' sessions start again at ``now_s``.
+        The bounds do not apply: the group exists already."""
         validate_group_name(name)
-        self._store.commit(name, {(t, p): o for t, p, o in state["offsets"]})
-        for setting, value in state["settings"].items():
-            if setting != _MOVED_SETTING:
-                self._store.set_setting(name, setting, value)
-        self._store.set_setting(name, _MOVED_SETTING, "0")
+        settings = {setting: value for setting, value in state["settings"].items()
+                    if setting != _MOVED_SETTING}
+        self._store.commit(name, {(t, p): o for t, p, o in state["offsets"]},
+                           {**settings, _MOVED_SETTING: "0"})
+        here = self._groups.get(name)
+        if here is not None:   # (members joined here by mistake: they rejoin)
+            for member in list(here.members.values()):
+                self._remove_member(here, member)
         group = state.get("group")
         if group is None:
-            self._groups.pop(name, None)
+            self._offsets_expiry.set(name, self._store.now_ms() + limits.OFFSETS_RETENTION_MS)
             return
         for member in group.members.values():
             member.last_seen_s = now_s   # the old shard's clock means nothing here
+            self._sessions.set((name, member.member_id), member.session_end_s)
+        self._member_count += len(group.members)
+        self._offsets_expiry.discard(name)
         self._groups[name] = group
+        if group.target_epoch != group.epoch:
+            self._assigning[name] = None
 
     def _check_not_moved(self, name: str) -> None:
         if self._store.setting(name, _MOVED_SETTING) == "1":
@@ -271,14 +486,69 @@ class GroupCoordinator:
         validate_group_name(name)
         self._check_not_moved(name)
         group = self._groups.get(name)
-        if group is None and name in self._store.groups():
-            group = Group(name, self._store.setting(name, "assignor") or assignors.DEFAULT_ASSIGNOR)
+        if group is None and self._store.has(name):
+            group = Group(name, self._store.setting(name, _ASSIGNOR_SETTING) or
+                          assignors.DEFAULT_ASSIGNOR)
         return group
 
     def group_names(self) -> list[str]:
         """The groups this shard coordinates (not those it handed over)."""
         return sorted(name for name in set(self._groups) | self._store.groups()
                       if self._store.setting(name, _MOVED_SETTING) != "1")
+
+    def member_count(self) -> int:
+        return self._member_count
+
+
+def _check_epoch(group: Group, member: Member, member_epoch: int,
+                 owned: set[TopicPartition]) -> None:
+    """The member's current epoch, or the previous one if the answer that bumped it
+    was lost and the member owns only partitions it is still assigned (Kafka's rule)."""
+    if member_epoch == member.epoch:
+        return
+    if member_epoch == member.previous_epoch and owned <= member.assigned:
+        return
+    raise StaleMemberEpochError(
+        f"member {member.member_id} of group {group.name!r} sent epoch {member_epoch}, "
+        f"but its epoch is {member.epoch}; rejoin")
+
+
+def _report_owned(group: Group, member: Member, owned: set[TopicPartition]) -> None:
+    """What the member owns now: of what it reports, what it was told or owned already."""
+    reported = {tp for tp in owned if tp in member.assigned or tp in member.owned}
+    _count_down(group.claims, member.owned - reported)
+    _count_up(group.claims, reported - member.owned)
+    member.owned = reported
+
+
+def _answer(group: Group, member: Member) -> set[TopicPartition]:
+    """The member's target partitions that nobody else still owns (and of topics it
+    still subscribes to: the target may predate a change of its subscription)."""
+    claims, topics = group.claims, member.topics
+    answer = {tp for tp in group.target.get(member.member_id, ())
+              if tp[0] in topics and claims.get(tp, 0) == (tp in member.owned)}
+    if answer != member.assigned:
+        member.assigned = answer
+        member.previous_epoch = member.epoch
+        member.epoch += 1
+    return answer
+
+
+def _count_up(counts: Counter, keys) -> None:
+    for key in keys:
+        counts[key] += 1
+
+
+def _count_down(counts: Counter, keys) -> None:
+    """Keys counted down to zero leave the map: it holds only what is counted."""
+    for key in keys:
+        left = counts[key] - 1
+        if left > 0:
+            counts[key] = left
+        elif left == 0:
+            del counts[key]
+        else:
+            raise AssertionError(f"{key!r} counted down below zero")
 
 
 def validate_group_name(name: str) -> None:

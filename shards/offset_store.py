@@ -8,12 +8,19 @@ commit is one batch, fsynced before the commit is acknowledged. Records:
     key                                       value
     b"o\\0" group b"\\0" topic b"\\0" partition    committed offset, Int64 LE
     b"s\\0" group b"\\0" setting name              the setting's value (UTF-8)
+    b"d\\0" group                                 empty: the group is deleted
 
-A later record for the same key replaces an earlier one. ``OffsetStore.open``
-replays the log into memory and then compacts it (compaction on recovery):
-when the log holds more records than live keys, it writes the live records
-into a fresh log, fsyncs it and swaps it in with renames, and says how many
-records it dropped.
+A later record for the same key replaces an earlier one; a deletion record
+drops every earlier record of its group. Each record's timestamp is when it
+was written, and a group's newest one (``written_ms``) is what its offsets'
+expiry counts from (the coordinator deletes the offsets of groups without
+members OFFSETS_RETENTION_MS after that). ``OffsetStore.open`` replays the
+log into memory and then compacts it (compaction on recovery): when the log
+holds more records than live keys, it writes the live records into a fresh
+log, each group's with its ``written_ms`` (at most OFFSETS_RETENTION_MS old:
+older only means "expired", and a batch's timestamps span less than 2**32
+ms), fsyncs it and swaps it in with renames, and says how many records it
+dropped.
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ import logging
 import shutil
 import struct
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from plinth import limits
@@ -36,6 +44,7 @@ DIR_NAME = "__consumer_offsets"
 _OFFSET = struct.Struct("<q")
 _OFFSET_KIND = b"o"
 _SETTING_KIND = b"s"
+_DELETED_KIND = b"d"
 _SEP = b"\0"
 # The offsets log is compacted, never expired: retention would drop live offsets.
 _LOG_CONFIG = LogConfig(retention_ms=-1, retention_bytes=-1)
@@ -49,27 +58,47 @@ class CompactionReport:
     records_kept: int
 
 
+@dataclass
+class StoredGroup:
+    """What the offsets log holds for one group."""
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    settings: dict[str, str] = field(default_factory=dict)
+    written_ms: int = 0   # the timestamp of its newest record
+
+    def record_count(self) -> int:
+        return len(self.offsets) + len(self.settings)
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 class OffsetStore:
-    def __init__(self, directory: Path, plog: PartitionLog, offsets: dict, settings: dict,
-                 report: CompactionReport):
+    """One shard's committed offsets and group settings. Loop thread only, every method.
+
+    ``open`` it (replaying and compacting the log); ``close`` it with the shard.
+    """
+
+    def __init__(self, directory: Path, plog: PartitionLog, groups: dict[str, StoredGroup],
+                 report: CompactionReport, clock_ms: Callable[[], int] = wall_clock_ms):
         self.directory = directory
         self._log = plog
-        self._offsets: dict[str, dict[TopicPartition, int]] = offsets
-        self._settings: dict[str, dict[str, str]] = settings
+        self._groups = groups
         self.compaction = report
+        self.now_ms = clock_ms   # the wall clock that stamps records (tests drive it)
 
     @classmethod
-    def open(cls, shard_dir: Path) -> "OffsetStore":
+    def open(cls, shard_dir: Path, clock_ms: Callable[[], int] = wall_clock_ms) -> "OffsetStore":
         directory = Path(shard_dir) / DIR_NAME
         _finish_interrupted_swap(directory)
         plog = PartitionLog.open(directory, _LOG_CONFIG)
-        offsets, settings, records_read = _replay(plog)
-        kept = sum(map(len, offsets.values())) + sum(map(len, settings.values()))
+        groups, records_read = _replay(plog)
+        kept = sum(group.record_count() for group in groups.values())
         report = CompactionReport(records_read, kept)
         if records_read > kept:
-            plog = _compact(directory, plog, offsets, settings)
+            plog = _compact(directory, plog, groups, clock_ms())
             log.info("compacted %s: kept %d of %d records", directory, kept, records_read)
-        return cls(directory, plog, offsets, settings, report)
+        return cls(directory, plog, groups, report, clock_ms)
 
     def close(self) -> None:
         self._log.close()
@@ -77,38 +106,69 @@ class OffsetStore:
     # --- Reads -------------------------------------------------------------------
 
     def offsets(self, group: str) -> dict[TopicPartition, int]:
-        return dict(self._offsets.get(group, {}))
+        stored = self._groups.get(group)
+        return dict(stored.offsets) if stored is not None else {}
 
     def setting(self, group: str, name: str) -> str | None:
-        return self._settings.get(group, {}).get(name)
+        stored = self._groups.get(group)
+        return stored.settings.get(name) if stored is not None else None
 
     def settings(self, group: str) -> dict[str, str]:
-        return dict(self._settings.get(group, {}))
+        stored = self._groups.get(group)
+        return dict(stored.settings) if stored is not None else {}
 
     def groups(self) -> set[str]:
-        return set(self._offsets) | set(self._settings)
+        return set(self._groups)
+
+    def has(self, group: str) -> bool:
+        return group in self._groups
+
+    def group_count(self) -> int:
+        return len(self._groups)
+
+    def written_ms(self, group: str) -> int | None:
+        """When the group's newest record was written, or None if it has none."""
+        stored = self._groups.get(group)
+        return stored.written_ms if stored is not None else None
 
     # --- Writes (durable before they return) ---------------------------------------
 
-    def commit(self, group: str, offsets: dict[TopicPartition, int]) -> None:
-        if not offsets:
+    def commit(self, group: str, offsets: dict[TopicPartition, int],
+               settings: dict[str, str] | None = None) -> None:
+        """Offsets, and settings written with them, in one batch."""
+        if not offsets and not settings:
             return
         builder = BatchBuilder()
-        now_ms = time.time_ns() // 1_000_000
+        now_ms = self.now_ms()
         for (topic, partition), offset in offsets.items():
             builder.append(_offset_key(group, topic, partition), _OFFSET.pack(offset), now_ms)
-        self._append(builder)
-        self._offsets.setdefault(group, {}).update(offsets)
+        for name, value in (settings or {}).items():
+            builder.append(_setting_key(group, name), value.encode(), now_ms)
+        self._append(builder, now_ms)
+        stored = self._groups.setdefault(group, StoredGroup())
+        stored.offsets.update(offsets)
+        stored.settings.update(settings or {})
+        stored.written_ms = now_ms
 
     def set_setting(self, group: str, name: str, value: str) -> None:
-        builder = BatchBuilder()
-        builder.append(_setting_key(group, name), value.encode(), time.time_ns() // 1_000_000)
-        self._append(builder)
-        self._settings.setdefault(group, {})[name] = value
+        self.commit(group, {}, {name: value})
 
-    def _append(self, builder: BatchBuilder) -> None:
+    def delete(self, groups: list[str]) -> None:
+        """Forget these groups' offsets and settings, in one batch."""
+        gone = [group for group in groups if group in self._groups]
+        if not gone:
+            return
+        builder = BatchBuilder()
+        now_ms = self.now_ms()
+        for group in gone:
+            builder.append(_deleted_key(group), b"", now_ms)
+        self._append(builder, now_ms)
+        for group in gone:
+            del self._groups[group]
+
+    def _append(self, builder: BatchBuilder, now_ms: int) -> None:
         batch = builder.build()
-        self._log.append(batch, builder.record_count, time.time_ns() // 1_000_000)
+        self._log.append(batch, builder.record_count, now_ms)
         self._log.flush()
 
 
@@ -133,9 +193,12 @@ def _setting_key(group: str, name: str) -> bytes:
     return _SEP.join((_SETTING_KIND, group.encode(), name.encode()))
 
 
-def _replay(plog: PartitionLog) -> tuple[dict, dict, int]:
-    offsets: dict[str, dict[TopicPartition, int]] = {}
-    settings: dict[str, dict[str, str]] = {}
+def _deleted_key(group: str) -> bytes:
+    return _SEP.join((_DELETED_KIND, group.encode()))
+
+
+def _replay(plog: PartitionLog) -> tuple[dict[str, StoredGroup], int]:
+    groups: dict[str, StoredGroup] = {}
     records_read = 0
     position = plog.start_offset
     while position < plog.end_offset:
@@ -143,35 +206,47 @@ def _replay(plog: PartitionLog) -> tuple[dict, dict, int]:
         for header, batch in iter_entries(data):
             for record in decode_records(DIR_NAME, 0, header.base_offset, batch, position):
                 records_read += 1
-                _apply(record.key, record.value, offsets, settings)
+                _apply(record.key, record.value, record.timestamp_ms, groups)
             position = header.base_offset + header.record_count
-    return offsets, settings, records_read
+    return groups, records_read
 
 
-def _apply(key: bytes, value: bytes, offsets: dict, settings: dict) -> None:
+def _apply(key: bytes, value: bytes, timestamp_ms: int, groups: dict[str, StoredGroup]) -> None:
     parts = key.split(_SEP)
+    if parts[0] == _DELETED_KIND and len(parts) == 2:
+        groups.pop(parts[1].decode(), None)
+        return
     if parts[0] == _OFFSET_KIND and len(parts) == 4:
-        group, topic, partition = parts[1].decode(), parts[2].decode(), int(parts[3])
-        offsets.setdefault(group, {})[(topic, partition)] = _OFFSET.unpack(value)[0]
+        stored = groups.setdefault(parts[1].decode(), StoredGroup())
+        stored.offsets[(parts[2].decode(), int(parts[3]))] = _OFFSET.unpack(value)[0]
     elif parts[0] == _SETTING_KIND and len(parts) == 3:
-        settings.setdefault(parts[1].decode(), {})[parts[2].decode()] = value.decode()
+        stored = groups.setdefault(parts[1].decode(), StoredGroup())
+        stored.settings[parts[2].decode()] = value.decode()
     else:
         log.warning("ignored an unknown record in %s: key %r", DIR_NAME, key[:64])
+        return
+    stored.written_ms = max(stored.written_ms, timestamp_ms)
 
 
-def _compact(directory: Path, plog: PartitionLog, offsets: dict, settings: dict) -> PartitionLog:
+def _compact(directory: Path, plog: PartitionLog, groups: dict[str, StoredGroup],
+             now_ms: int) -> PartitionLog:
     fresh_dir = directory.with_name(DIR_NAME + ".compacting")
     shutil.rmtree(fresh_dir, ignore_errors=True)
     fresh = PartitionLog.open(fresh_dir, _LOG_CONFIG)
-    records = [(_offset_key(g, t, p), _OFFSET.pack(o))
-               for g, tps in offsets.items() for (t, p), o in tps.items()]
-    records += [(_setting_key(g, n), v.encode()) for g, names in settings.items() for n, v in names.items()]
-    now_ms = time.time_ns() // 1_000_000
+    oldest_ms = now_ms - limits.OFFSETS_RETENTION_MS
+    records = []
+    for name, stored in groups.items():
+        written_ms = min(now_ms, max(oldest_ms, stored.written_ms))
+        records += [(_offset_key(name, t, p), _OFFSET.pack(o), written_ms)
+                    for (t, p), o in stored.offsets.items()]
+        records += [(_setting_key(name, n), v.encode(), written_ms)
+                    for n, v in stored.settings.items()]
+        stored.written_ms = written_ms
     batch_records_max = limits.OFFSETS_COMPACT_BATCH_RECORDS_MAX
     for start in range(0, len(records), batch_records_max):
         builder = BatchBuilder()
-        for key, value in records[start:start + batch_records_max]:
-            builder.append(key, value, now_ms)
+        for key, value, timestamp_ms in records[start:start + batch_records_max]:
+            builder.append(key, value, timestamp_ms)
         fresh.append(builder.build(), builder.record_count, now_ms)
     fresh.close()
     plog.close()
@@ -182,4 +257,3 @@ def _compact(directory: Path, plog: PartitionLog, offsets: dict, settings: dict)
     fresh_dir.rename(directory)
     shutil.rmtree(old_dir)
     return PartitionLog.open(directory, _LOG_CONFIG)
-

@@ -18,7 +18,8 @@ waits for the result. So no lock guards log state, and nothing can change a
 log between checking it and using it.
 
 Requests arrive from a router as [router id][client id][Request][payload]?
-and are answered as [router id][client id][Reply][payload]?.
+(a group request's payload is the client's key, group_requests.py) and are
+answered as [router id][client id][Reply][payload]?.
 
 A loop round: run the queued control calls; drain up to
 GROUP_COMMIT_REQUESTS_MAX requests without blocking, appending every produce
@@ -318,7 +319,7 @@ class ShardServer:
 
     def _run_timers(self, now_s: float) -> None:
         self._purgatory.expire(now_s)
-        self._groups.expire(now_s)
+        self._groups.run_timers(now_s)
         if now_s >= self._next_sample_s:
             self.stats.sample(now_s)
             self._next_sample_s = now_s + limits.SHARD_STATS_SAMPLE_INTERVAL_S
@@ -330,7 +331,7 @@ class ShardServer:
         now_s = time.monotonic()
         deadline_s = now_s + limits.SHARD_IDLE_POLL_MS / 1000
         for wake_s in (self._purgatory.next_deadline_s(), self._group_commit.next_flush_s(),
-                       self._groups.next_expiry_s()):
+                       self._groups.next_timer_s()):
             if wake_s is not None and wake_s < deadline_s:
                 deadline_s = wake_s
         return max(0, int((deadline_s - now_s) * 1000) + 1)
@@ -387,7 +388,7 @@ class ShardServer:
             info = self.partition_info(request.topic, request.partition)
             self._reply(envelope, protocol.encode_offsets_reply(request.request_id, info))
         elif isinstance(request, protocol.GROUP_REQUESTS):
-            self._reply(envelope, self._groups.handle(request))
+            self._reply(envelope, self._groups.handle(request, payload))
         else:
             raise MalformedRequestError(
                 f"{self.shard_id} serves produce, fetch, listOffsets and group requests, "

@@ -7,7 +7,12 @@ import sys
 import threading
 import time
 
-from plinth import Admin, Consumer, Producer
+import pytest
+
+from plinth import Admin, Consumer, Producer, limits, protocol
+from plinth.client.connection import Connection, broker_address
+from plinth.errors import GroupMaxSizeReachedError, TooManyGroupsError, UnknownMemberIdError
+from tests.conftest import Broker
 from tests.support import unique_topic, wait_until
 
 SESSION_MS = 3000
@@ -159,3 +164,138 @@ def test_committed_offsets_survive_a_broker_restart_and_lag_counts_what_is_not_c
         consumer.consumer_timeout_ms = 3_000
         values = sorted(int(r.value) for r in consumer)
     assert values == sorted(list(range(60, 100, 2)) + list(range(1, 100, 2)))
+
+
+# --- Two tenants with CurveZMQ keys (issue 11, findings 2 and 6) ---------------------------
+
+def keygen(directory, name):
+    subprocess.run([sys.executable, "-m", "plinth.cli", "keygen", name, "--out", str(directory)],
+                   check=True, capture_output=True)
+    return directory / f"{name}.key", directory / f"{name}.key_secret"
+
+
+@pytest.fixture(scope="module")
+def tenants(ray_cluster, tmp_path_factory):
+    """A one-shard broker with CurveZMQ on, and client options for tenants A and B."""
+    directory = tmp_path_factory.mktemp("tenants")
+    keys, authorized = directory / "keys", directory / "authorized"
+    authorized.mkdir()
+    server_public, server_secret = keygen(keys, "server")
+    options = {}
+    for name in ("a", "b"):
+        public, secret = keygen(keys, name)
+        (authorized / public.name).write_text(public.read_text())
+        options[name] = dict(curve_key_file=str(secret), curve_server_key_file=str(server_public))
+    broker = Broker(directory / "data", ray_cluster, shards=1, extra_args=(
+        "--curve-secret-key", str(server_secret), "--authorized-keys", str(authorized))).start()
+    yield broker, options["a"], options["b"]
+    broker.stop()
+
+
+def connect(broker, options) -> Connection:
+    return Connection(broker_address(broker.url, **options))
+
+
+def heartbeat(conn: Connection, group: str, topic: str, member_id: str = "", epoch: int = 0,
+              session_timeout_ms: int = SESSION_MS) -> protocol.HeartbeatView:
+    request_id = conn.next_request_id()
+    header = protocol.encode_group_heartbeat(request_id, group, member_id, epoch, [topic], set(),
+                                             session_timeout_ms, "")
+    return conn.request(header, request_id, 30_000)[0].heartbeat
+
+
+def pipelined(conn: Connection, encode, count: int, window: int = 200) -> list:
+    """Send ``count`` requests ``encode(request_id, n)``, ``window`` at a time (within the
+    in-flight limit); their replies, in order."""
+    replies = []
+    for start in range(0, count, window):
+        request_ids = []
+        for n in range(start, min(count, start + window)):
+            request_ids.append(conn.next_request_id())
+            conn.send(encode(request_ids[-1], n))
+        got = {}
+        while len(got) < len(request_ids):
+            reply = conn.recv(30_000)
+            if reply is None:
+                raise AssertionError(f"no reply within 30 s ({len(got)} of {len(request_ids)})")
+            got[reply[0].request_id] = reply[0]
+        replies += [got[request_id] for request_id in request_ids]
+    return replies
+
+
+def test_a_client_cannot_leave_or_heartbeat_as_another_clients_member(tenants):
+    # Given tenant B's consumer owning every partition of its group
+    broker, as_a, as_b = tenants
+    topic, group = unique_topic("g"), unique_topic("grp")
+    with Admin(broker=broker.url, **as_b) as admin:
+        admin.create_topic(topic, PARTITIONS)
+    b = Member(broker.url, topic, group, **as_b)
+    conn = connect(broker, as_a)
+    try:
+        wait_until(lambda: len(b.owned()) == PARTITIONS, timeout_s=30)
+        with Admin(broker=broker.url, **as_a) as admin:
+            victim = admin.describe_group(group).members[0]
+        # When tenant A leaves, then heartbeats, with B's member id and epoch
+        for epoch in (protocol.LEAVE_EPOCH, victim.member_epoch):
+            with pytest.raises(UnknownMemberIdError, match="for this client"):
+                heartbeat(conn, group, topic, victim.member_id, epoch)
+        # Then B is still the group's member, with its id and every partition
+        with Admin(broker=broker.url, **as_a) as admin:
+            members = admin.describe_group(group).members
+        assert [m.member_id for m in members] == [victim.member_id]
+        assert len(b.owned()) == PARTITIONS
+    finally:
+        conn.close()
+        b.stop()
+
+
+def test_one_client_cannot_fill_a_group_another_client_uses(tenants):
+    # Given tenant A with as many members in a group as one client key may have
+    broker, as_a, as_b = tenants
+    topic, group = unique_topic("g"), unique_topic("grp")
+    with Admin(broker=broker.url, **as_a) as admin:
+        admin.create_topic(topic, PARTITIONS)
+    conn_a, conn_b = connect(broker, as_a), connect(broker, as_b)
+    limit = limits.GROUP_MEMBERS_PER_CLIENT_KEY_MAX
+    try:
+        joins = pipelined(conn_a, lambda rid, n: protocol.encode_group_heartbeat(
+            rid, group, "", 0, [topic], set(), limits.SESSION_TIMEOUT_MS_MAX, ""), limit)
+        assert [reply.error for reply in joins] == [None] * limit, {str(r.error) for r in joins}
+        # When A joins one more / Then it is refused, naming the limit
+        with pytest.raises(GroupMaxSizeReachedError, match="limit per client key"):
+            heartbeat(conn_a, group, topic)
+        # And tenant B still joins the group
+        assert heartbeat(conn_b, group, topic).member_id
+    finally:
+        conn_a.close()
+        conn_b.close()
+
+
+def test_a_shard_refuses_groups_beyond_its_limit_and_takes_new_ones_once_groups_empty(tenants):
+    # Given a shard coordinating as many groups as it may (joined by tenant A)
+    broker, as_a, as_b = tenants
+    topic, prefix = unique_topic("g"), unique_topic("many")
+    with Admin(broker=broker.url, **as_a) as admin:
+        admin.create_topic(topic, 1)
+        room = limits.GROUPS_PER_SHARD_MAX - len(admin.list_groups())
+    conn_a, conn_b = connect(broker, as_a), connect(broker, as_b)
+    session_ms = limits.SESSION_TIMEOUT_MS_MAX
+    try:
+        joins = pipelined(conn_a, lambda rid, n: protocol.encode_group_heartbeat(
+            rid, f"{prefix}-{n}", "", 0, [topic], set(), session_ms, ""), room)
+        assert [reply.error for reply in joins] == [None] * room, {str(r.error) for r in joins}
+        # When anyone makes one more group / Then it is refused, naming the limit
+        with pytest.raises(TooManyGroupsError, match="GROUPS_PER_SHARD_MAX"):
+            heartbeat(conn_b, f"{prefix}-b", topic)
+        # And when A's members leave their groups (which never committed)
+        leaves = pipelined(conn_a, lambda rid, n: protocol.encode_group_heartbeat(
+            rid, f"{prefix}-{n}", joins[n].heartbeat.member_id, protocol.LEAVE_EPOCH, [topic],
+            set(), session_ms, ""), room)
+        assert [reply.error for reply in leaves] == [None] * room
+        # Then those groups are gone, and B's new group is taken
+        with Admin(broker=broker.url, **as_b) as admin:
+            assert not [name for name in admin.list_groups() if name.startswith(prefix)]
+        assert heartbeat(conn_b, f"{prefix}-b", topic).member_id
+    finally:
+        conn_a.close()
+        conn_b.close()

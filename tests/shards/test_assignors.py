@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from plinth.shards.assignors import assign
+from plinth.shards.assignors import assign, assign_steps
 
 COUNTS = {"a": 6, "b": 3}
 
@@ -71,3 +71,41 @@ def test_sticky_stays_valid_and_balanced_through_random_membership_changes():
         if subs and all(s == {"a", "b"} for s in subs.values()):
             sizes = [len(t) for t in current.values()]
             assert max(sizes) - min(sizes) <= 1, (step, sizes)
+
+
+def run_steps(steps) -> tuple[dict, int]:
+    """Run an assignment's steps to the end; (its result, how many steps it took)."""
+    count = 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value, count + 1
+        count += 1
+
+
+@pytest.mark.parametrize("assignor", ["range", "sticky"])
+def test_an_assignment_in_small_steps_is_the_same_as_at_once(assignor):
+    # Given members coming and going on two topics, with what they had before
+    rng = random.Random(11)
+    subs = {f"m{n}": {"a", "b"} if rng.random() < 0.5 else {"a"} for n in range(40)}
+    counts = {"a": 300, "b": 77}
+    current = assign(assignor, subs, counts, {})
+    for gone in rng.sample(sorted(subs), 10):
+        del subs[gone]
+    subs.update({f"new{n}": {"b"} for n in range(5)})
+    # When it is computed in steps of 1, 7 and 256 units / Then the result is the same
+    expected = assign(assignor, subs, counts, current)
+    for step_units in (1, 7, 256):
+        result, _ = run_steps(assign_steps(assignor, subs, counts, current, step_units))
+        assert result == expected
+
+
+def test_a_large_assignment_is_cut_into_many_small_steps():
+    # Given 1,000 members on a topic of 4,096 partitions (the issue's measurement)
+    subs = {f"member-{n:04d}": {"big"} for n in range(1000)}
+    # When the sticky assignor runs in steps of 256 units
+    result, steps = run_steps(assign_steps("sticky", subs, {"big": 4096}, {}, 256))
+    # Then the work is cut into many steps (each of about 256 units), and the result is whole
+    assert steps >= 4096 * 2 // 256
+    assert sum(map(len, result.values())) == 4096

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from plinth.errors import (GroupNotEmptyError, InvalidGroupError, NotOwnerError,
-                           StaleMemberEpochError, UnavailableError, UnknownMemberIdError)
+from plinth import limits
+from plinth.errors import (GroupMaxSizeReachedError, GroupNotEmptyError, InvalidGroupError,
+                           NotOwnerError, StaleMemberEpochError, TooManyGroupsError,
+                           UnavailableError, UnknownMemberIdError)
 from plinth.shards.group_coordinator import GroupCoordinator
 from plinth.shards.offset_store import OffsetStore
 
@@ -108,7 +110,9 @@ def test_committed_offsets_and_the_assignor_setting_survive_a_restart(tmp_path):
     store = OffsetStore.open(tmp_path)
     coord = GroupCoordinator(store)
     coord.set_partition_counts({"t": 2})
-    coord.heartbeat("g", "", 0, ["t"], set(), SESSION_MS, "range", 0.0)
+    member = coord.heartbeat("g", "", 0, ["t"], set(), SESSION_MS, "range", 0.0)
+    # (a group's assignor is stored with its first commit)
+    coord.commit("g", member.member_id, member.member_epoch, {("t", 0): 1})
     for i in range(50):
         coord.reset_offsets("h", {("t", 0): i, ("t", 1): 2 * i})
     store.close()
@@ -181,3 +185,218 @@ def test_a_group_handed_over_keeps_its_offsets_at_the_new_coordinator_and_is_ref
     assert old.committed("g") == {("t", 0): 41, ("t", 3): 7}
     old_store.close()
     new_store.close()
+
+
+# --- Whose member it is (issue 11, finding 2) ----------------------------------------------
+
+def test_another_client_key_cannot_leave_heartbeat_or_commit_as_a_member_it_did_not_join(
+        coordinator):
+    # Given client key B's member owning every partition
+    b = coordinator.heartbeat("g", "", 0, ["t"], set(), SESSION_MS, "", 0.0, client_key="B")
+    b = coordinator.heartbeat("g", b.member_id, b.member_epoch, ["t"], b.assignment, SESSION_MS,
+                              "", 0.0, client_key="B")
+    # When client key A leaves, heartbeats and commits with B's member id and epoch
+    for epoch in (-1, b.member_epoch):
+        with pytest.raises(UnknownMemberIdError, match="for this client"):
+            coordinator.heartbeat("g", b.member_id, epoch, ["t"], set(), SESSION_MS, "", 0.0,
+                                  client_key="A")
+    with pytest.raises(UnknownMemberIdError):
+        coordinator.commit("g", b.member_id, b.member_epoch, {("t", 0): 5}, client_key="A")
+    # Then B is still the member, with its epoch and partitions, and nothing was committed
+    again = coordinator.heartbeat("g", b.member_id, b.member_epoch, ["t"], b.assignment,
+                                  SESSION_MS, "", 0.0, client_key="B")
+    assert (again.member_id, again.member_epoch, again.assignment) == \
+        (b.member_id, b.member_epoch, b.assignment)
+    assert coordinator.committed("g") == {}
+
+
+def test_a_heartbeat_with_an_old_epoch_is_refused_and_changes_nothing(coordinator):
+    # Given member A whose epoch was bumped twice (it was told twice of new partitions)
+    a = join(coordinator)
+    a = beat(coordinator, a, a.assignment)
+    b = join(coordinator)
+    a = beat(coordinator, a, a.assignment)       # told to give up three: epoch bumped
+    a = beat(coordinator, a, a.assignment)       # reports it: no bump
+    b = beat(coordinator, b, set())              # B gets three
+    assert a.member_epoch >= 2 and len(a.assignment) == 3
+    # When someone heartbeats as A with an epoch two behind, claiming every partition
+    with pytest.raises(StaleMemberEpochError, match=f"its epoch is {a.member_epoch}"):
+        coordinator.heartbeat("g", a.member_id, a.member_epoch - 2, ["t"],
+                              {("t", p) for p in range(6)}, SESSION_MS, "", 0.0)
+    # Then A and B keep what they had
+    assert beat(coordinator, a, a.assignment).assignment == a.assignment
+    assert beat(coordinator, b, b.assignment).assignment == b.assignment
+
+
+def test_a_member_whose_last_answer_was_lost_may_come_back_with_the_epoch_before(coordinator):
+    # Given member A told of its partitions (epoch 1) without hearing the answer
+    a = join(coordinator)
+    assert a.member_epoch == 1
+    # When it heartbeats with epoch 0, owning nothing / Then it is answered as usual
+    again = coordinator.heartbeat("g", a.member_id, 0, ["t"], set(), SESSION_MS, "", 0.0)
+    assert (again.member_epoch, again.assignment) == (1, a.assignment)
+
+
+# --- Bounds (issue 11, finding 6) ----------------------------------------------------------
+
+def test_a_group_beyond_the_shards_limit_is_refused_with_too_many_groups(coordinator, monkeypatch):
+    # Given a shard allowed three groups, two with members and one with offsets only
+    monkeypatch.setattr(limits, "GROUPS_PER_SHARD_MAX", 3)
+    join(coordinator, group="g1")
+    g2 = join(coordinator, group="g2")
+    coordinator.reset_offsets("g3", {("t", 0): 1})
+    # When a fourth group is joined or given offsets / Then it is refused, naming the limit
+    with pytest.raises(TooManyGroupsError, match="coordinates 3 groups.*GROUPS_PER_SHARD_MAX 3"):
+        join(coordinator, group="g4")
+    with pytest.raises(TooManyGroupsError):
+        coordinator.reset_offsets("g4", {("t", 0): 1})
+    # And the groups there still take members
+    join(coordinator, group="g1")
+    join(coordinator, group="g3")
+    # And once a group without offsets loses its members, there is room again
+    coordinator.heartbeat("g2", g2.member_id, -1, ["t"], set(), SESSION_MS, "", 0.0)
+    join(coordinator, group="g4")
+
+
+def test_one_client_key_cannot_fill_a_group_that_another_uses(coordinator, monkeypatch):
+    # Given a limit of two members per client key in one group
+    monkeypatch.setattr(limits, "GROUP_MEMBERS_PER_CLIENT_KEY_MAX", 2)
+    for _ in range(2):
+        coordinator.heartbeat("g", "", 0, ["t"], set(), SESSION_MS, "", 0.0, client_key="A")
+    # When A joins a third member / Then it is refused, naming the key and the limit
+    with pytest.raises(GroupMaxSizeReachedError, match="2 members in group 'g'.*PER_CLIENT_KEY_MAX 2"):
+        coordinator.heartbeat("g", "", 0, ["t"], set(), SESSION_MS, "", 0.0, client_key="A")
+    # And B still joins, and A may join other groups
+    coordinator.heartbeat("g", "", 0, ["t"], set(), SESSION_MS, "", 0.0, client_key="B")
+    coordinator.heartbeat("h", "", 0, ["t"], set(), SESSION_MS, "", 0.0, client_key="A")
+
+
+def test_the_members_of_all_groups_of_a_shard_are_bounded(coordinator, monkeypatch):
+    monkeypatch.setattr(limits, "GROUP_MEMBERS_PER_SHARD_MAX", 3)
+    for group in ("g1", "g2", "g3"):
+        join(coordinator, group=group)
+    with pytest.raises(GroupMaxSizeReachedError, match="3 members.*PER_SHARD_MAX 3"):
+        join(coordinator, group="g1")
+
+
+class WallClock:
+    def __init__(self, now_ms: int = 1_000_000):
+        self.now_ms = now_ms
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+
+def test_a_group_without_members_leaves_memory_and_its_offsets_expire_after_the_retention(
+        tmp_path):
+    # Given a group that committed offsets, and a group that never did
+    wall = WallClock()
+    store = OffsetStore.open(tmp_path, wall)
+    coord = GroupCoordinator(store)
+    coord.set_partition_counts({"t": 6})
+    a = join(coord, group="kept")
+    coord.commit("kept", a.member_id, a.member_epoch, {("t", 0): 7})
+    b = join(coord, group="passing")
+    # When both lose their members (one leaves, the other's session ends)
+    coord.heartbeat("kept", a.member_id, -1, ["t"], set(), SESSION_MS, "", 0.0)
+    assert coord.expire(SESSION_MS / 1000 + 1) == [("passing", b.member_id)]
+    # Then the group without offsets is gone; the other keeps only its offsets
+    assert coord.group_names() == ["kept"] and coord.member_count() == 0
+    assert not coord.describe("kept").members and coord.committed("kept") == {("t", 0): 7}
+    # And its offsets stay until the retention has passed since its member left
+    wall.now_ms += limits.OFFSETS_RETENTION_MS - 1
+    coord.expire(SESSION_MS / 1000 + 2)
+    assert coord.committed("kept") == {("t", 0): 7}
+    wall.now_ms += 2
+    assert coord.next_expiry_s(5.0) == 5.0   # due: the loop comes at once
+    coord.expire(SESSION_MS / 1000 + 3)
+    assert coord.group_names() == [] and coord.committed("kept") == {}
+    store.close()
+    # And they stay deleted after a restart
+    store = OffsetStore.open(tmp_path, wall)
+    assert GroupCoordinator(store).group_names() == []
+    store.close()
+
+
+def test_offsets_of_a_group_left_empty_before_a_restart_still_expire_after_it(tmp_path):
+    # Given a group's offsets reset (no members) at a time T, and a restart
+    wall = WallClock()
+    store = OffsetStore.open(tmp_path, wall)
+    GroupCoordinator(store).reset_offsets("g", {("t", 0): 3})
+    store.close()
+    store = OffsetStore.open(tmp_path, wall)
+    coord = GroupCoordinator(store)
+    # When the retention has passed since T / Then they are deleted
+    wall.now_ms += limits.OFFSETS_RETENTION_MS + 1
+    coord.expire(0.0)
+    assert coord.group_names() == []
+    store.close()
+
+
+def test_after_a_restart_members_have_a_session_timeout_to_rejoin_before_offsets_expire(
+        tmp_path):
+    # Given a group whose member last committed longer ago than the retention
+    wall = WallClock()
+    store = OffsetStore.open(tmp_path, wall)
+    coord = GroupCoordinator(store)
+    coord.set_partition_counts({"t": 6})
+    member = join(coord)
+    coord.commit("g", member.member_id, member.member_epoch, {("t", 0): 7})
+    wall.now_ms += 2 * limits.OFFSETS_RETENTION_MS
+    store.close()
+    # When the shard restarts (membership is not stored: the group looks empty)
+    store = OffsetStore.open(tmp_path, wall)
+    coord = GroupCoordinator(store)
+    coord.set_partition_counts({"t": 6})
+    coord.expire(0.0)
+    # Then its offsets are kept while its members may still come back
+    assert coord.committed("g") == {("t", 0): 7}
+    # And a member that rejoins keeps them for as long as the group has members
+    join(coord)
+    wall.now_ms += limits.SESSION_TIMEOUT_MS_MAX + 1
+    coord.expire(0.0)
+    assert coord.committed("g") == {("t", 0): 7}
+    store.close()
+
+
+# --- Assignment work in steps (issue 11, finding 6) ------------------------------------------
+
+class WorkClock:
+    """Every reading is a millisecond later: each assignment step 'takes' 1 ms."""
+
+    def __init__(self):
+        self.now_s = 0.0
+
+    def __call__(self) -> float:
+        self.now_s += 0.001
+        return self.now_s
+
+
+def test_a_large_groups_assignment_is_spread_over_loop_rounds_and_then_answered(tmp_path):
+    # Given a topic of 4,096 partitions, and assignment steps that 'take' 1 ms each
+    work = WorkClock()
+    store = OffsetStore.open(tmp_path)
+    coord = GroupCoordinator(store, work)
+    coord.set_partition_counts({"big": 4096})
+    # When 20 members join
+    members = [coord.heartbeat("g", "", 0, ["big"], set(), SESSION_MS, "", 0.0)
+               for _ in range(20)]
+    # Then they are answered before the assignment is done, and asked to come back soon
+    assert coord.assignment_pending()
+    assert {m.heartbeat_interval_ms for m in members} == {limits.HEARTBEAT_INTERVAL_MS_MIN}
+    # And each loop round does at most its budget of steps, and one more
+    rounds = 0
+    while coord.assignment_pending():
+        started_s = work.now_s
+        coord.run_assignments()
+        assert work.now_s - started_s <= 2 * (limits.GROUP_ASSIGNMENT_ROUND_MS + 1) / 1000
+        rounds += 1
+        if rounds > 100_000:
+            raise AssertionError("the assignment never finished")
+    assert rounds > 10
+    # And once it is done, every member gets its share of every partition
+    answers = [coord.heartbeat("g", m.member_id, m.member_epoch, ["big"], set(), SESSION_MS,
+                               "", 0.0).assignment for m in members]
+    assert {len(a) for a in answers} <= {204, 205}
+    assert set().union(*answers) == {("big", p) for p in range(4096)}
+    store.close()

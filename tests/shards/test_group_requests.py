@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from plinth import limits, protocol
-from plinth.errors import InvalidConfigError, UnavailableError, UnknownGroupError
+from plinth.errors import (InvalidConfigError, MalformedRequestError, UnavailableError,
+                           UnknownGroupError, UnknownMemberIdError)
 from plinth.shards.group_requests import GroupRequests
 
 
@@ -72,13 +73,13 @@ def test_a_member_silent_for_its_session_timeout_is_removed_on_the_loops_clock(o
     groups = open_groups()
     groups.set_partition_counts({"t": 1})
     join(groups, timeout_ms=3000)
-    assert groups.next_expiry_s() == clock.now_s + 3.0
+    assert groups.next_timer_s() == clock.now_s + 3.0
     # When 2.9 s pass / Then it is still a member
-    groups.expire(clock.now_s + 2.9)
+    groups.run_timers(clock.now_s + 2.9)
     assert len(groups.info("g").members) == 1
-    # When 3.1 s have passed / Then it is gone
-    groups.expire(clock.now_s + 3.1)
-    assert groups.info("g").members == [] and groups.next_expiry_s() is None
+    # When 3.1 s have passed / Then it is gone, and so is its group (it had no offsets)
+    groups.run_timers(clock.now_s + 3.1)
+    assert groups.names() == [] and groups.next_timer_s() is None
 
 
 def test_committed_offsets_are_durable_and_answered_after_the_shard_reopens(open_groups):
@@ -114,7 +115,7 @@ def test_a_group_handed_over_keeps_its_members_offsets_and_assignment_on_the_new
     clock.now_s += 60
     new.adopt(old.hand_over(["g"]))
     # Then its member's session starts again at the adoption, not at its last heartbeat to a
-    assert new.next_expiry_s() == clock.now_s + 3.0
+    assert new.next_timer_s() == clock.now_s + 3.0
     # And the member carries on at b with its id, epoch and partitions, and its offset
     again = join(new, member.member_id, member.member_epoch, member.assignment, request_id=3)
     assert (again.error, again.heartbeat.member_id) == (None, member.member_id)
@@ -124,3 +125,25 @@ def test_a_group_handed_over_keeps_its_members_offsets_and_assignment_on_the_new
     assert old.names() == []
     with pytest.raises(UnavailableError, match="moved to another shard"):
         join(old, member.member_id, member.member_epoch)
+
+
+def test_the_client_key_the_router_adds_decides_whose_member_it_is(open_groups):
+    # Given a member joined by client key B (the router's last frame)
+    groups = open_groups()
+    groups.set_partition_counts({"t": 1})
+    key_b, key_a = b"B" * limits.CLIENT_KEY_TEXT_BYTES, b"A" * limits.CLIENT_KEY_TEXT_BYTES
+
+    def ask_as(key: bytes, header: bytes) -> protocol.ReplyView:
+        return protocol.decode_reply(groups.handle(protocol.decode_request(header), [key]))
+    b = ask_as(key_b, protocol.encode_group_heartbeat(1, "g", "", 0, ["t"], set(), 3000, ""))
+    # When key A sends B's leave / Then it is refused and B stays
+    leave = protocol.encode_group_heartbeat(2, "g", b.heartbeat.member_id, protocol.LEAVE_EPOCH,
+                                            ["t"], set(), 3000, "")
+    with pytest.raises(UnknownMemberIdError, match="for this client"):
+        ask_as(key_a, leave)
+    assert [m.member_id for m in groups.info("g").members] == [b.heartbeat.member_id]
+    # And a key frame longer than a key is malformed
+    with pytest.raises(MalformedRequestError, match="holds 100 bytes"):
+        ask_as(b"x" * 100, leave)
+    # And B itself may leave
+    assert ask_as(key_b, leave).error is None and groups.names() == []
