@@ -581,7 +581,9 @@ def test_clients_parking_more_fetches_than_a_shard_has_places_leave_room_for_a_l
     from plinth.shards.shard_server import ShardServer
 
     # Given a real shard with 1,000 places for parked fetches behind the router, CurveZMQ on
+    # (fetch bytes unbounded: the shard's places are what this test is about)
     monkeypatch.setattr(limits, "PARKED_FETCHES_MAX", 1000)
+    monkeypatch.setattr(limits, "CLIENT_FETCH_BYTES_IN_FLIGHT_MAX", 2**40)
     server = ShardServer("shard-0", tmp_path / "shard-0", "127.0.0.1")
     server.start()
     try:
