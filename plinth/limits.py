@@ -311,11 +311,12 @@ CLIENT_REPLIES_STALLED_MS_MAX = 30_000
 # (router/requests_in_flight.py): a shard's replies to the router wait in one
 # queue, so a client asking for gigabytes it never reads would delay every other
 # client's replies from that shard. 128 MiB: 32 partitions' default fetches
-# parked at once per connection, a quarter of a second of the hop's throughput.
+# parked at once per connection, a fraction of a second of the hop's throughput.
 CLIENT_FETCH_BYTES_IN_FLIGHT_MAX = 128 * MiB
-# What a fetch counts at least, however small its maximum: a fetch brings back
-# its first entry whole, and most entries are far below a megabyte.
-FETCH_BYTES_COUNTED_MIN = 1 * MiB
+# What a fetch counts at least, however small its maximum (a fetch brings back
+# its first entry whole): the limit's share of each of a client's requests in
+# flight, so that small fetches meet the count limit first, as before.
+FETCH_BYTES_COUNTED_MIN = CLIENT_FETCH_BYTES_IN_FLIGHT_MAX // CLIENT_REQUESTS_IN_FLIGHT_MAX
 
 # --- Issue 11: access (ACLs, quotas) -------------------------------------------
 # A client may send this long's worth of its quota at once before it is slowed

@@ -75,8 +75,8 @@ def test_a_client_that_never_reads_its_fetch_replies_cannot_make_the_router_hold
         # stalled client, where it would otherwise hold all 150 replies (600 MB)
         held_bytes = rss_bytes(broker.proc.pid) - rss_before
         assert held_bytes < limits.CLIENT_REPLY_BYTES_UNSENT_MAX + 100 * 1024 * 1024, held_bytes
-        # And when the client reads at last, the replies over the budget are errors
-        # saying why, and the rest carry data
+        # And when the client reads at last, the fetches past its fetch bytes in flight
+        # and the replies over its unsent budget are errors saying why, the rest data
         data, refused = 0, []
         while stalled.poll(3_000):
             frames = stalled.recv_multipart()
@@ -87,6 +87,8 @@ def test_a_client_that_never_reads_its_fetch_replies_cannot_make_the_router_hold
                 refused.append(str(reply.error))
         assert data + len(refused) == fetches
         assert data <= limits.CLIENT_REPLY_BYTES_UNSENT_MAX // reply_bytes + 4, data
-        assert refused and "not reading them" in refused[0] and "per client" in refused[0]
+        assert any("not reading them" in why and "per client" in why for why in refused)
+        assert any("fetches asking for" in why and
+                   str(limits.CLIENT_FETCH_BYTES_IN_FLIGHT_MAX) in why for why in refused)
     finally:
         stalled.close()
