@@ -17,7 +17,8 @@ shard's answer comes back, keeps only the partitions of topics the client may
 consume.
 
 Keys are ZeroMQ certificate files as ``plinth keygen`` (zmq.auth) writes them.
-The hop from router to shards stays inside the cluster and is not encrypted.
+The hop from router to shards is authenticated with the cluster's own key pair
+(plinth/cluster_keys.py), not with these keys.
 """
 
 from __future__ import annotations
