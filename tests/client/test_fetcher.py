@@ -112,6 +112,36 @@ def test_each_partition_has_at_most_one_fetch_in_flight(rig_of):
         (0, 0), (1, 7)]
 
 
+def test_many_partitions_share_the_fetch_bytes_a_connection_may_have_in_flight(rig_of):
+    # Given a consumer of more partitions than the router lets one connection's fetches
+    # ask bytes for (at the default fetch size), none of them answered
+    count = 2 * limits.CLIENT_FETCH_BYTES_IN_FLIGHT_MAX // limits.FETCH_BYTES_COUNTED_MIN
+    rig = rig_of([], fetch_max_bytes=limits.FETCH_BYTES_DEFAULT)
+    partitions = [TopicPartition("t", p) for p in range(count)]
+    rig.fetcher.assign(partitions)
+    for tp in partitions:
+        rig.fetcher.seek(tp, 0)
+    # When it sends its fetches, twice over
+    rig.fetcher.send_fetches()
+    rig.fetcher.send_fetches()
+    # Then they ask for the least a fetch counts, and no more of them than fit the limit
+    in_flight = limits.CLIENT_FETCH_BYTES_IN_FLIGHT_MAX // limits.FETCH_BYTES_COUNTED_MIN
+    assert rig.sent_nothing_more(in_flight)
+    assert {r.bytes_max for r in fetches(rig.broker)} == {limits.FETCH_BYTES_COUNTED_MIN}
+
+
+def test_a_few_partitions_fetch_their_full_fetch_max_bytes(rig_of):
+    # Given a consumer of two partitions, with the default fetch size
+    rig = rig_of([], fetch_max_bytes=limits.FETCH_BYTES_DEFAULT)
+    rig.fetcher.assign([T0, T1])
+    rig.fetcher.seek(T0, 0)
+    rig.fetcher.seek(T1, 0)
+    # When it fetches / Then each fetch asks for fetch_max_bytes
+    rig.fetcher.send_fetches()
+    assert rig.sent_nothing_more(2)
+    assert [r.bytes_max for r in fetches(rig.broker)] == [limits.FETCH_BYTES_DEFAULT] * 2
+
+
 def test_records_are_handed_out_in_order_and_the_next_fetch_starts_after_them(rig_of):
     # Given a fetch answered with two entries, the second not answered
     rig = rig_of([answer_with(entry(0, [b"a", b"b"]), entry(2, [b"c"])), no_answer])

@@ -682,3 +682,28 @@ def test_a_client_whose_replies_make_no_progress_is_disconnected_and_its_share_f
         assert isinstance(view.error, TooManyRequestsError) and time.monotonic() < deadline_s
         time.sleep(limits.CLIENT_RETRY_BACKOFF_MS / 1000)
     assert len(data) == FETCH_BYTES
+
+
+def test_a_clients_fetches_may_ask_the_shards_for_its_fetch_bytes_and_no_more(router_rig):
+    # Given a shard that holds every request unanswered, CurveZMQ on
+    rig = router_rig(topics={"t": 1}, owners={"t": ("shard-0",)}, curve=True)
+    shard = rig.shards["shard-0"]
+    shard.holding = True
+    client, other = rig.client(), rig.client()
+    fitting = limits.CLIENT_FETCH_BYTES_IN_FLIGHT_MAX // limits.FETCH_BYTES_MAX
+    # When a client sends maximal fetches, two more than its fetch bytes hold
+    for request_id in range(1, fitting + 3):
+        client.send(protocol.encode_fetch(request_id, "t", 0, 0, limits.FETCH_BYTES_MAX, 0))
+    # Then the two past the limit are answered at once, naming it, and never reach the shard
+    refused = replies(client, 2)
+    assert [view.request_id for view, _ in refused] == [fitting + 1, fitting + 2]
+    assert all(isinstance(view.error, TooManyRequestsError) and
+               str(limits.CLIENT_FETCH_BYTES_IN_FLIGHT_MAX) in str(view.error) for view, _ in refused)
+    # And another client's fetch still goes through
+    other.send(fetch(1))
+    assert len(shard.wait_for_requests(fitting + 1)) == fitting + 1
+    # And once the shard answers one, the client may fetch again
+    shard.release(1)
+    assert client.recv()[0].request_id == 1
+    client.send(protocol.encode_fetch(99, "t", 0, 0, limits.FETCH_BYTES_MAX, 0))
+    assert shard.wait_for_requests(fitting + 2)[-1].request_id == 99
