@@ -76,11 +76,11 @@ _BULK_RECORD_BYTES = 256 * 1024
 # The large frames of the unknown-topic flood: well inside a frame, big enough
 # that holding a few hundred of them would cost the router gigabytes.
 _LARGE_FRAME_BYTES = 8 * limits.MiB
-_LARGE_FRAMES_PER_S = 12           # about 100 MB/s of frames the broker must not keep
+_LARGE_FRAMES_PER_S = 4            # about 50 MB/s of frames the broker must not keep
 # Every this many large frames, a burst of look-ups of unknown topics.
-_LOOKUP_BURST_EVERY_TICKS = 24
+_LOOKUP_BURST_EVERY_TICKS = 8
 _LOOKUP_BURST_REQUESTS = 2 * limits.ROUTER_ADMIN_JOBS_QUEUED_MAX
-_UNREAD_CONNECTIONS = 8
+_UNREAD_CONNECTIONS = 4
 _UNREAD_FETCHES_PER_CONNECTION = 64
 
 
