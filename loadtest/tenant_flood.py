@@ -8,6 +8,7 @@ benchmark of what the flood costs B (B's latency with and without it):
 
     python loadtest/tenant_flood.py                      # 30 s quiet, then 30 s flooded
     python loadtest/tenant_flood.py --seconds 60 --rate 200
+    python loadtest/tenant_flood.py --seconds 20 --rate 50 --kinds group_churn   # one kind
 
 The benchmark starts its own ``plinth serve`` on 127.0.0.1 with CurveZMQ keys
 and an ACL file, as a multi-tenant deployment would, and prints B's end-to-end
@@ -527,6 +528,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30, help="length of each phase")
     parser.add_argument("--rate", type=float, default=200, help="tenant B's records per second")
     parser.add_argument("--plinth", default="plinth", help="the plinth executable to run")
+    parser.add_argument("--kinds", default=",".join(Flood.KINDS),
+                        help=f"comma-separated kinds of flood (default: all of {', '.join(Flood.KINDS)})")
     args = parser.parse_args()
     from redis_peer import free_port   # loadtest/, this script's folder
 
@@ -542,7 +545,11 @@ def main() -> int:
         tenant = SteadyTenant(url, deployment.tenant_b, args.rate).start()
         quiet_end = time.time() + args.seconds
         time.sleep(args.seconds)
-        flood = Flood(url, deployment.tenant_a).start()
+        kinds = tuple(args.kinds.split(","))
+        unknown = set(kinds) - set(Flood.KINDS)
+        if unknown:
+            raise SystemExit(f"unknown kinds of flood {sorted(unknown)}; known: {', '.join(Flood.KINDS)}")
+        flood = Flood(url, deployment.tenant_a, kinds).start()
         time.sleep(args.seconds)
         flood.stop()
         tenant.stop_producing()
