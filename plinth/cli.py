@@ -79,11 +79,12 @@ def main(ctx, broker, request_timeout_ms, curve_key_file, curve_server_key_file)
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
               help="Serve Prometheus metrics on this port.")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True)
-@click.option("--internal-hop", type=click.Choice(["curve", "ipc"]), default="curve",
+@click.option("--internal-hop", type=click.Choice(["auto", "curve", "ipc"]), default="auto",
               show_default=True, help="How the router reaches the shards. curve: TCP, "
               "authenticated and encrypted with the cluster's keys (<data dir>/cluster.key_secret)."
               " ipc: Unix sockets in <data dir>/sockets (mode 0700), only the data dir's owner "
-              "may connect, not encrypted; one machine only (not with --ray-address).")
+              "may connect, not encrypted; one machine only (not with --ray-address). "
+              "auto: ipc with the embedded Ray, curve with --ray-address.")
 def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms,
           curve_secret_key, authorized_keys, acl_file, allow_insecure, cluster_name,
           metrics_port, metrics_host, internal_hop):

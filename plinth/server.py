@@ -71,8 +71,18 @@ class ServeOptions:
     metrics_port: int | None = None          # Prometheus endpoint
     metrics_host: str = "127.0.0.1"
     # How the router reaches the shards: "curve" (TCP, CurveZMQ) or "ipc" (same host,
-    # a 0700 directory, unencrypted; embedded Ray only). See plinth/cluster_keys.py.
-    internal_hop: str = "curve"
+    # a 0700 directory, unencrypted; embedded Ray only); "auto": ipc with the embedded
+    # Ray, curve in a Ray cluster. See plinth/cluster_keys.py.
+    internal_hop: str = "auto"
+
+    def resolved_internal_hop(self) -> str:
+        """ipc or curve. Auto takes ipc when the embedded Ray keeps every hop on this
+        machine: CurveZMQ's encryption cost 15-22% of produce and consume throughput
+        there (README, Performance), and a Unix socket in a 0700 directory
+        authenticates by file permissions without it."""
+        if self.internal_hop == "auto":
+            return "curve" if self.ray_address else "ipc"
+        return self.internal_hop
 
     def security(self):
         """The router's Security, or None; refuses plaintext beyond loopback unless allowed."""
@@ -156,12 +166,13 @@ class Server:
         """Start everything; returns which shards serve and which do not (and why).
         Raises InvalidConfigError at once if another server holds the data dir."""
         security = self.options.security()   # config errors before anything starts
-        if self.options.internal_hop == "ipc" and self.options.ray_address:
+        internal_hop = self.options.resolved_internal_hop()
+        if internal_hop == "ipc" and self.options.ray_address:
             raise InvalidConfigError("--internal-hop ipc needs the embedded Ray (no "
                                      "--ray-address): hops between nodes stay CurveZMQ")
         self._lock.acquire()                 # then: one server per data dir
         cluster_keys = load_or_create(self.options.data_dir)
-        if self.options.internal_hop == "ipc":
+        if internal_hop == "ipc":
             cluster_keys = dataclasses.replace(cluster_keys,
                                                ipc_dir=make_ipc_dir(self.options.data_dir))
         _start_ray(self.options)   # first: it sets Ray's environment before Ray is imported

@@ -132,9 +132,10 @@ def test_ready_is_not_printed_while_a_shard_does_not_serve_and_the_server_says_w
         lock.close()
 
 
-def test_the_ipc_hop_puts_the_shards_sockets_in_a_0700_dir_of_the_data_dir_and_serves(tmp_path):
-    # Given an embedded broker (its own Ray, one machine) with --internal-hop ipc
-    broker = Broker(tmp_path / "data", None, shards=2, extra_args=("--internal-hop", "ipc"))
+def test_an_embedded_broker_puts_the_shards_sockets_in_a_0700_dir_of_the_data_dir_and_serves(
+        tmp_path):
+    # Given an embedded broker (its own Ray, one machine), with the default internal hop
+    broker = Broker(tmp_path / "data", None, shards=2)
     broker.start()
     try:
         # Then its shards listen in <data dir>/sockets, which only its owner may open
