@@ -260,7 +260,7 @@ RAY_TEMP_DIR_BYTES_MAX = 36
 # small enough that any number of shards (up to SHARDS_MAX) fit on one node.
 SHARD_NODE_RESOURCE_SHARE = 0.001
 
-# --- Issue 11: storage (timestamps, open files, producer ids) -----------------
+# --- Storage bounds (timestamps, open files, producer ids) --------------------
 # Kafka's topic configs message.timestamp.before.max.ms and .after.max.ms: how far
 # before and after the shard's clock a record's timestamp may be (plinth/topics.py).
 # Before: unlimited (Kafka's Long.MAX), so old data can be loaded with its own
@@ -287,7 +287,7 @@ SEGMENT_FILES_OPEN_MAX = 256
 # one seen more recently: cycling producer ids cannot make a retry a duplicate.
 PRODUCER_ID_EXPIRATION_MS = 24 * 3600 * 1000
 
-# --- Issue 11: router budgets (frames, held requests, in flight, unsent replies)
+# --- Router budgets per client (frames, held requests, in flight, unsent) ----
 # Requests held while the router looks up their topic (router/held_requests.py)
 # count toward their client's CLIENT_REQUESTS_IN_FLIGHT_MAX, and their bytes
 # (every frame) toward a per-client share and a per-router budget; beyond them
@@ -318,7 +318,7 @@ CLIENT_FETCH_BYTES_IN_FLIGHT_MAX = 128 * MiB
 # flight, so that small fetches meet the count limit first, as before.
 FETCH_BYTES_COUNTED_MIN = CLIENT_FETCH_BYTES_IN_FLIGHT_MAX // CLIENT_REQUESTS_IN_FLIGHT_MAX
 
-# --- Issue 11: access (ACLs, quotas) -------------------------------------------
+# --- Access (ACLs, quotas) -----------------------------------------------------
 # A client may send this long's worth of its quota at once before it is slowed
 # (Kafka measures rates over samples of 1 s), so one large batch of a client
 # within its quota on average is never throttled.
@@ -348,14 +348,13 @@ QUOTA_CLIENTS_TRACKED_MAX = 10_000
 ACL_OFFSETS_FILTERS_PENDING_MAX = 10_000
 ACL_OFFSETS_FILTER_TTL_S = 60.0
 
-# --- Issue 11: the cluster's internal hop and the server's lifecycle -----------
+# --- The cluster's internal hop and the server's lifecycle --------------------
 # Stopping a shard waits this long for its ZAP handler thread (it answers one
 # short request at a time, so it stops at once unless something is wrong).
 CLUSTER_ZAP_STOP_WAIT_S = 5.0
 # A server some of whose shards do not serve (their node is down) says which,
 # and checks again, this often until every shard serves and it prints ready.
 NOT_SERVING_RECHECK_INTERVAL_S = 5.0
-# (placeholder)
 # The process reaper (plinth/process_reaper.py), once the server is gone: its
 # processes get SIGTERM and this long to exit (GCS and raylet exit in well
 # under a second), then SIGKILL. Short: nobody is waiting on them any more.
@@ -374,7 +373,7 @@ REAPER_SCAN_INTERVAL_S = 1.0
 # A server that stops normally waits this long for its reaper to finish.
 REAPER_EXIT_WAIT_S = REAPER_TERM_GRACE_S * REAPER_ROUNDS_MAX + 5.0
 
-# --- Issue 11: consumer group bounds ------------------------------------------
+# --- Consumer group bounds ------------------------------------------------------
 # Groups one shard coordinates: those with members and those whose committed
 # offsets it keeps. A group's shard is a public hash of its name, so one client
 # can aim every group it makes at one shard; this bounds that shard's memory.
