@@ -40,16 +40,23 @@ def send_tracked(router, identity, unsent: UnsentReplies, payload) -> None:
 def test_replies_to_a_client_that_does_not_read_count_until_its_budget_refuses_more(pair):
     router, identity, _client = pair
     unsent, payload = UnsentReplies(), memoryview(bytearray(REPLY_BYTES))
+    share_replies = limits.CLIENT_REPLY_BYTES_UNSENT_MAX // REPLY_BYTES
+    # The client's receive queue and kernel buffer take a reply or two before it
+    # stops draining; those are written, so they stop counting.
+    absorbed_max = 4
     sent = 0
     while unsent.over_budget(identity, REPLY_BYTES) is None:
         send_tracked(router, identity, unsent, payload)
         sent += 1
-        assert sent <= limits.CLIENT_REPLY_BYTES_UNSENT_MAX // REPLY_BYTES, "never refused"
+        assert sent <= share_replies + absorbed_max, "never refused"
+        # The share is never passed
+        assert unsent.bytes_for(identity) <= limits.CLIENT_REPLY_BYTES_UNSENT_MAX
     refusal = unsent.over_budget(identity, REPLY_BYTES)
     assert f"the limit is {limits.CLIENT_REPLY_BYTES_UNSENT_MAX} bytes per client" in refusal
-    # The share is never passed: the reply that would pass it is refused
-    assert sent == limits.CLIENT_REPLY_BYTES_UNSENT_MAX // REPLY_BYTES
-    assert unsent.bytes_for(identity) == sent * REPLY_BYTES == unsent.total_bytes
+    # And the reply that would pass it is refused
+    assert unsent.bytes_for(identity) + REPLY_BYTES > limits.CLIENT_REPLY_BYTES_UNSENT_MAX
+    assert unsent.bytes_for(identity) == unsent.total_bytes
+    assert sent >= share_replies
     # A different client is not refused for this one's backlog
     assert unsent.over_budget(b"another client", REPLY_BYTES) is None
 
