@@ -309,8 +309,9 @@ class Router:
         self._in_flight.answered(shard_id, client)
         if self._fetch_bytes.bytes_for(client):
             request_id = reply_header.request_id(frames[1].buffer)
-            if request_id is not None:
-                self._fetch_bytes.answered(client, request_id)
+            if request_id is None:   # not the canonical shape: decode it whole (rare)
+                request_id = protocol.decode_reply(frames[1].buffer).request_id
+            self._fetch_bytes.answered(client, request_id)
         if len(frames) > 2 and len(frames[2]) >= limits.REPLY_BYTES_TRACKED_MIN:
             self._relay_large_reply(client, frames)
             return
