@@ -34,7 +34,11 @@ the environment causes and is expected, handled and reported.
     │   ├── InvalidTimestampError   invalidTimestamp
     │   ├── GroupMaxSizeReachedError groupMaxSizeReached
     │   ├── TooManyGroupsError      tooManyGroups
-    │   └── TooManyProducersError   tooManyProducers
+    │   ├── TooManyProducersError   tooManyProducers
+    │   ├── NotEnoughReplicasError  notEnoughReplicas
+    │   ├── NotLeaderError          notLeader
+    │   ├── FencedLeaderEpochError  fencedLeaderEpoch
+    │   └── InvalidReplicationFactorError invalidReplicationFactor
     └── ClientError                 raised by the client library itself
         ├── PlinthTimeoutError      a client-side timeout ran out
         ├── ClosedError             the producer/consumer/admin was closed
@@ -177,6 +181,30 @@ class TooManyProducersError(BrokerError):
     code_name = "tooManyProducers"
 
 
+class NotEnoughReplicasError(BrokerError):
+    """acks="all" with fewer in-sync replicas than min.insync.replicas: names the
+    partition, the in-sync set and the minimum. Retriable."""
+
+    code_name = "notEnoughReplicas"
+
+
+class NotLeaderError(BrokerError):
+    """The shard does not lead the partition (any more): the router refreshes its
+    routing table and the client retries."""
+
+    code_name = "notLeader"
+
+
+class FencedLeaderEpochError(BrokerError):
+    """A request carries an older leader epoch or controller epoch than the shard knows."""
+
+    code_name = "fencedLeaderEpoch"
+
+
+class InvalidReplicationFactorError(BrokerError):
+    code_name = "invalidReplicationFactor"
+
+
 class ClientError(PlinthError):
     """Raised by the client library without a broker reply."""
 
@@ -205,7 +233,8 @@ BROKER_ERRORS: dict[str, type[BrokerError]] = {
         TooManyRequestsError, UnknownMemberIdError, StaleMemberEpochError, NotOwnerError,
         GroupNotEmptyError, InvalidGroupError, UnknownGroupError, OutOfOrderSequenceError,
         NotAuthorizedError, InvalidTimestampError, GroupMaxSizeReachedError, TooManyGroupsError,
-        TooManyProducersError,
+        TooManyProducersError, NotEnoughReplicasError, NotLeaderError, FencedLeaderEpochError,
+        InvalidReplicationFactorError,
     )
 }
 
@@ -213,7 +242,8 @@ BROKER_ERRORS: dict[str, type[BrokerError]] = {
 # Conditions that pass by themselves (a shard restarting or moving, a full queue, a
 # slow disk): clients retry them with backoff instead of surfacing them at once.
 TRANSIENT_ERRORS: tuple[type[BrokerError], ...] = (
-    UnavailableError, TooManyRequestsError, RequestTimedOutError, TooManyProducersError)
+    UnavailableError, TooManyRequestsError, RequestTimedOutError, TooManyProducersError,
+    NotEnoughReplicasError, NotLeaderError)
 
 
 def error_for_code(code_name: str, message: str) -> BrokerError:

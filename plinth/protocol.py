@@ -184,11 +184,29 @@ class RemoveShardsRequest:
     kind: ClassVar[str] = "removeShards"
 
 
+@dataclass(frozen=True, slots=True)
+class ReplicaFetchRequest:
+    """A follower shard pulling from the partition's leader (shard to shard only)."""
+
+    request_id: int
+    topic: str
+    partition: int
+    replica_id: str               # the follower shard's id
+    leader_epoch: int             # the epoch the follower follows
+    fetch_offset: int             # the follower's durable log end offset
+    last_fetched_epoch: int       # leader epoch of the follower's last entry, -1 if none
+    bytes_max: int
+    wait_ms_max: int
+    controller_epoch: int
+    kind: ClassVar[str] = "replicaFetch"
+
+
 Request = (ProduceRequest | FetchRequest | ListOffsetsRequest | MetadataRequest
            | CreateTopicRequest | AlterTopicRequest | DeleteTopicRequest | DescribeTopicRequest
            | ListTopicsRequest | GroupHeartbeatRequest | CommitOffsetsRequest
            | ResetOffsetsRequest | FetchOffsetsRequest | DescribeGroupRequest
-           | ListGroupsRequest | StatusRequest | AddShardsRequest | RemoveShardsRequest)
+           | ListGroupsRequest | StatusRequest | AddShardsRequest | RemoveShardsRequest
+           | ReplicaFetchRequest)
 
 # Requests that the router forwards to the shard owning the partition.
 PARTITION_REQUESTS = (ProduceRequest, FetchRequest, ListOffsetsRequest)
@@ -459,6 +477,9 @@ _REQUEST_DECODERS = {
     "status": lambda rid, _: StatusRequest(rid),
     "addShards": lambda rid, count: AddShardsRequest(rid, count),
     "removeShards": lambda rid, count: RemoveShardsRequest(rid, count),
+    "replicaFetch": lambda rid, b: ReplicaFetchRequest(
+        rid, b.topic, b.partition, b.replicaId, b.leaderEpoch, b.fetchOffset,
+        b.lastFetchedEpoch, b.maxBytes, b.maxWaitMs, b.controllerEpoch),
 }
 
 

@@ -50,6 +50,7 @@ struct Request {
     status @16 :Void;              # nodes, shards, routers (plinth status)
     addShards @17 :UInt32;         # how many shards to add (plinth shards add)
     removeShards @18 :UInt32;      # how many of the newest shards to remove
+    replicaFetch @19 :ReplicaFetch;   # shard to shard only: a router refuses it from clients
   }
 }
 
@@ -77,6 +78,45 @@ struct CreateTopic {
   name @0 :Text;
   partitions @1 :UInt32;
   config @2 :List(ConfigEntry);
+  replicationFactor @3 :UInt16;  # 0: the server's --default-replication-factor
+}
+
+# --- Replication (shard to shard, over the cluster's authenticated hop) ------
+# A follower pulls from the partition's leader: [Request replicaFetch] and
+# gets [Reply replicaFetch][a run of log entries, as stored]. Kafka's ISR
+# protocol: the fetch offset is the follower's durable log end (it fsyncs
+# before fetching again), so the leader learns from it what the follower
+# holds; see shards/replication.py for the invariants.
+
+struct ReplicaFetch {
+  topic @0 :Text;
+  partition @1 :UInt32;
+  replicaId @2 :Text;            # the follower shard's id
+  leaderEpoch @3 :Int32;         # the epoch the follower follows; the leader refuses
+                                 # an older one (fencedLeaderEpoch) and, if it is not
+                                 # the leader of a newer one, answers notLeader
+  fetchOffset @4 :Int64;         # the follower's durable log end offset
+  lastFetchedEpoch @5 :Int32;    # leader epoch of the follower's last entry, -1 if none
+  maxBytes @6 :UInt32;
+  maxWaitMs @7 :UInt32;          # park at the leader's log end this long
+  controllerEpoch @8 :Int32;     # the controller incarnation that made the follower
+}
+
+struct ReplicaFetchResult {
+  highWatermark @0 :Int64;
+  logStartOffset @1 :Int64;
+  logEndOffset @2 :Int64;        # the leader's
+  # KIP-320: the follower's log diverges from the leader's. It truncates to
+  # min(divergingEndOffset, its own end of divergingEpoch) and fetches again;
+  # no entries come with this answer. -1 / -1: no divergence.
+  divergingEpoch @3 :Int32 = -1;
+  divergingEndOffset @4 :Int64 = -1;
+  epochStarts @5 :List(EpochStart);   # leader epochs starting inside the entries sent
+}
+
+struct EpochStart {
+  leaderEpoch @0 :Int32;
+  startOffset @1 :Int64;
 }
 
 struct ConfigEntry {
@@ -145,6 +185,7 @@ struct Reply {
     groups @10 :List(Text);      # listGroups
     status @11 :StatusInfo;
     moves @12 :List(PartitionMove);   # addShards, removeShards
+    replicaFetch @14 :ReplicaFetchResult;
   }
   throttleTimeMs @13 :UInt32;    # the client is over a quota: its next request
                                  # waits this long (as Kafka's throttle_time_ms)
@@ -248,6 +289,10 @@ enum ErrorCode {
   groupMaxSizeReached @27;       # a group (or one client's share of it) is full
   tooManyGroups @28;             # the coordinating shard holds all the groups it may
   tooManyProducers @29;          # a partition holds all the producer ids it may: retry
+  notEnoughReplicas @30;         # in-sync replicas < min.insync.replicas: acks=all retries
+  notLeader @31;                 # this shard does not lead the partition (any more): refresh
+  fencedLeaderEpoch @32;         # a request from an older leader epoch or controller
+  invalidReplicationFactor @33;  # outside 1..the nodes (or the shards) there are
 }
 
 struct ProduceResult {
@@ -272,4 +317,9 @@ struct PartitionInfo {
   startOffset @2 :Int64;
   endOffset @3 :Int64;
   sizeBytes @4 :UInt64;
+  # Replication (describeTopic): `shard` above is the leader, "" when offline.
+  replicas @5 :List(Text);       # preferred leader first
+  inSyncReplicas @6 :List(Text);
+  leaderEpoch @7 :Int32;
+  highWatermark @8 :Int64;
 }

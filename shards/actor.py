@@ -25,8 +25,8 @@ from pathlib import Path
 from plinth import limits, protocol
 from plinth.cluster_keys import ClusterKeys
 from plinth.shards.partition_log import LogConfig
-from plinth.shards.shard_calls import (ControllerAnnouncements, GroupStates, PartitionId,
-                                       PartitionSpec, SealedPartition)
+from plinth.shards.shard_calls import (ControllerAnnouncements, GroupStates, Leadership,
+                                       PartitionId, PartitionSpec, SealedPartition)
 from plinth.shards.shard_manifest import MANIFEST_FILE, ShardManifest
 from plinth.shards.shard_server import ShardServer
 
@@ -132,6 +132,19 @@ class ShardActor:
         self._manifest.partition_counts = dict(counts)
         self._manifest.save(self._manifest_path)
         self._server.call(self._server.set_partition_counts, counts)
+
+    # --- Replication ------------------------------------------------------------------
+
+    def set_peers(self, addresses: dict[str, str], controller_epoch: int) -> None:
+        """Every running shard's address, pushed by the controller."""
+        self._server.call(self._server.set_peers, addresses, controller_epoch)
+
+    def set_leadership(self, changes: list[tuple[PartitionId, Leadership]]) -> None:
+        """Lead, follow, or a changed in-sync set, per partition (durable in the manifest
+        when this returns)."""
+        self._server.call(self._server.set_leadership, changes)
+        self._manifest.set_leadership(changes)
+        self._manifest.save(self._manifest_path)
 
     # --- Consumer groups -------------------------------------------------------------
 

@@ -37,6 +37,39 @@ class PartitionId:
 
 
 @dataclass(frozen=True)
+class Leadership:
+    """Who holds and who leads one partition's current range: the controller's record,
+    changed only by the controller, each change a compare-and-set (control/leadership.py).
+
+    ``replicas``: the shards holding a copy, preferred leader first. ``leader``:
+    the one taking writes, "" while none can (offline). ``leader_epoch``: grows
+    with every change of leader (KIP-101). ``in_sync``: the replicas that hold
+    every record below the high watermark (the leader is always one).
+    ``partition_epoch``: grows with every change of any field (the CAS version).
+    ``controller_epoch``: the controller incarnation that made this record; a shard
+    refuses a record from an older one.
+    """
+
+    replicas: tuple[str, ...]
+    leader: str
+    leader_epoch: int
+    in_sync: tuple[str, ...]
+    partition_epoch: int = 0
+    controller_epoch: int = 0
+
+    def check(self) -> None:
+        """Raises ValueError if the record breaks its own rules (programmer error)."""
+        if not self.replicas or len(set(self.replicas)) != len(self.replicas):
+            raise ValueError(f"replicas {self.replicas!r} must be distinct shard ids, at least one")
+        if self.leader and self.leader not in self.in_sync:
+            raise ValueError(f"leader {self.leader!r} must be in sync ({self.in_sync!r})")
+        if not set(self.in_sync) <= set(self.replicas):
+            raise ValueError(f"in-sync {self.in_sync!r} must be replicas ({self.replicas!r})")
+        if min(self.leader_epoch, self.partition_epoch, self.controller_epoch) < 0:
+            raise ValueError(f"epochs must be >= 0: {self!r}")
+
+
+@dataclass(frozen=True)
 class PartitionSpec:
     """A partition a shard must serve.
 
@@ -44,6 +77,8 @@ class PartitionSpec:
     writes moved here from a shard that sealed it at that offset). ``sealed``:
     serve its older range for reads only (its writes moved to another shard).
     ``producers``: the previous owner's idempotent-producer snapshot, or None.
+    ``leadership``: the replicas of the partition's current range and who leads
+    it; None for a partition with one copy, on this shard (replication factor 1).
     """
 
     topic: str
@@ -52,6 +87,7 @@ class PartitionSpec:
     initial_offset: int = 0
     sealed: bool = False
     producers: list | None = None
+    leadership: Leadership | None = None
 
     @property
     def id(self) -> PartitionId:
@@ -71,6 +107,8 @@ class PartitionSpec:
             raise ValueError(f"{self.topic}-{self.partition}: sealed must be a bool")
         if self.producers is not None and not isinstance(self.producers, list):
             raise ValueError(f"{self.topic}-{self.partition}: producers must be a list or None")
+        if self.leadership is not None:
+            self.leadership.check()
 
 
 @dataclass(frozen=True)
@@ -90,3 +128,10 @@ class ControllerAnnouncements(Protocol):
     method; shards/ must not import control/, so the type is declared here."""
 
     def shard_started(self, shard_id: str, address: str) -> None: ...
+
+    def alter_in_sync(self, shard_id: str, partition: PartitionId, leader_epoch: int,
+                      partition_epoch: int, in_sync: tuple[str, ...]) -> Leadership:
+        """The leader ``shard_id`` asks to change the partition's in-sync set; a
+        compare-and-set on (leader_epoch, partition_epoch). Returns the new record;
+        raises FencedLeaderEpochError if either epoch is stale."""
+        ...

@@ -29,10 +29,10 @@ from plinth import limits, protocol
 from plinth.cluster_keys import ClusterKeys
 from plinth.errors import BrokerError, InternalError, RequestTimedOutError, UnavailableError
 from plinth.shards.actor import ShardActor
-from plinth.shards.shard_calls import (ControllerAnnouncements, GroupStates, PartitionId,
-                                       PartitionSpec, SealedPartition)
+from plinth.shards.shard_calls import (ControllerAnnouncements, GroupStates, Leadership,
+                                       PartitionId, PartitionSpec, SealedPartition)
 
-__all__ = ["ControllerAnnouncements", "GroupStates", "PartitionId", "PartitionSpec",
+__all__ = ["ControllerAnnouncements", "GroupStates", "Leadership", "PartitionId", "PartitionSpec",
            "PendingCall", "SealedPartition", "ShardHandle", "ShardOptions", "wait_all",
            "wait_all_or_raise"]
 
@@ -181,6 +181,22 @@ class ShardHandle:
             raise ValueError(f"set_partition_counts: counts must map topics to ints >= 1, "
                              f"got {counts!r}")
         return self._start(ShardActor.set_partition_counts, dict(counts))
+
+    def set_peers(self, addresses: dict[str, str], controller_epoch: int) -> PendingCall[None]:
+        """Every running shard's address (shard id -> ZeroMQ address), for replication."""
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in addresses.items()):
+            raise ValueError(f"set_peers: addresses must map str to str, got {addresses!r}")
+        return self._start(ShardActor.set_peers, dict(addresses), controller_epoch)
+
+    def set_leadership(self, changes: Sequence[tuple[PartitionId, Leadership]]
+                       ) -> PendingCall[None]:
+        """New leadership records of partitions this shard holds: lead, follow, or a
+        changed in-sync set. A record older than the shard's (by controller epoch,
+        then partition epoch) is ignored."""
+        for pid, leadership in changes:
+            pid.check()
+            leadership.check()
+        return self._start(ShardActor.set_leadership, list(changes))
 
     def group_names(self) -> PendingCall[list[str]]:
         return self._start(ShardActor.group_names)

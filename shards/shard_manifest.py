@@ -8,7 +8,9 @@ change the controller makes, before the change is acknowledged:
      "partitions": {"orders/0": {"config": {"segment.bytes": "268435456", ...},
                                  "initial_offset": 0,        where its log continues
                                  "sealed": false,            true: reads only (its writes moved)
-                                 "producers": null},         the previous owner's snapshot
+                                 "producers": null,          the previous owner's snapshot
+                                 "leadership": {...}},       replicas and leader (shard_calls.py);
+                                                             absent: one copy, here
                     ...},
      "partition_counts": {"orders": 3, ...}}                 every topic's, for group coordinators
 
@@ -26,7 +28,7 @@ from pathlib import Path
 
 from plinth.durable_files import write_json_atomically
 from plinth.errors import CorruptDataError
-from plinth.shards.shard_calls import PartitionId, PartitionSpec
+from plinth.shards.shard_calls import Leadership, PartitionId, PartitionSpec
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_VERSION = 1
@@ -50,6 +52,10 @@ class ShardManifest:
     def set_config(self, partitions: list[PartitionId], config: dict[str, str]) -> None:
         for pid in partitions:
             self.partitions[pid] = replace(self._spec(pid), config=dict(config))
+
+    def set_leadership(self, changes: list[tuple[PartitionId, Leadership]]) -> None:
+        for pid, leadership in changes:
+            self.partitions[pid] = replace(self._spec(pid), leadership=leadership)
 
     def forget(self, partitions: list[PartitionId]) -> None:
         for pid in partitions:
@@ -80,9 +86,8 @@ class ShardManifest:
 
     def to_json(self) -> dict:
         return {"version": MANIFEST_VERSION,
-                "partitions": {f"{s.topic}/{s.partition}": {
-                    "config": s.config, "initial_offset": s.initial_offset, "sealed": s.sealed,
-                    "producers": s.producers} for s in self.partitions.values()},
+                "partitions": {f"{s.topic}/{s.partition}": _spec_to_json(s)
+                               for s in self.partitions.values()},
                 "partition_counts": dict(self.partition_counts)}
 
     @classmethod
@@ -95,10 +100,35 @@ class ShardManifest:
         for key, entry in value["partitions"].items():
             topic, partition = key.rsplit("/", 1)
             spec = PartitionSpec(topic, int(partition), dict(entry["config"]),
-                                 entry["initial_offset"], entry["sealed"], entry.get("producers"))
+                                 entry["initial_offset"], entry["sealed"], entry.get("producers"),
+                                 _leadership_from_json(entry.get("leadership")))
             spec.check()
             manifest.partitions[spec.id] = spec
         return manifest
+
+
+def _spec_to_json(spec: PartitionSpec) -> dict:
+    """A partition's entry; "leadership" only for a replicated one, so a factor-1
+    partition's entry is the one earlier versions wrote."""
+    value = {"config": spec.config, "initial_offset": spec.initial_offset,
+             "sealed": spec.sealed, "producers": spec.producers}
+    if spec.leadership is not None:
+        value["leadership"] = _leadership_to_json(spec.leadership)
+    return value
+
+
+def _leadership_to_json(leadership: Leadership) -> dict:
+    return {"replicas": list(leadership.replicas), "leader": leadership.leader,
+            "leader_epoch": leadership.leader_epoch, "in_sync": list(leadership.in_sync),
+            "partition_epoch": leadership.partition_epoch,
+            "controller_epoch": leadership.controller_epoch}
+
+
+def _leadership_from_json(value: dict | None) -> Leadership | None:
+    if value is None:
+        return None
+    return Leadership(tuple(value["replicas"]), value["leader"], value["leader_epoch"],
+                      tuple(value["in_sync"]), value["partition_epoch"], value["controller_epoch"])
 
 
 def _partition_counts(value: dict) -> dict[str, int]:

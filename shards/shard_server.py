@@ -105,6 +105,11 @@ class ShardServer:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._lock_file = None
+        # Replication: the other shards' addresses and each replicated partition's
+        # leadership record, as the controller last sent them (shard_calls.py).
+        self._peer_addresses: dict[str, str] = {}
+        self._controller_epoch = 0
+        self._leadership: dict[tuple[str, int], object] = {}
 
     # --- Lifecycle (actor thread) ------------------------------------------
 
@@ -273,6 +278,18 @@ class ShardServer:
             raise UnavailableError(f"partition {topic}-{partition} is not on {self.shard_id}; "
                                    f"retry (the routers are refreshing their map)")
         return part
+
+    # --- Replication (loop thread, through call()) -----------------------------
+
+    def set_peers(self, addresses: dict[str, str], controller_epoch: int) -> None:
+        """Every running shard's address, for following leaders. Loop thread."""
+        self._peer_addresses = dict(addresses)
+        self._controller_epoch = max(self._controller_epoch, controller_epoch)
+
+    def set_leadership(self, changes: list) -> None:
+        """New leadership records (shard_calls.Leadership) of partitions here. Loop thread."""
+        for pid, leadership in changes:
+            self._leadership[(pid.topic, pid.partition)] = leadership
 
     # --- Groups and stats (loop thread, through call()) ----------------------
 

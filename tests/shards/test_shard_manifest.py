@@ -7,7 +7,7 @@ import json
 import pytest
 
 from plinth.errors import CorruptDataError
-from plinth.shards.shard_calls import PartitionId, PartitionSpec
+from plinth.shards.shard_calls import Leadership, PartitionId, PartitionSpec
 from plinth.shards.shard_manifest import ShardManifest
 
 
@@ -26,6 +26,21 @@ def test_a_manifest_saved_and_loaded_is_equal_and_readable_as_the_previous_forma
     assert on_disk["partitions"]["t/1"] == {"config": {}, "initial_offset": 40, "sealed": True,
                                             "producers": None}
     assert on_disk["partition_counts"] == {"t": 3}
+
+
+def test_a_replicated_partitions_leadership_survives_a_save_and_a_change(tmp_path):
+    # Given a manifest with a partition replicated on three shards
+    manifest = ShardManifest(partition_counts={"t": 1})
+    first = Leadership(("shard-0", "shard-1", "shard-2"), "shard-0", 0,
+                       ("shard-0", "shard-1", "shard-2"), 0, 1)
+    manifest.serve([PartitionSpec("t", 0, {}, leadership=first)])
+    # When its leader changes and it is saved and loaded
+    second = Leadership(first.replicas, "shard-1", 1, ("shard-1", "shard-2"), 1, 1)
+    manifest.set_leadership([(PartitionId("t", 0), second)])
+    path = tmp_path / "manifest.json"
+    manifest.save(path)
+    # Then the loaded manifest holds the new record
+    assert ShardManifest.load(path).partitions[PartitionId("t", 0)].leadership == second
 
 
 def test_sealing_and_altering_change_only_the_named_partitions():
