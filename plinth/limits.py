@@ -418,6 +418,16 @@ GROUP_ASSIGNMENT_ROUND_MS = 2
 CLIENT_KEY_TEXT_BYTES = 40
 
 
+# --- Replication: the protocol (shards/replication.py, control/leadership.py) ---
+# (helper: replication state machine) placeholder
+
+# --- Replication: the shard's data path (replica fetches, acks="all") ----------
+# (helper: shard data path) placeholder
+
+# --- Replication: control (placement of replicas, factors, leases) --------------
+# (helper: control plane) placeholder
+
+
 def _relations() -> list[tuple[str, bool]]:
     """Every relation between the limits above that the code relies on, with why."""
     return [
