@@ -47,7 +47,11 @@ class Leadership:
     every record below the high watermark (the leader is always one).
     ``partition_epoch``: grows with every change of any field (the CAS version).
     ``controller_epoch``: the controller incarnation that made this record; a shard
-    refuses a record from an older one.
+    refuses a record from an older one. ``eligible``: KIP-966's eligible leader
+    replicas, out of sync but holding every acknowledged record (they left the
+    in-sync set while it was below min.insync.replicas, so the high watermark
+    could not move past them); a leader may come from them when no in-sync
+    replica is alive.
     """
 
     replicas: tuple[str, ...]
@@ -56,6 +60,7 @@ class Leadership:
     in_sync: tuple[str, ...]
     partition_epoch: int = 0
     controller_epoch: int = 0
+    eligible: tuple[str, ...] = ()
 
     def check(self) -> None:
         """Raises ValueError if the record breaks its own rules (programmer error)."""
@@ -65,6 +70,8 @@ class Leadership:
             raise ValueError(f"leader {self.leader!r} must be in sync ({self.in_sync!r})")
         if not set(self.in_sync) <= set(self.replicas):
             raise ValueError(f"in-sync {self.in_sync!r} must be replicas ({self.replicas!r})")
+        if not set(self.eligible) <= set(self.replicas) - set(self.in_sync):
+            raise ValueError(f"eligible {self.eligible!r} must be replicas out of sync")
         if min(self.leader_epoch, self.partition_epoch, self.controller_epoch) < 0:
             raise ValueError(f"epochs must be >= 0: {self!r}")
 

@@ -121,14 +121,15 @@ def _leadership_to_json(leadership: Leadership) -> dict:
     return {"replicas": list(leadership.replicas), "leader": leadership.leader,
             "leader_epoch": leadership.leader_epoch, "in_sync": list(leadership.in_sync),
             "partition_epoch": leadership.partition_epoch,
-            "controller_epoch": leadership.controller_epoch}
+            "controller_epoch": leadership.controller_epoch, "eligible": list(leadership.eligible)}
 
 
 def _leadership_from_json(value: dict | None) -> Leadership | None:
     if value is None:
         return None
     return Leadership(tuple(value["replicas"]), value["leader"], value["leader_epoch"],
-                      tuple(value["in_sync"]), value["partition_epoch"], value["controller_epoch"])
+                      tuple(value["in_sync"]), value["partition_epoch"], value["controller_epoch"],
+                      tuple(value.get("eligible", ())))
 
 
 def _partition_counts(value: dict) -> dict[str, int]:
