@@ -201,6 +201,18 @@ def test_the_launcher_syncs_every_file_its_plinth_commands_read_and_the_ray_toke
     assert "~/.ray/auth_token" in mounts
 
 
+def test_the_launcher_keeps_rays_control_store_in_an_external_redis_with_a_synced_password():
+    # Given the head's commands and the files the launcher syncs
+    config = launcher_config()
+    (start,) = [c for c in config["head_start_ray_commands"] if "ray start --head" in c]
+    # Then the head's `ray start` points the GCS at Redis (Ray's GCS fault tolerance) ...
+    assert re.search(r"RAY_REDIS_ADDRESS=\S+:\d+ ray start --head", start), start
+    # ... with a password read from a file the launcher syncs and setup makes private
+    password_file = re.search(r'--redis-password="\$\(cat (\S+)\)"', start).group(1)
+    assert password_file in config["file_mounts"]
+    assert any(c.startswith("chmod 600") and password_file in c for c in config["setup_commands"])
+
+
 def test_the_launcher_installs_plinth_from_the_synced_checkout_with_the_pinned_ray():
     config = launcher_config()
     assert config["file_mounts"]["~/plinth/src"] == "."
@@ -248,6 +260,10 @@ RAYCLUSTER_MISTAKES = {
     "replicas a string": lambda c: _worker_group(c).update(replicas="2"),
     "a container port out of range": lambda c: _head_container(c)["ports"].append({"containerPort": 74000}),
     "apiVersion v1alpha1": lambda c: c.update(apiVersion="ray.io/v1alpha1"),
+    "misspelled redisAddress": lambda c: c["spec"]["gcsFaultToleranceOptions"].update(
+        redisAdress=c["spec"]["gcsFaultToleranceOptions"].pop("redisAddress")),
+    "a redis password both given and referenced": lambda c: c["spec"]["gcsFaultToleranceOptions"][
+        "redisPassword"].update(value="hunter2"),
 }
 
 
@@ -258,6 +274,15 @@ def test_the_schema_refuses_a_raycluster_with_a_misspelled_missing_or_mistyped_f
     RAYCLUSTER_MISTAKES[mistake](cluster)
     # Then the schema names at least one error
     assert schema_errors(cluster) != []
+
+
+def test_the_raycluster_keeps_rays_control_store_in_redis_with_the_password_from_a_secret():
+    # Given the RayCluster
+    options = kubernetes_objects()["RayCluster"]["spec"]["gcsFaultToleranceOptions"]
+    # Then KubeRay's GCS fault tolerance is on, and the Redis password is never in the file
+    assert re.fullmatch(r"\S+:\d+", options["redisAddress"])
+    assert options["redisPassword"] == {"valueFrom": {"secretKeyRef": {
+        "name": "plinth-gcs-redis", "key": "password"}}}
 
 
 def test_the_raycluster_is_a_head_and_two_workers_running_the_plinth_image():
