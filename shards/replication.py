@@ -370,10 +370,15 @@ class FollowerReplication:
         epoch, own_end = epochs.end_offset_for(diverging_epoch, log_end_offset)
         if epoch == diverging_epoch:
             end_offset = min(diverging_end_offset, own_end)
-        elif epoch == NO_EPOCH:
-            end_offset = diverging_end_offset
-        else:
+        elif epoch != NO_EPOCH:
             end_offset = own_end
+        elif epochs.entries:
+            # Every epoch here is newer than the leader's: what this log holds from
+            # its first epoch on, the leader's log does not (Kafka's endOffsetFor
+            # answers the first epoch's start offset for an epoch older than all).
+            end_offset = min(diverging_end_offset, epochs.entries[0].start_offset)
+        else:
+            end_offset = diverging_end_offset
         end_offset = max(0, min(end_offset, log_end_offset))
         if end_offset < self.high_watermark:    # rule 2's exception: unclean, or lost data
             self.high_watermark = end_offset
