@@ -191,6 +191,8 @@ class ReplicationModel(RuleBasedStateMachine):
             return
         replica.record = record
         role = replica.role
+        if role is None and known is not None and record.leader_epoch == known.leader_epoch:
+            return                    # restarted: waits for a newer leader epoch
         if role is not None and known is not None and record.leader_epoch == known.leader_epoch:
             if isinstance(role, LeaderReplication):
                 if role.on_leadership(record):
@@ -290,8 +292,7 @@ class ReplicationModel(RuleBasedStateMachine):
         replica.alive = False
         del replica.log[replica.durable_end:]              # unsynced entries vanish
         replica.epochs.truncate_from_end(replica.durable_end)
-        replica.role = None
-        replica.record = None
+        replica.role = None           # the record stays: the shard's manifest keeps it
         replica.waiting_acks.clear()
         replica.fetches_outstanding = 0
 
@@ -302,6 +303,12 @@ class ReplicationModel(RuleBasedStateMachine):
             return
         replica.alive = True
         replica.leader_hw_told = 0
+        # It follows again as its manifest says; it never leads again in the leader
+        # epoch it led before the crash (it lost unsynced entries its followers may
+        # hold under that epoch: the epoch lookup could not tell them apart).
+        if replica.record is not None and replica.record.leader not in ("", r):
+            replica.role = FollowerReplication(NAME, r, replica.record, replica.durable_end,
+                                               replica.epochs)
         # The shard announces itself; the controller re-elects if it was the leader
         # (a new leader epoch: it lost its leader state) and sends it the record.
         if self.record.leader == r or not self.record.leader:
@@ -405,6 +412,7 @@ class ReplicationModel(RuleBasedStateMachine):
                                         len(replica.log), self.now_s)
         if answer.high_watermark_moved:
             self.complete_acks(replica)
+        self.leader_asks_in_sync_change(replica.id)
         entries = [] if answer.diverged else \
             replica.log[fetch_offset:fetch_offset + ENTRIES_PER_FETCH_MAX]
         starts = epoch_starts_between(replica.epochs, fetch_offset, fetch_offset + len(entries))
@@ -433,6 +441,18 @@ class ReplicationModel(RuleBasedStateMachine):
             replica.log.append(entry)
         replica.leader_hw_told = answer.high_watermark
         follower.on_entries_durable(replica.durable_end, answer.high_watermark)
+
+    @rule(r=st.sampled_from(REPLICAS))
+    def a_follower_round_trip(self, r):
+        # One follower fsyncs, fetches, and its fetch and the answer arrive at once.
+        self.fsync(r)
+        self.follower_fetches(r)
+        for kind in ("fetch", "reply"):
+            for i, message in enumerate(self.queue):
+                if message.kind == kind and r in (message.src, message.dst):
+                    self.deliver_message(self.queue.pop(i))
+                    break
+        self.fsync(r)
 
     @rule()
     def a_quiet_round(self):
@@ -553,7 +573,7 @@ def model_settings() -> settings:
         return settings(max_examples=EXAMPLES, stateful_step_count=80, deadline=None,
                         database=None, derandomize=False,
                         suppress_health_check=list(HealthCheck))
-    return settings(max_examples=200, stateful_step_count=100, deadline=None, database=None,
+    return settings(max_examples=500, stateful_step_count=50, deadline=None, database=None,
                     derandomize=True, suppress_health_check=list(HealthCheck))
 
 
