@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from hypothesis import HealthCheck, event, settings, strategies as st
+from hypothesis.control import currently_in_test_context
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
                                  rule, run_state_machine_as_test)
 
@@ -61,6 +62,12 @@ FETCHES_OUTSTANDING_MAX = 2        # a follower may retry before its answer came
 QUEUE_MAX = 40                     # messages in flight; senders stop beyond it
 HEAL_ROUNDS_MAX = 40               # after the faults stop, every replica catches up within
 EXAMPLES = int(os.environ.get("PLINTH_MODEL_EXAMPLES", "0"))
+
+
+def note(what: str) -> None:
+    """Counts ``what`` in hypothesis's statistics (--hypothesis-show-statistics)."""
+    if currently_in_test_context():
+        event(what)
 
 
 @dataclass(frozen=True)
@@ -162,7 +169,7 @@ class ReplicationModel(RuleBasedStateMachine):
                  if self.replicas[r].alive and self.reachable(r, CONTROLLER)}
         new = control.elect_leader(self.record, alive, unclean=False, min_insync=self.min_insync)
         if new != self.record:
-            event(f"an election: leader {'none' if not new.leader else 'from eligible' if new.leader in self.record.eligible else 'from in-sync'}")
+            note(f"an election: leader {'none' if not new.leader else 'from eligible' if new.leader in self.record.eligible else 'from in-sync'}")
             self.record = new
             self.broadcast()
 
@@ -178,7 +185,7 @@ class ReplicationModel(RuleBasedStateMachine):
         except (FencedLeaderEpochError, NotLeaderError):
             return              # the leader learns the newer record from a broadcast
         if new != self.record:
-            event(f"in-sync set changed to {len(new.in_sync)}")
+            note(f"in-sync set changed to {len(new.in_sync)}")
             self.record = new
             self.broadcast()
 
@@ -248,7 +255,7 @@ class ReplicationModel(RuleBasedStateMachine):
             if offset < hw:
                 assert replica.log[offset].record_id == record_id
                 self.acked[record_id] = offset
-                event("a record was acknowledged")
+                note("a record was acknowledged")
             else:
                 still.append((record_id, offset))
         replica.waiting_acks = still
@@ -429,7 +436,7 @@ class ReplicationModel(RuleBasedStateMachine):
         if answer.diverged:
             end = follower.truncation_for(answer.diverging_epoch, answer.diverging_end_offset,
                                           replica.epochs, len(replica.log))
-            event("a follower truncated" if end < len(replica.log) else "a divergence cut nothing")
+            note("a follower truncated" if end < len(replica.log) else "a divergence cut nothing")
             del replica.log[end:]
             replica.durable_end = min(replica.durable_end, end)
             replica.epochs.truncate_from_end(end)
@@ -534,8 +541,8 @@ class ReplicationModel(RuleBasedStateMachine):
                 self.fsync(r)
             self.tick(1.0)
             if self.caught_up():
-                event(f"caught up after {_ + 1} heal rounds")
-                event(f"acknowledged {min(len(self.acked) // 5 * 5, 30)}+ records")
+                note(f"caught up after {_ + 1} heal rounds")
+                note(f"acknowledged {min(len(self.acked) // 5 * 5, 30)}+ records")
                 break
         assert self.caught_up(), self.describe()
 
@@ -583,3 +590,82 @@ def test_no_acknowledged_record_is_lost_and_replicas_agree_under_crashes_and_a_f
     # When hypothesis runs random schedules of produces, fetches and faults
     # Then every invariant holds after every step, and everyone catches up at the end
     run_state_machine_as_test(ReplicationModel, settings=model_settings())
+
+
+# --- Scenarios: the known traps, step by step, through the same model -----------------
+# Random schedules rarely line up a dozen specific steps; these do, and check every
+# invariant after each step; then the faults stop and everyone must catch up.
+
+def run_scenario(min_insync: int, steps: list[tuple[str, dict]]) -> ReplicationModel:
+    model = ReplicationModel()
+    model.start(min_insync=min_insync)
+    invariants = [getattr(model, name) for name in dir(ReplicationModel)
+                  if getattr(getattr(ReplicationModel, name), "hypothesis_stateful_invariant",
+                             None)]
+    assert len(invariants) == 5
+    for name, arguments in steps:
+        getattr(model, name)(**arguments)
+        for check in invariants:
+            check()
+    return model
+
+
+def test_a_follower_that_diverges_truncates_by_the_epoch_lookup_and_keeps_acknowledged_records():
+    # Given (KIP-101's trap) s1 holds record 0 only; s2 holds records 0 and 1 but was
+    # last told HW 0; s1's fetch moves the leader's HW to 1, acknowledging record 0
+    steps = [("produce", {"r": "s0", "count": 1}),
+             ("a_follower_round_trip", {"r": "s1"}),
+             ("a_follower_round_trip", {"r": "s1"}),
+             ("produce", {"r": "s0", "count": 1}),
+             ("a_follower_round_trip", {"r": "s2"}),
+             ("a_follower_round_trip", {"r": "s2"}),
+             ("fsync", {"r": "s0"})]
+    # When the leader crashes, s1 is elected, and s2 fetches from it with record 1,
+    # which s1 lacks
+    steps += [("crash", {"r": "s0"}), ("controller_elects", {}),
+              ("a_quiet_round", {}), ("a_quiet_round", {})]
+    model = run_scenario(2, steps)
+    # Then s2 cut record 1 only (never by its HW, which would cut the acknowledged
+    # record 0 from an in-sync replica), and everyone caught up
+    assert model.acked == {0: 0}
+    assert model.record.leader == "s1"
+    model.heal()
+
+
+def test_a_new_leader_with_a_stale_high_watermark_adds_no_follower_that_lacks_acknowledged_records():
+    # Given (KAFKA-7128's trap) s2 is out of sync (cut off from the leader), and the
+    # leader s0 acknowledges record 0 with s1, which was never told the HW moved
+    steps = [("cut_link", {"a": "s0", "b": "s2"}),
+             ("tick", {"seconds": LAG_S * 0.6}), ("a_quiet_round", {}),
+             ("tick", {"seconds": LAG_S * 0.6}), ("a_quiet_round", {}),
+             ("produce", {"r": "s0", "count": 1}),
+             ("a_follower_round_trip", {"r": "s1"}),
+             ("a_follower_round_trip", {"r": "s1"}),
+             ("fsync", {"r": "s0"})]
+    # When s0 crashes, s1 leads alone (below min.insync.replicas 2, its HW stays 0)
+    # and s2, with nothing, fetches from it
+    steps += [("crash", {"r": "s0"}), ("mend_link", {"a": "s0", "b": "s2"}),
+              ("controller_elects", {}), ("a_quiet_round", {}),
+              # s2's fetch arrives; an in-sync change, if the leader asks one, reaches
+              # the controller before s2 has the answer
+              ("follower_fetches", {"r": "s2"}), ("deliver", {"i": 0}), ("deliver", {"i": 0}),
+              ("a_quiet_round", {}), ("a_quiet_round", {})]
+    # Then s2 joins the in-sync set only once it holds record 0 (the leader's epoch
+    # start offset), never at offset 0 because the stale HW was 0
+    model = run_scenario(2, steps)
+    assert model.record.in_sync == ("s1", "s2")
+    assert model.acked == {0: 0}
+    assert model.record.leader == "s1"
+    model.heal()
+
+
+def test_a_leader_does_not_acknowledge_alone_when_the_in_sync_set_shrinks_below_the_minimum():
+    # Given min.insync.replicas 2, s1 down, and a record produced while all were in sync
+    steps = [("crash", {"r": "s1"}), ("produce", {"r": "s0", "count": 1})]
+    # When s2 lags out too and the in-sync set shrinks to the leader alone, which fsyncs
+    steps += [("cut_link", {"a": "s0", "b": "s2"}), ("tick", {"seconds": LAG_S + 1}),
+              ("a_quiet_round", {}), ("fsync", {"r": "s0"})]
+    # Then nothing was acknowledged: s1 and s2, eligible, may lead without losing any
+    model = run_scenario(2, steps)
+    assert model.acked == {}
+    model.heal()
