@@ -2,7 +2,8 @@
 
 import pytest
 
-from plinth.control.leadership import alter_in_sync, elect_leader, initial_leadership
+from plinth.control.leadership import (alter_in_sync, elect_leader, initial_leadership,
+                                      mark_needs_repair)
 from plinth.errors import FencedLeaderEpochError, NotLeaderError
 from plinth.shards.shard_handle import Leadership
 
@@ -148,3 +149,25 @@ def test_a_change_stamps_the_controller_epoch_and_refuses_an_older_one():
     assert elect_leader(record(), {"b"}, unclean=False, controller_epoch=5).controller_epoch == 5
     with pytest.raises(FencedLeaderEpochError, match="controller epoch 1 is older than"):
         elect_leader(record(), {"b"}, unclean=False, controller_epoch=1)
+
+
+# --- mark_needs_repair ---------------------------------------------------------------------
+
+def test_a_replica_that_lost_data_leaves_the_in_sync_and_eligible_sets_at_once():
+    # Given b in sync and c eligible
+    current = record(in_sync=("a", "b"), eligible=("c",))
+    # When each comes back without its data
+    without_b = mark_needs_repair(current, "b")
+    without_c = mark_needs_repair(without_b, "c")
+    # Then each leaves its set, the partition epoch grows, the leader stays
+    assert (without_b.in_sync, without_b.eligible, without_b.partition_epoch) == \
+        (("a",), ("c",), 8)
+    assert (without_c.leader, without_c.leader_epoch, without_c.eligible) == ("a", 3, ())
+    # And a replica in neither set changes nothing
+    assert mark_needs_repair(without_c, "c") is without_c
+
+
+def test_a_leader_that_lost_data_leaves_the_partition_without_a_leader_until_an_election():
+    new = mark_needs_repair(record(), "a")
+    assert (new.leader, new.leader_epoch, new.in_sync) == ("", 4, ("b", "c"))
+    assert elect_leader(new, {"a", "b", "c"}, unclean=False, needs_repair={"a"}).leader == "b"

@@ -98,6 +98,7 @@ class Replica:
     role: LeaderReplication | FollowerReplication | None = None
     leader_hw_told: int = 0                # the HW in the last fetch answer
     fetches_outstanding: int = 0
+    needs_repair: bool = False             # it lost data; cleared once caught up
     waiting_acks: list[tuple[int, int]] = field(default_factory=list)   # (record id, offset)
 
     def high_watermark(self) -> int:
@@ -135,6 +136,7 @@ class ReplicationModel(RuleBasedStateMachine):
         self.hw_seen: dict[int, int] = {}                # leader epoch -> highest HW consumed
         self.appenders: dict[int, set[str]] = {}         # leader epoch -> who appended in it
         self.leader_hw: dict[tuple[str, int], int] = {}  # (replica, epoch) -> last HW seen
+        self.needs_repair: set[str] = set()              # the controller's marks
 
     # --- Set-up -------------------------------------------------------------------
 
@@ -167,7 +169,8 @@ class ReplicationModel(RuleBasedStateMachine):
             return
         alive = {r for r in REPLICAS
                  if self.replicas[r].alive and self.reachable(r, CONTROLLER)}
-        new = control.elect_leader(self.record, alive, unclean=False, min_insync=self.min_insync)
+        new = control.elect_leader(self.record, alive, unclean=False, min_insync=self.min_insync,
+                                   needs_repair=self.needs_repair)
         if new != self.record:
             note(f"an election: leader {'none' if not new.leader else 'from eligible' if new.leader in self.record.eligible else 'from in-sync'}")
             self.record = new
@@ -181,9 +184,10 @@ class ReplicationModel(RuleBasedStateMachine):
         leader_epoch, partition_epoch, in_sync = message.body
         try:
             new = control.alter_in_sync(self.record, message.src, leader_epoch, partition_epoch,
-                                        in_sync, self.min_insync)
+                                        in_sync, self.min_insync, needs_repair=self.needs_repair)
         except (FencedLeaderEpochError, NotLeaderError):
             return              # the leader learns the newer record from a broadcast
+        self.needs_repair -= set(new.in_sync)       # the leader added it back: caught up
         if new != self.record:
             note(f"in-sync set changed to {len(new.in_sync)}")
             self.record = new
@@ -211,12 +215,15 @@ class ReplicationModel(RuleBasedStateMachine):
             role.on_leadership(record)
             replica.waiting_acks.clear()           # NotLeaderError to the producer
         hw = min(role.high_watermark if role else 0, replica.durable_end)
-        if record.leader == replica.id:
+        if record.leader == replica.id and replica.needs_repair:
+            replica.role = None           # it never leads before it caught up
+        elif record.leader == replica.id:
             replica.role = LeaderReplication(NAME, replica.id, record, self.min_insync, hw,
                                              replica.durable_end, LAG_S, self.now_s)
         elif record.leader:
             replica.role = FollowerReplication(NAME, replica.id, record, replica.durable_end,
-                                               replica.epochs, high_watermark=hw)
+                                               replica.epochs, high_watermark=hw,
+                                               needs_repair=replica.needs_repair)
         else:
             replica.role = None
         replica.fetches_outstanding = 0
@@ -290,6 +297,7 @@ class ReplicationModel(RuleBasedStateMachine):
                 self.complete_acks(replica)
         elif (follower := replica.following()) is not None:
             follower.on_entries_durable(replica.durable_end, replica.leader_hw_told)
+            replica.needs_repair = follower.needs_repair
 
     @rule(r=st.sampled_from(REPLICAS))
     def crash(self, r):
@@ -315,18 +323,41 @@ class ReplicationModel(RuleBasedStateMachine):
         # hold under that epoch: the epoch lookup could not tell them apart).
         if replica.record is not None and replica.record.leader not in ("", r):
             replica.role = FollowerReplication(NAME, r, replica.record, replica.durable_end,
-                                               replica.epochs)
-        # The shard announces itself; the controller re-elects if it was the leader
-        # (a new leader epoch: it lost its leader state) and sends it the record.
+                                               replica.epochs, needs_repair=replica.needs_repair)
+        # The shard announces itself (and whether it lost data); the controller takes
+        # a replica that lost data out of the in-sync and eligible sets, re-elects if
+        # it was the leader (a new leader epoch: it lost its leader state), and sends
+        # it the record.
+        if replica.needs_repair:
+            self.needs_repair.add(r)
+            self.record = control.mark_needs_repair(self.record, r)
         if self.record.leader == r or not self.record.leader:
             alive = {x for x in REPLICAS
                      if self.replicas[x].alive and self.reachable(x, CONTROLLER)}
-            new = control.elect_leader(self.record, alive, unclean=False,
-                                       min_insync=self.min_insync)
-            if new != self.record:
-                self.record = new
-                self.broadcast()
-        self.send("record", CONTROLLER, r, (self.record,))
+            self.record = control.elect_leader(self.record, alive, unclean=False,
+                                               min_insync=self.min_insync,
+                                               needs_repair=self.needs_repair)
+        self.broadcast()
+        if replica.needs_repair:          # it lost its manifest: it opens with this record
+            self.take_record(replica, self.record)
+
+    @rule(r=st.sampled_from(REPLICAS), keep=st.sampled_from([0, 0, 1, 2, 4]))
+    def lose_data(self, r, keep):
+        # While it is down, a replica's disk loses data: its data directory (keep 0:
+        # the manifest too) or the tail its recovery cuts at a bad CRC.
+        # One disk at a time, with min.insync.replicas 2: what replication promises to
+        # survive (every acknowledged record is on two disks).
+        replica = self.replicas[r]
+        if replica.alive or keep >= replica.durable_end or self.min_insync < 2 \
+                or any(x.needs_repair for x in self.replicas.values()) or self.needs_repair:
+            return
+        del replica.log[keep:]
+        replica.durable_end = keep
+        replica.epochs.truncate_from_end(keep)
+        replica.needs_repair = True
+        if keep == 0:
+            replica.epochs = LeaderEpochs()
+            replica.record = None
 
     # --- The network ----------------------------------------------------------------
 
@@ -448,6 +479,7 @@ class ReplicationModel(RuleBasedStateMachine):
             replica.log.append(entry)
         replica.leader_hw_told = answer.high_watermark
         follower.on_entries_durable(replica.durable_end, answer.high_watermark)
+        replica.needs_repair = follower.needs_repair
 
     @rule(r=st.sampled_from(REPLICAS))
     def a_follower_round_trip(self, r):
@@ -476,9 +508,13 @@ class ReplicationModel(RuleBasedStateMachine):
 
     @invariant()
     def acknowledged_records_are_on_the_leader_and_every_in_sync_or_eligible_disk(self):
-        holders = set(self.record.in_sync) | set(self.record.eligible)
+        # (A replica that lost data is out of these sets once the controller hears of it,
+        # at its restart; until then it is down and nothing reads it.)
+        unheard = {r for r, replica in self.replicas.items()
+                   if replica.needs_repair and not replica.alive}
+        holders = (set(self.record.in_sync) | set(self.record.eligible)) - unheard
         for record_id, offset in self.acked.items():
-            if self.record.leader:
+            if self.record.leader and self.record.leader not in unheard:
                 log = self.replicas[self.record.leader].log
                 assert offset < len(log) and log[offset].record_id == record_id, \
                     f"acknowledged record {record_id} at {offset} is not on leader " \
