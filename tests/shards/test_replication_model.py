@@ -102,10 +102,9 @@ class Replica:
     waiting_acks: list[tuple[int, int]] = field(default_factory=list)   # (record id, offset)
 
     def high_watermark(self) -> int:
+        """What a consumer could be told here (a deposed leader's too); 0 while down."""
         if not self.alive or self.role is None:
             return 0
-        if isinstance(self.role, LeaderReplication) and not self.role.leading:
-            return self.role.high_watermark
         return self.role.high_watermark
 
     def leading(self) -> LeaderReplication | None:
