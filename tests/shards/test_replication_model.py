@@ -704,3 +704,23 @@ def test_a_leader_does_not_acknowledge_alone_when_the_in_sync_set_shrinks_below_
     model = run_scenario(2, steps)
     assert model.acked == {}
     model.heal()
+
+
+def test_a_leader_counts_a_follower_it_proposed_back_before_the_controller_answers():
+    # Given s2 out of sync (cut off long enough), then back and caught up: the leader
+    # proposes it back, and the controller commits that (s2 may now be elected)
+    steps = [("cut_link", {"a": "s0", "b": "s2"}),
+             ("tick", {"seconds": LAG_S * 0.6}), ("a_quiet_round", {}),
+             ("tick", {"seconds": LAG_S * 0.6}), ("a_quiet_round", {}),
+             ("mend_link", {"a": "s0", "b": "s2"}),
+             ("a_follower_round_trip", {"r": "s2"}),
+             ("deliver", {"i": 0})]
+    # When, before the leader hears the answer, a record reaches s1 and the leader's disk
+    steps += [("produce", {"r": "s0", "count": 1}),
+              ("a_follower_round_trip", {"r": "s1"}), ("a_follower_round_trip", {"r": "s1"}),
+              ("fsync", {"r": "s0"})]
+    # Then it is not acknowledged: the HW counts s2 while the expansion is pending (KIP-497)
+    model = run_scenario(2, steps)
+    assert model.record.in_sync == REPLICAS
+    assert model.acked == {}
+    model.heal()
