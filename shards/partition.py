@@ -325,9 +325,17 @@ class Partition:
         history ends), with the epochs that start there or later, the high
         watermark and the producers' state; returns what the log cut.
 
-        Below the log's start the log restarts empty at ``end_offset`` (a
-        replica rebuilt from its leader) and forgets every epoch and producer.
-        Raises StorageError if the disk refuses (reopening recovers a prefix).
+        The producers keep their remembered batches below ``end_offset``
+        (``ProducerStates.truncated``: no read of the log, so a truncation never
+        stalls the loop on a large active segment); one whose remembered
+        batches were all cut is forgotten. That loses no duplicate check: an
+        idempotent producer has one batch per partition in flight
+        (client/sender.py), fewer than the IDEMPOTENT_BATCHES_KEPT remembered,
+        so if those were all cut, every batch before them was acknowledged and
+        is never retried. Below the log's start the log restarts empty at
+        ``end_offset`` (a replica rebuilt from its leader) and forgets every
+        epoch and producer. Raises StorageError if the disk refuses (reopening
+        recovers a prefix).
         """
         plog = self.log
         old_start_offset = plog.start_offset

@@ -584,3 +584,22 @@ def test_a_partition_whose_recovery_cut_entries_needs_repair_until_it_has_caught
     part.log.flush()
     assert part.note_caught_up(4) and not part.needs_repair
     assert not open_partition(tmp_path / "t-3").needs_repair
+
+
+def test_truncating_back_before_a_roll_forgets_the_producer_snapshot_of_the_cut_segment(
+        tmp_path):
+    # Given a partition of small segments that rolled, saving its producers at the roll
+    config = LogConfig(segment_bytes_max=limits.SEGMENT_BYTES_MIN, index_interval_bytes=512)
+    part = open_partition(tmp_path / "t-3", config)
+    while len(part.log.segments) < 3:
+        append_as_leader(part, batch_of([b"v" * 300], producer_id=5,
+                                        base_sequence=part.log.end_offset), 0)
+    snapshot_path = tmp_path / "t-3" / SNAPSHOT_FILE
+    assert json.loads(snapshot_path.read_text())["base_offset"] == part.log.active_base_offset
+    # When it is truncated back into its first segment
+    part.truncate_to(2)
+    # Then the snapshot, which describes batches that were cut, is gone: a later
+    # segment starting at its offset must not be seeded with it
+    assert not snapshot_path.exists()
+    # And the producer, whose remembered batches were all cut, may send on from anywhere
+    assert part.producers.check("t-3", 5, 2, 1) is None

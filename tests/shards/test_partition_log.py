@@ -955,3 +955,18 @@ def test_appending_replicated_entries_after_a_truncation_continues_at_the_cut(tm
     assert read_all(follower) == common + new == read_all(leader)
     follower.close()
     assert read_all(PartitionLog.open(tmp_path / "follower", SMALL_SEGMENTS)) == common + new
+
+
+def test_a_follower_rolls_by_age_before_the_same_entry_as_its_leader(tmp_path):
+    # Given a leader and a follower whose empty active segments are older than segment_ms_max
+    clock = FakeClock()
+    config = LogConfig(segment_ms_max=60_000)
+    leader = PartitionLog.open(tmp_path / "leader", config, clock_ms=clock)
+    follower = PartitionLog.open(tmp_path / "follower", config, clock_ms=clock)
+    clock.now_ms += 60_000
+    # When the leader appends 3 batches and the follower takes them in one run
+    append_batches(leader, 3)
+    follower.append_entries(leader_entries(leader))
+    # Then both rolled before the second entry (the first went to the empty segment)
+    assert len(leader.segments) == 2
+    assert [s.base_offset for s in follower.segments] == [s.base_offset for s in leader.segments]
