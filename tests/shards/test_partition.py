@@ -13,7 +13,7 @@ import pytest
 from plinth import limits
 from plinth.errors import (
     CorruptDataError, InvalidTimestampError, OutOfOrderSequenceError, StorageError)
-from plinth.format.log_entry import LOG_ENTRY_HEADER_BYTES, iter_entries
+from plinth.format.log_entry import LOG_ENTRY_HEADER_BYTES, build_entry_header, iter_entries
 from plinth.format.record_batch import BatchBuilder, summarize_batch
 from plinth.shards.leader_epochs import CHECKPOINT_FILE, EpochEntry, load_leader_epochs
 from plinth.shards.partition import Partition
@@ -547,6 +547,7 @@ def test_truncating_below_the_log_start_restarts_it_empty_with_no_epochs_or_prod
     config = LogConfig(segment_bytes_max=limits.SEGMENT_BYTES_MIN,
                        retention_bytes=2 * limits.SEGMENT_BYTES_MIN)
     part = open_partition(tmp_path / "t-3", config)
+    append_as_leader(part, batch_of([b"early"], producer_id=4, base_sequence=0), 1)
     for i in range(40):
         append_as_leader(part, batch_of([b"v" * 300], producer_id=3, base_sequence=i), 1)
     part.log.enforce_retention()
@@ -603,3 +604,15 @@ def test_truncating_back_before_a_roll_forgets_the_producer_snapshot_of_the_cut_
     assert not snapshot_path.exists()
     # And the producer, whose remembered batches were all cut, may send on from anywhere
     assert part.producers.check("t-3", 5, 2, 1) is None
+
+
+def test_a_replicated_entry_whose_header_and_batch_disagree_on_the_record_count_is_refused(
+        tmp_path):
+    # Given an entry whose header (CRC and all) says 3 records for a batch of 2
+    batch = batch_of([b"a", b"b"])
+    entry = build_entry_header(0, NOW_MS, 3, batch) + batch
+    follower = open_partition(tmp_path / "t-3")
+    # When a follower is given it / Then it is refused, naming the counts, and not stored
+    with pytest.raises(CorruptDataError, match=r"refused at offset 0 .*3 records, its batch 2"):
+        follower.append_replicated(entry, [(1, 0)])
+    assert follower.log.end_offset == 0 and follower.leader_epochs.entries == ()

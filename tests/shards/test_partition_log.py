@@ -774,6 +774,11 @@ def test_truncating_to_every_entry_boundary_keeps_exactly_the_entries_before_it(
         assert reopened.recovery.bytes_truncated == 0
         assert read_all(reopened) == kept and reopened.end_offset == cut_offset
         reopened.close()
+        # And entries appended after the cut are indexed and found by time too
+        later = [(log.append(b"z" * 600, 1, 90_000 + k), 1, b"z" * 600) for k in range(8)]
+        assert read_all(log) == kept + later
+        assert log.offset_for_timestamp(90_005) == later[5][0]
+        log.close()
 
 
 def test_truncating_to_the_end_cuts_nothing(tmp_path):
