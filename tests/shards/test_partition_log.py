@@ -668,6 +668,10 @@ attempts = {
     "read past the end": lambda: log.read(0, 100, 3),
     "offset index backwards": offset_index_backwards,
     "time index backwards": time_index_backwards,
+    "truncate past the end": lambda: log.truncate_to(3),
+    "truncate inside an entry": lambda: log.truncate_to(1),
+    "append entries checked against another end": lambda: log.append_checked(
+        log.check_entries(b"")._replace(base_offset=7)),
 }
 unchecked = []
 for name, attempt in attempts.items():
