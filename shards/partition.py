@@ -283,9 +283,15 @@ class Partition:
         latest one here; an older epoch than the latest may only be one that
         starts before the entries (the history both logs share)."""
         epochs = None
+        if self.leader_epochs.entries and (
+                self.leader_epochs.entries[-1].start_offset >= checked.base_offset):
+            # An epoch this replica assigned as leader without writing in it (its
+            # append failed) is no part of the history.
+            epochs = LeaderEpochs(self.leader_epochs.entries)
+            epochs.truncate_from_end(checked.base_offset)
         base_offsets = None
         for epoch, start_offset in epoch_starts:
-            history = epochs or self.leader_epochs
+            history = epochs if epochs is not None else self.leader_epochs
             latest_epoch = history.latest_epoch()
             if epoch <= latest_epoch and (epoch == latest_epoch
                                           or start_offset < checked.base_offset):
@@ -340,9 +346,9 @@ class Partition:
         plog = self.log
         old_start_offset = plog.start_offset
         result = plog.truncate_to(end_offset)
+        self._fit_epochs_to_log()   # also an epoch assigned at the end that wrote nothing
         if result.end_offset == result.old_end_offset:
             return result
-        self._fit_epochs_to_log()
         self.high_watermark = max(plog.start_offset, min(self.high_watermark, plog.end_offset))
         if end_offset < old_start_offset:
             self.producers = ProducerStates()

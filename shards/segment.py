@@ -561,11 +561,12 @@ class Segment:
         self._time_index.truncate_to(end_offset)
         self._resume_from_indexes(position)
         self._indexes_written = False   # rewritten when it rolls or closes
-        if (self._size_bytes, self._end_offset) != (position, end_offset):
-            raise AssertionError(f"{self.log_path} cut at position {position} (offset "
-                                 f"{end_offset}) tracks {self._size_bytes} bytes up to offset "
-                                 f"{self._end_offset}")
         self._fsync()
+        if (self._size_bytes, self._end_offset) != (position, end_offset):
+            # The entries before the cut did not scan whole (a flipped header).
+            raise CorruptDataError(f"{self.log_path}, cut at position {position} (offset "
+                                   f"{end_offset}), reads only {self._size_bytes} bytes, up to "
+                                   f"offset {self._end_offset}: an entry before it is corrupt")
         return bytes_cut, entries_cut
 
     def _count_entries(self, position: int) -> int:

@@ -616,3 +616,48 @@ def test_a_replicated_entry_whose_header_and_batch_disagree_on_the_record_count_
     with pytest.raises(CorruptDataError, match=r"refused at offset 0 .*3 records, its batch 2"):
         follower.append_replicated(entry, [(1, 0)])
     assert follower.log.end_offset == 0 and follower.leader_epochs.entries == ()
+
+
+def refuse_append_as_leader(part: Partition, monkeypatch, leader_epoch: int) -> None:
+    """The first append of ``leader_epoch``, which the disk refuses after the epoch is saved."""
+    def full_disk(fd, buffers):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "writev", full_disk)
+    with pytest.raises(StorageError):
+        append_as_leader(part, batch_of([b"refused"]), leader_epoch)
+    monkeypatch.undo()
+
+
+def test_an_epoch_a_deposed_leader_assigned_without_writing_does_not_block_its_new_leader(
+        tmp_path, monkeypatch):
+    # Given a leader of epoch 1 whose first append in epoch 3 the disk refused
+    a = open_partition(tmp_path / "a" / "t-3")
+    append_as_leader(a, batch_of([b"a"]), 1)
+    b = open_partition(tmp_path / "b" / "t-3")
+    replicate(a, b)
+    refuse_append_as_leader(a, monkeypatch, 3)
+    assert a.leader_epochs.entries == (EpochEntry(1, 0), EpochEntry(3, 1))
+    # When the other replica leads in epoch 2 and the first one follows it
+    append_as_leader(b, batch_of([b"b"]), 2)
+    a.truncate_to(b.leader_epochs.end_offset_for(1, b.log.end_offset).start_offset)
+    # Then its truncation (which cut no entry) forgot epoch 3, which wrote nothing,
+    # and it takes the new leader's entries and epoch 2
+    assert a.leader_epochs.entries == (EpochEntry(1, 0),)
+    assert replicate(b, a) == 2
+    assert a.leader_epochs.entries == (EpochEntry(1, 0), EpochEntry(2, 1))
+    assert load_leader_epochs(a.log.directory).entries == a.leader_epochs.entries
+
+
+def test_a_follower_forgets_an_epoch_it_assigned_without_writing_when_it_replicates(
+        tmp_path, monkeypatch):
+    # Given a replica holding an epoch it assigned as leader but never wrote in
+    a = open_partition(tmp_path / "a" / "t-3")
+    append_as_leader(a, batch_of([b"a"]), 1)
+    b = open_partition(tmp_path / "b" / "t-3")
+    replicate(a, b)
+    refuse_append_as_leader(a, monkeypatch, 3)
+    # When it replicates the new leader's epoch 2 without truncating first (no divergence)
+    append_as_leader(b, batch_of([b"b"]), 2)
+    # Then the entries and epoch 2 are taken
+    assert replicate(b, a) == 2
+    assert a.leader_epochs.entries == (EpochEntry(1, 0), EpochEntry(2, 1))
