@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import random
 import time
 
 import pytest
@@ -15,7 +16,8 @@ from plinth.errors import (
     CorruptDataError, InvalidTimestampError, OutOfOrderSequenceError, StorageError)
 from plinth.format.log_entry import LOG_ENTRY_HEADER_BYTES, build_entry_header, iter_entries
 from plinth.format.record_batch import BatchBuilder, summarize_batch
-from plinth.shards.leader_epochs import CHECKPOINT_FILE, EpochEntry, load_leader_epochs
+from plinth.shards.leader_epochs import (
+    CHECKPOINT_FILE, NO_EPOCH, EpochEntry, load_leader_epochs)
 from plinth.shards.partition import Partition
 from plinth.shards.partition_log import LogConfig
 from plinth.shards.producer_state import SNAPSHOT_FILE
@@ -661,3 +663,63 @@ def test_a_follower_forgets_an_epoch_it_assigned_without_writing_when_it_replica
     # Then the entries and epoch 2 are taken
     assert replicate(b, a) == 2
     assert a.leader_epochs.entries == (EpochEntry(1, 0), EpochEntry(2, 1))
+
+
+def catch_up(leader: Partition, follower: Partition) -> None:
+    """The follower's side of the protocol (design12.md): fetch with the epoch of its last
+    entry; on divergence truncate to min(the leader's end of that epoch, its own), again
+    until the histories agree; then take everything the leader has."""
+    for _ in range(100):
+        fetch_offset = follower.log.end_offset
+        last_epoch = follower.leader_epochs.epoch_at(fetch_offset - 1)
+        if last_epoch == NO_EPOCH:
+            break
+        epoch, end_offset = leader.leader_epochs.end_offset_for(last_epoch, leader.log.end_offset)
+        if epoch == last_epoch and end_offset >= fetch_offset:
+            break
+        own_end = follower.leader_epochs.end_offset_for(epoch, fetch_offset).start_offset
+        follower.truncate_to(max(min(end_offset, own_end), 0))
+    else:
+        raise AssertionError(f"{follower.log.directory} did not converge")
+    replicate(leader, follower)
+
+
+def test_two_replicas_that_lead_in_turn_converge_after_every_change_of_leader(tmp_path):
+    rng = random.Random(1212)
+    config = LogConfig(segment_bytes_max=limits.SEGMENT_BYTES_MIN, index_interval_bytes=256)
+    replicas = [open_partition(tmp_path / name / "t-3", config) for name in ("a", "b")]
+    leader, epoch, sequence, changes = 0, 1, 0, 0
+    for step in range(300):
+        lead, follow = replicas[leader], replicas[1 - leader]
+        action = rng.random()
+        if action < 0.5:
+            # Given the leader appends batches of an idempotent producer
+            for _ in range(rng.randrange(1, 4)):
+                batch = batch_of([b"r%d" % sequence] * rng.randrange(1, 4),
+                                 producer_id=100 + changes, base_sequence=sequence)
+                sequence += summarize_batch(batch).record_count
+                append_as_leader(lead, batch, epoch)
+        elif action < 0.75:
+            # And the follower fetches a prefix of what the follower lacks
+            offset = follow.log.end_offset
+            data = entries_from(lead, offset) if offset <= lead.log.end_offset else b""
+            ends = [0] + [h.entry_bytes for h, _ in iter_entries(data)]
+            cut = sum(ends[:rng.randrange(len(ends))])
+            if cut:
+                follow.append_replicated(data[:cut], [
+                    (e.epoch, e.start_offset) for e in lead.leader_epochs.entries
+                    if e.start_offset >= offset])
+        elif action < 0.9:
+            # When leadership moves (uncleanly: the new leader may lack entries)
+            # (its producer, which may have lost batches, starts again as a new one)
+            leader, epoch, changes, sequence = 1 - leader, epoch + 1, changes + 1, 0
+            # Then the old leader, now following, converges to the new leader's log
+            catch_up(replicas[leader], replicas[1 - leader])
+            assert entries_from(replicas[0], 0) == entries_from(replicas[1], 0), step
+            assert replicas[0].leader_epochs.entries == replicas[1].leader_epochs.entries, step
+        else:
+            # And a replica crashes now and then (reopened without being closed)
+            crashed = rng.randrange(2)
+            replicas[crashed] = open_partition(tmp_path / ("a", "b")[crashed] / "t-3", config)
+            assert not replicas[crashed].needs_repair
+    assert changes > 30
