@@ -689,6 +689,7 @@ def test_two_replicas_that_lead_in_turn_converge_after_every_change_of_leader(tm
     config = LogConfig(segment_bytes_max=limits.SEGMENT_BYTES_MIN, index_interval_bytes=256)
     replicas = [open_partition(tmp_path / name / "t-3", config) for name in ("a", "b")]
     leader, epoch, sequence, changes = 0, 1, 0, 0
+    written_in = {}   # batch bytes -> the epoch its leader wrote it in
     for step in range(300):
         lead, follow = replicas[leader], replicas[1 - leader]
         action = rng.random()
@@ -699,6 +700,7 @@ def test_two_replicas_that_lead_in_turn_converge_after_every_change_of_leader(tm
                                  producer_id=100 + changes, base_sequence=sequence)
                 sequence += summarize_batch(batch).record_count
                 append_as_leader(lead, batch, epoch)
+                written_in[batch] = epoch
         elif action < 0.75:
             # And the follower fetches a prefix of what the follower lacks
             offset = follow.log.end_offset
@@ -717,6 +719,10 @@ def test_two_replicas_that_lead_in_turn_converge_after_every_change_of_leader(tm
             catch_up(replicas[leader], replicas[1 - leader])
             assert entries_from(replicas[0], 0) == entries_from(replicas[1], 0), step
             assert replicas[0].leader_epochs.entries == replicas[1].leader_epochs.entries, step
+            # And its epochs say which leader epoch wrote each of its batches
+            for header, batch in iter_entries(entries_from(replicas[0], 0)):
+                assert replicas[0].leader_epochs.epoch_at(header.base_offset) == written_in[
+                    bytes(batch)], step
         else:
             # And a replica crashes now and then (reopened without being closed)
             crashed = rng.randrange(2)
