@@ -55,7 +55,7 @@ from plinth.format.record_batch import BatchSummary, summarize_batch
 from plinth.shards.leader_epochs import (
     NO_EPOCH, LeaderEpochs, load_leader_epochs, save_leader_epochs)
 from plinth.shards.partition_log import (
-    CheckedEntries, LogConfig, PartitionLog, TruncationResult, wall_clock_ms)
+    CheckedEntries, LogConfig, PartitionLog, RetentionResult, TruncationResult, wall_clock_ms)
 from plinth.shards.producer_state import (
     ProducerStates, discard_snapshot_after, load_snapshot, save_snapshot)
 from plinth.shards.segment import fsync_directory
@@ -359,6 +359,20 @@ class Partition:
         except OSError as exc:   # a roll saves the state again before it could be used
             log.error("cannot remove the stale producer state of %s in %s: %s", self.name,
                       plog.directory, exc)
+        return result
+
+    def enforce_retention(self) -> RetentionResult:
+        """Retention of the log (PartitionLog.enforce_retention; all of it may go if the
+        partition is sealed), then of the leader epochs: the one that holds the
+        new start offset now starts there and older ones go, as Kafka's
+        truncateFromStart. A checkpoint the disk refuses is logged, not raised:
+        the older epochs it keeps describe nothing the log still holds."""
+        result = self.log.enforce_retention(sealed=self.sealed)
+        if result.segments:
+            try:
+                self._fit_epochs_to_log()
+            except StorageError as exc:
+                log.error("%s", exc)
         return result
 
     def _check_timestamps(self, summary, now_ms: int) -> None:

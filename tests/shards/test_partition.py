@@ -729,3 +729,21 @@ def test_two_replicas_that_lead_in_turn_converge_after_every_change_of_leader(tm
             replicas[crashed] = open_partition(tmp_path / ("a", "b")[crashed] / "t-3", config)
             assert not replicas[crashed].needs_repair
     assert changes > 30
+
+
+def test_retention_moves_the_first_leader_epoch_to_the_new_start_offset(tmp_path):
+    # Given a partition led in epochs 1 then 2, of small segments, that keeps 2 of them
+    config = LogConfig(segment_bytes_max=limits.SEGMENT_BYTES_MIN,
+                       retention_bytes=2 * limits.SEGMENT_BYTES_MIN)
+    part = open_partition(tmp_path / "t-3", config)
+    for i in range(10):
+        append_as_leader(part, batch_of([b"v" * 300]), 1)
+    for i in range(30):
+        append_as_leader(part, batch_of([b"v" * 300]), 2)
+    # When retention deletes segments past the start of epoch 2
+    result = part.enforce_retention()
+    # Then epoch 1 is gone and epoch 2 starts at the new start offset, saved
+    start_offset = part.log.start_offset
+    assert result.segments and start_offset > 10
+    assert part.leader_epochs.entries == (EpochEntry(2, start_offset),)
+    assert load_leader_epochs(tmp_path / "t-3").entries == part.leader_epochs.entries
