@@ -155,7 +155,8 @@ class Partition:
             path.unlink(missing_ok=True)
             fsync_directory(self.log.directory)
         except OSError as exc:
-            raise StorageError(f"cannot clear the repair mark {path} of {self.name}: {exc}") from None
+            raise StorageError(
+                f"cannot clear the repair mark {path} of {self.name}: {exc}") from None
         self.needs_repair = False
         log.info("%s repaired: caught up to its leader's high watermark %d", self.name,
                  leader_high_watermark)
@@ -316,7 +317,8 @@ class Partition:
         """Remember the producers of the replicated batches the log holds; if the log
         rolled, save the state before the new active segment's first batch."""
         plog = self.log
-        rolled_at = plog.active_base_offset if plog.active_base_offset != active_base_offset else None
+        rolled = plog.active_base_offset != active_base_offset
+        rolled_at = plog.active_base_offset if rolled else None
         end_offset = plog.end_offset
         for header, summary in zip(checked.headers, summaries):
             if header.end_offset > end_offset:

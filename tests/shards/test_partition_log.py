@@ -718,7 +718,8 @@ def test_truncating_inside_the_active_segment_cuts_it_and_reports_the_cut(tmp_pa
     kept_bytes = sum(LOG_ENTRY_HEADER_BYTES + len(batch) for _, _, batch in appended[:3])
     assert (result.old_end_offset, result.end_offset) == (appended[-1][0] + appended[-1][1],
                                                            cut_offset)
-    assert (result.segments_deleted, result.bytes, result.entries) == (0, size_bytes - kept_bytes, 2)
+    assert (result.segments_deleted, result.bytes, result.entries) == (
+        0, size_bytes - kept_bytes, 2)
     assert (log.end_offset, log.flushed_end_offset, log.size_bytes) == (cut_offset, cut_offset,
                                                                          kept_bytes)
     assert os.path.getsize(log.segments[-1].log_path) == kept_bytes
