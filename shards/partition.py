@@ -30,9 +30,11 @@ where the follower agrees with its leader. A partition whose recovery cut
 entries ``needs_repair``: its log may have lost records it had acknowledged,
 so it must not count as in sync, nor be elected, until it has caught up with
 its leader's high watermark (``note_caught_up``). The mark is kept on disk
-(``<partition dir>/needs-repair``, the recovery's reason as text) so that a
-second restart, which cuts nothing, does not forget it. Partitions of factor
-1 ignore it.
+(``<partition dir>/needs-repair``, the reason as text) so that a second
+restart, which cuts nothing, does not forget it. The shard marks a partition
+whose directory it found missing the same way (``directory_created`` for a
+partition its manifest knew: a lost or wiped disk). Partitions of factor 1
+ignore the mark.
 
 Sealed. A partition whose writes moved to another shard at ``high_watermark``
 is sealed: its log is read-only history, served until retention deletes it.
@@ -79,6 +81,8 @@ class Partition:
     leader_epochs: LeaderEpochs = field(default_factory=LeaderEpochs)
     # Recovery cut entries: not in sync, not electable, until caught up (module docstring).
     needs_repair: bool = False
+    # open() found no directory: a new partition, or (if the shard knew it) a lost disk.
+    directory_created: bool = False
     # Built once, because every produce and fetch uses them: (topic, partition)
     # keys the shard's tables, and "<topic>-<partition>" names it in messages.
     key: tuple[str, int] = field(init=False)
@@ -94,13 +98,15 @@ class Partition:
         """Open (recovering) or create the log in ``directory``; a new log starts at
         ``initial_offset``. Everything the log holds is readable. ``files``: the
         shard's open segment files, shared by its partitions (a private one if None)."""
+        directory_created = not Path(directory).exists()
         plog = PartitionLog.open(directory, log_config, initial_offset=initial_offset,
                                  files=files)
         try:
             # What survived recovery is on disk; make it durable, then readable.
             plog.flush()
             part = cls(topic, partition, plog, plog.end_offset,
-                       leader_epochs=load_leader_epochs(plog.directory))
+                       leader_epochs=load_leader_epochs(plog.directory),
+                       directory_created=directory_created)
             part._fit_epochs_to_log()
             part._mark_needs_repair()
         except BaseException:
@@ -130,20 +136,29 @@ class Partition:
     def _mark_needs_repair(self) -> None:
         """Set ``needs_repair`` if this open's recovery cut entries (saving the mark)
         or an earlier one did and the partition has not caught up since."""
-        path = self.log.directory / NEEDS_REPAIR_FILE
         recovery = self.log.recovery
         if recovery.bytes_truncated:
-            reason = (f"recovery cut {recovery.bytes_truncated} bytes at end offset "
-                      f"{self.log.end_offset}: {recovery.reason}\n")
-            try:
-                write_file_atomically(path, reason.encode(), sync_dir=True)
-            except OSError as exc:
-                raise StorageError(f"cannot mark {self.name} as needing repair in {path} "
-                                   f"({reason.strip()}): {exc}") from None
-        self.needs_repair = path.exists()
-        if self.needs_repair:
-            log.warning("%s needs repair: not in sync until it has caught up with its leader "
-                        "(%s)", self.name, path.read_text().strip())
+            self.mark_needs_repair(f"recovery cut {recovery.bytes_truncated} bytes at end offset "
+                                   f"{self.log.end_offset}: {recovery.reason}")
+        elif (self.log.directory / NEEDS_REPAIR_FILE).exists():
+            self.needs_repair = True
+            log.warning("%s still needs repair: not in sync until it has caught up with its "
+                        "leader (%s)", self.name,
+                        (self.log.directory / NEEDS_REPAIR_FILE).read_text().strip())
+
+    def mark_needs_repair(self, reason: str) -> None:
+        """The log may have lost records it held (``reason`` says how: recovery cut
+        entries; the shard found the directory of a partition it knew missing):
+        set ``needs_repair`` and keep the mark on disk until ``note_caught_up``."""
+        path = self.log.directory / NEEDS_REPAIR_FILE
+        try:
+            write_file_atomically(path, f"{reason}\n".encode(), sync_dir=True)
+        except OSError as exc:
+            raise StorageError(f"cannot mark {self.name} as needing repair in {path} "
+                               f"({reason}): {exc}") from None
+        self.needs_repair = True
+        log.warning("%s needs repair: not in sync until it has caught up with its leader (%s)",
+                    self.name, reason)
 
     def note_caught_up(self, leader_high_watermark: int) -> bool:
         """The replica has fetched (durably) up to ``leader_high_watermark``, its leader's:

@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import random
+import shutil
 import time
 
 import pytest
@@ -747,3 +748,22 @@ def test_retention_moves_the_first_leader_epoch_to_the_new_start_offset(tmp_path
     assert result.segments and start_offset > 10
     assert part.leader_epochs.entries == (EpochEntry(2, start_offset),)
     assert load_leader_epochs(tmp_path / "t-3").entries == part.leader_epochs.entries
+
+
+def test_a_partition_whose_directory_was_lost_can_be_marked_as_needing_repair(tmp_path):
+    # Given a partition with records, whose directory is then deleted while it is down
+    part = open_partition(tmp_path / "t-3")
+    assert part.directory_created   # a new partition
+    append_as_leader(part, batch_of([b"a"]), 1)
+    part.log.close()
+    assert not open_partition(tmp_path / "t-3").directory_created
+    shutil.rmtree(tmp_path / "t-3")
+    # When it is opened again, it says it created the directory
+    part = open_partition(tmp_path / "t-3")
+    assert part.directory_created and not part.needs_repair
+    # Then the shard, which knew the partition, marks it; the mark survives a restart
+    part.mark_needs_repair("the shard's manifest knew t-3 but its directory was missing")
+    part = open_partition(tmp_path / "t-3")
+    assert part.needs_repair and not part.directory_created
+    # And it is cleared once the partition has caught up with its leader
+    assert part.note_caught_up(0) and not open_partition(tmp_path / "t-3").needs_repair
