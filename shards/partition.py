@@ -26,7 +26,8 @@ acknowledged). As follower, ``append_replicated`` takes the leader's entries as
 stored, the epochs that start inside them, and each batch's producer id and
 sequence (so a new leader recognises an idempotent producer's retry);
 ``truncate_to`` cuts the log, the epochs and the producers' state back to
-where the follower agrees with its leader. A partition whose recovery cut
+where the follower agrees with its leader, and ``restart_at`` empties it to
+start at the leader's log start offset. A partition whose recovery cut
 entries ``needs_repair``: its log may have lost records it had acknowledged,
 so it must not count as in sync, nor be elected, until it has caught up with
 its leader's high watermark (``note_caught_up``). The mark is kept on disk
@@ -356,27 +357,40 @@ class Partition:
         (client/sender.py), fewer than the IDEMPOTENT_BATCHES_KEPT remembered,
         so if those were all cut, every batch before them was acknowledged and
         is never retried. Below the log's start the log restarts empty at
-        ``end_offset`` (a replica rebuilt from its leader) and forgets every
-        epoch and producer. Raises StorageError if the disk refuses (reopening
-        recovers a prefix).
+        ``end_offset`` (``restart_at``). Raises StorageError if the disk
+        refuses (reopening recovers a prefix).
         """
         plog = self.log
-        old_start_offset = plog.start_offset
+        if end_offset < plog.start_offset:
+            return self.restart_at(end_offset)
         result = plog.truncate_to(end_offset)
         self._fit_epochs_to_log()   # also an epoch assigned at the end that wrote nothing
         if result.end_offset == result.old_end_offset:
             return result
-        self.high_watermark = max(plog.start_offset, min(self.high_watermark, plog.end_offset))
-        if end_offset < old_start_offset:
-            self.producers = ProducerStates()
-        else:
-            self.producers = self.producers.truncated(end_offset)
+        self.high_watermark = min(self.high_watermark, plog.end_offset)
+        self.producers = self.producers.truncated(end_offset)
+        self._discard_producer_snapshot_after(plog.active_base_offset)
+        return result
+
+    def restart_at(self, start_offset: int) -> TruncationResult:
+        """Delete the whole log and start it again, empty, at ``start_offset``, with no
+        epochs and no producers (Kafka's truncateFullyAndStartAt): for a follower
+        whose log ends before its leader's log starts, or that diverged from its
+        leader before its own start. Returns what the log cut."""
+        plog = self.log
+        result = plog.restart_at(start_offset)
+        self._fit_epochs_to_log()
+        self.high_watermark = start_offset
+        self.producers = ProducerStates()
+        self._discard_producer_snapshot_after(start_offset - 1)
+        return result
+
+    def _discard_producer_snapshot_after(self, base_offset: int) -> None:
         try:
-            discard_snapshot_after(plog.directory, plog.active_base_offset)
+            discard_snapshot_after(self.log.directory, base_offset)
         except OSError as exc:   # a roll saves the state again before it could be used
             log.error("cannot remove the stale producer state of %s in %s: %s", self.name,
-                      plog.directory, exc)
-        return result
+                      self.log.directory, exc)
 
     def enforce_retention(self) -> RetentionResult:
         """Retention of the log (PartitionLog.enforce_retention; all of it may go if the

@@ -561,6 +561,8 @@ def test_truncating_below_the_log_start_restarts_it_empty_with_no_epochs_or_prod
     assert (part.log.start_offset, part.log.end_offset, part.high_watermark) == (5, 5, 5)
     assert part.leader_epochs.entries == () == load_leader_epochs(tmp_path / "t-3").entries
     assert len(part.producers) == 0
+    # And the producer snapshot saved when it rolled, of batches now gone, is removed
+    assert not (tmp_path / "t-3" / SNAPSHOT_FILE).exists()
 
 
 def test_a_partition_whose_recovery_cut_entries_needs_repair_until_it_has_caught_up(tmp_path):
@@ -767,3 +769,31 @@ def test_a_partition_whose_directory_was_lost_can_be_marked_as_needing_repair(tm
     assert part.needs_repair and not part.directory_created
     # And it is cleared once the partition has caught up with its leader
     assert part.note_caught_up(0) and not open_partition(tmp_path / "t-3").needs_repair
+
+
+def test_a_follower_behind_its_leaders_log_start_restarts_there_with_no_history(tmp_path):
+    # Given a leader whose retention deleted the offsets a follower lacks
+    config = LogConfig(segment_bytes_max=limits.SEGMENT_BYTES_MIN,
+                       retention_bytes=2 * limits.SEGMENT_BYTES_MIN)
+    leader = open_partition(tmp_path / "leader" / "t-3", config)
+    follower = open_partition(tmp_path / "follower" / "t-3", config)
+    append_as_leader(leader, batch_of([b"old"], producer_id=6, base_sequence=0), 1)
+    replicate(leader, follower)
+    for i in range(1, 40):
+        append_as_leader(leader, batch_of([b"v" * 300], producer_id=6, base_sequence=i), 2)
+    leader.enforce_retention()
+    assert leader.log.start_offset > follower.log.end_offset
+    # When the follower restarts its log at the leader's start offset
+    follower.restart_at(leader.log.start_offset)
+    # Then it is empty there, with no epochs and no producers, saved so
+    assert (follower.log.start_offset, follower.log.end_offset, follower.high_watermark) == (
+        (leader.log.start_offset,) * 3)
+    assert follower.leader_epochs.entries == () and len(follower.producers) == 0
+    assert load_leader_epochs(follower.log.directory).entries == ()
+    # And it replicates the leader's log from there, epochs and producers included
+    replicate(leader, follower)
+    assert entries_from(follower, follower.log.start_offset) == entries_from(
+        leader, leader.log.start_offset)
+    assert follower.leader_epochs.entries == leader.leader_epochs.entries
+    assert append_as_leader(follower, batch_of([b"v" * 300], producer_id=6, base_sequence=39),
+                            3) == 39

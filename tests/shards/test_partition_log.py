@@ -980,3 +980,23 @@ def test_a_follower_rolls_by_age_before_the_same_entry_as_its_leader(tmp_path):
     # Then both rolled before the second entry (the first went to the empty segment)
     assert len(leader.segments) == 2
     assert [s.base_offset for s in follower.segments] == [s.base_offset for s in leader.segments]
+
+
+def test_a_log_restarted_past_its_end_is_empty_there_and_takes_the_leaders_entries(tmp_path):
+    # Given a leader whose retention deleted what a follower lacks
+    leader = PartitionLog.open(tmp_path / "leader", LogConfig(
+        segment_bytes_max=SEGMENT_BYTES_MIN, retention_bytes=2 * SEGMENT_BYTES_MIN))
+    append_batches(leader, 60)
+    leader.enforce_retention()
+    follower = PartitionLog.open(tmp_path / "follower", SMALL_SEGMENTS)
+    append_batches(follower, 3)
+    old_end_offset = follower.end_offset
+    # When the follower restarts its log at the leader's start offset
+    result = follower.restart_at(leader.start_offset)
+    # Then it is empty there, its old segment gone, and it takes the leader's entries
+    assert (result.old_end_offset, result.end_offset, result.segments_deleted) == (
+        old_end_offset, leader.start_offset, 1)
+    assert (follower.start_offset, follower.end_offset) == (leader.start_offset,) * 2
+    assert follower.append_entries(leader_entries(leader)) == leader.end_offset
+    follower.close()
+    assert read_all(PartitionLog.open(tmp_path / "follower", SMALL_SEGMENTS)) == read_all(leader)
