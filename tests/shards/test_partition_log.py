@@ -756,10 +756,12 @@ def test_truncating_into_an_older_segment_deletes_the_later_ones_and_appends_go_
 
 def test_truncating_to_every_entry_boundary_keeps_exactly_the_entries_before_it(tmp_path):
     rng = random.Random(12)
-    # Given a log of several segments, for each of its entry boundaries in turn
+    # Given a log of several segments, for every third of its entry boundaries and
+    # its end (segment boundaries, starts, middles and ends of segments among them)
     source = PartitionLog.open(tmp_path / "source", SMALL_SEGMENTS)
     appended = append_batches(source, 40)
-    for i, cut_offset in enumerate(entry_boundaries(appended)):
+    boundaries = entry_boundaries(appended)
+    for i, cut_offset in enumerate(boundaries[::3] + boundaries[-1:]):
         directory = tmp_path / str(i)
         log = PartitionLog.open(directory, SMALL_SEGMENTS)
         append_batches(log, 40)
