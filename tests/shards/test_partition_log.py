@@ -754,7 +754,7 @@ def test_truncating_into_an_older_segment_deletes_the_later_ones_and_appends_go_
     assert read_all(reopened) == appended[:middle] + [(appended[middle][0], 2, b"after the cut")]
 
 
-def test_truncating_to_every_entry_boundary_keeps_exactly_the_entries_before_it(tmp_path):
+def test_truncating_at_entry_boundaries_anywhere_keeps_exactly_the_entries_before_them(tmp_path):
     rng = random.Random(12)
     # Given a log of several segments, for every third of its entry boundaries and
     # its end (segment boundaries, starts, middles and ends of segments among them)
