@@ -75,6 +75,7 @@ PRODUCER_DELIVERY_TIMEOUT_MS = 180_000
 CONSUMER_REQUEST_TIMEOUT_MS = 5_000
 POLL_TIMEOUT_MS = 500
 COMMIT_SAMPLE_INTERVAL_S = 0.5
+CONSUMER_RETRY_BACKOFF_S = 1.0  # before a new consumer, after the broker failed the last one
 ADMIN_TIMEOUT_MS = 3_000
 # Bounds of the waits for a condition.
 SHARD_RESTART_WAIT_S = 60       # a killed shard serving again (Ray restarts it)
@@ -309,7 +310,8 @@ class Workload:
         """Stop producing (every send answered), then consuming; a last commit sample."""
         self._producing.stop()
         self._consuming.stop()
-        self._sample_commits_once()
+        with Admin(broker=self.url, request_timeout_ms=ADMIN_TIMEOUT_MS) as admin:
+            self._sample_commits_once(admin)
 
     def _produce(self, name: str) -> None:
         pause_s = CHUNK_RECORDS / self.rate_per_producer
@@ -340,8 +342,9 @@ class Workload:
                               auto_offset_reset="earliest", enable_auto_commit=False,
                               request_timeout_ms=CONSUMER_REQUEST_TIMEOUT_MS) as consumer:
                     self._consume_with(consumer)
-            except (BrokerError, ClientError):
-                self.consumer_restarts += 1   # the broker is down: a new consumer, bounded by the run
+            except (BrokerError, ClientError):   # the broker is down: a new consumer, soon
+                self.consumer_restarts += 1
+                self._consuming.stopping.wait(CONSUMER_RETRY_BACKOFF_S)
 
     def _consume_with(self, consumer: Consumer) -> None:
         while not self._consuming.stopping.is_set():
@@ -353,13 +356,13 @@ class Workload:
                 pass   # committed at the next poll; the sampler sees what the broker kept
 
     def _sample_commits(self) -> None:
-        while not self._consuming.stopping.wait(COMMIT_SAMPLE_INTERVAL_S):
-            self._sample_commits_once()
+        with Admin(broker=self.url, request_timeout_ms=ADMIN_TIMEOUT_MS) as admin:
+            while not self._consuming.stopping.wait(COMMIT_SAMPLE_INTERVAL_S):
+                self._sample_commits_once(admin)
 
-    def _sample_commits_once(self) -> None:
+    def _sample_commits_once(self, admin: Admin) -> None:
         try:
-            with Admin(broker=self.url, request_timeout_ms=ADMIN_TIMEOUT_MS) as admin:
-                committed = admin.describe_group(self.group).committed
+            committed = admin.describe_group(self.group).committed
         except (BrokerError, ClientError):
             return   # the group's shard is down: no sample this time
         self.history.commits.extend(Commit(self.group, partition, offset)
@@ -411,14 +414,25 @@ def read_every_partition(url: str, topic: str, partitions: int) -> list[Read]:
 
 
 def non_loopback_addresses(url: str) -> list[str]:
-    """Every address ``plinth status`` reports (nodes, shards, routers) that is not on
+    """Every address ``plinth status`` reports for the broker at ``url`` that is not on
     127.0.0.0/8."""
     with Admin(broker=url, request_timeout_ms=ADMIN_TIMEOUT_MS * 10) as admin:
-        status = admin.status()
+        return addresses_outside_loopback(admin.status())
+
+
+def addresses_outside_loopback(status) -> list[str]:
+    """The addresses in a ``StatusInfo`` (nodes, shards, routers' listen and node
+    addresses) that are not on 127.0.0.0/8 (nor a Unix socket). A shard that is down
+    may have no address: it is left out."""
     addresses = ([address for _, address, _ in status.nodes]
                  + [shard.address for shard in status.shards]
                  + [a for listen, node in status.routers for a in (listen, node)])
-    return [a for a in addresses if not a.removeprefix("tcp://").startswith("127.")]
+    return [a for a in addresses if a and not _on_this_machine(a)]
+
+
+def _on_this_machine(address: str) -> bool:
+    """A loopback host (bare, or in a tcp:// URL), or a Unix socket (ipc://)."""
+    return address.startswith("ipc://") or address.removeprefix("tcp://").startswith("127.")
 
 
 # --- The run ---------------------------------------------------------------------------
@@ -465,7 +479,10 @@ def run_faults(setting: Setting, workload: Workload, schedule: list[tuple[float,
             break
         faults.append((kind, done))
         say(f"{time.monotonic() - started:7.1f} s  {kind}: {done}")
-    time.sleep(max(0.0, started + duration_s - time.monotonic()))   # the rest of the run
+    # The rest of the run, and at least the margin after the last fault: the workload
+    # must go on after the broker recovered.
+    tail_s = duration_s * SCHEDULE_MARGIN_FRACTION
+    time.sleep(max(0.0, started + duration_s - time.monotonic(), tail_s if schedule else 0.0))
     workload.stop()
     history = workload.history
     try:
