@@ -48,7 +48,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from loadtest.fault_checker import (Ack, Commit, History, Read, Replication, check,
@@ -130,12 +130,14 @@ class Setting:
         return partition, self.leaders()[partition]
 
     def serves(self) -> bool:
-        """Every shard has one process and the controller reports them all up."""
+        """Every shard has one process, the controller reports them all up, and every
+        partition of the topic answers ``describe`` (its shard has it open)."""
         if len(shard_pids(self.broker.data_dir)) < SHARDS:
             return False
         try:
             with self.admin() as admin:
                 shards = admin.status().shards
+                admin.describe_topic(self.topic)
         except (BrokerError, ClientError):
             return False
         return len(shards) == SHARDS and all(s.alive for s in shards)
@@ -149,7 +151,7 @@ def wait_for(predicate, timeout_s: float, what: str):
     try:
         return wait_until(predicate, timeout_s=timeout_s, interval_s=0.1)
     except AssertionError:
-        raise NotRecoveredError(f"no {what} within {timeout_s} s") from None
+        raise NotRecoveredError(f"not within {timeout_s} s: {what}") from None
 
 
 # --- The faults: each names its target, acts, and waits for what it needs -----------------
@@ -473,7 +475,7 @@ def run_faults(setting: Setting, workload: Workload, schedule: list[tuple[float,
         time.sleep(max(0.0, started + at_s - time.monotonic()))   # the seeded moment
         try:
             done = FAULTS[kind](setting)
-        except NotRecoveredError as exc:
+        except (NotRecoveredError, BrokerError, ClientError) as exc:   # e.g. no controller
             not_recovered.append(f"{kind}: {exc}")
             say(f"{time.monotonic() - started:7.1f} s  {kind}: NOT RECOVERED: {exc}")
             break
@@ -490,6 +492,9 @@ def run_faults(setting: Setting, workload: Workload, schedule: list[tuple[float,
         history.replication = wait_for_full_replication(setting.broker.url, setting.topic)
     except (NotRecoveredError, BrokerError, ClientError) as exc:
         not_recovered.append(f"the final read: {exc}")
+        # Without the log, every acknowledged record would count as lost: check the rest.
+        return RunReport(faults, not_recovered, history,
+                         check(replace(history, acks=[])), workload.not_acknowledged)
     return RunReport(faults, not_recovered, history, check(history), workload.not_acknowledged)
 
 
