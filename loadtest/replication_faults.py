@@ -446,6 +446,7 @@ class RunReport:
     history: History
     violations: list
     not_acknowledged: list[str]
+    consumer_restarts: int = 0                # consumers the broker failed, replaced
 
     @property
     def ok(self) -> bool:
@@ -458,7 +459,8 @@ class RunReport:
                 f"records checked: {len(h.acks)} acknowledged, {len(h.final)} stored, "
                 f"{len(h.reads)} read by the group, {len(h.commits)} commit samples, "
                 f"{len(h.replication)} partitions' replication; not acknowledged "
-                f"(gave up): {len(self.not_acknowledged)}",
+                f"(gave up): {len(self.not_acknowledged)}; consumers replaced: "
+                f"{self.consumer_restarts}",
                 f"not recovered: {'; '.join(self.not_recovered) or 'none'}",
                 f"violations: {summary(self.violations)}"]
 
@@ -493,9 +495,10 @@ def run_faults(setting: Setting, workload: Workload, schedule: list[tuple[float,
     except (NotRecoveredError, BrokerError, ClientError) as exc:
         not_recovered.append(f"the final read: {exc}")
         # Without the log, every acknowledged record would count as lost: check the rest.
-        return RunReport(faults, not_recovered, history,
-                         check(replace(history, acks=[])), workload.not_acknowledged)
-    return RunReport(faults, not_recovered, history, check(history), workload.not_acknowledged)
+        return RunReport(faults, not_recovered, history, check(replace(history, acks=[])),
+                         workload.not_acknowledged, workload.consumer_restarts)
+    return RunReport(faults, not_recovered, history, check(history), workload.not_acknowledged,
+                     workload.consumer_restarts)
 
 
 def create_topic(url: str, topic: str, partitions: int, replication_factor: int,

@@ -4,6 +4,7 @@ and a fixed seed's schedule of the faults today's broker survives at replication
 factor 1 (SIGKILL of a leading shard's process, SIGSTOP then SIGCONT of one); then the
 checker (loadtest/fault_checker.py) finds no violation.
 
+Marked ``faults``, as tests/faults/ (it runs in CI; ``-m "not faults"`` skips it).
 About two minutes. The longer runs, with any seed and every fault kind, are
 ``python -m loadtest.replication_faults`` (its docstring says how).
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+
+import pytest
 
 from loadtest.replication_faults import (FAULTS_DEFAULT, PARTITIONS, SHARDS, Setting, Workload,
                                          create_topic, fault_schedule, non_loopback_addresses,
@@ -27,6 +30,7 @@ STOP_S = 4              # longer than the producer's request timeout (2 s): it r
 ACKNOWLEDGED_MIN = 5_000   # 2 producers at 300 records/s for 50 s, less the faults' stalls
 
 
+@pytest.mark.faults
 def test_no_acknowledged_record_is_lost_duplicated_or_moved_under_seeded_shard_faults(
         three_node_cluster, tmp_path):
     # Given a broker with one shard on each of three loopback nodes
