@@ -5,16 +5,21 @@ leave loopback. The runner itself runs in tests/e2e/test_replication_faults_e2e.
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from loadtest.fault_checker import Replication
 from loadtest.replication_faults import (FAULT_KINDS, SCHEDULE_MARGIN_FRACTION,
-                                         addresses_outside_loopback, fault_schedule,
+                                         addresses_outside_loopback, fault_schedule, main,
                                          replication_of)
 from plinth.protocol import PartitionInfo, ShardStatus, StatusInfo
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_schedule_has_every_kind_at_least_once_inside_the_margins_in_time_order():
@@ -71,3 +76,19 @@ def test_an_address_off_loopback_in_any_part_of_the_status_is_reported():
         routers=[("tcp://127.0.0.1:7400", "127.0.0.1"), ("tcp://127.0.0.1:7401", "10.1.2.3")])
     # Then exactly those three are reported (a Unix socket and a down shard are not)
     assert addresses_outside_loopback(status) == ["10.1.2.3", "tcp://10.1.2.3:4001", "10.1.2.3"]
+
+
+def test_an_unknown_fault_kind_is_refused_before_anything_starts():
+    # When the runner is asked for a kind it does not know,
+    # Then it exits naming that kind (it checks the kinds before starting a cluster)
+    with pytest.raises(SystemExit, match="unknown fault kinds \\['disk-fill'\\]"):
+        main(["--faults", "shard-kill,disk-fill"])
+
+
+def test_the_runner_runs_as_a_module_from_the_repository_root():
+    # When ``python -m loadtest.replication_faults --help`` runs where CI runs it
+    proc = subprocess.run([sys.executable, "-m", "loadtest.replication_faults", "--help"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    # Then it prints its options
+    assert proc.returncode == 0, proc.stderr
+    assert "--seed" in proc.stdout and "--duration-s" in proc.stdout and "--faults" in proc.stdout
