@@ -9,8 +9,19 @@ lifecycle, its loop and the dispatch of requests; the work is done by
     fetch_purgatory.py  fetches parked at the log end until it moves
     group_requests.py   consumer group requests, to the coordinator and back
     shard_stats.py      counters, rates, latency histograms
+    replica_server.py   replication, leader side: partitions led here, follower fetches
+    replica_fetcher.py  replication, follower side: fetching from the leaders
 
-Threads. One loop thread owns the socket and every Partition; nothing else
+Replication. A partition opened without a leadership record has one copy,
+here (replication factor 1), and works as it always did. One with a record
+(``set_leadership``, or ``open_partition(leadership=...)``) is led here, or
+followed, or offline: produce is taken only where it is led (NotLeaderError
+elsewhere), its high watermark moves as its in-sync replicas hold the log
+(replica_server.py), and an acks="all" produce is answered once the high
+watermark passes it (group_commit.py). In-sync changes go to the controller
+(``alter_in_sync``) from a thread of their own, never from the loop.
+
+Threads. One loop thread owns the sockets and every Partition; nothing else
 touches them (group commit's fsync threads flush logs only while the loop
 waits for them). Other threads (the Ray actor's) ask the loop to do things
 through ``call()``, which queues a function, wakes the loop through a pipe and
@@ -49,14 +60,17 @@ import zmq
 
 from plinth import limits, protocol
 from plinth.cluster_keys import ClusterAuthenticator, ClusterKeys
-from plinth.errors import (BrokerError, InternalError, MalformedRequestError,
-                           OffsetOutOfRangeError, StorageError, UnavailableError,
-                           UnknownTopicError)
+from plinth.errors import (BrokerError, InternalError, MalformedRequestError, NotLeaderError,
+                           OffsetOutOfRangeError, StorageError, TooManyRequestsError,
+                           UnavailableError, UnknownTopicError)
 from plinth.format.record_batch import summarize_batch
 from plinth.shards.fetch_purgatory import FetchPurgatory
 from plinth.shards.group_commit import GroupCommit
 from plinth.shards.group_requests import GroupRequests
 from plinth.shards.partition import Partition
+from plinth.shards.replica_fetcher import Followed, ReplicaFetcher
+from plinth.shards.replica_server import Led, ReplicaServer
+from plinth.shards.shard_calls import ControllerAnnouncements, Leadership, PartitionId
 from plinth.shards.segment_files import SegmentFiles
 from plinth.shards.shard_stats import ShardStats
 from plinth.wakeup import Wakeup
@@ -64,6 +78,9 @@ from plinth.wakeup import Wakeup
 log = logging.getLogger(__name__)
 
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+# A replicated partition that is neither led nor followed here: no leader (offline),
+# or this shard is no longer one of its replicas.
+NOT_SERVED = "not served"
 
 
 class ShardServer:
@@ -72,11 +89,17 @@ class ShardServer:
     def __init__(self, shard_id: str, data_dir: Path, bind_host: str = "127.0.0.1",
                  fsync_policy: str = "always",
                  fsync_interval_ms: int = limits.FSYNC_INTERVAL_MS_DEFAULT,
-                 cluster_keys: ClusterKeys | None = None):
+                 cluster_keys: ClusterKeys | None = None,
+                 controller: ControllerAnnouncements | None = None,
+                 replica_lag_time_max_ms: int = limits.REPLICA_LAG_TIME_MAX_MS_DEFAULT):
         """``cluster_keys``: the socket is a CurveZMQ server that only cluster members
         may reach, or, with their ``ipc_dir``, a plain ipc:// socket in that 0700
         directory (plinth/cluster_keys.py). Without them it is plain TCP, which only
-        a loopback ``bind_host`` allows (the unit tests')."""
+        a loopback ``bind_host`` allows (the unit tests'). The same keys make this
+        shard a client of the leaders it follows. ``controller``: asked for in-sync
+        set changes of the partitions led here (None: the in-sync sets never change).
+        ``replica_lag_time_max_ms``: a follower not caught up this long leaves the
+        in-sync set."""
         if cluster_keys is None and bind_host not in _LOOPBACK_HOSTS:
             raise AssertionError(f"{shard_id}: a shard without the cluster's keys must bind "
                                  f"to loopback, not {bind_host}: anyone could reach it")
@@ -109,7 +132,19 @@ class ShardServer:
         # leadership record, as the controller last sent them (shard_calls.py).
         self._peer_addresses: dict[str, str] = {}
         self._controller_epoch = 0
-        self._leadership: dict[tuple[str, int], object] = {}
+        self._leadership: dict[tuple[str, int], Leadership] = {}
+        self._min_insync: dict[tuple[str, int], int] = {}
+        # Replicated partitions open here: led (Led), followed (Followed) or NOT_SERVED.
+        self._replication: dict[tuple[str, int], Led | Followed | str] = {}
+        self._replicas = ReplicaServer(shard_id, self._purgatory, reply=self._reply,
+                                       advanced=self._high_watermark_moved,
+                                       lag_time_max_ms=replica_lag_time_max_ms)
+        self._fetcher: ReplicaFetcher | None = None   # made in start(), with the context
+        self._controller = controller
+        self._in_sync_pool = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix=f"{shard_id}-in-sync")
+        self._in_sync_pending: set[tuple[str, int]] = set()
+        self._next_lag_check_s = 0.0
 
     # --- Lifecycle (actor thread) ------------------------------------------
 
@@ -127,6 +162,12 @@ class ShardServer:
         self._socket.setsockopt(zmq.LINGER, limits.SHARD_SOCKET_LINGER_MS)
         self._groups = GroupRequests.open(self.shard_id, self.data_dir)
         self.address = self._bind()
+        self._poller = zmq.Poller()
+        self._poller.register(self._socket, zmq.POLLIN)
+        self._poller.register(self._wakeup.fd, zmq.POLLIN)
+        self._fetcher = ReplicaFetcher(self.shard_id, self._context, self._poller,
+                                       self._cluster_keys, written=self._group_commit.written,
+                                       advanced=self._readable, clock_s=time.monotonic)
         self._thread = threading.Thread(target=self._run, name=f"{self.shard_id}-loop", daemon=True)
         self._thread.start()
         return self.address
@@ -159,6 +200,7 @@ class ShardServer:
             loop_ended = not self._thread.is_alive()
             self._thread = None
             self._group_commit.close()
+            self._in_sync_pool.shutdown(wait=False)
             self._socket.close(linger=0)
             if self._authenticator is not None:
                 self._authenticator.stop()
@@ -196,6 +238,7 @@ class ShardServer:
 
     def _close_all_on_loop(self) -> None:
         self._group_commit.commit(force_flush=True)
+        self._fetcher.close()
         for part in self._partitions.values():
             part.log.close()
         self._partitions.clear()
@@ -204,13 +247,18 @@ class ShardServer:
     # --- Partitions (loop thread, through call()) ----------------------------
 
     def open_partition(self, topic: str, partition: int, log_config, initial_offset: int = 0,
-                       sealed: bool = False, producers: list | None = None) -> None:
+                       sealed: bool = False, producers: list | None = None,
+                       leadership: Leadership | None = None,
+                       min_insync_replicas: int | None = None) -> None:
         """Open (recovering) or create one partition's log. Loop thread.
 
         A partition that takes writes here continues at ``initial_offset`` (where
         its previous owner sealed it; the log has a gap if it lived here before),
         with ``producers``, the previous owner's idempotence snapshot. ``sealed``
-        opens it read-only (its writes moved to another shard).
+        opens it read-only (its writes moved to another shard). ``leadership``:
+        its replicas and leader (None: one copy, here), applied as
+        ``set_leadership`` does; ``min_insync_replicas``: the topic's
+        min.insync.replicas (None: 2 with 3 replicas or more, else 1).
         """
         part = self._partitions.get((topic, partition))
         if part is None:
@@ -221,6 +269,19 @@ class ShardServer:
             self._seal(part)
         else:
             part.take_writes(initial_offset, producers)
+        if min_insync_replicas is not None:
+            self._min_insync[part.key] = min_insync_replicas
+        if leadership is not None:
+            self.set_leadership([(PartitionId(topic, partition), leadership)])
+        elif part.key in self._leadership:   # set_leadership came before the partition
+            self._apply_leadership(part, self._leadership[part.key])
+
+    def set_min_insync(self, topic: str, partition: int, min_insync_replicas: int) -> None:
+        """A topic's altered min.insync.replicas, for one partition. Loop thread."""
+        self._min_insync[(topic, partition)] = min_insync_replicas
+        led = self._replication.get((topic, partition))
+        if type(led) is Led:
+            self._replicas.lead(led.part, led.leadership, min_insync_replicas, time.monotonic())
 
     def seal_partition(self, topic: str, partition: int) -> tuple[int, list]:
         """Stop taking writes for a partition that moves away; returns its end offset,
@@ -240,8 +301,11 @@ class ShardServer:
         part = self._partitions.pop((topic, partition), None)
         path = self._partition_dir(topic, partition)
         if part is not None:
-            self._purgatory.fail(part.key, UnknownTopicError(f"topic {topic!r} was deleted"))
-            self._group_commit.forget(part)
+            deleted = UnknownTopicError(f"topic {topic!r} was deleted")
+            self._purgatory.fail(part.key, deleted)
+            self._stop_replicating(part, deleted)
+            self._leadership.pop(part.key, None)
+            self._group_commit.forget(part, deleted)
             self.stats.forget(part.key)
             part.log.delete()
         elif path.exists():
@@ -285,11 +349,112 @@ class ShardServer:
         """Every running shard's address, for following leaders. Loop thread."""
         self._peer_addresses = dict(addresses)
         self._controller_epoch = max(self._controller_epoch, controller_epoch)
+        self._fetcher.set_peers(addresses, self._controller_epoch)
 
     def set_leadership(self, changes: list) -> None:
-        """New leadership records (shard_calls.Leadership) of partitions here. Loop thread."""
+        """New leadership records (shard_calls.Leadership) of partitions here: lead,
+        follow, or neither. A record older than the one held (by controller epoch,
+        then partition epoch) is ignored. Loop thread."""
         for pid, leadership in changes:
-            self._leadership[(pid.topic, pid.partition)] = leadership
+            key = (pid.topic, pid.partition)
+            held = self._leadership.get(key)
+            if held is not None and (leadership.controller_epoch, leadership.partition_epoch) \
+                    < (held.controller_epoch, held.partition_epoch):
+                log.info("%s: ignored an older leadership record of %s-%d: %s (holding %s)",
+                         self.shard_id, pid.topic, pid.partition, leadership, held)
+                continue
+            self._leadership[key] = leadership
+            self._controller_epoch = max(self._controller_epoch, leadership.controller_epoch)
+            self._fetcher.controller_epoch = self._controller_epoch
+            part = self._partitions.get(key)
+            if part is not None:
+                self._apply_leadership(part, leadership)
+
+    def _apply_leadership(self, part: Partition, leadership: Leadership) -> None:
+        key = part.key
+        if leadership.leader == self.shard_id:
+            if self._fetcher.unfollow(key) is not None:
+                self._group_commit.unreplicate(part)
+            replicas = len(leadership.replicas)
+            min_insync = self._min_insync.get(key, 2 if replicas >= 3 else 1)
+            led = self._replicas.lead(part, leadership, min_insync, time.monotonic())
+            self._replication[key] = led
+            self._group_commit.replicate(part, self._leader_durable, self._replicas.too_few_in_sync)
+            self._replicas.on_durable(part, time.monotonic())   # alone in sync: HW moves now
+            return
+        not_leader = NotLeaderError(f"{part.name}: {self.shard_id} does not lead it; its leader "
+                                    f"is {leadership.leader or 'none'} in epoch "
+                                    f"{leadership.leader_epoch}; retry")
+        self._stop_leading(part, not_leader)
+        if leadership.leader and self.shard_id in leadership.replicas:
+            self._fetcher.follow(part, leadership)
+            self._replication[key] = self._fetcher.followed[key]
+            self._group_commit.replicate(part, self._fetcher.on_durable)
+        else:
+            self._fetcher.unfollow(key)
+            self._group_commit.unreplicate(part)
+            self._replication[key] = NOT_SERVED
+
+    def _stop_leading(self, part: Partition, error: BrokerError) -> None:
+        if self._replicas.stop_leading(part.key, error) is not None:
+            self._group_commit.fail_acks_all(part, error)
+            self._group_commit.unreplicate(part)
+
+    def _stop_replicating(self, part: Partition, error: BrokerError) -> None:
+        self._stop_leading(part, error)
+        self._fetcher.unfollow(part.key)
+        self._replication.pop(part.key, None)
+
+    def _leader_durable(self, part: Partition) -> None:
+        """Group commit made a led partition's appends durable."""
+        self._replicas.on_durable(part, time.monotonic())
+
+    def _high_watermark_moved(self, part: Partition) -> None:
+        """A led partition's high watermark moved: its consumers and acks="all" produces."""
+        self._purgatory.wake(part.key)
+        self._group_commit.high_watermark_moved(part)
+
+    def _check_in_sync(self, now_s: float) -> None:
+        """Ask the controller for the in-sync changes the led partitions want."""
+        self._next_lag_check_s = now_s + limits.REPLICA_LAG_CHECK_INTERVAL_MS / 1000
+        self._group_commit.expire_acks_all(now_s)
+        if self._controller is None:
+            return
+        for led, in_sync in self._replicas.in_sync_proposals(now_s, self._in_sync_pending):
+            if len(self._in_sync_pending) >= limits.IN_SYNC_REQUESTS_PENDING_MAX:
+                return
+            self._in_sync_pending.add(led.part.key)
+            self._in_sync_pool.submit(self._ask_in_sync, led.part.key, led.leadership, in_sync)
+
+    def _ask_in_sync(self, key: tuple[str, int], leadership: Leadership,
+                     in_sync: tuple[str, ...]) -> None:
+        """The in-sync thread: one compare-and-set at the controller; the answer goes
+        back to the loop."""
+        pid = PartitionId(*key)
+        try:
+            answer = self._controller.alter_in_sync(self.shard_id, pid, leadership.leader_epoch,
+                                                    leadership.partition_epoch, in_sync)
+        except Exception as exc:   # fenced, or the controller is away: the next check asks again
+            answer = exc
+        try:
+            self._post(self._in_sync_answered, key, pid, in_sync, answer)
+        except queue.Full:
+            log.warning("%s: the loop is not taking commands; in-sync answer for %s-%d dropped",
+                        self.shard_id, *key)
+
+    def _in_sync_answered(self, key, pid: PartitionId, in_sync: tuple[str, ...], answer) -> None:
+        self._in_sync_pending.discard(key)
+        if isinstance(answer, Leadership):
+            self.set_leadership([(pid, answer)])
+        else:
+            log.warning("%s: the controller refused in-sync %s for %s-%d: %s", self.shard_id,
+                        list(in_sync), pid.topic, pid.partition, answer)
+
+    def _post(self, fn, *args) -> None:
+        """Run ``fn(*args)`` on the loop thread, without waiting for it (any other thread)."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._commands.put((fn, args, future), timeout=limits.CONTROL_CALL_TIMEOUT_S)
+        self._wakeup.wake()
 
     # --- Groups and stats (loop thread, through call()) ----------------------
 
@@ -317,26 +482,48 @@ class ShardServer:
                                   "end_offset": p.high_watermark, "size_bytes": p.log.size_bytes}
                             for key, p in self._partitions.items()}
         snapshot["groups"] = self._groups.committed_offsets()
+        snapshot["replication"] = {key: self._replication_stats(key, role)
+                                   for key, role in self._replication.items()}
         return snapshot
+
+    def _replication_stats(self, key: tuple[str, int], role) -> dict:
+        """A replicated partition's state here (the controller's ISR metrics)."""
+        part = self._partitions[key]
+        leadership = self._leadership[key]
+        stats = {"role": "leader" if type(role) is Led else
+                 "follower" if type(role) is Followed else NOT_SERVED,
+                 "leader": leadership.leader, "replicas": list(leadership.replicas),
+                 "in_sync": list(leadership.in_sync), "high_watermark": part.high_watermark,
+                 "log_end_offset": part.log.end_offset}
+        if type(role) is Led:
+            stats.update(self._replicas.stats(role))
+        elif type(role) is Followed:
+            stats.update(self._fetcher.stats(role))
+        return stats
 
     # --- The loop ------------------------------------------------------------
 
     def _run(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self._socket, zmq.POLLIN)
-        poller.register(self._wakeup.fd, zmq.POLLIN)
+        poller = self._poller
         while not self._stopping:
             events = dict(poller.poll(self._poll_timeout_ms()))
             if self._wakeup.fd in events:
                 self._run_commands()
+                del events[self._wakeup.fd]
             if self._socket in events:
                 self._drain_requests()
+                del events[self._socket]
+            for sock in events:   # the DEALERs to the leaders this shard follows
+                self._fetcher.on_readable(sock)
             self._group_commit.commit()
             self._run_timers(time.monotonic())
 
     def _run_timers(self, now_s: float) -> None:
         self._purgatory.expire(now_s)
         self._groups.run_timers(now_s)
+        self._fetcher.run_timers(now_s)
+        if self._replicas.led and now_s >= self._next_lag_check_s:
+            self._check_in_sync(now_s)
         if now_s >= self._next_sample_s:
             self.stats.sample(now_s)
             self._next_sample_s = now_s + limits.SHARD_STATS_SAMPLE_INTERVAL_S
@@ -347,8 +534,9 @@ class ShardServer:
     def _poll_timeout_ms(self) -> int:
         now_s = time.monotonic()
         deadline_s = now_s + limits.SHARD_IDLE_POLL_MS / 1000
+        lag_check_s = self._next_lag_check_s if self._replicas.led else None
         for wake_s in (self._purgatory.next_deadline_s(), self._group_commit.next_flush_s(),
-                       self._groups.next_timer_s()):
+                       self._groups.next_timer_s(), self._fetcher.next_timer_s(), lag_check_s):
             if wake_s is not None and wake_s < deadline_s:
                 deadline_s = wake_s
         return max(0, int((deadline_s - now_s) * 1000) + 1)
@@ -406,10 +594,12 @@ class ShardServer:
             self._reply(envelope, protocol.encode_offsets_reply(request.request_id, info))
         elif isinstance(request, protocol.GROUP_REQUESTS):
             self._reply(envelope, self._groups.handle(request, payload))
+        elif kind is protocol.ReplicaFetchRequest:
+            self._replicas.serve(envelope, request, self._controller_epoch, self._received_s)
         else:
             raise MalformedRequestError(
-                f"{self.shard_id} serves produce, fetch, listOffsets and group requests, "
-                f"not {request.kind}")
+                f"{self.shard_id} serves produce, fetch, listOffsets, replicaFetch and group "
+                f"requests, not {request.kind}")
 
     def _reply(self, envelope: list, header: bytes, payload=None) -> None:
         frames = [*envelope, header] if payload is None else [*envelope, header, payload]
@@ -432,18 +622,45 @@ class ShardServer:
             raise UnavailableError(
                 f"{part.name} moved away from {self.shard_id} at offset "
                 f"{part.high_watermark}; retry (the routers are learning its new shard)")
+        led = self._replication.get(part.key)   # None: one copy, here
+        if led is not None:
+            self._check_leading(part, led, request.acks)
         batch = payload[0].buffer
         summary = summarize_batch(batch)
         now_ms = time.time_ns() // 1_000_000   # the shard's clock: timestamps, producer ids
         base_offset = part.producers.check(part.name, summary.producer_id, summary.base_sequence,
                                            summary.record_count, now_ms)
         if base_offset is None:
-            base_offset = part.append(batch, summary, now_ms)
+            if led is None:
+                base_offset = part.append(batch, summary, now_ms)
+            else:
+                base_offset = part.append(batch, summary, now_ms, leader_epoch=led.leader_epoch)
             self.stats.produced(part.key, summary.record_count, len(batch))
             self._group_commit.written(part)
-        if request.acks != 0:
+        if request.acks == -1 and led is not None:
+            # acks="all": answered once the high watermark passes its last record.
+            self._group_commit.acknowledge_later(envelope, request.request_id, part, base_offset,
+                                                 self._received_s,
+                                                 base_offset + summary.record_count - 1)
+        elif request.acks != 0:
             self._group_commit.acknowledge_later(envelope, request.request_id, part, base_offset,
                                                  self._received_s)
+
+    def _check_leading(self, part: Partition, led, acks: int) -> None:
+        """Refuse a produce to a replicated partition not led here (NotLeaderError), and
+        an acks="all" one that cannot be acknowledged now."""
+        if type(led) is not Led:
+            leadership = self._leadership[part.key]
+            raise NotLeaderError(
+                f"{part.name}: {self.shard_id} does not lead it; its leader is "
+                f"{leadership.leader or 'none (offline)'} in leader epoch "
+                f"{leadership.leader_epoch}; retry")
+        if acks == -1:
+            led.replication.check_acks_all()
+            if not self._group_commit.acks_all_room():
+                raise TooManyRequestsError(
+                    f"{self.shard_id}: {limits.ACKS_ALL_PENDING_MAX} acks=\"all\" produces "
+                    f"wait for their replicas already; retry")
 
     # --- Fetch -----------------------------------------------------------------
 
