@@ -171,6 +171,11 @@ class ReplicaFetcher:
             self._apply(followed, reply.replica_fetch, payload, now_s)
         except BrokerError as exc:   # a bad entry (CRC), a disk error: fetch again later
             self._failed(followed, now_s, exc)
+        except AssertionError:       # an invariant broke: stop the loop rather than go on
+            raise
+        except Exception as exc:     # a bug here must not stop the loop of every partition
+            log.exception("%s: applying a fetch of %s failed", self.shard_id, followed.part.name)
+            self._failed(followed, now_s, exc)
 
     def _apply(self, followed: Followed, result: protocol.ReplicaFetchResult, entries,
                now_s: float) -> None:
