@@ -16,16 +16,47 @@ Invariants, checked on every change (AssertionError: a programmer error):
 - an epoch whose start offset equals the next one's wrote nothing and is
   replaced by it (as Kafka's LeaderEpochFileCache does).
 
-This module is the in-memory history and its lookups. Runs on a shard's loop
-thread (the partition's owner), or in the replication model tests.
+This module is the in-memory history, its lookups, and its checkpoint file.
+Runs on a shard's loop thread (the partition's owner), or in the replication
+model tests (the history only).
+
+The checkpoint file. ``<partition dir>/leader-epoch-checkpoint`` holds the
+history as text, as Kafka's does, plus a CRC line so that a torn or flipped
+file is detected rather than believed:
+
+    1                   version (CHECKPOINT_VERSION)
+    3                   count: how many entry lines follow
+    0 0                 epoch start_offset       } one line per entry, oldest
+    3 120               epoch start_offset       } first, decimal, one space
+    4 500               epoch start_offset       }
+    crc32c 3a24e72f     CRC-32C of every byte above (lines and their "\n"s),
+                        8 lowercase hex digits; then a final "\n"
+
+It is replaced atomically (durable_files.py: temp file, fsync, rename, fsync
+of the directory) whenever an epoch is assigned or the history truncated,
+before the first entry of a new epoch is acknowledged, so that a crash leaves
+the old or the new history, never a mix. The log is the truth: after a
+crash the history may name an epoch whose entries were not yet fsynced; the
+partition (partition.py) truncates the entries at or past the recovered log's
+end on open, as Kafka does. No file is an empty history (a new partition, or
+one written before replication).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple
+
+import crc32c
+
+from plinth.durable_files import write_file_atomically
+from plinth.errors import CorruptDataError
 
 NO_EPOCH = -1           # no entry yet (an empty log), as Kafka's UNDEFINED_EPOCH
 NO_OFFSET = -1
+CHECKPOINT_FILE = "leader-epoch-checkpoint"
+CHECKPOINT_VERSION = 1   # Kafka's text file is version 0, without the CRC line
+CRC_PREFIX = "crc32c "
 
 
 class EpochEntry(NamedTuple):
@@ -124,3 +155,79 @@ class LeaderEpochs:
 
     def __repr__(self) -> str:
         return f"LeaderEpochs({self._entries})"
+
+
+# --- The checkpoint file ------------------------------------------------------
+
+
+def checkpoint_bytes(epochs: LeaderEpochs) -> bytes:
+    """The checkpoint file's contents for ``epochs``, as in the module docstring."""
+    lines = [str(CHECKPOINT_VERSION), str(len(epochs.entries))]
+    lines += [f"{entry.epoch} {entry.start_offset}" for entry in epochs.entries]
+    body = "".join(line + "\n" for line in lines).encode("ascii")
+    return body + f"{CRC_PREFIX}{crc32c.crc32c(body):08x}\n".encode("ascii")
+
+
+def save_leader_epochs(directory: Path, epochs: LeaderEpochs) -> None:
+    """Replace ``directory``'s checkpoint file with ``epochs``, durably. Loop thread.
+
+    Raises OSError if the disk refuses (the caller names its partition)."""
+    write_file_atomically(Path(directory) / CHECKPOINT_FILE, checkpoint_bytes(epochs),
+                          sync_dir=True)
+
+
+def load_leader_epochs(directory: Path) -> LeaderEpochs:
+    """The history saved in ``directory``; empty if it has no checkpoint file. Loop thread.
+
+    Raises CorruptDataError, naming the file and the line, if the file is torn,
+    flipped or otherwise not one that ``save_leader_epochs`` wrote.
+    """
+    path = Path(directory) / CHECKPOINT_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return LeaderEpochs()
+    return parse_checkpoint(data, path)
+
+
+def parse_checkpoint(data: bytes, path: Path) -> LeaderEpochs:
+    """The history in checkpoint file contents ``data`` (read from ``path``)."""
+    lines = data.split(b"\n")
+    if len(lines) < 4 or lines[-1] != b"":
+        _raise_corrupt(path, len(lines), f"{len(data)} bytes in {len(lines) - 1} lines, not "
+                       f"a version, a count, the entries and a CRC line each ending in a newline")
+    crc_line = lines[-2]
+    body_bytes = len(data) - len(crc_line) - 1
+    crc = crc32c.crc32c(data[:body_bytes])
+    if crc_line != f"{CRC_PREFIX}{crc:08x}".encode("ascii"):
+        _raise_corrupt(path, len(lines) - 1, f"{crc_line[:40]!r} is not the CRC of the lines "
+                       f"above (crc32c {crc:08x}): the file is torn or flipped")
+    version, count = _numbers(lines[0], path, 1, 1)[0], _numbers(lines[1], path, 2, 1)[0]
+    if version != CHECKPOINT_VERSION:
+        _raise_corrupt(path, 1, f"version {version}, this broker reads {CHECKPOINT_VERSION}")
+    entry_lines = lines[2:-2]
+    if count != len(entry_lines):
+        _raise_corrupt(path, 2, f"count {count}, but {len(entry_lines)} entry lines follow")
+    epochs = LeaderEpochs()
+    for line_number, line in enumerate(entry_lines, start=3):
+        epoch, start_offset = _numbers(line, path, line_number, 2)
+        latest = epochs.entries[-1] if epochs.entries else None
+        if latest is not None and (epoch <= latest.epoch or start_offset < latest.start_offset):
+            _raise_corrupt(path, line_number, f"epoch {epoch} at offset {start_offset} after "
+                           f"epoch {latest.epoch} at offset {latest.start_offset}: epochs "
+                           f"must grow and start offsets must not shrink")
+        epochs.assign(epoch, start_offset)
+    return epochs
+
+
+def _numbers(line: bytes, path: Path, line_number: int, count: int) -> list[int]:
+    """The ``count`` non-negative decimal numbers of ``line``, separated by single spaces."""
+    fields = line.split(b" ")
+    if len(fields) != count or not all(field.isdigit() and len(field) <= 19 for field in fields):
+        _raise_corrupt(path, line_number, f"{line[:40]!r} is not {count} non-negative "
+                       f"number{'s' if count > 1 else ''} separated by single spaces")
+    return [int(field) for field in fields]
+
+
+def _raise_corrupt(path: Path, line_number: int, what: str) -> None:
+    raise CorruptDataError(f"leader-epoch checkpoint {path}, line {line_number}: {what}")

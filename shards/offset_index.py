@@ -22,7 +22,7 @@ from __future__ import annotations
 import operator
 import sys
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from itertools import islice
 from pathlib import Path
 
@@ -73,6 +73,12 @@ class OffsetIndex:
                     f"of the index of base offset {self.base_offset}")
         self._relative_offsets.append(relative_offset)
         self._positions.append(position)
+
+    def truncate_to(self, end_offset: int) -> None:
+        """Forget the entries of offsets at or past ``end_offset`` (the log was cut there)."""
+        slot = bisect_left(self._relative_offsets, max(end_offset - self.base_offset, 0))
+        del self._relative_offsets[slot:]
+        del self._positions[slot:]
 
     def lookup(self, offset: int) -> tuple[int, int]:
         """(offset, position) of the largest entry at or below ``offset``.

@@ -17,6 +17,23 @@ unlimited by default) nor more than message.timestamp.after.max.ms after it
 largest timestamps (baseTimestampMs, maxTimestampMs, which the batch's rules tie
 to its records) are all that is compared: no per-record work.
 
+Replication. A partition keeps its leader-epoch history (leader_epochs.py),
+loaded with the log; after the log's recovery, the epochs that start at or
+past the recovered end are forgotten. As leader, ``append`` with a
+``leader_epoch`` assigns that epoch at the batch's base offset when it is new
+and saves the checkpoint before the batch is written (so before it can be
+acknowledged). As follower, ``append_replicated`` takes the leader's entries as
+stored, the epochs that start inside them, and each batch's producer id and
+sequence (so a new leader recognises an idempotent producer's retry);
+``truncate_to`` cuts the log, the epochs and the producers' state back to
+where the follower agrees with its leader. A partition whose recovery cut
+entries ``needs_repair``: its log may have lost records it had acknowledged,
+so it must not count as in sync, nor be elected, until it has caught up with
+its leader's high watermark (``note_caught_up``). The mark is kept on disk
+(``<partition dir>/needs-repair``, the recovery's reason as text) so that a
+second restart, which cuts nothing, does not forget it. Partitions of factor
+1 ignore it.
+
 Sealed. A partition whose writes moved to another shard at ``high_watermark``
 is sealed: its log is read-only history, served until retention deletes it.
 If its writes come back (``take_writes``), the log continues at the offset
@@ -30,13 +47,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from plinth import topics
-from plinth.errors import InvalidTimestampError, StorageError
-from plinth.format.record_batch import summarize_batch
-from plinth.shards.partition_log import LogConfig, PartitionLog, wall_clock_ms
-from plinth.shards.producer_state import ProducerStates, load_snapshot, save_snapshot
+from plinth.durable_files import write_file_atomically
+from plinth.errors import (
+    CorruptDataError, InvalidBatchError, InvalidTimestampError, RecordTooLargeError, StorageError)
+from plinth.format.log_entry import LOG_ENTRY_HEADER_BYTES
+from plinth.format.record_batch import BatchSummary, summarize_batch
+from plinth.shards.leader_epochs import (
+    NO_EPOCH, LeaderEpochs, load_leader_epochs, save_leader_epochs)
+from plinth.shards.partition_log import (
+    CheckedEntries, LogConfig, PartitionLog, TruncationResult, wall_clock_ms)
+from plinth.shards.producer_state import (
+    ProducerStates, discard_snapshot_after, load_snapshot, save_snapshot)
+from plinth.shards.segment import fsync_directory
 from plinth.shards.segment_files import SegmentFiles
 
 log = logging.getLogger(__name__)
+
+NEEDS_REPAIR_FILE = "needs-repair"
 
 
 @dataclass(eq=False)
@@ -49,6 +76,9 @@ class Partition:
     high_watermark: int
     producers: ProducerStates = field(default_factory=ProducerStates)
     sealed: bool = False
+    leader_epochs: LeaderEpochs = field(default_factory=LeaderEpochs)
+    # Recovery cut entries: not in sync, not electable, until caught up (module docstring).
+    needs_repair: bool = False
     # Built once, because every produce and fetch uses them: (topic, partition)
     # keys the shard's tables, and "<topic>-<partition>" names it in messages.
     key: tuple[str, int] = field(init=False)
@@ -66,9 +96,70 @@ class Partition:
         shard's open segment files, shared by its partitions (a private one if None)."""
         plog = PartitionLog.open(directory, log_config, initial_offset=initial_offset,
                                  files=files)
-        # What survived recovery is on disk; make it durable, then readable.
-        plog.flush()
-        return cls(topic, partition, plog, plog.end_offset)
+        try:
+            # What survived recovery is on disk; make it durable, then readable.
+            plog.flush()
+            part = cls(topic, partition, plog, plog.end_offset,
+                       leader_epochs=load_leader_epochs(plog.directory))
+            part._fit_epochs_to_log()
+            part._mark_needs_repair()
+        except BaseException:
+            plog.close()
+            raise
+        return part
+
+    def _fit_epochs_to_log(self) -> None:
+        """Forget the epochs outside the log (recovery cut their entries, or retention
+        did); saves the checkpoint if that changed it."""
+        epochs = LeaderEpochs(self.leader_epochs.entries)
+        epochs.truncate_from_start(self.log.start_offset)
+        epochs.truncate_from_end(self.log.end_offset)
+        if epochs.entries != self.leader_epochs.entries:
+            self._save_epochs(epochs)
+
+    def _save_epochs(self, epochs: LeaderEpochs) -> None:
+        """Make ``epochs`` durable, then the partition's history. Raises StorageError,
+        naming the partition, with the history unchanged, if the disk refuses."""
+        try:
+            save_leader_epochs(self.log.directory, epochs)
+        except OSError as exc:
+            raise StorageError(f"cannot save the leader epochs of {self.name} in "
+                               f"{self.log.directory}: {exc}") from None
+        self.leader_epochs = epochs
+
+    def _mark_needs_repair(self) -> None:
+        """Set ``needs_repair`` if this open's recovery cut entries (saving the mark)
+        or an earlier one did and the partition has not caught up since."""
+        path = self.log.directory / NEEDS_REPAIR_FILE
+        recovery = self.log.recovery
+        if recovery.bytes_truncated:
+            reason = (f"recovery cut {recovery.bytes_truncated} bytes at end offset "
+                      f"{self.log.end_offset}: {recovery.reason}\n")
+            try:
+                write_file_atomically(path, reason.encode(), sync_dir=True)
+            except OSError as exc:
+                raise StorageError(f"cannot mark {self.name} as needing repair in {path} "
+                                   f"({reason.strip()}): {exc}") from None
+        self.needs_repair = path.exists()
+        if self.needs_repair:
+            log.warning("%s needs repair: not in sync until it has caught up with its leader "
+                        "(%s)", self.name, path.read_text().strip())
+
+    def note_caught_up(self, leader_high_watermark: int) -> bool:
+        """The replica has fetched (durably) up to ``leader_high_watermark``, its leader's:
+        clear ``needs_repair`` if it was set; returns whether it was cleared."""
+        if not self.needs_repair or self.log.flushed_end_offset < leader_high_watermark:
+            return False
+        path = self.log.directory / NEEDS_REPAIR_FILE
+        try:
+            path.unlink(missing_ok=True)
+            fsync_directory(self.log.directory)
+        except OSError as exc:
+            raise StorageError(f"cannot clear the repair mark {path} of {self.name}: {exc}") from None
+        self.needs_repair = False
+        log.info("%s repaired: caught up to its leader's high watermark %d", self.name,
+                 leader_high_watermark)
+        return True
 
     def take_writes(self, initial_offset: int, moved_producers: list | None) -> None:
         """Take writes from ``initial_offset`` on, if the log ends before it.
@@ -98,19 +189,25 @@ class Partition:
             return saved
         return moved if active_base_offset <= initial_offset else None
 
-    def append(self, batch, summary, now_ms: int | None = None) -> int:
+    def append(self, batch, summary, now_ms: int | None = None,
+               leader_epoch: int = NO_EPOCH) -> int:
         """Append a batch that ``summarize_batch`` accepted, as ``summary`` describes it,
         and remember its producer's sequence; returns its base offset. Not fsynced.
 
         ``now_ms`` is the shard's clock (None reads it). The caller asked
-        ``producers.check`` first (a duplicate is not appended). Raises
-        InvalidTimestampError, appending nothing, for a record outside the
-        topic's timestamp window, and StorageError, naming the partition and
-        the directory, when the disk refuses the write.
+        ``producers.check`` first (a duplicate is not appended). ``leader_epoch``
+        is this shard's epoch as the partition's leader (NO_EPOCH: factor 1): a
+        new one is assigned at this batch's base offset and saved first; an
+        older one than the latest here is a programmer error (the shard fences
+        it first). Raises InvalidTimestampError, appending nothing, for a record
+        outside the topic's timestamp window, and StorageError, naming the
+        partition and the directory, when the disk refuses the write.
         """
         if now_ms is None:
             now_ms = wall_clock_ms()
         self._check_timestamps(summary, now_ms)
+        if leader_epoch >= 0 and leader_epoch != self.leader_epochs.latest_epoch():
+            self._start_epoch(leader_epoch)
         plog = self.log
         active_base_offset = plog.active_base_offset
         try:
@@ -122,6 +219,147 @@ class Partition:
         self.producers.record(summary.producer_id, summary.base_sequence, summary.record_count,
                               base_offset, now_ms)
         return base_offset
+
+    def _start_epoch(self, leader_epoch: int) -> None:
+        """This shard leads in a new epoch: it writes from the log's end on (saved)."""
+        latest_epoch = self.leader_epochs.latest_epoch()
+        if leader_epoch < latest_epoch:
+            raise AssertionError(f"{self.name} appends as leader in epoch {leader_epoch}, older "
+                                 f"than its latest epoch {latest_epoch}")
+        epochs = LeaderEpochs(self.leader_epochs.entries)
+        epochs.assign(leader_epoch, self.log.end_offset)
+        self._save_epochs(epochs)
+
+    # --- Follower ------------------------------------------------------------------
+
+    def append_replicated(self, entries, epoch_starts, now_ms: int | None = None) -> int:
+        """Append the leader's entries as it stored them; returns the new log end offset.
+
+        ``entries``: whole log entries from this log's end offset on (a fetch
+        answer's payload). ``epoch_starts``: (epoch, start offset) pairs, oldest
+        first, of the leader epochs that start inside them (an epoch this log
+        already has, starting before them, is ignored). Each batch's producer
+        id and sequence is remembered, seen at ``now_ms`` (None reads the
+        clock). Not fsynced (group commit). Everything is checked before
+        anything is written: CorruptDataError, naming the partition, the
+        directory and the offset, appends nothing.
+        """
+        plog = self.log
+        checked = plog.check_entries(entries)
+        summaries = self._replicated_summaries(checked)
+        epochs = self._epochs_with(epoch_starts, checked)
+        if epochs is not None:
+            self._save_epochs(epochs)
+        active_base_offset = plog.active_base_offset
+        try:
+            plog.append_checked(checked)
+        finally:   # what was written (all of it, but for a storage error) is remembered
+            self._record_replicated(checked, summaries, active_base_offset,
+                                    wall_clock_ms() if now_ms is None else now_ms)
+        return plog.end_offset
+
+    def _replicated_summaries(self, checked: CheckedEntries) -> list[BatchSummary]:
+        """summarize_batch of each replicated batch (one C call each, no per-record work)."""
+        summaries = []
+        position = 0
+        for header in checked.headers:
+            batch = checked.data[position + LOG_ENTRY_HEADER_BYTES:position + header.entry_bytes]
+            try:
+                summary = summarize_batch(batch)
+            except (InvalidBatchError, RecordTooLargeError) as exc:
+                self._raise_bad_replicated(header.base_offset, f"its batch is invalid: {exc}")
+            if summary.record_count != header.record_count:
+                self._raise_bad_replicated(header.base_offset, (
+                    f"its header says {header.record_count} records, its batch "
+                    f"{summary.record_count}"))
+            summaries.append(summary)
+            position += header.entry_bytes
+        return summaries
+
+    def _epochs_with(self, epoch_starts, checked: CheckedEntries) -> LeaderEpochs | None:
+        """The history with the epochs that start inside ``checked``; None if unchanged.
+
+        A new epoch must start at one of the entries' base offsets, after the
+        latest one here; an older epoch than the latest may only be one that
+        starts before the entries (the history both logs share)."""
+        epochs = None
+        if self.leader_epochs.entries and (
+                self.leader_epochs.entries[-1].start_offset >= checked.base_offset):
+            # An epoch this replica assigned as leader without writing in it (its
+            # append failed) is no part of the history.
+            epochs = LeaderEpochs(self.leader_epochs.entries)
+            epochs.truncate_from_end(checked.base_offset)
+        base_offsets = None
+        for epoch, start_offset in epoch_starts:
+            history = epochs if epochs is not None else self.leader_epochs
+            latest_epoch = history.latest_epoch()
+            if epoch <= latest_epoch and (epoch == latest_epoch
+                                          or start_offset < checked.base_offset):
+                continue
+            if base_offsets is None:
+                base_offsets = {header.base_offset for header in checked.headers}
+            if epoch < latest_epoch or start_offset not in base_offsets:
+                self._raise_bad_replicated(start_offset, (
+                    f"leader epoch {epoch} would start there, but that is not the base offset "
+                    f"of an entry in [{checked.base_offset}, {checked.end_offset}) after this "
+                    f"replica's latest epoch {latest_epoch}"))
+            epochs = LeaderEpochs(history.entries) if epochs is None else epochs
+            epochs.assign(epoch, start_offset)
+        return epochs
+
+    def _raise_bad_replicated(self, offset: int, what: str) -> None:
+        raise CorruptDataError(f"{self.name}: replicated entries refused at offset {offset} in "
+                               f"{self.log.directory} (none appended): {what}")
+
+    def _record_replicated(self, checked: CheckedEntries, summaries: list[BatchSummary],
+                           active_base_offset: int, now_ms: int) -> None:
+        """Remember the producers of the replicated batches the log holds; if the log
+        rolled, save the state before the new active segment's first batch."""
+        plog = self.log
+        rolled_at = plog.active_base_offset if plog.active_base_offset != active_base_offset else None
+        end_offset = plog.end_offset
+        for header, summary in zip(checked.headers, summaries):
+            if header.end_offset > end_offset:
+                break   # not written: the disk refused
+            if header.base_offset == rolled_at:
+                self._save_producers()
+            self.producers.record(summary.producer_id, summary.base_sequence,
+                                  header.record_count, header.base_offset, now_ms)
+
+    def truncate_to(self, end_offset: int) -> TruncationResult:
+        """Cut the log back to ``end_offset`` (where the leader says this replica's
+        history ends), with the epochs that start there or later, the high
+        watermark and the producers' state; returns what the log cut.
+
+        The producers keep their remembered batches below ``end_offset``
+        (``ProducerStates.truncated``: no read of the log, so a truncation never
+        stalls the loop on a large active segment); one whose remembered
+        batches were all cut is forgotten. That loses no duplicate check: an
+        idempotent producer has one batch per partition in flight
+        (client/sender.py), fewer than the IDEMPOTENT_BATCHES_KEPT remembered,
+        so if those were all cut, every batch before them was acknowledged and
+        is never retried. Below the log's start the log restarts empty at
+        ``end_offset`` (a replica rebuilt from its leader) and forgets every
+        epoch and producer. Raises StorageError if the disk refuses (reopening
+        recovers a prefix).
+        """
+        plog = self.log
+        old_start_offset = plog.start_offset
+        result = plog.truncate_to(end_offset)
+        self._fit_epochs_to_log()   # also an epoch assigned at the end that wrote nothing
+        if result.end_offset == result.old_end_offset:
+            return result
+        self.high_watermark = max(plog.start_offset, min(self.high_watermark, plog.end_offset))
+        if end_offset < old_start_offset:
+            self.producers = ProducerStates()
+        else:
+            self.producers = self.producers.truncated(end_offset)
+        try:
+            discard_snapshot_after(plog.directory, plog.active_base_offset)
+        except OSError as exc:   # a roll saves the state again before it could be used
+            log.error("cannot remove the stale producer state of %s in %s: %s", self.name,
+                      plog.directory, exc)
+        return result
 
     def _check_timestamps(self, summary, now_ms: int) -> None:
         """Raise InvalidTimestampError unless every record's timestamp is in the window."""

@@ -19,6 +19,15 @@ fsynced; ``flush()`` is (the shard decides when: group commit). Rolling
 fsyncs the old segment and writes its indexes, so after a crash only the
 active segment can have a torn tail, and ``open`` recovers it.
 
+Replication. A follower appends its leader's entries exactly as the leader
+stored them (``append_entries``: every CRC, the magic and the offsets checked
+before a byte is written, so a bad run appends nothing), and cuts its log
+back to where it agrees with its leader (``truncate_to``: a named operation
+that reports what it cut, as recovery does). Truncation deletes the later
+segments newest first, each deletion made durable before the next, so a
+crash in the middle leaves a prefix of the old log, which the next fetch's
+epoch check cuts again.
+
 Open files. Only the active segment's file is always open. Older segments are
 read through the shard's SegmentFiles (segment_files.py), which keeps at most
 SEGMENT_FILES_OPEN_MAX of them open; ``open`` lists them without opening any
@@ -47,17 +56,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from plinth import topics
-from plinth.errors import CorruptDataError, InvalidConfigError, OffsetOutOfRangeError
+from plinth.errors import (
+    CorruptDataError, InvalidConfigError, OffsetOutOfRangeError, StorageError)
 from plinth.limits import (
     BATCH_BYTES_MAX, BATCH_RECORDS_MAX, INDEX_INTERVAL_BYTES,
     MESSAGE_TIMESTAMP_AFTER_MS_MAX_DEFAULT, MESSAGE_TIMESTAMP_BEFORE_MS_MAX_DEFAULT,
     RETENTION_BYTES_DEFAULT, RETENTION_MS_DEFAULT, SEGMENT_BYTES_CONFIG_MIN,
     SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_MS_CONFIG_MIN,
     SEGMENT_MS_DEFAULT)
-from plinth.format.log_entry import LOG_ENTRY_HEADER_BYTES
-from plinth.shards.segment import RecoveryResult, Segment, parse_log_file_name
+from plinth.format.log_entry import (
+    ATTRIBUTES_NONE, LOG_ENTRY_HEADER_BYTES, LogEntryHeader, scan_whole_entries)
+from plinth.shards.segment import RecoveryResult, Segment, fsync_directory, parse_log_file_name
 from plinth.shards.segment_files import SegmentFiles
 
 logger = logging.getLogger(__name__)
@@ -137,6 +149,28 @@ class RetentionResult:
     segments: int          # segments deleted
     bytes: int             # bytes of .log files deleted
     start_offset: int      # the log's first offset afterwards
+
+
+@dataclass(frozen=True)
+class TruncationResult:
+    """What ``truncate_to`` cut: the log ended at ``old_end_offset`` and now ends at
+    ``end_offset``. ``entries`` counts the whole entries cut from the segment cut in
+    place (the entries of deleted segments are not read to be counted)."""
+
+    old_end_offset: int
+    end_offset: int
+    segments_deleted: int  # whole segments removed
+    bytes: int             # bytes of .log files cut or removed
+    entries: int           # entries cut from the segment cut in place
+
+
+class CheckedEntries(NamedTuple):
+    """A run of replicated entries that ``check_entries`` found whole and valid."""
+
+    data: memoryview                 # the run, as the leader stored it
+    headers: list[LogEntryHeader]    # its entries' headers, in order
+    base_offset: int                 # the log's end offset it was checked against
+    end_offset: int                  # the offset after its last entry
 
 
 class PartitionLog:
@@ -280,6 +314,162 @@ class PartitionLog:
         logger.info("rolled %s at offset %d: old segment %d bytes, %d ms old",
                     self.directory, new.base_offset, old.size_bytes,
                     old.age_ms(new.created_ms))
+
+    # --- Replicated entries -----------------------------------------------------
+
+    def append_entries(self, entries) -> int:
+        """Append a run of entries exactly as the leader stored them; return the new
+        end offset. Not fsynced (group commit does that).
+
+        ``entries`` (bytes or a memoryview of them) are whole log entries whose
+        base offsets run on from this log's end offset. Every entry is checked
+        first (``check_entries``): a bad one raises CorruptDataError and
+        appends nothing. Rolls segments as ``append`` would.
+        """
+        return self.append_checked(self.check_entries(entries))
+
+    def check_entries(self, entries) -> CheckedEntries:
+        """Check a run of replicated entries against this log's end; write nothing.
+
+        Each entry's magic, lengths and attributes, its CRC, and that its base
+        offset follows the previous one's, from ``end_offset`` on; the run must
+        end on an entry boundary. Raises CorruptDataError naming this log's
+        directory, the offset expected, and what is wrong.
+        """
+        if self._closed:
+            self._raise_closed()
+        view = memoryview(entries)
+        if not (view.contiguous and view.itemsize == 1):
+            raise AssertionError(f"replicated entries for {self.directory} must be contiguous "
+                                 f"bytes, not items of {view.itemsize} bytes")
+        headers: list[LogEntryHeader] = []
+        expected_offset, run_end = self.end_offset, 0
+        try:
+            for position, header, _ in scan_whole_entries(view, verify_crc=True):
+                _check_replicated_entry(header, position, expected_offset)
+                headers.append(header)
+                expected_offset = header.end_offset
+                run_end = position + header.entry_bytes
+            if run_end != view.nbytes:
+                raise CorruptDataError(f"torn entry at position {run_end}: "
+                                       f"{view.nbytes - run_end} bytes left over")
+        except CorruptDataError as error:
+            raise CorruptDataError(
+                f"{self.directory}: replicated entries refused at offset {expected_offset} "
+                f"({view.nbytes} bytes from offset {self.end_offset}; none appended): "
+                f"{error.message}") from None
+        return CheckedEntries(view, headers, self.end_offset, expected_offset)
+
+    def append_checked(self, checked: CheckedEntries) -> int:
+        """Append what ``check_entries`` returned, if the log has not moved since;
+        return the new end offset. Not fsynced.
+
+        Rolls before an entry exactly when ``append`` would; the entries that
+        fit between rolls are written with one write each. Raises StorageError
+        if the disk refuses: the whole entries before the failed run stay.
+        """
+        if self._closed:
+            self._raise_closed()
+        if checked.base_offset != self.end_offset:
+            raise AssertionError(f"entries checked against end offset {checked.base_offset} "
+                                 f"of {self.directory} appended at {self.end_offset}")
+        headers = checked.headers
+        now_ms = self._clock_ms()
+        first = position = 0
+        while first < len(headers):
+            if self._should_roll(headers[first].entry_bytes, now_ms):
+                self._roll(now_ms)
+            active = self._segments[-1]
+            last, run_bytes = self._run_before_roll(active, headers, first, now_ms)
+            active.append_entries(checked.data[position:position + run_bytes], headers[first:last])
+            active.last_written_ms = now_ms
+            self._size_bytes += run_bytes
+            position += run_bytes
+            first = last
+        return self.end_offset
+
+    def _run_before_roll(self, active: Segment, headers: list[LogEntryHeader], first: int,
+                         now_ms: int) -> tuple[int, int]:
+        """(index after the last entry, bytes) of the entries from ``first`` on that
+        ``active`` takes before ``append`` would roll (``_should_roll``)."""
+        run_bytes = headers[first].entry_bytes
+        last = first + 1
+        if active.age_ms(now_ms) >= self.config.segment_ms_max:
+            return last, run_bytes   # the next entry rolls by age
+        room_bytes = self.config.segment_bytes_max - active.size_bytes
+        while last < len(headers) and run_bytes + headers[last].entry_bytes <= room_bytes:
+            run_bytes += headers[last].entry_bytes
+            last += 1
+        return last, run_bytes
+
+    # --- Truncation ---------------------------------------------------------------
+
+    def truncate_to(self, end_offset: int) -> TruncationResult:
+        """Cut the log so that it ends at ``end_offset``; report what was cut.
+
+        ``end_offset`` is an entry boundary at or below the end offset (a
+        programmer error otherwise). The segments after the one holding it
+        are deleted, newest first; that one becomes the active segment and is
+        cut, with its indexes, and fsynced. Below ``start_offset``, the whole
+        log is deleted and starts again, empty, at ``end_offset`` (a follower
+        rebuilt from its leader). Raises StorageError if the disk refuses:
+        reopening the log then recovers a prefix of it.
+        """
+        if self._closed:
+            self._raise_closed()
+        old_end_offset = self.end_offset
+        if end_offset > old_end_offset:
+            raise AssertionError(f"attempt to truncate {self.directory} to offset {end_offset}, "
+                                 f"past its end offset {old_end_offset}")
+        if end_offset == old_end_offset:
+            return TruncationResult(old_end_offset, end_offset, 0, 0, 0)
+        if end_offset < self.start_offset:
+            return self._truncate_fully(end_offset)
+        slot = self._slot_for(end_offset)
+        kept = self._segments[slot]
+        kept.boundary_position(end_offset)   # checked before anything is deleted
+        if kept is not self._segments[-1]:
+            kept.make_active()
+        segments_deleted, deleted_bytes = self._delete_segments_after(slot)
+        cut_bytes, entries = kept.truncate_to(end_offset)
+        self._size_bytes -= cut_bytes
+        self._flushed_end_offset = self.end_offset
+        result = TruncationResult(old_end_offset, self.end_offset, segments_deleted,
+                                  deleted_bytes + cut_bytes, entries)
+        _log_truncation(self.directory, result)
+        return result
+
+    def _truncate_fully(self, start_offset: int) -> TruncationResult:
+        """Delete every segment and start again, empty, at ``start_offset``."""
+        old_end_offset = self.end_offset
+        segments_deleted, deleted_bytes = self._delete_segments_after(-1)
+        self._segments.append(Segment.create(
+            self.directory, start_offset, index_interval_bytes=self.config.index_interval_bytes,
+            created_ms=self._clock_ms()))
+        self._base_offsets.append(start_offset)
+        self._flushed_end_offset = start_offset
+        result = TruncationResult(old_end_offset, start_offset, segments_deleted,
+                                  deleted_bytes, 0)
+        _log_truncation(self.directory, result)
+        return result
+
+    def _delete_segments_after(self, slot: int) -> tuple[int, int]:
+        """Delete the segments after ``slot``, newest first, each deletion durable
+        before the next (a crash leaves a prefix of the log); returns (segments, bytes)."""
+        segments_deleted = deleted_bytes = 0
+        while len(self._segments) > slot + 1:
+            newest = self._segments.pop()
+            self._base_offsets.pop()
+            self._size_bytes -= newest.size_bytes
+            newest.delete()
+            try:
+                fsync_directory(self.directory)
+            except OSError as error:
+                raise StorageError(f"cannot fsync {self.directory} after deleting "
+                                   f"{newest.log_path}: {error}") from error
+            segments_deleted += 1
+            deleted_bytes += newest.size_bytes
+        return segments_deleted, deleted_bytes
 
     def continue_at(self, offset: int) -> None:
         """Make ``offset`` the next offset to assign, leaving a gap before it.
@@ -478,6 +668,26 @@ def _unopened_segment(directory: Path, base_offset: int, entry: os.DirEntry, con
                             index_interval_bytes=config.index_interval_bytes,
                             size_bytes=stat.st_size, modified_ms=stat.st_mtime_ns // 1_000_000,
                             files=files)
+
+
+def _check_replicated_entry(header: LogEntryHeader, position: int, expected_offset: int) -> None:
+    """Raise CorruptDataError unless a replicated entry is one ``append`` could have written."""
+    # attributes are outside the CRC, as in recovery (segment.py).
+    if header.attributes != ATTRIBUTES_NONE:
+        raise CorruptDataError(f"entry at position {position} has attributes "
+                               f"0x{header.attributes:08x}, expected 0x{ATTRIBUTES_NONE:08x}")
+    if header.base_offset != expected_offset:
+        raise CorruptDataError(f"entry at position {position} has base offset "
+                               f"{header.base_offset}, expected {expected_offset}")
+    if not header.batch_bytes:
+        raise CorruptDataError(f"entry at position {position} (base offset "
+                               f"{header.base_offset}) has an empty batch")
+
+
+def _log_truncation(directory: Path, result: TruncationResult) -> None:
+    logger.warning("truncated %s from end offset %d to %d: %d segments deleted, %d bytes and "
+                   "%d entries of the last segment cut", directory, result.old_end_offset,
+                   result.end_offset, result.segments_deleted, result.bytes, result.entries)
 
 
 def _log_recovery(directory: Path, active: Segment, recovery: RecoveryResult,

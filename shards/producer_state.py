@@ -58,6 +58,7 @@ from plinth.durable_files import write_json_atomically
 from plinth.errors import OutOfOrderSequenceError, TooManyProducersError
 from plinth.format.log_entry import iter_entries
 from plinth.format.record_batch import SEQUENCE_MODULUS
+from plinth.shards.segment import fsync_directory
 
 
 def _wall_clock_ms() -> int:
@@ -150,6 +151,19 @@ class ProducerStates:
         producer.last_seen_ms = now_ms
         self._producers[producer_id] = producer   # most recently seen last
 
+    def truncated(self, end_offset: int) -> "ProducerStates":
+        """The state as it was when the log ended at ``end_offset`` (the log was cut
+        there), as far as the batches kept in memory tell: each producer's batches
+        that start below it; a producer left with none is forgotten (its next
+        batch is taken as a new producer's). A producer keeps its last-seen time."""
+        states = ProducerStates()
+        for producer_id, producer in self._producers.items():
+            kept = [batch for batch in producer.batches if batch[2] < end_offset]
+            if kept:
+                states._producers[producer_id] = _Producer(producer.last_seen_ms)
+                states._producers[producer_id].batches.extend(kept)
+        return states
+
     def snapshot(self) -> list:
         """What a new owner of the partition needs; least recently seen first."""
         return [[producer_id, [list(batch) for batch in producer.batches], producer.last_seen_ms]
@@ -191,6 +205,22 @@ def save_snapshot(directory: Path, base_offset: int, states: ProducerStates) -> 
     """The state before the first batch of the segment at ``base_offset`` (durable)."""
     write_json_atomically(Path(directory) / SNAPSHOT_FILE,
                           {"base_offset": base_offset, "producers": states.snapshot()})
+
+
+def discard_snapshot_after(directory: Path, base_offset: int) -> bool:
+    """Remove the saved state if it precedes a segment after ``base_offset`` (the log
+    was cut back before that segment, so it describes cut batches, and a later
+    segment could start at the same offset); returns whether it did."""
+    path = Path(directory) / SNAPSHOT_FILE
+    try:
+        saved = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return False
+    if saved.get("base_offset", -1) <= base_offset:
+        return False
+    path.unlink()
+    fsync_directory(path.parent)
+    return True
 
 
 def load_snapshot(directory: Path, base_offset: int) -> list | None:

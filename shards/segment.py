@@ -18,7 +18,10 @@ Positions are tracked in memory; nothing written is read back. The index
 files are written whole when the segment rolls or closes, and rebuilt from
 the .log file when missing or invalid. ``recover()`` checks every entry of an
 active segment after a restart and cuts the file at the first torn or
-corrupt one.
+corrupt one. ``truncate_to()`` cuts the active segment at an entry boundary
+(a follower whose log diverged from its leader's), and ``append_entries()``
+writes a run of entries exactly as a leader stored them (a follower's
+replication), with the headers they came with.
 
 Open files. The active segment keeps its .log file open. A segment that
 rolled out of being active (``retire``), or an older one found on disk at a
@@ -319,11 +322,20 @@ class Segment:
                 f"offset index {self.index_path} ({len(offset_index)} entries, last offset {last_offset})")
         self._reset()
         self._offset_index, self._time_index = offset_index, time_index
+        self._indexes_written = True   # until the tail scan indexes more
+        self._resume_from_indexes(file_bytes)
+
+    def _resume_from_indexes(self, file_bytes: int) -> None:
+        """Track the entries from the last offset index entry on, up to ``file_bytes``.
+
+        What the indexes say stands: the entry of their last offset, the
+        largest timestamp up to it (the time index's last entry)."""
+        last_offset, last_position = self._offset_index.last_entry
+        time_entry = self._time_index.last_entry
         self._size_bytes = self._indexed_position = last_position
         self._end_offset = last_offset
-        if time_entry is not None:
-            self._max_timestamp_ms = time_entry[0]
-        self._indexes_written = True   # until the tail scan indexes more
+        self._max_timestamp_ms = TIMESTAMP_MS_NONE if time_entry is None else time_entry[0]
+        self._bytes_since_index_entry = 0
         self._scan_tail(file_bytes)
 
     def _check_indexed_entry(self, offset: int, position: int, file_bytes: int) -> None:
@@ -445,6 +457,38 @@ class Segment:
                 f"cannot append {entry_bytes} bytes at position {position} "
                 f"to {self.log_path}: {error}") from error
 
+    def append_entries(self, entries: memoryview, headers: list[LogEntryHeader]) -> None:
+        """Write a run of whole entries as they are, ``headers`` being theirs, in order.
+
+        The caller (PartitionLog.append_entries) checked every entry: its
+        magic, lengths, attributes and CRC, and that base offsets run on from
+        this segment's end offset. No fsync: see ``flush()``. On a write error
+        the partial run is cut off again and StorageError is raised.
+        """
+        if not self._ready:
+            self._raise_not_ready()
+        if headers[0].base_offset != self._end_offset:
+            raise AssertionError(f"attempt to append a run of entries from offset "
+                                 f"{headers[0].base_offset} at position {self._size_bytes} to "
+                                 f"{self.log_path}, expected offset {self._end_offset}")
+        position = self._size_bytes
+        run_bytes = entries.nbytes
+        if position + run_bytes >= UINT32_LIMIT:
+            raise AssertionError(f"run of {run_bytes} bytes at position {position} overflows "
+                                 f"UInt32 positions in {self.log_path}")
+        try:
+            rest = entries
+            while rest:
+                rest = rest[os.write(self._fd, rest):]
+        except OSError as error:
+            self._cut_partial_entry(position)
+            raise StorageError(f"cannot append {run_bytes} bytes of replicated entries at "
+                               f"position {position} to {self.log_path}: {error}") from error
+        for header in headers:
+            self._track(header.base_offset, header.record_count, header.max_timestamp_ms,
+                        position, header.entry_bytes)
+            position += header.entry_bytes
+
     def _cut_partial_entry(self, position: int) -> None:
         try:
             os.ftruncate(self._fd, position)
@@ -475,6 +519,78 @@ class Segment:
         except OSError as error:
             raise StorageError(f"cannot write the indexes of {self.log_path}: {error}") from error
         self._indexes_written = True
+
+    # --- Truncation --------------------------------------------------------------
+
+    def boundary_position(self, offset: int) -> int:
+        """The position of the entry whose base offset is ``offset``, or the segment's
+        size if ``offset`` is its end offset. Anything else (inside an entry,
+        outside the segment) is a programmer error: truncation cuts whole entries."""
+        self._use_file()
+        if offset == self._end_offset:
+            return self._size_bytes
+        found = self._find_entry(offset) if self.base_offset <= offset < self._end_offset else None
+        if found is None or found[1].base_offset != offset:
+            raise AssertionError(
+                f"offset {offset} is not an entry boundary of {self.log_path} (offsets "
+                f"[{self.base_offset}, {self._end_offset}), entry there: {found})")
+        return found[0]
+
+    def truncate_to(self, end_offset: int) -> tuple[int, int]:
+        """Cut every entry from ``end_offset`` on; returns (bytes cut, entries cut).
+
+        ``end_offset`` is an entry boundary (``boundary_position``). The
+        active segment only (its file is open for writing). Cuts the file,
+        the indexes and what is tracked, and fsyncs. Raises StorageError if
+        the disk refuses: reopening the log then recovers a prefix of it.
+        """
+        if self._files is not None or self._fd < 0:
+            raise AssertionError(f"attempt to truncate {self.log_path}, which is not the "
+                                 f"active segment (make_active first)")
+        position = self.boundary_position(end_offset)
+        bytes_cut = self._size_bytes - position
+        if not bytes_cut:
+            return 0, 0
+        entries_cut = self._count_entries(position)
+        try:
+            os.ftruncate(self._fd, position)
+        except OSError as error:
+            raise StorageError(f"cannot cut {self.log_path} to {position} bytes at offset "
+                               f"{end_offset}: {error}") from error
+        self._offset_index.truncate_to(end_offset)
+        self._time_index.truncate_to(end_offset)
+        self._resume_from_indexes(position)
+        self._indexes_written = False   # rewritten when it rolls or closes
+        self._fsync()
+        if (self._size_bytes, self._end_offset) != (position, end_offset):
+            # The entries before the cut did not scan whole (a flipped header).
+            raise CorruptDataError(f"{self.log_path}, cut at position {position} (offset "
+                                   f"{end_offset}), reads only {self._size_bytes} bytes, up to "
+                                   f"offset {self._end_offset}: an entry before it is corrupt")
+        return bytes_cut, entries_cut
+
+    def _count_entries(self, position: int) -> int:
+        """How many entries start at or after ``position``: one header read each."""
+        count = 0
+        while position < self._size_bytes:
+            position += self._read_header(position).entry_bytes
+            count += 1
+        return count
+
+    def make_active(self) -> None:
+        """The log was cut back into this older segment: it takes appends again.
+
+        Loads its indexes if it never did, leaves the shard's SegmentFiles and
+        reopens its file for appending. Raises StorageError if it cannot."""
+        self._use_file()
+        if self._files is not None:
+            self._files.discard(self)
+            self._files = None
+        self.close_file()
+        try:
+            self._fd = os.open(self.log_path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+        except OSError as error:
+            raise StorageError(f"cannot reopen {self.log_path} for appending: {error}") from error
 
     # --- Reading ---------------------------------------------------------------
 

@@ -81,6 +81,15 @@ class TimeIndex:
         self._relative_offsets.append(relative_offset)
         return True
 
+    def truncate_to(self, end_offset: int) -> None:
+        """Forget the entries of offsets at or past ``end_offset`` (the log was cut there).
+
+        The entries kept stay true: each one's timestamp is a maximum over
+        log entries at or before its offset, all of which are kept."""
+        slot = bisect_left(self._relative_offsets, max(end_offset - self.base_offset, 0))
+        del self._timestamps_ms[slot:]
+        del self._relative_offsets[slot:]
+
     def lookup(self, timestamp_ms: int) -> int:
         """The offset to start scanning from for the first entry with a timestamp >= timestamp_ms.
 

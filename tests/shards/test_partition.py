@@ -11,9 +11,11 @@ import time
 import pytest
 
 from plinth import limits
-from plinth.errors import InvalidTimestampError, StorageError
-from plinth.format.log_entry import LOG_ENTRY_HEADER_BYTES, iter_entries
+from plinth.errors import (
+    CorruptDataError, InvalidTimestampError, OutOfOrderSequenceError, StorageError)
+from plinth.format.log_entry import LOG_ENTRY_HEADER_BYTES, build_entry_header, iter_entries
 from plinth.format.record_batch import BatchBuilder, summarize_batch
+from plinth.shards.leader_epochs import CHECKPOINT_FILE, EpochEntry, load_leader_epochs
 from plinth.shards.partition import Partition
 from plinth.shards.partition_log import LogConfig
 from plinth.shards.producer_state import SNAPSHOT_FILE
@@ -297,3 +299,365 @@ def test_the_producers_rebuilt_from_the_active_segment_keep_the_snapshots_times(
     # Then producer 1 keeps its time and producer 2 is seen at the active segment's last write
     seen = {entry[0]: entry[2] for entry in reopened.producers.snapshot()}
     assert seen == {1: day_ago_ms, 2: reopened.log.segments[-1].last_written_ms}
+
+
+# --- Replication: leader epochs, the follower path, truncation, repair ---------------
+
+
+def append_as_leader(part: Partition, batch: bytes, leader_epoch: int) -> int:
+    """As the shard does for a partition it leads in ``leader_epoch``."""
+    summary = summarize_batch(batch)
+    base_offset = part.producers.check(part.name, summary.producer_id, summary.base_sequence,
+                                       summary.record_count)
+    if base_offset is not None:
+        return base_offset
+    return part.append(batch, summary, leader_epoch=leader_epoch)
+
+
+def entries_from(leader: Partition, offset: int) -> bytes:
+    """The leader's entries from ``offset`` to its log end, as stored (a fetch's payload)."""
+    chunks = []
+    while offset < leader.log.end_offset:
+        data = leader.log.read(offset, 1 << 20, leader.log.end_offset)
+        chunks.append(bytes(data))
+        *_, (last, _) = iter_entries(data)
+        offset = last.end_offset
+    return b"".join(chunks)
+
+
+def replicate(leader: Partition, follower: Partition) -> int:
+    """What a follower's fetcher does: the leader's entries from the follower's end,
+    with the epochs that start inside them."""
+    offset = follower.log.end_offset
+    epoch_starts = [(e.epoch, e.start_offset) for e in leader.leader_epochs.entries
+                    if e.start_offset >= offset]
+    return follower.append_replicated(entries_from(leader, offset), epoch_starts)
+
+
+def test_a_leader_assigns_a_new_epoch_at_the_batchs_base_offset_and_saves_it(tmp_path):
+    # Given a partition led in epoch 0, then in epoch 2
+    part = open_partition(tmp_path / "t-3")
+    for value in (b"a", b"b"):
+        append_as_leader(part, batch_of([value]), 0)
+    # When it appends a batch in epoch 2
+    assert append_as_leader(part, batch_of([b"c", b"d"]), 2) == 2
+    append_as_leader(part, batch_of([b"e"]), 2)
+    # Then epoch 2 starts at that batch, in memory and in the checkpoint file
+    expected = (EpochEntry(0, 0), EpochEntry(2, 2))
+    assert part.leader_epochs.entries == expected
+    assert load_leader_epochs(part.log.directory).entries == expected
+
+
+def test_a_new_epoch_the_disk_refuses_to_save_appends_nothing(tmp_path, monkeypatch):
+    # Given a partition led in epoch 0, on a disk that then refuses writes
+    part = open_partition(tmp_path / "t-3")
+    append_as_leader(part, batch_of([b"a"]), 0)
+
+    def full_disk(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "write", full_disk)
+    # When it appends the first batch of epoch 1
+    # Then StorageError names the partition, and neither the epoch nor the batch is kept,
+    # so the batch cannot be acknowledged without its epoch on disk
+    with pytest.raises(StorageError, match=r"leader epochs of t-3 .*No space left"):
+        append_as_leader(part, batch_of([b"b"]), 1)
+    monkeypatch.undo()
+    assert part.log.end_offset == 1
+    assert part.leader_epochs.entries == load_leader_epochs(part.log.directory).entries == (
+        EpochEntry(0, 0),)
+
+
+def test_a_partition_of_factor_1_writes_no_leader_epoch_checkpoint(tmp_path):
+    # Given a partition appended to without a leader epoch, as today
+    part = open_partition(tmp_path / "t-3")
+    append(part, batch_of([b"a"]))
+    part.log.close()
+    reopened = open_partition(tmp_path / "t-3")
+    # Then it has no epochs, no checkpoint file and does not need repair
+    assert reopened.leader_epochs.entries == ()
+    assert not (tmp_path / "t-3" / CHECKPOINT_FILE).exists()
+    assert not reopened.needs_repair
+
+
+def test_epochs_whose_entries_recovery_cut_are_forgotten_when_the_partition_opens(tmp_path):
+    # Given a partition whose first batch of epoch 3 was torn by a crash
+    part = open_partition(tmp_path / "t-3")
+    append_as_leader(part, batch_of([b"a"]), 1)
+    append_as_leader(part, batch_of([b"b"]), 3)
+    part.log.close()
+    log_path = part.log.segments[-1].log_path
+    log_path.write_bytes(log_path.read_bytes()[:-3])
+    # When it is opened again
+    reopened = open_partition(tmp_path / "t-3")
+    # Then epoch 3, which now wrote nothing, is forgotten, in the file too
+    assert reopened.log.end_offset == 1
+    assert reopened.leader_epochs.entries == (EpochEntry(1, 0),)
+    assert load_leader_epochs(tmp_path / "t-3").entries == (EpochEntry(1, 0),)
+
+
+def test_a_torn_leader_epoch_checkpoint_stops_the_partition_from_opening(tmp_path):
+    # Given a partition whose checkpoint file was torn
+    part = open_partition(tmp_path / "t-3")
+    append_as_leader(part, batch_of([b"a"]), 1)
+    part.log.close()
+    path = tmp_path / "t-3" / CHECKPOINT_FILE
+    path.write_bytes(path.read_bytes()[:-2])
+    # When it is opened / Then CorruptDataError names the file, rather than a made-up history
+    with pytest.raises(CorruptDataError, match=f"{path}, line"):
+        open_partition(tmp_path / "t-3")
+
+
+def test_a_follower_stores_the_leaders_entries_epochs_and_producer_sequences(tmp_path):
+    # Given a leader that stored an idempotent producer's batches in epochs 0 and 2
+    leader = open_partition(tmp_path / "leader" / "t-3")
+    batches = [batch_of([b"x%d" % i, b"y%d" % i], producer_id=9, base_sequence=2 * i)
+               for i in range(4)]
+    for i, batch in enumerate(batches):
+        append_as_leader(leader, batch, 0 if i < 2 else 2)
+    # When a follower replicates them
+    follower = open_partition(tmp_path / "follower" / "t-3")
+    assert replicate(leader, follower) == 8
+    # Then it holds the same entries and epochs (saved)
+    assert entries_from(follower, 0) == entries_from(leader, 0)
+    assert follower.leader_epochs.entries == (EpochEntry(0, 0), EpochEntry(2, 4))
+    assert load_leader_epochs(follower.log.directory).entries == follower.leader_epochs.entries
+    # And, should it lead, it recognises the producer's retry and its next sequence
+    assert append_as_leader(follower, batches[3], 3) == 6
+    with pytest.raises(OutOfOrderSequenceError):
+        append_as_leader(follower, batch_of([b"gap"], producer_id=9, base_sequence=11), 3)
+    assert append_as_leader(follower, batch_of([b"next"], producer_id=9, base_sequence=8), 3) == 8
+
+
+def test_a_follower_remembers_producers_across_its_rolls_and_a_restart(tmp_path):
+    # Given a leader of small segments with batches of one producer, the last one
+    # alone in its segment (so only a snapshot saved at the roll knows the ones before)
+    config = LogConfig(segment_bytes_max=limits.SEGMENT_BYTES_MIN, index_interval_bytes=512)
+    leader = open_partition(tmp_path / "leader" / "t-3", config)
+    batches = []
+    while len(leader.log.segments) < 4:
+        batches.append(batch_of([b"v" * 300], producer_id=5, base_sequence=len(batches)))
+        append_as_leader(leader, batches[-1], 0)
+    # When a follower replicates them in one run, rolling several times, and restarts
+    follower = open_partition(tmp_path / "follower" / "t-3", config)
+    replicate(leader, follower)
+    assert len(follower.log.segments) == 4
+    follower.log.close()
+    reopened = open_partition(tmp_path / "follower" / "t-3", config)
+    # Then a retry of the batch just before its last roll is still a duplicate
+    active_base_offset = reopened.log.active_base_offset
+    assert append_as_leader(reopened, batches[active_base_offset - 1], 1) == active_base_offset - 1
+
+
+def test_a_flipped_byte_in_replicated_entries_refuses_the_run_and_changes_nothing(tmp_path):
+    # Given a leader with a batch in a new epoch, and a follower behind it
+    leader = open_partition(tmp_path / "leader" / "t-3")
+    append_as_leader(leader, batch_of([b"a"], producer_id=1, base_sequence=0), 0)
+    follower = open_partition(tmp_path / "follower" / "t-3")
+    replicate(leader, follower)
+    append_as_leader(leader, batch_of([b"b"], producer_id=1, base_sequence=1), 4)
+    append_as_leader(leader, batch_of([b"c"], producer_id=1, base_sequence=2), 4)
+    run = bytearray(entries_from(leader, 1))
+    # When the follower is given that run with a byte of its last batch flipped
+    run[-2] ^= 0x20
+    with pytest.raises(CorruptDataError, match=r"refused at offset 2"):
+        follower.append_replicated(bytes(run), [(4, 1)])
+    # Then nothing of it is kept: no entry, no epoch, no producer sequence
+    assert follower.log.end_offset == 1
+    assert follower.leader_epochs.entries == (EpochEntry(0, 0),)
+    assert load_leader_epochs(follower.log.directory).entries == (EpochEntry(0, 0),)
+    assert follower.producers.check("t-3", 1, 1, 1) is None
+    # And the run as stored is taken
+    assert replicate(leader, follower) == 3
+
+
+@pytest.mark.parametrize("epoch_starts, offset", [([(4, 2)], 2), ([(4, 5)], 5), ([(0, 1)], 1)])
+def test_an_epoch_that_would_start_anywhere_but_at_a_new_batch_is_refused(
+        tmp_path, epoch_starts, offset):
+    # Given a follower in epoch 3 and a run of two 2-record batches from offset 1
+    leader = open_partition(tmp_path / "leader" / "t-3")
+    append_as_leader(leader, batch_of([b"a"]), 3)
+    follower = open_partition(tmp_path / "follower" / "t-3")
+    replicate(leader, follower)
+    append_as_leader(leader, batch_of([b"b", b"c"]), 4)
+    append_as_leader(leader, batch_of([b"d", b"e"]), 4)
+    # When an epoch start is inside a batch, past the run, or older than epoch 3
+    # Then the run is refused, naming the offset, and nothing is appended
+    with pytest.raises(CorruptDataError, match=f"refused at offset {offset} .*leader epoch"):
+        follower.append_replicated(entries_from(leader, 1), epoch_starts)
+    assert follower.log.end_offset == 1
+    # And an epoch the follower has, starting before the run, is not news
+    assert follower.append_replicated(entries_from(leader, 1), [(3, 0), (4, 1)]) == 5
+    assert follower.leader_epochs.entries == (EpochEntry(3, 0), EpochEntry(4, 1))
+
+
+def diverged_pair(tmp_path):
+    """Replica A led epoch 1 and wrote offsets 0..3, of which B replicated 0..1;
+    B now leads epoch 2 and wrote its own offset 2 (A's 2..3 were never committed)."""
+    a = open_partition(tmp_path / "a" / "t-3")
+    for i in range(2):
+        append_as_leader(a, batch_of([b"common%d" % i], producer_id=7, base_sequence=i), 1)
+    b = open_partition(tmp_path / "b" / "t-3")
+    replicate(a, b)
+    for i in range(2, 4):
+        append_as_leader(a, batch_of([b"lost%d" % i], producer_id=7, base_sequence=i), 1)
+    a.advance(3)
+    append_as_leader(b, batch_of([b"new leader"], producer_id=8, base_sequence=0), 2)
+    return a, b
+
+
+def test_truncating_cuts_the_log_the_epochs_the_high_watermark_and_the_producers(tmp_path):
+    # Given a replica whose last two entries its new leader does not have
+    a, b = diverged_pair(tmp_path)
+    # When it truncates to where the leader says its epoch 1 ends
+    end_epoch, end_offset = b.leader_epochs.end_offset_for(1, b.log.end_offset)
+    assert (end_epoch, end_offset) == (1, 2)
+    result = a.truncate_to(end_offset)
+    # Then the log ends there, the high watermark is clamped to it
+    assert (result.old_end_offset, result.end_offset, result.entries) == (4, 2, 2)
+    assert (a.log.end_offset, a.high_watermark) == (2, 2)
+    assert a.leader_epochs.entries == (EpochEntry(1, 0),)
+    # And a retry of a cut batch is stored again, not answered as a duplicate
+    assert a.producers.check("t-3", 7, 2, 1) is None
+    assert a.producers.check("t-3", 7, 1, 1) == 1
+    # And it then replicates its leader's entries and epoch from the cut on
+    assert replicate(b, a) == 3
+    assert entries_from(a, 0) == entries_from(b, 0)
+    assert a.leader_epochs.entries == b.leader_epochs.entries == (EpochEntry(1, 0),
+                                                                  EpochEntry(2, 2))
+
+
+def test_a_truncation_then_a_crash_leaves_a_log_and_epochs_that_agree(tmp_path):
+    # Given a replica truncated to where its new leader's history agrees
+    a, b = diverged_pair(tmp_path)
+    append_as_leader(a, batch_of([b"lost4"], producer_id=7, base_sequence=4), 3)
+    a.truncate_to(2)
+    # When it crashes (it is opened again without being closed)
+    reopened = open_partition(tmp_path / "a" / "t-3")
+    # Then its log ends at the cut, nothing to recover, its epochs agree with it
+    assert reopened.log.recovery.bytes_truncated == 0 and not reopened.needs_repair
+    assert reopened.log.end_offset == 2
+    assert reopened.leader_epochs.entries == (EpochEntry(1, 0),)
+    # And replication continues at the cut
+    assert replicate(b, reopened) == 3
+
+
+def test_truncating_below_the_log_start_restarts_it_empty_with_no_epochs_or_producers(
+        tmp_path):
+    # Given a replica whose retention deleted its first segments
+    config = LogConfig(segment_bytes_max=limits.SEGMENT_BYTES_MIN,
+                       retention_bytes=2 * limits.SEGMENT_BYTES_MIN)
+    part = open_partition(tmp_path / "t-3", config)
+    append_as_leader(part, batch_of([b"early"], producer_id=4, base_sequence=0), 1)
+    for i in range(40):
+        append_as_leader(part, batch_of([b"v" * 300], producer_id=3, base_sequence=i), 1)
+    part.log.enforce_retention()
+    assert part.log.start_offset > 5
+    # When it is truncated below its start (its leader's log diverged before it)
+    part.truncate_to(5)
+    # Then it is empty at that offset, with no epochs and no producers
+    assert (part.log.start_offset, part.log.end_offset, part.high_watermark) == (5, 5, 5)
+    assert part.leader_epochs.entries == () == load_leader_epochs(tmp_path / "t-3").entries
+    assert len(part.producers) == 0
+
+
+def test_a_partition_whose_recovery_cut_entries_needs_repair_until_it_has_caught_up(tmp_path):
+    # Given a partition whose last entry was corrupted
+    part = open_partition(tmp_path / "t-3")
+    for value in (b"a", b"b", b"c"):
+        append_as_leader(part, batch_of([value]), 1)
+    part.log.close()
+    log_path = part.log.segments[-1].log_path
+    data = bytearray(log_path.read_bytes())
+    data[-1] ^= 0xFF
+    log_path.write_bytes(data)
+    # When it is opened, and opened again (a second restart cuts nothing)
+    assert open_partition(tmp_path / "t-3").needs_repair
+    part = open_partition(tmp_path / "t-3")
+    # Then it still needs repair
+    assert part.log.recovery.bytes_truncated == 0 and part.needs_repair
+    # And only once it holds its leader's high watermark durably is it repaired, for good
+    leader = open_partition(tmp_path / "leader" / "t-3")
+    for value in (b"a", b"b", b"c", b"d"):
+        append_as_leader(leader, batch_of([value]), 1)
+    assert not part.note_caught_up(4)
+    replicate(leader, part)
+    assert not part.note_caught_up(4)   # not fsynced yet
+    part.log.flush()
+    assert part.note_caught_up(4) and not part.needs_repair
+    assert not open_partition(tmp_path / "t-3").needs_repair
+
+
+def test_truncating_back_before_a_roll_forgets_the_producer_snapshot_of_the_cut_segment(
+        tmp_path):
+    # Given a partition of small segments that rolled, saving its producers at the roll
+    config = LogConfig(segment_bytes_max=limits.SEGMENT_BYTES_MIN, index_interval_bytes=512)
+    part = open_partition(tmp_path / "t-3", config)
+    while len(part.log.segments) < 3:
+        append_as_leader(part, batch_of([b"v" * 300], producer_id=5,
+                                        base_sequence=part.log.end_offset), 0)
+    snapshot_path = tmp_path / "t-3" / SNAPSHOT_FILE
+    assert json.loads(snapshot_path.read_text())["base_offset"] == part.log.active_base_offset
+    # When it is truncated back into its first segment
+    part.truncate_to(2)
+    # Then the snapshot, which describes batches that were cut, is gone: a later
+    # segment starting at its offset must not be seeded with it
+    assert not snapshot_path.exists()
+    # And the producer, whose remembered batches were all cut, may send on from anywhere
+    assert part.producers.check("t-3", 5, 2, 1) is None
+
+
+def test_a_replicated_entry_whose_header_and_batch_disagree_on_the_record_count_is_refused(
+        tmp_path):
+    # Given an entry whose header (CRC and all) says 3 records for a batch of 2
+    batch = batch_of([b"a", b"b"])
+    entry = build_entry_header(0, NOW_MS, 3, batch) + batch
+    follower = open_partition(tmp_path / "t-3")
+    # When a follower is given it / Then it is refused, naming the counts, and not stored
+    with pytest.raises(CorruptDataError, match=r"refused at offset 0 .*3 records, its batch 2"):
+        follower.append_replicated(entry, [(1, 0)])
+    assert follower.log.end_offset == 0 and follower.leader_epochs.entries == ()
+
+
+def refuse_append_as_leader(part: Partition, monkeypatch, leader_epoch: int) -> None:
+    """The first append of ``leader_epoch``, which the disk refuses after the epoch is saved."""
+    def full_disk(fd, buffers):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "writev", full_disk)
+    with pytest.raises(StorageError):
+        append_as_leader(part, batch_of([b"refused"]), leader_epoch)
+    monkeypatch.undo()
+
+
+def test_an_epoch_a_deposed_leader_assigned_without_writing_does_not_block_its_new_leader(
+        tmp_path, monkeypatch):
+    # Given a leader of epoch 1 whose first append in epoch 3 the disk refused
+    a = open_partition(tmp_path / "a" / "t-3")
+    append_as_leader(a, batch_of([b"a"]), 1)
+    b = open_partition(tmp_path / "b" / "t-3")
+    replicate(a, b)
+    refuse_append_as_leader(a, monkeypatch, 3)
+    assert a.leader_epochs.entries == (EpochEntry(1, 0), EpochEntry(3, 1))
+    # When the other replica leads in epoch 2 and the first one follows it
+    append_as_leader(b, batch_of([b"b"]), 2)
+    a.truncate_to(b.leader_epochs.end_offset_for(1, b.log.end_offset).start_offset)
+    # Then its truncation (which cut no entry) forgot epoch 3, which wrote nothing,
+    # and it takes the new leader's entries and epoch 2
+    assert a.leader_epochs.entries == (EpochEntry(1, 0),)
+    assert replicate(b, a) == 2
+    assert a.leader_epochs.entries == (EpochEntry(1, 0), EpochEntry(2, 1))
+    assert load_leader_epochs(a.log.directory).entries == a.leader_epochs.entries
+
+
+def test_a_follower_forgets_an_epoch_it_assigned_without_writing_when_it_replicates(
+        tmp_path, monkeypatch):
+    # Given a replica holding an epoch it assigned as leader but never wrote in
+    a = open_partition(tmp_path / "a" / "t-3")
+    append_as_leader(a, batch_of([b"a"]), 1)
+    b = open_partition(tmp_path / "b" / "t-3")
+    replicate(a, b)
+    refuse_append_as_leader(a, monkeypatch, 3)
+    # When it replicates the new leader's epoch 2 without truncating first (no divergence)
+    append_as_leader(b, batch_of([b"b"]), 2)
+    # Then the entries and epoch 2 are taken
+    assert replicate(b, a) == 2
+    assert a.leader_epochs.entries == (EpochEntry(1, 0), EpochEntry(2, 1))

@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from plinth.errors import CorruptDataError, InvalidConfigError, OffsetOutOfRangeError
+from plinth.errors import (
+    CorruptDataError, InvalidConfigError, OffsetOutOfRangeError, StorageError)
 from plinth.limits import INDEX_INTERVAL_BYTES, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MIN
 from plinth.format.log_entry import LOG_ENTRY_HEADER_BYTES, iter_entries
 from plinth.shards.partition_log import LogConfig, PartitionLog
@@ -667,6 +668,10 @@ attempts = {
     "read past the end": lambda: log.read(0, 100, 3),
     "offset index backwards": offset_index_backwards,
     "time index backwards": time_index_backwards,
+    "truncate past the end": lambda: log.truncate_to(3),
+    "truncate inside an entry": lambda: log.truncate_to(1),
+    "append entries checked against another end": lambda: log.append_checked(
+        log.check_entries(b"")._replace(base_offset=7)),
 }
 unchecked = []
 for name, attempt in attempts.items():
@@ -690,3 +695,287 @@ def test_the_logs_invariants_are_checked_under_python_dash_o_too(tmp_path):
     # Then each broken invariant still raised AssertionError
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "unchecked: []"
+
+
+# --- Truncation (a follower cut back to where it agrees with its leader) ----------
+
+
+def entry_boundaries(appended):
+    """Every base offset of ``appended`` and the end offset after the last batch."""
+    return [base_offset for base_offset, _, _ in appended] + [
+        appended[-1][0] + appended[-1][1]]
+
+
+def test_truncating_inside_the_active_segment_cuts_it_and_reports_the_cut(tmp_path):
+    # Given a log of 5 entries in one segment
+    log = PartitionLog.open(tmp_path, LogConfig())
+    appended = append_batches(log, 5, size_max=200)
+    size_bytes = log.size_bytes
+    cut_offset = appended[3][0]
+    # When it is truncated to the base offset of its 4th entry
+    result = log.truncate_to(cut_offset)
+    # Then the last two entries are gone, durably, and the result says so
+    kept_bytes = sum(LOG_ENTRY_HEADER_BYTES + len(batch) for _, _, batch in appended[:3])
+    assert (result.old_end_offset, result.end_offset) == (appended[-1][0] + appended[-1][1],
+                                                           cut_offset)
+    assert (result.segments_deleted, result.bytes, result.entries) == (0, size_bytes - kept_bytes, 2)
+    assert (log.end_offset, log.flushed_end_offset, log.size_bytes) == (cut_offset, cut_offset,
+                                                                         kept_bytes)
+    assert os.path.getsize(log.segments[-1].log_path) == kept_bytes
+    assert read_all(log) == appended[:3]
+
+
+def test_truncating_into_an_older_segment_deletes_the_later_ones_and_appends_go_on_there(
+        tmp_path):
+    # Given a log of many segments, reopened so its older segments are unopened
+    log = PartitionLog.open(tmp_path, SMALL_SEGMENTS)
+    appended = append_batches(log, 60)
+    log.close()
+    log = PartitionLog.open(tmp_path, SMALL_SEGMENTS)
+    segments_before = len(log.segments)
+    third = log.segments[2]
+    middle = next(i for i, entry in enumerate(appended)
+                  if third.base_offset < entry[0] < third.end_offset)
+    # When it is truncated to an entry in the middle of its third segment
+    result = log.truncate_to(appended[middle][0])
+    # Then the later segments' files are gone and the third is the active one, cut
+    assert result.segments_deleted == segments_before - 3
+    assert [s.base_offset for s in log.segments] == [s.base_offset for s in log.segments[:3]]
+    assert sorted(p.name for p in tmp_path.glob("*.log")) == [
+        s.log_path.name for s in log.segments]
+    assert log.segments[-1] is third and log.end_offset == appended[middle][0]
+    assert read_all(log) == appended[:middle]
+    # And appends continue at the cut, in that segment, and survive a reopening
+    assert log.append(b"after the cut", 2, 0) == appended[middle][0]
+    assert len(log.segments) == 3
+    log.close()
+    reopened = PartitionLog.open(tmp_path, SMALL_SEGMENTS)
+    assert read_all(reopened) == appended[:middle] + [(appended[middle][0], 2, b"after the cut")]
+
+
+def test_truncating_to_every_entry_boundary_keeps_exactly_the_entries_before_it(tmp_path):
+    rng = random.Random(12)
+    # Given a log of several segments, for each of its entry boundaries in turn
+    source = PartitionLog.open(tmp_path / "source", SMALL_SEGMENTS)
+    appended = append_batches(source, 40)
+    for i, cut_offset in enumerate(entry_boundaries(appended)):
+        directory = tmp_path / str(i)
+        log = PartitionLog.open(directory, SMALL_SEGMENTS)
+        append_batches(log, 40)
+        if rng.random() < 0.5:   # older segments unopened, or opened by a read
+            log.close()
+            log = PartitionLog.open(directory, SMALL_SEGMENTS)
+        # When it is truncated there
+        log.truncate_to(cut_offset)
+        # Then exactly the entries before it remain, by every lookup
+        kept = [entry for entry in appended if entry[0] < cut_offset]
+        assert log.end_offset == cut_offset
+        assert read_all(log) == kept
+        assert log.offset_for_timestamp(50_000 + len(kept)) == cut_offset
+        assert log.offset_for_timestamp(0) == log.start_offset
+        # And reopening it (as after a crash) finds the same, with nothing to recover
+        reopened = PartitionLog.open(directory, SMALL_SEGMENTS)
+        assert reopened.recovery.bytes_truncated == 0
+        assert read_all(reopened) == kept and reopened.end_offset == cut_offset
+        reopened.close()
+        # And entries appended after the cut are indexed and found by time too
+        later = [(log.append(b"z" * 600, 1, 90_000 + k), 1, b"z" * 600) for k in range(8)]
+        assert read_all(log) == kept + later
+        assert log.offset_for_timestamp(90_005) == later[5][0]
+        log.close()
+
+
+def test_truncating_to_the_end_cuts_nothing(tmp_path):
+    log = PartitionLog.open(tmp_path, LogConfig())
+    append_batches(log, 3)
+    end_offset = log.end_offset
+    assert tuple(vars(log.truncate_to(end_offset)).values()) == (end_offset, end_offset, 0, 0, 0)
+    assert log.end_offset == end_offset
+
+
+def test_truncating_below_the_start_empties_the_log_to_start_there(tmp_path):
+    # Given a log whose retention deleted its first segments
+    log = PartitionLog.open(tmp_path, LogConfig(segment_bytes_max=SEGMENT_BYTES_MIN,
+                                               retention_bytes=2 * SEGMENT_BYTES_MIN))
+    append_batches(log, 60)
+    log.enforce_retention()
+    start_offset, segments, size_bytes = log.start_offset, len(log.segments), log.size_bytes
+    assert start_offset > 10
+    # When it is truncated below its start offset
+    result = log.truncate_to(10)
+    # Then it is empty and starts there, with one segment, and stays so when reopened
+    assert (result.segments_deleted, result.bytes, result.end_offset) == (segments, size_bytes, 10)
+    assert (log.start_offset, log.end_offset, log.size_bytes) == (10, 10, 0)
+    assert sorted(p.name for p in tmp_path.glob("*.log")) == ["00000000000000000010.log"]
+    assert log.append(b"rebuilt", 1, 0) == 10
+    log.close()
+    assert read_all(PartitionLog.open(tmp_path, LogConfig())) == [(10, 1, b"rebuilt")]
+
+
+@pytest.mark.parametrize("where", ["inside an entry", "past the end", "in a gap"])
+def test_truncating_anywhere_but_an_entry_boundary_fails_loudly_and_deletes_nothing(
+        tmp_path, where):
+    # Given a log of several segments, one of them after a gap
+    log = PartitionLog.open(tmp_path, SMALL_SEGMENTS)
+    appended = append_batches(log, 40)
+    gap_end = log.end_offset + 100
+    log.continue_at(gap_end)
+    log.append(b"after the gap", 1, 0)
+    files = sorted(tmp_path.iterdir())
+    offset = {"inside an entry": next(b + 1 for b, count, _ in appended if count > 1),
+              "past the end": log.end_offset + 1, "in a gap": gap_end - 50}[where]
+    # When it is truncated there / Then a programmer error is raised and nothing changed
+    with pytest.raises(AssertionError, match=str(offset)):
+        log.truncate_to(offset)
+    assert sorted(tmp_path.iterdir()) == files
+    assert read_all(log, offset=gap_end) == [(gap_end, 1, b"after the gap")]
+
+
+def test_a_truncation_the_disk_refuses_half_way_leaves_a_prefix_of_the_log(
+        tmp_path, monkeypatch):
+    # Given a log of several segments
+    log = PartitionLog.open(tmp_path, SMALL_SEGMENTS)
+    appended = append_batches(log, 60)
+    log.flush()
+    second = log.segments[1]
+    cut_offset = next(e[0] for e in appended if second.base_offset < e[0] < second.end_offset)
+    # When truncating into the second segment, the disk refuses to cut it
+    def refuse(fd, length):
+        raise OSError(5, "Input/output error")
+    monkeypatch.setattr(os, "ftruncate", refuse)
+    with pytest.raises(StorageError, match="cannot cut"):
+        log.truncate_to(cut_offset)
+    monkeypatch.undo()
+    # Then reopening the log (as after a crash) finds the entries up to the second
+    # segment's end: a prefix of the log, consistent, with nothing to recover
+    reopened = PartitionLog.open(tmp_path, SMALL_SEGMENTS)
+    assert reopened.recovery.bytes_truncated == 0
+    assert reopened.end_offset == second.end_offset
+    assert read_all(reopened) == [e for e in appended if e[0] < second.end_offset]
+
+
+# --- Replicated entries (a follower appends its leader's entries as stored) ---------
+
+
+def leader_entries(log, offset=None):
+    """Every entry of ``log`` from ``offset`` on, as stored: what a leader's fetch serves."""
+    offset = log.start_offset if offset is None else offset
+    chunks = []
+    while offset < log.end_offset:
+        data = log.read(offset, 1 << 20, log.end_offset)
+        chunks.append(bytes(data))
+        *_, (last, _) = iter_entries(data)
+        offset = last.end_offset
+    return b"".join(chunks)
+
+
+def test_a_follower_stores_its_leaders_entries_byte_for_byte_and_rolls_as_it_did(tmp_path):
+    # Given a leader's log of many segments
+    clock = FakeClock()
+    leader = PartitionLog.open(tmp_path / "leader", SMALL_SEGMENTS, clock_ms=clock)
+    appended = append_batches(leader, 60)
+    # When a follower appends its entries in runs of a few entries each
+    follower = PartitionLog.open(tmp_path / "follower", SMALL_SEGMENTS, clock_ms=clock)
+    data = leader_entries(leader)
+    boundaries = [0]
+    for _, _, batch in appended:
+        boundaries.append(boundaries[-1] + LOG_ENTRY_HEADER_BYTES + len(batch))
+    for start, end in zip(boundaries[:-1:7], boundaries[7::7] + [boundaries[-1]]):
+        assert follower.append_entries(memoryview(data)[start:end]) == follower.end_offset
+    # Then the follower's segments are the leader's, byte for byte, and read the same
+    assert [s.base_offset for s in follower.segments] == [s.base_offset for s in leader.segments]
+    leader.close(), follower.close()
+    for mine, theirs in zip(follower.segments, leader.segments):
+        assert mine.log_path.read_bytes() == theirs.log_path.read_bytes()
+        assert mine.index_path.read_bytes() == theirs.index_path.read_bytes()
+        assert mine.time_index_path.read_bytes() == theirs.time_index_path.read_bytes()
+    assert read_all(PartitionLog.open(tmp_path / "follower", SMALL_SEGMENTS)) == appended
+
+
+def test_replicated_entries_are_not_fsynced_until_flush(tmp_path):
+    leader = PartitionLog.open(tmp_path / "leader", LogConfig())
+    append_batches(leader, 3)
+    follower = PartitionLog.open(tmp_path / "follower", LogConfig())
+    assert follower.append_entries(leader_entries(leader)) == leader.end_offset
+    assert follower.flushed_end_offset == 0
+    follower.flush()
+    assert follower.flushed_end_offset == leader.end_offset
+
+
+def test_a_flipped_byte_anywhere_in_replicated_entries_refuses_the_whole_run(tmp_path):
+    # Given a leader's run of 3 entries and a follower holding the entries before them
+    leader = PartitionLog.open(tmp_path / "leader", LogConfig())
+    append_batches(leader, 2, size_max=60)
+    follower = PartitionLog.open(tmp_path / "follower", LogConfig())
+    follower.append_entries(leader_entries(leader))
+    start = leader.end_offset
+    append_batches(leader, 3, seed=1, size_max=60)
+    run = leader_entries(leader, start)
+    size_bytes = follower.size_bytes
+    for position in range(len(run)):
+        # When any one byte of the run is flipped
+        flipped = bytearray(run)
+        flipped[position] ^= 0x04
+        # Then the whole run is refused, naming the directory and an offset, and
+        # not a byte of it is stored
+        with pytest.raises(CorruptDataError, match=rf"{tmp_path / 'follower'}: replicated "
+                                                   rf"entries refused at offset \d+"):
+            follower.append_entries(bytes(flipped))
+        assert (follower.end_offset, follower.size_bytes) == (start, size_bytes)
+    assert os.path.getsize(follower.segments[-1].log_path) == size_bytes
+    # And the run as stored is taken
+    assert follower.append_entries(run) == leader.end_offset
+
+
+@pytest.mark.parametrize("case", ["a gap before them", "an overlap", "a torn last entry",
+                                  "offsets not contiguous inside"])
+def test_replicated_entries_must_run_on_from_the_logs_end_whole(tmp_path, case):
+    # Given a leader's log of 4 entries and a follower holding the first one
+    leader = PartitionLog.open(tmp_path / "leader", LogConfig())
+    appended = append_batches(leader, 4, size_max=60)
+    follower = PartitionLog.open(tmp_path / "follower", LogConfig())
+    follower.append_entries(leader_entries(leader)[:LOG_ENTRY_HEADER_BYTES + len(appended[0][2])])
+    second, third, fourth = (leader_entries(leader, appended[i][0]) for i in (1, 2, 3))
+    second = second[:len(second) - len(third)]
+    third = third[:len(third) - len(fourth)]
+    run, offset = {"a gap before them": (third + fourth, appended[1][0]),
+                   "an overlap": (leader_entries(leader), appended[1][0]),
+                   "a torn last entry": (second + third[:-1], appended[2][0]),
+                   "offsets not contiguous inside": (second + fourth, appended[2][0])}[case]
+    # When it is given them / Then it refuses them all, naming where
+    with pytest.raises(CorruptDataError, match=f"refused at offset {offset}"):
+        follower.append_entries(run)
+    assert follower.end_offset == appended[1][0]
+
+
+def test_appending_replicated_entries_after_a_truncation_continues_at_the_cut(tmp_path):
+    # Given a follower that holds entries its leader does not (a diverged tail)
+    leader = PartitionLog.open(tmp_path / "leader", SMALL_SEGMENTS)
+    common = append_batches(leader, 20)
+    follower = PartitionLog.open(tmp_path / "follower", SMALL_SEGMENTS)
+    follower.append_entries(leader_entries(leader))
+    append_batches(follower, 20, seed=7)
+    new = append_batches(leader, 20, seed=8)
+    cut_offset = new[0][0]
+    # When it truncates to where the leader's history diverges, then appends its entries
+    follower.truncate_to(cut_offset)
+    follower.append_entries(leader_entries(leader, cut_offset))
+    # Then it holds exactly the leader's log, before and after a reopening
+    assert read_all(follower) == common + new == read_all(leader)
+    follower.close()
+    assert read_all(PartitionLog.open(tmp_path / "follower", SMALL_SEGMENTS)) == common + new
+
+
+def test_a_follower_rolls_by_age_before_the_same_entry_as_its_leader(tmp_path):
+    # Given a leader and a follower whose empty active segments are older than segment_ms_max
+    clock = FakeClock()
+    config = LogConfig(segment_ms_max=60_000)
+    leader = PartitionLog.open(tmp_path / "leader", config, clock_ms=clock)
+    follower = PartitionLog.open(tmp_path / "follower", config, clock_ms=clock)
+    clock.now_ms += 60_000
+    # When the leader appends 3 batches and the follower takes them in one run
+    append_batches(leader, 3)
+    follower.append_entries(leader_entries(leader))
+    # Then both rolled before the second entry (the first went to the empty segment)
+    assert len(leader.segments) == 2
+    assert [s.base_offset for s in follower.segments] == [s.base_offset for s in leader.segments]
