@@ -419,7 +419,15 @@ CLIENT_KEY_TEXT_BYTES = 40
 
 
 # --- Replication: the protocol (shards/replication.py, control/leadership.py) ---
-# (helper: replication state machine) placeholder
+# A follower that has not caught up with its leader's log end for this long
+# leaves the in-sync set (Kafka's replica.lag.time.max.ms, 30000 there; shorter
+# here, so that acks="all" stalls less after a follower dies).
+REPLICA_LAG_TIME_MS_MAX_DEFAULT = 10_000
+# A leader's in-sync change (alter_in_sync) that no answer or newer leadership
+# record has settled after this long is offered again: the controller's answer
+# may have been lost. Until it is settled the leader computes the high
+# watermark on the union of both sets (KIP-497), so waiting is always safe.
+IN_SYNC_CHANGE_RETRY_MS = 2_000
 
 # --- Replication: the shard's data path (replica fetches, acks="all") ----------
 # A follower's fetch parks at the leader's log end this long: short enough that a
@@ -437,10 +445,6 @@ REPLICA_FETCH_TIMEOUT_MS = 5_000
 # requests a second at most.
 REPLICA_FETCH_BACKOFF_MS_MIN = 50
 REPLICA_FETCH_BACKOFF_MS_MAX = 2_000
-# A follower not caught up with the leader's log end for this long leaves the
-# in-sync set (Kafka's replica.lag.time.max.ms is 30 s; Plinth's fetches are
-# continuous, so 10 s is many fetches).
-REPLICA_LAG_TIME_MAX_MS_DEFAULT = 10_000
 # How often a leader looks at its followers' lag (in-sync set changes).
 REPLICA_LAG_CHECK_INTERVAL_MS = 200
 # acks="all" produces waiting for the high watermark, per shard: each holds a
@@ -536,10 +540,12 @@ def _relations() -> list[tuple[str, bool]]:
          GROUP_ASSIGNMENT_ROUND_MS * 10 <= HEARTBEAT_INTERVAL_MS_MIN),
         ("a follower's fetch fits a frame", REPLICA_FETCH_BYTES_MAX <= FETCH_BYTES_MAX < FRAME_BYTES_MAX),
         ("a follower's parked fetch is allowed", REPLICA_FETCH_WAIT_MS <= FETCH_WAIT_MS_MAX),
-        ("a caught-up follower fetches many times before it could be judged lagging", 10 * REPLICA_FETCH_WAIT_MS <= REPLICA_LAG_TIME_MAX_MS_DEFAULT),
+        ("a caught-up follower fetches many times before it could be judged lagging", 10 * REPLICA_FETCH_WAIT_MS <= REPLICA_LAG_TIME_MS_MAX_DEFAULT),
         ("a follower's backoff grows from its first step", 0 < REPLICA_FETCH_BACKOFF_MS_MIN <= REPLICA_FETCH_BACKOFF_MS_MAX),
-        ("a lagging follower is noticed well within its lag time", REPLICA_LAG_CHECK_INTERVAL_MS * 10 <= REPLICA_LAG_TIME_MAX_MS_DEFAULT),
+        ("a lagging follower is noticed well within its lag time", REPLICA_LAG_CHECK_INTERVAL_MS * 10 <= REPLICA_LAG_TIME_MS_MAX_DEFAULT),
         ("an acks=all produce is answered before the client's request times out", ACKS_ALL_WAIT_MS_MAX < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT),
+        ("an unsettled in-sync change is offered again before a follower lags out",
+         0 < IN_SYNC_CHANGE_RETRY_MS < REPLICA_LAG_TIME_MS_MAX_DEFAULT),
     ]
 
 

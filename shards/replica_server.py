@@ -78,7 +78,7 @@ class ReplicaServer:
 
     def __init__(self, shard_id: str, purgatory: FetchPurgatory, *,
                  reply: Callable[..., None], advanced: Callable[[Partition], None],
-                 lag_time_max_ms: int = limits.REPLICA_LAG_TIME_MAX_MS_DEFAULT):
+                 lag_time_max_ms: int = limits.REPLICA_LAG_TIME_MS_MAX_DEFAULT):
         self.shard_id = shard_id
         self._purgatory = purgatory
         self._reply = reply

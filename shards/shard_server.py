@@ -91,7 +91,7 @@ class ShardServer:
                  fsync_interval_ms: int = limits.FSYNC_INTERVAL_MS_DEFAULT,
                  cluster_keys: ClusterKeys | None = None,
                  controller: ControllerAnnouncements | None = None,
-                 replica_lag_time_max_ms: int = limits.REPLICA_LAG_TIME_MAX_MS_DEFAULT):
+                 replica_lag_time_max_ms: int = limits.REPLICA_LAG_TIME_MS_MAX_DEFAULT):
         """``cluster_keys``: the socket is a CurveZMQ server that only cluster members
         may reach, or, with their ``ipc_dir``, a plain ipc:// socket in that 0700
         directory (plinth/cluster_keys.py). Without them it is plain TCP, which only
