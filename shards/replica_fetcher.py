@@ -119,8 +119,9 @@ class ReplicaFetcher:
             return
         if current is not None:
             self._drop_in_flight(current)
-        replication = FollowerReplication(part.name, self.shard_id, leadership,
-                                          part.log.end_offset, part.leader_epochs)
+        replication = FollowerReplication(
+            part.name, self.shard_id, leadership, part.log.end_offset, part.leader_epochs,
+            high_watermark=part.high_watermark, needs_repair=part.needs_repair)
         self.followed[part.key] = Followed(part, leadership, replication)
         self._schedule(self._clock_s())
 
@@ -215,6 +216,8 @@ class ReplicaFetcher:
         part = followed.part
         high_watermark = followed.replication.on_entries_durable(
             part.log.end_offset, followed.leader_high_watermark)
+        if part.needs_repair:   # a recovery cut entries here: caught up again?
+            part.note_caught_up(followed.leader_high_watermark)
         if high_watermark > part.high_watermark:
             part.advance(high_watermark)
             self._advanced(part)

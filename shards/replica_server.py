@@ -36,13 +36,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from plinth import limits, protocol
-from plinth.errors import (BrokerError, FencedLeaderEpochError, NotEnoughReplicasError,
-                           NotLeaderError, OffsetOutOfRangeError)
+from plinth.errors import (BrokerError, NotEnoughReplicasError, NotLeaderError,
+                           OffsetOutOfRangeError)
 from plinth.format.log_entry import scan_whole_entries
 from plinth.shards.fetch_purgatory import FetchPurgatory
-from plinth.shards.leader_epochs import NO_EPOCH, LeaderEpochs
+from plinth.shards.leader_epochs import LeaderEpochs
 from plinth.shards.partition import Partition
-from plinth.shards.replication import LeaderReplication
+from plinth.shards.replication import LeaderReplication, epoch_starts_between
 from plinth.shards.shard_calls import Leadership
 
 
@@ -92,21 +92,26 @@ class ReplicaServer:
     def lead(self, part: Partition, leadership: Leadership, min_insync: int,
              now_s: float) -> Led:
         """Lead ``part`` under ``leadership`` (a new leader epoch: it starts at this log's
-        end), or take a changed record of the epoch already led (its in-sync set)."""
+        end), or take a changed record of the epoch already led (its in-sync set).
+
+        The new epoch enters the partition's history with its first batch
+        (``Partition.append(leader_epoch=)`` saves it first): until then the
+        history's latest epoch ends at this log's end, which is where the new one
+        starts, so a follower's epoch lookup answers the same."""
         led = self.led.get(part.key)
         if led is not None and led.leader_epoch == leadership.leader_epoch:
             led.leadership = leadership
-            led.min_insync = min_insync
-            led.replication.on_leadership(leadership)
+            led.min_insync = led.replication.min_insync = min_insync
+            if led.replication.on_leadership(leadership):
+                self._advance(led)
             return led
         if led is not None:
             self.stop_leading(part.key, NotLeaderError(
-                f"{part.name}: {self.shard_id} leads a newer epoch "
-                f"{leadership.leader_epoch} now; fetch again"))
+                f"{part.name}: {self.shard_id} leads it in epoch {leadership.leader_epoch} "
+                f"now; fetch again"))
         end_offset = part.log.end_offset
-        part.leader_epochs.assign(leadership.leader_epoch, end_offset)
         replication = LeaderReplication(part.name, self.shard_id, leadership, min_insync,
-                                        part.high_watermark, end_offset,
+                                        min(part.high_watermark, end_offset), end_offset,
                                         self.lag_time_max_ms / 1000, now_s)
         led = self.led[part.key] = Led(part, leadership, replication, min_insync, {})
         return led
@@ -116,11 +121,6 @@ class ReplicaServer:
         led = self.led.pop(key, None)
         self._purgatory.fail(replica_key(key), error)
         return led
-
-    def check_produce(self, led: Led, acks: int) -> None:
-        """Refuse an acks="all" produce at once while too few replicas are in sync."""
-        if acks == -1:
-            led.replication.check_acks_all()
 
     def too_few_in_sync(self, part: Partition) -> BrokerError | None:
         """The error for an acks="all" produce that waited too long, if the in-sync set
@@ -160,22 +160,22 @@ class ReplicaServer:
         part = led.part
         plog = part.log
         end_offset = plog.end_offset
-        diverging = _divergence(part.leader_epochs, request.last_fetched_epoch,
-                                request.fetch_offset, end_offset)
-        if diverging is not None:
-            self._reply(envelope, protocol.encode_replica_fetch_reply(
-                request.request_id, protocol.ReplicaFetchResult(
-                    part.high_watermark, plog.start_offset, end_offset, *diverging)), b"")
-            return
-        if not plog.start_offset <= request.fetch_offset:
+        if request.fetch_offset < plog.start_offset:
             raise OffsetOutOfRangeError(
                 f"{part.name}: fetch offset {request.fetch_offset} of {request.replica_id} is "
                 f"before the leader's log start {plog.start_offset}")
+        answer = led.replication.on_follower_fetch(
+            request.replica_id, request.fetch_offset, request.last_fetched_epoch,
+            part.leader_epochs, end_offset, now_s)
+        if answer.diverged:
+            self._reply(envelope, protocol.encode_replica_fetch_reply(
+                request.request_id, protocol.ReplicaFetchResult(
+                    part.high_watermark, plog.start_offset, end_offset,
+                    answer.diverging_epoch, answer.diverging_end_offset)), b"")
+            return
         led.fetch_offsets[request.replica_id] = request.fetch_offset
-        led.replication.on_follower_fetch(request.replica_id, request.fetch_offset,
-                                          request.last_fetched_epoch, part.leader_epochs,
-                                          end_offset, now_s)
-        self._advance(led)
+        if answer.high_watermark_moved:
+            self._advance(led)
         wait_ms = min(request.wait_ms_max, limits.FETCH_WAIT_MS_MAX)
         if request.fetch_offset >= end_offset and wait_ms:
             parked = (envelope, request, led)
@@ -195,18 +195,9 @@ class ReplicaServer:
             raise NotLeaderError(
                 f"{self.shard_id} knows controller epoch {controller_epoch}, older than "
                 f"{request.replica_id}'s {request.controller_epoch}: it may be deposed from {name}")
-        if request.leader_epoch < led.leader_epoch:
-            raise FencedLeaderEpochError(
-                f"{name}: {request.replica_id} follows leader epoch {request.leader_epoch}, "
-                f"older than {self.shard_id}'s {led.leader_epoch}")
-        if request.leader_epoch > led.leader_epoch:
-            raise NotLeaderError(
-                f"{name}: {request.replica_id} follows leader epoch {request.leader_epoch}, "
-                f"newer than {self.shard_id}'s {led.leader_epoch}: {self.shard_id} was deposed")
-        if request.replica_id not in led.leadership.replicas or \
-                request.replica_id == self.shard_id:
-            raise NotLeaderError(f"{name}: {request.replica_id} is not a follower of it "
-                                 f"(replicas {list(led.leadership.replicas)})")
+        # Fenced for an older leader epoch; NotLeader for a newer one, or a shard that
+        # is not a follower of the partition (replication.py, invariant 12).
+        led.replication.check_fetch_epoch(request.replica_id, request.leader_epoch)
         return led
 
     def _send_entries(self, envelope: list, request: protocol.ReplicaFetchRequest,
@@ -261,40 +252,15 @@ class ReplicaServer:
                                  for replica, offset in sorted(led.fetch_offsets.items())}}
 
 
-def _divergence(epochs: LeaderEpochs, last_fetched_epoch: int, fetch_offset: int,
-                end_offset: int) -> tuple[int, int] | None:
-    """(diverging epoch, its end offset here) if a follower whose last entry was written
-    in ``last_fetched_epoch`` and whose log ends at ``fetch_offset`` holds entries this
-    log does not (KIP-320); None if its log is a prefix of this one."""
-    if last_fetched_epoch == NO_EPOCH:
-        # No epoch yet: written before replication (factor 1) or empty.
-        return None if fetch_offset <= end_offset else (NO_EPOCH, end_offset)
-    found = epochs.end_offset_for(last_fetched_epoch, end_offset)
-    if found.epoch == NO_EPOCH:
-        # Every epoch here is newer: what the follower holds of its own epoch is not here.
-        first = epochs.entries[0].start_offset if epochs.entries else end_offset
-        return last_fetched_epoch, min(first, fetch_offset)
-    if found.epoch != last_fetched_epoch or found.start_offset < fetch_offset:
-        return found.epoch, found.start_offset
-    return None
-
-
 def _epoch_starts(epochs: LeaderEpochs, fetch_offset: int,
                   data) -> tuple[protocol.EpochStart, ...]:
-    """The epochs that wrote the entries ``data`` (from ``fetch_offset``), each from its
-    first offset among them. The common case, one epoch, reads no entry header."""
-    if not data:
-        return ()
+    """The epochs that start inside the entries ``data`` (read from ``fetch_offset``),
+    for the follower's history. The common case, no epoch starting at or after
+    ``fetch_offset``, reads no entry header."""
     entries = epochs.entries
-    if not entries:
+    if not data or not entries or entries[-1].start_offset < fetch_offset:
         return ()
-    latest = entries[-1]
-    if latest.start_offset <= fetch_offset:
-        return (protocol.EpochStart(latest.epoch, fetch_offset),)
     *_, (_, last, _) = scan_whole_entries(data, verify_crc=False)
     data_end_offset = last.base_offset + last.record_count
-    first_epoch = epochs.epoch_at(fetch_offset)
-    starts = [] if first_epoch == NO_EPOCH else [protocol.EpochStart(first_epoch, fetch_offset)]
-    starts += [protocol.EpochStart(e.epoch, e.start_offset) for e in entries
-               if fetch_offset < e.start_offset < data_end_offset]
-    return tuple(starts)
+    return tuple(protocol.EpochStart(e.epoch, e.start_offset)
+                 for e in epoch_starts_between(epochs, fetch_offset, data_end_offset))
