@@ -264,9 +264,13 @@ def test_with_both_followers_stopped_acks_all_gets_not_enough_replicas(cluster, 
     # And the waiting produce is answered NotEnoughReplicas (never left hanging)
     waiting = reply_of(router)
     assert isinstance(waiting.error, NotEnoughReplicasError)
-    # And a new acks="all" produce is refused at once, naming the set and the minimum
-    refused = produce(router, [b"late"])
+    # And a new acks="all" produce is refused at once (well within the 3 s wait), naming
+    # the set and the minimum, and appends nothing
+    end_offset = c.replication("s0")["log_end_offset"]
+    send_produce(router, [b"late"])
+    refused = reply_of(router, timeout_ms=1000)
     assert isinstance(refused.error, NotEnoughReplicasError)
+    assert c.replication("s0")["log_end_offset"] == end_offset
     assert "t-0" in refused.error.message and "s0" in refused.error.message
     assert "2" in refused.error.message
     # And acks=1 is still taken
