@@ -9,17 +9,17 @@ lifecycle, its loop and the dispatch of requests; the work is done by
     fetch_purgatory.py  fetches parked at the log end until it moves
     group_requests.py   consumer group requests, to the coordinator and back
     shard_stats.py      counters, rates, latency histograms
-    replica_server.py   replication, leader side: partitions led here, follower fetches
-    replica_fetcher.py  replication, follower side: fetching from the leaders
+    shard_replication.py  which partitions are led here, followed, or neither
+      replica_server.py   the leader side: follower fetches, the high watermark
+      replica_fetcher.py  the follower side: fetching from the leaders
 
 Replication. A partition opened without a leadership record has one copy,
 here (replication factor 1), and works as it always did. One with a record
 (``set_leadership``, or ``open_partition(leadership=...)``) is led here, or
 followed, or offline: produce is taken only where it is led (NotLeaderError
-elsewhere), its high watermark moves as its in-sync replicas hold the log
-(replica_server.py), and an acks="all" produce is answered once the high
-watermark passes it (group_commit.py). In-sync changes go to the controller
-(``alter_in_sync``) from a thread of their own, never from the loop.
+elsewhere), its high watermark moves as its in-sync replicas hold the log,
+and an acks="all" produce is answered once the high watermark passes it
+(group_commit.py). See shard_replication.py.
 
 Threads. One loop thread owns the sockets and every Partition; nothing else
 touches them (group commit's fsync threads flush logs only while the loop
@@ -60,17 +60,16 @@ import zmq
 
 from plinth import limits, protocol
 from plinth.cluster_keys import ClusterAuthenticator, ClusterKeys
-from plinth.errors import (BrokerError, InternalError, MalformedRequestError, NotLeaderError,
-                           OffsetOutOfRangeError, StorageError, TooManyRequestsError,
-                           UnavailableError, UnknownTopicError)
+from plinth.errors import (BrokerError, InternalError, MalformedRequestError,
+                           OffsetOutOfRangeError, StorageError, UnavailableError,
+                           UnknownTopicError)
 from plinth.format.record_batch import summarize_batch
 from plinth.shards.fetch_purgatory import FetchPurgatory
 from plinth.shards.group_commit import GroupCommit
 from plinth.shards.group_requests import GroupRequests
 from plinth.shards.partition import Partition
-from plinth.shards.replica_fetcher import Followed, ReplicaFetcher
-from plinth.shards.replica_server import Led, ReplicaServer
-from plinth.shards.shard_calls import ControllerAnnouncements, Leadership, PartitionId
+from plinth.shards.shard_calls import ControllerAnnouncements, Leadership
+from plinth.shards.shard_replication import ShardReplication
 from plinth.shards.segment_files import SegmentFiles
 from plinth.shards.shard_stats import ShardStats
 from plinth.wakeup import Wakeup
@@ -78,9 +77,6 @@ from plinth.wakeup import Wakeup
 log = logging.getLogger(__name__)
 
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-# A replicated partition that is neither led nor followed here: no leader (offline),
-# or this shard is no longer one of its replicas.
-NOT_SERVED = "not served"
 
 
 class ShardServer:
@@ -128,23 +124,10 @@ class ShardServer:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._lock_file = None
-        # Replication: the other shards' addresses and each replicated partition's
-        # leadership record, as the controller last sent them (shard_calls.py).
-        self._peer_addresses: dict[str, str] = {}
-        self._controller_epoch = 0
-        self._leadership: dict[tuple[str, int], Leadership] = {}
-        self._min_insync: dict[tuple[str, int], int] = {}
-        # Replicated partitions open here: led (Led), followed (Followed) or NOT_SERVED.
-        self._replication: dict[tuple[str, int], Led | Followed | str] = {}
-        self._replicas = ReplicaServer(shard_id, self._purgatory, reply=self._reply,
-                                       advanced=self._high_watermark_moved,
-                                       lag_time_max_ms=replica_lag_time_max_ms)
-        self._fetcher: ReplicaFetcher | None = None   # made in start(), with the context
-        self._controller = controller
-        self._in_sync_pool = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix=f"{shard_id}-in-sync")
-        self._in_sync_pending: set[tuple[str, int]] = set()
-        self._next_lag_check_s = 0.0
+        self._replication = ShardReplication(
+            shard_id, self._partitions, self._purgatory, self._group_commit, reply=self._reply,
+            post=self._post, controller=controller, lag_time_max_ms=replica_lag_time_max_ms)
+        self._roles = self._replication.roles   # read by every produce
 
     # --- Lifecycle (actor thread) ------------------------------------------
 
@@ -165,9 +148,7 @@ class ShardServer:
         self._poller = zmq.Poller()
         self._poller.register(self._socket, zmq.POLLIN)
         self._poller.register(self._wakeup.fd, zmq.POLLIN)
-        self._fetcher = ReplicaFetcher(self.shard_id, self._context, self._poller,
-                                       self._cluster_keys, written=self._group_commit.written,
-                                       advanced=self._readable, clock_s=time.monotonic)
+        self._replication.start(self._context, self._poller, self._cluster_keys)
         self._thread = threading.Thread(target=self._run, name=f"{self.shard_id}-loop", daemon=True)
         self._thread.start()
         return self.address
@@ -200,7 +181,7 @@ class ShardServer:
             loop_ended = not self._thread.is_alive()
             self._thread = None
             self._group_commit.close()
-            self._in_sync_pool.shutdown(wait=False)
+            self._replication.stop_thread()
             self._socket.close(linger=0)
             if self._authenticator is not None:
                 self._authenticator.stop()
@@ -238,7 +219,7 @@ class ShardServer:
 
     def _close_all_on_loop(self) -> None:
         self._group_commit.commit(force_flush=True)
-        self._fetcher.close()
+        self._replication.close()
         for part in self._partitions.values():
             part.log.close()
         self._partitions.clear()
@@ -269,19 +250,11 @@ class ShardServer:
             self._seal(part)
         else:
             part.take_writes(initial_offset, producers)
-        if min_insync_replicas is not None:
-            self._min_insync[part.key] = min_insync_replicas
-        if leadership is not None:
-            self.set_leadership([(PartitionId(topic, partition), leadership)])
-        elif part.key in self._leadership:   # set_leadership came before the partition
-            self._apply_leadership(part, self._leadership[part.key])
+        self._replication.opened(part, leadership, min_insync_replicas)
 
     def set_min_insync(self, topic: str, partition: int, min_insync_replicas: int) -> None:
         """A topic's altered min.insync.replicas, for one partition. Loop thread."""
-        self._min_insync[(topic, partition)] = min_insync_replicas
-        led = self._replication.get((topic, partition))
-        if type(led) is Led:
-            self._replicas.lead(led.part, led.leadership, min_insync_replicas, time.monotonic())
+        self._replication.set_min_insync((topic, partition), min_insync_replicas)
 
     def seal_partition(self, topic: str, partition: int) -> tuple[int, list]:
         """Stop taking writes for a partition that moves away; returns its end offset,
@@ -303,8 +276,7 @@ class ShardServer:
         if part is not None:
             deleted = UnknownTopicError(f"topic {topic!r} was deleted")
             self._purgatory.fail(part.key, deleted)
-            self._stop_replicating(part, deleted)
-            self._leadership.pop(part.key, None)
+            self._replication.forget(part, deleted)
             self._group_commit.forget(part, deleted)
             self.stats.forget(part.key)
             part.log.delete()
@@ -347,108 +319,12 @@ class ShardServer:
 
     def set_peers(self, addresses: dict[str, str], controller_epoch: int) -> None:
         """Every running shard's address, for following leaders. Loop thread."""
-        self._peer_addresses = dict(addresses)
-        self._controller_epoch = max(self._controller_epoch, controller_epoch)
-        self._fetcher.set_peers(addresses, self._controller_epoch)
+        self._replication.set_peers(addresses, controller_epoch)
 
     def set_leadership(self, changes: list) -> None:
         """New leadership records (shard_calls.Leadership) of partitions here: lead,
-        follow, or neither. A record older than the one held (by controller epoch,
-        then partition epoch) is ignored. Loop thread."""
-        for pid, leadership in changes:
-            key = (pid.topic, pid.partition)
-            held = self._leadership.get(key)
-            if held is not None and (leadership.controller_epoch, leadership.partition_epoch) \
-                    < (held.controller_epoch, held.partition_epoch):
-                log.info("%s: ignored an older leadership record of %s-%d: %s (holding %s)",
-                         self.shard_id, pid.topic, pid.partition, leadership, held)
-                continue
-            self._leadership[key] = leadership
-            self._controller_epoch = max(self._controller_epoch, leadership.controller_epoch)
-            self._fetcher.controller_epoch = self._controller_epoch
-            part = self._partitions.get(key)
-            if part is not None:
-                self._apply_leadership(part, leadership)
-
-    def _apply_leadership(self, part: Partition, leadership: Leadership) -> None:
-        key = part.key
-        if leadership.leader == self.shard_id:
-            if self._fetcher.unfollow(key) is not None:
-                self._group_commit.unreplicate(part)
-            replicas = len(leadership.replicas)
-            min_insync = self._min_insync.get(key, 2 if replicas >= 3 else 1)
-            led = self._replicas.lead(part, leadership, min_insync, time.monotonic())
-            self._replication[key] = led
-            self._group_commit.replicate(part, self._leader_durable, self._replicas.too_few_in_sync)
-            self._replicas.on_durable(part, time.monotonic())   # alone in sync: HW moves now
-            return
-        not_leader = NotLeaderError(f"{part.name}: {self.shard_id} does not lead it; its leader "
-                                    f"is {leadership.leader or 'none'} in epoch "
-                                    f"{leadership.leader_epoch}; retry")
-        self._stop_leading(part, not_leader)
-        if leadership.leader and self.shard_id in leadership.replicas:
-            self._fetcher.follow(part, leadership)
-            self._replication[key] = self._fetcher.followed[key]
-            self._group_commit.replicate(part, self._fetcher.on_durable)
-        else:
-            self._fetcher.unfollow(key)
-            self._group_commit.unreplicate(part)
-            self._replication[key] = NOT_SERVED
-
-    def _stop_leading(self, part: Partition, error: BrokerError) -> None:
-        if self._replicas.stop_leading(part.key, error) is not None:
-            self._group_commit.fail_acks_all(part, error)
-            self._group_commit.unreplicate(part)
-
-    def _stop_replicating(self, part: Partition, error: BrokerError) -> None:
-        self._stop_leading(part, error)
-        self._fetcher.unfollow(part.key)
-        self._replication.pop(part.key, None)
-
-    def _leader_durable(self, part: Partition) -> None:
-        """Group commit made a led partition's appends durable."""
-        self._replicas.on_durable(part, time.monotonic())
-
-    def _high_watermark_moved(self, part: Partition) -> None:
-        """A led partition's high watermark moved: its consumers and acks="all" produces."""
-        self._purgatory.wake(part.key)
-        self._group_commit.high_watermark_moved(part)
-
-    def _check_in_sync(self, now_s: float) -> None:
-        """Ask the controller for the in-sync changes the led partitions want."""
-        self._next_lag_check_s = now_s + limits.REPLICA_LAG_CHECK_INTERVAL_MS / 1000
-        self._group_commit.expire_acks_all(now_s)
-        if self._controller is None:
-            return
-        for led, in_sync in self._replicas.in_sync_proposals(now_s, self._in_sync_pending):
-            if len(self._in_sync_pending) >= limits.IN_SYNC_REQUESTS_PENDING_MAX:
-                return
-            self._in_sync_pending.add(led.part.key)
-            self._in_sync_pool.submit(self._ask_in_sync, led.part.key, led.leadership, in_sync)
-
-    def _ask_in_sync(self, key: tuple[str, int], leadership: Leadership,
-                     in_sync: tuple[str, ...]) -> None:
-        """The in-sync thread: one compare-and-set at the controller; the answer goes
-        back to the loop."""
-        pid = PartitionId(*key)
-        try:
-            answer = self._controller.alter_in_sync(self.shard_id, pid, leadership.leader_epoch,
-                                                    leadership.partition_epoch, in_sync)
-        except Exception as exc:   # fenced, or the controller is away: the next check asks again
-            answer = exc
-        try:
-            self._post(self._in_sync_answered, key, pid, in_sync, answer)
-        except queue.Full:
-            log.warning("%s: the loop is not taking commands; in-sync answer for %s-%d dropped",
-                        self.shard_id, *key)
-
-    def _in_sync_answered(self, key, pid: PartitionId, in_sync: tuple[str, ...], answer) -> None:
-        self._in_sync_pending.discard(key)
-        if isinstance(answer, Leadership):
-            self.set_leadership([(pid, answer)])
-        else:
-            log.warning("%s: the controller refused in-sync %s for %s-%d: %s", self.shard_id,
-                        list(in_sync), pid.topic, pid.partition, answer)
+        follow, or neither (shard_replication.py). Loop thread."""
+        self._replication.set_leadership(changes)
 
     def _post(self, fn, *args) -> None:
         """Run ``fn(*args)`` on the loop thread, without waiting for it (any other thread)."""
@@ -482,24 +358,8 @@ class ShardServer:
                                   "end_offset": p.high_watermark, "size_bytes": p.log.size_bytes}
                             for key, p in self._partitions.items()}
         snapshot["groups"] = self._groups.committed_offsets()
-        snapshot["replication"] = {key: self._replication_stats(key, role)
-                                   for key, role in self._replication.items()}
+        snapshot["replication"] = self._replication.stats()
         return snapshot
-
-    def _replication_stats(self, key: tuple[str, int], role) -> dict:
-        """A replicated partition's state here (the controller's ISR metrics)."""
-        part = self._partitions[key]
-        leadership = self._leadership[key]
-        stats = {"role": "leader" if type(role) is Led else
-                 "follower" if type(role) is Followed else NOT_SERVED,
-                 "leader": leadership.leader, "replicas": list(leadership.replicas),
-                 "in_sync": list(leadership.in_sync), "high_watermark": part.high_watermark,
-                 "log_end_offset": part.log.end_offset}
-        if type(role) is Led:
-            stats.update(self._replicas.stats(role))
-        elif type(role) is Followed:
-            stats.update(self._fetcher.stats(role))
-        return stats
 
     # --- The loop ------------------------------------------------------------
 
@@ -514,16 +374,14 @@ class ShardServer:
                 self._drain_requests()
                 del events[self._socket]
             for sock in events:   # the DEALERs to the leaders this shard follows
-                self._fetcher.on_readable(sock)
+                self._replication.on_readable(sock)
             self._group_commit.commit()
             self._run_timers(time.monotonic())
 
     def _run_timers(self, now_s: float) -> None:
         self._purgatory.expire(now_s)
         self._groups.run_timers(now_s)
-        self._fetcher.run_timers(now_s)
-        if self._replicas.led and now_s >= self._next_lag_check_s:
-            self._check_in_sync(now_s)
+        self._replication.run_timers(now_s)
         if now_s >= self._next_sample_s:
             self.stats.sample(now_s)
             self._next_sample_s = now_s + limits.SHARD_STATS_SAMPLE_INTERVAL_S
@@ -534,9 +392,8 @@ class ShardServer:
     def _poll_timeout_ms(self) -> int:
         now_s = time.monotonic()
         deadline_s = now_s + limits.SHARD_IDLE_POLL_MS / 1000
-        lag_check_s = self._next_lag_check_s if self._replicas.led else None
         for wake_s in (self._purgatory.next_deadline_s(), self._group_commit.next_flush_s(),
-                       self._groups.next_timer_s(), self._fetcher.next_timer_s(), lag_check_s):
+                       self._groups.next_timer_s(), self._replication.next_timer_s()):
             if wake_s is not None and wake_s < deadline_s:
                 deadline_s = wake_s
         return max(0, int((deadline_s - now_s) * 1000) + 1)
@@ -595,7 +452,7 @@ class ShardServer:
         elif isinstance(request, protocol.GROUP_REQUESTS):
             self._reply(envelope, self._groups.handle(request, payload))
         elif kind is protocol.ReplicaFetchRequest:
-            self._replicas.serve(envelope, request, self._controller_epoch, self._received_s)
+            self._replication.serve(envelope, request, self._received_s)
         else:
             raise MalformedRequestError(
                 f"{self.shard_id} serves produce, fetch, listOffsets, replicaFetch and group "
@@ -622,9 +479,9 @@ class ShardServer:
             raise UnavailableError(
                 f"{part.name} moved away from {self.shard_id} at offset "
                 f"{part.high_watermark}; retry (the routers are learning its new shard)")
-        led = self._replication.get(part.key)   # None: one copy, here
+        led = self._roles.get(part.key)   # None: one copy, here
         if led is not None:
-            self._check_leading(part, led, request.acks)
+            led = self._replication.check_produce(part, led, request.acks)
         batch = payload[0].buffer
         summary = summarize_batch(batch)
         now_ms = time.time_ns() // 1_000_000   # the shard's clock: timestamps, producer ids
@@ -645,22 +502,6 @@ class ShardServer:
         elif request.acks != 0:
             self._group_commit.acknowledge_later(envelope, request.request_id, part, base_offset,
                                                  self._received_s)
-
-    def _check_leading(self, part: Partition, led, acks: int) -> None:
-        """Refuse a produce to a replicated partition not led here (NotLeaderError), and
-        an acks="all" one that cannot be acknowledged now."""
-        if type(led) is not Led:
-            leadership = self._leadership[part.key]
-            raise NotLeaderError(
-                f"{part.name}: {self.shard_id} does not lead it; its leader is "
-                f"{leadership.leader or 'none (offline)'} in leader epoch "
-                f"{leadership.leader_epoch}; retry")
-        if acks == -1:
-            led.replication.check_acks_all()
-            if not self._group_commit.acks_all_room():
-                raise TooManyRequestsError(
-                    f"{self.shard_id}: {limits.ACKS_ALL_PENDING_MAX} acks=\"all\" produces "
-                    f"wait for their replicas already; retry")
 
     # --- Fetch -----------------------------------------------------------------
 
