@@ -68,9 +68,9 @@ from plinth.shards.fetch_purgatory import FetchPurgatory
 from plinth.shards.group_commit import GroupCommit
 from plinth.shards.group_requests import GroupRequests
 from plinth.shards.partition import Partition
+from plinth.shards.segment_files import SegmentFiles
 from plinth.shards.shard_calls import ControllerAnnouncements, Leadership
 from plinth.shards.shard_replication import ShardReplication
-from plinth.shards.segment_files import SegmentFiles
 from plinth.shards.shard_stats import ShardStats
 from plinth.wakeup import Wakeup
 
