@@ -63,7 +63,8 @@ class Followed:
     backoff_ms: int = 0              # 0 after a success
     leader_high_watermark: int = 0
     leader_end_offset: int = 0
-    fetches: int = 0
+    fetches: int = 0                 # answered, for stats
+    failures: int = 0                # refused, lost or unsendable, for stats
 
     @property
     def leader(self) -> str:
@@ -226,6 +227,7 @@ class ReplicaFetcher:
         backoff_ms = min(max(followed.backoff_ms * 2, limits.REPLICA_FETCH_BACKOFF_MS_MIN),
                          limits.REPLICA_FETCH_BACKOFF_MS_MAX)
         followed.backoff_ms = backoff_ms
+        followed.failures += 1
         log.info("%s: fetching %s from %s failed (%s); again in %d ms", self.shard_id,
                  followed.part.name, followed.leader or "no leader", error, backoff_ms)
         self._idle(followed, now_s + backoff_ms / 1000)
@@ -335,5 +337,6 @@ class ReplicaFetcher:
     def stats(self, followed: Followed) -> dict:
         """A followed partition's replication state, for stats_snapshot."""
         return {"leader_epoch": followed.leadership.leader_epoch, "fetch_state": followed.state,
+                "fetches": followed.fetches, "fetch_failures": followed.failures,
                 "leader_end_offset": followed.leader_end_offset,
                 "follower_lag": max(0, followed.leader_end_offset - followed.part.log.end_offset)}

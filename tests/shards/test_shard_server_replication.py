@@ -277,6 +277,42 @@ def test_with_both_followers_stopped_acks_all_gets_not_enough_replicas(cluster, 
     assert produce(router, [b"one"], acks=1).error is None
 
 
+def test_a_follower_retries_a_silent_leader_with_backoff_and_catches_up_at_its_new_address(
+        cluster, monkeypatch):
+    # Given s1 and s2 follow s0, which holds offset 0 in sync with them, and give up a
+    # fetch 300 ms after its wait
+    monkeypatch.setattr(limits, "REPLICA_FETCH_TIMEOUT_MS", 300)
+    c = cluster()
+    assert produce(c.router("s0"), [b"a"]).error is None
+    c.wait_converged(c.ids, 1)
+    # When s0 stops for 3 s
+    c.stop("s0")
+    failures_before = c.replication("s1")["fetch_failures"]
+    time.sleep(3)   # the span measured: how many fetches a silent leader costs
+    failures = c.replication("s1")["fetch_failures"] - failures_before
+    # Then s1 tried again only a few times (backoff up to REPLICA_FETCH_BACKOFF_MS_MAX)
+    assert 1 <= failures <= 10, failures
+    # And when s0 comes back at a new address, its followers fetch from it again
+    c.start("s0")
+    assert produce(c.router("s0"), [b"b"]).error is None
+    c.wait_converged(c.ids, 2)
+
+
+def test_a_follower_refused_by_its_leader_backs_off_instead_of_spinning(cluster):
+    # Given s1 told that s2 leads epoch 2, while s2 has not heard of it (it refuses)
+    c = cluster()
+    told = dataclasses.replace(c.controller.leadership, leader="s2", leader_epoch=2,
+                               in_sync=("s1", "s2"), partition_epoch=2)
+    c.push_leadership(told, ("s1",))
+    c.wait_for(lambda: c.replication("s1")["fetch_failures"] >= 1, "s2 refuses s1's fetch")
+    failures_before = c.replication("s1")["fetch_failures"]
+    # When 2 s pass
+    time.sleep(2)   # the span measured: how often a refused follower asks again
+    # Then s1 asked only a few times (backoff doubling from 50 ms to 2 s), not thousands
+    failures = c.replication("s1")["fetch_failures"] - failures_before
+    assert 1 <= failures <= 8, failures
+
+
 # --- Divergence and fencing -----------------------------------------------------------
 
 def test_a_follower_with_a_divergent_tail_truncates_to_the_leaders_epoch_end_and_converges(
