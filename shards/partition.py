@@ -26,13 +26,16 @@ acknowledged). As follower, ``append_replicated`` takes the leader's entries as
 stored, the epochs that start inside them, and each batch's producer id and
 sequence (so a new leader recognises an idempotent producer's retry);
 ``truncate_to`` cuts the log, the epochs and the producers' state back to
-where the follower agrees with its leader. A partition whose recovery cut
+where the follower agrees with its leader, and ``restart_at`` empties it to
+start at the leader's log start offset. A partition whose recovery cut
 entries ``needs_repair``: its log may have lost records it had acknowledged,
 so it must not count as in sync, nor be elected, until it has caught up with
 its leader's high watermark (``note_caught_up``). The mark is kept on disk
-(``<partition dir>/needs-repair``, the recovery's reason as text) so that a
-second restart, which cuts nothing, does not forget it. Partitions of factor
-1 ignore it.
+(``<partition dir>/needs-repair``, the reason as text) so that a second
+restart, which cuts nothing, does not forget it. The shard marks a partition
+whose directory it found missing the same way (``directory_created`` for a
+partition its manifest knew: a lost or wiped disk). Partitions of factor 1
+ignore the mark.
 
 Sealed. A partition whose writes moved to another shard at ``high_watermark``
 is sealed: its log is read-only history, served until retention deletes it.
@@ -55,7 +58,7 @@ from plinth.format.record_batch import BatchSummary, summarize_batch
 from plinth.shards.leader_epochs import (
     NO_EPOCH, LeaderEpochs, load_leader_epochs, save_leader_epochs)
 from plinth.shards.partition_log import (
-    CheckedEntries, LogConfig, PartitionLog, TruncationResult, wall_clock_ms)
+    CheckedEntries, LogConfig, PartitionLog, RetentionResult, TruncationResult, wall_clock_ms)
 from plinth.shards.producer_state import (
     ProducerStates, discard_snapshot_after, load_snapshot, save_snapshot)
 from plinth.shards.segment import fsync_directory
@@ -79,6 +82,8 @@ class Partition:
     leader_epochs: LeaderEpochs = field(default_factory=LeaderEpochs)
     # Recovery cut entries: not in sync, not electable, until caught up (module docstring).
     needs_repair: bool = False
+    # open() found no directory: a new partition, or (if the shard knew it) a lost disk.
+    directory_created: bool = False
     # Built once, because every produce and fetch uses them: (topic, partition)
     # keys the shard's tables, and "<topic>-<partition>" names it in messages.
     key: tuple[str, int] = field(init=False)
@@ -94,13 +99,15 @@ class Partition:
         """Open (recovering) or create the log in ``directory``; a new log starts at
         ``initial_offset``. Everything the log holds is readable. ``files``: the
         shard's open segment files, shared by its partitions (a private one if None)."""
+        directory_created = not Path(directory).exists()
         plog = PartitionLog.open(directory, log_config, initial_offset=initial_offset,
                                  files=files)
         try:
             # What survived recovery is on disk; make it durable, then readable.
             plog.flush()
             part = cls(topic, partition, plog, plog.end_offset,
-                       leader_epochs=load_leader_epochs(plog.directory))
+                       leader_epochs=load_leader_epochs(plog.directory),
+                       directory_created=directory_created)
             part._fit_epochs_to_log()
             part._mark_needs_repair()
         except BaseException:
@@ -130,20 +137,29 @@ class Partition:
     def _mark_needs_repair(self) -> None:
         """Set ``needs_repair`` if this open's recovery cut entries (saving the mark)
         or an earlier one did and the partition has not caught up since."""
-        path = self.log.directory / NEEDS_REPAIR_FILE
         recovery = self.log.recovery
         if recovery.bytes_truncated:
-            reason = (f"recovery cut {recovery.bytes_truncated} bytes at end offset "
-                      f"{self.log.end_offset}: {recovery.reason}\n")
-            try:
-                write_file_atomically(path, reason.encode(), sync_dir=True)
-            except OSError as exc:
-                raise StorageError(f"cannot mark {self.name} as needing repair in {path} "
-                                   f"({reason.strip()}): {exc}") from None
-        self.needs_repair = path.exists()
-        if self.needs_repair:
-            log.warning("%s needs repair: not in sync until it has caught up with its leader "
-                        "(%s)", self.name, path.read_text().strip())
+            self.mark_needs_repair(f"recovery cut {recovery.bytes_truncated} bytes at end offset "
+                                   f"{self.log.end_offset}: {recovery.reason}")
+        elif (self.log.directory / NEEDS_REPAIR_FILE).exists():
+            self.needs_repair = True
+            log.warning("%s still needs repair: not in sync until it has caught up with its "
+                        "leader (%s)", self.name,
+                        (self.log.directory / NEEDS_REPAIR_FILE).read_text().strip())
+
+    def mark_needs_repair(self, reason: str) -> None:
+        """The log may have lost records it held (``reason`` says how: recovery cut
+        entries; the shard found the directory of a partition it knew missing):
+        set ``needs_repair`` and keep the mark on disk until ``note_caught_up``."""
+        path = self.log.directory / NEEDS_REPAIR_FILE
+        try:
+            write_file_atomically(path, f"{reason}\n".encode(), sync_dir=True)
+        except OSError as exc:
+            raise StorageError(f"cannot mark {self.name} as needing repair in {path} "
+                               f"({reason}): {exc}") from None
+        self.needs_repair = True
+        log.warning("%s needs repair: not in sync until it has caught up with its leader (%s)",
+                    self.name, reason)
 
     def note_caught_up(self, leader_high_watermark: int) -> bool:
         """The replica has fetched (durably) up to ``leader_high_watermark``, its leader's:
@@ -155,7 +171,8 @@ class Partition:
             path.unlink(missing_ok=True)
             fsync_directory(self.log.directory)
         except OSError as exc:
-            raise StorageError(f"cannot clear the repair mark {path} of {self.name}: {exc}") from None
+            raise StorageError(
+                f"cannot clear the repair mark {path} of {self.name}: {exc}") from None
         self.needs_repair = False
         log.info("%s repaired: caught up to its leader's high watermark %d", self.name,
                  leader_high_watermark)
@@ -316,7 +333,8 @@ class Partition:
         """Remember the producers of the replicated batches the log holds; if the log
         rolled, save the state before the new active segment's first batch."""
         plog = self.log
-        rolled_at = plog.active_base_offset if plog.active_base_offset != active_base_offset else None
+        rolled = plog.active_base_offset != active_base_offset
+        rolled_at = plog.active_base_offset if rolled else None
         end_offset = plog.end_offset
         for header, summary in zip(checked.headers, summaries):
             if header.end_offset > end_offset:
@@ -339,26 +357,53 @@ class Partition:
         (client/sender.py), fewer than the IDEMPOTENT_BATCHES_KEPT remembered,
         so if those were all cut, every batch before them was acknowledged and
         is never retried. Below the log's start the log restarts empty at
-        ``end_offset`` (a replica rebuilt from its leader) and forgets every
-        epoch and producer. Raises StorageError if the disk refuses (reopening
-        recovers a prefix).
+        ``end_offset`` (``restart_at``). Raises StorageError if the disk
+        refuses (reopening recovers a prefix).
         """
         plog = self.log
-        old_start_offset = plog.start_offset
+        if end_offset < plog.start_offset:
+            return self.restart_at(end_offset)
         result = plog.truncate_to(end_offset)
         self._fit_epochs_to_log()   # also an epoch assigned at the end that wrote nothing
         if result.end_offset == result.old_end_offset:
             return result
-        self.high_watermark = max(plog.start_offset, min(self.high_watermark, plog.end_offset))
-        if end_offset < old_start_offset:
-            self.producers = ProducerStates()
-        else:
-            self.producers = self.producers.truncated(end_offset)
+        self.high_watermark = min(self.high_watermark, plog.end_offset)
+        self.producers = self.producers.truncated(end_offset)
+        self._discard_producer_snapshot_after(plog.active_base_offset)
+        return result
+
+    def restart_at(self, start_offset: int) -> TruncationResult:
+        """Delete the whole log and start it again, empty, at ``start_offset``, with no
+        epochs and no producers (Kafka's truncateFullyAndStartAt): for a follower
+        whose log ends before its leader's log starts, or that diverged from its
+        leader before its own start. Returns what the log cut."""
+        plog = self.log
+        result = plog.restart_at(start_offset)
+        self._fit_epochs_to_log()
+        self.high_watermark = start_offset
+        self.producers = ProducerStates()
+        self._discard_producer_snapshot_after(start_offset - 1)
+        return result
+
+    def _discard_producer_snapshot_after(self, base_offset: int) -> None:
         try:
-            discard_snapshot_after(plog.directory, plog.active_base_offset)
+            discard_snapshot_after(self.log.directory, base_offset)
         except OSError as exc:   # a roll saves the state again before it could be used
             log.error("cannot remove the stale producer state of %s in %s: %s", self.name,
-                      plog.directory, exc)
+                      self.log.directory, exc)
+
+    def enforce_retention(self) -> RetentionResult:
+        """Retention of the log (PartitionLog.enforce_retention; all of it may go if the
+        partition is sealed), then of the leader epochs: the one that holds the
+        new start offset now starts there and older ones go, as Kafka's
+        truncateFromStart. A checkpoint the disk refuses is logged, not raised:
+        the older epochs it keeps describe nothing the log still holds."""
+        result = self.log.enforce_retention(sealed=self.sealed)
+        if result.segments:
+            try:
+                self._fit_epochs_to_log()
+            except StorageError as exc:
+                log.error("%s", exc)
         return result
 
     def _check_timestamps(self, summary, now_ms: int) -> None:

@@ -411,8 +411,8 @@ class PartitionLog:
         programmer error otherwise). The segments after the one holding it
         are deleted, newest first; that one becomes the active segment and is
         cut, with its indexes, and fsynced. Below ``start_offset``, the whole
-        log is deleted and starts again, empty, at ``end_offset`` (a follower
-        rebuilt from its leader). Raises StorageError if the disk refuses:
+        log is deleted and starts again, empty, at ``end_offset``
+        (``restart_at``: a follower rebuilt from its leader). Raises StorageError if the disk refuses:
         reopening the log then recovers a prefix of it.
         """
         if self._closed:
@@ -424,7 +424,7 @@ class PartitionLog:
         if end_offset == old_end_offset:
             return TruncationResult(old_end_offset, end_offset, 0, 0, 0)
         if end_offset < self.start_offset:
-            return self._truncate_fully(end_offset)
+            return self.restart_at(end_offset)
         slot = self._slot_for(end_offset)
         kept = self._segments[slot]
         kept.boundary_position(end_offset)   # checked before anything is deleted
@@ -439,8 +439,16 @@ class PartitionLog:
         _log_truncation(self.directory, result)
         return result
 
-    def _truncate_fully(self, start_offset: int) -> TruncationResult:
-        """Delete every segment and start again, empty, at ``start_offset``."""
+    def restart_at(self, start_offset: int) -> TruncationResult:
+        """Delete every segment and start again, empty, at ``start_offset`` (any offset:
+        Kafka's truncateFullyAndStartAt, for a follower whose log ends before its
+        leader's starts, or that diverged before its own start). A crash half way
+        leaves a prefix of the old log, or none (the next open starts the log at
+        its initial offset): the follower's next fetch restarts it again."""
+        if self._closed:
+            self._raise_closed()
+        if start_offset < 0:
+            raise AssertionError(f"attempt to restart {self.directory} at offset {start_offset}")
         old_end_offset = self.end_offset
         segments_deleted, deleted_bytes = self._delete_segments_after(-1)
         self._segments.append(Segment.create(
@@ -450,7 +458,9 @@ class PartitionLog:
         self._flushed_end_offset = start_offset
         result = TruncationResult(old_end_offset, start_offset, segments_deleted,
                                   deleted_bytes, 0)
-        _log_truncation(self.directory, result)
+        logger.warning("restarted %s empty at offset %d: end offset was %d, %d segments "
+                       "(%d bytes) deleted", self.directory, start_offset, old_end_offset,
+                       segments_deleted, deleted_bytes)
         return result
 
     def _delete_segments_after(self, slot: int) -> tuple[int, int]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import random
+import shutil
 import time
 
 import pytest
@@ -15,7 +17,8 @@ from plinth.errors import (
     CorruptDataError, InvalidTimestampError, OutOfOrderSequenceError, StorageError)
 from plinth.format.log_entry import LOG_ENTRY_HEADER_BYTES, build_entry_header, iter_entries
 from plinth.format.record_batch import BatchBuilder, summarize_batch
-from plinth.shards.leader_epochs import CHECKPOINT_FILE, EpochEntry, load_leader_epochs
+from plinth.shards.leader_epochs import (
+    CHECKPOINT_FILE, NO_EPOCH, EpochEntry, load_leader_epochs)
 from plinth.shards.partition import Partition
 from plinth.shards.partition_log import LogConfig
 from plinth.shards.producer_state import SNAPSHOT_FILE
@@ -558,6 +561,8 @@ def test_truncating_below_the_log_start_restarts_it_empty_with_no_epochs_or_prod
     assert (part.log.start_offset, part.log.end_offset, part.high_watermark) == (5, 5, 5)
     assert part.leader_epochs.entries == () == load_leader_epochs(tmp_path / "t-3").entries
     assert len(part.producers) == 0
+    # And the producer snapshot saved when it rolled, of batches now gone, is removed
+    assert not (tmp_path / "t-3" / SNAPSHOT_FILE).exists()
 
 
 def test_a_partition_whose_recovery_cut_entries_needs_repair_until_it_has_caught_up(tmp_path):
@@ -661,3 +666,134 @@ def test_a_follower_forgets_an_epoch_it_assigned_without_writing_when_it_replica
     # Then the entries and epoch 2 are taken
     assert replicate(b, a) == 2
     assert a.leader_epochs.entries == (EpochEntry(1, 0), EpochEntry(2, 1))
+
+
+def catch_up(leader: Partition, follower: Partition) -> None:
+    """The follower's side of the protocol (design12.md): fetch with the epoch of its last
+    entry; on divergence truncate to min(the leader's end of that epoch, its own), again
+    until the histories agree; then take everything the leader has."""
+    for _ in range(100):
+        fetch_offset = follower.log.end_offset
+        last_epoch = follower.leader_epochs.epoch_at(fetch_offset - 1)
+        if last_epoch == NO_EPOCH:
+            break
+        epoch, end_offset = leader.leader_epochs.end_offset_for(last_epoch, leader.log.end_offset)
+        if epoch == last_epoch and end_offset >= fetch_offset:
+            break
+        own_end = follower.leader_epochs.end_offset_for(epoch, fetch_offset).start_offset
+        follower.truncate_to(max(min(end_offset, own_end), 0))
+    else:
+        raise AssertionError(f"{follower.log.directory} did not converge")
+    replicate(leader, follower)
+
+
+def test_two_replicas_that_lead_in_turn_converge_after_every_change_of_leader(tmp_path):
+    rng = random.Random(1212)
+    config = LogConfig(segment_bytes_max=limits.SEGMENT_BYTES_MIN, index_interval_bytes=256)
+    replicas = [open_partition(tmp_path / name / "t-3", config) for name in ("a", "b")]
+    leader, epoch, sequence, changes = 0, 1, 0, 0
+    written_in = {}   # batch bytes -> the epoch its leader wrote it in
+    for step in range(300):
+        lead, follow = replicas[leader], replicas[1 - leader]
+        action = rng.random()
+        if action < 0.5:
+            # Given the leader appends batches of an idempotent producer
+            for _ in range(rng.randrange(1, 4)):
+                batch = batch_of([b"r%d" % sequence] * rng.randrange(1, 4),
+                                 producer_id=100 + changes, base_sequence=sequence)
+                sequence += summarize_batch(batch).record_count
+                append_as_leader(lead, batch, epoch)
+                written_in[batch] = epoch
+        elif action < 0.75:
+            # And the follower fetches a prefix of what the follower lacks
+            offset = follow.log.end_offset
+            data = entries_from(lead, offset) if offset <= lead.log.end_offset else b""
+            ends = [0] + [h.entry_bytes for h, _ in iter_entries(data)]
+            cut = sum(ends[:rng.randrange(len(ends))])
+            if cut:
+                follow.append_replicated(data[:cut], [
+                    (e.epoch, e.start_offset) for e in lead.leader_epochs.entries
+                    if e.start_offset >= offset])
+        elif action < 0.9:
+            # When leadership moves (uncleanly: the new leader may lack entries)
+            # (its producer, which may have lost batches, starts again as a new one)
+            leader, epoch, changes, sequence = 1 - leader, epoch + 1, changes + 1, 0
+            # Then the old leader, now following, converges to the new leader's log
+            catch_up(replicas[leader], replicas[1 - leader])
+            assert entries_from(replicas[0], 0) == entries_from(replicas[1], 0), step
+            assert replicas[0].leader_epochs.entries == replicas[1].leader_epochs.entries, step
+            # And its epochs say which leader epoch wrote each of its batches
+            for header, batch in iter_entries(entries_from(replicas[0], 0)):
+                assert replicas[0].leader_epochs.epoch_at(header.base_offset) == written_in[
+                    bytes(batch)], step
+        else:
+            # And a replica crashes now and then (reopened without being closed)
+            crashed = rng.randrange(2)
+            replicas[crashed] = open_partition(tmp_path / ("a", "b")[crashed] / "t-3", config)
+            assert not replicas[crashed].needs_repair
+    assert changes > 30
+
+
+def test_retention_moves_the_first_leader_epoch_to_the_new_start_offset(tmp_path):
+    # Given a partition led in epochs 1 then 2, of small segments, that keeps 2 of them
+    config = LogConfig(segment_bytes_max=limits.SEGMENT_BYTES_MIN,
+                       retention_bytes=2 * limits.SEGMENT_BYTES_MIN)
+    part = open_partition(tmp_path / "t-3", config)
+    for i in range(10):
+        append_as_leader(part, batch_of([b"v" * 300]), 1)
+    for i in range(30):
+        append_as_leader(part, batch_of([b"v" * 300]), 2)
+    # When retention deletes segments past the start of epoch 2
+    result = part.enforce_retention()
+    # Then epoch 1 is gone and epoch 2 starts at the new start offset, saved
+    start_offset = part.log.start_offset
+    assert result.segments and start_offset > 10
+    assert part.leader_epochs.entries == (EpochEntry(2, start_offset),)
+    assert load_leader_epochs(tmp_path / "t-3").entries == part.leader_epochs.entries
+
+
+def test_a_partition_whose_directory_was_lost_can_be_marked_as_needing_repair(tmp_path):
+    # Given a partition with records, whose directory is then deleted while it is down
+    part = open_partition(tmp_path / "t-3")
+    assert part.directory_created   # a new partition
+    append_as_leader(part, batch_of([b"a"]), 1)
+    part.log.close()
+    assert not open_partition(tmp_path / "t-3").directory_created
+    shutil.rmtree(tmp_path / "t-3")
+    # When it is opened again, it says it created the directory
+    part = open_partition(tmp_path / "t-3")
+    assert part.directory_created and not part.needs_repair
+    # Then the shard, which knew the partition, marks it; the mark survives a restart
+    part.mark_needs_repair("the shard's manifest knew t-3 but its directory was missing")
+    part = open_partition(tmp_path / "t-3")
+    assert part.needs_repair and not part.directory_created
+    # And it is cleared once the partition has caught up with its leader
+    assert part.note_caught_up(0) and not open_partition(tmp_path / "t-3").needs_repair
+
+
+def test_a_follower_behind_its_leaders_log_start_restarts_there_with_no_history(tmp_path):
+    # Given a leader whose retention deleted the offsets a follower lacks
+    config = LogConfig(segment_bytes_max=limits.SEGMENT_BYTES_MIN,
+                       retention_bytes=2 * limits.SEGMENT_BYTES_MIN)
+    leader = open_partition(tmp_path / "leader" / "t-3", config)
+    follower = open_partition(tmp_path / "follower" / "t-3", config)
+    append_as_leader(leader, batch_of([b"old"], producer_id=6, base_sequence=0), 1)
+    replicate(leader, follower)
+    for i in range(1, 40):
+        append_as_leader(leader, batch_of([b"v" * 300], producer_id=6, base_sequence=i), 2)
+    leader.enforce_retention()
+    assert leader.log.start_offset > follower.log.end_offset
+    # When the follower restarts its log at the leader's start offset
+    follower.restart_at(leader.log.start_offset)
+    # Then it is empty there, with no epochs and no producers, saved so
+    assert (follower.log.start_offset, follower.log.end_offset, follower.high_watermark) == (
+        (leader.log.start_offset,) * 3)
+    assert follower.leader_epochs.entries == () and len(follower.producers) == 0
+    assert load_leader_epochs(follower.log.directory).entries == ()
+    # And it replicates the leader's log from there, epochs and producers included
+    replicate(leader, follower)
+    assert entries_from(follower, follower.log.start_offset) == entries_from(
+        leader, leader.log.start_offset)
+    assert follower.leader_epochs.entries == leader.leader_epochs.entries
+    assert append_as_leader(follower, batch_of([b"v" * 300], producer_id=6, base_sequence=39),
+                            3) == 39

@@ -718,7 +718,8 @@ def test_truncating_inside_the_active_segment_cuts_it_and_reports_the_cut(tmp_pa
     kept_bytes = sum(LOG_ENTRY_HEADER_BYTES + len(batch) for _, _, batch in appended[:3])
     assert (result.old_end_offset, result.end_offset) == (appended[-1][0] + appended[-1][1],
                                                            cut_offset)
-    assert (result.segments_deleted, result.bytes, result.entries) == (0, size_bytes - kept_bytes, 2)
+    assert (result.segments_deleted, result.bytes, result.entries) == (
+        0, size_bytes - kept_bytes, 2)
     assert (log.end_offset, log.flushed_end_offset, log.size_bytes) == (cut_offset, cut_offset,
                                                                          kept_bytes)
     assert os.path.getsize(log.segments[-1].log_path) == kept_bytes
@@ -753,12 +754,14 @@ def test_truncating_into_an_older_segment_deletes_the_later_ones_and_appends_go_
     assert read_all(reopened) == appended[:middle] + [(appended[middle][0], 2, b"after the cut")]
 
 
-def test_truncating_to_every_entry_boundary_keeps_exactly_the_entries_before_it(tmp_path):
+def test_truncating_at_entry_boundaries_anywhere_keeps_exactly_the_entries_before_them(tmp_path):
     rng = random.Random(12)
-    # Given a log of several segments, for each of its entry boundaries in turn
+    # Given a log of several segments, for every third of its entry boundaries and
+    # its end (segment boundaries, starts, middles and ends of segments among them)
     source = PartitionLog.open(tmp_path / "source", SMALL_SEGMENTS)
     appended = append_batches(source, 40)
-    for i, cut_offset in enumerate(entry_boundaries(appended)):
+    boundaries = entry_boundaries(appended)
+    for i, cut_offset in enumerate(boundaries[::3] + boundaries[-1:]):
         directory = tmp_path / str(i)
         log = PartitionLog.open(directory, SMALL_SEGMENTS)
         append_batches(log, 40)
@@ -979,3 +982,23 @@ def test_a_follower_rolls_by_age_before_the_same_entry_as_its_leader(tmp_path):
     # Then both rolled before the second entry (the first went to the empty segment)
     assert len(leader.segments) == 2
     assert [s.base_offset for s in follower.segments] == [s.base_offset for s in leader.segments]
+
+
+def test_a_log_restarted_past_its_end_is_empty_there_and_takes_the_leaders_entries(tmp_path):
+    # Given a leader whose retention deleted what a follower lacks
+    leader = PartitionLog.open(tmp_path / "leader", LogConfig(
+        segment_bytes_max=SEGMENT_BYTES_MIN, retention_bytes=2 * SEGMENT_BYTES_MIN))
+    append_batches(leader, 60)
+    leader.enforce_retention()
+    follower = PartitionLog.open(tmp_path / "follower", SMALL_SEGMENTS)
+    append_batches(follower, 3)
+    old_end_offset = follower.end_offset
+    # When the follower restarts its log at the leader's start offset
+    result = follower.restart_at(leader.start_offset)
+    # Then it is empty there, its old segment gone, and it takes the leader's entries
+    assert (result.old_end_offset, result.end_offset, result.segments_deleted) == (
+        old_end_offset, leader.start_offset, 1)
+    assert (follower.start_offset, follower.end_offset) == (leader.start_offset,) * 2
+    assert follower.append_entries(leader_entries(leader)) == leader.end_offset
+    follower.close()
+    assert read_all(PartitionLog.open(tmp_path / "follower", SMALL_SEGMENTS)) == read_all(leader)
