@@ -14,6 +14,8 @@ leader). They do no I/O; the controller's thread calls them (any thread may).
 - ``elect_leader``: a new leader when the old one is lost: the first alive
   in-sync replica, else the first alive eligible one (KIP-966), else none
   (offline) unless unclean election is allowed.
+- ``mark_needs_repair``: a replica came back without all it held: out of the
+  in-sync and eligible sets at once.
 
 Eligible leader replicas (KIP-966). A replica that leaves the in-sync set
 while the new set is smaller than min.insync.replicas holds every
@@ -130,6 +132,24 @@ def elect_leader(current: Leadership, alive: Collection[str], unclean: bool, *,
                             (set(current.eligible) | newly_eligible) - set(in_sync) - repairing)
     return _changed(current, controller_epoch, leader=leader, bump_leader=True,
                     in_sync=in_sync, eligible=eligible)
+
+
+def mark_needs_repair(current: Leadership, replica_id: str, *,
+                      controller_epoch: int | None = None) -> Leadership:
+    """``replica_id`` came back without everything it held (its recovery cut entries,
+    or its data directory was lost): it leaves the in-sync and eligible sets at once,
+    and if it led, the partition has no leader until ``elect_leader`` picks another
+    (with ``replica_id`` in its ``needs_repair``). It rejoins the in-sync set only
+    when the leader adds it back (it has then caught up: replication.py, rule 8), and
+    the controller forgets the mark then. Returns ``current`` itself if it was
+    neither in sync nor eligible."""
+    if replica_id not in current.in_sync and replica_id not in current.eligible:
+        return current
+    leads = current.leader == replica_id
+    return _changed(current, controller_epoch, bump_leader=leads,
+                    leader="" if leads else current.leader,
+                    in_sync=tuple(r for r in current.in_sync if r != replica_id),
+                    eligible=tuple(r for r in current.eligible if r != replica_id))
 
 
 def _changed(current: Leadership, controller_epoch: int | None, *, bump_leader: bool = False,

@@ -52,6 +52,14 @@ INVARIANTS (each checked where it is established; an AssertionError names its nu
 12. Only the leader of the current leader epoch serves fetches and takes appends:
     a fetch from an older epoch is fenced, one from a newer epoch, or to a leader
     that learnt it was replaced, gets NotLeaderError.
+13. A shard never leads again in a leader epoch it led before it restarted (its
+    manifest's record): it lost unsynced entries that its followers may hold
+    under that epoch, and the epoch lookup cannot tell them apart from what it
+    writes next. It waits for a newer epoch (the controller re-elects when a
+    leader restarts). The shard enforces this; the model test checks it.
+14. A needs-repair replica never leads (the controller takes it out of the
+    in-sync and eligible sets: control/leadership.mark_needs_repair), until it
+    has caught up and the leader added it back.
 """
 
 from __future__ import annotations

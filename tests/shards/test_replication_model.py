@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from hypothesis import HealthCheck, event, settings, strategies as st
+from hypothesis.control import currently_in_test_context
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
                                  rule, run_state_machine_as_test)
 
@@ -61,6 +62,12 @@ FETCHES_OUTSTANDING_MAX = 2        # a follower may retry before its answer came
 QUEUE_MAX = 40                     # messages in flight; senders stop beyond it
 HEAL_ROUNDS_MAX = 40               # after the faults stop, every replica catches up within
 EXAMPLES = int(os.environ.get("PLINTH_MODEL_EXAMPLES", "0"))
+
+
+def note(what: str) -> None:
+    """Counts ``what`` in hypothesis's statistics (--hypothesis-show-statistics)."""
+    if currently_in_test_context():
+        event(what)
 
 
 @dataclass(frozen=True)
@@ -91,13 +98,13 @@ class Replica:
     role: LeaderReplication | FollowerReplication | None = None
     leader_hw_told: int = 0                # the HW in the last fetch answer
     fetches_outstanding: int = 0
+    needs_repair: bool = False             # it lost data; cleared once caught up
     waiting_acks: list[tuple[int, int]] = field(default_factory=list)   # (record id, offset)
 
     def high_watermark(self) -> int:
+        """What a consumer could be told here (a deposed leader's too); 0 while down."""
         if not self.alive or self.role is None:
             return 0
-        if isinstance(self.role, LeaderReplication) and not self.role.leading:
-            return self.role.high_watermark
         return self.role.high_watermark
 
     def leading(self) -> LeaderReplication | None:
@@ -128,6 +135,7 @@ class ReplicationModel(RuleBasedStateMachine):
         self.hw_seen: dict[int, int] = {}                # leader epoch -> highest HW consumed
         self.appenders: dict[int, set[str]] = {}         # leader epoch -> who appended in it
         self.leader_hw: dict[tuple[str, int], int] = {}  # (replica, epoch) -> last HW seen
+        self.needs_repair: set[str] = set()              # the controller's marks
 
     # --- Set-up -------------------------------------------------------------------
 
@@ -160,9 +168,10 @@ class ReplicationModel(RuleBasedStateMachine):
             return
         alive = {r for r in REPLICAS
                  if self.replicas[r].alive and self.reachable(r, CONTROLLER)}
-        new = control.elect_leader(self.record, alive, unclean=False, min_insync=self.min_insync)
+        new = control.elect_leader(self.record, alive, unclean=False, min_insync=self.min_insync,
+                                   needs_repair=self.needs_repair)
         if new != self.record:
-            event(f"an election: leader {'none' if not new.leader else 'from eligible' if new.leader in self.record.eligible else 'from in-sync'}")
+            note(f"an election: leader {'none' if not new.leader else 'from eligible' if new.leader in self.record.eligible else 'from in-sync'}")
             self.record = new
             self.broadcast()
 
@@ -174,11 +183,12 @@ class ReplicationModel(RuleBasedStateMachine):
         leader_epoch, partition_epoch, in_sync = message.body
         try:
             new = control.alter_in_sync(self.record, message.src, leader_epoch, partition_epoch,
-                                        in_sync, self.min_insync)
+                                        in_sync, self.min_insync, needs_repair=self.needs_repair)
         except (FencedLeaderEpochError, NotLeaderError):
             return              # the leader learns the newer record from a broadcast
+        self.needs_repair -= set(new.in_sync)       # the leader added it back: caught up
         if new != self.record:
-            event(f"in-sync set changed to {len(new.in_sync)}")
+            note(f"in-sync set changed to {len(new.in_sync)}")
             self.record = new
             self.broadcast()
 
@@ -191,6 +201,8 @@ class ReplicationModel(RuleBasedStateMachine):
             return
         replica.record = record
         role = replica.role
+        if role is None and known is not None and record.leader_epoch == known.leader_epoch:
+            return                    # restarted: waits for a newer leader epoch
         if role is not None and known is not None and record.leader_epoch == known.leader_epoch:
             if isinstance(role, LeaderReplication):
                 if role.on_leadership(record):
@@ -202,12 +214,15 @@ class ReplicationModel(RuleBasedStateMachine):
             role.on_leadership(record)
             replica.waiting_acks.clear()           # NotLeaderError to the producer
         hw = min(role.high_watermark if role else 0, replica.durable_end)
-        if record.leader == replica.id:
+        if record.leader == replica.id and replica.needs_repair:
+            replica.role = None           # it never leads before it caught up
+        elif record.leader == replica.id:
             replica.role = LeaderReplication(NAME, replica.id, record, self.min_insync, hw,
                                              replica.durable_end, LAG_S, self.now_s)
         elif record.leader:
             replica.role = FollowerReplication(NAME, replica.id, record, replica.durable_end,
-                                               replica.epochs, high_watermark=hw)
+                                               replica.epochs, high_watermark=hw,
+                                               needs_repair=replica.needs_repair)
         else:
             replica.role = None
         replica.fetches_outstanding = 0
@@ -246,7 +261,7 @@ class ReplicationModel(RuleBasedStateMachine):
             if offset < hw:
                 assert replica.log[offset].record_id == record_id
                 self.acked[record_id] = offset
-                event("a record was acknowledged")
+                note("a record was acknowledged")
             else:
                 still.append((record_id, offset))
         replica.waiting_acks = still
@@ -281,6 +296,7 @@ class ReplicationModel(RuleBasedStateMachine):
                 self.complete_acks(replica)
         elif (follower := replica.following()) is not None:
             follower.on_entries_durable(replica.durable_end, replica.leader_hw_told)
+            replica.needs_repair = follower.needs_repair
 
     @rule(r=st.sampled_from(REPLICAS))
     def crash(self, r):
@@ -290,8 +306,7 @@ class ReplicationModel(RuleBasedStateMachine):
         replica.alive = False
         del replica.log[replica.durable_end:]              # unsynced entries vanish
         replica.epochs.truncate_from_end(replica.durable_end)
-        replica.role = None
-        replica.record = None
+        replica.role = None           # the record stays: the shard's manifest keeps it
         replica.waiting_acks.clear()
         replica.fetches_outstanding = 0
 
@@ -302,17 +317,46 @@ class ReplicationModel(RuleBasedStateMachine):
             return
         replica.alive = True
         replica.leader_hw_told = 0
-        # The shard announces itself; the controller re-elects if it was the leader
-        # (a new leader epoch: it lost its leader state) and sends it the record.
+        # It follows again as its manifest says; it never leads again in the leader
+        # epoch it led before the crash (it lost unsynced entries its followers may
+        # hold under that epoch: the epoch lookup could not tell them apart).
+        if replica.record is not None and replica.record.leader not in ("", r):
+            replica.role = FollowerReplication(NAME, r, replica.record, replica.durable_end,
+                                               replica.epochs, needs_repair=replica.needs_repair)
+        # The shard announces itself (and whether it lost data); the controller takes
+        # a replica that lost data out of the in-sync and eligible sets, re-elects if
+        # it was the leader (a new leader epoch: it lost its leader state), and sends
+        # it the record.
+        if replica.needs_repair:
+            self.needs_repair.add(r)
+            self.record = control.mark_needs_repair(self.record, r)
         if self.record.leader == r or not self.record.leader:
             alive = {x for x in REPLICAS
                      if self.replicas[x].alive and self.reachable(x, CONTROLLER)}
-            new = control.elect_leader(self.record, alive, unclean=False,
-                                       min_insync=self.min_insync)
-            if new != self.record:
-                self.record = new
-                self.broadcast()
-        self.send("record", CONTROLLER, r, (self.record,))
+            self.record = control.elect_leader(self.record, alive, unclean=False,
+                                               min_insync=self.min_insync,
+                                               needs_repair=self.needs_repair)
+        self.broadcast()
+        if replica.needs_repair:          # it lost its manifest: it opens with this record
+            self.take_record(replica, self.record)
+
+    @rule(r=st.sampled_from(REPLICAS), keep=st.sampled_from([0, 0, 1, 2, 4]))
+    def lose_data(self, r, keep):
+        # While it is down, a replica's disk loses data: its data directory (keep 0:
+        # the manifest too) or the tail its recovery cuts at a bad CRC.
+        # One disk at a time, with min.insync.replicas 2: what replication promises to
+        # survive (every acknowledged record is on two disks).
+        replica = self.replicas[r]
+        if replica.alive or keep >= replica.durable_end or self.min_insync < 2 \
+                or any(x.needs_repair for x in self.replicas.values()) or self.needs_repair:
+            return
+        del replica.log[keep:]
+        replica.durable_end = keep
+        replica.epochs.truncate_from_end(keep)
+        replica.needs_repair = True
+        if keep == 0:
+            replica.epochs = LeaderEpochs()
+            replica.record = None
 
     # --- The network ----------------------------------------------------------------
 
@@ -405,6 +449,7 @@ class ReplicationModel(RuleBasedStateMachine):
                                         len(replica.log), self.now_s)
         if answer.high_watermark_moved:
             self.complete_acks(replica)
+        self.leader_asks_in_sync_change(replica.id)
         entries = [] if answer.diverged else \
             replica.log[fetch_offset:fetch_offset + ENTRIES_PER_FETCH_MAX]
         starts = epoch_starts_between(replica.epochs, fetch_offset, fetch_offset + len(entries))
@@ -421,7 +466,7 @@ class ReplicationModel(RuleBasedStateMachine):
         if answer.diverged:
             end = follower.truncation_for(answer.diverging_epoch, answer.diverging_end_offset,
                                           replica.epochs, len(replica.log))
-            event("a follower truncated" if end < len(replica.log) else "a divergence cut nothing")
+            note("a follower truncated" if end < len(replica.log) else "a divergence cut nothing")
             del replica.log[end:]
             replica.durable_end = min(replica.durable_end, end)
             replica.epochs.truncate_from_end(end)
@@ -433,6 +478,19 @@ class ReplicationModel(RuleBasedStateMachine):
             replica.log.append(entry)
         replica.leader_hw_told = answer.high_watermark
         follower.on_entries_durable(replica.durable_end, answer.high_watermark)
+        replica.needs_repair = follower.needs_repair
+
+    @rule(r=st.sampled_from(REPLICAS))
+    def a_follower_round_trip(self, r):
+        # One follower fsyncs, fetches, and its fetch and the answer arrive at once.
+        self.fsync(r)
+        self.follower_fetches(r)
+        for kind in ("fetch", "reply"):
+            for i, message in enumerate(self.queue):
+                if message.kind == kind and r in (message.src, message.dst):
+                    self.deliver_message(self.queue.pop(i))
+                    break
+        self.fsync(r)
 
     @rule()
     def a_quiet_round(self):
@@ -449,9 +507,13 @@ class ReplicationModel(RuleBasedStateMachine):
 
     @invariant()
     def acknowledged_records_are_on_the_leader_and_every_in_sync_or_eligible_disk(self):
-        holders = set(self.record.in_sync) | set(self.record.eligible)
+        # (A replica that lost data is out of these sets once the controller hears of it,
+        # at its restart; until then it is down and nothing reads it.)
+        unheard = {r for r, replica in self.replicas.items()
+                   if replica.needs_repair and not replica.alive}
+        holders = (set(self.record.in_sync) | set(self.record.eligible)) - unheard
         for record_id, offset in self.acked.items():
-            if self.record.leader:
+            if self.record.leader and self.record.leader not in unheard:
                 log = self.replicas[self.record.leader].log
                 assert offset < len(log) and log[offset].record_id == record_id, \
                     f"acknowledged record {record_id} at {offset} is not on leader " \
@@ -514,8 +576,8 @@ class ReplicationModel(RuleBasedStateMachine):
                 self.fsync(r)
             self.tick(1.0)
             if self.caught_up():
-                event(f"caught up after {_ + 1} heal rounds")
-                event(f"acknowledged {min(len(self.acked) // 5 * 5, 30)}+ records")
+                note(f"caught up after {_ + 1} heal rounds")
+                note(f"acknowledged {min(len(self.acked) // 5 * 5, 30)}+ records")
                 break
         assert self.caught_up(), self.describe()
 
@@ -553,7 +615,7 @@ def model_settings() -> settings:
         return settings(max_examples=EXAMPLES, stateful_step_count=80, deadline=None,
                         database=None, derandomize=False,
                         suppress_health_check=list(HealthCheck))
-    return settings(max_examples=200, stateful_step_count=100, deadline=None, database=None,
+    return settings(max_examples=500, stateful_step_count=50, deadline=None, database=None,
                     derandomize=True, suppress_health_check=list(HealthCheck))
 
 
@@ -563,3 +625,102 @@ def test_no_acknowledged_record_is_lost_and_replicas_agree_under_crashes_and_a_f
     # When hypothesis runs random schedules of produces, fetches and faults
     # Then every invariant holds after every step, and everyone catches up at the end
     run_state_machine_as_test(ReplicationModel, settings=model_settings())
+
+
+# --- Scenarios: the known traps, step by step, through the same model -----------------
+# Random schedules rarely line up a dozen specific steps; these do, and check every
+# invariant after each step; then the faults stop and everyone must catch up.
+
+def run_scenario(min_insync: int, steps: list[tuple[str, dict]]) -> ReplicationModel:
+    model = ReplicationModel()
+    model.start(min_insync=min_insync)
+    invariants = [getattr(model, name) for name in dir(ReplicationModel)
+                  if getattr(getattr(ReplicationModel, name), "hypothesis_stateful_invariant",
+                             None)]
+    assert len(invariants) == 5
+    for name, arguments in steps:
+        getattr(model, name)(**arguments)
+        for check in invariants:
+            check()
+    return model
+
+
+def test_a_follower_that_diverges_truncates_by_the_epoch_lookup_and_keeps_acknowledged_records():
+    # Given (KIP-101's trap) s1 holds record 0 only; s2 holds records 0 and 1 but was
+    # last told HW 0; s1's fetch moves the leader's HW to 1, acknowledging record 0
+    steps = [("produce", {"r": "s0", "count": 1}),
+             ("a_follower_round_trip", {"r": "s1"}),
+             ("a_follower_round_trip", {"r": "s1"}),
+             ("produce", {"r": "s0", "count": 1}),
+             ("a_follower_round_trip", {"r": "s2"}),
+             ("a_follower_round_trip", {"r": "s2"}),
+             ("fsync", {"r": "s0"})]
+    # When the leader crashes, s1 is elected, and s2 fetches from it with record 1,
+    # which s1 lacks
+    steps += [("crash", {"r": "s0"}), ("controller_elects", {}),
+              ("a_quiet_round", {}), ("a_quiet_round", {})]
+    model = run_scenario(2, steps)
+    # Then s2 cut record 1 only (never by its HW, which would cut the acknowledged
+    # record 0 from an in-sync replica), and everyone caught up
+    assert model.acked == {0: 0}
+    assert model.record.leader == "s1"
+    model.heal()
+
+
+def test_a_new_leader_with_a_stale_high_watermark_adds_no_follower_that_lacks_acknowledged_records():
+    # Given (KAFKA-7128's trap) s2 is out of sync (cut off from the leader), and the
+    # leader s0 acknowledges record 0 with s1, which was never told the HW moved
+    steps = [("cut_link", {"a": "s0", "b": "s2"}),
+             ("tick", {"seconds": LAG_S * 0.6}), ("a_quiet_round", {}),
+             ("tick", {"seconds": LAG_S * 0.6}), ("a_quiet_round", {}),
+             ("produce", {"r": "s0", "count": 1}),
+             ("a_follower_round_trip", {"r": "s1"}),
+             ("a_follower_round_trip", {"r": "s1"}),
+             ("fsync", {"r": "s0"})]
+    # When s0 crashes, s1 leads alone (below min.insync.replicas 2, its HW stays 0)
+    # and s2, with nothing, fetches from it
+    steps += [("crash", {"r": "s0"}), ("mend_link", {"a": "s0", "b": "s2"}),
+              ("controller_elects", {}), ("a_quiet_round", {}),
+              # s2's fetch arrives; an in-sync change, if the leader asks one, reaches
+              # the controller before s2 has the answer
+              ("follower_fetches", {"r": "s2"}), ("deliver", {"i": 0}), ("deliver", {"i": 0}),
+              ("a_quiet_round", {}), ("a_quiet_round", {})]
+    # Then s2 joins the in-sync set only once it holds record 0 (the leader's epoch
+    # start offset), never at offset 0 because the stale HW was 0
+    model = run_scenario(2, steps)
+    assert model.record.in_sync == ("s1", "s2")
+    assert model.acked == {0: 0}
+    assert model.record.leader == "s1"
+    model.heal()
+
+
+def test_a_leader_does_not_acknowledge_alone_when_the_in_sync_set_shrinks_below_the_minimum():
+    # Given min.insync.replicas 2, s1 down, and a record produced while all were in sync
+    steps = [("crash", {"r": "s1"}), ("produce", {"r": "s0", "count": 1})]
+    # When s2 lags out too and the in-sync set shrinks to the leader alone, which fsyncs
+    steps += [("cut_link", {"a": "s0", "b": "s2"}), ("tick", {"seconds": LAG_S + 1}),
+              ("a_quiet_round", {}), ("fsync", {"r": "s0"})]
+    # Then nothing was acknowledged: s1 and s2, eligible, may lead without losing any
+    model = run_scenario(2, steps)
+    assert model.acked == {}
+    model.heal()
+
+
+def test_a_leader_counts_a_follower_it_proposed_back_before_the_controller_answers():
+    # Given s2 out of sync (cut off long enough), then back and caught up: the leader
+    # proposes it back, and the controller commits that (s2 may now be elected)
+    steps = [("cut_link", {"a": "s0", "b": "s2"}),
+             ("tick", {"seconds": LAG_S * 0.6}), ("a_quiet_round", {}),
+             ("tick", {"seconds": LAG_S * 0.6}), ("a_quiet_round", {}),
+             ("mend_link", {"a": "s0", "b": "s2"}),
+             ("a_follower_round_trip", {"r": "s2"}),
+             ("deliver", {"i": 0})]
+    # When, before the leader hears the answer, a record reaches s1 and the leader's disk
+    steps += [("produce", {"r": "s0", "count": 1}),
+              ("a_follower_round_trip", {"r": "s1"}), ("a_follower_round_trip", {"r": "s1"}),
+              ("fsync", {"r": "s0"})]
+    # Then it is not acknowledged: the HW counts s2 while the expansion is pending (KIP-497)
+    model = run_scenario(2, steps)
+    assert model.record.in_sync == REPLICAS
+    assert model.acked == {}
+    model.heal()
