@@ -65,7 +65,7 @@ class ShardActor:
     def _reopen(self) -> None:
         specs = list(self._manifest.partitions.values())
         if specs:
-            self._open(specs)
+            self._open(specs, restarted=True)
             log.info("%s reopened %d partitions from its manifest", self.shard_id, len(specs))
         self._server.call(self._server.set_partition_counts, self._manifest.partition_counts)
 
@@ -90,12 +90,14 @@ class ShardActor:
         self._manifest.save(self._manifest_path)
         return len(specs)
 
-    def _open(self, specs: list[PartitionSpec]) -> None:
+    def _open(self, specs: list[PartitionSpec], restarted: bool = False) -> None:
+        """``restarted``: reopened from the manifest after a restart (see
+        ShardServer.open_partition)."""
         for spec in specs:
             self._server.call(self._server.open_partition, spec.topic, spec.partition,
                               LogConfig.from_topic_config(spec.config), spec.initial_offset,
                               spec.sealed, spec.producers, spec.leadership,
-                              _min_insync_replicas(spec.config))
+                              _min_insync_replicas(spec.config), restarted)
 
     def seal_partitions(self, partitions: list[PartitionId]) -> list[SealedPartition]:
         """Stop writes to partitions that move to another shard; returns each one's end

@@ -16,6 +16,8 @@ Per followed partition, one fetch at a time (Kafka's ISR protocol):
       divergence ──► Partition.truncate_to(FollowerReplication.truncation_for(...))
         ──► fetch again
       nothing new (the fetch waited at the leader's end) ──► fetch again
+      the leader's log starts after this one ends (retention) ──►
+        Partition.restart_at(its start) ──► fetch again
       error, no answer within REPLICA_FETCH_WAIT_MS + REPLICA_FETCH_TIMEOUT_MS,
       leader unknown ──► fetch again after a backoff (REPLICA_FETCH_BACKOFF_MS_MIN,
         doubling up to _MAX); a fetch that went unanswered also replaces the
@@ -194,6 +196,11 @@ class ReplicaFetcher:
                      self.shard_id, part.name, followed.leader, result.diverging_epoch,
                      part.log.end_offset, end_offset)
             part.truncate_to(end_offset)
+            self._idle(followed, now_s)
+        elif part.log.end_offset < result.log_start_offset:
+            log.info("%s: %s ends at %d, before its leader's log start %d: restarting it there",
+                     self.shard_id, part.name, part.log.end_offset, result.log_start_offset)
+            part.restart_at(result.log_start_offset)
             self._idle(followed, now_s)
         elif len(entries):
             starts = [EpochEntry(epoch, start) for epoch, start in result.epoch_starts]

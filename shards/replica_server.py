@@ -15,6 +15,9 @@ A follower's fetch, [Request replicaFetch], is answered
   not heard of this leader yet);
 - with a divergence (KIP-320) if the follower's last epoch ends before its
   fetch offset in this log, or is not in this log: it truncates and asks again;
+- with no entries and this log's start offset if its fetch offset is before
+  it (retention deleted what the follower lacks): the follower restarts its
+  log there (Partition.restart_at) and asks again;
 - else with the entries from its fetch offset on, up to this log's END offset
   (not the high watermark: the follower must hold records before they can be
   acknowledged), as stored, with the epochs that wrote them and the high
@@ -36,8 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from plinth import limits, protocol
-from plinth.errors import (BrokerError, NotEnoughReplicasError, NotLeaderError,
-                           OffsetOutOfRangeError)
+from plinth.errors import BrokerError, NotEnoughReplicasError, NotLeaderError
 from plinth.format.log_entry import scan_whole_entries
 from plinth.shards.fetch_purgatory import FetchPurgatory
 from plinth.shards.leader_epochs import LeaderEpochs
@@ -161,9 +163,12 @@ class ReplicaServer:
         plog = part.log
         end_offset = plog.end_offset
         if request.fetch_offset < plog.start_offset:
-            raise OffsetOutOfRangeError(
-                f"{part.name}: fetch offset {request.fetch_offset} of {request.replica_id} is "
-                f"before the leader's log start {plog.start_offset}")
+            # Retention deleted what the follower lacks: it restarts its log at this
+            # log's start (Partition.restart_at), told by the answer's logStartOffset.
+            self._reply(envelope, protocol.encode_replica_fetch_reply(
+                request.request_id, protocol.ReplicaFetchResult(
+                    part.high_watermark, plog.start_offset, end_offset)), b"")
+            return
         answer = led.replication.on_follower_fetch(
             request.replica_id, request.fetch_offset, request.last_fetched_epoch,
             part.leader_epochs, end_offset, now_s)

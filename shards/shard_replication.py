@@ -16,7 +16,13 @@ record has one copy, here, and never appears here. One with a record is
 Records. The controller sends a record when it creates the partition, on
 every change, and at open (``PartitionSpec.leadership``). One older than the
 record held (by controller epoch, then partition epoch) is ignored: a paused
-controller or a late answer cannot undo a newer decision.
+controller or a late answer cannot undo a newer decision. A shard that
+restarted never leads again in a leader epoch its manifest says it led
+(replication.py, invariant 13: it lost unsynced entries its followers may
+hold under that epoch): the partition is NOT_SERVED here until the controller
+elects a leader in a newer epoch. A replicated partition whose directory a
+restarted shard found missing (a lost disk) is marked needs-repair: not in sync
+and not eligible until it has caught up (the controller reads it in stats).
 
 In-sync changes. Every REPLICA_LAG_CHECK_INTERVAL_MS the leaders' state
 machines may want a follower out of (or back in) the in-sync set; each such
@@ -29,6 +35,7 @@ comes back to the loop as a new record.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 import queue
 import time
@@ -76,6 +83,8 @@ class ShardReplication:
         self.controller_epoch = 0
         self._leadership: dict[Key, Leadership] = {}
         self._min_insync: dict[Key, int] = {}
+        # Restarted: the leader epoch each partition was led in before; never led again.
+        self._led_before_restart: dict[Key, int] = {}
         # Replicated partitions open here: led (Led), followed (Followed) or NOT_SERVED.
         # The produce path reads it: one lookup, None for a partition of one copy.
         self.roles: dict[Key, Led | Followed | str] = {}
@@ -131,10 +140,17 @@ class ShardReplication:
                 self._apply(part, leadership)
 
     def opened(self, part: Partition, leadership: Leadership | None,
-               min_insync_replicas: int | None) -> None:
-        """``part`` was opened, with its record if the controller gave one."""
+               min_insync_replicas: int | None, restarted: bool = False) -> None:
+        """``part`` was opened, with its record if the controller gave one;
+        ``restarted``: from the manifest, after this shard restarted."""
         if min_insync_replicas is not None:
             self._min_insync[part.key] = min_insync_replicas
+        if restarted and leadership is not None:
+            if leadership.leader == self.shard_id:
+                self._led_before_restart[part.key] = leadership.leader_epoch
+            if part.directory_created and not part.needs_repair:
+                part.mark_needs_repair("the shard restarted and found the partition's "
+                                       "directory missing (a lost or wiped disk)")
         if leadership is not None:
             self.set_leadership([(PartitionId(part.topic, part.partition), leadership)])
         elif part.key in self._leadership:   # set_leadership came before the partition
@@ -156,6 +172,12 @@ class ShardReplication:
 
     def _apply(self, part: Partition, leadership: Leadership) -> None:
         key = part.key
+        if leadership.leader == self.shard_id and \
+                leadership.leader_epoch <= self._led_before_restart.get(key, -1):
+            log.warning("%s: does not lead %s again in leader epoch %d, which it led before "
+                        "it restarted; waiting for a newer epoch", self.shard_id, part.name,
+                        leadership.leader_epoch)
+            leadership = dataclasses.replace(leadership, leader="")   # serve it as offline
         if leadership.leader == self.shard_id:
             if self._fetcher.unfollow(key) is not None:
                 self._group_commit.unreplicate(part)
@@ -192,6 +214,11 @@ class ShardReplication:
         acks="all" one that cannot be acknowledged now."""
         if type(role) is not Led:
             leadership = self._leadership[part.key]
+            if leadership.leader == self.shard_id:
+                raise NotLeaderError(
+                    f"{part.name}: {self.shard_id} led it in leader epoch "
+                    f"{leadership.leader_epoch} before it restarted and waits for the "
+                    f"controller to elect a leader in a newer epoch; retry")
             raise NotLeaderError(
                 f"{part.name}: {self.shard_id} does not lead it; its leader is "
                 f"{leadership.leader or 'none (offline)'} in leader epoch "

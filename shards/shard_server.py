@@ -230,7 +230,8 @@ class ShardServer:
     def open_partition(self, topic: str, partition: int, log_config, initial_offset: int = 0,
                        sealed: bool = False, producers: list | None = None,
                        leadership: Leadership | None = None,
-                       min_insync_replicas: int | None = None) -> None:
+                       min_insync_replicas: int | None = None,
+                       restarted: bool = False) -> None:
         """Open (recovering) or create one partition's log. Loop thread.
 
         A partition that takes writes here continues at ``initial_offset`` (where
@@ -240,6 +241,10 @@ class ShardServer:
         its replicas and leader (None: one copy, here), applied as
         ``set_leadership`` does; ``min_insync_replicas``: the topic's
         min.insync.replicas (None: 2 with 3 replicas or more, else 1).
+        ``restarted``: reopened from the manifest after this shard restarted: it
+        does not lead again in the epoch it led (it lost unsynced entries its
+        followers may hold), and a replicated partition whose directory is gone
+        (a lost disk) needs repair.
         """
         part = self._partitions.get((topic, partition))
         if part is None:
@@ -250,7 +255,7 @@ class ShardServer:
             self._seal(part)
         else:
             part.take_writes(initial_offset, producers)
-        self._replication.opened(part, leadership, min_insync_replicas)
+        self._replication.opened(part, leadership, min_insync_replicas, restarted)
 
     def set_min_insync(self, topic: str, partition: int, min_insync_replicas: int) -> None:
         """A topic's altered min.insync.replicas, for one partition. Loop thread."""
@@ -298,7 +303,7 @@ class ShardServer:
     def _enforce_retention(self) -> None:
         for part in self._partitions.values():
             try:
-                part.log.enforce_retention(sealed=part.sealed)
+                part.enforce_retention()   # the log, then its leader epochs
             except OSError as exc:
                 log.error("%s: retention of %s failed: %s", self.shard_id, part.name, exc)
 

@@ -3,6 +3,7 @@ min.insync.replicas reach the shard at open, after a restart, and when altered."
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import zmq
@@ -35,7 +36,7 @@ def produce(address: str, acks: int) -> protocol.ReplyView:
 
 def test_a_partition_opened_with_a_leadership_follows_its_min_insync_across_restart_and_alter(
         tmp_path):
-    # Given a shard opening t-0 as its leader, min.insync.replicas=1
+    # Given a shard opening t-0 as its leader in epoch 3, min.insync.replicas=1
     actor = ShardActor("shard-0", str(tmp_path / "shard-0"), bind_host="127.0.0.1")
     try:
         actor.open_partitions([PartitionSpec("t", 0, {"min.insync.replicas": "1"},
@@ -45,7 +46,14 @@ def test_a_partition_opened_with_a_leadership_follows_its_min_insync_across_rest
         # When the shard restarts (from its manifest)
         actor.shutdown(5)
         actor = ShardActor("shard-0", str(tmp_path / "shard-0"), bind_host="127.0.0.1")
-        # Then it leads t-0 again, and acks="all" is still acknowledged
+        # Then it does not lead t-0 again in the epoch it led before (invariant 13)
+        refused = produce(actor.address(), 1).error
+        assert isinstance(refused, NotLeaderError) and "epoch 3 before it restarted" in \
+            refused.message
+        # When the controller elects it again, in epoch 4
+        actor.set_leadership([(PID, dataclasses.replace(LEADING, leader_epoch=4,
+                                                        partition_epoch=6))])
+        # Then it leads, and acks="all" is acknowledged again
         reply = produce(actor.address(), -1)
         assert (reply.error, reply.base_offset) == (None, 1)
         # When the topic's min.insync.replicas becomes 2
@@ -55,8 +63,8 @@ def test_a_partition_opened_with_a_leadership_follows_its_min_insync_across_rest
         assert produce(actor.address(), 1).error is None
         # When the controller names another leader
         actor.set_leadership([(PID, Leadership(
-            replicas=LEADING.replicas, leader="shard-1", leader_epoch=4,
-            in_sync=("shard-1",), partition_epoch=6, controller_epoch=1))])
+            replicas=LEADING.replicas, leader="shard-1", leader_epoch=5,
+            in_sync=("shard-1",), partition_epoch=7, controller_epoch=1))])
         # Then a produce here is refused: this shard does not lead t-0
         assert isinstance(produce(actor.address(), 1).error, NotLeaderError)
     finally:

@@ -77,10 +77,12 @@ class Cluster:
     """Shards s0 (the first leader), s1, s2 on one partition t-0."""
 
     def __init__(self, tmp_path, stack: ExitStack, *, min_insync: int = 2,
-                 lag_time_max_ms: int = 1_000, cluster_keys: ClusterKeys | None = None):
+                 lag_time_max_ms: int = 1_000, cluster_keys: ClusterKeys | None = None,
+                 log_config: LogConfig = LogConfig()):
         self.tmp_path, self.stack = tmp_path, stack
         self.ids = ("s0", "s1", "s2")
         self.min_insync, self.lag_time_max_ms, self.keys = min_insync, lag_time_max_ms, cluster_keys
+        self.log_config = log_config
         self.controller = FakeController(Leadership(
             replicas=self.ids, leader="s0", leader_epoch=1, in_sync=self.ids,
             partition_epoch=1, controller_epoch=1))
@@ -88,15 +90,16 @@ class Cluster:
         for shard_id in self.ids:
             self.start(shard_id)
 
-    def start(self, shard_id: str, leadership: Leadership | None = None) -> ShardServer:
+    def start(self, shard_id: str, leadership: Leadership | None = None,
+              restarted: bool = False) -> ShardServer:
         srv = ShardServer(shard_id, self.tmp_path / shard_id, "127.0.0.1",
                           cluster_keys=self.keys, controller=self.controller,
                           replica_lag_time_max_ms=self.lag_time_max_ms)
         srv.start()
         self.servers[shard_id] = srv
         self.push_peers()
-        srv.call(srv.open_partition, "t", 0, LogConfig(), 0, False, None,
-                 leadership or self.controller.leadership, self.min_insync)
+        srv.call(srv.open_partition, "t", 0, self.log_config, 0, False, None,
+                 leadership or self.controller.leadership, self.min_insync, restarted)
         return srv
 
     def stop(self, shard_id: str) -> None:
@@ -122,6 +125,10 @@ class Cluster:
             if time.monotonic() > deadline:
                 raise AssertionError(f"not within {WAIT_S} s: {what}")
             time.sleep(0.02)
+
+    def log_start(self, shard_id: str) -> int:
+        srv = self.servers[shard_id]
+        return srv.call(srv.stats_snapshot)["logs"][KEY]["start_offset"]
 
     def log_bytes(self, shard_id: str) -> bytes:
         """The partition's log on disk (one segment: the tests write little)."""
@@ -311,6 +318,50 @@ def test_a_follower_refused_by_its_leader_backs_off_instead_of_spinning(cluster)
     # Then s1 asked only a few times (backoff doubling from 50 ms to 2 s), not thousands
     failures = c.replication("s1")["fetch_failures"] - failures_before
     assert 1 <= failures <= 8, failures
+
+
+def test_a_follower_whose_disk_was_lost_is_rebuilt_from_the_leader_and_marked_until_then(
+        cluster, tmp_path):
+    import shutil
+
+    # Given all three replicas hold offsets 0..2
+    c = cluster(min_insync=1)
+    router = c.router("s0")
+    assert produce(router, [b"a", b"b", b"c"]).error is None
+    c.wait_converged(c.ids, 3)
+    # When s2 restarts without its partition's directory (a lost disk), the leader away
+    c.stop("s0")
+    c.stop("s2")
+    shutil.rmtree(tmp_path / "s2" / "t-0")
+    c.start("s2", restarted=True)
+    # Then it needs repair
+    assert c.replication("s2")["needs_repair"]
+    # And once the leader is back, it rebuilds the log from it, byte for byte, and is repaired
+    c.start("s0")
+    c.wait_converged(c.ids, 3)
+    assert c.log_bytes("s2") == c.log_bytes("s0")
+    c.wait_for(lambda: not c.replication("s2")["needs_repair"], "s2 is repaired")
+
+
+def test_a_follower_behind_the_leaders_log_start_restarts_its_log_there(
+        cluster, monkeypatch):
+    # Given 4 KiB segments keeping at most 8 KiB, retention checked every 50 ms
+    monkeypatch.setattr(limits, "RETENTION_CHECK_INTERVAL_S", 0.05)
+    c = cluster(min_insync=1, log_config=LogConfig(segment_bytes_max=4096, retention_bytes=8192))
+    router = c.router("s0")
+    assert produce(router, [b"first"]).error is None
+    c.wait_converged(c.ids, 1)
+    # When both followers are stopped while the leader writes and deletes old segments
+    c.stop("s1")
+    c.stop("s2")
+    for i in range(40):
+        assert produce(router, [b"%04d" % i + b"x" * 1000], acks=1).error is None
+    c.wait_for(lambda: c.log_start("s0") > 1, "retention deletes the leader's first segments")
+    # Then, back, they restart their logs at the leader's start and catch up
+    c.start("s1")
+    c.start("s2")
+    c.wait_converged(c.ids, 41)
+    assert c.log_start("s1") == c.log_start("s2") >= c.log_start("s0") > 1
 
 
 # --- Divergence and fencing -----------------------------------------------------------
