@@ -20,7 +20,11 @@ controller or a late answer cannot undo a newer decision. A shard that
 restarted never leads again in a leader epoch its manifest says it led
 (replication.py, invariant 13: it lost unsynced entries its followers may
 hold under that epoch): the partition is NOT_SERVED here until the controller
-elects a leader in a newer epoch. A replicated partition whose directory a
+elects a leader in a newer epoch. Its high watermark starts at the log's start
+(nothing is readable until a leader's high watermark says what the in-sync
+replicas hold): Partition.open made the whole recovered log readable, which
+of a replicated log may include entries no other replica has. A replicated
+partition whose directory a
 restarted shard found missing (a lost disk) is marked needs-repair: not in sync
 and not eligible until it has caught up (the controller reads it in stats).
 
@@ -146,6 +150,10 @@ class ShardReplication:
         if min_insync_replicas is not None:
             self._min_insync[part.key] = min_insync_replicas
         if restarted and leadership is not None:
+            # Partition.open made the whole recovered log readable; of a replicated
+            # one, only what the in-sync replicas hold is, and that is not known
+            # until a leader's high watermark says so (KAFKA-7128).
+            part.high_watermark = part.log.start_offset
             if leadership.leader == self.shard_id:
                 self._led_before_restart[part.key] = leadership.leader_epoch
             if part.directory_created and not part.needs_repair:

@@ -364,6 +364,30 @@ def test_a_follower_behind_the_leaders_log_start_restarts_its_log_there(
     assert c.log_start("s1") == c.log_start("s2") >= c.log_start("s0") > 1
 
 
+def test_a_restarted_leader_serves_only_what_its_in_sync_replicas_hold(cluster):
+    # Given offset 0 on every replica, and offset 1 on the leader s0 alone
+    c = cluster(lag_time_max_ms=60_000)
+    router = c.router("s0")
+    assert produce(router, [b"a"]).error is None
+    c.wait_converged(c.ids, 1)
+    c.stop("s1")
+    c.stop("s2")
+    assert produce(router, [b"only-on-s0"], acks=1).error is None
+    # When s0 restarts (from its manifest's record) and is elected again in epoch 2
+    c.stop("s0")
+    c.start("s0", restarted=True)
+    elected = c.controller.elect("s0", c.ids)
+    c.push_leadership(elected, ("s0",))
+    # Then it does not make offset 1 readable: its followers do not hold it
+    state = c.replication("s0")
+    assert (state["role"], state["log_end_offset"]) == ("leader", 2)
+    assert state["high_watermark"] <= 1
+    # And once they are back and hold it, it is
+    c.start("s1", elected)
+    c.start("s2", elected)
+    c.wait_converged(c.ids, 2)
+
+
 # --- Divergence and fencing -----------------------------------------------------------
 
 def test_a_follower_with_a_divergent_tail_truncates_to_the_leaders_epoch_end_and_converges(
