@@ -25,7 +25,8 @@ A follower's fetch, [Request replicaFetch], is answered
   the shard's fetch purgatory, under the partition's replica key, until the
   leader's next durable append or the fetch's wait ends.
 
-Every fetch that does not diverge tells LeaderReplication how far the follower
+Every fetch goes to LeaderReplication (shards/replication.py), which fences
+it, looks its epoch up and, unless it diverges, counts how far the follower
 holds the log (its fetch offset is its durable log end); the high watermark it
 computes is the partition's, and the acks="all" produces it passes are
 answered by group commit. A leader whose followers moved to a newer epoch gets

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from contextlib import contextmanager, ExitStack
+from contextlib import ExitStack
 
 import pytest
 import zmq
