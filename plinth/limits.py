@@ -430,7 +430,33 @@ REPLICA_LAG_TIME_MS_MAX_DEFAULT = 10_000
 IN_SYNC_CHANGE_RETRY_MS = 2_000
 
 # --- Replication: the shard's data path (replica fetches, acks="all") ----------
-# (helper: shard data path) placeholder
+# A follower's fetch parks at the leader's log end this long: short enough that a
+# follower notices a silent leader soon, long enough that an idle partition costs
+# two fetches a second.
+REPLICA_FETCH_WAIT_MS = 500
+# Entries per follower fetch: as a consumer's default fetch; one whole entry is
+# always sent, however large.
+REPLICA_FETCH_BYTES_MAX = 4 * MiB
+# A follower's fetch unanswered this long after its wait ended is given up: the
+# leader or the path to it is gone, and the follower reconnects and retries.
+REPLICA_FETCH_TIMEOUT_MS = 5_000
+# A follower retries a failed fetch (refused, lost, leader unknown) after a
+# backoff doubling from the first to the last, so a dead leader costs a few
+# requests a second at most.
+REPLICA_FETCH_BACKOFF_MS_MIN = 50
+REPLICA_FETCH_BACKOFF_MS_MAX = 2_000
+# How often a leader looks at its followers' lag (in-sync set changes).
+REPLICA_LAG_CHECK_INTERVAL_MS = 200
+# acks="all" produces waiting for the high watermark, per shard: each holds a
+# reply's envelope; beyond it a produce is refused (retriable) at once.
+ACKS_ALL_PENDING_MAX = 20_000
+# An acks="all" produce whose records the high watermark has not passed after
+# this long is answered (requestTimedOut, or notEnoughReplicas if the in-sync set
+# is too small): before the client's own request timeout, never left hanging.
+ACKS_ALL_WAIT_MS_MAX = 20_000
+# In-sync changes a shard has asked the controller for and not yet heard back on
+# (one per partition at most; the rest wait for the next lag check).
+IN_SYNC_REQUESTS_PENDING_MAX = 1_000
 
 # --- Replication: control (placement of replicas, factors, leases) --------------
 # (helper: control plane) placeholder
@@ -512,6 +538,12 @@ def _relations() -> list[tuple[str, bool]]:
          GROUPS_DELETED_PER_ROUND_MAX <= BATCH_RECORDS_MAX),
         ("assignment work of a round is a small part of the shortest heartbeat interval",
          GROUP_ASSIGNMENT_ROUND_MS * 10 <= HEARTBEAT_INTERVAL_MS_MIN),
+        ("a follower's fetch fits a frame", REPLICA_FETCH_BYTES_MAX <= FETCH_BYTES_MAX < FRAME_BYTES_MAX),
+        ("a follower's parked fetch is allowed", REPLICA_FETCH_WAIT_MS <= FETCH_WAIT_MS_MAX),
+        ("a caught-up follower fetches many times before it could be judged lagging", 10 * REPLICA_FETCH_WAIT_MS <= REPLICA_LAG_TIME_MS_MAX_DEFAULT),
+        ("a follower's backoff grows from its first step", 0 < REPLICA_FETCH_BACKOFF_MS_MIN <= REPLICA_FETCH_BACKOFF_MS_MAX),
+        ("a lagging follower is noticed well within its lag time", REPLICA_LAG_CHECK_INTERVAL_MS * 10 <= REPLICA_LAG_TIME_MS_MAX_DEFAULT),
+        ("an acks=all produce is answered before the client's request times out", ACKS_ALL_WAIT_MS_MAX < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT),
         ("an unsettled in-sync change is offered again before a follower lags out",
          0 < IN_SYNC_CHANGE_RETRY_MS < REPLICA_LAG_TIME_MS_MAX_DEFAULT),
     ]

@@ -305,6 +305,7 @@ class ReplyView:
     status: StatusInfo | None = None
     moves: list[PartitionMove] = field(default_factory=list)
     throttle_time_ms: int = 0         # over a quota: wait this long before the next request
+    replica_fetch: ReplicaFetchResult | None = None
 
 
 # --- Requests ---------------------------------------------------------------
@@ -617,6 +618,8 @@ def _reply_view(rep) -> ReplyView:
     elif view.kind == "moves":
         view.moves = [PartitionMove(m.topic, m.partition, m.fromShard, m.toShard, m.offset)
                       for m in rep.moves]
+    elif view.kind == "replicaFetch":
+        view.replica_fetch = _replica_fetch_result(rep.replicaFetch)
     elif view.kind == "status":
         st = rep.status
         view.status = StatusInfo(
@@ -682,3 +685,75 @@ def _fill_config(entries, config: dict[str, str]) -> None:
 def _fill_partition(out, info: PartitionInfo) -> None:
     out.partition, out.shard = info.partition, info.shard
     out.startOffset, out.endOffset, out.sizeBytes = info.start_offset, info.end_offset, info.size_bytes
+
+
+# --- Replication: replicaFetch (shard to shard) --------------------------------
+# A follower shard's fetch from the partition's leader, and the leader's answer:
+# [Reply replicaFetch][a run of whole log entries, as stored]. Not hand-packed:
+# one follower fetch carries up to REPLICA_FETCH_BYTES_MAX of entries, so its
+# header's encoding is a small share of the work.
+
+NO_DIVERGENCE = -1      # divergingEpoch / divergingEndOffset when the logs agree
+
+
+class EpochStart(NamedTuple):
+    """Leader epoch ``leader_epoch`` wrote from ``start_offset`` on (KIP-101)."""
+
+    leader_epoch: int
+    start_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaFetchResult:
+    """The leader's answer to a replicaFetch, without its entries (the payload frame).
+
+    ``diverging_epoch`` / ``diverging_end_offset`` (KIP-320): the follower's log
+    diverges from the leader's: it truncates to the smaller of
+    ``diverging_end_offset`` and its own end of ``diverging_epoch``, and no entries
+    come with this answer; NO_DIVERGENCE for both when the logs agree.
+    ``epoch_starts``: the leader epochs of the entries sent, each from its first
+    offset among them, oldest first."""
+
+    high_watermark: int
+    log_start_offset: int
+    log_end_offset: int
+    diverging_epoch: int = NO_DIVERGENCE
+    diverging_end_offset: int = NO_DIVERGENCE
+    epoch_starts: tuple[EpochStart, ...] = ()
+
+    @property
+    def diverges(self) -> bool:
+        return self.diverging_end_offset != NO_DIVERGENCE
+
+
+def encode_replica_fetch(request_id: int, topic: str, partition: int, replica_id: str,
+                         leader_epoch: int, fetch_offset: int, last_fetched_epoch: int,
+                         bytes_max: int, wait_ms_max: int, controller_epoch: int) -> bytes:
+    """A follower's fetch (ReplicaFetchRequest's fields, in its order)."""
+    msg = protocol.Request.new_message(requestId=request_id)
+    body = msg.init("replicaFetch")
+    body.topic, body.partition, body.replicaId = topic, partition, replica_id
+    body.leaderEpoch, body.fetchOffset = leader_epoch, fetch_offset
+    body.lastFetchedEpoch, body.maxBytes, body.maxWaitMs = last_fetched_epoch, bytes_max, wait_ms_max
+    body.controllerEpoch = controller_epoch
+    return msg.to_bytes()
+
+
+def encode_replica_fetch_reply(request_id: int, result: ReplicaFetchResult) -> bytes:
+    msg = protocol.Reply.new_message(requestId=request_id)
+    body = msg.init("replicaFetch")
+    body.highWatermark, body.logStartOffset = result.high_watermark, result.log_start_offset
+    body.logEndOffset = result.log_end_offset
+    body.divergingEpoch = result.diverging_epoch
+    body.divergingEndOffset = result.diverging_end_offset
+    starts = body.init("epochStarts", len(result.epoch_starts))
+    for i, (leader_epoch, start_offset) in enumerate(result.epoch_starts):
+        starts[i].leaderEpoch, starts[i].startOffset = leader_epoch, start_offset
+    return msg.to_bytes()
+
+
+def _replica_fetch_result(r) -> ReplicaFetchResult:
+    return ReplicaFetchResult(
+        r.highWatermark, r.logStartOffset, r.logEndOffset, r.divergingEpoch,
+        r.divergingEndOffset, tuple(EpochStart(e.leaderEpoch, e.startOffset)
+                                    for e in r.epochStarts))

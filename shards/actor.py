@@ -53,7 +53,8 @@ class ShardActor:
         self.shard_id = shard_id
         self._manifest_path = Path(data_dir) / MANIFEST_FILE
         self._server = ShardServer(shard_id, Path(data_dir), bind_host,
-                                   fsync_policy, fsync_interval_ms, cluster_keys)
+                                   fsync_policy, fsync_interval_ms, cluster_keys,
+                                   controller=announce_to)
         self._server.start()
         self._manifest = ShardManifest.load(self._manifest_path)
         self._reopen()
@@ -64,7 +65,7 @@ class ShardActor:
     def _reopen(self) -> None:
         specs = list(self._manifest.partitions.values())
         if specs:
-            self._open(specs)
+            self._open(specs, restarted=True)
             log.info("%s reopened %d partitions from its manifest", self.shard_id, len(specs))
         self._server.call(self._server.set_partition_counts, self._manifest.partition_counts)
 
@@ -89,11 +90,14 @@ class ShardActor:
         self._manifest.save(self._manifest_path)
         return len(specs)
 
-    def _open(self, specs: list[PartitionSpec]) -> None:
+    def _open(self, specs: list[PartitionSpec], restarted: bool = False) -> None:
+        """``restarted``: reopened from the manifest after a restart (see
+        ShardServer.open_partition)."""
         for spec in specs:
             self._server.call(self._server.open_partition, spec.topic, spec.partition,
                               LogConfig.from_topic_config(spec.config), spec.initial_offset,
-                              spec.sealed, spec.producers)
+                              spec.sealed, spec.producers, spec.leadership,
+                              _min_insync_replicas(spec.config), restarted)
 
     def seal_partitions(self, partitions: list[PartitionId]) -> list[SealedPartition]:
         """Stop writes to partitions that move to another shard; returns each one's end
@@ -110,8 +114,12 @@ class ShardActor:
     def alter_partitions(self, partitions: list[PartitionId], config: dict[str, str]) -> int:
         """Apply a topic's changed config to its open partitions; returns how many."""
         log_config = LogConfig.from_topic_config(config)
+        min_insync = _min_insync_replicas(config)
         for pid in partitions:
             self._server.call(self._server.set_log_config, pid.topic, pid.partition, log_config)
+            if min_insync is not None:
+                self._server.call(self._server.set_min_insync, pid.topic, pid.partition,
+                                  min_insync)
         self._manifest.set_config(partitions, config)
         self._manifest.save(self._manifest_path)
         return len(partitions)
@@ -167,3 +175,10 @@ class ShardActor:
     def shutdown(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S) -> None:
         """Flush, fsync and close every log; the actor may then be killed."""
         self._server.stop(grace_period_s)
+
+
+def _min_insync_replicas(config: dict[str, str]) -> int | None:
+    """The topic's min.insync.replicas, or None if it does not set it (the shard then
+    uses the default for the partition's replica count). The controller checked it."""
+    value = config.get("min.insync.replicas")   # Kafka's topic config key
+    return None if value is None else int(value)

@@ -15,6 +15,18 @@ acts on the fsync policy:
 - "never": make what was written readable and reply at once; the OS writes
   when it likes (and a sealed or closing shard fsyncs: ``commit(force_flush)``).
 
+Replicated partitions (replica_server.py, replica_fetcher.py). Their high
+watermark is not the durable end: for each one the loop registers a hook
+(``replicate``), which commit calls instead of moving the high watermark, with
+the partition now durable as the policy says (a leader counts its own log end;
+a follower fetches again). An acks="all" produce (wire acks -1) is not answered
+after the fsync but waits, in order, until the high watermark passes its last
+offset (``high_watermark_moved``), for at most ACKS_ALL_WAIT_MS_MAX; then it is
+answered RequestTimedOut, or what ``late_error(partition)`` says (too few in
+sync). At most ACKS_ALL_PENDING_MAX wait at once (``acks_all_room``); a
+partition that stops being led here answers its waiting ones with an error
+(``fail_acks_all``), so no reply is left hanging.
+
 A partition whose fsync fails keeps its high watermark and stays dirty (the
 next round tries again); only its own produces of the round fail, with a
 StorageError naming it. Replies keep their order: the reply to a retried
@@ -30,11 +42,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from plinth import limits, protocol
-from plinth.errors import StorageError
+from plinth.errors import BrokerError, RequestTimedOutError, StorageError
 from plinth.shards.partition import Partition
 from plinth.shards.shard_stats import ShardStats
 
@@ -50,6 +63,9 @@ class PendingAck:
     partition: Partition
     base_offset: int
     received_s: float        # time.monotonic() when the request arrived
+    # acks="all": the offset the high watermark must pass before the reply; -1 for
+    # a reply once the partition is durable here (acks=1).
+    last_offset: int = -1
 
 
 class GroupCommit:
@@ -76,6 +92,13 @@ class GroupCommit:
         self._dirty: dict[Partition, None] = {}
         # At most GROUP_COMMIT_REQUESTS_MAX: the loop commits after each drain.
         self._acks: list[PendingAck] = []
+        # Replicated partitions: what to call once one is durable (see the docstring).
+        self._durable_hooks: dict[Partition, Callable[[Partition], None]] = {}
+        # acks="all" replies waiting for the high watermark, per partition, in offset
+        # order (so also in arrival order); at most ACKS_ALL_PENDING_MAX in all.
+        self._acks_all: dict[Partition, deque[PendingAck]] = {}
+        self._acks_all_count = 0
+        self._late_error: Callable[[Partition], BrokerError | None] = lambda part: None
         self._next_flush_s = 0.0
         self._fsync_pool = concurrent.futures.ThreadPoolExecutor(
             limits.FSYNC_THREADS_MAX, thread_name_prefix=f"{shard_id}-fsync")
@@ -85,13 +108,87 @@ class GroupCommit:
         self._dirty[part] = None
 
     def acknowledge_later(self, envelope: list, request_id: int, part: Partition,
-                          base_offset: int, received_s: float) -> None:
-        """Reply to this produce at the next commit, once its partition is durable as required."""
-        self._acks.append(PendingAck(envelope, request_id, part, base_offset, received_s))
+                          base_offset: int, received_s: float, last_offset: int = -1) -> None:
+        """Reply to this produce at the next commit, once its partition is durable as
+        required; with ``last_offset`` (acks="all" on a replicated partition), once the
+        high watermark passes it too. The caller checked ``acks_all_room`` first."""
+        self._acks.append(PendingAck(envelope, request_id, part, base_offset, received_s,
+                                     last_offset))
+        if last_offset >= 0:
+            self._acks_all_count += 1
 
-    def forget(self, part: Partition) -> None:
-        """``part`` is being deleted: fsync it no more."""
+    def acks_all_room(self) -> bool:
+        """Whether another acks="all" produce may wait (ACKS_ALL_PENDING_MAX)."""
+        return self._acks_all_count < limits.ACKS_ALL_PENDING_MAX
+
+    def replicate(self, part: Partition, on_durable: Callable[[Partition], None],
+                  late_error: Callable[[Partition], BrokerError | None] | None = None) -> None:
+        """``part`` is replicated: once durable, call ``on_durable(part)`` instead of
+        moving its high watermark. ``late_error(part)``: the error for an acks="all"
+        produce that waited too long (None: RequestTimedOut)."""
+        self._durable_hooks[part] = on_durable
+        if late_error is not None:
+            self._late_error = late_error
+
+    def unreplicate(self, part: Partition) -> None:
+        """``part`` has one copy again, or is deleted: commit moves its high watermark."""
+        self._durable_hooks.pop(part, None)
+
+    def high_watermark_moved(self, part: Partition) -> None:
+        """``part``'s high watermark moved: answer the acks="all" produces it passed."""
+        waiting = self._acks_all.get(part)
+        if not waiting:
+            return
+        reply, high_watermark = self._reply, part.high_watermark
+        now_s = self._clock_s()
+        while waiting and waiting[0].last_offset < high_watermark:
+            ack = waiting.popleft()
+            reply(ack.envelope, protocol.encode_produce_reply(ack.request_id, ack.base_offset))
+            self._stats.observe("produce", now_s - ack.received_s)
+            self._acks_all_count -= 1
+        if not waiting:
+            del self._acks_all[part]
+
+    def fail_acks_all(self, part: Partition, error: BrokerError) -> int:
+        """Answer every acks="all" produce waiting on ``part`` with ``error`` (it is not
+        led here any more); returns how many."""
+        waiting = self._acks_all.pop(part, None)
+        if not waiting:
+            return 0
+        for ack in waiting:
+            self._reply(ack.envelope, protocol.encode_error(ack.request_id, error))
+        self._acks_all_count -= len(waiting)
+        return len(waiting)
+
+    def expire_acks_all(self, now_s: float) -> int:
+        """Answer the acks="all" produces that waited ACKS_ALL_WAIT_MS_MAX or more;
+        returns how many. Each partition's are in arrival order: only fronts are looked at."""
+        if not self._acks_all:
+            return 0
+        received_s_max = now_s - limits.ACKS_ALL_WAIT_MS_MAX / 1000
+        expired = 0
+        for part in list(self._acks_all):
+            waiting = self._acks_all[part]
+            while waiting and waiting[0].received_s <= received_s_max:
+                ack = waiting.popleft()
+                error = self._late_error(part) or RequestTimedOutError(
+                    f"{part.name}: the in-sync replicas did not all have offset "
+                    f"{ack.last_offset} within {limits.ACKS_ALL_WAIT_MS_MAX} ms (high "
+                    f"watermark {part.high_watermark}); retry")
+                self._reply(ack.envelope, protocol.encode_error(ack.request_id, error))
+                self._acks_all_count -= 1
+                expired += 1
+            if not waiting:
+                del self._acks_all[part]
+        return expired
+
+    def forget(self, part: Partition, error: BrokerError | None = None) -> None:
+        """``part`` is being deleted: fsync it no more; its waiting acks="all" produces
+        get ``error``."""
         self._dirty.pop(part, None)
+        self._durable_hooks.pop(part, None)
+        if error is not None:
+            self.fail_acks_all(part, error)
 
     def next_flush_s(self) -> float | None:
         """When the loop must wake to fsync under "interval"; None if nothing waits for it."""
@@ -106,16 +203,28 @@ class GroupCommit:
             return
         failed = self._flush_dirty(force_flush) if self._dirty else {}
         reply = self._reply
-        for ack in self._acks:
-            error = failed.get(ack.partition) if failed else None
-            if error is None:
-                reply(ack.envelope, protocol.encode_produce_reply(ack.request_id, ack.base_offset))
-            else:
-                reply(ack.envelope, protocol.encode_error(ack.request_id, error))
         now_s = self._clock_s()
         for ack in self._acks:
+            error = failed.get(ack.partition) if failed else None
+            if error is not None:
+                reply(ack.envelope, protocol.encode_error(ack.request_id, error))
+                self._acks_all_count -= ack.last_offset >= 0
+            elif ack.last_offset >= 0:
+                self._wait_for_high_watermark(ack)
+                continue
+            else:
+                reply(ack.envelope, protocol.encode_produce_reply(ack.request_id, ack.base_offset))
             self._stats.observe("produce", now_s - ack.received_s)
         self._acks.clear()
+
+    def _wait_for_high_watermark(self, ack: PendingAck) -> None:
+        part = ack.partition
+        waiting = self._acks_all.get(part)
+        if waiting is None:
+            waiting = self._acks_all[part] = deque()
+        waiting.append(ack)
+        if ack.last_offset < part.high_watermark:   # it moved in this very commit
+            self.high_watermark_moved(part)
 
     def close(self) -> None:
         """Stop the fsync threads (after the last commit). Any thread."""
@@ -128,8 +237,14 @@ class GroupCommit:
         failed = self._fsync_all(self._dirty) if flush else {}
         # Without an fsync this round, "interval" and "never" still make the
         # written end readable; "always" flushes every round.
+        hooks = self._durable_hooks
         for part in self._dirty:
-            if part not in failed and part.advance(part.log.end_offset):
+            if part in failed:
+                continue
+            hook = hooks.get(part) if hooks else None
+            if hook is not None:
+                hook(part)
+            elif part.advance(part.log.end_offset):
                 self._readable(part)
         if flush:
             self._dirty = dict.fromkeys(failed)

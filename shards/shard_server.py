@@ -9,8 +9,19 @@ lifecycle, its loop and the dispatch of requests; the work is done by
     fetch_purgatory.py  fetches parked at the log end until it moves
     group_requests.py   consumer group requests, to the coordinator and back
     shard_stats.py      counters, rates, latency histograms
+    shard_replication.py  which partitions are led here, followed, or neither
+      replica_server.py   the leader side: follower fetches, the high watermark
+      replica_fetcher.py  the follower side: fetching from the leaders
 
-Threads. One loop thread owns the socket and every Partition; nothing else
+Replication. A partition opened without a leadership record has one copy,
+here (replication factor 1), and works as it always did. One with a record
+(``set_leadership``, or ``open_partition(leadership=...)``) is led here, or
+followed, or offline: produce is taken only where it is led (NotLeaderError
+elsewhere), its high watermark moves as its in-sync replicas hold the log,
+and an acks="all" produce is answered once the high watermark passes it
+(group_commit.py). See shard_replication.py.
+
+Threads. One loop thread owns the sockets and every Partition; nothing else
 touches them (group commit's fsync threads flush logs only while the loop
 waits for them). Other threads (the Ray actor's) ask the loop to do things
 through ``call()``, which queues a function, wakes the loop through a pipe and
@@ -58,6 +69,8 @@ from plinth.shards.group_commit import GroupCommit
 from plinth.shards.group_requests import GroupRequests
 from plinth.shards.partition import Partition
 from plinth.shards.segment_files import SegmentFiles
+from plinth.shards.shard_calls import ControllerAnnouncements, Leadership
+from plinth.shards.shard_replication import ShardReplication
 from plinth.shards.shard_stats import ShardStats
 from plinth.wakeup import Wakeup
 
@@ -72,11 +85,17 @@ class ShardServer:
     def __init__(self, shard_id: str, data_dir: Path, bind_host: str = "127.0.0.1",
                  fsync_policy: str = "always",
                  fsync_interval_ms: int = limits.FSYNC_INTERVAL_MS_DEFAULT,
-                 cluster_keys: ClusterKeys | None = None):
+                 cluster_keys: ClusterKeys | None = None,
+                 controller: ControllerAnnouncements | None = None,
+                 replica_lag_time_max_ms: int = limits.REPLICA_LAG_TIME_MS_MAX_DEFAULT):
         """``cluster_keys``: the socket is a CurveZMQ server that only cluster members
         may reach, or, with their ``ipc_dir``, a plain ipc:// socket in that 0700
         directory (plinth/cluster_keys.py). Without them it is plain TCP, which only
-        a loopback ``bind_host`` allows (the unit tests')."""
+        a loopback ``bind_host`` allows (the unit tests'). The same keys make this
+        shard a client of the leaders it follows. ``controller``: asked for in-sync
+        set changes of the partitions led here (None: the in-sync sets never change).
+        ``replica_lag_time_max_ms``: a follower not caught up this long leaves the
+        in-sync set."""
         if cluster_keys is None and bind_host not in _LOOPBACK_HOSTS:
             raise AssertionError(f"{shard_id}: a shard without the cluster's keys must bind "
                                  f"to loopback, not {bind_host}: anyone could reach it")
@@ -105,11 +124,10 @@ class ShardServer:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._lock_file = None
-        # Replication: the other shards' addresses and each replicated partition's
-        # leadership record, as the controller last sent them (shard_calls.py).
-        self._peer_addresses: dict[str, str] = {}
-        self._controller_epoch = 0
-        self._leadership: dict[tuple[str, int], object] = {}
+        self._replication = ShardReplication(
+            shard_id, self._partitions, self._purgatory, self._group_commit, reply=self._reply,
+            post=self._post, controller=controller, lag_time_max_ms=replica_lag_time_max_ms)
+        self._roles = self._replication.roles   # read by every produce
 
     # --- Lifecycle (actor thread) ------------------------------------------
 
@@ -127,6 +145,10 @@ class ShardServer:
         self._socket.setsockopt(zmq.LINGER, limits.SHARD_SOCKET_LINGER_MS)
         self._groups = GroupRequests.open(self.shard_id, self.data_dir)
         self.address = self._bind()
+        self._poller = zmq.Poller()
+        self._poller.register(self._socket, zmq.POLLIN)
+        self._poller.register(self._wakeup.fd, zmq.POLLIN)
+        self._replication.start(self._context, self._poller, self._cluster_keys)
         self._thread = threading.Thread(target=self._run, name=f"{self.shard_id}-loop", daemon=True)
         self._thread.start()
         return self.address
@@ -159,6 +181,7 @@ class ShardServer:
             loop_ended = not self._thread.is_alive()
             self._thread = None
             self._group_commit.close()
+            self._replication.stop_thread()
             self._socket.close(linger=0)
             if self._authenticator is not None:
                 self._authenticator.stop()
@@ -196,6 +219,7 @@ class ShardServer:
 
     def _close_all_on_loop(self) -> None:
         self._group_commit.commit(force_flush=True)
+        self._replication.close()
         for part in self._partitions.values():
             part.log.close()
         self._partitions.clear()
@@ -204,13 +228,23 @@ class ShardServer:
     # --- Partitions (loop thread, through call()) ----------------------------
 
     def open_partition(self, topic: str, partition: int, log_config, initial_offset: int = 0,
-                       sealed: bool = False, producers: list | None = None) -> None:
+                       sealed: bool = False, producers: list | None = None,
+                       leadership: Leadership | None = None,
+                       min_insync_replicas: int | None = None,
+                       restarted: bool = False) -> None:
         """Open (recovering) or create one partition's log. Loop thread.
 
         A partition that takes writes here continues at ``initial_offset`` (where
         its previous owner sealed it; the log has a gap if it lived here before),
         with ``producers``, the previous owner's idempotence snapshot. ``sealed``
-        opens it read-only (its writes moved to another shard).
+        opens it read-only (its writes moved to another shard). ``leadership``:
+        its replicas and leader (None: one copy, here), applied as
+        ``set_leadership`` does; ``min_insync_replicas``: the topic's
+        min.insync.replicas (None: 2 with 3 replicas or more, else 1).
+        ``restarted``: reopened from the manifest after this shard restarted: it
+        does not lead again in the epoch it led (it lost unsynced entries its
+        followers may hold), and a replicated partition whose directory is gone
+        (a lost disk) needs repair.
         """
         part = self._partitions.get((topic, partition))
         if part is None:
@@ -221,6 +255,11 @@ class ShardServer:
             self._seal(part)
         else:
             part.take_writes(initial_offset, producers)
+        self._replication.opened(part, leadership, min_insync_replicas, restarted)
+
+    def set_min_insync(self, topic: str, partition: int, min_insync_replicas: int) -> None:
+        """A topic's altered min.insync.replicas, for one partition. Loop thread."""
+        self._replication.set_min_insync((topic, partition), min_insync_replicas)
 
     def seal_partition(self, topic: str, partition: int) -> tuple[int, list]:
         """Stop taking writes for a partition that moves away; returns its end offset,
@@ -240,8 +279,10 @@ class ShardServer:
         part = self._partitions.pop((topic, partition), None)
         path = self._partition_dir(topic, partition)
         if part is not None:
-            self._purgatory.fail(part.key, UnknownTopicError(f"topic {topic!r} was deleted"))
-            self._group_commit.forget(part)
+            deleted = UnknownTopicError(f"topic {topic!r} was deleted")
+            self._purgatory.fail(part.key, deleted)
+            self._replication.forget(part, deleted)
+            self._group_commit.forget(part, deleted)
             self.stats.forget(part.key)
             part.log.delete()
         elif path.exists():
@@ -262,7 +303,7 @@ class ShardServer:
     def _enforce_retention(self) -> None:
         for part in self._partitions.values():
             try:
-                part.log.enforce_retention(sealed=part.sealed)
+                part.enforce_retention()   # the log, then its leader epochs
             except OSError as exc:
                 log.error("%s: retention of %s failed: %s", self.shard_id, part.name, exc)
 
@@ -283,13 +324,18 @@ class ShardServer:
 
     def set_peers(self, addresses: dict[str, str], controller_epoch: int) -> None:
         """Every running shard's address, for following leaders. Loop thread."""
-        self._peer_addresses = dict(addresses)
-        self._controller_epoch = max(self._controller_epoch, controller_epoch)
+        self._replication.set_peers(addresses, controller_epoch)
 
     def set_leadership(self, changes: list) -> None:
-        """New leadership records (shard_calls.Leadership) of partitions here. Loop thread."""
-        for pid, leadership in changes:
-            self._leadership[(pid.topic, pid.partition)] = leadership
+        """New leadership records (shard_calls.Leadership) of partitions here: lead,
+        follow, or neither (shard_replication.py). Loop thread."""
+        self._replication.set_leadership(changes)
+
+    def _post(self, fn, *args) -> None:
+        """Run ``fn(*args)`` on the loop thread, without waiting for it (any other thread)."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._commands.put((fn, args, future), timeout=limits.CONTROL_CALL_TIMEOUT_S)
+        self._wakeup.wake()
 
     # --- Groups and stats (loop thread, through call()) ----------------------
 
@@ -317,26 +363,30 @@ class ShardServer:
                                   "end_offset": p.high_watermark, "size_bytes": p.log.size_bytes}
                             for key, p in self._partitions.items()}
         snapshot["groups"] = self._groups.committed_offsets()
+        snapshot["replication"] = self._replication.stats()
         return snapshot
 
     # --- The loop ------------------------------------------------------------
 
     def _run(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self._socket, zmq.POLLIN)
-        poller.register(self._wakeup.fd, zmq.POLLIN)
+        poller = self._poller
         while not self._stopping:
             events = dict(poller.poll(self._poll_timeout_ms()))
             if self._wakeup.fd in events:
                 self._run_commands()
+                del events[self._wakeup.fd]
             if self._socket in events:
                 self._drain_requests()
+                del events[self._socket]
+            for sock in events:   # the DEALERs to the leaders this shard follows
+                self._replication.on_readable(sock)
             self._group_commit.commit()
             self._run_timers(time.monotonic())
 
     def _run_timers(self, now_s: float) -> None:
         self._purgatory.expire(now_s)
         self._groups.run_timers(now_s)
+        self._replication.run_timers(now_s)
         if now_s >= self._next_sample_s:
             self.stats.sample(now_s)
             self._next_sample_s = now_s + limits.SHARD_STATS_SAMPLE_INTERVAL_S
@@ -348,7 +398,7 @@ class ShardServer:
         now_s = time.monotonic()
         deadline_s = now_s + limits.SHARD_IDLE_POLL_MS / 1000
         for wake_s in (self._purgatory.next_deadline_s(), self._group_commit.next_flush_s(),
-                       self._groups.next_timer_s()):
+                       self._groups.next_timer_s(), self._replication.next_timer_s()):
             if wake_s is not None and wake_s < deadline_s:
                 deadline_s = wake_s
         return max(0, int((deadline_s - now_s) * 1000) + 1)
@@ -406,10 +456,12 @@ class ShardServer:
             self._reply(envelope, protocol.encode_offsets_reply(request.request_id, info))
         elif isinstance(request, protocol.GROUP_REQUESTS):
             self._reply(envelope, self._groups.handle(request, payload))
+        elif kind is protocol.ReplicaFetchRequest:
+            self._replication.serve(envelope, request, self._received_s)
         else:
             raise MalformedRequestError(
-                f"{self.shard_id} serves produce, fetch, listOffsets and group requests, "
-                f"not {request.kind}")
+                f"{self.shard_id} serves produce, fetch, listOffsets, replicaFetch and group "
+                f"requests, not {request.kind}")
 
     def _reply(self, envelope: list, header: bytes, payload=None) -> None:
         frames = [*envelope, header] if payload is None else [*envelope, header, payload]
@@ -432,16 +484,27 @@ class ShardServer:
             raise UnavailableError(
                 f"{part.name} moved away from {self.shard_id} at offset "
                 f"{part.high_watermark}; retry (the routers are learning its new shard)")
+        led = self._roles.get(part.key)   # None: one copy, here
+        if led is not None:
+            led = self._replication.check_produce(part, led, request.acks)
         batch = payload[0].buffer
         summary = summarize_batch(batch)
         now_ms = time.time_ns() // 1_000_000   # the shard's clock: timestamps, producer ids
         base_offset = part.producers.check(part.name, summary.producer_id, summary.base_sequence,
                                            summary.record_count, now_ms)
         if base_offset is None:
-            base_offset = part.append(batch, summary, now_ms)
+            if led is None:
+                base_offset = part.append(batch, summary, now_ms)
+            else:
+                base_offset = part.append(batch, summary, now_ms, leader_epoch=led.leader_epoch)
             self.stats.produced(part.key, summary.record_count, len(batch))
             self._group_commit.written(part)
-        if request.acks != 0:
+        if request.acks == -1 and led is not None:
+            # acks="all": answered once the high watermark passes its last record.
+            self._group_commit.acknowledge_later(envelope, request.request_id, part, base_offset,
+                                                 self._received_s,
+                                                 base_offset + summary.record_count - 1)
+        elif request.acks != 0:
             self._group_commit.acknowledge_later(envelope, request.request_id, part, base_offset,
                                                  self._received_s)
 

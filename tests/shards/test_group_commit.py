@@ -242,3 +242,106 @@ def test_every_acknowledged_produce_is_counted_in_the_latency_histogram(make_sha
 def test_an_unknown_fsync_policy_is_refused_naming_the_choices():
     with pytest.raises(ValueError, match=r"'sometimes' is not one of \('always', 'interval', 'never'\)"):
         GroupCommit("shard-gc", "sometimes", 10, reply=print, readable=print, stats=ShardStats())
+
+
+# --- Replicated partitions: acks="all" waits for the high watermark ---------------------
+
+def produce_acks_all(shard: Shard, number: int, request_id: int, values=(b"v",)) -> int:
+    """An acks="all" produce: acknowledged once the high watermark passes its last record."""
+    part = shard.partition(number)
+    builder = BatchBuilder()
+    for value in values:
+        builder.append(None, value, NOW_MS, None)
+    batch = builder.build()
+    base_offset = part.append(batch, summarize_batch(batch))
+    shard.commit.written(part)
+    shard.commit.acknowledge_later([b"router", b"client"], request_id, part, base_offset,
+                                   shard.clock.now_s, base_offset + len(values) - 1)
+    shard._by_request[request_id] = part
+    return base_offset
+
+
+def test_a_replicated_partition_calls_its_hook_once_durable_and_keeps_its_high_watermark(
+        make_shard):
+    # Given a replicated partition whose hook records what it sees
+    shard = make_shard()
+    part = shard.partition(0)
+    seen = []
+    shard.commit.replicate(part, lambda p: seen.append((p.log.flushed_end_offset,
+                                                        p.high_watermark)))
+    # When an acks=1 produce commits
+    shard.produce(0, request_id=1, values=[b"a", b"b"])
+    shard.commit.commit()
+    # Then the hook saw it durable, the high watermark did not move, and acks=1 is answered
+    assert seen == [(2, 0)] and part.high_watermark == 0
+    assert shard.replies == [(1, 0, None, 2, 0)]
+
+
+def test_acks_all_is_answered_in_order_only_once_the_high_watermark_passes_its_last_record(
+        make_shard):
+    # Given a replicated partition and three acks="all" produces, durable
+    shard = make_shard()
+    part = shard.partition(0)
+    shard.commit.replicate(part, lambda p: None)
+    produce_acks_all(shard, 0, request_id=1, values=[b"a", b"b"])   # offsets 0..1
+    produce_acks_all(shard, 0, request_id=2)                        # offset 2
+    produce_acks_all(shard, 0, request_id=3)                        # offset 3
+    shard.commit.commit()
+    assert shard.replies == []
+    # When the high watermark moves to 2, then to 4
+    part.advance(2)
+    shard.commit.high_watermark_moved(part)
+    first = list(shard.replies)
+    part.advance(4)
+    shard.commit.high_watermark_moved(part)
+    # Then only the first is answered at 2, and the others at 4, in order
+    assert first == [(1, 0, None, 4, 2)]
+    assert shard.replies == [(1, 0, None, 4, 2), (2, 2, None, 4, 4), (3, 3, None, 4, 4)]
+    assert shard.commit.acks_all_room()
+
+
+def test_acks_all_that_waits_too_long_is_answered_with_the_late_error_and_never_hangs(
+        make_shard, monkeypatch):
+    from plinth import limits
+    from plinth.errors import NotEnoughReplicasError, NotLeaderError, RequestTimedOutError
+
+    # Given a 1 s acks="all" wait, two partitions with a produce each waiting
+    monkeypatch.setattr(limits, "ACKS_ALL_WAIT_MS_MAX", 1_000)
+    shard = make_shard()
+    too_few = {0: NotEnoughReplicasError("t-0: in sync ['s0'], min 2")}
+    for number in (0, 1):
+        shard.commit.replicate(shard.partition(number), lambda p: None,
+                               lambda p: too_few.get(p.partition))
+        produce_acks_all(shard, number, request_id=10 + number)
+    shard.commit.commit()
+    # When 0.9 s pass, nothing is answered; when 1 s has passed, both are
+    shard.clock.now_s += 0.9
+    assert shard.commit.expire_acks_all(shard.clock.now_s) == 0
+    shard.clock.now_s += 0.1
+    assert shard.commit.expire_acks_all(shard.clock.now_s) == 2
+    # Then the one with too few in sync says so, the other timed out
+    errors = {request_id: type(error) for request_id, _, error, _, _ in shard.replies}
+    assert errors == {10: NotEnoughReplicasError, 11: RequestTimedOutError}
+    # And a partition that stops being led answers its waiting produces at once
+    produce_acks_all(shard, 0, request_id=20)
+    shard.commit.commit()
+    assert shard.commit.fail_acks_all(shard.partition(0), NotLeaderError("deposed")) == 1
+    assert isinstance(shard.replies[-1][2], NotLeaderError)
+
+
+def test_acks_all_waiting_is_bounded(make_shard, monkeypatch):
+    from plinth import limits
+
+    # Given room for two waiting acks="all" produces
+    monkeypatch.setattr(limits, "ACKS_ALL_PENDING_MAX", 2)
+    shard = make_shard()
+    shard.commit.replicate(shard.partition(0), lambda p: None)
+    # When two wait, Then there is no room for a third; once one is answered, there is
+    produce_acks_all(shard, 0, request_id=1)
+    assert shard.commit.acks_all_room()
+    produce_acks_all(shard, 0, request_id=2)
+    shard.commit.commit()
+    assert not shard.commit.acks_all_room()
+    shard.partition(0).advance(1)
+    shard.commit.high_watermark_moved(shard.partition(0))
+    assert shard.commit.acks_all_room()
