@@ -425,7 +425,14 @@ CLIENT_KEY_TEXT_BYTES = 40
 # (helper: shard data path) placeholder
 
 # --- Replication: control (placement of replicas, factors, leases) --------------
-# (helper: control plane) placeholder
+# A partition's copies. Each is a shard that fetches every record the leader
+# appends (one fetch loop, one fsync stream), so copies cost the leader's node
+# network and disk; Kafka allows any factor, but no deployment uses more than
+# 5. A factor is also bounded by the shards there are (distinct replicas).
+REPLICATION_FACTOR_MAX = 5
+# The default factor picks min(this, nodes) on a cluster of several nodes:
+# Kafka's recommended 3 (survives one loss during another's maintenance).
+REPLICATION_FACTOR_DEFAULT_MULTI_NODE = 3
 
 
 def _relations() -> list[tuple[str, bool]]:
@@ -504,6 +511,8 @@ def _relations() -> list[tuple[str, bool]]:
          GROUPS_DELETED_PER_ROUND_MAX <= BATCH_RECORDS_MAX),
         ("assignment work of a round is a small part of the shortest heartbeat interval",
          GROUP_ASSIGNMENT_ROUND_MS * 10 <= HEARTBEAT_INTERVAL_MS_MIN),
+        ("the multi-node default replication factor is allowed",
+         1 <= REPLICATION_FACTOR_DEFAULT_MULTI_NODE <= REPLICATION_FACTOR_MAX),
     ]
 
 
