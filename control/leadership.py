@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from plinth.errors import FencedLeaderEpochError
-from plinth.shards.shard_calls import Leadership
+from plinth.shards.shard_handle import Leadership
 
 
 def initial_leadership(replicas, controller_epoch: int) -> Leadership:

@@ -77,16 +77,19 @@ def default_min_insync_replicas(replication_factor: int) -> int:
     return 1 if replication_factor <= 2 else 2
 
 
-def validate_replication_factor(name: str, replication_factor) -> int:
+def validate_replication_factor(name: str, replication_factor, *,
+                                what: str = "replication factor") -> int:
     """The factor as an int if it is one in 1..REPLICATION_FACTOR_MAX (what the
-    cluster can hold is the controller's check)."""
+    cluster can hold is the controller's check). ``name``: the topic, or "" for a
+    server option (``what`` names it)."""
+    where = f"topic {name!r}: " if name else ""
     if isinstance(replication_factor, bool) or not isinstance(replication_factor, int):
         raise InvalidReplicationFactorError(
-            f"topic {name!r}: replication factor {replication_factor!r} is not an integer "
+            f"{where}{what} {replication_factor!r} is not an integer "
             f"(1 to {limits.REPLICATION_FACTOR_MAX})")
     if not 1 <= replication_factor <= limits.REPLICATION_FACTOR_MAX:
         raise InvalidReplicationFactorError(
-            f"topic {name!r}: replication factor {replication_factor} is outside "
+            f"{where}{what} {replication_factor} is outside "
             f"1..{limits.REPLICATION_FACTOR_MAX}")
     return replication_factor
 

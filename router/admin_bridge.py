@@ -199,9 +199,10 @@ class AdminBridge:
         """The encoded reply to one admin request; raises the controller's BrokerError."""
         rid, controller = request.request_id, self.controller
         match request:
-            case protocol.CreateTopicRequest(topic=topic, partitions=partitions, config=config):
+            case protocol.CreateTopicRequest(topic=topic, partitions=partitions, config=config,
+                                             replication_factor=factor):
                 return protocol.encode_topics_reply(
-                    rid, [controller.create_topic(topic, partitions, config)])
+                    rid, [controller.create_topic(topic, partitions, config, factor)])
             case protocol.AlterTopicRequest(topic=topic, config=config):
                 return protocol.encode_topics_reply(rid, [controller.alter_topic(topic, config)])
             case protocol.DeleteTopicRequest(topic=topic):
