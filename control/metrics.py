@@ -1,4 +1,5 @@
-"""The Prometheus endpoint: per-partition rates and offsets, latencies, errors, lag.
+"""The Prometheus endpoint: per-partition rates and offsets, latencies, errors, lag,
+and replication (in-sync sizes, under-replicated and offline partitions).
 
 Runs in the server process (``plinth serve --metrics-port P``; a ``plinth
 router`` may serve one too). At each scrape the collector asks the
@@ -30,6 +31,13 @@ _GAUGES = (("start_offset", "plinth_partition_log_start_offset", "First offset s
            ("size_bytes", "plinth_partition_size_bytes", "Bytes of log files"))
 
 
+_REPLICATION_GAUGES = (
+    ("plinth_partition_under_replicated", "1 if a replica of the partition is out of sync"),
+    ("plinth_partition_isr_size", "Replicas in the partition's in-sync set"),
+    ("plinth_partition_offline", "1 if the partition has no leader, or its leader's shard "
+                                 "does not serve"))
+
+
 class BrokerCollector:
     """Collects from the controller behind ``controller`` (a ControllerHandle; a
     standalone router's finds a new controller after its server restarts)."""
@@ -49,6 +57,25 @@ class BrokerCollector:
         yield from _latency_families(live)
         yield _errors(live)
         yield _group_lag(live)
+        yield from self._replication_families()
+
+    def _replication_families(self):
+        """Each partition's in-sync size, and whether it is under-replicated or
+        offline, from the controller's metadata (not from the shards: a dead
+        leader's shard cannot report itself offline)."""
+        try:
+            states = self._controller.partition_replication()
+        except BrokerError as exc:
+            log.warning("metrics: controller did not answer: %s", exc)
+            states = []
+        families = [GaugeMetricFamily(name, doc, labels=["topic", "partition"])
+                    for name, doc in _REPLICATION_GAUGES]
+        for state in states:
+            labels = [state.topic, str(state.partition)]
+            families[0].add_metric(labels, 1 if state.under_replicated else 0)
+            families[1].add_metric(labels, state.in_sync)
+            families[2].add_metric(labels, 1 if state.offline else 0)
+        yield from families
 
 
 def _shard_up(snapshots):

@@ -433,6 +433,10 @@ REPLICATION_FACTOR_MAX = 5
 # The default factor picks min(this, nodes) on a cluster of several nodes:
 # Kafka's recommended 3 (survives one loss during another's maintenance).
 REPLICATION_FACTOR_DEFAULT_MULTI_NODE = 3
+# A router that a shard answers notLeader asks the controller for a new routing
+# table at once, but not more often than this: while a leader changes, every
+# request to its partitions is answered so, and each refresh is a Ray call.
+ROUTING_REFRESH_ON_NOT_LEADER_INTERVAL_S = 0.05
 
 
 def _relations() -> list[tuple[str, bool]]:
@@ -511,6 +515,8 @@ def _relations() -> list[tuple[str, bool]]:
          GROUPS_DELETED_PER_ROUND_MAX <= BATCH_RECORDS_MAX),
         ("assignment work of a round is a small part of the shortest heartbeat interval",
          GROUP_ASSIGNMENT_ROUND_MS * 10 <= HEARTBEAT_INTERVAL_MS_MIN),
+        ("a router refreshes sooner after notLeader than on its timer",
+         0 < ROUTING_REFRESH_ON_NOT_LEADER_INTERVAL_S < ROUTING_REFRESH_INTERVAL_S),
         ("the multi-node default replication factor is allowed",
          1 <= REPLICATION_FACTOR_DEFAULT_MULTI_NODE <= REPLICATION_FACTOR_MAX),
     ]
