@@ -187,10 +187,12 @@ class Controller:
         current leadership records (its manifest may hold older ones)."""
         known = self._shards.addresses.get(shard_id)
         self._shards.started(shard_id, address)
-        if known != address:
-            self._push_peers()
+        if shard_id not in self._shards:
+            return   # announced while the controller starts it: start() tells it all
+        # A restarted shard lost what it was told; the others need only a new address.
+        self._push_peers(None if known != address else [shard_id])
         records = self._records_on(shard_id)
-        if records and shard_id in self._shards:
+        if records:
             self._shards.call_each({shard_id: self._shards[shard_id].set_leadership(records)},
                                    limits.CONTROL_CALL_TIMEOUT_S)
 
@@ -217,12 +219,14 @@ class Controller:
                                 for s in others}, limits.CONTROL_CALL_TIMEOUT_S)
         return changed
 
-    def _push_peers(self) -> None:
-        """Tell every shard where every shard listens, with this controller's epoch."""
+    def _push_peers(self, shard_ids: list[str] | None = None) -> None:
+        """Tell every shard (or ``shard_ids``) where every shard listens, with this
+        controller's epoch."""
         addresses = dict(self._shards.addresses)
         epoch = self._metadata.controller_epoch
         self._shards.call_each({s: self._shards[s].set_peers(addresses, epoch)
-                                for s in self._shards.ids()}, limits.CONTROL_CALL_TIMEOUT_S)
+                                for s in shard_ids or self._shards.ids()},
+                               limits.CONTROL_CALL_TIMEOUT_S)
 
     def _records_on(self, shard_id: str) -> list[tuple[PartitionId, Leadership]]:
         """The leadership records of the replicated partitions ``shard_id`` holds."""
