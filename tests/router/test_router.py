@@ -13,7 +13,8 @@ import zmq
 
 from plinth import limits, protocol
 from plinth.control import placement
-from plinth.errors import (MalformedRequestError, PartitionOutOfRangeError, RecordTooLargeError,
+from plinth.errors import (MalformedRequestError, NotLeaderError, PartitionOutOfRangeError,
+                           RecordTooLargeError,
                            TooManyRequestsError, TopicExistsError, UnavailableError,
                            UnknownTopicError)
 from tests.router import fakes
@@ -707,3 +708,27 @@ def test_a_clients_fetches_may_ask_the_shards_for_its_fetch_bytes_and_no_more(ro
     assert client.recv()[0].request_id == 1
     client.send(protocol.encode_fetch(99, "t", 0, 0, limits.FETCH_BYTES_MAX, 0))
     assert shard.wait_for_requests(fitting + 2)[-1].request_id == 99
+
+
+def test_a_shard_that_no_longer_leads_makes_the_router_refresh_and_the_retry_reach_the_leader(
+        router_rig, monkeypatch):
+    # Given a router whose table says shard-0 leads t-0, while the controller already
+    # knows shard-1 does (a leader change), and no timed refresh for the test's length
+    monkeypatch.setattr(limits, "ROUTING_REFRESH_INTERVAL_S", 3600.0)
+    not_leader = lambda request: [protocol.encode_error(request.request_id, NotLeaderError(
+        f"shard-0 does not lead {request.topic}-{request.partition}"))]
+    rig = router_rig(shards={"shard-0": {"handler": not_leader}, "shard-1": {}},
+                     topics={"t": 1}, owners={"t": ("shard-0",)})
+    client = rig.client()
+    calls_before = rig.controller.routing_calls
+    rig.controller.owners["t"] = ("shard-1",)
+    # When a client produces to t-0 / Then the old leader's notLeader reaches it
+    first = client.request(protocol.encode_produce(1, "t", 0, 1), b"batch")
+    assert isinstance(first.error, NotLeaderError) and "shard-0 does not lead t-0" in str(first.error)
+    # And the router fetched a new table at once, so the client's next requests reach shard-1
+    view = wait_for_reply(client, lambda attempt: list_offsets(100 + attempt),
+                          lambda v: v.error is None)
+    assert view.offsets.shard == "shard-1" and rig.controller.routing_calls > calls_before
+    retried = client.request(protocol.encode_produce(2, "t", 0, 1), b"batch")
+    assert (retried.kind, retried.error) == ("produce", None)
+    assert [r.kind for r in rig.shards["shard-1"].requests()][-1] == "produce"
