@@ -45,11 +45,11 @@ from plinth.control.nodes import Node, ray_nodes
 from plinth.control.rebalancer import Rebalancer
 from plinth.control.routing_table import RoutingTable
 from plinth.control.shard_set import ShardSet
-from plinth.errors import (InvalidConfigError, InvalidReplicationFactorError,
+from plinth.errors import (BrokerError, InvalidConfigError, InvalidReplicationFactorError,
                            PartitionOutOfRangeError, TooManyTopicsError, TopicExistsError,
                            UnavailableError, UnknownTopicError)
 from plinth.shards.shard_handle import (Leadership, PartitionId, ShardHandle, ShardOptions,
-                                        wait_all_or_raise)
+                                        wait_all, wait_all_or_raise)
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,8 @@ class Controller:
         current = topic.leadership[partition.partition]
         changed = leadership_rules.alter_in_sync(
             current, shard_id, leader_epoch, partition_epoch, tuple(in_sync),
-            topics.min_insync_replicas(topic.config))
+            topics.min_insync_replicas(topic.config),
+            controller_epoch=self._metadata.controller_epoch)
         topic.leadership[partition.partition] = changed
         self._save()
         log.info("%s-%d: in-sync replicas %s -> %s (partition epoch %d)", partition.topic,
@@ -218,6 +219,58 @@ class Controller:
         self._shards.call_each({s: self._shards[s].set_leadership([(partition, changed)])
                                 for s in others}, limits.CONTROL_CALL_TIMEOUT_S)
         return changed
+
+    def check_leaders(self) -> list[tuple[PartitionId, str]]:
+        """Elect a new leader (control/leadership.py) for every replicated partition whose
+        leader's shard does not answer a ping within LEADER_PING_TIMEOUT_S, or that has
+        none while a replica that may lead answers (called by the server every
+        LEADER_CHECK_INTERVAL_S: a lease, so that detection does not wait for Ray's
+        node health checks). Each new record is saved, then pushed to the replicas that
+        answer. Returns (partition, new leader or "") for each change."""
+        replicated = [(name, topic) for name, topic in sorted(self._metadata.topics.items())
+                      if topic.replicated]
+        if not replicated:
+            return []
+        alive = self._answering({s for _, t in replicated for r in t.leadership.values()
+                                 for s in r.replicas})
+        changes = []
+        for name, topic in replicated:
+            for partition, record in sorted(topic.leadership.items()):
+                if record.leader and record.leader in alive:
+                    continue
+                elected = leadership_rules.elect_leader(
+                    record, alive, topics.unclean_leader_election(topic.config),
+                    min_insync=topics.min_insync_replicas(topic.config),
+                    controller_epoch=self._metadata.controller_epoch)
+                if elected != record:
+                    topic.leadership[partition] = elected
+                    changes.append((PartitionId(name, partition), elected))
+        if changes:
+            self._save()   # before any shard or router hears of the new leaders
+            self._push_records(changes, alive)
+            for pid, record in changes:
+                log.warning("%s-%d: leader %s (leader epoch %d, in sync %s)", pid.topic,
+                            pid.partition, record.leader or "NONE: offline", record.leader_epoch,
+                            ",".join(record.in_sync))
+        return [(pid, record.leader) for pid, record in changes]
+
+    def _answering(self, shard_ids: set[str]) -> set[str]:
+        """Those of ``shard_ids`` that answer a ping within LEADER_PING_TIMEOUT_S."""
+        known = sorted(s for s in shard_ids if s in self._shards)
+        outcomes = wait_all({s: self._shards[s].address() for s in known},
+                            limits.LEADER_PING_TIMEOUT_S)
+        return {s for s, outcome in outcomes.items() if not isinstance(outcome, BrokerError)}
+
+    def _push_records(self, changes: list[tuple[PartitionId, Leadership]], alive: set[str]) -> None:
+        """Send each replica that answers the new records of its partitions."""
+        per_shard: dict[str, list[tuple[PartitionId, Leadership]]] = {}
+        for pid, record in changes:
+            for shard_id in record.replicas:
+                if shard_id in alive:
+                    per_shard.setdefault(shard_id, []).append((pid, record))
+        self._shards.call_each({s: self._shards[s].set_leadership(records)
+                                for s, records in per_shard.items()},
+                               limits.CONTROL_CALL_TIMEOUT_S)
 
     def _push_peers(self, shard_ids: list[str] | None = None) -> None:
         """Tell every shard (or ``shard_ids``) where every shard listens, with this

@@ -177,6 +177,12 @@ class ControllerHandle:
     def list_groups(self) -> list[str]:
         return self._call(lambda actor: actor.list_groups.remote(), "list_groups")
 
+    def check_leaders(self) -> list:
+        """Elect new leaders where a leader's shard does not answer (the server's lease
+        thread); returns (PartitionId, new leader or "") for each change."""
+        return self._call(lambda actor: actor.check_leaders.remote(), "check_leaders",
+                          timeout_s=limits.LEADER_PING_TIMEOUT_S + limits.CONTROL_CALL_TIMEOUT_S)
+
     def partition_replication(self) -> list:
         """Every partition's replicas, in-sync count, leader and whether it is offline
         (a list of controller.PartitionReplication), from the controller's metadata."""

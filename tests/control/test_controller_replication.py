@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import ray.exceptions
 
 from plinth.control import placement
 from plinth.errors import (FencedLeaderEpochError, InvalidConfigError,
@@ -241,3 +242,49 @@ def test_replicated_metadata_written_by_hand_starts(brokers, tmp_path):
     info = broker.controller.describe_topic("events").partition_info[0]
     assert (info.shard, info.leader_epoch, info.in_sync_replicas) == \
         ("shard-1", 2, ["shard-1", "shard-2"])
+
+
+# --- The leader lease (check_leaders) -------------------------------------------------
+
+def not_answering_once(broker, shard_id: str) -> None:
+    """The shard's next ping fails, as a dead (or paused) shard's does."""
+    broker.shards.handles[shard_id].fail_next("address", ray.exceptions.ActorDiedError())
+
+
+def test_a_leader_that_does_not_answer_is_replaced_by_an_in_sync_replica_and_fenced(brokers):
+    # Given a factor-3 topic, and its leader's shard that stops answering
+    broker = brokers(3, **ON_ONE_NODE)
+    broker.controller.create_topic("t", 1, {}, 3)
+    before = broker.metadata_on_disk().topics["t"].leadership[0]
+    assert broker.controller.check_leaders() == []   # all answer: nothing changes
+    not_answering_once(broker, before.leader)
+    # When the controller checks the leaders
+    changes = broker.controller.check_leaders()
+    # Then the next in-sync replica leads, in a new leader epoch, the lost one out of sync
+    after = broker.metadata_on_disk().topics["t"].leadership[0]
+    assert changes == [(PartitionId("t", 0), before.replicas[1])]
+    assert (after.leader, after.leader_epoch) == (before.replicas[1], before.leader_epoch + 1)
+    assert after.in_sync == before.replicas[1:] and after.partition_epoch > before.partition_epoch
+    # And the replicas that answer have the record, and routers send writes to the new leader
+    for shard_id in before.replicas[1:]:
+        assert broker.manifest(shard_id).partitions[PartitionId("t", 0)].leadership == after
+    assert broker.owner("t", 0) == before.replicas[1]
+    # And the old leader, answering again, stays a follower until the leader adds it back
+    assert broker.controller.check_leaders() == []
+    assert broker.metadata_on_disk().topics["t"].leadership[0] == after
+
+
+def test_a_partition_whose_replicas_all_stop_answering_goes_offline_and_comes_back(brokers):
+    # Given a factor-2 topic whose two replicas stop answering
+    broker = brokers(3, **ON_ONE_NODE)
+    broker.controller.create_topic("t", 1, {}, 2)
+    record = broker.metadata_on_disk().topics["t"].leadership[0]
+    for shard_id in record.replicas:
+        not_answering_once(broker, shard_id)
+    # When the leaders are checked / Then the partition has no leader: offline
+    assert broker.controller.check_leaders() == [(PartitionId("t", 0), "")]
+    assert broker.controller.status().offline_partitions == 1
+    assert broker.owner("t", 0) == ""
+    # And when its replicas answer again, an in-sync one leads again
+    [(_, leader)] = broker.controller.check_leaders()
+    assert leader in record.in_sync and broker.controller.status().offline_partitions == 0
