@@ -46,8 +46,8 @@ from plinth.control.rebalancer import Rebalancer
 from plinth.control.routing_table import RoutingTable
 from plinth.control.shard_set import ShardSet
 from plinth.errors import (BrokerError, InvalidConfigError, InvalidReplicationFactorError,
-                           PartitionOutOfRangeError, TooManyTopicsError, TopicExistsError,
-                           UnavailableError, UnknownTopicError)
+                           PartitionOutOfRangeError, RequestTimedOutError, TooManyTopicsError,
+                           TopicExistsError, UnavailableError, UnknownTopicError)
 from plinth.shards.shard_handle import (Leadership, PartitionId, ShardHandle, ShardOptions,
                                         wait_all, wait_all_or_raise)
 
@@ -110,6 +110,7 @@ class Controller:
         self._cluster_keys = cluster_keys
         self._rebalancer = Rebalancer(self._metadata, self._shards, self._save)
         self._routers: dict[str, str] = {}   # listen address -> node address
+        self._ping_misses: dict[str, int] = {}   # shard id -> leader pings unanswered in a row
 
     def _shard_ids(self, shard_count: int | None) -> list[str]:
         stored = self._metadata.shards
@@ -222,8 +223,8 @@ class Controller:
 
     def check_leaders(self) -> list[tuple[PartitionId, str]]:
         """Elect a new leader (control/leadership.py) for every replicated partition whose
-        leader's shard does not answer a ping within LEADER_PING_TIMEOUT_S, or that has
-        none while a replica that may lead answers (called by the server every
+        leader's shard is dead by Ray or did not answer LEADER_PING_MISSES_MAX pings in a
+        row, or that has none while a replica that may lead answers (called by the server every
         LEADER_CHECK_INTERVAL_S: a lease, so that detection does not wait for Ray's
         node health checks). Each new record is saved, then pushed to the replicas that
         answer. Returns (partition, new leader or "") for each change."""
@@ -255,11 +256,21 @@ class Controller:
         return [(pid, record.leader) for pid, record in changes]
 
     def _answering(self, shard_ids: set[str]) -> set[str]:
-        """Those of ``shard_ids`` that answer a ping within LEADER_PING_TIMEOUT_S."""
+        """Those of ``shard_ids`` that may lead: alive by Ray, and not silent for
+        LEADER_PING_MISSES_MAX pings of LEADER_PING_TIMEOUT_S in a row."""
         known = sorted(s for s in shard_ids if s in self._shards)
         outcomes = wait_all({s: self._shards[s].address() for s in known},
                             limits.LEADER_PING_TIMEOUT_S)
-        return {s for s, outcome in outcomes.items() if not isinstance(outcome, BrokerError)}
+        answering = set()
+        for shard_id, outcome in outcomes.items():
+            if isinstance(outcome, RequestTimedOutError):
+                misses = self._ping_misses[shard_id] = self._ping_misses.get(shard_id, 0) + 1
+                if misses < limits.LEADER_PING_MISSES_MAX:
+                    answering.add(shard_id)   # slow, maybe busy: not lost yet
+            elif not isinstance(outcome, BrokerError):
+                self._ping_misses.pop(shard_id, None)
+                answering.add(shard_id)
+        return answering
 
     def _push_records(self, changes: list[tuple[PartitionId, Leadership]], alive: set[str]) -> None:
         """Send each replica that answers the new records of its partitions."""

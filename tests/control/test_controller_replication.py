@@ -13,7 +13,7 @@ import pytest
 import ray.exceptions
 
 from plinth.control import placement
-from plinth.errors import (FencedLeaderEpochError, InvalidConfigError,
+from plinth.errors import (FencedLeaderEpochError, InvalidConfigError, RequestTimedOutError,
                            InvalidReplicationFactorError)
 from plinth.shards.shard_handle import PartitionId
 from tests.control.broker_without_ray import THREE
@@ -288,3 +288,17 @@ def test_a_partition_whose_replicas_all_stop_answering_goes_offline_and_comes_ba
     # And when its replicas answer again, an in-sync one leads again
     [(_, leader)] = broker.controller.check_leaders()
     assert leader in record.in_sync and broker.controller.status().offline_partitions == 0
+
+
+def test_a_leader_slow_to_answer_once_keeps_leading_and_twice_in_a_row_is_replaced(brokers):
+    # Given a factor-2 topic whose leader does not answer one ping in time
+    broker = brokers(3, **ON_ONE_NODE)
+    broker.controller.create_topic("t", 1, {}, 2)
+    record = broker.metadata_on_disk().topics["t"].leadership[0]
+    slow = RequestTimedOutError(f"{record.leader} did not answer address within 0.75 s")
+    broker.shards.handles[record.leader].fail_next("address", slow)
+    # When the leaders are checked / Then it keeps leading (it may be busy)
+    assert broker.controller.check_leaders() == []
+    # And when it misses the next ping too, it is replaced
+    broker.shards.handles[record.leader].fail_next("address", slow)
+    assert broker.controller.check_leaders() == [(PartitionId("t", 0), record.replicas[1])]
