@@ -184,14 +184,23 @@ class Controller:
 
     def shard_started(self, shard_id: str, address: str) -> None:
         """A shard actor (re)started and listens at ``address`` (called by the shard):
-        every shard learns its peers' addresses anew, and the shard its partitions'
-        current leadership records (its manifest may hold older ones)."""
+        every shard learns its peers' addresses anew; the partitions it led (or that
+        have no leader) get a new leader epoch, since it lost its leader state (it may
+        lead again, in the new epoch); and it gets its partitions' current records
+        (its manifest may hold older ones)."""
         known = self._shards.addresses.get(shard_id)
         self._shards.started(shard_id, address)
         if shard_id not in self._shards:
             return   # announced while the controller starts it: start() tells it all
         # A restarted shard lost what it was told; the others need only a new address.
         self._push_peers(None if known != address else [shard_id])
+        led = [(name, p) for name, topic in sorted(self._metadata.topics.items())
+               for p, record in sorted(topic.leadership.items())
+               if shard_id in record.replicas and record.leader in (shard_id, "")]
+        if led:
+            others = {s for name, p in led
+                      for s in self._metadata.topics[name].leadership[p].replicas} - {shard_id}
+            self._elect(led, self._answering(others) | {shard_id})
         records = self._records_on(shard_id)
         if records:
             self._shards.call_each({shard_id: self._shards[shard_id].set_leadership(records)},
@@ -228,24 +237,32 @@ class Controller:
         LEADER_CHECK_INTERVAL_S: a lease, so that detection does not wait for Ray's
         node health checks). Each new record is saved, then pushed to the replicas that
         answer. Returns (partition, new leader or "") for each change."""
-        replicated = [(name, topic) for name, topic in sorted(self._metadata.topics.items())
-                      if topic.replicated]
-        if not replicated:
+        partitions = [(name, p) for name, topic in sorted(self._metadata.topics.items())
+                      for p in sorted(topic.leadership)]
+        if not partitions:
             return []
-        alive = self._answering({s for _, t in replicated for r in t.leadership.values()
-                                 for s in r.replicas})
+        alive = self._answering({s for name, p in partitions
+                                 for s in self._metadata.topics[name].leadership[p].replicas})
+        lost = [(name, p) for name, p in partitions
+                if self._metadata.topics[name].leadership[p].leader not in alive]
+        return self._elect(lost, alive) if lost else []
+
+    def _elect(self, partitions: list[tuple[str, int]],
+               alive: set[str]) -> list[tuple[PartitionId, str]]:
+        """A new leader epoch, and leader among ``alive``, for each of ``partitions``
+        (control/leadership.py decides who, or none); saved, then pushed to the
+        replicas in ``alive``. Returns (partition, new leader or "") for each change."""
         changes = []
-        for name, topic in replicated:
-            for partition, record in sorted(topic.leadership.items()):
-                if record.leader and record.leader in alive:
-                    continue
-                elected = leadership_rules.elect_leader(
-                    record, alive, topics.unclean_leader_election(topic.config),
-                    min_insync=topics.min_insync_replicas(topic.config),
-                    controller_epoch=self._metadata.controller_epoch)
-                if elected != record:
-                    topic.leadership[partition] = elected
-                    changes.append((PartitionId(name, partition), elected))
+        for name, partition in partitions:
+            topic = self._metadata.topics[name]
+            record = topic.leadership[partition]
+            elected = leadership_rules.elect_leader(
+                record, alive, topics.unclean_leader_election(topic.config),
+                min_insync=topics.min_insync_replicas(topic.config),
+                controller_epoch=self._metadata.controller_epoch)
+            if elected != record:
+                topic.leadership[partition] = elected
+                changes.append((PartitionId(name, partition), elected))
         if changes:
             self._save()   # before any shard or router hears of the new leaders
             self._push_records(changes, alive)

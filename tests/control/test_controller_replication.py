@@ -302,3 +302,27 @@ def test_a_leader_slow_to_answer_once_keeps_leading_and_twice_in_a_row_is_replac
     # And when it misses the next ping too, it is replaced
     broker.shards.handles[record.leader].fail_next("address", slow)
     assert broker.controller.check_leaders() == [(PartitionId("t", 0), record.replicas[1])]
+
+
+def test_a_restarted_leader_announcing_itself_gets_its_partitions_a_new_leader_epoch(brokers):
+    # Given a factor-3 topic and a factor-2 topic the same shard leads, and one it follows
+    broker = brokers(3, **ON_ONE_NODE)
+    for name, factor in (("a", 3), ("b", 2)):
+        broker.controller.create_topic(name, 4, {}, factor)
+    metadata = broker.metadata_on_disk()
+    leader = metadata.topics["a"].leadership[0].leader
+    before = {(n, p): r for n, t in metadata.topics.items() for p, r in t.leadership.items()}
+    # When its process restarts and announces itself (delivered again after its
+    # constructor, as Ray does: see the test of a new address)
+    handle = broker.shards.handles[leader]
+    handle.restart()
+    broker.controller.shard_started(leader, handle.actor.address())
+    # Then every partition it led is in a new leader epoch (it lost its leader state),
+    # led by the first in-sync replica that answers, and the others are unchanged
+    after = broker.metadata_on_disk()
+    for (name, p), record in before.items():
+        now = after.topics[name].leadership[p]
+        if record.leader == leader:
+            assert now.leader_epoch > record.leader_epoch and now.leader == now.in_sync[0]
+        else:
+            assert now == record

@@ -6,8 +6,10 @@ itself, and failover, are tested by the replication fault suite.)"""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 import urllib.request
 
 import pytest
@@ -15,7 +17,8 @@ import pytest
 from plinth import Admin, Producer
 from plinth.control import placement
 from plinth.errors import InvalidConfigError, InvalidReplicationFactorError
-from tests.support import free_port, unique_topic
+from tests.shard_processes import shard_pids
+from tests.support import free_port, unique_topic, wait_until
 
 THREE = ["shard-0", "shard-1", "shard-2"]
 
@@ -100,3 +103,27 @@ def test_more_replicas_than_nodes_are_refused_without_the_flag_naming_it(broker_
         name = unique_topic("rep")
         admin.create_topic(name, 1)
         assert len(admin.describe_topic(name).partition_info[0].replicas) == 1
+
+
+def test_a_killed_leader_shard_loses_its_leader_epoch_within_seconds(broker_factory):
+    # Given a factor-3 topic on three shards (one node, replicas allowed to share it)
+    broker = broker_factory(shards=3, extra_args=("--allow-replicas-on-one-node",))
+    topic = unique_topic("lease")
+    with Admin(broker=broker.url) as admin:
+        admin.create_topic(topic, 1, replication_factor=3)
+        before = admin.describe_topic(topic).partition_info[0]
+        pids = wait_until(lambda: len(found := shard_pids(broker.data_dir)) == 3 and found,
+                          timeout_s=60)
+        # When the leader's shard process is killed
+        killed_at = time.monotonic()
+        os.kill(pids[before.shard], signal.SIGKILL)
+        # Then within seconds (the leader lease, or the restarted shard's announcement;
+        # not Ray's node health checks) the partition is in a new leader epoch, led by
+        # an in-sync replica: the killed process's epoch is over
+        after = wait_until(lambda: (info := admin.describe_topic(topic).partition_info[0])
+                           .leader_epoch > before.leader_epoch and info,
+                           timeout_s=30, interval_s=0.05)
+        took_s = time.monotonic() - killed_at
+    assert after.shard in before.in_sync_replicas and after.leader_epoch == 1
+    assert took_s < 5, f"the new leader epoch came {took_s:.1f} s after the kill"
+    print(f"new leader {after.shard} (was {before.shard}) {took_s:.2f} s after the kill")
