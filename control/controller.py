@@ -225,9 +225,8 @@ class Controller:
         log.info("%s-%d: in-sync replicas %s -> %s (partition epoch %d)", partition.topic,
                  partition.partition, ",".join(current.in_sync), ",".join(changed.in_sync),
                  changed.partition_epoch)
-        others = [s for s in changed.replicas if s != shard_id and s in self._shards]
-        self._shards.call_each({s: self._shards[s].set_leadership([(partition, changed)])
-                                for s in others}, limits.CONTROL_CALL_TIMEOUT_S)
+        others = {s for s in changed.replicas if s != shard_id}
+        self._push_records([(partition, changed)], others)
         return changed
 
     def check_leaders(self) -> list[tuple[PartitionId, str]]:
@@ -289,16 +288,18 @@ class Controller:
                 answering.add(shard_id)
         return answering
 
-    def _push_records(self, changes: list[tuple[PartitionId, Leadership]], alive: set[str]) -> None:
-        """Send each replica that answers the new records of its partitions."""
+    def _push_records(self, changes: list[tuple[PartitionId, Leadership]], to: set[str]) -> None:
+        """Send the new records to the replicas among ``to``, waiting at most
+        LEADER_PING_TIMEOUT_S: a replica that is down (the usual reason for a change)
+        must not hold up the answer; it gets its records when it announces itself."""
         per_shard: dict[str, list[tuple[PartitionId, Leadership]]] = {}
         for pid, record in changes:
             for shard_id in record.replicas:
-                if shard_id in alive:
+                if shard_id in to and shard_id in self._shards:
                     per_shard.setdefault(shard_id, []).append((pid, record))
         self._shards.call_each({s: self._shards[s].set_leadership(records)
                                 for s, records in per_shard.items()},
-                               limits.CONTROL_CALL_TIMEOUT_S)
+                               limits.LEADER_PING_TIMEOUT_S)
 
     def _push_peers(self, shard_ids: list[str] | None = None) -> None:
         """Tell every shard (or ``shard_ids``) where every shard listens, with this
@@ -332,10 +333,11 @@ class Controller:
         shards whose last range retention has deleted."""
         self._rebalancer.retire_drained()
         nodes = [(n.node_id, n.address, n.alive) for n in self._shards.nodes()]
-        owned: dict[str, int] = {}
+        owned: dict[str, int] = {}   # partitions each shard holds a copy of the current range of
         for topic in self._metadata.topics.values():
-            for shard_id in topic.placement:
-                owned[shard_id] = owned.get(shard_id, 0) + 1
+            for partition in range(topic.partitions):
+                for shard_id in topic.replicas_of(partition):
+                    owned[shard_id] = owned.get(shard_id, 0) + 1
         shards = [self._shard_status(shard_id, stats, owned.get(shard_id, 0))
                   for shard_id, stats in self._shards.stats().items()]
         states = self.partition_replication()
