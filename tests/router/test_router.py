@@ -732,3 +732,14 @@ def test_a_shard_that_no_longer_leads_makes_the_router_refresh_and_the_retry_rea
     retried = client.request(protocol.encode_produce(2, "t", 0, 1), b"batch")
     assert (retried.kind, retried.error) == ("produce", None)
     assert [r.kind for r in rig.shards["shard-1"].requests()][-1] == "produce"
+
+
+def test_create_topic_reaches_the_controller_with_its_replication_factor(router_rig):
+    # Given a router / When a client creates topics with a factor and without one
+    rig = router_rig(topics={"t": 1})
+    client = rig.client()
+    with_factor = client.request(protocol.encode_create_topic(1, "three", 2, {}, replication_factor=3))
+    default = client.request(protocol.encode_create_topic(2, "plain", 2, {}))
+    # Then the controller got each factor (0: its default)
+    assert (with_factor.error, default.error) == (None, None)
+    assert rig.controller.replication_factors == {"three": 3, "plain": 0}
