@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, replace
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from plinth import limits, protocol, topics

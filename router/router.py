@@ -252,6 +252,11 @@ class Router:
         if refusal is not None:
             self._reply(frames[0], protocol.encode_error(request.request_id, refusal))
             return
+        if not shard_id:   # a replicated partition without a leader
+            self._reply(frames[0], protocol.encode_error(request.request_id, UnavailableError(
+                f"{request.topic}-{request.partition} has no leader (offline: none of its "
+                f"in-sync replicas is up); retry later")))
+            return
         dealer = self._shards.dealer_if_up(shard_id)
         if dealer is None:
             self._reply(frames[0], protocol.encode_error(request.request_id, UnavailableError(

@@ -743,3 +743,13 @@ def test_create_topic_reaches_the_controller_with_its_replication_factor(router_
     # Then the controller got each factor (0: its default)
     assert (with_factor.error, default.error) == (None, None)
     assert rig.controller.replication_factors == {"three": 3, "plain": 0}
+
+
+def test_a_partition_without_a_leader_is_answered_unavailable_naming_it(router_rig):
+    # Given a replicated partition the controller has no leader for (offline)
+    rig = router_rig(topics={"t": 2}, owners={"t": ("shard-0", "")})
+    client = rig.client()
+    # When a client produces to it / Then it is unavailable (retriable), saying why
+    view = client.request(protocol.encode_produce(1, "t", 1, 1), b"batch")
+    assert isinstance(view.error, UnavailableError)
+    assert "t-1 has no leader (offline" in str(view.error)
