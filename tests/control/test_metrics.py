@@ -52,3 +52,23 @@ def test_a_controller_that_does_not_answer_leaves_the_gauges_empty_not_the_scrap
     assert {"plinth_partition_under_replicated", "plinth_partition_isr_size",
             "plinth_partition_offline"} <= names
     assert samples(collector) == {}
+
+
+def test_group_lag_counts_from_the_leaders_end_offset_not_a_followers():
+    # Given a partition whose leader (shard-1) is at 100 and a follower (shard-0) at 90,
+    # and a group that committed 40
+    class WithShards(ControllerAnswering):
+        def shard_stats(self):
+            def snap(end, groups):
+                return {"partitions": {}, "logs": {("t", 0): {"start_offset": 0, "end_offset": end,
+                                                              "size_bytes": 1}},
+                        "latency_buckets_s": [], "latency_counts": {}, "latency_sum_s": {},
+                        "errors": {}, "groups": groups}
+            # the follower last: whichever answered last must not decide
+            return {"shard-1": snap(100, {}), "shard-0": snap(90, {"g": {("t", 0): 40}})}
+
+    collector = BrokerCollector(WithShards([PartitionReplication("t", 0, 2, 1, "shard-1", False)]))
+    # When the metrics are collected / Then the lag is the leader's end minus the commit
+    lag = [s.value for family in collector.collect() for s in family.samples
+           if s.name == "plinth_group_lag"]
+    assert lag == [60]
