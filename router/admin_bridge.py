@@ -131,8 +131,8 @@ class AdminBridge:
 
     def refresh_routing(self) -> None:
         """Fetch a new routing table soon (a shard said it does not lead a partition
-        the table sends it): calls before the refresh make one, and refreshes come at
-        most every ROUTING_REFRESH_ON_NOT_LEADER_INTERVAL_S."""
+        the table sends it, or is down): calls before the refresh make one, and
+        refreshes come at most every ROUTING_REFRESH_ON_DEMAND_INTERVAL_S."""
         if self._refresh_wanted.is_set():
             return
         self._refresh_wanted.set()
@@ -167,9 +167,9 @@ class AdminBridge:
         last_refresh_s = 0.0
         while not self._stopping.is_set():
             now = time.monotonic()
-            if self._refresh_wanted.is_set():   # notLeader: sooner, within its own bound
+            if self._refresh_wanted.is_set():   # on demand: sooner, within its own bound
                 next_refresh_s = min(next_refresh_s, last_refresh_s
-                                     + limits.ROUTING_REFRESH_ON_NOT_LEADER_INTERVAL_S)
+                                     + limits.ROUTING_REFRESH_ON_DEMAND_INTERVAL_S)
             if now >= next_refresh_s:
                 self._refresh_wanted.clear()
                 self._put(RoutingUpdate(self._routing_or_none()))

@@ -16,9 +16,10 @@ threads:
 
 Leaders. A replicated partition's owner in the routing table is its leader.
 When a shard answers notLeader (the leader changed since the table was made),
-the reply goes to the client, which retries (the error is transient), and the
-router asks for a new table at once (``AdminBridge.refresh_routing``), so the
-retry finds the new leader.
+or a request's shard is down, the reply goes to the client, which retries (the
+error is transient), and the router asks for a new table at once
+(``AdminBridge.refresh_routing``, at most every
+ROUTING_REFRESH_ON_DEMAND_INTERVAL_S), so the retry finds the new leader.
 
 Ordering. Requests for a topic the routing table does not know yet are held,
 in arrival order, until a routing table that knows the topic arrives, then
@@ -253,12 +254,14 @@ class Router:
             self._reply(frames[0], protocol.encode_error(request.request_id, refusal))
             return
         if not shard_id:   # a replicated partition without a leader
+            self._bridge.refresh_routing()
             self._reply(frames[0], protocol.encode_error(request.request_id, UnavailableError(
                 f"{request.topic}-{request.partition} has no leader (offline: none of its "
                 f"in-sync replicas is up); retry later")))
             return
         dealer = self._shards.dealer_if_up(shard_id)
         if dealer is None:
+            self._bridge.refresh_routing()   # its partitions may have a new leader already
             self._reply(frames[0], protocol.encode_error(request.request_id, UnavailableError(
                 f"{getattr(request, 'topic', None) or request.group}: its shard {shard_id} is "
                 f"unavailable (not running or not connected; its node may be down); retry later")))

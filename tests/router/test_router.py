@@ -753,3 +753,21 @@ def test_a_partition_without_a_leader_is_answered_unavailable_naming_it(router_r
     view = client.request(protocol.encode_produce(1, "t", 1, 1), b"batch")
     assert isinstance(view.error, UnavailableError)
     assert "t-1 has no leader (offline" in str(view.error)
+
+
+def test_a_shard_that_is_down_makes_the_router_refresh_and_the_retry_reach_the_new_leader(
+        router_rig, monkeypatch):
+    # Given a router whose table says shard-0 leads t-0, shard-0 down, and a controller
+    # that already made shard-1 the leader; no timed refresh for the test's length
+    monkeypatch.setattr(limits, "ROUTING_REFRESH_INTERVAL_S", 3600.0)
+    rig = router_rig(shards={"shard-0": {}, "shard-1": {}}, topics={"t": 1},
+                     owners={"t": ("shard-0",)})
+    client = rig.client()
+    rig.shards["shard-0"].close()
+    view = wait_for_reply(client, lambda attempt: list_offsets(attempt),
+                          lambda v: isinstance(v.error, UnavailableError))
+    rig.controller.owners["t"] = ("shard-1",)
+    # When the client retries / Then the router has a new table, and shard-1 answers
+    view = wait_for_reply(client, lambda attempt: list_offsets(1000 + attempt),
+                          lambda v: v.error is None)
+    assert view.offsets.shard == "shard-1"
