@@ -240,9 +240,9 @@ def topic_create(ctx, name, partitions, replication_factor, configs):
     with _admin(ctx) as admin:
         info = admin.create_topic(name, partitions, replication_factor,
                                   config=_parse_config(configs))
-    factor = "the server's default" if replication_factor is None else replication_factor
-    click.echo(f"created topic {info.name} with {info.partitions} partitions, "
-               f"replication factor {factor}")
+    factor = ("the server's default replication factor" if replication_factor is None
+              else f"replication factor {replication_factor}")
+    click.echo(f"created topic {info.name} with {info.partitions} partitions, {factor}")
 
 
 @topic.command("alter")
