@@ -1,53 +1,165 @@
-"""STAND-IN for helper MODEL's control/leadership.py (branch r12-model), written
-to its interface so that the controller can be built and tested before it is
-merged; replaced by theirs at the merge (take theirs).
+"""The controller's changes to a partition's leadership record: pure functions.
 
-Pure controller-side logic on Leadership records; any thread may call it.
+The controller is the single metadata authority: it owns each partition's
+``Leadership`` (shard_calls.py, re-exported by the shard handle), persists it
+in metadata.json, and changes it only through these functions, each a new
+record with ``partition_epoch`` + 1 (and ``leader_epoch`` + 1 for a new
+leader). They do no I/O; the controller's thread calls them (any thread may).
+
+- ``initial_leadership``: a new partition's record: the first replica leads,
+  every replica is in sync (every log is empty).
+- ``alter_in_sync``: the leader's request to change the in-sync set, a
+  compare-and-set on (leader_epoch, partition_epoch): a stale request raises
+  FencedLeaderEpochError naming both pairs of epochs.
+- ``elect_leader``: a new leader when the old one is lost: the first alive
+  in-sync replica, else the first alive eligible one (KIP-966), else none
+  (offline) unless unclean election is allowed.
+- ``mark_needs_repair``: a replica came back without all it held: out of the
+  in-sync and eligible sets at once.
+
+Eligible leader replicas (KIP-966). A replica that leaves the in-sync set
+while the new set is smaller than min.insync.replicas holds every
+acknowledged record: the leader's high watermark cannot move while the set is
+that small (shards/replication.py, invariant 5), and it counted the leaving
+replica until the change was committed (invariant 4). So it may lead if no
+in-sync replica is alive. It stays eligible until it rejoins the in-sync set,
+or until the set reaches min.insync.replicas again: from then on the high
+watermark could move without it. A replica that needs repair (its recovery
+cut entries, or its disk was lost) is never eligible, never in sync, never
+elected until it has caught up and the leader adds it back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from dataclasses import replace
 
-from plinth.errors import FencedLeaderEpochError
+from plinth.errors import FencedLeaderEpochError, NotLeaderError
 from plinth.shards.shard_handle import Leadership
 
 
-def initial_leadership(replicas, controller_epoch: int) -> Leadership:
-    """A new partition: the preferred (first) replica leads, every replica in sync."""
+def _ordered(replicas: tuple[str, ...], members: Iterable[str]) -> tuple[str, ...]:
+    """``members`` in the replicas' order (preferred leader first): records compare
+    equal whatever order a request listed them in."""
+    chosen = set(members)
+    return tuple(r for r in replicas if r in chosen)
+
+
+def initial_leadership(replicas: tuple[str, ...] | list[str],
+                       controller_epoch: int) -> Leadership:
+    """A new partition's record: ``replicas[0]`` leads in leader epoch 0, every
+    replica is in sync."""
     replicas = tuple(replicas)
-    return Leadership(replicas, replicas[0], 0, replicas, 0, controller_epoch)
+    record = Leadership(replicas=replicas, leader=replicas[0] if replicas else "",
+                        leader_epoch=0, in_sync=replicas, partition_epoch=0,
+                        controller_epoch=controller_epoch, eligible=())
+    record.check()
+    return record
 
 
 def alter_in_sync(current: Leadership, requester: str, leader_epoch: int, partition_epoch: int,
-                  in_sync, min_insync: int, *, needs_repair=(),
+                  in_sync: Iterable[str], min_insync: int, *,
+                  needs_repair: Collection[str] = (),
                   controller_epoch: int | None = None) -> Leadership:
-    """The leader's proposed in-sync set, if its epochs are current (CAS)."""
-    if requester != current.leader or leader_epoch != current.leader_epoch \
-            or partition_epoch != current.partition_epoch:
+    """The leader ``requester`` asks for the in-sync set ``in_sync``: a CAS on
+    (``leader_epoch``, ``partition_epoch``). Returns the new record (``current``
+    itself if nothing changes). FencedLeaderEpochError if either epoch is not
+    the current one; NotLeaderError if ``requester`` does not lead. Replicas in
+    ``needs_repair`` that leave do not become eligible. ``controller_epoch``:
+    the incarnation making the change (default: the record's)."""
+    name = f"leader epoch {current.leader_epoch}, partition epoch {current.partition_epoch}"
+    if (leader_epoch, partition_epoch) != (current.leader_epoch, current.partition_epoch):
         raise FencedLeaderEpochError(
-            f"alter_in_sync from {requester} at leader epoch {leader_epoch}, partition epoch "
-            f"{partition_epoch}; the record is {current.leader} at {current.leader_epoch}, "
-            f"{current.partition_epoch}")
-    in_sync = tuple(r for r in current.replicas if r in set(in_sync))
-    return replace(current, in_sync=in_sync, partition_epoch=current.partition_epoch + 1,
-                   eligible=tuple(r for r in current.eligible if r not in in_sync),
-                   controller_epoch=current.controller_epoch if controller_epoch is None
-                   else controller_epoch)
-
-
-def elect_leader(current: Leadership, alive, unclean: bool, *, min_insync: int | None = None,
-                 needs_repair=(), controller_epoch: int | None = None) -> Leadership:
-    candidates = [r for r in current.in_sync if r in alive] or \
-        [r for r in current.eligible if r in alive] or \
-        ([r for r in current.replicas if r in alive] if unclean else [])
-    if not current.leader and not candidates:
+            f"in-sync change from {requester} carries leader epoch {leader_epoch}, "
+            f"partition epoch {partition_epoch}; the record has {name}")
+    if requester != current.leader or not requester:
+        raise NotLeaderError(f"in-sync change from {requester}, but {current.leader or 'none'} "
+                             f"leads ({name})")
+    wanted = _ordered(current.replicas, in_sync)
+    if requester not in wanted or len(wanted) != len(set(in_sync)):
+        raise ValueError(f"in-sync set {sorted(set(in_sync))} from {requester} must hold it and "
+                         f"only replicas of {list(current.replicas)}")
+    leaving = set(current.in_sync) - set(wanted) - set(needs_repair)
+    if len(wanted) >= min_insync:
+        eligible: tuple[str, ...] = ()     # the high watermark may move without them now
+    else:
+        eligible = _ordered(current.replicas,
+                            (set(current.eligible) | leaving) - set(wanted) - set(needs_repair))
+    if wanted == current.in_sync and eligible == current.eligible:
         return current
-    leader = candidates[0] if candidates else ""
-    in_sync = tuple(r for r in current.in_sync if r in alive) or ((leader,) if leader else ())
-    return replace(current, leader=leader, leader_epoch=current.leader_epoch + 1,
-                   in_sync=in_sync if leader else current.in_sync,
-                   eligible=tuple(r for r in current.eligible if r not in in_sync),
-                   partition_epoch=current.partition_epoch + 1,
-                   controller_epoch=current.controller_epoch if controller_epoch is None
-                   else controller_epoch)
+    return _changed(current, controller_epoch, in_sync=wanted, eligible=eligible)
+
+
+def elect_leader(current: Leadership, alive: Collection[str], unclean: bool, *,
+                 min_insync: int | None = None, needs_repair: Collection[str] = (),
+                 controller_epoch: int | None = None) -> Leadership:
+    """A new leader for a partition whose leader was lost, among the ``alive``
+    replicas that do not need repair: the first in-sync one, else the first
+    eligible one (KIP-966), else, if ``unclean``, the first one at all (records
+    may be lost: unclean.leader.election.enable), else none (offline, leader "").
+    Every election bumps both epochs, so the old leader is fenced.
+
+    The dead and needs-repair replicas leave the in-sync set. A dead one becomes
+    eligible when the set is then smaller than ``min_insync`` (None: the caller
+    does not know it, and no one new becomes eligible, which is safe). Returns
+    ``current`` itself if it is offline and stays so."""
+    repairing = set(needs_repair)
+    candidates = set(alive) - repairing
+    if not current.leader and not (set(current.in_sync) | set(current.eligible)) & candidates \
+            and not (unclean and candidates & set(current.replicas)):
+        return current
+    leader = next((r for r in current.in_sync if r in candidates), "")
+    if leader:
+        in_sync = _ordered(current.replicas, set(current.in_sync) & candidates)
+    else:
+        leader = next((r for r in current.eligible if r in candidates), "")
+        if not leader and unclean:
+            leader = next((r for r in current.replicas if r in candidates), "")
+            if leader:
+                return _changed(current, controller_epoch, leader=leader, bump_leader=True,
+                                in_sync=(leader,), eligible=())
+        if not leader:       # offline: the in-sync set stays, for the first to come back
+            return _changed(current, controller_epoch, leader="", bump_leader=True,
+                            in_sync=_ordered(current.replicas, set(current.in_sync) - repairing),
+                            eligible=_ordered(current.replicas, set(current.eligible) - repairing))
+        in_sync = (leader,)
+    dead = set(current.in_sync) - set(in_sync) - repairing
+    if min_insync is not None and len(in_sync) >= min_insync:
+        eligible: tuple[str, ...] = ()     # the high watermark may move without them now
+    else:
+        newly_eligible = dead if min_insync is not None else set()
+        eligible = _ordered(current.replicas,
+                            (set(current.eligible) | newly_eligible) - set(in_sync) - repairing)
+    return _changed(current, controller_epoch, leader=leader, bump_leader=True,
+                    in_sync=in_sync, eligible=eligible)
+
+
+def mark_needs_repair(current: Leadership, replica_id: str, *,
+                      controller_epoch: int | None = None) -> Leadership:
+    """``replica_id`` came back without everything it held (its recovery cut entries,
+    or its data directory was lost): it leaves the in-sync and eligible sets at once,
+    and if it led, the partition has no leader until ``elect_leader`` picks another
+    (with ``replica_id`` in its ``needs_repair``). It rejoins the in-sync set only
+    when the leader adds it back (it has then caught up: replication.py, rule 8), and
+    the controller forgets the mark then. Returns ``current`` itself if it was
+    neither in sync nor eligible."""
+    if replica_id not in current.in_sync and replica_id not in current.eligible:
+        return current
+    leads = current.leader == replica_id
+    return _changed(current, controller_epoch, bump_leader=leads,
+                    leader="" if leads else current.leader,
+                    in_sync=tuple(r for r in current.in_sync if r != replica_id),
+                    eligible=tuple(r for r in current.eligible if r != replica_id))
+
+
+def _changed(current: Leadership, controller_epoch: int | None, *, bump_leader: bool = False,
+             **fields) -> Leadership:
+    epoch = current.controller_epoch if controller_epoch is None else controller_epoch
+    if epoch < current.controller_epoch:
+        raise FencedLeaderEpochError(f"controller epoch {epoch} is older than the record's "
+                                     f"{current.controller_epoch}")
+    record = replace(current, **fields, partition_epoch=current.partition_epoch + 1,
+                     leader_epoch=current.leader_epoch + (1 if bump_leader else 0),
+                     controller_epoch=epoch)
+    record.check()
+    return record

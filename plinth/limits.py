@@ -419,7 +419,15 @@ CLIENT_KEY_TEXT_BYTES = 40
 
 
 # --- Replication: the protocol (shards/replication.py, control/leadership.py) ---
-# (helper: replication state machine) placeholder
+# A follower that has not caught up with its leader's log end for this long
+# leaves the in-sync set (Kafka's replica.lag.time.max.ms, 30000 there; shorter
+# here, so that acks="all" stalls less after a follower dies).
+REPLICA_LAG_TIME_MS_MAX_DEFAULT = 10_000
+# A leader's in-sync change (alter_in_sync) that no answer or newer leadership
+# record has settled after this long is offered again: the controller's answer
+# may have been lost. Until it is settled the leader computes the high
+# watermark on the union of both sets (KIP-497), so waiting is always safe.
+IN_SYNC_CHANGE_RETRY_MS = 2_000
 
 # --- Replication: the shard's data path (replica fetches, acks="all") ----------
 # (helper: shard data path) placeholder
@@ -526,6 +534,8 @@ def _relations() -> list[tuple[str, bool]]:
          GROUPS_DELETED_PER_ROUND_MAX <= BATCH_RECORDS_MAX),
         ("assignment work of a round is a small part of the shortest heartbeat interval",
          GROUP_ASSIGNMENT_ROUND_MS * 10 <= HEARTBEAT_INTERVAL_MS_MIN),
+        ("an unsettled in-sync change is offered again before a follower lags out",
+         0 < IN_SYNC_CHANGE_RETRY_MS < REPLICA_LAG_TIME_MS_MAX_DEFAULT),
         ("a router refreshes sooner on demand than on its timer",
          0 < ROUTING_REFRESH_ON_DEMAND_INTERVAL_S < ROUTING_REFRESH_INTERVAL_S),
         ("a lost leader is replaced and routed around within issue 12's 3 s",
