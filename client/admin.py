@@ -13,6 +13,13 @@ from plinth import limits, protocol, topics
 from plinth.client.connection import Connection, broker_address
 
 
+def _config_value(value) -> str:
+    """A config value as the wire carries it: Python's booleans as Kafka's "true"/"false"."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 class Admin:
     def __init__(self, *, broker=None,
                  request_timeout_ms: int = limits.CLIENT_REQUEST_TIMEOUT_MS_DEFAULT,
@@ -37,17 +44,22 @@ class Admin:
                                               self.request_timeout_ms)
         return view
 
-    def create_topic(self, name: str, partitions: int = 1, *,
+    def create_topic(self, name: str, partitions: int = 1, replication_factor: int | None = None,
                      config: dict[str, str] | None = None) -> protocol.TopicInfo:
-        """Create a topic; raises TopicExistsError, InvalidTopicError, InvalidConfigError."""
+        """Create a topic with ``replication_factor`` copies of each partition (None: the
+        server's --default-replication-factor); raises TopicExistsError,
+        InvalidTopicError, InvalidConfigError, InvalidReplicationFactorError."""
         topics.validate_topic_name(name)
         topics.validate_partition_count(name, partitions)
-        config = {key: str(value) for key, value in (config or {}).items()}
-        return self._call(protocol.encode_create_topic, name, partitions, config).topics[0]
+        if replication_factor is not None:
+            topics.validate_replication_factor(name, replication_factor)
+        config = {key: _config_value(value) for key, value in (config or {}).items()}
+        return self._call(protocol.encode_create_topic, name, partitions, config, "createTopic",
+                          replication_factor or 0).topics[0]
 
     def alter_topic(self, name: str, config: dict[str, str]) -> protocol.TopicInfo:
         """Change config entries (e.g. retention.ms); the others keep their values."""
-        config = {key: str(value) for key, value in config.items()}
+        config = {key: _config_value(value) for key, value in config.items()}
         return self._call(protocol.encode_create_topic, name, 0, config, "alterTopic").topics[0]
 
     def list_topics(self) -> list[str]:
@@ -55,7 +67,8 @@ class Admin:
         return [info.name for info in self._call(protocol.encode_list_topics).topics]
 
     def describe_topic(self, name: str) -> protocol.TopicInfo:
-        """Partitions with their shard, start and end offsets and bytes on disk."""
+        """Partitions with their leader shard, start and end offsets, bytes on disk,
+        replicas, in-sync replicas, leader epoch and high watermark."""
         return self._call(protocol.encode_topic_request, "describeTopic", name).topics[0]
 
     def delete_topic(self, name: str) -> None:

@@ -9,6 +9,12 @@ the sender thread ships the batches (see accumulator.py and sender.py).
         future = producer.send("orders", b"hello", key=b"customer-1")
         print(future.get(timeout=10))   # RecordMetadata(topic, partition, offset)
 
+Acknowledgements (``acks``, Kafka's option): "all" (the default, as in Kafka
+3.0+; -1 on the wire) waits until every in-sync replica of the partition has
+the batch durably; 1 until its leader has; 0 for nothing. With fewer in-sync
+replicas than the topic's min.insync.replicas, an "all" batch is refused
+(NotEnoughReplicasError) and retried until ``delivery_timeout_ms``.
+
 Partitioning: an explicit ``partition`` wins; else a key is hashed with
 Kafka's murmur2 (same partition number as Kafka's default partitioner);
 else records go to a sticky partition that changes with each batch.
@@ -57,8 +63,17 @@ def _as_topic(topic) -> str:
     raise TypeError(f"topic must be a str, got {type(topic).__name__}")
 
 
+def _wire_acks(acks) -> int:
+    """The wire's acks for Kafka's option: 0 (no reply), 1 (the leader has it durably),
+    "all" or -1 (every in-sync replica has it durably: the default, as in Kafka 3.0+)."""
+    if acks == "all" or (type(acks) is int and acks in (-1, 0, 1)):
+        return -1 if acks == "all" else acks
+    raise ValueError(f"acks={acks!r} is not one of the choices: 0, 1, 'all' (or -1, the same "
+                     f"as 'all')")
+
+
 class Producer(ProducerBase):
-    def __init__(self, *, broker: str | None = None, acks: int | str = 1,
+    def __init__(self, *, broker: str | None = None, acks: int | str = "all",
                  linger_ms: float = limits.PRODUCER_LINGER_MS_DEFAULT,
                  batch_bytes_max: int = limits.PRODUCER_BATCH_BYTES_DEFAULT,
                  buffer_memory: int = limits.PRODUCER_BUFFER_BYTES_MAX,
@@ -71,9 +86,7 @@ class Producer(ProducerBase):
                  retry_backoff_max_ms: float = limits.PRODUCER_RETRY_BACKOFF_MAX_MS_DEFAULT,
                  key_serializer=None, value_serializer=None,
                  curve_key_file: str | None = None, curve_server_key_file: str | None = None):
-        acks = -1 if acks == "all" else acks
-        if acks not in (-1, 0, 1):
-            raise ValueError(f"acks={acks!r} must be 0, 1, -1 or 'all'")
+        acks = _wire_acks(acks)
         if not 0 < batch_bytes_max <= limits.BATCH_BYTES_MAX:
             raise ValueError(f"batch_bytes_max={batch_bytes_max} must be 1..{limits.BATCH_BYTES_MAX}")
         if linger_ms < 0:

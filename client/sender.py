@@ -10,7 +10,8 @@ producer id; every batch carries it and the sequence number of its first
 record in its partition. A partition has at most one batch in flight, so a
 retry can never overtake the batch after it. A batch whose request fails
 with a retriable error (broker unavailable, queue full, no reply within
-``request_timeout_ms``) is sent again, unchanged, after a backoff doubling
+``request_timeout_ms``, too few in-sync replicas for acks="all", a shard that
+no longer leads the partition) is sent again, unchanged, after a backoff doubling
 from ``retry_backoff_ms`` to ``retry_backoff_max_ms``; the shard recognises
 a retry of a batch it already stored and answers with the original offsets,
 so retries never duplicate records. A batch not acknowledged within

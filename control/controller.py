@@ -15,6 +15,16 @@ Its two neighbours are given to it: ``start_shard`` makes a ShardHandle for
 new shard options (by default a Ray actor that announces itself to this
 controller), and ``nodes`` lists the Ray nodes (by default ``ray.nodes()``).
 The unit tests give it real shard actors reached in process, and fixed nodes.
+
+Replication (issue 12): a topic created with a factor R > 1 gets R replicas per
+partition on distinct shards (and nodes, unless ``allow_replicas_on_one_node``),
+each opened with the partition's Leadership record (metadata.py). The
+controller is the single authority over those records: it changes them only
+by compare-and-set (control/leadership.py), saves them before it answers or
+tells anyone, and then pushes them to the replicas (``set_leadership``). Every
+start bumps the controller epoch, re-stamps every record with it and tells
+every shard where its peers listen (``set_peers``), again whenever a shard
+announces a new address.
 """
 
 from __future__ import annotations
@@ -22,10 +32,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from plinth import limits, protocol, topics
 from plinth.cluster_keys import ClusterKeys
+from plinth.control import leadership as leadership_rules
 from plinth.control import placement
 from plinth.control.controller_handle import ControllerHandle, StartReport
 from plinth.control.metadata import METADATA_FILE, BrokerMetadata, TopicMetadata
@@ -33,11 +45,29 @@ from plinth.control.nodes import Node, ray_nodes
 from plinth.control.rebalancer import Rebalancer
 from plinth.control.routing_table import RoutingTable
 from plinth.control.shard_set import ShardSet
-from plinth.errors import (InvalidConfigError, PartitionOutOfRangeError, TooManyTopicsError,
+from plinth.errors import (BrokerError, InvalidConfigError, InvalidReplicationFactorError,
+                           PartitionOutOfRangeError, RequestTimedOutError, TooManyTopicsError,
                            TopicExistsError, UnavailableError, UnknownTopicError)
-from plinth.shards.shard_handle import PartitionId, ShardHandle, ShardOptions, wait_all_or_raise
+from plinth.shards.shard_handle import (Leadership, PartitionId, ShardHandle, ShardOptions,
+                                        wait_all, wait_all_or_raise)
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PartitionReplication:
+    """One partition's copies as the controller's metadata has them."""
+
+    topic: str
+    partition: int
+    replicas: int
+    in_sync: int
+    leader: str              # "" while none (offline)
+    offline: bool            # no leader, or its shard does not serve
+
+    @property
+    def under_replicated(self) -> bool:
+        return self.in_sync < self.replicas
 
 
 def _start_shard_on_ray(options: ShardOptions) -> ShardHandle:
@@ -53,21 +83,34 @@ class Controller:
                  fsync_interval_ms: int = limits.FSYNC_INTERVAL_MS_DEFAULT, *,
                  start_shard: Callable[[ShardOptions], ShardHandle] = _start_shard_on_ray,
                  nodes: Callable[[], list[Node]] = ray_nodes,
-                 cluster_keys: ClusterKeys | None = None):
+                 cluster_keys: ClusterKeys | None = None,
+                 default_replication_factor: int | None = None,
+                 allow_replicas_on_one_node: bool = False):
         """``cluster_keys``: the shards' sockets admit only cluster members (the
-        server's; None only in tests, whose shards listen on loopback)."""
+        server's; None only in tests, whose shards listen on loopback).
+        ``default_replication_factor``: a topic's factor when its creator gives none
+        (None: 1 when the shards run on one node, else min(3, their nodes)).
+        ``allow_replicas_on_one_node``: replicas may share a node (testing on one
+        machine); without it a factor above the shards' nodes is refused."""
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._metadata_path = self.data_dir / METADATA_FILE
         self._metadata = BrokerMetadata.load(self._metadata_path)
         self._metadata.shards = self._shard_ids(shard_count)
+        if default_replication_factor is not None:
+            topics.validate_replication_factor("", default_replication_factor,
+                                               what="--default-replication-factor")
+        self._default_replication_factor = default_replication_factor
+        self._allow_replicas_on_one_node = allow_replicas_on_one_node
+        self._new_controller_epoch()
         self._shards = ShardSet(self.data_dir, fsync_policy, fsync_interval_ms,
                                 start_shard=start_shard, nodes=nodes,
                                 cluster_keys=cluster_keys)
         self._cluster_keys = cluster_keys
         self._rebalancer = Rebalancer(self._metadata, self._shards, self._save)
         self._routers: dict[str, str] = {}   # listen address -> node address
+        self._ping_misses: dict[str, int] = {}   # shard id -> leader pings unanswered in a row
 
     def _shard_ids(self, shard_count: int | None) -> list[str]:
         stored = self._metadata.shards
@@ -87,6 +130,18 @@ class Controller:
     def _save(self) -> None:
         self._metadata.save(self._metadata_path)
 
+    def _new_controller_epoch(self) -> None:
+        """This incarnation's epoch: one more than any before (saved by ``start``
+        before a shard hears of it); every record is re-stamped with it, a change
+        of the record (partition epoch + 1), so that shards take it over the old."""
+        metadata = self._metadata
+        metadata.controller_epoch += 1
+        for topic in metadata.topics.values():
+            for partition, record in topic.leadership.items():
+                topic.leadership[partition] = replace(
+                    record, controller_epoch=metadata.controller_epoch,
+                    partition_epoch=record.partition_epoch + 1)
+
     # --- Lifecycle ---------------------------------------------------------
 
     def start(self) -> StartReport:
@@ -99,6 +154,8 @@ class Controller:
         """
         self._shards.start(self._metadata.shards + self._metadata.draining,
                            self._metadata.shard_nodes)
+        self._save()   # the controller epoch, before any shard hears of it
+        self._push_peers()
         self._shards.call_each({s: self._shards[s].open_partitions(specs)
                                 for s, specs in self._metadata.specs_by_shard().items()},
                                limits.SHARD_START_WAIT_S, serving_needs_it=True)
@@ -126,8 +183,138 @@ class Controller:
     # --- Announcements ---------------------------------------------------------
 
     def shard_started(self, shard_id: str, address: str) -> None:
-        """A shard actor (re)started and listens at ``address`` (called by the shard)."""
+        """A shard actor (re)started and listens at ``address`` (called by the shard):
+        every shard learns its peers' addresses anew; the partitions it led (or that
+        have no leader) get a new leader epoch, since it lost its leader state (it may
+        lead again, in the new epoch); and it gets its partitions' current records
+        (its manifest may hold older ones)."""
+        known = self._shards.addresses.get(shard_id)
         self._shards.started(shard_id, address)
+        if shard_id not in self._shards:
+            return   # announced while the controller starts it: start() tells it all
+        # A restarted shard lost what it was told; the others need only a new address.
+        self._push_peers(None if known != address else [shard_id])
+        led = [(name, p) for name, topic in sorted(self._metadata.topics.items())
+               for p, record in sorted(topic.leadership.items())
+               if shard_id in record.replicas and record.leader in (shard_id, "")]
+        if led:
+            others = {s for name, p in led
+                      for s in self._metadata.topics[name].leadership[p].replicas} - {shard_id}
+            self._elect(led, self._answering(others) | {shard_id})
+        records = self._records_on(shard_id)
+        if records:
+            self._shards.call_each({shard_id: self._shards[shard_id].set_leadership(records)},
+                                   limits.CONTROL_CALL_TIMEOUT_S)
+
+    def alter_in_sync(self, shard_id: str, partition: PartitionId, leader_epoch: int,
+                      partition_epoch: int, in_sync: tuple[str, ...]) -> Leadership:
+        """The leader ``shard_id`` asks to change the partition's in-sync set (called by
+        the shard): a compare-and-set on (leader_epoch, partition_epoch), saved before
+        the answer, then pushed to the other replicas. FencedLeaderEpochError if stale."""
+        topic = self._topic(partition.topic)
+        if partition.partition not in topic.leadership:
+            raise InvalidConfigError(f"{partition.topic}-{partition.partition} is not replicated "
+                                     f"(replication factor {topic.replication_factor})")
+        current = topic.leadership[partition.partition]
+        changed = leadership_rules.alter_in_sync(
+            current, shard_id, leader_epoch, partition_epoch, tuple(in_sync),
+            topics.min_insync_replicas(topic.config),
+            controller_epoch=self._metadata.controller_epoch)
+        topic.leadership[partition.partition] = changed
+        self._save()
+        log.info("%s-%d: in-sync replicas %s -> %s (partition epoch %d)", partition.topic,
+                 partition.partition, ",".join(current.in_sync), ",".join(changed.in_sync),
+                 changed.partition_epoch)
+        others = {s for s in changed.replicas if s != shard_id}
+        self._push_records([(partition, changed)], others)
+        return changed
+
+    def check_leaders(self) -> list[tuple[PartitionId, str]]:
+        """Elect a new leader (control/leadership.py) for every replicated partition whose
+        leader's shard is dead by Ray or did not answer LEADER_PING_MISSES_MAX pings in a
+        row, or that has none while a replica that may lead answers (called by the server every
+        LEADER_CHECK_INTERVAL_S: a lease, so that detection does not wait for Ray's
+        node health checks). Each new record is saved, then pushed to the replicas that
+        answer. Returns (partition, new leader or "") for each change."""
+        partitions = [(name, p) for name, topic in sorted(self._metadata.topics.items())
+                      for p in sorted(topic.leadership)]
+        if not partitions:
+            return []
+        alive = self._answering({s for name, p in partitions
+                                 for s in self._metadata.topics[name].leadership[p].replicas})
+        lost = [(name, p) for name, p in partitions
+                if self._metadata.topics[name].leadership[p].leader not in alive]
+        return self._elect(lost, alive) if lost else []
+
+    def _elect(self, partitions: list[tuple[str, int]],
+               alive: set[str]) -> list[tuple[PartitionId, str]]:
+        """A new leader epoch, and leader among ``alive``, for each of ``partitions``
+        (control/leadership.py decides who, or none); saved, then pushed to the
+        replicas in ``alive``. Returns (partition, new leader or "") for each change."""
+        changes = []
+        for name, partition in partitions:
+            topic = self._metadata.topics[name]
+            record = topic.leadership[partition]
+            elected = leadership_rules.elect_leader(
+                record, alive, topics.unclean_leader_election(topic.config),
+                min_insync=topics.min_insync_replicas(topic.config),
+                controller_epoch=self._metadata.controller_epoch)
+            if elected != record:
+                topic.leadership[partition] = elected
+                changes.append((PartitionId(name, partition), elected))
+        if changes:
+            self._save()   # before any shard or router hears of the new leaders
+            self._push_records(changes, alive)
+            for pid, record in changes:
+                log.warning("%s-%d: leader %s (leader epoch %d, in sync %s)", pid.topic,
+                            pid.partition, record.leader or "NONE: offline", record.leader_epoch,
+                            ",".join(record.in_sync))
+        return [(pid, record.leader) for pid, record in changes]
+
+    def _answering(self, shard_ids: set[str]) -> set[str]:
+        """Those of ``shard_ids`` that may lead: alive by Ray, and not silent for
+        LEADER_PING_MISSES_MAX pings of LEADER_PING_TIMEOUT_S in a row."""
+        known = sorted(s for s in shard_ids if s in self._shards)
+        outcomes = wait_all({s: self._shards[s].address() for s in known},
+                            limits.LEADER_PING_TIMEOUT_S)
+        answering = set()
+        for shard_id, outcome in outcomes.items():
+            if isinstance(outcome, RequestTimedOutError):
+                misses = self._ping_misses[shard_id] = self._ping_misses.get(shard_id, 0) + 1
+                if misses < limits.LEADER_PING_MISSES_MAX:
+                    answering.add(shard_id)   # slow, maybe busy: not lost yet
+            elif not isinstance(outcome, BrokerError):
+                self._ping_misses.pop(shard_id, None)
+                answering.add(shard_id)
+        return answering
+
+    def _push_records(self, changes: list[tuple[PartitionId, Leadership]], to: set[str]) -> None:
+        """Send the new records to the replicas among ``to``, waiting at most
+        LEADER_PING_TIMEOUT_S: a replica that is down (the usual reason for a change)
+        must not hold up the answer; it gets its records when it announces itself."""
+        per_shard: dict[str, list[tuple[PartitionId, Leadership]]] = {}
+        for pid, record in changes:
+            for shard_id in record.replicas:
+                if shard_id in to and shard_id in self._shards:
+                    per_shard.setdefault(shard_id, []).append((pid, record))
+        self._shards.call_each({s: self._shards[s].set_leadership(records)
+                                for s, records in per_shard.items()},
+                               limits.LEADER_PING_TIMEOUT_S)
+
+    def _push_peers(self, shard_ids: list[str] | None = None) -> None:
+        """Tell every shard (or ``shard_ids``) where every shard listens, with this
+        controller's epoch."""
+        addresses = dict(self._shards.addresses)
+        epoch = self._metadata.controller_epoch
+        self._shards.call_each({s: self._shards[s].set_peers(addresses, epoch)
+                                for s in shard_ids or self._shards.ids()},
+                               limits.CONTROL_CALL_TIMEOUT_S)
+
+    def _records_on(self, shard_id: str) -> list[tuple[PartitionId, Leadership]]:
+        """The leadership records of the replicated partitions ``shard_id`` holds."""
+        return [(PartitionId(name, p), record)
+                for name, topic in self._metadata.topics.items()
+                for p, record in topic.leadership.items() if shard_id in record.replicas]
 
     def router_started(self, listen: str, node_address: str) -> None:
         self._routers[listen] = node_address
@@ -146,13 +333,32 @@ class Controller:
         shards whose last range retention has deleted."""
         self._rebalancer.retire_drained()
         nodes = [(n.node_id, n.address, n.alive) for n in self._shards.nodes()]
-        owned: dict[str, int] = {}
+        owned: dict[str, int] = {}   # partitions each shard holds a copy of the current range of
         for topic in self._metadata.topics.values():
-            for shard_id in topic.placement:
-                owned[shard_id] = owned.get(shard_id, 0) + 1
+            for partition in range(topic.partitions):
+                for shard_id in topic.replicas_of(partition):
+                    owned[shard_id] = owned.get(shard_id, 0) + 1
         shards = [self._shard_status(shard_id, stats, owned.get(shard_id, 0))
                   for shard_id, stats in self._shards.stats().items()]
-        return protocol.StatusInfo(nodes, shards, sorted(self._routers.items()))
+        states = self.partition_replication()
+        return protocol.StatusInfo(nodes, shards, sorted(self._routers.items()),
+                                   sum(s.under_replicated for s in states),
+                                   sum(s.offline for s in states))
+
+    def partition_replication(self) -> list[PartitionReplication]:
+        """Every partition's replicas, in-sync count and leader, from the metadata: under
+        replicated when a replica is out of sync, offline when it has no leader or its
+        leader's shard does not serve (what the metrics and ``plinth status`` show)."""
+        serving = set(self._shards.addresses) - set(self._shards.failures)
+        out = []
+        for name, topic in sorted(self._metadata.topics.items()):
+            for p in range(topic.partitions):
+                replicas = topic.replicas_of(p)
+                in_sync = len(topic.leadership[p].in_sync) if topic.replicated else 1
+                leader = topic.leader_of(p)
+                out.append(PartitionReplication(name, p, len(replicas), in_sync, leader,
+                                                not leader or leader not in serving))
+        return out
 
     def _shard_status(self, shard_id: str, stats: dict | None, owned: int) -> protocol.ShardStatus:
         size_bytes = sum(values["size_bytes"] for values in stats["logs"].values()) if stats else 0
@@ -167,7 +373,8 @@ class Controller:
         return RoutingTable(
             shard_addresses=dict(self._shards.addresses),
             shard_ids=tuple(self._metadata.shards),
-            owners={name: tuple(t.placement) for name, t in topics_meta},
+            owners={name: tuple(t.leader_of(p) for p in range(t.partitions))
+                    for name, t in topics_meta},
             ranges={name: {p: tuple(ranges) for p, ranges in t.ranges.items()}
                     for name, t in topics_meta if t.ranges})
 
@@ -181,13 +388,29 @@ class Controller:
         return [self._topic_info(name) for name in sorted(self._metadata.topics)]
 
     def describe_topic(self, name: str) -> protocol.TopicInfo:
+        """Each partition's offsets and bytes (from the shards holding its ranges; of a
+        replicated partition's current range, its leader's), leader, replicas, in-sync
+        replicas, leader epoch and high watermark."""
         info = self._topic_info(name)
-        specs = self._metadata.specs_by_shard([name])
+        topic = self._metadata.topics[name]
+        specs = self._specs_to_ask(name, topic)
         infos = wait_all_or_raise({s: self._shards[s].partition_infos([sp.id for sp in specs[s]])
                                    for s in specs}, limits.CONTROL_CALL_TIMEOUT_S)
-        info.partition_info = _merge_ranges([p for per_shard in infos.values() for p in per_shard],
-                                            self._metadata.topics[name].placement)
+        merged = _merge_ranges([p for per_shard in infos.values() for p in per_shard],
+                               topic.placement)
+        by_partition = {p.partition: p for p in merged}
+        info.partition_info = [_with_replication(by_partition.get(p, protocol.PartitionInfo(p)),
+                                                 topic, p) for p in range(topic.partitions)]
         return info
+
+    def _specs_to_ask(self, name: str, topic: TopicMetadata) -> dict[str, list]:
+        """shard id -> the partitions to ask it about: every range's holder, but of a
+        replicated partition's current range only its leader (none while offline)."""
+        specs = self._metadata.specs_by_shard([name])
+        if not topic.replicated:
+            return specs
+        return {s: kept for s, shard_specs in specs.items()
+                if (kept := [sp for sp in shard_specs if topic.leader_of(sp.partition) == s])}
 
     def partition_offsets(self, topic: str, partition: int) -> protocol.PartitionInfo:
         """Start and end offsets of a partition whose history spans several shards."""
@@ -214,17 +437,19 @@ class Controller:
 
     # --- Topics ---------------------------------------------------------------------
 
-    def create_topic(self, name: str, partitions: int, config: dict[str, str]) -> protocol.TopicInfo:
+    def create_topic(self, name: str, partitions: int, config: dict[str, str],
+                     replication_factor: int = 0) -> protocol.TopicInfo:
+        """``replication_factor``: copies of each partition (0: the server's default)."""
         topics.validate_topic_name(name)
         topics.validate_partition_count(name, partitions)
-        config = topics.normalize_topic_config(name, config)
+        factor = self._replication_factor(name, replication_factor)
+        config = topics.normalize_topic_config(name, config, factor)
         if name in self._metadata.topics:
             raise TopicExistsError(f"topic {name!r} already exists")
         if len(self._metadata.topics) >= limits.TOPICS_MAX:
             raise TooManyTopicsError(f"cannot create {name!r}: the broker already has "
                                      f"{limits.TOPICS_MAX} topics, the limit")
-        owners = placement.place_topic(name, partitions, self._metadata.shards)
-        self._metadata.topics[name] = TopicMetadata(partitions, config, owners)
+        self._metadata.topics[name] = self._new_topic(name, partitions, config, factor)
         try:
             wait_all_or_raise({s: self._shards[s].open_partitions(specs)
                                for s, specs in self._metadata.specs_by_shard([name]).items()},
@@ -234,13 +459,51 @@ class Controller:
             raise
         self._save()
         self._shards.push_partition_counts(self._metadata.partition_counts())
-        log.info("created topic %s with %d partitions", name, partitions)
+        log.info("created topic %s with %d partitions, replication factor %d", name, partitions,
+                 factor)
         return self._topic_info(name)
+
+    def _new_topic(self, name: str, partitions: int, config: dict[str, str],
+                   factor: int) -> TopicMetadata:
+        shard_ids, pins = self._metadata.shards, self._metadata.shard_nodes
+        if factor == 1:
+            return TopicMetadata(partitions, config, placement.place_topic(name, partitions, shard_ids))
+        replicas = [placement.replicas_for(name, p, shard_ids, pins, factor,
+                                           allow_same_node=self._allow_replicas_on_one_node)
+                    for p in range(partitions)]
+        epoch = self._metadata.controller_epoch
+        return TopicMetadata(partitions, config, [r[0] for r in replicas], {}, factor,
+                             {p: leadership_rules.initial_leadership(r, epoch)
+                              for p, r in enumerate(replicas)})
+
+    def _replication_factor(self, name: str, requested: int) -> int:
+        """The factor a new topic gets; InvalidReplicationFactorError if the shards (or
+        their nodes, unless replicas may share one) cannot hold that many copies."""
+        shard_ids = self._metadata.shards
+        nodes = placement.distinct_nodes(shard_ids, self._metadata.shard_nodes)
+        if requested == 0:
+            default = self._default_replication_factor
+            if default is None:
+                default = 1 if nodes == 1 else min(limits.REPLICATION_FACTOR_DEFAULT_MULTI_NODE,
+                                                   nodes)
+            requested = default
+        factor = topics.validate_replication_factor(name, requested)
+        if factor > len(shard_ids):
+            raise InvalidReplicationFactorError(
+                f"topic {name!r}: replication factor {factor} is more than the "
+                f"{len(shard_ids)} shards there are: each replica needs its own shard")
+        if factor > nodes and not self._allow_replicas_on_one_node:
+            raise InvalidReplicationFactorError(
+                f"topic {name!r}: replication factor {factor} is more than the {nodes} "
+                f"node(s) the shards run on: a node's loss would take several copies; "
+                f"start the server with --allow-replicas-on-one-node to allow it (testing)")
+        return factor
 
     def alter_topic(self, name: str, changes: dict[str, str]) -> protocol.TopicInfo:
         """Change config entries of a topic; shards apply them at once (e.g. retention)."""
         topic = self._topic(name)
-        config = topics.normalize_topic_config(name, {**topic.config, **changes})
+        config = topics.normalize_topic_config(name, {**topic.config, **changes},
+                                               topic.replication_factor)
         specs = self._metadata.specs_by_shard([name])
         wait_all_or_raise({s: self._shards[s].alter_partitions([sp.id for sp in shard_specs], config)
                            for s, shard_specs in specs.items()}, limits.CONTROL_CALL_TIMEOUT_S)
@@ -268,6 +531,7 @@ class Controller:
         """Add ``count`` shards; partitions that rendezvous hashing now gives to them move
         without copying data: the old owner seals its log (keeps serving it for reads)
         and the new owner continues at the old end offset. Returns the moves."""
+        self._refuse_moving_replicated("add", count)
         shard_ids = self._metadata.shards
         if not 1 <= count <= limits.SHARDS_MAX - len(shard_ids):
             raise InvalidConfigError(f"cannot add {count} shards to {len(shard_ids)}: "
@@ -287,6 +551,7 @@ class Controller:
         to the others (no data copied), the groups they coordinate move with their
         committed offsets. A removed shard keeps serving its older ranges until none
         is left (topics deleted, or retention), and then stops. Returns the moves."""
+        self._refuse_moving_replicated("remove", count)
         shard_ids = self._metadata.shards
         if not 1 <= count < len(shard_ids):
             raise InvalidConfigError(f"cannot remove {count} of {len(shard_ids)} shards: "
@@ -298,6 +563,33 @@ class Controller:
         return moves
 
 
+    def _refuse_moving_replicated(self, verb: str, count: int) -> None:
+        """A change of shards moves partitions' writes; a replicated partition's replica
+        set cannot move yet (its new replicas would have to copy the log first)."""
+        replicated = sorted(n for n, t in self._metadata.topics.items() if t.replicated)
+        if replicated:
+            raise InvalidConfigError(
+                f"cannot {verb} {count} shard(s): moving replicated partitions is not supported "
+                f"yet, and {len(replicated)} topic(s) are replicated "
+                f"({', '.join(replicated[:5])}{', ...' if len(replicated) > 5 else ''})")
+
+
+def _with_replication(info: protocol.PartitionInfo, topic: TopicMetadata,
+                      partition: int) -> protocol.PartitionInfo:
+    """``info`` with the partition's leader (as ``shard``), replicas, in-sync replicas,
+    leader epoch and high watermark. A shard's end offset is its high watermark (what
+    consumers may read), unless it reports one of its own."""
+    high_watermark = info.high_watermark or info.end_offset
+    if not topic.replicated:
+        owner = topic.placement[partition]
+        return replace(info, shard=owner, replicas=[owner], in_sync_replicas=[owner],
+                       leader_epoch=0, high_watermark=high_watermark)
+    record = topic.leadership[partition]
+    return replace(info, shard=record.leader, replicas=list(record.replicas),
+                   in_sync_replicas=list(record.in_sync), leader_epoch=record.leader_epoch,
+                   high_watermark=high_watermark)
+
+
 def _merge_ranges(infos: list[protocol.PartitionInfo], owners: list[str]) -> list[protocol.PartitionInfo]:
     """One PartitionInfo per partition from the infos of all its ranges: the first start,
     the last end, the bytes of all, the current owner."""
@@ -307,9 +599,10 @@ def _merge_ranges(infos: list[protocol.PartitionInfo], owners: list[str]) -> lis
         if got is None:
             merged[info.partition] = protocol.PartitionInfo(
                 info.partition, owners[info.partition], info.start_offset, info.end_offset,
-                info.size_bytes)
+                info.size_bytes, high_watermark=info.high_watermark)
         else:
             got.start_offset = min(got.start_offset, info.start_offset)
             got.end_offset = max(got.end_offset, info.end_offset)
+            got.high_watermark = max(got.high_watermark, info.high_watermark)
             got.size_bytes += info.size_bytes
     return [merged[p] for p in sorted(merged)]

@@ -30,6 +30,7 @@ from plinth import limits, protocol
 from plinth.cluster_keys import ClusterKeys
 from plinth.control.routing_table import RoutingTable
 from plinth.errors import BrokerError, InternalError, RequestTimedOutError, UnavailableError
+from plinth.shards.shard_handle import Leadership, PartitionId
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +57,13 @@ class ControllerHandle:
     @classmethod
     def create(cls, data_dir: str, shard_count: int | None, fsync_policy: str,
                fsync_interval_ms: int, scheduling_strategy,
-               cluster_keys: ClusterKeys | None = None) -> "ControllerHandle":
+               cluster_keys: ClusterKeys | None = None, *,
+               default_replication_factor: int | None = None,
+               allow_replicas_on_one_node: bool = False) -> "ControllerHandle":
         """Start the broker's controller actor (server process). Raises ValueError if
         the name is taken: another broker serves this namespace. ``cluster_keys``:
-        given to every shard it starts (see plinth/cluster_keys.py)."""
+        given to every shard it starts (see plinth/cluster_keys.py). The replication
+        options: see Controller."""
         import ray
 
         from plinth.control.controller import Controller
@@ -68,7 +72,8 @@ class ControllerHandle:
             name=CONTROLLER_NAME, num_cpus=0, max_restarts=0,
             scheduling_strategy=scheduling_strategy,
         ).remote(data_dir, shard_count, fsync_policy, fsync_interval_ms,
-                 cluster_keys=cluster_keys)
+                 cluster_keys=cluster_keys, default_replication_factor=default_replication_factor,
+                 allow_replicas_on_one_node=allow_replicas_on_one_node)
         return cls(actor)
 
     @classmethod
@@ -141,6 +146,15 @@ class ControllerHandle:
         """A shard actor (re)started and listens at ``address`` (shard actor thread)."""
         self._actor.shard_started.remote(shard_id, address)
 
+    def alter_in_sync(self, shard_id: str, partition: PartitionId, leader_epoch: int,
+                      partition_epoch: int, in_sync: tuple[str, ...]) -> Leadership:
+        """The leader ``shard_id`` asks to change the partition's in-sync set (a shard's
+        thread that is not its actor thread: the controller may be calling that actor
+        meanwhile). Waits for the controller's compare-and-set; returns the new record;
+        raises FencedLeaderEpochError if either epoch is stale."""
+        return self._call(lambda actor: actor.alter_in_sync.remote(
+            shard_id, partition, leader_epoch, partition_epoch, tuple(in_sync)), "alter_in_sync")
+
     # --- Queries ------------------------------------------------------------------
 
     def routing(self) -> RoutingTable:
@@ -163,6 +177,18 @@ class ControllerHandle:
     def list_groups(self) -> list[str]:
         return self._call(lambda actor: actor.list_groups.remote(), "list_groups")
 
+    def check_leaders(self) -> list:
+        """Elect new leaders where a leader's shard does not answer (the server's lease
+        thread); returns (PartitionId, new leader or "") for each change."""
+        return self._call(lambda actor: actor.check_leaders.remote(), "check_leaders",
+                          timeout_s=limits.LEADER_PING_TIMEOUT_S + limits.CONTROL_CALL_TIMEOUT_S)
+
+    def partition_replication(self) -> list:
+        """Every partition's replicas, in-sync count, leader and whether it is offline
+        (a list of controller.PartitionReplication), from the controller's metadata."""
+        return self._call(lambda actor: actor.partition_replication.remote(),
+                          "partition_replication")
+
     def shard_stats(self) -> dict[str, dict | None]:
         """Each shard's ShardStats snapshot; None for a shard that did not answer."""
         return self._call(lambda actor: actor.shard_stats.remote(), "shard_stats",
@@ -170,10 +196,11 @@ class ControllerHandle:
 
     # --- Changes ------------------------------------------------------------------
 
-    def create_topic(self, name: str, partitions: int,
-                     config: dict[str, str]) -> protocol.TopicInfo:
-        return self._call(lambda actor: actor.create_topic.remote(name, partitions, config),
-                          "create_topic")
+    def create_topic(self, name: str, partitions: int, config: dict[str, str],
+                     replication_factor: int = 0) -> protocol.TopicInfo:
+        """``replication_factor`` 0: the server's default."""
+        return self._call(lambda actor: actor.create_topic.remote(
+            name, partitions, config, replication_factor), "create_topic")
 
     def alter_topic(self, name: str, changes: dict[str, str]) -> protocol.TopicInfo:
         return self._call(lambda actor: actor.alter_topic.remote(name, changes), "alter_topic")

@@ -11,14 +11,35 @@ the change is acknowledged or seen by a router:
      "topics": {"orders": {"partitions": 3,
                            "config": {"segment.bytes": "268435456", ...},
                            "placement": ["shard-1", "shard-0", "shard-1"],
-                           "ranges": {"1": [[0, "shard-2"], [5210, "shard-0"]]}}},
-     "groups_moving_from": ["shard-0", "shard-1", "shard-2"]}   only during a change
+                           "ranges": {"1": [[0, "shard-2"], [5210, "shard-0"]]}},
+                "events": {"partitions": 1, "config": {...}, "placement": ["shard-2"],
+                           "replication_factor": 3,
+                           "leadership": {"0": {"replicas": ["shard-2", "shard-0", "shard-1"],
+                                                "leader": "shard-2", "leader_epoch": 0,
+                                                "in_sync": ["shard-2", "shard-0", "shard-1"],
+                                                "partition_epoch": 0, "controller_epoch": 4,
+                                                "eligible": []}}}},
+     "groups_moving_from": ["shard-0", "shard-1", "shard-2"],   only during a change
+     "controller_epoch": 4}
 
-``placement`` names the shard that takes each partition's writes. ``ranges``
+``placement`` names the shard that takes each partition's writes (for a
+replicated topic: its preferred leader, the first of its replicas). ``ranges``
 lists, for a partition whose writes moved, each (start offset, shard) of its
 history, oldest first; the last is the current owner. ``groups_moving_from``
 is the shard list before a change of shards, kept while consumer groups move
 to the shards their names now hash to (a restart finishes the move).
+
+Replication (issue 12). ``replication_factor`` (absent: 1) is the copies of
+each partition; a topic with more than one has ``leadership``: for each
+partition, the Leadership record of its current range (shards/shard_calls.py):
+its replicas (distinct shards, the preferred leader first, which is
+``placement``), the leader taking writes ("" while none can: offline), the
+leader epoch, the in-sync replicas, the partition epoch (the version every
+compare-and-set checks), the controller epoch that wrote it and KIP-966's
+eligible replicas. ``controller_epoch`` (absent: 0) grows by one at every
+start of the controller, before it sends anything to a shard; shards ignore
+records from an older one. A factor-1 topic is written exactly as before
+replication (no ``replication_factor``, no ``leadership``).
 
 The format is the one the controller has always written (every key that was
 once optional is read as absent = empty), so a data dir of any earlier
@@ -39,7 +60,7 @@ from plinth import limits
 from plinth.control.routing_table import ShardRange
 from plinth.durable_files import write_json_atomically
 from plinth.errors import CorruptDataError, InvalidConfigError
-from plinth.shards.shard_handle import PartitionSpec
+from plinth.shards.shard_handle import Leadership, PartitionSpec
 
 METADATA_FILE = "metadata.json"
 METADATA_VERSION = 1
@@ -51,6 +72,25 @@ class TopicMetadata:
     config: dict[str, str]
     placement: list[str]                                     # owner of each partition's writes
     ranges: dict[int, list[ShardRange]] = field(default_factory=dict)   # partitions that moved
+    replication_factor: int = 1
+    # partition -> its current range's replicas and leader (replication factor > 1 only)
+    leadership: dict[int, Leadership] = field(default_factory=dict)
+
+    @property
+    def replicated(self) -> bool:
+        return self.replication_factor > 1
+
+    def leader_of(self, partition: int) -> str:
+        """The shard taking the partition's writes now; "" while it has none (offline)."""
+        if self.replicated:
+            return self.leadership[partition].leader
+        return self.placement[partition]
+
+    def replicas_of(self, partition: int) -> tuple[str, ...]:
+        """The shards holding the partition's current range, preferred leader first."""
+        if self.replicated:
+            return self.leadership[partition].replicas
+        return (self.placement[partition],)
 
     def ranges_of(self, partition: int) -> list[ShardRange]:
         """The partition's history, oldest first; the last range takes its writes."""
@@ -78,6 +118,12 @@ class TopicMetadata:
             latest[shard_range.shard_id] = PartitionSpec(
                 name, partition, dict(self.config), shard_range.start_offset,
                 sealed=i < len(ranges) - 1)
+        if self.replicated:   # every replica serves the current range, as the record says
+            leadership = self.leadership[partition]
+            current = latest[ranges[-1].shard_id]
+            for shard_id in leadership.replicas:
+                latest[shard_id] = PartitionSpec(name, partition, dict(self.config),
+                                                 current.initial_offset, leadership=leadership)
         return latest
 
     def problems(self, name: str, known_shards: set[str]) -> list[str]:
@@ -92,7 +138,36 @@ class TopicMetadata:
                  for p, s in enumerate(self.placement) if s not in known_shards]
         for partition, ranges in self.ranges.items():
             found += _range_problems(name, partition, ranges, self, known_shards)
-        return found
+        return found + _replication_problems(name, self, known_shards)
+
+
+def _replication_problems(name: str, topic: TopicMetadata, known_shards: set[str]) -> list[str]:
+    if not 1 <= topic.replication_factor <= limits.REPLICATION_FACTOR_MAX:
+        return [f"topic {name!r} has replication factor {topic.replication_factor}, outside "
+                f"1..{limits.REPLICATION_FACTOR_MAX}"]
+    if not topic.replicated:
+        return [f"topic {name!r} has replication factor 1 but leadership records"] \
+            if topic.leadership else []
+    if sorted(topic.leadership) != list(range(topic.partitions)):
+        return [f"topic {name!r} has leadership records for partitions "
+                f"{sorted(topic.leadership)}, not 0..{topic.partitions - 1}"]
+    found = []
+    for partition, leadership in sorted(topic.leadership.items()):
+        where = f"topic {name!r} partition {partition}"
+        try:
+            leadership.check()
+        except ValueError as exc:
+            found.append(f"{where}: {exc}")
+            continue
+        if len(leadership.replicas) != topic.replication_factor:
+            found.append(f"{where} has {len(leadership.replicas)} replicas, not its "
+                         f"replication factor {topic.replication_factor}")
+        if leadership.replicas[0] != topic.placement[partition]:
+            found.append(f"{where}: its preferred leader {leadership.replicas[0]!r} is not "
+                         f"its placement {topic.placement[partition]!r}")
+        found += [f"{where}: a replica on unknown shard {s!r}"
+                  for s in leadership.replicas if s not in known_shards]
+    return found
 
 
 def _range_problems(name: str, partition: int, ranges: list[ShardRange],
@@ -119,6 +194,7 @@ class BrokerMetadata:
     shard_nodes: dict[str, str] = field(default_factory=dict)   # shard id -> pin resource
     topics: dict[str, TopicMetadata] = field(default_factory=dict)
     groups_moving_from: list[str] | None = None              # set while groups move
+    controller_epoch: int = 0                                # grows at each controller start
 
     def specs_by_shard(self, names: list[str] | None = None) -> dict[str, list[PartitionSpec]]:
         """shard id -> the partitions it must serve, of all topics or of ``names``: those
@@ -147,6 +223,13 @@ class BrokerMetadata:
         known = set(self.shards) | set(self.draining)
         for name, topic in self.topics.items():
             found += topic.problems(name, known)
+            found += [f"topic {name!r} partition {p}: its record's controller epoch "
+                      f"{record.controller_epoch} is newer than the controller's "
+                      f"{self.controller_epoch}"
+                      for p, record in topic.leadership.items()
+                      if record.controller_epoch > self.controller_epoch]
+        if self.controller_epoch < 0:
+            found.append(f"controller epoch {self.controller_epoch} is negative")
         return found
 
     # --- The file ------------------------------------------------------------------
@@ -182,6 +265,8 @@ class BrokerMetadata:
                  "topics": {name: _topic_to_json(t) for name, t in self.topics.items()}}
         if self.groups_moving_from is not None:
             value["groups_moving_from"] = list(self.groups_moving_from)
+        if self.controller_epoch:   # absent: 0, so that an untouched old file round-trips
+            value["controller_epoch"] = self.controller_epoch
         return value
 
     @classmethod
@@ -192,7 +277,8 @@ class BrokerMetadata:
                    shard_nodes={_name(s): _name(pin)
                                 for s, pin in value.get("shard_nodes", {}).items()},
                    topics={_name(name): _topic_from_json(t) for name, t in value["topics"].items()},
-                   groups_moving_from=None if moving is None else _names(moving))
+                   groups_moving_from=None if moving is None else _names(moving),
+                   controller_epoch=_offset(value.get("controller_epoch", 0)))
 
 
 def _topic_to_json(topic: TopicMetadata) -> dict:
@@ -201,7 +287,25 @@ def _topic_to_json(topic: TopicMetadata) -> dict:
     if topic.ranges:
         value["ranges"] = {str(p): [[r.start_offset, r.shard_id] for r in ranges]
                            for p, ranges in topic.ranges.items()}
+    if topic.replicated:
+        value["replication_factor"] = topic.replication_factor
+        value["leadership"] = {str(p): _leadership_to_json(record)
+                               for p, record in sorted(topic.leadership.items())}
     return value
+
+
+def _leadership_to_json(record: Leadership) -> dict:
+    return {"replicas": list(record.replicas), "leader": record.leader,
+            "leader_epoch": record.leader_epoch, "in_sync": list(record.in_sync),
+            "partition_epoch": record.partition_epoch,
+            "controller_epoch": record.controller_epoch, "eligible": list(record.eligible)}
+
+
+def _leadership_from_json(value: dict) -> Leadership:
+    return Leadership(tuple(_names(value["replicas"])), _name(value["leader"]),
+                      _offset(value["leader_epoch"]), tuple(_names(value["in_sync"])),
+                      _offset(value["partition_epoch"]), _offset(value["controller_epoch"]),
+                      tuple(_names(value.get("eligible", []))))
 
 
 def _topic_from_json(value: dict) -> TopicMetadata:
@@ -211,7 +315,13 @@ def _topic_from_json(value: dict) -> TopicMetadata:
     config = {_name(k): _name(v) for k, v in value["config"].items()}
     ranges = {int(p): [ShardRange(_offset(start), _name(shard)) for start, shard in r]
               for p, r in value.get("ranges", {}).items()}
-    return TopicMetadata(partitions, config, _names(value["placement"]), ranges)
+    factor = value.get("replication_factor", 1)
+    if not isinstance(factor, int) or isinstance(factor, bool):
+        raise ValueError(f"replication_factor {factor!r} is not an int")
+    leadership = {int(p): _leadership_from_json(record)
+                  for p, record in value.get("leadership", {}).items()}
+    return TopicMetadata(partitions, config, _names(value["placement"]), ranges, factor,
+                         leadership)
 
 
 def _names(value: list) -> list[str]:

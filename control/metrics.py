@@ -1,4 +1,5 @@
-"""The Prometheus endpoint: per-partition rates and offsets, latencies, errors, lag.
+"""The Prometheus endpoint: per-partition rates and offsets, latencies, errors, lag,
+and replication (in-sync sizes, under-replicated and offline partitions).
 
 Runs in the server process (``plinth serve --metrics-port P``; a ``plinth
 router`` may serve one too). At each scrape the collector asks the
@@ -30,6 +31,13 @@ _GAUGES = (("start_offset", "plinth_partition_log_start_offset", "First offset s
            ("size_bytes", "plinth_partition_size_bytes", "Bytes of log files"))
 
 
+_REPLICATION_GAUGES = (
+    ("plinth_partition_under_replicated", "1 if a replica of the partition is out of sync"),
+    ("plinth_partition_isr_size", "Replicas in the partition's in-sync set"),
+    ("plinth_partition_offline", "1 if the partition has no leader, or its leader's shard "
+                                 "does not serve"))
+
+
 class BrokerCollector:
     """Collects from the controller behind ``controller`` (a ControllerHandle; a
     standalone router's finds a new controller after its server restarts)."""
@@ -45,10 +53,33 @@ class BrokerCollector:
             snapshots = {}
         yield _shard_up(snapshots)
         live = {shard: snap for shard, snap in snapshots.items() if snap is not None}
+        states = self._partition_replication()
         yield from _partition_families(live)
         yield from _latency_families(live)
         yield _errors(live)
-        yield _group_lag(live)
+        yield _group_lag(live, {(s.topic, s.partition): s.leader for s in states})
+        yield from _replication_families(states)
+
+    def _partition_replication(self) -> list:
+        try:
+            return self._controller.partition_replication()
+        except BrokerError as exc:
+            log.warning("metrics: controller did not answer: %s", exc)
+            return []
+
+
+def _replication_families(states):
+    """Each partition's in-sync size, and whether it is under-replicated or offline,
+    from the controller's metadata (not from the shards: a dead leader's shard cannot
+    report itself offline)."""
+    families = [GaugeMetricFamily(name, doc, labels=["topic", "partition"])
+                for name, doc in _REPLICATION_GAUGES]
+    for state in states:
+        labels = [state.topic, str(state.partition)]
+        families[0].add_metric(labels, 1 if state.under_replicated else 0)
+        families[1].add_metric(labels, state.in_sync)
+        families[2].add_metric(labels, 1 if state.offline else 0)
+    yield from families
 
 
 def _shard_up(snapshots):
@@ -97,10 +128,18 @@ def _errors(live):
     return family
 
 
-def _group_lag(live):
+def _group_lag(live, leaders: dict[tuple[str, int], str]):
+    """``leaders``: (topic, partition) -> its leader's shard: of a replicated partition,
+    the leader's end offset counts (a follower's may lag behind it)."""
     family = GaugeMetricFamily("plinth_group_lag", "Log end offset minus committed offset",
                                labels=["group", "topic", "partition"])
-    ends = {key: logs["end_offset"] for snap in live.values() for key, logs in snap["logs"].items()}
+    ends: dict[tuple[str, int], int] = {}
+    for shard, snap in live.items():
+        for key, logs in snap["logs"].items():
+            if leaders.get(key) == shard:
+                ends[key] = logs["end_offset"]            # the leader's (or owner's) wins
+            elif leaders.get(key) not in live:            # it does not answer: the furthest
+                ends[key] = max(ends.get(key, 0), logs["end_offset"])
     for snap in live.values():
         for group, committed in snap["groups"].items():
             for (topic, partition), offset in committed.items():

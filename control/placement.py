@@ -3,8 +3,10 @@
 Any process may call it. Each (topic, partition) goes to the shard with the
 highest hash of (shard id, topic, partition). The result depends only on the
 names, never on the order shards were added, and adding a shard moves only
-the partitions that the new shard now wins: about 1/N of them. A new shard
-goes to the alive node with the fewest shards.
+the partitions that the new shard now wins: about 1/N of them. A replicated
+partition's replicas are the next shards in the same order, on distinct nodes
+(``replicas_for``): the first, its preferred leader, is the factor-1 owner. A
+new shard goes to the alive node with the fewest shards.
 """
 
 from __future__ import annotations
@@ -46,3 +48,30 @@ def node_for_new_shard(alive_pins: list[str], shard_nodes: dict[str, str]) -> st
         if pin in load:
             load[pin] += 1
     return min(sorted(load), key=lambda pin: (load[pin], pin))
+
+
+def replicas_for(topic: str, partition: int, shard_ids: list[str], shard_nodes: dict[str, str],
+                 factor: int, *, allow_same_node: bool = False) -> tuple[str, ...]:
+    """The ``factor`` distinct shards holding the partition, preferred leader first: the
+    shards in the order of their rendezvous weight, so the leader is ``shard_for``'s
+    owner (what a factor-1 topic gets) and adding a shard changes few replica sets.
+    Unless ``allow_same_node``, a shard whose node (``shard_nodes``: shard id -> pin)
+    already holds a replica is passed over: a node's loss takes one copy at most."""
+    ranked = sorted(shard_ids, key=lambda s: _weight(s, topic, partition), reverse=True)
+    chosen: list[str] = []
+    nodes_used: set[str] = set()
+    for shard_id in ranked:
+        node = shard_nodes.get(shard_id, shard_id)
+        if allow_same_node or node not in nodes_used:
+            chosen.append(shard_id)
+            nodes_used.add(node)
+        if len(chosen) == factor:
+            return tuple(chosen)
+    raise AssertionError(f"placing {topic}-{partition}: {factor} replicas asked of "
+                         f"{len(shard_ids)} shards on {len(set(shard_nodes.get(s, s) for s in shard_ids))} "
+                         f"nodes (the controller checks the factor first)")
+
+
+def distinct_nodes(shard_ids: list[str], shard_nodes: dict[str, str]) -> int:
+    """How many nodes ``shard_ids`` run on (a shard not pinned yet counts as its own)."""
+    return len({shard_nodes.get(shard_id, shard_id) for shard_id in shard_ids})

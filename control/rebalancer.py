@@ -132,6 +132,8 @@ class Rebalancer:
 
     def _move_if_needed(self, name: str, topic: TopicMetadata,
                         partition: int) -> protocol.PartitionMove | None:
+        if topic.replicated:   # its replica set cannot move yet (Controller refuses changes)
+            return None
         old = topic.placement[partition]
         new = placement.shard_for(name, partition, self._metadata.shards)
         if new == old:

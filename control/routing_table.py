@@ -33,7 +33,8 @@ class RoutingTable:
     shard_addresses: dict[str, str] = field(default_factory=dict)
     # the shards that take writes; consumer groups are hashed over these
     shard_ids: tuple[str, ...] = ()
-    # topic -> the shard id that owns each partition's writes, by partition
+    # topic -> the shard id that owns each partition's writes, by partition (of a
+    # replicated partition: its leader; "" while it has none)
     owners: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # topic -> partition -> its ranges, oldest first (only partitions that moved)
     ranges: dict[str, dict[int, tuple[ShardRange, ...]]] = field(default_factory=dict)

@@ -85,9 +85,17 @@ def main(ctx, broker, request_timeout_ms, curve_key_file, curve_server_key_file)
               " ipc: Unix sockets in <data dir>/sockets (mode 0700), only the data dir's owner "
               "may connect, not encrypted; one machine only (not with --ray-address). "
               "auto: ipc with the embedded Ray, curve with --ray-address.")
+@click.option("--default-replication-factor", type=int, default=None,
+              help="Copies of each partition of a topic created without a factor (default: 1 "
+                   f"when the shards run on one node, else min({limits.REPLICATION_FACTOR_DEFAULT_MULTI_NODE}"
+                   ", their nodes).")
+@click.option("--allow-replicas-on-one-node", is_flag=True,
+              help="Allow a topic more replicas than there are nodes (several copies on one "
+                   "node: for testing on one machine).")
 def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms,
           curve_secret_key, authorized_keys, acl_file, allow_insecure, cluster_name,
-          metrics_port, metrics_host, internal_hop):
+          metrics_port, metrics_host, internal_hop, default_replication_factor,
+          allow_replicas_on_one_node):
     """Run the broker until SIGTERM or Ctrl-C."""
     from plinth.server import ServeOptions, serve as run
 
@@ -97,7 +105,9 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
                            curve_secret_key=curve_secret_key, authorized_keys=authorized_keys,
                            acl_file=acl_file, allow_insecure=allow_insecure,
                            cluster_name=cluster_name, metrics_port=metrics_port,
-                           metrics_host=metrics_host, internal_hop=internal_hop)
+                           metrics_host=metrics_host, internal_hop=internal_hop,
+                           default_replication_factor=default_replication_factor,
+                           allow_replicas_on_one_node=allow_replicas_on_one_node)
     sys.exit(run(options, ready=lambda line: click.echo(line, err=False) or sys.stdout.flush()))
 
 
@@ -151,7 +161,8 @@ def keygen(name, out_dir):
 @main.command()
 @click.pass_context
 def status(ctx):
-    """Nodes, shards (partitions, bytes, records/s) and routers."""
+    """Nodes, shards (partitions, bytes, records/s), routers, and how many partitions
+    are under-replicated (a replica out of sync) or offline (no leader serving)."""
     with _admin(ctx) as admin:
         info = admin.status()
     click.echo("nodes")
@@ -167,6 +178,8 @@ def status(ctx):
     click.echo("routers")
     for address, node in info.routers:
         click.echo(f"  {address}  on {node}")
+    click.echo(f"partitions\n  under-replicated {info.under_replicated_partitions}  "
+               f"offline {info.offline_partitions}")
 
 
 @main.group()
@@ -216,13 +229,20 @@ def topic():
 @topic.command("create")
 @click.argument("name")
 @click.option("--partitions", type=int, default=1, show_default=True)
+@click.option("--replication-factor", type=int, default=None,
+              help="Copies of each partition, on distinct shards (default: the server's "
+                   "--default-replication-factor).")
 @click.option("--config", "configs", multiple=True, metavar="KEY=VALUE",
-              help="Topic config, e.g. segment.bytes=1048576 (repeatable).")
+              help="Topic config, e.g. segment.bytes=1048576 or min.insync.replicas=2 "
+                   "(repeatable).")
 @click.pass_context
-def topic_create(ctx, name, partitions, configs):
+def topic_create(ctx, name, partitions, replication_factor, configs):
     with _admin(ctx) as admin:
-        info = admin.create_topic(name, partitions, config=_parse_config(configs))
-    click.echo(f"created topic {info.name} with {info.partitions} partitions")
+        info = admin.create_topic(name, partitions, replication_factor,
+                                  config=_parse_config(configs))
+    factor = ("the server's default replication factor" if replication_factor is None
+              else f"replication factor {replication_factor}")
+    click.echo(f"created topic {info.name} with {info.partitions} partitions, {factor}")
 
 
 @topic.command("alter")
@@ -262,10 +282,16 @@ def topic_describe(ctx, name):
     with _admin(ctx) as admin:
         info = admin.describe_topic(name)
     config = " ".join(f"{k}={v}" for k, v in sorted(info.config.items()))
-    click.echo(f"topic {info.name}  partitions {info.partitions}  {config}")
-    click.echo(f"{'partition':>9}  {'shard':<10} {'start':>12} {'end':>12} {'bytes':>14}")
+    factor = len(info.partition_info[0].replicas) if info.partition_info else 1
+    click.echo(f"topic {info.name}  partitions {info.partitions}  replication factor {factor}  "
+               f"{config}")
+    click.echo(f"{'partition':>9}  {'leader':<10} {'start':>12} {'end':>12} {'bytes':>14} "
+               f"{'epoch':>6} {'hw':>12}  {'replicas':<24} in-sync")
     for p in info.partition_info:
-        click.echo(f"{p.partition:>9}  {p.shard:<10} {p.start_offset:>12} {p.end_offset:>12} {p.size_bytes:>14}")
+        click.echo(f"{p.partition:>9}  {p.shard or 'OFFLINE':<10} {p.start_offset:>12} "
+                   f"{p.end_offset:>12} {p.size_bytes:>14} {p.leader_epoch:>6} "
+                   f"{p.high_watermark:>12}  {','.join(p.replicas):<24} "
+                   f"{','.join(p.in_sync_replicas)}")
 
 
 @topic.command("delete")
@@ -283,7 +309,8 @@ def topic_delete(ctx, name):
 @click.argument("topic_name", metavar="TOPIC")
 @click.option("--partition", type=int, default=None)
 @click.option("--key-separator", default=None, help="Text before the first SEP is the key.")
-@click.option("--acks", type=click.Choice(["0", "1", "all"]), default="1", show_default=True)
+@click.option("--acks", type=click.Choice(["0", "1", "all"]), default="all", show_default=True,
+              help="all: every in-sync replica has the record durably; 1: the leader has.")
 @click.option("--linger-ms", type=float, default=limits.PRODUCER_LINGER_MS_DEFAULT, show_default=True)
 @click.pass_context
 def produce(ctx, topic_name, partition, key_separator, acks, linger_ms):

@@ -459,7 +459,29 @@ ACKS_ALL_WAIT_MS_MAX = 20_000
 IN_SYNC_REQUESTS_PENDING_MAX = 1_000
 
 # --- Replication: control (placement of replicas, factors, leases) --------------
-# (helper: control plane) placeholder
+# A partition's copies. Each is a shard that fetches every record the leader
+# appends (a fetch stream the leader serves, an fsync stream on its node); 5
+# copies survive 4 losses, more than min.insync.replicas can make use of. A
+# factor is also bounded by the shards there are (distinct replicas).
+REPLICATION_FACTOR_MAX = 5
+# The default factor picks min(this, nodes) on a cluster of several nodes:
+# Kafka's recommended 3 (survives one loss during another's maintenance).
+REPLICATION_FACTOR_DEFAULT_MULTI_NODE = 3
+# A router that a shard answers notLeader, or whose shard for a request is down,
+# asks the controller for a new routing table at once, but not more often than
+# this: while a leader changes, every request to its partitions fails so, and
+# each refresh is a Ray call that builds the whole table.
+ROUTING_REFRESH_ON_DEMAND_INTERVAL_S = 0.2
+# The lease on leadership: the server asks the controller this often to ping
+# every replica's shard (control/controller.py, check_leaders). A leader whose
+# actor Ray reports dead is replaced at once; one that does not answer within
+# the ping timeout that many checks in a row is replaced too (a paused process,
+# a lost node: Ray's node health checks take tens of seconds). Issue 12's
+# failover target is 3 s. A shard busy that long (a long recovery) loses its
+# leadership: safe (its records are fenced), and it follows from then on.
+LEADER_CHECK_INTERVAL_S = 0.5
+LEADER_PING_TIMEOUT_S = 0.75
+LEADER_PING_MISSES_MAX = 2
 
 
 def _relations() -> list[tuple[str, bool]]:
@@ -546,6 +568,14 @@ def _relations() -> list[tuple[str, bool]]:
         ("an acks=all produce is answered before the client's request times out", ACKS_ALL_WAIT_MS_MAX < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT),
         ("an unsettled in-sync change is offered again before a follower lags out",
          0 < IN_SYNC_CHANGE_RETRY_MS < REPLICA_LAG_TIME_MS_MAX_DEFAULT),
+        ("a router refreshes sooner on demand than on its timer",
+         0 < ROUTING_REFRESH_ON_DEMAND_INTERVAL_S < ROUTING_REFRESH_INTERVAL_S),
+        ("a lost leader is replaced and routed around within issue 12's 3 s",
+         (LEADER_CHECK_INTERVAL_S + LEADER_PING_TIMEOUT_S) * LEADER_PING_MISSES_MAX
+         + ROUTING_REFRESH_ON_DEMAND_INTERVAL_S <= 3.0
+         and LEADER_PING_TIMEOUT_S < CONTROL_CALL_TIMEOUT_S),
+        ("the multi-node default replication factor is allowed",
+         1 <= REPLICATION_FACTOR_DEFAULT_MULTI_NODE <= REPLICATION_FACTOR_MAX),
     ]
 
 

@@ -82,6 +82,7 @@ class CreateTopicRequest:
     topic: str
     partitions: int
     config: dict[str, str]
+    replication_factor: int = 0   # 0: the server's --default-replication-factor
     kind: ClassVar[str] = "createTopic"
 
 
@@ -228,10 +229,15 @@ class PartitionMove(NamedTuple):
 @dataclass
 class PartitionInfo:
     partition: int
-    shard: str = ""
+    shard: str = ""               # describeTopic: the leader, "" while offline
     start_offset: int = 0
     end_offset: int = 0
     size_bytes: int = 0
+    # Replication (describeTopic only; empty or 0 elsewhere)
+    replicas: list[str] = field(default_factory=list)          # preferred leader first
+    in_sync_replicas: list[str] = field(default_factory=list)
+    leader_epoch: int = 0
+    high_watermark: int = 0
 
 
 @dataclass
@@ -284,6 +290,8 @@ class StatusInfo:
     nodes: list[tuple[str, str, bool]]            # (node id, address, alive)
     shards: list[ShardStatus]
     routers: list[tuple[str, str]]                # (listen address, node address)
+    under_replicated_partitions: int = 0          # a replica out of the in-sync set
+    offline_partitions: int = 0                   # no leader, or its shard down
 
 
 @dataclass
@@ -324,13 +332,17 @@ def encode_metadata(request_id: int, topics: list[str]) -> bytes:
 
 
 def encode_create_topic(request_id: int, name: str, partitions: int,
-                        config: dict[str, str], kind: str = "createTopic") -> bytes:
-    """createTopic, or alterTopic (partitions ignored)."""
+                        config: dict[str, str], kind: str = "createTopic",
+                        replication_factor: int = 0) -> bytes:
+    """createTopic, or alterTopic (partitions and replication factor ignored).
+    ``replication_factor`` 0: the server's default."""
     _check_kind(kind, ("createTopic", "alterTopic"))
     msg = protocol.Request.new_message(requestId=request_id)
     body = msg.init(kind)
     body.name, body.partitions = name, partitions
     _fill_config(body.init("config", len(config)), config)
+    if kind == "createTopic":
+        body.replicationFactor = replication_factor
     return msg.to_bytes()
 
 
@@ -460,7 +472,7 @@ _REQUEST_DECODERS = {
     "listOffsets": lambda rid, b: ListOffsetsRequest(rid, b.topic, b.partition),
     "metadata": lambda rid, b: MetadataRequest(rid, tuple(b.topics)),
     "createTopic": lambda rid, b: CreateTopicRequest(rid, b.name, b.partitions,
-                                                     _config(b.config)),
+                                                     _config(b.config), b.replicationFactor),
     "alterTopic": lambda rid, b: AlterTopicRequest(rid, b.name, _config(b.config)),
     "deleteTopic": lambda rid, b: DeleteTopicRequest(rid, b.name),
     "describeTopic": lambda rid, b: DescribeTopicRequest(rid, b.name),
@@ -573,6 +585,8 @@ def encode_status_reply(request_id: int, info: StatusInfo) -> bytes:
     routers = body.init("routers", len(info.routers))
     for i, (address, node) in enumerate(info.routers):
         routers[i].address, routers[i].node = address, node
+    body.underReplicatedPartitions = info.under_replicated_partitions
+    body.offlinePartitions = info.offline_partitions
     return msg.to_bytes()
 
 
@@ -626,7 +640,9 @@ def _reply_view(rep) -> ReplyView:
             nodes=[(n.nodeId, n.address, n.alive) for n in st.nodes],
             shards=[ShardStatus(x.shardId, x.address, x.alive, x.partitions, x.sizeBytes,
                                 x.recordsPerS, x.bytesPerS, x.draining) for x in st.shards],
-            routers=[(r.address, r.node) for r in st.routers])
+            routers=[(r.address, r.node) for r in st.routers],
+            under_replicated_partitions=st.underReplicatedPartitions,
+            offline_partitions=st.offlinePartitions)
     return view
 
 
@@ -674,7 +690,9 @@ def _topic_info(t) -> TopicInfo:
 
 def _partition_info(p) -> PartitionInfo:
     return PartitionInfo(partition=p.partition, shard=p.shard, start_offset=p.startOffset,
-                         end_offset=p.endOffset, size_bytes=p.sizeBytes)
+                         end_offset=p.endOffset, size_bytes=p.sizeBytes,
+                         replicas=list(p.replicas), in_sync_replicas=list(p.inSyncReplicas),
+                         leader_epoch=p.leaderEpoch, high_watermark=p.highWatermark)
 
 
 def _fill_config(entries, config: dict[str, str]) -> None:
@@ -685,6 +703,10 @@ def _fill_config(entries, config: dict[str, str]) -> None:
 def _fill_partition(out, info: PartitionInfo) -> None:
     out.partition, out.shard = info.partition, info.shard
     out.startOffset, out.endOffset, out.sizeBytes = info.start_offset, info.end_offset, info.size_bytes
+    if info.replicas or info.in_sync_replicas:   # describeTopic's: kept off the offsets replies
+        _fill_texts(out.init("replicas", len(info.replicas)), info.replicas)
+        _fill_texts(out.init("inSyncReplicas", len(info.in_sync_replicas)), info.in_sync_replicas)
+    out.leaderEpoch, out.highWatermark = info.leader_epoch, info.high_watermark
 
 
 # --- Replication: replicaFetch (shard to shard) --------------------------------

@@ -42,7 +42,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from plinth import limits
+from plinth import limits, topics
 from plinth.cluster_keys import CLUSTER_KEY_FILE, ClusterKeys, load_or_create, make_ipc_dir
 # CONTROLLER_NAME: imported from here by deploy/await_cluster.py and the tests.
 from plinth.control.controller_handle import (CONTROLLER_NAME,  # noqa: F401
@@ -74,6 +74,11 @@ class ServeOptions:
     # a 0700 directory, unencrypted; embedded Ray only); "auto": ipc with the embedded
     # Ray, curve in a Ray cluster. See plinth/cluster_keys.py.
     internal_hop: str = "auto"
+    # A topic's replication factor when its creator gives none (None: 1 when the
+    # shards run on one node, else min(3, their nodes)); whether replicas may share
+    # a node (testing on one machine).
+    default_replication_factor: int | None = None
+    allow_replicas_on_one_node: bool = False
 
     def resolved_internal_hop(self) -> str:
         """ipc or curve. Auto takes ipc when the embedded Ray keeps every hop on this
@@ -160,12 +165,16 @@ class Server:
         self.options = options
         self.controller = None
         self.router = None
+        self._lease = None
         self._lock = DataDirLock(options.data_dir)
 
     def start(self) -> StartReport:
         """Start everything; returns which shards serve and which do not (and why).
         Raises InvalidConfigError at once if another server holds the data dir."""
         security = self.options.security()   # config errors before anything starts
+        if self.options.default_replication_factor is not None:
+            topics.validate_replication_factor("", self.options.default_replication_factor,
+                                               what="--default-replication-factor")
         internal_hop = self.options.resolved_internal_hop()
         if internal_hop == "ipc" and self.options.ray_address:
             raise InvalidConfigError("--internal-hop ipc needs the embedded Ray (no "
@@ -187,6 +196,10 @@ class Server:
                              cluster_keys=cluster_keys)
         self.router.start(self.controller.routing())
         self.controller.router_started(self.options.listen, ray.util.get_node_ip_address())
+        from plinth.control.leader_lease import LeaderLease
+
+        self._lease = LeaderLease(self.controller)
+        self._lease.start()
         if self.options.metrics_port is not None:
             from plinth.control.metrics import start_metrics_server
 
@@ -203,7 +216,9 @@ class Server:
                 return ControllerHandle.create(
                     str(self.options.data_dir.resolve()), self.options.shards,
                     self.options.fsync_policy, self.options.fsync_interval_ms, _this_node(),
-                    cluster_keys)
+                    cluster_keys,
+                    default_replication_factor=self.options.default_replication_factor,
+                    allow_replicas_on_one_node=self.options.allow_replicas_on_one_node)
             except ValueError as exc:
                 if "already taken" not in str(exc) or time.monotonic() > deadline:
                     raise RuntimeError(
@@ -217,6 +232,8 @@ class Server:
         import ray
 
         try:
+            if self._lease is not None:   # first: no election while the shards stop
+                self._lease.stop()
             if self.router is not None:
                 self.router.stop()
             if self.controller is not None:

@@ -3,6 +3,14 @@
 Any process may call these functions; the controller calls them before it
 creates anything, the client calls them to fail fast. Config keys are Kafka's
 topic config names where Kafka has one.
+
+Two keys concern replication and depend on the topic's replication factor R:
+``min.insync.replicas`` (1..R; default 1 for R <= 2, 2 for R >= 3, as Kafka
+recommends: an acks="all" write survives the loss of one replica) and
+``unclean.leader.election.enable`` ("true"/"false", default "false": a replica
+that may miss acknowledged records never becomes leader). A factor-1 topic's
+config gets them only if they are given, so that it is stored exactly as before
+replication existed.
 """
 
 from __future__ import annotations
@@ -10,7 +18,7 @@ from __future__ import annotations
 import re
 
 from plinth import limits
-from plinth.errors import InvalidConfigError, InvalidTopicError
+from plinth.errors import InvalidConfigError, InvalidReplicationFactorError, InvalidTopicError
 
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -20,7 +28,10 @@ RETENTION_MS = "retention.ms"
 RETENTION_BYTES = "retention.bytes"
 MESSAGE_TIMESTAMP_BEFORE_MAX_MS = "message.timestamp.before.max.ms"
 MESSAGE_TIMESTAMP_AFTER_MAX_MS = "message.timestamp.after.max.ms"
+MIN_INSYNC_REPLICAS = "min.insync.replicas"
+UNCLEAN_LEADER_ELECTION_ENABLE = "unclean.leader.election.enable"
 _INT64_MAX = 2**63 - 1
+_BOOLEANS = ("true", "false")
 
 # key -> (minimum, maximum, default); all integers.
 TOPIC_CONFIG_KEYS: dict[str, tuple[int, int, int]] = {
@@ -57,21 +68,85 @@ def validate_partition_count(name: str, partitions: int) -> None:
             f"{limits.PARTITIONS_PER_TOPIC_MAX} partitions")
 
 
-def normalize_topic_config(name: str, config: dict[str, str]) -> dict[str, str]:
-    """Check every key and value; return the config with defaults filled in."""
+# Keys of the replication configs, checked against the topic's factor.
+REPLICATION_CONFIG_KEYS = (MIN_INSYNC_REPLICAS, UNCLEAN_LEADER_ELECTION_ENABLE)
+
+
+def default_min_insync_replicas(replication_factor: int) -> int:
+    """Kafka's recommendation: 2 of 3 (or more) copies; 1 with one or two copies."""
+    return 1 if replication_factor <= 2 else 2
+
+
+def validate_replication_factor(name: str, replication_factor, *,
+                                what: str = "replication factor") -> int:
+    """The factor as an int if it is one in 1..REPLICATION_FACTOR_MAX (what the
+    cluster can hold is the controller's check). ``name``: the topic, or "" for a
+    server option (``what`` names it)."""
+    where = f"topic {name!r}: " if name else ""
+    if isinstance(replication_factor, bool) or not isinstance(replication_factor, int):
+        raise InvalidReplicationFactorError(
+            f"{where}{what} {replication_factor!r} is not an integer "
+            f"(1 to {limits.REPLICATION_FACTOR_MAX})")
+    if not 1 <= replication_factor <= limits.REPLICATION_FACTOR_MAX:
+        raise InvalidReplicationFactorError(
+            f"{where}{what} {replication_factor} is outside "
+            f"1..{limits.REPLICATION_FACTOR_MAX}")
+    return replication_factor
+
+
+def normalize_topic_config(name: str, config: dict[str, str],
+                           replication_factor: int = 1) -> dict[str, str]:
+    """Check every key and value; return the config with defaults filled in (the
+    replication keys only for a factor above 1, or when given)."""
     if len(config) > limits.CONFIG_ENTRIES_MAX:
         raise InvalidConfigError(
             f"topic {name!r}: {len(config)} config entries, over the limit of "
             f"{limits.CONFIG_ENTRIES_MAX}")
-    unknown = sorted(set(config) - set(TOPIC_CONFIG_KEYS))
+    known = set(TOPIC_CONFIG_KEYS) | set(REPLICATION_CONFIG_KEYS)
+    unknown = sorted(set(config) - known)
     if unknown:
         raise InvalidConfigError(
             f"topic {name!r}: unknown config {', '.join(unknown)}; known: "
-            f"{', '.join(sorted(TOPIC_CONFIG_KEYS))}")
+            f"{', '.join(sorted(known))}")
     out = {}
     for key, (lowest, highest, default) in TOPIC_CONFIG_KEYS.items():
         out[key] = str(_config_int(name, key, config.get(key, default), lowest, highest))
+    if replication_factor > 1 or MIN_INSYNC_REPLICAS in config:
+        raw = config.get(MIN_INSYNC_REPLICAS, default_min_insync_replicas(replication_factor))
+        out[MIN_INSYNC_REPLICAS] = str(_min_insync(name, raw, replication_factor))
+    if replication_factor > 1 or UNCLEAN_LEADER_ELECTION_ENABLE in config:
+        raw = config.get(UNCLEAN_LEADER_ELECTION_ENABLE, "false")
+        out[UNCLEAN_LEADER_ELECTION_ENABLE] = _config_bool(name, UNCLEAN_LEADER_ELECTION_ENABLE, raw)
     return out
+
+
+def min_insync_replicas(config: dict[str, str]) -> int:
+    """The topic's min.insync.replicas (1 if the config has none: a factor-1 topic)."""
+    return int(config.get(MIN_INSYNC_REPLICAS, 1))
+
+
+def unclean_leader_election(config: dict[str, str]) -> bool:
+    return config.get(UNCLEAN_LEADER_ELECTION_ENABLE, "false") == "true"
+
+
+def _min_insync(name: str, raw, replication_factor: int) -> int:
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise InvalidConfigError(
+            f"topic {name!r}: {MIN_INSYNC_REPLICAS}={raw!r} is not an integer") from None
+    if not 1 <= value <= replication_factor:
+        raise InvalidConfigError(
+            f"topic {name!r}: {MIN_INSYNC_REPLICAS}={value} is outside 1..{replication_factor}: "
+            f"at least 1 and at most the replication factor, {replication_factor}")
+    return value
+
+
+def _config_bool(name: str, key: str, raw) -> str:
+    value = str(raw).strip().lower()
+    if value not in _BOOLEANS:
+        raise InvalidConfigError(f"topic {name!r}: {key}={raw!r} is not true or false")
+    return value
 
 
 def _config_int(name: str, key: str, raw, lowest: int, highest: int) -> int:

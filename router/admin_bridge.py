@@ -92,6 +92,7 @@ class AdminBridge:
         self._jobs: queue.Queue = queue.Queue(maxsize=limits.ROUTER_ADMIN_JOBS_QUEUED_MAX)
         self._results: queue.Queue = queue.Queue(maxsize=limits.ROUTER_ADMIN_RESULTS_QUEUED_MAX)
         self._stopping = threading.Event()
+        self._refresh_wanted = threading.Event()
         self._thread = threading.Thread(target=self._run, name="router-admin", daemon=True)
 
     # --- Owner ------------------------------------------------------------------
@@ -128,6 +129,18 @@ class AdminBridge:
         """Queue a look-up of ``topic`` (a RoutingUpdate follows); False if the queue is full."""
         return self._submit(_ResolveTopic(topic))
 
+    def refresh_routing(self) -> None:
+        """Fetch a new routing table soon (a shard said it does not lead a partition
+        the table sends it, or is down): calls before the refresh make one, and
+        refreshes come at most every ROUTING_REFRESH_ON_DEMAND_INTERVAL_S."""
+        if self._refresh_wanted.is_set():
+            return
+        self._refresh_wanted.set()
+        try:
+            self._jobs.put_nowait(None)   # wakes a thread waiting for a job
+        except queue.Full:
+            pass                          # it is busy, and sees the flag after this job
+
     def take_results(self) -> list[AdminResult]:
         """Every result ready, oldest first; call when ``wakeup.fd`` polled readable."""
         # Drain the pipe first: a result put after this point wakes the loop again.
@@ -151,11 +164,17 @@ class AdminBridge:
 
     def _run(self) -> None:
         next_refresh_s = time.monotonic() + limits.ROUTING_REFRESH_INTERVAL_S
+        last_refresh_s = 0.0
         while not self._stopping.is_set():
             now = time.monotonic()
+            if self._refresh_wanted.is_set():   # on demand: sooner, within its own bound
+                next_refresh_s = min(next_refresh_s, last_refresh_s
+                                     + limits.ROUTING_REFRESH_ON_DEMAND_INTERVAL_S)
             if now >= next_refresh_s:
+                self._refresh_wanted.clear()
                 self._put(RoutingUpdate(self._routing_or_none()))
-                next_refresh_s = time.monotonic() + limits.ROUTING_REFRESH_INTERVAL_S
+                last_refresh_s = time.monotonic()
+                next_refresh_s = last_refresh_s + limits.ROUTING_REFRESH_INTERVAL_S
                 continue
             try:
                 job = self._jobs.get(timeout=next_refresh_s - now)
@@ -199,9 +218,10 @@ class AdminBridge:
         """The encoded reply to one admin request; raises the controller's BrokerError."""
         rid, controller = request.request_id, self.controller
         match request:
-            case protocol.CreateTopicRequest(topic=topic, partitions=partitions, config=config):
+            case protocol.CreateTopicRequest(topic=topic, partitions=partitions, config=config,
+                                             replication_factor=factor):
                 return protocol.encode_topics_reply(
-                    rid, [controller.create_topic(topic, partitions, config)])
+                    rid, [controller.create_topic(topic, partitions, config, factor)])
             case protocol.AlterTopicRequest(topic=topic, config=config):
                 return protocol.encode_topics_reply(rid, [controller.alter_topic(topic, config)])
             case protocol.DeleteTopicRequest(topic=topic):

@@ -37,6 +37,8 @@ THROTTLE_TIME_MS_MAX = 2**32 - 1          # UInt32
 
 # The Reply union's discriminant of the fetchOffsets answer, from the schema.
 COMMITTED = protocol_schema.Reply.schema.fields["committed"].proto.discriminantValue
+# ... and of a reply with no result: an error (or a plain ok).
+NO_RESULT = protocol_schema.Reply.schema.fields["none"].proto.discriminantValue
 
 
 def request_id(header) -> int | None:

@@ -14,6 +14,13 @@ threads:
   controller (admin requests, topic look-ups, routing refreshes) and hands
   typed results back to the loop through a bounded queue and a wake-up pipe.
 
+Leaders. A replicated partition's owner in the routing table is its leader.
+When a shard answers notLeader (the leader changed since the table was made),
+or a request's shard is down, the reply goes to the client, which retries (the
+error is transient), and the router asks for a new table at once
+(``AdminBridge.refresh_routing``, at most every
+ROUTING_REFRESH_ON_DEMAND_INTERVAL_S), so the retry finds the new leader.
+
 Ordering. Requests for a topic the routing table does not know yet are held,
 in arrival order, until a routing table that knows the topic arrives, then
 forwarded in that order (``held_requests.py``), so a client's pipelined
@@ -48,9 +55,10 @@ from plinth import limits, protocol
 from plinth.control import placement
 from plinth.control.controller_handle import ControllerHandle
 from plinth.control.routing_table import RoutingTable
-from plinth.errors import (BrokerError, MalformedRequestError, NotAuthorizedError,
-                           PartitionOutOfRangeError, RecordTooLargeError, TooManyRequestsError,
-                           UnavailableError, UnknownTopicError)
+from plinth.errors import (BrokerError, MalformedReplyError, MalformedRequestError,
+                           NotAuthorizedError, NotLeaderError, PartitionOutOfRangeError,
+                           RecordTooLargeError, TooManyRequestsError, UnavailableError,
+                           UnknownTopicError)
 from plinth.router import reply_header
 from plinth.router.admin_bridge import AdminBridge, AdminReply, RoutingUpdate
 from plinth.router.held_requests import HeldRequests
@@ -245,8 +253,15 @@ class Router:
         if refusal is not None:
             self._reply(frames[0], protocol.encode_error(request.request_id, refusal))
             return
+        if not shard_id:   # a replicated partition without a leader
+            self._bridge.refresh_routing()
+            self._reply(frames[0], protocol.encode_error(request.request_id, UnavailableError(
+                f"{request.topic}-{request.partition} has no leader (offline: none of its "
+                f"in-sync replicas is up); retry later")))
+            return
         dealer = self._shards.dealer_if_up(shard_id)
         if dealer is None:
+            self._bridge.refresh_routing()   # its partitions may have a new leader already
             self._reply(frames[0], protocol.encode_error(request.request_id, UnavailableError(
                 f"{getattr(request, 'topic', None) or request.group}: its shard {shard_id} is "
                 f"unavailable (not running or not connected; its node may be down); retry later")))
@@ -302,6 +317,8 @@ class Router:
                 f"router admin queue is full ({limits.ROUTER_ADMIN_JOBS_QUEUED_MAX} jobs)")))
 
     def _on_shard_reply(self, shard_id: str, frames: list) -> None:
+        if reply_header.kind_code(frames[1].buffer) == reply_header.NO_RESULT:
+            self._refresh_if_not_leader(frames[1])
         client = frames[0].bytes
         if is_marked(client):   # the error reply to an acks=0 produce: it counted nothing
             self._relay([unmark(client), *frames[1:]])
@@ -316,6 +333,16 @@ class Router:
             self._relay_large_reply(client, frames)
             return
         self._relay(frames)
+
+    def _refresh_if_not_leader(self, header) -> None:
+        """A shard that answers notLeader no longer leads the partition the routing
+        table sent the request to: fetch the new table now (the client retries)."""
+        try:
+            error = protocol.decode_reply(header.buffer).error
+        except MalformedReplyError:   # not a valid Reply: relayed as it is; the client decides
+            return
+        if type(error) is NotLeaderError:
+            self._bridge.refresh_routing()
 
     def _relay(self, frames: list) -> None:
         try:

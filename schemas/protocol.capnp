@@ -205,6 +205,8 @@ struct StatusInfo {
   nodes @0 :List(NodeStatus);
   shards @1 :List(ShardStatus);
   routers @2 :List(RouterStatus);
+  underReplicatedPartitions @3 :UInt32;   # a replica out of the in-sync set
+  offlinePartitions @4 :UInt32;           # no leader, or its leader's shard down
 }
 
 struct NodeStatus {

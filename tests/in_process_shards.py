@@ -65,7 +65,9 @@ class InProcessShardHandle(ShardHandle):
 
     def restart(self) -> None:
         self._actor.shutdown(SHUTDOWN_GRACE_S)
+        self._alive = False   # calls while the new actor starts (its announcement's) fail at once
         self._actor = self._new_actor()
+        self._alive = True
 
     def stop(self) -> None:
         """The process is gone (with the controller that owned it)."""

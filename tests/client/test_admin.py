@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from plinth import Admin, protocol
-from plinth.errors import UnavailableError
+from plinth.errors import InvalidReplicationFactorError, UnavailableError
 
 
 def topics(*names):
@@ -34,3 +34,33 @@ def test_adding_shards_is_not_repeated_after_an_unavailable_answer(scripted):
         with pytest.raises(UnavailableError, match="shard-1"):
             admin.add_shards(1)
     assert len(broker.requests) == 1
+
+
+# --- Replication factor ----------------------------------------------------------
+
+def test_create_topic_sends_its_replication_factor_and_0_for_the_servers_default(scripted):
+    # Given a broker that answers two creates
+    broker = scripted([topics("a"), topics("b"), topics("c")])
+    with Admin(broker=broker.url, request_timeout_ms=5_000) as admin:
+        # When topics are created with a factor, without one, and in the old call shape
+        admin.create_topic("a", 3, replication_factor=3, config={"min.insync.replicas": 2})
+        admin.create_topic("b", 1)
+        admin.create_topic("c", 2, config={"unclean.leader.election.enable": True})
+    # Then the wire carries the factor, 0 (the server's default) when not given, and
+    # Python values as config text
+    sent = [view for _, view in broker.requests]
+    assert [(v.topic, v.replication_factor) for v in sent] == [("a", 3), ("b", 0), ("c", 0)]
+    assert sent[0].config == {"min.insync.replicas": "2"}
+    assert sent[2].config == {"unclean.leader.election.enable": "true"}
+
+
+@pytest.mark.parametrize("factor, message", [
+    (0, "replication factor 0 is outside 1..5"), ("three", "'three' is not an integer"),
+    (-3, "replication factor -3 is outside"), (99, "replication factor 99 is outside 1..5")])
+def test_a_replication_factor_a_new_user_might_write_is_refused_before_anything_is_sent(
+        scripted, factor, message):
+    broker = scripted([])
+    with Admin(broker=broker.url, request_timeout_ms=1_000) as admin:
+        with pytest.raises(InvalidReplicationFactorError, match=message):
+            admin.create_topic("t", 1, replication_factor=factor)
+    assert broker.requests == []

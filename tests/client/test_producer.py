@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from plinth.client.partitioner import partition_for_key
 from plinth.client.producer import Producer
-from plinth.errors import ClosedError, PartitionOutOfRangeError
+from plinth.errors import (ClosedError, NotEnoughReplicasError, PartitionOutOfRangeError,
+                           PlinthTimeoutError)
 from tests.client import send_calls
 from tests.client.produce_broker import ProduceBroker
 
@@ -175,3 +176,54 @@ def test_no_bad_call_leaves_a_trace_and_every_good_send_resolves_to_where_it_is_
                                 broker.record_count(), TOPICS, GET_TIMEOUT_S)
     finally:
         broker.close()
+
+
+# --- acks ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("options, wire", [({}, -1), ({"acks": "all"}, -1), ({"acks": -1}, -1),
+                                           ({"acks": 1}, 1), ({"acks": 0}, 0)])
+def test_acks_all_is_the_default_and_each_choice_reaches_the_wire(broker, options, wire):
+    # Given a producer with Kafka's acks option (or none: "all", as in Kafka 3.0+)
+    with Producer(broker=broker.url, linger_ms=0, **options) as producer:
+        # When it sends a record
+        producer.send("t", b"v", partition=0)
+        producer.flush()
+    # Then its produce request carries the wire's acks
+    wait_until_true(lambda: broker.produces())
+    assert {arrival.request.acks for arrival in broker.produces()} == {wire}
+
+
+@pytest.mark.parametrize("acks", [2, -2, "ALL", "1", "one", None, True, 1.0])
+def test_an_acks_that_is_not_a_choice_is_refused_naming_the_value_and_the_choices(broker, acks):
+    with pytest.raises(ValueError, match=rf"acks={acks!r} is not one of the choices: 0, 1, "
+                                         rf"'all' \(or -1"):
+        Producer(broker=broker.url, acks=acks)
+
+
+def test_too_few_in_sync_replicas_is_retried_until_the_batch_is_stored_once(broker):
+    # Given a partition whose in-sync set is below min.insync.replicas for three attempts
+    broker.faults.extend([NotEnoughReplicasError(
+        "t-0: in-sync replicas [shard-0] are fewer than min.insync.replicas=2")] * 3)
+    with Producer(broker=broker.url, linger_ms=0, retry_backoff_ms=10) as producer:
+        # When an acks="all" record is sent / Then it is acknowledged, stored once
+        assert producer.send("t", b"kept", partition=0).get(GET_TIMEOUT_S).offset == 0
+    assert len(broker.produces()) == 4 and [r.value for r in broker.records("t", 0)] == [b"kept"]
+
+
+def test_too_few_in_sync_replicas_past_the_delivery_timeout_fails_the_batch_naming_the_cause(broker):
+    # Given a partition that stays below min.insync.replicas
+    broker.faults.extend([NotEnoughReplicasError("t-0: in-sync [shard-0], minimum 2")] * 10_000)
+    with Producer(broker=broker.url, linger_ms=0, retry_backoff_ms=10, retry_backoff_max_ms=50,
+                  request_timeout_ms=200, delivery_timeout_ms=600) as producer:
+        # When a record is sent / Then it fails after delivery_timeout_ms, saying why
+        with pytest.raises(PlinthTimeoutError, match="delivery_timeout_ms=600.*in-sync "
+                                                     r"\[shard-0\], minimum 2"):
+            producer.send("t", b"lost", partition=0).get(GET_TIMEOUT_S)
+    assert len(broker.produces()) > 2 and broker.record_count() == 0
+
+
+def wait_until_true(condition, timeout_s: float = GET_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)

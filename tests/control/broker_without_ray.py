@@ -24,11 +24,13 @@ MAIN_DATA_DIR = Path(__file__).parent / "data" / "main-fb38567"
 class Broker:
     """A controller and its in-process shards on ``data_dir``."""
 
-    def __init__(self, data_dir: Path, shard_count: int | None, nodes: list[Node]):
+    def __init__(self, data_dir: Path, shard_count: int | None, nodes: list[Node],
+                 **controller_options):
+        """``controller_options``: the Controller's keyword options (replication's)."""
         self.data_dir = data_dir
         self.shards = InProcessShards()
         self.controller = Controller(str(data_dir), shard_count, start_shard=self.shards.start_shard,
-                                     nodes=lambda: nodes)
+                                     nodes=lambda: nodes, **controller_options)
         self.shards.announce_to = self.controller
 
     def address(self, shard_id: str) -> str:

@@ -18,10 +18,10 @@ def brokers(tmp_path):
     made: list[Broker] = []
 
     def start(shard_count: int | None = 2, nodes: list[Node] = ONE_NODE,
-              data_dir: Path | None = None) -> Broker:
+              data_dir: Path | None = None, **controller_options) -> Broker:
         for broker in made:   # a restart: the old shard processes are gone
             broker.shards.stop_all()
-        broker = Broker(data_dir or tmp_path / "data", shard_count, nodes)
+        broker = Broker(data_dir or tmp_path / "data", shard_count, nodes, **controller_options)
         made.append(broker)
         broker.controller.start()
         return broker

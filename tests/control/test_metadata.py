@@ -11,6 +11,7 @@ import pytest
 
 from plinth.control.metadata import BrokerMetadata, ShardRange, TopicMetadata
 from plinth.errors import CorruptDataError, InvalidConfigError
+from plinth.shards.shard_handle import Leadership
 from tests.control.broker_without_ray import MAIN_DATA_DIR
 
 
@@ -68,6 +69,9 @@ def test_a_file_without_the_keys_added_by_later_changes_loads(tmp_path):
     metadata = BrokerMetadata.load(path)
     assert (metadata.draining, metadata.shard_nodes, metadata.groups_moving_from) == ([], {}, None)
     assert metadata.topics["t"].ranges_of(0) == [ShardRange(0, "shard-0")]
+    # And, from before replication, as factor 1 with controller epoch 0
+    assert (metadata.topics["t"].replication_factor, metadata.topics["t"].leadership) == (1, {})
+    assert metadata.controller_epoch == 0
 
 
 def test_another_version_is_refused_as_a_config_error(tmp_path):
@@ -75,6 +79,81 @@ def test_another_version_is_refused_as_a_config_error(tmp_path):
     path.write_text(json.dumps({"version": 2, "shards": [], "topics": {}}))
     with pytest.raises(InvalidConfigError, match="metadata version 2 is not 1"):
         BrokerMetadata.load(path)
+
+
+def metadata_with_a_replicated_topic() -> BrokerMetadata:
+    replicas = ("shard-1", "shard-0", "shard-2")
+    record = Leadership(replicas, "shard-1", 2, ("shard-1", "shard-2"), 5, 3, ("shard-0",))
+    topic = TopicMetadata(1, {"min.insync.replicas": "2"}, ["shard-1"], {}, 3, {0: record})
+    return BrokerMetadata(shards=["shard-0", "shard-1", "shard-2"], topics={"events": topic},
+                          controller_epoch=3)
+
+
+def test_a_replicated_topic_saves_its_factor_and_records_and_the_controller_epoch(tmp_path):
+    # Given metadata with a factor-3 topic whose leader changed twice
+    metadata = metadata_with_a_replicated_topic()
+    path = tmp_path / "metadata.json"
+    # When it is saved and loaded
+    metadata.save(path)
+    # Then it is the same, and the file reads as the module documents it
+    assert BrokerMetadata.load(path) == metadata
+    on_disk = json.loads(path.read_text())
+    assert on_disk["controller_epoch"] == 3
+    assert on_disk["topics"]["events"]["replication_factor"] == 3
+    assert on_disk["topics"]["events"]["leadership"] == {"0": {
+        "replicas": ["shard-1", "shard-0", "shard-2"], "leader": "shard-1", "leader_epoch": 2,
+        "in_sync": ["shard-1", "shard-2"], "partition_epoch": 5, "controller_epoch": 3,
+        "eligible": ["shard-0"]}}
+    # And every replica serves the partition with its record; the leader is its writer
+    topic = metadata.topics["events"]
+    specs = topic.specs_of("events", 0)
+    assert sorted(specs) == ["shard-0", "shard-1", "shard-2"]
+    assert all(spec.leadership == topic.leadership[0] and not spec.sealed for spec in specs.values())
+    assert topic.leader_of(0) == "shard-1" and topic.replicas_of(0) == ("shard-1", "shard-0", "shard-2")
+
+
+def test_a_factor_1_topic_is_written_exactly_as_before_replication(tmp_path):
+    # Given a factor-1 topic, and no controller start yet
+    metadata = metadata_with_a_moved_partition()
+    # When it is written / Then it has no replication key at all
+    value = metadata.to_json()
+    assert set(value["topics"]["orders"]) == {"partitions", "config", "placement", "ranges"}
+    assert "controller_epoch" not in value
+    assert metadata.topics["orders"].replicas_of(0) == ("shard-0",)
+
+
+def broken_replicated(change) -> dict:
+    value = metadata_with_a_replicated_topic().to_json()
+    change(value, value["topics"]["events"], value["topics"]["events"]["leadership"]["0"])
+    return value
+
+
+@pytest.mark.parametrize("value,problem", [
+    (broken_replicated(lambda m, t, r: r.update(replicas=["shard-1", "shard-0"], in_sync=["shard-1"],
+                                                eligible=[])),
+     "partition 0 has 2 replicas, not its replication factor 3"),
+    (broken_replicated(lambda m, t, r: r.update(leader="shard-0")), "must be in sync"),
+    (broken_replicated(lambda m, t, r: r["replicas"].__setitem__(2, "shard-9")), "must be replicas"),
+    (broken_replicated(lambda m, t, r: r.update(replicas=["shard-2", "shard-0", "shard-1"])),
+     "preferred leader 'shard-2' is not its placement 'shard-1'"),
+    (broken_replicated(lambda m, t, r: r.update(controller_epoch=4)),
+     "controller epoch 4 is newer than the controller's 3"),
+    (broken_replicated(lambda m, t, r: t.pop("leadership")), "leadership records for partitions []"),
+    (broken_replicated(lambda m, t, r: t.update(replication_factor=1)),
+     "replication factor 1 but leadership records"),
+    (broken_replicated(lambda m, t, r: t.update(replication_factor=9)), "replication factor 9, outside"),
+    (broken_replicated(lambda m, t, r: t.update(replication_factor="3")), "not broker metadata"),
+    (broken_replicated(lambda m, t, r: r.update(leader_epoch=-1)), "epochs must be >= 0"),
+    (broken_replicated(lambda m, t, r: m.update(controller_epoch="1")), "not broker metadata"),
+])
+def test_damaged_replication_metadata_is_refused_with_the_problem(tmp_path, value, problem):
+    # Given a metadata file whose replication keys break their rules
+    path = tmp_path / "metadata.json"
+    path.write_text(json.dumps(value))
+    # When it is loaded, Then the error names the file and the problem
+    with pytest.raises(CorruptDataError) as raised:
+        BrokerMetadata.load(path)
+    assert str(path) in str(raised.value) and problem in str(raised.value)
 
 
 def broken(change) -> dict:

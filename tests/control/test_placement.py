@@ -3,7 +3,8 @@ go to the least loaded node."""
 
 import pytest
 
-from plinth.control.placement import node_for_new_shard, place_topic, shard_for
+from plinth.control.placement import (distinct_nodes, node_for_new_shard, place_topic,
+                                      replicas_for, shard_for)
 from plinth.errors import UnavailableError
 
 
@@ -46,3 +47,36 @@ def test_a_new_shard_goes_to_the_alive_node_with_the_fewest_shards():
 def test_a_new_shard_with_no_alive_node_is_unavailable():
     with pytest.raises(UnavailableError, match="no alive Ray node"):
         node_for_new_shard([], {"shard-0": "node:a"})
+
+
+# --- Replicas ---------------------------------------------------------------------
+
+SIX = [f"shard-{i}" for i in range(6)]
+
+
+def test_a_partitions_replicas_are_distinct_and_its_preferred_leader_is_the_factor_1_owner():
+    # Given six shards, each on its own node
+    pins = {s: f"node-{s}" for s in SIX}
+    for partition in range(50):
+        # When three replicas are placed
+        replicas = replicas_for("orders", partition, SIX, pins, 3)
+        # Then they are three distinct shards, the first the one a factor-1 topic gets
+        assert len(set(replicas)) == 3
+        assert replicas[0] == shard_for("orders", partition, SIX)
+    # And they depend on the names only
+    assert replicas_for("orders", 7, SIX, pins, 3) == replicas_for("orders", 7, SIX[::-1], pins, 3)
+
+
+def test_replicas_go_to_distinct_nodes_unless_allowed_to_share_one():
+    # Given six shards on three nodes, two each
+    pins = {s: f"node-{i % 3}" for i, s in enumerate(SIX)}
+    for partition in range(50):
+        # When three replicas are placed, Then each is on another node
+        replicas = replicas_for("t", partition, SIX, pins, 3)
+        assert len({pins[s] for s in replicas}) == 3
+    # And on one node they may share it only when allowed
+    one_node = {s: "node-0" for s in SIX}
+    assert len(replicas_for("t", 0, SIX, one_node, 3, allow_same_node=True)) == 3
+    with pytest.raises(AssertionError, match="3 replicas asked of 6 shards on 1 nodes"):
+        replicas_for("t", 0, SIX, one_node, 3)
+    assert distinct_nodes(SIX, pins) == 3 and distinct_nodes(SIX, one_node) == 1

@@ -53,7 +53,8 @@ def test_losing_a_node_makes_only_its_partitions_unavailable_until_it_returns(tw
     try:
         topic = unique_topic("nodes")
         with Admin(broker=broker.url) as admin:
-            admin.create_topic(topic, PARTITIONS)
+            # Factor 1: each partition on one node (two nodes would default to 2 copies)
+            admin.create_topic(topic, PARTITIONS, replication_factor=1)
             owners = {p.partition: p.shard for p in admin.describe_topic(topic).partition_info}
         # The two shards were placed on different nodes
         pins = json.loads((tmp_path / "data" / "metadata.json").read_text())["shard_nodes"]
@@ -92,7 +93,8 @@ def test_a_node_added_with_a_shard_takes_new_writes_at_once_and_nothing_is_copie
     try:
         topic = topic_that_moves(PARTITIONS, ["shard-0", "shard-1"], ["shard-0", "shard-1", "shard-2"])
         with Admin(broker=broker.url) as admin:
-            admin.create_topic(topic, PARTITIONS)
+            # Factor 1: replicated partitions do not move yet (two nodes would default to 2)
+            admin.create_topic(topic, PARTITIONS, replication_factor=1)
         with Producer(broker=broker.url) as producer:
             for n in range(PARTITIONS * 5):
                 producer.send(topic, b"old-%d" % n, partition=n % PARTITIONS)

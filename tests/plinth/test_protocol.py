@@ -43,6 +43,31 @@ def test_admin_requests_round_trip_names_counts_and_config():
     assert reset == protocol.ResetOffsetsRequest(9, "g", {("a", 0): 3})
 
 
+def test_create_topic_carries_its_replication_factor_and_0_for_the_servers_default():
+    # Given createTopic requests with a factor and without one
+    with_factor = protocol.encode_create_topic(1, "t", 3, {}, replication_factor=3)
+    without = protocol.encode_create_topic(2, "t", 3, {})
+    # When decoded / Then the factor is there, and 0 (the server's default) when not given
+    assert protocol.decode_request(with_factor).replication_factor == 3
+    assert protocol.decode_request(without).replication_factor == 0
+
+
+def test_describe_carries_each_partitions_leader_replicas_in_sync_epoch_and_high_watermark():
+    # Given a partition led by shard-2 at epoch 4, one replica out of sync
+    part = protocol.PartitionInfo(0, "shard-2", 5, 90, 1000, ["shard-2", "shard-0", "shard-1"],
+                                  ["shard-2", "shard-1"], 4, 88)
+    # When a describeTopic reply carries it / Then every field comes back
+    decoded = protocol.decode_reply(protocol.encode_topics_reply(3, [protocol.TopicInfo(
+        "t", 1, {}, [part])])).topics[0].partition_info[0]
+    assert decoded == part
+
+
+def test_status_carries_the_under_replicated_and_offline_partition_counts():
+    info = protocol.StatusInfo([("n", "127.0.0.1", True)], [], [], 3, 1)
+    status = protocol.decode_reply(protocol.encode_status_reply(1, info)).status
+    assert (status.under_replicated_partitions, status.offline_partitions) == (3, 1)
+
+
 def test_every_request_kind_of_the_schema_has_its_class():
     kinds = set(schema.Request.schema.union_fields)
     assert kinds == set(protocol._REQUEST_DECODERS)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from plinth import limits
-from plinth.errors import InvalidConfigError, InvalidTopicError
+from plinth import limits, topics
+from plinth.errors import InvalidConfigError, InvalidReplicationFactorError, InvalidTopicError
 from plinth.topics import normalize_topic_config, validate_partition_count, validate_topic_name
 
 
@@ -62,3 +62,59 @@ def test_the_smallest_allowed_segments_and_any_window_are_taken():
                                           "message.timestamp.before.max.ms": "0",
                                           "message.timestamp.after.max.ms": str(2**63 - 1)})
     assert (config["segment.bytes"], config["segment.ms"]) == ("1048576", "60000")
+
+
+# --- Replication configs --------------------------------------------------------------
+
+@pytest.mark.parametrize("factor, min_insync", [(2, "1"), (3, "2"), (5, "2")])
+def test_a_replicated_topic_gets_kafkas_min_insync_default_and_no_unclean_election(
+        factor, min_insync):
+    # Given a topic with several replicas and no replication config
+    # When its config is normalized
+    config = normalize_topic_config("t", {}, factor)
+    # Then min.insync.replicas is 1 for two copies, 2 for three or more, and unclean
+    # leader election is off
+    assert config["min.insync.replicas"] == min_insync
+    assert config["unclean.leader.election.enable"] == "false"
+
+
+def test_a_factor_1_topic_gets_no_replication_keys_unless_it_names_them():
+    # Given a factor-1 topic / When its config is normalized / Then it is as before
+    # replication (stored exactly as before)
+    assert set(normalize_topic_config("t", {})) == set(topics.TOPIC_CONFIG_KEYS)
+    # And a key it names is checked and kept
+    assert normalize_topic_config("t", {"min.insync.replicas": "1"})["min.insync.replicas"] == "1"
+
+
+@pytest.mark.parametrize("config, factor, message", [
+    ({"min.insync.replicas": "4"}, 3,
+     r"topic 't': min.insync.replicas=4 is outside 1..3: .*replication factor, 3"),
+    ({"min.insync.replicas": "2"}, 1, r"min.insync.replicas=2 is outside 1..1"),
+    ({"min.insync.replicas": "0"}, 3, r"min.insync.replicas=0 is outside 1..3"),
+    ({"min.insync.replicas": "two"}, 3, r"min.insync.replicas='two' is not an integer"),
+    ({"unclean.leader.election.enable": "maybe"}, 3,
+     r"unclean.leader.election.enable='maybe' is not true or false"),
+    ({"min.insync.replica": "2"}, 3, r"unknown config min.insync.replica; known: .*min.insync.replicas"),
+])
+def test_wrong_replication_configs_are_refused_naming_the_key_the_value_and_the_limit(
+        config, factor, message):
+    # Given a replication config a new user could write / When it is checked
+    # Then it is refused, naming the key, the value and the limit
+    with pytest.raises(InvalidConfigError, match=message):
+        normalize_topic_config("t", config, factor)
+
+
+def test_unclean_election_takes_true_in_any_case():
+    config = normalize_topic_config("t", {"unclean.leader.election.enable": "TRUE"}, 3)
+    assert config["unclean.leader.election.enable"] == "true"
+    assert topics.unclean_leader_election(config) and topics.min_insync_replicas(config) == 2
+
+
+@pytest.mark.parametrize("factor, message", [
+    (0, "replication factor 0 is outside 1..5"), (-1, "replication factor -1 is outside 1..5"),
+    (6, "replication factor 6 is outside 1..5"), ("three", "replication factor 'three' is not an integer"),
+    (True, "replication factor True is not an integer"), (2.0, "replication factor 2.0 is not an integer")])
+def test_replication_factors_outside_1_to_the_limit_or_not_integers_are_refused(factor, message):
+    with pytest.raises(InvalidReplicationFactorError, match=f"topic 't': {message}"):
+        topics.validate_replication_factor("t", factor)
+    assert topics.validate_replication_factor("t", limits.REPLICATION_FACTOR_MAX) == 5

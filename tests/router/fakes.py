@@ -136,6 +136,7 @@ class FakeController:
         self.owners: dict[str, tuple[str, ...]] = {}
         self.ranges = dict(ranges or {})
         self.groups = ["audit"]
+        self.replication_factors: dict[str, int] = {}   # topic -> the factor it was created with
         self.fail_with: Exception | None = None      # raised by every admin call
         self._gate = threading.Condition()
         self._routing_permits: int | None = None      # routing calls allowed; None: any
@@ -204,8 +205,10 @@ class FakeController:
             return RoutingTable(dict(self.shard_addresses), self.shard_ids, dict(self.owners),
                                 dict(self.ranges))
 
-    def create_topic(self, name: str, partitions: int, config: dict[str, str]) -> protocol.TopicInfo:
+    def create_topic(self, name: str, partitions: int, config: dict[str, str],
+                     replication_factor: int = 0) -> protocol.TopicInfo:
         self._maybe_fail()
+        self.replication_factors[name] = replication_factor
         if name in self.topics:
             raise TopicExistsError(f"topic {name!r} already exists")
         self.add_topic(name, partitions)

@@ -13,7 +13,8 @@ import zmq
 
 from plinth import limits, protocol
 from plinth.control import placement
-from plinth.errors import (MalformedRequestError, PartitionOutOfRangeError, RecordTooLargeError,
+from plinth.errors import (MalformedRequestError, NotLeaderError, PartitionOutOfRangeError,
+                           RecordTooLargeError,
                            TooManyRequestsError, TopicExistsError, UnavailableError,
                            UnknownTopicError)
 from tests.router import fakes
@@ -707,3 +708,66 @@ def test_a_clients_fetches_may_ask_the_shards_for_its_fetch_bytes_and_no_more(ro
     assert client.recv()[0].request_id == 1
     client.send(protocol.encode_fetch(99, "t", 0, 0, limits.FETCH_BYTES_MAX, 0))
     assert shard.wait_for_requests(fitting + 2)[-1].request_id == 99
+
+
+def test_a_shard_that_no_longer_leads_makes_the_router_refresh_and_the_retry_reach_the_leader(
+        router_rig, monkeypatch):
+    # Given a router whose table says shard-0 leads t-0, while the controller already
+    # knows shard-1 does (a leader change), and no timed refresh for the test's length
+    monkeypatch.setattr(limits, "ROUTING_REFRESH_INTERVAL_S", 3600.0)
+    not_leader = lambda request: [protocol.encode_error(request.request_id, NotLeaderError(
+        f"shard-0 does not lead {request.topic}-{request.partition}"))]
+    rig = router_rig(shards={"shard-0": {"handler": not_leader}, "shard-1": {}},
+                     topics={"t": 1}, owners={"t": ("shard-0",)})
+    client = rig.client()
+    calls_before = rig.controller.routing_calls
+    rig.controller.owners["t"] = ("shard-1",)
+    # When a client produces to t-0 / Then the old leader's notLeader reaches it
+    first = client.request(protocol.encode_produce(1, "t", 0, 1), b"batch")
+    assert isinstance(first.error, NotLeaderError) and "shard-0 does not lead t-0" in str(first.error)
+    # And the router fetched a new table at once, so the client's next requests reach shard-1
+    view = wait_for_reply(client, lambda attempt: list_offsets(100 + attempt),
+                          lambda v: v.error is None)
+    assert view.offsets.shard == "shard-1" and rig.controller.routing_calls > calls_before
+    retried = client.request(protocol.encode_produce(2, "t", 0, 1), b"batch")
+    assert (retried.kind, retried.error) == ("produce", None)
+    assert [r.kind for r in rig.shards["shard-1"].requests()][-1] == "produce"
+
+
+def test_create_topic_reaches_the_controller_with_its_replication_factor(router_rig):
+    # Given a router / When a client creates topics with a factor and without one
+    rig = router_rig(topics={"t": 1})
+    client = rig.client()
+    with_factor = client.request(protocol.encode_create_topic(1, "three", 2, {}, replication_factor=3))
+    default = client.request(protocol.encode_create_topic(2, "plain", 2, {}))
+    # Then the controller got each factor (0: its default)
+    assert (with_factor.error, default.error) == (None, None)
+    assert rig.controller.replication_factors == {"three": 3, "plain": 0}
+
+
+def test_a_partition_without_a_leader_is_answered_unavailable_naming_it(router_rig):
+    # Given a replicated partition the controller has no leader for (offline)
+    rig = router_rig(topics={"t": 2}, owners={"t": ("shard-0", "")})
+    client = rig.client()
+    # When a client produces to it / Then it is unavailable (retriable), saying why
+    view = client.request(protocol.encode_produce(1, "t", 1, 1), b"batch")
+    assert isinstance(view.error, UnavailableError)
+    assert "t-1 has no leader (offline" in str(view.error)
+
+
+def test_a_shard_that_is_down_makes_the_router_refresh_and_the_retry_reach_the_new_leader(
+        router_rig, monkeypatch):
+    # Given a router whose table says shard-0 leads t-0, shard-0 down, and a controller
+    # that already made shard-1 the leader; no timed refresh for the test's length
+    monkeypatch.setattr(limits, "ROUTING_REFRESH_INTERVAL_S", 3600.0)
+    rig = router_rig(shards={"shard-0": {}, "shard-1": {}}, topics={"t": 1},
+                     owners={"t": ("shard-0",)})
+    client = rig.client()
+    rig.shards["shard-0"].close()
+    view = wait_for_reply(client, lambda attempt: list_offsets(attempt),
+                          lambda v: isinstance(v.error, UnavailableError))
+    rig.controller.owners["t"] = ("shard-1",)
+    # When the client retries / Then the router has a new table, and shard-1 answers
+    view = wait_for_reply(client, lambda attempt: list_offsets(1000 + attempt),
+                          lambda v: v.error is None)
+    assert view.offsets.shard == "shard-1"

@@ -1,0 +1,74 @@
+"""control/metrics.py: the replication gauges come from the controller's metadata (a
+neighbour here: a controller handle answering as the real one does)."""
+
+from __future__ import annotations
+
+from plinth.control.controller import PartitionReplication
+from plinth.control.metrics import BrokerCollector
+from plinth.errors import UnavailableError
+
+
+class ControllerAnswering:
+    """A ControllerHandle's two metric calls, with fixed answers (or an error)."""
+
+    def __init__(self, states: list[PartitionReplication] | None = None, error=None):
+        self._states, self._error = states or [], error
+
+    def shard_stats(self) -> dict:
+        return {}
+
+    def partition_replication(self) -> list[PartitionReplication]:
+        if self._error is not None:
+            raise self._error
+        return self._states
+
+
+def samples(collector: BrokerCollector) -> dict[tuple[str, str, str], float]:
+    return {(s.name, s.labels.get("topic"), s.labels.get("partition")): s.value
+            for family in collector.collect() for s in family.samples
+            if s.name.startswith("plinth_partition_") and "topic" in s.labels}
+
+
+def test_each_partition_reports_its_in_sync_size_and_whether_it_is_under_replicated_or_offline():
+    # Given a partition with a replica out of sync, one without a leader, and a healthy one
+    collector = BrokerCollector(ControllerAnswering([
+        PartitionReplication("orders", 0, 3, 2, "shard-1", False),
+        PartitionReplication("orders", 1, 3, 1, "", True),
+        PartitionReplication("plain", 0, 1, 1, "shard-0", False)]))
+    # When the metrics are collected
+    got = samples(collector)
+    # Then each partition has the three gauges, by topic and partition
+    assert [got[("plinth_partition_under_replicated", t, p)] for t, p in
+            [("orders", "0"), ("orders", "1"), ("plain", "0")]] == [1, 1, 0]
+    assert [got[("plinth_partition_isr_size", t, p)] for t, p in
+            [("orders", "0"), ("orders", "1"), ("plain", "0")]] == [2, 1, 1]
+    assert [got[("plinth_partition_offline", t, p)] for t, p in
+            [("orders", "0"), ("orders", "1"), ("plain", "0")]] == [0, 1, 0]
+
+
+def test_a_controller_that_does_not_answer_leaves_the_gauges_empty_not_the_scrape_failing():
+    collector = BrokerCollector(ControllerAnswering(error=UnavailableError("restarting")))
+    names = {family.name for family in collector.collect()}
+    assert {"plinth_partition_under_replicated", "plinth_partition_isr_size",
+            "plinth_partition_offline"} <= names
+    assert samples(collector) == {}
+
+
+def test_group_lag_counts_from_the_leaders_end_offset_not_a_followers():
+    # Given a partition whose leader (shard-1) is at 100 and a follower (shard-0) at 90,
+    # and a group that committed 40
+    class WithShards(ControllerAnswering):
+        def shard_stats(self):
+            def snap(end, groups):
+                return {"partitions": {}, "logs": {("t", 0): {"start_offset": 0, "end_offset": end,
+                                                              "size_bytes": 1}},
+                        "latency_buckets_s": [], "latency_counts": {}, "latency_sum_s": {},
+                        "errors": {}, "groups": groups}
+            # the follower last: whichever answered last must not decide
+            return {"shard-1": snap(100, {}), "shard-0": snap(90, {"g": {("t", 0): 40}})}
+
+    collector = BrokerCollector(WithShards([PartitionReplication("t", 0, 2, 1, "shard-1", False)]))
+    # When the metrics are collected / Then the lag is the leader's end minus the commit
+    lag = [s.value for family in collector.collect() for s in family.samples
+           if s.name == "plinth_group_lag"]
+    assert lag == [60]
