@@ -20,12 +20,13 @@ REPLY_WAIT_MS = 10_000
 CLIENT = b"control-test"
 
 
-def produce(address: str, topic: str, partition: int, values: list[bytes]) -> int:
-    """Append ``values`` as one batch; returns its base offset."""
+def produce(address: str, topic: str, partition: int, values: list[bytes], acks: int = 1) -> int:
+    """Append ``values`` as one batch; returns its base offset (acks=-1: once the
+    in-sync replicas hold it)."""
     builder = BatchBuilder()
     for value in values:
         builder.append(None, value, time.time_ns() // 1_000_000, None)
-    reply = _roundtrip(address, protocol.encode_produce(1, topic, partition, 1), builder.build())
+    reply = _roundtrip(address, protocol.encode_produce(1, topic, partition, acks), builder.build())
     return reply.base_offset
 
 

@@ -39,8 +39,8 @@ class Broker:
     def owner(self, topic: str, partition: int) -> str:
         return self.controller.routing().owner(topic, partition)
 
-    def produce(self, topic: str, partition: int, values: list[bytes]) -> int:
-        return produce(self.address(self.owner(topic, partition)), topic, partition, values)
+    def produce(self, topic: str, partition: int, values: list[bytes], acks: int = 1) -> int:
+        return produce(self.address(self.owner(topic, partition)), topic, partition, values, acks)
 
     def metadata_on_disk(self) -> BrokerMetadata:
         return BrokerMetadata.load(self.data_dir / "metadata.json")

@@ -51,10 +51,10 @@ def test_a_factor_3_topic_is_opened_on_three_replicas_led_by_the_placement_owner
 
 
 def test_describe_shows_each_partitions_leader_replicas_in_sync_epoch_and_high_watermark(brokers):
-    # Given a factor-3 topic with records in partition 0
+    # Given a factor-3 topic with records in partition 0, acknowledged once in sync
     broker = brokers(3, **ON_ONE_NODE)
     broker.controller.create_topic("orders", 2, {}, 3)
-    assert broker.produce("orders", 0, [b"a", b"b", b"c"]) == 0
+    assert broker.produce("orders", 0, [b"a", b"b", b"c"], acks=-1) == 0
     # When it is described
     infos = broker.controller.describe_topic("orders").partition_info
     # Then each partition shows its leader, replicas, in-sync replicas, epoch and HW,
@@ -143,7 +143,9 @@ def test_every_start_bumps_the_controller_epoch_and_restamps_every_record(broker
     addresses = broker.controller.routing().shard_addresses
     for shard_id in THREE:
         server = broker.shards.handles[shard_id].actor._server
-        assert server._peer_addresses == addresses and server._controller_epoch == first_epoch + 1
+        replication = server._replication
+        assert replication._fetcher._addresses == addresses
+        assert replication.controller_epoch == first_epoch + 1
     for shard_id in after.replicas:
         assert broker.manifest(shard_id).partitions[PartitionId("t", 0)].leadership == after
 
@@ -161,10 +163,10 @@ def test_a_shard_at_a_new_address_makes_every_shard_learn_it_and_gets_its_record
     # Then every shard has its new address
     address = broker.controller.routing().shard_addresses["shard-2"]
     for shard_id in THREE:
-        assert broker.shards.handles[shard_id].actor._server._peer_addresses["shard-2"] == address
+        assert broker.shards.handles[shard_id].actor._server._replication._fetcher._addresses["shard-2"] == address
     # And shard-2 has the partition's current record
     record = broker.metadata_on_disk().topics["t"].leadership[0]
-    assert broker.shards.handles["shard-2"].actor._server._leadership[("t", 0)] == record
+    assert broker.shards.handles["shard-2"].actor._server._replication._leadership[("t", 0)] == record
 
 
 def test_an_in_sync_change_is_a_compare_and_set_saved_and_pushed_to_the_replicas(brokers):
