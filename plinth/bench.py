@@ -90,6 +90,7 @@ class BenchConfig:
     value_bytes: int = 100
     key_bytes: int = 16
     partitions: int = 4
+    replication_factor: int | None = None   # of a created topic; None: the server's default
     producers: int = 1
     linger_ms: float | None = None        # None: the Producer's default
     batch_bytes_max: int | None = None    # None: the Producer's default
@@ -175,7 +176,10 @@ class BenchReport:
 
     def _describe(self) -> str:
         s = self.settings
-        head = (f"plinth bench {self.command}: topic {self.topic} ({self.partitions} partitions), "
+        factor = s.get("replication_factor")
+        copies = "" if factor is None else f", factor {factor}"
+        head = (f"plinth bench {self.command}: topic {self.topic} ({self.partitions} partitions"
+                f"{copies}), "
                 f"{s['key_bytes']}-byte keys, {s['value_bytes']}-byte values, ")
         if self.command == "consume":
             return head + "1 consumer from offset 0"
@@ -337,7 +341,8 @@ def ensure_topic(config: BenchConfig) -> tuple[str, int]:
     name = config.topic or f"bench-{secrets.token_hex(4)}"
     with Admin(broker=config.broker, request_timeout_ms=config.request_timeout_ms) as admin:
         try:
-            return name, admin.create_topic(name, config.partitions).partitions
+            return name, admin.create_topic(name, config.partitions,
+                                            replication_factor=config.replication_factor).partitions
         except TopicExistsError:
             return name, admin.partition_count(name)
 

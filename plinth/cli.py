@@ -403,6 +403,9 @@ def _bench_options(*names):
                                   help="Random keys (up to 1,048,576 distinct per producer); 0: no key."),
         "partitions": click.option("--partitions", type=click.IntRange(1), default=4, show_default=True,
                                    help="Partitions of the topic if it is created."),
+        "replication_factor": click.option(
+            "--replication-factor", type=click.IntRange(1, limits.REPLICATION_FACTOR_MAX),
+            default=None, help="Copies of the topic if it is created (default: the server's)."),
         "producers": click.option("--producers", type=click.IntRange(1, 64), default=1,
                                   show_default=True, help="Producer processes, one Producer each."),
         "linger_ms": click.option("--linger-ms", type=click.FloatRange(0), default=None,
@@ -429,7 +432,8 @@ def _bench_options(*names):
     return decorate
 
 
-_BENCH_COMMON = ("messages", "value_bytes", "key_bytes", "partitions", "producers", "linger_ms",
+_BENCH_COMMON = ("messages", "value_bytes", "key_bytes", "partitions", "replication_factor",
+                 "producers", "linger_ms",
                  "batch_bytes_max", "acks", "topic")
 
 

@@ -1,0 +1,145 @@
+"""Replication's cost and failover time on a 3-node Ray cluster on 127.0.0.1.
+
+    python -m loadtest.replication_bench [--messages 1000000] [--e2e-messages 100000]
+        [--kills 20] [--no-peer] [--json]
+
+One run measures, on the same machine and cluster:
+1. ``plinth bench produce`` of keyed 100-byte records: factor 1 with acks=1,
+   factor 3 with acks=1, factor 3 with acks="all" (min.insync.replicas=2);
+2. end-to-end latency at 10,000 records/s over 4 partitions with acks="all",
+   factor 3 (``plinth bench e2e --rate 10000 --linger-ms 1``);
+3. failover: SIGKILL of the node (every process of it) holding a factor-3
+   partition's leader, then the time to the first acknowledged acks="all"
+   produce to that partition; the node comes back and the partition is fully
+   in sync again before the next kill. p50 and max over ``--kills``;
+4. Redis Streams (``XADD``, AOF fsync always, pipelines of 100) in the same
+   run, so each figure has a ratio to a peer (the VM's speed varies by 2x).
+
+The cluster is ``tests/three_node_cluster.py``'s (head "a", workers "b", "c",
+one shard pinned to each); every socket is on 127.0.0.1. A benchmark, not a
+test: it prints numbers and asserts nothing about them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from loadtest import redis_peer
+from plinth import Admin, Producer
+from plinth.bench import BenchConfig, run_e2e, run_produce
+from tests.conftest import Broker
+from tests.support import unique_topic, wait_until
+from tests.three_node_cluster import ThreeNodeCluster
+
+FAILOVER_WAIT_S = 120     # a kill that takes longer than this is reported as failed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--e2e-messages", type=int, default=100_000)
+    parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--no-peer", action="store_true", help="skip Redis (not installed)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    results = run(args.messages, args.e2e_messages, args.kills, peer=not args.no_peer)
+    print(json.dumps(results, indent=2) if args.json else format_results(results))
+
+
+def run(messages: int, e2e_messages: int, kills: int, peer: bool = True) -> dict:
+    cluster = ThreeNodeCluster().start()
+    data_dir = Path(tempfile.mkdtemp(prefix="plinth-replication-bench-"))
+    broker = Broker(data_dir / "data", cluster.address, shards=3).start()
+    try:
+        results = {"throughput": throughput(broker.url, messages),
+                   "e2e": e2e(broker.url, e2e_messages),
+                   "failover": failover(cluster, broker, data_dir / "data", kills)}
+    finally:
+        broker.stop()
+        cluster.shutdown()
+    if peer:
+        with redis_peer.redis_server("always") as port:
+            results["redis_xadd"] = redis_peer.run_produce(port, messages, 16, 100, 100)
+    return results
+
+
+def throughput(url: str, messages: int) -> dict:
+    base = BenchConfig(broker=url, messages=messages, partitions=4, key_bytes=16, value_bytes=100)
+    runs = {"factor 1, acks=1": replace(base, replication_factor=1, acks="1"),
+            "factor 3, acks=1": replace(base, replication_factor=3, acks="1"),
+            "factor 3, acks=all": replace(base, replication_factor=3, acks="all")}
+    return {name: run_produce(config, progress=False).to_json() for name, config in runs.items()}
+
+
+def e2e(url: str, messages: int) -> dict:
+    config = BenchConfig(broker=url, messages=messages, partitions=4, replication_factor=3,
+                         acks="all", rate=10_000, linger_ms=1, key_bytes=16, value_bytes=100)
+    return run_e2e(config, progress=False).to_json()
+
+
+def failover(cluster: ThreeNodeCluster, broker: Broker, data_dir: Path, kills: int) -> dict:
+    """Seconds from removing the leader's node to the first acks="all" produce it acks."""
+    topic = unique_topic("failover")
+    seconds = []
+    with Admin(broker=broker.url) as admin, Producer(
+            broker=broker.url, acks="all", linger_ms=0, request_timeout_ms=2_000,
+            delivery_timeout_ms=FAILOVER_WAIT_S * 1000, retry_backoff_ms=20,
+            retry_backoff_max_ms=100) as producer:
+        admin.create_topic(topic, 3, replication_factor=3)
+        pins = json.loads((data_dir / "metadata.json").read_text())["shard_nodes"]
+        for _ in range(kills):
+            partition, node = _partition_led_on_a_worker(admin, topic, pins)
+            producer.send(topic, b"before", partition=partition).get(FAILOVER_WAIT_S)
+            started_s = time.monotonic()
+            cluster.remove_node(node)
+            producer.send(topic, b"after", partition=partition).get(FAILOVER_WAIT_S)
+            seconds.append(time.monotonic() - started_s)
+            cluster.add_node(node)
+            wait_until(lambda: _fully_in_sync(admin, topic), timeout_s=FAILOVER_WAIT_S)
+    return {"kills": len(seconds), "p50_s": statistics.median(seconds), "max_s": max(seconds),
+            "seconds": [round(s, 3) for s in seconds]}
+
+
+def _partition_led_on_a_worker(admin: Admin, topic: str, pins: dict) -> tuple[int, str]:
+    """A partition whose leader's shard is pinned to a worker node (the head holds the
+    GCS and cannot be removed), and that node's name."""
+    for info in admin.describe_topic(topic).partition_info:
+        node = pins.get(info.shard, "").rsplit(":", 1)[-1]
+        if node and node != "a":
+            return info.partition, node
+    raise AssertionError(f"no partition of {topic} is led on a worker node: "
+                         f"{admin.describe_topic(topic).partition_info}")
+
+
+def _fully_in_sync(admin: Admin, topic: str) -> bool:
+    return all(info.shard and len(info.in_sync_replicas) == len(info.replicas)
+               for info in admin.describe_topic(topic).partition_info)
+
+
+def format_results(results: dict) -> str:
+    redis = results.get("redis_xadd")
+    lines = [] if redis is None else [f"Redis XADD (AOF fsync always, pipelines of 100): "
+                                      f"{redis['records_per_s']:,.0f} records/s"]
+    for name, report in results["throughput"].items():
+        rate = report["records_per_s"]
+        ratio = "" if redis is None else f"  ({rate / redis['records_per_s']:.2f}x Redis)"
+        lines.append(f"{name:22s} {rate:12,.0f} records/s{ratio}  "
+                     f"p50 {report['latency_us']['p50'] / 1000:.1f} ms  "
+                     f"p99 {report['latency_us']['p99'] / 1000:.1f} ms")
+    latency = results["e2e"]["latency_us"]
+    lines.append(f"e2e at 10,000 records/s, acks=all, factor 3: p50 {latency['p50'] / 1000:.1f} ms "
+                 f"p99 {latency['p99'] / 1000:.1f} ms")
+    fail = results["failover"]
+    lines.append(f"failover over {fail['kills']} node kills: p50 {fail['p50_s']:.2f} s, "
+                 f"max {fail['max_s']:.2f} s")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
