@@ -111,6 +111,12 @@ class Controller:
         self._rebalancer = Rebalancer(self._metadata, self._shards, self._save)
         self._routers: dict[str, str] = {}   # listen address -> node address
         self._ping_misses: dict[str, int] = {}   # shard id -> leader pings unanswered in a row
+        # Shards that missed a push of leadership records (down, stopped, slow) or sent
+        # a stale in-sync change: each gets all its records again once it answers a
+        # leader check. Without this a SIGSTOPped leader, deposed while stopped, never
+        # learns it was (it does not restart, so it never announces itself). At most
+        # one entry per shard.
+        self._records_unsent: set[str] = set()
 
     def _shard_ids(self, shard_count: int | None) -> list[str]:
         stored = self._metadata.shards
@@ -216,17 +222,21 @@ class Controller:
             raise InvalidConfigError(f"{partition.topic}-{partition.partition} is not replicated "
                                      f"(replication factor {topic.replication_factor})")
         current = topic.leadership[partition.partition]
-        changed = leadership_rules.alter_in_sync(
-            current, shard_id, leader_epoch, partition_epoch, tuple(in_sync),
-            topics.min_insync_replicas(topic.config),
-            controller_epoch=self._metadata.controller_epoch)
+        try:
+            changed = leadership_rules.alter_in_sync(
+                current, shard_id, leader_epoch, partition_epoch, tuple(in_sync),
+                topics.min_insync_replicas(topic.config),
+                controller_epoch=self._metadata.controller_epoch)
+        except BrokerError:
+            self._records_unsent.add(shard_id)   # its record is stale: resend at the next check
+            raise
         topic.leadership[partition.partition] = changed
         self._save()
         log.info("%s-%d: in-sync replicas %s -> %s (partition epoch %d)", partition.topic,
                  partition.partition, ",".join(current.in_sync), ",".join(changed.in_sync),
                  changed.partition_epoch)
         others = {s for s in changed.replicas if s != shard_id}
-        self._push_records([(partition, changed)], others)
+        self._push_records([(partition, changed)], others, answered={shard_id})
         return changed
 
     def check_leaders(self) -> list[tuple[PartitionId, str]]:
@@ -244,7 +254,15 @@ class Controller:
                                  for s in self._metadata.topics[name].leadership[p].replicas})
         lost = [(name, p) for name, p in partitions
                 if self._metadata.topics[name].leadership[p].leader not in alive]
-        return self._elect(lost, alive) if lost else []
+        changes = self._elect(lost, alive) if lost else []
+        self._resend_records(alive)
+        return changes
+
+    def _resend_records(self, alive: set[str]) -> None:
+        """Push every record again to each shard that missed one and answers now."""
+        for shard_id in sorted(self._records_unsent & alive):
+            self._records_unsent.discard(shard_id)
+            self._push_records(self._records_on(shard_id), {shard_id})
 
     def _elect(self, partitions: list[tuple[str, int]],
                alive: set[str]) -> list[tuple[PartitionId, str]]:
@@ -288,18 +306,27 @@ class Controller:
                 answering.add(shard_id)
         return answering
 
-    def _push_records(self, changes: list[tuple[PartitionId, Leadership]], to: set[str]) -> None:
+    def _push_records(self, changes: list[tuple[PartitionId, Leadership]], to: set[str],
+                      answered: set[str] = frozenset()) -> None:
         """Send the new records to the replicas among ``to``, waiting at most
         LEADER_PING_TIMEOUT_S: a replica that is down (the usual reason for a change)
-        must not hold up the answer; it gets its records when it announces itself."""
+        must not hold up the answer. Every other replica (but those ``answered``
+        directly), and any that did not take them in time, is sent all its records
+        again once it answers a leader check (``_resend_records``), or when it
+        announces itself after a restart."""
         per_shard: dict[str, list[tuple[PartitionId, Leadership]]] = {}
         for pid, record in changes:
             for shard_id in record.replicas:
                 if shard_id in to and shard_id in self._shards:
                     per_shard.setdefault(shard_id, []).append((pid, record))
-        self._shards.call_each({s: self._shards[s].set_leadership(records)
-                                for s, records in per_shard.items()},
-                               limits.LEADER_PING_TIMEOUT_S)
+                elif shard_id not in answered and shard_id in self._shards:
+                    self._records_unsent.add(shard_id)
+        outcomes = wait_all({s: self._shards[s].set_leadership(records)
+                             for s, records in per_shard.items()}, limits.LEADER_PING_TIMEOUT_S)
+        for shard_id, outcome in outcomes.items():
+            if isinstance(outcome, BrokerError):
+                log.warning("%s; it gets its records again once it answers", outcome)
+                self._records_unsent.add(shard_id)
 
     def _push_peers(self, shard_ids: list[str] | None = None) -> None:
         """Tell every shard (or ``shard_ids``) where every shard listens, with this

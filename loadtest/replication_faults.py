@@ -29,10 +29,10 @@ worker node killed, the node back after ``--node-down-s``; ``replica-wipe`` a wo
 node removed, its shards' data directories deleted, the node back; ``all-nodes`` every
 node and the server killed, a new cluster started, the server restarted on its data.
 
-Today's broker (no replication yet) survives ``shard-kill`` and ``shard-stop`` at
-factor 1, the default ``--faults``; the test suite runs those
-(tests/e2e/test_replication_faults_e2e.py). It does not survive ``controller-kill``:
-the controller owns the shard actors (Ray ends them with it) and is not restarted.
+The test suite runs ``shard-kill`` and ``shard-stop`` on a factor-3 topic
+(tests/e2e/test_replication_faults_e2e.py). The broker does not survive
+``controller-kill`` yet: the controller owns the shard actors (Ray ends them with it)
+and is not restarted.
 """
 
 from __future__ import annotations
@@ -503,11 +503,8 @@ def run_faults(setting: Setting, workload: Workload, schedule: list[tuple[float,
 
 def create_topic(url: str, topic: str, partitions: int, replication_factor: int,
                  min_insync: int | None) -> None:
-    """The run's topic; at factor 1 exactly as today's Admin takes it."""
+    """The run's topic, with ``replication_factor`` copies."""
     with Admin(broker=url, request_timeout_ms=ADMIN_TIMEOUT_MS * 10) as admin:
-        if replication_factor == 1:
-            admin.create_topic(topic, partitions)
-            return
         config = {} if min_insync is None else {"min.insync.replicas": str(min_insync)}
         admin.create_topic(topic, partitions, replication_factor=replication_factor,
                            config=config)

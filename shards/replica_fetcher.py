@@ -99,6 +99,7 @@ class ReplicaFetcher:
         self._in_flight: dict[int, Followed] = {}                   # by request id
         self._request_ids = itertools.count(1)
         self._next_timer_s: float | None = None
+        self._closed = False            # close() ran: no DEALER opens any more
 
     # --- Peers and followed partitions ------------------------------------------
 
@@ -135,6 +136,9 @@ class ReplicaFetcher:
         return followed
 
     def close(self) -> None:
+        """Close every DEALER, for good: the loop may run a round or two more before it
+        stops, and a DEALER opened then would keep the context's term() waiting."""
+        self._closed = True
         for leader in list(self._dealers):
             self._disconnect(leader)
 
@@ -308,7 +312,7 @@ class ReplicaFetcher:
 
     def _dealer(self, leader: str) -> zmq.Socket | None:
         address = self._addresses.get(leader)
-        if not leader or address is None:
+        if not leader or address is None or self._closed:
             return None
         current = self._dealers.get(leader)
         if current is not None:

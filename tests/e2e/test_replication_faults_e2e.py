@@ -1,8 +1,10 @@
 """The replication fault suite (loadtest/replication_faults.py) in CI: three Ray nodes on
 127.0.0.1, one shard on each, an idempotent acks="all" workload with a consumer group,
-and a fixed seed's schedule of the faults today's broker survives at replication
-factor 1 (SIGKILL of a leading shard's process, SIGSTOP then SIGCONT of one); then the
-checker (loadtest/fault_checker.py) finds no violation.
+and a fixed seed's schedule of faults on a factor-3 topic with min.insync.replicas=2
+(SIGKILL of a leading shard's process, SIGSTOP of one longer than the leader check's
+timeout, then SIGCONT: the stopped leader is deposed and must learn it); then the
+checker (loadtest/fault_checker.py) finds no violation, and every partition is fully
+in sync again.
 
 Marked ``faults``, as tests/faults/ (it runs in CI; ``-m "not faults"`` skips it).
 About two minutes. The longer runs, with any seed and every fault kind, are
@@ -38,7 +40,7 @@ def test_no_acknowledged_record_is_lost_duplicated_or_moved_under_seeded_shard_f
     try:
         rng = random.Random(SEED)
         topic = unique_topic("faults")
-        create_topic(broker.url, topic, PARTITIONS, replication_factor=1, min_insync=None)
+        create_topic(broker.url, topic, PARTITIONS, replication_factor=3, min_insync=2)
         setting = Setting(three_node_cluster, broker, topic, PARTITIONS, rng, stop_s=STOP_S)
         # Then every address it reports is on loopback, and the shards are spread over the nodes
         assert non_loopback_addresses(broker.url) == []
