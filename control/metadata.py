@@ -289,23 +289,9 @@ def _topic_to_json(topic: TopicMetadata) -> dict:
                            for p, ranges in topic.ranges.items()}
     if topic.replicated:
         value["replication_factor"] = topic.replication_factor
-        value["leadership"] = {str(p): _leadership_to_json(record)
+        value["leadership"] = {str(p): record.to_json()
                                for p, record in sorted(topic.leadership.items())}
     return value
-
-
-def _leadership_to_json(record: Leadership) -> dict:
-    return {"replicas": list(record.replicas), "leader": record.leader,
-            "leader_epoch": record.leader_epoch, "in_sync": list(record.in_sync),
-            "partition_epoch": record.partition_epoch,
-            "controller_epoch": record.controller_epoch, "eligible": list(record.eligible)}
-
-
-def _leadership_from_json(value: dict) -> Leadership:
-    return Leadership(tuple(_names(value["replicas"])), _name(value["leader"]),
-                      _offset(value["leader_epoch"]), tuple(_names(value["in_sync"])),
-                      _offset(value["partition_epoch"]), _offset(value["controller_epoch"]),
-                      tuple(_names(value.get("eligible", []))))
 
 
 def _topic_from_json(value: dict) -> TopicMetadata:
@@ -318,7 +304,7 @@ def _topic_from_json(value: dict) -> TopicMetadata:
     factor = value.get("replication_factor", 1)
     if not isinstance(factor, int) or isinstance(factor, bool):
         raise ValueError(f"replication_factor {factor!r} is not an int")
-    leadership = {int(p): _leadership_from_json(record)
+    leadership = {int(p): Leadership.from_json(record)
                   for p, record in value.get("leadership", {}).items()}
     return TopicMetadata(partitions, config, _names(value["placement"]), ranges, factor,
                          leadership)

@@ -62,6 +62,28 @@ class Leadership:
     controller_epoch: int = 0
     eligible: tuple[str, ...] = ()
 
+    def to_json(self) -> dict:
+        """The record as metadata.json and a shard's manifest.json keep it."""
+        return {"replicas": list(self.replicas), "leader": self.leader,
+                "leader_epoch": self.leader_epoch, "in_sync": list(self.in_sync),
+                "partition_epoch": self.partition_epoch,
+                "controller_epoch": self.controller_epoch, "eligible": list(self.eligible)}
+
+    @classmethod
+    def from_json(cls, value: dict) -> "Leadership":
+        """The record ``to_json`` wrote; raises ValueError (or KeyError, TypeError) on
+        anything else, for the file's loader to name the file."""
+        names = {key: _strings(value[key], key) for key in ("replicas", "in_sync")}
+        epochs = {key: _count(value[key], key)
+                  for key in ("leader_epoch", "partition_epoch", "controller_epoch")}
+        if not isinstance(value["leader"], str):
+            raise ValueError(f"leader {value['leader']!r} is not a string")
+        record = cls(names["replicas"], value["leader"], epochs["leader_epoch"], names["in_sync"],
+                     epochs["partition_epoch"], epochs["controller_epoch"],
+                     _strings(value.get("eligible", []), "eligible"))
+        record.check()
+        return record
+
     def check(self) -> None:
         """Raises ValueError if the record breaks its own rules (programmer error)."""
         if not self.replicas or len(set(self.replicas)) != len(self.replicas):
@@ -74,6 +96,18 @@ class Leadership:
             raise ValueError(f"eligible {self.eligible!r} must be replicas out of sync")
         if min(self.leader_epoch, self.partition_epoch, self.controller_epoch) < 0:
             raise ValueError(f"epochs must be >= 0: {self!r}")
+
+
+def _strings(value, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{key} {value!r} is not a list of strings")
+    return tuple(value)
+
+
+def _count(value, key: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{key} {value!r} is not an int >= 0")
+    return value
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,7 @@ class ShardManifest:
             topic, partition = key.rsplit("/", 1)
             spec = PartitionSpec(topic, int(partition), dict(entry["config"]),
                                  entry["initial_offset"], entry["sealed"], entry.get("producers"),
-                                 _leadership_from_json(entry.get("leadership")))
+                                 _leadership(entry.get("leadership")))
             spec.check()
             manifest.partitions[spec.id] = spec
         return manifest
@@ -113,23 +113,12 @@ def _spec_to_json(spec: PartitionSpec) -> dict:
     value = {"config": spec.config, "initial_offset": spec.initial_offset,
              "sealed": spec.sealed, "producers": spec.producers}
     if spec.leadership is not None:
-        value["leadership"] = _leadership_to_json(spec.leadership)
+        value["leadership"] = spec.leadership.to_json()
     return value
 
 
-def _leadership_to_json(leadership: Leadership) -> dict:
-    return {"replicas": list(leadership.replicas), "leader": leadership.leader,
-            "leader_epoch": leadership.leader_epoch, "in_sync": list(leadership.in_sync),
-            "partition_epoch": leadership.partition_epoch,
-            "controller_epoch": leadership.controller_epoch, "eligible": list(leadership.eligible)}
-
-
-def _leadership_from_json(value: dict | None) -> Leadership | None:
-    if value is None:
-        return None
-    return Leadership(tuple(value["replicas"]), value["leader"], value["leader_epoch"],
-                      tuple(value["in_sync"]), value["partition_epoch"], value["controller_epoch"],
-                      tuple(value.get("eligible", ())))
+def _leadership(value: dict | None) -> Leadership | None:
+    return None if value is None else Leadership.from_json(value)
 
 
 def _partition_counts(value: dict) -> dict[str, int]:

@@ -143,7 +143,7 @@ def broken_replicated(change) -> dict:
      "replication factor 1 but leadership records"),
     (broken_replicated(lambda m, t, r: t.update(replication_factor=9)), "replication factor 9, outside"),
     (broken_replicated(lambda m, t, r: t.update(replication_factor="3")), "not broker metadata"),
-    (broken_replicated(lambda m, t, r: r.update(leader_epoch=-1)), "epochs must be >= 0"),
+    (broken_replicated(lambda m, t, r: r.update(leader_epoch=-1)), "leader_epoch -1 is not an int >= 0"),
     (broken_replicated(lambda m, t, r: m.update(controller_epoch="1")), "not broker metadata"),
 ])
 def test_damaged_replication_metadata_is_refused_with_the_problem(tmp_path, value, problem):
