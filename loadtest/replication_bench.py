@@ -53,19 +53,20 @@ def main() -> None:
 
 
 def run(messages: int, e2e_messages: int, kills: int, peer: bool = True) -> dict:
+    results = {}
+    if peer:   # first: a missing redis-server or redis-py stops the run before the long part
+        with redis_peer.redis_server("always") as port:
+            results["redis_xadd"] = redis_peer.run_produce(port, messages, 16, 100, 100)
     cluster = ThreeNodeCluster().start()
     data_dir = Path(tempfile.mkdtemp(prefix="plinth-replication-bench-"))
     broker = Broker(data_dir / "data", cluster.address, shards=3).start()
     try:
-        results = {"throughput": throughput(broker.url, messages),
-                   "e2e": e2e(broker.url, e2e_messages),
-                   "failover": failover(cluster, broker, data_dir / "data", kills)}
+        results["throughput"] = throughput(broker.url, messages)
+        results["e2e"] = e2e(broker.url, e2e_messages)
+        results["failover"] = failover(cluster, broker, data_dir / "data", kills)
     finally:
         broker.stop()
         cluster.shutdown()
-    if peer:
-        with redis_peer.redis_server("always") as port:
-            results["redis_xadd"] = redis_peer.run_produce(port, messages, 16, 100, 100)
     return results
 
 
