@@ -195,10 +195,14 @@ class ShardServer:
         if threading.current_thread() is self._thread:
             raise AssertionError(f"{self.shard_id}: call({getattr(fn, '__name__', fn)}) from "
                                  f"the loop thread would wait for itself")
+        return self._queue(fn, args, timeout_s).result(timeout=timeout_s)
+
+    def _queue(self, fn, args: tuple, timeout_s: float) -> concurrent.futures.Future:
+        """Queue ``fn(*args)`` for the loop thread and wake it; the future has its outcome."""
         future: concurrent.futures.Future = concurrent.futures.Future()
         self._commands.put((fn, args, future), timeout=timeout_s)
         self._wakeup.wake()
-        return future.result(timeout=timeout_s)
+        return future
 
     def _lock_data_dir(self) -> None:
         # A shard restarted while its previous process is still dying must not
@@ -332,10 +336,14 @@ class ShardServer:
         self._replication.set_leadership(changes)
 
     def _post(self, fn, *args) -> None:
-        """Run ``fn(*args)`` on the loop thread, without waiting for it (any other thread)."""
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        self._commands.put((fn, args, future), timeout=limits.CONTROL_CALL_TIMEOUT_S)
-        self._wakeup.wake()
+        """Run ``fn(*args)`` on the loop thread, without waiting for it (any other thread).
+        Nobody reads its outcome, so a failure is logged rather than lost."""
+        future = self._queue(fn, args, limits.CONTROL_CALL_TIMEOUT_S)
+        future.add_done_callback(self._log_posted_failure)
+
+    def _log_posted_failure(self, future: concurrent.futures.Future) -> None:
+        if future.exception() is not None:
+            log.error("%s: a posted command failed: %r", self.shard_id, future.exception())
 
     # --- Groups and stats (loop thread, through call()) ----------------------
 
