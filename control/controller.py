@@ -88,11 +88,15 @@ def _start_shard_on_ray(options: ShardOptions) -> ShardHandle:
 def _restarted_by_ray() -> bool:
     """Whether this is a controller actor that Ray restarted after its process died
     (False outside a Ray actor: the tests' in-process controllers)."""
+    import warnings
+
     import ray
 
     if not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is None:
         return False
-    return ray.get_runtime_context().was_current_actor_reconstructed
+    with warnings.catch_warnings():   # Ray's property reads its own deprecated actor_id
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
 
 
 class Controller:
