@@ -63,6 +63,11 @@ from plinth.shards.shard_handle import (Leadership, PartitionId, ShardHandle, Sh
 log = logging.getLogger(__name__)
 
 
+# A shard's stats role of a replicated partition it neither leads nor follows
+# (shards/shard_replication.py's NOT_SERVED; the control plane sees only the handle).
+_NOT_SERVED = "not served"
+
+
 @dataclass(frozen=True)
 class PartitionReplication:
     """One partition's copies as the controller's metadata has them."""
@@ -187,7 +192,10 @@ class Controller:
 
         A shard that does not come up in time (its node is down, its directory is
         locked) is left out: its partitions are unavailable until it starts and
-        announces itself. Then finishes a change of shards a crash interrupted.
+        announces itself. Then finishes a change of shards a crash interrupted. A
+        shard actor still running (its controller died: Ray restarted this one, or
+        the server restarted in a Ray cluster) is adopted; then a partition whose
+        leader waits for a new leader epoch gets one (``_elect_where_leaders_wait``).
         """
         self._shards.start(self._metadata.shards + self._metadata.draining,
                            self._metadata.shard_nodes)
@@ -199,13 +207,15 @@ class Controller:
         self._save()
         self._shards.push_partition_counts(self._metadata.partition_counts())
         self._rebalancer.finish_interrupted()
+        if self._shards.adopted:   # a shard that restarted meanwhile told no one
+            self._elect_where_leaders_wait()
         return self.start_report()
 
     def recover(self) -> StartReport:
         """Take over after the previous instance's process died (``__init__``, when Ray
-        restarted this actor): ``start``, which adopts the running shards and pushes
+        restarted this actor): ``start``, which adopts the running shards, pushes
         them the peers and every record under the new controller epoch, finishes an
-        interrupted change of shards; then a new leader epoch for each partition
+        interrupted change of shards, and gives a new leader epoch to each partition
         whose leader waits for one (it restarted, and its announcement went to the
         dead instance). An election the death interrupted before it was saved is
         redone by the next leader check (``check_leaders``: the leader does not
@@ -216,7 +226,6 @@ class Controller:
         try:
             report = self.start()
             self._records_unsent.update(report.not_serving)
-            self._elect_where_leaders_wait()
         except Exception:   # __init__ must not fail: Ray would not restart it again
             log.exception("the controller's recovery failed; the leader checks and the "
                           "shards' announcements repair what they can")
@@ -232,7 +241,7 @@ class Controller:
         waiting = [(name, p) for name, topic in sorted(self._metadata.topics.items())
                    for p, record in sorted(topic.leadership.items())
                    if (stats.get(record.leader) or {}).get("replication", {})
-                   .get((name, p), {}).get("role") == "not served"]
+                   .get((name, p), {}).get("role") == _NOT_SERVED]
         if waiting:
             replicas = {s for name, p in waiting
                         for s in self._metadata.topics[name].leadership[p].replicas}

@@ -53,6 +53,8 @@ class ShardSet:
         self.addresses: dict[str, str] = {}   # shard id -> where it listens, once it said
         # shard id -> why its last start or open failed; cleared when it announces itself
         self.failures: dict[str, str] = {}
+        # the shards whose running actors ``start`` adopted (their controller died)
+        self.adopted: set[str] = set()
 
     def __getitem__(self, shard_id: str) -> ShardHandle:
         return self._handles[shard_id]
@@ -91,6 +93,7 @@ class ShardSet:
                 pins[shard_id] = placement.node_for_new_shard(alive, pins)
             if shard_id in adopted:
                 self._handles[shard_id] = adopted[shard_id]
+                self.adopted.add(shard_id)
                 continue
             self._handles[shard_id] = self._start_shard(ShardOptions(
                 shard_id, str(self.directory(shard_id)), self._fsync_policy,
