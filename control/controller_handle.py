@@ -276,12 +276,10 @@ class ControllerHandle:
 
         try:
             return self._call_once(remote_call, method, timeout_s)
-        except ray.exceptions.ActorDiedError as exc:
+        except ray.exceptions.RayActorError as exc:   # ActorUnavailableError: restarting
             if self._namespace is None:
                 raise self._died_error(method, exc) from None
             died = exc
-        except ray.exceptions.RayActorError as exc:   # e.g. ActorUnavailableError
-            raise self._died_error(method, exc) from None
         try:
             self._current_actor()
         except ValueError:

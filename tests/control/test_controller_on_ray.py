@@ -1,21 +1,28 @@
 """The controller and its detached shard actors on a real (single, local) Ray: Ray restarts
 a killed controller, which adopts the running shards and serves with a new epoch; the
-handle rides out the restart and announces its routers again; a leftover shard of
+handle rides out the restart and announces its routers again (a call the controller
+died in fails retriably, or is repeated by a handle found by name); a leftover shard of
 another data dir is replaced; shutdown ends every shard actor. Uses the session's Ray
 (tests/conftest.py); each test ends what it started."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import time
+from pathlib import Path
+
+import pytest
 import ray
 
 from plinth.control.controller_handle import CONTROLLER_NAME, ControllerHandle
 from plinth.control.nodes import ray_nodes
-from plinth.errors import BrokerError
+from plinth.errors import BrokerError, UnavailableError
 from plinth.shards.shard_handle import ShardHandle, ShardOptions
 from tests.support import wait_until
 
 SHARDS = ["shard-0", "shard-1"]
 RESTART_WAIT_S = 60
+STAND_IN_NAMESPACE = "plinth-handle-tests"
 
 
 def start_controller(data_dir) -> ControllerHandle:
@@ -95,3 +102,65 @@ def test_a_leftover_shard_of_another_data_dir_is_replaced_and_shutdown_ends_the_
         wait_until(no_shard_actor_left, timeout_s=RESTART_WAIT_S)
     finally:
         ShardHandle.kill_all()
+
+
+def stand_in_controller(**options):
+    """A Ray actor that answers ``status`` as the controller would, but the first
+    instance only after a long while (a marker file says the call started), so that a
+    test can kill it in the middle of a call; an instance Ray restarted answers at once.
+    (Defined here so that Ray ships the class by value: workers cannot import tests.)"""
+
+    class StandInController:
+        def __init__(self, started_marker: str):
+            self._started_marker = Path(started_marker)
+
+        def status(self) -> str:
+            if not ray.get_runtime_context().was_current_actor_reconstructed:
+                self._started_marker.touch()
+                time.sleep(RESTART_WAIT_S)
+            return "answered"
+
+    return ray.remote(StandInController).options(max_restarts=1, **options)
+
+
+def status_in_a_thread(controller: ControllerHandle) -> concurrent.futures.Future:
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    future = pool.submit(controller.status)
+    pool.shutdown(wait=False)
+    return future
+
+
+def test_a_call_the_controller_dies_in_fails_retriably_and_the_handle_serves_its_restart(
+        ray_cluster, tmp_path):
+    # Given the server's handle of a controller in the middle of a status call
+    actor = stand_in_controller().remote(str(tmp_path / "m"))
+    controller = ControllerHandle(actor)
+    call = status_in_a_thread(controller)
+    try:
+        wait_until((tmp_path / "m").exists, timeout_s=RESTART_WAIT_S)
+        # When the controller's process dies (Ray restarts it)
+        ray.kill(actor, no_restart=False)
+        # Then the call fails at once, as a retriable UnavailableError that says why
+        with pytest.raises(UnavailableError, match="died or was unreachable during status.*retry"):
+            call.result(timeout=RESTART_WAIT_S / 2)
+        # And the same handle reaches the restarted controller
+        assert controller.status() == "answered"
+    finally:
+        ray.kill(actor)
+
+
+def test_a_handle_found_by_name_repeats_the_call_on_the_restarted_controller(
+        ray_cluster, tmp_path):
+    # Given a handle found by name (a router's, a shard's) in the middle of a status call
+    actor = stand_in_controller(name=CONTROLLER_NAME, namespace=STAND_IN_NAMESPACE).remote(
+        str(tmp_path / "m"))
+    controller = ControllerHandle.find(STAND_IN_NAMESPACE)
+    call = status_in_a_thread(controller)
+    try:
+        wait_until((tmp_path / "m").exists, timeout_s=RESTART_WAIT_S)
+        # When the controller's process dies (Ray restarts it)
+        ray.kill(actor, no_restart=False)
+        # Then the call is made again on the restarted controller, and answered
+        assert call.result(timeout=RESTART_WAIT_S / 2) == "answered"
+    finally:
+        ray.kill(actor)
