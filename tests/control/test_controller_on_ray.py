@@ -17,6 +17,7 @@ import ray
 from plinth.control.controller_handle import CONTROLLER_NAME, ControllerHandle
 from plinth.control.nodes import ray_nodes
 from plinth.errors import BrokerError, UnavailableError
+from plinth.shards.actor import ShardActor
 from plinth.shards.shard_handle import ShardHandle, ShardOptions
 from tests.support import wait_until
 
@@ -164,3 +165,24 @@ def test_a_handle_found_by_name_repeats_the_call_on_the_restarted_controller(
         assert call.result(timeout=RESTART_WAIT_S / 2) == "answered"
     finally:
         ray.kill(actor)
+
+
+def test_kill_all_ends_every_shard_actor_of_the_namespace_and_no_other(ray_cluster, tmp_path):
+    # Given two shard actors in this namespace and one in another broker's
+    pin = ray_nodes()[0].pin_resource
+    for shard_id in SHARDS:
+        ShardHandle.create(ShardOptions(shard_id, str(tmp_path / shard_id), "always", 5, pin), None)
+    elsewhere = ray.remote(ShardActor).options(
+        name="plinth-shard:shard-0", namespace=STAND_IN_NAMESPACE, lifetime="detached",
+        num_cpus=0).remote("shard-0", str(tmp_path / "elsewhere"))
+    try:
+        assert ray.get(elsewhere.data_dir.remote(), timeout=RESTART_WAIT_S)
+        # When a server that stops (its controller gone) ends this namespace's shards
+        ended = ShardHandle.kill_all()
+        # Then both are ended, and the other namespace's shard still runs
+        assert sorted(ended) == [f"plinth-shard:{s}" for s in SHARDS]
+        wait_until(no_shard_actor_left, timeout_s=RESTART_WAIT_S)
+        assert ray.get(elsewhere.data_dir.remote(), timeout=RESTART_WAIT_S) == \
+            str((tmp_path / "elsewhere").resolve())
+    finally:
+        ray.kill(elsewhere)
