@@ -128,3 +128,22 @@ def test_a_sigkilled_server_in_a_ray_cluster_leaves_its_shards_up_and_its_restar
         sorted((n % 2, offset) for n, offset in enumerate(offsets))
     with Producer(broker=broker.url) as producer:
         assert producer.send(topic, b"after", partition=0).get(30).offset == 5
+
+
+def test_a_server_whose_controller_is_gone_for_good_still_ends_its_shards_when_it_stops(
+        broker_factory):
+    import ray
+
+    from plinth.server import CONTROLLER_NAME, namespace_for
+
+    # Given a broker joined to a Ray cluster whose controller was ended for good (no
+    # restart: as after CONTROLLER_RESTARTS_MAX deaths)
+    broker = broker_factory(shards=2)
+    wait_until(lambda: len(shard_pids(broker.data_dir)) == 2, timeout_s=RECOVERY_WAIT_S)
+    ray.kill(ray.get_actor(CONTROLLER_NAME, namespace=namespace_for(broker.data_dir)),
+             no_restart=True)
+    # When the server is stopped (SIGTERM)
+    broker.stop()
+    # Then it ended the detached shard actors itself, and said so
+    wait_until(lambda: shard_pids(broker.data_dir) == {}, timeout_s=RECOVERY_WAIT_S)
+    assert "ended shard actors the controller did not" in broker.log()
