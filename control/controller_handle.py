@@ -20,7 +20,8 @@ waiting.
 Restarts. Ray restarts a controller whose process died (the controller
 recovers by itself, control/controller.py): a handle stays valid, calls made
 while it restarts wait for it (within their bound), and a call it was running
-fails with UnavailableError. The restarted controller knows no router, so the
+(or one sent before Ray told the caller of the death) fails with
+UnavailableError. The restarted controller knows no router, so the
 handle remembers the routers announced through it and announces them again
 when a routing table shows a new controller epoch. A handle found by name
 (``find``, and the one ``current`` gives the shards) also finds a new
