@@ -25,6 +25,15 @@ tells anyone, and then pushes them to the replicas (``set_leadership``). Every
 start bumps the controller epoch, re-stamps every record with it and tells
 every shard where its peers listen (``set_peers``), again whenever a shard
 announces a new address.
+
+Restarts. The shard actors are detached and named (shards/shard_handle.py):
+they outlive this actor, and Ray restarts this actor (at most
+CONTROLLER_RESTARTS_MAX times) after its process died. The restarted instance
+recovers by itself (``recover``, from ``__init__``): it loads metadata.json,
+takes a new controller epoch (so that shards ignore the dead instance's late
+words), adopts the running shards, pushes the peers and every record, and
+finishes what the death interrupted. A server restarted in a Ray cluster
+adopts them the same way through ``start``.
 """
 
 from __future__ import annotations
@@ -54,6 +63,11 @@ from plinth.shards.shard_handle import (Leadership, PartitionId, ShardHandle, Sh
 log = logging.getLogger(__name__)
 
 
+# A shard's stats role of a replicated partition it neither leads nor follows
+# (shards/shard_replication.py's NOT_SERVED; the control plane sees only the handle).
+_NOT_SERVED = "not served"
+
+
 @dataclass(frozen=True)
 class PartitionReplication:
     """One partition's copies as the controller's metadata has them."""
@@ -71,8 +85,23 @@ class PartitionReplication:
 
 
 def _start_shard_on_ray(options: ShardOptions) -> ShardHandle:
-    """A shard actor owned by this controller's actor, announcing itself to it."""
+    """A detached shard actor in this broker's namespace, announcing itself to whichever
+    controller of the broker runs then."""
     return ShardHandle.create(options, announce_to=ControllerHandle.current())
+
+
+def _restarted_by_ray() -> bool:
+    """Whether this is a controller actor that Ray restarted after its process died
+    (False outside a Ray actor: the tests' in-process controllers)."""
+    import warnings
+
+    import ray
+
+    if not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is None:
+        return False
+    with warnings.catch_warnings():   # Ray's property reads its own deprecated actor_id
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
 
 
 class Controller:
@@ -82,6 +111,8 @@ class Controller:
     def __init__(self, data_dir: str, shard_count: int | None, fsync_policy: str = "always",
                  fsync_interval_ms: int = limits.FSYNC_INTERVAL_MS_DEFAULT, *,
                  start_shard: Callable[[ShardOptions], ShardHandle] = _start_shard_on_ray,
+                 find_shard: Callable[[str], ShardHandle | None] = ShardHandle.find,
+                 restarted: Callable[[], bool] = _restarted_by_ray,
                  nodes: Callable[[], list[Node]] = ray_nodes,
                  cluster_keys: ClusterKeys | None = None,
                  default_replication_factor: int | None = None,
@@ -91,7 +122,10 @@ class Controller:
         ``default_replication_factor``: a topic's factor when its creator gives none
         (None: 1 when the shards run on one node, else min(3, their nodes)).
         ``allow_replicas_on_one_node``: replicas may share a node (testing on one
-        machine); without it a factor above the shards' nodes is refused."""
+        machine); without it a factor above the shards' nodes is refused.
+        ``find_shard``: a running shard actor by id (to adopt it); ``restarted()``:
+        whether this instance replaces one whose process died (then it recovers at
+        once, see the module)."""
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -106,7 +140,7 @@ class Controller:
         self._new_controller_epoch()
         self._shards = ShardSet(self.data_dir, fsync_policy, fsync_interval_ms,
                                 start_shard=start_shard, nodes=nodes,
-                                cluster_keys=cluster_keys)
+                                cluster_keys=cluster_keys, find_shard=find_shard)
         self._cluster_keys = cluster_keys
         self._rebalancer = Rebalancer(self._metadata, self._shards, self._save)
         self._routers: dict[str, str] = {}   # listen address -> node address
@@ -117,6 +151,8 @@ class Controller:
         # learns it was (it does not restart, so it never announces itself). At most
         # one entry per shard.
         self._records_unsent: set[str] = set()
+        if restarted():
+            self.recover()
 
     def _shard_ids(self, shard_count: int | None) -> list[str]:
         stored = self._metadata.shards
@@ -156,7 +192,10 @@ class Controller:
 
         A shard that does not come up in time (its node is down, its directory is
         locked) is left out: its partitions are unavailable until it starts and
-        announces itself. Then finishes a change of shards a crash interrupted.
+        announces itself. Then finishes a change of shards a crash interrupted. A
+        shard actor still running (its controller died: Ray restarted this one, or
+        the server restarted in a Ray cluster) is adopted; then a partition whose
+        leader waits for a new leader epoch gets one (``_elect_where_leaders_wait``).
         """
         self._shards.start(self._metadata.shards + self._metadata.draining,
                            self._metadata.shard_nodes)
@@ -168,7 +207,45 @@ class Controller:
         self._save()
         self._shards.push_partition_counts(self._metadata.partition_counts())
         self._rebalancer.finish_interrupted()
+        if self._shards.adopted:   # a shard that restarted meanwhile told no one
+            self._elect_where_leaders_wait()
         return self.start_report()
+
+    def recover(self) -> StartReport:
+        """Take over after the previous instance's process died (``__init__``, when Ray
+        restarted this actor): ``start``, which adopts the running shards, pushes
+        them the peers and every record under the new controller epoch, finishes an
+        interrupted change of shards, and gives a new leader epoch to each partition
+        whose leader waits for one (it restarted, and its announcement went to the
+        dead instance). An election the death interrupted before it was saved is
+        redone by the next leader check (``check_leaders``: the leader does not
+        answer). A shard that did not answer gets its records at the next check.
+        Never raises: a failure is logged, and those checks repair what they can."""
+        log.warning("the controller restarted after its process died: recovering with "
+                    "controller epoch %d", self._metadata.controller_epoch)
+        try:
+            report = self.start()
+            self._records_unsent.update(report.not_serving)
+        except Exception:   # __init__ must not fail: Ray would not restart it again
+            log.exception("the controller's recovery failed; the leader checks and the "
+                          "shards' announcements repair what they can")
+            return self.start_report()
+        log.warning("the controller recovered: %d shards serve, %d do not",
+                    len(report.addresses), len(report.not_serving))
+        return report
+
+    def _elect_where_leaders_wait(self) -> None:
+        """A new leader epoch for each partition whose leader says (in its stats) that
+        it does not serve it: it restarted and never leads again in the epoch it led."""
+        stats = self._shards.stats()
+        waiting = [(name, p) for name, topic in sorted(self._metadata.topics.items())
+                   for p, record in sorted(topic.leadership.items())
+                   if (stats.get(record.leader) or {}).get("replication", {})
+                   .get((name, p), {}).get("role") == _NOT_SERVED]
+        if waiting:
+            replicas = {s for name, p in waiting
+                        for s in self._metadata.topics[name].leadership[p].replicas}
+            self._elect(waiting, self._answering(replicas))
 
     def start_report(self) -> StartReport:
         """Which shards serve and where, which do not and why (the server prints
@@ -184,6 +261,7 @@ class Controller:
         return self._cluster_keys
 
     def shutdown(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S) -> None:
+        """Flush, fsync and close every shard's logs, then end the shard actors."""
         self._shards.shutdown(grace_period_s)
 
     # --- Announcements ---------------------------------------------------------
@@ -403,7 +481,8 @@ class Controller:
             owners={name: tuple(t.leader_of(p) for p in range(t.partitions))
                     for name, t in topics_meta},
             ranges={name: {p: tuple(ranges) for p, ranges in t.ranges.items()}
-                    for name, t in topics_meta if t.ranges})
+                    for name, t in topics_meta if t.ranges},
+            controller_epoch=self._metadata.controller_epoch)
 
     def list_groups(self) -> list[str]:
         """Every consumer group known to any shard (members or committed offsets)."""

@@ -12,9 +12,21 @@ Calls block until the controller answers, at most ``CONTROL_CALL_TIMEOUT_S``
 (``start`` at most ``CONTROLLER_START_WAIT_S``, ``shard_stats`` twice
 ``STATUS_CALL_TIMEOUT_S``), and fail one way:
 a BrokerError the controller raised is re-raised as it is; no answer in time is
-RequestTimedOutError; a dead controller is UnavailableError; anything else Ray
-reports is InternalError. The announcements (``router_started``,
-``shard_started``, ...) are sent without waiting.
+RequestTimedOutError; a controller that died during the call, or is gone, is
+UnavailableError (retriable); anything else Ray reports is InternalError. The
+announcements (``router_started``, ``shard_started``, ...) are sent without
+waiting.
+
+Restarts. Ray restarts a controller whose process died (the controller
+recovers by itself, control/controller.py): a handle stays valid, calls made
+while it restarts wait for it (within their bound), and a call it was running
+(or one sent before Ray told the caller of the death) fails with
+UnavailableError. The restarted controller knows no router, so the
+handle remembers the routers announced through it and announces them again
+when a routing table shows a new controller epoch. A handle found by name
+(``find``, and the one ``current`` gives the shards) also finds a new
+controller after its server restarted: its announcements always go to the
+controller that has the name now.
 
 Any thread of any process connected to the broker's Ray cluster may use a
 handle; the controller runs the calls one at a time.
@@ -23,6 +35,7 @@ handle; the controller runs the calls one at a time.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,12 +60,25 @@ CONTROLLER_NAME = "plinth-controller"
 
 
 class ControllerHandle:
-    def __init__(self, actor, *, rediscover: Callable[[], object] | None = None):
-        """``actor``: the controller's Ray actor handle. ``rediscover``: how to find a
-        new controller's actor after this one died (a standalone router outlives
-        restarts of its server); it raises ValueError while there is none."""
+    def __init__(self, actor, *, namespace: str | None = None,
+                 on_rediscovered: Callable[["ControllerHandle"], None] | None = None):
+        """``actor``: the controller's Ray actor handle. ``namespace``: the broker's Ray
+        namespace, to find a new controller by name after this one died for good (a
+        standalone router and the shards outlive restarts of their server); None:
+        never. ``on_rediscovered(self)`` runs after the handle found a new one."""
         self._actor = actor
-        self._rediscover = rediscover
+        self._namespace = namespace
+        self._on_rediscovered = on_rediscovered
+        self._lock = threading.Lock()   # guards the two below (several threads call)
+        self._routers: dict[str, str] = {}   # listen -> node address, announced through this
+        self._controller_epoch = 0           # the newest seen in a routing table
+
+    def __getstate__(self) -> dict:
+        """Pickled (for the shard actors): the actor and how to find it again."""
+        return {"actor": self._actor, "namespace": self._namespace}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["actor"], namespace=state["namespace"])
 
     @classmethod
     def create(cls, data_dir: str, shard_count: int | None, fsync_policy: str,
@@ -60,16 +86,17 @@ class ControllerHandle:
                cluster_keys: ClusterKeys | None = None, *,
                default_replication_factor: int | None = None,
                allow_replicas_on_one_node: bool = False) -> "ControllerHandle":
-        """Start the broker's controller actor (server process). Raises ValueError if
-        the name is taken: another broker serves this namespace. ``cluster_keys``:
-        given to every shard it starts (see plinth/cluster_keys.py). The replication
+        """Start the broker's controller actor (server process); Ray restarts it, at most
+        CONTROLLER_RESTARTS_MAX times, if its process dies. Raises ValueError if the
+        name is taken: another broker serves this namespace. ``cluster_keys``: given
+        to every shard it starts (see plinth/cluster_keys.py). The replication
         options: see Controller."""
         import ray
 
         from plinth.control.controller import Controller
 
         actor = ray.remote(Controller).options(
-            name=CONTROLLER_NAME, num_cpus=0, max_restarts=0,
+            name=CONTROLLER_NAME, num_cpus=0, max_restarts=limits.CONTROLLER_RESTARTS_MAX,
             scheduling_strategy=scheduling_strategy,
         ).remote(data_dir, shard_count, fsync_policy, fsync_interval_ms,
                  cluster_keys=cluster_keys, default_replication_factor=default_replication_factor,
@@ -79,10 +106,12 @@ class ControllerHandle:
     @classmethod
     def current(cls) -> "ControllerHandle":
         """The controller this code runs in (controller actor thread only), for the
-        shard actors it creates: Ray pickles the handle with their arguments."""
+        shard actors it creates: Ray pickles the handle with their arguments. It
+        finds the broker's controller by name if this one is gone for good."""
         import ray
 
-        return cls(ray.get_runtime_context().current_actor)
+        context = ray.get_runtime_context()
+        return cls(context.current_actor, namespace=context.namespace)
 
     @classmethod
     def find(cls, namespace: str | None = None, *,
@@ -93,19 +122,9 @@ class ControllerHandle:
         after the handle found a new controller (its server restarted)."""
         import ray
 
-        def lookup():
-            return ray.get_actor(CONTROLLER_NAME, namespace=namespace)
-
-        handle = cls(lookup())
-
-        def rediscover():
-            actor = lookup()
-            if on_rediscovered is not None:
-                on_rediscovered(cls(actor))
-            return actor
-
-        handle._rediscover = rediscover
-        return handle
+        namespace = namespace or ray.get_runtime_context().namespace
+        return cls(ray.get_actor(CONTROLLER_NAME, namespace=namespace), namespace=namespace,
+                   on_rediscovered=on_rediscovered)
 
     # --- Lifecycle (server process) -------------------------------------------------
 
@@ -135,16 +154,34 @@ class ControllerHandle:
     # --- Announcements (no waiting) ------------------------------------------------
 
     def router_started(self, listen: str, node_address: str) -> None:
+        """A router listens at ``listen``; announced again to a restarted controller
+        (see ``routing``)."""
+        with self._lock:
+            self._routers[listen] = node_address
         self._actor.router_started.remote(listen, node_address)
 
     def router_stopped(self, listen: str) -> None:
         """Unlike the other announcements, waits: the router is about to exit."""
+        with self._lock:
+            self._routers.pop(listen, None)
         self._call(lambda actor: actor.router_stopped.remote(listen), "router_stopped",
                    timeout_s=limits.ROUTER_STOPPED_WAIT_S)
 
     def shard_started(self, shard_id: str, address: str) -> None:
-        """A shard actor (re)started and listens at ``address`` (shard actor thread)."""
-        self._actor.shard_started.remote(shard_id, address)
+        """A shard actor (re)started and listens at ``address`` (shard actor thread).
+        Sent to the controller that has the name now (the server may have restarted
+        since this handle was made); raises ValueError while there is none."""
+        self._current_actor().shard_started.remote(shard_id, address)
+
+    def _current_actor(self):
+        """The controller actor that has the broker's name now (the same one, unless
+        this handle finds controllers by name and its server restarted)."""
+        if self._namespace is None:
+            return self._actor
+        import ray
+
+        self._actor = ray.get_actor(CONTROLLER_NAME, namespace=self._namespace)
+        return self._actor
 
     def alter_in_sync(self, shard_id: str, partition: PartitionId, leader_epoch: int,
                       partition_epoch: int, in_sync: tuple[str, ...]) -> Leadership:
@@ -158,7 +195,19 @@ class ControllerHandle:
     # --- Queries ------------------------------------------------------------------
 
     def routing(self) -> RoutingTable:
-        return self._call(lambda actor: actor.routing.remote(), "routing")
+        """The routing table. If it comes from a controller newer than the last one
+        seen (Ray restarted it: it knows no router), the routers announced through
+        this handle are announced to it again."""
+        routing = self._call(lambda actor: actor.routing.remote(), "routing")
+        with self._lock:
+            restarted = 0 < self._controller_epoch < routing.controller_epoch
+            self._controller_epoch = max(self._controller_epoch, routing.controller_epoch)
+            routers = dict(self._routers) if restarted else {}
+        for listen, node_address in sorted(routers.items()):
+            log.info("the controller restarted (controller epoch %d): announcing router %s "
+                     "again", routing.controller_epoch, listen)
+            self._actor.router_started.remote(listen, node_address)
+        return routing
 
     def list_topics(self) -> list[protocol.TopicInfo]:
         return self._call(lambda actor: actor.list_topics.remote(), "list_topics")
@@ -219,22 +268,35 @@ class ControllerHandle:
     def _call(self, remote_call: Callable, method: str,
               timeout_s: float = limits.CONTROL_CALL_TIMEOUT_S):
         """``remote_call(actor)`` (which starts ``method`` on the controller) and its
-        result, errors mapped as the module says. A dead controller is looked up
-        again, once per call, if the handle knows how."""
+        result, errors mapped as the module says. A controller that died during the
+        call is UnavailableError (the call may or may not have run: the caller
+        knows whether to repeat it), unless the handle finds controllers by name:
+        then it looks the controller up again (a restarted one, or a new server's)
+        and repeats the call once, as before restarts existed."""
         import ray
 
         try:
             return self._call_once(remote_call, method, timeout_s)
-        except ray.exceptions.RayActorError:
-            if self._rediscover is None:
-                raise UnavailableError("the broker's controller is gone (its server stopped)") from None
+        except ray.exceptions.RayActorError as exc:   # ActorUnavailableError: restarting
+            if self._namespace is None:
+                raise self._died_error(method, exc) from None
+            died = exc
         try:
-            self._actor = self._rediscover()
+            self._current_actor()
         except ValueError:
             raise UnavailableError("the broker's controller is not running (is its server "
                                    "restarting?); retry later") from None
-        log.info("found the broker's controller again")
+        log.info("found the broker's controller again (%s)", type(died).__name__)
+        if self._on_rediscovered is not None:
+            self._on_rediscovered(self)
         return self._call_once(remote_call, method, timeout_s)
+
+    @staticmethod
+    def _died_error(method: str, exc: Exception) -> UnavailableError:
+        return UnavailableError(
+            f"the broker's controller died or was unreachable during {method} "
+            f"({type(exc).__name__}); Ray restarts it (at most "
+            f"{limits.CONTROLLER_RESTARTS_MAX} times) unless its server stopped; retry")
 
     def _call_once(self, remote_call: Callable, method: str, timeout_s: float):
         import ray

@@ -38,6 +38,9 @@ class RoutingTable:
     owners: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # topic -> partition -> its ranges, oldest first (only partitions that moved)
     ranges: dict[str, dict[int, tuple[ShardRange, ...]]] = field(default_factory=dict)
+    # the epoch of the controller that made it: a new one restarted (and lost the
+    # routers' registrations, which ControllerHandle.routing sends it again)
+    controller_epoch: int = 0
 
     def partition_count(self, topic: str) -> int | None:
         """The topic's partitions, or None if the topic is unknown."""

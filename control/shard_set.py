@@ -2,11 +2,13 @@
 address for each.
 
 Starts shard actors (each pinned to a node: the data is on that node's disk),
-keeps the address each announced, calls many at once with one bound, and
-stops the ones a change of shards retired. It reaches the actors only through
-ShardHandles, made by the ``start_shard`` function it is given, and learns
-the nodes from the ``nodes`` function it is given (Ray's, unless a test gives
-others).
+or adopts the ones still running (they outlive the controller: after Ray
+restarted it, or after its server was restarted in a Ray cluster), keeps the
+address each announced, calls many at once with one bound, and stops the ones
+a change of shards retired, or all of them when the broker stops. It reaches
+the actors only through ShardHandles, made by the ``start_shard`` function it
+is given and found by the ``find_shard`` one, and learns the nodes from the
+``nodes`` function it is given (Ray's, unless a test gives others).
 
 Used on the controller actor's thread only (the Controller and its Rebalancer
 share one).
@@ -23,7 +25,7 @@ from plinth import limits
 from plinth.cluster_keys import ClusterKeys
 from plinth.control import placement
 from plinth.control.nodes import Node
-from plinth.errors import BrokerError
+from plinth.errors import BrokerError, RequestTimedOutError
 from plinth.shards.shard_handle import (PendingCall, ShardHandle, ShardOptions, wait_all,
                                         wait_all_or_raise)
 
@@ -35,19 +37,24 @@ T = TypeVar("T")
 class ShardSet:
     def __init__(self, data_dir: Path, fsync_policy: str, fsync_interval_ms: int, *,
                  start_shard: Callable[[ShardOptions], ShardHandle],
-                 nodes: Callable[[], list[Node]], cluster_keys: ClusterKeys | None = None):
+                 nodes: Callable[[], list[Node]], cluster_keys: ClusterKeys | None = None,
+                 find_shard: Callable[[str], ShardHandle | None] = lambda shard_id: None):
         """``data_dir``: the broker's; each shard's directory is ``shards/<id>`` in it.
-        ``cluster_keys``: given to every shard (only cluster members may reach it)."""
+        ``cluster_keys``: given to every shard (only cluster members may reach it).
+        ``find_shard(shard_id)``: the running shard actor of that id, if any."""
         self._data_dir = data_dir
         self._cluster_keys = cluster_keys
         self._fsync_policy = fsync_policy
         self._fsync_interval_ms = fsync_interval_ms
         self._start_shard = start_shard
+        self._find_shard = find_shard
         self._nodes = nodes
         self._handles: dict[str, ShardHandle] = {}
         self.addresses: dict[str, str] = {}   # shard id -> where it listens, once it said
         # shard id -> why its last start or open failed; cleared when it announces itself
         self.failures: dict[str, str] = {}
+        # the shards whose running actors ``start`` adopted (their controller died)
+        self.adopted: set[str] = set()
 
     def __getitem__(self, shard_id: str) -> ShardHandle:
         return self._handles[shard_id]
@@ -75,14 +82,19 @@ class ShardSet:
         ``pins``: shard id -> the pin resource of its node, which the actor requires: if
         the node dies, Ray restarts the shard only when that node returns. A shard new
         to the broker is pinned here, to the alive node with the fewest shards, and
-        its pin added to ``pins`` (the caller saves it).
+        its pin added to ``pins`` (the caller saves it). A shard actor still running
+        (``find_shard``) is adopted if it serves this broker's directory for it.
         """
-        for shard_id in shard_ids:
-            if shard_id in self._handles:
-                continue   # a draining shard that takes writes again
+        new_ids = [s for s in shard_ids if s not in self._handles]   # not: a draining
+        adopted = self._adoptable(new_ids)                           # one taking writes again
+        for shard_id in new_ids:
             if shard_id not in pins:
                 alive = [node.pin_resource for node in self._nodes() if node.alive]
                 pins[shard_id] = placement.node_for_new_shard(alive, pins)
+            if shard_id in adopted:
+                self._handles[shard_id] = adopted[shard_id]
+                self.adopted.add(shard_id)
+                continue
             self._handles[shard_id] = self._start_shard(ShardOptions(
                 shard_id, str(self.directory(shard_id)), self._fsync_policy,
                 self._fsync_interval_ms, pins[shard_id], self._cluster_keys))
@@ -94,6 +106,32 @@ class ShardSet:
                 self.failures[shard_id] = str(outcome)
             else:
                 self.addresses[shard_id] = outcome
+
+    def _adoptable(self, shard_ids: list[str]) -> dict[str, ShardHandle]:
+        """The running shard actors of ``shard_ids`` that serve this broker's directory
+        for them. One serving another directory (a leftover of another broker in the
+        same Ray namespace) is ended, to be created anew. One that does not answer
+        within SHARD_START_WAIT_S (being restarted, its node down) is adopted: its
+        name is in this broker's namespace, and a shard that serves another directory
+        never gets past its first answer."""
+        found = {s: handle for s in shard_ids if (handle := self._find_shard(s)) is not None}
+        outcomes = wait_all({s: handle.data_dir() for s, handle in found.items()},
+                            limits.SHARD_START_WAIT_S)
+        adopted = {}
+        for shard_id, outcome in outcomes.items():
+            expected = str(self.directory(shard_id).resolve())
+            if outcome == expected or isinstance(outcome, RequestTimedOutError):
+                log.info("%s: adopted its running actor (%s)", shard_id,
+                         "it serves " + expected if outcome == expected else outcome)
+                adopted[shard_id] = found[shard_id]
+            elif isinstance(outcome, BrokerError):   # it died meanwhile
+                log.info("%s: its actor is gone (%s); starting a new one", shard_id, outcome)
+            else:
+                log.warning("%s: a running actor of that name serves %s, not %s (another "
+                            "broker's leftover); ending it and starting a new one",
+                            shard_id, outcome, expected)
+                found[shard_id].kill()
+        return adopted
 
     def started(self, shard_id: str, address: str) -> None:
         """A shard actor (re)started and listens at ``address`` (it said so)."""
@@ -117,9 +155,15 @@ class ShardSet:
         self.failures.pop(shard_id, None)
 
     def shutdown(self, grace_period_s: float) -> dict[str, None]:
-        """Flush, fsync and close every shard's logs; raises the first failure."""
-        return wait_all_or_raise({s: h.shutdown(grace_period_s) for s, h in self._handles.items()},
-                                 grace_period_s + limits.SHUTDOWN_CALL_MARGIN_S)
+        """Flush, fsync and close every shard's logs, then end every shard actor (they
+        outlive the controller otherwise); raises the first failure, after that."""
+        try:
+            return wait_all_or_raise({s: h.shutdown(grace_period_s)
+                                      for s, h in self._handles.items()},
+                                     grace_period_s + limits.SHUTDOWN_CALL_MARGIN_S)
+        finally:
+            for handle in self._handles.values():
+                handle.kill()
 
     # --- Calling many -------------------------------------------------------------------
 

@@ -29,10 +29,10 @@ worker node killed, the node back after ``--node-down-s``; ``replica-wipe`` a wo
 node removed, its shards' data directories deleted, the node back; ``all-nodes`` every
 node and the server killed, a new cluster started, the server restarted on its data.
 
-The test suite runs ``shard-kill`` and ``shard-stop`` on a factor-3 topic
-(tests/e2e/test_replication_faults_e2e.py). The broker does not survive
-``controller-kill`` yet: the controller owns the shard actors (Ray ends them with it)
-and is not restarted.
+The test suite runs ``shard-kill`` and ``shard-stop``, and in a second test
+``controller-kill`` and ``controller-kill-in-election``, on a factor-3 topic
+(tests/e2e/test_replication_faults_e2e.py). Ray restarts a killed controller, which
+adopts the running (detached) shard actors (control/controller.py).
 """
 
 from __future__ import annotations
@@ -79,6 +79,9 @@ CONSUMER_RETRY_BACKOFF_S = 1.0  # before a new consumer, after the broker failed
 ADMIN_TIMEOUT_MS = 3_000
 # Bounds of the waits for a condition.
 SHARD_RESTART_WAIT_S = 60       # a killed shard serving again (Ray restarts it)
+# controller-kill-in-election: the controller dies this long at most after the leader
+# (seeded), the time in which it detects the leader's death and elects a new one.
+ELECTION_WINDOW_S = 1.5
 RECOVERY_WAIT_S = 120           # the broker serving every shard after a fault
 REPLICATION_WAIT_S = 60         # every partition fully replicated once the faults stop
 FINAL_READ_WAIT_S = 120         # reading every partition to its end
@@ -181,18 +184,32 @@ def stop_leader_shard(s: Setting) -> str:
 def kill_controller(s: Setting) -> str:
     pid = _controller_pid(s)
     os.kill(pid, signal.SIGKILL)
+    _wait_for_a_new_controller(s, pid)
     s.wait_until_serving("SIGKILL of the controller")
-    return f"SIGKILL the controller (pid {pid})"
+    return f"SIGKILL the controller (pid {pid}); Ray restarted it"
 
 
 def kill_controller_in_election(s: Setting) -> str:
+    """SIGKILL of a leading shard, then, a seeded moment later, of the controller: while
+    it elects the partition's new leader (a dead leader is replaced at the next leader
+    check, or when Ray restarts the shard and it announces itself: within about a
+    second), or just before or after."""
     partition, shard = s.a_leader()
     shard_pid, controller_pid = s.shard_pid(shard), _controller_pid(s)
+    delay_s = s.rng.uniform(0, ELECTION_WINDOW_S)
     os.kill(shard_pid, signal.SIGKILL)   # the controller now elects a new leader ...
+    time.sleep(delay_s)                  # (the fault's timing itself, not a wait)
     os.kill(controller_pid, signal.SIGKILL)   # ... and dies doing it
+    _wait_for_a_new_controller(s, controller_pid)
     s.wait_until_serving("SIGKILL of a leader and the controller")
-    return (f"SIGKILL {shard} (leader of {s.topic}-{partition}, pid {shard_pid}), then the "
-            f"controller (pid {controller_pid})")
+    return (f"SIGKILL {shard} (leader of {s.topic}-{partition}, pid {shard_pid}), "
+            f"{delay_s:.2f} s later the controller (pid {controller_pid}); Ray restarted both")
+
+
+def _wait_for_a_new_controller(s: Setting, killed_pid: int) -> int:
+    return wait_for(lambda: (pids := s.cluster.actor_pids(b"ray::Controller")) and
+                    pids != [killed_pid] and len(pids) == 1 and pids[0],
+                    SHARD_RESTART_WAIT_S, f"a new controller process after pid {killed_pid}")
 
 
 def lose_node(s: Setting) -> str:

@@ -121,6 +121,9 @@ GROUP_COMMIT_REQUESTS_MAX = 256
 SHARDS_MAX = 256
 # Ray restarts a dead shard actor at most this often before giving up on it.
 SHARD_RESTARTS_MAX = 100
+# Ray restarts a dead controller actor at most this often (it recovers by itself:
+# control/controller.py); beyond that the broker needs its server restarted.
+CONTROLLER_RESTARTS_MAX = 100
 # How long the controller waits for shards at start before serving without
 # the missing ones (their node is down; they join when it returns).
 SHARD_START_WAIT_S = 30.0
@@ -252,6 +255,10 @@ ROUTER_STOPPED_WAIT_S = 10.0
 # moment; a new server retries taking it this long, this often.
 CONTROLLER_NAME_WAIT_S = 30.0
 CONTROLLER_NAME_RETRY_INTERVAL_S = 0.2
+# Likewise for a shard actor's name (shards/shard_handle.py): a controller that
+# ended a leftover shard of another broker creates its own under the same name.
+SHARD_NAME_WAIT_S = 30.0
+SHARD_NAME_RETRY_INTERVAL_S = 0.2
 # Unix socket paths are limited to 107 bytes and Ray appends about 70 to its
 # temp dir: a longer data dir gets Ray's session files in the system temp dir.
 RAY_TEMP_DIR_BYTES_MAX = 36
@@ -576,6 +583,8 @@ def _relations() -> list[tuple[str, bool]]:
          and LEADER_PING_TIMEOUT_S < CONTROL_CALL_TIMEOUT_S),
         ("the multi-node default replication factor is allowed",
          1 <= REPLICATION_FACTOR_DEFAULT_MULTI_NODE <= REPLICATION_FACTOR_MAX),
+        ("a shard's name is retried several times", 0 < 5 * SHARD_NAME_RETRY_INTERVAL_S <= SHARD_NAME_WAIT_S),
+        ("Ray restarts the controller at least once", CONTROLLER_RESTARTS_MAX >= 1),
     ]
 
 

@@ -241,16 +241,32 @@ class Server:
                     self.controller.shutdown(grace_period_s)
                 finally:
                     self.controller.kill()
+                    _end_shards()
         finally:   # a shard that never served must not keep Ray or the lock alive
             ray.shutdown()
             self._lock.release()
 
 
+def _end_shards() -> None:
+    """End every shard actor of this broker (they are detached: they would outlive
+    the server). The controller's shutdown ends them; this catches those it could
+    not (it was dead, restarting, or did not answer)."""
+    from plinth.shards.shard_handle import ShardHandle
+
+    try:
+        ended = ShardHandle.kill_all()
+    except Exception:   # Ray itself is unreachable: nothing more to end through it
+        log.exception("could not end the broker's shard actors")
+        return
+    if ended:
+        log.warning("ended shard actors the controller did not: %s", ", ".join(ended))
+
+
 def _this_node():
-    """Pin the controller to the server's own node. The controller owns the shard
-    actors, and Ray kills an actor whose owner dies: a controller left to the
-    scheduler could land on a worker node, and losing that node would take every
-    shard with it instead of only that node's."""
+    """Pin the controller to the server's own node, where Ray also restarts it after
+    its process died. The shard actors are detached and outlive it, but the
+    controller's lifetime is its server's: a controller left to the scheduler could
+    land on a worker node and share that node's fate instead of the server's."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 

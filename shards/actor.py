@@ -51,6 +51,7 @@ class ShardActor:
 
             bind_host = ray.util.get_node_ip_address()
         self.shard_id = shard_id
+        self._data_dir = str(Path(data_dir).resolve())
         self._manifest_path = Path(data_dir) / MANIFEST_FILE
         self._server = ShardServer(shard_id, Path(data_dir), bind_host,
                                    fsync_policy, fsync_interval_ms, cluster_keys,
@@ -79,6 +80,11 @@ class ShardActor:
 
     def address(self) -> str:
         return self._server.address
+
+    def data_dir(self) -> str:
+        """The shard's directory, resolved: a controller adopting a running shard by its
+        name checks that it serves the broker's data directory."""
+        return self._data_dir
 
     # --- Partitions ----------------------------------------------------------------
 

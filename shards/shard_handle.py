@@ -21,6 +21,8 @@ Used by the controller actor's thread (any thread may, handles are shareable).
 from __future__ import annotations
 
 import concurrent.futures
+import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -36,8 +38,19 @@ __all__ = ["ControllerAnnouncements", "GroupStates", "Leadership", "PartitionId"
            "PendingCall", "SealedPartition", "ShardHandle", "ShardOptions", "wait_all",
            "wait_all_or_raise"]
 
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
 K = TypeVar("K")
+
+# A shard actor's name in its broker's Ray namespace is this and its shard id. It is
+# detached (Ray's ownership would end it with the controller that created it), so
+# a restarted controller finds it by this name and adopts it.
+SHARD_NAME_PREFIX = "plinth-shard:"
+
+
+def shard_actor_name(shard_id: str) -> str:
+    return f"{SHARD_NAME_PREFIX}{shard_id}"
 
 
 @dataclass(frozen=True)
@@ -119,9 +132,10 @@ class ShardHandle:
     """One shard actor, seen from the controller. Methods start a call and return
     a PendingCall; arguments are checked first (ValueError: a programmer error).
 
-    ``_start`` and ``kill`` are the only places that touch Ray: a handle that
-    reaches its actor another way (the controller's unit tests run real shard
-    actors in process) overrides those two."""
+    ``_start`` and ``kill`` are the only calls that touch Ray (with the class's
+    ``create``, ``find`` and ``kill_all``): a handle that reaches its actor another
+    way (the controller's unit tests run real shard actors in process) overrides
+    those two."""
 
     def __init__(self, shard_id: str, actor):
         self.shard_id = shard_id
@@ -130,23 +144,71 @@ class ShardHandle:
     @classmethod
     def create(cls, options: ShardOptions,
                announce_to: ControllerAnnouncements | None) -> "ShardHandle":
-        """Start a shard actor on the node ``options.node_resource`` names; Ray
-        restarts it (up to SHARD_RESTARTS_MAX times) if it dies. ``announce_to`` is
-        told its address at every start."""
+        """Start the named, detached shard actor (``shard_actor_name``) on the node
+        ``options.node_resource`` names, in the caller's Ray namespace; Ray restarts it
+        (up to SHARD_RESTARTS_MAX times) if it dies. It outlives the controller that
+        creates it: whoever stops the broker ends it (``kill``, ``kill_all``).
+        ``announce_to`` is told its address at every start. A name a killed actor
+        still holds is retried for SHARD_NAME_WAIT_S (Ray releases it shortly after);
+        ValueError if it stays taken."""
         import ray
 
-        actor = ray.remote(ShardActor).options(
-            num_cpus=0, max_restarts=limits.SHARD_RESTARTS_MAX,
-            resources={options.node_resource: limits.SHARD_NODE_RESOURCE_SHARE},
-        ).remote(options.shard_id, options.data_dir, options.fsync_policy,
-                 options.fsync_interval_ms, None, announce_to, options.cluster_keys)
-        return cls(options.shard_id, actor)
+        deadline = time.monotonic() + limits.SHARD_NAME_WAIT_S
+        while True:
+            try:
+                actor = ray.remote(ShardActor).options(
+                    name=shard_actor_name(options.shard_id), lifetime="detached",
+                    num_cpus=0, max_restarts=limits.SHARD_RESTARTS_MAX,
+                    resources={options.node_resource: limits.SHARD_NODE_RESOURCE_SHARE},
+                ).remote(options.shard_id, options.data_dir, options.fsync_policy,
+                         options.fsync_interval_ms, None, announce_to, options.cluster_keys)
+                return cls(options.shard_id, actor)
+            except ValueError as exc:
+                if "already taken" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(limits.SHARD_NAME_RETRY_INTERVAL_S)
+
+    @classmethod
+    def find(cls, shard_id: str) -> "ShardHandle | None":
+        """The shard actor named for ``shard_id`` in the caller's Ray namespace, alive or
+        being restarted by Ray; None if there is none."""
+        import ray
+
+        try:
+            return cls(shard_id, ray.get_actor(shard_actor_name(shard_id)))
+        except ValueError:
+            return None
+
+    @staticmethod
+    def kill_all(namespace: str | None = None) -> list[str]:
+        """End for good every shard actor in ``namespace`` (default: the caller's), for
+        whoever stops a broker (its controller may have ended them already, or be
+        gone); returns the names of those it ended."""
+        import ray
+
+        namespace = namespace or ray.get_runtime_context().namespace
+        names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                 if a["namespace"] == namespace and a["name"].startswith(SHARD_NAME_PREFIX)]
+        killed = []
+        for name in names:
+            try:
+                ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
+                killed.append(name)
+            except ValueError:   # it ended meanwhile
+                continue
+        if killed:
+            log.info("ended shard actors %s of namespace %s", ", ".join(killed), namespace)
+        return killed
 
     # --- Calls ----------------------------------------------------------------------
 
     def address(self) -> PendingCall[str]:
         """Where the shard's ZeroMQ socket listens."""
         return self._start(ShardActor.address)
+
+    def data_dir(self) -> PendingCall[str]:
+        """The shard's directory, resolved (which broker's data it serves)."""
+        return self._start(ShardActor.data_dir)
 
     def open_partitions(self, specs: Sequence[PartitionSpec]) -> PendingCall[int]:
         """Open (recovering) or create each partition; the result counts them."""

@@ -116,6 +116,16 @@ class Broker(PlinthProcess):
     def ready_line(self) -> str:
         return f"ready: listening on {self.url}"
 
+    def end_leftover_shards(self) -> list[str]:
+        """End the shard actors a SIGKILLed server left in the session's Ray cluster
+        (they are detached: a restarted server would adopt them); returns their names."""
+        from plinth.server import namespace_for
+        from plinth.shards.shard_handle import ShardHandle
+
+        args = list(self.extra_args)
+        cluster_name = args[args.index("--cluster-name") + 1] if "--cluster-name" in args else None
+        return ShardHandle.kill_all(namespace_for(self.data_dir, cluster_name))
+
 
 @pytest.fixture
 def broker_factory(ray_cluster, tmp_path):
@@ -129,6 +139,7 @@ def broker_factory(ray_cluster, tmp_path):
     yield make
     for broker in brokers:
         broker.stop()
+        broker.end_leftover_shards()
 
 
 @pytest.fixture(scope="module")

@@ -135,6 +135,12 @@ class InProcessShards:
             arm(handle)
         return handle
 
+    def find_shard(self, shard_id: str) -> InProcessShardHandle | None:
+        """The controller's ``find_shard``: the shard's handle while its actor is alive
+        (a restarted controller adopts it), else None."""
+        handle = self.handles.get(shard_id)
+        return handle if handle is not None and handle._alive else None
+
     def stop_all(self) -> None:
         for handle in self.handles.values():
             handle.stop()

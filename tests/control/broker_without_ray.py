@@ -30,7 +30,8 @@ class Broker:
         self.data_dir = data_dir
         self.shards = InProcessShards()
         self.controller = Controller(str(data_dir), shard_count, start_shard=self.shards.start_shard,
-                                     nodes=lambda: nodes, **controller_options)
+                                     find_shard=self.shards.find_shard, nodes=lambda: nodes,
+                                     **controller_options)
         self.shards.announce_to = self.controller
 
     def address(self, shard_id: str) -> str:

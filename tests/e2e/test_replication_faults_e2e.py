@@ -63,3 +63,41 @@ def test_no_acknowledged_record_is_lost_duplicated_or_moved_under_seeded_shard_f
         assert {a.partition for a in history.acks} == set(range(PARTITIONS))
     finally:
         broker.stop()
+
+
+CONTROLLER_SEED = 7
+CONTROLLER_FAULTS = ("controller-kill", "controller-kill-in-election")
+CONTROLLER_DURATION_S = 60
+CONTROLLER_FAULT_COUNT = 3
+
+
+@pytest.mark.faults
+def test_no_acknowledged_record_is_lost_duplicated_or_moved_under_seeded_controller_kills(
+        three_node_cluster, tmp_path):
+    # Given a broker with one shard on each of three loopback nodes, a factor-3 topic
+    broker = Broker(tmp_path / "data", three_node_cluster.address, shards=SHARDS).start()
+    try:
+        rng = random.Random(CONTROLLER_SEED)
+        topic = unique_topic("ctrl")
+        create_topic(broker.url, topic, PARTITIONS, replication_factor=3, min_insync=2)
+        setting = Setting(three_node_cluster, broker, topic, PARTITIONS, rng, stop_s=STOP_S)
+        # When producers and a consumer group run while the controller is SIGKILLed, alone
+        # and a seeded moment after a leading shard (during the election it causes)
+        schedule = fault_schedule(rng, CONTROLLER_FAULTS, CONTROLLER_DURATION_S,
+                                  CONTROLLER_FAULT_COUNT)
+        workload = Workload(broker.url, topic, unique_topic("group"))
+        report = run_faults(setting, workload, schedule, CONTROLLER_DURATION_S)
+        print("\n".join(report.lines()))
+        # Then every fault ran and was recovered from (Ray restarted the controller, which
+        # adopted the shards), and the checker finds nothing wrong
+        assert report.not_recovered == []
+        assert Counter(kind for kind, _ in report.faults) == Counter(kind for _, kind in schedule)
+        assert report.violations == [], report.lines()
+        assert report.not_acknowledged == [], report.not_acknowledged[:3]
+        # And the checks had something to check, and every partition is in sync again
+        history = report.history
+        assert len(history.acks) >= ACKNOWLEDGED_MIN
+        assert history.reads and history.commits
+        assert sorted(history.replication) == list(range(PARTITIONS))
+    finally:
+        broker.stop()

@@ -1,0 +1,197 @@
+"""The controller and its detached shard actors on a real (single, local) Ray: Ray restarts
+a killed controller, which adopts the running shards and serves with a new epoch; the
+handle rides out the restart and announces its routers again (a call the controller
+died in fails retriably, or is repeated by a handle found by name); a leftover shard of
+another data dir is replaced; shutdown ends every shard actor. Uses the session's Ray
+(tests/conftest.py); each test ends what it started."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from pathlib import Path
+
+import pytest
+import ray
+
+from plinth.control.controller_handle import CONTROLLER_NAME, ControllerHandle
+from plinth.control.nodes import ray_nodes
+from plinth.errors import BrokerError, UnavailableError
+from plinth.shards.actor import ShardActor
+from plinth.shards.shard_handle import ShardHandle, ShardOptions
+from tests.support import wait_until
+
+SHARDS = ["shard-0", "shard-1"]
+RESTART_WAIT_S = 60
+STAND_IN_NAMESPACE = "plinth-handle-tests"
+
+
+def start_controller(data_dir) -> ControllerHandle:
+    controller = ControllerHandle.create(str(data_dir), len(SHARDS), "always", 5, "DEFAULT")
+    report = controller.start()
+    assert sorted(report.addresses) == SHARDS and report.not_serving == {}
+    return controller
+
+
+def stop_controller(controller: ControllerHandle) -> None:
+    try:
+        controller.shutdown(10.0)
+    finally:
+        controller.kill()
+        ShardHandle.kill_all()   # whatever a failed test left
+
+
+def routing_when_answered(controller: ControllerHandle):
+    try:
+        return controller.routing()
+    except BrokerError:   # restarting: its in-flight call failed
+        return None
+
+
+def status_when_answered(controller: ControllerHandle):
+    try:
+        return controller.status()
+    except UnavailableError:
+        return None
+
+
+def no_shard_actor_left() -> bool:
+    return all(ShardHandle.find(s) is None for s in SHARDS)
+
+
+def test_ray_restarts_a_killed_controller_which_adopts_the_running_shards_with_a_new_epoch(
+        ray_cluster, tmp_path):
+    # Given a controller with two running shards, a topic and a router announced through it
+    controller = start_controller(tmp_path / "data")
+    try:
+        controller.create_topic("t", 2, {})
+        controller.router_started("tcp://127.0.0.1:1", "127.0.0.1")
+        before = controller.routing()
+        # When its process is killed (Ray may restart it)
+        ray.kill(ray.get_actor(CONTROLLER_NAME), no_restart=False)
+        # Then the same handle gets a routing table from a controller with a new epoch
+        after = wait_until(lambda: (r := routing_when_answered(controller)) and
+                           r.controller_epoch > before.controller_epoch and r,
+                           timeout_s=RESTART_WAIT_S)
+        assert after.controller_epoch == before.controller_epoch + 1
+        # And the shards were adopted, not restarted: same addresses, all serving
+        assert after.shard_addresses == before.shard_addresses
+        assert controller.start_report().not_serving == {}
+        # And the router announced before the restart is listed again
+        assert controller.status().routers == [("tcp://127.0.0.1:1", "127.0.0.1")]
+        # And it serves admin calls: the topic is there, a new one can be made
+        controller.create_topic("u", 1, {})
+        assert sorted(t.name for t in controller.list_topics()) == ["t", "u"]
+    finally:
+        stop_controller(controller)
+    # And its shutdown ended the detached shard actors
+    wait_until(no_shard_actor_left, timeout_s=RESTART_WAIT_S)
+
+
+def test_a_leftover_shard_of_another_data_dir_is_replaced_and_shutdown_ends_the_shards(
+        ray_cluster, tmp_path):
+    # Given a running detached shard-0 actor of another broker's data dir
+    pin = ray_nodes()[0].pin_resource
+    other = tmp_path / "other" / "shards" / "shard-0"
+    ShardHandle.create(ShardOptions("shard-0", str(other), "always", 5, pin), None)
+    assert ShardHandle.find("shard-0").data_dir().result() == str(other.resolve())
+    # When a controller on this data dir starts
+    controller = start_controller(tmp_path / "data")
+    try:
+        # Then shard-0 serves this data dir (a new actor under the name)
+        for shard_id in SHARDS:
+            assert ShardHandle.find(shard_id).data_dir().result() == \
+                str((tmp_path / "data" / "shards" / shard_id).resolve())
+    finally:
+        controller.shutdown(10.0)
+        controller.kill()
+    # And the shutdown ended every shard actor
+    try:
+        wait_until(no_shard_actor_left, timeout_s=RESTART_WAIT_S)
+    finally:
+        ShardHandle.kill_all()
+
+
+def stand_in_controller(**options):
+    """A Ray actor that answers ``status`` as the controller would, but the first
+    instance only after a long while (a marker file says the call started), so that a
+    test can kill it in the middle of a call; an instance Ray restarted answers at once.
+    (Defined here so that Ray ships the class by value: workers cannot import tests.)"""
+
+    class StandInController:
+        def __init__(self, started_marker: str):
+            self._started_marker = Path(started_marker)
+
+        def status(self) -> str:
+            if not ray.get_runtime_context().was_current_actor_reconstructed:
+                self._started_marker.touch()
+                time.sleep(RESTART_WAIT_S)
+            return "answered"
+
+    return ray.remote(StandInController).options(max_restarts=1, **options)
+
+
+def status_in_a_thread(controller: ControllerHandle) -> concurrent.futures.Future:
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    future = pool.submit(controller.status)
+    pool.shutdown(wait=False)
+    return future
+
+
+def test_a_call_the_controller_dies_in_fails_retriably_and_the_handle_serves_its_restart(
+        ray_cluster, tmp_path):
+    # Given the server's handle of a controller in the middle of a status call
+    actor = stand_in_controller().remote(str(tmp_path / "m"))
+    controller = ControllerHandle(actor)
+    call = status_in_a_thread(controller)
+    try:
+        wait_until((tmp_path / "m").exists, timeout_s=RESTART_WAIT_S)
+        # When the controller's process dies (Ray restarts it)
+        ray.kill(actor, no_restart=False)
+        # Then the call fails at once, as a retriable UnavailableError that says why
+        with pytest.raises(UnavailableError, match="died or was unreachable during status.*retry"):
+            call.result(timeout=RESTART_WAIT_S / 2)
+        # And the same handle reaches the restarted controller (a call sent before the
+        # caller learnt of the death may fail the same way)
+        assert wait_until(lambda: status_when_answered(controller),
+                          timeout_s=RESTART_WAIT_S) == "answered"
+    finally:
+        ray.kill(actor)
+
+
+def test_a_handle_found_by_name_repeats_the_call_on_the_restarted_controller(
+        ray_cluster, tmp_path):
+    # Given a handle found by name (a router's, a shard's) in the middle of a status call
+    actor = stand_in_controller(name=CONTROLLER_NAME, namespace=STAND_IN_NAMESPACE).remote(
+        str(tmp_path / "m"))
+    controller = ControllerHandle.find(STAND_IN_NAMESPACE)
+    call = status_in_a_thread(controller)
+    try:
+        wait_until((tmp_path / "m").exists, timeout_s=RESTART_WAIT_S)
+        # When the controller's process dies (Ray restarts it)
+        ray.kill(actor, no_restart=False)
+        # Then the call is made again on the restarted controller, and answered
+        assert call.result(timeout=RESTART_WAIT_S / 2) == "answered"
+    finally:
+        ray.kill(actor)
+
+
+def test_kill_all_ends_every_shard_actor_of_the_namespace_and_no_other(ray_cluster, tmp_path):
+    # Given two shard actors in this namespace and one in another broker's
+    pin = ray_nodes()[0].pin_resource
+    for shard_id in SHARDS:
+        ShardHandle.create(ShardOptions(shard_id, str(tmp_path / shard_id), "always", 5, pin), None)
+    elsewhere = ray.remote(ShardActor).options(
+        name="plinth-shard:shard-0", namespace=STAND_IN_NAMESPACE, lifetime="detached",
+        num_cpus=0).remote("shard-0", str(tmp_path / "elsewhere"))
+    try:
+        assert ray.get(elsewhere.data_dir.remote(), timeout=RESTART_WAIT_S)
+        # When a server that stops (its controller gone) ends this namespace's shards
+        ended = ShardHandle.kill_all()
+        # Then both are ended, and the other namespace's shard still runs
+        assert sorted(ended) == [f"plinth-shard:{s}" for s in SHARDS]
+        wait_until(no_shard_actor_left, timeout_s=RESTART_WAIT_S)
+        assert ray.get(elsewhere.data_dir.remote(), timeout=RESTART_WAIT_S) == \
+            str((tmp_path / "elsewhere").resolve())
+    finally:
+        ray.kill(elsewhere)
