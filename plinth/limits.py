@@ -234,6 +234,17 @@ SEGMENT_FIND_CHUNK_BYTES_MAX = 64 * KiB
 # batch, far under BATCH_RECORDS_MAX.
 OFFSETS_REPLAY_READ_BYTES = 8 * MiB
 OFFSETS_COMPACT_BATCH_RECORDS_MAX = 10_000
+# Replicated offsets (a partition of __consumer_offsets per group slot): a commit
+# or a read of offsets is answered once the slot's high watermark passes what it
+# wrote or saw, waiting at most this long (then requestTimedOut, before the
+# client's own request timeout), and at most this many such replies wait per shard
+# (beyond: tooManyRequests, retriable; each holds a reply's envelope).
+GROUP_REPLY_WAIT_MS_MAX = 20_000
+GROUP_REPLIES_WAITING_MAX = 10_000
+# How often a shard checks that it still leads the slots whose groups it keeps
+# (a change of leader is applied at once when the controller's record arrives;
+# this catches one applied inside the shard, e.g. an in-sync answer).
+GROUP_SLOTS_CHECK_INTERVAL_MS = 100
 
 # --- Controller and shard actors (control/, shards/actor.py) -----------------
 # How long ``plinth serve`` waits for the controller to start every shard, open
@@ -576,6 +587,8 @@ def _relations() -> list[tuple[str, bool]]:
          and LEADER_PING_TIMEOUT_S < CONTROL_CALL_TIMEOUT_S),
         ("the multi-node default replication factor is allowed",
          1 <= REPLICATION_FACTOR_DEFAULT_MULTI_NODE <= REPLICATION_FACTOR_MAX),
+        ("a replicated commit is answered before the client's request times out", GROUP_REPLY_WAIT_MS_MAX < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT),
+        ("a lost slot leadership is noticed well within a heartbeat interval", GROUP_SLOTS_CHECK_INTERVAL_MS <= HEARTBEAT_INTERVAL_MS_MIN),
     ]
 
 

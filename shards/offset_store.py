@@ -21,6 +21,19 @@ log, each group's with its ``written_ms`` (at most OFFSETS_RETENTION_MS old:
 older only means "expired", and a batch's timestamps span less than 2**32
 ms), fsyncs it and swaps it in with renames, and says how many records it
 dropped.
+
+Replicated (issue 12). On a replicated broker the records live in a partition of
+the internal topic ``__consumer_offsets`` instead (plinth/topics.py: one
+partition per group slot, replicated like any topic's), and the shard that
+leads a slot's partition keeps its store: ``OffsetStore.load`` replays the
+partition's log (the whole of it, past the high watermark too: as leader its
+log is the one the followers will hold) and the writes go through the shard's
+replicated append (``append``), not to a log of its own. Such a store is
+never compacted: rewriting a replicated log locally would make the replicas
+differ; the log keeps growing (a leader-written snapshot plus advancing the
+log start offset would bound it). Its writes return once appended, not
+durable: GroupRequests answers the request only when the partition's high
+watermark passes them.
 """
 
 from __future__ import annotations
@@ -80,12 +93,16 @@ class OffsetStore:
     """
 
     def __init__(self, directory: Path, plog: PartitionLog, groups: dict[str, StoredGroup],
-                 report: CompactionReport, clock_ms: Callable[[], int] = wall_clock_ms):
+                 report: CompactionReport, clock_ms: Callable[[], int] = wall_clock_ms,
+                 append: Callable[[bytes, int, int], int] | None = None):
         self.directory = directory
         self._log = plog
         self._groups = groups
         self.compaction = report
         self.now_ms = clock_ms   # the wall clock that stamps records (tests drive it)
+        # append(batch, record count, now_ms) -> base offset: the replicated path of a
+        # slot's partition (None: this store's own log, fsynced here).
+        self._append_replicated = append
 
     @classmethod
     def open(cls, shard_dir: Path, clock_ms: Callable[[], int] = wall_clock_ms) -> "OffsetStore":
@@ -100,8 +117,25 @@ class OffsetStore:
             log.info("compacted %s: kept %d of %d records", directory, kept, records_read)
         return cls(directory, plog, groups, report, clock_ms)
 
+    @classmethod
+    def load(cls, plog: PartitionLog, append: Callable[[bytes, int, int], int],
+             clock_ms: Callable[[], int] = wall_clock_ms) -> "OffsetStore":
+        """The store of a replicated slot's partition led here: ``plog`` replayed up to
+        its end, never compacted; writes go through ``append(batch, record count,
+        now_ms)``, which raises (appending nothing) if this shard may not write."""
+        groups, records_read = _replay(plog)
+        kept = sum(group.record_count() for group in groups.values())
+        return cls(plog.directory, plog, groups, CompactionReport(records_read, kept), clock_ms,
+                   append)
+
+    @property
+    def replicated(self) -> bool:
+        return self._append_replicated is not None
+
     def close(self) -> None:
-        self._log.close()
+        """Close the log (of a replicated store: the shard's partition; left open)."""
+        if self._append_replicated is None:
+            self._log.close()
 
     # --- Reads -------------------------------------------------------------------
 
@@ -131,7 +165,7 @@ class OffsetStore:
         stored = self._groups.get(group)
         return stored.written_ms if stored is not None else None
 
-    # --- Writes (durable before they return) ---------------------------------------
+    # --- Writes (durable before they return; of a replicated store, appended) -------
 
     def commit(self, group: str, offsets: dict[TopicPartition, int],
                settings: dict[str, str] | None = None) -> None:
@@ -168,6 +202,9 @@ class OffsetStore:
 
     def _append(self, builder: BatchBuilder, now_ms: int) -> None:
         batch = builder.build()
+        if self._append_replicated is not None:
+            self._append_replicated(batch, builder.record_count, now_ms)
+            return
         self._log.append(batch, builder.record_count, now_ms)
         self._log.flush()
 
