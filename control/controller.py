@@ -454,10 +454,7 @@ class Controller:
         return sorted({name for per_shard in names.values() for name in per_shard})
 
     def list_topics(self) -> list[protocol.TopicInfo]:
-        """The users' topics (the internal one is left out, as Kafka's --exclude-internal;
-        ``describe_topic`` shows it)."""
-        return [self._topic_info(name) for name in sorted(self._metadata.topics)
-                if name != topics.OFFSETS_TOPIC]
+        return [self._topic_info(name) for name in sorted(self._metadata.topics)]
 
     def describe_topic(self, name: str) -> protocol.TopicInfo:
         """Each partition's offsets and bytes (from the shards holding its ranges; of a
