@@ -53,7 +53,7 @@ from pathlib import Path
 
 from loadtest.fault_checker import (Ack, Commit, History, Read, Replication, check,
                                     record_value, summary)
-from plinth import Admin, Consumer, Producer
+from plinth import Admin, Consumer, Producer, topics
 from plinth.control.nodes import NODE_RESOURCE_PREFIX
 from plinth.errors import BrokerError, ClientError
 from tests.conftest import Broker
@@ -105,6 +105,7 @@ class Setting:
     rng: random.Random
     stop_s: float = 12.0          # SIGSTOP: longer than replica.lag.time.max.ms (10 s)
     node_down_s: float = 15.0
+    group: str = ""               # the workload's consumer group
 
     def admin(self) -> Admin:
         return Admin(broker=self.broker.url, request_timeout_ms=ADMIN_TIMEOUT_MS)
@@ -113,6 +114,16 @@ class Setting:
         """partition -> the shard leading it (factor 1: its only shard)."""
         with self.admin() as admin:
             return {p.partition: p.shard for p in admin.describe_topic(self.topic).partition_info}
+
+    def coordinator(self) -> str:
+        """The shard coordinating the group: the leader of its slot of the internal topic
+        (replicated offsets); "" if the offsets are not replicated or it has none."""
+        try:
+            with self.admin() as admin:
+                slots = admin.describe_topic(topics.OFFSETS_TOPIC).partition_info
+        except (BrokerError, ClientError):
+            return ""
+        return slots[topics.offsets_slot(self.group, len(slots))].shard
 
     def shard_nodes(self) -> dict[str, str]:
         """shard -> the name of the node it is pinned to (the controller's metadata.json)."""
@@ -196,12 +207,18 @@ def kill_controller_in_election(s: Setting) -> str:
 
 
 def lose_node(s: Setting) -> str:
-    node = _worker_node_with_a_leader(s)
+    """The node of the group's coordinator if it is a worker (so that the group's
+    offsets must survive the loss), else one with a leader."""
+    coordinator = s.coordinator()
+    node = s.shard_nodes().get(coordinator, "")
+    if node not in s.cluster.workers:
+        coordinator, node = "", _worker_node_with_a_leader(s)
     s.cluster.remove_node(node)
     time.sleep(s.node_down_s)   # the fault itself: the node is gone this long
     s.cluster.add_node(node)
     s.wait_until_serving(f"the loss of node {node}")
-    return f"node {node} lost (every process killed) for {s.node_down_s:g} s, then back"
+    held = f" (with {coordinator}, the group's coordinator)" if coordinator else ""
+    return f"node {node}{held} lost (every process killed) for {s.node_down_s:g} s, then back"
 
 
 def wipe_replica(s: Setting) -> str:
@@ -541,9 +558,10 @@ def _run(args, rng, schedule, cluster, broker) -> RunReport:
         raise AssertionError(f"the broker reports addresses outside loopback: {outside}")
     topic = unique_topic("faults")
     create_topic(broker.url, topic, PARTITIONS, args.replication_factor, args.min_insync)
+    group = unique_topic("group")
     setting = Setting(cluster, broker, topic, PARTITIONS, rng, stop_s=args.stop_s,
-                      node_down_s=args.node_down_s)
-    workload = Workload(broker.url, topic, unique_topic("group"), producers=args.producers,
+                      node_down_s=args.node_down_s, group=group)
+    workload = Workload(broker.url, topic, group, producers=args.producers,
                         consumers=args.consumers, rate_per_producer=args.rate)
     print(f"seed {args.seed}: {len(schedule)} faults in {args.duration_s:g} s on topic {topic} "
           f"(factor {args.replication_factor}), cluster {cluster.address}", flush=True)
