@@ -55,10 +55,10 @@ from plinth import limits, protocol, topics
 from plinth.control import placement
 from plinth.control.controller_handle import ControllerHandle
 from plinth.control.routing_table import RoutingTable
-from plinth.errors import (BrokerError, InvalidTopicError, MalformedReplyError, MalformedRequestError,
-                           NotAuthorizedError, NotLeaderError, PartitionOutOfRangeError,
-                           RecordTooLargeError, TooManyRequestsError, UnavailableError,
-                           UnknownTopicError)
+from plinth.errors import (BrokerError, InvalidTopicError, MalformedReplyError,
+                           MalformedRequestError, NotAuthorizedError, NotLeaderError,
+                           PartitionOutOfRangeError, RecordTooLargeError, TooManyRequestsError,
+                           UnavailableError, UnknownTopicError)
 from plinth.router import reply_header
 from plinth.router.admin_bridge import AdminBridge, AdminReply, RoutingUpdate
 from plinth.router.held_requests import HeldRequests
@@ -231,7 +231,8 @@ class Router:
             self._forward(self._routing.owner(topic, partition), frames, request)
 
     def _route_group(self, frames: list, request) -> None:
-        """Forward to the shard coordinating the group: rendezvous hash of its name."""
+        """Forward to the shard coordinating the group: the leader of its slot of the
+        internal topic (replicated offsets), else the rendezvous hash of its name."""
         if not self._routing.shard_ids:
             self._reply(frames[0], protocol.encode_error(request.request_id, UnavailableError(
                 "no shard is known to coordinate groups")))

@@ -306,8 +306,10 @@ class GroupRequests:
         wait, else when the next member's session ends or a waiting reply's wait ends
         (None: nothing)."""
         now_s = self._clock_s()
+        if not self._slot_count and not self._slots:   # factor 1: this shard's store alone
+            return self._coordinator.next_expiry_s(now_s)
         times = [self._coordinator.next_expiry_s(now_s)]
-        if self._slot_count and self._slot_logs is not None:
+        if self._slot_logs is not None:
             times.append(self._next_slots_check_s)
         for slot in self._slots.values():
             times.append(slot.coordinator.next_expiry_s(now_s))
