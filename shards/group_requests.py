@@ -30,6 +30,12 @@ any failover that keeps an in-sync replica (acks="all" semantics, with the
 internal topic's min.insync.replicas; too few in sync: notEnoughReplicas at
 once). When the lead ends, the waiting replies get notLeader. Without the
 internal topic (factor 1) the shard's own store serves every group, as before.
+
+Once a shard has heard of the internal topic it marks its data dir
+(``__consumer_offsets.replicated``, fsynced), so that after a restart it never
+answers a group from its own store, not even before the controller's partition
+counts arrive (requests a router queued for it come first): until then a group
+request is answered unavailable, retriable.
 """
 
 from __future__ import annotations
@@ -42,15 +48,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from plinth import limits, protocol, topics
+from plinth.durable_files import write_file_atomically
 from plinth.errors import (BrokerError, InvalidConfigError, MalformedRequestError,
                            NotLeaderError, RequestTimedOutError, TooManyRequestsError,
-                           UnknownGroupError)
+                           UnavailableError, UnknownGroupError)
 from plinth.shards.group_coordinator import GroupCoordinator
-from plinth.shards.offset_store import OffsetStore, wall_clock_ms
+from plinth.shards.offset_store import DIR_NAME, OffsetStore, wall_clock_ms
 from plinth.shards.partition import Partition
 
 log = logging.getLogger(__name__)
 
+# Beside the shard's own offsets log: this shard's groups live in replicated slots.
+REPLICATED_MARK = DIR_NAME + ".replicated"
 # Requests that write the slot's log: refused at once with too few in sync.
 _WRITES = (protocol.CommitOffsetsRequest, protocol.ResetOffsetsRequest)
 
@@ -111,6 +120,9 @@ class GroupRequests:
         self._clock_ms = clock_ms
         self._work_clock_s = work_clock_s
         self._slot_logs = slot_logs
+        self._mark = store.directory.with_name(REPLICATED_MARK)
+        # Groups live in replicated slots here (the internal topic exists); for good.
+        self._replicated = slot_logs is not None and self._mark.exists()
         self._partition_counts: dict[str, int] = {}
         self._slot_count = 0                      # partitions of the internal topic (0: none)
         self._slots: dict[int, _Slot] = {}        # the slots led here, by partition
@@ -204,8 +216,12 @@ class GroupRequests:
     def _slot_for(self, name: str) -> _Slot | None:
         """The led slot holding group ``name``; None without replicated slots (this
         shard's own store). NotLeaderError if the slot is not led here."""
-        if not self._slot_count or self._slot_logs is None:
+        if not self._replicated:
             return None
+        if not self._slot_count:
+            raise UnavailableError(
+                f"{self.shard_id} is starting and does not know the slots of "
+                f"{topics.OFFSETS_TOPIC} yet; retry")
         index = topics.offsets_slot(name, self._slot_count)
         slot = self._sync_slot(index)
         if slot is None:
@@ -329,6 +345,10 @@ class GroupRequests:
         topic's: then groups live in its partitions, the replicated slots)."""
         self._partition_counts = dict(counts)
         self._slot_count = counts.get(topics.OFFSETS_TOPIC, 0)
+        if self._slot_count and self._slot_logs is not None and not self._replicated:
+            write_file_atomically(self._mark, b"groups live in the replicated slots of "
+                                  b"__consumer_offsets\n", sync_dir=True)
+            self._replicated = True
         self._coordinator.set_partition_counts(counts)
         for slot in self._slots.values():
             slot.coordinator.set_partition_counts(counts)
@@ -336,7 +356,7 @@ class GroupRequests:
 
     def names(self) -> list[str]:
         """The groups this shard coordinates (of the replicated slots it leads, if any)."""
-        if self._slot_count and self._slot_logs is not None:
+        if self._replicated:
             return sorted(name for slot in self._slots.values()
                           for name in slot.coordinator.group_names())
         return self._coordinator.group_names()
@@ -344,7 +364,7 @@ class GroupRequests:
     def hand_over(self, names: list[str]) -> dict[str, dict]:
         """Stop coordinating these groups; returns each one's state. Groups of the
         replicated slots never move with the shards (their slot stays): none is."""
-        if self._slot_count and self._slot_logs is not None:
+        if self._replicated:
             return {}
         return {name: self._coordinator.hand_over(name) for name in names}
 
@@ -356,7 +376,7 @@ class GroupRequests:
 
     def committed_offsets(self) -> dict[str, dict[tuple[str, int], int]]:
         """Every coordinated group's committed offsets, for the shard's stats."""
-        if self._slot_count and self._slot_logs is not None:
+        if self._replicated:
             return {name: slot.coordinator.committed(name) for slot in self._slots.values()
                     for name in slot.coordinator.group_names()}
         return {name: self._coordinator.committed(name) for name in self.names()}

@@ -21,7 +21,7 @@ import zmq
 
 from plinth import protocol, topics
 from plinth.errors import (FencedLeaderEpochError, NotEnoughReplicasError, NotLeaderError,
-                           UnknownMemberIdError)
+                           UnavailableError, UnknownMemberIdError)
 from plinth.shards.partition_log import LogConfig, PartitionLog
 from plinth.shards.shard_calls import Leadership, PartitionId
 from plinth.shards.shard_server import ShardServer
@@ -79,7 +79,7 @@ class Slots:
         for shard_id in self.ids:
             self.start(shard_id)
 
-    def start(self, shard_id: str, restarted: bool = False) -> ShardServer:
+    def start(self, shard_id: str, restarted: bool = False, counts: bool = True) -> ShardServer:
         srv = ShardServer(shard_id, self.tmp_path / shard_id, "127.0.0.1",
                           controller=self.controller,
                           replica_lag_time_max_ms=self.lag_time_max_ms)
@@ -90,7 +90,8 @@ class Slots:
             server.call(server.set_peers, addresses, 1)
         srv.call(srv.open_partition, topics.OFFSETS_TOPIC, 0, LOG_CONFIG, 0, False, None,
                  self.controller.leadership, 2, restarted)
-        srv.call(srv.set_partition_counts, COUNTS)
+        if counts:
+            srv.call(srv.set_partition_counts, COUNTS)
         return srv
 
     def stop(self, shard_id: str) -> None:
@@ -283,3 +284,23 @@ def test_a_replica_whose_slot_log_tail_is_corrupt_catches_up_and_leads_with_ever
     s.stop("s0")
     s.elect("s1", ("s1", "s2"))
     assert committed(s.router("s1")).committed == {("t", 0): 12}
+
+
+def test_a_restarted_shard_never_answers_a_group_from_its_own_store_before_it_knows_the_slots(
+        slots):
+    # Given s0, which led the group's slot and took a commit there, restarted, its
+    # partitions reopened but the controller's partition counts not arrived yet
+    s = slots()
+    router = s.router("s0")
+    member_id, epoch = member_of(router)
+    send_commit(router, member_id, epoch, {("t", 0): 6})
+    assert reply_of(router).error is None
+    s.stop("s0")
+    s.start("s0", restarted=True, counts=False)
+    # When a router's queued group requests reach it
+    router = s.router("s0")
+    reply = committed(router)
+    join_reply = join(router)
+    # Then they are answered unavailable (retriable), never from its own, empty, store
+    assert isinstance(reply.error, UnavailableError) and "slots" in reply.error.message
+    assert isinstance(join_reply.error, UnavailableError)
