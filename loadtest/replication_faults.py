@@ -77,6 +77,7 @@ POLL_TIMEOUT_MS = 500
 COMMIT_SAMPLE_INTERVAL_S = 0.5
 CONSUMER_RETRY_BACKOFF_S = 1.0  # before a new consumer, after the broker failed the last one
 ADMIN_TIMEOUT_MS = 3_000
+GROUP_NAME_TRIES = 30           # names tried for a group coordinated on a worker node
 # Bounds of the waits for a condition.
 SHARD_RESTART_WAIT_S = 60       # a killed shard serving again (Ray restarts it)
 RECOVERY_WAIT_S = 120           # the broker serving every shard after a fault
@@ -518,6 +519,17 @@ def run_faults(setting: Setting, workload: Workload, schedule: list[tuple[float,
                      workload.consumer_restarts)
 
 
+def group_coordinated_on_a_worker(s: Setting) -> str:
+    """A name for the workload's group whose coordinator (its slot's leader) runs on a
+    worker node, so that node-loss takes it, if one is found in a few tries (the
+    offsets replicated and a slot led on a worker); else any name."""
+    for _ in range(GROUP_NAME_TRIES):
+        s.group = unique_topic("group")
+        if s.shard_nodes().get(s.coordinator(), "") in s.cluster.workers:
+            break
+    return s.group
+
+
 def create_topic(url: str, topic: str, partitions: int, replication_factor: int,
                  min_insync: int | None) -> None:
     """The run's topic, with ``replication_factor`` copies."""
@@ -558,9 +570,9 @@ def _run(args, rng, schedule, cluster, broker) -> RunReport:
         raise AssertionError(f"the broker reports addresses outside loopback: {outside}")
     topic = unique_topic("faults")
     create_topic(broker.url, topic, PARTITIONS, args.replication_factor, args.min_insync)
-    group = unique_topic("group")
     setting = Setting(cluster, broker, topic, PARTITIONS, rng, stop_s=args.stop_s,
-                      node_down_s=args.node_down_s, group=group)
+                      node_down_s=args.node_down_s)
+    group = setting.group = group_coordinated_on_a_worker(setting)
     workload = Workload(broker.url, topic, group, producers=args.producers,
                         consumers=args.consumers, rate_per_producer=args.rate)
     print(f"seed {args.seed}: {len(schedule)} faults in {args.duration_s:g} s on topic {topic} "
