@@ -195,8 +195,10 @@ class Controller:
             return
         if factor == 1:
             return
-        config = topics.normalize_topic_config(
-            name, {topics.RETENTION_MS: "-1", topics.RETENTION_BYTES: "-1"}, factor)
+        config = topics.normalize_topic_config(name, {   # bounded in time: offset_store.py
+            topics.RETENTION_MS: str(limits.OFFSETS_SLOT_RETENTION_MS),
+            topics.SEGMENT_MS: str(limits.OFFSETS_SLOT_SEGMENT_MS),
+            topics.RETENTION_BYTES: "-1"}, factor)
         self._metadata.topics[name] = self._new_topic(name, len(self._metadata.shards), config,
                                                       factor)
         try:

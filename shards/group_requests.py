@@ -280,6 +280,22 @@ class GroupRequests:
         log.info("%s: stopped coordinating the groups of %s: %s", self.shard_id,
                  slot.part.name, error)
 
+    def _write_due_snapshots(self) -> None:
+        """Each led slot whose snapshot is due appends one (offset_store.py: what bounds
+        a slot's log, with the internal topic's time retention)."""
+        now_ms = self._clock_ms()
+        for slot in self._slots.values():
+            if not slot.store.snapshot_due(now_ms):
+                continue
+            try:
+                written = slot.store.write_snapshot()
+            except BrokerError as exc:   # the lead just ended, a full disk: next check again
+                log.warning("%s: the snapshot of %s failed: %s", self.shard_id, slot.part.name,
+                            exc)
+                continue
+            log.info("%s: wrote a snapshot of %s: %d records of %d groups", self.shard_id,
+                     slot.part.name, written, slot.store.group_count())
+
     def _settle(self, slot: _Slot, now_s: float) -> None:
         """Send the waiting replies the high watermark has passed; time out the rest."""
         waiting, high_watermark = slot.waiting, slot.part.high_watermark
@@ -307,6 +323,7 @@ class GroupRequests:
         if now_s >= self._next_slots_check_s:
             self._next_slots_check_s = now_s + limits.GROUP_SLOTS_CHECK_INTERVAL_MS / 1000
             self.sync_slots()
+            self._write_due_snapshots()
         for slot in list(self._slots.values()):
             if slot.waiting:
                 self._settle(slot, now_s)

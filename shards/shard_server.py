@@ -374,10 +374,10 @@ class ShardServer:
         """(partition, leader epoch) if this shard leads slot ``index`` of the internal
         topic now. Loop thread."""
         key = (topics.OFFSETS_TOPIC, index)
-        role = self._roles.get(key)
-        if type(role) is not Led:
+        role, part = self._roles.get(key), self._partitions.get(key)
+        if type(role) is not Led or part is None:   # (None: closed, the shard is stopping)
             return None
-        return self._partitions[key], role.leader_epoch
+        return part, role.leader_epoch
 
     def _slot_append(self, part: Partition, batch: bytes, record_count: int, now_ms: int) -> int:
         """Append a batch of group records to a slot led here, replicated like a produce

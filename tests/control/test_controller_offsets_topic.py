@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from plinth import topics
+from plinth import limits, topics
 from plinth.control.nodes import Node
 from plinth.errors import InvalidConfigError, InvalidReplicationFactorError, InvalidTopicError
 from tests.control.broker_without_ray import THREE
@@ -18,10 +18,13 @@ ON_ONE_NODE = {"allow_replicas_on_one_node": True}
 def test_a_replicated_broker_creates_the_internal_topic_once_with_a_slot_per_shard(brokers):
     # Given three shards on three nodes (the default factor is then 3)
     broker = brokers(3, THREE_NODES)
-    # Then the internal topic exists: a slot per shard, factor 3, kept forever
+    # Then the internal topic exists: a slot per shard, factor 3, its log bounded in time
+    # (its leaders snapshot it: offset_store.py)
     topic = broker.metadata_on_disk().topics[topics.OFFSETS_TOPIC]
     assert (topic.partitions, topic.replication_factor) == (3, 3)
-    assert (topic.config["retention.ms"], topic.config["retention.bytes"]) == ("-1", "-1")
+    assert (topic.config["retention.ms"], topic.config["segment.ms"],
+            topic.config["retention.bytes"]) == (str(limits.OFFSETS_SLOT_RETENTION_MS),
+                                                 str(limits.OFFSETS_SLOT_SEGMENT_MS), "-1")
     assert topic.config["min.insync.replicas"] == "2"
     assert all(sorted(record.replicas) == THREE for record in topic.leadership.values())
     # And every shard has heard of it (its partition counts), and holds its replicas

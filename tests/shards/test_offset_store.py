@@ -155,3 +155,41 @@ def test_a_slot_log_with_a_corrupt_batch_replays_the_commits_before_it(tmp_path)
     assert recovered.end_offset == middle
     assert replayed.offsets("g") == {("t", 0): 1}
     recovered.close()
+
+
+def test_a_slot_log_whose_prefix_retention_deleted_replays_from_its_last_snapshot(tmp_path):
+    # Given a slot's store: group g (offsets and a setting) and group h, written at T
+    wall = WallClock()
+    slot = SlotLog(tmp_path / "slot")
+    store = OffsetStore.load(slot.log, slot.append, wall)
+    store.commit("g", {("t", 0): 1}, {"assignor": "range"})
+    store.commit("h", {("t", 1): 2})
+    store.commit("g", {("t", 0): 3})
+    written_ms = store.written_ms("g")
+    # Then no snapshot is due before the interval has passed since its first record, one is after
+    assert not store.snapshot_due(wall.now_ms)
+    wall.now_ms += limits.OFFSETS_SNAPSHOT_INTERVAL_MS
+    assert store.snapshot_due(wall.now_ms)
+    # When it writes one (every live record again, and its marker), and more records follow
+    snapshot_at = slot.log.end_offset
+    assert store.write_snapshot() == 3
+    assert not store.snapshot_due(wall.now_ms)
+    store.delete(["h"])
+    wall.now_ms += 1000
+    store.commit("g", {("t", 1): 5})
+    # And retention deletes everything before the snapshot (a copy of the log from there)
+    cut = PartitionLog.open(tmp_path / "cut", SLOT_CONFIG)
+    cut.restart_at(snapshot_at)
+    position = snapshot_at
+    while position < slot.log.end_offset:
+        position = cut.append_entries(slot.log.read(position, 1 << 20, slot.log.end_offset))
+    # Then replaying what is left gives the same groups, offsets and settings
+    replayed = OffsetStore.load(cut, slot.append, wall)
+    assert replayed.groups() == store.groups() == {"g"}
+    assert replayed.offsets("g") == {("t", 0): 3, ("t", 1): 5}
+    assert replayed.settings("g") == {"assignor": "range"}
+    # And it knows when the snapshot was written; g's write time is its last commit's
+    assert replayed.snapshot.written_ms == wall.now_ms - 1000
+    assert replayed.written_ms("g") == store.written_ms("g") > written_ms
+    cut.close()
+    slot.log.close()
