@@ -27,6 +27,7 @@ class Member:
 
     def __init__(self, url: str, topic: str, group: str):
         self.values: set[int] = set()
+        self.again: list[int] = []   # values handed out a second time
         self._stop = threading.Event()
         self.consumer = Consumer(topic, broker=url, group=group, auto_offset_reset="earliest",
                                  session_timeout_ms=SESSION_MS, auto_commit_interval_ms=200)
@@ -36,7 +37,9 @@ class Member:
     def _run(self):
         while not self._stop.is_set():
             for records in self.consumer.poll(timeout_ms=100).values():
-                self.values.update(int(r.value) for r in records)
+                got = [int(r.value) for r in records]
+                self.again += [v for v in got if v in self.values]
+                self.values.update(got)
         self.consumer.close()
 
     def stop(self):
@@ -72,7 +75,8 @@ class CommittedWatcher:
         highest: dict = {}
         backwards = []
         for index, committed in enumerate(self.seen):
-            for tp, offset in committed.items():
+            for tp in set(committed) | set(highest):
+                offset = committed.get(tp, -1)   # gone: as far back as it goes
                 if offset < highest.get(tp, -1):
                     backwards.append(f"read {index}: {tp} at {offset} after {highest[tp]}")
                 highest[tp] = max(highest.get(tp, -1), offset)
@@ -100,12 +104,23 @@ def coordinator(admin: Admin, group: str):
     return slots[topics.offsets_slot(group, len(slots))]
 
 
+def group_in_the_same_slot(admin: Admin, group: str) -> str:
+    slots = len(admin.describe_topic(topics.OFFSETS_TOPIC).partition_info)
+    return next(name for name in (unique_topic("idle") for _ in range(1000))
+                if topics.offsets_slot(name, slots) == topics.offsets_slot(group, slots))
+
+
 def lose_coordinator_and_keep_consuming(broker, how: str) -> None:
     topic, group = unique_topic("rg"), unique_topic("rgrp")
     with Admin(broker=broker.url) as admin:
         admin.create_topic(topic, PARTITIONS)
         assert len(admin.describe_topic(topic).partition_info[0].replicas) == 3
-        # Given a group that consumed and committed 100 records of each partition
+        # Given a group without members, whose offsets only the broker keeps (a client's
+        # own memory cannot put them back), coordinated by the same shard
+        idle = group_in_the_same_slot(admin, group)
+        idle_offsets = {(topic, 0): 40, (topic, 1): 60}
+        admin.reset_group_offsets(idle, idle_offsets)
+        # And a group that consumed and committed 100 records of each partition
         produce(broker.url, topic, 0, 200)
         member = Member(broker.url, topic, group)
         watcher = CommittedWatcher(broker.url, group)
@@ -130,6 +145,8 @@ def lose_coordinator_and_keep_consuming(broker, how: str) -> None:
             wait_until(lambda: committed_all(admin, group, topic, 200), timeout_s=90)
             took_s = time.monotonic() - lost_at
             wait_until(lambda: member.values >= set(range(400)), timeout_s=30)
+            # And the idle group's offsets are answered by the new coordinator
+            assert admin.describe_group(idle).committed == idle_offsets
             # And its slot is in a newer leader epoch, led elsewhere if the old one is stopped
             after = coordinator(admin, group)
             assert after.leader_epoch > before.leader_epoch
@@ -140,8 +157,11 @@ def lose_coordinator_and_keep_consuming(broker, how: str) -> None:
                 os.kill(stopped_pid, signal.SIGCONT)
             member.stop()
             watcher.stop()
-    # And no read of its committed offsets ever went backwards
+    # And no read of its committed offsets ever went backwards, and the member, back in
+    # the group, went on from them: it was handed no record a second time (it had
+    # committed all it read before the loss)
     assert watcher.seen and not watcher.went_backwards(), watcher.went_backwards()[:5]
+    assert member.again == [], sorted(member.again)[:10]
     print(f"{how}: slot leader {before.shard} -> {after.shard} (epoch {after.leader_epoch}) "
           f"new commits {took_s:.2f} s after; {len(watcher.seen)} reads of the committed offsets")
 
