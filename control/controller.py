@@ -116,7 +116,8 @@ class Controller:
                  nodes: Callable[[], list[Node]] = ray_nodes,
                  cluster_keys: ClusterKeys | None = None,
                  default_replication_factor: int | None = None,
-                 allow_replicas_on_one_node: bool = False):
+                 allow_replicas_on_one_node: bool = False,
+                 offsets_replication_factor: int | None = None):
         """``cluster_keys``: the shards' sockets admit only cluster members (the
         server's; None only in tests, whose shards listen on loopback).
         ``default_replication_factor``: a topic's factor when its creator gives none
@@ -125,7 +126,9 @@ class Controller:
         machine); without it a factor above the shards' nodes is refused.
         ``find_shard``: a running shard actor by id (to adopt it); ``restarted()``:
         whether this instance replaces one whose process died (then it recovers at
-        once, see the module)."""
+        once, see the module).
+        ``offsets_replication_factor``: copies of the consumer groups' committed offsets
+        (the internal topic; None: the default factor; 1: not replicated)."""
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -137,6 +140,7 @@ class Controller:
                                                what="--default-replication-factor")
         self._default_replication_factor = default_replication_factor
         self._allow_replicas_on_one_node = allow_replicas_on_one_node
+        self._offsets_replication_factor = offsets_replication_factor
         self._new_controller_epoch()
         self._shards = ShardSet(self.data_dir, fsync_policy, fsync_interval_ms,
                                 start_shard=start_shard, nodes=nodes,
@@ -205,6 +209,7 @@ class Controller:
                                 for s, specs in self._metadata.specs_by_shard().items()},
                                limits.SHARD_START_WAIT_S, serving_needs_it=True)
         self._save()
+        self._create_offsets_topic()
         self._shards.push_partition_counts(self._metadata.partition_counts())
         self._rebalancer.finish_interrupted()
         if self._shards.adopted:   # a shard that restarted meanwhile told no one
@@ -246,6 +251,45 @@ class Controller:
             replicas = {s for name, p in waiting
                         for s in self._metadata.topics[name].leadership[p].replicas}
             self._elect(waiting, self._answering(replicas))
+
+    def _create_offsets_topic(self) -> None:
+        """On a replicated broker, the internal topic of committed offsets (once): a
+        partition per shard (a group slot each), replicated like any topic, so a
+        group's coordinator, its slot's leader, fails over with it (shards/
+        group_requests.py). At factor 1 nothing is created: each shard keeps its own
+        offsets log, as before. A factor the shards cannot hold is refused if it was
+        asked for, and leaves offsets unreplicated (with a warning) if it was the
+        default."""
+        name, requested = topics.OFFSETS_TOPIC, self._offsets_replication_factor or 0
+        if name in self._metadata.topics:
+            return
+        try:
+            factor = self._replication_factor(name, requested)
+        except InvalidReplicationFactorError as exc:
+            if requested:
+                raise
+            log.warning("committed offsets stay unreplicated: %s", exc)
+            return
+        if factor == 1:
+            return
+        config = topics.normalize_topic_config(name, {   # bounded in time: offset_store.py
+            topics.RETENTION_MS: str(limits.OFFSETS_SLOT_RETENTION_MS),
+            topics.SEGMENT_MS: str(limits.OFFSETS_SLOT_SEGMENT_MS),
+            topics.RETENTION_BYTES: "-1"}, factor)
+        self._metadata.topics[name] = self._new_topic(name, len(self._metadata.shards), config,
+                                                      factor)
+        try:
+            wait_all_or_raise({s: self._shards[s].open_partitions(specs)
+                               for s, specs in self._metadata.specs_by_shard([name]).items()},
+                              limits.SHARD_START_WAIT_S)
+        except Exception as exc:   # a shard is down: the next start tries again
+            del self._metadata.topics[name]
+            log.warning("could not create %s (committed offsets stay unreplicated until the "
+                        "next start): %s", name, exc)
+            return
+        self._save()
+        log.info("created %s: %d partitions (group slots), replication factor %d", name,
+                 len(self._metadata.shards), factor)
 
     def start_report(self) -> StartReport:
         """Which shards serve and where, which do not and why (the server prints
@@ -547,6 +591,7 @@ class Controller:
                      replication_factor: int = 0) -> protocol.TopicInfo:
         """``replication_factor``: copies of each partition (0: the server's default)."""
         topics.validate_topic_name(name)
+        topics.refuse_internal(name, "create")
         topics.validate_partition_count(name, partitions)
         factor = self._replication_factor(name, replication_factor)
         config = topics.normalize_topic_config(name, config, factor)
@@ -619,6 +664,7 @@ class Controller:
         return self._topic_info(name)
 
     def delete_topic(self, name: str) -> None:
+        topics.refuse_internal(name, "delete")
         self._topic(name)   # raises UnknownTopicError
         specs = self._metadata.specs_by_shard([name])
         # Forget the topic first: a crash mid-delete leaves orphan files, not a
@@ -657,7 +703,7 @@ class Controller:
         to the others (no data copied), the groups they coordinate move with their
         committed offsets. A removed shard keeps serving its older ranges until none
         is left (topics deleted, or retention), and then stops. Returns the moves."""
-        self._refuse_moving_replicated("remove", count)
+        self._refuse_moving_replicated("remove", count, self._metadata.shards[-count:])
         shard_ids = self._metadata.shards
         if not 1 <= count < len(shard_ids):
             raise InvalidConfigError(f"cannot remove {count} of {len(shard_ids)} shards: "
@@ -669,10 +715,21 @@ class Controller:
         return moves
 
 
-    def _refuse_moving_replicated(self, verb: str, count: int) -> None:
+    def _refuse_moving_replicated(self, verb: str, count: int, removed: list[str] = ()) -> None:
         """A change of shards moves partitions' writes; a replicated partition's replica
-        set cannot move yet (its new replicas would have to copy the log first)."""
-        replicated = sorted(n for n, t in self._metadata.topics.items() if t.replicated)
+        set cannot move yet (its new replicas would have to copy the log first). The
+        internal topic of committed offsets does not move with the shards (its slots
+        stay where they are), so it stands in the way only of removing its replicas."""
+        offsets = self._metadata.topics.get(topics.OFFSETS_TOPIC)
+        holding = sorted({s for r in offsets.leadership.values() for s in r.replicas}
+                         & set(removed)) if offsets is not None else []
+        if holding:
+            raise InvalidConfigError(
+                f"cannot {verb} {count} shard(s): {', '.join(holding)} hold replicas of "
+                f"{topics.OFFSETS_TOPIC} (the consumer groups' committed offsets), which "
+                f"cannot move yet")
+        replicated = sorted(n for n, t in self._metadata.topics.items()
+                            if t.replicated and n != topics.OFFSETS_TOPIC)
         if replicated:
             raise InvalidConfigError(
                 f"cannot {verb} {count} shard(s): moving replicated partitions is not supported "

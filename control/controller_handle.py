@@ -85,7 +85,8 @@ class ControllerHandle:
                fsync_interval_ms: int, scheduling_strategy,
                cluster_keys: ClusterKeys | None = None, *,
                default_replication_factor: int | None = None,
-               allow_replicas_on_one_node: bool = False) -> "ControllerHandle":
+               allow_replicas_on_one_node: bool = False,
+               offsets_replication_factor: int | None = None) -> "ControllerHandle":
         """Start the broker's controller actor (server process); Ray restarts it, at most
         CONTROLLER_RESTARTS_MAX times, if its process dies. Raises ValueError if the
         name is taken: another broker serves this namespace. ``cluster_keys``: given
@@ -100,7 +101,8 @@ class ControllerHandle:
             scheduling_strategy=scheduling_strategy,
         ).remote(data_dir, shard_count, fsync_policy, fsync_interval_ms,
                  cluster_keys=cluster_keys, default_replication_factor=default_replication_factor,
-                 allow_replicas_on_one_node=allow_replicas_on_one_node)
+                 allow_replicas_on_one_node=allow_replicas_on_one_node,
+                 offsets_replication_factor=offsets_replication_factor)
         return cls(actor)
 
     @classmethod

@@ -10,6 +10,11 @@ add/remove``), the old shard keeps the older offsets and the new one continues
 at the move's offset. ``ranges`` lists those (start offset, shard id) pairs,
 oldest first, for the partitions that moved; a fetch goes to the shard that
 holds its offset, everything else to the partition's current owner.
+
+Consumer groups. On a replicated broker the table has the internal topic
+``__consumer_offsets``: a group's coordinator is the leader of its slot, the
+partition ``topics.offsets_slot`` picks ("" while it has none). Without it
+(factor 1), groups rendezvous-hash over ``shard_ids``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 from typing import NamedTuple
+
+from plinth import topics
 
 
 class ShardRange(NamedTuple):
@@ -58,6 +65,12 @@ class RoutingTable:
             return self.owner(topic, partition)
         starts = [start for start, _ in ranges]
         return ranges[max(0, bisect.bisect_right(starts, offset) - 1)][1]
+
+    def group_slot(self, group: str) -> int | None:
+        """The partition of the internal topic holding ``group``; None if the broker
+        has no internal topic (offsets are not replicated)."""
+        slots = self.owners.get(topics.OFFSETS_TOPIC)
+        return None if not slots else topics.offsets_slot(group, len(slots))
 
     def spans_shards(self, topic: str, partition: int) -> bool:
         """Whether the partition's history lies on more than one shard."""

@@ -53,7 +53,7 @@ from pathlib import Path
 
 from loadtest.fault_checker import (Ack, Commit, History, Read, Replication, check,
                                     record_value, summary)
-from plinth import Admin, Consumer, Producer
+from plinth import Admin, Consumer, Producer, topics
 from plinth.control.nodes import NODE_RESOURCE_PREFIX
 from plinth.errors import BrokerError, ClientError
 from tests.conftest import Broker
@@ -77,6 +77,7 @@ POLL_TIMEOUT_MS = 500
 COMMIT_SAMPLE_INTERVAL_S = 0.5
 CONSUMER_RETRY_BACKOFF_S = 1.0  # before a new consumer, after the broker failed the last one
 ADMIN_TIMEOUT_MS = 3_000
+GROUP_NAME_TRIES = 30           # names tried for a group coordinated on a worker node
 # Bounds of the waits for a condition.
 SHARD_RESTART_WAIT_S = 60       # a killed shard serving again (Ray restarts it)
 # controller-kill-in-election: the controller dies this long at most after the leader
@@ -108,6 +109,7 @@ class Setting:
     rng: random.Random
     stop_s: float = 12.0          # SIGSTOP: longer than replica.lag.time.max.ms (10 s)
     node_down_s: float = 15.0
+    group: str = ""               # the workload's consumer group
 
     def admin(self) -> Admin:
         return Admin(broker=self.broker.url, request_timeout_ms=ADMIN_TIMEOUT_MS)
@@ -116,6 +118,16 @@ class Setting:
         """partition -> the shard leading it (factor 1: its only shard)."""
         with self.admin() as admin:
             return {p.partition: p.shard for p in admin.describe_topic(self.topic).partition_info}
+
+    def coordinator(self) -> str:
+        """The shard coordinating the group: the leader of its slot of the internal topic
+        (replicated offsets); "" if the offsets are not replicated or it has none."""
+        try:
+            with self.admin() as admin:
+                slots = admin.describe_topic(topics.OFFSETS_TOPIC).partition_info
+        except (BrokerError, ClientError):
+            return ""
+        return slots[topics.offsets_slot(self.group, len(slots))].shard
 
     def shard_nodes(self) -> dict[str, str]:
         """shard -> the name of the node it is pinned to (the controller's metadata.json)."""
@@ -213,12 +225,18 @@ def _wait_for_a_new_controller(s: Setting, killed_pid: int) -> int:
 
 
 def lose_node(s: Setting) -> str:
-    node = _worker_node_with_a_leader(s)
+    """The node of the group's coordinator if it is a worker (so that the group's
+    offsets must survive the loss), else one with a leader."""
+    coordinator = s.coordinator()
+    node = s.shard_nodes().get(coordinator, "")
+    if node not in s.cluster.workers:
+        coordinator, node = "", _worker_node_with_a_leader(s)
     s.cluster.remove_node(node)
     time.sleep(s.node_down_s)   # the fault itself: the node is gone this long
     s.cluster.add_node(node)
     s.wait_until_serving(f"the loss of node {node}")
-    return f"node {node} lost (every process killed) for {s.node_down_s:g} s, then back"
+    held = f" (with {coordinator}, the group's coordinator)" if coordinator else ""
+    return f"node {node}{held} lost (every process killed) for {s.node_down_s:g} s, then back"
 
 
 def wipe_replica(s: Setting) -> str:
@@ -518,6 +536,17 @@ def run_faults(setting: Setting, workload: Workload, schedule: list[tuple[float,
                      workload.consumer_restarts)
 
 
+def group_coordinated_on_a_worker(s: Setting) -> str:
+    """A name for the workload's group whose coordinator (its slot's leader) runs on a
+    worker node, so that node-loss takes it, if one is found in a few tries (the
+    offsets replicated and a slot led on a worker); else any name."""
+    for _ in range(GROUP_NAME_TRIES):
+        s.group = unique_topic("group")
+        if s.shard_nodes().get(s.coordinator(), "") in s.cluster.workers:
+            break
+    return s.group
+
+
 def create_topic(url: str, topic: str, partitions: int, replication_factor: int,
                  min_insync: int | None) -> None:
     """The run's topic, with ``replication_factor`` copies."""
@@ -560,7 +589,8 @@ def _run(args, rng, schedule, cluster, broker) -> RunReport:
     create_topic(broker.url, topic, PARTITIONS, args.replication_factor, args.min_insync)
     setting = Setting(cluster, broker, topic, PARTITIONS, rng, stop_s=args.stop_s,
                       node_down_s=args.node_down_s)
-    workload = Workload(broker.url, topic, unique_topic("group"), producers=args.producers,
+    group = setting.group = group_coordinated_on_a_worker(setting)
+    workload = Workload(broker.url, topic, group, producers=args.producers,
                         consumers=args.consumers, rate_per_producer=args.rate)
     print(f"seed {args.seed}: {len(schedule)} faults in {args.duration_s:g} s on topic {topic} "
           f"(factor {args.replication_factor}), cluster {cluster.address}", flush=True)

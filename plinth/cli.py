@@ -92,10 +92,13 @@ def main(ctx, broker, request_timeout_ms, curve_key_file, curve_server_key_file)
 @click.option("--allow-replicas-on-one-node", is_flag=True,
               help="Allow a topic more replicas than there are nodes (several copies on one "
                    "node: for testing on one machine).")
+@click.option("--offsets-replication-factor", type=int, default=None,
+              help="Copies of the consumer groups' committed offsets (Kafka's "
+                   "offsets.topic.replication.factor; default: the default replication factor).")
 def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms,
           curve_secret_key, authorized_keys, acl_file, allow_insecure, cluster_name,
           metrics_port, metrics_host, internal_hop, default_replication_factor,
-          allow_replicas_on_one_node):
+          allow_replicas_on_one_node, offsets_replication_factor):
     """Run the broker until SIGTERM or Ctrl-C."""
     from plinth.server import ServeOptions, serve as run
 
@@ -107,7 +110,8 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
                            cluster_name=cluster_name, metrics_port=metrics_port,
                            metrics_host=metrics_host, internal_hop=internal_hop,
                            default_replication_factor=default_replication_factor,
-                           allow_replicas_on_one_node=allow_replicas_on_one_node)
+                           allow_replicas_on_one_node=allow_replicas_on_one_node,
+                           offsets_replication_factor=offsets_replication_factor)
     sys.exit(run(options, ready=lambda line: click.echo(line, err=False) or sys.stdout.flush()))
 
 

@@ -237,6 +237,27 @@ SEGMENT_FIND_CHUNK_BYTES_MAX = 64 * KiB
 # batch, far under BATCH_RECORDS_MAX.
 OFFSETS_REPLAY_READ_BYTES = 8 * MiB
 OFFSETS_COMPACT_BATCH_RECORDS_MAX = 10_000
+# Replicated offsets (a partition of __consumer_offsets per group slot): a commit
+# or a read of offsets is answered once the slot's high watermark passes what it
+# wrote or saw, waiting at most this long (then requestTimedOut, before the
+# client's own request timeout), and at most this many such replies wait per shard
+# (beyond: tooManyRequests, retriable; each holds a reply's envelope).
+GROUP_REPLY_WAIT_MS_MAX = 20_000
+GROUP_REPLIES_WAITING_MAX = 10_000
+# How often a shard checks that it still leads the slots whose groups it keeps
+# (a change of leader is applied at once when the controller's record arrives;
+# this catches one applied inside the shard, e.g. an in-sync answer).
+GROUP_SLOTS_CHECK_INTERVAL_MS = 100
+# A replicated slot's log cannot be compacted in place (its replicas would
+# differ), so it is bounded by time: its leader appends a snapshot of every live
+# record each OFFSETS_SNAPSHOT_INTERVAL_MS (while it has groups), its segments
+# roll each OFFSETS_SLOT_SEGMENT_MS, and every replica deletes segments older than
+# OFFSETS_SLOT_RETENTION_MS, which always keeps the last complete snapshot and
+# what follows it (the relation below). The log holds about a day of commits; a
+# slot without a leader for longer than its retention loses its offsets.
+OFFSETS_SNAPSHOT_INTERVAL_MS = 3600 * 1000
+OFFSETS_SLOT_SEGMENT_MS = 3600 * 1000
+OFFSETS_SLOT_RETENTION_MS = 24 * 3600 * 1000
 
 # --- Controller and shard actors (control/, shards/actor.py) -----------------
 # How long ``plinth serve`` waits for the controller to start every shard, open
@@ -585,6 +606,9 @@ def _relations() -> list[tuple[str, bool]]:
          1 <= REPLICATION_FACTOR_DEFAULT_MULTI_NODE <= REPLICATION_FACTOR_MAX),
         ("a shard's name is retried several times", 0 < 5 * SHARD_NAME_RETRY_INTERVAL_S <= SHARD_NAME_WAIT_S),
         ("Ray restarts the controller at least once", CONTROLLER_RESTARTS_MAX >= 1),
+        ("a replicated commit is answered before the client's request times out", GROUP_REPLY_WAIT_MS_MAX < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT),
+        ("a lost slot leadership is noticed well within a heartbeat interval", GROUP_SLOTS_CHECK_INTERVAL_MS <= HEARTBEAT_INTERVAL_MS_MIN),
+        ("a slot's retention keeps its last complete snapshot, with hours to spare", 4 * (OFFSETS_SNAPSHOT_INTERVAL_MS + OFFSETS_SLOT_SEGMENT_MS) <= OFFSETS_SLOT_RETENTION_MS and OFFSETS_SLOT_SEGMENT_MS >= SEGMENT_MS_CONFIG_MIN),
     ]
 
 

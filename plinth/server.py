@@ -79,6 +79,8 @@ class ServeOptions:
     # a node (testing on one machine).
     default_replication_factor: int | None = None
     allow_replicas_on_one_node: bool = False
+    # Copies of the consumer groups' committed offsets (None: the default factor).
+    offsets_replication_factor: int | None = None
 
     def resolved_internal_hop(self) -> str:
         """ipc or curve. Auto takes ipc when the embedded Ray keeps every hop on this
@@ -218,7 +220,8 @@ class Server:
                     self.options.fsync_policy, self.options.fsync_interval_ms, _this_node(),
                     cluster_keys,
                     default_replication_factor=self.options.default_replication_factor,
-                    allow_replicas_on_one_node=self.options.allow_replicas_on_one_node)
+                    allow_replicas_on_one_node=self.options.allow_replicas_on_one_node,
+                    offsets_replication_factor=self.options.offsets_replication_factor)
             except ValueError as exc:
                 if "already taken" not in str(exc) or time.monotonic() > deadline:
                     raise RuntimeError(

@@ -15,6 +15,7 @@ replication existed.
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from plinth import limits
@@ -158,3 +159,28 @@ def _config_int(name: str, key: str, raw, lowest: int, highest: int) -> int:
         raise InvalidConfigError(
             f"topic {name!r}: {key}={value} is outside {lowest}..{highest}")
     return value
+
+
+# --- The internal topic of committed offsets (issue 12: group state replicates) -----------
+
+# A replicated broker keeps consumer groups' committed offsets and settings in this
+# topic, one partition per group slot (Kafka's __consumer_offsets); the leader of a
+# group's slot coordinates the group. Users may not produce to it or delete it.
+OFFSETS_TOPIC = "__consumer_offsets"
+
+
+def offsets_slot(group: str, slots: int) -> int:
+    """The partition of OFFSETS_TOPIC that holds ``group`` (the router and the shards
+    must agree): a stable hash of the name, as Kafka's abs(hash) % partitions."""
+    if slots < 1:
+        raise AssertionError(f"placing group {group!r}: {OFFSETS_TOPIC} has {slots} partitions")
+    digest = hashlib.blake2b(f"\0group\0{group}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % slots
+
+
+def refuse_internal(name: str, what: str) -> None:
+    """InvalidTopicError if ``name`` is the internal topic, which users may not ``what``."""
+    if name == OFFSETS_TOPIC:
+        raise InvalidTopicError(
+            f"topic {name!r} is internal (the consumer groups' committed offsets); clients "
+            f"may not {what} it")

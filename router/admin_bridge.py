@@ -33,7 +33,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from plinth import limits, protocol
+from plinth import limits, protocol, topics
 from plinth.control.controller_handle import ControllerHandle
 from plinth.control.routing_table import RoutingTable
 from plinth.errors import BrokerError, InternalError, MalformedRequestError, UnknownTopicError
@@ -243,8 +243,9 @@ class AdminBridge:
                 if grants is not None:
                     groups = [group for group in groups if grants.may_describe_group(group)]
                 return protocol.encode_groups_reply(rid, groups)
-            case protocol.ListTopicsRequest():
-                return protocol.encode_topics_reply(rid, _visible(controller.list_topics(), grants))
+            case protocol.ListTopicsRequest():   # without the internal topic (--exclude-internal)
+                infos = [i for i in controller.list_topics() if i.name != topics.OFFSETS_TOPIC]
+                return protocol.encode_topics_reply(rid, _visible(infos, grants))
             case protocol.MetadataRequest(topics=names):
                 infos = controller.list_topics()
                 return protocol.encode_topics_reply(

@@ -51,14 +51,14 @@ import time
 
 import zmq
 
-from plinth import limits, protocol
+from plinth import limits, protocol, topics
 from plinth.control import placement
 from plinth.control.controller_handle import ControllerHandle
 from plinth.control.routing_table import RoutingTable
-from plinth.errors import (BrokerError, MalformedReplyError, MalformedRequestError,
-                           NotAuthorizedError, NotLeaderError, PartitionOutOfRangeError,
-                           RecordTooLargeError, TooManyRequestsError, UnavailableError,
-                           UnknownTopicError)
+from plinth.errors import (BrokerError, InvalidTopicError, MalformedReplyError,
+                           MalformedRequestError, NotAuthorizedError, NotLeaderError,
+                           PartitionOutOfRangeError, RecordTooLargeError, TooManyRequestsError,
+                           UnavailableError, UnknownTopicError)
 from plinth.router import reply_header
 from plinth.router.admin_bridge import AdminBridge, AdminReply, RoutingUpdate
 from plinth.router.held_requests import HeldRequests
@@ -203,6 +203,11 @@ class Router:
         """A produce, fetch or listOffsets: to the shard holding the partition."""
         client_id = frames[0]
         topic, partition = request.topic, request.partition
+        if type(request) is protocol.ProduceRequest and topic == topics.OFFSETS_TOPIC:
+            self._reply(client_id, protocol.encode_error(request.request_id, InvalidTopicError(
+                f"topic {topic!r} is internal (the consumer groups' committed offsets); "
+                f"clients may not produce to it")))
+            return
         if type(request) is protocol.ProduceRequest and len(frames[2]) > limits.BATCH_BYTES_MAX:
             self._reply(client_id, protocol.encode_error(request.request_id, RecordTooLargeError(
                 f"batch of {len(frames[2])} bytes for {topic}-{partition} is over "
@@ -226,12 +231,23 @@ class Router:
             self._forward(self._routing.owner(topic, partition), frames, request)
 
     def _route_group(self, frames: list, request) -> None:
-        """Forward to the shard coordinating the group: rendezvous hash of its name."""
+        """Forward to the shard coordinating the group: the leader of its slot of the
+        internal topic (replicated offsets), else the rendezvous hash of its name."""
         if not self._routing.shard_ids:
             self._reply(frames[0], protocol.encode_error(request.request_id, UnavailableError(
                 "no shard is known to coordinate groups")))
             return
-        shard_id = placement.shard_for_group(request.group, list(self._routing.shard_ids))
+        slot = self._routing.group_slot(request.group)
+        if slot is None:
+            shard_id = placement.shard_for_group(request.group, list(self._routing.shard_ids))
+        else:   # replicated offsets: the leader of the group's slot coordinates it
+            shard_id = self._routing.owner(topics.OFFSETS_TOPIC, slot)
+            if not shard_id:
+                self._bridge.refresh_routing()
+                self._reply(frames[0], protocol.encode_error(request.request_id, UnavailableError(
+                    f"group {request.group!r}: {topics.OFFSETS_TOPIC}-{slot}, which holds its "
+                    f"offsets, has no leader (none of its in-sync replicas is up); retry later")))
+                return
         # The client's key goes last, for the coordinator to tie members to it.
         client_key = frames[1].get("User-Id").encode() if self._security is not None else b""
         self._forward(shard_id, [*frames, client_key], request)

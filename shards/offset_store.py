@@ -21,6 +21,31 @@ log, each group's with its ``written_ms`` (at most OFFSETS_RETENTION_MS old:
 older only means "expired", and a batch's timestamps span less than 2**32
 ms), fsyncs it and swaps it in with renames, and says how many records it
 dropped.
+
+Replicated (issue 12). On a replicated broker the records live in a partition of
+the internal topic ``__consumer_offsets`` instead (plinth/topics.py: one
+partition per group slot, replicated like any topic's), and the shard that
+leads a slot's partition keeps its store: ``OffsetStore.load`` replays the
+partition's log (the whole of it, past the high watermark too: as leader its
+log is the one the followers will hold) and the writes go through the shard's
+replicated append (``append``), not to a log of its own. Its writes return once
+appended, not durable: GroupRequests answers the request only when the
+partition's high watermark passes them.
+
+Such a log is never compacted in place (the replicas would differ). It is
+bounded by time instead: the leader appends a snapshot, every live record
+again (stamped with its group's ``written_ms``, as compaction does) in batches
+that each end with a marker record stamped now, the last one saying "end":
+
+    b"S"                                      b"" (more follows) or b"end"
+
+every OFFSETS_SNAPSHOT_INTERVAL_MS while it has groups (``snapshot_due``,
+``write_snapshot``), and the internal topic's time retention deletes old
+segments on every replica. Retention deletes a prefix of whole segments whose
+newest record is older than OFFSETS_SLOT_RETENTION_MS, and every segment of a
+snapshot holds a marker stamped when it was written, so what is left always
+starts at or before the last complete snapshot: replaying it gives every live
+record (a key is only ever overwritten, or dropped with its whole group).
 """
 
 from __future__ import annotations
@@ -45,6 +70,8 @@ _OFFSET = struct.Struct("<q")
 _OFFSET_KIND = b"o"
 _SETTING_KIND = b"s"
 _DELETED_KIND = b"d"
+_SNAPSHOT_KEY = b"S"
+_SNAPSHOT_END = b"end"
 _SEP = b"\0"
 # The offsets log is compacted, never expired: retention would drop live offsets.
 _LOG_CONFIG = LogConfig(retention_ms=-1, retention_bytes=-1)
@@ -56,6 +83,14 @@ TopicPartition = tuple[str, int]
 class CompactionReport:
     records_read: int
     records_kept: int
+
+
+@dataclass
+class SnapshotState:
+    """A replicated slot's log against its snapshots."""
+    written_ms: int = 0       # when its last complete snapshot was written (0: none)
+    records_since: int = 0    # records after it
+    first_record_ms: int = 0  # the timestamp of the log's first record (0: empty)
 
 
 @dataclass
@@ -80,12 +115,17 @@ class OffsetStore:
     """
 
     def __init__(self, directory: Path, plog: PartitionLog, groups: dict[str, StoredGroup],
-                 report: CompactionReport, clock_ms: Callable[[], int] = wall_clock_ms):
+                 report: CompactionReport, clock_ms: Callable[[], int] = wall_clock_ms,
+                 append: Callable[[bytes, int, int], int] | None = None):
         self.directory = directory
         self._log = plog
         self._groups = groups
         self.compaction = report
         self.now_ms = clock_ms   # the wall clock that stamps records (tests drive it)
+        # append(batch, record count, now_ms) -> base offset: the replicated path of a
+        # slot's partition (None: this store's own log, fsynced here).
+        self._append_replicated = append
+        self.snapshot: SnapshotState | None = None   # of a replicated store only
 
     @classmethod
     def open(cls, shard_dir: Path, clock_ms: Callable[[], int] = wall_clock_ms) -> "OffsetStore":
@@ -100,8 +140,28 @@ class OffsetStore:
             log.info("compacted %s: kept %d of %d records", directory, kept, records_read)
         return cls(directory, plog, groups, report, clock_ms)
 
+    @classmethod
+    def load(cls, plog: PartitionLog, append: Callable[[bytes, int, int], int],
+             clock_ms: Callable[[], int] = wall_clock_ms) -> "OffsetStore":
+        """The store of a replicated slot's partition led here: ``plog`` replayed up to
+        its end, never compacted; writes go through ``append(batch, record count,
+        now_ms)``, which raises (appending nothing) if this shard may not write."""
+        snapshot = SnapshotState()
+        groups, records_read = _replay(plog, snapshot)
+        kept = sum(group.record_count() for group in groups.values())
+        store = cls(plog.directory, plog, groups, CompactionReport(records_read, kept), clock_ms,
+                    append)
+        store.snapshot = snapshot
+        return store
+
+    @property
+    def replicated(self) -> bool:
+        return self._append_replicated is not None
+
     def close(self) -> None:
-        self._log.close()
+        """Close the log (of a replicated store: the shard's partition; left open)."""
+        if self._append_replicated is None:
+            self._log.close()
 
     # --- Reads -------------------------------------------------------------------
 
@@ -131,7 +191,7 @@ class OffsetStore:
         stored = self._groups.get(group)
         return stored.written_ms if stored is not None else None
 
-    # --- Writes (durable before they return) ---------------------------------------
+    # --- Writes (durable before they return; of a replicated store, appended) -------
 
     def commit(self, group: str, offsets: dict[TopicPartition, int],
                settings: dict[str, str] | None = None) -> None:
@@ -166,8 +226,42 @@ class OffsetStore:
         for group in gone:
             del self._groups[group]
 
+    def snapshot_due(self, now_ms: int) -> bool:
+        """Whether a replicated store should write a snapshot now (it has groups, and
+        its last complete snapshot, or without one its first record, is
+        OFFSETS_SNAPSHOT_INTERVAL_MS old)."""
+        snapshot = self.snapshot
+        if snapshot is None or not self._groups:
+            return False
+        # Without a snapshot yet, nothing is older than the log's first record.
+        since_ms = snapshot.written_ms or snapshot.first_record_ms
+        return now_ms - since_ms >= limits.OFFSETS_SNAPSHOT_INTERVAL_MS
+
+    def write_snapshot(self) -> int:
+        """Append every live record again, through the replicated append, in batches
+        each ending with a marker; returns the records written. A replicated store only."""
+        if self.snapshot is None:
+            raise AssertionError(f"{self.directory}: only a replicated slot's store snapshots")
+        now_ms = self.now_ms()
+        records = _live_records(self._groups, now_ms)
+        batch_records_max = limits.OFFSETS_COMPACT_BATCH_RECORDS_MAX
+        for start in range(0, len(records), batch_records_max):
+            builder = BatchBuilder()
+            for key, value, timestamp_ms in records[start:start + batch_records_max]:
+                builder.append(key, value, timestamp_ms)
+            last = start + batch_records_max >= len(records)
+            builder.append(_SNAPSHOT_KEY, _SNAPSHOT_END if last else b"", now_ms)
+            self._append_replicated(builder.build(), builder.record_count, now_ms)
+        self.snapshot.written_ms, self.snapshot.records_since = now_ms, 0
+        return len(records)
+
     def _append(self, builder: BatchBuilder, now_ms: int) -> None:
         batch = builder.build()
+        if self._append_replicated is not None:
+            self._append_replicated(batch, builder.record_count, now_ms)
+            self.snapshot.records_since += builder.record_count
+            self.snapshot.first_record_ms = self.snapshot.first_record_ms or now_ms
+            return
         self._log.append(batch, builder.record_count, now_ms)
         self._log.flush()
 
@@ -197,7 +291,8 @@ def _deleted_key(group: str) -> bytes:
     return _SEP.join((_DELETED_KIND, group.encode()))
 
 
-def _replay(plog: PartitionLog) -> tuple[dict[str, StoredGroup], int]:
+def _replay(plog: PartitionLog,
+            snapshot: SnapshotState | None = None) -> tuple[dict[str, StoredGroup], int]:
     groups: dict[str, StoredGroup] = {}
     records_read = 0
     position = plog.start_offset
@@ -206,6 +301,14 @@ def _replay(plog: PartitionLog) -> tuple[dict[str, StoredGroup], int]:
         for header, batch in iter_entries(data):
             for record in decode_records(DIR_NAME, 0, header.base_offset, batch, position):
                 records_read += 1
+                if snapshot is not None and not snapshot.first_record_ms:
+                    snapshot.first_record_ms = record.timestamp_ms
+                if record.key == _SNAPSHOT_KEY:
+                    if snapshot is not None and record.value == _SNAPSHOT_END:
+                        snapshot.written_ms, snapshot.records_since = record.timestamp_ms, 0
+                    continue
+                if snapshot is not None:
+                    snapshot.records_since += 1
                 _apply(record.key, record.value, record.timestamp_ms, groups)
             position = header.base_offset + header.record_count
     return groups, records_read
@@ -233,15 +336,7 @@ def _compact(directory: Path, plog: PartitionLog, groups: dict[str, StoredGroup]
     fresh_dir = directory.with_name(DIR_NAME + ".compacting")
     shutil.rmtree(fresh_dir, ignore_errors=True)
     fresh = PartitionLog.open(fresh_dir, _LOG_CONFIG)
-    oldest_ms = now_ms - limits.OFFSETS_RETENTION_MS
-    records = []
-    for name, stored in groups.items():
-        written_ms = min(now_ms, max(oldest_ms, stored.written_ms))
-        records += [(_offset_key(name, t, p), _OFFSET.pack(o), written_ms)
-                    for (t, p), o in stored.offsets.items()]
-        records += [(_setting_key(name, n), v.encode(), written_ms)
-                    for n, v in stored.settings.items()]
-        stored.written_ms = written_ms
+    records = _live_records(groups, now_ms)
     batch_records_max = limits.OFFSETS_COMPACT_BATCH_RECORDS_MAX
     for start in range(0, len(records), batch_records_max):
         builder = BatchBuilder()
@@ -257,3 +352,19 @@ def _compact(directory: Path, plog: PartitionLog, groups: dict[str, StoredGroup]
     fresh_dir.rename(directory)
     shutil.rmtree(old_dir)
     return PartitionLog.open(directory, _LOG_CONFIG)
+
+
+def _live_records(groups: dict[str, StoredGroup], now_ms: int) -> list[tuple[bytes, bytes, int]]:
+    """Every live record, (key, value, timestamp), each stamped with its group's
+    ``written_ms`` (at most OFFSETS_RETENTION_MS old: older only means "expired", and
+    a batch's timestamps span less than 2**32 ms), which the groups then keep."""
+    oldest_ms = now_ms - limits.OFFSETS_RETENTION_MS
+    records = []
+    for name, stored in groups.items():
+        written_ms = min(now_ms, max(oldest_ms, stored.written_ms))
+        records += [(_offset_key(name, t, p), _OFFSET.pack(o), written_ms)
+                    for (t, p), o in stored.offsets.items()]
+        records += [(_setting_key(name, n), v.encode(), written_ms)
+                    for n, v in stored.settings.items()]
+        stored.written_ms = written_ms
+    return records

@@ -58,18 +58,19 @@ from pathlib import Path
 
 import zmq
 
-from plinth import limits, protocol
+from plinth import limits, protocol, topics
 from plinth.cluster_keys import ClusterAuthenticator, ClusterKeys
-from plinth.errors import (BrokerError, InternalError, MalformedRequestError,
+from plinth.errors import (BrokerError, InternalError, MalformedRequestError, NotLeaderError,
                            OffsetOutOfRangeError, StorageError, UnavailableError,
                            UnknownTopicError)
 from plinth.format.record_batch import summarize_batch
 from plinth.shards.fetch_purgatory import FetchPurgatory
 from plinth.shards.group_commit import GroupCommit
-from plinth.shards.group_requests import GroupRequests
+from plinth.shards.group_requests import GroupRequests, SlotLogs
 from plinth.shards.partition import Partition
 from plinth.shards.segment_files import SegmentFiles
 from plinth.shards.shard_calls import ControllerAnnouncements, Leadership
+from plinth.shards.replica_server import Led
 from plinth.shards.shard_replication import ShardReplication
 from plinth.shards.shard_stats import ShardStats
 from plinth.wakeup import Wakeup
@@ -143,7 +144,8 @@ class ShardServer:
         self._socket.setsockopt(zmq.RCVHWM, limits.SOCKET_MESSAGES_HWM)
         self._socket.setsockopt(zmq.SNDHWM, limits.SOCKET_MESSAGES_HWM)
         self._socket.setsockopt(zmq.LINGER, limits.SHARD_SOCKET_LINGER_MS)
-        self._groups = GroupRequests.open(self.shard_id, self.data_dir)
+        self._groups = GroupRequests.open(self.shard_id, self.data_dir, slot_logs=SlotLogs(
+            self._slot_led, self._slot_append, self._slot_check_acks_all, self._reply))
         self.address = self._bind()
         self._poller = zmq.Poller()
         self._poller.register(self._socket, zmq.POLLIN)
@@ -260,6 +262,8 @@ class ShardServer:
         else:
             part.take_writes(initial_offset, producers)
         self._replication.opened(part, leadership, min_insync_replicas, restarted)
+        if topic == topics.OFFSETS_TOPIC:
+            self._groups.sync_slots()
 
     def set_min_insync(self, topic: str, partition: int, min_insync_replicas: int) -> None:
         """A topic's altered min.insync.replicas, for one partition. Loop thread."""
@@ -289,6 +293,8 @@ class ShardServer:
             self._group_commit.forget(part, deleted)
             self.stats.forget(part.key)
             part.log.delete()
+            if topic == topics.OFFSETS_TOPIC:
+                self._groups.sync_slots()
         elif path.exists():
             shutil.rmtree(path)
         return part is not None
@@ -334,6 +340,7 @@ class ShardServer:
         """New leadership records (shard_calls.Leadership) of partitions here: lead,
         follow, or neither (shard_replication.py). Loop thread."""
         self._replication.set_leadership(changes)
+        self._groups.sync_slots()   # a slot of the internal topic led, or no longer
 
     def _post(self, fn, *args) -> None:
         """Run ``fn(*args)`` on the loop thread, without waiting for it (any other thread).
@@ -362,6 +369,30 @@ class ShardServer:
     def adopt_groups(self, states: dict[str, dict]) -> None:
         """Coordinate groups handed over by another shard. Loop thread."""
         self._groups.adopt(states)
+
+    def _slot_led(self, index: int) -> tuple[Partition, int] | None:
+        """(partition, leader epoch) if this shard leads slot ``index`` of the internal
+        topic now. Loop thread."""
+        key = (topics.OFFSETS_TOPIC, index)
+        role, part = self._roles.get(key), self._partitions.get(key)
+        if type(role) is not Led or part is None:   # (None: closed, the shard is stopping)
+            return None
+        return part, role.leader_epoch
+
+    def _slot_append(self, part: Partition, batch: bytes, record_count: int, now_ms: int) -> int:
+        """Append a batch of group records to a slot led here, replicated like a produce
+        (group commit fsyncs it; its followers fetch it). Loop thread."""
+        led = self._roles.get(part.key)
+        if type(led) is not Led:
+            raise NotLeaderError(f"{part.name}: {self.shard_id} no longer leads it; retry")
+        base_offset = part.append(batch, summarize_batch(batch), now_ms,
+                                  leader_epoch=led.leader_epoch)
+        self._group_commit.written(part)
+        return base_offset
+
+    def _slot_check_acks_all(self, part: Partition) -> None:
+        """NotEnoughReplicasError if a slot's write could not be acknowledged now."""
+        self._replication.check_produce(part, self._roles.get(part.key), -1)
 
     def stats_snapshot(self) -> dict:
         """Counters, rates, latency histograms, and per partition its offsets and size;
@@ -463,7 +494,9 @@ class ShardServer:
             info = self.partition_info(request.topic, request.partition)
             self._reply(envelope, protocol.encode_offsets_reply(request.request_id, info))
         elif isinstance(request, protocol.GROUP_REQUESTS):
-            self._reply(envelope, self._groups.handle(request, payload))
+            header = self._groups.handle(request, payload, envelope)
+            if header is not None:   # None: answered once its slot's high watermark passes
+                self._reply(envelope, header)
         elif kind is protocol.ReplicaFetchRequest:
             self._replication.serve(envelope, request, self._received_s)
         else:

@@ -11,9 +11,9 @@ import time
 import pytest
 import zmq
 
-from plinth import limits, protocol
+from plinth import limits, protocol, topics
 from plinth.control import placement
-from plinth.errors import (MalformedRequestError, NotLeaderError, PartitionOutOfRangeError,
+from plinth.errors import (InvalidTopicError, MalformedRequestError, NotLeaderError, PartitionOutOfRangeError,
                            RecordTooLargeError,
                            TooManyRequestsError, TopicExistsError, UnavailableError,
                            UnknownTopicError)
@@ -89,6 +89,41 @@ def test_group_requests_go_to_the_shard_the_group_name_hashes_to(router_rig):
     # Then each request reached the shard its group hashes to
     assert [r.group for r in rig.shards["shard-0"].requests()] == [groups["shard-0"]]
     assert [r.group for r in rig.shards["shard-1"].requests()] == [groups["shard-1"]]
+
+
+def test_with_replicated_offsets_a_group_request_goes_to_the_leader_of_its_slot(router_rig):
+    # Given a broker whose internal topic has two slots, led by shard-1 and shard-0, and
+    # for each slot a group whose name hashes to the other shard (factor 1's coordinator)
+    leaders = ("shard-1", "shard-0")
+    owners = {"t": ("shard-0",), topics.OFFSETS_TOPIC: leaders}
+    rig = router_rig(topics={"t": 1, topics.OFFSETS_TOPIC: 2}, owners=owners)
+    by_slot = {topics.offsets_slot(g, 2): g for g in (f"g{n}" for n in range(40))
+               if placement.shard_for_group(g, ["shard-0", "shard-1"]) !=
+               leaders[topics.offsets_slot(g, 2)]}
+    client = rig.client()
+    # When a client asks each slot's group's committed offsets
+    for request_id, slot in enumerate((0, 1), start=1):
+        view = client.request(protocol.encode_group_request(request_id, "fetchOffsets",
+                                                            by_slot[slot]))
+        assert (view.kind, view.error) == ("committed", None)
+    # Then each went to its slot's leader
+    assert [r.group for r in rig.shards["shard-1"].requests()] == [by_slot[0]]
+    assert [r.group for r in rig.shards["shard-0"].requests()] == [by_slot[1]]
+    # And a slot with no leader is answered unavailable, naming it
+    leaderless = router_rig(topics={topics.OFFSETS_TOPIC: 1}, owners={topics.OFFSETS_TOPIC: ("",)})
+    view = leaderless.client().request(protocol.encode_group_request(9, "fetchOffsets", "g"))
+    assert isinstance(view.error, UnavailableError)
+    assert f"{topics.OFFSETS_TOPIC}-0" in view.error.message
+
+
+def test_a_produce_to_the_internal_topic_is_refused_naming_it(router_rig):
+    # Given a broker with the internal topic
+    rig = router_rig(topics={topics.OFFSETS_TOPIC: 1}, owners={topics.OFFSETS_TOPIC: ("shard-0",)})
+    # When a client produces to it
+    view = rig.client().request(protocol.encode_produce(1, topics.OFFSETS_TOPIC, 0, 1), b"batch")
+    # Then it is refused, naming the topic, and no shard saw it
+    assert isinstance(view.error, InvalidTopicError) and "is internal" in view.error.message
+    assert rig.shards["shard-0"].requests() == []
 
 
 def test_requests_for_a_topic_being_looked_up_are_held_and_forwarded_in_order(router_rig):

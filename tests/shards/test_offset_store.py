@@ -3,8 +3,12 @@ and each group's last write time surviving restarts and compaction."""
 
 from __future__ import annotations
 
+import pytest
+
 from plinth import limits
+from plinth.errors import NotLeaderError
 from plinth.shards.offset_store import OffsetStore
+from plinth.shards.partition_log import LogConfig, PartitionLog
 
 
 class WallClock:
@@ -69,3 +73,123 @@ def test_compaction_keeps_at_most_the_retention_of_age_for_long_expired_groups(t
     # Then the group's write time is at most one retention ago: it is already due
     assert store.written_ms("old") == wall.now_ms - limits.OFFSETS_RETENTION_MS
     store.close()
+
+
+# --- A replicated slot's store (OffsetStore.load) ---------------------------------------
+
+class SlotLog:
+    """The shard's side of a replicated slot: appends to a real partition log (what
+    ShardServer._slot_append does, without the followers), or refuses like a deposed
+    leader."""
+
+    def __init__(self, directory):
+        self.log = PartitionLog.open(directory, SLOT_CONFIG)
+        self.refusal: Exception | None = None
+
+    def append(self, batch: bytes, record_count: int, now_ms: int) -> int:
+        if self.refusal is not None:
+            raise self.refusal
+        return self.log.append(batch, record_count, now_ms)
+
+
+SLOT_CONFIG = LogConfig(retention_ms=-1, retention_bytes=-1)
+
+
+def test_a_slot_store_writes_through_the_replicated_append_and_replays_without_compacting(
+        tmp_path):
+    # Given a slot's store with a group rewritten several times, then deleted, and another
+    slot = SlotLog(tmp_path / "slot")
+    store = OffsetStore.load(slot.log, slot.append)
+    for n in range(3):
+        store.commit("g", {("t", 0): n}, {"assignor": "range"})
+    store.delete(["g"])
+    store.commit("h", {("t", 1): 4})
+    end_offset = slot.log.end_offset
+    store.close()
+    # Then every record went to the slot's log, and closing the store left it open
+    assert store.replicated and end_offset == 8 and slot.log.end_offset == 8
+    # When the next leader replays it
+    replayed = OffsetStore.load(slot.log, slot.append)
+    # Then it has what the first store had, and the log is not rewritten (replicas would
+    # differ): every record is still there
+    assert replayed.groups() == {"h"} and replayed.offsets("h") == {("t", 1): 4}
+    assert (replayed.compaction.records_read, replayed.compaction.records_kept) == (8, 1)
+    assert slot.log.start_offset == 0 and slot.log.end_offset == 8
+    slot.log.close()
+
+
+def test_a_slot_store_whose_append_is_refused_keeps_its_state(tmp_path):
+    # Given a slot's store with a commit
+    slot = SlotLog(tmp_path / "slot")
+    store = OffsetStore.load(slot.log, slot.append)
+    store.commit("g", {("t", 0): 1})
+    # When its shard stops leading and refuses the next append
+    slot.refusal = NotLeaderError("deposed")
+    with pytest.raises(NotLeaderError):
+        store.commit("g", {("t", 0): 2})
+    # Then the store still answers the last commit that was written
+    assert store.offsets("g") == {("t", 0): 1}
+    slot.log.close()
+
+
+def test_a_slot_log_with_a_corrupt_batch_replays_the_commits_before_it(tmp_path):
+    # Given a slot log of three commits, the middle one's bytes rotten on disk
+    slot = SlotLog(tmp_path / "slot")
+    store = OffsetStore.load(slot.log, slot.append)
+    store.commit("g", {("t", 0): 1})
+    middle = slot.log.end_offset
+    store.commit("g", {("t", 0): 2})
+    store.commit("g", {("t", 1): 3})
+    slot.log.flush()
+    slot.log.close()
+    (segment,) = (tmp_path / "slot").glob("*.log")
+    data = bytearray(segment.read_bytes())
+    first_size = len(data) // 3   # the three batches are the same size
+    data[first_size + first_size // 2] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    # When the log is recovered and replayed (as a shard that leads the slot next does)
+    recovered = PartitionLog.open(tmp_path / "slot", SLOT_CONFIG)
+    replayed = OffsetStore.load(recovered, slot.append)
+    # Then recovery cut the log at the bad batch, and the store has the commit before it
+    # only (the replica then fetches the rest from its leader: test_shard_server_group_slots)
+    assert recovered.end_offset == middle
+    assert replayed.offsets("g") == {("t", 0): 1}
+    recovered.close()
+
+
+def test_a_slot_log_whose_prefix_retention_deleted_replays_from_its_last_snapshot(tmp_path):
+    # Given a slot's store: group g (offsets and a setting) and group h, written at T
+    wall = WallClock()
+    slot = SlotLog(tmp_path / "slot")
+    store = OffsetStore.load(slot.log, slot.append, wall)
+    store.commit("g", {("t", 0): 1}, {"assignor": "range"})
+    store.commit("h", {("t", 1): 2})
+    store.commit("g", {("t", 0): 3})
+    written_ms = store.written_ms("g")
+    # Then no snapshot is due before the interval has passed since its first record, one is after
+    assert not store.snapshot_due(wall.now_ms)
+    wall.now_ms += limits.OFFSETS_SNAPSHOT_INTERVAL_MS
+    assert store.snapshot_due(wall.now_ms)
+    # When it writes one (every live record again, and its marker), and more records follow
+    snapshot_at = slot.log.end_offset
+    assert store.write_snapshot() == 3
+    assert not store.snapshot_due(wall.now_ms)
+    store.delete(["h"])
+    wall.now_ms += 1000
+    store.commit("g", {("t", 1): 5})
+    # And retention deletes everything before the snapshot (a copy of the log from there)
+    cut = PartitionLog.open(tmp_path / "cut", SLOT_CONFIG)
+    cut.restart_at(snapshot_at)
+    position = snapshot_at
+    while position < slot.log.end_offset:
+        position = cut.append_entries(slot.log.read(position, 1 << 20, slot.log.end_offset))
+    # Then replaying what is left gives the same groups, offsets and settings
+    replayed = OffsetStore.load(cut, slot.append, wall)
+    assert replayed.groups() == store.groups() == {"g"}
+    assert replayed.offsets("g") == {("t", 0): 3, ("t", 1): 5}
+    assert replayed.settings("g") == {"assignor": "range"}
+    # And it knows when the snapshot was written; g's write time is its last commit's
+    assert replayed.snapshot.written_ms == wall.now_ms - 1000
+    assert replayed.written_ms("g") == store.written_ms("g") > written_ms
+    cut.close()
+    slot.log.close()
