@@ -178,6 +178,16 @@ class ShardReplication:
         self.roles.pop(part.key, None)
         self._leadership.pop(part.key, None)
 
+    def seal(self, part: Partition, error: BrokerError) -> None:
+        """``part``'s range here is sealed (its writes moved to another replica set): it
+        neither leads nor follows any more; requests waiting on its lead get ``error``.
+        A new record (the shard is in the new set too) makes it a replica again."""
+        self._stop_leading(part, error)
+        if self._fetcher.unfollow(part.key) is not None:
+            self._group_commit.unreplicate(part)
+        self.roles.pop(part.key, None)
+        self._leadership.pop(part.key, None)
+
     def _apply(self, part: Partition, leadership: Leadership) -> None:
         key = part.key
         if leadership.leader == self.shard_id and \
