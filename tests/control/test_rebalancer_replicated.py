@@ -17,6 +17,7 @@ from plinth.format.log_entry import iter_entries
 from plinth.format.record_batch import decode_records
 from plinth.shards.shard_handle import PartitionId
 from tests.control.broker_without_ray import THREE
+from tests.control.test_metadata import metadata_with_a_replicated_topic
 from tests.in_process_shards import ControllerCrash
 from tests.shard_requests import produce
 from tests.support import wait_until
@@ -221,3 +222,16 @@ def test_a_move_whose_new_replica_does_not_open_gives_the_old_leader_its_writes_
     assert broker.metadata_on_disk().topics[topic].leadership[p].replicas == \
         replicas(topic, p, FOUR)
     assert broker.produce(topic, p, [b"e"], acks=-1) == 4
+
+
+def test_a_replica_set_placement_did_not_make_is_left_alone_by_adding_a_shard(brokers, tmp_path):
+    # Given a factor-3 partition whose replica set was made by hand (not placement's)
+    data_dir = tmp_path / "given"
+    data_dir.mkdir()
+    metadata_with_a_replicated_topic().save(data_dir / "metadata.json")
+    by_hand = ("shard-1", "shard-0", "shard-2")
+    assert replicas("events", 0, THREE) != by_hand != replicas("events", 0, FOUR)
+    broker = brokers(3, data_dir=data_dir, **ON_ONE_NODE)
+    # When a shard is added, Then the partition does not move: its set stays as made
+    assert broker.controller.add_shards(1) == []
+    assert broker.metadata_on_disk().topics["events"].leadership[0].replicas == by_hand
