@@ -136,7 +136,8 @@ def test_the_old_replica_that_leaves_the_set_refuses_writes_and_serves_only_the_
     # manifest without a record, so that a restart does not follow it again
     spec = broker.manifest(left).partitions[PartitionId(topic, p)]
     assert (spec.sealed, spec.leadership) == (True, None)
-    assert (topic, p) not in broker.shards.handles[left].actor._server._roles
+    stats = broker.shards.handles[left].stats().result()
+    assert (topic, p) not in stats["replication"]
 
 
 def test_removing_a_shard_moves_factor_3_partitions_off_it_and_it_retires_with_its_last_range(
