@@ -257,24 +257,7 @@ class Rebalancer:
         moved = Leadership(replicas=new, leader=new[0], leader_epoch=record.leader_epoch,
                            in_sync=new, partition_epoch=record.partition_epoch + 1,
                            controller_epoch=self._metadata.controller_epoch)
-        spec = PartitionSpec(name, partition, dict(topic.config), sealed.end_offset,
-                             producers=sealed.producers, leadership=moved)
-        opened = wait_all({s: self._shards[s].open_partitions([spec]) for s in new},
-                          limits.CONTROL_CALL_TIMEOUT_S)
-        failed = {s: e for s, e in opened.items() if isinstance(e, BrokerError)}
-        if failed:
-            # The others may have taken the new record: the old set's must be newer.
-            topic.leadership[partition] = dataclasses.replace(
-                record, leader_epoch=moved.leader_epoch + 1,
-                partition_epoch=moved.partition_epoch + 1)
-            self._save()
-            self._unseal(name, topic, partition)
-            self._drop_copies(pid, set(new) - set(topic.specs_of(name, partition)))
-            shard_id, exc = next(iter(failed.items()))
-            raise UnavailableError(
-                f"cannot move {where}: {shard_id} did not open it ({type(exc).__name__}: {exc}); "
-                f"its old replicas serve it again; the moves so far are kept, run the "
-                f"command again once the shard is back")
+        self._open_new_set(name, topic, partition, sealed, moved, where)
         topic.move_replicas(partition, sealed.end_offset, sealed_on, moved)
         self._save()   # after every move, as for one copy
         self._drop_copies(pid, set(record.replicas) - set(topic.specs_of(name, partition)))
@@ -282,6 +265,31 @@ class Rebalancer:
                  partition, sealed.end_offset, ",".join(sealed_on), ",".join(new),
                  moved.leader_epoch)
         return protocol.PartitionMove(name, partition, record.leader, new[0], sealed.end_offset)
+
+    def _open_new_set(self, name: str, topic: TopicMetadata, partition: int,
+                      sealed: SealedPartition, moved: Leadership, where: str) -> None:
+        """Open the partition on the new replica set at the seal offset, with the new
+        record and the producers' snapshot; if one does not, the old set serves again
+        (with a record newer than the one the others may have taken) and it raises."""
+        spec = PartitionSpec(name, partition, dict(topic.config), sealed.end_offset,
+                             producers=sealed.producers, leadership=moved)
+        opened = wait_all({s: self._shards[s].open_partitions([spec]) for s in moved.replicas},
+                          limits.CONTROL_CALL_TIMEOUT_S)
+        failed = {s: e for s, e in opened.items() if isinstance(e, BrokerError)}
+        if not failed:
+            return
+        topic.leadership[partition] = dataclasses.replace(
+            topic.leadership[partition], leader_epoch=moved.leader_epoch + 1,
+            partition_epoch=moved.partition_epoch + 1)
+        self._save()
+        self._unseal(name, topic, partition)
+        self._drop_copies(PartitionId(name, partition),
+                          set(moved.replicas) - set(topic.specs_of(name, partition)))
+        shard_id, exc = next(iter(failed.items()))
+        raise UnavailableError(
+            f"cannot move {where}: {shard_id} did not open it ({type(exc).__name__}: {exc}); "
+            f"its old replicas serve it again; the moves so far are kept, run the command "
+            f"again once the shard is back")
 
     def _seal_led(self, name: str, topic: TopicMetadata, partition: int,
                   where: str) -> SealedPartition:
@@ -345,7 +353,7 @@ class Rebalancer:
     def _drop_copies(self, pid: PartitionId, shard_ids: set[str]) -> None:
         """Delete the partition on old replicas that serve none of its ranges (they were
         out of sync when it was sealed). Not waited for: one that is down keeps its
-        directory, and reopens it from its manifest at its restart)."""
+        directory, and reopens it from its manifest at its restart."""
         for shard_id in sorted(s for s in shard_ids if s in self._shards):
             self._shards[shard_id].delete_partitions([pid])
             log.info("%s-%d: %s held part of its sealed range only; its copy is dropped",
