@@ -446,12 +446,19 @@ class Controller:
         if not 0 <= partition < meta.partitions:
             raise PartitionOutOfRangeError(f"topic {topic!r} has {meta.partitions} partitions; "
                                            f"there is no partition {partition}")
-        shard_ids = {r.shard_id for r in meta.ranges_of(partition)}
+        # Every holder of each range (of a replicated partition's sealed range, each replica
+        # that holds it): what those that answer say, so that one down does not stop it.
+        shard_ids = {s for r in meta.ranges_of(partition) for s in r.holders} | \
+            {meta.leader_of(partition)} - {""}
         pid = PartitionId(topic, partition)
-        infos = wait_all_or_raise({s: self._shards[s].partition_infos([pid]) for s in shard_ids},
-                                  limits.CONTROL_CALL_TIMEOUT_S)
-        return _merge_ranges([i for per_shard in infos.values() for i in per_shard],
-                             meta.placement)[0]
+        infos = wait_all({s: self._shards[s].partition_infos([pid]) for s in shard_ids
+                          if s in self._shards}, limits.CONTROL_CALL_TIMEOUT_S)
+        answered = [i for per_shard in infos.values() if not isinstance(per_shard, BrokerError)
+                    for i in per_shard]
+        if not answered:
+            raise next(iter(infos.values()), UnavailableError(
+                f"{topic}-{partition}: none of its shards {sorted(shard_ids)} is known"))
+        return _merge_ranges(answered, meta.placement)[0]
 
     def _topic(self, name: str) -> TopicMetadata:
         topic = self._metadata.topics.get(name)

@@ -236,3 +236,20 @@ def test_a_replica_set_placement_did_not_make_is_left_alone_by_adding_a_shard(br
     # When a shard is added, Then the partition does not move: its set stays as made
     assert broker.controller.add_shards(1) == []
     assert broker.metadata_on_disk().topics["events"].leadership[0].replicas == by_hand
+
+
+def test_offsets_of_a_moved_partition_are_answered_while_a_holder_of_its_sealed_range_is_down(
+        brokers):
+    # Given a factor-3 partition led by the newest of four shards, with records, and that
+    # shard removed (its writes moved; it holds the sealed range first), and a record after
+    broker = brokers(4, **ON_ONE_NODE)
+    topic = next(f"o{n}" for n in range(1000) if replicas(f"o{n}", 0, FOUR)[0] == "shard-3")
+    broker.controller.create_topic(topic, 1, {}, 3)
+    assert broker.produce(topic, 0, [b"a", b"b", b"c"], acks=-1) == 0
+    broker.controller.remove_shards(1)
+    assert broker.produce(topic, 0, [b"d"], acks=-1) == 3
+    # When the removed shard is down
+    broker.shards.handles["shard-3"].stop()
+    # Then the partition's offsets still span both ranges: the other holders answer
+    info = broker.controller.partition_offsets(topic, 0)
+    assert (info.start_offset, info.end_offset) == (0, 4)
