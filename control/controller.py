@@ -447,18 +447,23 @@ class Controller:
             raise PartitionOutOfRangeError(f"topic {topic!r} has {meta.partitions} partitions; "
                                            f"there is no partition {partition}")
         # Every holder of each range (of a replicated partition's sealed range, each replica
-        # that holds it): what those that answer say, so that one down does not stop it.
-        shard_ids = {s for r in meta.ranges_of(partition) for s in r.holders} | \
-            {meta.leader_of(partition)} - {""}
+        # that holds it), for a status call's time: what those that answer say, so that
+        # one down (or restarting: Ray holds calls to it) does not stop it, as long as
+        # every range has an answer (else the client retries the retriable error).
+        ranges = meta.ranges_of(partition)
+        holders = [set(r.holders) for r in ranges[:-1]] + \
+            [set(ranges[-1].holders) | ({meta.leader_of(partition)} - {""})]
         pid = PartitionId(topic, partition)
-        infos = wait_all({s: self._shards[s].partition_infos([pid]) for s in shard_ids
-                          if s in self._shards}, limits.CONTROL_CALL_TIMEOUT_S)
-        answered = [i for per_shard in infos.values() if not isinstance(per_shard, BrokerError)
-                    for i in per_shard]
-        if not answered:
-            raise next(iter(infos.values()), UnavailableError(
-                f"{topic}-{partition}: none of its shards {sorted(shard_ids)} is known"))
-        return _merge_ranges(answered, meta.placement)[0]
+        infos = wait_all({s: self._shards[s].partition_infos([pid]) for s in set().union(*holders)
+                          if s in self._shards}, limits.STATUS_CALL_TIMEOUT_S)
+        answering = {s for s, got in infos.items() if not isinstance(got, BrokerError)}
+        for shard_range, its in zip(ranges, holders):
+            if not its & answering:
+                failed = [infos[s] for s in sorted(its) if s in infos]
+                raise failed[0] if failed else UnavailableError(
+                    f"{topic}-{partition}: no shard holding its offsets from "
+                    f"{shard_range.start_offset} ({', '.join(sorted(its))}) is running")
+        return _merge_ranges([i for s in sorted(answering) for i in infos[s]], meta.placement)[0]
 
     def _topic(self, name: str) -> TopicMetadata:
         topic = self._metadata.topics.get(name)
