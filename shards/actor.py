@@ -103,7 +103,7 @@ class ShardActor:
                         end_offsets: list[int] | None = None) -> list[SealedPartition]:
         """Stop writes to partitions that move to another shard; returns each one's end
         offset and producers' idempotence snapshot (for its new owner), and whether it
-        is complete (ShardServer.seal_partition); ``end_offsets``: of replicas that do
+        is complete (ShardServer.seal_range); ``end_offsets``: of replicas that do
         not lead. The complete ones are sealed in the manifest (read-only, no record)."""
         sealed = []
         for i, pid in enumerate(partitions):

@@ -159,7 +159,7 @@ class ShardHandle:
                         ) -> PendingCall[list[SealedPartition]]:
         """Stop their writes here; the result says where each one's new owner continues.
         ``end_offsets``: the replicas (not the leader) of a sealed replicated range stop
-        following it there (see ShardServer.seal_partition)."""
+        following it there (see ShardServer.seal_range)."""
         pids = _partition_ids(partitions, "seal_partitions")
         if end_offsets is not None and (len(end_offsets) != len(pids) or not all(
                 isinstance(o, int) and o >= 0 for o in end_offsets)):
