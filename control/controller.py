@@ -146,7 +146,8 @@ class Controller:
                                 start_shard=start_shard, nodes=nodes,
                                 cluster_keys=cluster_keys, find_shard=find_shard)
         self._cluster_keys = cluster_keys
-        self._rebalancer = Rebalancer(self._metadata, self._shards, self._save)
+        self._rebalancer = Rebalancer(self._metadata, self._shards, self._save,
+                                      allow_replicas_on_one_node, elect=self._lead_again)
         self._routers: dict[str, str] = {}   # listen address -> node address
         self._ping_misses: dict[str, int] = {}   # shard id -> leader pings unanswered in a row
         # Shards that missed a push of leadership records (down, stopped, slow) or sent
@@ -568,12 +569,24 @@ class Controller:
         if not 0 <= partition < meta.partitions:
             raise PartitionOutOfRangeError(f"topic {topic!r} has {meta.partitions} partitions; "
                                            f"there is no partition {partition}")
-        shard_ids = {r.shard_id for r in meta.ranges_of(partition)}
+        # Every holder of each range (of a replicated partition's sealed range, each replica
+        # that holds it), for a status call's time: what those that answer say, so that
+        # one down (or restarting: Ray holds calls to it) does not stop it, as long as
+        # every range has an answer (else the client retries the retriable error).
+        ranges = meta.ranges_of(partition)
+        holders = [set(r.holders) for r in ranges[:-1]] + \
+            [set(ranges[-1].holders) | ({meta.leader_of(partition)} - {""})]
         pid = PartitionId(topic, partition)
-        infos = wait_all_or_raise({s: self._shards[s].partition_infos([pid]) for s in shard_ids},
-                                  limits.CONTROL_CALL_TIMEOUT_S)
-        return _merge_ranges([i for per_shard in infos.values() for i in per_shard],
-                             meta.placement)[0]
+        infos = wait_all({s: self._shards[s].partition_infos([pid]) for s in set().union(*holders)
+                          if s in self._shards}, limits.STATUS_CALL_TIMEOUT_S)
+        answering = {s for s, got in infos.items() if not isinstance(got, BrokerError)}
+        for shard_range, its in zip(ranges, holders):
+            if not its & answering:
+                failed = [infos[s] for s in sorted(its) if s in infos]
+                raise failed[0] if failed else UnavailableError(
+                    f"{topic}-{partition}: no shard holding its offsets from "
+                    f"{shard_range.start_offset} ({', '.join(sorted(its))}) is running")
+        return _merge_ranges([i for s in sorted(answering) for i in infos[s]], meta.placement)[0]
 
     def _topic(self, name: str) -> TopicMetadata:
         topic = self._metadata.topics.get(name)
@@ -682,8 +695,8 @@ class Controller:
     def add_shards(self, count: int) -> list[protocol.PartitionMove]:
         """Add ``count`` shards; partitions that rendezvous hashing now gives to them move
         without copying data: the old owner seals its log (keeps serving it for reads)
-        and the new owner continues at the old end offset. Returns the moves."""
-        self._refuse_moving_replicated("add", count)
+        and the new owner continues at the old end offset; a replicated partition whose
+        replica set changes moves it so (rebalancer.py). Returns the moves."""
         shard_ids = self._metadata.shards
         if not 1 <= count <= limits.SHARDS_MAX - len(shard_ids):
             raise InvalidConfigError(f"cannot add {count} shards to {len(shard_ids)}: "
@@ -694,6 +707,7 @@ class Controller:
         if missing:
             raise UnavailableError(f"cannot add shards: {', '.join(missing)} did not start "
                                    f"within {limits.SHARD_START_WAIT_S} s")
+        self._push_peers()   # replicas on the new shards follow leaders, and are followed
         draining = [s for s in self._metadata.draining if s not in new_ids]
         return self._rebalancer.change_shards(shard_ids + new_ids, draining,
                                               f"added {count} shards")
@@ -703,38 +717,54 @@ class Controller:
         to the others (no data copied), the groups they coordinate move with their
         committed offsets. A removed shard keeps serving its older ranges until none
         is left (topics deleted, or retention), and then stops. Returns the moves."""
-        self._refuse_moving_replicated("remove", count, self._metadata.shards[-count:])
+        self._refuse_removing_offsets_replicas(count, self._metadata.shards[-count:])
         shard_ids = self._metadata.shards
         if not 1 <= count < len(shard_ids):
             raise InvalidConfigError(f"cannot remove {count} of {len(shard_ids)} shards: "
                                      f"at least one must stay")
+        self._refuse_too_few_for_replicas(shard_ids[:-count], count)
         draining = self._metadata.draining + shard_ids[-count:]
         moves = self._rebalancer.change_shards(shard_ids[:-count], draining,
                                                f"removed {count} shards")
         self._rebalancer.retire_drained()
         return moves
 
+    def _lead_again(self, partitions: list[tuple[str, int]]) -> None:
+        """A new leader epoch for each of ``partitions`` among its answering replicas: for
+        the rebalancer, finishing a move at start, when no restarted shard leads again
+        in the epoch it led before (its announcement, which would elect, comes later)."""
+        replicas = {s for name, p in partitions
+                    for s in self._metadata.topics[name].leadership[p].replicas}
+        self._elect(partitions, self._answering(replicas))
 
-    def _refuse_moving_replicated(self, verb: str, count: int, removed: list[str] = ()) -> None:
-        """A change of shards moves partitions' writes; a replicated partition's replica
-        set cannot move yet (its new replicas would have to copy the log first). The
-        internal topic of committed offsets does not move with the shards (its slots
-        stay where they are), so it stands in the way only of removing its replicas."""
+    def _refuse_removing_offsets_replicas(self, count: int, removed: list[str]) -> None:
+        """The internal topic of committed offsets does not move with the shards (a slot's
+        log is its groups' whole state: a new replica set starting at a seal offset
+        would start without it), so removing a shard that holds one of its replicas is
+        refused."""
         offsets = self._metadata.topics.get(topics.OFFSETS_TOPIC)
         holding = sorted({s for r in offsets.leadership.values() for s in r.replicas}
                          & set(removed)) if offsets is not None else []
         if holding:
             raise InvalidConfigError(
-                f"cannot {verb} {count} shard(s): {', '.join(holding)} hold replicas of "
+                f"cannot remove {count} shard(s): {', '.join(holding)} hold replicas of "
                 f"{topics.OFFSETS_TOPIC} (the consumer groups' committed offsets), which "
                 f"cannot move yet")
-        replicated = sorted(n for n, t in self._metadata.topics.items()
-                            if t.replicated and n != topics.OFFSETS_TOPIC)
-        if replicated:
+
+    def _refuse_too_few_for_replicas(self, remaining: list[str], count: int) -> None:
+        """InvalidConfigError if the shards left (or their nodes, unless replicas may share
+        one) cannot hold every replicated topic's copies."""
+        nodes = placement.distinct_nodes(remaining, self._metadata.shard_nodes)
+        room = len(remaining) if self._allow_replicas_on_one_node else min(len(remaining), nodes)
+        too_many = sorted((t.replication_factor, n) for n, t in self._metadata.topics.items()
+                          if t.replication_factor > room)
+        if too_many:
+            factor, name = too_many[-1]
             raise InvalidConfigError(
-                f"cannot {verb} {count} shard(s): moving replicated partitions is not supported "
-                f"yet, and {len(replicated)} topic(s) are replicated "
-                f"({', '.join(replicated[:5])}{', ...' if len(replicated) > 5 else ''})")
+                f"cannot remove {count} shard(s): topic {name!r} has replication factor "
+                f"{factor}, and the {len(remaining)} shards left on {nodes} node(s) can "
+                f"hold {room} copies of a partition"
+                f"{'' if self._allow_replicas_on_one_node else ' (each on its own node)'}")
 
 
 def _with_replication(info: protocol.PartitionInfo, topic: TopicMetadata,

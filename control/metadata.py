@@ -14,20 +14,31 @@ the change is acknowledged or seen by a router:
                            "ranges": {"1": [[0, "shard-2"], [5210, "shard-0"]]}},
                 "events": {"partitions": 1, "config": {...}, "placement": ["shard-2"],
                            "replication_factor": 3,
+                           "ranges": {"0": [[0, "shard-1", ["shard-1", "shard-0", "shard-2"]],
+                                            [812, "shard-2", ["shard-2", "shard-0", "shard-1"]]]},
                            "leadership": {"0": {"replicas": ["shard-2", "shard-0", "shard-1"],
                                                 "leader": "shard-2", "leader_epoch": 0,
                                                 "in_sync": ["shard-2", "shard-0", "shard-1"],
                                                 "partition_epoch": 0, "controller_epoch": 4,
                                                 "eligible": []}}}},
      "groups_moving_from": ["shard-0", "shard-1", "shard-2"],   only during a change
+     "partitions_moving_from": ["shard-0", "shard-1", "shard-2"],   only during a change
      "controller_epoch": 4}
 
 ``placement`` names the shard that takes each partition's writes (for a
 replicated topic: its preferred leader, the first of its replicas). ``ranges``
 lists, for a partition whose writes moved, each (start offset, shard) of its
-history, oldest first; the last is the current owner. ``groups_moving_from``
+history, oldest first; the last is the current owner. A range of a replicated
+partition has a third element, its replicas: of a sealed range, those that held
+it whole when it was sealed (the leader that sealed it first, which is its
+shard), any of which serves its reads; of the last, the replica set its writes
+moved to (the leadership record below is the current word on it). A file
+written before replicated partitions could move has two-element ranges only. ``groups_moving_from``
 is the shard list before a change of shards, kept while consumer groups move
 to the shards their names now hash to (a restart finishes the move).
+``partitions_moving_from`` is the same list, kept while partitions move: a
+replicated one moves only during a change (control/rebalancer.py), and a
+restart finishes it.
 
 Replication (issue 12). ``replication_factor`` (absent: 1) is the copies of
 each partition; a topic with more than one has ``leadership``: for each
@@ -57,7 +68,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from plinth import limits
-from plinth.control.routing_table import ShardRange
+from plinth.control.routing_table import ReplicatedRange, ShardRange, shard_range
 from plinth.durable_files import write_json_atomically
 from plinth.errors import CorruptDataError, InvalidConfigError
 from plinth.shards.shard_handle import Leadership, PartitionSpec
@@ -71,7 +82,8 @@ class TopicMetadata:
     partitions: int
     config: dict[str, str]
     placement: list[str]                                     # owner of each partition's writes
-    ranges: dict[int, list[ShardRange]] = field(default_factory=dict)   # partitions that moved
+    # partitions that moved -> their ranges, oldest first
+    ranges: dict[int, list[ShardRange | ReplicatedRange]] = field(default_factory=dict)
     replication_factor: int = 1
     # partition -> its current range's replicas and leader (replication factor > 1 only)
     leadership: dict[int, Leadership] = field(default_factory=dict)
@@ -92,7 +104,7 @@ class TopicMetadata:
             return self.leadership[partition].replicas
         return (self.placement[partition],)
 
-    def ranges_of(self, partition: int) -> list[ShardRange]:
+    def ranges_of(self, partition: int) -> list[ShardRange | ReplicatedRange]:
         """The partition's history, oldest first; the last range takes its writes."""
         return list(self.ranges.get(partition) or [ShardRange(0, self.placement[partition])])
 
@@ -101,12 +113,35 @@ class TopicMetadata:
         self.ranges[partition] = self.ranges_of(partition) + [ShardRange(start_offset, shard_id)]
         self.placement[partition] = shard_id
 
+    def move_replicas(self, partition: int, start_offset: int, sealed_on: tuple[str, ...],
+                      leadership: Leadership) -> None:
+        """From ``start_offset`` on, a replicated partition's writes go to the replica set
+        of ``leadership``; its range until then is served by ``sealed_on`` (the replicas
+        that hold it whole, the leader that sealed it first)."""
+        if not self.replicated or not sealed_on:
+            raise AssertionError(f"moving the replicas of partition {partition}: factor "
+                                 f"{self.replication_factor}, sealed on {list(sealed_on)}")
+        ranges = self.ranges_of(partition)
+        ranges[-1] = shard_range(ranges[-1].start_offset, sealed_on[0], tuple(sealed_on))
+        new = leadership.replicas
+        self.ranges[partition] = ranges + [shard_range(start_offset, new[0], new)]
+        self.placement[partition] = new[0]
+        self.leadership[partition] = leadership
+
     def forget_ranges_on(self, partition: int, shard_id: str) -> None:
-        """Forget the partition's older ranges on ``shard_id`` (retention emptied them)."""
-        if shard_id == self.placement[partition]:
+        """Forget the partition's older ranges on ``shard_id`` (retention emptied them):
+        a range of one copy goes, a replicated one loses the replica (and goes with
+        its last)."""
+        if shard_id in self.replicas_of(partition):
             raise AssertionError(f"cannot forget the ranges of partition {partition} on "
                                  f"{shard_id}: it owns the partition's writes")
-        self.ranges[partition] = [r for r in self.ranges_of(partition) if r.shard_id != shard_id]
+        kept = []
+        for r in self.ranges_of(partition):
+            holders = tuple(s for s in r.holders if s != shard_id)
+            if holders:
+                kept.append(r if holders == r.holders else
+                            shard_range(r.start_offset, holders[0], r.replicas and holders))
+        self.ranges[partition] = kept
 
     def specs_of(self, name: str, partition: int) -> dict[str, PartitionSpec]:
         """shard id -> what it must serve of the partition. A shard may hold several of
@@ -115,15 +150,16 @@ class TopicMetadata:
         ranges = self.ranges_of(partition)
         latest = {}
         for i, shard_range in enumerate(ranges):
-            latest[shard_range.shard_id] = PartitionSpec(
-                name, partition, dict(self.config), shard_range.start_offset,
-                sealed=i < len(ranges) - 1)
+            sealed = i < len(ranges) - 1
+            if sealed or not self.replicated:   # a sealed range: each replica holding it
+                for shard_id in shard_range.holders:
+                    latest[shard_id] = PartitionSpec(name, partition, dict(self.config),
+                                                     shard_range.start_offset, sealed=sealed)
         if self.replicated:   # every replica serves the current range, as the record says
             leadership = self.leadership[partition]
-            current = latest[ranges[-1].shard_id]
             for shard_id in leadership.replicas:
                 latest[shard_id] = PartitionSpec(name, partition, dict(self.config),
-                                                 current.initial_offset, leadership=leadership)
+                                                 ranges[-1].start_offset, leadership=leadership)
         return latest
 
     def problems(self, name: str, known_shards: set[str]) -> list[str]:
@@ -170,7 +206,7 @@ def _replication_problems(name: str, topic: TopicMetadata, known_shards: set[str
     return found
 
 
-def _range_problems(name: str, partition: int, ranges: list[ShardRange],
+def _range_problems(name: str, partition: int, ranges: list[ShardRange | ReplicatedRange],
                     topic: TopicMetadata, known_shards: set[str]) -> list[str]:
     where = f"topic {name!r} partition {partition}"
     if not 0 <= partition < topic.partitions:
@@ -183,8 +219,14 @@ def _range_problems(name: str, partition: int, ranges: list[ShardRange],
     if ranges[-1].shard_id != topic.placement[partition]:
         return [f"{where}: the last range is on {ranges[-1].shard_id!r} but the partition "
                 f"is placed on {topic.placement[partition]!r}"]
-    return [f"{where}: a range on unknown shard {r.shard_id!r}"
-            for r in ranges if r.shard_id not in known_shards]
+    found = [f"{where}: a range on unknown shard {s!r}"
+             for r in ranges for s in r.holders if s not in known_shards]
+    found += [f"{where}: the range at {r.start_offset} is on {r.shard_id!r}, not the first "
+              f"of its replicas {list(r.replicas)}" for r in ranges
+              if r.replicas and (r.replicas[0] != r.shard_id or len(set(r.replicas)) != len(r.replicas))]
+    if not topic.replicated and any(r.replicas for r in ranges):
+        found.append(f"{where}: replicas in a range of a topic of one copy")
+    return found
 
 
 @dataclass
@@ -194,6 +236,7 @@ class BrokerMetadata:
     shard_nodes: dict[str, str] = field(default_factory=dict)   # shard id -> pin resource
     topics: dict[str, TopicMetadata] = field(default_factory=dict)
     groups_moving_from: list[str] | None = None              # set while groups move
+    partitions_moving_from: list[str] | None = None          # set while partitions move
     controller_epoch: int = 0                                # grows at each controller start
 
     def specs_by_shard(self, names: list[str] | None = None) -> dict[str, list[PartitionSpec]]:
@@ -265,6 +308,8 @@ class BrokerMetadata:
                  "topics": {name: _topic_to_json(t) for name, t in self.topics.items()}}
         if self.groups_moving_from is not None:
             value["groups_moving_from"] = list(self.groups_moving_from)
+        if self.partitions_moving_from is not None:
+            value["partitions_moving_from"] = list(self.partitions_moving_from)
         if self.controller_epoch:   # absent: 0, so that an untouched old file round-trips
             value["controller_epoch"] = self.controller_epoch
         return value
@@ -273,11 +318,14 @@ class BrokerMetadata:
     def from_json(cls, value: dict) -> "BrokerMetadata":
         """Raises ValueError (or TypeError, KeyError) on anything that is not metadata."""
         moving = value.get("groups_moving_from")
+        partitions_moving = value.get("partitions_moving_from")
         return cls(shards=_names(value["shards"]), draining=_names(value.get("draining", [])),
                    shard_nodes={_name(s): _name(pin)
                                 for s, pin in value.get("shard_nodes", {}).items()},
                    topics={_name(name): _topic_from_json(t) for name, t in value["topics"].items()},
                    groups_moving_from=None if moving is None else _names(moving),
+                   partitions_moving_from=None if partitions_moving is None
+                   else _names(partitions_moving),
                    controller_epoch=_offset(value.get("controller_epoch", 0)))
 
 
@@ -285,7 +333,7 @@ def _topic_to_json(topic: TopicMetadata) -> dict:
     value = {"partitions": topic.partitions, "config": dict(topic.config),
              "placement": list(topic.placement)}
     if topic.ranges:
-        value["ranges"] = {str(p): [[r.start_offset, r.shard_id] for r in ranges]
+        value["ranges"] = {str(p): [_range_to_json(r) for r in ranges]
                            for p, ranges in topic.ranges.items()}
     if topic.replicated:
         value["replication_factor"] = topic.replication_factor
@@ -299,8 +347,8 @@ def _topic_from_json(value: dict) -> TopicMetadata:
     if not isinstance(partitions, int) or isinstance(partitions, bool):
         raise ValueError(f"partitions {partitions!r} is not an int")
     config = {_name(k): _name(v) for k, v in value["config"].items()}
-    ranges = {int(p): [ShardRange(_offset(start), _name(shard)) for start, shard in r]
-              for p, r in value.get("ranges", {}).items()}
+    ranges = {int(p): [_range_from_json(r) for r in ranges]
+              for p, ranges in value.get("ranges", {}).items()}
     factor = value.get("replication_factor", 1)
     if not isinstance(factor, int) or isinstance(factor, bool):
         raise ValueError(f"replication_factor {factor!r} is not an int")
@@ -308,6 +356,21 @@ def _topic_from_json(value: dict) -> TopicMetadata:
                   for p, record in value.get("leadership", {}).items()}
     return TopicMetadata(partitions, config, _names(value["placement"]), ranges, factor,
                          leadership)
+
+
+def _range_to_json(r: ShardRange | ReplicatedRange) -> list:
+    """[start, shard], and the replicas third for a replicated partition's range."""
+    value = [r.start_offset, r.shard_id]
+    return value + [list(r.replicas)] if r.replicas else value
+
+
+def _range_from_json(value: list) -> ShardRange | ReplicatedRange:
+    if not isinstance(value, list) or len(value) not in (2, 3):
+        raise ValueError(f"range {value!r} is not [start, shard] or [start, shard, replicas]")
+    replicas = tuple(_names(value[2])) if len(value) == 3 else ()
+    if len(value) == 3 and not replicas:
+        raise ValueError(f"range {value!r} has an empty replica list")
+    return shard_range(_offset(value[0]), _name(value[1]), replicas)
 
 
 def _names(value: list) -> list[str]:

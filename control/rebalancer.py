@@ -17,6 +17,21 @@ calls), so that a restart finishes a change a crash interrupted
   the producers' idempotence state. Metadata is saved after each move; if a
   shard does not answer, the moves so far are kept and the next start or
   change of shards moves the rest.
+- Replicated partitions (issue 12) move their replica set the same way when
+  ``placement.replicas_for`` gives them another one over the new shards. The
+  leader stops taking writes and is asked again (every SEAL_POLL_INTERVAL_MS,
+  at most SEAL_REPLICATED_WAIT_S) until its high watermark reaches its log's
+  end: then every in-sync replica holds the range whole. Each in-sync follower
+  stops following at that offset; those that hold it whole, with the leader,
+  serve the sealed range, read-only, with no leader. The new replica set opens
+  the partition at the seal offset with a new record (leader epoch + 1, the
+  new preferred leader leading, all in sync: none holds anything of the new
+  range yet) and the producers' snapshot; a shard in both sets continues its
+  own log there. Then the range list is saved: (start offset, replica set).
+  An old replica that neither holds the sealed range whole nor is in the new
+  set drops its copy. A move that cannot finish (the wait runs out, a new
+  replica does not open) gives the old set its record back, so the leader
+  takes writes again, and fails the command naming the partition.
 - Retiring. A removed shard drains: it serves its older ranges, read-only,
   until retention deletes them or their topics are deleted; then its ranges
   are forgotten and it is stopped (checked on each status call and change).
@@ -26,42 +41,54 @@ Used on the controller actor's thread only.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 from collections.abc import Callable
 
-from plinth import limits, protocol
+from plinth import limits, protocol, topics
 from plinth.control import placement
 from plinth.control.metadata import BrokerMetadata, TopicMetadata
 from plinth.control.shard_set import ShardSet
 from plinth.errors import BrokerError, UnavailableError
-from plinth.shards.shard_handle import PartitionId, PartitionSpec
+from plinth.shards.shard_handle import (Leadership, PartitionId, PartitionSpec, SealedPartition,
+                                        wait_all)
 
 log = logging.getLogger(__name__)
 
 
 class Rebalancer:
-    def __init__(self, metadata: BrokerMetadata, shards: ShardSet, save: Callable[[], None]):
-        """``save`` makes the metadata durable (the controller's)."""
+    def __init__(self, metadata: BrokerMetadata, shards: ShardSet, save: Callable[[], None],
+                 allow_replicas_on_one_node: bool = False,
+                 elect: Callable[[list[tuple[str, int]]], None] | None = None):
+        """``save`` makes the metadata durable (the controller's);
+        ``allow_replicas_on_one_node``: a replica set may share a node (as placed);
+        ``elect``: gives (topic, partition)s a leader in a new epoch (the controller's)."""
         self._metadata = metadata
         self._shards = shards
         self._save = save
+        self._allow_replicas_on_one_node = allow_replicas_on_one_node
+        self._elect = elect
 
     def change_shards(self, new_ids: list[str], draining: list[str],
                       what: str) -> list[protocol.PartitionMove]:
         """Make ``new_ids`` the shards that take writes and ``draining`` the removed ones
         serving older ranges; returns the partitions that moved their writes."""
-        self._finish_group_moves()   # one left by a crash
+        self._finish_group_moves()   # left by a crash
+        self._finish_partition_moves()
         old_ids, old_draining = self._metadata.shards, self._metadata.draining
-        self._set_shards(new_ids, draining, groups_moving_from=old_ids)
+        self._set_shards(new_ids, draining, groups_moving_from=old_ids,
+                         partitions_moving_from=old_ids)
         try:
             self._finish_group_moves()
         except Exception:
             log.error("moving consumer groups to %s failed; undoing: %s", new_ids, what)
-            self._set_shards(old_ids, old_draining, groups_moving_from=new_ids)
+            self._set_shards(old_ids, old_draining, groups_moving_from=new_ids,
+                             partitions_moving_from=None)
             self._finish_group_moves()
             raise
         self._shards.push_partition_counts(self._metadata.partition_counts())
-        moves = self._move_partitions()
+        moves = self._finish_partition_moves()
         log.info("%s; %d partitions moved their writes", what, len(moves))
         return moves
 
@@ -70,14 +97,18 @@ class Rebalancer:
         not answer leaves it for the next start or change of shards (logged)."""
         try:
             self._finish_group_moves()
-            self._move_partitions()
+            self._lead_replicas_that_move()
+            self._finish_partition_moves()
         except BrokerError as exc:
             log.error("could not finish a change of shards: %s", exc)
 
     def _set_shards(self, shard_ids: list[str], draining: list[str],
-                    groups_moving_from: list[str]) -> None:
+                    groups_moving_from: list[str],
+                    partitions_moving_from: list[str] | None) -> None:
         self._metadata.shards, self._metadata.draining = list(shard_ids), list(draining)
         self._metadata.groups_moving_from = list(groups_moving_from)
+        self._metadata.partitions_moving_from = \
+            None if partitions_moving_from is None else list(partitions_moving_from)
         self._save()
 
     # --- Groups ---------------------------------------------------------------------------
@@ -119,9 +150,19 @@ class Rebalancer:
 
     # --- Partitions ---------------------------------------------------------------------
 
+    def _finish_partition_moves(self) -> list[protocol.PartitionMove]:
+        """Move the partitions of the change of shards under way (or left by a crash),
+        then record that none is left to move; returns the moves."""
+        moves = self._move_partitions()
+        if self._metadata.partitions_moving_from is not None:
+            self._metadata.partitions_moving_from = None
+            self._save()
+        return moves
+
     def _move_partitions(self) -> list[protocol.PartitionMove]:
         """Move each partition whose owner is not the one rendezvous hashing gives it
-        among the current shards (all of them after a change; any a crash left)."""
+        among the current shards (all of them after a change; any a crash left), and,
+        during a change of shards, each replicated one whose replica set it changes."""
         moves = []
         for name, topic in self._metadata.topics.items():
             for partition in range(topic.partitions):
@@ -132,8 +173,8 @@ class Rebalancer:
 
     def _move_if_needed(self, name: str, topic: TopicMetadata,
                         partition: int) -> protocol.PartitionMove | None:
-        if topic.replicated:   # its replica set cannot move yet (Controller refuses changes)
-            return None
+        if topic.replicated:
+            return self._move_replicas_if_needed(name, topic, partition)
         old = topic.placement[partition]
         new = placement.shard_for(name, partition, self._metadata.shards)
         if new == old:
@@ -152,6 +193,174 @@ class Rebalancer:
         topic.move_writes(partition, sealed.end_offset, new)
         self._save()   # after every move: the smallest window for a crash to leave behind
         return protocol.PartitionMove(name, partition, old, new, sealed.end_offset)
+
+    # --- Replicated partitions -----------------------------------------------------------
+
+    def _lead_replicas_that_move(self) -> None:
+        """At start, elect a leader in a new epoch for each replicated partition left to
+        move: its shards just restarted, and none leads again in the epoch it led
+        before, so none could seal it."""
+        moving = [(name, p) for name, topic in sorted(self._metadata.topics.items())
+                  if topic.replicated for p in range(topic.partitions)
+                  if self._replicas_moving_to(name, topic, p) is not None]
+        if moving and self._elect is not None:
+            self._elect(moving)
+
+    def _replicas_moving_to(self, name: str, topic: TopicMetadata,
+                            partition: int) -> tuple[str, ...] | None:
+        """The replica set a replicated partition moves to in the change of shards under
+        way; None if it stays. It moves if a replica is on a shard that no longer takes
+        writes, or if its set is the one placement gave it over the shards before the
+        change and placement gives another now: a set made otherwise (by hand, or
+        re-created after a node was lost) is left alone, and so is the internal topic of
+        committed offsets: a slot's log is its groups' whole state, which a new replica
+        set starting at the seal offset would not have (the controller refuses to
+        remove a shard holding one of its replicas)."""
+        before = self._metadata.partitions_moving_from
+        if before is None or name == topics.OFFSETS_TOPIC:
+            return None
+        replicas = topic.leadership[partition].replicas
+        after = self._replicas_placed(name, topic, partition, self._metadata.shards)
+        if after == replicas:
+            return None
+        if set(replicas) <= set(self._metadata.shards) and \
+                replicas != self._replicas_placed(name, topic, partition, before):
+            return None
+        return after
+
+    def _replicas_placed(self, name: str, topic: TopicMetadata, partition: int,
+                         shard_ids: list[str]) -> tuple[str, ...]:
+        """The replica set placement gives the partition over ``shard_ids``."""
+        return placement.replicas_for(name, partition, shard_ids, self._metadata.shard_nodes,
+                                      topic.replication_factor,
+                                      allow_same_node=self._allow_replicas_on_one_node)
+
+    def _move_replicas_if_needed(self, name: str, topic: TopicMetadata,
+                                 partition: int) -> protocol.PartitionMove | None:
+        record = topic.leadership[partition]
+        new = self._replicas_moving_to(name, topic, partition)
+        if new is None:
+            return None
+        pid = PartitionId(name, partition)
+        where = f"{name}-{partition} from {','.join(record.replicas)} to {','.join(new)}"
+        if not record.leader:
+            raise UnavailableError(f"cannot move {where}: it has no leader to seal it (offline); "
+                                   f"the moves so far are kept, run the command again once "
+                                   f"one of its in-sync replicas is back")
+        sealed = self._seal_led(name, topic, partition, where)
+        sealed_on = (record.leader, *self._seal_followers(pid, record, sealed.end_offset))
+        # The new set's leader epoch is saved before any shard hears of it: were the move
+        # cut short by a crash, the election at the next start must pick a newer one
+        # (a shard never leads again in an epoch it led before it restarted).
+        record = topic.leadership[partition] = dataclasses.replace(
+            record, leader_epoch=record.leader_epoch + 1,
+            partition_epoch=record.partition_epoch + 1,
+            controller_epoch=self._metadata.controller_epoch)
+        self._save()
+        moved = Leadership(replicas=new, leader=new[0], leader_epoch=record.leader_epoch,
+                           in_sync=new, partition_epoch=record.partition_epoch + 1,
+                           controller_epoch=self._metadata.controller_epoch)
+        self._open_new_set(name, topic, partition, sealed, moved, where)
+        topic.move_replicas(partition, sealed.end_offset, sealed_on, moved)
+        self._save()   # after every move, as for one copy
+        self._drop_copies(pid, set(record.replicas) - set(topic.specs_of(name, partition)))
+        log.info("%s-%d: sealed at %d on %s; its writes go to %s (leader epoch %d)", name,
+                 partition, sealed.end_offset, ",".join(sealed_on), ",".join(new),
+                 moved.leader_epoch)
+        return protocol.PartitionMove(name, partition, record.leader, new[0], sealed.end_offset)
+
+    def _open_new_set(self, name: str, topic: TopicMetadata, partition: int,
+                      sealed: SealedPartition, moved: Leadership, where: str) -> None:
+        """Open the partition on the new replica set at the seal offset, with the new
+        record and the producers' snapshot; if one does not, the old set serves again
+        (with a record newer than the one the others may have taken) and it raises."""
+        spec = PartitionSpec(name, partition, dict(topic.config), sealed.end_offset,
+                             producers=sealed.producers, leadership=moved)
+        opened = wait_all({s: self._shards[s].open_partitions([spec]) for s in moved.replicas},
+                          limits.CONTROL_CALL_TIMEOUT_S)
+        failed = {s: e for s, e in opened.items() if isinstance(e, BrokerError)}
+        if not failed:
+            return
+        topic.leadership[partition] = dataclasses.replace(
+            topic.leadership[partition], leader_epoch=moved.leader_epoch + 1,
+            partition_epoch=moved.partition_epoch + 1)
+        self._save()
+        self._unseal(name, topic, partition)
+        self._drop_copies(PartitionId(name, partition),
+                          set(moved.replicas) - set(topic.specs_of(name, partition)))
+        shard_id, exc = next(iter(failed.items()))
+        raise UnavailableError(
+            f"cannot move {where}: {shard_id} did not open it ({type(exc).__name__}: {exc}); "
+            f"its old replicas serve it again; the moves so far are kept, run the command "
+            f"again once the shard is back")
+
+    def _seal_led(self, name: str, topic: TopicMetadata, partition: int,
+                  where: str) -> SealedPartition:
+        """Seal the partition on its leader, where every in-sync replica holds it: asked
+        again until its high watermark reaches its log's end (bounded; then unsealed)."""
+        leader = topic.leadership[partition].leader
+        deadline_s = time.monotonic() + limits.SEAL_REPLICATED_WAIT_S
+        while True:
+            try:
+                [sealed] = self._shards[leader].seal_partitions(
+                    [PartitionId(name, partition)]).result()
+            except BrokerError as exc:
+                self._unseal(name, topic, partition)
+                raise UnavailableError(
+                    f"cannot move {where}: its leader {leader} did not seal it "
+                    f"({type(exc).__name__}: {exc}); the moves so far are kept, run the "
+                    f"command again once the shard is back") from None
+            if sealed.complete:
+                return sealed
+            if time.monotonic() >= deadline_s:
+                self._unseal(name, topic, partition)
+                raise UnavailableError(
+                    f"cannot move {where}: its in-sync replicas did not reach its leader's log "
+                    f"end within {limits.SEAL_REPLICATED_WAIT_S} s (high watermark "
+                    f"{sealed.end_offset}; one may be down); it takes writes again; the moves "
+                    f"so far are kept, run the command again")
+            time.sleep(limits.SEAL_POLL_INTERVAL_MS / 1000)   # its followers fetch meanwhile
+
+    def _seal_followers(self, pid: PartitionId, record: Leadership,
+                        end_offset: int) -> list[str]:
+        """Stop the in-sync followers following at ``end_offset``; returns those that hold
+        the range whole (one that is down or short does not serve it)."""
+        followers = [s for s in record.in_sync if s != record.leader and s in self._shards]
+        outcomes = wait_all({s: self._shards[s].seal_partitions([pid], [end_offset])
+                             for s in followers}, limits.CONTROL_CALL_TIMEOUT_S)
+        holding = []
+        for shard_id, outcome in outcomes.items():
+            if isinstance(outcome, BrokerError):
+                log.warning("%s-%d: %s does not serve its range sealed at %d: %s", pid.topic,
+                            pid.partition, shard_id, end_offset, outcome)
+            elif not outcome[0].complete:
+                log.warning("%s-%d: %s ends at %d, not at its seal at %d: it does not serve "
+                            "the range", pid.topic, pid.partition, shard_id,
+                            outcome[0].end_offset, end_offset)
+            else:
+                holding.append(shard_id)
+        return holding
+
+    def _unseal(self, name: str, topic: TopicMetadata, partition: int) -> None:
+        """Undo a seal that cannot finish: the partition's replicas take its record again
+        (its leader takes writes). One that does not answer gets it at its restart."""
+        replicas = set(topic.replicas_of(partition))
+        specs = {s: spec for s, spec in topic.specs_of(name, partition).items() if s in replicas}
+        for shard_id, outcome in wait_all({s: self._shards[s].open_partitions([spec])
+                                           for s, spec in specs.items() if s in self._shards},
+                                          limits.CONTROL_CALL_TIMEOUT_S).items():
+            if isinstance(outcome, BrokerError):
+                log.error("%s-%d: could not give %s its record back: %s", name, partition,
+                          shard_id, outcome)
+
+    def _drop_copies(self, pid: PartitionId, shard_ids: set[str]) -> None:
+        """Delete the partition on old replicas that serve none of its ranges (they were
+        out of sync when it was sealed). Not waited for: one that is down keeps its
+        directory, and reopens it from its manifest at its restart."""
+        for shard_id in sorted(s for s in shard_ids if s in self._shards):
+            self._shards[shard_id].delete_partitions([pid])
+            log.info("%s-%d: %s held part of its sealed range only; its copy is dropped",
+                     pid.topic, pid.partition, shard_id)
 
     # --- Retiring removed shards ---------------------------------------------------------
 
@@ -172,8 +381,8 @@ class Rebalancer:
         their partition, and delete those shards' empty logs of it."""
         for name, topic in self._metadata.topics.items():
             for partition in list(topic.ranges):
-                owner = topic.placement[partition]
-                for shard_id in {r.shard_id for r in topic.ranges_of(partition)} - {owner}:
+                writers = set(topic.replicas_of(partition))
+                for shard_id in {s for r in topic.ranges_of(partition) for s in r.holders} - writers:
                     if self._holds_nothing_of(shard_id, name, partition):
                         topic.forget_ranges_on(partition, shard_id)
                         # Not waited for: a shard that misses it keeps an empty directory.

@@ -7,9 +7,12 @@ use it; a router reads it on its loop thread only.
 
 A partition's history may span shards: when its writes move (``plinth shards
 add/remove``), the old shard keeps the older offsets and the new one continues
-at the move's offset. ``ranges`` lists those (start offset, shard id) pairs,
-oldest first, for the partitions that moved; a fetch goes to the shard that
-holds its offset, everything else to the partition's current owner.
+at the move's offset. ``ranges`` lists those (start offset, shard id, replicas)
+ranges, oldest first, for the partitions that moved; a fetch goes to a shard
+that holds its offset (``holders``: of a sealed range of a replicated
+partition, any of the replicas that held it whole when it was sealed, in
+order; the router takes the first it is connected to), everything else to the
+partition's current owner (of a replicated partition: its leader).
 
 Consumer groups. On a replicated broker the table has the internal topic
 ``__consumer_offsets``: a group's coordinator is the leader of its slot, the
@@ -27,11 +30,43 @@ from plinth import topics
 
 
 class ShardRange(NamedTuple):
-    """The offsets of a partition from ``start_offset`` on (up to the next range's
-    start) live on ``shard_id``."""
+    """The offsets of a partition of one copy from ``start_offset`` on (up to the next
+    range's start) live on ``shard_id``."""
 
     start_offset: int
     shard_id: str
+
+    @property
+    def replicas(self) -> tuple[str, ...]:
+        return ()
+
+    @property
+    def holders(self) -> tuple[str, ...]:
+        """The shards that serve the range's offsets, in the order to try them."""
+        return (self.shard_id,)
+
+
+class ReplicatedRange(NamedTuple):
+    """A range of a replicated partition: its offsets from ``start_offset`` on live on
+    each of ``replicas``; ``shard_id`` is the first of them (of a sealed range: the
+    leader that sealed it)."""
+
+    start_offset: int
+    shard_id: str
+    replicas: tuple[str, ...]
+
+    @property
+    def holders(self) -> tuple[str, ...]:
+        """The shards that serve the range's offsets, in the order to try them."""
+        return self.replicas
+
+
+def shard_range(start_offset: int, shard_id: str,
+                replicas: tuple[str, ...] = ()) -> ShardRange | ReplicatedRange:
+    """A range of one copy, or of ``replicas`` if there are any."""
+    if replicas:
+        return ReplicatedRange(start_offset, shard_id, tuple(replicas))
+    return ShardRange(start_offset, shard_id)
 
 
 @dataclass(frozen=True)
@@ -44,7 +79,7 @@ class RoutingTable:
     # replicated partition: its leader; "" while it has none)
     owners: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # topic -> partition -> its ranges, oldest first (only partitions that moved)
-    ranges: dict[str, dict[int, tuple[ShardRange, ...]]] = field(default_factory=dict)
+    ranges: dict[str, dict[int, tuple[ShardRange | ReplicatedRange, ...]]] = field(default_factory=dict)
     # the epoch of the controller that made it: a new one restarted (and lost the
     # routers' registrations, which ControllerHandle.routing sends it again)
     controller_epoch: int = 0
@@ -59,12 +94,19 @@ class RoutingTable:
         return self.owners[topic][partition]
 
     def holder(self, topic: str, partition: int, offset: int) -> str:
-        """The shard holding ``offset`` of the partition: for a fetch."""
+        """The (first) shard holding ``offset`` of the partition: for a fetch."""
+        return self.holders(topic, partition, offset)[0]
+
+    def holders(self, topic: str, partition: int, offset: int) -> tuple[str, ...]:
+        """The shards holding ``offset`` of the partition, in the order to try them: its
+        owner for the current range, a sealed range's replicas for an older offset."""
         ranges = self.ranges.get(topic, {}).get(partition)
         if ranges is None:
-            return self.owner(topic, partition)
-        starts = [start for start, _ in ranges]
-        return ranges[max(0, bisect.bisect_right(starts, offset) - 1)][1]
+            return (self.owner(topic, partition),)
+        index = max(0, bisect.bisect_right([r[0] for r in ranges], offset) - 1)
+        if index == len(ranges) - 1:   # the current range: its writer (a leader changes)
+            return (self.owner(topic, partition),)
+        return shard_range(*ranges[index]).holders   # (plain tuples too: tests build them)
 
     def group_slot(self, group: str) -> int | None:
         """The partition of the internal topic holding ``group``; None if the broker

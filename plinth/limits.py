@@ -510,6 +510,15 @@ ROUTING_REFRESH_ON_DEMAND_INTERVAL_S = 0.2
 LEADER_CHECK_INTERVAL_S = 0.5
 LEADER_PING_TIMEOUT_S = 0.75
 LEADER_PING_MISSES_MAX = 2
+# A replicated partition whose replica set moves (plinth shards add/remove) is
+# sealed where every in-sync replica holds it: its leader stops taking writes,
+# and the controller asks it again every SEAL_POLL_INTERVAL_MS until its high
+# watermark reaches its log's end (the followers fetch the rest: a fetch or two),
+# for at most SEAL_REPLICATED_WAIT_S; then the leader takes writes again and the
+# command fails, naming the partition. An in-sync follower that is down holds it
+# that long: the controller, busy moving, cannot take it out of the in-sync set.
+SEAL_REPLICATED_WAIT_S = 10.0
+SEAL_POLL_INTERVAL_MS = 20
 
 
 def _relations() -> list[tuple[str, bool]]:
@@ -609,6 +618,8 @@ def _relations() -> list[tuple[str, bool]]:
         ("a replicated commit is answered before the client's request times out", GROUP_REPLY_WAIT_MS_MAX < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT),
         ("a lost slot leadership is noticed well within a heartbeat interval", GROUP_SLOTS_CHECK_INTERVAL_MS <= HEARTBEAT_INTERVAL_MS_MIN),
         ("a slot's retention keeps its last complete snapshot, with hours to spare", 4 * (OFFSETS_SNAPSHOT_INTERVAL_MS + OFFSETS_SLOT_SEGMENT_MS) <= OFFSETS_SLOT_RETENTION_MS and OFFSETS_SLOT_SEGMENT_MS >= SEGMENT_MS_CONFIG_MIN),
+        ("a sealing leader's followers have time for several parked fetches",
+         0 < SEAL_POLL_INTERVAL_MS <= 3 * REPLICA_FETCH_WAIT_MS <= SEAL_REPLICATED_WAIT_S * 1000),
     ]
 
 

@@ -223,12 +223,23 @@ class Router:
                 f"it has {partition_count} partitions (0 to {partition_count - 1})")))
             return
         if type(request) is protocol.FetchRequest:
-            self._forward(self._routing.holder(topic, partition, request.offset), frames, request)
+            self._forward(self._fetch_shard(topic, partition, request.offset), frames, request)
         elif type(request) is protocol.ListOffsetsRequest and \
                 self._routing.spans_shards(topic, partition):   # the controller merges them
             self._submit_admin(client_id, request)
         else:
             self._forward(self._routing.owner(topic, partition), frames, request)
+
+    def _fetch_shard(self, topic: str, partition: int, offset: int) -> str:
+        """The shard to fetch ``offset`` from: of a sealed range held by several replicas,
+        the first this router is connected to (a sealed range stays readable while one
+        of them is up); otherwise (or if none is up) the one holding it."""
+        holders = self._routing.holders(topic, partition, offset)
+        if len(holders) > 1:
+            for shard_id in holders:
+                if self._shards.is_up(shard_id):
+                    return shard_id
+        return holders[0]
 
     def _route_group(self, frames: list, request) -> None:
         """Forward to the shard coordinating the group: the leader of its slot of the

@@ -105,15 +105,18 @@ class ShardActor:
                               spec.sealed, spec.producers, spec.leadership,
                               _min_insync_replicas(spec.config), restarted)
 
-    def seal_partitions(self, partitions: list[PartitionId]) -> list[SealedPartition]:
+    def seal_partitions(self, partitions: list[PartitionId],
+                        end_offsets: list[int] | None = None) -> list[SealedPartition]:
         """Stop writes to partitions that move to another shard; returns each one's end
-        offset and producers' idempotence snapshot (for its new owner)."""
+        offset and producers' idempotence snapshot (for its new owner), and whether it
+        is complete (ShardServer.seal_range); ``end_offsets``: of replicas that do
+        not lead. The complete ones are sealed in the manifest (read-only, no record)."""
         sealed = []
-        for pid in partitions:
-            end_offset, producers = self._server.call(self._server.seal_partition,
-                                                      pid.topic, pid.partition)
-            sealed.append(SealedPartition(pid.topic, pid.partition, end_offset, producers))
-        self._manifest.seal(partitions)
+        for i, pid in enumerate(partitions):
+            end_offset = None if end_offsets is None else end_offsets[i]
+            sealed.append(SealedPartition(pid.topic, pid.partition, *self._server.call(
+                self._server.seal_range, pid.topic, pid.partition, end_offset)))
+        self._manifest.seal([PartitionId(s.topic, s.partition) for s in sealed if s.complete])
         self._manifest.save(self._manifest_path)
         return sealed
 

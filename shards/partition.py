@@ -237,6 +237,17 @@ class Partition:
                               base_offset, now_ms)
         return base_offset
 
+    def start_epochs_at(self, offset: int) -> None:
+        """Forget the leader epochs before ``offset`` (the one holding it starts there;
+        saved): the replicated range this shard takes part in starts there (its writes
+        moved to this replica set at ``offset``). What is before is sealed, or on other
+        shards; a follower's epoch lookup must not reach into it (it would truncate
+        records no leader of this range has)."""
+        epochs = LeaderEpochs(self.leader_epochs.entries)
+        epochs.truncate_from_start(offset)
+        if epochs.entries != self.leader_epochs.entries:
+            self._save_epochs(epochs)
+
     def _start_epoch(self, leader_epoch: int) -> None:
         """This shard leads in a new epoch: it writes from the log's end on (saved)."""
         latest_epoch = self.leader_epochs.latest_epoch()

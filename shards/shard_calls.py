@@ -155,12 +155,16 @@ class PartitionSpec:
 @dataclass(frozen=True)
 class SealedPartition:
     """A partition that stopped taking writes on its shard: where its new owner
-    continues (``end_offset``) and its idempotent producers' snapshot."""
+    continues (``end_offset``) and its idempotent producers' snapshot. ``complete``:
+    every record below ``end_offset`` is here and final (False: a replicated leader
+    whose in-sync replicas do not hold its log's end yet, or a replica that does
+    not hold the range whole; it is not sealed yet, ask again or pass it over)."""
 
     topic: str
     partition: int
     end_offset: int
     producers: list
+    complete: bool = True
 
 
 class ControllerAnnouncements(Protocol):

@@ -216,9 +216,19 @@ class ShardHandle:
             spec.check()
         return self._start(ShardActor.open_partitions, list(specs))
 
-    def seal_partitions(self, partitions: Sequence[PartitionId]) -> PendingCall[list[SealedPartition]]:
-        """Stop their writes here; the result says where each one's new owner continues."""
-        return self._start(ShardActor.seal_partitions, _partition_ids(partitions, "seal_partitions"))
+    def seal_partitions(self, partitions: Sequence[PartitionId],
+                        end_offsets: Sequence[int] | None = None
+                        ) -> PendingCall[list[SealedPartition]]:
+        """Stop their writes here; the result says where each one's new owner continues.
+        ``end_offsets``: the replicas (not the leader) of a sealed replicated range stop
+        following it there (see ShardServer.seal_range)."""
+        pids = _partition_ids(partitions, "seal_partitions")
+        if end_offsets is not None and (len(end_offsets) != len(pids) or not all(
+                isinstance(o, int) and o >= 0 for o in end_offsets)):
+            raise ValueError(f"seal_partitions: end offsets {end_offsets!r} are not one int "
+                             f">= 0 per partition of {len(pids)}")
+        return self._start(ShardActor.seal_partitions, pids,
+                           None if end_offsets is None else list(end_offsets))
 
     def alter_partitions(self, partitions: Sequence[PartitionId],
                          config: dict[str, str]) -> PendingCall[int]:

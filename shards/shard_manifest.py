@@ -46,8 +46,10 @@ class ShardManifest:
             self.partitions[spec.id] = spec
 
     def seal(self, partitions: list[PartitionId]) -> None:
+        """Read-only from now on; a replicated one no longer leads or follows (its
+        record is dropped: a restart must not follow it again)."""
         for pid in partitions:
-            self.partitions[pid] = replace(self._spec(pid), sealed=True)
+            self.partitions[pid] = replace(self._spec(pid), sealed=True, leadership=None)
 
     def set_config(self, partitions: list[PartitionId], config: dict[str, str]) -> None:
         for pid in partitions:

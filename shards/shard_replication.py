@@ -28,6 +28,13 @@ partition whose directory a
 restarted shard found missing (a lost disk) is marked needs-repair: not in sync
 and not eligible until it has caught up (the controller reads it in stats).
 
+Sealed ranges (``seal``). When a partition's replica set moves (plinth shards
+add/remove), its range here is sealed: it neither leads nor follows any more
+(ShardServer.seal_range: the leader once its in-sync replicas hold its log's
+end, a follower once it holds the range to the leader's seal offset) and
+serves reads of the range with no leader. A shard also in the new set gets
+the new record and a role again.
+
 In-sync changes. Every REPLICA_LAG_CHECK_INTERVAL_MS the leaders' state
 machines may want a follower out of (or back in) the in-sync set; each such
 change is a compare-and-set at the controller (``alter_in_sync``), asked from
@@ -175,6 +182,16 @@ class ShardReplication:
         """``part`` is deleted: no role any more; its waiting requests get ``error``."""
         self._stop_leading(part, error)
         self._fetcher.unfollow(part.key)
+        self.roles.pop(part.key, None)
+        self._leadership.pop(part.key, None)
+
+    def seal(self, part: Partition, error: BrokerError) -> None:
+        """``part``'s range here is sealed (its writes moved to another replica set): it
+        neither leads nor follows any more; requests waiting on its lead get ``error``.
+        A new record (the shard is in the new set too) makes it a replica again."""
+        self._stop_leading(part, error)
+        if self._fetcher.unfollow(part.key) is not None:
+            self._group_commit.unreplicate(part)
         self.roles.pop(part.key, None)
         self._leadership.pop(part.key, None)
 

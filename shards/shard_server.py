@@ -261,6 +261,8 @@ class ShardServer:
             self._seal(part)
         else:
             part.take_writes(initial_offset, producers)
+            if leadership is not None:   # its current range starts there (moved to this set)
+                part.start_epochs_at(initial_offset)
         self._replication.opened(part, leadership, min_insync_replicas, restarted)
         if topic == topics.OFFSETS_TOPIC:
             self._groups.sync_slots()
@@ -270,13 +272,42 @@ class ShardServer:
         self._replication.set_min_insync((topic, partition), min_insync_replicas)
 
     def seal_partition(self, topic: str, partition: int) -> tuple[int, list]:
+        """Stop taking writes for a partition of one copy that moves away; returns its end
+        offset, where its new owner starts, and its producers' idempotence snapshot
+        (``seal_range`` for a replicated one). Loop thread."""
+        end_offset, producers, _ = self.seal_range(topic, partition)
+        return end_offset, producers
+
+    def seal_range(self, topic: str, partition: int,
+                   end_offset: int | None = None) -> tuple[int, list, bool]:
         """Stop taking writes for a partition that moves away; returns its end offset,
-        where its new owner starts, and its producers' idempotence snapshot. Loop thread."""
+        where its new owner starts, its producers' idempotence snapshot, and whether
+        that is final (complete). Loop thread.
+
+        Its writer (``end_offset`` None) refuses writes from now on. Of a replicated
+        partition it leads, the end is the high watermark, final only once it reaches
+        the log's end (every in-sync replica holds every record): until then it keeps
+        serving its followers, and the controller asks again; then it stops leading.
+        A replica that does not lead (``end_offset``: where the leader sealed it)
+        stops following it; complete if its log ends exactly there, and then it
+        serves reads up to it.
+        """
         part = self._require(topic, partition)
         # Everything appended is made durable and acknowledged first.
         self._group_commit.commit(force_flush=True)
+        moved = UnavailableError(f"{part.name} moved away from {self.shard_id}; retry")
+        if end_offset is None:
+            self._seal(part)
+            complete = part.high_watermark >= part.log.end_offset
+            if complete:
+                self._replication.seal(part, moved)
+            return part.high_watermark, part.producers.snapshot(), complete
+        self._replication.seal(part, moved)
+        if part.log.end_offset != end_offset:
+            return part.log.end_offset, [], False
+        part.high_watermark = end_offset   # a follower's may lag the leader's last word
         self._seal(part)
-        return part.high_watermark, part.producers.snapshot()
+        return end_offset, part.producers.snapshot(), True
 
     def _seal(self, part: Partition) -> None:
         part.sealed = True

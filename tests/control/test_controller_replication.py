@@ -219,19 +219,6 @@ def test_a_partition_whose_leader_shard_is_down_counts_as_offline(brokers):
     assert states["p"].offline == (broker.owner("p", 0) == leader)
 
 
-def test_changing_shards_is_refused_while_a_topic_is_replicated(brokers):
-    # Given a replicated topic
-    broker = brokers(3, **ON_ONE_NODE)
-    broker.controller.create_topic("r", 1, {}, 2)
-    # When shards are added or removed, Then it is refused, naming the topic
-    with pytest.raises(InvalidConfigError, match="moving replicated partitions is not supported "
-                                                 "yet.*1 topic.*r"):
-        broker.controller.add_shards(1)
-    with pytest.raises(InvalidConfigError, match="moving replicated partitions is not supported"):
-        broker.controller.remove_shards(1)
-    assert broker.metadata_on_disk().shards == THREE
-
-
 def test_replicated_metadata_written_by_hand_starts(brokers, tmp_path):
     # Given a data dir whose metadata has a factor-3 topic led by shard-1 at epoch 2
     data_dir = tmp_path / "given"

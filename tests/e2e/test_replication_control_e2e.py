@@ -56,9 +56,6 @@ def test_a_factor_3_topic_on_three_shards_of_one_node_is_described_status_and_me
         with pytest.raises(InvalidConfigError, match="min.insync.replicas=3 is outside 1..2"):
             admin.create_topic(unique_topic("rep"), 1, replication_factor=2,
                                config={"min.insync.replicas": "3"})
-        # And adding shards is refused while a topic is replicated
-        with pytest.raises(InvalidConfigError, match="moving replicated partitions is not supported"):
-            admin.add_shards(1)
     # And a factor-1 topic still takes acks="all" writes as before (its shard alone)
     plain = unique_topic("plain")
     with Admin(broker=broker.url) as admin:
