@@ -48,8 +48,8 @@ from plinth.control.shard_set import ShardSet
 from plinth.errors import (BrokerError, InvalidConfigError, InvalidReplicationFactorError,
                            PartitionOutOfRangeError, RequestTimedOutError, TooManyTopicsError,
                            TopicExistsError, UnavailableError, UnknownTopicError)
-from plinth.shards.shard_handle import (Leadership, PartitionId, ShardHandle, ShardOptions,
-                                        wait_all, wait_all_or_raise)
+from plinth.shards.shard_handle import (OPENED_NEEDS_REPAIR, Leadership, PartitionId,
+                                        ShardHandle, ShardOptions, wait_all, wait_all_or_raise)
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,7 @@ class Controller:
         # learns it was (it does not restart, so it never announces itself). At most
         # one entry per shard.
         self._records_unsent: set[str] = set()
+        self._repairing: dict[tuple[str, int], set[str]] = {}   # see _note_opened
 
     def _shard_ids(self, shard_count: int | None) -> list[str]:
         stored = self._metadata.shards
@@ -162,10 +163,12 @@ class Controller:
                            self._metadata.shard_nodes)
         self._save()   # the controller epoch, before any shard hears of it
         self._push_peers()
-        self._shards.call_each({s: self._shards[s].open_partitions(specs)
-                                for s, specs in self._metadata.specs_by_shard().items()},
-                               limits.SHARD_START_WAIT_S, serving_needs_it=True)
+        opened = self._shards.call_each({s: self._shards[s].open_partitions(specs)
+                                         for s, specs in self._metadata.specs_by_shard().items()},
+                                        limits.SHARD_START_WAIT_S, serving_needs_it=True)
         self._save()
+        for shard_id, states in opened.items():
+            self._note_opened(shard_id, states or {})
         self._shards.push_partition_counts(self._metadata.partition_counts())
         self._rebalancer.finish_interrupted()
         return self.start_report()
@@ -200,6 +203,7 @@ class Controller:
             return   # announced while the controller starts it: start() tells it all
         # A restarted shard lost what it was told; the others need only a new address.
         self._push_peers(None if known != address else [shard_id])
+        self._reopen(shard_id)
         led = [(name, p) for name, topic in sorted(self._metadata.topics.items())
                for p, record in sorted(topic.leadership.items())
                if shard_id in record.replicas and record.leader in (shard_id, "")]
@@ -212,6 +216,47 @@ class Controller:
             self._shards.call_each({shard_id: self._shards[shard_id].set_leadership(records)},
                                    limits.CONTROL_CALL_TIMEOUT_S)
 
+    def _reopen(self, shard_id: str) -> None:
+        """Open every partition ``shard_id`` holds a copy of (it may have lost its disk
+        and its manifest with it: it knows nothing then), before it gets its records;
+        those it reports needing repair are marked (``_note_opened``)."""
+        specs = self._metadata.specs_by_shard().get(shard_id)
+        if not specs:
+            return
+        opened = self._shards.call_each(
+            {shard_id: self._shards[shard_id].open_partitions(specs, existing=True)},
+            limits.SHARD_START_WAIT_S)[shard_id]
+        if opened is not None:   # None: it does not answer; it announces itself again
+            self._note_opened(shard_id, opened)
+
+    def _note_opened(self, shard_id: str, opened: dict[PartitionId, str]) -> None:
+        """How ``shard_id`` found the partitions it opened: a replica that needs repair
+        leaves the in-sync and eligible sets at once (a compare-and-set, saved, pushed
+        to the replicas that answer) and is left out of every election until its
+        leader adds it back to the in-sync set (``alter_in_sync``), which it does only
+        once the replica has caught up with the high watermark (shards/replication.py,
+        rules 8 and 9). The mark is kept in memory: the record, saved, already keeps
+        the replica out of both sets, and the shard keeps its own mark on disk."""
+        changes = []
+        for pid, state in sorted(opened.items(), key=lambda item: (item[0].topic,
+                                                                    item[0].partition)):
+            topic = self._metadata.topics.get(pid.topic)
+            if state != OPENED_NEEDS_REPAIR or topic is None \
+                    or pid.partition not in topic.leadership:
+                continue
+            self._repairing.setdefault((pid.topic, pid.partition), set()).add(shard_id)
+            record = topic.leadership[pid.partition]
+            marked = leadership_rules.mark_needs_repair(
+                record, shard_id, controller_epoch=self._metadata.controller_epoch)
+            log.warning("%s-%d: %s needs repair: out of the in-sync set %s until it has "
+                        "caught up", pid.topic, pid.partition, shard_id, ",".join(marked.in_sync))
+            if marked != record:
+                topic.leadership[pid.partition] = marked
+                changes.append((pid, marked))
+        if changes:
+            self._save()   # before any shard hears of the new records
+            self._push_records(changes, set(self._shards.addresses))
+
     def alter_in_sync(self, shard_id: str, partition: PartitionId, leader_epoch: int,
                       partition_epoch: int, in_sync: tuple[str, ...]) -> Leadership:
         """The leader ``shard_id`` asks to change the partition's in-sync set (called by
@@ -222,14 +267,17 @@ class Controller:
             raise InvalidConfigError(f"{partition.topic}-{partition.partition} is not replicated "
                                      f"(replication factor {topic.replication_factor})")
         current = topic.leadership[partition.partition]
+        key = (partition.topic, partition.partition)
         try:
             changed = leadership_rules.alter_in_sync(
                 current, shard_id, leader_epoch, partition_epoch, tuple(in_sync),
                 topics.min_insync_replicas(topic.config),
+                needs_repair=self._repairing.get(key, ()),
                 controller_epoch=self._metadata.controller_epoch)
         except BrokerError:
             self._records_unsent.add(shard_id)   # its record is stale: resend at the next check
             raise
+        self._forget_repaired(key, changed)
         topic.leadership[partition.partition] = changed
         self._save()
         log.info("%s-%d: in-sync replicas %s -> %s (partition epoch %d)", partition.topic,
@@ -238,6 +286,15 @@ class Controller:
         others = {s for s in changed.replicas if s != shard_id}
         self._push_records([(partition, changed)], others, answered={shard_id})
         return changed
+
+    def _forget_repaired(self, key: tuple[str, int], record: Leadership) -> None:
+        """A replica marked as needing repair that its leader added back to the in-sync
+        set has caught up: it may be elected again."""
+        repairing = self._repairing.get(key)
+        if repairing:
+            repairing -= set(record.in_sync)
+            if not repairing:
+                del self._repairing[key]
 
     def check_leaders(self) -> list[tuple[PartitionId, str]]:
         """Elect a new leader (control/leadership.py) for every replicated partition whose
@@ -276,6 +333,7 @@ class Controller:
             elected = leadership_rules.elect_leader(
                 record, alive, topics.unclean_leader_election(topic.config),
                 min_insync=topics.min_insync_replicas(topic.config),
+                needs_repair=self._repairing.get((name, partition), ()),
                 controller_epoch=self._metadata.controller_epoch)
             if elected != record:
                 topic.leadership[partition] = elected
