@@ -223,11 +223,14 @@ class Controller:
         specs = self._metadata.specs_by_shard().get(shard_id)
         if not specs:
             return
-        opened = self._shards.call_each(
-            {shard_id: self._shards[shard_id].open_partitions(specs, existing=True)},
-            limits.SHARD_START_WAIT_S)[shard_id]
-        if opened is not None:   # None: it does not answer; it announces itself again
-            self._note_opened(shard_id, opened)
+        shard = self._shards[shard_id]
+        opened = self._shards.call_each({shard_id: shard.open_partitions(specs, existing=True)},
+                                        limits.SHARD_START_WAIT_S)[shard_id]
+        if opened is None:   # it does not answer: it announces itself again when it can
+            return
+        self._note_opened(shard_id, opened)
+        self._shards.call_each({shard_id: shard.set_partition_counts(
+            self._metadata.partition_counts())}, limits.CONTROL_CALL_TIMEOUT_S)
 
     def _note_opened(self, shard_id: str, opened: dict[PartitionId, str]) -> None:
         """How ``shard_id`` found the partitions it opened: a replica that needs repair
@@ -417,7 +420,8 @@ class Controller:
         """Nodes, shards (with partitions, bytes and rates) and routers. Retires removed
         shards whose last range retention has deleted."""
         self._rebalancer.retire_drained()
-        nodes = [(n.node_id, n.address, n.alive) for n in self._shards.nodes()]
+        all_nodes = self._shards.nodes()
+        nodes = [(n.node_id, n.address, n.alive) for n in all_nodes]
         owned: dict[str, int] = {}   # partitions each shard holds a copy of the current range of
         for topic in self._metadata.topics.values():
             for partition in range(topic.partitions):
@@ -428,7 +432,9 @@ class Controller:
         states = self.partition_replication()
         return protocol.StatusInfo(nodes, shards, sorted(self._routers.items()),
                                    sum(s.under_replicated for s in states),
-                                   sum(s.offline for s in states))
+                                   sum(s.offline for s in states),
+                                   {n.node_id: placement.node_name(n.pin_resource)
+                                    for n in all_nodes})
 
     def partition_replication(self) -> list[PartitionReplication]:
         """Every partition's replicas, in-sync count and leader, from the metadata: under
@@ -450,7 +456,8 @@ class Controller:
         return protocol.ShardStatus(
             shard_id, self._shards.addresses.get(shard_id, ""), stats is not None, owned,
             size_bytes, stats["records_per_s"] if stats else 0.0,
-            stats["bytes_per_s"] if stats else 0.0, shard_id in self._metadata.draining)
+            stats["bytes_per_s"] if stats else 0.0, shard_id in self._metadata.draining,
+            placement.node_name(self._metadata.shard_nodes.get(shard_id, "")))
 
     def routing(self) -> RoutingTable:
         """What a router needs: shard addresses and each topic's placement."""
@@ -648,6 +655,94 @@ class Controller:
         return moves
 
 
+    def move_shard(self, shard_id: str, node: str, *, allow_replicas_on_one_node: bool = False,
+                   accept_data_loss: bool = False, force: bool = False) -> protocol.ShardMove:
+        """Re-create ``shard_id`` on the alive ``node`` (placement.node_named) after its
+        node was lost for good (Kafka's reassignment off a decommissioned broker): it is
+        pinned there (saved), started there on whatever that node's disk has at its
+        directory (nothing, after a lost node), its partitions opened as needing repair,
+        and each replica catches up from its leader and rejoins the in-sync set, so the
+        factor is restored. Refused (InvalidConfigError, naming what is in the way):
+        a node that already holds a replica of one of its partitions (unless
+        ``allow_replicas_on_one_node``); partitions with no other copy that holds every
+        acknowledged record, which would come back empty (unless ``accept_data_loss``);
+        a shard whose node is alive and that answers (unless ``force``)."""
+        if shard_id not in self._metadata.shards:
+            raise InvalidConfigError(f"there is no shard {shard_id!r}; the shards are "
+                                     f"{', '.join(self._metadata.shards)}")
+        target = placement.node_named(self._shards.nodes(), node)
+        source = placement.node_name(self._metadata.shard_nodes.get(shard_id, ""))
+        to_name = placement.node_name(target.pin_resource)
+        if not target.alive:
+            raise InvalidConfigError(f"cannot move {shard_id} to node {to_name}: it is dead")
+        if target.pin_resource == self._metadata.shard_nodes.get(shard_id):
+            raise InvalidConfigError(f"{shard_id} is on node {to_name} already")
+        if not allow_replicas_on_one_node:
+            self._refuse_replicas_on(shard_id, target.pin_resource, to_name)
+        repairing, emptied = self._copies_elsewhere(shard_id)
+        if emptied and not accept_data_loss:
+            raise InvalidConfigError(
+                f"moving {shard_id} would lose {len(emptied)} partition(s) that have no other "
+                f"copy holding every acknowledged record: {_partition_names(emptied)}; they "
+                f"would come back empty; pass --accept-data-loss to move it anyway")
+        if not force and self._serving_on_alive_node(shard_id):
+            raise InvalidConfigError(
+                f"{shard_id} serves on node {source}, which is alive: moving it would stop it "
+                f"there and start it on node {to_name} on what that node's disk holds, rebuild "
+                f"its {len(repairing)} replica(s) from their leaders"
+                f"{f' and empty {len(emptied)} partition(s)' if emptied else ''}; "
+                f"pass --force to move it anyway")
+        self._shards.kill(shard_id)
+        self._metadata.shard_nodes[shard_id] = target.pin_resource
+        self._save()   # pinned there from now on, whatever happens next
+        self._shards.start([shard_id], self._metadata.shard_nodes)
+        address = self._shards.addresses.get(shard_id)
+        if address is None:
+            raise UnavailableError(f"{shard_id} is pinned to node {to_name} but did not start "
+                                   f"within {limits.SHARD_START_WAIT_S} s; it serves once it has "
+                                   f"started and announced itself")
+        log.warning("moved %s from node %s to node %s: %d replica(s) to repair, %d emptied",
+                    shard_id, source, to_name, len(repairing), len(emptied))
+        self._push_peers()   # every shard: its new address
+        self.shard_started(shard_id, address)   # partitions, elections, records
+        return protocol.ShardMove(shard_id, source, to_name, address, repairing, emptied)
+
+    def _refuse_replicas_on(self, shard_id: str, pin: str, node: str) -> None:
+        """InvalidConfigError if a shard on the node pinned by ``pin`` holds a replica of a
+        partition ``shard_id`` holds one of (a node's loss would take two copies)."""
+        pins = self._metadata.shard_nodes
+        shared = [f"{name}-{p} (on {other})" for name, topic in sorted(self._metadata.topics.items())
+                  for p, record in sorted(topic.leadership.items()) if shard_id in record.replicas
+                  for other in record.replicas if other != shard_id and pins.get(other) == pin]
+        if shared:
+            raise InvalidConfigError(
+                f"node {node} already holds a replica of {len(shared)} partition(s) of "
+                f"{shard_id}: {', '.join(shared[:5])}{', ...' if len(shared) > 5 else ''}; a "
+                f"loss of that node would take two copies; pass --allow-replicas-on-one-node "
+                f"to move it there anyway")
+
+    def _copies_elsewhere(self, shard_id: str) -> tuple[list[tuple[str, int]],
+                                                         list[tuple[str, int]]]:
+        """The partitions ``shard_id`` holds a copy of, split: those another replica
+        holds in full (in sync or eligible: it holds every acknowledged record), which
+        a move rebuilds from it, and those no one else does (factor 1, or the others
+        are behind), which a move empties."""
+        repairing, emptied = [], []
+        for spec in self._metadata.specs_by_shard().get(shard_id, []):
+            topic = self._metadata.topics[spec.topic]
+            record = topic.leadership.get(spec.partition) if not spec.sealed else None
+            holders = set(record.in_sync) | set(record.eligible) if record else set()
+            ref = (spec.topic, spec.partition)
+            (repairing if holders - {shard_id} else emptied).append(ref)
+        return repairing, emptied
+
+    def _serving_on_alive_node(self, shard_id: str) -> bool:
+        """The shard's node is alive and the shard answers a ping."""
+        pin = self._metadata.shard_nodes.get(shard_id)
+        if not any(n.alive and n.pin_resource == pin for n in self._shards.nodes()):
+            return False
+        return bool(self._answering({shard_id}))
+
     def _refuse_moving_replicated(self, verb: str, count: int) -> None:
         """A change of shards moves partitions' writes; a replicated partition's replica
         set cannot move yet (its new replicas would have to copy the log first)."""
@@ -657,6 +752,11 @@ class Controller:
                 f"cannot {verb} {count} shard(s): moving replicated partitions is not supported "
                 f"yet, and {len(replicated)} topic(s) are replicated "
                 f"({', '.join(replicated[:5])}{', ...' if len(replicated) > 5 else ''})")
+
+
+def _partition_names(refs: list[tuple[str, int]], shown_max: int = 10) -> str:
+    names = ", ".join(f"{topic}-{p}" for topic, p in refs[:shown_max])
+    return names + (f" and {len(refs) - shown_max} more" if len(refs) > shown_max else "")
 
 
 def _with_replication(info: protocol.PartitionInfo, topic: TopicMetadata,
