@@ -25,6 +25,15 @@ tells anyone, and then pushes them to the replicas (``set_leadership``). Every
 start bumps the controller epoch, re-stamps every record with it and tells
 every shard where its peers listen (``set_peers``), again whenever a shard
 announces a new address.
+
+Repair. Each shard answers ``open_partitions`` with how it found each partition;
+one whose replica needs repair (its recovery cut entries, or its directory was
+lost with the shard's disk) is taken out of the in-sync and eligible sets at once
+and left out of every election until its leader adds it back, caught up
+(``_note_opened``). A shard that restarts gets its partitions opened again before
+its records (``shard_started``): one that lost its disk lost its manifest too.
+``move_shard`` (``plinth shards move``) re-creates a lost node's shard on another
+node, where its replicas are rebuilt the same way.
 """
 
 from __future__ import annotations
@@ -711,7 +720,8 @@ class Controller:
         """InvalidConfigError if a shard on the node pinned by ``pin`` holds a replica of a
         partition ``shard_id`` holds one of (a node's loss would take two copies)."""
         pins = self._metadata.shard_nodes
-        shared = [f"{name}-{p} (on {other})" for name, topic in sorted(self._metadata.topics.items())
+        shared = [f"{name}-{p} (on {other})"
+                  for name, topic in sorted(self._metadata.topics.items())
                   for p, record in sorted(topic.leadership.items()) if shard_id in record.replicas
                   for other in record.replicas if other != shard_id and pins.get(other) == pin]
         if shared:

@@ -58,8 +58,10 @@ def test_a_follower_with_a_corrupted_tail_is_not_elected_when_the_leader_dies(br
     corrupt_last_entry(partition_dir(broker, corrupted))
     broker.shards.handles[leader].stop()
     restart_announcing(broker, corrupted)
-    # Then it is out of the in-sync set at once
+    # Then it is out of the in-sync set at once, and the partition shows under-replicated
     assert corrupted not in record_now(broker).in_sync
+    [state] = broker.controller.partition_replication()
+    assert (state.replicas, state.in_sync, state.under_replicated) == (3, 2, True)
     # And when the controller replaces the dead leader, the other follower leads, not it
     assert broker.controller.check_leaders() == [(PID, other)]
     assert record_now(broker).in_sync == (other,)
@@ -111,9 +113,10 @@ def test_a_wiped_replica_is_rebuilt_from_its_leader_and_rejoins_the_in_sync_set(
     shutil.rmtree(broker.shards.directory(wiped))
     # When it comes back
     restart_announcing(broker, wiped)
-    assert wiped not in record_now(broker).in_sync
-    # Then it fetches every record from the leader and the leader adds it back
+    # Then it fetches every record from the leader and the leader adds it back: two
+    # changes of the record (out of the in-sync set, then back in)
     wait_until(lambda: wiped in record_now(broker).in_sync, timeout_s=CATCH_UP_WAIT_S)
+    assert record_now(broker).partition_epoch >= record.partition_epoch + 2
     [info] = broker.shards.handles[wiped].actor.partition_infos([PID])
     assert info.end_offset == 5
     stats = broker.shards.handles[wiped].actor.stats()["replication"][("t", 0)]
