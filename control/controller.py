@@ -172,7 +172,7 @@ class Controller:
                            self._metadata.shard_nodes)
         self._save()   # the controller epoch, before any shard hears of it
         self._push_peers()
-        opened = self._shards.call_each({s: self._shards[s].open_partitions(specs)
+        opened = self._shards.call_each({s: self._shards[s].open_partitions(specs, existing=True)
                                          for s, specs in self._metadata.specs_by_shard().items()},
                                         limits.SHARD_START_WAIT_S, serving_needs_it=True)
         self._save()
@@ -212,34 +212,37 @@ class Controller:
             return   # announced while the controller starts it: start() tells it all
         # A restarted shard lost what it was told; the others need only a new address.
         self._push_peers(None if known != address else [shard_id])
-        self._reopen(shard_id)
+        # Until it has said how it found its partitions, it may need repair: not electable.
+        electable = {shard_id} if self._reopen(shard_id) else set()
         led = [(name, p) for name, topic in sorted(self._metadata.topics.items())
                for p, record in sorted(topic.leadership.items())
                if shard_id in record.replicas and record.leader in (shard_id, "")]
         if led:
             others = {s for name, p in led
                       for s in self._metadata.topics[name].leadership[p].replicas} - {shard_id}
-            self._elect(led, self._answering(others) | {shard_id})
+            self._elect(led, self._answering(others) | electable)
         records = self._records_on(shard_id)
         if records:
             self._shards.call_each({shard_id: self._shards[shard_id].set_leadership(records)},
                                    limits.CONTROL_CALL_TIMEOUT_S)
 
-    def _reopen(self, shard_id: str) -> None:
+    def _reopen(self, shard_id: str) -> bool:
         """Open every partition ``shard_id`` holds a copy of (it may have lost its disk
         and its manifest with it: it knows nothing then), before it gets its records;
-        those it reports needing repair are marked (``_note_opened``)."""
+        those it reports needing repair are marked (``_note_opened``). Returns whether
+        it answered (or holds nothing)."""
         specs = self._metadata.specs_by_shard().get(shard_id)
         if not specs:
-            return
+            return True
         shard = self._shards[shard_id]
         opened = self._shards.call_each({shard_id: shard.open_partitions(specs, existing=True)},
                                         limits.SHARD_START_WAIT_S)[shard_id]
         if opened is None:   # it does not answer: it announces itself again when it can
-            return
+            return False
         self._note_opened(shard_id, opened)
         self._shards.call_each({shard_id: shard.set_partition_counts(
             self._metadata.partition_counts())}, limits.CONTROL_CALL_TIMEOUT_S)
+        return True
 
     def _note_opened(self, shard_id: str, opened: dict[PartitionId, str]) -> None:
         """How ``shard_id`` found the partitions it opened: a replica that needs repair

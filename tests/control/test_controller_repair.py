@@ -125,3 +125,40 @@ def test_a_wiped_replica_is_rebuilt_from_its_leader_and_rejoins_the_in_sync_set(
     for shard_id in set(record.replicas) - {wiped}:
         not_answering_once(broker, shard_id)
     assert broker.controller.check_leaders() == [(PID, wiped)]
+
+
+def test_a_leader_whose_disk_was_lost_while_the_broker_was_down_does_not_lead_empty(brokers):
+    # Given a factor-3 topic whose replicas hold five acknowledged records
+    broker = brokers(3, **ON_ONE_NODE)
+    record = factor_3_topic_with_records(broker)
+    wiped = record.leader
+    # When the whole broker stops, the leader's data directory is deleted, and the broker
+    # starts again (the record still names it leader; it knows nothing, not even its
+    # manifest)
+    broker.shards.stop_all()
+    shutil.rmtree(broker.shards.directory(wiped))
+    broker = brokers(3, **ON_ONE_NODE)
+    # Then it is out of the in-sync set and does not lead; once a leader is elected
+    # among the others, every acknowledged record is there, and the wiped one rebuilds
+    assert wiped not in record_now(broker).in_sync and record_now(broker).leader != wiped
+    broker.controller.check_leaders()
+    assert record_now(broker).leader in record.replicas[1:]
+    assert broker.produce("t", 0, [b"next"], acks=-1) == 5
+    wait_until(lambda: wiped in record_now(broker).in_sync, timeout_s=CATCH_UP_WAIT_S)
+
+
+def test_a_restarted_leader_that_cannot_say_how_it_found_its_partitions_is_not_reelected(
+        brokers):
+    # Given a factor-3 topic whose leader's last entry is corrupted while it is down
+    broker = brokers(3, **ON_ONE_NODE)
+    record = factor_3_topic_with_records(broker)
+    leader = record.leader
+    broker.shards.handles[leader].stop()
+    corrupt_last_entry(partition_dir(broker, leader))
+    # When it restarts and announces itself, but does not answer the controller's open
+    # (in process, calls during its constructor fail, as to an actor still starting)
+    broker.shards.handles[leader].restart()
+    # Then the controller did not elect it again (it may need repair): the next in-sync
+    # replica leads, in a newer leader epoch
+    after = record_now(broker)
+    assert after.leader == record.replicas[1] and after.leader_epoch > record.leader_epoch

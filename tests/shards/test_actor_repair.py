@@ -6,11 +6,13 @@ ShardServer on a real disk; a "restart" is a new ShardActor on the same director
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
 import pytest
 
+from plinth.errors import NotLeaderError
 from plinth.shards.actor import ShardActor
 from plinth.shards.partition import NEEDS_REPAIR_FILE
 from plinth.shards.shard_calls import (OPENED_CREATED_EMPTY, OPENED_NEEDS_REPAIR,
@@ -139,3 +141,23 @@ def test_reopening_an_open_partition_as_existing_keeps_it_serving(shard):
     assert opened == {PID: OPENED_CREATED_EMPTY}
     reply = produce(actor.address(), -1)
     assert (reply.error, reply.base_offset) == (None, 1)
+
+
+def test_a_replica_that_needs_repair_does_not_lead_even_when_a_record_names_it(shard):
+    # Given a replica whose recovery cut its last entry (it needs repair)
+    actor = shard.start()
+    actor.open_partitions([PartitionSpec("t", 0, CONFIG, leadership=FOLLOWING)])
+    actor.set_leadership([(PID, LEADING)])
+    assert produce(actor.address(), 1).error is None
+    assert produce(actor.address(), 1).error is None
+    shard.stop()
+    corrupt_last_entry(shard.directory / "t-0")
+    actor = shard.start()
+    # When a record names it leader in a newer leader epoch (a controller that did not
+    # hear of the repair: invariant 14)
+    newer = dataclasses.replace(LEADING, leader_epoch=5, partition_epoch=9)
+    actor.set_leadership([(PID, newer)])
+    # Then it does not lead: its log may lack acknowledged records
+    refused = produce(actor.address(), 1).error
+    assert isinstance(refused, NotLeaderError), refused
+    assert actor.stats()["replication"][("t", 0)]["role"] != "leader"
