@@ -256,10 +256,12 @@ class Controller:
         for pid, state in sorted(opened.items(), key=lambda item: (item[0].topic,
                                                                     item[0].partition)):
             topic = self._metadata.topics.get(pid.topic)
+            key = (pid.topic, pid.partition)
             if state != OPENED_NEEDS_REPAIR or topic is None \
                     or pid.partition not in topic.leadership:
+                self._repairing.get(key, set()).discard(shard_id)   # its shard says it is whole
                 continue
-            self._repairing.setdefault((pid.topic, pid.partition), set()).add(shard_id)
+            self._repairing.setdefault(key, set()).add(shard_id)
             record = topic.leadership[pid.partition]
             marked = leadership_rules.mark_needs_repair(
                 record, shard_id, controller_epoch=self._metadata.controller_epoch)
