@@ -74,14 +74,15 @@ def test_a_follower_whose_data_directory_was_deleted_while_down_is_rebuilt_from_
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: shard_pids(broker.data_dir).get(follower, pid) != pid,
                timeout_s=RESTART_WAIT_S)
-    # Then the controller opens its partitions again, it fetches them from their leaders,
-    # and every partition is fully in sync again
-    wait_until(lambda: in_sync_everywhere(broker.url, topic), timeout_s=REPAIR_WAIT_S)
-    # And its logs are the leader's, byte for byte
-    assert (shards_dir / follower / "manifest.json").exists()
+    # Then the controller opens its partitions again (its manifest has them), it fetches
+    # them from their leaders until its logs are the leader's, byte for byte
+    wait_until(lambda: (shards_dir / follower / "manifest.json").exists(),
+               timeout_s=REPAIR_WAIT_S)
     partition_dir = f"{topic}-0"
     wait_until(lambda: log_bytes(shards_dir / follower / partition_dir)
                == log_bytes(shards_dir / leader / partition_dir) > 0, timeout_s=REPAIR_WAIT_S)
+    # And every partition is fully in sync again
+    wait_until(lambda: in_sync_everywhere(broker.url, topic), timeout_s=REPAIR_WAIT_S)
     # And nothing acknowledged was lost
     reads = read_every_partition(broker.url, topic, PARTITIONS)
     assert {read.value for read in reads} == values and len(reads) == RECORDS
