@@ -31,9 +31,8 @@ node and the server killed, a new cluster started, the server restarted on its d
 
 The test suite runs ``shard-kill`` and ``shard-stop``, and ``node-loss`` and
 ``replica-wipe``, on a factor-3 topic (tests/e2e/test_replication_faults_e2e.py).
-The broker does not survive
-``controller-kill`` yet: the controller owns the shard actors (Ray ends them with it)
-and is not restarted.
+The broker does not survive ``controller-kill`` yet: the controller owns the shard
+actors (Ray ends them with it) and is not restarted.
 """
 
 from __future__ import annotations
