@@ -88,6 +88,18 @@ class Admin:
         they are). Returns the moves, as ``add_shards`` does."""
         return self._call(protocol.encode_shards_change, "removeShards", count, retry=False).moves
 
+    def move_shard(self, shard: str, node: str, *, allow_replicas_on_one_node: bool = False,
+                   accept_data_loss: bool = False, force: bool = False) -> protocol.ShardMove:
+        """Re-create ``shard`` on ``node`` (its name in ``status().node_names``) after its
+        node was lost for good: its replicas are rebuilt there from their leaders and
+        rejoin the in-sync sets. Refused (InvalidConfigError) if ``node`` holds a replica
+        of one of its partitions (unless ``allow_replicas_on_one_node``), if a partition
+        has no other copy (unless ``accept_data_loss``: it comes back empty), or if its
+        node is alive and it serves (unless ``force``). Not retried."""
+        return self._call(lambda request_id: protocol.encode_move_shard(
+            request_id, shard, node, allow_replicas_on_one_node=allow_replicas_on_one_node,
+            accept_data_loss=accept_data_loss, force=force), retry=False).shard_move
+
     def status(self) -> protocol.StatusInfo:
         """Nodes, shards (partitions, bytes, records/s) and routers of the broker."""
         return self._call(protocol.encode_status_request).status

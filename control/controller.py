@@ -34,6 +34,15 @@ takes a new controller epoch (so that shards ignore the dead instance's late
 words), adopts the running shards, pushes the peers and every record, and
 finishes what the death interrupted. A server restarted in a Ray cluster
 adopts them the same way through ``start``.
+
+Repair. Each shard answers ``open_partitions`` with how it found each partition;
+one whose replica needs repair (its recovery cut entries, or its directory was
+lost with the shard's disk) is taken out of the in-sync and eligible sets at once
+and left out of every election until its leader adds it back, caught up
+(``_note_opened``). A shard that restarts gets its partitions opened again before
+its records (``shard_started``): one that lost its disk lost its manifest too.
+``move_shard`` (``plinth shards move``) re-creates a lost node's shard on another
+node, where its replicas are rebuilt the same way.
 """
 
 from __future__ import annotations
@@ -57,8 +66,8 @@ from plinth.control.shard_set import ShardSet
 from plinth.errors import (BrokerError, InvalidConfigError, InvalidReplicationFactorError,
                            PartitionOutOfRangeError, RequestTimedOutError, TooManyTopicsError,
                            TopicExistsError, UnavailableError, UnknownTopicError)
-from plinth.shards.shard_handle import (Leadership, PartitionId, ShardHandle, ShardOptions,
-                                        wait_all, wait_all_or_raise)
+from plinth.shards.shard_handle import (OPENED_NEEDS_REPAIR, Leadership, PartitionId,
+                                        ShardHandle, ShardOptions, wait_all, wait_all_or_raise)
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +165,7 @@ class Controller:
         # learns it was (it does not restart, so it never announces itself). At most
         # one entry per shard.
         self._records_unsent: set[str] = set()
+        self._repairing: dict[tuple[str, int], set[str]] = {}   # see _note_opened
         if restarted():
             self.recover()
 
@@ -206,10 +216,12 @@ class Controller:
                            self._metadata.shard_nodes)
         self._save()   # the controller epoch, before any shard hears of it
         self._push_peers()
-        self._shards.call_each({s: self._shards[s].open_partitions(specs)
-                                for s, specs in self._metadata.specs_by_shard().items()},
-                               limits.SHARD_START_WAIT_S, serving_needs_it=True)
+        opened = self._shards.call_each({s: self._shards[s].open_partitions(specs, existing=True)
+                                         for s, specs in self._metadata.specs_by_shard().items()},
+                                        limits.SHARD_START_WAIT_S, serving_needs_it=True)
         self._save()
+        for shard_id, states in opened.items():
+            self._note_opened(shard_id, states or {})
         self._create_offsets_topic()
         self._shards.push_partition_counts(self._metadata.partition_counts())
         self._rebalancer.finish_interrupted()
@@ -323,17 +335,67 @@ class Controller:
             return   # announced while the controller starts it: start() tells it all
         # A restarted shard lost what it was told; the others need only a new address.
         self._push_peers(None if known != address else [shard_id])
+        # Until it has said how it found its partitions, it may need repair: not electable.
+        electable = {shard_id} if self._reopen(shard_id) else set()
         led = [(name, p) for name, topic in sorted(self._metadata.topics.items())
                for p, record in sorted(topic.leadership.items())
                if shard_id in record.replicas and record.leader in (shard_id, "")]
         if led:
             others = {s for name, p in led
                       for s in self._metadata.topics[name].leadership[p].replicas} - {shard_id}
-            self._elect(led, self._answering(others) | {shard_id})
+            self._elect(led, self._answering(others) | electable)
         records = self._records_on(shard_id)
         if records:
             self._shards.call_each({shard_id: self._shards[shard_id].set_leadership(records)},
                                    limits.CONTROL_CALL_TIMEOUT_S)
+
+    def _reopen(self, shard_id: str) -> bool:
+        """Open every partition ``shard_id`` holds a copy of (it may have lost its disk
+        and its manifest with it: it knows nothing then), before it gets its records;
+        those it reports needing repair are marked (``_note_opened``). Returns whether
+        it answered (or holds nothing)."""
+        specs = self._metadata.specs_by_shard().get(shard_id)
+        if not specs:
+            return True
+        shard = self._shards[shard_id]
+        opened = self._shards.call_each({shard_id: shard.open_partitions(specs, existing=True)},
+                                        limits.SHARD_START_WAIT_S)[shard_id]
+        if opened is None:   # it does not answer: it announces itself again when it can
+            return False
+        self._note_opened(shard_id, opened)
+        self._shards.call_each({shard_id: shard.set_partition_counts(
+            self._metadata.partition_counts())}, limits.CONTROL_CALL_TIMEOUT_S)
+        return True
+
+    def _note_opened(self, shard_id: str, opened: dict[PartitionId, str]) -> None:
+        """How ``shard_id`` found the partitions it opened: a replica that needs repair
+        leaves the in-sync and eligible sets at once (a compare-and-set, saved, pushed
+        to the replicas that answer) and is left out of every election until its
+        leader adds it back to the in-sync set (``alter_in_sync``), which it does only
+        once the replica has caught up with the high watermark (shards/replication.py,
+        rules 8 and 9). The mark is kept in memory: the record, saved, already keeps
+        the replica out of both sets, and the shard keeps its own mark on disk."""
+        changes = []
+        for pid, state in sorted(opened.items(), key=lambda item: (item[0].topic,
+                                                                    item[0].partition)):
+            topic = self._metadata.topics.get(pid.topic)
+            key = (pid.topic, pid.partition)
+            if state != OPENED_NEEDS_REPAIR or topic is None \
+                    or pid.partition not in topic.leadership:
+                self._repairing.get(key, set()).discard(shard_id)   # its shard says it is whole
+                continue
+            self._repairing.setdefault(key, set()).add(shard_id)
+            record = topic.leadership[pid.partition]
+            marked = leadership_rules.mark_needs_repair(
+                record, shard_id, controller_epoch=self._metadata.controller_epoch)
+            log.warning("%s-%d: %s needs repair: out of the in-sync set %s until it has "
+                        "caught up", pid.topic, pid.partition, shard_id, ",".join(marked.in_sync))
+            if marked != record:
+                topic.leadership[pid.partition] = marked
+                changes.append((pid, marked))
+        if changes:
+            self._save()   # before any shard hears of the new records
+            self._push_records(changes, set(self._shards.addresses))
 
     def alter_in_sync(self, shard_id: str, partition: PartitionId, leader_epoch: int,
                       partition_epoch: int, in_sync: tuple[str, ...]) -> Leadership:
@@ -345,14 +407,17 @@ class Controller:
             raise InvalidConfigError(f"{partition.topic}-{partition.partition} is not replicated "
                                      f"(replication factor {topic.replication_factor})")
         current = topic.leadership[partition.partition]
+        key = (partition.topic, partition.partition)
         try:
             changed = leadership_rules.alter_in_sync(
                 current, shard_id, leader_epoch, partition_epoch, tuple(in_sync),
                 topics.min_insync_replicas(topic.config),
+                needs_repair=self._repairing.get(key, ()),
                 controller_epoch=self._metadata.controller_epoch)
         except BrokerError:
             self._records_unsent.add(shard_id)   # its record is stale: resend at the next check
             raise
+        self._forget_repaired(key, changed)
         topic.leadership[partition.partition] = changed
         self._save()
         log.info("%s-%d: in-sync replicas %s -> %s (partition epoch %d)", partition.topic,
@@ -361,6 +426,15 @@ class Controller:
         others = {s for s in changed.replicas if s != shard_id}
         self._push_records([(partition, changed)], others, answered={shard_id})
         return changed
+
+    def _forget_repaired(self, key: tuple[str, int], record: Leadership) -> None:
+        """A replica marked as needing repair that its leader added back to the in-sync
+        set has caught up: it may be elected again."""
+        repairing = self._repairing.get(key)
+        if repairing:
+            repairing -= set(record.in_sync)
+            if not repairing:
+                del self._repairing[key]
 
     def check_leaders(self) -> list[tuple[PartitionId, str]]:
         """Elect a new leader (control/leadership.py) for every replicated partition whose
@@ -399,6 +473,7 @@ class Controller:
             elected = leadership_rules.elect_leader(
                 record, alive, topics.unclean_leader_election(topic.config),
                 min_insync=topics.min_insync_replicas(topic.config),
+                needs_repair=self._repairing.get((name, partition), ()),
                 controller_epoch=self._metadata.controller_epoch)
             if elected != record:
                 topic.leadership[partition] = elected
@@ -482,7 +557,8 @@ class Controller:
         """Nodes, shards (with partitions, bytes and rates) and routers. Retires removed
         shards whose last range retention has deleted."""
         self._rebalancer.retire_drained()
-        nodes = [(n.node_id, n.address, n.alive) for n in self._shards.nodes()]
+        all_nodes = self._shards.nodes()
+        nodes = [(n.node_id, n.address, n.alive) for n in all_nodes]
         owned: dict[str, int] = {}   # partitions each shard holds a copy of the current range of
         for topic in self._metadata.topics.values():
             for partition in range(topic.partitions):
@@ -493,7 +569,9 @@ class Controller:
         states = self.partition_replication()
         return protocol.StatusInfo(nodes, shards, sorted(self._routers.items()),
                                    sum(s.under_replicated for s in states),
-                                   sum(s.offline for s in states))
+                                   sum(s.offline for s in states),
+                                   {n.node_id: placement.node_name(n.pin_resource)
+                                    for n in all_nodes})
 
     def partition_replication(self) -> list[PartitionReplication]:
         """Every partition's replicas, in-sync count and leader, from the metadata: under
@@ -515,7 +593,8 @@ class Controller:
         return protocol.ShardStatus(
             shard_id, self._shards.addresses.get(shard_id, ""), stats is not None, owned,
             size_bytes, stats["records_per_s"] if stats else 0.0,
-            stats["bytes_per_s"] if stats else 0.0, shard_id in self._metadata.draining)
+            stats["bytes_per_s"] if stats else 0.0, shard_id in self._metadata.draining,
+            placement.node_name(self._metadata.shard_nodes.get(shard_id, "")))
 
     def routing(self) -> RoutingTable:
         """What a router needs: shard addresses and each topic's placement."""
@@ -737,6 +816,95 @@ class Controller:
                     for s in self._metadata.topics[name].leadership[p].replicas}
         self._elect(partitions, self._answering(replicas))
 
+    def move_shard(self, shard_id: str, node: str, *, allow_replicas_on_one_node: bool = False,
+                   accept_data_loss: bool = False, force: bool = False) -> protocol.ShardMove:
+        """Re-create ``shard_id`` on the alive ``node`` (placement.node_named) after its
+        node was lost for good (Kafka's reassignment off a decommissioned broker): it is
+        pinned there (saved), started there on whatever that node's disk has at its
+        directory (nothing, after a lost node), its partitions opened as needing repair,
+        and each replica catches up from its leader and rejoins the in-sync set, so the
+        factor is restored. Refused (InvalidConfigError, naming what is in the way):
+        a node that already holds a replica of one of its partitions (unless
+        ``allow_replicas_on_one_node``); partitions with no other copy that holds every
+        acknowledged record, which would come back empty (unless ``accept_data_loss``);
+        a shard whose node is alive and that answers (unless ``force``)."""
+        if shard_id not in self._metadata.shards:
+            raise InvalidConfigError(f"there is no shard {shard_id!r}; the shards are "
+                                     f"{', '.join(self._metadata.shards)}")
+        target = placement.node_named(self._shards.nodes(), node)
+        source = placement.node_name(self._metadata.shard_nodes.get(shard_id, ""))
+        to_name = placement.node_name(target.pin_resource)
+        if not target.alive:
+            raise InvalidConfigError(f"cannot move {shard_id} to node {to_name}: it is dead")
+        if target.pin_resource == self._metadata.shard_nodes.get(shard_id):
+            raise InvalidConfigError(f"{shard_id} is on node {to_name} already")
+        if not allow_replicas_on_one_node:
+            self._refuse_replicas_on(shard_id, target.pin_resource, to_name)
+        repairing, emptied = self._copies_elsewhere(shard_id)
+        if emptied and not accept_data_loss:
+            raise InvalidConfigError(
+                f"moving {shard_id} would lose {len(emptied)} partition(s) that have no other "
+                f"copy holding every acknowledged record: {_partition_names(emptied)}; they "
+                f"would come back empty; pass --accept-data-loss to move it anyway")
+        if not force and self._serving_on_alive_node(shard_id):
+            raise InvalidConfigError(
+                f"{shard_id} serves on node {source}, which is alive: moving it would stop it "
+                f"there and start it on node {to_name} on what that node's disk holds, rebuild "
+                f"its {len(repairing)} replica(s) from their leaders"
+                f"{f' and empty {len(emptied)} partition(s)' if emptied else ''}; "
+                f"pass --force to move it anyway")
+        self._shards.kill(shard_id)
+        self._metadata.shard_nodes[shard_id] = target.pin_resource
+        self._save()   # pinned there from now on, whatever happens next
+        self._shards.start([shard_id], self._metadata.shard_nodes)
+        address = self._shards.addresses.get(shard_id)
+        if address is None:
+            raise UnavailableError(f"{shard_id} is pinned to node {to_name} but did not start "
+                                   f"within {limits.SHARD_START_WAIT_S} s; it serves once it has "
+                                   f"started and announced itself")
+        log.warning("moved %s from node %s to node %s: %d replica(s) to repair, %d emptied",
+                    shard_id, source, to_name, len(repairing), len(emptied))
+        self._push_peers()   # every shard: its new address
+        self.shard_started(shard_id, address)   # partitions, elections, records
+        return protocol.ShardMove(shard_id, source, to_name, address, repairing, emptied)
+
+    def _refuse_replicas_on(self, shard_id: str, pin: str, node: str) -> None:
+        """InvalidConfigError if a shard on the node pinned by ``pin`` holds a replica of a
+        partition ``shard_id`` holds one of (a node's loss would take two copies)."""
+        pins = self._metadata.shard_nodes
+        shared = [f"{name}-{p} (on {other})"
+                  for name, topic in sorted(self._metadata.topics.items())
+                  for p, record in sorted(topic.leadership.items()) if shard_id in record.replicas
+                  for other in record.replicas if other != shard_id and pins.get(other) == pin]
+        if shared:
+            raise InvalidConfigError(
+                f"node {node} already holds a replica of {len(shared)} partition(s) of "
+                f"{shard_id}: {', '.join(shared[:5])}{', ...' if len(shared) > 5 else ''}; a "
+                f"loss of that node would take two copies; pass --allow-replicas-on-one-node "
+                f"to move it there anyway")
+
+    def _copies_elsewhere(self, shard_id: str) -> tuple[list[tuple[str, int]],
+                                                         list[tuple[str, int]]]:
+        """The partitions ``shard_id`` holds a copy of, split: those another replica
+        holds in full (in sync or eligible: it holds every acknowledged record), which
+        a move rebuilds from it, and those no one else does (factor 1, or the others
+        are behind), which a move empties."""
+        repairing, emptied = [], []
+        for spec in self._metadata.specs_by_shard().get(shard_id, []):
+            topic = self._metadata.topics[spec.topic]
+            record = topic.leadership.get(spec.partition) if not spec.sealed else None
+            holders = set(record.in_sync) | set(record.eligible) if record else set()
+            ref = (spec.topic, spec.partition)
+            (repairing if holders - {shard_id} else emptied).append(ref)
+        return repairing, emptied
+
+    def _serving_on_alive_node(self, shard_id: str) -> bool:
+        """The shard's node is alive and the shard answers a ping."""
+        pin = self._metadata.shard_nodes.get(shard_id)
+        if not any(n.alive and n.pin_resource == pin for n in self._shards.nodes()):
+            return False
+        return bool(self._answering({shard_id}))
+
     def _refuse_removing_offsets_replicas(self, count: int, removed: list[str]) -> None:
         """The internal topic of committed offsets does not move with the shards (a slot's
         log is its groups' whole state: a new replica set starting at a seal offset
@@ -765,6 +933,11 @@ class Controller:
                 f"{factor}, and the {len(remaining)} shards left on {nodes} node(s) can "
                 f"hold {room} copies of a partition"
                 f"{'' if self._allow_replicas_on_one_node else ' (each on its own node)'}")
+
+
+def _partition_names(refs: list[tuple[str, int]], shown_max: int = 10) -> str:
+    names = ", ".join(f"{topic}-{p}" for topic, p in refs[:shown_max])
+    return names + (f" and {len(refs) - shown_max} more" if len(refs) > shown_max else "")
 
 
 def _with_replication(info: protocol.PartitionInfo, topic: TopicMetadata,

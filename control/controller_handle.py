@@ -265,6 +265,12 @@ class ControllerHandle:
     def remove_shards(self, count: int) -> list[protocol.PartitionMove]:
         return self._call(lambda actor: actor.remove_shards.remote(count), "remove_shards")
 
+    def move_shard(self, shard_id: str, node: str, **options: bool) -> protocol.ShardMove:
+        """``options``: Controller.move_shard's (allow_replicas_on_one_node,
+        accept_data_loss, force)."""
+        return self._call(lambda actor: actor.move_shard.remote(shard_id, node, **options),
+                          "move_shard")
+
     # --- Calling ------------------------------------------------------------------
 
     def _call(self, remote_call: Callable, method: str,

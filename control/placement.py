@@ -6,14 +6,18 @@ names, never on the order shards were added, and adding a shard moves only
 the partitions that the new shard now wins: about 1/N of them. A replicated
 partition's replicas are the next shards in the same order, on distinct nodes
 (``replicas_for``): the first, its preferred leader, is the factor-1 owner. A
-new shard goes to the alive node with the fewest shards.
+new shard goes to the alive node with the fewest shards. People name a node by its
+``plinth-node:<name>`` resource's name (``node_name``, ``node_named``).
 """
 
 from __future__ import annotations
 
 import hashlib
 
-from plinth.errors import UnavailableError
+from plinth.errors import InvalidConfigError, UnavailableError
+
+# A Ray node id is 56 hex characters; a prefix this long is as good as the id.
+NODE_ID_PREFIX_CHARS_MIN = 8
 
 
 def _weight(shard_id: str, topic: str, partition: int) -> int:
@@ -75,3 +79,29 @@ def replicas_for(topic: str, partition: int, shard_ids: list[str], shard_nodes: 
 def distinct_nodes(shard_ids: list[str], shard_nodes: dict[str, str]) -> int:
     """How many nodes ``shard_ids`` run on (a shard not pinned yet counts as its own)."""
     return len({shard_nodes.get(shard_id, shard_id) for shard_id in shard_ids})
+
+
+def node_name(pin_resource: str) -> str:
+    """The name people use for a node (``plinth status`` prints it, ``plinth shards
+    move --node`` takes it): the name in its ``plinth-node:<name>`` resource, else its
+    address (a node without one is pinned by Ray's ``node:<address>``)."""
+    return pin_resource.partition(":")[2] or pin_resource
+
+
+def node_named(nodes: list, wanted: str):
+    """The node of ``nodes`` (control/nodes.py's Node) that ``wanted`` names: its name
+    (``node_name``), its pin resource, or its Ray node id, whole or a prefix of at least
+    NODE_ID_PREFIX_CHARS_MIN characters (``plinth status`` prints the first 12).
+    InvalidConfigError, listing the nodes, if none does or several do."""
+    def names(node) -> set[str]:
+        return {node_name(node.pin_resource), node.pin_resource, node.node_id}
+
+    found = [n for n in nodes if wanted in names(n)]
+    if not found and len(wanted) >= NODE_ID_PREFIX_CHARS_MIN:
+        found = [n for n in nodes if n.node_id.startswith(wanted)]
+    if len(found) == 1:
+        return found[0]
+    known = ", ".join(f"{node_name(n.pin_resource)} ({n.node_id[:12]}, "
+                      f"{'alive' if n.alive else 'dead'})" for n in nodes)
+    raise InvalidConfigError(f"node {wanted!r} names {len(found)} of the {len(nodes)} nodes, "
+                             f"not one; the nodes are: {known or 'none'}")

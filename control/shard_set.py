@@ -154,6 +154,15 @@ class ShardSet:
         self.addresses.pop(shard_id, None)
         self.failures.pop(shard_id, None)
 
+    def kill(self, shard_id: str) -> None:
+        """End a shard's actor at once, without a restart, and forget it (its node is
+        lost, or it moves to another node: ``start`` makes a new one)."""
+        shard = self._handles.pop(shard_id, None)
+        if shard is not None:
+            shard.kill()
+        self.addresses.pop(shard_id, None)
+        self.failures.pop(shard_id, None)
+
     def shutdown(self, grace_period_s: float) -> dict[str, None]:
         """Flush, fsync and close every shard's logs, then end every shard actor (they
         outlive the controller otherwise); raises the first failure, after that."""

@@ -29,10 +29,10 @@ worker node killed, the node back after ``--node-down-s``; ``replica-wipe`` a wo
 node removed, its shards' data directories deleted, the node back; ``all-nodes`` every
 node and the server killed, a new cluster started, the server restarted on its data.
 
-The test suite runs ``shard-kill`` and ``shard-stop``, and in a second test
-``controller-kill`` and ``controller-kill-in-election``, on a factor-3 topic
-(tests/e2e/test_replication_faults_e2e.py). Ray restarts a killed controller, which
-adopts the running (detached) shard actors (control/controller.py).
+The test suite runs ``shard-kill`` and ``shard-stop``, ``node-loss`` and
+``replica-wipe``, and ``controller-kill`` and ``controller-kill-in-election`` on a
+factor-3 topic (tests/e2e/test_replication_faults_e2e.py). Ray restarts a killed
+controller, which adopts the running (detached) shard actors (control/controller.py).
 """
 
 from __future__ import annotations

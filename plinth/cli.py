@@ -169,14 +169,15 @@ def status(ctx):
     are under-replicated (a replica out of sync) or offline (no leader serving)."""
     with _admin(ctx) as admin:
         info = admin.status()
-    click.echo("nodes")
+    click.echo(f"nodes\n  {'name':<16} {'node id':<12}  {'address':<16} state")
     for node_id, address, alive in info.nodes:
-        click.echo(f"  {node_id[:12]}  {address:<16} {'alive' if alive else 'DEAD'}")
-    click.echo(f"shards\n  {'shard':<10} {'state':<12} {'address':<24} {'partitions':>10} "
-               f"{'bytes':>14} {'records/s':>11} {'MB/s':>8}")
+        name = info.node_names.get(node_id, "")
+        click.echo(f"  {name:<16} {node_id[:12]:<12}  {address:<16} {'alive' if alive else 'DEAD'}")
+    click.echo(f"shards\n  {'shard':<10} {'state':<12} {'node':<16} {'address':<24} "
+               f"{'partitions':>10} {'bytes':>14} {'records/s':>11} {'MB/s':>8}")
     for shard in info.shards:
         state = ("up" if shard.alive else "DOWN") + (" draining" if shard.draining else "")
-        click.echo(f"  {shard.shard_id:<10} {state:<12} {shard.address:<24} "
+        click.echo(f"  {shard.shard_id:<10} {state:<12} {shard.node:<16} {shard.address:<24} "
                    f"{shard.partitions:>10} {shard.size_bytes:>14} {shard.records_per_s:>11.0f} "
                    f"{shard.bytes_per_s / 1e6:>8.2f}")
     click.echo("routers")
@@ -188,7 +189,7 @@ def status(ctx):
 
 @main.group()
 def shards():
-    """Change the number of shards."""
+    """Change the number of shards, or move one to another node."""
 
 
 @shards.command("add")
@@ -214,6 +215,37 @@ def shards_remove(ctx, count):
         moves = admin.remove_shards(count)
     _echo_moves(moves)
     click.echo(f"removed {count} shards; {len(moves)} partitions moved their writes")
+
+
+@shards.command("move")
+@click.argument("shard")
+@click.option("--node", required=True,
+              help="The node to re-create it on: its name as `plinth status` prints it (or "
+                   "its node id).")
+@click.option("--allow-replicas-on-one-node", is_flag=True,
+              help="Allow a node that already holds a replica of one of its partitions.")
+@click.option("--accept-data-loss", is_flag=True,
+              help="Move it even though some partitions have no other copy: they come back "
+                   "empty.")
+@click.option("--force", is_flag=True,
+              help="Move it even though its node is alive and it serves.")
+@click.pass_context
+def shards_move(ctx, shard, node, allow_replicas_on_one_node, accept_data_loss, force):
+    """Re-create SHARD on NODE after its node was lost for good (as Kafka's partition
+    reassignment off a decommissioned broker): it starts there on what that node's disk
+    holds (nothing, for a new node), and each of its replicas is rebuilt from its
+    partition's leader and rejoins the in-sync set, so the replication factor is
+    restored. `plinth topic describe` shows the in-sync replicas coming back."""
+    with _admin(ctx) as admin:
+        move = admin.move_shard(shard, node, allow_replicas_on_one_node=allow_replicas_on_one_node,
+                                accept_data_loss=accept_data_loss, force=force)
+    click.echo(f"moved {move.shard} from node {move.from_node or '?'} to node {move.to_node}, "
+               f"listening at {move.address}")
+    click.echo(f"{len(move.repairing)} replica(s) rebuilding from their leaders: "
+               + (", ".join(f"{t}-{p}" for t, p in move.repairing) or "none"))
+    if move.emptied:
+        click.echo(f"{len(move.emptied)} partition(s) emptied (no other copy): "
+                   + ", ".join(f"{t}-{p}" for t, p in move.emptied))
 
 
 def _echo_moves(moves) -> None:

@@ -186,6 +186,17 @@ class RemoveShardsRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class MoveShardRequest:
+    request_id: int
+    shard: str
+    node: str                     # a node's name, pin resource or Ray node id (prefix)
+    allow_replicas_on_one_node: bool = False
+    accept_data_loss: bool = False
+    force: bool = False
+    kind: ClassVar[str] = "moveShard"
+
+
+@dataclass(frozen=True, slots=True)
 class ReplicaFetchRequest:
     """A follower shard pulling from the partition's leader (shard to shard only)."""
 
@@ -207,7 +218,7 @@ Request = (ProduceRequest | FetchRequest | ListOffsetsRequest | MetadataRequest
            | ListTopicsRequest | GroupHeartbeatRequest | CommitOffsetsRequest
            | ResetOffsetsRequest | FetchOffsetsRequest | DescribeGroupRequest
            | ListGroupsRequest | StatusRequest | AddShardsRequest | RemoveShardsRequest
-           | ReplicaFetchRequest)
+           | ReplicaFetchRequest | MoveShardRequest)
 
 # Requests that the router forwards to the shard owning the partition.
 PARTITION_REQUESTS = (ProduceRequest, FetchRequest, ListOffsetsRequest)
@@ -283,6 +294,7 @@ class ShardStatus:
     records_per_s: float
     bytes_per_s: float
     draining: bool = False
+    node: str = ""                # the name of the node it is pinned to
 
 
 @dataclass
@@ -292,6 +304,21 @@ class StatusInfo:
     routers: list[tuple[str, str]]                # (listen address, node address)
     under_replicated_partitions: int = 0          # a replica out of the in-sync set
     offline_partitions: int = 0                   # no leader, or its shard down
+    node_names: dict[str, str] = field(default_factory=dict)   # node id -> name (--node)
+
+
+@dataclass
+class ShardMove:
+    """What ``plinth shards move`` did: the shard's old and new node (names), where it
+    listens now, the partitions whose replica there is rebuilt from its leader, and
+    those that came back empty (no other copy; only with accept_data_loss)."""
+
+    shard: str
+    from_node: str
+    to_node: str
+    address: str
+    repairing: list[tuple[str, int]] = field(default_factory=list)
+    emptied: list[tuple[str, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -314,6 +341,7 @@ class ReplyView:
     moves: list[PartitionMove] = field(default_factory=list)
     throttle_time_ms: int = 0         # over a quota: wait this long before the next request
     replica_fetch: ReplicaFetchResult | None = None
+    shard_move: ShardMove | None = None
 
 
 # --- Requests ---------------------------------------------------------------
@@ -417,6 +445,28 @@ def encode_shards_change(request_id: int, kind: str, count: int) -> bytes:
     return msg.to_bytes()
 
 
+def encode_move_shard(request_id: int, shard: str, node: str, *,
+                      allow_replicas_on_one_node: bool = False, accept_data_loss: bool = False,
+                      force: bool = False) -> bytes:
+    msg = protocol.Request.new_message(requestId=request_id)
+    body = msg.init("moveShard")
+    body.shard, body.node, body.force = shard, node, force
+    body.allowReplicasOnOneNode, body.acceptDataLoss = allow_replicas_on_one_node, accept_data_loss
+    return msg.to_bytes()
+
+
+def encode_shard_move_reply(request_id: int, move: ShardMove) -> bytes:
+    msg = protocol.Reply.new_message(requestId=request_id)
+    body = msg.init("shardMove")
+    body.shard, body.fromNode, body.toNode, body.address = (move.shard, move.from_node,
+                                                            move.to_node, move.address)
+    for name, refs in (("repairing", move.repairing), ("emptied", move.emptied)):
+        out = body.init(name, len(refs))
+        for i, (topic, partition) in enumerate(refs):
+            out[i].topic, out[i].partition = topic, partition
+    return msg.to_bytes()
+
+
 def encode_moves_reply(request_id: int, moves: list[PartitionMove]) -> bytes:
     msg = protocol.Reply.new_message(requestId=request_id)
     out = msg.init("moves", len(moves))
@@ -490,6 +540,8 @@ _REQUEST_DECODERS = {
     "status": lambda rid, _: StatusRequest(rid),
     "addShards": lambda rid, count: AddShardsRequest(rid, count),
     "removeShards": lambda rid, count: RemoveShardsRequest(rid, count),
+    "moveShard": lambda rid, b: MoveShardRequest(rid, b.shard, b.node, b.allowReplicasOnOneNode,
+                                                 b.acceptDataLoss, b.force),
     "replicaFetch": lambda rid, b: ReplicaFetchRequest(
         rid, b.topic, b.partition, b.replicaId, b.leaderEpoch, b.fetchOffset,
         b.lastFetchedEpoch, b.maxBytes, b.maxWaitMs, b.controllerEpoch),
@@ -575,13 +627,14 @@ def encode_status_reply(request_id: int, info: StatusInfo) -> bytes:
     nodes = body.init("nodes", len(info.nodes))
     for i, (node_id, address, alive) in enumerate(info.nodes):
         nodes[i].nodeId, nodes[i].address, nodes[i].alive = node_id, address, alive
+        nodes[i].name = info.node_names.get(node_id, "")
     shards = body.init("shards", len(info.shards))
     for i, shard in enumerate(info.shards):
         out = shards[i]
         out.shardId, out.address, out.alive = shard.shard_id, shard.address, shard.alive
         out.partitions, out.sizeBytes = shard.partitions, shard.size_bytes
         out.recordsPerS, out.bytesPerS = shard.records_per_s, shard.bytes_per_s
-        out.draining = shard.draining
+        out.draining, out.node = shard.draining, shard.node
     routers = body.init("routers", len(info.routers))
     for i, (address, node) in enumerate(info.routers):
         routers[i].address, routers[i].node = address, node
@@ -634,15 +687,22 @@ def _reply_view(rep) -> ReplyView:
                       for m in rep.moves]
     elif view.kind == "replicaFetch":
         view.replica_fetch = _replica_fetch_result(rep.replicaFetch)
+    elif view.kind == "shardMove":
+        m = rep.shardMove
+        view.shard_move = ShardMove(m.shard, m.fromNode, m.toNode, m.address,
+                                    [(r.topic, r.partition) for r in m.repairing],
+                                    [(r.topic, r.partition) for r in m.emptied])
     elif view.kind == "status":
         st = rep.status
         view.status = StatusInfo(
             nodes=[(n.nodeId, n.address, n.alive) for n in st.nodes],
             shards=[ShardStatus(x.shardId, x.address, x.alive, x.partitions, x.sizeBytes,
-                                x.recordsPerS, x.bytesPerS, x.draining) for x in st.shards],
+                                x.recordsPerS, x.bytesPerS, x.draining, x.node)
+                    for x in st.shards],
             routers=[(r.address, r.node) for r in st.routers],
             under_replicated_partitions=st.underReplicatedPartitions,
-            offline_partitions=st.offlinePartitions)
+            offline_partitions=st.offlinePartitions,
+            node_names={n.nodeId: n.name for n in st.nodes if n.name})
     return view
 
 

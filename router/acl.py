@@ -29,7 +29,7 @@ Resources and operations, as Kafka's (topics, groups, the cluster):
                                                      every topic it names
     admin      createTopic, alterTopic, deleteTopic, describeGroup, resetOffsets (which also
                describeTopic                         needs consume on every topic it resets)
-    cluster    status, addShards, removeShards: takes neither pattern (replicaFetch
+    cluster    status, addShards, removeShards, moveShard: takes neither pattern (replicaFetch
                too, which is shard to shard: a router answers it malformed)
 
 listTopics, metadata of every topic and listGroups need any grant; metadata of
@@ -186,6 +186,8 @@ def needs_of(request: protocol.Request) -> list[Need] | None:
         case protocol.ResetOffsetsRequest(group=group, offsets=offsets):
             return [("admin", None, group)] + [("consume", t, None) for t in sorted({t for t, _ in offsets})]
         case protocol.StatusRequest() | protocol.AddShardsRequest() | protocol.RemoveShardsRequest():
+            return [("cluster", None, None)]
+        case protocol.MoveShardRequest():
             return [("cluster", None, None)]
         case protocol.ReplicaFetchRequest():   # shard to shard; a router never serves it
             return [("cluster", None, None)]

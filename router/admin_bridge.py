@@ -79,7 +79,8 @@ class _ResolveTopic:
 
 # Admin requests after which the routing table has changed.
 _CHANGING_REQUESTS = (protocol.CreateTopicRequest, protocol.DeleteTopicRequest,
-                      protocol.AddShardsRequest, protocol.RemoveShardsRequest)
+                      protocol.AddShardsRequest, protocol.RemoveShardsRequest,
+                      protocol.MoveShardRequest)
 
 
 class AdminBridge:
@@ -236,6 +237,11 @@ class AdminBridge:
                 return protocol.encode_moves_reply(rid, controller.add_shards(count))
             case protocol.RemoveShardsRequest(shard_count=count):
                 return protocol.encode_moves_reply(rid, controller.remove_shards(count))
+            case protocol.MoveShardRequest():
+                return protocol.encode_shard_move_reply(rid, controller.move_shard(
+                    request.shard, request.node,
+                    allow_replicas_on_one_node=request.allow_replicas_on_one_node,
+                    accept_data_loss=request.accept_data_loss, force=request.force))
             case protocol.StatusRequest():
                 return protocol.encode_status_reply(rid, controller.status())
             case protocol.ListGroupsRequest():

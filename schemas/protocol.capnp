@@ -51,7 +51,19 @@ struct Request {
     addShards @17 :UInt32;         # how many shards to add (plinth shards add)
     removeShards @18 :UInt32;      # how many of the newest shards to remove
     replicaFetch @19 :ReplicaFetch;   # shard to shard only: a router refuses it from clients
+    moveShard @20 :MoveShard;      # re-create a shard's replicas on another node
   }
+}
+
+# plinth shards move SHARD --node NODE: the shard is pinned to another node and
+# started there (its directory on that node: empty after a lost node); its
+# replicas catch up from their leaders and rejoin the in-sync sets.
+struct MoveShard {
+  shard @0 :Text;
+  node @1 :Text;                 # a node's name, pin resource or Ray node id (prefix)
+  allowReplicasOnOneNode @2 :Bool;   # the node may hold another replica of a partition
+  acceptDataLoss @3 :Bool;       # partitions with no other copy come back empty
+  force @4 :Bool;                # move it even though its node is alive and it serves
 }
 
 struct Produce {
@@ -186,6 +198,7 @@ struct Reply {
     status @11 :StatusInfo;
     moves @12 :List(PartitionMove);   # addShards, removeShards
     replicaFetch @14 :ReplicaFetchResult;
+    shardMove @15 :ShardMove;    # moveShard
   }
   throttleTimeMs @13 :UInt32;    # the client is over a quota: its next request
                                  # waits this long (as Kafka's throttle_time_ms)
@@ -201,6 +214,15 @@ struct PartitionMove {
   offset @4 :Int64;
 }
 
+struct ShardMove {
+  shard @0 :Text;
+  fromNode @1 :Text;             # node names (plinth status prints them)
+  toNode @2 :Text;
+  address @3 :Text;              # where it listens now
+  repairing @4 :List(PartitionRef);   # replicas rebuilt from their leaders
+  emptied @5 :List(PartitionRef);     # no other copy: they start empty (acceptDataLoss)
+}
+
 struct StatusInfo {
   nodes @0 :List(NodeStatus);
   shards @1 :List(ShardStatus);
@@ -213,6 +235,7 @@ struct NodeStatus {
   nodeId @0 :Text;
   address @1 :Text;
   alive @2 :Bool;
+  name @3 :Text;                 # what plinth shards move --node takes
 }
 
 struct ShardStatus {
@@ -224,6 +247,7 @@ struct ShardStatus {
   recordsPerS @5 :Float64;       # produced, over the last ~10 s
   bytesPerS @6 :Float64;
   draining @7 :Bool;             # removed: serves its older ranges until they are gone
+  node @8 :Text;                 # the name of the node it is pinned to
 }
 
 struct RouterStatus {

@@ -88,22 +88,29 @@ class ShardActor:
 
     # --- Partitions ----------------------------------------------------------------
 
-    def open_partitions(self, specs: list[PartitionSpec]) -> int:
+    def open_partitions(self, specs: list[PartitionSpec],
+                        existing: bool = False) -> dict[PartitionId, str]:
         """Open or create each partition (recovering its log), durable in the manifest
-        when this returns; returns how many."""
-        self._open(specs)
+        when this returns; returns how each was found (OPENED_*, shard_calls.py), for
+        the controller: a replica that needs repair must not be elected or count as in
+        sync. ``existing``: the partitions existed before this call (the controller
+        reopens those of a shard that restarted without its manifest, or moved to
+        another node): one not open here yet is opened as after a restart (it does
+        not lead in the leader epoch the record names), and one whose directory is
+        created now needs repair."""
+        opened = self._open(specs, restarted=existing)
         self._manifest.serve(specs)
         self._manifest.save(self._manifest_path)
-        return len(specs)
+        return opened
 
-    def _open(self, specs: list[PartitionSpec], restarted: bool = False) -> None:
-        """``restarted``: reopened from the manifest after a restart (see
-        ShardServer.open_partition)."""
-        for spec in specs:
-            self._server.call(self._server.open_partition, spec.topic, spec.partition,
-                              LogConfig.from_topic_config(spec.config), spec.initial_offset,
-                              spec.sealed, spec.producers, spec.leadership,
-                              _min_insync_replicas(spec.config), restarted)
+    def _open(self, specs: list[PartitionSpec], restarted: bool = False) -> dict[PartitionId, str]:
+        """``restarted``: reopened after a restart, from the manifest or by the
+        controller (see ShardServer.open_partition)."""
+        return {spec.id: self._server.call(
+                    self._server.open_partition, spec.topic, spec.partition,
+                    LogConfig.from_topic_config(spec.config), spec.initial_offset, spec.sealed,
+                    spec.producers, spec.leadership, _min_insync_replicas(spec.config), restarted)
+                for spec in specs}
 
     def seal_partitions(self, partitions: list[PartitionId],
                         end_offsets: list[int] | None = None) -> list[SealedPartition]:

@@ -62,6 +62,8 @@ from plinth.shards.partition_log import (
 from plinth.shards.producer_state import (
     ProducerStates, discard_snapshot_after, load_snapshot, save_snapshot)
 from plinth.shards.segment import fsync_directory
+from plinth.shards.shard_calls import (OPENED_CREATED_EMPTY, OPENED_NEEDS_REPAIR,
+                                       OPENED_RECOVERED_WHOLE)
 from plinth.shards.segment_files import SegmentFiles
 
 log = logging.getLogger(__name__)
@@ -146,6 +148,14 @@ class Partition:
             log.warning("%s still needs repair: not in sync until it has caught up with its "
                         "leader (%s)", self.name,
                         (self.log.directory / NEEDS_REPAIR_FILE).read_text().strip())
+
+    def open_state(self) -> str:
+        """How this replica was found when opened, for the controller (shard_calls.py):
+        needs repair (the mark is set), else created empty (``open`` made its
+        directory), else recovered whole."""
+        if self.needs_repair:
+            return OPENED_NEEDS_REPAIR
+        return OPENED_CREATED_EMPTY if self.directory_created else OPENED_RECOVERED_WHOLE
 
     def mark_needs_repair(self, reason: str) -> None:
         """The log may have lost records it held (``reason`` says how: recovery cut

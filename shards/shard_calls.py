@@ -152,6 +152,16 @@ class PartitionSpec:
             self.leadership.check()
 
 
+# How a shard found each partition it opened (ShardActor.open_partitions' answer):
+# its directory did not exist (a new partition; if the partition existed before,
+# the shard opens it as needing repair instead); recovery cut nothing; or its log may
+# lack records it held (recovery cut entries, its directory was lost, or a mark from
+# an earlier open): not in sync, never elected, until it has caught up.
+OPENED_CREATED_EMPTY = "created empty"
+OPENED_RECOVERED_WHOLE = "recovered whole"
+OPENED_NEEDS_REPAIR = "needs repair"
+
+
 @dataclass(frozen=True)
 class SealedPartition:
     """A partition that stopped taking writes on its shard: where its new owner

@@ -31,10 +31,13 @@ from plinth import limits, protocol
 from plinth.cluster_keys import ClusterKeys
 from plinth.errors import BrokerError, InternalError, RequestTimedOutError, UnavailableError
 from plinth.shards.actor import ShardActor
-from plinth.shards.shard_calls import (ControllerAnnouncements, GroupStates, Leadership,
-                                       PartitionId, PartitionSpec, SealedPartition)
+from plinth.shards.shard_calls import (OPENED_CREATED_EMPTY, OPENED_NEEDS_REPAIR,
+                                       OPENED_RECOVERED_WHOLE, ControllerAnnouncements,
+                                       GroupStates, Leadership, PartitionId, PartitionSpec,
+                                       SealedPartition)
 
-__all__ = ["ControllerAnnouncements", "GroupStates", "Leadership", "PartitionId", "PartitionSpec",
+__all__ = ["OPENED_CREATED_EMPTY", "OPENED_NEEDS_REPAIR", "OPENED_RECOVERED_WHOLE",
+           "ControllerAnnouncements", "GroupStates", "Leadership", "PartitionId", "PartitionSpec",
            "PendingCall", "SealedPartition", "ShardHandle", "ShardOptions", "wait_all",
            "wait_all_or_raise"]
 
@@ -210,11 +213,14 @@ class ShardHandle:
         """The shard's directory, resolved (which broker's data it serves)."""
         return self._start(ShardActor.data_dir)
 
-    def open_partitions(self, specs: Sequence[PartitionSpec]) -> PendingCall[int]:
-        """Open (recovering) or create each partition; the result counts them."""
+    def open_partitions(self, specs: Sequence[PartitionSpec], *, existing: bool = False
+                        ) -> PendingCall[dict[PartitionId, str]]:
+        """Open (recovering) or create each partition; the result says how each was
+        found (OPENED_*). ``existing``: the partitions existed before (a shard that
+        lost its manifest, or moved): one created empty needs repair."""
         for spec in _checked_list(specs, PartitionSpec, "open_partitions"):
             spec.check()
-        return self._start(ShardActor.open_partitions, list(specs))
+        return self._start(ShardActor.open_partitions, list(specs), existing)
 
     def seal_partitions(self, partitions: Sequence[PartitionId],
                         end_offsets: Sequence[int] | None = None

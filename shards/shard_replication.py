@@ -203,6 +203,11 @@ class ShardReplication:
                         "it restarted; waiting for a newer epoch", self.shard_id, part.name,
                         leadership.leader_epoch)
             leadership = dataclasses.replace(leadership, leader="")   # serve it as offline
+        elif leadership.leader == self.shard_id and part.needs_repair:   # invariant 14
+            log.warning("%s: does not lead %s in leader epoch %d: it needs repair (its log "
+                        "may lack acknowledged records)", self.shard_id, part.name,
+                        leadership.leader_epoch)
+            leadership = dataclasses.replace(leadership, leader="")
         if leadership.leader == self.shard_id:
             if self._fetcher.unfollow(key) is not None:
                 self._group_commit.unreplicate(part)

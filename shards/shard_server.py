@@ -237,8 +237,9 @@ class ShardServer:
                        sealed: bool = False, producers: list | None = None,
                        leadership: Leadership | None = None,
                        min_insync_replicas: int | None = None,
-                       restarted: bool = False) -> None:
-        """Open (recovering) or create one partition's log. Loop thread.
+                       restarted: bool = False) -> str:
+        """Open (recovering) or create one partition's log; returns how it was found
+        (Partition.open_state: created empty, recovered whole, needs repair). Loop thread.
 
         A partition that takes writes here continues at ``initial_offset`` (where
         its previous owner sealed it; the log has a gap if it lived here before),
@@ -247,12 +248,14 @@ class ShardServer:
         its replicas and leader (None: one copy, here), applied as
         ``set_leadership`` does; ``min_insync_replicas``: the topic's
         min.insync.replicas (None: 2 with 3 replicas or more, else 1).
-        ``restarted``: reopened from the manifest after this shard restarted: it
-        does not lead again in the epoch it led (it lost unsynced entries its
-        followers may hold), and a replicated partition whose directory is gone
-        (a lost disk) needs repair.
+        ``restarted``: reopened after this shard restarted (from its manifest, or
+        by the controller for a shard that lost it): it does not lead again in the
+        epoch it led (it lost unsynced entries its followers may hold), and a
+        replicated partition whose directory is gone (a lost disk) needs repair.
+        It applies only to a partition not open yet: one open here is serving.
         """
         part = self._partitions.get((topic, partition))
+        just_opened = part is None
         if part is None:
             part = Partition.open(self._partition_dir(topic, partition), topic, partition,
                                   log_config, initial_offset, self._segment_files)
@@ -263,9 +266,11 @@ class ShardServer:
             part.take_writes(initial_offset, producers)
             if leadership is not None:   # its current range starts there (moved to this set)
                 part.start_epochs_at(initial_offset)
-        self._replication.opened(part, leadership, min_insync_replicas, restarted)
+        self._replication.opened(part, leadership, min_insync_replicas,
+                                 restarted and just_opened)
         if topic == topics.OFFSETS_TOPIC:
             self._groups.sync_slots()
+        return part.open_state()
 
     def set_min_insync(self, topic: str, partition: int, min_insync_replicas: int) -> None:
         """A topic's altered min.insync.replicas, for one partition. Loop thread."""

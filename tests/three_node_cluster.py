@@ -33,6 +33,9 @@ from plinth.control.nodes import NODE_RESOURCE_PREFIX  # noqa: E402
 LOOPBACK = "127.0.0.1"
 HEAD = "a"
 NODE_NAMES = (HEAD, "b", "c")
+# A fourth worker node, not started by ``start``: a test adds it to move a lost node's
+# shard onto (plinth shards move).
+SPARE = "d"
 # Each node gets one CPU: the broker's actors take none (num_cpus=0), and the machine
 # has two cores for everything.
 NODE_CPUS = 1
@@ -64,9 +67,11 @@ class ThreeNodeCluster:
         return sorted(name for name in self.nodes if name != HEAD)
 
     def add_node(self, name: str) -> None:
-        """Start worker node ``name`` (again); returns once Ray has registered it."""
-        if name in self.nodes or name not in NODE_NAMES[1:]:
-            raise AssertionError(f"node {name!r} is running or is not a worker of {NODE_NAMES}")
+        """Start worker node ``name`` (again, or the SPARE); returns once Ray has
+        registered it."""
+        if name in self.nodes or name not in (*NODE_NAMES[1:], SPARE):
+            raise AssertionError(f"node {name!r} is running or is not a worker of "
+                                 f"{(*NODE_NAMES, SPARE)}")
         self.nodes[name] = self._cluster.add_node(wait=True, **_node_args(name))
 
     def remove_node(self, name: str) -> None:

@@ -224,6 +224,10 @@ def test_replicated_metadata_written_by_hand_starts(brokers, tmp_path):
     data_dir = tmp_path / "given"
     data_dir.mkdir()
     metadata_with_a_replicated_topic().save(data_dir / "metadata.json")
+    # (and its replicas' directories, empty: a replica whose directory is missing lost
+    # its disk, and needs repair; test_controller_repair.py)
+    for shard_id in ("shard-0", "shard-1", "shard-2"):
+        (data_dir / "shards" / shard_id / "events-0").mkdir(parents=True)
     # When the broker starts on it
     broker = brokers(3, data_dir=data_dir, **ON_ONE_NODE)
     # Then requests for the partition go to its leader, and it describes as saved

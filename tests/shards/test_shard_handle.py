@@ -12,8 +12,9 @@ import ray.exceptions
 
 from plinth.errors import (InternalError, RequestTimedOutError, UnavailableError,
                            UnknownTopicError)
-from plinth.shards.shard_handle import (PartitionId, PartitionSpec, PendingCall, SealedPartition,
-                                        ShardOptions, wait_all, wait_all_or_raise)
+from plinth.shards.shard_handle import (OPENED_CREATED_EMPTY, PartitionId, PartitionSpec,
+                                        PendingCall, SealedPartition, ShardOptions, wait_all,
+                                        wait_all_or_raise)
 from tests.in_process_shards import InProcessShardHandle
 from tests.shard_requests import produce
 
@@ -37,7 +38,8 @@ def answered(value=None, error: BaseException | None = None) -> concurrent.futur
 
 def test_calls_return_the_typed_results_of_the_shard(handle):
     # Given a partition with two records
-    assert handle.open_partitions([PartitionSpec("t", 0, {})]).result() == 1
+    assert handle.open_partitions([PartitionSpec("t", 0, {})]).result() == {
+        PartitionId("t", 0): OPENED_CREATED_EMPTY}
     produce(handle.actor.address(), "t", 0, [b"a", b"b"])
     # When it is sealed
     sealed = handle.seal_partitions([PartitionId("t", 0)]).result()
