@@ -2,10 +2,13 @@
 127.0.0.1, one shard on each, an idempotent acks="all" workload with a consumer group,
 and a fixed seed's schedule of faults on a factor-3 topic with min.insync.replicas=2
 (SIGKILL of a leading shard's process, SIGSTOP of one longer than the leader check's
-timeout, then SIGCONT: the stopped leader is deposed and must learn it), and another of
+timeout, then SIGCONT: the stopped leader is deposed and must learn it), another of
 node faults (a worker node lost and back; one removed, its shard's data directory
-deleted, and back); then the checker (loadtest/fault_checker.py) finds no violation,
-and every partition is fully in sync again.
+deleted, and back), and another of controller kills (alone, and during the election a
+leader's kill causes); then the checker (loadtest/fault_checker.py) finds no violation,
+and every partition is fully in sync again. The consumer group's coordinator (the
+leader of its slot of the replicated __consumer_offsets) is on a worker node, so the
+node faults take it.
 
 Marked ``faults``, as tests/faults/ (it runs in CI; ``-m "not faults"`` skips it).
 About two minutes each. The longer runs, with any seed and every fault kind, are
@@ -22,10 +25,10 @@ import pytest
 from loadtest.replication_faults import (FAULTS_DEFAULT, PARTITIONS, SHARDS, Setting, Workload,
                                          create_topic, fault_schedule, non_loopback_addresses,
                                          run_faults)
-from plinth.control import placement
+from loadtest.replication_faults import group_coordinated_on_a_worker
 from tests.conftest import Broker
 from tests.support import unique_topic
-from tests.three_node_cluster import HEAD, NODE_NAMES, three_node_cluster  # noqa: F401 (a fixture)
+from tests.three_node_cluster import NODE_NAMES, three_node_cluster  # noqa: F401 (a fixture)
 
 SEED = 12
 DURATION_S = 50
@@ -51,24 +54,28 @@ def test_no_acknowledged_record_is_lost_duplicated_or_moved_under_seeded_shard_f
 def test_no_acknowledged_record_is_lost_and_every_replica_is_rebuilt_under_node_faults(
         three_node_cluster, tmp_path):
     # (a whole worker node lost, then back; a worker node removed, its shard's data
-    # directory deleted, then back: the shard rebuilds its replicas from the leaders).
-    # Group offsets are not replicated yet (issue 12's closing note, item 1): a wiped
-    # coordinator would lose them, so the group's coordinator is the head node's shard,
-    # which node faults never touch. Once they are, drop group_on_head.
+    # directory deleted, then back: the shard rebuilds its replicas from the leaders)
     run_and_check(three_node_cluster, tmp_path, NODE_SEED, NODE_FAULTS, NODE_DURATION_S,
-                  len(NODE_FAULTS), NODE_ACKNOWLEDGED_MIN, group_on_head=True,
-                  node_down_s=NODE_DOWN_S)
+                  len(NODE_FAULTS), NODE_ACKNOWLEDGED_MIN, node_down_s=NODE_DOWN_S)
 
 
-def group_coordinated_by(shard_id: str, shard_ids: list[str]) -> str:
-    """A fresh group name whose coordinator is ``shard_id``."""
-    return next(name for name in (unique_topic("group") for _ in range(1000))
-                if placement.shard_for_group(name, shard_ids) == shard_id)
+CONTROLLER_SEED = 7
+CONTROLLER_FAULTS = ("controller-kill", "controller-kill-in-election")
+CONTROLLER_DURATION_S = 60
+CONTROLLER_FAULT_COUNT = 3
+
+
+@pytest.mark.faults
+def test_no_acknowledged_record_is_lost_duplicated_or_moved_under_seeded_controller_kills(
+        three_node_cluster, tmp_path):
+    # (the controller SIGKILLed alone, and a seeded moment after a leading shard, during
+    # the election that causes: Ray restarts it, and it adopts the running shards)
+    run_and_check(three_node_cluster, tmp_path, CONTROLLER_SEED, CONTROLLER_FAULTS,
+                  CONTROLLER_DURATION_S, CONTROLLER_FAULT_COUNT, ACKNOWLEDGED_MIN, stop_s=STOP_S)
 
 
 def run_and_check(cluster, tmp_path, seed: int, kinds: tuple[str, ...], duration_s: float,
-                  fault_count: int, acknowledged_min: int, *, group_on_head: bool = False,
-                  **setting_options) -> None:
+                  fault_count: int, acknowledged_min: int, **setting_options) -> None:
     # Given a broker with one shard on each of three loopback nodes
     broker = Broker(tmp_path / "data", cluster.address, shards=SHARDS).start()
     try:
@@ -81,11 +88,7 @@ def run_and_check(cluster, tmp_path, seed: int, kinds: tuple[str, ...], duration
         assert sorted(setting.shard_nodes().values()) == sorted(NODE_NAMES)
         # When producers and a consumer group run through the seeded faults
         schedule = fault_schedule(rng, kinds, duration_s, fault_count)
-        shard_nodes = setting.shard_nodes()
-        group = (group_coordinated_by(next(s for s, n in shard_nodes.items() if n == HEAD),
-                                      sorted(shard_nodes))
-                 if group_on_head else unique_topic("group"))
-        workload = Workload(broker.url, topic, group)
+        workload = Workload(broker.url, topic, group_coordinated_on_a_worker(setting))
         report = run_faults(setting, workload, schedule, duration_s)
         print("\n".join(report.lines()))
         # Then every fault ran and was recovered from, and the checker finds nothing wrong
@@ -102,40 +105,3 @@ def run_and_check(cluster, tmp_path, seed: int, kinds: tuple[str, ...], duration
     finally:
         broker.stop()
 
-
-CONTROLLER_SEED = 7
-CONTROLLER_FAULTS = ("controller-kill", "controller-kill-in-election")
-CONTROLLER_DURATION_S = 60
-CONTROLLER_FAULT_COUNT = 3
-
-
-@pytest.mark.faults
-def test_no_acknowledged_record_is_lost_duplicated_or_moved_under_seeded_controller_kills(
-        three_node_cluster, tmp_path):
-    # Given a broker with one shard on each of three loopback nodes, a factor-3 topic
-    broker = Broker(tmp_path / "data", three_node_cluster.address, shards=SHARDS).start()
-    try:
-        rng = random.Random(CONTROLLER_SEED)
-        topic = unique_topic("ctrl")
-        create_topic(broker.url, topic, PARTITIONS, replication_factor=3, min_insync=2)
-        setting = Setting(three_node_cluster, broker, topic, PARTITIONS, rng, stop_s=STOP_S)
-        # When producers and a consumer group run while the controller is SIGKILLed, alone
-        # and a seeded moment after a leading shard (during the election it causes)
-        schedule = fault_schedule(rng, CONTROLLER_FAULTS, CONTROLLER_DURATION_S,
-                                  CONTROLLER_FAULT_COUNT)
-        workload = Workload(broker.url, topic, unique_topic("group"))
-        report = run_faults(setting, workload, schedule, CONTROLLER_DURATION_S)
-        print("\n".join(report.lines()))
-        # Then every fault ran and was recovered from (Ray restarted the controller, which
-        # adopted the shards), and the checker finds nothing wrong
-        assert report.not_recovered == []
-        assert Counter(kind for kind, _ in report.faults) == Counter(kind for _, kind in schedule)
-        assert report.violations == [], report.lines()
-        assert report.not_acknowledged == [], report.not_acknowledged[:3]
-        # And the checks had something to check, and every partition is in sync again
-        history = report.history
-        assert len(history.acks) >= ACKNOWLEDGED_MIN
-        assert history.reads and history.commits
-        assert sorted(history.replication) == list(range(PARTITIONS))
-    finally:
-        broker.stop()
