@@ -437,6 +437,16 @@ REPLICA_FETCH_WAIT_MS = 500
 # Entries per follower fetch: as a consumer's default fetch; one whole entry is
 # always sent, however large.
 REPLICA_FETCH_BYTES_MAX = 4 * MiB
+# A follower fetches all the partitions it follows on one leader in one request
+# (Kafka's one fetch per broker pair), this many at most: the request, with
+# every topic name at its longest, fits a header (HEADER_BYTES_MAX); a follower
+# of more sends the rest in its next fetches, those with entries waiting first.
+REPLICA_FETCH_PARTITIONS_MAX = 128
+# The entries of all the partitions in one answer (each partition's at most
+# REPLICA_FETCH_BYTES_MAX): Kafka's replica.fetch.response.max.bytes. A
+# partition whose entries would pass it waits for the next fetch, unless it
+# is the answer's first (one whole entry always goes).
+REPLICA_FETCH_ANSWER_BYTES_MAX = 16 * MiB
 # A follower's fetch unanswered this long after its wait ended is given up: the
 # leader or the path to it is gone, and the follower reconnects and retries.
 REPLICA_FETCH_TIMEOUT_MS = 5_000
@@ -576,6 +586,11 @@ def _relations() -> list[tuple[str, bool]]:
          and LEADER_PING_TIMEOUT_S < CONTROL_CALL_TIMEOUT_S),
         ("the multi-node default replication factor is allowed",
          1 <= REPLICATION_FACTOR_DEFAULT_MULTI_NODE <= REPLICATION_FACTOR_MAX),
+        ("a follower's fetch of every partition fits a header, each at its longest topic name",
+         REPLICA_FETCH_PARTITIONS_MAX * (TOPIC_NAME_BYTES_MAX + 1 + 6 * 8) <= HEADER_BYTES_MAX),
+        ("an answer to a follower holds one partition's entries and fits a frame",
+         REPLICA_FETCH_BYTES_MAX <= REPLICA_FETCH_ANSWER_BYTES_MAX
+         and REPLICA_FETCH_ANSWER_BYTES_MAX + BATCH_BYTES_MAX <= FRAME_BYTES_MAX),
     ]
 
 

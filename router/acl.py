@@ -187,7 +187,7 @@ def needs_of(request: protocol.Request) -> list[Need] | None:
             return [("admin", None, group)] + [("consume", t, None) for t in sorted({t for t, _ in offsets})]
         case protocol.StatusRequest() | protocol.AddShardsRequest() | protocol.RemoveShardsRequest():
             return [("cluster", None, None)]
-        case protocol.ReplicaFetchRequest():   # shard to shard; a router never serves it
+        case protocol.ReplicaFetchRequest() | protocol.ReplicaFetchAllRequest():   # shard to shard; a router never serves it
             return [("cluster", None, None)]
     return None
 

@@ -47,6 +47,7 @@ EVERY_KIND = [
     protocol.DescribeGroupRequest(1, "g"), protocol.ListGroupsRequest(1), protocol.StatusRequest(1),
     protocol.AddShardsRequest(1, 1), protocol.RemoveShardsRequest(1, 1),
     protocol.ReplicaFetchRequest(1, "t", 0, "shard-1", 0, 0, -1, 1024, 0, 0),
+    protocol.ReplicaFetchAllRequest(1, "shard-1", 0, 0, 1024, ()),
 ]
 
 
