@@ -212,7 +212,7 @@ def open_second_partition(c) -> None:
 
 def test_a_fetch_of_all_answers_each_partition_as_a_fetch_of_its_own(cluster):
     # Given leader s0 of t-0 (offsets 0..2) and t-1 (empty), in leader epoch 1
-    c = cluster()
+    c = cluster(lag_time_max_ms=60_000)   # no in-sync change during the test
     open_second_partition(c)
     assert produce(c.router("s0"), [b"a", b"b", b"c"]).error is None
     sock = c.router("s0")
@@ -226,11 +226,16 @@ def test_a_fetch_of_all_answers_each_partition_as_a_fetch_of_its_own(cluster):
     assert first.result.epoch_starts == (protocol.EpochStart(1, 0),)
     assert isinstance(fenced.error, FencedLeaderEpochError) and fenced.entries_bytes == 0
     assert isinstance(not_led.error, NotLeaderError)
+    # And a fetch of only a refused partition is not held either: its answer is due now
+    # (from "s9", whose fetch no append here could wake)
+    fetch_all(sock, [(9, 1, 0)], wait_ms=30_000, replica_id="s9")
+    reply, _ = answer_of(sock, 2_000)
+    assert isinstance(reply.replica_fetch_all[0].error, NotLeaderError)
 
 
 def test_a_fetch_of_all_at_the_log_ends_is_held_until_one_partition_has_entries(cluster):
     # Given leader s0 of t-0 and t-1, both empty
-    c = cluster()
+    c = cluster(lag_time_max_ms=60_000)   # no in-sync change during the test
     open_second_partition(c)
     sock = c.router("s0")
     # When s2 fetches both at their ends with a long wait
@@ -250,25 +255,30 @@ def test_a_fetch_of_all_at_the_log_ends_is_held_until_one_partition_has_entries(
 
 def test_an_answer_of_all_keeps_within_its_bytes_but_always_sends_one_entry(cluster):
     # Given leader s0 with entries in both t-0 and t-1
-    c = cluster()
+    c = cluster(lag_time_max_ms=60_000)   # no in-sync change during the test
     open_second_partition(c)
     router = c.router("s0")
     assert produce(router, [b"a" * 100]).error is None
     router.send_multipart([CLIENT, protocol.encode_produce(78, "t", 1, 1), batch_of([b"b" * 100])])
     assert reply_of(router).error is None
-    # When s2 fetches both with room for 1 byte of entries
     sock = c.router("s0")
-    fetch_all(sock, [(0, 1, 0), (1, 1, 0)], bytes_max=1)
+    fetch_all(sock, [(0, 1, 0), (1, 1, 0)])
     reply, payload = answer_of(sock)
-    # Then the first gets its one whole entry, the second none (its next fetch gets it)
-    t0, t1 = reply.replica_fetch_all
-    assert t0.entries_bytes == len(payload) > 1
-    assert (t1.error, t1.entries_bytes, t1.result.log_end_offset) == (None, 0, 1)
+    entry_bytes = [r.entries_bytes for r in reply.replica_fetch_all]
+    assert sum(entry_bytes) == len(payload) and min(entry_bytes) > 1
+    # When s2 fetches both with room for 1 byte of entries, and for the first entry and 1 byte
+    for bytes_max in (1, entry_bytes[0] + 1):
+        fetch_all(sock, [(0, 1, 0), (1, 1, 0)], bytes_max=bytes_max)
+        reply, payload = answer_of(sock)
+        # Then the first gets its one whole entry, the second none (its next fetch gets it)
+        t0, t1 = reply.replica_fetch_all
+        assert t0.entries_bytes == len(payload) == entry_bytes[0]
+        assert (t1.error, t1.entries_bytes, t1.result.log_end_offset) == (None, 0, 1)
 
 
 def test_a_fetch_of_more_partitions_than_allowed_is_refused_whole(cluster, monkeypatch):
     # Given a leader that takes at most 2 partitions per fetch
-    c = cluster()
+    c = cluster(lag_time_max_ms=60_000)   # no in-sync change during the test
     monkeypatch.setattr(limits, "REPLICA_FETCH_PARTITIONS_MAX", 2)
     sock = c.router("s0")
     # When a fetch names 3
@@ -282,7 +292,7 @@ def test_a_fetch_of_more_partitions_than_allowed_is_refused_whole(cluster, monke
 
 def test_followers_of_two_partitions_keep_both_in_sync_with_one_fetch_per_leader(cluster):
     # Given a cluster whose leader s0 leads t-0 and t-1
-    c = cluster()
+    c = cluster(lag_time_max_ms=60_000)   # no in-sync change during the test
     open_second_partition(c)
     router = c.router("s0")
     # When acks="all" produces go to both
