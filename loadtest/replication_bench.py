@@ -11,7 +11,10 @@ One run measures, on the same machine and cluster:
 3. failover: SIGKILL of the node (every process of it) holding a factor-3
    partition's leader, then the time to the first acknowledged acks="all"
    produce to that partition; the node comes back and the partition is fully
-   in sync again before the next kill. p50 and max over ``--kills``;
+   in sync again before the next kill. p50 and max over ``--kills``, and of
+   the time until ``describe`` names the new leader (the controller noticed the
+   loss and elected one; the rest of the failover is the routers and the
+   producer finding it);
 4. Redis Streams (``XADD``, AOF fsync always, pipelines of 100) in the same
    run, so each figure has a ratio to a peer (the VM's speed varies by 2x).
 
@@ -26,6 +29,7 @@ import argparse
 import json
 import statistics
 import tempfile
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -38,6 +42,7 @@ from tests.support import unique_topic, wait_until
 from tests.three_node_cluster import ThreeNodeCluster
 
 FAILOVER_WAIT_S = 120     # a kill that takes longer than this is reported as failed
+ELECTION_POLL_S = 0.05    # how often the watcher asks who leads the partition
 
 
 def main() -> None:
@@ -87,7 +92,7 @@ def e2e(url: str, messages: int) -> dict:
 def failover(cluster: ThreeNodeCluster, broker: Broker, data_dir: Path, kills: int) -> dict:
     """Seconds from removing the leader's node to the first acks="all" produce it acks."""
     topic = unique_topic("failover")
-    seconds = []
+    seconds, elected = [], []
     with Admin(broker=broker.url) as admin, Producer(
             broker=broker.url, acks="all", linger_ms=0, request_timeout_ms=2_000,
             delivery_timeout_ms=FAILOVER_WAIT_S * 1000, retry_backoff_ms=20,
@@ -97,14 +102,51 @@ def failover(cluster: ThreeNodeCluster, broker: Broker, data_dir: Path, kills: i
         for _ in range(kills):
             partition, node = _partition_led_on_a_worker(admin, topic, pins)
             producer.send(topic, b"before", partition=partition).get(FAILOVER_WAIT_S)
+            leader = admin.describe_topic(topic).partition_info[partition].shard
             started_s = time.monotonic()
+            watcher = ElectionWatcher(broker.url, topic, partition, leader, started_s)
             cluster.remove_node(node)
             producer.send(topic, b"after", partition=partition).get(FAILOVER_WAIT_S)
             seconds.append(time.monotonic() - started_s)
+            elected.append(watcher.result_s())
             cluster.add_node(node)
             wait_until(lambda: _fully_in_sync(admin, topic), timeout_s=FAILOVER_WAIT_S)
+    known = [e for e in elected if e is not None]
     return {"kills": len(seconds), "p50_s": statistics.median(seconds), "max_s": max(seconds),
-            "seconds": [round(s, 3) for s in seconds]}
+            "seconds": [round(s, 3) for s in seconds],
+            "elected_p50_s": statistics.median(known) if known else None,
+            "elected_max_s": max(known) if known else None,
+            "elected_s": [None if e is None else round(e, 3) for e in elected]}
+
+
+class ElectionWatcher:
+    """A thread asking every ELECTION_POLL_S who leads ``partition``, from ``started_s``
+    until it is a shard other than ``old_leader`` (or FAILOVER_WAIT_S passed)."""
+
+    def __init__(self, url: str, topic: str, partition: int, old_leader: str, started_s: float):
+        self._url, self._topic, self._partition = url, topic, partition
+        self._old_leader, self._started_s = old_leader, started_s
+        self._elected_s: float | None = None
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def result_s(self) -> float | None:
+        """Seconds from ``started_s`` to the first answer naming a new leader (None if
+        none came in time); waits for the thread."""
+        self._thread.join(FAILOVER_WAIT_S + 5)
+        return self._elected_s
+
+    def _watch(self) -> None:
+        with Admin(broker=self._url, request_timeout_ms=1_000) as admin:
+            while time.monotonic() - self._started_s < FAILOVER_WAIT_S:
+                try:
+                    info = admin.describe_topic(self._topic).partition_info[self._partition]
+                except Exception:   # the router may be refreshing: ask again
+                    info = None
+                if info is not None and info.shard and info.shard != self._old_leader:
+                    self._elected_s = time.monotonic() - self._started_s
+                    return
+                time.sleep(ELECTION_POLL_S)
 
 
 def _partition_led_on_a_worker(admin: Admin, topic: str, pins: dict) -> tuple[int, str]:
@@ -139,6 +181,12 @@ def format_results(results: dict) -> str:
     fail = results["failover"]
     lines.append(f"failover over {fail['kills']} node kills: p50 {fail['p50_s']:.2f} s, "
                  f"max {fail['max_s']:.2f} s")
+    if fail.get("elected_p50_s") is not None:
+        lines.append(f"  of which until the new leader is elected (describe): p50 "
+                     f"{fail['elected_p50_s']:.2f} s, max {fail['elected_max_s']:.2f} s; "
+                     f"each kill (acked / elected, s): "
+                     + ", ".join(f"{a:.2f}/{'-' if e is None else f'{e:.2f}'}"
+                                 for a, e in zip(fail["seconds"], fail["elected_s"])))
     return "\n".join(lines)
 
 

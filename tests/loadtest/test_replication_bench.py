@@ -20,3 +20,7 @@ def test_the_replication_bench_measures_every_run_and_survives_a_leaders_node_ki
     assert results["failover"]["kills"] == 1
     assert 0 < results["failover"]["max_s"] < replication_bench.FAILOVER_WAIT_S
     assert "failover over 1 node kills" in replication_bench.format_results(results)
+    # And the time until describe named a new leader was measured, and prints too
+    (elected_s,) = results["failover"]["elected_s"]
+    assert elected_s is not None and 0 < elected_s < replication_bench.FAILOVER_WAIT_S
+    assert "until the new leader is elected" in replication_bench.format_results(results)
