@@ -36,6 +36,8 @@ being led here, or its wait ends. The entries of the answer are bounded per
 partition (REPLICA_FETCH_BYTES_MAX) and in all (REPLICA_FETCH_ANSWER_BYTES_MAX):
 a partition whose entries would pass the whole's bound sends none this time
 (its next fetch is answered at once), unless it is the first with entries.
+This shard's own followers send only fetches of all (replica_fetcher.py); the
+fetch of one partition stays served for a follower of the previous version.
 
 Every fetch goes to LeaderReplication (shards/replication.py), which fences
 it, looks its epoch up and, unless it diverges, counts how far the follower
@@ -109,7 +111,6 @@ class ReplicaServer:
         self.led: dict[tuple[str, int], Led] = {}
         self._answer_parked_fetch = self._answer_parked   # bound once
         self._answer_parked_fetch_all = self._answer_parked_all
-        self.fetch_all_requests = 0     # replicaFetchAll requests served, for stats
 
     # --- Leading -------------------------------------------------------------------
 
@@ -273,7 +274,6 @@ class ReplicaServer:
                 f"a replicaFetchAll from {request.replica_id} names {len(request.partitions)} "
                 f"partitions, more than {limits.REPLICA_FETCH_PARTITIONS_MAX} "
                 f"(REPLICA_FETCH_PARTITIONS_MAX)")
-        self.fetch_all_requests += 1
         outcomes, answer_now = [], request.wait_ms_max == 0
         for wanted in request.partitions:
             outcome, ready = self._outcome(wanted, request, controller_epoch, now_s)
