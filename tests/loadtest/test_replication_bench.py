@@ -25,7 +25,7 @@ def test_the_replication_bench_measures_every_run_and_survives_a_leaders_node_ki
     # And the time until describe named a new leader was measured, and prints too
     (elected_s,) = results["failover"]["elected_s"]
     assert elected_s is not None and 0 < elected_s < replication_bench.FAILOVER_WAIT_S
-    assert "until the new leader is elected" in replication_bench.format_results(results)
+    assert "until the controller names the new leader" in replication_bench.format_results(results)
 
 
 def test_a_kill_needs_a_partition_led_on_a_worker_node_and_finds_none_once_all_moved_to_the_head():
