@@ -447,6 +447,11 @@ REPLICA_FETCH_PARTITIONS_MAX = 128
 # partition whose entries would pass it waits for the next fetch, unless it
 # is the answer's first (one whole entry always goes).
 REPLICA_FETCH_ANSWER_BYTES_MAX = 16 * MiB
+# Fetches a follower has in flight to one leader, each with other partitions: a
+# partition whose fetched entries became durable is fetched again at once (the
+# leader's acks="all" waits for that fetch) even while a fetch of the others
+# waits parked at the leader.
+REPLICA_FETCHES_IN_FLIGHT_MAX = 4
 # A follower's fetch unanswered this long after its wait ended is given up: the
 # leader or the path to it is gone, and the follower reconnects and retries.
 REPLICA_FETCH_TIMEOUT_MS = 5_000
@@ -591,6 +596,7 @@ def _relations() -> list[tuple[str, bool]]:
         ("an answer to a follower holds one partition's entries and fits a frame",
          REPLICA_FETCH_BYTES_MAX <= REPLICA_FETCH_ANSWER_BYTES_MAX
          and REPLICA_FETCH_ANSWER_BYTES_MAX + BATCH_BYTES_MAX <= FRAME_BYTES_MAX),
+        ("a follower's fetches to one leader fit its socket", 1 <= REPLICA_FETCHES_IN_FLIGHT_MAX <= SOCKET_MESSAGES_HWM),
     ]
 
 

@@ -27,12 +27,15 @@ wait ends). Per partition (Kafka's ISR protocol):
         doubling up to _MAX); a fetch that went unanswered also replaces the
         connection (the leader restarted, or the path to it broke)
 
-Each leader has at most one fetch in flight, and the next one goes once every
-partition the answer brought entries for is durable (group commit fsyncs them
-all in the loop round that read the answer), with every partition that is not
-backing off, at most REPLICA_FETCH_PARTITIONS_MAX (those the leader said have
-entries waiting first, the rest in turns). So an idle leader costs two fetches
-a second however many partitions it leads here, and a silent one a few.
+Fetches go at the end of a loop round (``run_timers``, after group commit):
+one per leader with every partition that became ready in the round (answered
+with nothing new, or its entries now durable) and is not backing off, at most
+REPLICA_FETCH_PARTITIONS_MAX (those the leader said have entries waiting
+first, the rest in turns). Each partition is in at most one fetch; a leader
+has at most REPLICA_FETCHES_IN_FLIGHT_MAX in flight, so that a partition whose
+entries became durable need not wait for a fetch of the others parked at the
+leader (acks="all" waits for this round trip). So an idle leader costs two
+fetches a second however many partitions it leads here, and a silent one a few.
 """
 
 from __future__ import annotations
@@ -82,14 +85,12 @@ class Followed:
 
 @dataclass(eq=False)
 class LeaderLink:
-    """The partitions this shard follows on one leader, and the one fetch of them in
-    flight (request_id 0: none)."""
+    """The partitions this shard follows on one leader, and the fetches of them in
+    flight: request id -> (the partitions it carries, in order; when it is given up)."""
 
     leader: str
     partitions: dict[tuple[str, int], Followed] = field(default_factory=dict)
-    request_id: int = 0
-    sent: list[Followed] = field(default_factory=list)   # in the fetch in flight, in order
-    deadline_s: float = 0.0          # in flight: given up at this time
+    in_flight: dict[int, tuple[list[Followed], float]] = field(default_factory=dict)
     turn: int = 0                    # where the next fetch of too many partitions starts
     fetches: int = 0                 # sent, for stats
 
@@ -198,9 +199,10 @@ class ReplicaFetcher:
             log.warning("%s: dropped a replica fetch answer: %s", self.shard_id, exc)
             return
         link = self._in_flight.pop(reply.request_id, None)
-        if link is None or link.request_id != reply.request_id:
+        fetch = None if link is None else link.in_flight.pop(reply.request_id, None)
+        if fetch is None:
             return   # the answer to a fetch given up
-        sent, link.sent, link.request_id = link.sent, [], 0
+        sent = fetch[0]
         now_s = self._clock_s()
         payload = frames[2].buffer if len(frames) > 2 else memoryview(b"")
         error = reply.error or _malformed(reply, len(sent), len(payload))
@@ -210,7 +212,7 @@ class ReplicaFetcher:
                     self._failed(followed, now_s, error)
         else:
             self._apply_all(reply, sent, payload, now_s)
-        self._send(link, now_s)
+        self._schedule(now_s)   # the next fetch goes at the end of this loop round
 
     def _awaits(self, followed: Followed, request_id: int) -> bool:
         """``followed`` is still followed here and waits for fetch ``request_id``."""
@@ -276,11 +278,7 @@ class ReplicaFetcher:
         if followed is None or followed.state != AWAITING_DURABLE:
             return
         self._follow_high_watermark(followed)
-        now_s = self._clock_s()
-        self._idle(followed, now_s)
-        link = self.links.get(followed.leader)
-        if link is not None:
-            self._send(link, now_s)
+        self._idle(followed, self._clock_s())   # fetched again at the end of this loop round
 
     def _follow_high_watermark(self, followed: Followed) -> None:
         part = followed.part
@@ -311,16 +309,12 @@ class ReplicaFetcher:
     # --- Sending and timers -------------------------------------------------------------
 
     def _send(self, link: LeaderLink, now_s: float) -> None:
-        """Send ``link``'s leader one fetch of its partitions that may go now, unless one
-        is in flight or one awaits durability (the next fetch carries it too)."""
-        if link.request_id or self._closed:
+        """Send ``link``'s leader one fetch of its partitions that may go now, unless
+        REPLICA_FETCHES_IN_FLIGHT_MAX are in flight (the next one carries them)."""
+        if len(link.in_flight) >= limits.REPLICA_FETCHES_IN_FLIGHT_MAX or self._closed:
             return
-        ready = []
-        for followed in link.partitions.values():
-            if followed.state == AWAITING_DURABLE:
-                return   # on_durable sends, in this loop round
-            if followed.state == IDLE and followed.retry_at_s <= now_s:
-                ready.append(followed)
+        ready = [followed for followed in link.partitions.values()
+                 if followed.state == IDLE and followed.retry_at_s <= now_s]
         if not ready:
             return       # each waiting one scheduled its retry
         if len(ready) > limits.REPLICA_FETCH_PARTITIONS_MAX:
@@ -342,12 +336,11 @@ class ReplicaFetcher:
             return
         for followed in ready:
             followed.state, followed.request_id = IN_FLIGHT, request_id
-        link.request_id, link.sent = request_id, ready
-        link.deadline_s = now_s + (limits.REPLICA_FETCH_WAIT_MS
-                                   + limits.REPLICA_FETCH_TIMEOUT_MS) / 1000
+        deadline_s = now_s + (limits.REPLICA_FETCH_WAIT_MS + limits.REPLICA_FETCH_TIMEOUT_MS) / 1000
+        link.in_flight[request_id] = (ready, deadline_s)
         link.fetches += 1
         self._in_flight[request_id] = link
-        self._schedule(link.deadline_s)
+        self._schedule(deadline_s)
 
     def _wanted(self, followed: Followed) -> protocol.ReplicaFetchPartition:
         part = followed.part
@@ -378,15 +371,15 @@ class ReplicaFetcher:
             return
         self._next_timer_s = None
         for link in list(self.links.values()):
-            if link.request_id and link.deadline_s <= now_s:
+            deadlines = [deadline_s for _, deadline_s in link.in_flight.values()]
+            if deadlines and min(deadlines) <= now_s:
                 self._disconnect(link.leader)   # its answers would come too late
-            elif link.request_id:
-                self._schedule(link.deadline_s)
-            if not link.request_id:
-                self._send(link, now_s)
-                for followed in link.partitions.values():
-                    if followed.state == IDLE and followed.retry_at_s > now_s:
-                        self._schedule(followed.retry_at_s)
+            elif deadlines:
+                self._schedule(min(deadlines))
+            self._send(link, now_s)
+            for followed in link.partitions.values():
+                if followed.state == IDLE and followed.retry_at_s > now_s:
+                    self._schedule(followed.retry_at_s)
 
     def _schedule(self, at_s: float) -> None:
         if self._next_timer_s is None or at_s < self._next_timer_s:
@@ -428,15 +421,16 @@ class ReplicaFetcher:
         self._poller.unregister(dealer)
         dealer.close(linger=0)
         link = self.links.get(leader)
-        if link is None or not link.request_id:
+        if link is None:
             return
-        self._in_flight.pop(link.request_id, None)
-        sent, request_id, link.sent, link.request_id = link.sent, link.request_id, [], 0
         now_s = self._clock_s()
-        for followed in sent:
-            if self._awaits(followed, request_id):
-                self._failed(followed, now_s, ConnectionError(
-                    "no answer in time, or the leader moved: connection replaced"))
+        for request_id, (sent, _) in list(link.in_flight.items()):
+            self._in_flight.pop(request_id, None)
+            for followed in sent:
+                if self._awaits(followed, request_id):
+                    self._failed(followed, now_s, ConnectionError(
+                        "no answer in time, or the leader moved: connection replaced"))
+        link.in_flight.clear()
 
     # --- Stats -------------------------------------------------------------------------
 

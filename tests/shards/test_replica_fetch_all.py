@@ -72,8 +72,10 @@ class FakeLeader:
 
 
 @pytest.fixture
-def follower(tmp_path):
-    """Shard s1 following partitions t-0, t-1, t-2 on the fake leader "lead"."""
+def follower(tmp_path, monkeypatch):
+    """Shard s1 following partitions t-0, t-1, t-2 on the fake leader "lead", with one
+    fetch in flight at a time (a test may allow more once they are open)."""
+    monkeypatch.setattr(limits, "REPLICA_FETCHES_IN_FLIGHT_MAX", 1)
     leader = FakeLeader()
     srv = ShardServer("s1", tmp_path / "s1", "127.0.0.1")
     srv.start()
@@ -166,6 +168,28 @@ def test_a_follower_of_more_partitions_than_one_fetch_carries_asks_for_each_in_t
     # Then none carries more than two, and once all are open each is asked in turn
     assert all(len(partitions) <= 2 for partitions in asked), asked
     assert set(asked[-2]) | set(asked[-1]) == set(PARTITIONS), asked
+
+
+def test_a_partition_ready_while_a_fetch_waits_at_the_leader_goes_in_a_second_fetch(
+        follower, monkeypatch, tmp_path):
+    # Given a follower allowed two fetches in flight to its leader, whose fetch of all
+    # three is answered: t-1 refused (it backs off), t-0 and t-2 nothing new
+    srv, leader = follower
+    envelope, request = first_fetch_of_all(leader)
+    monkeypatch.setattr(limits, "REPLICA_FETCHES_IN_FLIGHT_MAX", 2)
+    leader.answer(envelope, request, {}, errors={1: NotLeaderError("t-1: not yet, for the test")})
+    # When the fetch of t-0 and t-2 waits at the leader (as at its log end)
+    _, waiting = leader.next_fetch()
+    assert sorted(p.partition for p in waiting.partitions) == [0, 2]
+    # Then t-1 goes in a second fetch after its backoff, and once the entries it brought
+    # are durable, in a third at once: neither waits for the fetch held at the leader
+    # (given up only after REPLICA_FETCH_WAIT_MS + REPLICA_FETCH_TIMEOUT_MS)
+    soon_s = (limits.REPLICA_FETCH_WAIT_MS + limits.REPLICA_FETCH_TIMEOUT_MS) / 1000 / 2
+    envelope, second = leader.next_fetch(soon_s)
+    assert [(p.partition, p.fetch_offset) for p in second.partitions] == [(1, 0)]
+    leader.answer(envelope, second, {1: entry_of([b"a", b"b", b"c"], 0, tmp_path)})
+    _, third = leader.next_fetch(soon_s)
+    assert [(p.partition, p.fetch_offset) for p in third.partitions] == [(1, 3)]
 
 
 def test_an_answer_that_does_not_match_its_fetch_is_dropped_and_fetched_again(follower):
