@@ -94,7 +94,7 @@ class BenchConfig:
     producers: int = 1
     linger_ms: float | None = None        # None: the Producer's default
     batch_bytes_max: int | None = None    # None: the Producer's default
-    acks: str = "1"
+    acks: str = "all"                     # the Producer's default (client/producer.py)
     topic: str | None = None              # None: a fresh topic
     rate: float | None = None             # records/s over all producers; None: flat out
     duration_s: float | None = None       # produce: run this long instead of ``messages``

@@ -465,6 +465,21 @@ REPLICA_FETCH_WAIT_MS = 500
 # Entries per follower fetch: as a consumer's default fetch; one whole entry is
 # always sent, however large.
 REPLICA_FETCH_BYTES_MAX = 4 * MiB
+# A follower fetches all the partitions it follows on one leader in one request
+# (Kafka's one fetch per broker pair), this many at most: the request, with
+# every topic name at its longest, fits a header (HEADER_BYTES_MAX); a follower
+# of more sends the rest in its next fetches, those with entries waiting first.
+REPLICA_FETCH_PARTITIONS_MAX = 128
+# The entries of all the partitions in one answer (each partition's at most
+# REPLICA_FETCH_BYTES_MAX): Kafka's replica.fetch.response.max.bytes. A
+# partition whose entries would pass it waits for the next fetch, unless it
+# is the answer's first (one whole entry always goes).
+REPLICA_FETCH_ANSWER_BYTES_MAX = 16 * MiB
+# Fetches a follower has in flight to one leader, each with other partitions: a
+# partition whose fetched entries became durable is fetched again at once (the
+# leader's acks="all" waits for that fetch) even while a fetch of the others
+# waits parked at the leader.
+REPLICA_FETCHES_IN_FLIGHT_MAX = 4
 # A follower's fetch unanswered this long after its wait ended is given up: the
 # leader or the path to it is gone, and the follower reconnects and retries.
 REPLICA_FETCH_TIMEOUT_MS = 5_000
@@ -620,6 +635,12 @@ def _relations() -> list[tuple[str, bool]]:
         ("a slot's retention keeps its last complete snapshot, with hours to spare", 4 * (OFFSETS_SNAPSHOT_INTERVAL_MS + OFFSETS_SLOT_SEGMENT_MS) <= OFFSETS_SLOT_RETENTION_MS and OFFSETS_SLOT_SEGMENT_MS >= SEGMENT_MS_CONFIG_MIN),
         ("a sealing leader's followers have time for several parked fetches",
          0 < SEAL_POLL_INTERVAL_MS <= 3 * REPLICA_FETCH_WAIT_MS <= SEAL_REPLICATED_WAIT_S * 1000),
+        ("a follower's fetch of every partition fits a header, each at its longest topic name",
+         REPLICA_FETCH_PARTITIONS_MAX * (TOPIC_NAME_BYTES_MAX + 1 + 6 * 8) <= HEADER_BYTES_MAX),
+        ("an answer to a follower holds one partition's entries and fits a frame",
+         REPLICA_FETCH_BYTES_MAX <= REPLICA_FETCH_ANSWER_BYTES_MAX
+         and REPLICA_FETCH_ANSWER_BYTES_MAX + BATCH_BYTES_MAX <= FRAME_BYTES_MAX),
+        ("a follower's fetches to one leader fit its socket", 1 <= REPLICA_FETCHES_IN_FLIGHT_MAX <= SOCKET_MESSAGES_HWM),
     ]
 
 

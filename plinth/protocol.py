@@ -213,12 +213,39 @@ class ReplicaFetchRequest:
     kind: ClassVar[str] = "replicaFetch"
 
 
+@dataclass(frozen=True, slots=True)
+class ReplicaFetchPartition:
+    """One partition of a ReplicaFetchAllRequest (ReplicaFetchRequest's fields for it)."""
+
+    topic: str
+    partition: int
+    leader_epoch: int
+    fetch_offset: int
+    last_fetched_epoch: int
+    bytes_max: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaFetchAllRequest:
+    """A follower shard pulling every partition it follows on one leader (shard to
+    shard only): answered when any has entries or an answer of its own, or after
+    ``wait_ms_max``."""
+
+    request_id: int
+    replica_id: str
+    controller_epoch: int
+    wait_ms_max: int
+    bytes_max: int                # the whole answer's entries
+    partitions: tuple[ReplicaFetchPartition, ...]
+    kind: ClassVar[str] = "replicaFetchAll"
+
+
 Request = (ProduceRequest | FetchRequest | ListOffsetsRequest | MetadataRequest
            | CreateTopicRequest | AlterTopicRequest | DeleteTopicRequest | DescribeTopicRequest
            | ListTopicsRequest | GroupHeartbeatRequest | CommitOffsetsRequest
            | ResetOffsetsRequest | FetchOffsetsRequest | DescribeGroupRequest
            | ListGroupsRequest | StatusRequest | AddShardsRequest | RemoveShardsRequest
-           | ReplicaFetchRequest | MoveShardRequest)
+           | ReplicaFetchRequest | MoveShardRequest | ReplicaFetchAllRequest)
 
 # Requests that the router forwards to the shard owning the partition.
 PARTITION_REQUESTS = (ProduceRequest, FetchRequest, ListOffsetsRequest)
@@ -342,6 +369,7 @@ class ReplyView:
     throttle_time_ms: int = 0         # over a quota: wait this long before the next request
     replica_fetch: ReplicaFetchResult | None = None
     shard_move: ShardMove | None = None
+    replica_fetch_all: list[ReplicaFetchPartitionResult] = field(default_factory=list)
 
 
 # --- Requests ---------------------------------------------------------------
@@ -545,6 +573,10 @@ _REQUEST_DECODERS = {
     "replicaFetch": lambda rid, b: ReplicaFetchRequest(
         rid, b.topic, b.partition, b.replicaId, b.leaderEpoch, b.fetchOffset,
         b.lastFetchedEpoch, b.maxBytes, b.maxWaitMs, b.controllerEpoch),
+    "replicaFetchAll": lambda rid, b: ReplicaFetchAllRequest(
+        rid, b.replicaId, b.controllerEpoch, b.maxWaitMs, b.maxBytes, tuple(
+            ReplicaFetchPartition(p.topic, p.partition, p.leaderEpoch, p.fetchOffset,
+                                  p.lastFetchedEpoch, p.maxBytes) for p in b.partitions)),
 }
 
 
@@ -692,6 +724,8 @@ def _reply_view(rep) -> ReplyView:
         view.shard_move = ShardMove(m.shard, m.fromNode, m.toNode, m.address,
                                     [(r.topic, r.partition) for r in m.repairing],
                                     [(r.topic, r.partition) for r in m.emptied])
+    elif view.kind == "replicaFetchAll":
+        view.replica_fetch_all = [_replica_fetch_partition_result(r) for r in rep.replicaFetchAll]
     elif view.kind == "status":
         st = rep.status
         view.status = StatusInfo(
@@ -823,7 +857,11 @@ def encode_replica_fetch(request_id: int, topic: str, partition: int, replica_id
 
 def encode_replica_fetch_reply(request_id: int, result: ReplicaFetchResult) -> bytes:
     msg = protocol.Reply.new_message(requestId=request_id)
-    body = msg.init("replicaFetch")
+    _fill_replica_fetch_result(msg.init("replicaFetch"), result)
+    return msg.to_bytes()
+
+
+def _fill_replica_fetch_result(body, result: ReplicaFetchResult) -> None:
     body.highWatermark, body.logStartOffset = result.high_watermark, result.log_start_offset
     body.logEndOffset = result.log_end_offset
     body.divergingEpoch = result.diverging_epoch
@@ -831,7 +869,6 @@ def encode_replica_fetch_reply(request_id: int, result: ReplicaFetchResult) -> b
     starts = body.init("epochStarts", len(result.epoch_starts))
     for i, (leader_epoch, start_offset) in enumerate(result.epoch_starts):
         starts[i].leaderEpoch, starts[i].startOffset = leader_epoch, start_offset
-    return msg.to_bytes()
 
 
 def _replica_fetch_result(r) -> ReplicaFetchResult:
@@ -839,3 +876,54 @@ def _replica_fetch_result(r) -> ReplicaFetchResult:
         r.highWatermark, r.logStartOffset, r.logEndOffset, r.divergingEpoch,
         r.divergingEndOffset, tuple(EpochStart(e.leaderEpoch, e.startOffset)
                                     for e in r.epochStarts))
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaFetchPartitionResult:
+    """One partition's part of the answer to a replicaFetchAll: ``error`` (this
+    partition refused: notLeader, fencedLeaderEpoch, ...) or ``result``, and the
+    length of its entries in the payload frame, which holds every partition's
+    one after another in the request's order."""
+
+    error: BrokerError | None
+    result: ReplicaFetchResult | None
+    entries_bytes: int = 0
+
+
+def encode_replica_fetch_all(request_id: int, replica_id: str, controller_epoch: int,
+                             wait_ms_max: int, bytes_max: int,
+                             partitions: list[ReplicaFetchPartition]) -> bytes:
+    """A follower's fetch of every partition it follows on one leader."""
+    msg = protocol.Request.new_message(requestId=request_id)
+    body = msg.init("replicaFetchAll")
+    body.replicaId, body.controllerEpoch = replica_id, controller_epoch
+    body.maxWaitMs, body.maxBytes = wait_ms_max, bytes_max
+    out = body.init("partitions", len(partitions))
+    for i, p in enumerate(partitions):
+        o = out[i]
+        o.topic, o.partition, o.leaderEpoch = p.topic, p.partition, p.leader_epoch
+        o.fetchOffset, o.lastFetchedEpoch, o.maxBytes = \
+            p.fetch_offset, p.last_fetched_epoch, p.bytes_max
+    return msg.to_bytes()
+
+
+def encode_replica_fetch_all_reply(request_id: int,
+                                   results: list[ReplicaFetchPartitionResult]) -> bytes:
+    """The leader's answer, one result per partition in the request's order."""
+    msg = protocol.Reply.new_message(requestId=request_id)
+    out = msg.init("replicaFetchAll", len(results))
+    for i, r in enumerate(results):
+        o = out[i]
+        if r.error is not None:
+            o.error.code, o.error.message = r.error.code_name, r.error.message
+            continue
+        _fill_replica_fetch_result(o.result, r.result)
+        o.entriesBytes = r.entries_bytes
+    return msg.to_bytes()
+
+
+def _replica_fetch_partition_result(r) -> ReplicaFetchPartitionResult:
+    code = str(r.error.code)
+    if code != "none":
+        return ReplicaFetchPartitionResult(error_for_code(code, r.error.message), None)
+    return ReplicaFetchPartitionResult(None, _replica_fetch_result(r.result), r.entriesBytes)

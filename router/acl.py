@@ -189,7 +189,7 @@ def needs_of(request: protocol.Request) -> list[Need] | None:
             return [("cluster", None, None)]
         case protocol.MoveShardRequest():
             return [("cluster", None, None)]
-        case protocol.ReplicaFetchRequest():   # shard to shard; a router never serves it
+        case protocol.ReplicaFetchRequest() | protocol.ReplicaFetchAllRequest():   # shard to shard; a router never serves it
             return [("cluster", None, None)]
     return None
 

@@ -52,6 +52,7 @@ struct Request {
     removeShards @18 :UInt32;      # how many of the newest shards to remove
     replicaFetch @19 :ReplicaFetch;   # shard to shard only: a router refuses it from clients
     moveShard @20 :MoveShard;      # re-create a shard's replicas on another node
+    replicaFetchAll @21 :ReplicaFetchAll;   # shard to shard only, as replicaFetch
   }
 }
 
@@ -124,6 +125,37 @@ struct ReplicaFetchResult {
   divergingEpoch @3 :Int32 = -1;
   divergingEndOffset @4 :Int64 = -1;
   epochStarts @5 :List(EpochStart);   # leader epochs starting inside the entries sent
+}
+
+# One fetch per (follower shard, leader shard), as Kafka's per broker pair: every
+# partition the follower follows on that leader, each fenced, checked for
+# divergence and answered exactly as a replicaFetch of its own. The leader
+# holds the fetch (long poll) until any of them has entries, an answer of its
+# own (an error, a divergence, a log start) is due, or maxWaitMs ends:
+# [Request replicaFetchAll] and [Reply replicaFetchAll][entries of them all,
+# one after another, each partition's entriesBytes long, in the request's order].
+struct ReplicaFetchAll {
+  replicaId @0 :Text;            # the follower shard's id
+  controllerEpoch @1 :Int32;     # the controller incarnation that made the follower
+  maxWaitMs @2 :UInt32;          # park until any partition has entries, this long at most
+  maxBytes @3 :UInt32;           # all the answer's entries (one whole entry always goes)
+  partitions @4 :List(ReplicaFetchPartition);
+}
+
+struct ReplicaFetchPartition {
+  topic @0 :Text;
+  partition @1 :UInt32;
+  leaderEpoch @2 :Int32;         # as ReplicaFetch's
+  fetchOffset @3 :Int64;
+  lastFetchedEpoch @4 :Int32;
+  maxBytes @5 :UInt32;           # this partition's entries
+}
+
+# One partition's part of the answer, in the request's order.
+struct ReplicaFetchPartitionResult {
+  error @0 :Error;               # code none: `result` holds; else this partition's refusal
+  result @1 :ReplicaFetchResult;
+  entriesBytes @2 :UInt32;       # its entries' length in the payload frame
 }
 
 struct EpochStart {
@@ -199,6 +231,7 @@ struct Reply {
     moves @12 :List(PartitionMove);   # addShards, removeShards
     replicaFetch @14 :ReplicaFetchResult;
     shardMove @15 :ShardMove;    # moveShard
+    replicaFetchAll @16 :List(ReplicaFetchPartitionResult);   # in the request's order
   }
   throttleTimeMs @13 :UInt32;    # the client is over a quota: its next request
                                  # waits this long (as Kafka's throttle_time_ms)

@@ -1,14 +1,18 @@
-"""The follower side of replication: fetch each followed partition from its leader.
+"""The follower side of replication: fetch the followed partitions from their leaders.
 
 Runs in a shard actor, on its loop thread only (shard_server.py), every
 method; no locks, no thread of its own. For each leader shard it keeps one
 DEALER to the leader's ROUTER socket, made as the router's shard connections
 are (router/shard_connections.py): a CurveZMQ client with the cluster's keys
 for tcp://, plain in the 0700 sockets directory for ipc://; the loop's poller
-watches it. Messages: [client id][Request replicaFetch] out, [client id]
-[Reply replicaFetch][entries] back (the leader sees this shard as a router).
+watches it. Messages: [client id][Request replicaFetchAll] out, [client id]
+[Reply replicaFetchAll][entries] back (the leader sees this shard as a router).
 
-Per followed partition, one fetch at a time (Kafka's ISR protocol):
+One fetch per leader carries every partition this shard follows there (a
+``LeaderLink``; Kafka's one fetch per broker pair), each with its own fetch
+offset and last fetched epoch; the leader answers each partition as it would a
+fetch of its own, and holds the fetch until any of them has entries (or its
+wait ends). Per partition (Kafka's ISR protocol):
 
     fetch(offset = durable log end, last fetched epoch) ──► leader
       entries ──► Partition.append_replicated ──► group commit fsyncs
@@ -23,8 +27,15 @@ Per followed partition, one fetch at a time (Kafka's ISR protocol):
         doubling up to _MAX); a fetch that went unanswered also replaces the
         connection (the leader restarted, or the path to it broke)
 
-So each partition has at most one request queued or in flight, and a silent
-leader costs a few requests a second.
+Fetches go at the end of a loop round (``run_timers``, after group commit):
+one per leader with every partition that became ready in the round (answered
+with nothing new, or its entries now durable) and is not backing off, at most
+REPLICA_FETCH_PARTITIONS_MAX (those the leader said have entries waiting
+first, the rest in turns). Each partition is in at most one fetch; a leader
+has at most REPLICA_FETCHES_IN_FLIGHT_MAX in flight, so that a partition whose
+entries became durable need not wait for a fetch of the others parked at the
+leader (acks="all" waits for this round trip). So an idle leader costs two
+fetches a second however many partitions it leads here, and a silent one a few.
 """
 
 from __future__ import annotations
@@ -32,7 +43,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import zmq
 
@@ -59,8 +70,7 @@ class Followed:
     leadership: Leadership
     replication: FollowerReplication
     state: str = IDLE
-    request_id: int = 0
-    deadline_s: float = 0.0          # in flight: given up at this time
+    request_id: int = 0              # in flight: the fetch carrying it
     retry_at_s: float = 0.0          # idle: send no earlier than this
     backoff_ms: int = 0              # 0 after a success
     leader_high_watermark: int = 0
@@ -71,6 +81,18 @@ class Followed:
     @property
     def leader(self) -> str:
         return self.leadership.leader
+
+
+@dataclass(eq=False)
+class LeaderLink:
+    """The partitions this shard follows on one leader, and the fetches of them in
+    flight: request id -> (the partitions it carries, in order; when it is given up)."""
+
+    leader: str
+    partitions: dict[tuple[str, int], Followed] = field(default_factory=dict)
+    in_flight: dict[int, tuple[list[Followed], float]] = field(default_factory=dict)
+    turn: int = 0                    # where the next fetch of too many partitions starts
+    fetches: int = 0                 # sent, for stats
 
 
 class ReplicaFetcher:
@@ -93,10 +115,12 @@ class ReplicaFetcher:
         self._clock_s = clock_s
         self.controller_epoch = 0
         self.followed: dict[tuple[str, int], Followed] = {}
+        # One per leader shard ever followed here: bounded by the cluster's shards.
+        self.links: dict[str, LeaderLink] = {}
         self._addresses: dict[str, str] = {}
         self._dealers: dict[str, tuple[str, zmq.Socket]] = {}     # leader -> (address, DEALER)
         self._leader_of_dealer: dict[zmq.Socket, str] = {}
-        self._in_flight: dict[int, Followed] = {}                   # by request id
+        self._in_flight: dict[int, LeaderLink] = {}                 # by request id
         self._request_ids = itertools.count(1)
         self._next_timer_s: float | None = None
         self._closed = False            # close() ran: no DEALER opens any more
@@ -122,17 +146,25 @@ class ReplicaFetcher:
             current.leadership = leadership
             return
         if current is not None:
-            self._drop_in_flight(current)
+            self.unfollow(part.key)
         replication = FollowerReplication(
             part.name, self.shard_id, leadership, part.log.end_offset, part.leader_epochs,
             high_watermark=part.high_watermark, needs_repair=part.needs_repair)
-        self.followed[part.key] = Followed(part, leadership, replication)
+        followed = self.followed[part.key] = Followed(part, leadership, replication)
+        link = self.links.get(leadership.leader)
+        if link is None:
+            link = self.links[leadership.leader] = LeaderLink(leadership.leader)
+        link.partitions[part.key] = followed
         self._schedule(self._clock_s())
 
     def unfollow(self, key: tuple[str, int]) -> Followed | None:
         followed = self.followed.pop(key, None)
         if followed is not None:
             self._drop_in_flight(followed)
+            link = self.links.get(followed.leader)
+            if link is not None:
+                link.partitions.pop(key, None)
+            self._schedule(self._clock_s())   # the link may have waited for it to be durable
         return followed
 
     def close(self) -> None:
@@ -166,24 +198,48 @@ class ReplicaFetcher:
         except MalformedReplyError as exc:
             log.warning("%s: dropped a replica fetch answer: %s", self.shard_id, exc)
             return
-        followed = self._in_flight.pop(reply.request_id, None)
-        if followed is None or followed.request_id != reply.request_id:
-            return   # the answer to a fetch given up or of an older leadership
+        link = self._in_flight.pop(reply.request_id, None)
+        fetch = None if link is None else link.in_flight.pop(reply.request_id, None)
+        if fetch is None:
+            return   # the answer to a fetch given up
+        sent = fetch[0]
         now_s = self._clock_s()
-        if reply.error is not None or reply.replica_fetch is None:
-            self._failed(followed, now_s, reply.error or MalformedReplyError(
-                f"a {reply.kind} answer to a replicaFetch"))
-            return
-        payload = frames[2].buffer if len(frames) > 2 else b""
-        try:
-            self._apply(followed, reply.replica_fetch, payload, now_s)
-        except BrokerError as exc:   # a bad entry (CRC), a disk error: fetch again later
-            self._failed(followed, now_s, exc)
-        except AssertionError:       # an invariant broke: stop the loop rather than go on
-            raise
-        except Exception as exc:     # a bug here must not stop the loop of every partition
-            log.exception("%s: applying a fetch of %s failed", self.shard_id, followed.part.name)
-            self._failed(followed, now_s, exc)
+        payload = frames[2].buffer if len(frames) > 2 else memoryview(b"")
+        error = reply.error or _malformed(reply, len(sent), len(payload))
+        if error is not None:
+            for followed in sent:
+                if self._awaits(followed, reply.request_id):
+                    self._failed(followed, now_s, error)
+        else:
+            self._apply_all(reply, sent, payload, now_s)
+        self._schedule(now_s)   # the next fetch goes at the end of this loop round
+
+    def _awaits(self, followed: Followed, request_id: int) -> bool:
+        """``followed`` is still followed here and waits for fetch ``request_id``."""
+        return followed.state == IN_FLIGHT and followed.request_id == request_id and \
+            self.followed.get(followed.part.key) is followed
+
+    def _apply_all(self, reply: protocol.ReplyView, sent: list[Followed], payload,
+                   now_s: float) -> None:
+        position = 0
+        for followed, answer in zip(sent, reply.replica_fetch_all):
+            entries = payload[position:position + answer.entries_bytes]
+            position += answer.entries_bytes
+            if not self._awaits(followed, reply.request_id):
+                continue   # unfollowed, or following a new leader or epoch, meanwhile
+            if answer.error is not None:
+                self._failed(followed, now_s, answer.error)
+                continue
+            try:
+                self._apply(followed, answer.result, entries, now_s)
+            except BrokerError as exc:   # a bad entry (CRC), a disk error: fetch again later
+                self._failed(followed, now_s, exc)
+            except AssertionError:       # an invariant broke: stop the loop rather than go on
+                raise
+            except Exception as exc:     # a bug here must not stop the loop of every partition
+                log.exception("%s: applying a fetch of %s failed", self.shard_id,
+                              followed.part.name)
+                self._failed(followed, now_s, exc)
 
     def _apply(self, followed: Followed, result: protocol.ReplicaFetchResult, entries,
                now_s: float) -> None:
@@ -217,12 +273,12 @@ class ReplicaFetcher:
 
     def on_durable(self, part: Partition) -> None:
         """Group commit made the fetched entries durable: move the high watermark and
-        fetch the next ones."""
+        fetch the next ones (once the leader's other partitions are durable too)."""
         followed = self.followed.get(part.key)
         if followed is None or followed.state != AWAITING_DURABLE:
             return
         self._follow_high_watermark(followed)
-        self._idle(followed, self._clock_s())
+        self._idle(followed, self._clock_s())   # fetched again at the end of this loop round
 
     def _follow_high_watermark(self, followed: Followed) -> None:
         part = followed.part
@@ -244,38 +300,66 @@ class ReplicaFetcher:
         self._idle(followed, now_s + backoff_ms / 1000)
 
     def _idle(self, followed: Followed, retry_at_s: float) -> None:
+        """``followed`` goes in its leader's next fetch sent at or after ``retry_at_s``."""
         followed.state = IDLE
+        followed.request_id = 0
         followed.retry_at_s = retry_at_s
-        if retry_at_s <= self._clock_s():
-            self._send(followed, retry_at_s)
-        else:
-            self._schedule(retry_at_s)
+        self._schedule(retry_at_s)
 
     # --- Sending and timers -------------------------------------------------------------
 
-    def _send(self, followed: Followed, now_s: float) -> None:
-        dealer = self._dealer(followed.leader)
-        if dealer is None:
-            self._failed(followed, now_s, LookupError(f"no address for {followed.leader!r}"))
+    def _send(self, link: LeaderLink, now_s: float) -> None:
+        """Send ``link``'s leader one fetch of its partitions that may go now, unless
+        REPLICA_FETCHES_IN_FLIGHT_MAX are in flight (the next one carries them)."""
+        if len(link.in_flight) >= limits.REPLICA_FETCHES_IN_FLIGHT_MAX or self._closed:
             return
-        part = followed.part
-        fetch_offset, last_fetched_epoch = followed.replication.next_fetch(
-            part.log.end_offset, part.leader_epochs)
+        ready = [followed for followed in link.partitions.values()
+                 if followed.state == IDLE and followed.retry_at_s <= now_s]
+        if not ready:
+            return       # each waiting one scheduled its retry
+        if len(ready) > limits.REPLICA_FETCH_PARTITIONS_MAX:
+            ready = self._turn_of(link, ready)
+        dealer = self._dealer(link.leader)
+        if dealer is None:
+            for followed in ready:
+                self._failed(followed, now_s, LookupError(f"no address for {link.leader!r}"))
+            return
         request_id = next(self._request_ids)
-        header = protocol.encode_replica_fetch(
-            request_id, part.topic, part.partition, self.shard_id,
-            followed.leadership.leader_epoch, fetch_offset, last_fetched_epoch,
-            limits.REPLICA_FETCH_BYTES_MAX, limits.REPLICA_FETCH_WAIT_MS, self.controller_epoch)
+        header = protocol.encode_replica_fetch_all(
+            request_id, self.shard_id, self.controller_epoch, limits.REPLICA_FETCH_WAIT_MS,
+            limits.REPLICA_FETCH_ANSWER_BYTES_MAX, [self._wanted(f) for f in ready])
         try:
             dealer.send_multipart([self._client_id, header], zmq.NOBLOCK)
         except zmq.Again:
-            self._failed(followed, now_s, BlockingIOError("the leader's socket is full"))
+            for followed in ready:
+                self._failed(followed, now_s, BlockingIOError("the leader's socket is full"))
             return
-        followed.state, followed.request_id = IN_FLIGHT, request_id
-        followed.deadline_s = now_s + (limits.REPLICA_FETCH_WAIT_MS
-                                       + limits.REPLICA_FETCH_TIMEOUT_MS) / 1000
-        self._in_flight[request_id] = followed
-        self._schedule(followed.deadline_s)
+        for followed in ready:
+            followed.state, followed.request_id = IN_FLIGHT, request_id
+        deadline_s = now_s + (limits.REPLICA_FETCH_WAIT_MS + limits.REPLICA_FETCH_TIMEOUT_MS) / 1000
+        link.in_flight[request_id] = (ready, deadline_s)
+        link.fetches += 1
+        self._in_flight[request_id] = link
+        self._schedule(deadline_s)
+
+    def _wanted(self, followed: Followed) -> protocol.ReplicaFetchPartition:
+        part = followed.part
+        fetch_offset, last_fetched_epoch = followed.replication.next_fetch(
+            part.log.end_offset, part.leader_epochs)
+        return protocol.ReplicaFetchPartition(
+            part.topic, part.partition, followed.leadership.leader_epoch, fetch_offset,
+            last_fetched_epoch, limits.REPLICA_FETCH_BYTES_MAX)
+
+    @staticmethod
+    def _turn_of(link: LeaderLink, ready: list[Followed]) -> list[Followed]:
+        """REPLICA_FETCH_PARTITIONS_MAX of ``ready``: those the leader said have entries
+        waiting first, the others from where the last such fetch stopped."""
+        count = limits.REPLICA_FETCH_PARTITIONS_MAX
+        link.turn %= len(ready)
+        turned = ready[link.turn:] + ready[:link.turn]
+        link.turn += count
+        turned.sort(key=lambda f: f.leader_end_offset <= f.part.log.end_offset)   # stable
+        return turned[:count]
 
     def next_timer_s(self) -> float | None:
         """When the loop must call ``run_timers`` next; None if nothing waits."""
@@ -286,25 +370,23 @@ class ReplicaFetcher:
         if self._next_timer_s is None or now_s < self._next_timer_s:
             return
         self._next_timer_s = None
-        for followed in list(self.followed.values()):
-            if followed.state == IDLE and followed.retry_at_s <= now_s:
-                self._send(followed, now_s)
-            elif followed.state == IN_FLIGHT and followed.deadline_s <= now_s:
-                self._drop_in_flight(followed)
-                self._disconnect(followed.leader)   # its answers would come too late
-                self._failed(followed, now_s, TimeoutError("no answer"))
-            elif followed.state == IDLE:
-                self._schedule(followed.retry_at_s)
-            elif followed.state == IN_FLIGHT:
-                self._schedule(followed.deadline_s)
+        for link in list(self.links.values()):
+            deadlines = [deadline_s for _, deadline_s in link.in_flight.values()]
+            if deadlines and min(deadlines) <= now_s:
+                self._disconnect(link.leader)   # its answers would come too late
+            elif deadlines:
+                self._schedule(min(deadlines))
+            self._send(link, now_s)
+            for followed in link.partitions.values():
+                if followed.state == IDLE and followed.retry_at_s > now_s:
+                    self._schedule(followed.retry_at_s)
 
     def _schedule(self, at_s: float) -> None:
         if self._next_timer_s is None or at_s < self._next_timer_s:
             self._next_timer_s = at_s
 
     def _drop_in_flight(self, followed: Followed) -> None:
-        if followed.state == IN_FLIGHT:
-            self._in_flight.pop(followed.request_id, None)
+        """``followed`` leaves the fetch carrying it (its answer to it is dropped)."""
         followed.state = IDLE
         followed.request_id = 0
 
@@ -338,10 +420,17 @@ class ReplicaFetcher:
         del self._leader_of_dealer[dealer]
         self._poller.unregister(dealer)
         dealer.close(linger=0)
-        for followed in self.followed.values():
-            if followed.leader == leader and followed.state == IN_FLIGHT:
-                self._drop_in_flight(followed)
-                self._failed(followed, self._clock_s(), ConnectionError("connection replaced"))
+        link = self.links.get(leader)
+        if link is None:
+            return
+        now_s = self._clock_s()
+        for request_id, (sent, _) in list(link.in_flight.items()):
+            self._in_flight.pop(request_id, None)
+            for followed in sent:
+                if self._awaits(followed, request_id):
+                    self._failed(followed, now_s, ConnectionError(
+                        "no answer in time, or the leader moved: connection replaced"))
+        link.in_flight.clear()
 
     # --- Stats -------------------------------------------------------------------------
 
@@ -351,3 +440,19 @@ class ReplicaFetcher:
                 "fetches": followed.fetches, "fetch_failures": followed.failures,
                 "leader_end_offset": followed.leader_end_offset,
                 "follower_lag": max(0, followed.leader_end_offset - followed.part.log.end_offset)}
+
+
+def _malformed(reply: protocol.ReplyView, partitions: int,
+               payload_bytes: int) -> BrokerError | None:
+    """What is wrong with an answer to a fetch of ``partitions`` partitions, if anything."""
+    if reply.kind != "replicaFetchAll":
+        return MalformedReplyError(f"a {reply.kind} answer to a replicaFetchAll")
+    results = reply.replica_fetch_all
+    if len(results) != partitions:
+        return MalformedReplyError(f"{len(results)} partitions in the answer to a replicaFetchAll "
+                                   f"of {partitions}")
+    entries_bytes = sum(r.entries_bytes for r in results)
+    if entries_bytes != payload_bytes:
+        return MalformedReplyError(f"the answer's partitions hold {entries_bytes} bytes of "
+                                   f"entries, its payload {payload_bytes}")
+    return None

@@ -25,6 +25,20 @@ A follower's fetch, [Request replicaFetch], is answered
   the shard's fetch purgatory, under the partition's replica key, until the
   leader's next durable append or the fetch's wait ends.
 
+A follower's fetch of every partition it follows here, [Request
+replicaFetchAll] (one per follower and leader, as Kafka's per broker pair),
+gets each of those answers per partition, in one [Reply replicaFetchAll]
+[entries of them all]. It is answered at once if any partition has an answer
+of its own (an error, a divergence, a log start) or entries to send; else it
+parks in the purgatory under the follower's key (``follower_key``) until a
+durable append to any partition the follower follows here, a partition stops
+being led here, or its wait ends. The entries of the answer are bounded per
+partition (REPLICA_FETCH_BYTES_MAX) and in all (REPLICA_FETCH_ANSWER_BYTES_MAX):
+a partition whose entries would pass the whole's bound sends none this time
+(its next fetch is answered at once), unless it is the first with entries.
+This shard's own followers send only fetches of all (replica_fetcher.py); the
+fetch of one partition stays served for a follower of the previous version.
+
 Every fetch goes to LeaderReplication (shards/replication.py), which fences
 it, looks its epoch up and, unless it diverges, counts how far the follower
 holds the log (its fetch offset is its durable log end); the high watermark it
@@ -40,7 +54,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from plinth import limits, protocol
-from plinth.errors import BrokerError, NotEnoughReplicasError, NotLeaderError
+from plinth.errors import (BrokerError, MalformedRequestError, NotEnoughReplicasError,
+                           NotLeaderError)
 from plinth.format.log_entry import scan_whole_entries
 from plinth.shards.fetch_purgatory import FetchPurgatory
 from plinth.shards.leader_epochs import LeaderEpochs
@@ -53,6 +68,12 @@ def replica_key(key: tuple[str, int]) -> tuple[str, int, str]:
     """The purgatory key of a partition's parked follower fetches: apart from its
     consumers', which wait for the high watermark, not the log end."""
     return (key[0], key[1], "replicas")
+
+
+def follower_key(replica_id: str) -> tuple[str, str]:
+    """The purgatory key of a follower's parked fetch of all its partitions here (a
+    partition's keys are (topic, number): never equal to it)."""
+    return ("replicas of", replica_id)
 
 
 @dataclass(eq=False)
@@ -89,6 +110,7 @@ class ReplicaServer:
         self.lag_time_max_ms = lag_time_max_ms
         self.led: dict[tuple[str, int], Led] = {}
         self._answer_parked_fetch = self._answer_parked   # bound once
+        self._answer_parked_fetch_all = self._answer_parked_all
 
     # --- Leading -------------------------------------------------------------------
 
@@ -123,7 +145,14 @@ class ReplicaServer:
         """Stop leading a partition; its parked follower fetches get ``error``."""
         led = self.led.pop(key, None)
         self._purgatory.fail(replica_key(key), error)
+        if led is not None:   # their fetches of all partitions answer this one's error
+            self._wake_followers(led)
         return led
+
+    def _wake_followers(self, led: Led) -> None:
+        for replica in led.leadership.replicas:
+            if replica != self.shard_id:
+                self._purgatory.wake(follower_key(replica))
 
     def too_few_in_sync(self, part: Partition) -> BrokerError | None:
         """The error for an acks="all" produce that waited too long, if the in-sync set
@@ -147,6 +176,7 @@ class ReplicaServer:
         if led.replication.on_leader_durable(part.log.end_offset, now_s):
             self._advance(led)
         self._purgatory.wake(replica_key(part.key))
+        self._wake_followers(led)
 
     def _advance(self, led: Led) -> None:
         high_watermark = led.replication.high_watermark
@@ -159,7 +189,9 @@ class ReplicaServer:
     def serve(self, envelope: list, request: protocol.ReplicaFetchRequest,
               controller_epoch: int, now_s: float) -> None:
         """Answer (or park) a follower's fetch; raises the BrokerError to answer with."""
-        led = self._check_fencing(request, controller_epoch)
+        led = self._check_fencing(request.topic, request.partition, request.replica_id,
+                                  request.leader_epoch, request.controller_epoch,
+                                  controller_epoch)
         part = led.part
         plog = part.log
         end_offset = plog.end_offset
@@ -190,37 +222,140 @@ class ReplicaServer:
                 return
         self._send_entries(envelope, request, led)
 
-    def _check_fencing(self, request: protocol.ReplicaFetchRequest,
-                       controller_epoch: int) -> Led:
-        name = f"{request.topic}-{request.partition}"
-        led = self.led.get((request.topic, request.partition))
+    def _check_fencing(self, topic: str, partition: int, replica_id: str, leader_epoch: int,
+                       request_controller_epoch: int, controller_epoch: int) -> Led:
+        name = f"{topic}-{partition}"
+        led = self.led.get((topic, partition))
         if led is None:
-            raise NotLeaderError(f"{self.shard_id} does not lead {name}; {request.replica_id} "
+            raise NotLeaderError(f"{self.shard_id} does not lead {name}; {replica_id} "
                                  f"asks again once it learns the new leader")
-        if request.controller_epoch > controller_epoch:
+        if request_controller_epoch > controller_epoch:
             raise NotLeaderError(
                 f"{self.shard_id} knows controller epoch {controller_epoch}, older than "
-                f"{request.replica_id}'s {request.controller_epoch}: it may be deposed from {name}")
+                f"{replica_id}'s {request_controller_epoch}: it may be deposed from {name}")
         # Fenced for an older leader epoch; NotLeader for a newer one, or a shard that
         # is not a follower of the partition (replication.py, invariant 12).
-        led.replication.check_fetch_epoch(request.replica_id, request.leader_epoch)
+        led.replication.check_fetch_epoch(replica_id, leader_epoch)
         return led
 
     def _send_entries(self, envelope: list, request: protocol.ReplicaFetchRequest,
                       led: Led) -> None:
+        result, data = self._read_entries(led, request.fetch_offset, request.bytes_max,
+                                          limits.REPLICA_FETCH_BYTES_MAX)
+        self._reply(envelope, protocol.encode_replica_fetch_reply(request.request_id, result),
+                    data)
+
+    def _read_entries(self, led: Led, fetch_offset: int, bytes_max: int,
+                      room_bytes: int) -> tuple[protocol.ReplicaFetchResult, bytes | memoryview]:
+        """The entries from ``fetch_offset`` up to this log's end, at most ``bytes_max``
+        (0: REPLICA_FETCH_BYTES_MAX) and ``room_bytes`` but one whole entry, and the
+        answer that goes with them."""
         part = led.part
         plog = part.log
         end_offset = plog.end_offset
         data = b""
-        if request.fetch_offset < end_offset:
-            bytes_max = min(request.bytes_max or limits.REPLICA_FETCH_BYTES_MAX,
-                            limits.REPLICA_FETCH_BYTES_MAX)
-            data = plog.read(request.fetch_offset, bytes_max, end_offset)
+        if fetch_offset < end_offset and room_bytes > 0:
+            bytes_max = min(bytes_max or limits.REPLICA_FETCH_BYTES_MAX,
+                            limits.REPLICA_FETCH_BYTES_MAX, room_bytes)
+            data = plog.read(fetch_offset, bytes_max, end_offset)
         result = protocol.ReplicaFetchResult(
             part.high_watermark, plog.start_offset, end_offset,
-            epoch_starts=_epoch_starts(part.leader_epochs, request.fetch_offset, data))
-        self._reply(envelope, protocol.encode_replica_fetch_reply(request.request_id, result),
-                    data)
+            epoch_starts=_epoch_starts(part.leader_epochs, fetch_offset, data))
+        return result, data
+
+    # --- Serving a follower's fetch of all its partitions ---------------------------------
+
+    def serve_all(self, envelope: list, request: protocol.ReplicaFetchAllRequest,
+                  controller_epoch: int, now_s: float) -> None:
+        """Answer (or park) a follower's fetch of every partition it follows here; raises
+        the BrokerError to answer the whole request with (too many partitions)."""
+        if len(request.partitions) > limits.REPLICA_FETCH_PARTITIONS_MAX:
+            raise MalformedRequestError(
+                f"a replicaFetchAll from {request.replica_id} names {len(request.partitions)} "
+                f"partitions, more than {limits.REPLICA_FETCH_PARTITIONS_MAX} "
+                f"(REPLICA_FETCH_PARTITIONS_MAX)")
+        outcomes, answer_now = [], request.wait_ms_max == 0
+        for wanted in request.partitions:
+            outcome, ready = self._outcome(wanted, request, controller_epoch, now_s)
+            outcomes.append(outcome)
+            answer_now = answer_now or ready
+        if not answer_now:
+            wait_ms = min(request.wait_ms_max, limits.FETCH_WAIT_MS_MAX)
+            if self._purgatory.park(follower_key(request.replica_id), now_s + wait_ms / 1000,
+                                    (envelope, request, outcomes),
+                                    self._answer_parked_fetch_all, request.replica_id):
+                return
+        self._answer_all(envelope, request, outcomes)
+
+    def _outcome(self, wanted: protocol.ReplicaFetchPartition,
+                 request: protocol.ReplicaFetchAllRequest, controller_epoch: int,
+                 now_s: float) -> tuple[Led | protocol.ReplicaFetchPartitionResult, bool]:
+        """One partition of a fetch of all, as ``serve`` takes a fetch of one: its own
+        answer (an error, a log start, a divergence), or its Led to send entries from;
+        and whether it may be answered now (its own answer, or entries waiting)."""
+        try:
+            led = self._check_fencing(wanted.topic, wanted.partition, request.replica_id,
+                                      wanted.leader_epoch, request.controller_epoch,
+                                      controller_epoch)
+        except BrokerError as exc:
+            return protocol.ReplicaFetchPartitionResult(exc, None), True
+        part = led.part
+        plog = part.log
+        end_offset = plog.end_offset
+        if wanted.fetch_offset < plog.start_offset:   # see serve
+            return protocol.ReplicaFetchPartitionResult(None, protocol.ReplicaFetchResult(
+                part.high_watermark, plog.start_offset, end_offset)), True
+        answer = led.replication.on_follower_fetch(
+            request.replica_id, wanted.fetch_offset, wanted.last_fetched_epoch,
+            part.leader_epochs, end_offset, now_s)
+        if answer.diverged:
+            return protocol.ReplicaFetchPartitionResult(None, protocol.ReplicaFetchResult(
+                part.high_watermark, plog.start_offset, end_offset,
+                answer.diverging_epoch, answer.diverging_end_offset)), True
+        led.fetch_offsets[request.replica_id] = wanted.fetch_offset
+        if answer.high_watermark_moved:
+            self._advance(led)
+        return led, wanted.fetch_offset < end_offset
+
+    def _answer_all(self, envelope: list, request: protocol.ReplicaFetchAllRequest,
+                    outcomes: list) -> None:
+        """Send each partition's answer, and the entries of those led here, within the
+        answer's bound (see the module docstring)."""
+        room_bytes = min(request.bytes_max or limits.REPLICA_FETCH_ANSWER_BYTES_MAX,
+                         limits.REPLICA_FETCH_ANSWER_BYTES_MAX)
+        results, chunks, total_bytes = [], [], 0
+        for wanted, outcome in zip(request.partitions, outcomes):
+            if type(outcome) is not Led:
+                results.append(outcome)
+                continue
+            try:
+                result, data = self._read_entries(outcome, wanted.fetch_offset,
+                                                  wanted.bytes_max, room_bytes - total_bytes)
+            except BrokerError as exc:   # a bad entry (CRC): this partition's answer
+                results.append(protocol.ReplicaFetchPartitionResult(exc, None))
+                continue
+            if total_bytes and total_bytes + len(data) > room_bytes:   # one whole entry too big
+                result, data = self._read_entries(outcome, wanted.fetch_offset, 0, 0)
+            results.append(protocol.ReplicaFetchPartitionResult(None, result, len(data)))
+            if data:
+                chunks.append(data)
+                total_bytes += len(data)
+        payload = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._reply(envelope, protocol.encode_replica_fetch_all_reply(request.request_id, results),
+                    payload)
+
+    def _answer_parked_all(self, parked: tuple, error: BrokerError | None) -> None:
+        """The purgatory settles a parked fetch of all: entries came, a partition stopped
+        being led here, or its wait ended."""
+        envelope, request, outcomes = parked
+        if error is not None:
+            self._reply(envelope, protocol.encode_error(request.request_id, error), b"")
+            return
+        for i, led in enumerate(outcomes):
+            if type(led) is Led and self.led.get(led.part.key) is not led:
+                outcomes[i] = protocol.ReplicaFetchPartitionResult(NotLeaderError(
+                    f"{led.part.name}: {self.shard_id} stopped leading it"), None)
+        self._answer_all(envelope, request, outcomes)
 
     def _answer_parked(self, parked: tuple, error: BrokerError | None) -> None:
         """The purgatory settles a parked follower fetch: the log grew, its wait ended,

@@ -266,6 +266,11 @@ class ShardReplication:
         """A follower's fetch (replica_server.py)."""
         self._leaders.serve(envelope, request, self.controller_epoch, received_s)
 
+    def serve_all(self, envelope: list, request: protocol.ReplicaFetchAllRequest,
+                  received_s: float) -> None:
+        """A follower's fetch of every partition it follows here (replica_server.py)."""
+        self._leaders.serve_all(envelope, request, self.controller_epoch, received_s)
+
     def on_readable(self, sock: zmq.Socket) -> None:
         """A DEALER to a leader has answers (replica_fetcher.py)."""
         self._fetcher.on_readable(sock)

@@ -535,6 +535,8 @@ class ShardServer:
                 self._reply(envelope, header)
         elif kind is protocol.ReplicaFetchRequest:
             self._replication.serve(envelope, request, self._received_s)
+        elif kind is protocol.ReplicaFetchAllRequest:
+            self._replication.serve_all(envelope, request, self._received_s)
         else:
             raise MalformedRequestError(
                 f"{self.shard_id} serves produce, fetch, listOffsets, replicaFetch and group "

@@ -24,6 +24,7 @@ from tests.support import unique_topic, wait_until
 from tests.three_node_cluster import SPARE, three_node_cluster  # noqa: F401 (a fixture)
 
 PARTITIONS = 3
+SHARDS = 3   # one per node (and a slot of the committed offsets each)
 RECORDS = 300
 RESTART_WAIT_S = 60
 REPAIR_WAIT_S = 90
@@ -112,7 +113,8 @@ def test_a_shard_of_a_node_lost_for_good_moves_to_a_new_node_and_the_factor_come
         # Then it moved, its replicas being rebuilt from their leaders
         assert moved.returncode == 0, moved.stderr
         assert f"moved {lost} from node b to node d" in moved.stdout
-        assert f"{PARTITIONS} replica(s) rebuilding from their leaders" in moved.stdout
+        # (the topic's and the committed offsets' three slots: one per shard)
+        assert f"{PARTITIONS + SHARDS} replica(s) rebuilding from their leaders" in moved.stdout
         # And every partition is fully replicated again, on three nodes
         replication = wait_for_full_replication(broker.url, topic)
         assert all(sorted(r.in_sync) == sorted(r.replicas) for r in replication.values()), \

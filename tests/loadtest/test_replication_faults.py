@@ -16,7 +16,7 @@ import pytest
 from loadtest.fault_checker import Replication
 from loadtest.replication_faults import (FAULT_KINDS, SCHEDULE_MARGIN_FRACTION,
                                          addresses_outside_loopback, fault_schedule, main,
-                                         replication_of)
+                                         replication_of, restart_all_nodes)
 from plinth.protocol import PartitionInfo, ShardStatus, StatusInfo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,3 +92,26 @@ def test_the_runner_runs_as_a_module_from_the_repository_root():
     # Then it prints its options
     assert proc.returncode == 0, proc.stderr
     assert "--seed" in proc.stdout and "--duration-s" in proc.stdout and "--faults" in proc.stdout
+
+
+def test_the_all_nodes_fault_kills_the_server_first_then_restarts_it_on_the_new_cluster():
+    # Given a fake cluster and server that record what is done to them, in order
+    done = []
+    cluster = SimpleNamespace(address="127.0.0.1:1000")
+
+    def restart_cluster():
+        done.append("cluster restarted")
+        cluster.address = "127.0.0.1:2000"
+    cluster.restart = restart_cluster
+    broker = SimpleNamespace(ray_address=cluster.address, kill=lambda: done.append("server killed"))
+    broker.restart = lambda: done.append(f"server restarted on {broker.ray_address}")
+    setting = SimpleNamespace(cluster=cluster, broker=broker,
+                              wait_until_serving=lambda after: done.append("serving"))
+    # When the fault runs
+    said = restart_all_nodes(setting)
+    # Then the server died with the cluster, came back on the new one, and serves;
+    # and the line says how long each step took
+    assert done == ["server killed", "cluster restarted", "server restarted on 127.0.0.1:2000",
+                    "serving"]
+    assert "restarted at 127.0.0.1:2000: new cluster in " in said
+    assert "server ready " in said and "every shard serving " in said

@@ -6,6 +6,7 @@ only counts, the order of the percentiles and what the pacing implies.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import pickle
@@ -15,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 
-from plinth import bench
+from plinth import Producer, bench
 from plinth.client.admin import Admin
 from plinth.format.record_batch import ConsumerRecord
 from tests.support import unique_topic
@@ -42,8 +43,9 @@ def assert_percentiles_ordered(latency_us: dict) -> None:
 def test_produce_acknowledges_every_record_and_reports_ordered_latencies(shared_broker):
     # Given a broker, when the bench produces 20,000 records to a fresh topic
     report = run_bench(shared_broker.url, "produce", "--messages", "20000", "--watch-memory")
-    # Then every record was acknowledged and timed
+    # Then every record was acknowledged and timed, with the Producer's default acks="all"
     assert report["records"] == 20000 and report["errors"] == 0
+    assert report["settings"]["acks"] == "all"
     assert report["records_per_s"] > 0 and report["mb_per_s"] > 0
     assert_percentiles_ordered(report["latency_us"])
     # And the broker's own process was sampled at the start and the end
@@ -88,6 +90,17 @@ def test_produce_with_several_processes_sums_their_records(shared_broker):
                        "--key-bytes", "0", "--acks", "all")
     assert report["records"] == 3001
     assert_percentiles_ordered(report["latency_us"])
+
+
+def test_the_bench_defaults_to_the_producers_acks_and_says_which_it_used():
+    # Given the Producer's default acks
+    producer_acks = inspect.signature(Producer.__init__).parameters["acks"].default
+    # Then the bench's default is the same, and its report's first line names it
+    config = bench.BenchConfig()
+    assert config.acks == str(producer_acks) == "all"
+    assert config.producer_options()["acks"] == producer_acks
+    report = bench.BenchReport("produce", "t", 4, 0, 1.0, 0, None, bench._settings(config))
+    assert "acks=all " in report.format_table().splitlines()[0]
 
 
 def test_e2e_refuses_values_too_short_for_the_send_time():

@@ -48,6 +48,7 @@ EVERY_KIND = [
     protocol.AddShardsRequest(1, 1), protocol.RemoveShardsRequest(1, 1),
     protocol.ReplicaFetchRequest(1, "t", 0, "shard-1", 0, 0, -1, 1024, 0, 0),
     protocol.MoveShardRequest(1, "shard-1", "d"),
+    protocol.ReplicaFetchAllRequest(1, "shard-1", 0, 0, 1024, ()),
 ]
 
 
