@@ -92,7 +92,7 @@ def test_a_follower_whose_data_directory_was_deleted_while_down_is_rebuilt_from_
 def test_a_shard_of_a_node_lost_for_good_moves_to_a_new_node_and_the_factor_comes_back(
         three_node_cluster, tmp_path):
     # Given one shard on each of three nodes and a factor-3 topic with acknowledged records
-    broker = Broker(tmp_path / "data", three_node_cluster.address, shards=3).start()
+    broker = Broker(tmp_path / "data", three_node_cluster.address, shards=SHARDS).start()
     try:
         topic = unique_topic("move")
         with Admin(broker=broker.url) as admin:
