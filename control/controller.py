@@ -159,6 +159,11 @@ class Controller:
                                       allow_replicas_on_one_node, elect=self._lead_again)
         self._routers: dict[str, str] = {}   # listen address -> node address
         self._ping_misses: dict[str, int] = {}   # shard id -> leader pings unanswered in a row
+        # Shards whose last ping or push of records went unanswered in time (dead, stopped,
+        # or on a lost node), until one answers again: pushes and queries skip them
+        # instead of waiting, because this actor does one thing at a time, and a wait on a
+        # dead shard is a wait of every election behind it. At most one entry per shard.
+        self._silent: set[str] = set()
         # Shards that missed a push of leadership records (down, stopped, slow) or sent
         # a stale in-sync change: each gets all its records again once it answers a
         # leader check. Without this a SIGSTOPped leader, deposed while stopped, never
@@ -331,6 +336,7 @@ class Controller:
         (its manifest may hold older ones)."""
         known = self._shards.addresses.get(shard_id)
         self._shards.started(shard_id, address)
+        self._silent.discard(shard_id)
         if shard_id not in self._shards:
             return   # announced while the controller starts it: start() tells it all
         # A restarted shard lost what it was told; the others need only a new address.
@@ -496,11 +502,15 @@ class Controller:
         answering = set()
         for shard_id, outcome in outcomes.items():
             if isinstance(outcome, RequestTimedOutError):
+                self._silent.add(shard_id)
                 misses = self._ping_misses[shard_id] = self._ping_misses.get(shard_id, 0) + 1
                 if misses < limits.LEADER_PING_MISSES_MAX:
                     answering.add(shard_id)   # slow, maybe busy: not lost yet
-            elif not isinstance(outcome, BrokerError):
+            elif isinstance(outcome, BrokerError):
+                self._silent.add(shard_id)
+            else:
                 self._ping_misses.pop(shard_id, None)
+                self._silent.discard(shard_id)
                 answering.add(shard_id)
         return answering
 
@@ -511,11 +521,12 @@ class Controller:
         must not hold up the answer. Every other replica (but those ``answered``
         directly), and any that did not take them in time, is sent all its records
         again once it answers a leader check (``_resend_records``), or when it
-        announces itself after a restart."""
+        announces itself after a restart. A silent replica is not waited for at all:
+        each in-sync change after a node's loss would otherwise wait for it again."""
         per_shard: dict[str, list[tuple[PartitionId, Leadership]]] = {}
         for pid, record in changes:
             for shard_id in record.replicas:
-                if shard_id in to and shard_id in self._shards:
+                if shard_id in to and shard_id in self._shards and shard_id not in self._silent:
                     per_shard.setdefault(shard_id, []).append((pid, record))
                 elif shard_id not in answered and shard_id in self._shards:
                     self._records_unsent.add(shard_id)
@@ -525,6 +536,7 @@ class Controller:
             if isinstance(outcome, BrokerError):
                 log.warning("%s; it gets its records again once it answers", outcome)
                 self._records_unsent.add(shard_id)
+                self._silent.add(shard_id)
 
     def _push_peers(self, shard_ids: list[str] | None = None) -> None:
         """Tell every shard (or ``shard_ids``) where every shard listens, with this
@@ -551,7 +563,7 @@ class Controller:
 
     def shard_stats(self) -> dict[str, dict | None]:
         """Each shard's ShardStats snapshot; None for a shard that does not answer."""
-        return self._shards.stats()
+        return self._shards.stats(skip=self._silent)
 
     def status(self) -> protocol.StatusInfo:
         """Nodes, shards (with partitions, bytes and rates) and routers. Retires removed
@@ -565,7 +577,7 @@ class Controller:
                 for shard_id in topic.replicas_of(partition):
                     owned[shard_id] = owned.get(shard_id, 0) + 1
         shards = [self._shard_status(shard_id, stats, owned.get(shard_id, 0))
-                  for shard_id, stats in self._shards.stats().items()]
+                  for shard_id, stats in self._shards.stats(skip=self._silent).items()]
         states = self.partition_replication()
         return protocol.StatusInfo(nodes, shards, sorted(self._routers.items()),
                                    sum(s.under_replicated for s in states),
@@ -620,13 +632,19 @@ class Controller:
     def describe_topic(self, name: str) -> protocol.TopicInfo:
         """Each partition's offsets and bytes (from the shards holding its ranges; of a
         replicated partition's current range, its leader's), leader, replicas, in-sync
-        replicas, leader epoch and high watermark."""
+        replicas, leader epoch and high watermark. A shard that does not answer within
+        STATUS_CALL_TIMEOUT_S (or was silent at the last leader check) leaves its
+        partitions without offsets."""
         info = self._topic_info(name)
         topic = self._metadata.topics[name]
         specs = self._specs_to_ask(name, topic)
-        infos = wait_all_or_raise({s: self._shards[s].partition_infos([sp.id for sp in specs[s]])
-                                   for s in specs}, limits.CONTROL_CALL_TIMEOUT_S)
-        merged = _merge_ranges([p for per_shard in infos.values() for p in per_shard],
+        # Bounded, and without the silent shards: a describe during a node's loss must
+        # not hold up the elections queued behind it. A partition whose shard does not
+        # answer is shown with its metadata and no offsets, as an offline one is.
+        infos = wait_all({s: self._shards[s].partition_infos([sp.id for sp in specs[s]])
+                          for s in specs if s not in self._silent}, limits.STATUS_CALL_TIMEOUT_S)
+        merged = _merge_ranges([p for per_shard in infos.values()
+                                if not isinstance(per_shard, BrokerError) for p in per_shard],
                                topic.placement)
         by_partition = {p.partition: p for p in merged}
         info.partition_info = [_with_replication(by_partition.get(p, protocol.PartitionInfo(p)),

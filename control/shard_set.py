@@ -17,7 +17,7 @@ share one).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TypeVar
 
@@ -196,9 +196,11 @@ class ShardSet:
         self.call_each({s: h.set_partition_counts(counts) for s, h in self._handles.items()},
                        limits.SHARD_START_WAIT_S)
 
-    def stats(self) -> dict[str, dict | None]:
+    def stats(self, skip: Collection[str] = ()) -> dict[str, dict | None]:
         """Each shard's ShardStats snapshot; None for a shard that does not answer
-        within STATUS_CALL_TIMEOUT_S (all are asked at once)."""
-        outcomes = wait_all({s: h.stats() for s, h in self._handles.items()},
+        within STATUS_CALL_TIMEOUT_S (all are asked at once), and for those in ``skip``
+        (not asked: known not to answer)."""
+        outcomes = wait_all({s: h.stats() for s, h in self._handles.items() if s not in skip},
                             limits.STATUS_CALL_TIMEOUT_S)
-        return {s: None if isinstance(o, BrokerError) else o for s, o in outcomes.items()}
+        return {s: None if isinstance(outcomes.get(s), BrokerError) else outcomes.get(s)
+                for s in self._handles}

@@ -83,3 +83,52 @@ def test_a_leader_asking_with_a_stale_record_is_refused_and_sent_the_current_one
     assert controller_record(broker) == changed
     assert broker.controller.check_leaders() == []
     assert held_record(broker, record.leader) == changed
+
+
+# --- Silent shards: not waited for by pushes, queries or status ------------------------
+
+def test_an_in_sync_change_after_a_replica_went_silent_does_not_wait_for_it(brokers):
+    # Given a factor-3 topic whose follower did not answer the last leader check (its
+    # node is lost: every call to it would wait out its timeout)
+    broker = brokers(3, **ON_ONE_NODE)
+    broker.controller.create_topic("t", 1, {}, 3)
+    record = controller_record(broker)
+    follower = record.replicas[2]
+    broker.shards.handles[follower].fail_next("address", RequestTimedOutError("silent"))
+    assert broker.controller.check_leaders() == []
+    # When the leader drops it from the in-sync set (a push to it would raise
+    # ControllerCrash, which nothing in the controller catches)
+    broker.shards.handles[follower].crash_controller_at("set_leadership")
+    changed = broker.controller.alter_in_sync(record.leader, PARTITION, record.leader_epoch,
+                                              record.partition_epoch, record.in_sync[:2])
+    # Then the change is made without calling it, and the other follower has it
+    assert held_record(broker, record.replicas[1]) == changed
+    assert held_record(broker, follower) == record
+    # And once it answers a check again, it gets the record
+    broker.shards.handles[follower]._crash_at.discard("set_leadership")
+    assert broker.controller.check_leaders() == []
+    assert held_record(broker, follower) == changed
+
+
+def test_describe_and_status_skip_a_silent_leader_and_ask_it_again_once_it_answers(brokers):
+    # Given a factor-3 topic with records, whose leader missed one ping (not yet replaced)
+    broker = brokers(3, **ON_ONE_NODE)
+    broker.controller.create_topic("t", 1, {}, 3)
+    leader = controller_record(broker).leader
+    broker.produce("t", 0, [b"a", b"b"], acks=-1)
+    broker.shards.handles[leader].fail_next("address", RequestTimedOutError("silent"))
+    assert broker.controller.check_leaders() == []
+    # When the topic is described and the status asked (a call to it would raise
+    # ControllerCrash)
+    broker.shards.handles[leader].crash_controller_at("partition_infos")
+    broker.shards.handles[leader].crash_controller_at("stats")
+    [info] = broker.controller.describe_topic("t").partition_info
+    status = {s.shard_id: s for s in broker.controller.status().shards}
+    # Then the partition is shown from the metadata without offsets, the shard as down
+    assert (info.shard, info.end_offset) == (leader, 0)
+    assert not status[leader].alive
+    # And once it answers a check, describe asks it again
+    broker.shards.handles[leader]._crash_at.clear()
+    assert broker.controller.check_leaders() == []
+    [info] = broker.controller.describe_topic("t").partition_info
+    assert info.end_offset == 2
