@@ -14,7 +14,8 @@ import time
 import zmq
 
 from plinth import protocol
-from plinth.format.record_batch import BatchBuilder
+from plinth.format.log_entry import iter_entries
+from plinth.format.record_batch import BatchBuilder, decode_records
 
 REPLY_WAIT_MS = 10_000
 CLIENT = b"control-test"
@@ -39,7 +40,21 @@ def committed_offsets(address: str, group: str) -> dict[tuple[str, int], int]:
     return _roundtrip(address, protocol.encode_group_request(1, "fetchOffsets", group)).committed
 
 
+def fetch_values(address: str, topic: str, partition: int, offset: int) -> list[bytes]:
+    """The values a shard serves from ``offset`` on (one fetch, no wait)."""
+    reply, payload = _roundtrip_frames(address, protocol.encode_fetch(
+        1, topic, partition, offset, 1 << 20, 0))
+    return [r.value for header, batch in iter_entries(payload)
+            for r in decode_records(topic, partition, header.base_offset, batch, offset)]
+
+
 def _roundtrip(address: str, header: bytes, payload: bytes | None = None) -> protocol.ReplyView:
+    return _roundtrip_frames(address, header, payload)[0]
+
+
+def _roundtrip_frames(address: str, header: bytes,
+                      payload: bytes | None = None) -> tuple[protocol.ReplyView, bytes]:
+    """The reply and its payload frame (empty if none)."""
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     try:
@@ -53,4 +68,4 @@ def _roundtrip(address: str, header: bytes, payload: bytes | None = None) -> pro
     reply = protocol.decode_reply(frames[1])
     if reply.error is not None:
         raise reply.error
-    return reply
+    return reply, frames[2] if len(frames) > 2 else b""

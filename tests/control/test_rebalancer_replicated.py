@@ -7,24 +7,20 @@ reached in process on a real disk (broker_without_ray.py), replicas on one node.
 from __future__ import annotations
 
 import pytest
-import zmq
 
 from plinth import protocol
 from plinth.control import placement
 from plinth.control.routing_table import ReplicatedRange
 from plinth.errors import InvalidConfigError, UnavailableError
-from plinth.format.log_entry import iter_entries
-from plinth.format.record_batch import decode_records
 from plinth.shards.shard_handle import PartitionId
 from tests.control.broker_without_ray import THREE
 from tests.control.test_metadata import metadata_with_a_replicated_topic
 from tests.in_process_shards import ControllerCrash
-from tests.shard_requests import produce
+from tests.shard_requests import fetch_values, produce
 from tests.support import wait_until
 
 FOUR = THREE + ["shard-3"]
 ON_ONE_NODE = {"allow_replicas_on_one_node": True}
-REPLY_WAIT_MS = 10_000
 
 
 def replicas(topic: str, partition: int, shard_ids: list[str]) -> tuple[str, ...]:
@@ -39,27 +35,6 @@ def topic_whose_replicas_move(partitions: int, before: list[str], after: list[st
         if 1 <= sum(moving) < partitions:
             return f"r{n}"
     raise AssertionError("no topic name with some replica sets moving")
-
-
-def fetch_values(address: str, topic: str, partition: int, offset: int) -> list[bytes]:
-    """The values a shard serves from ``offset`` on (one fetch, no wait)."""
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    try:
-        sock.connect(address)
-        sock.send_multipart([b"scale-test", protocol.encode_fetch(
-            1, topic, partition, offset, 1 << 20, 0)])
-        if not sock.poll(REPLY_WAIT_MS):
-            raise AssertionError(f"no reply from the shard at {address} in {REPLY_WAIT_MS} ms")
-        frames = sock.recv_multipart()
-    finally:
-        sock.close()
-    reply = protocol.decode_reply(frames[1])
-    if reply.error is not None:
-        raise reply.error
-    payload = frames[2] if len(frames) > 2 else b""
-    return [r.value for header, batch in iter_entries(payload)
-            for r in decode_records(topic, partition, header.base_offset, batch, offset)]
 
 
 def size_bytes(broker, shard_id: str, topic: str, partition: int) -> int:

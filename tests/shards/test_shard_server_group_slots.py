@@ -10,9 +10,7 @@ with a compare-and-set. A DEALER plays the router: [client id][Request][client k
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
-import threading
 import time
 from contextlib import ExitStack
 
@@ -20,15 +18,15 @@ import pytest
 import zmq
 
 from plinth import protocol, topics
-from plinth.errors import (FencedLeaderEpochError, NotEnoughReplicasError, NotLeaderError,
+from plinth.errors import (NotEnoughReplicasError, NotLeaderError,
                            UnavailableError, UnknownMemberIdError)
 from plinth.shards.partition_log import LogConfig, PartitionLog
-from plinth.shards.shard_calls import Leadership, PartitionId
+from plinth.shards.shard_calls import PartitionId
 from plinth.shards.shard_server import ShardServer
+from tests.shards.test_shard_server_replication import Cluster
 
 CLIENT = b"client-1"
 SLOT = PartitionId(topics.OFFSETS_TOPIC, 0)
-SLOT_KEY = (topics.OFFSETS_TOPIC, 0)
 SLOT_DIR = f"{topics.OFFSETS_TOPIC}-0"
 COUNTS = {topics.OFFSETS_TOPIC: 1, "t": 2}
 LOG_CONFIG = LogConfig(retention_ms=-1, retention_bytes=-1)
@@ -36,90 +34,25 @@ WAIT_S = 10.0
 GROUP = "g"
 
 
-class FakeController:
-    """alter_in_sync as a compare-and-set on the slot's record (control/leadership.py does
-    it for real); ``elect`` starts a new leader epoch."""
+class Slots(Cluster):
+    """Shards s0 (the slot's first leader), s1 and s2 on the slot (the replication
+    tests' three shards, on partition 0 of the internal topic), which know the
+    partition counts unless told otherwise."""
 
-    def __init__(self, leadership: Leadership):
-        self.leadership = leadership
-        self._lock = threading.Lock()
-
-    def shard_started(self, shard_id: str, address: str) -> None:
-        pass
-
-    def alter_in_sync(self, shard_id, partition, leader_epoch, partition_epoch, in_sync):
-        with self._lock:
-            current = self.leadership
-            if (shard_id, leader_epoch, partition_epoch) != \
-                    (current.leader, current.leader_epoch, current.partition_epoch):
-                raise FencedLeaderEpochError(f"stale: {leader_epoch}/{partition_epoch}")
-            self.leadership = dataclasses.replace(current, in_sync=tuple(in_sync),
-                                                  partition_epoch=partition_epoch + 1)
-            return self.leadership
-
-    def elect(self, leader: str, in_sync: tuple[str, ...]) -> Leadership:
-        with self._lock:
-            current = self.leadership
-            self.leadership = dataclasses.replace(
-                current, leader=leader, in_sync=in_sync, eligible=(),
-                leader_epoch=current.leader_epoch + 1, partition_epoch=current.partition_epoch + 1)
-            return self.leadership
-
-
-class Slots:
-    """Shards s0 (the slot's first leader), s1 and s2."""
+    PARTITION = SLOT
 
     def __init__(self, tmp_path, stack: ExitStack, lag_time_max_ms: int):
-        self.tmp_path, self.stack, self.lag_time_max_ms = tmp_path, stack, lag_time_max_ms
-        self.ids = ("s0", "s1", "s2")
-        self.controller = FakeController(Leadership(
-            replicas=self.ids, leader="s0", leader_epoch=1, in_sync=self.ids,
-            partition_epoch=1, controller_epoch=1))
-        self.servers: dict[str, ShardServer] = {}
-        for shard_id in self.ids:
-            self.start(shard_id)
+        super().__init__(tmp_path, stack, lag_time_max_ms=lag_time_max_ms, log_config=LOG_CONFIG)
 
     def start(self, shard_id: str, restarted: bool = False, counts: bool = True) -> ShardServer:
-        srv = ShardServer(shard_id, self.tmp_path / shard_id, "127.0.0.1",
-                          controller=self.controller,
-                          replica_lag_time_max_ms=self.lag_time_max_ms)
-        srv.start()
-        self.servers[shard_id] = srv
-        addresses = {sid: s.address for sid, s in self.servers.items()}
-        for server in self.servers.values():
-            server.call(server.set_peers, addresses, 1)
-        srv.call(srv.open_partition, topics.OFFSETS_TOPIC, 0, LOG_CONFIG, 0, False, None,
-                 self.controller.leadership, 2, restarted)
+        srv = super().start(shard_id, restarted=restarted)
         if counts:
             srv.call(srv.set_partition_counts, COUNTS)
         return srv
 
-    def stop(self, shard_id: str) -> None:
-        self.servers.pop(shard_id).stop(5)
-
     def elect(self, leader: str, in_sync: tuple[str, ...]) -> None:
         """A new leader epoch led by ``leader``, pushed to every running replica."""
-        record = self.controller.elect(leader, in_sync)
-        for srv in self.servers.values():
-            srv.call(srv.set_leadership, [(SLOT, record)])
-
-    def replication(self, shard_id: str) -> dict:
-        srv = self.servers[shard_id]
-        return srv.call(srv.stats_snapshot)["replication"][SLOT_KEY]
-
-    def wait_for(self, predicate, what: str) -> None:
-        deadline = time.monotonic() + WAIT_S
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"not within {WAIT_S} s: {what}")
-            time.sleep(0.02)
-
-    def router(self, shard_id: str) -> zmq.Socket:
-        sock = zmq.Context.instance().socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(self.servers[shard_id].address)
-        self.stack.callback(sock.close)
-        return sock
+        self.push_leadership(self.controller.elect(leader, in_sync), tuple(self.servers))
 
 
 @pytest.fixture

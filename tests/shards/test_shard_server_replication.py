@@ -74,7 +74,9 @@ class FakeController:
 
 
 class Cluster:
-    """Shards s0 (the first leader), s1, s2 on one partition t-0."""
+    """Shards s0 (the first leader), s1, s2 on one partition (``PARTITION``: t-0)."""
+
+    PARTITION = PID
 
     def __init__(self, tmp_path, stack: ExitStack, *, min_insync: int = 2,
                  lag_time_max_ms: int = 1_000, cluster_keys: ClusterKeys | None = None,
@@ -98,8 +100,9 @@ class Cluster:
         srv.start()
         self.servers[shard_id] = srv
         self.push_peers()
-        srv.call(srv.open_partition, "t", 0, self.log_config, 0, False, None,
-                 leadership or self.controller.leadership, self.min_insync, restarted)
+        srv.call(srv.open_partition, self.PARTITION.topic, self.PARTITION.partition,
+                 self.log_config, 0, False, None, leadership or self.controller.leadership,
+                 self.min_insync, restarted)
         return srv
 
     def stop(self, shard_id: str) -> None:
@@ -113,11 +116,11 @@ class Cluster:
     def push_leadership(self, leadership: Leadership, to: tuple[str, ...]) -> None:
         for shard_id in to:
             srv = self.servers[shard_id]
-            srv.call(srv.set_leadership, [(PID, leadership)])
+            srv.call(srv.set_leadership, [(self.PARTITION, leadership)])
 
     def replication(self, shard_id: str) -> dict:
         srv = self.servers[shard_id]
-        return srv.call(srv.stats_snapshot)["replication"][KEY]
+        return srv.call(srv.stats_snapshot)["replication"][(self.PARTITION.topic, self.PARTITION.partition)]
 
     def wait_for(self, predicate, what: str) -> None:
         deadline = time.monotonic() + WAIT_S
