@@ -1,4 +1,4 @@
-"""The router's admin bridge: the thread that makes the router's control calls.
+"""The router's admin bridge: the threads that make the router's control calls.
 
 Runs in the router's process. The loop thread owns every socket and must never
 block on Ray, so whatever needs the controller goes through this bridge:
@@ -14,15 +14,21 @@ block on Ray, so whatever needs the controller goes through this bridge:
 - every ``ROUTING_REFRESH_INTERVAL_S``, a fresh routing table, which picks up
   shards restarted at new addresses.
 
+Two threads make these calls, so that neither waits for the other: the admin
+thread answers admin requests one at a time, and the routing thread makes the
+look-ups and refreshes. A describe or a status that waits seconds for a shard
+that died (the controller answers it only after STATUS_CALL_TIMEOUT_S) must not
+hold up the routing table that points clients at the new leader.
+
 The loop hands over jobs with ``submit_request`` and ``resolve_topic``, which
-never block: a full job queue (``ROUTER_ADMIN_JOBS_QUEUED_MAX``) is refused,
-and the loop answers tooManyRequests. The bridge thread makes one call at a
-time and puts typed results (``AdminReply``, ``RoutingUpdate``) on a bounded
-results queue, then wakes the loop through ``wakeup`` (a ``plinth.wakeup.Wakeup``
-whose fd the loop polls). Nothing is pickled: the objects themselves cross.
+never block: a full queue (``ROUTER_ADMIN_JOBS_QUEUED_MAX`` admin requests, as
+many look-ups) is refused, and the loop answers tooManyRequests. Both threads
+put typed results (``AdminReply``, ``RoutingUpdate``) on one bounded results
+queue, then wake the loop through ``wakeup`` (a ``plinth.wakeup.Wakeup`` whose
+fd the loop polls). Nothing is pickled: the objects themselves cross.
 A changing admin request (create or delete a topic, add or remove shards) is
-followed by a routing update before its reply, so the client that created a
-topic can produce to it at once through this router.
+followed by a routing update (made by the admin thread) before its reply, so
+the client that created a topic can produce to it at once through this router.
 """
 
 from __future__ import annotations
@@ -72,11 +78,6 @@ class _AnswerRequest:
     grants: ClientGrants | None = None     # the client's, to cut the answer to; None: no ACL
 
 
-@dataclass(frozen=True, slots=True)
-class _ResolveTopic:
-    topic: str
-
-
 # Admin requests after which the routing table has changed.
 _CHANGING_REQUESTS = (protocol.CreateTopicRequest, protocol.DeleteTopicRequest,
                       protocol.AddShardsRequest, protocol.RemoveShardsRequest,
@@ -85,36 +86,51 @@ _CHANGING_REQUESTS = (protocol.CreateTopicRequest, protocol.DeleteTopicRequest,
 
 class AdminBridge:
     """Construct on any thread; ``start``/``stop`` from the router's owner;
-    ``submit_request``, ``resolve_topic`` and ``take_results`` from the loop thread."""
+    ``submit_request``, ``resolve_topic``, ``refresh_routing`` and ``take_results``
+    from the loop thread."""
 
     def __init__(self, controller: ControllerHandle):
         self.controller = controller
         self.wakeup = Wakeup()
+        # Admin requests (_AnswerRequest), and topic look-ups (a topic's name); None
+        # only wakes the thread that takes from the queue.
         self._jobs: queue.Queue = queue.Queue(maxsize=limits.ROUTER_ADMIN_JOBS_QUEUED_MAX)
+        self._lookups: queue.Queue = queue.Queue(maxsize=limits.ROUTER_ADMIN_JOBS_QUEUED_MAX)
         self._results: queue.Queue = queue.Queue(maxsize=limits.ROUTER_ADMIN_RESULTS_QUEUED_MAX)
         self._stopping = threading.Event()
         self._refresh_wanted = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="router-admin", daemon=True)
+        # Held from a routing call until its update is queued, so that the loop gets the
+        # two threads' tables in the order they were made (an older one never last).
+        self._routing_lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run_admin, name="router-admin",
+                                          daemon=True),
+                         threading.Thread(target=self._run_routing, name="router-routing",
+                                          daemon=True)]
 
     # --- Owner ------------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, wait_s: float = limits.ROUTER_STOP_WAIT_S) -> None:
-        """Stop the thread (after its current call) and close the wake-up pipe. Call
+        """Stop the threads (after their current calls) and close the wake-up pipe. Call
         after the loop thread has stopped polling ``wakeup``."""
         self._stopping.set()
-        try:
-            self._jobs.put_nowait(None)   # wakes a thread waiting for a job
-        except queue.Full:
-            pass                          # it is busy, and sees the flag after this job
-        if self._thread.is_alive():
-            self._thread.join(wait_s)
-        if self._thread.is_alive():
+        for jobs in (self._jobs, self._lookups):
+            try:
+                jobs.put_nowait(None)   # wakes a thread waiting for a job
+            except queue.Full:
+                pass                    # it is busy, and sees the flag after this job
+        deadline_s = time.monotonic() + wait_s
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(max(0.0, deadline_s - time.monotonic()))
+        if any(thread.is_alive() for thread in self._threads):
             # Still inside a control call: it may wake the pipe when the call returns,
             # so leave the pipe open rather than let it write to a reused fd.
-            log.warning("router: the admin thread is still in a control call; not waiting")
+            log.warning("router: an admin bridge thread is still in a control call; "
+                        "not waiting")
             return
         self.wakeup.close()
 
@@ -124,11 +140,11 @@ class AdminBridge:
                        grants: ClientGrants | None = None) -> bool:
         """Queue an admin request to be answered (cut to ``grants`` if given); False if
         the queue is full."""
-        return self._submit(_AnswerRequest(client_id, request, grants))
+        return _put_nowait(self._jobs, _AnswerRequest(client_id, request, grants))
 
     def resolve_topic(self, topic: str) -> bool:
         """Queue a look-up of ``topic`` (a RoutingUpdate follows); False if the queue is full."""
-        return self._submit(_ResolveTopic(topic))
+        return _put_nowait(self._lookups, topic)
 
     def refresh_routing(self) -> None:
         """Fetch a new routing table soon (a shard said it does not lead a partition
@@ -137,10 +153,8 @@ class AdminBridge:
         if self._refresh_wanted.is_set():
             return
         self._refresh_wanted.set()
-        try:
-            self._jobs.put_nowait(None)   # wakes a thread waiting for a job
-        except queue.Full:
-            pass                          # it is busy, and sees the flag after this job
+        _put_nowait(self._lookups, None)   # wakes the routing thread (if full, it is busy
+                                           # and sees the flag after this look-up)
 
     def take_results(self) -> list[AdminResult]:
         """Every result ready, oldest first; call when ``wakeup.fd`` polled readable."""
@@ -154,16 +168,17 @@ class AdminBridge:
                 break
         return results
 
-    def _submit(self, job) -> bool:
-        try:
-            self._jobs.put_nowait(job)
-        except queue.Full:
-            return False
-        return True
+    # --- Admin thread ---------------------------------------------------------------
 
-    # --- Bridge thread --------------------------------------------------------------
+    def _run_admin(self) -> None:
+        while not self._stopping.is_set():
+            job = self._jobs.get()
+            if job is not None:
+                    self._answer_job(job)
 
-    def _run(self) -> None:
+    # --- Routing thread -------------------------------------------------------------
+
+    def _run_routing(self) -> None:
         next_refresh_s = time.monotonic() + limits.ROUTING_REFRESH_INTERVAL_S
         last_refresh_s = 0.0
         while not self._stopping.is_set():
@@ -173,17 +188,18 @@ class AdminBridge:
                                      + limits.ROUTING_REFRESH_ON_DEMAND_INTERVAL_S)
             if now >= next_refresh_s:
                 self._refresh_wanted.clear()
-                self._put(RoutingUpdate(self._routing_or_none()))
+                self._put_routing_update()
                 last_refresh_s = time.monotonic()
                 next_refresh_s = last_refresh_s + limits.ROUTING_REFRESH_INTERVAL_S
                 continue
             try:
-                job = self._jobs.get(timeout=next_refresh_s - now)
+                topic = self._lookups.get(timeout=next_refresh_s - now)
             except queue.Empty:
                 continue
-            if job is not None:
-                for result in self._results_of(job):
-                    self._put(result)
+            if topic is not None:
+                self._put_routing_update(topic)
+
+    # --- Either thread ----------------------------------------------------------------
 
     def _put(self, result: AdminResult) -> None:
         """Hand a result to the loop, waiting while its queue is full (until stop)."""
@@ -195,25 +211,31 @@ class AdminBridge:
             self.wakeup.wake()
             return
 
-    def _results_of(self, job: _AnswerRequest | _ResolveTopic) -> list[AdminResult]:
-        if isinstance(job, _ResolveTopic):
-            return [RoutingUpdate(self._routing_or_none(), job.topic)]
+    def _answer_job(self, job: _AnswerRequest) -> None:
+        """Queue the reply to an admin request; after a change, the new routing table
+        first (admin thread)."""
         request = job.request
         try:
             reply = self._answer(request, job.grants)
         except BrokerError as exc:
-            return [AdminReply(job.client_id, protocol.encode_error(request.request_id, exc))]
+            reply = protocol.encode_error(request.request_id, exc)
         except AssertionError:
             raise
         except Exception as exc:   # a bug: answer it, and keep the bridge serving
             log.exception("router: internal error answering %s request %d", request.kind,
                           request.request_id)
-            return [AdminReply(job.client_id, protocol.encode_error(request.request_id, InternalError(
-                f"router: {type(exc).__name__} answering {request.kind}: {exc}")))]
-        results: list[AdminResult] = [AdminReply(job.client_id, reply)]
-        if isinstance(request, _CHANGING_REQUESTS):
-            results.insert(0, RoutingUpdate(self._routing_or_none()))
-        return results
+            reply = protocol.encode_error(request.request_id, InternalError(
+                f"router: {type(exc).__name__} answering {request.kind}: {exc}"))
+        else:
+            if isinstance(request, _CHANGING_REQUESTS):
+                self._put_routing_update()
+        self._put(AdminReply(job.client_id, reply))
+
+    def _put_routing_update(self, topic: str | None = None) -> None:
+        """Queue a fresh routing table (either thread), as the look-up of ``topic``
+        if given."""
+        with self._routing_lock:
+            self._put(RoutingUpdate(self._routing_or_none(), topic))
 
     def _answer(self, request: protocol.Request, grants: ClientGrants | None = None) -> bytes:
         """The encoded reply to one admin request; raises the controller's BrokerError."""
@@ -264,6 +286,14 @@ class AdminBridge:
         except BrokerError as exc:
             log.warning("router: the routing refresh failed: %s", exc)
             return None
+
+
+def _put_nowait(jobs: queue.Queue, job) -> bool:
+    try:
+        jobs.put_nowait(job)
+    except queue.Full:
+        return False
+    return True
 
 
 def _visible(infos: list[protocol.TopicInfo], grants: ClientGrants | None) -> list[protocol.TopicInfo]:

@@ -10,9 +10,11 @@ threads:
   and forwards the frames untouched and uncopied (``copy=False``); shard
   replies come back on the DEALER with the client's identity first and are
   relayed as they are. It never blocks on Ray.
-- The admin bridge thread (``admin_bridge.py``) makes the control calls to the
-  controller (admin requests, topic look-ups, routing refreshes) and hands
-  typed results back to the loop through a bounded queue and a wake-up pipe.
+- The admin bridge's two threads (``admin_bridge.py``) make the control calls to
+  the controller (one the admin requests, the other the topic look-ups and
+  routing refreshes, so that a slow describe never delays a new leader's table)
+  and hand typed results back to the loop through a bounded queue and a wake-up
+  pipe.
 
 Leaders. A replicated partition's owner in the routing table is its leader.
 When a shard answers notLeader (the leader changed since the table was made),

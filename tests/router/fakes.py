@@ -143,6 +143,8 @@ class FakeController:
         self.routing_failures: int = 0                # routing calls to fail from now on
         self.routing_waiting = 0
         self.routing_calls = 0                        # answered
+        self._admin_held = False                      # admin calls wait until allowed
+        self.admin_waiting = 0
         for name, partitions in (topics or {}).items():
             self.add_topic(name, partitions, (owners or {}).get(name))
 
@@ -177,6 +179,22 @@ class FakeController:
             if not self._gate.wait_for(lambda: self.routing_calls >= count, WAIT_S):
                 raise AssertionError(f"{self.routing_calls} routing calls answered within "
                                      f"{WAIT_S} s, not {count}")
+
+    def hold_admin(self) -> None:
+        """From now on, admin calls (all but routing) wait until ``allow_admin``."""
+        with self._gate:
+            self._admin_held = True
+
+    def allow_admin(self) -> None:
+        with self._gate:
+            self._admin_held = False
+            self._gate.notify_all()
+
+    def wait_for_admin_call(self) -> None:
+        """Until an admin call waits at its gate."""
+        with self._gate:
+            if not self._gate.wait_for(lambda: self.admin_waiting > 0, WAIT_S):
+                raise AssertionError(f"no admin call within {WAIT_S} s")
 
     def wait_for_routing_call(self) -> None:
         """Until a routing call waits at the gate."""
@@ -256,6 +274,15 @@ class FakeController:
         return list(self.groups)
 
     def _maybe_fail(self) -> None:
+        """Every admin call's start: wait while admin calls are held, then raise
+        ``fail_with`` if set."""
+        with self._gate:
+            self.admin_waiting += 1
+            self._gate.notify_all()
+            allowed = self._gate.wait_for(lambda: not self._admin_held, WAIT_S)
+            self.admin_waiting -= 1
+        if not allowed:
+            raise RequestTimedOutError("the fake controller's admin gate stayed shut")
         if self.fail_with is not None:
             raise self.fail_with
 

@@ -125,23 +125,70 @@ def test_the_routing_table_is_refreshed_periodically_without_any_job(bridge_of, 
                for u in updates)
 
 
-def test_a_full_job_queue_refuses_more_jobs_without_blocking(bridge_of, monkeypatch):
-    # Given a bridge with room for 3 jobs, busy in a call the controller does not answer
+def test_a_full_look_up_queue_refuses_more_look_ups_without_blocking(bridge_of, monkeypatch):
+    # Given a bridge with room for 3 look-ups, busy in a call the controller does not answer
     monkeypatch.setattr(limits, "ROUTER_ADMIN_JOBS_QUEUED_MAX", 3)
     fake = controller()
     fake.hold_routing()
     bridge = bridge_of(fake)
     assert bridge.resolve_topic("a")
     fake.wait_for_routing_call()
-    # When 3 more jobs are queued, the next ones are refused at once
+    # When 3 more look-ups are queued, the next one is refused at once
     assert [bridge.resolve_topic(name) for name in "bcd"] == [True] * 3
     started = time.monotonic()
     assert bridge.resolve_topic("e") is False
-    assert bridge.submit_request(b"c", protocol.ListTopicsRequest(1)) is False
     assert time.monotonic() - started < 1.0
-    # And when the controller answers, every queued job gets its result, in order
+    # And when the controller answers, every queued look-up gets its result, in order
     fake.allow_routing()
     assert [u.resolved_topic for u in results_of(bridge, 4)] == ["a", "b", "c", "d"]
+
+
+def test_a_full_admin_queue_refuses_more_requests_without_blocking(bridge_of, monkeypatch):
+    # Given a bridge with room for 2 admin requests, busy in a call the controller holds
+    monkeypatch.setattr(limits, "ROUTER_ADMIN_JOBS_QUEUED_MAX", 2)
+    fake = controller()
+    fake.hold_admin()
+    bridge = bridge_of(fake)
+    assert bridge.submit_request(b"c", protocol.ListTopicsRequest(1))
+    fake.wait_for_admin_call()
+    # When 2 more are queued, the next one is refused at once
+    assert [bridge.submit_request(b"c", protocol.ListTopicsRequest(rid)) for rid in (2, 3)] \
+        == [True, True]
+    assert bridge.submit_request(b"c", protocol.ListTopicsRequest(4)) is False
+    # And once the controller answers, the queued ones are answered in order
+    fake.allow_admin()
+    assert [reply_of(r).request_id for r in results_of(bridge, 3)] == [1, 2, 3]
+
+
+def test_a_look_up_is_answered_while_an_admin_call_waits_for_the_controller(bridge_of):
+    # Given a describe the controller has not answered (it waits for a dead shard)
+    fake = controller()
+    fake.hold_admin()
+    bridge = bridge_of(fake)
+    bridge.submit_request(b"c", protocol.DescribeTopicRequest(1, "t"))
+    fake.wait_for_admin_call()
+    # When the loop looks a topic up, its routing table comes meanwhile
+    assert bridge.resolve_topic("t")
+    [update] = results_of(bridge, 1)
+    assert type(update) is RoutingUpdate and update.resolved_topic == "t"
+    # And an admin request waiting meanwhile is still answered after
+    fake.allow_admin()
+    [reply] = results_of(bridge, 1)
+    assert reply_of(reply).request_id == 1
+
+
+def test_an_admin_request_is_answered_while_a_routing_call_waits(bridge_of):
+    # Given a routing refresh the controller has not answered
+    fake = controller()
+    fake.hold_routing()
+    bridge = bridge_of(fake)
+    bridge.resolve_topic("t")
+    fake.wait_for_routing_call()
+    # When a client asks for its topics, the answer comes meanwhile
+    bridge.submit_request(b"c", protocol.ListTopicsRequest(9))
+    [reply] = results_of(bridge, 1)
+    assert reply_of(reply).request_id == 9
+    fake.allow_routing()
 
 
 def test_stop_returns_while_the_loop_is_not_taking_results(monkeypatch):
