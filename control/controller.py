@@ -3,7 +3,12 @@
 Runs as one named Ray actor per broker (control plane), created and reached
 through ControllerHandle (controller_handle.py). Its methods run one at a
 time on the actor's thread, so metadata changes are serialized without
-locks. It keeps the metadata (metadata.py), saved to
+locks; only the queries that wait for shards (describe, offsets, status,
+stats, groups) run on their own threads (Ray's concurrency group
+QUERY_GROUP), so that a describe waiting for a dead leader holds up no
+election. They touch none of the controller's state themselves: the actor
+thread makes them a plan (``_on_actor_thread``), they wait for the shards,
+and build the answer from the two. It keeps the metadata (metadata.py), saved to
 ``<data_dir>/metadata.json`` after every change and before the change is
 answered; it runs the shard actors through a ShardSet (shard_set.py), which
 reaches them only through ShardHandles (shards/shard_handle.py), never by
@@ -52,6 +57,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 from plinth import limits, protocol, topics
 from plinth.cluster_keys import ClusterKeys
@@ -93,6 +99,43 @@ class PartitionReplication:
         return self.in_sync < self.replicas
 
 
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _ShardFacts:
+    """What ``plinth status`` shows of a shard besides its stats."""
+
+    address: str
+    partitions: int        # partitions it holds a copy of the current range of
+    draining: bool
+    node_name: str
+
+
+@dataclass(frozen=True)
+class _StatusPlan:
+    nodes: list[tuple[str, str, bool]]
+    shards: dict[str, _ShardFacts]
+    stats: dict[str, ShardHandle | None]   # None: silent, not asked
+    routers: list[tuple[str, str]]
+    replication: list[PartitionReplication]
+    node_names: dict[str, str]
+
+
+@dataclass(frozen=True)
+class _DescribePlan:
+    info: protocol.TopicInfo
+    topic: TopicMetadata
+    asks: dict[str, tuple[ShardHandle, list[PartitionId]]]
+
+
+@dataclass(frozen=True)
+class _OffsetsPlan:
+    holders: list[tuple[int, set[str]]]   # each range's start offset and the shards holding it
+    asks: dict[str, ShardHandle]
+    placement: list[str]
+
+
 def _start_shard_on_ray(options: ShardOptions) -> ShardHandle:
     """A detached shard actor in this broker's namespace, announcing itself to whichever
     controller of the broker runs then."""
@@ -113,9 +156,20 @@ def _restarted_by_ray() -> bool:
         return bool(ray.get_runtime_context().was_current_actor_reconstructed)
 
 
+def _this_actor():
+    """This controller's own Ray actor handle, or None outside a Ray actor (the tests'
+    in-process controllers). Asked at each use: an actor that keeps a handle to
+    itself would hold its own reference."""
+    import ray
+
+    if not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is None:
+        return None
+    return ray.get_runtime_context().current_actor
+
+
 class Controller:
-    """Wrapped with ``ray.remote`` by ControllerHandle.create. Every method:
-    controller actor thread (or the test's thread, without Ray)."""
+    """Wrapped with ``ray.remote`` by ControllerHandle.create. Every method: controller
+    actor thread (or the test's thread, without Ray), but where it says query thread."""
 
     def __init__(self, data_dir: str, shard_count: int | None, fsync_policy: str = "always",
                  fsync_interval_ms: int = limits.FSYNC_INTERVAL_MS_DEFAULT, *,
@@ -559,31 +613,7 @@ class Controller:
     def router_stopped(self, listen: str) -> None:
         self._routers.pop(listen, None)
 
-    # --- Queries ---------------------------------------------------------------
-
-    def shard_stats(self) -> dict[str, dict | None]:
-        """Each shard's ShardStats snapshot; None for a shard that does not answer."""
-        return self._shards.stats(skip=self._silent)
-
-    def status(self) -> protocol.StatusInfo:
-        """Nodes, shards (with partitions, bytes and rates) and routers. Retires removed
-        shards whose last range retention has deleted."""
-        self._rebalancer.retire_drained()
-        all_nodes = self._shards.nodes()
-        nodes = [(n.node_id, n.address, n.alive) for n in all_nodes]
-        owned: dict[str, int] = {}   # partitions each shard holds a copy of the current range of
-        for topic in self._metadata.topics.values():
-            for partition in range(topic.partitions):
-                for shard_id in topic.replicas_of(partition):
-                    owned[shard_id] = owned.get(shard_id, 0) + 1
-        shards = [self._shard_status(shard_id, stats, owned.get(shard_id, 0))
-                  for shard_id, stats in self._shards.stats(skip=self._silent).items()]
-        states = self.partition_replication()
-        return protocol.StatusInfo(nodes, shards, sorted(self._routers.items()),
-                                   sum(s.under_replicated for s in states),
-                                   sum(s.offline for s in states),
-                                   {n.node_id: placement.node_name(n.pin_resource)
-                                    for n in all_nodes})
+    # --- Queries on the actor thread (metadata only) --------------------------------
 
     def partition_replication(self) -> list[PartitionReplication]:
         """Every partition's replicas, in-sync count and leader, from the metadata: under
@@ -600,14 +630,6 @@ class Controller:
                                                 not leader or leader not in serving))
         return out
 
-    def _shard_status(self, shard_id: str, stats: dict | None, owned: int) -> protocol.ShardStatus:
-        size_bytes = sum(values["size_bytes"] for values in stats["logs"].values()) if stats else 0
-        return protocol.ShardStatus(
-            shard_id, self._shards.addresses.get(shard_id, ""), stats is not None, owned,
-            size_bytes, stats["records_per_s"] if stats else 0.0,
-            stats["bytes_per_s"] if stats else 0.0, shard_id in self._metadata.draining,
-            placement.node_name(self._metadata.shard_nodes.get(shard_id, "")))
-
     def routing(self) -> RoutingTable:
         """What a router needs: shard addresses and each topic's placement."""
         topics_meta = self._metadata.topics.items()
@@ -620,36 +642,133 @@ class Controller:
                     for name, t in topics_meta if t.ranges},
             controller_epoch=self._metadata.controller_epoch)
 
-    def list_groups(self) -> list[str]:
-        """Every consumer group known to any shard (members or committed offsets)."""
-        names = wait_all_or_raise({s: self._shards[s].group_names() for s in self._shards.ids()},
-                                  limits.CONTROL_CALL_TIMEOUT_S)
-        return sorted({name for per_shard in names.values() for name in per_shard})
-
     def list_topics(self) -> list[protocol.TopicInfo]:
         return [self._topic_info(name) for name in sorted(self._metadata.topics)]
+
+    # --- Queries that wait for shards (a query thread) ----------------------------------
+    #
+    # Each reads the controller's state only through a plan made on the actor thread
+    # (``_on_actor_thread``): the shards to ask, and what the answer needs besides.
+
+    def shard_stats(self) -> dict[str, dict | None]:
+        """Each shard's ShardStats snapshot; None for a shard that does not answer (query
+        thread)."""
+        return _stats_of(self._on_actor_thread(self._plan_stats))
+
+    def status(self) -> protocol.StatusInfo:
+        """Nodes, shards (with partitions, bytes and rates) and routers (query thread).
+        Retires removed shards whose last range retention has deleted."""
+        plan = self._on_actor_thread(self._plan_status)
+        shards = [_shard_status(shard_id, stats, plan.shards[shard_id])
+                  for shard_id, stats in _stats_of(plan.stats).items()]
+        return protocol.StatusInfo(plan.nodes, shards, plan.routers,
+                                   sum(s.under_replicated for s in plan.replication),
+                                   sum(s.offline for s in plan.replication), plan.node_names)
+
+    def list_groups(self) -> list[str]:
+        """Every consumer group known to any shard (members or committed offsets; query
+        thread)."""
+        handles = self._on_actor_thread(self._plan_list_groups)
+        names = wait_all_or_raise({s: handle.group_names() for s, handle in handles.items()},
+                                  limits.CONTROL_CALL_TIMEOUT_S)
+        return sorted({name for per_shard in names.values() for name in per_shard})
 
     def describe_topic(self, name: str) -> protocol.TopicInfo:
         """Each partition's offsets and bytes (from the shards holding its ranges; of a
         replicated partition's current range, its leader's), leader, replicas, in-sync
-        replicas, leader epoch and high watermark. A shard that does not answer within
-        STATUS_CALL_TIMEOUT_S (or was silent at the last leader check) leaves its
-        partitions without offsets."""
+        replicas, leader epoch and high watermark (query thread). A shard that does not
+        answer within STATUS_CALL_TIMEOUT_S (or was silent at the last leader check)
+        leaves its partitions without offsets, as an offline one is shown."""
+        plan = self._on_actor_thread(self._plan_describe, name)
+        infos = wait_all({s: handle.partition_infos(pids)
+                          for s, (handle, pids) in plan.asks.items()}, limits.STATUS_CALL_TIMEOUT_S)
+        merged = _merge_ranges([p for per_shard in infos.values()
+                                if not isinstance(per_shard, BrokerError) for p in per_shard],
+                               plan.topic.placement)
+        by_partition = {p.partition: p for p in merged}
+        plan.info.partition_info = [
+            _with_replication(by_partition.get(p, protocol.PartitionInfo(p)), plan.topic, p)
+            for p in range(plan.topic.partitions)]
+        return plan.info
+
+    def partition_offsets(self, topic: str, partition: int) -> protocol.PartitionInfo:
+        """Start and end offsets of a partition whose history spans several shards (query
+        thread). Asks every holder of each range (of a replicated partition's sealed
+        range, each replica that holds it) for a status call's time and takes what those
+        that answer say, so that one down (or restarting: Ray holds calls to it) does
+        not stop it, as long as every range has an answer (else the client retries the
+        retriable error)."""
+        plan = self._on_actor_thread(self._plan_partition_offsets, topic, partition)
+        pid = PartitionId(topic, partition)
+        infos = wait_all({s: handle.partition_infos([pid]) for s, handle in plan.asks.items()},
+                         limits.STATUS_CALL_TIMEOUT_S)
+        answering = {s for s, got in infos.items() if not isinstance(got, BrokerError)}
+        for start_offset, its in plan.holders:
+            if not its & answering:
+                failed = [infos[s] for s in sorted(its) if s in infos]
+                raise failed[0] if failed else UnavailableError(
+                    f"{topic}-{partition}: no shard holding its offsets from "
+                    f"{start_offset} ({', '.join(sorted(its))}) is running")
+        return _merge_ranges([i for s in sorted(answering) for i in infos[s]],
+                             plan.placement)[0]
+
+    def _on_actor_thread(self, plan: Callable[..., T], *args) -> T:
+        """``plan(*args)``, a method of this controller, run on the actor thread, where
+        every change runs (query thread): what it returns is the query's own copy.
+        In process (the unit tests), where one thread runs everything, a plain call."""
+        actor = _this_actor()
+        if actor is None:
+            return plan(*args)
+        import ray
+
+        try:
+            return ray.get(getattr(actor, plan.__name__).remote(*args),
+                           timeout=limits.CONTROL_CALL_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            raise RequestTimedOutError(f"the controller's actor thread did not answer "
+                                       f"{plan.__name__} within "
+                                       f"{limits.CONTROL_CALL_TIMEOUT_S} s") from None
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, BrokerError):
+                raise cause from None
+            raise
+
+    # --- Plans of the queries (actor thread) -------------------------------------------
+
+    def _plan_stats(self) -> dict[str, ShardHandle | None]:
+        """Every shard, with its handle, or None if it is silent (not asked)."""
+        return {s: None if s in self._silent else self._shards[s] for s in self._shards.ids()}
+
+    def _plan_status(self) -> _StatusPlan:
+        self._rebalancer.retire_drained()
+        all_nodes = self._shards.nodes()
+        owned: dict[str, int] = {}   # partitions each shard holds a copy of the current range of
+        for topic in self._metadata.topics.values():
+            for partition in range(topic.partitions):
+                for shard_id in topic.replicas_of(partition):
+                    owned[shard_id] = owned.get(shard_id, 0) + 1
+        shards = {s: _ShardFacts(self._shards.addresses.get(s, ""), owned.get(s, 0),
+                                 s in self._metadata.draining,
+                                 placement.node_name(self._metadata.shard_nodes.get(s, "")))
+                  for s in self._shards.ids()}
+        return _StatusPlan(
+            nodes=[(n.node_id, n.address, n.alive) for n in all_nodes], shards=shards,
+            stats=self._plan_stats(), routers=sorted(self._routers.items()),
+            replication=self.partition_replication(),
+            node_names={n.node_id: placement.node_name(n.pin_resource) for n in all_nodes})
+
+    def _plan_list_groups(self) -> dict[str, ShardHandle]:
+        return {s: self._shards[s] for s in self._shards.ids()}
+
+    def _plan_describe(self, name: str) -> _DescribePlan:
+        """Without the silent shards: a describe during a node's loss must not wait for
+        the dead one when the leader checks already know it is."""
         info = self._topic_info(name)
         topic = self._metadata.topics[name]
         specs = self._specs_to_ask(name, topic)
-        # Bounded, and without the silent shards: a describe during a node's loss must
-        # not hold up the elections queued behind it. A partition whose shard does not
-        # answer is shown with its metadata and no offsets, as an offline one is.
-        infos = wait_all({s: self._shards[s].partition_infos([sp.id for sp in specs[s]])
-                          for s in specs if s not in self._silent}, limits.STATUS_CALL_TIMEOUT_S)
-        merged = _merge_ranges([p for per_shard in infos.values()
-                                if not isinstance(per_shard, BrokerError) for p in per_shard],
-                               topic.placement)
-        by_partition = {p.partition: p for p in merged}
-        info.partition_info = [_with_replication(by_partition.get(p, protocol.PartitionInfo(p)),
-                                                 topic, p) for p in range(topic.partitions)]
-        return info
+        return _DescribePlan(info, topic, {s: (self._shards[s], [sp.id for sp in specs[s]])
+                                           for s in specs if s not in self._silent})
 
     def _specs_to_ask(self, name: str, topic: TopicMetadata) -> dict[str, list]:
         """shard id -> the partitions to ask it about: every range's holder, but of a
@@ -660,30 +779,18 @@ class Controller:
         return {s: kept for s, shard_specs in specs.items()
                 if (kept := [sp for sp in shard_specs if topic.leader_of(sp.partition) == s])}
 
-    def partition_offsets(self, topic: str, partition: int) -> protocol.PartitionInfo:
-        """Start and end offsets of a partition whose history spans several shards."""
+    def _plan_partition_offsets(self, topic: str, partition: int) -> _OffsetsPlan:
         meta = self._topic(topic)
         if not 0 <= partition < meta.partitions:
             raise PartitionOutOfRangeError(f"topic {topic!r} has {meta.partitions} partitions; "
                                            f"there is no partition {partition}")
-        # Every holder of each range (of a replicated partition's sealed range, each replica
-        # that holds it), for a status call's time: what those that answer say, so that
-        # one down (or restarting: Ray holds calls to it) does not stop it, as long as
-        # every range has an answer (else the client retries the retriable error).
         ranges = meta.ranges_of(partition)
         holders = [set(r.holders) for r in ranges[:-1]] + \
             [set(ranges[-1].holders) | ({meta.leader_of(partition)} - {""})]
-        pid = PartitionId(topic, partition)
-        infos = wait_all({s: self._shards[s].partition_infos([pid]) for s in set().union(*holders)
-                          if s in self._shards}, limits.STATUS_CALL_TIMEOUT_S)
-        answering = {s for s, got in infos.items() if not isinstance(got, BrokerError)}
-        for shard_range, its in zip(ranges, holders):
-            if not its & answering:
-                failed = [infos[s] for s in sorted(its) if s in infos]
-                raise failed[0] if failed else UnavailableError(
-                    f"{topic}-{partition}: no shard holding its offsets from "
-                    f"{shard_range.start_offset} ({', '.join(sorted(its))}) is running")
-        return _merge_ranges([i for s in sorted(answering) for i in infos[s]], meta.placement)[0]
+        return _OffsetsPlan(
+            holders=[(r.start_offset, its) for r, its in zip(ranges, holders)],
+            asks={s: self._shards[s] for s in set().union(*holders) if s in self._shards},
+            placement=list(meta.placement))
 
     def _topic(self, name: str) -> TopicMetadata:
         topic = self._metadata.topics.get(name)
@@ -990,3 +1097,20 @@ def _merge_ranges(infos: list[protocol.PartitionInfo], owners: list[str]) -> lis
             got.high_watermark = max(got.high_watermark, info.high_watermark)
             got.size_bytes += info.size_bytes
     return [merged[p] for p in sorted(merged)]
+
+
+def _stats_of(plan: dict[str, ShardHandle | None]) -> dict[str, dict | None]:
+    """Each shard's stats snapshot, asked of all at once, for STATUS_CALL_TIMEOUT_S; None
+    for one that does not answer, or was not asked (query thread)."""
+    outcomes = wait_all({s: handle.stats() for s, handle in plan.items() if handle is not None},
+                        limits.STATUS_CALL_TIMEOUT_S)
+    return {s: None if isinstance(outcomes.get(s), BrokerError) else outcomes.get(s)
+            for s in plan}
+
+
+def _shard_status(shard_id: str, stats: dict | None, facts: _ShardFacts) -> protocol.ShardStatus:
+    size_bytes = sum(values["size_bytes"] for values in stats["logs"].values()) if stats else 0
+    return protocol.ShardStatus(
+        shard_id, facts.address, stats is not None, facts.partitions, size_bytes,
+        stats["records_per_s"] if stats else 0.0, stats["bytes_per_s"] if stats else 0.0,
+        facts.draining, facts.node_name)

@@ -29,7 +29,10 @@ controller after its server restarted: its announcements always go to the
 controller that has the name now.
 
 Any thread of any process connected to the broker's Ray cluster may use a
-handle; the controller runs the calls one at a time.
+handle; the controller runs the calls one at a time, but for the queries that
+wait for shards (``describe_topic``, ``partition_offsets``, ``status``,
+``list_groups``, ``shard_stats``), which run beside them on the controller's
+QUERY_GROUP threads.
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ class StartReport:
 
 # The controller's name in its broker's Ray namespace.
 CONTROLLER_NAME = "plinth-controller"
+# The Ray concurrency group of the controller's queries that wait for shards (their own
+# threads; every other call runs on the actor's one thread, see control/controller.py).
+QUERY_GROUP = "queries"
 
 
 class ControllerHandle:
@@ -96,7 +102,8 @@ class ControllerHandle:
 
         from plinth.control.controller import Controller
 
-        actor = ray.remote(Controller).options(
+        actor = ray.remote(concurrency_groups={QUERY_GROUP: limits.CONTROLLER_QUERY_THREADS})(
+            Controller).options(
             name=CONTROLLER_NAME, num_cpus=0, max_restarts=limits.CONTROLLER_RESTARTS_MAX,
             scheduling_strategy=scheduling_strategy,
         ).remote(data_dir, shard_count, fsync_policy, fsync_interval_ms,
@@ -215,18 +222,17 @@ class ControllerHandle:
         return self._call(lambda actor: actor.list_topics.remote(), "list_topics")
 
     def describe_topic(self, name: str) -> protocol.TopicInfo:
-        return self._call(lambda actor: actor.describe_topic.remote(name), "describe_topic")
+        return self._query("describe_topic", name)
 
     def partition_offsets(self, topic: str, partition: int) -> protocol.PartitionInfo:
         """Start and end offsets of a partition whose history spans several shards."""
-        return self._call(lambda actor: actor.partition_offsets.remote(topic, partition),
-                          "partition_offsets")
+        return self._query("partition_offsets", topic, partition)
 
     def status(self) -> protocol.StatusInfo:
-        return self._call(lambda actor: actor.status.remote(), "status")
+        return self._query("status")
 
     def list_groups(self) -> list[str]:
-        return self._call(lambda actor: actor.list_groups.remote(), "list_groups")
+        return self._query("list_groups")
 
     def check_leaders(self) -> list:
         """Elect new leaders where a leader's shard does not answer (the server's lease
@@ -242,8 +248,7 @@ class ControllerHandle:
 
     def shard_stats(self) -> dict[str, dict | None]:
         """Each shard's ShardStats snapshot; None for a shard that did not answer."""
-        return self._call(lambda actor: actor.shard_stats.remote(), "shard_stats",
-                          timeout_s=limits.STATUS_CALL_TIMEOUT_S * 2)
+        return self._query("shard_stats", timeout_s=limits.STATUS_CALL_TIMEOUT_S * 2)
 
     # --- Changes ------------------------------------------------------------------
 
@@ -272,6 +277,12 @@ class ControllerHandle:
                           "move_shard")
 
     # --- Calling ------------------------------------------------------------------
+
+    def _query(self, method: str, *args, timeout_s: float = limits.CONTROL_CALL_TIMEOUT_S):
+        """``_call`` of a query that waits for shards, run on the controller's
+        QUERY_GROUP threads."""
+        return self._call(lambda actor: getattr(actor, method).options(
+            concurrency_group=QUERY_GROUP).remote(*args), method, timeout_s)
 
     def _call(self, remote_call: Callable, method: str,
               timeout_s: float = limits.CONTROL_CALL_TIMEOUT_S):

@@ -124,6 +124,11 @@ SHARD_RESTARTS_MAX = 100
 # Ray restarts a dead controller actor at most this often (it recovers by itself:
 # control/controller.py); beyond that the broker needs its server restarted.
 CONTROLLER_RESTARTS_MAX = 100
+# Threads of the controller that run the queries waiting for shards (describe, status,
+# offsets, stats, groups), apart from the one that runs every change and election: a
+# describe waiting STATUS_CALL_TIMEOUT_S for a dead leader holds up no election.
+# Beyond this many at once, queries queue in Ray.
+CONTROLLER_QUERY_THREADS = 4
 # How long the controller waits for shards at start before serving without
 # the missing ones (their node is down; they join when it returns).
 SHARD_START_WAIT_S = 30.0

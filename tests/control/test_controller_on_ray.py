@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from plinth.control.controller_handle import CONTROLLER_NAME, ControllerHandle
+from plinth.control.controller_handle import CONTROLLER_NAME, QUERY_GROUP, ControllerHandle
 from plinth.control.nodes import ray_nodes
 from plinth.errors import BrokerError, UnavailableError
 from plinth.shards.actor import ShardActor
@@ -128,7 +128,8 @@ def stand_in_controller(**options):
                 time.sleep(RESTART_WAIT_S)
             return "answered"
 
-    return ray.remote(StandInController).options(max_restarts=1, **options)
+    return ray.remote(concurrency_groups={QUERY_GROUP: 1})(StandInController).options(
+        max_restarts=1, **options)
 
 
 def status_in_a_thread(controller: ControllerHandle) -> concurrent.futures.Future:
