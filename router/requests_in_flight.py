@@ -16,8 +16,14 @@ libzmq's own identities are 5 bytes that start with a zero byte; a client may
 choose its identity (ZMQ_ROUTING_ID, any 1 to 255 bytes), so one that starts
 with the mark is refused (``is_marked``).
 
-Counts are kept per shard, so that a shard restarting (its requests lost) is
-forgotten whole, and per client, so that the check costs one look-up.
+Each counted request is kept by its client and request id, per shard, so that
+the requests of a shard whose connection dropped (its process or node died)
+or that moved to a new address, which will never be answered, can be
+answered by the router at once: unavailable, retriable. Without that, a client
+would wait its whole request timeout (30 s by default) for each, although its
+partition has a new leader within seconds. A request id a client has in flight
+already is refused (ids must not be reused while in flight). Counts are also
+kept per client, so that the check costs one look-up.
 
 Fetches are also counted by the bytes they may bring back (``FetchBytesInFlight``):
 the router and its shards share one connection per shard, so every reply a
@@ -57,36 +63,50 @@ class RequestsInFlight:
     """Loop thread only."""
 
     def __init__(self) -> None:
-        self._by_shard: dict[str, dict[bytes, int]] = {}
+        # shard -> its unanswered (client, request id), in the order they were sent
+        self._by_shard: dict[str, dict[tuple[bytes, int], None]] = {}
+        self._shard_of: dict[tuple[bytes, int], str] = {}
         self._by_client: dict[bytes, int] = {}
 
     def count(self, client: bytes) -> int:
         """Counted requests of ``client`` at the shards, not yet answered."""
         return self._by_client.get(client, 0)
 
-    def forwarded(self, shard_id: str, client: bytes) -> None:
-        """A counted request of ``client`` went to ``shard_id``."""
-        per_client = self._by_shard.setdefault(shard_id, {})
-        per_client[client] = per_client.get(client, 0) + 1
+    def refusal(self, client: bytes, request_id: int) -> str | None:
+        """Why request ``request_id`` of ``client`` may not be counted, or None."""
+        shard_id = self._shard_of.get((client, request_id))
+        if shard_id is None:
+            return None
+        return (f"request {request_id} is in flight already (at {shard_id}): request ids "
+                f"must not be reused while in flight")
+
+    def forwarded(self, shard_id: str, client: bytes, request_id: int) -> None:
+        """A counted request of ``client`` went to ``shard_id`` (``refusal`` said None)."""
+        key = (client, request_id)
+        if key in self._shard_of:
+            raise AssertionError(f"request {request_id} of {client!r} counted twice")
+        self._by_shard.setdefault(shard_id, {})[key] = None
+        self._shard_of[key] = shard_id
         self._by_client[client] = self._by_client.get(client, 0) + 1
 
-    def answered(self, shard_id: str, client: bytes) -> None:
-        """``shard_id`` answered a counted request of ``client`` (an answer to one sent
-        before the shard was forgotten counts nothing)."""
-        per_client = self._by_shard.get(shard_id)
-        left = -1 if per_client is None else per_client.get(client, 0) - 1
-        if left < 0:
+    def answered(self, shard_id: str, client: bytes, request_id: int) -> None:
+        """``shard_id`` answered request ``request_id`` of ``client`` (an answer to one
+        not counted there, or sent before the shard was forgotten, counts nothing)."""
+        key = (client, request_id)
+        if self._shard_of.get(key) != shard_id:
             return
-        if left:
-            per_client[client] = left
-        else:
-            del per_client[client]
+        del self._shard_of[key], self._by_shard[shard_id][key]
         self._uncount(client, 1)
 
-    def forget_shard(self, shard_id: str) -> None:
-        """The requests sent to ``shard_id`` will never be answered (it restarted)."""
-        for client, count in self._by_shard.pop(shard_id, {}).items():
-            self._uncount(client, count)
+    def forget_shard(self, shard_id: str) -> list[tuple[bytes, int]]:
+        """The requests sent to ``shard_id`` will never be answered (its connection
+        dropped, or it moved): uncounted, and returned as (client, request id), oldest
+        first, for the router to answer."""
+        lost = list(self._by_shard.pop(shard_id, {}))
+        for key in lost:
+            del self._shard_of[key]
+            self._uncount(key[0], 1)
+        return lost
 
     def _uncount(self, client: bytes, count: int) -> None:
         left = self._by_client[client] - count
@@ -114,8 +134,6 @@ class FetchBytesInFlight:
 
     def refusal(self, client: bytes, request_id: int, bytes_max: int) -> str | None:
         """Why a fetch of ``client`` asking for ``bytes_max`` may not go to a shard, or None."""
-        if (client, request_id) in self._by_request:
-            return f"fetch {request_id} is in flight already: request ids must not be reused"
         held = self.bytes_for(client)
         if held + counted_bytes(bytes_max) <= limits.CLIENT_FETCH_BYTES_IN_FLIGHT_MAX:
             return None

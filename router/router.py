@@ -156,6 +156,8 @@ class Router:
                     shard_id = self._shards.on_readable(sock)
                     if shard_id is not None:
                         self._drain(sock, lambda frames: self._on_shard_reply_checked(shard_id, frames))
+            for shard_id in self._shards.take_dropped():
+                self._answer_lost(shard_id, "lost its connection (its process or node died)")
         self._shards.close()
         self._frontend.close(linger=0)
 
@@ -270,7 +272,7 @@ class Router:
         # An acks=0 produce gets no reply unless it fails: not counted, and sent with a
         # marked identity so that its error reply cannot uncount another request.
         counted = not (type(request) is protocol.ProduceRequest and request.acks == 0)
-        refusal = self._in_flight_refusal(client) if counted else None
+        refusal = self._in_flight_refusal(client, request.request_id) if counted else None
         is_fetch = type(request) is protocol.FetchRequest
         if refusal is None and is_fetch:
             why = self._fetch_bytes.refusal(client, request.request_id, request.bytes_max)
@@ -303,12 +305,17 @@ class Router:
                 f"{shard_id} has {limits.SOCKET_MESSAGES_HWM} requests queued; retry later")))
             return
         if counted:
-            self._in_flight.forwarded(shard_id, client)
+            self._in_flight.forwarded(shard_id, client, request.request_id)
         if is_fetch:
             self._fetch_bytes.forwarded(shard_id, client, request.request_id, request.bytes_max)
 
-    def _in_flight_refusal(self, client: bytes) -> TooManyRequestsError | None:
-        """Why ``client`` may not have one more request at the shards or held, or None."""
+    def _in_flight_refusal(self, client: bytes, request_id: int | None = None
+                           ) -> BrokerError | None:
+        """Why ``client`` may not have one more request (``request_id``, if it goes to a
+        shard now) at the shards or held, or None."""
+        reused = None if request_id is None else self._in_flight.refusal(client, request_id)
+        if reused is not None:
+            return MalformedRequestError(reused)
         in_flight = self._in_flight.count(client) + self._held.count_for(client)
         if in_flight < limits.CLIENT_REQUESTS_IN_FLIGHT_MAX:
             return None
@@ -352,11 +359,11 @@ class Router:
         if is_marked(client):   # the error reply to an acks=0 produce: it counted nothing
             self._relay([unmark(client), *frames[1:]])
             return
-        self._in_flight.answered(shard_id, client)
+        request_id = reply_header.request_id(frames[1].buffer)
+        if request_id is None:   # not the canonical shape: decode it whole (rare)
+            request_id = protocol.decode_reply(frames[1].buffer).request_id
+        self._in_flight.answered(shard_id, client, request_id)
         if self._fetch_bytes.bytes_for(client):
-            request_id = reply_header.request_id(frames[1].buffer)
-            if request_id is None:   # not the canonical shape: decode it whole (rare)
-                request_id = protocol.decode_reply(frames[1].buffer).request_id
             self._fetch_bytes.answered(client, request_id)
         if len(frames) > 2 and len(frames[2]) >= limits.REPLY_BYTES_TRACKED_MIN:
             self._relay_large_reply(client, frames)
@@ -438,9 +445,22 @@ class Router:
         self._routing = routing
         self._held.forget_unknown(routing.owners)
         for shard_id in self._shards.apply(routing.shard_addresses):
-            # Requests sent to the shard's old address will never be answered.
-            self._in_flight.forget_shard(shard_id)
-            self._fetch_bytes.forget_shard(shard_id)
+            self._answer_lost(shard_id, "moved to a new address (it restarted)")
+
+    def _answer_lost(self, shard_id: str, why: str) -> None:
+        """Answer unavailable (retriable) every request in flight at ``shard_id``, which
+        will never answer them: its connection dropped, or it moved. At once, rather
+        than after each client's request timeout: the partitions it led have a new
+        leader within seconds. The request may have been applied or not; a client's
+        retry is safe (an idempotent producer's is deduplicated)."""
+        self._fetch_bytes.forget_shard(shard_id)
+        lost = self._in_flight.forget_shard(shard_id)
+        if lost:
+            self._bridge.refresh_routing()
+        for client, request_id in lost:
+            self._reply(client, protocol.encode_error(request_id, UnavailableError(
+                f"{shard_id} {why} with this request in flight; it may or may not have "
+                f"been applied; retry")))
 
     def _reply(self, client_id, reply: bytes) -> None:
         try:

@@ -49,6 +49,7 @@ class ShardConnections:
         self._by_dealer: dict[zmq.Socket, _ShardConnection] = {}
         self._by_monitor: dict[zmq.Socket, _ShardConnection] = {}
         self._down: set[str] = set()
+        self._dropped: list[str] = []   # went down since take_dropped; at most one per shard
 
     def apply(self, shard_addresses: dict[str, str]) -> list[str]:
         """Connect to every shard at its address in the routing table; returns the
@@ -89,6 +90,12 @@ class ShardConnections:
             self._on_monitor_events(connection)
         return None
 
+    def take_dropped(self) -> list[str]:
+        """The shards whose connection dropped since the last call: whatever was in flight
+        on it will never be answered."""
+        dropped, self._dropped = self._dropped, []
+        return dropped
+
     def close(self) -> None:
         for connection in list(self._by_shard.values()):
             self._close(connection)
@@ -101,7 +108,9 @@ class ShardConnections:
             except zmq.Again:
                 return
             if event == zmq.EVENT_DISCONNECTED:
-                self._down.add(connection.shard_id)
+                if connection.shard_id not in self._down:
+                    self._down.add(connection.shard_id)
+                    self._dropped.append(connection.shard_id)
             elif event in _UP_EVENTS:
                 self._down.discard(connection.shard_id)
 

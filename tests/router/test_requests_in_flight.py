@@ -20,42 +20,61 @@ def test_a_marked_identity_is_recognised_and_unmarks_to_its_client():
 def test_requests_count_per_client_across_shards_until_answered():
     # Given two requests of a client at two shards, and one of another client
     in_flight = RequestsInFlight()
-    in_flight.forwarded("shard-0", CLIENT)
-    in_flight.forwarded("shard-1", CLIENT)
-    in_flight.forwarded("shard-0", OTHER)
+    in_flight.forwarded("shard-0", CLIENT, 1)
+    in_flight.forwarded("shard-1", CLIENT, 2)
+    in_flight.forwarded("shard-0", OTHER, 1)
     assert (in_flight.count(CLIENT), in_flight.count(OTHER)) == (2, 1)
     # When shard-0 answers the client / Then only that one is uncounted
-    in_flight.answered("shard-0", CLIENT)
+    in_flight.answered("shard-0", CLIENT, 1)
     assert (in_flight.count(CLIENT), in_flight.count(OTHER)) == (1, 1)
 
 
 def test_an_answer_to_nothing_counted_uncounts_nothing():
     # Given a client with one request at shard-1
     in_flight = RequestsInFlight()
-    in_flight.forwarded("shard-1", CLIENT)
+    in_flight.forwarded("shard-1", CLIENT, 5)
     # When replies come that answer nothing counted: from a shard it has nothing at,
-    # twice from shard-1, and from a shard never known
-    in_flight.answered("shard-0", CLIENT)
-    in_flight.answered("shard-1", CLIENT)
-    in_flight.answered("shard-1", CLIENT)
-    in_flight.answered("shard-9", OTHER)
+    # to an id never sent, twice from shard-1, and from a shard never known
+    in_flight.answered("shard-0", CLIENT, 5)
+    in_flight.answered("shard-1", CLIENT, 6)
+    in_flight.answered("shard-1", CLIENT, 5)
+    in_flight.answered("shard-1", CLIENT, 5)
+    in_flight.answered("shard-9", OTHER, 5)
     # Then the count never goes below what was counted
     assert (in_flight.count(CLIENT), in_flight.count(OTHER)) == (0, 0)
-    in_flight.forwarded("shard-1", CLIENT)
+    in_flight.forwarded("shard-1", CLIENT, 5)
     assert in_flight.count(CLIENT) == 1
 
 
-def test_a_forgotten_shard_takes_its_requests_with_it_and_its_late_answers_count_nothing():
-    # Given a client with requests at two shards
+def test_a_request_id_in_flight_is_refused_again_until_answered_naming_it():
+    # Given a client's request 7 at shard-0
     in_flight = RequestsInFlight()
-    for shard_id in ("shard-0", "shard-0", "shard-1"):
-        in_flight.forwarded(shard_id, CLIENT)
-    # When shard-0 restarts (its requests are lost)
-    in_flight.forget_shard("shard-0")
-    # Then only shard-1's request counts, and a late answer from shard-0 changes nothing
-    assert in_flight.count(CLIENT) == 1
-    in_flight.answered("shard-0", CLIENT)
-    assert in_flight.count(CLIENT) == 1
+    in_flight.forwarded("shard-0", CLIENT, 7)
+    # When it sends another request 7 / Then it is refused, naming the id and the shard;
+    # another client's 7 is not
+    why = in_flight.refusal(CLIENT, 7)
+    assert why is not None and "request 7 is in flight already (at shard-0)" in why
+    assert in_flight.refusal(OTHER, 7) is None
+    # And once answered, the id may be used again
+    in_flight.answered("shard-0", CLIENT, 7)
+    assert in_flight.refusal(CLIENT, 7) is None
+
+
+def test_a_forgotten_shard_returns_its_requests_in_order_and_its_late_answers_count_nothing():
+    # Given a client with requests at two shards, and another client's at the first
+    in_flight = RequestsInFlight()
+    for shard_id, client, request_id in (("shard-0", CLIENT, 1), ("shard-1", CLIENT, 2),
+                                         ("shard-0", OTHER, 9), ("shard-0", CLIENT, 3)):
+        in_flight.forwarded(shard_id, client, request_id)
+    # When shard-0's connection drops (its requests are lost)
+    lost = in_flight.forget_shard("shard-0")
+    # Then its requests come back, oldest first, to be answered; only shard-1's counts,
+    # a late answer from shard-0 changes nothing, and the ids are free again
+    assert lost == [(CLIENT, 1), (OTHER, 9), (CLIENT, 3)]
+    assert (in_flight.count(CLIENT), in_flight.count(OTHER)) == (1, 0)
+    in_flight.answered("shard-0", CLIENT, 1)
+    assert in_flight.count(CLIENT) == 1 and in_flight.refusal(CLIENT, 1) is None
+    assert in_flight.forget_shard("shard-0") == []
 
 
 def test_a_clients_fetches_may_ask_for_its_fetch_bytes_in_all_and_no_more():
@@ -87,13 +106,11 @@ def test_a_tiny_fetch_counts_an_entrys_worth_so_many_cannot_ask_for_gigabytes():
     assert counted_bytes(1) == limits.FETCH_BYTES_COUNTED_MIN
 
 
-def test_fetch_bytes_leave_with_their_reply_or_their_shard_and_a_reused_id_is_refused():
+def test_fetch_bytes_leave_with_their_reply_or_their_shard():
     # Given fetches of a client at two shards
     fetches = FetchBytesInFlight()
     fetches.forwarded("shard-0", CLIENT, 1, 4 * limits.MiB)
     fetches.forwarded("shard-1", CLIENT, 2, 8 * limits.MiB)
-    # When the same request id is used again / Then it is refused
-    assert "in flight already" in fetches.refusal(CLIENT, 1, limits.MiB)
     # When shard-1 restarts and a reply comes to nothing counted
     fetches.forget_shard("shard-1")
     fetches.answered(CLIENT, 99)

@@ -239,6 +239,44 @@ def test_a_client_over_its_in_flight_limit_is_refused_until_a_reply_comes_back(r
     assert shard.wait_for_requests(limit + 3)[-1].request_id == limit + 3
 
 
+def test_requests_in_flight_at_a_shard_whose_connection_drops_are_answered_unavailable_at_once(
+        router_rig):
+    # Given a shard holding a client's produce and fetch unanswered, and another shard
+    rig = router_rig(topics={"t": 2}, owners={"t": ("shard-0", "shard-1")})
+    shard = rig.shards["shard-0"]
+    shard.holding = True
+    client = rig.client()
+    client.send(protocol.encode_produce(1, "t", 0, 1), b"batch")
+    client.send(fetch(2))
+    shard.wait_for_requests(2)
+    # When the shard's process dies (its connection drops)
+    shard.close()
+    # Then both are answered unavailable (retriable) at once, in order, naming the shard
+    # and that the request may have been applied, long before a client's request timeout
+    views = [client.recv(timeout_s=fakes.WAIT_S)[0] for _ in range(2)]
+    assert [v.request_id for v in views] == [1, 2]
+    for view in views:
+        assert isinstance(view.error, UnavailableError)
+        assert "shard-0 lost its connection" in str(view.error)
+        assert "may or may not have been applied; retry" in str(view.error)
+    # And the client's count is free again, and the other shard still serves it
+    assert client.request(protocol.encode_produce(3, "t", 1, 1), b"batch").error is None
+
+
+def test_a_request_id_the_client_has_in_flight_is_refused_naming_it(router_rig):
+    # Given a client's produce 5 held at its shard
+    rig = router_rig(topics={"t": 1}, owners={"t": ("shard-0",)})
+    rig.shards["shard-0"].holding = True
+    client = rig.client()
+    client.send(protocol.encode_produce(5, "t", 0, 1), b"batch")
+    rig.shards["shard-0"].wait_for_requests(1)
+    # When it sends another request with id 5 / Then that one is refused as malformed
+    view = client.request(fetch(5))
+    assert isinstance(view.error, MalformedRequestError)
+    assert "request 5 is in flight already (at shard-0)" in str(view.error)
+    assert len(rig.shards["shard-0"].requests()) == 1
+
+
 def test_a_shard_whose_queue_is_full_makes_the_router_answer_too_many_requests(
         router_rig, monkeypatch):
     # Given a shard that reads nothing, behind sockets that queue 2 messages
