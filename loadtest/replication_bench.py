@@ -1,7 +1,7 @@
 """Replication's cost and failover time on a 3-node Ray cluster on 127.0.0.1.
 
     python -m loadtest.replication_bench [--messages 1000000] [--e2e-messages 100000]
-        [--kills 20] [--no-peer] [--json]
+        [--kills 20] [--no-peer] [--only throughput|e2e|failover ...] [--json]
 
 One run measures, on the same machine and cluster:
 1. ``plinth bench produce`` of keyed 100-byte records: factor 1 with acks=1,
@@ -40,6 +40,8 @@ from pathlib import Path
 from loadtest import redis_peer
 from plinth import Admin, Producer
 from plinth.bench import BenchConfig, run_e2e, run_produce
+from plinth.control.controller_handle import ControllerHandle
+from plinth.server import namespace_for
 from tests.conftest import Broker
 from tests.support import unique_topic, wait_until
 from tests.three_node_cluster import ThreeNodeCluster
@@ -47,6 +49,7 @@ from tests.three_node_cluster import ThreeNodeCluster
 FAILOVER_WAIT_S = 120     # a kill that takes longer than this is reported as failed
 ELECTION_POLL_S = 0.05    # how often the watcher asks who leads the partition
 FRESH_TOPICS_PER_KILL_MAX = 5   # topics tried for one led on a worker node
+PARTS = ("throughput", "e2e", "failover")
 
 
 def main() -> None:
@@ -55,24 +58,33 @@ def main() -> None:
     parser.add_argument("--e2e-messages", type=int, default=100_000)
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--no-peer", action="store_true", help="skip Redis (not installed)")
+    parser.add_argument("--only", choices=PARTS, action="append",
+                        help="run only this part (repeatable; default: all)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    results = run(args.messages, args.e2e_messages, args.kills, peer=not args.no_peer)
+    results = run(args.messages, args.e2e_messages, args.kills, peer=not args.no_peer,
+                  parts=tuple(args.only or PARTS))
     print(json.dumps(results, indent=2) if args.json else format_results(results))
 
 
-def run(messages: int, e2e_messages: int, kills: int, peer: bool = True) -> dict:
+def run(messages: int, e2e_messages: int, kills: int, peer: bool = True,
+        parts: tuple[str, ...] = PARTS) -> dict:
+    """The ``parts`` of the bench, each on the same fresh cluster, Redis first (with the
+    throughput part only: the peer is of the throughput)."""
     results = {}
-    if peer:   # first: a missing redis-server or redis-py stops the run before the long part
+    if peer and "throughput" in parts:   # first: a missing redis-server or redis-py stops the run before the long part
         with redis_peer.redis_server("always") as port:
             results["redis_xadd"] = redis_peer.run_produce(port, messages, 16, 100, 100)
     cluster = ThreeNodeCluster().start()
     data_dir = Path(tempfile.mkdtemp(prefix="plinth-replication-bench-"))
     broker = Broker(data_dir / "data", cluster.address, shards=3).start()
     try:
-        results["throughput"] = throughput(broker.url, messages)
-        results["e2e"] = e2e(broker.url, e2e_messages)
-        results["failover"] = failover(cluster, broker, data_dir / "data", kills)
+        if "throughput" in parts:
+            results["throughput"] = throughput(broker.url, messages)
+        if "e2e" in parts:
+            results["e2e"] = e2e(broker.url, e2e_messages)
+        if "failover" in parts:
+            results["failover"] = failover(cluster, broker, data_dir / "data", kills)
     finally:
         broker.stop()
         cluster.shutdown()
@@ -97,10 +109,10 @@ def failover(cluster: ThreeNodeCluster, broker: Broker, data_dir: Path, kills: i
     """Seconds from removing the leader's node to the first acks="all" produce it acks."""
     topic, topics = "", 0
     seconds, elected = [], []
+    # The producer's timeouts and backoffs are the defaults (Kafka's): what a user's sees.
     with Admin(broker=broker.url) as admin, Producer(
-            broker=broker.url, acks="all", linger_ms=0, request_timeout_ms=2_000,
-            delivery_timeout_ms=FAILOVER_WAIT_S * 1000, retry_backoff_ms=20,
-            retry_backoff_max_ms=100) as producer:
+            broker=broker.url, acks="all", linger_ms=0,
+            delivery_timeout_ms=FAILOVER_WAIT_S * 1000) as producer:
         pins = json.loads((data_dir / "metadata.json").read_text())["shard_nodes"]
         for _ in range(kills):
             # Leaders move off a lost node and do not move back: once none of the topic's
@@ -127,7 +139,12 @@ def failover(cluster: ThreeNodeCluster, broker: Broker, data_dir: Path, kills: i
             seconds.append(time.monotonic() - started_s)
             elected.append(watcher.result_s())
             cluster.add_node(node)
-            wait_until(lambda: _fully_in_sync(admin, topic), timeout_s=FAILOVER_WAIT_S)
+            try:
+                wait_until(lambda: _fully_in_sync(admin, topic), timeout_s=FAILOVER_WAIT_S)
+            except AssertionError:
+                raise AssertionError(f"{topic} not fully in sync {FAILOVER_WAIT_S} s after node "
+                                     f"{node} came back:\n{_replication_state(admin, topic, data_dir)}"
+                                     ) from None
     known = [e for e in elected if e is not None]
     return {"kills": len(seconds), "topics": topics,
             "p50_s": statistics.median(seconds), "max_s": max(seconds),
@@ -188,6 +205,22 @@ def _partition_led_on_a_worker(admin: Admin, topic: str, pins: dict) -> tuple[in
     return None
 
 
+def _replication_state(admin: Admin, topic: str, data_dir: Path) -> str:
+    """What each replica of ``topic`` says of its partitions (each shard's replication
+    stats), and the controller's records: why a partition is not fully in sync."""
+    lines = [f"  described: {info.partition} leader {info.shard} epoch {info.leader_epoch} "
+             f"replicas {info.replicas} in sync {info.in_sync_replicas} hw {info.high_watermark}"
+             for info in admin.describe_topic(topic).partition_info]
+    controller = ControllerHandle.find(namespace_for(data_dir))
+    for shard_id, stats in sorted(controller.shard_stats().items()):
+        for key, state in sorted((stats or {}).get("replication", {}).items()):
+            if key[0] == topic:
+                lines.append(f"  {shard_id} {key}: {state}")
+        if stats is None:
+            lines.append(f"  {shard_id}: no stats (did not answer)")
+    return "\n".join(lines)
+
+
 def _fully_in_sync(admin: Admin, topic: str) -> bool:
     return all(info.shard and len(info.in_sync_replicas) == len(info.replicas)
                for info in admin.describe_topic(topic).partition_info)
@@ -197,25 +230,31 @@ def format_results(results: dict) -> str:
     redis = results.get("redis_xadd")
     lines = [] if redis is None else [f"Redis XADD (AOF fsync always, pipelines of 100): "
                                       f"{redis['records_per_s']:,.0f} records/s"]
-    for name, report in results["throughput"].items():
+    for name, report in results.get("throughput", {}).items():
         rate = report["records_per_s"]
         ratio = "" if redis is None else f"  ({rate / redis['records_per_s']:.2f}x Redis)"
         lines.append(f"{name:22s} {rate:12,.0f} records/s{ratio}  "
                      f"p50 {report['latency_us']['p50'] / 1000:.1f} ms  "
                      f"p99 {report['latency_us']['p99'] / 1000:.1f} ms")
-    latency = results["e2e"]["latency_us"]
-    lines.append(f"e2e at 10,000 records/s, acks=all, factor 3: p50 {latency['p50'] / 1000:.1f} ms "
-                 f"p99 {latency['p99'] / 1000:.1f} ms")
-    fail = results["failover"]
-    lines.append(f"failover over {fail['kills']} node kills: p50 {fail['p50_s']:.2f} s, "
-                 f"max {fail['max_s']:.2f} s")
+    if "e2e" in results:
+        latency = results["e2e"]["latency_us"]
+        lines.append(f"e2e at 10,000 records/s, acks=all, factor 3: p50 "
+                     f"{latency['p50'] / 1000:.1f} ms p99 {latency['p99'] / 1000:.1f} ms")
+    if "failover" in results:
+        lines += _failover_lines(results["failover"])
+    return "\n".join(lines)
+
+
+def _failover_lines(fail: dict) -> list[str]:
+    lines = [f"failover over {fail['kills']} node kills: p50 {fail['p50_s']:.2f} s, "
+             f"max {fail['max_s']:.2f} s"]
     if fail.get("elected_p50_s") is not None:
         lines.append(f"  until the controller names the new leader (describe): p50 "
                      f"{fail['elected_p50_s']:.2f} s, max {fail['elected_max_s']:.2f} s; "
                      f"each kill (acked / elected, s): "
                      + ", ".join(f"{a:.2f}/{'-' if e is None else f'{e:.2f}'}"
                                  for a, e in zip(fail["seconds"], fail["elected_s"])))
-    return "\n".join(lines)
+    return lines
 
 
 if __name__ == "__main__":

@@ -19,7 +19,9 @@ threads:
 Leaders. A replicated partition's owner in the routing table is its leader.
 When a shard answers notLeader (the leader changed since the table was made),
 or a request's shard is down, the reply goes to the client, which retries (the
-error is transient), and the router asks for a new table at once
+error is transient); requests already at a shard whose connection drops (or
+that moves) are answered unavailable at once (``_answer_lost``), not left to
+the client's request timeout; and the router asks for a new table at once
 (``AdminBridge.refresh_routing``, at most every
 ROUTING_REFRESH_ON_DEMAND_INTERVAL_S), so the retry finds the new leader.
 
