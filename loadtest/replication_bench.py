@@ -143,7 +143,7 @@ def failover(cluster: ThreeNodeCluster, broker: Broker, data_dir: Path, kills: i
                 wait_until(lambda: _fully_in_sync(admin, topic), timeout_s=FAILOVER_WAIT_S)
             except AssertionError:
                 raise AssertionError(f"{topic} not fully in sync {FAILOVER_WAIT_S} s after node "
-                                     f"{node} came back:\n{_replication_state(admin, topic, data_dir)}"
+                                     f"{node} came back:\n{_replication_state(admin, topic, cluster, data_dir)}"
                                      ) from None
     known = [e for e in elected if e is not None]
     return {"kills": len(seconds), "topics": topics,
@@ -205,9 +205,14 @@ def _partition_led_on_a_worker(admin: Admin, topic: str, pins: dict) -> tuple[in
     return None
 
 
-def _replication_state(admin: Admin, topic: str, data_dir: Path) -> str:
+def _replication_state(admin: Admin, topic: str, cluster: ThreeNodeCluster,
+                       data_dir: Path) -> str:
     """What each replica of ``topic`` says of its partitions (each shard's replication
     stats), and the controller's records: why a partition is not fully in sync."""
+    import ray
+
+    if not ray.is_initialized():   # the bench's process is not a driver of the cluster
+        ray.init(address=cluster.address, logging_level="ERROR")
     lines = [f"  described: {info.partition} leader {info.shard} epoch {info.leader_epoch} "
              f"replicas {info.replicas} in sync {info.in_sync_replicas} hw {info.high_watermark}"
              for info in admin.describe_topic(topic).partition_info]
