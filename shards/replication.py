@@ -182,6 +182,18 @@ class LeaderReplication:
         """The durable log end ``replica_id`` last reported in this epoch (NO_OFFSET: none)."""
         return self._followers[replica_id].fetch_offset
 
+    def followers_state(self, now_s: float) -> dict[str, dict]:
+        """What this leader knows of each follower, for stats: its last fetch offset,
+        how long ago it last fetched and was last caught up, and whether the next
+        in-sync check would want it in the set."""
+        committed = self.leadership.in_sync
+        return {replica: {"fetch_offset": f.fetch_offset,
+                          "last_fetch_ago_s": round(now_s - f.last_fetch_s, 3),
+                          "caught_up_ago_s": round(now_s - f.caught_up_s, 3),
+                          "wanted_in_sync": self._wanted_in_sync(replica, replica in committed,
+                                                                 now_s)}
+                for replica, f in sorted(self._followers.items())}
+
     # --- The log and the followers' fetches -------------------------------------
 
     def on_leader_durable(self, log_end_offset: int, now_s: float) -> bool:
