@@ -170,6 +170,12 @@ class Controller:
         # learns it was (it does not restart, so it never announces itself). At most
         # one entry per shard.
         self._records_unsent: set[str] = set()
+        # Shards that missed a push of the peers' addresses (the call failed: Ray had not
+        # seen the shard's restart yet, or it was silent or slow): each gets them again
+        # once it answers a leader check. Without this a restarted follower whose push
+        # failed holds its records but no leader's address: it never fetches, and never
+        # rejoins the in-sync set. At most one entry per shard.
+        self._peers_unsent: set[str] = set()
         self._repairing: dict[tuple[str, int], set[str]] = {}   # see _note_opened
         if restarted():
             self.recover()
@@ -462,7 +468,12 @@ class Controller:
         return changes
 
     def _resend_records(self, alive: set[str]) -> None:
-        """Push every record again to each shard that missed one and answers now."""
+        """Push the peers' addresses again to each shard that missed them, then every
+        record again to each shard that missed one, of those that answer now."""
+        missed_peers = sorted(self._peers_unsent & alive)
+        if missed_peers:
+            self._peers_unsent -= set(missed_peers)
+            self._push_peers(missed_peers)
         for shard_id in sorted(self._records_unsent & alive):
             self._records_unsent.discard(shard_id)
             self._push_records(self._records_on(shard_id), {shard_id})
@@ -540,12 +551,19 @@ class Controller:
 
     def _push_peers(self, shard_ids: list[str] | None = None) -> None:
         """Tell every shard (or ``shard_ids``) where every shard listens, with this
-        controller's epoch."""
+        controller's epoch. A silent shard is not waited for; it, and any whose call
+        fails, gets them again once it answers a leader check (``_resend_records``)."""
         addresses = dict(self._shards.addresses)
         epoch = self._metadata.controller_epoch
-        self._shards.call_each({s: self._shards[s].set_peers(addresses, epoch)
-                                for s in shard_ids or self._shards.ids()},
-                               limits.CONTROL_CALL_TIMEOUT_S)
+        targets = [s for s in shard_ids or self._shards.ids() if s in self._shards]
+        self._peers_unsent.update(s for s in targets if s in self._silent)
+        outcomes = wait_all({s: self._shards[s].set_peers(addresses, epoch)
+                             for s in targets if s not in self._silent},
+                            limits.CONTROL_CALL_TIMEOUT_S)
+        for shard_id, outcome in sorted(outcomes.items()):
+            if isinstance(outcome, BrokerError):
+                log.warning("%s; it gets the peers' addresses again once it answers", outcome)
+                self._peers_unsent.add(shard_id)
 
     def _records_on(self, shard_id: str) -> list[tuple[PartitionId, Leadership]]:
         """The leadership records of the replicated partitions ``shard_id`` holds."""
