@@ -40,7 +40,9 @@ INVARIANTS (each checked where it is established; an AssertionError names its nu
  8. A follower joins the in-sync set only when its durable log end has reached
     both the HW and the leader's epoch start offset (the leader's log end when
     it took over, which holds every acknowledged record: KAFKA-7128), with a
-    fetch in this leader epoch, and it has not lagged for lag_time_max_s.
+    fetch in this leader epoch made since it last left the in-sync set (the one
+    before may be of a process that restarted on a wiped disk since), and it
+    has not lagged for lag_time_max_s.
  9. A needs-repair replica is never added to the in-sync set until it has caught
     up: an in-sync follower that reports less than the HW has lost data, leaves
     the in-sync set at the next proposal, and rejoins only by rule 8. A
@@ -135,6 +137,13 @@ class _Follower:
         self.fetch_offset = NO_OFFSET          # no fetch in this epoch yet
         self.caught_up_s = now_s               # it gets lag_time_max_s to start fetching
         self.last_fetch_s = now_s
+        self.leader_end_at_last_fetch = NO_OFFSET
+
+    def forget_fetches(self) -> None:
+        """It left the in-sync set: what it reported may be of a process that is gone
+        (a replica that restarted on a wiped disk is taken out by the controller, not
+        by this leader), so only a fetch after this counts toward its rejoining."""
+        self.fetch_offset = NO_OFFSET
         self.leader_end_at_last_fetch = NO_OFFSET
 
 
@@ -343,6 +352,8 @@ class LeaderReplication:
         if self.leader_id not in leadership.in_sync:
             raise _broken(1, f"{self.name}: {self.leader_id} leads epoch "
                              f"{leadership.leader_epoch} but is not in sync in {leadership!r}")
+        for replica in set(current.in_sync) - set(leadership.in_sync):   # rules 8 and 9
+            self._followers[replica].forget_fetches()
         self.leadership = leadership
         return self._advance_high_watermark()
 
