@@ -150,6 +150,35 @@ def test_a_restarted_follower_whose_push_of_peers_failed_catches_up_and_rejoins(
     assert info.end_offset == 5
 
 
+def test_a_wiped_shard_whose_reopen_failed_is_reopened_at_the_next_check_and_rebuilt(brokers):
+    # Given a factor-3 topic whose replicas hold acknowledged records, and a follower
+    # whose data directory is deleted while it is down
+    broker = brokers(3, **ON_ONE_NODE)
+    broker.controller.create_topic("t", 1, {}, 3)
+    for n in range(5):
+        assert broker.produce("t", 0, [f"r{n}".encode()], acks=-1) == n
+    follower = controller_record(broker).replicas[1]
+    handle = broker.shards.handles[follower]
+    handle.stop()
+    shutil.rmtree(broker.shards.directory(follower))
+    # When it restarts, and the controller's call to reopen its partitions fails (as the
+    # push of peers may: Ray had not seen the restart yet); it announces itself only once
+    handle.restart()
+    handle.fail_next("open_partitions", ray.exceptions.ActorUnavailableError(
+        f"{follower} is restarting", None))
+    broker.controller.shard_started(follower, handle.actor.address())
+    assert PARTITION not in handle.actor._manifest.partitions   # it knows nothing
+    # Then the next leader check reopens them (it needs repair: out of the in-sync set)
+    assert broker.controller.check_leaders() == []
+    assert PARTITION in broker.manifest(follower).partitions
+    # And it is rebuilt from its leader, which adds it back
+    wait_until(lambda: follower in controller_record(broker).in_sync,
+               timeout_s=CATCH_UP_WAIT_S, explain=lambda: pformat(
+                   broker.shards.handles[follower].actor.stats()["replication"]))
+    [info] = broker.shards.handles[follower].actor.partition_infos([PARTITION])
+    assert info.end_offset == 5
+
+
 # --- Silent shards: not waited for by pushes, queries or status ------------------------
 
 def test_an_in_sync_change_after_a_replica_went_silent_does_not_wait_for_it(brokers):
