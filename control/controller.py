@@ -488,7 +488,7 @@ class Controller:
         missed_peers = sorted(self._peers_unsent & alive)
         if missed_peers:
             self._peers_unsent -= set(missed_peers)
-            self._push_peers(missed_peers)
+            self._push_peers(missed_peers, limits.LEADER_PING_TIMEOUT_S)   # as records are
         for shard_id in sorted(self._reopen_unsent & alive):
             if self._reopen(shard_id):
                 self._records_unsent.add(shard_id)   # sent below, now that it has them open
@@ -567,17 +567,18 @@ class Controller:
                 self._records_unsent.add(shard_id)
                 self._silent.add(shard_id)
 
-    def _push_peers(self, shard_ids: list[str] | None = None) -> None:
+    def _push_peers(self, shard_ids: list[str] | None = None,
+                    timeout_s: float = limits.CONTROL_CALL_TIMEOUT_S) -> None:
         """Tell every shard (or ``shard_ids``) where every shard listens, with this
-        controller's epoch. A silent shard is not waited for; it, and any whose call
-        fails, gets them again once it answers a leader check (``_resend_records``)."""
+        controller's epoch, waiting at most ``timeout_s``. A silent shard is not waited
+        for; it, and any whose call fails, gets them again once it answers a leader
+        check (``_resend_records``)."""
         addresses = dict(self._shards.addresses)
         epoch = self._metadata.controller_epoch
         targets = [s for s in shard_ids or self._shards.ids() if s in self._shards]
         self._peers_unsent.update(s for s in targets if s in self._silent)
         outcomes = wait_all({s: self._shards[s].set_peers(addresses, epoch)
-                             for s in targets if s not in self._silent},
-                            limits.CONTROL_CALL_TIMEOUT_S)
+                             for s in targets if s not in self._silent}, timeout_s)
         for shard_id, outcome in sorted(outcomes.items()):
             if isinstance(outcome, BrokerError):
                 log.warning("%s; it gets the peers' addresses again once it answers", outcome)
