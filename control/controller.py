@@ -224,6 +224,16 @@ class Controller:
         # learns it was (it does not restart, so it never announces itself). At most
         # one entry per shard.
         self._records_unsent: set[str] = set()
+        # Shards that missed a push of the peers' addresses (the call failed: Ray had not
+        # seen the shard's restart yet, or it was silent or slow): each gets them again
+        # once it answers a leader check. Without this a restarted follower whose push
+        # failed holds its records but no leader's address: it never fetches, and never
+        # rejoins the in-sync set. At most one entry per shard.
+        self._peers_unsent: set[str] = set()
+        # Restarted shards whose partitions could not be reopened (the call failed, as
+        # the push of peers may): reopened once they answer a leader check, then sent
+        # their records. A shard announces itself once per start. At most one per shard.
+        self._reopen_unsent: set[str] = set()
         self._repairing: dict[tuple[str, int], set[str]] = {}   # see _note_opened
         if restarted():
             self.recover()
@@ -404,10 +414,18 @@ class Controller:
             others = {s for name, p in led
                       for s in self._metadata.topics[name].leadership[p].replicas} - {shard_id}
             self._elect(led, self._answering(others) | electable)
+        self._push_all_records(shard_id)
+
+    def _push_all_records(self, shard_id: str) -> None:
+        """Every record ``shard_id`` holds; if the call fails, again at the next check."""
         records = self._records_on(shard_id)
-        if records:
-            self._shards.call_each({shard_id: self._shards[shard_id].set_leadership(records)},
-                                   limits.CONTROL_CALL_TIMEOUT_S)
+        if not records:
+            return
+        outcome = wait_all({shard_id: self._shards[shard_id].set_leadership(records)},
+                           limits.CONTROL_CALL_TIMEOUT_S)[shard_id]
+        if isinstance(outcome, BrokerError):
+            log.warning("%s; it gets its records again once it answers", outcome)
+            self._records_unsent.add(shard_id)
 
     def _reopen(self, shard_id: str) -> bool:
         """Open every partition ``shard_id`` holds a copy of (it may have lost its disk
@@ -420,8 +438,10 @@ class Controller:
         shard = self._shards[shard_id]
         opened = self._shards.call_each({shard_id: shard.open_partitions(specs, existing=True)},
                                         limits.SHARD_START_WAIT_S)[shard_id]
-        if opened is None:   # it does not answer: it announces itself again when it can
+        if opened is None:   # it does not answer: again once it answers a leader check
+            self._reopen_unsent.add(shard_id)
             return False
+        self._reopen_unsent.discard(shard_id)
         self._note_opened(shard_id, opened)
         self._shards.call_each({shard_id: shard.set_partition_counts(
             self._metadata.partition_counts())}, limits.CONTROL_CALL_TIMEOUT_S)
@@ -516,7 +536,16 @@ class Controller:
         return changes
 
     def _resend_records(self, alive: set[str]) -> None:
-        """Push every record again to each shard that missed one and answers now."""
+        """Push the peers' addresses again to each shard that missed them, reopen the
+        partitions of each restarted shard that missed that, then push every record
+        again to each shard that missed one, of those that answer now."""
+        missed_peers = sorted(self._peers_unsent & alive)
+        if missed_peers:
+            self._peers_unsent -= set(missed_peers)
+            self._push_peers(missed_peers, limits.LEADER_PING_TIMEOUT_S)   # as records are
+        for shard_id in sorted(self._reopen_unsent & alive):
+            if self._reopen(shard_id):
+                self._records_unsent.add(shard_id)   # sent below, now that it has them open
         for shard_id in sorted(self._records_unsent & alive):
             self._records_unsent.discard(shard_id)
             self._push_records(self._records_on(shard_id), {shard_id})
@@ -592,14 +621,22 @@ class Controller:
                 self._records_unsent.add(shard_id)
                 self._silent.add(shard_id)
 
-    def _push_peers(self, shard_ids: list[str] | None = None) -> None:
+    def _push_peers(self, shard_ids: list[str] | None = None,
+                    timeout_s: float = limits.CONTROL_CALL_TIMEOUT_S) -> None:
         """Tell every shard (or ``shard_ids``) where every shard listens, with this
-        controller's epoch."""
+        controller's epoch, waiting at most ``timeout_s``. A silent shard is not waited
+        for; it, and any whose call fails, gets them again once it answers a leader
+        check (``_resend_records``)."""
         addresses = dict(self._shards.addresses)
         epoch = self._metadata.controller_epoch
-        self._shards.call_each({s: self._shards[s].set_peers(addresses, epoch)
-                                for s in shard_ids or self._shards.ids()},
-                               limits.CONTROL_CALL_TIMEOUT_S)
+        targets = [s for s in shard_ids or self._shards.ids() if s in self._shards]
+        self._peers_unsent.update(s for s in targets if s in self._silent)
+        outcomes = wait_all({s: self._shards[s].set_peers(addresses, epoch)
+                             for s in targets if s not in self._silent}, timeout_s)
+        for shard_id, outcome in sorted(outcomes.items()):
+            if isinstance(outcome, BrokerError):
+                log.warning("%s; it gets the peers' addresses again once it answers", outcome)
+                self._peers_unsent.add(shard_id)
 
     def _records_on(self, shard_id: str) -> list[tuple[PartitionId, Leadership]]:
         """The leadership records of the replicated partitions ``shard_id`` holds."""

@@ -57,6 +57,7 @@ from plinth import Admin, Consumer, Producer, topics
 from plinth.control.nodes import NODE_RESOURCE_PREFIX
 from plinth.errors import BrokerError, ClientError
 from tests.conftest import Broker
+from tests.replication_state import replication_report
 from tests.shard_processes import shard_pids
 from tests.support import unique_topic, wait_until
 from tests.three_node_cluster import ThreeNodeCluster
@@ -427,15 +428,22 @@ def replication_of(info) -> Replication:
     return Replication(replicas, tuple(getattr(info, "in_sync_replicas", ())))
 
 
-def wait_for_full_replication(url: str, topic: str) -> dict[int, Replication]:
+def wait_for_full_replication(url: str, topic: str, data_dir: Path | None = None,
+                              say=print) -> dict[int, Replication]:
     """Each partition's replication once all are fully replicated, or as it is when
-    REPLICATION_WAIT_S ran out (the checker then reports it)."""
+    REPLICATION_WAIT_S ran out (the checker then reports it; and ``say`` is told the
+    controller's records and each shard's replication state, read from ``data_dir``
+    and the shards: tests/replication_state.py)."""
     deadline = time.monotonic() + REPLICATION_WAIT_S
     while True:
         with Admin(broker=url, request_timeout_ms=ADMIN_TIMEOUT_MS * 10) as admin:
             found = {p.partition: replication_of(p) for p in admin.describe_topic(topic).partition_info}
-        if all(sorted(r.in_sync) == sorted(r.replicas) for r in found.values()) \
-                or time.monotonic() > deadline:
+        if all(sorted(r.in_sync) == sorted(r.replicas) for r in found.values()):
+            return found
+        if time.monotonic() > deadline:
+            if data_dir is not None:
+                say(f"not fully replicated after {REPLICATION_WAIT_S} s; the state then:\n"
+                    f"{replication_report(data_dir, topic)}")
             return found
         time.sleep(0.5)
 
@@ -535,7 +543,8 @@ def run_faults(setting: Setting, workload: Workload, schedule: list[tuple[float,
     history = workload.history
     try:
         history.final = read_every_partition(setting.broker.url, setting.topic, setting.partitions)
-        history.replication = wait_for_full_replication(setting.broker.url, setting.topic)
+        history.replication = wait_for_full_replication(setting.broker.url, setting.topic,
+                                                        setting.broker.data_dir, say)
     except (NotRecoveredError, BrokerError, ClientError) as exc:
         not_recovered.append(f"the final read: {exc}")
         # Without the log, every acknowledged record would count as lost: check the rest.

@@ -434,12 +434,28 @@ class ReplicaFetcher:
 
     # --- Stats -------------------------------------------------------------------------
 
-    def stats(self, followed: Followed) -> dict:
-        """A followed partition's replication state, for stats_snapshot."""
+    def stats(self, followed: Followed, now_s: float) -> dict:
+        """A followed partition's replication state, for stats_snapshot: with its fetch's
+        state, its link to the leader (fetches in flight, the address connected to and
+        the address the controller gave), so that a follower that stops catching up
+        explains itself."""
+        link = self.links.get(followed.leader)
+        in_flight = link.in_flight if link is not None else {}
+        dealer = self._dealers.get(followed.leader)
         return {"leader_epoch": followed.leadership.leader_epoch, "fetch_state": followed.state,
                 "fetches": followed.fetches, "fetch_failures": followed.failures,
                 "leader_end_offset": followed.leader_end_offset,
-                "follower_lag": max(0, followed.leader_end_offset - followed.part.log.end_offset)}
+                "leader_high_watermark": followed.leader_high_watermark,
+                "follower_lag": max(0, followed.leader_end_offset - followed.part.log.end_offset),
+                "request_id": followed.request_id, "backoff_ms": followed.backoff_ms,
+                "retry_in_s": round(followed.retry_at_s - now_s, 3),
+                "link_fetches_sent": link.fetches if link is not None else 0,
+                "link_in_flight": {request_id: [len(sent), round(deadline_s - now_s, 3)]
+                                   for request_id, (sent, deadline_s) in in_flight.items()},
+                "connected_to": dealer[0] if dealer is not None else None,
+                "leader_address": self._addresses.get(followed.leader),
+                "next_timer_in_s": None if self._next_timer_s is None
+                else round(self._next_timer_s - now_s, 3)}
 
 
 def _malformed(reply: protocol.ReplyView, partitions: int,

@@ -385,12 +385,22 @@ class ReplicaServer:
                 proposals.append((led, tuple(proposal)))
         return proposals
 
-    def stats(self, led: Led) -> dict:
-        """A led partition's replication state, for stats_snapshot."""
+    def stats(self, led: Led, now_s: float) -> dict:
+        """A led partition's replication state, for stats_snapshot: the followers' lag,
+        and what a stuck in-sync set needs explained (the proposal waiting for the
+        controller, each follower's last fetch, the fetches parked here)."""
         end_offset = led.part.log.end_offset
+        replication = led.replication
         return {"leader_epoch": led.leader_epoch, "min_insync": led.min_insync,
+                "partition_epoch": led.leadership.partition_epoch,
                 "follower_lag": {replica: max(0, end_offset - offset)
-                                 for replica, offset in sorted(led.fetch_offsets.items())}}
+                                 for replica, offset in sorted(led.fetch_offsets.items())},
+                "epoch_start_offset": replication.epoch_start_offset,
+                "pending_in_sync": replication.pending_in_sync,
+                "followers": replication.followers_state(now_s),
+                "parked_fetches": {replica: self._purgatory.parked_for(replica)
+                                   for replica in led.leadership.replicas
+                                   if replica != self.shard_id}}
 
 
 def _epoch_starts(epochs: LeaderEpochs, fetch_offset: int,

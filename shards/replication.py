@@ -40,7 +40,9 @@ INVARIANTS (each checked where it is established; an AssertionError names its nu
  8. A follower joins the in-sync set only when its durable log end has reached
     both the HW and the leader's epoch start offset (the leader's log end when
     it took over, which holds every acknowledged record: KAFKA-7128), with a
-    fetch in this leader epoch, and it has not lagged for lag_time_max_s.
+    fetch in this leader epoch made since it last left the in-sync set (the one
+    before may be of a process that restarted on a wiped disk since), and it
+    has not lagged for lag_time_max_s.
  9. A needs-repair replica is never added to the in-sync set until it has caught
     up: an in-sync follower that reports less than the HW has lost data, leaves
     the in-sync set at the next proposal, and rejoins only by rule 8. A
@@ -137,6 +139,13 @@ class _Follower:
         self.last_fetch_s = now_s
         self.leader_end_at_last_fetch = NO_OFFSET
 
+    def forget_fetches(self) -> None:
+        """It left the in-sync set: what it reported may be of a process that is gone
+        (a replica that restarted on a wiped disk is taken out by the controller, not
+        by this leader), so only a fetch after this counts toward its rejoining."""
+        self.fetch_offset = NO_OFFSET
+        self.leader_end_at_last_fetch = NO_OFFSET
+
 
 class LeaderReplication:
     """The leader's side of one partition, for one leader epoch: the followers' fetch
@@ -181,6 +190,18 @@ class LeaderReplication:
     def follower_fetch_offset(self, replica_id: str) -> int:
         """The durable log end ``replica_id`` last reported in this epoch (NO_OFFSET: none)."""
         return self._followers[replica_id].fetch_offset
+
+    def followers_state(self, now_s: float) -> dict[str, dict]:
+        """What this leader knows of each follower, for stats: its last fetch offset,
+        how long ago it last fetched and was last caught up, and whether the next
+        in-sync check would want it in the set."""
+        committed = self.leadership.in_sync
+        return {replica: {"fetch_offset": f.fetch_offset,
+                          "last_fetch_ago_s": round(now_s - f.last_fetch_s, 3),
+                          "caught_up_ago_s": round(now_s - f.caught_up_s, 3),
+                          "wanted_in_sync": self._wanted_in_sync(replica, replica in committed,
+                                                                 now_s)}
+                for replica, f in sorted(self._followers.items())}
 
     # --- The log and the followers' fetches -------------------------------------
 
@@ -331,6 +352,8 @@ class LeaderReplication:
         if self.leader_id not in leadership.in_sync:
             raise _broken(1, f"{self.name}: {self.leader_id} leads epoch "
                              f"{leadership.leader_epoch} but is not in sync in {leadership!r}")
+        for replica in set(current.in_sync) - set(leadership.in_sync):   # rules 8 and 9
+            self._followers[replica].forget_fetches()
         self.leadership = leadership
         return self._advance_high_watermark()
 

@@ -128,6 +128,8 @@ class ShardReplication:
 
     def set_peers(self, addresses: dict[str, str], controller_epoch: int) -> None:
         """Every running shard's address, for following leaders."""
+        log.info("%s: peers %s (controller epoch %d)", self.shard_id,
+                 ", ".join(f"{s} at {a}" for s, a in sorted(addresses.items())), controller_epoch)
         self.controller_epoch = max(self.controller_epoch, controller_epoch)
         self._fetcher.set_peers(addresses, self.controller_epoch)
 
@@ -353,8 +355,10 @@ class ShardReplication:
                  "replicas": list(leadership.replicas), "in_sync": list(leadership.in_sync),
                  "high_watermark": part.high_watermark, "log_end_offset": part.log.end_offset,
                  "needs_repair": part.needs_repair}
+        now_s = time.monotonic()
         if type(role) is Led:
-            stats.update(self._leaders.stats(role))
+            stats.update(self._leaders.stats(role, now_s))
+            stats["in_sync_request_pending"] = key in self._in_sync_pending
         elif type(role) is Followed:
-            stats.update(self._fetcher.stats(role))
+            stats.update(self._fetcher.stats(role, now_s))
         return stats

@@ -17,15 +17,23 @@ def unique_topic(prefix: str = "t") -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
 
 
-def wait_until(predicate, timeout_s: float = 30.0, interval_s: float = 0.05):
-    """Poll a condition with a bound; used only for external processes' state."""
+def wait_until(predicate, timeout_s: float = 30.0, interval_s: float = 0.05, explain=None):
+    """Poll a condition with a bound; used only for external processes' state.
+    ``explain()``, if given, says on timeout what the state was (its text ends the
+    AssertionError), so that a flaky wait explains itself."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval_s)
-    raise AssertionError(f"condition not met within {timeout_s} s")
+    message = f"condition not met within {timeout_s} s"
+    if explain is not None:
+        try:
+            message += f"; the state then:\n{explain()}"
+        except Exception as exc:   # the report must not hide the timeout
+            message += f"; its state could not be read ({type(exc).__name__}: {exc})"
+    raise AssertionError(message)
 
 
 class NumberedWriter:

@@ -8,14 +8,19 @@ controller's neighbour."""
 
 from __future__ import annotations
 
+import shutil
+from pprint import pformat
+
 import pytest
 import ray.exceptions
 
 from plinth.errors import FencedLeaderEpochError, RequestTimedOutError
 from plinth.shards.shard_handle import PartitionId
+from tests.support import wait_until
 
 ON_ONE_NODE = {"allow_replicas_on_one_node": True}
 PARTITION = PartitionId("t", 0)
+CATCH_UP_WAIT_S = 30
 
 
 def held_record(broker, shard_id: str):
@@ -83,6 +88,95 @@ def test_a_leader_asking_with_a_stale_record_is_refused_and_sent_the_current_one
     assert controller_record(broker) == changed
     assert broker.controller.check_leaders() == []
     assert held_record(broker, record.leader) == changed
+
+
+# --- Peers' addresses: resent to a shard that missed them --------------------------------
+
+def peers_held(broker, shard_id: str) -> dict[str, str]:
+    """Where the shard believes each shard listens (what its fetches to leaders use)."""
+    return broker.shards.handles[shard_id].actor._server._replication._fetcher._addresses
+
+
+def restart_missing_the_peers(broker, shard_id: str) -> None:
+    """The shard's process restarts at a new address and announces itself, but the push
+    of the peers' addresses to it fails: Ray had not yet seen the restart, and answered
+    ActorUnavailableError (seen in the repair e2e flake: the calls after it reached the
+    shard, so it held its records, but it never learnt where its leaders listen)."""
+    handle = broker.shards.handles[shard_id]
+    handle.restart()
+    handle.fail_next("set_peers", ray.exceptions.ActorUnavailableError(
+        f"{shard_id} is restarting", None))
+    broker.controller.shard_started(shard_id, handle.actor.address())
+
+
+def test_a_restarted_shard_whose_push_of_peers_failed_gets_them_at_the_next_check(brokers):
+    # Given a factor-3 topic
+    broker = brokers(3, **ON_ONE_NODE)
+    broker.controller.create_topic("t", 1, {}, 3)
+    follower = controller_record(broker).replicas[1]
+    # When the follower restarts, and the push of the peers' addresses to it fails
+    restart_missing_the_peers(broker, follower)
+    # Then it holds its record but knows no leader's address
+    assert held_record(broker, follower) == controller_record(broker)
+    assert peers_held(broker, follower) == {}
+    # And once it answers a leader check, it gets every shard's address
+    assert broker.controller.check_leaders() == []
+    assert peers_held(broker, follower) == broker.controller.routing().shard_addresses
+    # And the check after sends nothing more (a push would raise ControllerCrash)
+    broker.shards.handles[follower].crash_controller_at("set_peers")
+    assert broker.controller.check_leaders() == []
+
+
+def test_a_restarted_follower_whose_push_of_peers_failed_catches_up_and_rejoins(brokers):
+    # Given a factor-3 topic whose replicas hold acknowledged records, and a follower
+    # whose data directory is deleted while it is down
+    broker = brokers(3, **ON_ONE_NODE)
+    broker.controller.create_topic("t", 1, {}, 3)
+    for n in range(5):
+        assert broker.produce("t", 0, [f"r{n}".encode()], acks=-1) == n
+    follower = controller_record(broker).replicas[1]
+    broker.shards.handles[follower].stop()
+    shutil.rmtree(broker.shards.directory(follower))
+    # When it restarts and the push of the peers' addresses to it fails, and the
+    # controller checks the leaders once
+    restart_missing_the_peers(broker, follower)
+    assert follower not in controller_record(broker).in_sync   # it needs repair
+    assert broker.controller.check_leaders() == []
+    # Then it fetches every record from its leader, and the leader adds it back
+    wait_until(lambda: follower in controller_record(broker).in_sync,
+               timeout_s=CATCH_UP_WAIT_S, explain=lambda: pformat(
+                   broker.shards.handles[follower].actor.stats()["replication"]))
+    [info] = broker.shards.handles[follower].actor.partition_infos([PARTITION])
+    assert info.end_offset == 5
+
+
+def test_a_wiped_shard_whose_reopen_failed_is_reopened_at_the_next_check_and_rebuilt(brokers):
+    # Given a factor-3 topic whose replicas hold acknowledged records, and a follower
+    # whose data directory is deleted while it is down
+    broker = brokers(3, **ON_ONE_NODE)
+    broker.controller.create_topic("t", 1, {}, 3)
+    for n in range(5):
+        assert broker.produce("t", 0, [f"r{n}".encode()], acks=-1) == n
+    follower = controller_record(broker).replicas[1]
+    handle = broker.shards.handles[follower]
+    handle.stop()
+    shutil.rmtree(broker.shards.directory(follower))
+    # When it restarts, and the controller's call to reopen its partitions fails (as the
+    # push of peers may: Ray had not seen the restart yet); it announces itself only once
+    handle.restart()
+    handle.fail_next("open_partitions", ray.exceptions.ActorUnavailableError(
+        f"{follower} is restarting", None))
+    broker.controller.shard_started(follower, handle.actor.address())
+    assert PARTITION not in handle.actor._manifest.partitions   # it knows nothing
+    # Then the next leader check reopens them (it needs repair: out of the in-sync set)
+    assert broker.controller.check_leaders() == []
+    assert PARTITION in broker.manifest(follower).partitions
+    # And it is rebuilt from its leader, which adds it back
+    wait_until(lambda: follower in controller_record(broker).in_sync,
+               timeout_s=CATCH_UP_WAIT_S, explain=lambda: pformat(
+                   broker.shards.handles[follower].actor.stats()["replication"]))
+    [info] = broker.shards.handles[follower].actor.partition_infos([PARTITION])
+    assert info.end_offset == 5
 
 
 # --- Silent shards: not waited for by pushes, queries or status ------------------------

@@ -19,6 +19,7 @@ from loadtest.replication_faults import read_every_partition, wait_for_full_repl
 from plinth import Admin, Producer
 from plinth.control.nodes import NODE_RESOURCE_PREFIX
 from tests.conftest import Broker
+from tests.replication_state import replication_report
 from tests.shard_processes import shard_pids
 from tests.support import unique_topic, wait_until
 from tests.three_node_cluster import SPARE, three_node_cluster  # noqa: F401 (a fixture)
@@ -80,10 +81,13 @@ def test_a_follower_whose_data_directory_was_deleted_while_down_is_rebuilt_from_
     wait_until(lambda: (shards_dir / follower / "manifest.json").exists(),
                timeout_s=REPAIR_WAIT_S)
     partition_dir = f"{topic}-0"
+    explain = lambda: replication_report(broker.data_dir)   # noqa: E731 (on timeout)
     wait_until(lambda: log_bytes(shards_dir / follower / partition_dir)
-               == log_bytes(shards_dir / leader / partition_dir) > 0, timeout_s=REPAIR_WAIT_S)
+               == log_bytes(shards_dir / leader / partition_dir) > 0, timeout_s=REPAIR_WAIT_S,
+               explain=explain)
     # And every partition is fully in sync again
-    wait_until(lambda: in_sync_everywhere(broker.url, topic), timeout_s=REPAIR_WAIT_S)
+    wait_until(lambda: in_sync_everywhere(broker.url, topic), timeout_s=REPAIR_WAIT_S,
+               explain=explain)
     # And nothing acknowledged was lost
     reads = read_every_partition(broker.url, topic, PARTITIONS)
     assert {read.value for read in reads} == values and len(reads) == RECORDS
@@ -116,7 +120,7 @@ def test_a_shard_of_a_node_lost_for_good_moves_to_a_new_node_and_the_factor_come
         # (the topic's and the committed offsets' three slots: one per shard)
         assert f"{PARTITIONS + SHARDS} replica(s) rebuilding from their leaders" in moved.stdout
         # And every partition is fully replicated again, on three nodes
-        replication = wait_for_full_replication(broker.url, topic)
+        replication = wait_for_full_replication(broker.url, topic, broker.data_dir)
         assert all(sorted(r.in_sync) == sorted(r.replicas) for r in replication.values()), \
             replication
         assert f"{lost:<10} up" in plinth(broker.url, "status").stdout

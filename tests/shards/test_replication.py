@@ -282,6 +282,25 @@ def test_an_in_sync_follower_that_reports_less_than_the_high_watermark_leaves_at
     assert replication.in_sync_change(2.0) == ("a", "b")
 
 
+def test_a_replica_the_controller_took_out_rejoins_only_after_a_fetch_that_catches_up():
+    # Given a HW of 10 with every follower caught up at 10
+    replication = leader()
+    replication.on_leader_durable(10, 1.0)
+    fetch(replication, "b", 10, 10)
+    fetch(replication, "c", 10, 10)
+    # When the controller takes c out (it restarted on a wiped disk: needs repair), a
+    # record this leader did not ask for
+    replication.on_leadership(record(in_sync=("a", "b"), partition_epoch=8))
+    # Then c's fetch before it left, of its previous process, does not bring it back
+    assert replication.in_sync_change(2.0) is None
+    # And neither does a fetch below the HW (it is being rebuilt)
+    fetch(replication, "c", 0, 10, now_s=2.5)
+    assert replication.in_sync_change(2.5) is None
+    # But a fetch that reached the HW does
+    fetch(replication, "c", 10, 10, now_s=3.0)
+    assert replication.in_sync_change(3.0) == ("a", "b", "c")
+
+
 def test_a_newer_record_settles_the_pending_proposal():
     replication = leader()
     fetch(replication, "b", 0, 0, now_s=1.0)

@@ -215,6 +215,26 @@ def test_acks_all_produces_are_acknowledged_and_every_follower_holds_the_same_by
     assert c.replication("s0")["follower_lag"] == {"s1": 0, "s2": 0}
 
 
+def test_the_replication_stats_say_why_a_follower_is_out_of_sync(cluster):
+    # Given a leader s0 and two followers in sync, with the lag time of 1 s
+    c = cluster()
+    produce(c.router("s0"), [b"a", b"b"])
+    c.wait_converged(c.ids, 2)
+    # Then a follower says which address it fetches from, and the leader's view of it
+    follower = c.replication("s1")
+    assert follower["leader_address"] == follower["connected_to"] == c.servers["s0"].address
+    assert follower["link_fetches_sent"] > 0 and follower["backoff_ms"] == 0
+    # When s2 stops and leaves the in-sync set
+    c.stop("s2")
+    c.wait_for(lambda: c.replication("s0")["in_sync"] == ["s0", "s1"], "s2 leaves")
+    # Then the leader's stats say it has not fetched for the lag time, and would not be
+    # proposed back; s1 still would
+    followers = c.replication("s0")["followers"]
+    assert followers["s2"]["last_fetch_ago_s"] > c.lag_time_max_ms / 1000
+    assert (followers["s2"]["wanted_in_sync"], followers["s1"]["wanted_in_sync"]) == (False, True)
+    assert c.replication("s0")["pending_in_sync"] is None
+
+
 def test_a_produce_to_a_follower_is_refused_with_not_leader(cluster):
     # Given s1 follows t-0
     c = cluster()
