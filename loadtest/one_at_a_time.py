@@ -18,6 +18,7 @@ over the rounds, and Plinth ÷ Redis beside each.
 
     python -m loadtest.one_at_a_time --rounds 3
     python -m loadtest.one_at_a_time --rate 200 --messages 3000 --plinth /opt/venv-before/bin/plinth
+    python -m loadtest.one_at_a_time --serve /opt/venv-before/bin/plinth   # that build's broker
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ def format_table(runs: dict[str, dict[str, list[dict]]], args) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--plinth", default="plinth", help="the plinth executable (a build)")
+    parser.add_argument("--serve", default=None,
+                        help="the plinth executable that runs the broker (default: --plinth); "
+                             "for a build whose bench has no --one-at-a-time")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rate", type=float, default=200.0, help="records/s")
     parser.add_argument("--messages", type=int, default=3000, help="records per measurement")
@@ -98,7 +102,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     runs = {system: {key: [] for key, _ in MEASUREMENTS} for system in ("plinth", "redis")}
     with tempfile.TemporaryDirectory(prefix="plinth-one-") as work, \
-            fresh_broker(args.plinth, Path(work), "--fsync-policy", args.fsync_policy) as (_, url), \
+            fresh_broker(args.serve or args.plinth, Path(work), "--fsync-policy", args.fsync_policy) as (_, url), \
             redis_peer.redis_server(args.appendfsync) as port:
         for round_number in range(1, args.rounds + 1):
             print(f"round {round_number} of {args.rounds}", file=sys.stderr, flush=True)
