@@ -21,10 +21,17 @@ stream entries with two fields, ``k`` (the key) and ``v`` (the value).
               with XREAD BLOCK; latency per record from the producer's
               time.time_ns() (the first 8 bytes of the value) to delivery.
 
+With ``--one-at-a-time``, produce and e2e send one XADD, wait for its reply,
+then send the next, at ``--rate`` records/s if given (``plinth bench
+--one-at-a-time`` measures Plinth the same way): produce times each XADD's
+round trip, e2e each record from its XADD to its XREAD BLOCK delivery.
+Percentiles are nearest-rank, in whole microseconds, as ``plinth bench``'s.
+
     python loadtest/redis_peer.py produce --messages 2000000
     python loadtest/redis_peer.py consume --messages 5000000
     python loadtest/redis_peer.py e2e --rate 10000 --messages 100000
     python loadtest/redis_peer.py all --json          # the three, as JSON lines
+    python loadtest/redis_peer.py e2e --one-at-a-time --rate 200 --messages 3000 --key-bytes 0
 
 Needs ``redis-server`` on the PATH (Debian: ``apt-get install redis-server``)
 and ``pip install redis hiredis``.
@@ -116,7 +123,9 @@ def summary(name: str, count: int, seconds: float, payload_bytes: int, latencies
            "seconds": round(seconds, 6), "records_per_s": round(count / seconds, 1),
            "mb_per_s": round(payload_bytes / 1e6 / seconds, 3), "latency_us": None}
     if latencies_ns is not None and len(latencies_ns):
-        values = np.percentile(np.asarray(latencies_ns) / 1000, PERCENTILES)
+        # inverted_cdf: nearest-rank, the definition plinth/bench.py uses
+        values = np.percentile(np.asarray(latencies_ns) // 1000, PERCENTILES,
+                               method="inverted_cdf")
         out["latency_us"] = {f"p{p:g}": int(v) for p, v in zip(PERCENTILES, values)}
         out["latency_us"]["max"] = int(np.max(latencies_ns) / 1000)
     return out
@@ -139,6 +148,34 @@ def run_produce(port: int, messages: int, key_bytes: int, value_bytes: int, batc
     # Every record of a pipeline waits as long as its pipeline.
     per_record = np.repeat(latencies_ns, batch)[:messages]
     return summary("produce", messages, seconds, messages * (key_bytes + value_bytes), per_record)
+
+
+def pace(started_s: float, seq: int, rate: float | None) -> None:
+    """Sleep until record ``seq`` is due at ``rate`` records/s (never if behind or None)."""
+    if rate is not None:
+        delay_s = started_s + seq / rate - time.perf_counter()
+        if delay_s > 0:
+            time.sleep(delay_s)
+
+
+def run_produce_one_at_a_time(port: int, messages: int, key_bytes: int, value_bytes: int,
+                              rate: float | None) -> dict:
+    """Each XADD waits for its reply before the next; latency: its round trip."""
+    conn = client(port)
+    conn.delete(STREAM)
+    keys, value = records(messages, key_bytes, value_bytes)
+    latencies_ns = np.empty(messages, dtype=np.int64)
+    started = time.perf_counter()
+    for n in range(messages):
+        pace(started, n, rate)
+        sent_ns = time.perf_counter_ns()
+        conn.xadd(STREAM, {"k": keys[n % len(keys)], "v": value})
+        latencies_ns[n] = time.perf_counter_ns() - sent_ns
+    seconds = time.perf_counter() - started
+    result = summary("produce", messages, seconds, messages * (key_bytes + value_bytes),
+                     latencies_ns)
+    result.update(rate=rate, one_at_a_time=True)
+    return result
 
 
 def run_consume(port: int, messages: int, key_bytes: int, value_bytes: int, batch: int) -> dict:
@@ -184,7 +221,8 @@ def _e2e_consumer(port: int, messages: int, ready, out) -> None:
     out.put(delivered[:count].tobytes())
 
 
-def run_e2e(port: int, messages: int, key_bytes: int, value_bytes: int, rate: float) -> dict:
+def run_e2e(port: int, messages: int, key_bytes: int, value_bytes: int, rate: float | None,
+            one_at_a_time: bool = False) -> dict:
     client(port).delete(STREAM)
     ctx = multiprocessing.get_context("spawn")
     ready, out = ctx.Event(), ctx.Queue()
@@ -198,6 +236,10 @@ def run_e2e(port: int, messages: int, key_bytes: int, value_bytes: int, rate: fl
     padding = bytes(max(0, value_bytes - STAMP.size))
     started = time.perf_counter()
     sent = 0
+    while sent < messages and one_at_a_time:
+        pace(started, sent, rate)
+        conn.xadd(STREAM, {"k": keys[sent % len(keys)], "v": STAMP.pack(time.time_ns()) + padding})
+        sent += 1
     while sent < messages:
         due = min(messages, int((time.perf_counter() - started) * rate) + 1)
         if due > sent:
@@ -214,7 +256,7 @@ def run_e2e(port: int, messages: int, key_bytes: int, value_bytes: int, rate: fl
     seconds = time.perf_counter() - started
     result = summary("e2e", len(latencies), seconds, len(latencies) * (key_bytes + value_bytes),
                      latencies)
-    result["rate"] = rate
+    result.update(rate=rate, one_at_a_time=one_at_a_time)
     return result
 
 
@@ -234,7 +276,11 @@ def main(argv=None) -> int:
     parser.add_argument("--key-bytes", type=int, default=16)
     parser.add_argument("--value-bytes", type=int, default=100)
     parser.add_argument("--batch", type=int, default=1000, help="pipeline / XRANGE size")
-    parser.add_argument("--rate", type=float, default=10_000, help="e2e records/s")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="e2e records/s (default 10,000); with --one-at-a-time, produce "
+                             "too (default: each XADD right after the last reply)")
+    parser.add_argument("--one-at-a-time", action="store_true",
+                        help="produce and e2e: one XADD at a time, each waiting for its reply")
     parser.add_argument("--appendfsync", choices=("always", "everysec", "no"), default="always")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     args = parser.parse_args(argv)
@@ -244,7 +290,12 @@ def main(argv=None) -> int:
         for command in commands:
             messages = args.messages or defaults[command]
             if command == "e2e":
-                result = run_e2e(port, messages, args.key_bytes, args.value_bytes, args.rate)
+                result = run_e2e(port, messages, args.key_bytes, args.value_bytes,
+                                 args.rate or (None if args.one_at_a_time else 10_000),
+                                 args.one_at_a_time)
+            elif command == "produce" and args.one_at_a_time:
+                result = run_produce_one_at_a_time(port, messages, args.key_bytes,
+                                                   args.value_bytes, args.rate)
             else:
                 run = run_produce if command == "produce" else run_consume
                 result = run(port, messages, args.key_bytes, args.value_bytes, args.batch)

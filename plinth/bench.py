@@ -3,11 +3,15 @@
     produce  K producer processes send N records (or send for ``duration_s``),
              flat out or at ``rate``; latency per record from ``send()`` to
              its acknowledgement (with acks=0: to the moment its batch left).
+             With ``one_at_a_time`` each producer sends a record, waits for
+             its acknowledgement (``send().get()``), then sends the next,
+             as the peers' one-at-a-time figures are measured.
     consume  makes sure the topic holds N records (producing the missing ones,
              untimed), then one Consumer reads N from the beginning.
     e2e      a consumer process waits at the log end while the producers send
              records whose value starts with ``time.time_ns()`` (8 bytes, LE);
              latency per record from ``send()`` to the poll that delivered it.
+             ``one_at_a_time`` applies to the producers as in produce.
 
 Where code runs:
   * the ``plinth bench`` process: creates the topic, starts the other
@@ -48,7 +52,7 @@ from plinth import limits
 from plinth.client.admin import Admin
 from plinth.client.consumer import Consumer
 from plinth.client.producer import Producer
-from plinth.errors import ClientError, PlinthTimeoutError, TopicExistsError
+from plinth.errors import ClientError, PlinthError, PlinthTimeoutError, TopicExistsError
 
 # Distinct random keys per producer, generated before the clock starts, so
 # that the numbers are those of traffic with many keys: a per-key cache
@@ -98,6 +102,7 @@ class BenchConfig:
     topic: str | None = None              # None: a fresh topic
     rate: float | None = None             # records/s over all producers; None: flat out
     duration_s: float | None = None       # produce: run this long instead of ``messages``
+    one_at_a_time: bool = False           # each record waits for its ack before the next
     watch_memory: bool = False
     memory_interval_s: float = 2.0
 
@@ -114,6 +119,8 @@ class BenchConfig:
             raise ValueError(f"--rate must be > 0 records/s, got {self.rate}")
         if self.duration_s is not None and (self.duration_s <= 0 or command != "produce"):
             raise ValueError(f"--duration-s is for produce and must be > 0, got {self.duration_s}")
+        if self.one_at_a_time and command == "consume":
+            raise ValueError("--one-at-a-time is for produce and e2e, not consume")
 
     def producer_options(self) -> dict:
         options = {"broker": self.broker, "request_timeout_ms": self.request_timeout_ms,
@@ -184,6 +191,8 @@ class BenchReport:
         if self.command == "consume":
             return head + "1 consumer from offset 0"
         rate = "flat out" if s["rate"] is None else f"{s['rate']:,.0f} records/s"
+        if s.get("one_at_a_time"):
+            rate += ", one record at a time"
         return (head + f"{s['producers']} producer(s) {rate}, acks={s['acks']} "
                 f"linger_ms={s['linger_ms']:g} batch_bytes_max={s['batch_bytes_max']}")
 
@@ -212,8 +221,8 @@ class LatencyHistogram:
     """
 
     BINS = 1 << 22
-    PERCENTILES = (50.0, 95.0, 99.0, 99.9)
-    PERCENTILE_NAMES = ("p50", "p95", "p99", "p99.9")
+    PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
+    PERCENTILE_NAMES = ("p50", "p90", "p95", "p99", "p99.9")
 
     def __init__(self) -> None:
         self.counts = np.zeros(self.BINS, dtype=np.int64)   # untouched pages cost nothing
@@ -258,7 +267,7 @@ class LatencyHistogram:
         return out
 
     def summary_us(self) -> dict[str, int] | None:
-        """{"p50", "p95", "p99", "p99.9", "max"} in microseconds, or None if empty."""
+        """{"p50", "p90", "p95", "p99", "p99.9", "max"} in microseconds, or None if empty."""
         if self.count == 0:
             return None
         values = self.percentiles_us(self.PERCENTILES)
@@ -557,9 +566,15 @@ class _ProducerRun:
         rate = spec.config.rate
         self.rate = None if rate is None else rate / spec.config.producers
         self.chunk = CHUNK_RECORDS if self.rate is None else max(1, round(self.rate * PACE_INTERVAL_S))
+        if spec.config.one_at_a_time:
+            self.chunk = 1   # paced record by record; progress and the clock per record
+        self.waited_ns = array("q")   # one_at_a_time: each record's send() to get() returned
 
     def run(self) -> ProducerResult:
-        send_chunk = self._send_stamped if self.spec.stamped else self._send_fixed
+        if self.spec.config.one_at_a_time:
+            send_chunk = self._send_one_at_a_time
+        else:
+            send_chunk = self._send_stamped if self.spec.stamped else self._send_fixed
         started_ns = time.monotonic_ns()
         seq = 0
         while (count := self._next_chunk(seq, started_ns)) > 0:
@@ -571,6 +586,7 @@ class _ProducerRun:
         self.producer.flush(FLUSH_TIMEOUT_S)
         ended_ns = time.monotonic_ns()
         self.timer.settle_all(FLUSH_TIMEOUT_S)
+        self.timer.latency.record_ns(np.frombuffer(self.waited_ns, dtype=np.int64))
         return ProducerResult(self.spec.index, seq, started_ns, ended_ns,
                               self.timer.latency, self.timer.errors)
 
@@ -604,6 +620,27 @@ class _ProducerRun:
                     batch.add_done_callback(on_ack)
                 last = batch
             sent.append(sent_ns)
+
+    def _send_one_at_a_time(self, first: int, count: int) -> None:
+        """Send each record and wait for its acknowledgement before the next one.
+
+        The latency is what an application calling ``send().get()`` sees:
+        the linger (use linger_ms=0 for none), the request, the broker's
+        fsync and the wake-up of this thread. A failed record counts as an
+        error and is not timed. e2e values carry the send time, as in
+        _send_stamped.
+        """
+        send, topic, keys, waited_ns = self.producer.send, self.spec.topic, self.keys, self.waited_ns
+        pack, padding, stamped = _STAMP.pack, self.value[_STAMP_BYTES:], self.spec.stamped
+        for seq in range(first, first + count):
+            value = pack(time.time_ns()) + padding if stamped else self.value
+            sent_ns = time.perf_counter_ns()
+            try:
+                send(topic, value, key=keys[seq % len(keys)]).get(FLUSH_TIMEOUT_S)
+            except PlinthError:
+                self.timer.errors += 1
+                continue
+            waited_ns.append(time.perf_counter_ns() - sent_ns)
 
     def _send_stamped(self, first: int, count: int) -> None:
         """e2e: each value is the wall-clock send time (8 bytes LE) and padding."""

@@ -456,6 +456,11 @@ def _bench_options(*names):
                              help="Records/s over all producers (default: flat out)."),
         "duration_s": click.option("--duration-s", type=click.FloatRange(0, min_open=True), default=None,
                                    help="Send for this long instead of --messages records."),
+        "one_at_a_time": click.option(
+            "--one-at-a-time", is_flag=True,
+            help="Each producer sends a record, waits for its acknowledgement, then sends the "
+                 "next (paced by --rate if given), as the peers' one-at-a-time figures are "
+                 "measured; use --linger-ms 0, else each record waits out the linger."),
         "watch_memory": click.option("--watch-memory", is_flag=True,
                                      help="Sample the RSS of the local broker's processes."),
         "as_json": click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
@@ -474,7 +479,7 @@ _BENCH_COMMON = ("messages", "value_bytes", "key_bytes", "partitions", "replicat
 
 
 @bench.command("produce")
-@_bench_options(*_BENCH_COMMON, "rate", "duration_s", "watch_memory", "as_json")
+@_bench_options(*_BENCH_COMMON, "rate", "duration_s", "one_at_a_time", "watch_memory", "as_json")
 def bench_produce(ctx, as_json, **options):
     """Producers flat out (or at --rate); latency from send() to acknowledgement."""
     _run_bench(ctx, "produce", as_json, options, messages_default=1_000_000)
@@ -488,7 +493,7 @@ def bench_consume(ctx, as_json, **options):
 
 
 @bench.command("e2e")
-@_bench_options(*_BENCH_COMMON, "rate", "watch_memory", "as_json")
+@_bench_options(*_BENCH_COMMON, "rate", "one_at_a_time", "watch_memory", "as_json")
 def bench_e2e(ctx, as_json, **options):
     """Latency from send() to delivery in a consumer process, at --rate records/s."""
     _run_bench(ctx, "e2e", as_json, options, messages_default=100_000)

@@ -15,6 +15,9 @@ everything on this machine and under the data directory:
   the system temp directory (the log says which).
 - Nothing it starts outlives it, even after kill -9: a reaper process
   (plinth/process_reaper.py) ends every process Ray started for it.
+- Ray starts only what Plinth uses (see _quiet_ray and EMBEDDED_RAY_SYSTEM_CONFIG):
+  no dashboard (API server) and no autoscaler monitor, and no metrics, task
+  events or event-loop statistics, whose periodic work woke every Ray process.
 
 With ``ray_address`` it joins an existing cluster instead and changes none of
 those settings.
@@ -29,6 +32,7 @@ routers.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -51,6 +55,18 @@ from plinth.data_dir_lock import DataDirLock
 from plinth.errors import BrokerError, InvalidConfigError
 
 log = logging.getLogger(__name__)
+
+# Ray's periodic work that the embedded broker turns off; each of these woke
+# every Ray process (the raylet, the GCS, the server, the controller and every
+# shard) on a timer, on the same cores as the data path. Plinth reads none of it:
+# it has its own metrics (control/metrics.py) and does not use Ray's task list,
+# timeline or state API. Node health (the GCS's health checks of the raylet),
+# actor restarts and named detached actors do not depend on any of them.
+EMBEDDED_RAY_SYSTEM_CONFIG = {
+    "enable_metrics_collection": False,   # per-process metrics, exported every 10 s
+    "task_events_report_interval_ms": 0,  # 0: no task events sent to the GCS each second
+    "event_stats": False,                 # per-handler statistics of every event loop
+}
 
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 
@@ -155,9 +171,40 @@ def _start_ray(options: ServeOptions) -> None:
         atexit.register(shutil.rmtree, temp_dir, True)
         log.info("%s is too long for Ray's socket names; Ray's session files go to %s",
                  ray_dir, temp_dir)
-    ray.init(_node_ip_address="127.0.0.1", _temp_dir=temp_dir, namespace=namespace,
-             num_cpus=os.cpu_count(), include_dashboard=False,
-             logging_level=logging.WARNING)
+    with _quiet_ray():
+        ray.init(_node_ip_address="127.0.0.1", _temp_dir=temp_dir, namespace=namespace,
+                 num_cpus=os.cpu_count(), include_dashboard=False,
+                 logging_level=logging.WARNING, _system_config=EMBEDDED_RAY_SYSTEM_CONFIG)
+
+
+@contextlib.contextmanager
+def _quiet_ray():
+    """While ``ray.init`` starts the embedded head node (server process, main thread):
+    skip Ray's API server and autoscaler monitor, two Python processes of about
+    80 MiB each (0.1 % of a core each, idle).
+
+    ``include_dashboard=False`` still starts the API server (for usage
+    statistics) and ray.init has no switch for the monitor (``ray start`` has a
+    hidden ``--no-monitor``), so their start methods on Ray's Node are replaced
+    by no-ops for the call. Plinth uses neither: the monitor runs the
+    autoscaler, and the API server the dashboard, job submission and the state
+    API. The log monitor stays: it brings the actors' log lines (the
+    controller's warnings, a shard's errors) to the server's output. The
+    dashboard and runtime-env agents stay too: the raylet starts them itself
+    and exits if either is missing. Ray is pinned (pyproject.toml): an upgrade
+    that renames these methods fails here, at start, and one that starts the
+    processes another way fails tests/loadtest/test_idle_broker.py.
+    """
+    from ray._private.node import Node
+
+    skipped = {"start_api_server": Node.start_api_server, "start_monitor": Node.start_monitor}
+    Node.start_api_server = lambda self, **_: None
+    Node.start_monitor = lambda self: None
+    try:
+        yield
+    finally:
+        for name, method in skipped.items():
+            setattr(Node, name, method)
 
 
 class Server:
