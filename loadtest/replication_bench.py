@@ -40,9 +40,8 @@ from pathlib import Path
 from loadtest import redis_peer
 from plinth import Admin, Producer
 from plinth.bench import BenchConfig, run_e2e, run_produce
-from plinth.control.controller_handle import ControllerHandle
-from plinth.server import namespace_for
 from tests.conftest import Broker
+from tests.replication_state import replication_report
 from tests.support import unique_topic, wait_until
 from tests.three_node_cluster import ThreeNodeCluster
 
@@ -139,12 +138,8 @@ def failover(cluster: ThreeNodeCluster, broker: Broker, data_dir: Path, kills: i
             seconds.append(time.monotonic() - started_s)
             elected.append(watcher.result_s())
             cluster.add_node(node)
-            try:
-                wait_until(lambda: _fully_in_sync(admin, topic), timeout_s=FAILOVER_WAIT_S)
-            except AssertionError:
-                raise AssertionError(f"{topic} not fully in sync {FAILOVER_WAIT_S} s after node "
-                                     f"{node} came back:\n{_replication_state(admin, topic, cluster, data_dir)}"
-                                     ) from None
+            wait_until(lambda: _fully_in_sync(admin, topic), timeout_s=FAILOVER_WAIT_S,
+                       explain=lambda: _replication_state(cluster, data_dir, topic))
     known = [e for e in elected if e is not None]
     return {"kills": len(seconds), "topics": topics,
             "p50_s": statistics.median(seconds), "max_s": max(seconds),
@@ -205,25 +200,17 @@ def _partition_led_on_a_worker(admin: Admin, topic: str, pins: dict) -> tuple[in
     return None
 
 
-def _replication_state(admin: Admin, topic: str, cluster: ThreeNodeCluster,
-                       data_dir: Path) -> str:
-    """What each replica of ``topic`` says of its partitions (each shard's replication
-    stats), and the controller's records: why a partition is not fully in sync."""
+def _replication_state(cluster: ThreeNodeCluster, data_dir: Path, topic: str) -> str:
+    """tests/replication_state.py's report of ``topic``: why it is not fully in sync."""
     import ray
 
-    if not ray.is_initialized():   # the bench's process is not a driver of the cluster
-        ray.init(address=cluster.address, logging_level="ERROR")
-    lines = [f"  described: {info.partition} leader {info.shard} epoch {info.leader_epoch} "
-             f"replicas {info.replicas} in sync {info.in_sync_replicas} hw {info.high_watermark}"
-             for info in admin.describe_topic(topic).partition_info]
-    controller = ControllerHandle.find(namespace_for(data_dir))
-    for shard_id, stats in sorted(controller.shard_stats().items()):
-        for key, state in sorted((stats or {}).get("replication", {}).items()):
-            if key[0] == topic:
-                lines.append(f"  {shard_id} {key}: {state}")
-        if stats is None:
-            lines.append(f"  {shard_id}: no stats (did not answer)")
-    return "\n".join(lines)
+    # The bench's process is not a driver of the cluster: one for this, and no longer
+    # (a driver's node cannot be removed when the cluster shuts down).
+    ray.init(address=cluster.address, logging_level="ERROR")
+    try:
+        return replication_report(data_dir, topic)
+    finally:
+        ray.shutdown()
 
 
 def _fully_in_sync(admin: Admin, topic: str) -> bool:
