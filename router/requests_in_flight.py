@@ -19,6 +19,17 @@ with the mark is refused (``is_marked``).
 Counts are kept per shard, so that a shard restarting (its requests lost) is
 forgotten whole, and per client, so that the check costs one look-up.
 
+Group requests (heartbeats, commits, offset reads) are also kept by request id
+(``GroupRequestsInFlight``), per shard, and so are fetches (below): when a
+shard's connection drops, the router answers each of them unavailable at once
+(shard_connections.py: its DEALER is replaced, so none of them can still reach
+the shard), and the client retries at the partition's or group's next leader
+instead of waiting for its request timeout (Kafka's clients fail a dead
+connection's requests the same way). Group requests are few (a member sends a
+heartbeat every few seconds and a commit every auto-commit interval), so the
+produce path pays nothing for it; produces are not kept, and wait for their
+producer's request timeout as before.
+
 Fetches are also counted by the bytes they may bring back (``FetchBytesInFlight``):
 the router and its shards share one connection per shard, so every reply a
 shard sends waits behind the replies before it. A client that asks for
@@ -134,16 +145,62 @@ class FetchBytesInFlight:
         if entry is not None:
             self._uncount(client, entry[1])
 
-    def forget_shard(self, shard_id: str) -> None:
-        """The fetches sent to ``shard_id`` will never be answered (it restarted)."""
+    def forget_shard(self, shard_id: str) -> list[tuple[bytes, int]]:
+        """The fetches sent to ``shard_id`` will never be answered (it restarted, its
+        connection dropped): uncount them and return them, (client, request id) in the
+        order they were sent."""
         lost = [key for key, (shard, _) in self._by_request.items() if shard == shard_id]
         for key in lost:
             self._uncount(key[0], self._by_request.pop(key)[1])
+        return lost
 
     def _uncount(self, client: bytes, counted: int) -> None:
         left = self._by_client[client] - counted
         if left < 0:
             raise AssertionError(f"client {client!r}: {left} fetch bytes in flight")
+        if left:
+            self._by_client[client] = left
+        else:
+            del self._by_client[client]
+
+
+class GroupRequestsInFlight:
+    """The group requests forwarded to each shard and not answered yet, by client and
+    request id. Loop thread only. Entries are bounded by the requests in flight (each
+    client's count is), and leave with their reply or their shard."""
+
+    def __init__(self) -> None:
+        self._by_shard: dict[str, dict[tuple[bytes, int], None]] = {}
+        self._by_client: dict[bytes, int] = {}
+
+    def has_any(self, client: bytes) -> bool:
+        return client in self._by_client
+
+    def forwarded(self, shard_id: str, client: bytes, request_id: int) -> None:
+        self._by_shard.setdefault(shard_id, {})[(client, request_id)] = None
+        self._by_client[client] = self._by_client.get(client, 0) + 1
+
+    def answered(self, shard_id: str, client: bytes, request_id: int) -> None:
+        """``shard_id`` answered request ``request_id`` of ``client`` (no-op if it is not
+        a group request kept here)."""
+        requests = self._by_shard.get(shard_id)
+        if requests is None or (client, request_id) not in requests:
+            return
+        del requests[(client, request_id)]
+        self._uncount(client)
+        if not requests:
+            del self._by_shard[shard_id]
+
+    def lost(self, shard_id: str) -> list[tuple[bytes, int]]:
+        """Forget the requests sent to ``shard_id`` (they will never be answered) and
+        return them, (client, request id) in the order they were sent."""
+        requests = list(self._by_shard.pop(shard_id, {}))
+        for client, _ in requests:
+            self._uncount(client)
+        return requests
+
+    def _uncount(self, client: bytes) -> None:
+        left = self._by_client[client] - 1
         if left:
             self._by_client[client] = left
         else:

@@ -64,7 +64,8 @@ from plinth.router.admin_bridge import AdminBridge, AdminReply, RoutingUpdate
 from plinth.router.held_requests import HeldRequests
 from plinth.router.quotas import Quotas
 from plinth.router.requests_in_flight import (UNCOUNTED_MARK, FetchBytesInFlight,
-                                             RequestsInFlight, is_marked, mark, unmark)
+                                             GroupRequestsInFlight, RequestsInFlight, is_marked,
+                                             mark, unmark)
 from plinth.router.security import OffsetsFilter
 from plinth.router.shard_connections import ShardConnections
 from plinth.router.unsent_replies import UnsentReplies
@@ -88,6 +89,7 @@ class Router:
         self._held = HeldRequests()
         self._in_flight = RequestsInFlight()
         self._fetch_bytes = FetchBytesInFlight()
+        self._group_requests = GroupRequestsInFlight()
         self._unsent = UnsentReplies()
         # The ACL's and quotas' hooks (_admit, _on_shard_reply_checked); None without them.
         acl = security.acl if security is not None else None
@@ -154,6 +156,9 @@ class Router:
                     shard_id = self._shards.on_readable(sock)
                     if shard_id is not None:
                         self._drain(sock, lambda frames: self._on_shard_reply_checked(shard_id, frames))
+                    else:   # a connection's monitor: it may have dropped
+                        for lost in self._shards.take_lost():
+                            self._forget_requests_at(lost)
         self._shards.close()
         self._frontend.close(linger=0)
 
@@ -261,9 +266,11 @@ class Router:
                 return
         # The client's key goes last, for the coordinator to tie members to it.
         client_key = frames[1].get("User-Id").encode() if self._security is not None else b""
-        self._forward(shard_id, [*frames, client_key], request)
+        if self._forward(shard_id, [*frames, client_key], request):
+            self._group_requests.forwarded(shard_id, frames[0].bytes, request.request_id)
 
-    def _forward(self, shard_id: str, frames: list, request) -> None:
+    def _forward(self, shard_id: str, frames: list, request) -> bool:
+        """Send the request to ``shard_id``, or answer it with why not; True if sent."""
         client = frames[0].bytes
         # An acks=0 produce gets no reply unless it fails: not counted, and sent with a
         # marked identity so that its error reply cannot uncount another request.
@@ -279,31 +286,32 @@ class Router:
                 f"marks requests with it")
         if refusal is not None:
             self._reply(frames[0], protocol.encode_error(request.request_id, refusal))
-            return
+            return False
         if not shard_id:   # a replicated partition without a leader
             self._bridge.refresh_routing()
             self._reply(frames[0], protocol.encode_error(request.request_id, UnavailableError(
                 f"{request.topic}-{request.partition} has no leader (offline: none of its "
                 f"in-sync replicas is up); retry later")))
-            return
+            return False
         dealer = self._shards.dealer_if_up(shard_id)
         if dealer is None:
             self._bridge.refresh_routing()   # its partitions may have a new leader already
             self._reply(frames[0], protocol.encode_error(request.request_id, UnavailableError(
                 f"{getattr(request, 'topic', None) or request.group}: its shard {shard_id} is "
                 f"unavailable (not running or not connected; its node may be down); retry later")))
-            return
+            return False
         try:
             dealer.send_multipart(frames if counted else [mark(client), *frames[1:]],
                                   zmq.NOBLOCK, copy=False)
         except zmq.Again:
             self._reply(frames[0], protocol.encode_error(request.request_id, TooManyRequestsError(
                 f"{shard_id} has {limits.SOCKET_MESSAGES_HWM} requests queued; retry later")))
-            return
+            return False
         if counted:
             self._in_flight.forwarded(shard_id, client)
         if is_fetch:
             self._fetch_bytes.forwarded(shard_id, client, request.request_id, request.bytes_max)
+        return True
 
     def _in_flight_refusal(self, client: bytes) -> TooManyRequestsError | None:
         """Why ``client`` may not have one more request at the shards or held, or None."""
@@ -351,11 +359,15 @@ class Router:
             self._relay([unmark(client), *frames[1:]])
             return
         self._in_flight.answered(shard_id, client)
-        if self._fetch_bytes.bytes_for(client):
+        fetching, grouping = self._fetch_bytes.bytes_for(client), self._group_requests.has_any(client)
+        if fetching or grouping:
             request_id = reply_header.request_id(frames[1].buffer)
             if request_id is None:   # not the canonical shape: decode it whole (rare)
                 request_id = protocol.decode_reply(frames[1].buffer).request_id
-            self._fetch_bytes.answered(client, request_id)
+            if fetching:
+                self._fetch_bytes.answered(client, request_id)
+            if grouping:
+                self._group_requests.answered(shard_id, client, request_id)
         if len(frames) > 2 and len(frames[2]) >= limits.REPLY_BYTES_TRACKED_MIN:
             self._relay_large_reply(client, frames)
             return
@@ -437,8 +449,23 @@ class Router:
         self._held.forget_unknown(routing.owners)
         for shard_id in self._shards.apply(routing.shard_addresses):
             # Requests sent to the shard's old address will never be answered.
-            self._in_flight.forget_shard(shard_id)
-            self._fetch_bytes.forget_shard(shard_id)
+            self._forget_requests_at(shard_id)
+
+    def _forget_requests_at(self, shard_id: str) -> None:
+        """The requests sent to ``shard_id`` will never be answered (its connection
+        dropped, or it moved to a new address; either way its DEALER is new): uncount
+        them, and answer its fetches and group requests unavailable now, so that
+        consumers and members retry at the next leader or coordinator at once (the
+        routing table is refreshed for it). Produces wait for their producers' request
+        timeouts, as before (requests_in_flight.py)."""
+        self._in_flight.forget_shard(shard_id)
+        lost = self._fetch_bytes.forget_shard(shard_id) + self._group_requests.lost(shard_id)
+        if lost:
+            self._bridge.refresh_routing()
+        for client, request_id in lost:
+            self._reply(client, protocol.encode_error(request_id, UnavailableError(
+                f"request {request_id}: the connection to {shard_id} dropped before it "
+                f"answered (its process or node may have died); retry")))
 
     def _reply(self, client_id, reply: bytes) -> None:
         try:

@@ -4,8 +4,9 @@ keeps an uncounted request's reply from uncounting anything."""
 from __future__ import annotations
 
 from plinth import limits
-from plinth.router.requests_in_flight import (FetchBytesInFlight, RequestsInFlight, counted_bytes,
-                                             is_marked, mark, unmark)
+from plinth.router.requests_in_flight import (FetchBytesInFlight, GroupRequestsInFlight,
+                                             RequestsInFlight, counted_bytes, is_marked, mark,
+                                             unmark)
 
 CLIENT, OTHER = b"\x00\x80\x00\x00\x01", b"\x00\x80\x00\x00\x02"
 
@@ -101,3 +102,24 @@ def test_fetch_bytes_leave_with_their_reply_or_their_shard_and_a_reused_id_is_re
     # When the last reply comes / Then nothing is counted for the client
     fetches.answered(CLIENT, 1)
     assert fetches.bytes_for(CLIENT) == 0
+
+
+def test_group_requests_are_kept_per_shard_until_answered_and_a_lost_shard_returns_its_own():
+    # Given group requests of two clients at two shards
+    groups = GroupRequestsInFlight()
+    groups.forwarded("shard-0", CLIENT, 1)
+    groups.forwarded("shard-1", CLIENT, 2)
+    groups.forwarded("shard-0", OTHER, 1)
+    groups.forwarded("shard-0", CLIENT, 3)
+    # When shard-0 answers the client's request 1, and replies come that answer nothing
+    # kept (another shard's request id, a request never kept)
+    groups.answered("shard-0", CLIENT, 1)
+    groups.answered("shard-1", CLIENT, 3)
+    groups.answered("shard-0", CLIENT, 99)
+    # Then losing shard-0 returns the requests left there, in the order sent
+    assert groups.lost("shard-0") == [(OTHER, 1), (CLIENT, 3)]
+    assert groups.lost("shard-0") == []
+    assert not groups.has_any(OTHER) and groups.has_any(CLIENT)
+    # And once shard-1 answers, nothing is kept for anyone
+    groups.answered("shard-1", CLIENT, 2)
+    assert not groups.has_any(CLIENT) and groups.lost("shard-1") == []
