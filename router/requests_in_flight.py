@@ -28,7 +28,14 @@ instead of waiting for its request timeout (Kafka's clients fail a dead
 connection's requests the same way). Group requests are few (a member sends a
 heartbeat every few seconds and a commit every auto-commit interval), so the
 produce path pays nothing for it; produces are not kept, and wait for their
-producer's request timeout as before.
+producer's request timeout as before. A group request also gets unavailable
+when a routing table shows that its shard no longer leads the group's slot of
+``__consumer_offsets`` while the request waits there (the shard stopped, or
+its node is gone, and its connection has not dropped): a deposed leader cannot
+make a commit durable (its followers now follow the new leader, so its high
+watermark does not move), and membership is soft state, so the member may
+retry at the new coordinator at once. Such a request may still be answered by
+the old shard later; that second reply goes to the client, which drops it.
 
 Fetches are also counted by the bytes they may bring back (``FetchBytesInFlight``):
 the router and its shards share one connection per shard, so every reply a
@@ -43,6 +50,8 @@ fetch is answered tooManyRequests, which a consumer retries.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from plinth import limits
 
@@ -166,18 +175,19 @@ class FetchBytesInFlight:
 
 class GroupRequestsInFlight:
     """The group requests forwarded to each shard and not answered yet, by client and
-    request id. Loop thread only. Entries are bounded by the requests in flight (each
-    client's count is), and leave with their reply or their shard."""
+    request id, with the slot of ``__consumer_offsets`` their group lives in (None:
+    offsets not replicated). Loop thread only. Entries are bounded by the requests in
+    flight (each client's count is), and leave with their reply or their shard."""
 
     def __init__(self) -> None:
-        self._by_shard: dict[str, dict[tuple[bytes, int], None]] = {}
+        self._by_shard: dict[str, dict[tuple[bytes, int], int | None]] = {}
         self._by_client: dict[bytes, int] = {}
 
     def has_any(self, client: bytes) -> bool:
         return client in self._by_client
 
-    def forwarded(self, shard_id: str, client: bytes, request_id: int) -> None:
-        self._by_shard.setdefault(shard_id, {})[(client, request_id)] = None
+    def forwarded(self, shard_id: str, client: bytes, request_id: int, slot: int | None) -> None:
+        self._by_shard.setdefault(shard_id, {})[(client, request_id)] = slot
         self._by_client[client] = self._by_client.get(client, 0) + 1
 
     def answered(self, shard_id: str, client: bytes, request_id: int) -> None:
@@ -198,6 +208,18 @@ class GroupRequestsInFlight:
         for client, _ in requests:
             self._uncount(client)
         return requests
+
+    def deposed(self, leader_of: Callable[[int], str]) -> list[tuple[str, bytes, int, int]]:
+        """Forget the requests waiting at a shard that no longer leads their group's slot
+        (``leader_of(slot)``: its leader now) and return them, (shard, client, request
+        id, slot) in the order each shard got them."""
+        gone = [(shard_id, client, request_id, slot)
+                for shard_id, requests in self._by_shard.items()
+                for (client, request_id), slot in requests.items()
+                if slot is not None and leader_of(slot) != shard_id]
+        for shard_id, client, request_id, _ in gone:
+            self.answered(shard_id, client, request_id)
+        return gone
 
     def _uncount(self, client: bytes) -> None:
         left = self._by_client[client] - 1

@@ -267,7 +267,7 @@ class Router:
         # The client's key goes last, for the coordinator to tie members to it.
         client_key = frames[1].get("User-Id").encode() if self._security is not None else b""
         if self._forward(shard_id, [*frames, client_key], request):
-            self._group_requests.forwarded(shard_id, frames[0].bytes, request.request_id)
+            self._group_requests.forwarded(shard_id, frames[0].bytes, request.request_id, slot)
 
     def _forward(self, shard_id: str, frames: list, request) -> bool:
         """Send the request to ``shard_id``, or answer it with why not; True if sent."""
@@ -450,6 +450,18 @@ class Router:
         for shard_id in self._shards.apply(routing.shard_addresses):
             # Requests sent to the shard's old address will never be answered.
             self._forget_requests_at(shard_id)
+        self._answer_deposed_group_requests()
+
+    def _answer_deposed_group_requests(self) -> None:
+        """Answer unavailable the group requests waiting at a shard that no longer leads
+        their group's slot (requests_in_flight.py says why that is safe)."""
+        slots = self._routing.owners.get(topics.OFFSETS_TOPIC, ())
+        deposed = self._group_requests.deposed(
+            lambda slot: slots[slot] if slot < len(slots) else "")
+        for shard_id, client, request_id, slot in deposed:
+            self._reply(client, protocol.encode_error(request_id, UnavailableError(
+                f"group request {request_id}: {topics.OFFSETS_TOPIC}-{slot} is no longer led "
+                f"by {shard_id}, which has not answered; retry at its new leader")))
 
     def _forget_requests_at(self, shard_id: str) -> None:
         """The requests sent to ``shard_id`` will never be answered (its connection

@@ -107,10 +107,10 @@ def test_fetch_bytes_leave_with_their_reply_or_their_shard_and_a_reused_id_is_re
 def test_group_requests_are_kept_per_shard_until_answered_and_a_lost_shard_returns_its_own():
     # Given group requests of two clients at two shards
     groups = GroupRequestsInFlight()
-    groups.forwarded("shard-0", CLIENT, 1)
-    groups.forwarded("shard-1", CLIENT, 2)
-    groups.forwarded("shard-0", OTHER, 1)
-    groups.forwarded("shard-0", CLIENT, 3)
+    groups.forwarded("shard-0", CLIENT, 1, None)
+    groups.forwarded("shard-1", CLIENT, 2, None)
+    groups.forwarded("shard-0", OTHER, 1, None)
+    groups.forwarded("shard-0", CLIENT, 3, None)
     # When shard-0 answers the client's request 1, and replies come that answer nothing
     # kept (another shard's request id, a request never kept)
     groups.answered("shard-0", CLIENT, 1)
@@ -123,3 +123,20 @@ def test_group_requests_are_kept_per_shard_until_answered_and_a_lost_shard_retur
     # And once shard-1 answers, nothing is kept for anyone
     groups.answered("shard-1", CLIENT, 2)
     assert not groups.has_any(CLIENT) and groups.lost("shard-1") == []
+
+
+def test_group_requests_at_a_shard_that_no_longer_leads_their_slot_are_deposed():
+    # Given requests at shard-0 of groups in slots 0 and 1 and of an unreplicated group,
+    # and one at shard-1 in slot 0
+    groups = GroupRequestsInFlight()
+    groups.forwarded("shard-0", CLIENT, 1, 0)
+    groups.forwarded("shard-0", CLIENT, 2, 1)
+    groups.forwarded("shard-0", OTHER, 3, None)
+    groups.forwarded("shard-1", OTHER, 4, 0)
+    # When slot 0 is led by shard-1 now, slot 1 still by shard-0
+    leaders = {0: "shard-1", 1: "shard-0"}
+    # Then only shard-0's request in slot 0 is deposed, once
+    assert groups.deposed(leaders.get) == [("shard-0", CLIENT, 1, 0)]
+    assert groups.deposed(leaders.get) == []
+    assert groups.lost("shard-0") == [(CLIENT, 2), (OTHER, 3)]
+    assert groups.lost("shard-1") == [(OTHER, 4)]

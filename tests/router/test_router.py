@@ -844,3 +844,34 @@ def test_a_shard_that_is_down_makes_the_router_refresh_and_the_retry_reach_the_n
     view = wait_for_reply(client, lambda attempt: list_offsets(1000 + attempt),
                           lambda v: v.error is None)
     assert view.offsets.shard == "shard-1"
+
+
+def test_a_group_request_at_a_shard_that_no_longer_leads_its_slot_is_answered_unavailable(
+        router_rig):
+    # Given two slots led by shard-0, which holds a request of a group in each (it is
+    # stopped: its connection stays up, it answers nothing)
+    owners = {"t": ("shard-1",), topics.OFFSETS_TOPIC: ("shard-0", "shard-0")}
+    rig = router_rig(topics={"t": 1, topics.OFFSETS_TOPIC: 2}, owners=owners)
+    by_slot = {topics.offsets_slot(g, 2): g for g in (f"g{n}" for n in range(40))}
+    rig.shards["shard-0"].holding = True
+    client = rig.client()
+    client.send(protocol.encode_group_request(1, "fetchOffsets", by_slot[0]))
+    client.send(protocol.encode_group_request(2, "fetchOffsets", by_slot[1]))
+    rig.shards["shard-0"].wait_for_requests(2)
+    # When the controller makes shard-1 the leader of slot 0 (the router's timed
+    # refresh brings the table)
+    rig.controller.owners[topics.OFFSETS_TOPIC] = ("shard-1", "shard-0")
+    # Then the request of slot 0's group is answered unavailable, naming the slot
+    view, _ = client.recv()
+    assert view.request_id == 1 and isinstance(view.error, UnavailableError)
+    assert f"{topics.OFFSETS_TOPIC}-0 is no longer led by shard-0" in view.error.message
+    # And the one whose slot shard-0 still leads waits for shard-0's own answer
+    rig.shards["shard-0"].release(2)
+    answers = {}
+    while 2 not in answers:
+        view, _ = client.recv()
+        answers[view.request_id] = view
+    assert (answers[2].kind, answers[2].error) == ("committed", None)
+    # And the retry of slot 0's request reaches its new leader
+    view = client.request(protocol.encode_group_request(3, "fetchOffsets", by_slot[0]))
+    assert view.error is None and [r.request_id for r in rig.shards["shard-1"].requests()] == [3]
