@@ -20,6 +20,11 @@ or a request's shard is down, the reply goes to the client, which retries (the
 error is transient), and the router asks for a new table at once
 (``AdminBridge.refresh_routing``, at most every
 ROUTING_REFRESH_ON_DEMAND_INTERVAL_S), so the retry finds the new leader.
+Requests that can no longer be answered are not left to their clients'
+timeouts: when a shard's connection drops, the fetches and group requests
+forwarded to it are answered unavailable at once, and when a routing table
+shows that a shard no longer leads a group's slot, so are the group requests
+waiting there (requests_in_flight.py).
 
 Ordering. Requests for a topic the routing table does not know yet are held,
 in arrival order, until a routing table that knows the topic arrives, then
