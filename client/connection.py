@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import zmq
 
 from plinth import limits, protocol
-from plinth.errors import ClosedError, PlinthTimeoutError, UnavailableError
+from plinth.errors import ClosedError, NotLeaderError, PlinthTimeoutError, UnavailableError
 
 
 @dataclass(frozen=True)
@@ -149,8 +149,10 @@ class Connection:
 
     def request_retrying(self, encode, timeout_ms: float):
         """``request(encode(request_id))``, retried with backoff while the answer is
-        "unavailable" (a shard restarting, a consumer group moving to another shard),
-        until ``timeout_ms`` runs out; then the last error is raised."""
+        "unavailable" (a shard restarting, a consumer group moving to another shard)
+        or "notLeader" (a partition's or group slot's leader changed: the router is
+        fetching the new one), until ``timeout_ms`` runs out; then the last error is
+        raised."""
         deadline = time.monotonic() + timeout_ms / 1000
         backoff_s = limits.CLIENT_RETRY_BACKOFF_MS / 1000
         while True:
@@ -158,7 +160,7 @@ class Connection:
             remaining_ms = max(1.0, (deadline - time.monotonic()) * 1000)
             try:
                 return self.request(encode(request_id), request_id, remaining_ms)
-            except UnavailableError:
+            except (UnavailableError, NotLeaderError):
                 if time.monotonic() + backoff_s >= deadline:
                     raise
                 time.sleep(backoff_s)   # a backoff between retries, not a synchronisation

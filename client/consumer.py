@@ -35,7 +35,8 @@ from plinth.client.admin import Admin
 from plinth.client.connection import Connection, broker_address
 from plinth.client.fetcher import Fetcher, PartitionState, TopicPartition
 from plinth.client.group_membership import GroupMembership
-from plinth.errors import BrokerError, ClientError, ClosedError, OffsetOutOfRangeError
+from plinth.errors import (BrokerError, ClientError, ClosedError, OffsetOutOfRangeError,
+                           StaleMemberEpochError, UnknownMemberIdError)
 from plinth.format.record_batch import ConsumerRecord
 
 log = logging.getLogger(__name__)
@@ -284,8 +285,12 @@ class Consumer:
         offsets = self._offsets_to_commit(offsets)
         if not offsets:
             return
-        self._conn.request_retrying(lambda request_id: self._encode_commit(request_id, offsets),
-                                    self.request_timeout_ms)
+        try:
+            self._conn.request_retrying(lambda request_id: self._encode_commit(request_id, offsets),
+                                        self.request_timeout_ms)
+        except BrokerError as exc:
+            self._check_membership(exc)
+            raise
         self._committed_positions.update({TopicPartition(*tp): o for tp, o in offsets.items()})
 
     def commit_async(self, offsets: dict[tuple[str, int], int] | None = None,
@@ -309,12 +314,20 @@ class Consumer:
 
     def _on_commit_reply(self, view: protocol.ReplyView) -> None:
         offsets, callback = self._commits.pop(view.request_id)
+        self._check_membership(view.error)
         if view.error is None:
             self._committed_positions.update({TopicPartition(*tp): o for tp, o in offsets.items()})
         elif callback is None:
             log.warning("group %s: async commit failed: %s", self.group, view.error)
         if callback is not None:
             callback(offsets, view.error)
+
+    def _check_membership(self, error: BrokerError | None) -> None:
+        """A commit refused because the coordinator does not know this member (it moved
+        to another shard, or the session ended): heartbeat now to learn it and rejoin,
+        rather than at the next heartbeat interval."""
+        if isinstance(error, (UnknownMemberIdError, StaleMemberEpochError)):
+            self._membership.heartbeat_now()
 
     def _commit_quietly(self, partitions=None) -> None:
         try:

@@ -12,7 +12,14 @@ so that a revoked partition reaches its next owner quickly.
 If the coordinator says the member is unknown or fenced, or no heartbeat
 succeeds for a whole session timeout, the membership is lost: the target
 becomes empty (the consumer drops every partition) and the thread rejoins as
-a new member. ``close()`` sends a last heartbeat with the leave epoch, so
+a new member as soon as the consumer has dropped them. A heartbeat that fails otherwise (the coordinator is
+moving: unavailable, notLeader, a timeout) is retried after a backoff from
+``CLIENT_RETRY_BACKOFF_MS``, doubling up to the heartbeat interval, not after
+a whole interval: after a coordinator's failover the member finds the new one
+(and learns it must rejoin there) within a backoff of its election, as Kafka's
+clients look up a new coordinator at once. The consumer also calls
+``heartbeat_now()`` when a commit is refused because the member is unknown,
+so that it need not wait for the next heartbeat to learn it. ``close()`` sends a last heartbeat with the leave epoch, so
 the member's partitions move at once instead of after its session timeout.
 """
 
@@ -50,6 +57,7 @@ class GroupMembership:
         self._closing = False
         self._conn = Connection(broker)
         self._last_ok_s = time.monotonic()
+        self._retry_backoff_s: float | None = None   # set while heartbeats fail
         self._thread = threading.Thread(target=self._run, name=f"plinth-heartbeat-{group}",
                                         daemon=True)
 
@@ -74,6 +82,11 @@ class GroupMembership:
         with self._lock:
             return self.member_id, self.member_epoch
 
+    def heartbeat_now(self) -> None:
+        """Send a heartbeat now instead of at the next interval (any thread): the
+        coordinator refused a commit of this member as unknown."""
+        self._wake.set()
+
     def close(self) -> None:
         """Leave the group (its partitions move at once) and stop the thread: waits for
         a heartbeat in progress and the leave heartbeat, each at most its timeout."""
@@ -87,9 +100,28 @@ class GroupMembership:
     def _run(self) -> None:
         while not self._closing:
             self._heartbeat_once()
-            self._wake.wait(self._interval_s)
+            self._wake.wait(self._next_wait_s())
             self._wake.clear()
         self._leave()
+
+    def _next_wait_s(self) -> float:
+        """The interval; a backoff (doubling up to it) while heartbeats fail; nothing
+        once the membership is lost and the consumer has dropped its partitions
+        (rejoin at once; until it has, ``set_owned`` wakes the thread when it has:
+        a new member never claims partitions the lost one owned)."""
+        with self._lock:
+            rejoin = not self.member_id and not self._owned
+        if rejoin:
+            return 0.0 if self._retry_backoff_s is None else self._retry_backoff_s
+        return self._interval_s if self._retry_backoff_s is None else \
+            min(self._retry_backoff_s, self._interval_s)
+
+    def _failed(self) -> None:
+        """A heartbeat failed: the next one after the backoff, doubled for the one after."""
+        if self._retry_backoff_s is None:
+            self._retry_backoff_s = limits.CLIENT_RETRY_BACKOFF_MS / 1000
+        else:
+            self._retry_backoff_s = min(2 * self._retry_backoff_s, self._interval_s)
 
     def _heartbeat_once(self) -> None:
         with self._lock:
@@ -103,13 +135,16 @@ class GroupMembership:
         except (UnknownMemberIdError, StaleMemberEpochError) as exc:
             log.warning("group %s: %s", self.group, exc)
             self._lose_membership()
+            self._retry_backoff_s = None   # the coordinator answered: rejoin at once
             return
         except (BrokerError, PlinthTimeoutError) as exc:
             log.warning("group %s: heartbeat failed: %s", self.group, exc)
             if time.monotonic() - self._last_ok_s > self.session_timeout_ms / 1000:
                 self._lose_membership()
+            self._failed()
             return
         self._last_ok_s = time.monotonic()
+        self._retry_backoff_s = None
         result = view.heartbeat
         with self._lock:
             self.member_id, self.member_epoch = result.member_id, result.member_epoch

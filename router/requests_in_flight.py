@@ -19,11 +19,23 @@ with the mark is refused (``is_marked``).
 Each counted request is kept by its client and request id, per shard, so that
 the requests of a shard whose connection dropped (its process or node died)
 or that moved to a new address, which will never be answered, can be
-answered by the router at once: unavailable, retriable. Without that, a client
-would wait its whole request timeout (30 s by default) for each, although its
-partition has a new leader within seconds. A request id a client has in flight
-already is refused (ids must not be reused while in flight). Counts are also
-kept per client, so that the check costs one look-up.
+answered by the router at once: unavailable, retriable (shard_connections.py
+replaces the DEALER, so none of them can still reach the shard). Without
+that, a client would wait its whole request timeout (30 s by default) for
+each, although its partition has a new leader within seconds (Kafka's clients
+fail a dead connection's requests the same way). A request id a client has in
+flight already is refused (ids must not be reused while in flight). Counts
+are also kept per client, so that the check costs one look-up.
+
+Group requests (heartbeats, commits, offset reads) are also kept with the slot
+of ``__consumer_offsets`` their group lives in (``GroupRequestsInFlight``): a
+group request gets unavailable when a routing table shows that its shard no
+longer leads that slot while the request waits there (the shard stopped, or
+its node is gone, and its connection has not dropped): a deposed leader cannot
+make a commit durable (its followers now follow the new leader, so its high
+watermark does not move), and membership is soft state, so the member may
+retry at the new coordinator at once. Such a request may still be answered by
+the old shard later; that second reply goes to the client, which drops it.
 
 Fetches are also counted by the bytes they may bring back (``FetchBytesInFlight``):
 the router and its shards share one connection per shard, so every reply a
@@ -38,6 +50,8 @@ fetch is answered tooManyRequests, which a consumer retries.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from plinth import limits
 
@@ -152,16 +166,75 @@ class FetchBytesInFlight:
         if entry is not None:
             self._uncount(client, entry[1])
 
-    def forget_shard(self, shard_id: str) -> None:
-        """The fetches sent to ``shard_id`` will never be answered (it restarted)."""
+    def forget_shard(self, shard_id: str) -> list[tuple[bytes, int]]:
+        """The fetches sent to ``shard_id`` will never be answered (it restarted, its
+        connection dropped): uncount them and return them, (client, request id) in the
+        order they were sent."""
         lost = [key for key, (shard, _) in self._by_request.items() if shard == shard_id]
         for key in lost:
             self._uncount(key[0], self._by_request.pop(key)[1])
+        return lost
 
     def _uncount(self, client: bytes, counted: int) -> None:
         left = self._by_client[client] - counted
         if left < 0:
             raise AssertionError(f"client {client!r}: {left} fetch bytes in flight")
+        if left:
+            self._by_client[client] = left
+        else:
+            del self._by_client[client]
+
+
+class GroupRequestsInFlight:
+    """The group requests forwarded to each shard and not answered yet, by client and
+    request id, with the slot of ``__consumer_offsets`` their group lives in (None:
+    offsets not replicated). Loop thread only. Entries are bounded by the requests in
+    flight (each client's count is), and leave with their reply or their shard."""
+
+    def __init__(self) -> None:
+        self._by_shard: dict[str, dict[tuple[bytes, int], int | None]] = {}
+        self._by_client: dict[bytes, int] = {}
+
+    def has_any(self, client: bytes) -> bool:
+        return client in self._by_client
+
+    def forwarded(self, shard_id: str, client: bytes, request_id: int, slot: int | None) -> None:
+        self._by_shard.setdefault(shard_id, {})[(client, request_id)] = slot
+        self._by_client[client] = self._by_client.get(client, 0) + 1
+
+    def answered(self, shard_id: str, client: bytes, request_id: int) -> None:
+        """``shard_id`` answered request ``request_id`` of ``client`` (no-op if it is not
+        a group request kept here)."""
+        requests = self._by_shard.get(shard_id)
+        if requests is None or (client, request_id) not in requests:
+            return
+        del requests[(client, request_id)]
+        self._uncount(client)
+        if not requests:
+            del self._by_shard[shard_id]
+
+    def lost(self, shard_id: str) -> list[tuple[bytes, int]]:
+        """Forget the requests sent to ``shard_id`` (they will never be answered) and
+        return them, (client, request id) in the order they were sent."""
+        requests = list(self._by_shard.pop(shard_id, {}))
+        for client, _ in requests:
+            self._uncount(client)
+        return requests
+
+    def deposed(self, leader_of: Callable[[int], str]) -> list[tuple[str, bytes, int, int]]:
+        """Forget the requests waiting at a shard that no longer leads their group's slot
+        (``leader_of(slot)``: its leader now) and return them, (shard, client, request
+        id, slot) in the order each shard got them."""
+        gone = [(shard_id, client, request_id, slot)
+                for shard_id, requests in self._by_shard.items()
+                for (client, request_id), slot in requests.items()
+                if slot is not None and leader_of(slot) != shard_id]
+        for shard_id, client, request_id, _ in gone:
+            self.answered(shard_id, client, request_id)
+        return gone
+
+    def _uncount(self, client: bytes) -> None:
+        left = self._by_client[client] - 1
         if left:
             self._by_client[client] = left
         else:

@@ -19,11 +19,14 @@ threads:
 Leaders. A replicated partition's owner in the routing table is its leader.
 When a shard answers notLeader (the leader changed since the table was made),
 or a request's shard is down, the reply goes to the client, which retries (the
-error is transient); requests already at a shard whose connection drops (or
-that moves) are answered unavailable at once (``_answer_lost``), not left to
-the client's request timeout; and the router asks for a new table at once
+error is transient), and the router asks for a new table at once
 (``AdminBridge.refresh_routing``, at most every
 ROUTING_REFRESH_ON_DEMAND_INTERVAL_S), so the retry finds the new leader.
+Requests that can no longer be answered are not left to their clients'
+timeouts (30 s by default): when a shard's connection drops, or it moves, every
+request forwarded to it is answered unavailable at once (``_answer_lost``), and
+when a routing table shows that a shard no longer leads a group's slot, so are
+the group requests waiting there (requests_in_flight.py).
 
 Ordering. Requests for a topic the routing table does not know yet are held,
 in arrival order, until a routing table that knows the topic arrives, then
@@ -68,7 +71,8 @@ from plinth.router.admin_bridge import AdminBridge, AdminReply, RoutingUpdate
 from plinth.router.held_requests import HeldRequests
 from plinth.router.quotas import Quotas
 from plinth.router.requests_in_flight import (UNCOUNTED_MARK, FetchBytesInFlight,
-                                             RequestsInFlight, is_marked, mark, unmark)
+                                             GroupRequestsInFlight, RequestsInFlight, is_marked,
+                                             mark, unmark)
 from plinth.router.security import OffsetsFilter
 from plinth.router.shard_connections import ShardConnections
 from plinth.router.unsent_replies import UnsentReplies
@@ -92,6 +96,7 @@ class Router:
         self._held = HeldRequests()
         self._in_flight = RequestsInFlight()
         self._fetch_bytes = FetchBytesInFlight()
+        self._group_requests = GroupRequestsInFlight()
         self._unsent = UnsentReplies()
         # The ACL's and quotas' hooks (_admit, _on_shard_reply_checked); None without them.
         acl = security.acl if security is not None else None
@@ -158,8 +163,10 @@ class Router:
                     shard_id = self._shards.on_readable(sock)
                     if shard_id is not None:
                         self._drain(sock, lambda frames: self._on_shard_reply_checked(shard_id, frames))
-            for shard_id in self._shards.take_dropped():
-                self._answer_lost(shard_id, "lost its connection (its process or node died)")
+                    else:   # a connection's monitor: it may have dropped
+                        for lost in self._shards.take_lost():
+                            self._answer_lost(lost, "lost its connection (its process or node "
+                                                    "may have died)")
         self._shards.close()
         self._frontend.close(linger=0)
 
@@ -267,9 +274,11 @@ class Router:
                 return
         # The client's key goes last, for the coordinator to tie members to it.
         client_key = frames[1].get("User-Id").encode() if self._security is not None else b""
-        self._forward(shard_id, [*frames, client_key], request)
+        if self._forward(shard_id, [*frames, client_key], request):
+            self._group_requests.forwarded(shard_id, frames[0].bytes, request.request_id, slot)
 
-    def _forward(self, shard_id: str, frames: list, request) -> None:
+    def _forward(self, shard_id: str, frames: list, request) -> bool:
+        """Send the request to ``shard_id``, or answer it with why not; True if sent."""
         client = frames[0].bytes
         # An acks=0 produce gets no reply unless it fails: not counted, and sent with a
         # marked identity so that its error reply cannot uncount another request.
@@ -285,31 +294,32 @@ class Router:
                 f"marks requests with it")
         if refusal is not None:
             self._reply(frames[0], protocol.encode_error(request.request_id, refusal))
-            return
+            return False
         if not shard_id:   # a replicated partition without a leader
             self._bridge.refresh_routing()
             self._reply(frames[0], protocol.encode_error(request.request_id, UnavailableError(
                 f"{request.topic}-{request.partition} has no leader (offline: none of its "
                 f"in-sync replicas is up); retry later")))
-            return
+            return False
         dealer = self._shards.dealer_if_up(shard_id)
         if dealer is None:
             self._bridge.refresh_routing()   # its partitions may have a new leader already
             self._reply(frames[0], protocol.encode_error(request.request_id, UnavailableError(
                 f"{getattr(request, 'topic', None) or request.group}: its shard {shard_id} is "
                 f"unavailable (not running or not connected; its node may be down); retry later")))
-            return
+            return False
         try:
             dealer.send_multipart(frames if counted else [mark(client), *frames[1:]],
                                   zmq.NOBLOCK, copy=False)
         except zmq.Again:
             self._reply(frames[0], protocol.encode_error(request.request_id, TooManyRequestsError(
                 f"{shard_id} has {limits.SOCKET_MESSAGES_HWM} requests queued; retry later")))
-            return
+            return False
         if counted:
             self._in_flight.forwarded(shard_id, client, request.request_id)
         if is_fetch:
             self._fetch_bytes.forwarded(shard_id, client, request.request_id, request.bytes_max)
+        return True
 
     def _in_flight_refusal(self, client: bytes, request_id: int | None = None
                            ) -> BrokerError | None:
@@ -367,6 +377,8 @@ class Router:
         self._in_flight.answered(shard_id, client, request_id)
         if self._fetch_bytes.bytes_for(client):
             self._fetch_bytes.answered(client, request_id)
+        if self._group_requests.has_any(client):
+            self._group_requests.answered(shard_id, client, request_id)
         if len(frames) > 2 and len(frames[2]) >= limits.REPLY_BYTES_TRACKED_MIN:
             self._relay_large_reply(client, frames)
             return
@@ -448,14 +460,30 @@ class Router:
         self._held.forget_unknown(routing.owners)
         for shard_id in self._shards.apply(routing.shard_addresses):
             self._answer_lost(shard_id, "moved to a new address (it restarted)")
+        self._answer_deposed_group_requests()
+
+    def _answer_deposed_group_requests(self) -> None:
+        """Answer unavailable the group requests waiting at a shard that no longer leads
+        their group's slot (requests_in_flight.py says why that is safe)."""
+        slots = self._routing.owners.get(topics.OFFSETS_TOPIC, ())
+        deposed = self._group_requests.deposed(
+            lambda slot: slots[slot] if slot < len(slots) else "")
+        for shard_id, client, request_id, slot in deposed:
+            self._in_flight.answered(shard_id, client, request_id)   # a late answer: relayed
+            self._reply(client, protocol.encode_error(request_id, UnavailableError(
+                f"group request {request_id}: {topics.OFFSETS_TOPIC}-{slot} is no longer led "
+                f"by {shard_id}, which has not answered; retry at its new leader")))
 
     def _answer_lost(self, shard_id: str, why: str) -> None:
         """Answer unavailable (retriable) every request in flight at ``shard_id``, which
-        will never answer them: its connection dropped, or it moved. At once, rather
-        than after each client's request timeout: the partitions it led have a new
-        leader within seconds. The request may have been applied or not; a client's
-        retry is safe (an idempotent producer's is deduplicated)."""
+        will never answer them: its connection dropped, or it moved (either way its
+        DEALER is new, so none of them can still reach it). At once, rather than after
+        each client's request timeout: the partitions it led have a new leader within
+        seconds, and consumers and members retry at the next leader or coordinator.
+        The request may have been applied or not; a client's retry is safe (an
+        idempotent producer's is deduplicated)."""
         self._fetch_bytes.forget_shard(shard_id)
+        self._group_requests.lost(shard_id)
         lost = self._in_flight.forget_shard(shard_id)
         if lost:
             self._bridge.refresh_routing()

@@ -11,6 +11,14 @@ instead of queueing, until the connection comes back or the shard moves to a
 new address. A shard at a new address gets a new DEALER; the old one is closed
 with whatever it had queued, since those requests will never be answered.
 
+A dropped connection also gets a new DEALER, to the same address: the requests
+sent before the drop will never be answered (the shard's replies went to the
+connection that is gone), and the ones still queued in the old DEALER must
+never reach a shard that comes back there later (a restarted shard reuses its
+Unix socket): the router answers all of them unavailable (``take_lost``), and
+a client that retries one must not have the old copy arrive after it, such as
+an older commit after a newer one.
+
 Every socket here is registered with the loop's poller as it is made and
 unregistered as it is closed.
 """
@@ -49,7 +57,7 @@ class ShardConnections:
         self._by_dealer: dict[zmq.Socket, _ShardConnection] = {}
         self._by_monitor: dict[zmq.Socket, _ShardConnection] = {}
         self._down: set[str] = set()
-        self._dropped: list[str] = []   # went down since take_dropped; at most one per shard
+        self._lost: list[str] = []   # shards whose connection dropped, not yet taken
 
     def apply(self, shard_addresses: dict[str, str]) -> list[str]:
         """Connect to every shard at its address in the routing table; returns the
@@ -90,11 +98,11 @@ class ShardConnections:
             self._on_monitor_events(connection)
         return None
 
-    def take_dropped(self) -> list[str]:
-        """The shards whose connection dropped since the last call: whatever was in flight
-        on it will never be answered."""
-        dropped, self._dropped = self._dropped, []
-        return dropped
+    def take_lost(self) -> list[str]:
+        """The shards whose connection dropped since the last call, each with a new
+        DEALER since: every request sent to them before will never be answered."""
+        lost, self._lost = self._lost, []
+        return lost
 
     def close(self) -> None:
         for connection in list(self._by_shard.values()):
@@ -108,11 +116,18 @@ class ShardConnections:
             except zmq.Again:
                 return
             if event == zmq.EVENT_DISCONNECTED:
-                if connection.shard_id not in self._down:
-                    self._down.add(connection.shard_id)
-                    self._dropped.append(connection.shard_id)
+                self._down.add(connection.shard_id)
+                self._reconnect(connection)
+                return   # its monitor is closed: the new one reports what comes next
             elif event in _UP_EVENTS:
                 self._down.discard(connection.shard_id)
+
+    def _reconnect(self, connection: _ShardConnection) -> None:
+        """A new DEALER to the same address, the shard still down until it connects;
+        what the old one had queued is dropped with it."""
+        self._close(connection)
+        self._connect(connection.shard_id, connection.address)
+        self._lost.append(connection.shard_id)
 
     def _connect(self, shard_id: str, address: str) -> None:
         dealer = self._context.socket(zmq.DEALER)

@@ -11,7 +11,7 @@ import zmq.auth
 
 from plinth import limits, protocol
 from plinth.client.connection import BrokerAddress, Connection, broker_address, broker_url
-from plinth.errors import (ClosedError, PlinthTimeoutError, TopicExistsError,
+from plinth.errors import (ClosedError, NotLeaderError, PlinthTimeoutError, TopicExistsError,
                            UnavailableError)
 from tests.client.scripted_broker import Replies
 from tests.support import free_port
@@ -91,6 +91,18 @@ def test_request_retrying_backs_off_while_unavailable_with_a_new_id_each_time(sc
     backoff_s = limits.CLIENT_RETRY_BACKOFF_MS / 1000
     assert arrivals[1] - arrivals[0] >= backoff_s * 0.9
     assert arrivals[2] - arrivals[1] >= 2 * backoff_s * 0.9
+
+
+def test_request_retrying_retries_not_leader_while_the_router_learns_the_new_leader(
+        scripted, connections):
+    # Given a broker whose shard no longer leads the group's slot, then whose new
+    # leader answers
+    broker = scripted([NotLeaderError("group g lives in __consumer_offsets-0, which "
+                                      "shard-0 does not lead; retry"), answered])
+    conn = connections(broker.url)
+    # When a request is retried / Then the second try's answer comes back
+    view, _ = conn.request_retrying(list_offsets, 5_000)
+    assert view.request_id == 2 and len(broker.requests) == 2
 
 
 def test_request_retrying_raises_the_last_unavailable_once_its_timeout_runs_out(scripted, connections):

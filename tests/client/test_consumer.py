@@ -8,7 +8,8 @@ import time
 import pytest
 
 from plinth import Consumer, limits, protocol
-from plinth.errors import CorruptDataError, TooManyRequestsError, UnavailableError
+from plinth.errors import (CorruptDataError, TooManyRequestsError, UnavailableError,
+                           UnknownMemberIdError)
 from tests.client.scripted_broker import entry
 
 
@@ -124,3 +125,59 @@ def test_a_seek_while_iterating_drops_the_records_not_yet_yielded(scripted):
         record = next(consumer)
         assert (record.offset, record.value) == (3, b"d")
         assert broker.requests[1][1].offset == 3
+
+
+class GroupBroker:
+    """Script steps answering a one-partition topic t's group member: its heartbeats
+    (t-0 assigned, a heartbeat every 3 s), its offset reads (nothing committed), its
+    fetches (one record at a time) and its commits, each refused as an unknown member."""
+
+    def __init__(self):
+        self.fetched = 0
+
+    def answer(self, request):
+        rid = request.request_id
+        match request:
+            case protocol.MetadataRequest():
+                return [protocol.encode_topics_reply(rid, [protocol.TopicInfo("t", 1)])]
+            case protocol.GroupHeartbeatRequest():
+                return [protocol.encode_heartbeat_reply(rid, "m-1", 1, 3_000, {("t", 0)})]
+            case protocol.FetchOffsetsRequest():
+                return [protocol.encode_committed_reply(rid, {})]
+            case protocol.ListOffsetsRequest():
+                return [protocol.encode_offsets_reply(rid, protocol.PartitionInfo(0, "shard-0"))]
+            case protocol.FetchRequest(offset=offset):
+                self.fetched += 1
+                return [protocol.encode_fetch_reply(rid, offset + 1, 0), entry(offset, [b"v"])]
+            case protocol.CommitOffsetsRequest():
+                return [protocol.encode_error(rid, UnknownMemberIdError(
+                    "member m-1 is not in group 'g' for this client; rejoin"))]
+        raise AssertionError(f"unexpected {request!r}")
+
+
+def test_a_commit_refused_as_an_unknown_member_makes_the_member_heartbeat_at_once(scripted):
+    # Given a group member told to heartbeat every 3 s, auto-committing every 100 ms,
+    # whose coordinator moved: it refuses the member's commits as unknown
+    script = GroupBroker()
+    broker = scripted([script.answer] * 500)
+    consumer = Consumer("t", broker=broker.url, group="g", auto_offset_reset="earliest",
+                        auto_commit_interval_ms=100, fetch_max_wait_ms=100)
+    try:
+        assert poll_until(consumer, 1)
+        heartbeats_s = lambda: [arrived for arrived, request in broker.requests
+                                if type(request) is protocol.GroupHeartbeatRequest]
+        # When it polls on, committing what it read
+        deadline_s = time.monotonic() + 10
+        while not any(type(request) is protocol.CommitOffsetsRequest
+                      for _, request in broker.requests) and time.monotonic() < deadline_s:
+            consumer.poll(100)
+        committed_s = next(arrived for arrived, request in broker.requests
+                           if type(request) is protocol.CommitOffsetsRequest)
+        while len([s for s in heartbeats_s() if s > committed_s]) < 1 and \
+                time.monotonic() < deadline_s:
+            consumer.poll(100)
+        # Then a heartbeat follows the refused commit at once, not at the 3 s interval
+        after = [s for s in heartbeats_s() if s > committed_s]
+        assert after and after[0] - committed_s < 1.5
+    finally:
+        consumer.close()

@@ -135,3 +135,52 @@ def test_close_without_having_joined_sends_no_leave(member_of):
     broker.wait_for_requests(1)
     member.close()
     assert all(request.member_epoch == 0 for _, request in broker.requests)
+
+
+def arrivals(broker, count: int) -> list[float]:
+    """When each of the first ``count`` heartbeats arrived (monotonic seconds)."""
+    broker.wait_for_requests(count)
+    return [arrived for arrived, _ in broker.requests[:count]]
+
+
+def test_a_failed_heartbeat_is_retried_after_a_backoff_not_a_whole_interval(member_of):
+    # Given a member told to heartbeat every 3 s, whose second heartbeat (sent at once:
+    # it reports what it owns) finds its coordinator moving
+    member, broker = member_of([heartbeat("m-1", 1, {T0}, interval_ms=3_000),
+                                UnavailableError("group g: its shard shard-0 is unavailable"),
+                                *steady("m-1", 1, {T0}, interval_ms=3_000)])
+    member.set_owned(wait_until(member.take_target, timeout_s=10))
+    # Then the next heartbeat comes after the retry backoff, well within the interval
+    _, failed_s, retried_s = arrivals(broker, 3)
+    assert retried_s - failed_s < 1.5
+    # And once answered, the member waits its interval again: no fourth heartbeat yet
+    assert len(broker.requests) == 3 and member.identity() == ("m-1", 1)
+
+
+def test_a_member_that_owns_nothing_rejoins_at_once_when_the_coordinator_does_not_know_it(
+        member_of):
+    # Given a member assigned nothing, told to heartbeat every 3 s, whose next heartbeat
+    # reaches a new coordinator that does not know it
+    member, broker = member_of([heartbeat("m-1", 1, set(), interval_ms=3_000),
+                                UnknownMemberIdError("member m-1 is not in group g"),
+                                *steady("m-2", 1, {T1}, interval_ms=3_000)])
+    broker.wait_for_requests(1)
+    wait_until(lambda: member.identity() == ("m-1", 1), timeout_s=10)
+    member.heartbeat_now()
+    # Then it joins again at once, not an interval later, and gets its partition
+    _, refused_s, joined_s = arrivals(broker, 3)
+    assert joined_s - refused_s < 1.5
+    assert broker.requests[2][1].member_id == ""
+    assert wait_until(member.take_target, timeout_s=10) == {T1}
+
+
+def test_heartbeat_now_sends_a_heartbeat_before_the_interval(member_of):
+    # Given a member told to heartbeat every 3 s
+    member, broker = member_of(steady("m-1", 1, set(), interval_ms=3_000))
+    first_s, = arrivals(broker, 1)
+    wait_until(lambda: member.identity() == ("m-1", 1), timeout_s=10)
+    # When the consumer asks for one (a commit was refused: member unknown)
+    member.heartbeat_now()
+    # Then it comes at once
+    _, second_s = arrivals(broker, 2)
+    assert second_s - first_s < 1.5

@@ -317,6 +317,44 @@ def test_a_shard_whose_connection_drops_is_unavailable_until_it_comes_back(route
     assert view.offsets.shard == "shard-0 again"
 
 
+def test_group_requests_and_fetches_at_a_shard_whose_connection_drops_are_answered_at_once(
+        router_rig):
+    # Given a group whose slot shard-0 leads, and a heartbeat and a commit of its member
+    # waiting at shard-0, which holds them unanswered
+    owners = {"t": ("shard-1",), topics.OFFSETS_TOPIC: ("shard-0",)}
+    rig = router_rig(topics={"t": 1, topics.OFFSETS_TOPIC: 1}, owners=owners)
+    rig.shards["shard-0"].holding = rig.shards["shard-1"].holding = True
+    client = rig.client()
+    client.send(protocol.encode_group_heartbeat(1, "g", "m", 3, ["t"], set(), 10_000, ""))
+    client.send(protocol.encode_commit_offsets(2, "commitOffsets", "g", "m", 3, {("t", 0): 7}))
+    # And a consumer's fetch waiting there too, and a produce at shard-1
+    client.send(fetch(3, topic=topics.OFFSETS_TOPIC))
+    client.send(protocol.encode_produce(4, "t", 0, 1), b"batch")
+    rig.shards["shard-0"].wait_for_requests(3)
+    rig.shards["shard-1"].wait_for_requests(1)
+    # When shard-0's process dies (its socket closes) and the slot gets a new leader
+    rig.shards["shard-0"].close()
+    rig.controller.owners[topics.OFFSETS_TOPIC] = ("shard-1",)
+    # Then the three are answered unavailable, naming the shard, without waiting for
+    # the client's request timeout; the produce at shard-1 is not
+    replies = {}
+    while len(replies) < 3:
+        view, _ = client.recv()
+        replies[view.request_id] = view
+    assert sorted(replies) == [1, 2, 3]
+    for view in replies.values():
+        assert isinstance(view.error, UnavailableError)
+        assert "shard-0 lost its connection" in view.error.message
+    rig.shards["shard-1"].holding = False
+    rig.shards["shard-1"].release(1)
+    assert client.recv()[0].request_id == 4
+    # And the retry reaches the new leader
+    view = wait_for_reply(client, lambda attempt: protocol.encode_commit_offsets(
+        100 + attempt, "commitOffsets", "g", "m", 3, {("t", 0): 7}),
+        lambda v: v.error is None and v.request_id >= 100)
+    assert [r.request_id for r in rig.shards["shard-1"].requests()] == [4, view.request_id]
+
+
 def test_a_shard_at_a_new_address_is_found_by_the_routing_refresh_with_no_requests_in_flight(
         router_rig):
     # Given a client with the most requests in flight at shard-0, which never answers
@@ -845,3 +883,34 @@ def test_a_shard_that_is_down_makes_the_router_refresh_and_the_retry_reach_the_n
     view = wait_for_reply(client, lambda attempt: list_offsets(1000 + attempt),
                           lambda v: v.error is None)
     assert view.offsets.shard == "shard-1"
+
+
+def test_a_group_request_at_a_shard_that_no_longer_leads_its_slot_is_answered_unavailable(
+        router_rig):
+    # Given two slots led by shard-0, which holds a request of a group in each (it is
+    # stopped: its connection stays up, it answers nothing)
+    owners = {"t": ("shard-1",), topics.OFFSETS_TOPIC: ("shard-0", "shard-0")}
+    rig = router_rig(topics={"t": 1, topics.OFFSETS_TOPIC: 2}, owners=owners)
+    by_slot = {topics.offsets_slot(g, 2): g for g in (f"g{n}" for n in range(40))}
+    rig.shards["shard-0"].holding = True
+    client = rig.client()
+    client.send(protocol.encode_group_request(1, "fetchOffsets", by_slot[0]))
+    client.send(protocol.encode_group_request(2, "fetchOffsets", by_slot[1]))
+    rig.shards["shard-0"].wait_for_requests(2)
+    # When the controller makes shard-1 the leader of slot 0 (the router's timed
+    # refresh brings the table)
+    rig.controller.owners[topics.OFFSETS_TOPIC] = ("shard-1", "shard-0")
+    # Then the request of slot 0's group is answered unavailable, naming the slot
+    view, _ = client.recv()
+    assert view.request_id == 1 and isinstance(view.error, UnavailableError)
+    assert f"{topics.OFFSETS_TOPIC}-0 is no longer led by shard-0" in view.error.message
+    # And the one whose slot shard-0 still leads waits for shard-0's own answer
+    rig.shards["shard-0"].release(2)
+    answers = {}
+    while 2 not in answers:
+        view, _ = client.recv()
+        answers[view.request_id] = view
+    assert (answers[2].kind, answers[2].error) == ("committed", None)
+    # And the retry of slot 0's request reaches its new leader
+    view = client.request(protocol.encode_group_request(3, "fetchOffsets", by_slot[0]))
+    assert view.error is None and [r.request_id for r in rig.shards["shard-1"].requests()] == [3]

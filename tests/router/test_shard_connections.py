@@ -100,6 +100,34 @@ def test_a_shard_whose_connection_drops_is_down_until_it_reconnects(connections)
         shard.close()
 
 
+def test_a_dropped_connection_is_reported_lost_once_with_a_new_dealer_to_the_same_address(
+        connections):
+    # Given a connection to shard-0 that has carried a request
+    shards, poller = connections
+    shard = FakeShard("shard-0")
+    shards.apply({"shard-0": shard.address})
+    round_trip(shards, poller, "shard-0")
+    old = shards.dealer_if_up("shard-0")
+    assert shards.take_lost() == []
+    # When the shard's socket goes away
+    shard.close()
+    run_loop_until(shards, poller, lambda _: not shards.is_up("shard-0"))
+    # Then it is reported lost once, and the DEALER that may hold requests queued for
+    # it is closed: none of them can reach a shard that comes back at the address
+    assert shards.take_lost() == ["shard-0"] and shards.take_lost() == []
+    assert old.closed
+    assert len(poller.sockets) == 2   # the new DEALER and its monitor
+    # And the new DEALER carries requests once a shard listens there again
+    shard = FakeShard("shard-0", port=shard.port)
+    try:
+        run_loop_until(shards, poller, lambda _: shards.is_up("shard-0"))
+        assert shards.dealer_if_up("shard-0") is not old
+        round_trip(shards, poller, "shard-0")
+        assert [r.request_id for r in shard.requests()] == [1]
+    finally:
+        shard.close()
+
+
 def test_replacing_the_connections_of_shards_that_just_went_away_leaves_the_context_working():
     # Given a context of its own (if its I/O thread hangs, only this test's sockets do)
     context = zmq.Context()
