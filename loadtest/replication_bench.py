@@ -1,7 +1,8 @@
 """Replication's cost and failover time on a 3-node Ray cluster on 127.0.0.1.
 
     python -m loadtest.replication_bench [--messages 1000000] [--e2e-messages 100000]
-        [--kills 20] [--no-peer] [--only throughput|e2e|failover ...] [--json]
+        [--kills 20] [--retry-backoff-max-ms MS] [--no-peer]
+        [--only throughput|e2e|failover ...] [--json]
 
 One run measures, on the same machine and cluster:
 1. ``plinth bench produce`` of keyed 100-byte records: factor 1 with acks=1,
@@ -38,7 +39,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from loadtest import redis_peer
-from plinth import Admin, Producer
+from plinth import Admin, Producer, limits
 from plinth.bench import BenchConfig, run_e2e, run_produce
 from tests.conftest import Broker
 from tests.replication_state import replication_report
@@ -56,18 +57,22 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--e2e-messages", type=int, default=100_000)
     parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--retry-backoff-max-ms", type=int,
+                        default=limits.PRODUCER_RETRY_BACKOFF_MAX_MS_DEFAULT,
+                        help="the failover producer's (default: the client's)")
     parser.add_argument("--no-peer", action="store_true", help="skip Redis (not installed)")
     parser.add_argument("--only", choices=PARTS, action="append",
                         help="run only this part (repeatable; default: all)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     results = run(args.messages, args.e2e_messages, args.kills, peer=not args.no_peer,
-                  parts=tuple(args.only or PARTS))
+                  parts=tuple(args.only or PARTS), retry_backoff_max_ms=args.retry_backoff_max_ms)
     print(json.dumps(results, indent=2) if args.json else format_results(results))
 
 
 def run(messages: int, e2e_messages: int, kills: int, peer: bool = True,
-        parts: tuple[str, ...] = PARTS) -> dict:
+        parts: tuple[str, ...] = PARTS,
+        retry_backoff_max_ms: int = limits.PRODUCER_RETRY_BACKOFF_MAX_MS_DEFAULT) -> dict:
     """The ``parts`` of the bench, each on the same fresh cluster, Redis first (with the
     throughput part only: the peer is of the throughput)."""
     results = {}
@@ -83,7 +88,8 @@ def run(messages: int, e2e_messages: int, kills: int, peer: bool = True,
         if "e2e" in parts:
             results["e2e"] = e2e(broker.url, e2e_messages)
         if "failover" in parts:
-            results["failover"] = failover(cluster, broker, data_dir / "data", kills)
+            results["failover"] = failover(cluster, broker, data_dir / "data", kills,
+                                           retry_backoff_max_ms)
     finally:
         broker.stop()
         cluster.shutdown()
@@ -104,14 +110,19 @@ def e2e(url: str, messages: int) -> dict:
     return run_e2e(config, progress=False).to_json()
 
 
-def failover(cluster: ThreeNodeCluster, broker: Broker, data_dir: Path, kills: int) -> dict:
+def failover(cluster: ThreeNodeCluster, broker: Broker, data_dir: Path, kills: int,
+             retry_backoff_max_ms: int = limits.PRODUCER_RETRY_BACKOFF_MAX_MS_DEFAULT) -> dict:
     """Seconds from removing the leader's node to the first acks="all" produce it acks."""
     topic, topics = "", 0
     seconds, elected = [], []
-    # The producer's timeouts and backoffs are the defaults (Kafka's): what a user's sees.
+    # The producer's timeouts and backoffs are the defaults (Kafka's), what a user's sees,
+    # but for the longest backoff if given: a produce answered unavailable while the
+    # election runs is retried after 0.1, 0.3, 0.7, 1.5, 2.5, 3.5 s by default.
     with Admin(broker=broker.url) as admin, Producer(
             broker=broker.url, acks="all", linger_ms=0,
-            delivery_timeout_ms=FAILOVER_WAIT_S * 1000) as producer:
+            delivery_timeout_ms=FAILOVER_WAIT_S * 1000,
+            retry_backoff_ms=min(limits.PRODUCER_RETRY_BACKOFF_MS_DEFAULT, retry_backoff_max_ms),
+            retry_backoff_max_ms=retry_backoff_max_ms) as producer:
         pins = json.loads((data_dir / "metadata.json").read_text())["shard_nodes"]
         for _ in range(kills):
             # Leaders move off a lost node and do not move back: once none of the topic's
