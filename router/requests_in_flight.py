@@ -28,7 +28,7 @@ flight already is refused (ids must not be reused while in flight). Counts
 are also kept per client, so that the check costs one look-up.
 
 Group requests (heartbeats, commits, offset reads) are also kept with the slot
-of ``__consumer_offsets`` their group lives in (``GroupRequestsInFlight``): a
+of ``__consumer_offsets`` their group lives in (``deposed``): a
 group request gets unavailable when a routing table shows that its shard no
 longer leads that slot while the request waits there (the shard stopped, or
 its node is gone, and its connection has not dropped): a deposed leader cannot
@@ -80,6 +80,8 @@ class RequestsInFlight:
         # shard -> its unanswered (client, request id), in the order they were sent
         self._by_shard: dict[str, dict[tuple[bytes, int], None]] = {}
         self._shard_of: dict[tuple[bytes, int], str] = {}
+        # group requests of a replicated group: (client, request id) -> its slot
+        self._slot_of: dict[tuple[bytes, int], int] = {}
         self._by_client: dict[bytes, int] = {}
 
     def count(self, client: bytes) -> int:
@@ -94,13 +96,18 @@ class RequestsInFlight:
         return (f"request {request_id} is in flight already (at {shard_id}): request ids "
                 f"must not be reused while in flight")
 
-    def forwarded(self, shard_id: str, client: bytes, request_id: int) -> None:
-        """A counted request of ``client`` went to ``shard_id`` (``refusal`` said None)."""
+    def forwarded(self, shard_id: str, client: bytes, request_id: int,
+                  slot: int | None = None) -> None:
+        """A counted request of ``client`` went to ``shard_id`` (``refusal`` said None);
+        ``slot``: a group request's slot of ``__consumer_offsets`` (None: not one, or
+        its group's offsets are not replicated)."""
         key = (client, request_id)
         if key in self._shard_of:
             raise AssertionError(f"request {request_id} of {client!r} counted twice")
         self._by_shard.setdefault(shard_id, {})[key] = None
         self._shard_of[key] = shard_id
+        if slot is not None:
+            self._slot_of[key] = slot
         self._by_client[client] = self._by_client.get(client, 0) + 1
 
     def answered(self, shard_id: str, client: bytes, request_id: int) -> None:
@@ -110,6 +117,7 @@ class RequestsInFlight:
         if self._shard_of.get(key) != shard_id:
             return
         del self._shard_of[key], self._by_shard[shard_id][key]
+        self._slot_of.pop(key, None)
         self._uncount(client, 1)
 
     def forget_shard(self, shard_id: str) -> list[tuple[bytes, int]]:
@@ -119,8 +127,19 @@ class RequestsInFlight:
         lost = list(self._by_shard.pop(shard_id, {}))
         for key in lost:
             del self._shard_of[key]
+            self._slot_of.pop(key, None)
             self._uncount(key[0], 1)
         return lost
+
+    def deposed(self, leader_of: Callable[[int], str]) -> list[tuple[str, bytes, int, int]]:
+        """Uncount the group requests waiting at a shard that no longer leads their
+        group's slot (``leader_of(slot)``: its leader now) and return them, (shard,
+        client, request id, slot), oldest first."""
+        gone = [(self._shard_of[key], *key, slot) for key, slot in self._slot_of.items()
+                if leader_of(slot) != self._shard_of[key]]
+        for shard_id, client, request_id, _ in gone:
+            self.answered(shard_id, client, request_id)
+        return gone
 
     def _uncount(self, client: bytes, count: int) -> None:
         left = self._by_client[client] - count
@@ -166,75 +185,17 @@ class FetchBytesInFlight:
         if entry is not None:
             self._uncount(client, entry[1])
 
-    def forget_shard(self, shard_id: str) -> list[tuple[bytes, int]]:
-        """The fetches sent to ``shard_id`` will never be answered (it restarted, its
-        connection dropped): uncount them and return them, (client, request id) in the
-        order they were sent."""
+    def forget_shard(self, shard_id: str) -> None:
+        """The fetches sent to ``shard_id`` will never be answered (its connection
+        dropped, or it moved): uncount them."""
         lost = [key for key, (shard, _) in self._by_request.items() if shard == shard_id]
         for key in lost:
             self._uncount(key[0], self._by_request.pop(key)[1])
-        return lost
 
     def _uncount(self, client: bytes, counted: int) -> None:
         left = self._by_client[client] - counted
         if left < 0:
             raise AssertionError(f"client {client!r}: {left} fetch bytes in flight")
-        if left:
-            self._by_client[client] = left
-        else:
-            del self._by_client[client]
-
-
-class GroupRequestsInFlight:
-    """The group requests forwarded to each shard and not answered yet, by client and
-    request id, with the slot of ``__consumer_offsets`` their group lives in (None:
-    offsets not replicated). Loop thread only. Entries are bounded by the requests in
-    flight (each client's count is), and leave with their reply or their shard."""
-
-    def __init__(self) -> None:
-        self._by_shard: dict[str, dict[tuple[bytes, int], int | None]] = {}
-        self._by_client: dict[bytes, int] = {}
-
-    def has_any(self, client: bytes) -> bool:
-        return client in self._by_client
-
-    def forwarded(self, shard_id: str, client: bytes, request_id: int, slot: int | None) -> None:
-        self._by_shard.setdefault(shard_id, {})[(client, request_id)] = slot
-        self._by_client[client] = self._by_client.get(client, 0) + 1
-
-    def answered(self, shard_id: str, client: bytes, request_id: int) -> None:
-        """``shard_id`` answered request ``request_id`` of ``client`` (no-op if it is not
-        a group request kept here)."""
-        requests = self._by_shard.get(shard_id)
-        if requests is None or (client, request_id) not in requests:
-            return
-        del requests[(client, request_id)]
-        self._uncount(client)
-        if not requests:
-            del self._by_shard[shard_id]
-
-    def lost(self, shard_id: str) -> list[tuple[bytes, int]]:
-        """Forget the requests sent to ``shard_id`` (they will never be answered) and
-        return them, (client, request id) in the order they were sent."""
-        requests = list(self._by_shard.pop(shard_id, {}))
-        for client, _ in requests:
-            self._uncount(client)
-        return requests
-
-    def deposed(self, leader_of: Callable[[int], str]) -> list[tuple[str, bytes, int, int]]:
-        """Forget the requests waiting at a shard that no longer leads their group's slot
-        (``leader_of(slot)``: its leader now) and return them, (shard, client, request
-        id, slot) in the order each shard got them."""
-        gone = [(shard_id, client, request_id, slot)
-                for shard_id, requests in self._by_shard.items()
-                for (client, request_id), slot in requests.items()
-                if slot is not None and leader_of(slot) != shard_id]
-        for shard_id, client, request_id, _ in gone:
-            self.answered(shard_id, client, request_id)
-        return gone
-
-    def _uncount(self, client: bytes) -> None:
-        left = self._by_client[client] - 1
         if left:
             self._by_client[client] = left
         else:

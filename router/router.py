@@ -71,8 +71,7 @@ from plinth.router.admin_bridge import AdminBridge, AdminReply, RoutingUpdate
 from plinth.router.held_requests import HeldRequests
 from plinth.router.quotas import Quotas
 from plinth.router.requests_in_flight import (UNCOUNTED_MARK, FetchBytesInFlight,
-                                             GroupRequestsInFlight, RequestsInFlight, is_marked,
-                                             mark, unmark)
+                                             RequestsInFlight, is_marked, mark, unmark)
 from plinth.router.security import OffsetsFilter
 from plinth.router.shard_connections import ShardConnections
 from plinth.router.unsent_replies import UnsentReplies
@@ -96,7 +95,6 @@ class Router:
         self._held = HeldRequests()
         self._in_flight = RequestsInFlight()
         self._fetch_bytes = FetchBytesInFlight()
-        self._group_requests = GroupRequestsInFlight()
         self._unsent = UnsentReplies()
         # The ACL's and quotas' hooks (_admit, _on_shard_reply_checked); None without them.
         acl = security.acl if security is not None else None
@@ -274,11 +272,11 @@ class Router:
                 return
         # The client's key goes last, for the coordinator to tie members to it.
         client_key = frames[1].get("User-Id").encode() if self._security is not None else b""
-        if self._forward(shard_id, [*frames, client_key], request):
-            self._group_requests.forwarded(shard_id, frames[0].bytes, request.request_id, slot)
+        self._forward(shard_id, [*frames, client_key], request, slot)
 
-    def _forward(self, shard_id: str, frames: list, request) -> bool:
-        """Send the request to ``shard_id``, or answer it with why not; True if sent."""
+    def _forward(self, shard_id: str, frames: list, request, slot: int | None = None) -> None:
+        """Send the request to ``shard_id``, or answer it with why not. ``slot``: a group
+        request's slot of the offsets topic (see requests_in_flight.py)."""
         client = frames[0].bytes
         # An acks=0 produce gets no reply unless it fails: not counted, and sent with a
         # marked identity so that its error reply cannot uncount another request.
@@ -294,32 +292,31 @@ class Router:
                 f"marks requests with it")
         if refusal is not None:
             self._reply(frames[0], protocol.encode_error(request.request_id, refusal))
-            return False
+            return
         if not shard_id:   # a replicated partition without a leader
             self._bridge.refresh_routing()
             self._reply(frames[0], protocol.encode_error(request.request_id, UnavailableError(
                 f"{request.topic}-{request.partition} has no leader (offline: none of its "
                 f"in-sync replicas is up); retry later")))
-            return False
+            return
         dealer = self._shards.dealer_if_up(shard_id)
         if dealer is None:
             self._bridge.refresh_routing()   # its partitions may have a new leader already
             self._reply(frames[0], protocol.encode_error(request.request_id, UnavailableError(
                 f"{getattr(request, 'topic', None) or request.group}: its shard {shard_id} is "
                 f"unavailable (not running or not connected; its node may be down); retry later")))
-            return False
+            return
         try:
             dealer.send_multipart(frames if counted else [mark(client), *frames[1:]],
                                   zmq.NOBLOCK, copy=False)
         except zmq.Again:
             self._reply(frames[0], protocol.encode_error(request.request_id, TooManyRequestsError(
                 f"{shard_id} has {limits.SOCKET_MESSAGES_HWM} requests queued; retry later")))
-            return False
+            return
         if counted:
-            self._in_flight.forwarded(shard_id, client, request.request_id)
+            self._in_flight.forwarded(shard_id, client, request.request_id, slot)
         if is_fetch:
             self._fetch_bytes.forwarded(shard_id, client, request.request_id, request.bytes_max)
-        return True
 
     def _in_flight_refusal(self, client: bytes, request_id: int | None = None
                            ) -> BrokerError | None:
@@ -377,8 +374,6 @@ class Router:
         self._in_flight.answered(shard_id, client, request_id)
         if self._fetch_bytes.bytes_for(client):
             self._fetch_bytes.answered(client, request_id)
-        if self._group_requests.has_any(client):
-            self._group_requests.answered(shard_id, client, request_id)
         if len(frames) > 2 and len(frames[2]) >= limits.REPLY_BYTES_TRACKED_MIN:
             self._relay_large_reply(client, frames)
             return
@@ -466,10 +461,8 @@ class Router:
         """Answer unavailable the group requests waiting at a shard that no longer leads
         their group's slot (requests_in_flight.py says why that is safe)."""
         slots = self._routing.owners.get(topics.OFFSETS_TOPIC, ())
-        deposed = self._group_requests.deposed(
-            lambda slot: slots[slot] if slot < len(slots) else "")
-        for shard_id, client, request_id, slot in deposed:
-            self._in_flight.answered(shard_id, client, request_id)   # a late answer: relayed
+        deposed = self._in_flight.deposed(lambda slot: slots[slot] if slot < len(slots) else "")
+        for shard_id, client, request_id, slot in deposed:   # a late answer is relayed
             self._reply(client, protocol.encode_error(request_id, UnavailableError(
                 f"group request {request_id}: {topics.OFFSETS_TOPIC}-{slot} is no longer led "
                 f"by {shard_id}, which has not answered; retry at its new leader")))
@@ -483,7 +476,6 @@ class Router:
         The request may have been applied or not; a client's retry is safe (an
         idempotent producer's is deduplicated)."""
         self._fetch_bytes.forget_shard(shard_id)
-        self._group_requests.lost(shard_id)
         lost = self._in_flight.forget_shard(shard_id)
         if lost:
             self._bridge.refresh_routing()

@@ -4,9 +4,8 @@ keeps an uncounted request's reply from uncounting anything."""
 from __future__ import annotations
 
 from plinth import limits
-from plinth.router.requests_in_flight import (FetchBytesInFlight, GroupRequestsInFlight,
-                                             RequestsInFlight, counted_bytes, is_marked, mark,
-                                             unmark)
+from plinth.router.requests_in_flight import (FetchBytesInFlight, RequestsInFlight, counted_bytes,
+                                             is_marked, mark, unmark)
 
 CLIENT, OTHER = b"\x00\x80\x00\x00\x01", b"\x00\x80\x00\x00\x02"
 
@@ -121,39 +120,22 @@ def test_fetch_bytes_leave_with_their_reply_or_their_shard():
     assert fetches.bytes_for(CLIENT) == 0
 
 
-def test_group_requests_are_kept_per_shard_until_answered_and_a_lost_shard_returns_its_own():
-    # Given group requests of two clients at two shards
-    groups = GroupRequestsInFlight()
-    groups.forwarded("shard-0", CLIENT, 1, None)
-    groups.forwarded("shard-1", CLIENT, 2, None)
-    groups.forwarded("shard-0", OTHER, 1, None)
-    groups.forwarded("shard-0", CLIENT, 3, None)
-    # When shard-0 answers the client's request 1, and replies come that answer nothing
-    # kept (another shard's request id, a request never kept)
-    groups.answered("shard-0", CLIENT, 1)
-    groups.answered("shard-1", CLIENT, 3)
-    groups.answered("shard-0", CLIENT, 99)
-    # Then losing shard-0 returns the requests left there, in the order sent
-    assert groups.lost("shard-0") == [(OTHER, 1), (CLIENT, 3)]
-    assert groups.lost("shard-0") == []
-    assert not groups.has_any(OTHER) and groups.has_any(CLIENT)
-    # And once shard-1 answers, nothing is kept for anyone
-    groups.answered("shard-1", CLIENT, 2)
-    assert not groups.has_any(CLIENT) and groups.lost("shard-1") == []
-
-
 def test_group_requests_at_a_shard_that_no_longer_leads_their_slot_are_deposed():
-    # Given requests at shard-0 of groups in slots 0 and 1 and of an unreplicated group,
-    # and one at shard-1 in slot 0
-    groups = GroupRequestsInFlight()
-    groups.forwarded("shard-0", CLIENT, 1, 0)
-    groups.forwarded("shard-0", CLIENT, 2, 1)
-    groups.forwarded("shard-0", OTHER, 3, None)
-    groups.forwarded("shard-1", OTHER, 4, 0)
+    # Given requests at shard-0 of groups in slots 0 and 1, of an unreplicated group and a
+    # produce, and one at shard-1 in slot 0
+    in_flight = RequestsInFlight()
+    in_flight.forwarded("shard-0", CLIENT, 1, 0)
+    in_flight.forwarded("shard-0", CLIENT, 2, 1)
+    in_flight.forwarded("shard-0", OTHER, 3)
+    in_flight.forwarded("shard-0", OTHER, 5)
+    in_flight.forwarded("shard-1", OTHER, 4, 0)
     # When slot 0 is led by shard-1 now, slot 1 still by shard-0
     leaders = {0: "shard-1", 1: "shard-0"}
-    # Then only shard-0's request in slot 0 is deposed, once
-    assert groups.deposed(leaders.get) == [("shard-0", CLIENT, 1, 0)]
-    assert groups.deposed(leaders.get) == []
-    assert groups.lost("shard-0") == [(CLIENT, 2), (OTHER, 3)]
-    assert groups.lost("shard-1") == [(OTHER, 4)]
+    # Then only shard-0's request in slot 0 is deposed, once, and no longer counted
+    assert in_flight.deposed(leaders.get) == [("shard-0", CLIENT, 1, 0)]
+    assert in_flight.deposed(leaders.get) == []
+    assert (in_flight.count(CLIENT), in_flight.count(OTHER)) == (1, 3)
+    assert in_flight.forget_shard("shard-0") == [(CLIENT, 2), (OTHER, 3), (OTHER, 5)]
+    assert in_flight.forget_shard("shard-1") == [(OTHER, 4)]
+    # And a forgotten request is never deposed later
+    assert in_flight.deposed({0: "shard-9", 1: "shard-9"}.get) == []
