@@ -19,6 +19,13 @@ over the rounds, and Plinth ÷ Redis beside each.
     python -m loadtest.one_at_a_time --rounds 3
     python -m loadtest.one_at_a_time --rate 200 --messages 3000 --plinth /opt/venv-before/bin/plinth
     python -m loadtest.one_at_a_time --serve /opt/venv-before/bin/plinth   # that build's broker
+    python -m loadtest.one_at_a_time --replication-factor 3   # acks="all", 3 copies
+
+With ``--replication-factor 3`` the broker runs 3 shards on this one machine
+(``--allow-replicas-on-one-node``) and the topic has 3 copies, so an
+``acks="all"`` acknowledgement waits for the followers' fetch round trip as
+well as the leader's fsync. Redis has no synchronous replica in this
+comparison; its figures are the same as without the option.
 """
 
 from __future__ import annotations
@@ -45,7 +52,8 @@ def plinth_bench(plinth: str, url: str, command: str, args, cwd: Path) -> dict:
     done = subprocess.run(
         [plinth, "bench", command, "--one-at-a-time", "--rate", str(args.rate), "--messages",
          str(args.messages), "--linger-ms", "0", "--partitions", "1", "--key-bytes",
-         str(args.key_bytes), "--value-bytes", str(args.value_bytes), "--json"],
+         str(args.key_bytes), "--value-bytes", str(args.value_bytes), "--acks", args.acks,
+         "--replication-factor", str(args.replication_factor), "--json"],
         env={**os.environ, "PLINTH_BROKER": url}, capture_output=True, text=True,
         timeout=BENCH_TIMEOUT_S, cwd=cwd)
     if done.returncode != 0:
@@ -70,7 +78,7 @@ def format_table(runs: dict[str, dict[str, list[dict]]], args) -> str:
     """runs[system][measurement] is a list of per-round reports (latency_us inside)."""
     lines = [f"one record at a time: {args.rate:g} records/s, {args.messages} records, "
              f"{args.value_bytes}-byte values, {args.key_bytes}-byte keys, 1 partition, "
-             f"linger 0 ms; median of {len(runs['plinth']['ack'])} round(s); ms "
+             f"linger 0 ms, acks={args.acks}, replication factor {args.replication_factor}; median of {len(runs['plinth']['ack'])} round(s); ms "
              f"(Plinth ÷ Redis)",
              f"{'':28}" + "".join(f"{name:>16}" for name in PERCENTILE_NAMES)]
     for key, title in MEASUREMENTS:
@@ -81,6 +89,15 @@ def format_table(runs: dict[str, dict[str, list[dict]]], args) -> str:
         lines.append(f"{'Redis ' + title:<28}"
                      + "".join(f"{redis[n] / 1000:>16.3f}" for n in PERCENTILE_NAMES))
     return "\n".join(lines)
+
+
+def serve_args(args) -> list[str]:
+    """``plinth serve``'s options for this run: the fsync policy, and shards enough for
+    the replication factor on one machine."""
+    extra = ["--fsync-policy", args.fsync_policy]
+    if args.replication_factor > 1:
+        extra += ["--shards", str(args.replication_factor), "--allow-replicas-on-one-node"]
+    return extra
 
 
 def main(argv=None) -> int:
@@ -98,11 +115,16 @@ def main(argv=None) -> int:
                         default="always", help="the broker's")
     parser.add_argument("--appendfsync", choices=("always", "everysec", "no"), default="always",
                         help="Redis's")
+    parser.add_argument("--acks", choices=("0", "1", "all"), default="all",
+                        help="the producer's (the Producer's default: all)")
+    parser.add_argument("--replication-factor", type=int, default=1,
+                        help="copies of the topic; above 1 the broker runs that many shards on "
+                             "this machine")
     parser.add_argument("--json", type=Path, default=None, help="write every raw result here")
     args = parser.parse_args(argv)
     runs = {system: {key: [] for key, _ in MEASUREMENTS} for system in ("plinth", "redis")}
     with tempfile.TemporaryDirectory(prefix="plinth-one-") as work, \
-            fresh_broker(args.serve or args.plinth, Path(work), "--fsync-policy", args.fsync_policy) as (_, url), \
+            fresh_broker(args.serve or args.plinth, Path(work), *serve_args(args)) as (_, url), \
             redis_peer.redis_server(args.appendfsync) as port:
         for round_number in range(1, args.rounds + 1):
             print(f"round {round_number} of {args.rounds}", file=sys.stderr, flush=True)
