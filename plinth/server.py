@@ -214,7 +214,6 @@ class Server:
         self.options = options
         self.controller = None
         self.router = None
-        self._lease = None
         self._lock = DataDirLock(options.data_dir)
 
     def start(self) -> StartReport:
@@ -245,10 +244,6 @@ class Server:
                              cluster_keys=cluster_keys)
         self.router.start(self.controller.routing())
         self.controller.router_started(self.options.listen, ray.util.get_node_ip_address())
-        from plinth.control.leader_lease import LeaderLease
-
-        self._lease = LeaderLease(self.controller)
-        self._lease.start()
         if self.options.metrics_port is not None:
             from plinth.control.metrics import start_metrics_server
 
@@ -282,8 +277,6 @@ class Server:
         import ray
 
         try:
-            if self._lease is not None:   # first: no election while the shards stop
-                self._lease.stop()
             if self.router is not None:
                 self.router.stop()
             if self.controller is not None:
