@@ -59,7 +59,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
-from plinth import limits, protocol, topics
+from plinth import actor_logs, limits, protocol, topics
 from plinth.cluster_keys import ClusterKeys
 from plinth.control import leadership as leadership_rules
 from plinth.control import placement
@@ -218,7 +218,7 @@ class Controller:
         (default: one that checks through this actor; none outside a Ray actor).
         ``offsets_replication_factor``: copies of the consumer groups' committed offsets
         (the internal topic; None: the default factor; 1: not replicated)."""
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        actor_logs.configure(Path(data_dir), "controller")
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._metadata_path = self.data_dir / METADATA_FILE

@@ -405,6 +405,11 @@ REAPER_POLL_INTERVAL_S = 0.05
 REAPER_SCAN_INTERVAL_S = 1.0
 # A server that stops normally waits this long for its reaper to finish.
 REAPER_EXIT_WAIT_S = REAPER_TERM_GRACE_S * REAPER_ROUNDS_MAX + 5.0
+# The controller's and each shard's own log file (plinth/actor_logs.py): rotated
+# at this size, this many older files kept, so a chatty shard (a flapping
+# follower logs each failed fetch) cannot fill the data disk with its log.
+ACTOR_LOG_BYTES_MAX = 10 * 1024 * 1024
+ACTOR_LOG_BACKUPS_MAX = 3
 
 # --- Consumer group bounds ------------------------------------------------------
 # Groups one shard coordinates: those with members and those whose committed
