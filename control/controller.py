@@ -189,6 +189,9 @@ def _check_leaders_on_actor_thread() -> None:
     except ray.exceptions.GetTimeoutError:
         raise RequestTimedOutError(f"the controller's actor thread did not answer "
                                    f"check_leaders within {timeout_s} s") from None
+    except ray.exceptions.RayActorError as exc:   # e.g. sent while Ray restarted this actor
+        raise UnavailableError(f"the controller's actor did not take check_leaders "
+                               f"({type(exc).__name__})") from None
 
 
 class Controller:
