@@ -525,8 +525,9 @@ REPLICATION_FACTOR_DEFAULT_MULTI_NODE = 3
 # this: while a leader changes, every request to its partitions fails so, and
 # each refresh is a Ray call that builds the whole table.
 ROUTING_REFRESH_ON_DEMAND_INTERVAL_S = 0.2
-# The lease on leadership: the server asks the controller this often to ping
-# every replica's shard (control/controller.py, check_leaders). A leader whose
+# The lease on leadership: the controller's lease thread (control/leader_lease.py)
+# has it ping every replica's shard this often, while a replicated partition
+# exists (control/controller.py, check_leaders). A leader whose
 # actor Ray reports dead is replaced at once; one that does not answer within
 # the ping timeout that many checks in a row is replaced too (a paused process,
 # a lost node: Ray's node health checks take tens of seconds). Issue 12's
