@@ -208,9 +208,10 @@ def _quiet_ray():
     controller and the shards write their own log files instead
     (plinth/actor_logs.py, ``<data dir>/logs``), and ``log_to_driver=False``
     drops the server's thread that printed them. The dashboard and runtime-env
-    agents stay: the raylet starts them itself and exits if either is missing. Ray is pinned (pyproject.toml): an upgrade
-    that renames these methods fails here, at start, and one that starts the
-    processes another way fails tests/loadtest/test_idle_broker.py.
+    agents stay: the raylet starts them itself and exits if either is missing.
+    Ray is pinned (pyproject.toml): an upgrade that renames these methods fails
+    here, at start, and one that starts the processes another way fails
+    tests/loadtest/test_idle_broker.py.
     """
     from ray._private.node import Node
 
