@@ -59,11 +59,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
-from plinth import limits, protocol, topics
+from plinth import actor_logs, limits, protocol, topics
 from plinth.cluster_keys import ClusterKeys
 from plinth.control import leadership as leadership_rules
 from plinth.control import placement
 from plinth.control.controller_handle import ControllerHandle, StartReport
+from plinth.control.leader_lease import LeaderLease
 from plinth.control.metadata import METADATA_FILE, BrokerMetadata, TopicMetadata
 from plinth.control.nodes import Node, ray_nodes
 from plinth.control.rebalancer import Rebalancer
@@ -167,6 +168,32 @@ def _this_actor():
     return ray.get_runtime_context().current_actor
 
 
+def _start_lease() -> LeaderLease | None:
+    """This controller's lease, started (it checks once wanted); None outside a Ray
+    actor (the tests' in-process controllers, whose tests call check_leaders)."""
+    if _this_actor() is None:
+        return None
+    lease = LeaderLease(_check_leaders_on_actor_thread)
+    lease.start()
+    return lease
+
+
+def _check_leaders_on_actor_thread() -> None:
+    """One leader check (the lease's thread): a call to this controller's own actor, so
+    that it runs on the actor thread, between the other calls, as every change does."""
+    import ray
+
+    timeout_s = limits.LEADER_PING_TIMEOUT_S + limits.CONTROL_CALL_TIMEOUT_S
+    try:
+        ray.get(_this_actor().check_leaders.remote(), timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        raise RequestTimedOutError(f"the controller's actor thread did not answer "
+                                   f"check_leaders within {timeout_s} s") from None
+    except ray.exceptions.RayActorError as exc:   # e.g. sent while Ray restarted this actor
+        raise UnavailableError(f"the controller's actor did not take check_leaders "
+                               f"({type(exc).__name__})") from None
+
+
 class Controller:
     """Wrapped with ``ray.remote`` by ControllerHandle.create. Every method: controller
     actor thread (or the test's thread, without Ray), but where it says query thread."""
@@ -177,6 +204,7 @@ class Controller:
                  find_shard: Callable[[str], ShardHandle | None] = ShardHandle.find,
                  restarted: Callable[[], bool] = _restarted_by_ray,
                  nodes: Callable[[], list[Node]] = ray_nodes,
+                 start_lease: Callable[[], LeaderLease | None] = _start_lease,
                  cluster_keys: ClusterKeys | None = None,
                  default_replication_factor: int | None = None,
                  allow_replicas_on_one_node: bool = False,
@@ -189,10 +217,11 @@ class Controller:
         machine); without it a factor above the shards' nodes is refused.
         ``find_shard``: a running shard actor by id (to adopt it); ``restarted()``:
         whether this instance replaces one whose process died (then it recovers at
-        once, see the module).
+        once, see the module). ``start_lease()``: this instance's lease, started
+        (default: one that checks through this actor; none outside a Ray actor).
         ``offsets_replication_factor``: copies of the consumer groups' committed offsets
         (the internal topic; None: the default factor; 1: not replicated)."""
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        actor_logs.configure(Path(data_dir), "controller")
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._metadata_path = self.data_dir / METADATA_FILE
@@ -235,6 +264,11 @@ class Controller:
         # their records. A shard announces itself once per start. At most one per shard.
         self._reopen_unsent: set[str] = set()
         self._repairing: dict[tuple[str, int], set[str]] = {}   # see _note_opened
+        self._shutting_down = False
+        # The lease on leadership (leader_lease.py), on this actor's own timer; None
+        # outside a Ray actor (the unit tests call check_leaders themselves).
+        self._lease = start_lease()
+        self._lease_wanted_as_saved()
         if restarted():
             self.recover()
 
@@ -255,6 +289,13 @@ class Controller:
 
     def _save(self) -> None:
         self._metadata.save(self._metadata_path)
+        self._lease_wanted_as_saved()
+
+    def _lease_wanted_as_saved(self) -> None:
+        """The lease checks while a replicated partition exists, and sleeps while none
+        does (every change of the metadata is saved, so ``_save`` keeps this true)."""
+        if self._lease is not None:
+            self._lease.want(any(topic.leadership for topic in self._metadata.topics.values()))
 
     def _new_controller_epoch(self) -> None:
         """This incarnation's epoch: one more than any before (saved by ``start``
@@ -387,7 +428,12 @@ class Controller:
         return self._cluster_keys
 
     def shutdown(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S) -> None:
-        """Flush, fsync and close every shard's logs, then end the shard actors."""
+        """Stop the lease (no election while the shards stop), then flush, fsync and
+        close every shard's logs, and end the shard actors."""
+        if self._lease is not None:
+            self._lease.stop()   # a check already queued behind this one does nothing
+            self._lease = None
+        self._shutting_down = True
         self._shards.shutdown(grace_period_s)
 
     # --- Announcements ---------------------------------------------------------
@@ -519,10 +565,14 @@ class Controller:
     def check_leaders(self) -> list[tuple[PartitionId, str]]:
         """Elect a new leader (control/leadership.py) for every replicated partition whose
         leader's shard is dead by Ray or did not answer LEADER_PING_MISSES_MAX pings in a
-        row, or that has none while a replica that may lead answers (called by the server every
-        LEADER_CHECK_INTERVAL_S: a lease, so that detection does not wait for Ray's
-        node health checks). Each new record is saved, then pushed to the replicas that
-        answer. Returns (partition, new leader or "") for each change."""
+        row, or that has none while a replica that may lead answers (called by this
+        controller's lease, leader_lease.py, every LEADER_CHECK_INTERVAL_S while a
+        replicated partition exists, so that detection does not wait for Ray's node
+        health checks). Each new record is saved, then pushed to the replicas that
+        answer. Returns (partition, new leader or "") for each change; nothing once
+        ``shutdown`` began."""
+        if self._shutting_down:
+            return []
         partitions = [(name, p) for name, topic in sorted(self._metadata.topics.items())
                       for p in sorted(topic.leadership)]
         if not partitions:

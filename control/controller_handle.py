@@ -235,8 +235,8 @@ class ControllerHandle:
         return self._query("list_groups")
 
     def check_leaders(self) -> list:
-        """Elect new leaders where a leader's shard does not answer (the server's lease
-        thread); returns (PartitionId, new leader or "") for each change."""
+        """Elect new leaders where a leader's shard does not answer (the controller's
+        lease makes this check itself; tests and tools may too); returns (PartitionId, new leader or "") for each change."""
         return self._call(lambda actor: actor.check_leaders.remote(), "check_leaders",
                           timeout_s=limits.LEADER_PING_TIMEOUT_S + limits.CONTROL_CALL_TIMEOUT_S)
 

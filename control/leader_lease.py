@@ -1,48 +1,88 @@
-"""LeaderLease: the server's thread that has the controller check, every
+"""LeaderLease: the controller's own thread that has its actor check, every
 LEADER_CHECK_INTERVAL_S, that each replicated partition's leader still answers,
 and elect a new one when it does not (Controller.check_leaders).
 
-Runs in the server process (``plinth serve``), on its own daemon thread, one
-per broker; ``start`` and ``stop`` from the server's main thread. A check that
-fails (the controller restarting, a call timing out) is logged and tried again
-at the next interval: the lease is what makes failover independent of Ray's
-node health checks, so it must outlive any one failure.
+Runs in the controller's process, on its own daemon thread, one per controller
+instance (a controller Ray restarts starts a new one). ``start``, ``want`` and
+``stop`` from the controller's actor thread (any thread may call them). The
+check itself is a call to the controller's actor, so it runs on the actor's
+thread between its other calls, as every change does.
+
+It checks only while it is wanted: while the metadata holds a replicated
+partition (one with a leadership record). With none there is no leader to lose,
+and an idle lease sleeps until it is wanted or stopped, with no wake-ups (issue
+13: an idle broker). It is wanted again the moment the actor thread saves a
+replicated partition (``Controller._save``), so the first check of a new
+replicated topic comes one interval after it was created, as before.
+
+A check that fails (the actor busy past the call's timeout, Ray's error) is
+logged and tried again at the next interval: the lease is what makes failover
+independent of Ray's node health checks, so it must outlive any one failure.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from plinth import limits
-from plinth.control.controller_handle import ControllerHandle
 from plinth.errors import BrokerError
 
 log = logging.getLogger(__name__)
 
 
 class LeaderLease:
-    def __init__(self, controller: ControllerHandle,
+    def __init__(self, check: Callable[[], object],
                  interval_s: float = limits.LEADER_CHECK_INTERVAL_S):
-        self._controller = controller
+        """``check()``: one leader check, on the controller's actor thread (it blocks
+        until the check is done or fails)."""
+        self._check = check
         self._interval_s = interval_s
-        self._stopping = threading.Event()
+        self._changed = threading.Condition()   # guards the two below
+        self._wanted = False
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="leader-lease", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, wait_s: float = limits.LEADER_PING_TIMEOUT_S + limits.CONTROL_CALL_TIMEOUT_S) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
+    @property
+    def wanted(self) -> bool:
+        return self._wanted
+
+    def want(self, wanted: bool) -> None:
+        """Check from now on (a replicated partition exists), or stop checking after
+        the check in progress, if any (none does). Any thread."""
+        with self._changed:
+            if wanted != self._wanted:
+                self._wanted = wanted
+                self._changed.notify_all()
+
+    def stop(self, wait_s: float = 0.0) -> None:
+        """No check after the one in progress. Waits at most ``wait_s`` for the thread
+        to end: on the actor thread, 0, since a check in progress waits for that thread."""
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
+        if wait_s > 0 and self._thread.is_alive():
             self._thread.join(wait_s)
 
     def _run(self) -> None:
-        while not self._stopping.wait(self._interval_s):
+        while self._wait_until_due():
             try:
-                self._controller.check_leaders()
+                self._check()
             except BrokerError as exc:
-                log.warning("leader check failed (tried again in %.1f s): %s",
+                log.warning("leader check failed (tried again in %.2f s): %s",
                             self._interval_s, exc)
             except Exception:   # e.g. Ray's: the lease must outlive any one failure
-                log.exception("leader check failed (tried again in %.1f s)", self._interval_s)
+                log.exception("leader check failed (tried again in %.2f s)", self._interval_s)
+
+    def _wait_until_due(self) -> bool:
+        """Sleep until the next check is due: while not wanted, until wanted (no timer);
+        then one interval. False once stopped."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._wanted or self._stopping)
+            if not self._stopping:
+                self._changed.wait_for(lambda: self._stopping, self._interval_s)
+            return not self._stopping

@@ -405,6 +405,11 @@ REAPER_POLL_INTERVAL_S = 0.05
 REAPER_SCAN_INTERVAL_S = 1.0
 # A server that stops normally waits this long for its reaper to finish.
 REAPER_EXIT_WAIT_S = REAPER_TERM_GRACE_S * REAPER_ROUNDS_MAX + 5.0
+# The controller's and each shard's own log file (plinth/actor_logs.py): rotated
+# at this size, this many older files kept, so a chatty shard (a flapping
+# follower logs each failed fetch) cannot fill the data disk with its log.
+ACTOR_LOG_BYTES_MAX = 10 * 1024 * 1024
+ACTOR_LOG_BACKUPS_MAX = 3
 
 # --- Consumer group bounds ------------------------------------------------------
 # Groups one shard coordinates: those with members and those whose committed
@@ -520,8 +525,9 @@ REPLICATION_FACTOR_DEFAULT_MULTI_NODE = 3
 # this: while a leader changes, every request to its partitions fails so, and
 # each refresh is a Ray call that builds the whole table.
 ROUTING_REFRESH_ON_DEMAND_INTERVAL_S = 0.2
-# The lease on leadership: the server asks the controller this often to ping
-# every replica's shard (control/controller.py, check_leaders). A leader whose
+# The lease on leadership: the controller's lease thread (control/leader_lease.py)
+# has it ping every replica's shard this often, while a replicated partition
+# exists (control/controller.py, check_leaders). A leader whose
 # actor Ray reports dead is replaced at once; one that does not answer within
 # the ping timeout that many checks in a row is replaced too (a paused process,
 # a lost node: Ray's node health checks take tens of seconds). Issue 12's

@@ -16,8 +16,11 @@ everything on this machine and under the data directory:
 - Nothing it starts outlives it, even after kill -9: a reaper process
   (plinth/process_reaper.py) ends every process Ray started for it.
 - Ray starts only what Plinth uses (see _quiet_ray and EMBEDDED_RAY_SYSTEM_CONFIG):
-  no dashboard (API server) and no autoscaler monitor, and no metrics, task
-  events or event-loop statistics, whose periodic work woke every Ray process.
+  no dashboard (API server), no autoscaler monitor and no log monitor (the
+  controller's and shards' log lines are in ``<data dir>/logs``), and no
+  metrics, task events, event-loop statistics or memory monitor, whose
+  periodic work woke every Ray process; the raylet's other timers for what
+  Plinth does not use (objects, task workers) run at seconds.
 
 With ``ray_address`` it joins an existing cluster instead and changes none of
 those settings.
@@ -66,6 +69,17 @@ EMBEDDED_RAY_SYSTEM_CONFIG = {
     "enable_metrics_collection": False,   # per-process metrics, exported every 10 s
     "task_events_report_interval_ms": 0,  # 0: no task events sent to the GCS each second
     "event_stats": False,                 # per-handler statistics of every event loop
+    # The raylet's and the GCS's timers that serve what Plinth does not use, slowed or
+    # off (issue 13; README, "An idle broker", measured what they cost):
+    "memory_monitor_refresh_ms": 0,       # the OOM killer's poll, every 250 ms: off.
+    # Plinth's memory is bounded by its own limits, and a shard killed for memory
+    # would be a failover, not a relief.
+    "raylet_check_gc_period_milliseconds": 10_000,    # object-store-driven GC, 100 ms
+    "local_fs_monitor_interval_ms": 10_000,           # disk-full check for objects, 100 ms
+    "object_manager_timer_freq_ms": 1_000,            # object pulls between nodes, 100 ms
+    "kill_idle_workers_interval_ms": 5_000,           # idle task workers, 200 ms
+    "raylet_report_resources_period_milliseconds": 1_000,   # resource view to the GCS, 100 ms
+    "io_context_monitor_probe_interval_ms": 10_000,   # the GCS's event-loop lag probe
 }
 
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
@@ -173,33 +187,39 @@ def _start_ray(options: ServeOptions) -> None:
                  ray_dir, temp_dir)
     with _quiet_ray():
         ray.init(_node_ip_address="127.0.0.1", _temp_dir=temp_dir, namespace=namespace,
-                 num_cpus=os.cpu_count(), include_dashboard=False,
+                 num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
                  logging_level=logging.WARNING, _system_config=EMBEDDED_RAY_SYSTEM_CONFIG)
 
 
 @contextlib.contextmanager
 def _quiet_ray():
     """While ``ray.init`` starts the embedded head node (server process, main thread):
-    skip Ray's API server and autoscaler monitor, two Python processes of about
-    80 MiB each (0.1 % of a core each, idle).
+    skip Ray's API server, autoscaler monitor and log monitor, three Python
+    processes of about 80 MiB each (0.1, 0.1 and 0.7 % of a core, idle).
 
     ``include_dashboard=False`` still starts the API server (for usage
-    statistics) and ray.init has no switch for the monitor (``ray start`` has a
-    hidden ``--no-monitor``), so their start methods on Ray's Node are replaced
-    by no-ops for the call. Plinth uses neither: the monitor runs the
+    statistics) and ray.init has no switch for the two monitors (``ray start``
+    has a hidden ``--no-monitor``; ``include_log_monitor`` is not among
+    ray.init's arguments), so their start methods on Ray's Node are replaced
+    by no-ops for the call. Plinth uses none of them: the monitor runs the
     autoscaler, and the API server the dashboard, job submission and the state
-    API. The log monitor stays: it brings the actors' log lines (the
-    controller's warnings, a shard's errors) to the server's output. The
-    dashboard and runtime-env agents stay too: the raylet starts them itself
-    and exits if either is missing. Ray is pinned (pyproject.toml): an upgrade
-    that renames these methods fails here, at start, and one that starts the
-    processes another way fails tests/loadtest/test_idle_broker.py.
+    API. The log monitor copied the actors' stderr into the server's output,
+    polling their files ten times a second (fixed in Ray's code): the
+    controller and the shards write their own log files instead
+    (plinth/actor_logs.py, ``<data dir>/logs``), and ``log_to_driver=False``
+    drops the server's thread that printed them. The dashboard and runtime-env
+    agents stay: the raylet starts them itself and exits if either is missing.
+    Ray is pinned (pyproject.toml): an upgrade that renames these methods fails
+    here, at start, and one that starts the processes another way fails
+    tests/loadtest/test_idle_broker.py.
     """
     from ray._private.node import Node
 
-    skipped = {"start_api_server": Node.start_api_server, "start_monitor": Node.start_monitor}
+    skipped = {"start_api_server": Node.start_api_server, "start_monitor": Node.start_monitor,
+               "start_log_monitor": Node.start_log_monitor}
     Node.start_api_server = lambda self, **_: None
     Node.start_monitor = lambda self: None
+    Node.start_log_monitor = lambda self: None
     try:
         yield
     finally:
@@ -214,7 +234,6 @@ class Server:
         self.options = options
         self.controller = None
         self.router = None
-        self._lease = None
         self._lock = DataDirLock(options.data_dir)
 
     def start(self) -> StartReport:
@@ -245,10 +264,6 @@ class Server:
                              cluster_keys=cluster_keys)
         self.router.start(self.controller.routing())
         self.controller.router_started(self.options.listen, ray.util.get_node_ip_address())
-        from plinth.control.leader_lease import LeaderLease
-
-        self._lease = LeaderLease(self.controller)
-        self._lease.start()
         if self.options.metrics_port is not None:
             from plinth.control.metrics import start_metrics_server
 
@@ -282,8 +297,6 @@ class Server:
         import ray
 
         try:
-            if self._lease is not None:   # first: no election while the shards stop
-                self._lease.stop()
             if self.router is not None:
                 self.router.stop()
             if self.controller is not None:

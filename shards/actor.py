@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from plinth import limits, protocol
+from plinth import actor_logs, limits, protocol
 from plinth.cluster_keys import ClusterKeys
 from plinth.shards.partition_log import LogConfig
 from plinth.shards.shard_calls import (ControllerAnnouncements, GroupStates, Leadership,
@@ -45,7 +45,9 @@ class ShardActor:
         address in the Ray cluster. ``announce_to``: told the address at every start.
         ``cluster_keys``: only cluster members may reach the socket (CurveZMQ); without
         them the socket is plain TCP, on loopback only (tests)."""
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        # data_dir is <broker data dir>/shards/<id> (ShardOptions): the log goes beside
+        # the controller's, in <broker data dir>/logs
+        actor_logs.configure(Path(data_dir).parent.parent, shard_id)
         if bind_host is None:
             import ray.util
 

@@ -13,6 +13,7 @@ import pytest
 import ray.exceptions
 
 from plinth.control import placement
+from plinth.control.leader_lease import LeaderLease
 from plinth.errors import (FencedLeaderEpochError, InvalidConfigError, RequestTimedOutError,
                            InvalidReplicationFactorError)
 from plinth.shards.shard_handle import PartitionId
@@ -295,6 +296,53 @@ def test_a_leader_slow_to_answer_once_keeps_leading_and_twice_in_a_row_is_replac
     # And when it misses the next ping too, it is replaced
     broker.shards.handles[record.leader].fail_next("address", slow)
     assert broker.controller.check_leaders() == [(PartitionId("t", 0), record.replicas[1])]
+
+
+class UnstartedLease(LeaderLease):
+    """A real lease whose thread never starts: the test reads whether it is wanted."""
+
+    def __init__(self):
+        super().__init__(check=lambda: None)
+
+
+def test_the_lease_is_wanted_exactly_while_a_replicated_partition_exists(brokers):
+    # Given a controller with its own lease, and only a factor-1 topic
+    lease = UnstartedLease()
+    broker = brokers(3, start_lease=lambda: lease, **ON_ONE_NODE)
+    broker.controller.create_topic("plain", 1, {}, 1)
+    # Then its lease sleeps: there is no leader to lose
+    assert not lease.wanted
+    # When a factor-3 topic is created / Then the lease checks
+    broker.controller.create_topic("t", 1, {}, 3)
+    assert lease.wanted
+    # And when it is deleted again, the lease sleeps again
+    broker.controller.delete_topic("t")
+    assert not lease.wanted
+
+
+def test_a_restarted_controller_wants_its_lease_for_the_replicated_topics_it_loaded(brokers):
+    # Given a broker with a factor-2 topic
+    brokers(3, **ON_ONE_NODE).controller.create_topic("t", 1, {}, 2)
+    # When the controller starts again on the same data dir
+    lease = UnstartedLease()
+    brokers(3, start_lease=lambda: lease, **ON_ONE_NODE)
+    # Then its lease checks from the start
+    assert lease.wanted
+
+
+def test_a_controller_shutting_down_stops_its_lease_and_elects_no_more(brokers):
+    # Given a factor-2 topic whose leader stops answering
+    lease = UnstartedLease()
+    broker = brokers(3, start_lease=lambda: lease, **ON_ONE_NODE)
+    broker.controller.create_topic("t", 1, {}, 2)
+    record = broker.metadata_on_disk().topics["t"].leadership[0]
+    not_answering_once(broker, record.leader)
+    # When the controller shuts down (its shards stop)
+    broker.controller.shutdown(5.0)
+    # Then its lease is stopped, and a check queued behind the shutdown elects nobody
+    assert lease._stopping
+    assert broker.controller.check_leaders() == []
+    assert broker.metadata_on_disk().topics["t"].leadership[0] == record
 
 
 def test_a_restarted_leader_announcing_itself_gets_its_partitions_a_new_leader_epoch(brokers):

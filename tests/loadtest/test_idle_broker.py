@@ -1,5 +1,6 @@
 """loadtest/idle_broker.py against a real embedded ``plinth serve``: the broker starts none
-of the Ray services Plinth does not use, and the command counts the whole process tree."""
+of the Ray services Plinth does not use (its actors' log lines go to files instead of
+through Ray's log monitor), and the command counts the whole process tree."""
 
 from __future__ import annotations
 
@@ -17,21 +18,33 @@ from tests.support import wait_until
 PLINTH = shutil.which("plinth", path=str(Path(sys.executable).parent)) or "plinth"
 
 
-def test_an_idle_embedded_broker_runs_no_dashboard_and_no_autoscaler_monitor():
+def test_an_idle_embedded_broker_runs_no_dashboard_no_autoscaler_and_no_log_monitor():
     # Given a fresh embedded broker (its own Ray)
     with tempfile.TemporaryDirectory(prefix="plinth-idle-test-") as work, \
             fresh_broker(PLINTH, Path(work)) as (server, _):
         # When its tree is measured over a second
         costs = idle_broker.measure(server.pid, 1.0)
+        logs = Path(work) / "data" / "logs"
+        shard_logs = sorted(logs.glob("shard-*.log"))
+        serving = [path.read_text() for path in shard_logs]
+        controller_log_made = (logs / "controller.log").exists()
     names = sorted(cost.name for cost in costs)
-    # Then Ray's API server (dashboard.py) and autoscaler monitor (monitor.py) are absent
-    assert "dashboard.py" not in names and "monitor.py" not in names
+    # Then Ray's API server (dashboard.py), autoscaler monitor (monitor.py) and log
+    # monitor (log_monitor.py) are absent
+    for skipped in ("dashboard.py", "monitor.py", "log_monitor.py"):
+        assert skipped not in names, names
     # And what Plinth needs runs: Ray's GCS, raylet and its two agents (the raylet
-    # exits without them), the log monitor, the controller, a shard per CPU, the reaper
+    # exits without them), the controller, a shard per CPU, the reaper
     for needed in ("gcs_server", "raylet", "ray::DashboardAgent", "ray::RuntimeEnvAgent",
-                   "log_monitor.py", "ray::Controller", "ray::ShardActor",
-                   "plinth.process_reaper", "plinth serve"):
+                   "ray::Controller", "ray::ShardActor", "plinth.process_reaper",
+                   "plinth serve"):
         assert needed in names, names
+    # And the shards' log lines, which the log monitor brought to the server's output,
+    # are in their own files under the data dir, beside the controller's
+    assert controller_log_made
+    assert len(shard_logs) == names.count("ray::ShardActor")
+    for path, text in zip(shard_logs, serving):
+        assert f"{path.stem} serving " in text, (path, text)
     # And the totals add up the rows
     totals = idle_broker.totals(costs)
     assert totals["processes"] == len(costs)
