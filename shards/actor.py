@@ -24,6 +24,7 @@ from pathlib import Path
 
 from plinth import limits, protocol
 from plinth.cluster_keys import ClusterKeys
+from plinth.process_tuning import tune_data_path_process
 from plinth.shards.partition_log import LogConfig
 from plinth.shards.shard_calls import (ControllerAnnouncements, GroupStates, Leadership,
                                        PartitionId, PartitionSpec, SealedPartition)
@@ -46,6 +47,12 @@ class ShardActor:
         ``cluster_keys``: only cluster members may reach the socket (CurveZMQ); without
         them the socket is plain TCP, on loopback only (tests)."""
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        # Before the server starts its threads: Ray runs its workers at niceness 15,
+        # which made every record wait for the CPU here on a busy machine.
+        tuning = tune_data_path_process(who=shard_id)
+        if tuning.threads_reniced:
+            log.info("%s: %d threads from niceness %d to %d", shard_id, tuning.threads_reniced,
+                     tuning.niceness_max_before, limits.DATA_PATH_NICENESS)
         if bind_host is None:
             import ray.util
 
