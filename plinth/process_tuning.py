@@ -1,7 +1,9 @@
-"""Process tuning: what a data-path process sets for itself when it starts (issue 13).
+"""Process tuning: what a data-path process sets for itself once started (issue 13).
 
-One function, ``tune_data_path_process``, called first thing in a shard
-actor's ``__init__`` (shards/actor.py), before the shard starts its threads.
+One function, ``tune_data_path_process``, called when a process on the
+record's path has started: at the end of a shard actor's ``__init__``
+(shards/actor.py), and by ``plinth serve`` and ``plinth router`` once their
+router runs (plinth/server.py).
 
 Why, as measured on the development machine (README, Performance, "The tail
 at 10,000 records/s"):
@@ -14,10 +16,17 @@ at 10,000 records/s"):
   thread 1/28 of the weight of a nice-0 one, and a waking nice-15 thread does
   not preempt a running nice-0 one: on a busy machine each record waited at
   the shard for the CPU, twice (the produce, then the fetch it wakes).
-- The cyclic GC: left alone. During a 10-second run at 10,000 records/s the
-  router and each shard collect at most once (a generation-0 pass of about
-  0.15 ms), the clients a few times (2 ms in all): Plinth's per-record paths
-  allocate no tracked containers.
+- The startup heap: frozen (``gc.freeze()``). During a 10-second run at
+  10,000 records/s the router and each shard collect at most once (a
+  generation-0 pass of about 0.15 ms): Plinth's per-record paths allocate no
+  tracked containers. But a full collection walks every object the process
+  made while it started (Ray's, pycapnp's, Plinth's modules: about 62,000),
+  which took 43-47 ms, with the GIL held, so the loop stood still. Ray asks
+  every worker and driver for one periodically (its local GC, every
+  ``local_gc_interval_s``), and Python makes one when enough objects survive.
+  Frozen objects are never scanned again: the same collection takes 0.01 ms.
+  They can still be freed by reference counting; only a cycle among them
+  would stay, and what a process made while starting lives as long as it.
 - The interpreter's switch interval: left alone (see the README's table).
 
 Lowering a niceness needs the CAP_SYS_NICE capability (root has it) or an
@@ -28,6 +37,7 @@ its environment, so that it never raises it.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from dataclasses import dataclass
@@ -46,18 +56,28 @@ class TuningReport:
     niceness_max_before: int   # the highest niceness among the process's threads
     threads_reniced: int       # threads brought down to the target niceness
     refused: str | None        # why a thread could not be reniced; None: none was refused
+    objects_frozen: int        # objects the cyclic GC will not scan again
 
 
 def tune_data_path_process(niceness: int = limits.DATA_PATH_NICENESS,
                            who: str = "this process") -> TuningReport:
-    """Bring every thread of this process that runs above ``niceness`` down to it.
+    """Bring every thread of this process that runs above ``niceness`` down to it,
+    and freeze the objects made so far out of the cyclic GC's reach.
 
-    Any thread may call it; call it before the process starts its own threads,
-    although those started later inherit the niceness of the thread that starts
-    them, so a thread reniced here passes it on. A thread already at or below
-    ``niceness`` is left alone: this never lowers a process's priority. ``who``
-    names the process in the warning logged when renicing is refused.
+    Any thread may call it, once the process has started (imported its modules,
+    built its long-lived state): threads started later inherit the niceness of
+    the thread that starts them, and objects made later are collected as usual.
+    A thread already at or below ``niceness`` is left alone: this never lowers a
+    process's priority. ``who`` names the process in the warning logged when
+    renicing is refused.
     """
+    report = _renice_threads(niceness, who)
+    gc.freeze()
+    return TuningReport(*report, objects_frozen=gc.get_freeze_count())
+
+
+def _renice_threads(niceness: int, who: str) -> tuple[int, int, str | None]:
+    """(highest niceness before, threads reniced, why one was refused or None)."""
     before, reniced, refused = [], 0, None
     for tid in _thread_ids():
         try:
@@ -75,7 +95,7 @@ def tune_data_path_process(niceness: int = limits.DATA_PATH_NICENESS,
                        f"RAY_worker_niceness={niceness} in its environment")
             log.warning("%s", refused)
             break
-    return TuningReport(max(before, default=niceness), reniced, refused)
+    return max(before, default=niceness), reniced, refused
 
 
 def _thread_ids() -> list[int]:

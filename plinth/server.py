@@ -53,6 +53,7 @@ from plinth.control.controller_handle import (CONTROLLER_NAME,  # noqa: F401
                                               ControllerHandle, StartReport)
 from plinth.data_dir_lock import DataDirLock
 from plinth.errors import BrokerError, InvalidConfigError
+from plinth.process_tuning import tune_data_path_process
 
 log = logging.getLogger(__name__)
 
@@ -326,7 +327,9 @@ def _this_node():
 def serve(options: ServeOptions, ready=print) -> int:
     """Run the broker until SIGTERM or SIGINT; returns the exit code."""
     server = Server(options)
-    _say_ready_once_every_shard_serves(server, server.start(), ready)
+    report = server.start()
+    tune_data_path_process(who="plinth serve")   # the router runs: see process_tuning.py
+    _say_ready_once_every_shard_serves(server, report, ready)
     _wait_for_signal()
     log.info("shutting down")
     server.stop()
@@ -419,6 +422,7 @@ def run_router(options: RouterOptions, ready=print) -> int:
     router = Router(options.listen, controller, security=security,
                     cluster_keys=cluster_keys or _cluster_keys_from_broker(controller))
     router.start(controller.routing())
+    tune_data_path_process(who="plinth router")   # see process_tuning.py
     announce(controller)
     if options.metrics_port is not None:
         from plinth.control.metrics import start_metrics_server

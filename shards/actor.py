@@ -47,12 +47,6 @@ class ShardActor:
         ``cluster_keys``: only cluster members may reach the socket (CurveZMQ); without
         them the socket is plain TCP, on loopback only (tests)."""
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-        # Before the server starts its threads: Ray runs its workers at niceness 15,
-        # which made every record wait for the CPU here on a busy machine.
-        tuning = tune_data_path_process(who=shard_id)
-        if tuning.threads_reniced:
-            log.info("%s: %d threads from niceness %d to %d", shard_id, tuning.threads_reniced,
-                     tuning.niceness_max_before, limits.DATA_PATH_NICENESS)
         if bind_host is None:
             import ray.util
 
@@ -66,6 +60,7 @@ class ShardActor:
         self._server.start()
         self._manifest = ShardManifest.load(self._manifest_path)
         self._reopen()
+        self._tune()
         log.info("%s serving %s from %s", shard_id, self._server.address, data_dir)
         if announce_to is not None:
             self._announce(announce_to)
@@ -76,6 +71,15 @@ class ShardActor:
             self._open(specs, restarted=True)
             log.info("%s reopened %d partitions from its manifest", self.shard_id, len(specs))
         self._server.call(self._server.set_partition_counts, self._manifest.partition_counts)
+
+    def _tune(self) -> None:
+        """Started: Ray runs its workers at niceness 15, which made every record wait
+        for the CPU here on a busy machine, and a full GC of the startup heap stopped
+        the loop for ~45 ms (plinth/process_tuning.py)."""
+        tuning = tune_data_path_process(who=self.shard_id)
+        log.info("%s: %d threads from niceness %d to %d; %d objects frozen out of the GC",
+                 self.shard_id, tuning.threads_reniced, tuning.niceness_max_before,
+                 limits.DATA_PATH_NICENESS, tuning.objects_frozen)
 
     def _announce(self, announce_to: ControllerAnnouncements) -> None:
         """Tell the controller where this (possibly restarted) shard listens; don't wait."""
