@@ -1,8 +1,8 @@
 """Process tuning: what a data-path process sets for itself once started (issue 13).
 
 One function, ``tune_data_path_process``, called when a process on the
-record's path has started: at the end of a shard actor's ``__init__``
-(shards/actor.py), and by ``plinth serve`` and ``plinth router`` once their
+record's path has started: at the end of a shard actor's ``__init__`` in its
+Ray worker (shards/actor.py; not when a test hosts the actor), and by ``plinth serve`` and ``plinth router`` once their
 router runs (plinth/server.py).
 
 Why, as measured on the development machine (README, Performance, "The tail
@@ -13,18 +13,19 @@ at 10,000 records/s"):
   shard actor is a Ray worker, so its loop thread, its ZeroMQ I/O thread and
   its fsync threads ran at 15, while the router, the clients and every other
   program on the machine ran at 0. The kernel's fair scheduler gives a nice-15
-  thread 1/28 of the weight of a nice-0 one, and a waking nice-15 thread does
-  not preempt a running nice-0 one: on a busy machine each record waited at
-  the shard for the CPU, twice (the produce, then the fetch it wakes).
+  thread 1/28 of the weight of a nice-0 one: on a busy machine the shard's
+  loop waited 40% longer in the run queue at 15 than at 0 (3.7-4.7 s against
+  2.4-3.7 s in a 12-second run).
 - The startup heap: frozen (``gc.freeze()``). During a 10-second run at
   10,000 records/s the router and each shard collect at most once (a
   generation-0 pass of about 0.15 ms): Plinth's per-record paths allocate no
   tracked containers. But a full collection walks every object the process
-  made while it started (Ray's, pycapnp's, Plinth's modules: about 62,000),
-  which took 43-47 ms, with the GIL held, so the loop stood still. Ray asks
-  every worker and driver for one periodically (its local GC, every
-  ``local_gc_interval_s``), and Python makes one when enough objects survive.
-  Frozen objects are never scanned again: the same collection takes 0.01 ms.
+  made while it started (Ray's, pycapnp's, Plinth's modules: about 64,000 in
+  a shard), which took 56-167 ms in a running router or shard, with the GIL
+  held, so its loop stood still. Ray asks every worker and driver for one
+  periodically (its local GC, every ``local_gc_interval_s``), and Python makes
+  one when enough objects survive. Frozen objects are never scanned again: the
+  same collection took 0.1-1.7 ms.
   They can still be freed by reference counting; only a cycle among them
   would stay, and what a process made while starting lives as long as it.
 - The interpreter's switch interval: left alone (see the README's table).

@@ -41,11 +41,13 @@ class ShardActor:
                  fsync_interval_ms: int = limits.FSYNC_INTERVAL_MS_DEFAULT,
                  bind_host: str | None = None,
                  announce_to: ControllerAnnouncements | None = None,
-                 cluster_keys: ClusterKeys | None = None):
+                 cluster_keys: ClusterKeys | None = None, own_process: bool = False):
         """``bind_host``: where the shard's socket listens; by default its node's
         address in the Ray cluster. ``announce_to``: told the address at every start.
         ``cluster_keys``: only cluster members may reach the socket (CurveZMQ); without
-        them the socket is plain TCP, on loopback only (tests)."""
+        them the socket is plain TCP, on loopback only (tests). ``own_process``: the
+        process is this actor's alone (a Ray worker), so it is tuned for the data path
+        once started (plinth/process_tuning.py); not in a test's process."""
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         if bind_host is None:
             import ray.util
@@ -60,7 +62,8 @@ class ShardActor:
         self._server.start()
         self._manifest = ShardManifest.load(self._manifest_path)
         self._reopen()
-        self._tune()
+        if own_process:
+            self._tune()
         log.info("%s serving %s from %s", shard_id, self._server.address, data_dir)
         if announce_to is not None:
             self._announce(announce_to)
