@@ -549,6 +549,15 @@ LEADER_PING_MISSES_MAX = 2
 SEAL_REPLICATED_WAIT_S = 10.0
 SEAL_POLL_INTERVAL_MS = 20
 
+# --- Process scheduling -----------------------------------------------------
+# The niceness a shard actor's threads run at (plinth/process_tuning.py). Ray
+# starts every worker process at niceness 15 (its worker_niceness) so that
+# workers yield to its own daemons; a shard actor is a Ray worker, but it is
+# the data path: at 15 its loop, ZeroMQ and fsync threads get 1/28 of a nice-0
+# thread's CPU weight, so on a busy machine every record waited for the CPU
+# there. 0 is what the router, the clients and Ray's daemons run at.
+DATA_PATH_NICENESS = 0
+
 
 def _relations() -> list[tuple[str, bool]]:
     """Every relation between the limits above that the code relies on, with why."""
@@ -655,6 +664,7 @@ def _relations() -> list[tuple[str, bool]]:
          REPLICA_FETCH_BYTES_MAX <= REPLICA_FETCH_ANSWER_BYTES_MAX
          and REPLICA_FETCH_ANSWER_BYTES_MAX + BATCH_BYTES_MAX <= FRAME_BYTES_MAX),
         ("a follower's fetches to one leader fit its socket", 1 <= REPLICA_FETCHES_IN_FLIGHT_MAX <= SOCKET_MESSAGES_HWM),
+        ("the data path's niceness is one Linux accepts", -20 <= DATA_PATH_NICENESS <= 19),
     ]
 
 

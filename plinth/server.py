@@ -56,6 +56,7 @@ from plinth.control.controller_handle import (CONTROLLER_NAME,  # noqa: F401
                                               ControllerHandle, StartReport)
 from plinth.data_dir_lock import DataDirLock
 from plinth.errors import BrokerError, InvalidConfigError
+from plinth.process_tuning import tune_data_path_process
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,10 @@ EMBEDDED_RAY_SYSTEM_CONFIG = {
     "kill_idle_workers_interval_ms": 5_000,           # idle task workers, 200 ms
     "raylet_report_resources_period_milliseconds": 1_000,   # resource view to the GCS, 100 ms
     "io_context_monitor_probe_interval_ms": 10_000,   # the GCS's event-loop lag probe
+    # Ray starts its workers at niceness 15, below everything else on the machine; the
+    # shard actors are the data path (plinth/process_tuning.py renices them where this
+    # setting is not Plinth's to make, i.e. with --ray-address, given the privilege).
+    "worker_niceness": 0,
 }
 
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
@@ -339,7 +344,9 @@ def _this_node():
 def serve(options: ServeOptions, ready=print) -> int:
     """Run the broker until SIGTERM or SIGINT; returns the exit code."""
     server = Server(options)
-    _say_ready_once_every_shard_serves(server, server.start(), ready)
+    report = server.start()
+    tune_data_path_process(who="plinth serve")   # the router runs: see process_tuning.py
+    _say_ready_once_every_shard_serves(server, report, ready)
     _wait_for_signal()
     log.info("shutting down")
     server.stop()
@@ -432,6 +439,7 @@ def run_router(options: RouterOptions, ready=print) -> int:
     router = Router(options.listen, controller, security=security,
                     cluster_keys=cluster_keys or _cluster_keys_from_broker(controller))
     router.start(controller.routing())
+    tune_data_path_process(who="plinth router")   # see process_tuning.py
     announce(controller)
     if options.metrics_port is not None:
         from plinth.control.metrics import start_metrics_server

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from plinth import actor_logs, limits, protocol
 from plinth.cluster_keys import ClusterKeys
+from plinth.process_tuning import tune_data_path_process
 from plinth.shards.partition_log import LogConfig
 from plinth.shards.shard_calls import (ControllerAnnouncements, GroupStates, Leadership,
                                        PartitionId, PartitionSpec, SealedPartition)
@@ -40,11 +41,13 @@ class ShardActor:
                  fsync_interval_ms: int = limits.FSYNC_INTERVAL_MS_DEFAULT,
                  bind_host: str | None = None,
                  announce_to: ControllerAnnouncements | None = None,
-                 cluster_keys: ClusterKeys | None = None):
+                 cluster_keys: ClusterKeys | None = None, own_process: bool = False):
         """``bind_host``: where the shard's socket listens; by default its node's
         address in the Ray cluster. ``announce_to``: told the address at every start.
         ``cluster_keys``: only cluster members may reach the socket (CurveZMQ); without
-        them the socket is plain TCP, on loopback only (tests)."""
+        them the socket is plain TCP, on loopback only (tests). ``own_process``: the
+        process is this actor's alone (a Ray worker), so it is tuned for the data path
+        once started (plinth/process_tuning.py); not in a test's process."""
         # data_dir is <broker data dir>/shards/<id> (ShardOptions): the log goes beside
         # the controller's, in <broker data dir>/logs
         actor_logs.configure(Path(data_dir).parent.parent, shard_id)
@@ -61,6 +64,8 @@ class ShardActor:
         self._server.start()
         self._manifest = ShardManifest.load(self._manifest_path)
         self._reopen()
+        if own_process:
+            self._tune()
         log.info("%s serving %s from %s", shard_id, self._server.address, data_dir)
         if announce_to is not None:
             self._announce(announce_to)
@@ -71,6 +76,15 @@ class ShardActor:
             self._open(specs, restarted=True)
             log.info("%s reopened %d partitions from its manifest", self.shard_id, len(specs))
         self._server.call(self._server.set_partition_counts, self._manifest.partition_counts)
+
+    def _tune(self) -> None:
+        """Started: Ray runs its workers at niceness 15, which made every record wait
+        for the CPU here on a busy machine, and a full GC of the startup heap stopped
+        the loop for ~45 ms (plinth/process_tuning.py)."""
+        tuning = tune_data_path_process(who=self.shard_id)
+        log.info("%s: %d threads from niceness %d to %d; %d objects frozen out of the GC",
+                 self.shard_id, tuning.threads_reniced, tuning.niceness_max_before,
+                 limits.DATA_PATH_NICENESS, tuning.objects_frozen)
 
     def _announce(self, announce_to: ControllerAnnouncements) -> None:
         """Tell the controller where this (possibly restarted) shard listens; don't wait."""

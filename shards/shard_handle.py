@@ -164,7 +164,8 @@ class ShardHandle:
                     num_cpus=0, max_restarts=limits.SHARD_RESTARTS_MAX,
                     resources={options.node_resource: limits.SHARD_NODE_RESOURCE_SHARE},
                 ).remote(options.shard_id, options.data_dir, options.fsync_policy,
-                         options.fsync_interval_ms, None, announce_to, options.cluster_keys)
+                         options.fsync_interval_ms, None, announce_to, options.cluster_keys,
+                         own_process=True)
                 return cls(options.shard_id, actor)
             except ValueError as exc:
                 if "already taken" not in str(exc) or time.monotonic() > deadline:
