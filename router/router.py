@@ -90,7 +90,12 @@ class Router:
         self._cluster_keys = cluster_keys   # how to reach the shards (plinth/cluster_keys.py)
         self.controller = controller
         self._context = context or zmq.Context.instance()
-        self._bridge = AdminBridge(controller)
+        # Clients may go straight to the shards' direct sockets (plain TCP on 127.0.0.1)
+        # only through a plaintext router on loopback: it checks nothing they could
+        # skip, and its clients share the shards' 127.0.0.1.
+        host = listen.split("://", 1)[-1].rsplit(":", 1)[0]
+        self._bridge = AdminBridge(controller, advertise_direct=security is None and host in (
+            "127.0.0.1", "localhost", "[::1]", "::1"))
         self._routing = RoutingTable()
         self._held = HeldRequests()
         self._in_flight = RequestsInFlight()
