@@ -73,9 +73,6 @@ def shard_range(start_offset: int, shard_id: str,
 class RoutingTable:
     # shard id -> ZeroMQ address, for every shard actor that is running
     shard_addresses: dict[str, str] = field(default_factory=dict)
-    # shard id -> its direct socket for clients' produce and fetch, for the shards
-    # that have one (plain TCP on 127.0.0.1: only a plaintext loopback broker's)
-    direct_addresses: dict[str, str] = field(default_factory=dict)
     # the shards that take writes; consumer groups are hashed over these
     shard_ids: tuple[str, ...] = ()
     # topic -> the shard id that owns each partition's writes, by partition (of a
@@ -86,6 +83,9 @@ class RoutingTable:
     # the epoch of the controller that made it: a new one restarted (and lost the
     # routers' registrations, which ControllerHandle.routing sends it again)
     controller_epoch: int = 0
+    # shard id -> its direct socket for clients' produce and fetch, for the shards
+    # that have one (plain TCP on 127.0.0.1: only a plaintext loopback broker's)
+    direct_addresses: dict[str, str] = field(default_factory=dict)
 
     def partition_count(self, topic: str) -> int | None:
         """The topic's partitions, or None if the topic is unknown."""
