@@ -706,6 +706,8 @@ class ShardServer:
     def _fetch(self, envelope: list, request: protocol.FetchRequest) -> None:
         part = self._require(request.topic, request.partition)
         plog = part.log
+        if envelope[0] is _DIRECT_COUNTED:
+            self._check_direct_fetch(part)
         if part.sealed and request.offset >= plog.end_offset:
             # Past the move: the new owner has it. An empty answer makes the
             # consumer ask again, through a router that knows by then.
@@ -731,6 +733,18 @@ class ShardServer:
                 return
         self._send_fetch(envelope, request.request_id, part, request.offset, bytes_max,
                          self._received_s)
+
+    def _check_direct_fetch(self, part: Partition) -> None:
+        """A direct client's route is stale if the partition moved away (the router
+        names no direct socket for a partition whose history spans shards) or is not
+        led here any more: it is told so, drops the route and asks the router."""
+        if part.sealed:
+            raise UnavailableError(f"{part.name} moved away from {self.shard_id}; fetch it "
+                                   f"through the router")
+        role = self._roles.get(part.key)   # None: one copy, here
+        if role is not None and type(role) is not Led:
+            raise NotLeaderError(f"{part.name}: {self.shard_id} does not lead it; fetch it "
+                                 f"through the router")
 
     def _send_fetch(self, envelope: list, request_id: int, part: Partition,
                     offset: int, bytes_max: int, received_s: float) -> None:

@@ -209,3 +209,16 @@ def test_router_and_direct_clients_with_the_same_identity_get_their_own_replies(
         assert protocol.decode_reply(direct.recv_multipart()[0]).request_id == 2
     finally:
         direct.close()
+
+
+def test_a_direct_fetch_of_a_partition_that_moved_away_is_unavailable_not_empty(server, client):
+    # Given a partition sealed here (its writes moved to another shard)
+    direct_roundtrip(client, protocol.encode_produce(1, "t", 0, 1), batch_of([b"a"]))
+    server.call(server.seal_partition, "t", 0)
+    # When a direct client fetches past its end (through the router it would get an
+    # empty answer, and ask again through a router that knows the new owner)
+    reply, _ = direct_roundtrip(client, protocol.encode_fetch(2, "t", 0, 1, 1 << 20, 0))
+    # Then it is told unavailable, so that it drops its direct route
+    from plinth.errors import UnavailableError
+
+    assert isinstance(reply.error, UnavailableError) and "through the router" in str(reply.error)
