@@ -73,12 +73,13 @@ def test_a_plaintext_loopback_broker_names_each_leaders_direct_socket_and_client
         # When a producer and a consumer go through 200 records, one at a time
         values = produce_and_consume(shared_broker.url, topic, 200, direct=True)
         after = requests_by_shard(admin)
-    # Then every record came back, and most requests skipped the router
+    # Then every record came back, and most requests skipped the router (the first
+    # ones of each client go through it while the router answers its metadata
+    # request, which takes control calls; listOffsets always does)
     assert sorted(values, key=int) == [b"%d" % i for i in range(200)]
     direct = sum(after[s][0] - before[s][0] for s in after)
     via_router = sum(after[s][1] - before[s][1] for s in after)
-    assert direct >= 190, (direct, via_router)
-    assert via_router < direct
+    assert direct >= 150 and direct > 3 * via_router, (direct, via_router)
 
 
 def test_a_client_told_not_to_go_direct_goes_through_the_router(shared_broker):
