@@ -12,6 +12,13 @@ and queues requests only on connections that are up (ZMQ_IMMEDIATE), so
 requests go to the routers that are up and not to one that is down; a send
 waits ``CLIENT_ROUTER_CONNECT_WAIT_MS`` for a connection to come up before it
 fails with UnavailableError.
+
+Direct routes (``direct=True``, Producer and Consumer by default): produce and
+fetch requests sent with ``send_to`` go straight to their partition's leader
+shard when the router's metadata names its direct socket (direct_routes.py),
+else through the router. Replies from every socket come out of the same
+``recv`` and ``wait_for``, in the order they were read. A connection with
+CurveZMQ keys never goes direct (the broker offers no direct sockets then).
 """
 
 from __future__ import annotations
@@ -19,12 +26,13 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 import zmq
 
 from plinth import limits, protocol
+from plinth.client.direct_routes import ROUTER, DirectRoutes
 from plinth.errors import ClosedError, NotLeaderError, PlinthTimeoutError, UnavailableError
 
 
@@ -81,7 +89,9 @@ def _load_key(path: str) -> tuple[bytes, bytes | None]:
 
 class Connection:
     def __init__(self, broker: "str | BrokerAddress | None" = None,
-                 context: zmq.Context | None = None):
+                 context: zmq.Context | None = None, *, direct: bool = False):
+        """``direct``: send produce and fetch requests straight to the leader shards
+        where the broker offers it (see the module)."""
         self.address = broker_address(broker)
         self.url = self.address.url
         self._context = context or zmq.Context.instance()
@@ -113,6 +123,12 @@ class Connection:
         # in _early for good. Oldest forgotten first (their replies are lost).
         self._abandoned: OrderedDict[int, None] = OrderedDict()
         self.closed = False
+        self._direct: DirectRoutes | None = None
+        if direct and self.address.curve_secret_key is None:
+            self._poller = zmq.Poller()
+            self._poller.register(self.socket, zmq.POLLIN)
+            self._direct = DirectRoutes(self._context, self._poller)
+            self._arrived: deque = deque()   # replies read from the sockets, not handed out
 
     def next_request_id(self) -> int:
         return next(self._ids)
@@ -132,6 +148,64 @@ class Connection:
                     raise UnavailableError(
                         f"none of the routers {self.url} is reachable "
                         f"(waited {wait_ms} ms)") from None
+
+    def send_to(self, tp: tuple[str, int], request_id: int, header: bytes, payload=None,
+                expects_reply: bool = True) -> None:
+        """Send a produce or fetch request for partition ``tp``: to its leader's direct
+        socket if known and connected, else through the router. ``expects_reply``:
+        False for an acks=0 produce (nothing to wait for)."""
+        direct = self._direct
+        if direct is None:
+            self.send(header, payload)
+            return
+        if self.closed:
+            raise ClosedError(f"connection to {self.url} is closed")
+        now_s = time.monotonic()
+        if direct.topics_to_ask(tp[0], now_s):
+            self._ask_metadata(tp[0], now_s)
+        path = ROUTER
+        sock = direct.socket_for(tp)
+        if sock is not None:
+            frames = [header] if payload is None else [header, payload]
+            try:
+                sock.dealer.send_multipart(frames, zmq.NOBLOCK, copy=payload is None)
+                path = sock.address
+            except zmq.Again:
+                direct.not_sendable(tp, sock)
+        if not path:
+            self.send(header, payload)
+        if expects_reply:
+            direct.sent(tp, request_id, path)
+
+    def forget(self, request_id: int) -> None:
+        """The caller gave up waiting for ``request_id`` (its own timeout); any thread
+        that owns the connection."""
+        if self._direct is not None:
+            self._direct.forget(request_id)
+
+    def wait(self, timeout_ms: int, fd: int) -> None:
+        """Wait up to ``timeout_ms`` until a reply may be read (``recv``) or ``fd`` is
+        readable (the caller's wake-up pipe)."""
+        if self._direct is None:
+            zmq.select([self.socket, fd], [], [], timeout_ms / 1000)
+            return
+        if self._arrived or self._early:
+            return
+        self._poller.register(fd, zmq.POLLIN)
+        try:
+            self._poller.poll(timeout_ms)
+        finally:
+            self._poller.unregister(fd)
+
+    def _ask_metadata(self, topic: str, now_s: float) -> None:
+        """Ask the router for ``topic``'s leaders' direct addresses; the reply is taken
+        by the direct routes when it is read (never handed out)."""
+        request_id = self.next_request_id()
+        try:
+            self.socket.send(protocol.encode_metadata(request_id, [topic]), zmq.NOBLOCK)
+        except zmq.Again:
+            return   # asked again with the next request for it
+        self._direct.asking(topic, request_id, now_s)
 
     def recv(self, timeout_ms: float) -> tuple[protocol.ReplyView, object] | None:
         """One reply (view, payload frame or None), or None if none came in time.
@@ -189,6 +263,8 @@ class Connection:
     def _recv_socket(self, timeout_ms: float):
         """The next reply from the socket within ``timeout_ms``, skipping late replies
         to abandoned requests; None if none came."""
+        if self._direct is not None:
+            return self._recv_any(timeout_ms)
         deadline = time.monotonic() + max(0.0, timeout_ms) / 1000
         while self.socket.poll(max(0, int((deadline - time.monotonic()) * 1000))):
             frames = self.socket.recv_multipart(copy=False)
@@ -199,7 +275,50 @@ class Connection:
             return view, (frames[1] if len(frames) > 1 else None)
         return None
 
+    def _recv_any(self, timeout_ms: float):
+        """``_recv_socket`` over the router's socket and the direct ones."""
+        deadline = time.monotonic() + max(0.0, timeout_ms) / 1000
+        arrived = self._arrived
+        while not arrived:
+            wait_ms = max(0, int((deadline - time.monotonic()) * 1000))
+            events = self._poller.poll(wait_ms)
+            if not events:
+                if wait_ms == 0:
+                    return None
+                continue
+            for sock, _ in events:
+                self._read(sock)
+        return arrived.popleft()
+
+    def _read(self, sock) -> None:
+        """Read what ``sock`` (the router's DEALER, a direct one or a direct one's
+        monitor) has, into the replies to hand out."""
+        direct = self._direct
+        if sock is not self.socket:
+            path = direct.path_of(sock)
+            if path is None:   # a monitor: a dropped connection answers its requests
+                for view in direct.on_monitor(sock) or ():
+                    self._arrived.append((view, None))
+                return
+        else:
+            path = ROUTER
+        for _ in range(limits.CLIENT_REPLIES_PER_DRAIN_MAX):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            view = protocol.decode_reply(frames[0].buffer)
+            if not path and direct.take_metadata(view):
+                continue
+            direct.answered(view, path)
+            if view.request_id in self._abandoned:   # its waiter timed out: nobody takes it
+                del self._abandoned[view.request_id]
+                continue
+            self._arrived.append((view, frames[1] if len(frames) > 1 else None))
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            if self._direct is not None:
+                self._direct.close()
             self.socket.close(linger=0)

@@ -59,7 +59,10 @@ class Consumer:
                  auto_commit_interval_ms: float = limits.AUTO_COMMIT_INTERVAL_MS_DEFAULT,
                  session_timeout_ms: int = limits.SESSION_TIMEOUT_MS_DEFAULT,
                  group_assignor: str = "", on_assign=None, on_revoke=None,
-                 curve_key_file: str | None = None, curve_server_key_file: str | None = None):
+                 curve_key_file: str | None = None, curve_server_key_file: str | None = None,
+                 direct_to_shards: bool = True):
+        """``direct_to_shards``: fetch straight from the leader shard's direct socket
+        where the broker offers one (as Producer's); False: through the router."""
         if auto_offset_reset not in OFFSET_RESETS:
             raise ValueError(f"auto_offset_reset={auto_offset_reset!r} is not one of {OFFSET_RESETS}")
         if not 0 < fetch_max_bytes <= limits.FETCH_BYTES_MAX:
@@ -72,7 +75,8 @@ class Consumer:
         self.request_timeout_ms = request_timeout_ms
         self.consumer_timeout_ms = consumer_timeout_ms
         self.max_poll_records = max_poll_records
-        self._conn = Connection(broker_address(broker, curve_key_file, curve_server_key_file))
+        self._conn = Connection(broker_address(broker, curve_key_file, curve_server_key_file),
+                                direct=direct_to_shards)
         self._admin = Admin(broker=self._conn.address, request_timeout_ms=request_timeout_ms)
         self._fetcher = Fetcher(
             self._conn, fetch_max_bytes=fetch_max_bytes, fetch_max_wait_ms=fetch_max_wait_ms,

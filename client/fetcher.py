@@ -189,12 +189,13 @@ class Fetcher:
                     continue
                 # No answer: the broker restarted, or a router went away. Ask again.
                 self._fetches.pop(state.fetch_id, None)
+                self._conn.forget(state.fetch_id)
             if state.position is None:
                 self._reset_position(tp)
             request_id = self._conn.next_request_id()
-            self._conn.send(protocol.encode_fetch(request_id, tp.topic, tp.partition,
-                                                  state.fetch_offset, bytes_max,
-                                                  self.fetch_max_wait_ms))
+            self._conn.send_to(tp, request_id, protocol.encode_fetch(
+                request_id, tp.topic, tp.partition, state.fetch_offset, bytes_max,
+                self.fetch_max_wait_ms))
             in_flight += state.fetch_id is None
             state.fetch_id, state.fetch_sent_s = request_id, now
             self._fetches[request_id] = tp

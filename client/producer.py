@@ -85,7 +85,12 @@ class Producer(ProducerBase):
                  retry_backoff_ms: float = limits.PRODUCER_RETRY_BACKOFF_MS_DEFAULT,
                  retry_backoff_max_ms: float = limits.PRODUCER_RETRY_BACKOFF_MAX_MS_DEFAULT,
                  key_serializer=None, value_serializer=None,
-                 curve_key_file: str | None = None, curve_server_key_file: str | None = None):
+                 curve_key_file: str | None = None, curve_server_key_file: str | None = None,
+                 direct_to_shards: bool = True):
+        """``direct_to_shards`` (Kafka has no such option: its clients always talk to the
+        partition leader): send batches straight to the leader shard's direct socket
+        where the broker offers one (a plaintext broker on loopback), skipping the
+        router hop; False sends everything through the router."""
         acks = _wire_acks(acks)
         if not 0 < batch_bytes_max <= limits.BATCH_BYTES_MAX:
             raise ValueError(f"batch_bytes_max={batch_bytes_max} must be 1..{limits.BATCH_BYTES_MAX}")
@@ -104,7 +109,7 @@ class Producer(ProducerBase):
             address, acks, request_timeout_ms=request_timeout_ms,
             in_flight_max=max_in_flight_requests_per_connection, idempotent=enable_idempotence,
             delivery_timeout_ms=delivery_timeout_ms, retry_backoff_ms=retry_backoff_ms,
-            retry_backoff_max_ms=retry_backoff_max_ms)
+            retry_backoff_max_ms=retry_backoff_max_ms, direct_to_shards=direct_to_shards)
         self._accumulator = RecordAccumulator(
             batch_bytes_max=batch_bytes_max, linger_ms=linger_ms, buffer_bytes_max=buffer_memory,
             max_block_ms=max_block_ms, wake=self._sender.wake)

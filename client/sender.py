@@ -36,7 +36,6 @@ import threading
 import time
 from collections import deque
 
-import zmq
 
 from plinth import limits, protocol
 from plinth.client.accumulator import OpenBatch, RecordAccumulator
@@ -59,8 +58,10 @@ RETRIABLE_ERRORS = TRANSIENT_ERRORS + (OutOfOrderSequenceError, PlinthTimeoutErr
 class Sender:
     def __init__(self, broker: str, acks: int, *, request_timeout_ms: float, in_flight_max: int,
                  idempotent: bool, delivery_timeout_ms: float, retry_backoff_ms: float,
-                 retry_backoff_max_ms: float):
-        self._conn = Connection(broker)
+                 retry_backoff_max_ms: float, direct_to_shards: bool = True):
+        """``direct_to_shards``: send batches straight to their partition's leader shard
+        where the broker offers it (client/direct_routes.py)."""
+        self._conn = Connection(broker, direct=direct_to_shards)
         self.acks = acks
         self.idempotent = idempotent and acks != 0
         self.request_timeout_s = request_timeout_ms / 1000
@@ -113,14 +114,11 @@ class Sender:
     # --- The loop ----------------------------------------------------------------
 
     def _run(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self._conn.socket, zmq.POLLIN)
-        poller.register(self._wakeup.fd, zmq.POLLIN)
         try:
             while not self._abort and not (
                     self._closing and not self._in_flight and self.accumulator.empty()):
                 try:
-                    self._step(poller)
+                    self._step()
                 except Exception:   # a bug no batch explains: log it, keep every batch
                     log.exception("producer sender: unexpected error; going on")
                     time.sleep(limits.PRODUCER_SENDER_ERROR_PAUSE_MS / 1000)
@@ -128,10 +126,9 @@ class Sender:
             self._fail_all(ClosedError("producer closed before the record was sent"))
             self._conn.close()
 
-    def _step(self, poller: zmq.Poller) -> None:
-        events = dict(poller.poll(self._poll_timeout_ms()))
-        if self._wakeup.fd in events:
-            self._wakeup.drain()
+    def _step(self) -> None:
+        self._conn.wait(self._poll_timeout_ms(), self._wakeup.fd)
+        self._wakeup.drain()
         self._read_replies()
         self._queue_ready()
         self._send_queued(time.monotonic())
@@ -180,7 +177,8 @@ class Sender:
             request_id = self._conn.next_request_id()
             header = protocol.encode_produce(request_id, batch.topic, batch.partition, self.acks)
             batch.attempts += 1
-            self._conn.send(header, batch.encoded)
+            self._conn.send_to((batch.topic, batch.partition), request_id, header, batch.encoded,
+                               expects_reply=self.acks != 0)
         except UnavailableError as exc:   # no router reachable right now
             self._not_sent(batch, exc)
             return
@@ -232,6 +230,7 @@ class Sender:
         for request_id, (batch, sent) in list(self._in_flight.items()):
             if now - sent > self.request_timeout_s:
                 del self._in_flight[request_id]
+                self._conn.forget(request_id)
                 self._settle(batch, None, PlinthTimeoutError(
                     f"no acknowledgement from {self._conn.url} for {batch.topic}-"
                     f"{batch.partition} within request_timeout_ms="

@@ -108,6 +108,7 @@ class _ShardFacts:
     """What ``plinth status`` shows of a shard besides its stats."""
 
     address: str
+    direct_address: str    # its socket for clients' produce and fetch, "" if none
     partitions: int        # partitions it holds a copy of the current range of
     draining: bool
     node_name: str
@@ -208,9 +209,12 @@ class Controller:
                  cluster_keys: ClusterKeys | None = None,
                  default_replication_factor: int | None = None,
                  allow_replicas_on_one_node: bool = False,
-                 offsets_replication_factor: int | None = None):
+                 offsets_replication_factor: int | None = None,
+                 direct_clients: bool = False):
         """``cluster_keys``: the shards' sockets admit only cluster members (the
         server's; None only in tests, whose shards listen on loopback).
+        ``direct_clients``: every shard also takes clients' produce and fetch on a
+        plain TCP socket on 127.0.0.1 (the server decides when that is allowed).
         ``default_replication_factor``: a topic's factor when its creator gives none
         (None: 1 when the shards run on one node, else min(3, their nodes)).
         ``allow_replicas_on_one_node``: replicas may share a node (testing on one
@@ -236,7 +240,8 @@ class Controller:
         self._new_controller_epoch()
         self._shards = ShardSet(self.data_dir, fsync_policy, fsync_interval_ms,
                                 start_shard=start_shard, nodes=nodes,
-                                cluster_keys=cluster_keys, find_shard=find_shard)
+                                cluster_keys=cluster_keys, find_shard=find_shard,
+                                direct_clients=direct_clients)
         self._cluster_keys = cluster_keys
         self._rebalancer = Rebalancer(self._metadata, self._shards, self._save,
                                       allow_replicas_on_one_node, elect=self._lead_again)
@@ -438,14 +443,15 @@ class Controller:
 
     # --- Announcements ---------------------------------------------------------
 
-    def shard_started(self, shard_id: str, address: str) -> None:
-        """A shard actor (re)started and listens at ``address`` (called by the shard):
+    def shard_started(self, shard_id: str, address: str, direct_address: str = "") -> None:
+        """A shard actor (re)started and listens at ``address``, and for clients'
+        produce and fetch at ``direct_address`` ("": nowhere) (called by the shard):
         every shard learns its peers' addresses anew; the partitions it led (or that
         have no leader) get a new leader epoch, since it lost its leader state (it may
         lead again, in the new epoch); and it gets its partitions' current records
         (its manifest may hold older ones)."""
         known = self._shards.addresses.get(shard_id)
-        self._shards.started(shard_id, address)
+        self._shards.started(shard_id, address, direct_address)
         self._silent.discard(shard_id)
         if shard_id not in self._shards:
             return   # announced while the controller starts it: start() tells it all
@@ -722,6 +728,7 @@ class Controller:
         topics_meta = self._metadata.topics.items()
         return RoutingTable(
             shard_addresses=dict(self._shards.addresses),
+            direct_addresses=dict(self._shards.direct_addresses),
             shard_ids=tuple(self._metadata.shards),
             owners={name: tuple(t.leader_of(p) for p in range(t.partitions))
                     for name, t in topics_meta},
@@ -835,7 +842,8 @@ class Controller:
             for partition in range(topic.partitions):
                 for shard_id in topic.replicas_of(partition):
                     owned[shard_id] = owned.get(shard_id, 0) + 1
-        shards = {s: _ShardFacts(self._shards.addresses.get(s, ""), owned.get(s, 0),
+        shards = {s: _ShardFacts(self._shards.addresses.get(s, ""),
+                                 self._shards.direct_addresses.get(s, ""), owned.get(s, 0),
                                  s in self._metadata.draining,
                                  placement.node_name(self._metadata.shard_nodes.get(s, "")))
                   for s in self._shards.ids()}
@@ -1070,6 +1078,7 @@ class Controller:
         self._save()   # pinned there from now on, whatever happens next
         self._shards.start([shard_id], self._metadata.shard_nodes)
         address = self._shards.addresses.get(shard_id)
+        direct_address = self._shards.direct_addresses.get(shard_id, "")
         if address is None:
             raise UnavailableError(f"{shard_id} is pinned to node {to_name} but did not start "
                                    f"within {limits.SHARD_START_WAIT_S} s; it serves once it has "
@@ -1077,7 +1086,7 @@ class Controller:
         log.warning("moved %s from node %s to node %s: %d replica(s) to repair, %d emptied",
                     shard_id, source, to_name, len(repairing), len(emptied))
         self._push_peers()   # every shard: its new address
-        self.shard_started(shard_id, address)   # partitions, elections, records
+        self.shard_started(shard_id, address, direct_address)   # partitions, elections, records
         return protocol.ShardMove(shard_id, source, to_name, address, repairing, emptied)
 
     def _refuse_replicas_on(self, shard_id: str, pin: str, node: str) -> None:
@@ -1200,4 +1209,11 @@ def _shard_status(shard_id: str, stats: dict | None, facts: _ShardFacts) -> prot
     return protocol.ShardStatus(
         shard_id, facts.address, stats is not None, facts.partitions, size_bytes,
         stats["records_per_s"] if stats else 0.0, stats["bytes_per_s"] if stats else 0.0,
-        facts.draining, facts.node_name)
+        facts.draining, facts.node_name, facts.direct_address,
+        *_requests_by_socket(stats))
+
+
+def _requests_by_socket(stats: dict | None) -> tuple[int, int]:
+    """(requests taken from routers, on the direct socket) of a shard's stats."""
+    by_socket = (stats or {}).get("requests_by_socket", {})
+    return by_socket.get("router", 0), by_socket.get("direct", 0)

@@ -92,12 +92,13 @@ class ControllerHandle:
                cluster_keys: ClusterKeys | None = None, *,
                default_replication_factor: int | None = None,
                allow_replicas_on_one_node: bool = False,
-               offsets_replication_factor: int | None = None) -> "ControllerHandle":
+               offsets_replication_factor: int | None = None,
+               direct_clients: bool = False) -> "ControllerHandle":
         """Start the broker's controller actor (server process); Ray restarts it, at most
         CONTROLLER_RESTARTS_MAX times, if its process dies. Raises ValueError if the
         name is taken: another broker serves this namespace. ``cluster_keys``: given
         to every shard it starts (see plinth/cluster_keys.py). The replication
-        options: see Controller."""
+        options and ``direct_clients``: see Controller."""
         import ray
 
         from plinth.control.controller import Controller
@@ -109,7 +110,8 @@ class ControllerHandle:
         ).remote(data_dir, shard_count, fsync_policy, fsync_interval_ms,
                  cluster_keys=cluster_keys, default_replication_factor=default_replication_factor,
                  allow_replicas_on_one_node=allow_replicas_on_one_node,
-                 offsets_replication_factor=offsets_replication_factor)
+                 offsets_replication_factor=offsets_replication_factor,
+                 direct_clients=direct_clients)
         return cls(actor)
 
     @classmethod
@@ -176,11 +178,12 @@ class ControllerHandle:
         self._call(lambda actor: actor.router_stopped.remote(listen), "router_stopped",
                    timeout_s=limits.ROUTER_STOPPED_WAIT_S)
 
-    def shard_started(self, shard_id: str, address: str) -> None:
-        """A shard actor (re)started and listens at ``address`` (shard actor thread).
-        Sent to the controller that has the name now (the server may have restarted
-        since this handle was made); raises ValueError while there is none."""
-        self._current_actor().shard_started.remote(shard_id, address)
+    def shard_started(self, shard_id: str, address: str, direct_address: str = "") -> None:
+        """A shard actor (re)started and listens at ``address`` (and for clients at
+        ``direct_address``, if not "") (shard actor thread). Sent to the controller
+        that has the name now (the server may have restarted since this handle was
+        made); raises ValueError while there is none."""
+        self._current_actor().shard_started.remote(shard_id, address, direct_address)
 
     def _current_actor(self):
         """The controller actor that has the broker's name now (the same one, unless

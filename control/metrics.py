@@ -57,6 +57,7 @@ class BrokerCollector:
         yield from _partition_families(live)
         yield from _latency_families(live)
         yield _errors(live)
+        yield _requests_by_socket(live)
         yield _group_lag(live, {(s.topic, s.partition): s.leader for s in states})
         yield from _replication_families(states)
 
@@ -125,6 +126,17 @@ def _errors(live):
     for shard, snap in live.items():
         for code, count in snap["errors"].items():
             family.add_metric([code, shard], count)
+    return family
+
+
+def _requests_by_socket(live):
+    family = CounterMetricFamily(
+        "plinth_shard_requests", "Requests a shard took, by socket: from a router, or on "
+        "its direct socket (clients' produce and fetch without the router)",
+        labels=["shard", "socket"])
+    for shard, snap in live.items():
+        for socket, count in snap.get("requests_by_socket", {}).items():
+            family.add_metric([shard, socket], count)
     return family
 
 

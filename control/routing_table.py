@@ -83,6 +83,9 @@ class RoutingTable:
     # the epoch of the controller that made it: a new one restarted (and lost the
     # routers' registrations, which ControllerHandle.routing sends it again)
     controller_epoch: int = 0
+    # shard id -> its direct socket for clients' produce and fetch, for the shards
+    # that have one (plain TCP on 127.0.0.1: only a plaintext loopback broker's)
+    direct_addresses: dict[str, str] = field(default_factory=dict)
 
     def partition_count(self, topic: str) -> int | None:
         """The topic's partitions, or None if the topic is unknown."""
@@ -113,6 +116,14 @@ class RoutingTable:
         has no internal topic (offsets are not replicated)."""
         slots = self.owners.get(topics.OFFSETS_TOPIC)
         return None if not slots else topics.offsets_slot(group, len(slots))
+
+    def direct_addresses_of(self, topic: str) -> list[str]:
+        """Per partition of ``topic``, its leader's direct address, or "" where a client
+        must go through the router: no leader, a leader without a direct socket, or a
+        history on several shards (an older offset lives on another one)."""
+        return [self.direct_addresses.get(owner, "") if owner and
+                not self.spans_shards(topic, partition) else ""
+                for partition, owner in enumerate(self.owners.get(topic, ()))]
 
     def spans_shards(self, topic: str, partition: int) -> bool:
         """Whether the partition's history lies on more than one shard."""

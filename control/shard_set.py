@@ -38,9 +38,12 @@ class ShardSet:
     def __init__(self, data_dir: Path, fsync_policy: str, fsync_interval_ms: int, *,
                  start_shard: Callable[[ShardOptions], ShardHandle],
                  nodes: Callable[[], list[Node]], cluster_keys: ClusterKeys | None = None,
-                 find_shard: Callable[[str], ShardHandle | None] = lambda shard_id: None):
+                 find_shard: Callable[[str], ShardHandle | None] = lambda shard_id: None,
+                 direct_clients: bool = False):
         """``data_dir``: the broker's; each shard's directory is ``shards/<id>`` in it.
         ``cluster_keys``: given to every shard (only cluster members may reach it).
+        ``direct_clients``: every shard also binds a socket for clients' produce and
+        fetch (ShardOptions.direct_clients).
         ``find_shard(shard_id)``: the running shard actor of that id, if any."""
         self._data_dir = data_dir
         self._cluster_keys = cluster_keys
@@ -48,9 +51,12 @@ class ShardSet:
         self._fsync_interval_ms = fsync_interval_ms
         self._start_shard = start_shard
         self._find_shard = find_shard
+        self._direct_clients = direct_clients
         self._nodes = nodes
         self._handles: dict[str, ShardHandle] = {}
         self.addresses: dict[str, str] = {}   # shard id -> where it listens, once it said
+        # shard id -> where clients may produce and fetch without the router, if anywhere
+        self.direct_addresses: dict[str, str] = {}
         # shard id -> why its last start or open failed; cleared when it announces itself
         self.failures: dict[str, str] = {}
         # the shards whose running actors ``start`` adopted (their controller died)
@@ -97,7 +103,8 @@ class ShardSet:
                 continue
             self._handles[shard_id] = self._start_shard(ShardOptions(
                 shard_id, str(self.directory(shard_id)), self._fsync_policy,
-                self._fsync_interval_ms, pins[shard_id], self._cluster_keys))
+                self._fsync_interval_ms, pins[shard_id], self._cluster_keys,
+                self._direct_clients))
         outcomes = wait_all({s: self._handles[s].address() for s in shard_ids},
                             limits.SHARD_START_WAIT_S)
         for shard_id, outcome in outcomes.items():
@@ -106,6 +113,18 @@ class ShardSet:
                 self.failures[shard_id] = str(outcome)
             else:
                 self.addresses[shard_id] = outcome
+        self._learn_direct_addresses([s for s in shard_ids if s in self.addresses])
+
+    def _learn_direct_addresses(self, shard_ids: list[str]) -> None:
+        """Ask each shard where it takes clients directly (an adopted one may have been
+        started with another --direct-clients); one that does not answer has none."""
+        outcomes = wait_all({s: self._handles[s].direct_address() for s in shard_ids},
+                            limits.SHARD_START_WAIT_S)
+        for shard_id, outcome in outcomes.items():
+            if isinstance(outcome, str) and outcome:
+                self.direct_addresses[shard_id] = outcome
+            else:
+                self.direct_addresses.pop(shard_id, None)
 
     def _adoptable(self, shard_ids: list[str]) -> dict[str, ShardHandle]:
         """The running shard actors of ``shard_ids`` that serve this broker's directory
@@ -133,11 +152,16 @@ class ShardSet:
                 found[shard_id].kill()
         return adopted
 
-    def started(self, shard_id: str, address: str) -> None:
-        """A shard actor (re)started and listens at ``address`` (it said so)."""
+    def started(self, shard_id: str, address: str, direct_address: str = "") -> None:
+        """A shard actor (re)started and listens at ``address``, and for clients at
+        ``direct_address`` ("": nowhere) (it said so)."""
         if self.addresses.get(shard_id) != address:
             log.info("%s now listens at %s", shard_id, address)
         self.addresses[shard_id] = address
+        if direct_address:
+            self.direct_addresses[shard_id] = direct_address
+        else:
+            self.direct_addresses.pop(shard_id, None)
         self.failures.pop(shard_id, None)
 
     def not_serving(self, shard_ids: list[str]) -> dict[str, str]:
@@ -152,6 +176,7 @@ class ShardSet:
             self.call_each({shard_id: shard.shutdown()}, limits.CONTROL_CALL_TIMEOUT_S)
             shard.kill()
         self.addresses.pop(shard_id, None)
+        self.direct_addresses.pop(shard_id, None)
         self.failures.pop(shard_id, None)
 
     def kill(self, shard_id: str) -> None:
@@ -161,6 +186,7 @@ class ShardSet:
         if shard is not None:
             shard.kill()
         self.addresses.pop(shard_id, None)
+        self.direct_addresses.pop(shard_id, None)
         self.failures.pop(shard_id, None)
 
     def shutdown(self, grace_period_s: float) -> dict[str, None]:

@@ -95,10 +95,15 @@ def main(ctx, broker, request_timeout_ms, curve_key_file, curve_server_key_file)
 @click.option("--offsets-replication-factor", type=int, default=None,
               help="Copies of the consumer groups' committed offsets (Kafka's "
                    "offsets.topic.replication.factor; default: the default replication factor).")
+@click.option("--direct-clients", type=click.Choice(["auto", "off"]), default="auto",
+              show_default=True, help="Let clients produce and fetch straight at the leader "
+              "shard (plain TCP on 127.0.0.1), skipping the router hop. auto: only with a "
+              "plaintext loopback --listen and the embedded Ray (never with CurveZMQ or an "
+              "ACL, whose checks only the router makes). off: everything through the router.")
 def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms,
           curve_secret_key, authorized_keys, acl_file, allow_insecure, cluster_name,
           metrics_port, metrics_host, internal_hop, default_replication_factor,
-          allow_replicas_on_one_node, offsets_replication_factor):
+          allow_replicas_on_one_node, offsets_replication_factor, direct_clients):
     """Run the broker until SIGTERM or Ctrl-C."""
     from plinth.server import ServeOptions, serve as run
 
@@ -111,7 +116,8 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
                            metrics_host=metrics_host, internal_hop=internal_hop,
                            default_replication_factor=default_replication_factor,
                            allow_replicas_on_one_node=allow_replicas_on_one_node,
-                           offsets_replication_factor=offsets_replication_factor)
+                           offsets_replication_factor=offsets_replication_factor,
+                           direct_clients=direct_clients)
     sys.exit(run(options, ready=lambda line: click.echo(line, err=False) or sys.stdout.flush()))
 
 
@@ -180,6 +186,13 @@ def status(ctx):
         click.echo(f"  {shard.shard_id:<10} {state:<12} {shard.node:<16} {shard.address:<24} "
                    f"{shard.partitions:>10} {shard.size_bytes:>14} {shard.records_per_s:>11.0f} "
                    f"{shard.bytes_per_s / 1e6:>8.2f}")
+    direct = [shard for shard in info.shards if shard.direct_address]
+    if direct:   # where clients may produce and fetch without the router
+        click.echo(f"direct sockets\n  {'shard':<10} {'address':<24} {'requests direct':>16} "
+                   f"{'via router':>12}")
+        for shard in direct:
+            click.echo(f"  {shard.shard_id:<10} {shard.direct_address:<24} "
+                       f"{shard.requests_direct:>16} {shard.requests_via_router:>12}")
     click.echo("routers")
     for address, node in info.routers:
         click.echo(f"  {address}  on {node}")

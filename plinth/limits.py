@@ -181,6 +181,23 @@ CLIENT_ROUTER_CONNECT_WAIT_MS = 1_000
 # replies are dropped instead of kept for good (a long-lived Admin's timeouts).
 CLIENT_ABANDONED_REQUESTS_KEPT = 1_000
 
+# --- Direct produce and fetch (client/direct_routes.py, shards/shard_server.py) -----
+# Sockets a client keeps to shards' direct sockets (one per shard it writes to or
+# reads from); partitions of shards past this go through the router.
+CLIENT_DIRECT_SOCKETS_MAX = 64
+# A direct socket's ZMQ heartbeats: a shard that stops answering them is noticed
+# within the timeout even when no FIN arrives (a process's death sends one at once).
+DIRECT_HEARTBEAT_IVL_MS = 250
+DIRECT_HEARTBEAT_TIMEOUT_MS = 1_000
+# How often a client asks the router for a topic's leaders' direct addresses at
+# most: after a failure at a direct socket it asks again, no sooner than this.
+CLIENT_METADATA_REFRESH_INTERVAL_MS_MIN = 100
+# Monitor events a client reads per direct socket per receive (bounded loop).
+CLIENT_MONITOR_EVENTS_PER_READ_MAX = 16
+# Replies a client's connection reads from its sockets per poll before handing
+# the first out (bounded loop; the rest wait for the next call).
+CLIENT_REPLIES_PER_DRAIN_MAX = 1_000
+
 # --- Router (router/) ------------------------------------------------------
 # Admin requests and topic look-ups queued for the router's admin bridge thread,
 # which makes one control call through Ray at a time; more are answered
@@ -665,6 +682,8 @@ def _relations() -> list[tuple[str, bool]]:
          and REPLICA_FETCH_ANSWER_BYTES_MAX + BATCH_BYTES_MAX <= FRAME_BYTES_MAX),
         ("a follower's fetches to one leader fit its socket", 1 <= REPLICA_FETCHES_IN_FLIGHT_MAX <= SOCKET_MESSAGES_HWM),
         ("the data path's niceness is one Linux accepts", -20 <= DATA_PATH_NICENESS <= 19),
+        ("a dead direct socket is noticed well within a request timeout",
+         0 < DIRECT_HEARTBEAT_IVL_MS < DIRECT_HEARTBEAT_TIMEOUT_MS < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT),
     ]
 
 

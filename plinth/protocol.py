@@ -284,6 +284,8 @@ class TopicInfo:
     partitions: int
     config: dict[str, str] = field(default_factory=dict)
     partition_info: list[PartitionInfo] = field(default_factory=list)
+    # metadata replies: per partition, its leader's direct address ("": the router)
+    direct_addresses: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -322,6 +324,9 @@ class ShardStatus:
     bytes_per_s: float
     draining: bool = False
     node: str = ""                # the name of the node it is pinned to
+    direct_address: str = ""      # its socket for clients' produce and fetch, "" if none
+    requests_via_router: int = 0  # requests taken by socket, since it started
+    requests_direct: int = 0
 
 
 @dataclass
@@ -609,6 +614,10 @@ def encode_topics_reply(request_id: int, topics: list[TopicInfo]) -> bytes:
         parts = out[i].init("partitionInfo", len(info.partition_info))
         for j, part in enumerate(info.partition_info):
             _fill_partition(parts[j], part)
+        if info.direct_addresses:
+            direct = out[i].init("directAddresses", len(info.direct_addresses))
+            for j, address in enumerate(info.direct_addresses):
+                direct[j] = address
     return msg.to_bytes()
 
 
@@ -667,6 +676,8 @@ def encode_status_reply(request_id: int, info: StatusInfo) -> bytes:
         out.partitions, out.sizeBytes = shard.partitions, shard.size_bytes
         out.recordsPerS, out.bytesPerS = shard.records_per_s, shard.bytes_per_s
         out.draining, out.node = shard.draining, shard.node
+        out.directAddress = shard.direct_address
+        out.requestsViaRouter, out.requestsDirect = shard.requests_via_router, shard.requests_direct
     routers = body.init("routers", len(info.routers))
     for i, (address, node) in enumerate(info.routers):
         routers[i].address, routers[i].node = address, node
@@ -731,7 +742,8 @@ def _reply_view(rep) -> ReplyView:
         view.status = StatusInfo(
             nodes=[(n.nodeId, n.address, n.alive) for n in st.nodes],
             shards=[ShardStatus(x.shardId, x.address, x.alive, x.partitions, x.sizeBytes,
-                                x.recordsPerS, x.bytesPerS, x.draining, x.node)
+                                x.recordsPerS, x.bytesPerS, x.draining, x.node,
+                                x.directAddress, x.requestsViaRouter, x.requestsDirect)
                     for x in st.shards],
             routers=[(r.address, r.node) for r in st.routers],
             under_replicated_partitions=st.underReplicatedPartitions,
@@ -779,7 +791,8 @@ def _topic_info(t) -> TopicInfo:
     return TopicInfo(
         name=t.name, partitions=t.partitions,
         config={e.key: e.value for e in t.config},
-        partition_info=[_partition_info(p) for p in t.partitionInfo])
+        partition_info=[_partition_info(p) for p in t.partitionInfo],
+        direct_addresses=list(t.directAddresses))
 
 
 def _partition_info(p) -> PartitionInfo:

@@ -116,6 +116,20 @@ class ServeOptions:
     allow_replicas_on_one_node: bool = False
     # Copies of the consumer groups' committed offsets (None: the default factor).
     offsets_replication_factor: int | None = None
+    # Clients' produce and fetch straight to the leader shard: "auto" (where allowed,
+    # see direct_clients_allowed) or "off" (always through the router).
+    direct_clients: str = "auto"
+
+    def direct_clients_allowed(self) -> bool:
+        """Whether shards may bind a direct socket for clients: asked ("auto"), with a
+        client listener that is plaintext on loopback (no CurveZMQ, so no ACL: the
+        direct socket has no authentication of its own, so a client gets nothing
+        there it could not get through the router). Each shard then binds one only
+        if its Ray node's address is loopback (the embedded Ray, or a local-only
+        cluster: every shard on this machine, whose 127.0.0.1 is the client's too)."""
+        host = self.listen.split("://", 1)[-1].rsplit(":", 1)[0]
+        return (self.direct_clients == "auto" and self.curve_secret_key is None
+                and host in _LOOPBACK_HOSTS)
 
     def resolved_internal_hop(self) -> str:
         """ipc or curve. Auto takes ipc when the embedded Ray keeps every hop on this
@@ -288,7 +302,8 @@ class Server:
                     cluster_keys,
                     default_replication_factor=self.options.default_replication_factor,
                     allow_replicas_on_one_node=self.options.allow_replicas_on_one_node,
-                    offsets_replication_factor=self.options.offsets_replication_factor)
+                    offsets_replication_factor=self.options.offsets_replication_factor,
+                    direct_clients=self.options.direct_clients_allowed())
             except ValueError as exc:
                 if "already taken" not in str(exc) or time.monotonic() > deadline:
                     raise RuntimeError(

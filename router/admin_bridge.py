@@ -29,6 +29,12 @@ fd the loop polls). Nothing is pickled: the objects themselves cross.
 A changing admin request (create or delete a topic, add or remove shards) is
 followed by a routing update (made by the admin thread) before its reply, so
 the client that created a topic can produce to it at once through this router.
+
+Direct addresses. With ``advertise_direct`` (a plaintext router on loopback),
+a metadata reply also says, per partition, its leader's direct socket
+(``RoutingTable.direct_addresses_of``), from a routing table fetched for that
+reply, which goes to the loop too: a client asks for metadata when a direct
+socket failed it, so both it and this router learn the new leaders at once.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from plinth import limits, protocol, topics
 from plinth.control.controller_handle import ControllerHandle
@@ -89,8 +95,10 @@ class AdminBridge:
     ``submit_request``, ``resolve_topic``, ``refresh_routing`` and ``take_results``
     from the loop thread."""
 
-    def __init__(self, controller: ControllerHandle):
+    def __init__(self, controller: ControllerHandle, advertise_direct: bool = False):
+        """``advertise_direct``: metadata replies carry the leaders' direct addresses."""
         self.controller = controller
+        self._advertise_direct = advertise_direct
         self.wakeup = Wakeup()
         # Admin requests (_AnswerRequest), and topic look-ups (a topic's name); None
         # only wakes the thread that takes from the queue.
@@ -276,9 +284,22 @@ class AdminBridge:
                 return protocol.encode_topics_reply(rid, _visible(infos, grants))
             case protocol.MetadataRequest(topics=names):
                 infos = controller.list_topics()
-                return protocol.encode_topics_reply(
-                    rid, _only(infos, names) if names else _visible(infos, grants))
+                infos = _only(infos, names) if names else _visible(infos, grants)
+                return protocol.encode_topics_reply(rid, self._with_direct_addresses(infos))
         raise MalformedRequestError(f"the router does not serve {request.kind} requests")
+
+    def _with_direct_addresses(self, infos: list[protocol.TopicInfo]) -> list[protocol.TopicInfo]:
+        """``infos`` with their leaders' direct addresses, if this router advertises
+        them and the controller answers (admin thread)."""
+        if not self._advertise_direct:
+            return infos
+        with self._routing_lock:
+            routing = self._routing_or_none()
+            if routing is None:
+                return infos
+            self._put(RoutingUpdate(routing, None))
+        return [replace(info, direct_addresses=routing.direct_addresses_of(info.name))
+                for info in infos]
 
     def _routing_or_none(self) -> RoutingTable | None:
         try:

@@ -28,6 +28,12 @@ request forwarded to it is answered unavailable at once (``_answer_lost``), and
 when a routing table shows that a shard no longer leads a group's slot, so are
 the group requests waiting there (requests_in_flight.py).
 
+Direct clients. A plaintext router on loopback names, in its metadata replies,
+each partition's leader's direct socket (admin_bridge.py), where clients may
+send produce and fetch without this hop (shards/shard_server.py); with
+CurveZMQ (and so with an ACL) it names none, so that no request skips its
+checks. Whatever a client sends here is served here as before.
+
 Ordering. Requests for a topic the routing table does not know yet are held,
 in arrival order, until a routing table that knows the topic arrives, then
 forwarded in that order (``held_requests.py``), so a client's pipelined
@@ -90,7 +96,12 @@ class Router:
         self._cluster_keys = cluster_keys   # how to reach the shards (plinth/cluster_keys.py)
         self.controller = controller
         self._context = context or zmq.Context.instance()
-        self._bridge = AdminBridge(controller)
+        # Clients may go straight to the shards' direct sockets (plain TCP on 127.0.0.1)
+        # only through a plaintext router on loopback: it checks nothing they could
+        # skip, and its clients share the shards' 127.0.0.1.
+        host = listen.split("://", 1)[-1].rsplit(":", 1)[0]
+        self._bridge = AdminBridge(controller, advertise_direct=security is None and host in (
+            "127.0.0.1", "localhost", "[::1]", "::1"))
         self._routing = RoutingTable()
         self._held = HeldRequests()
         self._in_flight = RequestsInFlight()

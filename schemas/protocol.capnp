@@ -281,6 +281,9 @@ struct ShardStatus {
   bytesPerS @6 :Float64;
   draining @7 :Bool;             # removed: serves its older ranges until they are gone
   node @8 :Text;                 # the name of the node it is pinned to
+  directAddress @9 :Text;        # its socket for clients' produce and fetch, "" if none
+  requestsViaRouter @10 :UInt64; # requests it took from routers, since it started
+  requestsDirect @11 :UInt64;    # requests it took on its direct socket, since it started
 }
 
 struct RouterStatus {
@@ -368,6 +371,11 @@ struct TopicInfo {
   partitions @1 :UInt32;
   config @2 :List(ConfigEntry);
   partitionInfo @3 :List(PartitionInfo);  # only in describeTopic replies
+  # Metadata replies: per partition, its leader shard's direct socket, where a
+  # client may send that partition's produce and fetch requests without the
+  # router hop ("" where it must use the router). Empty when the router offers
+  # none (CurveZMQ, an ACL, a non-loopback listener, --direct-clients off).
+  directAddresses @4 :List(Text);
 }
 
 struct PartitionInfo {

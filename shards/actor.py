@@ -41,11 +41,13 @@ class ShardActor:
                  fsync_interval_ms: int = limits.FSYNC_INTERVAL_MS_DEFAULT,
                  bind_host: str | None = None,
                  announce_to: ControllerAnnouncements | None = None,
-                 cluster_keys: ClusterKeys | None = None, own_process: bool = False):
+                 cluster_keys: ClusterKeys | None = None, direct_clients: bool = False,
+                 own_process: bool = False):
         """``bind_host``: where the shard's socket listens; by default its node's
-        address in the Ray cluster. ``announce_to``: told the address at every start.
+        address in the Ray cluster. ``announce_to``: told the addresses at every start.
         ``cluster_keys``: only cluster members may reach the socket (CurveZMQ); without
-        them the socket is plain TCP, on loopback only (tests). ``own_process``: the
+        them the socket is plain TCP, on loopback only (tests). ``direct_clients``:
+        also a socket for clients' produce and fetch (ShardServer). ``own_process``: the
         process is this actor's alone (a Ray worker), so it is tuned for the data path
         once started (plinth/process_tuning.py); not in a test's process."""
         # data_dir is <broker data dir>/shards/<id> (ShardOptions): the log goes beside
@@ -60,7 +62,7 @@ class ShardActor:
         self._manifest_path = Path(data_dir) / MANIFEST_FILE
         self._server = ShardServer(shard_id, Path(data_dir), bind_host,
                                    fsync_policy, fsync_interval_ms, cluster_keys,
-                                   controller=announce_to)
+                                   controller=announce_to, direct_clients=direct_clients)
         self._server.start()
         self._manifest = ShardManifest.load(self._manifest_path)
         self._reopen()
@@ -89,13 +91,18 @@ class ShardActor:
     def _announce(self, announce_to: ControllerAnnouncements) -> None:
         """Tell the controller where this (possibly restarted) shard listens; don't wait."""
         try:
-            announce_to.shard_started(self.shard_id, self._server.address)
+            announce_to.shard_started(self.shard_id, self._server.address,
+                                      self._server.direct_address)
         except Exception as exc:   # the controller is gone: its successor starts new shards
             log.warning("%s: could not announce %s to the controller (%s); routers keep the "
                         "old address", self.shard_id, self._server.address, exc)
 
     def address(self) -> str:
         return self._server.address
+
+    def direct_address(self) -> str:
+        """Where clients may produce and fetch without the router; "" if nowhere."""
+        return self._server.direct_address
 
     def data_dir(self) -> str:
         """The shard's directory, resolved: a controller adopting a running shard by its

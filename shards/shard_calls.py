@@ -182,7 +182,7 @@ class ControllerAnnouncements(Protocol):
     each (re)start. The controller passes a ControllerHandle, which has this
     method; shards/ must not import control/, so the type is declared here."""
 
-    def shard_started(self, shard_id: str, address: str) -> None: ...
+    def shard_started(self, shard_id: str, address: str, direct_address: str = "") -> None: ...
 
     def alter_in_sync(self, shard_id: str, partition: PartitionId, leader_epoch: int,
                       partition_epoch: int, in_sync: tuple[str, ...]) -> Leadership:

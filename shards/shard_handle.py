@@ -67,6 +67,9 @@ class ShardOptions:
     node_resource: str            # pins the actor to its node (its data is on that disk)
     # Who may reach the shard's socket; None: anyone on loopback (tests only).
     cluster_keys: ClusterKeys | None = None
+    # Bind a direct socket for clients' produce and fetch (plain TCP on 127.0.0.1;
+    # plinth/server.py decides when that is allowed).
+    direct_clients: bool = False
 
 
 class PendingCall(Generic[T]):
@@ -165,7 +168,7 @@ class ShardHandle:
                     resources={options.node_resource: limits.SHARD_NODE_RESOURCE_SHARE},
                 ).remote(options.shard_id, options.data_dir, options.fsync_policy,
                          options.fsync_interval_ms, None, announce_to, options.cluster_keys,
-                         own_process=True)
+                         options.direct_clients, own_process=True)
                 return cls(options.shard_id, actor)
             except ValueError as exc:
                 if "already taken" not in str(exc) or time.monotonic() > deadline:
@@ -209,6 +212,10 @@ class ShardHandle:
     def address(self) -> PendingCall[str]:
         """Where the shard's ZeroMQ socket listens."""
         return self._start(ShardActor.address)
+
+    def direct_address(self) -> PendingCall[str]:
+        """Where clients may produce and fetch without the router; "" if nowhere."""
+        return self._start(ShardActor.direct_address)
 
     def data_dir(self) -> PendingCall[str]:
         """The shard's directory, resolved (which broker's data it serves)."""

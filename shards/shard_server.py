@@ -32,6 +32,22 @@ Requests arrive from a router as [router id][client id][Request][payload]?
 (a group request's payload is the client's key, group_requests.py) and are
 answered as [router id][client id][Reply][payload]?.
 
+Direct clients. With ``direct_clients`` the shard binds a second ROUTER, plain
+TCP on 127.0.0.1 only (the broker offers it only when its client listener is
+plaintext on loopback, see plinth/server.py), where clients send produce and
+fetch requests for partitions led here without the router hop:
+[client id][Request][payload]?, answered [client id][Reply][payload]?. It has
+the router's front-socket bounds: the frame size, the high-water marks, the
+frame count of each kind, at most CLIENT_REQUESTS_IN_FLIGHT_MAX requests per
+client, and a connection whose replies stall is closed. Any other kind is
+refused (malformedRequest): group and replication requests, which carry
+identities and keys the router vouches for, come only through the router's hop.
+Such a request's envelope is [a direct marker][client id]: the marker (a frame
+object of this module, compared by identity) says that the reply goes to the
+direct socket and whether the request counted toward its client's bound (an
+acks=0 produce does not: it gets no reply unless it fails), so everything
+that keeps envelopes (group commit, the purgatory) stays as it is.
+
 A loop round: run the queued control calls; drain up to
 GROUP_COMMIT_REQUESTS_MAX requests without blocking, appending every produce
 to its log; commit (group_commit.py), which makes the appends durable as the
@@ -61,8 +77,8 @@ import zmq
 from plinth import limits, protocol, topics
 from plinth.cluster_keys import ClusterAuthenticator, ClusterKeys
 from plinth.errors import (BrokerError, InternalError, MalformedRequestError, NotLeaderError,
-                           OffsetOutOfRangeError, StorageError, UnavailableError,
-                           UnknownTopicError)
+                           OffsetOutOfRangeError, StorageError, TooManyRequestsError,
+                           UnavailableError, UnknownTopicError)
 from plinth.format.record_batch import summarize_batch
 from plinth.shards.fetch_purgatory import FetchPurgatory
 from plinth.shards.group_commit import GroupCommit
@@ -78,6 +94,11 @@ from plinth.wakeup import Wakeup
 log = logging.getLogger(__name__)
 
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+# The first envelope frame of a direct client's request (see the module): the reply
+# goes to the direct socket, and uncounts one of its client's requests (or not).
+_DIRECT_COUNTED = zmq.Frame(b"")
+_DIRECT_UNCOUNTED = zmq.Frame(b"")
+_DIRECT_KINDS = (protocol.ProduceRequest, protocol.FetchRequest)
 
 
 class ShardServer:
@@ -88,7 +109,8 @@ class ShardServer:
                  fsync_interval_ms: int = limits.FSYNC_INTERVAL_MS_DEFAULT,
                  cluster_keys: ClusterKeys | None = None,
                  controller: ControllerAnnouncements | None = None,
-                 replica_lag_time_max_ms: int = limits.REPLICA_LAG_TIME_MS_MAX_DEFAULT):
+                 replica_lag_time_max_ms: int = limits.REPLICA_LAG_TIME_MS_MAX_DEFAULT,
+                 direct_clients: bool = False):
         """``cluster_keys``: the socket is a CurveZMQ server that only cluster members
         may reach, or, with their ``ipc_dir``, a plain ipc:// socket in that 0700
         directory (plinth/cluster_keys.py). Without them it is plain TCP, which only
@@ -96,7 +118,9 @@ class ShardServer:
         shard a client of the leaders it follows. ``controller``: asked for in-sync
         set changes of the partitions led here (None: the in-sync sets never change).
         ``replica_lag_time_max_ms``: a follower not caught up this long leaves the
-        in-sync set."""
+        in-sync set. ``direct_clients``: also bind the direct socket for clients'
+        produce and fetch (see the module), plain TCP on 127.0.0.1, if ``bind_host``
+        is loopback too (the shard's node is this machine)."""
         if cluster_keys is None and bind_host not in _LOOPBACK_HOSTS:
             raise AssertionError(f"{shard_id}: a shard without the cluster's keys must bind "
                                  f"to loopback, not {bind_host}: anyone could reach it")
@@ -108,6 +132,12 @@ class ShardServer:
         self.fsync_policy = fsync_policy
         self.fsync_interval_ms = fsync_interval_ms
         self.address = ""
+        # Only on a loopback node: a direct socket on 127.0.0.1 of a node with another
+        # address would be another machine's 127.0.0.1 to the clients.
+        self._direct_clients = direct_clients and bind_host in _LOOPBACK_HOSTS
+        self.direct_address = ""   # "" while it has no direct socket
+        self._direct: zmq.Socket | None = None
+        self._direct_in_flight: dict[bytes, int] = {}   # direct client id -> its counted requests
         self.stats = ShardStats()
         self._partitions: dict[tuple[str, int], Partition] = {}
         self._segment_files = SegmentFiles(limits.SEGMENT_FILES_OPEN_MAX)   # shared by partitions
@@ -149,6 +179,8 @@ class ShardServer:
         self.address = self._bind()
         self._poller = zmq.Poller()
         self._poller.register(self._socket, zmq.POLLIN)
+        if self._direct_clients:
+            self._bind_direct()
         self._poller.register(self._wakeup.fd, zmq.POLLIN)
         self._replication.start(self._context, self._poller, self._cluster_keys)
         self._thread = threading.Thread(target=self._run, name=f"{self.shard_id}-loop", daemon=True)
@@ -170,6 +202,20 @@ class ShardServer:
         port = self._socket.bind_to_random_port(f"tcp://{self.bind_host}")
         return f"tcp://{self.bind_host}:{port}"
 
+    def _bind_direct(self) -> None:
+        """The direct socket, with the router's front-socket bounds (actor thread, in
+        start). Loopback only: it has no authentication of its own."""
+        direct = self._direct = self._context.socket(zmq.ROUTER)
+        direct.setsockopt(zmq.MAXMSGSIZE, limits.FRAME_BYTES_MAX)
+        direct.setsockopt(zmq.RCVHWM, limits.SOCKET_MESSAGES_HWM)
+        direct.setsockopt(zmq.SNDHWM, limits.SOCKET_MESSAGES_HWM)
+        direct.setsockopt(zmq.LINGER, 0)
+        # A client whose replies make no progress this long is disconnected.
+        direct.setsockopt(zmq.TCP_MAXRT, limits.CLIENT_REPLIES_STALLED_MS_MAX)
+        port = direct.bind_to_random_port("tcp://127.0.0.1")
+        self.direct_address = f"tcp://127.0.0.1:{port}"
+        self._poller.register(direct, zmq.POLLIN)
+
     def stop(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S) -> None:
         """Flush and close every log, then stop the loop (actor thread)."""
         if self._thread is None:
@@ -185,6 +231,8 @@ class ShardServer:
             self._group_commit.close()
             self._replication.stop_thread()
             self._socket.close(linger=0)
+            if self._direct is not None:
+                self._direct.close(linger=0)
             if self._authenticator is not None:
                 self._authenticator.stop()
             if loop_ended:   # term() would wait for good on a socket still in use
@@ -453,6 +501,9 @@ class ShardServer:
             if self._socket in events:
                 self._drain_requests()
                 del events[self._socket]
+            if self._direct is not None and self._direct in events:
+                self._drain_direct()
+                del events[self._direct]
             for sock in events:   # the DEALERs to the leaders this shard follows
                 self._replication.on_readable(sock)
             self._group_commit.commit()
@@ -503,11 +554,30 @@ class ShardServer:
             log.warning("%s: dropped a message of %d frames; a request has at least 3",
                         self.shard_id, len(frames))
             return
-        envelope, header, payload = frames[:2], frames[2], frames[3:]
+        self.stats.requests_via_router += 1
+        self._serve(frames[:2], frames[2], frames[3:])
+
+    def _drain_direct(self) -> None:
+        for _ in range(limits.GROUP_COMMIT_REQUESTS_MAX):
+            try:
+                frames = self._direct.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            if len(frames) < 2:
+                log.warning("%s: dropped a direct message of %d frame(s) with no header",
+                            self.shard_id, len(frames))
+                continue
+            self.stats.requests_direct += 1
+            self._serve([_DIRECT_UNCOUNTED, frames[0]], frames[1], frames[2:], direct=True)
+
+    def _serve(self, envelope: list, header, payload: list, direct: bool = False) -> None:
+        """Decode one request and dispatch it; any error is its reply."""
         request_id = 0
         try:
             request = protocol.decode_request(header.buffer)
             request_id = request.request_id
+            if direct:
+                self._admit_direct(envelope, request, payload)
             self._dispatch(envelope, request, payload)
         except BrokerError as exc:
             self.stats.error(exc.code_name)
@@ -518,6 +588,31 @@ class ShardServer:
             log.exception("%s: internal error on request %d", self.shard_id, request_id)
             self._reply(envelope, protocol.encode_error(
                 request_id, InternalError(f"{self.shard_id}: {type(exc).__name__}: {exc}")))
+
+    def _admit_direct(self, envelope: list, request, payload: list) -> None:
+        """Check a direct client's request as the router checks its clients' (kind,
+        frame count, requests in flight); a counted one gets the counted marker
+        (``envelope`` is changed in place). Raises the error to answer it with."""
+        kind = type(request)
+        if kind not in _DIRECT_KINDS:
+            raise MalformedRequestError(
+                f"the direct socket of {self.shard_id} takes produce and fetch requests, not "
+                f"{request.kind}; send it to the router")
+        expected = 1 if kind is protocol.ProduceRequest else 0
+        if len(payload) != expected:
+            raise MalformedRequestError(
+                f"a {request.kind} request carries {expected} payload frame(s) after its "
+                f"header, not {len(payload)} ({sum(len(frame) for frame in payload)} bytes)")
+        if kind is protocol.ProduceRequest and request.acks == 0:
+            return   # no reply unless it fails: not counted
+        client = envelope[1].bytes
+        in_flight = self._direct_in_flight.get(client, 0)
+        if in_flight >= limits.CLIENT_REQUESTS_IN_FLIGHT_MAX:
+            raise TooManyRequestsError(
+                f"client has {in_flight} requests in flight at {self.shard_id}'s direct "
+                f"socket, the limit is {limits.CLIENT_REQUESTS_IN_FLIGHT_MAX}; wait for replies")
+        self._direct_in_flight[client] = in_flight + 1
+        envelope[0] = _DIRECT_COUNTED
 
     def _dispatch(self, envelope: list, request, payload: list) -> None:
         self._received_s = time.monotonic()
@@ -543,11 +638,30 @@ class ShardServer:
                 f"requests, not {request.kind}")
 
     def _reply(self, envelope: list, header: bytes, payload=None) -> None:
+        marker = envelope[0]
+        if marker is _DIRECT_COUNTED or marker is _DIRECT_UNCOUNTED:
+            self._reply_direct(envelope, header, payload)
+            return
         frames = [*envelope, header] if payload is None else [*envelope, header, payload]
         try:
             self._socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.Again:
             log.warning("%s: reply dropped, the router is not reading", self.shard_id)
+
+    def _reply_direct(self, envelope: list, header: bytes, payload) -> None:
+        client = envelope[1]
+        if envelope[0] is _DIRECT_COUNTED:
+            client_id = client.bytes
+            left = self._direct_in_flight.get(client_id, 1) - 1
+            if left:
+                self._direct_in_flight[client_id] = left
+            else:   # no entry kept for a client with nothing in flight (it may be gone)
+                self._direct_in_flight.pop(client_id, None)
+        frames = [client, header] if payload is None else [client, header, payload]
+        try:
+            self._direct.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            log.warning("%s: direct reply dropped, the client is not reading", self.shard_id)
 
     # --- Produce ---------------------------------------------------------------
 
@@ -592,6 +706,8 @@ class ShardServer:
     def _fetch(self, envelope: list, request: protocol.FetchRequest) -> None:
         part = self._require(request.topic, request.partition)
         plog = part.log
+        if envelope[0] is _DIRECT_COUNTED:
+            self._check_direct_fetch(part)
         if part.sealed and request.offset >= plog.end_offset:
             # Past the move: the new owner has it. An empty answer makes the
             # consumer ask again, through a router that knows by then.
@@ -617,6 +733,18 @@ class ShardServer:
                 return
         self._send_fetch(envelope, request.request_id, part, request.offset, bytes_max,
                          self._received_s)
+
+    def _check_direct_fetch(self, part: Partition) -> None:
+        """A direct client's route is stale if the partition moved away (the router
+        names no direct socket for a partition whose history spans shards) or is not
+        led here any more: it is told so, drops the route and asks the router."""
+        if part.sealed:
+            raise UnavailableError(f"{part.name} moved away from {self.shard_id}; fetch it "
+                                   f"through the router")
+        role = self._roles.get(part.key)   # None: one copy, here
+        if role is not None and type(role) is not Led:
+            raise NotLeaderError(f"{part.name}: {self.shard_id} does not lead it; fetch it "
+                                 f"through the router")
 
     def _send_fetch(self, envelope: list, request_id: int, part: Partition,
                     offset: int, bytes_max: int, received_s: float) -> None:

@@ -40,6 +40,9 @@ class ShardStats:
         self._samples: deque = deque(maxlen=SHARD_STATS_RATE_WINDOW_SAMPLES + 1)
         self._records_in = 0
         self._bytes_in = 0
+        # Requests by the socket they came on (the loop increments them directly).
+        self.requests_via_router = 0
+        self.requests_direct = 0
 
     def _counters(self, key: tuple[str, int]) -> PartitionCounters:
         # get() first: setdefault would build a PartitionCounters on every request.
@@ -93,4 +96,6 @@ class ShardStats:
             "latency_sum_s": dict(self.latency_sum_s),
             "records_per_s": records_per_s,
             "bytes_per_s": bytes_per_s,
+            "requests_by_socket": {"router": self.requests_via_router,
+                                   "direct": self.requests_direct},
         }

@@ -24,7 +24,7 @@ class Announcements:
         self.started: list[tuple[str, str]] = []
         self.fail = fail
 
-    def shard_started(self, shard_id: str, address: str) -> None:
+    def shard_started(self, shard_id: str, address: str, direct_address: str = "") -> None:
         if self.fail:
             raise ConnectionError("the controller is gone")
         self.started.append((shard_id, address))

@@ -45,7 +45,7 @@ class FakeController:
         self.refused = 0
         self._lock = threading.Lock()
 
-    def shard_started(self, shard_id: str, address: str) -> None:
+    def shard_started(self, shard_id: str, address: str, direct_address: str = "") -> None:
         pass
 
     def alter_in_sync(self, shard_id, partition, leader_epoch, partition_epoch, in_sync):
@@ -80,8 +80,9 @@ class Cluster:
 
     def __init__(self, tmp_path, stack: ExitStack, *, min_insync: int = 2,
                  lag_time_max_ms: int = 1_000, cluster_keys: ClusterKeys | None = None,
-                 log_config: LogConfig = LogConfig()):
+                 log_config: LogConfig = LogConfig(), direct_clients: bool = False):
         self.tmp_path, self.stack = tmp_path, stack
+        self.direct_clients = direct_clients
         self.ids = ("s0", "s1", "s2")
         self.min_insync, self.lag_time_max_ms, self.keys = min_insync, lag_time_max_ms, cluster_keys
         self.log_config = log_config
@@ -96,7 +97,8 @@ class Cluster:
               restarted: bool = False) -> ShardServer:
         srv = ShardServer(shard_id, self.tmp_path / shard_id, "127.0.0.1",
                           cluster_keys=self.keys, controller=self.controller,
-                          replica_lag_time_max_ms=self.lag_time_max_ms)
+                          replica_lag_time_max_ms=self.lag_time_max_ms,
+                          direct_clients=self.direct_clients)
         srv.start()
         self.servers[shard_id] = srv
         self.push_peers()
@@ -241,6 +243,30 @@ def test_a_produce_to_a_follower_is_refused_with_not_leader(cluster):
     # When a router sends it a produce, Then it refuses: it does not lead t-0
     reply = produce(c.router("s1"), [b"x"], acks=1)
     assert isinstance(reply.error, NotLeaderError) and "s0" in reply.error.message
+
+
+def test_a_direct_fetch_at_a_follower_is_refused_with_not_leader_and_served_at_the_leader(
+        cluster):
+    # Given s0 leads t-0 and s1 follows it, both with direct sockets, a record stored
+    c = cluster(direct_clients=True)
+    produce(c.router("s0"), [b"x"], acks=-1)
+    fetch = protocol.encode_fetch(7, PID.topic, PID.partition, 0, 1 << 20, 0)
+    replies = {}
+    for shard_id in ("s0", "s1"):
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(c.servers[shard_id].direct_address)
+        try:
+            # When a direct client fetches t-0 at each
+            sock.send_multipart([fetch])
+            assert sock.poll(int(WAIT_S * 1000))
+            replies[shard_id] = protocol.decode_reply(sock.recv_multipart()[0])
+        finally:
+            sock.close()
+    # Then the follower refuses (the client's route is stale: it asks the router), the
+    # leader serves
+    assert isinstance(replies["s1"].error, NotLeaderError)
+    assert replies["s0"].error is None and replies["s0"].high_watermark == 1
 
 
 def test_acks_all_waits_for_the_in_sync_followers_not_only_the_leaders_fsync(cluster):
