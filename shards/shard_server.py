@@ -499,10 +499,10 @@ class ShardServer:
                 self._run_commands()
                 del events[self._wakeup.fd]
             if self._socket in events:
-                self._drain_requests()
+                self._drain(self._socket, self._handle)
                 del events[self._socket]
             if self._direct is not None and self._direct in events:
-                self._drain_direct()
+                self._drain(self._direct, self._handle_direct)
                 del events[self._direct]
             for sock in events:   # the DEALERs to the leaders this shard follows
                 self._replication.on_readable(sock)
@@ -541,13 +541,15 @@ class ShardServer:
             except BaseException as exc:  # handed to the caller, who re-raises
                 future.set_exception(exc)
 
-    def _drain_requests(self) -> None:
+    @staticmethod
+    def _drain(sock: zmq.Socket, handle) -> None:
+        """Hand ``handle`` up to GROUP_COMMIT_REQUESTS_MAX messages waiting on ``sock``."""
         for _ in range(limits.GROUP_COMMIT_REQUESTS_MAX):
             try:
-                frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            self._handle(frames)
+            handle(frames)
 
     def _handle(self, frames: list) -> None:
         if len(frames) < 3:
@@ -557,18 +559,13 @@ class ShardServer:
         self.stats.requests_via_router += 1
         self._serve(frames[:2], frames[2], frames[3:])
 
-    def _drain_direct(self) -> None:
-        for _ in range(limits.GROUP_COMMIT_REQUESTS_MAX):
-            try:
-                frames = self._direct.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            if len(frames) < 2:
-                log.warning("%s: dropped a direct message of %d frame(s) with no header",
-                            self.shard_id, len(frames))
-                continue
-            self.stats.requests_direct += 1
-            self._serve([_DIRECT_UNCOUNTED, frames[0]], frames[1], frames[2:], direct=True)
+    def _handle_direct(self, frames: list) -> None:
+        if len(frames) < 2:
+            log.warning("%s: dropped a direct message of %d frame(s) with no header",
+                        self.shard_id, len(frames))
+            return
+        self.stats.requests_direct += 1
+        self._serve([_DIRECT_UNCOUNTED, frames[0]], frames[1], frames[2:], direct=True)
 
     def _serve(self, envelope: list, header, payload: list, direct: bool = False) -> None:
         """Decode one request and dispatch it; any error is its reply."""
