@@ -131,8 +131,9 @@ def test_a_seek_while_iterating_drops_the_records_not_yet_yielded(scripted):
 
 class GroupBroker:
     """Script steps answering a one-partition topic t's group member: its heartbeats
-    (t-0 assigned, a heartbeat every 3 s), its offset reads (nothing committed), its
-    fetches (one record at a time) and its commits, each refused as an unknown member."""
+    (t-0 assigned, a heartbeat every 30 s: far beyond the test's 10 s, so a heartbeat
+    within it was asked for), its offset reads (nothing committed), its fetches (one
+    record at a time) and its commits, each refused as an unknown member."""
 
     def __init__(self):
         self.fetched = 0
@@ -143,7 +144,7 @@ class GroupBroker:
             case protocol.MetadataRequest():
                 return [protocol.encode_topics_reply(rid, [protocol.TopicInfo("t", 1)])]
             case protocol.GroupHeartbeatRequest():
-                return [protocol.encode_heartbeat_reply(rid, "m-1", 1, 3_000, {("t", 0)})]
+                return [protocol.encode_heartbeat_reply(rid, "m-1", 1, 30_000, {("t", 0)})]
             case protocol.FetchOffsetsRequest():
                 return [protocol.encode_committed_reply(rid, {})]
             case protocol.ListOffsetsRequest():
@@ -158,7 +159,7 @@ class GroupBroker:
 
 
 def test_a_commit_refused_as_an_unknown_member_makes_the_member_heartbeat_at_once(scripted):
-    # Given a group member told to heartbeat every 3 s, auto-committing every 100 ms,
+    # Given a group member told to heartbeat every 30 s, auto-committing every 100 ms,
     # whose coordinator moved: it refuses the member's commits as unknown
     script = GroupBroker()
     broker = scripted([script.answer] * 500)
@@ -178,8 +179,9 @@ def test_a_commit_refused_as_an_unknown_member_makes_the_member_heartbeat_at_onc
         while len([s for s in heartbeats_s() if s > committed_s]) < 1 and \
                 time.monotonic() < deadline_s:
             consumer.poll(100)
-        # Then a heartbeat follows the refused commit at once, not at the 3 s interval
+        # Then a heartbeat follows the refused commit at once, not at the 30 s interval
+        # (the bound leaves room for a loaded machine's stalls: a 1.5 s one failed in CI)
         after = [s for s in heartbeats_s() if s > committed_s]
-        assert after and after[0] - committed_s < 1.5
+        assert after and after[0] - committed_s < 5.0
     finally:
         consumer.close()

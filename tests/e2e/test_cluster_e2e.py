@@ -26,10 +26,29 @@ def plinth_status(broker, *curve_args: str) -> str:
                           timeout=60).stdout
 
 
+def status_section(status_text: str, title: str, next_titles: tuple[str, ...]) -> str:
+    """The lines of ``plinth status`` under ``title``, up to the first of ``next_titles``."""
+    section = status_text.split(f"\n{title}\n", 1)[1]
+    for next_title in next_titles:
+        section = section.split(f"\n{next_title}\n", 1)[0]
+    return section
+
+
+def addresses_in(section: str) -> list[str]:
+    return [word for word in section.split() if word.startswith(("tcp://", "ipc://"))]
+
+
 def shard_addresses(status_text: str) -> list[str]:
-    """The addresses in the ``shards`` section of ``plinth status`` (not the routers')."""
-    shards_section = status_text.split("\nshards\n", 1)[1].split("\nrouters\n", 1)[0]
-    return [word for word in shards_section.split() if word.startswith(("tcp://", "ipc://"))]
+    """The shards' own addresses in ``plinth status`` (not their direct sockets for
+    clients, nor the routers')."""
+    return addresses_in(status_section(status_text, "shards", ("direct sockets", "routers")))
+
+
+def direct_addresses(status_text: str) -> list[str]:
+    """The shards' direct sockets for clients in ``plinth status`` (none: [])."""
+    if "\ndirect sockets\n" not in status_text:
+        return []
+    return addresses_in(status_section(status_text, "direct sockets", ("routers",)))
 
 
 def test_a_keyless_client_at_a_shards_address_gets_nothing_while_the_router_serves(tmp_path, broker_factory):
@@ -141,8 +160,12 @@ def test_an_embedded_broker_puts_the_shards_sockets_in_a_0700_dir_of_the_data_di
         # Then its shards listen in <data dir>/sockets, which only its owner may open
         sockets = (broker.data_dir / "sockets").resolve()
         assert stat.S_IMODE(sockets.stat().st_mode) == 0o700
-        assert sorted(shard_addresses(plinth_status(broker))) == [
+        status = plinth_status(broker)
+        assert sorted(shard_addresses(status)) == [
             f"ipc://{sockets}/shard-0", f"ipc://{sockets}/shard-1"]
+        # And each shard's direct socket for clients (plaintext broker) is on loopback
+        direct = direct_addresses(status)
+        assert len(direct) == 2 and all(a.startswith("tcp://127.") for a in direct), direct
         # And it serves every partition through its router
         topic = unique_topic("ipc")
         with Admin(broker=broker.url) as admin:
