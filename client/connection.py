@@ -183,17 +183,17 @@ class Connection:
         if self._direct is not None:
             self._direct.forget(request_id)
 
-    def wait(self, timeout_ms: int, fd: int) -> None:
+    def wait(self, timeout_ms: int, fd: int) -> bool:
         """Wait up to ``timeout_ms`` until a reply may be read (``recv``) or ``fd`` is
-        readable (the caller's wake-up pipe)."""
+        readable (the caller's wake-up pipe); whether ``fd`` was seen readable."""
         if self._direct is None:
-            zmq.select([self.socket, fd], [], [], timeout_ms / 1000)
-            return
+            readable, _, _ = zmq.select([self.socket, fd], [], [], timeout_ms / 1000)
+            return fd in readable
         if self._arrived or self._early:
-            return
+            timeout_ms = 0   # a reply is waiting: only look at fd
         self._poller.register(fd, zmq.POLLIN)
         try:
-            self._poller.poll(timeout_ms)
+            return any(sock == fd for sock, _ in self._poller.poll(timeout_ms))
         finally:
             self._poller.unregister(fd)
 

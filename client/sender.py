@@ -36,7 +36,6 @@ import threading
 import time
 from collections import deque
 
-
 from plinth import limits, protocol
 from plinth.client.accumulator import OpenBatch, RecordAccumulator
 from plinth.client.connection import Connection
@@ -127,8 +126,8 @@ class Sender:
             self._conn.close()
 
     def _step(self) -> None:
-        self._conn.wait(self._poll_timeout_ms(), self._wakeup.fd)
-        self._wakeup.drain()
+        if self._conn.wait(self._poll_timeout_ms(), self._wakeup.fd):
+            self._wakeup.drain()
         self._read_replies()
         self._queue_ready()
         self._send_queued(time.monotonic())

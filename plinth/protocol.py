@@ -535,6 +535,17 @@ def decode_request(frame) -> Request:
         raise MalformedRequestError(f"request header is not a valid Request: {exc}") from None
 
 
+def check_payload_frames(request, payload: list) -> None:
+    """Raise MalformedRequestError unless a client's request has the payload frames of
+    its kind after its header: one for a produce (its RecordBatch), none for the
+    others. The router checks every client request; a shard, its direct clients'."""
+    expected = 1 if type(request) is ProduceRequest else 0
+    if len(payload) != expected:
+        raise MalformedRequestError(
+            f"a {request.kind} request carries {expected} payload frame(s) after its header, "
+            f"not {len(payload)} ({sum(len(frame) for frame in payload)} bytes)")
+
+
 def _request(req) -> Request:
     """The Request class for the message's kind, its fields copied out of ``req``."""
     kind = req.which()

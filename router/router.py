@@ -212,14 +212,12 @@ class Router:
     def _has_its_frames(self, frames: list, request) -> bool:
         """Whether a request has the payload frames of its kind (one for a produce, none
         for the others); if not, it is answered malformed, with its own id."""
-        payloads = len(frames) - 2
-        expected = 1 if type(request) is protocol.ProduceRequest else 0
-        if payloads == expected:
-            return True
-        self._reply(frames[0], protocol.encode_error(request.request_id, MalformedRequestError(
-            f"a {request.kind} request carries {expected} payload frame(s) after its header, "
-            f"not {payloads} ({sum(len(frame) for frame in frames[2:])} bytes)")))
-        return False
+        try:
+            protocol.check_payload_frames(request, frames[2:])
+        except MalformedRequestError as exc:
+            self._reply(frames[0], protocol.encode_error(request.request_id, exc))
+            return False
+        return True
 
     def _route(self, frames: list, request) -> None:
         """A produce, fetch or listOffsets: to the shard holding the partition."""

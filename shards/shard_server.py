@@ -595,11 +595,7 @@ class ShardServer:
             raise MalformedRequestError(
                 f"the direct socket of {self.shard_id} takes produce and fetch requests, not "
                 f"{request.kind}; send it to the router")
-        expected = 1 if kind is protocol.ProduceRequest else 0
-        if len(payload) != expected:
-            raise MalformedRequestError(
-                f"a {request.kind} request carries {expected} payload frame(s) after its "
-                f"header, not {len(payload)} ({sum(len(frame) for frame in payload)} bytes)")
+        protocol.check_payload_frames(request, payload)
         if kind is protocol.ProduceRequest and request.acks == 0:
             return   # no reply unless it fails: not counted
         client = envelope[1].bytes
