@@ -205,6 +205,27 @@ def test_a_failed_fsync_fails_only_its_own_partitions_produces_and_is_tried_agai
     assert broken.high_watermark == 1 and broken.log.flushed_end_offset == 1
 
 
+def test_a_failed_fsync_of_the_only_written_partition_fails_its_produce_and_is_tried_again(
+        make_shard, monkeypatch):
+    # Given one partition, whose disk fails its fsync (a round with one dirty
+    # partition fsyncs it on the loop thread, without the pool)
+    shard = make_shard()
+    part = shard.partition(0)
+    failed = fail_fsync_of(monkeypatch, part)
+    # When it is produced to
+    shard.produce(0, request_id=1)
+    shard.commit.commit()
+    # Then its produce fails naming the shard, the partition and the file, nothing is readable
+    ((_, base_offset, error, _, _),) = shard.replies
+    assert type(error).__name__ == "StorageError" and failed and base_offset is None
+    assert "shard-gc: fsync of t-0 failed" in str(error) and str(part.log.directory) in str(error)
+    assert part.high_watermark == 0
+    # And the next round, with a working disk, makes it durable and readable
+    monkeypatch.undo()
+    shard.commit.commit()
+    assert part.high_watermark == 1 and part.log.flushed_end_offset == 1
+
+
 def test_a_reply_to_a_duplicate_waits_behind_the_rounds_fsync(make_shard):
     # Given a round with a new batch, then a retry that appends nothing (the same offset)
     shard = make_shard()
