@@ -546,15 +546,20 @@ class ShardServer:
     def _drain(sock: zmq.Socket, handle) -> None:
         """Hand ``handle`` up to GROUP_COMMIT_REQUESTS_MAX messages waiting on ``sock``
         (which polled readable)."""
-        for _ in range(limits.GROUP_COMMIT_REQUESTS_MAX):
+        frames = recv_frames(sock)
+        if frames is None:
+            return
+        handle(frames)
+        # One message per poll is the usual case at a low rate: asking whether
+        # another waits is cheaper than a recv that fails (plinth/socket_frames.py);
+        # after a second one, a burst is draining and one failed recv ends it.
+        if not readable(sock):
+            return
+        for _ in range(limits.GROUP_COMMIT_REQUESTS_MAX - 1):
             frames = recv_frames(sock)
             if frames is None:
                 return
             handle(frames)
-            # Asked, not a recv that fails: one at a time, the usual case at a low
-            # rate, is one message per poll (plinth/socket_frames.py).
-            if not readable(sock):
-                return
 
     def _handle(self, frames: list) -> None:
         if len(frames) < 3:

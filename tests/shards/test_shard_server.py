@@ -511,3 +511,45 @@ def test_a_shard_on_the_ipc_hop_listens_in_its_0700_directory_and_serves_a_plain
         assert srv.address == f"ipc://{keys.ipc_dir}/shard-test"
         with dealer(srv.address) as member:
             assert produce(member, [b"a"]).base_offset == 0
+
+
+# --- The loop's drain of one socket ----------------------------------------------------
+
+
+@pytest.fixture
+def inproc_pair():
+    """A ROUTER and a DEALER over inproc://, where a send is queued at the ROUTER
+    before it returns (no I/O thread), so a test knows what waits."""
+    context = zmq.Context()
+    router_sock = context.socket(zmq.ROUTER)
+    router_sock.bind("inproc://drain")
+    dealer = context.socket(zmq.DEALER)
+    dealer.connect("inproc://drain")
+    yield router_sock, dealer
+    dealer.close(linger=0)
+    router_sock.close(linger=0)
+    context.term()
+
+
+def drained_bodies(sock) -> list[bytes]:
+    handled = []
+    ShardServer._drain(sock, lambda frames: handled.append(frames[1].bytes))
+    return handled
+
+
+def test_a_drain_hands_over_every_waiting_message_in_order_up_to_the_group_commit_bound(
+        inproc_pair, monkeypatch):
+    router_sock, dealer = inproc_pair
+    monkeypatch.setattr(limits, "GROUP_COMMIT_REQUESTS_MAX", 3)
+    # Given nothing, then one message, then a burst of five waiting
+    assert drained_bodies(router_sock) == []
+    dealer.send(b"one")
+    assert drained_bodies(router_sock) == [b"one"]
+    for i in range(5):
+        dealer.send(b"burst-%d" % i)
+    # When the loop drains twice
+    first, second = drained_bodies(router_sock), drained_bodies(router_sock)
+    # Then each round takes at most the bound, in order, and leaves nothing behind
+    assert first == [b"burst-0", b"burst-1", b"burst-2"]
+    assert second == [b"burst-3", b"burst-4"]
+    assert drained_bodies(router_sock) == []
