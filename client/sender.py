@@ -78,6 +78,9 @@ class Sender:
         # partition's unacknowledged batches (client/partition_pipeline.py).
         self._queues: dict[tuple[str, int], deque[OpenBatch]] = {}
         self._pipelines: dict[tuple[str, int], PartitionPipeline] = {}
+        # Batches sent while an earlier batch of their partition was in flight
+        # (tests and benchmarks read it to see that the producer pipelined).
+        self.pipelined_sends = 0
         self._wakeup = Wakeup()
         self._closing = False
         self._closing_hard = False   # failing everything: no more retries
@@ -200,6 +203,7 @@ class Sender:
             return
         self._in_flight[request_id] = (batch, time.monotonic())
         if pipeline is not None:
+            self.pipelined_sends += pipeline.in_flight > 0
             pipeline.sent(batch)
 
     def _not_sent(self, batch: OpenBatch, error: BaseException) -> None:
