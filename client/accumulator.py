@@ -228,9 +228,11 @@ class RecordAccumulator:
     def drain(self, batches_max: int, muted: frozenset = frozenset()) -> list[OpenBatch]:
         """Sender thread: up to ``batches_max`` batches that are ready to send.
 
-        An open batch of a ``muted`` partition (one whose previous batch is still
-        in flight) is not sealed when its linger ends: it keeps growing until the
-        partition is free, rather than leaving as many one-record batches.
+        An open batch of a ``muted`` partition (one that could not send it now:
+        its window of batches in flight is full, or it is retrying, see
+        client/partition_pipeline.py) is not sealed when its linger ends: it keeps
+        growing until the partition can send, rather than leaving as many
+        one-record batches.
         """
         now = time.monotonic()
         with self._cond:
