@@ -224,6 +224,7 @@ class PartitionPipeline:
                     f"producer id, under which a retry could store it twice"))
                 continue
             batch.encoded = None   # encoded again, in order, when next sent
+            batch.unknown_outcome = None   # nothing of it was sent under the new id yet
         self._drop_acknowledged_front()
 
     def _drop_acknowledged_front(self) -> None:

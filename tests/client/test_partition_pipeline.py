@@ -170,3 +170,19 @@ def test_after_a_maybe_stored_batch_fails_later_ones_without_an_answer_fail_too(
     else:
         assert 2 not in completed.outcomes
         assert send_all(pipeline, NOW_S + 1) == batches[1:]
+
+
+def test_a_batch_not_yet_sent_under_the_new_id_does_not_fail_for_an_old_ids_lost_answer():
+    # Given a real gap at the first batch, while the second got no answer (it was
+    # not stored: the shard refuses every batch after a gap)
+    pipeline, batches, completed = confirmed_pipeline_with(2)
+    send_all(pipeline)
+    pipeline.refused(batches[0], OutOfOrderSequenceError("lost state"), BACKOFF_S, NOW_S)
+    pipeline.refused(batches[1], PlinthTimeoutError("no reply"), BACKOFF_S, NOW_S)
+    # And the first, alone in flight under the new id, fails for good after no answer
+    assert send_all(pipeline, NOW_S + 1) == batches[:1]
+    pipeline.failed(batches[0], PlinthTimeoutError("delivery timeout"),
+                    PlinthTimeoutError("no reply"), was_in_flight=True)
+    # Then the second, never sent under that id, goes under the next one
+    assert 2 not in completed.outcomes
+    assert send_all(pipeline, NOW_S + 1) == batches[1:]
