@@ -29,10 +29,12 @@ hold through failures:
   duplicate. So a batch can never be stored after a later one, nor twice.
 - outOfOrderSequence for a batch that was not the first unacknowledged one
   when it was sent is the consequence of an earlier batch's failure, or of
-  two batches overtaking each other on the way (client/direct_routes.py: a
-  partition's requests may go straight to the shard or through the router,
-  and the route may change between two of them): it is retried in order,
-  under the same producer id, without a backoff.
+  two batches overtaking each other on the way: it is retried in order, under
+  the same producer id, without a backoff. (client/direct_routes.py keeps a
+  partition's requests on one path, direct or through the router, while any
+  of them is in flight; but when the direct socket takes no more, or its
+  connection drops, the next ones go through the router, and may reach the
+  shard before an earlier one.)
 - outOfOrderSequence for a batch that was the first unacknowledged one when it
   was sent is a real gap: every batch before it was acknowledged, so the shard
   lost the producer's state. And a batch that fails for good (delivery
