@@ -52,7 +52,7 @@ class OpenBatch:
     """One batch of one partition, from its first record to its acknowledgement."""
 
     __slots__ = ("topic", "partition", "builder", "result", "created_s", "bytes",
-                 "encoded", "attempts", "retry_at_s")
+                 "encoded", "attempts", "retry_at_s", "sent_first", "unknown_outcome")
 
     def __init__(self, topic: str, partition: int, columns: RecordColumns | None = None):
         self.topic = topic
@@ -65,6 +65,11 @@ class OpenBatch:
         self.encoded: bytes | None = None   # the RecordBatch as sent; kept for retries
         self.attempts = 0
         self.retry_at_s = 0.0
+        # Idempotent producers (client/partition_pipeline.py): whether its last attempt
+        # went out as its partition's first unacknowledged batch, and the error that
+        # ended its last attempt if that may have come after the batch was stored.
+        self.sent_first = False
+        self.unknown_outcome: BaseException | None = None
 
 
 class RecordAccumulator:
@@ -223,9 +228,11 @@ class RecordAccumulator:
     def drain(self, batches_max: int, muted: frozenset = frozenset()) -> list[OpenBatch]:
         """Sender thread: up to ``batches_max`` batches that are ready to send.
 
-        An open batch of a ``muted`` partition (one whose previous batch is still
-        in flight) is not sealed when its linger ends: it keeps growing until the
-        partition is free, rather than leaving as many one-record batches.
+        An open batch of a ``muted`` partition (one that could not send it now:
+        its window of batches in flight is full, or it is retrying, see
+        client/partition_pipeline.py) is not sealed when its linger ends: it keeps
+        growing until the partition can send, rather than leaving as many
+        one-record batches.
         """
         now = time.monotonic()
         with self._cond:

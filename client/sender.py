@@ -5,18 +5,25 @@ encodes each as one produce request (Request header + RecordBatch frame),
 keeps at most ``in_flight_max`` requests outstanding, matches replies by
 request id and resolves the batches' futures.
 
-Idempotence (the default, as in Kafka 3.0+). The producer has a random
-producer id; every batch carries it and the sequence number of its first
-record in its partition. A partition has at most one batch in flight, so a
-retry can never overtake the batch after it. A batch whose request fails
-with a retriable error (broker unavailable, queue full, no reply within
-``request_timeout_ms``, too few in-sync replicas for acks="all", a shard that
-no longer leads the partition) is sent again, unchanged, after a backoff doubling
-from ``retry_backoff_ms`` to ``retry_backoff_max_ms``; the shard recognises
-a retry of a batch it already stored and answers with the original offsets,
-so retries never duplicate records. A batch not acknowledged within
-``delivery_timeout_ms`` of its creation fails; the sender then takes a new
+Idempotence (the default, as in Kafka 3.0+). Each partition's batches carry a
+producer id and the sequence number of their first record, and up to
+PRODUCER_BATCHES_IN_FLIGHT_PER_PARTITION_MAX (5, as Kafka allows) of a
+partition's batches are in flight at once, within ``in_flight_max`` requests
+in all. A batch whose request fails with a retriable error (broker
+unavailable, queue full, no reply within ``request_timeout_ms``, too few
+in-sync replicas for acks="all", a shard that no longer leads the partition,
+a sequence gap) is sent again, unchanged, after a backoff doubling from
+``retry_backoff_ms`` to ``retry_backoff_max_ms``; the shard recognises a retry
+of a batch it already stored and answers with the original offsets, so
+retries never duplicate records. A partition whose batch failed so stops
+sending until its other requests in flight settle and then sends again from
+its first unacknowledged batch, in order, so a retry never overtakes a later
+batch: client/partition_pipeline.py holds these rules, and when a partition
+takes a new producer id. A batch not acknowledged within
+``delivery_timeout_ms`` of its creation fails; its partition then takes a new
 producer id, so the sequence numbers of the batches after it start afresh.
+While a partition cannot send (its window of batches in flight is full, or it
+is rewinding), its open batch keeps growing (the accumulator's ``muted``).
 
 Without idempotence (or with acks=0) batches are sent once, several per
 partition may be in flight, and any error fails the batch.
@@ -31,7 +38,6 @@ goes on. Only close() ends it.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections import deque
@@ -39,9 +45,9 @@ from collections import deque
 from plinth import limits, protocol
 from plinth.client.accumulator import OpenBatch, RecordAccumulator
 from plinth.client.connection import Connection
+from plinth.client.partition_pipeline import PartitionPipeline
 from plinth.errors import (TRANSIENT_ERRORS, ClosedError, MalformedReplyError,
                            OutOfOrderSequenceError, PlinthTimeoutError, UnavailableError)
-from plinth.format.record_batch import SEQUENCE_MODULUS
 from plinth.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
@@ -51,7 +57,6 @@ log = logging.getLogger(__name__)
 # no reply in time (the shard answers a retry of a stored batch with its
 # original offsets, so a retry never duplicates).
 RETRIABLE_ERRORS = TRANSIENT_ERRORS + (OutOfOrderSequenceError, PlinthTimeoutError)
-# baseSequence is an Int32 that wraps to 0.
 
 
 class Sender:
@@ -69,9 +74,13 @@ class Sender:
         self.retry_backoff_max_s = retry_backoff_max_ms / 1000
         self.in_flight_max = in_flight_max
         self._in_flight: dict[int, tuple[OpenBatch, float]] = {}
+        # Batches not yet sent: per partition without idempotence; with it, each
+        # partition's unacknowledged batches (client/partition_pipeline.py).
         self._queues: dict[tuple[str, int], deque[OpenBatch]] = {}
-        self._busy: set[tuple[str, int]] = set()      # partitions with a batch in flight
-        self._new_producer_id()
+        self._pipelines: dict[tuple[str, int], PartitionPipeline] = {}
+        # Batches sent while an earlier batch of their partition was in flight
+        # (tests and benchmarks read it to see that the producer pipelined).
+        self.pipelined_sends = 0
         self._wakeup = Wakeup()
         self._closing = False
         self._closing_hard = False   # failing everything: no more retries
@@ -102,14 +111,6 @@ class Sender:
             self._thread.join()
         self._wakeup.close()
 
-    def _new_producer_id(self) -> None:
-        self.producer_id = random.getrandbits(62) if self.idempotent else -1
-        self._next_sequence: dict[tuple[str, int], int] = {}
-        for queue in self._queues.values():
-            for batch in queue:
-                if batch.encoded is not None and (batch.topic, batch.partition) not in self._busy:
-                    batch.encoded = None   # re-encoded with the new id when next sent
-
     # --- The loop ----------------------------------------------------------------
 
     def _run(self) -> None:
@@ -139,40 +140,51 @@ class Sender:
         linger = self.accumulator.next_linger_deadline_s(self._muted())
         if linger is not None:
             deadline = min(deadline, linger)
-        for queue in self._queues.values():
-            if queue and queue[0].retry_at_s > now:
-                deadline = min(deadline, queue[0].retry_at_s)
+        for pipeline in self._pipelines.values():
+            retry_at_s = pipeline.retry_at_s()
+            if retry_at_s is not None and retry_at_s > now:
+                deadline = min(deadline, retry_at_s)
         if self._in_flight:
             oldest = min(sent for _, sent in self._in_flight.values())
             deadline = min(deadline, oldest + self.request_timeout_s)
         return max(0, int((deadline - now) * 1000) + 1)
 
     def _muted(self) -> frozenset:
-        """Partitions whose open batch should keep growing: idempotent ones with a
-        batch in flight or waiting to be sent."""
-        if not self.idempotent:
-            return frozenset()
-        return frozenset(self._busy) | frozenset(tp for tp, q in self._queues.items() if q)
+        """Partitions whose open batch should keep growing: idempotent ones that could
+        not send it now (PartitionPipeline.muted)."""
+        return frozenset(tp for tp, pipeline in self._pipelines.items() if pipeline.muted())
 
     def _queue_ready(self) -> None:
         for batch in self.accumulator.drain(batches_max=1 << 30, muted=self._muted()):
-            self._queues.setdefault((batch.topic, batch.partition), deque()).append(batch)
+            tp = (batch.topic, batch.partition)
+            if not self.idempotent:
+                self._queues.setdefault(tp, deque()).append(batch)
+                continue
+            pipeline = self._pipelines.get(tp)
+            if pipeline is None:
+                pipeline = self._pipelines[tp] = PartitionPipeline(*tp, self.accumulator.complete)
+            pipeline.add(batch)
 
     def _send_queued(self, now: float) -> None:
-        for tp, queue in self._queues.items():
+        for queue in self._queues.values():
             while queue and len(self._in_flight) < self.in_flight_max:
-                if self.idempotent and (tp in self._busy or queue[0].retry_at_s > now):
+                self._send(queue.popleft())
+        for pipeline in self._pipelines.values():
+            while len(self._in_flight) < self.in_flight_max:
+                batch = pipeline.next_to_send(now)
+                if batch is None:
                     break
-                batch = queue[0] if self.idempotent else queue.popleft()
-                self._send(batch)
+                self._send(batch, pipeline)
 
-    def _send(self, batch: OpenBatch) -> None:
-        """Send one batch (the head of its queue when idempotent). One that cannot be
-        encoded or sent fails alone, or waits for a retry if the error is retriable:
-        none of its records reached a shard."""
+    def _send(self, batch: OpenBatch, pipeline: PartitionPipeline | None = None) -> None:
+        """Send one batch (the one its pipeline names when idempotent). One that cannot
+        be encoded or sent fails alone, or waits for a retry if the error is
+        retriable: none of its records reached a shard."""
         try:
-            if batch.encoded is None:
-                batch.encoded = self._encode(batch)
+            if pipeline is not None:
+                pipeline.encode(batch)
+            elif batch.encoded is None:
+                batch.encoded = batch.builder.build()
             request_id = self._conn.next_request_id()
             header = protocol.encode_produce(request_id, batch.topic, batch.partition, self.acks)
             batch.attempts += 1
@@ -190,23 +202,15 @@ class Sender:
             self.accumulator.complete(batch, -1)
             return
         self._in_flight[request_id] = (batch, time.monotonic())
-        self._busy.add((batch.topic, batch.partition))
+        if pipeline is not None:
+            self.pipelined_sends += pipeline.in_flight > 0
+            pipeline.sent(batch)
 
     def _not_sent(self, batch: OpenBatch, error: BaseException) -> None:
         if self.idempotent:
-            self._settle(batch, None, error)   # retriable: stays at its queue's head
+            self._settle(batch, None, error, was_in_flight=False)
         else:
             self.accumulator.complete(batch, None, error)
-
-    def _encode(self, batch: OpenBatch) -> bytes:
-        """The batch as a RecordBatch. If it cannot be encoded, it fails (_not_sent),
-        which also takes a new producer id: the sequence taken here leaves no gap."""
-        if not self.idempotent:
-            return batch.builder.build()
-        tp = (batch.topic, batch.partition)
-        base_sequence = self._next_sequence.get(tp, 0)
-        self._next_sequence[tp] = (base_sequence + batch.builder.record_count) % SEQUENCE_MODULUS
-        return batch.builder.build(producer_id=self.producer_id, base_sequence=base_sequence)
 
     # --- Outcomes ------------------------------------------------------------------
 
@@ -235,27 +239,34 @@ class Sender:
                     f"{batch.partition} within request_timeout_ms="
                     f"{self.request_timeout_s * 1000:.0f}"))
 
-    def _settle(self, batch: OpenBatch, base_offset: int | None, error) -> None:
-        tp = (batch.topic, batch.partition)
-        self._busy.discard(tp)
-        if error is not None and self._retriable(batch, error):
-            if isinstance(error, OutOfOrderSequenceError):
-                self._new_producer_id()
-                batch.encoded = None
-            backoff_s = min(self.retry_backoff_max_s, self.retry_backoff_s * 2 ** (batch.attempts - 1))
-            batch.retry_at_s = time.monotonic() + backoff_s
-            log.info("retrying %s-%s in %.0f ms: %s", *tp, backoff_s * 1000, error)
+    def _settle(self, batch: OpenBatch, base_offset: int | None, error,
+                was_in_flight: bool = True) -> None:
+        """The outcome of one attempt of ``batch``: a reply, no reply in time, or (not
+        ``was_in_flight``) a send that failed."""
+        pipeline = self._pipelines.get((batch.topic, batch.partition))
+        if pipeline is None:   # not idempotent: every outcome is final
+            self.accumulator.complete(batch, base_offset, error)
             return
-        if self.idempotent:
-            self._queues[tp].popleft()
-            if error is not None:
-                self._new_producer_id()   # later batches' sequences must not follow a gap
-        if error is not None and isinstance(error, RETRIABLE_ERRORS) and self.idempotent:
+        if error is None:
+            pipeline.acknowledged(batch, base_offset)
+            return
+        now = time.monotonic()
+        if self._retriable(batch, error):
+            backoff_s = min(self.retry_backoff_max_s, self.retry_backoff_s * 2 ** (batch.attempts - 1))
+            log.info("retrying %s-%s in %.0f ms: %s", batch.topic, batch.partition,
+                     backoff_s * 1000, error)
+            if was_in_flight:
+                pipeline.refused(batch, error, backoff_s, now)
+            else:
+                pipeline.not_sent(batch, backoff_s, now)
+            return
+        cause = error
+        if isinstance(error, RETRIABLE_ERRORS):
             error = PlinthTimeoutError(
                 f"{batch.topic}-{batch.partition}: not acknowledged within delivery_timeout_ms="
                 f"{self.delivery_timeout_s * 1000:.0f} after {batch.attempts} attempts; last "
                 f"error: {error}")
-        self.accumulator.complete(batch, base_offset, error)
+        pipeline.failed(batch, error, cause, was_in_flight)
 
     def _retriable(self, batch: OpenBatch, error) -> bool:
         return (self.idempotent and isinstance(error, RETRIABLE_ERRORS) and not self._closing_hard
@@ -267,10 +278,12 @@ class Sender:
             if not batch.result.done():
                 self.accumulator.complete(batch, None, error)
         self._in_flight.clear()
-        for queue in self._queues.values():
-            for batch in queue:
-                if not batch.result.done():
-                    self.accumulator.complete(batch, None, error)
+        unsent = [batch for queue in self._queues.values() for batch in queue]
+        unsent += [batch for pipeline in self._pipelines.values() for batch in pipeline.batches]
+        for batch in unsent:
+            if not batch.result.done():
+                self.accumulator.complete(batch, None, error)
         self._queues.clear()
+        self._pipelines.clear()
         if self.accumulator is not None:
             self.accumulator.abort_unsent(error)

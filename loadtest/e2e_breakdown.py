@@ -8,8 +8,8 @@ consumer process, at the log end, polls them. Both clocks are the machine's.
 Each record's time is cut into stages, joined by (partition, offset):
 
     wait    its send() -> its batch handed to the socket by the sender thread
-            (the linger, and the partition's previous batch in flight: an
-            idempotent producer has one per partition)
+            (the linger, and a partition with its window of batches in
+            flight: an idempotent producer has up to 5 per partition)
     ack     its batch sent -> the batch's acknowledgement read by the sender
             (router, shard, fsync, router)
     fetch   its send() -> the fetch reply carrying it read by the consumer
@@ -54,15 +54,15 @@ def producer_main(broker: str, topic: str, rate: float, messages: int, linger_ms
     acked, sent_ns = [], {}
     send, settle = sender.Sender._send, sender.Sender._settle
 
-    def timed_send(self, batch):
+    def timed_send(self, batch, *args):
         sent_ns[id(batch)] = time.time_ns()
-        return send(self, batch)
+        return send(self, batch, *args)
 
-    def timed_settle(self, batch, base_offset, error):
+    def timed_settle(self, batch, base_offset, error, *args, **kwargs):
         if error is None and base_offset is not None:
             acked.append((batch.partition, base_offset, batch.builder.record_count,
                           sent_ns.pop(id(batch)), time.time_ns()))
-        return settle(self, batch, base_offset, error)
+        return settle(self, batch, base_offset, error, *args, **kwargs)
 
     sender.Sender._send, sender.Sender._settle = timed_send, timed_settle
     keys, padding = [os.urandom(16) for _ in range(KEYS)], bytes(92)

@@ -73,6 +73,12 @@ PRODUCER_SPARE_BATCHES_MAX = 4
 # remembered per partition (see PRODUCER_ID_EXPIRATION_MS for who is forgotten).
 IDEMPOTENT_BATCHES_KEPT = 5
 PRODUCERS_PER_PARTITION_MAX = 10_000
+# Batches of one partition an idempotent producer has sent and not yet seen
+# acknowledged, counted from its first unacknowledged one (Kafka: at most 5
+# with idempotence). No more than the shard remembers per producer, so that a
+# retry of the oldest is still answered with its offsets when every later one
+# was stored (client/partition_pipeline.py).
+PRODUCER_BATCHES_IN_FLIGHT_PER_PARTITION_MAX = 5
 
 # --- Fetch --------------------------------------------------------------
 FETCH_BYTES_MAX = 32 * MiB
@@ -594,6 +600,11 @@ def _relations() -> list[tuple[str, bool]]:
         ("the default fetch wait is allowed", FETCH_WAIT_MS_DEFAULT <= FETCH_WAIT_MS_MAX),
         ("a producer's requests in flight fit the router's per-client bound and the socket",
          PRODUCER_REQUESTS_IN_FLIGHT_MAX <= CLIENT_REQUESTS_IN_FLIGHT_MAX <= SOCKET_MESSAGES_HWM),
+        ("an idempotent producer's oldest batch in flight on a partition is still remembered "
+         "by the shard when every later one was stored",
+         PRODUCER_BATCHES_IN_FLIGHT_PER_PARTITION_MAX == IDEMPOTENT_BATCHES_KEPT),
+        ("a partition's batches in flight fit a producer's requests in flight",
+         1 <= PRODUCER_BATCHES_IN_FLIGHT_PER_PARTITION_MAX <= PRODUCER_REQUESTS_IN_FLIGHT_MAX),
         ("the default session timeout is allowed",
          SESSION_TIMEOUT_MS_MIN <= SESSION_TIMEOUT_MS_DEFAULT <= SESSION_TIMEOUT_MS_MAX),
         ("a member gets several heartbeats in per default session timeout",

@@ -45,10 +45,15 @@ class NumberedWriter:
     """
 
     def __init__(self, url: str, topic: str, partitions: int, *, request_timeout_ms: int = 2_000,
-                 delivery_timeout_ms: int = 120_000, chunk: int = 200):
+                 delivery_timeout_ms: int = 120_000, chunk: int = 200, linger_ms: float = 1,
+                 send_interval_s: float = 0):
+        """``send_interval_s``: a pause after each send (a steady stream, rather than
+        bursts that keep the sender thread from running)."""
         import threading
 
         self.url, self.topic, self.partitions = url, topic, partitions
+        self.linger_ms, self.send_interval_s = linger_ms, send_interval_s
+        self.pipelined_sends = 0   # the producer's, once stopped (client/sender.py)
         self.request_timeout_ms, self.delivery_timeout_ms = request_timeout_ms, delivery_timeout_ms
         self.chunk = chunk
         self.acked: dict[int, tuple[int, int]] = {}
@@ -61,11 +66,16 @@ class NumberedWriter:
         from plinth import Producer
 
         seq = 0
-        with Producer(broker=self.url, linger_ms=1, request_timeout_ms=self.request_timeout_ms,
+        with Producer(broker=self.url, linger_ms=self.linger_ms,
+                      request_timeout_ms=self.request_timeout_ms,
                       delivery_timeout_ms=self.delivery_timeout_ms) as producer:
             while not self._stop.is_set():
-                futures = [(n, producer.send(self.topic, b"%d" % n, partition=n % self.partitions))
-                           for n in range(seq, seq + self.chunk)]
+                futures = []
+                for n in range(seq, seq + self.chunk):
+                    futures.append((n, producer.send(self.topic, b"%d" % n,
+                                                     partition=n % self.partitions)))
+                    if self.send_interval_s:
+                        time.sleep(self.send_interval_s)
                 seq += self.chunk
                 for n, future in futures:
                     try:
@@ -74,6 +84,7 @@ class NumberedWriter:
                         self.errors.append(exc)
                         continue
                     self.acked[n] = (meta.partition, meta.offset)
+            self.pipelined_sends = producer._sender.pipelined_sends
 
     def wait_for_more(self, count: int, timeout_s: float = 120) -> None:
         target = len(self.acked) + count

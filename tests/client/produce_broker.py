@@ -15,7 +15,13 @@ the next entry of ``faults`` (a deque), if any:
     DROP            no answer, nothing stored: the request was lost on the way
     LOSE_REPLY      stored, no answer: the reply was lost on the way back
     GARBAGE         answered with bytes that are not a Reply; nothing stored
-Every request is recorded with its arrival time and its payload frame.
+Every request is recorded with its arrival time and its payload frame, and
+``answered_at_s`` keeps when each reply went out, by request id.
+
+``hold()`` keeps the produce requests that arrive from then on unanswered and
+unread (recorded in ``arrivals`` all the same), so that a test can have several
+in flight at once; ``release()`` answers them, in arrival order, and what
+comes next as usual.
 """
 
 from __future__ import annotations
@@ -47,6 +53,9 @@ class ProduceBroker:
         self.topics = dict(topics)                      # name -> partition count
         self.faults: deque = deque()
         self.arrivals: list[Arrival] = []
+        self.answered_at_s: dict[int, float] = {}        # request id -> when answered
+        self._holding = threading.Event()
+        self._held: deque = deque()                      # (client, request, payload)
         self._logs: dict[tuple[str, int], list[tuple[int, bytes]]] = {}   # (base, batch)
         self._producers: dict[tuple[str, int], ProducerStates] = {}
         self._lock = threading.Lock()                   # the logs: test thread vs broker
@@ -75,6 +84,14 @@ class ProduceBroker:
     def produces(self) -> list[Arrival]:
         return [a for a in list(self.arrivals) if a.request.kind == "produce"]
 
+    def hold(self) -> None:
+        """Answer no produce request that arrives from now on until ``release()``."""
+        self._holding.set()
+
+    def release(self) -> None:
+        """Answer the held requests, in arrival order, and the later ones as they come."""
+        self._holding.clear()
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(5)
@@ -84,15 +101,24 @@ class ProduceBroker:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            while self._held and not self._holding.is_set():
+                self._handle(*self._held.popleft())
             if not self._socket.poll(_POLL_MS):
                 continue
             client, header, *payload = self._socket.recv_multipart()
             request = protocol.decode_request(header)
             payload = payload[0] if payload else None
             self.arrivals.append(Arrival(time.monotonic(), request, payload))
-            reply = self._answer(request, payload)
-            if reply is not None:
-                self._socket.send_multipart([client, reply])
+            if self._holding.is_set() and request.kind == "produce":
+                self._held.append((client, request, payload))
+                continue
+            self._handle(client, request, payload)
+
+    def _handle(self, client: bytes, request: protocol.Request, payload: bytes | None) -> None:
+        reply = self._answer(request, payload)
+        if reply is not None:
+            self._socket.send_multipart([client, reply])
+            self.answered_at_s[request.request_id] = time.monotonic()
 
     def _answer(self, request: protocol.Request, payload: bytes | None) -> bytes | None:
         if request.kind == "metadata":

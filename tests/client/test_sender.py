@@ -40,11 +40,12 @@ def make_sender(broker):
     """``make_sender(linger_ms=0, **sender options)`` -> (sender, accumulator), started."""
     senders = []
 
-    def make(linger_ms: float = 0, **options) -> tuple[Sender, RecordAccumulator]:
+    def make(linger_ms: float = 0, batch_bytes_max: int = 1 << 20,
+             **options) -> tuple[Sender, RecordAccumulator]:
         settings = {**SENDER_DEFAULTS, **options}
         acks = settings.pop("acks")
         sender = Sender(broker.url, acks, **settings)
-        accumulator = RecordAccumulator(batch_bytes_max=1 << 20, linger_ms=linger_ms,
+        accumulator = RecordAccumulator(batch_bytes_max=batch_bytes_max, linger_ms=linger_ms,
                                         buffer_bytes_max=1 << 26, max_block_ms=5_000,
                                         wake=sender.wake)
         accumulator.add_topic("t", 2)
@@ -172,6 +173,149 @@ def test_acks_0_sends_each_batch_once_and_resolves_without_waiting_for_a_reply(
     wait_until(lambda: broker.record_count() == 3)
     assert [r.value for r in broker.records("t", 0)] == [b"0", b"1", b"2"]
     assert {produced(a) for a in broker.produces()} == {(-1, -1)}
+
+
+# --- Several batches in flight per partition ------------------------------------------
+
+WINDOW = limits.PRODUCER_BATCHES_IN_FLIGHT_PER_PARTITION_MAX
+# Each record of RECORD_VALUE fills a batch of BATCH_BYTES_ONE_RECORD on its own.
+RECORD_VALUE_BYTES = 200
+BATCH_BYTES_ONE_RECORD = 100
+
+
+def send_while_held(broker, accumulator, count: int, faults: list) -> list:
+    """One record acknowledged (the partition's producer id is then known to the
+    broker), then ``count`` records of one batch each sent while the broker holds
+    its answers, until a full window of them arrived; returns their futures. The
+    held requests meet ``faults``, in order."""
+    assert send(accumulator, b"first").get(GET_TIMEOUT_S).offset == 0
+    broker.faults.extend(faults)
+    broker.hold()
+    futures = [send(accumulator, b"%d" % i + b"." * RECORD_VALUE_BYTES) for i in range(count)]
+    wait_until(lambda: len(broker.produces()) >= 1 + min(count, WINDOW))
+    return futures
+
+
+def stored_values(broker) -> list[bytes]:
+    return [r.value.rstrip(b".") for r in broker.records("t", 0)]
+
+
+def test_a_window_of_batches_refused_after_a_failed_first_is_resent_in_order_under_one_id(
+        broker, make_sender):
+    # Given a partition with a full window of one-record batches in flight, more
+    # waiting, and a broker that refuses the first of the window as unavailable
+    # (so it refuses the rest as sequence gaps)
+    _, accumulator = make_sender(batch_bytes_max=BATCH_BYTES_ONE_RECORD)
+    futures = send_while_held(broker, accumulator, WINDOW + 3,
+                              [UnavailableError("shard restarting")])
+    # When the broker answers
+    broker.release()
+    # Then every future gets the offset its record was stored at, each record once, in order
+    assert [f.get(GET_TIMEOUT_S).offset for f in futures] == list(range(1, WINDOW + 4))
+    assert stored_values(broker) == [b"first"] + [b"%d" % i for i in range(WINDOW + 3)]
+    # And the window went out whole before any answer, and was resent in order with
+    # the same bytes (same producer id, same sequences), before the batches after it
+    payloads = [a.payload for a in broker.produces()]
+    window = payloads[1:1 + WINDOW]
+    assert [produced_seq(p) for p in window] == list(range(1, WINDOW + 1))
+    assert payloads[1 + WINDOW:1 + 2 * WINDOW] == window
+    assert len({summarize_batch(p).producer_id for p in payloads}) == 1
+
+
+def test_a_lost_reply_while_later_batches_were_stored_is_answered_with_its_offsets_not_stored_twice(
+        broker, make_sender):
+    # Given a full window of batches in flight, more waiting, and a broker that
+    # stores the first of the window but loses its reply (it stores the others)
+    _, accumulator = make_sender(batch_bytes_max=BATCH_BYTES_ONE_RECORD, request_timeout_ms=300)
+    futures = send_while_held(broker, accumulator, WINDOW + 3, [LOSE_REPLY])
+    # When the broker answers
+    broker.release()
+    # Then the first batch's retry gets its original offset and every record is
+    # stored once, in order (the batches after the window waited for the first:
+    # the broker remembers only the producer's last WINDOW batches)
+    assert [f.get(GET_TIMEOUT_S).offset for f in futures] == list(range(1, WINDOW + 4))
+    assert stored_values(broker) == [b"first"] + [b"%d" % i for i in range(WINDOW + 3)]
+    payloads = [a.payload for a in broker.produces()]
+    assert payloads.count(payloads[1]) == 2
+
+
+def test_a_real_gap_at_the_first_batch_takes_a_new_id_once_the_old_ids_batches_settled(
+        broker, make_sender):
+    # Given a full window in flight; the broker refuses the first as a sequence gap
+    # (it lost the producer's state) and loses the others
+    _, accumulator = make_sender(batch_bytes_max=BATCH_BYTES_ONE_RECORD, request_timeout_ms=400)
+    futures = send_while_held(broker, accumulator, WINDOW,
+                              [OutOfOrderSequenceError("expected 0")] + [DROP] * (WINDOW - 1))
+    # When the broker answers
+    broker.release()
+    # Then every record is stored once, in order, the window's under a new producer
+    # id from sequence 0
+    assert [f.get(GET_TIMEOUT_S).offset for f in futures] == list(range(1, WINDOW + 1))
+    assert stored_values(broker) == [b"first"] + [b"%d" % i for i in range(WINDOW)]
+    arrivals = broker.produces()
+    old_id = summarize_batch(arrivals[0].payload).producer_id
+    first_new = next(i for i, a in enumerate(arrivals)
+                     if summarize_batch(a.payload).producer_id != old_id)
+    assert first_new == 1 + WINDOW
+    new_ids = {produced(a) for a in arrivals[first_new:]}
+    assert sorted(seq for _, seq in new_ids) == list(range(WINDOW))
+    assert len({producer_id for producer_id, _ in new_ids}) == 1
+    # And no batch under the new id went out while one under the old id was in
+    # flight: each old one was answered, or timed out at the sender, before
+    request_timeout_s = 0.4
+    for old in arrivals[:first_new]:
+        settled_s = broker.answered_at_s.get(old.request.request_id,
+                                             old.at_s + request_timeout_s)
+        assert settled_s <= arrivals[first_new].at_s
+
+
+def test_a_new_producer_ids_second_batch_waits_for_its_first_to_be_acknowledged(
+        broker, make_sender):
+    # Given a partition's first batches under a producer id the broker does not
+    # know, the first refused as unavailable (a broker takes a producer's first
+    # batch at any sequence, so the second, sent at once, would be stored first)
+    _, accumulator = make_sender(batch_bytes_max=BATCH_BYTES_ONE_RECORD)
+    broker.faults.append(UnavailableError("shard restarting"))
+    broker.hold()
+    futures = [send(accumulator, b"%d" % i + b"." * RECORD_VALUE_BYTES) for i in range(3)]
+    wait_until(lambda: broker.produces())
+    # When the broker answers
+    broker.release()
+    # Then the records are stored once each, in order, at the offsets their futures say
+    assert [f.get(GET_TIMEOUT_S).offset for f in futures] == [0, 1, 2]
+    assert stored_values(broker) == [b"0", b"1", b"2"]
+
+
+def test_after_a_batch_fails_for_good_unanswered_later_ones_fail_too_rather_than_be_stored_twice(
+        broker, make_sender):
+    # Given an oldest batch, and a second later the rest of a window; the broker
+    # stores each but loses every answer
+    _, accumulator = make_sender(batch_bytes_max=BATCH_BYTES_ONE_RECORD, request_timeout_ms=150,
+                                 delivery_timeout_ms=1_500, retry_backoff_max_ms=100)
+    assert send(accumulator, b"first").get(GET_TIMEOUT_S).offset == 0
+    broker.faults.extend([LOSE_REPLY] * 10_000)
+    oldest = send(accumulator, b"0" + b"." * RECORD_VALUE_BYTES)
+    time.sleep(1.0)   # not a synchronisation: the later batches outlive the oldest's delivery timeout
+    later = [send(accumulator, b"%d" % i + b"." * RECORD_VALUE_BYTES) for i in range(1, WINDOW)]
+    # When the oldest fails for good, and the broker answers again
+    with pytest.raises(PlinthTimeoutError, match="delivery_timeout_ms=1500"):
+        oldest.get(GET_TIMEOUT_S)
+    broker.faults.clear()
+    # Then the later ones, whose last attempts got no answer either, fail as maybe
+    # stored, rather than be sent again under a new producer id
+    for future in later:
+        with pytest.raises(PlinthTimeoutError, match="may or may not have been stored"):
+            future.get(GET_TIMEOUT_S)
+    # And nothing was stored twice
+    assert stored_values(broker) == [b"first"] + [b"%d" % i for i in range(WINDOW)]
+    # And the partition goes on under a new producer id, from sequence 0
+    assert send(accumulator, b"next").get(GET_TIMEOUT_S).offset == 1 + WINDOW
+    next_id, next_seq = produced(broker.produces()[-1])
+    assert next_id != produced(broker.produces()[0])[0] and next_seq == 0
+
+
+def produced_seq(payload: bytes) -> int:
+    return summarize_batch(payload).base_sequence
 
 
 # --- Failures stay with their batch ----------------------------------------------------

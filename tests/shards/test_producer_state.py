@@ -33,6 +33,28 @@ def test_a_snapshot_restores_every_producers_last_batches_and_their_order():
     assert restored.snapshot() == states.snapshot()
 
 
+def test_a_retry_of_the_oldest_of_a_window_of_stored_batches_gets_its_original_offsets():
+    # Given a producer's window of batches, all stored (a producer pipelines up to
+    # this many per partition: PRODUCER_BATCHES_IN_FLIGHT_PER_PARTITION_MAX)
+    window = limits.PRODUCER_BATCHES_IN_FLIGHT_PER_PARTITION_MAX
+    states = states_with(*[(7, 2 * k, 2, 100 + 2 * k) for k in range(window)])
+    # When the first is retried (its reply was lost) / Then it gets its offsets
+    assert states.check("t-0", 7, 0, 2) == 100
+    # And so does every other one of the window
+    assert [states.check("t-0", 7, 2 * k, 2) for k in range(window)] == \
+        [100 + 2 * k for k in range(window)]
+
+
+def test_a_batch_after_a_missing_one_is_refused_as_a_gap_naming_the_expected_sequence():
+    # Given a producer's batch k stored, and batch k + 1 missing (refused or lost)
+    states = states_with((7, 0, 2, 100))
+    # When batch k + 2 arrives / Then it is refused, whatever came before it
+    with pytest.raises(OutOfOrderSequenceError, match="sent sequence 4, expected 2"):
+        states.check("t-0", 7, 4, 2)
+    # And batch k + 1, when it comes, is taken
+    assert states.check("t-0", 7, 2, 2) is None
+
+
 def test_a_saved_snapshot_is_used_only_for_the_segment_it_precedes(tmp_path):
     states = states_with((7, 0, 2, 0))
     save_snapshot(tmp_path, 40, states)

@@ -160,6 +160,32 @@ def test_a_co_tenant_cycling_10000_producer_ids_cannot_make_a_retry_a_duplicate(
         assert end_offset(server) == stored
 
 
+def test_a_pipelined_producers_retry_of_its_oldest_batch_and_a_batch_after_a_gap(tmp_path):
+    # Given an idempotent producer's first batch stored, then a window of batches
+    # sent without waiting for replies (as the producer pipelines them), all stored
+    window = limits.PRODUCER_BATCHES_IN_FLIGHT_PER_PARTITION_MAX
+    batches = [batch_at(now_ms(), now_ms(), producer_id=7, base_sequence=2 * k)
+               for k in range(window + 3)]
+    with running_shard(tmp_path / "s") as (server, sock):
+        assert roundtrip(sock, 1, batches[0]).base_offset == 0
+        replies = produce_pipelined(sock, batches[1:window], first_request_id=10)
+        assert [(r.error, r.base_offset) for r in replies] == \
+            [(None, 2 * k) for k in range(1, window)]
+        # When the oldest of the last window of batches is retried (its reply was lost)
+        retry = roundtrip(sock, 20, batches[0])
+        # Then it gets its original offsets and nothing is stored again
+        assert (retry.error, retry.base_offset) == (None, 0)
+        assert end_offset(server) == 2 * window
+        # And when a batch comes while the one before it is missing, it is refused
+        # as a gap, not stored
+        gap = roundtrip(sock, 21, batches[window + 1])
+        assert type(gap.error).__name__ == "OutOfOrderSequenceError"
+        assert end_offset(server) == 2 * window
+        # And the missing one, then the refused one, are taken in order
+        assert roundtrip(sock, 22, batches[window]).base_offset == 2 * window
+        assert roundtrip(sock, 23, batches[window + 1]).base_offset == 2 * window + 2
+
+
 # --- Open files (issue 11, finding 7) -----------------------------------------------------------
 
 SEGMENTS = 1_000          # loadtest/many_segments.py runs 100,000 (see the README)
