@@ -1,0 +1,6 @@
+"""Tiered storage (issue 14): sealed segments in object storage.
+
+    remote_store.py         the object-store contract and its obstore implementation
+    remote_segment.py       the objects of one uploaded segment, its manifest, upload and read
+    remote_log_metadata.py  one partition's remote segments and their states, journaled
+"""
