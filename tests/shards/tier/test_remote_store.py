@@ -72,6 +72,14 @@ def test_a_conditional_put_refuses_an_existing_object_and_leaves_it_unchanged(st
     assert store.get("t/0/m") == b"first"
 
 
+def test_a_conditional_put_of_a_file_in_parts_refuses_an_existing_object(store, tmp_path):
+    source = tmp_path / "source"
+    source.write_bytes(os.urandom(12 * MiB))
+    store.put("t/0/big", source, if_absent=True)
+    with pytest.raises(RemoteObjectExistsError, match="t/0/big"):
+        store.put("t/0/big", source, if_absent=True)
+
+
 def test_a_missing_object_is_a_permanent_error_naming_the_url_and_key(store):
     with pytest.raises(RemoteObjectNotFoundError) as raised:
         store.get_range("t/0/none", 0, 10)

@@ -242,3 +242,30 @@ def test_an_upload_to_a_stopped_store_is_retriable_and_leaves_nothing_visible(
     with pytest.raises(RemoteStorageUnavailableError):
         clean_up_unfinished(store, metadata)
     assert metadata.copies_unfinished() == [unfinished]
+
+
+def test_randomly_corrupted_remote_logs_never_give_bad_data(log, metadata):
+    # Given a segment in a memory store, and its entries as appended
+    store = open_remote_store("memory://")
+    segment = upload_segment(store, metadata, sealed(log, slot=2))
+    original = store.get(segment.object_key(LOG))
+    expected = {entry[0]: entry for entry in log.appended
+                if segment.base_offset <= entry[0] < segment.end_offset}
+    rng = random.Random(405)
+    for _ in range(200):
+        # When a random byte of the log object is flipped
+        data = bytearray(original)
+        data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        store.put(segment.object_key(LOG), bytes(data))
+        # Then reading the whole segment either raises CorruptDataError or gives
+        # exactly the entries appended
+        offset = segment.base_offset
+        try:
+            while offset < segment.end_offset:
+                chunk = read_remote_entries(store, segment, offset, rng.choice([1, 700, 5000]))
+                for header, batch in iter_entries(chunk):
+                    assert (header.base_offset, header.record_count, bytes(batch)) == \
+                        expected[header.base_offset]
+                    offset = header.end_offset
+        except CorruptDataError as error:
+            assert f"partition {TOPIC}/{PARTITION}, offset {offset}" in error.message
