@@ -18,9 +18,11 @@ assume:
 - ``get`` reads a whole object, ``get_range`` a byte range of one; ``head``
   its size; ``list`` the objects under a prefix, sorted by key; ``delete`` one
   (deleting an absent object is not an error: deletes are retried).
-- Every call is bounded in time (plinth/limits.py, REMOTE_*): a store that is
-  down, slow or answering 5xx gives RemoteStorageUnavailableError, a retriable
-  error, within the timeout and the client's bounded retries, never a hang.
+- Every call to a cloud store is bounded in time (plinth/limits.py,
+  REMOTE_*): a store that is down, slow or answering 5xx gives
+  RemoteStorageUnavailableError, a retriable error, within the timeout and the
+  client's bounded retries, never a hang. (A file:// store is as bounded as
+  the file system under it: a hung network mount hangs its calls.)
   A missing object gives RemoteObjectNotFoundError, refused credentials
   RemoteAccessDeniedError; both are permanent. Every message names the store's
   URL and the object's key.
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import abc
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -49,10 +52,14 @@ from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import urlparse
 
+import obstore
+from obstore import exceptions as obstore_errors
+from obstore.store import from_url
+
 from plinth import limits
 from plinth.errors import (
-    RemoteAccessDeniedError, RemoteObjectExistsError, RemoteObjectNotFoundError,
-    RemoteStorageError, RemoteStorageUnavailableError)
+    InvalidConfigError, RemoteAccessDeniedError, RemoteObjectExistsError,
+    RemoteObjectNotFoundError, RemoteStorageError, RemoteStorageUnavailableError)
 
 __all__ = ["ObjectInfo", "ObstoreRemoteStore", "RemoteStore", "open_remote_store"]
 
@@ -119,9 +126,6 @@ class ObstoreRemoteStore(RemoteStore):
 
     def __init__(self, url: str, *, request_timeout_s: float, connect_timeout_s: float,
                  retries_max: int, retry_timeout_s: float):
-        from obstore.store import from_url
-        from plinth.errors import InvalidConfigError
-
         self.url = url
         scheme = urlparse(url).scheme
         options: dict = {}
@@ -149,7 +153,6 @@ class ObstoreRemoteStore(RemoteStore):
         return True   # S3 (If-None-Match), GCS, Azure, local files and memory all do
 
     def put(self, key: str, data: bytes | memoryview | Path, *, if_absent: bool = False) -> None:
-        import obstore
         mode = "create" if if_absent else "overwrite"
         with self._mapped_errors("put", key):
             if isinstance(data, Path):
@@ -160,12 +163,10 @@ class ObstoreRemoteStore(RemoteStore):
                 obstore.put(self._store, key, data, mode=mode, use_multipart=False)
 
     def get(self, key: str) -> bytes:
-        import obstore
         with self._mapped_errors("get", key):
             return obstore.get(self._store, key).bytes().to_bytes()
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
-        import obstore
         if start < 0 or length <= 0:
             raise AssertionError(f"range of {length} bytes at {start} of {key}: both must be "
                                  f"positive")
@@ -173,13 +174,11 @@ class ObstoreRemoteStore(RemoteStore):
             return obstore.get_range(self._store, key, start=start, length=length).to_bytes()
 
     def head(self, key: str) -> ObjectInfo:
-        import obstore
         with self._mapped_errors("head", key):
             meta = obstore.head(self._store, key)
         return ObjectInfo(meta["path"], meta["size"])
 
     def list(self, prefix: str) -> list[ObjectInfo]:
-        import obstore
         with self._mapped_errors("list", prefix + "*"):
             found = [ObjectInfo(meta["path"], meta["size"])
                      for chunk in obstore.list(self._store, prefix, chunk_size=1000)
@@ -187,7 +186,6 @@ class ObstoreRemoteStore(RemoteStore):
         return sorted(found)
 
     def delete(self, key: str) -> None:
-        import obstore
         try:
             with self._mapped_errors("delete", key):
                 obstore.delete(self._store, key)
@@ -215,20 +213,36 @@ def _http_allowed() -> bool:
 
 def _mapped_error(error: Exception, what: str) -> Exception:
     """The typed error for an obstore (or timeout/OS) error raised while doing ``what``."""
-    from obstore import exceptions as ox
-
     detail = f"{what}: {type(error).__name__}: {_first_line(error)}"
-    if isinstance(error, ox.NotFoundError) or isinstance(error, FileNotFoundError):
+    if isinstance(error, (obstore_errors.NotFoundError, FileNotFoundError)):
         return RemoteObjectNotFoundError(f"no such object: {detail}")
-    if isinstance(error, (ox.AlreadyExistsError, ox.PreconditionError)):
+    if isinstance(error, (obstore_errors.AlreadyExistsError, obstore_errors.PreconditionError)):
         return RemoteObjectExistsError(f"object exists: {detail}")
-    if isinstance(error, (ox.PermissionDeniedError, ox.UnauthenticatedError, PermissionError)):
+    if isinstance(error, (obstore_errors.PermissionDeniedError,
+                          obstore_errors.UnauthenticatedError, PermissionError)):
         return RemoteAccessDeniedError(f"access denied: {detail}")
-    if isinstance(error, (ox.InvalidPathError, ox.NotSupportedError,
-                          ox.UnknownConfigurationKeyError)):
+    if isinstance(error, (obstore_errors.InvalidPathError, obstore_errors.NotSupportedError,
+                          obstore_errors.UnknownConfigurationKeyError)):
         return RemoteStorageError(f"refused: {detail}")
-    # Generic errors are the network's, a timeout, or a 5xx after the client's retries.
+    status = _http_status(error)
+    if status == 404:
+        return RemoteObjectNotFoundError(f"no such object or bucket: {detail}")
+    if status in (401, 403):
+        return RemoteAccessDeniedError(f"access denied: {detail}")
+    if status is not None and 400 <= status < 500 and status not in (408, 429):
+        return RemoteStorageError(f"refused (HTTP {status}): {detail}")
+    # The rest are the network's, a timeout, throttling, or a 5xx after the retries.
     return RemoteStorageUnavailableError(f"object storage unavailable: {detail}")
+
+
+_HTTP_STATUS = re.compile(r"status code: (\d{3})")
+
+
+def _http_status(error: Exception) -> int | None:
+    """The HTTP status an obstore GenericError reports in its text (a listing of a
+    missing bucket is one), or None."""
+    found = _HTTP_STATUS.search(str(error))
+    return int(found.group(1)) if found else None
 
 
 def _first_line(error: Exception) -> str:

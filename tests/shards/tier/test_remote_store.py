@@ -88,6 +88,16 @@ def test_a_missing_object_is_a_permanent_error_naming_the_url_and_key(store):
         store.head("t/0/none")
 
 
+def test_a_missing_bucket_is_a_permanent_error_for_every_call(moto_s3, monkeypatch):
+    for key, value in moto_s3.env.items():
+        monkeypatch.setenv(key, value)
+    store = open_remote_store("s3://no-such-bucket/p")
+    for call in (lambda: store.list("t/"), lambda: store.get("t/a"),
+                 lambda: store.put("t/a", b"a")):
+        with pytest.raises(RemoteObjectNotFoundError, match="no-such-bucket"):
+            call()
+
+
 def test_an_unknown_scheme_is_a_config_error():
     with pytest.raises(InvalidConfigError, match="ftp"):
         open_remote_store("ftp://example/x")
