@@ -596,6 +596,17 @@ REMOTE_SEGMENTS_PER_PARTITION_MAX = 100_000
 # more than the live segments need.
 REMOTE_METADATA_ENTRIES_DEAD_MAX = 10_000
 
+# Remote .log objects are read through the shard's disk cache (chunk_cache.py) in
+# chunks of this size, aligned; a consumer reading in order gets this many chunks
+# per ranged get (one request instead of four: object stores bill per request and
+# answer each in tens of ms).
+REMOTE_CHUNK_BYTES = 4 * MiB
+REMOTE_READAHEAD_CHUNKS = 4
+# Local disk for cached chunks unless --tier-cache-bytes says otherwise.
+TIER_CACHE_BYTES_DEFAULT = 1 * GiB
+# Segments whose last read position the cache remembers (to see sequential reads).
+REMOTE_CACHE_SEGMENTS_TRACKED_MAX = 10_000
+
 # --- Process scheduling -----------------------------------------------------
 # The niceness a shard actor's threads run at (plinth/process_tuning.py). Ray
 # starts every worker process at niceness 15 (its worker_niceness) so that
@@ -718,6 +729,9 @@ def _relations() -> list[tuple[str, bool]]:
          and SEGMENT_BYTES_MAX // REMOTE_UPLOAD_PART_BYTES < 10_000),
         ("a maximal segment's offset index is one small object",
          SEGMENT_BYTES_MAX // SEGMENT_BYTES_MIN * 8 <= REMOTE_SMALL_OBJECT_BYTES_MAX),
+        ("the default tier cache holds a read-ahead several times over, and one read-ahead "
+         "is a modest allocation", 4 * REMOTE_READAHEAD_CHUNKS * REMOTE_CHUNK_BYTES
+         <= TIER_CACHE_BYTES_DEFAULT and REMOTE_READAHEAD_CHUNKS * REMOTE_CHUNK_BYTES <= 64 * MiB),
         ("a remote call fails (never hangs) within a minute",
          0 < REMOTE_CONNECT_TIMEOUT_S <= REMOTE_REQUEST_TIMEOUT_S
          and REMOTE_RETRY_TIMEOUT_S + REMOTE_REQUEST_TIMEOUT_S <= 60),

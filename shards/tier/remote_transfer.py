@@ -46,6 +46,7 @@ from plinth.format.log_entry import LOG_ENTRY_HEADER_BYTES, scan_whole_entries, 
 from plinth.shards.leader_epochs import LeaderEpochs, checkpoint_bytes
 from plinth.shards.offset_index import OffsetIndex
 from plinth.shards.segment import Segment
+from plinth.shards.tier.chunk_cache import RemoteChunkCache
 from plinth.shards.tier.remote_log_metadata import RemoteLogMetadata
 from plinth.shards.tier.remote_segment import (
     INDEX, LEADER_EPOCHS, LOG, PRODUCERS, TIME_INDEX, ObjectDigest, RemoteSegment,
@@ -236,15 +237,29 @@ def read_small_object(store: RemoteStore, segment: RemoteSegment, kind: str) -> 
 
 
 def read_remote_range(store: RemoteStore, segment: RemoteSegment, position: int,
-                      length: int, *, offset: int | None = None) -> bytes:
+                      length: int, *, offset: int | None = None,
+                      cache: RemoteChunkCache | None = None) -> bytes:
     """The whole entries in ``length`` bytes of the .log object from ``position``
     (an entry boundary), each checked; fewer bytes if the range ends inside an entry.
 
     Raises CorruptDataError naming the partition and the offset being read
     (``offset``, or the first entry's) on a bad header or CRC, or an entry whose
-    offsets are outside the segment's."""
-    chunk = store.get_range(segment.object_key(LOG), position, length)
-    return chunk[:_checked_end(chunk, segment, position, offset)]
+    offsets are outside the segment's. Through ``cache`` if given (chunk_cache.py),
+    whose chunks of the segment are dropped on such an error."""
+    chunk = _get_range(store, segment, position, length, cache)
+    try:
+        return chunk[:_checked_end(chunk, segment, position, offset)]
+    except CorruptDataError:
+        if cache is not None:
+            cache.discard(segment.segment_id)   # a retry reads the store again
+        raise
+
+
+def _get_range(store: RemoteStore, segment: RemoteSegment, position: int, length: int,
+               cache: RemoteChunkCache | None) -> bytes:
+    if cache is None:
+        return store.get_range(segment.object_key(LOG), position, length)
+    return cache.read(store, segment, position, length)
 
 
 def _checked_end(chunk: bytes, segment: RemoteSegment, position: int, offset: int | None) -> int:
@@ -266,11 +281,12 @@ def _checked_end(chunk: bytes, segment: RemoteSegment, position: int, offset: in
 
 
 def read_remote_entries(store: RemoteStore, segment: RemoteSegment, offset: int, bytes_max: int,
-                        *, offset_index: OffsetIndex | None = None) -> bytes:
+                        *, offset_index: OffsetIndex | None = None,
+                        cache: RemoteChunkCache | None = None) -> bytes:
     """Whole, checked entries from the one holding ``offset``: at most ``bytes_max``
     bytes, except that the first entry is always whole. b"" if ``offset`` is
     outside the segment. ``offset_index``: the segment's index if the caller
-    keeps it (read from the store otherwise)."""
+    keeps it (read from the store otherwise); ``cache``: the shard's chunk cache."""
     if not segment.base_offset <= offset < segment.end_offset:
         return b""
     if offset_index is None:
@@ -279,13 +295,13 @@ def read_remote_entries(store: RemoteStore, segment: RemoteSegment, offset: int,
     # The index is sparse: read past the indexed entry by one index interval more.
     length = bytes_max + limits.INDEX_INTERVAL_BYTES + LOG_ENTRY_HEADER_BYTES
     for _ in range(REMOTE_READS_PER_FETCH_MAX):
-        chunk = read_remote_range(store, segment, position, length, offset=offset)
+        chunk = read_remote_range(store, segment, position, length, offset=offset, cache=cache)
         start = _start_of_entry_with(chunk, offset, position)
         if start is not None:
             return _cut_to_bytes_max(chunk, start, bytes_max)
         # The chunk ended (on an entry boundary) before the entry holding ``offset``.
         position += len(chunk)
-        length = max(bytes_max, _entry_bytes_at(store, segment, position, offset))
+        length = max(bytes_max, _entry_bytes_at(store, segment, position, offset, cache))
     raise CorruptDataError(f"partition {segment.topic}/{segment.partition}, offset {offset}: "
                            f"{segment.describe()}: no entry holds it within "
                            f"{REMOTE_READS_PER_FETCH_MAX} reads from its indexed position")
@@ -300,16 +316,18 @@ def _start_of_entry_with(chunk: bytes, offset: int, position: int) -> int | None
 
 
 def _entry_bytes_at(store: RemoteStore, segment: RemoteSegment, position: int,
-                    offset: int) -> int:
+                    offset: int, cache: RemoteChunkCache | None) -> int:
     """Size of the entry at ``position`` of the .log object, from its header."""
     if position + LOG_ENTRY_HEADER_BYTES > segment.size_bytes:
         raise CorruptDataError(f"partition {segment.topic}/{segment.partition}, offset {offset}: "
                                f"{segment.describe()} ends at position {segment.size_bytes} "
                                f"without an entry holding it")
-    chunk = store.get_range(segment.object_key(LOG), position, LOG_ENTRY_HEADER_BYTES)
+    chunk = _get_range(store, segment, position, LOG_ENTRY_HEADER_BYTES, cache)
     try:
         return unpack_entry_header(chunk, 0, position).entry_bytes
     except CorruptDataError as error:
+        if cache is not None:
+            cache.discard(segment.segment_id)
         raise CorruptDataError(f"partition {segment.topic}/{segment.partition}, offset {offset}: "
                                f"{segment.describe()}: {error.message}") from error
 

@@ -269,3 +269,17 @@ def test_randomly_corrupted_remote_logs_never_give_bad_data(log, metadata):
                     offset = header.end_offset
         except CorruptDataError as error:
             assert f"partition {TOPIC}/{PARTITION}, offset {offset}" in error.message
+
+
+def test_entries_read_through_the_chunk_cache_are_those_read_from_the_store(
+        store, log, metadata, tmp_path):
+    from plinth.shards.tier.chunk_cache import RemoteChunkCache
+
+    segment = upload_segment(store, metadata, sealed(log, slot=1))
+    cache = RemoteChunkCache(tmp_path / "cache", 8192, chunk_bytes=1024, readahead_chunks=2)
+    offset = segment.base_offset
+    while offset < segment.end_offset:
+        direct = read_remote_entries(store, segment, offset, 1500)
+        assert read_remote_entries(store, segment, offset, 1500, cache=cache) == direct
+        offset = [header.end_offset for header, _ in iter_entries(direct)][-1]
+    assert cache.hits > 0 and cache.cached_bytes <= 8192
