@@ -70,7 +70,8 @@ class RemoteChunkCache:
     def cached_bytes(self) -> int:
         return self._cached_bytes
 
-    def read(self, store: RemoteStore, segment: RemoteSegment, position: int, length: int) -> bytes:
+    def read(self, store: RemoteStore, segment: RemoteSegment, position: int,
+             length: int) -> bytes | memoryview:
         """``length`` bytes of the segment's .log object from ``position`` (fewer where
         it ends), from cached chunks, fetching the missing ones."""
         end = min(position + length, segment.size_bytes)
@@ -79,13 +80,25 @@ class RemoteChunkCache:
                                  f"outside its {segment.size_bytes} bytes")
         sequential = self._read_ends.get(segment.segment_id) == position
         first, last = position // self.chunk_bytes, (end - 1) // self.chunk_bytes
-        parts = [self._chunk(store, segment, number, sequential) for number in range(first, last + 1)]
+        pieces, number = [], first   # contiguous buffers, from chunk ``first`` on
+        while number <= last:
+            key = (segment.segment_id, number)
+            if key in self._chunks:
+                pieces.append(self._cached(key))
+                number += 1
+                continue
+            # Every missing chunk of this read in one request, and read-ahead if in order.
+            wanted = max(last - number + 1, self.readahead_chunks if sequential else 1)
+            count = self._missing_run(segment, number, wanted)
+            pieces.append(self._fetch(store, segment, number, count))
+            number += count
         self._read_ends[segment.segment_id] = end
         if len(self._read_ends) > limits.REMOTE_CACHE_SEGMENTS_TRACKED_MAX:
             self._read_ends.pop(next(iter(self._read_ends)))
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
         start = position - first * self.chunk_bytes
-        return data[start:start + end - position]
+        if len(pieces) == 1:
+            return memoryview(pieces[0])[start:start + end - position]   # no copy
+        return b"".join(pieces)[start:start + end - position]
 
     def discard(self, segment_id: str) -> None:
         """Drop every cached chunk of a segment (a CRC error in it, or it was deleted)."""
@@ -93,37 +106,37 @@ class RemoteChunkCache:
             self._drop(key)
         self._read_ends.pop(segment_id, None)
 
-    def _chunk(self, store: RemoteStore, segment: RemoteSegment, number: int,
-               sequential: bool) -> bytes:
-        key = (segment.segment_id, number)
-        if key in self._chunks:
-            self._chunks.move_to_end(key)
-            try:
-                data = self._path(key).read_bytes()
-            except OSError as error:
-                raise StorageError(f"cannot read cached chunk {self._path(key)}: {error}") from error
-            self.hits += 1
-            return data
+    def _cached(self, key: tuple[str, int]) -> bytes:
+        self._chunks.move_to_end(key)
+        try:
+            data = self._path(key).read_bytes()
+        except OSError as error:
+            raise StorageError(f"cannot read cached chunk {self._path(key)}: {error}") from error
+        self.hits += 1
+        return data
+
+    def _fetch(self, store: RemoteStore, segment: RemoteSegment, number: int,
+               count: int) -> bytes | memoryview:
+        """Chunks ``number`` .. ``number + count - 1`` in one ranged get, cached."""
         self.misses += 1
-        count = self._missing_run(segment, number) if sequential else 1
         start = number * self.chunk_bytes
         fetched = store.get_range(segment.object_key(LOG), start,
                                   min(count * self.chunk_bytes, segment.size_bytes - start))
         for index in range(count):
             self._store_chunk((segment.segment_id, number + index),
                               fetched[index * self.chunk_bytes:(index + 1) * self.chunk_bytes])
-        return fetched[:self.chunk_bytes]
+        return fetched
 
-    def _missing_run(self, segment: RemoteSegment, number: int) -> int:
-        """How many chunks from ``number`` on are missing, up to the read-ahead."""
+    def _missing_run(self, segment: RemoteSegment, number: int, count_max: int) -> int:
+        """How many chunks from ``number`` (missing) on are missing, up to ``count_max``."""
         chunks_in_segment = -(-segment.size_bytes // self.chunk_bytes)
         count = 1
-        while (count < self.readahead_chunks and number + count < chunks_in_segment
+        while (count < count_max and number + count < chunks_in_segment
                and (segment.segment_id, number + count) not in self._chunks):
             count += 1
         return count
 
-    def _store_chunk(self, key: tuple[str, int], data: bytes) -> None:
+    def _store_chunk(self, key: tuple[str, int], data: bytes | memoryview) -> None:
         if not data or len(data) > self.capacity_bytes:
             return
         path = self._path(key)

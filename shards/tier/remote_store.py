@@ -94,8 +94,9 @@ class RemoteStore(abc.ABC):
         """The whole object."""
 
     @abc.abstractmethod
-    def get_range(self, key: str, start: int, length: int) -> bytes:
-        """``length`` bytes from ``start``; fewer only where the object ends."""
+    def get_range(self, key: str, start: int, length: int) -> bytes | memoryview:
+        """``length`` bytes from ``start``; fewer only where the object ends. A
+        read-only bytes-like object (a memoryview of the client's buffer: not copied)."""
 
     @abc.abstractmethod
     def head(self, key: str) -> ObjectInfo:
@@ -166,12 +167,13 @@ class ObstoreRemoteStore(RemoteStore):
         with self._mapped_errors("get", key):
             return obstore.get(self._store, key).bytes().to_bytes()
 
-    def get_range(self, key: str, start: int, length: int) -> bytes:
+    def get_range(self, key: str, start: int, length: int) -> memoryview:
         if start < 0 or length <= 0:
             raise AssertionError(f"range of {length} bytes at {start} of {key}: both must be "
                                  f"positive")
         with self._mapped_errors(f"get bytes [{start}, {start + length}) of", key):
-            return obstore.get_range(self._store, key, start=start, length=length).to_bytes()
+            # obstore's Bytes holds the Rust buffer; a view of it is a copy saved.
+            return memoryview(obstore.get_range(self._store, key, start=start, length=length))
 
     def head(self, key: str) -> ObjectInfo:
         with self._mapped_errors("head", key):

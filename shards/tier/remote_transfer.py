@@ -238,9 +238,10 @@ def read_small_object(store: RemoteStore, segment: RemoteSegment, kind: str) -> 
 
 def read_remote_range(store: RemoteStore, segment: RemoteSegment, position: int,
                       length: int, *, offset: int | None = None,
-                      cache: RemoteChunkCache | None = None) -> bytes:
+                      cache: RemoteChunkCache | None = None) -> bytes | memoryview:
     """The whole entries in ``length`` bytes of the .log object from ``position``
     (an entry boundary), each checked; fewer bytes if the range ends inside an entry.
+    Bytes-like: often a memoryview of the store client's buffer (not copied).
 
     Raises CorruptDataError naming the partition and the offset being read
     (``offset``, or the first entry's) on a bad header or CRC, or an entry whose
@@ -256,13 +257,13 @@ def read_remote_range(store: RemoteStore, segment: RemoteSegment, position: int,
 
 
 def _get_range(store: RemoteStore, segment: RemoteSegment, position: int, length: int,
-               cache: RemoteChunkCache | None) -> bytes:
+               cache: RemoteChunkCache | None) -> bytes | memoryview:
     if cache is None:
         return store.get_range(segment.object_key(LOG), position, length)
     return cache.read(store, segment, position, length)
 
 
-def _checked_end(chunk: bytes, segment: RemoteSegment, position: int, offset: int | None) -> int:
+def _checked_end(chunk: bytes | memoryview, segment: RemoteSegment, position: int, offset: int | None) -> int:
     """Length of the run of whole, valid entries at the start of ``chunk``."""
     end = 0
     try:
@@ -282,7 +283,7 @@ def _checked_end(chunk: bytes, segment: RemoteSegment, position: int, offset: in
 
 def read_remote_entries(store: RemoteStore, segment: RemoteSegment, offset: int, bytes_max: int,
                         *, offset_index: OffsetIndex | None = None,
-                        cache: RemoteChunkCache | None = None) -> bytes:
+                        cache: RemoteChunkCache | None = None) -> bytes | memoryview:
     """Whole, checked entries from the one holding ``offset``: at most ``bytes_max``
     bytes, except that the first entry is always whole. b"" if ``offset`` is
     outside the segment. ``offset_index``: the segment's index if the caller
@@ -307,7 +308,7 @@ def read_remote_entries(store: RemoteStore, segment: RemoteSegment, offset: int,
                            f"{REMOTE_READS_PER_FETCH_MAX} reads from its indexed position")
 
 
-def _start_of_entry_with(chunk: bytes, offset: int, position: int) -> int | None:
+def _start_of_entry_with(chunk: bytes | memoryview, offset: int, position: int) -> int | None:
     """Where in ``chunk`` the (whole) entry holding ``offset`` starts, or None."""
     for entry_position, header, _ in scan_whole_entries(chunk, False, position):
         if offset < header.end_offset:
@@ -332,7 +333,8 @@ def _entry_bytes_at(store: RemoteStore, segment: RemoteSegment, position: int,
                                f"{segment.describe()}: {error.message}") from error
 
 
-def _cut_to_bytes_max(chunk: bytes, start: int, bytes_max: int) -> bytes:
+def _cut_to_bytes_max(chunk: bytes | memoryview, start: int,
+                      bytes_max: int) -> bytes | memoryview:
     """Entries from ``start``: the first whole, then as many whole ones as fit ``bytes_max``."""
     end = start
     for entry_position, header, _ in scan_whole_entries(memoryview(chunk)[start:], False, start):
