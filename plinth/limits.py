@@ -596,6 +596,10 @@ REMOTE_SEGMENTS_PER_PARTITION_MAX = 100_000
 # more than the live segments need.
 REMOTE_METADATA_ENTRIES_DEAD_MAX = 10_000
 
+# Ranged reads for one remote fetch: the chunk from the indexed entry, then at most a
+# few more, each starting at least one whole entry further (an index gap wider than
+# the read, or a first entry longer than it).
+REMOTE_READS_PER_FETCH_MAX = 4
 # Remote .log objects are read through the shard's disk cache (chunk_cache.py) in
 # chunks of this size, aligned; a consumer reading in order gets this many chunks
 # per ranged get (one request instead of four: object stores bill per request and

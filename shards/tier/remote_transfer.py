@@ -56,10 +56,6 @@ from plinth.shards.tier.remote_store import RemoteStore
 __all__ = ["LocalSegment", "clean_up_unfinished", "delete_segment", "list_remote_segments",
            "read_remote_entries", "read_remote_range", "upload_segment"]
 
-_CRC_CHUNK_BYTES = 4 * 1024 * 1024
-# Ranged reads for one fetch: the indexed entry's chunk, then at most a few entries
-# longer than what was read (each read gets at least one whole entry further).
-REMOTE_READS_PER_FETCH_MAX = 4
 
 
 def wall_clock_ms() -> int:
@@ -152,7 +148,7 @@ def _file_digest(path: Path) -> ObjectDigest:
     """Size and CRC-32C of a local file, read in chunks."""
     crc, size_bytes = 0, 0
     with open(path, "rb") as file:
-        while chunk := file.read(_CRC_CHUNK_BYTES):
+        while chunk := file.read(limits.SEGMENT_SCAN_CHUNK_BYTES):
             crc = crc32c.crc32c(chunk, crc)
             size_bytes += len(chunk)
     return ObjectDigest(size_bytes, crc)
@@ -295,7 +291,7 @@ def read_remote_entries(store: RemoteStore, segment: RemoteSegment, offset: int,
     position = offset_index.lookup(offset)[1]
     # The index is sparse: read past the indexed entry by one index interval more.
     length = bytes_max + limits.INDEX_INTERVAL_BYTES + LOG_ENTRY_HEADER_BYTES
-    for _ in range(REMOTE_READS_PER_FETCH_MAX):
+    for _ in range(limits.REMOTE_READS_PER_FETCH_MAX):
         chunk = read_remote_range(store, segment, position, length, offset=offset, cache=cache)
         start = _start_of_entry_with(chunk, offset, position)
         if start is not None:
@@ -305,7 +301,7 @@ def read_remote_entries(store: RemoteStore, segment: RemoteSegment, offset: int,
         length = max(bytes_max, _entry_bytes_at(store, segment, position, offset, cache))
     raise CorruptDataError(f"partition {segment.topic}/{segment.partition}, offset {offset}: "
                            f"{segment.describe()}: no entry holds it within "
-                           f"{REMOTE_READS_PER_FETCH_MAX} reads from its indexed position")
+                           f"{limits.REMOTE_READS_PER_FETCH_MAX} reads from its indexed position")
 
 
 def _start_of_entry_with(chunk: bytes | memoryview, offset: int, position: int) -> int | None:
