@@ -18,8 +18,14 @@ the environment causes and is expected, handled and reported.
     │   ├── InvalidConfigError      invalidConfig
     │   ├── TooManyTopicsError      tooManyTopics
     │   ├── StorageError            storageError
+    │   │   └── RemoteStorageError  storageError: object storage refused for good
+    │   │       ├── RemoteObjectNotFoundError
+    │   │       ├── RemoteAccessDeniedError
+    │   │       └── RemoteObjectExistsError   a conditional put found the object
     │   ├── CorruptDataError        corruptData
     │   ├── UnavailableError        unavailable
+    │   │   └── RemoteStorageUnavailableError  unavailable: object storage down,
+    │   │                           timed out or 5xx; retriable
     │   ├── RequestTimedOutError    requestTimedOut
     │   ├── InternalError           internalError
     │   ├── TooManyRequestsError    tooManyRequests
@@ -119,6 +125,29 @@ class CorruptDataError(BrokerError):
 
 class UnavailableError(BrokerError):
     code_name = "unavailable"
+
+
+class RemoteStorageError(StorageError):
+    """Object storage (tiered storage, shards/tier/) refused a call for good: retrying
+    the same call will not help. Names the store's URL and the object."""
+
+
+class RemoteObjectNotFoundError(RemoteStorageError):
+    """The object (or its bucket) does not exist."""
+
+
+class RemoteAccessDeniedError(RemoteStorageError):
+    """The store refused the credentials, or they lack the permission."""
+
+
+class RemoteObjectExistsError(RemoteStorageError):
+    """A put "if absent" found the object already there."""
+
+
+class RemoteStorageUnavailableError(UnavailableError):
+    """Object storage did not answer in time, could not be reached, or answered
+    5xx (after the store's own bounded retries). Transient: a client retries it as
+    any "unavailable"; a shard's upload retries with backoff."""
 
 
 class RequestTimedOutError(BrokerError):

@@ -572,6 +572,51 @@ LEADER_PING_MISSES_MAX = 2
 SEAL_REPLICATED_WAIT_S = 10.0
 SEAL_POLL_INTERVAL_MS = 20
 
+# --- Tiered storage (shards/tier/; issue 14) -----------------------------------
+# Every object-storage call is bounded: a request that has not answered within
+# REMOTE_REQUEST_TIMEOUT_S is abandoned, a connection that is not made within
+# REMOTE_CONNECT_TIMEOUT_S fails, and a failed call is retried at most
+# REMOTE_RETRIES_MAX times within REMOTE_RETRY_TIMEOUT_S (the store client's own
+# retries, for 5xx and dropped connections), so a store that is down gives
+# RemoteStorageUnavailableError within about
+# REMOTE_RETRY_TIMEOUT_S + REMOTE_REQUEST_TIMEOUT_S, never a hang.
+REMOTE_REQUEST_TIMEOUT_S = 30.0
+REMOTE_CONNECT_TIMEOUT_S = 5.0
+REMOTE_RETRIES_MAX = 3
+REMOTE_RETRY_TIMEOUT_S = 20.0
+# Parts of a multipart upload (S3's minimum part is 5 MiB; a 1 GiB segment is 103
+# parts of 10 MiB, far below S3's 10,000), and how many are in flight at once.
+REMOTE_UPLOAD_PART_BYTES = 10 * MiB
+REMOTE_UPLOAD_PARTS_IN_FLIGHT_MAX = 4
+# A manifest is a few hundred bytes; anything bigger is not one (read whole).
+REMOTE_MANIFEST_BYTES_MAX = 64 * KiB
+# Index, time index, producer snapshot and leader-epoch objects are read whole.
+# A 1 GiB segment's offset index at one entry per 4 KiB is 2 MiB.
+REMOTE_SMALL_OBJECT_BYTES_MAX = 16 * MiB
+# One entry of a partition's remote-log-metadata journal (a JSON record).
+REMOTE_METADATA_ENTRY_BYTES_MAX = 64 * KiB
+# Remote segments one partition's metadata may track; with 1 GiB segments this
+# is 100 TiB per partition. Bounds the journal's replay and memory.
+REMOTE_SEGMENTS_PER_PARTITION_MAX = 100_000
+# The journal is rewritten (compacted) on open once it holds this many entries
+# more than the live segments need.
+REMOTE_METADATA_ENTRIES_DEAD_MAX = 10_000
+
+# Ranged reads for one remote fetch: the chunk from the indexed entry, then at most a
+# few more, each starting at least one whole entry further (an index gap wider than
+# the read, or a first entry longer than it).
+REMOTE_READS_PER_FETCH_MAX = 4
+# Remote .log objects are read through the shard's disk cache (chunk_cache.py) in
+# chunks of this size, aligned; a consumer reading in order gets this many chunks
+# per ranged get (one request instead of four: object stores bill per request and
+# answer each in tens of ms).
+REMOTE_CHUNK_BYTES = 4 * MiB
+REMOTE_READAHEAD_CHUNKS = 4
+# Local disk for cached chunks unless --tier-cache-bytes says otherwise.
+TIER_CACHE_BYTES_DEFAULT = 1 * GiB
+# Segments whose last read position the cache remembers (to see sequential reads).
+REMOTE_CACHE_SEGMENTS_TRACKED_MAX = 10_000
+
 # --- Process scheduling -----------------------------------------------------
 # The niceness a shard actor's threads run at (plinth/process_tuning.py). Ray
 # starts every worker process at niceness 15 (its worker_niceness) so that
@@ -693,6 +738,18 @@ def _relations() -> list[tuple[str, bool]]:
          and REPLICA_FETCH_ANSWER_BYTES_MAX + BATCH_BYTES_MAX <= FRAME_BYTES_MAX),
         ("a follower's fetches to one leader fit its socket", 1 <= REPLICA_FETCHES_IN_FLIGHT_MAX <= SOCKET_MESSAGES_HWM),
         ("the data path's niceness is one Linux accepts", -20 <= DATA_PATH_NICENESS <= 19),
+        ("a multipart upload's part is one S3 takes (5 MiB to 5 GiB) and a maximal segment "
+         "needs fewer than S3's 10,000 parts",
+         5 * MiB <= REMOTE_UPLOAD_PART_BYTES <= 5 * GiB
+         and SEGMENT_BYTES_MAX // REMOTE_UPLOAD_PART_BYTES < 10_000),
+        ("a maximal segment's offset index is one small object",
+         SEGMENT_BYTES_MAX // SEGMENT_BYTES_MIN * 8 <= REMOTE_SMALL_OBJECT_BYTES_MAX),
+        ("the default tier cache holds a read-ahead several times over, and one read-ahead "
+         "is a modest allocation", 4 * REMOTE_READAHEAD_CHUNKS * REMOTE_CHUNK_BYTES
+         <= TIER_CACHE_BYTES_DEFAULT and REMOTE_READAHEAD_CHUNKS * REMOTE_CHUNK_BYTES <= 64 * MiB),
+        ("a remote call fails (never hangs) within a minute",
+         0 < REMOTE_CONNECT_TIMEOUT_S <= REMOTE_REQUEST_TIMEOUT_S
+         and REMOTE_RETRY_TIMEOUT_S + REMOTE_REQUEST_TIMEOUT_S <= 60),
         ("a dead direct socket is noticed well within a request timeout",
          0 < DIRECT_HEARTBEAT_IVL_MS < DIRECT_HEARTBEAT_TIMEOUT_MS < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT),
     ]

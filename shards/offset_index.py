@@ -109,7 +109,13 @@ class OffsetIndex:
         The caller rebuilds the index from the log on that error, and on
         FileNotFoundError.
         """
-        data = Path(path).read_bytes()
+        return cls.from_bytes(Path(path).read_bytes(), base_offset, str(path))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, base_offset: int, source: str) -> OffsetIndex:
+        """An index from a file's bytes (read from disk, or from object storage: the
+        ``source`` that messages name); raise CorruptDataError if malformed."""
+        path = source
         if len(data) % ENTRY_BYTES:
             raise CorruptDataError(
                 f"offset index {path} is {len(data)} bytes, not a multiple of {ENTRY_BYTES}")

@@ -180,3 +180,15 @@ def router_factory(ray_cluster):
     yield make
     for router in routers:
         router.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_s3():
+    """moto's S3 server on 127.0.0.1 (tests/moto_s3.py), one per session."""
+    from tests.moto_s3 import MotoS3
+
+    server = MotoS3().start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -47,14 +47,20 @@ ALLOWED = {
 
 def module_name(path: Path) -> str:
     relative = path.relative_to(ROOT)
-    package = PACKAGE_DIRS[relative.parts[0]]
+    package = ".".join((PACKAGE_DIRS[relative.parts[0]],) + relative.parts[1:-1])
     stem = relative.stem
     return package if stem == "__init__" else f"{package}.{stem}"
 
 
 def source_modules() -> dict[str, Path]:
+    """Every module, in subpackages too (plinth.shards.tier)."""
     return {module_name(path): path for folder in PACKAGE_DIRS
-            for path in sorted((ROOT / folder).glob("*.py"))}
+            for path in sorted((ROOT / folder).rglob("*.py"))}
+
+
+def test_modules_of_subpackages_are_checked_too():
+    assert source_modules()["plinth.shards.tier.remote_store"] == \
+        ROOT / "shards" / "tier" / "remote_store.py"
 
 
 def imported_plinth_modules(path: Path) -> set[str]:

@@ -1,0 +1,9 @@
+"""Tiered storage (issue 14): sealed segments in object storage.
+
+    remote_store.py         the object-store contract and its obstore implementation
+    remote_segment.py       the objects of one uploaded segment, its manifest, upload and read
+    remote_log_metadata.py  one partition's remote segments and their states, journaled
+    remote_transfer.py      upload, clean up, delete, list and read remote segments
+    chunk_cache.py          remote log bytes cached on local disk, bounded, with read-ahead
+    tier_policy.py          which local segments to upload, and which the disk may drop
+"""

@@ -1,0 +1,253 @@
+"""Object storage for tiered storage: the contract, and its one implementation on obstore.
+
+Any thread of a shard actor may call a store (obstore releases the GIL during
+I/O and its client is thread-safe); no call may be made in a process forked
+after obstore was used (its runtime's threads do not survive a fork(): the
+benchmark in loadtest/tier_store_bench.py shows the child hang). Shards are
+Ray actors, which Ray starts as fresh processes, so nothing forks.
+
+The contract (``RemoteStore``) is what the layers above use, and all they may
+assume:
+
+- ``put`` writes an object atomically: a reader sees the whole object or none
+  (a large object goes up as a multipart upload, which becomes visible only
+  when completed). ``put(..., if_absent=True)`` fails with
+  RemoteObjectExistsError if the object exists, on stores that can check
+  atomically (S3, GCS, Azure, memory, and local files); ``supports_if_absent``
+  says whether this one can.
+- ``get`` reads a whole object, ``get_range`` a byte range of one; ``head``
+  its size; ``list`` the objects under a prefix, sorted by key; ``delete`` one
+  (deleting an absent object is not an error: deletes are retried).
+- Every call to a cloud store is bounded in time (plinth/limits.py,
+  REMOTE_*): a store that is down, slow or answering 5xx gives
+  RemoteStorageUnavailableError, a retriable error, within the timeout and the
+  client's bounded retries, never a hang. (A file:// store is as bounded as
+  the file system under it: a hung network mount hangs its calls.)
+  A missing object gives RemoteObjectNotFoundError, refused credentials
+  RemoteAccessDeniedError; both are permanent. Every message names the store's
+  URL and the object's key.
+
+Keys are relative to the store's URL (``s3://bucket/prefix`` puts key ``a/b``
+at ``s3://bucket/prefix/a/b``), "/"-separated, without a leading "/".
+
+URLs: ``s3://bucket[/prefix]``, ``gs://bucket[/prefix]``, ``az://container[/prefix]``
+(also the other forms obstore's ``from_url`` reads), ``file:///absolute/path``,
+and ``memory://`` (one in-process store per instance, for unit tests).
+Credentials come from each cloud's standard environment (AWS_ACCESS_KEY_ID,
+AWS_ENDPOINT_URL, AWS_REGION, ...; GOOGLE_SERVICE_ACCOUNT...; AZURE_STORAGE_...),
+as obstore reads them. Plain http (a local S3 such as moto or MinIO) is
+allowed only where the endpoint asks for it (AWS_ALLOW_HTTP=true, or an
+``http://`` endpoint given as AWS_ENDPOINT_URL).
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import NamedTuple
+from urllib.parse import urlparse
+
+import obstore
+from obstore import exceptions as obstore_errors
+from obstore.store import from_url
+
+from plinth import limits
+from plinth.errors import (
+    InvalidConfigError, RemoteAccessDeniedError, RemoteObjectExistsError,
+    RemoteObjectNotFoundError, RemoteStorageError, RemoteStorageUnavailableError)
+
+__all__ = ["ObjectInfo", "ObstoreRemoteStore", "RemoteStore", "open_remote_store"]
+
+CLOUD_SCHEMES = ("s3", "s3a", "gs", "az", "abfs", "abfss", "azure", "adl")
+
+
+class ObjectInfo(NamedTuple):
+    """One object of a listing, or what ``head`` says of one."""
+
+    key: str          # relative to the store's URL
+    size_bytes: int
+
+
+class RemoteStore(abc.ABC):
+    """The object-store contract (module docstring). Any thread, every method."""
+
+    url: str
+
+    @property
+    @abc.abstractmethod
+    def supports_if_absent(self) -> bool:
+        """Whether ``put(..., if_absent=True)`` is atomic on this store."""
+
+    @abc.abstractmethod
+    def put(self, key: str, data: bytes | memoryview | Path, *, if_absent: bool = False) -> None:
+        """Write the object whole (a Path: that file's bytes, uploaded in parts if large).
+
+        Raises RemoteObjectExistsError with ``if_absent`` if the object exists."""
+
+    @abc.abstractmethod
+    def get(self, key: str) -> bytes:
+        """The whole object."""
+
+    @abc.abstractmethod
+    def get_range(self, key: str, start: int, length: int) -> bytes | memoryview:
+        """``length`` bytes from ``start``; fewer only where the object ends. A
+        read-only bytes-like object (a memoryview of the client's buffer: not copied)."""
+
+    @abc.abstractmethod
+    def head(self, key: str) -> ObjectInfo:
+        """The object's size; RemoteObjectNotFoundError if there is none."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        """Every object whose key starts with ``prefix``, sorted by key."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object; an absent one is not an error."""
+
+
+def open_remote_store(url: str, *, request_timeout_s: float = limits.REMOTE_REQUEST_TIMEOUT_S,
+                      connect_timeout_s: float = limits.REMOTE_CONNECT_TIMEOUT_S,
+                      retries_max: int = limits.REMOTE_RETRIES_MAX,
+                      retry_timeout_s: float = limits.REMOTE_RETRY_TIMEOUT_S) -> RemoteStore:
+    """The store at ``url`` (module docstring). Raises InvalidConfigError for a URL
+    it cannot use. Nothing is contacted yet: a wrong bucket shows on the first call."""
+    return ObstoreRemoteStore(url, request_timeout_s=request_timeout_s,
+                              connect_timeout_s=connect_timeout_s, retries_max=retries_max,
+                              retry_timeout_s=retry_timeout_s)
+
+
+class ObstoreRemoteStore(RemoteStore):
+    """A RemoteStore on obstore (the Rust object_store crate). Any thread."""
+
+    def __init__(self, url: str, *, request_timeout_s: float, connect_timeout_s: float,
+                 retries_max: int, retry_timeout_s: float):
+        self.url = url
+        scheme = urlparse(url).scheme
+        options: dict = {}
+        if scheme in CLOUD_SCHEMES:
+            options["client_options"] = {
+                "timeout": timedelta(seconds=request_timeout_s),
+                "connect_timeout": timedelta(seconds=connect_timeout_s),
+                "allow_http": _http_allowed()}
+            options["retry_config"] = {
+                "max_retries": retries_max, "retry_timeout": timedelta(seconds=retry_timeout_s),
+                "backoff": {"init_backoff": timedelta(milliseconds=100),
+                            "max_backoff": timedelta(seconds=2), "base": 2}}
+        elif scheme == "file":
+            options["mkdir"] = True
+        elif scheme != "memory":
+            raise InvalidConfigError(f"tier URL {url!r}: scheme {scheme!r} is not one of "
+                                     f"{', '.join(CLOUD_SCHEMES)}, file, memory")
+        try:
+            self._store = from_url(url, **options)
+        except Exception as error:   # obstore raises its own types and ValueError
+            raise InvalidConfigError(f"tier URL {url!r}: {error}") from error
+
+    @property
+    def supports_if_absent(self) -> bool:
+        return True   # S3 (If-None-Match), GCS, Azure, local files and memory all do
+
+    def put(self, key: str, data: bytes | memoryview | Path, *, if_absent: bool = False) -> None:
+        mode = "create" if if_absent else "overwrite"
+        with self._mapped_errors("put", key):
+            if isinstance(data, Path):
+                obstore.put(self._store, key, data, mode=mode,
+                            chunk_size=limits.REMOTE_UPLOAD_PART_BYTES,
+                            max_concurrency=limits.REMOTE_UPLOAD_PARTS_IN_FLIGHT_MAX)
+            else:
+                obstore.put(self._store, key, data, mode=mode, use_multipart=False)
+
+    def get(self, key: str) -> bytes:
+        with self._mapped_errors("get", key):
+            return obstore.get(self._store, key).bytes().to_bytes()
+
+    def get_range(self, key: str, start: int, length: int) -> memoryview:
+        if start < 0 or length <= 0:
+            raise AssertionError(f"range of {length} bytes at {start} of {key}: both must be "
+                                 f"positive")
+        with self._mapped_errors(f"get bytes [{start}, {start + length}) of", key):
+            # obstore's Bytes holds the Rust buffer; a view of it is a copy saved.
+            return memoryview(obstore.get_range(self._store, key, start=start, length=length))
+
+    def head(self, key: str) -> ObjectInfo:
+        with self._mapped_errors("head", key):
+            meta = obstore.head(self._store, key)
+        return ObjectInfo(meta["path"], meta["size"])
+
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        with self._mapped_errors("list", prefix + "*"):
+            found = [ObjectInfo(meta["path"], meta["size"])
+                     for chunk in obstore.list(self._store, prefix, chunk_size=1000)
+                     for meta in chunk]
+        return sorted(found)
+
+    def delete(self, key: str) -> None:
+        try:
+            with self._mapped_errors("delete", key):
+                obstore.delete(self._store, key)
+        except RemoteObjectNotFoundError:
+            pass   # local stores say so; S3 does not: a delete is idempotent
+
+    @contextmanager
+    def _mapped_errors(self, action: str, key: str) -> Iterator[None]:
+        """obstore's errors as Plinth's typed ones, naming the URL and key."""
+        try:
+            yield
+        except Exception as error:
+            raise _mapped_error(error, f"{action} {self.url.rstrip('/')}/{key}") from error
+
+    def __repr__(self) -> str:
+        return f"ObstoreRemoteStore({self.url!r})"
+
+
+def _http_allowed() -> bool:
+    """Plain http only where the environment asks for it (a local S3 in tests)."""
+    if os.environ.get("AWS_ALLOW_HTTP", "").lower() == "true":
+        return True
+    return os.environ.get("AWS_ENDPOINT_URL", "").startswith("http://")
+
+
+def _mapped_error(error: Exception, what: str) -> Exception:
+    """The typed error for an obstore (or timeout/OS) error raised while doing ``what``."""
+    detail = f"{what}: {type(error).__name__}: {_first_line(error)}"
+    if isinstance(error, (obstore_errors.NotFoundError, FileNotFoundError)):
+        return RemoteObjectNotFoundError(f"no such object: {detail}")
+    if isinstance(error, (obstore_errors.AlreadyExistsError, obstore_errors.PreconditionError)):
+        return RemoteObjectExistsError(f"object exists: {detail}")
+    if isinstance(error, (obstore_errors.PermissionDeniedError,
+                          obstore_errors.UnauthenticatedError, PermissionError)):
+        return RemoteAccessDeniedError(f"access denied: {detail}")
+    if isinstance(error, (obstore_errors.InvalidPathError, obstore_errors.NotSupportedError,
+                          obstore_errors.UnknownConfigurationKeyError)):
+        return RemoteStorageError(f"refused: {detail}")
+    status = _http_status(error)
+    if status == 404:
+        return RemoteObjectNotFoundError(f"no such object or bucket: {detail}")
+    if status in (401, 403):
+        return RemoteAccessDeniedError(f"access denied: {detail}")
+    if status is not None and 400 <= status < 500 and status not in (408, 429):
+        return RemoteStorageError(f"refused (HTTP {status}): {detail}")
+    # The rest are the network's, a timeout, throttling, or a 5xx after the retries.
+    return RemoteStorageUnavailableError(f"object storage unavailable: {detail}")
+
+
+_HTTP_STATUS = re.compile(r"status code: (\d{3})")
+
+
+def _http_status(error: Exception) -> int | None:
+    """The HTTP status an obstore GenericError reports in its text (a listing of a
+    missing bucket is one), or None."""
+    found = _HTTP_STATUS.search(str(error))
+    return int(found.group(1)) if found else None
+
+
+def _first_line(error: Exception) -> str:
+    """obstore's messages run over many lines (a Rust error chain); keep them short."""
+    text = " ".join(str(error).split()).split(" Debug source:")[0]
+    return text if len(text) <= 500 else text[:500] + "..."

@@ -1,0 +1,126 @@
+"""The object-store contract, on memory://, file:// and moto's S3 (a real S3 API on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from plinth.errors import (
+    InvalidConfigError, RemoteObjectExistsError, RemoteObjectNotFoundError,
+    RemoteStorageUnavailableError)
+from plinth.shards.tier.remote_store import ObjectInfo, open_remote_store
+from tests.moto_s3 import MotoS3
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture(params=["memory", "file", "s3"])
+def store(request, tmp_path, monkeypatch):
+    if request.param == "memory":
+        return open_remote_store("memory://")
+    if request.param == "file":
+        return open_remote_store(f"file://{tmp_path}/store")
+    return request.getfixturevalue("moto_s3").store(monkeypatch)
+
+
+def test_an_object_put_is_read_back_whole_and_by_range(store):
+    # Given an object of 1,000 distinct bytes
+    data = bytes(range(250)) * 4
+    store.put("t/0/a.log", data)
+    # Then it reads back whole, by range, and by size
+    assert store.get("t/0/a.log") == data
+    assert store.get_range("t/0/a.log", 100, 50) == data[100:150]
+    assert store.get_range("t/0/a.log", 990, 50) == data[990:]   # the object ends first
+    assert store.head("t/0/a.log") == ObjectInfo("t/0/a.log", 1000)
+
+
+def test_a_file_is_uploaded_in_parts_and_reads_back_byte_for_byte(store, tmp_path):
+    # Given a file of 25 MiB: three parts of REMOTE_UPLOAD_PART_BYTES (10 MiB)
+    source = tmp_path / "source"
+    source.write_bytes(os.urandom(25 * MiB))
+    store.put("t/0/big.log", source)
+    assert store.get("t/0/big.log") == source.read_bytes()
+    assert store.get_range("t/0/big.log", 20 * MiB + 7, 4096) == \
+        source.read_bytes()[20 * MiB + 7:20 * MiB + 7 + 4096]
+
+
+def test_a_listing_gives_the_objects_under_a_prefix_sorted(store):
+    for key in ("t/1/b", "t/1/a", "t/10/c", "u/1/d"):
+        store.put(key, key.encode())
+    assert store.list("t/1/") == [ObjectInfo("t/1/a", 5), ObjectInfo("t/1/b", 5)]
+    assert [info.key for info in store.list("t/")] == ["t/1/a", "t/1/b", "t/10/c"]
+    assert store.list("v/") == []
+
+
+def test_a_deleted_object_is_gone_and_deleting_it_again_is_no_error(store):
+    store.put("t/0/x", b"x")
+    store.delete("t/0/x")
+    store.delete("t/0/x")
+    assert store.list("t/0/") == []
+    with pytest.raises(RemoteObjectNotFoundError, match="t/0/x"):
+        store.get("t/0/x")
+
+
+def test_a_conditional_put_refuses_an_existing_object_and_leaves_it_unchanged(store):
+    assert store.supports_if_absent
+    store.put("t/0/m", b"first", if_absent=True)
+    with pytest.raises(RemoteObjectExistsError, match="t/0/m"):
+        store.put("t/0/m", b"second", if_absent=True)
+    assert store.get("t/0/m") == b"first"
+
+
+def test_a_conditional_put_of_a_file_in_parts_refuses_an_existing_object(store, tmp_path):
+    source = tmp_path / "source"
+    source.write_bytes(os.urandom(12 * MiB))
+    store.put("t/0/big", source, if_absent=True)
+    with pytest.raises(RemoteObjectExistsError, match="t/0/big"):
+        store.put("t/0/big", source, if_absent=True)
+
+
+def test_a_missing_object_is_a_permanent_error_naming_the_url_and_key(store):
+    with pytest.raises(RemoteObjectNotFoundError) as raised:
+        store.get_range("t/0/none", 0, 10)
+    assert "t/0/none" in raised.value.message and store.url.rstrip("/") in raised.value.message
+    with pytest.raises(RemoteObjectNotFoundError):
+        store.head("t/0/none")
+
+
+def test_a_missing_bucket_is_a_permanent_error_for_every_call(moto_s3, monkeypatch):
+    for key, value in moto_s3.env.items():
+        monkeypatch.setenv(key, value)
+    store = open_remote_store("s3://no-such-bucket/p")
+    for call in (lambda: store.list("t/"), lambda: store.get("t/a"),
+                 lambda: store.put("t/a", b"a")):
+        with pytest.raises(RemoteObjectNotFoundError, match="no-such-bucket"):
+            call()
+
+
+def test_an_unknown_scheme_is_a_config_error():
+    with pytest.raises(InvalidConfigError, match="ftp"):
+        open_remote_store("ftp://example/x")
+
+
+def test_a_stopped_s3_server_gives_a_retriable_error_within_the_timeout(monkeypatch):
+    # Given a store on a moto server of its own, with short timeouts and retries
+    server = MotoS3().start()
+    store = server.store(monkeypatch, request_timeout_s=2, connect_timeout_s=1, retries_max=2,
+                         retry_timeout_s=3)
+    store.put("t/0/a", b"a")
+    # When the server stops
+    server.stop()
+    # Then every call fails as "unavailable", naming the object, within the bounds
+    for call in (lambda: store.get("t/0/a"), lambda: store.put("t/0/b", b"b"),
+                 lambda: store.list("t/"), lambda: store.get_range("t/0/a", 0, 1)):
+        started = time.monotonic()
+        with pytest.raises(RemoteStorageUnavailableError, match="/t/"):
+            call()
+        assert time.monotonic() - started < 10
+
+
+def test_a_file_store_keeps_objects_as_files_under_its_path(tmp_path):
+    store = open_remote_store(f"file://{tmp_path}/store")
+    store.put("t/0/a.log", b"abc")
+    assert Path(tmp_path, "store", "t", "0", "a.log").read_bytes() == b"abc"
