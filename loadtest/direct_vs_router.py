@@ -60,22 +60,27 @@ def producer_block(broker: str, topic: str, direct: bool, records: int, rate: fl
                      records, rate)
 
 
+def produce_one(sock: zmq.Socket, address: str, topic: str, request_id: int) -> None:
+    """One 100-byte record to partition 0 of ``topic`` on a connected DEALER, awaited;
+    raises if no reply comes within REPLY_WAIT_MS or the reply is not a clean produce."""
+    builder = BatchBuilder()
+    builder.append(None, VALUE, time.time_ns() // 1_000_000, None)
+    sock.send_multipart([protocol.encode_produce(request_id, topic, 0, 1), builder.build()])
+    if not sock.poll(REPLY_WAIT_MS):
+        raise RuntimeError(f"no reply from {address} within {REPLY_WAIT_MS} ms "
+                           f"(request {request_id})")
+    reply = protocol.decode_reply(sock.recv_multipart()[0])
+    if reply.kind != "produce" or reply.error is not None:
+        raise RuntimeError(f"{address} answered request {request_id} with {reply}")
+
+
 def bare_block(address: str, topic: str, records: int, rate: float):
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(address)
-
-    def one(i: int) -> None:
-        builder = BatchBuilder()
-        builder.append(None, VALUE, time.time_ns() // 1_000_000, None)
-        sock.send_multipart([protocol.encode_produce(i + 1, topic, 0, 1), builder.build()])
-        if not sock.poll(REPLY_WAIT_MS):
-            raise RuntimeError(f"no reply from {address} within {REPLY_WAIT_MS} ms")
-        sock.recv_multipart()
-
     try:
-        one(0)   # connected and answered before the timing starts
-        return paced(one, records, rate)
+        produce_one(sock, address, topic, 1)   # connected and answered before the timing starts
+        return paced(lambda i: produce_one(sock, address, topic, i + 2), records, rate)
     finally:
         sock.close()
 

@@ -32,19 +32,16 @@ import multiprocessing
 import os
 import sys
 import tempfile
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import zmq
 
-from loadtest.direct_vs_router import paced, percentile
+from loadtest.direct_vs_router import VALUE, paced, percentile, produce_one
 from plinth import protocol
-from plinth.format.record_batch import BatchBuilder
 from plinth.shards.partition_log import LogConfig
 from plinth.shards.shard_server import ShardServer
 
-VALUE = b"x" * 100
 # What the floor writes per request: about one small batch (the measured
 # floor's size; the shard's batch of one 100-byte record is 224 bytes, and
 # one sub-page append costs the same fsync).
@@ -174,15 +171,7 @@ def measure(address: str, records: int, rate: float) -> list[float]:
     sock.connect(address)
 
     def one(i: int) -> None:
-        builder = BatchBuilder()
-        builder.append(None, VALUE, time.time_ns() // 1_000_000, None)
-        sock.send_multipart([protocol.encode_produce(i + 1, TOPIC, 0, 1), builder.build()])
-        if not sock.poll(REPLY_WAIT_MS):
-            raise RuntimeError(f"no reply from {address} within {REPLY_WAIT_MS} ms "
-                               f"(request {i + 1})")
-        reply = protocol.decode_reply(sock.recv_multipart()[0])
-        if reply.kind != "produce" or reply.error is not None:
-            raise RuntimeError(f"{address} answered request {i + 1} with {reply}")
+        produce_one(sock, address, TOPIC, i + 1)
 
     try:
         for i in range(WARM_UP_REQUESTS):

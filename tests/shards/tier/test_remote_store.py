@@ -17,15 +17,6 @@ from tests.moto_s3 import MotoS3
 MiB = 1024 * 1024
 
 
-@pytest.fixture(params=["memory", "file", "s3"])
-def store(request, tmp_path, monkeypatch):
-    if request.param == "memory":
-        return open_remote_store("memory://")
-    if request.param == "file":
-        return open_remote_store(f"file://{tmp_path}/store")
-    return request.getfixturevalue("moto_s3").store(monkeypatch)
-
-
 def test_an_object_put_is_read_back_whole_and_by_range(store):
     # Given an object of 1,000 distinct bytes
     data = bytes(range(250)) * 4

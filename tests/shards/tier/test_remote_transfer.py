@@ -24,15 +24,6 @@ PARTITION = 3
 SMALL_SEGMENTS = LogConfig(segment_bytes_max=8 * SEGMENT_BYTES_MIN, index_interval_bytes=512)
 
 
-@pytest.fixture(params=["memory", "file", "s3"])
-def store(request, tmp_path, monkeypatch):
-    if request.param == "memory":
-        return open_remote_store("memory://")
-    if request.param == "file":
-        return open_remote_store(f"file://{tmp_path}/store")
-    return request.getfixturevalue("moto_s3").store(monkeypatch)
-
-
 @pytest.fixture
 def log(tmp_path):
     """A partition log of a few rolled segments of random batches; the entries appended."""
