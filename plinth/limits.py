@@ -612,8 +612,15 @@ REMOTE_READS_PER_FETCH_MAX = 4
 # answer each in tens of ms).
 REMOTE_CHUNK_BYTES = 4 * MiB
 REMOTE_READAHEAD_CHUNKS = 4
-# Local disk for cached chunks unless --tier-cache-bytes says otherwise.
+# Local disk for cached chunks unless --tier-cache-bytes says otherwise. At least
+# two read-aheads (a consumer's read-ahead must not evict the chunk it is reading);
+# at most 16 TiB, more than any one disk a shard would cache on.
 TIER_CACHE_BYTES_DEFAULT = 1 * GiB
+TIER_CACHE_BYTES_MIN = 2 * REMOTE_READAHEAD_CHUNKS * REMOTE_CHUNK_BYTES
+TIER_CACHE_BYTES_MAX = 16 * 1024 * GiB
+# --tier-url: an object-store URL (bucket, prefix) is short; this bounds what the
+# server keeps and passes to every shard actor.
+TIER_URL_BYTES_MAX = 2048
 # Segments whose last read position the cache remembers (to see sequential reads).
 REMOTE_CACHE_SEGMENTS_TRACKED_MAX = 10_000
 
@@ -747,6 +754,8 @@ def _relations() -> list[tuple[str, bool]]:
         ("the default tier cache holds a read-ahead several times over, and one read-ahead "
          "is a modest allocation", 4 * REMOTE_READAHEAD_CHUNKS * REMOTE_CHUNK_BYTES
          <= TIER_CACHE_BYTES_DEFAULT and REMOTE_READAHEAD_CHUNKS * REMOTE_CHUNK_BYTES <= 64 * MiB),
+        ("--tier-cache-bytes' range holds its default",
+         TIER_CACHE_BYTES_MIN <= TIER_CACHE_BYTES_DEFAULT <= TIER_CACHE_BYTES_MAX),
         ("a remote call fails (never hangs) within a minute",
          0 < REMOTE_CONNECT_TIMEOUT_S <= REMOTE_REQUEST_TIMEOUT_S
          and REMOTE_RETRY_TIMEOUT_S + REMOTE_REQUEST_TIMEOUT_S <= 60),

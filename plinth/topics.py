@@ -11,6 +11,16 @@ recommends: an acks="all" write survives the loss of one replica) and
 that may miss acknowledged records never becomes leader). A factor-1 topic's
 config gets them only if they are given, so that it is stored exactly as before
 replication existed.
+
+Three keys concern tiered storage (issue 14; Kafka's KIP-405 names and meanings):
+``remote.storage.enable`` ("true"/"false", default "false": sealed segments go to
+the object store of the server's ``--tier-url``), and ``local.retention.ms`` and
+``local.retention.bytes``, how much of the log the shards' disks keep (-2, the
+default: as much as ``retention.*``; -1: everything). ``retention.*`` keep
+their meaning: the whole log, local plus remote, so a local retention may not
+exceed it (Kafka's rule, ``_check_local_retention``). Once a topic's remote
+storage is on it stays on (``check_config_change``), and it may be turned on
+only on a broker that has an object store (``check_remote_storage_allowed``).
 """
 
 from __future__ import annotations
@@ -31,6 +41,10 @@ MESSAGE_TIMESTAMP_BEFORE_MAX_MS = "message.timestamp.before.max.ms"
 MESSAGE_TIMESTAMP_AFTER_MAX_MS = "message.timestamp.after.max.ms"
 MIN_INSYNC_REPLICAS = "min.insync.replicas"
 UNCLEAN_LEADER_ELECTION_ENABLE = "unclean.leader.election.enable"
+REMOTE_STORAGE_ENABLE = "remote.storage.enable"
+LOCAL_RETENTION_MS = "local.retention.ms"
+LOCAL_RETENTION_BYTES = "local.retention.bytes"
+LOCAL_RETENTION_AS_TOTAL = -2   # Kafka's local.retention.* default: as retention.*
 _INT64_MAX = 2**63 - 1
 _BOOLEANS = ("true", "false")
 
@@ -48,7 +62,15 @@ TOPIC_CONFIG_KEYS: dict[str, tuple[int, int, int]] = {
     MESSAGE_TIMESTAMP_BEFORE_MAX_MS: (0, _INT64_MAX,
                                       limits.MESSAGE_TIMESTAMP_BEFORE_MS_MAX_DEFAULT),
     MESSAGE_TIMESTAMP_AFTER_MAX_MS: (0, _INT64_MAX, limits.MESSAGE_TIMESTAMP_AFTER_MS_MAX_DEFAULT),
+    # What the shards' disks keep of a tiered topic: -2, as retention.*; -1, all.
+    LOCAL_RETENTION_MS: (LOCAL_RETENTION_AS_TOTAL, 2**62, LOCAL_RETENTION_AS_TOTAL),
+    LOCAL_RETENTION_BYTES: (LOCAL_RETENTION_AS_TOTAL, 2**62, LOCAL_RETENTION_AS_TOTAL),
 }
+# Boolean keys every topic has: key -> default.
+TOPIC_CONFIG_BOOLEANS: dict[str, str] = {REMOTE_STORAGE_ENABLE: "false"}
+# The local retention keys and the whole log's retention each may not exceed.
+_LOCAL_RETENTION_KEYS = ((LOCAL_RETENTION_MS, RETENTION_MS),
+                         (LOCAL_RETENTION_BYTES, RETENTION_BYTES))
 
 
 def validate_topic_name(name: str) -> None:
@@ -103,7 +125,7 @@ def normalize_topic_config(name: str, config: dict[str, str],
         raise InvalidConfigError(
             f"topic {name!r}: {len(config)} config entries, over the limit of "
             f"{limits.CONFIG_ENTRIES_MAX}")
-    known = set(TOPIC_CONFIG_KEYS) | set(REPLICATION_CONFIG_KEYS)
+    known = set(TOPIC_CONFIG_KEYS) | set(TOPIC_CONFIG_BOOLEANS) | set(REPLICATION_CONFIG_KEYS)
     unknown = sorted(set(config) - known)
     if unknown:
         raise InvalidConfigError(
@@ -112,6 +134,9 @@ def normalize_topic_config(name: str, config: dict[str, str],
     out = {}
     for key, (lowest, highest, default) in TOPIC_CONFIG_KEYS.items():
         out[key] = str(_config_int(name, key, config.get(key, default), lowest, highest))
+    for key, default in TOPIC_CONFIG_BOOLEANS.items():
+        out[key] = _config_bool(name, key, config.get(key, default))
+    _check_local_retention(name, out)
     if replication_factor > 1 or MIN_INSYNC_REPLICAS in config:
         raw = config.get(MIN_INSYNC_REPLICAS, default_min_insync_replicas(replication_factor))
         out[MIN_INSYNC_REPLICAS] = str(_min_insync(name, raw, replication_factor))
@@ -128,6 +153,51 @@ def min_insync_replicas(config: dict[str, str]) -> int:
 
 def unclean_leader_election(config: dict[str, str]) -> bool:
     return config.get(UNCLEAN_LEADER_ELECTION_ENABLE, "false") == "true"
+
+
+def remote_storage_enabled(config: dict[str, str]) -> bool:
+    """The topic's remote.storage.enable ("false" if the config has none: a topic
+    created before tiered storage)."""
+    return config.get(REMOTE_STORAGE_ENABLE, "false") == "true"
+
+
+def check_config_change(name: str, old: dict[str, str], new: dict[str, str]) -> None:
+    """InvalidConfigError if going from the normalized config ``old`` to ``new`` is
+    not allowed: turning remote storage off once it was on (Kafka 3.9 allows that
+    only with remote.log.delete.on.disable=true, which deletes the remote data)."""
+    if remote_storage_enabled(old) and not remote_storage_enabled(new):
+        raise InvalidConfigError(
+            f"topic {name!r}: {REMOTE_STORAGE_ENABLE} cannot go from true back to false: its "
+            f"segments in object storage would be left behind. Kafka 3.9 allows it only "
+            f"with remote.log.delete.on.disable=true (which deletes them); Plinth does not "
+            f"offer remote.log.delete.on.disable yet")
+
+
+def check_remote_storage_allowed(name: str, config: dict[str, str], *,
+                                 tier_url_given: bool) -> None:
+    """InvalidConfigError if the topic asks for remote storage on a broker that has no
+    object store (it was started without ``--tier-url``)."""
+    if remote_storage_enabled(config) and not tier_url_given:
+        raise InvalidConfigError(
+            f"topic {name!r}: {REMOTE_STORAGE_ENABLE}=true needs tiered storage, and this "
+            f"broker was started without --tier-url; start plinth serve with --tier-url "
+            f"URL (s3://bucket/prefix, gs://..., az://... or file:///path)")
+
+
+def _check_local_retention(name: str, config: dict[str, str]) -> None:
+    """Kafka's rule: where retention.ms (.bytes) bounds the whole log, local.retention.ms
+    (.bytes) is -2 or at most that bound (-1, keep everything locally, exceeds it)."""
+    for local_key, total_key in _LOCAL_RETENTION_KEYS:
+        local, total = int(config[local_key]), int(config[total_key])
+        if local == LOCAL_RETENTION_AS_TOTAL or total == -1:
+            continue
+        if local == -1 or local > total:
+            what = f"{local_key}=-1 (keep everything locally)" if local == -1 else \
+                f"{local_key}={local}"
+            raise InvalidConfigError(
+                f"topic {name!r}: {what} exceeds {total_key}={total}: the shards' disks "
+                f"cannot keep more than the whole log; set {local_key} to at most {total}, "
+                f"or to -2 (the same as {total_key})")
 
 
 def _min_insync(name: str, raw, replication_factor: int) -> int:

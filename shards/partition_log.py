@@ -71,6 +71,7 @@ from plinth.format.log_entry import (
     ATTRIBUTES_NONE, LOG_ENTRY_HEADER_BYTES, LogEntryHeader, scan_whole_entries)
 from plinth.shards.segment import RecoveryResult, Segment, fsync_directory, parse_log_file_name
 from plinth.shards.segment_files import SegmentFiles
+from plinth.shards.tier.tier_policy import resolve_local_retention
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,15 @@ class LogConfig:
     ``retention_bytes`` of -1 keep everything. ``timestamp_before_ms_max`` and
     ``timestamp_after_ms_max`` are Kafka's message.timestamp.before.max.ms and
     .after.max.ms, checked by the partition (partition.py) against the shard's clock.
+
+    Tiered storage (issue 14): ``remote_storage_enable`` is the topic's
+    remote.storage.enable; ``local_retention_ms`` and ``local_retention_bytes`` are
+    its local.retention.ms/.bytes as configured (-2: as retention_ms/_bytes; -1:
+    keep everything locally), and ``local_retention_ms_resolved`` and
+    ``local_retention_bytes_resolved`` what they mean once -2 is resolved. Nothing
+    acts on them yet: ``enforce_retention`` deletes by retention_* alone until the
+    shard uploads segments (the next slice of issue 14 makes local deletion follow
+    tier_policy.local_segments_past_retention for a topic with remote storage on).
     """
 
     segment_bytes_max: int = SEGMENT_BYTES_DEFAULT
@@ -100,6 +110,9 @@ class LogConfig:
     retention_bytes: int = RETENTION_BYTES_DEFAULT
     timestamp_before_ms_max: int = MESSAGE_TIMESTAMP_BEFORE_MS_MAX_DEFAULT
     timestamp_after_ms_max: int = MESSAGE_TIMESTAMP_AFTER_MS_MAX_DEFAULT
+    remote_storage_enable: bool = False
+    local_retention_ms: int = topics.LOCAL_RETENTION_AS_TOTAL
+    local_retention_bytes: int = topics.LOCAL_RETENTION_AS_TOTAL
 
     @classmethod
     def from_topic_config(cls, config: dict[str, str]) -> "LogConfig":
@@ -118,7 +131,21 @@ class LogConfig:
                    retention_ms=value(topics.RETENTION_MS),
                    retention_bytes=value(topics.RETENTION_BYTES),
                    timestamp_before_ms_max=value(topics.MESSAGE_TIMESTAMP_BEFORE_MAX_MS),
-                   timestamp_after_ms_max=value(topics.MESSAGE_TIMESTAMP_AFTER_MAX_MS))
+                   timestamp_after_ms_max=value(topics.MESSAGE_TIMESTAMP_AFTER_MAX_MS),
+                   remote_storage_enable=topics.remote_storage_enabled(config),
+                   local_retention_ms=value(topics.LOCAL_RETENTION_MS),
+                   local_retention_bytes=value(topics.LOCAL_RETENTION_BYTES))
+
+    @property
+    def local_retention_ms_resolved(self) -> int:
+        """local.retention.ms as the shard applies it: -2 is retention_ms; -1 (or a
+        value above a bounded retention_ms) is retention_ms's bound or none."""
+        return resolve_local_retention(self.local_retention_ms, self.retention_ms)
+
+    @property
+    def local_retention_bytes_resolved(self) -> int:
+        """local.retention.bytes as the shard applies it (as local_retention_ms_resolved)."""
+        return resolve_local_retention(self.local_retention_bytes, self.retention_bytes)
 
     def __post_init__(self) -> None:
         # The topic minimums do not apply here: tests use smaller segments.
@@ -131,6 +158,13 @@ class LogConfig:
         _check_int_in_range("retention_bytes", self.retention_bytes, -1, None)
         _check_int_in_range("timestamp_before_ms_max", self.timestamp_before_ms_max, 0, None)
         _check_int_in_range("timestamp_after_ms_max", self.timestamp_after_ms_max, 0, None)
+        if not isinstance(self.remote_storage_enable, bool):
+            raise InvalidConfigError(f"remote_storage_enable must be a bool, got "
+                                     f"{self.remote_storage_enable!r}")
+        _check_int_in_range("local_retention_ms", self.local_retention_ms,
+                            topics.LOCAL_RETENTION_AS_TOTAL, None)
+        _check_int_in_range("local_retention_bytes", self.local_retention_bytes,
+                            topics.LOCAL_RETENTION_AS_TOTAL, None)
 
 
 def _check_int_in_range(key: str, value, value_min: int, value_max: int | None) -> None:
@@ -589,6 +623,11 @@ class PartitionLog:
 
     def enforce_retention(self, sealed: bool = False) -> RetentionResult:
         """Delete whole old segments beyond ``retention_ms`` or ``retention_bytes``.
+
+        Local retention (config.local_retention_*) does not act here yet: nothing is
+        uploaded, so deleting by it would lose data. The next slice of issue 14 makes
+        a topic with remote storage on delete its uploaded prefix by
+        tier_policy.local_segments_past_retention as well.
 
         A segment goes when its time (its newest record's timestamp, capped by
         its last write: see the module docstring) is more than retention_ms

@@ -27,11 +27,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from plinth.shards.segment import Segment
+from plinth.topics import LOCAL_RETENTION_AS_TOTAL
 
 __all__ = ["LOCAL_RETENTION_AS_TOTAL", "local_segments_past_retention",
            "resolve_local_retention", "segments_to_upload"]
-
-LOCAL_RETENTION_AS_TOTAL = -2   # Kafka's local.retention.* default: use retention.*
 
 
 def resolve_local_retention(local_value: int, total_value: int) -> int:

@@ -32,7 +32,9 @@ def test_config_is_filled_with_defaults_and_checked_key_by_key():
                       "retention.ms": str(limits.RETENTION_MS_DEFAULT),
                       "retention.bytes": str(limits.RETENTION_BYTES_DEFAULT),
                       "message.timestamp.before.max.ms": str(2**63 - 1),
-                      "message.timestamp.after.max.ms": "3600000"}
+                      "message.timestamp.after.max.ms": "3600000",
+                      "remote.storage.enable": "false", "local.retention.ms": "-2",
+                      "local.retention.bytes": "-2"}
     with pytest.raises(InvalidConfigError, match="unknown config retention.foo"):
         normalize_topic_config("t", {"retention.foo": "1"})
     with pytest.raises(InvalidConfigError, match="segment.bytes=1 is outside 1048576"):
@@ -81,7 +83,8 @@ def test_a_replicated_topic_gets_kafkas_min_insync_default_and_no_unclean_electi
 def test_a_factor_1_topic_gets_no_replication_keys_unless_it_names_them():
     # Given a factor-1 topic / When its config is normalized / Then it is as before
     # replication (stored exactly as before)
-    assert set(normalize_topic_config("t", {})) == set(topics.TOPIC_CONFIG_KEYS)
+    assert set(normalize_topic_config("t", {})) == \
+        set(topics.TOPIC_CONFIG_KEYS) | set(topics.TOPIC_CONFIG_BOOLEANS)
     # And a key it names is checked and kept
     assert normalize_topic_config("t", {"min.insync.replicas": "1"})["min.insync.replicas"] == "1"
 
@@ -118,3 +121,98 @@ def test_replication_factors_outside_1_to_the_limit_or_not_integers_are_refused(
     with pytest.raises(InvalidReplicationFactorError, match=f"topic 't': {message}"):
         topics.validate_replication_factor("t", factor)
     assert topics.validate_replication_factor("t", limits.REPLICATION_FACTOR_MAX) == 5
+
+
+# --- Tiered storage's configs (issue 14) ------------------------------------------------
+
+def test_every_topic_gets_remote_storage_off_and_local_retention_as_the_whole_log():
+    # Given a topic created without tiering configs / When its config is normalized
+    config = normalize_topic_config("t", {})
+    # Then it carries Kafka's defaults, so that describe shows them
+    assert config["remote.storage.enable"] == "false"
+    assert config["local.retention.ms"] == "-2" and config["local.retention.bytes"] == "-2"
+    assert not topics.remote_storage_enabled(config)
+
+
+def test_remote_storage_enable_takes_true_or_false_in_any_case_and_nothing_else():
+    assert normalize_topic_config("t", {"remote.storage.enable": "True"})[
+        "remote.storage.enable"] == "true"
+    assert topics.remote_storage_enabled(normalize_topic_config(
+        "t", {"remote.storage.enable": "TRUE"}))
+    with pytest.raises(InvalidConfigError,
+                       match=r"topic 't': remote.storage.enable='yes' is not true or false"):
+        normalize_topic_config("t", {"remote.storage.enable": "yes"})
+
+
+@pytest.mark.parametrize("config, message", [
+    # Above a bounded retention: both keys, both values
+    ({"retention.ms": "86400000", "local.retention.ms": "86400001"},
+     r"topic 't': local.retention.ms=86400001 exceeds retention.ms=86400000: .*at most "
+     r"86400000, or to -2"),
+    ({"retention.bytes": "1000000", "local.retention.bytes": "2000000"},
+     r"topic 't': local.retention.bytes=2000000 exceeds retention.bytes=1000000: .*at most "
+     r"1000000, or to -2"),
+    # -1 keeps everything locally, more than a bounded whole log (Kafka's rule)
+    ({"retention.ms": "3600000", "local.retention.ms": "-1"},
+     r"topic 't': local.retention.ms=-1 \(keep everything locally\) exceeds "
+     r"retention.ms=3600000"),
+    ({"retention.bytes": "1000000", "local.retention.bytes": "-1"},
+     r"local.retention.bytes=-1 \(keep everything locally\) exceeds retention.bytes=1000000"),
+    # Below -2 means nothing; not an integer neither
+    ({"local.retention.ms": "-3"}, r"topic 't': local.retention.ms=-3 is outside -2\.\."),
+    ({"local.retention.bytes": "1GB"}, r"local.retention.bytes='1GB' is not an integer"),
+])
+def test_local_retention_beyond_the_whole_logs_is_refused_naming_both_keys_and_values(
+        config, message):
+    with pytest.raises(InvalidConfigError, match=message):
+        normalize_topic_config("t", config)
+
+
+@pytest.mark.parametrize("config", [
+    {"retention.ms": "86400000", "local.retention.ms": "86400000"},   # equal is allowed
+    {"retention.ms": "86400000", "local.retention.ms": "0"},
+    {"retention.ms": "-1", "local.retention.ms": "-1"},               # everything, everywhere
+    {"retention.ms": "-1", "local.retention.ms": str(2**62)},
+    {"retention.bytes": "1000000", "local.retention.bytes": "-2"},
+    {"retention.bytes": "-1", "local.retention.bytes": "268435456"},
+])
+def test_local_retention_within_the_whole_logs_is_taken_as_given(config):
+    normalized = normalize_topic_config("t", config)
+    assert {key: normalized[key] for key in config} == config
+
+
+def test_lowering_retention_below_an_existing_local_retention_is_refused():
+    # Given a topic that keeps a day locally and a week in all
+    config = normalize_topic_config("t", {"retention.ms": "604800000",
+                                          "local.retention.ms": "86400000"})
+    # When retention.ms is altered to an hour (the controller normalizes the merged config)
+    # Then it is refused, naming both keys and both values
+    with pytest.raises(InvalidConfigError,
+                       match="local.retention.ms=86400000 exceeds retention.ms=3600000"):
+        normalize_topic_config("t", {**config, "retention.ms": "3600000"})
+
+
+def test_remote_storage_cannot_be_turned_off_once_on_and_the_message_says_why():
+    on = normalize_topic_config("t", {"remote.storage.enable": "true"})
+    off = normalize_topic_config("t", {**on, "remote.storage.enable": "false"})
+    with pytest.raises(InvalidConfigError, match=r"topic 't': remote.storage.enable cannot go "
+                       r"from true back to false.*remote.log.delete.on.disable=true.*does not "
+                       r"offer remote.log.delete.on.disable yet"):
+        topics.check_config_change("t", on, off)
+    # And the other changes are allowed: on to on, off to on, off to off
+    topics.check_config_change("t", on, on)
+    topics.check_config_change("t", off, on)
+    topics.check_config_change("t", off, off)
+    # A topic stored before tiered storage (no key) counts as off
+    topics.check_config_change("t", {"retention.ms": "1"}, off)
+
+
+def test_remote_storage_is_refused_on_a_broker_without_a_tier_url_naming_the_option():
+    on = normalize_topic_config("t", {"remote.storage.enable": "true"})
+    with pytest.raises(InvalidConfigError,
+                       match=r"topic 't': remote.storage.enable=true needs tiered storage.*"
+                             r"started without --tier-url"):
+        topics.check_remote_storage_allowed("t", on, tier_url_given=False)
+    topics.check_remote_storage_allowed("t", on, tier_url_given=True)
+    topics.check_remote_storage_allowed("t", normalize_topic_config("t", {}),
+                                        tier_url_given=False)

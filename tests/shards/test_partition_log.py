@@ -1002,3 +1002,63 @@ def test_a_log_restarted_past_its_end_is_empty_there_and_takes_the_leaders_entri
     assert follower.append_entries(leader_entries(leader)) == leader.end_offset
     follower.close()
     assert read_all(PartitionLog.open(tmp_path / "follower", SMALL_SEGMENTS)) == read_all(leader)
+
+
+# --- Tiered storage's configs (issue 14): read, resolved, not acted on yet ----------------
+
+def test_a_topic_config_without_tiering_keys_gives_remote_storage_off_and_local_as_total():
+    # Given a topic config stored before tiered storage existed / When it is read
+    config = LogConfig.from_topic_config({"retention.ms": "60000", "retention.bytes": "5000000"})
+    # Then remote storage is off and local retention follows retention.* (Kafka's -2)
+    assert config.remote_storage_enable is False
+    assert (config.local_retention_ms, config.local_retention_bytes) == (-2, -2)
+    assert (config.local_retention_ms_resolved, config.local_retention_bytes_resolved) == \
+        (60_000, 5_000_000)
+
+
+@pytest.mark.parametrize("local_ms, total_ms, resolved_ms", [
+    (-2, 86_400_000, 86_400_000),   # -2: as retention.ms
+    (-2, -1, -1),                   # -2 of an unbounded log: unbounded
+    (3_600_000, 86_400_000, 3_600_000),
+    (-1, -1, -1),                   # keep everything locally, and everything in all
+    (3_600_000, -1, 3_600_000),
+])
+def test_local_retention_minus_2_resolves_to_retention_and_other_values_stay(
+        local_ms, total_ms, resolved_ms):
+    # Given a tiered topic's config / When the log reads it
+    config = LogConfig.from_topic_config({
+        "remote.storage.enable": "true", "retention.ms": str(total_ms),
+        "local.retention.ms": str(local_ms), "retention.bytes": "-1",
+        "local.retention.bytes": "1048576"})
+    # Then the configured values are kept as given, and resolved in one place
+    assert config.remote_storage_enable is True
+    assert config.local_retention_ms == local_ms
+    assert config.local_retention_ms_resolved == resolved_ms
+    assert config.local_retention_bytes_resolved == 1_048_576
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("local_retention_ms", -3, "local_retention_ms is -3; it must be at least -2"),
+    ("local_retention_bytes", -3, "local_retention_bytes is -3; it must be at least -2"),
+    ("remote_storage_enable", "true", "remote_storage_enable must be a bool, got 'true'"),
+])
+def test_log_config_refuses_tiering_values_outside_their_meaning(key, value, message):
+    with pytest.raises(InvalidConfigError, match=message):
+        LogConfig(**{key: value})
+
+
+def test_local_retention_does_not_delete_anything_yet(tmp_path):
+    # Given a tiered log that keeps everything in all but asks its disk to keep 4 KiB
+    config = LogConfig(segment_bytes_max=4096, retention_ms=-1, retention_bytes=-1,
+                       remote_storage_enable=True, local_retention_ms=1,
+                       local_retention_bytes=4096)
+    plog = PartitionLog.open(tmp_path / "p", config)
+    for _ in range(20):
+        plog.append(b"x" * 1000, 1, 1_000)
+    segments_before = len(plog.segments)
+    # When retention runs (nothing is uploaded: there is no uploader yet)
+    result = plog.enforce_retention()
+    # Then nothing was deleted: local retention acts only on uploaded segments
+    assert result.segments == 0 and len(plog.segments) == segments_before > 1
+    assert plog.start_offset == 0
+    plog.close()
