@@ -27,6 +27,10 @@ assume:
   RemoteAccessDeniedError; both are permanent. Every message names the store's
   URL and the object's key.
 
+A URL may carry secrets (``user:password@`` or a query such as an Azure SAS
+token): ``redacted_url`` masks them, and every message, log line and ``repr``
+uses it (``RemoteStore.url`` is the masked form); only obstore sees the URL as given.
+
 Keys are relative to the store's URL (``s3://bucket/prefix`` puts key ``a/b``
 at ``s3://bucket/prefix/a/b``), "/"-separated, without a leading "/".
 
@@ -50,7 +54,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import NamedTuple
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 import obstore
 from obstore import exceptions as obstore_errors
@@ -61,7 +65,8 @@ from plinth.errors import (
     InvalidConfigError, RemoteAccessDeniedError, RemoteObjectExistsError,
     RemoteObjectNotFoundError, RemoteStorageError, RemoteStorageUnavailableError)
 
-__all__ = ["ObjectInfo", "ObstoreRemoteStore", "RemoteStore", "open_remote_store"]
+__all__ = ["ObjectInfo", "ObstoreRemoteStore", "RemoteStore", "open_remote_store",
+           "redacted_url"]
 
 CLOUD_SCHEMES = ("s3", "s3a", "gs", "az", "abfs", "abfss", "azure", "adl")
 
@@ -73,10 +78,25 @@ class ObjectInfo(NamedTuple):
     size_bytes: int
 
 
+def redacted_url(url: str) -> str:
+    """``url`` fit for a message or a log line: a user and password become ``***@``,
+    a query ``?***``, and a fragment is dropped (any thread)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:   # e.g. an unbalanced "[" in the host: show nothing of it
+        return "<unparseable URL>"
+    netloc = parts.netloc
+    if "@" not in netloc and not parts.query and not parts.fragment:
+        return url   # nothing to hide: as given
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    return urlunsplit((parts.scheme, netloc, parts.path, "***" if parts.query else "", ""))
+
+
 class RemoteStore(abc.ABC):
     """The object-store contract (module docstring). Any thread, every method."""
 
-    url: str
+    url: str   # masked (redacted_url): for messages
 
     @property
     @abc.abstractmethod
@@ -127,7 +147,7 @@ class ObstoreRemoteStore(RemoteStore):
 
     def __init__(self, url: str, *, request_timeout_s: float, connect_timeout_s: float,
                  retries_max: int, retry_timeout_s: float):
-        self.url = url
+        self.url = redacted_url(url)
         scheme = urlparse(url).scheme
         options: dict = {}
         if scheme in CLOUD_SCHEMES:
@@ -142,12 +162,14 @@ class ObstoreRemoteStore(RemoteStore):
         elif scheme == "file":
             options["mkdir"] = True
         elif scheme != "memory":
-            raise InvalidConfigError(f"tier URL {url!r}: scheme {scheme!r} is not one of "
+            raise InvalidConfigError(f"tier URL {self.url!r}: scheme {scheme!r} is not one of "
                                      f"{', '.join(CLOUD_SCHEMES)}, file, memory")
         try:
             self._store = from_url(url, **options)
         except Exception as error:   # obstore raises its own types and ValueError
-            raise InvalidConfigError(f"tier URL {url!r}: {error}") from error
+            # Its text may quote the URL as given: never repeat the secrets in it.
+            detail = _first_line(error).replace(url, self.url)
+            raise InvalidConfigError(f"tier URL {self.url!r}: {detail}") from None
 
     @property
     def supports_if_absent(self) -> bool:

@@ -11,7 +11,7 @@ import pytest
 from plinth.errors import (
     InvalidConfigError, RemoteObjectExistsError, RemoteObjectNotFoundError,
     RemoteStorageUnavailableError)
-from plinth.shards.tier.remote_store import ObjectInfo, open_remote_store
+from plinth.shards.tier.remote_store import ObjectInfo, open_remote_store, redacted_url
 from tests.moto_s3 import MotoS3
 
 MiB = 1024 * 1024
@@ -92,6 +92,30 @@ def test_a_missing_bucket_is_a_permanent_error_for_every_call(moto_s3, monkeypat
 def test_an_unknown_scheme_is_a_config_error():
     with pytest.raises(InvalidConfigError, match="ftp"):
         open_remote_store("ftp://example/x")
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("s3://bucket/prefix", "s3://bucket/prefix"),
+    ("s3://", "s3://"),
+    ("file:///var/plinth/tier", "file:///var/plinth/tier"),
+    ("s3://AKIAXXXX:s3cr3t@bucket/prefix", "s3://***@bucket/prefix"),
+    ("az://container/p?sv=2024&sig=s3cr3t", "az://container/p?***"),
+    ("gs://user@bucket/p#s3cr3t", "gs://***@bucket/p"),
+])
+def test_a_url_is_shown_without_its_user_password_query_or_fragment(url, shown):
+    assert redacted_url(url) == shown
+
+
+def test_a_store_and_its_errors_never_show_the_secrets_its_url_carries():
+    # Given a URL with a password and a token in its query / When a store is opened on it
+    store = open_remote_store("s3://user:s3cr3t@bucket/p?token=s3cr3t")
+    # Then neither its url nor its repr shows them
+    assert "s3cr3t" not in store.url and "s3cr3t" not in repr(store)
+    # And a URL that obstore refuses is refused without them either
+    with pytest.raises(InvalidConfigError) as raised:
+        open_remote_store("az://user:s3cr3t@container/p?sig=s3cr3t")
+    assert "s3cr3t" not in str(raised.value) and "az://***@container/p?***" in str(raised.value)
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
 
 
 def test_a_stopped_s3_server_gives_a_retriable_error_within_the_timeout(monkeypatch):
