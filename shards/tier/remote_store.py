@@ -80,17 +80,21 @@ class ObjectInfo(NamedTuple):
 
 def redacted_url(url: str) -> str:
     """``url`` fit for a message or a log line: a user and password become ``***@``,
-    a query ``?***``, and a fragment is dropped (any thread)."""
+    a query ``?***``, and a fragment is dropped (any thread). A malformed URL
+    (``s3:/user:pw@bucket``) has its user and password masked too."""
     try:
         parts = urlsplit(url)
     except ValueError:   # e.g. an unbalanced "[" in the host: show nothing of it
         return "<unparseable URL>"
-    netloc = parts.netloc
-    if "@" not in netloc and not parts.query and not parts.fragment:
-        return url   # nothing to hide: as given
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    return urlunsplit((parts.scheme, netloc, parts.path, "***" if parts.query else "", ""))
+    shown = url
+    if parts.query or parts.fragment:
+        shown = urlunsplit((parts.scheme, parts.netloc, parts.path,
+                            "***" if parts.query else "", ""))
+    return _USER_INFO.sub(r"\1***@", shown)
+
+
+# The scheme and slashes, then a user (and password) ending in "@" before any "/".
+_USER_INFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*:/*)[^/?#]*@")
 
 
 class RemoteStore(abc.ABC):

@@ -101,6 +101,8 @@ def test_an_unknown_scheme_is_a_config_error():
     ("s3://AKIAXXXX:s3cr3t@bucket/prefix", "s3://***@bucket/prefix"),
     ("az://container/p?sv=2024&sig=s3cr3t", "az://container/p?***"),
     ("gs://user@bucket/p#s3cr3t", "gs://***@bucket/p"),
+    ("s3:/user:s3cr3t@bucket", "s3:/***@bucket"),   # malformed: masked all the same
+    ("s3://bucket/a@b", "s3://bucket/a@b"),         # an "@" in the path is no password
 ])
 def test_a_url_is_shown_without_its_user_password_query_or_fragment(url, shown):
     assert redacted_url(url) == shown
