@@ -74,7 +74,8 @@ from plinth.errors import (BrokerError, InvalidConfigError, InvalidReplicationFa
                            PartitionOutOfRangeError, RequestTimedOutError, TooManyTopicsError,
                            TopicExistsError, UnavailableError, UnknownTopicError)
 from plinth.shards.shard_handle import (OPENED_NEEDS_REPAIR, Leadership, PartitionId,
-                                        ShardHandle, ShardOptions, wait_all, wait_all_or_raise)
+                                        ShardHandle, ShardOptions, TierOptions, wait_all,
+                                        wait_all_or_raise)
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +211,7 @@ class Controller:
                  default_replication_factor: int | None = None,
                  allow_replicas_on_one_node: bool = False,
                  offsets_replication_factor: int | None = None,
-                 direct_clients: bool = False):
+                 direct_clients: bool = False, tier: TierOptions = TierOptions()):
         """``cluster_keys``: the shards' sockets admit only cluster members (the
         server's; None only in tests, whose shards listen on loopback).
         ``direct_clients``: every shard also takes clients' produce and fetch on a
@@ -224,7 +225,8 @@ class Controller:
         once, see the module). ``start_lease()``: this instance's lease, started
         (default: one that checks through this actor; none outside a Ray actor).
         ``offsets_replication_factor``: copies of the consumer groups' committed offsets
-        (the internal topic; None: the default factor; 1: not replicated)."""
+        (the internal topic; None: the default factor; 1: not replicated).
+        ``tier``: the server's --tier-url and --tier-cache-bytes, given to every shard."""
         actor_logs.configure(Path(data_dir), "controller")
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -241,7 +243,8 @@ class Controller:
         self._shards = ShardSet(self.data_dir, fsync_policy, fsync_interval_ms,
                                 start_shard=start_shard, nodes=nodes,
                                 cluster_keys=cluster_keys, find_shard=find_shard,
-                                direct_clients=direct_clients)
+                                direct_clients=direct_clients, tier=tier)
+        self._tier = tier
         self._cluster_keys = cluster_keys
         self._rebalancer = Rebalancer(self._metadata, self._shards, self._save,
                                       allow_replicas_on_one_node, elect=self._lead_again)

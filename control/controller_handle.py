@@ -46,7 +46,7 @@ from plinth import limits, protocol
 from plinth.cluster_keys import ClusterKeys
 from plinth.control.routing_table import RoutingTable
 from plinth.errors import BrokerError, InternalError, RequestTimedOutError, UnavailableError
-from plinth.shards.shard_handle import Leadership, PartitionId
+from plinth.shards.shard_handle import Leadership, PartitionId, TierOptions
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +93,13 @@ class ControllerHandle:
                default_replication_factor: int | None = None,
                allow_replicas_on_one_node: bool = False,
                offsets_replication_factor: int | None = None,
-               direct_clients: bool = False) -> "ControllerHandle":
+               direct_clients: bool = False,
+               tier: TierOptions = TierOptions()) -> "ControllerHandle":
         """Start the broker's controller actor (server process); Ray restarts it, at most
         CONTROLLER_RESTARTS_MAX times, if its process dies. Raises ValueError if the
         name is taken: another broker serves this namespace. ``cluster_keys``: given
         to every shard it starts (see plinth/cluster_keys.py). The replication
-        options and ``direct_clients``: see Controller."""
+        options, ``direct_clients`` and ``tier``: see Controller."""
         import ray
 
         from plinth.control.controller import Controller
@@ -111,7 +112,7 @@ class ControllerHandle:
                  cluster_keys=cluster_keys, default_replication_factor=default_replication_factor,
                  allow_replicas_on_one_node=allow_replicas_on_one_node,
                  offsets_replication_factor=offsets_replication_factor,
-                 direct_clients=direct_clients)
+                 direct_clients=direct_clients, tier=tier)
         return cls(actor)
 
     @classmethod

@@ -26,8 +26,8 @@ from plinth.cluster_keys import ClusterKeys
 from plinth.control import placement
 from plinth.control.nodes import Node
 from plinth.errors import BrokerError, RequestTimedOutError
-from plinth.shards.shard_handle import (PendingCall, ShardHandle, ShardOptions, wait_all,
-                                        wait_all_or_raise)
+from plinth.shards.shard_handle import (PendingCall, ShardHandle, ShardOptions, TierOptions,
+                                       wait_all, wait_all_or_raise)
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +39,12 @@ class ShardSet:
                  start_shard: Callable[[ShardOptions], ShardHandle],
                  nodes: Callable[[], list[Node]], cluster_keys: ClusterKeys | None = None,
                  find_shard: Callable[[str], ShardHandle | None] = lambda shard_id: None,
-                 direct_clients: bool = False):
+                 direct_clients: bool = False, tier: TierOptions = TierOptions()):
         """``data_dir``: the broker's; each shard's directory is ``shards/<id>`` in it.
         ``cluster_keys``: given to every shard (only cluster members may reach it).
         ``direct_clients``: every shard also binds a socket for clients' produce and
-        fetch (ShardOptions.direct_clients).
+        fetch (ShardOptions.direct_clients). ``tier``: the server's tiered-storage
+        options, given to every shard it starts.
         ``find_shard(shard_id)``: the running shard actor of that id, if any."""
         self._data_dir = data_dir
         self._cluster_keys = cluster_keys
@@ -52,6 +53,7 @@ class ShardSet:
         self._start_shard = start_shard
         self._find_shard = find_shard
         self._direct_clients = direct_clients
+        self._tier = tier
         self._nodes = nodes
         self._handles: dict[str, ShardHandle] = {}
         self.addresses: dict[str, str] = {}   # shard id -> where it listens, once it said
@@ -104,7 +106,7 @@ class ShardSet:
             self._handles[shard_id] = self._start_shard(ShardOptions(
                 shard_id, str(self.directory(shard_id)), self._fsync_policy,
                 self._fsync_interval_ms, pins[shard_id], self._cluster_keys,
-                self._direct_clients))
+                self._direct_clients, self._tier))
         outcomes = wait_all({s: self._handles[s].address() for s in shard_ids},
                             limits.SHARD_START_WAIT_S)
         for shard_id, outcome in outcomes.items():

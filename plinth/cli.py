@@ -100,10 +100,20 @@ def main(ctx, broker, request_timeout_ms, curve_key_file, curve_server_key_file)
               "shard (plain TCP on 127.0.0.1), skipping the router hop. auto: only with a "
               "plaintext loopback --listen and the embedded Ray (never with CurveZMQ or an "
               "ACL, whose checks only the router makes). off: everything through the router.")
+@click.option("--tier-url", default=None, metavar="URL",
+              help="Object storage for tiered storage (topics with remote.storage.enable=true): "
+                   "s3://bucket/prefix, gs://bucket/prefix, az://container/prefix or "
+                   "file:///path. Credentials come from each cloud's standard environment. "
+                   "Default: none (remote.storage.enable=true is refused).")
+@click.option("--tier-cache-bytes", type=click.IntRange(limits.TIER_CACHE_BYTES_MIN,
+                                                       limits.TIER_CACHE_BYTES_MAX),
+              default=limits.TIER_CACHE_BYTES_DEFAULT, show_default=True,
+              help="Local disk each shard may use for cached chunks of remote segments.")
 def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms,
           curve_secret_key, authorized_keys, acl_file, allow_insecure, cluster_name,
           metrics_port, metrics_host, internal_hop, default_replication_factor,
-          allow_replicas_on_one_node, offsets_replication_factor, direct_clients):
+          allow_replicas_on_one_node, offsets_replication_factor, direct_clients,
+          tier_url, tier_cache_bytes):
     """Run the broker until SIGTERM or Ctrl-C."""
     from plinth.server import ServeOptions, serve as run
 
@@ -117,7 +127,8 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
                            default_replication_factor=default_replication_factor,
                            allow_replicas_on_one_node=allow_replicas_on_one_node,
                            offsets_replication_factor=offsets_replication_factor,
-                           direct_clients=direct_clients)
+                           direct_clients=direct_clients, tier_url=tier_url,
+                           tier_cache_bytes=tier_cache_bytes)
     sys.exit(run(options, ready=lambda line: click.echo(line, err=False) or sys.stdout.flush()))
 
 

@@ -57,6 +57,7 @@ from plinth.control.controller_handle import (CONTROLLER_NAME,  # noqa: F401
 from plinth.data_dir_lock import DataDirLock
 from plinth.errors import BrokerError, InvalidConfigError
 from plinth.process_tuning import tune_data_path_process
+from plinth.shards.shard_handle import TierOptions
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,36 @@ class ServeOptions:
     # Clients' produce and fetch straight to the leader shard: "auto" (where allowed,
     # see direct_clients_allowed) or "off" (always through the router).
     direct_clients: str = "auto"
+    # Tiered storage (issue 14): the object store's URL (None: none) and the local disk
+    # each shard may use for cached remote chunks. See tier_options.
+    tier_url: str | None = None
+    tier_cache_bytes: int = limits.TIER_CACHE_BYTES_DEFAULT
+
+    def tier_options(self) -> TierOptions:
+        """The shards' TierOptions. Raises InvalidConfigError, naming the option and
+        the URL (its secrets masked), for a URL the object-store layer cannot use
+        (shards/tier/remote_store.py parses it; nothing is contacted: a wrong bucket
+        or refused credentials show on the first upload) or a cache size outside
+        TIER_CACHE_BYTES_MIN..MAX."""
+        if not (limits.TIER_CACHE_BYTES_MIN <= self.tier_cache_bytes
+                <= limits.TIER_CACHE_BYTES_MAX):
+            raise InvalidConfigError(
+                f"--tier-cache-bytes {self.tier_cache_bytes} is outside "
+                f"{limits.TIER_CACHE_BYTES_MIN}..{limits.TIER_CACHE_BYTES_MAX}")
+        if self.tier_url is None:
+            return TierOptions(None, self.tier_cache_bytes)
+        from plinth.shards.tier.remote_store import open_remote_store, redacted_url
+
+        shown = redacted_url(self.tier_url)
+        size = len(self.tier_url.encode())
+        if not 0 < size <= limits.TIER_URL_BYTES_MAX:
+            raise InvalidConfigError(f"--tier-url {shown!r} is {size} bytes; it must be 1 to "
+                                     f"{limits.TIER_URL_BYTES_MAX}")
+        try:
+            open_remote_store(self.tier_url)
+        except InvalidConfigError as exc:
+            raise InvalidConfigError(f"--tier-url {shown!r} cannot be used: {exc}") from None
+        return TierOptions(self.tier_url, self.tier_cache_bytes)
 
     def direct_clients_allowed(self) -> bool:
         """Whether shards may bind a direct socket for clients: asked ("auto"), with a
@@ -259,6 +290,12 @@ class Server:
         """Start everything; returns which shards serve and which do not (and why).
         Raises InvalidConfigError at once if another server holds the data dir."""
         security = self.options.security()   # config errors before anything starts
+        tier = self.options.tier_options()
+        if tier.enabled:
+            from plinth.shards.tier.remote_store import redacted_url
+
+            log.info("tiered storage in %s; each shard caches up to %d bytes of it",
+                     redacted_url(tier.url), tier.cache_bytes)
         if self.options.default_replication_factor is not None:
             topics.validate_replication_factor("", self.options.default_replication_factor,
                                                what="--default-replication-factor")
@@ -277,7 +314,7 @@ class Server:
 
         from plinth.router.router import Router
 
-        self.controller = self._create_controller(cluster_keys)
+        self.controller = self._create_controller(cluster_keys, tier)
         report = self.controller.start()
         self.router = Router(self.options.listen, self.controller, security=security,
                              cluster_keys=cluster_keys)
@@ -290,7 +327,8 @@ class Server:
                                  self.options.metrics_host)
         return report
 
-    def _create_controller(self, cluster_keys: ClusterKeys) -> ControllerHandle:
+    def _create_controller(self, cluster_keys: ClusterKeys,
+                           tier: TierOptions) -> ControllerHandle:
         # After a crash, Ray may still hold the dead broker's controller name
         # for a moment; a live broker on the same data dir holds it for good.
         deadline = time.monotonic() + limits.CONTROLLER_NAME_WAIT_S
@@ -303,7 +341,7 @@ class Server:
                     default_replication_factor=self.options.default_replication_factor,
                     allow_replicas_on_one_node=self.options.allow_replicas_on_one_node,
                     offsets_replication_factor=self.options.offsets_replication_factor,
-                    direct_clients=self.options.direct_clients_allowed())
+                    direct_clients=self.options.direct_clients_allowed(), tier=tier)
             except ValueError as exc:
                 if "already taken" not in str(exc) or time.monotonic() > deadline:
                     raise RuntimeError(

@@ -27,7 +27,7 @@ from plinth.cluster_keys import ClusterKeys
 from plinth.process_tuning import tune_data_path_process
 from plinth.shards.partition_log import LogConfig
 from plinth.shards.shard_calls import (ControllerAnnouncements, GroupStates, Leadership,
-                                       PartitionId, PartitionSpec, SealedPartition)
+                                       PartitionId, PartitionSpec, SealedPartition, TierOptions)
 from plinth.shards.shard_manifest import MANIFEST_FILE, ShardManifest
 from plinth.shards.shard_server import ShardServer
 
@@ -42,14 +42,15 @@ class ShardActor:
                  bind_host: str | None = None,
                  announce_to: ControllerAnnouncements | None = None,
                  cluster_keys: ClusterKeys | None = None, direct_clients: bool = False,
-                 own_process: bool = False):
+                 own_process: bool = False, tier: TierOptions = TierOptions()):
         """``bind_host``: where the shard's socket listens; by default its node's
         address in the Ray cluster. ``announce_to``: told the addresses at every start.
         ``cluster_keys``: only cluster members may reach the socket (CurveZMQ); without
         them the socket is plain TCP, on loopback only (tests). ``direct_clients``:
         also a socket for clients' produce and fetch (ShardServer). ``own_process``: the
         process is this actor's alone (a Ray worker), so it is tuned for the data path
-        once started (plinth/process_tuning.py); not in a test's process."""
+        once started (plinth/process_tuning.py); not in a test's process. ``tier``: the
+        server's tiered-storage options (ShardServer keeps them)."""
         # data_dir is <broker data dir>/shards/<id> (ShardOptions): the log goes beside
         # the controller's, in <broker data dir>/logs
         actor_logs.configure(Path(data_dir).parent.parent, shard_id)
@@ -62,13 +63,19 @@ class ShardActor:
         self._manifest_path = Path(data_dir) / MANIFEST_FILE
         self._server = ShardServer(shard_id, Path(data_dir), bind_host,
                                    fsync_policy, fsync_interval_ms, cluster_keys,
-                                   controller=announce_to, direct_clients=direct_clients)
+                                   controller=announce_to, direct_clients=direct_clients,
+                                   tier=tier)
         self._server.start()
         self._manifest = ShardManifest.load(self._manifest_path)
         self._reopen()
         if own_process:
             self._tune()
         log.info("%s serving %s from %s", shard_id, self._server.address, data_dir)
+        if tier.enabled:
+            from plinth.shards.tier.remote_store import redacted_url   # imports obstore
+
+            log.info("%s: tiered storage in %s, cache of %d bytes", shard_id,
+                     redacted_url(tier.url), tier.cache_bytes)
         if announce_to is not None:
             self._announce(announce_to)
 

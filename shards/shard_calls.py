@@ -12,12 +12,45 @@ Any process or thread may use them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
+
+from plinth import limits
 
 # A consumer group's state as its coordinator hands it over to another shard
 # (GroupCoordinator.hand_over / adopt): opaque to the control plane.
 GroupStates = dict[str, dict]
+
+
+@dataclass(frozen=True)
+class TierOptions:
+    """The server's tiered-storage options (``plinth serve --tier-url``,
+    ``--tier-cache-bytes``), as every shard actor gets them at its start (issue 14).
+
+    ``url``: the object store's URL, checked by the server (remote_store.py's
+    parser) before anything started; None: no tiered storage, and the controller
+    refuses remote.storage.enable=true. It may carry secrets, so it is left out of
+    the repr: show it with remote_store.redacted_url. ``cache_bytes``: the local
+    disk each shard may use for cached remote chunks (chunk_cache.py)."""
+
+    url: str | None = field(default=None, repr=False)
+    cache_bytes: int = limits.TIER_CACHE_BYTES_DEFAULT
+
+    @property
+    def enabled(self) -> bool:
+        return self.url is not None
+
+    def check(self) -> None:
+        """Raises ValueError if the values are outside their limits (programmer error:
+        the server checked the options)."""
+        if self.url is not None and not (
+                isinstance(self.url, str) and 0 < len(self.url.encode()) <= limits.TIER_URL_BYTES_MAX):
+            raise ValueError(f"tier URL of {len(str(self.url).encode())} bytes: 1 to "
+                             f"{limits.TIER_URL_BYTES_MAX}")
+        if isinstance(self.cache_bytes, bool) or not isinstance(self.cache_bytes, int) or \
+                not limits.TIER_CACHE_BYTES_MIN <= self.cache_bytes <= limits.TIER_CACHE_BYTES_MAX:
+            raise ValueError(f"tier cache of {self.cache_bytes!r} bytes: "
+                             f"{limits.TIER_CACHE_BYTES_MIN}..{limits.TIER_CACHE_BYTES_MAX}")
 
 
 @dataclass(frozen=True)

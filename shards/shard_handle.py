@@ -34,12 +34,12 @@ from plinth.shards.actor import ShardActor
 from plinth.shards.shard_calls import (OPENED_CREATED_EMPTY, OPENED_NEEDS_REPAIR,
                                        OPENED_RECOVERED_WHOLE, ControllerAnnouncements,
                                        GroupStates, Leadership, PartitionId, PartitionSpec,
-                                       SealedPartition)
+                                       SealedPartition, TierOptions)
 
 __all__ = ["OPENED_CREATED_EMPTY", "OPENED_NEEDS_REPAIR", "OPENED_RECOVERED_WHOLE",
            "ControllerAnnouncements", "GroupStates", "Leadership", "PartitionId", "PartitionSpec",
-           "PendingCall", "SealedPartition", "ShardHandle", "ShardOptions", "wait_all",
-           "wait_all_or_raise"]
+           "PendingCall", "SealedPartition", "ShardHandle", "ShardOptions", "TierOptions",
+           "wait_all", "wait_all_or_raise"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,8 @@ class ShardOptions:
     # Bind a direct socket for clients' produce and fetch (plain TCP on 127.0.0.1;
     # plinth/server.py decides when that is allowed).
     direct_clients: bool = False
+    # The server's --tier-url and --tier-cache-bytes (no URL: no tiered storage).
+    tier: TierOptions = TierOptions()
 
 
 class PendingCall(Generic[T]):
@@ -168,7 +170,7 @@ class ShardHandle:
                     resources={options.node_resource: limits.SHARD_NODE_RESOURCE_SHARE},
                 ).remote(options.shard_id, options.data_dir, options.fsync_policy,
                          options.fsync_interval_ms, None, announce_to, options.cluster_keys,
-                         options.direct_clients, own_process=True)
+                         options.direct_clients, own_process=True, tier=options.tier)
                 return cls(options.shard_id, actor)
             except ValueError as exc:
                 if "already taken" not in str(exc) or time.monotonic() > deadline:

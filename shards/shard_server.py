@@ -85,7 +85,7 @@ from plinth.shards.group_commit import GroupCommit
 from plinth.shards.group_requests import GroupRequests, SlotLogs
 from plinth.shards.partition import Partition
 from plinth.shards.segment_files import SegmentFiles
-from plinth.shards.shard_calls import ControllerAnnouncements, Leadership
+from plinth.shards.shard_calls import ControllerAnnouncements, Leadership, TierOptions
 from plinth.shards.replica_server import Led
 from plinth.shards.shard_replication import ShardReplication
 from plinth.shards.shard_stats import ShardStats
@@ -111,7 +111,7 @@ class ShardServer:
                  cluster_keys: ClusterKeys | None = None,
                  controller: ControllerAnnouncements | None = None,
                  replica_lag_time_max_ms: int = limits.REPLICA_LAG_TIME_MS_MAX_DEFAULT,
-                 direct_clients: bool = False):
+                 direct_clients: bool = False, tier: TierOptions = TierOptions()):
         """``cluster_keys``: the socket is a CurveZMQ server that only cluster members
         may reach, or, with their ``ipc_dir``, a plain ipc:// socket in that 0700
         directory (plinth/cluster_keys.py). Without them it is plain TCP, which only
@@ -121,7 +121,9 @@ class ShardServer:
         ``replica_lag_time_max_ms``: a follower not caught up this long leaves the
         in-sync set. ``direct_clients``: also bind the direct socket for clients'
         produce and fetch (see the module), plain TCP on 127.0.0.1, if ``bind_host``
-        is loopback too (the shard's node is this machine)."""
+        is loopback too (the shard's node is this machine). ``tier``: the server's
+        --tier-url and --tier-cache-bytes, kept as ``self.tier`` for the uploader and
+        the remote reads (issue 14's next slice); nothing acts on them yet."""
         if cluster_keys is None and bind_host not in _LOOPBACK_HOSTS:
             raise AssertionError(f"{shard_id}: a shard without the cluster's keys must bind "
                                  f"to loopback, not {bind_host}: anyone could reach it")
@@ -132,6 +134,8 @@ class ShardServer:
         self._authenticator: ClusterAuthenticator | None = None
         self.fsync_policy = fsync_policy
         self.fsync_interval_ms = fsync_interval_ms
+        tier.check()
+        self.tier = tier
         self.address = ""
         # Only on a loopback node: a direct socket on 127.0.0.1 of a node with another
         # address would be another machine's 127.0.0.1 to the clients.

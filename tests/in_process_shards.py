@@ -53,7 +53,7 @@ class InProcessShardHandle(ShardHandle):
     def _new_actor(self) -> ShardActor:
         return ShardActor(self.options.shard_id, self.options.data_dir, self.options.fsync_policy,
                           self.options.fsync_interval_ms, bind_host="127.0.0.1",
-                          announce_to=self._announce_to)
+                          announce_to=self._announce_to, tier=self.options.tier)
 
     # --- Faults -----------------------------------------------------------------------
 

@@ -1,11 +1,16 @@
-"""plinth/server.py's ServeOptions: which internal hop a server takes."""
+"""plinth/server.py's ServeOptions: which internal hop a server takes, and its
+tiered-storage options (checked before anything starts)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from plinth import limits
+from plinth.cli import main
+from plinth.errors import InvalidConfigError
 from plinth.server import ServeOptions
 
 
@@ -19,3 +24,98 @@ def test_auto_takes_ipc_with_the_embedded_ray_and_curve_in_a_ray_cluster(interna
                                                                           taken):
     options = ServeOptions(data_dir=Path("d"), internal_hop=internal_hop, ray_address=ray_address)
     assert options.resolved_internal_hop() == taken
+
+
+# --- Tiered storage's server options (issue 14) ------------------------------------------
+
+def test_without_a_tier_url_the_shards_get_no_tiered_storage_and_the_default_cache():
+    tier = ServeOptions(data_dir=Path("d")).tier_options()
+    assert not tier.enabled and tier.url is None
+    assert tier.cache_bytes == limits.TIER_CACHE_BYTES_DEFAULT
+
+
+def test_a_file_tier_url_and_a_cache_size_reach_the_shards_options(tmp_path):
+    url = f"file://{tmp_path}/tier"
+    tier = ServeOptions(data_dir=Path("d"), tier_url=url,
+                        tier_cache_bytes=limits.TIER_CACHE_BYTES_MIN).tier_options()
+    assert tier.enabled and tier.url == url and tier.cache_bytes == limits.TIER_CACHE_BYTES_MIN
+    tier.check()
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("ftp://host/x", "'ftp://host/x' cannot be used: .*scheme 'ftp' is not one of"),
+    ("file://relative/path", "'file://relative/path' cannot be used"),
+    ("s3://", "'s3://' cannot be used"),
+    ("", "'' is 0 bytes; it must be 1 to 2048"),
+    ("s3://b/" + "x" * 2048, r"'s3://b/x+' is 2055 bytes; it must be 1 to 2048"),
+])
+def test_a_tier_url_the_store_cannot_use_is_refused_naming_the_option_and_the_url(url, shown):
+    with pytest.raises(InvalidConfigError, match=f"--tier-url {shown}"):
+        ServeOptions(data_dir=Path("d"), tier_url=url).tier_options()
+
+
+def test_a_refused_tier_url_never_shows_its_password_or_query():
+    # Given a URL with credentials in it that the store layer refuses (no Azure account)
+    url = "az://user:s3cr3t@container/prefix?sig=s3cr3t"
+    # When the server checks it / Then the message names it with its secrets masked
+    with pytest.raises(InvalidConfigError) as raised:
+        ServeOptions(data_dir=Path("d"), tier_url=url).tier_options()
+    assert "--tier-url 'az://***@container/prefix?***'" in str(raised.value)
+    assert "s3cr3t" not in str(raised.value)
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+
+
+@pytest.mark.parametrize("cache_bytes", [limits.TIER_CACHE_BYTES_MIN - 1,
+                                         limits.TIER_CACHE_BYTES_MAX + 1, 0, -1])
+def test_a_tier_cache_outside_its_limits_is_refused_naming_the_option_and_the_limits(cache_bytes):
+    with pytest.raises(InvalidConfigError,
+                       match=f"--tier-cache-bytes {cache_bytes} is outside "
+                             f"{limits.TIER_CACHE_BYTES_MIN}..{limits.TIER_CACHE_BYTES_MAX}"):
+        ServeOptions(data_dir=Path("d"), tier_cache_bytes=cache_bytes).tier_options()
+
+
+@pytest.fixture(autouse=True)
+def no_root_log_handler(monkeypatch):
+    """plinth serve configures the root logger; here it would log to CliRunner's
+    stream, closed once the command returns."""
+    monkeypatch.setattr("logging.basicConfig", lambda **_: None)
+
+
+def test_plinth_serve_passes_the_tier_options_on(monkeypatch, tmp_path):
+    # Given plinth serve with both options (the broker itself replaced: no Ray here)
+    taken = []
+    monkeypatch.setattr("plinth.server.serve", lambda options, ready: taken.append(options) or 0)
+    url = f"file://{tmp_path}/tier"
+    result = CliRunner().invoke(main, ["serve", "--data-dir", str(tmp_path / "d"),
+                                       "--tier-url", url, "--tier-cache-bytes", "67108864"])
+    # Then they reach the server's options as given
+    assert result.exit_code == 0, result.output
+    assert (taken[0].tier_url, taken[0].tier_cache_bytes) == (url, 67_108_864)
+
+
+def test_plinth_serve_without_tier_options_takes_the_defaults(monkeypatch, tmp_path):
+    taken = []
+    monkeypatch.setattr("plinth.server.serve", lambda options, ready: taken.append(options) or 0)
+    result = CliRunner().invoke(main, ["serve", "--data-dir", str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    assert (taken[0].tier_url, taken[0].tier_cache_bytes) == \
+        (None, limits.TIER_CACHE_BYTES_DEFAULT)
+
+
+def test_plinth_serve_refuses_a_tier_cache_below_its_minimum_before_starting(tmp_path):
+    result = CliRunner().invoke(main, ["serve", "--data-dir", str(tmp_path / "d"),
+                                       "--tier-cache-bytes", "1024"])
+    assert result.exit_code == 2
+    assert "--tier-cache-bytes" in result.output and "1024" in result.output
+
+
+def test_plinth_serve_fails_at_once_on_a_bad_tier_url_naming_the_option_and_the_url(tmp_path):
+    # Given a URL with a scheme no store has / When plinth serve starts with it
+    result = CliRunner().invoke(main, ["serve", "--data-dir", str(tmp_path / "d"),
+                                       "--tier-url", "ftp://user:pw@host/x"])
+    # Then it fails before starting anything (no data dir made, no Ray), naming both
+    assert result.exit_code == 1
+    assert "error: InvalidConfigError: --tier-url 'ftp://***@host/x' cannot be used" in \
+        result.output
+    assert "pw" not in result.output.replace("plinth", "")
+    assert not (tmp_path / "d").exists()
