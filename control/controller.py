@@ -226,7 +226,9 @@ class Controller:
         (default: one that checks through this actor; none outside a Ray actor).
         ``offsets_replication_factor``: copies of the consumer groups' committed offsets
         (the internal topic; None: the default factor; 1: not replicated).
-        ``tier``: the server's --tier-url and --tier-cache-bytes, given to every shard."""
+        ``tier``: the server's --tier-url and --tier-cache-bytes, given to every shard;
+        without a URL, remote.storage.enable=true is refused (``start`` too refuses a
+        broker whose topics have it)."""
         actor_logs.configure(Path(data_dir), "controller")
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -329,7 +331,13 @@ class Controller:
         shard actor still running (its controller died: Ray restarted this one, or
         the server restarted in a Ray cluster) is adopted; then a partition whose
         leader waits for a new leader epoch gets one (``_elect_where_leaders_wait``).
+
+        Raises InvalidConfigError before starting anything if a topic has remote
+        storage on and the server has no --tier-url (as Kafka refuses to start with
+        tiered storage off while such topics exist): its remote segments would be
+        unreadable and its uploads would stop.
         """
+        self._refuse_tiered_topics_without_tier_url()
         self._shards.start(self._metadata.shards + self._metadata.draining,
                            self._metadata.shard_nodes)
         self._save()   # the controller epoch, before any shard hears of it
@@ -346,6 +354,18 @@ class Controller:
         if self._shards.adopted:   # a shard that restarted meanwhile told no one
             self._elect_where_leaders_wait()
         return self.start_report()
+
+    def _refuse_tiered_topics_without_tier_url(self) -> None:
+        if self._tier.enabled:
+            return
+        tiered = sorted(name for name, topic in self._metadata.topics.items()
+                        if topics.remote_storage_enabled(topic.config))
+        if tiered:
+            raise InvalidConfigError(
+                f"{len(tiered)} topic(s) have {topics.REMOTE_STORAGE_ENABLE}=true "
+                f"({', '.join(tiered[:10])}{', ...' if len(tiered) > 10 else ''}) but the "
+                f"server was started without --tier-url: start it with the --tier-url their "
+                f"remote segments are in")
 
     def recover(self) -> StartReport:
         """Take over after the previous instance's process died (``__init__``, when Ray
@@ -898,7 +918,8 @@ class Controller:
 
     def _topic_info(self, name: str) -> protocol.TopicInfo:
         topic = self._topic(name)
-        return protocol.TopicInfo(name=name, partitions=topic.partitions, config=dict(topic.config))
+        return protocol.TopicInfo(name=name, partitions=topic.partitions,
+                                  config=topics.with_tiering_defaults(topic.config))
 
     # --- Topics ---------------------------------------------------------------------
 
@@ -910,6 +931,7 @@ class Controller:
         topics.validate_partition_count(name, partitions)
         factor = self._replication_factor(name, replication_factor)
         config = topics.normalize_topic_config(name, config, factor)
+        topics.check_remote_storage_allowed(name, config, tier_url_given=self._tier.enabled)
         if name in self._metadata.topics:
             raise TopicExistsError(f"topic {name!r} already exists")
         if len(self._metadata.topics) >= limits.TOPICS_MAX:
@@ -970,6 +992,8 @@ class Controller:
         topic = self._topic(name)
         config = topics.normalize_topic_config(name, {**topic.config, **changes},
                                                topic.replication_factor)
+        topics.check_config_change(name, topic.config, config)
+        topics.check_remote_storage_allowed(name, config, tier_url_given=self._tier.enabled)
         specs = self._metadata.specs_by_shard([name])
         wait_all_or_raise({s: self._shards[s].alter_partitions([sp.id for sp in shard_specs], config)
                            for s, shard_specs in specs.items()}, limits.CONTROL_CALL_TIMEOUT_S)

@@ -161,6 +161,14 @@ def remote_storage_enabled(config: dict[str, str]) -> bool:
     return config.get(REMOTE_STORAGE_ENABLE, "false") == "true"
 
 
+def with_tiering_defaults(config: dict[str, str]) -> dict[str, str]:
+    """``config`` with the tiering keys' defaults where it has none (a topic created
+    before tiered storage), as describe shows it."""
+    return {REMOTE_STORAGE_ENABLE: TOPIC_CONFIG_BOOLEANS[REMOTE_STORAGE_ENABLE],
+            LOCAL_RETENTION_MS: str(LOCAL_RETENTION_AS_TOTAL),
+            LOCAL_RETENTION_BYTES: str(LOCAL_RETENTION_AS_TOTAL), **config}
+
+
 def check_config_change(name: str, old: dict[str, str], new: dict[str, str]) -> None:
     """InvalidConfigError if going from the normalized config ``old`` to ``new`` is
     not allowed: turning remote storage off once it was on (Kafka 3.9 allows that

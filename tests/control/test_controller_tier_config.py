@@ -1,0 +1,83 @@
+"""The controller and tiered storage's configs (issue 14): remote.storage.enable needs
+the server's --tier-url, stays on once on, and every shard gets the server's tier
+options (a real controller and in-process shard actors, broker_without_ray.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from plinth.errors import InvalidConfigError
+from plinth.shards.shard_handle import TierOptions
+
+TIER = TierOptions("memory://", 64 * 1024 * 1024)
+
+
+def test_without_a_tier_url_a_topic_with_remote_storage_is_refused_naming_the_option(brokers):
+    # Given a broker started without --tier-url
+    broker = brokers(2)
+    # When a topic with remote storage is created, Then it is refused and nothing is made
+    with pytest.raises(InvalidConfigError, match=r"topic 'logs': remote.storage.enable=true "
+                       r"needs tiered storage.*without --tier-url"):
+        broker.controller.create_topic("logs", 2, {"remote.storage.enable": "true"})
+    assert broker.controller.list_topics() == []
+    # And a topic without it cannot be altered to have it
+    broker.controller.create_topic("plain", 2, {})
+    with pytest.raises(InvalidConfigError, match="without --tier-url"):
+        broker.controller.alter_topic("plain", {"remote.storage.enable": "true"})
+    assert broker.metadata_on_disk().topics["plain"].config["remote.storage.enable"] == "false"
+
+
+def test_with_a_tier_url_remote_storage_is_taken_and_reaches_the_shards(brokers):
+    # Given a broker with tiered storage
+    broker = brokers(2, tier=TIER)
+    # When a topic is created with remote storage and a local retention of an hour
+    info = broker.controller.create_topic("logs", 2, {"remote.storage.enable": "true",
+                                                      "local.retention.ms": "3600000"})
+    # Then its config says so, on disk and in every shard's manifest
+    assert info.config["remote.storage.enable"] == "true"
+    assert broker.metadata_on_disk().topics["logs"].config["local.retention.ms"] == "3600000"
+    for shard_id in ("shard-0", "shard-1"):
+        specs = broker.manifest(shard_id).partitions.values()
+        assert specs and all(s.config["remote.storage.enable"] == "true" for s in specs)
+
+
+def test_remote_storage_once_on_cannot_be_turned_off_and_the_topic_keeps_it(brokers):
+    broker = brokers(2, tier=TIER)
+    broker.controller.create_topic("logs", 2, {"remote.storage.enable": "true"})
+    with pytest.raises(InvalidConfigError, match="remote.storage.enable cannot go from true "
+                       "back to false.*remote.log.delete.on.disable"):
+        broker.controller.alter_topic("logs", {"remote.storage.enable": "false"})
+    assert broker.metadata_on_disk().topics["logs"].config["remote.storage.enable"] == "true"
+    # And other changes to it are still taken
+    broker.controller.alter_topic("logs", {"local.retention.bytes": "1048576"})
+    assert broker.metadata_on_disk().topics["logs"].config["local.retention.bytes"] == "1048576"
+
+
+def test_every_shard_actor_starts_with_the_servers_tier_options(brokers):
+    broker = brokers(2, tier=TIER)
+    for handle in broker.shards.handles.values():
+        assert handle.options.tier == TIER
+        assert handle.actor._server.tier == TIER
+
+
+def test_a_broker_with_tiered_topics_refuses_to_start_without_a_tier_url(brokers):
+    # Given a broker whose topic has remote storage on
+    brokers(2, tier=TIER).controller.create_topic("logs", 2, {"remote.storage.enable": "true"})
+    # When it restarts without --tier-url, Then it refuses, naming the topic and the option
+    with pytest.raises(InvalidConfigError, match=r"1 topic\(s\) have remote.storage.enable=true "
+                       r"\(logs\) but the server was started without --tier-url"):
+        brokers(2)
+    # And with it, it starts and serves the topic
+    assert [t.name for t in brokers(2, tier=TIER).controller.list_topics()] == ["logs"]
+
+
+def test_describe_shows_the_tiering_defaults_of_a_topic_stored_before_them(brokers):
+    # Given a topic whose stored config predates tiered storage
+    broker = brokers(2)
+    broker.controller.create_topic("old", 1, {})
+    for key in ("remote.storage.enable", "local.retention.ms", "local.retention.bytes"):
+        del broker.controller._metadata.topics["old"].config[key]
+    # When it is described, Then the defaults are shown
+    config = broker.controller.describe_topic("old").config
+    assert (config["remote.storage.enable"], config["local.retention.ms"],
+            config["local.retention.bytes"]) == ("false", "-2", "-2")
