@@ -122,7 +122,7 @@ class ServeOptions:
     direct_clients: str = "auto"
     # Tiered storage (issue 14): the object store's URL (None: none) and the local disk
     # each shard may use for cached remote chunks. See tier_options.
-    tier_url: str | None = None
+    tier_url: str | None = dataclasses.field(default=None, repr=False)   # may hold secrets
     tier_cache_bytes: int = limits.TIER_CACHE_BYTES_DEFAULT
 
     def tier_options(self) -> TierOptions:

@@ -12,6 +12,7 @@ from plinth import limits
 from plinth.cli import main
 from plinth.errors import InvalidConfigError
 from plinth.server import ServeOptions
+from plinth.shards.shard_handle import TierOptions
 
 
 @pytest.mark.parametrize("internal_hop, ray_address, taken", [
@@ -63,6 +64,9 @@ def test_a_refused_tier_url_never_shows_its_password_or_query():
     assert "--tier-url 'az://***@container/prefix?***'" in str(raised.value)
     assert "s3cr3t" not in str(raised.value)
     assert raised.value.__cause__ is None and raised.value.__suppress_context__
+    # And neither the options' nor the shards' options' repr shows the URL at all
+    assert "s3cr3t" not in repr(ServeOptions(data_dir=Path("d"), tier_url=url))
+    assert "s3cr3t" not in repr(TierOptions(url))
 
 
 @pytest.mark.parametrize("cache_bytes", [limits.TIER_CACHE_BYTES_MIN - 1,
