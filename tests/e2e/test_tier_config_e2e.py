@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+from tests.conftest import Broker
 from tests.support import unique_topic
 
 PLINTH = [sys.executable, "-m", "plinth.cli"]
@@ -95,3 +96,22 @@ def test_plinth_serve_with_an_unusable_tier_url_exits_at_once_naming_it(tmp_path
     assert "error: InvalidConfigError: --tier-url" in served.stderr
     assert "cannot be used" in served.stderr and "s3cr3t" not in served.stderr + served.stdout
     assert not (tmp_path / "d").exists()
+
+
+def test_a_broker_with_tiered_topics_refuses_to_start_without_its_tier_url(
+        broker_factory, ray_cluster, tmp_path):
+    # Given a broker with a tiered topic, stopped
+    broker = broker_factory(shards=1, extra_args=("--tier-url", f"file://{tmp_path}/tier"))
+    topic = unique_topic("tier")
+    created = plinth(broker.url, "topic", "create", topic,
+                     "--config", "remote.storage.enable=true")
+    assert created.returncode == 0, created.stderr
+    assert broker.stop() == 0
+    # When it starts again on the same data dir without --tier-url
+    again = Broker(broker.data_dir, ray_cluster, shards=1)
+    served = subprocess.run(again.command(), capture_output=True, text=True, timeout=180)
+    # Then it exits, naming the topic and the option, before serving anything
+    assert served.returncode == 1, served.stdout + served.stderr
+    assert (f"1 topic(s) have remote.storage.enable=true ({topic}) but the server was "
+            f"started without --tier-url") in served.stderr
+    assert "ready" not in served.stdout
