@@ -18,7 +18,9 @@ the object store of the server's ``--tier-url``), and ``local.retention.ms`` and
 ``local.retention.bytes``, how much of the log the shards' disks keep (-2, the
 default: as much as ``retention.*``; -1: everything). ``retention.*`` keep
 their meaning: the whole log, local plus remote, so a local retention may not
-exceed it (Kafka's rule, ``_check_local_retention``). Once a topic's remote
+exceed it (Kafka's rule, ``_check_local_retention``; checked whether remote
+storage is on or not, where Kafka 3.9 checks it only when on, so that turning
+it on never meets a config that was taken before). Once a topic's remote
 storage is on it stays on (``check_config_change``), and it may be turned on
 only on a broker that has an object store (``check_remote_storage_allowed``).
 """

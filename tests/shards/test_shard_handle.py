@@ -10,11 +10,13 @@ import time
 import pytest
 import ray.exceptions
 
+from plinth import limits
 from plinth.errors import (InternalError, RequestTimedOutError, UnavailableError,
                            UnknownTopicError)
 from plinth.shards.shard_handle import (OPENED_CREATED_EMPTY, PartitionId, PartitionSpec,
-                                        PendingCall, SealedPartition, ShardOptions, wait_all,
-                                        wait_all_or_raise)
+                                        PendingCall, SealedPartition, ShardOptions, TierOptions,
+                                        wait_all, wait_all_or_raise)
+from plinth.shards.shard_server import ShardServer
 from tests.in_process_shards import InProcessShardHandle
 from tests.shard_requests import produce
 
@@ -131,3 +133,29 @@ def test_wait_all_or_raise_returns_every_result_or_raises_the_first_error():
     failing = {**ok, "c": PendingCall("c", "group_names", answered(error=UnknownTopicError("t")))}
     with pytest.raises(UnknownTopicError):
         wait_all_or_raise(failing, 1)
+
+
+# --- TierOptions: the server's tiered-storage options, as every shard gets them ----------
+
+def test_tier_options_default_to_no_tiered_storage_and_the_default_cache():
+    tier = TierOptions()
+    assert not tier.enabled and tier.cache_bytes == limits.TIER_CACHE_BYTES_DEFAULT
+    assert ShardOptions("shard-0", "d", "always", 5, "node").tier == tier
+    tier.check()
+
+
+@pytest.mark.parametrize("url, cache_bytes, message", [
+    ("", limits.TIER_CACHE_BYTES_DEFAULT, "tier URL of 0 bytes: 1 to 2048"),
+    ("s3://b/" + "x" * 2042, limits.TIER_CACHE_BYTES_DEFAULT, "tier URL of 2049 bytes"),
+    ("file:///t", limits.TIER_CACHE_BYTES_MIN - 1, f"tier cache of {limits.TIER_CACHE_BYTES_MIN - 1} bytes"),
+    ("file:///t", True, "tier cache of True bytes"),
+    (None, limits.TIER_CACHE_BYTES_MAX + 1, f"{limits.TIER_CACHE_BYTES_MIN}..{limits.TIER_CACHE_BYTES_MAX}"),
+])
+def test_tier_options_outside_their_limits_are_a_programmer_error_the_shard_refuses(
+        url, cache_bytes, message, tmp_path):
+    tier = TierOptions(url, cache_bytes)
+    with pytest.raises(ValueError, match=message):
+        tier.check()
+    # And a shard server given them does not start
+    with pytest.raises(ValueError, match=message):
+        ShardServer("shard-0", tmp_path / "shard-0", tier=tier)
