@@ -207,11 +207,8 @@ class RecordAccumulator:
             self._cond.wait(remaining_s)
         return deadline_s
 
-    def _seal(self, batch: OpenBatch, wake: bool = True) -> None:
+    def _seal(self, batch: OpenBatch) -> None:
         """No more records for ``batch``: closed in C first, then queued. Lock held.
-        ``wake``: wake the sender for it; not when the sender seals it in ``drain``
-        (it is awake, and sends what drain returns: a wake-up would only make it
-        go round its loop once more, a thread wake-up per batch; issue 13).
 
         A batch without records is dropped instead: the shard would refuse it
         (recordCount 0) and no future waits on it. add() never leaves one open;
@@ -226,12 +223,10 @@ class RecordAccumulator:
             self._recycle(batch)
             return
         self._ready.append(batch)
-        if wake:
-            self._wake()
+        self._wake()
 
     def drain(self, batches_max: int, muted: frozenset = frozenset()) -> list[OpenBatch]:
-        """Sender thread: up to ``batches_max`` batches that are ready to send (the
-        sender sends them: sealing one here does not wake it).
+        """Sender thread: up to ``batches_max`` batches that are ready to send.
 
         An open batch of a ``muted`` partition (one that could not send it now:
         its window of batches in flight is full, or it is retrying, see
@@ -243,7 +238,7 @@ class RecordAccumulator:
         with self._cond:
             for key, batch in list(self._open.items()):
                 if key not in muted and (self._flushes or now - batch.created_s >= self.linger_s):
-                    self._seal(batch, wake=False)   # the sender is the drainer
+                    self._seal(batch)
             out = []
             while self._ready and len(out) < batches_max:
                 out.append(self._ready.popleft())

@@ -449,17 +449,3 @@ def test_a_batch_encodes_within_its_counted_bytes_and_its_fixed_overhead(records
     if not any(headers for _, _, headers in records):
         # exact but for the blobs' padding and the (absent) headers list's tag
         assert batch.bytes + BATCH_OVERHEAD_BYTES - len(encoded) <= 5 * 7 + 8
-
-
-def test_a_record_that_opens_a_batch_wakes_the_sender_and_its_drain_does_not_wake_it_again():
-    # Given an accumulator with linger 0, and a record that opened a batch
-    wakes = []
-    acc = RecordAccumulator(batch_bytes_max=1 << 20, linger_ms=0, buffer_bytes_max=1 << 26,
-                            max_block_ms=60_000, wake=lambda: wakes.append(1))
-    acc.add_topic("t", 4)
-    send(acc, partition=0)
-    assert len(wakes) == 1
-    # When the sender drains it (sealing it: its linger is over)
-    drained = acc.drain(batches_max=10)
-    # Then the batch is handed over without waking the sender, which is the drainer
-    assert [b.partition for b in drained] == [0] and len(wakes) == 1
