@@ -262,14 +262,15 @@ class GroupCommit:
         if len(parts) == 1:   # the usual case one record at a time: no pool, no lists
             (only,) = parts
             exc = _fsync_error(only.log.flush)
-            return {} if exc is None else {
-                only: StorageError(f"{self.shard_id}: fsync of {only.name} failed: {exc}")}
+            return {} if exc is None else {only: self._fsync_failed(only, exc)}
         first, *others = parts
         pending = [(part, self._fsync_pool.submit(part.log.flush)) for part in others]
         outcomes = [(first, _fsync_error(first.log.flush))]
         outcomes += [(part, _fsync_error(future.result)) for part, future in pending]
-        return {part: StorageError(f"{self.shard_id}: fsync of {part.name} failed: {exc}")
-                for part, exc in outcomes if exc is not None}
+        return {part: self._fsync_failed(part, exc) for part, exc in outcomes if exc is not None}
+
+    def _fsync_failed(self, part: Partition, exc: Exception) -> StorageError:
+        return StorageError(f"{self.shard_id}: fsync of {part.name} failed: {exc}")
 
 
 def _fsync_error(flush: Callable[[], None]) -> Exception | None:
