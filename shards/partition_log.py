@@ -138,8 +138,9 @@ class LogConfig:
 
     @property
     def local_retention_ms_resolved(self) -> int:
-        """local.retention.ms as the shard applies it: -2 is retention_ms; -1 (or a
-        value above a bounded retention_ms) is retention_ms's bound or none."""
+        """local.retention.ms as the shard applies it (tier_policy.resolve_local_retention):
+        -2 takes retention_ms; with retention_ms bounded, -1 or a larger value is capped
+        to it; with retention_ms -1, -1 stays -1 (keep everything)."""
         return resolve_local_retention(self.local_retention_ms, self.retention_ms)
 
     @property
