@@ -65,6 +65,7 @@ from plinth.shards.segment import fsync_directory
 from plinth.shards.shard_calls import (OPENED_CREATED_EMPTY, OPENED_NEEDS_REPAIR,
                                        OPENED_RECOVERED_WHOLE)
 from plinth.shards.segment_files import SegmentFiles
+from plinth.shards.tier.remote_log_view import EMPTY_REMOTE_LOG, RemoteLogView
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,9 @@ class Partition:
     needs_repair: bool = False
     # open() found no directory: a new partition, or (if the shard knew it) a lost disk.
     directory_created: bool = False
+    # Its segments in object storage, as the uploader last published them
+    # (shards/tier/remote_log_view.py); empty unless the topic is tiered.
+    remote: RemoteLogView = EMPTY_REMOTE_LOG
     # Built once, because every produce and fetch uses them: (topic, partition)
     # keys the shard's tables, and "<topic>-<partition>" names it in messages.
     key: tuple[str, int] = field(init=False)
@@ -94,6 +98,15 @@ class Partition:
     def __post_init__(self) -> None:
         self.key = (self.topic, self.partition)
         self.name = f"{self.topic}-{self.partition}"
+
+    @property
+    def log_start_offset(self) -> int:
+        """The first offset this partition still holds: in object storage if the
+        remote log reaches back further than the local one (Kafka's log start
+        offset), else on the local disk (``log.start_offset``)."""
+        remote_start = self.remote.log_start_offset
+        local_start = self.log.start_offset
+        return local_start if remote_start is None else min(remote_start, local_start)
 
     @classmethod
     def open(cls, directory: Path, topic: str, partition: int, log_config: LogConfig,

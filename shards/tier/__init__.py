@@ -3,6 +3,7 @@
     remote_store.py         the object-store contract and its obstore implementation
     remote_segment.py       the objects of one uploaded segment, its manifest, upload and read
     remote_log_metadata.py  one partition's remote segments and their states, journaled
+    remote_log_view.py      an immutable snapshot of them, for the shard's loop thread
     remote_transfer.py      upload, clean up, delete, list and read remote segments
     chunk_cache.py          remote log bytes cached on local disk, bounded, with read-ahead
     tier_policy.py          which local segments to upload, and which the disk may drop
