@@ -134,7 +134,7 @@ class Partition:
         """Forget the epochs outside the log (recovery cut their entries, or retention
         did); saves the checkpoint if that changed it."""
         epochs = LeaderEpochs(self.leader_epochs.entries)
-        epochs.truncate_from_start(self.log.start_offset)
+        epochs.truncate_from_start(self.log_start_offset)   # remote offsets keep theirs
         epochs.truncate_from_end(self.log.end_offset)
         if epochs.entries != self.leader_epochs.entries:
             self._save_epochs(epochs)

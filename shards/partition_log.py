@@ -639,25 +639,44 @@ class PartitionLog:
         was deleted.
         """
         now_ms = self._clock_ms()
-        end_offset = self.end_offset
         deleted = RetentionResult(0, 0, self.start_offset)
         while ((len(self._segments) > 1 or sealed and not self._segments[0].is_empty)
                and self._expired(self._segments[0], now_ms)):
-            oldest = self._segments.pop(0)
-            self._base_offsets.pop(0)
-            self._size_bytes -= oldest.size_bytes
-            oldest.delete()
-            if not self._segments:
-                self._segments.append(Segment.create(
-                    self.directory, end_offset, index_interval_bytes=self.config.index_interval_bytes,
-                    created_ms=now_ms))
-                self._base_offsets.append(end_offset)
-            deleted = RetentionResult(deleted.segments + 1, deleted.bytes + oldest.size_bytes,
-                                      self.start_offset)
+            deleted = self._delete_oldest(deleted, now_ms)
         if deleted.segments:
             logger.info("retention deleted %d segments (%d bytes) of %s; start offset now %d",
                         deleted.segments, deleted.bytes, self.directory, self.start_offset)
         return deleted
+
+    def delete_segments_before(self, offset: int) -> RetentionResult:
+        """Delete the oldest segments that end at or before ``offset``, never the
+        active one: local retention of a tiered log (tier_policy.py), which has
+        decided that object storage holds them. Shard loop thread."""
+        now_ms = self._clock_ms()
+        deleted = RetentionResult(0, 0, self.start_offset)
+        while len(self._segments) > 1 and self._segments[0].end_offset <= offset:
+            deleted = self._delete_oldest(deleted, now_ms)
+        if deleted.segments:
+            logger.info("local retention deleted %d uploaded segments (%d bytes) of %s; local "
+                        "start offset now %d", deleted.segments, deleted.bytes, self.directory,
+                        self.start_offset)
+        return deleted
+
+    def _delete_oldest(self, deleted: RetentionResult, now_ms: int) -> RetentionResult:
+        """Delete the oldest segment; if it was the only one (a sealed log), an empty
+        one at the end offset keeps the log's place. ``deleted`` plus it."""
+        end_offset = self.end_offset
+        oldest = self._segments.pop(0)
+        self._base_offsets.pop(0)
+        self._size_bytes -= oldest.size_bytes
+        oldest.delete()
+        if not self._segments:
+            self._segments.append(Segment.create(
+                self.directory, end_offset, index_interval_bytes=self.config.index_interval_bytes,
+                created_ms=now_ms))
+            self._base_offsets.append(end_offset)
+        return RetentionResult(deleted.segments + 1, deleted.bytes + oldest.size_bytes,
+                               self.start_offset)
 
     def _expired(self, segment: Segment, now_ms: int) -> bool:
         config = self.config

@@ -1062,3 +1062,23 @@ def test_local_retention_does_not_delete_anything_yet(tmp_path):
     assert result.segments == 0 and len(plog.segments) == segments_before > 1
     assert plog.start_offset == 0
     plog.close()
+
+
+def test_deleting_segments_before_an_offset_deletes_only_the_segments_that_end_there(tmp_path):
+    # Given a log of several 4 KiB segments
+    config = LogConfig(segment_bytes_max=4096, retention_ms=-1, retention_bytes=-1)
+    plog = PartitionLog.open(tmp_path / "p", config)
+    for _ in range(20):
+        plog.append(b"x" * 1000, 1, 1_000)
+    first, second = plog.segments[0], plog.segments[1]
+    # When the segments before an offset inside the second segment are deleted
+    result = plog.delete_segments_before(second.end_offset - 1)
+    # Then only the first went: the second still holds offsets at or past it
+    assert (result.segments, result.bytes) == (1, first.size_bytes)
+    assert plog.start_offset == result.start_offset == second.base_offset
+    assert not first.log_path.exists() and second.log_path.exists()
+    # And even an offset past the end never deletes the active segment
+    plog.delete_segments_before(plog.end_offset + 100)
+    assert len(plog.segments) == 1 and plog.start_offset == plog.active_base_offset
+    assert plog.end_offset == 20
+    plog.close()
