@@ -196,8 +196,10 @@ CLIENT_DIRECT_SOCKETS_MAX = 64
 DIRECT_HEARTBEAT_IVL_MS = 250
 DIRECT_HEARTBEAT_TIMEOUT_MS = 1_000
 # How often a client asks the router for a topic's leaders' direct addresses at
-# most: after a failure at a direct socket it asks again, no sooner than this.
+# most: after a failure at a direct socket it asks again, no sooner than this;
+# while the answers name no new leader (an election), the wait doubles up to the max.
 CLIENT_METADATA_REFRESH_INTERVAL_MS_MIN = 100
+CLIENT_METADATA_REFRESH_INTERVAL_MS_MAX = 1_000   # Kafka's retry.backoff.max.ms
 # Monitor events a client reads per direct socket per receive (bounded loop).
 CLIENT_MONITOR_EVENTS_PER_READ_MAX = 16
 # Replies a client's connection reads from its sockets per poll before handing
