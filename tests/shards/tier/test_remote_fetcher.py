@@ -21,10 +21,7 @@ from plinth.shards.tier.remote_fetcher import RemoteFetcher
 from plinth.shards.tier.remote_segment import LOG
 from plinth.shards.tier.remote_store import open_remote_store
 from tests.moto_s3 import MotoS3
-from tests.shards.tier.tiered_shard import TieredShard, record_value, records_of
-
-BATCHES = 40   # 120 records of 300 bytes: about 30 segments of 4 KiB
-
+from tests.shards.tier.tiered_shard import TieredShard, record_value, records_of, tiered
 
 @pytest.fixture(params=["file", "s3"])
 def tier_url(request, tmp_path, monkeypatch):
@@ -48,17 +45,6 @@ def shard_at(tmp_path):
     yield make
     for shard in shards:
         shard.close()
-
-
-def tiered(shard: TieredShard, url: str, tmp_path, *, keep_local_segments: int = 3,
-           upload=slice(None)) -> tuple[int, int]:
-    """Produce BATCHES batches, upload the rolled segments (``upload`` picks which), and
-    delete all but the last ``keep_local_segments`` locally. (end offset, local start)."""
-    end_offset = shard.produce_batches(BATCHES)
-    rolled = shard.rolled_segments()
-    shard.upload(open_remote_store(url), rolled[upload], tmp_path / "metadata")
-    local_start = shard.delete_local_before(rolled[-keep_local_segments].base_offset)
-    return end_offset, local_start
 
 
 def test_a_fetch_from_offset_zero_reads_every_record_byte_for_byte_through_the_remote_and_local_segments(

@@ -24,7 +24,7 @@ from plinth.shards.shard_calls import TierOptions
 from plinth.shards.shard_server import ShardServer
 from plinth.shards.tier.remote_log_metadata import RemoteLogMetadata
 from plinth.shards.tier.remote_log_view import RemoteLogView
-from plinth.shards.tier.remote_store import RemoteStore
+from plinth.shards.tier.remote_store import RemoteStore, open_remote_store
 from plinth.shards.tier.remote_transfer import LocalSegment, upload_segment
 
 TOPIC, PARTITION = "t", 0
@@ -35,6 +35,7 @@ REPLY_WAIT_S = 30.0   # the bound on every wait for a reply
 # segment, and an index entry every 1 KiB, so that reads start from indexed positions.
 LOG_CONFIG = LogConfig(segment_bytes_max=limits.SEGMENT_BYTES_MIN, index_interval_bytes=1024)
 RECORDS_PER_BATCH = 3
+BATCHES = 40   # 120 records of 300 bytes: about 30 segments of 4 KiB
 
 
 def record_value(offset: int) -> bytes:
@@ -162,6 +163,18 @@ class TieredShard:
 
     def stats(self) -> dict:
         return self.server.call(self.server.stats_snapshot)
+
+
+def tiered(shard: TieredShard, url: str, tmp_path: Path, *, keep_local_segments: int = 3,
+           upload=slice(None)) -> tuple[int, int]:
+    """Produce BATCHES batches, upload the rolled segments to the store at ``url``
+    (``upload`` picks which), and delete all but the last ``keep_local_segments``
+    locally. Returns (end offset, local start)."""
+    end_offset = shard.produce_batches(BATCHES)
+    rolled = shard.rolled_segments()
+    shard.upload(open_remote_store(url), rolled[upload], tmp_path / "metadata")
+    local_start = shard.delete_local_before(rolled[-keep_local_segments].base_offset)
+    return end_offset, local_start
 
 
 def records_of(payload: bytes, offset_min: int):
