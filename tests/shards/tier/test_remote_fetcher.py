@@ -14,6 +14,7 @@ import time
 import pytest
 
 from plinth import limits
+from plinth.control.metrics import BrokerCollector
 from plinth.errors import (CorruptDataError, OffsetOutOfRangeError, TooManyRequestsError,
                            UnavailableError)
 from plinth.shards.tier.chunk_cache import RemoteChunkCache
@@ -273,3 +274,41 @@ def test_a_read_never_hands_out_an_entry_at_or_past_the_high_watermark_it_was_gi
     # And an end at the segment's end gives the whole segment
     data = fetcher.read(segment, 0, 1 << 20, end_offset_max=segment.end_offset)
     assert [r.offset for r in records_of(data, 0)] == list(range(segment.end_offset))
+
+
+class ControllerWithOneShard:
+    """A ControllerHandle's two metric calls, answering with one real shard's stats."""
+
+    def __init__(self, shard: TieredShard):
+        self._shard = shard
+
+    def shard_stats(self) -> dict:
+        return {"shard-tier": self._shard.stats()}
+
+    def partition_replication(self) -> list:
+        return []
+
+
+def test_the_remote_fetch_counters_and_both_log_starts_are_prometheus_metrics(shard_at, tmp_path):
+    # Given a partition read from offset 0 through its remote segments
+    url = f"file://{tmp_path}/store"
+    shard = shard_at(url)
+    end_offset, local_start = tiered(shard, url, tmp_path)
+    shard.read_all(0, end_offset)
+    stats = shard.stats()["remote_fetch"]
+    # When the metrics endpoint collects
+    collected = [s for family in BrokerCollector(ControllerWithOneShard(shard)).collect()
+                 for s in family.samples]
+    samples = {(s.name, s.labels.get("shard")): s.value for s in collected
+               if s.labels.get("kind") is None}
+    # Then it shows the shard's remote fetches, their bytes, errors and cache, and both starts
+    assert samples[("plinth_remote_fetches_total", "shard-tier")] == stats["fetches"] > 0
+    assert samples[("plinth_remote_fetch_bytes_total", "shard-tier")] == stats["bytes"] > 0
+    assert samples[("plinth_remote_fetch_errors_total", "shard-tier")] == 0
+    assert samples[("plinth_tier_cache_misses_total", "shard-tier")] == stats["cache_misses"] > 0
+    assert samples[("plinth_tier_cache_hits_total", "shard-tier")] == stats["cache_hits"]
+    assert samples[("plinth_tier_cache_bytes", "shard-tier")] == stats["cache_bytes"] > 0
+    assert samples[("plinth_partition_log_start_offset", "shard-tier")] == 0
+    assert samples[("plinth_partition_local_log_start_offset", "shard-tier")] == local_start
+    assert [s.value for s in collected if s.name == "plinth_request_latency_seconds_count"
+            and s.labels["kind"] == "remote_fetch"] == [stats["fetches"]]
