@@ -59,6 +59,9 @@ durable end under fsync_policy "always", the written end otherwise, so no
 consumer ever reads a record that a crash could take back. A fetch at the
 high watermark is parked until an append moves it or the fetch's wait ends;
 the parked places are shared fairly between clients (fetch_purgatory.py).
+A fetch below the local log start, in a segment in object storage
+(``Partition.remote``), goes to the reader thread of tier/remote_fetcher.py,
+whose answer comes back through ``_post`` and is sent by the loop.
 """
 
 from __future__ import annotations
