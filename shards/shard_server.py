@@ -178,6 +178,10 @@ class ShardServer:
         """Lock the data dir, bind the socket, start the loop. Returns the address."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_data_dir()
+        if self.tier.enabled:   # first: its cache directory may fail to open
+            self._remote_reader = RemoteFetcher.open(
+                self.shard_id, self.tier.url, self.data_dir, self.tier.cache_bytes,
+                done=lambda result: self._post(self._remote_fetched, result))
         # Its own context: the ZAP handler is one per context, and several shards
         # (and a router) may share a process in tests.
         self._context = zmq.Context(io_threads=1)
@@ -195,10 +199,7 @@ class ShardServer:
             self._bind_direct()
         self._poller.register(self._wakeup.fd, zmq.POLLIN)
         self._replication.start(self._context, self._poller, self._cluster_keys)
-        if self.tier.enabled:
-            self._remote_reader = RemoteFetcher.open(
-                self.shard_id, self.tier.url, self.data_dir, self.tier.cache_bytes,
-                done=lambda result: self._post(self._remote_fetched, result))
+        if self._remote_reader is not None:
             self._remote_reader.start()
         self._thread = threading.Thread(target=self._run, name=f"{self.shard_id}-loop", daemon=True)
         self._thread.start()
