@@ -625,6 +625,22 @@ TIER_CACHE_BYTES_MAX = 16 * 1024 * GiB
 TIER_URL_BYTES_MAX = 2048
 # Segments whose last read position the cache remembers (to see sequential reads).
 REMOTE_CACHE_SEGMENTS_TRACKED_MAX = 10_000
+# Remote fetches (shards/tier/remote_fetcher.py): one reader thread per shard
+# reads them in turn from a queue of at most REMOTE_FETCHES_QUEUED_MAX; a fetch
+# beyond it is answered tooManyRequests at once (the loop never waits for the
+# reader). A fetch that waited in the queue longer than REMOTE_FETCH_QUEUED_S_MAX
+# is answered unavailable without reading: its client is about to give up on it.
+REMOTE_FETCHES_QUEUED_MAX = 64
+REMOTE_FETCH_QUEUED_S_MAX = 10.0
+# The reader's store answers a consumer, who waits, where the uploader's store
+# may take its time: its calls are bounded tighter, so that a store that is down
+# fails a fetch well within the client's request timeout.
+REMOTE_FETCH_REQUEST_TIMEOUT_S = 5.0
+REMOTE_FETCH_CONNECT_TIMEOUT_S = 2.0
+REMOTE_FETCH_RETRY_TIMEOUT_S = 5.0
+# Remote offset indexes the reader keeps in memory (each read whole, at most
+# 2 MiB for a 1 GiB segment), the most recently used ones.
+REMOTE_INDEXES_CACHED_MAX = 32
 
 # --- Process scheduling -----------------------------------------------------
 # The niceness a shard actor's threads run at (plinth/process_tuning.py). Ray
@@ -761,6 +777,12 @@ def _relations() -> list[tuple[str, bool]]:
         ("a remote call fails (never hangs) within a minute",
          0 < REMOTE_CONNECT_TIMEOUT_S <= REMOTE_REQUEST_TIMEOUT_S
          and REMOTE_RETRY_TIMEOUT_S + REMOTE_REQUEST_TIMEOUT_S <= 60),
+        ("a remote fetch of a store that is down is answered within the client's request "
+         "timeout", 0 < REMOTE_FETCH_CONNECT_TIMEOUT_S <= REMOTE_FETCH_REQUEST_TIMEOUT_S
+         and REMOTE_FETCH_QUEUED_S_MAX + REMOTE_FETCH_REQUEST_TIMEOUT_S
+         + REMOTE_FETCH_RETRY_TIMEOUT_S < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT / 1000),
+        ("the remote-fetch queue is one the loop's commands can answer",
+         0 < REMOTE_FETCHES_QUEUED_MAX <= SHARD_COMMANDS_QUEUED_MAX),
         ("a dead direct socket is noticed well within a request timeout",
          0 < DIRECT_HEARTBEAT_IVL_MS < DIRECT_HEARTBEAT_TIMEOUT_MS < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT),
     ]
