@@ -1,0 +1,353 @@
+"""The shard's uploader (shards/tier/remote_log_manager.py) on a real ShardServer with real
+sockets and a real store (file:// and moto's S3): segments go up with their manifests,
+local retention drops only uploaded segments, a store that is down stops nothing but
+the uploads, a crash in the middle of an upload is cleaned up, total retention and
+topic deletion remove remote objects."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+import pytest
+
+from plinth import limits
+from plinth.format.record_batch import BatchBuilder, summarize_batch
+from plinth.shards.partition import Partition
+from plinth.shards.partition_log import LogConfig
+from plinth.shards.shard_calls import Leadership, TierOptions
+from plinth.shards.shard_server import ShardServer
+from plinth.shards.tier.remote_log_manager import DELETIONS_DIR
+from plinth.shards.tier.remote_log_metadata import RemoteLogMetadata
+from plinth.shards.tier.remote_segment import LOG, partition_prefix
+from plinth.shards.tier.remote_store import open_remote_store
+from plinth.shards.tier.remote_transfer import LocalSegment, list_remote_segments, upload_segment
+from tests.moto_s3 import MotoS3
+from tests.shard_requests import fetch_values, produce
+from tests.support import wait_until
+
+VALUE_BYTES = 1000
+SEGMENT_BYTES = limits.SEGMENT_BYTES_MIN   # 4 KiB: a few batches per segment
+WAIT_S = 60
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def tiered(**settings) -> LogConfig:
+    """A tiered topic's log config with small segments; everything kept unless told."""
+    return LogConfig(segment_bytes_max=SEGMENT_BYTES, remote_storage_enable=True,
+                     index_interval_bytes=1024, **settings)
+
+
+@pytest.fixture(params=["file", "s3"])
+def tier_url(request, tmp_path, monkeypatch):
+    """A store URL the shard uploads to: a local directory, or a bucket of moto's S3."""
+    if request.param == "file":
+        return f"file://{tmp_path}/store"
+    moto = request.getfixturevalue("moto_s3")
+    for key, value in moto.env.items():
+        monkeypatch.setenv(key, value)
+    return moto.url()
+
+
+@contextmanager
+def running_shard(directory, url: str, log_config: LogConfig | None = None):
+    """A started ShardServer with --tier-url ``url``, serving t-0 if ``log_config``."""
+    server = ShardServer("shard-tier", directory, "127.0.0.1", tier=TierOptions(url=url))
+    server.start()
+    try:
+        if log_config is not None:
+            server.call(server.open_partition, "t", 0, log_config)
+        yield server
+    finally:
+        server.stop(10)
+
+
+def produce_values(server: ShardServer, count: int, start: int = 0) -> list[bytes]:
+    """``count`` batches of one VALUE_BYTES value each; returns the values."""
+    values = [f"{n:08d}".encode().ljust(VALUE_BYTES, b"v") for n in range(start, start + count)]
+    for value in values:
+        produce(server.address, "t", 0, [value])
+    return values
+
+
+def local_segments(server: ShardServer) -> list[tuple[int, int]]:
+    """(base offset, end offset) of t-0's local segments, oldest first."""
+    def on_loop():
+        return [(s.base_offset, s.end_offset) for s in server._partitions[("t", 0)].log.segments]
+    return server.call(on_loop)
+
+
+def tier_stats(server: ShardServer) -> dict:
+    return server.call(server.stats_snapshot)["tier"].get(("t", 0), {})
+
+
+def remote_ranges(store) -> list[tuple[int, int]]:
+    return [(s.base_offset, s.end_offset) for s in list_remote_segments(store, "t", 0)]
+
+
+def uploaded_up_to(store, end_offset: int) -> bool:
+    ranges = remote_ranges(store)
+    return bool(ranges) and ranges[-1][1] >= end_offset
+
+
+def orphans(store) -> set[str]:
+    """Objects of t-0 that no manifest names (a half-done upload or deletion)."""
+    named = set()
+    for segment in list_remote_segments(store, "t", 0):
+        named.add(segment.manifest_key)
+        named.update(segment.object_key(kind) for kind in segment.objects)
+    return {info.key for info in store.list(partition_prefix("t", 0))} - named
+
+
+# --- Uploading ---------------------------------------------------------------------------
+
+def test_rolled_segments_appear_in_the_store_with_manifests_and_the_exact_local_bytes(
+        tmp_path, tier_url):
+    # Given a shard uploading a tiered topic with 4 KiB segments
+    with running_shard(tmp_path / "shard", tier_url, tiered()) as server:
+        store = open_remote_store(tier_url)
+        # When 20 KB is produced (several rolled segments)
+        produce_values(server, 20)
+        rolled = local_segments(server)[:-1]
+        assert len(rolled) >= 3
+        # Then every rolled segment appears in the store, oldest first, as a prefix
+        wait_until(lambda: uploaded_up_to(store, rolled[-1][1]), timeout_s=WAIT_S,
+                   explain=lambda: f"remote {remote_ranges(store)}, local {rolled}")
+        assert remote_ranges(store)[:len(rolled)] == rolled
+        # And each .log object is the local file's bytes exactly, with no stray objects
+        directory = tmp_path / "shard" / "t-0"
+        for segment in list_remote_segments(store, "t", 0):
+            local = (directory / f"{segment.base_offset:020d}.log").read_bytes()
+            assert bytes(store.get(segment.object_key(LOG))) == local
+        assert orphans(store) == set()
+        # And the counters and the partition's view say so
+        stats = tier_stats(server)
+        assert stats["uploads"] >= len(rolled) and stats["upload_errors"] == 0
+        assert stats["remote_segments"] >= len(rolled)
+        assert stats["remote_end_offset"] >= rolled[-1][1]
+        # And the active segment is never uploaded
+        assert remote_ranges(store)[-1][1] <= local_segments(server)[-1][0]
+
+
+def test_the_segment_before_the_active_one_carries_its_producer_snapshot(tmp_path):
+    # Given a shard uploading a tiered topic to a file store
+    url = f"file://{tmp_path}/store"
+    with running_shard(tmp_path / "shard", url, tiered()) as server:
+        store = open_remote_store(url)
+        # When segments roll and the last rolled one is uploaded
+        produce_values(server, 6)
+        rolled = local_segments(server)[:-1]
+        wait_until(lambda: uploaded_up_to(store, rolled[-1][1]), timeout_s=WAIT_S)
+    # Then the segment just before the active one has a producers object naming its end
+    last = list_remote_segments(store, "t", 0)[-1]
+    assert "producers" in last.objects
+    assert b'"base_offset": %d' % last.end_offset in bytes(store.get(last.object_key("producers")))
+
+
+# --- Local retention ---------------------------------------------------------------------
+
+def test_local_retention_deletes_only_segments_the_store_holds(tmp_path, tier_url):
+    # Given a tiered topic whose local retention is 0 bytes
+    with running_shard(tmp_path / "shard", tier_url, tiered(local_retention_bytes=0)) as server:
+        store = open_remote_store(tier_url)
+        # When several segments are produced and uploaded
+        values = produce_values(server, 20)
+        end_offset = len(values)
+        # Then the local log shrinks to the active segment (and at most one waiting)
+        wait_until(lambda: len(local_segments(server)) <= 2, timeout_s=WAIT_S,
+                   explain=lambda: f"local {local_segments(server)}, remote {remote_ranges(store)}")
+        local = local_segments(server)
+        # And every offset the disk dropped is in the store, without a gap
+        ranges = remote_ranges(store)
+        assert ranges[0][0] == 0
+        assert all(ranges[i][1] == ranges[i + 1][0] for i in range(len(ranges) - 1))
+        assert ranges[-1][1] >= local[0][0]
+        # And the local tail still reads, from the local log start
+        assert fetch_values(server.address, "t", 0, local[0][0])[-1] == values[-1]
+        assert local[-1][1] == end_offset
+        # And the partition's log start offset is the remote one
+        info = server.call(lambda: server._partitions[("t", 0)].log_start_offset)
+        assert info == 0
+
+
+def test_a_segment_never_uploaded_is_never_deleted_even_past_total_retention(tmp_path):
+    # Given a tiered topic with 1 ms of retention, whose store cannot be reached
+    unreachable = MotoS3()   # never started: its port refuses connections
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in unreachable.env.items():
+            patch.setenv(key, value)
+        config = tiered(retention_ms=1, local_retention_ms=1)
+        with running_shard(tmp_path / "shard", unreachable.url(), config) as server:
+            # When segments roll and uploads fail, and retention passes run
+            produce_values(server, 12)
+            segments = local_segments(server)
+            wait_until(lambda: tier_stats(server).get("upload_errors", 0) >= 1,
+                       timeout_s=WAIT_S)
+            server.call(server._enforce_retention)
+            # Then no local segment was deleted, and the backlog is counted
+            assert local_segments(server) == segments
+            stats = tier_stats(server)
+            assert stats["uploads"] == 0 and stats["upload_lag_bytes"] > 0
+            assert stats["upload_lag_s"] >= 0
+
+
+# --- Object storage unavailable ---------------------------------------------------------------
+
+def test_with_the_store_down_produce_works_nothing_is_deleted_and_the_backlog_uploads_after(
+        tmp_path, monkeypatch):
+    # Given a shard uploading to an S3 server that is down
+    moto = MotoS3().start()
+    try:
+        for key, value in moto.env.items():
+            monkeypatch.setenv(key, value)
+        url = moto.url()
+        moto.stop()
+        config = tiered(local_retention_bytes=0)
+        with running_shard(tmp_path / "shard", url, config) as server:
+            # When records are produced while it is down
+            values = produce_values(server, 16)
+            wait_until(lambda: tier_stats(server).get("upload_errors", 0) >= 1,
+                       timeout_s=WAIT_S)
+            # Then the produces were taken, the tail reads, and nothing was deleted locally
+            segments = local_segments(server)
+            assert segments[0][0] == 0 and segments[-1][1] == len(values)
+            assert fetch_values(server.address, "t", 0, 0)[0] == values[0]
+            # When the server comes back (empty: moto keeps buckets in memory)
+            moto.restart()
+            store = open_remote_store(url)
+            # Then the backlog uploads and local retention follows
+            rolled_end = segments[-2][1]
+            wait_until(lambda: uploaded_up_to(store, rolled_end), timeout_s=WAIT_S,
+                       explain=lambda: f"remote {remote_ranges(store)} {tier_stats(server)}")
+            wait_until(lambda: local_segments(server)[0][0] > 0, timeout_s=WAIT_S)
+            assert remote_ranges(store)[0][0] == 0
+            assert orphans(store) == set()
+    finally:
+        moto.stop()
+
+
+# --- A crash in the middle of an upload ----------------------------------------------------
+
+class Crash(Exception):
+    """Stands for the shard dying between an upload's data objects and its manifest."""
+
+
+def test_a_restart_after_an_upload_started_cleans_it_up_and_uploads_again(tmp_path):
+    # Given a partition log with rolled segments and a journal whose upload of the first
+    # one started, wrote its data objects and never wrote its manifest
+    url = f"file://{tmp_path}/store"
+    store = open_remote_store(url)
+    directory = tmp_path / "shard" / "t-0"
+    part = Partition.open(directory, "t", 0, tiered())
+    for n in range(8):
+        builder = BatchBuilder()
+        builder.append(None, f"{n:08d}".encode().ljust(VALUE_BYTES, b"v"), now_ms())
+        batch = builder.build()
+        part.append(batch, summarize_batch(batch))
+    part.log.flush()
+    first = part.log.segments[0]
+    metadata, _ = RemoteLogMetadata.open(directory)
+
+    def crash(segment):
+        raise Crash(segment.segment_id)
+    with pytest.raises(Crash) as crashed:
+        upload_segment(store, metadata, LocalSegment.of(
+            first, topic="t", partition=0, leader_epochs=part.leader_epochs),
+            before_manifest=crash)
+    started_id = str(crashed.value)
+    metadata.close()
+    rolled = [(s.base_offset, s.end_offset) for s in part.log.segments[:-1]]
+    part.log.close()
+    assert any(started_id in info.key for info in store.list(partition_prefix("t", 0)))
+    # When the shard starts with the partition
+    with running_shard(tmp_path / "shard", url, tiered()):
+        # Then the half-done upload's objects are gone and every rolled segment is up
+        wait_until(lambda: uploaded_up_to(store, rolled[-1][1]), timeout_s=WAIT_S)
+        assert remote_ranges(store) == rolled
+        assert not any(started_id in info.key for info in store.list(partition_prefix("t", 0)))
+        assert orphans(store) == set()
+
+
+# --- Total retention, on the remote log ---------------------------------------------------
+
+def test_total_retention_deletes_the_oldest_remote_segments(tmp_path, tier_url):
+    # Given a tiered topic that keeps 8 KB in all, of which nothing locally beyond need
+    config = tiered(retention_bytes=2 * SEGMENT_BYTES, local_retention_bytes=0)
+    with running_shard(tmp_path / "shard", tier_url, config) as server:
+        store = open_remote_store(tier_url)
+        # When many segments are produced
+        produce_values(server, 30)
+        # Then the oldest remote segments are deleted, and what stays is a whole suffix
+        wait_until(lambda: remote_ranges(store) and remote_ranges(store)[0][0] > 0,
+                   timeout_s=WAIT_S, explain=lambda: f"remote {remote_ranges(store)}")
+        rolled_end = local_segments(server)[-2][1] if len(local_segments(server)) > 1 else None
+
+        def settled():
+            ranges = remote_ranges(store)
+            return ranges and (rolled_end is None or ranges[-1][1] >= rolled_end)
+        wait_until(settled, timeout_s=WAIT_S)
+        segments = list_remote_segments(store, "t", 0)
+        assert sum(s.size_bytes for s in segments) <= 2 * SEGMENT_BYTES + SEGMENT_BYTES
+        assert orphans(store) == set()
+        # And the partition's log start offset follows the remote log's
+        start = server.call(lambda: server._partitions[("t", 0)].log_start_offset)
+        assert start == segments[0].base_offset
+
+
+# --- Topic deletion ---------------------------------------------------------------------------
+
+def test_deleting_the_topic_deletes_its_remote_objects(tmp_path, tier_url):
+    # Given a tiered partition with uploaded segments
+    with running_shard(tmp_path / "shard", tier_url, tiered()) as server:
+        store = open_remote_store(tier_url)
+        produce_values(server, 12)
+        rolled = local_segments(server)[:-1]
+        wait_until(lambda: uploaded_up_to(store, rolled[-1][1]), timeout_s=WAIT_S)
+        # When the topic is deleted
+        assert server.call(server.delete_partition, "t", 0)
+        # Then every object of the partition goes, and nothing is left pending
+        wait_until(lambda: not store.list(partition_prefix("t", 0)), timeout_s=WAIT_S,
+                   explain=lambda: f"left {[i.key for i in store.list(partition_prefix('t', 0))]}")
+        wait_until(lambda: not any((tmp_path / "shard" / DELETIONS_DIR).iterdir()),
+                   timeout_s=WAIT_S)
+        assert not (tmp_path / "shard" / "t-0").exists()
+
+
+def test_a_topic_deletion_that_could_not_finish_finishes_after_a_restart(tmp_path, monkeypatch):
+    # Given a tiered partition whose segments are uploaded to a file store
+    url = f"file://{tmp_path}/store"
+    store = open_remote_store(url)
+    with running_shard(tmp_path / "shard", url, tiered()) as server:
+        produce_values(server, 12)
+        rolled = local_segments(server)[:-1]
+        wait_until(lambda: uploaded_up_to(store, rolled[-1][1]), timeout_s=WAIT_S)
+    # When the topic is deleted by a shard that cannot reach its store, which then stops
+    unreachable = MotoS3()
+    for key, value in unreachable.env.items():
+        monkeypatch.setenv(key, value)
+    with running_shard(tmp_path / "shard", unreachable.url(), tiered()) as server:
+        server.call(server.delete_partition, "t", 0)
+        pending = tmp_path / "shard" / DELETIONS_DIR
+        assert len(list(pending.iterdir())) == 1
+    assert store.list(partition_prefix("t", 0))
+    # Then a restart with the store finishes the deletion
+    with running_shard(tmp_path / "shard", url):
+        wait_until(lambda: not store.list(partition_prefix("t", 0)), timeout_s=WAIT_S)
+        wait_until(lambda: not any(pending.iterdir()), timeout_s=WAIT_S)
+
+
+def test_followers_do_not_upload(tmp_path):
+    # Given a shard following a tiered partition
+    url = f"file://{tmp_path}/store"
+    store = open_remote_store(url)
+    with running_shard(tmp_path / "shard", url) as server:
+        leadership = Leadership(replicas=("other-shard", "shard-tier"), leader="other-shard",
+                                leader_epoch=1, in_sync=("other-shard", "shard-tier"))
+        server.call(server.open_partition, "t", 0, tiered(), 0, False, None, leadership)
+        # Then the uploader is never given its segments
+        part = server._partitions[("t", 0)]
+        assert server.call(lambda: server._tier.uploads(part)) is False
+    assert store.list(partition_prefix("t", 0)) == []
