@@ -7,4 +7,5 @@
     remote_transfer.py      upload, clean up, delete, list and read remote segments
     chunk_cache.py          remote log bytes cached on local disk, bounded, with read-ahead
     tier_policy.py          which local segments to upload, and which the disk may drop
+    remote_log_manager.py   the shard's uploader thread: uploads, retention, topic deletion
 """
