@@ -435,10 +435,9 @@ class RemoteLogManager:
         self._publish(job, remote, uploaded=False)   # the journal's view, store or not
         return remote
 
-    def _publish(self, job: _Job, remote: _Remote, *, uploaded: bool,
-                 deleted_end: int | None = None) -> None:
+    def _publish(self, job: _Job, remote: _Remote, *, uploaded: bool) -> None:
         view = RemoteLogView.of(remote.metadata.finished_segments())
-        self._post(self._published, job.key, job.epoch, view, uploaded, deleted_end)
+        self._post(self._published, job.key, job.epoch, view, uploaded, None)
 
     def _apply_retention(self, job: _Job, remote: _Remote, uploaded_bytes: int) -> None:
         """Total retention (retention.ms/.bytes over local plus remote) on the remote log;
@@ -450,11 +449,17 @@ class RemoteLogManager:
             retention_bytes=job.retention_bytes, local_only_bytes=local_only_bytes)
         if not doomed:
             return
+        # The loop stops reading them before their objects go (a read that took the
+        # older view may still find one gone: RemoteObjectNotFoundError).
+        doomed_ids = {segment.segment_id for segment in doomed}
+        self._post(self._published, job.key, job.epoch, RemoteLogView.of(
+            s for s in metadata.finished_segments() if s.segment_id not in doomed_ids),
+            False, doomed[-1].end_offset)
         for segment in doomed:
             delete_segment(self._store, metadata, segment)
         log.info("%s: total retention deleted %d remote segments of %s-%d up to offset %d",
                  self.shard_id, len(doomed), job.key[0], job.key[1], doomed[-1].end_offset)
-        self._publish(job, remote, uploaded=False, deleted_end=doomed[-1].end_offset)
+        self._publish(job, remote, uploaded=False)
 
     # --- Topic deletions (uploader thread) ----------------------------------------------
 
