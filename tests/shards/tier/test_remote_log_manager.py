@@ -341,15 +341,86 @@ def test_a_topic_deletion_that_could_not_finish_finishes_after_a_restart(tmp_pat
         wait_until(lambda: not any(pending.iterdir()), timeout_s=WAIT_S)
 
 
-def test_followers_do_not_upload(tmp_path):
-    # Given a shard following a tiered partition
+def write_log(directory, config: LogConfig, count: int) -> list[tuple[int, int]]:
+    """A partition log of ``count`` one-value batches written without a shard; its
+    rolled segments' (base, end) offsets."""
+    part = Partition.open(directory, directory.name.rpartition("-")[0], 0, config)
+    for n in range(count):
+        builder = BatchBuilder()
+        builder.append(None, f"{n:08d}".encode().ljust(VALUE_BYTES, b"v"), now_ms())
+        batch = builder.build()
+        part.append(batch, summarize_batch(batch))
+    rolled = [(s.base_offset, s.end_offset) for s in part.log.segments[:-1]]
+    part.log.close()
+    return rolled
+
+
+def test_a_follower_does_not_upload_and_keeps_total_retention_locally(tmp_path):
+    # Given a shard with two tiered partitions holding rolled segments: f-0, which it
+    # follows, and u-0, which has its one copy here
     url = f"file://{tmp_path}/store"
     store = open_remote_store(url)
+    config = tiered(local_retention_bytes=0)
+    followed_rolled = write_log(tmp_path / "shard" / "f-0", config, 8)
+    own_rolled = write_log(tmp_path / "shard" / "u-0", config, 8)
+    following = Leadership(replicas=("other-shard", "shard-tier"), leader="other-shard",
+                           leader_epoch=1, in_sync=("other-shard", "shard-tier"))
     with running_shard(tmp_path / "shard", url) as server:
-        leadership = Leadership(replicas=("other-shard", "shard-tier"), leader="other-shard",
-                                leader_epoch=1, in_sync=("other-shard", "shard-tier"))
-        server.call(server.open_partition, "t", 0, tiered(), 0, False, None, leadership)
-        # Then the uploader is never given its segments
-        part = server._partitions[("t", 0)]
-        assert server.call(lambda: server._tier.uploads(part)) is False
-    assert store.list(partition_prefix("t", 0)) == []
+        server.call(server.open_partition, "f", 0, config, 0, False, None, following)
+        server.call(server.open_partition, "u", 0, config)
+        # When the uploader has uploaded the partition of one copy
+        wait_until(lambda: [(s.base_offset, s.end_offset)
+                            for s in list_remote_segments(store, "u", 0)] == own_rolled,
+                   timeout_s=WAIT_S)
+        server.call(server._enforce_retention)
+        # Then the followed one has nothing in the store, and keeps its local segments
+        # (its local retention waits for uploads it does not make; total retention,
+        # unlimited here, is what bounds a follower's disk)
+        assert store.list(partition_prefix("f", 0)) == []
+        followed = server.call(lambda: [(s.base_offset, s.end_offset)
+                                        for s in server._partitions[("f", 0)].log.segments])
+        assert followed[:-1] == followed_rolled
+        assert ("f", 0) not in server.call(server.stats_snapshot)["tier"]
+
+
+def test_failed_uploads_are_counted_each_and_logged_once_per_streak(tmp_path, caplog):
+    # Given a shard whose store cannot be reached, and a tiered partition with a backlog
+    unreachable = MotoS3()
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in unreachable.env.items():
+            patch.setenv(key, value)
+        write_log(tmp_path / "shard" / "t-0", tiered(), 8)
+        caplog.set_level("WARNING", logger="plinth.shards.tier.remote_log_manager")
+        with running_shard(tmp_path / "shard", unreachable.url(), tiered()) as server:
+            # When three attempts have failed (backoff 0.5 s, then 1 s)
+            wait_until(lambda: tier_stats(server).get("upload_errors", 0) >= 3,
+                       timeout_s=WAIT_S)
+    # Then one warning says so, naming the partition and the backoff
+    warnings = [r.getMessage() for r in caplog.records if "upload of t-0 failed" in r.getMessage()]
+    assert len(warnings) == 1
+    assert f"({limits.REMOTE_UPLOAD_BACKOFF_MS_MIN} to {limits.REMOTE_UPLOAD_BACKOFF_MS_MAX} ms)" \
+        in warnings[0]
+
+
+def test_after_a_restart_the_remote_view_comes_from_the_journal_even_with_the_store_down(
+        tmp_path, monkeypatch):
+    # Given a tiered partition whose rolled segments were uploaded, and its local copies
+    # dropped
+    url = f"file://{tmp_path}/store"
+    store = open_remote_store(url)
+    with running_shard(tmp_path / "shard", url, tiered(local_retention_bytes=0)) as server:
+        produce_values(server, 12)
+        wait_until(lambda: local_segments(server)[0][0] > 0, timeout_s=WAIT_S)
+        remote_end = remote_ranges(store)[-1][1]
+    # When the shard restarts with its store unreachable
+    unreachable = MotoS3()
+    for key, value in unreachable.env.items():
+        monkeypatch.setenv(key, value)
+    with running_shard(tmp_path / "shard", unreachable.url(), tiered(local_retention_bytes=0)) \
+            as server:
+        # Then the partition knows its remote log again, from offset 0
+        def remote_view():
+            remote = server._partitions[("t", 0)].remote
+            return remote.log_start_offset, remote.end_offset
+        wait_until(lambda: server.call(remote_view) == (0, remote_end), timeout_s=WAIT_S)
+        assert server.call(lambda: server._partitions[("t", 0)].log_start_offset) == 0
