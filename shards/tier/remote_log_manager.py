@@ -154,15 +154,13 @@ class RemoteLogManager:
     """
 
     def __init__(self, shard_id: str, data_dir: Path, url: str, *,
-                 partitions: dict[tuple[str, int], Partition], roles: dict, post,
-                 open_store=open_remote_store):
+                 partitions: dict[tuple[str, int], Partition], roles: dict, post):
         self.shard_id = shard_id
         self.data_dir = Path(data_dir)
         self._url = url
-        self._open_store = open_store
         self._partitions = partitions
         self._roles = roles
-        self._post = post
+        self._post_fn = post
         self._jobs: queue.Queue = queue.Queue(maxsize=limits.REMOTE_UPLOAD_JOBS_QUEUED_MAX)
         self._states: dict[tuple[str, int], _TierState] = {}   # loop thread
         self._next_check_s = 0.0                               # loop thread
@@ -184,7 +182,7 @@ class RemoteLogManager:
 
     def start(self) -> None:
         """Open the store (nothing is contacted yet) and start the uploader thread."""
-        self._store = self._open_store(self._url)
+        self._store = open_remote_store(self._url)
         self._thread = threading.Thread(target=self._run, name=f"{self.shard_id}-uploader",
                                         daemon=True)
         self._thread.start()
@@ -225,9 +223,6 @@ class RemoteLogManager:
         for part in list(self._partitions.values()):
             if self.uploads(part):
                 self._consider(part, now_s)
-
-    def next_timer_s(self) -> float:
-        return self._next_check_s
 
     def _consider(self, part: Partition, now_s: float) -> None:
         state = self._states.get(part.key)
@@ -414,6 +409,15 @@ class RemoteLogManager:
             with self._forgotten_lock:
                 self._forgotten.discard(job.epoch)
         self._post(self._finished, job.key, job.epoch, error)
+
+    def _post(self, fn, *args) -> None:
+        """Run ``fn(*args)`` on the loop thread (uploader thread). A loop whose command
+        queue stays full loses the result: logged (the partition stays in flight)."""
+        try:
+            self._post_fn(fn, *args)
+        except queue.Full:
+            log.error("%s: the loop's command queue is full; the uploader's %s for %s is "
+                      "lost", self.shard_id, fn.__name__, args[0])
 
     def _remote_for(self, job: _Job) -> _Remote | None:
         """The partition's metadata, opened (its view published) if it is not open yet;
