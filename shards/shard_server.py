@@ -236,7 +236,7 @@ class ShardServer:
         """Flush and close every log, then stop the loop (actor thread)."""
         if self._thread is None:
             return
-        if self._tier is not None:   # first: it reads segment files the loop closes
+        if self._tier is not None:   # first: it posts its results to the loop
             self._tier.stop(grace_period_s)
         try:
             self.call(self._close_all_on_loop, timeout_s=grace_period_s)

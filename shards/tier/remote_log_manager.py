@@ -319,13 +319,18 @@ class RemoteLogManager:
         topic, partition = (part.topic, part.partition) if part is not None else \
             _parse_partition_dir(Path(directory).name)
         pending = self.deletions_dir / f"{time.time_ns()}"
-        pending.mkdir(parents=True)
-        write_json_atomically(pending / DELETION_FILE, {
-            "topic": topic, "partition": partition, "deleted_ms": wall_clock_ms()})
-        if journal.exists():
-            os.rename(journal, pending / JOURNAL_FILE)   # the uploader's open fd follows it
-        fsync_directory(pending)
-        fsync_directory(self.deletions_dir)
+        try:
+            pending.mkdir(parents=True)
+            write_json_atomically(pending / DELETION_FILE, {
+                "topic": topic, "partition": partition, "deleted_ms": wall_clock_ms()})
+            if journal.exists():
+                os.rename(journal, pending / JOURNAL_FILE)   # the uploader's fd follows it
+            fsync_directory(pending)
+            fsync_directory(self.deletions_dir)
+        except OSError as exc:   # the topic is deleted all the same; its objects stay
+            log.error("%s: cannot record the deletion of %s-%d's remote segments in %s: %s; "
+                      "they stay in the store", self.shard_id, topic, partition, pending, exc)
+            return
         try:
             self._jobs.put_nowait(_DELETIONS)
         except queue.Full:
@@ -476,14 +481,14 @@ class RemoteLogManager:
         for directory in entries[:limits.REMOTE_DELETIONS_PENDING_MAX]:
             if directory in self._deletions:
                 continue
-            try:
+            try:   # written atomically: only a hand-edited file fails here
                 record = json.loads((directory / DELETION_FILE).read_text())
-            except (OSError, ValueError) as exc:
-                log.error("%s: cannot read the pending deletion %s: %s", self.shard_id,
-                          directory, exc)
+                deletion = _Deletion(directory, str(record["topic"]), int(record["partition"]),
+                                     int(record["deleted_ms"]))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.error("%s: cannot read the pending deletion %s: %s: %s", self.shard_id,
+                          directory / DELETION_FILE, type(exc).__name__, exc)
                 continue
-            deletion = _Deletion(directory, record["topic"], record["partition"],
-                                 record["deleted_ms"])
             self._deletions[directory] = deletion
             self._close_remote((deletion.topic, deletion.partition))
 
