@@ -27,7 +27,12 @@ Failures fall back to the router at once, never to a request's timeout:
 
 In each case the partition's topic is asked for again (at most every
 CLIENT_METADATA_REFRESH_INTERVAL_MS_MIN), and its requests go through the
-router until a reply names a direct address for it. Requests keep their ids
+router until a reply names a direct address for it. A reply that names none
+for a partition whose route was lost (its election has not finished) does
+not end the asking: the topic is asked again, the wait between asks doubling
+up to CLIENT_METADATA_REFRESH_INTERVAL_MS_MAX, until the new leader is named;
+the first success through the router for such a partition (the election is
+over) brings the next ask forward to the minimum wait. Requests keep their ids
 on either path. A partition's requests stay on one path while any of them is
 in flight, so that pipelined requests (a producer without idempotence) keep
 their order; acks=0 produces, which get no reply, are not tracked and may be
@@ -77,6 +82,9 @@ class DirectRoutes:
         self._pending: dict[tuple[str, int], list] = {}      # partition -> [path, count]
         self._asked_s: dict[str, float] = {}                 # topic -> when last asked
         self._stale: set[str] = set()                        # topics to ask again
+        # topic -> its partitions whose route dropped and whose new leader is not yet named
+        self._leaderless: dict[str, set[int]] = {}
+        self._ask_interval_ms: dict[str, int] = {}           # topic -> wait before asking again
         # metadata request id -> topic; bounded, oldest forgotten (the router lost it)
         self._asking: OrderedDict[int, str] = OrderedDict()
 
@@ -113,17 +121,26 @@ class DirectRoutes:
 
     def topics_to_ask(self, topic: str, now_s: float) -> bool:
         """Whether to ask the router for ``topic``'s metadata now: never asked, or its
-        routes failed and the last ask is CLIENT_METADATA_REFRESH_INTERVAL_MS_MIN old."""
+        routes failed and the last ask is old enough (module docstring)."""
         asked_s = self._asked_s.get(topic)
         if asked_s is None:
             return True
-        return topic in self._stale and \
-            now_s - asked_s >= limits.CLIENT_METADATA_REFRESH_INTERVAL_MS_MIN / 1000
+        if topic not in self._stale and topic not in self._leaderless:
+            return False
+        # (A topic with lost routes is asked again even if the last answer never came.)
+        interval_ms = self._ask_interval_ms.get(topic,
+                                                limits.CLIENT_METADATA_REFRESH_INTERVAL_MS_MIN)
+        return now_s - asked_s >= interval_ms / 1000
 
     def asking(self, topic: str, request_id: int, now_s: float) -> None:
         """A metadata request for ``topic`` went to the router as ``request_id``."""
         self._asked_s[topic] = now_s
         self._stale.discard(topic)
+        if topic in self._leaderless:   # asked during an election: the next ask waits longer
+            interval_ms = self._ask_interval_ms.get(
+                topic, limits.CLIENT_METADATA_REFRESH_INTERVAL_MS_MIN)
+            self._ask_interval_ms[topic] = min(2 * interval_ms,
+                                               limits.CLIENT_METADATA_REFRESH_INTERVAL_MS_MAX)
         self._asking[request_id] = topic
         if len(self._asking) > limits.CLIENT_ABANDONED_REQUESTS_KEPT:
             self._asking.popitem(last=False)
@@ -152,7 +169,11 @@ class DirectRoutes:
             return
         tp = entry[0]
         self._uncount(tp)
-        if path and isinstance(view.error, _ROUTE_ERRORS):
+        if not path and view.error is None and tp[1] in self._leaderless.get(tp[0], ()):
+            # Its leader answers again (through the router): the election is over, so
+            # the next ask need not wait out the backoff.
+            self._ask_interval_ms.pop(tp[0], None)
+        elif path and isinstance(view.error, _ROUTE_ERRORS):
             log.info("%s-%d at %s: %s; through the router until the new leader is known",
                      *tp, path, view.error)
             self._drop_route(tp)
@@ -186,16 +207,24 @@ class DirectRoutes:
 
     def _learn(self, info: protocol.TopicInfo) -> None:
         """Routes from one topic's metadata. A partition without a direct address (or
-        past CLIENT_DIRECT_SOCKETS_MAX sockets) goes through the router."""
+        past CLIENT_DIRECT_SOCKETS_MAX sockets) goes through the router; if its route
+        was lost, the topic is asked for again, later each time (module docstring)."""
+        lost = self._leaderless.pop(info.name, set())
         for partition, address in enumerate(info.direct_addresses):
             tp = (info.name, partition)
             if address and (address in self._sockets or self._open(address)):
                 self._routes[tp] = address
+                lost.discard(partition)
             else:
                 self._routes.pop(tp, None)
         for tp in [tp for tp in self._routes if tp[0] == info.name
                    and tp[1] >= len(info.direct_addresses)]:
             del self._routes[tp]
+        lost = {partition for partition in lost if partition < len(info.direct_addresses)}
+        if lost:
+            self._leaderless[info.name] = lost
+        else:
+            self._ask_interval_ms.pop(info.name, None)
 
     def _open(self, address: str) -> bool:
         if len(self._sockets) >= limits.CLIENT_DIRECT_SOCKETS_MAX:
@@ -249,6 +278,7 @@ class DirectRoutes:
 
     def _drop_route(self, tp: tuple[str, int]) -> None:
         self._routes.pop(tp, None)
+        self._leaderless.setdefault(tp[0], set()).add(tp[1])
         self._stale.add(tp[0])
 
     def _uncount(self, tp: tuple[str, int]) -> None:

@@ -26,10 +26,21 @@ _COUNTERS = (("records_in", "plinth_partition_records_in", "Records appended"),
              ("bytes_in", "plinth_partition_bytes_in", "RecordBatch bytes appended"),
              ("fetches", "plinth_partition_fetch_requests", "Fetch requests answered"),
              ("bytes_out", "plinth_partition_bytes_out", "Log bytes returned by fetches"))
-_GAUGES = (("start_offset", "plinth_partition_log_start_offset", "First offset stored"),
+_GAUGES = (("start_offset", "plinth_partition_log_start_offset",
+            "First offset stored, in object storage or locally"),
+           ("local_start_offset", "plinth_partition_local_log_start_offset",
+            "First offset on the shard's disk"),
            ("end_offset", "plinth_partition_log_end_offset", "High watermark"),
            ("size_bytes", "plinth_partition_size_bytes", "Bytes of log files"))
 
+
+# Fetches read from object storage, and the shard's cache of remote chunks (ShardStats.remote).
+_REMOTE_FETCH_COUNTERS = (
+    ("fetches", "plinth_remote_fetches", "Fetches answered from object storage"),
+    ("bytes", "plinth_remote_fetch_bytes", "Log bytes returned by fetches from object storage"),
+    ("errors", "plinth_remote_fetch_errors", "Fetches from object storage answered with an error"),
+    ("cache_hits", "plinth_tier_cache_hits", "Remote chunks read from the shard's cache"),
+    ("cache_misses", "plinth_tier_cache_misses", "Ranged gets from object storage"))
 
 _REPLICATION_GAUGES = (
     ("plinth_partition_under_replicated", "1 if a replica of the partition is out of sync"),
@@ -58,6 +69,7 @@ class BrokerCollector:
         yield from _latency_families(live)
         yield _errors(live)
         yield _requests_by_socket(live)
+        yield from _remote_fetch_families(live)
         yield _group_lag(live, {(s.topic, s.partition): s.leader for s in states})
         yield from _replication_families(states)
 
@@ -101,7 +113,8 @@ def _partition_families(live):
         family = GaugeMetricFamily(name, doc, labels=_PARTITION_LABELS)
         for shard, snap in live.items():
             for (topic, partition), values in snap["logs"].items():
-                family.add_metric([topic, str(partition), shard], values[field])
+                if field in values:   # a snapshot from before the field existed has none
+                    family.add_metric([topic, str(partition), shard], values[field])
         yield family
 
 
@@ -138,6 +151,21 @@ def _requests_by_socket(live):
         for socket, count in snap.get("requests_by_socket", {}).items():
             family.add_metric([shard, socket], count)
     return family
+
+
+def _remote_fetch_families(live):
+    for field, name, doc in _REMOTE_FETCH_COUNTERS:
+        family = CounterMetricFamily(name, doc, labels=["shard"])
+        for shard, snap in live.items():
+            if "remote_fetch" in snap:   # (not in a snapshot from before remote fetches)
+                family.add_metric([shard], snap["remote_fetch"][field])
+        yield family
+    family = GaugeMetricFamily("plinth_tier_cache_bytes", "Bytes of remote chunks cached on "
+                               "the shard's disk", labels=["shard"])
+    for shard, snap in live.items():
+        if "remote_fetch" in snap:
+            family.add_metric([shard], snap["remote_fetch"]["cache_bytes"])
+    yield family
 
 
 def _group_lag(live, leaders: dict[tuple[str, int], str]):

@@ -196,8 +196,10 @@ CLIENT_DIRECT_SOCKETS_MAX = 64
 DIRECT_HEARTBEAT_IVL_MS = 250
 DIRECT_HEARTBEAT_TIMEOUT_MS = 1_000
 # How often a client asks the router for a topic's leaders' direct addresses at
-# most: after a failure at a direct socket it asks again, no sooner than this.
+# most: after a failure at a direct socket it asks again, no sooner than this;
+# while the answers name no new leader (an election), the wait doubles up to the max.
 CLIENT_METADATA_REFRESH_INTERVAL_MS_MIN = 100
+CLIENT_METADATA_REFRESH_INTERVAL_MS_MAX = 1_000   # Kafka's retry.backoff.max.ms
 # Monitor events a client reads per direct socket per receive (bounded loop).
 CLIENT_MONITOR_EVENTS_PER_READ_MAX = 16
 # Replies a client's connection reads from its sockets per poll before handing
@@ -638,6 +640,22 @@ REMOTE_UPLOAD_JOBS_QUEUED_MAX = 1024
 # Topic deletions whose remote objects a shard is still removing (each a
 # directory under <data dir>/remote-deletions/, retried with the backoff above).
 REMOTE_DELETIONS_PENDING_MAX = 10_000
+# Remote fetches (shards/tier/remote_fetcher.py): one reader thread per shard
+# reads them in turn from a queue of at most REMOTE_FETCHES_QUEUED_MAX; a fetch
+# beyond it is answered tooManyRequests at once (the loop never waits for the
+# reader). A fetch that waited in the queue longer than REMOTE_FETCH_QUEUED_S_MAX
+# is answered unavailable without reading: its client is about to give up on it.
+REMOTE_FETCHES_QUEUED_MAX = 64
+REMOTE_FETCH_QUEUED_S_MAX = 10.0
+# The reader's store answers a consumer, who waits, where the uploader's store
+# may take its time: its calls are bounded tighter, so that a store that is down
+# fails a fetch well within the client's request timeout.
+REMOTE_FETCH_REQUEST_TIMEOUT_S = 5.0
+REMOTE_FETCH_CONNECT_TIMEOUT_S = 2.0
+REMOTE_FETCH_RETRY_TIMEOUT_S = 5.0
+# Remote offset indexes the reader keeps in memory (each read whole, at most
+# 2 MiB for a 1 GiB segment), the most recently used ones.
+REMOTE_INDEXES_CACHED_MAX = 32
 
 # --- Process scheduling -----------------------------------------------------
 # The niceness a shard actor's threads run at (plinth/process_tuning.py). Ray
@@ -778,6 +796,12 @@ def _relations() -> list[tuple[str, bool]]:
          "local retention runs no more often than uploads are checked",
          0 < REMOTE_UPLOAD_BACKOFF_MS_MIN < REMOTE_UPLOAD_BACKOFF_MS_MAX <= 60_000
          and 0 < REMOTE_UPLOAD_CHECK_INTERVAL_S <= RETENTION_CHECK_INTERVAL_S),
+        ("a remote fetch of a store that is down is answered within the client's request "
+         "timeout", 0 < REMOTE_FETCH_CONNECT_TIMEOUT_S <= REMOTE_FETCH_REQUEST_TIMEOUT_S
+         and REMOTE_FETCH_QUEUED_S_MAX + REMOTE_FETCH_REQUEST_TIMEOUT_S
+         + REMOTE_FETCH_RETRY_TIMEOUT_S < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT / 1000),
+        ("the remote-fetch queue is one the loop's commands can answer",
+         0 < REMOTE_FETCHES_QUEUED_MAX <= SHARD_COMMANDS_QUEUED_MAX),
         ("a dead direct socket is noticed well within a request timeout",
          0 < DIRECT_HEARTBEAT_IVL_MS < DIRECT_HEARTBEAT_TIMEOUT_MS < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT),
     ]

@@ -62,6 +62,9 @@ durable end under fsync_policy "always", the written end otherwise, so no
 consumer ever reads a record that a crash could take back. A fetch at the
 high watermark is parked until an append moves it or the fetch's wait ends;
 the parked places are shared fairly between clients (fetch_purgatory.py).
+A fetch below the local log start, in a segment in object storage
+(``Partition.remote``), goes to the reader thread of tier/remote_fetcher.py,
+whose answer comes back through ``_post`` and is sent by the loop.
 """
 
 from __future__ import annotations
@@ -92,6 +95,8 @@ from plinth.shards.shard_calls import ControllerAnnouncements, Leadership, TierO
 from plinth.shards.replica_server import Led
 from plinth.shards.shard_replication import ShardReplication
 from plinth.shards.shard_stats import ShardStats
+from plinth.shards.tier.remote_fetcher import (
+    RemoteFetcher, RemoteRead, RemoteReadResult, remote_segment_for)
 from plinth.shards.tier.remote_log_manager import RemoteLogManager
 from plinth.socket_frames import readable, recv_frames, send_frames
 from plinth.wakeup import Wakeup
@@ -127,7 +132,9 @@ class ShardServer:
         produce and fetch (see the module), plain TCP on 127.0.0.1, if ``bind_host``
         is loopback too (the shard's node is this machine). ``tier``: the server's
         --tier-url and --tier-cache-bytes, kept as ``self.tier``: with a URL, the
-        shard uploads its tiered partitions (tier/remote_log_manager.py)."""
+        shard uploads its tiered partitions (tier/remote_log_manager.py), and fetches
+        below a partition's local log start are read from object storage by a reader
+        thread (tier/remote_fetcher.py)."""
         if cluster_keys is None and bind_host not in _LOOPBACK_HOSTS:
             raise AssertionError(f"{shard_id}: a shard without the cluster's keys must bind "
                                  f"to loopback, not {bind_host}: anyone could reach it")
@@ -140,6 +147,7 @@ class ShardServer:
         self.fsync_interval_ms = fsync_interval_ms
         tier.check()
         self.tier = tier
+        self._remote_reader: RemoteFetcher | None = None   # started with a tier URL
         self.address = ""
         # Only on a loopback node: a direct socket on 127.0.0.1 of a node with another
         # address would be another machine's 127.0.0.1 to the clients.
@@ -180,6 +188,10 @@ class ShardServer:
         """Lock the data dir, bind the socket, start the loop. Returns the address."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_data_dir()
+        if self.tier.enabled:   # first: its cache directory may fail to open
+            self._remote_reader = RemoteFetcher.open(
+                self.shard_id, self.tier.url, self.data_dir, self.tier.cache_bytes,
+                done=lambda result: self._post(self._remote_fetched, result))
         # Its own context: the ZAP handler is one per context, and several shards
         # (and a router) may share a process in tests.
         self._context = zmq.Context(io_threads=1)
@@ -197,6 +209,8 @@ class ShardServer:
             self._bind_direct()
         self._poller.register(self._wakeup.fd, zmq.POLLIN)
         self._replication.start(self._context, self._poller, self._cluster_keys)
+        if self._remote_reader is not None:
+            self._remote_reader.start()
         if self._tier is not None:
             self._tier.start()
         self._thread = threading.Thread(target=self._run, name=f"{self.shard_id}-loop", daemon=True)
@@ -248,6 +262,8 @@ class ShardServer:
             self._thread = None
             self._group_commit.close()
             self._replication.stop_thread()
+            if self._remote_reader is not None:
+                self._remote_reader.stop(grace_period_s)
             self._socket.close(linger=0)
             if self._direct is not None:
                 self._direct.close(linger=0)
@@ -409,7 +425,7 @@ class ShardServer:
         """A partition's offsets and size. Loop thread."""
         part = self._require(topic, partition)
         return protocol.PartitionInfo(
-            partition=partition, shard=self.shard_id, start_offset=part.log.start_offset,
+            partition=partition, shard=self.shard_id, start_offset=part.log_start_offset,
             end_offset=part.high_watermark, size_bytes=part.log.size_bytes)
 
     def set_log_config(self, topic: str, partition: int, log_config) -> None:
@@ -507,7 +523,8 @@ class ShardServer:
         """Counters, rates, latency histograms, and per partition its offsets and size;
         plus every coordinated group's committed offsets. Loop thread."""
         snapshot = self.stats.snapshot()
-        snapshot["logs"] = {key: {"start_offset": p.log.start_offset,
+        snapshot["logs"] = {key: {"start_offset": p.log_start_offset,
+                                  "local_start_offset": p.log.start_offset,
                                   "end_offset": p.high_watermark, "size_bytes": p.log.size_bytes}
                             for key, p in self._partitions.items()}
         snapshot["groups"] = self._groups.committed_offsets()
@@ -743,13 +760,17 @@ class ShardServer:
             # Past the move: the new owner has it. An empty answer makes the
             # consumer ask again, through a router that knows by then.
             self._reply(envelope, protocol.encode_fetch_reply(
-                request.request_id, part.high_watermark, plog.start_offset), b"")
+                request.request_id, part.high_watermark, part.log_start_offset), b"")
             return
-        if not plog.start_offset <= request.offset <= plog.end_offset:
+        start_offset = part.log_start_offset   # in object storage if the remote log reaches back
+        if not start_offset <= request.offset <= plog.end_offset:
             raise OffsetOutOfRangeError(
                 f"offset {request.offset} is out of range for {part.name}: "
-                f"valid offsets are {plog.start_offset} to {plog.end_offset}")
+                f"valid offsets are {start_offset} to {plog.end_offset}")
         bytes_max = min(request.bytes_max or limits.FETCH_BYTES_DEFAULT, limits.FETCH_BYTES_MAX)
+        if request.offset < plog.start_offset:
+            self._fetch_remote(envelope, request.request_id, part, request.offset, bytes_max)
+            return
         wait_ms = min(request.wait_ms_max, limits.FETCH_WAIT_MS_MAX)
         if request.offset >= part.high_watermark and wait_ms and not part.sealed:
             # (envelope, request id, partition, offset, bytes_max, received_s): what
@@ -782,10 +803,47 @@ class ShardServer:
         data = b""
         if offset < part.high_watermark:
             data = part.log.read(offset, bytes_max, part.high_watermark)
-        header = protocol.encode_fetch_reply(request_id, part.high_watermark, part.log.start_offset)
+        header = protocol.encode_fetch_reply(request_id, part.high_watermark, part.log_start_offset)
         self._reply(envelope, header, data)
         self.stats.fetched(part.key, len(data))
         self.stats.observe("fetch", time.monotonic() - received_s)
+
+    def _fetch_remote(self, envelope: list, request_id: int, part: Partition, offset: int,
+                      bytes_max: int) -> None:
+        """Hand a fetch below the local log start to the remote reader; answered by
+        ``_remote_fetched`` (tier/remote_fetcher.py). Loop thread."""
+        segment = remote_segment_for(part, offset)   # a hole: OffsetOutOfRangeError
+        if self._remote_reader is None:
+            raise StorageError(f"{part.name}: offset {offset} is in {segment.describe()}, and "
+                               f"{self.shard_id} has no --tier-url to read it from")
+        read = RemoteRead(envelope, request_id, part.key, segment, offset, bytes_max,
+                          min(segment.end_offset, part.high_watermark), self._received_s)
+        try:
+            self._remote_reader.submit(read)
+        except BrokerError:
+            self.stats.remote.errors += 1
+            raise
+
+    def _remote_fetched(self, result: RemoteReadResult) -> None:
+        """The reader's answer to a remote fetch, posted to the loop: reply, count. Loop thread."""
+        read = result.read
+        latency_s = time.monotonic() - read.received_s
+        self.stats.remote_fetched(len(result.data), result.error is not None, latency_s,
+                                  result.cache_hits, result.cache_misses, result.cache_bytes)
+        part = self._partitions.get(read.key)
+        error = result.error
+        if error is None and part is None:
+            error = UnavailableError(f"partition {read.key[0]}-{read.key[1]} is not on "
+                                     f"{self.shard_id} any more; retry")
+        if error is not None:
+            self.stats.error(error.code_name)
+            self._reply(read.envelope, protocol.encode_error(read.request_id, error))
+            return
+        header = protocol.encode_fetch_reply(read.request_id, part.high_watermark,
+                                             part.log_start_offset)
+        self._reply(read.envelope, header, result.data)
+        self.stats.fetched(part.key, len(result.data))
+        self.stats.observe("fetch", latency_s)
 
     def _answer_parked(self, parked: tuple, error: BrokerError | None) -> None:
         """The purgatory settles a parked fetch: the log moved, its wait ended, or

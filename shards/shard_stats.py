@@ -28,6 +28,16 @@ class PartitionCounters:
     bytes_out: int = 0
 
 
+@dataclass
+class RemoteFetchCounters:
+    fetches: int = 0        # answered with data (an empty answer included)
+    bytes: int = 0
+    errors: int = 0         # answered with an error, a full queue's included
+    cache_hits: int = 0     # chunks read from the cache
+    cache_misses: int = 0   # ranged gets from the store
+    cache_bytes: int = 0    # on disk now
+
+
 class ShardStats:
     """One shard's counters. Loop thread only, every method."""
 
@@ -43,6 +53,9 @@ class ShardStats:
         # Requests by the socket they came on (the loop increments them directly).
         self.requests_via_router = 0
         self.requests_direct = 0
+        # Fetches read from object storage (shards/tier/remote_fetcher.py), and its
+        # reader's chunk cache as the last remote fetch left it.
+        self.remote = RemoteFetchCounters()
 
     def _counters(self, key: tuple[str, int]) -> PartitionCounters:
         # get() first: setdefault would build a PartitionCounters on every request.
@@ -62,6 +75,20 @@ class ShardStats:
         counters = self._counters(key)
         counters.fetches += 1
         counters.bytes_out += nbytes
+
+    def remote_fetched(self, nbytes: int, failed: bool, latency_s: float, cache_hits: int,
+                       cache_misses: int, cache_bytes: int) -> None:
+        """A remote fetch answered (its latency goes to the "remote_fetch" histogram), and
+        its reader's cache counters after it."""
+        remote = self.remote
+        if failed:
+            remote.errors += 1
+        else:
+            remote.fetches += 1
+            remote.bytes += nbytes
+        remote.cache_hits, remote.cache_misses, remote.cache_bytes = (
+            cache_hits, cache_misses, cache_bytes)
+        self.observe("remote_fetch", latency_s)
 
     def error(self, code_name: str) -> None:
         self.errors[code_name] += 1
@@ -98,4 +125,5 @@ class ShardStats:
             "bytes_per_s": bytes_per_s,
             "requests_by_socket": {"router": self.requests_via_router,
                                    "direct": self.requests_direct},
+            "remote_fetch": vars(self.remote).copy(),
         }

@@ -1,0 +1,318 @@
+"""Fetches below the local log start, served from object storage (shards/tier/remote_fetcher.py).
+
+A real ShardServer with a tier URL and real sockets (tiered_shard.py); the
+segments are uploaded by hand with remote_transfer.upload_segment, published
+to the partition and deleted locally, as the uploader will. Stores: file:// and
+moto's S3 server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from plinth import limits
+from plinth.control.metrics import BrokerCollector
+from plinth.errors import (CorruptDataError, OffsetOutOfRangeError, TooManyRequestsError,
+                           UnavailableError)
+from plinth.shards.tier.chunk_cache import RemoteChunkCache
+from plinth.shards.tier.remote_fetcher import RemoteFetcher
+from plinth.shards.tier.remote_segment import LOG
+from plinth.shards.tier.remote_store import open_remote_store
+from tests.moto_s3 import MotoS3
+from tests.shards.tier.tiered_shard import TieredShard, record_value, records_of, tiered
+
+@pytest.fixture(params=["file", "s3"])
+def tier_url(request, tmp_path, monkeypatch):
+    """The URL of an empty store (the shard and the test open it each)."""
+    if request.param == "file":
+        return f"file://{tmp_path}/store"
+    moto = request.getfixturevalue("moto_s3")
+    for key, value in moto.env.items():
+        monkeypatch.setenv(key, value)
+    return moto.url()
+
+
+@pytest.fixture
+def shard_at(tmp_path):
+    """``shard_at(url)``: a TieredShard on that store; closed at the end."""
+    shards = []
+
+    def make(url: str) -> TieredShard:
+        shards.append(TieredShard(tmp_path / "shard", url))
+        return shards[-1]
+    yield make
+    for shard in shards:
+        shard.close()
+
+
+def test_a_fetch_from_offset_zero_reads_every_record_byte_for_byte_through_the_remote_and_local_segments(
+        tier_url, shard_at, tmp_path):
+    # Given a partition whose first segments are only in object storage
+    shard = shard_at(tier_url)
+    end_offset, local_start = tiered(shard, tier_url, tmp_path)
+    assert local_start > 30
+    # When a consumer reads from offset 0 to the end, fetch after fetch
+    values = shard.read_all(0, end_offset)
+    # Then it gets every record, byte for byte, in order
+    assert list(values) == list(range(end_offset))
+    assert all(value == record_value(offset) for offset, value in values.items())
+    # And the partition's log start is 0 wherever a client is told it
+    reply, _ = shard.fetch(0)
+    assert reply.log_start_offset == 0
+    assert shard.list_offsets().start_offset == 0
+    stats = shard.stats()
+    assert stats["logs"][("t", 0)]["start_offset"] == 0
+    assert stats["logs"][("t", 0)]["local_start_offset"] == local_start
+    # And the remote fetches are counted, with their bytes and latencies
+    remote = stats["remote_fetch"]
+    assert remote["fetches"] >= 2 and remote["errors"] == 0 and remote["bytes"] > 0
+    assert sum(stats["latency_counts"]["remote_fetch"]) == remote["fetches"]
+
+
+def test_a_remote_fetch_stops_at_the_end_of_its_segment_and_the_consumer_asks_again(
+        tier_url, shard_at, tmp_path):
+    # Given a partition whose first segments are only in object storage
+    shard = shard_at(tier_url)
+    tiered(shard, tier_url, tmp_path)
+    first = shard.on_loop(lambda part: part.remote.segments[0])
+    # When a fetch asks for far more bytes than the first segment holds
+    reply, payload = shard.fetch(0, bytes_max=1 << 20)
+    # Then it gets that segment's records, and nothing of the next one
+    offsets = [record.offset for record in records_of(payload, 0)]
+    assert offsets == list(range(first.base_offset, first.end_offset))
+
+
+def test_in_order_reads_of_a_remote_segment_fetch_it_once_and_then_hit_the_cache(
+        tier_url, shard_at, tmp_path):
+    # Given a partition whose first segments are only in object storage
+    shard = shard_at(tier_url)
+    tiered(shard, tier_url, tmp_path)
+    segment = shard.on_loop(lambda part: part.remote.segments[0])
+    # When a consumer reads the first segment one entry per fetch
+    values = shard.read_all(0, segment.end_offset, bytes_max=1)
+    assert list(values) == list(range(segment.end_offset))
+    # Then one ranged get fetched it, and every later read was a hit
+    fetches = segment.end_offset // 3
+    remote = shard.stats()["remote_fetch"]
+    assert remote["fetches"] == fetches
+    assert remote["cache_misses"] == 1
+    assert remote["cache_hits"] == fetches - 1
+    assert remote["cache_bytes"] == segment.size_bytes
+
+
+def test_an_offset_below_the_remote_log_start_is_out_of_range_with_the_valid_offsets(
+        shard_at, tmp_path):
+    # Given a partition whose first segment was deleted unuploaded, the next ones uploaded
+    url = f"file://{tmp_path}/store"
+    shard = shard_at(url)
+    end_offset, _ = tiered(shard, url, tmp_path, upload=slice(1, None))
+    remote_start = shard.on_loop(lambda part: part.remote.log_start_offset)
+    assert remote_start > 0
+    # When a consumer fetches offset 0
+    reply, _ = shard.fetch(0)
+    # Then it is out of range, and told the partition's offsets
+    assert isinstance(reply.error, OffsetOutOfRangeError)
+    assert f"valid offsets are {remote_start} to {end_offset}" in str(reply.error)
+    # And the remote start is the log start every client sees
+    assert shard.list_offsets().start_offset == remote_start
+
+
+def test_an_offset_in_a_hole_between_the_remote_end_and_the_local_start_is_out_of_range_naming_both(
+        shard_at, tmp_path):
+    # Given a partition with its first 5 segments uploaded, and all but the last 3 of its
+    # segments deleted locally: the ones between are nowhere
+    url = f"file://{tmp_path}/store"
+    shard = shard_at(url)
+    _, local_start = tiered(shard, url, tmp_path, upload=slice(0, 5))
+    remote_end, end_offset = shard.on_loop(lambda part: (part.remote.end_offset,
+                                                         part.log.end_offset))
+    assert remote_end < local_start
+    # When a consumer fetches an offset in the hole
+    reply, _ = shard.fetch(remote_end)
+    # Then it is out of range, naming the remote and the local ranges
+    assert isinstance(reply.error, OffsetOutOfRangeError)
+    assert f"object storage holds [0, {remote_end}) with 5 segments" in str(reply.error)
+    assert f"the local log [{local_start}, {end_offset}]" in str(reply.error)
+
+
+def test_a_flipped_byte_in_a_remote_log_object_is_corrupt_data_naming_the_offset_and_a_retry_reads_the_store_again(
+        shard_at, tmp_path):
+    # Given a partition whose first segment is only in a file:// store
+    url = f"file://{tmp_path}/store"
+    shard = shard_at(url)
+    tiered(shard, url, tmp_path)
+    segment = shard.on_loop(lambda part: part.remote.segments[0])
+    log_object = tmp_path / "store" / segment.object_key(LOG)
+    good = log_object.read_bytes()
+    # When a byte of its first entry's records flips in the store, and a consumer fetches
+    # offset 0
+    flipped = bytearray(good)
+    flipped[100] ^= 0x01
+    log_object.write_bytes(bytes(flipped))
+    reply, payload = shard.fetch(0)
+    # Then it gets corruptData naming the partition, the offset and the object, no records
+    assert isinstance(reply.error, CorruptDataError), reply
+    assert "partition t/0, offset 0" in str(reply.error)
+    assert segment.object_key(LOG) in str(reply.error)
+    assert payload == b""
+    # And once the object is whole again, the same fetch reads it from the store (the
+    # reader dropped the chunk it had cached)
+    log_object.write_bytes(good)
+    reply, payload = shard.fetch(0)
+    assert reply.error is None
+    assert [r.value for r in records_of(payload, 0)] == [
+        record_value(offset) for offset in range(segment.end_offset)]
+    assert shard.stats()["remote_fetch"]["errors"] == 1
+
+
+def test_a_store_that_is_down_answers_remote_fetches_unavailable_quickly_and_serves_them_again_once_back(
+        shard_at, tmp_path, monkeypatch):
+    # Given a partition whose first segments are only in an S3 server of its own
+    moto = MotoS3("plinth-outage").start()
+    try:
+        for key, value in moto.env.items():
+            monkeypatch.setenv(key, value)
+        url = moto.url()
+        shard = shard_at(url)
+        end_offset, local_start = tiered(shard, url, tmp_path)
+        # When the S3 server stops
+        moto.stop()
+        started_s = time.monotonic()
+        reply, payload = shard.fetch(0)
+        # Then a remote fetch is answered unavailable (retriable), with no data, within
+        # the reader's store's bounds
+        assert isinstance(reply.error, UnavailableError), reply
+        assert "object storage unavailable" in str(reply.error)
+        assert payload == b""
+        assert time.monotonic() - started_s < (limits.REMOTE_FETCH_REQUEST_TIMEOUT_S
+                                               + limits.REMOTE_FETCH_RETRY_TIMEOUT_S)
+        # And local fetches go on
+        assert shard.read_all(local_start, end_offset)[local_start] == record_value(local_start)
+        # And once it is back, the remote fetch reads every record
+        moto.start()
+        assert shard.read_all(0, local_start) == {
+            offset: record_value(offset) for offset in range(local_start)}
+        assert shard.stats()["remote_fetch"]["errors"] == 1
+    finally:
+        moto.stop()
+
+
+@pytest.fixture
+def black_hole():
+    """A port that takes connections and never answers (a store that hangs)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    yield listener.getsockname()[1]
+    listener.close()
+
+
+def test_a_store_that_never_answers_holds_up_no_local_fetch_and_a_full_queue_is_refused_at_once(
+        shard_at, tmp_path, monkeypatch, black_hole):
+    # Given a partition uploaded to a file:// store, whose shard reads it from an S3
+    # endpoint that accepts connections and never answers (each call given 3 s)
+    monkeypatch.setattr(limits, "REMOTE_FETCH_REQUEST_TIMEOUT_S", 3.0)
+    monkeypatch.setattr(limits, "REMOTE_FETCH_CONNECT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(limits, "REMOTE_FETCH_RETRY_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(limits, "REMOTE_FETCH_QUEUED_S_MAX", 0.5)
+    for key, value in MotoS3().env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{black_hole}")
+    shard = shard_at("s3://plinth-tier/hangs")
+    end_offset, local_start = tiered(shard, f"file://{tmp_path}/store", tmp_path)
+    # When a consumer fetches a remote offset, more fetches than the reader queues follow
+    # it, and then a local fetch
+    started_s = time.monotonic()
+    first = shard.send_fetch(0)
+    queued = [shard.send_fetch(0) for _ in range(limits.REMOTE_FETCHES_QUEUED_MAX + 2)]
+    local = shard.send_fetch(local_start)
+    # Then the fetches beyond the queue are refused at once, retriable, and the local fetch
+    # is answered while the first one still waits for the store
+    refused, answered_local = [], None
+    while answered_local is None:
+        reply, payload = shard.reply()
+        if reply.request_id == local:
+            answered_local = (reply, payload, time.monotonic() - started_s)
+        else:
+            assert reply.request_id in queued and isinstance(reply.error, TooManyRequestsError), \
+                f"reply to {reply.request_id} before the local fetch's: {reply}"
+            refused.append(reply.request_id)
+    assert len(refused) >= 2
+    reply, payload, local_s = answered_local
+    assert reply.error is None and records_of(payload, local_start)[0].value == record_value(
+        local_start)
+    assert local_s < 1.5, f"the local fetch took {local_s:.1f} s: it waited for the store"
+    # And the remote fetches are all answered unavailable within the store's bounds: the
+    # first by its timeout, the queued ones without reading (they waited too long)
+    remote = {}
+    while len(remote) + len(refused) < 1 + len(queued):
+        reply, payload = shard.reply()
+        remote[reply.request_id] = reply
+        assert isinstance(reply.error, UnavailableError) and payload == b"", reply
+        if reply.request_id == first:
+            first_s = time.monotonic() - started_s
+    assert first_s > local_s + 1.0, "the store answered: this test needs one that hangs"
+    assert "object storage unavailable" in str(remote.pop(first).error)
+    assert remote and all("waited" in str(reply.error) for reply in remote.values())
+
+
+def test_a_read_never_hands_out_an_entry_at_or_past_the_high_watermark_it_was_given(tmp_path):
+    # Given a remote segment in a file:// store, and a reader on it (no thread)
+    url = f"file://{tmp_path}/store"
+    shard = TieredShard(tmp_path / "shard", url)
+    try:
+        tiered(shard, url, tmp_path)
+        segment = shard.on_loop(lambda part: part.remote.segments[0])
+    finally:
+        shard.close()
+    fetcher = RemoteFetcher("test", open_remote_store(url),
+                            RemoteChunkCache(tmp_path / "cache", limits.TIER_CACHE_BYTES_MIN),
+                            done=None)
+    # When it reads the segment up to an offset in its second entry
+    data = fetcher.read(segment, 0, 1 << 20, end_offset_max=4)
+    # Then it gets the entries starting before it (the second whole), none after
+    assert [r.offset for r in records_of(data, 0)] == list(range(6))
+    # And an end at the segment's end gives the whole segment
+    data = fetcher.read(segment, 0, 1 << 20, end_offset_max=segment.end_offset)
+    assert [r.offset for r in records_of(data, 0)] == list(range(segment.end_offset))
+
+
+class ControllerWithOneShard:
+    """A ControllerHandle's two metric calls, answering with one real shard's stats."""
+
+    def __init__(self, shard: TieredShard):
+        self._shard = shard
+
+    def shard_stats(self) -> dict:
+        return {"shard-tier": self._shard.stats()}
+
+    def partition_replication(self) -> list:
+        return []
+
+
+def test_the_remote_fetch_counters_and_both_log_starts_are_prometheus_metrics(shard_at, tmp_path):
+    # Given a partition read from offset 0 through its remote segments
+    url = f"file://{tmp_path}/store"
+    shard = shard_at(url)
+    end_offset, local_start = tiered(shard, url, tmp_path)
+    shard.read_all(0, end_offset)
+    stats = shard.stats()["remote_fetch"]
+    # When the metrics endpoint collects
+    collected = [s for family in BrokerCollector(ControllerWithOneShard(shard)).collect()
+                 for s in family.samples]
+    samples = {(s.name, s.labels.get("shard")): s.value for s in collected
+               if s.labels.get("kind") is None}
+    # Then it shows the shard's remote fetches, their bytes, errors and cache, and both starts
+    assert samples[("plinth_remote_fetches_total", "shard-tier")] == stats["fetches"] > 0
+    assert samples[("plinth_remote_fetch_bytes_total", "shard-tier")] == stats["bytes"] > 0
+    assert samples[("plinth_remote_fetch_errors_total", "shard-tier")] == 0
+    assert samples[("plinth_tier_cache_misses_total", "shard-tier")] == stats["cache_misses"] > 0
+    assert samples[("plinth_tier_cache_hits_total", "shard-tier")] == stats["cache_hits"]
+    assert samples[("plinth_tier_cache_bytes", "shard-tier")] == stats["cache_bytes"] > 0
+    assert samples[("plinth_partition_log_start_offset", "shard-tier")] == 0
+    assert samples[("plinth_partition_local_log_start_offset", "shard-tier")] == local_start
+    assert [s.value for s in collected if s.name == "plinth_request_latency_seconds_count"
+            and s.labels["kind"] == "remote_fetch"] == [stats["fetches"]]
