@@ -85,6 +85,17 @@ def tier_stats(server: ShardServer) -> dict:
     return server.call(server.stats_snapshot)["tier"].get(("t", 0), {})
 
 
+def read_from(server: ShardServer, offset: int, end_offset: int) -> list[bytes]:
+    """The values of t-0 from ``offset`` to ``end_offset``, fetch after fetch (a remote
+    read answers at most one segment's entries)."""
+    values: list[bytes] = []
+    for _ in range(end_offset - offset + 1):   # every fetch returns at least one record
+        if offset + len(values) >= end_offset:
+            break
+        values += fetch_values(server.address, "t", 0, offset + len(values))
+    return values
+
+
 def listed(store, topic: str, partition: int):
     """list_remote_segments, again if a manifest vanished between the listing and its
     read (the uploader's total retention deletes while the test looks)."""
@@ -177,9 +188,10 @@ def test_local_retention_deletes_only_segments_the_store_holds(tmp_path, tier_ur
         assert ranges[0][0] == 0
         assert all(ranges[i][1] == ranges[i + 1][0] for i in range(len(ranges) - 1))
         assert ranges[-1][1] >= local[0][0]
-        # And the local tail still reads, from the local log start
-        assert fetch_values(server.address, "t", 0, local[0][0])[-1] == values[-1]
+        # And the whole log reads, from offset 0: the dropped part from the store
+        # (the remote reader, remote_fetcher.py), the tail from the disk
         assert local[-1][1] == end_offset
+        assert read_from(server, 0, end_offset) == values
         # And the partition's log start offset is the remote one
         info = server.call(lambda: server._partitions[("t", 0)].log_start_offset)
         assert info == 0
