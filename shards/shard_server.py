@@ -98,6 +98,8 @@ from plinth.shards.shard_stats import ShardStats
 from plinth.shards.tier.remote_fetcher import (
     RemoteFetcher, RemoteRead, RemoteReadResult, remote_segment_for)
 from plinth.shards.tier.remote_log_manager import RemoteLogManager
+from plinth.shards.tier.remote_log_metadata import finished_segments_in_journal
+from plinth.shards.tier.remote_log_view import RemoteLogView
 from plinth.socket_frames import readable, recv_frames, send_frames
 from plinth.wakeup import Wakeup
 
@@ -341,6 +343,10 @@ class ShardServer:
         if part is None:
             part = Partition.open(self._partition_dir(topic, partition), topic, partition,
                                   log_config, initial_offset, self._segment_files)
+            if self._tier is not None:
+                # Before it serves a fetch: a reader below the local start (or asking
+                # for the earliest offset) must not be told the local start.
+                part.remote = RemoteLogView.of(finished_segments_in_journal(part.log.directory))
             self._partitions[part.key] = part
         if sealed:
             self._seal(part)
