@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -133,6 +135,15 @@ def test_hundreds_of_mb_read_back_from_offset_0_through_object_storage_and_after
     sizes = wait_for_local_retention(broker.data_dir, topic)
     assert sum(sizes.values()) < 300_000 * VALUE_BYTES / 10
     assert check_remote_segments_whole(store_url, topic) > 250
+    # And status shows what the shards hold remotely, and the upload backlog
+    with Admin(broker=broker.url) as admin:
+        shards = admin.status().shards
+    assert sum(shard.remote_bytes for shard in shards) > 250 * MiB
+    assert sum(shard.upload_errors for shard in shards) == 0
+    shown = subprocess.run([sys.executable, "-m", "plinth.cli", "status"], text=True,
+                           capture_output=True, env=dict(os.environ, PLINTH_BROKER=broker.url),
+                           timeout=60)
+    assert "tiered storage" in shown.stdout and "upload lag bytes" in shown.stdout, shown
     # And every record reads back from offset 0, byte for byte
     check_everything_reads_back(broker.url, topic, acknowledged)
     # And again after the broker restarts
