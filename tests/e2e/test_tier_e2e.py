@@ -19,7 +19,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from plinth import Admin, Consumer, Producer
+from plinth.errors import CorruptDataError
 from plinth.shards.tier.remote_store import open_remote_store
 from plinth.shards.tier.remote_transfer import list_remote_segments
 from tests.shard_processes import shard_pids
@@ -207,3 +210,29 @@ def test_an_s3_server_down_for_30_s_delays_uploads_but_not_produce_or_local_read
     # And once it is back the backlog uploads, the disk shrinks, and everything reads back
     wait_for_local_retention(broker.data_dir, topic)
     check_everything_reads_back(broker.url, topic, acknowledged)
+
+
+def test_a_corrupt_remote_object_gives_the_consumer_corrupt_data_naming_the_partition_and_offset(
+        broker_factory, tmp_path):
+    # Given a tiered topic whose first segments are only in a directory store
+    store_url = f"file://{tmp_path}/tier"
+    broker = broker_factory(shards=1, extra_args=("--tier-url", store_url))
+    topic = tiered_topic(broker.url)
+    produce(broker.url, topic, 0, 20_000)
+    wait_for_local_retention(broker.data_dir, topic)
+    first = list_remote_segments(open_remote_store(store_url), topic, 0)[0]
+    # When one byte of its first segment's .log object flips in the store (inside the
+    # records of its first entry, so only the entry's CRC can tell)
+    log_object = tmp_path / "tier" / first.object_key("log")
+    data = bytearray(log_object.read_bytes())
+    data[200] ^= 0x10
+    log_object.write_bytes(bytes(data))
+    # Then a consumer reading partition 0 from offset 0 gets CorruptDataError naming
+    # the partition and the offset, and no record
+    with Consumer(broker=broker.url, auto_offset_reset="earliest",
+                  consumer_timeout_ms=30_000) as consumer:
+        consumer.assign([(topic, 0)])
+        with pytest.raises(CorruptDataError,
+                           match=rf"partition {topic}/0, offset 0: .*CRC mismatch"):
+            records = list(consumer)
+            raise AssertionError(f"{len(records)} records read, no error")
