@@ -1205,20 +1205,25 @@ def _with_replication(info: protocol.PartitionInfo, topic: TopicMetadata,
 
 
 def _merge_ranges(infos: list[protocol.PartitionInfo], owners: list[str]) -> list[protocol.PartitionInfo]:
-    """One PartitionInfo per partition from the infos of all its ranges: the first start,
-    the last end, the bytes of all, the current owner."""
+    """One PartitionInfo per partition from the infos of all its ranges: the first start
+    (local, and remote where any range has remote segments), the last end (remote too),
+    the bytes of all (local and remote), the current owner."""
     merged: dict[int, protocol.PartitionInfo] = {}
     for info in infos:
         got = merged.get(info.partition)
         if got is None:
-            merged[info.partition] = protocol.PartitionInfo(
-                info.partition, owners[info.partition], info.start_offset, info.end_offset,
-                info.size_bytes, high_watermark=info.high_watermark)
-        else:
-            got.start_offset = min(got.start_offset, info.start_offset)
-            got.end_offset = max(got.end_offset, info.end_offset)
-            got.high_watermark = max(got.high_watermark, info.high_watermark)
-            got.size_bytes += info.size_bytes
+            merged[info.partition] = replace(info, shard=owners[info.partition])
+            continue
+        got.start_offset = min(got.start_offset, info.start_offset)
+        got.local_start_offset = min(got.local_start_offset, info.local_start_offset)
+        got.end_offset = max(got.end_offset, info.end_offset)
+        got.high_watermark = max(got.high_watermark, info.high_watermark)
+        got.size_bytes += info.size_bytes
+        got.remote_bytes += info.remote_bytes
+        if info.has_remote:
+            got.remote_start_offset = (info.remote_start_offset if not got.has_remote else
+                                       min(got.remote_start_offset, info.remote_start_offset))
+            got.remote_end_offset = max(got.remote_end_offset, info.remote_end_offset)
     return [merged[p] for p in sorted(merged)]
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from plinth import limits
+from plinth import limits, topics
 from plinth.cli_groups import admin_for as _admin, group_cli
 from plinth.errors import PlinthError
 
@@ -352,6 +352,21 @@ def topic_describe(ctx, name):
                    f"{p.end_offset:>12} {p.size_bytes:>14} {p.leader_epoch:>6} "
                    f"{p.high_watermark:>12}  {','.join(p.replicas):<24} "
                    f"{','.join(p.in_sync_replicas)}")
+    if topics.remote_storage_enabled(info.config) or any(p.has_remote for p in info.partition_info):
+        _echo_tiered(info.partition_info)
+
+
+def _echo_tiered(partition_info) -> None:
+    """``topic describe``'s second table, for a tiered topic: where each partition's
+    offsets are (start above is the log start, remote included). A segment both
+    uploaded and still within local retention counts in both byte columns."""
+    click.echo(f"tiered storage\n{'partition':>9}  {'local start':>12} {'local bytes':>14} "
+               f"{'remote start':>12} {'remote end':>12} {'remote bytes':>14}")
+    for p in partition_info:
+        remote_start, remote_end = ((p.remote_start_offset, p.remote_end_offset) if p.has_remote
+                                    else ("-", "-"))
+        click.echo(f"{p.partition:>9}  {p.local_start_offset:>12} {p.size_bytes:>14} "
+                   f"{remote_start:>12} {remote_end:>12} {p.remote_bytes:>14}")
 
 
 @topic.command("delete")
