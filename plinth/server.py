@@ -129,8 +129,9 @@ class ServeOptions:
         """The shards' TierOptions. Raises InvalidConfigError, naming the option and
         the URL (its secrets masked), for a URL the object-store layer cannot use
         (shards/tier/remote_store.py parses it; nothing is contacted: a wrong bucket
-        or refused credentials show on the first upload) or a cache size outside
-        TIER_CACHE_BYTES_MIN..MAX."""
+        or refused credentials show on the first upload), for memory:// (the unit
+        tests' store: lost at exit, not shared between shard processes) or a cache
+        size outside TIER_CACHE_BYTES_MIN..MAX."""
         if not (limits.TIER_CACHE_BYTES_MIN <= self.tier_cache_bytes
                 <= limits.TIER_CACHE_BYTES_MAX):
             raise InvalidConfigError(
@@ -145,6 +146,11 @@ class ServeOptions:
         if not 0 < size <= limits.TIER_URL_BYTES_MAX:
             raise InvalidConfigError(f"--tier-url {shown!r} is {size} bytes; it must be 1 to "
                                      f"{limits.TIER_URL_BYTES_MAX}")
+        if self.tier_url.lower().startswith("memory:"):
+            raise InvalidConfigError(
+                f"--tier-url {shown!r}: memory:// is an in-process store for unit tests; it "
+                f"loses every segment at exit and each shard process would have its own. Use "
+                f"file:///path (one machine) or s3://, gs://, az:// (a cluster)")
         try:
             open_remote_store(self.tier_url)
         except InvalidConfigError as exc:

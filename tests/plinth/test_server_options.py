@@ -55,6 +55,18 @@ def test_a_tier_url_the_store_cannot_use_is_refused_naming_the_option_and_the_ur
         ServeOptions(data_dir=Path("d"), tier_url=url).tier_options()
 
 
+@pytest.mark.parametrize("url", ["memory://", "memory:///prefix", "MEMORY://"])
+def test_a_memory_tier_url_is_refused_outside_tests_saying_why_and_what_to_use(url):
+    # Given the in-process store the unit tests use
+    # When plinth serve's options are checked with it
+    with pytest.raises(InvalidConfigError) as raised:
+        ServeOptions(data_dir=Path("d"), tier_url=url).tier_options()
+    # Then it is refused, naming the option and the URL, why, and what to use instead
+    message = str(raised.value)
+    assert message.startswith(f"--tier-url {url!r}: memory:// is an in-process store")
+    assert "loses every segment at exit" in message and "file:///path" in message
+
+
 def test_a_refused_tier_url_never_shows_its_password_or_query():
     # Given a URL with credentials in it that the store layer refuses (no Azure account)
     url = "az://user:s3cr3t@container/prefix?sig=s3cr3t"
