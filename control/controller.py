@@ -247,6 +247,7 @@ class Controller:
                                 cluster_keys=cluster_keys, find_shard=find_shard,
                                 direct_clients=direct_clients, tier=tier)
         self._tier = tier
+        self._tier_store = _store_identity(tier)   # what metadata records (no secrets)
         self._cluster_keys = cluster_keys
         self._rebalancer = Rebalancer(self._metadata, self._shards, self._save,
                                       allow_replicas_on_one_node, elect=self._lead_again)
@@ -298,8 +299,13 @@ class Controller:
         return [f"shard-{i}" for i in range(shard_count)]
 
     def _save(self) -> None:
+        self._metadata.tier_store = self._tier_store if self._tiered_topics() else None
         self._metadata.save(self._metadata_path)
         self._lease_wanted_as_saved()
+
+    def _tiered_topics(self) -> list[str]:
+        return sorted(name for name, topic in self._metadata.topics.items()
+                      if topics.remote_storage_enabled(topic.config))
 
     def _lease_wanted_as_saved(self) -> None:
         """The lease checks while a replicated partition exists, and sleeps while none
@@ -334,10 +340,11 @@ class Controller:
 
         Raises InvalidConfigError before starting anything if a topic has remote
         storage on and the server has no --tier-url (as Kafka refuses to start with
-        tiered storage off while such topics exist): its remote segments would be
-        unreadable and its uploads would stop.
+        tiered storage off while such topics exist), or one naming another store
+        than the one metadata recorded: its remote segments would be unreadable
+        there, and its uploads would go to a store its reads never look in.
         """
-        self._refuse_tiered_topics_without_tier_url()
+        self._refuse_tiered_topics_without_their_store()
         self._shards.start(self._metadata.shards + self._metadata.draining,
                            self._metadata.shard_nodes)
         self._save()   # the controller epoch, before any shard hears of it
@@ -355,17 +362,25 @@ class Controller:
             self._elect_where_leaders_wait()
         return self.start_report()
 
-    def _refuse_tiered_topics_without_tier_url(self) -> None:
-        if self._tier.enabled:
+    def _refuse_tiered_topics_without_their_store(self) -> None:
+        """InvalidConfigError if a topic is tiered and the server has no --tier-url, or
+        one naming another store than metadata's ``tier_store`` (none recorded: a data
+        dir from before it was; the store given is taken)."""
+        tiered, recorded = self._tiered_topics(), self._metadata.tier_store
+        if not tiered or (self._tier.enabled and recorded in (None, self._tier_store)):
             return
-        tiered = sorted(name for name, topic in self._metadata.topics.items()
-                        if topics.remote_storage_enabled(topic.config))
-        if tiered:
+        names = f"({', '.join(tiered[:10])}{', ...' if len(tiered) > 10 else ''})"
+        wanted = f" {recorded}" if recorded else ""
+        if not self._tier.enabled:
             raise InvalidConfigError(
-                f"{len(tiered)} topic(s) have {topics.REMOTE_STORAGE_ENABLE}=true "
-                f"({', '.join(tiered[:10])}{', ...' if len(tiered) > 10 else ''}) but the "
-                f"server was started without --tier-url: start it with the --tier-url their "
-                f"remote segments are in")
+                f"{len(tiered)} topic(s) have {topics.REMOTE_STORAGE_ENABLE}=true {names} but "
+                f"the server was started without --tier-url: start it with the --tier-url "
+                f"their remote segments are in{wanted}")
+        raise InvalidConfigError(
+            f"{len(tiered)} topic(s) have {topics.REMOTE_STORAGE_ENABLE}=true {names} and "
+            f"their remote segments are in {recorded}, but the server was started with "
+            f"--tier-url {self._tier_store}: start it with --tier-url {recorded} (its "
+            f"credentials may differ; its bucket and prefix may not)")
 
     def recover(self) -> StartReport:
         """Take over after the previous instance's process died (``__init__``, when Ray
@@ -1181,6 +1196,15 @@ class Controller:
                 f"{factor}, and the {len(remaining)} shards left on {nodes} node(s) can "
                 f"hold {room} copies of a partition"
                 f"{'' if self._allow_replicas_on_one_node else ' (each on its own node)'}")
+
+
+def _store_identity(tier: TierOptions) -> str | None:
+    """The store ``tier`` names, as metadata records it; None without one."""
+    if not tier.enabled:
+        return None
+    from plinth.shards.tier.remote_store import store_identity   # imports obstore
+
+    return store_identity(tier.url)
 
 
 def _partition_names(refs: list[tuple[str, int]], shown_max: int = 10) -> str:

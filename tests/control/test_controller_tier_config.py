@@ -123,3 +123,52 @@ def test_describe_merges_the_local_and_remote_offsets_and_bytes_of_every_range(b
     other = next(p for p in infos if p.partition != moved.partition)
     assert not other.has_remote and other.remote_bytes == 0
     assert other.local_start_offset == other.start_offset == 0
+
+
+def test_a_broker_records_the_store_of_its_tiered_topics_and_forgets_it_with_the_last(
+        brokers):
+    # Given a broker with tiered storage but no tiered topic: nothing is recorded
+    broker = brokers(2, tier=TierOptions("s3://bucket/plinth?token=s3cr3t"))
+    broker.controller.create_topic("plain", 1, {})
+    assert broker.metadata_on_disk().tier_store is None
+    # When a tiered topic is created, Then its store is recorded, without the secret
+    broker.controller.create_topic("logs", 1, {"remote.storage.enable": "true"})
+    assert broker.metadata_on_disk().tier_store == "s3://bucket/plinth"
+    assert "s3cr3t" not in (broker.data_dir / "metadata.json").read_text()
+    # And when the last tiered topic is deleted, it is forgotten
+    broker.controller.delete_topic("logs")
+    assert broker.metadata_on_disk().tier_store is None
+
+
+def test_a_broker_with_tiered_topics_refuses_to_start_on_another_store_naming_both(
+        brokers, tmp_path):
+    # Given a broker whose tiered topic's segments are in the store at a/
+    first = TierOptions(f"file://{tmp_path}/a")
+    brokers(2, tier=first).controller.create_topic("logs", 2, {"remote.storage.enable": "true"})
+    # When it restarts with a store at b/, Then it refuses, naming the topic and both stores
+    with pytest.raises(InvalidConfigError, match=(
+            rf"1 topic\(s\) have remote.storage.enable=true \(logs\) and their remote "
+            rf"segments are in file://{tmp_path}/a, but the server was started with "
+            rf"--tier-url file://{tmp_path}/b: start it with --tier-url file://{tmp_path}/a")):
+        brokers(2, tier=TierOptions(f"file://{tmp_path}/b"))
+    # And without a tier URL, the message names the store to give
+    with pytest.raises(InvalidConfigError, match=rf"without --tier-url: start it with the "
+                       rf"--tier-url their remote segments are in file://{tmp_path}/a$"):
+        brokers(2)
+    # And the same store, written with a trailing "/" and a query, is taken
+    again = brokers(2, tier=TierOptions(f"file://{tmp_path}/a/?v=2"))
+    assert [t.name for t in again.controller.list_topics()] == ["logs"]
+    assert again.metadata_on_disk().tier_store == f"file://{tmp_path}/a"
+
+
+def test_a_data_dir_from_before_the_store_was_recorded_takes_the_store_it_is_given(
+        brokers, tmp_path):
+    # Given a tiered topic in metadata that records no store (written before it did)
+    broker = brokers(2, tier=TIER)
+    broker.controller.create_topic("logs", 1, {"remote.storage.enable": "true"})
+    metadata = broker.metadata_on_disk()
+    metadata.tier_store = None
+    metadata.save(broker.data_dir / "metadata.json")
+    # When it restarts with a store, Then it starts and records that store
+    again = brokers(2, tier=TierOptions(f"file://{tmp_path}/c"))
+    assert again.metadata_on_disk().tier_store == f"file://{tmp_path}/c"
