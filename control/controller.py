@@ -470,6 +470,12 @@ class Controller:
         may call the controller through Ray already controls every shard actor."""
         return self._cluster_keys
 
+    def tier_store(self) -> str | None:
+        """The object store the shards tier to (remote_store.store_identity of the
+        server's --tier-url: no credential), or None; for a ``plinth router`` given
+        a --tier-url to check against."""
+        return self._tier_store
+
     def shutdown(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S) -> None:
         """Stop the lease (no election while the shards stop), then flush, fsync and
         close every shard's logs, and end the shard actors."""
