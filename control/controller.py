@@ -247,7 +247,7 @@ class Controller:
                                 cluster_keys=cluster_keys, find_shard=find_shard,
                                 direct_clients=direct_clients, tier=tier)
         self._tier = tier
-        self._tier_store = _store_identity(tier)   # what metadata records (no secrets)
+        self._tier_store = tier.store   # what metadata records (no secrets)
         self._cluster_keys = cluster_keys
         self._rebalancer = Rebalancer(self._metadata, self._shards, self._save,
                                       allow_replicas_on_one_node, elect=self._lead_again)
@@ -1202,15 +1202,6 @@ class Controller:
                 f"{factor}, and the {len(remaining)} shards left on {nodes} node(s) can "
                 f"hold {room} copies of a partition"
                 f"{'' if self._allow_replicas_on_one_node else ' (each on its own node)'}")
-
-
-def _store_identity(tier: TierOptions) -> str | None:
-    """The store ``tier`` names, as metadata records it; None without one."""
-    if not tier.enabled:
-        return None
-    from plinth.shards.tier.remote_store import store_identity   # imports obstore
-
-    return store_identity(tier.url)
 
 
 def _partition_names(refs: list[tuple[str, int]], shown_max: int = 10) -> str:

@@ -474,10 +474,7 @@ class RouterOptions:
         InvalidConfigError for a URL ``plinth serve`` would refuse (memory:// too)."""
         if self.tier_url is None:
             return None
-        ServeOptions(data_dir=Path("."), tier_url=self.tier_url).tier_options()
-        from plinth.shards.tier.remote_store import store_identity
-
-        return store_identity(self.tier_url)
+        return ServeOptions(data_dir=Path("."), tier_url=self.tier_url).tier_options().store
 
     def security(self):
         return ServeOptions(data_dir=Path("."), listen=self.listen,
