@@ -625,6 +625,21 @@ TIER_CACHE_BYTES_MAX = 16 * 1024 * GiB
 TIER_URL_BYTES_MAX = 2048
 # Segments whose last read position the cache remembers (to see sequential reads).
 REMOTE_CACHE_SEGMENTS_TRACKED_MAX = 10_000
+# The uploader (shards/tier/remote_log_manager.py). How often a shard's loop looks
+# for rolled segments to upload (one in flight per partition; the next is picked as
+# soon as one is done, so a backlog goes up at the store's speed, not one per tick).
+REMOTE_UPLOAD_CHECK_INTERVAL_S = 1.0
+# After a failed upload (store down, a file gone) the partition waits, doubling from
+# MIN to MAX: a store that is down is asked about once every 30 s per partition.
+REMOTE_UPLOAD_BACKOFF_MS_MIN = 500
+REMOTE_UPLOAD_BACKOFF_MS_MAX = 30_000
+# Jobs queued from the loop to a shard's uploader thread. At most one per
+# partition is in flight, so this bounds partitions waiting, not bytes; a full
+# queue makes the loop try again at its next check, never wait.
+REMOTE_UPLOAD_JOBS_QUEUED_MAX = 1024
+# Topic deletions whose remote objects a shard is still removing (each a
+# directory under <data dir>/remote-deletions/, retried with the backoff above).
+REMOTE_DELETIONS_PENDING_MAX = 10_000
 # Remote fetches (shards/tier/remote_fetcher.py): one reader thread per shard
 # reads them in turn from a queue of at most REMOTE_FETCHES_QUEUED_MAX; a fetch
 # beyond it is answered tooManyRequests at once (the loop never waits for the
@@ -777,6 +792,10 @@ def _relations() -> list[tuple[str, bool]]:
         ("a remote call fails (never hangs) within a minute",
          0 < REMOTE_CONNECT_TIMEOUT_S <= REMOTE_REQUEST_TIMEOUT_S
          and REMOTE_RETRY_TIMEOUT_S + REMOTE_REQUEST_TIMEOUT_S <= 60),
+        ("an upload's backoff grows from a fraction of a second to at most a minute, and "
+         "local retention runs no more often than uploads are checked",
+         0 < REMOTE_UPLOAD_BACKOFF_MS_MIN < REMOTE_UPLOAD_BACKOFF_MS_MAX <= 60_000
+         and 0 < REMOTE_UPLOAD_CHECK_INTERVAL_S <= RETENTION_CHECK_INTERVAL_S),
         ("a remote fetch of a store that is down is answered within the client's request "
          "timeout", 0 < REMOTE_FETCH_CONNECT_TIMEOUT_S <= REMOTE_FETCH_REQUEST_TIMEOUT_S
          and REMOTE_FETCH_QUEUED_S_MAX + REMOTE_FETCH_REQUEST_TIMEOUT_S

@@ -66,6 +66,7 @@ from plinth.shards.shard_calls import (OPENED_CREATED_EMPTY, OPENED_NEEDS_REPAIR
                                        OPENED_RECOVERED_WHOLE)
 from plinth.shards.segment_files import SegmentFiles
 from plinth.shards.tier.remote_log_view import EMPTY_REMOTE_LOG, RemoteLogView
+from plinth.shards.tier.tier_policy import local_segments_past_retention
 
 log = logging.getLogger(__name__)
 
@@ -433,6 +434,32 @@ class Partition:
         truncateFromStart. A checkpoint the disk refuses is logged, not raised:
         the older epochs it keeps describe nothing the log still holds."""
         result = self.log.enforce_retention(sealed=self.sealed)
+        if result.segments:
+            try:
+                self._fit_epochs_to_log()
+            except StorageError as exc:
+                log.error("%s", exc)
+        return result
+
+    def enforce_local_retention(self, remote_end_offset: int | None,
+                                now_ms: int | None = None) -> RetentionResult:
+        """Local retention of a tiered log, in place of ``enforce_retention``: delete the
+        prefix of segments that object storage holds (they end at or below
+        ``remote_end_offset``) and that are past local.retention.ms/.bytes
+        (tier_policy.local_segments_past_retention), then fit the leader epochs as
+        ``enforce_retention`` does. A segment never uploaded is never deleted here,
+        even past total retention: that is applied to the remote log (the shard's
+        uploader, shards/tier/remote_log_manager.py). ``remote_end_offset``: how far
+        the uploads reached (None: nothing uploaded, nothing deleted)."""
+        config = self.log.config
+        doomed = local_segments_past_retention(
+            self.log.segments, now_ms=wall_clock_ms() if now_ms is None else now_ms,
+            local_retention_ms=config.local_retention_ms_resolved,
+            local_retention_bytes=config.local_retention_bytes_resolved,
+            remote_end_offset=remote_end_offset)
+        if not doomed:
+            return RetentionResult(0, 0, self.log.start_offset)
+        result = self.log.delete_segments_before(doomed[-1].end_offset)
         if result.segments:
             try:
                 self._fit_epochs_to_log()

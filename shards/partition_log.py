@@ -97,10 +97,10 @@ class LogConfig:
     remote.storage.enable; ``local_retention_ms`` and ``local_retention_bytes`` are
     its local.retention.ms/.bytes as configured (-2: as retention_ms/_bytes; -1:
     keep everything locally), and ``local_retention_ms_resolved`` and
-    ``local_retention_bytes_resolved`` what they mean once -2 is resolved. Nothing
-    acts on them yet: ``enforce_retention`` deletes by retention_* alone until the
-    shard uploads segments (the next slice of issue 14 makes local deletion follow
-    tier_policy.local_segments_past_retention for a topic with remote storage on).
+    ``local_retention_bytes_resolved`` what they mean once -2 is resolved. A shard
+    that uploads a tiered partition deletes its local segments by
+    Partition.enforce_local_retention (uploaded ones only) instead of
+    ``enforce_retention``, and applies retention_* to the remote log.
     """
 
     segment_bytes_max: int = SEGMENT_BYTES_DEFAULT
@@ -625,10 +625,9 @@ class PartitionLog:
     def enforce_retention(self, sealed: bool = False) -> RetentionResult:
         """Delete whole old segments beyond ``retention_ms`` or ``retention_bytes``.
 
-        Local retention (config.local_retention_*) does not act here yet: nothing is
-        uploaded, so deleting by it would lose data. The next slice of issue 14 makes
-        a topic with remote storage on delete its uploaded prefix by
-        tier_policy.local_segments_past_retention as well.
+        Local retention (config.local_retention_*) does not act here: a partition the
+        shard uploads is retained by Partition.enforce_local_retention instead
+        (shards/tier/remote_log_manager.py), which deletes only uploaded segments.
 
         A segment goes when its time (its newest record's timestamp, capped by
         its last write: see the module docstring) is more than retention_ms

@@ -12,6 +12,7 @@ lifecycle, its loop and the dispatch of requests; the work is done by
     shard_replication.py  which partitions are led here, followed, or neither
       replica_server.py   the leader side: follower fetches, the high watermark
       replica_fetcher.py  the follower side: fetching from the leaders
+    tier/remote_log_manager.py  uploads to object storage, local and remote retention
 
 Replication. A partition opened without a leadership record has one copy,
 here (replication factor 1), and works as it always did. One with a record
@@ -26,7 +27,9 @@ touches them (group commit's fsync threads flush logs only while the loop
 waits for them). Other threads (the Ray actor's) ask the loop to do things
 through ``call()``, which queues a function, wakes the loop through a pipe and
 waits for the result. So no lock guards log state, and nothing can change a
-log between checking it and using it.
+log between checking it and using it. With --tier-url, one uploader thread
+(tier/remote_log_manager.py) owns the object store; the loop hands it rolled
+segments and gets new remote views back through ``_post``, never waiting on it.
 
 Requests arrive from a router as [router id][client id][Request][payload]?
 (a group request's payload is the client's key, group_requests.py) and are
@@ -94,6 +97,9 @@ from plinth.shards.shard_replication import ShardReplication
 from plinth.shards.shard_stats import ShardStats
 from plinth.shards.tier.remote_fetcher import (
     RemoteFetcher, RemoteRead, RemoteReadResult, remote_segment_for)
+from plinth.shards.tier.remote_log_manager import RemoteLogManager
+from plinth.shards.tier.remote_log_metadata import finished_segments_in_journal
+from plinth.shards.tier.remote_log_view import RemoteLogView
 from plinth.socket_frames import readable, recv_frames, send_frames
 from plinth.wakeup import Wakeup
 
@@ -127,9 +133,10 @@ class ShardServer:
         in-sync set. ``direct_clients``: also bind the direct socket for clients'
         produce and fetch (see the module), plain TCP on 127.0.0.1, if ``bind_host``
         is loopback too (the shard's node is this machine). ``tier``: the server's
-        --tier-url and --tier-cache-bytes, kept as ``self.tier`` for the uploader and
-        the remote reads: with a URL, fetches below a partition's local log start
-        are read from object storage by a reader thread (tier/remote_fetcher.py)."""
+        --tier-url and --tier-cache-bytes, kept as ``self.tier``: with a URL, the
+        shard uploads its tiered partitions (tier/remote_log_manager.py), and fetches
+        below a partition's local log start are read from object storage by a reader
+        thread (tier/remote_fetcher.py)."""
         if cluster_keys is None and bind_host not in _LOOPBACK_HOSTS:
             raise AssertionError(f"{shard_id}: a shard without the cluster's keys must bind "
                                  f"to loopback, not {bind_host}: anyone could reach it")
@@ -171,6 +178,11 @@ class ShardServer:
             shard_id, self._partitions, self._purgatory, self._group_commit, reply=self._reply,
             post=self._post, controller=controller, lag_time_max_ms=replica_lag_time_max_ms)
         self._roles = self._replication.roles   # read by every produce
+        self._tier: RemoteLogManager | None = None
+        if tier.enabled:
+            self._tier = RemoteLogManager(shard_id, self.data_dir, tier.url,
+                                          partitions=self._partitions, roles=self._roles,
+                                          post=self._post)
 
     # --- Lifecycle (actor thread) ------------------------------------------
 
@@ -201,6 +213,8 @@ class ShardServer:
         self._replication.start(self._context, self._poller, self._cluster_keys)
         if self._remote_reader is not None:
             self._remote_reader.start()
+        if self._tier is not None:
+            self._tier.start()
         self._thread = threading.Thread(target=self._run, name=f"{self.shard_id}-loop", daemon=True)
         self._thread.start()
         return self.address
@@ -238,6 +252,8 @@ class ShardServer:
         """Flush and close every log, then stop the loop (actor thread)."""
         if self._thread is None:
             return
+        if self._tier is not None:   # first: it posts its results to the loop
+            self._tier.stop(grace_period_s)
         try:
             self.call(self._close_all_on_loop, timeout_s=grace_period_s)
         finally:
@@ -327,6 +343,10 @@ class ShardServer:
         if part is None:
             part = Partition.open(self._partition_dir(topic, partition), topic, partition,
                                   log_config, initial_offset, self._segment_files)
+            if self._tier is not None:
+                # Before it serves a fetch: a reader below the local start (or asking
+                # for the earliest offset) must not be told the local start.
+                part.remote = RemoteLogView.of(finished_segments_in_journal(part.log.directory))
             self._partitions[part.key] = part
         if sealed:
             self._seal(part)
@@ -393,6 +413,8 @@ class ShardServer:
         if part is not None:
             deleted = UnknownTopicError(f"topic {topic!r} was deleted")
             self._purgatory.fail(part.key, deleted)
+            if self._tier is not None:   # before the directory (and its journal) goes
+                self._tier.forget(part, path)
             self._replication.forget(part, deleted)
             self._group_commit.forget(part, deleted)
             self.stats.forget(part.key)
@@ -400,6 +422,8 @@ class ShardServer:
             if topic == topics.OFFSETS_TOPIC:
                 self._groups.sync_slots()
         elif path.exists():
+            if self._tier is not None:
+                self._tier.forget(None, path)
             shutil.rmtree(path)
         return part is not None
 
@@ -423,7 +447,10 @@ class ShardServer:
     def _enforce_retention(self) -> None:
         for part in self._partitions.values():
             try:
-                part.enforce_retention()   # the log, then its leader epochs
+                if self._tier is not None and self._tier.uploads(part):
+                    self._tier.enforce_local_retention(part)   # only what is uploaded
+                else:
+                    part.enforce_retention()   # the log, then its leader epochs
             except OSError as exc:
                 log.error("%s: retention of %s failed: %s", self.shard_id, part.name, exc)
 
@@ -514,6 +541,8 @@ class ShardServer:
                             for key, p in self._partitions.items()}
         snapshot["groups"] = self._groups.committed_offsets()
         snapshot["replication"] = self._replication.stats()
+        if self._tier is not None:
+            snapshot["tier"] = self._tier.stats()
         return snapshot
 
     # --- The loop ------------------------------------------------------------
@@ -540,6 +569,8 @@ class ShardServer:
         self._purgatory.expire(now_s)
         self._groups.run_timers(now_s)
         self._replication.run_timers(now_s)
+        if self._tier is not None:
+            self._tier.run_timers(now_s)
         if now_s >= self._next_sample_s:
             self.stats.sample(now_s)
             self._next_sample_s = now_s + limits.SHARD_STATS_SAMPLE_INTERVAL_S

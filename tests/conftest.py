@@ -36,6 +36,9 @@ def ray_cluster():
     token_path.write_text(secrets.token_hex(32))
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(token_path)
+    # Before Ray starts, so that its workers inherit it: S3 means the session's moto server.
+    from tests.moto_s3 import SESSION_PORT, env_for
+    os.environ.update(env_for(SESSION_PORT))
     import ray
     from ray._raylet import Config
 
@@ -185,9 +188,9 @@ def router_factory(ray_cluster):
 @pytest.fixture(scope="session")
 def moto_s3():
     """moto's S3 server on 127.0.0.1 (tests/moto_s3.py), one per session."""
-    from tests.moto_s3 import MotoS3
+    from tests.moto_s3 import SESSION_PORT, MotoS3
 
-    server = MotoS3().start()
+    server = MotoS3(port=SESSION_PORT).start()
     try:
         yield server
     finally:

@@ -6,8 +6,14 @@ it (``env``: credentials, region, endpoint, plain http allowed). Tests that
 start brokers pass ``env`` to them; in-process tests use ``store()``, which sets
 the environment for the duration of the test (``monkeypatch``) and opens a
 RemoteStore on ``s3://<bucket>/<prefix>``. ``stop()`` shuts the server down (a
-test of an unavailable store), ``restart()`` brings it back on the same port,
-empty (moto keeps its buckets in memory, so the bucket is created again).
+test of an unavailable store), ``start()`` brings it back on the same port
+with its objects (moto keeps them in this process's memory).
+
+The session's server has a port fixed before Ray starts (``SESSION_PORT``), and
+tests/conftest.py puts ``env_for(SESSION_PORT)`` into the environment of the
+test process first, so Ray's workers (shard actors of every broker the tests
+start) and ``plinth`` subprocesses inherit it and reach this server, never a
+real cloud.
 """
 
 from __future__ import annotations
@@ -18,14 +24,22 @@ import secrets
 from tests.support import free_port
 
 REGION = "us-east-1"
+SESSION_PORT = free_port()
+
+
+def env_for(port: int) -> dict[str, str]:
+    """What an S3 client (obstore, boto3) needs to use a moto server on ``port``."""
+    return {"AWS_ACCESS_KEY_ID": "plinth-test", "AWS_SECRET_ACCESS_KEY": "plinth-test",
+            "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION,
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ALLOW_HTTP": "true"}
 
 
 class MotoS3:
     """One moto S3 server on 127.0.0.1 with one bucket. Test thread only."""
 
-    def __init__(self, bucket: str = "plinth-tier"):
+    def __init__(self, bucket: str = "plinth-tier", port: int | None = None):
         self.bucket = bucket
-        self.port = free_port()
+        self.port = port or free_port()
         self._server = None
 
     @property
@@ -35,9 +49,7 @@ class MotoS3:
     @property
     def env(self) -> dict[str, str]:
         """What an S3 client (obstore, boto3) needs to use this server."""
-        return {"AWS_ACCESS_KEY_ID": "plinth-test", "AWS_SECRET_ACCESS_KEY": "plinth-test",
-                "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION,
-                "AWS_ENDPOINT_URL": self.endpoint_url, "AWS_ALLOW_HTTP": "true"}
+        return env_for(self.port)
 
     def url(self, prefix: str | None = None) -> str:
         """``s3://bucket/prefix``; a fresh random prefix if none is given."""
@@ -61,10 +73,6 @@ class MotoS3:
         if self._server is not None:
             self._server.stop()
             self._server = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
 
     def store(self, monkeypatch, prefix: str | None = None, **timeouts):
         """A RemoteStore on this server, the environment set through ``monkeypatch``."""

@@ -8,4 +8,5 @@
     chunk_cache.py          remote log bytes cached on local disk, bounded, with read-ahead
     remote_fetcher.py       fetches below the local log start, on the shard's reader thread
     tier_policy.py          which local segments to upload, and which the disk may drop
+    remote_log_manager.py   the shard's uploader thread: uploads, retention, topic deletion
 """

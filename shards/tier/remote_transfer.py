@@ -5,7 +5,7 @@ Each function runs on the thread that owns the partition's RemoteLogMetadata
 not (``list_remote_segments``, ``read_remote_range``, ``read_remote_entries``:
 any shard may read any partition's remote segments). Every store call is bounded
 (remote_store.py) and raises RemoteStorageUnavailableError when the store is
-down: the caller (next session: the shard's uploader) retries with backoff.
+down: the caller (the shard's uploader, remote_log_manager.py) retries with backoff.
 
 Uploading one sealed segment (``upload_segment``), through the states of
 remote_log_metadata.py:

@@ -3,7 +3,7 @@
 Runs on the shard actor's data thread (it reads segments' end offsets and
 timestamps, which may load an unopened segment's indexes). Pure decisions over
 a partition's segments (partition_log.py) and its remote metadata
-(remote_log_metadata.py); the shard acts on them (next session).
+(remote_log_metadata.py); the shard acts on them (remote_log_manager.py).
 
 Uploading (issue 14, after KIP-405): a segment is uploaded once it has rolled
 (it is not the active segment), is wholly below the high watermark (every

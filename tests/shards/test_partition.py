@@ -752,6 +752,32 @@ def test_retention_moves_the_first_leader_epoch_to_the_new_start_offset(tmp_path
     assert load_leader_epochs(tmp_path / "t-3").entries == part.leader_epochs.entries
 
 
+def test_local_retention_of_a_tiered_log_deletes_only_the_uploaded_prefix_and_fits_the_epochs(
+        tmp_path):
+    # Given a tiered partition led in epochs 1 then 2, of small segments, that keeps
+    # nothing locally and everything in all
+    config = LogConfig(segment_bytes_max=limits.SEGMENT_BYTES_MIN, remote_storage_enable=True,
+                       local_retention_bytes=0, local_retention_ms=0)
+    part = open_partition(tmp_path / "t-3", config)
+    for i in range(10):
+        append_as_leader(part, batch_of([b"v" * 300]), 1)
+    for i in range(30):
+        append_as_leader(part, batch_of([b"v" * 300]), 2)
+    segments = part.log.segments
+    assert len(segments) >= 4
+    # When nothing is uploaded, nothing goes, though every segment is past local retention
+    assert part.enforce_local_retention(None).segments == 0
+    assert part.log.segments == segments
+    # When the uploads reached the middle of the third segment
+    uploaded_end = segments[2].base_offset + 1
+    result = part.enforce_local_retention(uploaded_end)
+    # Then the two segments wholly uploaded go, and no other
+    assert result.segments == 2 and part.log.start_offset == segments[2].base_offset
+    # And the epochs start at the new local start (no remote view here), saved
+    assert part.leader_epochs.entries[0].start_offset == part.log.start_offset
+    assert load_leader_epochs(tmp_path / "t-3").entries == part.leader_epochs.entries
+
+
 def test_a_partition_whose_directory_was_lost_can_be_marked_as_needing_repair(tmp_path):
     # Given a partition with records, whose directory is then deleted while it is down
     part = open_partition(tmp_path / "t-3")

@@ -1,0 +1,577 @@
+"""The uploading side of tiered storage, as Kafka's RemoteLogManager: one uploader per shard.
+
+Threads. The shard's loop thread owns every Partition (shard_server.py); the
+uploader thread owns the object store (remote_store.py), every partition's
+RemoteLogMetadata (remote_log_metadata.py, its journal in the partition's
+directory) and the topic deletions still removing remote objects. They meet at
+two queues, and the loop never waits on the store:
+
+    loop thread                                  uploader thread
+    run_timers: for each tiered partition led
+    here (or of one copy here), the next rolled
+    segment below the high watermark, as a
+    LocalSegment, marked in flight  ── job ──►   open the metadata (clean up what a
+                                                 crash or an error left), upload,
+                                                 apply total retention remotely
+    _published: part.remote = view, then   ◄──   a new RemoteLogView after each change
+    local retention; _finished: counters,        (ShardServer._post: queued for the
+    backoff, the next segment at once            loop, which is woken)
+
+At most one job per partition is in flight, so the loop's view of the remote
+log is current whenever it picks the next segment. The job queue is bounded
+(REMOTE_UPLOAD_JOBS_QUEUED_MAX); a full queue makes the loop try at its next
+check. A failed job (the store unavailable or refusing, a segment file gone
+because the log was reset under it) is retried after a backoff doubling from
+REMOTE_UPLOAD_BACKOFF_MS_MIN to _MAX; the first failure of a streak is logged,
+and every one counted. Before the next attempt the uploader runs
+``clean_up_unfinished`` (remote_transfer.py), so a half-done upload never
+stays visible nor leaks.
+
+Remote end mark. Besides its view, the loop keeps, per partition, the
+highest end offset an upload of this shard ever reached (``uploaded_end``):
+total retention may delete remote segments whose local copies local retention
+has not dropped yet; they must neither be uploaded again nor be kept locally
+for good, so upload selection and local retention use the mark, not only the
+view's end. The mark is not kept across a restart: after one, such a segment
+(past total retention, still local) is uploaded once more and deleted again.
+
+Topic deletion (``forget``, loop thread). The partition's journal is moved out
+of the partition directory before the directory is deleted, into
+
+    <data dir>/remote-deletions/<n>/remote-log-metadata   the journal, moved (rename)
+                                    deletion.json         {"topic": ..., "partition": ...,
+                                                           "deleted_ms": ...}
+
+and the uploader deletes, in the background and with the same backoff, every
+segment the journal tracks and every segment whose manifest the store lists
+for the partition with a creation time at or before ``deleted_ms`` (another
+leader's uploads; not a recreated topic's later ones), journaling each
+deletion in the moved journal, then removes the directory. A restart finds
+the directories and carries on, so a shard that dies in the middle leaks
+nothing it knew of.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import queue
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from plinth import limits
+from plinth.durable_files import write_json_atomically
+from plinth.errors import BrokerError
+from plinth.shards.partition import Partition
+from plinth.shards.producer_state import load_snapshot
+from plinth.shards.replica_server import Led
+from plinth.shards.segment import Segment, fsync_directory
+from plinth.shards.tier.remote_log_metadata import JOURNAL_FILE, RemoteLogMetadata
+from plinth.shards.tier.remote_log_view import RemoteLogView
+from plinth.shards.tier.remote_segment import RemoteSegment
+from plinth.shards.tier.remote_store import RemoteStore, open_remote_store
+from plinth.shards.tier.remote_transfer import (
+    LocalSegment, clean_up_unfinished, delete_segment, list_remote_segments, upload_segment,
+    wall_clock_ms)
+from plinth.shards.tier.tier_policy import segments_to_upload
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DELETIONS_DIR", "RemoteLogManager"]
+
+DELETIONS_DIR = "remote-deletions"
+DELETION_FILE = "deletion.json"
+_STOP = object()          # the uploader's queue: end the thread
+_DELETIONS = object()     # the uploader's queue: a deletion was added on disk
+_epochs = itertools.count(1)   # tells a recreated partition's jobs from its predecessor's
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One partition's work for the uploader, built on the loop thread."""
+
+    key: tuple[str, int]
+    epoch: int                     # the loop's _TierState.epoch for this partition
+    directory: Path                # the partition's directory: its journal is there
+    segment: LocalSegment | None   # None: open, clean up and apply retention only
+    retention_ms: int
+    retention_bytes: int
+    local_only_bytes: int          # local bytes above the remote end (with ``segment``'s)
+
+
+@dataclass
+class _TierState:
+    """The loop's bookkeeping of one tiered partition. Loop thread only."""
+
+    epoch: int
+    synced: bool = False           # a view has come back since the shard started
+    in_flight: bool = False
+    retry_at_s: float = 0.0
+    backoff_ms: int = 0            # 0: not in a failure streak
+    next_retention_s: float = 0.0
+    uploaded_end: int | None = None   # module docstring: the remote end mark
+    uploads: int = 0
+    upload_errors: int = 0
+
+    def remote_end(self, part: Partition) -> int | None:
+        ends = [end for end in (self.uploaded_end, part.remote.end_offset) if end is not None]
+        return max(ends) if ends else None
+
+
+@dataclass
+class _Remote:
+    """The uploader's handle on one partition's metadata. Uploader thread only."""
+
+    epoch: int
+    metadata: RemoteLogMetadata
+    clean: bool = False            # clean_up_unfinished ran since the last failure
+
+
+@dataclass
+class _Deletion:
+    """A topic deletion still removing remote objects. Uploader thread only."""
+
+    directory: Path
+    topic: str
+    partition: int
+    deleted_ms: int
+    retry_at_s: float = 0.0
+    backoff_ms: int = 0
+
+
+class RemoteLogManager:
+    """One shard's uploads, local and remote retention of tiered partitions.
+
+    Constructed, started and stopped on the actor's thread (ShardServer.start,
+    stop); ``run_timers``, ``uploads``, ``enforce_local_retention``, ``forget``
+    and ``stats`` on the loop thread; everything else runs on its uploader thread.
+    ``post(fn, *args)`` runs ``fn`` on the loop thread (ShardServer._post).
+    """
+
+    def __init__(self, shard_id: str, data_dir: Path, url: str, *,
+                 partitions: dict[tuple[str, int], Partition], roles: dict, post):
+        self.shard_id = shard_id
+        self.data_dir = Path(data_dir)
+        self._url = url
+        self._partitions = partitions
+        self._roles = roles
+        self._post_fn = post
+        self._jobs: queue.Queue = queue.Queue(maxsize=limits.REMOTE_UPLOAD_JOBS_QUEUED_MAX)
+        self._states: dict[tuple[str, int], _TierState] = {}   # loop thread
+        self._next_check_s = 0.0                               # loop thread
+        self._remotes: dict[tuple[str, int], _Remote] = {}     # uploader thread
+        self._deletions: dict[Path, _Deletion] = {}            # uploader thread
+        # Epochs of deleted partitions whose job may still be queued or running: the
+        # uploader must not open (and so create again) their directory.
+        self._forgotten: set[int] = set()
+        self._forgotten_lock = threading.Lock()
+        self._store: RemoteStore | None = None
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def deletions_dir(self) -> Path:
+        return self.data_dir / DELETIONS_DIR
+
+    # --- Lifecycle (actor thread) -------------------------------------------------
+
+    def start(self) -> None:
+        """Open the store (nothing is contacted yet) and start the uploader thread."""
+        self._store = open_remote_store(self._url)
+        self._thread = threading.Thread(target=self._run, name=f"{self.shard_id}-uploader",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S) -> None:
+        """End the uploader thread, waiting at most ``grace_period_s`` (an upload to a
+        store that does not answer ends within the store's own bounds, later)."""
+        if self._thread is None:
+            return
+        self._stopping = True
+        try:
+            self._jobs.put_nowait(_STOP)
+        except queue.Full:
+            pass   # it checks _stopping after its current job
+        self._thread.join(grace_period_s)
+        if self._thread.is_alive():
+            log.warning("%s: the uploader did not stop within %.1f s (an upload is waiting on "
+                        "%s); leaving it to end on its own", self.shard_id, grace_period_s,
+                        self._store.url)
+        self._thread = None
+
+    # --- The loop's side (loop thread) ----------------------------------------------
+
+    def uploads(self, part: Partition) -> bool:
+        """Whether this shard uploads ``part``: its topic is tiered and it is led here or
+        has its one copy here. Followers do not upload (they keep total retention)."""
+        if not part.log.config.remote_storage_enable:
+            return False
+        role = self._roles.get(part.key)
+        return role is None or type(role) is Led
+
+    def run_timers(self, now_s: float) -> None:
+        """Every REMOTE_UPLOAD_CHECK_INTERVAL_S: hand each idle tiered partition's next
+        segment (or, now and then, a retention pass) to the uploader."""
+        if now_s < self._next_check_s:
+            return
+        self._next_check_s = now_s + limits.REMOTE_UPLOAD_CHECK_INTERVAL_S
+        for part in list(self._partitions.values()):
+            if self.uploads(part):
+                self._consider(part, now_s)
+
+    def _consider(self, part: Partition, now_s: float) -> None:
+        state = self._states.get(part.key)
+        if state is None:
+            state = self._states[part.key] = _TierState(next(_epochs))
+        if state.in_flight or now_s < state.retry_at_s:
+            return
+        segment = None
+        if state.synced:   # before the first view, the remote end is unknown
+            waiting = segments_to_upload(part.log.segments, high_watermark=part.high_watermark,
+                                         remote_end_offset=state.remote_end(part))
+            segment = waiting[0] if waiting else None
+            if segment is None and now_s < state.next_retention_s:
+                return
+        try:
+            self._jobs.put_nowait(self._job(part, state, segment))
+        except queue.Full:
+            return   # the next check tries again
+        state.in_flight = True
+        if segment is None:
+            state.next_retention_s = now_s + limits.RETENTION_CHECK_INTERVAL_S
+
+    def _job(self, part: Partition, state: _TierState, segment: Segment | None) -> _Job:
+        config = part.log.config
+        remote_end = state.remote_end(part)
+        local_only_bytes = sum(s.size_bytes for s in part.log.segments
+                               if remote_end is None or s.end_offset > remote_end)
+        local = None
+        if segment is not None:
+            local = LocalSegment.of(segment, topic=part.topic, partition=part.partition,
+                                    leader_epochs=part.leader_epochs,
+                                    producers=_producers_after(part, segment))
+        return _Job(part.key, state.epoch, part.log.directory, local, config.retention_ms,
+                    config.retention_bytes, local_only_bytes)
+
+    def _published(self, key: tuple[str, int], epoch: int, view: RemoteLogView,
+                   uploaded: bool, deleted_end: int | None) -> None:
+        """The uploader changed the remote log (loop thread, posted)."""
+        state, part = self._states.get(key), self._partitions.get(key)
+        if state is None or part is None or state.epoch != epoch:
+            return   # deleted (or deleted and created again) meanwhile
+        part.remote = view
+        state.synced = True
+        state.uploads += uploaded
+        for end in (view.end_offset, deleted_end):
+            if end is not None and (state.uploaded_end is None or end > state.uploaded_end):
+                state.uploaded_end = end
+        if self.uploads(part):
+            self.enforce_local_retention(part)
+
+    def _finished(self, key: tuple[str, int], epoch: int, error: str | None) -> None:
+        """The uploader is done with a job (loop thread, posted): the next one at once,
+        or a backoff after a failure."""
+        state, part = self._states.get(key), self._partitions.get(key)
+        if state is None or part is None or state.epoch != epoch:
+            return
+        state.in_flight = False
+        now_s = time.monotonic()
+        if error is None:
+            if state.backoff_ms:
+                log.info("%s: uploads of %s work again", self.shard_id, part.name)
+            state.backoff_ms = 0
+            if self.uploads(part):
+                self._consider(part, now_s)
+            return
+        state.upload_errors += 1
+        if not state.backoff_ms:   # once per failure streak
+            log.warning("%s: upload of %s failed, retrying with backoff (%d to %d ms): %s",
+                        self.shard_id, part.name, limits.REMOTE_UPLOAD_BACKOFF_MS_MIN,
+                        limits.REMOTE_UPLOAD_BACKOFF_MS_MAX, error)
+        state.backoff_ms = min(max(2 * state.backoff_ms, limits.REMOTE_UPLOAD_BACKOFF_MS_MIN),
+                               limits.REMOTE_UPLOAD_BACKOFF_MS_MAX)
+        state.retry_at_s = now_s + state.backoff_ms / 1000
+
+    def enforce_local_retention(self, part: Partition) -> None:
+        """Local retention of a partition this shard uploads (Partition.enforce_local_retention)
+        up to the remote end mark; nothing before the first view came back."""
+        state = self._states.get(part.key)
+        part.enforce_local_retention(state.remote_end(part) if state and state.synced else None)
+
+    def forget(self, part: Partition | None, directory: Path) -> None:
+        """The partition is being deleted (loop thread, before its directory goes): its
+        uploads stop and its remote objects are deleted in the background (module
+        docstring). ``part`` None: a partition not open here, whose directory may
+        still hold a journal."""
+        state = self._states.pop(part.key, None) if part is not None else None
+        if state is not None and state.in_flight:
+            with self._forgotten_lock:   # (see _remote_for)
+                self._forgotten.add(state.epoch)
+        journal = Path(directory) / JOURNAL_FILE
+        tiered = part is not None and part.log.config.remote_storage_enable
+        if not (tiered or journal.exists()):
+            return
+        topic, partition = (part.topic, part.partition) if part is not None else \
+            _parse_partition_dir(Path(directory).name)
+        pending = self.deletions_dir / f"{time.time_ns()}"
+        try:
+            pending.mkdir(parents=True)
+            write_json_atomically(pending / DELETION_FILE, {
+                "topic": topic, "partition": partition, "deleted_ms": wall_clock_ms()})
+            if journal.exists():
+                os.rename(journal, pending / JOURNAL_FILE)   # the uploader's fd follows it
+            fsync_directory(pending)
+            fsync_directory(self.deletions_dir)
+        except OSError as exc:   # the topic is deleted all the same; its objects stay
+            log.error("%s: cannot record the deletion of %s-%d's remote segments in %s: %s; "
+                      "they stay in the store", self.shard_id, topic, partition, pending, exc)
+            return
+        try:
+            self._jobs.put_nowait(_DELETIONS)
+        except queue.Full:
+            pass   # the uploader looks at the directory after each job too
+
+    def stats(self) -> dict[tuple[str, int], dict]:
+        """Per partition this shard uploads: remote bytes and segments, upload lag in
+        bytes (local bytes above the remote end and below the high watermark, in
+        whole segments) and seconds (since the oldest waiting rolled segment was last
+        written), uploads done, upload errors."""
+        now_ms = wall_clock_ms()
+        result = {}
+        for key, state in self._states.items():
+            part = self._partitions.get(key)
+            if part is None:
+                continue
+            remote_end = state.remote_end(part)
+            waiting = [s for s in part.log.segments if s.size_bytes
+                       and (remote_end is None or s.end_offset > remote_end)
+                       and s.end_offset <= part.high_watermark]
+            rolled = [s for s in waiting if s is not part.log.segments[-1]]
+            result[key] = {
+                "remote_bytes": part.remote.remote_bytes,
+                "remote_segments": len(part.remote.segments),
+                "remote_log_start_offset": part.remote.log_start_offset,
+                "remote_end_offset": part.remote.end_offset,
+                "upload_lag_bytes": sum(s.size_bytes for s in waiting),
+                "upload_lag_s": max(0, now_ms - rolled[0].last_written_ms) / 1000 if rolled else 0.0,
+                "uploads": state.uploads, "upload_errors": state.upload_errors}
+        return result
+
+    # --- The uploader (its thread) ------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._load_deletions()
+            while not self._stopping:
+                try:
+                    job = self._jobs.get(timeout=self._deletion_wait_s())
+                except queue.Empty:
+                    job = None
+                if job is _STOP:
+                    break
+                if isinstance(job, _Job):
+                    self._serve(job)
+                elif job is _DELETIONS:
+                    self._load_deletions()
+                self._run_deletions()
+        except BaseException:
+            log.exception("%s: the uploader thread failed; nothing is uploaded until the "
+                          "shard restarts", self.shard_id)
+            raise
+        finally:
+            for remote in self._remotes.values():
+                remote.metadata.close()
+            self._remotes.clear()
+
+    def _serve(self, job: _Job) -> None:
+        """Open the partition's metadata, clean up, upload, apply total retention;
+        post each change, then the outcome."""
+        error = None
+        try:
+            remote = self._remote_for(job)
+            if remote is None:
+                return   # its partition was deleted: nothing to post
+            if not remote.clean:
+                clean_up_unfinished(self._store, remote.metadata)
+                remote.clean = True
+            uploaded_bytes = 0
+            if job.segment is not None and _beyond(remote.metadata, job.segment):
+                uploaded_bytes = upload_segment(self._store, remote.metadata,
+                                                job.segment).size_bytes
+                self._publish(job, remote, uploaded=True)
+            self._apply_retention(job, remote, uploaded_bytes)
+        except (BrokerError, OSError) as exc:   # store errors, the journal's, a vanished file
+            error = f"{type(exc).__name__}: {exc}"
+            remote = self._remotes.get(job.key)
+            if remote is not None:
+                remote.clean = False
+        finally:
+            with self._forgotten_lock:
+                self._forgotten.discard(job.epoch)
+        self._post(self._finished, job.key, job.epoch, error)
+
+    def _post(self, fn, *args) -> None:
+        """Run ``fn(*args)`` on the loop thread (uploader thread). A loop whose command
+        queue stays full loses the result: logged (the partition stays in flight)."""
+        try:
+            self._post_fn(fn, *args)
+        except queue.Full:
+            log.error("%s: the loop's command queue is full; the uploader's %s for %s is "
+                      "lost", self.shard_id, fn.__name__, args[0])
+
+    def _remote_for(self, job: _Job) -> _Remote | None:
+        """The partition's metadata, opened (its view published) if it is not open yet;
+        None if the partition was deleted since the job was queued."""
+        remote = self._remotes.get(job.key)
+        if remote is not None and remote.epoch != job.epoch:   # the topic was recreated
+            remote.metadata.close()
+            del self._remotes[job.key]
+            remote = None
+        if remote is not None:
+            return remote
+        # Under the lock ``forget`` takes: opening creates the directory, which the loop
+        # may be about to delete (the open is a local read, never a store call).
+        with self._forgotten_lock:
+            if job.epoch in self._forgotten:
+                return None
+            metadata, _ = RemoteLogMetadata.open(job.directory)
+        remote = self._remotes[job.key] = _Remote(job.epoch, metadata)
+        self._publish(job, remote, uploaded=False)   # the journal's view, store or not
+        return remote
+
+    def _publish(self, job: _Job, remote: _Remote, *, uploaded: bool) -> None:
+        view = RemoteLogView.of(remote.metadata.finished_segments())
+        self._post(self._published, job.key, job.epoch, view, uploaded, None)
+
+    def _apply_retention(self, job: _Job, remote: _Remote, uploaded_bytes: int) -> None:
+        """Total retention (retention.ms/.bytes over local plus remote) on the remote log;
+        ``uploaded_bytes`` (just uploaded) count as remote, no longer as local only."""
+        metadata = remote.metadata
+        local_only_bytes = max(0, job.local_only_bytes - uploaded_bytes)
+        doomed = metadata.segments_past_retention(
+            now_ms=wall_clock_ms(), retention_ms=job.retention_ms,
+            retention_bytes=job.retention_bytes, local_only_bytes=local_only_bytes)
+        if not doomed:
+            return
+        # The loop stops reading them before their objects go (a read that took the
+        # older view may still find one gone: RemoteObjectNotFoundError).
+        doomed_ids = {segment.segment_id for segment in doomed}
+        self._post(self._published, job.key, job.epoch, RemoteLogView.of(
+            s for s in metadata.finished_segments() if s.segment_id not in doomed_ids),
+            False, doomed[-1].end_offset)
+        for segment in doomed:
+            delete_segment(self._store, metadata, segment)
+        log.info("%s: total retention deleted %d remote segments of %s-%d up to offset %d",
+                 self.shard_id, len(doomed), job.key[0], job.key[1], doomed[-1].end_offset)
+        self._publish(job, remote, uploaded=False)
+
+    # --- Topic deletions (uploader thread) ----------------------------------------------
+
+    def _load_deletions(self) -> None:
+        """Find the pending deletions on disk (at start, and when the loop adds one)."""
+        try:
+            entries = sorted(self.deletions_dir.iterdir())
+        except FileNotFoundError:
+            return
+        for directory in entries[:limits.REMOTE_DELETIONS_PENDING_MAX]:
+            if directory in self._deletions:
+                continue
+            try:   # written atomically: only a hand-edited file fails here
+                record = json.loads((directory / DELETION_FILE).read_text())
+                deletion = _Deletion(directory, str(record["topic"]), int(record["partition"]),
+                                     int(record["deleted_ms"]))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.error("%s: cannot read the pending deletion %s: %s: %s", self.shard_id,
+                          directory / DELETION_FILE, type(exc).__name__, exc)
+                continue
+            self._deletions[directory] = deletion
+            self._close_remote((deletion.topic, deletion.partition))
+
+    def _close_remote(self, key: tuple[str, int]) -> None:
+        """Drop the uploader's handle of a deleted partition (its journal moved away)."""
+        remote = self._remotes.pop(key, None)
+        if remote is not None:
+            remote.metadata.close()
+
+    def _deletion_wait_s(self) -> float | None:
+        if not self._deletions:
+            return None
+        now_s = time.monotonic()
+        return max(0.0, min(d.retry_at_s for d in self._deletions.values()) - now_s)
+
+    def _run_deletions(self) -> None:
+        now_s = time.monotonic()
+        for deletion in list(self._deletions.values()):
+            if deletion.retry_at_s > now_s or self._stopping:
+                continue
+            try:
+                self._delete_remote(deletion)
+            except (BrokerError, OSError) as exc:
+                if not deletion.backoff_ms:
+                    log.warning("%s: deleting the remote segments of deleted %s-%d failed, "
+                                "retrying with backoff: %s: %s", self.shard_id, deletion.topic,
+                                deletion.partition, type(exc).__name__, exc)
+                deletion.backoff_ms = min(max(2 * deletion.backoff_ms,
+                                              limits.REMOTE_UPLOAD_BACKOFF_MS_MIN),
+                                          limits.REMOTE_UPLOAD_BACKOFF_MS_MAX)
+                deletion.retry_at_s = now_s + deletion.backoff_ms / 1000
+                continue
+            del self._deletions[deletion.directory]
+
+    def _delete_remote(self, deletion: _Deletion) -> None:
+        """Every segment of a deleted partition this shard knows of or the store lists
+        (created before the deletion), each journaled; then the pending directory."""
+        metadata, _ = RemoteLogMetadata.open(deletion.directory)
+        try:
+            clean_up_unfinished(self._store, metadata)
+            for segment in metadata.finished_segments():
+                delete_segment(self._store, metadata, segment)
+            listed = list_remote_segments(self._store, deletion.topic, deletion.partition)
+            for segment in listed:
+                if segment.created_ms <= deletion.deleted_ms:
+                    _delete_untracked(self._store, metadata, segment)
+        finally:
+            metadata.close()
+        shutil.rmtree(deletion.directory)
+        fsync_directory(self.deletions_dir)
+        log.info("%s: the remote segments of deleted %s-%d are gone (%d listed)",
+                 self.shard_id, deletion.topic, deletion.partition, len(listed))
+
+
+def _delete_untracked(store: RemoteStore, metadata: RemoteLogMetadata,
+                      segment: RemoteSegment) -> None:
+    """Delete a listed segment the journal does not track (another leader's upload),
+    journaled as a copy started and deleted, so a crash midway finishes it."""
+    if metadata.state_of(segment.segment_id) is None:
+        metadata.copy_started(segment, wall_clock_ms())
+    delete_segment(store, metadata, segment)
+
+
+def _beyond(metadata: RemoteLogMetadata, local: LocalSegment) -> bool:
+    """Whether ``local`` reaches past what is remote (a retried job may be stale)."""
+    end_offset = metadata.end_offset()
+    return end_offset is None or local.end_offset > end_offset
+
+
+def _producers_after(part: Partition, segment: Segment) -> bytes | None:
+    """The producer-state snapshot holding just after ``segment``'s last entry, as the
+    partition's producers.json bytes, if the partition still keeps it: it keeps one,
+    saved when the log rolled, before the active segment's first batch, so only the
+    segment right before the active one has it; None for older ones."""
+    if segment.end_offset != part.log.active_base_offset:
+        return None
+    producers = load_snapshot(part.log.directory, segment.end_offset)
+    if producers is None:
+        return None
+    return json.dumps({"base_offset": segment.end_offset, "producers": producers}).encode()
+
+
+def _parse_partition_dir(name: str) -> tuple[str, int]:
+    """("topic", 3) from a partition directory's name "topic-3" (shard_server.py)."""
+    topic, _, partition = name.rpartition("-")
+    return topic, int(partition)

@@ -1,0 +1,475 @@
+"""The shard's uploader (shards/tier/remote_log_manager.py) on a real ShardServer with real
+sockets and a real store (file:// and moto's S3): segments go up with their manifests,
+local retention drops only uploaded segments, a store that is down stops nothing but
+the uploads, a crash in the middle of an upload is cleaned up, total retention and
+topic deletion remove remote objects."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+import pytest
+
+from plinth import limits
+from plinth.errors import RemoteObjectNotFoundError
+from plinth.format.record_batch import BatchBuilder, summarize_batch
+from plinth.shards.partition import Partition
+from plinth.shards.partition_log import LogConfig
+from plinth.shards.shard_calls import Leadership, TierOptions
+from plinth.shards.shard_server import ShardServer
+from plinth.shards.tier.remote_log_manager import DELETIONS_DIR
+from plinth.shards.tier.remote_log_metadata import RemoteLogMetadata
+from plinth.shards.tier.remote_segment import LOG, partition_prefix
+from plinth.shards.tier.remote_store import open_remote_store
+from plinth.shards.tier.remote_transfer import LocalSegment, list_remote_segments, upload_segment
+from tests.moto_s3 import MotoS3
+from tests.shard_requests import fetch_values, produce
+from tests.support import wait_until
+
+VALUE_BYTES = 1000
+SEGMENT_BYTES = limits.SEGMENT_BYTES_MIN   # 4 KiB: a few batches per segment
+WAIT_S = 60
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def tiered(**settings) -> LogConfig:
+    """A tiered topic's log config with small segments; everything kept unless told."""
+    return LogConfig(segment_bytes_max=SEGMENT_BYTES, remote_storage_enable=True,
+                     index_interval_bytes=1024, **settings)
+
+
+@pytest.fixture(params=["file", "s3"])
+def tier_url(request, tmp_path, monkeypatch):
+    """A store URL the shard uploads to: a local directory, or a bucket of moto's S3."""
+    if request.param == "file":
+        return f"file://{tmp_path}/store"
+    moto = request.getfixturevalue("moto_s3")
+    for key, value in moto.env.items():
+        monkeypatch.setenv(key, value)
+    return moto.url()
+
+
+@contextmanager
+def running_shard(directory, url: str, log_config: LogConfig | None = None):
+    """A started ShardServer with --tier-url ``url``, serving t-0 if ``log_config``."""
+    server = ShardServer("shard-tier", directory, "127.0.0.1", tier=TierOptions(url=url))
+    server.start()
+    try:
+        if log_config is not None:
+            server.call(server.open_partition, "t", 0, log_config)
+        yield server
+    finally:
+        server.stop(10)
+
+
+def produce_values(server: ShardServer, count: int, start: int = 0) -> list[bytes]:
+    """``count`` batches of one VALUE_BYTES value each; returns the values."""
+    values = [f"{n:08d}".encode().ljust(VALUE_BYTES, b"v") for n in range(start, start + count)]
+    for value in values:
+        produce(server.address, "t", 0, [value])
+    return values
+
+
+def local_segments(server: ShardServer) -> list[tuple[int, int]]:
+    """(base offset, end offset) of t-0's local segments, oldest first."""
+    def on_loop():
+        return [(s.base_offset, s.end_offset) for s in server._partitions[("t", 0)].log.segments]
+    return server.call(on_loop)
+
+
+def tier_stats(server: ShardServer) -> dict:
+    return server.call(server.stats_snapshot)["tier"].get(("t", 0), {})
+
+
+def read_from(server: ShardServer, offset: int, end_offset: int) -> list[bytes]:
+    """The values of t-0 from ``offset`` to ``end_offset``, fetch after fetch (a remote
+    read answers at most one segment's entries)."""
+    values: list[bytes] = []
+    for _ in range(end_offset - offset + 1):   # every fetch returns at least one record
+        if offset + len(values) >= end_offset:
+            break
+        values += fetch_values(server.address, "t", 0, offset + len(values))
+    return values
+
+
+def listed(store, topic: str, partition: int):
+    """list_remote_segments, again if a manifest vanished between the listing and its
+    read (the uploader's total retention deletes while the test looks)."""
+    for _ in range(5):
+        try:
+            return list_remote_segments(store, topic, partition)
+        except RemoteObjectNotFoundError:
+            continue
+    return list_remote_segments(store, topic, partition)
+
+
+def remote_ranges(store) -> list[tuple[int, int]]:
+    return [(s.base_offset, s.end_offset) for s in listed(store, "t", 0)]
+
+
+def uploaded_up_to(store, end_offset: int) -> bool:
+    ranges = remote_ranges(store)
+    return bool(ranges) and ranges[-1][1] >= end_offset
+
+
+def orphans(store) -> set[str]:
+    """Objects of t-0 that no manifest names (a half-done upload or deletion)."""
+    named = set()
+    for segment in listed(store, "t", 0):
+        named.add(segment.manifest_key)
+        named.update(segment.object_key(kind) for kind in segment.objects)
+    return {info.key for info in store.list(partition_prefix("t", 0))} - named
+
+
+# --- Uploading ---------------------------------------------------------------------------
+
+def test_rolled_segments_appear_in_the_store_with_manifests_and_the_exact_local_bytes(
+        tmp_path, tier_url):
+    # Given a shard uploading a tiered topic with 4 KiB segments
+    with running_shard(tmp_path / "shard", tier_url, tiered()) as server:
+        store = open_remote_store(tier_url)
+        # When 20 KB is produced (several rolled segments)
+        produce_values(server, 20)
+        rolled = local_segments(server)[:-1]
+        assert len(rolled) >= 3
+        # Then every rolled segment appears in the store, oldest first, as a prefix
+        wait_until(lambda: uploaded_up_to(store, rolled[-1][1]), timeout_s=WAIT_S,
+                   explain=lambda: f"remote {remote_ranges(store)}, local {rolled}")
+        assert remote_ranges(store)[:len(rolled)] == rolled
+        # And each .log object is the local file's bytes exactly, with no stray objects
+        directory = tmp_path / "shard" / "t-0"
+        for segment in listed(store, "t", 0):
+            local = (directory / f"{segment.base_offset:020d}.log").read_bytes()
+            assert bytes(store.get(segment.object_key(LOG))) == local
+        assert orphans(store) == set()
+        # And the counters and the partition's view say so
+        stats = tier_stats(server)
+        assert stats["uploads"] >= len(rolled) and stats["upload_errors"] == 0
+        assert stats["remote_segments"] >= len(rolled)
+        assert stats["remote_end_offset"] >= rolled[-1][1]
+        # And the active segment is never uploaded
+        assert remote_ranges(store)[-1][1] <= local_segments(server)[-1][0]
+
+
+def test_the_segment_before_the_active_one_carries_its_producer_snapshot(tmp_path):
+    # Given a shard uploading a tiered topic to a file store
+    url = f"file://{tmp_path}/store"
+    with running_shard(tmp_path / "shard", url, tiered()) as server:
+        store = open_remote_store(url)
+        # When segments roll and the last rolled one is uploaded
+        produce_values(server, 6)
+        rolled = local_segments(server)[:-1]
+        wait_until(lambda: uploaded_up_to(store, rolled[-1][1]), timeout_s=WAIT_S)
+    # Then the segment just before the active one has a producers object naming its end
+    last = listed(store, "t", 0)[-1]
+    assert "producers" in last.objects
+    assert b'"base_offset": %d' % last.end_offset in bytes(store.get(last.object_key("producers")))
+
+
+# --- Local retention ---------------------------------------------------------------------
+
+def test_local_retention_deletes_only_segments_the_store_holds(tmp_path, tier_url):
+    # Given a tiered topic whose local retention is 0 bytes
+    with running_shard(tmp_path / "shard", tier_url, tiered(local_retention_bytes=0)) as server:
+        store = open_remote_store(tier_url)
+        # When several segments are produced and uploaded
+        values = produce_values(server, 20)
+        end_offset = len(values)
+        # Then the local log shrinks to the active segment (and at most one waiting)
+        wait_until(lambda: len(local_segments(server)) <= 2, timeout_s=WAIT_S,
+                   explain=lambda: f"local {local_segments(server)}, remote {remote_ranges(store)}")
+        local = local_segments(server)
+        # And every offset the disk dropped is in the store, without a gap
+        ranges = remote_ranges(store)
+        assert ranges[0][0] == 0
+        assert all(ranges[i][1] == ranges[i + 1][0] for i in range(len(ranges) - 1))
+        assert ranges[-1][1] >= local[0][0]
+        # And the whole log reads, from offset 0: the dropped part from the store
+        # (the remote reader, remote_fetcher.py), the tail from the disk
+        assert local[-1][1] == end_offset
+        assert read_from(server, 0, end_offset) == values
+        # And the partition's log start offset is the remote one
+        info = server.call(lambda: server._partitions[("t", 0)].log_start_offset)
+        assert info == 0
+
+
+def test_a_segment_never_uploaded_is_never_deleted_even_past_total_retention(tmp_path):
+    # Given a tiered topic with 1 ms of retention, whose store cannot be reached
+    unreachable = MotoS3()   # never started: its port refuses connections
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in unreachable.env.items():
+            patch.setenv(key, value)
+        config = tiered(retention_ms=1, local_retention_ms=1)
+        with running_shard(tmp_path / "shard", unreachable.url(), config) as server:
+            # When segments roll and uploads fail, and retention passes run
+            produce_values(server, 12)
+            segments = local_segments(server)
+            wait_until(lambda: tier_stats(server).get("upload_errors", 0) >= 1,
+                       timeout_s=WAIT_S)
+            server.call(server._enforce_retention)
+            # Then no local segment was deleted, and the backlog is counted
+            assert local_segments(server) == segments
+            stats = tier_stats(server)
+            assert stats["uploads"] == 0 and stats["upload_lag_bytes"] > 0
+            assert stats["upload_lag_s"] >= 0
+
+
+# --- Object storage unavailable ---------------------------------------------------------------
+
+def test_with_the_store_down_produce_works_nothing_is_deleted_and_the_backlog_uploads_after(
+        tmp_path, monkeypatch):
+    # Given a shard uploading to an S3 server that is down
+    moto = MotoS3().start()
+    try:
+        for key, value in moto.env.items():
+            monkeypatch.setenv(key, value)
+        url = moto.url()
+        moto.stop()
+        config = tiered(local_retention_bytes=0)
+        with running_shard(tmp_path / "shard", url, config) as server:
+            # When records are produced while it is down
+            values = produce_values(server, 16)
+            wait_until(lambda: tier_stats(server).get("upload_errors", 0) >= 1,
+                       timeout_s=WAIT_S)
+            # Then the produces were taken, the tail reads, and nothing was deleted locally
+            segments = local_segments(server)
+            assert segments[0][0] == 0 and segments[-1][1] == len(values)
+            assert fetch_values(server.address, "t", 0, 0)[0] == values[0]
+            # When the server comes back (empty: moto keeps buckets in memory)
+            moto.restart()
+            store = open_remote_store(url)
+            # Then the backlog uploads and local retention follows
+            rolled_end = segments[-2][1]
+            wait_until(lambda: uploaded_up_to(store, rolled_end), timeout_s=WAIT_S,
+                       explain=lambda: f"remote {remote_ranges(store)} {tier_stats(server)}")
+            wait_until(lambda: local_segments(server)[0][0] > 0, timeout_s=WAIT_S)
+            assert remote_ranges(store)[0][0] == 0
+            assert orphans(store) == set()
+    finally:
+        moto.stop()
+
+
+# --- A crash in the middle of an upload ----------------------------------------------------
+
+class Crash(Exception):
+    """Stands for the shard dying between an upload's data objects and its manifest."""
+
+
+def test_a_restart_after_an_upload_started_cleans_it_up_and_uploads_again(tmp_path):
+    # Given a partition log with rolled segments and a journal whose upload of the first
+    # one started, wrote its data objects and never wrote its manifest
+    url = f"file://{tmp_path}/store"
+    store = open_remote_store(url)
+    directory = tmp_path / "shard" / "t-0"
+    part = Partition.open(directory, "t", 0, tiered())
+    for n in range(8):
+        builder = BatchBuilder()
+        builder.append(None, f"{n:08d}".encode().ljust(VALUE_BYTES, b"v"), now_ms())
+        batch = builder.build()
+        part.append(batch, summarize_batch(batch))
+    part.log.flush()
+    first = part.log.segments[0]
+    metadata, _ = RemoteLogMetadata.open(directory)
+
+    def crash(segment):
+        raise Crash(segment.segment_id)
+    with pytest.raises(Crash) as crashed:
+        upload_segment(store, metadata, LocalSegment.of(
+            first, topic="t", partition=0, leader_epochs=part.leader_epochs),
+            before_manifest=crash)
+    started_id = str(crashed.value)
+    metadata.close()
+    rolled = [(s.base_offset, s.end_offset) for s in part.log.segments[:-1]]
+    part.log.close()
+    assert any(started_id in info.key for info in store.list(partition_prefix("t", 0)))
+    # When the shard starts with the partition
+    with running_shard(tmp_path / "shard", url, tiered()):
+        # Then the half-done upload's objects are gone and every rolled segment is up
+        wait_until(lambda: uploaded_up_to(store, rolled[-1][1]), timeout_s=WAIT_S)
+        assert remote_ranges(store) == rolled
+        assert not any(started_id in info.key for info in store.list(partition_prefix("t", 0)))
+        assert orphans(store) == set()
+
+
+# --- Total retention, on the remote log ---------------------------------------------------
+
+def test_total_retention_deletes_the_oldest_remote_segments(tmp_path, tier_url):
+    # Given a tiered topic that keeps 8 KB in all, of which nothing locally beyond need
+    config = tiered(retention_bytes=2 * SEGMENT_BYTES, local_retention_bytes=0)
+    with running_shard(tmp_path / "shard", tier_url, config) as server:
+        store = open_remote_store(tier_url)
+        # When many segments are produced
+        produce_values(server, 30)
+        # Then the oldest remote segments are deleted, and what stays is a whole suffix
+        def trimmed():
+            ranges = remote_ranges(store)   # one listing: it may change between two
+            return ranges and ranges[0][0] > 0
+        wait_until(trimmed, timeout_s=WAIT_S, explain=lambda: f"remote {remote_ranges(store)}")
+        rolled_end = local_segments(server)[-2][1] if len(local_segments(server)) > 1 else None
+
+        def settled():
+            # Every rolled segment went up, total retention is done with the last one
+            # (its deletions leave no object behind), and the store holds retention.bytes
+            # and at most one segment more.
+            segments = listed(store, "t", 0)
+            return (segments and (rolled_end is None or segments[-1].end_offset >= rolled_end)
+                    and sum(s.size_bytes for s in segments) <= 3 * SEGMENT_BYTES
+                    and orphans(store) == set())
+        wait_until(settled, timeout_s=WAIT_S,
+                   explain=lambda: f"remote {remote_ranges(store)}, orphans {orphans(store)}")
+        # And the partition's log start offset follows the remote log's
+        wait_until(lambda: server.call(lambda: server._partitions[("t", 0)].log_start_offset)
+                   == listed(store, "t", 0)[0].base_offset, timeout_s=WAIT_S)
+
+
+# --- Topic deletion ---------------------------------------------------------------------------
+
+def test_deleting_the_topic_deletes_its_remote_objects(tmp_path, tier_url):
+    # Given a tiered partition with uploaded segments
+    with running_shard(tmp_path / "shard", tier_url, tiered()) as server:
+        store = open_remote_store(tier_url)
+        produce_values(server, 12)
+        rolled = local_segments(server)[:-1]
+        wait_until(lambda: uploaded_up_to(store, rolled[-1][1]), timeout_s=WAIT_S)
+        # When the topic is deleted
+        assert server.call(server.delete_partition, "t", 0)
+        # Then every object of the partition goes, and nothing is left pending
+        wait_until(lambda: not store.list(partition_prefix("t", 0)), timeout_s=WAIT_S,
+                   explain=lambda: f"left {[i.key for i in store.list(partition_prefix('t', 0))]}")
+        wait_until(lambda: not any((tmp_path / "shard" / DELETIONS_DIR).iterdir()),
+                   timeout_s=WAIT_S)
+        assert not (tmp_path / "shard" / "t-0").exists()
+
+
+def test_a_topic_deletion_that_could_not_finish_finishes_after_a_restart(tmp_path, monkeypatch):
+    # Given a tiered partition whose segments are uploaded to a file store
+    url = f"file://{tmp_path}/store"
+    store = open_remote_store(url)
+    with running_shard(tmp_path / "shard", url, tiered()) as server:
+        produce_values(server, 12)
+        rolled = local_segments(server)[:-1]
+        wait_until(lambda: uploaded_up_to(store, rolled[-1][1]), timeout_s=WAIT_S)
+    # When the topic is deleted by a shard that cannot reach its store, which then stops
+    unreachable = MotoS3()
+    for key, value in unreachable.env.items():
+        monkeypatch.setenv(key, value)
+    with running_shard(tmp_path / "shard", unreachable.url(), tiered()) as server:
+        server.call(server.delete_partition, "t", 0)
+        pending = tmp_path / "shard" / DELETIONS_DIR
+        assert len(list(pending.iterdir())) == 1
+    assert store.list(partition_prefix("t", 0))
+    # Then a restart with the store finishes the deletion
+    with running_shard(tmp_path / "shard", url):
+        wait_until(lambda: not store.list(partition_prefix("t", 0)), timeout_s=WAIT_S)
+        wait_until(lambda: not any(pending.iterdir()), timeout_s=WAIT_S)
+
+
+def write_log(directory, config: LogConfig, count: int) -> list[tuple[int, int]]:
+    """A partition log of ``count`` one-value batches written without a shard; its
+    rolled segments' (base, end) offsets."""
+    part = Partition.open(directory, directory.name.rpartition("-")[0], 0, config)
+    for n in range(count):
+        builder = BatchBuilder()
+        builder.append(None, f"{n:08d}".encode().ljust(VALUE_BYTES, b"v"), now_ms())
+        batch = builder.build()
+        part.append(batch, summarize_batch(batch))
+    rolled = [(s.base_offset, s.end_offset) for s in part.log.segments[:-1]]
+    part.log.close()
+    return rolled
+
+
+def test_a_follower_does_not_upload_and_keeps_total_retention_locally(tmp_path):
+    # Given a shard with two tiered partitions holding rolled segments: f-0, which it
+    # follows, and u-0, which has its one copy here
+    url = f"file://{tmp_path}/store"
+    store = open_remote_store(url)
+    config = tiered(local_retention_bytes=0)
+    followed_rolled = write_log(tmp_path / "shard" / "f-0", config, 8)
+    own_rolled = write_log(tmp_path / "shard" / "u-0", config, 8)
+    following = Leadership(replicas=("other-shard", "shard-tier"), leader="other-shard",
+                           leader_epoch=1, in_sync=("other-shard", "shard-tier"))
+    with running_shard(tmp_path / "shard", url) as server:
+        server.call(server.open_partition, "f", 0, config, 0, False, None, following)
+        server.call(server.open_partition, "u", 0, config)
+        # When the uploader has uploaded the partition of one copy
+        wait_until(lambda: [(s.base_offset, s.end_offset)
+                            for s in listed(store, "u", 0)] == own_rolled,
+                   timeout_s=WAIT_S)
+        server.call(server._enforce_retention)
+        # Then the followed one has nothing in the store, and keeps its local segments
+        # (its local retention waits for uploads it does not make; total retention,
+        # unlimited here, is what bounds a follower's disk)
+        assert store.list(partition_prefix("f", 0)) == []
+        followed = server.call(lambda: [(s.base_offset, s.end_offset)
+                                        for s in server._partitions[("f", 0)].log.segments])
+        assert followed[:-1] == followed_rolled
+        assert ("f", 0) not in server.call(server.stats_snapshot)["tier"]
+
+
+def test_failed_uploads_are_counted_each_and_logged_once_per_streak(tmp_path, caplog):
+    # Given a shard whose store cannot be reached, and a tiered partition with a backlog
+    unreachable = MotoS3()
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in unreachable.env.items():
+            patch.setenv(key, value)
+        write_log(tmp_path / "shard" / "t-0", tiered(), 8)
+        caplog.set_level("WARNING", logger="plinth.shards.tier.remote_log_manager")
+        with running_shard(tmp_path / "shard", unreachable.url(), tiered()) as server:
+            # When three attempts have failed (backoff 0.5 s, then 1 s)
+            wait_until(lambda: tier_stats(server).get("upload_errors", 0) >= 3,
+                       timeout_s=WAIT_S)
+    # Then one warning says so, naming the partition and the backoff
+    warnings = [r.getMessage() for r in caplog.records if "upload of t-0 failed" in r.getMessage()]
+    assert len(warnings) == 1
+    assert f"({limits.REMOTE_UPLOAD_BACKOFF_MS_MIN} to {limits.REMOTE_UPLOAD_BACKOFF_MS_MAX} ms)" \
+        in warnings[0]
+
+
+def test_after_a_restart_the_remote_view_comes_from_the_journal_even_with_the_store_down(
+        tmp_path, monkeypatch):
+    # Given a tiered partition whose rolled segments were uploaded, and its local copies
+    # dropped
+    url = f"file://{tmp_path}/store"
+    store = open_remote_store(url)
+    with running_shard(tmp_path / "shard", url, tiered(local_retention_bytes=0)) as server:
+        produce_values(server, 12)
+        wait_until(lambda: local_segments(server)[0][0] > 0, timeout_s=WAIT_S)
+        remote_end = remote_ranges(store)[-1][1]
+    # When the shard restarts with its store unreachable
+    unreachable = MotoS3()
+    for key, value in unreachable.env.items():
+        monkeypatch.setenv(key, value)
+    with running_shard(tmp_path / "shard", unreachable.url(), tiered(local_retention_bytes=0)) \
+            as server:
+        # Then the partition knows its remote log again, from offset 0
+        def remote_view():
+            remote = server._partitions[("t", 0)].remote
+            return remote.log_start_offset, remote.end_offset
+        wait_until(lambda: server.call(remote_view) == (0, remote_end), timeout_s=WAIT_S)
+        assert server.call(lambda: server._partitions[("t", 0)].log_start_offset) == 0
+
+
+def test_a_reopened_partition_knows_its_remote_log_before_it_serves_its_first_fetch(tmp_path):
+    # Given a tiered partition whose first segments are only in the store
+    url = f"file://{tmp_path}/store"
+    store = open_remote_store(url)
+    config = tiered(local_retention_bytes=0)
+    with running_shard(tmp_path / "shard", url, config) as server:
+        values = produce_values(server, 12)
+        wait_until(lambda: local_segments(server)[0][0] > 0, timeout_s=WAIT_S)
+        remote_end = remote_ranges(store)[-1][1]
+    # When the shard restarts and opens it, and in the same turn of its loop (before
+    # the uploader could publish anything) is asked where the partition starts
+    with running_shard(tmp_path / "shard", url) as server:
+        def open_and_look():
+            server.open_partition("t", 0, config)
+            part = server._partitions[("t", 0)]
+            return part.log_start_offset, part.remote.end_offset
+        # Then it starts at 0, not at the local start: the journal says what is remote
+        assert server.call(open_and_look) == (0, remote_end)
+        # And a fetch from 0 reads the remote records
+        assert read_from(server, 0, 12) == values
