@@ -4,7 +4,8 @@ remote.storage.enable and local.retention.* are checked by the controller and sh
 ``plinth topic describe``, with each partition's local and remote offsets and bytes.
 Wrong calls fail at once with one clear line: memory:// as a server's store, a restart
 on another store than the tiered topics', a ``plinth router`` naming another store than
-its broker's. Nothing is uploaded here (the uploader's tests cover remote bytes)."""
+its broker's. After the uploader has run, describe shows the remote log below the local
+log start."""
 
 from __future__ import annotations
 
@@ -12,9 +13,13 @@ import os
 import subprocess
 import sys
 
-from plinth import Admin, protocol
+from plinth import Admin, Producer, protocol
+from plinth.shards.tier.remote_store import open_remote_store
+from plinth.shards.tier.remote_transfer import list_remote_segments
 from tests.conftest import Broker
-from tests.support import free_port, start_until_ready, unique_topic
+from tests.support import free_port, start_until_ready, unique_topic, wait_until
+
+MiB = 1 << 20
 
 PLINTH = [sys.executable, "-m", "plinth.cli"]
 
@@ -197,3 +202,40 @@ def test_a_broker_with_tiered_topics_refuses_to_start_without_their_store_or_wit
             f"file://{tmp_path}/other: start it with --tier-url file://{tmp_path}/tier") \
         in served.stderr
     assert "ready" not in served.stdout
+
+
+def test_after_uploads_describe_shows_the_remote_log_below_the_local_start(
+        broker_factory, tmp_path):
+    # Given a broker with a file:// store and a tiered topic of 1 MiB segments keeping
+    # 1 MiB locally, into which 5 MB is produced
+    tier_dir = tmp_path / "tier"
+    broker = broker_factory(shards=1, extra_args=("--tier-url", f"file://{tier_dir}"))
+    topic = unique_topic("tierdesc")
+    with Admin(broker=broker.url) as admin:
+        admin.create_topic(topic, 1, config={"segment.bytes": MiB, "remote.storage.enable": "true",
+                                             "local.retention.bytes": MiB})
+    with Producer(broker=broker.url, linger_ms=0) as producer:
+        for n in range(160):
+            producer.send(topic, b"%04d" % n + b"." * 32_000).get(30)
+
+    # When the uploader has uploaded a prefix and local retention deleted part of it
+    def described() -> protocol.PartitionInfo:
+        with Admin(broker=broker.url) as admin:
+            return admin.describe_topic(topic).partition_info[0]
+    wait_until(lambda: described().local_start_offset > 0, timeout_s=60,
+               explain=lambda: f"{described()}")
+    info = described()
+    remote = list_remote_segments(open_remote_store(f"file://{tier_dir}"), topic, 0)
+    # Then describe shows the log from 0, the remote log from 0 to where the uploads end
+    # (at or past the local start: nothing is missing between them), its bytes those of
+    # the uploaded segments' logs, and the local start and bytes above it
+    assert (info.start_offset, info.end_offset, info.remote_start_offset) == (0, 160, 0)
+    assert info.local_start_offset <= info.remote_end_offset <= 160
+    assert info.remote_end_offset <= max(s.end_offset for s in remote)
+    assert 0 < info.remote_bytes <= sum(s.size_bytes for s in remote)
+    assert MiB <= info.size_bytes <= 3 * MiB
+    # And plinth topic describe prints the same numbers, or newer ones (the uploader runs on)
+    row = tiered_table(broker.url, topic)[0]
+    assert row[0] == "0" and row[3] == "0"
+    assert int(row[1]) >= info.local_start_offset and int(row[4]) >= info.remote_end_offset
+    assert int(row[5]) >= info.remote_bytes
