@@ -1263,7 +1263,16 @@ def _shard_status(shard_id: str, stats: dict | None, facts: _ShardFacts) -> prot
         shard_id, facts.address, stats is not None, facts.partitions, size_bytes,
         stats["records_per_s"] if stats else 0.0, stats["bytes_per_s"] if stats else 0.0,
         facts.draining, facts.node_name, facts.direct_address,
-        *_requests_by_socket(stats))
+        *_requests_by_socket(stats), *_uploads(stats))
+
+
+def _uploads(stats: dict | None) -> tuple[int, int, float, int]:
+    """(remote bytes, upload lag in bytes, the oldest upload lag in seconds, upload
+    errors) over the partitions a shard uploads (RemoteLogManager.stats)."""
+    tiered = (stats or {}).get("tier", {}).values()
+    return (sum(t["remote_bytes"] for t in tiered), sum(t["upload_lag_bytes"] for t in tiered),
+            max((t["upload_lag_s"] for t in tiered), default=0.0),
+            sum(t["upload_errors"] for t in tiered))
 
 
 def _requests_by_socket(stats: dict | None) -> tuple[int, int]:

@@ -213,6 +213,15 @@ def status(ctx):
         for shard in direct:
             click.echo(f"  {shard.shard_id:<10} {shard.direct_address:<24} "
                        f"{shard.requests_direct:>16} {shard.requests_via_router:>12}")
+    tiered = [shard for shard in info.shards if shard.remote_bytes or shard.upload_lag_bytes
+              or shard.upload_errors]
+    if tiered:   # the upload backlog of tiered storage
+        click.echo(f"tiered storage\n  {'shard':<10} {'remote bytes':>14} {'upload lag bytes':>17} "
+                   f"{'lag s':>8} {'upload errors':>14}")
+        for shard in tiered:
+            click.echo(f"  {shard.shard_id:<10} {shard.remote_bytes:>14} "
+                       f"{shard.upload_lag_bytes:>17} {shard.upload_lag_s:>8.1f} "
+                       f"{shard.upload_errors:>14}")
     click.echo("routers")
     for address, node in info.routers:
         click.echo(f"  {address}  on {node}")

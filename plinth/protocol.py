@@ -342,6 +342,10 @@ class ShardStatus:
     direct_address: str = ""      # its socket for clients' produce and fetch, "" if none
     requests_via_router: int = 0  # requests taken by socket, since it started
     requests_direct: int = 0
+    remote_bytes: int = 0         # tiered storage, over the partitions it uploads
+    upload_lag_bytes: int = 0
+    upload_lag_s: float = 0.0
+    upload_errors: int = 0
 
 
 @dataclass
@@ -704,6 +708,8 @@ def encode_status_reply(request_id: int, info: StatusInfo) -> bytes:
         out.draining, out.node = shard.draining, shard.node
         out.directAddress = shard.direct_address
         out.requestsViaRouter, out.requestsDirect = shard.requests_via_router, shard.requests_direct
+        out.remoteBytes, out.uploadLagBytes = shard.remote_bytes, shard.upload_lag_bytes
+        out.uploadLagS, out.uploadErrors = shard.upload_lag_s, shard.upload_errors
     routers = body.init("routers", len(info.routers))
     for i, (address, node) in enumerate(info.routers):
         routers[i].address, routers[i].node = address, node
@@ -769,7 +775,8 @@ def _reply_view(rep) -> ReplyView:
             nodes=[(n.nodeId, n.address, n.alive) for n in st.nodes],
             shards=[ShardStatus(x.shardId, x.address, x.alive, x.partitions, x.sizeBytes,
                                 x.recordsPerS, x.bytesPerS, x.draining, x.node,
-                                x.directAddress, x.requestsViaRouter, x.requestsDirect)
+                                x.directAddress, x.requestsViaRouter, x.requestsDirect,
+                                x.remoteBytes, x.uploadLagBytes, x.uploadLagS, x.uploadErrors)
                     for x in st.shards],
             routers=[(r.address, r.node) for r in st.routers],
             under_replicated_partitions=st.underReplicatedPartitions,

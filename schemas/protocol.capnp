@@ -284,6 +284,11 @@ struct ShardStatus {
   directAddress @9 :Text;        # its socket for clients' produce and fetch, "" if none
   requestsViaRouter @10 :UInt64; # requests it took from routers, since it started
   requestsDirect @11 :UInt64;    # requests it took on its direct socket, since it started
+  # Tiered storage (issue 14), over the partitions it uploads:
+  remoteBytes @12 :UInt64;       # log bytes in object storage
+  uploadLagBytes @13 :UInt64;    # log bytes below the high watermark not uploaded yet
+  uploadLagS @14 :Float64;       # age of the oldest rolled segment waiting, in seconds
+  uploadErrors @15 :UInt64;      # failed upload attempts, since it started
 }
 
 struct RouterStatus {

@@ -181,3 +181,11 @@ def test_a_throttled_reply_carries_its_throttle_time_and_an_unthrottled_one_zero
     # for the throttled one: the hand-packed decoder takes only a throttle of 0)
     assert protocol.decode_reply(msg.to_bytes()).throttle_time_ms == 250
     assert protocol.decode_reply(protocol.encode_produce_reply(3, 9)).throttle_time_ms == 0
+
+
+def test_status_carries_each_shards_remote_bytes_and_upload_backlog():
+    shard = protocol.ShardStatus("shard-0", "tcp://127.0.0.1:7501", True, 2, 10, 0.0, 0.0,
+                                 remote_bytes=5_000_000, upload_lag_bytes=1_048_576,
+                                 upload_lag_s=12.5, upload_errors=3)
+    info = protocol.StatusInfo([("n", "127.0.0.1", True)], [shard], [])
+    assert protocol.decode_reply(protocol.encode_status_reply(1, info)).status.shards == [shard]
