@@ -428,11 +428,17 @@ class ShardServer:
         return part is not None
 
     def partition_info(self, topic: str, partition: int) -> protocol.PartitionInfo:
-        """A partition's offsets and size. Loop thread."""
+        """A partition's offsets and sizes, local and remote (from the remote log view
+        the loop holds: Partition.remote). Loop thread."""
         part = self._require(topic, partition)
+        remote = part.remote
         return protocol.PartitionInfo(
             partition=partition, shard=self.shard_id, start_offset=part.log_start_offset,
-            end_offset=part.high_watermark, size_bytes=part.log.size_bytes)
+            end_offset=part.high_watermark, size_bytes=part.log.size_bytes,
+            local_start_offset=part.log.start_offset, remote_bytes=remote.remote_bytes,
+            remote_start_offset=protocol.NO_REMOTE_OFFSET if remote.is_empty
+            else remote.log_start_offset,
+            remote_end_offset=protocol.NO_REMOTE_OFFSET if remote.is_empty else remote.end_offset)
 
     def set_log_config(self, topic: str, partition: int, log_config) -> None:
         """A topic's altered config (retention, rolling) for one partition. Loop thread."""
