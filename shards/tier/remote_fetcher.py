@@ -52,6 +52,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 from plinth import limits
 from plinth.errors import (
@@ -61,7 +62,7 @@ from plinth.format.log_entry import scan_whole_entries
 from plinth.shards.offset_index import OffsetIndex
 from plinth.shards.tier.chunk_cache import RemoteChunkCache
 from plinth.shards.tier.remote_segment import RemoteSegment
-from plinth.shards.tier.remote_store import RemoteStore, open_remote_store
+from plinth.shards.tier.remote_store import CLOUD_SCHEMES, RemoteStore, open_remote_store
 from plinth.shards.tier.remote_transfer import load_remote_index, read_remote_entries
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ class RemoteFetcher:
     ``done(result)`` is called on the reader thread for every read it takes (it
     posts the result to the loop)."""
 
-    def __init__(self, shard_id: str, store: RemoteStore, cache: RemoteChunkCache,
+    def __init__(self, shard_id: str, store: RemoteStore, cache: RemoteChunkCache | None,
                  done: Callable[[RemoteReadResult], None]):
         self.shard_id = shard_id
         self._store = store
@@ -135,11 +136,15 @@ class RemoteFetcher:
              done: Callable[[RemoteReadResult], None]) -> RemoteFetcher:
         """A fetcher on the store at ``url`` (the server's --tier-url), with a chunk cache
         of ``cache_bytes`` under ``data_dir`` (emptied: a cache does not outlive its
-        process). Its store's calls are bounded by REMOTE_FETCH_*_TIMEOUT_S."""
+        process) for a cloud store; a ``file://`` store is a local disk already, read
+        directly (a cache in front of it only copies: README, "Hot against cold
+        reads"). Its store's calls are bounded by REMOTE_FETCH_*_TIMEOUT_S."""
         store = open_remote_store(url, request_timeout_s=limits.REMOTE_FETCH_REQUEST_TIMEOUT_S,
                                   connect_timeout_s=limits.REMOTE_FETCH_CONNECT_TIMEOUT_S,
                                   retry_timeout_s=limits.REMOTE_FETCH_RETRY_TIMEOUT_S)
-        cache = RemoteChunkCache(Path(data_dir) / CACHE_DIR_NAME, cache_bytes)
+        cache = None
+        if urlsplit(url).scheme.lower() in CLOUD_SCHEMES:
+            cache = RemoteChunkCache(Path(data_dir) / CACHE_DIR_NAME, cache_bytes)
         return cls(shard_id, store, cache, done)
 
     def start(self) -> None:
@@ -182,8 +187,8 @@ class RemoteFetcher:
             data, error = self._serve(read)
             cache = self._cache
             try:
-                self._done(RemoteReadResult(read, data, error, cache.hits, cache.misses,
-                                            cache.cached_bytes))
+                self._done(RemoteReadResult(read, data, error, *(
+                    (cache.hits, cache.misses, cache.cached_bytes) if cache else (0, 0, 0))))
             except Exception:   # the loop's queue stayed full for a control call's timeout
                 log.exception("%s: the answer to remote fetch %d was lost", self.shard_id,
                               read.request_id)
@@ -215,7 +220,8 @@ class RemoteFetcher:
                                        offset_index=self._index(segment), cache=self._cache)
         except CorruptDataError:
             # Whatever was cached of it may be what is bad: a retry reads the store again.
-            self._cache.discard(segment.segment_id)
+            if self._cache is not None:
+                self._cache.discard(segment.segment_id)
             self._indexes.pop(segment.segment_id, None)
             raise
         return _entries_before(data, end_offset_max)

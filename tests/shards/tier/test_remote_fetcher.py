@@ -86,8 +86,11 @@ def test_a_remote_fetch_stops_at_the_end_of_its_segment_and_the_consumer_asks_ag
 
 
 def test_in_order_reads_of_a_remote_segment_fetch_it_once_and_then_hit_the_cache(
-        tier_url, shard_at, tmp_path):
-    # Given a partition whose first segments are only in object storage
+        moto_s3, monkeypatch, shard_at, tmp_path):
+    # Given a partition whose first segments are only in a cloud store
+    tier_url = moto_s3.url()
+    for key, value in moto_s3.env.items():
+        monkeypatch.setenv(key, value)
     shard = shard_at(tier_url)
     tiered(shard, tier_url, tmp_path)
     segment = shard.on_loop(lambda part: part.remote.segments[0])
@@ -101,6 +104,20 @@ def test_in_order_reads_of_a_remote_segment_fetch_it_once_and_then_hit_the_cache
     assert remote["cache_misses"] == 1
     assert remote["cache_hits"] == fetches - 1
     assert remote["cache_bytes"] == segment.size_bytes
+
+
+def test_a_file_store_is_read_directly_without_the_chunk_cache(shard_at, tmp_path):
+    # Given a partition whose first segments are only in a file:// store (a local disk)
+    url = f"file://{tmp_path}/store"
+    shard = shard_at(url)
+    end_offset, local_start = tiered(shard, url, tmp_path)
+    # When a consumer reads them
+    values = shard.read_all(0, local_start, bytes_max=1)
+    assert list(values) == list(range(local_start))
+    # Then nothing went through a cache: no misses, no hits, no cached bytes
+    remote = shard.stats()["remote_fetch"]
+    assert remote["fetches"] > 0
+    assert (remote["cache_misses"], remote["cache_hits"], remote["cache_bytes"]) == (0, 0, 0)
 
 
 def test_an_offset_below_the_remote_log_start_is_out_of_range_with_the_valid_offsets(
@@ -293,9 +310,12 @@ class ControllerWithOneShard:
         return []
 
 
-def test_the_remote_fetch_counters_and_both_log_starts_are_prometheus_metrics(shard_at, tmp_path):
-    # Given a partition read from offset 0 through its remote segments
-    url = f"file://{tmp_path}/store"
+def test_the_remote_fetch_counters_and_both_log_starts_are_prometheus_metrics(
+        moto_s3, monkeypatch, shard_at, tmp_path):
+    # Given a partition read from offset 0 through its remote segments, in a cloud store
+    url = moto_s3.url()
+    for key, value in moto_s3.env.items():
+        monkeypatch.setenv(key, value)
     shard = shard_at(url)
     end_offset, local_start = tiered(shard, url, tmp_path)
     shard.read_all(0, end_offset)
