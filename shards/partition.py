@@ -60,7 +60,8 @@ from plinth.shards.leader_epochs import (
 from plinth.shards.partition_log import (
     CheckedEntries, LogConfig, PartitionLog, RetentionResult, TruncationResult, wall_clock_ms)
 from plinth.shards.producer_state import (
-    ProducerStates, discard_snapshot_after, load_snapshot, save_snapshot)
+    ProducerStates, discard_snapshot_after, discard_snapshots_before, load_snapshot,
+    save_snapshot)
 from plinth.shards.segment import fsync_directory
 from plinth.shards.shard_calls import (OPENED_CREATED_EMPTY, OPENED_NEEDS_REPAIR,
                                        OPENED_RECOVERED_WHOLE)
@@ -457,12 +458,18 @@ class Partition:
 
     def _fit_epochs_after(self, result: RetentionResult) -> RetentionResult:
         """After retention deleted segments: fit the leader epochs to the log (a
-        checkpoint the disk refuses is logged; see ``enforce_retention``)."""
+        checkpoint the disk refuses is logged; see ``enforce_retention``) and drop
+        the producer snapshots of the deleted segments."""
         if result.segments:
             try:
                 self._fit_epochs_to_log()
             except StorageError as exc:
                 log.error("%s", exc)
+            try:
+                discard_snapshots_before(self.log.directory, self.log.start_offset)
+            except OSError as exc:   # stale files only: nothing reads below the start
+                log.error("cannot remove old producer snapshots of %s in %s: %s", self.name,
+                          self.log.directory, exc)
         return result
 
     def _check_timestamps(self, summary, now_ms: int) -> None:

@@ -29,16 +29,23 @@ time): never earlier than it really was.
 
 A batch written just before the log rolled lives in an older segment, which
 the rebuild does not replay; so when the log rolls, the state as it was before
-the new segment's first batch is saved (as Kafka's producer snapshot files):
+the new segment's first batch is saved, one file per roll (as Kafka's producer
+snapshot files):
 
-    <partition dir>/producers.json
-        {"base_offset": 52931,                 the active segment it precedes
+    <partition dir>/00000000000000052931.producers     named by the segment it precedes
+        {"base_offset": 52931,                 that segment's base offset, again
          "producers": [[producer id, [[base sequence, record count, base offset],
                                       ...], last seen ms], ...]}
                                                least recently seen first
 
-and the rebuild starts from it (``seed``) when its base offset is the active
-segment's. Snapshots written before producers had a last-seen time hold
+and the rebuild starts from the active segment's (``seed``). The snapshot
+named by a segment's base offset is also the state just after the segment
+before it: tiered storage uploads it with that segment (remote_segment.py).
+Snapshots go with the segments they follow: retention removes those below the
+log's start (``discard_snapshots_before``), a truncation those after its new
+end (``discard_snapshot_after``). A partition written before per-roll files
+has one ``producers.json`` of the same layout, read while its base offset is
+the active segment's and removed at the next roll. Snapshots written before producers had a last-seen time hold
 [producer id, batches] pairs; such a producer counts as last seen when the
 active segment was last written. The same list (``snapshot()``) is what the
 old owner of a partition hands to the new one when its writes move to another
@@ -49,6 +56,7 @@ active segment is the one that began at the move.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import OrderedDict, deque
 from pathlib import Path
@@ -198,38 +206,80 @@ class ProducerStates:
         return states
 
 
-SNAPSHOT_FILE = "producers.json"
+SNAPSHOT_SUFFIX = ".producers"
+LEGACY_SNAPSHOT_FILE = "producers.json"   # one file, before per-roll snapshots
+
+
+def snapshot_path(directory: Path, base_offset: int) -> Path:
+    """The snapshot that precedes the segment at ``base_offset`` (module docstring)."""
+    return Path(directory) / f"{base_offset:020d}{SNAPSHOT_SUFFIX}"
+
+
+def snapshot_offsets(directory: Path) -> list[int]:
+    """The base offsets of the per-roll snapshots in ``directory``, ascending."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    return sorted(int(name[:-len(SNAPSHOT_SUFFIX)]) for name in names
+                  if name.endswith(SNAPSHOT_SUFFIX) and name[:-len(SNAPSHOT_SUFFIX)].isdigit())
 
 
 def save_snapshot(directory: Path, base_offset: int, states: ProducerStates) -> None:
-    """The state before the first batch of the segment at ``base_offset`` (durable)."""
-    write_json_atomically(Path(directory) / SNAPSHOT_FILE,
+    """The state before the first batch of the segment at ``base_offset`` (durable).
+    The legacy single file, older than any roll from now on, goes."""
+    write_json_atomically(snapshot_path(directory, base_offset),
                           {"base_offset": base_offset, "producers": states.snapshot()})
+    legacy = Path(directory) / LEGACY_SNAPSHOT_FILE
+    if legacy.exists():
+        legacy.unlink()
+        fsync_directory(legacy.parent)
 
 
 def discard_snapshot_after(directory: Path, base_offset: int) -> bool:
-    """Remove the saved state if it precedes a segment after ``base_offset`` (the log
+    """Remove every saved state that precedes a segment after ``base_offset`` (the log
     was cut back before that segment, so it describes cut batches, and a later
-    segment could start at the same offset); returns whether it did."""
-    path = Path(directory) / SNAPSHOT_FILE
+    segment could start at the same offset); returns whether any went."""
+    doomed = [snapshot_path(directory, offset) for offset in snapshot_offsets(directory)
+              if offset > base_offset]
+    legacy = Path(directory) / LEGACY_SNAPSHOT_FILE
+    if _saved_base_offset(legacy) > base_offset:
+        doomed.append(legacy)
+    return _remove(directory, doomed)
+
+
+def discard_snapshots_before(directory: Path, start_offset: int) -> bool:
+    """Remove the saved states of segments that retention deleted: those before the
+    log's ``start_offset`` (the one at it, the state before the first segment left,
+    stays); returns whether any went."""
+    return _remove(directory, [snapshot_path(directory, offset)
+                               for offset in snapshot_offsets(directory) if offset < start_offset])
+
+
+def _remove(directory: Path, paths: list[Path]) -> bool:
+    for path in paths:
+        path.unlink(missing_ok=True)
+    if paths:
+        fsync_directory(Path(directory))
+    return bool(paths)
+
+
+def _saved_base_offset(path: Path) -> int:
     try:
-        saved = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return False
-    if saved.get("base_offset", -1) <= base_offset:
-        return False
-    path.unlink()
-    fsync_directory(path.parent)
-    return True
+        return json.loads(path.read_text()).get("base_offset", -1)
+    except (FileNotFoundError, ValueError, AttributeError):
+        return -1
 
 
 def load_snapshot(directory: Path, base_offset: int) -> list | None:
-    """The saved state if it precedes the segment at ``base_offset``, else None."""
-    path = Path(directory) / SNAPSHOT_FILE
-    try:
-        saved = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except ValueError:   # written atomically, so only a hand-edited file gets here
-        return None
-    return saved["producers"] if saved.get("base_offset") == base_offset else None
+    """The saved state that precedes the segment at ``base_offset``, else None (a
+    damaged file too: snapshots are written atomically, so only a hand-edited or
+    corrupted one gets there, and the rebuild then replays without it)."""
+    for path in (snapshot_path(directory, base_offset), Path(directory) / LEGACY_SNAPSHOT_FILE):
+        try:
+            saved = json.loads(path.read_text())
+        except (FileNotFoundError, ValueError):
+            continue
+        if isinstance(saved, dict) and saved.get("base_offset") == base_offset:
+            return saved.get("producers")
+    return None

@@ -559,12 +559,10 @@ def _beyond(metadata: RemoteLogMetadata, local: LocalSegment) -> bool:
 
 
 def _producers_after(part: Partition, segment: Segment) -> bytes | None:
-    """The producer-state snapshot holding just after ``segment``'s last entry, as the
-    partition's producers.json bytes, if the partition still keeps it: it keeps one,
-    saved when the log rolled, before the active segment's first batch, so only the
-    segment right before the active one has it; None for older ones."""
-    if segment.end_offset != part.log.active_base_offset:
-        return None
+    """The producer-state snapshot holding just after ``segment``'s last entry: the one
+    saved when the log rolled to the next segment (producer_state.py), as its file's
+    layout; None if there is none (a log written before per-roll snapshots, or a
+    roll whose snapshot the disk refused)."""
     producers = load_snapshot(part.log.directory, segment.end_offset)
     if producers is None:
         return None

@@ -21,7 +21,7 @@ from plinth.shards.leader_epochs import (
     CHECKPOINT_FILE, NO_EPOCH, EpochEntry, load_leader_epochs)
 from plinth.shards.partition import Partition
 from plinth.shards.partition_log import LogConfig
-from plinth.shards.producer_state import SNAPSHOT_FILE
+from plinth.shards.producer_state import snapshot_offsets, snapshot_path
 
 NOW_MS = time.time_ns() // 1_000_000
 
@@ -103,7 +103,7 @@ def test_a_corrupt_producer_snapshot_is_ignored_and_the_active_segment_still_rec
         append(part, batch_of([value], producer_id=8, base_sequence=sequence))
     assert len(part.log.segments) > 1
     part.log.close()
-    (tmp_path / "t-3" / SNAPSHOT_FILE).write_text('{"base_offset": ')
+    snapshot_path(tmp_path / "t-3", part.log.active_base_offset).write_text('{"base_offset": ')
     # When it is opened / Then a retry of the last batch (in the active segment) is known
     reopened = open_partition(tmp_path / "t-3", small)
     assert append(reopened, batch_of([value], producer_id=8, base_sequence=3)) == 3
@@ -122,7 +122,7 @@ def test_a_roll_saves_the_producers_as_they_were_before_the_new_segments_first_b
         sequence += 1
     # Then the snapshot names the new segment and holds every batch before it, and
     # when each producer was last seen
-    saved = json.loads((tmp_path / "t-3" / SNAPSHOT_FILE).read_text())
+    saved = json.loads(snapshot_path(tmp_path / "t-3", part.log.active_base_offset).read_text())
     assert saved["base_offset"] == part.log.active_base_offset == sequence
     assert [entry[:2] for entry in saved["producers"]] == [
         [1, [[0, 1, 0]]], [2, [[s, 1, 1 + s] for s in range(sequence - 1)][-5:]]]
@@ -272,7 +272,7 @@ def test_a_snapshot_saved_before_producers_had_a_last_seen_time_still_recognises
     for sequence in range(4):
         append(part, batch_of([value], producer_id=2, base_sequence=sequence))
     part.log.close()
-    path = tmp_path / "t-3" / SNAPSHOT_FILE
+    path = snapshot_path(tmp_path / "t-3", part.log.active_base_offset)
     saved = json.loads(path.read_text())
     path.write_text(json.dumps({"base_offset": saved["base_offset"],
                                 "producers": [entry[:2] for entry in saved["producers"]]}))
@@ -562,7 +562,7 @@ def test_truncating_below_the_log_start_restarts_it_empty_with_no_epochs_or_prod
     assert part.leader_epochs.entries == () == load_leader_epochs(tmp_path / "t-3").entries
     assert len(part.producers) == 0
     # And the producer snapshot saved when it rolled, of batches now gone, is removed
-    assert not (tmp_path / "t-3" / SNAPSHOT_FILE).exists()
+    assert snapshot_offsets(tmp_path / "t-3") == []
 
 
 def test_a_partition_whose_recovery_cut_entries_needs_repair_until_it_has_caught_up(tmp_path):
@@ -600,13 +600,13 @@ def test_truncating_back_before_a_roll_forgets_the_producer_snapshot_of_the_cut_
     while len(part.log.segments) < 3:
         append_as_leader(part, batch_of([b"v" * 300], producer_id=5,
                                         base_sequence=part.log.end_offset), 0)
-    snapshot_path = tmp_path / "t-3" / SNAPSHOT_FILE
-    assert json.loads(snapshot_path.read_text())["base_offset"] == part.log.active_base_offset
+    saved_path = snapshot_path(tmp_path / "t-3", part.log.active_base_offset)
+    assert json.loads(saved_path.read_text())["base_offset"] == part.log.active_base_offset
     # When it is truncated back into its first segment
     part.truncate_to(2)
     # Then the snapshot, which describes batches that were cut, is gone: a later
     # segment starting at its offset must not be seeded with it
-    assert not snapshot_path.exists()
+    assert not saved_path.exists() and snapshot_offsets(tmp_path / "t-3") == []
     # And the producer, whose remembered batches were all cut, may send on from anywhere
     assert part.producers.check("t-3", 5, 2, 1) is None
 
@@ -823,3 +823,20 @@ def test_a_follower_behind_its_leaders_log_start_restarts_there_with_no_history(
     assert follower.leader_epochs.entries == leader.leader_epochs.entries
     assert append_as_leader(follower, batch_of([b"v" * 300], producer_id=6, base_sequence=39),
                             3) == 39
+
+
+def test_retention_removes_the_producer_snapshots_of_the_segments_it_deletes(tmp_path):
+    # Given a partition of small segments, one producer snapshot saved at each roll
+    config = LogConfig(segment_bytes_max=limits.SEGMENT_BYTES_MIN,
+                       retention_bytes=2 * limits.SEGMENT_BYTES_MIN)
+    part = open_partition(tmp_path / "t-3", config)
+    for i in range(40):
+        append(part, batch_of([b"v" * 300], producer_id=3, base_sequence=i))
+    rolls = [segment.base_offset for segment in part.log.segments[1:]]
+    assert snapshot_offsets(tmp_path / "t-3") == rolls
+    # When retention deletes the oldest segments
+    part.enforce_retention()
+    # Then the snapshots kept are those at or after the new start: the one before the
+    # first segment left, and one per later roll
+    assert snapshot_offsets(tmp_path / "t-3") == [o for o in rolls if o >= part.log.start_offset]
+    assert part.log.start_offset in snapshot_offsets(tmp_path / "t-3")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from plinth import limits
 from plinth.errors import TRANSIENT_ERRORS, OutOfOrderSequenceError, TooManyProducersError
-from plinth.shards.producer_state import (SNAPSHOT_FILE, ProducerStates, load_snapshot,
-                                          save_snapshot)
+from plinth.shards.producer_state import (
+    LEGACY_SNAPSHOT_FILE, ProducerStates, discard_snapshot_after, discard_snapshots_before,
+    load_snapshot, save_snapshot, snapshot_offsets, snapshot_path)
 
 
 def states_with(*batches) -> ProducerStates:
@@ -65,7 +68,7 @@ def test_a_saved_snapshot_is_used_only_for_the_segment_it_precedes(tmp_path):
 
 def test_a_damaged_snapshot_file_is_ignored_not_trusted(tmp_path):
     save_snapshot(tmp_path, 40, states_with((7, 0, 2, 0)))
-    path = tmp_path / SNAPSHOT_FILE
+    path = snapshot_path(tmp_path, 40)
     path.write_bytes(path.read_bytes()[:-7])
     assert load_snapshot(tmp_path, 40) is None
 
@@ -154,8 +157,42 @@ def test_a_snapshot_keeps_each_producers_last_seen_time():
 
 def test_a_snapshot_written_before_last_seen_times_is_read_with_the_default_time(tmp_path):
     # Given a producers.json in the format written before issue 11
-    (tmp_path / SNAPSHOT_FILE).write_text('{"base_offset": 40, "producers": [[7, [[0, 2, 0]]]]}')
+    (tmp_path / LEGACY_SNAPSHOT_FILE).write_text(
+        '{"base_offset": 40, "producers": [[7, [[0, 2, 0]]]]}')
     # When it is loaded / Then its producer is known, seen at the time given for it
     restored = ProducerStates.from_snapshot(load_snapshot(tmp_path, 40), seen_ms_default=NOW_MS)
     assert restored.check("t-0", 7, 0, 2) == 0
     assert restored.snapshot() == [[7, [[0, 2, 0]], NOW_MS]]
+
+
+def test_each_roll_keeps_its_own_snapshot_until_retention_or_a_truncation_removes_it(tmp_path):
+    # Given snapshots saved at three rolls
+    saved = {}
+    for base_offset, sequence in ((40, 0), (80, 2), (120, 4)):
+        saved[base_offset] = states_with((7, sequence, 2, base_offset - 2))
+        save_snapshot(tmp_path, base_offset, saved[base_offset])
+    # Then each is kept, under its own name, and read for its own segment
+    assert snapshot_offsets(tmp_path) == [40, 80, 120]
+    assert snapshot_path(tmp_path, 80).name == "00000000000000000080.producers"
+    assert load_snapshot(tmp_path, 80) == saved[80].snapshot()
+    # When retention deletes the segments before 80 / Then the snapshot at 40 goes, 80 stays
+    assert discard_snapshots_before(tmp_path, 80)
+    assert snapshot_offsets(tmp_path) == [80, 120]
+    # When the log is cut back to end before 120 / Then the snapshot at 120 goes
+    assert discard_snapshot_after(tmp_path, 100)
+    assert snapshot_offsets(tmp_path) == [80]
+    assert not discard_snapshot_after(tmp_path, 100)
+
+
+def test_the_single_snapshot_file_of_an_older_partition_is_read_then_replaced_at_the_next_roll(
+        tmp_path):
+    # Given a producers.json from before per-roll snapshots, preceding the segment at 40
+    states = states_with((7, 0, 2, 0))
+    (tmp_path / LEGACY_SNAPSHOT_FILE).write_text(
+        '{"base_offset": 40, "producers": %s}' % json.dumps(states.snapshot()))
+    # Then it seeds that segment
+    assert load_snapshot(tmp_path, 40) == states.snapshot()
+    # When the log rolls again / Then the new snapshot is a per-roll file, and the old one is gone
+    save_snapshot(tmp_path, 80, states)
+    assert not (tmp_path / LEGACY_SNAPSHOT_FILE).exists()
+    assert snapshot_offsets(tmp_path) == [80]

@@ -155,19 +155,22 @@ def test_rolled_segments_appear_in_the_store_with_manifests_and_the_exact_local_
         assert remote_ranges(store)[-1][1] <= local_segments(server)[-1][0]
 
 
-def test_the_segment_before_the_active_one_carries_its_producer_snapshot(tmp_path):
+def test_every_uploaded_segment_carries_the_producer_snapshot_that_follows_it(tmp_path):
     # Given a shard uploading a tiered topic to a file store
     url = f"file://{tmp_path}/store"
     with running_shard(tmp_path / "shard", url, tiered()) as server:
         store = open_remote_store(url)
         # When segments roll and the last rolled one is uploaded
-        produce_values(server, 6)
+        produce_values(server, 12)
         rolled = local_segments(server)[:-1]
         wait_until(lambda: uploaded_up_to(store, rolled[-1][1]), timeout_s=WAIT_S)
-    # Then the segment just before the active one has a producers object naming its end
-    last = listed(store, "t", 0)[-1]
-    assert "producers" in last.objects
-    assert b'"base_offset": %d' % last.end_offset in bytes(store.get(last.object_key("producers")))
+    # Then each uploaded segment has a producers object naming its end
+    uploaded = listed(store, "t", 0)
+    assert len(uploaded) == len(rolled) > 1
+    for segment in uploaded:
+        assert "producers" in segment.objects, segment.describe()
+        assert b'"base_offset": %d' % segment.end_offset in bytes(
+            store.get(segment.object_key("producers")))
 
 
 # --- Local retention ---------------------------------------------------------------------
