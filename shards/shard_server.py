@@ -319,7 +319,7 @@ class ShardServer:
                        sealed: bool = False, producers: list | None = None,
                        leadership: Leadership | None = None,
                        min_insync_replicas: int | None = None,
-                       restarted: bool = False) -> str:
+                       restarted: bool = False, topic_id: str = "") -> str:
         """Open (recovering) or create one partition's log; returns how it was found
         (Partition.open_state: created empty, recovered whole, needs repair). Loop thread.
 
@@ -335,13 +335,18 @@ class ShardServer:
         epoch it led (it lost unsynced entries its followers may hold), and a
         replicated partition whose directory is gone (a lost disk) needs repair.
         It applies only to a partition not open yet: one open here is serving.
+        ``topic_id``: the topic's id (PartitionSpec.topic_id; "" unknown), which
+        names its remote segments: an open partition that had none takes it.
         """
         part = self._partitions.get((topic, partition))
+        if part is not None and part.topic_id and topic_id and part.topic_id != topic_id:
+            part = self._drop_stray(part, topic_id)
         just_opened = part is None
         if part is None:
             part = Partition.open(self._partition_dir(topic, partition), topic, partition,
                                   log_config, initial_offset, self._segment_files)
             self._partitions[part.key] = part
+        part.set_topic_id(topic_id)
         if sealed:
             self._seal(part)
         else:
@@ -353,6 +358,14 @@ class ShardServer:
         if topic == topics.OFFSETS_TOPIC:
             self._groups.sync_slots()
         return part.open_state()
+
+    def _drop_stray(self, part: Partition, topic_id: str) -> None:
+        """``part`` belongs to a deleted topic whose name was used again (its deletion
+        never reached this shard: it was down): deleted as the deletion would have,
+        remote segments included, before the new topic's partition opens. Loop thread."""
+        log.warning("%s: %s is of topic id %s, deleted; the topic %s now has id %s: deleting "
+                    "its log", self.shard_id, part.name, part.topic_id, part.topic, topic_id)
+        self.delete_partition(part.topic, part.partition)
 
     def set_min_insync(self, topic: str, partition: int, min_insync_replicas: int) -> None:
         """A topic's altered min.insync.replicas, for one partition. Loop thread."""
