@@ -9,8 +9,11 @@ from plinth.shards.tier.remote_segment import (
     ObjectDigest, RemoteSegment, manifest_prefix, new_segment_id)
 
 
+ORDERS_ID = "0c5a1e2d3f4b5a697887766554433221"
+
+
 def a_segment(**changes):
-    fields = dict(topic="orders", partition=7, segment_id="0123456789abcdef", base_offset=52931,
+    fields = dict(topic="orders", topic_id=ORDERS_ID, partition=7, segment_id="0123456789abcdef", base_offset=52931,
                   end_offset=60000, max_timestamp_ms=1_700_000_000_000, leader_epoch=4,
                   created_ms=1_700_000_100_000,
                   objects={"log": ObjectDigest(1000, 1), "index": ObjectDigest(16, 2),
@@ -21,11 +24,13 @@ def a_segment(**changes):
 
 def test_object_names_sort_by_offset_and_carry_the_upload_id():
     segment = a_segment()
-    assert segment.object_key("log") == "orders/7/00000000000000052931-0123456789abcdef.log"
+    assert segment.object_key("log") == \
+        f"orders-{ORDERS_ID}/7/00000000000000052931-0123456789abcdef.log"
     assert segment.manifest_key == \
-        "orders/7/manifests/00000000000000052931-0123456789abcdef.manifest"
-    assert segment.manifest_key.startswith(manifest_prefix("orders", 7))
-    assert not manifest_prefix("orders", 70).startswith(manifest_prefix("orders", 7))
+        f"orders-{ORDERS_ID}/7/manifests/00000000000000052931-0123456789abcdef.manifest"
+    assert segment.manifest_key.startswith(manifest_prefix("orders", ORDERS_ID, 7))
+    assert not manifest_prefix("orders", ORDERS_ID, 70).startswith(
+        manifest_prefix("orders", ORDERS_ID, 7))
 
 
 def test_each_upload_gets_its_own_id():
