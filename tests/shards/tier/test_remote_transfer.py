@@ -17,7 +17,7 @@ from plinth.shards.tier.remote_segment import INDEX, LOG, PRODUCERS, manifest_pr
 from plinth.shards.tier.remote_store import open_remote_store
 from plinth.shards.tier.remote_transfer import (
     LocalSegment, clean_up_unfinished, delete_segment, list_remote_segments, read_remote_entries,
-    read_remote_range, read_small_object, upload_segment)
+    StoreSync, read_remote_range, read_small_object, sync_with_store, upload_segment)
 
 TOPIC = "orders"
 TOPIC_ID = "0c5a1e2d3f4b5a697887766554433221"
@@ -275,3 +275,53 @@ def test_entries_read_through_the_chunk_cache_are_those_read_from_the_store(
         assert read_remote_entries(store, segment, offset, 1500, cache=cache) == direct
         offset = [header.end_offset for header, _ in iter_entries(direct)][-1]
     assert cache.hits > 0 and cache.cached_bytes <= 8192
+
+
+def test_a_sync_adopts_what_another_shard_uploaded_and_forgets_what_it_deleted(
+        store, log, metadata, tmp_path):
+    # Given two segments this journal tracks, and another shard's journal that uploaded
+    # a third and deleted the first (its total retention)
+    mine = [upload_segment(store, metadata, sealed(log, slot)) for slot in range(2)]
+    theirs, _ = RemoteLogMetadata.open(tmp_path / "theirs")
+    try:
+        third = upload_segment(store, theirs, sealed(log, 2))
+        theirs.adopt([mine[0]], now_ms=1)
+        delete_segment(store, theirs, mine[0])
+    finally:
+        theirs.close()
+    # When this journal syncs with the store
+    found = sync_with_store(store, metadata, TOPIC, TOPIC_ID, PARTITION)
+    # Then it holds what the store holds, no more, no less, and says what changed
+    assert found == StoreSync(adopted=[third], dropped=[mine[0]], corrupt=[])
+    assert metadata.finished_segments() == [mine[1], third]
+    # And a reopened journal agrees (every change was journaled)
+    metadata.close()
+    reopened, recovery = RemoteLogMetadata.open(tmp_path / "meta")
+    assert reopened.finished_segments() == [mine[1], third] and recovery.bytes_truncated == 0
+    reopened.close()
+
+
+def test_a_sync_never_adopts_another_topic_ids_segments_and_skips_a_corrupt_manifest(
+        store, log, metadata, tmp_path):
+    # Given a segment of a deleted incarnation of the topic (another id), a segment of
+    # this one, and a torn manifest under this one's prefix
+    other_id = "f" * 32
+    old, _ = RemoteLogMetadata.open(tmp_path / "old")
+    try:
+        upload_segment(store, old, LocalSegment.of(
+            log.segments[0], topic=TOPIC, topic_id=other_id, partition=PARTITION,
+            leader_epochs=LeaderEpochs()))
+    finally:
+        old.close()
+    elsewhere, _ = RemoteLogMetadata.open(tmp_path / "elsewhere")
+    try:
+        current = upload_segment(store, elsewhere, sealed(log, 1))
+    finally:
+        elsewhere.close()
+    torn_key = f"{manifest_prefix(TOPIC, TOPIC_ID, PARTITION)}00000000000000000000-0123456789abcdef.manifest"
+    store.put(torn_key, b'{"version": 2')
+    # When this journal syncs
+    found = sync_with_store(store, metadata, TOPIC, TOPIC_ID, PARTITION)
+    # Then it adopted this id's segment only, and named the torn manifest
+    assert found.adopted == [current] and metadata.finished_segments() == [current]
+    assert len(found.corrupt) == 1 and found.corrupt[0].startswith(torn_key)
