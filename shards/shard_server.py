@@ -452,6 +452,8 @@ class ShardServer:
                     self._tier.enforce_local_retention(part)   # only what is uploaded
                 else:
                     part.enforce_retention()   # the log, then its leader epochs
+                    if self._tier is not None:   # a follower's: what the store holds
+                        self._tier.enforce_follower_retention(part)
             except OSError as exc:
                 log.error("%s: retention of %s failed: %s", self.shard_id, part.name, exc)
 

@@ -41,6 +41,15 @@ segments are retained away like its own. A partition that stops being uploaded
 here (it no longer leads) loses its bookkeeping, so it syncs again if it leads
 again.
 
+Followers. A shard holding a copy of a tiered partition another shard leads
+does not upload it, but every REMOTE_FOLLOWER_REFRESH_INTERVAL_S (the first time
+at once) the uploader thread lists its manifests under its topic id, reading
+only those not in the partition's current view (remote_transfer.
+refresh_remote_segments), and posts the new view; the loop then applies local
+retention up to the view's end (tier_policy deletes only what the store holds),
+besides the total retention it always applied. A listing that fails is logged
+once per streak and tried at the next interval; local retention waits for it.
+
 Remote end mark. Besides its view, the loop keeps, per partition, the
 highest end offset an upload of this shard ever reached (``uploaded_end``):
 total retention may delete remote segments whose local copies local retention
@@ -92,8 +101,8 @@ from plinth.shards.tier.remote_log_view import RemoteLogView
 from plinth.shards.tier.remote_segment import RemoteSegment
 from plinth.shards.tier.remote_store import RemoteStore, open_remote_store
 from plinth.shards.tier.remote_transfer import (
-    LocalSegment, clean_up_unfinished, delete_segment, list_remote_segments, sync_with_store,
-    upload_segment, wall_clock_ms)
+    LocalSegment, clean_up_unfinished, delete_segment, list_remote_segments,
+    refresh_remote_segments, sync_with_store, upload_segment, wall_clock_ms)
 from plinth.shards.tier.tier_policy import segments_to_upload
 
 log = logging.getLogger(__name__)
@@ -140,6 +149,27 @@ class _TierState:
         return max(ends) if ends else None
 
 
+@dataclass(frozen=True)
+class _Refresh:
+    """A followed partition's look at the store, built on the loop thread."""
+
+    key: tuple[str, int]
+    topic_id: str
+    epoch: int                                # the loop's _FollowState.epoch
+    known: tuple[RemoteSegment, ...]          # its current view's: not read again
+
+
+@dataclass
+class _FollowState:
+    """The loop's bookkeeping of one tiered partition this shard follows. Loop thread only."""
+
+    epoch: int
+    in_flight: bool = False
+    next_refresh_s: float = 0.0
+    synced: bool = False           # a listing came back: part.remote is the store's
+    failing: bool = False          # the last listing failed (logged once per streak)
+
+
 @dataclass
 class _Remote:
     """The uploader's handle on one partition's metadata. Uploader thread only."""
@@ -167,8 +197,9 @@ class RemoteLogManager:
     """One shard's uploads, local and remote retention of tiered partitions.
 
     Constructed, started and stopped on the actor's thread (ShardServer.start,
-    stop); ``run_timers``, ``uploads``, ``enforce_local_retention``, ``forget``
-    and ``stats`` on the loop thread; everything else runs on its uploader thread.
+    stop); ``run_timers``, ``uploads``, ``follows``, ``enforce_local_retention``,
+    ``enforce_follower_retention``, ``forget`` and ``stats`` on the loop thread;
+    everything else runs on its uploader thread.
     ``post(fn, *args)`` runs ``fn`` on the loop thread (ShardServer._post).
     """
 
@@ -182,6 +213,7 @@ class RemoteLogManager:
         self._post_fn = post
         self._jobs: queue.Queue = queue.Queue(maxsize=limits.REMOTE_UPLOAD_JOBS_QUEUED_MAX)
         self._states: dict[tuple[str, int], _TierState] = {}   # loop thread
+        self._follows: dict[tuple[str, int], _FollowState] = {}   # loop thread
         self._next_check_s = 0.0                               # loop thread
         self._remotes: dict[tuple[str, int], _Remote] = {}     # uploader thread
         self._deletions: dict[Path, _Deletion] = {}            # uploader thread
@@ -227,7 +259,7 @@ class RemoteLogManager:
 
     def uploads(self, part: Partition) -> bool:
         """Whether this shard uploads ``part``: its topic is tiered and it is led here or
-        has its one copy here. Followers do not upload (they keep total retention)."""
+        has its one copy here. Followers do not upload (``follows``)."""
         if not part.log.config.remote_storage_enable or not part.topic_id:
             return False   # (no id: an old manifest's, until the controller opens it again)
         role = self._roles.get(part.key)
@@ -241,12 +273,68 @@ class RemoteLogManager:
         self._next_check_s = now_s + limits.REMOTE_UPLOAD_CHECK_INTERVAL_S
         for part in list(self._partitions.values()):
             if self.uploads(part):
+                self._follows.pop(part.key, None)
                 self._consider(part, now_s)
-            elif part.key in self._states and not self._states[part.key].in_flight:
+                continue
+            if part.key in self._states and not self._states[part.key].in_flight:
                 # It stopped leading here: if it leads again, another leader may have
                 # uploaded meanwhile, so the uploader must sync with the store again
                 # (a new epoch reopens its metadata).
                 del self._states[part.key]
+            if self.follows(part):
+                self._consider_refresh(part, now_s)
+            else:
+                self._follows.pop(part.key, None)
+
+    def follows(self, part: Partition) -> bool:
+        """Whether ``part`` is a tiered partition another shard leads (or none does now)
+        and this one holds a copy of: it learns the remote log from the store's
+        listing now and then, and applies local retention up to its end."""
+        if not part.log.config.remote_storage_enable or not part.topic_id:
+            return False
+        role = self._roles.get(part.key)
+        return role is not None and type(role) is not Led
+
+    def _consider_refresh(self, part: Partition, now_s: float) -> None:
+        state = self._follows.get(part.key)
+        if state is None:
+            state = self._follows[part.key] = _FollowState(next(_epochs))
+        if state.in_flight or now_s < state.next_refresh_s:
+            return
+        try:
+            self._jobs.put_nowait(_Refresh(part.key, part.topic_id, state.epoch,
+                                           part.remote.segments))
+        except queue.Full:
+            return   # the next check tries again
+        state.in_flight = True
+        state.next_refresh_s = now_s + limits.REMOTE_FOLLOWER_REFRESH_INTERVAL_S
+
+    def _refreshed(self, key: tuple[str, int], epoch: int, view: RemoteLogView | None,
+                   error: str | None) -> None:
+        """A followed partition's listing came back (loop thread, posted): its view,
+        then local retention up to the store's remote end."""
+        state, part = self._follows.get(key), self._partitions.get(key)
+        if state is None or part is None or state.epoch != epoch:
+            return   # deleted, or it leads now
+        state.in_flight = False
+        if error is not None:
+            if not state.failing:
+                log.warning("%s: listing the remote segments of followed %s failed, next "
+                            "try in %.0f s: %s", self.shard_id, part.name,
+                            limits.REMOTE_FOLLOWER_REFRESH_INTERVAL_S, error)
+            state.failing = True
+            return
+        state.failing, state.synced = False, True
+        part.remote = view
+        self.enforce_follower_retention(part)
+
+    def enforce_follower_retention(self, part: Partition) -> None:
+        """Local retention of a followed tiered partition (loop thread): only what the
+        store held at the last listing (tier_policy refuses anything else); nothing
+        before a listing came back."""
+        state = self._follows.get(part.key)
+        if state is not None and state.synced and self.follows(part):
+            part.enforce_local_retention(part.remote.end_offset)
 
     def _consider(self, part: Partition, now_s: float) -> None:
         state = self._states.get(part.key)
@@ -403,6 +491,8 @@ class RemoteLogManager:
                     break
                 if isinstance(job, _Job):
                     self._serve(job)
+                elif isinstance(job, _Refresh):
+                    self._refresh(job)
                 elif job is _DELETIONS:
                     self._load_deletions()
                 self._run_deletions()
@@ -443,6 +533,20 @@ class RemoteLogManager:
             with self._forgotten_lock:
                 self._forgotten.discard(job.epoch)
         self._post(self._finished, job.key, job.epoch, error)
+
+    def _refresh(self, job: _Refresh) -> None:
+        """List a followed partition's manifests (reading only new ones); post the view."""
+        try:
+            segments, corrupt = refresh_remote_segments(
+                self._store, job.key[0], job.topic_id, job.key[1],
+                {segment.segment_id: segment for segment in job.known})
+        except (BrokerError, OSError) as exc:
+            self._post(self._refreshed, job.key, job.epoch, None, f"{type(exc).__name__}: {exc}")
+            return
+        for problem in corrupt[:limits.REMOTE_CORRUPT_MANIFESTS_LOGGED_MAX]:
+            log.error("%s: %s-%d: skipped a manifest that is not one: %s", self.shard_id,
+                      job.key[0], job.key[1], problem)
+        self._post(self._refreshed, job.key, job.epoch, RemoteLogView.of(segments), None)
 
     def _post(self, fn, *args) -> None:
         """Run ``fn(*args)`` on the loop thread (uploader thread). A loop whose command

@@ -56,7 +56,7 @@ from plinth.shards.tier.remote_store import ObjectInfo, RemoteStore
 
 __all__ = ["LocalSegment", "StoreSync", "clean_up_unfinished", "delete_segment",
            "list_remote_segments", "read_remote_entries", "read_remote_range",
-           "sync_with_store", "upload_segment"]
+           "refresh_remote_segments", "sync_with_store", "upload_segment"]
 
 
 
@@ -215,6 +215,28 @@ def list_remote_segments(store: RemoteStore, topic: str, topic_id: str,
     segments = [_read_manifest(store, info) for info in
                 store.list(manifest_prefix(topic, topic_id, partition))]
     return sorted(segments, key=lambda segment: (segment.base_offset, segment.created_ms))
+
+
+def refresh_remote_segments(store: RemoteStore, topic: str, topic_id: str, partition: int,
+                            known: dict[str, RemoteSegment]
+                            ) -> tuple[list[RemoteSegment], list[str]]:
+    """The partition's visible remote segments, as ``list_remote_segments``, reading
+    only the manifests not in ``known`` (segment id -> segment, a previous answer):
+    a follower's periodic look at its leader's uploads costs one listing. A corrupt
+    manifest is skipped and named in the second list ("key: why"). Any thread."""
+    segments, corrupt = [], []
+    for info in store.list(manifest_prefix(topic, topic_id, partition)):
+        segment = known.get(segment_id_of_manifest(info.key))
+        if segment is None:
+            try:
+                segment = _read_manifest(store, info)
+            except CorruptDataError as error:
+                corrupt.append(f"{info.key}: {error.message}")
+                continue
+            except RemoteObjectNotFoundError:
+                continue   # deleted since the listing (the leader's retention)
+        segments.append(segment)
+    return sorted(segments, key=lambda s: (s.base_offset, s.created_ms)), corrupt
 
 
 def _read_manifest(store: RemoteStore, info: ObjectInfo) -> RemoteSegment:
