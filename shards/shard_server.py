@@ -96,7 +96,7 @@ from plinth.shards.replica_server import Led
 from plinth.shards.shard_replication import ShardReplication
 from plinth.shards.shard_stats import ShardStats
 from plinth.shards.tier.remote_fetcher import (
-    RemoteFetcher, RemoteRead, RemoteReadResult, remote_segment_for)
+    RemoteFetcher, RemoteRead, RemoteReadResult, answer_for_deleted, remote_segment_for)
 from plinth.shards.tier.remote_log_manager import RemoteLogManager
 from plinth.socket_frames import readable, recv_frames, send_frames
 from plinth.wakeup import Wakeup
@@ -846,7 +846,7 @@ class ShardServer:
         self.stats.remote_fetched(len(result.data), result.error is not None, latency_s,
                                   result.cache_hits, result.cache_misses, result.cache_bytes)
         part = self._partitions.get(read.key)
-        error = result.error
+        error = result.error if result.error is None else answer_for_deleted(result.error, read, part)
         if error is None and part is None:
             error = UnavailableError(f"partition {read.key[0]}-{read.key[1]} is not on "
                                      f"{self.shard_id} any more; retry")
