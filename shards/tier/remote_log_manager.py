@@ -71,7 +71,9 @@ only) and the uploader deletes, in the background and with the same backoff,
 every segment the journal tracks and every segment whose manifest the store
 lists under the partition's topic-id prefix (another leader's uploads; a topic
 created again under the same name has another id, so none of its segments),
-journaling each deletion in the moved journal, then removes the directory. A restart finds
+journaling each deletion in the moved journal, then any object left under the
+prefix (half-done uploads of other shards, corrupt manifests: the prefix is the
+deleted topic's alone), then removes the directory. A restart finds
 the directories and carries on, so a shard that dies in the middle leaks
 nothing it knew of.
 """
@@ -98,11 +100,11 @@ from plinth.shards.replica_server import Led
 from plinth.shards.segment import Segment, fsync_directory
 from plinth.shards.tier.remote_log_metadata import JOURNAL_FILE, RemoteLogMetadata
 from plinth.shards.tier.remote_log_view import RemoteLogView
-from plinth.shards.tier.remote_segment import RemoteSegment
+from plinth.shards.tier.remote_segment import RemoteSegment, partition_prefix
 from plinth.shards.tier.remote_store import RemoteStore, open_remote_store
 from plinth.shards.tier.remote_transfer import (
-    LocalSegment, clean_up_unfinished, delete_segment, list_remote_segments,
-    refresh_remote_segments, sync_with_store, upload_segment, wall_clock_ms)
+    LocalSegment, clean_up_unfinished, delete_segment, refresh_remote_segments,
+    sync_with_store, upload_segment, wall_clock_ms)
 from plinth.shards.tier.tier_policy import segments_to_upload
 
 log = logging.getLogger(__name__)
@@ -633,7 +635,8 @@ class RemoteLogManager:
                 continue
             try:   # written atomically: only a hand-edited file fails here
                 record = json.loads((directory / DELETION_FILE).read_text())
-                deletion = _Deletion(directory, str(record["topic"]), str(record["topic_id"]),
+                deletion = _Deletion(directory, str(record["topic"]),
+                                     str(record.get("topic_id", "")),   # absent: before ids
                                      int(record["partition"]), int(record["deleted_ms"]))
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.error("%s: cannot read the pending deletion %s: %s: %s", self.shard_id,
@@ -675,10 +678,11 @@ class RemoteLogManager:
 
     def _delete_remote(self, deletion: _Deletion) -> None:
         """Every segment of a deleted partition this shard knows of or the store lists
-        under its topic id, each journaled; then the pending directory. The listing
-        is of the deleted topic's id only: a topic created again under its name has
-        another, so none of its segments is ever listed here (and every upload a
-        late leader of the deleted one made is)."""
+        under its topic id, each journaled, then every other object under that
+        prefix (another shard's half-done uploads, a corrupt manifest); then the
+        pending directory. The listing is of the deleted topic's id only: a topic
+        created again under its name has another, so nothing of it is ever listed
+        here (and every upload a late leader of the deleted one made is)."""
         metadata, _ = RemoteLogMetadata.open(deletion.directory)
         listed = []
         try:
@@ -686,10 +690,14 @@ class RemoteLogManager:
             for segment in metadata.finished_segments():
                 delete_segment(self._store, metadata, segment)
             if deletion.topic_id:
-                listed = list_remote_segments(self._store, deletion.topic, deletion.topic_id,
-                                              deletion.partition)
+                listed, _ = refresh_remote_segments(self._store, deletion.topic,
+                                                    deletion.topic_id, deletion.partition, {})
             for segment in listed:
                 _delete_untracked(self._store, metadata, segment)
+            if deletion.topic_id:
+                for info in self._store.list(partition_prefix(
+                        deletion.topic, deletion.topic_id, deletion.partition)):
+                    self._store.delete(info.key)
         finally:
             metadata.close()
         shutil.rmtree(deletion.directory)

@@ -240,8 +240,8 @@ def test_with_the_store_down_produce_works_nothing_is_deleted_and_the_backlog_up
             segments = local_segments(server)
             assert segments[0][0] == 0 and segments[-1][1] == len(values)
             assert fetch_values(server.address, "t", 0, 0)[0] == values[0]
-            # When the server comes back (empty: moto keeps buckets in memory)
-            moto.restart()
+            # When the server comes back (on the same port)
+            moto.start()
             store = open_remote_store(url)
             # Then the backlog uploads and local retention follows
             rolled_end = segments[-2][1]
