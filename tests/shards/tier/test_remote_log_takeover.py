@@ -131,7 +131,12 @@ def test_a_topic_created_again_never_sees_the_old_ones_segments_while_its_deleti
                 assert read_from(b, 0, len(new_values)) == new_values
                 new_ranges = ranges_of(store, new_id)
                 # And when shard a reaches the store again, its pending deletion removes
-                # every object of the old id and none of the new topic's
+                # every object of the old id (another shard's half-done upload and a torn
+                # manifest too) and none of the new topic's
+                old_prefix = partition_prefix("t", old_id, 0)
+                store.put(f"{old_prefix}00000000000000000000-0123456789abcdef.log", b"half")
+                store.put(f"{old_prefix}manifests/00000000000000000000-0123456789abcdef"
+                          f".manifest", b'{"version": 2')
                 with running_shard(tmp_path / "a", moto.url("recreate")):
                     wait_until(lambda: store.list(partition_prefix("t", old_id, 0)) == []
                                and not list((tmp_path / "a" / DELETIONS_DIR).iterdir()),
