@@ -504,6 +504,15 @@ class Partition:
             f"{config.timestamp_before_ms_max} ms before to {config.timestamp_after_ms_max} ms "
             f"after the clock")
 
+    def roll_sealed(self) -> None:
+        """A sealed tiered partition's log rolls its last segment (and saves the
+        producers' state, as every roll does), so that the uploader takes it too:
+        nothing is appended to it any more (PartitionLog.roll_active)."""
+        if not self.sealed or not self.log.config.remote_storage_enable:
+            raise AssertionError(f"{self.name}: only a sealed tiered log rolls for its upload")
+        if self.log.roll_active():
+            self._save_producers()
+
     def _save_producers(self) -> None:
         """The log rolled: save the producers' state for a restart (producer_state.py)."""
         try:

@@ -411,6 +411,8 @@ class ShardServer:
 
     def _seal(self, part: Partition) -> None:
         part.sealed = True
+        if part.log.config.remote_storage_enable:
+            part.roll_sealed()   # its last segment is uploaded too (it never fills up)
         self._purgatory.wake(part.key)   # their next fetch goes to the new owner
 
     def delete_partition(self, topic: str, partition: int) -> bool:

@@ -254,6 +254,23 @@ def test_with_the_store_down_produce_works_nothing_is_deleted_and_the_backlog_up
         moto.stop()
 
 
+def test_a_sealed_partitions_last_segment_is_uploaded_too(tmp_path):
+    # Given a tiered partition whose last segment holds records and never filled up
+    url = f"file://{tmp_path}/store"
+    store = open_remote_store(url)
+    with running_shard(tmp_path / "shard", url, tiered(local_retention_bytes=0)) as server:
+        values = produce_values(server, 10)
+        assert local_segments(server)[-1][0] < len(values)   # the active one holds some
+        # When its writes move to another shard (it is sealed at its end)
+        assert server.call(server.seal_partition, "t", 0)[0] == len(values)
+        # Then every record is in the store, the last segment's too, and it still reads
+        wait_until(lambda: uploaded_up_to(store, len(values)), timeout_s=WAIT_S,
+                   explain=lambda: f"remote {remote_ranges(store)}, local {local_segments(server)}")
+        assert remote_ranges(store)[0][0] == 0
+        wait_until(lambda: local_segments(server)[0][0] == len(values), timeout_s=WAIT_S)
+        assert read_from(server, 0, len(values)) == values
+
+
 # --- A crash in the middle of an upload ----------------------------------------------------
 
 class Crash(Exception):
