@@ -48,7 +48,8 @@ The manifest (``RemoteSegment.to_manifest``) is two lines of UTF-8:
                                                         8 lowercase hex digits, then "\\n"
 
 JSON fields: ``version`` (MANIFEST_VERSION: 2; version 1, before topic ids,
-is not read), ``topic``, ``topic_id``, ``partition``, ``segment_id``, ``base_offset`` and ``end_offset`` (the offsets [base, end)
+is not read), ``topic``, ``topic_id`` (the id in its key), ``partition``,
+``segment_id``, ``base_offset`` and ``end_offset`` (the offsets [base, end)
 the log holds), ``max_timestamp_ms`` (its newest record's timestamp),
 ``leader_epoch`` (the newest leader epoch that wrote into it, or -1),
 ``created_ms`` (when the upload started, the uploader's clock), and

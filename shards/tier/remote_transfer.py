@@ -2,8 +2,8 @@
 
 Each function runs on the thread that owns the partition's RemoteLogMetadata
 (remote_log_metadata.py) where it takes one, or on any thread where it does
-not (``list_remote_segments``, ``read_remote_range``, ``read_remote_entries``:
-any shard may read any partition's remote segments). Every store call is bounded
+not (``list_remote_segments``, ``refresh_remote_segments``, ``read_remote_range``,
+``read_remote_entries``: any shard may read any partition's remote segments). Every store call is bounded
 (remote_store.py) and raises RemoteStorageUnavailableError when the store is
 down: the caller (the shard's uploader, remote_log_manager.py) retries with backoff.
 
@@ -23,6 +23,13 @@ otherwise deletes its objects. The segment is uploaded again under a new id.
 Deleting one (``delete_segment``): DELETE_SEGMENT_STARTED, the manifest first
 (the segment stops being visible), then the data objects, then
 DELETE_SEGMENT_FINISHED.
+
+Finding: ``list_remote_segments`` reads every manifest under the partition's
+topic-id prefix; ``sync_with_store`` makes a journal agree with them (a shard
+taking the partition over), ``refresh_remote_segments`` lists them reading only
+the new ones (a follower). Only manifests under the topic id's prefix are ever
+listed, so a deleted topic's segments never mix with those of a topic created
+again under its name.
 
 Reading: ``read_remote_range`` reads a byte range of a segment's .log object
 and checks every entry in it (header, CRC, and that its offsets lie in the
