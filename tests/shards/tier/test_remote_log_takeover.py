@@ -174,3 +174,23 @@ def test_a_follower_learns_the_leaders_uploads_from_the_store_and_drops_only_tho
         # And it uploaded nothing itself
         assert ranges_of(store, TOPIC_ID) == rolled[:3]
         assert server.call(lambda: server._partitions[("t", 0)].log_start_offset) == 0
+
+
+def test_a_partition_opened_under_a_new_topic_id_drops_the_deleted_topics_stray_one(tmp_path):
+    # Given a shard holding t-0 of a topic whose deletion never reached it (it was down),
+    # with segments in the store
+    url = f"file://{tmp_path}/store"
+    store = open_remote_store(url)
+    old_id, new_id = topics.new_topic_id(), topics.new_topic_id()
+    config = tiered(local_retention_bytes=0)
+    with running_shard(tmp_path / "shard", url) as server:
+        server.call(lambda: server.open_partition("t", 0, config, topic_id=old_id))
+        produce_values(server, 12)
+        wait_until(lambda: local_segments(server)[0][0] > 0, timeout_s=WAIT_S)
+        # When the controller opens t-0 of the topic created again under that name
+        server.call(lambda: server.open_partition("t", 0, config, topic_id=new_id))
+        # Then the partition is the new topic's, empty, and the old one's objects go
+        part = server.call(lambda: server._partitions[("t", 0)])
+        assert part.topic_id == new_id
+        assert local_segments(server) == [(0, 0)] and part.remote.is_empty
+        wait_until(lambda: store.list(partition_prefix("t", old_id, 0)) == [], timeout_s=WAIT_S)
