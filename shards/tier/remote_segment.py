@@ -33,8 +33,8 @@ under the store's URL (remote_store.py):
   object storage recovers both.
 - The manifest is written LAST, with a conditional put (if absent), after
   every data object is in place. Only manifests make segments visible: a
-  reader lists ``<topic>/<partition>/manifests/`` and believes nothing else,
-  so a crash in the middle of an upload leaves unreferenced data objects
+  reader lists ``<topic>-<topic id>/<partition>/manifests/`` and believes
+  nothing else, so a crash in the middle of an upload leaves unreferenced data objects
   (removed by the uploader's cleanup, remote_transfer.py), never a visible
   half-written segment. Any shard can find and read a partition's remote
   segments this way (issue 14), without the uploader's local metadata. A
