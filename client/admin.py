@@ -68,7 +68,10 @@ class Admin:
 
     def describe_topic(self, name: str) -> protocol.TopicInfo:
         """Partitions with their leader shard, start and end offsets, bytes on disk,
-        replicas, in-sync replicas, leader epoch and high watermark."""
+        replicas, in-sync replicas, leader epoch and high watermark; and, for tiered
+        storage, the local log start, the remote log's start and end offsets
+        (protocol.NO_REMOTE_OFFSET while nothing is remote) and its bytes.
+        ``start_offset`` is the log start, remote included."""
         return self._call(protocol.encode_topic_request, "describeTopic", name).topics[0]
 
     def delete_topic(self, name: str) -> None:

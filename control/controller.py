@@ -247,6 +247,7 @@ class Controller:
                                 cluster_keys=cluster_keys, find_shard=find_shard,
                                 direct_clients=direct_clients, tier=tier)
         self._tier = tier
+        self._tier_store = tier.store   # what metadata records (no secrets)
         self._cluster_keys = cluster_keys
         self._rebalancer = Rebalancer(self._metadata, self._shards, self._save,
                                       allow_replicas_on_one_node, elect=self._lead_again)
@@ -298,8 +299,13 @@ class Controller:
         return [f"shard-{i}" for i in range(shard_count)]
 
     def _save(self) -> None:
+        self._metadata.tier_store = self._tier_store if self._tiered_topics() else None
         self._metadata.save(self._metadata_path)
         self._lease_wanted_as_saved()
+
+    def _tiered_topics(self) -> list[str]:
+        return sorted(name for name, topic in self._metadata.topics.items()
+                      if topics.remote_storage_enabled(topic.config))
 
     def _lease_wanted_as_saved(self) -> None:
         """The lease checks while a replicated partition exists, and sleeps while none
@@ -334,10 +340,11 @@ class Controller:
 
         Raises InvalidConfigError before starting anything if a topic has remote
         storage on and the server has no --tier-url (as Kafka refuses to start with
-        tiered storage off while such topics exist): its remote segments would be
-        unreadable and its uploads would stop.
+        tiered storage off while such topics exist), or one naming another store
+        than the one metadata recorded: its remote segments would be unreadable
+        there, and its uploads would go to a store its reads never look in.
         """
-        self._refuse_tiered_topics_without_tier_url()
+        self._refuse_tiered_topics_without_their_store()
         self._shards.start(self._metadata.shards + self._metadata.draining,
                            self._metadata.shard_nodes)
         self._save()   # the controller epoch, before any shard hears of it
@@ -355,17 +362,25 @@ class Controller:
             self._elect_where_leaders_wait()
         return self.start_report()
 
-    def _refuse_tiered_topics_without_tier_url(self) -> None:
-        if self._tier.enabled:
+    def _refuse_tiered_topics_without_their_store(self) -> None:
+        """InvalidConfigError if a topic is tiered and the server has no --tier-url, or
+        one naming another store than metadata's ``tier_store`` (none recorded: a data
+        dir from before it was; the store given is taken)."""
+        tiered, recorded = self._tiered_topics(), self._metadata.tier_store
+        if not tiered or (self._tier.enabled and recorded in (None, self._tier_store)):
             return
-        tiered = sorted(name for name, topic in self._metadata.topics.items()
-                        if topics.remote_storage_enabled(topic.config))
-        if tiered:
+        names = f"({', '.join(tiered[:10])}{', ...' if len(tiered) > 10 else ''})"
+        wanted = f" {recorded}" if recorded else ""
+        if not self._tier.enabled:
             raise InvalidConfigError(
-                f"{len(tiered)} topic(s) have {topics.REMOTE_STORAGE_ENABLE}=true "
-                f"({', '.join(tiered[:10])}{', ...' if len(tiered) > 10 else ''}) but the "
-                f"server was started without --tier-url: start it with the --tier-url their "
-                f"remote segments are in")
+                f"{len(tiered)} topic(s) have {topics.REMOTE_STORAGE_ENABLE}=true {names} but "
+                f"the server was started without --tier-url: start it with the --tier-url "
+                f"their remote segments are in{wanted}")
+        raise InvalidConfigError(
+            f"{len(tiered)} topic(s) have {topics.REMOTE_STORAGE_ENABLE}=true {names} and "
+            f"their remote segments are in {recorded}, but the server was started with "
+            f"--tier-url {self._tier_store}: start it with --tier-url {recorded} (its "
+            f"credentials may differ; its bucket and prefix may not)")
 
     def recover(self) -> StartReport:
         """Take over after the previous instance's process died (``__init__``, when Ray
@@ -454,6 +469,12 @@ class Controller:
         """The cluster's key pair, for a ``plinth router`` given no key file: whoever
         may call the controller through Ray already controls every shard actor."""
         return self._cluster_keys
+
+    def tier_store(self) -> str | None:
+        """The object store the shards tier to (remote_store.store_identity of the
+        server's --tier-url: no credential), or None; for a ``plinth router`` given
+        a --tier-url to check against."""
+        return self._tier_store
 
     def shutdown(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S) -> None:
         """Stop the lease (no election while the shards stop), then flush, fsync and
@@ -1209,20 +1230,25 @@ def _with_replication(info: protocol.PartitionInfo, topic: TopicMetadata,
 
 
 def _merge_ranges(infos: list[protocol.PartitionInfo], owners: list[str]) -> list[protocol.PartitionInfo]:
-    """One PartitionInfo per partition from the infos of all its ranges: the first start,
-    the last end, the bytes of all, the current owner."""
+    """One PartitionInfo per partition from the infos of all its ranges: the first start
+    (local, and remote where any range has remote segments), the last end (remote too),
+    the bytes of all (local and remote), the current owner."""
     merged: dict[int, protocol.PartitionInfo] = {}
     for info in infos:
         got = merged.get(info.partition)
         if got is None:
-            merged[info.partition] = protocol.PartitionInfo(
-                info.partition, owners[info.partition], info.start_offset, info.end_offset,
-                info.size_bytes, high_watermark=info.high_watermark)
-        else:
-            got.start_offset = min(got.start_offset, info.start_offset)
-            got.end_offset = max(got.end_offset, info.end_offset)
-            got.high_watermark = max(got.high_watermark, info.high_watermark)
-            got.size_bytes += info.size_bytes
+            merged[info.partition] = replace(info, shard=owners[info.partition])
+            continue
+        got.start_offset = min(got.start_offset, info.start_offset)
+        got.local_start_offset = min(got.local_start_offset, info.local_start_offset)
+        got.end_offset = max(got.end_offset, info.end_offset)
+        got.high_watermark = max(got.high_watermark, info.high_watermark)
+        got.size_bytes += info.size_bytes
+        got.remote_bytes += info.remote_bytes
+        if info.has_remote:
+            got.remote_start_offset = (info.remote_start_offset if not got.has_remote else
+                                       min(got.remote_start_offset, info.remote_start_offset))
+            got.remote_end_offset = max(got.remote_end_offset, info.remote_end_offset)
     return [merged[p] for p in sorted(merged)]
 
 
@@ -1241,7 +1267,16 @@ def _shard_status(shard_id: str, stats: dict | None, facts: _ShardFacts) -> prot
         shard_id, facts.address, stats is not None, facts.partitions, size_bytes,
         stats["records_per_s"] if stats else 0.0, stats["bytes_per_s"] if stats else 0.0,
         facts.draining, facts.node_name, facts.direct_address,
-        *_requests_by_socket(stats))
+        *_requests_by_socket(stats), *_uploads(stats))
+
+
+def _uploads(stats: dict | None) -> tuple[int, int, float, int]:
+    """(remote bytes, upload lag in bytes, the oldest upload lag in seconds, upload
+    errors) over the partitions a shard uploads (RemoteLogManager.stats)."""
+    tiered = (stats or {}).get("tier", {}).values()
+    return (sum(t["remote_bytes"] for t in tiered), sum(t["upload_lag_bytes"] for t in tiered),
+            max((t["upload_lag_s"] for t in tiered), default=0.0),
+            sum(t["upload_errors"] for t in tiered))
 
 
 def _requests_by_socket(stats: dict | None) -> tuple[int, int]:

@@ -153,6 +153,11 @@ class ControllerHandle:
         """The cluster's key pair (for a ``plinth router`` given no key file)."""
         return self._call(lambda actor: actor.cluster_keys.remote(), "cluster_keys")
 
+    def tier_store(self) -> str | None:
+        """The store the broker's shards tier to, without credentials, or None (for a
+        ``plinth router`` given --tier-url)."""
+        return self._call(lambda actor: actor.tier_store.remote(), "tier_store")
+
     def shutdown(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S) -> None:
         """Flush, fsync and close every shard's logs."""
         self._call(lambda actor: actor.shutdown.remote(grace_period_s), "shutdown",

@@ -23,7 +23,8 @@ the change is acknowledged or seen by a router:
                                                 "eligible": []}}}},
      "groups_moving_from": ["shard-0", "shard-1", "shard-2"],   only during a change
      "partitions_moving_from": ["shard-0", "shard-1", "shard-2"],   only during a change
-     "controller_epoch": 4}
+     "controller_epoch": 4,
+     "tier_store": "s3://bucket/prefix"}        only while a topic is tiered
 
 ``placement`` names the shard that takes each partition's writes (for a
 replicated topic: its preferred leader, the first of its replicas). ``ranges``
@@ -59,6 +60,12 @@ with each partition (PartitionSpec.topic_id) and name the topic's remote
 segments by it. A file written before topics had ids has none: ``load`` gives
 each such topic one (``assign_missing_topic_ids``), and the controller saves
 it at its start, before any shard hears of it.
+
+Tiered storage (issue 14). ``tier_store`` (absent: none) is the object store the
+tiered topics' remote segments are in: the server's --tier-url as
+remote_store.store_identity gives it (scheme, bucket and prefix; never a
+credential). The controller records it while any topic has
+remote.storage.enable=true and refuses to start with another store (or none).
 
 The format is the one the controller has always written (every key that was
 once optional is read as absent = empty), so a data dir of any earlier
@@ -254,6 +261,7 @@ class BrokerMetadata:
     groups_moving_from: list[str] | None = None              # set while groups move
     partitions_moving_from: list[str] | None = None          # set while partitions move
     controller_epoch: int = 0                                # grows at each controller start
+    tier_store: str | None = None                            # the tiered topics' object store
 
     def specs_by_shard(self, names: list[str] | None = None) -> dict[str, list[PartitionSpec]]:
         """shard id -> the partitions it must serve, of all topics or of ``names``: those
@@ -340,6 +348,8 @@ class BrokerMetadata:
             value["partitions_moving_from"] = list(self.partitions_moving_from)
         if self.controller_epoch:   # absent: 0, so that an untouched old file round-trips
             value["controller_epoch"] = self.controller_epoch
+        if self.tier_store is not None:
+            value["tier_store"] = self.tier_store
         return value
 
     @classmethod
@@ -354,7 +364,8 @@ class BrokerMetadata:
                    groups_moving_from=None if moving is None else _names(moving),
                    partitions_moving_from=None if partitions_moving is None
                    else _names(partitions_moving),
-                   controller_epoch=_offset(value.get("controller_epoch", 0)))
+                   controller_epoch=_offset(value.get("controller_epoch", 0)),
+                   tier_store=_store(value.get("tier_store")))
 
 
 def _topic_to_json(topic: TopicMetadata) -> dict:
@@ -414,6 +425,14 @@ def _names(value: list) -> list[str]:
 def _name(value: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not a string")
+    return value
+
+
+def _store(value: str | None) -> str | None:
+    if value is not None and not (isinstance(value, str)
+                                  and 0 < len(value.encode()) <= limits.TIER_URL_BYTES_MAX):
+        raise ValueError(f"tier store {value!r} is not a URL of 1 to "
+                         f"{limits.TIER_URL_BYTES_MAX} bytes")
     return value
 
 

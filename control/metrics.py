@@ -42,6 +42,19 @@ _REMOTE_FETCH_COUNTERS = (
     ("cache_hits", "plinth_tier_cache_hits", "Remote chunks read from the shard's cache"),
     ("cache_misses", "plinth_tier_cache_misses", "Ranged gets from object storage"))
 
+# Uploads to object storage, per partition a shard uploads (RemoteLogManager.stats).
+_UPLOAD_COUNTERS = (
+    ("uploads", "plinth_partition_remote_uploads", "Segments uploaded to object storage"),
+    ("upload_errors", "plinth_partition_remote_upload_errors",
+     "Failed attempts to upload a segment to object storage"))
+_UPLOAD_GAUGES = (
+    ("remote_bytes", "plinth_partition_remote_bytes", "Log bytes in object storage"),
+    ("remote_segments", "plinth_partition_remote_segments", "Segments in object storage"),
+    ("upload_lag_bytes", "plinth_partition_remote_upload_lag_bytes",
+     "Log bytes below the high watermark not yet in object storage"),
+    ("upload_lag_s", "plinth_partition_remote_upload_lag_seconds",
+     "Age of the oldest rolled segment waiting to be uploaded"))
+
 _REPLICATION_GAUGES = (
     ("plinth_partition_under_replicated", "1 if a replica of the partition is out of sync"),
     ("plinth_partition_isr_size", "Replicas in the partition's in-sync set"),
@@ -70,6 +83,7 @@ class BrokerCollector:
         yield _errors(live)
         yield _requests_by_socket(live)
         yield from _remote_fetch_families(live)
+        yield from _upload_families(live)
         yield _group_lag(live, {(s.topic, s.partition): s.leader for s in states})
         yield from _replication_families(states)
 
@@ -166,6 +180,17 @@ def _remote_fetch_families(live):
         if "remote_fetch" in snap:
             family.add_metric([shard], snap["remote_fetch"]["cache_bytes"])
     yield family
+
+
+def _upload_families(live):
+    for fields, kind in ((_UPLOAD_COUNTERS, CounterMetricFamily),
+                         (_UPLOAD_GAUGES, GaugeMetricFamily)):
+        for field, name, doc in fields:
+            family = kind(name, doc, labels=_PARTITION_LABELS)
+            for shard, snap in live.items():
+                for (topic, partition), values in snap.get("tier", {}).items():
+                    family.add_metric([topic, str(partition), shard], values[field])
+            yield family
 
 
 def _group_lag(live, leaders: dict[tuple[str, int], str]):

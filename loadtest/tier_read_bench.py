@@ -41,7 +41,7 @@ from plinth.shards.tier.remote_transfer import (
 
 MiB = 1024 * 1024
 TOPIC = "bench"
-TOPIC_ID = "be0c4be0c4be0c4be0c4be0c4be0c4b"   # any id: the bench has no controller
+TOPIC_ID = "be0c" * 8   # any id: the bench has no controller
 
 
 def write_log(directory: Path, args) -> PartitionLog:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from plinth import limits
+from plinth import limits, topics
 from plinth.cli_groups import admin_for as _admin, group_cli
 from plinth.errors import PlinthError
 
@@ -100,13 +100,15 @@ def main(ctx, broker, request_timeout_ms, curve_key_file, curve_server_key_file)
               "shard (plain TCP on 127.0.0.1), skipping the router hop. auto: only with a "
               "plaintext loopback --listen and the embedded Ray (never with CurveZMQ or an "
               "ACL, whose checks only the router makes). off: everything through the router.")
-@click.option("--tier-url", default=None, metavar="URL",
-              help="Object storage for tiered storage (topics with remote.storage.enable=true): "
-                   "s3://bucket/prefix, gs://bucket/prefix, az://container/prefix or "
-                   "file:///path. Credentials come from each cloud's standard environment. "
-                   "Default: none (remote.storage.enable=true is refused).")
-@click.option("--tier-cache-bytes", type=click.IntRange(limits.TIER_CACHE_BYTES_MIN,
-                                                       limits.TIER_CACHE_BYTES_MAX),
+@click.option("--tier-url", envvar="PLINTH_TIER_URL", show_envvar=True, default=None, metavar="URL",
+              help="Object storage for tiered storage (topics with remote.storage.enable=true), "
+                   "used by every shard on every node: s3://bucket/prefix, gs://bucket/prefix, "
+                   "az://container/prefix or file:///path (one machine). Credentials come "
+                   "from each cloud's standard environment, on every node. Once a topic is "
+                   "tiered the server starts only with the same store. Default: none "
+                   "(remote.storage.enable=true is refused).")
+@click.option("--tier-cache-bytes", envvar="PLINTH_TIER_CACHE_BYTES", show_envvar=True,
+              type=click.IntRange(limits.TIER_CACHE_BYTES_MIN, limits.TIER_CACHE_BYTES_MAX),
               default=limits.TIER_CACHE_BYTES_DEFAULT, show_default=True,
               help="Local disk each shard may use for cached chunks of remote segments.")
 def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms,
@@ -151,8 +153,14 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
               "broker through Ray).")
 @click.option("--data-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="The server's data dir, to read cluster.key_secret from.")
+@click.option("--tier-url", envvar="PLINTH_TIER_URL", show_envvar=True, default=None, metavar="URL",
+              help="The object store the broker is expected to tier to. A router reads "
+                   "nothing from object storage (the shards do, with plinth serve's "
+                   "--tier-url); given, the router starts only if the broker's store is "
+                   "this one (bucket and prefix; credentials may differ), so that a deploy "
+                   "config setting PLINTH_TIER_URL on every node fails fast when they diverge.")
 def router(ray_address, cluster_name, listen, curve_secret_key, authorized_keys, acl_file,
-           allow_insecure, metrics_port, metrics_host, cluster_key_file, data_dir):
+           allow_insecure, metrics_port, metrics_host, cluster_key_file, data_dir, tier_url):
     """Run one more router for a running broker (e.g. one per node), until SIGTERM."""
     from plinth.server import RouterOptions, run_router
 
@@ -161,7 +169,8 @@ def router(ray_address, cluster_name, listen, curve_secret_key, authorized_keys,
                             curve_secret_key=curve_secret_key, authorized_keys=authorized_keys,
                             acl_file=acl_file, allow_insecure=allow_insecure,
                             metrics_port=metrics_port, metrics_host=metrics_host,
-                            cluster_key_file=cluster_key_file, data_dir=data_dir)
+                            cluster_key_file=cluster_key_file, data_dir=data_dir,
+                            tier_url=tier_url)
     sys.exit(run_router(options, ready=lambda line: click.echo(line) or sys.stdout.flush()))
 
 
@@ -204,6 +213,15 @@ def status(ctx):
         for shard in direct:
             click.echo(f"  {shard.shard_id:<10} {shard.direct_address:<24} "
                        f"{shard.requests_direct:>16} {shard.requests_via_router:>12}")
+    tiered = [shard for shard in info.shards if shard.remote_bytes or shard.upload_lag_bytes
+              or shard.upload_errors]
+    if tiered:   # the upload backlog of tiered storage
+        click.echo(f"tiered storage\n  {'shard':<10} {'remote bytes':>14} {'upload lag bytes':>17} "
+                   f"{'lag s':>8} {'upload errors':>14}")
+        for shard in tiered:
+            click.echo(f"  {shard.shard_id:<10} {shard.remote_bytes:>14} "
+                       f"{shard.upload_lag_bytes:>17} {shard.upload_lag_s:>8.1f} "
+                       f"{shard.upload_errors:>14}")
     click.echo("routers")
     for address, node in info.routers:
         click.echo(f"  {address}  on {node}")
@@ -352,6 +370,21 @@ def topic_describe(ctx, name):
                    f"{p.end_offset:>12} {p.size_bytes:>14} {p.leader_epoch:>6} "
                    f"{p.high_watermark:>12}  {','.join(p.replicas):<24} "
                    f"{','.join(p.in_sync_replicas)}")
+    if topics.remote_storage_enabled(info.config) or any(p.has_remote for p in info.partition_info):
+        _echo_tiered(info.partition_info)
+
+
+def _echo_tiered(partition_info) -> None:
+    """``topic describe``'s second table, for a tiered topic: where each partition's
+    offsets are (start above is the log start, remote included). A segment both
+    uploaded and still within local retention counts in both byte columns."""
+    click.echo(f"tiered storage\n{'partition':>9}  {'local start':>12} {'local bytes':>14} "
+               f"{'remote start':>12} {'remote end':>12} {'remote bytes':>14}")
+    for p in partition_info:
+        remote_start, remote_end = ((p.remote_start_offset, p.remote_end_offset) if p.has_remote
+                                    else ("-", "-"))
+        click.echo(f"{p.partition:>9}  {p.local_start_offset:>12} {p.size_bytes:>14} "
+                   f"{remote_start:>12} {remote_end:>12} {p.remote_bytes:>14}")
 
 
 @topic.command("delete")

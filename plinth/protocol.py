@@ -264,6 +264,9 @@ class PartitionMove(NamedTuple):
     offset: int
 
 
+NO_REMOTE_OFFSET = -1   # PartitionInfo's remote offsets when nothing is in object storage
+
+
 @dataclass
 class PartitionInfo:
     partition: int
@@ -276,6 +279,18 @@ class PartitionInfo:
     in_sync_replicas: list[str] = field(default_factory=list)
     leader_epoch: int = 0
     high_watermark: int = 0
+    # Tiered storage: ``start_offset`` is the log start, remote included, and
+    # ``size_bytes`` the bytes on the shards' disks; a segment both uploaded and still
+    # within local retention counts in both byte counts.
+    local_start_offset: int = 0                  # first offset on the shards' disks
+    remote_start_offset: int = NO_REMOTE_OFFSET  # first offset in object storage
+    remote_end_offset: int = NO_REMOTE_OFFSET    # the offset after the last one there
+    remote_bytes: int = 0                        # log bytes of the readable remote segments
+
+    @property
+    def has_remote(self) -> bool:
+        """Whether any of the partition's offsets are in object storage."""
+        return self.remote_start_offset != NO_REMOTE_OFFSET
 
 
 @dataclass
@@ -327,6 +342,10 @@ class ShardStatus:
     direct_address: str = ""      # its socket for clients' produce and fetch, "" if none
     requests_via_router: int = 0  # requests taken by socket, since it started
     requests_direct: int = 0
+    remote_bytes: int = 0         # tiered storage, over the partitions it uploads
+    upload_lag_bytes: int = 0
+    upload_lag_s: float = 0.0
+    upload_errors: int = 0
 
 
 @dataclass
@@ -689,6 +708,8 @@ def encode_status_reply(request_id: int, info: StatusInfo) -> bytes:
         out.draining, out.node = shard.draining, shard.node
         out.directAddress = shard.direct_address
         out.requestsViaRouter, out.requestsDirect = shard.requests_via_router, shard.requests_direct
+        out.remoteBytes, out.uploadLagBytes = shard.remote_bytes, shard.upload_lag_bytes
+        out.uploadLagS, out.uploadErrors = shard.upload_lag_s, shard.upload_errors
     routers = body.init("routers", len(info.routers))
     for i, (address, node) in enumerate(info.routers):
         routers[i].address, routers[i].node = address, node
@@ -754,7 +775,8 @@ def _reply_view(rep) -> ReplyView:
             nodes=[(n.nodeId, n.address, n.alive) for n in st.nodes],
             shards=[ShardStatus(x.shardId, x.address, x.alive, x.partitions, x.sizeBytes,
                                 x.recordsPerS, x.bytesPerS, x.draining, x.node,
-                                x.directAddress, x.requestsViaRouter, x.requestsDirect)
+                                x.directAddress, x.requestsViaRouter, x.requestsDirect,
+                                x.remoteBytes, x.uploadLagBytes, x.uploadLagS, x.uploadErrors)
                     for x in st.shards],
             routers=[(r.address, r.node) for r in st.routers],
             under_replicated_partitions=st.underReplicatedPartitions,
@@ -810,7 +832,10 @@ def _partition_info(p) -> PartitionInfo:
     return PartitionInfo(partition=p.partition, shard=p.shard, start_offset=p.startOffset,
                          end_offset=p.endOffset, size_bytes=p.sizeBytes,
                          replicas=list(p.replicas), in_sync_replicas=list(p.inSyncReplicas),
-                         leader_epoch=p.leaderEpoch, high_watermark=p.highWatermark)
+                         leader_epoch=p.leaderEpoch, high_watermark=p.highWatermark,
+                         local_start_offset=p.localStartOffset,
+                         remote_start_offset=p.remoteStartOffset,
+                         remote_end_offset=p.remoteEndOffset, remote_bytes=p.remoteBytes)
 
 
 def _fill_config(entries, config: dict[str, str]) -> None:
@@ -825,6 +850,8 @@ def _fill_partition(out, info: PartitionInfo) -> None:
         _fill_texts(out.init("replicas", len(info.replicas)), info.replicas)
         _fill_texts(out.init("inSyncReplicas", len(info.in_sync_replicas)), info.in_sync_replicas)
     out.leaderEpoch, out.highWatermark = info.leader_epoch, info.high_watermark
+    out.localStartOffset, out.remoteBytes = info.local_start_offset, info.remote_bytes
+    out.remoteStartOffset, out.remoteEndOffset = info.remote_start_offset, info.remote_end_offset
 
 
 # --- Replication: replicaFetch (shard to shard) --------------------------------

@@ -129,8 +129,9 @@ class ServeOptions:
         """The shards' TierOptions. Raises InvalidConfigError, naming the option and
         the URL (its secrets masked), for a URL the object-store layer cannot use
         (shards/tier/remote_store.py parses it; nothing is contacted: a wrong bucket
-        or refused credentials show on the first upload) or a cache size outside
-        TIER_CACHE_BYTES_MIN..MAX."""
+        or refused credentials show on the first upload), for memory:// (the unit
+        tests' store: lost at exit, not shared between shard processes) or a cache
+        size outside TIER_CACHE_BYTES_MIN..MAX."""
         if not (limits.TIER_CACHE_BYTES_MIN <= self.tier_cache_bytes
                 <= limits.TIER_CACHE_BYTES_MAX):
             raise InvalidConfigError(
@@ -145,6 +146,11 @@ class ServeOptions:
         if not 0 < size <= limits.TIER_URL_BYTES_MAX:
             raise InvalidConfigError(f"--tier-url {shown!r} is {size} bytes; it must be 1 to "
                                      f"{limits.TIER_URL_BYTES_MAX}")
+        if self.tier_url.lower().startswith("memory:"):
+            raise InvalidConfigError(
+                f"--tier-url {shown!r}: memory:// is an in-process store for unit tests; it "
+                f"loses every segment at exit and each shard process would have its own. Use "
+                f"file:///path (one machine) or s3://, gs://, az:// (a cluster)")
         try:
             open_remote_store(self.tier_url)
         except InvalidConfigError as exc:
@@ -459,6 +465,16 @@ class RouterOptions:
     metrics_host: str = "127.0.0.1"
     cluster_key_file: Path | None = None   # the server's <data dir>/cluster.key_secret
     data_dir: Path | None = None           # the server's, to read that file from
+    # The store the broker is expected to tier to (None: not checked). The router
+    # reads nothing from object storage; see check_tier_store.
+    tier_url: str | None = dataclasses.field(default=None, repr=False)   # may hold secrets
+
+    def tier_store(self) -> str | None:
+        """The store --tier-url names (remote_store.store_identity), or None. Raises
+        InvalidConfigError for a URL ``plinth serve`` would refuse (memory:// too)."""
+        if self.tier_url is None:
+            return None
+        return ServeOptions(data_dir=Path("."), tier_url=self.tier_url).tier_options().store
 
     def security(self):
         return ServeOptions(data_dir=Path("."), listen=self.listen,
@@ -467,9 +483,28 @@ class RouterOptions:
                             allow_insecure=self.allow_insecure).security()
 
 
+def check_tier_store(wanted: str | None, serving: str | None, cluster_name: str) -> None:
+    """A ``plinth router --tier-url`` naming store ``wanted`` joins a broker whose shards
+    tier to ``serving`` (both store identities; None: no --tier-url): InvalidConfigError,
+    naming both, unless they are the same or the router was given none. A deploy
+    config that sets one URL for the server and its routers (PLINTH_TIER_URL) thus
+    fails at the router's start when they diverge, not on a read."""
+    if wanted is None or wanted == serving:
+        return
+    if serving is None:
+        raise InvalidConfigError(
+            f"--tier-url names {wanted}, but the broker {cluster_name!r} has no tiered "
+            f"storage (its plinth serve was given no --tier-url): give the server that "
+            f"URL, or drop it here (a router reads nothing from object storage)")
+    raise InvalidConfigError(
+        f"--tier-url names {wanted}, but the broker {cluster_name!r} tiers to {serving}: "
+        f"give the router and the server the same store")
+
+
 def run_router(options: RouterOptions, ready=print) -> int:
     """``plinth router``: one more router for a running broker, until SIGTERM."""
     security = options.security()
+    tier_store = options.tier_store()   # a bad URL fails before Ray starts
     cluster_keys = _cluster_keys_from_files(options)   # a bad file fails before Ray starts
     import ray
 
@@ -489,6 +524,8 @@ def run_router(options: RouterOptions, ready=print) -> int:
         raise InvalidConfigError(
             f"no broker named {options.cluster_name!r} runs in the Ray cluster at "
             f"{options.ray_address} (start one with plinth serve --cluster-name)") from None
+    if tier_store is not None:
+        check_tier_store(tier_store, controller.tier_store(), options.cluster_name)
     router = Router(options.listen, controller, security=security,
                     cluster_keys=cluster_keys or _cluster_keys_from_broker(controller))
     router.start(controller.routing())

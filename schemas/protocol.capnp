@@ -284,6 +284,11 @@ struct ShardStatus {
   directAddress @9 :Text;        # its socket for clients' produce and fetch, "" if none
   requestsViaRouter @10 :UInt64; # requests it took from routers, since it started
   requestsDirect @11 :UInt64;    # requests it took on its direct socket, since it started
+  # Tiered storage (issue 14), over the partitions it uploads:
+  remoteBytes @12 :UInt64;       # log bytes in object storage
+  uploadLagBytes @13 :UInt64;    # log bytes below the high watermark not uploaded yet
+  uploadLagS @14 :Float64;       # age of the oldest rolled segment waiting, in seconds
+  uploadErrors @15 :UInt64;      # failed upload attempts, since it started
 }
 
 struct RouterStatus {
@@ -389,4 +394,11 @@ struct PartitionInfo {
   inSyncReplicas @6 :List(Text);
   leaderEpoch @7 :Int32;
   highWatermark @8 :Int64;
+  # Tiered storage (describeTopic, listOffsets). `startOffset` is the log start,
+  # remote included; `sizeBytes` the bytes on the shards' disks. A segment both
+  # uploaded and still within local retention counts in both byte counts.
+  localStartOffset @9 :Int64;    # first offset still on the shards' disks
+  remoteStartOffset @10 :Int64 = -1;   # first offset in object storage (-1: none)
+  remoteEndOffset @11 :Int64 = -1;     # offset after the last one there (-1: none)
+  remoteBytes @12 :UInt64;       # log bytes of the readable remote segments
 }

@@ -447,13 +447,7 @@ class Partition:
         new start offset now starts there and older ones go, as Kafka's
         truncateFromStart. A checkpoint the disk refuses is logged, not raised:
         the older epochs it keeps describe nothing the log still holds."""
-        result = self.log.enforce_retention(sealed=self.sealed)
-        if result.segments:
-            try:
-                self._fit_epochs_to_log()
-            except StorageError as exc:
-                log.error("%s", exc)
-        return result
+        return self._fit_epochs_after(self.log.enforce_retention(sealed=self.sealed))
 
     def enforce_local_retention(self, remote_end_offset: int | None,
                                 now_ms: int | None = None) -> RetentionResult:
@@ -473,7 +467,11 @@ class Partition:
             remote_end_offset=remote_end_offset)
         if not doomed:
             return RetentionResult(0, 0, self.log.start_offset)
-        result = self.log.delete_segments_before(doomed[-1].end_offset)
+        return self._fit_epochs_after(self.log.delete_segments_before(doomed[-1].end_offset))
+
+    def _fit_epochs_after(self, result: RetentionResult) -> RetentionResult:
+        """After retention deleted segments: fit the leader epochs to the log (a
+        checkpoint the disk refuses is logged; see ``enforce_retention``)."""
         if result.segments:
             try:
                 self._fit_epochs_to_log()

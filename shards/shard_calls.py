@@ -40,6 +40,16 @@ class TierOptions:
     def enabled(self) -> bool:
         return self.url is not None
 
+    @property
+    def store(self) -> str | None:
+        """Which store and prefix the URL names, without credentials (what the
+        controller records and compares: remote_store.store_identity), or None."""
+        if self.url is None:
+            return None
+        from plinth.shards.tier.remote_store import store_identity   # imports obstore
+
+        return store_identity(self.url)
+
     def check(self) -> None:
         """Raises ValueError if the values are outside their limits (programmer error:
         the server checked the options)."""

@@ -98,6 +98,8 @@ from plinth.shards.shard_stats import ShardStats
 from plinth.shards.tier.remote_fetcher import (
     RemoteFetcher, RemoteRead, RemoteReadResult, answer_for_deleted, remote_segment_for)
 from plinth.shards.tier.remote_log_manager import RemoteLogManager
+from plinth.shards.tier.remote_log_metadata import finished_segments_in_journal
+from plinth.shards.tier.remote_log_view import RemoteLogView
 from plinth.socket_frames import readable, recv_frames, send_frames
 from plinth.wakeup import Wakeup
 
@@ -345,6 +347,10 @@ class ShardServer:
         if part is None:
             part = Partition.open(self._partition_dir(topic, partition), topic, partition,
                                   log_config, initial_offset, self._segment_files)
+            if self._tier is not None:
+                # Before it serves a fetch: a reader below the local start (or asking
+                # for the earliest offset) must not be told the local start.
+                part.remote = RemoteLogView.of(finished_segments_in_journal(part.log.directory))
             self._partitions[part.key] = part
         part.set_topic_id(topic_id)
         if sealed:
@@ -437,11 +443,17 @@ class ShardServer:
         return part is not None
 
     def partition_info(self, topic: str, partition: int) -> protocol.PartitionInfo:
-        """A partition's offsets and size. Loop thread."""
+        """A partition's offsets and sizes, local and remote (from the remote log view
+        the loop holds: Partition.remote). Loop thread."""
         part = self._require(topic, partition)
+        remote = part.remote
         return protocol.PartitionInfo(
             partition=partition, shard=self.shard_id, start_offset=part.log_start_offset,
-            end_offset=part.high_watermark, size_bytes=part.log.size_bytes)
+            end_offset=part.high_watermark, size_bytes=part.log.size_bytes,
+            local_start_offset=part.log.start_offset, remote_bytes=remote.remote_bytes,
+            remote_start_offset=protocol.NO_REMOTE_OFFSET if remote.is_empty
+            else remote.log_start_offset,
+            remote_end_offset=protocol.NO_REMOTE_OFFSET if remote.is_empty else remote.end_offset)
 
     def set_log_config(self, topic: str, partition: int, log_config) -> None:
         """A topic's altered config (retention, rolling) for one partition. Loop thread."""

@@ -64,7 +64,7 @@ from plinth.shards.tier.remote_segment import RemoteSegment
 logger = logging.getLogger(__name__)
 
 __all__ = ["JOURNAL_FILE", "JournalRecovery", "RemoteLogMetadata", "SegmentState",
-           "recover_journal"]
+           "finished_segments_in_journal", "recover_journal"]
 
 JOURNAL_FILE = "remote-log-metadata"
 _ENTRY_HEADER = struct.Struct(
@@ -368,6 +368,32 @@ def _decoded(payload: bytes, position: int, path: Path) -> dict:
     except (ValueError, KeyError, TypeError) as error:
         raise CorruptDataError(f"{where}: not a metadata record: {error}") from error
     return record
+
+
+def finished_segments_in_journal(directory: Path) -> list[RemoteSegment]:
+    """The readable segments the journal in ``directory`` records, without writing
+    anything (a torn tail is ignored here and cut by the owner's ``open``). Any
+    thread, before the owner opens it: the shard's loop reads it when it opens a
+    partition, so that the partition serves its remote log from its first fetch
+    (the uploader publishes its own view later). Raises StorageError if the disk
+    refuses."""
+    path = Path(directory) / JOURNAL_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as error:
+        raise StorageError(f"cannot read {path}: {error}") from error
+    replay = RemoteLogMetadata(path.parent, -1, 0)
+    position = 0
+    while position < len(data):
+        try:
+            record, entry_bytes = _entry_at(data, position, path)
+            replay._apply(record, source=f"{path} entry at position {position}")
+        except (CorruptDataError, AssertionError):
+            break
+        position += entry_bytes
+    return replay.finished_segments()
 
 
 def recover_journal(path: Path) -> tuple[JournalRecovery, list[dict]]:

@@ -66,7 +66,7 @@ from plinth.errors import (
     RemoteObjectNotFoundError, RemoteStorageError, RemoteStorageUnavailableError)
 
 __all__ = ["ObjectInfo", "ObstoreRemoteStore", "RemoteStore", "open_remote_store",
-           "redacted_url"]
+           "redacted_url", "store_identity"]
 
 CLOUD_SCHEMES = ("s3", "s3a", "gs", "az", "abfs", "abfss", "azure", "adl")
 
@@ -95,6 +95,20 @@ def redacted_url(url: str) -> str:
 
 # The scheme and slashes, then a user (and password) ending in "@" before any "/".
 _USER_INFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*:/*)[^/?#]*@")
+
+
+def store_identity(url: str) -> str:
+    """Which store and prefix ``url`` names: its scheme (lower case), host (a bucket or
+    container) and path, without a user, password, query, fragment or trailing "/"
+    (any thread). Two URLs that differ only in credentials (a rotated SAS token) name
+    the same store. Safe to write to disk and to show. Raises InvalidConfigError for
+    a URL that cannot be parsed."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise InvalidConfigError(f"tier URL {redacted_url(url)!r} cannot be parsed") from None
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return f"{parts.scheme.lower()}://{host}{parts.path.rstrip('/')}"
 
 
 class RemoteStore(abc.ABC):

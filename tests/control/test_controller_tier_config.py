@@ -8,6 +8,9 @@ import pytest
 
 from plinth.errors import InvalidConfigError
 from plinth.shards.shard_handle import TierOptions
+from plinth.shards.tier.remote_log_view import RemoteLogView
+from tests.control.broker_without_ray import THREE, TWO, topic_that_moves
+from tests.shards.tier.test_remote_log_metadata import remote_segment
 
 TIER = TierOptions("memory://", 64 * 1024 * 1024)
 
@@ -81,3 +84,91 @@ def test_describe_shows_the_tiering_defaults_of_a_topic_stored_before_them(broke
     config = broker.controller.describe_topic("old").config
     assert (config["remote.storage.enable"], config["local.retention.ms"],
             config["local.retention.bytes"]) == ("false", "-2", "-2")
+
+
+def publish_remote(broker, shard_id: str, topic: str, partition: int, *segments) -> None:
+    """Hand the shard's partition a remote log of ``segments``, as the uploader will."""
+    server = broker.shards.handles[shard_id].actor._server
+
+    def publish():
+        server._partitions[(topic, partition)].remote = RemoteLogView.of(segments)
+    server.call(publish)
+
+
+def test_describe_merges_the_local_and_remote_offsets_and_bytes_of_every_range(brokers):
+    # Given a tiered topic with records 0..2 in each partition, whose writes then move
+    # to a new shard for some partitions, which take record 3 there
+    broker = brokers(2, tier=TIER)
+    topic = topic_that_moves(8, TWO, THREE)
+    broker.controller.create_topic(topic, 8, {"remote.storage.enable": "true"})
+    for partition in range(8):
+        broker.produce(topic, partition, [b"a", b"b", b"c"])
+    moved = broker.controller.add_shards(1)[0]
+    broker.produce(topic, moved.partition, [b"d"])
+    # And offsets 0..1 of the old range and 3 of the new one are in object storage
+    publish_remote(broker, moved.from_shard, topic, moved.partition,
+                   remote_segment(0, 2, size_bytes=500))
+    publish_remote(broker, "shard-2", topic, moved.partition,
+                   remote_segment(3, 4, size_bytes=300))
+    # When the topic is described
+    infos = broker.controller.describe_topic(topic).partition_info
+    # Then the moved partition's remote log spans both ranges' remote segments, its
+    # bytes summed, and its local start is the old range's (nothing was deleted)
+    merged = infos[moved.partition]
+    assert (merged.start_offset, merged.local_start_offset, merged.end_offset) == (0, 0, 4)
+    assert (merged.remote_start_offset, merged.remote_end_offset, merged.remote_bytes) == (
+        0, 4, 800)
+    assert merged.size_bytes > 0
+    # And a partition with nothing remote says so
+    other = next(p for p in infos if p.partition != moved.partition)
+    assert not other.has_remote and other.remote_bytes == 0
+    assert other.local_start_offset == other.start_offset == 0
+
+
+def test_a_broker_records_the_store_of_its_tiered_topics_and_forgets_it_with_the_last(
+        brokers):
+    # Given a broker with tiered storage but no tiered topic: nothing is recorded
+    broker = brokers(2, tier=TierOptions("s3://bucket/plinth?token=s3cr3t"))
+    broker.controller.create_topic("plain", 1, {})
+    assert broker.metadata_on_disk().tier_store is None
+    # When a tiered topic is created, Then its store is recorded, without the secret
+    broker.controller.create_topic("logs", 1, {"remote.storage.enable": "true"})
+    assert broker.metadata_on_disk().tier_store == "s3://bucket/plinth"
+    assert "s3cr3t" not in (broker.data_dir / "metadata.json").read_text()
+    # And when the last tiered topic is deleted, it is forgotten
+    broker.controller.delete_topic("logs")
+    assert broker.metadata_on_disk().tier_store is None
+
+
+def test_a_broker_with_tiered_topics_refuses_to_start_on_another_store_naming_both(
+        brokers, tmp_path):
+    # Given a broker whose tiered topic's segments are in the store at a/
+    first = TierOptions(f"file://{tmp_path}/a")
+    brokers(2, tier=first).controller.create_topic("logs", 2, {"remote.storage.enable": "true"})
+    # When it restarts with a store at b/, Then it refuses, naming the topic and both stores
+    with pytest.raises(InvalidConfigError, match=(
+            rf"1 topic\(s\) have remote.storage.enable=true \(logs\) and their remote "
+            rf"segments are in file://{tmp_path}/a, but the server was started with "
+            rf"--tier-url file://{tmp_path}/b: start it with --tier-url file://{tmp_path}/a")):
+        brokers(2, tier=TierOptions(f"file://{tmp_path}/b"))
+    # And without a tier URL, the message names the store to give
+    with pytest.raises(InvalidConfigError, match=rf"without --tier-url: start it with the "
+                       rf"--tier-url their remote segments are in file://{tmp_path}/a$"):
+        brokers(2)
+    # And the same store, written with a trailing "/" and a query, is taken
+    again = brokers(2, tier=TierOptions(f"file://{tmp_path}/a/?v=2"))
+    assert [t.name for t in again.controller.list_topics()] == ["logs"]
+    assert again.metadata_on_disk().tier_store == f"file://{tmp_path}/a"
+
+
+def test_a_data_dir_from_before_the_store_was_recorded_takes_the_store_it_is_given(
+        brokers, tmp_path):
+    # Given a tiered topic in metadata that records no store (written before it did)
+    broker = brokers(2, tier=TIER)
+    broker.controller.create_topic("logs", 1, {"remote.storage.enable": "true"})
+    metadata = broker.metadata_on_disk()
+    metadata.tier_store = None
+    metadata.save(broker.data_dir / "metadata.json")
+    # When it restarts with a store, Then it starts and records that store
+    again = brokers(2, tier=TierOptions(f"file://{tmp_path}/c"))
+    assert again.metadata_on_disk().tier_store == f"file://{tmp_path}/c"

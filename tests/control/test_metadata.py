@@ -179,6 +179,8 @@ def broken(change) -> dict:
     (broken(lambda m, t: t.update(partitions="2")), "not broker metadata"),
     (broken(lambda m, t: t["ranges"]["1"].append([True, "shard-2"])), "not broker metadata"),
     (broken(lambda m, t: m.pop("topics")), "not broker metadata"),
+    (broken(lambda m, t: m.update(tier_store=7)), "tier store 7 is not a URL"),
+    (broken(lambda m, t: m.update(tier_store="")), "tier store '' is not a URL"),
 ])
 def test_damaged_metadata_is_refused_with_its_path_and_the_problem(tmp_path, value, problem):
     # Given a metadata file whose content is inconsistent
@@ -188,6 +190,18 @@ def test_damaged_metadata_is_refused_with_its_path_and_the_problem(tmp_path, val
     with pytest.raises(CorruptDataError) as raised:
         BrokerMetadata.load(path)
     assert str(path) in str(raised.value) and problem in str(raised.value)
+
+
+def test_the_tiered_topics_store_is_saved_and_loaded_and_absent_when_none(tmp_path):
+    path = tmp_path / "metadata.json"
+    metadata = metadata_with_a_moved_partition()
+    metadata.save(path)
+    assert "tier_store" not in json.loads(path.read_text())
+    assert BrokerMetadata.load(path).tier_store is None
+    metadata.tier_store = "s3://bucket/plinth"
+    metadata.save(path)
+    assert json.loads(path.read_text())["tier_store"] == "s3://bucket/plinth"
+    assert BrokerMetadata.load(path) == metadata
 
 
 def test_broken_metadata_is_never_written(tmp_path):

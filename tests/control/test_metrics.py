@@ -72,3 +72,24 @@ def test_group_lag_counts_from_the_leaders_end_offset_not_a_followers():
     lag = [s.value for family in collector.collect() for s in family.samples
            if s.name == "plinth_group_lag"]
     assert lag == [60]
+
+
+def test_each_tiered_partition_reports_its_remote_bytes_upload_lag_and_errors():
+    # Given a shard uploading one partition, as RemoteLogManager.stats reports it
+    class WithTier(ControllerAnswering):
+        def shard_stats(self) -> dict:
+            return {"shard-0": {"partitions": {}, "logs": {}, "latency_counts": {},
+                                "latency_buckets_s": [], "latency_sum_s": {}, "errors": {}, "groups": {},
+                                "tier": {("orders", 1): {
+                                    "remote_bytes": 7_000_000, "remote_segments": 7,
+                                    "remote_log_start_offset": 0, "remote_end_offset": 7_000,
+                                    "upload_lag_bytes": 2_000_000, "upload_lag_s": 4.5,
+                                    "uploads": 9, "upload_errors": 2}}}}
+    # When the metrics are collected
+    got = samples(BrokerCollector(WithTier()))
+    # Then each figure is there, by topic and partition
+    assert [got[(name, "orders", "1")] for name in (
+        "plinth_partition_remote_bytes", "plinth_partition_remote_segments",
+        "plinth_partition_remote_upload_lag_bytes", "plinth_partition_remote_upload_lag_seconds",
+        "plinth_partition_remote_uploads_total", "plinth_partition_remote_upload_errors_total",
+    )] == [7_000_000, 7, 2_000_000, 4.5, 9, 2]

@@ -14,6 +14,9 @@ operations guide, checked the way their own tools check them, and against the re
 - Every ``plinth ...`` command in the four files is parsed by the real click CLI
   (plinth.cli.main) without running it, and every ``await_cluster.py ...`` command by
   that helper's own parser. The ids of test_every_plinth_command_... list them.
+- Tiered storage: the server and its routers take one tier URL from one place on every
+  node (the launcher's ~/plinth/tier.env, KubeRay's optional ConfigMap plinth-tier), never
+  from their own command lines, and every pod gets the store's credentials.
 - Dockerfile: its instructions, read structurally (Docker is not needed).
 
 Runs in the pytest process: no network, no Docker, no Ray cluster (Ray is imported for
@@ -468,6 +471,85 @@ def test_the_routers_join_and_await_the_broker_by_the_name_plinth_serve_gives_it
     assert routers and {option_value(argv, "--cluster-name") for argv in routers} == {name}
     awaited = {option_value(argv, "--broker") for f, _, argv in AWAIT_COMMANDS if f == file}
     assert awaited - {None} == {name}
+
+
+# --- tiered storage: one store for the server and its routers, on every node -------------
+
+TIER_VARIABLES = ("PLINTH_TIER_URL", "PLINTH_TIER_CACHE_BYTES")
+
+
+@pytest.mark.parametrize("file", [LAUNCHER.name, KUBERAY.name])
+def test_no_plinth_command_names_a_tier_url_the_others_could_disagree_with(file):
+    # The server and its routers take it from one place (PLINTH_TIER_URL), not each
+    # from its own command line
+    for f, where, argv in PLINTH_COMMANDS:
+        if f == file:
+            assert option_value(argv, "--tier-url") is None, (where, argv)
+            assert option_value(argv, "--tier-cache-bytes") is None, (where, argv)
+
+
+def launcher_tier_environment() -> dict[str, str]:
+    """The tier variables the launcher's setup commands (run on every node) write to
+    ~/plinth/tier.env, which ~/.bashrc sources for every later command."""
+    setup = launcher_config()["setup_commands"]
+    (writes,) = [c for c in setup if "PLINTH_TIER_URL" in c]
+    assert "> ~/plinth/tier.env" in writes
+    assert any(". ~/plinth/tier.env" in c and ">> ~/.bashrc" in c for c in setup)
+    (exported,) = [w for w in shell_words(writes) if w.startswith("export ")]
+    words = shell_words(exported)[1:]
+    return dict(word.split("=", 1) for word in words)
+
+
+def test_the_launcher_gives_every_node_one_tier_url_and_cache_that_the_real_cli_takes(
+        plinth_cli, monkeypatch):
+    # Given the tier variables the setup commands give every node
+    env = launcher_tier_environment()
+    assert set(env) == set(TIER_VARIABLES)
+    # Then the URL is off (empty) or one plinth serve takes
+    if env["PLINTH_TIER_URL"]:
+        from plinth.server import ServeOptions
+
+        ServeOptions(data_dir=REPO, tier_url=env["PLINTH_TIER_URL"]).tier_options()
+    # And the serve and router commands parse with them in their environment (a cache
+    # outside its limits would be refused here)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for f, where, argv in PLINTH_COMMANDS:
+        if f == LAUNCHER.name:
+            plinth_cli(argv)
+
+
+def test_an_empty_tier_url_in_the_environment_means_no_tiered_storage(monkeypatch, tmp_path):
+    # The launcher's default: PLINTH_TIER_URL="" must not reach the server as a URL ""
+    from click.testing import CliRunner
+
+    from plinth.cli import main
+
+    taken = []
+    monkeypatch.setattr("logging.basicConfig", lambda **_: None)
+    monkeypatch.setattr("plinth.server.serve", lambda options, ready: taken.append(options) or 0)
+    result = CliRunner().invoke(main, ["serve", "--data-dir", str(tmp_path / "d")],
+                                env={"PLINTH_TIER_URL": ""})
+    assert result.exit_code == 0, result.output
+    assert taken[0].tier_url is None
+
+
+def test_every_kuberay_pod_takes_the_tier_url_and_credentials_from_the_same_optional_objects():
+    # Given the head (plinth serve) and the workers (plinth router, and shards: Ray
+    # places shard actors on every pod)
+    sources = {}
+    for group, spec in pod_groups(ray_cluster()).items():
+        (container,) = spec["containers"]
+        env = {var["name"]: var for var in container["env"]}
+        # Then each takes both variables from the ConfigMap plinth-tier, optionally (no
+        # ConfigMap: no tiered storage), and the store's credentials from an optional Secret
+        refs = tuple(env[name]["valueFrom"]["configMapKeyRef"] for name in TIER_VARIABLES)
+        assert all(ref["name"] == "plinth-tier" and ref["optional"] is True for ref in refs)
+        assert {"secretRef": {"name": "plinth-tier-credentials", "optional": True}} in \
+            container["envFrom"], group
+        sources[group] = refs
+    # And every pod the same ones
+    assert len({repr(refs) for refs in sources.values()}) == 1, sources
 
 
 # --- the Dockerfile ------------------------------------------------------------------------

@@ -1,7 +1,11 @@
-"""Tiered storage's configuration on a real broker (issue 14, first slice): the server
-options ``--tier-url`` and ``--tier-cache-bytes`` reach the shard actors, and the topic
-configs remote.storage.enable and local.retention.* are checked by the controller and
-shown by ``plinth topic describe``. Nothing is uploaded yet."""
+"""Tiered storage's configuration on a real broker (issue 14): the server options
+``--tier-url`` and ``--tier-cache-bytes`` reach the shard actors, and the topic configs
+remote.storage.enable and local.retention.* are checked by the controller and shown by
+``plinth topic describe``, with each partition's local and remote offsets and bytes.
+Wrong calls fail at once with one clear line: memory:// as a server's store, a restart
+on another store than the tiered topics', a ``plinth router`` naming another store than
+its broker's. After the uploader has run, describe shows the remote log below the local
+log start."""
 
 from __future__ import annotations
 
@@ -9,16 +13,22 @@ import os
 import subprocess
 import sys
 
+from plinth import Admin, Producer, protocol
+from plinth.shards.tier.remote_store import open_remote_store
+from plinth.shards.tier.remote_transfer import list_remote_segments
 from tests.conftest import Broker
-from tests.support import unique_topic
+from tests.support import (
+    free_port, start_until_ready, topic_id_in, unique_topic, wait_until)
+
+MiB = 1 << 20
 
 PLINTH = [sys.executable, "-m", "plinth.cli"]
 
 
-def plinth(url: str, *args: str, timeout_s: float = 120):
+def plinth(url: str, *args: str, stdin: str | None = None, timeout_s: float = 120):
     env = dict(os.environ, PLINTH_BROKER=url)
     return subprocess.run(PLINTH + list(args), capture_output=True, text=True, env=env,
-                          timeout=timeout_s)
+                          input=stdin, timeout=timeout_s)
 
 
 def described_config(url: str, topic: str) -> dict[str, str]:
@@ -98,7 +108,74 @@ def test_plinth_serve_with_an_unusable_tier_url_exits_at_once_naming_it(tmp_path
     assert not (tmp_path / "d").exists()
 
 
-def test_a_broker_with_tiered_topics_refuses_to_start_without_its_tier_url(
+def tiered_table(url: str, topic: str) -> dict[int, list[str]]:
+    """partition -> the words of its row in ``plinth topic describe``'s tiered-storage table."""
+    described = plinth(url, "topic", "describe", topic)
+    assert described.returncode == 0, described.stderr
+    lines = described.stdout.splitlines()
+    at = lines.index("tiered storage")
+    assert lines[at + 1].split() == ["partition", "local", "start", "local", "bytes", "remote",
+                                     "start", "remote", "end", "remote", "bytes"]
+    return {int(line.split()[0]): line.split() for line in lines[at + 2:]}
+
+
+def test_a_tiered_topics_describe_shows_local_and_remote_offsets_and_a_router_must_agree_on_the_store(
+        broker_factory, ray_cluster, tmp_path):
+    # Given a broker tiering to a file:// store, with a tiered topic holding 5 records in
+    # partition 0 and none in partition 1, and an untiered topic
+    cluster = unique_topic("cl")
+    store = f"file://{tmp_path}/tier"
+    broker = broker_factory(shards=1, extra_args=("--tier-url", store, "--cluster-name", cluster))
+    topic, plain = unique_topic("tier"), unique_topic("plain")
+    assert plinth(broker.url, "topic", "create", topic, "--partitions", "2",
+                  "--config", "remote.storage.enable=true").returncode == 0
+    assert plinth(broker.url, "topic", "create", plain).returncode == 0
+    produced = plinth(broker.url, "produce", topic, "--partition", "0", stdin="a\nb\nc\nd\ne\n")
+    assert produced.returncode == 0, produced.stderr
+    # When they are described
+    with Admin(broker=broker.url) as admin:
+        infos = admin.describe_topic(topic).partition_info
+    rows = tiered_table(broker.url, topic)
+    # Then each tiered partition's local start is its start (nothing is remote yet), its
+    # local bytes its size, and it has no remote offsets and no remote bytes
+    assert [(p.start_offset, p.local_start_offset, p.end_offset) for p in infos] == [
+        (0, 0, 5), (0, 0, 0)]
+    assert all(not p.has_remote and p.remote_bytes == 0 for p in infos)
+    assert infos[0].size_bytes > 0 and infos[1].size_bytes == 0
+    assert rows == {0: ["0", "0", str(infos[0].size_bytes), "-", "-", "0"],
+                    1: ["1", "0", "0", "-", "-", "0"]}
+    assert (infos[0].remote_start_offset, infos[0].remote_end_offset) == (
+        protocol.NO_REMOTE_OFFSET, protocol.NO_REMOTE_OFFSET)
+    # And an untiered topic's describe has no tiered-storage table
+    assert "tiered storage" not in plinth(broker.url, "topic", "describe", plain).stdout
+    # And a router given another store refuses to start, naming both
+    router = [sys.executable, "-m", "plinth.cli", "router", "--ray-address", ray_cluster,
+              "--cluster-name", cluster, "--listen", f"tcp://127.0.0.1:{free_port()}"]
+    refused = subprocess.run(router + ["--tier-url", f"file://{tmp_path}/elsewhere"],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert (f"error: InvalidConfigError: --tier-url names file://{tmp_path}/elsewhere, but the "
+            f"broker {cluster!r} tiers to file://{tmp_path}/tier") in refused.stderr
+    # And one given the broker's store (through PLINTH_TIER_URL, with a trailing "/") serves
+    proc, _ = start_until_ready(router, "router ready",
+                                env=dict(os.environ, PLINTH_TIER_URL=store + "/"))
+    proc.terminate()
+    assert proc.wait(60) == 0
+
+
+def test_plinth_serve_refuses_a_memory_store_at_once_saying_why(tmp_path):
+    # When plinth serve is given the unit tests' in-process store
+    served = subprocess.run(PLINTH + ["serve", "--data-dir", str(tmp_path / "d"), "--tier-url",
+                                      "memory://"], capture_output=True, text=True, timeout=60)
+    # Then it exits before starting anything, saying why and what to use
+    assert served.returncode == 1
+    assert "error: InvalidConfigError: --tier-url 'memory://': memory:// is an in-process " \
+           "store for unit tests" in served.stderr
+    assert "loses every segment at exit" in served.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_broker_with_tiered_topics_refuses_to_start_without_their_store_or_with_another(
         broker_factory, ray_cluster, tmp_path):
     # Given a broker with a tiered topic, stopped
     broker = broker_factory(shards=1, extra_args=("--tier-url", f"file://{tmp_path}/tier"))
@@ -113,5 +190,54 @@ def test_a_broker_with_tiered_topics_refuses_to_start_without_its_tier_url(
     # Then it exits, naming the topic and the option, before serving anything
     assert served.returncode == 1, served.stdout + served.stderr
     assert (f"1 topic(s) have remote.storage.enable=true ({topic}) but the server was "
-            f"started without --tier-url") in served.stderr
+            f"started without --tier-url: start it with the --tier-url their remote segments "
+            f"are in file://{tmp_path}/tier") in served.stderr
     assert "ready" not in served.stdout
+    # And when it starts with another store, it exits naming both stores
+    other = Broker(broker.data_dir, ray_cluster, shards=1,
+                   extra_args=("--tier-url", f"file://{tmp_path}/other"))
+    served = subprocess.run(other.command(), capture_output=True, text=True, timeout=180)
+    assert served.returncode == 1, served.stdout + served.stderr
+    assert (f"1 topic(s) have remote.storage.enable=true ({topic}) and their remote segments "
+            f"are in file://{tmp_path}/tier, but the server was started with --tier-url "
+            f"file://{tmp_path}/other: start it with --tier-url file://{tmp_path}/tier") \
+        in served.stderr
+    assert "ready" not in served.stdout
+
+
+def test_after_uploads_describe_shows_the_remote_log_below_the_local_start(
+        broker_factory, tmp_path):
+    # Given a broker with a file:// store and a tiered topic of 1 MiB segments keeping
+    # 1 MiB locally, into which 5 MB is produced
+    tier_dir = tmp_path / "tier"
+    broker = broker_factory(shards=1, extra_args=("--tier-url", f"file://{tier_dir}"))
+    topic = unique_topic("tierdesc")
+    with Admin(broker=broker.url) as admin:
+        admin.create_topic(topic, 1, config={"segment.bytes": MiB, "remote.storage.enable": "true",
+                                             "local.retention.bytes": MiB})
+    with Producer(broker=broker.url, linger_ms=0) as producer:
+        for n in range(160):
+            producer.send(topic, b"%04d" % n + b"." * 32_000).get(30)
+
+    # When the uploader has uploaded a prefix and local retention deleted part of it
+    def described() -> protocol.PartitionInfo:
+        with Admin(broker=broker.url) as admin:
+            return admin.describe_topic(topic).partition_info[0]
+    wait_until(lambda: described().local_start_offset > 0, timeout_s=60,
+               explain=lambda: f"{described()}")
+    info = described()
+    remote = list_remote_segments(open_remote_store(f"file://{tier_dir}"), topic,
+                                  topic_id_in(broker.data_dir, topic), 0)
+    # Then describe shows the log from 0, the remote log from 0 to where the uploads end
+    # (at or past the local start: nothing is missing between them), its bytes those of
+    # the uploaded segments' logs, and the local start and bytes above it
+    assert (info.start_offset, info.end_offset, info.remote_start_offset) == (0, 160, 0)
+    assert info.local_start_offset <= info.remote_end_offset <= 160
+    assert info.remote_end_offset <= max(s.end_offset for s in remote)
+    assert 0 < info.remote_bytes <= sum(s.size_bytes for s in remote)
+    assert MiB <= info.size_bytes <= 3 * MiB
+    # And plinth topic describe prints the same numbers, or newer ones (the uploader runs on)
+    row = tiered_table(broker.url, topic)[0]
+    assert row[0] == "0" and row[3] == "0"
+    assert int(row[1]) >= info.local_start_offset and int(row[4]) >= info.remote_end_offset
+    assert int(row[5]) >= info.remote_bytes

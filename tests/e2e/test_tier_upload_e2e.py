@@ -1,17 +1,17 @@
 """Uploading to object storage on a real broker (issue 14): ``plinth serve --tier-url
 file://...``, a tiered topic with 1 MiB segments and 1 MiB of local retention; its rolled
 segments appear in the store, a whole prefix of the log, the shard's disk shrinks to
-the local retention plus the active segment, and the whole log still reads from offset 0."""
+the local retention plus the active segment, and the whole log still reads from offset 0.
+A tiered topic deleted and created again at once under its name reads only its new
+records: its segments are under another topic id."""
 
 from __future__ import annotations
-
-import json
 
 from plinth import Admin, Consumer, Producer
 from plinth.shards.tier.remote_segment import partition_prefix
 from plinth.shards.tier.remote_store import open_remote_store
 from plinth.shards.tier.remote_transfer import list_remote_segments
-from tests.support import unique_topic, wait_until
+from tests.support import topic_id_in, unique_topic, wait_until
 
 MiB = 1 << 20
 RECORDS = 160
@@ -22,11 +22,6 @@ def local_log_bytes(data_dir, topic: str) -> int:
     """Bytes of the partition's .log files on every shard's disk."""
     return sum(path.stat().st_size
                for path in (data_dir / "shards").glob(f"*/{topic}-0/*.log"))
-
-
-def topic_id_of(broker, topic: str) -> str:
-    """The topic's id, as the controller saved it in metadata.json."""
-    return json.loads((broker.data_dir / "metadata.json").read_text())["topics"][topic]["topic_id"]
 
 
 def test_a_tiered_topic_uploads_its_rolled_segments_and_its_disk_shrinks_to_local_retention(
@@ -47,7 +42,7 @@ def test_a_tiered_topic_uploads_its_rolled_segments_and_its_disk_shrinks_to_loca
             producer.send(topic, value).get(30)
     store = open_remote_store(f"file://{tier_dir}")
 
-    topic_id = topic_id_of(broker, topic)
+    topic_id = topic_id_in(broker.data_dir, topic)
 
     def remote_ranges():
         return [(s.base_offset, s.end_offset)
@@ -85,12 +80,12 @@ def test_a_tiered_topic_deleted_and_created_again_at_once_reads_only_its_new_rec
     with Admin(broker=broker.url) as admin:
         admin.create_topic(topic, 1, config=config)
         produce_tiered(broker, topic, b"old")
-        old_id = topic_id_of(broker, topic)
+        old_id = topic_id_in(broker.data_dir, topic)
         wait_until(lambda: len(list_remote_segments(store, topic, old_id, 0)) >= 4, timeout_s=60)
         # When it is deleted and created again at once under the same name
         admin.delete_topic(topic)
         admin.create_topic(topic, 1, config=config)
-    new_id = topic_id_of(broker, topic)
+    new_id = topic_id_in(broker.data_dir, topic)
     assert new_id != old_id
     # and records are produced into the new one, until its older ones too are only remote
     new_values = produce_tiered(broker, topic, b"new")

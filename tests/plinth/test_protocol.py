@@ -62,6 +62,27 @@ def test_describe_carries_each_partitions_leader_replicas_in_sync_epoch_and_high
     assert decoded == part
 
 
+def test_describe_and_list_offsets_carry_the_local_start_and_the_remote_offsets_and_bytes():
+    # Given a partition whose offsets 0..399 are in object storage (9000 bytes) and
+    # 300..999 on the shard's disk (7000 bytes)
+    part = protocol.PartitionInfo(0, "shard-1", 0, 1000, 7000, local_start_offset=300,
+                                  remote_start_offset=0, remote_end_offset=400,
+                                  remote_bytes=9000)
+    # When a describeTopic and a listOffsets reply carry it / Then every field comes back
+    described = protocol.decode_reply(protocol.encode_topics_reply(3, [protocol.TopicInfo(
+        "t", 1, {}, [part])])).topics[0].partition_info[0]
+    assert described == part and described.has_remote
+    assert protocol.decode_reply(protocol.encode_offsets_reply(4, part)).offsets == part
+
+
+def test_a_partition_with_nothing_remote_says_so_with_no_remote_offsets():
+    part = protocol.PartitionInfo(0, "shard-1", 5, 9, 77, local_start_offset=5)
+    decoded = protocol.decode_reply(protocol.encode_offsets_reply(4, part)).offsets
+    assert (decoded.remote_start_offset, decoded.remote_end_offset, decoded.remote_bytes) == (
+        protocol.NO_REMOTE_OFFSET, protocol.NO_REMOTE_OFFSET, 0)
+    assert not decoded.has_remote
+
+
 def test_status_carries_the_under_replicated_and_offline_partition_counts():
     info = protocol.StatusInfo([("n", "127.0.0.1", True)], [], [], 3, 1)
     status = protocol.decode_reply(protocol.encode_status_reply(1, info)).status
@@ -160,3 +181,11 @@ def test_a_throttled_reply_carries_its_throttle_time_and_an_unthrottled_one_zero
     # for the throttled one: the hand-packed decoder takes only a throttle of 0)
     assert protocol.decode_reply(msg.to_bytes()).throttle_time_ms == 250
     assert protocol.decode_reply(protocol.encode_produce_reply(3, 9)).throttle_time_ms == 0
+
+
+def test_status_carries_each_shards_remote_bytes_and_upload_backlog():
+    shard = protocol.ShardStatus("shard-0", "tcp://127.0.0.1:7501", True, 2, 10, 0.0, 0.0,
+                                 remote_bytes=5_000_000, upload_lag_bytes=1_048_576,
+                                 upload_lag_s=12.5, upload_errors=3)
+    info = protocol.StatusInfo([("n", "127.0.0.1", True)], [shard], [])
+    assert protocol.decode_reply(protocol.encode_status_reply(1, info)).status.shards == [shard]

@@ -1,5 +1,6 @@
 """plinth/server.py's ServeOptions: which internal hop a server takes, and its
-tiered-storage options (checked before anything starts)."""
+tiered-storage options (checked before anything starts); and RouterOptions' --tier-url,
+checked against the broker's store."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from click.testing import CliRunner
 from plinth import limits
 from plinth.cli import main
 from plinth.errors import InvalidConfigError
-from plinth.server import ServeOptions
+from plinth.server import RouterOptions, ServeOptions, check_tier_store
 from plinth.shards.shard_handle import TierOptions
 
 
@@ -53,6 +54,18 @@ def test_a_file_tier_url_and_a_cache_size_reach_the_shards_options(tmp_path):
 def test_a_tier_url_the_store_cannot_use_is_refused_naming_the_option_and_the_url(url, shown):
     with pytest.raises(InvalidConfigError, match=f"--tier-url {shown}"):
         ServeOptions(data_dir=Path("d"), tier_url=url).tier_options()
+
+
+@pytest.mark.parametrize("url", ["memory://", "memory:///prefix", "MEMORY://"])
+def test_a_memory_tier_url_is_refused_outside_tests_saying_why_and_what_to_use(url):
+    # Given the in-process store the unit tests use
+    # When plinth serve's options are checked with it
+    with pytest.raises(InvalidConfigError) as raised:
+        ServeOptions(data_dir=Path("d"), tier_url=url).tier_options()
+    # Then it is refused, naming the option and the URL, why, and what to use instead
+    message = str(raised.value)
+    assert message.startswith(f"--tier-url {url!r}: memory:// is an in-process store")
+    assert "loses every segment at exit" in message and "file:///path" in message
 
 
 def test_a_refused_tier_url_never_shows_its_password_or_query():
@@ -98,6 +111,8 @@ def test_plinth_serve_passes_the_tier_options_on(monkeypatch, tmp_path):
 
 
 def test_plinth_serve_without_tier_options_takes_the_defaults(monkeypatch, tmp_path):
+    monkeypatch.delenv("PLINTH_TIER_URL", raising=False)
+    monkeypatch.delenv("PLINTH_TIER_CACHE_BYTES", raising=False)
     taken = []
     monkeypatch.setattr("plinth.server.serve", lambda options, ready: taken.append(options) or 0)
     result = CliRunner().invoke(main, ["serve", "--data-dir", str(tmp_path / "d")])
@@ -123,3 +138,66 @@ def test_plinth_serve_fails_at_once_on_a_bad_tier_url_naming_the_option_and_the_
         result.output
     assert "pw" not in result.output.replace("plinth", "")
     assert not (tmp_path / "d").exists()
+
+
+def test_plinth_serve_takes_the_tier_options_from_the_environment(monkeypatch, tmp_path):
+    # Given the deploy configs' way: PLINTH_TIER_URL and PLINTH_TIER_CACHE_BYTES (a URL
+    # with a token stays out of the command line)
+    url = f"file://{tmp_path}/tier"
+    monkeypatch.setenv("PLINTH_TIER_URL", url)
+    monkeypatch.setenv("PLINTH_TIER_CACHE_BYTES", "67108864")
+    taken = []
+    monkeypatch.setattr("plinth.server.serve", lambda options, ready: taken.append(options) or 0)
+    # When plinth serve starts without the options / Then it takes them from there
+    result = CliRunner().invoke(main, ["serve", "--data-dir", str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    assert (taken[0].tier_url, taken[0].tier_cache_bytes) == (url, 67_108_864)
+
+
+@pytest.mark.parametrize("args, env, expected", [
+    (["--tier-url", "s3://bucket/p"], None, "s3://bucket/p"),
+    ([], "s3://bucket/from-env", "s3://bucket/from-env"),
+    ([], None, None),
+])
+def test_plinth_router_passes_its_tier_url_on_from_the_option_or_the_environment(
+        monkeypatch, args, env, expected):
+    monkeypatch.delenv("PLINTH_TIER_URL", raising=False)
+    if env is not None:
+        monkeypatch.setenv("PLINTH_TIER_URL", env)
+    taken = []
+    monkeypatch.setattr("plinth.server.run_router",
+                        lambda options, ready: taken.append(options) or 0)
+    result = CliRunner().invoke(main, ["router", "--ray-address", "auto", "--cluster-name", "c",
+                                       *args])
+    assert result.exit_code == 0, result.output
+    assert taken[0].tier_url == expected
+
+
+def test_a_routers_tier_url_is_its_store_and_is_checked_as_plinth_serve_checks_it():
+    assert RouterOptions("auto", "c").tier_store() is None
+    assert RouterOptions("auto", "c", tier_url="s3://u:s3cr3t@bucket/p/?x=1").tier_store() == \
+        "s3://bucket/p"
+    with pytest.raises(InvalidConfigError, match="memory:// is an in-process store"):
+        RouterOptions("auto", "c", tier_url="memory://").tier_store()
+    with pytest.raises(InvalidConfigError, match="--tier-url 'ftp://h/x' cannot be used"):
+        RouterOptions("auto", "c", tier_url="ftp://h/x").tier_store()
+
+
+def test_a_router_given_the_brokers_store_or_none_joins_it():
+    check_tier_store("s3://bucket/p", "s3://bucket/p", "plinth")
+    check_tier_store(None, "s3://bucket/p", "plinth")
+    check_tier_store(None, None, "plinth")
+
+
+def test_a_router_given_another_store_than_the_brokers_is_refused_naming_both():
+    with pytest.raises(InvalidConfigError, match=r"--tier-url names s3://bucket/b, but the "
+                       r"broker 'plinth' tiers to s3://bucket/a: give the router and the "
+                       r"server the same store"):
+        check_tier_store("s3://bucket/b", "s3://bucket/a", "plinth")
+
+
+def test_a_router_given_a_store_for_a_broker_without_tiered_storage_is_refused():
+    with pytest.raises(InvalidConfigError, match=r"--tier-url names s3://bucket/a, but the "
+                       r"broker 'plinth' has no tiered storage \(its plinth serve was given "
+                       r"no --tier-url\)"):
+        check_tier_store("s3://bucket/a", None, "plinth")

@@ -144,6 +144,11 @@ def test_tier_options_default_to_no_tiered_storage_and_the_default_cache():
     tier.check()
 
 
+def test_tier_options_name_their_store_without_its_credentials():
+    assert TierOptions().store is None
+    assert TierOptions("s3://AKIA:s3cr3t@bucket/plinth/?token=s3cr3t").store == "s3://bucket/plinth"
+
+
 @pytest.mark.parametrize("url, cache_bytes, message", [
     ("", limits.TIER_CACHE_BYTES_DEFAULT, "tier URL of 0 bytes: 1 to 2048"),
     ("s3://b/" + "x" * 2042, limits.TIER_CACHE_BYTES_DEFAULT, "tier URL of 2049 bytes"),

@@ -240,7 +240,7 @@ def test_with_the_store_down_produce_works_nothing_is_deleted_and_the_backlog_up
             segments = local_segments(server)
             assert segments[0][0] == 0 and segments[-1][1] == len(values)
             assert fetch_values(server.address, "t", 0, 0)[0] == values[0]
-            # When the server comes back (on the same port)
+            # When the server comes back
             moto.start()
             store = open_remote_store(url)
             # Then the backlog uploads and local retention follows
@@ -457,7 +457,7 @@ def test_after_a_restart_the_remote_view_comes_from_the_journal_even_with_the_st
     with running_shard(tmp_path / "shard", url, tiered(local_retention_bytes=0)) as server:
         produce_values(server, 12)
         wait_until(lambda: local_segments(server)[0][0] > 0, timeout_s=WAIT_S)
-        remote_end = remote_ranges(store)[-1][1]
+    remote_end = remote_ranges(store)[-1][1]   # once stopped: no upload may follow
     # When the shard restarts with its store unreachable
     unreachable = MotoS3()
     for key, value in unreachable.env.items():
@@ -470,3 +470,25 @@ def test_after_a_restart_the_remote_view_comes_from_the_journal_even_with_the_st
             return remote.log_start_offset, remote.end_offset
         wait_until(lambda: server.call(remote_view) == (0, remote_end), timeout_s=WAIT_S)
         assert server.call(lambda: server._partitions[("t", 0)].log_start_offset) == 0
+
+
+def test_a_reopened_partition_knows_its_remote_log_before_it_serves_its_first_fetch(tmp_path):
+    # Given a tiered partition whose first segments are only in the store
+    url = f"file://{tmp_path}/store"
+    store = open_remote_store(url)
+    config = tiered(local_retention_bytes=0)
+    with running_shard(tmp_path / "shard", url, config) as server:
+        values = produce_values(server, 12)
+        wait_until(lambda: local_segments(server)[0][0] > 0, timeout_s=WAIT_S)
+    remote_end = remote_ranges(store)[-1][1]   # once stopped: no upload may follow
+    # When the shard restarts and opens it, and in the same turn of its loop (before
+    # the uploader could publish anything) is asked where the partition starts
+    with running_shard(tmp_path / "shard", url) as server:
+        def open_and_look():
+            server.open_partition("t", 0, config, topic_id=TOPIC_ID)
+            part = server._partitions[("t", 0)]
+            return part.log_start_offset, part.remote.end_offset
+        # Then it starts at 0, not at the local start: the journal says what is remote
+        assert server.call(open_and_look) == (0, remote_end)
+        # And a fetch from 0 reads the remote records
+        assert read_from(server, 0, 12) == values

@@ -195,3 +195,21 @@ def test_a_journal_with_many_dead_entries_is_compacted_on_open(metadata, monkeyp
     assert len(records) == 3
     assert reopened.finished_segments() == [kept] and reopened.copies_unfinished() == [started]
     reopened.close()
+
+
+def test_the_finished_segments_are_read_from_a_journal_without_writing_to_it(metadata):
+    from plinth.shards.tier.remote_log_metadata import finished_segments_in_journal
+
+    # Given a journal with a finished copy, a started one, and a torn tail
+    finished, started = remote_segment(0, 100), remote_segment(100, 200)
+    uploaded(metadata, finished)
+    metadata.copy_started(started, 3)
+    with open(metadata.journal_path, "ab") as journal:
+        journal.write(b"\x10\x00")
+    size_bytes = metadata.journal_path.stat().st_size
+    # When another thread reads what is readable from it
+    segments = finished_segments_in_journal(metadata.directory)
+    # Then it is the finished copy only, and the file is as it was (its owner cuts it)
+    assert [s.segment_id for s in segments] == [finished.segment_id]
+    assert metadata.journal_path.stat().st_size == size_bytes
+    assert finished_segments_in_journal(metadata.directory / "nowhere") == []

@@ -11,7 +11,8 @@ import pytest
 from plinth.errors import (
     InvalidConfigError, RemoteObjectExistsError, RemoteObjectNotFoundError,
     RemoteStorageUnavailableError)
-from plinth.shards.tier.remote_store import ObjectInfo, open_remote_store, redacted_url
+from plinth.shards.tier.remote_store import (ObjectInfo, open_remote_store, redacted_url,
+                                             store_identity)
 from tests.moto_s3 import MotoS3
 
 MiB = 1024 * 1024
@@ -106,6 +107,27 @@ def test_an_unknown_scheme_is_a_config_error():
 ])
 def test_a_url_is_shown_without_its_user_password_query_or_fragment(url, shown):
     assert redacted_url(url) == shown
+
+
+@pytest.mark.parametrize("url, identity", [
+    ("s3://bucket/prefix", "s3://bucket/prefix"),
+    ("s3://bucket/prefix/", "s3://bucket/prefix"),
+    ("S3://bucket", "s3://bucket"),
+    ("file:///var/plinth/tier/", "file:///var/plinth/tier"),
+    ("s3://AKIAXXXX:s3cr3t@bucket/prefix", "s3://bucket/prefix"),
+    ("az://container/p?sv=2024&sig=s3cr3t", "az://container/p"),
+    ("gs://user@bucket/p#s3cr3t", "gs://bucket/p"),
+    ("s3://bucket/a@b", "s3://bucket/a@b"),
+])
+def test_a_store_is_identified_by_scheme_bucket_and_prefix_without_secrets_or_options(
+        url, identity):
+    assert store_identity(url) == identity
+
+
+def test_urls_differing_only_in_credentials_name_one_store_and_other_prefixes_do_not():
+    assert store_identity("az://c/p?sig=old") == store_identity("az://c/p?sig=rotated")
+    assert store_identity("s3://bucket/a") != store_identity("s3://bucket/b")
+    assert store_identity("s3://bucket/a") != store_identity("gs://bucket/a")
 
 
 def test_a_store_and_its_errors_never_show_the_secrets_its_url_carries():

@@ -1,0 +1,240 @@
+"""Tiered storage end to end (issue 14): a real ``plinth serve --tier-url``, real shard
+processes, a real store (a directory, or moto's S3 server on 127.0.0.1), the official clients.
+
+Hundreds of MB go into topics of small segments with a small local retention; every
+acknowledged record is read back from offset 0, byte for byte, most of it from object
+storage; the shards' disks stay within local retention; and that holds across a
+restart, a shard SIGKILLed while it uploads, and an S3 server that is down for 30 s.
+
+Record ``i`` of a test is ``VALUE_BYTES`` bytes: its number in 10 digits, repeated, so
+that every byte read back can be checked without keeping what was sent.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from plinth import Admin, Consumer, Producer
+from plinth.errors import CorruptDataError
+from plinth.shards.tier.remote_store import open_remote_store
+from plinth.shards.tier.remote_transfer import list_remote_segments
+from tests.shard_processes import shard_pids
+from tests.support import topic_id_in, unique_topic, wait_until
+
+MiB = 1024 * 1024
+VALUE_BYTES = 1000
+SEGMENT_BYTES = 1 * MiB                 # the smallest segment.bytes a topic may set
+LOCAL_RETENTION_BYTES = 4 * MiB
+PARTITIONS = 2
+
+
+def value(number: int) -> bytes:
+    return b"%010d" % number * (VALUE_BYTES // 10)
+
+
+def tiered_topic(url: str) -> str:
+    topic = unique_topic("tier")
+    with Admin(broker=url) as admin:
+        admin.create_topic(topic, PARTITIONS, config={
+            "remote.storage.enable": "true", "segment.bytes": str(SEGMENT_BYTES),
+            "local.retention.bytes": str(LOCAL_RETENTION_BYTES)})
+    return topic
+
+
+def produce(url: str, topic: str, first: int, count: int) -> dict[int, tuple[int, int]]:
+    """Send records ``first`` .. ``first + count - 1`` round-robin over the partitions;
+    number -> (partition, offset) of each acknowledged one (all of them, or it raises)."""
+    with Producer(broker=url, linger_ms=5) as producer:
+        futures = [(n, producer.send(topic, value(n), partition=n % PARTITIONS))
+                   for n in range(first, first + count)]
+        producer.flush(300)
+        return {n: (future.get(0).partition, future.get(0).offset) for n, future in futures}
+
+
+def check_everything_reads_back(url: str, topic: str, acknowledged: dict) -> None:
+    """Every acknowledged record at its offset, byte for byte, read from the first of
+    them in each partition, and nothing else."""
+    expected = {where: n for n, where in acknowledged.items()}
+    seen = 0
+    with Consumer(broker=url, auto_offset_reset="earliest", consumer_timeout_ms=10_000,
+                  fetch_max_bytes=4 * MiB) as consumer:
+        consumer.assign([(topic, p) for p in range(PARTITIONS)])
+        for p in range(PARTITIONS):   # from the first expected offset: 0, or a tail's start
+            consumer.seek(topic, p, min(offset for partition, offset in expected
+                                        if partition == p))
+        for record in consumer:
+            number = expected.get((record.partition, record.offset))
+            assert number is not None, f"record at {record.partition}/{record.offset} never sent"
+            assert record.value == value(number), \
+                f"record {number} at {record.partition}/{record.offset} differs"
+            seen += 1
+            if seen == len(expected):
+                break
+    assert seen == len(expected), f"{seen} of {len(expected)} acknowledged records read"
+
+
+def local_log_bytes(data_dir: Path, topic: str) -> dict[str, int]:
+    """Partition dir name -> bytes of its .log files, over every shard's directory."""
+    sizes: dict[str, int] = {}
+    for path in data_dir.glob(f"shards/*/{topic}-*/*.log"):
+        sizes[path.parent.name] = sizes.get(path.parent.name, 0) + path.stat().st_size
+    return sizes
+
+
+def wait_for_local_retention(data_dir: Path, topic: str) -> dict[str, int]:
+    """Until each partition's disk holds at most local retention plus two segments (the
+    active one, and the one that cannot go without dropping below the retention)."""
+    bound = LOCAL_RETENTION_BYTES + 2 * SEGMENT_BYTES
+    return wait_until(
+        lambda: (sizes := local_log_bytes(data_dir, topic)) and len(sizes) == PARTITIONS
+        and all(size <= bound for size in sizes.values()) and sizes,
+        timeout_s=180, interval_s=0.5,
+        explain=lambda: f"local .log bytes {local_log_bytes(data_dir, topic)}, bound {bound}")
+
+
+def check_remote_segments_whole(store_url: str, topic: str, topic_id: str) -> int:
+    """Every visible remote segment has each of its objects, at its recorded size;
+    how many there are."""
+    store = open_remote_store(store_url)
+    visible = 0
+    for partition in range(PARTITIONS):
+        for segment in list_remote_segments(store, topic, topic_id, partition):
+            for kind, digest in segment.objects.items():
+                assert store.head(segment.object_key(kind)).size_bytes == digest.size_bytes, \
+                    f"{segment.object_key(kind)}: not the size its manifest says"
+            visible += 1
+    return visible
+
+
+def unreferenced_objects(store_url: str, topic: str, topic_id: str) -> list[str]:
+    """Objects of the topic in the store that no visible segment owns (a copy that
+    started and never finished, not yet cleaned up)."""
+    store = open_remote_store(store_url)
+    owned = set()
+    for partition in range(PARTITIONS):
+        for segment in list_remote_segments(store, topic, topic_id, partition):
+            owned |= {segment.object_key(kind) for kind in segment.objects}
+            owned.add(segment.manifest_key)
+    return [info.key for info in store.list(f"{topic}-{topic_id}/") if info.key not in owned]
+
+
+def test_hundreds_of_mb_read_back_from_offset_0_through_object_storage_and_after_a_restart(
+        broker_factory, tmp_path):
+    # Given a broker tiering to a directory, and a topic of 1 MiB segments keeping 4 MiB locally
+    store_url = f"file://{tmp_path}/tier"
+    broker = broker_factory(shards=2, extra_args=(
+        "--tier-url", store_url, "--tier-cache-bytes", str(64 * MiB)))
+    topic = tiered_topic(broker.url)
+    # When 300 MB are produced
+    acknowledged = produce(broker.url, topic, 0, 300_000)
+    # Then the disks shrink to local retention, the rest being in the store
+    sizes = wait_for_local_retention(broker.data_dir, topic)
+    assert sum(sizes.values()) < 300_000 * VALUE_BYTES / 10
+    assert check_remote_segments_whole(store_url, topic, topic_id_in(broker.data_dir, topic)) > 250
+    # And status shows what the shards hold remotely, and the upload backlog
+    with Admin(broker=broker.url) as admin:
+        shards = admin.status().shards
+    assert sum(shard.remote_bytes for shard in shards) > 250 * MiB
+    assert sum(shard.upload_errors for shard in shards) == 0
+    shown = subprocess.run([sys.executable, "-m", "plinth.cli", "status"], text=True,
+                           capture_output=True, env=dict(os.environ, PLINTH_BROKER=broker.url),
+                           timeout=60)
+    assert "tiered storage" in shown.stdout and "upload lag bytes" in shown.stdout, shown
+    # And every record reads back from offset 0, byte for byte
+    check_everything_reads_back(broker.url, topic, acknowledged)
+    # And again after the broker restarts
+    assert broker.stop() == 0
+    broker.start()
+    check_everything_reads_back(broker.url, topic, acknowledged)
+
+
+def test_a_shard_killed_while_it_uploads_leaves_no_half_segment_and_loses_nothing(
+        broker_factory, moto_s3):
+    # Given a broker tiering to moto's S3 server, and a topic with a backlog of uploads
+    store_url = moto_s3.url()
+    broker = broker_factory(shards=1, extra_args=("--tier-url", store_url))
+    topic = tiered_topic(broker.url)
+    acknowledged = produce(broker.url, topic, 0, 150_000)
+    rolled = 150_000 * VALUE_BYTES // SEGMENT_BYTES - 2 * PARTITIONS   # segments, about
+    pids = wait_until(lambda: shard_pids(broker.data_dir), timeout_s=60)
+    topic_id = topic_id_in(broker.data_dir, topic)
+    visible = wait_until(lambda: check_remote_segments_whole(store_url, topic, topic_id) >= 3
+                         and check_remote_segments_whole(store_url, topic, topic_id), timeout_s=120,
+                         interval_s=0.05)
+    # When its shard process is SIGKILLed in the middle of the uploads
+    os.kill(next(iter(pids.values())), signal.SIGKILL)
+    assert visible < rolled, f"all {visible} segments were up before the kill"
+    # Then (Ray restarts the shard) the uploads finish, every visible segment is whole,
+    # and every acknowledged record reads back, with the records produced since
+    acknowledged |= produce(broker.url, topic, 150_000, 20_000)
+    wait_for_local_retention(broker.data_dir, topic)
+    assert check_remote_segments_whole(store_url, topic, topic_id) > rolled
+    # And whatever the killed upload had written is cleaned up
+    wait_until(lambda: not unreferenced_objects(store_url, topic, topic_id), timeout_s=60,
+               explain=lambda: unreferenced_objects(store_url, topic, topic_id))
+    check_everything_reads_back(broker.url, topic, acknowledged)
+
+
+def test_an_s3_server_down_for_30_s_delays_uploads_but_not_produce_or_local_reads(
+        broker_factory, moto_s3):
+    # Given a broker tiering to moto's S3 server, with part of a topic already uploaded
+    store_url = moto_s3.url()
+    broker = broker_factory(shards=1, extra_args=("--tier-url", store_url))
+    topic = tiered_topic(broker.url)
+    acknowledged = produce(broker.url, topic, 0, 30_000)
+    wait_for_local_retention(broker.data_dir, topic)
+    # When the S3 server stops for 30 s while records are produced and read
+    moto_s3.stop()
+    try:
+        stopped_s = time.monotonic()
+        produced = produce(broker.url, topic, 30_000, 20_000)
+        # Then produce is unaffected, and the tail reads back from the local disk
+        acknowledged |= produced
+        check_everything_reads_back(broker.url, topic, produced)
+        # And local retention waits: the disk holds what is not uploaded
+        assert sum(local_log_bytes(broker.data_dir, topic).values()) >= 20_000 * VALUE_BYTES
+        # And a read of remote-only offsets fails retriably, never with wrong data
+        with Consumer(broker=broker.url, auto_offset_reset="earliest",
+                      consumer_timeout_ms=2_000) as consumer:
+            consumer.assign([(topic, 0)])
+            assert list(consumer) == []
+        time.sleep(max(0.0, 30 - (time.monotonic() - stopped_s)))   # the outage lasts 30 s
+    finally:
+        moto_s3.start()
+    # And once it is back the backlog uploads, the disk shrinks, and everything reads back
+    wait_for_local_retention(broker.data_dir, topic)
+    check_everything_reads_back(broker.url, topic, acknowledged)
+
+
+def test_a_corrupt_remote_object_gives_the_consumer_corrupt_data_naming_the_partition_and_offset(
+        broker_factory, tmp_path):
+    # Given a tiered topic whose first segments are only in a directory store
+    store_url = f"file://{tmp_path}/tier"
+    broker = broker_factory(shards=1, extra_args=("--tier-url", store_url))
+    topic = tiered_topic(broker.url)
+    produce(broker.url, topic, 0, 20_000)
+    wait_for_local_retention(broker.data_dir, topic)
+    first = list_remote_segments(open_remote_store(store_url), topic,
+                                 topic_id_in(broker.data_dir, topic), 0)[0]
+    # When one byte of its first segment's .log object flips in the store (inside the
+    # records of its first entry, so only the entry's CRC can tell)
+    log_object = tmp_path / "tier" / first.object_key("log")
+    data = bytearray(log_object.read_bytes())
+    data[200] ^= 0x10
+    log_object.write_bytes(bytes(data))
+    # Then a consumer reading partition 0 from offset 0 gets CorruptDataError naming
+    # the partition and the offset, and no record
+    with Consumer(broker=broker.url, auto_offset_reset="earliest",
+                  consumer_timeout_ms=30_000) as consumer:
+        consumer.assign([(topic, 0)])
+        with pytest.raises(CorruptDataError,
+                           match=rf"partition {topic}/0, offset 0: .*CRC mismatch"):
+            records = list(consumer)
+            raise AssertionError(f"{len(records)} records read, no error")

@@ -1,0 +1,66 @@
+"""``plinth topic describe``'s output (plinth/cli.py), from a TopicInfo as Admin returns it:
+the partition table, and for a tiered topic the tiered-storage table of local and remote
+offsets and bytes. The Admin is replaced by one that returns the given TopicInfo; the
+rendering is the real CLI's."""
+
+from __future__ import annotations
+
+import contextlib
+
+from click.testing import CliRunner
+
+from plinth import cli, protocol
+
+
+def describe(monkeypatch, info: protocol.TopicInfo) -> list[str]:
+    """The lines ``plinth topic describe`` prints for ``info``."""
+    class Admin:
+        def describe_topic(self, name):
+            assert name == info.name
+            return info
+
+    monkeypatch.setattr(cli, "_admin", lambda ctx: contextlib.nullcontext(Admin()))
+    result = CliRunner().invoke(cli.main, ["topic", "describe", info.name])
+    assert result.exit_code == 0, result.output
+    return result.output.splitlines()
+
+
+def partition(p: int, **fields) -> protocol.PartitionInfo:
+    return protocol.PartitionInfo(p, "shard-0", replicas=["shard-0"],
+                                  in_sync_replicas=["shard-0"], **fields)
+
+
+def test_an_untiered_topic_shows_one_row_per_partition_and_no_tiered_table(monkeypatch):
+    info = protocol.TopicInfo("plain", 2, {"remote.storage.enable": "false"},
+                              [partition(0, end_offset=5, size_bytes=100), partition(1)])
+    lines = describe(monkeypatch, info)
+    assert len(lines) == 4 and lines[0].startswith("topic plain  partitions 2")
+    assert lines[2].split()[:5] == ["0", "shard-0", "0", "5", "100"]
+    assert not any("tiered" in line or "remote" in line for line in lines[1:])
+
+
+def test_a_tiered_topic_shows_local_and_remote_starts_and_bytes_per_partition(monkeypatch):
+    # Given a tiered topic: partition 0 has offsets 0..399 remote (9000 bytes) and
+    # 300..999 local (7000 bytes); partition 1 has nothing remote yet
+    info = protocol.TopicInfo("logs", 2, {"remote.storage.enable": "true"}, [
+        partition(0, start_offset=0, end_offset=1000, size_bytes=7000, local_start_offset=300,
+                  remote_start_offset=0, remote_end_offset=400, remote_bytes=9000),
+        partition(1, start_offset=20, end_offset=30, size_bytes=500, local_start_offset=20)])
+    # When it is described
+    lines = describe(monkeypatch, info)
+    # Then the partition table is as for any topic, its start the log start
+    assert lines[2].split()[:5] == ["0", "shard-0", "0", "1000", "7000"]
+    # And a tiered-storage table follows: local start, local bytes, remote start, end, bytes
+    at = lines.index("tiered storage")
+    assert lines[at + 1].split() == ["partition", "local", "start", "local", "bytes", "remote",
+                                     "start", "remote", "end", "remote", "bytes"]
+    assert lines[at + 2].split() == ["0", "300", "7000", "0", "400", "9000"]
+    assert lines[at + 3].split() == ["1", "20", "500", "-", "-", "0"]
+
+
+def test_remote_offsets_are_shown_even_if_the_config_is_not_in_the_reply(monkeypatch):
+    info = protocol.TopicInfo("logs", 1, {}, [partition(
+        0, end_offset=10, local_start_offset=5, remote_start_offset=0, remote_end_offset=5,
+        remote_bytes=64)])
+    lines = describe(monkeypatch, info)
+    assert lines[lines.index("tiered storage") + 2].split() == ["0", "5", "0", "0", "5", "64"]
