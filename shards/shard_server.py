@@ -342,7 +342,8 @@ class ShardServer:
         """
         part = self._partitions.get((topic, partition))
         if part is not None and part.topic_id and topic_id and part.topic_id != topic_id:
-            part = self._drop_stray(part, topic_id)
+            self._drop_stray(part, topic_id)
+            part = None
         just_opened = part is None
         if part is None:
             part = Partition.open(self._partition_dir(topic, partition), topic, partition,
