@@ -974,16 +974,20 @@ class Controller:
 
     def _new_topic(self, name: str, partitions: int, config: dict[str, str],
                    factor: int) -> TopicMetadata:
+        """A new topic's metadata, with a new topic id (a topic created again under
+        the name of a deleted one is another topic: metadata.py)."""
         shard_ids, pins = self._metadata.shards, self._metadata.shard_nodes
+        topic_id = topics.new_topic_id()
         if factor == 1:
-            return TopicMetadata(partitions, config, placement.place_topic(name, partitions, shard_ids))
+            return TopicMetadata(partitions, config, placement.place_topic(name, partitions, shard_ids),
+                                 topic_id=topic_id)
         replicas = [placement.replicas_for(name, p, shard_ids, pins, factor,
                                            allow_same_node=self._allow_replicas_on_one_node)
                     for p in range(partitions)]
         epoch = self._metadata.controller_epoch
         return TopicMetadata(partitions, config, [r[0] for r in replicas], {}, factor,
                              {p: leadership_rules.initial_leadership(r, epoch)
-                              for p, r in enumerate(replicas)})
+                              for p, r in enumerate(replicas)}, topic_id)
 
     def _replication_factor(self, name: str, requested: int) -> int:
         """The factor a new topic gets; InvalidReplicationFactorError if the shards (or

@@ -8,7 +8,7 @@ the change is acknowledged or seen by a router:
      "shards": ["shard-0", "shard-1"],          take writes and coordinate groups
      "draining": ["shard-2"],                   removed, still serving older ranges
      "shard_nodes": {"shard-0": "plinth-node:a", ...},      what pins each to its node
-     "topics": {"orders": {"partitions": 3,
+     "topics": {"orders": {"partitions": 3, "topic_id": "0c5a...91fe",
                            "config": {"segment.bytes": "268435456", ...},
                            "placement": ["shard-1", "shard-0", "shard-1"],
                            "ranges": {"1": [[0, "shard-2"], [5210, "shard-0"]]}},
@@ -53,6 +53,14 @@ start of the controller, before it sends anything to a shard; shards ignore
 records from an older one. A factor-1 topic is written exactly as before
 replication (no ``replication_factor``, no ``leadership``).
 
+Topic ids (issue 14). ``topic_id`` is the topic's id, 32 hex digits
+(topics.new_topic_id), given when the topic is created and never changed; a
+topic deleted and created again under its name gets a new one. Shards get it
+with each partition (PartitionSpec.topic_id) and name the topic's remote
+segments by it. A file written before topics had ids has none: ``load`` gives
+each such topic one (``assign_missing_topic_ids``), and the controller saves
+it at its start, before any shard hears of it.
+
 Tiered storage (issue 14). ``tier_store`` (absent: none) is the object store the
 tiered topics' remote segments are in: the server's --tier-url as
 remote_store.store_identity gives it (scheme, bucket and prefix; never a
@@ -74,7 +82,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plinth import limits
+from plinth import limits, topics
 from plinth.control.routing_table import ReplicatedRange, ShardRange, shard_range
 from plinth.durable_files import write_json_atomically
 from plinth.errors import CorruptDataError, InvalidConfigError
@@ -94,6 +102,9 @@ class TopicMetadata:
     replication_factor: int = 1
     # partition -> its current range's replicas and leader (replication factor > 1 only)
     leadership: dict[int, Leadership] = field(default_factory=dict)
+    # given at creation (module docstring); "" only between loading a file written
+    # before topics had ids and assign_missing_topic_ids
+    topic_id: str = field(default_factory=topics.new_topic_id)
 
     @property
     def replicated(self) -> bool:
@@ -161,12 +172,14 @@ class TopicMetadata:
             if sealed or not self.replicated:   # a sealed range: each replica holding it
                 for shard_id in shard_range.holders:
                     latest[shard_id] = PartitionSpec(name, partition, dict(self.config),
-                                                     shard_range.start_offset, sealed=sealed)
+                                                     shard_range.start_offset, sealed=sealed,
+                                                     topic_id=self.topic_id)
         if self.replicated:   # every replica serves the current range, as the record says
             leadership = self.leadership[partition]
             for shard_id in leadership.replicas:
                 latest[shard_id] = PartitionSpec(name, partition, dict(self.config),
-                                                 ranges[-1].start_offset, leadership=leadership)
+                                                 ranges[-1].start_offset, leadership=leadership,
+                                                 topic_id=self.topic_id)
         return latest
 
     def problems(self, name: str, known_shards: set[str]) -> list[str]:
@@ -179,6 +192,9 @@ class TopicMetadata:
                     f"{len(self.placement)} placed"]
         found = [f"topic {name!r} partition {p} is placed on unknown shard {s!r}"
                  for p, s in enumerate(self.placement) if s not in known_shards]
+        if not topics.is_topic_id(self.topic_id):
+            found.append(f"topic {name!r} has topic id {self.topic_id!r}, not "
+                         f"{topics.TOPIC_ID_HEX_DIGITS} lowercase hex digits")
         for partition, ranges in self.ranges.items():
             found += _range_problems(name, partition, ranges, self, known_shards)
         return found + _replication_problems(name, self, known_shards)
@@ -272,6 +288,9 @@ class BrokerMetadata:
         if len(self.topics) > limits.TOPICS_MAX:
             found.append(f"{len(self.topics)} topics, over the limit of {limits.TOPICS_MAX}")
         known = set(self.shards) | set(self.draining)
+        ids = [topic.topic_id for topic in self.topics.values()]
+        found += [f"topic id {i!r} is given to {ids.count(i)} topics"
+                  for i in sorted(set(ids)) if i and ids.count(i) > 1]
         for name, topic in self.topics.items():
             found += topic.problems(name, known)
             found += [f"topic {name!r} partition {p}: its record's controller epoch "
@@ -282,6 +301,14 @@ class BrokerMetadata:
         if self.controller_epoch < 0:
             found.append(f"controller epoch {self.controller_epoch} is negative")
         return found
+
+    def assign_missing_topic_ids(self) -> list[str]:
+        """Give a new id to each topic that has none (a file written before topics had
+        ids); returns their names. Saved by whoever saves the metadata next."""
+        named = [name for name, topic in self.topics.items() if not topic.topic_id]
+        for name in named:
+            self.topics[name].topic_id = topics.new_topic_id()
+        return named
 
     # --- The file ------------------------------------------------------------------
 
@@ -299,6 +326,7 @@ class BrokerMetadata:
             metadata = cls.from_json(value)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise CorruptDataError(f"{path}: not broker metadata: {exc}") from None
+        metadata.assign_missing_topic_ids()
         problems = metadata.problems()
         if problems:
             raise CorruptDataError(f"{path}: {problems[0]} ({len(problems)} problems)")
@@ -341,8 +369,8 @@ class BrokerMetadata:
 
 
 def _topic_to_json(topic: TopicMetadata) -> dict:
-    value = {"partitions": topic.partitions, "config": dict(topic.config),
-             "placement": list(topic.placement)}
+    value = {"partitions": topic.partitions, "topic_id": topic.topic_id,
+             "config": dict(topic.config), "placement": list(topic.placement)}
     if topic.ranges:
         value["ranges"] = {str(p): [_range_to_json(r) for r in ranges]
                            for p, ranges in topic.ranges.items()}
@@ -365,8 +393,12 @@ def _topic_from_json(value: dict) -> TopicMetadata:
         raise ValueError(f"replication_factor {factor!r} is not an int")
     leadership = {int(p): Leadership.from_json(record)
                   for p, record in value.get("leadership", {}).items()}
+    topic_id = value.get("topic_id", "")   # absent: written before topics had ids
+    if topic_id and not topics.is_topic_id(topic_id):
+        raise ValueError(f"topic id {topic_id!r} is not {topics.TOPIC_ID_HEX_DIGITS} "
+                         f"lowercase hex digits")
     return TopicMetadata(partitions, config, _names(value["placement"]), ranges, factor,
-                         leadership)
+                         leadership, topic_id)
 
 
 def _range_to_json(r: ShardRange | ReplicatedRange) -> list:

@@ -183,7 +183,7 @@ class Rebalancer:
             [sealed] = self._shards[old].seal_partitions([PartitionId(name, partition)]).result()
             self._shards[new].open_partitions([PartitionSpec(
                 name, partition, dict(topic.config), sealed.end_offset,
-                producers=sealed.producers)]).result()
+                producers=sealed.producers, topic_id=topic.topic_id)]).result()
         except BrokerError as exc:
             # Its end offset is known only to its owner: without it, it cannot move.
             raise UnavailableError(
@@ -275,7 +275,8 @@ class Rebalancer:
         record and the producers' snapshot; if one does not, the old set serves again
         (with a record newer than the one the others may have taken) and it raises."""
         spec = PartitionSpec(name, partition, dict(topic.config), sealed.end_offset,
-                             producers=sealed.producers, leadership=moved)
+                             producers=sealed.producers, leadership=moved,
+                             topic_id=topic.topic_id)
         opened = wait_all({s: self._shards[s].open_partitions([spec]) for s in moved.replicas},
                           limits.CONTROL_CALL_TIMEOUT_S)
         failed = {s: e for s, e in opened.items() if isinstance(e, BrokerError)}

@@ -41,6 +41,7 @@ from plinth.shards.tier.remote_transfer import (
 
 MiB = 1024 * 1024
 TOPIC = "bench"
+TOPIC_ID = "be0c" * 8   # any id: the bench has no controller
 
 
 def write_log(directory: Path, args) -> PartitionLog:
@@ -61,7 +62,8 @@ def upload_all(store, log: PartitionLog, metadata_dir: Path, mib_max: int) -> li
     for segment in log.segments[:-1]:
         if uploaded_bytes >= mib_max * MiB:
             break
-        local = LocalSegment.of(segment, topic=TOPIC, partition=0, leader_epochs=epochs)
+        local = LocalSegment.of(segment, topic=TOPIC, topic_id=TOPIC_ID, partition=0,
+                                leader_epochs=epochs)
         segments.append(upload_segment(store, metadata, local))
         uploaded_bytes += segment.size_bytes
     metadata.close()

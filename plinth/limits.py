@@ -640,6 +640,16 @@ REMOTE_UPLOAD_JOBS_QUEUED_MAX = 1024
 # Topic deletions whose remote objects a shard is still removing (each a
 # directory under <data dir>/remote-deletions/, retried with the backoff above).
 REMOTE_DELETIONS_PENDING_MAX = 10_000
+# Manifests a shard found corrupt when it synced a partition with the store
+# (remote_transfer.sync_with_store) are skipped; at most this many of them are
+# logged per sync, so that a store full of bad objects cannot flood the log.
+REMOTE_CORRUPT_MANIFESTS_LOGGED_MAX = 10
+# A follower of a tiered partition lists the store's manifests of it this often
+# (its first listing at once), to learn the leader's uploads and apply local
+# retention to what the store holds. Each listing is a LIST call per followed
+# partition (billed per call on S3), so it is slow: local retention on a follower
+# lags the leader's by at most this much.
+REMOTE_FOLLOWER_REFRESH_INTERVAL_S = 300.0
 # Remote fetches (shards/tier/remote_fetcher.py): one reader thread per shard
 # reads them in turn from a queue of at most REMOTE_FETCHES_QUEUED_MAX; a fetch
 # beyond it is answered tooManyRequests at once (the loop never waits for the

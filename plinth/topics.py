@@ -29,11 +29,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 
 from plinth import limits
 from plinth.errors import InvalidConfigError, InvalidReplicationFactorError, InvalidTopicError
 
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+TOPIC_ID_HEX_DIGITS = 32   # 16 random bytes, as Kafka's topic UUIDs
+_TOPIC_ID = re.compile(f"^[0-9a-f]{{{TOPIC_ID_HEX_DIGITS}}}$")
 
 SEGMENT_BYTES = "segment.bytes"
 SEGMENT_MS = "segment.ms"
@@ -84,6 +87,20 @@ def validate_topic_name(name: str) -> None:
     if not _TOPIC_NAME.match(name) or name in (".", ".."):
         raise InvalidTopicError(
             f"topic name {name!r} may contain only ASCII letters, digits, '.', '_' and '-'")
+
+
+def new_topic_id() -> str:
+    """A fresh topic id (KIP-516's topic UUID): 16 random bytes as 32 lowercase hex
+    digits. The controller gives one to every topic it creates; a topic deleted and
+    created again under the same name gets another, so nothing that names objects
+    by id (the remote segments' keys, shards/tier/remote_segment.py) can mistake
+    one for the other."""
+    return secrets.token_hex(TOPIC_ID_HEX_DIGITS // 2)
+
+
+def is_topic_id(value) -> bool:
+    """Whether ``value`` is a topic id as ``new_topic_id`` makes them."""
+    return isinstance(value, str) and _TOPIC_ID.match(value) is not None
 
 
 def validate_partition_count(name: str, partitions: int) -> None:

@@ -139,7 +139,8 @@ class ShardActor:
         return {spec.id: self._server.call(
                     self._server.open_partition, spec.topic, spec.partition,
                     LogConfig.from_topic_config(spec.config), spec.initial_offset, spec.sealed,
-                    spec.producers, spec.leadership, _min_insync_replicas(spec.config), restarted)
+                    spec.producers, spec.leadership, _min_insync_replicas(spec.config), restarted,
+                    spec.topic_id)
                 for spec in specs}
 
     def seal_partitions(self, partitions: list[PartitionId],

@@ -92,6 +92,9 @@ class Partition:
     # Its segments in object storage, as the uploader last published them
     # (shards/tier/remote_log_view.py); empty unless the topic is tiered.
     remote: RemoteLogView = EMPTY_REMOTE_LOG
+    # The topic's id (topics.new_topic_id), which names its remote segments
+    # (shards/tier/remote_segment.py); "" until the controller has said it.
+    topic_id: str = ""
     # Built once, because every produce and fetch uses them: (topic, partition)
     # keys the shard's tables, and "<topic>-<partition>" names it in messages.
     key: tuple[str, int] = field(init=False)
@@ -131,6 +134,17 @@ class Partition:
             plog.close()
             raise
         return part
+
+    def set_topic_id(self, topic_id: str) -> None:
+        """The topic's id, as the controller gave it ("" says nothing). A partition
+        keeps the id it has: one open here under another id is a programmer error
+        (a deleted topic's partition is closed before its name is used again)."""
+        if not topic_id or topic_id == self.topic_id:
+            return
+        if self.topic_id:
+            raise AssertionError(f"{self.name} has topic id {self.topic_id}, not {topic_id}: "
+                                 f"the topic was created again while its partition was open")
+        self.topic_id = topic_id
 
     def _fit_epochs_to_log(self) -> None:
         """Forget the epochs outside the log (recovery cut their entries, or retention
@@ -494,6 +508,15 @@ class Partition:
             f"({now_ms} ms), over {key}={limit_ms}; the topic's window is "
             f"{config.timestamp_before_ms_max} ms before to {config.timestamp_after_ms_max} ms "
             f"after the clock")
+
+    def roll_sealed(self) -> None:
+        """A sealed tiered partition's log rolls its last segment (and saves the
+        producers' state, as every roll does), so that the uploader takes it too:
+        nothing is appended to it any more (PartitionLog.roll_active)."""
+        if not self.sealed or not self.log.config.remote_storage_enable:
+            raise AssertionError(f"{self.name}: only a sealed tiered log rolls for its upload")
+        if self.log.roll_active():
+            self._save_producers()
 
     def _save_producers(self) -> None:
         """The log rolled: save the producers' state for a restart (producer_state.py)."""

@@ -516,6 +516,17 @@ class PartitionLog:
             deleted_bytes += newest.size_bytes
         return segments_deleted, deleted_bytes
 
+    def roll_active(self) -> bool:
+        """Roll the active segment if it holds entries; returns whether it did. For a
+        sealed tiered log, whose last segment would otherwise never roll and so never
+        be uploaded (tier_policy uploads rolled segments only)."""
+        if self._closed:
+            self._raise_closed()
+        if self._segments[-1].is_empty:
+            return False
+        self._roll(self._clock_ms())
+        return True
+
     def continue_at(self, offset: int) -> None:
         """Make ``offset`` the next offset to assign, leaving a gap before it.
 

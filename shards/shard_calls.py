@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from plinth import limits
+from plinth import limits, topics
 
 # A consumer group's state as its coordinator hands it over to another shard
 # (GroupCoordinator.hand_over / adopt): opaque to the control plane.
@@ -163,6 +163,9 @@ class PartitionSpec:
     ``producers``: the previous owner's idempotent-producer snapshot, or None.
     ``leadership``: the replicas of the partition's current range and who leads
     it; None for a partition with one copy, on this shard (replication factor 1).
+    ``topic_id``: the topic's id (topics.new_topic_id), which names its remote
+    segments (shards/tier/remote_segment.py); "" in a shard manifest written
+    before topics had ids, until the controller opens the partition again.
     """
 
     topic: str
@@ -172,6 +175,7 @@ class PartitionSpec:
     sealed: bool = False
     producers: list | None = None
     leadership: Leadership | None = None
+    topic_id: str = ""
 
     @property
     def id(self) -> PartitionId:
@@ -193,6 +197,9 @@ class PartitionSpec:
             raise ValueError(f"{self.topic}-{self.partition}: producers must be a list or None")
         if self.leadership is not None:
             self.leadership.check()
+        if self.topic_id and not topics.is_topic_id(self.topic_id):
+            raise ValueError(f"{self.topic}-{self.partition}: topic id {self.topic_id!r} is "
+                             f"not {topics.TOPIC_ID_HEX_DIGITS} lowercase hex digits")
 
 
 # How a shard found each partition it opened (ShardActor.open_partitions' answer):

@@ -9,8 +9,10 @@ change the controller makes, before the change is acknowledged:
                                  "initial_offset": 0,        where its log continues
                                  "sealed": false,            true: reads only (its writes moved)
                                  "producers": null,          the previous owner's snapshot
-                                 "leadership": {...}},       replicas and leader (shard_calls.py);
+                                 "leadership": {...},        replicas and leader (shard_calls.py);
                                                              absent: one copy, here
+                                 "topic_id": "9f2c...e315"}, the topic's id (32 hex digits);
+                                                             absent: written before topics had ids
                     ...},
      "partition_counts": {"orders": 3, ...}}                 every topic's, for group coordinators
 
@@ -103,7 +105,8 @@ class ShardManifest:
             topic, partition = key.rsplit("/", 1)
             spec = PartitionSpec(topic, int(partition), dict(entry["config"]),
                                  entry["initial_offset"], entry["sealed"], entry.get("producers"),
-                                 _leadership(entry.get("leadership")))
+                                 _leadership(entry.get("leadership")),
+                                 entry.get("topic_id", ""))
             spec.check()
             manifest.partitions[spec.id] = spec
         return manifest
@@ -116,6 +119,8 @@ def _spec_to_json(spec: PartitionSpec) -> dict:
              "sealed": spec.sealed, "producers": spec.producers}
     if spec.leadership is not None:
         value["leadership"] = spec.leadership.to_json()
+    if spec.topic_id:
+        value["topic_id"] = spec.topic_id
     return value
 
 

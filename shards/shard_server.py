@@ -96,7 +96,7 @@ from plinth.shards.replica_server import Led
 from plinth.shards.shard_replication import ShardReplication
 from plinth.shards.shard_stats import ShardStats
 from plinth.shards.tier.remote_fetcher import (
-    RemoteFetcher, RemoteRead, RemoteReadResult, remote_segment_for)
+    RemoteFetcher, RemoteRead, RemoteReadResult, answer_for_deleted, remote_segment_for)
 from plinth.shards.tier.remote_log_manager import RemoteLogManager
 from plinth.shards.tier.remote_log_metadata import finished_segments_in_journal
 from plinth.shards.tier.remote_log_view import RemoteLogView
@@ -321,7 +321,7 @@ class ShardServer:
                        sealed: bool = False, producers: list | None = None,
                        leadership: Leadership | None = None,
                        min_insync_replicas: int | None = None,
-                       restarted: bool = False) -> str:
+                       restarted: bool = False, topic_id: str = "") -> str:
         """Open (recovering) or create one partition's log; returns how it was found
         (Partition.open_state: created empty, recovered whole, needs repair). Loop thread.
 
@@ -337,8 +337,13 @@ class ShardServer:
         epoch it led (it lost unsynced entries its followers may hold), and a
         replicated partition whose directory is gone (a lost disk) needs repair.
         It applies only to a partition not open yet: one open here is serving.
+        ``topic_id``: the topic's id (PartitionSpec.topic_id; "" unknown), which
+        names its remote segments: an open partition that had none takes it.
         """
         part = self._partitions.get((topic, partition))
+        if part is not None and part.topic_id and topic_id and part.topic_id != topic_id:
+            self._drop_stray(part, topic_id)
+            part = None
         just_opened = part is None
         if part is None:
             part = Partition.open(self._partition_dir(topic, partition), topic, partition,
@@ -348,6 +353,7 @@ class ShardServer:
                 # for the earliest offset) must not be told the local start.
                 part.remote = RemoteLogView.of(finished_segments_in_journal(part.log.directory))
             self._partitions[part.key] = part
+        part.set_topic_id(topic_id)
         if sealed:
             self._seal(part)
         else:
@@ -359,6 +365,14 @@ class ShardServer:
         if topic == topics.OFFSETS_TOPIC:
             self._groups.sync_slots()
         return part.open_state()
+
+    def _drop_stray(self, part: Partition, topic_id: str) -> None:
+        """``part`` belongs to a deleted topic whose name was used again (its deletion
+        never reached this shard: it was down): deleted as the deletion would have,
+        remote segments included, before the new topic's partition opens. Loop thread."""
+        log.warning("%s: %s is of topic id %s, deleted; the topic %s now has id %s: deleting "
+                    "its log", self.shard_id, part.name, part.topic_id, part.topic, topic_id)
+        self.delete_partition(part.topic, part.partition)
 
     def set_min_insync(self, topic: str, partition: int, min_insync_replicas: int) -> None:
         """A topic's altered min.insync.replicas, for one partition. Loop thread."""
@@ -404,6 +418,8 @@ class ShardServer:
 
     def _seal(self, part: Partition) -> None:
         part.sealed = True
+        if part.log.config.remote_storage_enable:
+            part.roll_sealed()   # its last segment is uploaded too (it never fills up)
         self._purgatory.wake(part.key)   # their next fetch goes to the new owner
 
     def delete_partition(self, topic: str, partition: int) -> bool:
@@ -451,6 +467,8 @@ class ShardServer:
                     self._tier.enforce_local_retention(part)   # only what is uploaded
                 else:
                     part.enforce_retention()   # the log, then its leader epochs
+                    if self._tier is not None:   # a follower's: what the store holds
+                        self._tier.enforce_follower_retention(part)
             except OSError as exc:
                 log.error("%s: retention of %s failed: %s", self.shard_id, part.name, exc)
 
@@ -843,7 +861,7 @@ class ShardServer:
         self.stats.remote_fetched(len(result.data), result.error is not None, latency_s,
                                   result.cache_hits, result.cache_misses, result.cache_bytes)
         part = self._partitions.get(read.key)
-        error = result.error
+        error = result.error if result.error is None else answer_for_deleted(result.error, read, part)
         if error is None and part is None:
             error = UnavailableError(f"partition {read.key[0]}-{read.key[1]} is not on "
                                      f"{self.shard_id} any more; retry")

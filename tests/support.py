@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import socket
 import time
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -15,6 +17,12 @@ def free_port() -> int:
 
 def unique_topic(prefix: str = "t") -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def topic_id_in(data_dir, topic: str) -> str:
+    """The id the controller gave ``topic``, from the broker's metadata.json in ``data_dir``
+    (its remote segments' keys carry it: shards/tier/remote_segment.py)."""
+    return json.loads((Path(data_dir) / "metadata.json").read_text())["topics"][topic]["topic_id"]
 
 
 def wait_until(predicate, timeout_s: float = 30.0, interval_s: float = 0.05, explain=None):

@@ -33,8 +33,14 @@ data:
   CorruptDataError naming the partition, the offset and the object; the
   segment's cached chunks and index are dropped first, so a retry reads the
   store again;
-- the store refused for good (a deleted object, denied credentials):
-  its RemoteStorageError ("storageError" on the wire).
+- an object of the segment is gone and the partition's view no longer holds
+  the segment (total retention deleted it after the loop chose it, the
+  window the uploader leaves between a new view and the deletion): an
+  UnavailableError (retriable), so that the consumer's retry is answered from
+  the newer view: the next segment, or OffsetOutOfRangeError below the new log
+  start (``answer_for_deleted``, called by the loop, which owns the view);
+- the store refused for good (an object gone from a segment the view still
+  holds, denied credentials): its RemoteStorageError ("storageError" on the wire).
 
 The reader keeps the REMOTE_INDEXES_CACHED_MAX most recently used remote
 offset indexes in memory (each is read whole from the store), and the cache's
@@ -56,8 +62,8 @@ from urllib.parse import urlsplit
 
 from plinth import limits
 from plinth.errors import (
-    BrokerError, CorruptDataError, InternalError, OffsetOutOfRangeError,
-    RemoteStorageUnavailableError, TooManyRequestsError)
+    BrokerError, CorruptDataError, InternalError, OffsetOutOfRangeError, RemoteObjectNotFoundError,
+    RemoteStorageUnavailableError, TooManyRequestsError, UnavailableError)
 from plinth.format.log_entry import scan_whole_entries
 from plinth.shards.offset_index import OffsetIndex
 from plinth.shards.tier.chunk_cache import RemoteChunkCache
@@ -67,7 +73,8 @@ from plinth.shards.tier.remote_transfer import load_remote_index, read_remote_en
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RemoteFetcher", "RemoteRead", "RemoteReadResult", "remote_segment_for"]
+__all__ = ["RemoteFetcher", "RemoteRead", "RemoteReadResult", "answer_for_deleted",
+           "remote_segment_for"]
 
 CACHE_DIR_NAME = "tier-cache"   # under the shard's data dir; no partition's dir name
 
@@ -110,6 +117,22 @@ def remote_segment_for(part, offset: int) -> RemoteSegment:
             f"[{remote.log_start_offset}, {remote.end_offset}) with {len(remote.segments)} "
             f"segments, the local log [{part.log.start_offset}, {part.log.end_offset}]")
     return segment
+
+
+def answer_for_deleted(error: BrokerError, read: RemoteRead, part) -> BrokerError:
+    """The error to answer a remote read with (loop thread, ``part`` the Partition or None):
+    a missing object of a segment the partition's view no longer holds was deleted
+    by retention while it was read, and is retriable (module docstring); any other
+    error is answered as it is."""
+    if not isinstance(error, RemoteObjectNotFoundError):
+        return error
+    segment_id = read.segment.segment_id
+    if part is not None and any(s.segment_id == segment_id for s in part.remote.segments):
+        return error   # still in the view: the store lost it, retrying will not help
+    return UnavailableError(
+        f"offset {read.offset} of {read.key[0]}-{read.key[1]}: {read.segment.describe()} was "
+        f"deleted by retention while it was read (the log now starts at "
+        f"{part.log_start_offset if part is not None else 'an unknown offset'}); retry")
 
 
 class RemoteFetcher:

@@ -27,6 +27,29 @@ and every one counted. Before the next attempt the uploader runs
 ``clean_up_unfinished`` (remote_transfer.py), so a half-done upload never
 stays visible nor leaks.
 
+Taking a partition over. The first job of a partition (each time this shard
+starts uploading it: at its start, or when it leads again after another shard
+did) opens its metadata and publishes the journal's view (reads below the local
+log start work from here on, even with the store down), then lists the
+partition's manifests under its topic id (remote_transfer.sync_with_store):
+segments another leader uploaded are adopted, ones another leader's retention
+deleted are forgotten, and only then is the view published as synced. Before
+that the loop neither picks a segment to upload nor applies local retention, so
+a new leader, a promoted follower or a shard that lost its disk uploads only
+past the remote end the store holds: no duplicates, and the old leader's
+segments are retained away like its own. A partition that stops being uploaded
+here (it no longer leads) loses its bookkeeping, so it syncs again if it leads
+again.
+
+Followers. A shard holding a copy of a tiered partition another shard leads
+does not upload it, but every REMOTE_FOLLOWER_REFRESH_INTERVAL_S (the first time
+at once) the uploader thread lists its manifests under its topic id, reading
+only those not in the partition's current view (remote_transfer.
+refresh_remote_segments), and posts the new view; the loop then applies local
+retention up to the view's end (tier_policy deletes only what the store holds),
+besides the total retention it always applied. A listing that fails is logged
+once per streak and tried at the next interval; local retention waits for it.
+
 Remote end mark. Besides its view, the loop keeps, per partition, the
 highest end offset an upload of this shard ever reached (``uploaded_end``):
 total retention may delete remote segments whose local copies local retention
@@ -39,14 +62,18 @@ Topic deletion (``forget``, loop thread). The partition's journal is moved out
 of the partition directory before the directory is deleted, into
 
     <data dir>/remote-deletions/<n>/remote-log-metadata   the journal, moved (rename)
-                                    deletion.json         {"topic": ..., "partition": ...,
+                                    deletion.json         {"topic": ..., "topic_id": ...,
+                                                           "partition": ...,
                                                            "deleted_ms": ...}
 
-and the uploader deletes, in the background and with the same backoff, every
-segment the journal tracks and every segment whose manifest the store lists
-for the partition with a creation time at or before ``deleted_ms`` (another
-leader's uploads; not a recreated topic's later ones), journaling each
-deletion in the moved journal, then removes the directory. A restart finds
+(``topic_id`` "" for a partition that was not open here: its journal's segments
+only) and the uploader deletes, in the background and with the same backoff,
+every segment the journal tracks and every segment whose manifest the store
+lists under the partition's topic-id prefix (another leader's uploads; a topic
+created again under the same name has another id, so none of its segments),
+journaling each deletion in the moved journal, then any object left under the
+prefix (half-done uploads of other shards, corrupt manifests: the prefix is the
+deleted topic's alone), then removes the directory. A restart finds
 the directories and carries on, so a shard that dies in the middle leaks
 nothing it knew of.
 """
@@ -73,11 +100,11 @@ from plinth.shards.replica_server import Led
 from plinth.shards.segment import Segment, fsync_directory
 from plinth.shards.tier.remote_log_metadata import JOURNAL_FILE, RemoteLogMetadata
 from plinth.shards.tier.remote_log_view import RemoteLogView
-from plinth.shards.tier.remote_segment import RemoteSegment
+from plinth.shards.tier.remote_segment import RemoteSegment, partition_prefix
 from plinth.shards.tier.remote_store import RemoteStore, open_remote_store
 from plinth.shards.tier.remote_transfer import (
-    LocalSegment, clean_up_unfinished, delete_segment, list_remote_segments, upload_segment,
-    wall_clock_ms)
+    LocalSegment, clean_up_unfinished, delete_segment, refresh_remote_segments,
+    sync_with_store, upload_segment, wall_clock_ms)
 from plinth.shards.tier.tier_policy import segments_to_upload
 
 log = logging.getLogger(__name__)
@@ -96,6 +123,7 @@ class _Job:
     """One partition's work for the uploader, built on the loop thread."""
 
     key: tuple[str, int]
+    topic_id: str                  # names its remote segments (remote_segment.py)
     epoch: int                     # the loop's _TierState.epoch for this partition
     directory: Path                # the partition's directory: its journal is there
     segment: LocalSegment | None   # None: open, clean up and apply retention only
@@ -123,6 +151,27 @@ class _TierState:
         return max(ends) if ends else None
 
 
+@dataclass(frozen=True)
+class _Refresh:
+    """A followed partition's look at the store, built on the loop thread."""
+
+    key: tuple[str, int]
+    topic_id: str
+    epoch: int                                # the loop's _FollowState.epoch
+    known: tuple[RemoteSegment, ...]          # its current view's: not read again
+
+
+@dataclass
+class _FollowState:
+    """The loop's bookkeeping of one tiered partition this shard follows. Loop thread only."""
+
+    epoch: int
+    in_flight: bool = False
+    next_refresh_s: float = 0.0
+    synced: bool = False           # a listing came back: part.remote is the store's
+    failing: bool = False          # the last listing failed (logged once per streak)
+
+
 @dataclass
 class _Remote:
     """The uploader's handle on one partition's metadata. Uploader thread only."""
@@ -130,6 +179,7 @@ class _Remote:
     epoch: int
     metadata: RemoteLogMetadata
     clean: bool = False            # clean_up_unfinished ran since the last failure
+    synced: bool = False           # sync_with_store ran: the metadata has the store's segments
 
 
 @dataclass
@@ -138,6 +188,7 @@ class _Deletion:
 
     directory: Path
     topic: str
+    topic_id: str                  # "": unknown (a partition that was not open here)
     partition: int
     deleted_ms: int
     retry_at_s: float = 0.0
@@ -148,8 +199,9 @@ class RemoteLogManager:
     """One shard's uploads, local and remote retention of tiered partitions.
 
     Constructed, started and stopped on the actor's thread (ShardServer.start,
-    stop); ``run_timers``, ``uploads``, ``enforce_local_retention``, ``forget``
-    and ``stats`` on the loop thread; everything else runs on its uploader thread.
+    stop); ``run_timers``, ``uploads``, ``follows``, ``enforce_local_retention``,
+    ``enforce_follower_retention``, ``forget`` and ``stats`` on the loop thread;
+    everything else runs on its uploader thread.
     ``post(fn, *args)`` runs ``fn`` on the loop thread (ShardServer._post).
     """
 
@@ -163,6 +215,7 @@ class RemoteLogManager:
         self._post_fn = post
         self._jobs: queue.Queue = queue.Queue(maxsize=limits.REMOTE_UPLOAD_JOBS_QUEUED_MAX)
         self._states: dict[tuple[str, int], _TierState] = {}   # loop thread
+        self._follows: dict[tuple[str, int], _FollowState] = {}   # loop thread
         self._next_check_s = 0.0                               # loop thread
         self._remotes: dict[tuple[str, int], _Remote] = {}     # uploader thread
         self._deletions: dict[Path, _Deletion] = {}            # uploader thread
@@ -208,9 +261,9 @@ class RemoteLogManager:
 
     def uploads(self, part: Partition) -> bool:
         """Whether this shard uploads ``part``: its topic is tiered and it is led here or
-        has its one copy here. Followers do not upload (they keep total retention)."""
-        if not part.log.config.remote_storage_enable:
-            return False
+        has its one copy here. Followers do not upload (``follows``)."""
+        if not part.log.config.remote_storage_enable or not part.topic_id:
+            return False   # (no id: an old manifest's, until the controller opens it again)
         role = self._roles.get(part.key)
         return role is None or type(role) is Led
 
@@ -222,7 +275,68 @@ class RemoteLogManager:
         self._next_check_s = now_s + limits.REMOTE_UPLOAD_CHECK_INTERVAL_S
         for part in list(self._partitions.values()):
             if self.uploads(part):
+                self._follows.pop(part.key, None)
                 self._consider(part, now_s)
+                continue
+            if part.key in self._states and not self._states[part.key].in_flight:
+                # It stopped leading here: if it leads again, another leader may have
+                # uploaded meanwhile, so the uploader must sync with the store again
+                # (a new epoch reopens its metadata).
+                del self._states[part.key]
+            if self.follows(part):
+                self._consider_refresh(part, now_s)
+            else:
+                self._follows.pop(part.key, None)
+
+    def follows(self, part: Partition) -> bool:
+        """Whether ``part`` is a tiered partition another shard leads (or none does now)
+        and this one holds a copy of: it learns the remote log from the store's
+        listing now and then, and applies local retention up to its end."""
+        if not part.log.config.remote_storage_enable or not part.topic_id:
+            return False
+        role = self._roles.get(part.key)
+        return role is not None and type(role) is not Led
+
+    def _consider_refresh(self, part: Partition, now_s: float) -> None:
+        state = self._follows.get(part.key)
+        if state is None:
+            state = self._follows[part.key] = _FollowState(next(_epochs))
+        if state.in_flight or now_s < state.next_refresh_s:
+            return
+        try:
+            self._jobs.put_nowait(_Refresh(part.key, part.topic_id, state.epoch,
+                                           part.remote.segments))
+        except queue.Full:
+            return   # the next check tries again
+        state.in_flight = True
+        state.next_refresh_s = now_s + limits.REMOTE_FOLLOWER_REFRESH_INTERVAL_S
+
+    def _refreshed(self, key: tuple[str, int], epoch: int, view: RemoteLogView | None,
+                   error: str | None) -> None:
+        """A followed partition's listing came back (loop thread, posted): its view,
+        then local retention up to the store's remote end."""
+        state, part = self._follows.get(key), self._partitions.get(key)
+        if state is None or part is None or state.epoch != epoch:
+            return   # deleted, or it leads now
+        state.in_flight = False
+        if error is not None:
+            if not state.failing:
+                log.warning("%s: listing the remote segments of followed %s failed, next "
+                            "try in %.0f s: %s", self.shard_id, part.name,
+                            limits.REMOTE_FOLLOWER_REFRESH_INTERVAL_S, error)
+            state.failing = True
+            return
+        state.failing, state.synced = False, True
+        part.remote = view
+        self.enforce_follower_retention(part)
+
+    def enforce_follower_retention(self, part: Partition) -> None:
+        """Local retention of a followed tiered partition (loop thread): only what the
+        store held at the last listing (tier_policy refuses anything else); nothing
+        before a listing came back."""
+        state = self._follows.get(part.key)
+        if state is not None and state.synced and self.follows(part):
+            part.enforce_local_retention(part.remote.end_offset)
 
     def _consider(self, part: Partition, now_s: float) -> None:
         state = self._states.get(part.key)
@@ -252,20 +366,22 @@ class RemoteLogManager:
                                if remote_end is None or s.end_offset > remote_end)
         local = None
         if segment is not None:
-            local = LocalSegment.of(segment, topic=part.topic, partition=part.partition,
-                                    leader_epochs=part.leader_epochs,
+            local = LocalSegment.of(segment, topic=part.topic, topic_id=part.topic_id,
+                                    partition=part.partition, leader_epochs=part.leader_epochs,
                                     producers=_producers_after(part, segment))
-        return _Job(part.key, state.epoch, part.log.directory, local, config.retention_ms,
-                    config.retention_bytes, local_only_bytes)
+        return _Job(part.key, part.topic_id, state.epoch, part.log.directory, local,
+                    config.retention_ms, config.retention_bytes, local_only_bytes)
 
     def _published(self, key: tuple[str, int], epoch: int, view: RemoteLogView,
-                   uploaded: bool, deleted_end: int | None) -> None:
-        """The uploader changed the remote log (loop thread, posted)."""
+                   uploaded: bool, deleted_end: int | None, synced: bool) -> None:
+        """The uploader changed the remote log (loop thread, posted). ``synced``: the
+        view holds what the store lists (sync_with_store ran); before that it is
+        only this shard's journal's, good for reads but not for choosing uploads."""
         state, part = self._states.get(key), self._partitions.get(key)
         if state is None or part is None or state.epoch != epoch:
             return   # deleted (or deleted and created again) meanwhile
         part.remote = view
-        state.synced = True
+        state.synced = state.synced or synced
         state.uploads += uploaded
         for end in (view.end_offset, deleted_end):
             if end is not None and (state.uploaded_end is None or end > state.uploaded_end):
@@ -322,7 +438,8 @@ class RemoteLogManager:
         try:
             pending.mkdir(parents=True)
             write_json_atomically(pending / DELETION_FILE, {
-                "topic": topic, "partition": partition, "deleted_ms": wall_clock_ms()})
+                "topic": topic, "topic_id": part.topic_id if part is not None else "",
+                "partition": partition, "deleted_ms": wall_clock_ms()})
             if journal.exists():
                 os.rename(journal, pending / JOURNAL_FILE)   # the uploader's fd follows it
             fsync_directory(pending)
@@ -376,6 +493,8 @@ class RemoteLogManager:
                     break
                 if isinstance(job, _Job):
                     self._serve(job)
+                elif isinstance(job, _Refresh):
+                    self._refresh(job)
                 elif job is _DELETIONS:
                     self._load_deletions()
                 self._run_deletions()
@@ -396,6 +515,8 @@ class RemoteLogManager:
             remote = self._remote_for(job)
             if remote is None:
                 return   # its partition was deleted: nothing to post
+            if not remote.synced:
+                self._sync(job, remote)
             if not remote.clean:
                 clean_up_unfinished(self._store, remote.metadata)
                 remote.clean = True
@@ -414,6 +535,20 @@ class RemoteLogManager:
             with self._forgotten_lock:
                 self._forgotten.discard(job.epoch)
         self._post(self._finished, job.key, job.epoch, error)
+
+    def _refresh(self, job: _Refresh) -> None:
+        """List a followed partition's manifests (reading only new ones); post the view."""
+        try:
+            segments, corrupt = refresh_remote_segments(
+                self._store, job.key[0], job.topic_id, job.key[1],
+                {segment.segment_id: segment for segment in job.known})
+        except (BrokerError, OSError) as exc:
+            self._post(self._refreshed, job.key, job.epoch, None, f"{type(exc).__name__}: {exc}")
+            return
+        for problem in corrupt[:limits.REMOTE_CORRUPT_MANIFESTS_LOGGED_MAX]:
+            log.error("%s: %s-%d: skipped a manifest that is not one: %s", self.shard_id,
+                      job.key[0], job.key[1], problem)
+        self._post(self._refreshed, job.key, job.epoch, RemoteLogView.of(segments), None)
 
     def _post(self, fn, *args) -> None:
         """Run ``fn(*args)`` on the loop thread (uploader thread). A loop whose command
@@ -441,12 +576,29 @@ class RemoteLogManager:
                 return None
             metadata, _ = RemoteLogMetadata.open(job.directory)
         remote = self._remotes[job.key] = _Remote(job.epoch, metadata)
-        self._publish(job, remote, uploaded=False)   # the journal's view, store or not
+        self._publish(job, remote, uploaded=False)   # the journal's view, for reads
         return remote
+
+    def _sync(self, job: _Job, remote: _Remote) -> None:
+        """Adopt what the store lists and the journal lacks, forget what it no longer
+        lists (remote_transfer.sync_with_store), then publish: from here on the loop
+        uploads past the store's remote end, never again what another leader did."""
+        found = sync_with_store(self._store, remote.metadata, job.key[0], job.topic_id,
+                                job.key[1])
+        for problem in found.corrupt[:limits.REMOTE_CORRUPT_MANIFESTS_LOGGED_MAX]:
+            log.error("%s: %s-%d: skipped a manifest that is not one (its range may be "
+                      "uploaded again; its objects stay): %s", self.shard_id, job.key[0],
+                      job.key[1], problem)
+        if found.adopted or found.dropped:
+            log.info("%s: %s-%d: adopted %d remote segments from the store (%s) and forgot "
+                     "%d it no longer holds", self.shard_id, job.key[0], job.key[1],
+                     len(found.adopted), _offsets(found.adopted), len(found.dropped))
+        remote.synced = True
+        self._publish(job, remote, uploaded=False)
 
     def _publish(self, job: _Job, remote: _Remote, *, uploaded: bool) -> None:
         view = RemoteLogView.of(remote.metadata.finished_segments())
-        self._post(self._published, job.key, job.epoch, view, uploaded, None)
+        self._post(self._published, job.key, job.epoch, view, uploaded, None, remote.synced)
 
     def _apply_retention(self, job: _Job, remote: _Remote, uploaded_bytes: int) -> None:
         """Total retention (retention.ms/.bytes over local plus remote) on the remote log;
@@ -463,7 +615,7 @@ class RemoteLogManager:
         doomed_ids = {segment.segment_id for segment in doomed}
         self._post(self._published, job.key, job.epoch, RemoteLogView.of(
             s for s in metadata.finished_segments() if s.segment_id not in doomed_ids),
-            False, doomed[-1].end_offset)
+            False, doomed[-1].end_offset, remote.synced)
         for segment in doomed:
             delete_segment(self._store, metadata, segment)
         log.info("%s: total retention deleted %d remote segments of %s-%d up to offset %d",
@@ -483,8 +635,9 @@ class RemoteLogManager:
                 continue
             try:   # written atomically: only a hand-edited file fails here
                 record = json.loads((directory / DELETION_FILE).read_text())
-                deletion = _Deletion(directory, str(record["topic"]), int(record["partition"]),
-                                     int(record["deleted_ms"]))
+                deletion = _Deletion(directory, str(record["topic"]),
+                                     str(record.get("topic_id", "")),   # absent: before ids
+                                     int(record["partition"]), int(record["deleted_ms"]))
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.error("%s: cannot read the pending deletion %s: %s: %s", self.shard_id,
                           directory / DELETION_FILE, type(exc).__name__, exc)
@@ -525,16 +678,26 @@ class RemoteLogManager:
 
     def _delete_remote(self, deletion: _Deletion) -> None:
         """Every segment of a deleted partition this shard knows of or the store lists
-        (created before the deletion), each journaled; then the pending directory."""
+        under its topic id, each journaled, then every other object under that
+        prefix (another shard's half-done uploads, a corrupt manifest); then the
+        pending directory. The listing is of the deleted topic's id only: a topic
+        created again under its name has another, so nothing of it is ever listed
+        here (and every upload a late leader of the deleted one made is)."""
         metadata, _ = RemoteLogMetadata.open(deletion.directory)
+        listed = []
         try:
             clean_up_unfinished(self._store, metadata)
             for segment in metadata.finished_segments():
                 delete_segment(self._store, metadata, segment)
-            listed = list_remote_segments(self._store, deletion.topic, deletion.partition)
+            if deletion.topic_id:
+                listed, _ = refresh_remote_segments(self._store, deletion.topic,
+                                                    deletion.topic_id, deletion.partition, {})
             for segment in listed:
-                if segment.created_ms <= deletion.deleted_ms:
-                    _delete_untracked(self._store, metadata, segment)
+                _delete_untracked(self._store, metadata, segment)
+            if deletion.topic_id:
+                for info in self._store.list(partition_prefix(
+                        deletion.topic, deletion.topic_id, deletion.partition)):
+                    self._store.delete(info.key)
         finally:
             metadata.close()
         shutil.rmtree(deletion.directory)
@@ -550,6 +713,14 @@ def _delete_untracked(store: RemoteStore, metadata: RemoteLogMetadata,
     if metadata.state_of(segment.segment_id) is None:
         metadata.copy_started(segment, wall_clock_ms())
     delete_segment(store, metadata, segment)
+
+
+def _offsets(segments: list[RemoteSegment]) -> str:
+    """For log lines: the range the segments cover, e.g. "offsets 0 to 5210"."""
+    if not segments:
+        return "none"
+    return (f"offsets {min(s.base_offset for s in segments)} to "
+            f"{max(s.end_offset for s in segments)}")
 
 
 def _beyond(metadata: RemoteLogMetadata, local: LocalSegment) -> bool:

@@ -37,7 +37,9 @@ need (``compact``).
 
 Without a journal (a lost disk, a shard taking over a partition) the state is
 rebuilt from the remote manifests (``rebuild``, given the segments listed from
-the store: remote_transfer.py): every manifest is a finished copy.
+the store: remote_transfer.py): every manifest is a finished copy. A journal
+that may be behind the store (this shard led the partition before another
+did) takes the manifests it lacks with ``adopt`` (remote_transfer.sync_with_store).
 """
 
 from __future__ import annotations
@@ -204,16 +206,36 @@ class RemoteLogMetadata:
         """After every object of it is gone."""
         self._append(_record(SegmentState.DELETE_SEGMENT_FINISHED, now_ms, segment_id))
 
-    def _append(self, record: dict) -> None:
-        self._apply(record, source="a new entry")   # a bad change fails before it is written
-        entry = _entry_bytes(record)
+    def adopt(self, segments: list[RemoteSegment], now_ms: int) -> None:
+        """Track ``segments``, read from the store's manifests and not tracked yet, as
+        finished copies (another shard uploaded them): a started and a finished entry
+        each, written with one fsync. A crash in the middle leaves some started only,
+        which ``clean_up_unfinished`` finishes (their manifests exist)."""
+        if not segments:
+            return
+        if len(self._segments) + len(segments) > limits.REMOTE_SEGMENTS_PER_PARTITION_MAX:
+            raise StorageError(f"{self.journal_path}: {len(self._segments)} remote segments "
+                               f"tracked and {len(segments)} to adopt, over the limit of "
+                               f"{limits.REMOTE_SEGMENTS_PER_PARTITION_MAX}")
+        records = []
+        for segment in segments:
+            records.append(_record(SegmentState.COPY_SEGMENT_STARTED, now_ms, segment=segment))
+            records.append(_record(SegmentState.COPY_SEGMENT_FINISHED, now_ms,
+                                   segment.segment_id))
+        self._append(*records)
+
+    def _append(self, *records: dict) -> None:
+        for record in records:   # a bad change fails before anything is written
+            self._apply(record, source="a new entry")
+        entries = b"".join(_entry_bytes(record) for record in records)
         try:
-            os.write(self._fd, entry)
+            os.write(self._fd, entries)
             os.fsync(self._fd)
         except OSError as error:
-            raise StorageError(f"cannot append {len(entry)} bytes ({record['state']}) to "
-                               f"{self.journal_path}: {error}") from error
-        self._entries += 1
+            raise StorageError(f"cannot append {len(entries)} bytes ({len(records)} entries, "
+                               f"{records[0]['state']} first) to {self.journal_path}: "
+                               f"{error}") from error
+        self._entries += len(records)
 
     def _apply(self, record: dict, source: str = "the journal") -> None:
         state = SegmentState(record["state"])

@@ -4,13 +4,22 @@ Any thread may use this module (it holds no state). A segment uploaded from a
 partition's log (segment.py) becomes up to five data objects and one manifest,
 under the store's URL (remote_store.py):
 
-    <topic>/<partition>/00000000000000052931-9f2c41d07a6be315.log
-                        00000000000000052931-9f2c41d07a6be315.index
-                        00000000000000052931-9f2c41d07a6be315.timeindex
-                        00000000000000052931-9f2c41d07a6be315.leader-epochs
-                        00000000000000052931-9f2c41d07a6be315.producers    (if any)
-    <topic>/<partition>/manifests/00000000000000052931-9f2c41d07a6be315.manifest
+    <topic>-<topic id>/<partition>/00000000000000052931-9f2c41d07a6be315.log
+                                   00000000000000052931-9f2c41d07a6be315.index
+                                   00000000000000052931-9f2c41d07a6be315.timeindex
+                                   00000000000000052931-9f2c41d07a6be315.leader-epochs
+                                   00000000000000052931-9f2c41d07a6be315.producers    (if any)
+    <topic>-<topic id>/<partition>/manifests/00000000000000052931-9f2c41d07a6be315.manifest
 
+- ``<topic>-<topic id>``: the topic's name, "-", and its id (32 lowercase hex
+  digits, given by the controller when the topic was created: plinth/topics.py
+  new_topic_id), as KIP-405's keys carry the topic id. A topic deleted and
+  created again under the same name has another id, so it never shares a
+  prefix with the old one's leftovers: a listing (a new leader rebuilding its
+  metadata, a pending deletion) finds one incarnation's segments only. The
+  name comes first so that a listing of the store reads as the topics; the id
+  is fixed-length at the end, so the two never run together ambiguously.
+- ``<partition>``: the partition number, in decimal.
 - The name is the segment's base offset (20 digits, so listings sort by
   offset) and a random segment id (16 hex digits, 64 bits) picked for each
   upload attempt, so two attempts (a retry, or two leaders in turn) never
@@ -24,11 +33,13 @@ under the store's URL (remote_store.py):
   object storage recovers both.
 - The manifest is written LAST, with a conditional put (if absent), after
   every data object is in place. Only manifests make segments visible: a
-  reader lists ``<topic>/<partition>/manifests/`` and believes nothing else,
-  so a crash in the middle of an upload leaves unreferenced data objects
+  reader lists ``<topic>-<topic id>/<partition>/manifests/`` and believes
+  nothing else, so a crash in the middle of an upload leaves unreferenced data objects
   (removed by the uploader's cleanup, remote_transfer.py), never a visible
   half-written segment. Any shard can find and read a partition's remote
-  segments this way (issue 14), without the uploader's local metadata.
+  segments this way (issue 14), without the uploader's local metadata. A
+  manifest whose topic id is not the one in its key is corrupt, and one under
+  another id's prefix is another topic's: neither is ever adopted or read.
 
 The manifest (``RemoteSegment.to_manifest``) is two lines of UTF-8:
 
@@ -36,7 +47,8 @@ The manifest (``RemoteSegment.to_manifest``) is two lines of UTF-8:
     crc32c 3a24e72f                                     CRC-32C of line 1 and its "\\n",
                                                         8 lowercase hex digits, then "\\n"
 
-JSON fields: ``version`` (MANIFEST_VERSION), ``topic``, ``partition``,
+JSON fields: ``version`` (MANIFEST_VERSION: 2; version 1, before topic ids,
+is not read), ``topic``, ``topic_id`` (the id in its key), ``partition``,
 ``segment_id``, ``base_offset`` and ``end_offset`` (the offsets [base, end)
 the log holds), ``max_timestamp_ms`` (its newest record's timestamp),
 ``leader_epoch`` (the newest leader epoch that wrote into it, or -1),
@@ -57,13 +69,13 @@ from dataclasses import asdict, dataclass, field
 
 import crc32c
 
-from plinth import limits
+from plinth import limits, topics
 from plinth.errors import CorruptDataError
 
 __all__ = ["OBJECT_KINDS", "RemoteSegment", "manifest_prefix", "new_segment_id",
-           "partition_prefix"]
+           "partition_prefix", "segment_id_of_manifest"]
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 MANIFESTS_DIR = "manifests"
 MANIFEST_SUFFIX = ".manifest"
 CRC_PREFIX = "crc32c "
@@ -81,14 +93,27 @@ def new_segment_id() -> str:
     return secrets.token_hex(SEGMENT_ID_HEX_DIGITS // 2)
 
 
-def partition_prefix(topic: str, partition: int) -> str:
-    """``<topic>/<partition>/``: every object of the partition's remote segments."""
-    return f"{topic}/{partition}/"
+def partition_prefix(topic: str, topic_id: str, partition: int) -> str:
+    """``<topic>-<topic id>/<partition>/``: every object of the partition's remote segments."""
+    if not topics.is_topic_id(topic_id):
+        raise AssertionError(f"{topic}-{partition}: topic id {topic_id!r} is not "
+                             f"{topics.TOPIC_ID_HEX_DIGITS} lowercase hex digits")
+    return f"{topic}-{topic_id}/{partition}/"
 
 
-def manifest_prefix(topic: str, partition: int) -> str:
+def manifest_prefix(topic: str, topic_id: str, partition: int) -> str:
     """Where the partition's manifests are: list this to find its remote segments."""
-    return f"{partition_prefix(topic, partition)}{MANIFESTS_DIR}/"
+    return f"{partition_prefix(topic, topic_id, partition)}{MANIFESTS_DIR}/"
+
+
+def segment_id_of_manifest(key: str) -> str | None:
+    """The segment id in a manifest's key (its name's last part), or None if the key
+    is not a manifest's: a listing tells known segments without reading them."""
+    name = key.rpartition("/")[2]
+    if not name.endswith(MANIFEST_SUFFIX):
+        return None
+    segment_id = name[:-len(MANIFEST_SUFFIX)].rpartition("-")[2]
+    return segment_id if _SEGMENT_ID.match(segment_id) else None
 
 
 def whole_crc(data) -> int:
@@ -109,6 +134,7 @@ class RemoteSegment:
     """What is known of one remote segment: its manifest's contents. Any thread."""
 
     topic: str
+    topic_id: str
     partition: int
     segment_id: str
     base_offset: int
@@ -119,6 +145,9 @@ class RemoteSegment:
     objects: dict[str, ObjectDigest] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not topics.is_topic_id(self.topic_id):
+            raise AssertionError(f"topic id {self.topic_id!r} of {self.topic}/{self.partition} "
+                                 f"is not {topics.TOPIC_ID_HEX_DIGITS} lowercase hex digits")
         if not _SEGMENT_ID.match(self.segment_id):
             raise AssertionError(f"segment id {self.segment_id!r} is not "
                                  f"{SEGMENT_ID_HEX_DIGITS} lowercase hex digits")
@@ -144,16 +173,17 @@ class RemoteSegment:
     def object_key(self, kind: str) -> str:
         if kind not in OBJECT_KINDS:
             raise AssertionError(f"{kind!r} is not one of {OBJECT_KINDS}")
-        return f"{partition_prefix(self.topic, self.partition)}{self.name}.{kind}"
+        return f"{partition_prefix(self.topic, self.topic_id, self.partition)}{self.name}.{kind}"
 
     @property
     def manifest_key(self) -> str:
-        return f"{manifest_prefix(self.topic, self.partition)}{self.name}{MANIFEST_SUFFIX}"
+        return (f"{manifest_prefix(self.topic, self.topic_id, self.partition)}"
+                f"{self.name}{MANIFEST_SUFFIX}")
 
     def describe(self) -> str:
-        """For messages: topic, partition, offsets and id."""
-        return (f"remote segment {self.topic}/{self.partition} offsets [{self.base_offset}, "
-                f"{self.end_offset}) id {self.segment_id}")
+        """For messages: topic (and its id), partition, offsets and segment id."""
+        return (f"remote segment {self.topic}/{self.partition} (topic id {self.topic_id}) "
+                f"offsets [{self.base_offset}, {self.end_offset}) id {self.segment_id}")
 
     # --- The manifest -----------------------------------------------------------
 

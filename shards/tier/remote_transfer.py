@@ -2,8 +2,8 @@
 
 Each function runs on the thread that owns the partition's RemoteLogMetadata
 (remote_log_metadata.py) where it takes one, or on any thread where it does
-not (``list_remote_segments``, ``read_remote_range``, ``read_remote_entries``:
-any shard may read any partition's remote segments). Every store call is bounded
+not (``list_remote_segments``, ``refresh_remote_segments``, ``read_remote_range``,
+``read_remote_entries``: any shard may read any partition's remote segments). Every store call is bounded
 (remote_store.py) and raises RemoteStorageUnavailableError when the store is
 down: the caller (the shard's uploader, remote_log_manager.py) retries with backoff.
 
@@ -24,6 +24,13 @@ Deleting one (``delete_segment``): DELETE_SEGMENT_STARTED, the manifest first
 (the segment stops being visible), then the data objects, then
 DELETE_SEGMENT_FINISHED.
 
+Finding: ``list_remote_segments`` reads every manifest under the partition's
+topic-id prefix; ``sync_with_store`` makes a journal agree with them (a shard
+taking the partition over), ``refresh_remote_segments`` lists them reading only
+the new ones (a follower). Only manifests under the topic id's prefix are ever
+listed, so a deleted topic's segments never mix with those of a topic created
+again under its name.
+
 Reading: ``read_remote_range`` reads a byte range of a segment's .log object
 and checks every entry in it (header, CRC, and that its offsets lie in the
 segment); ``read_remote_entries`` finds an offset through the segment's .index
@@ -36,6 +43,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import crc32c
 
@@ -50,11 +58,12 @@ from plinth.shards.tier.chunk_cache import RemoteChunkCache
 from plinth.shards.tier.remote_log_metadata import RemoteLogMetadata
 from plinth.shards.tier.remote_segment import (
     INDEX, LEADER_EPOCHS, LOG, PRODUCERS, TIME_INDEX, ObjectDigest, RemoteSegment,
-    manifest_prefix, new_segment_id, whole_crc)
-from plinth.shards.tier.remote_store import RemoteStore
+    manifest_prefix, new_segment_id, segment_id_of_manifest, whole_crc)
+from plinth.shards.tier.remote_store import ObjectInfo, RemoteStore
 
-__all__ = ["LocalSegment", "clean_up_unfinished", "delete_segment", "list_remote_segments",
-           "read_remote_entries", "read_remote_range", "upload_segment"]
+__all__ = ["LocalSegment", "StoreSync", "clean_up_unfinished", "delete_segment",
+           "list_remote_segments", "read_remote_entries", "read_remote_range",
+           "refresh_remote_segments", "sync_with_store", "upload_segment"]
 
 
 
@@ -74,6 +83,7 @@ class LocalSegment:
     """
 
     topic: str
+    topic_id: str
     partition: int
     base_offset: int
     end_offset: int
@@ -86,10 +96,11 @@ class LocalSegment:
     producers: bytes | None = None
 
     @classmethod
-    def of(cls, segment: Segment, *, topic: str, partition: int, leader_epochs: LeaderEpochs,
-           producers: bytes | None = None) -> LocalSegment:
+    def of(cls, segment: Segment, *, topic: str, topic_id: str, partition: int,
+           leader_epochs: LeaderEpochs, producers: bytes | None = None) -> LocalSegment:
         """A rolled segment of a partition's log (data thread: it may load the indexes)."""
-        return cls(topic=topic, partition=partition, base_offset=segment.base_offset,
+        return cls(topic=topic, topic_id=topic_id, partition=partition,
+                   base_offset=segment.base_offset,
                    end_offset=segment.end_offset, max_timestamp_ms=segment.max_timestamp_ms,
                    leader_epoch=leader_epochs.epoch_at(segment.end_offset - 1),
                    log_path=segment.log_path, index_path=segment.index_path,
@@ -116,7 +127,8 @@ def upload_segment(store: RemoteStore, metadata: RemoteLogMetadata, local: Local
     objects.update({kind: ObjectDigest(len(data), whole_crc(data))
                     for kind, data in small_objects.items()})
     segment = RemoteSegment(
-        topic=local.topic, partition=local.partition, segment_id=new_segment_id(),
+        topic=local.topic, topic_id=local.topic_id, partition=local.partition,
+        segment_id=new_segment_id(),
         base_offset=local.base_offset, end_offset=local.end_offset,
         max_timestamp_ms=local.max_timestamp_ms, leader_epoch=local.leader_epoch,
         created_ms=now_ms, objects=objects)
@@ -203,17 +215,84 @@ def _delete_objects(store: RemoteStore, segment: RemoteSegment) -> None:
 
 # --- Finding and reading -----------------------------------------------------------------
 
-def list_remote_segments(store: RemoteStore, topic: str, partition: int) -> list[RemoteSegment]:
-    """Every visible remote segment of the partition (its manifests), by base offset.
-
-    Raises CorruptDataError naming the manifest if one is torn or flipped."""
-    segments = []
-    for info in store.list(manifest_prefix(topic, partition)):
-        if info.size_bytes > limits.REMOTE_MANIFEST_BYTES_MAX:
-            raise CorruptDataError(f"{store.url} {info.key}: {info.size_bytes} bytes, over "
-                                   f"{limits.REMOTE_MANIFEST_BYTES_MAX} for a manifest")
-        segments.append(RemoteSegment.from_manifest(store.get(info.key), info.key))
+def list_remote_segments(store: RemoteStore, topic: str, topic_id: str,
+                         partition: int) -> list[RemoteSegment]:
+    """Every visible remote segment of the partition of that topic id (its manifests),
+    by base offset. Raises CorruptDataError naming the manifest if one is torn or flipped."""
+    segments = [_read_manifest(store, info) for info in
+                store.list(manifest_prefix(topic, topic_id, partition))]
     return sorted(segments, key=lambda segment: (segment.base_offset, segment.created_ms))
+
+
+def refresh_remote_segments(store: RemoteStore, topic: str, topic_id: str, partition: int,
+                            known: dict[str, RemoteSegment]
+                            ) -> tuple[list[RemoteSegment], list[str]]:
+    """The partition's visible remote segments, as ``list_remote_segments``, reading
+    only the manifests not in ``known`` (segment id -> segment, a previous answer):
+    a follower's periodic look at its leader's uploads costs one listing. A corrupt
+    manifest is skipped and named in the second list ("key: why"). Any thread."""
+    segments, corrupt = [], []
+    for info in store.list(manifest_prefix(topic, topic_id, partition)):
+        segment = known.get(segment_id_of_manifest(info.key))
+        if segment is None:
+            try:
+                segment = _read_manifest(store, info)
+            except CorruptDataError as error:
+                corrupt.append(f"{info.key}: {error.message}")
+                continue
+            except RemoteObjectNotFoundError:
+                continue   # deleted since the listing (the leader's retention)
+        segments.append(segment)
+    return sorted(segments, key=lambda s: (s.base_offset, s.created_ms)), corrupt
+
+
+def _read_manifest(store: RemoteStore, info: ObjectInfo) -> RemoteSegment:
+    if info.size_bytes > limits.REMOTE_MANIFEST_BYTES_MAX:
+        raise CorruptDataError(f"{store.url} {info.key}: {info.size_bytes} bytes, over "
+                               f"{limits.REMOTE_MANIFEST_BYTES_MAX} for a manifest")
+    return RemoteSegment.from_manifest(store.get(info.key), info.key)
+
+
+class StoreSync(NamedTuple):
+    """What ``sync_with_store`` changed in a partition's metadata."""
+
+    adopted: list[RemoteSegment]     # listed, not tracked: now finished copies here
+    dropped: list[RemoteSegment]     # tracked as finished, no longer listed: forgotten
+    corrupt: list[str]               # listed manifests that are not ones: "key: why"
+
+
+def sync_with_store(store: RemoteStore, metadata: RemoteLogMetadata, topic: str, topic_id: str,
+                    partition: int, *, now_ms: int | None = None) -> StoreSync:
+    """Make ``metadata`` agree with the manifests the store lists for the partition of
+    that topic id, before a shard uploads it (Kafka's new leader reading the remote
+    log metadata): another shard may have uploaded (it led before; this one is a new
+    leader, a promoted follower, or lost its disk) or deleted (its total retention)
+    segments since this journal last heard. Each listed manifest not tracked is read
+    and adopted as a finished copy; each finished copy tracked and not listed is
+    forgotten (its objects deleted again, if any is left: deletes are idempotent).
+    Only manifests under this topic id's prefix are listed, and one whose contents
+    name another (``RemoteSegment.from_manifest``) is corrupt, skipped and reported:
+    a deleted topic's segments are never adopted by one created again under its name.
+    Owner thread of ``metadata``; raises RemoteStorageUnavailableError (retriable)."""
+    now_ms = wall_clock_ms() if now_ms is None else now_ms
+    listed = store.list(manifest_prefix(topic, topic_id, partition))
+    listed_ids = {segment_id_of_manifest(info.key) for info in listed}
+    adopted, corrupt = [], []
+    for info in listed:
+        if metadata.state_of(segment_id_of_manifest(info.key)) is not None:
+            continue   # tracked: its manifest is the one this shard wrote or adopted
+        try:
+            adopted.append(_read_manifest(store, info))
+        except CorruptDataError as error:
+            corrupt.append(f"{info.key}: {error.message}")
+        except RemoteObjectNotFoundError:
+            pass   # deleted since the listing (another shard's retention)
+    metadata.adopt(adopted, now_ms)
+    dropped = [segment for segment in metadata.finished_segments()
+               if segment.segment_id not in listed_ids]
+    for segment in dropped:
+        delete_segment(store, metadata, segment, now_ms=now_ms)
+    return StoreSync(adopted, dropped, corrupt)
 
 
 def read_small_object(store: RemoteStore, segment: RemoteSegment, kind: str) -> bytes:

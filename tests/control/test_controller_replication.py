@@ -73,7 +73,7 @@ def test_a_factor_1_topic_describes_its_one_replica_and_persists_as_before(broke
     broker.controller.create_topic("plain", 2, {})
     # Then the topic has one copy, stored without replication keys
     raw = json.loads((broker.data_dir / "metadata.json").read_text())["topics"]["plain"]
-    assert set(raw) == {"partitions", "config", "placement"}
+    assert set(raw) == {"partitions", "config", "placement", "topic_id"}   # (ids: every topic)
     assert "min.insync.replicas" not in raw["config"]
     info = broker.controller.describe_topic("plain").partition_info[1]
     assert info.replicas == info.in_sync_replicas == [info.shard] and info.leader_epoch == 0

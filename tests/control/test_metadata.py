@@ -53,7 +53,10 @@ def test_the_metadata_main_wrote_loads_with_every_field(tmp_path):
             == raw["topics"][name].get("ranges", {})
     assert any(topic.ranges for topic in metadata.topics.values()), "the fixture has a move"
     metadata.save(path)
-    assert json.loads(path.read_text()) == {"draining": [], **raw}
+    # (with the id each topic got on load: main's file predates topic ids)
+    with_ids = {name: {**topic, "topic_id": metadata.topics[name].topic_id}
+                for name, topic in raw["topics"].items()}
+    assert json.loads(path.read_text()) == {"draining": [], **raw, "topics": with_ids}
 
 
 def test_a_missing_file_is_a_new_broker(tmp_path):
@@ -117,7 +120,8 @@ def test_a_factor_1_topic_is_written_exactly_as_before_replication(tmp_path):
     metadata = metadata_with_a_moved_partition()
     # When it is written / Then it has no replication key at all
     value = metadata.to_json()
-    assert set(value["topics"]["orders"]) == {"partitions", "config", "placement", "ranges"}
+    assert set(value["topics"]["orders"]) == {"partitions", "config", "placement", "ranges",
+                                              "topic_id"}   # (ids came later, for every topic)
     assert "controller_epoch" not in value
     assert metadata.topics["orders"].replicas_of(0) == ("shard-0",)
 

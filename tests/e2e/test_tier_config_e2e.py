@@ -17,7 +17,8 @@ from plinth import Admin, Producer, protocol
 from plinth.shards.tier.remote_store import open_remote_store
 from plinth.shards.tier.remote_transfer import list_remote_segments
 from tests.conftest import Broker
-from tests.support import free_port, start_until_ready, unique_topic, wait_until
+from tests.support import (
+    free_port, start_until_ready, topic_id_in, unique_topic, wait_until)
 
 MiB = 1 << 20
 
@@ -225,7 +226,8 @@ def test_after_uploads_describe_shows_the_remote_log_below_the_local_start(
     wait_until(lambda: described().local_start_offset > 0, timeout_s=60,
                explain=lambda: f"{described()}")
     info = described()
-    remote = list_remote_segments(open_remote_store(f"file://{tier_dir}"), topic, 0)
+    remote = list_remote_segments(open_remote_store(f"file://{tier_dir}"), topic,
+                                  topic_id_in(broker.data_dir, topic), 0)
     # Then describe shows the log from 0, the remote log from 0 to where the uploads end
     # (at or past the local start: nothing is missing between them), its bytes those of
     # the uploaded segments' logs, and the local start and bytes above it

@@ -26,7 +26,7 @@ from plinth.errors import CorruptDataError
 from plinth.shards.tier.remote_store import open_remote_store
 from plinth.shards.tier.remote_transfer import list_remote_segments
 from tests.shard_processes import shard_pids
-from tests.support import unique_topic, wait_until
+from tests.support import topic_id_in, unique_topic, wait_until
 
 MiB = 1024 * 1024
 VALUE_BYTES = 1000
@@ -99,13 +99,13 @@ def wait_for_local_retention(data_dir: Path, topic: str) -> dict[str, int]:
         explain=lambda: f"local .log bytes {local_log_bytes(data_dir, topic)}, bound {bound}")
 
 
-def check_remote_segments_whole(store_url: str, topic: str) -> int:
+def check_remote_segments_whole(store_url: str, topic: str, topic_id: str) -> int:
     """Every visible remote segment has each of its objects, at its recorded size;
     how many there are."""
     store = open_remote_store(store_url)
     visible = 0
     for partition in range(PARTITIONS):
-        for segment in list_remote_segments(store, topic, partition):
+        for segment in list_remote_segments(store, topic, topic_id, partition):
             for kind, digest in segment.objects.items():
                 assert store.head(segment.object_key(kind)).size_bytes == digest.size_bytes, \
                     f"{segment.object_key(kind)}: not the size its manifest says"
@@ -113,16 +113,16 @@ def check_remote_segments_whole(store_url: str, topic: str) -> int:
     return visible
 
 
-def unreferenced_objects(store_url: str, topic: str) -> list[str]:
+def unreferenced_objects(store_url: str, topic: str, topic_id: str) -> list[str]:
     """Objects of the topic in the store that no visible segment owns (a copy that
     started and never finished, not yet cleaned up)."""
     store = open_remote_store(store_url)
     owned = set()
     for partition in range(PARTITIONS):
-        for segment in list_remote_segments(store, topic, partition):
+        for segment in list_remote_segments(store, topic, topic_id, partition):
             owned |= {segment.object_key(kind) for kind in segment.objects}
             owned.add(segment.manifest_key)
-    return [info.key for info in store.list(topic) if info.key not in owned]
+    return [info.key for info in store.list(f"{topic}-{topic_id}/") if info.key not in owned]
 
 
 def test_hundreds_of_mb_read_back_from_offset_0_through_object_storage_and_after_a_restart(
@@ -137,7 +137,7 @@ def test_hundreds_of_mb_read_back_from_offset_0_through_object_storage_and_after
     # Then the disks shrink to local retention, the rest being in the store
     sizes = wait_for_local_retention(broker.data_dir, topic)
     assert sum(sizes.values()) < 300_000 * VALUE_BYTES / 10
-    assert check_remote_segments_whole(store_url, topic) > 250
+    assert check_remote_segments_whole(store_url, topic, topic_id_in(broker.data_dir, topic)) > 250
     # And status shows what the shards hold remotely, and the upload backlog
     with Admin(broker=broker.url) as admin:
         shards = admin.status().shards
@@ -164,8 +164,9 @@ def test_a_shard_killed_while_it_uploads_leaves_no_half_segment_and_loses_nothin
     acknowledged = produce(broker.url, topic, 0, 150_000)
     rolled = 150_000 * VALUE_BYTES // SEGMENT_BYTES - 2 * PARTITIONS   # segments, about
     pids = wait_until(lambda: shard_pids(broker.data_dir), timeout_s=60)
-    visible = wait_until(lambda: check_remote_segments_whole(store_url, topic) >= 3
-                         and check_remote_segments_whole(store_url, topic), timeout_s=120,
+    topic_id = topic_id_in(broker.data_dir, topic)
+    visible = wait_until(lambda: check_remote_segments_whole(store_url, topic, topic_id) >= 3
+                         and check_remote_segments_whole(store_url, topic, topic_id), timeout_s=120,
                          interval_s=0.05)
     # When its shard process is SIGKILLed in the middle of the uploads
     os.kill(next(iter(pids.values())), signal.SIGKILL)
@@ -174,10 +175,10 @@ def test_a_shard_killed_while_it_uploads_leaves_no_half_segment_and_loses_nothin
     # and every acknowledged record reads back, with the records produced since
     acknowledged |= produce(broker.url, topic, 150_000, 20_000)
     wait_for_local_retention(broker.data_dir, topic)
-    assert check_remote_segments_whole(store_url, topic) > rolled
+    assert check_remote_segments_whole(store_url, topic, topic_id) > rolled
     # And whatever the killed upload had written is cleaned up
-    wait_until(lambda: not unreferenced_objects(store_url, topic), timeout_s=60,
-               explain=lambda: unreferenced_objects(store_url, topic))
+    wait_until(lambda: not unreferenced_objects(store_url, topic, topic_id), timeout_s=60,
+               explain=lambda: unreferenced_objects(store_url, topic, topic_id))
     check_everything_reads_back(broker.url, topic, acknowledged)
 
 
@@ -220,7 +221,8 @@ def test_a_corrupt_remote_object_gives_the_consumer_corrupt_data_naming_the_part
     topic = tiered_topic(broker.url)
     produce(broker.url, topic, 0, 20_000)
     wait_for_local_retention(broker.data_dir, topic)
-    first = list_remote_segments(open_remote_store(store_url), topic, 0)[0]
+    first = list_remote_segments(open_remote_store(store_url), topic,
+                                 topic_id_in(broker.data_dir, topic), 0)[0]
     # When one byte of its first segment's .log object flips in the store (inside the
     # records of its first entry, so only the entry's CRC can tell)
     log_object = tmp_path / "tier" / first.object_key("log")

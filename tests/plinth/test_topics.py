@@ -216,3 +216,10 @@ def test_remote_storage_is_refused_on_a_broker_without_a_tier_url_naming_the_opt
     topics.check_remote_storage_allowed("t", on, tier_url_given=True)
     topics.check_remote_storage_allowed("t", normalize_topic_config("t", {}),
                                         tier_url_given=False)
+
+
+def test_topic_ids_are_32_lowercase_hex_digits_and_never_repeat():
+    ids = {topics.new_topic_id() for _ in range(1000)}
+    assert len(ids) == 1000 and all(topics.is_topic_id(i) for i in ids)
+    for not_an_id in ("", "0" * 31, "0" * 33, "A" * 32, "g" * 32, None, 7):
+        assert not topics.is_topic_id(not_an_id)

@@ -1082,3 +1082,20 @@ def test_deleting_segments_before_an_offset_deletes_only_the_segments_that_end_t
     assert len(plog.segments) == 1 and plog.start_offset == plog.active_base_offset
     assert plog.end_offset == 20
     plog.close()
+
+
+def test_roll_active_rolls_a_written_active_segment_and_leaves_an_empty_one(tmp_path):
+    # Given a log whose active segment holds entries
+    log = PartitionLog.open(tmp_path / "t-0", SMALL_SEGMENTS)
+    appended = append_batches(log, 2)
+    end_offset = log.end_offset
+    # When it is rolled (a sealed log, for its upload)
+    assert log.roll_active()
+    # Then the written segment is rolled whole, a new empty one starts at the end,
+    # and every entry still reads
+    assert [(s.base_offset, s.end_offset) for s in log.segments] == \
+        [(0, end_offset), (end_offset, end_offset)]
+    assert read_all(log) == appended
+    # And an empty active segment is not rolled again
+    assert not log.roll_active() and len(log.segments) == 2
+    log.close()

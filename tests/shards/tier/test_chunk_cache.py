@@ -32,7 +32,8 @@ class CountingStore:
 
 
 def a_segment(store, data):
-    segment = RemoteSegment(topic="t", partition=0, segment_id=new_segment_id(), base_offset=0,
+    segment = RemoteSegment(topic="t", topic_id="5c0e3b6a91d24f7e8a1b2c3d4e5f6071", partition=0,
+                            segment_id=new_segment_id(), base_offset=0,
                             end_offset=10_000, max_timestamp_ms=0, leader_epoch=0, created_ms=0,
                             objects={"log": ObjectDigest(len(data), 0)})
     store.put(segment.object_key(LOG), data)

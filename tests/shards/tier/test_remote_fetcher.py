@@ -15,14 +15,18 @@ import pytest
 
 from plinth import limits
 from plinth.control.metrics import BrokerCollector
-from plinth.errors import (CorruptDataError, OffsetOutOfRangeError, TooManyRequestsError,
-                           UnavailableError)
+from plinth.errors import (CorruptDataError, OffsetOutOfRangeError, RemoteObjectNotFoundError,
+                           TooManyRequestsError, UnavailableError)
+from plinth.shards.partition import Partition
+from plinth.shards.partition_log import LogConfig
 from plinth.shards.tier.chunk_cache import RemoteChunkCache
-from plinth.shards.tier.remote_fetcher import RemoteFetcher
-from plinth.shards.tier.remote_segment import LOG
+from plinth.shards.tier.remote_fetcher import RemoteFetcher, RemoteRead, answer_for_deleted
+from plinth.shards.tier.remote_log_view import RemoteLogView
+from plinth.shards.tier.remote_segment import LOG, ObjectDigest, RemoteSegment, new_segment_id
 from plinth.shards.tier.remote_store import open_remote_store
 from tests.moto_s3 import MotoS3
-from tests.shards.tier.tiered_shard import TieredShard, record_value, records_of, tiered
+from tests.shards.tier.tiered_shard import (
+    TOPIC_ID, TieredShard, record_value, records_of, tiered)
 
 @pytest.fixture(params=["file", "s3"])
 def tier_url(request, tmp_path, monkeypatch):
@@ -336,3 +340,52 @@ def test_the_remote_fetch_counters_and_both_log_starts_are_prometheus_metrics(
     assert samples[("plinth_partition_local_log_start_offset", "shard-tier")] == local_start
     assert [s.value for s in collected if s.name == "plinth_request_latency_seconds_count"
             and s.labels["kind"] == "remote_fetch"] == [stats["fetches"]]
+
+
+def test_a_segment_retention_deleted_while_it_was_read_is_answered_retriable(tmp_path):
+    # Given a partition whose view held a remote segment when a read of it was queued,
+    # and the reader finding its objects gone
+    part = Partition.open(tmp_path / "t-0", "t", 0, LogConfig(), initial_offset=20)
+    try:
+        first, second = (remote_segment(base) for base in (0, 10))
+        part.remote = RemoteLogView.of([first, second])
+        read = RemoteRead([b"router", b"client"], 7, ("t", 0), first, 3, 1 << 20, 20, 0.0)
+        gone = RemoteObjectNotFoundError(f"{first.object_key(LOG)} not found")
+        # When the view still holds it, the store lost it: the error stays as it is
+        assert answer_for_deleted(gone, read, part) is gone
+        # When retention took it out of the view (then deleted its objects)
+        part.remote = RemoteLogView.of([second])
+        answer = answer_for_deleted(gone, read, part)
+        # Then the consumer is told to retry (its retry finds the new log start, 10)
+        assert type(answer) is UnavailableError
+        assert "offset 3 of t-0" in str(answer) and "now starts at 10" in str(answer)
+        # And any other error is answered as it is, and so is one of a deleted partition
+        other = CorruptDataError("bad entry")
+        assert answer_for_deleted(other, read, part) is other
+        assert type(answer_for_deleted(gone, read, None)) is UnavailableError
+    finally:
+        part.log.close()
+
+
+def test_a_remote_object_lost_from_a_segment_the_view_holds_is_a_storage_error(
+        shard_at, tmp_path):
+    # Given a tiered partition whose first remote segment's log object was lost
+    url = f"file://{tmp_path}/store"
+    shard = shard_at(url)
+    tiered(shard, url, tmp_path)
+    segment = shard.on_loop(lambda part: part.remote.segments[0])
+    open_remote_store(url).delete(segment.object_key(LOG))
+    # When a consumer fetches an offset in it
+    reply, _ = shard.fetch(segment.base_offset)
+    # Then it is a storage error (retrying would not help), naming the object
+    assert reply.error.code_name == "storageError"
+    assert segment.object_key(LOG) in str(reply.error)
+
+
+def remote_segment(base_offset: int) -> RemoteSegment:
+    """A remote segment of t-0 of 10 offsets from ``base_offset``, as its manifest says."""
+    return RemoteSegment(topic="t", topic_id=TOPIC_ID, partition=0, segment_id=new_segment_id(),
+                         base_offset=base_offset, end_offset=base_offset + 10,
+                         max_timestamp_ms=0, leader_epoch=0, created_ms=0,
+                         objects={kind: ObjectDigest(0, 0) for kind in
+                                  ("log", "index", "timeindex", "leader-epochs")})

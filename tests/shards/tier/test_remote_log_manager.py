@@ -24,6 +24,7 @@ from plinth.shards.tier.remote_segment import LOG, partition_prefix
 from plinth.shards.tier.remote_store import open_remote_store
 from plinth.shards.tier.remote_transfer import LocalSegment, list_remote_segments, upload_segment
 from tests.moto_s3 import MotoS3
+from tests.shards.tier.tiered_shard import TOPIC_ID
 from tests.shard_requests import fetch_values, produce
 from tests.support import wait_until
 
@@ -60,7 +61,7 @@ def running_shard(directory, url: str, log_config: LogConfig | None = None):
     server.start()
     try:
         if log_config is not None:
-            server.call(server.open_partition, "t", 0, log_config)
+            server.call(lambda: server.open_partition("t", 0, log_config, topic_id=TOPIC_ID))
         yield server
     finally:
         server.stop(10)
@@ -101,10 +102,10 @@ def listed(store, topic: str, partition: int):
     read (the uploader's total retention deletes while the test looks)."""
     for _ in range(5):
         try:
-            return list_remote_segments(store, topic, partition)
+            return list_remote_segments(store, topic, TOPIC_ID, partition)
         except RemoteObjectNotFoundError:
             continue
-    return list_remote_segments(store, topic, partition)
+    return list_remote_segments(store, topic, TOPIC_ID, partition)
 
 
 def remote_ranges(store) -> list[tuple[int, int]]:
@@ -122,7 +123,7 @@ def orphans(store) -> set[str]:
     for segment in listed(store, "t", 0):
         named.add(segment.manifest_key)
         named.update(segment.object_key(kind) for kind in segment.objects)
-    return {info.key for info in store.list(partition_prefix("t", 0))} - named
+    return {info.key for info in store.list(partition_prefix("t", TOPIC_ID, 0))} - named
 
 
 # --- Uploading ---------------------------------------------------------------------------
@@ -256,6 +257,23 @@ def test_with_the_store_down_produce_works_nothing_is_deleted_and_the_backlog_up
         moto.stop()
 
 
+def test_a_sealed_partitions_last_segment_is_uploaded_too(tmp_path):
+    # Given a tiered partition whose last segment holds records and never filled up
+    url = f"file://{tmp_path}/store"
+    store = open_remote_store(url)
+    with running_shard(tmp_path / "shard", url, tiered(local_retention_bytes=0)) as server:
+        values = produce_values(server, 10)
+        assert local_segments(server)[-1][0] < len(values)   # the active one holds some
+        # When its writes move to another shard (it is sealed at its end)
+        assert server.call(server.seal_partition, "t", 0)[0] == len(values)
+        # Then every record is in the store, the last segment's too, and it still reads
+        wait_until(lambda: uploaded_up_to(store, len(values)), timeout_s=WAIT_S,
+                   explain=lambda: f"remote {remote_ranges(store)}, local {local_segments(server)}")
+        assert remote_ranges(store)[0][0] == 0
+        wait_until(lambda: local_segments(server)[0][0] == len(values), timeout_s=WAIT_S)
+        assert read_from(server, 0, len(values)) == values
+
+
 # --- A crash in the middle of an upload ----------------------------------------------------
 
 class Crash(Exception):
@@ -282,19 +300,19 @@ def test_a_restart_after_an_upload_started_cleans_it_up_and_uploads_again(tmp_pa
         raise Crash(segment.segment_id)
     with pytest.raises(Crash) as crashed:
         upload_segment(store, metadata, LocalSegment.of(
-            first, topic="t", partition=0, leader_epochs=part.leader_epochs),
+            first, topic="t", topic_id=TOPIC_ID, partition=0, leader_epochs=part.leader_epochs),
             before_manifest=crash)
     started_id = str(crashed.value)
     metadata.close()
     rolled = [(s.base_offset, s.end_offset) for s in part.log.segments[:-1]]
     part.log.close()
-    assert any(started_id in info.key for info in store.list(partition_prefix("t", 0)))
+    assert any(started_id in info.key for info in store.list(partition_prefix("t", TOPIC_ID, 0)))
     # When the shard starts with the partition
     with running_shard(tmp_path / "shard", url, tiered()):
         # Then the half-done upload's objects are gone and every rolled segment is up
         wait_until(lambda: uploaded_up_to(store, rolled[-1][1]), timeout_s=WAIT_S)
         assert remote_ranges(store) == rolled
-        assert not any(started_id in info.key for info in store.list(partition_prefix("t", 0)))
+        assert not any(started_id in info.key for info in store.list(partition_prefix("t", TOPIC_ID, 0)))
         assert orphans(store) == set()
 
 
@@ -341,8 +359,8 @@ def test_deleting_the_topic_deletes_its_remote_objects(tmp_path, tier_url):
         # When the topic is deleted
         assert server.call(server.delete_partition, "t", 0)
         # Then every object of the partition goes, and nothing is left pending
-        wait_until(lambda: not store.list(partition_prefix("t", 0)), timeout_s=WAIT_S,
-                   explain=lambda: f"left {[i.key for i in store.list(partition_prefix('t', 0))]}")
+        wait_until(lambda: not store.list(partition_prefix("t", TOPIC_ID, 0)), timeout_s=WAIT_S,
+                   explain=lambda: f"left {[i.key for i in store.list(partition_prefix('t', TOPIC_ID, 0))]}")
         wait_until(lambda: not any((tmp_path / "shard" / DELETIONS_DIR).iterdir()),
                    timeout_s=WAIT_S)
         assert not (tmp_path / "shard" / "t-0").exists()
@@ -364,10 +382,10 @@ def test_a_topic_deletion_that_could_not_finish_finishes_after_a_restart(tmp_pat
         server.call(server.delete_partition, "t", 0)
         pending = tmp_path / "shard" / DELETIONS_DIR
         assert len(list(pending.iterdir())) == 1
-    assert store.list(partition_prefix("t", 0))
+    assert store.list(partition_prefix("t", TOPIC_ID, 0))
     # Then a restart with the store finishes the deletion
     with running_shard(tmp_path / "shard", url):
-        wait_until(lambda: not store.list(partition_prefix("t", 0)), timeout_s=WAIT_S)
+        wait_until(lambda: not store.list(partition_prefix("t", TOPIC_ID, 0)), timeout_s=WAIT_S)
         wait_until(lambda: not any(pending.iterdir()), timeout_s=WAIT_S)
 
 
@@ -396,8 +414,9 @@ def test_a_follower_does_not_upload_and_keeps_total_retention_locally(tmp_path):
     following = Leadership(replicas=("other-shard", "shard-tier"), leader="other-shard",
                            leader_epoch=1, in_sync=("other-shard", "shard-tier"))
     with running_shard(tmp_path / "shard", url) as server:
-        server.call(server.open_partition, "f", 0, config, 0, False, None, following)
-        server.call(server.open_partition, "u", 0, config)
+        server.call(lambda: server.open_partition("f", 0, config, 0, False, None, following,
+                                                  topic_id=TOPIC_ID))
+        server.call(lambda: server.open_partition("u", 0, config, topic_id=TOPIC_ID))
         # When the uploader has uploaded the partition of one copy
         wait_until(lambda: [(s.base_offset, s.end_offset)
                             for s in listed(store, "u", 0)] == own_rolled,
@@ -406,7 +425,7 @@ def test_a_follower_does_not_upload_and_keeps_total_retention_locally(tmp_path):
         # Then the followed one has nothing in the store, and keeps its local segments
         # (its local retention waits for uploads it does not make; total retention,
         # unlimited here, is what bounds a follower's disk)
-        assert store.list(partition_prefix("f", 0)) == []
+        assert store.list(partition_prefix("f", TOPIC_ID, 0)) == []
         followed = server.call(lambda: [(s.base_offset, s.end_offset)
                                         for s in server._partitions[("f", 0)].log.segments])
         assert followed[:-1] == followed_rolled
@@ -441,7 +460,7 @@ def test_after_a_restart_the_remote_view_comes_from_the_journal_even_with_the_st
     with running_shard(tmp_path / "shard", url, tiered(local_retention_bytes=0)) as server:
         produce_values(server, 12)
         wait_until(lambda: local_segments(server)[0][0] > 0, timeout_s=WAIT_S)
-        remote_end = remote_ranges(store)[-1][1]
+    remote_end = remote_ranges(store)[-1][1]   # once stopped: no upload may follow
     # When the shard restarts with its store unreachable
     unreachable = MotoS3()
     for key, value in unreachable.env.items():
@@ -464,12 +483,12 @@ def test_a_reopened_partition_knows_its_remote_log_before_it_serves_its_first_fe
     with running_shard(tmp_path / "shard", url, config) as server:
         values = produce_values(server, 12)
         wait_until(lambda: local_segments(server)[0][0] > 0, timeout_s=WAIT_S)
-        remote_end = remote_ranges(store)[-1][1]
+    remote_end = remote_ranges(store)[-1][1]   # once stopped: no upload may follow
     # When the shard restarts and opens it, and in the same turn of its loop (before
     # the uploader could publish anything) is asked where the partition starts
     with running_shard(tmp_path / "shard", url) as server:
         def open_and_look():
-            server.open_partition("t", 0, config)
+            server.open_partition("t", 0, config, topic_id=TOPIC_ID)
             part = server._partitions[("t", 0)]
             return part.log_start_offset, part.remote.end_offset
         # Then it starts at 0, not at the local start: the journal says what is remote

@@ -16,7 +16,7 @@ def remote_segment(base_offset, end_offset, *, size_bytes=1000, max_timestamp_ms
                    created_ms=0):
     objects = {kind: ObjectDigest(size_bytes if kind == "log" else 8, 0)
                for kind in ("log", "index", "timeindex", "leader-epochs")}
-    return RemoteSegment(topic="t", partition=0, segment_id=new_segment_id(),
+    return RemoteSegment(topic="t", topic_id="5c0e3b6a91d24f7e8a1b2c3d4e5f6071", partition=0, segment_id=new_segment_id(),
                          base_offset=base_offset, end_offset=end_offset,
                          max_timestamp_ms=max_timestamp_ms, leader_epoch=0,
                          created_ms=created_ms, objects=objects)

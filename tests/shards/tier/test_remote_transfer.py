@@ -17,9 +17,10 @@ from plinth.shards.tier.remote_segment import INDEX, LOG, PRODUCERS, manifest_pr
 from plinth.shards.tier.remote_store import open_remote_store
 from plinth.shards.tier.remote_transfer import (
     LocalSegment, clean_up_unfinished, delete_segment, list_remote_segments, read_remote_entries,
-    read_remote_range, read_small_object, upload_segment)
+    StoreSync, read_remote_range, read_small_object, sync_with_store, upload_segment)
 
 TOPIC = "orders"
+TOPIC_ID = "0c5a1e2d3f4b5a697887766554433221"
 PARTITION = 3
 SMALL_SEGMENTS = LogConfig(segment_bytes_max=8 * SEGMENT_BYTES_MIN, index_interval_bytes=512)
 
@@ -44,7 +45,7 @@ def sealed(log, slot=0, producers=b'{"producers": []}'):
     epochs = LeaderEpochs()
     epochs.assign(0, 0)
     epochs.assign(2, log.segments[1].base_offset)
-    return LocalSegment.of(log.segments[slot], topic=TOPIC, partition=PARTITION,
+    return LocalSegment.of(log.segments[slot], topic=TOPIC, topic_id=TOPIC_ID, partition=PARTITION,
                            leader_epochs=epochs, producers=producers)
 
 
@@ -71,7 +72,7 @@ def test_an_uploaded_segment_reads_back_byte_for_byte(store, log, metadata, tmp_
     assert metadata.segment_for_offset(segment.end_offset - 1) == segment
     assert metadata.log_start_offset() == 0 and metadata.end_offset() == segment.end_offset
     # and any reader finds it by listing the manifests
-    assert list_remote_segments(store, TOPIC, PARTITION) == [segment]
+    assert list_remote_segments(store, TOPIC, TOPIC_ID, PARTITION) == [segment]
 
 
 def test_entries_read_from_object_storage_are_those_appended_from_every_offset(store, log, metadata):
@@ -110,8 +111,8 @@ def test_a_crash_between_the_data_objects_and_the_manifest_leaves_nothing_visibl
     with pytest.raises(Crash):
         upload_segment(store, metadata, sealed(log), before_manifest=crash)
     # Then no reader sees a segment, though the data objects are there
-    assert list_remote_segments(store, TOPIC, PARTITION) == []
-    assert store.list(f"{TOPIC}/{PARTITION}/") != []
+    assert list_remote_segments(store, TOPIC, TOPIC_ID, PARTITION) == []
+    assert store.list(f"{TOPIC}-{TOPIC_ID}/{PARTITION}/") != []
     # and after a restart the journal knows the copy started, and nothing readable
     metadata.close()
     reopened, _ = RemoteLogMetadata.open(tmp_path / "meta")
@@ -120,12 +121,12 @@ def test_a_crash_between_the_data_objects_and_the_manifest_leaves_nothing_visibl
     # When the cleanup runs, the half upload's objects are gone and forgotten
     finished, deleted = clean_up_unfinished(store, reopened)
     assert (finished, deleted) == ([], [unfinished])
-    assert store.list(f"{TOPIC}/{PARTITION}/") == []
+    assert store.list(f"{TOPIC}-{TOPIC_ID}/{PARTITION}/") == []
     assert reopened.state_of(unfinished.segment_id) is None
     # and uploading again works, under a new id
     again = upload_segment(store, reopened, sealed(log))
     assert again.segment_id != unfinished.segment_id
-    assert list_remote_segments(store, TOPIC, PARTITION) == [again]
+    assert list_remote_segments(store, TOPIC, TOPIC_ID, PARTITION) == [again]
     reopened.close()
 
 
@@ -139,7 +140,7 @@ def test_a_crash_after_the_manifest_is_finished_by_the_cleanup(store, log, metad
     # When the cleanup runs / Then it finishes the copy instead of deleting it
     assert clean_up_unfinished(store, metadata2) == ([segment], [])
     assert metadata2.segment_for_offset(0) == segment
-    assert list_remote_segments(store, TOPIC, PARTITION) == [segment]
+    assert list_remote_segments(store, TOPIC, TOPIC_ID, PARTITION) == [segment]
     metadata2.close()
 
 
@@ -186,13 +187,13 @@ def test_a_corrupt_manifest_is_reported_by_the_listing(store, log, metadata):
     manifest[10] ^= 0x01
     store.put(segment.manifest_key, bytes(manifest))
     with pytest.raises(CorruptDataError, match=segment.manifest_key):
-        list_remote_segments(store, TOPIC, PARTITION)
+        list_remote_segments(store, TOPIC, TOPIC_ID, PARTITION)
 
 
 def test_a_deleted_segment_leaves_no_object_and_no_metadata(store, log, metadata):
     segment = upload_segment(store, metadata, sealed(log))
     delete_segment(store, metadata, segment)
-    assert store.list(f"{TOPIC}/{PARTITION}/") == []
+    assert store.list(f"{TOPIC}-{TOPIC_ID}/{PARTITION}/") == []
     assert metadata.state_of(segment.segment_id) is None
     assert metadata.finished_segments() == []
 
@@ -201,7 +202,7 @@ def test_the_metadata_rebuilt_from_the_manifests_finds_every_segment(store, log,
     # Given three uploaded segments, and a shard that lost its journal
     uploaded = [upload_segment(store, metadata, sealed(log, slot)) for slot in range(3)]
     rebuilt = RemoteLogMetadata.rebuild(tmp_path / "other", list_remote_segments(
-        store, TOPIC, PARTITION), now_ms=5)
+        store, TOPIC, TOPIC_ID, PARTITION), now_ms=5)
     # Then it answers the reader's questions as the uploader's does
     assert rebuilt.finished_segments() == uploaded
     assert rebuilt.remote_bytes() == metadata.remote_bytes() == sum(
@@ -214,7 +215,7 @@ def test_the_metadata_rebuilt_from_the_manifests_finds_every_segment(store, log,
     assert reopened.finished_segments() == uploaded and recovery.bytes_truncated == 0
     reopened.close()
     # and nothing is listed under another partition of the topic
-    assert store.list(manifest_prefix(TOPIC, PARTITION + 10)) == []
+    assert store.list(manifest_prefix(TOPIC, TOPIC_ID, PARTITION + 10)) == []
 
 
 def test_an_upload_to_a_stopped_store_is_retriable_and_leaves_nothing_visible(
@@ -274,3 +275,53 @@ def test_entries_read_through_the_chunk_cache_are_those_read_from_the_store(
         assert read_remote_entries(store, segment, offset, 1500, cache=cache) == direct
         offset = [header.end_offset for header, _ in iter_entries(direct)][-1]
     assert cache.hits > 0 and cache.cached_bytes <= 8192
+
+
+def test_a_sync_adopts_what_another_shard_uploaded_and_forgets_what_it_deleted(
+        store, log, metadata, tmp_path):
+    # Given two segments this journal tracks, and another shard's journal that uploaded
+    # a third and deleted the first (its total retention)
+    mine = [upload_segment(store, metadata, sealed(log, slot)) for slot in range(2)]
+    theirs, _ = RemoteLogMetadata.open(tmp_path / "theirs")
+    try:
+        third = upload_segment(store, theirs, sealed(log, 2))
+        theirs.adopt([mine[0]], now_ms=1)
+        delete_segment(store, theirs, mine[0])
+    finally:
+        theirs.close()
+    # When this journal syncs with the store
+    found = sync_with_store(store, metadata, TOPIC, TOPIC_ID, PARTITION)
+    # Then it holds what the store holds, no more, no less, and says what changed
+    assert found == StoreSync(adopted=[third], dropped=[mine[0]], corrupt=[])
+    assert metadata.finished_segments() == [mine[1], third]
+    # And a reopened journal agrees (every change was journaled)
+    metadata.close()
+    reopened, recovery = RemoteLogMetadata.open(tmp_path / "meta")
+    assert reopened.finished_segments() == [mine[1], third] and recovery.bytes_truncated == 0
+    reopened.close()
+
+
+def test_a_sync_never_adopts_another_topic_ids_segments_and_skips_a_corrupt_manifest(
+        store, log, metadata, tmp_path):
+    # Given a segment of a deleted incarnation of the topic (another id), a segment of
+    # this one, and a torn manifest under this one's prefix
+    other_id = "f" * 32
+    old, _ = RemoteLogMetadata.open(tmp_path / "old")
+    try:
+        upload_segment(store, old, LocalSegment.of(
+            log.segments[0], topic=TOPIC, topic_id=other_id, partition=PARTITION,
+            leader_epochs=LeaderEpochs()))
+    finally:
+        old.close()
+    elsewhere, _ = RemoteLogMetadata.open(tmp_path / "elsewhere")
+    try:
+        current = upload_segment(store, elsewhere, sealed(log, 1))
+    finally:
+        elsewhere.close()
+    torn_key = f"{manifest_prefix(TOPIC, TOPIC_ID, PARTITION)}00000000000000000000-0123456789abcdef.manifest"
+    store.put(torn_key, b'{"version": 2')
+    # When this journal syncs
+    found = sync_with_store(store, metadata, TOPIC, TOPIC_ID, PARTITION)
+    # Then it adopted this id's segment only, and named the torn manifest
+    assert found.adopted == [current] and metadata.finished_segments() == [current]
+    assert len(found.corrupt) == 1 and found.corrupt[0].startswith(torn_key)

@@ -28,6 +28,7 @@ from plinth.shards.tier.remote_store import RemoteStore, open_remote_store
 from plinth.shards.tier.remote_transfer import LocalSegment, upload_segment
 
 TOPIC, PARTITION = "t", 0
+TOPIC_ID = "5c0e3b6a91d24f7e8a1b2c3d4e5f6071"   # the id a controller would have given t
 KEY = (TOPIC, PARTITION)
 CLIENT = b"remote-reader-test"
 REPLY_WAIT_S = 30.0   # the bound on every wait for a reply
@@ -50,7 +51,8 @@ class TieredShard:
         self.server = ShardServer("shard-tier", data_dir, "127.0.0.1",
                                   tier=TierOptions(tier_url, limits.TIER_CACHE_BYTES_MIN))
         self.server.start()
-        self.server.call(self.server.open_partition, TOPIC, PARTITION, LOG_CONFIG)
+        self.server.call(lambda: self.server.open_partition(TOPIC, PARTITION, LOG_CONFIG,
+                                                               topic_id=TOPIC_ID))
         self.socket = zmq.Context.instance().socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.connect(self.server.address)
@@ -137,7 +139,7 @@ class TieredShard:
     def rolled_segments(self) -> list[LocalSegment]:
         """Every rolled segment of the partition, oldest first, as the uploader takes them."""
         def local(part):
-            return [LocalSegment.of(segment, topic=TOPIC, partition=PARTITION,
+            return [LocalSegment.of(segment, topic=TOPIC, topic_id=TOPIC_ID, partition=PARTITION,
                                     leader_epochs=part.leader_epochs)
                     for segment in part.log.segments[:-1]]
         return self.on_loop(local)

@@ -1,0 +1,196 @@
+"""A shard that takes a tiered partition over knows its remote log, and topic ids keep a
+deleted topic's segments from a topic created again under its name
+(shards/tier/remote_log_manager.py, remote_transfer.sync_with_store): a real
+ShardServer, real sockets, a real store (file://, and moto's S3 stopped and started)."""
+
+from __future__ import annotations
+
+import pytest
+
+from plinth import topics
+from plinth.shards.leader_epochs import LeaderEpochs
+from plinth.shards.partition import Partition
+from plinth.shards.shard_calls import Leadership
+from plinth.shards.tier.remote_log_manager import DELETIONS_DIR
+from plinth.shards.tier.remote_log_metadata import JOURNAL_FILE, RemoteLogMetadata
+from plinth.shards.tier.remote_segment import partition_prefix
+from plinth.shards.tier.remote_store import open_remote_store
+from plinth.shards.tier.remote_transfer import LocalSegment, list_remote_segments, upload_segment
+from tests.moto_s3 import MotoS3
+from tests.shard_requests import fetch_values
+from tests.shards.tier.test_remote_log_manager import (
+    WAIT_S, local_segments, produce_values, read_from, running_shard, tiered, write_log)
+from tests.shards.tier.tiered_shard import TOPIC_ID
+from tests.support import wait_until
+
+
+def ranges_of(store, topic_id: str) -> list[tuple[int, int]]:
+    return [(s.base_offset, s.end_offset) for s in list_remote_segments(store, "t", topic_id, 0)]
+
+
+def upload_as_another_leader(store, directory, count: int, metadata_dir) -> list:
+    """Upload the first ``count`` rolled segments of the log in ``directory`` as another
+    shard would have (its own journal in ``metadata_dir``); the segments uploaded."""
+    part = Partition.open(directory, "t", 0, tiered())
+    metadata, _ = RemoteLogMetadata.open(metadata_dir)
+    try:
+        return [upload_segment(store, metadata, LocalSegment.of(
+            segment, topic="t", topic_id=TOPIC_ID, partition=0, leader_epochs=LeaderEpochs()))
+            for segment in part.log.segments[:count]]
+    finally:
+        metadata.close()
+        part.log.close()
+
+
+def test_a_new_leader_adopts_the_segments_another_uploaded_and_uploads_only_past_them(tmp_path):
+    # Given a partition log with rolled segments, the first three of which another
+    # leader uploaded, and a shard with the same log but no journal (a new leader)
+    url = f"file://{tmp_path}/store"
+    store = open_remote_store(url)
+    directory = tmp_path / "shard" / "t-0"
+    rolled = write_log(directory, tiered(), 20)
+    assert len(rolled) >= 5
+    theirs = upload_as_another_leader(store, directory, 3, tmp_path / "other-leader")
+    assert not (directory / JOURNAL_FILE).exists()
+    # When the shard starts uploading it
+    with running_shard(tmp_path / "shard", url, tiered()) as server:
+        wait_until(lambda: ranges_of(store, TOPIC_ID)[-1:] == rolled[-1:], timeout_s=WAIT_S,
+                   explain=lambda: f"remote {ranges_of(store, TOPIC_ID)}, rolled {rolled}")
+        # Then each range is in the store once: the other leader's three segments are
+        # the very ones it uploaded, and this shard uploaded only past their end
+        listed = list_remote_segments(store, "t", TOPIC_ID, 0)
+        assert [(s.base_offset, s.end_offset) for s in listed] == rolled
+        assert [s.segment_id for s in listed[:3]] == [s.segment_id for s in theirs]
+        # And its view and its journal hold them too (its retention will delete them)
+        view_ids = server.call(lambda: [s.segment_id for s in
+                                        server._partitions[("t", 0)].remote.segments])
+        assert view_ids == [s.segment_id for s in listed]
+        stats = server.call(server.stats_snapshot)["tier"][("t", 0)]
+        assert stats["uploads"] == len(rolled) - 3
+
+
+def test_a_new_leader_with_a_store_that_is_down_uploads_nothing_and_deletes_nothing(tmp_path):
+    # Given a partition log another leader uploaded in part, and a store then unreachable
+    directory = tmp_path / "shard" / "t-0"
+    config = tiered(local_retention_bytes=0)
+    rolled = write_log(directory, config, 20)
+    moto = MotoS3().start()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            store = moto.store(patch, prefix="takeover")
+            upload_as_another_leader(store, directory, 3, tmp_path / "other-leader")
+            moto.stop()
+            # When a shard with no journal starts uploading it
+            with running_shard(tmp_path / "shard", moto.url("takeover"), config) as server:
+                wait_until(lambda: server.call(server.stats_snapshot)["tier"].get(
+                    ("t", 0), {}).get("upload_errors", 0) >= 2, timeout_s=WAIT_S)
+                server.call(server._enforce_retention)
+                # Then it kept every local segment (it does not know what is remote)
+                assert local_segments(server)[:-1] == rolled
+                # And once the store is back, it uploads only past the other's segments
+                moto.start()
+                wait_until(lambda: ranges_of(store, TOPIC_ID)[-1:] == rolled[-1:],
+                           timeout_s=WAIT_S)
+                assert ranges_of(store, TOPIC_ID) == rolled
+    finally:
+        moto.stop()
+
+
+def test_a_topic_created_again_never_sees_the_old_ones_segments_while_its_deletion_waits(
+        tmp_path):
+    # Given a tiered topic t (one id) whose segments shard a uploaded to a store
+    moto = MotoS3().start()
+    unreachable = MotoS3()   # never started: nothing listens on its port
+    old_id, new_id = topics.new_topic_id(), topics.new_topic_id()
+    config = tiered(local_retention_bytes=0)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            store = moto.store(patch, prefix="recreate")
+            with running_shard(tmp_path / "a", moto.url("recreate")) as a:
+                a.call(lambda: a.open_partition("t", 0, config, topic_id=old_id))
+                old_values = produce_values(a, 12)
+                wait_until(lambda: local_segments(a)[0][0] > 0, timeout_s=WAIT_S)
+            assert ranges_of(store, old_id)[0][0] == 0
+            # When shard a deletes the topic while it cannot reach the store (its
+            # deletion of the remote segments waits on its disk)
+            patch.setenv("AWS_ENDPOINT_URL", unreachable.endpoint_url)
+            with running_shard(tmp_path / "a", unreachable.url("recreate")) as a:
+                a.call(lambda: a.open_partition("t", 0, config, topic_id=old_id))
+                a.call(a.delete_partition, "t", 0)
+            assert list((tmp_path / "a" / DELETIONS_DIR).iterdir())
+            patch.setenv("AWS_ENDPOINT_URL", moto.endpoint_url)
+            # and the topic is created again under its name, with another id, on shard b
+            with running_shard(tmp_path / "b", moto.url("recreate")) as b:
+                b.call(lambda: b.open_partition("t", 0, config, topic_id=new_id))
+                new_values = produce_values(b, 12, start=1000)
+                wait_until(lambda: local_segments(b)[0][0] > 0, timeout_s=WAIT_S)
+                # Then the new topic knows only its own segments, and reads only its
+                # own records from offset 0, the uploaded ones included
+                remote = b.call(lambda: b._partitions[("t", 0)].remote)
+                assert remote.segments and {s.topic_id for s in remote.segments} == {new_id}
+                assert read_from(b, 0, len(new_values)) == new_values
+                new_ranges = ranges_of(store, new_id)
+                # And when shard a reaches the store again, its pending deletion removes
+                # every object of the old id (another shard's half-done upload and a torn
+                # manifest too) and none of the new topic's
+                old_prefix = partition_prefix("t", old_id, 0)
+                store.put(f"{old_prefix}00000000000000000000-0123456789abcdef.log", b"half")
+                store.put(f"{old_prefix}manifests/00000000000000000000-0123456789abcdef"
+                          f".manifest", b'{"version": 2')
+                with running_shard(tmp_path / "a", moto.url("recreate")):
+                    wait_until(lambda: store.list(partition_prefix("t", old_id, 0)) == []
+                               and not list((tmp_path / "a" / DELETIONS_DIR).iterdir()),
+                               timeout_s=WAIT_S)
+                # (b may have uploaded more meanwhile, after what it had)
+                assert ranges_of(store, new_id)[:len(new_ranges)] == new_ranges
+                assert read_from(b, 0, len(new_values)) == new_values
+                assert fetch_values(b.address, "t", 0, 0)[0] == new_values[0] != old_values[0]
+    finally:
+        moto.stop()
+
+
+def test_a_follower_learns_the_leaders_uploads_from_the_store_and_drops_only_those_locally(
+        tmp_path):
+    # Given a tiered partition with no local retention, which this shard follows, the
+    # first three of whose rolled segments its leader uploaded
+    url = f"file://{tmp_path}/store"
+    store = open_remote_store(url)
+    directory = tmp_path / "shard" / "t-0"
+    config = tiered(local_retention_bytes=0)
+    rolled = write_log(directory, config, 20)
+    theirs = upload_as_another_leader(store, directory, 3, tmp_path / "leader")
+    following = Leadership(replicas=("leader-shard", "shard-tier"), leader="leader-shard",
+                           leader_epoch=1, in_sync=("leader-shard", "shard-tier"))
+    with running_shard(tmp_path / "shard", url) as server:
+        # When the shard opens it as a follower
+        server.call(lambda: server.open_partition("t", 0, config, 0, False, None, following,
+                                                  topic_id=TOPIC_ID))
+        # Then its view becomes the store's, and it drops locally exactly the uploaded
+        # segments: its log starts where the leader's uploads end
+        wait_until(lambda: local_segments(server)[0][0] == theirs[-1].end_offset,
+                   timeout_s=WAIT_S, explain=lambda: f"local {local_segments(server)}")
+        assert server.call(lambda: server._partitions[("t", 0)].remote.segments) == tuple(theirs)
+        assert local_segments(server)[:-1] == rolled[3:]
+        # And it uploaded nothing itself
+        assert ranges_of(store, TOPIC_ID) == rolled[:3]
+        assert server.call(lambda: server._partitions[("t", 0)].log_start_offset) == 0
+
+
+def test_a_partition_opened_under_a_new_topic_id_drops_the_deleted_topics_stray_one(tmp_path):
+    # Given a shard holding t-0 of a topic whose deletion never reached it (it was down),
+    # with segments in the store
+    url = f"file://{tmp_path}/store"
+    store = open_remote_store(url)
+    old_id, new_id = topics.new_topic_id(), topics.new_topic_id()
+    config = tiered(local_retention_bytes=0)
+    with running_shard(tmp_path / "shard", url) as server:
+        server.call(lambda: server.open_partition("t", 0, config, topic_id=old_id))
+        produce_values(server, 12)
+        wait_until(lambda: local_segments(server)[0][0] > 0, timeout_s=WAIT_S)
+        # When the controller opens t-0 of the topic created again under that name
+        server.call(lambda: server.open_partition("t", 0, config, topic_id=new_id))
+        # Then the partition is the new topic's, empty, and the old one's objects go
+        part = server.call(lambda: server._partitions[("t", 0)])
+        assert part.topic_id == new_id
+        assert local_segments(server) == [(0, 0)] and part.remote.is_empty
+        wait_until(lambda: store.list(partition_prefix("t", old_id, 0)) == [], timeout_s=WAIT_S)
