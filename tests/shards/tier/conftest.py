@@ -16,3 +16,21 @@ def store(request, tmp_path, monkeypatch):
     if request.param == "file":
         return open_remote_store(f"file://{tmp_path}/store")
     return request.getfixturevalue("moto_s3").store(monkeypatch)
+
+
+@pytest.fixture
+def s3_url(moto_s3, monkeypatch):
+    """``s3://bucket/prefix`` of an empty prefix of the session's moto server, its
+    environment set for the test (the shard under test opens the store itself)."""
+    for key, value in moto_s3.env.items():
+        monkeypatch.setenv(key, value)
+    return moto_s3.url()
+
+
+@pytest.fixture(params=["file", "s3"])
+def tier_url(request, tmp_path):
+    """A URL of an empty store a shard uploads to and reads from: a local directory,
+    or a prefix of moto's S3."""
+    if request.param == "file":
+        return f"file://{tmp_path}/store"
+    return request.getfixturevalue("s3_url")

@@ -28,15 +28,6 @@ from tests.moto_s3 import MotoS3
 from tests.shards.tier.tiered_shard import (
     TOPIC_ID, TieredShard, record_value, records_of, tiered)
 
-@pytest.fixture(params=["file", "s3"])
-def tier_url(request, tmp_path, monkeypatch):
-    """The URL of an empty store (the shard and the test open it each)."""
-    if request.param == "file":
-        return f"file://{tmp_path}/store"
-    moto = request.getfixturevalue("moto_s3")
-    for key, value in moto.env.items():
-        monkeypatch.setenv(key, value)
-    return moto.url()
 
 
 @pytest.fixture
@@ -90,11 +81,9 @@ def test_a_remote_fetch_stops_at_the_end_of_its_segment_and_the_consumer_asks_ag
 
 
 def test_in_order_reads_of_a_remote_segment_fetch_it_once_and_then_hit_the_cache(
-        moto_s3, monkeypatch, shard_at, tmp_path):
+        s3_url, shard_at, tmp_path):
     # Given a partition whose first segments are only in a cloud store
-    tier_url = moto_s3.url()
-    for key, value in moto_s3.env.items():
-        monkeypatch.setenv(key, value)
+    tier_url = s3_url
     shard = shard_at(tier_url)
     tiered(shard, tier_url, tmp_path)
     segment = shard.on_loop(lambda part: part.remote.segments[0])
@@ -315,11 +304,9 @@ class ControllerWithOneShard:
 
 
 def test_the_remote_fetch_counters_and_both_log_starts_are_prometheus_metrics(
-        moto_s3, monkeypatch, shard_at, tmp_path):
+        s3_url, shard_at, tmp_path):
     # Given a partition read from offset 0 through its remote segments, in a cloud store
-    url = moto_s3.url()
-    for key, value in moto_s3.env.items():
-        monkeypatch.setenv(key, value)
+    url = s3_url
     shard = shard_at(url)
     end_offset, local_start = tiered(shard, url, tmp_path)
     shard.read_all(0, end_offset)

@@ -43,17 +43,6 @@ def tiered(**settings) -> LogConfig:
                      index_interval_bytes=1024, **settings)
 
 
-@pytest.fixture(params=["file", "s3"])
-def tier_url(request, tmp_path, monkeypatch):
-    """A store URL the shard uploads to: a local directory, or a bucket of moto's S3."""
-    if request.param == "file":
-        return f"file://{tmp_path}/store"
-    moto = request.getfixturevalue("moto_s3")
-    for key, value in moto.env.items():
-        monkeypatch.setenv(key, value)
-    return moto.url()
-
-
 @contextmanager
 def running_shard(directory, url: str, log_config: LogConfig | None = None):
     """A started ShardServer with --tier-url ``url``, serving t-0 if ``log_config``."""
