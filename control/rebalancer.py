@@ -359,7 +359,7 @@ class Rebalancer:
         out of sync when it was sealed). Not waited for: one that is down keeps its
         directory, and reopens it from its manifest at its restart."""
         for shard_id in sorted(s for s in shard_ids if s in self._shards):
-            self._shards[shard_id].delete_partitions([pid])
+            self._shards[shard_id].delete_partitions([pid], keep_remote=True)
             log.info("%s-%d: %s held part of its sealed range only; its copy is dropped",
                      pid.topic, pid.partition, shard_id)
 
@@ -387,7 +387,8 @@ class Rebalancer:
                     if self._holds_nothing_of(shard_id, name, partition):
                         topic.forget_ranges_on(partition, shard_id)
                         # Not waited for: a shard that misses it keeps an empty directory.
-                        self._shards[shard_id].delete_partitions([PartitionId(name, partition)])
+                        self._shards[shard_id].delete_partitions([PartitionId(name, partition)],
+                                                                 keep_remote=True)
                         self._save()
                         log.info("%s-%d: retention emptied its range on %s; forgot it",
                                  name, partition, shard_id)
@@ -398,4 +399,7 @@ class Rebalancer:
                 [PartitionId(topic, partition)]).result(limits.STATUS_CALL_TIMEOUT_S)
         except BrokerError:
             return False   # down: ask again next time
-        return info.size_bytes == 0
+        # A tiered range whose local segments local retention dropped still holds its
+        # records, in the store: its shard serves them (remote reads) until total
+        # retention deletes them; forgetting it would route its offsets elsewhere.
+        return info.size_bytes == 0 and info.remote_bytes == 0

@@ -171,11 +171,13 @@ class ShardActor:
         self._manifest.save(self._manifest_path)
         return len(partitions)
 
-    def delete_partitions(self, partitions: list[PartitionId]) -> int:
-        """Forget the partitions, then delete their logs; returns how many were open."""
+    def delete_partitions(self, partitions: list[PartitionId], keep_remote: bool = False) -> int:
+        """Forget the partitions, then delete their logs; returns how many were open.
+        ``keep_remote``: only this shard's copies go, not the partitions' remote logs."""
         self._manifest.forget(partitions)
         self._manifest.save(self._manifest_path)
-        return sum(self._server.call(self._server.delete_partition, pid.topic, pid.partition)
+        return sum(self._server.call(self._server.delete_partition, pid.topic, pid.partition,
+                                     keep_remote)
                    for pid in partitions)
 
     def partition_infos(self, partitions: list[PartitionId]) -> list[protocol.PartitionInfo]:

@@ -254,9 +254,13 @@ class ShardHandle:
             PartitionSpec(pid.topic, pid.partition, config).check()
         return self._start(ShardActor.alter_partitions, pids, dict(config))
 
-    def delete_partitions(self, partitions: Sequence[PartitionId]) -> PendingCall[int]:
+    def delete_partitions(self, partitions: Sequence[PartitionId],
+                          keep_remote: bool = False) -> PendingCall[int]:
+        """Delete the shard's copies of ``partitions`` (a topic deletion: with their
+        remote objects), or with ``keep_remote`` only the copies (a range pruned, a
+        replica moved away: the partition lives on elsewhere)."""
         return self._start(ShardActor.delete_partitions,
-                           _partition_ids(partitions, "delete_partitions"))
+                           _partition_ids(partitions, "delete_partitions"), bool(keep_remote))
 
     def partition_infos(self, partitions: Sequence[PartitionId]
                         ) -> PendingCall[list[protocol.PartitionInfo]]:

@@ -422,15 +422,17 @@ class ShardServer:
             part.roll_sealed()   # its last segment is uploaded too (it never fills up)
         self._purgatory.wake(part.key)   # their next fetch goes to the new owner
 
-    def delete_partition(self, topic: str, partition: int) -> bool:
-        """Close and delete one partition's log; parked fetches get an error. Loop thread."""
+    def delete_partition(self, topic: str, partition: int, keep_remote: bool = False) -> bool:
+        """Close and delete one partition's log; parked fetches get an error. Loop thread.
+        With tiered storage its remote objects go too, unless ``keep_remote``: only
+        this copy goes (a pruned range, a replica moved away), not the partition."""
         part = self._partitions.pop((topic, partition), None)
         path = self._partition_dir(topic, partition)
         if part is not None:
             deleted = UnknownTopicError(f"topic {topic!r} was deleted")
             self._purgatory.fail(part.key, deleted)
             if self._tier is not None:   # before the directory (and its journal) goes
-                self._tier.forget(part, path)
+                self._tier.forget(part, path, keep_remote)
             self._replication.forget(part, deleted)
             self._group_commit.forget(part, deleted)
             self.stats.forget(part.key)
@@ -438,7 +440,7 @@ class ShardServer:
             if topic == topics.OFFSETS_TOPIC:
                 self._groups.sync_slots()
         elif path.exists():
-            if self._tier is not None:
+            if self._tier is not None and not keep_remote:
                 self._tier.forget(None, path)
             shutil.rmtree(path)
         return part is not None

@@ -152,6 +152,13 @@ class _TierState:
 
 
 @dataclass(frozen=True)
+class _Dropped:
+    """A copy of a partition dropped here, its remote log kept: close its handle."""
+
+    key: tuple[str, int]
+
+
+@dataclass(frozen=True)
 class _Refresh:
     """A followed partition's look at the store, built on the loop thread."""
 
@@ -419,15 +426,24 @@ class RemoteLogManager:
         state = self._states.get(part.key)
         part.enforce_local_retention(state.remote_end(part) if state and state.synced else None)
 
-    def forget(self, part: Partition | None, directory: Path) -> None:
+    def forget(self, part: Partition | None, directory: Path, keep_remote: bool = False) -> None:
         """The partition is being deleted (loop thread, before its directory goes): its
         uploads stop and its remote objects are deleted in the background (module
         docstring). ``part`` None: a partition not open here, whose directory may
-        still hold a journal."""
+        still hold a journal. ``keep_remote``: only this shard's copy goes (a range
+        it held was pruned, or a replica moved away): the remote log is the
+        partition's, read and uploaded by its owner, and stays."""
         state = self._states.pop(part.key, None) if part is not None else None
         if state is not None and state.in_flight:
             with self._forgotten_lock:   # (see _remote_for)
                 self._forgotten.add(state.epoch)
+        if keep_remote:
+            if part is not None:
+                try:
+                    self._jobs.put_nowait(_Dropped(part.key))
+                except queue.Full:   # its handle closes when the key is next used
+                    pass
+            return
         journal = Path(directory) / JOURNAL_FILE
         tiered = part is not None and part.log.config.remote_storage_enable
         if not (tiered or journal.exists()):
@@ -495,6 +511,8 @@ class RemoteLogManager:
                     self._serve(job)
                 elif isinstance(job, _Refresh):
                     self._refresh(job)
+                elif isinstance(job, _Dropped):
+                    self._close_remote(job.key)
                 elif job is _DELETIONS:
                     self._load_deletions()
                 self._run_deletions()
@@ -646,7 +664,8 @@ class RemoteLogManager:
             self._close_remote((deletion.topic, deletion.partition))
 
     def _close_remote(self, key: tuple[str, int]) -> None:
-        """Drop the uploader's handle of a deleted partition (its journal moved away)."""
+        """Drop the uploader's handle of a deleted partition (its journal moved away,
+        or went with a dropped copy's directory)."""
         remote = self._remotes.pop(key, None)
         if remote is not None:
             remote.metadata.close()

@@ -26,7 +26,7 @@ from plinth.errors import CorruptDataError
 from plinth.shards.tier.remote_store import open_remote_store
 from plinth.shards.tier.remote_transfer import list_remote_segments
 from tests.shard_processes import shard_pids
-from tests.support import topic_id_in, unique_topic, wait_until
+from tests.support import topic_id_in, topic_that_moves, unique_topic, wait_until
 
 MiB = 1024 * 1024
 VALUE_BYTES = 1000
@@ -39,12 +39,13 @@ def value(number: int) -> bytes:
     return b"%010d" % number * (VALUE_BYTES // 10)
 
 
-def tiered_topic(url: str) -> str:
-    topic = unique_topic("tier")
+def tiered_topic(url: str, topic: str | None = None,
+                 local_retention_bytes: int = LOCAL_RETENTION_BYTES) -> str:
+    topic = topic or unique_topic("tier")
     with Admin(broker=url) as admin:
         admin.create_topic(topic, PARTITIONS, config={
             "remote.storage.enable": "true", "segment.bytes": str(SEGMENT_BYTES),
-            "local.retention.bytes": str(LOCAL_RETENTION_BYTES)})
+            "local.retention.bytes": str(local_retention_bytes)})
     return topic
 
 
@@ -238,3 +239,31 @@ def test_a_corrupt_remote_object_gives_the_consumer_corrupt_data_naming_the_part
                            match=rf"partition {topic}/0, offset 0: .*CRC mismatch"):
             records = list(consumer)
             raise AssertionError(f"{len(records)} records read, no error")
+
+
+def test_a_tiered_range_left_on_an_old_shard_keeps_its_records_once_its_local_copy_is_empty(
+        broker_factory, tmp_path):
+    # Given a tiered topic keeping nothing locally, some of whose partitions move when a
+    # shard is added
+    store_url = f"file://{tmp_path}/tier"
+    broker = broker_factory(shards=1, extra_args=("--tier-url", store_url))
+    topic = tiered_topic(broker.url, topic_that_moves(PARTITIONS, ["shard-0"],
+                                                      ["shard-0", "shard-1"]), 0)
+    acknowledged = produce(broker.url, topic, 0, 10_000)
+    # When a shard is added (a moved partition's writes go there; its sealed range stays
+    # on shard-0), more is produced, and shard-0's copy of the moved range is uploaded
+    # and dropped locally by local retention
+    with Admin(broker=broker.url) as admin:
+        moved = [p for t, p, _, _, _ in admin.add_shards(1) if t == topic]
+    assert moved
+    acknowledged |= produce(broker.url, topic, 10_000, 4_000)
+    old_copy = broker.data_dir / "shards" / "shard-0" / f"{topic}-{moved[0]}"
+    wait_until(lambda: sum(f.stat().st_size for f in old_copy.glob("*.log")) == 0,
+               timeout_s=120, explain=lambda: sorted(f.name for f in old_copy.glob("*.log")))
+    # And the controller looks for ranges to prune (it does at every status)
+    with Admin(broker=broker.url) as admin:
+        admin.status()
+    # Then the range's remote segments are still in the store, and every record reads back
+    assert list_remote_segments(open_remote_store(store_url), topic,
+                                topic_id_in(broker.data_dir, topic), moved[0])
+    check_everything_reads_back(broker.url, topic, acknowledged)

@@ -355,6 +355,25 @@ def test_deleting_the_topic_deletes_its_remote_objects(tmp_path, tier_url):
         assert not (tmp_path / "shard" / "t-0").exists()
 
 
+def test_dropping_a_copy_of_a_partition_keeps_its_remote_objects(tmp_path, tier_url):
+    # Given a tiered partition with uploaded segments (its owner may be another shard)
+    with running_shard(tmp_path / "shard", tier_url, tiered()) as server:
+        store = open_remote_store(tier_url)
+        produce_values(server, 12)
+        rolled = local_segments(server)[:-1]
+        wait_until(lambda: uploaded_up_to(store, rolled[-1][1]), timeout_s=WAIT_S)
+        uploaded = sorted(info.key for info in store.list(partition_prefix("t", TOPIC_ID, 0)))
+        # When only this shard's copy is dropped (a pruned range, a replica moved away)
+        assert server.call(server.delete_partition, "t", 0, True)
+        # Then the copy is gone, no deletion of its remote log was recorded, and every
+        # object is still in the store
+        assert not (tmp_path / "shard" / "t-0").exists()
+        deletions = tmp_path / "shard" / DELETIONS_DIR
+        assert not deletions.exists() or not any(deletions.iterdir())
+        assert sorted(info.key for info in store.list(partition_prefix("t", TOPIC_ID, 0))) \
+            == uploaded
+
+
 def test_a_topic_deletion_that_could_not_finish_finishes_after_a_restart(tmp_path, monkeypatch):
     # Given a tiered partition whose segments are uploaded to a file store
     url = f"file://{tmp_path}/store"
