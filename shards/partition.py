@@ -450,22 +450,21 @@ class Partition:
         the older epochs it keeps describe nothing the log still holds."""
         return self._fit_epochs_after(self.log.enforce_retention(sealed=self.sealed))
 
-    def enforce_local_retention(self, remote_end_offset: int | None,
-                                now_ms: int | None = None) -> RetentionResult:
+    def enforce_local_retention(self, uploaded, now_ms: int | None = None) -> RetentionResult:
         """Local retention of a tiered log, in place of ``enforce_retention``: delete the
-        prefix of segments that object storage holds (they end at or below
-        ``remote_end_offset``) and that are past local.retention.ms/.bytes
+        prefix of segments that object storage holds (``uploaded(segment)``:
+        tier_policy.held_remotely) and that are past local.retention.ms/.bytes
         (tier_policy.local_segments_past_retention), then fit the leader epochs as
         ``enforce_retention`` does. A segment never uploaded is never deleted here,
         even past total retention: that is applied to the remote log (the shard's
-        uploader, shards/tier/remote_log_manager.py). ``remote_end_offset``: how far
-        the uploads reached (None: nothing uploaded, nothing deleted)."""
+        uploader, shards/tier/remote_log_manager.py). ``uploaded`` None: nothing is
+        known to be uploaded, nothing is deleted."""
         config = self.log.config
         doomed = local_segments_past_retention(
             self.log.segments, now_ms=wall_clock_ms() if now_ms is None else now_ms,
             local_retention_ms=config.local_retention_ms_resolved,
             local_retention_bytes=config.local_retention_bytes_resolved,
-            remote_end_offset=remote_end_offset)
+            uploaded=uploaded)
         if not doomed:
             return RetentionResult(0, 0, self.log.start_offset)
         return self._fit_epochs_after(self.log.delete_segments_before(doomed[-1].end_offset))

@@ -50,12 +50,14 @@ retention up to the view's end (tier_policy deletes only what the store holds),
 besides the total retention it always applied. A listing that fails is logged
 once per streak and tried at the next interval; local retention waits for it.
 
-Remote end mark. Besides its view, the loop keeps, per partition, the
-highest end offset an upload of this shard ever reached (``uploaded_end``):
-total retention may delete remote segments whose local copies local retention
-has not dropped yet; they must neither be uploaded again nor be kept locally
-for good, so upload selection and local retention use the mark, not only the
-view's end. The mark is not kept across a restart: after one, such a segment
+Remote end mark. Which local segments are uploaded is judged per segment
+(tier_policy.held_remotely): the view covers it, or it ends at or below the
+highest end offset this shard's own uploads (and total retention's remote
+deletions) ever reached (``uploaded_end``): total retention may delete remote
+segments whose local copies local retention has not dropped yet; they must
+neither be uploaded again nor be kept locally for good. The view's end does
+not move the mark: segments adopted from another shard say nothing of the
+local ones below them. The mark is not kept across a restart: after one, such a segment
 (past total retention, still local) is uploaded once more and deleted again.
 
 Topic deletion (``forget``, loop thread). The partition's journal is moved out
@@ -105,7 +107,7 @@ from plinth.shards.tier.remote_store import RemoteStore, open_remote_store
 from plinth.shards.tier.remote_transfer import (
     LocalSegment, clean_up_unfinished, delete_segment, refresh_remote_segments,
     sync_with_store, upload_segment, wall_clock_ms)
-from plinth.shards.tier.tier_policy import segments_to_upload
+from plinth.shards.tier.tier_policy import held_remotely, segments_to_upload
 
 log = logging.getLogger(__name__)
 
@@ -143,12 +145,13 @@ class _TierState:
     backoff_ms: int = 0            # 0: not in a failure streak
     next_retention_s: float = 0.0
     uploaded_end: int | None = None   # module docstring: the remote end mark
+    uploading_end: int | None = None  # the end of the segment in flight, if any
     uploads: int = 0
     upload_errors: int = 0
 
-    def remote_end(self, part: Partition) -> int | None:
-        ends = [end for end in (self.uploaded_end, part.remote.end_offset) if end is not None]
-        return max(ends) if ends else None
+    def uploaded(self, part: Partition):
+        """Which of ``part``'s local segments object storage holds (tier_policy)."""
+        return held_remotely(part.remote, self.uploaded_end)
 
 
 @dataclass(frozen=True)
@@ -343,7 +346,7 @@ class RemoteLogManager:
         before a listing came back."""
         state = self._follows.get(part.key)
         if state is not None and state.synced and self.follows(part):
-            part.enforce_local_retention(part.remote.end_offset)
+            part.enforce_local_retention(held_remotely(part.remote))
 
     def _consider(self, part: Partition, now_s: float) -> None:
         state = self._states.get(part.key)
@@ -354,7 +357,7 @@ class RemoteLogManager:
         segment = None
         if state.synced:   # before the first view, the remote end is unknown
             waiting = segments_to_upload(part.log.segments, high_watermark=part.high_watermark,
-                                         remote_end_offset=state.remote_end(part))
+                                         uploaded=state.uploaded(part))
             segment = waiting[0] if waiting else None
             if segment is None and now_s < state.next_retention_s:
                 return
@@ -368,10 +371,10 @@ class RemoteLogManager:
 
     def _job(self, part: Partition, state: _TierState, segment: Segment | None) -> _Job:
         config = part.log.config
-        remote_end = state.remote_end(part)
-        local_only_bytes = sum(s.size_bytes for s in part.log.segments
-                               if remote_end is None or s.end_offset > remote_end)
+        uploaded = state.uploaded(part)
+        local_only_bytes = sum(s.size_bytes for s in part.log.segments if not uploaded(s))
         local = None
+        state.uploading_end = None if segment is None else segment.end_offset
         if segment is not None:
             local = LocalSegment.of(segment, topic=part.topic, topic_id=part.topic_id,
                                     partition=part.partition, leader_epochs=part.leader_epochs,
@@ -390,7 +393,9 @@ class RemoteLogManager:
         part.remote = view
         state.synced = state.synced or synced
         state.uploads += uploaded
-        for end in (view.end_offset, deleted_end):
+        # Only this shard's own upload (and total retention's deletions) move the mark,
+        # never the view's end: adopted segments say nothing of the local ones below.
+        for end in (state.uploading_end if uploaded else None, deleted_end):
             if end is not None and (state.uploaded_end is None or end > state.uploaded_end):
                 state.uploaded_end = end
         if self.uploads(part):
@@ -424,7 +429,7 @@ class RemoteLogManager:
         """Local retention of a partition this shard uploads (Partition.enforce_local_retention)
         up to the remote end mark; nothing before the first view came back."""
         state = self._states.get(part.key)
-        part.enforce_local_retention(state.remote_end(part) if state and state.synced else None)
+        part.enforce_local_retention(state.uploaded(part) if state and state.synced else None)
 
     def forget(self, part: Partition | None, directory: Path, keep_remote: bool = False) -> None:
         """The partition is being deleted (loop thread, before its directory goes): its
@@ -480,9 +485,8 @@ class RemoteLogManager:
             part = self._partitions.get(key)
             if part is None:
                 continue
-            remote_end = state.remote_end(part)
-            waiting = [s for s in part.log.segments if s.size_bytes
-                       and (remote_end is None or s.end_offset > remote_end)
+            uploaded = state.uploaded(part)
+            waiting = [s for s in part.log.segments if s.size_bytes and not uploaded(s)
                        and s.end_offset <= part.high_watermark]
             rolled = [s for s in waiting if s is not part.log.segments[-1]]
             result[key] = {

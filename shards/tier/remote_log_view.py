@@ -61,6 +61,17 @@ class RemoteLogView:
         """Log bytes of the readable segments."""
         return sum(segment.size_bytes for segment in self.segments)
 
+    def covers(self, start_offset: int, end_offset: int) -> bool:
+        """Whether every offset in [start_offset, end_offset) is in a readable segment
+        (no hole): object storage holds that range of the log."""
+        cursor = start_offset
+        while cursor < end_offset:
+            segment = self.segment_for_offset(cursor)
+            if segment is None:
+                return False
+            cursor = segment.end_offset
+        return True
+
     def segment_for_offset(self, offset: int) -> RemoteSegment | None:
         """The segment holding ``offset``, or None; where two overlap the one with the
         larger base offset wins, then the newer upload (as RemoteLogMetadata does)."""

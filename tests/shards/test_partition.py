@@ -22,6 +22,8 @@ from plinth.shards.leader_epochs import (
 from plinth.shards.partition import Partition
 from plinth.shards.partition_log import LogConfig
 from plinth.shards.producer_state import snapshot_offsets, snapshot_path
+from plinth.shards.tier.remote_log_view import EMPTY_REMOTE_LOG
+from plinth.shards.tier.tier_policy import held_remotely
 
 NOW_MS = time.time_ns() // 1_000_000
 
@@ -770,7 +772,7 @@ def test_local_retention_of_a_tiered_log_deletes_only_the_uploaded_prefix_and_fi
     assert part.log.segments == segments
     # When the uploads reached the middle of the third segment
     uploaded_end = segments[2].base_offset + 1
-    result = part.enforce_local_retention(uploaded_end)
+    result = part.enforce_local_retention(held_remotely(EMPTY_REMOTE_LOG, uploaded_end))
     # Then the two segments wholly uploaded go, and no other
     assert result.segments == 2 and part.log.start_offset == segments[2].base_offset
     # And the epochs start at the new local start (no remote view here), saved

@@ -43,3 +43,13 @@ def test_where_uploads_overlap_the_later_leaders_segment_wins():
 def test_a_view_refuses_segments_out_of_order():
     with pytest.raises(AssertionError, match="out of order"):
         RemoteLogView((remote_segment(100, 200), remote_segment(0, 100)))
+
+
+def test_a_view_covers_a_range_only_if_no_offset_of_it_is_missing():
+    view = RemoteLogView.of([remote_segment(0, 100), remote_segment(100, 150),
+                             remote_segment(200, 300)])
+    assert view.covers(0, 150) and view.covers(20, 120) and view.covers(200, 300)
+    assert not view.covers(140, 210)      # the hole [150, 200)
+    assert not view.covers(250, 301)      # past the end
+    assert EMPTY_REMOTE_LOG.covers(5, 5)  # an empty range needs nothing
+    assert not EMPTY_REMOTE_LOG.covers(0, 1)
