@@ -747,9 +747,10 @@ def _offsets(segments: list[RemoteSegment]) -> str:
 
 
 def _beyond(metadata: RemoteLogMetadata, local: LocalSegment) -> bool:
-    """Whether ``local`` reaches past what is remote (a retried job may be stale)."""
-    end_offset = metadata.end_offset()
-    return end_offset is None or local.end_offset > end_offset
+    """Whether ``local`` is not in object storage yet (a retried job may be stale): as
+    the loop judges it (tier_policy.held_remotely), by coverage, not by the remote end."""
+    return not RemoteLogView.of(metadata.finished_segments()).covers(local.base_offset,
+                                                                     local.end_offset)
 
 
 def _producers_after(part: Partition, segment: Segment) -> bytes | None:

@@ -503,3 +503,24 @@ def test_a_reopened_partition_knows_its_remote_log_before_it_serves_its_first_fe
         assert server.call(open_and_look) == (0, remote_end)
         # And a fetch from 0 reads the remote records
         assert read_from(server, 0, 12) == values
+
+
+def test_the_uploader_judges_a_segment_uploaded_by_coverage_as_the_loop_does(tmp_path):
+    # Given remote segments [0,5) of this shard and [10,20) adopted from another, and a
+    # local segment [5,10) in the hole between them (below the remote end)
+    from plinth.shards.tier.remote_log_manager import _beyond
+    from tests.shards.tier.test_remote_log_metadata import remote_segment, uploaded
+    metadata, _ = RemoteLogMetadata.open(tmp_path)
+    uploaded(metadata, remote_segment(0, 5), remote_segment(10, 20))
+
+    def local(base_offset, end_offset):
+        return LocalSegment(topic="t", topic_id=TOPIC_ID, partition=0, base_offset=base_offset,
+                            end_offset=end_offset, max_timestamp_ms=0, leader_epoch=0,
+                            log_path=tmp_path, index_path=tmp_path, time_index_path=tmp_path,
+                            leader_epochs=b"")
+    # Then the uploader uploads it (it skipped it, and the loop chose it again forever)
+    assert _beyond(metadata, local(5, 10))
+    # And skips what is covered, and not what reaches past the end
+    assert not _beyond(metadata, local(10, 20)) and not _beyond(metadata, local(0, 5))
+    assert _beyond(metadata, local(15, 25))
+    metadata.close()
