@@ -547,6 +547,8 @@ class RemoteLogManager:
                 uploaded_bytes = upload_segment(self._store, remote.metadata,
                                                 job.segment).size_bytes
                 self._publish(job, remote, uploaded=True)
+            elif job.segment is not None:   # already remote: the loop's view was behind
+                self._publish(job, remote, uploaded=False)
             self._apply_retention(job, remote, uploaded_bytes)
         except (BrokerError, OSError) as exc:   # store errors, the journal's, a vanished file
             error = f"{type(exc).__name__}: {exc}"
