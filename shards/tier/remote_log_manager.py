@@ -621,7 +621,7 @@ class RemoteLogManager:
         self._publish(job, remote, uploaded=False)
 
     def _publish(self, job: _Job, remote: _Remote, *, uploaded: bool) -> None:
-        view = RemoteLogView.of(remote.metadata.finished_segments())
+        view = remote.metadata.view()
         self._post(self._published, job.key, job.epoch, view, uploaded, None, remote.synced)
 
     def _apply_retention(self, job: _Job, remote: _Remote, uploaded_bytes: int) -> None:
@@ -751,8 +751,7 @@ def _offsets(segments: list[RemoteSegment]) -> str:
 def _beyond(metadata: RemoteLogMetadata, local: LocalSegment) -> bool:
     """Whether ``local`` is not in object storage yet (a retried job may be stale): as
     the loop judges it (tier_policy.held_remotely), by coverage, not by the remote end."""
-    return not RemoteLogView.of(metadata.finished_segments()).covers(local.base_offset,
-                                                                     local.end_offset)
+    return not metadata.view().covers(local.base_offset, local.end_offset)
 
 
 def _producers_after(part: Partition, segment: Segment) -> bytes | None:

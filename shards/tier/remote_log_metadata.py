@@ -59,6 +59,7 @@ from plinth import limits
 from plinth.durable_files import write_file_atomically
 from plinth.errors import CorruptDataError, StorageError
 from plinth.shards.segment import fsync_directory
+from plinth.shards.tier.remote_log_view import RemoteLogView
 from plinth.shards.tier.remote_segment import RemoteSegment
 
 logger = logging.getLogger(__name__)
@@ -280,30 +281,11 @@ class RemoteLogMetadata:
         return [tracked.segment for tracked in self._segments.values()
                 if tracked.state is SegmentState.DELETE_SEGMENT_STARTED]
 
-    def segment_for_offset(self, offset: int) -> RemoteSegment | None:
-        """The readable segment holding ``offset``, or None.
-
-        Where two overlap (a new leader uploaded a range an old one had), the one
-        with the larger base offset wins, then the newer upload: it is the later
-        leader's log, the one the replicas agree on."""
-        holding = [segment for segment in self.finished_segments()
-                   if segment.base_offset <= offset < segment.end_offset]
-        return max(holding, key=lambda segment: (segment.base_offset, segment.created_ms),
-                   default=None)
-
-    def log_start_offset(self) -> int | None:
-        """The first offset held remotely (Kafka's remote log start offset), or None."""
-        segments = self.finished_segments()
-        return segments[0].base_offset if segments else None
-
-    def end_offset(self) -> int | None:
-        """The offset after the last one held remotely: the next upload starts here."""
-        segments = self.finished_segments()
-        return max(segment.end_offset for segment in segments) if segments else None
-
-    def remote_bytes(self) -> int:
-        """Log bytes of the readable segments (what retention.bytes counts)."""
-        return sum(segment.size_bytes for segment in self.finished_segments())
+    def view(self) -> RemoteLogView:
+        """The readable segments as an immutable snapshot (remote_log_view.py), which
+        answers the queries: the segment holding an offset, the remote log's start,
+        end and bytes."""
+        return RemoteLogView.of(self.finished_segments())
 
     def segments_past_retention(self, *, now_ms: int, retention_ms: int, retention_bytes: int,
                                 local_only_bytes: int) -> list[RemoteSegment]:

@@ -129,8 +129,8 @@ def test_a_state_change_out_of_order_is_a_programmer_error_and_writes_nothing(me
 def test_a_missing_journal_is_an_empty_metadata(tmp_path):
     metadata, recovery = RemoteLogMetadata.open(tmp_path / "new")
     assert tuple(recovery) == (0, 0, "")
-    assert metadata.log_start_offset() is None and metadata.end_offset() is None
-    assert metadata.remote_bytes() == 0 and metadata.segment_for_offset(0) is None
+    assert metadata.view().log_start_offset is None and metadata.view().end_offset is None
+    assert metadata.view().remote_bytes == 0 and metadata.view().segment_for_offset(0) is None
     assert (tmp_path / "new" / JOURNAL_FILE).exists()
     metadata.close()
 
@@ -138,25 +138,25 @@ def test_a_missing_journal_is_an_empty_metadata(tmp_path):
 def test_the_reader_finds_the_segment_holding_an_offset(metadata):
     a, b, c = uploaded(metadata, remote_segment(0, 100), remote_segment(100, 250),
                        remote_segment(250, 300))
-    assert [metadata.segment_for_offset(offset) for offset in (0, 99, 100, 249, 250, 299)] == [
+    assert [metadata.view().segment_for_offset(offset) for offset in (0, 99, 100, 249, 250, 299)] == [
         a, a, b, b, c, c]
-    assert metadata.segment_for_offset(300) is None
-    assert (metadata.log_start_offset(), metadata.end_offset(), metadata.remote_bytes()) == (
+    assert metadata.view().segment_for_offset(300) is None
+    assert (metadata.view().log_start_offset, metadata.view().end_offset, metadata.view().remote_bytes) == (
         0, 300, 3000)
 
 
 def test_where_two_uploads_overlap_the_later_leaders_wins(metadata):
     old = uploaded(metadata, remote_segment(0, 200, created_ms=1))[0]
     newer = uploaded(metadata, remote_segment(100, 300, created_ms=2))[0]
-    assert metadata.segment_for_offset(50) == old
-    assert metadata.segment_for_offset(150) == newer
+    assert metadata.view().segment_for_offset(50) == old
+    assert metadata.view().segment_for_offset(150) == newer
 
 
 def test_a_segment_being_deleted_is_no_longer_read_or_counted(metadata):
     a, b = uploaded(metadata, remote_segment(0, 100), remote_segment(100, 200))
     metadata.delete_started(a.segment_id, 5)
-    assert metadata.segment_for_offset(50) is None
-    assert metadata.log_start_offset() == 100 and metadata.remote_bytes() == 1000
+    assert metadata.view().segment_for_offset(50) is None
+    assert metadata.view().log_start_offset == 100 and metadata.view().remote_bytes == 1000
 
 
 def test_retention_deletes_a_prefix_by_time_and_by_bytes_counting_local_bytes(metadata):

@@ -69,8 +69,8 @@ def test_an_uploaded_segment_reads_back_byte_for_byte(store, log, metadata, tmp_
     assert metadata.state_of(segment.segment_id) is SegmentState.COPY_SEGMENT_FINISHED
     assert (segment.base_offset, segment.end_offset, segment.size_bytes, segment.leader_epoch) == (
         0, log.segments[1].base_offset, local.log_path.stat().st_size, 0)
-    assert metadata.segment_for_offset(segment.end_offset - 1) == segment
-    assert metadata.log_start_offset() == 0 and metadata.end_offset() == segment.end_offset
+    assert metadata.view().segment_for_offset(segment.end_offset - 1) == segment
+    assert metadata.view().log_start_offset == 0 and metadata.view().end_offset == segment.end_offset
     # and any reader finds it by listing the manifests
     assert list_remote_segments(store, TOPIC, TOPIC_ID, PARTITION) == [segment]
 
@@ -117,7 +117,7 @@ def test_a_crash_between_the_data_objects_and_the_manifest_leaves_nothing_visibl
     metadata.close()
     reopened, _ = RemoteLogMetadata.open(tmp_path / "meta")
     [unfinished] = reopened.copies_unfinished()
-    assert reopened.segment_for_offset(0) is None and reopened.remote_bytes() == 0
+    assert reopened.view().segment_for_offset(0) is None and reopened.view().remote_bytes == 0
     # When the cleanup runs, the half upload's objects are gone and forgotten
     finished, deleted = clean_up_unfinished(store, reopened)
     assert (finished, deleted) == ([], [unfinished])
@@ -139,7 +139,7 @@ def test_a_crash_after_the_manifest_is_finished_by_the_cleanup(store, log, metad
     metadata2.copy_started(segment, 0)
     # When the cleanup runs / Then it finishes the copy instead of deleting it
     assert clean_up_unfinished(store, metadata2) == ([segment], [])
-    assert metadata2.segment_for_offset(0) == segment
+    assert metadata2.view().segment_for_offset(0) == segment
     assert list_remote_segments(store, TOPIC, TOPIC_ID, PARTITION) == [segment]
     metadata2.close()
 
@@ -205,10 +205,10 @@ def test_the_metadata_rebuilt_from_the_manifests_finds_every_segment(store, log,
         store, TOPIC, TOPIC_ID, PARTITION), now_ms=5)
     # Then it answers the reader's questions as the uploader's does
     assert rebuilt.finished_segments() == uploaded
-    assert rebuilt.remote_bytes() == metadata.remote_bytes() == sum(
+    assert rebuilt.view().remote_bytes == metadata.view().remote_bytes == sum(
         segment.size_bytes for segment in uploaded)
     for segment in uploaded:
-        assert rebuilt.segment_for_offset(segment.base_offset) == segment
+        assert rebuilt.view().segment_for_offset(segment.base_offset) == segment
     # and it survives its own restart
     rebuilt.close()
     reopened, recovery = RemoteLogMetadata.open(tmp_path / "other")

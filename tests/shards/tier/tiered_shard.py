@@ -3,7 +3,7 @@
 ``TieredShard`` produces records into one partition with small segments, does
 by hand what the uploader (another slice of issue 14) will do on its own:
 uploads rolled segments with remote_transfer.upload_segment into a
-RemoteLogMetadata, publishes ``RemoteLogView.of(metadata.finished_segments())``
+RemoteLogMetadata, publishes ``metadata.view()``
 into the partition and deletes the local prefix, each on the loop thread
 through ``server.call``; and fetches through the socket as a router would.
 Test thread only.
@@ -23,7 +23,6 @@ from plinth.shards.partition_log import LogConfig
 from plinth.shards.shard_calls import TierOptions
 from plinth.shards.shard_server import ShardServer
 from plinth.shards.tier.remote_log_metadata import RemoteLogMetadata
-from plinth.shards.tier.remote_log_view import RemoteLogView
 from plinth.shards.tier.remote_store import RemoteStore, open_remote_store
 from plinth.shards.tier.remote_transfer import LocalSegment, upload_segment
 
@@ -150,7 +149,7 @@ class TieredShard:
             self.metadata, _ = RemoteLogMetadata.open(metadata_dir)
         for local in segments:
             upload_segment(store, self.metadata, local)
-        view = RemoteLogView.of(self.metadata.finished_segments())
+        view = self.metadata.view()
 
         def publish(part):
             part.remote = view
