@@ -405,8 +405,9 @@ def serve(options: ServeOptions, ready=print) -> int:
     server = Server(options)
     report = server.start()
     tune_data_path_process(who="plinth serve")   # the router runs: see process_tuning.py
+    stop = _stop_on_signal()
     _say_ready_once_every_shard_serves(server, report, ready)
-    _wait_for_signal()
+    _wait_for(stop)
     log.info("shutting down")
     server.stop()
     return 0
@@ -442,12 +443,19 @@ def _say_ready_once_every_shard_serves(server: Server, report: StartReport, read
                      name="ready-when-whole").start()
 
 
-def _wait_for_signal() -> None:
-    # Installed after Ray started: ray.init sets its own SIGTERM handler, which
-    # would end the process without flushing.
+def _stop_on_signal() -> threading.Event:
+    """The event SIGTERM and SIGINT set from now on. Installed after Ray started
+    (ray.init sets its own SIGTERM handler, which exits with status 15 without
+    stopping anything) and before ``ready`` is said, so a supervisor that stops
+    the process as soon as it is ready gets a clean stop."""
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
+def _wait_for(stop: threading.Event) -> None:
+    # Waits in slices: a signal handler runs only between bytecodes of the main thread.
     while not stop.wait(1.0):
         pass
 
@@ -535,8 +543,9 @@ def run_router(options: RouterOptions, ready=print) -> int:
         from plinth.control.metrics import start_metrics_server
 
         start_metrics_server(controller, options.metrics_port, options.metrics_host)
+    stop = _stop_on_signal()
     ready(f"plinth router ready: listening on {options.listen} (cluster {options.cluster_name})")
-    _wait_for_signal()
+    _wait_for(stop)
     router.stop()
     try:
         controller.router_stopped(options.listen)
