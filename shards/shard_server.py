@@ -460,8 +460,13 @@ class ShardServer:
             remote_end_offset=protocol.NO_REMOTE_OFFSET if remote.is_empty else remote.end_offset)
 
     def set_log_config(self, topic: str, partition: int, log_config) -> None:
-        """A topic's altered config (retention, rolling) for one partition. Loop thread."""
-        self._require(topic, partition).log.config = log_config
+        """A topic's altered config (retention, rolling) for one partition. Loop thread.
+        A sealed partition whose topic became tiered rolls its last segment, as a
+        seal does (``_seal``): active segments are never uploaded."""
+        part = self._require(topic, partition)
+        part.log.config = log_config
+        if part.sealed and log_config.remote_storage_enable:
+            part.roll_sealed()
 
     def tiered_sealed(self, pids: list[PartitionId]) -> list[TieredState]:
         """For each partition, whether its copy sealed here is wholly in object storage

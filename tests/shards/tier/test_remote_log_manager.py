@@ -327,6 +327,24 @@ def test_a_sealed_partition_is_wholly_remote_only_after_its_last_segment_uploads
         moto.stop()
 
 
+def test_a_sealed_partition_whose_topic_is_tiered_later_uploads_its_last_segment_too(tmp_path):
+    # Given an untiered partition sealed with records in its last segment (not rolled)
+    url = f"file://{tmp_path}/store"
+    store = open_remote_store(url)
+    untiered = LogConfig(segment_bytes_max=SEGMENT_BYTES, index_interval_bytes=1024)
+    with running_shard(tmp_path / "shard", url, untiered) as server:
+        values = produce_values(server, 10)
+        server.call(server.seal_partition, "t", 0)
+        assert local_segments(server)[-1][1] == len(values) > local_segments(server)[-1][0]
+        # When its topic becomes tiered
+        server.call(server.set_log_config, "t", 0, tiered(local_retention_bytes=0))
+        # Then its last segment rolled, every record goes up, and it is wholly remote
+        wait_until(lambda: tiered_state(server).wholly_remote, timeout_s=WAIT_S,
+                   explain=lambda: f"remote {remote_ranges(store)}, local {local_segments(server)}")
+        assert remote_ranges(store)[0][0] == 0 and uploaded_up_to(store, len(values))
+        assert read_from(server, 0, len(values)) == values
+
+
 # --- A crash in the middle of an upload ----------------------------------------------------
 
 class Crash(Exception):
