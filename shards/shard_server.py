@@ -103,7 +103,8 @@ from plinth.shards.replica_server import Led
 from plinth.shards.shard_replication import ShardReplication
 from plinth.shards.shard_stats import ShardStats
 from plinth.shards.tier.remote_fetcher import (
-    RemoteFetcher, RemoteRead, RemoteReadResult, answer_for_deleted, remote_segment_for)
+    RemoteFetcher, RemoteRead, RemoteReadResult, answer_for_deleted, partition_read,
+    remote_segment_for)
 from plinth.shards.tier.remote_log_manager import RemoteLogManager
 from plinth.shards.tier.remote_log_metadata import finished_segments_in_journal
 from plinth.shards.tier.remote_log_view import RemoteLogView
@@ -938,11 +939,12 @@ class ShardServer:
         latency_s = time.monotonic() - read.received_s
         self.stats.remote_fetched(len(result.data), result.error is not None, latency_s,
                                   result.cache_hits, result.cache_misses, result.cache_bytes)
-        part = self._partitions.get(read.key)
+        part = partition_read(read, self._partitions)
         error = result.error if result.error is None else answer_for_deleted(result.error, read, part)
         if error is None and part is None:
-            error = UnavailableError(f"partition {read.key[0]}-{read.key[1]} is not on "
-                                     f"{self.shard_id} any more; retry")
+            error = UnavailableError(f"partition {read.key[0]}-{read.key[1]} (topic id "
+                                     f"{read.segment.topic_id}) is not on {self.shard_id} "
+                                     f"any more; retry")
         if error is not None:
             self.stats.error(error.code_name)
             self._reply(read.envelope, protocol.encode_error(read.request_id, error))

@@ -74,7 +74,7 @@ from plinth.shards.tier.remote_transfer import load_remote_index, read_remote_en
 log = logging.getLogger(__name__)
 
 __all__ = ["RemoteFetcher", "RemoteRead", "RemoteReadResult", "answer_for_deleted",
-           "remote_segment_for"]
+           "partition_read", "remote_segment_for"]
 
 CACHE_DIR_NAME = "tier-cache"   # under the shard's data dir; no partition's dir name
 
@@ -117,6 +117,17 @@ def remote_segment_for(part, offset: int) -> RemoteSegment:
             f"[{remote.log_start_offset}, {remote.end_offset}) with {len(remote.segments)} "
             f"segments, the local log [{part.log.start_offset}, {part.log.end_offset}]")
     return segment
+
+
+def partition_read(read: RemoteRead, partitions: dict):
+    """The partition (of ``partitions``, key -> Partition) whose records ``read`` read,
+    or None if it is gone: deleted, or deleted and created again under the same name
+    while the read waited (another topic id: the records are not the new one's, and
+    its offsets must not be answered with them). Loop thread."""
+    part = partitions.get(read.key)
+    if part is None or part.topic_id != read.segment.topic_id:
+        return None
+    return part
 
 
 def answer_for_deleted(error: BrokerError, read: RemoteRead, part) -> BrokerError:

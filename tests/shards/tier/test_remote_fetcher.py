@@ -20,7 +20,8 @@ from plinth.errors import (CorruptDataError, OffsetOutOfRangeError, RemoteObject
 from plinth.shards.partition import Partition
 from plinth.shards.partition_log import LogConfig
 from plinth.shards.tier.chunk_cache import RemoteChunkCache
-from plinth.shards.tier.remote_fetcher import RemoteFetcher, RemoteRead, answer_for_deleted
+from plinth.shards.tier.remote_fetcher import (
+    RemoteFetcher, RemoteRead, answer_for_deleted, partition_read)
 from plinth.shards.tier.remote_log_view import RemoteLogView
 from plinth.shards.tier.remote_segment import LOG, ObjectDigest, RemoteSegment, new_segment_id
 from plinth.shards.tier.remote_store import open_remote_store
@@ -352,6 +353,25 @@ def test_a_segment_retention_deleted_while_it_was_read_is_answered_retriable(tmp
         assert type(answer_for_deleted(gone, read, None)) is UnavailableError
     finally:
         part.log.close()
+
+
+def test_a_read_of_a_partition_deleted_and_created_again_answers_for_neither(tmp_path):
+    # Given a read queued for a segment of t-0, and t-0 open under that topic id
+    part = Partition.open(tmp_path / "t-0", "t", 0, LogConfig())
+    part.set_topic_id(TOPIC_ID)
+    other = Partition.open(tmp_path / "t-0-again", "t", 0, LogConfig())
+    other.set_topic_id("0" * 31 + "1")
+    try:
+        read = RemoteRead([b"router", b"client"], 7, ("t", 0), remote_segment(0), 3, 1 << 20,
+                          10, 0.0)
+        # Then it answers for that partition
+        assert partition_read(read, {("t", 0): part}) is part
+        # And not once t was deleted, nor once t was created again (another id) meanwhile
+        assert partition_read(read, {}) is None
+        assert partition_read(read, {("t", 0): other}) is None
+    finally:
+        part.log.close()
+        other.log.close()
 
 
 def test_a_remote_object_lost_from_a_segment_the_view_holds_is_a_storage_error(
