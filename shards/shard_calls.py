@@ -227,10 +227,32 @@ class SealedPartition:
     complete: bool = True
 
 
+@dataclass(frozen=True)
+class TieredState:
+    """What a shard holding a sealed copy of a partition says of it for retirement
+    (ShardHandle.tiered_sealed; issue 14, a removed shard retires once its ranges
+    are tiered).
+
+    ``wholly_remote``: every record of the sealed copy is in object storage
+    (RemoteLogManager.wholly_remote): its last segment rolled and every local
+    segment that holds records is covered by the remote log, or was deleted
+    remotely by total retention. False for a partition not sealed here, not
+    tiered, not held here, or with uploads still to do. ``log_start_offset``: the
+    partition's first offset here, local or remote (retention may have moved it
+    past the range's start). ``end_offset``: the sealed copy's end. Both 0 for a
+    partition the shard does not hold."""
+
+    partition: PartitionId
+    wholly_remote: bool
+    log_start_offset: int
+    end_offset: int
+
+
 class ControllerAnnouncements(Protocol):
     """What a shard actor needs of the controller: to say where it listens after
-    each (re)start. The controller passes a ControllerHandle, which has this
-    method; shards/ must not import control/, so the type is declared here."""
+    each (re)start, to change an in-sync set, and to nudge it when tiering
+    changed. The controller passes a ControllerHandle, which has these
+    methods; shards/ must not import control/, so the type is declared here."""
 
     def shard_started(self, shard_id: str, address: str, direct_address: str = "") -> None: ...
 
@@ -239,4 +261,11 @@ class ControllerAnnouncements(Protocol):
         """The leader ``shard_id`` asks to change the partition's in-sync set; a
         compare-and-set on (leader_epoch, partition_epoch). Returns the new record;
         raises FencedLeaderEpochError if either epoch is stale."""
+        ...
+
+    def tiering_changed(self, shard_id: str) -> None:
+        """A one-way nudge, sent without waiting: on ``shard_id`` a sealed partition
+        became wholly remote, or a re-sync the controller asked for (covers_remote)
+        listed the store. The controller looks again at what the draining shards
+        hold (it also polls, so a lost nudge only delays a retirement)."""
         ...

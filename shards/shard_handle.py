@@ -34,12 +34,12 @@ from plinth.shards.actor import ShardActor
 from plinth.shards.shard_calls import (OPENED_CREATED_EMPTY, OPENED_NEEDS_REPAIR,
                                        OPENED_RECOVERED_WHOLE, ControllerAnnouncements,
                                        GroupStates, Leadership, PartitionId, PartitionSpec,
-                                       SealedPartition, TierOptions)
+                                       SealedPartition, TieredState, TierOptions)
 
 __all__ = ["OPENED_CREATED_EMPTY", "OPENED_NEEDS_REPAIR", "OPENED_RECOVERED_WHOLE",
            "ControllerAnnouncements", "GroupStates", "Leadership", "PartitionId", "PartitionSpec",
            "PendingCall", "SealedPartition", "ShardHandle", "ShardOptions", "TierOptions",
-           "wait_all", "wait_all_or_raise"]
+           "TieredState", "wait_all", "wait_all_or_raise"]
 
 log = logging.getLogger(__name__)
 
