@@ -27,7 +27,8 @@ from plinth.cluster_keys import ClusterKeys
 from plinth.process_tuning import tune_data_path_process
 from plinth.shards.partition_log import LogConfig
 from plinth.shards.shard_calls import (ControllerAnnouncements, GroupStates, Leadership,
-                                       PartitionId, PartitionSpec, SealedPartition, TierOptions)
+                                       PartitionId, PartitionSpec, SealedPartition,
+                                       TieredState, TierOptions)
 from plinth.shards.shard_manifest import MANIFEST_FILE, ShardManifest
 from plinth.shards.shard_server import ShardServer
 
@@ -183,6 +184,18 @@ class ShardActor:
     def partition_infos(self, partitions: list[PartitionId]) -> list[protocol.PartitionInfo]:
         return [self._server.call(self._server.partition_info, pid.topic, pid.partition)
                 for pid in partitions]
+
+    def tiered_sealed(self, partitions: list[PartitionId]) -> list[TieredState]:
+        """Whether each partition's copy sealed here is wholly in object storage
+        (ShardServer.tiered_sealed), answered in one turn of the loop."""
+        return self._server.call(self._server.tiered_sealed, partitions)
+
+    def covers_remote(self, partition: PartitionId, intervals: list[tuple[int, int]],
+                      resync: bool) -> list[bool]:
+        """Whether the partition's remote view holds each [start, end) of ``intervals``;
+        ``resync``: list the store again if not (ShardServer.covers_remote)."""
+        return self._server.call(self._server.covers_remote, partition.topic,
+                                 partition.partition, intervals, resync)
 
     def set_partition_counts(self, counts: dict[str, int]) -> None:
         """Every topic's partition count, for the groups this shard coordinates."""

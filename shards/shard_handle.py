@@ -267,6 +267,23 @@ class ShardHandle:
         return self._start(ShardActor.partition_infos,
                            _partition_ids(partitions, "partition_infos"))
 
+    def tiered_sealed(self, partitions: Sequence[PartitionId]) -> PendingCall[list[TieredState]]:
+        """For each partition, whether the shard's sealed copy of it is wholly in object
+        storage, with its log start and end offsets (TieredState); a partition the
+        shard does not hold is not (not an error)."""
+        return self._start(ShardActor.tiered_sealed, _partition_ids(partitions, "tiered_sealed"))
+
+    def covers_remote(self, partition: PartitionId, intervals: Sequence[tuple[int, int]],
+                      resync: bool) -> PendingCall[list[bool]]:
+        """For each [start, end) of ``intervals``, whether the shard's view of the
+        partition's remote log holds every offset of it (the shard answers from
+        memory). ``resync``: if one is not covered, the shard lists the store again
+        (at most once per REMOTE_RESYNC_INTERVAL_S_MIN) and tells the controller
+        once it did (tiering_changed); ask again then. A partition the shard does
+        not hold covers nothing."""
+        pid, = _partition_ids([partition], "covers_remote")
+        return self._start(ShardActor.covers_remote, pid, _intervals(intervals), bool(resync))
+
     def set_partition_counts(self, counts: dict[str, int]) -> PendingCall[None]:
         """Every topic's partition count (the groups this shard coordinates need them)."""
         if not all(isinstance(t, str) and isinstance(n, int) and n >= 1 for t, n in counts.items()):
@@ -332,6 +349,19 @@ def _checked_list(values: Sequence, kind: type, call: str) -> Sequence:
     if isinstance(values, (str, bytes)) or not all(isinstance(v, kind) for v in values):
         raise ValueError(f"{call}: expected a sequence of {kind.__name__}, got {values!r}")
     return values
+
+
+def _intervals(intervals: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``intervals`` as a list of (start, end) pairs of ints, 0 <= start <= end."""
+    checked = []
+    for interval in _checked_list(intervals, tuple, "covers_remote"):
+        if len(interval) != 2 or not all(
+                isinstance(o, int) and not isinstance(o, bool) for o in interval) \
+                or not 0 <= interval[0] <= interval[1]:
+            raise ValueError(f"covers_remote: interval {interval!r} is not (start, end) "
+                             f"with 0 <= start <= end")
+        checked.append((interval[0], interval[1]))
+    return checked
 
 
 def _partition_ids(partitions: Sequence[PartitionId], call: str) -> list[PartitionId]:

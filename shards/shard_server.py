@@ -91,7 +91,8 @@ from plinth.shards.group_commit import GroupCommit
 from plinth.shards.group_requests import GroupRequests, SlotLogs
 from plinth.shards.partition import Partition
 from plinth.shards.segment_files import SegmentFiles
-from plinth.shards.shard_calls import ControllerAnnouncements, Leadership, TierOptions
+from plinth.shards.shard_calls import (ControllerAnnouncements, Leadership, PartitionId,
+                                       TieredState, TierOptions)
 from plinth.shards.replica_server import Led
 from plinth.shards.shard_replication import ShardReplication
 from plinth.shards.shard_stats import ShardStats
@@ -182,7 +183,7 @@ class ShardServer:
         if tier.enabled:
             self._tier = RemoteLogManager(shard_id, self.data_dir, tier.url,
                                           partitions=self._partitions, roles=self._roles,
-                                          post=self._post)
+                                          post=self._post, controller=controller)
 
     # --- Lifecycle (actor thread) ------------------------------------------
 
@@ -459,8 +460,44 @@ class ShardServer:
             remote_end_offset=protocol.NO_REMOTE_OFFSET if remote.is_empty else remote.end_offset)
 
     def set_log_config(self, topic: str, partition: int, log_config) -> None:
-        """A topic's altered config (retention, rolling) for one partition. Loop thread."""
-        self._require(topic, partition).log.config = log_config
+        """A topic's altered config (retention, rolling) for one partition. Loop thread.
+        A sealed partition whose topic became tiered rolls its last segment, as a
+        seal does (``_seal``): active segments are never uploaded."""
+        part = self._require(topic, partition)
+        part.log.config = log_config
+        if part.sealed and log_config.remote_storage_enable:
+            part.roll_sealed()
+
+    def tiered_sealed(self, pids: list[PartitionId]) -> list[TieredState]:
+        """For each partition, whether its copy sealed here is wholly in object storage
+        (RemoteLogManager.wholly_remote), with its log start and end offsets; a
+        partition not held here is not (offsets 0), and without --tier-url none
+        is. Loop thread."""
+        states = []
+        for pid in pids:
+            part = self._partitions.get((pid.topic, pid.partition))
+            if part is None:
+                states.append(TieredState(pid, False, 0, 0))
+                continue
+            wholly = self._tier is not None and self._tier.wholly_remote(part)
+            states.append(TieredState(pid, wholly, part.log_start_offset, part.log.end_offset))
+        return states
+
+    def covers_remote(self, topic: str, partition: int, intervals: list[tuple[int, int]],
+                      resync: bool) -> list[bool]:
+        """For each [start, end) of ``intervals``, whether the partition's remote view
+        (``Partition.remote``, no store call) holds every offset of it. With
+        ``resync``, one not covered makes the uploader list the store again
+        (RemoteLogManager.request_resync: a range another shard uploaded since);
+        ask again later. A partition not held here, or a shard without
+        --tier-url, covers nothing. Loop thread."""
+        part = self._partitions.get((topic, partition))
+        if part is None or self._tier is None:
+            return [False] * len(intervals)
+        covered = [part.remote.covers(start, end) for start, end in intervals]
+        if resync and not all(covered):
+            self._tier.request_resync(part)
+        return covered
 
     def _enforce_retention(self) -> None:
         for part in self._partitions.values():

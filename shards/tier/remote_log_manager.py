@@ -50,6 +50,20 @@ retention up to the view's end (tier_policy deletes only what the store holds),
 besides the total retention it always applied. A listing that fails is logged
 once per streak and tried at the next interval; local retention waits for it.
 
+A removed shard's ranges (issue 14). A partition sealed here (its writes
+moved away) is uploaded here whole, its last segment rolled at the seal.
+``wholly_remote`` says when every record of it is in the store; the controller
+asks (ShardServer.tiered_sealed), and then asks the partition's owner whether its
+view covers the range (ShardServer.covers_remote). The owner listed the store
+only when it began uploading, so a range uploaded since is missing from its
+view: ``request_resync`` makes its next job list the store again (at most one
+request per REMOTE_RESYNC_INTERVAL_S_MIN). Two events nudge the controller
+(``tiering_changed``, from the uploader thread, so the loop never makes a Ray
+call): a sealed partition turned wholly remote (once per partition per shard
+run), and a requested re-sync listed the store (after its view was posted, so
+the controller's next call sees it). The controller also polls: a lost nudge
+delays a retirement, nothing else.
+
 Remote end mark. Which local segments are uploaded is judged per segment
 (tier_policy.held_remotely): the view covers it, or it ends at or below the
 highest end offset this shard's own uploads (and total retention's remote
@@ -100,6 +114,7 @@ from plinth.shards.partition import Partition
 from plinth.shards.producer_state import load_snapshot
 from plinth.shards.replica_server import Led
 from plinth.shards.segment import Segment, fsync_directory
+from plinth.shards.shard_calls import ControllerAnnouncements
 from plinth.shards.tier.remote_log_metadata import JOURNAL_FILE, RemoteLogMetadata
 from plinth.shards.tier.remote_log_view import RemoteLogView
 from plinth.shards.tier.remote_segment import RemoteSegment, partition_prefix
@@ -132,6 +147,7 @@ class _Job:
     retention_ms: int
     retention_bytes: int
     local_only_bytes: int          # local bytes above the remote end (with ``segment``'s)
+    resync: bool = False           # list the store again first (request_resync)
 
 
 @dataclass
@@ -148,6 +164,9 @@ class _TierState:
     uploading_end: int | None = None  # the end of the segment in flight, if any
     uploads: int = 0
     upload_errors: int = 0
+    resync_wanted: bool = False    # request_resync: the next job lists the store again
+    next_resync_s: float = 0.0     # no request before this (REMOTE_RESYNC_INTERVAL_S_MIN)
+    nudged: bool = False           # the controller was told it turned wholly remote
 
     def uploaded(self, part: Partition):
         """Which of ``part``'s local segments object storage holds (tier_policy)."""
@@ -159,6 +178,14 @@ class _Dropped:
     """A copy of a partition dropped here, its remote log kept: close its handle."""
 
     key: tuple[str, int]
+
+
+@dataclass(frozen=True)
+class _Nudge:
+    """Tell the controller that tiering changed here (uploader thread: a Ray call)."""
+
+    key: tuple[str, int]
+    why: str                       # for the log: "wholly remote", "re-synced"
 
 
 @dataclass(frozen=True)
@@ -209,15 +236,21 @@ class RemoteLogManager:
     """One shard's uploads, local and remote retention of tiered partitions.
 
     Constructed, started and stopped on the actor's thread (ShardServer.start,
-    stop); ``run_timers``, ``uploads``, ``follows``, ``enforce_local_retention``,
+    stop); ``run_timers``, ``uploads``, ``follows``, ``view_synced``,
+    ``wholly_remote``, ``request_resync``, ``enforce_local_retention``,
     ``enforce_follower_retention``, ``forget`` and ``stats`` on the loop thread;
     everything else runs on its uploader thread.
     ``post(fn, *args)`` runs ``fn`` on the loop thread (ShardServer._post).
     """
 
     def __init__(self, shard_id: str, data_dir: Path, url: str, *,
-                 partitions: dict[tuple[str, int], Partition], roles: dict, post):
+                 partitions: dict[tuple[str, int], Partition], roles: dict, post,
+                 controller: ControllerAnnouncements | None = None):
+        """``controller``: nudged (``tiering_changed``) from the uploader thread when
+        a sealed partition turns wholly remote or a requested re-sync listed the
+        store; None: never (unit tests)."""
         self.shard_id = shard_id
+        self._controller = controller
         self.data_dir = Path(data_dir)
         self._url = url
         self._partitions = partitions
@@ -307,6 +340,68 @@ class RemoteLogManager:
         role = self._roles.get(part.key)
         return role is not None and type(role) is not Led
 
+    def view_synced(self, part: Partition) -> bool:
+        """Whether ``part.remote`` is the store's (loop thread): listed since this shard
+        began uploading it (or, for a follower, since it began following it). Before
+        that, an offset the view lacks may be in the store all the same (a new leader,
+        a promoted follower, a restarted owner). True for a partition neither
+        uploaded nor followed here: there is nothing to list."""
+        if self.uploads(part):
+            state = self._states.get(part.key)
+            return state is not None and state.synced
+        if self.follows(part):
+            follow = self._follows.get(part.key)
+            return follow is not None and follow.synced
+        return True
+
+    def wholly_remote(self, part: Partition) -> bool:
+        """Whether every record of ``part``, a partition sealed here, is in object
+        storage (loop thread): this shard uploads it and has listed the store, its
+        last segment rolled (ShardServer._seal, set_log_config), and each local
+        segment holding records is covered by the remote log or was deleted
+        remotely by total retention (``_TierState.uploaded``). Segments local
+        retention dropped were uploaded first. False while any upload remains (the
+        store down, a backlog), and for a partition not sealed or not tiered."""
+        if not part.sealed or not self.uploads(part):
+            return False
+        state = self._states.get(part.key)
+        segments = part.log.segments
+        if state is None or not state.synced or not segments[-1].is_empty:
+            return False
+        uploaded = state.uploaded(part)
+        return all(segment.is_empty or uploaded(segment) for segment in segments[:-1])
+
+    def request_resync(self, part: Partition) -> bool:
+        """List ``part``'s manifests again at its next job (loop thread): another shard
+        (a draining one) uploaded segments since this one's first listing, and the
+        owner must serve them (issue 14). At most one request per
+        REMOTE_RESYNC_INTERVAL_S_MIN; the controller is nudged once it is listed.
+        Returns whether a re-sync is due; False for a partition not uploaded here,
+        or not considered yet (its first job lists the store anyway)."""
+        state = self._states.get(part.key)
+        if state is None or not self.uploads(part):
+            return False
+        if state.resync_wanted:
+            return True
+        now_s = time.monotonic()
+        if now_s < state.next_resync_s:
+            return False
+        state.resync_wanted = True
+        state.next_resync_s = now_s + limits.REMOTE_RESYNC_INTERVAL_S_MIN
+        self._consider(part, now_s)
+        return True
+
+    def _nudge_if_wholly_remote(self, part: Partition, state: _TierState) -> None:
+        """Once per partition (per shard run): queue the controller's nudge when a
+        sealed partition turned wholly remote. Loop thread; the uploader calls."""
+        if self._controller is None or state.nudged or not self.wholly_remote(part):
+            return
+        try:
+            self._jobs.put_nowait(_Nudge(part.key, "wholly remote"))
+        except queue.Full:
+            return   # the next job's outcome tries again; the controller polls anyway
+        state.nudged = True
+
     def _consider_refresh(self, part: Partition, now_s: float) -> None:
         state = self._follows.get(part.key)
         if state is None:
@@ -355,21 +450,24 @@ class RemoteLogManager:
         if state.in_flight or now_s < state.retry_at_s:
             return
         segment = None
+        resync = state.resync_wanted
         if state.synced:   # before the first view, the remote end is unknown
             waiting = segments_to_upload(part.log.segments, high_watermark=part.high_watermark,
                                          uploaded=state.uploaded(part))
             segment = waiting[0] if waiting else None
-            if segment is None and now_s < state.next_retention_s:
+            if segment is None and now_s < state.next_retention_s and not resync:
                 return
         try:
-            self._jobs.put_nowait(self._job(part, state, segment))
+            self._jobs.put_nowait(self._job(part, state, segment, resync))
         except queue.Full:
             return   # the next check tries again
         state.in_flight = True
+        state.resync_wanted = False
         if segment is None:
             state.next_retention_s = now_s + limits.RETENTION_CHECK_INTERVAL_S
 
-    def _job(self, part: Partition, state: _TierState, segment: Segment | None) -> _Job:
+    def _job(self, part: Partition, state: _TierState, segment: Segment | None,
+             resync: bool = False) -> _Job:
         config = part.log.config
         uploaded = state.uploaded(part)
         local_only_bytes = sum(s.size_bytes for s in part.log.segments if not uploaded(s))
@@ -380,7 +478,7 @@ class RemoteLogManager:
                                     partition=part.partition, leader_epochs=part.leader_epochs,
                                     producers=_producers_after(part, segment))
         return _Job(part.key, part.topic_id, state.epoch, part.log.directory, local,
-                    config.retention_ms, config.retention_bytes, local_only_bytes)
+                    config.retention_ms, config.retention_bytes, local_only_bytes, resync)
 
     def _published(self, key: tuple[str, int], epoch: int, view: RemoteLogView,
                    uploaded: bool, deleted_end: int | None, synced: bool) -> None:
@@ -400,6 +498,7 @@ class RemoteLogManager:
                 state.uploaded_end = end
         if self.uploads(part):
             self.enforce_local_retention(part)
+            self._nudge_if_wholly_remote(part, state)
 
     def _finished(self, key: tuple[str, int], epoch: int, error: str | None) -> None:
         """The uploader is done with a job (loop thread, posted): the next one at once,
@@ -414,6 +513,7 @@ class RemoteLogManager:
                 log.info("%s: uploads of %s work again", self.shard_id, part.name)
             state.backoff_ms = 0
             if self.uploads(part):
+                self._nudge_if_wholly_remote(part, state)   # (sealed after its last upload)
                 self._consider(part, now_s)
             return
         state.upload_errors += 1
@@ -517,6 +617,8 @@ class RemoteLogManager:
                     self._refresh(job)
                 elif isinstance(job, _Dropped):
                     self._close_remote(job.key)
+                elif isinstance(job, _Nudge):
+                    self._nudge(job)
                 elif job is _DELETIONS:
                     self._load_deletions()
                 self._run_deletions()
@@ -537,8 +639,12 @@ class RemoteLogManager:
             remote = self._remote_for(job)
             if remote is None:
                 return   # its partition was deleted: nothing to post
+            if job.resync:   # another shard uploaded since the last listing (request_resync)
+                remote.synced = False
             if not remote.synced:
                 self._sync(job, remote)
+                if job.resync:   # after the view's post: the controller's next call sees it
+                    self._nudge(_Nudge(job.key, "re-synced"))
             if not remote.clean:
                 clean_up_unfinished(self._store, remote.metadata)
                 remote.clean = True
@@ -573,6 +679,18 @@ class RemoteLogManager:
             log.error("%s: %s-%d: skipped a manifest that is not one: %s", self.shard_id,
                       job.key[0], job.key[1], problem)
         self._post(self._refreshed, job.key, job.epoch, RemoteLogView.of(segments), None)
+
+    def _nudge(self, nudge: _Nudge) -> None:
+        """Tell the controller that tiering changed here (uploader thread; a Ray call
+        that does not wait). A failure is logged: the controller polls anyway."""
+        if self._controller is None:
+            return
+        try:
+            self._controller.tiering_changed(self.shard_id)
+        except Exception as exc:   # the controller is restarting or gone; it polls at start
+            log.warning("%s: could not tell the controller that %s-%d is %s: %s: %s",
+                        self.shard_id, nudge.key[0], nudge.key[1], nudge.why,
+                        type(exc).__name__, exc)
 
     def _post(self, fn, *args) -> None:
         """Run ``fn(*args)`` on the loop thread (uploader thread). A loop whose command

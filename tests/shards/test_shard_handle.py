@@ -14,8 +14,8 @@ from plinth import limits
 from plinth.errors import (InternalError, RequestTimedOutError, UnavailableError,
                            UnknownTopicError)
 from plinth.shards.shard_handle import (OPENED_CREATED_EMPTY, PartitionId, PartitionSpec,
-                                        PendingCall, SealedPartition, ShardOptions, TierOptions,
-                                        wait_all, wait_all_or_raise)
+                                        PendingCall, SealedPartition, ShardOptions, TieredState,
+                                        TierOptions, wait_all, wait_all_or_raise)
 from plinth.shards.shard_server import ShardServer
 from tests.in_process_shards import InProcessShardHandle
 from tests.shard_requests import produce
@@ -62,6 +62,12 @@ def test_calls_return_the_typed_results_of_the_shard(handle):
     lambda h: h.hand_over_groups("billing"),
     lambda h: h.adopt_groups([("billing", {})]),
     lambda h: h.shutdown(0),
+    lambda h: h.tiered_sealed([("t", 0)]),
+    lambda h: h.covers_remote(("t", 0), [(0, 5)], True),
+    lambda h: h.covers_remote(PartitionId("t", 0), [(5, 3)], True),
+    lambda h: h.covers_remote(PartitionId("t", 0), [(-1, 3)], True),
+    lambda h: h.covers_remote(PartitionId("t", 0), [(0, "9")], True),
+    lambda h: h.covers_remote(PartitionId("t", 0), [(0, 1, 2)], True),
 ])
 def test_bad_arguments_are_refused_before_anything_reaches_the_shard(handle, call):
     # When a call is made with arguments of the wrong type or range
@@ -70,6 +76,22 @@ def test_bad_arguments_are_refused_before_anything_reaches_the_shard(handle, cal
     # Then the shard was told nothing: it serves no partition and knows no counts
     assert handle.actor._manifest.partitions == {}
     assert handle.actor._manifest.partition_counts == {}
+
+
+def test_a_shard_without_tiered_storage_holds_nothing_wholly_remote_and_covers_nothing(handle):
+    # Given a shard without --tier-url holding a sealed partition with records
+    handle.open_partitions([PartitionSpec("t", 0, {})]).result()
+    produce(handle.actor.address(), "t", 0, [b"a", b"b", b"c"])
+    handle.seal_partitions([PartitionId("t", 0)]).result()
+    # When the controller asks about it, and about a partition the shard does not hold
+    states = handle.tiered_sealed([PartitionId("t", 0), PartitionId("u", 1)]).result()
+    covered = handle.covers_remote(PartitionId("t", 0), [(0, 3), (3, 3)], True).result()
+    # Then neither is wholly remote (not an error), with their offsets, and nothing is
+    # covered, not even an empty interval: the shard has no remote log at all
+    assert states == [TieredState(PartitionId("t", 0), False, 0, 3),
+                      TieredState(PartitionId("u", 1), False, 0, 0)]
+    assert covered == [False, False]
+    assert handle.covers_remote(PartitionId("u", 1), [(0, 3)], True).result() == [False]
 
 
 def test_an_error_the_shard_raises_is_raised_as_it_is(handle):

@@ -16,7 +16,7 @@ from plinth.errors import RemoteObjectNotFoundError
 from plinth.format.record_batch import BatchBuilder, summarize_batch
 from plinth.shards.partition import Partition
 from plinth.shards.partition_log import LogConfig
-from plinth.shards.shard_calls import Leadership, TierOptions
+from plinth.shards.shard_calls import Leadership, PartitionId, TieredState, TierOptions
 from plinth.shards.shard_server import ShardServer
 from plinth.shards.tier.remote_log_manager import DELETIONS_DIR
 from plinth.shards.tier.remote_log_metadata import RemoteLogMetadata
@@ -43,10 +43,23 @@ def tiered(**settings) -> LogConfig:
                      index_interval_bytes=1024, **settings)
 
 
+class Nudges:
+    """A controller that only records the shards' tiering_changed nudges (any thread)."""
+
+    def __init__(self):
+        self.shards: list[str] = []   # (list.append is atomic)
+
+    def tiering_changed(self, shard_id: str) -> None:
+        self.shards.append(shard_id)
+
+
 @contextmanager
-def running_shard(directory, url: str, log_config: LogConfig | None = None):
-    """A started ShardServer with --tier-url ``url``, serving t-0 if ``log_config``."""
-    server = ShardServer("shard-tier", directory, "127.0.0.1", tier=TierOptions(url=url))
+def running_shard(directory, url: str, log_config: LogConfig | None = None,
+                  controller: Nudges | None = None):
+    """A started ShardServer with --tier-url ``url``, serving t-0 if ``log_config``;
+    ``controller`` is nudged when tiering changes."""
+    server = ShardServer("shard-tier", directory, "127.0.0.1", tier=TierOptions(url=url),
+                         controller=controller)
     server.start()
     try:
         if log_config is not None:
@@ -69,6 +82,11 @@ def local_segments(server: ShardServer) -> list[tuple[int, int]]:
     def on_loop():
         return [(s.base_offset, s.end_offset) for s in server._partitions[("t", 0)].log.segments]
     return server.call(on_loop)
+
+
+def tiered_state(server: ShardServer, topic: str = "t") -> TieredState:
+    """What the shard says of its sealed copy of ``topic``-0 (ShardServer.tiered_sealed)."""
+    return server.call(server.tiered_sealed, [PartitionId(topic, 0)])[0]
 
 
 def tier_stats(server: ShardServer) -> dict:
@@ -260,6 +278,70 @@ def test_a_sealed_partitions_last_segment_is_uploaded_too(tmp_path):
                    explain=lambda: f"remote {remote_ranges(store)}, local {local_segments(server)}")
         assert remote_ranges(store)[0][0] == 0
         wait_until(lambda: local_segments(server)[0][0] == len(values), timeout_s=WAIT_S)
+        assert read_from(server, 0, len(values)) == values
+
+
+# --- A sealed partition wholly in object storage (a draining shard's range) -----------------
+
+def test_a_sealed_partition_is_wholly_remote_only_after_its_last_segment_uploads(
+        tmp_path, monkeypatch):
+    # Given a tiered partition t-0 whose last segment holds records, an untiered u-0,
+    # and a store that is down
+    moto = MotoS3().start()
+    try:
+        for key, value in moto.env.items():
+            monkeypatch.setenv(key, value)
+        url = moto.url()
+        moto.stop()
+        nudges = Nudges()
+        with running_shard(tmp_path / "shard", url, tiered(local_retention_bytes=0),
+                           controller=nudges) as server:
+            server.call(lambda: server.open_partition("u", 0, LogConfig(
+                segment_bytes_max=SEGMENT_BYTES), topic_id=TOPIC_ID))
+            values = produce_values(server, 10)
+            produce(server.address, "u", 0, [b"u"])
+            # While it takes writes, it is not wholly remote
+            assert tiered_state(server) == TieredState(PartitionId("t", 0), False, 0, 10)
+            # When both are sealed while the store is down
+            server.call(server.seal_partition, "t", 0)
+            server.call(server.seal_partition, "u", 0)
+            wait_until(lambda: tier_stats(server).get("upload_errors", 0) >= 1,
+                       timeout_s=WAIT_S)
+            # Then t-0 is not wholly remote (its uploads wait), and nobody is nudged
+            assert not tiered_state(server).wholly_remote and nudges.shards == []
+            # When the store is back
+            moto.start()
+            store = open_remote_store(url)
+            # Then once every record is in the store, the last segment's too, it is,
+            # from its log start 0 to its end, and the controller is nudged once
+            wait_until(lambda: tiered_state(server).wholly_remote, timeout_s=WAIT_S,
+                       explain=lambda: f"remote {remote_ranges(store)}, local "
+                                       f"{local_segments(server)}, {tier_stats(server)}")
+            assert remote_ranges(store)[0][0] == 0 and uploaded_up_to(store, len(values))
+            assert tiered_state(server) == TieredState(PartitionId("t", 0), True, 0, 10)
+            wait_until(lambda: nudges.shards, timeout_s=WAIT_S)
+            assert nudges.shards == ["shard-tier"]
+            # And the untiered sealed partition never is
+            assert tiered_state(server, "u") == TieredState(PartitionId("u", 0), False, 0, 1)
+    finally:
+        moto.stop()
+
+
+def test_a_sealed_partition_whose_topic_is_tiered_later_uploads_its_last_segment_too(tmp_path):
+    # Given an untiered partition sealed with records in its last segment (not rolled)
+    url = f"file://{tmp_path}/store"
+    store = open_remote_store(url)
+    untiered = LogConfig(segment_bytes_max=SEGMENT_BYTES, index_interval_bytes=1024)
+    with running_shard(tmp_path / "shard", url, untiered) as server:
+        values = produce_values(server, 10)
+        server.call(server.seal_partition, "t", 0)
+        assert local_segments(server)[-1][1] == len(values) > local_segments(server)[-1][0]
+        # When its topic becomes tiered
+        server.call(server.set_log_config, "t", 0, tiered(local_retention_bytes=0))
+        # Then its last segment rolled, every record goes up, and it is wholly remote
+        wait_until(lambda: tiered_state(server).wholly_remote, timeout_s=WAIT_S,
+                   explain=lambda: f"remote {remote_ranges(store)}, local {local_segments(server)}")
+        assert remote_ranges(store)[0][0] == 0 and uploaded_up_to(store, len(values))
         assert read_from(server, 0, len(values)) == values
 
 

@@ -19,7 +19,8 @@ from plinth.shards.tier.remote_transfer import LocalSegment, list_remote_segment
 from tests.moto_s3 import MotoS3
 from tests.shard_requests import fetch_values
 from tests.shards.tier.test_remote_log_manager import (
-    WAIT_S, local_segments, produce_values, read_from, running_shard, tiered, write_log)
+    VALUE_BYTES, WAIT_S, Nudges, local_segments, produce_values, read_from, running_shard,
+    tiered, tiered_state, write_log)
 from tests.shards.tier.tiered_shard import TOPIC_ID
 from tests.support import wait_until
 
@@ -194,3 +195,38 @@ def test_a_partition_opened_under_a_new_topic_id_drops_the_deleted_topics_stray_
         assert part.topic_id == new_id
         assert local_segments(server) == [(0, 0)] and part.remote.is_empty
         wait_until(lambda: store.list(partition_prefix("t", old_id, 0)) == [], timeout_s=WAIT_S)
+
+
+def view_synced(server) -> bool:
+    return server.call(lambda: server._tier.view_synced(server._partitions[("t", 0)]))
+
+
+def test_a_requested_resync_adopts_segments_uploaded_after_the_first_sync(tmp_path):
+    # Given an owner a of t-0 from offset 12 on, which listed the store when it began
+    # uploading it, and a draining shard b holding [0, 12) sealed
+    url = f"file://{tmp_path}/store"
+    config = tiered(local_retention_bytes=0)
+    write_log(tmp_path / "b" / "t-0", config, 12)
+    values = [f"{n:08d}".encode().ljust(VALUE_BYTES, b"v") for n in range(12)]
+    nudges = Nudges()
+    with running_shard(tmp_path / "a", url, controller=nudges) as a:
+        a.call(lambda: a.open_partition("t", 0, config, 12, topic_id=TOPIC_ID))
+        wait_until(lambda: view_synced(a), timeout_s=WAIT_S)
+        # When b uploads all of its range after that listing
+        with running_shard(tmp_path / "b", url) as b:
+            b.call(lambda: b.open_partition("t", 0, config, sealed=True, topic_id=TOPIC_ID))
+            wait_until(lambda: tiered_state(b).wholly_remote, timeout_s=WAIT_S)
+        assert ranges_of(open_remote_store(url), TOPIC_ID)[-1][1] == 12
+        # Then the owner's view does not cover it: asked with resync, it says so
+        assert a.call(a.covers_remote, "t", 0, [(0, 12), (12, 12)], True) == [False, True]
+        # And it lists the store again, covers the range, and tells the controller once
+        wait_until(lambda: a.call(a.covers_remote, "t", 0, [(0, 12)], False) == [True],
+                   timeout_s=WAIT_S)
+        wait_until(lambda: nudges.shards, timeout_s=WAIT_S)
+        assert nudges.shards == ["shard-tier"]
+        # And it serves the range from the store: its log starts at 0, and reads
+        assert a.call(lambda: a._partitions[("t", 0)].log_start_offset) == 0
+        assert read_from(a, 0, 12) == values
+        # And another request right away lists nothing more (one per interval)
+        assert a.call(a.covers_remote, "t", 0, [(0, 13)], True) == [False]
+        assert not a.call(lambda: a._tier._states[("t", 0)].resync_wanted)
