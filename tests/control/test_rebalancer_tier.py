@@ -105,6 +105,26 @@ def test_a_removed_shard_retires_once_its_ranges_are_uploaded(brokers, tmp_path)
     assert (offsets.start_offset, offsets.end_offset) == (0, end_offset)
 
 
+def test_the_shards_nudges_alone_retire_it_without_a_status_call(brokers, tmp_path):
+    # Given a removed shard of a tiered topic, and no status call from now on
+    broker, topic, partition, end_offset = a_removed_shard_with_a_tiered_range(
+        brokers, f"file://{tmp_path}/store")
+    nudges = broker.shards.announce_to.tiering_changed_from
+
+    def deliver_nudges() -> bool:
+        while nudges:
+            broker.controller.tiering_changed(nudges.pop(0))
+        return broker.metadata_on_disk().draining == []
+
+    # When the shards' tiering_changed nudges reach the controller (the removed shard's
+    # once its range is uploaded, the owner's once it listed the store again)
+    # Then they retire it
+    wait_until(deliver_nudges, timeout_s=WAIT_S, interval_s=0.2)
+    owner = broker.owner(topic, partition)
+    assert broker.metadata_on_disk().topics[topic].ranges_of(partition) == \
+        [(0, ""), (end_offset, owner)]
+
+
 def test_an_untiered_topic_keeps_the_removed_shard_draining_and_status_says_why(
         brokers, tmp_path):
     # Given a tiered broker whose removed shard holds a range of an untiered topic
