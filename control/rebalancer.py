@@ -426,7 +426,7 @@ class Rebalancer:
         found = {(d, pid): _SILENT for d, pids in held.items() if d not in asked for pid in pids}
         answers = wait_all({d: self._shards[d].tiered_sealed(pids) for d, pids in asked.items()},
                            limits.STATUS_CALL_TIMEOUT_S)
-        to_cover = {}
+        to_cover, tiered = {}, {}
         for d, states in answers.items():
             if isinstance(states, BrokerError):
                 log.info("%s did not say which of its ranges are in object storage: %s", d,
@@ -435,14 +435,17 @@ class Rebalancer:
                 continue
             for state in states:
                 if state.wholly_remote:
+                    tiered[(d, state.partition)] = state
                     to_cover[(d, state.partition)] = self._offsets_only_on(d, state)
                 else:
                     found[(d, state.partition)] = _UPLOADING
-        for (d, pid), outcome in self._ask_owners(to_cover, silent).items():
-            if outcome is True:
-                self._tier(d, pid, to_cover[(d, pid)])
+        for key, outcome in self._ask_owners(to_cover, silent).items():
+            # Another draining shard tiered before may have left d alone on a range it
+            # shared: then the owner must cover that one too (the next pass asks).
+            if outcome is True and self._offsets_only_on(key[0], tiered[key]) == to_cover[key]:
+                self._tier(key[0], key[1], to_cover[key])
             else:
-                found[(d, pid)] = outcome
+                found[key] = _LISTING if outcome is True else outcome
         return found
 
     def _tiered_held_by(self, shard_id: str) -> list[PartitionId]:

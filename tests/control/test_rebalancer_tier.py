@@ -7,11 +7,16 @@ or moto's S3 server on 127.0.0.1)."""
 
 from __future__ import annotations
 
+import concurrent.futures
+
 import pytest
 
+from plinth import protocol
 from plinth.control import placement
+from plinth.control.metadata import BrokerMetadata, TopicMetadata
+from plinth.control.rebalancer import Rebalancer
 from plinth.errors import UnavailableError
-from plinth.shards.shard_handle import TierOptions
+from plinth.shards.shard_handle import Leadership, PendingCall, TieredState, TierOptions
 from plinth.shards.tier.remote_store import open_remote_store
 from plinth.shards.tier.remote_transfer import list_remote_segments
 from tests.control.broker_without_ray import THREE, TWO, Broker, topic_that_moves
@@ -223,3 +228,75 @@ def test_pruning_a_tiered_range_keeps_its_remote_segments(brokers, tmp_path):
     assert list_remote_segments(open_remote_store(url), topic, topic_id, partition) == remote
     assert read_all(broker.address(old), topic, partition, end_offset) == \
         [value(n) for n in range(end_offset)]
+
+
+# --- Two draining shards sharing a sealed range (fake shards: what each says is set) -------
+
+OLD, NEW = ("shard-2", "shard-3"), ("shard-0", "shard-1")
+
+
+class FakeShard:
+    """A shard handle whose answers the test sets: every sealed copy is wholly remote
+    from offset 0 to 100, and ``covers`` is what its remote view covers."""
+
+    def __init__(self, shard_id: str):
+        self.shard_id = shard_id
+        self.covers = False
+        self.asked: list[list[tuple[int, int]]] = []
+
+    def _answer(self, method: str, value) -> PendingCall:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        future.set_result(value)
+        return PendingCall(self.shard_id, method, future)
+
+    def tiered_sealed(self, pids):
+        return self._answer("tiered_sealed", [TieredState(pid, True, 0, 100) for pid in pids])
+
+    def covers_remote(self, pid, intervals, resync):
+        self.asked.append(list(intervals))
+        return self._answer("covers_remote", [self.covers] * len(intervals))
+
+    def partition_infos(self, pids):
+        return self._answer("partition_infos", [protocol.PartitionInfo(
+            pid.partition, size_bytes=1000) for pid in pids])
+
+
+class FakeShardSet(dict):
+    def retire(self, shard_id: str) -> None:
+        self.pop(shard_id)
+
+    def directory(self, shard_id: str) -> str:
+        return f"shards/{shard_id}"
+
+
+def two_draining_shards_sharing_a_range() -> tuple[Rebalancer, BrokerMetadata, FakeShardSet]:
+    """A factor-2 tiered topic sealed at 100 on shard-2 and shard-3, both removed."""
+    topic = TopicMetadata(1, {"remote.storage.enable": "true"}, ["shard-2"], {}, 2,
+                          {0: Leadership(OLD, "shard-2", 0, OLD)})
+    topic.move_replicas(0, 100, OLD, Leadership(NEW, "shard-0", 1, NEW, 1))
+    metadata = BrokerMetadata(shards=list(NEW), draining=list(OLD), topics={"t": topic})
+    shards = FakeShardSet({s: FakeShard(s) for s in NEW + OLD})
+
+    def save() -> None:
+        assert metadata.problems() == []
+
+    return Rebalancer(metadata, shards, save), metadata, shards
+
+
+def test_of_two_draining_shards_sharing_a_range_the_last_waits_for_the_owner_to_cover_it():
+    # Given two draining shards holding the same sealed range whole, in object storage,
+    # and an owner whose remote view does not cover it yet
+    rebalancer, metadata, shards = two_draining_shards_sharing_a_range()
+    # When the drained shards are looked at
+    rebalancer.retire_drained()
+    # Then the first drops out (the other serves the range) and retires; the second
+    # keeps it, since the owner cannot serve it yet, and says why
+    assert metadata.topics["t"].ranges_of(0)[0] == (0, "shard-3", ("shard-3",))
+    assert metadata.draining == ["shard-3"] and "shard-2" not in shards
+    assert rebalancer.drain_reason("shard-3") == ("1 partition of tiered topics waiting for "
+                                                   "their owner to list them in object storage")
+    # When the owner's view covers it (after its re-sync), Then the range is tiered
+    shards["shard-0"].covers = True
+    rebalancer.retire_drained()
+    assert metadata.topics["t"].ranges_of(0)[0] == (0, "")
+    assert metadata.draining == [] and shards["shard-0"].asked[-1] == [(0, 100)]
