@@ -11,8 +11,10 @@ locks, nothing awaits between checking the log's state and using it).
 
 Offsets are contiguous across segments: each segment's base offset is the
 previous one's end offset, except after ``continue_at`` (a partition whose
-writes came back from another shard), which leaves a gap the router never
-sends reads into. Appends go to the last (active) segment, which
+writes came back from another shard), which leaves a gap (``in_gap``): the
+router sends reads of it to the shard holding that range, or, once the range
+is only in object storage (issue 14), here, where the shard reads it from the
+store instead of this log. Appends go to the last (active) segment, which
 rolls (a new segment starts) when an entry would take it past
 ``segment_bytes_max`` or it is older than ``segment_ms_max``. Appends are not
 fsynced; ``flush()`` is (the shard decides when: group commit). Rolling
@@ -602,6 +604,16 @@ class PartitionLog:
                 f"offset {offset} is not in {segment.log_path}, whose readable entries "
                 f"end at offset {segment.end_offset}")
         return data
+
+    def in_gap(self, offset: int) -> bool:
+        """Whether ``offset`` is in a gap ``continue_at`` left: within the log's range,
+        but no segment holds it (the one before it ends at or before it). ``read``
+        of such an offset reads on from the next entry."""
+        if self._closed:
+            self._raise_closed()
+        if not self.start_offset <= offset < self.end_offset:
+            return False
+        return offset >= self._segments[self._slot_for(offset)].end_offset
 
     def _check_offset(self, offset: int) -> None:
         if not self.start_offset <= offset <= self.end_offset:

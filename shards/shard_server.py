@@ -64,7 +64,13 @@ high watermark is parked until an append moves it or the fetch's wait ends;
 the parked places are shared fairly between clients (fetch_purgatory.py).
 A fetch below the local log start, in a segment in object storage
 (``Partition.remote``), goes to the reader thread of tier/remote_fetcher.py,
-whose answer comes back through ``_post`` and is sent by the loop.
+whose answer comes back through ``_post`` and is sent by the loop; so does one
+in a gap of the local log (a range that lived on another shard, since tiered:
+issue 14) that the remote log holds. While a tiered partition's remote view is
+not the store's yet (not listed since this shard began uploading or following
+it), an offset below its log start, or in a gap or hole the view lacks, is
+answered unavailable, not out of range: it may be in the store, and a consumer
+told "out of range" would reset its position.
 """
 
 from __future__ import annotations
@@ -833,11 +839,13 @@ class ShardServer:
             return
         start_offset = part.log_start_offset   # in object storage if the remote log reaches back
         if not start_offset <= request.offset <= plog.end_offset:
+            if request.offset < start_offset:
+                self._require_listed(part, request.offset)
             raise OffsetOutOfRangeError(
                 f"offset {request.offset} is out of range for {part.name}: "
                 f"valid offsets are {start_offset} to {plog.end_offset}")
         bytes_max = min(request.bytes_max or limits.FETCH_BYTES_DEFAULT, limits.FETCH_BYTES_MAX)
-        if request.offset < plog.start_offset:
+        if request.offset < plog.start_offset or self._in_remote_gap(part, request.offset):
             self._fetch_remote(envelope, request.request_id, part, request.offset, bytes_max)
             return
         wait_ms = min(request.wait_ms_max, limits.FETCH_WAIT_MS_MAX)
@@ -854,6 +862,35 @@ class ShardServer:
                 return
         self._send_fetch(envelope, request.request_id, part, request.offset, bytes_max,
                          self._received_s)
+
+    def _in_remote_gap(self, part: Partition, offset: int) -> bool:
+        """Whether ``offset`` is in a gap of the local log (a range that lived on
+        another shard, ``PartitionLog.in_gap``) that the remote log holds: the
+        router sends it here once that range is only in object storage, and
+        reading on locally would skip its records. A gap the view does not hold
+        reads on (a range retention removed), unless the view may not be the
+        store's yet (``_require_listed``). Loop thread."""
+        if not part.log.in_gap(offset):
+            return False
+        if part.remote.segment_for_offset(offset) is not None:
+            return True
+        self._require_listed(part, offset)
+        return False
+
+    def _require_listed(self, part: Partition, offset: int) -> None:
+        """UnavailableError if ``part`` is tiered and its remote view is not the store's
+        yet (RemoteLogManager.view_synced: a new leader, a promoted follower or a
+        restarted shard that has not listed the store): ``offset``, which the view
+        lacks, may be in the store, and a consumer told "out of range" would reset
+        its position. Loop thread."""
+        if self._tier is None or not part.log.config.remote_storage_enable \
+                or self._tier.view_synced(part):
+            return
+        raise UnavailableError(
+            f"the remote log of {part.topic}/{part.partition} is not listed yet; retry "
+            f"(offset {offset} is not in the local log [{part.log.start_offset}, "
+            f"{part.log.end_offset}] of {self.shard_id}, nor in the {len(part.remote.segments)} "
+            f"remote segments it knows of so far)")
 
     def _check_direct_fetch(self, part: Partition) -> None:
         """A direct client's route is stale if the partition moved away (the router
@@ -881,6 +918,8 @@ class ShardServer:
                       bytes_max: int) -> None:
         """Hand a fetch below the local log start to the remote reader; answered by
         ``_remote_fetched`` (tier/remote_fetcher.py). Loop thread."""
+        if part.remote.segment_for_offset(offset) is None:
+            self._require_listed(part, offset)   # a hole the store may fill: not out of range
         segment = remote_segment_for(part, offset)   # a hole: OffsetOutOfRangeError
         if self._remote_reader is None:
             raise StorageError(f"{part.name}: offset {offset} is in {segment.describe()}, and "

@@ -483,6 +483,27 @@ def test_a_log_continued_past_its_end_leaves_a_gap_and_reads_both_sides(tmp_path
     reopened.close()
 
 
+def test_only_offsets_between_the_two_sides_of_a_gap_are_in_it(tmp_path):
+    # Given a log with entries at offsets 0.., continued 100 offsets past its end
+    log = PartitionLog.open(tmp_path / "t-0", LogConfig())
+    append_batches(log, 3)
+    gap_start = log.end_offset
+    log.continue_at(gap_start + 100)
+    append_batches(log, 2, seed=1)
+    # Then the gap's offsets are in it, from its first to its last
+    assert log.in_gap(gap_start) and log.in_gap(gap_start + 50) and log.in_gap(gap_start + 99)
+    # And none held on either side, nor the end, nor offsets outside the log, is
+    held = [0, gap_start - 1, gap_start + 100, log.end_offset - 1, log.end_offset,
+            log.end_offset + 7]
+    assert not any(log.in_gap(offset) for offset in held)
+    log.close()
+    # And a log that never continued has no gap
+    plain = PartitionLog.open(tmp_path / "u-0", LogConfig(), initial_offset=500)
+    append_batches(plain, 2)
+    assert not any(plain.in_gap(offset) for offset in (0, 499, 500, plain.end_offset))
+    plain.close()
+
+
 def test_continuing_an_empty_active_segment_replaces_it(tmp_path):
     # Given an empty new log
     log = PartitionLog.open(tmp_path / "t-0", LogConfig())

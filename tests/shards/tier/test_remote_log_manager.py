@@ -345,6 +345,36 @@ def test_a_sealed_partition_whose_topic_is_tiered_later_uploads_its_last_segment
         assert read_from(server, 0, len(values)) == values
 
 
+class RefusingController(Nudges):
+    """A controller that is gone: every nudge fails (as a dead Ray actor's call would)."""
+
+    def tiering_changed(self, shard_id: str) -> None:
+        super().tiering_changed(shard_id)
+        raise ConnectionError("the controller is gone")
+
+
+def test_a_nudge_the_controller_cannot_take_is_logged_and_uploads_go_on(tmp_path, caplog):
+    # Given a shard whose controller refuses every nudge
+    url = f"file://{tmp_path}/store"
+    store = open_remote_store(url)
+    controller = RefusingController()
+    caplog.set_level("WARNING", logger="plinth.shards.tier.remote_log_manager")
+    with running_shard(tmp_path / "shard", url, tiered(), controller=controller) as server:
+        # When a sealed partition turns wholly remote, and the nudge fails
+        produce_values(server, 6)
+        server.call(server.seal_partition, "t", 0)
+        wait_until(lambda: controller.shards, timeout_s=WAIT_S)
+        # Then the failure is logged, naming the partition and why
+        wait_until(lambda: any("could not tell the controller that t-0 is wholly remote"
+                               in r.getMessage() for r in caplog.records), timeout_s=WAIT_S)
+        # And the uploader still uploads another partition's segments
+        server.call(lambda: server.open_partition("u", 0, tiered(), topic_id=TOPIC_ID))
+        for n in range(8):
+            produce(server.address, "u", 0, [f"{n:08d}".encode().ljust(VALUE_BYTES, b"v")])
+        wait_until(lambda: listed(store, "u", 0), timeout_s=WAIT_S)
+        assert tiered_state(server).wholly_remote and controller.shards == ["shard-tier"]
+
+
 # --- A crash in the middle of an upload ----------------------------------------------------
 
 class Crash(Exception):
