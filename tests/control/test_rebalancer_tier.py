@@ -300,3 +300,30 @@ def test_of_two_draining_shards_sharing_a_range_the_last_waits_for_the_owner_to_
     rebalancer.retire_drained()
     assert metadata.topics["t"].ranges_of(0)[0] == (0, "")
     assert metadata.draining == [] and shards["shard-0"].asked[-1] == [(0, 100)]
+
+
+def test_a_partition_back_on_its_old_owner_reads_the_removed_shards_range_in_its_gap(
+        brokers, tmp_path):
+    # Given a tiered partition that moved from its owner to an added shard (after 32
+    # records), got 32 more there, and came back when that shard was removed
+    broker = tiered_broker(brokers, f"file://{tmp_path}/store", shard_count=2)
+    topic = topic_that_moves(4, TWO, THREE)
+    broker.controller.create_topic(topic, 4, {**TIERED, "local.retention.bytes": "-1"})
+    partition = partition_on(topic, "shard-2", THREE)
+    owner = broker.owner(topic, partition)
+    first = produce_values(broker, topic, partition)
+    broker.controller.add_shards(1)
+    for batch in range(BATCHES):
+        start = first + batch * VALUES_PER_BATCH
+        broker.produce(topic, partition, [value(n) for n in range(start, start + VALUES_PER_BATCH)])
+    end_offset = 2 * first
+    broker.controller.remove_shards(1)
+    assert broker.owner(topic, partition) == owner
+    # When the removed shard retires
+    wait_until(lambda: retired(broker, "shard-2"), timeout_s=WAIT_S, interval_s=0.2)
+    # Then the owner serves its own records from its disk and the removed shard's, in the
+    # gap of its log, from the store: all of them, in order
+    assert broker.metadata_on_disk().topics[topic].ranges_of(partition) == \
+        [(0, owner), (first, ""), (end_offset, owner)]
+    assert read_all(broker.address(owner), topic, partition, end_offset) == \
+        [value(n) for n in range(end_offset)]
