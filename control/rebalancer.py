@@ -522,27 +522,37 @@ class Rebalancer:
 
     def _prune_ranges(self) -> None:
         """Forget the older ranges that retention emptied, on shards that no longer own
-        their partition, and delete those shards' empty logs of it."""
+        their partition, and delete those shards' empty logs of it. Each shard is asked
+        once, about all its candidates (a pass runs at every status call and shard's
+        nudge: one call per range would make it as slow as the ranges are many)."""
+        candidates: dict[str, list[PartitionId]] = {}
         for name, topic in self._metadata.topics.items():
             for partition in list(topic.ranges):
-                writers = set(topic.replicas_of(partition))
-                for shard_id in {s for r in topic.ranges_of(partition) for s in r.holders} - writers:
-                    if self._holds_nothing_of(shard_id, name, partition):
-                        topic.forget_ranges_on(partition, shard_id)
-                        # Not waited for: a shard that misses it keeps an empty directory.
-                        self._shards[shard_id].delete_partitions([PartitionId(name, partition)],
-                                                                 keep_remote=True)
-                        self._save()
-                        log.info("%s-%d: retention emptied its range on %s; forgot it",
-                                 name, partition, shard_id)
+                holders = {s for r in topic.ranges_of(partition) for s in r.holders}
+                for shard_id in holders - set(topic.replicas_of(partition)):
+                    candidates.setdefault(shard_id, []).append(PartitionId(name, partition))
+        infos = wait_all({s: self._shards[s].partition_infos(pids)
+                          for s, pids in candidates.items() if s in self._shards},
+                         limits.STATUS_CALL_TIMEOUT_S)
+        for shard_id, got in sorted(infos.items()):
+            if isinstance(got, BrokerError):
+                continue   # down: ask again next time
+            for pid, info in zip(candidates[shard_id], got):
+                if _holds_nothing(info):
+                    self._forget(shard_id, pid)
 
-    def _holds_nothing_of(self, shard_id: str, topic: str, partition: int) -> bool:
-        try:
-            [info] = self._shards[shard_id].partition_infos(
-                [PartitionId(topic, partition)]).result(limits.STATUS_CALL_TIMEOUT_S)
-        except BrokerError:
-            return False   # down: ask again next time
-        # A tiered range whose local segments local retention dropped still holds its
-        # records, in the store: its shard serves them (remote reads) until total
-        # retention deletes them; forgetting it would route its offsets elsewhere.
-        return info.size_bytes == 0 and info.remote_bytes == 0
+    def _forget(self, shard_id: str, pid: PartitionId) -> None:
+        self._metadata.topics[pid.topic].forget_ranges_on(pid.partition, shard_id)
+        # Not waited for: a shard that misses it keeps an empty directory.
+        self._shards[shard_id].delete_partitions([pid], keep_remote=True)
+        self._save()
+        log.info("%s-%d: retention emptied its range on %s; forgot it", pid.topic,
+                 pid.partition, shard_id)
+
+
+def _holds_nothing(info: protocol.PartitionInfo) -> bool:
+    # A tiered range whose local segments local retention dropped still holds its
+    # records, in the store: its shard serves them (remote reads) until total
+    # retention deletes them, or the range is tiered (it drains); forgetting it would
+    # route its offsets elsewhere.
+    return info.size_bytes == 0 and info.remote_bytes == 0
