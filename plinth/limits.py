@@ -653,7 +653,7 @@ REMOTE_FOLLOWER_REFRESH_INTERVAL_S = 300.0
 # A partition's owner lists the store again when the controller asks it to cover a
 # range a draining shard uploaded (RemoteLogManager.request_resync, issue 14); the
 # controller asks at every status and nudge, so at most one such LIST per partition
-# goes out this often (listings are billed per call).
+# goes out this often (listings are billed per call); a request within it waits.
 REMOTE_RESYNC_INTERVAL_S_MIN = 5 * REMOTE_UPLOAD_CHECK_INTERVAL_S
 # Remote fetches (shards/tier/remote_fetcher.py): one reader thread per shard
 # reads them in turn from a queue of at most REMOTE_FETCHES_QUEUED_MAX; a fetch

@@ -57,7 +57,7 @@ asks (ShardServer.tiered_sealed), and then asks the partition's owner whether it
 view covers the range (ShardServer.covers_remote). The owner listed the store
 only when it began uploading, so a range uploaded since is missing from its
 view: ``request_resync`` makes its next job list the store again (at most one
-request per REMOTE_RESYNC_INTERVAL_S_MIN). Two events nudge the controller
+such listing per REMOTE_RESYNC_INTERVAL_S_MIN; a later request waits for it). Two events nudge the controller
 (``tiering_changed``, from the uploader thread, so the loop never makes a Ray
 call): a sealed partition turned wholly remote (once per partition per shard
 run), and a requested re-sync listed the store (after its view was posted, so
@@ -164,8 +164,8 @@ class _TierState:
     uploading_end: int | None = None  # the end of the segment in flight, if any
     uploads: int = 0
     upload_errors: int = 0
-    resync_wanted: bool = False    # request_resync: the next job lists the store again
-    next_resync_s: float = 0.0     # no request before this (REMOTE_RESYNC_INTERVAL_S_MIN)
+    resync_wanted: bool = False    # request_resync: a job lists the store again
+    next_resync_s: float = 0.0     # not before this (REMOTE_RESYNC_INTERVAL_S_MIN)
     nudged: bool = False           # the controller was told it turned wholly remote
 
     def uploaded(self, part: Partition):
@@ -371,25 +371,21 @@ class RemoteLogManager:
         uploaded = state.uploaded(part)
         return all(segment.is_empty or uploaded(segment) for segment in segments[:-1])
 
-    def request_resync(self, part: Partition) -> bool:
-        """List ``part``'s manifests again at its next job (loop thread): another shard
-        (a draining one) uploaded segments since this one's first listing, and the
-        owner must serve them (issue 14). At most one request per
-        REMOTE_RESYNC_INTERVAL_S_MIN; the controller is nudged once it is listed.
-        Returns whether a re-sync is due; False for a partition not uploaded here,
-        or not considered yet (its first job lists the store anyway)."""
+    def request_resync(self, part: Partition) -> None:
+        """List ``part``'s manifests again (loop thread): another shard (a draining one)
+        uploaded segments since this one's last listing, and the owner must serve
+        them (issue 14). The listing goes with the partition's next job, at most one
+        per REMOTE_RESYNC_INTERVAL_S_MIN (a request within it waits, it is not
+        dropped: the range it asks for may have been uploaded after the last
+        listing began); the controller is nudged once it is done. Nothing for a
+        partition not uploaded here."""
+        if not self.uploads(part):
+            return
         state = self._states.get(part.key)
-        if state is None or not self.uploads(part):
-            return False
-        if state.resync_wanted:
-            return True
-        now_s = time.monotonic()
-        if now_s < state.next_resync_s:
-            return False
+        if state is None:   # not considered yet: its first job lists, and then nudges
+            state = self._states[part.key] = _TierState(next(_epochs))
         state.resync_wanted = True
-        state.next_resync_s = now_s + limits.REMOTE_RESYNC_INTERVAL_S_MIN
-        self._consider(part, now_s)
-        return True
+        self._consider(part, time.monotonic())
 
     def _nudge_if_wholly_remote(self, part: Partition, state: _TierState) -> None:
         """Once per partition (per shard run): queue the controller's nudge when a
@@ -450,7 +446,7 @@ class RemoteLogManager:
         if state.in_flight or now_s < state.retry_at_s:
             return
         segment = None
-        resync = state.resync_wanted
+        resync = state.resync_wanted and now_s >= state.next_resync_s
         if state.synced:   # before the first view, the remote end is unknown
             waiting = segments_to_upload(part.log.segments, high_watermark=part.high_watermark,
                                          uploaded=state.uploaded(part))
@@ -462,7 +458,9 @@ class RemoteLogManager:
         except queue.Full:
             return   # the next check tries again
         state.in_flight = True
-        state.resync_wanted = False
+        if resync:
+            state.resync_wanted = False
+            state.next_resync_s = now_s + limits.REMOTE_RESYNC_INTERVAL_S_MIN
         if segment is None:
             state.next_retention_s = now_s + limits.RETENTION_CHECK_INTERVAL_S
 

@@ -5,9 +5,11 @@ ShardServer, real sockets, a real store (file://, and moto's S3 stopped and star
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from plinth import topics
+from plinth import limits, topics
 from plinth.shards.leader_epochs import LeaderEpochs
 from plinth.shards.partition import Partition
 from plinth.shards.shard_calls import Leadership
@@ -211,6 +213,7 @@ def test_a_requested_resync_adopts_segments_uploaded_after_the_first_sync(tmp_pa
     nudges = Nudges()
     with running_shard(tmp_path / "a", url, controller=nudges) as a:
         a.call(lambda: a.open_partition("t", 0, config, 12, topic_id=TOPIC_ID))
+        a_state = a.call(lambda: a._tier._states[("t", 0)])
         wait_until(lambda: view_synced(a), timeout_s=WAIT_S)
         # When b uploads all of its range after that listing
         with running_shard(tmp_path / "b", url) as b:
@@ -218,6 +221,7 @@ def test_a_requested_resync_adopts_segments_uploaded_after_the_first_sync(tmp_pa
             wait_until(lambda: tiered_state(b).wholly_remote, timeout_s=WAIT_S)
         assert ranges_of(open_remote_store(url), TOPIC_ID)[-1][1] == 12
         # Then the owner's view does not cover it: asked with resync, it says so
+        asked_s = time.monotonic()
         assert a.call(a.covers_remote, "t", 0, [(0, 12), (12, 12)], True) == [False, True]
         # And it lists the store again, covers the range, and tells the controller once
         wait_until(lambda: a.call(a.covers_remote, "t", 0, [(0, 12)], False) == [True],
@@ -227,6 +231,31 @@ def test_a_requested_resync_adopts_segments_uploaded_after_the_first_sync(tmp_pa
         # And it serves the range from the store: its log starts at 0, and reads
         assert a.call(lambda: a._partitions[("t", 0)].log_start_offset) == 0
         assert read_from(a, 0, 12) == values
-        # And another request right away lists nothing more (one per interval)
+        # And another request right away waits: the owner lists the store again, and
+        # nudges, only REMOTE_RESYNC_INTERVAL_S_MIN after the first
         assert a.call(a.covers_remote, "t", 0, [(0, 13)], True) == [False]
-        assert not a.call(lambda: a._tier._states[("t", 0)].resync_wanted)
+        assert a_state.resync_wanted
+        wait_until(lambda: len(nudges.shards) == 2, timeout_s=WAIT_S)
+        assert time.monotonic() - asked_s >= limits.REMOTE_RESYNC_INTERVAL_S_MIN
+        assert not a_state.resync_wanted
+
+
+def test_a_resync_asked_before_the_owners_first_listing_still_nudges_the_controller(tmp_path):
+    # Given a store holding a removed shard's range [0, 12) of t-0
+    url = f"file://{tmp_path}/store"
+    config = tiered(local_retention_bytes=0)
+    write_log(tmp_path / "b" / "t-0", config, 12)
+    with running_shard(tmp_path / "b", url) as b:
+        b.call(lambda: b.open_partition("t", 0, config, sealed=True, topic_id=TOPIC_ID))
+        wait_until(lambda: tiered_state(b).wholly_remote, timeout_s=WAIT_S)
+    nudges = Nudges()
+    with running_shard(tmp_path / "a", url, controller=nudges) as a:
+        # When its owner is asked to cover it in the same turn of its loop that opens
+        # the partition (before its first job could list the store)
+        def open_and_ask():
+            a.open_partition("t", 0, config, 12, topic_id=TOPIC_ID)
+            return a.covers_remote("t", 0, [(0, 12)], True)
+        assert a.call(open_and_ask) == [False]
+        # Then its first listing covers it, and the controller hears of it
+        wait_until(lambda: nudges.shards == ["shard-tier"], timeout_s=WAIT_S)
+        assert a.call(a.covers_remote, "t", 0, [(0, 12)], False) == [True]
