@@ -113,6 +113,7 @@ class _ShardFacts:
     partitions: int        # partitions it holds a copy of the current range of
     draining: bool
     node_name: str
+    drain_reason: str = ""   # of a draining shard: why it has not retired yet
 
 
 @dataclass(frozen=True)
@@ -250,7 +251,8 @@ class Controller:
         self._tier_store = tier.store   # what metadata records (no secrets)
         self._cluster_keys = cluster_keys
         self._rebalancer = Rebalancer(self._metadata, self._shards, self._save,
-                                      allow_replicas_on_one_node, elect=self._lead_again)
+                                      allow_replicas_on_one_node, elect=self._lead_again,
+                                      silent=lambda: self._silent)
         self._routers: dict[str, str] = {}   # listen address -> node address
         self._ping_misses: dict[str, int] = {}   # shard id -> leader pings unanswered in a row
         # Shards whose last ping or push of records went unanswered in time (dead, stopped,
@@ -333,7 +335,8 @@ class Controller:
 
         A shard that does not come up in time (its node is down, its directory is
         locked) is left out: its partitions are unavailable until it starts and
-        announces itself. Then finishes a change of shards a crash interrupted. A
+        announces itself. Then finishes a change of shards a crash interrupted,
+        and retires the removed shards that hold nothing any more. A
         shard actor still running (its controller died: Ray restarted this one, or
         the server restarted in a Ray cluster) is adopted; then a partition whose
         leader waits for a new leader epoch gets one (``_elect_where_leaders_wait``).
@@ -360,7 +363,18 @@ class Controller:
         self._rebalancer.finish_interrupted()
         if self._shards.adopted:   # a shard that restarted meanwhile told no one
             self._elect_where_leaders_wait()
+        self._retire_drained_at_start()
         return self.start_report()
+
+    def _retire_drained_at_start(self) -> None:
+        """Retire the draining shards that hold nothing any more: the previous instance
+        may have recorded a tiered range and died before it retired the shard, and
+        nothing else runs it until a status call or a shard's nudge."""
+        try:
+            self._rebalancer.retire_drained()
+        except BrokerError as exc:
+            log.error("could not retire the drained shards at start (the next status call "
+                      "tries again): %s", exc)
 
     def _refuse_tiered_topics_without_their_store(self) -> None:
         """InvalidConfigError if a topic is tiered and the server has no --tier-url, or
@@ -744,6 +758,13 @@ class Controller:
                 for name, topic in self._metadata.topics.items()
                 for p, record in topic.leadership.items() if shard_id in record.replicas]
 
+    def tiering_changed(self, shard_id: str) -> None:
+        """``shard_id`` says a sealed partition of it became wholly remote, or a re-sync
+        asked for listed the store (a nudge; the polls at status, changes and start
+        do the same, so one lost only delays): retire what can be retired now."""
+        log.debug("%s: its tiering changed; looking at the draining shards", shard_id)
+        self._rebalancer.retire_drained()
+
     def router_started(self, listen: str, node_address: str) -> None:
         self._routers[listen] = node_address
 
@@ -794,8 +815,9 @@ class Controller:
         return _stats_of(self._on_actor_thread(self._plan_stats))
 
     def status(self) -> protocol.StatusInfo:
-        """Nodes, shards (with partitions, bytes and rates) and routers (query thread).
-        Retires removed shards whose last range retention has deleted."""
+        """Nodes, shards (with partitions, bytes and rates; a draining one's reason for
+        not having retired) and routers (query thread). Retires removed shards whose
+        last range retention has deleted, or is tiered (rebalancer.py)."""
         plan = self._on_actor_thread(self._plan_status)
         shards = [_shard_status(shard_id, stats, plan.shards[shard_id])
                   for shard_id, stats in _stats_of(plan.stats).items()]
@@ -889,7 +911,8 @@ class Controller:
         shards = {s: _ShardFacts(self._shards.addresses.get(s, ""),
                                  self._shards.direct_addresses.get(s, ""), owned.get(s, 0),
                                  s in self._metadata.draining,
-                                 placement.node_name(self._metadata.shard_nodes.get(s, "")))
+                                 placement.node_name(self._metadata.shard_nodes.get(s, "")),
+                                 self._rebalancer.drain_reason(s))
                   for s in self._shards.ids()}
         return _StatusPlan(
             nodes=[(n.node_id, n.address, n.alive) for n in all_nodes], shards=shards,
@@ -924,11 +947,15 @@ class Controller:
             raise PartitionOutOfRangeError(f"topic {topic!r} has {meta.partitions} partitions; "
                                            f"there is no partition {partition}")
         ranges = meta.ranges_of(partition)
-        holders = [set(r.holders) for r in ranges[:-1]] + \
-            [set(ranges[-1].holders) | ({meta.leader_of(partition)} - {""})]
+        # A tiered range has no holder: its offsets are the owner's (its log start and
+        # remote start reach back into it), asked for the current range.
+        holders = [(r.start_offset, set(r.holders)) for r in ranges[:-1] if r.holders] + \
+            [(ranges[-1].start_offset,
+              set(ranges[-1].holders) | ({meta.leader_of(partition)} - {""}))]
         return _OffsetsPlan(
-            holders=[(r.start_offset, its) for r, its in zip(ranges, holders)],
-            asks={s: self._shards[s] for s in set().union(*holders) if s in self._shards},
+            holders=holders,
+            asks={s: self._shards[s] for s in set().union(*(its for _, its in holders))
+                  if s in self._shards},
             placement=list(meta.placement))
 
     def _topic(self, name: str) -> TopicMetadata:
@@ -1267,7 +1294,7 @@ def _shard_status(shard_id: str, stats: dict | None, facts: _ShardFacts) -> prot
         shard_id, facts.address, stats is not None, facts.partitions, size_bytes,
         stats["records_per_s"] if stats else 0.0, stats["bytes_per_s"] if stats else 0.0,
         facts.draining, facts.node_name, facts.direct_address,
-        *_requests_by_socket(stats), *_uploads(stats))
+        *_requests_by_socket(stats), *_uploads(stats), draining_reason=facts.drain_reason)
 
 
 def _uploads(stats: dict | None) -> tuple[int, int, float, int]:

@@ -191,6 +191,17 @@ class ControllerHandle:
         made); raises ValueError while there is none."""
         self._current_actor().shard_started.remote(shard_id, address, direct_address)
 
+    def tiering_changed(self, shard_id: str) -> None:
+        """On ``shard_id`` a sealed partition became wholly remote, or a re-sync the
+        controller asked for listed the store (a shard's uploader thread): a nudge, not
+        waited for; sent to the controller that has the name now, as
+        ``shard_started``. A nudge lost (no controller, or it died) only delays a
+        retirement: the controller also looks at status calls and at its start."""
+        try:
+            self._current_actor().tiering_changed.remote(shard_id)
+        except ValueError:   # no controller by that name now (it restarts): the polls cover it
+            log.info("%s: no controller to tell its tiering changed", shard_id)
+
     def _current_actor(self):
         """The controller actor that has the broker's name now (the same one, unless
         this handle finds controllers by name and its server restarted)."""

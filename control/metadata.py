@@ -34,7 +34,11 @@ partition has a third element, its replicas: of a sealed range, those that held
 it whole when it was sealed (the leader that sealed it first, which is its
 shard), any of which serves its reads; of the last, the replica set its writes
 moved to (the leadership record below is the current word on it). A file
-written before replicated partitions could move has two-element ranges only. ``groups_moving_from``
+written before replicated partitions could move has two-element ranges only.
+A range whose shard is "" (``[0, ""]``) is in object storage only; the
+partition's owner serves it: its shard was removed and retired once the range
+was uploaded (issue 14, control/rebalancer.py). Such a range is never the last,
+and no shard gets a spec for it. ``groups_moving_from``
 is the shard list before a change of shards, kept while consumer groups move
 to the shards their names now hash to (a restart finishes the move).
 ``partitions_moving_from`` is the same list, kept while partitions move: a
@@ -83,7 +87,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from plinth import limits, topics
-from plinth.control.routing_table import ReplicatedRange, ShardRange, shard_range
+from plinth.control.routing_table import Range, ShardRange, TieredRange, shard_range
 from plinth.durable_files import write_json_atomically
 from plinth.errors import CorruptDataError, InvalidConfigError
 from plinth.shards.shard_handle import Leadership, PartitionSpec
@@ -98,7 +102,7 @@ class TopicMetadata:
     config: dict[str, str]
     placement: list[str]                                     # owner of each partition's writes
     # partitions that moved -> their ranges, oldest first
-    ranges: dict[int, list[ShardRange | ReplicatedRange]] = field(default_factory=dict)
+    ranges: dict[int, list[Range]] = field(default_factory=dict)
     replication_factor: int = 1
     # partition -> its current range's replicas and leader (replication factor > 1 only)
     leadership: dict[int, Leadership] = field(default_factory=dict)
@@ -122,7 +126,7 @@ class TopicMetadata:
             return self.leadership[partition].replicas
         return (self.placement[partition],)
 
-    def ranges_of(self, partition: int) -> list[ShardRange | ReplicatedRange]:
+    def ranges_of(self, partition: int) -> list[Range]:
         """The partition's history, oldest first; the last range takes its writes."""
         return list(self.ranges.get(partition) or [ShardRange(0, self.placement[partition])])
 
@@ -156,23 +160,44 @@ class TopicMetadata:
         kept = []
         for r in self.ranges_of(partition):
             holders = tuple(s for s in r.holders if s != shard_id)
-            if holders:
+            if holders or isinstance(r, TieredRange):   # the owner serves a tiered one
                 kept.append(r if holders == r.holders else
                             shard_range(r.start_offset, holders[0], r.replicas and holders))
+        self.ranges[partition] = kept
+
+    def tier_ranges_on(self, partition: int, shard_id: str) -> None:
+        """``shard_id`` no longer serves the partition's older ranges: each of its ranges
+        is in object storage (control/rebalancer.py checked), where the owner reads it.
+        A replicated range loses the replica; one left with no holder becomes a
+        TieredRange (its offsets go to the owner), unlike in ``forget_ranges_on``,
+        since its records still exist. Adjacent tiered ranges merge."""
+        if shard_id in self.replicas_of(partition):
+            raise AssertionError(f"cannot tier the ranges of partition {partition} on "
+                                 f"{shard_id}: it owns the partition's writes")
+        kept: list[Range] = []
+        for r in self.ranges_of(partition):
+            holders = tuple(s for s in r.holders if s != shard_id)
+            if holders == r.holders:
+                kept.append(r)
+            elif holders:
+                kept.append(shard_range(r.start_offset, holders[0], r.replicas and holders))
+            elif not (kept and isinstance(kept[-1], TieredRange)):
+                kept.append(TieredRange(r.start_offset))
         self.ranges[partition] = kept
 
     def specs_of(self, name: str, partition: int) -> dict[str, PartitionSpec]:
         """shard id -> what it must serve of the partition. A shard may hold several of
         its ranges (the partition came back to it): its latest counts, sealed unless
-        it is the last (the owner's)."""
+        it is the last (the owner's). A tiered range has no holder, so no spec: the
+        owner serves it with its own."""
         ranges = self.ranges_of(partition)
         latest = {}
-        for i, shard_range in enumerate(ranges):
+        for i, r in enumerate(ranges):
             sealed = i < len(ranges) - 1
             if sealed or not self.replicated:   # a sealed range: each replica holding it
-                for shard_id in shard_range.holders:
+                for shard_id in r.holders:
                     latest[shard_id] = PartitionSpec(name, partition, dict(self.config),
-                                                     shard_range.start_offset, sealed=sealed,
+                                                     r.start_offset, sealed=sealed,
                                                      topic_id=self.topic_id)
         if self.replicated:   # every replica serves the current range, as the record says
             leadership = self.leadership[partition]
@@ -229,7 +254,7 @@ def _replication_problems(name: str, topic: TopicMetadata, known_shards: set[str
     return found
 
 
-def _range_problems(name: str, partition: int, ranges: list[ShardRange | ReplicatedRange],
+def _range_problems(name: str, partition: int, ranges: list[Range],
                     topic: TopicMetadata, known_shards: set[str]) -> list[str]:
     where = f"topic {name!r} partition {partition}"
     if not 0 <= partition < topic.partitions:
@@ -239,10 +264,13 @@ def _range_problems(name: str, partition: int, ranges: list[ShardRange | Replica
     starts = [r.start_offset for r in ranges]
     if starts[0] < 0 or starts != sorted(starts):
         return [f"{where}: range start offsets {starts} are not >= 0 and ascending"]
+    if isinstance(ranges[-1], TieredRange):
+        return [f"{where}: the last range, at {ranges[-1].start_offset}, is tiered (shard "
+                f"\"\"), but the last range takes the partition's writes"]
     if ranges[-1].shard_id != topic.placement[partition]:
         return [f"{where}: the last range is on {ranges[-1].shard_id!r} but the partition "
                 f"is placed on {topic.placement[partition]!r}"]
-    found = [f"{where}: a range on unknown shard {s!r}"
+    found = [f"{where}: a range on unknown shard {s!r}"   # (a tiered range has no holders)
              for r in ranges for s in r.holders if s not in known_shards]
     found += [f"{where}: the range at {r.start_offset} is on {r.shard_id!r}, not the first "
               f"of its replicas {list(r.replicas)}" for r in ranges
@@ -401,13 +429,14 @@ def _topic_from_json(value: dict) -> TopicMetadata:
                          leadership, topic_id)
 
 
-def _range_to_json(r: ShardRange | ReplicatedRange) -> list:
-    """[start, shard], and the replicas third for a replicated partition's range."""
+def _range_to_json(r: Range) -> list:
+    """[start, shard], and the replicas third for a replicated partition's range;
+    [start, ""] for a tiered one."""
     value = [r.start_offset, r.shard_id]
     return value + [list(r.replicas)] if r.replicas else value
 
 
-def _range_from_json(value: list) -> ShardRange | ReplicatedRange:
+def _range_from_json(value: list) -> Range:
     if not isinstance(value, list) or len(value) not in (2, 3):
         raise ValueError(f"range {value!r} is not [start, shard] or [start, shard, replicas]")
     replicas = tuple(_names(value[2])) if len(value) == 3 else ()

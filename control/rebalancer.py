@@ -33,8 +33,20 @@ calls), so that a restart finishes a change a crash interrupted
   replica does not open) gives the old set its record back, so the leader
   takes writes again, and fails the command naming the partition.
 - Retiring. A removed shard drains: it serves its older ranges, read-only,
-  until retention deletes them or their topics are deleted; then its ranges
-  are forgotten and it is stopped (checked on each status call and change).
+  until retention deletes them or their topics are deleted, or, for a tiered
+  topic, until they are in object storage; then its ranges are forgotten (or
+  tiered) and it is stopped (checked at start, on each status call and change,
+  and when a shard says its tiering changed).
+- Tiering (issue 14). A draining shard D that says a sealed partition is wholly
+  remote (``tiered_sealed``: every record it holds of it is uploaded) still
+  serves it until the partition's owner can: the owner is asked whether its
+  view of the remote log covers the offsets only D held (``covers_remote``;
+  a view that does not asks for one more listing of the store, and the next
+  pass asks again). Once it does, D drops out of the partition's ranges
+  (``TopicMetadata.tier_ranges_on``): a range D held alone stays, with no shard,
+  and its offsets go to the owner, which reads them from the store. Nothing
+  remote is deleted. Each draining shard's reason for still draining is kept
+  for ``plinth status`` (``drain_reason``).
 
 Used on the controller actor's thread only.
 """
@@ -44,7 +56,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Collection
 
 from plinth import limits, protocol, topics
 from plinth.control import placement
@@ -52,23 +65,37 @@ from plinth.control.metadata import BrokerMetadata, TopicMetadata
 from plinth.control.shard_set import ShardSet
 from plinth.errors import BrokerError, UnavailableError
 from plinth.shards.shard_handle import (Leadership, PartitionId, PartitionSpec, SealedPartition,
-                                        wait_all)
+                                        TieredState, wait_all)
 
 log = logging.getLogger(__name__)
+
+# Why a draining shard still serves a partition (``Rebalancer.drain_reason``), by what
+# its last retirement pass found: each a phrase that follows a count of partitions.
+_UNTIERED = "of untiered topics (retention or deleting the topic empties them)"
+_UPLOADING = "of tiered topics still uploading to object storage"
+_LISTING = "of tiered topics waiting for their owner to list them in object storage"
+_OWNER_OFFLINE = "of tiered topics whose owner is offline"
+_SILENT = "of tiered topics, and it does not answer (down, or busy)"
+_WRITES = "whose writes it still takes (a move did not finish: run the command again)"
 
 
 class Rebalancer:
     def __init__(self, metadata: BrokerMetadata, shards: ShardSet, save: Callable[[], None],
                  allow_replicas_on_one_node: bool = False,
-                 elect: Callable[[list[tuple[str, int]]], None] | None = None):
+                 elect: Callable[[list[tuple[str, int]]], None] | None = None,
+                 silent: Callable[[], Collection[str]] = lambda: ()):
         """``save`` makes the metadata durable (the controller's);
         ``allow_replicas_on_one_node``: a replica set may share a node (as placed);
-        ``elect``: gives (topic, partition)s a leader in a new epoch (the controller's)."""
+        ``elect``: gives (topic, partition)s a leader in a new epoch (the controller's);
+        ``silent()``: the shards known not to answer now (not asked, not waited for)."""
         self._metadata = metadata
         self._shards = shards
         self._save = save
         self._allow_replicas_on_one_node = allow_replicas_on_one_node
         self._elect = elect
+        self._silent = silent
+        # draining shard id -> why it has not retired, as the last pass found it
+        self._drain_reasons: dict[str, str] = {}
 
     def change_shards(self, new_ids: list[str], draining: list[str],
                       what: str) -> list[protocol.PartitionMove]:
@@ -366,9 +393,12 @@ class Rebalancer:
     # --- Retiring removed shards ---------------------------------------------------------
 
     def retire_drained(self) -> None:
-        """Stop removed shards that no longer hold any range of any partition."""
+        """Tier the draining shards' ranges that are wholly in object storage, forget the
+        ranges retention emptied, and stop removed shards that no longer hold any range
+        of any partition; then note why each one left has not retired."""
+        found = self._tier_drained_ranges()
         self._prune_ranges()
-        holding = set(self._metadata.specs_by_shard())
+        holding = self._metadata.specs_by_shard()
         for shard_id in [s for s in self._metadata.draining if s not in holding]:
             self._shards.retire(shard_id)
             self._metadata.draining.remove(shard_id)
@@ -376,30 +406,153 @@ class Rebalancer:
             self._save()
             log.info("retired %s: it holds no partition any more (its directory "
                      "%s can be deleted)", shard_id, self._shards.directory(shard_id))
+        self._drain_reasons = {s: self._why_draining(s, holding[s], found)
+                               for s in self._metadata.draining}
+
+    def drain_reason(self, shard_id: str) -> str:
+        """Why the draining ``shard_id`` has not retired, as the last ``retire_drained``
+        found it ("" if it is not draining, or was not looked at yet)."""
+        return self._drain_reasons.get(shard_id, "")
+
+    def _tier_drained_ranges(self) -> dict[tuple[str, PartitionId], str]:
+        """Drop each draining shard from the ranges of the partitions it holds wholly in
+        object storage, once their owner's view of the remote log covers the offsets
+        it alone held (module docstring). Returns, for each (draining shard,
+        partition of a tiered topic) left as it was, why: _UPLOADING, _LISTING,
+        _OWNER_OFFLINE or _SILENT."""
+        silent = set(self._silent())
+        held = {d: pids for d in self._metadata.draining if (pids := self._tiered_held_by(d))}
+        asked = {d: pids for d, pids in held.items() if d in self._shards and d not in silent}
+        found = {(d, pid): _SILENT for d, pids in held.items() if d not in asked for pid in pids}
+        answers = wait_all({d: self._shards[d].tiered_sealed(pids) for d, pids in asked.items()},
+                           limits.STATUS_CALL_TIMEOUT_S)
+        to_cover, tiered = {}, {}
+        for d, states in answers.items():
+            if isinstance(states, BrokerError):
+                log.info("%s did not say which of its ranges are in object storage: %s", d,
+                         states)
+                found.update({(d, pid): _SILENT for pid in asked[d]})
+                continue
+            for state in states:
+                if state.wholly_remote:
+                    tiered[(d, state.partition)] = state
+                    to_cover[(d, state.partition)] = self._offsets_only_on(d, state)
+                else:
+                    found[(d, state.partition)] = _UPLOADING
+        for key, outcome in self._ask_owners(to_cover, silent).items():
+            # Another draining shard tiered before may have left d alone on a range it
+            # shared: then the owner must cover that one too (the next pass asks).
+            if outcome is True and self._offsets_only_on(key[0], tiered[key]) == to_cover[key]:
+                self._tier(key[0], key[1], to_cover[key])
+            else:
+                found[key] = _LISTING if outcome is True else outcome
+        return found
+
+    def _tiered_held_by(self, shard_id: str) -> list[PartitionId]:
+        """The partitions of tiered topics of which ``shard_id`` holds a sealed range and
+        not the current one."""
+        return [PartitionId(name, p) for name, topic in sorted(self._metadata.topics.items())
+                if topics.remote_storage_enabled(topic.config) for p in range(topic.partitions)
+                if shard_id not in topic.replicas_of(p) and
+                any(shard_id in r.holders for r in topic.ranges_of(p))]
+
+    def _offsets_only_on(self, shard_id: str, state: TieredState) -> list[tuple[int, int]]:
+        """The [start, end) intervals of the partition that ``shard_id`` alone holds (from
+        its log start on: retention took what is below), which the owner must cover
+        before ``shard_id`` stops serving them."""
+        ranges = self._metadata.topics[state.partition.topic].ranges_of(state.partition.partition)
+        intervals = []
+        for r, after in zip(ranges, ranges[1:]):
+            start = max(r.start_offset, state.log_start_offset)
+            if r.holders == (shard_id,) and start < after.start_offset:
+                intervals.append((start, after.start_offset))
+        return intervals
+
+    def _ask_owners(self, to_cover: dict[tuple[str, PartitionId], list[tuple[int, int]]],
+                    silent: set[str]) -> dict[tuple[str, PartitionId], bool | str]:
+        """(draining shard, partition) -> True if there is nothing to cover or the owner
+        covers it all, else why not. An owner whose view does not cover it re-lists
+        the store (``resync``) and is asked again on the next pass."""
+        outcomes: dict[tuple[str, PartitionId], bool | str] = {}
+        calls = {}
+        for key, intervals in to_cover.items():
+            owner = self._metadata.topics[key[1].topic].leader_of(key[1].partition)
+            if not intervals:
+                outcomes[key] = True
+            elif not owner or owner not in self._shards or owner in silent:
+                outcomes[key] = _OWNER_OFFLINE
+            else:
+                calls[key] = self._shards[owner].covers_remote(key[1], intervals, True)
+        for key, covered in wait_all(calls, limits.STATUS_CALL_TIMEOUT_S).items():
+            if isinstance(covered, BrokerError):
+                log.info("%s-%d: its owner did not say whether it reads the offsets %s holds "
+                         "from object storage: %s", key[1].topic, key[1].partition, key[0],
+                         covered)
+                outcomes[key] = _OWNER_OFFLINE
+            else:
+                outcomes[key] = all(covered) or _LISTING
+        return outcomes
+
+    def _tier(self, shard_id: str, pid: PartitionId, intervals: list[tuple[int, int]]) -> None:
+        """Record that ``shard_id`` no longer serves ``pid``: its owner reads ``intervals``
+        from object storage. ``shard_id``'s copy is not deleted: it answers routes
+        made before this, until it retires."""
+        self._metadata.topics[pid.topic].tier_ranges_on(pid.partition, shard_id)
+        self._save()
+        log.info("%s-%d: the ranges on %s are in object storage; its owner serves %s from "
+                 "there", pid.topic, pid.partition, shard_id,
+                 ", ".join(f"[{a}, {b})" for a, b in intervals) or "none of them (retention "
+                 "took them, or another replica holds them)")
+
+    def _why_draining(self, shard_id: str, specs: list[PartitionSpec],
+                      found: dict[tuple[str, PartitionId], str]) -> str:
+        """What keeps the draining ``shard_id`` from retiring, by partition it still
+        serves, e.g. "2 partitions of tiered topics still uploading to object storage"."""
+        counts: Counter[str] = Counter()
+        for spec in specs:
+            topic = self._metadata.topics[spec.topic]
+            if shard_id in topic.replicas_of(spec.partition):
+                counts[_WRITES] += 1
+            elif not topics.remote_storage_enabled(topic.config):
+                counts[_UNTIERED] += 1
+            else:
+                counts[found.get((shard_id, spec.id), _UPLOADING)] += 1
+        return "; ".join(f"{n} {'partition' if n == 1 else 'partitions'} {why}"
+                         for why, n in sorted(counts.items(), key=lambda c: -c[1]))
 
     def _prune_ranges(self) -> None:
         """Forget the older ranges that retention emptied, on shards that no longer own
-        their partition, and delete those shards' empty logs of it."""
+        their partition, and delete those shards' empty logs of it. Each shard is asked
+        once, about all its candidates (a pass runs at every status call and shard's
+        nudge: one call per range would make it as slow as the ranges are many)."""
+        candidates: dict[str, list[PartitionId]] = {}
         for name, topic in self._metadata.topics.items():
             for partition in list(topic.ranges):
-                writers = set(topic.replicas_of(partition))
-                for shard_id in {s for r in topic.ranges_of(partition) for s in r.holders} - writers:
-                    if self._holds_nothing_of(shard_id, name, partition):
-                        topic.forget_ranges_on(partition, shard_id)
-                        # Not waited for: a shard that misses it keeps an empty directory.
-                        self._shards[shard_id].delete_partitions([PartitionId(name, partition)],
-                                                                 keep_remote=True)
-                        self._save()
-                        log.info("%s-%d: retention emptied its range on %s; forgot it",
-                                 name, partition, shard_id)
+                holders = {s for r in topic.ranges_of(partition) for s in r.holders}
+                for shard_id in holders - set(topic.replicas_of(partition)):
+                    candidates.setdefault(shard_id, []).append(PartitionId(name, partition))
+        infos = wait_all({s: self._shards[s].partition_infos(pids)
+                          for s, pids in candidates.items() if s in self._shards},
+                         limits.STATUS_CALL_TIMEOUT_S)
+        for shard_id, got in sorted(infos.items()):
+            if isinstance(got, BrokerError):
+                continue   # down: ask again next time
+            for pid, info in zip(candidates[shard_id], got):
+                if _holds_nothing(info):
+                    self._forget(shard_id, pid)
 
-    def _holds_nothing_of(self, shard_id: str, topic: str, partition: int) -> bool:
-        try:
-            [info] = self._shards[shard_id].partition_infos(
-                [PartitionId(topic, partition)]).result(limits.STATUS_CALL_TIMEOUT_S)
-        except BrokerError:
-            return False   # down: ask again next time
-        # A tiered range whose local segments local retention dropped still holds its
-        # records, in the store: its shard serves them (remote reads) until total
-        # retention deletes them; forgetting it would route its offsets elsewhere.
-        return info.size_bytes == 0 and info.remote_bytes == 0
+    def _forget(self, shard_id: str, pid: PartitionId) -> None:
+        self._metadata.topics[pid.topic].forget_ranges_on(pid.partition, shard_id)
+        # Not waited for: a shard that misses it keeps an empty directory.
+        self._shards[shard_id].delete_partitions([pid], keep_remote=True)
+        self._save()
+        log.info("%s-%d: retention emptied its range on %s; forgot it", pid.topic,
+                 pid.partition, shard_id)
+
+
+def _holds_nothing(info: protocol.PartitionInfo) -> bool:
+    # A tiered range whose local segments local retention dropped still holds its
+    # records, in the store: its shard serves them (remote reads) until total
+    # retention deletes them, or the range is tiered (it drains); forgetting it would
+    # route its offsets elsewhere.
+    return info.size_bytes == 0 and info.remote_bytes == 0

@@ -14,6 +14,11 @@ partition, any of the replicas that held it whole when it was sealed, in
 order; the router takes the first it is connected to), everything else to the
 partition's current owner (of a replicated partition: its leader).
 
+A sealed range whose shard retired once it was in object storage (a
+``TieredRange``, shard "") is served by the partition's owner, which reads it
+from the store: its offsets go to the owner, not to the previous range's
+holder (which would answer past its end with nothing, for ever).
+
 Consumer groups. On a replicated broker the table has the internal topic
 ``__consumer_offsets``: a group's coordinator is the leader of its slot, the
 partition ``topics.offsets_slot`` picks ("" while it has none). Without it
@@ -61,11 +66,34 @@ class ReplicatedRange(NamedTuple):
         return self.replicas
 
 
-def shard_range(start_offset: int, shard_id: str,
-                replicas: tuple[str, ...] = ()) -> ShardRange | ReplicatedRange:
-    """A range of one copy, or of ``replicas`` if there are any."""
+class TieredRange(NamedTuple):
+    """A sealed range whose offsets from ``start_offset`` on (up to the next range's
+    start) are in object storage only: no shard holds it, and the partition's owner
+    serves it from the store (its shard retired once it was uploaded, issue 14)."""
+
+    start_offset: int
+    shard_id: str = ""
+
+    @property
+    def replicas(self) -> tuple[str, ...]:
+        return ()
+
+    @property
+    def holders(self) -> tuple[str, ...]:
+        """No shard holds it: ``RoutingTable.holders`` sends its offsets to the owner."""
+        return ()
+
+
+Range = ShardRange | ReplicatedRange | TieredRange
+
+
+def shard_range(start_offset: int, shard_id: str, replicas: tuple[str, ...] = ()) -> Range:
+    """A range of one copy, or of ``replicas`` if there are any; a tiered one if it has
+    neither a shard nor replicas."""
     if replicas:
         return ReplicatedRange(start_offset, shard_id, tuple(replicas))
+    if not shard_id:
+        return TieredRange(start_offset)
     return ShardRange(start_offset, shard_id)
 
 
@@ -79,7 +107,7 @@ class RoutingTable:
     # replicated partition: its leader; "" while it has none)
     owners: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # topic -> partition -> its ranges, oldest first (only partitions that moved)
-    ranges: dict[str, dict[int, tuple[ShardRange | ReplicatedRange, ...]]] = field(default_factory=dict)
+    ranges: dict[str, dict[int, tuple[Range, ...]]] = field(default_factory=dict)
     # the epoch of the controller that made it: a new one restarted (and lost the
     # routers' registrations, which ControllerHandle.routing sends it again)
     controller_epoch: int = 0
@@ -102,12 +130,15 @@ class RoutingTable:
 
     def holders(self, topic: str, partition: int, offset: int) -> tuple[str, ...]:
         """The shards holding ``offset`` of the partition, in the order to try them: its
-        owner for the current range, a sealed range's replicas for an older offset."""
+        owner for the current range and for a tiered one (it reads that from the
+        store), a sealed range's replicas for an older offset."""
         ranges = self.ranges.get(topic, {}).get(partition)
         if ranges is None:
             return (self.owner(topic, partition),)
         index = max(0, bisect.bisect_right([r[0] for r in ranges], offset) - 1)
-        if index == len(ranges) - 1:   # the current range: its writer (a leader changes)
+        # The current range: its writer (a leader changes). A tiered range (shard "",
+        # tested on the element: tests build plain tuples): the owner, from the store.
+        if index == len(ranges) - 1 or not ranges[index][1]:
             return (self.owner(topic, partition),)
         return shard_range(*ranges[index]).holders   # (plain tuples too: tests build them)
 

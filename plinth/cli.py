@@ -206,6 +206,7 @@ def status(ctx):
         click.echo(f"  {shard.shard_id:<10} {state:<12} {shard.node:<16} {shard.address:<24} "
                    f"{shard.partitions:>10} {shard.size_bytes:>14} {shard.records_per_s:>11.0f} "
                    f"{shard.bytes_per_s / 1e6:>8.2f}")
+    _echo_draining(info.shards)
     direct = [shard for shard in info.shards if shard.direct_address]
     if direct:   # where clients may produce and fetch without the router
         click.echo(f"direct sockets\n  {'shard':<10} {'address':<24} {'requests direct':>16} "
@@ -252,11 +253,15 @@ def shards_add(ctx, count):
 def shards_remove(ctx, count):
     """Remove the COUNT newest shards. Their partitions take new writes on the others at
     once, their consumer groups move with their committed offsets; their older records
-    stay where they are and are read from there until deleted. No data is copied."""
+    stay where they are and are read from there until deleted, or, for a tiered topic,
+    until they are in object storage, where the partitions' owners read them. Then the
+    shard retires. No data is copied. Prints why each removed shard still drains."""
     with _admin(ctx) as admin:
         moves = admin.remove_shards(count)
+        shards_now = admin.status().shards
     _echo_moves(moves)
     click.echo(f"removed {count} shards; {len(moves)} partitions moved their writes")
+    _echo_draining(shards_now)   # nothing when every removed shard retired at once
 
 
 @shards.command("move")
@@ -288,6 +293,16 @@ def shards_move(ctx, shard, node, allow_replicas_on_one_node, accept_data_loss, 
     if move.emptied:
         click.echo(f"{len(move.emptied)} partition(s) emptied (no other copy): "
                    + ", ".join(f"{t}-{p}" for t, p in move.emptied))
+
+
+def _echo_draining(shards) -> None:
+    """Print why each draining shard has not retired yet (nothing if none drains)."""
+    draining = [shard for shard in shards if shard.draining]
+    if draining:
+        click.echo("draining (a removed shard retires once it serves nothing: its tiered "
+                   "topics' ranges are in object storage, the others' are deleted)")
+        for shard in draining:
+            click.echo(f"  {shard.shard_id:<10} {shard.draining_reason or 'not looked at yet'}")
 
 
 def _echo_moves(moves) -> None:

@@ -346,6 +346,7 @@ class ShardStatus:
     upload_lag_bytes: int = 0
     upload_lag_s: float = 0.0
     upload_errors: int = 0
+    draining_reason: str = ""     # of a draining shard: why it has not retired yet
 
 
 @dataclass
@@ -710,6 +711,7 @@ def encode_status_reply(request_id: int, info: StatusInfo) -> bytes:
         out.requestsViaRouter, out.requestsDirect = shard.requests_via_router, shard.requests_direct
         out.remoteBytes, out.uploadLagBytes = shard.remote_bytes, shard.upload_lag_bytes
         out.uploadLagS, out.uploadErrors = shard.upload_lag_s, shard.upload_errors
+        out.drainingReason = shard.draining_reason
     routers = body.init("routers", len(info.routers))
     for i, (address, node) in enumerate(info.routers):
         routers[i].address, routers[i].node = address, node
@@ -776,7 +778,8 @@ def _reply_view(rep) -> ReplyView:
             shards=[ShardStatus(x.shardId, x.address, x.alive, x.partitions, x.sizeBytes,
                                 x.recordsPerS, x.bytesPerS, x.draining, x.node,
                                 x.directAddress, x.requestsViaRouter, x.requestsDirect,
-                                x.remoteBytes, x.uploadLagBytes, x.uploadLagS, x.uploadErrors)
+                                x.remoteBytes, x.uploadLagBytes, x.uploadLagS, x.uploadErrors,
+                                x.drainingReason)
                     for x in st.shards],
             routers=[(r.address, r.node) for r in st.routers],
             under_replicated_partitions=st.underReplicatedPartitions,

@@ -289,6 +289,7 @@ struct ShardStatus {
   uploadLagBytes @13 :UInt64;    # log bytes below the high watermark not uploaded yet
   uploadLagS @14 :Float64;       # age of the oldest rolled segment waiting, in seconds
   uploadErrors @15 :UInt64;      # failed upload attempts, since it started
+  drainingReason @16 :Text;      # of a draining shard: why it has not retired yet (issue 14)
 }
 
 struct RouterStatus {

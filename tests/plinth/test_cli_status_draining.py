@@ -1,0 +1,61 @@
+"""``plinth status`` and ``plinth shards remove`` say why a removed shard still drains
+(plinth/cli.py), from a StatusInfo as Admin returns it. The Admin is replaced by one that
+returns the given values; the rendering is the real CLI's."""
+
+from __future__ import annotations
+
+import contextlib
+
+from click.testing import CliRunner
+
+from plinth import cli, protocol
+
+UPLOADING = "2 partitions of tiered topics still uploading to object storage"
+
+
+def shard(shard_id: str, draining: bool = False, reason: str = "") -> protocol.ShardStatus:
+    return protocol.ShardStatus(shard_id, "tcp://127.0.0.1:7500", True, 0 if draining else 3,
+                                1000, 0.0, 0.0, draining=draining, draining_reason=reason)
+
+
+def run(monkeypatch, args: list[str], shards: list[protocol.ShardStatus],
+        moves: list[protocol.PartitionMove] = ()) -> list[str]:
+    """The lines the command prints, given the shards status returns."""
+    class Admin:
+        def status(self):
+            return protocol.StatusInfo([], shards, [])
+
+        def remove_shards(self, count):
+            return list(moves)
+
+    monkeypatch.setattr(cli, "_admin", lambda ctx: contextlib.nullcontext(Admin()))
+    result = CliRunner().invoke(cli.main, args)
+    assert result.exit_code == 0, result.output
+    return result.output.splitlines()
+
+
+def test_status_says_why_each_draining_shard_has_not_retired(monkeypatch):
+    lines = run(monkeypatch, ["status"], [shard("shard-0"), shard("shard-2", True, UPLOADING)])
+    at = next(i for i, line in enumerate(lines) if line.startswith("draining"))
+    assert lines[at + 1].split(maxsplit=1) == ["shard-2", UPLOADING]
+    assert not any(line.split()[:1] == ["shard-0"] for line in lines[at + 1:])
+
+
+def test_status_without_draining_shards_prints_no_draining_table(monkeypatch):
+    lines = run(monkeypatch, ["status"], [shard("shard-0"), shard("shard-1")])
+    assert not any(line.startswith("draining") for line in lines)
+
+
+def test_shards_remove_prints_the_moves_then_why_the_removed_shard_still_drains(monkeypatch):
+    moves = [protocol.PartitionMove("logs", 1, "shard-2", "shard-0", 812)]
+    lines = run(monkeypatch, ["shards", "remove", "1"],
+                [shard("shard-0"), shard("shard-2", True, UPLOADING)], moves)
+    assert lines[:2] == ["logs-1: shard-2 -> shard-0 from offset 812",
+                         "removed 1 shards; 1 partitions moved their writes"]
+    assert lines[2].startswith("draining")
+    assert lines[3].split(maxsplit=1) == ["shard-2", UPLOADING]
+
+
+def test_shards_remove_prints_nothing_more_when_the_removed_shard_retired_at_once(monkeypatch):
+    lines = run(monkeypatch, ["shards", "remove", "1"], [shard("shard-0")])
+    assert lines == ["removed 1 shards; 0 partitions moved their writes"]
