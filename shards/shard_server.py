@@ -496,12 +496,17 @@ class ShardServer:
         (``Partition.remote``, no store call) holds every offset of it. With
         ``resync``, one not covered makes the uploader list the store again
         (RemoteLogManager.request_resync: a range another shard uploaded since);
-        ask again later. A partition not held here, or a shard without
-        --tier-url, covers nothing. Loop thread."""
+        ask again later. Once a listing made after the latest request is in the view,
+        offsets below the partition's log start count as covered: total retention
+        deleted them (this shard's retention counts the whole partition, the draining
+        shard's only its own range, so its log start lags). A partition not held
+        here, or a shard without --tier-url, covers nothing. Loop thread."""
         part = self._partitions.get((topic, partition))
         if part is None or self._tier is None:
             return [False] * len(intervals)
-        covered = [part.remote.covers(start, end) for start, end in intervals]
+        gone_end = part.log_start_offset if self._tier.listed_since_request(part) else 0
+        covered = [max(start, gone_end) >= end or part.remote.covers(max(start, gone_end), end)
+                   for start, end in intervals]
         if resync and not all(covered):
             self._tier.request_resync(part)
         return covered

@@ -57,7 +57,10 @@ asks (ShardServer.tiered_sealed), and then asks the partition's owner whether it
 view covers the range (ShardServer.covers_remote). The owner listed the store
 only when it began uploading, so a range uploaded since is missing from its
 view: ``request_resync`` makes its next job list the store again (at most one
-such listing per REMOTE_RESYNC_INTERVAL_S_MIN; a later request waits for it). Two events nudge the controller
+such listing per REMOTE_RESYNC_INTERVAL_S_MIN; a later request waits for it).
+Once a listing made after the latest request is in the view
+(``listed_since_request``), offsets below the partition's log start were
+deleted by total retention, not missed. Two events nudge the controller
 (``tiering_changed``, from the uploader thread, so the loop never makes a Ray
 call): a sealed partition turned wholly remote (once per partition per shard
 run), and a requested re-sync listed the store (after its view was posted, so
@@ -147,7 +150,7 @@ class _Job:
     retention_ms: int
     retention_bytes: int
     local_only_bytes: int          # local bytes above the remote end (with ``segment``'s)
-    resync: bool = False           # list the store again first (request_resync)
+    resync_request: int = 0        # list the store again first, for this request_resync (0: no)
 
 
 @dataclass
@@ -166,6 +169,8 @@ class _TierState:
     upload_errors: int = 0
     resync_wanted: bool = False    # request_resync: a job lists the store again
     next_resync_s: float = 0.0     # not before this (REMOTE_RESYNC_INTERVAL_S_MIN)
+    resync_requests: int = 0       # request_resync calls so far
+    listed_request: int = 0        # the latest of them a finished listing began after
     nudged: bool = False           # the controller was told it turned wholly remote
 
     def uploaded(self, part: Partition):
@@ -385,7 +390,18 @@ class RemoteLogManager:
         if state is None:   # not considered yet: its first job lists, and then nudges
             state = self._states[part.key] = _TierState(next(_epochs))
         state.resync_wanted = True
+        state.resync_requests += 1
         self._consider(part, time.monotonic())
+
+    def listed_since_request(self, part: Partition) -> bool:
+        """Whether ``part``'s view comes from a listing of the store that began after the
+        latest ``request_resync`` (loop thread). Then it holds every segment uploaded
+        before that request, so an offset below its log start that a draining shard
+        uploaded before it was deleted by total retention since, not missing from
+        the view (ShardServer.covers_remote)."""
+        state = self._states.get(part.key)
+        return (state is not None and state.resync_requests > 0
+                and state.listed_request == state.resync_requests)
 
     def _nudge_if_wholly_remote(self, part: Partition, state: _TierState) -> None:
         """Once per partition (per shard run): queue the controller's nudge when a
@@ -454,7 +470,8 @@ class RemoteLogManager:
             if segment is None and now_s < state.next_retention_s and not resync:
                 return
         try:
-            self._jobs.put_nowait(self._job(part, state, segment, resync))
+            self._jobs.put_nowait(self._job(part, state, segment,
+                                            state.resync_requests if resync else 0))
         except queue.Full:
             return   # the next check tries again
         state.in_flight = True
@@ -465,7 +482,7 @@ class RemoteLogManager:
             state.next_retention_s = now_s + limits.RETENTION_CHECK_INTERVAL_S
 
     def _job(self, part: Partition, state: _TierState, segment: Segment | None,
-             resync: bool = False) -> _Job:
+             resync_request: int = 0) -> _Job:
         config = part.log.config
         uploaded = state.uploaded(part)
         local_only_bytes = sum(s.size_bytes for s in part.log.segments if not uploaded(s))
@@ -476,18 +493,21 @@ class RemoteLogManager:
                                     partition=part.partition, leader_epochs=part.leader_epochs,
                                     producers=_producers_after(part, segment))
         return _Job(part.key, part.topic_id, state.epoch, part.log.directory, local,
-                    config.retention_ms, config.retention_bytes, local_only_bytes, resync)
+                    config.retention_ms, config.retention_bytes, local_only_bytes, resync_request)
 
     def _published(self, key: tuple[str, int], epoch: int, view: RemoteLogView,
-                   uploaded: bool, deleted_end: int | None, synced: bool) -> None:
+                   uploaded: bool, deleted_end: int | None, synced: bool,
+                   listed_request: int = 0) -> None:
         """The uploader changed the remote log (loop thread, posted). ``synced``: the
         view holds what the store lists (sync_with_store ran); before that it is
-        only this shard's journal's, good for reads but not for choosing uploads."""
+        only this shard's journal's, good for reads but not for choosing uploads.
+        ``listed_request``: the view is a listing made for that request_resync."""
         state, part = self._states.get(key), self._partitions.get(key)
         if state is None or part is None or state.epoch != epoch:
             return   # deleted (or deleted and created again) meanwhile
         part.remote = view
         state.synced = state.synced or synced
+        state.listed_request = max(state.listed_request, listed_request)
         state.uploads += uploaded
         # Only this shard's own upload (and total retention's deletions) move the mark,
         # never the view's end: adopted segments say nothing of the local ones below.
@@ -593,7 +613,8 @@ class RemoteLogManager:
                 "remote_log_start_offset": part.remote.log_start_offset,
                 "remote_end_offset": part.remote.end_offset,
                 "upload_lag_bytes": sum(s.size_bytes for s in waiting),
-                "upload_lag_s": max(0, now_ms - rolled[0].last_written_ms) / 1000 if rolled else 0.0,
+                "upload_lag_s": (max(0, now_ms - rolled[0].last_written_ms) / 1000
+                                 if rolled else 0.0),
                 "uploads": state.uploads, "upload_errors": state.upload_errors}
         return result
 
@@ -637,11 +658,11 @@ class RemoteLogManager:
             remote = self._remote_for(job)
             if remote is None:
                 return   # its partition was deleted: nothing to post
-            if job.resync:   # another shard uploaded since the last listing (request_resync)
+            if job.resync_request:   # another shard uploaded since the last listing
                 remote.synced = False
             if not remote.synced:
                 self._sync(job, remote)
-                if job.resync:   # after the view's post: the controller's next call sees it
+                if job.resync_request:   # after the view's post: the controller's next ask sees it
                     self._nudge(_Nudge(job.key, "re-synced"))
             if not remote.clean:
                 clean_up_unfinished(self._store, remote.metadata)
@@ -734,11 +755,13 @@ class RemoteLogManager:
                      "%d it no longer holds", self.shard_id, job.key[0], job.key[1],
                      len(found.adopted), _offsets(found.adopted), len(found.dropped))
         remote.synced = True
-        self._publish(job, remote, uploaded=False)
+        self._publish(job, remote, uploaded=False, listed_request=job.resync_request)
 
-    def _publish(self, job: _Job, remote: _Remote, *, uploaded: bool) -> None:
+    def _publish(self, job: _Job, remote: _Remote, *, uploaded: bool,
+                 listed_request: int = 0) -> None:
         view = remote.metadata.view()
-        self._post(self._published, job.key, job.epoch, view, uploaded, None, remote.synced)
+        self._post(self._published, job.key, job.epoch, view, uploaded, None, remote.synced,
+                   listed_request)
 
     def _apply_retention(self, job: _Job, remote: _Remote, uploaded_bytes: int) -> None:
         """Total retention (retention.ms/.bytes over local plus remote) on the remote log;

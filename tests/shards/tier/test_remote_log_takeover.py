@@ -17,7 +17,8 @@ from plinth.shards.tier.remote_log_manager import DELETIONS_DIR
 from plinth.shards.tier.remote_log_metadata import JOURNAL_FILE, RemoteLogMetadata
 from plinth.shards.tier.remote_segment import partition_prefix
 from plinth.shards.tier.remote_store import open_remote_store
-from plinth.shards.tier.remote_transfer import LocalSegment, list_remote_segments, upload_segment
+from plinth.shards.tier.remote_transfer import (
+    LocalSegment, delete_segment, list_remote_segments, upload_segment)
 from tests.moto_s3 import MotoS3
 from tests.shard_requests import fetch_values
 from tests.shards.tier.test_remote_log_manager import (
@@ -259,3 +260,39 @@ def test_a_resync_asked_before_the_owners_first_listing_still_nudges_the_control
         # Then its first listing covers it, and the controller hears of it
         wait_until(lambda: nudges.shards == ["shard-tier"], timeout_s=WAIT_S)
         assert a.call(a.covers_remote, "t", 0, [(0, 12)], False) == [True]
+
+
+def test_offsets_retention_deleted_count_as_covered_only_once_a_listing_made_after_the_request_shows_it(
+        tmp_path):
+    # Given an owner a of t-0 from offset 12 on, which listed the store when it began
+    # uploading it, and a draining shard b that uploaded all of [0, 12) after that
+    url = f"file://{tmp_path}/store"
+    config = tiered(local_retention_bytes=0)
+    write_log(tmp_path / "b" / "t-0", config, 12)
+    with running_shard(tmp_path / "a", url) as a:
+        a.call(lambda: a.open_partition("t", 0, config, 12, topic_id=TOPIC_ID))
+        wait_until(lambda: view_synced(a), timeout_s=WAIT_S)
+        with running_shard(tmp_path / "b", url) as b:
+            b.call(lambda: b.open_partition("t", 0, config, sealed=True, topic_id=TOPIC_ID))
+            wait_until(lambda: tiered_state(b).wholly_remote, timeout_s=WAIT_S)
+        # And total retention then deleted b's first segment from the store (the owner's
+        # retention counts the whole partition; b's log start stays 0)
+        store = open_remote_store(url)
+        metadata, _ = RemoteLogMetadata.open(tmp_path / "b" / "t-0")
+        try:
+            first = metadata.finished_segments()[0]
+            delete_segment(store, metadata, first)
+        finally:
+            metadata.close()
+        assert ranges_of(store, TOPIC_ID)[0][0] == first.end_offset > 0
+        # Then the owner, whose view predates b's uploads (its log starts at 12), does not
+        # count [0, 12) as covered: below its log start is not "deleted" until it listed
+        assert a.call(lambda: a._partitions[("t", 0)].log_start_offset) == 12
+        assert a.call(a.covers_remote, "t", 0, [(0, 12)], True) == [False]
+        # And once the listing made for that request is in its view, it does: the offsets
+        # below the store's first segment are gone, the rest it holds
+        wait_until(lambda: a.call(a.covers_remote, "t", 0, [(0, 12)], False) == [True],
+                   timeout_s=WAIT_S)
+        assert a.call(lambda: a._partitions[("t", 0)].log_start_offset) == first.end_offset
+        # And a range it does not hold stays uncovered, listing or not
+        assert a.call(a.covers_remote, "t", 0, [(0, 13)], False) == [False]
