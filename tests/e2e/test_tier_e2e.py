@@ -6,8 +6,7 @@ acknowledged record is read back from offset 0, byte for byte, most of it from o
 storage; the shards' disks stay within local retention; and that holds across a
 restart, a shard SIGKILLed while it uploads, and an S3 server that is down for 30 s.
 
-Record ``i`` of a test is ``VALUE_BYTES`` bytes: its number in 10 digits, repeated, so
-that every byte read back can be checked without keeping what was sent.
+Records name themselves (numbered_records.py), so every byte read back is checked.
 """
 
 from __future__ import annotations
@@ -21,22 +20,18 @@ from pathlib import Path
 
 import pytest
 
-from plinth import Admin, Consumer, Producer
+from plinth import Admin, Consumer
 from plinth.errors import CorruptDataError
 from plinth.shards.tier.remote_store import open_remote_store
 from plinth.shards.tier.remote_transfer import list_remote_segments
 from tests.shard_processes import shard_pids
+from tests.e2e.numbered_records import (
+    MiB, VALUE_BYTES, check_everything_reads_back, produce)
 from tests.support import topic_id_in, topic_that_moves, unique_topic, wait_until
 
-MiB = 1024 * 1024
-VALUE_BYTES = 1000
 SEGMENT_BYTES = 1 * MiB                 # the smallest segment.bytes a topic may set
 LOCAL_RETENTION_BYTES = 4 * MiB
 PARTITIONS = 2
-
-
-def value(number: int) -> bytes:
-    return b"%010d" % number * (VALUE_BYTES // 10)
 
 
 def tiered_topic(url: str, topic: str | None = None,
@@ -47,38 +42,6 @@ def tiered_topic(url: str, topic: str | None = None,
             "remote.storage.enable": "true", "segment.bytes": str(SEGMENT_BYTES),
             "local.retention.bytes": str(local_retention_bytes)})
     return topic
-
-
-def produce(url: str, topic: str, first: int, count: int) -> dict[int, tuple[int, int]]:
-    """Send records ``first`` .. ``first + count - 1`` round-robin over the partitions;
-    number -> (partition, offset) of each acknowledged one (all of them, or it raises)."""
-    with Producer(broker=url, linger_ms=5) as producer:
-        futures = [(n, producer.send(topic, value(n), partition=n % PARTITIONS))
-                   for n in range(first, first + count)]
-        producer.flush(300)
-        return {n: (future.get(0).partition, future.get(0).offset) for n, future in futures}
-
-
-def check_everything_reads_back(url: str, topic: str, acknowledged: dict) -> None:
-    """Every acknowledged record at its offset, byte for byte, read from the first of
-    them in each partition, and nothing else."""
-    expected = {where: n for n, where in acknowledged.items()}
-    seen = 0
-    with Consumer(broker=url, auto_offset_reset="earliest", consumer_timeout_ms=10_000,
-                  fetch_max_bytes=4 * MiB) as consumer:
-        consumer.assign([(topic, p) for p in range(PARTITIONS)])
-        for p in range(PARTITIONS):   # from the first expected offset: 0, or a tail's start
-            consumer.seek(topic, p, min(offset for partition, offset in expected
-                                        if partition == p))
-        for record in consumer:
-            number = expected.get((record.partition, record.offset))
-            assert number is not None, f"record at {record.partition}/{record.offset} never sent"
-            assert record.value == value(number), \
-                f"record {number} at {record.partition}/{record.offset} differs"
-            seen += 1
-            if seen == len(expected):
-                break
-    assert seen == len(expected), f"{seen} of {len(expected)} acknowledged records read"
 
 
 def file_bytes(path: Path) -> int:
@@ -142,7 +105,7 @@ def test_hundreds_of_mb_read_back_from_offset_0_through_object_storage_and_after
         "--tier-url", store_url, "--tier-cache-bytes", str(64 * MiB)))
     topic = tiered_topic(broker.url)
     # When 300 MB are produced
-    acknowledged = produce(broker.url, topic, 0, 300_000)
+    acknowledged = produce(broker.url, topic, 0, 300_000, PARTITIONS)
     # Then the disks shrink to local retention, the rest being in the store
     sizes = wait_for_local_retention(broker.data_dir, topic)
     assert sum(sizes.values()) < 300_000 * VALUE_BYTES / 10
@@ -170,7 +133,7 @@ def test_a_shard_killed_while_it_uploads_leaves_no_half_segment_and_loses_nothin
     store_url = moto_s3.url()
     broker = broker_factory(shards=1, extra_args=("--tier-url", store_url))
     topic = tiered_topic(broker.url)
-    acknowledged = produce(broker.url, topic, 0, 150_000)
+    acknowledged = produce(broker.url, topic, 0, 150_000, PARTITIONS)
     rolled = 150_000 * VALUE_BYTES // SEGMENT_BYTES - 2 * PARTITIONS   # segments, about
     pids = wait_until(lambda: shard_pids(broker.data_dir), timeout_s=60)
     topic_id = topic_id_in(broker.data_dir, topic)
@@ -182,7 +145,7 @@ def test_a_shard_killed_while_it_uploads_leaves_no_half_segment_and_loses_nothin
     assert visible < rolled, f"all {visible} segments were up before the kill"
     # Then (Ray restarts the shard) the uploads finish, every visible segment is whole,
     # and every acknowledged record reads back, with the records produced since
-    acknowledged |= produce(broker.url, topic, 150_000, 20_000)
+    acknowledged |= produce(broker.url, topic, 150_000, 20_000, PARTITIONS)
     wait_for_local_retention(broker.data_dir, topic)
     assert check_remote_segments_whole(store_url, topic, topic_id) > rolled
     # And whatever the killed upload had written is cleaned up
@@ -197,13 +160,13 @@ def test_an_s3_server_down_for_30_s_delays_uploads_but_not_produce_or_local_read
     store_url = moto_s3.url()
     broker = broker_factory(shards=1, extra_args=("--tier-url", store_url))
     topic = tiered_topic(broker.url)
-    acknowledged = produce(broker.url, topic, 0, 30_000)
+    acknowledged = produce(broker.url, topic, 0, 30_000, PARTITIONS)
     wait_for_local_retention(broker.data_dir, topic)
     # When the S3 server stops for 30 s while records are produced and read
     moto_s3.stop()
     try:
         stopped_s = time.monotonic()
-        produced = produce(broker.url, topic, 30_000, 20_000)
+        produced = produce(broker.url, topic, 30_000, 20_000, PARTITIONS)
         # Then produce is unaffected, and the tail reads back from the local disk
         acknowledged |= produced
         check_everything_reads_back(broker.url, topic, produced)
@@ -228,7 +191,7 @@ def test_a_corrupt_remote_object_gives_the_consumer_corrupt_data_naming_the_part
     store_url = f"file://{tmp_path}/tier"
     broker = broker_factory(shards=1, extra_args=("--tier-url", store_url))
     topic = tiered_topic(broker.url)
-    produce(broker.url, topic, 0, 20_000)
+    produce(broker.url, topic, 0, 20_000, PARTITIONS)
     wait_for_local_retention(broker.data_dir, topic)
     first = list_remote_segments(open_remote_store(store_url), topic,
                                  topic_id_in(broker.data_dir, topic), 0)[0]
@@ -257,14 +220,14 @@ def test_a_tiered_range_left_on_an_old_shard_keeps_its_records_once_its_local_co
     broker = broker_factory(shards=1, extra_args=("--tier-url", store_url))
     topic = tiered_topic(broker.url, topic_that_moves(PARTITIONS, ["shard-0"],
                                                       ["shard-0", "shard-1"]), 0)
-    acknowledged = produce(broker.url, topic, 0, 10_000)
+    acknowledged = produce(broker.url, topic, 0, 10_000, PARTITIONS)
     # When a shard is added (a moved partition's writes go there; its sealed range stays
     # on shard-0), more is produced, and shard-0's copy of the moved range is uploaded
     # and dropped locally by local retention
     with Admin(broker=broker.url) as admin:
         moved = [p for t, p, _, _, _ in admin.add_shards(1) if t == topic]
     assert moved
-    acknowledged |= produce(broker.url, topic, 10_000, 4_000)
+    acknowledged |= produce(broker.url, topic, 10_000, 4_000, PARTITIONS)
     old_copy = broker.data_dir / "shards" / "shard-0" / f"{topic}-{moved[0]}"
     wait_until(lambda: sum(file_bytes(f) for f in old_copy.glob("*.log")) == 0,
                timeout_s=120, explain=lambda: sorted(f.name for f in old_copy.glob("*.log")))

@@ -5,58 +5,22 @@ read them from the store: from offset 0, by a consumer group resuming at its com
 after a restart. A real ``plinth serve --tier-url file://...``, real shard processes,
 the official clients.
 
-Record ``i`` is ``VALUE_BYTES`` bytes: its number in 10 digits, repeated, so that every
-byte read back can be checked without keeping what was sent.
+Records name themselves (numbered_records.py), so every byte read back is checked.
 """
 
 from __future__ import annotations
 
 import json
 
-from plinth import Admin, Consumer, Producer
+from plinth import Admin, Consumer
+from tests.e2e.numbered_records import (
+    MiB, check_everything_reads_back, produce)
 from tests.support import topic_that_moves, unique_topic, wait_until
 
-MiB = 1024 * 1024
-VALUE_BYTES = 1000
 SEGMENT_BYTES = 1 * MiB                 # the smallest segment.bytes a topic may set
 PARTITIONS = 4
 TWO, THREE = ["shard-0", "shard-1"], ["shard-0", "shard-1", "shard-2"]
 RETIRE_WAIT_S = 90
-
-
-def value(number: int) -> bytes:
-    return b"%010d" % number * (VALUE_BYTES // 10)
-
-
-def produce(url: str, topic: str, first: int, count: int) -> dict[int, tuple[int, int]]:
-    """Send records ``first`` .. ``first + count - 1`` round-robin over the partitions;
-    number -> (partition, offset) of each acknowledged one (all of them, or it raises)."""
-    with Producer(broker=url, linger_ms=5) as producer:
-        futures = [(n, producer.send(topic, value(n), partition=n % PARTITIONS))
-                   for n in range(first, first + count)]
-        producer.flush(300)
-        return {n: (future.get(0).partition, future.get(0).offset) for n, future in futures}
-
-
-def check_everything_reads_back(url: str, topic: str, acknowledged: dict) -> None:
-    """Every acknowledged record at its offset, byte for byte, from offset 0 of each
-    partition, and nothing else."""
-    expected = {where: n for n, where in acknowledged.items()}
-    seen = 0
-    with Consumer(broker=url, auto_offset_reset="earliest", consumer_timeout_ms=10_000,
-                  fetch_max_bytes=4 * MiB) as consumer:
-        consumer.assign([(topic, p) for p in range(PARTITIONS)])
-        for p in range(PARTITIONS):
-            consumer.seek(topic, p, 0)
-        for record in consumer:
-            number = expected.get((record.partition, record.offset))
-            assert number is not None, f"record at {record.partition}/{record.offset} never sent"
-            assert record.value == value(number), \
-                f"record {number} at {record.partition}/{record.offset} differs"
-            seen += 1
-            if seen == len(expected):
-                break
-    assert seen == len(expected), f"{seen} of {len(expected)} acknowledged records read"
 
 
 def consume_with_group(url: str, topic: str, group: str, count: int) -> list:
@@ -91,9 +55,9 @@ def test_shards_remove_retires_once_tiered_and_reads_go_through_the_others(
         moved = {p for t, p, *_ in admin.add_shards(1) if t == topic}
     assert moved
     # And about 5 MB on it, half of which the group read and committed
-    acknowledged = produce(broker.url, topic, 0, 2_500)
+    acknowledged = produce(broker.url, topic, 0, 2_500, PARTITIONS)
     assert len(consume_with_group(broker.url, topic, group, 2_500)) == 2_500
-    acknowledged |= produce(broker.url, topic, 2_500, 2_500)
+    acknowledged |= produce(broker.url, topic, 2_500, 2_500, PARTITIONS)
     # When the added shard is removed
     with Admin(broker=broker.url) as admin:
         removed = {p for t, p, src, *_ in admin.remove_shards(1) if t == topic}

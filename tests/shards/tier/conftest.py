@@ -34,3 +34,21 @@ def tier_url(request, tmp_path):
     if request.param == "file":
         return f"file://{tmp_path}/store"
     return request.getfixturevalue("s3_url")
+
+
+@pytest.fixture
+def stopped_moto(monkeypatch):
+    """(a MotoS3 server of this test's own, stopped, its environment set for the test;
+    the ``s3://`` URL of a bucket on it): a store that is down until the test calls
+    ``start()``. Stopped again at the end."""
+    from tests.moto_s3 import MotoS3
+
+    moto = MotoS3().start()
+    try:
+        for key, value in moto.env.items():
+            monkeypatch.setenv(key, value)
+        url = moto.url()
+    finally:
+        moto.stop()
+    yield moto, url
+    moto.stop()

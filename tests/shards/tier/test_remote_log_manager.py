@@ -232,36 +232,29 @@ def test_a_segment_never_uploaded_is_never_deleted_even_past_total_retention(tmp
 # --- Object storage unavailable ---------------------------------------------------------------
 
 def test_with_the_store_down_produce_works_nothing_is_deleted_and_the_backlog_uploads_after(
-        tmp_path, monkeypatch):
+        tmp_path, stopped_moto):
     # Given a shard uploading to an S3 server that is down
-    moto = MotoS3().start()
-    try:
-        for key, value in moto.env.items():
-            monkeypatch.setenv(key, value)
-        url = moto.url()
-        moto.stop()
-        config = tiered(local_retention_bytes=0)
-        with running_shard(tmp_path / "shard", url, config) as server:
-            # When records are produced while it is down
-            values = produce_values(server, 16)
-            wait_until(lambda: tier_stats(server).get("upload_errors", 0) >= 1,
-                       timeout_s=WAIT_S)
-            # Then the produces were taken, the tail reads, and nothing was deleted locally
-            segments = local_segments(server)
-            assert segments[0][0] == 0 and segments[-1][1] == len(values)
-            assert fetch_values(server.address, "t", 0, 0)[0] == values[0]
-            # When the server comes back
-            moto.start()
-            store = open_remote_store(url)
-            # Then the backlog uploads and local retention follows
-            rolled_end = segments[-2][1]
-            wait_until(lambda: uploaded_up_to(store, rolled_end), timeout_s=WAIT_S,
-                       explain=lambda: f"remote {remote_ranges(store)} {tier_stats(server)}")
-            wait_until(lambda: local_segments(server)[0][0] > 0, timeout_s=WAIT_S)
-            assert remote_ranges(store)[0][0] == 0
-            assert orphans(store) == set()
-    finally:
-        moto.stop()
+    moto, url = stopped_moto
+    config = tiered(local_retention_bytes=0)
+    with running_shard(tmp_path / "shard", url, config) as server:
+        # When records are produced while it is down
+        values = produce_values(server, 16)
+        wait_until(lambda: tier_stats(server).get("upload_errors", 0) >= 1,
+                   timeout_s=WAIT_S)
+        # Then the produces were taken, the tail reads, and nothing was deleted locally
+        segments = local_segments(server)
+        assert segments[0][0] == 0 and segments[-1][1] == len(values)
+        assert fetch_values(server.address, "t", 0, 0)[0] == values[0]
+        # When the server comes back
+        moto.start()
+        store = open_remote_store(url)
+        # Then the backlog uploads and local retention follows
+        rolled_end = segments[-2][1]
+        wait_until(lambda: uploaded_up_to(store, rolled_end), timeout_s=WAIT_S,
+                   explain=lambda: f"remote {remote_ranges(store)} {tier_stats(server)}")
+        wait_until(lambda: local_segments(server)[0][0] > 0, timeout_s=WAIT_S)
+        assert remote_ranges(store)[0][0] == 0
+        assert orphans(store) == set()
 
 
 def test_a_sealed_partitions_last_segment_is_uploaded_too(tmp_path):
@@ -284,47 +277,40 @@ def test_a_sealed_partitions_last_segment_is_uploaded_too(tmp_path):
 # --- A sealed partition wholly in object storage (a draining shard's range) -----------------
 
 def test_a_sealed_partition_is_wholly_remote_only_after_its_last_segment_uploads(
-        tmp_path, monkeypatch):
+        tmp_path, stopped_moto):
     # Given a tiered partition t-0 whose last segment holds records, an untiered u-0,
     # and a store that is down
-    moto = MotoS3().start()
-    try:
-        for key, value in moto.env.items():
-            monkeypatch.setenv(key, value)
-        url = moto.url()
-        moto.stop()
-        nudges = Nudges()
-        with running_shard(tmp_path / "shard", url, tiered(local_retention_bytes=0),
-                           controller=nudges) as server:
-            server.call(lambda: server.open_partition("u", 0, LogConfig(
-                segment_bytes_max=SEGMENT_BYTES), topic_id=TOPIC_ID))
-            values = produce_values(server, 10)
-            produce(server.address, "u", 0, [b"u"])
-            # While it takes writes, it is not wholly remote
-            assert tiered_state(server) == TieredState(PartitionId("t", 0), False, 0, 10)
-            # When both are sealed while the store is down
-            server.call(server.seal_partition, "t", 0)
-            server.call(server.seal_partition, "u", 0)
-            wait_until(lambda: tier_stats(server).get("upload_errors", 0) >= 1,
-                       timeout_s=WAIT_S)
-            # Then t-0 is not wholly remote (its uploads wait), and nobody is nudged
-            assert not tiered_state(server).wholly_remote and nudges.shards == []
-            # When the store is back
-            moto.start()
-            store = open_remote_store(url)
-            # Then once every record is in the store, the last segment's too, it is,
-            # from its log start 0 to its end, and the controller is nudged once
-            wait_until(lambda: tiered_state(server).wholly_remote, timeout_s=WAIT_S,
-                       explain=lambda: f"remote {remote_ranges(store)}, local "
-                                       f"{local_segments(server)}, {tier_stats(server)}")
-            assert remote_ranges(store)[0][0] == 0 and uploaded_up_to(store, len(values))
-            assert tiered_state(server) == TieredState(PartitionId("t", 0), True, 0, 10)
-            wait_until(lambda: nudges.shards, timeout_s=WAIT_S)
-            assert nudges.shards == ["shard-tier"]
-            # And the untiered sealed partition never is
-            assert tiered_state(server, "u") == TieredState(PartitionId("u", 0), False, 0, 1)
-    finally:
-        moto.stop()
+    moto, url = stopped_moto
+    nudges = Nudges()
+    with running_shard(tmp_path / "shard", url, tiered(local_retention_bytes=0),
+                       controller=nudges) as server:
+        server.call(lambda: server.open_partition("u", 0, LogConfig(
+            segment_bytes_max=SEGMENT_BYTES), topic_id=TOPIC_ID))
+        values = produce_values(server, 10)
+        produce(server.address, "u", 0, [b"u"])
+        # While it takes writes, it is not wholly remote
+        assert tiered_state(server) == TieredState(PartitionId("t", 0), False, 0, 10)
+        # When both are sealed while the store is down
+        server.call(server.seal_partition, "t", 0)
+        server.call(server.seal_partition, "u", 0)
+        wait_until(lambda: tier_stats(server).get("upload_errors", 0) >= 1,
+                   timeout_s=WAIT_S)
+        # Then t-0 is not wholly remote (its uploads wait), and nobody is nudged
+        assert not tiered_state(server).wholly_remote and nudges.shards == []
+        # When the store is back
+        moto.start()
+        store = open_remote_store(url)
+        # Then once every record is in the store, the last segment's too, it is,
+        # from its log start 0 to its end, and the controller is nudged once
+        wait_until(lambda: tiered_state(server).wholly_remote, timeout_s=WAIT_S,
+                   explain=lambda: f"remote {remote_ranges(store)}, local "
+                                   f"{local_segments(server)}, {tier_stats(server)}")
+        assert remote_ranges(store)[0][0] == 0 and uploaded_up_to(store, len(values))
+        assert tiered_state(server) == TieredState(PartitionId("t", 0), True, 0, 10)
+        wait_until(lambda: nudges.shards, timeout_s=WAIT_S)
+        assert nudges.shards == ["shard-tier"]
+        # And the untiered sealed partition never is
+        assert tiered_state(server, "u") == TieredState(PartitionId("u", 0), False, 0, 1)
 
 
 def test_a_sealed_partition_whose_topic_is_tiered_later_uploads_its_last_segment_too(tmp_path):
