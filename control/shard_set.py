@@ -17,6 +17,7 @@ share one).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TypeVar
@@ -25,7 +26,7 @@ from plinth import limits
 from plinth.cluster_keys import ClusterKeys
 from plinth.control import placement
 from plinth.control.nodes import Node
-from plinth.errors import BrokerError, RequestTimedOutError
+from plinth.errors import BrokerError, RequestTimedOutError, ShardRestartingError
 from plinth.shards.shard_handle import (PendingCall, ShardHandle, ShardOptions, TierOptions,
                                        wait_all, wait_all_or_raise)
 
@@ -91,7 +92,10 @@ class ShardSet:
         the node dies, Ray restarts the shard only when that node returns. A shard new
         to the broker is pinned here, to the alive node with the fewest shards, and
         its pin added to ``pins`` (the caller saves it). A shard actor still running
-        (``find_shard``) is adopted if it serves this broker's directory for it.
+        (``find_shard``) is adopted if it serves this broker's directory for it, or if
+        Ray is restarting it (``_adoptable``); so is one whose name stays taken when a
+        new actor would start (``_start_or_adopt``). A call Ray answers "restarting"
+        is asked again within the wait (``_ask_while_restarting``).
         """
         new_ids = [s for s in shard_ids if s not in self._handles]   # not: a draining
         adopted = self._adoptable(new_ids)                           # one taking writes again
@@ -103,12 +107,9 @@ class ShardSet:
                 self._handles[shard_id] = adopted[shard_id]
                 self.adopted.add(shard_id)
                 continue
-            self._handles[shard_id] = self._start_shard(ShardOptions(
-                shard_id, str(self.directory(shard_id)), self._fsync_policy,
-                self._fsync_interval_ms, pins[shard_id], self._cluster_keys,
-                self._direct_clients, self._tier))
-        outcomes = wait_all({s: self._handles[s].address() for s in shard_ids},
-                            limits.SHARD_START_WAIT_S)
+            self._handles[shard_id] = self._start_or_adopt(shard_id, pins[shard_id])
+        outcomes = self._ask_while_restarting({s: self._handles[s].address for s in shard_ids},
+                                              limits.SHARD_START_WAIT_S)
         for shard_id, outcome in outcomes.items():
             if isinstance(outcome, BrokerError):
                 log.warning("%s; its partitions are unavailable", outcome)
@@ -134,14 +135,16 @@ class ShardSet:
         same Ray namespace) is ended, to be created anew. One that does not answer
         within SHARD_START_WAIT_S (being restarted, its node down) is adopted: its
         name is in this broker's namespace, and a shard that serves another directory
-        never gets past its first answer."""
+        never gets past its first answer. So is one Ray still reports restarting then
+        (ShardRestartingError): it holds its name, so no new actor could start."""
         found = {s: handle for s in shard_ids if (handle := self._find_shard(s)) is not None}
-        outcomes = wait_all({s: handle.data_dir() for s, handle in found.items()},
-                            limits.SHARD_START_WAIT_S)
+        outcomes = self._ask_while_restarting({s: handle.data_dir for s, handle in found.items()},
+                                              limits.SHARD_START_WAIT_S)
         adopted = {}
         for shard_id, outcome in outcomes.items():
             expected = str(self.directory(shard_id).resolve())
-            if outcome == expected or isinstance(outcome, RequestTimedOutError):
+            if outcome == expected or isinstance(outcome, (RequestTimedOutError,
+                                                           ShardRestartingError)):
                 log.info("%s: adopted its running actor (%s)", shard_id,
                          "it serves " + expected if outcome == expected else outcome)
                 adopted[shard_id] = found[shard_id]
@@ -153,6 +156,47 @@ class ShardSet:
                             shard_id, outcome, expected)
                 found[shard_id].kill()
         return adopted
+
+    def _start_or_adopt(self, shard_id: str, pin: str) -> ShardHandle:
+        """A new actor for ``shard_id``; or, if its name stays taken (``start_shard``'s
+        ValueError once SHARD_NAME_WAIT_S ran out: an actor of that name runs after all,
+        e.g. one Ray restarted after a call to it failed as if it were dead), that actor,
+        adopted. Without a handle the controller would never call, route to or elect
+        the shard again, and raising would leave the shards after it without one too."""
+        try:
+            return self._start_shard(ShardOptions(
+                shard_id, str(self.directory(shard_id)), self._fsync_policy,
+                self._fsync_interval_ms, pin, self._cluster_keys, self._direct_clients,
+                self._tier))
+        except ValueError as exc:
+            running = self._find_shard(shard_id)
+            if running is None:
+                raise
+            log.warning("%s: no new actor could start (%s); adopting the running one",
+                        shard_id, exc)
+            self.adopted.add(shard_id)
+            return running
+
+    def _ask_while_restarting(self, calls: dict[str, Callable[[], PendingCall[T]]],
+                              timeout_s: float) -> dict[str, T | BrokerError]:
+        """Each shard's outcome of its call (``calls[shard_id]()`` starts it), as
+        ``wait_all`` gives them within ``timeout_s`` for all; but a call that met an
+        actor Ray is restarting (ShardRestartingError, which comes at once) is started
+        again every SHARD_RESTARTING_RETRY_INTERVAL_S until it is answered otherwise or
+        ``timeout_s`` has passed (its outcome is then that error)."""
+        deadline_s = time.monotonic() + timeout_s
+        outcomes: dict[str, T | BrokerError] = {}
+        pending = dict(calls)
+        while True:
+            answered = wait_all({s: call() for s, call in pending.items()},
+                                max(0.0, deadline_s - time.monotonic()))
+            outcomes.update(answered)
+            pending = {s: pending[s] for s, outcome in answered.items()
+                       if isinstance(outcome, ShardRestartingError)}
+            retry_s = limits.SHARD_RESTARTING_RETRY_INTERVAL_S
+            if not pending or time.monotonic() + retry_s > deadline_s:
+                return outcomes
+            time.sleep(retry_s)   # Ray answers a restarting actor's calls at once: pace them
 
     def started(self, shard_id: str, address: str, direct_address: str = "") -> None:
         """A shard actor (re)started and listens at ``address``, and for clients at

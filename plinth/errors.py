@@ -24,8 +24,10 @@ the environment causes and is expected, handled and reported.
     │   │       └── RemoteObjectExistsError   a conditional put found the object
     │   ├── CorruptDataError        corruptData
     │   ├── UnavailableError        unavailable
-    │   │   └── RemoteStorageUnavailableError  unavailable: object storage down,
-    │   │                           timed out or 5xx; retriable
+    │   │   ├── RemoteStorageUnavailableError  unavailable: object storage down,
+    │   │   │                       timed out or 5xx; retriable
+    │   │   └── ShardRestartingError  unavailable: a shard actor Ray is restarting
+    │   │                           (it keeps its name: adopt it, start no other)
     │   ├── RequestTimedOutError    requestTimedOut
     │   ├── InternalError           internalError
     │   ├── TooManyRequestsError    tooManyRequests
@@ -148,6 +150,14 @@ class RemoteStorageUnavailableError(UnavailableError):
     """Object storage did not answer in time, could not be reached, or answered
     5xx (after the store's own bounded retries). Transient: a client retries it as
     any "unavailable"; a shard's upload retries with backoff."""
+
+
+class ShardRestartingError(UnavailableError):
+    """Ray reports a shard actor temporarily unavailable (ActorUnavailableError): its
+    process died and Ray is restarting it, or it cannot be reached for now. The actor
+    still holds its name, so a controller that finds it by name adopts it: another
+    actor of that name cannot start (control/shard_set.py). Transient, as any
+    "unavailable"."""
 
 
 class RequestTimedOutError(BrokerError):

@@ -138,6 +138,10 @@ CONTROLLER_QUERY_THREADS = 4
 # How long the controller waits for shards at start before serving without
 # the missing ones (their node is down; they join when it returns).
 SHARD_START_WAIT_S = 30.0
+# Within that wait, a call to a shard actor Ray reports restarting (its process died:
+# ActorUnavailableError, at once) is asked again this often, until the actor answers
+# or the wait ends: a controller must neither judge it gone nor miss its address.
+SHARD_RESTARTING_RETRY_INTERVAL_S = 0.2
 # How often a router asks the controller for the routing table, to pick up
 # restarted shards' new addresses.
 ROUTING_REFRESH_INTERVAL_S = 1.0
@@ -780,6 +784,8 @@ def _relations() -> list[tuple[str, bool]]:
         ("the multi-node default replication factor is allowed",
          1 <= REPLICATION_FACTOR_DEFAULT_MULTI_NODE <= REPLICATION_FACTOR_MAX),
         ("a shard's name is retried several times", 0 < 5 * SHARD_NAME_RETRY_INTERVAL_S <= SHARD_NAME_WAIT_S),
+        ("a restarting shard is asked again several times at start",
+         0 < 5 * SHARD_RESTARTING_RETRY_INTERVAL_S <= SHARD_START_WAIT_S),
         ("Ray restarts the controller at least once", CONTROLLER_RESTARTS_MAX >= 1),
         ("a replicated commit is answered before the client's request times out", GROUP_REPLY_WAIT_MS_MAX < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT),
         ("a lost slot leadership is noticed well within a heartbeat interval", GROUP_SLOTS_CHECK_INTERVAL_MS <= HEARTBEAT_INTERVAL_MS_MIN),

@@ -12,8 +12,9 @@ bound (``PendingCall.result(timeout_s)``), or many are waited for together,
 with one bound for all, by ``wait_all`` (every outcome) or ``wait_all_or_raise``
 (every result, or the first error). A call fails one way, with a BrokerError:
 one the shard raised is re-raised as it is; no answer in time is
-RequestTimedOutError; a dead or restarting actor is UnavailableError; anything
-else is InternalError. Each message names the shard and the call.
+RequestTimedOutError; a dead actor is UnavailableError (ShardRestartingError
+when Ray says it is only unavailable for now: restarting); anything else is
+InternalError. Each message names the shard and the call.
 
 Used by the controller actor's thread (any thread may, handles are shareable).
 """
@@ -29,7 +30,8 @@ from typing import Generic, TypeVar
 
 from plinth import limits, protocol
 from plinth.cluster_keys import ClusterKeys
-from plinth.errors import BrokerError, InternalError, RequestTimedOutError, UnavailableError
+from plinth.errors import (BrokerError, InternalError, RequestTimedOutError, ShardRestartingError,
+                           UnavailableError)
 from plinth.shards.actor import ShardActor
 from plinth.shards.shard_calls import (OPENED_CREATED_EMPTY, OPENED_NEEDS_REPAIR,
                                        OPENED_RECOVERED_WHOLE, ControllerAnnouncements,
@@ -106,6 +108,10 @@ class PendingCall(Generic[T]):
             error = getattr(error, "cause", None) or error
         if isinstance(error, BrokerError):
             return error
+        if isinstance(error, ray.exceptions.ActorUnavailableError):   # before its base class
+            return ShardRestartingError(f"{self.shard_id} is restarting or unreachable for "
+                                        f"now; {self.method} may or may not have run "
+                                        f"({type(error).__name__})")
         if isinstance(error, ray.exceptions.RayActorError):
             return UnavailableError(f"{self.shard_id} is down or restarting; {self.method} "
                                     f"did not run ({type(error).__name__})")

@@ -1,5 +1,6 @@
 """A controller that replaces one whose process died (Ray restarted it) recovers by itself:
-it adopts the shard actors still running, fences the dead one with a new controller
+it adopts the shard actors still running (one Ray reports restarting too, and one whose
+name stays taken when it would start another), fences the dead one with a new controller
 epoch, gives a new leader epoch where a leader waits for one, and a shard of another
 data directory is never adopted; shutdown ends every shard actor. Without Ray: real
 shard actors reached in process (broker_without_ray.py), which outlive the controller
@@ -11,6 +12,7 @@ import logging
 from pathlib import Path
 
 import pytest
+import ray.exceptions
 
 from plinth.control.controller import Controller
 from plinth.errors import UnavailableError
@@ -21,10 +23,11 @@ from tests.in_process_shards import ONE_NODE, InProcessShards
 ON_ONE_NODE = {"allow_replicas_on_one_node": True}
 
 
-def restart_controller(broker: Broker) -> Controller:
+def restart_controller(broker: Broker, start_shard=None) -> Controller:
     """What Ray does after the controller's process died: a new instance on the same data
     dir, told it was restarted; the shards (still running) now announce to it."""
-    broker.controller = Controller(str(broker.data_dir), 3, start_shard=broker.shards.start_shard,
+    broker.controller = Controller(str(broker.data_dir), 3,
+                                   start_shard=start_shard or broker.shards.start_shard,
                                    find_shard=broker.shards.find_shard, nodes=lambda: ONE_NODE,
                                    restarted=lambda: True, **ON_ONE_NODE)
     broker.shards.announce_to = broker.controller
@@ -63,6 +66,59 @@ def test_a_restarted_controller_adopts_the_running_shards_and_fences_with_a_new_
         assert broker.produce("orders", 0, [b"c"], acks=-1) == 2
         info = controller.describe_topic("orders").partition_info[0]
         assert (info.end_offset, info.high_watermark) == (3, 3)
+    finally:
+        broker.shards.stop_all()
+
+
+def names_taken_as_on_ray(shards: InProcessShards, tried: list[str]):
+    """A ``start_shard`` that refuses a name a running actor holds, as Ray does
+    (ShardHandle.create raises ValueError once SHARD_NAME_WAIT_S ran out); each shard
+    it is asked to start is added to ``tried``."""
+    def start_shard(options: ShardOptions):
+        tried.append(options.shard_id)
+        if shards.find_shard(options.shard_id) is not None:
+            raise ValueError(f"The name plinth-shard:{options.shard_id} is already taken")
+        return shards.start_shard(options)
+    return start_shard
+
+
+def assert_every_shard_adopted_and_told(broker: Broker, controller: Controller, actors: dict,
+                                        epoch: int) -> None:
+    """Every shard has its running actor and serves, and got its records of ``epoch``."""
+    assert {s: h.actor for s, h in broker.shards.handles.items()} == actors
+    assert controller.start_report().not_serving == {}
+    assert sorted(controller.routing().shard_addresses) == THREE
+    assert sorted(controller.shard_stats()) == THREE
+    for shard_id in THREE:
+        records = [spec.leadership for spec in broker.manifest(shard_id).partitions.values()]
+        assert records and {r.controller_epoch for r in records} == {epoch}
+
+
+@pytest.mark.parametrize("error, tried", [
+    (ray.exceptions.ActorUnavailableError("The actor is restarting.", None), []),
+    (ray.exceptions.ActorDiedError(), ["shard-1"])],
+    ids=["unavailable while ray restarts it", "died before ray restarted it"])
+def test_a_restarted_controller_adopts_a_shard_whose_first_call_fails_and_every_shard_after_it(
+        tmp_path, error, tried):
+    # Given a factor-3 topic, and shard-1 (its process just killed) restarting: the new
+    # controller's first call to it fails as Ray reports it, and its name stays taken
+    broker = a_broker_with_a_factor_3_topic(tmp_path)
+    try:
+        actors = {s: h.actor for s, h in broker.shards.handles.items()}
+        epoch = broker.metadata_on_disk().controller_epoch
+        broker.shards.handles["shard-1"].fail_next("data_dir", error)
+        # When the controller's process dies and Ray starts it again
+        started: list[str] = []
+        controller = restart_controller(broker, names_taken_as_on_ray(broker.shards, started))
+        # Then it adopted shard-1 and shard-2 too (it used to start shard-1 anew, which Ray
+        # refused, and its recovery ended there: it never called shard-1 or shard-2 again)
+        assert_every_shard_adopted_and_told(broker, controller, actors, epoch + 1)
+        # And it tried a new actor only for the one Ray said had died (on Ray, a taken
+        # name is refused only after SHARD_NAME_WAIT_S, while no election runs)
+        assert started == tried
+        # And a leader check keeps every leader (all three answer), and acks="all" works
+        assert controller.check_leaders() == []
+        assert broker.produce("orders", 0, [b"c"], acks=-1) == 2
     finally:
         broker.shards.stop_all()
 

@@ -1,5 +1,6 @@
 """ShardSet: shards pinned to the least loaded alive node, addresses as the shards announce
-them; through the controller, on real shard actors reached in process."""
+them (or as a restarting one answers once Ray has it back); through the controller, on
+real shard actors reached in process."""
 
 from __future__ import annotations
 
@@ -53,5 +54,21 @@ def test_a_shard_that_fails_to_start_is_reported_not_serving_with_why_until_it_a
         broker.shards.handles["shard-1"].restart()
         report = broker.controller.start_report()
         assert report.not_serving == {} and sorted(report.addresses) == ["shard-0", "shard-1"]
+    finally:
+        broker.shards.stop_all()
+
+
+def test_a_shard_ray_reports_restarting_at_start_is_asked_again_and_serves(tmp_path):
+    # Given a broker whose shard-1 is restarting when the controller first asks its
+    # address (Ray answers that call with ActorUnavailableError, at once)
+    broker = Broker(tmp_path / "data", 2, ONE_NODE)
+    broker.shards.when_started("shard-1", lambda handle: handle.fail_next(
+        "address", ray.exceptions.ActorUnavailableError("The actor is restarting.", None)))
+    try:
+        # When the controller starts its shards
+        report = broker.controller.start()
+        # Then it asked again, and both shards serve, shard-1 at the address it answered
+        assert report.not_serving == {} and sorted(report.addresses) == ["shard-0", "shard-1"]
+        assert report.addresses["shard-1"] == broker.shards.handles["shard-1"].actor.address()
     finally:
         broker.shards.stop_all()

@@ -11,8 +11,8 @@ import pytest
 import ray.exceptions
 
 from plinth import limits
-from plinth.errors import (InternalError, RequestTimedOutError, UnavailableError,
-                           UnknownTopicError)
+from plinth.errors import (InternalError, RequestTimedOutError, ShardRestartingError,
+                           UnavailableError, UnknownTopicError)
 from plinth.shards.shard_handle import (OPENED_CREATED_EMPTY, PartitionId, PartitionSpec,
                                         PendingCall, SealedPartition, ShardOptions, TieredState,
                                         TierOptions, wait_all, wait_all_or_raise)
@@ -108,6 +108,21 @@ def test_a_dead_actor_is_unavailable_naming_the_shard_and_the_call(handle):
     # When it is called, Then the error says which shard did not run which call
     with pytest.raises(UnavailableError, match="shard-0 is down or restarting; group_names"):
         handle.group_names().result()
+
+
+def test_an_actor_ray_is_restarting_is_shard_restarting_and_a_dead_one_is_only_unavailable():
+    # Given the errors Ray reports for an actor restarting and for one that died
+    restarting = PendingCall("shard-1", "data_dir", answered(
+        error=ray.exceptions.ActorUnavailableError("The actor is restarting.", None)))
+    died = PendingCall("shard-1", "data_dir", answered(error=ray.exceptions.ActorDiedError()))
+    # Then the first is ShardRestartingError (an unavailable error, retriable as any),
+    # naming the shard and the call; the second is not
+    with pytest.raises(ShardRestartingError, match="shard-1 is restarting or unreachable for "
+                                                   "now; data_dir may or may not have run"):
+        restarting.result()
+    with pytest.raises(UnavailableError) as raised:
+        died.result()
+    assert not isinstance(raised.value, ShardRestartingError)
 
 
 def test_an_unexpected_failure_is_an_internal_error_naming_the_shard_and_the_call():
