@@ -173,7 +173,15 @@ def reads_from_moto(args, work_dir: Path, hot_mb_s: float) -> str:
 
 
 def local_log_bytes(data_dir: Path) -> int:
-    return sum(path.stat().st_size for path in data_dir.glob("shards/*/*/*.log"))
+    """The shards' local .log bytes; a segment retention deletes between the listing
+    and its stat counts 0 (the broker runs while this samples it)."""
+    total = 0
+    for path in data_dir.glob("shards/*/*/*.log"):
+        try:
+            total += path.stat().st_size
+        except FileNotFoundError:
+            pass
+    return total
 
 
 def run_soak(args, work_dir: Path) -> None:
