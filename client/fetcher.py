@@ -43,7 +43,8 @@ from plinth import limits, protocol
 from plinth.client.connection import Connection
 from plinth.errors import TRANSIENT_ERRORS, OffsetOutOfRangeError
 from plinth.format.log_entry import iter_entries
-from plinth.format.record_batch import ConsumerRecord, decode_records
+from plinth.format import batch_formats
+from plinth.format.record_batch import ConsumerRecord
 
 log = logging.getLogger(__name__)
 
@@ -259,8 +260,8 @@ class Fetcher:
         gc.disable()
         try:
             for header, batch in iter_entries(data, verify_crc=True):
-                records = decode_records(tp.topic, tp.partition, header.base_offset, batch,
-                                         offset_min=state.fetch_offset)
+                records = batch_formats.decode(header.attributes, tp.topic, tp.partition,
+                                               header.base_offset, batch, state.fetch_offset)
                 state.records.append_batch(self._deserialize(records))
                 state.fetch_offset = max(state.fetch_offset,
                                          header.base_offset + header.record_count)

@@ -1,4 +1,4 @@
-"""The log entry frame: a 48-byte LogEntryHeader followed by one RecordBatch.
+"""The log entry frame: a 48-byte LogEntryHeader followed by one record batch.
 
 Any process may import this module: the shard writes entries with it and a
 consumer walks a fetch payload (a run of segment bytes) with ``iter_entries``.
@@ -15,14 +15,27 @@ little-endian:
         32    4  batch_bytes       UInt32  size of the RecordBatch that follows
         36    4  record_count      UInt32  records in the batch
         40    4  crc               UInt32  CRC-32C, see below
-        44    4  attributes        UInt32  reserved, 0
+        44    4  attributes        UInt32  the batch's format, see below
 
-    [header: 48 bytes][RecordBatch: batch_bytes bytes][next header]...
+    [header: 48 bytes][batch: batch_bytes bytes][next header]...
+
+attributes names the format of the batch that follows, and nothing else:
+
+    0  BATCH_FORMAT_PLINTH     a Plinth RecordBatch (schemas/record_batch.capnp)
+    2  BATCH_FORMAT_KAFKA_V2   a Kafka RecordBatch v2 (format/kafka_batch.py), stored as
+                               its producer sent it but for its baseOffset and
+                               partitionLeaderEpoch, which the shard sets; 2 is
+                               Kafka's magic byte for that format
+
+Any other value is corruption.
 
 crc is CRC-32C (Castagnoli) over header bytes 16..40 (base_offset,
-max_timestamp_ms, batch_bytes, record_count) followed by the batch bytes. The
-storage layer never parses the RecordBatch; the CRC is what tells a torn or
-flipped entry from a good one.
+max_timestamp_ms, batch_bytes, record_count), then, when attributes is not 0,
+header bytes 44..48 (attributes), then the batch bytes. So an entry written
+before attributes meant anything keeps its CRC, and a flipped attributes
+field fails the CRC like any other flipped byte. The storage layer never
+parses the batch; the CRC is what tells a torn or flipped entry from a good
+one.
 """
 
 from __future__ import annotations
@@ -57,7 +70,12 @@ SEGMENT_WORDS = 5
 ROOT_POINTER = 0x0000000400000000
 MAGIC_BYTES = struct.pack("<IIQ", SEGMENT_COUNT_MINUS_ONE, SEGMENT_WORDS, ROOT_POINTER)
 MAGIC_BYTES_LEN = 16
-ATTRIBUTES_NONE = 0
+BATCH_FORMAT_PLINTH = 0
+BATCH_FORMAT_KAFKA_V2 = 2
+BATCH_FORMATS = (BATCH_FORMAT_PLINTH, BATCH_FORMAT_KAFKA_V2)
+BATCH_FORMAT_NAMES = {BATCH_FORMAT_PLINTH: "plinth", BATCH_FORMAT_KAFKA_V2: "kafka-v2"}
+ATTRIBUTES_NONE = BATCH_FORMAT_PLINTH
+_ATTRIBUTES = struct.Struct("<I")
 
 # The struct formats must mirror the table above: checked at import, under -O too.
 if (_HEADER.size, len(MAGIC_BYTES), _CRC_FIELDS.size) != (
@@ -88,10 +106,12 @@ class LogEntryHeader(NamedTuple):
 
 
 def entry_crc(base_offset: int, max_timestamp_ms: int, batch_bytes: int,
-              record_count: int, batch) -> int:
-    """CRC-32C over header bytes 16..40 then the batch. Any thread."""
-    fields = _CRC_FIELDS.pack(base_offset, max_timestamp_ms, batch_bytes, record_count)
-    return crc32c.crc32c(batch, crc32c.crc32c(fields))
+              record_count: int, batch, attributes: int = BATCH_FORMAT_PLINTH) -> int:
+    """CRC-32C over header bytes 16..40, the attributes unless 0, then the batch. Any thread."""
+    crc = crc32c.crc32c(_CRC_FIELDS.pack(base_offset, max_timestamp_ms, batch_bytes, record_count))
+    if attributes != BATCH_FORMAT_PLINTH:
+        crc = crc32c.crc32c(_ATTRIBUTES.pack(attributes), crc)
+    return crc32c.crc32c(batch, crc)
 
 
 def pack_entry_header(base_offset: int, max_timestamp_ms: int, batch_bytes: int,
@@ -111,20 +131,25 @@ def pack_entry_header(base_offset: int, max_timestamp_ms: int, batch_bytes: int,
     )
 
 
-def build_entry_header(base_offset: int, max_timestamp_ms: int,
-                       record_count: int, batch) -> bytes:
-    """The header for ``batch``, its CRC computed. Any thread."""
+def build_entry_header(base_offset: int, max_timestamp_ms: int, record_count: int, batch,
+                       batch_format: int = BATCH_FORMAT_PLINTH) -> bytes:
+    """The header for ``batch`` in ``batch_format``, its CRC computed. Any thread."""
+    if batch_format not in BATCH_FORMATS:
+        raise AssertionError(f"batch format {batch_format} is none of {BATCH_FORMATS}")
     batch_bytes = len(batch)
-    crc = entry_crc(base_offset, max_timestamp_ms, batch_bytes, record_count, batch)
-    return pack_entry_header(base_offset, max_timestamp_ms, batch_bytes, record_count, crc)
+    crc = entry_crc(base_offset, max_timestamp_ms, batch_bytes, record_count, batch, batch_format)
+    return pack_entry_header(base_offset, max_timestamp_ms, batch_bytes, record_count, crc,
+                             batch_format)
+
 
 
 def unpack_entry_header(buf, position: int = 0, position_base: int = 0) -> LogEntryHeader:
     """The header at ``position`` of ``buf``. Any thread.
 
     Raises CorruptDataError if fewer than 48 bytes remain, if the magic
-    (first 16 bytes) is wrong, or if a length is beyond its limit, so that a
-    reader never trusts a length from a damaged header. Error messages give
+    (first 16 bytes) is wrong, if a length is beyond its limit or if the
+    attributes name no batch format, so that a reader never trusts a length
+    or a format from a damaged header. Error messages give
     ``position_base + position``: pass the file position of ``buf[0]``.
     """
     where = position_base + position
@@ -142,6 +167,10 @@ def unpack_entry_header(buf, position: int = 0, position_base: int = 0) -> LogEn
             f"{bytes(buf[position:position + MAGIC_BYTES_LEN]).hex()}, "
             f"expected {MAGIC_BYTES.hex()}")
     _check_lengths(where, batch_bytes, record_count)
+    if attributes not in BATCH_FORMATS:
+        raise CorruptDataError(
+            f"entry at position {where} has attributes 0x{attributes:08x}, "
+            f"which names no batch format (known: {BATCH_FORMAT_NAMES})")
     return LogEntryHeader(base_offset, max_timestamp_ms, batch_bytes,
                           record_count, crc, attributes)
 
@@ -160,7 +189,7 @@ def _check_lengths(position: int, batch_bytes: int, record_count: int) -> None:
 def check_entry_crc(header: LogEntryHeader, batch, position: int = 0) -> None:
     """Raise CorruptDataError if ``batch`` does not match the header's CRC. Any thread."""
     crc = entry_crc(header.base_offset, header.max_timestamp_ms,
-                    header.batch_bytes, header.record_count, batch)
+                    header.batch_bytes, header.record_count, batch, header.attributes)
     if crc != header.crc:
         raise CorruptDataError(
             f"CRC mismatch in entry at position {position} (base offset "

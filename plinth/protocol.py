@@ -47,6 +47,7 @@ class ProduceRequest:
     topic: str
     partition: int
     acks: int = 1                 # 0: no reply; 1 or -1: reply once durable
+    batch_format: int = 0         # log_entry.py's BATCH_FORMAT_*: the payload's format
     kind: ClassVar[str] = "produce"
 
 
@@ -580,7 +581,7 @@ def _config(entries) -> dict[str, str]:
 
 
 _REQUEST_DECODERS = {
-    "produce": lambda rid, b: ProduceRequest(rid, b.topic, b.partition, b.acks),
+    "produce": lambda rid, b: ProduceRequest(rid, b.topic, b.partition, b.acks, b.batchFormat),
     "fetch": lambda rid, b: FetchRequest(rid, b.topic, b.partition, b.offset, b.maxBytes,
                                          b.maxWaitMs),
     "listOffsets": lambda rid, b: ListOffsetsRequest(rid, b.topic, b.partition),

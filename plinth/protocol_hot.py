@@ -30,7 +30,8 @@ Byte layouts (all little-endian; a "word" is 8 bytes; offsets in bytes):
       Produce body (data 1 word, pointers 1)
                    40  UInt32  partition
                    44  Int8    acks XOR 1 (the schema's default is 1)
-                   45  3 bytes zero
+                   45  UInt8   batchFormat (0 Plinth RecordBatch, 2 Kafka RecordBatch v2)
+                   46  2 bytes zero
                    48  text pointer: UInt32 1 (offset 0, list), UInt32 (len + 1) << 3 | 2
                    56  topic, UTF-8, NUL, zero padding to a word
       Fetch body (data 3 words, pointers 1)
@@ -62,7 +63,7 @@ _TABLE = struct.Struct("<II")                    # segment count - 1, segment wo
 _HEADER_WORDS = 4                                # root, 2 data words, 1st body pointer
 # Root pointer, data section and body pointer of a Request, as one record.
 _REQUEST_HEAD = struct.Struct("<IIQHHIQ")
-_PRODUCE_BODY = struct.Struct("<IbxxxII")        # partition, acks ^ 1, text pointer
+_PRODUCE_BODY = struct.Struct("<IbBHII")         # partition, acks ^ 1, batchFormat, 0, text ptr
 _FETCH_BODY = struct.Struct("<IIqIxxxxII")       # partition, maxBytes, offset, maxWaitMs, text ptr
 _REPLY_HEAD = struct.Struct("<IIQHHIQQ")         # root, data, error pointer, body pointer
 _INT64 = struct.Struct("<q")
@@ -90,14 +91,15 @@ def _padded_text(topic: str) -> tuple[bytes, int]:
 
 # --- Encoding (client: requests; shard: replies) ------------------------------
 
-def encode_produce(request_id: int, topic: str, partition: int, acks: int) -> bytes:
+def encode_produce(request_id: int, topic: str, partition: int, acks: int,
+                   batch_format: int = 0) -> bytes:
     text, count = _padded_text(topic)
     words = _HEADER_WORDS + 2 + len(text) // _WORD_BYTES
     return (_TABLE.pack(0, words)
             + _REQUEST_HEAD.pack(0, _STRUCT_POINTER_UPPER_REQUEST, request_id, _PRODUCE, 0, 0,
                                  _BODY_POINTER_PRODUCE << 32)
-            + _PRODUCE_BODY.pack(partition, acks ^ _ACKS_DEFAULT, _TEXT_POINTER_LOWER,
-                                 count << 3 | _TEXT_ELEMENT_BYTE)
+            + _PRODUCE_BODY.pack(partition, acks ^ _ACKS_DEFAULT, batch_format, 0,
+                                 _TEXT_POINTER_LOWER, count << 3 | _TEXT_ELEMENT_BYTE)
             + text)
 
 
@@ -130,7 +132,7 @@ def encode_fetch_reply(request_id: int, high_watermark: int, log_start_offset: i
 # --- Decoding (router, shard: requests; client: replies) ----------------------
 
 def decode_request(frame) -> tuple | None:
-    """("produce", request_id, topic, partition, acks) or ("fetch", request_id, topic,
+    """("produce", request_id, topic, partition, acks, batch_format) or ("fetch", request_id, topic,
     partition, offset, bytes_max, wait_ms_max) of a canonical produce or fetch Request
     (the fields of protocol.ProduceRequest and FetchRequest), else None (decode it with
     pycapnp)."""
@@ -145,11 +147,12 @@ def decode_request(frame) -> tuple | None:
     if root != 0 or root_upper != _STRUCT_POINTER_UPPER_REQUEST or pad16 or pad32:
         return None
     if kind == _PRODUCE and body_pointer == _BODY_POINTER_PRODUCE << 32:
-        partition, acks, text_lower, text_upper = _PRODUCE_BODY.unpack_from(frame, 40)
+        partition, acks, batch_format, pad, text_lower, text_upper = \
+            _PRODUCE_BODY.unpack_from(frame, 40)
         topic = _text(frame, 56, text_lower, text_upper)
-        if topic is None:
+        if topic is None or pad:
             return None
-        return "produce", request_id, topic, partition, acks ^ _ACKS_DEFAULT
+        return "produce", request_id, topic, partition, acks ^ _ACKS_DEFAULT, batch_format
     if kind == _FETCH and body_pointer == _BODY_POINTER_FETCH << 32 and size >= 8 + 9 * 8:
         partition, bytes_max, offset, wait_ms_max, text_lower, text_upper = \
             _FETCH_BODY.unpack_from(frame, 40)

@@ -10,7 +10,9 @@
 #
 #   kind          request payload              reply payload
 #   produce       one RecordBatch message      none
-#                 (record_batch.capnp)
+#                 (record_batch.capnp), or
+#                 one Kafka RecordBatch v2
+#                 (Produce.batchFormat)
 #   fetch         none                         a run of log entries
 #                                              (log_entry.capnp), possibly empty
 #   all others    none                         none
@@ -71,6 +73,8 @@ struct Produce {
   topic @0 :Text;
   partition @1 :UInt32;
   acks @2 :Int8 = 1;             # 0: no reply; 1 or -1 (all): reply once durable
+  batchFormat @3 :UInt8;         # the payload's format, as log_entry.capnp's attributes:
+                                 # 0 a Plinth RecordBatch, 2 a Kafka RecordBatch v2
 }
 
 struct Fetch {

@@ -53,8 +53,10 @@ from plinth import topics
 from plinth.durable_files import write_file_atomically
 from plinth.errors import (
     CorruptDataError, InvalidBatchError, InvalidTimestampError, RecordTooLargeError, StorageError)
-from plinth.format.log_entry import LOG_ENTRY_HEADER_BYTES
-from plinth.format.record_batch import BatchSummary, summarize_batch
+from plinth.format import batch_formats
+from plinth.format.kafka_batch import stamp_kafka_batch
+from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2, BATCH_FORMAT_PLINTH, LOG_ENTRY_HEADER_BYTES
+from plinth.format.record_batch import BatchSummary
 from plinth.shards.leader_epochs import (
     NO_EPOCH, LeaderEpochs, load_leader_epochs, save_leader_epochs)
 from plinth.shards.partition_log import (
@@ -233,7 +235,7 @@ class Partition:
             self.high_watermark = self.log.end_offset
         if not len(self.producers):
             seed = self._producer_seed(initial_offset, moved_producers)
-            self.producers = ProducerStates.rebuild(self.log, summarize_batch, seed)
+            self.producers = ProducerStates.rebuild(self.log, batch_formats.summarize, seed)
 
     def _producer_seed(self, initial_offset: int, moved: list | None) -> list | None:
         """The producers' state before the active segment's first batch: saved when
@@ -246,9 +248,13 @@ class Partition:
         return moved if active_base_offset <= initial_offset else None
 
     def append(self, batch, summary, now_ms: int | None = None,
-               leader_epoch: int = NO_EPOCH) -> int:
-        """Append a batch that ``summarize_batch`` accepted, as ``summary`` describes it,
-        and remember its producer's sequence; returns its base offset. Not fsynced.
+               leader_epoch: int = NO_EPOCH, batch_format: int = BATCH_FORMAT_PLINTH) -> int:
+        """Append a batch in ``batch_format`` that ``batch_formats.summarize`` accepted,
+        as ``summary`` describes it, and remember its producer's sequence; returns its
+        base offset. Not fsynced.
+
+        A Kafka batch is stored as its producer sent it but for its base offset
+        and partition leader epoch, which are set here (outside Kafka's CRC).
 
         ``now_ms`` is the shard's clock (None reads it). The caller asked
         ``producers.check`` first (a duplicate is not appended). ``leader_epoch``
@@ -266,10 +272,17 @@ class Partition:
             self._start_epoch(leader_epoch)
         plog = self.log
         active_base_offset = plog.active_base_offset
+        stamped_offset = plog.end_offset   # a roll keeps it: the new segment starts there
+        if batch_format == BATCH_FORMAT_KAFKA_V2:
+            batch = stamp_kafka_batch(batch, stamped_offset, leader_epoch)
         try:
-            base_offset = plog.append(batch, summary.record_count, summary.max_timestamp_ms)
+            base_offset = plog.append(batch, summary.record_count, summary.max_timestamp_ms,
+                                      batch_format)
         except OSError as exc:
             raise StorageError(f"cannot append to {self.name} in {plog.directory}: {exc}") from None
+        if base_offset != stamped_offset:
+            raise AssertionError(f"{self.name}: batch stamped with offset {stamped_offset} was "
+                                 f"appended at {base_offset}")
         if plog.active_base_offset != active_base_offset:
             self._save_producers()   # before this batch: the new segment replays it
         self.producers.record(summary.producer_id, summary.base_sequence, summary.record_count,
@@ -326,14 +339,14 @@ class Partition:
         return plog.end_offset
 
     def _replicated_summaries(self, checked: CheckedEntries) -> list[BatchSummary]:
-        """summarize_batch of each replicated batch (one C call each, no per-record work)."""
+        """The summary of each replicated batch (one C call each, no per-record work)."""
         summaries = []
         position = 0
         for header in checked.headers:
             batch = checked.data[position + LOG_ENTRY_HEADER_BYTES:position + header.entry_bytes]
             try:
-                summary = summarize_batch(batch)
-            except (InvalidBatchError, RecordTooLargeError) as exc:
+                summary = batch_formats.summarize(header.attributes, batch)
+            except (InvalidBatchError, RecordTooLargeError, CorruptDataError) as exc:
                 self._raise_bad_replicated(header.base_offset, f"its batch is invalid: {exc}")
             if summary.record_count != header.record_count:
                 self._raise_bad_replicated(header.base_offset, (

@@ -70,7 +70,7 @@ from plinth.limits import (
     SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_MS_CONFIG_MIN,
     SEGMENT_MS_DEFAULT)
 from plinth.format.log_entry import (
-    ATTRIBUTES_NONE, LOG_ENTRY_HEADER_BYTES, LogEntryHeader, scan_whole_entries)
+    BATCH_FORMAT_PLINTH, LOG_ENTRY_HEADER_BYTES, LogEntryHeader, scan_whole_entries)
 from plinth.shards.segment import RecoveryResult, Segment, fsync_directory, parse_log_file_name
 from plinth.shards.segment_files import SegmentFiles
 from plinth.shards.tier.tier_policy import resolve_local_retention
@@ -302,13 +302,15 @@ class PartitionLog:
 
     # --- Writing ----------------------------------------------------------
 
-    def append(self, batch, record_count: int, max_timestamp_ms: int) -> int:
-        """Append one RecordBatch; return the base offset assigned to it.
+    def append(self, batch, record_count: int, max_timestamp_ms: int,
+               batch_format: int = BATCH_FORMAT_PLINTH) -> int:
+        """Append one record batch; return the base offset assigned to it.
 
-        ``batch`` is the encoded RecordBatch (bytes or a memoryview of
-        bytes), already validated by the caller: at most BATCH_BYTES_MAX
-        bytes, 1..BATCH_RECORDS_MAX records. Rolls first if needed. Not
-        fsynced: call ``flush()``.
+        ``batch`` is the encoded batch (bytes or a memoryview of bytes) in
+        ``batch_format`` (log_entry.py), already validated by the caller: at
+        most BATCH_BYTES_MAX bytes, 1..BATCH_RECORDS_MAX records. A Kafka
+        batch already carries its base offset (``end_offset``, which a roll
+        does not change). Rolls first if needed. Not fsynced: call ``flush()``.
         """
         if self._closed:
             self._raise_closed()
@@ -326,7 +328,7 @@ class PartitionLog:
             self._roll(now_ms)
         active = self._segments[-1]
         base_offset = active.end_offset
-        active.append(base_offset, max_timestamp_ms, record_count, view)
+        active.append(base_offset, max_timestamp_ms, record_count, view, batch_format)
         active.last_written_ms = now_ms
         self._size_bytes += entry_bytes
         return base_offset
@@ -763,10 +765,6 @@ def _unopened_segment(directory: Path, base_offset: int, entry: os.DirEntry, con
 
 def _check_replicated_entry(header: LogEntryHeader, position: int, expected_offset: int) -> None:
     """Raise CorruptDataError unless a replicated entry is one ``append`` could have written."""
-    # attributes are outside the CRC, as in recovery (segment.py).
-    if header.attributes != ATTRIBUTES_NONE:
-        raise CorruptDataError(f"entry at position {position} has attributes "
-                               f"0x{header.attributes:08x}, expected 0x{ATTRIBUTES_NONE:08x}")
     if header.base_offset != expected_offset:
         raise CorruptDataError(f"entry at position {position} has base offset "
                                f"{header.base_offset}, expected {expected_offset}")

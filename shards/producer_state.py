@@ -191,7 +191,8 @@ class ProducerStates:
     @classmethod
     def rebuild(cls, plog, summarize, seed: list | None = None) -> "ProducerStates":
         """The ``seed`` snapshot, then the batches of the partition's active segment,
-        seen when that segment was last written."""
+        seen when that segment was last written. ``summarize(batch_format, batch)`` is
+        format/batch_formats.py's."""
         active = plog.segments[-1]
         seen_ms = active.last_written_ms
         states = cls.from_snapshot(seed, seen_ms)
@@ -199,7 +200,7 @@ class ProducerStates:
         while position < plog.end_offset:
             data = plog.read(position, limits.FETCH_BYTES_MAX, plog.end_offset)
             for header, batch in iter_entries(data, verify_crc=False):
-                summary = summarize(batch)
+                summary = summarize(header.attributes, batch)
                 states.record(summary.producer_id, summary.base_sequence, header.record_count,
                               header.base_offset, seen_ms)
                 position = header.base_offset + header.record_count

@@ -47,7 +47,7 @@ from typing import NamedTuple
 from plinth.errors import CorruptDataError, StorageError
 from plinth.limits import SEGMENT_FIND_CHUNK_BYTES_MAX, SEGMENT_SCAN_CHUNK_BYTES
 from plinth.format.log_entry import (
-    ATTRIBUTES_NONE, LOG_ENTRY_HEADER_BYTES, LogEntryHeader, build_entry_header, check_entry_crc,
+    BATCH_FORMAT_PLINTH, LOG_ENTRY_HEADER_BYTES, LogEntryHeader, build_entry_header, check_entry_crc,
     scan_whole_entries, unpack_entry_header)
 from plinth.shards.offset_index import UINT32_LIMIT, OffsetIndex
 from plinth.shards.segment_files import SegmentFiles
@@ -362,11 +362,6 @@ class Segment:
                            error.message)
 
     def _track_scanned(self, header: LogEntryHeader, position: int) -> None:
-        # attributes are outside the CRC, so a flip there is caught only here.
-        if header.attributes != ATTRIBUTES_NONE:
-            raise CorruptDataError(
-                f"entry at position {position} has attributes 0x{header.attributes:08x}, "
-                f"expected 0x{ATTRIBUTES_NONE:08x}")
         if header.base_offset != self._end_offset:
             raise CorruptDataError(
                 f"entry at position {position} has base offset {header.base_offset}, "
@@ -421,11 +416,11 @@ class Segment:
     # --- Writing ---------------------------------------------------------------
 
     def append(self, base_offset: int, max_timestamp_ms: int, record_count: int,
-               batch) -> int:
+               batch, batch_format: int = BATCH_FORMAT_PLINTH) -> int:
         """Write one entry (header + batch) at the end; return its position.
 
-        ``batch`` is contiguous bytes (bytes or a memoryview of them). No
-        fsync: see ``flush()``. On a write error the partial entry is cut off
+        ``batch`` is contiguous bytes (bytes or a memoryview of them) in
+        ``batch_format`` (log_entry.py's BATCH_FORMAT_*). No fsync: see ``flush()``. On a write error the partial entry is cut off
         again and StorageError is raised.
         """
         if not self._ready:
@@ -439,7 +434,8 @@ class Segment:
         if position + entry_bytes >= UINT32_LIMIT:
             raise AssertionError(f"entry of {entry_bytes} bytes at position {position} overflows "
                                  f"UInt32 positions in {self.log_path}")
-        header = build_entry_header(base_offset, max_timestamp_ms, record_count, batch)
+        header = build_entry_header(base_offset, max_timestamp_ms, record_count, batch,
+                                    batch_format)
         self._write_entry(header, batch, position, entry_bytes)
         self._track(base_offset, record_count, max_timestamp_ms, position, entry_bytes)
         return position

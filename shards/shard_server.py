@@ -91,10 +91,12 @@ from plinth.cluster_keys import ClusterAuthenticator, ClusterKeys
 from plinth.errors import (BrokerError, InternalError, MalformedRequestError, NotLeaderError,
                            OffsetOutOfRangeError, StorageError, TooManyRequestsError,
                            UnavailableError, UnknownTopicError)
+from plinth.format import batch_formats
 from plinth.format.record_batch import summarize_batch
 from plinth.shards.fetch_purgatory import FetchPurgatory
 from plinth.shards.group_commit import GroupCommit
 from plinth.shards.group_requests import GroupRequests, SlotLogs
+from plinth.shards.leader_epochs import NO_EPOCH
 from plinth.shards.partition import Partition
 from plinth.shards.segment_files import SegmentFiles
 from plinth.shards.shard_calls import (ControllerAnnouncements, Leadership, PartitionId,
@@ -810,15 +812,13 @@ class ShardServer:
         if led is not None:
             led = self._replication.check_produce(part, led, request.acks)
         batch = payload[0].buffer
-        summary = summarize_batch(batch)
+        summary = batch_formats.summarize(request.batch_format, batch)
         now_ms = time.time_ns() // 1_000_000   # the shard's clock: timestamps, producer ids
         base_offset = part.producers.check(part.name, summary.producer_id, summary.base_sequence,
                                            summary.record_count, now_ms)
         if base_offset is None:
-            if led is None:
-                base_offset = part.append(batch, summary, now_ms)
-            else:
-                base_offset = part.append(batch, summary, now_ms, leader_epoch=led.leader_epoch)
+            leader_epoch = NO_EPOCH if led is None else led.leader_epoch
+            base_offset = part.append(batch, summary, now_ms, leader_epoch, request.batch_format)
             self.stats.produced(part.key, summary.record_count, len(batch))
             self._group_commit.written(part)
         if request.acks == -1 and led is not None:

@@ -11,7 +11,8 @@ from plinth.errors import CorruptDataError
 from plinth.limits import BATCH_BYTES_MAX
 from plinth.schemas import log_entry as log_entry_schema
 from plinth.format.log_entry import (
-    LOG_ENTRY_HEADER_BYTES, MAGIC_BYTES, LogEntryHeader, build_entry_header, entry_crc,
+    BATCH_FORMAT_KAFKA_V2, BATCH_FORMAT_PLINTH, LOG_ENTRY_HEADER_BYTES, MAGIC_BYTES, LogEntryHeader,
+    build_entry_header, entry_crc,
     iter_entries, pack_entry_header, unpack_entry_header)
 
 
@@ -153,3 +154,49 @@ def test_the_module_imports_neither_ray_nor_zmq():
             "sys.exit(1 if {'ray', 'zmq'} & set(sys.modules) else 0)")
     # Then neither ray nor zmq was loaded
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+# --- The batch format in attributes ------------------------------------------
+
+def test_a_kafka_entry_names_its_format_in_attributes_and_reads_back():
+    batch = b"kafka batch bytes"
+    entry = build_entry_header(7, 1_700_000_000_000, 3, batch, BATCH_FORMAT_KAFKA_V2) + batch
+    [(header, read_batch)] = list(iter_entries(entry))
+    assert header.attributes == BATCH_FORMAT_KAFKA_V2
+    assert bytes(read_batch) == batch
+
+
+def test_the_crc_of_a_kafka_entry_covers_its_attributes_after_bytes_16_to_40():
+    batch = b"kafka batch bytes"
+    header = unpack_entry_header(build_entry_header(7, 123, 3, batch, BATCH_FORMAT_KAFKA_V2))
+    fields = struct.pack("<qqII", 7, 123, len(batch), 3)
+    expected = crc32c.crc32c(batch, crc32c.crc32c(struct.pack("<I", 2), crc32c.crc32c(fields)))
+    assert header.crc == expected
+
+
+def test_a_plinth_entry_keeps_the_crc_it_had_before_attributes_named_a_format():
+    batch = b"plinth batch bytes"
+    header = unpack_entry_header(build_entry_header(7, 123, 3, batch))
+    assert header.attributes == BATCH_FORMAT_PLINTH
+    assert header.crc == crc32c.crc32c(batch, crc32c.crc32c(struct.pack("<qqII", 7, 123,
+                                                                        len(batch), 3)))
+
+
+@pytest.mark.parametrize("written, flipped", [(BATCH_FORMAT_PLINTH, BATCH_FORMAT_KAFKA_V2),
+                                              (BATCH_FORMAT_KAFKA_V2, BATCH_FORMAT_PLINTH)])
+def test_an_entry_whose_format_was_flipped_to_the_other_known_one_fails_its_crc(written,
+                                                                                 flipped):
+    batch = b"some batch"
+    entry = bytearray(build_entry_header(0, 123, 3, batch, written) + batch)
+    struct.pack_into("<I", entry, 44, flipped)
+    with pytest.raises(CorruptDataError, match="CRC mismatch"):
+        list(iter_entries(entry))
+
+
+def test_attributes_that_name_no_batch_format_are_corruption_naming_the_position():
+    batch = b"some batch"
+    entry = bytearray(build_entry_header(0, 123, 3, batch) + batch)
+    struct.pack_into("<I", entry, 44, 0x10)
+    with pytest.raises(CorruptDataError, match=r"position 100 has attributes 0x00000010, which "
+                                               r"names no batch format"):
+        unpack_entry_header(entry, 0, position_base=100)

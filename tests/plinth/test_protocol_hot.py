@@ -17,10 +17,11 @@ INT64 = st.integers(-2**63, 2**63 - 1)
 TOPICS = st.text(min_size=1, max_size=70)
 
 
-def capnp_produce(request_id, topic, partition, acks) -> bytes:
+def capnp_produce(request_id, topic, partition, acks, batch_format=0) -> bytes:
     msg = schema.Request.new_message(requestId=request_id)
     body = msg.init("produce")
     body.topic, body.partition, body.acks = topic, partition, acks
+    body.batchFormat = batch_format
     return msg.to_bytes()
 
 
@@ -57,13 +58,14 @@ def slow_reply(frame):
 
 
 @settings(max_examples=300, deadline=None)
-@given(UINT64, TOPICS, UINT32, st.sampled_from([-1, 0, 1]))
+@given(UINT64, TOPICS, UINT32, st.sampled_from([-1, 0, 1]), st.integers(0, 255))
 def test_a_hand_packed_produce_request_is_byte_for_byte_what_pycapnp_writes(
-        request_id, topic, partition, acks):
-    frame = protocol_hot.encode_produce(request_id, topic, partition, acks)
-    assert frame == capnp_produce(request_id, topic, partition, acks)
+        request_id, topic, partition, acks, batch_format):
+    frame = protocol_hot.encode_produce(request_id, topic, partition, acks, batch_format)
+    assert frame == capnp_produce(request_id, topic, partition, acks, batch_format)
     assert protocol.decode_request(frame) == slow_request(frame)
     assert protocol_hot.decode_request(frame) is not None
+    assert protocol.decode_request(frame).batch_format == batch_format
 
 
 @settings(max_examples=300, deadline=None)
