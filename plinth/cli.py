@@ -111,11 +111,20 @@ def main(ctx, broker, request_timeout_ms, curve_key_file, curve_server_key_file)
               type=click.IntRange(limits.TIER_CACHE_BYTES_MIN, limits.TIER_CACHE_BYTES_MAX),
               default=limits.TIER_CACHE_BYTES_DEFAULT, show_default=True,
               help="Local disk each shard may use for cached chunks of remote segments.")
+@click.option("--kafka-listen", envvar="PLINTH_KAFKA_LISTEN", show_envvar=True, default=None,
+              metavar="HOST:PORT",
+              help="Also serve Kafka's wire protocol here (Kafka's usual port is 9092), so that "
+                   "Kafka clients and tools work unchanged. Loopback only for now (no TLS or "
+                   "SASL yet). Default: off.")
+@click.option("--kafka-advertised", envvar="PLINTH_KAFKA_ADVERTISED", show_envvar=True,
+              default=None, metavar="HOST:PORT",
+              help="The address Kafka clients are told to connect to (Kafka's "
+                   "advertised.listeners). Default: the --kafka-listen address.")
 def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms,
           curve_secret_key, authorized_keys, acl_file, allow_insecure, cluster_name,
           metrics_port, metrics_host, internal_hop, default_replication_factor,
           allow_replicas_on_one_node, offsets_replication_factor, direct_clients,
-          tier_url, tier_cache_bytes):
+          tier_url, tier_cache_bytes, kafka_listen, kafka_advertised):
     """Run the broker until SIGTERM or Ctrl-C."""
     from plinth.server import ServeOptions, serve as run
 
@@ -130,7 +139,8 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
                            allow_replicas_on_one_node=allow_replicas_on_one_node,
                            offsets_replication_factor=offsets_replication_factor,
                            direct_clients=direct_clients, tier_url=tier_url,
-                           tier_cache_bytes=tier_cache_bytes)
+                           tier_cache_bytes=tier_cache_bytes, kafka_listen=kafka_listen,
+                           kafka_advertised=kafka_advertised)
     sys.exit(run(options, ready=lambda line: click.echo(line, err=False) or sys.stdout.flush()))
 
 
@@ -159,8 +169,18 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
                    "--tier-url); given, the router starts only if the broker's store is "
                    "this one (bucket and prefix; credentials may differ), so that a deploy "
                    "config setting PLINTH_TIER_URL on every node fails fast when they diverge.")
+@click.option("--kafka-listen", envvar="PLINTH_KAFKA_LISTEN", show_envvar=True, default=None,
+              metavar="HOST:PORT",
+              help="Also serve Kafka's wire protocol here (Kafka's usual port is 9092), so that "
+                   "Kafka clients and tools work unchanged. Loopback only for now (no TLS or "
+                   "SASL yet). Default: off.")
+@click.option("--kafka-advertised", envvar="PLINTH_KAFKA_ADVERTISED", show_envvar=True,
+              default=None, metavar="HOST:PORT",
+              help="The address Kafka clients are told to connect to (Kafka's "
+                   "advertised.listeners). Default: the --kafka-listen address.")
 def router(ray_address, cluster_name, listen, curve_secret_key, authorized_keys, acl_file,
-           allow_insecure, metrics_port, metrics_host, cluster_key_file, data_dir, tier_url):
+           allow_insecure, metrics_port, metrics_host, cluster_key_file, data_dir, tier_url,
+           kafka_listen, kafka_advertised):
     """Run one more router for a running broker (e.g. one per node), until SIGTERM."""
     from plinth.server import RouterOptions, run_router
 
@@ -170,7 +190,8 @@ def router(ray_address, cluster_name, listen, curve_secret_key, authorized_keys,
                             acl_file=acl_file, allow_insecure=allow_insecure,
                             metrics_port=metrics_port, metrics_host=metrics_host,
                             cluster_key_file=cluster_key_file, data_dir=data_dir,
-                            tier_url=tier_url)
+                            tier_url=tier_url, kafka_listen=kafka_listen,
+                            kafka_advertised=kafka_advertised)
     sys.exit(run_router(options, ready=lambda line: click.echo(line) or sys.stdout.flush()))
 
 

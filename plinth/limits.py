@@ -686,6 +686,20 @@ REMOTE_INDEXES_CACHED_MAX = 32
 DATA_PATH_NICENESS = 0
 
 
+# --- The Kafka listener's backend (router/kafka/backend.py, api_*.py) --------
+# Requests the Kafka listener has waiting on the router at once, over all its
+# connections: the DEALER's high-water marks and a semaphore.
+KAFKA_BACKEND_REQUESTS_IN_FLIGHT_MAX = 4096
+# How long a Kafka request waits for the router's answer (beyond a fetch's own
+# wait): Kafka clients' request.timeout.ms default, 30 s.
+KAFKA_BACKEND_REQUEST_TIMEOUT_MS = 30_000
+# The longest a Kafka fetch may park (its max_wait_ms is capped here): Kafka
+# clients ask for 500 ms; a longer wait only holds a connection's turn.
+KAFKA_FETCH_WAIT_MS_MAX = 10_000
+# Partitions of a topic created with num_partitions -1 (Kafka's num.partitions).
+KAFKA_TOPIC_PARTITIONS_DEFAULT = 1
+
+
 def _relations() -> list[tuple[str, bool]]:
     """Every relation between the limits above that the code relies on, with why."""
     return [

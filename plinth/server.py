@@ -124,6 +124,15 @@ class ServeOptions:
     # each shard may use for cached remote chunks. See tier_options.
     tier_url: str | None = dataclasses.field(default=None, repr=False)   # may hold secrets
     tier_cache_bytes: int = limits.TIER_CACHE_BYTES_DEFAULT
+    # The Kafka listener (issue 15): HOST:PORT to bind, and to tell clients (None:
+    # no listener; the bound address). See router/kafka/service.py.
+    kafka_listen: str | None = None
+    kafka_advertised: str | None = None
+
+    def kafka_options(self):
+        """The Kafka listener's options, checked, or None. InvalidConfigError for an
+        address it cannot serve on yet."""
+        return _kafka_options(self.kafka_listen, self.kafka_advertised, self.curve_secret_key)
 
     def tier_options(self) -> TierOptions:
         """The shards' TierOptions. Raises InvalidConfigError, naming the option and
@@ -194,6 +203,29 @@ class ServeOptions:
         from plinth.router.security import Security
 
         return Security(self.curve_secret_key, self.authorized_keys, self.acl_file)
+
+
+def _kafka_options(listen: str | None, advertised: str | None, curve_secret_key):
+    if listen is None:
+        if advertised is not None:
+            raise InvalidConfigError("--kafka-advertised needs --kafka-listen")
+        return None
+    from plinth.router.kafka.service import KafkaListenerOptions
+
+    options = KafkaListenerOptions(listen, advertised)
+    options.check(router_has_keys=curve_secret_key is not None)
+    return options
+
+
+def _start_kafka(options, router_listen: str, cluster_id: str):
+    """The Kafka listener beside this process's router, started; None without one."""
+    if options is None:
+        return None
+    from plinth.router.kafka.service import KafkaService
+
+    service = KafkaService(options, router_listen, cluster_id)
+    service.start()
+    return service
 
 
 def namespace_for(data_dir: Path, cluster_name: str | None = None) -> str:
@@ -290,12 +322,14 @@ class Server:
         self.options = options
         self.controller = None
         self.router = None
+        self.kafka = None
         self._lock = DataDirLock(options.data_dir)
 
     def start(self) -> StartReport:
         """Start everything; returns which shards serve and which do not (and why).
         Raises InvalidConfigError at once if another server holds the data dir."""
         security = self.options.security()   # config errors before anything starts
+        kafka = self.options.kafka_options()
         tier = self.options.tier_options()
         if tier.enabled:
             from plinth.shards.tier.remote_store import redacted_url
@@ -326,6 +360,8 @@ class Server:
                              cluster_keys=cluster_keys)
         self.router.start(self.controller.routing())
         self.controller.router_started(self.options.listen, ray.util.get_node_ip_address())
+        self.kafka = _start_kafka(kafka, self.options.listen,
+                                  namespace_for(self.options.data_dir, self.options.cluster_name))
         if self.options.metrics_port is not None:
             from plinth.control.metrics import start_metrics_server
 
@@ -361,6 +397,8 @@ class Server:
         import ray
 
         try:
+            if self.kafka is not None:
+                self.kafka.stop()
             if self.router is not None:
                 self.router.stop()
             if self.controller is not None:
@@ -419,7 +457,8 @@ def _say_ready_once_every_shard_serves(server: Server, report: StartReport, read
     again every NOT_SERVING_RECHECK_INTERVAL_S. It keeps waiting rather than exit: in a cluster a
     shard is down while its node is, and the other nodes' partitions should not go
     down with it; a health check that waits for ``ready`` sees the broker is not whole."""
-    line = (f"plinth ready: listening on {server.options.listen} "
+    kafka = "" if server.kafka is None else " and %s:%d (Kafka)" % server.kafka.address
+    line = (f"plinth ready: listening on {server.options.listen}{kafka} "
             f"(data dir {server.options.data_dir})")
     if not report.not_serving:
         ready(line)
@@ -476,6 +515,8 @@ class RouterOptions:
     # The store the broker is expected to tier to (None: not checked). The router
     # reads nothing from object storage; see check_tier_store.
     tier_url: str | None = dataclasses.field(default=None, repr=False)   # may hold secrets
+    kafka_listen: str | None = None        # as ServeOptions'
+    kafka_advertised: str | None = None
 
     def tier_store(self) -> str | None:
         """The store --tier-url names (remote_store.store_identity), or None. Raises
@@ -512,6 +553,8 @@ def check_tier_store(wanted: str | None, serving: str | None, cluster_name: str)
 def run_router(options: RouterOptions, ready=print) -> int:
     """``plinth router``: one more router for a running broker, until SIGTERM."""
     security = options.security()
+    kafka = _kafka_options(options.kafka_listen, options.kafka_advertised,
+                           options.curve_secret_key)
     tier_store = options.tier_store()   # a bad URL fails before Ray starts
     cluster_keys = _cluster_keys_from_files(options)   # a bad file fails before Ray starts
     import ray
@@ -539,13 +582,18 @@ def run_router(options: RouterOptions, ready=print) -> int:
     router.start(controller.routing())
     tune_data_path_process(who="plinth router")   # see process_tuning.py
     announce(controller)
+    kafka_service = _start_kafka(kafka, options.listen, f"plinth-{options.cluster_name}")
     if options.metrics_port is not None:
         from plinth.control.metrics import start_metrics_server
 
         start_metrics_server(controller, options.metrics_port, options.metrics_host)
     stop = _stop_on_signal()
-    ready(f"plinth router ready: listening on {options.listen} (cluster {options.cluster_name})")
+    shown = "" if kafka_service is None else " and %s:%d (Kafka)" % kafka_service.address
+    ready(f"plinth router ready: listening on {options.listen}{shown} "
+          f"(cluster {options.cluster_name})")
     _wait_for(stop)
+    if kafka_service is not None:
+        kafka_service.stop()
     router.stop()
     try:
         controller.router_stopped(options.listen)

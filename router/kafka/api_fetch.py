@@ -1,0 +1,129 @@
+"""Fetch: Plinth's log as Kafka record batches.
+
+Runs on the Kafka listener's event loop thread (gateway.py). Each partition
+asked for becomes one Plinth fetch; the shard answers with a run of log
+entries (format/log_entry.py). A Kafka batch in it is served as stored, a
+view into the shard's reply (zero copy: the codec writes the views as they
+are); a Plinth batch is converted to one uncompressed Kafka batch in C
+(format/kafka_batch.py), after its entry CRC is checked, because the
+converted batch gets a fresh Kafka CRC that would hide a flip in the stored
+one. A stored Kafka batch keeps its own CRC, which Kafka clients check.
+
+Waiting (Kafka's max_wait_ms and min_bytes): every partition is first
+fetched without waiting; if that gives fewer than min_bytes and the client
+allows a wait, they are all fetched again parked at the shards for
+max_wait_ms, and the answer goes as soon as min_bytes have come or every
+partition has answered. A partition whose parked fetch has not answered by
+then is answered empty; its late reply is dropped (fetching does not consume).
+
+Fetch sessions (KIP-227) are declined: every answer has session id 0, so
+clients send full fetches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from plinth import limits, protocol
+from plinth.errors import CorruptDataError, PlinthError
+from plinth.format.kafka_batch import kafka_batch_from_plinth
+from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2, check_entry_crc, scan_whole_entries
+from plinth.router.kafka import error_codes as kafka
+from plinth.router.kafka.plinth_errors import kafka_code
+
+NO_SESSION = 0
+UNKNOWN_LEADER_EPOCH = -1
+
+
+class _PartitionFetch:
+    """One partition's part of a Kafka fetch: its request and, once answered, its answer."""
+
+    __slots__ = ("topic", "partition", "offset", "bytes_max", "answer", "records_bytes")
+
+    def __init__(self, topic: str, partition: int, offset: int, bytes_max: int):
+        self.topic, self.partition, self.offset = topic, partition, offset
+        self.bytes_max = bytes_max
+        self.records_bytes = 0
+        self.answer = {"partition_index": partition, "error_code": kafka.NONE,
+                       "high_watermark": -1, "last_stable_offset": -1, "log_start_offset": -1,
+                       "aborted_transactions": [], "preferred_read_replica": -1,
+                       "records": []}
+
+
+async def fetch(gateway, header, body: dict) -> dict:
+    parts, responses = [], []
+    for topic in body.get("topics") or []:
+        answers = []
+        responses.append({"topic": topic["topic"], "partitions": answers})
+        for wanted in topic.get("partitions") or []:
+            part = _PartitionFetch(topic["topic"], wanted["partition"], wanted["fetch_offset"],
+                                   min(wanted.get("partition_max_bytes") or 0,
+                                       limits.FETCH_BYTES_MAX))
+            parts.append(part)
+            answers.append(part.answer)
+    min_bytes = max(body.get("min_bytes", 1), 1)
+    wait_ms = min(max(body.get("max_wait_ms", 0), 0), limits.KAFKA_FETCH_WAIT_MS_MAX)
+    await asyncio.gather(*(_fetch_one(gateway, part, 0) for part in parts))
+    if wait_ms and sum(part.records_bytes for part in parts) < min_bytes:
+        await _fetch_parked(gateway, [p for p in parts if not p.records_bytes
+                                      and p.answer["error_code"] == kafka.NONE],
+                            wait_ms, min_bytes)
+    return {"throttle_time_ms": 0, "error_code": kafka.NONE, "session_id": NO_SESSION,
+            "responses": responses}
+
+
+async def _fetch_parked(gateway, parts: list[_PartitionFetch], wait_ms: int,
+                        min_bytes: int) -> None:
+    """Fetch ``parts`` parked at their shards; return once min_bytes came or all answered."""
+    loop = asyncio.get_running_loop()
+    pending = {loop.create_task(_fetch_one(gateway, part, wait_ms)) for part in parts}
+    try:
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if sum(part.records_bytes for part in parts) >= min_bytes:
+                return
+    finally:
+        for task in pending:
+            task.cancel()
+
+
+async def _fetch_one(gateway, part: _PartitionFetch, wait_ms: int) -> None:
+    backend = gateway.backend
+    request_id = backend.next_request_id()
+    header = protocol.encode_fetch(request_id, part.topic, part.partition, part.offset,
+                                   part.bytes_max, wait_ms)
+    try:
+        reply, payload = await backend.call(
+            request_id, header, timeout_ms=wait_ms + limits.KAFKA_BACKEND_REQUEST_TIMEOUT_MS)
+    except PlinthError as exc:
+        part.answer["error_code"] = kafka_code(exc)
+        return
+    answer = part.answer
+    if reply.error is not None:
+        answer["error_code"] = kafka_code(reply.error)
+        return
+    answer["high_watermark"] = answer["last_stable_offset"] = reply.high_watermark
+    answer["log_start_offset"] = reply.log_start_offset
+    if payload is not None and len(payload.buffer):
+        try:
+            answer["records"] = kafka_batches(payload.buffer)
+        except CorruptDataError:
+            answer["error_code"] = kafka.CORRUPT_MESSAGE
+            answer["records"] = []
+            return
+        part.records_bytes = sum(len(batch) for batch in answer["records"])
+
+
+def kafka_batches(entries) -> list:
+    """The Kafka batches of a run of log entries: stored Kafka batches as views into
+    ``entries``, Plinth batches converted (their entry CRC checked first). Raises
+    CorruptDataError for a damaged entry."""
+    batches = []
+    for position, header, batch in scan_whole_entries(entries, verify_crc=False):
+        if header.attributes == BATCH_FORMAT_KAFKA_V2:
+            batches.append(batch)
+        else:
+            check_entry_crc(header, batch, position)
+            batches.append(kafka_batch_from_plinth(batch, header.base_offset,
+                                                   UNKNOWN_LEADER_EPOCH))
+    return batches

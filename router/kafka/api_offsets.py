@@ -1,0 +1,58 @@
+"""ListOffsets: a partition's earliest and latest offsets, from Plinth's listOffsets.
+
+Runs on the Kafka listener's event loop thread (gateway.py). Kafka's special
+timestamps: -2 (earliest) is the log start offset, -1 (latest) the high
+watermark (also the last stable offset: Plinth has no transactions). A
+lookup by time (timestamp >= 0) and -3 (the record with the largest
+timestamp, v7) are not answered yet: UNSUPPORTED_VERSION, so the client
+fails clearly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from plinth import protocol
+from plinth.errors import PlinthError
+from plinth.router.kafka import error_codes as kafka
+from plinth.router.kafka.plinth_errors import kafka_code
+
+LATEST_TIMESTAMP = -1
+EARLIEST_TIMESTAMP = -2
+UNKNOWN_LEADER_EPOCH = -1
+
+
+async def list_offsets(gateway, header, body: dict) -> dict:
+    work, topics = [], []
+    for topic in body.get("topics") or []:
+        answers = []
+        topics.append({"name": topic["name"], "partitions": answers})
+        for wanted in topic.get("partitions") or []:
+            answer = {"partition_index": wanted["partition_index"], "error_code": kafka.NONE,
+                      "timestamp": -1, "offset": -1, "leader_epoch": UNKNOWN_LEADER_EPOCH,
+                      "old_style_offsets": []}
+            answers.append(answer)
+            if wanted["timestamp"] not in (LATEST_TIMESTAMP, EARLIEST_TIMESTAMP):
+                answer["error_code"] = kafka.UNSUPPORTED_VERSION
+                continue
+            work.append(_list_one(gateway, topic["name"], wanted["partition_index"],
+                                  wanted["timestamp"], answer))
+    await asyncio.gather(*work)
+    return {"throttle_time_ms": 0, "topics": topics}
+
+
+async def _list_one(gateway, topic: str, partition: int, timestamp: int, answer: dict) -> None:
+    backend = gateway.backend
+    request_id = backend.next_request_id()
+    try:
+        reply, _ = await backend.call(request_id,
+                                      protocol.encode_list_offsets(request_id, topic, partition))
+    except PlinthError as exc:
+        answer["error_code"] = kafka_code(exc)
+        return
+    if reply.error is not None:
+        answer["error_code"] = kafka_code(reply.error)
+        return
+    info = reply.offsets
+    answer["offset"] = info.start_offset if timestamp == EARLIEST_TIMESTAMP else info.end_offset
+    answer["old_style_offsets"] = [answer["offset"]]

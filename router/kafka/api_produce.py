@@ -1,0 +1,112 @@
+"""Produce and InitProducerId: Kafka batches into Plinth's log, byte for byte.
+
+Runs on the Kafka listener's event loop thread (gateway.py). Each partition's
+records field must be exactly one Kafka RecordBatch v2 (as Kafka requires of
+produce v3 and later); it goes to the shard as the payload of a Plinth produce
+with ``batchFormat`` 2, unparsed here: the shard checks it
+(format/kafka_batch.py) and stores it as sent but for its base offset and
+leader epoch. The partitions of one request are produced concurrently.
+
+Produce is advertised from v0 (librdkafka stops compressing when it is not,
+KAFKA-18659) but versions below 3, which carry the old message formats, are
+refused per partition with UNSUPPORTED_VERSION.
+
+Idempotence: InitProducerId hands out a fresh random 62-bit producer id with
+epoch 0, the same space Plinth's own producers draw from, and the shard checks
+each batch's producerId and baseSequence as it does Plinth's. An epoch bump
+(KIP-360: the client sends its current id and epoch) also gets a fresh id,
+because the shard keeps sequences per producer id, and a bumped epoch starts
+its sequences at 0 again. Transactions are not supported: a transactional id
+is refused with UNSUPPORTED_VERSION.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import struct
+
+from plinth import protocol
+from plinth.errors import PlinthError
+from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2
+from plinth.router.kafka import error_codes as kafka
+from plinth.router.kafka.plinth_errors import kafka_code, kafka_message
+
+PRODUCE_VERSION_MIN = 3       # v2 message format (RecordBatch) and later
+_BATCH_LENGTH = struct.Struct(">i")   # RecordBatch.batchLength at byte 8
+_BATCH_LENGTH_POSITION = 8
+_BATCH_LENGTH_EXCLUDED_BYTES = 12     # baseOffset and batchLength precede what it counts
+_ACKS_KAFKA = (-1, 0, 1)
+PRODUCER_ID_BITS = 62
+
+
+async def init_producer_id(gateway, header, body: dict) -> dict:
+    if body.get("transactional_id") is not None:
+        return {"throttle_time_ms": 0, "error_code": kafka.UNSUPPORTED_VERSION,
+                "producer_id": -1, "producer_epoch": -1}
+    return {"throttle_time_ms": 0, "error_code": kafka.NONE,
+            "producer_id": random.getrandbits(PRODUCER_ID_BITS), "producer_epoch": 0}
+
+
+async def produce(gateway, header, body: dict) -> dict | None:
+    """Every partition's batch to its shard; None (no response) for acks 0."""
+    acks = body.get("acks", 1)
+    work, answers = [], []
+    for topic in body.get("topic_data") or []:
+        partitions = []
+        answers.append({"name": topic["name"], "partition_responses": partitions})
+        for data in topic.get("partition_data") or []:
+            answer = {"index": data["index"], "base_offset": -1, "log_append_time_ms": -1,
+                      "log_start_offset": -1, "record_errors": [], "error_message": None}
+            partitions.append(answer)
+            refusal = _refusal(header.api_version, acks, body, data.get("records"))
+            if refusal is not None:
+                answer["error_code"], answer["error_message"] = refusal
+                continue
+            work.append(_produce_one(gateway, topic["name"], data["index"], acks,
+                                     data["records"], answer))
+    await asyncio.gather(*work)
+    if acks == 0:
+        return None
+    return {"responses": answers, "throttle_time_ms": 0}
+
+
+def _refusal(api_version: int, acks: int, body: dict, records) -> tuple[int, str] | None:
+    """(Kafka error code, message) if this partition's part cannot be produced."""
+    if api_version < PRODUCE_VERSION_MIN:
+        return kafka.UNSUPPORTED_VERSION, (
+            f"produce v{api_version} carries the old message format; Plinth takes "
+            f"v{PRODUCE_VERSION_MIN} and later (RecordBatch v2)")
+    if body.get("transactional_id") is not None:
+        return kafka.UNSUPPORTED_VERSION, "transactions are not supported by Plinth"
+    if acks not in _ACKS_KAFKA:
+        return kafka.INVALID_REQUIRED_ACKS, f"acks={acks} is none of -1, 0, 1"
+    if records is None or len(records) < _BATCH_LENGTH_EXCLUDED_BYTES:
+        records_bytes = 0 if records is None else len(records)
+        return kafka.CORRUPT_MESSAGE, f"{records_bytes} bytes of records hold no RecordBatch"
+    (batch_length,) = _BATCH_LENGTH.unpack_from(records, _BATCH_LENGTH_POSITION)
+    if batch_length + _BATCH_LENGTH_EXCLUDED_BYTES != len(records):
+        return kafka.INVALID_RECORD, (
+            f"a produce must carry exactly one RecordBatch per partition: the first "
+            f"declares {batch_length + _BATCH_LENGTH_EXCLUDED_BYTES} bytes of {len(records)}")
+    return None
+
+
+async def _produce_one(gateway, topic: str, partition: int, acks: int, records,
+                       answer: dict) -> None:
+    backend = gateway.backend
+    request_id = backend.next_request_id()
+    header = protocol.encode_produce(request_id, topic, partition, acks, BATCH_FORMAT_KAFKA_V2)
+    if acks == 0:
+        await backend.send_only(header, records)
+        answer["error_code"] = kafka.NONE
+        return
+    try:
+        reply, _ = await backend.call(request_id, header, records)
+    except PlinthError as exc:   # a timeout or the listener stopping: this partition's error
+        answer["error_code"], answer["error_message"] = kafka_code(exc), kafka_message(exc)
+        return
+    answer["error_code"] = kafka_code(reply.error)
+    answer["error_message"] = kafka_message(reply.error)
+    if reply.error is None:
+        answer["base_offset"] = reply.base_offset

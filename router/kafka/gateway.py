@@ -1,0 +1,77 @@
+"""The Kafka listener's request handling: each Kafka API answered from Plinth.
+
+Runs on the Kafka listener's event loop thread (router/kafka/listener.py calls
+``handle`` once per request, concurrently; the listener writes the answers in
+request order). Each API is answered by one async function of the ``api_*``
+modules beside this one, which turn the Kafka request into Plinth requests
+through the backend (backend.py) and Plinth's answers into the Kafka response
+body (plain dicts, router/kafka/codec.py's convention).
+
+What a Kafka client sees of the cluster (Metadata, FindCoordinator,
+DescribeCluster): one broker per Kafka listener, this one, with node id
+``KafkaCluster.node_id``, which leads every partition: it forwards each
+request to the shard that really leads the partition.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from plinth.router.kafka import api_cluster, api_fetch, api_offsets, api_produce, api_topics
+from plinth.router.kafka import error_codes as kafka
+from plinth.router.kafka.backend import PlinthBackend
+from plinth.router.kafka.codec import API_KEYS, RequestHeader
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class KafkaCluster:
+    """What the listener tells clients about the cluster: itself, as one broker."""
+
+    node_id: int
+    advertised_host: str
+    advertised_port: int
+    cluster_id: str
+
+
+class KafkaGateway:
+    """The handler the listener calls. Construct anywhere; ``handle`` on the listener's
+    event loop thread only."""
+
+    def __init__(self, backend: PlinthBackend, cluster: KafkaCluster):
+        self.backend = backend
+        self.cluster = cluster
+        self._handlers = {
+            API_KEYS["ApiVersions"]: api_cluster.api_versions,
+            API_KEYS["Metadata"]: api_cluster.metadata,
+            API_KEYS["DescribeCluster"]: api_cluster.describe_cluster,
+            API_KEYS["FindCoordinator"]: api_cluster.find_coordinator,
+            API_KEYS["InitProducerId"]: api_produce.init_producer_id,
+            API_KEYS["Produce"]: api_produce.produce,
+            API_KEYS["Fetch"]: api_fetch.fetch,
+            API_KEYS["ListOffsets"]: api_offsets.list_offsets,
+            API_KEYS["CreateTopics"]: api_topics.create_topics,
+            API_KEYS["DeleteTopics"]: api_topics.delete_topics,
+            API_KEYS["CreatePartitions"]: api_topics.create_partitions,
+            API_KEYS["DescribeConfigs"]: api_topics.describe_configs,
+        }
+
+    def api_keys(self) -> list[int]:
+        """The API keys this listener answers (what ApiVersions advertises)."""
+        return list(self._handlers)
+
+    async def handle(self, connection, header: RequestHeader, body: dict) -> dict | None:
+        """The response body for one request (None: no response, a produce with acks 0).
+
+        An API the listener decodes but Plinth does not answer yet gets a body whose
+        top-level error says UNSUPPORTED_VERSION where the response has an error code,
+        so the client fails clearly instead of waiting.
+        """
+        handler = self._handlers.get(header.api_key)
+        if handler is None:
+            log.info("Kafka API %d v%d from %s is not supported", header.api_key,
+                     header.api_version, header.client_id)
+            return {"error_code": kafka.UNSUPPORTED_VERSION}
+        return await handler(self, header, body)

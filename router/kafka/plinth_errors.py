@@ -1,0 +1,65 @@
+"""Plinth's errors as Kafka error codes, for the Kafka listener's answers.
+
+Any thread. Each Plinth wire code (schemas/protocol.capnp's ErrorCode) maps to
+the Kafka error a Kafka client handles the same way: retriable where Plinth's
+is retriable (unavailable -> NOT_LEADER_OR_FOLLOWER, so the client refreshes
+its metadata and retries), fatal where it is fatal. The numbers are Kafka's
+(Errors.java); the names are those of router/kafka/error_codes.py.
+"""
+
+from __future__ import annotations
+
+from plinth.errors import BrokerError, PlinthTimeoutError
+from plinth.router.kafka import error_codes as kafka
+
+# Plinth code name -> Kafka error code. Group errors are mapped where the
+# group APIs are answered; here, what produce, fetch, offsets and admin meet.
+_BY_PLINTH_CODE = {
+    "malformedRequest": kafka.INVALID_REQUEST,
+    "unknownTopic": kafka.UNKNOWN_TOPIC_OR_PARTITION,
+    "partitionOutOfRange": kafka.UNKNOWN_TOPIC_OR_PARTITION,
+    "offsetOutOfRange": kafka.OFFSET_OUT_OF_RANGE,
+    "recordTooLarge": kafka.MESSAGE_TOO_LARGE,
+    "requestTooLarge": kafka.RECORD_LIST_TOO_LARGE,
+    "invalidBatch": kafka.CORRUPT_MESSAGE,
+    "corruptData": kafka.CORRUPT_MESSAGE,
+    "topicExists": kafka.TOPIC_ALREADY_EXISTS,
+    "invalidTopic": kafka.INVALID_TOPIC_EXCEPTION,
+    "invalidConfig": kafka.INVALID_CONFIG,
+    "tooManyTopics": kafka.POLICY_VIOLATION,
+    "storageError": kafka.KAFKA_STORAGE_ERROR,
+    "unavailable": kafka.NOT_LEADER_OR_FOLLOWER,
+    "notLeader": kafka.NOT_LEADER_OR_FOLLOWER,
+    "fencedLeaderEpoch": kafka.FENCED_LEADER_EPOCH,
+    "requestTimedOut": kafka.REQUEST_TIMED_OUT,
+    "internalError": kafka.UNKNOWN_SERVER_ERROR,
+    "tooManyRequests": kafka.THROTTLING_QUOTA_EXCEEDED,
+    "outOfOrderSequence": kafka.OUT_OF_ORDER_SEQUENCE_NUMBER,
+    "notAuthorized": kafka.TOPIC_AUTHORIZATION_FAILED,
+    "invalidTimestamp": kafka.INVALID_TIMESTAMP,
+    "tooManyProducers": kafka.NOT_ENOUGH_REPLICAS,   # retriable: the client backs off
+    "notEnoughReplicas": kafka.NOT_ENOUGH_REPLICAS,
+    "invalidReplicationFactor": kafka.INVALID_REPLICATION_FACTOR,
+    "unknownMemberId": kafka.UNKNOWN_MEMBER_ID,
+    "groupNotEmpty": kafka.NON_EMPTY_GROUP,
+    "invalidGroup": kafka.INVALID_GROUP_ID,
+    "unknownGroup": kafka.GROUP_ID_NOT_FOUND,
+    "groupMaxSizeReached": kafka.GROUP_MAX_SIZE_REACHED,
+    "tooManyGroups": kafka.COORDINATOR_NOT_AVAILABLE,
+}
+
+
+def kafka_code(error: BaseException | None) -> int:
+    """The Kafka error code for a Plinth error (None: NONE)."""
+    if error is None:
+        return kafka.NONE
+    if isinstance(error, PlinthTimeoutError):
+        return kafka.REQUEST_TIMED_OUT
+    if isinstance(error, BrokerError):
+        return _BY_PLINTH_CODE.get(error.code_name, kafka.UNKNOWN_SERVER_ERROR)
+    return kafka.UNKNOWN_SERVER_ERROR
+
+
+def kafka_message(error: BaseException | None) -> str | None:
+    """The message that goes with it in answers that carry one."""
+    return None if error is None else str(error)
