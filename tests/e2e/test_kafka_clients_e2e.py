@@ -1,0 +1,201 @@
+"""Unmodified Kafka clients against ``plinth serve --kafka-listen`` (issue 15).
+
+One real broker (Ray, shards, the router and its Kafka listener) for the
+module; every test has its own topic. The clients are kafka-python,
+confluent-kafka (librdkafka) and aiokafka, as installed from PyPI; Plinth's
+own client reads and writes the same topics, to show that either reads what
+either wrote, byte for byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from plinth.client.admin import Admin
+from plinth.client.consumer import Consumer
+from plinth.client.producer import Producer
+from tests.conftest import Broker
+from tests.support import free_port, unique_topic, wait_until
+
+TIMEOUT_S = 60
+RECORDS = [
+    (b"key-0", b"value-0", [("h1", b"one")], 1_700_000_000_000),
+    (None, b"value-1 with a null key", [], 1_700_000_000_001),
+    (b"key-2", None, [("h2", b"two"), ("h3", b"")], 1_700_000_000_002),
+    (b"key-3", b"\x00\xff" * 500, [], 1_700_000_000_003),
+]
+
+
+@pytest.fixture(scope="module")
+def kafka_broker(ray_cluster, tmp_path_factory):
+    port = free_port()
+    broker = Broker(tmp_path_factory.mktemp("kafka"), ray_cluster, shards=2,
+                    extra_args=("--kafka-listen", f"127.0.0.1:{port}"))
+    broker.kafka_address = f"127.0.0.1:{port}"
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def _create(broker, partitions: int = 1) -> str:
+    topic = unique_topic("k")
+    with Admin(broker=broker.url) as admin:
+        admin.create_topic(topic, partitions=partitions)
+    return topic
+
+
+def _plinth_records(broker, topic: str, count: int, partition: int = 0) -> list:
+    with Consumer(broker=broker.url, auto_offset_reset="earliest") as consumer:
+        consumer.assign([(topic, partition)])
+        consumer.seek_to_beginning((topic, partition))
+        got = []
+        wait_until(lambda: got.extend(r for rs in consumer.poll(200).values() for r in rs)
+                   or len(got) >= count, TIMEOUT_S)
+    return got
+
+
+def _as_tuples(records) -> list:
+    return [(r.key, r.value, [(k, bytes(v)) for k, v in r.headers], r.timestamp_ms)
+            for r in records]
+
+
+# --- kafka-python ---------------------------------------------------------------
+
+def test_kafka_python_produces_records_that_it_and_a_plinth_consumer_read_back_exactly(
+        kafka_broker):
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    topic = _create(kafka_broker)
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.kafka_address, acks="all")
+    offsets = [producer.send(topic, key=k, value=v, headers=h, timestamp_ms=t, partition=0)
+               .get(TIMEOUT_S).offset for k, v, h, t in RECORDS]
+    producer.close()
+    assert offsets == [0, 1, 2, 3]
+
+    consumer = KafkaConsumer(bootstrap_servers=kafka_broker.kafka_address,
+                             enable_auto_commit=False, consumer_timeout_ms=TIMEOUT_S * 1000)
+    consumer.assign([TopicPartition(topic, 0)])
+    consumer.seek_to_beginning()
+    got = [next(consumer) for _ in RECORDS]
+    consumer.close()
+    assert [(r.key, r.value, list(r.headers), r.timestamp) for r in got] == RECORDS
+    assert [r.offset for r in got] == [0, 1, 2, 3]
+    assert _as_tuples(_plinth_records(kafka_broker, topic, len(RECORDS))) == RECORDS
+
+
+def test_a_kafka_python_consumer_reads_what_a_plinth_producer_wrote_byte_for_byte(kafka_broker):
+    from kafka import KafkaConsumer, TopicPartition
+
+    topic = _create(kafka_broker)
+    with Producer(broker=kafka_broker.url) as producer:
+        for key, value, headers, timestamp_ms in RECORDS:
+            producer.send(topic, value, key=key, partition=0, headers=headers or None,
+                          timestamp_ms=timestamp_ms)
+        producer.flush(TIMEOUT_S)
+    consumer = KafkaConsumer(bootstrap_servers=kafka_broker.kafka_address,
+                             enable_auto_commit=False, consumer_timeout_ms=TIMEOUT_S * 1000)
+    consumer.assign([TopicPartition(topic, 0)])
+    consumer.seek_to_beginning()
+    got = [next(consumer) for _ in RECORDS]
+    consumer.close()
+    assert [(r.key, r.value, list(r.headers), r.timestamp) for r in got] == RECORDS
+
+
+def test_kafka_python_sees_the_earliest_and_latest_offsets_of_a_partition(kafka_broker):
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    topic = _create(kafka_broker)
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.kafka_address)
+    for i in range(5):
+        producer.send(topic, b"%d" % i, partition=0)
+    producer.flush(TIMEOUT_S)
+    producer.close()
+    consumer = KafkaConsumer(bootstrap_servers=kafka_broker.kafka_address)
+    tp = TopicPartition(topic, 0)
+    assert consumer.beginning_offsets([tp]) == {tp: 0}
+    assert consumer.end_offsets([tp]) == {tp: 5}
+    consumer.close()
+
+
+def test_kafka_python_admin_creates_lists_and_deletes_a_topic(kafka_broker):
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    topic = unique_topic("admin")
+    admin = KafkaAdminClient(bootstrap_servers=kafka_broker.kafka_address)
+    admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
+    assert topic in admin.list_topics()
+    with Admin(broker=kafka_broker.url) as plinth_admin:
+        assert plinth_admin.describe_topic(topic).partitions == 3
+    admin.delete_topics([topic])
+    wait_until(lambda: topic not in admin.list_topics(), TIMEOUT_S)
+    admin.close()
+
+
+# --- confluent-kafka (librdkafka) ------------------------------------------------
+
+@pytest.mark.parametrize("compression", ["none", "gzip", "snappy", "lz4", "zstd"])
+def test_confluent_kafka_produces_every_compression_type_and_both_clients_read_it(
+        kafka_broker, compression):
+    from confluent_kafka import Consumer as KafkaConsumer
+    from confluent_kafka import Producer as KafkaProducer
+    from confluent_kafka import TopicPartition
+
+    topic = _create(kafka_broker)
+    values = [b'{"event": "order", "id": %d, "amount": %d}' % (i, i * 7) for i in range(200)]
+    producer = KafkaProducer({"bootstrap.servers": kafka_broker.kafka_address,
+                              "compression.type": compression, "enable.idempotence": True,
+                              "linger.ms": 5})
+    for i, value in enumerate(values):
+        producer.produce(topic, value, key=b"k%d" % i, partition=0)
+    assert producer.flush(TIMEOUT_S) == 0
+
+    consumer = KafkaConsumer({"bootstrap.servers": kafka_broker.kafka_address,
+                              "group.id": unique_topic("g"), "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    got = []
+    wait_until(lambda: _poll_confluent(consumer, got) >= len(values), TIMEOUT_S)
+    consumer.close()
+    assert [m.value() for m in got] == values
+    assert [m.key() for m in got] == [b"k%d" % i for i in range(len(values))]
+    assert [r.value for r in _plinth_records(kafka_broker, topic, len(values))] == values
+
+
+def _poll_confluent(consumer, got: list) -> int:
+    message = consumer.poll(0.2)
+    if message is not None:
+        assert message.error() is None, message.error()
+        got.append(message)
+    return len(got)
+
+
+# --- aiokafka ----------------------------------------------------------------------
+
+def test_aiokafka_produces_and_consumes_with_keys_and_headers(kafka_broker):
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    topic = _create(kafka_broker)
+
+    async def run():
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.kafka_address)
+        await producer.start()
+        try:
+            for key, value, headers, timestamp_ms in RECORDS:
+                await producer.send_and_wait(topic, value, key=key, partition=0,
+                                             headers=headers, timestamp_ms=timestamp_ms)
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_broker.kafka_address,
+                                    enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tp = TopicPartition(topic, 0)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            return [await asyncio.wait_for(consumer.getone(), TIMEOUT_S) for _ in RECORDS]
+        finally:
+            await consumer.stop()
+
+    got = asyncio.run(run())
+    assert [(r.key, r.value, list(r.headers), r.timestamp) for r in got] == RECORDS
