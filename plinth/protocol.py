@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 
-from plinth import limits, protocol_hot
+from plinth import limits, protocol_classic, protocol_hot
 from plinth.errors import (BrokerError, MalformedReplyError, MalformedRequestError,
                            RequestTooLargeError, error_for_code)
 from plinth.schemas import protocol
@@ -133,8 +133,10 @@ class CommitOffsetsRequest:
     request_id: int
     group: str
     member_id: str
-    member_epoch: int
+    member_epoch: int             # a classic group's commit: its generation id
     offsets: dict[TopicPartition, int]
+    classic: bool = False         # Kafka's classic group protocol (OffsetCommit)
+    group_instance_id: str = ""   # classic: a static member's instance id
     kind: ClassVar[str] = "commitOffsets"
 
 
@@ -246,13 +248,15 @@ Request = (ProduceRequest | FetchRequest | ListOffsetsRequest | MetadataRequest
            | ListTopicsRequest | GroupHeartbeatRequest | CommitOffsetsRequest
            | ResetOffsetsRequest | FetchOffsetsRequest | DescribeGroupRequest
            | ListGroupsRequest | StatusRequest | AddShardsRequest | RemoveShardsRequest
-           | ReplicaFetchRequest | MoveShardRequest | ReplicaFetchAllRequest)
+           | ReplicaFetchRequest | MoveShardRequest | ReplicaFetchAllRequest
+           | protocol_classic.ClassicJoinRequest | protocol_classic.ClassicSyncRequest
+           | protocol_classic.ClassicHeartbeatRequest | protocol_classic.ClassicLeaveRequest)
 
 # Requests that the router forwards to the shard owning the partition.
 PARTITION_REQUESTS = (ProduceRequest, FetchRequest, ListOffsetsRequest)
 # Requests that the router forwards to the shard coordinating the group.
 GROUP_REQUESTS = (GroupHeartbeatRequest, CommitOffsetsRequest, ResetOffsetsRequest,
-                  FetchOffsetsRequest, DescribeGroupRequest)
+                  FetchOffsetsRequest, DescribeGroupRequest, *protocol_classic.CLASSIC_REQUESTS)
 
 
 class PartitionMove(NamedTuple):
@@ -396,6 +400,7 @@ class ReplyView:
     replica_fetch: ReplicaFetchResult | None = None
     shard_move: ShardMove | None = None
     replica_fetch_all: list[ReplicaFetchPartitionResult] = field(default_factory=list)
+    classic: protocol_classic.ClassicResult | None = None
 
 
 # --- Requests ---------------------------------------------------------------
@@ -468,13 +473,17 @@ def encode_group_heartbeat(request_id: int, group: str, member_id: str, member_e
 
 
 def encode_commit_offsets(request_id: int, kind: str, group: str, member_id: str,
-                          member_epoch: int, offsets: dict[tuple[str, int], int]) -> bytes:
-    """commitOffsets, or resetOffsets (member id empty)."""
+                          member_epoch: int, offsets: dict[tuple[str, int], int],
+                          classic: bool = False, group_instance_id: str = "") -> bytes:
+    """commitOffsets, or resetOffsets (member id empty). ``classic``: a commit of Kafka's
+    classic group protocol, ``member_epoch`` being the generation id."""
     _check_kind(kind, ("commitOffsets", "resetOffsets"))
     msg = protocol.Request.new_message(requestId=request_id)
     body = msg.init(kind)
     body.group, body.memberId, body.memberEpoch = group, member_id, member_epoch
     _fill_partition_offsets(body, "offsets", offsets)
+    if kind == "commitOffsets":
+        body.classic, body.groupInstanceId = classic, group_instance_id
     return msg.to_bytes()
 
 
@@ -596,7 +605,8 @@ _REQUEST_DECODERS = {
         rid, b.group, b.memberId, b.memberEpoch, tuple(b.topics),
         frozenset(_topic_partitions(b.owned)), b.sessionTimeoutMs, b.assignor),
     "commitOffsets": lambda rid, b: CommitOffsetsRequest(
-        rid, b.group, b.memberId, b.memberEpoch, _partition_offsets(b.offsets)),
+        rid, b.group, b.memberId, b.memberEpoch, _partition_offsets(b.offsets), b.classic,
+        b.groupInstanceId),
     "resetOffsets": lambda rid, b: ResetOffsetsRequest(rid, b.group,
                                                        _partition_offsets(b.offsets)),
     "fetchOffsets": lambda rid, b: FetchOffsetsRequest(rid, b.group),
@@ -614,6 +624,7 @@ _REQUEST_DECODERS = {
         rid, b.replicaId, b.controllerEpoch, b.maxWaitMs, b.maxBytes, tuple(
             ReplicaFetchPartition(p.topic, p.partition, p.leaderEpoch, p.fetchOffset,
                                   p.lastFetchedEpoch, p.maxBytes) for p in b.partitions)),
+    **protocol_classic.REQUEST_DECODERS,
 }
 
 
@@ -772,6 +783,8 @@ def _reply_view(rep) -> ReplyView:
                                     [(r.topic, r.partition) for r in m.emptied])
     elif view.kind == "replicaFetchAll":
         view.replica_fetch_all = [_replica_fetch_partition_result(r) for r in rep.replicaFetchAll]
+    elif view.kind == "classic":
+        view.classic = protocol_classic.decode_result(rep.classic)
     elif view.kind == "status":
         st = rep.status
         view.status = StatusInfo(

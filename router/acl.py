@@ -26,7 +26,9 @@ Resources and operations, as Kafka's (topics, groups, the cluster):
     produce    produce                               -
     consume    fetch, listOffsets                    heartbeat (join, leave), commitOffsets,
                                                      fetchOffsets; each also needs consume on
-                                                     every topic it names
+                                                     every topic it names; Kafka's classic
+                                                     join, sync, heartbeat and leave (their
+                                                     topics are opaque to the broker)
     admin      createTopic, alterTopic, deleteTopic, describeGroup, resetOffsets (which also
                describeTopic                         needs consume on every topic it resets)
     cluster    status, addShards, removeShards, moveShard: takes neither pattern (replicaFetch
@@ -64,7 +66,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from plinth import protocol
+from plinth import protocol, protocol_classic
 from plinth.errors import InvalidConfigError, NotAuthorizedError
 
 OPERATIONS = ("produce", "consume", "admin", "cluster")
@@ -181,6 +183,11 @@ def needs_of(request: protocol.Request) -> list[Need] | None:
             return _group_and_topics("consume", group, {t for t, _ in offsets})
         case protocol.FetchOffsetsRequest(group=group):
             return [("consume", None, group)]
+        case protocol_classic.ClassicJoinRequest(group=group) | \
+                protocol_classic.ClassicSyncRequest(group=group) | \
+                protocol_classic.ClassicHeartbeatRequest(group=group) | \
+                protocol_classic.ClassicLeaveRequest(group=group):
+            return [("consume", None, group)]   # the topics are opaque to the broker
         case protocol.DescribeGroupRequest(group=group):
             return [("admin", None, group)]
         case protocol.ResetOffsetsRequest(group=group, offsets=offsets):

@@ -55,6 +55,10 @@ struct Request {
     replicaFetch @19 :ReplicaFetch;   # shard to shard only: a router refuses it from clients
     moveShard @20 :MoveShard;      # re-create a shard's replicas on another node
     replicaFetchAll @21 :ReplicaFetchAll;   # shard to shard only, as replicaFetch
+    classicJoin @22 :ClassicJoin;            # Kafka's classic group protocol (the Kafka
+    classicSync @23 :ClassicSync;            # listener's JoinGroup, SyncGroup, Heartbeat
+    classicHeartbeat @24 :ClassicHeartbeat;  # and LeaveGroup), answered by the group's
+    classicLeave @25 :ClassicLeave;          # coordinating shard: see below
   }
 }
 
@@ -204,8 +208,105 @@ struct TopicPartitions {
 struct CommitOffsets {
   group @0 :Text;
   memberId @1 :Text;
-  memberEpoch @2 :Int32;
+  memberEpoch @2 :Int32;         # a classic group's: its generation id
   offsets @3 :List(PartitionOffset);
+  classic @4 :Bool;              # a commit of Kafka's classic group protocol (OffsetCommit)
+  groupInstanceId @5 :Text;      # classic: the static member's instance id, "" if none
+}
+
+# --- Kafka's classic group protocol ------------------------------------------
+# What a Kafka client's JoinGroup, SyncGroup, Heartbeat and LeaveGroup become:
+# the Kafka listener sends them to the group's coordinating shard (routed as
+# every group request), whose classic coordinator (shards/classic_group.py)
+# answers with Kafka's own error codes in `errorCode` (0: none), because only
+# Kafka clients see them. A join or a sync may be answered late: when the
+# rebalance it waits for completes. Kafka's null strings are "" here.
+
+struct ClassicJoin {
+  group @0 :Text;
+  memberId @1 :Text;             # "" for a new member
+  groupInstanceId @2 :Text;      # a static member's instance id
+  protocolType @3 :Text;         # "consumer" for consumers
+  protocols @4 :List(ClassicProtocol);   # in the member's order of preference
+  sessionTimeoutMs @5 :Int32;
+  rebalanceTimeoutMs @6 :Int32;
+  clientId @7 :Text;
+  clientHost @8 :Text;
+  requireKnownMemberId @9 :Bool; # JoinGroup v4+: a new member first gets an id (KIP-394)
+}
+
+struct ClassicProtocol {
+  name @0 :Text;                 # the assignor, e.g. "range"
+  metadata @1 :Data;             # the member's subscription, opaque to the broker
+}
+
+struct ClassicSync {
+  group @0 :Text;
+  generationId @1 :Int32;
+  memberId @2 :Text;
+  groupInstanceId @3 :Text;
+  protocolType @4 :Text;
+  protocolName @5 :Text;
+  assignments @6 :List(ClassicAssignment);   # the leader's; empty from the others
+}
+
+struct ClassicAssignment {
+  memberId @0 :Text;
+  assignment @1 :Data;           # opaque to the broker
+}
+
+struct ClassicHeartbeat {
+  group @0 :Text;
+  generationId @1 :Int32;
+  memberId @2 :Text;
+  groupInstanceId @3 :Text;
+}
+
+struct ClassicLeave {
+  group @0 :Text;
+  members @1 :List(ClassicMemberRef);
+}
+
+struct ClassicMemberRef {
+  memberId @0 :Text;
+  groupInstanceId @1 :Text;
+}
+
+struct ClassicResult {
+  errorCode @0 :Int16;           # Kafka's error code, 0: none
+  union {
+    none @1 :Void;               # heartbeat
+    join @2 :ClassicJoinResult;
+    sync @3 :ClassicSyncResult;
+    leave @4 :List(ClassicLeaveResult);
+  }
+}
+
+struct ClassicJoinResult {
+  generationId @0 :Int32;
+  protocolType @1 :Text;
+  protocolName @2 :Text;
+  leader @3 :Text;
+  memberId @4 :Text;
+  members @5 :List(ClassicMember);   # the leader's answer only
+}
+
+struct ClassicMember {
+  memberId @0 :Text;
+  groupInstanceId @1 :Text;
+  metadata @2 :Data;
+}
+
+struct ClassicSyncResult {
+  protocolType @0 :Text;
+  protocolName @1 :Text;
+  assignment @2 :Data;
+}
+
+struct ClassicLeaveResult {
+  memberId @0 :Text;
+  groupInstanceId @1 :Text;
+  errorCode @2 :Int16;
 }
 
 struct PartitionOffset {
@@ -236,6 +337,7 @@ struct Reply {
     replicaFetch @14 :ReplicaFetchResult;
     shardMove @15 :ShardMove;    # moveShard
     replicaFetchAll @16 :List(ReplicaFetchPartitionResult);   # in the request's order
+    classic @17 :ClassicResult;  # classicJoin, classicSync, classicHeartbeat, classicLeave
   }
   throttleTimeMs @13 :UInt32;    # the client is over a quota: its next request
                                  # waits this long (as Kafka's throttle_time_ms)
