@@ -46,7 +46,10 @@ the environment causes and is expected, handled and reported.
     │   ├── NotEnoughReplicasError  notEnoughReplicas
     │   ├── NotLeaderError          notLeader
     │   ├── FencedLeaderEpochError  fencedLeaderEpoch
-    │   └── InvalidReplicationFactorError invalidReplicationFactor
+    │   ├── InvalidReplicationFactorError invalidReplicationFactor
+    │   ├── RebalanceInProgressError rebalanceInProgress (Kafka's classic groups)
+    │   ├── FencedInstanceIdError   fencedInstanceId (Kafka's classic groups)
+    │   └── InconsistentGroupProtocolError inconsistentGroupProtocol
     └── ClientError                 raised by the client library itself
         ├── PlinthTimeoutError      a client-side timeout ran out
         ├── ClosedError             the producer/consumer/admin was closed
@@ -244,6 +247,25 @@ class InvalidReplicationFactorError(BrokerError):
     code_name = "invalidReplicationFactor"
 
 
+class RebalanceInProgressError(BrokerError):
+    """A classic group (Kafka's protocol) is rebalancing: its member rejoins."""
+
+    code_name = "rebalanceInProgress"
+
+
+class FencedInstanceIdError(BrokerError):
+    """A classic group's static member was replaced by a newer one with its instance id."""
+
+    code_name = "fencedInstanceId"
+
+
+class InconsistentGroupProtocolError(BrokerError):
+    """A group is used with the other group protocol (Plinth's or Kafka's classic) than
+    the one its members joined with."""
+
+    code_name = "inconsistentGroupProtocol"
+
+
 class ClientError(PlinthError):
     """Raised by the client library without a broker reply."""
 
@@ -273,7 +295,8 @@ BROKER_ERRORS: dict[str, type[BrokerError]] = {
         GroupNotEmptyError, InvalidGroupError, UnknownGroupError, OutOfOrderSequenceError,
         NotAuthorizedError, InvalidTimestampError, GroupMaxSizeReachedError, TooManyGroupsError,
         TooManyProducersError, NotEnoughReplicasError, NotLeaderError, FencedLeaderEpochError,
-        InvalidReplicationFactorError,
+        InvalidReplicationFactorError, RebalanceInProgressError, FencedInstanceIdError,
+        InconsistentGroupProtocolError,
     )
 }
 

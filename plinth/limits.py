@@ -696,6 +696,9 @@ KAFKA_BACKEND_REQUEST_TIMEOUT_MS = 30_000
 # The longest a Kafka fetch may park (its max_wait_ms is capped here): Kafka
 # clients ask for 500 ms; a longer wait only holds a connection's turn.
 KAFKA_FETCH_WAIT_MS_MAX = 10_000
+# How long a SyncGroup may wait for its leader's (a rebalance's own timeout
+# bounds it at the coordinator; this bounds the listener's wait for the answer).
+KAFKA_GROUP_SYNC_WAIT_MS_MAX = 300_000
 # Partitions of a topic created with num_partitions -1 (Kafka's num.partitions).
 KAFKA_TOPIC_PARTITIONS_DEFAULT = 1
 

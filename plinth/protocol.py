@@ -314,6 +314,12 @@ class MemberInfo:
     member_epoch: int
     topics: list[str]
     assignment: set[tuple[str, int]]
+    # classic groups only (schemas/protocol.capnp)
+    group_instance_id: str = ""
+    client_id: str = ""
+    client_host: str = ""
+    metadata: bytes = b""
+    assignment_bytes: bytes = b""
 
 
 @dataclass
@@ -323,6 +329,9 @@ class GroupInfo:
     epoch: int
     members: list[MemberInfo] = field(default_factory=list)
     committed: dict[tuple[str, int], int] = field(default_factory=dict)
+    protocol_type: str = ""       # classic groups: "consumer"; "" for Plinth's
+    state: str = ""               # classic: Kafka's state name
+    leader: str = ""              # classic: the leader's member id
 
 
 @dataclass
@@ -690,11 +699,16 @@ def encode_group_reply(request_id: int, info: GroupInfo) -> bytes:
     msg = protocol.Reply.new_message(requestId=request_id)
     body = msg.init("group")
     body.group, body.assignor, body.epoch = info.group, info.assignor, info.epoch
+    body.protocolType, body.state, body.leader = info.protocol_type, info.state, info.leader
     members = body.init("members", len(info.members))
     for i, member in enumerate(info.members):
-        members[i].memberId, members[i].memberEpoch = member.member_id, member.member_epoch
-        _fill_texts(members[i].init("topics", len(member.topics)), member.topics)
-        _fill_topic_partitions(members[i], "assignment", member.assignment)
+        out = members[i]
+        out.memberId, out.memberEpoch = member.member_id, member.member_epoch
+        _fill_texts(out.init("topics", len(member.topics)), member.topics)
+        _fill_topic_partitions(out, "assignment", member.assignment)
+        out.groupInstanceId, out.clientId = member.group_instance_id, member.client_id
+        out.clientHost, out.metadata = member.client_host, member.metadata
+        out.assignmentBytes = member.assignment_bytes
     _fill_partition_offsets(body, "committed", info.committed)
     return msg.to_bytes()
 
@@ -803,9 +817,12 @@ def _reply_view(rep) -> ReplyView:
 
 
 def _group_info(g) -> GroupInfo:
-    members = [MemberInfo(m.memberId, m.memberEpoch, list(m.topics), _topic_partitions(m.assignment))
+    members = [MemberInfo(m.memberId, m.memberEpoch, list(m.topics), _topic_partitions(m.assignment),
+                          m.groupInstanceId, m.clientId, m.clientHost, bytes(m.metadata),
+                          bytes(m.assignmentBytes))
                for m in g.members]
-    return GroupInfo(g.group, g.assignor, g.epoch, members, _partition_offsets(g.committed))
+    return GroupInfo(g.group, g.assignor, g.epoch, members, _partition_offsets(g.committed),
+                     g.protocolType, g.state, g.leader)
 
 
 def _topic_partitions(entries) -> set[tuple[str, int]]:

@@ -412,17 +412,29 @@ struct HeartbeatResult {
 
 struct GroupInfo {
   group @0 :Text;
-  assignor @1 :Text;
-  epoch @2 :Int32;
+  assignor @1 :Text;             # a classic group's: the protocol its members chose
+  epoch @2 :Int32;               # a classic group's: its generation id
   members @3 :List(MemberInfo);
   committed @4 :List(PartitionOffset);
+  # A group of Kafka's classic protocol (the Kafka listener's groups): protocolType
+  # is what its members joined with ("consumer"), "" for a Plinth group.
+  protocolType @5 :Text;
+  state @6 :Text;                # classic: Kafka's state name (Stable, Empty, ...)
+  leader @7 :Text;               # classic: the leader's member id
 }
 
 struct MemberInfo {
   memberId @0 :Text;
   memberEpoch @1 :Int32;
   topics @2 :List(Text);
-  assignment @3 :List(TopicPartitions);
+  assignment @3 :List(TopicPartitions);   # classic: decoded from assignmentBytes
+                                          # when the protocol type is "consumer"
+  # Classic groups only (opaque to the broker, as Kafka's DescribeGroups has them):
+  groupInstanceId @4 :Text;
+  clientId @5 :Text;
+  clientHost @6 :Text;
+  metadata @7 :Data;
+  assignmentBytes @8 :Data;
 }
 
 struct Error {
@@ -467,6 +479,9 @@ enum ErrorCode {
   notLeader @31;                 # this shard does not lead the partition (any more): refresh
   fencedLeaderEpoch @32;         # a request from an older leader epoch or controller
   invalidReplicationFactor @33;  # outside 1..the nodes (or the shards) there are
+  rebalanceInProgress @34;       # a classic (Kafka protocol) group rebalances: rejoin
+  fencedInstanceId @35;          # a classic group's static member was replaced
+  inconsistentGroupProtocol @36; # a group used with the other group protocol
 }
 
 struct ProduceResult {

@@ -18,7 +18,7 @@ UNKNOWN_LEADER_EPOCH = -1
 ZERO_UUID = b"\x00" * 16
 
 
-async def api_versions(gateway, header, body: dict) -> dict:
+async def api_versions(gateway, header, body: dict, connection) -> dict:
     """The versions of every API this listener answers."""
     keys = sorted(key for key in gateway.api_keys() if key in SUPPORTED_VERSIONS)
     return {"error_code": kafka.NONE, "throttle_time_ms": 0,
@@ -32,7 +32,7 @@ def _broker(gateway, id_field: str = "node_id") -> dict:
             "port": cluster.advertised_port, "rack": None}
 
 
-async def metadata(gateway, header, body: dict) -> dict:
+async def metadata(gateway, header, body: dict, connection) -> dict:
     """Every topic asked for (all when the request names none), led by this broker."""
     wanted = body.get("topics")
     names = None if wanted is None else [t.get("name") for t in wanted]
@@ -75,7 +75,7 @@ async def _plinth_metadata(gateway) -> protocol.ReplyView:
     return reply
 
 
-async def describe_cluster(gateway, header, body: dict) -> dict:
+async def describe_cluster(gateway, header, body: dict, connection) -> dict:
     return {"throttle_time_ms": 0, "error_code": kafka.NONE, "error_message": None,
             "endpoint_type": 1, "cluster_id": gateway.cluster.cluster_id,
             "controller_id": gateway.cluster.node_id,
@@ -83,7 +83,7 @@ async def describe_cluster(gateway, header, body: dict) -> dict:
             "cluster_authorized_operations": -2147483648}
 
 
-async def find_coordinator(gateway, header, body: dict) -> dict:
+async def find_coordinator(gateway, header, body: dict, connection) -> dict:
     """This broker coordinates every group: it forwards to the coordinating shard."""
     broker = _broker(gateway)
     keys = body.get("coordinator_keys") or [body.get("key")]

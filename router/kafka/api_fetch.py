@@ -50,7 +50,7 @@ class _PartitionFetch:
                        "records": []}
 
 
-async def fetch(gateway, header, body: dict) -> dict:
+async def fetch(gateway, header, body: dict, connection) -> dict:
     parts, responses = [], []
     for topic in body.get("topics") or []:
         answers = []

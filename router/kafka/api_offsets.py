@@ -22,7 +22,7 @@ EARLIEST_TIMESTAMP = -2
 UNKNOWN_LEADER_EPOCH = -1
 
 
-async def list_offsets(gateway, header, body: dict) -> dict:
+async def list_offsets(gateway, header, body: dict, connection) -> dict:
     work, topics = [], []
     for topic in body.get("topics") or []:
         answers = []
@@ -41,7 +41,8 @@ async def list_offsets(gateway, header, body: dict) -> dict:
     return {"throttle_time_ms": 0, "topics": topics}
 
 
-async def _list_one(gateway, topic: str, partition: int, timestamp: int, answer: dict) -> None:
+async def _list_one(gateway, topic: str, partition: int, timestamp: int,
+                    answer: dict) -> None:
     backend = gateway.backend
     request_id = backend.next_request_id()
     try:

@@ -40,7 +40,7 @@ _ACKS_KAFKA = (-1, 0, 1)
 PRODUCER_ID_BITS = 62
 
 
-async def init_producer_id(gateway, header, body: dict) -> dict:
+async def init_producer_id(gateway, header, body: dict, connection) -> dict:
     if body.get("transactional_id") is not None:
         return {"throttle_time_ms": 0, "error_code": kafka.UNSUPPORTED_VERSION,
                 "producer_id": -1, "producer_epoch": -1}
@@ -48,7 +48,7 @@ async def init_producer_id(gateway, header, body: dict) -> dict:
             "producer_id": random.getrandbits(PRODUCER_ID_BITS), "producer_epoch": 0}
 
 
-async def produce(gateway, header, body: dict) -> dict | None:
+async def produce(gateway, header, body: dict, connection) -> dict | None:
     """Every partition's batch to its shard; None (no response) for acks 0."""
     acks = body.get("acks", 1)
     work, answers = [], []

@@ -41,7 +41,7 @@ def _error_of(reply) -> BaseException | None:
     return reply if isinstance(reply, PlinthError) else reply.error
 
 
-async def create_topics(gateway, header, body: dict) -> dict:
+async def create_topics(gateway, header, body: dict, connection) -> dict:
     validate_only = bool(body.get("validate_only"))
     answers = await asyncio.gather(*(_create_one(gateway, topic, validate_only)
                                      for topic in body.get("topics") or []))
@@ -75,7 +75,7 @@ async def _create_one(gateway, topic: dict, validate_only: bool) -> dict:
     return answer
 
 
-async def delete_topics(gateway, header, body: dict) -> dict:
+async def delete_topics(gateway, header, body: dict, connection) -> dict:
     names = body.get("topic_names")
     if names is None:
         names = [t.get("name") for t in body.get("topics") or []]
@@ -96,14 +96,14 @@ async def _delete_one(gateway, name: str | None) -> dict:
     return answer
 
 
-async def create_partitions(gateway, header, body: dict) -> dict:
+async def create_partitions(gateway, header, body: dict, connection) -> dict:
     return {"throttle_time_ms": 0, "results": [
         {"name": topic["name"], "error_code": kafka.INVALID_PARTITIONS,
          "error_message": "Plinth cannot add partitions to an existing topic yet"}
         for topic in body.get("topics") or []]}
 
 
-async def describe_configs(gateway, header, body: dict) -> dict:
+async def describe_configs(gateway, header, body: dict, connection) -> dict:
     results = await asyncio.gather(*(_describe_one(gateway, resource)
                                      for resource in body.get("resources") or []))
     return {"throttle_time_ms": 0, "results": list(results)}

@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from plinth.router.kafka import api_cluster, api_fetch, api_offsets, api_produce, api_topics
+from plinth.router.kafka import (api_cluster, api_fetch, api_groups, api_offsets, api_produce,
+                                 api_topics)
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.backend import PlinthBackend
 from plinth.router.kafka.codec import API_KEYS, RequestHeader
@@ -56,6 +57,14 @@ class KafkaGateway:
             API_KEYS["DeleteTopics"]: api_topics.delete_topics,
             API_KEYS["CreatePartitions"]: api_topics.create_partitions,
             API_KEYS["DescribeConfigs"]: api_topics.describe_configs,
+            API_KEYS["JoinGroup"]: api_groups.join_group,
+            API_KEYS["SyncGroup"]: api_groups.sync_group,
+            API_KEYS["Heartbeat"]: api_groups.heartbeat,
+            API_KEYS["LeaveGroup"]: api_groups.leave_group,
+            API_KEYS["OffsetCommit"]: api_groups.offset_commit,
+            API_KEYS["OffsetFetch"]: api_groups.offset_fetch,
+            API_KEYS["DescribeGroups"]: api_groups.describe_groups,
+            API_KEYS["ListGroups"]: api_groups.list_groups,
         }
 
     def api_keys(self) -> list[int]:
@@ -74,4 +83,4 @@ class KafkaGateway:
             log.info("Kafka API %d v%d from %s is not supported", header.api_key,
                      header.api_version, header.client_id)
             return {"error_code": kafka.UNSUPPORTED_VERSION}
-        return await handler(self, header, body)
+        return await handler(self, header, body, connection)

@@ -12,8 +12,8 @@ from __future__ import annotations
 from plinth.errors import BrokerError, PlinthTimeoutError
 from plinth.router.kafka import error_codes as kafka
 
-# Plinth code name -> Kafka error code. Group errors are mapped where the
-# group APIs are answered; here, what produce, fetch, offsets and admin meet.
+# Plinth code name -> Kafka error code. The classic group APIs' own answers
+# carry Kafka's codes already (protocol_classic.py); these are the rest.
 _BY_PLINTH_CODE = {
     "malformedRequest": kafka.INVALID_REQUEST,
     "unknownTopic": kafka.UNKNOWN_TOPIC_OR_PARTITION,
@@ -41,6 +41,11 @@ _BY_PLINTH_CODE = {
     "notEnoughReplicas": kafka.NOT_ENOUGH_REPLICAS,
     "invalidReplicationFactor": kafka.INVALID_REPLICATION_FACTOR,
     "unknownMemberId": kafka.UNKNOWN_MEMBER_ID,
+    "staleMemberEpoch": kafka.ILLEGAL_GENERATION,
+    "rebalanceInProgress": kafka.REBALANCE_IN_PROGRESS,
+    "fencedInstanceId": kafka.FENCED_INSTANCE_ID,
+    "inconsistentGroupProtocol": kafka.INCONSISTENT_GROUP_PROTOCOL,
+    "notOwner": kafka.UNKNOWN_MEMBER_ID,
     "groupNotEmpty": kafka.NON_EMPTY_GROUP,
     "invalidGroup": kafka.INVALID_GROUP_ID,
     "unknownGroup": kafka.GROUP_ID_NOT_FOUND,

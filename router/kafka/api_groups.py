@@ -1,0 +1,208 @@
+"""The group APIs: Kafka's classic protocol and committed offsets, answered by the shards.
+
+Runs on the Kafka listener's event loop thread (gateway.py). JoinGroup,
+SyncGroup, Heartbeat and LeaveGroup become Plinth's classicJoin, classicSync,
+classicHeartbeat and classicLeave (plinth/protocol_classic.py), answered by
+the group's coordinating shard (shards/classic_group.py) with Kafka's error
+codes, so they pass through unchanged. A join or a sync is answered when the
+rebalance it waits for completes, so its Plinth request waits up to the
+rebalance timeout (plus the usual request timeout).
+
+Committed offsets are Plinth's: OffsetCommit is a commitOffsets marked
+classic (the coordinator checks the member and generation), OffsetFetch a
+fetchOffsets, so Kafka groups and Plinth groups share one offset store and
+``plinth group describe`` shows either. DescribeGroups and ListGroups come
+from describeGroup and listGroups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from plinth import limits, protocol, protocol_classic
+from plinth.errors import PlinthError
+from plinth.router.kafka import error_codes as kafka
+from plinth.router.kafka.plinth_errors import kafka_code
+
+NO_GENERATION = -1
+_LEADER_EPOCH_UNKNOWN = -1
+_OFFSET_NONE = -1
+
+
+async def _classic(gateway, request, wait_ms: int = 0) -> protocol_classic.ClassicResult:
+    """One classic group request's answer; a Plinth error as its Kafka code."""
+    backend = gateway.backend
+    try:
+        reply, _ = await backend.call(
+            request.request_id, protocol_classic.encode_request(request),
+            timeout_ms=wait_ms + limits.KAFKA_BACKEND_REQUEST_TIMEOUT_MS)
+    except PlinthError as exc:
+        return protocol_classic.ClassicResult(kafka_code(exc))
+    if reply.error is not None:
+        return protocol_classic.ClassicResult(kafka_code(reply.error))
+    return reply.classic
+
+
+def _host(connection) -> str:
+    peer = getattr(connection, "peer", None)
+    return f"/{peer[0]}" if peer else ""
+
+
+async def join_group(gateway, header, body: dict, connection) -> dict:
+    session_ms = body["session_timeout_ms"]
+    rebalance_ms = body.get("rebalance_timeout_ms", -1)
+    request = protocol_classic.ClassicJoinRequest(
+        gateway.backend.next_request_id(), body["group_id"], body.get("member_id") or "",
+        body.get("group_instance_id") or "", body.get("protocol_type") or "",
+        tuple((p["name"], bytes(p["metadata"])) for p in body.get("protocols") or []),
+        session_ms, rebalance_ms, header.client_id or "", _host(connection),
+        require_known_member_id=header.api_version >= 4)
+    result = await _classic(gateway, request, max(rebalance_ms, session_ms))
+    return {"throttle_time_ms": 0, "error_code": result.error_code,
+            "generation_id": result.generation_id, "protocol_type": result.protocol_type or None,
+            "protocol_name": result.protocol_name or None, "leader": result.leader,
+            "skip_assignment": False, "member_id": result.member_id or request.member_id,
+            "members": [{"member_id": member_id, "group_instance_id": instance_id or None,
+                         "metadata": metadata} for member_id, instance_id, metadata in result.members]}
+
+
+async def sync_group(gateway, header, body: dict, connection) -> dict:
+    request = protocol_classic.ClassicSyncRequest(
+        gateway.backend.next_request_id(), body["group_id"], body["generation_id"],
+        body["member_id"], body.get("group_instance_id") or "",
+        body.get("protocol_type") or "", body.get("protocol_name") or "",
+        tuple((a["member_id"], bytes(a["assignment"])) for a in body.get("assignments") or []))
+    result = await _classic(gateway, request, limits.KAFKA_GROUP_SYNC_WAIT_MS_MAX)
+    return {"throttle_time_ms": 0, "error_code": result.error_code,
+            "protocol_type": result.protocol_type or None,
+            "protocol_name": result.protocol_name or None, "assignment": result.assignment}
+
+
+async def heartbeat(gateway, header, body: dict, connection) -> dict:
+    request = protocol_classic.ClassicHeartbeatRequest(
+        gateway.backend.next_request_id(), body["group_id"], body["generation_id"],
+        body["member_id"], body.get("group_instance_id") or "")
+    result = await _classic(gateway, request)
+    return {"throttle_time_ms": 0, "error_code": result.error_code}
+
+
+async def leave_group(gateway, header, body: dict, connection) -> dict:
+    members = body.get("members")
+    if members is None:   # v0-2: one member
+        members = [{"member_id": body.get("member_id") or "", "group_instance_id": None}]
+    request = protocol_classic.ClassicLeaveRequest(
+        gateway.backend.next_request_id(), body["group_id"],
+        tuple((m.get("member_id") or "", m.get("group_instance_id") or "") for m in members))
+    result = await _classic(gateway, request)
+    return {"throttle_time_ms": 0, "error_code": result.error_code,
+            "members": [{"member_id": member_id, "group_instance_id": instance_id or None,
+                         "error_code": code} for member_id, instance_id, code in result.left]}
+
+
+# --- Committed offsets ------------------------------------------------------------
+
+async def offset_commit(gateway, header, body: dict, connection) -> dict:
+    generation = body.get("generation_id_or_member_epoch", body.get("generation_id",
+                                                                    NO_GENERATION))
+    offsets = {(t["name"], p["partition_index"]): p["committed_offset"]
+               for t in body.get("topics") or [] for p in t.get("partitions") or []}
+    backend = gateway.backend
+    request_id = backend.next_request_id()
+    code = kafka.NONE
+    try:
+        reply, _ = await backend.call(request_id, protocol.encode_commit_offsets(
+            request_id, "commitOffsets", body["group_id"], body.get("member_id") or "",
+            generation, offsets, classic=True,
+            group_instance_id=body.get("group_instance_id") or ""))
+        code = kafka_code(reply.error)
+    except PlinthError as exc:
+        code = kafka_code(exc)
+    return {"throttle_time_ms": 0, "topics": [
+        {"name": t["name"], "partitions": [{"partition_index": p["partition_index"],
+                                            "error_code": code}
+                                           for p in t.get("partitions") or []]}
+        for t in body.get("topics") or []]}
+
+
+async def offset_fetch(gateway, header, body: dict, connection) -> dict:
+    if "groups" in body and body["groups"] is not None:   # v8+: several groups
+        groups = await asyncio.gather(*(_offsets_of(gateway, g["group_id"], g.get("topics"))
+                                        for g in body["groups"]))
+        return {"throttle_time_ms": 0, "groups": [
+            {"group_id": g["group_id"], "topics": topics, "error_code": code}
+            for g, (topics, code) in zip(body["groups"], groups)]}
+    topics, code = await _offsets_of(gateway, body["group_id"], body.get("topics"))
+    return {"throttle_time_ms": 0, "topics": topics, "error_code": code}
+
+
+async def _offsets_of(gateway, group: str, wanted) -> tuple[list[dict], int]:
+    """(topics answer, error code) of one group's committed offsets; ``wanted`` None: all."""
+    backend = gateway.backend
+    request_id = backend.next_request_id()
+    try:
+        reply, _ = await backend.call(request_id, protocol.encode_group_request(
+            request_id, "fetchOffsets", group))
+    except PlinthError as exc:
+        return [], kafka_code(exc)
+    if reply.error is not None:
+        return [], kafka_code(reply.error)
+    committed = reply.committed
+    if wanted is None:
+        pairs: dict[str, list[int]] = {}
+        for topic, partition in sorted(committed):
+            pairs.setdefault(topic, []).append(partition)
+        wanted = [{"name": t, "partition_indexes": ps} for t, ps in pairs.items()]
+    return [{"name": t["name"], "partitions": [
+        {"partition_index": p, "committed_offset": committed.get((t["name"], p), _OFFSET_NONE),
+         "committed_leader_epoch": _LEADER_EPOCH_UNKNOWN, "metadata": "",
+         "error_code": kafka.NONE} for p in t.get("partition_indexes") or []]}
+        for t in wanted], kafka.NONE
+
+
+# --- Describing and listing ---------------------------------------------------------
+
+async def describe_groups(gateway, header, body: dict, connection) -> dict:
+    described = await asyncio.gather(*(_describe(gateway, name)
+                                       for name in body.get("groups") or []))
+    return {"throttle_time_ms": 0, "groups": list(described)}
+
+
+async def _describe(gateway, name: str) -> dict:
+    answer = {"error_code": kafka.NONE, "group_id": name, "group_state": "Dead",
+              "protocol_type": "", "protocol_data": "", "members": [],
+              "authorized_operations": -2147483648}
+    backend = gateway.backend
+    request_id = backend.next_request_id()
+    try:
+        reply, _ = await backend.call(request_id, protocol.encode_group_request(
+            request_id, "describeGroup", name))
+    except PlinthError as exc:
+        answer["error_code"] = kafka_code(exc)
+        return answer
+    if reply.error is not None:
+        if reply.error.code_name != "unknownGroup":   # unknown: Dead, as Kafka
+            answer["error_code"] = kafka_code(reply.error)
+        return answer
+    info = reply.group
+    answer.update(group_state=info.state or ("Stable" if info.members else "Empty"),
+                  protocol_type=info.protocol_type, protocol_data=info.assignor)
+    answer["members"] = [{"member_id": m.member_id,
+                          "group_instance_id": m.group_instance_id or None,
+                          "client_id": m.client_id, "client_host": m.client_host,
+                          "member_metadata": m.metadata, "member_assignment": m.assignment_bytes}
+                         for m in info.members]
+    return answer
+
+
+async def list_groups(gateway, header, body: dict, connection) -> dict:
+    backend = gateway.backend
+    request_id = backend.next_request_id()
+    try:
+        reply, _ = await backend.call(request_id, protocol.encode_list_groups(request_id))
+    except PlinthError as exc:
+        return {"throttle_time_ms": 0, "error_code": kafka_code(exc), "groups": []}
+    if reply.error is not None:
+        return {"throttle_time_ms": 0, "error_code": kafka_code(reply.error), "groups": []}
+    return {"throttle_time_ms": 0, "error_code": kafka.NONE,
+            "groups": [{"group_id": name, "protocol_type": "consumer", "group_state": ""}
+                       for name in reply.groups]}
