@@ -47,11 +47,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plinth import limits, protocol, topics
+from plinth import limits, protocol, protocol_classic, topics
 from plinth.durable_files import write_file_atomically
 from plinth.errors import (BrokerError, InvalidConfigError, MalformedRequestError,
                            NotLeaderError, RequestTimedOutError, TooManyRequestsError,
                            UnavailableError, UnknownGroupError)
+from plinth.shards.classic_requests import ClassicRequests
 from plinth.shards.group_coordinator import GroupCoordinator
 from plinth.shards.offset_store import DIR_NAME, OffsetStore, wall_clock_ms
 from plinth.shards.partition import Partition
@@ -120,6 +121,10 @@ class GroupRequests:
         self._clock_ms = clock_ms
         self._work_clock_s = work_clock_s
         self._slot_logs = slot_logs
+        # Kafka's classic groups (the Kafka listener's): soft state, sent its held
+        # answers through the shard's reply (SlotLogs.reply).
+        self._classic = ClassicRequests(
+            shard_id, slot_logs.reply if slot_logs is not None else _no_reply, clock_s)
         self._mark = store.directory.with_name(REPLICATED_MARK)
         # Groups live in replicated slots here (the internal topic exists); for good.
         self._replicated = slot_logs is not None and self._mark.exists()
@@ -143,6 +148,7 @@ class GroupRequests:
                    slot_logs, clock_ms)
 
     def close(self) -> None:
+        self._classic.close_all()
         for slot in list(self._slots.values()):
             self._drop(slot, NotLeaderError(f"{self.shard_id} is stopping; retry"))
         self._store.close()
@@ -155,6 +161,11 @@ class GroupRequests:
         a replicated slot, the reply waits for the high watermark and goes to
         ``envelope`` later (``run_timers``)."""
         slot = self._slot_for(request.group)
+        if isinstance(request, protocol_classic.CLASSIC_REQUESTS):
+            groups = self._coordinator if slot is None else slot.coordinator
+            group = groups.describe(request.group) if self._has_plinth(groups, request) else None
+            return self._classic.handle(request, _client_key(payload), envelope,
+                                        len(group.members) if group is not None else 0)
         if slot is None:
             return self._answer(self._coordinator, request, payload)
         if isinstance(request, _WRITES):
@@ -174,10 +185,17 @@ class GroupRequests:
         self._waiting_count += 1
         return None
 
+    @staticmethod
+    def _has_plinth(groups: GroupCoordinator, request) -> bool:
+        """Whether a classic request's group may have Plinth members to check for."""
+        return type(request) is protocol_classic.ClassicJoinRequest and \
+            request.group in groups.group_names()
+
     def _answer(self, groups: GroupCoordinator, request, payload: list) -> bytes:
         rid = request.request_id
         match request:
             case protocol.GroupHeartbeatRequest():
+                self._classic.refuse_plinth_member(request.group)
                 result = groups.heartbeat(
                     request.group, request.member_id, request.member_epoch, list(request.topics),
                     set(request.owned), _session_timeout_ms(request), request.assignor,
@@ -185,7 +203,12 @@ class GroupRequests:
                 return protocol.encode_heartbeat_reply(
                     rid, result.member_id, result.member_epoch, result.heartbeat_interval_ms,
                     result.assignment)
+            case protocol.CommitOffsetsRequest(classic=True):
+                self._classic.check_commit(request, _client_key(payload))
+                groups.reset_offsets(request.group, request.offsets)   # no Plinth members
+                return protocol.encode_ok(rid)
             case protocol.CommitOffsetsRequest():
+                self._classic.refuse_plinth_member(request.group)
                 groups.commit(request.group, request.member_id, request.member_epoch,
                               request.offsets, _client_key(payload))
                 return protocol.encode_ok(rid)
@@ -199,6 +222,9 @@ class GroupRequests:
     def info(self, name: str, groups: GroupCoordinator | None = None) -> protocol.GroupInfo:
         """A group's members, assignments and committed offsets."""
         groups = groups or self._coordinator_of(name)
+        classic = self._classic.info(name, groups.committed(name))
+        if classic is not None:
+            return classic
         group = groups.describe(name)
         if group is None:
             raise UnknownGroupError(f"group {name!r} is not known to {self.shard_id}")
@@ -271,6 +297,9 @@ class GroupRequests:
         """Stop coordinating a slot's groups: members rejoin at the new leader; the
         replies waiting for its high watermark get ``error``."""
         del self._slots[slot.index]
+        self._classic.close_groups([name for name in self._classic.names()
+                                    if topics.offsets_slot(name, self._slot_count or 1)
+                                    == slot.index])
         while slot.waiting:
             waiting = slot.waiting.popleft()
             self._waiting_count -= 1
@@ -318,6 +347,7 @@ class GroupRequests:
         silent for longer than their session timeout, expired offsets of empty groups."""
         self._coordinator.run_assignments()
         self._coordinator.expire(now_s)
+        self._classic.run_timers()
         if self._slot_logs is None or not (self._slots or self._slot_count):
             return
         if now_s >= self._next_slots_check_s:
@@ -339,9 +369,9 @@ class GroupRequests:
         wait, else when the next member's session ends or a waiting reply's wait ends
         (None: nothing)."""
         now_s = self._clock_s()
+        times = [self._coordinator.next_expiry_s(now_s), self._classic.next_timer_s()]
         if not self._slot_count and not self._slots:   # factor 1: this shard's store alone
-            return self._coordinator.next_expiry_s(now_s)
-        times = [self._coordinator.next_expiry_s(now_s)]
+            return min((t for t in times if t is not None), default=None)
         if self._slot_logs is not None:
             times.append(self._next_slots_check_s)
         for slot in self._slots.values():
@@ -373,16 +403,18 @@ class GroupRequests:
 
     def names(self) -> list[str]:
         """The groups this shard coordinates (of the replicated slots it leads, if any)."""
+        classic = self._classic.names()
         if self._replicated:
-            return sorted(name for slot in self._slots.values()
-                          for name in slot.coordinator.group_names())
-        return self._coordinator.group_names()
+            return sorted({name for slot in self._slots.values()
+                           for name in slot.coordinator.group_names()} | set(classic))
+        return sorted(set(self._coordinator.group_names()) | set(classic))
 
     def hand_over(self, names: list[str]) -> dict[str, dict]:
         """Stop coordinating these groups; returns each one's state. Groups of the
         replicated slots never move with the shards (their slot stays): none is."""
         if self._replicated:
             return {}
+        self._classic.close_groups(names)   # soft state: their members rejoin there
         return {name: self._coordinator.hand_over(name) for name in names}
 
     def adopt(self, states: dict[str, dict]) -> None:
@@ -397,6 +429,11 @@ class GroupRequests:
             return {name: slot.coordinator.committed(name) for slot in self._slots.values()
                     for name in slot.coordinator.group_names()}
         return {name: self._coordinator.committed(name) for name in self.names()}
+
+
+def _no_reply(envelope: list, header: bytes) -> None:
+    raise AssertionError("a classic group answer was released with no way to send it "
+                         "(GroupRequests made without SlotLogs)")
 
 
 def _client_key(payload: list) -> str:
