@@ -42,6 +42,7 @@
 
 #define PLINTH_RECORD_BATCH_MODULE
 #include "record_columns_api.h"
+#include "record_batch_internal.h"
 
 #define COLUMNS_RECORDS_INITIAL 64
 #define COLUMNS_BLOB_BYTES_INITIAL 4096
@@ -49,20 +50,7 @@
 
 /* ==== The rules of the schema ======================================================== */
 
-typedef struct {
-    const unsigned char *at;
-    uint64_t bytes;
-} Blob;
-
-/* A batch's fields and columns, from whichever parser read them. */
-typedef struct {
-    uint64_t record_count;          /* UInt32 in the schema */
-    int64_t base_timestamp_ms;
-    int64_t max_timestamp_ms;
-    int64_t producer_id;
-    int64_t base_sequence;          /* Int32 in the schema */
-    Blob columns[DATA_POINTERS];
-} BatchFields;
+/* Blob and BatchFields: format/record_batch_internal.h. */
 
 static const char *const COLUMN_NAMES[DATA_POINTERS] = {
     "timestampDeltasMs", "keyLengths", "keys", "valueLengths", "values",
@@ -196,7 +184,7 @@ static int check_deltas(const BatchFields *f) {
 /* Every rule of the schema but the header indexes. 0, or -1 with ValueError naming
  * the first broken rule and its numbers. The columns must lie inside memory the
  * caller holds; their sizes are checked before any is read. */
-static int check_rules(const BatchFields *f, uint64_t records_max) {
+int check_rules(const BatchFields *f, uint64_t records_max) {
     if (check_scalars(f->record_count, f->base_timestamp_ms, f->max_timestamp_ms,
                       f->producer_id, f->base_sequence, records_max) < 0 ||
         check_column_sizes(f) < 0) {
@@ -272,8 +260,8 @@ static int parse_blob(Cursor *cursor, uint64_t pointer_word, Blob *blob) {
 /* The whole canonical layout, bounds-checked, into *f; 1 if the batch has it. Blobs
  * laid end to end cannot overlap, so the words read equal the message's words:
  * pycapnp would read the same fields from the same bytes. Checks no rule. */
-static int parse_canonical(BatchFields *f, const unsigned char *message,
-                           Py_ssize_t message_bytes) {
+int parse_canonical(BatchFields *f, const unsigned char *message,
+                    Py_ssize_t message_bytes) {
     Cursor cursor;
     if (!parse_head(&cursor, message, message_bytes)) {
         return 0;
@@ -756,18 +744,7 @@ static PyObject *is_word_aligned(PyObject *self, PyObject *buffer) {
  * deserializer replaced with a container. So hundreds of thousands of fetched
  * records add nothing to the collector's work. */
 
-typedef struct {
-    PyObject_HEAD
-    PyObject *topic;
-    PyObject *partition;
-    PyObject *key;
-    PyObject *value;
-    PyObject *headers;      /* NULL until first read, then a list */
-    long long offset;
-    long long timestamp_ms;
-} Record;
-
-static PyTypeObject RecordType;
+/* Record (the struct) and RecordType: declared in format/record_batch_internal.h. */
 
 static int is_atomic(PyObject *o) {
     return o == Py_None || PyBytes_CheckExact(o) || PyUnicode_CheckExact(o) ||
@@ -780,7 +757,7 @@ static void track_if_container(Record *r, PyObject *o) {
     }
 }
 
-static Record *record_alloc(void) {
+Record *record_alloc(void) {
     Record *r = PyObject_GC_New(Record, &RecordType);
     if (r == NULL) {
         return NULL;
@@ -942,7 +919,7 @@ static PyMethodDef record_methods[] = {
     {NULL},
 };
 
-static PyTypeObject RecordType = {
+PyTypeObject RecordType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     /* Named after the module that re-exports it, so that pickles name that one. */
     .tp_name = "plinth.format.record_batch.ConsumerRecord",
@@ -1250,7 +1227,7 @@ PyMODINIT_FUNC PyInit__record_batch(void) {
     }
     if (PyModule_AddObjectRef(m, "RecordColumns", (PyObject *)&ColumnsType) < 0 ||
         PyModule_AddObjectRef(m, "ConsumerRecord", (PyObject *)&RecordType) < 0 ||
-        add_constants(m) < 0) {
+        PyModule_AddFunctions(m, kafka_batch_methods) < 0 || add_constants(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -356,7 +356,13 @@ def decode_records(topic: str, partition: int, base_offset: int, batch: bytes | 
 
 def _decode_other_layout(topic: str, partition: int, base_offset: int, batch,
                          offset_min: int) -> list[ConsumerRecord]:
-    fields = _read_fields(batch)
+    return _records_from_fields(topic, partition, base_offset, _read_fields(batch), offset_min)
+
+
+def _records_from_fields(topic: str, partition: int, base_offset: int, fields: _Fields,
+                         offset_min: int) -> list[ConsumerRecord]:
+    """The records of a batch pycapnp read, headers included; ValueError if a bound is
+    broken. Also format/kafka_batch.py's way to the records of a batch with headers."""
     records = _record_batch.build_records(
         topic, partition, base_offset, offset_min, fields.base_timestamp_ms,
         fields.timestamp_deltas_ms, fields.key_lengths, fields.keys, fields.value_lengths,

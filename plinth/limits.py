@@ -47,6 +47,14 @@ HEADER_TRAVERSAL_WORDS_MAX = HEADER_BYTES_MAX // 8
 BATCH_BYTES_MAX = 16 * MiB
 # Records in one batch.
 BATCH_RECORDS_MAX = 1 << 20
+# The most bytes a compressed Kafka batch's records may decompress to in a
+# consumer (format/kafka_batch.py). The shard never decompresses, so this is the
+# only bound on what a compressed batch costs its reader: without it, a few KiB
+# of zstd (a "zip bomb") would make every consumer allocate gigabytes. Four times
+# the largest batch leaves room for any real compression ratio of a full batch
+# (Kafka producers fill batch.size with compressed bytes) and is allocated only
+# as virtual memory: the pages the records do not use are never touched.
+KAFKA_BATCH_DECOMPRESSED_BYTES_MAX = 4 * BATCH_BYTES_MAX
 # The producer's default batch size; a batch is sent when it reaches this.
 PRODUCER_BATCH_BYTES_DEFAULT = 1 * MiB
 PRODUCER_LINGER_MS_DEFAULT = 5
@@ -708,6 +716,8 @@ def _relations() -> list[tuple[str, bool]]:
     return [
         ("a header fits a frame", HEADER_BYTES_MAX < FRAME_BYTES_MAX),
         ("a batch fits a frame", BATCH_BYTES_MAX < FRAME_BYTES_MAX),
+        ("a compressed Kafka batch may hold as many bytes of records as an uncompressed one",
+         BATCH_BYTES_MAX <= KAFKA_BATCH_DECOMPRESSED_BYTES_MAX),
         ("the producer's default batch is a valid batch",
          PRODUCER_BATCH_BYTES_DEFAULT <= BATCH_BYTES_MAX),
         ("a maximal fetch fits a frame", FETCH_BYTES_DEFAULT <= FETCH_BYTES_MAX < FRAME_BYTES_MAX),
