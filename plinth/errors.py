@@ -7,6 +7,10 @@ the environment causes and is expected, handled and reported.
     PlinthError
     ├── BrokerError                 carries a wire ErrorCode (protocol.capnp)
     │   ├── MalformedRequestError   malformedRequest
+    │   │   └── KafkaDecodeError    a Kafka request frame does not decode (router/kafka/):
+    │   │       │                   names the field path, the position and the length
+    │   │       └── KafkaUnsupportedVersionError  an API key or version the Kafka
+    │   │                           listener does not serve; carries the decoded header
     │   ├── UnknownTopicError       unknownTopic
     │   ├── PartitionOutOfRangeError partitionOutOfRange
     │   ├── OffsetOutOfRangeError   offsetOutOfRange
@@ -78,6 +82,55 @@ class BrokerError(PlinthError):
 
 class MalformedRequestError(BrokerError):
     code_name = "malformedRequest"
+
+
+class KafkaDecodeError(MalformedRequestError):
+    """Bytes on the Kafka listener that do not decode as the message they claim to be.
+
+    Raised by router/kafka/wire.py at the read that failed, with the position and
+    the length of the buffer; each enclosing field adds its name on the way out
+    (``add_field``) and the codec names the message (``context``), so the message
+    reads "Fetch v12 request: topics[0].partitions[2].fetch_offset: needs 8 bytes at
+    position 57 of 60". The listener closes the connection that sent it."""
+
+    def __init__(self, reason: str, position: int, length: int):
+        self.reason = reason
+        self.position = position
+        self.length = length
+        self.path: list[str] = []      # innermost field first; reversed when shown
+        self.context = ""
+        super().__init__(reason)
+
+    def add_field(self, name: str) -> None:
+        self.path.append(name)
+
+    def __str__(self) -> str:
+        path = ""
+        for part in reversed(self.path):
+            path += part if part.startswith("[") or not path else "." + part
+        where = f"{self.context}: " if self.context else ""
+        field = f"{path}: " if path else ""
+        return f"{where}{field}{self.reason} at position {self.position} of {self.length} bytes"
+
+    @property
+    def message(self) -> str:   # BrokerError's attribute, kept in step with the path
+        return str(self)
+
+    @message.setter
+    def message(self, value: str) -> None:
+        pass
+
+
+class KafkaUnsupportedVersionError(KafkaDecodeError):
+    """A Kafka request for an API key the listener does not know, or a version
+    outside the range it advertises. ``header`` is the decoded RequestHeader
+    (router/kafka/codec.py): an ApiVersions request gets Kafka's UNSUPPORTED_VERSION
+    answer in version 0 (so that the client learns the ranges); any other closes
+    the connection, as Kafka does."""
+
+    def __init__(self, reason: str, position: int, length: int, header):
+        super().__init__(reason, position, length)
+        self.header = header
 
 
 class UnknownTopicError(BrokerError):
