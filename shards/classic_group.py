@@ -225,6 +225,7 @@ class _Group:
     new_member_added: bool = False
     initial_delay_ms: int = 0        # the initial rebalance's current delay
     initial_remaining_ms: int = 0    # and what is left of its rebalance timeout
+    initial_deadline_ms: int = 0     # when the current delay runs out
 
     def rebalance_timeout_ms(self) -> int:
         return max((m.rebalance_timeout_ms for m in self.members.values()), default=0)
@@ -488,7 +489,8 @@ class ClassicGroupCoordinator:
             g.initial_delay_ms = self._initial_delay_ms
             g.initial_remaining_ms = max(g.rebalance_timeout_ms() - self._initial_delay_ms, 0)
             g.new_member_added = False
-            self._deadlines.set(("join", g.name), now_ms + self._initial_delay_ms)
+            g.initial_deadline_ms = now_ms + self._initial_delay_ms
+            self._deadlines.set(("join", g.name), g.initial_deadline_ms)
         elif g.all_joined():
             self._complete_join(g, now_ms, out)
         else:
@@ -508,7 +510,9 @@ class ClassicGroupCoordinator:
             g.initial_remaining_ms = max(g.initial_remaining_ms - g.initial_delay_ms, 0)
             g.initial_delay_ms = delay_ms
             g.new_member_added = False
-            self._deadlines.set(("join", g.name), now_ms + delay_ms)
+            # From when the last delay ran out, not from a late tick.
+            g.initial_deadline_ms += delay_ms
+            self._deadlines.set(("join", g.name), g.initial_deadline_ms)
         else:
             self._complete_join(g, now_ms, out)
 
