@@ -488,6 +488,51 @@ GROUP_ASSIGNMENT_STEP_UNITS = 256
 # always runs one step of its own group's, so the round may run over by a step
 # per heartbeat.)
 GROUP_ASSIGNMENT_ROUND_MS = 2
+# --- Kafka's classic group protocol (shards/classic_group.py) -----------------
+# Classic groups share GROUPS_PER_SHARD_MAX, GROUP_MEMBERS_MAX,
+# GROUP_MEMBERS_PER_CLIENT_KEY_MAX and GROUP_MEMBERS_PER_SHARD_MAX with Plinth's
+# own groups (each coordinator counts its own). A member that was told its member
+# id (MEMBER_ID_REQUIRED, KIP-394) and has not rejoined yet counts as a member:
+# ids handed out are memory too.
+#
+# How long a new group waits for more members before its first generation
+# (Kafka's group.initial.rebalance.delay.ms): consumers started together land
+# in one generation instead of one rebalance each. The coordinator takes it as
+# a parameter (tests pass 0).
+CLASSIC_INITIAL_REBALANCE_DELAY_MS = 3_000
+# A member's rebalance timeout (Kafka's max.poll.interval.ms on the Java
+# client) bounds how long its group's joins are held. Clients may send up to
+# 2**31-1 (Kafka Streams did); a larger one is taken as this, so that no held
+# join, and no member that stopped polling, keeps a group waiting longer.
+CLASSIC_REBALANCE_TIMEOUT_MS_MAX = 30 * 60 * 1000
+# A new member's join is held until its group's rebalance completes; it has no
+# session yet (it cannot heartbeat without its member id). Kafka drops it after
+# this long (group.classic.new.member.join.timeout.ms), so that clients that
+# timed out and retried do not leave defunct members in a long rebalance.
+CLASSIC_NEW_MEMBER_JOIN_TIMEOUT_MS = 5 * 60 * 1000
+# A member's protocols (assignor names) and their metadata (its subscription),
+# in bytes, names and protocol type included. The leader's join answer carries
+# every member's metadata, so a full group's answer must fit a frame (checked
+# below); the Java consumer's subscription to a few hundred topics is a few KiB.
+CLASSIC_MEMBER_PROTOCOLS_MAX = 16
+CLASSIC_MEMBER_METADATA_BYTES_MAX = 64 * KiB
+# The leader's assignments for one generation, every member's together: what
+# the group keeps until the next generation. More is refused as Kafka refuses
+# a group record too large for its log (UNKNOWN_SERVER_ERROR, then a rebalance).
+CLASSIC_GROUP_ASSIGNMENT_BYTES_MAX = 16 * MiB
+# Metadata and assignments of every classic group of one shard: what one
+# client making many members with maximal metadata could make a shard hold.
+# Joins beyond it are refused as retriable (COORDINATOR_NOT_AVAILABLE).
+CLASSIC_GROUP_BYTES_PER_SHARD_MAX = 512 * MiB
+# A client id and host kept per member for describe; longer ones are cut
+# (Kafka's are strings of up to 32 KiB); the member id is made from at most
+# this much of the client id or group instance id, then a random UUID.
+CLASSIC_CLIENT_ID_CHARS_MAX = 255
+# Group instance ids (static membership) are names; a longer one is refused.
+CLASSIC_GROUP_INSTANCE_ID_BYTES_MAX = 249
+# Deadlines (sessions, rebalances, syncs) handled by one tick: a mass expiry
+# is spread over loop rounds.
+CLASSIC_DEADLINES_PER_TICK_MAX = 1_000
 # The client key a router forwards with a group request: the client's CurveZMQ
 # public key, 32 bytes in Z85 text; empty for a client without one.
 CLIENT_KEY_TEXT_BYTES = 40
@@ -788,6 +833,13 @@ def _relations() -> list[tuple[str, bool]]:
         ("one client key cannot fill a group alone",
          GROUP_MEMBERS_PER_CLIENT_KEY_MAX < GROUP_MEMBERS_MAX),
         ("a shard holds at least one full group", GROUP_MEMBERS_MAX <= GROUP_MEMBERS_PER_SHARD_MAX),
+        ("a classic group's leader gets every member's metadata in one answer within a frame",
+         GROUP_MEMBERS_MAX * (CLASSIC_MEMBER_METADATA_BYTES_MAX + 2 * CLASSIC_CLIENT_ID_CHARS_MAX
+                              + 64) <= FRAME_BYTES_MAX),
+        ("a classic group's assignments fit a frame and a shard's budget",
+         CLASSIC_GROUP_ASSIGNMENT_BYTES_MAX <= min(FRAME_BYTES_MAX, CLASSIC_GROUP_BYTES_PER_SHARD_MAX)),
+        ("a classic group's initial delay and the longest session fit its rebalance timeout",
+         CLASSIC_INITIAL_REBALANCE_DELAY_MS < SESSION_TIMEOUT_MS_MAX <= CLASSIC_REBALANCE_TIMEOUT_MS_MAX),
         ("record timestamps kept through the offsets log's compaction fit its UInt32 deltas",
          OFFSETS_RETENTION_MS < 2**32),
         ("the deletion records of one round fit one batch",
