@@ -15,7 +15,6 @@ from plinth.router.kafka.codec import SUPPORTED_VERSIONS
 from plinth.router.kafka.plinth_errors import kafka_code
 
 UNKNOWN_LEADER_EPOCH = -1
-ZERO_UUID = b"\x00" * 16
 
 
 async def api_versions(gateway, header, body: dict, connection) -> dict:
@@ -48,7 +47,7 @@ async def metadata(gateway, header, body: dict, connection) -> dict:
             if info is None:
                 topics.append(_topic_error(name, kafka.UNKNOWN_TOPIC_OR_PARTITION))
                 continue
-            topics.append({"error_code": kafka.NONE, "name": name, "topic_id": ZERO_UUID,
+            topics.append({"error_code": kafka.NONE, "name": name,
                            "is_internal": False, "topic_authorized_operations": -2147483648,
                            "partitions": [_partition(index, node_id)
                                           for index in range(info.partitions)]})
@@ -58,7 +57,7 @@ async def metadata(gateway, header, body: dict, connection) -> dict:
 
 
 def _topic_error(name: str | None, code: int) -> dict:
-    return {"error_code": code, "name": name, "topic_id": ZERO_UUID, "is_internal": False,
+    return {"error_code": code, "name": name, "is_internal": False,
             "partitions": [], "topic_authorized_operations": -2147483648}
 
 

@@ -61,7 +61,7 @@ async def join_group(gateway, header, body: dict, connection) -> dict:
     return {"throttle_time_ms": 0, "error_code": result.error_code,
             "generation_id": result.generation_id, "protocol_type": result.protocol_type or None,
             "protocol_name": result.protocol_name or None, "leader": result.leader,
-            "skip_assignment": False, "member_id": result.member_id or request.member_id,
+            "member_id": result.member_id or request.member_id,
             "members": [{"member_id": member_id, "group_instance_id": instance_id or None,
                          "metadata": metadata} for member_id, instance_id, metadata in result.members]}
 

@@ -29,8 +29,7 @@ async def list_offsets(gateway, header, body: dict, connection) -> dict:
         topics.append({"name": topic["name"], "partitions": answers})
         for wanted in topic.get("partitions") or []:
             answer = {"partition_index": wanted["partition_index"], "error_code": kafka.NONE,
-                      "timestamp": -1, "offset": -1, "leader_epoch": UNKNOWN_LEADER_EPOCH,
-                      "old_style_offsets": []}
+                      "timestamp": -1, "offset": -1, "leader_epoch": UNKNOWN_LEADER_EPOCH}
             answers.append(answer)
             if wanted["timestamp"] not in (LATEST_TIMESTAMP, EARLIEST_TIMESTAMP):
                 answer["error_code"] = kafka.UNSUPPORTED_VERSION
@@ -56,4 +55,3 @@ async def _list_one(gateway, topic: str, partition: int, timestamp: int,
         return
     info = reply.offsets
     answer["offset"] = info.start_offset if timestamp == EARLIEST_TIMESTAMP else info.end_offset
-    answer["old_style_offsets"] = [answer["offset"]]

@@ -22,7 +22,6 @@ from plinth.router.kafka.plinth_errors import kafka_code, kafka_message
 DEFAULT = -1
 RESOURCE_TOPIC = 2
 CONFIG_SOURCE_TOPIC = 1          # DYNAMIC_TOPIC_CONFIG
-ZERO_UUID = b"\x00" * 16
 
 
 async def _call(gateway, encode) -> protocol.ReplyView | PlinthError:
@@ -55,7 +54,7 @@ async def _create_one(gateway, topic: dict, validate_only: bool) -> dict:
     factor = topic.get("replication_factor", DEFAULT)
     factor = 0 if factor == DEFAULT else factor   # 0: the server's default
     config = {c["name"]: c["value"] for c in topic.get("configs") or []}
-    answer = {"name": name, "topic_id": ZERO_UUID, "num_partitions": partitions,
+    answer = {"name": name, "num_partitions": partitions,
               "replication_factor": factor or -1, "configs": []}
     if topic.get("assignments"):
         answer["error_code"] = kafka.INVALID_REQUEST
@@ -84,7 +83,7 @@ async def delete_topics(gateway, header, body: dict, connection) -> dict:
 
 
 async def _delete_one(gateway, name: str | None) -> dict:
-    answer = {"name": name, "topic_id": ZERO_UUID}
+    answer = {"name": name}
     if name is None:
         answer["error_code"] = kafka.UNKNOWN_TOPIC_ID
         answer["error_message"] = "Plinth deletes topics by name, not by topic id"
