@@ -729,6 +729,27 @@ REMOTE_FETCH_RETRY_TIMEOUT_S = 5.0
 # 2 MiB for a 1 GiB segment), the most recently used ones.
 REMOTE_INDEXES_CACHED_MAX = 32
 
+# --- The Kafka listener (router/kafka/listener.py) ----------------------------
+# The largest request frame a Kafka client may send (Kafka's
+# socket.request.max.bytes, 100 MiB): a larger or negative declared size closes
+# the connection before a byte of the body is read.
+KAFKA_REQUEST_BYTES_MAX = 100 * MiB
+# Requests one Kafka connection may have read and not yet answered; the
+# listener stops reading from it when full (Kafka mutes such a channel), so a
+# pipelining client cannot make the router hold unbounded requests. librdkafka
+# pipelines up to max.in.flight (default 1,000,000 in its config, 5 for the
+# idempotent producer); Java's default is 5.
+KAFKA_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX = 64
+# ... and their bytes (Kafka's queued.max.request.bytes, per connection here): a
+# request bigger than what is left waits until the connection's earlier
+# requests are answered. At least one maximal request always fits.
+KAFKA_REQUEST_BYTES_IN_FLIGHT_PER_CONNECTION_MAX = 128 * MiB
+# Kafka connections one listener keeps; beyond it a new one is closed at once
+# (Kafka's max.connections). Each holds a socket and at most its in-flight bytes.
+KAFKA_CONNECTIONS_MAX = 1000
+# How long stop() waits for the listener's thread to close every connection.
+KAFKA_LISTENER_STOP_WAIT_S = 10.0
+
 # --- Process scheduling -----------------------------------------------------
 # The niceness a shard actor's threads run at (plinth/process_tuning.py). Ray
 # starts every worker process at niceness 15 (its worker_niceness) so that
@@ -828,6 +849,10 @@ def _relations() -> list[tuple[str, bool]]:
          ACL_OFFSETS_FILTER_TTL_S * 1000 > CLIENT_REQUEST_TIMEOUT_MS_DEFAULT),
         ("the reaper ends a dead server's processes within the 10 s issue 11 allows",
          REAPER_TERM_GRACE_S * REAPER_ROUNDS_MAX <= 10.0),
+        ("a maximal Kafka request fits a connection's in-flight bytes",
+         KAFKA_REQUEST_BYTES_MAX <= KAFKA_REQUEST_BYTES_IN_FLIGHT_PER_CONNECTION_MAX),
+        ("a Kafka producer's default pipeline (5) fits a connection's requests in flight",
+         5 <= KAFKA_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX),
         ("a server that stops waits for its reaper longer than the reaper can take",
          REAPER_TERM_GRACE_S * REAPER_ROUNDS_MAX < REAPER_EXIT_WAIT_S),
         ("one client key cannot fill a group alone",

@@ -1,0 +1,315 @@
+"""The Kafka listener's transport: an asyncio TCP server in a thread of its own.
+
+The router process starts it beside its ZeroMQ loop (``start`` returns the bound
+address; ``stop`` closes everything and joins). It frames, decodes (codec.py),
+calls the handler, encodes and writes; it knows nothing of what a request means.
+
+Frames. Each request and response on a Kafka connection is:
+
+    int32  size      big-endian, the bytes that follow
+    size   bytes     the request (header + body) or the response
+
+A declared size that is negative or over ``request_bytes_max``
+(KAFKA_REQUEST_BYTES_MAX, Kafka's socket.request.max.bytes) closes the
+connection after a log line naming the peer and the size: the body is never
+read, so a declared 2 GB costs nothing.
+
+Order and bounds. Requests on one connection are handled concurrently, each in
+a task of its own, but their responses are written in request order, as Kafka
+requires: a FIFO of the tasks, awaited in turn by the connection's writer. A
+connection has at most ``requests_in_flight_max`` requests read and not yet
+answered and at most ``request_bytes_in_flight_max`` of their bytes (a bigger
+request waits for the earlier ones); while full, the listener stops reading
+from that socket (asyncio's StreamReader then pauses the transport, and TCP's
+window pushes back on the client). Responses go out with ``writelines`` (a
+list of buffers; records are not joined on Python 3.12+, where asyncio sends
+them with sendmsg) and each is followed by ``drain()``, so a client that does
+not read stalls only its own connection. At most ``connections_max``
+connections are kept; a new one beyond them is closed at once.
+
+Errors. A frame that does not decode (KafkaDecodeError) closes its
+connection only, with a log line; the listener keeps serving the others. An
+ApiVersions request in a version we do not serve is answered in version 0
+with UNSUPPORTED_VERSION and our ranges, as Kafka does, so that the client
+retries with one we do; any other unknown API key or version closes the
+connection. A handler that raises, or returns a body that does not encode,
+is a bug: it is logged and closes that connection.
+
+Threads. ``start`` and ``stop`` are called by the thread that owns the
+listener (the router's main thread). Everything else - the handler included -
+runs in the listener's own thread, on its event loop (``loop``); code on
+other threads reaches it with ``loop.call_soon_threadsafe`` or
+``asyncio.run_coroutine_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from plinth.errors import KafkaDecodeError, KafkaUnsupportedVersionError
+from plinth.limits import (
+    KAFKA_CONNECTIONS_MAX, KAFKA_LISTENER_STOP_WAIT_S, KAFKA_REQUEST_BYTES_IN_FLIGHT_PER_CONNECTION_MAX,
+    KAFKA_REQUEST_BYTES_MAX, KAFKA_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX)
+from plinth.router.kafka import error_codes
+from plinth.router.kafka.codec import (
+    API_VERSIONS_KEY, RequestHeader, decode_request, encode_response, supported_api_keys)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ConnectionInfo", "Handler", "KafkaListener"]
+
+_SIZE_BYTES = 4
+
+
+@dataclass
+class ConnectionInfo:
+    """One Kafka connection, as its handler sees it. ``state`` is the handlers'
+    own per-connection dict (SASL progress, the principal, the client's
+    software name); only the listener's thread touches it."""
+
+    connection_id: int
+    peer: tuple[str, int]
+    state: dict = field(default_factory=dict)
+
+
+# async handle(connection, header, body) -> response body, or None for no
+# response (Produce with acks=0).
+Handler = Callable[[ConnectionInfo, RequestHeader, dict], Awaitable["dict | None"]]
+
+
+class KafkaListener:
+    """A TCP server for Kafka clients, in a daemon thread with its own event loop."""
+
+    def __init__(self, host: str, port: int, handle: Handler, *,
+                 request_bytes_max: int = KAFKA_REQUEST_BYTES_MAX,
+                 requests_in_flight_max: int = KAFKA_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX,
+                 request_bytes_in_flight_max: int = KAFKA_REQUEST_BYTES_IN_FLIGHT_PER_CONNECTION_MAX,
+                 connections_max: int = KAFKA_CONNECTIONS_MAX):
+        assert requests_in_flight_max >= 1 and connections_max >= 1
+        assert 0 < request_bytes_max <= request_bytes_in_flight_max
+        self.host, self.port = host, port
+        self.handle = handle
+        self.request_bytes_max = request_bytes_max
+        self.requests_in_flight_max = requests_in_flight_max
+        self.request_bytes_in_flight_max = request_bytes_in_flight_max
+        self.connections_max = connections_max
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.address: tuple[str, int] | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping: asyncio.Event | None = None
+        self._connections: set[_Connection] = set()
+        self._ids = itertools.count(1)
+
+    def start(self) -> tuple[str, int]:
+        """Binds (port 0 = any free port), starts the loop thread; returns the bound
+        address. Raises OSError naming the address if it cannot bind. Owner's thread."""
+        assert self._thread is None, "a KafkaListener starts once"
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, args=(ready, failure), daemon=True,
+                                        name=f"kafka-listener-{self.host}:{self.port}")
+        self._thread.start()
+        ready.wait()
+        if failure:
+            self._thread.join()
+            raise failure[0]
+        assert self.address is not None
+        return self.address
+
+    def stop(self) -> None:
+        """Closes the server and every connection, then joins the thread. Owner's
+        thread; safe to call twice."""
+        thread, loop, stopping = self._thread, self.loop, self._stopping
+        if thread is None or not thread.is_alive():
+            return
+        if loop is not None and stopping is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(stopping.set)
+        thread.join(KAFKA_LISTENER_STOP_WAIT_S)
+        if thread.is_alive():
+            logger.error("Kafka listener on %s did not stop within %.0f s", self.address,
+                         KAFKA_LISTENER_STOP_WAIT_S)
+
+    def connection_count(self) -> int:
+        """Connections open now (a snapshot; any thread)."""
+        return len(self._connections)
+
+    def _run(self, ready: threading.Event, failure: list) -> None:
+        self.loop = asyncio.new_event_loop()
+        try:
+            self.loop.run_until_complete(self._serve(ready, failure))
+        except BaseException as e:       # a bug in the loop itself: report it to start()
+            logger.exception("Kafka listener on %s:%s failed", self.host, self.port)
+            if not ready.is_set():
+                failure.append(e)
+        finally:
+            ready.set()
+            self.loop.close()
+
+    async def _serve(self, ready: threading.Event, failure: list) -> None:
+        self._stopping = asyncio.Event()
+        try:
+            server = await asyncio.start_server(self._accept, self.host, self.port)
+        except OSError as e:
+            failure.append(OSError(e.errno, f"Kafka listener cannot bind {self.host}:{self.port}: "
+                                            f"{e.strerror}"))
+            return
+        self.address = server.sockets[0].getsockname()[:2]
+        logger.info("Kafka listener on %s:%s", *self.address)
+        ready.set()
+        await self._stopping.wait()
+        server.close()
+        connections = list(self._connections)
+        for connection in connections:
+            connection.task.cancel()
+        await asyncio.gather(*(c.task for c in connections), return_exceptions=True)
+        await asyncio.sleep(0)                   # the aborted transports' close callbacks
+        await server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        info = ConnectionInfo(next(self._ids), tuple(peer[:2]))
+        if len(self._connections) >= self.connections_max:
+            logger.warning("Kafka connection %d from %s:%s refused: %d connections open, the "
+                           "limit", info.connection_id, *info.peer, len(self._connections))
+            writer.close()
+            return
+        connection = _Connection(self, info, reader, writer)
+        self._connections.add(connection)
+        try:
+            await connection.task
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._connections.discard(connection)
+
+
+class _Answer:
+    """A response ready at once (no handler): the v0 UNSUPPORTED_VERSION answer."""
+
+    __slots__ = ("body",)
+
+    def __init__(self, body: dict):
+        self.body = body
+
+
+class _Connection:
+    """One client connection: a reading task and a writing task, in the loop thread."""
+
+    def __init__(self, listener: KafkaListener, info: ConnectionInfo,
+                 reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.listener, self.info = listener, info
+        self.reader, self.writer = reader, writer
+        # (header, request bytes, task or _Answer), in request order; None ends it.
+        self.pending: asyncio.Queue = asyncio.Queue()
+        self.handlers: set[asyncio.Task] = set()
+        self.requests_in_flight = 0
+        self.bytes_in_flight = 0
+        self.room = asyncio.Condition()
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def _describe(self) -> str:
+        return f"Kafka connection {self.info.connection_id} from {self.info.peer[0]}:{self.info.peer[1]}"
+
+    async def _run(self) -> None:
+        reading = asyncio.create_task(self._read_loop())
+        writing = asyncio.create_task(self._write_loop())
+        clean = False
+        try:
+            done, _ = await asyncio.wait({reading, writing}, return_when=asyncio.FIRST_COMPLETED)
+            if reading in done and reading.result():     # the client closed: answer what it sent
+                self.pending.put_nowait(None)
+                await writing
+                clean = True
+        finally:
+            for task in (reading, writing, *self.handlers):
+                task.cancel()
+            if clean:
+                self.writer.close()              # flushes what is still buffered
+            else:
+                self.writer.transport.abort()    # now: unread requests are dropped
+
+    async def _read_loop(self) -> bool:
+        """Reads and dispatches requests; True at the client's clean end of stream,
+        False when this side must close the connection now."""
+        limits = self.listener
+        while True:
+            try:
+                prefix = await self.reader.readexactly(_SIZE_BYTES)
+            except (asyncio.IncompleteReadError, ConnectionError) as e:
+                partial = getattr(e, "partial", b"")
+                return not partial
+            size = int.from_bytes(prefix, "big", signed=True)
+            if not 0 <= size <= limits.request_bytes_max:
+                logger.warning("%s closed: it declared a request of %d bytes (the limit is %d)",
+                               self._describe(), size, limits.request_bytes_max)
+                return False
+            await self._wait_for_room(size)
+            try:
+                frame = await self.reader.readexactly(size)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return False
+            if not self._dispatch(frame):
+                return False
+
+    async def _wait_for_room(self, size: int) -> None:
+        limits = self.listener
+        async with self.room:
+            await self.room.wait_for(lambda: self.requests_in_flight < limits.requests_in_flight_max
+                                     and (self.bytes_in_flight == 0 or self.bytes_in_flight + size
+                                          <= limits.request_bytes_in_flight_max))
+            self.requests_in_flight += 1
+            self.bytes_in_flight += size
+
+    def _dispatch(self, frame: bytes) -> bool:
+        """Decodes one request and queues its handling; False to close the connection."""
+        try:
+            header, body = decode_request(frame)
+        except KafkaUnsupportedVersionError as e:
+            if e.header.api_key != API_VERSIONS_KEY:
+                logger.warning("%s closed: %s", self._describe(), e)
+                return False
+            answer = _Answer({"error_code": error_codes.UNSUPPORTED_VERSION,
+                              "api_keys": supported_api_keys()})
+            self.pending.put_nowait((e.header._replace(api_version=0), len(frame), answer))
+            return True
+        except KafkaDecodeError as e:
+            logger.warning("%s closed: %s", self._describe(), e)
+            return False
+        task = asyncio.create_task(self.listener.handle(self.info, header, body))
+        self.handlers.add(task)
+        task.add_done_callback(self.handlers.discard)
+        self.pending.put_nowait((header, len(frame), task))
+        return True
+
+    async def _write_loop(self) -> None:
+        """Writes each response in request order; returns (closing the connection)
+        when a handler fails or the client is gone."""
+        while True:
+            item = await self.pending.get()
+            if item is None:
+                return
+            header, size, outcome = item
+            try:
+                body = outcome.body if isinstance(outcome, _Answer) else await outcome
+                if body is not None:
+                    self.writer.writelines(encode_response(header, body))
+                    await self.writer.drain()
+            except ConnectionError:
+                return
+            except Exception:
+                logger.exception("%s closed: the handler of api %d v%d (correlation id %d) failed",
+                                 self._describe(), header.api_key, header.api_version,
+                                 header.correlation_id)
+                return
+            await self._release(size)
+
+    async def _release(self, size: int) -> None:
+        async with self.room:
+            self.requests_in_flight -= 1
+            self.bytes_in_flight -= size
+            self.room.notify_all()

@@ -1,0 +1,286 @@
+"""The Kafka listener's transport (router/kafka/listener.py) over real sockets on
+127.0.0.1: a real kafka-python client negotiates versions with it; responses
+stay in request order when handlers finish out of order; the in-flight and
+connection bounds hold; oversized, negative and garbage frames close only
+their own connection and the listener keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+from plinth.router.kafka import codec, error_codes
+from plinth.router.kafka.listener import KafkaListener
+from plinth.router.kafka.messages import API_VERSIONS, HEARTBEAT, METADATA, PRODUCE
+
+WAIT_S = 10.0          # the bound on every wait for a condition or a reply
+
+
+class TinyHandler:
+    """Answers ApiVersions and Metadata (this listener as broker 0); a Heartbeat
+    waits ``generation_id`` ms, then echoes it as its error code; Produce acks=0
+    gets no response. Records the order in which handlers finished."""
+
+    def __init__(self):
+        self.address = ("127.0.0.1", 0)
+        self.finished: list[int] = []          # correlation ids, in finishing order
+        self.started = 0
+        self.gate: threading.Event | None = None   # when set: Heartbeats wait for it
+
+    async def __call__(self, connection, header, body):
+        self.started += 1
+        if header.api_key == API_VERSIONS.key:
+            return {"api_keys": codec.supported_api_keys()}
+        if header.api_key == METADATA.key:
+            return {"brokers": [{"node_id": 0, "host": self.address[0], "port": self.address[1]}],
+                    "cluster_id": "plinth-test", "controller_id": 0}
+        if header.api_key == PRODUCE.key:
+            return None if body["acks"] == 0 else {}
+        if header.api_key == HEARTBEAT.key:
+            if self.gate is not None:
+                await asyncio.get_running_loop().run_in_executor(None, self.gate.wait, WAIT_S)
+            await asyncio.sleep(body["generation_id"] / 1000)
+            self.finished.append(header.correlation_id)
+            return {"error_code": body["generation_id"]}
+        raise AssertionError(f"the tiny handler does not answer api {header.api_key}")
+
+
+@pytest.fixture
+def served():
+    handler = TinyHandler()
+    listener = KafkaListener("127.0.0.1", 0, handler)
+    handler.address = listener.start()
+    yield listener, handler
+    listener.stop()
+
+
+def connect(address) -> socket.socket:
+    sock = socket.create_connection(address, timeout=WAIT_S)
+    sock.settimeout(WAIT_S)
+    return sock
+
+
+def request(api, version, correlation_id, body, client_id="test") -> bytes:
+    return b"".join(bytes(b) for b in codec.encode_request(
+        codec.RequestHeader(api.key, version, correlation_id, client_id), body))
+
+
+def read_exactly(sock: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            raise ConnectionError(f"closed after {len(data)} of {count} bytes")
+        data += chunk
+    return data
+
+
+def read_response(sock: socket.socket, api, version) -> tuple[int, dict]:
+    size = struct.unpack(">i", read_exactly(sock, 4))[0]
+    return codec.decode_response(api.key, version, read_exactly(sock, size))
+
+
+def closed_by_peer(sock: socket.socket) -> bool:
+    """True if the listener closed the connection (EOF or reset) within WAIT_S."""
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def still_serves(address) -> bool:
+    with connect(address) as sock:
+        sock.sendall(request(API_VERSIONS, 3, 99, {"client_software_name": "probe"}))
+        correlation_id, body = read_response(sock, API_VERSIONS, 3)
+    return correlation_id == 99 and body["error_code"] == 0 and len(body["api_keys"]) == 22
+
+
+def wait_for(condition, what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def test_a_kafka_python_client_negotiates_versions_with_the_listener(served):
+    from kafka.net.compat import KafkaNetClient
+
+    listener, _ = served
+    client = KafkaNetClient(bootstrap_servers=f"{listener.address[0]}:{listener.address[1]}",
+                            request_timeout_ms=int(WAIT_S * 1000))
+    try:
+        version = client.check_version(timeout_ms=int(WAIT_S * 1000))
+    finally:
+        client.close()
+    # Metadata v12, Fetch v12 and ApiVersions v3 make kafka-python call the broker 2.8+
+    print(f"kafka-python takes the listener for Kafka {version}")
+    assert version is not None and tuple(version) >= (2, 8)
+
+
+def test_api_versions_comes_back_over_a_raw_socket_in_every_version(served):
+    listener, _ = served
+    with connect(listener.address) as sock:
+        for version in range(4):
+            sock.sendall(request(API_VERSIONS, version, 10 + version, {}))
+            correlation_id, body = read_response(sock, API_VERSIONS, version)
+            assert correlation_id == 10 + version
+            assert {k["api_key"]: (k["min_version"], k["max_version"]) for k in body["api_keys"]} \
+                == codec.SUPPORTED_VERSIONS
+
+
+def test_an_api_versions_request_too_new_gets_the_v0_unsupported_version_answer(served):
+    listener, _ = served
+    with connect(listener.address) as sock:
+        # Given ApiVersions v4 (Kafka 4's), which we do not serve
+        frame = request(API_VERSIONS, 3, 7, {"client_software_name": "new"})
+        sock.sendall(frame[:6] + struct.pack(">h", 4) + frame[8:])
+        # Then the answer is v0 with UNSUPPORTED_VERSION and our ranges, and the
+        # connection stays open for the retry in a version we serve
+        correlation_id, body = read_response(sock, API_VERSIONS, 0)
+        assert correlation_id == 7 and body["error_code"] == error_codes.UNSUPPORTED_VERSION
+        assert len(body["api_keys"]) == len(codec.SUPPORTED_VERSIONS)
+        sock.sendall(request(API_VERSIONS, 3, 8, {}))
+        assert read_response(sock, API_VERSIONS, 3)[0] == 8
+
+
+def test_responses_stay_in_request_order_when_handlers_finish_out_of_order(served):
+    listener, handler = served
+    with connect(listener.address) as sock:
+        # Given four pipelined Heartbeats, the first one slowest
+        delays_ms = [300, 200, 100, 0]
+        sock.sendall(b"".join(request(HEARTBEAT, 4, 100 + i, {"group_id": "g", "generation_id": d,
+                                                                "member_id": "m"})
+                              for i, d in enumerate(delays_ms)))
+        # When their answers come back
+        answers = [read_response(sock, HEARTBEAT, 4) for _ in delays_ms]
+    # Then the handlers finished out of order but the answers are in request order
+    assert handler.finished == [103, 102, 101, 100]
+    assert answers == [(100 + i, {"error_code": d, "throttle_time_ms": 0})
+                       for i, d in enumerate(delays_ms)]
+
+
+def test_a_request_without_a_response_keeps_the_order_of_the_others(served):
+    listener, _ = served
+    with connect(listener.address) as sock:
+        sock.sendall(request(PRODUCE, 9, 1, {"acks": 0, "timeout_ms": 100, "topic_data": []})
+                     + request(HEARTBEAT, 4, 2, {"group_id": "g", "generation_id": 5}))
+        assert read_response(sock, HEARTBEAT, 4)[0] == 2
+
+
+def test_a_connection_stops_being_read_when_its_requests_in_flight_are_full():
+    handler = TinyHandler()
+    handler.gate = threading.Event()
+    listener = KafkaListener("127.0.0.1", 0, handler, requests_in_flight_max=2)
+    address = listener.start()
+    try:
+        with connect(address) as sock:
+            # Given five pipelined requests whose handlers block
+            sock.sendall(b"".join(request(HEARTBEAT, 4, i, {"generation_id": 0})
+                                  for i in range(5)))
+            # Then only two are taken in, however long we look
+            wait_for(lambda: handler.started == 2, "two handlers to start")
+            assert still_serves(address)        # (a round trip elsewhere: time for more to start)
+            assert handler.started == 3         # the probe's ApiVersions, not a third Heartbeat
+            # When the handlers are released, all five are answered in order
+            handler.gate.set()
+            assert [read_response(sock, HEARTBEAT, 4)[0] for _ in range(5)] == list(range(5))
+    finally:
+        listener.stop()
+
+
+def test_a_connection_beyond_the_limit_is_closed_and_the_others_served():
+    listener = KafkaListener("127.0.0.1", 0, TinyHandler(), connections_max=2)
+    address = listener.start()
+    try:
+        first, second = connect(address), connect(address)
+        wait_for(lambda: listener.connection_count() == 2, "two connections")
+        with connect(address) as third:
+            assert closed_by_peer(third)
+        for sock in (first, second):
+            sock.sendall(request(API_VERSIONS, 0, 1, {}))
+            assert read_response(sock, API_VERSIONS, 0)[0] == 1
+            sock.close()
+        wait_for(lambda: listener.connection_count() == 0, "the connections to close")
+        assert still_serves(address)
+    finally:
+        listener.stop()
+
+
+@pytest.mark.parametrize("frame", [
+    struct.pack(">i", 0x7FFF_FFFF),                       # 2 GB declared
+    struct.pack(">i", 100 * 1024 * 1024 + 1),             # one byte over the limit
+    struct.pack(">i", -5),                                # negative
+    struct.pack(">i", 12) + b"\xde\xad\xbe\xef" * 3,      # garbage of the declared size
+    struct.pack(">i", 0),                                 # empty
+    struct.pack(">i", 10) + struct.pack(">hhih", METADATA.key, 13, 1, 0),   # Metadata v13
+    struct.pack(">i", 10) + struct.pack(">hhih", 999, 0, 1, 0),             # unknown API
+], ids=["2GB", "over-limit", "negative", "garbage", "empty", "unsupported-version", "unknown-api"])
+def test_a_bad_frame_closes_only_its_connection(served, frame):
+    listener, _ = served
+    with connect(listener.address) as bystander:
+        with connect(listener.address) as sock:
+            sock.sendall(frame)
+            assert closed_by_peer(sock)
+        bystander.sendall(request(API_VERSIONS, 3, 5, {}))
+        assert read_response(bystander, API_VERSIONS, 3)[0] == 5
+    assert still_serves(listener.address)
+
+
+def test_a_truncated_frame_then_a_hang_up_leaves_the_listener_serving(served):
+    listener, _ = served
+    with connect(listener.address) as sock:
+        sock.sendall(request(API_VERSIONS, 3, 1, {})[:9])
+    wait_for(lambda: listener.connection_count() == 0, "the connection to close")
+    assert still_serves(listener.address)
+
+
+def test_a_handler_that_fails_closes_its_connection_only(served):
+    listener, _ = served
+    with connect(listener.address) as sock:
+        sock.sendall(request(codec_api("ListGroups"), 4, 1, {}))
+        assert closed_by_peer(sock)
+    assert still_serves(listener.address)
+
+
+def codec_api(name):
+    from plinth.router.kafka.messages import APIS
+    return next(api for api in APIS if api.name == name)
+
+
+def test_stop_closes_every_connection_and_frees_the_port():
+    listener = KafkaListener("127.0.0.1", 0, TinyHandler())
+    address = listener.start()
+    sock = connect(address)
+    wait_for(lambda: listener.connection_count() == 1, "the connection")
+    listener.stop()
+    assert closed_by_peer(sock)
+    sock.close()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(address, timeout=WAIT_S)
+    listener.stop()    # twice is fine
+
+
+def test_a_port_in_use_fails_start_with_the_address():
+    first = KafkaListener("127.0.0.1", 0, TinyHandler())
+    host, port = first.start()
+    try:
+        with pytest.raises(OSError, match=f"cannot bind 127.0.0.1:{port}"):
+            KafkaListener("127.0.0.1", port, TinyHandler()).start()
+    finally:
+        first.stop()
+
+
+def test_an_oversized_frame_is_logged_with_the_peer_and_the_size(served, caplog):
+    listener, _ = served
+    with connect(listener.address) as sock:
+        sock.sendall(struct.pack(">i", 0x7FFF_FFFF))
+        assert closed_by_peer(sock)
+        peer_port = sock.getsockname()[1]
+    wait_for(lambda: "2147483647 bytes" in caplog.text, "the log line")
+    assert f"from 127.0.0.1:{peer_port} closed: it declared a request of 2147483647 bytes " \
+           f"(the limit is {100 * 1024 * 1024})" in caplog.text
