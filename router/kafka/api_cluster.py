@@ -33,8 +33,10 @@ def _broker(gateway, id_field: str = "node_id") -> dict:
 
 async def metadata(gateway, header, body: dict, connection) -> dict:
     """Every topic asked for (all when the request names none), led by this broker."""
-    wanted = body.get("topics")
-    names = None if wanted is None else [t.get("name") for t in wanted]
+    wanted = body["topics"]
+    # Every topic: v0's empty list, or null from v1 on (where an empty list is none).
+    every = wanted is None or (header.api_version == 0 and not wanted)
+    names = None if every else [t["name"] for t in wanted]
     reply = await _plinth_metadata(gateway)
     node_id = gateway.cluster.node_id
     topics = []
@@ -42,7 +44,7 @@ async def metadata(gateway, header, body: dict, connection) -> dict:
         topics = [_topic_error(name, kafka_code(reply.error)) for name in (names or [])]
     else:
         known = {info.name: info for info in reply.topics}
-        for name in (sorted(known) if not names else names):
+        for name in (sorted(known) if names is None else names):
             info = known.get(name)
             if info is None:
                 topics.append(_topic_error(name, kafka.UNKNOWN_TOPIC_OR_PARTITION))

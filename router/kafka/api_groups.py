@@ -25,6 +25,9 @@ from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.plinth_errors import kafka_code
 
 NO_GENERATION = -1
+JOIN_NULLABLE_PROTOCOL_VERSION = 7
+LEAVE_BATCH_VERSION = 3           # LeaveGroup: a list of members from here on
+OFFSET_FETCH_GROUPS_VERSION = 8   # OffsetFetch: several groups from here on
 _LEADER_EPOCH_UNKNOWN = -1
 _OFFSET_NONE = -1
 
@@ -58,9 +61,11 @@ async def join_group(gateway, header, body: dict, connection) -> dict:
         session_ms, rebalance_ms, header.client_id or "", _host(connection),
         require_known_member_id=header.api_version >= 4)
     result = await _classic(gateway, request, max(rebalance_ms, session_ms))
+    # protocol_name may be null from v7 on (an error answer has none); "" before.
+    null = None if header.api_version >= JOIN_NULLABLE_PROTOCOL_VERSION else ""
     return {"throttle_time_ms": 0, "error_code": result.error_code,
-            "generation_id": result.generation_id, "protocol_type": result.protocol_type or None,
-            "protocol_name": result.protocol_name or None, "leader": result.leader,
+            "generation_id": result.generation_id, "protocol_type": result.protocol_type or null,
+            "protocol_name": result.protocol_name or null, "leader": result.leader,
             "member_id": result.member_id or request.member_id,
             "members": [{"member_id": member_id, "group_instance_id": instance_id or None,
                          "metadata": metadata} for member_id, instance_id, metadata in result.members]}
@@ -87,9 +92,9 @@ async def heartbeat(gateway, header, body: dict, connection) -> dict:
 
 
 async def leave_group(gateway, header, body: dict, connection) -> dict:
-    members = body.get("members")
-    if members is None:   # v0-2: one member
-        members = [{"member_id": body.get("member_id") or "", "group_instance_id": None}]
+    members = body["members"]
+    if header.api_version < LEAVE_BATCH_VERSION:   # v0-2: one member, by id
+        members = [{"member_id": body["member_id"], "group_instance_id": None}]
     request = protocol_classic.ClassicLeaveRequest(
         gateway.backend.next_request_id(), body["group_id"],
         tuple((m.get("member_id") or "", m.get("group_instance_id") or "") for m in members))
@@ -125,7 +130,7 @@ async def offset_commit(gateway, header, body: dict, connection) -> dict:
 
 
 async def offset_fetch(gateway, header, body: dict, connection) -> dict:
-    if "groups" in body and body["groups"] is not None:   # v8+: several groups
+    if header.api_version >= OFFSET_FETCH_GROUPS_VERSION:   # several groups
         groups = await asyncio.gather(*(_offsets_of(gateway, g["group_id"], g.get("topics"))
                                         for g in body["groups"]))
         return {"throttle_time_ms": 0, "groups": [

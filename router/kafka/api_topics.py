@@ -22,6 +22,7 @@ from plinth.router.kafka.plinth_errors import kafka_code, kafka_message
 DEFAULT = -1
 RESOURCE_TOPIC = 2
 CONFIG_SOURCE_TOPIC = 1          # DYNAMIC_TOPIC_CONFIG
+DELETE_BY_TOPIC_VERSION = 6      # DeleteTopics: topics (name or id) from here on
 
 
 async def _call(gateway, encode) -> protocol.ReplyView | PlinthError:
@@ -75,9 +76,10 @@ async def _create_one(gateway, topic: dict, validate_only: bool) -> dict:
 
 
 async def delete_topics(gateway, header, body: dict, connection) -> dict:
-    names = body.get("topic_names")
-    if names is None:
-        names = [t.get("name") for t in body.get("topics") or []]
+    if header.api_version >= DELETE_BY_TOPIC_VERSION:
+        names = [t["name"] for t in body["topics"]]
+    else:
+        names = body["topic_names"]
     answers = await asyncio.gather(*(_delete_one(gateway, name) for name in names))
     return {"throttle_time_ms": 0, "responses": list(answers)}
 
