@@ -373,6 +373,18 @@ def test_a_member_leaving_while_its_join_is_held_gets_the_join_answered(coord):
     assert coord.held_count() == 0
 
 
+def test_a_member_leaving_while_its_sync_is_held_gets_the_sync_answered(coord):
+    a, b = new_member_id(coord), new_member_id(coord)
+    join(coord, a)
+    join(coord, b)
+    coord.tick(FORMED_MS)
+    tf, _ = sync(coord, b, 1)
+    token = next(_tokens)
+    answers = replies(coord.leave(token, "g", [(b, None)], 300))
+    assert answers[tf] == SyncAnswer(KafkaError.UNKNOWN_MEMBER_ID)
+    assert coord.held_count() == 0
+
+
 def test_a_new_members_join_held_too_long_is_answered_and_the_member_dropped(coord):
     # Given a stable group whose members take the longest rebalance timeout
     leader, follower, generation = stable_pair(coord)
