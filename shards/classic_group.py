@@ -567,8 +567,8 @@ class ClassicGroupCoordinator:
         _check_token(token)
         out: list[Reply] = []
         g = self._groups.get(group)
-        error = self._refuse_sync(g, generation_id, member_id, group_instance_id,
-                                  protocol_type, protocol_name, client_key)
+        error = _refuse_sync(group, g, generation_id, member_id, group_instance_id,
+                             protocol_type, protocol_name, client_key)
         if error is not KafkaError.NONE:
             out.append((token, SyncAnswer(error)))
             return out
@@ -585,23 +585,6 @@ class ClassicGroupCoordinator:
         if member_id == g.leader_id:
             self._leader_synced(g, dict(assignments), now_ms, out)
         return out
-
-    def _refuse_sync(self, g: _Group | None, generation_id: int, member_id: str,
-                     instance_id: str | None, protocol_type: str | None,
-                     protocol_name: str | None, client_key: str) -> KafkaError:
-        if g is None or not g.members:
-            return KafkaError.UNKNOWN_MEMBER_ID
-        error = _validate_member(g, member_id, instance_id, client_key)
-        if error is not KafkaError.NONE:
-            return error
-        if generation_id != g.generation_id:
-            return KafkaError.ILLEGAL_GENERATION
-        if _inconsistent(protocol_type, g.protocol_type) or \
-                _inconsistent(protocol_name, g.protocol_name):
-            return KafkaError.INCONSISTENT_GROUP_PROTOCOL
-        if g.state is GroupState.PREPARING_REBALANCE:
-            return KafkaError.REBALANCE_IN_PROGRESS
-        return KafkaError.NONE
 
     def _leader_synced(self, g: _Group, assignments: dict[str, bytes], now_ms: int,
                        out: list[Reply]) -> None:
@@ -652,7 +635,8 @@ class ClassicGroupCoordinator:
         """Heartbeat: keeps the member's session; REBALANCE_IN_PROGRESS asks it to rejoin."""
         _check_token(token)
         g = self._groups.get(group)
-        error = KafkaError.UNKNOWN_MEMBER_ID
+        error = KafkaError.UNKNOWN_MEMBER_ID if _valid_group_name(group) else \
+            KafkaError.INVALID_GROUP_ID
         if g is not None and g.members:
             error = _validate_member(g, member_id, group_instance_id, client_key)
             if error is KafkaError.NONE and generation_id != g.generation_id:
@@ -673,8 +657,10 @@ class ClassicGroupCoordinator:
         out: list[Reply] = []
         g = self._groups.get(group)
         if g is None:
-            left = tuple(LeftMember(m, i, KafkaError.UNKNOWN_MEMBER_ID) for m, i in members)
-            out.append((token, LeaveAnswer(KafkaError.UNKNOWN_MEMBER_ID, left)))
+            error = KafkaError.UNKNOWN_MEMBER_ID if _valid_group_name(group) else \
+                KafkaError.INVALID_GROUP_ID
+            left = tuple(LeftMember(m, i, error) for m, i in members)
+            out.append((token, LeaveAnswer(error, left)))
             return out
         left = tuple(LeftMember(m, i, self._leave_one(g, m, i, client_key, now_ms, out))
                      for m, i in members)
@@ -974,6 +960,26 @@ def _validate_member(g: _Group, member_id: str, instance_id: str | None,
     member = g.members.get(member_id)
     if member is None or member.client_key != client_key:
         return KafkaError.UNKNOWN_MEMBER_ID
+    return KafkaError.NONE
+
+
+def _refuse_sync(name: str, g: _Group | None, generation_id: int, member_id: str,
+                 instance_id: str | None, protocol_type: str | None, protocol_name: str | None,
+                 client_key: str) -> KafkaError:
+    if not _valid_group_name(name):
+        return KafkaError.INVALID_GROUP_ID
+    if g is None or not g.members:
+        return KafkaError.UNKNOWN_MEMBER_ID
+    error = _validate_member(g, member_id, instance_id, client_key)
+    if error is not KafkaError.NONE:
+        return error
+    if generation_id != g.generation_id:
+        return KafkaError.ILLEGAL_GENERATION
+    if _inconsistent(protocol_type, g.protocol_type) or \
+            _inconsistent(protocol_name, g.protocol_name):
+        return KafkaError.INCONSISTENT_GROUP_PROTOCOL
+    if g.state is GroupState.PREPARING_REBALANCE:
+        return KafkaError.REBALANCE_IN_PROGRESS
     return KafkaError.NONE
 
 

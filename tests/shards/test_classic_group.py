@@ -188,6 +188,12 @@ def test_a_session_timeout_out_of_bounds_is_refused(coord):
 def test_an_invalid_group_name_is_refused(coord):
     token, answers = join(coord, group="no spaces")
     assert answers[token].error is KafkaError.INVALID_GROUP_ID
+    token, answers = sync(coord, "cid-x", 1, group="")
+    assert answers[token].error is KafkaError.INVALID_GROUP_ID
+    assert beat(coord, "cid-x", 1, group="") is KafkaError.INVALID_GROUP_ID
+    token = next(_tokens)
+    (_, answer), = coord.leave(token, "", [("cid-x", None)], 0)
+    assert answer.error is KafkaError.INVALID_GROUP_ID
 
 
 def test_a_member_id_the_group_does_not_know_is_refused(coord):
