@@ -485,7 +485,10 @@ GROUP_ASSIGNMENT_ROUND_MS = 2
 # GROUP_MEMBERS_PER_CLIENT_KEY_MAX and GROUP_MEMBERS_PER_SHARD_MAX with Plinth's
 # own groups (each coordinator counts its own). A member that was told its member
 # id (MEMBER_ID_REQUIRED, KIP-394) and has not rejoined yet counts as a member:
-# ids handed out are memory too.
+# ids handed out are memory too. Held requests (joins and syncs waiting for the
+# group) are at most one per member, so the member bounds bound them too; a
+# member's assignment is bounded by its group's (CLASSIC_GROUP_ASSIGNMENT_BYTES_MAX:
+# a member may be alone in its group).
 #
 # How long a new group waits for more members before its first generation
 # (Kafka's group.initial.rebalance.delay.ms): consumers started together land

@@ -59,6 +59,11 @@ shard. Held requests are at most one per member, so members bound them.
 
 Offsets are not kept here: the shard writes them to its OffsetStore after
 ``check_commit`` allowed the commit.
+
+Use, in the shard's loop: pass each request with its reply token and send
+every (token, answer) returned; when ``next_deadline_ms()`` is before now,
+call ``tick(now_ms)`` and send what it returns. ``now_ms`` is one monotonic
+clock for every call.
 """
 
 from __future__ import annotations
