@@ -325,6 +325,46 @@ def test_the_leader_rejoining_a_stable_group_starts_a_rebalance(coord):
     assert answers[tl].generation_id == answers[tf].generation_id == generation + 1
 
 
+def test_a_leader_that_does_not_rejoin_is_replaced_by_a_member_that_did(coord):
+    leader, follower, generation = stable_pair(coord)
+    c = new_member_id(coord, now=1000)
+    tc, _ = join(coord, c, now=1000)
+    tf, _ = join(coord, follower, now=1000)
+    # The old leader neither rejoins nor heartbeats: its session ends at SESSION_MS
+    answers = replies(coord.tick(SESSION_MS + 1))
+    assert {answers[tc].leader_id, answers[tf].leader_id} == {follower}
+    assert len(answers[tf].members) == 2 and answers[tc].members == ()
+
+
+def test_a_rebalance_is_in_progress_for_syncs_while_members_rejoin(coord):
+    leader, follower, generation = stable_pair(coord)
+    join(coord, leader, now=10)
+    token, answers = sync(coord, follower, generation, now=20)
+    assert answers[token].error is KafkaError.REBALANCE_IN_PROGRESS
+
+
+def test_heartbeats_while_the_leader_assigns_keep_members_alive(coord):
+    a, b = new_member_id(coord), new_member_id(coord)
+    join(coord, a)
+    join(coord, b)
+    coord.tick(FORMED_MS)
+    for now in range(FORMED_MS, FORMED_MS + 2 * SESSION_MS, SESSION_MS // 2):
+        assert beat(coord, a, 1, now=now) is KafkaError.NONE
+        assert beat(coord, b, 1, now=now) is KafkaError.NONE
+        coord.tick(now)
+    assert len(coord.describe("g").members) == 2
+
+
+def test_a_static_member_restarting_while_the_leader_assigns_starts_a_rebalance(coord):
+    a = new_member_id(coord)
+    join(coord, a)
+    join(coord, "", instance="i")
+    coord.tick(FORMED_MS)
+    token, answers = join(coord, "", instance="i", now=FORMED_MS)
+    assert answers == {}   # held: the leader may be assigning to the old member id
+    assert coord.describe("g").state is GroupState.PREPARING_REBALANCE
+
+
 def test_a_follower_rejoining_a_stable_group_unchanged_is_told_the_current_generation(coord):
     leader, follower, generation = stable_pair(coord)
     token, answers = join(coord, follower, now=10)
