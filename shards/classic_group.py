@@ -333,8 +333,10 @@ class ClassicGroupCoordinator:
         if old_id is not None:
             if g.members[old_id].client_key != r.client_key:
                 out.append((r.token, JoinAnswer(KafkaError.FENCED_INSTANCE_ID, "")))
-                return
-            self._replace_static_member(g, old_id, new_id, r, out)
+            elif not self._room_for_metadata(g, g.members[old_id], r):
+                out.append((r.token, JoinAnswer(KafkaError.COORDINATOR_NOT_AVAILABLE, "")))
+            else:
+                self._replace_static_member(g, old_id, new_id, r, out)
             return
         refused = self._check_room(g, r.client_key, pending_id=None)
         if refused is not None:
@@ -371,6 +373,10 @@ class ClassicGroupCoordinator:
         if g.state is GroupState.PREPARING_REBALANCE or not unchanged or (
                 g.state is GroupState.STABLE and r.member_id == g.leader_id):
             # (the leader rejoining a stable group asks for a new assignment, e.g. new partitions)
+            if not self._room_for_metadata(g, member, r):
+                out.append((r.token, JoinAnswer(KafkaError.COORDINATOR_NOT_AVAILABLE,
+                                                r.member_id)))
+                return
             self._update_member(g, member, r, out)
             self._rebalance_or_complete(g, r.now_ms, out)
         else:   # CompletingRebalance or Stable, same metadata: the current generation again
@@ -467,13 +473,23 @@ class ClassicGroupCoordinator:
                      limits.GROUP_MEMBERS_MAX, limits.GROUP_MEMBERS_PER_CLIENT_KEY_MAX,
                      limits.GROUP_MEMBERS_PER_SHARD_MAX)
             return KafkaError.GROUP_MAX_SIZE_REACHED
-        if self._bytes + limits.CLASSIC_MEMBER_METADATA_BYTES_MAX > \
-                limits.CLASSIC_GROUP_BYTES_PER_SHARD_MAX:
-            log.warning("refused a member of classic group %r: this shard's classic groups hold "
-                        "%d bytes of metadata and assignments (CLASSIC_GROUP_BYTES_PER_SHARD_MAX "
-                        "%d)", g.name, self._bytes, limits.CLASSIC_GROUP_BYTES_PER_SHARD_MAX)
+        if not self._room_for_bytes(g, limits.CLASSIC_MEMBER_METADATA_BYTES_MAX):
             return KafkaError.COORDINATOR_NOT_AVAILABLE
         return None
+
+    def _room_for_metadata(self, g: _Group, member: _Member, r: _JoinRequest) -> bool:
+        """Room for the member's new metadata in place of its old."""
+        return self._room_for_bytes(g, _protocol_bytes(r.protocol_type, r.protocols) -
+                                    _protocol_bytes(member.protocol_type, member.protocols))
+
+    def _room_for_bytes(self, g: _Group, more_bytes: int) -> bool:
+        if self._bytes + more_bytes <= limits.CLASSIC_GROUP_BYTES_PER_SHARD_MAX:
+            return True
+        log.warning("refused %d more bytes of metadata in classic group %r: this shard's classic "
+                    "groups hold %d bytes of metadata and assignments "
+                    "(CLASSIC_GROUP_BYTES_PER_SHARD_MAX %d)", more_bytes, g.name, self._bytes,
+                    limits.CLASSIC_GROUP_BYTES_PER_SHARD_MAX)
+        return False
 
     # --- The join phase ----------------------------------------------------------------
 

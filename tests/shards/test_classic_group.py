@@ -616,6 +616,26 @@ def test_a_shard_bounds_its_classic_members_and_groups(coord, monkeypatch):
     assert answers[token].error is KafkaError.COORDINATOR_NOT_AVAILABLE
 
 
+def test_a_shard_bounds_the_metadata_of_its_classic_groups(coord, monkeypatch):
+    # Given a shard budget of about two maximal members' metadata, and three small members
+    most = limits.CLASSIC_MEMBER_METADATA_BYTES_MAX
+    monkeypatch.setattr(limits, "CLASSIC_GROUP_BYTES_PER_SHARD_MAX", 2 * most + 40)
+    for _ in range(3):
+        join(coord, require_id=False, protocols=[("range", b"")])
+    ids = [m.member_id for m in coord.describe("g").members]
+    assert len(ids) == 3
+    big = [("range", b"x" * (most - 20))]
+    # When two grow to nearly the most a member may have, there is no room for a third
+    for member_id in ids[:2]:
+        token, answers = join(coord, member_id, protocols=big)
+        assert token not in answers   # held, as any rejoin
+    token, answers = join(coord, ids[2], protocols=big)
+    assert answers[token].error is KafkaError.COORDINATOR_NOT_AVAILABLE
+    # Nor for a new member (refused as retriable)
+    token, answers = join(coord, group="g2")
+    assert answers[token].error is KafkaError.COORDINATOR_NOT_AVAILABLE
+
+
 def test_too_much_metadata_or_too_many_protocols_are_refused(coord):
     big = [("range", b"x" * (limits.CLASSIC_MEMBER_METADATA_BYTES_MAX + 1))]
     token, answers = join(coord, protocols=big)
