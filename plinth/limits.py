@@ -480,6 +480,9 @@ GROUP_ASSIGNMENT_STEP_UNITS = 256
 # always runs one step of its own group's, so the round may run over by a step
 # per heartbeat.)
 GROUP_ASSIGNMENT_ROUND_MS = 2
+# The client key a router forwards with a group request: the client's CurveZMQ
+# public key, 32 bytes in Z85 text; empty for a client without one.
+CLIENT_KEY_TEXT_BYTES = 40
 
 # --- Kafka's classic group protocol (shards/classic_group.py) -----------------
 # Classic groups share GROUPS_PER_SHARD_MAX, GROUP_MEMBERS_MAX,
@@ -529,10 +532,6 @@ CLASSIC_GROUP_INSTANCE_ID_BYTES_MAX = 249
 # Deadlines (sessions, rebalances, syncs) handled by one tick: a mass expiry
 # is spread over loop rounds.
 CLASSIC_DEADLINES_PER_TICK_MAX = 1_000
-
-# The client key a router forwards with a group request: the client's CurveZMQ
-# public key, 32 bytes in Z85 text; empty for a client without one.
-CLIENT_KEY_TEXT_BYTES = 40
 
 
 # --- Replication: the protocol (shards/replication.py, control/leadership.py) ---
