@@ -488,17 +488,24 @@ GROUP_ASSIGNMENT_STEP_UNITS = 256
 # always runs one step of its own group's, so the round may run over by a step
 # per heartbeat.)
 GROUP_ASSIGNMENT_ROUND_MS = 2
+# The client key a router forwards with a group request: the client's CurveZMQ
+# public key, 32 bytes in Z85 text; empty for a client without one.
+CLIENT_KEY_TEXT_BYTES = 40
+
 # --- Kafka's classic group protocol (shards/classic_group.py) -----------------
 # Classic groups share GROUPS_PER_SHARD_MAX, GROUP_MEMBERS_MAX,
 # GROUP_MEMBERS_PER_CLIENT_KEY_MAX and GROUP_MEMBERS_PER_SHARD_MAX with Plinth's
 # own groups (each coordinator counts its own). A member that was told its member
 # id (MEMBER_ID_REQUIRED, KIP-394) and has not rejoined yet counts as a member:
-# ids handed out are memory too.
+# ids handed out are memory too. Held requests (joins and syncs waiting for the
+# group) are at most one per member, so the member bounds bound them too; a
+# member's assignment is bounded by its group's (CLASSIC_GROUP_ASSIGNMENT_BYTES_MAX:
+# a member may be alone in its group).
 #
 # How long a new group waits for more members before its first generation
 # (Kafka's group.initial.rebalance.delay.ms): consumers started together land
 # in one generation instead of one rebalance each. The coordinator takes it as
-# a parameter (tests pass 0).
+# a parameter (tests pass a short one).
 CLASSIC_INITIAL_REBALANCE_DELAY_MS = 3_000
 # A member's rebalance timeout (Kafka's max.poll.interval.ms on the Java
 # client) bounds how long its group's joins are held. Clients may send up to
@@ -533,9 +540,6 @@ CLASSIC_GROUP_INSTANCE_ID_BYTES_MAX = 249
 # Deadlines (sessions, rebalances, syncs) handled by one tick: a mass expiry
 # is spread over loop rounds.
 CLASSIC_DEADLINES_PER_TICK_MAX = 1_000
-# The client key a router forwards with a group request: the client's CurveZMQ
-# public key, 32 bytes in Z85 text; empty for a client without one.
-CLIENT_KEY_TEXT_BYTES = 40
 
 
 # --- Replication: the protocol (shards/replication.py, control/leadership.py) ---
@@ -858,7 +862,8 @@ def _relations() -> list[tuple[str, bool]]:
         ("one client key cannot fill a group alone",
          GROUP_MEMBERS_PER_CLIENT_KEY_MAX < GROUP_MEMBERS_MAX),
         ("a shard holds at least one full group", GROUP_MEMBERS_MAX <= GROUP_MEMBERS_PER_SHARD_MAX),
-        ("a classic group's leader gets every member's metadata in one answer within a frame",
+        ("a classic group's leader gets every member's metadata and ids in one answer within "
+         "a frame",
          GROUP_MEMBERS_MAX * (CLASSIC_MEMBER_METADATA_BYTES_MAX + 2 * CLASSIC_CLIENT_ID_CHARS_MAX
                               + 64) <= FRAME_BYTES_MAX),
         ("a classic group's assignments fit a frame and a shard's budget",

@@ -59,6 +59,11 @@ shard. Held requests are at most one per member, so members bound them.
 
 Offsets are not kept here: the shard writes them to its OffsetStore after
 ``check_commit`` allowed the commit.
+
+Use, in the shard's loop: pass each request with its reply token and send
+every (token, answer) returned; when ``next_deadline_ms()`` is before now,
+call ``tick(now_ms)`` and send what it returns. ``now_ms`` is one monotonic
+clock for every call.
 """
 
 from __future__ import annotations
@@ -328,8 +333,10 @@ class ClassicGroupCoordinator:
         if old_id is not None:
             if g.members[old_id].client_key != r.client_key:
                 out.append((r.token, JoinAnswer(KafkaError.FENCED_INSTANCE_ID, "")))
-                return
-            self._replace_static_member(g, old_id, new_id, r, out)
+            elif not self._room_for_metadata(g, g.members[old_id], r):
+                out.append((r.token, JoinAnswer(KafkaError.COORDINATOR_NOT_AVAILABLE, "")))
+            else:
+                self._replace_static_member(g, old_id, new_id, r, out)
             return
         refused = self._check_room(g, r.client_key, pending_id=None)
         if refused is not None:
@@ -366,6 +373,10 @@ class ClassicGroupCoordinator:
         if g.state is GroupState.PREPARING_REBALANCE or not unchanged or (
                 g.state is GroupState.STABLE and r.member_id == g.leader_id):
             # (the leader rejoining a stable group asks for a new assignment, e.g. new partitions)
+            if not self._room_for_metadata(g, member, r):
+                out.append((r.token, JoinAnswer(KafkaError.COORDINATOR_NOT_AVAILABLE,
+                                                r.member_id)))
+                return
             self._update_member(g, member, r, out)
             self._rebalance_or_complete(g, r.now_ms, out)
         else:   # CompletingRebalance or Stable, same metadata: the current generation again
@@ -462,13 +473,23 @@ class ClassicGroupCoordinator:
                      limits.GROUP_MEMBERS_MAX, limits.GROUP_MEMBERS_PER_CLIENT_KEY_MAX,
                      limits.GROUP_MEMBERS_PER_SHARD_MAX)
             return KafkaError.GROUP_MAX_SIZE_REACHED
-        if self._bytes + limits.CLASSIC_MEMBER_METADATA_BYTES_MAX > \
-                limits.CLASSIC_GROUP_BYTES_PER_SHARD_MAX:
-            log.warning("refused a member of classic group %r: this shard's classic groups hold "
-                        "%d bytes of metadata and assignments (CLASSIC_GROUP_BYTES_PER_SHARD_MAX "
-                        "%d)", g.name, self._bytes, limits.CLASSIC_GROUP_BYTES_PER_SHARD_MAX)
+        if not self._room_for_bytes(g, limits.CLASSIC_MEMBER_METADATA_BYTES_MAX):
             return KafkaError.COORDINATOR_NOT_AVAILABLE
         return None
+
+    def _room_for_metadata(self, g: _Group, member: _Member, r: _JoinRequest) -> bool:
+        """Room for the member's new metadata in place of its old."""
+        return self._room_for_bytes(g, _protocol_bytes(r.protocol_type, r.protocols) -
+                                    _protocol_bytes(member.protocol_type, member.protocols))
+
+    def _room_for_bytes(self, g: _Group, more_bytes: int) -> bool:
+        if self._bytes + more_bytes <= limits.CLASSIC_GROUP_BYTES_PER_SHARD_MAX:
+            return True
+        log.warning("refused %d more bytes of metadata in classic group %r: this shard's classic "
+                    "groups hold %d bytes of metadata and assignments "
+                    "(CLASSIC_GROUP_BYTES_PER_SHARD_MAX %d)", more_bytes, g.name, self._bytes,
+                    limits.CLASSIC_GROUP_BYTES_PER_SHARD_MAX)
+        return False
 
     # --- The join phase ----------------------------------------------------------------
 
@@ -567,8 +588,8 @@ class ClassicGroupCoordinator:
         _check_token(token)
         out: list[Reply] = []
         g = self._groups.get(group)
-        error = self._refuse_sync(g, generation_id, member_id, group_instance_id,
-                                  protocol_type, protocol_name, client_key)
+        error = _refuse_sync(group, g, generation_id, member_id, group_instance_id,
+                             protocol_type, protocol_name, client_key)
         if error is not KafkaError.NONE:
             out.append((token, SyncAnswer(error)))
             return out
@@ -585,23 +606,6 @@ class ClassicGroupCoordinator:
         if member_id == g.leader_id:
             self._leader_synced(g, dict(assignments), now_ms, out)
         return out
-
-    def _refuse_sync(self, g: _Group | None, generation_id: int, member_id: str,
-                     instance_id: str | None, protocol_type: str | None,
-                     protocol_name: str | None, client_key: str) -> KafkaError:
-        if g is None or not g.members:
-            return KafkaError.UNKNOWN_MEMBER_ID
-        error = _validate_member(g, member_id, instance_id, client_key)
-        if error is not KafkaError.NONE:
-            return error
-        if generation_id != g.generation_id:
-            return KafkaError.ILLEGAL_GENERATION
-        if _inconsistent(protocol_type, g.protocol_type) or \
-                _inconsistent(protocol_name, g.protocol_name):
-            return KafkaError.INCONSISTENT_GROUP_PROTOCOL
-        if g.state is GroupState.PREPARING_REBALANCE:
-            return KafkaError.REBALANCE_IN_PROGRESS
-        return KafkaError.NONE
 
     def _leader_synced(self, g: _Group, assignments: dict[str, bytes], now_ms: int,
                        out: list[Reply]) -> None:
@@ -652,7 +656,8 @@ class ClassicGroupCoordinator:
         """Heartbeat: keeps the member's session; REBALANCE_IN_PROGRESS asks it to rejoin."""
         _check_token(token)
         g = self._groups.get(group)
-        error = KafkaError.UNKNOWN_MEMBER_ID
+        error = KafkaError.UNKNOWN_MEMBER_ID if _valid_group_name(group) else \
+            KafkaError.INVALID_GROUP_ID
         if g is not None and g.members:
             error = _validate_member(g, member_id, group_instance_id, client_key)
             if error is KafkaError.NONE and generation_id != g.generation_id:
@@ -673,8 +678,10 @@ class ClassicGroupCoordinator:
         out: list[Reply] = []
         g = self._groups.get(group)
         if g is None:
-            left = tuple(LeftMember(m, i, KafkaError.UNKNOWN_MEMBER_ID) for m, i in members)
-            out.append((token, LeaveAnswer(KafkaError.UNKNOWN_MEMBER_ID, left)))
+            error = KafkaError.UNKNOWN_MEMBER_ID if _valid_group_name(group) else \
+                KafkaError.INVALID_GROUP_ID
+            left = tuple(LeftMember(m, i, error) for m, i in members)
+            out.append((token, LeaveAnswer(error, left)))
             return out
         left = tuple(LeftMember(m, i, self._leave_one(g, m, i, client_key, now_ms, out))
                      for m, i in members)
@@ -974,6 +981,26 @@ def _validate_member(g: _Group, member_id: str, instance_id: str | None,
     member = g.members.get(member_id)
     if member is None or member.client_key != client_key:
         return KafkaError.UNKNOWN_MEMBER_ID
+    return KafkaError.NONE
+
+
+def _refuse_sync(name: str, g: _Group | None, generation_id: int, member_id: str,
+                 instance_id: str | None, protocol_type: str | None, protocol_name: str | None,
+                 client_key: str) -> KafkaError:
+    if not _valid_group_name(name):
+        return KafkaError.INVALID_GROUP_ID
+    if g is None or not g.members:
+        return KafkaError.UNKNOWN_MEMBER_ID
+    error = _validate_member(g, member_id, instance_id, client_key)
+    if error is not KafkaError.NONE:
+        return error
+    if generation_id != g.generation_id:
+        return KafkaError.ILLEGAL_GENERATION
+    if _inconsistent(protocol_type, g.protocol_type) or \
+            _inconsistent(protocol_name, g.protocol_name):
+        return KafkaError.INCONSISTENT_GROUP_PROTOCOL
+    if g.state is GroupState.PREPARING_REBALANCE:
+        return KafkaError.REBALANCE_IN_PROGRESS
     return KafkaError.NONE
 
 

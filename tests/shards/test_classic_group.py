@@ -188,6 +188,12 @@ def test_a_session_timeout_out_of_bounds_is_refused(coord):
 def test_an_invalid_group_name_is_refused(coord):
     token, answers = join(coord, group="no spaces")
     assert answers[token].error is KafkaError.INVALID_GROUP_ID
+    token, answers = sync(coord, "cid-x", 1, group="")
+    assert answers[token].error is KafkaError.INVALID_GROUP_ID
+    assert beat(coord, "cid-x", 1, group="") is KafkaError.INVALID_GROUP_ID
+    token = next(_tokens)
+    (_, answer), = coord.leave(token, "", [("cid-x", None)], 0)
+    assert answer.error is KafkaError.INVALID_GROUP_ID
 
 
 def test_a_member_id_the_group_does_not_know_is_refused(coord):
@@ -319,6 +325,46 @@ def test_the_leader_rejoining_a_stable_group_starts_a_rebalance(coord):
     assert answers[tl].generation_id == answers[tf].generation_id == generation + 1
 
 
+def test_a_leader_that_does_not_rejoin_is_replaced_by_a_member_that_did(coord):
+    leader, follower, generation = stable_pair(coord)
+    c = new_member_id(coord, now=1000)
+    tc, _ = join(coord, c, now=1000)
+    tf, _ = join(coord, follower, now=1000)
+    # The old leader neither rejoins nor heartbeats: its session ends at SESSION_MS
+    answers = replies(coord.tick(SESSION_MS + 1))
+    assert {answers[tc].leader_id, answers[tf].leader_id} == {follower}
+    assert len(answers[tf].members) == 2 and answers[tc].members == ()
+
+
+def test_a_rebalance_is_in_progress_for_syncs_while_members_rejoin(coord):
+    leader, follower, generation = stable_pair(coord)
+    join(coord, leader, now=10)
+    token, answers = sync(coord, follower, generation, now=20)
+    assert answers[token].error is KafkaError.REBALANCE_IN_PROGRESS
+
+
+def test_heartbeats_while_the_leader_assigns_keep_members_alive(coord):
+    a, b = new_member_id(coord), new_member_id(coord)
+    join(coord, a)
+    join(coord, b)
+    coord.tick(FORMED_MS)
+    for now in range(FORMED_MS, FORMED_MS + 2 * SESSION_MS, SESSION_MS // 2):
+        assert beat(coord, a, 1, now=now) is KafkaError.NONE
+        assert beat(coord, b, 1, now=now) is KafkaError.NONE
+        coord.tick(now)
+    assert len(coord.describe("g").members) == 2
+
+
+def test_a_static_member_restarting_while_the_leader_assigns_starts_a_rebalance(coord):
+    a = new_member_id(coord)
+    join(coord, a)
+    join(coord, "", instance="i")
+    coord.tick(FORMED_MS)
+    token, answers = join(coord, "", instance="i", now=FORMED_MS)
+    assert answers == {}   # held: the leader may be assigning to the old member id
+    assert coord.describe("g").state is GroupState.PREPARING_REBALANCE
+
+
 def test_a_follower_rejoining_a_stable_group_unchanged_is_told_the_current_generation(coord):
     leader, follower, generation = stable_pair(coord)
     token, answers = join(coord, follower, now=10)
@@ -370,6 +416,18 @@ def test_a_member_leaving_while_its_join_is_held_gets_the_join_answered(coord):
     answers = replies(coord.leave(token, "g", [(c, None)], 1100))
     assert answers[tc] == JoinAnswer(KafkaError.UNKNOWN_MEMBER_ID, "")
     assert answers[token].members[0].error is KafkaError.NONE
+    assert coord.held_count() == 0
+
+
+def test_a_member_leaving_while_its_sync_is_held_gets_the_sync_answered(coord):
+    a, b = new_member_id(coord), new_member_id(coord)
+    join(coord, a)
+    join(coord, b)
+    coord.tick(FORMED_MS)
+    tf, _ = sync(coord, b, 1)
+    token = next(_tokens)
+    answers = replies(coord.leave(token, "g", [(b, None)], 300))
+    assert answers[tf] == SyncAnswer(KafkaError.UNKNOWN_MEMBER_ID)
     assert coord.held_count() == 0
 
 
@@ -554,6 +612,26 @@ def test_a_shard_bounds_its_classic_members_and_groups(coord, monkeypatch):
     assert not coord.has_group("g2")
     monkeypatch.setattr(limits, "GROUP_MEMBERS_PER_SHARD_MAX", 100)
     monkeypatch.setattr(limits, "GROUPS_PER_SHARD_MAX", 1)
+    token, answers = join(coord, group="g2")
+    assert answers[token].error is KafkaError.COORDINATOR_NOT_AVAILABLE
+
+
+def test_a_shard_bounds_the_metadata_of_its_classic_groups(coord, monkeypatch):
+    # Given a shard budget of about two maximal members' metadata, and three small members
+    most = limits.CLASSIC_MEMBER_METADATA_BYTES_MAX
+    monkeypatch.setattr(limits, "CLASSIC_GROUP_BYTES_PER_SHARD_MAX", 2 * most + 40)
+    for _ in range(3):
+        join(coord, require_id=False, protocols=[("range", b"")])
+    ids = [m.member_id for m in coord.describe("g").members]
+    assert len(ids) == 3
+    big = [("range", b"x" * (most - 20))]
+    # When two grow to nearly the most a member may have, there is no room for a third
+    for member_id in ids[:2]:
+        token, answers = join(coord, member_id, protocols=big)
+        assert token not in answers   # held, as any rejoin
+    token, answers = join(coord, ids[2], protocols=big)
+    assert answers[token].error is KafkaError.COORDINATOR_NOT_AVAILABLE
+    # Nor for a new member (refused as retriable)
     token, answers = join(coord, group="g2")
     assert answers[token].error is KafkaError.COORDINATOR_NOT_AVAILABLE
 
