@@ -97,7 +97,11 @@ typedef struct {
 
 /* An unsigned varint of at most max_bytes bytes whose value fits value_bits; 0, or
  * -1 if it runs past the end, is too long or too large (no exception set). */
-static int read_raw_varint(Reader *r, int max_bytes, int value_bits, uint64_t *out) {
+static inline int read_raw_varint(Reader *r, int max_bytes, int value_bits, uint64_t *out) {
+    if (r->at < r->end && *r->at < 0x80) {     /* most lengths and deltas: one byte */
+        *out = *r->at++;
+        return 0;
+    }
     uint64_t value = 0;
     for (int i = 0; i < max_bytes; i++) {
         if (r->at >= r->end) {
@@ -118,7 +122,7 @@ static int read_raw_varint(Reader *r, int max_bytes, int value_bits, uint64_t *o
     return -1;
 }
 
-static int read_varint(Reader *r, int32_t *out) {
+static inline int read_varint(Reader *r, int32_t *out) {
     uint64_t raw;
     if (read_raw_varint(r, K_VARINT_BYTES_MAX, 32, &raw) < 0) {
         return -1;
@@ -128,7 +132,7 @@ static int read_varint(Reader *r, int32_t *out) {
     return 0;
 }
 
-static int read_varlong(Reader *r, int64_t *out) {
+static inline int read_varlong(Reader *r, int64_t *out) {
     uint64_t raw;
     if (read_raw_varint(r, K_VARLONG_BYTES_MAX, 64, &raw) < 0) {
         return -1;
