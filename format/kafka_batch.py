@@ -18,7 +18,8 @@ DefaultRecordBatch and DefaultRecord define it; the header is big-endian:
                                                bit 5 control; bit 6 (delete horizon,
                                                set by compaction) and up: unused
         23    4  lastOffsetDelta       int32   recordsCount - 1
-        27    8  baseTimestamp         int64   ms; record timestamps are relative to it
+        27    8  baseTimestamp         int64   ms: record 0's timestamp (Kafka's
+                                               FirstTimestamp); the others are relative
         35    8  maxTimestamp          int64   ms; the largest record timestamp
         43    8  producerId            int64   -1 when not idempotent
         51    2  producerEpoch         int16   -1 when not idempotent
@@ -316,7 +317,7 @@ def kafka_batch_from_plinth(batch: bytes | memoryview, base_offset: int,
 
     Runs where a Kafka consumer's fetch is answered (shard actor), once per
     Plinth batch. Keys, values, headers, timestamps (CreateTime; baseTimestamp
-    is the smallest), producerId and baseSequence are kept; producerEpoch is 0
+    is record 0's, as Kafka writes it), producerId and baseSequence are kept; producerEpoch is 0
     for an idempotent producer, else -1. A batch in the canonical layout (no
     headers) is converted in one C call from its columns; any other is read by
     pycapnp into records first, then one C call. Raises CorruptDataError if the

@@ -106,7 +106,7 @@ def plinth_batch(with_headers: bool, count: int = 30) -> bytes:
     for i in range(count):
         headers = [("h", b"%d" % i), ("", b"")] if with_headers and i % 4 == 1 else None
         builder.append(None if i % 5 == 0 else b"k%d" % i, None if i % 6 == 0 else b"v" * i,
-                       T0_MS + (i * 31) % 17, headers)
+                       T0_MS + (i * 31 + 5) % 17, headers)
     return builder.build(producer_id=12345, base_sequence=99)
 
 
@@ -125,7 +125,10 @@ def test_a_converted_plinth_batch_reads_in_kafka_python_as_the_same_records(with
     # and the batch keeps the producer, with CreateTime and no compression
     assert (kafka_batch.producer_id, kafka_batch.base_sequence, kafka_batch.producer_epoch,
             kafka_batch.attributes, kafka_batch.leader_epoch) == (12345, 99, 0, 0, 4)
-    assert kafka_batch.max_timestamp == max(r[3] for r in expected)
+    # and its baseTimestamp is record 0's (Kafka's FirstTimestamp), whatever the order
+    assert (kafka_batch.first_timestamp, kafka_batch.max_timestamp) == (
+        expected[0][3], max(r[3] for r in expected))
+    assert expected[0][3] != min(r[3] for r in expected)
 
 
 @pytest.mark.parametrize("with_headers", [False, True], ids=["canonical", "pycapnp layout"])
