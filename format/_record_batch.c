@@ -11,6 +11,11 @@
  *             per entry of a batch the shard accepted, with a defensive bounds
  *             check only.
  *
+ * Kafka's RecordBatch v2 is compiled into this same extension from
+ * format/kafka_batch.c, which builds ConsumerRecords with record_alloc and reads a
+ * stored batch with parse_canonical and check_rules (shared through
+ * format/record_batch_internal.h); its functions are added to this module at init.
+ *
  * The byte layout, its constants and the little-endian helpers are in
  * format/record_batch_layout.h, each defined once. format/record_batch.py is the
  * module's Python face and holds the reference codec (pycapnp), which parses any
@@ -862,7 +867,8 @@ static PyMemberDef record_members[] = {
 
 static PyGetSetDef record_getset[] = {
     {"headers", (getter)get_headers, (setter)set_headers,
-     "list of (str, bytes), in the order the producer gave them", NULL},
+     "list of (str, bytes), in the order the producer gave them (a Kafka producer's\n"
+     "null header value is None; format/kafka_batch.py)", NULL},
     {NULL},
 };
 

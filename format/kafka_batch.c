@@ -97,7 +97,11 @@ typedef struct {
 
 /* An unsigned varint of at most max_bytes bytes whose value fits value_bits; 0, or
  * -1 if it runs past the end, is too long or too large (no exception set). */
-static int read_raw_varint(Reader *r, int max_bytes, int value_bits, uint64_t *out) {
+static inline int read_raw_varint(Reader *r, int max_bytes, int value_bits, uint64_t *out) {
+    if (r->at < r->end && *r->at < 0x80) {     /* most lengths and deltas: one byte */
+        *out = *r->at++;
+        return 0;
+    }
     uint64_t value = 0;
     for (int i = 0; i < max_bytes; i++) {
         if (r->at >= r->end) {
@@ -118,7 +122,7 @@ static int read_raw_varint(Reader *r, int max_bytes, int value_bits, uint64_t *o
     return -1;
 }
 
-static int read_varint(Reader *r, int32_t *out) {
+static inline int read_varint(Reader *r, int32_t *out) {
     uint64_t raw;
     if (read_raw_varint(r, K_VARINT_BYTES_MAX, 32, &raw) < 0) {
         return -1;
@@ -128,7 +132,7 @@ static int read_varint(Reader *r, int32_t *out) {
     return 0;
 }
 
-static int read_varlong(Reader *r, int64_t *out) {
+static inline int read_varlong(Reader *r, int64_t *out) {
     uint64_t raw;
     if (read_raw_varint(r, K_VARLONG_BYTES_MAX, 64, &raw) < 0) {
         return -1;
@@ -665,7 +669,8 @@ typedef struct {
     PyObject *records;              /* the list, or NULL */
     Py_ssize_t count;
     uint64_t key_at, value_at;      /* where the next key and value start (columns) */
-    int64_t base_timestamp_ms, max_timestamp_ms;
+    int64_t base_timestamp_ms;      /* the Kafka batch's: record 0's timestamp */
+    int64_t max_timestamp_ms;
 } Source;
 
 static void column_entry(const Blob *lengths, const Blob *blob, Py_ssize_t i, uint64_t *at,
@@ -697,7 +702,7 @@ static int bytes_field(PyObject *o, const char *what, Py_ssize_t i,
 static int source_record(Source *s, Py_ssize_t i, SourceRecord *out) {
     if (s->fields != NULL) {
         const Blob *c = s->fields->columns;
-        out->timestamp_ms = s->base_timestamp_ms +
+        out->timestamp_ms = s->fields->base_timestamp_ms +
                             (int64_t)read_u32_le(c[DELTAS].at + COLUMN_ENTRY_BYTES * i);
         column_entry(&c[KEY_LENGTHS], &c[KEYS], i, &s->key_at, &out->key, &out->key_length);
         column_entry(&c[VALUE_LENGTHS], &c[VALUES], i, &s->value_at, &out->value,
@@ -930,8 +935,10 @@ static PyObject *kafka_from_canonical(PyObject *self, PyObject *args) {
     if (!parse_canonical(&f, view.buf, view.len)) {
         result = Py_NewRef(Py_None);
     } else if (check_rules(&f, records_max) == 0) {
-        Source s = {&f, NULL, (Py_ssize_t)f.record_count, 0, 0, f.base_timestamp_ms,
-                    f.max_timestamp_ms};
+        /* baseTimestamp is record 0's, as Kafka's DefaultRecordBatch documents it; the
+         * rules hold every timestamp in 0 .. base + UInt32, so no delta overflows */
+        int64_t first_ms = f.base_timestamp_ms + (int64_t)read_u32_le(f.columns[DELTAS].at);
+        Source s = {&f, NULL, (Py_ssize_t)f.record_count, 0, 0, first_ms, f.max_timestamp_ms};
         b.producer_id = f.producer_id;
         b.base_sequence = (int32_t)f.base_sequence;
         result = write_batch(&s, &b);
@@ -940,8 +947,10 @@ static PyObject *kafka_from_canonical(PyObject *self, PyObject *args) {
     return result;
 }
 
-/* The smallest and largest timestamps of a list of ConsumerRecords. */
+/* The first record's timestamp (the batch's baseTimestamp) and the largest; every
+ * timestamp >= 0, so that no delta from the first overflows. */
 static int records_time_range(Source *s) {
+    int64_t min_ms = 0;
     for (Py_ssize_t i = 0; i < s->count; i++) {
         PyObject *item = PyList_GET_ITEM(s->records, i);
         if (!PyObject_TypeCheck(item, &RecordType)) {
@@ -950,16 +959,15 @@ static int records_time_range(Source *s) {
             return -1;
         }
         int64_t timestamp_ms = ((Record *)item)->timestamp_ms;
-        if (i == 0 || timestamp_ms < s->base_timestamp_ms) {
+        if (i == 0) {
             s->base_timestamp_ms = timestamp_ms;
         }
-        if (i == 0 || timestamp_ms > s->max_timestamp_ms) {
-            s->max_timestamp_ms = timestamp_ms;
-        }
+        min_ms = i == 0 || timestamp_ms < min_ms ? timestamp_ms : min_ms;
+        s->max_timestamp_ms = i == 0 || timestamp_ms > s->max_timestamp_ms
+                              ? timestamp_ms : s->max_timestamp_ms;
     }
-    if (s->base_timestamp_ms < 0) {
-        PyErr_Format(PyExc_ValueError, "record timestamp %lld ms is negative",
-                     (long long)s->base_timestamp_ms);
+    if (min_ms < 0) {
+        PyErr_Format(PyExc_ValueError, "record timestamp %lld ms is negative", (long long)min_ms);
         return -1;
     }
     return 0;
