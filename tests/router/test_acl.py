@@ -7,7 +7,7 @@ import typing
 
 import pytest
 
-from plinth import protocol
+from plinth import protocol, protocol_classic
 from plinth.errors import InvalidConfigError, NotAuthorizedError
 from plinth.router.acl import Acl, QuotaRates, needs_of
 
@@ -49,6 +49,10 @@ EVERY_KIND = [
     protocol.ReplicaFetchRequest(1, "t", 0, "shard-1", 0, 0, -1, 1024, 0, 0),
     protocol.MoveShardRequest(1, "shard-1", "d"),
     protocol.ReplicaFetchAllRequest(1, "shard-1", 0, 0, 1024, ()),
+    protocol_classic.ClassicJoinRequest(1, "g", "", "", "consumer", (), 10_000, 30_000),
+    protocol_classic.ClassicSyncRequest(1, "g", 1, "m", "", "consumer", "range", ()),
+    protocol_classic.ClassicHeartbeatRequest(1, "g", 1, "m"),
+    protocol_classic.ClassicLeaveRequest(1, "g", (("m", ""),)),
 ]
 
 
@@ -211,3 +215,11 @@ def test_loading_refuses_unreadable_json_and_a_key_given_twice(tmp_path):
     grant = json.dumps([GOOD_GRANT])
     with pytest.raises(InvalidConfigError, match=f"'{KEY}' appears twice"):
         acl_from(tmp_path, f'{{"{KEY}": {grant}, "{KEY}": []}}')
+
+
+def test_kafka_group_requests_need_consume_on_their_group(tmp_path):
+    acl = acl_from(tmp_path, {KEY: [{"operations": ["consume"], "groups": "team-*"}]})
+    acl.check(KEY, protocol_classic.ClassicHeartbeatRequest(1, "team-a", 1, "m"))
+    with pytest.raises(NotAuthorizedError, match="group 'other'"):
+        acl.check(KEY, protocol_classic.ClassicJoinRequest(1, "other", "", "", "consumer", (),
+                                                           10_000, 30_000))
