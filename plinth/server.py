@@ -217,15 +217,21 @@ def _kafka_options(listen: str | None, advertised: str | None, curve_secret_key)
     return options
 
 
-def _start_kafka(options, router_listen: str, cluster_id: str):
-    """The Kafka listener beside this process's router, started; None without one."""
+def _start_kafka(options, router, cluster_id: str):
+    """The Kafka listener beside this process's ``router``, started; None without one."""
     if options is None:
         return None
     from plinth.router.kafka.service import KafkaService
 
-    service = KafkaService(options, router_listen, cluster_id)
+    service = KafkaService(options, router.listen, cluster_id,
+                           brokers=lambda: router.routing.kafka_brokers)
     service.start()
     return service
+
+
+def _advertised(kafka) -> str:
+    """The Kafka listener's advertised HOST:PORT, announced with its router ("" if none)."""
+    return "" if kafka is None else kafka.advertised
 
 
 def namespace_for(data_dir: Path, cluster_name: str | None = None) -> str:
@@ -359,9 +365,10 @@ class Server:
         self.router = Router(self.options.listen, self.controller, security=security,
                              cluster_keys=cluster_keys)
         self.router.start(self.controller.routing())
-        self.controller.router_started(self.options.listen, ray.util.get_node_ip_address())
-        self.kafka = _start_kafka(kafka, self.options.listen,
+        self.kafka = _start_kafka(kafka, self.router,
                                   namespace_for(self.options.data_dir, self.options.cluster_name))
+        self.controller.router_started(self.options.listen, ray.util.get_node_ip_address(),
+                                       _advertised(self.kafka))
         if self.options.metrics_port is not None:
             from plinth.control.metrics import start_metrics_server
 
@@ -565,9 +572,11 @@ def run_router(options: RouterOptions, ready=print) -> int:
              logging_level=logging.WARNING)
     node_address = ray.util.get_node_ip_address()
 
+    kafka_service = None
+
     def announce(found: ControllerHandle) -> None:
         # The server restarted: a new controller has the name; tell it about us.
-        found.router_started(options.listen, node_address)
+        found.router_started(options.listen, node_address, _advertised(kafka_service))
 
     try:
         controller = ControllerHandle.find(on_rediscovered=announce)
@@ -581,8 +590,8 @@ def run_router(options: RouterOptions, ready=print) -> int:
                     cluster_keys=cluster_keys or _cluster_keys_from_broker(controller))
     router.start(controller.routing())
     tune_data_path_process(who="plinth router")   # see process_tuning.py
+    kafka_service = _start_kafka(kafka, router, f"plinth-{options.cluster_name}")
     announce(controller)
-    kafka_service = _start_kafka(kafka, options.listen, f"plinth-{options.cluster_name}")
     if options.metrics_port is not None:
         from plinth.control.metrics import start_metrics_server
 

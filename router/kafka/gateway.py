@@ -8,15 +8,21 @@ through the backend (backend.py) and Plinth's answers into the Kafka response
 body (plain dicts, router/kafka/codec.py's convention).
 
 What a Kafka client sees of the cluster (Metadata, FindCoordinator,
-DescribeCluster): one broker per Kafka listener, this one, with node id
-``KafkaCluster.node_id``, which leads every partition: it forwards each
-request to the shard that really leads the partition.
+DescribeCluster): one broker per router with a Kafka listener, each known by
+its advertised HOST:PORT (the controller's routing table lists them:
+``KafkaCluster.brokers``) and a node id derived from it, so that every router
+gives every client the same ids. Any router serves any partition (it forwards
+to the shard that leads it), so the partitions' "leaders" and the groups'
+coordinators are only spread over the routers, by a hash, for the clients to
+spread their load.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import zlib
+from collections.abc import Callable
+from typing import NamedTuple
 
 from plinth.router.kafka import (api_cluster, api_fetch, api_groups, api_offsets, api_produce,
                                  api_topics)
@@ -27,14 +33,46 @@ from plinth.router.kafka.codec import API_KEYS, RequestHeader
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class KafkaCluster:
-    """What the listener tells clients about the cluster: itself, as one broker."""
-
+class KafkaBroker(NamedTuple):
     node_id: int
-    advertised_host: str
-    advertised_port: int
-    cluster_id: str
+    host: str
+    port: int
+
+
+def node_id_of(address: str) -> int:
+    """A router's Kafka node id: a non-negative int32 from its advertised HOST:PORT, the
+    same in every router (Kafka clients key connections by node id)."""
+    return zlib.crc32(address.encode()) & 0x7FFFFFFF
+
+
+def _broker(address: str) -> KafkaBroker:
+    host, _, port = address.rpartition(":")
+    return KafkaBroker(node_id_of(address), host.strip("[]"), int(port))
+
+
+class KafkaCluster:
+    """The brokers a Kafka client is told of: every router's Kafka listener. Any thread."""
+
+    def __init__(self, advertised: str, cluster_id: str,
+                 brokers: Callable[[], tuple[str, ...]] = tuple):
+        self.advertised = advertised
+        self.cluster_id = cluster_id
+        self._brokers = brokers
+        self.node_id = node_id_of(advertised)
+
+    def brokers(self) -> list[KafkaBroker]:
+        """Every router's listener, this one included (before the controller has heard
+        of it too), by node id."""
+        known = {node_id_of(a): _broker(a) for a in (*self._brokers(), self.advertised)}
+        return [known[node_id] for node_id in sorted(known)]
+
+    def leader_of(self, brokers: list[KafkaBroker], topic: str, partition: int) -> int:
+        """The node id named as the partition's leader: spread by topic and partition."""
+        return brokers[(zlib.crc32(topic.encode()) + partition) % len(brokers)].node_id
+
+    def coordinator_of(self, brokers: list[KafkaBroker], key: str) -> KafkaBroker:
+        """The broker named as a group's coordinator: spread by the group's name."""
+        return brokers[zlib.crc32(key.encode()) % len(brokers)]
 
 
 class KafkaGateway:

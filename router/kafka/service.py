@@ -20,6 +20,7 @@ thread).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from plinth.errors import InvalidConfigError
@@ -31,7 +32,6 @@ log = logging.getLogger(__name__)
 
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 _ANY_HOSTS = ("0.0.0.0", "*", "", "::")
-NODE_ID = 1
 
 
 def parse_host_port(value: str, what: str) -> tuple[str, int]:
@@ -76,12 +76,17 @@ def router_url_for(listen_url: str) -> str:
 class KafkaService:
     """One Kafka listener answering through this process's router."""
 
-    def __init__(self, options: KafkaListenerOptions, router_listen_url: str, cluster_id: str):
+    def __init__(self, options: KafkaListenerOptions, router_listen_url: str, cluster_id: str,
+                 brokers: Callable[[], tuple[str, ...]] = tuple):
+        """``brokers()``: every router's advertised Kafka HOST:PORT as the routing table
+        has them now (this one's too, once the controller has heard of it)."""
         self.options = options
         self._backend = PlinthBackend(router_url_for(router_listen_url))
         self._cluster_id = cluster_id
+        self._brokers = brokers
         self._listener: KafkaListener | None = None
         self.address: tuple[str, int] | None = None
+        self.advertised = ""
 
     def start(self) -> tuple[str, int]:
         """Bind and serve; returns the bound (host, port)."""
@@ -89,10 +94,11 @@ class KafkaService:
         gateway = KafkaGateway(self._backend, None)
         self._listener = KafkaListener(host, port, gateway.handle)
         self.address = self._listener.start()
-        advertised = (parse_host_port(self.options.advertised, "--kafka-advertised")
+        host, port = (parse_host_port(self.options.advertised, "--kafka-advertised")
                       if self.options.advertised else self.address)
-        gateway.cluster = KafkaCluster(NODE_ID, advertised[0], advertised[1], self._cluster_id)
-        log.info("Kafka listener on %s:%d, advertised as %s:%d", *self.address, *advertised)
+        self.advertised = f"{host}:{port}"
+        gateway.cluster = KafkaCluster(self.advertised, self._cluster_id, self._brokers)
+        log.info("Kafka listener on %s:%d, advertised as %s", *self.address, self.advertised)
         return self.address
 
     def stop(self) -> None:
