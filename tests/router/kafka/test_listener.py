@@ -284,3 +284,27 @@ def test_an_oversized_frame_is_logged_with_the_peer_and_the_size(served, caplog)
     wait_for(lambda: "2147483647 bytes" in caplog.text, "the log line")
     assert f"from 127.0.0.1:{peer_port} closed: it declared a request of 2147483647 bytes " \
            f"(the limit is {100 * 1024 * 1024})" in caplog.text
+
+
+def test_an_idle_connection_is_closed_but_not_one_with_a_request_in_flight():
+    handler = TinyHandler()
+    handler.gate = threading.Event()
+    listener = KafkaListener("127.0.0.1", 0, handler, connection_idle_ms_max=200)
+    address = listener.start()
+    try:
+        # Given a connection whose request is in flight (its handler blocks) ...
+        busy = connect(address)
+        busy.sendall(request(HEARTBEAT, 4, 1, {"generation_id": 0}))
+        wait_for(lambda: handler.started == 1, "the busy connection's handler")
+        # ... and, opened after it, a silent one and one trickling half a frame
+        silent, trickling = connect(address), connect(address)
+        trickling.sendall(request(API_VERSIONS, 3, 2, {})[:6])
+        # Then the silent and the trickling ones are closed once idle too long
+        assert closed_by_peer(silent) and closed_by_peer(trickling)
+        # ... while the busy one, idle longer, was kept: its answer still comes
+        handler.gate.set()
+        assert read_response(busy, HEARTBEAT, 4)[0] == 1
+        for sock in (busy, silent, trickling):
+            sock.close()
+    finally:
+        listener.stop()
