@@ -29,6 +29,12 @@ connections are kept; a new one beyond them is closed at once, and one with
 nothing in flight that sends no whole request for ``connection_idle_ms_max``
 (KAFKA_CONNECTION_IDLE_MS_MAX, Kafka's connections.max.idle.ms) is closed.
 
+TLS. Given an ``ssl_context`` (server side, with its certificate loaded), every
+connection is TLS; a client that fails the handshake never reaches the
+listener's code. SASL is the handlers' business (SaslHandshake v1 and
+SaslAuthenticate are ordinary requests; v0's raw tokens are not framed as
+requests and are not supported).
+
 Errors. A frame that does not decode (KafkaDecodeError) closes its
 connection only, with a log line; the listener keeps serving the others. An
 ApiVersions request in a version we do not serve is answered in version 0
@@ -49,6 +55,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import ssl
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -93,7 +100,8 @@ class KafkaListener:
                  requests_in_flight_max: int = KAFKA_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX,
                  request_bytes_in_flight_max: int = KAFKA_REQUEST_BYTES_IN_FLIGHT_PER_CONNECTION_MAX,
                  connections_max: int = KAFKA_CONNECTIONS_MAX,
-                 connection_idle_ms_max: int = KAFKA_CONNECTION_IDLE_MS_MAX):
+                 connection_idle_ms_max: int = KAFKA_CONNECTION_IDLE_MS_MAX,
+                 ssl_context: ssl.SSLContext | None = None):
         assert requests_in_flight_max >= 1 and connections_max >= 1 and connection_idle_ms_max > 0
         assert 0 < request_bytes_max <= request_bytes_in_flight_max
         self.host, self.port = host, port
@@ -103,6 +111,7 @@ class KafkaListener:
         self.request_bytes_in_flight_max = request_bytes_in_flight_max
         self.connections_max = connections_max
         self.connection_idle_s_max = connection_idle_ms_max / 1000
+        self.ssl_context = ssl_context
         self.loop: asyncio.AbstractEventLoop | None = None
         self.address: tuple[str, int] | None = None
         self._thread: threading.Thread | None = None
@@ -158,7 +167,8 @@ class KafkaListener:
     async def _serve(self, ready: threading.Event, failure: list) -> None:
         self._stopping = asyncio.Event()
         try:
-            server = await asyncio.start_server(self._accept, self.host, self.port)
+            server = await asyncio.start_server(self._accept, self.host, self.port,
+                                                ssl=self.ssl_context)
         except OSError as e:
             failure.append(OSError(e.errno, f"Kafka listener cannot bind {self.host}:{self.port}: "
                                             f"{e.strerror}"))
@@ -203,6 +213,8 @@ class KafkaListener:
             await connection.task
         except asyncio.CancelledError:
             pass
+        except Exception:                # a bug in this module: lose the connection, not the listener
+            logger.exception("%s failed", connection.describe())
         finally:
             self._connections.discard(connection)
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import struct
+import subprocess
 import threading
 import time
 
@@ -306,5 +308,37 @@ def test_an_idle_connection_is_closed_but_not_one_with_a_request_in_flight():
         assert read_response(busy, HEARTBEAT, 4)[0] == 1
         for sock in (busy, silent, trickling):
             sock.close()
+    finally:
+        listener.stop()
+
+
+def self_signed_tls(tmp_path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a fresh self-signed certificate for 127.0.0.1, and a
+    client context that trusts it."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    client = ssl.create_default_context(cafile=str(cert))
+    return server, client
+
+
+def test_a_tls_listener_serves_tls_clients_and_closes_plaintext_ones(tmp_path):
+    server_context, client_context = self_signed_tls(tmp_path)
+    listener = KafkaListener("127.0.0.1", 0, TinyHandler(), ssl_context=server_context)
+    address = listener.start()
+    try:
+        # Given a plaintext client: its ApiVersions is not TLS, the connection closes
+        with connect(address) as plain:
+            plain.sendall(request(API_VERSIONS, 3, 1, {}))
+            assert closed_by_peer(plain)
+        # Then a TLS client is served
+        with client_context.wrap_socket(connect(address), server_hostname="127.0.0.1") as tls:
+            tls.sendall(request(API_VERSIONS, 3, 2, {}))
+            correlation_id, body = read_response(tls, API_VERSIONS, 3)
+        assert correlation_id == 2 and len(body["api_keys"]) == len(codec.SUPPORTED_VERSIONS)
     finally:
         listener.stop()
