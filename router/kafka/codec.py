@@ -208,7 +208,7 @@ def _bytes_min(field: Field, version: int, flexible: bool) -> int:
 def _compile(field: Field, version: int, flexible: bool) -> _Slot:
     nullable = _nullable(field, version)
     read, write = _codec_of(field, version, flexible, nullable)
-    if not nullable:
+    if not nullable and field.type not in _FIXED_BYTES:    # (struct.pack refuses None itself)
         write = _refusing_null(field.name, write)
     return _Slot(field.name, read, write, _default_of(field, version, flexible), field.tag)
 
