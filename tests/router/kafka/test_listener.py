@@ -25,14 +25,16 @@ WAIT_S = 10.0          # the bound on every wait for a condition or a reply
 
 class TinyHandler:
     """Answers ApiVersions and Metadata (this listener as broker 0); a Heartbeat
-    waits ``generation_id`` ms, then echoes it as its error code; Produce acks=0
-    gets no response. Records the order in which handlers finished."""
+    waits for its gate (if any), then echoes its ``generation_id`` as its error
+    code; Produce acks=0 gets no response. Records the order in which handlers
+    finished."""
 
     def __init__(self):
         self.address = ("127.0.0.1", 0)
         self.finished: list[int] = []          # correlation ids, in finishing order
         self.started = 0
-        self.gate: threading.Event | None = None   # when set: Heartbeats wait for it
+        self.gate: threading.Event | None = None   # when given: every Heartbeat waits for it
+        self.gates: dict[int, threading.Event] = {}   # or one per correlation id
 
     async def __call__(self, connection, header, body):
         self.started += 1
@@ -44,9 +46,9 @@ class TinyHandler:
         if header.api_key == PRODUCE.key:
             return None if body["acks"] == 0 else {}
         if header.api_key == HEARTBEAT.key:
-            if self.gate is not None:
-                await asyncio.get_running_loop().run_in_executor(None, self.gate.wait, WAIT_S)
-            await asyncio.sleep(body["generation_id"] / 1000)
+            gate = self.gates.get(header.correlation_id, self.gate)
+            if gate is not None:
+                await asyncio.get_running_loop().run_in_executor(None, gate.wait, WAIT_S)
             self.finished.append(header.correlation_id)
             return {"error_code": body["generation_id"]}
         raise AssertionError(f"the tiny handler does not answer api {header.api_key}")
@@ -172,18 +174,21 @@ def test_an_api_versions_request_too_new_gets_the_v0_unsupported_version_answer(
 
 def test_responses_stay_in_request_order_when_handlers_finish_out_of_order(served):
     listener, handler = served
+    handler.gates = {100 + i: threading.Event() for i in range(4)}
     with connect(listener.address) as sock:
-        # Given four pipelined Heartbeats, the first one slowest
-        delays_ms = [300, 200, 100, 0]
-        sock.sendall(b"".join(request(HEARTBEAT, 4, 100 + i, {"group_id": "g", "generation_id": d,
+        # Given four pipelined Heartbeats whose handlers all wait
+        sock.sendall(b"".join(request(HEARTBEAT, 4, 100 + i, {"group_id": "g", "generation_id": i,
                                                                 "member_id": "m"})
-                              for i, d in enumerate(delays_ms)))
-        # When their answers come back
-        answers = [read_response(sock, HEARTBEAT, 4) for _ in delays_ms]
+                              for i in range(4)))
+        wait_for(lambda: handler.started == 4, "the four handlers to start")
+        # When they are let finish last first
+        for done, correlation_id in enumerate([103, 102, 101, 100], 1):
+            handler.gates[correlation_id].set()
+            wait_for(lambda: len(handler.finished) == done, f"handler {correlation_id} to finish")
+        answers = [read_response(sock, HEARTBEAT, 4) for _ in range(4)]
     # Then the handlers finished out of order but the answers are in request order
     assert handler.finished == [103, 102, 101, 100]
-    assert answers == [(100 + i, {"error_code": d, "throttle_time_ms": 0})
-                       for i, d in enumerate(delays_ms)]
+    assert answers == [(100 + i, {"error_code": i, "throttle_time_ms": 0}) for i in range(4)]
 
 
 def test_a_request_without_a_response_keeps_the_order_of_the_others(served):

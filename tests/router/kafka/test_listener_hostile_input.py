@@ -24,7 +24,7 @@ TRIED = {"frames": 0, "answered": 0, "closed": 0}
 
 class AnyAnswerHandler(TinyHandler):
     """The tiny handler, answering every other API with an empty body (its defaults),
-    and Heartbeats at once (their random generation would be a random wait)."""
+    and Heartbeats with no error (their random generation does not fit an error code)."""
 
     async def __call__(self, connection, header, body):
         if header.api_key == HEARTBEAT.key:
