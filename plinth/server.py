@@ -128,11 +128,13 @@ class ServeOptions:
     # no listener; the bound address). See router/kafka/service.py.
     kafka_listen: str | None = None
     kafka_advertised: str | None = None
+    kafka_auto_create_topics: bool = False   # Kafka's auto.create.topics.enable
 
     def kafka_options(self):
         """The Kafka listener's options, checked, or None. InvalidConfigError for an
         address it cannot serve on yet."""
-        return _kafka_options(self.kafka_listen, self.kafka_advertised, self.curve_secret_key)
+        return _kafka_options(self.kafka_listen, self.kafka_advertised, self.curve_secret_key,
+                              self.kafka_auto_create_topics)
 
     def tier_options(self) -> TierOptions:
         """The shards' TierOptions. Raises InvalidConfigError, naming the option and
@@ -205,14 +207,16 @@ class ServeOptions:
         return Security(self.curve_secret_key, self.authorized_keys, self.acl_file)
 
 
-def _kafka_options(listen: str | None, advertised: str | None, curve_secret_key):
+def _kafka_options(listen: str | None, advertised: str | None, curve_secret_key,
+                   auto_create_topics: bool = False):
     if listen is None:
-        if advertised is not None:
-            raise InvalidConfigError("--kafka-advertised needs --kafka-listen")
+        if advertised is not None or auto_create_topics:
+            raise InvalidConfigError("--kafka-advertised and --kafka-auto-create-topics need "
+                                     "--kafka-listen")
         return None
     from plinth.router.kafka.service import KafkaListenerOptions
 
-    options = KafkaListenerOptions(listen, advertised)
+    options = KafkaListenerOptions(listen, advertised, auto_create_topics)
     options.check(router_has_keys=curve_secret_key is not None)
     return options
 
@@ -524,6 +528,7 @@ class RouterOptions:
     tier_url: str | None = dataclasses.field(default=None, repr=False)   # may hold secrets
     kafka_listen: str | None = None        # as ServeOptions'
     kafka_advertised: str | None = None
+    kafka_auto_create_topics: bool = False
 
     def tier_store(self) -> str | None:
         """The store --tier-url names (remote_store.store_identity), or None. Raises
@@ -561,7 +566,7 @@ def run_router(options: RouterOptions, ready=print) -> int:
     """``plinth router``: one more router for a running broker, until SIGTERM."""
     security = options.security()
     kafka = _kafka_options(options.kafka_listen, options.kafka_advertised,
-                           options.curve_secret_key)
+                           options.curve_secret_key, options.kafka_auto_create_topics)
     tier_store = options.tier_store()   # a bad URL fails before Ray starts
     cluster_keys = _cluster_keys_from_files(options)   # a bad file fails before Ray starts
     import ray

@@ -10,13 +10,20 @@ on epochs that Plinth's router, not the client, keeps track of.
 
 from __future__ import annotations
 
-from plinth import protocol
+import asyncio
+import logging
+
+from plinth import limits, protocol
+from plinth.errors import PlinthError
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.codec import SUPPORTED_VERSIONS
 from plinth.router.kafka.plinth_errors import kafka_code
 
 UNKNOWN_LEADER_EPOCH = -1
 BATCHED_COORDINATOR_VERSION = 4   # FindCoordinator: several keys from here on
+AUTO_CREATE_FIELD_VERSION = 4     # Metadata: allow_auto_topic_creation from here on
+
+log = logging.getLogger(__name__)
 
 
 async def api_versions(gateway, header, body: dict, connection) -> dict:
@@ -32,12 +39,21 @@ def _broker(broker, id_field: str = "node_id") -> dict:
 
 
 async def metadata(gateway, header, body: dict, connection) -> dict:
-    """Every topic asked for (all when the request names none), led by this broker."""
+    """Every topic asked for (all when the request names none), each partition led by
+    one of the brokers. With auto-creation on (the listener's and the request's), a
+    topic asked for by name that does not exist is created first, with the broker's
+    defaults (KAFKA_TOPIC_PARTITIONS_DEFAULT partitions, the default replication
+    factor), as Kafka's auto.create.topics.enable does."""
     wanted = body["topics"]
     # Every topic: v0's empty list, or null from v1 on (where an empty list is none).
     every = wanted is None or (header.api_version == 0 and not wanted)
     names = None if every else [t["name"] for t in wanted]
     reply = await _plinth_metadata(gateway)
+    if names and reply.error is None and _may_create(gateway, header, body):
+        missing = sorted(set(names) - {info.name for info in reply.topics})
+        if missing:
+            await asyncio.gather(*(_create(gateway, name) for name in missing))
+            reply = await _plinth_metadata(gateway)
     cluster = gateway.cluster
     brokers = cluster.brokers()
     topics = []
@@ -68,6 +84,24 @@ def _partition(index: int, node_id: int) -> dict:
     return {"error_code": kafka.NONE, "partition_index": index, "leader_id": node_id,
             "leader_epoch": UNKNOWN_LEADER_EPOCH, "replica_nodes": [node_id],
             "isr_nodes": [node_id], "offline_replicas": []}
+
+
+def _may_create(gateway, header, body: dict) -> bool:
+    # Before v4 the request has no say: Kafka creates whenever the broker allows it.
+    return gateway.auto_create_topics and (header.api_version < AUTO_CREATE_FIELD_VERSION
+                                           or body["allow_auto_topic_creation"])
+
+
+async def _create(gateway, name: str) -> None:
+    """Create a topic with the defaults; an error (a bad name, a race with another
+    creator) shows in the metadata answer that follows."""
+    backend = gateway.backend
+    request_id = backend.next_request_id()
+    try:
+        await backend.call(request_id, protocol.encode_create_topic(
+            request_id, name, limits.KAFKA_TOPIC_PARTITIONS_DEFAULT, {}))
+    except PlinthError as exc:
+        log.warning("Kafka listener: auto-creating topic %r failed: %s", name, exc)
 
 
 async def _plinth_metadata(gateway) -> protocol.ReplyView:

@@ -79,9 +79,13 @@ class KafkaGateway:
     """The handler the listener calls. Construct anywhere; ``handle`` on the listener's
     event loop thread only."""
 
-    def __init__(self, backend: PlinthBackend, cluster: KafkaCluster):
+    def __init__(self, backend: PlinthBackend, cluster: KafkaCluster,
+                 auto_create_topics: bool = False):
+        """``auto_create_topics``: Kafka's auto.create.topics.enable (Metadata creates a
+        topic a client asks for, if the client allows it too)."""
         self.backend = backend
         self.cluster = cluster
+        self.auto_create_topics = auto_create_topics
         self._handlers = {
             API_KEYS["ApiVersions"]: api_cluster.api_versions,
             API_KEYS["Metadata"]: api_cluster.metadata,

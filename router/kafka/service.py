@@ -48,6 +48,7 @@ def parse_host_port(value: str, what: str) -> tuple[str, int]:
 class KafkaListenerOptions:
     listen: str                      # HOST:PORT to bind (port 0: any free port)
     advertised: str | None = None    # HOST:PORT clients are told; None: the bound one
+    auto_create_topics: bool = False   # Kafka's auto.create.topics.enable
 
     def check(self, router_has_keys: bool) -> None:
         """InvalidConfigError for what this listener cannot serve safely yet."""
@@ -91,7 +92,8 @@ class KafkaService:
     def start(self) -> tuple[str, int]:
         """Bind and serve; returns the bound (host, port)."""
         host, port = parse_host_port(self.options.listen, "--kafka-listen")
-        gateway = KafkaGateway(self._backend, None)
+        gateway = KafkaGateway(self._backend, None,
+                               auto_create_topics=self.options.auto_create_topics)
         self._listener = KafkaListener(host, port, gateway.handle)
         self.address = self._listener.start()
         host, port = (parse_host_port(self.options.advertised, "--kafka-advertised")
