@@ -67,6 +67,9 @@ class ListOffsetsRequest:
     request_id: int
     topic: str
     partition: int
+    # >= 0: also find the first record stamped at or after it; MAX_TIMESTAMP: the
+    # one with the largest timestamp; NO_TIME_LOOKUP: start and end offsets only.
+    timestamp_ms: int = -1
     kind: ClassVar[str] = "listOffsets"
 
 
@@ -270,6 +273,12 @@ class PartitionMove(NamedTuple):
 
 
 NO_REMOTE_OFFSET = -1   # PartitionInfo's remote offsets when nothing is in object storage
+# listOffsets' timestamp_ms: no look-up by time; Kafka's "largest timestamp" (-3).
+NO_TIME_LOOKUP = -1
+MAX_TIMESTAMP = -3
+# PartitionInfo's found_offset / found_timestamp_ms when no record is found.
+OFFSET_NONE = -1
+TIMESTAMP_UNKNOWN = -1
 
 
 @dataclass
@@ -291,6 +300,11 @@ class PartitionInfo:
     remote_start_offset: int = NO_REMOTE_OFFSET  # first offset in object storage
     remote_end_offset: int = NO_REMOTE_OFFSET    # the offset after the last one there
     remote_bytes: int = 0                        # log bytes of the readable remote segments
+    # listOffsets by time: the first record stamped at or after the time asked and
+    # its timestamp; OFFSET_NONE if none. TIMESTAMP_UNKNOWN with an offset: a
+    # conservative answer from object storage (shards/time_lookup.py).
+    found_offset: int = OFFSET_NONE
+    found_timestamp_ms: int = TIMESTAMP_UNKNOWN
 
     @property
     def has_remote(self) -> bool:
@@ -462,10 +476,16 @@ def encode_list_topics(request_id: int) -> bytes:
     return msg.to_bytes()
 
 
-def encode_list_offsets(request_id: int, topic: str, partition: int) -> bytes:
+def encode_list_offsets(request_id: int, topic: str, partition: int,
+                        timestamp_ms: int = NO_TIME_LOOKUP) -> bytes:
+    """A partition's start and end offsets; with ``timestamp_ms`` (>= 0, or
+    MAX_TIMESTAMP) also the first record stamped at or after it."""
+    if timestamp_ms < 0 and timestamp_ms not in (NO_TIME_LOOKUP, MAX_TIMESTAMP):
+        raise ValueError(f"timestamp_ms={timestamp_ms} is negative: a time is ms since the "
+                         f"epoch, 0 or more ({MAX_TIMESTAMP}: the largest timestamp)")
     msg = protocol.Request.new_message(requestId=request_id)
     body = msg.init("listOffsets")
-    body.topic, body.partition = topic, partition
+    body.topic, body.partition, body.timestampMs = topic, partition, timestamp_ms
     return msg.to_bytes()
 
 
@@ -594,6 +614,15 @@ def _request(req) -> Request:
     return decode(req.requestId, getattr(req, kind))
 
 
+def _lookup_timestamp_ms(timestamp_ms: int) -> int:
+    """listOffsets' timestampMs, checked: >= 0, NO_TIME_LOOKUP or MAX_TIMESTAMP."""
+    if timestamp_ms < 0 and timestamp_ms not in (NO_TIME_LOOKUP, MAX_TIMESTAMP):
+        raise MalformedRequestError(
+            f"listOffsets timestampMs {timestamp_ms} is negative: a time is ms since the epoch, "
+            f"0 or more ({NO_TIME_LOOKUP}: no look-up by time, {MAX_TIMESTAMP}: the largest)")
+    return timestamp_ms
+
+
 def _config(entries) -> dict[str, str]:
     return {entry.key: entry.value for entry in entries}
 
@@ -602,7 +631,8 @@ _REQUEST_DECODERS = {
     "produce": lambda rid, b: ProduceRequest(rid, b.topic, b.partition, b.acks, b.batchFormat),
     "fetch": lambda rid, b: FetchRequest(rid, b.topic, b.partition, b.offset, b.maxBytes,
                                          b.maxWaitMs),
-    "listOffsets": lambda rid, b: ListOffsetsRequest(rid, b.topic, b.partition),
+    "listOffsets": lambda rid, b: ListOffsetsRequest(rid, b.topic, b.partition,
+                                                     _lookup_timestamp_ms(b.timestampMs)),
     "metadata": lambda rid, b: MetadataRequest(rid, tuple(b.topics)),
     "createTopic": lambda rid, b: CreateTopicRequest(rid, b.name, b.partitions,
                                                      _config(b.config), b.replicationFactor),
@@ -869,7 +899,8 @@ def _partition_info(p) -> PartitionInfo:
                          leader_epoch=p.leaderEpoch, high_watermark=p.highWatermark,
                          local_start_offset=p.localStartOffset,
                          remote_start_offset=p.remoteStartOffset,
-                         remote_end_offset=p.remoteEndOffset, remote_bytes=p.remoteBytes)
+                         remote_end_offset=p.remoteEndOffset, remote_bytes=p.remoteBytes,
+                         found_offset=p.foundOffset, found_timestamp_ms=p.foundTimestampMs)
 
 
 def _fill_config(entries, config: dict[str, str]) -> None:
@@ -886,6 +917,7 @@ def _fill_partition(out, info: PartitionInfo) -> None:
     out.leaderEpoch, out.highWatermark = info.leader_epoch, info.high_watermark
     out.localStartOffset, out.remoteBytes = info.local_start_offset, info.remote_bytes
     out.remoteStartOffset, out.remoteEndOffset = info.remote_start_offset, info.remote_end_offset
+    out.foundOffset, out.foundTimestampMs = info.found_offset, info.found_timestamp_ms
 
 
 # --- Replication: replicaFetch (shard to shard) --------------------------------

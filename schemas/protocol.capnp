@@ -183,6 +183,11 @@ struct TopicName {
 struct PartitionRef {
   topic @0 :Text;
   partition @1 :UInt32;
+  # listOffsets only: also find the first record stamped at or after this time
+  # (ms since the epoch; -3: the record with the largest timestamp, Kafka's
+  # MAX_TIMESTAMP), answered in PartitionInfo's foundOffset/foundTimestampMs.
+  # -1 (the default, and what clients before it send): no look-up by time.
+  timestampMs @2 :Int64 = -1;
 }
 
 # --- Consumer groups ---------------------------------------------------------
@@ -523,4 +528,11 @@ struct PartitionInfo {
   remoteStartOffset @10 :Int64 = -1;   # first offset in object storage (-1: none)
   remoteEndOffset @11 :Int64 = -1;     # offset after the last one there (-1: none)
   remoteBytes @12 :UInt64;       # log bytes of the readable remote segments
+  # listOffsets by time (PartitionRef.timestampMs): the first record, in offset
+  # order, stamped at or after the time asked, and its timestamp (exact, as
+  # Kafka's ListOffsets). -1/-1: no record is (or no look-up was asked). An
+  # offset with foundTimestampMs -1 is a conservative answer from object
+  # storage: the first record is at or after it (shards/time_lookup.py).
+  foundOffset @13 :Int64 = -1;
+  foundTimestampMs @14 :Int64 = -1;
 }

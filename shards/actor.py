@@ -181,8 +181,12 @@ class ShardActor:
                                      keep_remote)
                    for pid in partitions)
 
-    def partition_infos(self, partitions: list[PartitionId]) -> list[protocol.PartitionInfo]:
-        return [self._server.call(self._server.partition_info, pid.topic, pid.partition)
+    def partition_infos(self, partitions: list[PartitionId],
+                        timestamp_ms: int = protocol.NO_TIME_LOOKUP) -> list[protocol.PartitionInfo]:
+        """Each partition's offsets (ShardServer.partition_info), with the first record
+        stamped at or after ``timestamp_ms`` if it is not NO_TIME_LOOKUP."""
+        return [self._server.call(self._server.partition_info, pid.topic, pid.partition,
+                                  timestamp_ms)
                 for pid in partitions]
 
     def tiered_sealed(self, partitions: list[PartitionId]) -> list[TieredState]:

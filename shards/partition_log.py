@@ -300,6 +300,15 @@ class PartitionLog:
         """The segments, oldest first; the last is the active one."""
         return tuple(self._segments)
 
+    def max_timestamp_ms(self) -> int | None:
+        """The largest timestamp of any record in the log, None if it has none. Reads
+        every segment's indexes (an unopened one loads them), as a look-up of Kafka's
+        MAX_TIMESTAMP does (time_lookup.py)."""
+        if self._closed:
+            self._raise_closed()
+        stamps = [segment.max_timestamp_ms for segment in self._segments if not segment.is_empty]
+        return max(stamps) if stamps else None
+
     # --- Writing ----------------------------------------------------------
 
     def append(self, batch, record_count: int, max_timestamp_ms: int,

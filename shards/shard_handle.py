@@ -268,10 +268,13 @@ class ShardHandle:
         return self._start(ShardActor.delete_partitions,
                            _partition_ids(partitions, "delete_partitions"), bool(keep_remote))
 
-    def partition_infos(self, partitions: Sequence[PartitionId]
+    def partition_infos(self, partitions: Sequence[PartitionId],
+                        timestamp_ms: int = protocol.NO_TIME_LOOKUP
                         ) -> PendingCall[list[protocol.PartitionInfo]]:
+        """Each partition's offsets; with ``timestamp_ms`` (>= 0 or MAX_TIMESTAMP) also
+        the first record stamped at or after it (shards/time_lookup.py)."""
         return self._start(ShardActor.partition_infos,
-                           _partition_ids(partitions, "partition_infos"))
+                           _partition_ids(partitions, "partition_infos"), int(timestamp_ms))
 
     def tiered_sealed(self, partitions: Sequence[PartitionId]) -> PendingCall[list[TieredState]]:
         """For each partition, whether the shard's sealed copy of it is wholly in object

@@ -104,6 +104,7 @@ from plinth.shards.shard_calls import (ControllerAnnouncements, Leadership, Part
 from plinth.shards.replica_server import Led
 from plinth.shards.shard_replication import ShardReplication
 from plinth.shards.shard_stats import ShardStats
+from plinth.shards import time_lookup
 from plinth.shards.tier.remote_fetcher import (
     RemoteFetcher, RemoteRead, RemoteReadResult, answer_for_deleted, partition_read,
     remote_segment_for)
@@ -455,18 +456,26 @@ class ShardServer:
             shutil.rmtree(path)
         return part is not None
 
-    def partition_info(self, topic: str, partition: int) -> protocol.PartitionInfo:
+    def partition_info(self, topic: str, partition: int,
+                       timestamp_ms: int = protocol.NO_TIME_LOOKUP) -> protocol.PartitionInfo:
         """A partition's offsets and sizes, local and remote (from the remote log view
-        the loop holds: Partition.remote). Loop thread."""
+        the loop holds: Partition.remote); with ``timestamp_ms`` (>= 0 or
+        MAX_TIMESTAMP) also the first record stamped at or after it
+        (time_lookup.py). Loop thread."""
         part = self._require(topic, partition)
         remote = part.remote
+        found = time_lookup.NOT_FOUND
+        if timestamp_ms != protocol.NO_TIME_LOOKUP:
+            self._require_remote_view_for_time(part, timestamp_ms)
+            found = time_lookup.record_at_time(part, timestamp_ms)
         return protocol.PartitionInfo(
             partition=partition, shard=self.shard_id, start_offset=part.log_start_offset,
             end_offset=part.high_watermark, size_bytes=part.log.size_bytes,
             local_start_offset=part.log.start_offset, remote_bytes=remote.remote_bytes,
             remote_start_offset=protocol.NO_REMOTE_OFFSET if remote.is_empty
             else remote.log_start_offset,
-            remote_end_offset=protocol.NO_REMOTE_OFFSET if remote.is_empty else remote.end_offset)
+            remote_end_offset=protocol.NO_REMOTE_OFFSET if remote.is_empty else remote.end_offset,
+            found_offset=found.offset, found_timestamp_ms=found.timestamp_ms)
 
     def set_log_config(self, topic: str, partition: int, log_config) -> None:
         """A topic's altered config (retention, rolling) for one partition. Loop thread.
@@ -753,7 +762,7 @@ class ShardServer:
         elif kind is protocol.FetchRequest:
             self._fetch(envelope, request)
         elif kind is protocol.ListOffsetsRequest:
-            info = self.partition_info(request.topic, request.partition)
+            info = self.partition_info(request.topic, request.partition, request.timestamp_ms)
             self._reply(envelope, protocol.encode_offsets_reply(request.request_id, info))
         elif isinstance(request, protocol.GROUP_REQUESTS):
             header = self._groups.handle(request, payload, envelope)
@@ -882,6 +891,17 @@ class ShardServer:
             return True
         self._require_listed(part, offset)
         return False
+
+    def _require_remote_view_for_time(self, part: Partition, timestamp_ms: int) -> None:
+        """UnavailableError if ``part`` is tiered and its remote view is not the store's
+        yet: the first record at ``timestamp_ms`` may be in a segment it lacks. Loop thread."""
+        if self._tier is None or not part.log.config.remote_storage_enable \
+                or self._tier.view_synced(part):
+            return
+        raise UnavailableError(
+            f"the remote log of {part.topic}/{part.partition} is not listed yet; retry (the "
+            f"first record at {timestamp_ms} ms may be in object storage, before the local "
+            f"log's start offset {part.log.start_offset} on {self.shard_id})")
 
     def _require_listed(self, part: Partition, offset: int) -> None:
         """UnavailableError if ``part`` is tiered and its remote view is not the store's

@@ -75,6 +75,46 @@ def test_describe_and_list_offsets_carry_the_local_start_and_the_remote_offsets_
     assert protocol.decode_reply(protocol.encode_offsets_reply(4, part)).offsets == part
 
 
+def test_list_offsets_carries_a_time_to_look_up_and_its_reply_the_record_found():
+    # Given a look-up at a time, one of the largest timestamp, and one without a time
+    at_time = protocol.decode_request(protocol.encode_list_offsets(5, "t", 9, 1_700_000_000_000))
+    largest = protocol.decode_request(protocol.encode_list_offsets(6, "t", 9,
+                                                                   protocol.MAX_TIMESTAMP))
+    plain = protocol.decode_request(protocol.encode_list_offsets(7, "t", 9))
+    # Then each carries its time, and one without a time says none (-1)
+    assert at_time == protocol.ListOffsetsRequest(5, "t", 9, 1_700_000_000_000)
+    assert largest.timestamp_ms == protocol.MAX_TIMESTAMP == -3
+    assert plain.timestamp_ms == protocol.NO_TIME_LOOKUP == -1
+    # And the reply's record found comes back, and an old reply (without it) says none
+    found = protocol.PartitionInfo(9, "shard-0", 0, 50, found_offset=17,
+                                   found_timestamp_ms=1_700_000_000_017)
+    assert protocol.decode_reply(protocol.encode_offsets_reply(5, found)).offsets == found
+    old = protocol.decode_reply(protocol.encode_offsets_reply(5, protocol.PartitionInfo(9)))
+    assert (old.offsets.found_offset, old.offsets.found_timestamp_ms) == (-1, -1)
+
+
+def test_a_list_offsets_request_from_before_the_time_field_asks_for_no_look_up():
+    # Given a request built as clients before the field did (topic and partition only)
+    msg = schema.Request.new_message(requestId=3)
+    body = msg.init("listOffsets")
+    body.topic, body.partition = "t", 1
+    # Then it decodes as a look-up without a time
+    assert protocol.decode_request(msg.to_bytes()) == protocol.ListOffsetsRequest(3, "t", 1, -1)
+
+
+@pytest.mark.parametrize("timestamp_ms", [-2, -4, -(2 ** 63)])
+def test_a_negative_time_other_than_the_two_markers_is_refused_naming_it(timestamp_ms):
+    # A client's own encoding refuses it
+    with pytest.raises(ValueError, match=f"timestamp_ms={timestamp_ms} is negative"):
+        protocol.encode_list_offsets(1, "t", 0, timestamp_ms)
+    # And a request carrying it anyway is malformed, naming it
+    msg = schema.Request.new_message(requestId=3)
+    body = msg.init("listOffsets")
+    body.topic, body.partition, body.timestampMs = "t", 1, timestamp_ms
+    with pytest.raises(MalformedRequestError, match=f"timestampMs {timestamp_ms} is negative"):
+        protocol.decode_request(msg.to_bytes())
+
+
 def test_a_partition_with_nothing_remote_says_so_with_no_remote_offsets():
     part = protocol.PartitionInfo(0, "shard-1", 5, 9, 77, local_start_offset=5)
     decoded = protocol.decode_reply(protocol.encode_offsets_reply(4, part)).offsets

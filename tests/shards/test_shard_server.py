@@ -553,3 +553,22 @@ def test_a_drain_hands_over_every_waiting_message_in_order_up_to_the_group_commi
     assert first == [b"burst-0", b"burst-1", b"burst-2"]
     assert second == [b"burst-3", b"burst-4"]
     assert drained_bodies(router_sock) == []
+
+
+def test_list_offsets_at_a_time_answers_the_first_record_stamped_at_or_after_it(router):
+    # Given two batches stamped NOW_MS + 0..2 and NOW_MS + 10..11
+    builder = BatchBuilder()
+    for i in range(3):
+        builder.append(None, b"a", NOW_MS + i, None)
+    roundtrip(router, protocol.encode_produce(1, "t", 0, 1), builder.build())
+    builder = BatchBuilder()
+    for i in (10, 11):
+        builder.append(None, b"b", NOW_MS + i, None)
+    roundtrip(router, protocol.encode_produce(2, "t", 0, 1), builder.build())
+    # When listOffsets asks for times inside each batch, past them all, and for none
+    answers = [roundtrip(router, protocol.encode_list_offsets(3, "t", 0, timestamp_ms))[0].offsets
+               for timestamp_ms in (NOW_MS + 1, NOW_MS + 5, NOW_MS + 12, protocol.NO_TIME_LOOKUP)]
+    # Then each finds its record and its timestamp, exactly; the offsets come as ever
+    assert [(a.found_offset, a.found_timestamp_ms) for a in answers] == [
+        (1, NOW_MS + 1), (3, NOW_MS + 10), (-1, -1), (-1, -1)]
+    assert {(a.start_offset, a.end_offset) for a in answers} == {(0, 5)}

@@ -1,0 +1,117 @@
+"""Seek by time: the first record of a partition stamped at or after a given time.
+
+Runs on the shard's loop thread only (shard_server.py answers listOffsets with
+it), like every reader of a Partition: nothing changes the log between the
+index look-up and the read.
+
+The answer is Kafka's (ListOffsets by timestamp, KafkaConsumer.offsets_for_times):
+the EXACT first record, in offset order, whose timestamp is >= the one asked,
+with that record's timestamp; or none (offset -1, timestamp -1). Timestamps
+are the producers' and need not grow with offsets, so "first" is by offset,
+not by time.
+
+How. The time index (time_index.py, per segment) and the log entries' headers
+know times per batch only: PartitionLog.offset_for_timestamp finds the first
+batch whose largest timestamp is >= the one asked, which therefore holds the
+answer. That one batch is then read (one entry, CRC-checked) and decoded
+(format/batch_formats.decode, after decompression for a compressed Kafka
+batch) to find the record. This is done here, in the shard, not by the
+caller, because the shard has the entry at hand (one pread), the answer then
+travels as two integers to every caller alike (a Plinth client, the Kafka
+listener, the controller merging a partition that spans shards) and no batch
+bytes cross the network; the cost is one batch decode per look-up, at most
+BATCH_BYTES_MAX, which the shard already spends to check a produced batch.
+
+``MAX_TIMESTAMP`` (Kafka's -3, ListOffsets v7) asks for the record with the
+largest timestamp: the first one stamped at the partition's largest timestamp.
+
+Only records below the high watermark are answered (a consumer could not read
+the others yet).
+
+Tiered storage (issue 14). Offsets below the local log's start that only
+object storage holds are not read from the store for this: if a remote
+segment there is the first whose newest record is recent enough, the answer
+is that segment's base offset with timestamp -1 (``TIMESTAMP_UNKNOWN``): an
+offset at or before the exact one, so a consumer seeking there skips nothing,
+and the unknown timestamp says the answer is not exact.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from plinth.errors import CorruptDataError
+from plinth.format import batch_formats
+from plinth.format.log_entry import scan_whole_entries
+# The wire's values (protocol.py): MAX_TIMESTAMP is Kafka's -3 (ListOffsets v7);
+# an answer's offset and timestamp when no record qualifies are -1, and so is the
+# timestamp of a conservative answer from object storage (module docstring).
+from plinth.protocol import MAX_TIMESTAMP, OFFSET_NONE, TIMESTAMP_UNKNOWN
+from plinth.shards.partition import Partition
+
+__all__ = ["TimeLookup", "record_at_time"]
+
+
+class TimeLookup(NamedTuple):
+    """The answer: an offset and its record's timestamp; (-1, -1) for none."""
+
+    offset: int = OFFSET_NONE
+    timestamp_ms: int = TIMESTAMP_UNKNOWN
+
+
+NOT_FOUND = TimeLookup()
+
+
+def record_at_time(part: Partition, timestamp_ms: int) -> TimeLookup:
+    """The first record of ``part`` below its high watermark stamped at or after
+    ``timestamp_ms`` (>= 0), or at its largest timestamp for MAX_TIMESTAMP. Loop
+    thread. Raises CorruptDataError (naming the file) if the batch read is."""
+    if timestamp_ms == MAX_TIMESTAMP:
+        timestamp_ms = _largest_timestamp_ms(part)
+        if timestamp_ms is None:
+            return NOT_FOUND
+    elif timestamp_ms < 0:
+        raise AssertionError(f"time look-up of {part.name} at {timestamp_ms} ms: the caller "
+                             f"checks that a timestamp is >= 0 or {MAX_TIMESTAMP}")
+    remote = _remote_only_at_time(part, timestamp_ms)
+    if remote is not None:
+        return remote
+    return _local_at_time(part, timestamp_ms)
+
+
+def _largest_timestamp_ms(part: Partition) -> int | None:
+    """The largest timestamp of the local and remote logs, None if both are empty."""
+    stamps = [segment.max_timestamp_ms for segment in part.remote.segments]
+    local_ms = part.log.max_timestamp_ms()
+    if local_ms is not None:
+        stamps.append(local_ms)
+    return max(stamps) if stamps else None
+
+
+def _remote_only_at_time(part: Partition, timestamp_ms: int) -> TimeLookup | None:
+    """The conservative answer of the first remote segment below the local log
+    whose newest record is stamped at or after ``timestamp_ms``, else None."""
+    local_start = part.log.start_offset
+    for segment in part.remote.segments:
+        if segment.base_offset >= local_start:
+            break
+        if segment.max_timestamp_ms >= timestamp_ms:
+            return TimeLookup(segment.base_offset, TIMESTAMP_UNKNOWN)
+    return None
+
+
+def _local_at_time(part: Partition, timestamp_ms: int) -> TimeLookup:
+    """The exact record from the local log: the batch from the time index, decoded."""
+    base_offset = part.log.offset_for_timestamp(timestamp_ms)
+    if base_offset >= part.high_watermark:
+        return NOT_FOUND
+    entries = part.log.read(base_offset, 1, part.high_watermark)   # the first entry, whole
+    _, header, batch = next(scan_whole_entries(entries, verify_crc=False))
+    for record in batch_formats.decode(header.attributes, part.topic, part.partition,
+                                       header.base_offset, batch):
+        if record.timestamp_ms >= timestamp_ms:
+            return TimeLookup(record.offset, record.timestamp_ms)
+    raise CorruptDataError(
+        f"{part.log.directory}: the batch at offset {header.base_offset} has max timestamp "
+        f"{header.max_timestamp_ms} ms in its log entry, but none of its {header.record_count} "
+        f"records is stamped at or after {timestamp_ms} ms")
