@@ -853,17 +853,20 @@ class Controller:
             for p in range(plan.topic.partitions)]
         return plan.info
 
-    def partition_offsets(self, topic: str, partition: int) -> protocol.PartitionInfo:
+    def partition_offsets(self, topic: str, partition: int,
+                          timestamp_ms: int = protocol.NO_TIME_LOOKUP) -> protocol.PartitionInfo:
         """Start and end offsets of a partition whose history spans several shards (query
-        thread). Asks every holder of each range (of a replicated partition's sealed
-        range, each replica that holds it) for a status call's time and takes what those
+        thread), and with ``timestamp_ms`` the first record stamped at or after it (each
+        shard finds it in the ranges it holds; _found_in_ranges takes the first). Asks
+        every holder of each range (of a replicated partition's sealed range, each
+        replica that holds it) for a status call's time and takes what those
         that answer say, so that one down (or restarting: Ray holds calls to it) does
         not stop it, as long as every range has an answer (else the client retries the
         retriable error)."""
         plan = self._on_actor_thread(self._plan_partition_offsets, topic, partition)
         pid = PartitionId(topic, partition)
-        infos = wait_all({s: handle.partition_infos([pid]) for s, handle in plan.asks.items()},
-                         limits.STATUS_CALL_TIMEOUT_S)
+        infos = wait_all({s: handle.partition_infos([pid], timestamp_ms)
+                          for s, handle in plan.asks.items()}, limits.STATUS_CALL_TIMEOUT_S)
         answering = {s for s, got in infos.items() if not isinstance(got, BrokerError)}
         for start_offset, its in plan.holders:
             if not its & answering:
@@ -871,8 +874,11 @@ class Controller:
                 raise failed[0] if failed else UnavailableError(
                     f"{topic}-{partition}: no shard holding its offsets from "
                     f"{start_offset} ({', '.join(sorted(its))}) is running")
-        return _merge_ranges([i for s in sorted(answering) for i in infos[s]],
-                             plan.placement)[0]
+        answers = [i for s in sorted(answering) for i in infos[s]]
+        merged = _merge_ranges(answers, plan.placement)[0]
+        if timestamp_ms != protocol.NO_TIME_LOOKUP:
+            merged.found_offset, merged.found_timestamp_ms = _found_in_ranges(answers, timestamp_ms)
+        return merged
 
     def _on_actor_thread(self, plan: Callable[..., T], *args) -> T:
         """``plan(*args)``, a method of this controller, run on the actor thread, where
@@ -1262,7 +1268,8 @@ def _with_replication(info: protocol.PartitionInfo, topic: TopicMetadata,
 def _merge_ranges(infos: list[protocol.PartitionInfo], owners: list[str]) -> list[protocol.PartitionInfo]:
     """One PartitionInfo per partition from the infos of all its ranges: the first start
     (local, and remote where any range has remote segments), the last end (remote too),
-    the bytes of all (local and remote), the current owner."""
+    the bytes of all (local and remote), the current owner. A look-up by time is
+    merged by _found_in_ranges."""
     merged: dict[int, protocol.PartitionInfo] = {}
     for info in infos:
         got = merged.get(info.partition)
@@ -1280,6 +1287,20 @@ def _merge_ranges(infos: list[protocol.PartitionInfo], owners: list[str]) -> lis
                                        min(got.remote_start_offset, info.remote_start_offset))
             got.remote_end_offset = max(got.remote_end_offset, info.remote_end_offset)
     return [merged[p] for p in sorted(merged)]
+
+
+def _found_in_ranges(infos: list[protocol.PartitionInfo], timestamp_ms: int) -> tuple[int, int]:
+    """(offset, timestamp) of a look-up by time over a partition's ranges, from what
+    each shard found in the ranges it holds (which do not overlap): for a time, the
+    smallest offset (the first in offset order); for MAX_TIMESTAMP, the largest
+    timestamp, the smallest offset among equals. (-1, -1) if none found one."""
+    found = [(info.found_offset, info.found_timestamp_ms) for info in infos
+             if info.found_offset != protocol.OFFSET_NONE]
+    if not found:
+        return protocol.OFFSET_NONE, protocol.TIMESTAMP_UNKNOWN
+    if timestamp_ms == protocol.MAX_TIMESTAMP:
+        return min(found, key=lambda answer: (-answer[1], answer[0]))
+    return min(found)
 
 
 def _stats_of(plan: dict[str, ShardHandle | None]) -> dict[str, dict | None]:

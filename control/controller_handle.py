@@ -246,9 +246,11 @@ class ControllerHandle:
     def describe_topic(self, name: str) -> protocol.TopicInfo:
         return self._query("describe_topic", name)
 
-    def partition_offsets(self, topic: str, partition: int) -> protocol.PartitionInfo:
-        """Start and end offsets of a partition whose history spans several shards."""
-        return self._query("partition_offsets", topic, partition)
+    def partition_offsets(self, topic: str, partition: int,
+                          timestamp_ms: int = protocol.NO_TIME_LOOKUP) -> protocol.PartitionInfo:
+        """Start and end offsets of a partition whose history spans several shards; with
+        ``timestamp_ms``, the first record stamped at or after it."""
+        return self._query("partition_offsets", topic, partition, timestamp_ms)
 
     def status(self) -> protocol.StatusInfo:
         return self._query("status")

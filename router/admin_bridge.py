@@ -260,9 +260,10 @@ class AdminBridge:
                 return protocol.encode_ok(rid)
             case protocol.DescribeTopicRequest(topic=topic):
                 return protocol.encode_topics_reply(rid, [controller.describe_topic(topic)])
-            case protocol.ListOffsetsRequest(topic=topic, partition=partition):
+            case protocol.ListOffsetsRequest(topic=topic, partition=partition,
+                                             timestamp_ms=timestamp_ms):
                 return protocol.encode_offsets_reply(
-                    rid, controller.partition_offsets(topic, partition))
+                    rid, controller.partition_offsets(topic, partition, timestamp_ms))
             case protocol.AddShardsRequest(shard_count=count):
                 return protocol.encode_moves_reply(rid, controller.add_shards(count))
             case protocol.RemoveShardsRequest(shard_count=count):

@@ -136,6 +136,7 @@ class FakeController:
         self.owners: dict[str, tuple[str, ...]] = {}
         self.ranges = dict(ranges or {})
         self.groups = ["audit"]
+        self.time_lookups: list[int] = []             # partition_offsets' timestamp_ms, in order
         self.replication_factors: dict[str, int] = {}   # topic -> the factor it was created with
         self.fail_with: Exception | None = None      # raised by every admin call
         self._gate = threading.Condition()
@@ -253,8 +254,10 @@ class FakeController:
         self._maybe_fail()
         return sorted(self.topics.values(), key=lambda info: info.name)
 
-    def partition_offsets(self, topic: str, partition: int) -> protocol.PartitionInfo:
+    def partition_offsets(self, topic: str, partition: int,
+                          timestamp_ms: int = protocol.NO_TIME_LOOKUP) -> protocol.PartitionInfo:
         self._maybe_fail()
+        self.time_lookups.append(timestamp_ms)
         return protocol.PartitionInfo(partition, "controller", 0, 150)
 
     def add_shards(self, count: int) -> list[protocol.PartitionMove]:

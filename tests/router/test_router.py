@@ -914,3 +914,15 @@ def test_a_group_request_at_a_shard_that_no_longer_leads_its_slot_is_answered_un
     # And the retry of slot 0's request reaches its new leader
     view = client.request(protocol.encode_group_request(3, "fetchOffsets", by_slot[0]))
     assert view.error is None and [r.request_id for r in rig.shards["shard-1"].requests()] == [3]
+
+
+def test_list_offsets_by_time_of_a_partition_spanning_shards_asks_the_controller_at_that_time(
+        router_rig):
+    # Given a partition whose history spans two shards
+    rig = router_rig(topics={"t": 1}, owners={"t": ("shard-1",)},
+                     ranges={"t": {0: ((0, "shard-0"), (100, "shard-1"))}})
+    # When a client lists its offsets at a time
+    view = rig.client().request(protocol.encode_list_offsets(1, "t", 0, 1_700_000_000_000))
+    # Then the controller is asked at that time
+    assert view.error is None
+    assert rig.controller.time_lookups == [1_700_000_000_000]
