@@ -1,11 +1,17 @@
-"""ListOffsets: a partition's earliest and latest offsets, from Plinth's listOffsets.
+"""ListOffsets: a partition's earliest and latest offsets, and seek by time, from
+Plinth's listOffsets.
 
 Runs on the Kafka listener's event loop thread (gateway.py). Kafka's special
 timestamps: -2 (earliest) is the log start offset, -1 (latest) the high
-watermark (also the last stable offset: Plinth has no transactions). A
-lookup by time (timestamp >= 0) and -3 (the record with the largest
-timestamp, v7) are not answered yet: UNSUPPORTED_VERSION, so the client
-fails clearly.
+watermark (also the last stable offset: Plinth has no transactions); both are
+answered with timestamp -1, as Kafka does. A timestamp >= 0 asks for the
+first record, in offset order, stamped at or after it, and -3 (MAX_TIMESTAMP,
+v7) for the record with the largest timestamp: the shard answers both exactly,
+with the record's offset and timestamp, or -1/-1 when no record qualifies
+(shards/time_lookup.py). A range only in object storage is answered
+conservatively: the start of the remote segment holding the record, with
+timestamp -1. Other negative timestamps (-4, -5: v8 and v9, which the
+listener does not offer) are UNSUPPORTED_VERSION.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from plinth.router.kafka.plinth_errors import kafka_code
 
 LATEST_TIMESTAMP = -1
 EARLIEST_TIMESTAMP = -2
+MAX_TIMESTAMP = protocol.MAX_TIMESTAMP   # -3, as Kafka's
 UNKNOWN_LEADER_EPOCH = -1
 
 
@@ -31,7 +38,7 @@ async def list_offsets(gateway, header, body: dict, connection) -> dict:
             answer = {"partition_index": wanted["partition_index"], "error_code": kafka.NONE,
                       "timestamp": -1, "offset": -1, "leader_epoch": UNKNOWN_LEADER_EPOCH}
             answers.append(answer)
-            if wanted["timestamp"] not in (LATEST_TIMESTAMP, EARLIEST_TIMESTAMP):
+            if wanted["timestamp"] < MAX_TIMESTAMP:
                 answer["error_code"] = kafka.UNSUPPORTED_VERSION
                 continue
             work.append(_list_one(gateway, topic["name"], wanted["partition_index"],
@@ -44,9 +51,11 @@ async def _list_one(gateway, topic: str, partition: int, timestamp: int,
                     answer: dict) -> None:
     backend = gateway.backend
     request_id = backend.next_request_id()
+    by_time = timestamp not in (LATEST_TIMESTAMP, EARLIEST_TIMESTAMP)
+    request = protocol.encode_list_offsets(
+        request_id, topic, partition, timestamp if by_time else protocol.NO_TIME_LOOKUP)
     try:
-        reply, _ = await backend.call(request_id,
-                                      protocol.encode_list_offsets(request_id, topic, partition))
+        reply, _ = await backend.call(request_id, request)
     except PlinthError as exc:
         answer["error_code"] = kafka_code(exc)
         return
@@ -54,4 +63,7 @@ async def _list_one(gateway, topic: str, partition: int, timestamp: int,
         answer["error_code"] = kafka_code(reply.error)
         return
     info = reply.offsets
-    answer["offset"] = info.start_offset if timestamp == EARLIEST_TIMESTAMP else info.end_offset
+    if by_time:
+        answer["offset"], answer["timestamp"] = info.found_offset, info.found_timestamp_ms
+    else:
+        answer["offset"] = info.start_offset if timestamp == EARLIEST_TIMESTAMP else info.end_offset

@@ -1,0 +1,71 @@
+"""ListOffsets (router/kafka/api_offsets.py): Kafka's special timestamps and seek by time,
+answered from Plinth's listOffsets by a backend that plays the router."""
+
+from __future__ import annotations
+
+import asyncio
+
+from plinth import protocol
+from plinth.errors import UnavailableError
+from plinth.router.kafka import error_codes as kafka
+from plinth.router.kafka.api_offsets import list_offsets
+
+
+class PlinthBackend:
+    """Answers listOffsets as a shard whose partition holds offsets 5..50 and finds
+    offset 17 (stamped 1_000_017) for any time asked; records what it was asked."""
+
+    def __init__(self, error=None):
+        self.asked: list[protocol.ListOffsetsRequest] = []
+        self._error = error
+        self._next = 0
+
+    def next_request_id(self) -> int:
+        self._next += 1
+        return self._next
+
+    async def call(self, request_id: int, header: bytes):
+        request = protocol.decode_request(header)
+        self.asked.append(request)
+        if self._error is not None:
+            return protocol.decode_reply(protocol.encode_error(request_id, self._error)), None
+        found = request.timestamp_ms != protocol.NO_TIME_LOOKUP
+        info = protocol.PartitionInfo(request.partition, "shard-0", 5, 50,
+                                      found_offset=17 if found else -1,
+                                      found_timestamp_ms=1_000_017 if found else -1)
+        return protocol.decode_reply(protocol.encode_offsets_reply(request_id, info)), None
+
+
+class Gateway:
+    def __init__(self, backend):
+        self.backend = backend
+
+
+def answers(backend, *timestamps: int) -> list[tuple[int, int, int]]:
+    body = {"topics": [{"name": "t", "partitions": [
+        {"partition_index": i, "timestamp": t} for i, t in enumerate(timestamps)]}]}
+    reply = asyncio.run(list_offsets(Gateway(backend), None, body, None))
+    return [(p["error_code"], p["offset"], p["timestamp"]) for p in reply["topics"][0]["partitions"]]
+
+
+def test_earliest_and_latest_are_the_start_and_end_offsets_without_a_time_look_up():
+    backend = PlinthBackend()
+    assert answers(backend, -2, -1) == [(kafka.NONE, 5, -1), (kafka.NONE, 50, -1)]
+    assert [r.timestamp_ms for r in backend.asked] == [-1, -1]
+
+
+def test_a_time_and_max_timestamp_answer_the_record_the_shard_found_with_its_timestamp():
+    backend = PlinthBackend()
+    assert answers(backend, 1_000_000, -3) == [(kafka.NONE, 17, 1_000_017)] * 2
+    assert [r.timestamp_ms for r in backend.asked] == [1_000_000, protocol.MAX_TIMESTAMP]
+
+
+def test_timestamps_of_later_versions_are_unsupported_and_not_asked():
+    backend = PlinthBackend()
+    assert answers(backend, -4, -5) == [(kafka.UNSUPPORTED_VERSION, -1, -1)] * 2
+    assert backend.asked == []
+
+
+def test_a_plinth_error_becomes_its_kafka_code():
+    backend = PlinthBackend(UnavailableError("shard-0 is restarting"))
+    assert answers(backend, 1_000_000) == [(kafka.NOT_LEADER_OR_FOLLOWER, -1, -1)]
