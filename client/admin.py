@@ -135,6 +135,10 @@ class Admin:
         """Set a group's committed offsets; refused while the group has members."""
         self._call(protocol.encode_commit_offsets, "resetOffsets", group, "", 0, offsets)
 
-    def list_offsets(self, topic: str, partition: int) -> protocol.PartitionInfo:
-        """Start and end (high watermark) offsets of one partition."""
-        return self._call(protocol.encode_list_offsets, topic, partition).offsets
+    def list_offsets(self, topic: str, partition: int,
+                     timestamp_ms: int = protocol.NO_TIME_LOOKUP) -> protocol.PartitionInfo:
+        """Start and end (high watermark) offsets of one partition; with ``timestamp_ms``
+        (ms since the epoch, or protocol.MAX_TIMESTAMP) also the first record stamped at
+        or after it, in ``found_offset``/``found_timestamp_ms`` (-1: none). ValueError
+        for another negative ``timestamp_ms``."""
+        return self._call(protocol.encode_list_offsets, topic, partition, timestamp_ms).offsets

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from typing import NamedTuple
 
 from plinth import limits, protocol
 from plinth.client.admin import Admin
@@ -43,7 +44,17 @@ log = logging.getLogger(__name__)
 
 OFFSET_RESETS = ("earliest", "latest", "none")
 
-__all__ = ["Consumer", "TopicPartition", "OFFSET_RESETS"]
+__all__ = ["Consumer", "OffsetAndTimestamp", "TopicPartition", "OFFSET_RESETS"]
+
+
+class OffsetAndTimestamp(NamedTuple):
+    """offsets_for_times' answer for one partition (kafka-python's name and fields):
+    the first record stamped at or after the time asked, and its timestamp. A
+    timestamp of -1 marks a conservative answer for records only in object storage:
+    the record is at or after ``offset`` (shards/time_lookup.py)."""
+
+    offset: int
+    timestamp: int
 
 
 class Consumer:
@@ -155,6 +166,25 @@ class Consumer:
     def seek_to_end(self, *partitions: tuple[str, int]) -> None:
         for tp in partitions or list(self._fetcher.partitions):
             self.seek(*tp, self._admin.list_offsets(*tp).end_offset)
+
+    def offsets_for_times(self, timestamps: dict[tuple[str, int], int]
+                          ) -> dict[TopicPartition, OffsetAndTimestamp | None]:
+        """For each (topic, partition): the first record, in offset order, whose
+        timestamp (ms since the epoch) is >= the one given, as OffsetAndTimestamp, or
+        None if no record is (kafka-python's call). The partitions need not be
+        assigned; seek to the offsets to read from there. Every timestamp is checked
+        before any is asked: ValueError naming a negative or non-int one."""
+        for tp, timestamp_ms in timestamps.items():
+            if type(timestamp_ms) is not int or timestamp_ms < 0:
+                raise ValueError(f"the time for {tp[0]}-{tp[1]} is {timestamp_ms!r}: it must be "
+                                 f"an int of ms since the epoch, 0 or more")
+        found = {}
+        for (topic, partition), timestamp_ms in timestamps.items():
+            info = self._admin.list_offsets(topic, partition, timestamp_ms)
+            found[TopicPartition(topic, partition)] = (
+                None if info.found_offset == protocol.OFFSET_NONE
+                else OffsetAndTimestamp(info.found_offset, info.found_timestamp_ms))
+        return found
 
     def position(self, topic: str, partition: int) -> int:
         state = self._fetcher.state(topic, partition)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import click
@@ -481,13 +482,17 @@ def produce(ctx, topic_name, partition, key_separator, acks, linger_ms):
 @click.option("--partition", type=int, default=None, help="Only this partition.")
 @click.option("--offset", type=int, default=None, help="Start here (needs --partition).")
 @click.option("--from-beginning", is_flag=True, help="Start at the earliest offset.")
+@click.option("--from-time", "from_time_ms", metavar="ISO8601", default=None,
+              callback=lambda ctx, param, value: None if value is None else iso_time_ms(value),
+              help="Start at the first record stamped at or after this time, e.g. "
+                   "2026-12-03T12:00:00Z (no zone: UTC); at the end where none is.")
 @click.option("--max-messages", type=int, default=None, help="Exit after N records.")
 @click.option("--timeout-ms", type=int, default=None, help="Exit after T ms without new records.")
 @click.option("--print-key", is_flag=True, help="Print KEY<TAB>VALUE.")
 @click.option("--group", default=None, help="Consume as a member of this consumer group.")
 @click.pass_context
-def consume(ctx, topic_name, partition, offset, from_beginning, max_messages, timeout_ms, print_key,
-            group):
+def consume(ctx, topic_name, partition, offset, from_beginning, from_time_ms, max_messages,
+            timeout_ms, print_key, group):
     """Print records' values, one per line."""
     from plinth.client.consumer import Consumer
 
@@ -495,6 +500,9 @@ def consume(ctx, topic_name, partition, offset, from_beginning, max_messages, ti
         raise click.UsageError("--offset needs --partition")
     if group is not None and partition is not None:
         raise click.UsageError("--group gets its partitions from the group; drop --partition")
+    if from_time_ms is not None and (group is not None or offset is not None or from_beginning):
+        raise click.UsageError("--from-time picks the start itself; drop --group, --offset and "
+                               "--from-beginning")
     # With or without a group, subscribing reads the topic; --partition assigns one.
     consumer = Consumer(*([topic_name] if partition is None else []), broker=ctx.obj["broker"],
                         request_timeout_ms=ctx.obj["request_timeout_ms"], group=group,
@@ -505,7 +513,37 @@ def consume(ctx, topic_name, partition, offset, from_beginning, max_messages, ti
             consumer.assign([(topic_name, partition)])
             if offset is not None:
                 consumer.seek(topic_name, partition, offset)
+        if from_time_ms is not None:
+            _seek_to_time(consumer, from_time_ms)
         _print_records(consumer, max_messages, print_key)
+
+
+def iso_time_ms(text: str) -> int:
+    """ms since the epoch of an ISO 8601 time (no zone: UTC); click.BadParameter
+    naming ``text`` if it is not one, or is before 1970."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an ISO 8601 time, such as "
+                                 f"2026-12-03T12:00:00Z or 2026-12-03T13:00:00+01:00") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    time_ms = (when - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(milliseconds=1)
+    if time_ms < 0:
+        raise click.BadParameter(f"{text!r} is {time_ms} ms since the epoch; record times "
+                                 f"start at 1970-01-01T00:00:00Z (0 ms)")
+    return time_ms
+
+
+def _seek_to_time(consumer, time_ms: int) -> None:
+    """Each assigned partition to its first record stamped at or after ``time_ms``, or
+    to its end where none is."""
+    found = consumer.offsets_for_times({tp: time_ms for tp in consumer.assignment()})
+    for tp, answer in found.items():
+        if answer is None:
+            consumer.seek_to_end(tp)
+        else:
+            consumer.seek(*tp, answer.offset)
 
 
 def _print_records(consumer, max_messages, print_key) -> None:

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from plinth import Consumer, limits, protocol
+from plinth.client.consumer import OffsetAndTimestamp
 from plinth.errors import (CorruptDataError, TooManyRequestsError, UnavailableError,
                            UnknownMemberIdError)
 from tests.client.scripted_broker import entry
@@ -185,3 +186,34 @@ def test_a_commit_refused_as_an_unknown_member_makes_the_member_heartbeat_at_onc
         assert after and after[0] - committed_s < 5.0
     finally:
         consumer.close()
+
+
+def offsets_found(found_offset: int, found_timestamp_ms: int):
+    """A script step: answer a listOffsets with this record found."""
+    return lambda request: [protocol.encode_offsets_reply(request.request_id, protocol.PartitionInfo(
+        request.partition, "shard-0", 0, 100, found_offset=found_offset,
+        found_timestamp_ms=found_timestamp_ms))]
+
+
+def test_offsets_for_times_asks_each_partition_at_its_time_and_answers_as_kafka_python(scripted):
+    # Given a broker that finds a record in partition 0 and none in partition 1
+    broker = scripted([offsets_found(42, 1_700_000_000_005), offsets_found(-1, -1)])
+    with Consumer(broker=broker.url, request_timeout_ms=5_000, direct_to_shards=False) as consumer:
+        # When the consumer asks for the first records at or after two times
+        found = consumer.offsets_for_times({("t", 0): 1_700_000_000_000, ("t", 1): 5})
+    # Then it answers kafka-python's shape: OffsetAndTimestamp or None per partition
+    assert found == {("t", 0): OffsetAndTimestamp(42, 1_700_000_000_005), ("t", 1): None}
+    assert (found[("t", 0)].offset, found[("t", 0)].timestamp) == (42, 1_700_000_000_005)
+    # And each partition was asked at its own time
+    assert [(r.kind, r.partition, r.timestamp_ms) for _, r in broker.requests] == [
+        ("listOffsets", 0, 1_700_000_000_000), ("listOffsets", 1, 5)]
+
+
+@pytest.mark.parametrize("timestamp", [-1, -3, 1.5, True, "2026-12-03"])
+def test_offsets_for_times_refuses_a_time_that_is_not_ms_since_the_epoch_before_asking(
+        scripted, timestamp):
+    broker = scripted([])
+    with Consumer(broker=broker.url, request_timeout_ms=5_000, direct_to_shards=False) as consumer:
+        with pytest.raises(ValueError, match=rf"the time for t-1 is {timestamp!r}: it must be"):
+            consumer.offsets_for_times({("t", 0): 5, ("t", 1): timestamp})
+    assert broker.requests == []
