@@ -29,6 +29,7 @@ from plinth import limits
 from plinth.client._producer import ProducerBase
 from plinth.client.accumulator import RecordAccumulator
 from plinth.client.admin import Admin
+from plinth.client.compression import codec_for
 from plinth.client.connection import broker_address
 from plinth.client.futures import RecordFuture
 from plinth.client.sender import Sender
@@ -86,12 +87,18 @@ class Producer(ProducerBase):
                  retry_backoff_max_ms: float = limits.PRODUCER_RETRY_BACKOFF_MAX_MS_DEFAULT,
                  key_serializer=None, value_serializer=None,
                  curve_key_file: str | None = None, curve_server_key_file: str | None = None,
-                 direct_to_shards: bool = True):
+                 direct_to_shards: bool = True, compression_type: str | None = None):
         """``direct_to_shards`` (Kafka has no such option: its clients always talk to the
         partition leader): send batches straight to the leader shard's direct socket
         where the broker offers one (a plaintext broker on loopback), skipping the
-        router hop; False sends everything through the router."""
+        router hop; False sends everything through the router.
+
+        ``compression_type`` (Kafka's option): "gzip", "snappy", "lz4" or "zstd"
+        sends each batch as a Kafka RecordBatch of that compression, which the shard
+        stores as sent and every consumer reads (client/compression.py); None (the
+        default) sends uncompressed Plinth batches."""
         acks = _wire_acks(acks)
+        codec = codec_for(compression_type)
         if not 0 < batch_bytes_max <= limits.BATCH_BYTES_MAX:
             raise ValueError(f"batch_bytes_max={batch_bytes_max} must be 1..{limits.BATCH_BYTES_MAX}")
         if linger_ms < 0:
@@ -109,7 +116,8 @@ class Producer(ProducerBase):
             address, acks, request_timeout_ms=request_timeout_ms,
             in_flight_max=max_in_flight_requests_per_connection, idempotent=enable_idempotence,
             delivery_timeout_ms=delivery_timeout_ms, retry_backoff_ms=retry_backoff_ms,
-            retry_backoff_max_ms=retry_backoff_max_ms, direct_to_shards=direct_to_shards)
+            retry_backoff_max_ms=retry_backoff_max_ms, direct_to_shards=direct_to_shards,
+            compression=codec)
         self._accumulator = RecordAccumulator(
             batch_bytes_max=batch_bytes_max, linger_ms=linger_ms, buffer_bytes_max=buffer_memory,
             max_block_ms=max_block_ms, wake=self._sender.wake)

@@ -44,10 +44,12 @@ from collections import deque
 
 from plinth import limits, protocol
 from plinth.client.accumulator import OpenBatch, RecordAccumulator
+from plinth.client.compression import compressed_kafka_batch
 from plinth.client.connection import Connection
 from plinth.client.partition_pipeline import PartitionPipeline
 from plinth.errors import (TRANSIENT_ERRORS, ClosedError, MalformedReplyError,
                            OutOfOrderSequenceError, PlinthTimeoutError, UnavailableError)
+from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2, BATCH_FORMAT_PLINTH
 from plinth.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
@@ -62,10 +64,15 @@ RETRIABLE_ERRORS = TRANSIENT_ERRORS + (OutOfOrderSequenceError, PlinthTimeoutErr
 class Sender:
     def __init__(self, broker: str, acks: int, *, request_timeout_ms: float, in_flight_max: int,
                  idempotent: bool, delivery_timeout_ms: float, retry_backoff_ms: float,
-                 retry_backoff_max_ms: float, direct_to_shards: bool = True):
+                 retry_backoff_max_ms: float, direct_to_shards: bool = True,
+                 compression: int | None = None):
         """``direct_to_shards``: send batches straight to their partition's leader shard
-        where the broker offers it (client/direct_routes.py)."""
+        where the broker offers it (client/direct_routes.py). ``compression``: a Kafka
+        codec (client/compression.py): every batch goes as a Kafka batch it compresses;
+        None: as a Plinth batch."""
         self._conn = Connection(broker, direct=direct_to_shards)
+        self.compression = compression
+        self._batch_format = BATCH_FORMAT_PLINTH if compression is None else BATCH_FORMAT_KAFKA_V2
         self.acks = acks
         self.idempotent = idempotent and acks != 0
         self.request_timeout_s = request_timeout_ms / 1000
@@ -181,12 +188,11 @@ class Sender:
         be encoded or sent fails alone, or waits for a retry if the error is
         retriable: none of its records reached a shard."""
         try:
-            if pipeline is not None:
-                pipeline.encode(batch)
-            elif batch.encoded is None:
-                batch.encoded = batch.builder.build()
+            if batch.encoded is None:
+                self._encode(batch, pipeline)
             request_id = self._conn.next_request_id()
-            header = protocol.encode_produce(request_id, batch.topic, batch.partition, self.acks)
+            header = protocol.encode_produce(request_id, batch.topic, batch.partition, self.acks,
+                                             self._batch_format)
             batch.attempts += 1
             self._conn.send_to((batch.topic, batch.partition), request_id, header, batch.encoded,
                                expects_reply=self.acks != 0)
@@ -205,6 +211,17 @@ class Sender:
         if pipeline is not None:
             self.pipelined_sends += pipeline.in_flight > 0
             pipeline.sent(batch)
+
+    def _encode(self, batch: OpenBatch, pipeline: PartitionPipeline | None) -> None:
+        """Make the bytes the batch is sent as, once (every retry sends them again):
+        under its pipeline's producer id and next sequence when idempotent, then as
+        one compressed Kafka batch with compression (the same id and sequence)."""
+        if pipeline is not None:
+            pipeline.encode(batch)
+        else:
+            batch.encoded = batch.builder.build()
+        if self.compression is not None:
+            batch.encoded = compressed_kafka_batch(batch.encoded, self.compression)
 
     def _not_sent(self, batch: OpenBatch, error: BaseException) -> None:
         if self.idempotent:

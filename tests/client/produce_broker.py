@@ -4,7 +4,8 @@ replies.
 
 It answers metadata for the topics it was given (unknownTopic for any other)
 and keeps each produced batch in an in-memory log per partition, checked as a
-shard checks it: ``summarize_batch``, and the idempotent producer's sequence
+shard checks it: ``batch_formats.summarize`` in the request's batch format (a Kafka
+batch stamped with its base offset, as the shard stores it), and the idempotent producer's sequence
 through shards/producer_state.py's ProducerStates, so an exact retry is
 answered with its original offset and a gap with outOfOrderSequence. A produce
 with acks=0 is stored and not answered.
@@ -35,7 +36,10 @@ import zmq
 
 from plinth import protocol
 from plinth.errors import (BrokerError, PartitionOutOfRangeError, UnknownTopicError)
-from plinth.format.record_batch import ConsumerRecord, decode_records, summarize_batch
+from plinth.format import batch_formats
+from plinth.format.kafka_batch import stamp_kafka_batch
+from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2
+from plinth.format.record_batch import ConsumerRecord
 from plinth.shards.producer_state import ProducerStates
 
 DROP, LOSE_REPLY, GARBAGE = "drop", "lose reply", "garbage"
@@ -56,7 +60,8 @@ class ProduceBroker:
         self.answered_at_s: dict[int, float] = {}        # request id -> when answered
         self._holding = threading.Event()
         self._held: deque = deque()                      # (client, request, payload)
-        self._logs: dict[tuple[str, int], list[tuple[int, bytes]]] = {}   # (base, batch)
+        # (base offset, record count, batch format, batch), per partition
+        self._logs: dict[tuple[str, int], list[tuple[int, int, int, bytes]]] = {}
         self._producers: dict[tuple[str, int], ProducerStates] = {}
         self._lock = threading.Lock()                   # the logs: test thread vs broker
         self._socket = zmq.Context.instance().socket(zmq.ROUTER)
@@ -73,8 +78,9 @@ class ProduceBroker:
         """Every record stored in the partition, in offset order."""
         with self._lock:
             batches = list(self._logs.get((topic, partition), []))
-        return [record for base_offset, batch in batches
-                for record in decode_records(topic, partition, base_offset, batch)]
+        return [record for base_offset, _, batch_format, batch in batches
+                for record in batch_formats.decode(batch_format, topic, partition, base_offset,
+                                                   batch)]
 
     def record_count(self) -> int:
         """Records stored in all partitions."""
@@ -153,7 +159,7 @@ class ProduceBroker:
             raise UnknownTopicError(f"unknown topic {request.topic!r}")
         if not 0 <= request.partition < self.topics[request.topic]:
             raise PartitionOutOfRangeError(f"{where} does not exist")
-        summary = summarize_batch(payload)
+        summary = batch_formats.summarize(request.batch_format, payload)
         tp = (request.topic, request.partition)
         states = self._producers.setdefault(tp, ProducerStates())
         duplicate = states.check(where, summary.producer_id, summary.base_sequence,
@@ -162,8 +168,10 @@ class ProduceBroker:
             return duplicate
         with self._lock:
             log = self._logs.setdefault(tp, [])
-            base_offset = log[-1][0] + summarize_batch(log[-1][1]).record_count if log else 0
-            log.append((base_offset, bytes(payload)))
+            base_offset = log[-1][0] + log[-1][1] if log else 0
+            stored = (bytes(stamp_kafka_batch(payload, base_offset, 0))
+                      if request.batch_format == BATCH_FORMAT_KAFKA_V2 else bytes(payload))
+            log.append((base_offset, summary.record_count, request.batch_format, stored))
         states.record(summary.producer_id, summary.base_sequence, summary.record_count,
                       base_offset)
         return base_offset

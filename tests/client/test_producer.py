@@ -227,3 +227,32 @@ def wait_until_true(condition, timeout_s: float = GET_TIMEOUT_S) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.01)
+
+
+@pytest.mark.parametrize("compression_type", ["brotli", "GZIP", "", 1])
+def test_a_compression_type_that_is_not_a_choice_is_refused_naming_it_and_the_choices(
+        broker, compression_type):
+    with pytest.raises(ValueError, match=rf"compression_type={compression_type!r} is not one "
+                                         rf"of the choices: 'gzip', 'snappy', 'lz4', 'zstd'"):
+        Producer(broker=broker.url, compression_type=compression_type)
+    assert broker.arrivals == []   # refused before it asked the broker anything
+
+
+@pytest.mark.parametrize("compression_type", ["gzip", "snappy", "lz4", "zstd", None])
+def test_records_with_keys_headers_and_times_round_trip_with_every_compression_type(
+        broker, compression_type):
+    # Given a producer with the compression type
+    with Producer(broker=broker.url, linger_ms=20, compression_type=compression_type) as producer:
+        # When records with keys, headers and timestamps are sent through every send path
+        futures = [producer.send("t", b"v%d" % i, key=b"k%d" % i, partition=0,
+                                 headers=[("h", b"%d" % i)] if i % 2 else None,
+                                 timestamp_ms=1_700_000_000_000 + i) for i in range(50)]
+        producer.flush()
+    assert [f.get(GET_TIMEOUT_S).offset for f in futures] == list(range(50))
+    # Then the broker stored them exactly, in the format the type says
+    records = broker.records("t", 0)
+    assert [(r.key, r.value, r.timestamp_ms, list(r.headers)) for r in records] == [
+        (b"k%d" % i, b"v%d" % i, 1_700_000_000_000 + i, [("h", b"%d" % i)] if i % 2 else [])
+        for i in range(50)]
+    assert {a.request.batch_format for a in broker.produces()} == {0 if compression_type is None
+                                                                   else 2}

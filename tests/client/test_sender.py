@@ -19,8 +19,11 @@ from plinth.client.accumulator import RecordAccumulator
 from plinth.client.sender import Sender
 from plinth.errors import (ClosedError, OutOfOrderSequenceError, PlinthTimeoutError,
                            RecordTooLargeError, UnavailableError)
+from plinth.format.kafka_batch import summarize_kafka_batch
+from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2
 from plinth.format.record_batch import summarize_batch
 from tests.client.produce_broker import DROP, GARBAGE, LOSE_REPLY, ProduceBroker
+from tests.format.kafka_batches import header as kafka_header
 
 T0_MS = 1_700_000_000_000
 GET_TIMEOUT_S = 10
@@ -409,3 +412,39 @@ def test_close_with_nothing_pending_returns_at_once(make_sender):
     started_s = time.monotonic()
     sender.close(5)
     assert time.monotonic() - started_s < 2 and not sender._thread.is_alive()
+
+
+# --- Compression (client/compression.py) ---------------------------------------------
+
+@pytest.mark.parametrize("codec", [1, 2, 3, 4], ids=["gzip", "snappy", "lz4", "zstd"])
+def test_with_compression_each_batch_goes_as_a_kafka_batch_of_the_codec_and_reads_back(
+        broker, make_sender, codec):
+    # Given a sender that compresses with the codec
+    _, accumulator = make_sender(compression=codec, linger_ms=50)
+    # When records go to a partition
+    values = [b'{"event": "click", "user": %d}' % i for i in range(200)]
+    futures = [send(accumulator, value) for value in values]
+    assert [f.get(GET_TIMEOUT_S).offset for f in futures] == list(range(200))
+    # Then every produce said Kafka's format and carried a batch of that codec
+    arrivals = broker.produces()
+    assert {a.request.batch_format for a in arrivals} == {BATCH_FORMAT_KAFKA_V2}
+    assert {kafka_header(a.payload)["attributes"] & 7 for a in arrivals} == {codec}
+    # And the records read back as sent
+    assert [r.value for r in broker.records("t", 0)] == values
+
+
+def test_a_lost_reply_of_a_compressed_batch_is_retried_with_the_same_bytes_and_stored_once(
+        broker, make_sender):
+    # Given a broker that stores the first produce but loses its reply
+    broker.faults.append(LOSE_REPLY)
+    _, accumulator = make_sender(compression=4, request_timeout_ms=300)
+    # When a record is sent, and another after it
+    assert send(accumulator, b"a").get(GET_TIMEOUT_S).offset == 0
+    assert send(accumulator, b"b").get(GET_TIMEOUT_S).offset == 1
+    # Then the retry was the same compressed bytes (same producer id and sequence,
+    # which the Kafka batch keeps), and the shard's check stored the record once
+    arrivals = broker.produces()
+    assert arrivals[0].payload == arrivals[1].payload
+    summary = summarize_kafka_batch(arrivals[0].payload)
+    assert summary.producer_id >= 0 and summary.base_sequence == 0
+    assert [r.value for r in broker.records("t", 0)] == [b"a", b"b"]
