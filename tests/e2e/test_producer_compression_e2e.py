@@ -1,0 +1,142 @@
+"""Plinth's Producer(compression_type=...) against a real broker (issue 15): each batch
+goes as a compressed Kafka RecordBatch, which the shard stores as sent; Plinth's
+consumer and kafka-python's (through the Kafka listener) read every codec back exactly,
+and the shard still recognises an idempotent producer's retry of a compressed batch.
+
+One broker (Ray, two shards, the router and its Kafka listener) for the module; every
+test has its own topic.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import zmq
+
+from plinth import protocol
+from plinth.client.admin import Admin
+from plinth.client.compression import COMPRESSION_TYPES, compressed_kafka_batch
+from plinth.client.consumer import Consumer
+from plinth.client.producer import Producer
+from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2
+from plinth.format.record_batch import BatchBuilder
+from tests.conftest import Broker
+from tests.support import free_port, unique_topic, wait_until
+
+TIMEOUT_S = 60
+RECORDS = 500
+T0_MS = (time.time_ns() // 1_000_000) - 60_000
+
+
+@pytest.fixture(scope="module")
+def kafka_broker(ray_cluster, tmp_path_factory):
+    port = free_port()
+    broker = Broker(tmp_path_factory.mktemp("kcompress"), ray_cluster, shards=2,
+                    extra_args=("--kafka-listen", f"127.0.0.1:{port}"))
+    broker.kafka_address = f"127.0.0.1:{port}"
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def events() -> list[tuple[bytes, bytes, list, int]]:
+    """(key, value, headers, timestamp_ms) of RECORDS realistic JSON events."""
+    return [(b"user-%d" % (i % 37),
+             json.dumps({"event": "page_view", "user_id": i % 37, "path": f"/products/{i % 101}",
+                         "referrer": "https://example.com/search?q=shoes", "ms": T0_MS + i}).encode(),
+             [("trace-id", b"%032x" % i)] if i % 3 == 0 else [], T0_MS + i)
+            for i in range(RECORDS)]
+
+
+def produce_all(broker, topic: str, compression_type: str) -> None:
+    with Producer(broker=broker.url, compression_type=compression_type, linger_ms=50) as producer:
+        futures = [producer.send(topic, value, key=key, headers=headers or None, partition=0,
+                                 timestamp_ms=timestamp_ms)
+                   for key, value, headers, timestamp_ms in events()]
+        producer.flush()
+    assert [f.get(TIMEOUT_S).offset for f in futures] == list(range(RECORDS))
+
+
+def plinth_read(broker, topic: str) -> list[tuple]:
+    with Consumer(broker=broker.url) as consumer:
+        consumer.assign([(topic, 0)])
+        consumer.seek(topic, 0, 0)
+        got = []
+        wait_until(lambda: got.extend(r for rs in consumer.poll(200).values() for r in rs)
+                   or len(got) >= RECORDS, TIMEOUT_S)
+    return [(r.key, r.value, [(k, bytes(v)) for k, v in r.headers], r.timestamp_ms) for r in got]
+
+
+@pytest.mark.parametrize("compression_type", list(COMPRESSION_TYPES))
+def test_every_codec_round_trips_to_a_plinth_consumer_and_to_kafka_python(
+        kafka_broker, compression_type):
+    from kafka import KafkaConsumer, TopicPartition
+
+    # Given records produced by Plinth's producer with the codec
+    topic = unique_topic("kz")
+    with Admin(broker=kafka_broker.url) as admin:
+        admin.create_topic(topic, partitions=1)
+    produce_all(kafka_broker, topic, compression_type)
+    # Then Plinth's consumer reads every one back exactly
+    assert plinth_read(kafka_broker, topic) == events()
+    # And so does kafka-python, through the Kafka listener
+    consumer = KafkaConsumer(bootstrap_servers=kafka_broker.kafka_address,
+                             enable_auto_commit=False, consumer_timeout_ms=TIMEOUT_S * 1000)
+    try:
+        consumer.assign([TopicPartition(topic, 0)])
+        consumer.seek_to_beginning()
+        got = [next(consumer) for _ in range(RECORDS)]
+    finally:
+        consumer.close()
+    assert [(r.key, r.value, [(k, bytes(v)) for k, v in r.headers], r.timestamp)
+            for r in got] == events()
+    assert [r.offset for r in got] == list(range(RECORDS))
+
+
+def test_a_retry_of_a_compressed_idempotent_batch_is_answered_with_its_first_offset(
+        kafka_broker):
+    # Given a compressed Kafka batch as an idempotent producer sends it (id, sequence 0)
+    topic = unique_topic("kz")
+    with Admin(broker=kafka_broker.url) as admin:
+        admin.create_topic(topic, partitions=1)
+    builder = BatchBuilder()
+    for key, value, _, timestamp_ms in events()[:10]:
+        builder.append(key, value, timestamp_ms, None)
+    batch = compressed_kafka_batch(builder.build(producer_id=4242, base_sequence=0),
+                                   COMPRESSION_TYPES["zstd"])
+    # When it is sent twice, as a retry after a lost reply would be
+    offsets = [produce_raw(kafka_broker.url, topic, batch, request_id) for request_id in (1, 2)]
+    # Then both get its first offsets, and it is stored once
+    assert offsets == [0, 0]
+    assert [row[1] for row in plinth_read_count(kafka_broker, topic, 10)] == \
+        [value for _, value, _, _ in events()[:10]]
+    with Admin(broker=kafka_broker.url) as admin:
+        assert admin.list_offsets(topic, 0).end_offset == 10
+
+
+def produce_raw(url: str, topic: str, batch: bytes, request_id: int) -> int:
+    """One produce of ``batch`` in Kafka's format through the router; its base offset."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(url)
+        sock.send_multipart([protocol.encode_produce(request_id, topic, 0, -1,
+                                                     BATCH_FORMAT_KAFKA_V2), batch])
+        assert sock.poll(TIMEOUT_S * 1000), "no reply from the router"
+        reply = protocol.decode_reply(sock.recv_multipart()[0])
+    finally:
+        sock.close()
+    assert reply.error is None, reply.error
+    return reply.base_offset
+
+
+def plinth_read_count(broker, topic: str, count: int) -> list[tuple]:
+    with Consumer(broker=broker.url) as consumer:
+        consumer.assign([(topic, 0)])
+        consumer.seek(topic, 0, 0)
+        got = []
+        wait_until(lambda: got.extend(r for rs in consumer.poll(200).values() for r in rs)
+                   or len(got) >= count, TIMEOUT_S)
+    return [(r.key, r.value) for r in got]
