@@ -452,15 +452,20 @@ def topic_delete(ctx, name):
 @click.option("--acks", type=click.Choice(["0", "1", "all"]), default="all", show_default=True,
               help="all: every in-sync replica has the record durably; 1: the leader has.")
 @click.option("--linger-ms", type=float, default=limits.PRODUCER_LINGER_MS_DEFAULT, show_default=True)
+@click.option("--compression-type", type=click.Choice(["none", "gzip", "snappy", "lz4", "zstd"]),
+              default="none", show_default=True,
+              help="Send batches as Kafka batches of this compression.")
 @click.pass_context
-def produce(ctx, topic_name, partition, key_separator, acks, linger_ms):
+def produce(ctx, topic_name, partition, key_separator, acks, linger_ms, compression_type):
     """Send one record per line of stdin."""
     from plinth.client.producer import Producer
 
     acks_value = "all" if acks == "all" else int(acks)
     futures = []
     with Producer(broker=ctx.obj["broker"], acks=acks_value, linger_ms=linger_ms,
-                  request_timeout_ms=ctx.obj["request_timeout_ms"]) as producer:
+                  request_timeout_ms=ctx.obj["request_timeout_ms"],
+                  compression_type=None if compression_type == "none" else compression_type
+                  ) as producer:
         producer.partitions_for(topic_name)   # an unknown topic fails before reading stdin
         for line in sys.stdin.buffer:
             line = line.rstrip(b"\r\n")

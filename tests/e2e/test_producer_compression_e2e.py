@@ -10,6 +10,9 @@ test has its own topic.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -140,3 +143,25 @@ def plinth_read_count(broker, topic: str, count: int) -> list[tuple]:
         wait_until(lambda: got.extend(r for rs in consumer.poll(200).values() for r in rs)
                    or len(got) >= count, TIMEOUT_S)
     return [(r.key, r.value) for r in got]
+
+
+def test_plinth_produce_compression_type_stores_lines_a_consumer_reads_back(kafka_broker):
+    topic = unique_topic("kz")
+    with Admin(broker=kafka_broker.url) as admin:
+        admin.create_topic(topic, partitions=1)
+    lines = "".join(f'{{"n": {i}, "event": "click"}}\n' for i in range(100))
+    produced = plinth_cli(kafka_broker.url, "produce", topic, "--compression-type", "zstd",
+                          stdin=lines)
+    assert produced.returncode == 0, produced.stderr
+    consumed = plinth_cli(kafka_broker.url, "consume", topic, "--from-beginning",
+                          "--max-messages", "100", "--timeout-ms", "20000")
+    assert consumed.stdout == lines, consumed.stderr
+    refused = plinth_cli(kafka_broker.url, "produce", topic, "--compression-type", "brotli",
+                         stdin="x\n")
+    assert refused.returncode != 0 and "'brotli' is not one of" in refused.stderr
+
+
+def plinth_cli(url: str, *args: str, stdin: str | None = None, timeout_s: float = 120):
+    env = dict(os.environ, PLINTH_BROKER=url)
+    return subprocess.run([sys.executable, "-m", "plinth.cli", *args], input=stdin,
+                          capture_output=True, text=True, env=env, timeout=timeout_s)
