@@ -5,7 +5,10 @@ every partition of the topics; ``assign([(topic, partition)])`` reads exactly
 those. ``poll()`` returns {TopicPartition: [ConsumerRecord]}; iterating the
 consumer yields records one by one. One thread at a time may use a Consumer:
 poll() does its network I/O on the caller's thread, there is no background
-thread (except a group member's heartbeat thread).
+thread (except a group member's heartbeat thread). ``offsets_for_times`` finds,
+per partition, the first record stamped at or after a time, exactly (the shard
+reads it from its time index and that one batch: shards/time_lookup.py); seek
+there to read from it.
 
 The fetches and the records they bring are the Fetcher's (fetcher.py): at most
 one fetch in flight per partition, parked by the shard at the log end,
