@@ -140,3 +140,32 @@ def test_kafka_python_offsets_for_times_finds_the_exact_record_through_the_kafka
             consumer.offsets_for_times({tp: -1})
     finally:
         consumer.close()
+
+
+def test_confluent_kafka_lists_offsets_by_time_and_max_timestamp_through_the_kafka_listener(
+        kafka_broker):
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient, OffsetSpec
+
+    # Given a topic of records stamped a second apart, the largest timestamp also on
+    # an earlier record than the last one
+    topic = stamped_topic(kafka_broker)
+    with Producer(broker=kafka_broker.url) as producer:
+        producer.send(topic, b"late", partition=0, timestamp_ms=T0_MS + 100 * STEP_MS)
+        producer.send(topic, b"after", partition=0, timestamp_ms=T0_MS + 5 * STEP_MS)
+        producer.flush()
+    admin = AdminClient({"bootstrap.servers": kafka_broker.kafka_address})
+    tp = TopicPartition(topic, 0)
+
+    def listed(spec):
+        return admin.list_offsets({tp: spec}, request_timeout=TIMEOUT_S)[tp].result(TIMEOUT_S)
+
+    # When librdkafka lists offsets by a time inside a batch, by MAX_TIMESTAMP (v7's -3)
+    # and by a time past every record
+    at_time = listed(OffsetSpec.for_timestamp(T0_MS + 12 * STEP_MS - 1))
+    largest = listed(OffsetSpec.max_timestamp())
+    past = listed(OffsetSpec.for_timestamp(T0_MS + 101 * STEP_MS))
+    # Then each is Kafka's exact answer
+    assert (at_time.offset, at_time.timestamp) == (12, T0_MS + 12 * STEP_MS)
+    assert (largest.offset, largest.timestamp) == (RECORDS, T0_MS + 100 * STEP_MS)
+    assert (past.offset, past.timestamp) == (-1, -1)

@@ -96,6 +96,32 @@ def test_every_codec_round_trips_to_a_plinth_consumer_and_to_kafka_python(
     assert [(r.key, r.value, [(k, bytes(v)) for k, v in r.headers], r.timestamp)
             for r in got] == events()
     assert [r.offset for r in got] == list(range(RECORDS))
+    # And so does librdkafka (confluent-kafka)
+    assert confluent_read(kafka_broker, topic) == [(key, value, timestamp_ms)
+                                                   for key, value, _, timestamp_ms in events()]
+
+
+def confluent_read(broker, topic: str) -> list[tuple]:
+    from confluent_kafka import Consumer as KafkaConsumer
+    from confluent_kafka import TopicPartition
+
+    consumer = KafkaConsumer({"bootstrap.servers": broker.kafka_address,
+                              "group.id": unique_topic("g"), "enable.auto.commit": False})
+    got = []
+
+    def poll() -> int:
+        message = consumer.poll(0.2)
+        if message is not None:
+            assert message.error() is None, message.error()
+            got.append((message.key(), message.value(), message.timestamp()[1]))
+        return len(got)
+
+    try:
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        wait_until(lambda: poll() >= RECORDS, TIMEOUT_S)
+    finally:
+        consumer.close()
+    return got
 
 
 def test_a_retry_of_a_compressed_idempotent_batch_is_answered_with_its_first_offset(
