@@ -16,7 +16,9 @@ compression, batching by ``linger.ms`` and ``batch.size``; the records go
 spread by key hash over ``--partitions`` partitions of a fresh topic. Consume:
 one consumer assigned every partition from offset 0, reading ``--messages``
 records with ``consume(num_messages=...)``. Each figure is printed with its
-ratio to Redis from the same run, because this machine's speed varies.
+ratio to Redis from the same run, because this machine's speed varies; the
+kafka-listener rows also give the CPU time per record of the client, the
+router process (which runs the listener) and the shards.
 
     python -m loadtest.kafka_bench
     python -m loadtest.kafka_bench --messages 2000000 --skip tansu,redis --json out.json
@@ -39,6 +41,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from plinth.bench import broker_processes
 
 from loadtest.fresh_broker import fresh_broker
 from loadtest.redis_peer import free_port
@@ -142,11 +146,42 @@ def summary(command: str, records: int, seconds: float, args) -> dict:
             "mb_per_s": round(records * (args.key_bytes + args.value_bytes) / 1e6 / seconds, 3)}
 
 
-def kafka_runs(bootstrap: str, args) -> dict[str, dict]:
+def kafka_runs(bootstrap: str, args, broker_port: int | None = None) -> dict[str, dict]:
+    """Produce then consume ``--messages`` records on a fresh topic. With ``broker_port``
+    (a Plinth router's), each result also has the CPU the broker's processes and this
+    client spent, in µs per record: a figure that other load on the machine moves
+    less than records/s."""
     topic = f"kbench-{os.getpid()}-{time.monotonic_ns()}"
     create_topic(bootstrap, topic, args.partitions)
-    return {"produce": kafka_produce(bootstrap, topic, args),
-            "consume": kafka_consume(bootstrap, topic, args)}
+    results = {}
+    for command, run in (("produce", kafka_produce), ("consume", kafka_consume)):
+        before = cpu_s(broker_port)
+        results[command] = run(bootstrap, topic, args)
+        if broker_port is not None:
+            after = cpu_s(broker_port)
+            results[command]["cpu_us_per_record"] = {
+                name: round((after[name] - before.get(name, 0.0)) * 1e6 / args.messages, 3)
+                for name in after}
+    return results
+
+
+def cpu_s(broker_port: int | None) -> dict[str, float]:
+    """CPU seconds (user + system) so far of this client (every thread, librdkafka's
+    included), the router process (``plinth serve``, the Kafka listener's thread in
+    it) and its shard actors together."""
+    totals = {"client": time.process_time(), "router": 0.0, "shards": 0.0}
+    if broker_port is None:
+        return totals
+    tick_s = 1 / os.sysconf("SC_CLK_TCK")
+    for pid, name in broker_processes(broker_port).items():
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:       # it ended
+            continue
+        used_s = (int(fields[11]) + int(fields[12])) * tick_s    # utime, stime
+        totals["router" if name == "plinth serve" else "shards"] += used_s
+    return totals
 
 
 # --- the systems ------------------------------------------------------------------
@@ -160,7 +195,8 @@ def run_plinth(args) -> dict[str, dict]:
                          f"127.0.0.1:{kafka_port}") as (server, url):
         if "kafka-listener" not in args.skip:
             with py_spy(args.py_spy, server.pid):
-                results["kafka-listener"] = kafka_runs(f"127.0.0.1:{kafka_port}", args)
+                results["kafka-listener"] = kafka_runs(f"127.0.0.1:{kafka_port}", args,
+                                                       broker_port=int(url.rsplit(":", 1)[1]))
         if "plinth-client" not in args.skip:
             results["plinth-client"] = plinth_bench(url, work, args)
     return results
@@ -263,7 +299,10 @@ def print_table(results: dict[str, dict], args) -> None:
                 continue
             rate = results[system][command]["records_per_s"]
             ratios = [f"{rate / base:8.2f}" if base else f"{'-':>8}" for base in (peer, tansu)]
-            print(f"{'':8} {system:>15} {rate:>12,.0f} {' '.join(ratios)}")
+            cpu = results[system][command].get("cpu_us_per_record")
+            tail = "" if cpu is None else "   CPU µs/record: " + ", ".join(
+                f"{name} {value:.2f}" for name, value in cpu.items())
+            print(f"{'':8} {system:>15} {rate:>12,.0f} {' '.join(ratios)}{tail}")
 
 
 def main(argv=None) -> int:
