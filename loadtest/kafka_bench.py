@@ -129,20 +129,24 @@ def kafka_consume(bootstrap: str, topic: str, args) -> dict:
                          "max.partition.fetch.bytes": 10_485_760, "fetch.wait.max.ms": 100,
                          "queued.min.messages": 1_000_000})
     consumer.assign([TopicPartition(topic, p, 0) for p in range(args.partitions)])
-    count = 0
+    count = retried = 0
     started = time.perf_counter()
     deadline = time.monotonic() + BENCH_TIMEOUT_S
     while count < args.messages and time.monotonic() < deadline:
         for message in consumer.consume(CONSUME_BATCH_RECORDS, 1.0):
-            if message.error() is not None:
-                raise SystemExit(f"confluent-kafka consume from {bootstrap}: {message.error()}")
-            count += 1
+            error = message.error()
+            if error is None:
+                count += 1
+            elif error.retriable():    # librdkafka fetches again; counted, shown in the table
+                retried += 1
+            else:
+                raise SystemExit(f"confluent-kafka consume from {bootstrap}: {error}")
     seconds = time.perf_counter() - started
     consumer.close()
     if count < args.messages:
         raise SystemExit(f"confluent-kafka consumed {count} of {args.messages} records from "
                          f"{bootstrap} in {BENCH_TIMEOUT_S:.0f} s")
-    return summary("consume", count, seconds, args)
+    return summary("consume", count, seconds, args) | {"retriable_errors": retried}
 
 
 def summary(command: str, records: int, seconds: float, args) -> dict:
@@ -307,7 +311,8 @@ def one_round(args) -> dict[str, dict]:
 
 
 def medians(rounds: list[dict[str, dict]]) -> dict[str, dict]:
-    """Each system's and command's median records/s and CPU µs per record over the rounds."""
+    """Each system's and command's median records/s and CPU µs per record over the rounds
+    (and the retriable errors a consumer got, in all)."""
     out: dict[str, dict] = {}
     for system in rounds[0]:
         for command in rounds[0][system]:
@@ -317,6 +322,8 @@ def medians(rounds: list[dict[str, dict]]) -> dict[str, dict]:
                 median["cpu_us_per_record"] = {
                     name: statistics.median(r["cpu_us_per_record"][name] for r in runs)
                     for name in runs[0]["cpu_us_per_record"]}
+            if "retriable_errors" in runs[0]:
+                median["retriable_errors"] = sum(r["retriable_errors"] for r in runs)
             out.setdefault(system, {})[command] = median
     return out
 
@@ -335,6 +342,8 @@ def print_table(results: dict[str, dict], args) -> None:
             cpu = result[command].get("cpu_us_per_record")
             tail = "" if cpu is None else "   CPU µs/record: " + ", ".join(
                 f"{name} {value:.2f}" for name, value in cpu.items())
+            if result[command].get("retriable_errors"):
+                tail += f"   retriable errors: {result[command]['retriable_errors']}"
             print(f"{'':8} {system:>22} {rate:>12,.0f} {' '.join(ratios)}{tail}")
 
 
