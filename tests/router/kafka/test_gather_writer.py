@@ -10,15 +10,21 @@ import random
 import sys
 
 from plinth.router.kafka.gather_writer import IOV_MAX, GatherWriter, unsent
+from tests.router.kafka.test_listener import self_signed_tls
 
 WAIT_S = 10.0
 
 
-async def _pair():
-    """(GatherWriter on the server's side, the client's reader, the server)."""
+async def _pair(tls: tuple | None = None):
+    """(GatherWriter on the server's side, the client's reader, the server); over TLS
+    with ``tls`` = (server context, client context)."""
+    server_tls, client_tls = tls or (None, None)
     accepted: asyncio.Future = asyncio.get_running_loop().create_future()
-    server = await asyncio.start_server(lambda r, w: accepted.set_result(w), "127.0.0.1", 0)
-    reader, client_writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+    server = await asyncio.start_server(lambda r, w: accepted.set_result(w), "127.0.0.1", 0,
+                                        ssl=server_tls)
+    reader, client_writer = await asyncio.open_connection(
+        *server.sockets[0].getsockname()[:2], ssl=client_tls,
+        server_hostname="127.0.0.1" if client_tls else None)
     writer = await asyncio.wait_for(accepted, WAIT_S)
     return GatherWriter(writer), reader, (server, writer, client_writer)
 
@@ -93,6 +99,25 @@ def test_a_plain_connection_gets_its_own_socket_below_3_12_and_closing_it_keeps_
     # Then it had its own socket where writelines joins, and the stream outlives it
     assert has_socket == (sys.version_info < (3, 12))
     assert got == b"still open"
+
+
+def test_a_tls_connection_is_written_through_its_transport_encrypted_and_whole(tmp_path):
+    async def scenario():
+        # Given a TLS connection
+        gather, reader, parts = await _pair(self_signed_tls(tmp_path))
+        # When a response of many buffers is written
+        buffers = _buffers(IOV_MAX + 3, 1000, seed=4)
+        gather.write(buffers)
+        await gather.writer.drain()
+        # Then it never sent on the raw socket (the peer would read plaintext), and the
+        # peer reads the whole response decrypted
+        expected = b"".join(bytes(b) for b in buffers)
+        got = await asyncio.wait_for(reader.readexactly(len(expected)), WAIT_S)
+        await _close(gather, parts)
+        return gather._socket, got == expected
+
+    own_socket, same = asyncio.run(scenario())
+    assert own_socket is None and same
 
 
 def test_unsent_cuts_a_list_of_buffers_at_every_byte():
