@@ -780,6 +780,14 @@ KAFKA_BACKEND_REQUEST_TIMEOUT_MS = 30_000
 # The longest a Kafka fetch may park (its max_wait_ms is capped here): Kafka
 # clients ask for 500 ms; a longer wait only holds a connection's turn.
 KAFKA_FETCH_WAIT_MS_MAX = 10_000
+# What a Kafka fetch's parked round (nothing was there at once) asks of each
+# partition. A parked Plinth fetch counts its maximum against the listener's
+# fetch bytes in flight (CLIENT_FETCH_BYTES_IN_FLIGHT_MAX) until it answers,
+# and once the Kafka fetch is answered the others stay parked, unread, to the
+# end of their wait: at the client's max.partition.fetch.bytes (librdkafka
+# allows 10 MiB and more) a few fetches of a consumer that has caught up would
+# use that budget up. What arrives within one wait is small anyway.
+KAFKA_FETCH_PARKED_PARTITION_BYTES_MAX = 1 * MiB
 # How long a SyncGroup may wait for its leader's (a rebalance's own timeout
 # bounds it at the coordinator; this bounds the listener's wait for the answer).
 KAFKA_GROUP_SYNC_WAIT_MS_MAX = 300_000
@@ -861,6 +869,8 @@ def _relations() -> list[tuple[str, bool]]:
          REAPER_TERM_GRACE_S * REAPER_ROUNDS_MAX <= 10.0),
         ("a maximal Kafka request fits a connection's in-flight bytes",
          KAFKA_REQUEST_BYTES_MAX <= KAFKA_REQUEST_BYTES_IN_FLIGHT_PER_CONNECTION_MAX),
+        ("a Kafka fetch's parked partitions leave most of the fetch bytes in flight",
+         64 * KAFKA_FETCH_PARKED_PARTITION_BYTES_MAX <= CLIENT_FETCH_BYTES_IN_FLIGHT_MAX),
         ("a Kafka producer's default pipeline (5) fits a connection's requests in flight",
          5 <= KAFKA_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX),
         ("a server that stops waits for its reaper longer than the reaper can take",

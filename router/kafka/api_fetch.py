@@ -15,6 +15,15 @@ allows a wait, they are all fetched again parked at the shards for
 max_wait_ms, and the answer goes as soon as min_bytes have come or every
 partition has answered. A partition whose parked fetch has not answered by
 then is answered empty; its late reply is dropped (fetching does not consume).
+The parked round asks each partition for at most
+KAFKA_FETCH_PARKED_PARTITION_BYTES_MAX: those left parked keep counting
+against the listener's fetch bytes in flight until their wait ends.
+
+A partition the router refuses because the listener has too many fetch bytes
+in flight (tooManyRequests: the listener is one Plinth client for all its
+connections) is answered empty without an error, as a partition with nothing
+new: the consumer fetches again. Kafka has no partition error for it, and
+librdkafka gives THROTTLING_QUOTA_EXCEEDED to the application as a failure.
 
 Fetch sessions (KIP-227) are declined: every answer has session id 0, so
 clients send full fetches.
@@ -25,7 +34,7 @@ from __future__ import annotations
 import asyncio
 
 from plinth import limits, protocol
-from plinth.errors import CorruptDataError, PlinthError
+from plinth.errors import CorruptDataError, PlinthError, TooManyRequestsError
 from plinth.format.kafka_batch import kafka_batch_from_plinth
 from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2, check_entry_crc, scan_whole_entries
 from plinth.router.kafka import error_codes as kafka
@@ -65,9 +74,10 @@ async def fetch(gateway, header, body: dict, connection) -> dict:
     wait_ms = min(max(body.get("max_wait_ms", 0), 0), limits.KAFKA_FETCH_WAIT_MS_MAX)
     await asyncio.gather(*(_fetch_one(gateway, part, 0) for part in parts))
     if wait_ms and sum(part.records_bytes for part in parts) < min_bytes:
-        await _fetch_parked(gateway, [p for p in parts if not p.records_bytes
-                                      and p.answer["error_code"] == kafka.NONE],
-                            wait_ms, min_bytes)
+        parked = [p for p in parts if not p.records_bytes and p.answer["error_code"] == kafka.NONE]
+        for part in parked:
+            part.bytes_max = min(part.bytes_max, limits.KAFKA_FETCH_PARKED_PARTITION_BYTES_MAX)
+        await _fetch_parked(gateway, parked, wait_ms, min_bytes)
     return {"throttle_time_ms": 0, "error_code": kafka.NONE, "session_id": NO_SESSION,
             "responses": responses}
 
@@ -99,6 +109,8 @@ async def _fetch_one(gateway, part: _PartitionFetch, wait_ms: int) -> None:
         part.answer["error_code"] = kafka_code(exc)
         return
     answer = part.answer
+    if isinstance(reply.error, TooManyRequestsError):
+        return           # the listener's fetch bytes are all in flight: nothing new, for now
     if reply.error is not None:
         answer["error_code"] = kafka_code(reply.error)
         return

@@ -21,13 +21,14 @@ connection has at most ``requests_in_flight_max`` requests read and not yet
 answered and at most ``request_bytes_in_flight_max`` of their bytes (a bigger
 request waits for the earlier ones); while full, the listener stops reading
 from that socket (asyncio's StreamReader then pauses the transport, and TCP's
-window pushes back on the client). Responses go out with ``writelines`` (a
-list of buffers; records are not joined on Python 3.12+, where asyncio sends
-them with sendmsg) and each is followed by ``drain()``, so a client that does
-not read stalls only its own connection. At most ``connections_max``
-connections are kept; a new one beyond them is closed at once, and one with
-nothing in flight that sends no whole request for ``connection_idle_ms_max``
-(KAFKA_CONNECTION_IDLE_MS_MAX, Kafka's connections.max.idle.ms) is closed.
+window pushes back on the client). Responses go out as lists of buffers with
+sendmsg, never joined (gather_writer.py: asyncio's ``writelines`` joins them on
+Python 3.11; TLS connections use ``writelines``), and each is followed by
+``drain()``, so a client that does not read stalls only its own connection.
+At most ``connections_max`` connections are kept; a new one beyond them is
+closed at once, and one with nothing in flight that sends no whole request for
+``connection_idle_ms_max`` (KAFKA_CONNECTION_IDLE_MS_MAX, Kafka's
+connections.max.idle.ms) is closed.
 
 TLS. Given an ``ssl_context`` (server side, with its certificate loaded), every
 connection is TLS; a client that fails the handshake never reaches the
@@ -68,6 +69,7 @@ from plinth.limits import (
 from plinth.router.kafka import error_codes
 from plinth.router.kafka.codec import (
     API_VERSIONS_KEY, RequestHeader, decode_request, encode_response, supported_api_keys)
+from plinth.router.kafka.gather_writer import GatherWriter
 
 logger = logging.getLogger(__name__)
 
@@ -235,6 +237,7 @@ class _Connection:
                  reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.listener, self.info = listener, info
         self.reader, self.writer = reader, writer
+        self.gather = GatherWriter(writer)
         # (header, request bytes, task or _Answer), in request order; None ends it.
         self.pending: asyncio.Queue = asyncio.Queue()
         self.handlers: set[asyncio.Task] = set()
@@ -266,6 +269,7 @@ class _Connection:
         finally:
             for task in (reading, writing, *self.handlers):
                 task.cancel()
+            self.gather.close()
             if clean:
                 self.writer.close()              # flushes what is still buffered
             else:
@@ -338,7 +342,7 @@ class _Connection:
             try:
                 body = outcome.body if isinstance(outcome, _Answer) else await outcome
                 if body is not None:
-                    self.writer.writelines(encode_response(header, body))
+                    self.gather.write(encode_response(header, body))
                     await self.writer.drain()
                     self.last_active = asyncio.get_running_loop().time()
             except ConnectionError:
