@@ -128,11 +128,15 @@ class ServeOptions:
     # no listener; the bound address). See router/kafka/service.py.
     kafka_listen: str | None = None
     kafka_advertised: str | None = None
+    # Its TLS certificate and key (PEM) and its SASL users file (None: none).
+    kafka_tls_cert: Path | None = None
+    kafka_tls_key: Path | None = None
+    kafka_sasl_users: Path | None = None
 
     def kafka_options(self):
-        """The Kafka listener's options, checked, or None. InvalidConfigError for an
-        address it cannot serve on yet."""
-        return _kafka_options(self.kafka_listen, self.kafka_advertised, self.curve_secret_key)
+        """The Kafka listener's options, checked, or None. InvalidConfigError for what
+        it cannot serve safely (router/kafka/service.py)."""
+        return _kafka_options(self)
 
     def tier_options(self) -> TierOptions:
         """The shards' TierOptions. Raises InvalidConfigError, naming the option and
@@ -205,25 +209,34 @@ class ServeOptions:
         return Security(self.curve_secret_key, self.authorized_keys, self.acl_file)
 
 
-def _kafka_options(listen: str | None, advertised: str | None, curve_secret_key):
-    if listen is None:
-        if advertised is not None:
-            raise InvalidConfigError("--kafka-advertised needs --kafka-listen")
+def _kafka_options(options):
+    """The Kafka listener's options of a ServeOptions or RouterOptions, checked, or None."""
+    if options.kafka_listen is None:
+        given = [name for name, value in (
+            ("--kafka-advertised", options.kafka_advertised),
+            ("--kafka-tls-cert", options.kafka_tls_cert), ("--kafka-tls-key", options.kafka_tls_key),
+            ("--kafka-sasl-users", options.kafka_sasl_users)) if value is not None]
+        if given:
+            raise InvalidConfigError(f"{', '.join(given)} need --kafka-listen")
         return None
     from plinth.router.kafka.service import KafkaListenerOptions
 
-    options = KafkaListenerOptions(listen, advertised)
-    options.check(router_has_keys=curve_secret_key is not None)
-    return options
+    kafka = KafkaListenerOptions(options.kafka_listen, options.kafka_advertised,
+                                 tls_cert=options.kafka_tls_cert, tls_key=options.kafka_tls_key,
+                                 sasl_users=options.kafka_sasl_users,
+                                 allow_insecure=options.allow_insecure)
+    kafka.check(router_has_keys=options.curve_secret_key is not None)
+    return kafka
 
 
-def _start_kafka(options, router_listen: str, cluster_id: str):
-    """The Kafka listener beside this process's router, started; None without one."""
+def _start_kafka(options, router_listen: str, cluster_id: str, security=None):
+    """The Kafka listener beside this process's router, started; None without one.
+    ``security``: the router's (router/security.py), which lets the listener's keys in."""
     if options is None:
         return None
     from plinth.router.kafka.service import KafkaService
 
-    service = KafkaService(options, router_listen, cluster_id)
+    service = KafkaService(options, router_listen, cluster_id, security)
     service.start()
     return service
 
@@ -361,7 +374,8 @@ class Server:
         self.router.start(self.controller.routing())
         self.controller.router_started(self.options.listen, ray.util.get_node_ip_address())
         self.kafka = _start_kafka(kafka, self.options.listen,
-                                  namespace_for(self.options.data_dir, self.options.cluster_name))
+                                  namespace_for(self.options.data_dir, self.options.cluster_name),
+                                  security)
         if self.options.metrics_port is not None:
             from plinth.control.metrics import start_metrics_server
 
@@ -517,6 +531,9 @@ class RouterOptions:
     tier_url: str | None = dataclasses.field(default=None, repr=False)   # may hold secrets
     kafka_listen: str | None = None        # as ServeOptions'
     kafka_advertised: str | None = None
+    kafka_tls_cert: Path | None = None
+    kafka_tls_key: Path | None = None
+    kafka_sasl_users: Path | None = None
 
     def tier_store(self) -> str | None:
         """The store --tier-url names (remote_store.store_identity), or None. Raises
@@ -553,8 +570,7 @@ def check_tier_store(wanted: str | None, serving: str | None, cluster_name: str)
 def run_router(options: RouterOptions, ready=print) -> int:
     """``plinth router``: one more router for a running broker, until SIGTERM."""
     security = options.security()
-    kafka = _kafka_options(options.kafka_listen, options.kafka_advertised,
-                           options.curve_secret_key)
+    kafka = _kafka_options(options)
     tier_store = options.tier_store()   # a bad URL fails before Ray starts
     cluster_keys = _cluster_keys_from_files(options)   # a bad file fails before Ray starts
     import ray
@@ -582,7 +598,8 @@ def run_router(options: RouterOptions, ready=print) -> int:
     router.start(controller.routing())
     tune_data_path_process(who="plinth router")   # see process_tuning.py
     announce(controller)
-    kafka_service = _start_kafka(kafka, options.listen, f"plinth-{options.cluster_name}")
+    kafka_service = _start_kafka(kafka, options.listen, f"plinth-{options.cluster_name}",
+                                 security)
     if options.metrics_port is not None:
         from plinth.control.metrics import start_metrics_server
 

@@ -35,6 +35,10 @@ retries with one we do; any other unknown API key or version closes the
 connection. A handler that raises, or returns a body that does not encode,
 is a bug: it is logged and closes that connection.
 
+Security. With ``ssl`` (an ssl.SSLContext, service.py) every connection is
+TLS. A handler that raises ``CloseConnection`` (the gateway, for a request
+before a SASL login) closes its connection with a log line naming why.
+
 Threads. ``start`` and ``stop`` are called by the thread that owns the
 listener (the router's main thread). Everything else - the handler included -
 runs in the listener's own thread, on its event loop (``loop``); code on
@@ -47,6 +51,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import ssl as ssl_module
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -61,7 +66,7 @@ from plinth.router.kafka.codec import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ConnectionInfo", "Handler", "KafkaListener"]
+__all__ = ["CloseConnection", "ConnectionInfo", "Handler", "KafkaListener"]
 
 _SIZE_BYTES = 4
 
@@ -77,6 +82,10 @@ class ConnectionInfo:
     state: dict = field(default_factory=dict)
 
 
+class CloseConnection(Exception):
+    """Raised by a handler: close this connection now (its message says why)."""
+
+
 # async handle(connection, header, body) -> response body, or None for no
 # response (Produce with acks=0).
 Handler = Callable[[ConnectionInfo, RequestHeader, dict], Awaitable["dict | None"]]
@@ -89,7 +98,8 @@ class KafkaListener:
                  request_bytes_max: int = KAFKA_REQUEST_BYTES_MAX,
                  requests_in_flight_max: int = KAFKA_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX,
                  request_bytes_in_flight_max: int = KAFKA_REQUEST_BYTES_IN_FLIGHT_PER_CONNECTION_MAX,
-                 connections_max: int = KAFKA_CONNECTIONS_MAX):
+                 connections_max: int = KAFKA_CONNECTIONS_MAX,
+                 ssl: ssl_module.SSLContext | None = None):
         assert requests_in_flight_max >= 1 and connections_max >= 1
         assert 0 < request_bytes_max <= request_bytes_in_flight_max
         self.host, self.port = host, port
@@ -98,6 +108,7 @@ class KafkaListener:
         self.requests_in_flight_max = requests_in_flight_max
         self.request_bytes_in_flight_max = request_bytes_in_flight_max
         self.connections_max = connections_max
+        self.ssl = ssl
         self.loop: asyncio.AbstractEventLoop | None = None
         self.address: tuple[str, int] | None = None
         self._thread: threading.Thread | None = None
@@ -153,7 +164,7 @@ class KafkaListener:
     async def _serve(self, ready: threading.Event, failure: list) -> None:
         self._stopping = asyncio.Event()
         try:
-            server = await asyncio.start_server(self._accept, self.host, self.port)
+            server = await asyncio.start_server(self._accept, self.host, self.port, ssl=self.ssl)
         except OSError as e:
             failure.append(OSError(e.errno, f"Kafka listener cannot bind {self.host}:{self.port}: "
                                             f"{e.strerror}"))
@@ -300,6 +311,9 @@ class _Connection:
                     self.writer.writelines(encode_response(header, body))
                     await self.writer.drain()
             except ConnectionError:
+                return
+            except CloseConnection as e:
+                logger.warning("%s closed: %s", self._describe(), e)
                 return
             except Exception:
                 logger.exception("%s closed: the handler of api %d v%d (correlation id %d) failed",
