@@ -14,8 +14,6 @@ non-loopback listener without TLS or SASL; SASL missing beside CurveZMQ) run
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import socket
 import ssl
@@ -30,37 +28,11 @@ from plinth.router.kafka.codec import RequestHeader
 from plinth.router.kafka.messages import API_VERSIONS, METADATA, SASL_AUTHENTICATE, SASL_HANDSHAKE
 from tests.conftest import Broker
 from tests.e2e.test_security_e2e import keygen, public_key
+from tests.router.kafka.self_signed import self_signed_certificate
 from tests.support import free_port, unique_topic, wait_until
 
 TIMEOUT_S = 60
 PASSWORDS = {"alice": "alice-secret-pw", "bob": "bob-secret-pw"}
-
-
-def self_signed_certificate(directory) -> tuple:
-    """A certificate for localhost and 127.0.0.1 and its key, as PEM files."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([
-                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    cert_file, key_file = directory / "kafka.crt", directory / "kafka.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_file, key_file
 
 
 def add_users(users_file) -> None:
@@ -186,12 +158,9 @@ def test_a_wrong_password_fails_the_login_cleanly_and_is_logged_without_the_pass
         # And the connection is closed at its next request
         assert _exchange(sock, API_VERSIONS, 0, {}, 3) is None
     # And librdkafka (SCRAM-SHA-256) reports an authentication error
-    errors = []
-    producer = Producer({**_confluent(secure_kafka, "alice", "SCRAM-SHA-256",
-                                      password="also-wrong"), "error_cb": errors.append})
-    wait_until(lambda: producer.poll(0.1) is not None and errors, TIMEOUT_S)
+    errors = _librdkafka_errors(Producer, {**_confluent(secure_kafka, "alice", "SCRAM-SHA-256",
+                                                        password="also-wrong")})
     assert errors[0].code() == KafkaError._AUTHENTICATION, errors
-    del producer   # librdkafka retries in the background until it is gone
     # And kafka-python (SCRAM-SHA-256) sees Kafka's SaslAuthenticationFailedError and gives up
     with pytest.raises(KafkaTimeoutError):
         KafkaProducer(**_kafka_python(secure_kafka, "alice", "SCRAM-SHA-256",
@@ -203,6 +172,15 @@ def test_a_wrong_password_fails_the_login_cleanly_and_is_logged_without_the_pass
     assert "user 'alice'" in log and "from 127.0.0.1:" in log
     for password in ("not-alices-password", "also-wrong", "wrong-again"):
         assert password not in log
+
+
+def _librdkafka_errors(client_class, config: dict) -> list:
+    """The errors a librdkafka client reports until its first one; the client is gone
+    after (it would retry in the background for as long as it lives)."""
+    errors = []
+    client = client_class({**config, "error_cb": errors.append})
+    wait_until(lambda: client.poll(0.1) is not None and errors, TIMEOUT_S)
+    return errors
 
 
 def test_a_user_without_the_grant_gets_kafkas_authorization_errors(secure_kafka):
