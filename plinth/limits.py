@@ -797,6 +797,10 @@ KAFKA_SASL_USER_NAME_BYTES_MAX = 255
 # SCRAM message (a name, nonces, a proof) fits easily; a bigger one is refused
 # before it is parsed.
 KAFKA_SASL_AUTH_BYTES_MAX = 4096
+# The largest request a connection that has not logged in may send (Kafka's
+# sasl.server.max.receive.size, 512 KiB): before a login a client costs the
+# listener at most this per request, not KAFKA_REQUEST_BYTES_MAX.
+KAFKA_REQUEST_BYTES_BEFORE_LOGIN_MAX = 512 * KiB
 
 
 def _relations() -> list[tuple[str, bool]]:
@@ -805,6 +809,8 @@ def _relations() -> list[tuple[str, bool]]:
         ("the default SCRAM iterations are within the accepted range",
          KAFKA_SCRAM_ITERATIONS_MIN <= KAFKA_SCRAM_ITERATIONS_DEFAULT <= KAFKA_SCRAM_ITERATIONS_MAX),
         ("a SASL token holds at least a user name", KAFKA_SASL_USER_NAME_BYTES_MAX < KAFKA_SASL_AUTH_BYTES_MAX),
+        ("a SASL token fits a request before the login",
+         KAFKA_SASL_AUTH_BYTES_MAX < KAFKA_REQUEST_BYTES_BEFORE_LOGIN_MAX <= KAFKA_REQUEST_BYTES_MAX),
         ("a header fits a frame", HEADER_BYTES_MAX < FRAME_BYTES_MAX),
         ("a batch fits a frame", BATCH_BYTES_MAX < FRAME_BYTES_MAX),
         ("a compressed Kafka batch may hold as many bytes of records as an uncompressed one",

@@ -94,6 +94,7 @@ def _scram_round(gateway, connection, token: bytes) -> bytes:
 
 def _logged_in(connection, user: str, mechanism: str) -> None:
     connection.state["principal"] = user
+    connection.request_bytes_max = None   # the listener's bound from now on
     log.info("Kafka connection %d from %s:%s logged in as %r (%s)", connection.connection_id,
              *connection.peer, user, mechanism)
 

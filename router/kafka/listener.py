@@ -10,8 +10,10 @@ Frames. Each request and response on a Kafka connection is:
     size   bytes     the request (header + body) or the response
 
 A declared size that is negative or over ``request_bytes_max``
-(KAFKA_REQUEST_BYTES_MAX, Kafka's socket.request.max.bytes) closes the
-connection after a log line naming the peer and the size: the body is never
+(KAFKA_REQUEST_BYTES_MAX, Kafka's socket.request.max.bytes), or over the
+connection's own lower bound (``ConnectionInfo.request_bytes_max``: with
+SASL, KAFKA_REQUEST_BYTES_BEFORE_LOGIN_MAX until the client logs in, as
+Kafka's sasl.server.max.receive.size) closes the connection after a log line naming the peer and the size: the body is never
 read, so a declared 2 GB costs nothing.
 
 Order and bounds. Requests on one connection are handled concurrently, each in
@@ -80,6 +82,10 @@ class ConnectionInfo:
     connection_id: int
     peer: tuple[str, int]
     state: dict = field(default_factory=dict)
+    # A bound on this connection's requests below the listener's; None: the
+    # listener's. Starts at the listener's ``first_request_bytes_max``; a handler
+    # may lift it (the gateway, at a SASL login).
+    request_bytes_max: int | None = None
 
 
 class CloseConnection(Exception):
@@ -99,7 +105,8 @@ class KafkaListener:
                  requests_in_flight_max: int = KAFKA_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX,
                  request_bytes_in_flight_max: int = KAFKA_REQUEST_BYTES_IN_FLIGHT_PER_CONNECTION_MAX,
                  connections_max: int = KAFKA_CONNECTIONS_MAX,
-                 ssl: ssl_module.SSLContext | None = None):
+                 ssl: ssl_module.SSLContext | None = None,
+                 first_request_bytes_max: int | None = None):
         assert requests_in_flight_max >= 1 and connections_max >= 1
         assert 0 < request_bytes_max <= request_bytes_in_flight_max
         self.host, self.port = host, port
@@ -109,6 +116,7 @@ class KafkaListener:
         self.request_bytes_in_flight_max = request_bytes_in_flight_max
         self.connections_max = connections_max
         self.ssl = ssl
+        self.first_request_bytes_max = first_request_bytes_max
         self.loop: asyncio.AbstractEventLoop | None = None
         self.address: tuple[str, int] | None = None
         self._thread: threading.Thread | None = None
@@ -183,7 +191,8 @@ class KafkaListener:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
-        info = ConnectionInfo(next(self._ids), tuple(peer[:2]))
+        info = ConnectionInfo(next(self._ids), tuple(peer[:2]),
+                              request_bytes_max=self.first_request_bytes_max)
         if len(self._connections) >= self.connections_max:
             logger.warning("Kafka connection %d from %s:%s refused: %d connections open, the "
                            "limit", info.connection_id, *info.peer, len(self._connections))
@@ -255,9 +264,11 @@ class _Connection:
                 partial = getattr(e, "partial", b"")
                 return not partial
             size = int.from_bytes(prefix, "big", signed=True)
-            if not 0 <= size <= limits.request_bytes_max:
+            bytes_max = min(limits.request_bytes_max,
+                            self.info.request_bytes_max or limits.request_bytes_max)
+            if not 0 <= size <= bytes_max:
                 logger.warning("%s closed: it declared a request of %d bytes (the limit is %d)",
-                               self._describe(), size, limits.request_bytes_max)
+                               self._describe(), size, bytes_max)
                 return False
             await self._wait_for_room(size)
             try:

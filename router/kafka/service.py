@@ -40,6 +40,7 @@ from pathlib import Path
 
 import zmq
 
+from plinth import limits
 from plinth.errors import InvalidConfigError
 from plinth.router.kafka.backend import PlinthBackend
 from plinth.router.kafka.gateway import KafkaCluster, KafkaGateway
@@ -154,8 +155,10 @@ class KafkaService:
         """Bind and serve; returns the bound (host, port)."""
         host, port = parse_host_port(self.options.listen, "--kafka-listen")
         gateway = KafkaGateway(self._backend, None, self._users)
-        self._listener = KafkaListener(host, port, gateway.handle,
-                                       ssl=self.options.ssl_context())
+        self._listener = KafkaListener(
+            host, port, gateway.handle, ssl=self.options.ssl_context(),
+            first_request_bytes_max=(None if self._users is None
+                                     else limits.KAFKA_REQUEST_BYTES_BEFORE_LOGIN_MAX))
         self.address = self._listener.start()
         advertised = (parse_host_port(self.options.advertised, "--kafka-advertised")
                       if self.options.advertised else self.address)

@@ -45,7 +45,7 @@ def gateway() -> KafkaGateway:
 
 
 def connection() -> ConnectionInfo:
-    return ConnectionInfo(1, ("127.0.0.1", 5555))
+    return ConnectionInfo(1, ("127.0.0.1", 5555), request_bytes_max=512 * 1024)
 
 
 def test_before_a_login_only_api_versions_and_sasl_are_served(gateway):
@@ -67,6 +67,7 @@ def test_a_scram_login_sets_the_principal_that_later_requests_act_for(gateway):
     assert answer["error_code"] == kafka.NONE and answer["auth_bytes"].startswith(b"v=")
     call(gateway, conn, "Metadata", 1, {"topics": None})
     assert gateway.seen == ["alice"] and PRINCIPAL.get() is None   # set in the task only
+    assert conn.request_bytes_max is None   # the listener's bound from the login on
 
 
 def test_a_failed_login_is_answered_and_the_next_request_closes_the_connection(gateway):
@@ -93,7 +94,7 @@ def test_sasl_requests_out_of_order_or_unsupported_get_kafkas_sasl_errors(gatewa
     conn = connection()
     answers = [call(gateway, conn, api, version, body) for api, version, body in steps]
     assert answers[-1]["error_code"] == code
-    assert "principal" not in conn.state
+    assert "principal" not in conn.state and conn.request_bytes_max == 512 * 1024
 
 
 def test_a_listener_without_users_does_not_offer_sasl():
