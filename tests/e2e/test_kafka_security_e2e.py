@@ -26,12 +26,13 @@ from plinth import Admin
 from plinth.router.kafka import codec, error_codes
 from plinth.router.kafka.codec import RequestHeader
 from plinth.router.kafka.messages import API_VERSIONS, METADATA, SASL_AUTHENTICATE, SASL_HANDSHAKE
-from tests.conftest import Broker
+from tests.conftest import Broker, StandaloneRouter
 from tests.e2e.test_security_e2e import keygen, public_key
 from tests.router.kafka.self_signed import self_signed_certificate
 from tests.support import free_port, unique_topic, wait_until
 
 TIMEOUT_S = 60
+CLUSTER_NAME = unique_topic("kafka-sec")   # the Ray namespace of this module's broker
 PASSWORDS = {"alice": "alice-secret-pw", "bob": "bob-secret-pw"}
 
 
@@ -61,11 +62,14 @@ def secure_kafka(ray_cluster, tmp_path_factory):
     add_users(users)
     cert, key = self_signed_certificate(directory)
     port = free_port()
-    broker = Broker(directory / "data", ray_cluster, shards=1, extra_args=(
+    secure_args = (
         "--curve-secret-key", str(server_secret), "--authorized-keys", str(authorized),
-        "--acl", str(acl), "--kafka-listen", f"127.0.0.1:{port}", "--kafka-tls-cert", str(cert),
-        "--kafka-tls-key", str(key), "--kafka-sasl-users", str(users)))
+        "--acl", str(acl), "--kafka-tls-cert", str(cert), "--kafka-tls-key", str(key),
+        "--kafka-sasl-users", str(users))
+    broker = Broker(directory / "data", ray_cluster, shards=1, extra_args=(
+        *secure_args, "--cluster-name", CLUSTER_NAME, "--kafka-listen", f"127.0.0.1:{port}"))
     broker.kafka_address, broker.cert = f"127.0.0.1:{port}", cert
+    broker.secure_args = secure_args
     broker.as_admin = dict(curve_key_file=str(admin_secret),
                            curve_server_key_file=str(server_public))
     broker.start()
@@ -203,6 +207,44 @@ def test_a_user_without_the_grant_gets_kafkas_authorization_errors(secure_kafka)
             consumer.poll(200)
     consumer.close()
     assert "denied produce from User:bo" in secure_kafka.log()
+
+
+class SecureRouter(StandaloneRouter):
+    """``plinth router`` with the broker's keys and ACL and a Kafka listener of its own."""
+
+    def __init__(self, ray_address: str, extra_args: tuple[str, ...]):
+        super().__init__(ray_address, CLUSTER_NAME)
+        self.extra_args = extra_args
+
+    def command(self) -> list[str]:
+        return super().command() + list(self.extra_args)
+
+
+def test_a_plinth_router_serves_kafka_users_with_their_grants_too(secure_kafka, ray_cluster):
+    from kafka import KafkaProducer
+    from kafka.errors import TopicAuthorizationFailedError
+
+    # Given a second router, with its own Kafka listener and the same keys, ACL and users
+    port = free_port()
+    router = SecureRouter(ray_cluster, (*secure_kafka.secure_args,
+                                        "--kafka-listen", f"127.0.0.1:{port}")).start()
+    try:
+        topic = _create(secure_kafka)
+        address = dict(bootstrap_servers=f"127.0.0.1:{port}")
+        # When alice produces through it, Then her records are written
+        producer = KafkaProducer(acks="all", **{**_kafka_python(secure_kafka, "alice", "PLAIN"),
+                                                **address})
+        assert producer.send(topic, b"via-router", partition=0).get(TIMEOUT_S).offset == 0
+        producer.close()
+        # And bob, who may not produce, is refused there as at the server
+        producer = KafkaProducer(acks="all", retries=0,
+                                 **{**_kafka_python(secure_kafka, "bob", "SCRAM-SHA-256"),
+                                    **address})
+        with pytest.raises(TopicAuthorizationFailedError):
+            producer.send(topic, b"no", partition=0).get(TIMEOUT_S)
+        producer.close()
+    finally:
+        router.stop()
 
 
 def _tls_socket(broker) -> ssl.SSLSocket:
