@@ -93,7 +93,8 @@ def _kafka_security_options(command):
 @click.option("--acl", "acl_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="JSON file of grants per client key (see router/acl.py).")
 @click.option("--allow-insecure", is_flag=True,
-              help="Allow plaintext on a non-loopback --listen address.")
+              help="Allow plaintext on a non-loopback --listen address, and a Kafka "
+                   "listener without TLS or SASL on a non-loopback --kafka-listen.")
 @click.option("--cluster-name", default=None,
               help="Name of this broker in the Ray cluster; `plinth router` joins by it.")
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,

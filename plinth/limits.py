@@ -801,6 +801,11 @@ KAFKA_SASL_AUTH_BYTES_MAX = 4096
 # sasl.server.max.receive.size, 512 KiB): before a login a client costs the
 # listener at most this per request, not KAFKA_REQUEST_BYTES_MAX.
 KAFKA_REQUEST_BYTES_BEFORE_LOGIN_MAX = 512 * KiB
+# Threads that check PLAIN passwords (a PBKDF2 each: about 13 ms at 8192
+# iterations on a busy core) off the listener's event loop; more logins wait
+# their turn, so a flood of them costs at most this many cores, and the
+# connections already logged in keep being served.
+KAFKA_SASL_PLAIN_CHECK_THREADS = 2
 
 
 def _relations() -> list[tuple[str, bool]]:

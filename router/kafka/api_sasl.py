@@ -9,6 +9,11 @@ SCRAM-SHA-256 (sasl_scram.py). Its progress lives in the connection's
 
     "sasl_mechanism"   the mechanism the handshake chose
     "sasl_exchange"    SCRAM's ScramExchange, between its two rounds
+    "sasl_checking"    True while a PLAIN password is being checked: its
+                       PBKDF2 runs in one of KAFKA_SASL_PLAIN_CHECK_THREADS
+                       threads, off the event loop (hashlib releases the
+                       GIL), and a second SaslAuthenticate meanwhile is
+                       ILLEGAL_SASL_STATE, so one connection queues one check
     "principal"        the user, once logged in (the gateway then serves it,
                        and backend.py acts for it)
     "sasl_failed"      True after a failed login: the gateway closes the
@@ -23,7 +28,9 @@ Re-authentication (KIP-368) is not offered: session_lifetime_ms is 0.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from plinth import limits
 from plinth.errors import SaslAuthenticationError
@@ -34,6 +41,8 @@ from plinth.router.kafka.sasl_scram import MECHANISM as SCRAM_SHA_256, ScramExch
 log = logging.getLogger(__name__)
 
 MECHANISMS = [PLAIN, SCRAM_SHA_256]
+_PLAIN_CHECKS = ThreadPoolExecutor(max_workers=limits.KAFKA_SASL_PLAIN_CHECK_THREADS,
+                                   thread_name_prefix="kafka-sasl-plain")
 
 
 async def sasl_handshake(gateway, header, body: dict, connection) -> dict:
@@ -60,9 +69,9 @@ async def sasl_authenticate(gateway, header, body: dict, connection) -> dict:
     """One round of the login the handshake chose."""
     state = connection.state
     mechanism = state.get("sasl_mechanism")
-    if mechanism is None or "principal" in state:
+    if mechanism is None or "principal" in state or state.get("sasl_checking"):
         return _answer(kafka.ILLEGAL_SASL_STATE, "SaslAuthenticate must follow one "
-                       "SaslHandshake, once per connection")
+                       "SaslHandshake, once per connection, one round at a time")
     token = body["auth_bytes"] or b""
     try:
         if len(token) > limits.KAFKA_SASL_AUTH_BYTES_MAX:
@@ -70,7 +79,7 @@ async def sasl_authenticate(gateway, header, body: dict, connection) -> dict:
                 f"{mechanism}: a message of {len(token)} bytes, the limit is "
                 f"{limits.KAFKA_SASL_AUTH_BYTES_MAX}")
         if mechanism == PLAIN:
-            _logged_in(connection, authenticate_plain(gateway.sasl_users, token), PLAIN)
+            _logged_in(connection, await _check_plain(gateway, connection, token), PLAIN)
             return _answer(kafka.NONE, None)
         return _answer(kafka.NONE, None, _scram_round(gateway, connection, token))
     except SaslAuthenticationError as exc:
@@ -78,6 +87,15 @@ async def sasl_authenticate(gateway, header, body: dict, connection) -> dict:
         log.warning("Kafka connection %d from %s:%s: SASL login failed: %s",
                     connection.connection_id, *connection.peer, exc)
         return _answer(kafka.SASL_AUTHENTICATION_FAILED, f"Authentication failed: {exc}")
+
+
+async def _check_plain(gateway, connection, token: bytes) -> str:
+    connection.state["sasl_checking"] = True
+    try:
+        return await asyncio.get_running_loop().run_in_executor(
+            _PLAIN_CHECKS, authenticate_plain, gateway.sasl_users, token)
+    finally:
+        del connection.state["sasl_checking"]
 
 
 def _scram_round(gateway, connection, token: bytes) -> bytes:

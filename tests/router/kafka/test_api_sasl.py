@@ -100,3 +100,23 @@ def test_sasl_requests_out_of_order_or_unsupported_get_kafkas_sasl_errors(gatewa
 def test_a_listener_without_users_does_not_offer_sasl():
     gateway = KafkaGateway(backend=None, cluster=None)
     assert API_KEYS["SaslHandshake"] not in gateway.api_keys()
+
+
+def test_a_second_plain_round_while_the_first_is_checked_is_an_illegal_state(gateway):
+    # Given a PLAIN login whose password check runs off the loop
+    conn = connection()
+    call(gateway, conn, "SaslHandshake", 1, {"mechanism": "PLAIN"})
+
+    async def two_rounds():
+        first = asyncio.ensure_future(gateway.handle(
+            conn, header("SaslAuthenticate", 2), {"auth_bytes": b"\0alice\0alice-pw"}))
+        await asyncio.sleep(0)   # one turn of the loop: the first runs up to its check
+        assert conn.state.get("sasl_checking")
+        second = await gateway.handle(conn, header("SaslAuthenticate", 2),
+                                      {"auth_bytes": b"\0alice\0alice-pw"})
+        return await first, second
+
+    # When a second round comes meanwhile, Then it is refused and the first logs in
+    first, second = asyncio.run(two_rounds())
+    assert second["error_code"] == kafka.ILLEGAL_SASL_STATE
+    assert first["error_code"] == kafka.NONE and conn.state["principal"] == "alice"
