@@ -253,7 +253,8 @@ class Controller:
         self._rebalancer = Rebalancer(self._metadata, self._shards, self._save,
                                       allow_replicas_on_one_node, elect=self._lead_again,
                                       silent=lambda: self._silent)
-        self._routers: dict[str, str] = {}   # listen address -> node address
+        # listen address -> (node address, its Kafka listener's advertised HOST:PORT or "")
+        self._routers: dict[str, tuple[str, str]] = {}
         self._ping_misses: dict[str, int] = {}   # shard id -> leader pings unanswered in a row
         # Shards whose last ping or push of records went unanswered in time (dead, stopped,
         # or on a lost node), until one answers again: pushes and queries skip them
@@ -765,8 +766,8 @@ class Controller:
         log.debug("%s: its tiering changed; looking at the draining shards", shard_id)
         self._rebalancer.retire_drained()
 
-    def router_started(self, listen: str, node_address: str) -> None:
-        self._routers[listen] = node_address
+    def router_started(self, listen: str, node_address: str, kafka_address: str = "") -> None:
+        self._routers[listen] = (node_address, kafka_address)
 
     def router_stopped(self, listen: str) -> None:
         self._routers.pop(listen, None)
@@ -799,7 +800,8 @@ class Controller:
                     for name, t in topics_meta},
             ranges={name: {p: tuple(ranges) for p, ranges in t.ranges.items()}
                     for name, t in topics_meta if t.ranges},
-            controller_epoch=self._metadata.controller_epoch)
+            controller_epoch=self._metadata.controller_epoch,
+            kafka_brokers=tuple(sorted({kafka for _, kafka in self._routers.values() if kafka})))
 
     def list_topics(self) -> list[protocol.TopicInfo]:
         return [self._topic_info(name) for name in sorted(self._metadata.topics)]
@@ -916,7 +918,8 @@ class Controller:
                   for s in self._shards.ids()}
         return _StatusPlan(
             nodes=[(n.node_id, n.address, n.alive) for n in all_nodes], shards=shards,
-            stats=self._plan_stats(), routers=sorted(self._routers.items()),
+            stats=self._plan_stats(),
+            routers=sorted((listen, node) for listen, (node, _) in self._routers.items()),
             replication=self.partition_replication(),
             node_names={n.node_id: placement.node_name(n.pin_resource) for n in all_nodes})
 

@@ -76,7 +76,8 @@ class ControllerHandle:
         self._namespace = namespace
         self._on_rediscovered = on_rediscovered
         self._lock = threading.Lock()   # guards the two below (several threads call)
-        self._routers: dict[str, str] = {}   # listen -> node address, announced through this
+        # listen -> (node address, Kafka address), announced through this
+        self._routers: dict[str, tuple[str, str]] = {}
         self._controller_epoch = 0           # the newest seen in a routing table
 
     def __getstate__(self) -> dict:
@@ -170,12 +171,13 @@ class ControllerHandle:
 
     # --- Announcements (no waiting) ------------------------------------------------
 
-    def router_started(self, listen: str, node_address: str) -> None:
-        """A router listens at ``listen``; announced again to a restarted controller
+    def router_started(self, listen: str, node_address: str, kafka_address: str = "") -> None:
+        """A router listens at ``listen`` (and for Kafka clients at ``kafka_address``, its
+        advertised HOST:PORT, if not ""); announced again to a restarted controller
         (see ``routing``)."""
         with self._lock:
-            self._routers[listen] = node_address
-        self._actor.router_started.remote(listen, node_address)
+            self._routers[listen] = (node_address, kafka_address)
+        self._actor.router_started.remote(listen, node_address, kafka_address)
 
     def router_stopped(self, listen: str) -> None:
         """Unlike the other announcements, waits: the router is about to exit."""
@@ -232,10 +234,10 @@ class ControllerHandle:
             restarted = 0 < self._controller_epoch < routing.controller_epoch
             self._controller_epoch = max(self._controller_epoch, routing.controller_epoch)
             routers = dict(self._routers) if restarted else {}
-        for listen, node_address in sorted(routers.items()):
+        for listen, (node_address, kafka_address) in sorted(routers.items()):
             log.info("the controller restarted (controller epoch %d): announcing router %s "
                      "again", routing.controller_epoch, listen)
-            self._actor.router_started.remote(listen, node_address)
+            self._actor.router_started.remote(listen, node_address, kafka_address)
         return routing
 
     def list_topics(self) -> list[protocol.TopicInfo]:

@@ -114,6 +114,9 @@ class RoutingTable:
     # shard id -> its direct socket for clients' produce and fetch, for the shards
     # that have one (plain TCP on 127.0.0.1: only a plaintext loopback broker's)
     direct_addresses: dict[str, str] = field(default_factory=dict)
+    # the advertised HOST:PORT of every router's Kafka listener, sorted (what a
+    # Kafka listener describes as the cluster's brokers: router/kafka/api_cluster.py)
+    kafka_brokers: tuple[str, ...] = ()
 
     def partition_count(self, topic: str) -> int | None:
         """The topic's partitions, or None if the topic is unknown."""

@@ -142,13 +142,17 @@ def _kafka_security_options(command):
               default=None, metavar="HOST:PORT",
               help="The address Kafka clients are told to connect to (Kafka's "
                    "advertised.listeners). Default: the --kafka-listen address.")
+@click.option("--kafka-auto-create-topics", is_flag=True, default=False,
+              help="Create a topic a Kafka client asks for that does not exist (Kafka's "
+                   "auto.create.topics.enable), with 1 partition and the default "
+                   "replication factor. Default: off.")
 @_kafka_security_options
 def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms,
           curve_secret_key, authorized_keys, acl_file, allow_insecure, cluster_name,
           metrics_port, metrics_host, internal_hop, default_replication_factor,
           allow_replicas_on_one_node, offsets_replication_factor, direct_clients,
-          tier_url, tier_cache_bytes, kafka_listen, kafka_advertised, kafka_tls_cert,
-          kafka_tls_key, kafka_sasl_users):
+          tier_url, tier_cache_bytes, kafka_listen, kafka_advertised, kafka_auto_create_topics,
+          kafka_tls_cert, kafka_tls_key, kafka_sasl_users):
     """Run the broker until SIGTERM or Ctrl-C."""
     from plinth.server import ServeOptions, serve as run
 
@@ -164,8 +168,10 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
                            offsets_replication_factor=offsets_replication_factor,
                            direct_clients=direct_clients, tier_url=tier_url,
                            tier_cache_bytes=tier_cache_bytes, kafka_listen=kafka_listen,
-                           kafka_advertised=kafka_advertised, kafka_tls_cert=kafka_tls_cert,
-                           kafka_tls_key=kafka_tls_key, kafka_sasl_users=kafka_sasl_users)
+                           kafka_advertised=kafka_advertised,
+                           kafka_auto_create_topics=kafka_auto_create_topics,
+                           kafka_tls_cert=kafka_tls_cert, kafka_tls_key=kafka_tls_key,
+                           kafka_sasl_users=kafka_sasl_users)
     sys.exit(run(options, ready=lambda line: click.echo(line, err=False) or sys.stdout.flush()))
 
 
@@ -204,10 +210,15 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
               default=None, metavar="HOST:PORT",
               help="The address Kafka clients are told to connect to (Kafka's "
                    "advertised.listeners). Default: the --kafka-listen address.")
+@click.option("--kafka-auto-create-topics", is_flag=True, default=False,
+              help="Create a topic a Kafka client asks for that does not exist (Kafka's "
+                   "auto.create.topics.enable), with 1 partition and the default "
+                   "replication factor. Default: off.")
 @_kafka_security_options
 def router(ray_address, cluster_name, listen, curve_secret_key, authorized_keys, acl_file,
            allow_insecure, metrics_port, metrics_host, cluster_key_file, data_dir, tier_url,
-           kafka_listen, kafka_advertised, kafka_tls_cert, kafka_tls_key, kafka_sasl_users):
+           kafka_listen, kafka_advertised, kafka_auto_create_topics, kafka_tls_cert,
+           kafka_tls_key, kafka_sasl_users):
     """Run one more router for a running broker (e.g. one per node), until SIGTERM."""
     from plinth.server import RouterOptions, run_router
 
@@ -218,8 +229,10 @@ def router(ray_address, cluster_name, listen, curve_secret_key, authorized_keys,
                             metrics_port=metrics_port, metrics_host=metrics_host,
                             cluster_key_file=cluster_key_file, data_dir=data_dir,
                             tier_url=tier_url, kafka_listen=kafka_listen,
-                            kafka_advertised=kafka_advertised, kafka_tls_cert=kafka_tls_cert,
-                            kafka_tls_key=kafka_tls_key, kafka_sasl_users=kafka_sasl_users)
+                            kafka_advertised=kafka_advertised,
+                            kafka_auto_create_topics=kafka_auto_create_topics,
+                            kafka_tls_cert=kafka_tls_cert, kafka_tls_key=kafka_tls_key,
+                            kafka_sasl_users=kafka_sasl_users)
     sys.exit(run_router(options, ready=lambda line: click.echo(line) or sys.stdout.flush()))
 
 

@@ -751,6 +751,12 @@ KAFKA_REQUEST_BYTES_IN_FLIGHT_PER_CONNECTION_MAX = 128 * MiB
 # Kafka connections one listener keeps; beyond it a new one is closed at once
 # (Kafka's max.connections). Each holds a socket and at most its in-flight bytes.
 KAFKA_CONNECTIONS_MAX = 1000
+# A Kafka connection with nothing in flight that sends no whole request for this
+# long is closed (Kafka's connections.max.idle.ms, 10 minutes), so connections
+# left open, or trickling a frame a byte at a time, cannot hold the connection
+# slots for ever. Clients reconnect by themselves. Checked this often at most:
+KAFKA_CONNECTION_IDLE_MS_MAX = 600_000
+KAFKA_IDLE_CHECK_INTERVAL_MS_MAX = 10_000
 # How long stop() waits for the listener's thread to close every connection.
 KAFKA_LISTENER_STOP_WAIT_S = 10.0
 

@@ -128,6 +128,7 @@ class ServeOptions:
     # no listener; the bound address). See router/kafka/service.py.
     kafka_listen: str | None = None
     kafka_advertised: str | None = None
+    kafka_auto_create_topics: bool = False   # Kafka's auto.create.topics.enable
     # Its TLS certificate and key (PEM) and its SASL users file (None: none).
     kafka_tls_cert: Path | None = None
     kafka_tls_key: Path | None = None
@@ -214,6 +215,7 @@ def _kafka_options(options):
     if options.kafka_listen is None:
         given = [name for name, value in (
             ("--kafka-advertised", options.kafka_advertised),
+            ("--kafka-auto-create-topics", options.kafka_auto_create_topics or None),
             ("--kafka-tls-cert", options.kafka_tls_cert), ("--kafka-tls-key", options.kafka_tls_key),
             ("--kafka-sasl-users", options.kafka_sasl_users)) if value is not None]
         if given:
@@ -222,6 +224,7 @@ def _kafka_options(options):
     from plinth.router.kafka.service import KafkaListenerOptions
 
     kafka = KafkaListenerOptions(options.kafka_listen, options.kafka_advertised,
+                                 options.kafka_auto_create_topics,
                                  tls_cert=options.kafka_tls_cert, tls_key=options.kafka_tls_key,
                                  sasl_users=options.kafka_sasl_users,
                                  allow_insecure=options.allow_insecure)
@@ -229,16 +232,22 @@ def _kafka_options(options):
     return kafka
 
 
-def _start_kafka(options, router_listen: str, cluster_id: str, security=None):
-    """The Kafka listener beside this process's router, started; None without one.
+def _start_kafka(options, router, cluster_id: str, security=None):
+    """The Kafka listener beside this process's ``router``, started; None without one.
     ``security``: the router's (router/security.py), which lets the listener's keys in."""
     if options is None:
         return None
     from plinth.router.kafka.service import KafkaService
 
-    service = KafkaService(options, router_listen, cluster_id, security)
+    service = KafkaService(options, router.listen, cluster_id,
+                           brokers=lambda: router.routing.kafka_brokers, security=security)
     service.start()
     return service
+
+
+def _advertised(kafka) -> str:
+    """The Kafka listener's advertised HOST:PORT, announced with its router ("" if none)."""
+    return "" if kafka is None else kafka.advertised
 
 
 def namespace_for(data_dir: Path, cluster_name: str | None = None) -> str:
@@ -372,10 +381,11 @@ class Server:
         self.router = Router(self.options.listen, self.controller, security=security,
                              cluster_keys=cluster_keys)
         self.router.start(self.controller.routing())
-        self.controller.router_started(self.options.listen, ray.util.get_node_ip_address())
-        self.kafka = _start_kafka(kafka, self.options.listen,
+        self.kafka = _start_kafka(kafka, self.router,
                                   namespace_for(self.options.data_dir, self.options.cluster_name),
                                   security)
+        self.controller.router_started(self.options.listen, ray.util.get_node_ip_address(),
+                                       _advertised(self.kafka))
         if self.options.metrics_port is not None:
             from plinth.control.metrics import start_metrics_server
 
@@ -531,6 +541,7 @@ class RouterOptions:
     tier_url: str | None = dataclasses.field(default=None, repr=False)   # may hold secrets
     kafka_listen: str | None = None        # as ServeOptions'
     kafka_advertised: str | None = None
+    kafka_auto_create_topics: bool = False
     kafka_tls_cert: Path | None = None
     kafka_tls_key: Path | None = None
     kafka_sasl_users: Path | None = None
@@ -581,9 +592,11 @@ def run_router(options: RouterOptions, ready=print) -> int:
              logging_level=logging.WARNING)
     node_address = ray.util.get_node_ip_address()
 
+    kafka_service = None
+
     def announce(found: ControllerHandle) -> None:
         # The server restarted: a new controller has the name; tell it about us.
-        found.router_started(options.listen, node_address)
+        found.router_started(options.listen, node_address, _advertised(kafka_service))
 
     try:
         controller = ControllerHandle.find(on_rediscovered=announce)
@@ -597,9 +610,8 @@ def run_router(options: RouterOptions, ready=print) -> int:
                     cluster_keys=cluster_keys or _cluster_keys_from_broker(controller))
     router.start(controller.routing())
     tune_data_path_process(who="plinth router")   # see process_tuning.py
+    kafka_service = _start_kafka(kafka, router, f"plinth-{options.cluster_name}", security)
     announce(controller)
-    kafka_service = _start_kafka(kafka, options.listen, f"plinth-{options.cluster_name}",
-                                 security)
     if options.metrics_port is not None:
         from plinth.control.metrics import start_metrics_server
 

@@ -114,6 +114,12 @@ class Router:
         self._stopping = threading.Event()
         self._loop_thread: threading.Thread | None = None
 
+    @property
+    def routing(self) -> RoutingTable:
+        """The routing table the loop uses now (replaced whole, never changed in place:
+        any thread may read it, e.g. the Kafka listener's brokers)."""
+        return self._routing
+
     # --- Lifecycle ---------------------------------------------------------------
 
     def start(self, routing: RoutingTable) -> None:

@@ -156,14 +156,15 @@ def shared_broker(ray_cluster, tmp_path_factory):
 class StandaloneRouter(PlinthProcess):
     """A ``plinth router`` subprocess joined to a running broker by its cluster name."""
 
-    def __init__(self, ray_address: str, cluster_name: str):
+    def __init__(self, ray_address: str, cluster_name: str, extra_args: tuple[str, ...] = ()):
         super().__init__()
         self.ray_address = ray_address
         self.cluster_name = cluster_name
+        self.extra_args = extra_args
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "plinth.cli", "router", "--ray-address", self.ray_address,
-                "--cluster-name", self.cluster_name, "--listen", self.url]
+                "--cluster-name", self.cluster_name, "--listen", self.url, *self.extra_args]
 
     def ready_line(self) -> str:
         return f"router ready: listening on {self.url}"
@@ -175,8 +176,8 @@ def router_factory(ray_cluster):
     ``--cluster-name cluster_name``; every router is stopped at the end."""
     routers: list[StandaloneRouter] = []
 
-    def make(cluster_name: str) -> StandaloneRouter:
-        router = StandaloneRouter(ray_cluster, cluster_name)
+    def make(cluster_name: str, extra_args: tuple[str, ...] = ()) -> StandaloneRouter:
+        router = StandaloneRouter(ray_cluster, cluster_name, extra_args)
         routers.append(router)
         return router.start()
 

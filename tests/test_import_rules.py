@@ -2,9 +2,10 @@
 
     plinth.cli, plinth.server, plinth.bench      the entry points: may import anything
         plinth.client ──► plinth.format ◄── plinth.shards
+        plinth.router ──► plinth.format (the Kafka listener converts batches)
         plinth.router ──► plinth.control (its handle and routing table)
         plinth.control ──► plinth.shards (only through the shard handle)
-    shared ground, imported by all: plinth.limits, errors, protocol, protocol_hot,
+    shared ground, imported by all: plinth.limits, errors, protocol, protocol_hot, protocol_classic,
     topics, durable_files, wakeup, cluster_keys, data_dir_lock, actor_logs, process_tuning,
     socket_frames, and plinth.schemas
 
@@ -26,6 +27,7 @@ PACKAGE_DIRS = {"plinth": "plinth", "format": "plinth.format", "shards": "plinth
                 "router": "plinth.router", "control": "plinth.control",
                 "client": "plinth.client", "schemas": "plinth.schemas"}
 SHARED = {"plinth.limits", "plinth.errors", "plinth.protocol", "plinth.protocol_hot",
+          "plinth.protocol_classic",
           "plinth.topics", "plinth.durable_files", "plinth.wakeup", "plinth.schemas",
           "plinth.cluster_keys", "plinth.data_dir_lock", "plinth.actor_logs",
           "plinth.process_tuning", "plinth.socket_frames"}
@@ -41,7 +43,7 @@ ALLOWED = {
     "plinth.client": {"plinth.format"},
     "plinth.control": {"plinth.shards.shard_handle"},
     "plinth.router": {"plinth.control.controller_handle", "plinth.control.routing_table",
-                      "plinth.control.placement"},
+                      "plinth.control.placement", "plinth.format"},
 }
 
 

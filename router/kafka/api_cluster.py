@@ -1,20 +1,29 @@
 """ApiVersions, Metadata, DescribeCluster and FindCoordinator: the cluster as Kafka sees it.
 
-Runs on the Kafka listener's event loop thread (gateway.py). The cluster is
-one broker per Kafka listener, and this listener's broker leads every
-partition (it forwards to the shard that leads it). Leader epochs are given
-as -1 (unknown), so that clients do not fence fetches on epochs that Plinth's
-router, not the client, keeps track of.
+Runs on the Kafka listener's event loop thread (gateway.py). Every router's
+Kafka listener is a broker (gateway.py's KafkaCluster), and each partition is
+"led" by one of them, spread by a hash: whichever router a client sends a
+partition's requests to forwards them to the shard that really leads it.
+Leader epochs are given as -1 (unknown), so that clients do not fence fetches
+on epochs that Plinth's router, not the client, keeps track of.
 """
 
 from __future__ import annotations
 
-from plinth import protocol
+import asyncio
+import logging
+
+from plinth import limits, protocol
+from plinth.errors import PlinthError
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.codec import SUPPORTED_VERSIONS
 from plinth.router.kafka.plinth_errors import kafka_code
 
 UNKNOWN_LEADER_EPOCH = -1
+BATCHED_COORDINATOR_VERSION = 4   # FindCoordinator: several keys from here on
+AUTO_CREATE_FIELD_VERSION = 4     # Metadata: allow_auto_topic_creation from here on
+
+log = logging.getLogger(__name__)
 
 
 async def api_versions(gateway, header, body: dict, connection) -> dict:
@@ -25,20 +34,28 @@ async def api_versions(gateway, header, body: dict, connection) -> dict:
                           "max_version": SUPPORTED_VERSIONS[key][1]} for key in keys]}
 
 
-def _broker(gateway, id_field: str = "node_id") -> dict:
-    cluster = gateway.cluster
-    return {id_field: cluster.node_id, "host": cluster.advertised_host,
-            "port": cluster.advertised_port, "rack": None}
+def _broker(broker, id_field: str = "node_id") -> dict:
+    return {id_field: broker.node_id, "host": broker.host, "port": broker.port, "rack": None}
 
 
 async def metadata(gateway, header, body: dict, connection) -> dict:
-    """Every topic asked for (all when the request names none), led by this broker."""
+    """Every topic asked for (all when the request names none), each partition led by
+    one of the brokers. With auto-creation on (the listener's and the request's), a
+    topic asked for by name that does not exist is created first, with the broker's
+    defaults (KAFKA_TOPIC_PARTITIONS_DEFAULT partitions, the default replication
+    factor), as Kafka's auto.create.topics.enable does."""
     wanted = body["topics"]
     # Every topic: v0's empty list, or null from v1 on (where an empty list is none).
     every = wanted is None or (header.api_version == 0 and not wanted)
     names = None if every else [t["name"] for t in wanted]
     reply = await _plinth_metadata(gateway)
-    node_id = gateway.cluster.node_id
+    if names and reply.error is None and _may_create(gateway, header, body):
+        missing = sorted(set(names) - {info.name for info in reply.topics})
+        if missing:
+            await asyncio.gather(*(_create(gateway, name) for name in missing))
+            reply = await _plinth_metadata(gateway)
+    cluster = gateway.cluster
+    brokers = cluster.brokers()
     topics = []
     if reply.error is not None:
         topics = [_topic_error(name, kafka_code(reply.error)) for name in (names or [])]
@@ -51,10 +68,10 @@ async def metadata(gateway, header, body: dict, connection) -> dict:
                 continue
             topics.append({"error_code": kafka.NONE, "name": name,
                            "is_internal": False, "topic_authorized_operations": -2147483648,
-                           "partitions": [_partition(index, node_id)
+                           "partitions": [_partition(index, cluster.leader_of(brokers, name, index))
                                           for index in range(info.partitions)]})
-    return {"throttle_time_ms": 0, "brokers": [_broker(gateway)],
-            "cluster_id": gateway.cluster.cluster_id, "controller_id": node_id,
+    return {"throttle_time_ms": 0, "brokers": [_broker(b) for b in brokers],
+            "cluster_id": cluster.cluster_id, "controller_id": cluster.node_id,
             "topics": topics, "cluster_authorized_operations": -2147483648}
 
 
@@ -69,6 +86,24 @@ def _partition(index: int, node_id: int) -> dict:
             "isr_nodes": [node_id], "offline_replicas": []}
 
 
+def _may_create(gateway, header, body: dict) -> bool:
+    # Before v4 the request has no say: Kafka creates whenever the broker allows it.
+    return gateway.auto_create_topics and (header.api_version < AUTO_CREATE_FIELD_VERSION
+                                           or body["allow_auto_topic_creation"])
+
+
+async def _create(gateway, name: str) -> None:
+    """Create a topic with the defaults; an error (a bad name, a race with another
+    creator) shows in the metadata answer that follows."""
+    backend = gateway.backend
+    request_id = backend.next_request_id()
+    try:
+        await backend.call(request_id, protocol.encode_create_topic(
+            request_id, name, limits.KAFKA_TOPIC_PARTITIONS_DEFAULT, {}))
+    except PlinthError as exc:
+        log.warning("Kafka listener: auto-creating topic %r failed: %s", name, exc)
+
+
 async def _plinth_metadata(gateway) -> protocol.ReplyView:
     backend = gateway.backend
     request_id = backend.next_request_id()
@@ -77,20 +112,24 @@ async def _plinth_metadata(gateway) -> protocol.ReplyView:
 
 
 async def describe_cluster(gateway, header, body: dict, connection) -> dict:
+    cluster = gateway.cluster
     return {"throttle_time_ms": 0, "error_code": kafka.NONE, "error_message": None,
-            "endpoint_type": 1, "cluster_id": gateway.cluster.cluster_id,
-            "controller_id": gateway.cluster.node_id,
-            "brokers": [_broker(gateway, "broker_id")],
+            "endpoint_type": 1, "cluster_id": cluster.cluster_id,
+            "controller_id": cluster.node_id,
+            "brokers": [_broker(b, "broker_id") for b in cluster.brokers()],
             "cluster_authorized_operations": -2147483648}
 
 
 async def find_coordinator(gateway, header, body: dict, connection) -> dict:
-    """This broker coordinates every group: it forwards to the coordinating shard."""
-    broker = _broker(gateway)
-    keys = body.get("coordinator_keys") or [body.get("key")]
-    answer = {"throttle_time_ms": 0, "error_code": kafka.NONE, "error_message": None,
-              **{k: broker[k] for k in ("node_id", "host", "port")}}
-    answer["coordinators"] = [{"key": key, "error_code": kafka.NONE, "error_message": None,
-                               **{k: broker[k] for k in ("node_id", "host", "port")}}
-                              for key in keys]
-    return answer
+    """Any router coordinates any group (it forwards to the coordinating shard): the one
+    named is spread over them by the group's name."""
+    cluster = gateway.cluster
+    brokers = cluster.brokers()
+    keys = body["coordinator_keys"] if header.api_version >= BATCHED_COORDINATOR_VERSION \
+        else [body["key"]]
+    found = [{"key": key, "error_code": kafka.NONE, "error_message": None,
+              **_broker(cluster.coordinator_of(brokers, key))} for key in keys]
+    for answer in found:
+        del answer["rack"]
+    return {"throttle_time_ms": 0, "error_code": kafka.NONE, "error_message": None,
+            **{k: found[0][k] for k in ("node_id", "host", "port")}, "coordinators": found}

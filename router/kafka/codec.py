@@ -35,8 +35,12 @@ a list of buffers. Strings are str, bytes are bytes, uuids uuid.UUID, bools bool
 Errors. Bytes that do not decode raise KafkaDecodeError naming the message,
 the field path, the position and the length; an unknown API key or a version
 outside SUPPORTED_VERSIONS raises KafkaUnsupportedVersionError carrying the
-decoded RequestHeader (plinth/errors.py). A message with bytes left over after
-its last field is malformed too.
+decoded RequestHeader (plinth/errors.py). Bytes left over after a request's
+last field are ignored, as Kafka ignores them: librdkafka's Metadata v9+
+request for all topics leaves its 4-byte array-count placeholder unshrunk, so
+Kafka reads the placeholder's zeros as null topics, false, false and no tags,
+and never looks at the 3 bytes librdkafka meant for those fields. A response
+with bytes left over is malformed (decode_response: clients and tests).
 """
 
 from __future__ import annotations
@@ -208,7 +212,7 @@ def _bytes_min(field: Field, version: int, flexible: bool) -> int:
 def _compile(field: Field, version: int, flexible: bool) -> _Slot:
     nullable = _nullable(field, version)
     read, write = _codec_of(field, version, flexible, nullable)
-    if not nullable:
+    if not nullable and field.type not in _FIXED_BYTES:    # (struct.pack refuses None itself)
         write = _refusing_null(field.name, write)
     return _Slot(field.name, read, write, _default_of(field, version, flexible), field.tag)
 
@@ -330,9 +334,7 @@ def decode_request(frame: bytes | bytearray | memoryview) -> tuple[RequestHeader
     try:
         if message.flexible:
             _skip_tags(r)
-        body = message.request.decode(r)
-        if r.left():
-            raise r.fail(f"{r.left()} bytes left over after the last field")
+        body = message.request.decode(r)     # bytes left over are ignored (see above)
     except KafkaDecodeError as e:
         e.context = context
         raise

@@ -8,9 +8,13 @@ through the backend (backend.py) and Plinth's answers into the Kafka response
 body (plain dicts, router/kafka/codec.py's convention).
 
 What a Kafka client sees of the cluster (Metadata, FindCoordinator,
-DescribeCluster): one broker per Kafka listener, this one, with node id
-``KafkaCluster.node_id``, which leads every partition: it forwards each
-request to the shard that really leads the partition.
+DescribeCluster): one broker per router with a Kafka listener, each known by
+its advertised HOST:PORT (the controller's routing table lists them:
+``KafkaCluster.brokers``) and a node id derived from it, so that every router
+gives every client the same ids. Any router serves any partition (it forwards
+to the shard that leads it), so the partitions' "leaders" and the groups'
+coordinators are only spread over the routers, by a hash, for the clients to
+spread their load.
 
 Logins. With SASL users (``sasl_users``, service.py) a connection is served
 only ApiVersions, SaslHandshake and SaslAuthenticate (api_sasl.py) until it
@@ -23,7 +27,9 @@ requests it becomes against that user's grants.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import zlib
+from collections.abc import Callable
+from typing import NamedTuple
 
 from plinth.router.kafka import (api_cluster, api_fetch, api_groups, api_offsets, api_produce,
                                  api_sasl, api_topics)
@@ -36,14 +42,46 @@ from plinth.router.kafka.sasl_users import ScramCredential
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class KafkaCluster:
-    """What the listener tells clients about the cluster: itself, as one broker."""
-
+class KafkaBroker(NamedTuple):
     node_id: int
-    advertised_host: str
-    advertised_port: int
-    cluster_id: str
+    host: str
+    port: int
+
+
+def node_id_of(address: str) -> int:
+    """A router's Kafka node id: a non-negative int32 from its advertised HOST:PORT, the
+    same in every router (Kafka clients key connections by node id)."""
+    return zlib.crc32(address.encode()) & 0x7FFFFFFF
+
+
+def _broker(address: str) -> KafkaBroker:
+    host, _, port = address.rpartition(":")
+    return KafkaBroker(node_id_of(address), host.strip("[]"), int(port))
+
+
+class KafkaCluster:
+    """The brokers a Kafka client is told of: every router's Kafka listener. Any thread."""
+
+    def __init__(self, advertised: str, cluster_id: str,
+                 brokers: Callable[[], tuple[str, ...]] = tuple):
+        self.advertised = advertised
+        self.cluster_id = cluster_id
+        self._brokers = brokers
+        self.node_id = node_id_of(advertised)
+
+    def brokers(self) -> list[KafkaBroker]:
+        """Every router's listener, this one included (before the controller has heard
+        of it too), by node id."""
+        known = {node_id_of(a): _broker(a) for a in (*self._brokers(), self.advertised)}
+        return [known[node_id] for node_id in sorted(known)]
+
+    def leader_of(self, brokers: list[KafkaBroker], topic: str, partition: int) -> int:
+        """The node id named as the partition's leader: spread by topic and partition."""
+        return brokers[(zlib.crc32(topic.encode()) + partition) % len(brokers)].node_id
+
+    def coordinator_of(self, brokers: list[KafkaBroker], key: str) -> KafkaBroker:
+        """The broker named as a group's coordinator: spread by the group's name."""
+        return brokers[zlib.crc32(key.encode()) % len(brokers)]
 
 
 class KafkaGateway:
@@ -51,10 +89,16 @@ class KafkaGateway:
     event loop thread only."""
 
     def __init__(self, backend: PlinthBackend, cluster: KafkaCluster,
-                 sasl_users: dict[str, ScramCredential] | None = None):
+                 sasl_users: dict[str, ScramCredential] | None = None,
+                 auto_create_topics: bool = False):
+        """``sasl_users``: None, or the users who may log in (then nothing else is
+        served before a login). ``auto_create_topics``: Kafka's
+        auto.create.topics.enable (Metadata creates a topic a client asks for, if the
+        client allows it too)."""
         self.backend = backend
         self.cluster = cluster
         self.sasl_users = sasl_users   # None: no login asked
+        self.auto_create_topics = auto_create_topics
         self._handlers = {
             API_KEYS["ApiVersions"]: api_cluster.api_versions,
             API_KEYS["Metadata"]: api_cluster.metadata,

@@ -27,7 +27,15 @@ window pushes back on the client). Responses go out with ``writelines`` (a
 list of buffers; records are not joined on Python 3.12+, where asyncio sends
 them with sendmsg) and each is followed by ``drain()``, so a client that does
 not read stalls only its own connection. At most ``connections_max``
-connections are kept; a new one beyond them is closed at once.
+connections are kept; a new one beyond them is closed at once, and one with
+nothing in flight that sends no whole request for ``connection_idle_ms_max``
+(KAFKA_CONNECTION_IDLE_MS_MAX, Kafka's connections.max.idle.ms) is closed.
+
+TLS. Given an ``ssl_context`` (server side, with its certificate loaded), every
+connection is TLS; a client that fails the handshake never reaches the
+listener's code. SASL is the handlers' business (SaslHandshake v1 and
+SaslAuthenticate are ordinary requests; v0's raw tokens are not framed as
+requests and are not supported).
 
 Errors. A frame that does not decode (KafkaDecodeError) closes its
 connection only, with a log line; the listener keeps serving the others. An
@@ -37,9 +45,9 @@ retries with one we do; any other unknown API key or version closes the
 connection. A handler that raises, or returns a body that does not encode,
 is a bug: it is logged and closes that connection.
 
-Security. With ``ssl`` (an ssl.SSLContext, service.py) every connection is
-TLS. A handler that raises ``CloseConnection`` (the gateway, for a request
-before a SASL login) closes its connection with a log line naming why.
+A handler that raises ``CloseConnection`` (the gateway, for a request before
+a SASL login) closes its connection with a log line naming why; a handler
+may lower or lift its connection's ``request_bytes_max`` (see Frames).
 
 Threads. ``start`` and ``stop`` are called by the thread that owns the
 listener (the router's main thread). Everything else - the handler included -
@@ -53,14 +61,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import ssl as ssl_module
+import ssl
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from plinth.errors import KafkaDecodeError, KafkaUnsupportedVersionError
 from plinth.limits import (
-    KAFKA_CONNECTIONS_MAX, KAFKA_LISTENER_STOP_WAIT_S, KAFKA_REQUEST_BYTES_IN_FLIGHT_PER_CONNECTION_MAX,
+    KAFKA_CONNECTION_IDLE_MS_MAX, KAFKA_CONNECTIONS_MAX, KAFKA_IDLE_CHECK_INTERVAL_MS_MAX,
+    KAFKA_LISTENER_STOP_WAIT_S, KAFKA_REQUEST_BYTES_IN_FLIGHT_PER_CONNECTION_MAX,
     KAFKA_REQUEST_BYTES_MAX, KAFKA_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX)
 from plinth.router.kafka import error_codes
 from plinth.router.kafka.codec import (
@@ -105,9 +114,10 @@ class KafkaListener:
                  requests_in_flight_max: int = KAFKA_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX,
                  request_bytes_in_flight_max: int = KAFKA_REQUEST_BYTES_IN_FLIGHT_PER_CONNECTION_MAX,
                  connections_max: int = KAFKA_CONNECTIONS_MAX,
-                 ssl: ssl_module.SSLContext | None = None,
+                 connection_idle_ms_max: int = KAFKA_CONNECTION_IDLE_MS_MAX,
+                 ssl_context: ssl.SSLContext | None = None,
                  first_request_bytes_max: int | None = None):
-        assert requests_in_flight_max >= 1 and connections_max >= 1
+        assert requests_in_flight_max >= 1 and connections_max >= 1 and connection_idle_ms_max > 0
         assert 0 < request_bytes_max <= request_bytes_in_flight_max
         self.host, self.port = host, port
         self.handle = handle
@@ -115,7 +125,8 @@ class KafkaListener:
         self.requests_in_flight_max = requests_in_flight_max
         self.request_bytes_in_flight_max = request_bytes_in_flight_max
         self.connections_max = connections_max
-        self.ssl = ssl
+        self.connection_idle_s_max = connection_idle_ms_max / 1000
+        self.ssl_context = ssl_context
         self.first_request_bytes_max = first_request_bytes_max
         self.loop: asyncio.AbstractEventLoop | None = None
         self.address: tuple[str, int] | None = None
@@ -172,7 +183,8 @@ class KafkaListener:
     async def _serve(self, ready: threading.Event, failure: list) -> None:
         self._stopping = asyncio.Event()
         try:
-            server = await asyncio.start_server(self._accept, self.host, self.port, ssl=self.ssl)
+            server = await asyncio.start_server(self._accept, self.host, self.port,
+                                                ssl=self.ssl_context)
         except OSError as e:
             failure.append(OSError(e.errno, f"Kafka listener cannot bind {self.host}:{self.port}: "
                                             f"{e.strerror}"))
@@ -180,7 +192,9 @@ class KafkaListener:
         self.address = server.sockets[0].getsockname()[:2]
         logger.info("Kafka listener on %s:%s", *self.address)
         ready.set()
+        idle_check = asyncio.create_task(self._close_idle_connections())
         await self._stopping.wait()
+        idle_check.cancel()
         server.close()
         connections = list(self._connections)
         for connection in connections:
@@ -188,6 +202,18 @@ class KafkaListener:
         await asyncio.gather(*(c.task for c in connections), return_exceptions=True)
         await asyncio.sleep(0)                   # the aborted transports' close callbacks
         await server.wait_closed()
+
+    async def _close_idle_connections(self) -> None:
+        interval_s = min(self.connection_idle_s_max / 4, KAFKA_IDLE_CHECK_INTERVAL_MS_MAX / 1000)
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval_s)
+            for connection in list(self._connections):
+                idle_s = loop.time() - connection.last_active
+                if connection.requests_handled() == 0 and idle_s > self.connection_idle_s_max:
+                    logger.info("%s closed: idle for %.1f s (the limit is %.1f s)",
+                                connection.describe(), idle_s, self.connection_idle_s_max)
+                    connection.task.cancel()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
@@ -204,6 +230,8 @@ class KafkaListener:
             await connection.task
         except asyncio.CancelledError:
             pass
+        except Exception:                # a bug in this module: lose the connection, not the listener
+            logger.exception("%s failed", connection.describe())
         finally:
             self._connections.discard(connection)
 
@@ -227,12 +255,19 @@ class _Connection:
         # (header, request bytes, task or _Answer), in request order; None ends it.
         self.pending: asyncio.Queue = asyncio.Queue()
         self.handlers: set[asyncio.Task] = set()
-        self.requests_in_flight = 0
+        self.requests_in_flight = 0            # counted from the room taken for its body
         self.bytes_in_flight = 0
+        self.reading_body = False             # the last one counted is still arriving
         self.room = asyncio.Condition()
-        self.task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        self.last_active = loop.time()         # a whole request read or a response written
+        self.task = loop.create_task(self._run())
 
-    def _describe(self) -> str:
+    def requests_handled(self) -> int:
+        """Requests read whole and not yet answered: a frame still arriving does not count."""
+        return self.requests_in_flight - self.reading_body
+
+    def describe(self) -> str:
         return f"Kafka connection {self.info.connection_id} from {self.info.peer[0]}:{self.info.peer[1]}"
 
     async def _run(self) -> None:
@@ -268,13 +303,16 @@ class _Connection:
                             self.info.request_bytes_max or limits.request_bytes_max)
             if not 0 <= size <= bytes_max:
                 logger.warning("%s closed: it declared a request of %d bytes (the limit is %d)",
-                               self._describe(), size, bytes_max)
+                               self.describe(), size, bytes_max)
                 return False
             await self._wait_for_room(size)
+            self.reading_body = True
             try:
                 frame = await self.reader.readexactly(size)
             except (asyncio.IncompleteReadError, ConnectionError):
                 return False
+            self.reading_body = False
+            self.last_active = asyncio.get_running_loop().time()
             if not self._dispatch(frame):
                 return False
 
@@ -293,14 +331,14 @@ class _Connection:
             header, body = decode_request(frame)
         except KafkaUnsupportedVersionError as e:
             if e.header.api_key != API_VERSIONS_KEY:
-                logger.warning("%s closed: %s", self._describe(), e)
+                logger.warning("%s closed: %s", self.describe(), e)
                 return False
             answer = _Answer({"error_code": error_codes.UNSUPPORTED_VERSION,
                               "api_keys": supported_api_keys()})
             self.pending.put_nowait((e.header._replace(api_version=0), len(frame), answer))
             return True
         except KafkaDecodeError as e:
-            logger.warning("%s closed: %s", self._describe(), e)
+            logger.warning("%s closed: %s", self.describe(), e)
             return False
         task = asyncio.create_task(self.listener.handle(self.info, header, body))
         self.handlers.add(task)
@@ -321,14 +359,15 @@ class _Connection:
                 if body is not None:
                     self.writer.writelines(encode_response(header, body))
                     await self.writer.drain()
+                    self.last_active = asyncio.get_running_loop().time()
             except ConnectionError:
                 return
             except CloseConnection as e:
-                logger.warning("%s closed: %s", self._describe(), e)
+                logger.warning("%s closed: %s", self.describe(), e)
                 return
             except Exception:
                 logger.exception("%s closed: the handler of api %d v%d (correlation id %d) failed",
-                                 self._describe(), header.api_key, header.api_version,
+                                 self.describe(), header.api_key, header.api_version,
                                  header.correlation_id)
                 return
             await self._release(size)

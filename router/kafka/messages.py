@@ -4,11 +4,13 @@ Pure data; any thread may import it. Each API is an ``Api``: its key, the range
 of versions the broker advertises, its first flexible version (KIP-482:
 compact strings, bytes and arrays, and tagged fields, in the request and the
 response alike), and the fields of its request and of its response. The tables
-were written from Kafka's JSON message definitions
-(clients/src/main/resources/common/message/*.json in apache/kafka), keeping
-only the fields of the versions below, in Kafka's order, named in snake_case
-(``TopicId`` -> ``topic_id``). Nothing is loaded at runtime and the broker does
-not depend on a Kafka library.
+were transcribed from Kafka's JSON message definitions
+(clients/src/main/resources/common/message/*.json in apache/kafka: the Kafka
+4.x copy kafka-python 3.0.12 carries) by a one-off script, keeping only the
+fields of the versions below, in Kafka's order, named in snake_case
+(``TopicId`` -> ``topic_id``); the tests check every version against
+kafka-python's independent codec (tests/router/kafka/). Nothing is loaded at
+runtime and the broker does not depend on a Kafka library.
 
 A field is ``F(name, type, versions, nullable=, default=, tag=, fields=)``:
 
@@ -21,7 +23,8 @@ A field is ``F(name, type, versions, nullable=, default=, tag=, fields=)``:
     nullable  the versions in which the value may be null (same notation)
     default   the value a missing field encodes as, and a field not on the wire
               decodes as; NULL = null; unset = the type's own (0, False, "",
-              b"", empty array, the zero UUID, a struct of defaults)
+              b"", null records, empty array, the zero UUID, a struct of
+              defaults)
     tag       a tagged field (only in flexible versions), written only when it
               differs from its default
 

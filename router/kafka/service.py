@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +52,6 @@ log = logging.getLogger(__name__)
 
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 _ANY_HOSTS = ("0.0.0.0", "*", "", "::")
-NODE_ID = 1
 
 
 def parse_host_port(value: str, what: str) -> tuple[str, int]:
@@ -68,6 +68,7 @@ def parse_host_port(value: str, what: str) -> tuple[str, int]:
 class KafkaListenerOptions:
     listen: str                      # HOST:PORT to bind (port 0: any free port)
     advertised: str | None = None    # HOST:PORT clients are told; None: the bound one
+    auto_create_topics: bool = False   # Kafka's auto.create.topics.enable
     tls_cert: Path | None = None     # PEM certificate (chain) for TLS
     tls_key: Path | None = None      # its PEM private key
     sasl_users: Path | None = None   # the users file (sasl_users.py)
@@ -127,19 +128,23 @@ def router_url_for(listen_url: str) -> str:
 class KafkaService:
     """One Kafka listener answering through this process's router.
 
+    ``brokers()``: every router's advertised Kafka HOST:PORT as the routing table
+    has them now (this one's too, once the controller has heard of it).
     ``security``: the router's Security when it has CurveZMQ keys (None: a plaintext
     router); the service then lets its users' internal keys in (see the module's
     docstring)."""
 
     def __init__(self, options: KafkaListenerOptions, router_listen_url: str, cluster_id: str,
-                 security=None):
+                 brokers: Callable[[], tuple[str, ...]] = tuple, security=None):
         self.options = options
         self._users = options.users()
         self._backend = PlinthBackend(router_url_for(router_listen_url),
                                       self._internal_keys(security))
         self._cluster_id = cluster_id
+        self._brokers = brokers
         self._listener: KafkaListener | None = None
         self.address: tuple[str, int] | None = None
+        self.advertised = ""
 
     def _internal_keys(self, security):
         """(router's public key, {user: key pair}) for a CurveZMQ router, else None."""
@@ -154,19 +159,21 @@ class KafkaService:
     def start(self) -> tuple[str, int]:
         """Bind and serve; returns the bound (host, port)."""
         host, port = parse_host_port(self.options.listen, "--kafka-listen")
-        gateway = KafkaGateway(self._backend, None, self._users)
+        gateway = KafkaGateway(self._backend, None, self._users,
+                               auto_create_topics=self.options.auto_create_topics)
         self._listener = KafkaListener(
-            host, port, gateway.handle, ssl=self.options.ssl_context(),
+            host, port, gateway.handle, ssl_context=self.options.ssl_context(),
             first_request_bytes_max=(None if self._users is None
                                      else limits.KAFKA_REQUEST_BYTES_BEFORE_LOGIN_MAX))
         self.address = self._listener.start()
-        advertised = (parse_host_port(self.options.advertised, "--kafka-advertised")
+        host, port = (parse_host_port(self.options.advertised, "--kafka-advertised")
                       if self.options.advertised else self.address)
-        gateway.cluster = KafkaCluster(NODE_ID, advertised[0], advertised[1], self._cluster_id)
-        log.info("Kafka listener on %s:%d%s%s, advertised as %s:%d", *self.address,
+        self.advertised = f"{host}:{port}"
+        gateway.cluster = KafkaCluster(self.advertised, self._cluster_id, self._brokers)
+        log.info("Kafka listener on %s:%d%s%s, advertised as %s", *self.address,
                  " with TLS" if self.options.tls_cert else "",
                  f" and SASL ({len(self._users)} users)" if self._users is not None else "",
-                 *advertised)
+                 self.advertised)
         return self.address
 
     def stop(self) -> None:

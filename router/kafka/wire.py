@@ -93,7 +93,11 @@ class Reader:
         return start
 
     def _fixed(self, layout: struct.Struct):
-        return layout.unpack_from(self.view, self.take(layout.size))[0]
+        start = self.pos
+        if layout.size > self.end - start:
+            raise self.fail(f"needs {layout.size} bytes, {self.end - start} left")
+        self.pos = start + layout.size
+        return layout.unpack_from(self.view, start)[0]
 
     def int8(self) -> int:
         return self._fixed(_INT8)
@@ -124,8 +128,11 @@ class Reader:
         return uuid.UUID(bytes=bytes(self.view[start:start + 16]))
 
     def unsigned_varint(self, bytes_max: int = UNSIGNED_VARINT_BYTES_MAX) -> int:
-        value = shift = 0
         start = self.pos
+        if start < self.end and self.view[start] < 0x80:    # one byte: most lengths and counts
+            self.pos = start + 1
+            return self.view[start]
+        value = shift = 0
         for _ in range(bytes_max):
             byte = self.view[self.take(1)]
             value |= (byte & 0x7F) << shift

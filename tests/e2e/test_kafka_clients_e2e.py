@@ -199,3 +199,16 @@ def test_aiokafka_produces_and_consumes_with_keys_and_headers(kafka_broker):
 
     got = asyncio.run(run())
     assert [(r.key, r.value, list(r.headers), r.timestamp) for r in got] == RECORDS
+
+
+def test_an_unknown_topic_is_not_created_by_a_kafka_producer_by_default(kafka_broker):
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaTimeoutError
+
+    topic = unique_topic("unknown")
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.kafka_address, max_block_ms=3000)
+    with pytest.raises(KafkaTimeoutError):
+        producer.send(topic, b"x").get(TIMEOUT_S)
+    producer.close()
+    with Admin(broker=kafka_broker.url) as admin:
+        assert topic not in admin.list_topics()

@@ -25,7 +25,7 @@ _INT_BITS = {"int8": 8, "int16": 16, "int32": 32, "int64": 64}
 _TEXT = string.ascii_letters + string.digits + "._-é漢"
 
 # Every (api, version) the broker serves: the tests' parameters.
-API_VERSIONS = [(api, version) for api in APIS
+EVERY_API_VERSION = [(api, version) for api in APIS
                 for version in range(api.versions[0], api.versions[1] + 1)]
 
 

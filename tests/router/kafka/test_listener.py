@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import struct
+import subprocess
 import threading
 import time
 
@@ -23,14 +25,16 @@ WAIT_S = 10.0          # the bound on every wait for a condition or a reply
 
 class TinyHandler:
     """Answers ApiVersions and Metadata (this listener as broker 0); a Heartbeat
-    waits ``generation_id`` ms, then echoes it as its error code; Produce acks=0
-    gets no response. Records the order in which handlers finished."""
+    waits for its gate (if any), then echoes its ``generation_id`` as its error
+    code; Produce acks=0 gets no response. Records the order in which handlers
+    finished."""
 
     def __init__(self):
         self.address = ("127.0.0.1", 0)
         self.finished: list[int] = []          # correlation ids, in finishing order
         self.started = 0
-        self.gate: threading.Event | None = None   # when set: Heartbeats wait for it
+        self.gate: threading.Event | None = None   # when given: every Heartbeat waits for it
+        self.gates: dict[int, threading.Event] = {}   # or one per correlation id
 
     async def __call__(self, connection, header, body):
         self.started += 1
@@ -42,9 +46,9 @@ class TinyHandler:
         if header.api_key == PRODUCE.key:
             return None if body["acks"] == 0 else {}
         if header.api_key == HEARTBEAT.key:
-            if self.gate is not None:
-                await asyncio.get_running_loop().run_in_executor(None, self.gate.wait, WAIT_S)
-            await asyncio.sleep(body["generation_id"] / 1000)
+            gate = self.gates.get(header.correlation_id, self.gate)
+            if gate is not None:
+                await asyncio.get_running_loop().run_in_executor(None, gate.wait, WAIT_S)
             self.finished.append(header.correlation_id)
             return {"error_code": body["generation_id"]}
         raise AssertionError(f"the tiny handler does not answer api {header.api_key}")
@@ -122,6 +126,26 @@ def test_a_kafka_python_client_negotiates_versions_with_the_listener(served):
     assert version is not None and tuple(version) >= (2, 8)
 
 
+def test_a_librdkafka_client_negotiates_versions_and_reads_metadata(served):
+    from confluent_kafka.admin import AdminClient
+
+    listener, handler = served
+    seen = []
+    answer = handler.__call__
+
+    async def recording(connection, header, body):
+        seen.append((header.api_key, header.api_version))
+        return await answer(connection, header, body)
+    listener.handle = recording
+    admin = AdminClient({"bootstrap.servers": f"{listener.address[0]}:{listener.address[1]}"})
+    # All topics: librdkafka's Metadata v12 request with 3 bytes left over (codec.py)
+    metadata = admin.list_topics(timeout=WAIT_S)
+    assert metadata.cluster_id == "plinth-test"
+    assert [(b.id, b.host, b.port) for b in metadata.brokers.values()] == \
+        [(0, *listener.address)]
+    assert seen[0] == (API_VERSIONS.key, 3) and (METADATA.key, 12) in seen
+
+
 def test_api_versions_comes_back_over_a_raw_socket_in_every_version(served):
     listener, _ = served
     with connect(listener.address) as sock:
@@ -150,18 +174,21 @@ def test_an_api_versions_request_too_new_gets_the_v0_unsupported_version_answer(
 
 def test_responses_stay_in_request_order_when_handlers_finish_out_of_order(served):
     listener, handler = served
+    handler.gates = {100 + i: threading.Event() for i in range(4)}
     with connect(listener.address) as sock:
-        # Given four pipelined Heartbeats, the first one slowest
-        delays_ms = [300, 200, 100, 0]
-        sock.sendall(b"".join(request(HEARTBEAT, 4, 100 + i, {"group_id": "g", "generation_id": d,
+        # Given four pipelined Heartbeats whose handlers all wait
+        sock.sendall(b"".join(request(HEARTBEAT, 4, 100 + i, {"group_id": "g", "generation_id": i,
                                                                 "member_id": "m"})
-                              for i, d in enumerate(delays_ms)))
-        # When their answers come back
-        answers = [read_response(sock, HEARTBEAT, 4) for _ in delays_ms]
+                              for i in range(4)))
+        wait_for(lambda: handler.started == 4, "the four handlers to start")
+        # When they are let finish last first
+        for done, correlation_id in enumerate([103, 102, 101, 100], 1):
+            handler.gates[correlation_id].set()
+            wait_for(lambda: len(handler.finished) == done, f"handler {correlation_id} to finish")
+        answers = [read_response(sock, HEARTBEAT, 4) for _ in range(4)]
     # Then the handlers finished out of order but the answers are in request order
     assert handler.finished == [103, 102, 101, 100]
-    assert answers == [(100 + i, {"error_code": d, "throttle_time_ms": 0})
-                       for i, d in enumerate(delays_ms)]
+    assert answers == [(100 + i, {"error_code": i, "throttle_time_ms": 0}) for i in range(4)]
 
 
 def test_a_request_without_a_response_keeps_the_order_of_the_others(served):
@@ -284,3 +311,59 @@ def test_an_oversized_frame_is_logged_with_the_peer_and_the_size(served, caplog)
     wait_for(lambda: "2147483647 bytes" in caplog.text, "the log line")
     assert f"from 127.0.0.1:{peer_port} closed: it declared a request of 2147483647 bytes " \
            f"(the limit is {100 * 1024 * 1024})" in caplog.text
+
+
+def test_an_idle_connection_is_closed_but_not_one_with_a_request_in_flight():
+    handler = TinyHandler()
+    handler.gate = threading.Event()
+    listener = KafkaListener("127.0.0.1", 0, handler, connection_idle_ms_max=200)
+    address = listener.start()
+    try:
+        # Given a connection whose request is in flight (its handler blocks) ...
+        busy = connect(address)
+        busy.sendall(request(HEARTBEAT, 4, 1, {"generation_id": 0}))
+        wait_for(lambda: handler.started == 1, "the busy connection's handler")
+        # ... and, opened after it, a silent one and one trickling half a frame
+        silent, trickling = connect(address), connect(address)
+        trickling.sendall(request(API_VERSIONS, 3, 2, {})[:6])
+        # Then the silent and the trickling ones are closed once idle too long
+        assert closed_by_peer(silent) and closed_by_peer(trickling)
+        # ... while the busy one, idle longer, was kept: its answer still comes
+        handler.gate.set()
+        assert read_response(busy, HEARTBEAT, 4)[0] == 1
+        for sock in (busy, silent, trickling):
+            sock.close()
+    finally:
+        listener.stop()
+
+
+def self_signed_tls(tmp_path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a fresh self-signed certificate for 127.0.0.1, and a
+    client context that trusts it."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    client = ssl.create_default_context(cafile=str(cert))
+    return server, client
+
+
+def test_a_tls_listener_serves_tls_clients_and_closes_plaintext_ones(tmp_path):
+    server_context, client_context = self_signed_tls(tmp_path)
+    listener = KafkaListener("127.0.0.1", 0, TinyHandler(), ssl_context=server_context)
+    address = listener.start()
+    try:
+        # Given a plaintext client: its ApiVersions is not TLS, the connection closes
+        with connect(address) as plain:
+            plain.sendall(request(API_VERSIONS, 3, 1, {}))
+            assert closed_by_peer(plain)
+        # Then a TLS client is served
+        with client_context.wrap_socket(connect(address), server_hostname="127.0.0.1") as tls:
+            tls.sendall(request(API_VERSIONS, 3, 2, {}))
+            correlation_id, body = read_response(tls, API_VERSIONS, 3)
+        assert correlation_id == 2 and len(body["api_keys"]) == len(codec.SUPPORTED_VERSIONS)
+    finally:
+        listener.stop()

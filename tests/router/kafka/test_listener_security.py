@@ -33,7 +33,7 @@ def tls_listener(tmp_path):
     cert, key = self_signed_certificate(tmp_path)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
-    listener = KafkaListener("127.0.0.1", 0, handler, ssl=context,
+    listener = KafkaListener("127.0.0.1", 0, handler, ssl_context=context,
                              first_request_bytes_max=BOUND_BYTES)
     listener.start()
     yield listener, ssl.create_default_context(cafile=str(cert))

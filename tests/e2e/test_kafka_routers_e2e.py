@@ -1,0 +1,66 @@
+"""Several routers as several Kafka brokers (issue 15): every router's Kafka listener
+is a broker in every Metadata answer, partitions' leaders and groups' coordinators are
+spread over them, and a client may use any of them for any partition."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support import free_port, unique_topic, wait_until
+
+TIMEOUT_S = 60
+PARTITIONS = 8
+
+
+@pytest.fixture
+def two_routers(broker_factory, router_factory):
+    cluster = unique_topic("kc")
+    server_kafka, router_kafka = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    broker_factory(shards=2, extra_args=("--cluster-name", cluster, "--kafka-listen",
+                                         server_kafka))
+    router_factory(cluster, ("--kafka-listen", router_kafka))
+    return server_kafka, router_kafka
+
+
+def _brokers(admin) -> set[str]:
+    return {f"{b['host']}:{b['port']}" for b in admin.describe_cluster()["brokers"]}
+
+
+def test_every_router_is_a_broker_and_the_partitions_leaders_are_spread_over_them(two_routers):
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    server_kafka, router_kafka = two_routers
+    admin = KafkaAdminClient(bootstrap_servers=router_kafka)
+    wait_until(lambda: _brokers(admin) == {server_kafka, router_kafka}, TIMEOUT_S,
+               explain=lambda: f"brokers: {_brokers(admin)}")
+    assert all(address.startswith("127.") for address in _brokers(admin))
+    topic = unique_topic("spread")
+    admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])
+    [described] = admin.describe_topics([topic])
+    leaders = {p["leader_id"] for p in described["partitions"]}
+    node_ids = {b["broker_id"] for b in admin.describe_cluster()["brokers"]}
+    assert leaders == node_ids
+    admin.close()
+
+
+def test_records_produced_through_one_router_are_consumed_through_the_other(two_routers):
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    server_kafka, router_kafka = two_routers
+    topic = unique_topic("across")
+    admin = KafkaAdminClient(bootstrap_servers=server_kafka)
+    admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=router_kafka, acks="all")
+    for i in range(200):
+        producer.send(topic, b"%d" % i, key=b"k%d" % i)
+    producer.flush(TIMEOUT_S)
+    producer.close()
+    consumer = KafkaConsumer(bootstrap_servers=server_kafka, enable_auto_commit=False,
+                             consumer_timeout_ms=TIMEOUT_S * 1000)
+    consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+    consumer.seek_to_beginning()
+    values = sorted(int(next(consumer).value) for _ in range(200))
+    consumer.close()
+    assert values == list(range(200))
