@@ -49,11 +49,31 @@ def main(ctx, broker, request_timeout_ms, curve_key_file, curve_server_key_file)
 
     ctx.obj = {"broker": broker, "request_timeout_ms": request_timeout_ms,
                "curve_key_file": curve_key_file, "curve_server_key_file": curve_server_key_file}
-    if ctx.invoked_subcommand not in ("serve", "router", "keygen"):
+    if ctx.invoked_subcommand not in ("serve", "router", "keygen", "kafka-user"):
         try:
             ctx.obj["broker"] = broker_address(broker, curve_key_file, curve_server_key_file)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
+
+
+def _kafka_security_options(command):
+    """The Kafka listener's TLS and SASL options, shared by serve and router."""
+    for option in reversed((
+        click.option("--kafka-tls-cert", envvar="PLINTH_KAFKA_TLS_CERT", show_envvar=True,
+                     default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="PEM certificate (chain) of the Kafka listener: every Kafka "
+                          "connection is TLS (clients' SSL or SASL_SSL)."),
+        click.option("--kafka-tls-key", envvar="PLINTH_KAFKA_TLS_KEY", show_envvar=True,
+                     default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="The certificate's PEM private key (unencrypted)."),
+        click.option("--kafka-sasl-users", envvar="PLINTH_KAFKA_SASL_USERS", show_envvar=True,
+                     default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="Users file (plinth kafka-user add): every Kafka connection logs "
+                          "in with SASL PLAIN or SCRAM-SHA-256; the ACL names each user "
+                          "User:NAME. Required beside --curve-secret-key."),
+    )):
+        command = option(command)
+    return command
 
 
 @main.command()
@@ -74,7 +94,8 @@ def main(ctx, broker, request_timeout_ms, curve_key_file, curve_server_key_file)
 @click.option("--acl", "acl_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="JSON file of grants per client key (see router/acl.py).")
 @click.option("--allow-insecure", is_flag=True,
-              help="Allow plaintext on a non-loopback --listen address.")
+              help="Allow plaintext on a non-loopback --listen address, and a Kafka "
+                   "listener without TLS or SASL on a non-loopback --kafka-listen.")
 @click.option("--cluster-name", default=None,
               help="Name of this broker in the Ray cluster; `plinth router` joins by it.")
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
@@ -115,8 +136,9 @@ def main(ctx, broker, request_timeout_ms, curve_key_file, curve_server_key_file)
 @click.option("--kafka-listen", envvar="PLINTH_KAFKA_LISTEN", show_envvar=True, default=None,
               metavar="HOST:PORT",
               help="Also serve Kafka's wire protocol here (Kafka's usual port is 9092), so that "
-                   "Kafka clients and tools work unchanged. Loopback only for now (no TLS or "
-                   "SASL yet). Default: off.")
+                   "Kafka clients and tools work unchanged. A non-loopback address needs "
+                   "--kafka-tls-cert/--kafka-tls-key and --kafka-sasl-users (or "
+                   "--allow-insecure). Default: off.")
 @click.option("--kafka-advertised", envvar="PLINTH_KAFKA_ADVERTISED", show_envvar=True,
               default=None, metavar="HOST:PORT",
               help="The address Kafka clients are told to connect to (Kafka's "
@@ -125,11 +147,13 @@ def main(ctx, broker, request_timeout_ms, curve_key_file, curve_server_key_file)
               help="Create a topic a Kafka client asks for that does not exist (Kafka's "
                    "auto.create.topics.enable), with 1 partition and the default "
                    "replication factor. Default: off.")
+@_kafka_security_options
 def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms,
           curve_secret_key, authorized_keys, acl_file, allow_insecure, cluster_name,
           metrics_port, metrics_host, internal_hop, default_replication_factor,
           allow_replicas_on_one_node, offsets_replication_factor, direct_clients,
-          tier_url, tier_cache_bytes, kafka_listen, kafka_advertised, kafka_auto_create_topics):
+          tier_url, tier_cache_bytes, kafka_listen, kafka_advertised, kafka_auto_create_topics,
+          kafka_tls_cert, kafka_tls_key, kafka_sasl_users):
     """Run the broker until SIGTERM or Ctrl-C."""
     from plinth.server import ServeOptions, serve as run
 
@@ -146,7 +170,9 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
                            direct_clients=direct_clients, tier_url=tier_url,
                            tier_cache_bytes=tier_cache_bytes, kafka_listen=kafka_listen,
                            kafka_advertised=kafka_advertised,
-                           kafka_auto_create_topics=kafka_auto_create_topics)
+                           kafka_auto_create_topics=kafka_auto_create_topics,
+                           kafka_tls_cert=kafka_tls_cert, kafka_tls_key=kafka_tls_key,
+                           kafka_sasl_users=kafka_sasl_users)
     sys.exit(run(options, ready=lambda line: click.echo(line, err=False) or sys.stdout.flush()))
 
 
@@ -178,8 +204,9 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
 @click.option("--kafka-listen", envvar="PLINTH_KAFKA_LISTEN", show_envvar=True, default=None,
               metavar="HOST:PORT",
               help="Also serve Kafka's wire protocol here (Kafka's usual port is 9092), so that "
-                   "Kafka clients and tools work unchanged. Loopback only for now (no TLS or "
-                   "SASL yet). Default: off.")
+                   "Kafka clients and tools work unchanged. A non-loopback address needs "
+                   "--kafka-tls-cert/--kafka-tls-key and --kafka-sasl-users (or "
+                   "--allow-insecure). Default: off.")
 @click.option("--kafka-advertised", envvar="PLINTH_KAFKA_ADVERTISED", show_envvar=True,
               default=None, metavar="HOST:PORT",
               help="The address Kafka clients are told to connect to (Kafka's "
@@ -188,9 +215,11 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
               help="Create a topic a Kafka client asks for that does not exist (Kafka's "
                    "auto.create.topics.enable), with 1 partition and the default "
                    "replication factor. Default: off.")
+@_kafka_security_options
 def router(ray_address, cluster_name, listen, curve_secret_key, authorized_keys, acl_file,
            allow_insecure, metrics_port, metrics_host, cluster_key_file, data_dir, tier_url,
-           kafka_listen, kafka_advertised, kafka_auto_create_topics):
+           kafka_listen, kafka_advertised, kafka_auto_create_topics, kafka_tls_cert,
+           kafka_tls_key, kafka_sasl_users):
     """Run one more router for a running broker (e.g. one per node), until SIGTERM."""
     from plinth.server import RouterOptions, run_router
 
@@ -202,7 +231,9 @@ def router(ray_address, cluster_name, listen, curve_secret_key, authorized_keys,
                             cluster_key_file=cluster_key_file, data_dir=data_dir,
                             tier_url=tier_url, kafka_listen=kafka_listen,
                             kafka_advertised=kafka_advertised,
-                            kafka_auto_create_topics=kafka_auto_create_topics)
+                            kafka_auto_create_topics=kafka_auto_create_topics,
+                            kafka_tls_cert=kafka_tls_cert, kafka_tls_key=kafka_tls_key,
+                            kafka_sasl_users=kafka_sasl_users)
     sys.exit(run_router(options, ready=lambda line: click.echo(line) or sys.stdout.flush()))
 
 
@@ -218,6 +249,34 @@ def keygen(name, out_dir):
     public_file, secret_file = zmq.auth.create_certificates(str(out_dir), name)
     Path(secret_file).chmod(0o600)
     click.echo(f"public key: {public_file}\nsecret key: {secret_file}")
+
+
+@main.group("kafka-user")
+def kafka_user():
+    """The Kafka listener's SASL users file (--kafka-sasl-users)."""
+
+
+@kafka_user.command("add")
+@click.argument("users_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the password from stdin's first line instead of a prompt.")
+@click.option("--iterations", type=click.IntRange(limits.KAFKA_SCRAM_ITERATIONS_MIN,
+                                                  limits.KAFKA_SCRAM_ITERATIONS_MAX),
+              default=limits.KAFKA_SCRAM_ITERATIONS_DEFAULT, show_default=True,
+              help="SCRAM-SHA-256 iterations (PBKDF2 rounds).")
+def kafka_user_add(users_file, name, password_stdin, iterations):
+    """Add or replace user NAME in USERS_FILE (created, mode 0600): salted SCRAM-SHA-256
+    credentials, never the password. The user may log in with SCRAM-SHA-256 or PLAIN;
+    a running listener reads the file at its start."""
+    from plinth.router.kafka.sasl_users import add_user
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("password", hide_input=True, confirmation_prompt=True)
+    add_user(users_file, name, password, iterations)
+    click.echo(f"user {name!r} written to {users_file}; name it User:{name} in the ACL")
 
 
 @main.command()

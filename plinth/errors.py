@@ -54,6 +54,8 @@ the environment causes and is expected, handled and reported.
     │   ├── RebalanceInProgressError rebalanceInProgress (Kafka's classic groups)
     │   ├── FencedInstanceIdError   fencedInstanceId (Kafka's classic groups)
     │   └── InconsistentGroupProtocolError inconsistentGroupProtocol
+    ├── SaslAuthenticationError     a Kafka client's SASL login failed (router/kafka/sasl_*.py):
+    │                               names the mechanism and the user, never the password
     └── ClientError                 raised by the client library itself
         ├── PlinthTimeoutError      a client-side timeout ran out
         ├── ClosedError             the producer/consumer/admin was closed
@@ -317,6 +319,12 @@ class InconsistentGroupProtocolError(BrokerError):
     the one its members joined with."""
 
     code_name = "inconsistentGroupProtocol"
+
+
+class SaslAuthenticationError(PlinthError):
+    """A Kafka client's SASL login failed: an unknown user, a wrong password or proof,
+    or a message that breaks the mechanism's rules. The Kafka listener answers it
+    SASL_AUTHENTICATION_FAILED with this message and logs it with the peer."""
 
 
 class ClientError(PlinthError):

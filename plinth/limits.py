@@ -794,10 +794,42 @@ KAFKA_GROUP_SYNC_WAIT_MS_MAX = 300_000
 # Partitions of a topic created with num_partitions -1 (Kafka's num.partitions).
 KAFKA_TOPIC_PARTITIONS_DEFAULT = 1
 
+# --- The Kafka listener's TLS and SASL (router/kafka/sasl_*.py, api_sasl.py) --
+# SCRAM-SHA-256 iterations a users file may hold: RFC 7677's minimum, and
+# Kafka's maximum (ScramMechanism); each PLAIN login and each `kafka-user add`
+# runs this many HMACs on the listener's thread, so the top is bounded.
+KAFKA_SCRAM_ITERATIONS_MIN = 4096
+KAFKA_SCRAM_ITERATIONS_MAX = 16384
+KAFKA_SCRAM_ITERATIONS_DEFAULT = 8192
+KAFKA_SCRAM_SALT_BYTES = 16
+# Users one users file may hold (each may get a backend socket to the router
+# once it logs in beside CurveZMQ: router/kafka/backend.py).
+KAFKA_SASL_USERS_MAX = 10_000
+# A SASL user name, in UTF-8 bytes (Kafka's principals are short strings).
+KAFKA_SASL_USER_NAME_BYTES_MAX = 255
+# One SaslAuthenticate token: a PLAIN message (two names and a password) or a
+# SCRAM message (a name, nonces, a proof) fits easily; a bigger one is refused
+# before it is parsed.
+KAFKA_SASL_AUTH_BYTES_MAX = 4096
+# The largest request a connection that has not logged in may send (Kafka's
+# sasl.server.max.receive.size, 512 KiB): before a login a client costs the
+# listener at most this per request, not KAFKA_REQUEST_BYTES_MAX.
+KAFKA_REQUEST_BYTES_BEFORE_LOGIN_MAX = 512 * KiB
+# Threads that check PLAIN passwords (a PBKDF2 each: about 13 ms at 8192
+# iterations on a busy core) off the listener's event loop; more logins wait
+# their turn, so a flood of them costs at most this many cores, and the
+# connections already logged in keep being served.
+KAFKA_SASL_PLAIN_CHECK_THREADS = 2
+
 
 def _relations() -> list[tuple[str, bool]]:
     """Every relation between the limits above that the code relies on, with why."""
     return [
+        ("the default SCRAM iterations are within the accepted range",
+         KAFKA_SCRAM_ITERATIONS_MIN <= KAFKA_SCRAM_ITERATIONS_DEFAULT <= KAFKA_SCRAM_ITERATIONS_MAX),
+        ("a SASL token holds at least a user name", KAFKA_SASL_USER_NAME_BYTES_MAX < KAFKA_SASL_AUTH_BYTES_MAX),
+        ("a SASL token fits a request before the login",
+         KAFKA_SASL_AUTH_BYTES_MAX < KAFKA_REQUEST_BYTES_BEFORE_LOGIN_MAX <= KAFKA_REQUEST_BYTES_MAX),
         ("a header fits a frame", HEADER_BYTES_MAX < FRAME_BYTES_MAX),
         ("a batch fits a frame", BATCH_BYTES_MAX < FRAME_BYTES_MAX),
         ("a compressed Kafka batch may hold as many bytes of records as an uncompressed one",

@@ -129,12 +129,15 @@ class ServeOptions:
     kafka_listen: str | None = None
     kafka_advertised: str | None = None
     kafka_auto_create_topics: bool = False   # Kafka's auto.create.topics.enable
+    # Its TLS certificate and key (PEM) and its SASL users file (None: none).
+    kafka_tls_cert: Path | None = None
+    kafka_tls_key: Path | None = None
+    kafka_sasl_users: Path | None = None
 
     def kafka_options(self):
-        """The Kafka listener's options, checked, or None. InvalidConfigError for an
-        address it cannot serve on yet."""
-        return _kafka_options(self.kafka_listen, self.kafka_advertised, self.curve_secret_key,
-                              self.kafka_auto_create_topics)
+        """The Kafka listener's options, checked, or None. InvalidConfigError for what
+        it cannot serve safely (router/kafka/service.py)."""
+        return _kafka_options(self)
 
     def tier_options(self) -> TierOptions:
         """The shards' TierOptions. Raises InvalidConfigError, naming the option and
@@ -207,28 +210,37 @@ class ServeOptions:
         return Security(self.curve_secret_key, self.authorized_keys, self.acl_file)
 
 
-def _kafka_options(listen: str | None, advertised: str | None, curve_secret_key,
-                   auto_create_topics: bool = False):
-    if listen is None:
-        if advertised is not None or auto_create_topics:
-            raise InvalidConfigError("--kafka-advertised and --kafka-auto-create-topics need "
-                                     "--kafka-listen")
+def _kafka_options(options):
+    """The Kafka listener's options of a ServeOptions or RouterOptions, checked, or None."""
+    if options.kafka_listen is None:
+        given = [name for name, value in (
+            ("--kafka-advertised", options.kafka_advertised),
+            ("--kafka-auto-create-topics", options.kafka_auto_create_topics or None),
+            ("--kafka-tls-cert", options.kafka_tls_cert), ("--kafka-tls-key", options.kafka_tls_key),
+            ("--kafka-sasl-users", options.kafka_sasl_users)) if value is not None]
+        if given:
+            raise InvalidConfigError(f"{', '.join(given)} need --kafka-listen")
         return None
     from plinth.router.kafka.service import KafkaListenerOptions
 
-    options = KafkaListenerOptions(listen, advertised, auto_create_topics)
-    options.check(router_has_keys=curve_secret_key is not None)
-    return options
+    kafka = KafkaListenerOptions(options.kafka_listen, options.kafka_advertised,
+                                 options.kafka_auto_create_topics,
+                                 tls_cert=options.kafka_tls_cert, tls_key=options.kafka_tls_key,
+                                 sasl_users=options.kafka_sasl_users,
+                                 allow_insecure=options.allow_insecure)
+    kafka.check(router_has_keys=options.curve_secret_key is not None)
+    return kafka
 
 
-def _start_kafka(options, router, cluster_id: str):
-    """The Kafka listener beside this process's ``router``, started; None without one."""
+def _start_kafka(options, router, cluster_id: str, security=None):
+    """The Kafka listener beside this process's ``router``, started; None without one.
+    ``security``: the router's (router/security.py), which lets the listener's keys in."""
     if options is None:
         return None
     from plinth.router.kafka.service import KafkaService
 
     service = KafkaService(options, router.listen, cluster_id,
-                           brokers=lambda: router.routing.kafka_brokers)
+                           brokers=lambda: router.routing.kafka_brokers, security=security)
     service.start()
     return service
 
@@ -370,7 +382,8 @@ class Server:
                              cluster_keys=cluster_keys)
         self.router.start(self.controller.routing())
         self.kafka = _start_kafka(kafka, self.router,
-                                  namespace_for(self.options.data_dir, self.options.cluster_name))
+                                  namespace_for(self.options.data_dir, self.options.cluster_name),
+                                  security)
         self.controller.router_started(self.options.listen, ray.util.get_node_ip_address(),
                                        _advertised(self.kafka))
         if self.options.metrics_port is not None:
@@ -529,6 +542,9 @@ class RouterOptions:
     kafka_listen: str | None = None        # as ServeOptions'
     kafka_advertised: str | None = None
     kafka_auto_create_topics: bool = False
+    kafka_tls_cert: Path | None = None
+    kafka_tls_key: Path | None = None
+    kafka_sasl_users: Path | None = None
 
     def tier_store(self) -> str | None:
         """The store --tier-url names (remote_store.store_identity), or None. Raises
@@ -565,8 +581,7 @@ def check_tier_store(wanted: str | None, serving: str | None, cluster_name: str)
 def run_router(options: RouterOptions, ready=print) -> int:
     """``plinth router``: one more router for a running broker, until SIGTERM."""
     security = options.security()
-    kafka = _kafka_options(options.kafka_listen, options.kafka_advertised,
-                           options.curve_secret_key, options.kafka_auto_create_topics)
+    kafka = _kafka_options(options)
     tier_store = options.tier_store()   # a bad URL fails before Ray starts
     cluster_keys = _cluster_keys_from_files(options)   # a bad file fails before Ray starts
     import ray
@@ -595,7 +610,7 @@ def run_router(options: RouterOptions, ready=print) -> int:
                     cluster_keys=cluster_keys or _cluster_keys_from_broker(controller))
     router.start(controller.routing())
     tune_data_path_process(who="plinth router")   # see process_tuning.py
-    kafka_service = _start_kafka(kafka, router, f"plinth-{options.cluster_name}")
+    kafka_service = _start_kafka(kafka, router, f"plinth-{options.cluster_name}", security)
     announce(controller)
     if options.metrics_port is not None:
         from plinth.control.metrics import start_metrics_server

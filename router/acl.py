@@ -4,8 +4,11 @@ Any process may load the file. The router checks every request against it
 (router/security.py), filters the answers to listGroups (admin_bridge.py)
 and fetchOffsets (security.py) with it, and meters the quotas it sets
 (router/quotas.py). The file is one JSON object mapping a client's CurveZMQ
-public key (Z85, 40 characters, as ``plinth keygen`` writes it) to its grants,
-and may hold one more member, ``"quotas"``:
+public key (Z85, 40 characters, as ``plinth keygen`` writes it), or a Kafka client's
+SASL user as ``"User:<name>"`` (router/kafka/sasl_users.py; the Kafka
+listener reaches the router with an internal key per user, which
+router/security.py maps back to that name), to its grants, and may hold one
+more member, ``"quotas"``:
 
     {
       "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7": [
@@ -68,11 +71,13 @@ from pathlib import Path
 
 from plinth import protocol, protocol_classic
 from plinth.errors import InvalidConfigError, NotAuthorizedError
+from plinth.router.kafka.sasl_users import check_user_name
 
 OPERATIONS = ("produce", "consume", "admin", "cluster")
 GRANT_FIELDS = ("operations", "topics", "groups")
 QUOTA_FIELDS = ("producer_byte_rate", "consumer_byte_rate")
 ANY_KEY = "*"
+PRINCIPAL_PREFIX = "User:"   # a Kafka SASL user, as Kafka's ACLs name principals
 QUOTAS_MEMBER = "quotas"
 _Z85 = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
                  ".-:+=^!/*?&<>()[]{}@%$#")
@@ -128,23 +133,32 @@ class ClientGrants:
 
     def check(self, request: protocol.Request) -> None:
         """Raise NotAuthorizedError unless every need of ``request`` is granted."""
-        if not self.grants:
-            raise NotAuthorizedError(f"client {self.key[:8]}... has no grants")
         needs = needs_of(request)
         if needs is None:   # a request kind without a rule is refused, never let through
-            raise NotAuthorizedError(f"client {self.key[:8]}... may not send {request.kind} "
+            raise NotAuthorizedError(f"{self.who} may not send {request.kind} "
                                      f"requests: the ACL has no rule for them")
         for operation, topic, group in needs:
             if not self.may(operation, topic, group):
-                raise NotAuthorizedError(self._refusal(request, operation, topic, group))
+                refusal = self._refusal(request, operation, topic, group)
+                if not self.grants:
+                    refusal = f"{self.who} has no grants: {refusal}"
+                raise NotAuthorizedError(refusal)
+
+    @property
+    def who(self) -> str:
+        """How messages name the client: a SASL principal in full, a key by its start."""
+        shown = self.key if self.key.startswith(PRINCIPAL_PREFIX) else f"{self.key[:8]}..."
+        return f"client {shown}"
 
     def _refusal(self, request, operation, topic, group) -> str:
-        who = f"client {self.key[:8]}..."
+        who = self.who
         if topic is not None:
             what = operation or "read metadata of"
             return f"{who} may not {what} topic {topic!r} ({request.kind})"
         if group is not None:
             return f"{who} may not {operation} group {group!r} ({request.kind})"
+        if operation is None:
+            return f"{who} may not {request.kind}: it needs a grant of any operation"
         return f"{who} may not {request.kind}: it needs the {operation} operation"
 
 
@@ -265,9 +279,13 @@ def _refuse_duplicates(pairs: list[tuple[str, object]]) -> dict:
 def _key(path: Path, key: str) -> str:
     if key == ANY_KEY or (len(key) == _KEY_CHARS and set(key) <= _Z85):
         return key
+    if key.startswith(PRINCIPAL_PREFIX) and key[len(PRINCIPAL_PREFIX):]:
+        check_user_name(key[len(PRINCIPAL_PREFIX):], f"ACL file {path}: key {key!r}")
+        return key
     raise InvalidConfigError(
         f"ACL file {path}: {key!r} is not a client public key (40 Z85 characters, as in the "
-        f".key file plinth keygen writes), nor '*', nor {QUOTAS_MEMBER!r}")
+        f".key file plinth keygen writes), nor a Kafka SASL user ({PRINCIPAL_PREFIX}<name>), "
+        f"nor '*', nor {QUOTAS_MEMBER!r}")
 
 
 def _grants(path: Path, key: str, value) -> tuple[Grant, ...]:

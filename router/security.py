@@ -16,6 +16,11 @@ router remembers the grants of each fetchOffsets it forwards and, when the
 shard's answer comes back, keeps only the partitions of topics the client may
 consume.
 
+The Kafka listener (router/kafka/) reaches this router as a client with one
+key pair per SASL user, made in memory at its start and let in by
+``admit_internal``; ``client_key`` turns such a key into ``"User:<name>"``,
+so a Kafka user's requests meet that user's grants and quotas in the ACL.
+
 Keys are ZeroMQ certificate files as ``plinth keygen`` (zmq.auth) writes them.
 The hop from router to shards is authenticated with the cluster's own key pair
 (plinth/cluster_keys.py), not with these keys.
@@ -57,6 +62,8 @@ class Security:
         if not self.authorized_keys_dir.is_dir():
             raise InvalidConfigError(f"authorized keys directory {authorized_keys_dir} does not exist")
         self._authorized = self._load_authorized()
+        # The Kafka listener's keys, one per SASL user (admit_internal): key -> "User:<name>".
+        self._internal: dict[str, str] = {}
         self.acl = Acl.load(acl_file) if acl_file is not None else None
         self._auth: ThreadAuthenticator | None = None
 
@@ -71,7 +78,7 @@ class Security:
     def callback(self, domain: str, client_key: bytes) -> bool:
         """ZAP: may this client key connect? (authenticator thread)"""
         key = client_key.decode() if isinstance(client_key, bytes) else client_key
-        if key in self._authorized:
+        if key in self._authorized or key in self._internal:
             return True
         log.warning("refused a client with key %s... : not in %s", key[:8], self.authorized_keys_dir)
         return False
@@ -87,10 +94,20 @@ class Security:
         sock.curve_publickey = self.public_key
         sock.curve_server = True
 
-    @staticmethod
-    def client_key(header: zmq.Frame) -> str:
-        """The CurveZMQ public key (Z85) of the client that sent ``header`` (router loop)."""
-        return header.get("User-Id") or ""
+    def admit_internal(self, principals: dict[str, str]) -> None:
+        """Let in the Kafka listener's keys (Z85 public key -> the principal it stands
+        for, ``"User:<name>"``): ``client_key`` names their requests by the principal,
+        so the ACL checks, and the quotas meter, the Kafka user behind each. The keys
+        exist only in this process's memory (router/kafka/service.py). Owner's thread,
+        before the listener connects; the dict is replaced whole, which the
+        authenticator thread reads without a lock."""
+        self._internal = {**self._internal, **principals}
+
+    def client_key(self, header: zmq.Frame) -> str:
+        """Whose request ``header`` is: the CurveZMQ public key (Z85) of the client that
+        sent it, or for the Kafka listener's keys the SASL principal (router loop)."""
+        key = header.get("User-Id") or ""
+        return self._internal.get(key, key)
 
     def authorize(self, client_key: str, request: protocol.Request) -> ClientGrants | None:
         """Raise NotAuthorizedError unless the key has the grants ``request`` needs; its

@@ -8,6 +8,15 @@ quotas, held requests and replication behave for a Kafka client as for any
 other: a Kafka produce is a Plinth produce whose payload is the Kafka batch
 (``batchFormat`` 2). Replies are matched to their requests by request id.
 
+Principals. Beside a CurveZMQ router, the backend holds one DEALER per SASL
+user, each with that user's internal key pair (service.py makes them; the
+router's Security maps each key back to ``"User:<name>"``), so the router
+checks every Plinth request of a Kafka user against that user's grants, cuts
+the answers to them and meters its quotas, exactly as for a Plinth client
+with a key. Which user a call is made for is ``PRINCIPAL``, a context
+variable the gateway sets in each request's task (tasks it starts inherit
+it), so the handlers pass nothing. Without CurveZMQ there is one DEALER.
+
 Bounds: at most KAFKA_BACKEND_REQUESTS_IN_FLIGHT_MAX requests wait for a
 reply at once (a semaphore; the listener's per-connection bound keeps one
 client from taking them all), and each waits at most its deadline, after
@@ -17,6 +26,7 @@ which its future fails with PlinthTimeoutError and a late reply is dropped.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import logging
 
@@ -28,32 +38,55 @@ from plinth.errors import ClosedError, MalformedReplyError, PlinthTimeoutError
 
 log = logging.getLogger(__name__)
 
+# The SASL user the current request's task acts for (gateway.py sets it); None
+# without SASL.
+PRINCIPAL: contextvars.ContextVar[str | None] = contextvars.ContextVar("kafka_principal",
+                                                                      default=None)
+
 
 class PlinthBackend:
-    """One DEALER to the router. Construct anywhere; every other method on the
-    listener's event loop thread."""
+    """DEALERs to the router. Construct anywhere; every other method on the
+    listener's event loop thread.
 
-    def __init__(self, router_url: str):
+    ``curve``: (the router's public key, {user: (public, secret) key pair}) to reach a
+    CurveZMQ router with one socket per user; None for a plaintext router."""
+
+    def __init__(self, router_url: str,
+                 curve: tuple[bytes, dict[str, tuple[bytes, bytes]]] | None = None):
         self.router_url = router_url
+        self._curve = curve
         self._context: zmq.asyncio.Context | None = None
-        self._socket: zmq.asyncio.Socket | None = None
+        self._sockets: dict[str | None, zmq.asyncio.Socket] = {}
         self._waiting: dict[int, asyncio.Future] = {}
         self._request_ids = itertools.count(1)
         self._slots: asyncio.Semaphore | None = None
-        self._reader: asyncio.Task | None = None
+        self._readers: list[asyncio.Task] = []
 
-    def _start(self) -> None:
-        """Connect and start reading replies: on the first request, so that it happens
-        on the listener's event loop, whichever thread built this. Event loop thread."""
-        self._context = zmq.asyncio.Context()
+    def _socket(self) -> zmq.asyncio.Socket:
+        """The socket of the current principal, connected on its first request, so that
+        it happens on the listener's event loop, whichever thread built this."""
+        principal = PRINCIPAL.get() if self._curve is not None else None
+        sock = self._sockets.get(principal)
+        return sock if sock is not None else self._connect(principal)
+
+    def _connect(self, principal: str | None) -> zmq.asyncio.Socket:
+        if self._context is None:
+            self._context = zmq.asyncio.Context()
+            self._slots = asyncio.Semaphore(limits.KAFKA_BACKEND_REQUESTS_IN_FLIGHT_MAX)
         sock = self._context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, limits.KAFKA_BACKEND_REQUESTS_IN_FLIGHT_MAX)
         sock.setsockopt(zmq.RCVHWM, limits.KAFKA_BACKEND_REQUESTS_IN_FLIGHT_MAX)
+        if self._curve is not None:
+            server_key, keys = self._curve
+            # The gateway serves nothing but SASL before a login, so there is a user.
+            assert principal in keys, f"no internal key for Kafka user {principal!r}"
+            sock.curve_serverkey = server_key
+            sock.curve_publickey, sock.curve_secretkey = keys[principal]
         sock.connect(self.router_url)
-        self._socket = sock
-        self._slots = asyncio.Semaphore(limits.KAFKA_BACKEND_REQUESTS_IN_FLIGHT_MAX)
-        self._reader = asyncio.get_running_loop().create_task(self._read_replies())
+        self._sockets[principal] = sock
+        self._readers.append(asyncio.get_running_loop().create_task(self._read_replies(sock)))
+        return sock
 
     def close(self) -> None:
         """Close the socket, failing what still waits. Once the listener's event loop
@@ -63,9 +96,9 @@ class PlinthBackend:
                 future.get_loop().call_soon_threadsafe(
                     future.set_exception, ClosedError("the Kafka listener is stopping"))
         self._waiting.clear()
-        if self._socket is not None:
-            self._socket.close(0)
-            self._socket = None
+        for sock in self._sockets.values():
+            sock.close(0)
+        self._sockets.clear()
         if self._context is not None:
             self._context.term()
             self._context = None
@@ -80,14 +113,13 @@ class PlinthBackend:
         (reply view, payload frame or None). A reply carrying an error is returned, not
         raised: the caller maps it to a Kafka error code. Raises PlinthTimeoutError after
         ``timeout_ms`` and ClosedError when the listener stops."""
-        if self._socket is None:
-            self._start()
+        sock = self._socket()
         async with self._slots:
             future = asyncio.get_running_loop().create_future()
             self._waiting[request_id] = future
             try:
                 frames = [header] if payload is None else [header, payload]
-                await self._socket.send_multipart(frames, copy=False)
+                await sock.send_multipart(frames, copy=False)
                 return await asyncio.wait_for(future, timeout_ms / 1000)
             except asyncio.TimeoutError:
                 raise PlinthTimeoutError(
@@ -98,13 +130,11 @@ class PlinthBackend:
 
     async def send_only(self, header: bytes, payload) -> None:
         """Send a request that gets no reply (a produce with acks 0). Event loop."""
-        if self._socket is None:
-            self._start()
-        await self._socket.send_multipart([header, payload], copy=False)
+        await self._socket().send_multipart([header, payload], copy=False)
 
-    async def _read_replies(self) -> None:
+    async def _read_replies(self, sock: zmq.asyncio.Socket) -> None:
         while True:
-            frames = await self._socket.recv_multipart(copy=False)
+            frames = await sock.recv_multipart(copy=False)
             try:
                 reply = protocol.decode_reply(frames[0].buffer)
             except MalformedReplyError as exc:

@@ -15,6 +15,13 @@ gives every client the same ids. Any router serves any partition (it forwards
 to the shard that leads it), so the partitions' "leaders" and the groups'
 coordinators are only spread over the routers, by a hash, for the clients to
 spread their load.
+
+Logins. With SASL users (``sasl_users``, service.py) a connection is served
+only ApiVersions, SaslHandshake and SaslAuthenticate (api_sasl.py) until it
+has logged in; any other request, or any request after a failed login,
+closes it (as Kafka does). Each request of a logged-in connection runs with
+backend.PRINCIPAL set to its user, so that the router checks the Plinth
+requests it becomes against that user's grants.
 """
 
 from __future__ import annotations
@@ -25,10 +32,12 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from plinth.router.kafka import (api_cluster, api_fetch, api_groups, api_offsets, api_produce,
-                                 api_topics)
+                                 api_sasl, api_topics)
 from plinth.router.kafka import error_codes as kafka
-from plinth.router.kafka.backend import PlinthBackend
+from plinth.router.kafka.backend import PRINCIPAL, PlinthBackend
 from plinth.router.kafka.codec import API_KEYS, RequestHeader
+from plinth.router.kafka.listener import CloseConnection
+from plinth.router.kafka.sasl_users import ScramCredential
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +89,15 @@ class KafkaGateway:
     event loop thread only."""
 
     def __init__(self, backend: PlinthBackend, cluster: KafkaCluster,
+                 sasl_users: dict[str, ScramCredential] | None = None,
                  auto_create_topics: bool = False):
-        """``auto_create_topics``: Kafka's auto.create.topics.enable (Metadata creates a
-        topic a client asks for, if the client allows it too)."""
+        """``sasl_users``: None, or the users who may log in (then nothing else is
+        served before a login). ``auto_create_topics``: Kafka's
+        auto.create.topics.enable (Metadata creates a topic a client asks for, if the
+        client allows it too)."""
         self.backend = backend
         self.cluster = cluster
+        self.sasl_users = sasl_users   # None: no login asked
         self.auto_create_topics = auto_create_topics
         self._handlers = {
             API_KEYS["ApiVersions"]: api_cluster.api_versions,
@@ -108,6 +121,9 @@ class KafkaGateway:
             API_KEYS["DescribeGroups"]: api_groups.describe_groups,
             API_KEYS["ListGroups"]: api_groups.list_groups,
         }
+        if sasl_users is not None:
+            self._handlers[API_KEYS["SaslHandshake"]] = api_sasl.sasl_handshake
+            self._handlers[API_KEYS["SaslAuthenticate"]] = api_sasl.sasl_authenticate
 
     def api_keys(self) -> list[int]:
         """The API keys this listener answers (what ApiVersions advertises)."""
@@ -120,9 +136,29 @@ class KafkaGateway:
         top-level error says UNSUPPORTED_VERSION where the response has an error code,
         so the client fails clearly instead of waiting.
         """
+        if self.sasl_users is not None:
+            self._check_login(connection, header)
         handler = self._handlers.get(header.api_key)
         if handler is None:
             log.info("Kafka API %d v%d from %s is not supported", header.api_key,
                      header.api_version, header.client_id)
             return {"error_code": kafka.UNSUPPORTED_VERSION}
         return await handler(self, header, body, connection)
+
+    @staticmethod
+    def _check_login(connection, header: RequestHeader) -> None:
+        """Raise CloseConnection for a request the connection may not make yet; set
+        the principal the rest of this request's task acts for."""
+        state = connection.state
+        if state.get("sasl_failed"):
+            raise CloseConnection(f"api {header.api_key} after a failed SASL login")
+        principal = state.get("principal")
+        if principal is None and header.api_key not in _BEFORE_LOGIN:
+            raise CloseConnection(f"api {header.api_key} v{header.api_version} before a SASL "
+                                  f"login (only ApiVersions, SaslHandshake and "
+                                  f"SaslAuthenticate are served until then)")
+        PRINCIPAL.set(principal)   # this request's task only: each has its own context
+
+
+_BEFORE_LOGIN = frozenset({API_KEYS["ApiVersions"], API_KEYS["SaslHandshake"],
+                           API_KEYS["SaslAuthenticate"]})

@@ -10,8 +10,10 @@ Frames. Each request and response on a Kafka connection is:
     size   bytes     the request (header + body) or the response
 
 A declared size that is negative or over ``request_bytes_max``
-(KAFKA_REQUEST_BYTES_MAX, Kafka's socket.request.max.bytes) closes the
-connection after a log line naming the peer and the size: the body is never
+(KAFKA_REQUEST_BYTES_MAX, Kafka's socket.request.max.bytes), or over the
+connection's own lower bound (``ConnectionInfo.request_bytes_max``: with
+SASL, KAFKA_REQUEST_BYTES_BEFORE_LOGIN_MAX until the client logs in, as
+Kafka's sasl.server.max.receive.size) closes the connection after a log line naming the peer and the size: the body is never
 read, so a declared 2 GB costs nothing.
 
 Order and bounds. Requests on one connection are handled concurrently, each in
@@ -44,6 +46,10 @@ retries with one we do; any other unknown API key or version closes the
 connection. A handler that raises, or returns a body that does not encode,
 is a bug: it is logged and closes that connection.
 
+A handler that raises ``CloseConnection`` (the gateway, for a request before
+a SASL login) closes its connection with a log line naming why; a handler
+may lower or lift its connection's ``request_bytes_max`` (see Frames).
+
 Threads. ``start`` and ``stop`` are called by the thread that owns the
 listener (the router's main thread). Everything else - the handler included -
 runs in the listener's own thread, on its event loop (``loop``); code on
@@ -73,7 +79,7 @@ from plinth.router.kafka.gather_writer import GatherWriter
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ConnectionInfo", "Handler", "KafkaListener"]
+__all__ = ["CloseConnection", "ConnectionInfo", "Handler", "KafkaListener"]
 
 _SIZE_BYTES = 4
 
@@ -87,6 +93,14 @@ class ConnectionInfo:
     connection_id: int
     peer: tuple[str, int]
     state: dict = field(default_factory=dict)
+    # A bound on this connection's requests below the listener's; None: the
+    # listener's. Starts at the listener's ``first_request_bytes_max``; a handler
+    # may lift it (the gateway, at a SASL login).
+    request_bytes_max: int | None = None
+
+
+class CloseConnection(Exception):
+    """Raised by a handler: close this connection now (its message says why)."""
 
 
 # async handle(connection, header, body) -> response body, or None for no
@@ -103,7 +117,8 @@ class KafkaListener:
                  request_bytes_in_flight_max: int = KAFKA_REQUEST_BYTES_IN_FLIGHT_PER_CONNECTION_MAX,
                  connections_max: int = KAFKA_CONNECTIONS_MAX,
                  connection_idle_ms_max: int = KAFKA_CONNECTION_IDLE_MS_MAX,
-                 ssl_context: ssl.SSLContext | None = None):
+                 ssl_context: ssl.SSLContext | None = None,
+                 first_request_bytes_max: int | None = None):
         assert requests_in_flight_max >= 1 and connections_max >= 1 and connection_idle_ms_max > 0
         assert 0 < request_bytes_max <= request_bytes_in_flight_max
         self.host, self.port = host, port
@@ -114,6 +129,7 @@ class KafkaListener:
         self.connections_max = connections_max
         self.connection_idle_s_max = connection_idle_ms_max / 1000
         self.ssl_context = ssl_context
+        self.first_request_bytes_max = first_request_bytes_max
         self.loop: asyncio.AbstractEventLoop | None = None
         self.address: tuple[str, int] | None = None
         self._thread: threading.Thread | None = None
@@ -203,7 +219,8 @@ class KafkaListener:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
-        info = ConnectionInfo(next(self._ids), tuple(peer[:2]))
+        info = ConnectionInfo(next(self._ids), tuple(peer[:2]),
+                              request_bytes_max=self.first_request_bytes_max)
         if len(self._connections) >= self.connections_max:
             logger.warning("Kafka connection %d from %s:%s refused: %d connections open, the "
                            "limit", info.connection_id, *info.peer, len(self._connections))
@@ -286,9 +303,11 @@ class _Connection:
                 partial = getattr(e, "partial", b"")
                 return not partial
             size = int.from_bytes(prefix, "big", signed=True)
-            if not 0 <= size <= limits.request_bytes_max:
+            bytes_max = min(limits.request_bytes_max,
+                            self.info.request_bytes_max or limits.request_bytes_max)
+            if not 0 <= size <= bytes_max:
                 logger.warning("%s closed: it declared a request of %d bytes (the limit is %d)",
-                               self.describe(), size, limits.request_bytes_max)
+                               self.describe(), size, bytes_max)
                 return False
             await self._wait_for_room(size)
             self.reading_body = True
@@ -346,6 +365,9 @@ class _Connection:
                     await self.writer.drain()
                     self.last_active = asyncio.get_running_loop().time()
             except ConnectionError:
+                return
+            except CloseConnection as e:
+                logger.warning("%s closed: %s", self.describe(), e)
                 return
             except Exception:
                 logger.exception("%s closed: the handler of api %d v%d (correlation id %d) failed",

@@ -9,7 +9,9 @@ its metadata and retries), fatal where it is fatal. The numbers are Kafka's
 
 from __future__ import annotations
 
-from plinth.errors import BrokerError, PlinthTimeoutError
+import re
+
+from plinth.errors import BrokerError, NotAuthorizedError, PlinthTimeoutError
 from plinth.router.kafka import error_codes as kafka
 
 # Plinth code name -> Kafka error code. The classic group APIs' own answers
@@ -60,6 +62,8 @@ def kafka_code(error: BaseException | None) -> int:
         return kafka.NONE
     if isinstance(error, PlinthTimeoutError):
         return kafka.REQUEST_TIMED_OUT
+    if isinstance(error, NotAuthorizedError):
+        return _refused(str(error))
     if isinstance(error, BrokerError):
         return _BY_PLINTH_CODE.get(error.code_name, kafka.UNKNOWN_SERVER_ERROR)
     return kafka.UNKNOWN_SERVER_ERROR
@@ -68,3 +72,20 @@ def kafka_code(error: BaseException | None) -> int:
 def kafka_message(error: BaseException | None) -> str | None:
     """The message that goes with it in answers that carry one."""
     return None if error is None else str(error)
+
+
+# router/acl.py's refusals: "... may not <operation> topic '<name>' ...", "... may
+# not <operation> group '<name>' ...", "... it needs the cluster operation".
+_REFUSED_RESOURCE = re.compile(r" may not \w+ (topic|group) '")
+
+
+def _refused(message: str) -> int:
+    """The Kafka authorization error for a refusal of the ACL (router/acl.py): on a
+    group, on the cluster, else on a topic. The message is the ACL's own; a name
+    that mimics its wording only changes the code its own client sees."""
+    if message.endswith("needs the cluster operation"):
+        return kafka.CLUSTER_AUTHORIZATION_FAILED
+    found = _REFUSED_RESOURCE.search(message)
+    if found is not None and found.group(1) == "group":
+        return kafka.GROUP_AUTHORIZATION_FAILED
+    return kafka.TOPIC_AUTHORIZATION_FAILED

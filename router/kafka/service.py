@@ -8,10 +8,24 @@ talks to this router's own socket. ``--kafka-advertised HOST:PORT`` is what
 clients are told to connect to (Kafka's advertised.listeners), when it
 differs from the address bound (a container, a NAT); by default the bound one.
 
-Security: the Kafka listener has neither TLS nor SASL yet, so it binds only
-to a loopback address, and not beside a router that requires CurveZMQ keys
-(its backend would have no key to reach the router with). Both are refused
-at start with a message that says so.
+Security (issue 15), as for the ZeroMQ listener and its CurveZMQ:
+
+- ``--kafka-tls-cert FILE --kafka-tls-key FILE``: every connection is TLS
+  (PEM files; the key unencrypted). Clients use SASL_SSL (or SSL).
+- ``--kafka-sasl-users FILE``: every connection must log in, SASL PLAIN or
+  SCRAM-SHA-256, as a user of the file (sasl_users.py; ``plinth kafka-user
+  add`` writes it), before anything but ApiVersions is served (gateway.py).
+- On an address that is not loopback, both are required unless
+  ``--allow-insecure`` is given (the same switch that lets the ZeroMQ
+  listener go plaintext); the refusal names what is missing.
+- Beside a router with CurveZMQ keys, SASL is required on any address: the
+  listener is a way into that router and must not be one without a login.
+  Its backend then reaches the router with a key pair per user, made here in
+  memory at each start and let in by the router's Security
+  (``admit_internal``), which names each key's requests ``"User:<name>"``:
+  the ACL's grants and quotas for that name apply to the Kafka user exactly
+  as a key's to a Plinth client. Without CurveZMQ the router has no ACL (it
+  needs the keys), so every user who logs in may do everything.
 
 Construct, ``start`` and ``stop`` from the router's owner (the server's main
 thread).
@@ -20,13 +34,19 @@ thread).
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+import zmq
+
+from plinth import limits
 from plinth.errors import InvalidConfigError
 from plinth.router.kafka.backend import PlinthBackend
 from plinth.router.kafka.gateway import KafkaCluster, KafkaGateway
 from plinth.router.kafka.listener import KafkaListener
+from plinth.router.kafka.sasl_users import ScramCredential, load_users
 
 log = logging.getLogger(__name__)
 
@@ -49,20 +69,51 @@ class KafkaListenerOptions:
     listen: str                      # HOST:PORT to bind (port 0: any free port)
     advertised: str | None = None    # HOST:PORT clients are told; None: the bound one
     auto_create_topics: bool = False   # Kafka's auto.create.topics.enable
+    tls_cert: Path | None = None     # PEM certificate (chain) for TLS
+    tls_key: Path | None = None      # its PEM private key
+    sasl_users: Path | None = None   # the users file (sasl_users.py)
+    allow_insecure: bool = False     # no TLS or SASL on a non-loopback address
 
     def check(self, router_has_keys: bool) -> None:
-        """InvalidConfigError for what this listener cannot serve safely yet."""
+        """InvalidConfigError for what this listener cannot serve safely, naming what
+        is missing; loads the TLS files and the users file, so that they fail here."""
         host, _ = parse_host_port(self.listen, "--kafka-listen")
         if self.advertised is not None:
             parse_host_port(self.advertised, "--kafka-advertised")
-        if host not in _LOOPBACK_HOSTS:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise InvalidConfigError("--kafka-tls-cert and --kafka-tls-key go together: give "
+                                     "both, or neither")
+        self.ssl_context()
+        self.users()
+        missing = [what for what, given in (("TLS (--kafka-tls-cert, --kafka-tls-key)",
+                                             self.tls_cert is not None),
+                                            ("SASL (--kafka-sasl-users)",
+                                             self.sasl_users is not None)) if not given]
+        if host not in _LOOPBACK_HOSTS and missing and not self.allow_insecure:
             raise InvalidConfigError(
-                f"--kafka-listen {self.listen}: the Kafka listener has no TLS or SASL yet, so "
-                f"it listens on a loopback address only ({', '.join(_LOOPBACK_HOSTS)})")
-        if router_has_keys:
+                f"refusing --kafka-listen {self.listen} without {' and '.join(missing)}: anyone "
+                f"who can reach it could read every record sent, or read and write every "
+                f"topic. Give them, or --allow-insecure to do it anyway")
+        if router_has_keys and self.sasl_users is None:
             raise InvalidConfigError(
-                "--kafka-listen cannot be used with --curve-secret-key yet: the Kafka "
-                "listener has no SASL to map Kafka users onto the router's ACL")
+                "--kafka-listen beside --curve-secret-key needs --kafka-sasl-users: the Kafka "
+                "listener would otherwise let anyone past the router's keys and ACL")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS server context, or None; InvalidConfigError naming the files."""
+        if self.tls_cert is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            context.load_cert_chain(self.tls_cert, self.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise InvalidConfigError(f"cannot load the Kafka TLS certificate {self.tls_cert} "
+                                     f"with key {self.tls_key}: {exc}") from None
+        return context
+
+    def users(self) -> dict[str, ScramCredential] | None:
+        return None if self.sasl_users is None else load_users(self.sasl_users)
 
 
 def router_url_for(listen_url: str) -> str:
@@ -75,32 +126,54 @@ def router_url_for(listen_url: str) -> str:
 
 
 class KafkaService:
-    """One Kafka listener answering through this process's router."""
+    """One Kafka listener answering through this process's router.
+
+    ``brokers()``: every router's advertised Kafka HOST:PORT as the routing table
+    has them now (this one's too, once the controller has heard of it).
+    ``security``: the router's Security when it has CurveZMQ keys (None: a plaintext
+    router); the service then lets its users' internal keys in (see the module's
+    docstring)."""
 
     def __init__(self, options: KafkaListenerOptions, router_listen_url: str, cluster_id: str,
-                 brokers: Callable[[], tuple[str, ...]] = tuple):
-        """``brokers()``: every router's advertised Kafka HOST:PORT as the routing table
-        has them now (this one's too, once the controller has heard of it)."""
+                 brokers: Callable[[], tuple[str, ...]] = tuple, security=None):
         self.options = options
-        self._backend = PlinthBackend(router_url_for(router_listen_url))
+        self._users = options.users()
+        self._backend = PlinthBackend(router_url_for(router_listen_url),
+                                      self._internal_keys(security))
         self._cluster_id = cluster_id
         self._brokers = brokers
         self._listener: KafkaListener | None = None
         self.address: tuple[str, int] | None = None
         self.advertised = ""
 
+    def _internal_keys(self, security):
+        """(router's public key, {user: key pair}) for a CurveZMQ router, else None."""
+        if security is None:
+            return None
+        assert self._users is not None, "options.check refuses CurveZMQ without SASL"
+        keys = {user: zmq.curve_keypair() for user in self._users}
+        security.admit_internal({public.decode(): f"User:{user}"
+                                 for user, (public, _) in keys.items()})
+        return security.public_key, keys
+
     def start(self) -> tuple[str, int]:
         """Bind and serve; returns the bound (host, port)."""
         host, port = parse_host_port(self.options.listen, "--kafka-listen")
-        gateway = KafkaGateway(self._backend, None,
+        gateway = KafkaGateway(self._backend, None, self._users,
                                auto_create_topics=self.options.auto_create_topics)
-        self._listener = KafkaListener(host, port, gateway.handle)
+        self._listener = KafkaListener(
+            host, port, gateway.handle, ssl_context=self.options.ssl_context(),
+            first_request_bytes_max=(None if self._users is None
+                                     else limits.KAFKA_REQUEST_BYTES_BEFORE_LOGIN_MAX))
         self.address = self._listener.start()
         host, port = (parse_host_port(self.options.advertised, "--kafka-advertised")
                       if self.options.advertised else self.address)
         self.advertised = f"{host}:{port}"
         gateway.cluster = KafkaCluster(self.advertised, self._cluster_id, self._brokers)
-        log.info("Kafka listener on %s:%d, advertised as %s", *self.address, self.advertised)
+        log.info("Kafka listener on %s:%d%s%s, advertised as %s", *self.address,
+                 " with TLS" if self.options.tls_cert else "",
+                 f" and SASL ({len(self._users)} users)" if self._users is not None else "",
+                 self.advertised)
         return self.address
 
     def stop(self) -> None:

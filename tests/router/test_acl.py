@@ -223,3 +223,22 @@ def test_kafka_group_requests_need_consume_on_their_group(tmp_path):
     with pytest.raises(NotAuthorizedError, match="group 'other'"):
         acl.check(KEY, protocol_classic.ClassicJoinRequest(1, "other", "", "", "consumer", (),
                                                            10_000, 30_000))
+
+
+def test_a_kafka_sasl_user_is_named_user_colon_name_and_its_refusals_name_it_in_full(tmp_path):
+    # Given an ACL that grants a Kafka user, by its SASL name, produce on orders.*
+    acl = acl_from(tmp_path, {"User:alice": [{"operations": ["produce"], "topics": "orders.*"}]})
+    # Then it may produce there, and a refusal elsewhere names the whole user
+    acl.check("User:alice", produce("orders.eu"))
+    with pytest.raises(NotAuthorizedError, match="client User:alice may not produce topic 'x'"):
+        acl.check("User:alice", produce("x"))
+    # And another user, in no entry, has no grants, and is told what it lacked
+    with pytest.raises(NotAuthorizedError, match="User:bob has no grants: .* may not consume "
+                                                 "group 'g'"):
+        acl.check("User:bob", protocol_classic.ClassicHeartbeatRequest(1, "g", 1, "m"))
+
+
+@pytest.mark.parametrize("key", ["User:", "User:al\tice", "user:alice"])
+def test_a_sasl_user_key_without_a_printable_name_is_refused(tmp_path, key):
+    with pytest.raises(InvalidConfigError, match="ACL file"):
+        acl_from(tmp_path, {key: [{"operations": ["cluster"]}]})

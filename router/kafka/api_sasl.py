@@ -1,0 +1,122 @@
+"""SaslHandshake and SaslAuthenticate: a Kafka client's login (SASL PLAIN or SCRAM-SHA-256).
+
+Runs on the Kafka listener's event loop thread (gateway.py), only when the
+listener has a users file (service.py). A login is a SaslHandshake naming
+the mechanism, then SaslAuthenticate requests carrying the mechanism's
+messages (Kafka's KIP-152 framing): one for PLAIN (sasl_plain.py), two for
+SCRAM-SHA-256 (sasl_scram.py). Its progress lives in the connection's
+``state``:
+
+    "sasl_mechanism"   the mechanism the handshake chose
+    "sasl_exchange"    SCRAM's ScramExchange, between its two rounds
+    "sasl_checking"    True while a PLAIN password is being checked: its
+                       PBKDF2 runs in one of KAFKA_SASL_PLAIN_CHECK_THREADS
+                       threads, off the event loop (hashlib releases the
+                       GIL), and a second SaslAuthenticate meanwhile is
+                       ILLEGAL_SASL_STATE, so one connection queues one check
+    "principal"        the user, once logged in (the gateway then serves it,
+                       and backend.py acts for it)
+    "sasl_failed"      True after a failed login: the gateway closes the
+                       connection at its next request, as Kafka closes it
+
+A failed login is answered SASL_AUTHENTICATION_FAILED with a message naming
+the mechanism and the user, and logged with the user and the peer, never the
+password. SaslHandshake v0 (whose tokens follow without Kafka framing) is
+answered UNSUPPORTED_VERSION: the clients Plinth is tested with use v1.
+Re-authentication (KIP-368) is not offered: session_lifetime_ms is 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from plinth import limits
+from plinth.errors import SaslAuthenticationError
+from plinth.router.kafka import error_codes as kafka
+from plinth.router.kafka.sasl_plain import MECHANISM as PLAIN, authenticate_plain
+from plinth.router.kafka.sasl_scram import MECHANISM as SCRAM_SHA_256, ScramExchange
+
+log = logging.getLogger(__name__)
+
+MECHANISMS = [PLAIN, SCRAM_SHA_256]
+_PLAIN_CHECKS = ThreadPoolExecutor(max_workers=limits.KAFKA_SASL_PLAIN_CHECK_THREADS,
+                                   thread_name_prefix="kafka-sasl-plain")
+
+
+async def sasl_handshake(gateway, header, body: dict, connection) -> dict:
+    """Choose the mechanism of this connection's login."""
+    state = connection.state
+    mechanism = body["mechanism"]
+    if header.api_version < 1:
+        code = kafka.UNSUPPORTED_VERSION
+    elif "principal" in state or "sasl_mechanism" in state:
+        code = kafka.ILLEGAL_SASL_STATE
+    elif mechanism not in MECHANISMS:
+        code = kafka.UNSUPPORTED_SASL_MECHANISM
+    else:
+        state["sasl_mechanism"] = mechanism
+        code = kafka.NONE
+    if code != kafka.NONE:
+        log.warning("Kafka connection %d from %s:%s: SaslHandshake v%d for %r refused (error "
+                    "%d)", connection.connection_id, *connection.peer, header.api_version,
+                    mechanism, code)
+    return {"error_code": code, "mechanisms": MECHANISMS}
+
+
+async def sasl_authenticate(gateway, header, body: dict, connection) -> dict:
+    """One round of the login the handshake chose."""
+    state = connection.state
+    mechanism = state.get("sasl_mechanism")
+    if mechanism is None or "principal" in state or state.get("sasl_checking"):
+        return _answer(kafka.ILLEGAL_SASL_STATE, "SaslAuthenticate must follow one "
+                       "SaslHandshake, once per connection, one round at a time")
+    token = body["auth_bytes"] or b""
+    try:
+        if len(token) > limits.KAFKA_SASL_AUTH_BYTES_MAX:
+            raise SaslAuthenticationError(
+                f"{mechanism}: a message of {len(token)} bytes, the limit is "
+                f"{limits.KAFKA_SASL_AUTH_BYTES_MAX}")
+        if mechanism == PLAIN:
+            _logged_in(connection, await _check_plain(gateway, connection, token), PLAIN)
+            return _answer(kafka.NONE, None)
+        return _answer(kafka.NONE, None, _scram_round(gateway, connection, token))
+    except SaslAuthenticationError as exc:
+        state["sasl_failed"] = True
+        log.warning("Kafka connection %d from %s:%s: SASL login failed: %s",
+                    connection.connection_id, *connection.peer, exc)
+        return _answer(kafka.SASL_AUTHENTICATION_FAILED, f"Authentication failed: {exc}")
+
+
+async def _check_plain(gateway, connection, token: bytes) -> str:
+    connection.state["sasl_checking"] = True
+    try:
+        return await asyncio.get_running_loop().run_in_executor(
+            _PLAIN_CHECKS, authenticate_plain, gateway.sasl_users, token)
+    finally:
+        del connection.state["sasl_checking"]
+
+
+def _scram_round(gateway, connection, token: bytes) -> bytes:
+    state = connection.state
+    exchange = state.get("sasl_exchange")
+    if exchange is None:
+        exchange = state["sasl_exchange"] = ScramExchange(gateway.sasl_users)
+        return exchange.first(token)
+    del state["sasl_exchange"]
+    server_final = exchange.final(token)
+    _logged_in(connection, exchange.user, SCRAM_SHA_256)
+    return server_final
+
+
+def _logged_in(connection, user: str, mechanism: str) -> None:
+    connection.state["principal"] = user
+    connection.request_bytes_max = None   # the listener's bound from now on
+    log.info("Kafka connection %d from %s:%s logged in as %r (%s)", connection.connection_id,
+             *connection.peer, user, mechanism)
+
+
+def _answer(code: int, message: str | None, auth_bytes: bytes = b"") -> dict:
+    return {"error_code": code, "error_message": message, "auth_bytes": auth_bytes,
+            "session_lifetime_ms": 0}

@@ -1,0 +1,315 @@
+"""The Kafka listener's TLS and SASL against a real ``plinth serve`` (issue 15).
+
+One broker for the module, with CurveZMQ keys and an ACL on its router, and a
+Kafka listener on 127.0.0.1 with a self-signed certificate (made here with
+``cryptography``) and a users file written by ``plinth kafka-user add``:
+kafka-python and confluent-kafka (librdkafka) log in over SASL_SSL with PLAIN
+and with SCRAM-SHA-256 and produce and consume; a wrong password fails the
+login cleanly and is logged without the password; a user without the grant
+gets Kafka's authorization errors; a connection that has not logged in is
+served ApiVersions and closed at anything else. The start-up refusals (a
+non-loopback listener without TLS or SASL; SASL missing beside CurveZMQ) run
+``plinth serve`` to its refusal only: no traffic goes to 0.0.0.0.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import subprocess
+import sys
+
+import pytest
+
+from plinth import Admin
+from plinth.router.kafka import codec, error_codes
+from plinth.router.kafka.codec import RequestHeader
+from plinth.router.kafka.messages import API_VERSIONS, METADATA, SASL_AUTHENTICATE, SASL_HANDSHAKE
+from tests.conftest import Broker, StandaloneRouter
+from tests.e2e.test_security_e2e import keygen, public_key
+from tests.router.kafka.self_signed import self_signed_certificate
+from tests.support import free_port, unique_topic, wait_until
+
+TIMEOUT_S = 60
+CLUSTER_NAME = unique_topic("kafka-sec")   # the Ray namespace of this module's broker
+PASSWORDS = {"alice": "alice-secret-pw", "bob": "bob-secret-pw"}
+
+
+def add_users(users_file) -> None:
+    for name, password in PASSWORDS.items():
+        subprocess.run([sys.executable, "-m", "plinth.cli", "kafka-user", "add", str(users_file),
+                        name, "--password-stdin"], input=password + "\n", text=True,
+                       check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def secure_kafka(ray_cluster, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("kafka-sec")
+    keys, authorized = directory / "keys", directory / "authorized"
+    authorized.mkdir()
+    server_public, server_secret = keygen(keys, "server")
+    admin_public, admin_secret = keygen(keys, "admin")
+    (authorized / admin_public.name).write_text(admin_public.read_text())
+    acl = directory / "acl.json"
+    acl.write_text(json.dumps({
+        public_key(admin_public): [{"operations": ["produce", "consume", "admin"], "topics": "*"}],
+        "User:alice": [{"operations": ["produce", "consume"], "topics": "ks-*",
+                        "groups": "alice-*"}],
+        "User:bob": [{"operations": ["consume"], "topics": "ks-*"}],
+    }))
+    users = directory / "users.json"
+    add_users(users)
+    cert, key = self_signed_certificate(directory)
+    port = free_port()
+    secure_args = (
+        "--curve-secret-key", str(server_secret), "--authorized-keys", str(authorized),
+        "--acl", str(acl), "--kafka-tls-cert", str(cert), "--kafka-tls-key", str(key),
+        "--kafka-sasl-users", str(users))
+    broker = Broker(directory / "data", ray_cluster, shards=1, extra_args=(
+        *secure_args, "--cluster-name", CLUSTER_NAME, "--kafka-listen", f"127.0.0.1:{port}"))
+    broker.kafka_address, broker.cert = f"127.0.0.1:{port}", cert
+    broker.secure_args = secure_args
+    broker.as_admin = dict(curve_key_file=str(admin_secret),
+                           curve_server_key_file=str(server_public))
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def _create(broker) -> str:
+    topic = unique_topic("ks")
+    with Admin(broker=broker.url, **broker.as_admin) as admin:
+        admin.create_topic(topic, partitions=1)
+    return topic
+
+
+def _kafka_python(broker, user: str, mechanism: str, password: str | None = None) -> dict:
+    return dict(bootstrap_servers=broker.kafka_address, security_protocol="SASL_SSL",
+                ssl_cafile=str(broker.cert), sasl_mechanism=mechanism,
+                sasl_plain_username=user,
+                sasl_plain_password=PASSWORDS[user] if password is None else password)
+
+
+def _confluent(broker, user: str, mechanism: str, password: str | None = None) -> dict:
+    return {"bootstrap.servers": broker.kafka_address, "security.protocol": "SASL_SSL",
+            "ssl.ca.location": str(broker.cert), "sasl.mechanism": mechanism,
+            "sasl.username": user,
+            "sasl.password": PASSWORDS[user] if password is None else password}
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256"])
+def test_kafka_python_logs_in_over_tls_and_produces_and_consumes(secure_kafka, mechanism):
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    topic = _create(secure_kafka)
+    producer = KafkaProducer(acks="all", **_kafka_python(secure_kafka, "alice", mechanism))
+    offsets = [producer.send(topic, b"v%d" % i, partition=0).get(TIMEOUT_S).offset
+               for i in range(3)]
+    producer.close()
+    assert offsets == [0, 1, 2]
+    consumer = KafkaConsumer(enable_auto_commit=False, consumer_timeout_ms=TIMEOUT_S * 1000,
+                             **_kafka_python(secure_kafka, "bob", mechanism))
+    consumer.assign([TopicPartition(topic, 0)])
+    consumer.seek_to_beginning()
+    assert [next(consumer).value for _ in range(3)] == [b"v0", b"v1", b"v2"]
+    consumer.close()
+    assert f"logged in as 'alice' ({mechanism})" in secure_kafka.log()
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256"])
+def test_confluent_kafka_logs_in_over_tls_and_produces_and_consumes_in_a_group(
+        secure_kafka, mechanism):
+    from confluent_kafka import Consumer, Producer
+
+    topic = _create(secure_kafka)
+    producer = Producer(_confluent(secure_kafka, "alice", mechanism))
+    for i in range(5):
+        producer.produce(topic, b"m%d" % i, partition=0)
+    assert producer.flush(TIMEOUT_S) == 0
+    consumer = Consumer({**_confluent(secure_kafka, "alice", mechanism),
+                         "group.id": unique_topic("alice"), "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    got = []
+
+    def poll() -> bool:
+        message = consumer.poll(0.2)
+        if message is not None:
+            assert message.error() is None, message.error()
+            got.append(message.value())
+        return len(got) >= 5
+
+    wait_until(poll, TIMEOUT_S)
+    consumer.close()
+    assert got == [b"m%d" % i for i in range(5)]
+
+
+def test_a_wrong_password_fails_the_login_cleanly_and_is_logged_without_the_password(
+        secure_kafka, caplog):
+    from confluent_kafka import KafkaError, Producer
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaTimeoutError
+
+    # Given the right user with a wrong password, over PLAIN on a bare TLS connection
+    with _tls_socket(secure_kafka) as sock:
+        assert _exchange(sock, SASL_HANDSHAKE, 1, {"mechanism": "PLAIN"}, 1)["error_code"] == 0
+        # When it authenticates, Then the answer is SASL_AUTHENTICATION_FAILED naming the user
+        answer = _exchange(sock, SASL_AUTHENTICATE, 2,
+                           {"auth_bytes": b"\0alice\0not-alices-password"}, 2)
+        assert answer["error_code"] == error_codes.SASL_AUTHENTICATION_FAILED
+        assert "user 'alice'" in answer["error_message"]
+        assert "not-alices-password" not in answer["error_message"]
+        # And the connection is closed at its next request
+        assert _exchange(sock, API_VERSIONS, 0, {}, 3) is None
+    # And librdkafka (SCRAM-SHA-256) reports an authentication error
+    errors = _librdkafka_errors(Producer, {**_confluent(secure_kafka, "alice", "SCRAM-SHA-256",
+                                                        password="also-wrong")})
+    assert errors[0].code() == KafkaError._AUTHENTICATION, errors
+    # And kafka-python (SCRAM-SHA-256) sees Kafka's SaslAuthenticationFailedError and gives up
+    with pytest.raises(KafkaTimeoutError):
+        KafkaProducer(**_kafka_python(secure_kafka, "alice", "SCRAM-SHA-256",
+                                      password="wrong-again"), max_block_ms=3_000)
+    assert "SaslAuthenticationFailedError" in caplog.text
+    # And the broker logged each failure with the user and the peer, never the password
+    wait_until(lambda: secure_kafka.log().count("SASL login failed") >= 3, TIMEOUT_S)
+    log = secure_kafka.log()
+    assert "user 'alice'" in log and "from 127.0.0.1:" in log
+    for password in ("not-alices-password", "also-wrong", "wrong-again"):
+        assert password not in log
+
+
+def _librdkafka_errors(client_class, config: dict) -> list:
+    """The errors a librdkafka client reports until its first one; the client is gone
+    after (it would retry in the background for as long as it lives)."""
+    errors = []
+    client = client_class({**config, "error_cb": errors.append})
+    wait_until(lambda: client.poll(0.1) is not None and errors, TIMEOUT_S)
+    return errors
+
+
+def test_a_user_without_the_grant_gets_kafkas_authorization_errors(secure_kafka):
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
+
+    topic = _create(secure_kafka)
+    # Given bob, who may consume ks-* topics but not produce, nor use any group
+    producer = KafkaProducer(acks="all", retries=0,
+                             **_kafka_python(secure_kafka, "bob", "SCRAM-SHA-256"))
+    # When he produces, Then the answer is TOPIC_AUTHORIZATION_FAILED
+    with pytest.raises(TopicAuthorizationFailedError):
+        producer.send(topic, b"no", partition=0).get(TIMEOUT_S)
+    producer.close()
+    # And joining a group he has no grant on is GROUP_AUTHORIZATION_FAILED
+    consumer = KafkaConsumer(topic, group_id="bobs-group", enable_auto_commit=False,
+                             **_kafka_python(secure_kafka, "bob", "PLAIN"))
+    with pytest.raises(GroupAuthorizationFailedError):
+        for _ in range(50):
+            consumer.poll(200)
+    consumer.close()
+    assert "denied produce from User:bo" in secure_kafka.log()
+
+
+class SecureRouter(StandaloneRouter):
+    """``plinth router`` with the broker's keys and ACL and a Kafka listener of its own."""
+
+    def __init__(self, ray_address: str, extra_args: tuple[str, ...]):
+        super().__init__(ray_address, CLUSTER_NAME)
+        self.extra_args = extra_args
+
+    def command(self) -> list[str]:
+        return super().command() + list(self.extra_args)
+
+
+def test_a_plinth_router_serves_kafka_users_with_their_grants_too(secure_kafka, ray_cluster):
+    from kafka import KafkaProducer
+    from kafka.errors import TopicAuthorizationFailedError
+
+    # Given a second router, with its own Kafka listener and the same keys, ACL and users
+    port = free_port()
+    router = SecureRouter(ray_cluster, (*secure_kafka.secure_args,
+                                        "--kafka-listen", f"127.0.0.1:{port}")).start()
+    try:
+        topic = _create(secure_kafka)
+        address = dict(bootstrap_servers=f"127.0.0.1:{port}")
+        # When alice produces through it, Then her records are written
+        producer = KafkaProducer(acks="all", **{**_kafka_python(secure_kafka, "alice", "PLAIN"),
+                                                **address})
+        assert producer.send(topic, b"via-router", partition=0).get(TIMEOUT_S).offset == 0
+        producer.close()
+        # And bob, who may not produce, is refused there as at the server
+        producer = KafkaProducer(acks="all", retries=0,
+                                 **{**_kafka_python(secure_kafka, "bob", "SCRAM-SHA-256"),
+                                    **address})
+        with pytest.raises(TopicAuthorizationFailedError):
+            producer.send(topic, b"no", partition=0).get(TIMEOUT_S)
+        producer.close()
+    finally:
+        router.stop()
+
+
+def _tls_socket(broker) -> ssl.SSLSocket:
+    context = ssl.create_default_context(cafile=str(broker.cert))
+    host, port = broker.kafka_address.split(":")
+    raw = socket.create_connection((host, int(port)), timeout=TIMEOUT_S)
+    return context.wrap_socket(raw, server_hostname=host)
+
+
+def _exchange(sock, api, version: int, body: dict, correlation_id: int) -> dict | None:
+    """Send one request; its response body, or None if the connection closed instead."""
+    header = RequestHeader(api.key, version, correlation_id, "raw-test")
+    sock.sendall(b"".join(bytes(part) for part in codec.encode_request(header, body)))
+    size = sock.recv(4)
+    if not size:
+        return None
+    frame = b""
+    while len(frame) < int.from_bytes(size, "big"):
+        frame += sock.recv(65536)
+    assert codec.decode_response(api.key, version, frame)[0] == correlation_id
+    return codec.decode_response(api.key, version, frame)[1]
+
+
+def test_a_connection_that_has_not_logged_in_gets_api_versions_and_is_closed_at_anything_else(
+        secure_kafka):
+    # Given a TLS connection that sends no SASL
+    with _tls_socket(secure_kafka) as sock:
+        # When it asks ApiVersions, Then it is answered, SASL's APIs among them
+        versions = _exchange(sock, API_VERSIONS, 0, {}, 1)
+        keys = {entry["api_key"] for entry in versions["api_keys"]}
+        assert versions["error_code"] == error_codes.NONE
+        assert {codec.API_KEYS["SaslHandshake"], codec.API_KEYS["SaslAuthenticate"]} <= keys
+        # And when it asks Metadata, Then the connection is closed without an answer
+        assert _exchange(sock, METADATA, 1, {"topics": None}, 2) is None
+    assert "before a SASL login" in secure_kafka.log()
+
+
+def _refusal(tmp_path, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "plinth.cli", "serve", "--data-dir", str(tmp_path / "d"), *args],
+        capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert result.returncode != 0, result.stdout
+    assert not (tmp_path / "d").exists()
+    return result.stderr
+
+
+def test_serve_refuses_a_non_loopback_kafka_listener_without_tls_and_sasl(tmp_path):
+    cert, key = self_signed_certificate(tmp_path)
+    users = tmp_path / "users.json"
+    add_users(users)
+    stderr = _refusal(tmp_path, "--kafka-listen", f"0.0.0.0:{free_port()}")
+    assert "without TLS (--kafka-tls-cert, --kafka-tls-key) and SASL (--kafka-sasl-users)" \
+        in stderr, stderr
+    stderr = _refusal(tmp_path, "--kafka-listen", f"0.0.0.0:{free_port()}",
+                      "--kafka-tls-cert", str(cert), "--kafka-tls-key", str(key))
+    assert "without SASL (--kafka-sasl-users)" in stderr, stderr
+    stderr = _refusal(tmp_path, "--kafka-listen", f"0.0.0.0:{free_port()}",
+                      "--kafka-sasl-users", str(users))
+    assert "without TLS (--kafka-tls-cert, --kafka-tls-key)" in stderr, stderr
+
+
+def test_serve_refuses_a_kafka_listener_without_sasl_beside_curvezmq(tmp_path):
+    keys, authorized = tmp_path / "keys", tmp_path / "authorized"
+    authorized.mkdir()
+    _, server_secret = keygen(keys, "server")
+    stderr = _refusal(tmp_path, "--curve-secret-key", str(server_secret), "--authorized-keys",
+                      str(authorized), "--kafka-listen", f"127.0.0.1:{free_port()}")
+    assert "--kafka-listen beside --curve-secret-key needs --kafka-sasl-users" in stderr, stderr

@@ -1,0 +1,122 @@
+"""The gateway's login gate (gateway.py) and its SASL APIs (api_sasl.py), called
+as the listener calls them: before a login only ApiVersions, SaslHandshake and
+SaslAuthenticate are served; a SCRAM-SHA-256 login made by a real client
+computation sets the principal, which each later request's task acts for
+(backend.PRINCIPAL); a failed login closes the connection at its next request;
+out-of-order or unsupported SASL requests get Kafka's SASL error codes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from plinth.router.kafka import error_codes as kafka
+from plinth.router.kafka.backend import PRINCIPAL
+from plinth.router.kafka.codec import API_KEYS, RequestHeader
+from plinth.router.kafka.gateway import KafkaGateway
+from plinth.router.kafka.listener import CloseConnection, ConnectionInfo
+from plinth.router.kafka.sasl_users import credential_for
+from tests.router.kafka.test_sasl_scram import client_final_for
+
+USERS = {"alice": credential_for("alice-pw", 4096)}
+
+
+def header(api: str, version: int) -> RequestHeader:
+    return RequestHeader(API_KEYS[api], version, 7, "test")
+
+
+def call(gateway, connection, api: str, version: int, body: dict):
+    return asyncio.run(gateway.handle(connection, header(api, version), body))
+
+
+@pytest.fixture
+def gateway() -> KafkaGateway:
+    gateway = KafkaGateway(backend=None, cluster=None, sasl_users=USERS)
+    seen = []
+
+    async def probe(gateway_, header_, body, connection):   # stands for any Plinth-backed API
+        seen.append(PRINCIPAL.get())
+        return {"error_code": kafka.NONE}
+
+    gateway._handlers[API_KEYS["Metadata"]] = probe
+    gateway.seen = seen
+    return gateway
+
+
+def connection() -> ConnectionInfo:
+    return ConnectionInfo(1, ("127.0.0.1", 5555), request_bytes_max=512 * 1024)
+
+
+def test_before_a_login_only_api_versions_and_sasl_are_served(gateway):
+    conn = connection()
+    assert call(gateway, conn, "ApiVersions", 3, {})["error_code"] == kafka.NONE
+    with pytest.raises(CloseConnection, match="before a SASL login"):
+        call(gateway, conn, "Metadata", 1, {"topics": None})
+    assert gateway.seen == []
+
+
+def test_a_scram_login_sets_the_principal_that_later_requests_act_for(gateway):
+    conn = connection()
+    answer = call(gateway, conn, "SaslHandshake", 1, {"mechanism": "SCRAM-SHA-256"})
+    assert answer["error_code"] == kafka.NONE and "PLAIN" in answer["mechanisms"]
+    first = b"n,,n=alice,r=clientnonce"
+    server_first = call(gateway, conn, "SaslAuthenticate", 2, {"auth_bytes": first})["auth_bytes"]
+    final = client_final_for("alice-pw", server_first, first[3:])
+    answer = call(gateway, conn, "SaslAuthenticate", 2, {"auth_bytes": final})
+    assert answer["error_code"] == kafka.NONE and answer["auth_bytes"].startswith(b"v=")
+    call(gateway, conn, "Metadata", 1, {"topics": None})
+    assert gateway.seen == ["alice"] and PRINCIPAL.get() is None   # set in the task only
+    assert conn.request_bytes_max is None   # the listener's bound from the login on
+
+
+def test_a_failed_login_is_answered_and_the_next_request_closes_the_connection(gateway):
+    conn = connection()
+    call(gateway, conn, "SaslHandshake", 1, {"mechanism": "PLAIN"})
+    answer = call(gateway, conn, "SaslAuthenticate", 1, {"auth_bytes": b"\0alice\0bad-pass-123"})
+    assert answer["error_code"] == kafka.SASL_AUTHENTICATION_FAILED
+    assert "user 'alice'" in answer["error_message"] and "bad-pass-123" not in answer["error_message"]
+    with pytest.raises(CloseConnection, match="after a failed SASL login"):
+        call(gateway, conn, "ApiVersions", 3, {})
+
+
+@pytest.mark.parametrize("steps, code", [
+    ([("SaslHandshake", 0, {"mechanism": "PLAIN"})], kafka.UNSUPPORTED_VERSION),
+    ([("SaslHandshake", 1, {"mechanism": "GSSAPI"})], kafka.UNSUPPORTED_SASL_MECHANISM),
+    ([("SaslAuthenticate", 2, {"auth_bytes": b"\0alice\0alice-pw"})], kafka.ILLEGAL_SASL_STATE),
+    ([("SaslHandshake", 1, {"mechanism": "PLAIN"}), ("SaslHandshake", 1, {"mechanism": "PLAIN"})],
+     kafka.ILLEGAL_SASL_STATE),
+    ([("SaslHandshake", 1, {"mechanism": "PLAIN"}),
+      ("SaslAuthenticate", 2, {"auth_bytes": b"\0alice\0" + b"x" * 5000})],
+     kafka.SASL_AUTHENTICATION_FAILED),
+])
+def test_sasl_requests_out_of_order_or_unsupported_get_kafkas_sasl_errors(gateway, steps, code):
+    conn = connection()
+    answers = [call(gateway, conn, api, version, body) for api, version, body in steps]
+    assert answers[-1]["error_code"] == code
+    assert "principal" not in conn.state and conn.request_bytes_max == 512 * 1024
+
+
+def test_a_listener_without_users_does_not_offer_sasl():
+    gateway = KafkaGateway(backend=None, cluster=None)
+    assert API_KEYS["SaslHandshake"] not in gateway.api_keys()
+
+
+def test_a_second_plain_round_while_the_first_is_checked_is_an_illegal_state(gateway):
+    # Given a PLAIN login whose password check runs off the loop
+    conn = connection()
+    call(gateway, conn, "SaslHandshake", 1, {"mechanism": "PLAIN"})
+
+    async def two_rounds():
+        first = asyncio.ensure_future(gateway.handle(
+            conn, header("SaslAuthenticate", 2), {"auth_bytes": b"\0alice\0alice-pw"}))
+        await asyncio.sleep(0)   # one turn of the loop: the first runs up to its check
+        assert conn.state.get("sasl_checking")
+        second = await gateway.handle(conn, header("SaslAuthenticate", 2),
+                                      {"auth_bytes": b"\0alice\0alice-pw"})
+        return await first, second
+
+    # When a second round comes meanwhile, Then it is refused and the first logs in
+    first, second = asyncio.run(two_rounds())
+    assert second["error_code"] == kafka.ILLEGAL_SASL_STATE
+    assert first["error_code"] == kafka.NONE and conn.state["principal"] == "alice"

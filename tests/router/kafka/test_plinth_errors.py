@@ -1,0 +1,46 @@
+"""plinth_errors.py: the ACL's refusals (router/acl.py, its own messages) become
+Kafka's authorization error of the resource refused: topic, group or cluster."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from plinth import protocol, protocol_classic
+from plinth.errors import NotAuthorizedError
+from plinth.router.acl import Acl
+from plinth.router.kafka import error_codes as kafka
+from plinth.router.kafka.plinth_errors import kafka_code
+
+
+@pytest.fixture
+def acl(tmp_path) -> Acl:
+    path = tmp_path / "acl.json"
+    path.write_text(json.dumps({"User:alice": [
+        {"operations": ["produce", "consume"], "topics": "a.*", "groups": "alice.*"}]}))
+    return Acl.load(path)
+
+
+@pytest.mark.parametrize("request_, code", [
+    (protocol.ProduceRequest(1, "b.x", 0), kafka.TOPIC_AUTHORIZATION_FAILED),
+    (protocol.MetadataRequest(1, ("b.x",)), kafka.TOPIC_AUTHORIZATION_FAILED),
+    (protocol.CreateTopicRequest(1, "a.x", 1, {}), kafka.TOPIC_AUTHORIZATION_FAILED),
+    (protocol_classic.ClassicJoinRequest(1, "bob.g", "", "", "consumer", (), 10_000, 30_000),
+     kafka.GROUP_AUTHORIZATION_FAILED),
+    (protocol.CommitOffsetsRequest(1, "bob.g", "m", 1, {("a.x", 0): 1}),
+     kafka.GROUP_AUTHORIZATION_FAILED),
+    (protocol.CommitOffsetsRequest(1, "alice.g", "m", 1, {("b.x", 0): 1}),
+     kafka.TOPIC_AUTHORIZATION_FAILED),
+    (protocol.StatusRequest(1), kafka.CLUSTER_AUTHORIZATION_FAILED),
+])
+def test_each_acl_refusal_maps_to_the_authorization_error_of_what_it_refused(acl, request_, code):
+    with pytest.raises(NotAuthorizedError) as caught:
+        acl.check("User:alice", request_)
+    assert kafka_code(caught.value) == code, str(caught.value)
+
+
+def test_a_user_without_any_grant_is_refused_by_the_resource_it_asked_for(acl):
+    with pytest.raises(NotAuthorizedError) as caught:
+        acl.check("User:bob", protocol_classic.ClassicHeartbeatRequest(1, "g", 1, "m"))
+    assert kafka_code(caught.value) == kafka.GROUP_AUTHORIZATION_FAILED
