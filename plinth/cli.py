@@ -56,9 +56,24 @@ def main(ctx, broker, request_timeout_ms, curve_key_file, curve_server_key_file)
             raise click.UsageError(str(exc)) from None
 
 
-def _kafka_security_options(command):
-    """The Kafka listener's TLS and SASL options, shared by serve and router."""
+def _kafka_listener_options(command):
+    """The Kafka listener's options (address, auto-creation, TLS, SASL), shared by serve
+    and router."""
     for option in reversed((
+        click.option("--kafka-listen", envvar="PLINTH_KAFKA_LISTEN", show_envvar=True,
+                     default=None, metavar="HOST:PORT",
+                     help="Also serve Kafka's wire protocol here (Kafka's usual port is 9092), "
+                          "so that Kafka clients and tools work unchanged. A non-loopback "
+                          "address needs --kafka-tls-cert/--kafka-tls-key and "
+                          "--kafka-sasl-users (or --allow-insecure). Default: off."),
+        click.option("--kafka-advertised", envvar="PLINTH_KAFKA_ADVERTISED", show_envvar=True,
+                     default=None, metavar="HOST:PORT",
+                     help="The address Kafka clients are told to connect to (Kafka's "
+                          "advertised.listeners). Default: the --kafka-listen address."),
+        click.option("--kafka-auto-create-topics", is_flag=True, default=False,
+                     help="Create a topic a Kafka client asks for that does not exist "
+                          "(Kafka's auto.create.topics.enable), with 1 partition and the "
+                          "default replication factor. Default: off."),
         click.option("--kafka-tls-cert", envvar="PLINTH_KAFKA_TLS_CERT", show_envvar=True,
                      default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
                      help="PEM certificate (chain) of the Kafka listener: every Kafka "
@@ -133,21 +148,7 @@ def _kafka_security_options(command):
               type=click.IntRange(limits.TIER_CACHE_BYTES_MIN, limits.TIER_CACHE_BYTES_MAX),
               default=limits.TIER_CACHE_BYTES_DEFAULT, show_default=True,
               help="Local disk each shard may use for cached chunks of remote segments.")
-@click.option("--kafka-listen", envvar="PLINTH_KAFKA_LISTEN", show_envvar=True, default=None,
-              metavar="HOST:PORT",
-              help="Also serve Kafka's wire protocol here (Kafka's usual port is 9092), so that "
-                   "Kafka clients and tools work unchanged. A non-loopback address needs "
-                   "--kafka-tls-cert/--kafka-tls-key and --kafka-sasl-users (or "
-                   "--allow-insecure). Default: off.")
-@click.option("--kafka-advertised", envvar="PLINTH_KAFKA_ADVERTISED", show_envvar=True,
-              default=None, metavar="HOST:PORT",
-              help="The address Kafka clients are told to connect to (Kafka's "
-                   "advertised.listeners). Default: the --kafka-listen address.")
-@click.option("--kafka-auto-create-topics", is_flag=True, default=False,
-              help="Create a topic a Kafka client asks for that does not exist (Kafka's "
-                   "auto.create.topics.enable), with 1 partition and the default "
-                   "replication factor. Default: off.")
-@_kafka_security_options
+@_kafka_listener_options
 def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms,
           curve_secret_key, authorized_keys, acl_file, allow_insecure, cluster_name,
           metrics_port, metrics_host, internal_hop, default_replication_factor,
@@ -201,21 +202,7 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
                    "--tier-url); given, the router starts only if the broker's store is "
                    "this one (bucket and prefix; credentials may differ), so that a deploy "
                    "config setting PLINTH_TIER_URL on every node fails fast when they diverge.")
-@click.option("--kafka-listen", envvar="PLINTH_KAFKA_LISTEN", show_envvar=True, default=None,
-              metavar="HOST:PORT",
-              help="Also serve Kafka's wire protocol here (Kafka's usual port is 9092), so that "
-                   "Kafka clients and tools work unchanged. A non-loopback address needs "
-                   "--kafka-tls-cert/--kafka-tls-key and --kafka-sasl-users (or "
-                   "--allow-insecure). Default: off.")
-@click.option("--kafka-advertised", envvar="PLINTH_KAFKA_ADVERTISED", show_envvar=True,
-              default=None, metavar="HOST:PORT",
-              help="The address Kafka clients are told to connect to (Kafka's "
-                   "advertised.listeners). Default: the --kafka-listen address.")
-@click.option("--kafka-auto-create-topics", is_flag=True, default=False,
-              help="Create a topic a Kafka client asks for that does not exist (Kafka's "
-                   "auto.create.topics.enable), with 1 partition and the default "
-                   "replication factor. Default: off.")
-@_kafka_security_options
+@_kafka_listener_options
 def router(ray_address, cluster_name, listen, curve_secret_key, authorized_keys, acl_file,
            allow_insecure, metrics_port, metrics_host, cluster_key_file, data_dir, tier_url,
            kafka_listen, kafka_advertised, kafka_auto_create_topics, kafka_tls_cert,
