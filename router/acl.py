@@ -235,7 +235,7 @@ class Acl:
         """Read and check the file; InvalidConfigError names what is wrong and where."""
         path = Path(path)
         try:
-            raw = json.loads(path.read_text(), object_pairs_hook=_refuse_duplicates)
+            raw = json.loads(path.read_text(), object_pairs_hook=refuse_duplicate_keys)
         except (OSError, ValueError) as exc:
             raise InvalidConfigError(f"cannot read ACL file {path}: {exc}") from None
         if not isinstance(raw, dict):
@@ -267,7 +267,9 @@ class Acl:
 
 # --- Loading -----------------------------------------------------------------------
 
-def _refuse_duplicates(pairs: list[tuple[str, object]]) -> dict:
+def refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    """json's object_pairs_hook for a config file: a key given twice is a ValueError
+    (json would keep the last silently). The ACL and the Kafka users file use it."""
     seen: dict = {}
     for name, value in pairs:
         if name in seen:

@@ -47,6 +47,7 @@ from pathlib import Path
 
 from plinth import limits
 from plinth.errors import InvalidConfigError
+from plinth.router.acl import refuse_duplicate_keys
 
 MECHANISM = "SCRAM-SHA-256"
 FIELDS = ("mechanism", "iterations", "salt", "stored_key", "server_key")
@@ -99,7 +100,7 @@ def load_users(path: Path) -> dict[str, ScramCredential]:
     """Read and check the users file; InvalidConfigError names what is wrong and where."""
     path = Path(path)
     try:
-        raw = json.loads(path.read_text(), object_pairs_hook=_refuse_duplicates)
+        raw = json.loads(path.read_text(), object_pairs_hook=refuse_duplicate_keys)
     except (OSError, ValueError) as exc:
         raise InvalidConfigError(f"cannot read SASL users file {path}: {exc}") from None
     if not isinstance(raw, dict):
@@ -135,15 +136,6 @@ def _as_json(cred: ScramCredential) -> dict:
     b64 = lambda data: base64.b64encode(data).decode()   # noqa: E731
     return {"mechanism": MECHANISM, "iterations": cred.iterations, "salt": b64(cred.salt),
             "stored_key": b64(cred.stored_key), "server_key": b64(cred.server_key)}
-
-
-def _refuse_duplicates(pairs: list[tuple[str, object]]) -> dict:
-    seen: dict = {}
-    for name, value in pairs:
-        if name in seen:
-            raise ValueError(f"{name!r} appears twice in one object")
-        seen[name] = value
-    return seen
 
 
 def _credential(path: Path, name: str, raw) -> ScramCredential:
