@@ -1,4 +1,5 @@
-"""Replacing small files so that a crash leaves the old or the new one, never a mix.
+"""Replacing small files so that a crash leaves the old or the new one, never a mix;
+and reading small JSON config files strictly.
 
 Any process or thread may call these (each file has one writer).
 """
@@ -38,3 +39,14 @@ def write_file_atomically(path: Path, data: bytes, *, sync_dir: bool = False) ->
 
 def write_json_atomically(path: Path, value) -> None:
     write_file_atomically(path, json.dumps(value, indent=1, sort_keys=True).encode(), sync_dir=True)
+
+
+def refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    """json's object_pairs_hook for a config file: a key given twice is a ValueError
+    (json would keep the last silently): the ACL, the Kafka users file."""
+    seen: dict = {}
+    for name, value in pairs:
+        if name in seen:
+            raise ValueError(f"{name!r} appears twice in one object")
+        seen[name] = value
+    return seen

@@ -70,6 +70,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plinth import protocol, protocol_classic
+from plinth.durable_files import refuse_duplicate_keys
 from plinth.errors import InvalidConfigError, NotAuthorizedError
 from plinth.router.kafka.sasl_users import check_user_name
 
@@ -266,17 +267,6 @@ class Acl:
 
 
 # --- Loading -----------------------------------------------------------------------
-
-def refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
-    """json's object_pairs_hook for a config file: a key given twice is a ValueError
-    (json would keep the last silently). The ACL and the Kafka users file use it."""
-    seen: dict = {}
-    for name, value in pairs:
-        if name in seen:
-            raise ValueError(f"{name!r} appears twice in one object")
-        seen[name] = value
-    return seen
-
 
 def _key(path: Path, key: str) -> str:
     if key == ANY_KEY or (len(key) == _KEY_CHARS and set(key) <= _Z85):

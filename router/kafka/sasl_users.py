@@ -46,8 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plinth import limits
+from plinth.durable_files import refuse_duplicate_keys
 from plinth.errors import InvalidConfigError
-from plinth.router.acl import refuse_duplicate_keys
 
 MECHANISM = "SCRAM-SHA-256"
 FIELDS = ("mechanism", "iterations", "salt", "stored_key", "server_key")
