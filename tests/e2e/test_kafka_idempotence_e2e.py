@@ -1,7 +1,7 @@
 """Kafka's idempotent producer through a shard restart (issue 15).
 
 An unmodified client with idempotence on (confluent-kafka's enable.idempotence,
-kafka-python's enable_idempotence) produces numbered records to one partition
+kafka-python's and aiokafka's enable_idempotence) produces numbered records to one partition
 while the shard actor that stores it is SIGKILLed: its requests in flight are
 lost or time out, the client retries them with the same producer id and
 sequence numbers, and the restarted shard, having recovered its producer state
@@ -121,6 +121,38 @@ def test_kafka_python_idempotent_records_survive_a_shard_kill_once_each_in_order
     producer.flush(TIMEOUT_S)
     offsets = [f.get(TIMEOUT_S).offset for f in futures]
     producer.close()
+    wait_until(lambda: _restarted(kafka_broker, old_pid), TIMEOUT_S)
+    # Then every record was acknowledged at its place and is stored once, in order
+    assert offsets == list(range(RECORDS))
+    assert _stored_values(kafka_broker, topic) == _expected()
+
+
+def test_aiokafka_idempotent_records_survive_a_shard_kill_once_each_in_order(kafka_broker):
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    topic = _create(kafka_broker)
+
+    async def produce() -> tuple[list[int], int]:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.kafka_address,
+                                    enable_idempotence=True, linger_ms=2,
+                                    request_timeout_ms=10_000)
+        await producer.start()
+        try:
+            # Given an idempotent producer sending numbered records
+            futures, old_pid = [], None
+            for i in range(RECORDS):
+                futures.append(await producer.send(topic, b"n-%06d" % i, partition=0))
+                if i == KILL_AT:
+                    # When the shard dies with requests in flight, and the rest is sent
+                    old_pid = _kill_the_shard(kafka_broker)
+            done = await asyncio.wait_for(asyncio.gather(*futures), TIMEOUT_S)
+            return [m.offset for m in done], old_pid
+        finally:
+            await producer.stop()
+
+    offsets, old_pid = asyncio.run(produce())
     wait_until(lambda: _restarted(kafka_broker, old_pid), TIMEOUT_S)
     # Then every record was acknowledged at its place and is stored once, in order
     assert offsets == list(range(RECORDS))
