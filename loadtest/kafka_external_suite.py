@@ -179,7 +179,7 @@ def results(report: Path) -> list[dict]:
     """One dict per test case of the JUnit report: name, outcome, message."""
     out = []
     for case in ET.parse(report).getroot().iter("testcase"):
-        name = f"{case.get('classname', '').rsplit('.', 1)[-1]}::{case.get('name')}"
+        name = _name(case.get("classname", ""), case.get("name"))
         outcome, message = "passed", ""
         for tag in ("failure", "error", "skipped"):
             node = case.find(tag)
@@ -193,9 +193,16 @@ def results(report: Path) -> list[dict]:
     return out
 
 
+def _name(classname: str, test: str) -> str:
+    """module::test, or module::Class::test: ``test.integration.test_x.TestY`` -> test_x::TestY."""
+    parts = classname.split(".")
+    start = next((i for i, p in enumerate(parts) if p.startswith("test_")), len(parts) - 1)
+    return "::".join(parts[start:] + [test])
+
+
 def classify(name: str) -> str:
     """A failure's class from KNOWN_FAILURES: by test name, else by its module's name."""
-    module, test = name.split("::", 1)
+    module, test = name.split("::", 1)[0], name.rsplit("::", 1)[1]
     known = KNOWN_FAILURES.get(test.split("[", 1)[0]) or KNOWN_FAILURES.get(module)
     return f"{known[0]}: {known[1]}" if known else "UNCLASSIFIED"
 

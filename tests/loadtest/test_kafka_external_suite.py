@@ -44,16 +44,20 @@ def test_the_report_gives_each_outcome_its_class_and_the_pass_rate_leaves_out_sk
         '<error message="kaput"/></testcase>'
         '<testcase classname="test.integration.test_b" name="test_skip">'
         '<skipped message="no"/></testcase>'
+        '<testcase classname="test.integration.test_ssl_integration.TestSSL" name="test_x">'
+        '<error message="no TLS"/></testcase>'
         '</testsuite></testsuites>')
     suite.KNOWN_FAILURES["test_known"] = ("unsupported", "not in Plinth")
     try:
         rows = suite.results(report)
     finally:
         del suite.KNOWN_FAILURES["test_known"]
+    tls = "unsupported: " + suite.KNOWN_FAILURES["test_ssl_integration"][1]
     assert [(r["name"], r["outcome"], r["class"], r["message"]) for r in rows] == [
         ("test_a::test_ok", "passed", "", ""),
         ("test_a::test_new[x]", "failed", "UNCLASSIFIED", "boom"),
         ("test_b::test_known", "error", "unsupported: not in Plinth", "kaput"),
-        ("test_b::test_skip", "skipped", "", "no")]
-    assert suite.summary(rows) == {"passed": 1, "failed": 1, "error": 1, "skipped": 1,
-                                   "pass_rate": 0.333, "unclassified": 1}
+        ("test_b::test_skip", "skipped", "", "no"),
+        ("test_ssl_integration::TestSSL::test_x", "error", tls, "no TLS")]
+    assert suite.summary(rows) == {"passed": 1, "failed": 1, "error": 2, "skipped": 1,
+                                   "pass_rate": 0.25, "unclassified": 1}
