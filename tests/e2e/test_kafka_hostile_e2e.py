@@ -1,0 +1,311 @@
+"""Hostile input on the Kafka listener of a real ``plinth serve --kafka-listen`` (issue 15).
+
+Random, truncated and oversized frames, API versions the broker does not serve,
+a 2 GB declared length, and junk inside frames that decode: produce requests
+whose record batches are truncated, bit-flipped, lie about their record count
+or are not Kafka batches at all, topic and client names that are not UTF-8,
+array counts of two billion. Each gets a clean error (a response that decodes,
+with a non-zero error code where a record was refused) or a closed connection,
+within WAIT_S: a hang is a failure. After every case the broker still answers
+ApiVersions on a new connection, and at the end of the module a real client
+(kafka-python) produces and consumes on the same broker. The same style as
+tests/faults/test_hostile_input.py, against the whole broker rather than one
+shard: the listener, the gateway, the handlers, the backend and the shards.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import struct
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from plinth.client.admin import Admin
+from plinth.router.kafka import codec
+from plinth.router.kafka.messages import API_VERSIONS, METADATA, PRODUCE
+from tests.conftest import Broker
+from tests.support import free_port, unique_topic
+
+WAIT_S = 15.0          # the bound on every wait for a reply or a close
+PRODUCE_VERSION = 9    # flexible: compact strings and arrays (unsigned varint counts)
+TRIED = {"frames": 0, "answered": 0, "closed": 0}
+
+
+@pytest.fixture(scope="module")
+def kafka_broker(ray_cluster, tmp_path_factory):
+    port = free_port()
+    broker = Broker(tmp_path_factory.mktemp("kafka-hostile"), ray_cluster, shards=2,
+                    extra_args=("--kafka-listen", f"127.0.0.1:{port}"))
+    broker.kafka_host_port = ("127.0.0.1", port)
+    broker.kafka_address = f"127.0.0.1:{port}"
+    broker.start()
+    yield broker
+    print(f"hostile Kafka frames tried: {TRIED}")
+    broker.stop()
+
+
+@pytest.fixture(scope="module")
+def topic(kafka_broker) -> str:
+    name = unique_topic("hostile")
+    with Admin(broker=kafka_broker.url) as admin:
+        admin.create_topic(name, partitions=1)
+    return name
+
+
+# --- the raw socket side -------------------------------------------------------------
+
+def connect(address) -> socket.socket:
+    sock = socket.create_connection(address, timeout=WAIT_S)
+    sock.settimeout(WAIT_S)
+    return sock
+
+
+def read_exactly(sock: socket.socket, count: int) -> bytes | None:
+    """``count`` bytes, or None if the broker closed the connection first.
+    A socket.timeout (WAIT_S without a byte) propagates: a hang fails the test."""
+    data = b""
+    while len(data) < count:
+        try:
+            chunk = sock.recv(count - len(data))
+        except ConnectionResetError:
+            return None
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def outcome(address, frame: bytes, hang_up: bool = False) -> tuple[str, bytes | None]:
+    """Send one frame on a new connection: ("answered", response) or ("closed", None).
+    ``hang_up`` half-closes after sending (a frame shorter than its declared size
+    then ends at EOF). Raises socket.timeout if neither happens within WAIT_S."""
+    TRIED["frames"] += 1
+    with connect(address) as sock:
+        try:
+            sock.sendall(frame)
+            if hang_up:
+                sock.shutdown(socket.SHUT_WR)
+        except (BrokenPipeError, ConnectionResetError):
+            TRIED["closed"] += 1
+            return "closed", None
+        size = read_exactly(sock, 4)
+        if size is None:
+            TRIED["closed"] += 1
+            return "closed", None
+        body = read_exactly(sock, struct.unpack(">i", size)[0])
+        assert body is not None, "a response was cut short"
+        TRIED["answered"] += 1
+        return "answered", body
+
+
+def request(api, version: int, correlation_id: int, body: dict, client_id="hostile") -> bytes:
+    return b"".join(bytes(b) for b in codec.encode_request(
+        codec.RequestHeader(api.key, version, correlation_id, client_id), body))
+
+
+def still_serves(address) -> bool:
+    with connect(address) as sock:
+        sock.sendall(request(API_VERSIONS, 3, 99, {"client_software_name": "probe"}))
+        size = read_exactly(sock, 4)
+        assert size is not None, "ApiVersions on a fresh connection was closed"
+        correlation_id, body = codec.decode_response(
+            API_VERSIONS.key, 3, read_exactly(sock, struct.unpack(">i", size)[0]))
+    return correlation_id == 99 and body["error_code"] == 0
+
+
+def assert_clean(address, frame: bytes, hang_up: bool = False) -> tuple[str, bytes | None]:
+    result = outcome(address, frame, hang_up)
+    assert still_serves(address)
+    return result
+
+
+# --- frames --------------------------------------------------------------------------
+
+def good_batch(count: int = 3) -> bytes:
+    from kafka.record.default_records import DefaultRecordBatchBuilder
+
+    builder = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=False,
+                                        producer_id=-1, producer_epoch=-1, base_sequence=-1,
+                                        batch_size=1 << 20)
+    for i in range(count):
+        builder.append(i, timestamp=1_700_000_000_000 + i, key=b"k%d" % i,
+                       value=b"value-%d" % i, headers=[("h", b"x")])
+    return bytes(builder.build())
+
+
+def produce_frame(topic: str, records: bytes | None, correlation_id: int = 7) -> bytes:
+    return request(PRODUCE, PRODUCE_VERSION, correlation_id, {
+        "transactional_id": None, "acks": -1, "timeout_ms": 5_000,
+        "topic_data": [{"name": topic, "partition_data": [{"index": 0, "records": records}]}]})
+
+
+def produce_errors(response: bytes) -> list[int]:
+    _, body = codec.decode_response(PRODUCE.key, PRODUCE_VERSION, response)
+    return [p["error_code"] for t in body["responses"] for p in t["partition_responses"]]
+
+
+def mutated_batches(rng: random.Random, batch: bytes) -> list[bytes]:
+    """Truncations, bit flips (inside and outside the CRC), a lying record count,
+    a batch length beyond the bytes sent, a wrong magic."""
+    out = [batch[:rng.randrange(1, len(batch))] for _ in range(3)]
+    for _ in range(4):
+        flipped = bytearray(batch)
+        flipped[rng.randrange(len(flipped))] ^= 1 << rng.randrange(8)
+        out.append(bytes(flipped))
+    lying = bytearray(batch)
+    lying[57:61] = struct.pack(">i", 0x7FFF_FFFF)   # records count (covered by the CRC)
+    out.append(bytes(lying))
+    long = bytearray(batch)
+    long[8:12] = struct.pack(">i", 0x7FFF_0000)     # batchLength far beyond the bytes sent
+    out.append(bytes(long))
+    magic = bytearray(batch)
+    magic[16] = 1
+    out.append(bytes(magic))
+    return out
+
+
+# --- the cases -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("frame", [
+    struct.pack(">i", 0x7FFF_FFFF),                                  # 2 GB declared
+    struct.pack(">i", 0x7FFF_FFFF) + b"\0" * 4096,                   # ... and bytes after it
+    struct.pack(">i", 100 * 1024 * 1024 + 1),                        # one byte over the limit
+    struct.pack(">i", -1),
+    struct.pack(">i", 0),
+    struct.pack(">i", 4) + b"\xde\xad\xbe\xef",
+    struct.pack(">i", 10) + struct.pack(">hhih", METADATA.key, 99, 1, 0),   # Metadata v99
+    struct.pack(">i", 10) + struct.pack(">hhih", PRODUCE.key, -1, 1, 0),    # negative version
+    struct.pack(">i", 10) + struct.pack(">hhih", 31_999, 0, 1, 0),          # unknown API key
+    struct.pack(">i", 10) + struct.pack(">hhih", 17, 1, 1, 0),              # SaslHandshake
+], ids=["2GB", "2GB-with-bytes", "over-limit", "negative", "empty", "garbage",
+        "metadata-v99", "produce-v-1", "unknown-api", "sasl-handshake"])
+def test_a_malformed_frame_closes_its_connection_and_the_broker_keeps_serving(kafka_broker, frame):
+    # Given a broker; when a frame that cannot be served arrives
+    result, _ = assert_clean(kafka_broker.kafka_host_port, frame)
+    # Then its connection is closed (no response is owed for an unknown version)
+    assert result == "closed"
+
+
+def test_api_versions_in_a_version_too_new_gets_the_v0_answer_with_unsupported_version(
+        kafka_broker):
+    frame = struct.pack(">i", 10) + struct.pack(">hhih", API_VERSIONS.key, 77, 3, 0)
+    result, response = assert_clean(kafka_broker.kafka_host_port, frame)
+    assert result == "answered"
+    correlation_id, body = codec.decode_response(API_VERSIONS.key, 0, response)
+    assert correlation_id == 3 and body["error_code"] == 35   # UNSUPPORTED_VERSION
+
+
+def test_every_truncation_of_a_valid_produce_request_is_closed_without_a_hang(
+        kafka_broker, topic):
+    frame = produce_frame(topic, good_batch())
+    size = len(frame) - 4
+    for cut in sorted({5, 8, 12, 20, size // 2, size - 1}):
+        # A shorter frame whose size says so: the request ends inside a field.
+        truncated = struct.pack(">i", cut) + frame[4:4 + cut]
+        assert assert_clean(kafka_broker.kafka_host_port, truncated)[0] == "closed"
+    # A frame that declares its full size but stops: the broker waits for the rest
+    # until the client hangs up, then closes.
+    assert assert_clean(kafka_broker.kafka_host_port, frame[:size // 2], hang_up=True)[0] == "closed"
+
+
+def outside_the_crc(good: bytes, records: bytes) -> bool:
+    """True if ``records`` differs from ``good`` only in the baseOffset (bytes 0..8) or
+    the partitionLeaderEpoch (12..16): fields the shard overwrites, outside the CRC."""
+    if len(records) != len(good):
+        return False
+    return all(a == b for i, (a, b) in enumerate(zip(good, records))
+               if not (0 <= i < 8 or 12 <= i < 16))
+
+
+def test_a_produce_of_broken_record_batches_is_refused_per_partition_and_nothing_is_stored(
+        kafka_broker, topic):
+    from kafka import KafkaConsumer, TopicPartition
+
+    # Given a valid batch of 3 records and broken versions of it
+    good = good_batch()
+    accepted = 0
+    for records in mutated_batches(random.Random(15), good) + [b"\0" * 61, b"not a batch"]:
+        # When each is produced in a request that decodes
+        result, response = assert_clean(kafka_broker.kafka_host_port,
+                                        produce_frame(topic, records))
+        # Then it is refused with an error code, unless only an overwritten field changed
+        if result == "answered":
+            [error] = produce_errors(response)
+            assert error != 0 or outside_the_crc(good, records), records.hex()
+            accepted += error == 0
+    # And the partition holds exactly the records of the accepted batches, all intact
+    consumer = KafkaConsumer(bootstrap_servers=kafka_broker.kafka_address,
+                             enable_auto_commit=False, consumer_timeout_ms=3_000)
+    consumer.assign([TopicPartition(topic, 0)])
+    consumer.seek_to_beginning()
+    stored = [r.value for r in consumer]
+    consumer.close()
+    assert stored == [b"value-%d" % i for i in range(3)] * accepted
+
+
+def test_names_that_are_not_utf8_and_array_counts_of_two_billion_are_refused_cleanly(
+        kafka_broker, topic):
+    good = produce_frame(topic, good_batch(), correlation_id=0x0A0B0C0D)
+    name = topic.encode()
+    at = good.index(name)
+    bad_name = good[:at] + b"\xff\xfe" + good[at + 2:]                  # same length, not UTF-8
+    header_end = 4 + 2 + 2 + 4 + 2 + len(b"hostile") + 1                # size, key, version, id, client id, tags
+    body = good[header_end:]
+    # Produce v9's body: transactional_id (compact string, null = 0), acks, timeout,
+    # then topic_data's count as an unsigned varint (count + 1): here 2**31.
+    huge_topics = (good[:header_end] + body[:1 + 2 + 4]
+                   + bytes([0x81, 0x80, 0x80, 0x80, 0x08]) + body[1 + 2 + 4 + 1:])
+    huge_topics = struct.pack(">i", len(huge_topics) - 4) + huge_topics[4:]
+    bad_client_id = bytearray(good)
+    bad_client_id[14:16] = b"\xc3\x28"                                   # invalid UTF-8 pair
+    # A topic name that is not UTF-8: refused for its topic, or the connection closed
+    result, response = assert_clean(kafka_broker.kafka_host_port, bad_name)
+    assert result == "closed" or all(code != 0 for code in produce_errors(response))
+    # A count of two billion topics in 200 bytes: the connection is closed, nothing allocated
+    assert assert_clean(kafka_broker.kafka_host_port, huge_topics)[0] == "closed"
+    # A client id that is not UTF-8 (a label only): served or closed, never a hang
+    assert_clean(kafka_broker.kafka_host_port, bytes(bad_client_id))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(api_key=st.integers(-2, 70), version=st.integers(-2, 20),
+       payload=st.binary(max_size=300))
+def test_random_requests_of_any_api_and_version_never_hang_or_stop_the_broker(
+        kafka_broker, api_key, version, payload):
+    frame = struct.pack(">hhi", api_key, version, 1) + payload
+    outcome(kafka_broker.kafka_host_port, struct.pack(">i", len(frame)) + frame)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_random_bytes_inside_a_valid_produce_never_hang_or_stop_the_broker(kafka_broker, topic,
+                                                                           data):
+    frame = bytearray(produce_frame(topic, good_batch()))
+    for _ in range(data.draw(st.integers(1, 8))):
+        frame[data.draw(st.integers(4, len(frame) - 1))] = data.draw(st.integers(0, 255))
+    outcome(kafka_broker.kafka_host_port, bytes(frame))
+
+
+def test_after_all_of_it_a_real_client_produces_and_consumes(kafka_broker):
+    # Given the broker after every hostile frame above (pytest runs them in file order)
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    assert still_serves(kafka_broker.kafka_host_port)
+    fresh = unique_topic("after")
+    with Admin(broker=kafka_broker.url) as admin:
+        admin.create_topic(fresh, partitions=1)
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.kafka_address, acks="all")
+    offsets = [producer.send(fresh, b"after-%d" % i, partition=0).get(WAIT_S).offset
+               for i in range(5)]
+    producer.close()
+    consumer = KafkaConsumer(bootstrap_servers=kafka_broker.kafka_address,
+                             enable_auto_commit=False, consumer_timeout_ms=int(WAIT_S * 1000))
+    consumer.assign([TopicPartition(fresh, 0)])
+    consumer.seek_to_beginning()
+    got = [next(consumer).value for _ in range(5)]
+    consumer.close()
+    assert offsets == [0, 1, 2, 3, 4]
+    assert got == [b"after-%d" % i for i in range(5)]
+    assert TRIED["frames"] > 100
