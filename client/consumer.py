@@ -222,6 +222,7 @@ class Consumer:
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
             if self._membership is not None:
+                self._membership.raise_if_refused()
                 self._rebalance()
                 self._auto_commit()
             self._fetcher.send_fetches()

@@ -31,9 +31,12 @@ import time
 
 from plinth import limits, protocol
 from plinth.client.connection import Connection
-from plinth.errors import BrokerError, PlinthTimeoutError, StaleMemberEpochError, UnknownMemberIdError
+from plinth.errors import (BrokerError, InconsistentGroupProtocolError, InvalidGroupError,
+                           PlinthTimeoutError, StaleMemberEpochError, UnknownMemberIdError)
 
 log = logging.getLogger(__name__)
+# Answers no heartbeat can change: the membership ends and poll() raises them.
+_REFUSALS = (InconsistentGroupProtocolError, InvalidGroupError)
 
 TopicPartition = tuple[str, int]
 # The member epoch of a leave heartbeat (as the coordinator's, shards/group_coordinator.py).
@@ -58,6 +61,9 @@ class GroupMembership:
         self._conn = Connection(broker)
         self._last_ok_s = time.monotonic()
         self._retry_backoff_s: float | None = None   # set while heartbeats fail
+        # An answer no retry can change (the group is a Kafka client's): the heartbeat
+        # thread stops, and the consumer raises it from its next poll.
+        self._fatal: BrokerError | None = None
         self._thread = threading.Thread(target=self._run, name=f"plinth-heartbeat-{group}",
                                         daemon=True)
 
@@ -81,6 +87,12 @@ class GroupMembership:
     def identity(self) -> tuple[str, int]:
         with self._lock:
             return self.member_id, self.member_epoch
+
+    def raise_if_refused(self) -> None:
+        """Raise the error that ended this membership for good, if one did (consumer
+        thread): the group's coordinator refuses this consumer whatever it retries."""
+        if self._fatal is not None:
+            raise self._fatal
 
     def heartbeat_now(self) -> None:
         """Send a heartbeat now instead of at the next interval (any thread): the
@@ -136,6 +148,10 @@ class GroupMembership:
             log.warning("group %s: %s", self.group, exc)
             self._lose_membership()
             self._retry_backoff_s = None   # the coordinator answered: rejoin at once
+            return
+        except _REFUSALS as exc:
+            log.error("group %s: %s", self.group, exc)
+            self._fatal, self._closing = exc, True
             return
         except (BrokerError, PlinthTimeoutError) as exc:
             log.warning("group %s: heartbeat failed: %s", self.group, exc)

@@ -224,10 +224,6 @@ def _read(consumer, count: int) -> list:
     return got
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: client/group_membership.py's heartbeat thread takes the shard's "
-    "InconsistentGroupProtocolError for a transient BrokerError: it logs it at every "
-    "backoff and poll() returns nothing, forever; the error never reaches the caller"))
 def test_a_plinth_consumer_cannot_join_a_kafka_group_and_is_told_why(kafka_broker):
     topic, group = _create(kafka_broker, 2), unique_topic("kafka-only")
     member = Member("kafka-python", kafka_broker.kafka_address, topic, group)
