@@ -230,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         work_dir = Path(args.work_dir or temp)
         root = fetch_suite(work_dir / "suite")
         kafka_address = f"127.0.0.1:{free_port()}"
-        extra = ["--kafka-listen", kafka_address, "--shards", "2"]
+        # Kafka creates topics on first use by default (auto.create.topics.enable), and
+        # the suite relies on it; Plinth has it as an option, off by default.
+        extra = ["--kafka-listen", kafka_address, "--shards", "2", "--kafka-auto-create-topics"]
         extra += ["--ray-address", args.ray_address] if args.ray_address else []
         (work_dir / "broker").mkdir(exist_ok=True)
         with fresh_broker(args.plinth, work_dir / "broker", *extra):
