@@ -98,6 +98,7 @@ class KafkaGateway:
         self.backend = backend
         self.cluster = cluster
         self.sasl_users = sasl_users   # None: no login asked
+        self.tls = False               # the listener's connections are TLS (service.py)
         self.auto_create_topics = auto_create_topics
         self._handlers = {
             API_KEYS["ApiVersions"]: api_cluster.api_versions,

@@ -161,6 +161,7 @@ class KafkaService:
         host, port = parse_host_port(self.options.listen, "--kafka-listen")
         gateway = KafkaGateway(self._backend, None, self._users,
                                auto_create_topics=self.options.auto_create_topics)
+        gateway.tls = self.options.ssl_context() is not None
         self._listener = KafkaListener(
             host, port, gateway.handle, ssl_context=self.options.ssl_context(),
             first_request_bytes_max=(None if self._users is None

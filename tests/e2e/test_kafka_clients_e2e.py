@@ -212,3 +212,23 @@ def test_an_unknown_topic_is_not_created_by_a_kafka_producer_by_default(kafka_br
     producer.close()
     with Admin(broker=kafka_broker.url) as admin:
         assert topic not in admin.list_topics()
+
+
+def test_describe_configs_shows_a_topics_defaults_and_the_brokers_listener(kafka_broker):
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    topic = _create(kafka_broker)
+    with Admin(broker=kafka_broker.url) as admin:
+        admin.alter_topic(topic, {"retention.ms": "3600000"})
+    client = KafkaAdminClient(bootstrap_servers=kafka_broker.kafka_address)
+    broker_id = client._client.least_loaded_node()
+    configs = client.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic),
+                                       ConfigResource(ConfigResourceType.BROKER, broker_id)],
+                                      config_filter="all")
+    client.close()
+    topic_configs, broker = configs["topic"][topic], configs["broker"][str(broker_id)]
+    assert topic_configs["retention.ms"]["value"] == "3600000"
+    assert topic_configs["retention.ms"]["config_source"] == "DYNAMIC_TOPIC_CONFIG"
+    assert topic_configs["retention.bytes"]["config_source"] == "DEFAULT_CONFIG"
+    assert broker["advertised.listeners"]["value"] == f"PLAINTEXT://{kafka_broker.kafka_address}"
+    assert broker["auto.create.topics.enable"]["value"] == "false"
