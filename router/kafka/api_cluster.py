@@ -14,8 +14,8 @@ import asyncio
 import logging
 
 from plinth import limits, protocol
-from plinth.errors import PlinthError
 from plinth.router.kafka import error_codes as kafka
+from plinth.router.kafka.backend import ask
 from plinth.router.kafka.codec import SUPPORTED_VERSIONS
 from plinth.router.kafka.plinth_errors import kafka_code
 
@@ -95,19 +95,14 @@ def _may_create(gateway, header, body: dict) -> bool:
 async def _create(gateway, name: str) -> None:
     """Create a topic with the defaults; an error (a bad name, a race with another
     creator) shows in the metadata answer that follows."""
-    backend = gateway.backend
-    request_id = backend.next_request_id()
-    try:
-        await backend.call(request_id, protocol.encode_create_topic(
-            request_id, name, limits.KAFKA_TOPIC_PARTITIONS_DEFAULT, {}))
-    except PlinthError as exc:
-        log.warning("Kafka listener: auto-creating topic %r failed: %s", name, exc)
+    reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_create_topic(
+        rid, name, limits.KAFKA_TOPIC_PARTITIONS_DEFAULT, {}))
+    if reply.error is not None:
+        log.warning("Kafka listener: auto-creating topic %r failed: %s", name, reply.error)
 
 
 async def _plinth_metadata(gateway) -> protocol.ReplyView:
-    backend = gateway.backend
-    request_id = backend.next_request_id()
-    reply, _ = await backend.call(request_id, protocol.encode_metadata(request_id, []))
+    reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_metadata(rid, []))
     return reply
 
 

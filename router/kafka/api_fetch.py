@@ -34,10 +34,11 @@ from __future__ import annotations
 import asyncio
 
 from plinth import limits, protocol
-from plinth.errors import CorruptDataError, PlinthError, TooManyRequestsError
+from plinth.errors import CorruptDataError, TooManyRequestsError
 from plinth.format.kafka_batch import kafka_batch_from_plinth
 from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2, check_entry_crc, scan_whole_entries
 from plinth.router.kafka import error_codes as kafka
+from plinth.router.kafka.backend import ask
 from plinth.router.kafka.plinth_errors import kafka_code
 
 NO_SESSION = 0
@@ -98,16 +99,10 @@ async def _fetch_parked(gateway, parts: list[_PartitionFetch], wait_ms: int,
 
 
 async def _fetch_one(gateway, part: _PartitionFetch, wait_ms: int) -> None:
-    backend = gateway.backend
-    request_id = backend.next_request_id()
-    header = protocol.encode_fetch(request_id, part.topic, part.partition, part.offset,
-                                   part.bytes_max, wait_ms)
-    try:
-        reply, payload = await backend.call(
-            request_id, header, timeout_ms=wait_ms + limits.KAFKA_BACKEND_REQUEST_TIMEOUT_MS)
-    except PlinthError as exc:
-        part.answer["error_code"] = kafka_code(exc)
-        return
+    reply, payload = await ask(
+        gateway.backend, lambda rid: protocol.encode_fetch(
+            rid, part.topic, part.partition, part.offset, part.bytes_max, wait_ms),
+        timeout_ms=wait_ms + limits.KAFKA_BACKEND_REQUEST_TIMEOUT_MS)
     answer = part.answer
     if isinstance(reply.error, TooManyRequestsError):
         return           # the listener's fetch bytes are all in flight: nothing new, for now

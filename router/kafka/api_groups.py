@@ -18,13 +18,15 @@ from describeGroup and listGroups.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from plinth import limits, protocol, protocol_classic
-from plinth.errors import PlinthError
 from plinth.router.kafka import error_codes as kafka
+from plinth.router.kafka.backend import ask
 from plinth.router.kafka.plinth_errors import kafka_code
 
 NO_GENERATION = -1
+NO_REQUEST_ID = 0    # a classic request's id is given when it is sent (_classic)
 JOIN_NULLABLE_PROTOCOL_VERSION = 7
 LEAVE_BATCH_VERSION = 3           # LeaveGroup: a list of members from here on
 OFFSET_FETCH_GROUPS_VERSION = 8   # OffsetFetch: several groups from here on
@@ -33,14 +35,12 @@ _OFFSET_NONE = -1
 
 
 async def _classic(gateway, request, wait_ms: int = 0) -> protocol_classic.ClassicResult:
-    """One classic group request's answer; a Plinth error as its Kafka code."""
-    backend = gateway.backend
-    try:
-        reply, _ = await backend.call(
-            request.request_id, protocol_classic.encode_request(request),
-            timeout_ms=wait_ms + limits.KAFKA_BACKEND_REQUEST_TIMEOUT_MS)
-    except PlinthError as exc:
-        return protocol_classic.ClassicResult(kafka_code(exc))
+    """One classic group request's answer (sent with a request id of its own); a Plinth
+    error as its Kafka code."""
+    reply, _ = await ask(
+        gateway.backend,
+        lambda rid: protocol_classic.encode_request(dataclasses.replace(request, request_id=rid)),
+        timeout_ms=wait_ms + limits.KAFKA_BACKEND_REQUEST_TIMEOUT_MS)
     if reply.error is not None:
         return protocol_classic.ClassicResult(kafka_code(reply.error))
     return reply.classic
@@ -55,7 +55,7 @@ async def join_group(gateway, header, body: dict, connection) -> dict:
     session_ms = body["session_timeout_ms"]
     rebalance_ms = body.get("rebalance_timeout_ms", -1)
     request = protocol_classic.ClassicJoinRequest(
-        gateway.backend.next_request_id(), body["group_id"], body.get("member_id") or "",
+        NO_REQUEST_ID, body["group_id"], body.get("member_id") or "",
         body.get("group_instance_id") or "", body.get("protocol_type") or "",
         tuple((p["name"], bytes(p["metadata"])) for p in body.get("protocols") or []),
         session_ms, rebalance_ms, header.client_id or "", _host(connection),
@@ -73,7 +73,7 @@ async def join_group(gateway, header, body: dict, connection) -> dict:
 
 async def sync_group(gateway, header, body: dict, connection) -> dict:
     request = protocol_classic.ClassicSyncRequest(
-        gateway.backend.next_request_id(), body["group_id"], body["generation_id"],
+        NO_REQUEST_ID, body["group_id"], body["generation_id"],
         body["member_id"], body.get("group_instance_id") or "",
         body.get("protocol_type") or "", body.get("protocol_name") or "",
         tuple((a["member_id"], bytes(a["assignment"])) for a in body.get("assignments") or []))
@@ -85,7 +85,7 @@ async def sync_group(gateway, header, body: dict, connection) -> dict:
 
 async def heartbeat(gateway, header, body: dict, connection) -> dict:
     request = protocol_classic.ClassicHeartbeatRequest(
-        gateway.backend.next_request_id(), body["group_id"], body["generation_id"],
+        NO_REQUEST_ID, body["group_id"], body["generation_id"],
         body["member_id"], body.get("group_instance_id") or "")
     result = await _classic(gateway, request)
     return {"throttle_time_ms": 0, "error_code": result.error_code}
@@ -96,7 +96,7 @@ async def leave_group(gateway, header, body: dict, connection) -> dict:
     if header.api_version < LEAVE_BATCH_VERSION:   # v0-2: one member, by id
         members = [{"member_id": body["member_id"], "group_instance_id": None}]
     request = protocol_classic.ClassicLeaveRequest(
-        gateway.backend.next_request_id(), body["group_id"],
+        NO_REQUEST_ID, body["group_id"],
         tuple((m.get("member_id") or "", m.get("group_instance_id") or "") for m in members))
     result = await _classic(gateway, request)
     return {"throttle_time_ms": 0, "error_code": result.error_code,
@@ -111,17 +111,10 @@ async def offset_commit(gateway, header, body: dict, connection) -> dict:
                                                                     NO_GENERATION))
     offsets = {(t["name"], p["partition_index"]): p["committed_offset"]
                for t in body.get("topics") or [] for p in t.get("partitions") or []}
-    backend = gateway.backend
-    request_id = backend.next_request_id()
-    code = kafka.NONE
-    try:
-        reply, _ = await backend.call(request_id, protocol.encode_commit_offsets(
-            request_id, "commitOffsets", body["group_id"], body.get("member_id") or "",
-            generation, offsets, classic=True,
-            group_instance_id=body.get("group_instance_id") or ""))
-        code = kafka_code(reply.error)
-    except PlinthError as exc:
-        code = kafka_code(exc)
+    reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_commit_offsets(
+        rid, "commitOffsets", body["group_id"], body.get("member_id") or "", generation,
+        offsets, classic=True, group_instance_id=body.get("group_instance_id") or ""))
+    code = kafka_code(reply.error)
     return {"throttle_time_ms": 0, "topics": [
         {"name": t["name"], "partitions": [{"partition_index": p["partition_index"],
                                             "error_code": code}
@@ -142,13 +135,8 @@ async def offset_fetch(gateway, header, body: dict, connection) -> dict:
 
 async def _offsets_of(gateway, group: str, wanted) -> tuple[list[dict], int]:
     """(topics answer, error code) of one group's committed offsets; ``wanted`` None: all."""
-    backend = gateway.backend
-    request_id = backend.next_request_id()
-    try:
-        reply, _ = await backend.call(request_id, protocol.encode_group_request(
-            request_id, "fetchOffsets", group))
-    except PlinthError as exc:
-        return [], kafka_code(exc)
+    reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_group_request(
+        rid, "fetchOffsets", group))
     if reply.error is not None:
         return [], kafka_code(reply.error)
     committed = reply.committed
@@ -176,16 +164,10 @@ async def _describe(gateway, name: str) -> dict:
     answer = {"error_code": kafka.NONE, "group_id": name, "group_state": "Dead",
               "protocol_type": "", "protocol_data": "", "members": [],
               "authorized_operations": -2147483648}
-    backend = gateway.backend
-    request_id = backend.next_request_id()
-    try:
-        reply, _ = await backend.call(request_id, protocol.encode_group_request(
-            request_id, "describeGroup", name))
-    except PlinthError as exc:
-        answer["error_code"] = kafka_code(exc)
-        return answer
+    reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_group_request(
+        rid, "describeGroup", name))
     if reply.error is not None:
-        if reply.error.code_name != "unknownGroup":   # unknown: Dead, as Kafka
+        if getattr(reply.error, "code_name", "") != "unknownGroup":   # unknown: Dead, as Kafka
             answer["error_code"] = kafka_code(reply.error)
         return answer
     info = reply.group
@@ -200,12 +182,7 @@ async def _describe(gateway, name: str) -> dict:
 
 
 async def list_groups(gateway, header, body: dict, connection) -> dict:
-    backend = gateway.backend
-    request_id = backend.next_request_id()
-    try:
-        reply, _ = await backend.call(request_id, protocol.encode_list_groups(request_id))
-    except PlinthError as exc:
-        return {"throttle_time_ms": 0, "error_code": kafka_code(exc), "groups": []}
+    reply, _ = await ask(gateway.backend, protocol.encode_list_groups)
     if reply.error is not None:
         return {"throttle_time_ms": 0, "error_code": kafka_code(reply.error), "groups": []}
     return {"throttle_time_ms": 0, "error_code": kafka.NONE,

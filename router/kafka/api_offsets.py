@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 
 from plinth import protocol
-from plinth.errors import PlinthError
 from plinth.router.kafka import error_codes as kafka
+from plinth.router.kafka.backend import ask
 from plinth.router.kafka.plinth_errors import kafka_code
 
 LATEST_TIMESTAMP = -1
@@ -49,16 +49,9 @@ async def list_offsets(gateway, header, body: dict, connection) -> dict:
 
 async def _list_one(gateway, topic: str, partition: int, timestamp: int,
                     answer: dict) -> None:
-    backend = gateway.backend
-    request_id = backend.next_request_id()
     by_time = timestamp not in (LATEST_TIMESTAMP, EARLIEST_TIMESTAMP)
-    request = protocol.encode_list_offsets(
-        request_id, topic, partition, timestamp if by_time else protocol.NO_TIME_LOOKUP)
-    try:
-        reply, _ = await backend.call(request_id, request)
-    except PlinthError as exc:
-        answer["error_code"] = kafka_code(exc)
-        return
+    reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_list_offsets(
+        rid, topic, partition, timestamp if by_time else protocol.NO_TIME_LOOKUP))
     if reply.error is not None:
         answer["error_code"] = kafka_code(reply.error)
         return

@@ -27,9 +27,9 @@ import random
 import struct
 
 from plinth import protocol
-from plinth.errors import PlinthError
 from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2
 from plinth.router.kafka import error_codes as kafka
+from plinth.router.kafka.backend import ask
 from plinth.router.kafka.plinth_errors import kafka_code, kafka_message
 
 PRODUCE_VERSION_MIN = 3       # v2 message format (RecordBatch) and later
@@ -95,17 +95,14 @@ def _refusal(api_version: int, acks: int, body: dict, records) -> tuple[int, str
 async def _produce_one(gateway, topic: str, partition: int, acks: int, records,
                        answer: dict) -> None:
     backend = gateway.backend
-    request_id = backend.next_request_id()
-    header = protocol.encode_produce(request_id, topic, partition, acks, BATCH_FORMAT_KAFKA_V2)
     if acks == 0:
+        header = protocol.encode_produce(backend.next_request_id(), topic, partition, acks,
+                                         BATCH_FORMAT_KAFKA_V2)
         await backend.send_only(header, records)
         answer["error_code"] = kafka.NONE
         return
-    try:
-        reply, _ = await backend.call(request_id, header, records)
-    except PlinthError as exc:   # a timeout or the listener stopping: this partition's error
-        answer["error_code"], answer["error_message"] = kafka_code(exc), kafka_message(exc)
-        return
+    reply, _ = await ask(backend, lambda rid: protocol.encode_produce(
+        rid, topic, partition, acks, BATCH_FORMAT_KAFKA_V2), records)
     answer["error_code"] = kafka_code(reply.error)
     answer["error_message"] = kafka_message(reply.error)
     if reply.error is None:

@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 
 from plinth import limits, protocol, topics
-from plinth.errors import BrokerError, PlinthError
+from plinth.errors import BrokerError
 from plinth.router.kafka import error_codes as kafka
+from plinth.router.kafka.backend import ask
 from plinth.router.kafka.plinth_errors import kafka_code, kafka_message
 
 DEFAULT = -1
@@ -32,22 +33,6 @@ CONFIG_SOURCE_DEFAULT = 5        # DEFAULT_CONFIG
 CONFIG_TYPE_BOOLEAN, CONFIG_TYPE_STRING, CONFIG_TYPE_INT, CONFIG_TYPE_LONG = 1, 2, 3, 5
 CONFIG_TYPE_LIST = 7
 DELETE_BY_TOPIC_VERSION = 6      # DeleteTopics: topics (name or id) from here on
-
-
-async def _call(gateway, encode) -> protocol.ReplyView | PlinthError:
-    """One Plinth admin request, ``encode(request_id) -> header``; its reply, or the
-    client-side error (a timeout) in place of one."""
-    backend = gateway.backend
-    request_id = backend.next_request_id()
-    try:
-        reply, _ = await backend.call(request_id, encode(request_id))
-    except PlinthError as exc:
-        return exc
-    return reply
-
-
-def _error_of(reply) -> BaseException | None:
-    return reply if isinstance(reply, PlinthError) else reply.error
 
 
 async def create_topics(gateway, header, body: dict, connection) -> dict:
@@ -77,10 +62,10 @@ async def _create_one(gateway, topic: dict, validate_only: bool) -> dict:
         except BrokerError as exc:
             answer["error_code"], answer["error_message"] = kafka_code(exc), kafka_message(exc)
         return answer
-    reply = await _call(gateway, lambda rid: protocol.encode_create_topic(
+    reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_create_topic(
         rid, name, partitions, config, replication_factor=factor))
-    answer["error_code"] = kafka_code(_error_of(reply))
-    answer["error_message"] = kafka_message(_error_of(reply))
+    answer["error_code"] = kafka_code(reply.error)
+    answer["error_message"] = kafka_message(reply.error)
     return answer
 
 
@@ -99,10 +84,10 @@ async def _delete_one(gateway, name: str | None) -> dict:
         answer["error_code"] = kafka.UNKNOWN_TOPIC_ID
         answer["error_message"] = "Plinth deletes topics by name, not by topic id"
         return answer
-    reply = await _call(gateway, lambda rid: protocol.encode_topic_request(
+    reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_topic_request(
         rid, "deleteTopic", name))
-    answer["error_code"] = kafka_code(_error_of(reply))
-    answer["error_message"] = kafka_message(_error_of(reply))
+    answer["error_code"] = kafka_code(reply.error)
+    answer["error_message"] = kafka_message(reply.error)
     return answer
 
 
@@ -131,9 +116,9 @@ async def _describe_one(gateway, resource: dict) -> dict:
         result["error_code"] = kafka.INVALID_REQUEST
         result["error_message"] = f"resource type {kind}: only topics and brokers have configs"
         return result
-    reply = await _call(gateway, lambda rid: protocol.encode_topic_request(
+    reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_topic_request(
         rid, "describeTopic", name))
-    error = _error_of(reply)
+    error = reply.error
     if error is not None:
         result["error_code"], result["error_message"] = kafka_code(error), kafka_message(error)
         return result

@@ -29,12 +29,13 @@ import asyncio
 import contextvars
 import itertools
 import logging
+from collections.abc import Callable
 
 import zmq
 import zmq.asyncio
 
 from plinth import limits, protocol
-from plinth.errors import ClosedError, MalformedReplyError, PlinthTimeoutError
+from plinth.errors import ClosedError, MalformedReplyError, PlinthError, PlinthTimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -144,3 +145,17 @@ class PlinthBackend:
             if future is None or future.done():
                 continue   # timed out already
             future.set_result((reply, frames[1] if len(frames) > 1 else None))
+
+
+async def ask(backend, encode: Callable[[int], bytes], payload=None,
+              timeout_ms: int = limits.KAFKA_BACKEND_REQUEST_TIMEOUT_MS,
+              ) -> tuple[protocol.ReplyView, zmq.Frame | None]:
+    """One Plinth request, ``encode(request_id) -> header``, and its reply: (reply,
+    payload frame or None). A client-side failure (no reply within ``timeout_ms``,
+    the listener stopping) comes back as a reply whose ``error`` is that error, so
+    that a handler reads one ``reply.error`` whatever went wrong. Event loop."""
+    request_id = backend.next_request_id()
+    try:
+        return await backend.call(request_id, encode(request_id), payload, timeout_ms)
+    except PlinthError as exc:
+        return protocol.ReplyView(request_id, "none", exc), None

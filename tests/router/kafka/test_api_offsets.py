@@ -24,7 +24,7 @@ class PlinthBackend:
         self._next += 1
         return self._next
 
-    async def call(self, request_id: int, header: bytes):
+    async def call(self, request_id: int, header: bytes, payload=None, timeout_ms: int = 0):
         request = protocol.decode_request(header)
         self.asked.append(request)
         if self._error is not None:
