@@ -56,6 +56,19 @@ def _plinth_records(broker, topic: str, count: int, partition: int = 0) -> list:
     return got
 
 
+def _kafka_python_records(broker, topic: str, count: int, partition: int = 0) -> list:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=broker.kafka_address, enable_auto_commit=False,
+                             consumer_timeout_ms=TIMEOUT_S * 1000)
+    consumer.assign([TopicPartition(topic, partition)])
+    consumer.seek_to_beginning()
+    try:
+        return [next(consumer) for _ in range(count)]
+    finally:
+        consumer.close()
+
+
 def _as_tuples(records) -> list:
     return [(r.key, r.value, [(k, bytes(v)) for k, v in r.headers], r.timestamp_ms)
             for r in records]
@@ -65,7 +78,7 @@ def _as_tuples(records) -> list:
 
 def test_kafka_python_produces_records_that_it_and_a_plinth_consumer_read_back_exactly(
         kafka_broker):
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka import KafkaProducer
 
     topic = _create(kafka_broker)
     producer = KafkaProducer(bootstrap_servers=kafka_broker.kafka_address, acks="all")
@@ -74,32 +87,20 @@ def test_kafka_python_produces_records_that_it_and_a_plinth_consumer_read_back_e
     producer.close()
     assert offsets == [0, 1, 2, 3]
 
-    consumer = KafkaConsumer(bootstrap_servers=kafka_broker.kafka_address,
-                             enable_auto_commit=False, consumer_timeout_ms=TIMEOUT_S * 1000)
-    consumer.assign([TopicPartition(topic, 0)])
-    consumer.seek_to_beginning()
-    got = [next(consumer) for _ in RECORDS]
-    consumer.close()
+    got = _kafka_python_records(kafka_broker, topic, len(RECORDS))
     assert [(r.key, r.value, list(r.headers), r.timestamp) for r in got] == RECORDS
     assert [r.offset for r in got] == [0, 1, 2, 3]
     assert _as_tuples(_plinth_records(kafka_broker, topic, len(RECORDS))) == RECORDS
 
 
 def test_a_kafka_python_consumer_reads_what_a_plinth_producer_wrote_byte_for_byte(kafka_broker):
-    from kafka import KafkaConsumer, TopicPartition
-
     topic = _create(kafka_broker)
     with Producer(broker=kafka_broker.url) as producer:
         for key, value, headers, timestamp_ms in RECORDS:
             producer.send(topic, value, key=key, partition=0, headers=headers or None,
                           timestamp_ms=timestamp_ms)
         producer.flush(TIMEOUT_S)
-    consumer = KafkaConsumer(bootstrap_servers=kafka_broker.kafka_address,
-                             enable_auto_commit=False, consumer_timeout_ms=TIMEOUT_S * 1000)
-    consumer.assign([TopicPartition(topic, 0)])
-    consumer.seek_to_beginning()
-    got = [next(consumer) for _ in RECORDS]
-    consumer.close()
+    got = _kafka_python_records(kafka_broker, topic, len(RECORDS))
     assert [(r.key, r.value, list(r.headers), r.timestamp) for r in got] == RECORDS
 
 
