@@ -56,6 +56,7 @@ from plinth.control.controller_handle import (CONTROLLER_NAME,  # noqa: F401
                                               ControllerHandle, StartReport)
 from plinth.data_dir_lock import DataDirLock
 from plinth.errors import BrokerError, InvalidConfigError
+from plinth.loopback import is_loopback
 from plinth.process_tuning import tune_data_path_process
 from plinth.shards.shard_handle import TierOptions
 
@@ -87,8 +88,6 @@ EMBEDDED_RAY_SYSTEM_CONFIG = {
     # setting is not Plinth's to make, i.e. with --ray-address, given the privilege).
     "worker_niceness": 0,
 }
-
-_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 
 
 @dataclass
@@ -180,7 +179,7 @@ class ServeOptions:
         cluster: every shard on this machine, whose 127.0.0.1 is the client's too)."""
         host = self.listen.split("://", 1)[-1].rsplit(":", 1)[0]
         return (self.direct_clients == "auto" and self.curve_secret_key is None
-                and host in _LOOPBACK_HOSTS)
+                and is_loopback(host))
 
     def resolved_internal_hop(self) -> str:
         """ipc or curve. Auto takes ipc when the embedded Ray keeps every hop on this
@@ -197,7 +196,7 @@ class ServeOptions:
             if self.authorized_keys is not None or self.acl_file is not None:
                 raise InvalidConfigError("--authorized-keys and --acl need --curve-secret-key")
             host = self.listen.split("://", 1)[-1].rsplit(":", 1)[0]
-            if host not in _LOOPBACK_HOSTS and not self.allow_insecure:
+            if not is_loopback(host) and not self.allow_insecure:
                 raise InvalidConfigError(
                     f"refusing to listen on {self.listen} without CurveZMQ keys: anyone who can "
                     f"reach it could read and write every topic. Pass --curve-secret-key and "

@@ -93,6 +93,7 @@ from plinth.errors import (BrokerError, InternalError, MalformedRequestError, No
                            UnavailableError, UnknownTopicError)
 from plinth.format import batch_formats
 from plinth.format.record_batch import summarize_batch
+from plinth.loopback import is_loopback
 from plinth.shards.fetch_purgatory import FetchPurgatory
 from plinth.shards.group_commit import GroupCommit
 from plinth.shards.group_requests import GroupRequests, SlotLogs
@@ -116,7 +117,6 @@ from plinth.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
-_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 # The first envelope frame of a direct client's request (see the module): the reply
 # goes to the direct socket, and uncounts one of its client's requests (or not).
 _DIRECT_COUNTED = zmq.Frame(b"")
@@ -148,7 +148,7 @@ class ShardServer:
         shard uploads its tiered partitions (tier/remote_log_manager.py), and fetches
         below a partition's local log start are read from object storage by a reader
         thread (tier/remote_fetcher.py)."""
-        if cluster_keys is None and bind_host not in _LOOPBACK_HOSTS:
+        if cluster_keys is None and not is_loopback(bind_host):
             raise AssertionError(f"{shard_id}: a shard without the cluster's keys must bind "
                                  f"to loopback, not {bind_host}: anyone could reach it")
         self.shard_id = shard_id
@@ -164,7 +164,7 @@ class ShardServer:
         self.address = ""
         # Only on a loopback node: a direct socket on 127.0.0.1 of a node with another
         # address would be another machine's 127.0.0.1 to the clients.
-        self._direct_clients = direct_clients and bind_host in _LOOPBACK_HOSTS
+        self._direct_clients = direct_clients and is_loopback(bind_host)
         self.direct_address = ""   # "" while it has no direct socket
         self._direct: zmq.Socket | None = None
         self._direct_in_flight: dict[bytes, int] = {}   # direct client id -> its counted requests

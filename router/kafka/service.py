@@ -43,6 +43,7 @@ import zmq
 
 from plinth import limits
 from plinth.errors import InvalidConfigError
+from plinth.loopback import is_loopback
 from plinth.router.kafka.backend import PlinthBackend
 from plinth.router.kafka.gateway import KafkaCluster, KafkaGateway
 from plinth.router.kafka.listener import KafkaListener
@@ -50,7 +51,6 @@ from plinth.router.kafka.sasl_users import ScramCredential, load_users
 
 log = logging.getLogger(__name__)
 
-_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 _ANY_HOSTS = ("0.0.0.0", "*", "", "::")
 
 
@@ -89,7 +89,7 @@ class KafkaListenerOptions:
                                              self.tls_cert is not None),
                                             ("SASL (--kafka-sasl-users)",
                                              self.sasl_users is not None)) if not given]
-        if host not in _LOOPBACK_HOSTS and missing and not self.allow_insecure:
+        if not is_loopback(host) and missing and not self.allow_insecure:
             raise InvalidConfigError(
                 f"refusing --kafka-listen {self.listen} without {' and '.join(missing)}: anyone "
                 f"who can reach it could read every record sent, or read and write every "
