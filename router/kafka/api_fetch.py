@@ -25,6 +25,13 @@ connections) is answered empty without an error, as a partition with nothing
 new: the consumer fetches again. Kafka has no partition error for it, and
 librdkafka gives THROTTLING_QUOTA_EXCEEDED to the application as a failure.
 
+The response's max_bytes (Kafka's fetch.max.bytes) is kept as Kafka keeps it:
+partitions are fetched in parallel, then their batches are taken in the
+request's order while they fit; the first batch of the first partition with
+data goes whatever its size, so a consumer always makes progress. A partition
+cut short is answered with the batches that fit (or none), without error: the
+client fetches it again from where its records end.
+
 Fetch sessions (KIP-227) are declined: every answer has session id 0, so
 clients send full fetches.
 """
@@ -79,8 +86,25 @@ async def fetch(gateway, header, body: dict, connection) -> dict:
         for part in parked:
             part.bytes_max = min(part.bytes_max, limits.KAFKA_FETCH_PARKED_PARTITION_BYTES_MAX)
         await _fetch_parked(gateway, parked, wait_ms, min_bytes)
+    keep_within_response_bytes(parts, body.get("max_bytes", limits.FETCH_BYTES_MAX))
     return {"throttle_time_ms": 0, "error_code": kafka.NONE, "session_id": NO_SESSION,
             "responses": responses}
+
+
+def keep_within_response_bytes(parts: list[_PartitionFetch], response_bytes_max: int) -> None:
+    """Drop the batches beyond ``response_bytes_max``, in the request's order; the first
+    batch of the answer stays whatever its size (Kafka's rule, so a consumer progresses)."""
+    taken_bytes = 0
+    for part in parts:
+        kept = []
+        for batch in part.answer["records"]:
+            if taken_bytes and taken_bytes + len(batch) > response_bytes_max:
+                break
+            kept.append(batch)
+            taken_bytes += len(batch)
+        if len(kept) < len(part.answer["records"]):
+            part.answer["records"] = kept
+            part.records_bytes = sum(len(batch) for batch in kept)
 
 
 async def _fetch_parked(gateway, parts: list[_PartitionFetch], wait_ms: int,

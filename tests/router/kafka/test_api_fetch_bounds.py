@@ -68,3 +68,47 @@ def test_the_parked_round_asks_each_partition_for_at_most_the_parked_limit():
     parked = [r.bytes_max for r in router.requests if r.wait_ms_max > 0]
     assert at_once == [CLIENT_PARTITION_BYTES] * 3
     assert parked == [limits.KAFKA_FETCH_PARKED_PARTITION_BYTES_MAX] * 3
+
+
+def _answered(partition: int, batch_sizes: list[int]):
+    from plinth.router.kafka.api_fetch import _PartitionFetch
+
+    part = _PartitionFetch("t", partition, 0, CLIENT_PARTITION_BYTES)
+    part.answer["records"] = [bytes(size) for size in batch_sizes]
+    part.records_bytes = sum(batch_sizes)
+    return part
+
+
+def _batch_sizes(parts) -> list[list[int]]:
+    return [[len(batch) for batch in part.answer["records"]] for part in parts]
+
+
+def test_batches_beyond_the_response_max_bytes_are_left_for_the_next_fetch_in_request_order():
+    from plinth.router.kafka.api_fetch import keep_within_response_bytes
+
+    # Given three partitions answered with 400-byte batches
+    parts = [_answered(0, [400, 400]), _answered(1, [400, 400]), _answered(2, [400])]
+    # When the response may hold 1,000 bytes
+    keep_within_response_bytes(parts, 1000)
+    # Then the first two batches fit, and nothing after the first that does not
+    assert _batch_sizes(parts) == [[400, 400], [], []]
+    assert [part.records_bytes for part in parts] == [800, 0, 0]
+
+
+def test_the_first_batch_goes_even_when_larger_than_the_response_max_bytes():
+    from plinth.router.kafka.api_fetch import keep_within_response_bytes
+
+    # Given an empty first partition and a second whose first batch is 5,000 bytes
+    parts = [_answered(0, []), _answered(1, [5000, 10]), _answered(2, [10])]
+    # When the response may hold 1,000 bytes
+    keep_within_response_bytes(parts, 1000)
+    # Then that batch goes alone, so the consumer makes progress
+    assert _batch_sizes(parts) == [[], [5000], []]
+
+
+def test_answers_within_the_response_max_bytes_are_left_whole():
+    from plinth.router.kafka.api_fetch import keep_within_response_bytes
+
+    parts = [_answered(0, [300, 300]), _answered(1, [400])]
+    keep_within_response_bytes(parts, 1000)
+    assert _batch_sizes(parts) == [[300, 300], [400]]
