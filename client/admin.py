@@ -62,6 +62,16 @@ class Admin:
         config = {key: _config_value(value) for key, value in config.items()}
         return self._call(protocol.encode_create_topic, name, 0, config, "alterTopic").topics[0]
 
+    def create_partitions(self, name: str, total_count: int) -> protocol.TopicInfo:
+        """Grow the topic to ``total_count`` partitions (Kafka's CreatePartitions, whose
+        NewPartitions also takes the total, not the number to add). The old partitions
+        keep their records; keys hash over the new count from now on. A Producer running
+        now keeps the count it learned until it is restarted. InvalidPartitionsError if
+        ``total_count`` is not above the topic's count."""
+        topics.validate_partition_growth(name, 0, total_count)
+        return self._call(protocol.encode_create_topic, name, total_count, {},
+                          "alterTopic").topics[0]
+
     def list_topics(self) -> list[str]:
         """Names of all topics, sorted."""
         return [info.name for info in self._call(protocol.encode_list_topics).topics]

@@ -70,8 +70,8 @@ from plinth.control.nodes import Node, ray_nodes
 from plinth.control.rebalancer import Rebalancer
 from plinth.control.routing_table import RoutingTable
 from plinth.control.shard_set import ShardSet
-from plinth.errors import (BrokerError, InvalidConfigError, InvalidReplicationFactorError,
-                           PartitionOutOfRangeError, RequestTimedOutError, TooManyTopicsError,
+from plinth.errors import (BrokerError, InvalidConfigError, InvalidPartitionsError,
+                           InvalidReplicationFactorError, PartitionOutOfRangeError, RequestTimedOutError, TooManyTopicsError,
                            TopicExistsError, UnavailableError, UnknownTopicError)
 from plinth.shards.shard_handle import (OPENED_NEEDS_REPAIR, Leadership, PartitionId,
                                         ShardHandle, ShardOptions, TierOptions, wait_all,
@@ -1062,6 +1062,50 @@ class Controller:
         self._save()
         log.info("altered topic %s: %s", name, changes)
         return self._topic_info(name)
+
+    def add_partitions(self, name: str, partition_count: int) -> protocol.TopicInfo:
+        """Grow a topic to ``partition_count`` partitions (Kafka's CreatePartitions):
+        the new ones are placed as a new topic's are, with the topic's replication
+        factor, and opened empty; the old ones do not move. Records keyed before keep
+        their partitions; keys hash over the new count from now on, as in Kafka.
+        InvalidPartitionsError for a count not above the topic's."""
+        if name == topics.OFFSETS_TOPIC:
+            raise InvalidPartitionsError(f"topic {name!r} is internal: its partition count "
+                                         f"is fixed")
+        topic = self._topic(name)
+        old_count = topic.partitions
+        topics.validate_partition_growth(name, old_count, partition_count)
+        grown = self._new_topic(name, partition_count, topic.config, topic.replication_factor)
+        topic.partitions = partition_count
+        topic.placement += grown.placement[old_count:]
+        topic.leadership.update({p: grown.leadership[p] for p in range(old_count, partition_count)
+                                 if p in grown.leadership})
+        try:
+            self._open_new_partitions(name, old_count)
+        except Exception:
+            self._forget_new_partitions(topic, old_count)
+            raise
+        self._save()
+        self._shards.push_partition_counts(self._metadata.partition_counts())
+        log.info("topic %s grew from %d to %d partitions", name, old_count, partition_count)
+        return self._topic_info(name)
+
+    def _open_new_partitions(self, name: str, old_count: int) -> None:
+        """Open the topic's partitions from ``old_count`` on, on the shards that hold them."""
+        specs = {s: [spec for spec in shard_specs if spec.partition >= old_count]
+                 for s, shard_specs in self._metadata.specs_by_shard([name]).items()}
+        wait_all_or_raise({s: self._shards[s].open_partitions(shard_specs)
+                           for s, shard_specs in specs.items() if shard_specs},
+                          limits.CONTROL_CALL_TIMEOUT_S)
+
+    @staticmethod
+    def _forget_new_partitions(topic: TopicMetadata, old_count: int) -> None:
+        """Undo a growth whose partitions did not open (the shards that did open theirs
+        serve them unasked until restarted; nothing was written to them)."""
+        topic.partitions = old_count
+        del topic.placement[old_count:]
+        for partition in [p for p in topic.leadership if p >= old_count]:
+            del topic.leadership[partition]
 
     def delete_topic(self, name: str) -> None:
         topics.refuse_internal(name, "delete")

@@ -285,6 +285,10 @@ class ControllerHandle:
     def alter_topic(self, name: str, changes: dict[str, str]) -> protocol.TopicInfo:
         return self._call(lambda actor: actor.alter_topic.remote(name, changes), "alter_topic")
 
+    def add_partitions(self, name: str, partition_count: int) -> protocol.TopicInfo:
+        return self._call(lambda actor: actor.add_partitions.remote(name, partition_count),
+                          "add_partitions")
+
     def delete_topic(self, name: str) -> None:
         self._call(lambda actor: actor.delete_topic.remote(name), "delete_topic")
 

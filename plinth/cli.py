@@ -418,14 +418,22 @@ def topic_create(ctx, name, partitions, replication_factor, configs):
 
 @topic.command("alter")
 @click.argument("name")
-@click.option("--config", "configs", multiple=True, metavar="KEY=VALUE", required=True,
+@click.option("--config", "configs", multiple=True, metavar="KEY=VALUE",
               help="Topic config to change, e.g. retention.ms=3600000 (repeatable).")
+@click.option("--partitions", type=int, default=None,
+              help="Grow the topic to this many partitions (never fewer than it has).")
 @click.pass_context
-def topic_alter(ctx, name, configs):
+def topic_alter(ctx, name, configs, partitions):
+    if not configs and partitions is None:
+        raise click.UsageError("give --config KEY=VALUE or --partitions N (or both)")
     with _admin(ctx) as admin:
-        info = admin.alter_topic(name, _parse_config(configs))
-    click.echo(f"altered topic {info.name}: " +
-               " ".join(f"{k}={v}" for k, v in sorted(info.config.items())))
+        if partitions is not None:
+            info = admin.create_partitions(name, partitions)
+            click.echo(f"topic {info.name} has {info.partitions} partitions")
+        if configs:
+            info = admin.alter_topic(name, _parse_config(configs))
+            click.echo(f"altered topic {info.name}: " +
+                       " ".join(f"{k}={v}" for k, v in sorted(info.config.items())))
 
 
 def _parse_config(configs) -> dict[str, str]:

@@ -53,7 +53,8 @@ the environment causes and is expected, handled and reported.
     │   ├── InvalidReplicationFactorError invalidReplicationFactor
     │   ├── RebalanceInProgressError rebalanceInProgress (Kafka's classic groups)
     │   ├── FencedInstanceIdError   fencedInstanceId (Kafka's classic groups)
-    │   └── InconsistentGroupProtocolError inconsistentGroupProtocol
+    │   ├── InconsistentGroupProtocolError inconsistentGroupProtocol
+    │   └── InvalidPartitionsError  invalidPartitions: a partition count a topic cannot take
     ├── SaslAuthenticationError     a Kafka client's SASL login failed (router/kafka/sasl_*.py):
     │                               names the mechanism and the user, never the password
     └── ClientError                 raised by the client library itself
@@ -321,6 +322,13 @@ class InconsistentGroupProtocolError(BrokerError):
     code_name = "inconsistentGroupProtocol"
 
 
+class InvalidPartitionsError(BrokerError):
+    """A topic cannot take this partition count: fewer than it has (partitions are
+    never removed), the same count, or any change of an internal topic's."""
+
+    code_name = "invalidPartitions"
+
+
 class SaslAuthenticationError(PlinthError):
     """A Kafka client's SASL login failed: an unknown user, a wrong password or proof,
     or a message that breaks the mechanism's rules. The Kafka listener answers it
@@ -357,7 +365,7 @@ BROKER_ERRORS: dict[str, type[BrokerError]] = {
         NotAuthorizedError, InvalidTimestampError, GroupMaxSizeReachedError, TooManyGroupsError,
         TooManyProducersError, NotEnoughReplicasError, NotLeaderError, FencedLeaderEpochError,
         InvalidReplicationFactorError, RebalanceInProgressError, FencedInstanceIdError,
-        InconsistentGroupProtocolError,
+        InconsistentGroupProtocolError, InvalidPartitionsError,
     )
 }
 

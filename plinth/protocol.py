@@ -95,6 +95,7 @@ class AlterTopicRequest:
     request_id: int
     topic: str
     config: dict[str, str]        # the entries to change
+    partitions: int = 0           # 0: unchanged; more than the topic has: add partitions
     kind: ClassVar[str] = "alterTopic"
 
 
@@ -444,7 +445,7 @@ def encode_metadata(request_id: int, topics: list[str]) -> bytes:
 def encode_create_topic(request_id: int, name: str, partitions: int,
                         config: dict[str, str], kind: str = "createTopic",
                         replication_factor: int = 0) -> bytes:
-    """createTopic, or alterTopic (partitions and replication factor ignored).
+    """createTopic, or alterTopic (partitions 0: unchanged; replication factor ignored).
     ``replication_factor`` 0: the server's default."""
     _check_kind(kind, ("createTopic", "alterTopic"))
     msg = protocol.Request.new_message(requestId=request_id)
@@ -636,7 +637,7 @@ _REQUEST_DECODERS = {
     "metadata": lambda rid, b: MetadataRequest(rid, tuple(b.topics)),
     "createTopic": lambda rid, b: CreateTopicRequest(rid, b.name, b.partitions,
                                                      _config(b.config), b.replicationFactor),
-    "alterTopic": lambda rid, b: AlterTopicRequest(rid, b.name, _config(b.config)),
+    "alterTopic": lambda rid, b: AlterTopicRequest(rid, b.name, _config(b.config), b.partitions),
     "deleteTopic": lambda rid, b: DeleteTopicRequest(rid, b.name),
     "describeTopic": lambda rid, b: DescribeTopicRequest(rid, b.name),
     "listTopics": lambda rid, _: ListTopicsRequest(rid),

@@ -32,7 +32,8 @@ import re
 import secrets
 
 from plinth import limits
-from plinth.errors import InvalidConfigError, InvalidReplicationFactorError, InvalidTopicError
+from plinth.errors import (InvalidConfigError, InvalidPartitionsError, InvalidReplicationFactorError,
+                           InvalidTopicError)
 
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 TOPIC_ID_HEX_DIGITS = 32   # 16 random bytes, as Kafka's topic UUIDs
@@ -108,6 +109,19 @@ def validate_partition_count(name: str, partitions: int) -> None:
         raise InvalidTopicError(
             f"topic {name!r}: {partitions} partitions requested; a topic has 1 to "
             f"{limits.PARTITIONS_PER_TOPIC_MAX} partitions")
+
+
+def validate_partition_growth(name: str, partitions_now: int, partition_count: int) -> None:
+    """InvalidPartitionsError unless a topic of ``partitions_now`` partitions may grow to
+    ``partition_count`` (0 now: only the count's own bounds are checked)."""
+    if type(partition_count) is not int or not 1 <= partition_count <= limits.PARTITIONS_PER_TOPIC_MAX:
+        raise InvalidPartitionsError(
+            f"topic {name!r}: {partition_count!r} partitions requested; a topic has 1 to "
+            f"{limits.PARTITIONS_PER_TOPIC_MAX} partitions")
+    if partition_count <= partitions_now:
+        raise InvalidPartitionsError(
+            f"topic {name!r} has {partitions_now} partitions; {partition_count} requested: "
+            f"partitions can only be added, never removed")
 
 
 # Keys of the replication configs, checked against the topic's factor.

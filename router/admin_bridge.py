@@ -253,8 +253,11 @@ class AdminBridge:
                                              replication_factor=factor):
                 return protocol.encode_topics_reply(
                     rid, [controller.create_topic(topic, partitions, config, factor)])
-            case protocol.AlterTopicRequest(topic=topic, config=config):
-                return protocol.encode_topics_reply(rid, [controller.alter_topic(topic, config)])
+            case protocol.AlterTopicRequest(topic=topic, config=config, partitions=partitions):
+                info = controller.add_partitions(topic, partitions) if partitions else None
+                if config or info is None:
+                    info = controller.alter_topic(topic, config)
+                return protocol.encode_topics_reply(rid, [info])
             case protocol.DeleteTopicRequest(topic=topic):
                 controller.delete_topic(topic)
                 return protocol.encode_ok(rid)

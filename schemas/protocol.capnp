@@ -48,7 +48,8 @@ struct Request {
     describeGroup @12 :GroupRef;
     listGroups @13 :Void;
     resetOffsets @14 :CommitOffsets;   # memberId empty; refused while the group has members
-    alterTopic @15 :CreateTopic;   # partitions ignored; config entries replace those given
+    alterTopic @15 :CreateTopic;   # config entries replace those given; partitions 0: unchanged,
+                                   # more than the topic has: add partitions up to that count
     status @16 :Void;              # nodes, shards, routers (plinth status)
     addShards @17 :UInt32;         # how many shards to add (plinth shards add)
     removeShards @18 :UInt32;      # how many of the newest shards to remove
@@ -487,6 +488,7 @@ enum ErrorCode {
   rebalanceInProgress @34;       # a classic (Kafka protocol) group rebalances: rejoin
   fencedInstanceId @35;          # a classic group's static member was replaced
   inconsistentGroupProtocol @36; # a group used with the other group protocol
+  invalidPartitions @37;         # a partition count below the topic's, or of an internal topic
 }
 
 struct ProduceResult {

@@ -9,8 +9,10 @@ num.partitions) and the server's --default-replication-factor. A
 DescribeConfigs answers a topic's config (DEFAULT_CONFIG where a value is the
 default) and, for a broker, the listener's own options (advertised.listeners,
 auto.create.topics.enable, num.partitions), read only.
-Plinth cannot add partitions to a topic yet: CreatePartitions is answered
-INVALID_PARTITIONS, saying so.
+CreatePartitions grows a topic to the count asked (Plinth's alterTopic with a
+partition count); Plinth places the new partitions itself, so manual
+assignments are refused, and ``validate_only`` checks the count against the
+topic's and changes nothing.
 """
 
 from __future__ import annotations
@@ -92,10 +94,38 @@ async def _delete_one(gateway, name: str | None) -> dict:
 
 
 async def create_partitions(gateway, header, body: dict, connection) -> dict:
-    return {"throttle_time_ms": 0, "results": [
-        {"name": topic["name"], "error_code": kafka.INVALID_PARTITIONS,
-         "error_message": "Plinth cannot add partitions to an existing topic yet"}
-        for topic in body.get("topics") or []]}
+    validate_only = bool(body.get("validate_only"))
+    results = await asyncio.gather(*(_grow_one(gateway, topic, validate_only)
+                                     for topic in body.get("topics") or []))
+    return {"throttle_time_ms": 0, "results": list(results)}
+
+
+async def _grow_one(gateway, topic: dict, validate_only: bool) -> dict:
+    name, count = topic["name"], topic["count"]
+    result = {"name": name, "error_code": kafka.NONE, "error_message": None}
+    if topic.get("assignments"):
+        result["error_code"] = kafka.INVALID_REPLICA_ASSIGNMENT
+        result["error_message"] = "Plinth places partitions itself: assignments are refused"
+        return result
+    if validate_only:
+        reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_topic_request(
+            rid, "describeTopic", name))
+        error = reply.error or _growth_error(name, reply.topics[0].partitions, count)
+    else:
+        reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_create_topic(
+            rid, name, count, {}, "alterTopic"))
+        error = reply.error
+    result["error_code"], result["error_message"] = kafka_code(error), kafka_message(error)
+    return result
+
+
+def _growth_error(name: str, partitions: int, count: int) -> BrokerError | None:
+    """What growing ``name`` from ``partitions`` to ``count`` would be refused with."""
+    try:
+        topics.validate_partition_growth(name, partitions, count)
+    except BrokerError as exc:
+        return exc
+    return None
 
 
 async def describe_configs(gateway, header, body: dict, connection) -> dict:

@@ -47,6 +47,7 @@ _BY_PLINTH_CODE = {
     "rebalanceInProgress": kafka.REBALANCE_IN_PROGRESS,
     "fencedInstanceId": kafka.FENCED_INSTANCE_ID,
     "inconsistentGroupProtocol": kafka.INCONSISTENT_GROUP_PROTOCOL,
+    "invalidPartitions": kafka.INVALID_PARTITIONS,
     "notOwner": kafka.UNKNOWN_MEMBER_ID,
     "groupNotEmpty": kafka.NON_EMPTY_GROUP,
     "invalidGroup": kafka.INVALID_GROUP_ID,
