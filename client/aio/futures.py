@@ -1,0 +1,123 @@
+"""The asyncio producer's futures: the sync producer's, made awaitable.
+
+``AIOBatchResult`` is a BatchResult (client/futures.py) that also resolves an
+asyncio future of the loop it was made on, created only when a task awaits
+the batch: resolving a batch of 10,000 records stays one call, and a record
+awaited after its batch resolved costs no future at all. ``AIORecordFuture``
+is what ``AIOProducer.send`` returns, made in C by the same fast path as the
+sync RecordFuture (it is one: a FutureBase subclass), with asyncio's future
+protocol on top: ``await future``, ``asyncio.isfuture(future)`` is true, and
+``asyncio.gather``, ``wait`` and ``as_completed`` take it.
+
+Tasks. Everything here runs on the producer's event loop: the sender task
+resolves batches, and callbacks added with ``add_done_callback`` are scheduled
+on the loop (``call_soon``), as asyncio's own futures do. A record handed to
+the producer cannot be withdrawn: ``cancel()`` returns False.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from plinth.client.futures import BatchResult, RecordFuture, RecordMetadata
+
+
+class AIOBatchResult(BatchResult):
+    """Made by the accumulator on the event loop's thread (inside ``send``)."""
+
+    __slots__ = ("loop", "_loop_future")
+
+    def __init__(self, topic: str, partition: int):
+        super().__init__(topic, partition)
+        self.loop = asyncio.get_running_loop()
+        self._loop_future: asyncio.Future | None = None
+
+    def loop_future(self) -> asyncio.Future:
+        """An asyncio future done when the batch resolves. Event loop thread."""
+        if self._loop_future is None:
+            self._loop_future = self.loop.create_future()
+            if self.done():
+                self._loop_future.set_result(None)
+        return self._loop_future
+
+    def resolve(self, base_offset: int | None, error: BaseException | None = None) -> None:
+        """The sender task: BatchResult.resolve, then wake the tasks awaiting it."""
+        super().resolve(base_offset, error)
+        waiter = self._loop_future
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class _Callback:
+    """``fn(record_future)`` as a callback of the batch's asyncio future; equal to
+    another _Callback of the same function and record, so that
+    ``remove_done_callback`` finds it."""
+
+    __slots__ = ("fn", "record")
+
+    def __init__(self, fn, record):
+        self.fn, self.record = fn, record
+
+    def __call__(self, _batch_future) -> None:
+        self.fn(self.record)
+
+    def __eq__(self, other) -> bool:
+        return (isinstance(other, _Callback) and other.fn == self.fn
+                and other.record is self.record)
+
+    __hash__ = None
+
+
+class AIORecordFuture(RecordFuture):
+    """The future of one record sent with AIOProducer.send: RecordMetadata(topic,
+    partition, offset), or the send's error (the sync producer's errors)."""
+
+    __slots__ = ()
+    _asyncio_future_blocking = False   # asyncio.isfuture() is true
+
+    def __await__(self):
+        batch = self.batch
+        if not batch.done():
+            yield from batch.loop_future().__await__()
+        return self.result()
+
+    __iter__ = __await__
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self.batch.loop
+
+    def result(self) -> RecordMetadata:
+        """The RecordMetadata; raises the send's error, or asyncio.InvalidStateError
+        before the batch is acknowledged (await the future instead)."""
+        batch = self.batch
+        if not batch.done():
+            raise asyncio.InvalidStateError("the record is not acknowledged yet")
+        if batch.error is not None:
+            raise batch.error
+        return batch.metadata(self._index)
+
+    def get(self, timeout: float | None = None) -> RecordMetadata:
+        """``result()``: never blocks the loop (the sync future's ``get`` waits)."""
+        return self.result()
+
+    def exception(self) -> BaseException | None:
+        if not self.batch.done():
+            raise asyncio.InvalidStateError("the record is not acknowledged yet")
+        return self.batch.error
+
+    def cancelled(self) -> bool:
+        return False
+
+    def cancel(self, msg=None) -> bool:
+        """A record handed to the producer cannot be withdrawn: False."""
+        return False
+
+    def add_done_callback(self, fn, *, context=None) -> None:
+        """``fn(self)`` on the loop once the record's batch resolves."""
+        self.batch.loop_future().add_done_callback(_Callback(fn, self), context=context)
+
+    def remove_done_callback(self, fn) -> int:
+        return self.batch.loop_future().remove_done_callback(_Callback(fn, self))
+
+
+__all__ = ["AIOBatchResult", "AIORecordFuture", "RecordMetadata"]
