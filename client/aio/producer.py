@@ -101,6 +101,7 @@ class AIOProducer:
         self._abort = False
         self._room = asyncio.Event()
         self._room_waiters = 0
+        self._sender_due = False   # the accumulator woke the sender since send last yielded
 
     # --- Lifetime (the task that owns the producer) ------------------------------------
 
@@ -117,10 +118,11 @@ class AIOProducer:
             delivery_timeout_ms=o["delivery_timeout_ms"], retry_backoff_ms=o["retry_backoff_ms"],
             retry_backoff_max_ms=o["retry_backoff_max_ms"], compression=self._codec)
         self._wakeup = Wakeup()
+        self._wakeup_fd_open = True
         # max_block_ms=0: the accumulator never blocks the loop; send awaits room.
         self._accumulator = RecordAccumulator(
             batch_bytes_max=o["batch_bytes_max"], linger_ms=o["linger_ms"],
-            buffer_bytes_max=o["buffer_memory"], max_block_ms=0, wake=self._wakeup.wake,
+            buffer_bytes_max=o["buffer_memory"], max_block_ms=0, wake=self._wake,
             future_type=AIORecordFuture, result_type=AIOBatchResult)
         self._core.accumulator = self._accumulator
         self._records = _Records(self._accumulator, *self._serializers)
@@ -150,14 +152,20 @@ class AIOProducer:
             await self._admin.close()
 
     async def _end_sender(self, timeout: float | None) -> None:
+        """Let the sender task finish what is in flight (up to ``timeout``), else end it
+        now; a stop() that is itself cancelled ends it now too."""
         self._core._closing = True
-        self._wakeup.wake()
-        done, _ = await asyncio.wait({self._task}, timeout=timeout)
-        if not done:
+        self._wake()
+        try:
+            done, _ = await asyncio.wait({self._task}, timeout=timeout)
+            if not done:
+                self._abort = True
+                self._wake()
+                await asyncio.wait({self._task})
+        except asyncio.CancelledError:
             self._abort = True
-            self._wakeup.wake()
-            await asyncio.wait({self._task})
-        self._wakeup.close()
+            self._wake()
+            raise
 
     # --- Sending (any task on the loop) -------------------------------------------------
 
@@ -173,12 +181,19 @@ class AIOProducer:
             await self.partitions_for(topic)
         try:
             if headers is None:
-                return records.send(topic, value, key=key, partition=partition,
-                                    timestamp_ms=timestamp_ms)
-            return records.send(topic, value, key=key, partition=partition, headers=headers,
-                                timestamp_ms=timestamp_ms)
+                future = records.send(topic, value, key=key, partition=partition,
+                                      timestamp_ms=timestamp_ms)
+            else:
+                future = records.send(topic, value, key=key, partition=partition,
+                                      headers=headers, timestamp_ms=timestamp_ms)
         except ProducerBufferFullError:
             return await self._send_when_room(topic, value, key, partition, headers, timestamp_ms)
+        if self._sender_due:
+            # A batch opened or was sealed: let the sender task run now, so that a task
+            # sending in a tight loop does not keep every batch waiting until it awaits.
+            self._sender_due = False
+            await asyncio.sleep(0)
+        return future
 
     async def _send_when_room(self, topic, value, key, partition, headers, timestamp_ms):
         """Retry a send refused for buffer room each time the sender frees some, until
@@ -261,6 +276,15 @@ class AIOProducer:
             core._fail_all(ClosedError("producer closed before the record was sent"))
             self._wake_room_waiters()
             self._conn.close()
+            self._wakeup_fd_open = False   # a wake-up after this must not write to a reused fd
+            self._wakeup.close()
+
+    def _wake(self) -> None:
+        """Make the sender task look at the accumulator now (the accumulator calls it
+        when a batch opens or is sealed). Event loop thread."""
+        self._sender_due = True
+        if self._wakeup_fd_open:
+            self._wakeup.wake()
 
     def _wake_room_waiters(self) -> None:
         """Sends awaiting buffer room try again (batches may have completed)."""
