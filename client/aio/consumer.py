@@ -304,7 +304,12 @@ class AIOConsumer:
         while not self._closed:
             remaining_ms = min((deadline - time.monotonic()) * 1000,
                                limits.CONSUMER_ITERATION_POLL_SLICE_MS)
-            out = await self.getmany(timeout_ms=max(0.0, remaining_ms), max_records=1)
+            try:
+                out = await self.getmany(timeout_ms=max(0.0, remaining_ms), max_records=1)
+            except ClosedError:
+                if self._closed:   # stopped by another task while this one waited its turn
+                    break
+                raise
             for records in out.values():
                 return records[0]
             if time.monotonic() >= deadline:

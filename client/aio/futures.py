@@ -25,12 +25,16 @@ from plinth.client.futures import BatchResult, RecordFuture, RecordMetadata
 class AIOBatchResult(BatchResult):
     """Made by the accumulator on the event loop's thread (inside ``send``)."""
 
-    __slots__ = ("loop", "_loop_future")
+    __slots__ = ("loop", "_loop_future", "_record_callbacks")
 
     def __init__(self, topic: str, partition: int):
         super().__init__(topic, partition)
         self.loop = asyncio.get_running_loop()
         self._loop_future: asyncio.Future | None = None
+        # The records' done callbacks: (fn, record future, context). One callback of
+        # the loop future runs them all, rather than one loop callback per record
+        # (asyncio.gather adds one to each of its futures).
+        self._record_callbacks: list | None = None
 
     def loop_future(self) -> asyncio.Future:
         """An asyncio future done when the batch resolves. Event loop thread."""
@@ -47,25 +51,33 @@ class AIOBatchResult(BatchResult):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def add_record_callback(self, fn, record, context) -> None:
+        """``fn(record)`` on the loop once the batch resolves (soon, if it has)."""
+        if self._record_callbacks is None:
+            self._record_callbacks = []
+            self.loop_future().add_done_callback(self._run_record_callbacks)
+        self._record_callbacks.append((fn, record, context))
 
-class _Callback:
-    """``fn(record_future)`` as a callback of the batch's asyncio future; equal to
-    another _Callback of the same function and record, so that
-    ``remove_done_callback`` finds it."""
+    def remove_record_callback(self, fn, record) -> int:
+        """Forget ``fn`` as a callback of ``record``; how many were forgotten."""
+        callbacks = self._record_callbacks or []
+        kept = [entry for entry in callbacks if not (entry[0] == fn and entry[1] is record)]
+        removed = len(callbacks) - len(kept)
+        callbacks[:] = kept
+        return removed
 
-    __slots__ = ("fn", "record")
-
-    def __init__(self, fn, record):
-        self.fn, self.record = fn, record
-
-    def __call__(self, _batch_future) -> None:
-        self.fn(self.record)
-
-    def __eq__(self, other) -> bool:
-        return (isinstance(other, _Callback) and other.fn == self.fn
-                and other.record is self.record)
-
-    __hash__ = None
+    def _run_record_callbacks(self, _loop_future) -> None:
+        callbacks, self._record_callbacks = self._record_callbacks, None
+        for fn, record, context in callbacks:
+            try:
+                if context is None:
+                    fn(record)
+                else:
+                    context.run(fn, record)
+            except Exception as exc:   # as asyncio does with a callback's error
+                self.loop.call_exception_handler({
+                    "message": f"a done callback of a record sent to {self.topic}"
+                               f"[{self.partition}] raised", "exception": exc})
 
 
 class AIORecordFuture(RecordFuture):
@@ -114,10 +126,10 @@ class AIORecordFuture(RecordFuture):
 
     def add_done_callback(self, fn, *, context=None) -> None:
         """``fn(self)`` on the loop once the record's batch resolves."""
-        self.batch.loop_future().add_done_callback(_Callback(fn, self), context=context)
+        self.batch.add_record_callback(fn, self, context)
 
     def remove_done_callback(self, fn) -> int:
-        return self.batch.loop_future().remove_done_callback(_Callback(fn, self))
+        return self.batch.remove_record_callback(fn, self)
 
 
 __all__ = ["AIOBatchResult", "AIORecordFuture", "RecordMetadata"]

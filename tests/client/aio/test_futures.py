@@ -84,3 +84,22 @@ def test_done_callbacks_run_on_the_loop_with_the_record_future_and_can_be_remove
 
     seen = run(scenario())
     assert len(seen) == 1 and seen[0].result() == RecordMetadata("t", 0, 8)
+
+
+def test_a_done_callback_that_raises_goes_to_the_loops_handler_and_the_others_still_run():
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        handled = []
+        loop.set_exception_handler(lambda _loop, context: handled.append(context["exception"]))
+        batch = AIOBatchResult("t", 0)
+        records = [AIORecordFuture(batch, i) for i in range(3)]
+        seen = []
+        records[0].add_done_callback(lambda f: 1 / 0)
+        for record in records[1:]:
+            record.add_done_callback(seen.append)
+        batch.resolve(0)
+        await asyncio.sleep(0)
+        return handled, seen, records
+
+    handled, seen, records = run(scenario())
+    assert [type(e) for e in handled] == [ZeroDivisionError] and seen == records[1:]
