@@ -97,6 +97,14 @@ class AIOAdmin:
         return (await self._call(protocol.encode_shards_change, "removeShards", count,
                                  retry=False)).moves
 
+    async def move_shard(self, shard: str, node: str, *, allow_replicas_on_one_node: bool = False,
+                         accept_data_loss: bool = False, force: bool = False) -> protocol.ShardMove:
+        """Admin.move_shard (not retried)."""
+        view = await self._call(lambda request_id: protocol.encode_move_shard(
+            request_id, shard, node, allow_replicas_on_one_node=allow_replicas_on_one_node,
+            accept_data_loss=accept_data_loss, force=force), retry=False)
+        return view.shard_move
+
     async def status(self) -> protocol.StatusInfo:
         """Admin.status: nodes, shards and routers of the broker."""
         return (await self._call(protocol.encode_status_request)).status

@@ -68,6 +68,23 @@ def test_records_sent_by_the_aio_producer_come_back_through_the_aio_consumer_wit
     assert by_value[b"last"].offset == last.offset
 
 
+@pytest.mark.parametrize("compression_type", ["gzip", "snappy", "lz4", "zstd"])
+def test_each_compression_type_of_the_aio_producer_reads_back_through_the_sync_consumer(
+        shared_broker, compression_type):
+    topic = unique_topic("aio-codec")
+    Admin(broker=shared_broker.url).create_topic(topic, 1)
+
+    async def scenario():
+        async with AIOProducer(broker=shared_broker.url,
+                               compression_type=compression_type) as producer:
+            for i in range(50):
+                await producer.send(topic, b"%d" % i * 20, key=b"%d" % i)
+
+    run(scenario())
+    records = read_all(shared_broker.url, topic)
+    assert [(r.key, r.value) for r in records] == [(b"%d" % i, b"%d" % i * 20) for i in range(50)]
+
+
 def test_records_in_flight_when_stop_is_called_are_all_delivered(shared_broker):
     topic = unique_topic("aio-stop")
     Admin(broker=shared_broker.url).create_topic(topic, 2)
@@ -275,3 +292,32 @@ def test_wrong_calls_raise_the_sync_clients_errors(shared_broker):
     with Consumer(topic, broker=shared_broker.url, auto_offset_reset="earliest",
                   consumer_timeout_ms=2_000) as consumer:
         assert [r.value for r in consumer] == [b"fine"]
+
+
+def test_the_aio_admin_answers_as_the_sync_admin_does(shared_broker):
+    topic = unique_topic("aio-admin")
+    group = unique_topic("g")
+
+    async def scenario():
+        async with AIOAdmin(broker=shared_broker.url) as admin:
+            created = await admin.create_topic(topic, 2, config={"retention.ms": 60_000})
+            altered = await admin.alter_topic(topic, {"retention.ms": 120_000})
+            async with AIOProducer(broker=shared_broker.url) as producer:
+                await producer.send_and_wait(topic, b"x", partition=1)
+            described = await admin.describe_topic(topic)
+            offsets = await admin.list_offsets(topic, 1)
+            await admin.reset_group_offsets(group, {(topic, 0): 0, (topic, 1): 1})
+            groups, lag = await admin.list_groups(), await admin.group_lag(group)
+            listed, status = await admin.list_topics(), await admin.status()
+            await admin.delete_topic(topic)
+            return (created, altered, described, offsets, groups, lag, listed, status,
+                    await admin.list_topics())
+
+    created, altered, described, offsets, groups, lag, listed, status, after = run(scenario())
+    with Admin(broker=shared_broker.url) as sync_admin:
+        assert len(status.shards) == len(sync_admin.status().shards) == 2
+    assert created.partitions == 2 and altered.config["retention.ms"] == "120000"
+    assert [(p.start_offset, p.end_offset) for p in described.partition_info] == [(0, 0), (0, 1)]
+    assert (offsets.start_offset, offsets.end_offset) == (0, 1)
+    assert group in groups and lag == [(topic, 0, 0, 0, 0), (topic, 1, 1, 1, 0)]
+    assert topic in listed and topic not in after
