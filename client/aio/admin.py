@@ -73,6 +73,13 @@ class AIOAdmin:
         view = await self._call(protocol.encode_create_topic, name, 0, config, "alterTopic")
         return view.topics[0]
 
+    async def create_partitions(self, name: str, total_count: int) -> protocol.TopicInfo:
+        """Admin.create_partitions: grow the topic to ``total_count`` partitions."""
+        topics.validate_partition_growth(name, 0, total_count)
+        view = await self._call(protocol.encode_create_topic, name, total_count, {},
+                                "alterTopic")
+        return view.topics[0]
+
     async def list_topics(self) -> list[str]:
         """Admin.list_topics: names of all topics, sorted."""
         return [info.name for info in (await self._call(protocol.encode_list_topics)).topics]

@@ -302,6 +302,7 @@ def test_the_aio_admin_answers_as_the_sync_admin_does(shared_broker):
         async with AIOAdmin(broker=shared_broker.url) as admin:
             created = await admin.create_topic(topic, 2, config={"retention.ms": 60_000})
             altered = await admin.alter_topic(topic, {"retention.ms": 120_000})
+            grown = await admin.create_partitions(topic, 3)
             async with AIOProducer(broker=shared_broker.url) as producer:
                 await producer.send_and_wait(topic, b"x", partition=1)
             described = await admin.describe_topic(topic)
@@ -310,14 +311,17 @@ def test_the_aio_admin_answers_as_the_sync_admin_does(shared_broker):
             groups, lag = await admin.list_groups(), await admin.group_lag(group)
             listed, status = await admin.list_topics(), await admin.status()
             await admin.delete_topic(topic)
-            return (created, altered, described, offsets, groups, lag, listed, status,
+            return (created, altered, grown, described, offsets, groups, lag, listed, status,
                     await admin.list_topics())
 
-    created, altered, described, offsets, groups, lag, listed, status, after = run(scenario())
+    (created, altered, grown, described, offsets, groups, lag, listed, status,
+     after) = run(scenario())
     with Admin(broker=shared_broker.url) as sync_admin:
         assert len(status.shards) == len(sync_admin.status().shards) == 2
     assert created.partitions == 2 and altered.config["retention.ms"] == "120000"
-    assert [(p.start_offset, p.end_offset) for p in described.partition_info] == [(0, 0), (0, 1)]
+    assert grown.partitions == 3
+    assert [(p.start_offset, p.end_offset) for p in described.partition_info] == [
+        (0, 0), (0, 1), (0, 0)]
     assert (offsets.start_offset, offsets.end_offset) == (0, 1)
     assert group in groups and lag == [(topic, 0, 0, 0, 0), (topic, 1, 1, 1, 0)]
     assert topic in listed and topic not in after
