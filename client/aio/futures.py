@@ -1,9 +1,10 @@
 """The asyncio producer's futures: the sync producer's, made awaitable.
 
-``AIOBatchResult`` is a BatchResult (client/futures.py) that also resolves an
-asyncio future of the loop it was made on, created only when a task awaits
-the batch: resolving a batch of 10,000 records stays one call, and a record
-awaited after its batch resolved costs no future at all. ``AIORecordFuture``
+``AIOBatchResult`` is a BatchResult (client/futures.py) that also resolves the
+asyncio futures of the tasks awaiting it, made only when a task awaits a
+record of the batch before it resolved: resolving a batch of 10,000 records
+stays one call, and a record awaited after its batch resolved costs no future
+at all. ``AIORecordFuture``
 is what ``AIOProducer.send`` returns, made in C by the same fast path as the
 sync RecordFuture (it is one: a FutureBase subclass), with asyncio's future
 protocol on top: ``await future``, ``asyncio.isfuture(future)`` is true, and
@@ -12,7 +13,10 @@ protocol on top: ``await future``, ``asyncio.isfuture(future)`` is true, and
 Tasks. Everything here runs on the producer's event loop: the sender task
 resolves batches, and callbacks added with ``add_done_callback`` are scheduled
 on the loop (``call_soon``), as asyncio's own futures do. A record handed to
-the producer cannot be withdrawn: ``cancel()`` returns False.
+the producer cannot be withdrawn: ``cancel()`` returns False, so
+``asyncio.wait_for(future, t)`` waits for the outcome past ``t``; bound a wait
+with ``asyncio.wait(futures, timeout=t)``, or ``wait_for`` a coroutine that
+awaits the record (cancelling it cancels only that wait).
 """
 
 from __future__ import annotations
@@ -25,37 +29,43 @@ from plinth.client.futures import BatchResult, RecordFuture, RecordMetadata
 class AIOBatchResult(BatchResult):
     """Made by the accumulator on the event loop's thread (inside ``send``)."""
 
-    __slots__ = ("loop", "_loop_future", "_record_callbacks")
+    __slots__ = ("loop", "_waiters", "_record_callbacks")
 
     def __init__(self, topic: str, partition: int):
         super().__init__(topic, partition)
         self.loop = asyncio.get_running_loop()
-        self._loop_future: asyncio.Future | None = None
+        self._waiters: list[asyncio.Future] | None = None
         # The records' done callbacks: (fn, record future, context). One callback of
-        # the loop future runs them all, rather than one loop callback per record
+        # one waiter runs them all, rather than one loop callback per record
         # (asyncio.gather adds one to each of its futures).
         self._record_callbacks: list | None = None
 
-    def loop_future(self) -> asyncio.Future:
-        """An asyncio future done when the batch resolves. Event loop thread."""
-        if self._loop_future is None:
-            self._loop_future = self.loop.create_future()
-            if self.done():
-                self._loop_future.set_result(None)
-        return self._loop_future
+    def waiter(self) -> asyncio.Future:
+        """A new asyncio future, done when the batch resolves (at once if it has): one
+        per waiting task, so that a task cancelled while it awaits its record
+        cancels its own waiter, never the other tasks'. Event loop thread."""
+        waiter = self.loop.create_future()
+        if self.done():
+            waiter.set_result(None)
+        elif self._waiters is None:
+            self._waiters = [waiter]
+        else:
+            self._waiters.append(waiter)
+        return waiter
 
     def resolve(self, base_offset: int | None, error: BaseException | None = None) -> None:
         """The sender task: BatchResult.resolve, then wake the tasks awaiting it."""
         super().resolve(base_offset, error)
-        waiter = self._loop_future
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():   # (a cancelled one is done)
+                waiter.set_result(None)
 
     def add_record_callback(self, fn, record, context) -> None:
         """``fn(record)`` on the loop once the batch resolves (soon, if it has)."""
         if self._record_callbacks is None:
             self._record_callbacks = []
-            self.loop_future().add_done_callback(self._run_record_callbacks)
+            self.waiter().add_done_callback(self._run_record_callbacks)
         self._record_callbacks.append((fn, record, context))
 
     def remove_record_callback(self, fn, record) -> int:
@@ -66,7 +76,7 @@ class AIOBatchResult(BatchResult):
         callbacks[:] = kept
         return removed
 
-    def _run_record_callbacks(self, _loop_future) -> None:
+    def _run_record_callbacks(self, _waiter) -> None:
         callbacks, self._record_callbacks = self._record_callbacks, None
         for fn, record, context in callbacks:
             try:
@@ -90,7 +100,7 @@ class AIORecordFuture(RecordFuture):
     def __await__(self):
         batch = self.batch
         if not batch.done():
-            yield from batch.loop_future().__await__()
+            yield from batch.waiter().__await__()
         return self.result()
 
     __iter__ = __await__

@@ -243,7 +243,7 @@ class AIOProducer:
             return
         pending = self._accumulator.begin_flush()
         try:
-            waiting = [result.loop_future() for result in pending if not result.done()]
+            waiting = [result.waiter() for result in pending if not result.done()]
             if waiting:
                 _, late = await asyncio.wait(waiting, timeout=timeout)
                 if late:

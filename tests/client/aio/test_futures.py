@@ -103,3 +103,24 @@ def test_a_done_callback_that_raises_goes_to_the_loops_handler_and_the_others_st
 
     handled, seen, records = run(scenario())
     assert [type(e) for e in handled] == [ZeroDivisionError] and seen == records[1:]
+
+
+def test_a_task_cancelled_while_awaiting_its_record_leaves_the_other_records_of_the_batch_alone():
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        batch = AIOBatchResult("t", 0)
+        first, second = AIORecordFuture(batch, 0), AIORecordFuture(batch, 1)
+
+        async def wait_for(record):
+            return await record
+
+        impatient = loop.create_task(wait_for(first))
+        patient = loop.create_task(wait_for(second))
+        await asyncio.sleep(0)   # both tasks now await the batch
+        impatient.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await impatient
+        batch.resolve(10)
+        return await patient, first.result()
+
+    assert run(scenario()) == (RecordMetadata("t", 0, 11), RecordMetadata("t", 0, 10))
