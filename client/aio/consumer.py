@@ -138,8 +138,14 @@ class AIOConsumer:
         self._admin = AIOAdmin(broker=self._address, request_timeout_ms=self.request_timeout_ms)
         self._fetcher = Fetcher(self._conn, reset_position=self._needs_reset,
                                 **self._fetch_options)
-        async with self._turn:
-            await self._apply_subscription()
+        try:
+            async with self._turn:
+                await self._apply_subscription()
+        except BaseException:   # an unknown topic, a timeout: leave no socket open
+            self._closed = True
+            self._conn.close()
+            await self._admin.close()
+            raise
 
     async def __aenter__(self) -> "AIOConsumer":
         await self.start()
