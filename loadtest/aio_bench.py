@@ -66,7 +66,7 @@ def measure(url: str, records: int, value_bytes: int, partitions: int, rounds: i
         rates["aio-each"].append(asyncio.run(aio_round(url, topic, records, value, False)))
         rates["aio-gather"].append(asyncio.run(aio_round(url, topic, records, value, True)))
     medians = {side: statistics.median(r) for side, r in rates.items()}
-    return {"records": records, "value_bytes": value_bytes, "partitions": partitions,
+    return {"topic": topic, "records": records, "value_bytes": value_bytes, "partitions": partitions,
             "rounds": rounds, "records_per_s": medians, "each_round": rates,
             "ratio_aio_each_to_sync": medians["aio-each"] / medians["sync"],
             "ratio_aio_gather_to_sync": medians["aio-gather"] / medians["sync"]}
