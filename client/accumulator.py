@@ -40,7 +40,8 @@ from plinth.client._producer import (BATCH_FULL, BUFFER_FULL, FITS_AND_FILLS, NO
                                      NO_SUCH_PARTITION, TOO_LARGE, Appender)
 from plinth.client.futures import BatchResult, RecordFuture
 from plinth.client.partitioner import StickyPartitioner
-from plinth.errors import PartitionOutOfRangeError, PlinthTimeoutError, RecordTooLargeError
+from plinth.errors import (PartitionOutOfRangeError, PlinthTimeoutError, ProducerBufferFullError,
+                           RecordTooLargeError)
 from plinth.format.record_batch import (BATCH_OVERHEAD_BYTES, RECORD_OVERHEAD_BYTES,
                                         BatchBuilder, RecordColumns)
 
@@ -54,11 +55,12 @@ class OpenBatch:
     __slots__ = ("topic", "partition", "builder", "result", "created_s", "bytes",
                  "encoded", "attempts", "retry_at_s", "sent_first", "unknown_outcome")
 
-    def __init__(self, topic: str, partition: int, columns: RecordColumns | None = None):
+    def __init__(self, topic: str, partition: int, columns: RecordColumns | None = None,
+                 result_type: type = BatchResult):
         self.topic = topic
         self.partition = partition
         self.builder = BatchBuilder(columns)
-        self.result = BatchResult(topic, partition)
+        self.result = result_type(topic, partition)
         self.created_s = time.monotonic()
         # What the batch's records count against buffer_memory; set when it is sealed.
         self.bytes = 0
@@ -74,7 +76,14 @@ class OpenBatch:
 
 class RecordAccumulator:
     def __init__(self, *, batch_bytes_max: int, linger_ms: float, buffer_bytes_max: int,
-                 max_block_ms: float, wake):
+                 max_block_ms: float, wake, future_type: type = RecordFuture,
+                 result_type: type = BatchResult):
+        """``future_type`` and ``result_type``: the per-record future and the per-batch
+        result (the asyncio producer's are awaitable: client/aio/futures.py). With
+        ``max_block_ms=0`` an append never waits for buffer room: it raises
+        ProducerBufferFullError at once (the asyncio producer awaits room itself)."""
+        self._future_type = future_type
+        self._result_type = result_type
         self.batch_bytes_max = batch_bytes_max
         self.linger_s = linger_ms / 1000
         self.buffer_bytes_max = buffer_bytes_max
@@ -88,7 +97,7 @@ class RecordAccumulator:
         # count at most RECORD_BYTES_MAX, so that it always encodes within
         # BATCH_BYTES_MAX.
         self.appender = Appender(
-            future_type=RecordFuture, batch_bytes_max=min(batch_bytes_max, RECORD_BYTES_MAX),
+            future_type=future_type, batch_bytes_max=min(batch_bytes_max, RECORD_BYTES_MAX),
             buffer_bytes_max=buffer_bytes_max, record_bytes_max=RECORD_BYTES_MAX,
             records_max=limits.BATCH_RECORDS_MAX, partitions_max=limits.PARTITIONS_PER_TOPIC_MAX)
         self.append_fast = self.appender.append
@@ -147,7 +156,8 @@ class RecordAccumulator:
                     self._move_sticky(topic)
                     moved = True
                 elif verdict == NO_OPEN_BATCH:
-                    new_batch = new_batch or OpenBatch(topic, chosen, self._spare_columns_pop())
+                    new_batch = new_batch or OpenBatch(topic, chosen, self._spare_columns_pop(),
+                                                       self._result_type)
                 else:
                     self._refuse(verdict, topic, partition, record_bytes)
         raise PlinthTimeoutError(
@@ -168,7 +178,7 @@ class RecordAccumulator:
             batch.builder.add_headers(index, headers, headers_bytes)
         if verdict == FITS_AND_FILLS:
             self._seal(batch)
-        return RecordFuture(batch.result, index)
+        return self._future_type(batch.result, index)
 
     def _refuse(self, verdict: int, topic: str, partition: int | None, record_bytes: int):
         if verdict == TOO_LARGE:
@@ -200,7 +210,7 @@ class RecordAccumulator:
         while not self.appender.buffer_has_room(record_bytes):
             remaining_s = deadline_s - time.monotonic()
             if remaining_s <= 0:
-                raise PlinthTimeoutError(
+                raise ProducerBufferFullError(
                     f"producer buffer full: {self.appender.buffered_bytes} bytes of "
                     f"buffer_memory={self.buffer_bytes_max} wait for acknowledgement; "
                     f"blocked max_block_ms={self.max_block_s * 1000:.0f}")

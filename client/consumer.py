@@ -60,6 +60,19 @@ class OffsetAndTimestamp(NamedTuple):
     timestamp: int
 
 
+def check_options(topics, auto_offset_reset: str, fetch_max_bytes: int, fetch_max_wait_ms: int,
+                  group: str | None) -> None:
+    """ValueError for an option out of range (Consumer's and AIOConsumer's, alike)."""
+    if auto_offset_reset not in OFFSET_RESETS:
+        raise ValueError(f"auto_offset_reset={auto_offset_reset!r} is not one of {OFFSET_RESETS}")
+    if not 0 < fetch_max_bytes <= limits.FETCH_BYTES_MAX:
+        raise ValueError(f"fetch_max_bytes={fetch_max_bytes} must be 1..{limits.FETCH_BYTES_MAX}")
+    if not 0 <= fetch_max_wait_ms <= limits.FETCH_WAIT_MS_MAX:
+        raise ValueError(f"fetch_max_wait_ms={fetch_max_wait_ms} must be 0..{limits.FETCH_WAIT_MS_MAX}")
+    if group is not None and not topics:
+        raise ValueError("a consumer in a group needs topics: Consumer('topic', group=...)")
+
+
 class Consumer:
     def __init__(self, *topics: str, broker: str | None = None,
                  auto_offset_reset: str = "latest",
@@ -77,14 +90,7 @@ class Consumer:
                  direct_to_shards: bool = True):
         """``direct_to_shards``: fetch straight from the leader shard's direct socket
         where the broker offers one (as Producer's); False: through the router."""
-        if auto_offset_reset not in OFFSET_RESETS:
-            raise ValueError(f"auto_offset_reset={auto_offset_reset!r} is not one of {OFFSET_RESETS}")
-        if not 0 < fetch_max_bytes <= limits.FETCH_BYTES_MAX:
-            raise ValueError(f"fetch_max_bytes={fetch_max_bytes} must be 1..{limits.FETCH_BYTES_MAX}")
-        if not 0 <= fetch_max_wait_ms <= limits.FETCH_WAIT_MS_MAX:
-            raise ValueError(f"fetch_max_wait_ms={fetch_max_wait_ms} must be 0..{limits.FETCH_WAIT_MS_MAX}")
-        if group is not None and not topics:
-            raise ValueError("a consumer in a group needs topics: Consumer('topic', group=...)")
+        check_options(topics, auto_offset_reset, fetch_max_bytes, fetch_max_wait_ms, group)
         self.auto_offset_reset = auto_offset_reset
         self.request_timeout_ms = request_timeout_ms
         self.consumer_timeout_ms = consumer_timeout_ms

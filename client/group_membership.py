@@ -45,6 +45,16 @@ TopicPartition = tuple[str, int]
 class GroupMembership:
     def __init__(self, broker: str, group: str, topics: list[str], *, session_timeout_ms: int,
                  assignor: str, request_timeout_ms: float):
+        self._init_state(group, topics, session_timeout_ms, assignor, request_timeout_ms)
+        self._wake = threading.Event()
+        self._conn = Connection(broker)
+        self._thread = threading.Thread(target=self._run, name=f"plinth-heartbeat-{group}",
+                                        daemon=True)
+
+    def _init_state(self, group: str, topics: list[str], session_timeout_ms: int, assignor: str,
+                    request_timeout_ms: float) -> None:
+        """The membership's state, whichever driver heartbeats (this thread, or the
+        asyncio consumer's task: client/aio/group_membership.py)."""
         self.group = group
         self.topics = list(topics)
         self.session_timeout_ms = session_timeout_ms
@@ -56,16 +66,12 @@ class GroupMembership:
         self._lock = threading.Lock()       # guards owned, target, member id/epoch
         self._owned: set[TopicPartition] = set()
         self._target: set[TopicPartition] | None = None
-        self._wake = threading.Event()
         self._closing = False
-        self._conn = Connection(broker)
         self._last_ok_s = time.monotonic()
         self._retry_backoff_s: float | None = None   # set while heartbeats fail
         # An answer no retry can change (the group is a Kafka client's): the heartbeat
         # thread stops, and the consumer raises it from its next poll.
         self._fatal: BrokerError | None = None
-        self._thread = threading.Thread(target=self._run, name=f"plinth-heartbeat-{group}",
-                                        daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -136,29 +142,41 @@ class GroupMembership:
             self._retry_backoff_s = min(2 * self._retry_backoff_s, self._interval_s)
 
     def _heartbeat_once(self) -> None:
+        request_id, header = self._heartbeat_request()
+        try:
+            view, _ = self._conn.request(header, request_id, self.request_timeout_ms)
+        except (BrokerError, PlinthTimeoutError) as exc:
+            self._heartbeat_failed(exc)
+            return
+        self._heartbeat_answered(view)
+
+    # The heartbeat's request and what its outcome means, apart from how it is sent
+    # (sans-IO: the asyncio consumer's task sends the same requests).
+
+    def _heartbeat_request(self) -> tuple[int, bytes]:
+        """(request id, header) of the next heartbeat."""
         with self._lock:
             owned, member_id, epoch = set(self._owned), self.member_id, self.member_epoch
         request_id = self._conn.next_request_id()
-        header = protocol.encode_group_heartbeat(
+        return request_id, protocol.encode_group_heartbeat(
             request_id, self.group, member_id, epoch, self.topics, owned,
             self.session_timeout_ms, self.assignor)
-        try:
-            view, _ = self._conn.request(header, request_id, self.request_timeout_ms)
-        except (UnknownMemberIdError, StaleMemberEpochError) as exc:
+
+    def _heartbeat_failed(self, exc: BrokerError | PlinthTimeoutError) -> None:
+        if isinstance(exc, (UnknownMemberIdError, StaleMemberEpochError)):
             log.warning("group %s: %s", self.group, exc)
             self._lose_membership()
             self._retry_backoff_s = None   # the coordinator answered: rejoin at once
-            return
-        except _REFUSALS as exc:
+        elif isinstance(exc, _REFUSALS):
             log.error("group %s: %s", self.group, exc)
             self._fatal, self._closing = exc, True
-            return
-        except (BrokerError, PlinthTimeoutError) as exc:
+        else:
             log.warning("group %s: heartbeat failed: %s", self.group, exc)
             if time.monotonic() - self._last_ok_s > self.session_timeout_ms / 1000:
                 self._lose_membership()
             self._failed()
-            return
+
+    def _heartbeat_answered(self, view) -> None:
         self._last_ok_s = time.monotonic()
         self._retry_backoff_s = None
         result = view.heartbeat
@@ -173,17 +191,25 @@ class GroupMembership:
             self._target = set()
 
     def _leave(self) -> None:
+        leave = self._leave_request()
+        if leave is None:
+            return
+        try:
+            self._conn.request(*leave)
+        except (BrokerError, PlinthTimeoutError) as exc:
+            self._leave_failed(exc)
+
+    def _leave_request(self) -> tuple[bytes, int, float] | None:
+        """(header, request id, timeout_ms) of the leave heartbeat; None if not a member."""
         member_id, _ = self.identity()
         if not member_id:
-            return
+            return None
         request_id = self._conn.next_request_id()
         header = protocol.encode_group_heartbeat(
             request_id, self.group, member_id, protocol.LEAVE_EPOCH, self.topics, set(),
             self.session_timeout_ms, self.assignor)
-        try:
-            self._conn.request(header, request_id,
-                               min(self.request_timeout_ms, limits.GROUP_LEAVE_TIMEOUT_MS_MAX))
-        except (BrokerError, PlinthTimeoutError) as exc:
-            log.warning("group %s: leave failed (the session timeout will remove it): %s",
-                        self.group, exc)
+        return header, request_id, min(self.request_timeout_ms, limits.GROUP_LEAVE_TIMEOUT_MS_MAX)
 
+    def _leave_failed(self, exc: Exception) -> None:
+        log.warning("group %s: leave failed (the session timeout will remove it): %s",
+                    self.group, exc)

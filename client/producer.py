@@ -73,65 +73,31 @@ def _wire_acks(acks) -> int:
                      f"as 'all')")
 
 
-class Producer(ProducerBase):
-    def __init__(self, *, broker: str | None = None, acks: int | str = "all",
-                 linger_ms: float = limits.PRODUCER_LINGER_MS_DEFAULT,
-                 batch_bytes_max: int = limits.PRODUCER_BATCH_BYTES_DEFAULT,
-                 buffer_memory: int = limits.PRODUCER_BUFFER_BYTES_MAX,
-                 max_block_ms: float = limits.PRODUCER_MAX_BLOCK_MS_DEFAULT,
-                 request_timeout_ms: float = limits.CLIENT_REQUEST_TIMEOUT_MS_DEFAULT,
-                 max_in_flight_requests_per_connection: int = limits.PRODUCER_REQUESTS_IN_FLIGHT_MAX,
-                 enable_idempotence: bool = True,
-                 delivery_timeout_ms: float = limits.PRODUCER_DELIVERY_TIMEOUT_MS_DEFAULT,
-                 retry_backoff_ms: float = limits.PRODUCER_RETRY_BACKOFF_MS_DEFAULT,
-                 retry_backoff_max_ms: float = limits.PRODUCER_RETRY_BACKOFF_MAX_MS_DEFAULT,
-                 key_serializer=None, value_serializer=None,
-                 curve_key_file: str | None = None, curve_server_key_file: str | None = None,
-                 direct_to_shards: bool = True, compression_type: str | None = None):
-        """``direct_to_shards`` (Kafka has no such option: its clients always talk to the
-        partition leader): send batches straight to the leader shard's direct socket
-        where the broker offers one (a plaintext broker on loopback), skipping the
-        router hop; False sends everything through the router.
+def checked_options(acks, compression_type, batch_bytes_max: int, linger_ms: float,
+                    delivery_timeout_ms: float, request_timeout_ms: float) -> tuple[int, int | None]:
+    """The wire's acks and the compression codec; ValueError for an option out of range
+    (Producer's and AIOProducer's options, checked alike)."""
+    acks = _wire_acks(acks)
+    codec = codec_for(compression_type)
+    if not 0 < batch_bytes_max <= limits.BATCH_BYTES_MAX:
+        raise ValueError(f"batch_bytes_max={batch_bytes_max} must be 1..{limits.BATCH_BYTES_MAX}")
+    if linger_ms < 0:
+        raise ValueError(f"linger_ms={linger_ms} must be >= 0")
+    if delivery_timeout_ms < request_timeout_ms:
+        raise ValueError(f"delivery_timeout_ms={delivery_timeout_ms} must be at least "
+                         f"request_timeout_ms={request_timeout_ms}")
+    return acks, codec
 
-        ``compression_type`` (Kafka's option): "gzip", "snappy", "lz4" or "zstd"
-        sends each batch as a Kafka RecordBatch of that compression, which the shard
-        stores as sent and every consumer reads (client/compression.py); None (the
-        default) sends uncompressed Plinth batches."""
-        acks = _wire_acks(acks)
-        codec = codec_for(compression_type)
-        if not 0 < batch_bytes_max <= limits.BATCH_BYTES_MAX:
-            raise ValueError(f"batch_bytes_max={batch_bytes_max} must be 1..{limits.BATCH_BYTES_MAX}")
-        if linger_ms < 0:
-            raise ValueError(f"linger_ms={linger_ms} must be >= 0")
-        if delivery_timeout_ms < request_timeout_ms:
-            raise ValueError(f"delivery_timeout_ms={delivery_timeout_ms} must be at least "
-                             f"request_timeout_ms={request_timeout_ms}")
-        self._key_serializer = key_serializer
-        self._value_serializer = value_serializer
-        address = broker_address(broker, curve_key_file, curve_server_key_file)
-        self._admin = Admin(broker=address, request_timeout_ms=request_timeout_ms)
-        self._admin_lock = threading.Lock()
-        self._partition_counts: dict[str, int] = {}
-        self._sender = Sender(
-            address, acks, request_timeout_ms=request_timeout_ms,
-            in_flight_max=max_in_flight_requests_per_connection, idempotent=enable_idempotence,
-            delivery_timeout_ms=delivery_timeout_ms, retry_backoff_ms=retry_backoff_ms,
-            retry_backoff_max_ms=retry_backoff_max_ms, direct_to_shards=direct_to_shards,
-            compression=codec)
-        self._accumulator = RecordAccumulator(
-            batch_bytes_max=batch_bytes_max, linger_ms=linger_ms, buffer_bytes_max=buffer_memory,
-            max_block_ms=max_block_ms, wake=self._sender.wake)
-        self._append_fast = self._accumulator.append_fast
-        has_serializers = key_serializer is not None or value_serializer is not None
-        self._set_fast_path(None if has_serializers else self._accumulator.appender)
-        self._sender.start(self._accumulator)
-        self._closed = False
 
-    def __enter__(self) -> "Producer":
-        return self
+class RecordSending(ProducerBase):
+    """What ``send`` does with a record until it is in a batch, shared by Producer and
+    the asyncio producer (client/aio/producer.py): serializers, the C fast path, the
+    checks of the slow path, the accumulator. Never waits on the network: the
+    partition count comes from ``partitions_for``, which the asyncio producer
+    answers from what it learnt before (it awaits an unknown topic's count first).
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    Needs ``_key_serializer``, ``_value_serializer``, ``_append_fast``,
+    ``_accumulator``, ``_closed`` and ``partitions_for(topic)``."""
 
     # send(topic, value=None, *, key=None, partition=None, headers=None,
     # timestamp_ms=None) -> RecordFuture is ProducerBase.send, in C: the
@@ -184,6 +150,60 @@ class Producer(ProducerBase):
         self.partitions_for(topic)
         return self._accumulator.append(topic, partition, key, value, timestamp_ms, entries,
                                         headers_bytes)
+
+
+class Producer(RecordSending):
+    def __init__(self, *, broker: str | None = None, acks: int | str = "all",
+                 linger_ms: float = limits.PRODUCER_LINGER_MS_DEFAULT,
+                 batch_bytes_max: int = limits.PRODUCER_BATCH_BYTES_DEFAULT,
+                 buffer_memory: int = limits.PRODUCER_BUFFER_BYTES_MAX,
+                 max_block_ms: float = limits.PRODUCER_MAX_BLOCK_MS_DEFAULT,
+                 request_timeout_ms: float = limits.CLIENT_REQUEST_TIMEOUT_MS_DEFAULT,
+                 max_in_flight_requests_per_connection: int = limits.PRODUCER_REQUESTS_IN_FLIGHT_MAX,
+                 enable_idempotence: bool = True,
+                 delivery_timeout_ms: float = limits.PRODUCER_DELIVERY_TIMEOUT_MS_DEFAULT,
+                 retry_backoff_ms: float = limits.PRODUCER_RETRY_BACKOFF_MS_DEFAULT,
+                 retry_backoff_max_ms: float = limits.PRODUCER_RETRY_BACKOFF_MAX_MS_DEFAULT,
+                 key_serializer=None, value_serializer=None,
+                 curve_key_file: str | None = None, curve_server_key_file: str | None = None,
+                 direct_to_shards: bool = True, compression_type: str | None = None):
+        """``direct_to_shards`` (Kafka has no such option: its clients always talk to the
+        partition leader): send batches straight to the leader shard's direct socket
+        where the broker offers one (a plaintext broker on loopback), skipping the
+        router hop; False sends everything through the router.
+
+        ``compression_type`` (Kafka's option): "gzip", "snappy", "lz4" or "zstd"
+        sends each batch as a Kafka RecordBatch of that compression, which the shard
+        stores as sent and every consumer reads (client/compression.py); None (the
+        default) sends uncompressed Plinth batches."""
+        acks, codec = checked_options(acks, compression_type, batch_bytes_max, linger_ms,
+                                      delivery_timeout_ms, request_timeout_ms)
+        self._key_serializer = key_serializer
+        self._value_serializer = value_serializer
+        address = broker_address(broker, curve_key_file, curve_server_key_file)
+        self._admin = Admin(broker=address, request_timeout_ms=request_timeout_ms)
+        self._admin_lock = threading.Lock()
+        self._partition_counts: dict[str, int] = {}
+        self._sender = Sender(
+            address, acks, request_timeout_ms=request_timeout_ms,
+            in_flight_max=max_in_flight_requests_per_connection, idempotent=enable_idempotence,
+            delivery_timeout_ms=delivery_timeout_ms, retry_backoff_ms=retry_backoff_ms,
+            retry_backoff_max_ms=retry_backoff_max_ms, direct_to_shards=direct_to_shards,
+            compression=codec)
+        self._accumulator = RecordAccumulator(
+            batch_bytes_max=batch_bytes_max, linger_ms=linger_ms, buffer_bytes_max=buffer_memory,
+            max_block_ms=max_block_ms, wake=self._sender.wake)
+        self._append_fast = self._accumulator.append_fast
+        has_serializers = key_serializer is not None or value_serializer is not None
+        self._set_fast_path(None if has_serializers else self._accumulator.appender)
+        self._sender.start(self._accumulator)
+        self._closed = False
+
+    def __enter__(self) -> "Producer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def partitions_for(self, topic: str) -> int:
         """The topic's partition count (asked of the broker once, then cached)."""

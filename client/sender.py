@@ -1,4 +1,8 @@
-"""The producer's sender thread: the only thread that touches its socket.
+"""The producer's sender: the only thread (or task) that touches its socket.
+
+SenderCore is the logic, sans-IO: it never waits. Sender drives it with a
+thread of its own (the sync Producer); client/aio/producer.py drives the same
+core with one asyncio task on the caller's event loop.
 
 It takes ready batches from the accumulator into one queue per partition,
 encodes each as one produce request (Request header + RecordBatch frame),
@@ -61,16 +65,22 @@ log = logging.getLogger(__name__)
 RETRIABLE_ERRORS = TRANSIENT_ERRORS + (OutOfOrderSequenceError, PlinthTimeoutError)
 
 
-class Sender:
-    def __init__(self, broker: str, acks: int, *, request_timeout_ms: float, in_flight_max: int,
-                 idempotent: bool, delivery_timeout_ms: float, retry_backoff_ms: float,
-                 retry_backoff_max_ms: float, direct_to_shards: bool = True,
+class SenderCore:
+    """The sender's logic, without a thread or a wait: what to send, what a reply
+    means, when a request or a batch has run out of time (sans-IO: every call
+    returns at once). The thread below (Sender) and the asyncio producer's task
+    (client/aio/producer.py) drive it: wait until ``poll_timeout_ms()`` passes, a
+    reply may be read, or ``wake()`` was called; then ``work()``. Only the driver's
+    thread or task calls it. ``conn`` is a Connection whose ``send_to`` and
+    ``recv(0)`` never wait."""
+
+    def __init__(self, conn: Connection, acks: int, *, request_timeout_ms: float,
+                 in_flight_max: int, idempotent: bool, delivery_timeout_ms: float,
+                 retry_backoff_ms: float, retry_backoff_max_ms: float,
                  compression: int | None = None):
-        """``direct_to_shards``: send batches straight to their partition's leader shard
-        where the broker offers it (client/direct_routes.py). ``compression``: a Kafka
-        codec (client/compression.py): every batch goes as a Kafka batch it compresses;
-        None: as a Plinth batch."""
-        self._conn = Connection(broker, direct=direct_to_shards)
+        """``compression``: a Kafka codec (client/compression.py): every batch goes as a
+        Kafka batch it compresses; None: as a Plinth batch."""
+        self._conn = conn
         self.compression = compression
         self._batch_format = BATCH_FORMAT_PLINTH if compression is None else BATCH_FORMAT_KAFKA_V2
         self.acks = acks
@@ -88,60 +98,24 @@ class Sender:
         # Batches sent while an earlier batch of their partition was in flight
         # (tests and benchmarks read it to see that the producer pipelined).
         self.pipelined_sends = 0
-        self._wakeup = Wakeup()
         self._closing = False
         self._closing_hard = False   # failing everything: no more retries
-        self._abort = False          # close() ran out of time: stop now
         self.accumulator: RecordAccumulator | None = None
-        self._thread = threading.Thread(target=self._run, name="plinth-producer-sender", daemon=True)
 
-    def start(self, accumulator: RecordAccumulator) -> None:
-        self.accumulator = accumulator
-        self._thread.start()
+    def finished(self) -> bool:
+        """Closing, and nothing left to send or to wait for: the driver may stop."""
+        return self._closing and not self._in_flight and self.accumulator.empty()
 
-    def wake(self) -> None:
-        """Any thread: make the sender look at the accumulator now."""
-        self._wakeup.wake()
-
-    def close(self, timeout_s: float | None) -> None:
-        """Stop after sending what is pending, waiting up to ``timeout_s``; then fail
-        whatever is left with ClosedError. The thread that started the sender (the
-        producer's close); a second call does nothing."""
-        if self._closing:
-            return
-        self._closing = True
-        self.wake()
-        self._thread.join(timeout_s)
-        if self._thread.is_alive():
-            self._abort = True
-            self.wake()
-            self._thread.join()
-        self._wakeup.close()
-
-    # --- The loop ----------------------------------------------------------------
-
-    def _run(self) -> None:
-        try:
-            while not self._abort and not (
-                    self._closing and not self._in_flight and self.accumulator.empty()):
-                try:
-                    self._step()
-                except Exception:   # a bug no batch explains: log it, keep every batch
-                    log.exception("producer sender: unexpected error; going on")
-                    time.sleep(limits.PRODUCER_SENDER_ERROR_PAUSE_MS / 1000)
-        finally:
-            self._fail_all(ClosedError("producer closed before the record was sent"))
-            self._conn.close()
-
-    def _step(self) -> None:
-        if self._conn.wait(self._poll_timeout_ms(), self._wakeup.fd):
-            self._wakeup.drain()
+    def work(self) -> None:
+        """One round: read the replies there are, send what is ready, expire what
+        waited too long. Never waits."""
         self._read_replies()
         self._queue_ready()
         self._send_queued(time.monotonic())
         self._expire(time.monotonic())
 
-    def _poll_timeout_ms(self) -> int:
+    def poll_timeout_ms(self) -> int:
+        """How long the driver may wait before the next ``work()``."""
         now = time.monotonic()
         deadline = now + limits.PRODUCER_SENDER_POLL_MS_MAX / 1000
         linger = self.accumulator.next_linger_deadline_s(self._muted())
@@ -304,3 +278,66 @@ class Sender:
         self._pipelines.clear()
         if self.accumulator is not None:
             self.accumulator.abort_unsent(error)
+
+
+class Sender(SenderCore):
+    """SenderCore driven by a thread of its own, which waits on the connection and a
+    wake-up pipe (the sync Producer's sender)."""
+
+    def __init__(self, broker: str, acks: int, *, request_timeout_ms: float, in_flight_max: int,
+                 idempotent: bool, delivery_timeout_ms: float, retry_backoff_ms: float,
+                 retry_backoff_max_ms: float, direct_to_shards: bool = True,
+                 compression: int | None = None):
+        """``direct_to_shards``: send batches straight to their partition's leader shard
+        where the broker offers it (client/direct_routes.py). ``compression``: a Kafka
+        codec (client/compression.py): every batch goes as a Kafka batch it compresses;
+        None: as a Plinth batch."""
+        super().__init__(
+            Connection(broker, direct=direct_to_shards), acks,
+            request_timeout_ms=request_timeout_ms, in_flight_max=in_flight_max,
+            idempotent=idempotent, delivery_timeout_ms=delivery_timeout_ms,
+            retry_backoff_ms=retry_backoff_ms, retry_backoff_max_ms=retry_backoff_max_ms,
+            compression=compression)
+        self._wakeup = Wakeup()
+        self._abort = False          # close() ran out of time: stop now
+        self._thread = threading.Thread(target=self._run, name="plinth-producer-sender", daemon=True)
+
+    def start(self, accumulator: RecordAccumulator) -> None:
+        self.accumulator = accumulator
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Any thread: make the sender look at the accumulator now."""
+        self._wakeup.wake()
+
+    def close(self, timeout_s: float | None) -> None:
+        """Stop after sending what is pending, waiting up to ``timeout_s``; then fail
+        whatever is left with ClosedError. The thread that started the sender (the
+        producer's close); a second call does nothing."""
+        if self._closing:
+            return
+        self._closing = True
+        self.wake()
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            self._abort = True
+            self.wake()
+            self._thread.join()
+        self._wakeup.close()
+
+    def _run(self) -> None:
+        try:
+            while not self._abort and not self.finished():
+                try:
+                    self._step()
+                except Exception:   # a bug no batch explains: log it, keep every batch
+                    log.exception("producer sender: unexpected error; going on")
+                    time.sleep(limits.PRODUCER_SENDER_ERROR_PAUSE_MS / 1000)
+        finally:
+            self._fail_all(ClosedError("producer closed before the record was sent"))
+            self._conn.close()
+
+    def _step(self) -> None:
+        if self._conn.wait(self.poll_timeout_ms(), self._wakeup.fd):
+            self._wakeup.drain()
+        self.work()

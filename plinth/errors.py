@@ -59,6 +59,7 @@ the environment causes and is expected, handled and reported.
     │                               names the mechanism and the user, never the password
     └── ClientError                 raised by the client library itself
         ├── PlinthTimeoutError      a client-side timeout ran out
+        │   └── ProducerBufferFullError buffer_memory full for max_block_ms
         ├── ClosedError             the producer/consumer/admin was closed
         └── MalformedReplyError     what came back is not a valid Reply
 
@@ -341,6 +342,12 @@ class ClientError(PlinthError):
 
 class PlinthTimeoutError(ClientError, TimeoutError):
     """A client-side timeout (request_timeout_ms, max_block_ms, ...) ran out."""
+
+
+class ProducerBufferFullError(PlinthTimeoutError):
+    """A producer's buffer_memory stayed full for max_block_ms (a PlinthTimeoutError, as
+    the sync producer always raised it; the asyncio producer tells it apart to await
+    room on its event loop instead of blocking it)."""
 
 
 class ClosedError(ClientError):

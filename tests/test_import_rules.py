@@ -31,9 +31,10 @@ SHARED = {"plinth.limits", "plinth.errors", "plinth.protocol", "plinth.protocol_
           "plinth.topics", "plinth.durable_files", "plinth.wakeup", "plinth.schemas",
           "plinth.cluster_keys", "plinth.data_dir_lock", "plinth.actor_logs",
           "plinth.process_tuning", "plinth.socket_frames", "plinth.loopback"}
-# The package's face (plinth/__init__.py: Producer, Consumer, Admin) and the commands.
+# The package's faces (plinth/__init__.py: Producer, Consumer, Admin; plinth/aio.py: the
+# asyncio client) and the commands.
 ENTRY_POINTS = {"plinth", "plinth.cli", "plinth.cli_groups", "plinth.server", "plinth.bench",
-                "plinth.process_reaper"}
+                "plinth.process_reaper", "plinth.aio"}
 CLIENT_NAMES = {"plinth.Producer", "plinth.Consumer", "plinth.Admin"}
 # Which parts each part may import, besides itself and the shared ground.
 ALLOWED = {

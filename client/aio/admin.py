@@ -1,0 +1,146 @@
+"""AIOAdmin: the sync Admin's calls as coroutines, on the caller's event loop.
+
+Client side. Each method is the sync Admin's (client/admin.py) of the same
+name, arguments, answer and errors: the same checks (plinth/topics.py), the
+same request encoders (plinth/protocol.py), the same retries of "unavailable"
+within ``request_timeout_ms`` (except adding and removing shards); only the
+wait is awaited (client/aio/connection.py).
+
+Tasks. Any task on the loop that created it may call it; calls from several
+tasks take turns (an asyncio.Lock), one request in flight at a time, as one
+thread at a time uses a sync Admin.
+
+    async with AIOAdmin(broker="tcp://127.0.0.1:7400") as admin:
+        await admin.create_topic("orders", 4)
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from plinth import limits, protocol, topics
+from plinth.client.admin import _config_value
+from plinth.client.aio.connection import AIOConnection
+from plinth.client.connection import broker_address
+
+
+class AIOAdmin:
+    def __init__(self, *, broker=None,
+                 request_timeout_ms: int = limits.CLIENT_REQUEST_TIMEOUT_MS_DEFAULT,
+                 curve_key_file: str | None = None, curve_server_key_file: str | None = None):
+        """Connects at once (ZeroMQ connects in the background); no I/O until a call."""
+        self._conn = AIOConnection(broker_address(broker, curve_key_file, curve_server_key_file))
+        self.request_timeout_ms = request_timeout_ms
+        self._turn = asyncio.Lock()
+
+    async def __aenter__(self) -> "AIOAdmin":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the socket; a call after it raises ClosedError. Event loop thread."""
+        self._conn.close()
+
+    async def _call(self, encode, *args, retry: bool = True):
+        async with self._turn:
+            if not retry:
+                request_id = self._conn.next_request_id()
+                view, _ = await self._conn.request_async(encode(request_id, *args), request_id,
+                                                         self.request_timeout_ms)
+                return view
+            view, _ = await self._conn.request_retrying_async(
+                lambda request_id: encode(request_id, *args), self.request_timeout_ms)
+            return view
+
+    async def create_topic(self, name: str, partitions: int = 1,
+                           replication_factor: int | None = None,
+                           config: dict[str, str] | None = None) -> protocol.TopicInfo:
+        """Admin.create_topic."""
+        topics.validate_topic_name(name)
+        topics.validate_partition_count(name, partitions)
+        if replication_factor is not None:
+            topics.validate_replication_factor(name, replication_factor)
+        config = {key: _config_value(value) for key, value in (config or {}).items()}
+        view = await self._call(protocol.encode_create_topic, name, partitions, config,
+                                "createTopic", replication_factor or 0)
+        return view.topics[0]
+
+    async def alter_topic(self, name: str, config: dict[str, str]) -> protocol.TopicInfo:
+        """Admin.alter_topic."""
+        config = {key: _config_value(value) for key, value in config.items()}
+        view = await self._call(protocol.encode_create_topic, name, 0, config, "alterTopic")
+        return view.topics[0]
+
+    async def create_partitions(self, name: str, total_count: int) -> protocol.TopicInfo:
+        """Admin.create_partitions: grow the topic to ``total_count`` partitions."""
+        topics.validate_partition_growth(name, 0, total_count)
+        view = await self._call(protocol.encode_create_topic, name, total_count, {},
+                                "alterTopic")
+        return view.topics[0]
+
+    async def list_topics(self) -> list[str]:
+        """Admin.list_topics: names of all topics, sorted."""
+        return [info.name for info in (await self._call(protocol.encode_list_topics)).topics]
+
+    async def describe_topic(self, name: str) -> protocol.TopicInfo:
+        """Admin.describe_topic."""
+        return (await self._call(protocol.encode_topic_request, "describeTopic", name)).topics[0]
+
+    async def delete_topic(self, name: str) -> None:
+        await self._call(protocol.encode_topic_request, "deleteTopic", name)
+
+    async def partition_count(self, name: str) -> int:
+        return (await self._call(protocol.encode_metadata, [name])).topics[0].partitions
+
+    async def add_shards(self, count: int) -> list[tuple[str, int, str, str, int]]:
+        """Admin.add_shards (not retried)."""
+        return (await self._call(protocol.encode_shards_change, "addShards", count,
+                                 retry=False)).moves
+
+    async def remove_shards(self, count: int) -> list[tuple[str, int, str, str, int]]:
+        """Admin.remove_shards (not retried)."""
+        return (await self._call(protocol.encode_shards_change, "removeShards", count,
+                                 retry=False)).moves
+
+    async def move_shard(self, shard: str, node: str, *, allow_replicas_on_one_node: bool = False,
+                         accept_data_loss: bool = False, force: bool = False) -> protocol.ShardMove:
+        """Admin.move_shard (not retried)."""
+        view = await self._call(lambda request_id: protocol.encode_move_shard(
+            request_id, shard, node, allow_replicas_on_one_node=allow_replicas_on_one_node,
+            accept_data_loss=accept_data_loss, force=force), retry=False)
+        return view.shard_move
+
+    async def status(self) -> protocol.StatusInfo:
+        """Admin.status: nodes, shards and routers of the broker."""
+        return (await self._call(protocol.encode_status_request)).status
+
+    async def list_groups(self) -> list[str]:
+        return (await self._call(protocol.encode_list_groups)).groups
+
+    async def describe_group(self, group: str) -> protocol.GroupInfo:
+        return (await self._call(protocol.encode_group_request, "describeGroup", group)).group
+
+    async def group_lag(self, group: str) -> list[tuple[str, int, int | None, int, int | None]]:
+        """Admin.group_lag: (topic, partition, committed, end, lag) per partition."""
+        info = await self.describe_group(group)
+        names = {t for t, _ in info.committed} | {t for m in info.members for t in m.topics}
+        rows = []
+        for topic in sorted(names):
+            for partition in range(await self.partition_count(topic)):
+                end = (await self.list_offsets(topic, partition)).end_offset
+                committed = info.committed.get((topic, partition))
+                rows.append((topic, partition, committed, end,
+                             None if committed is None else end - committed))
+        return rows
+
+    async def reset_group_offsets(self, group: str, offsets: dict[tuple[str, int], int]) -> None:
+        """Admin.reset_group_offsets: refused while the group has members."""
+        await self._call(protocol.encode_commit_offsets, "resetOffsets", group, "", 0, offsets)
+
+    async def list_offsets(self, topic: str, partition: int,
+                           timestamp_ms: int = protocol.NO_TIME_LOOKUP) -> protocol.PartitionInfo:
+        """Admin.list_offsets."""
+        return (await self._call(protocol.encode_list_offsets, topic, partition,
+                                 timestamp_ms)).offsets

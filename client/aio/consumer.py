@@ -1,0 +1,464 @@
+"""AIOConsumer: the Consumer for asyncio, in aiokafka's conventions.
+
+Client side, on the caller's event loop: no thread. The fetches, the CRC
+checks and the decoding of records are the sync consumer's Fetcher
+(client/fetcher.py, the C decoders), on a connection whose waits are awaited
+(client/aio/connection.py); a group member heartbeats from a task
+(client/aio/group_membership.py) with the sync membership's logic.
+
+    async with AIOConsumer("orders", broker=url, group="billing",
+                           auto_offset_reset="earliest") as consumer:
+        async for record in consumer:
+            ...
+        batches = await consumer.getmany(timeout_ms=500, max_records=1000)
+        await consumer.commit()
+
+Options, defaults and errors are the sync Consumer's (``group``; aiokafka's
+``group_id`` is taken as the same). What differs:
+
+- ``await start()`` first (or ``async with``); a call before it raises
+  ClosedError. ``subscribe`` and ``assign`` take effect at once when no I/O is
+  needed, else in ``start()`` or the next ``getmany``.
+- Rebalance callbacks: a ConsumerRebalanceListener (aiokafka's), given to
+  ``subscribe(topics, listener=...)``, or ``on_assign``/``on_revoke``; each may
+  be a coroutine function, and is awaited. They run inside ``getmany`` (revoke
+  first, after an auto-commit of the revoked partitions), as the sync
+  consumer's run inside ``poll()``.
+- ``async for`` ends (StopAsyncIteration) after ``consumer_timeout_ms``
+  without a record (default: never) or when the consumer is stopped.
+
+Tasks. Any task on the loop that started it may call it, one call at a time:
+the calls that talk to the broker take turns on an asyncio.Lock (a
+``getmany`` holds it for at most its ``timeout_ms``), as one thread at a time
+uses a sync Consumer. Delivery is at least once, as the sync consumer's.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+
+import asyncio
+
+from plinth import limits, protocol
+from plinth.client.aio.admin import AIOAdmin
+from plinth.client.aio.connection import AIOConnection
+from plinth.client.aio.group_membership import AIOGroupMembership
+from plinth.client.connection import broker_address
+from plinth.client.consumer import OffsetAndTimestamp, check_options
+from plinth.client.fetcher import Fetcher, TopicPartition
+from plinth.errors import (BrokerError, ClientError, ClosedError, OffsetOutOfRangeError,
+                           StaleMemberEpochError, UnknownMemberIdError)
+from plinth.format.record_batch import ConsumerRecord
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AIOConsumer", "ConsumerRebalanceListener", "OffsetAndTimestamp", "TopicPartition"]
+
+
+class ConsumerRebalanceListener:
+    """aiokafka's listener: subclass it and give it to ``subscribe``. Either method may
+    be a coroutine function. Called from ``getmany`` on the consumer's task."""
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]):
+        """Before the partitions go (their positions were auto-committed)."""
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]):
+        """After the partitions came, each at its committed offset or reset."""
+
+
+async def _call(callback, partitions: set[TopicPartition]) -> None:
+    """A rebalance callback, awaited if it is a coroutine."""
+    if callback is None:
+        return
+    outcome = callback(partitions)
+    if inspect.isawaitable(outcome):
+        await outcome
+
+
+class AIOConsumer:
+    def __init__(self, *topics: str, broker: str | None = None,
+                 auto_offset_reset: str = "latest",
+                 fetch_max_bytes: int = limits.FETCH_BYTES_DEFAULT,
+                 fetch_max_wait_ms: int = limits.FETCH_WAIT_MS_DEFAULT,
+                 request_timeout_ms: float = limits.CLIENT_REQUEST_TIMEOUT_MS_DEFAULT,
+                 consumer_timeout_ms: float = float("inf"),
+                 max_poll_records: int = limits.CONSUMER_POLL_RECORDS_DEFAULT,
+                 key_deserializer=None, value_deserializer=None,
+                 group: str | None = None, group_id: str | None = None,
+                 enable_auto_commit: bool = True,
+                 auto_commit_interval_ms: float = limits.AUTO_COMMIT_INTERVAL_MS_DEFAULT,
+                 session_timeout_ms: int = limits.SESSION_TIMEOUT_MS_DEFAULT,
+                 group_assignor: str = "", on_assign=None, on_revoke=None,
+                 curve_key_file: str | None = None, curve_server_key_file: str | None = None,
+                 direct_to_shards: bool = True):
+        """The sync Consumer's options, checked alike; nothing connects until
+        ``start()``. Any thread."""
+        if group is not None and group_id is not None and group != group_id:
+            raise ValueError(f"group={group!r} and group_id={group_id!r} differ; give one")
+        group = group if group is not None else group_id
+        # A group's topics may come later, from subscribe() (aiokafka's way): start() checks.
+        check_options(topics, auto_offset_reset, fetch_max_bytes, fetch_max_wait_ms, None)
+        self.auto_offset_reset = auto_offset_reset
+        self.request_timeout_ms = request_timeout_ms
+        self.consumer_timeout_ms = consumer_timeout_ms
+        self.max_poll_records = max_poll_records
+        self.group = group
+        self.enable_auto_commit = enable_auto_commit
+        self.auto_commit_interval_s = auto_commit_interval_ms / 1000
+        self.session_timeout_ms = session_timeout_ms
+        self.group_assignor = group_assignor
+        self._address = broker_address(broker, curve_key_file, curve_server_key_file)
+        self._fetch_options = dict(
+            fetch_max_bytes=fetch_max_bytes, fetch_max_wait_ms=fetch_max_wait_ms,
+            request_timeout_ms=request_timeout_ms, reset_out_of_range=auto_offset_reset != "none",
+            key_deserializer=key_deserializer, value_deserializer=value_deserializer)
+        self._direct = direct_to_shards
+        self._on_assign, self._on_revoke = on_assign, on_revoke
+        self._subscription: list[str] | None = list(topics) if topics else None
+        self._membership: AIOGroupMembership | None = None
+        self._commits: dict[int, tuple] = {}              # async commit id -> offsets
+        self._last_commit_s = time.monotonic()
+        self._committed_positions: dict[TopicPartition, int] = {}
+        self._fetcher: Fetcher | None = None
+        self._closed = False
+        self._turn = asyncio.Lock()
+
+    # --- Lifetime (the task that owns the consumer) -------------------------------------
+
+    async def start(self) -> None:
+        """Connect; subscribe to the topics given (unknown topics fail here)."""
+        if self._fetcher is not None:
+            raise ValueError("AIOConsumer.start() was already called")
+        if self.group is not None and not self._subscription:
+            raise ValueError("a consumer in a group needs topics: AIOConsumer('topic', "
+                             "group=...) or subscribe() before start()")
+        self._conn = AIOConnection(self._address, direct=self._direct)
+        self._admin = AIOAdmin(broker=self._address, request_timeout_ms=self.request_timeout_ms)
+        self._fetcher = Fetcher(self._conn, reset_position=self._needs_reset,
+                                **self._fetch_options)
+        try:
+            async with self._turn:
+                await self._apply_subscription()
+        except BaseException:   # an unknown topic, a timeout: leave no socket open
+            self._closed = True
+            self._conn.close()
+            await self._admin.close()
+            raise
+
+    async def __aenter__(self) -> "AIOConsumer":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Commit (with auto-commit), leave the group, close the sockets."""
+        if self._closed or self._fetcher is None:
+            self._closed = True
+            return
+        try:
+            async with self._turn:
+                if self._membership is not None:
+                    if self.enable_auto_commit:
+                        await self._commit_quietly()
+                    await self._membership.close()
+        finally:
+            self._closed = True
+            self._conn.close()
+            await self._admin.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("consumer is closed")
+        if self._fetcher is None:
+            raise ClosedError("consumer is not started: await consumer.start() first")
+
+    # --- Assignment and position ----------------------------------------------------------
+
+    def subscribe(self, topics: list[str], listener: ConsumerRebalanceListener | None = None
+                  ) -> None:
+        """Read these topics: all their partitions, or with a group the member's share;
+        takes effect in ``start()`` or the next ``getmany``. ``listener``: the group's
+        rebalance callbacks. Any task on the loop."""
+        if self._membership is not None:
+            raise ValueError(f"consumer already subscribed in group {self.group!r}")
+        if listener is not None:
+            self._on_assign = listener.on_partitions_assigned
+            self._on_revoke = listener.on_partitions_revoked
+        self._subscription = list(topics)
+
+    async def _apply_subscription(self) -> None:
+        """Ask the partition counts of a new subscription; join the group. Turn held."""
+        topics, self._subscription = self._subscription, None
+        if not topics:
+            return
+        counts = [await self._admin.partition_count(t) for t in topics]   # unknown topics fail here
+        if self.group is None:
+            self._fetcher.assign([(t, p) for t, count in zip(topics, counts) for p in range(count)])
+            return
+        self._membership = AIOGroupMembership(
+            self._address, self.group, topics, session_timeout_ms=self.session_timeout_ms,
+            assignor=self.group_assignor, request_timeout_ms=self.request_timeout_ms)
+        self._membership.start()
+
+    def assign(self, partitions: list[tuple[str, int]]) -> None:
+        """Read exactly these (topic, partition) pairs; not for group members."""
+        self._check_open()
+        if self.group is not None:
+            raise ValueError(f"consumer is in group {self.group!r}: partitions come from the "
+                             f"group; use subscribe")
+        self._fetcher.assign(partitions)
+
+    def assignment(self) -> set[TopicPartition]:
+        self._check_open()
+        return set(self._fetcher.partitions)
+
+    def seek(self, topic: str, partition: int, offset: int) -> None:
+        """Read ``topic``/``partition`` from ``offset`` next (buffered records dropped)."""
+        self._check_open()
+        self._fetcher.seek(TopicPartition(topic, partition), offset)
+
+    async def seek_to_beginning(self, *partitions: tuple[str, int]) -> None:
+        self._check_open()
+        for tp in partitions or list(self._fetcher.partitions):
+            self.seek(*tp, (await self._admin.list_offsets(*tp)).start_offset)
+
+    async def seek_to_end(self, *partitions: tuple[str, int]) -> None:
+        self._check_open()
+        for tp in partitions or list(self._fetcher.partitions):
+            self.seek(*tp, (await self._admin.list_offsets(*tp)).end_offset)
+
+    async def position(self, topic: str, partition: int) -> int:
+        """The offset of the next record handed out (reset as auto_offset_reset says
+        if there is none yet)."""
+        self._check_open()
+        state = self._fetcher.state(topic, partition)
+        if state.position is None:
+            await self._reset(TopicPartition(topic, partition))
+        return state.position
+
+    async def offsets_for_times(self, timestamps: dict[tuple[str, int], int]
+                                ) -> dict[TopicPartition, OffsetAndTimestamp | None]:
+        """Consumer.offsets_for_times: the first record at or after each time."""
+        self._check_open()
+        for tp, timestamp_ms in timestamps.items():
+            if type(timestamp_ms) is not int or timestamp_ms < 0:
+                raise ValueError(f"the time for {tp[0]}-{tp[1]} is {timestamp_ms!r}: it must be "
+                                 f"an int of ms since the epoch, 0 or more")
+        found = {}
+        for (topic, partition), timestamp_ms in timestamps.items():
+            info = await self._admin.list_offsets(topic, partition, timestamp_ms)
+            found[TopicPartition(topic, partition)] = (
+                None if info.found_offset == protocol.OFFSET_NONE
+                else OffsetAndTimestamp(info.found_offset, info.found_timestamp_ms))
+        return found
+
+    def _needs_reset(self, tp: TopicPartition) -> None:
+        """The Fetcher's reset_position: it may not await, so the partition is marked
+        (no position) and ``_apply_resets`` resets it before the next fetch."""
+        state = self._fetcher.partitions[tp]
+        if state.position is None:   # asked by send_fetches: _apply_resets ran first
+            raise AssertionError(f"{tp.topic}-{tp.partition} fetched before its reset")
+        state.position = None
+
+    async def _apply_resets(self) -> None:
+        for tp, state in list(self._fetcher.partitions.items()):
+            if state.position is None and tp in self._fetcher.partitions:
+                await self._reset(tp)
+
+    async def _reset(self, tp: TopicPartition) -> None:
+        """Give ``tp`` a position as ``auto_offset_reset`` says."""
+        if self.auto_offset_reset == "none":
+            raise OffsetOutOfRangeError(f"no position for {tp.topic}-{tp.partition} and "
+                                        f"auto_offset_reset='none'")
+        info = await self._admin.list_offsets(tp.topic, tp.partition)
+        offset = info.start_offset if self.auto_offset_reset == "earliest" else info.end_offset
+        if tp in self._fetcher.partitions:
+            self._fetcher.seek(tp, offset)
+
+    # --- Polling ----------------------------------------------------------------------------
+
+    async def getmany(self, timeout_ms: float = 0, max_records: int | None = None
+                      ) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """Records ready within ``timeout_ms``, at most ``max_records`` of them
+        (default max_poll_records): {TopicPartition: [ConsumerRecord]}."""
+        async with self._turn:
+            out = await self._poll(timeout_ms, max_records or self.max_poll_records)
+        partitions = self._fetcher.partitions
+        for tp, records in out.items():
+            partitions[tp].position = records[-1].offset + 1
+        return out
+
+    async def getone(self) -> ConsumerRecord:
+        """The next record, awaited for as long as it takes."""
+        while True:
+            out = await self.getmany(timeout_ms=limits.CONSUMER_ITERATION_POLL_SLICE_MS,
+                                     max_records=1)
+            for records in out.values():
+                return records[0]
+
+    def __aiter__(self) -> "AIOConsumer":
+        return self
+
+    async def __anext__(self) -> ConsumerRecord:
+        """Next record; StopAsyncIteration after consumer_timeout_ms without one, or
+        once the consumer is stopped."""
+        deadline = time.monotonic() + self.consumer_timeout_ms / 1000
+        while not self._closed:
+            remaining_ms = min((deadline - time.monotonic()) * 1000,
+                               limits.CONSUMER_ITERATION_POLL_SLICE_MS)
+            try:
+                out = await self.getmany(timeout_ms=max(0.0, remaining_ms), max_records=1)
+            except ClosedError:
+                if self._closed:   # stopped by another task while this one waited its turn
+                    break
+                raise
+            for records in out.values():
+                return records[0]
+            if time.monotonic() >= deadline:
+                break
+        raise StopAsyncIteration
+
+    async def _poll(self, timeout_ms: float, max_records: int
+                    ) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """Consumer._poll, awaiting the socket. Turn held; positions are the caller's."""
+        self._check_open()
+        deadline = time.monotonic() + timeout_ms / 1000
+        while True:
+            if self._subscription is not None:
+                await self._apply_subscription()
+            if self._membership is not None:
+                self._membership.raise_if_refused()
+                await self._rebalance()
+                self._auto_commit()
+            await self._apply_resets()
+            self._fetcher.send_fetches()
+            out = self._fetcher.take(max_records)
+            remaining_ms = (deadline - time.monotonic()) * 1000
+            if out or remaining_ms <= 0:
+                return out
+            if self._membership is not None:   # wake up to apply a new assignment
+                remaining_ms = min(remaining_ms, limits.CONSUMER_GROUP_POLL_SLICE_MS)
+            retry_at_s = self._fetcher.next_retry_s()
+            if retry_at_s is not None:   # wake up to ask again after a transient error
+                remaining_ms = min(remaining_ms, (retry_at_s - time.monotonic()) * 1000)
+            await self._conn.wait_async(max(1.0, remaining_ms))
+            got = self._conn.recv(0)
+            while got is not None:
+                self._on_reply(*got)
+                got = self._conn.recv(0)
+
+    def _on_reply(self, view: protocol.ReplyView, payload) -> None:
+        if view.request_id in self._commits:
+            self._on_commit_reply(view)
+        else:
+            self._fetcher.on_reply(view, payload)
+
+    # --- Groups: rebalance and commits ----------------------------------------------------
+
+    async def _rebalance(self) -> None:
+        """Apply the coordinator's newest assignment: revoke first, then add."""
+        target = self._membership.take_target()
+        if target is None:
+            return
+        target = {TopicPartition(*tp) for tp in target}
+        revoked = set(self._fetcher.partitions) - target
+        if revoked:
+            if self.enable_auto_commit:
+                await self._commit_quietly(revoked)
+            await _call(self._on_revoke, revoked)
+            for tp in revoked:
+                self._fetcher.remove(tp)
+        added = target - set(self._fetcher.partitions)
+        if added:
+            committed = await self._fetch_committed()
+            for tp in added:
+                self._fetcher.add(tp, committed.get(tp))
+                if tp in committed:
+                    self._committed_positions[tp] = committed[tp]
+            await _call(self._on_assign, added)
+        self._membership.set_owned(set(self._fetcher.partitions))
+
+    def _positions(self, partitions=None) -> dict[tuple[str, int], int]:
+        return {tuple(tp): state.position for tp, state in self._fetcher.partitions.items()
+                if state.position is not None and (partitions is None or tp in partitions)}
+
+    async def commit(self, offsets: dict[tuple[str, int], int] | None = None) -> None:
+        """Commit positions (default: of every record handed out so far) and await it;
+        retried while the group's coordinator is unavailable, up to request_timeout_ms."""
+        self._check_open()
+        async with self._turn:
+            await self._commit(offsets)
+
+    async def _commit(self, offsets) -> None:
+        offsets = self._offsets_to_commit(offsets)
+        if not offsets:
+            return
+        try:
+            await self._conn.request_retrying_async(
+                lambda request_id: self._encode_commit(request_id, offsets),
+                self.request_timeout_ms)
+        except BrokerError as exc:
+            self._check_membership(exc)
+            raise
+        self._committed_positions.update({TopicPartition(*tp): o for tp, o in offsets.items()})
+
+    def _offsets_to_commit(self, offsets) -> dict:
+        if self._membership is None:
+            raise ValueError("commit needs a consumer group: AIOConsumer(..., group='name')")
+        return self._positions() if offsets is None else dict(offsets)
+
+    def _encode_commit(self, request_id: int, offsets: dict) -> bytes:
+        member_id, epoch = self._membership.identity()
+        return protocol.encode_commit_offsets(request_id, "commitOffsets", self.group, member_id,
+                                              epoch, offsets)
+
+    def _on_commit_reply(self, view: protocol.ReplyView) -> None:
+        offsets = self._commits.pop(view.request_id)
+        self._check_membership(view.error)
+        if view.error is None:
+            self._committed_positions.update({TopicPartition(*tp): o for tp, o in offsets.items()})
+        else:
+            log.warning("group %s: auto-commit failed: %s", self.group, view.error)
+
+    def _check_membership(self, error: BrokerError | None) -> None:
+        """As the sync consumer's: an unknown member heartbeats now to rejoin."""
+        if isinstance(error, (UnknownMemberIdError, StaleMemberEpochError)):
+            self._membership.heartbeat_now()
+
+    async def _commit_quietly(self, partitions=None) -> None:
+        try:
+            await self._commit(self._positions(partitions))
+        except (BrokerError, ClientError) as exc:
+            log.warning("group %s: commit failed: %s", self.group, exc)
+
+    def _auto_commit(self) -> None:
+        """Every auto_commit_interval_ms, commit what changed without waiting (the
+        reply is read by a later getmany)."""
+        now = time.monotonic()
+        if not self.enable_auto_commit or now - self._last_commit_s < self.auto_commit_interval_s:
+            return
+        self._last_commit_s = now
+        changed = {tp: o for tp, o in self._positions().items()
+                   if self._committed_positions.get(TopicPartition(*tp)) != o}
+        if changed:
+            request_id = self._conn.next_request_id()
+            self._conn.send(self._encode_commit(request_id, changed))
+            self._commits[request_id] = changed
+
+    async def _fetch_committed(self) -> dict[TopicPartition, int]:
+        view, _ = await self._conn.request_retrying_async(
+            lambda request_id: protocol.encode_group_request(request_id, "fetchOffsets", self.group),
+            self.request_timeout_ms)
+        return {TopicPartition(*tp): offset for tp, offset in view.committed.items()}
+
+    async def committed(self, topic: str, partition: int) -> int | None:
+        """The group's committed offset for a partition, or None."""
+        self._check_open()
+        if self.group is None:
+            raise ValueError("committed() needs a consumer group")
+        async with self._turn:
+            return (await self._fetch_committed()).get(TopicPartition(topic, partition))

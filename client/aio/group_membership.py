@@ -1,0 +1,75 @@
+"""A consumer's membership in a group, heartbeating as an asyncio task.
+
+Client side. The state, the heartbeat requests and what their answers mean
+are the sync GroupMembership's (client/group_membership.py: targets, owned
+partitions, losing and rejoining, backoffs, the leave heartbeat); only the
+driver differs: one task on the consumer's loop, with a connection of its own,
+instead of a thread. ``set_owned`` and ``heartbeat_now`` wake it.
+
+Tasks. ``start`` and ``close`` are the AIOConsumer's (the task that starts and
+stops it); the consumer's calls (take_target, set_owned, identity,
+raise_if_refused, heartbeat_now) come from any task on the same loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from plinth import limits
+from plinth.client.aio.connection import AIOConnection
+from plinth.client.group_membership import GroupMembership
+from plinth.errors import BrokerError, PlinthTimeoutError
+
+
+class AIOGroupMembership(GroupMembership):
+    def __init__(self, broker, group: str, topics: list[str], *, session_timeout_ms: int,
+                 assignor: str, request_timeout_ms: float):
+        self._init_state(group, topics, session_timeout_ms, assignor, request_timeout_ms)
+        self._wake = asyncio.Event()
+        self._conn = AIOConnection(broker)
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(
+            self._run_async(), name=f"plinth-aio-heartbeat-{self.group}")
+
+    async def close(self) -> None:
+        """Leave the group (its partitions move at once) and end the task: awaits a
+        heartbeat in progress and the leave heartbeat, each at most its timeout."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            timeout_s = (self.request_timeout_ms + limits.GROUP_LEAVE_TIMEOUT_MS_MAX) / 1000
+            done, _ = await asyncio.wait({self._task}, timeout=timeout_s)
+            if not done:
+                self._task.cancel()
+                await asyncio.wait({self._task})
+        self._conn.close()
+
+    async def _run_async(self) -> None:
+        while not self._closing:
+            await self._heartbeat_once_async()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._next_wait_s())
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+        await self._leave_async()
+
+    async def _heartbeat_once_async(self) -> None:
+        request_id, header = self._heartbeat_request()
+        try:
+            view, _ = await self._conn.request_async(header, request_id, self.request_timeout_ms)
+        except (BrokerError, PlinthTimeoutError) as exc:
+            self._heartbeat_failed(exc)
+            return
+        self._heartbeat_answered(view)
+
+    async def _leave_async(self) -> None:
+        leave = self._leave_request()
+        if leave is None:
+            return
+        try:
+            await self._conn.request_async(*leave)
+        except (BrokerError, PlinthTimeoutError) as exc:
+            self._leave_failed(exc)

@@ -1,0 +1,294 @@
+"""AIOProducer: the Producer for asyncio, in aiokafka's conventions.
+
+Client side, on the caller's event loop: no thread. ``send`` appends the
+record to its partition's open batch exactly as the sync Producer does (the
+same C fast path and accumulator, client/producer.py RecordSending) and
+returns an awaitable future of its RecordMetadata; one task per producer, the
+sender task, drives the sync producer's sender logic (client/sender.py
+SenderCore: idempotence, in-order retries, sequence numbers, timeouts) and
+awaits its sockets through zmq.asyncio (client/aio/connection.py).
+
+    async with AIOProducer(broker="tcp://127.0.0.1:7400", linger_ms=5) as producer:
+        future = await producer.send("orders", b"hello", key=b"customer-1")
+        print(await future)   # RecordMetadata(topic, partition, offset)
+        print(await producer.send_and_wait("orders", b"again"))
+
+Options, defaults and errors are the sync Producer's. What differs:
+
+- ``await start()`` first (or ``async with``): a send before it raises
+  ClosedError. ``await stop()`` delivers everything sent before it (waiting up
+  to ``timeout`` seconds, None: until done); records still unacknowledged then
+  fail with ClosedError.
+- A topic's partition count is asked once, awaited, on its first send.
+- A full buffer (``buffer_memory``) makes ``send`` await room, up to
+  ``max_block_ms``, instead of blocking the thread; then ProducerBufferFullError
+  (a PlinthTimeoutError, as the sync producer raises).
+
+Tasks. Any task on the loop that started the producer may call ``send``,
+``send_and_wait`` and ``flush``; ``start`` and ``stop`` once each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from plinth import limits
+from plinth.client.accumulator import RecordAccumulator
+from plinth.client.aio.admin import AIOAdmin
+from plinth.client.aio.connection import AIOConnection
+from plinth.client.aio.futures import AIOBatchResult, AIORecordFuture
+from plinth.client.connection import broker_address
+from plinth.client.futures import RecordMetadata
+from plinth.client.producer import RecordSending, _as_topic, checked_options
+from plinth.client.sender import SenderCore
+from plinth.errors import ClosedError, PlinthTimeoutError, ProducerBufferFullError
+from plinth.wakeup import Wakeup
+
+log = logging.getLogger(__name__)
+
+
+class _Records(RecordSending):
+    """The sync producer's way into the accumulator, with the partition counts the
+    AIOProducer awaited before (``partitions_for`` never asks the broker here)."""
+
+    def __init__(self, accumulator: RecordAccumulator, key_serializer, value_serializer):
+        self._accumulator = accumulator
+        self._append_fast = accumulator.append_fast
+        self._key_serializer = key_serializer
+        self._value_serializer = value_serializer
+        self._closed = False
+        self.partition_counts: dict[str, int] = {}
+        has_serializers = key_serializer is not None or value_serializer is not None
+        self._set_fast_path(None if has_serializers else accumulator.appender)
+
+    def partitions_for(self, topic: str) -> int:
+        return self.partition_counts[topic]
+
+
+class AIOProducer:
+    def __init__(self, *, broker: str | None = None, acks: int | str = "all",
+                 linger_ms: float = limits.PRODUCER_LINGER_MS_DEFAULT,
+                 batch_bytes_max: int = limits.PRODUCER_BATCH_BYTES_DEFAULT,
+                 buffer_memory: int = limits.PRODUCER_BUFFER_BYTES_MAX,
+                 max_block_ms: float = limits.PRODUCER_MAX_BLOCK_MS_DEFAULT,
+                 request_timeout_ms: float = limits.CLIENT_REQUEST_TIMEOUT_MS_DEFAULT,
+                 max_in_flight_requests_per_connection: int = limits.PRODUCER_REQUESTS_IN_FLIGHT_MAX,
+                 enable_idempotence: bool = True,
+                 delivery_timeout_ms: float = limits.PRODUCER_DELIVERY_TIMEOUT_MS_DEFAULT,
+                 retry_backoff_ms: float = limits.PRODUCER_RETRY_BACKOFF_MS_DEFAULT,
+                 retry_backoff_max_ms: float = limits.PRODUCER_RETRY_BACKOFF_MAX_MS_DEFAULT,
+                 key_serializer=None, value_serializer=None,
+                 curve_key_file: str | None = None, curve_server_key_file: str | None = None,
+                 direct_to_shards: bool = True, compression_type: str | None = None):
+        """The sync Producer's options (client/producer.py), checked alike; nothing
+        connects until ``start()``. Any thread."""
+        self._acks, self._codec = checked_options(
+            acks, compression_type, batch_bytes_max, linger_ms, delivery_timeout_ms,
+            request_timeout_ms)
+        self._address = broker_address(broker, curve_key_file, curve_server_key_file)
+        self._options = dict(
+            linger_ms=linger_ms, batch_bytes_max=batch_bytes_max, buffer_memory=buffer_memory,
+            request_timeout_ms=request_timeout_ms,
+            in_flight_max=max_in_flight_requests_per_connection, idempotent=enable_idempotence,
+            delivery_timeout_ms=delivery_timeout_ms, retry_backoff_ms=retry_backoff_ms,
+            retry_backoff_max_ms=retry_backoff_max_ms, direct_to_shards=direct_to_shards)
+        self._serializers = (key_serializer, value_serializer)
+        self.max_block_s = max_block_ms / 1000
+        self._records: _Records | None = None
+        self._task: asyncio.Task | None = None
+        self._abort = False
+        self._room = asyncio.Event()
+        self._room_waiters = 0
+        self._sender_due = False   # the accumulator woke the sender since send last yielded
+
+    # --- Lifetime (the task that owns the producer) ------------------------------------
+
+    async def start(self) -> None:
+        """Connect and start the sender task on the running loop."""
+        if self._task is not None:
+            raise ValueError("AIOProducer.start() was already called")
+        o = self._options
+        self._admin = AIOAdmin(broker=self._address, request_timeout_ms=o["request_timeout_ms"])
+        self._conn = AIOConnection(self._address, direct=o["direct_to_shards"])
+        self._core = SenderCore(
+            self._conn, self._acks, request_timeout_ms=o["request_timeout_ms"],
+            in_flight_max=o["in_flight_max"], idempotent=o["idempotent"],
+            delivery_timeout_ms=o["delivery_timeout_ms"], retry_backoff_ms=o["retry_backoff_ms"],
+            retry_backoff_max_ms=o["retry_backoff_max_ms"], compression=self._codec)
+        self._wakeup = Wakeup()
+        self._wakeup_fd_open = True
+        # max_block_ms=0: the accumulator never blocks the loop; send awaits room.
+        self._accumulator = RecordAccumulator(
+            batch_bytes_max=o["batch_bytes_max"], linger_ms=o["linger_ms"],
+            buffer_bytes_max=o["buffer_memory"], max_block_ms=0, wake=self._wake,
+            future_type=AIORecordFuture, result_type=AIOBatchResult)
+        self._core.accumulator = self._accumulator
+        self._records = _Records(self._accumulator, *self._serializers)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="plinth-aio-sender")
+
+    async def __aenter__(self) -> "AIOProducer":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Deliver everything sent so far (up to ``timeout`` s; None: until done), then
+        end the sender task; what is still unacknowledged fails with ClosedError."""
+        records = self._records
+        if records is None or records._closed:
+            return
+        records._closed = True
+        self._accumulator.refuse_appends()
+        try:
+            await self.flush(timeout)
+        except PlinthTimeoutError:
+            pass   # what is left fails in the sender task
+        finally:
+            await self._end_sender(timeout)
+            await self._admin.close()
+
+    async def _end_sender(self, timeout: float | None) -> None:
+        """Let the sender task finish what is in flight (up to ``timeout``), else end it
+        now; a stop() that is itself cancelled ends it now too."""
+        self._core._closing = True
+        self._wake()
+        try:
+            done, _ = await asyncio.wait({self._task}, timeout=timeout)
+            if not done:
+                self._abort = True
+                self._wake()
+                await asyncio.wait({self._task})
+        except asyncio.CancelledError:
+            self._abort = True
+            self._wake()
+            raise
+
+    # --- Sending (any task on the loop) -------------------------------------------------
+
+    async def send(self, topic: str, value=None, *, key=None, partition: int | None = None,
+                   headers: list[tuple[str, bytes]] | None = None,
+                   timestamp_ms: int | None = None) -> AIORecordFuture:
+        """Queue one record; returns an awaitable future of its RecordMetadata (aiokafka's
+        send). The sync Producer.send's arguments, checks and errors."""
+        records = self._records
+        if records is None:
+            raise ClosedError("producer is not started: await producer.start() first")
+        if topic.__class__ is not str or topic not in records.partition_counts:
+            await self.partitions_for(topic)
+        try:
+            if headers is None:
+                future = records.send(topic, value, key=key, partition=partition,
+                                      timestamp_ms=timestamp_ms)
+            else:
+                future = records.send(topic, value, key=key, partition=partition,
+                                      headers=headers, timestamp_ms=timestamp_ms)
+        except ProducerBufferFullError:
+            return await self._send_when_room(topic, value, key, partition, headers, timestamp_ms)
+        if self._sender_due:
+            # A batch opened or was sealed: let the sender task run now, so that a task
+            # sending in a tight loop does not keep every batch waiting until it awaits.
+            self._sender_due = False
+            await asyncio.sleep(0)
+        return future
+
+    async def _send_when_room(self, topic, value, key, partition, headers, timestamp_ms):
+        """Retry a send refused for buffer room each time the sender frees some, until
+        max_block_ms; then the sync producer's error."""
+        deadline = time.monotonic() + self.max_block_s
+        while True:
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                raise ProducerBufferFullError(
+                    f"producer buffer full: {self._accumulator.appender.buffered_bytes} bytes "
+                    f"of buffer_memory={self._accumulator.buffer_bytes_max} wait for "
+                    f"acknowledgement; waited max_block_ms={self.max_block_s * 1000:.0f}")
+            self._room_waiters += 1
+            try:
+                await asyncio.wait_for(self._room.wait(), remaining_s)
+            except asyncio.TimeoutError:
+                continue
+            finally:
+                self._room_waiters -= 1
+            try:
+                return self._records.send(topic, value, key=key, partition=partition,
+                                          headers=headers, timestamp_ms=timestamp_ms)
+            except ProducerBufferFullError:
+                continue
+
+    async def send_and_wait(self, topic: str, value=None, **kwargs) -> RecordMetadata:
+        """``await (await send(...))``: the record's RecordMetadata once acknowledged."""
+        return await (await self.send(topic, value, **kwargs))
+
+    async def partitions_for(self, topic: str) -> int:
+        """The topic's partition count (asked of the broker once, then kept)."""
+        records = self._records
+        if records is None:
+            raise ClosedError("producer is not started: await producer.start() first")
+        topic = _as_topic(topic)
+        count = records.partition_counts.get(topic)
+        if count is None:
+            count = await self._admin.partition_count(topic)
+            self._accumulator.add_topic(topic, count)
+            records.partition_counts[topic] = count
+        return count
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Send everything queued and await every acknowledgement (or error);
+        PlinthTimeoutError after ``timeout`` seconds (None: no limit)."""
+        if self._records is None:
+            return
+        pending = self._accumulator.begin_flush()
+        try:
+            waiting = [result.waiter() for result in pending if not result.done()]
+            if waiting:
+                _, late = await asyncio.wait(waiting, timeout=timeout)
+                if late:
+                    raise PlinthTimeoutError(f"flush did not finish within {timeout} s")
+        finally:
+            self._accumulator.end_flush()
+
+    @property
+    def pipelined_sends(self) -> int:
+        """Batches sent while an earlier one of their partition was in flight."""
+        return self._core.pipelined_sends if self._records is not None else 0
+
+    # --- The sender task ------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        """SenderCore's loop: await a reply, a wake-up or the next deadline, then work.
+        Never dies of an error (as the sender thread); only stop() ends it."""
+        core = self._core
+        try:
+            while not self._abort and not core.finished():
+                try:
+                    if await self._conn.wait_async(core.poll_timeout_ms(), self._wakeup.fd):
+                        self._wakeup.drain()
+                    core.work()
+                    self._wake_room_waiters()
+                except Exception:   # a bug no batch explains: log it, keep every batch
+                    log.exception("aio producer sender: unexpected error; going on")
+                    await asyncio.sleep(limits.PRODUCER_SENDER_ERROR_PAUSE_MS / 1000)
+        finally:
+            core._fail_all(ClosedError("producer closed before the record was sent"))
+            self._wake_room_waiters()
+            self._conn.close()
+            self._wakeup_fd_open = False   # a wake-up after this must not write to a reused fd
+            self._wakeup.close()
+
+    def _wake(self) -> None:
+        """Make the sender task look at the accumulator now (the accumulator calls it
+        when a batch opens or is sealed). Event loop thread."""
+        self._sender_due = True
+        if self._wakeup_fd_open:
+            self._wakeup.wake()
+
+    def _wake_room_waiters(self) -> None:
+        """Sends awaiting buffer room try again (batches may have completed)."""
+        if not self._room_waiters:
+            return
+        self._room.set()
+        self._room = asyncio.Event()

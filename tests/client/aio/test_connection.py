@@ -1,0 +1,115 @@
+"""AIOConnection: the sync Connection's replies, awaited on an event loop, against a
+scripted broker (a real ROUTER socket on loopback, tests/client/scripted_broker.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from plinth import protocol
+from plinth.client.aio.connection import AIOConnection
+from plinth.errors import PlinthTimeoutError, UnavailableError, UnknownTopicError
+from tests.client.scripted_broker import Replies
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, 20))
+
+
+def test_a_request_is_answered_with_the_brokers_error(scripted):
+    broker = scripted([UnknownTopicError("no such topic 'x'")])
+
+    async def scenario():
+        conn = AIOConnection(broker.url)
+        try:
+            request_id = conn.next_request_id()
+            with pytest.raises(UnknownTopicError, match="no such topic"):
+                await conn.request_async(protocol.encode_metadata(request_id, ["x"]), request_id,
+                                         5_000)
+        finally:
+            conn.close()
+
+    run(scenario())
+
+
+def test_no_reply_in_time_raises_plinth_timeout_and_the_loop_runs_other_tasks_meanwhile(
+        scripted):
+    broker = scripted([lambda request: None])
+    ticks = []
+
+    async def ticker():
+        while True:
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.005)
+
+    async def scenario():
+        conn = AIOConnection(broker.url)
+        task = asyncio.get_running_loop().create_task(ticker())
+        try:
+            request_id = conn.next_request_id()
+            started_s = time.monotonic()
+            with pytest.raises(PlinthTimeoutError, match=f"request {request_id} within 300 ms"):
+                await conn.request_async(protocol.encode_metadata(request_id, ["x"]), request_id,
+                                         300)
+            return time.monotonic() - started_s
+        finally:
+            task.cancel()
+            conn.close()
+
+    assert 0.29 <= run(scenario()) < 3
+    assert len(ticks) >= 10   # the wait awaited: it did not block the loop for 300 ms
+
+
+def test_replies_that_arrive_out_of_order_each_reach_their_own_request(scripted):
+    # The broker holds the first request and answers both with the second, in reverse
+    first_request = []
+
+    def hold(request):
+        first_request.append(request)
+        return None
+
+    def both(request):
+        return Replies([[error_frame(request.request_id)],
+                        [error_frame(first_request[0].request_id)]])
+
+    def error_frame(request_id):
+        return protocol.encode_error(request_id, UnknownTopicError(f"r{request_id}"))
+
+    broker = scripted([hold, both])
+
+    async def scenario():
+        conn = AIOConnection(broker.url)
+        try:
+            ids = [conn.next_request_id(), conn.next_request_id()]
+            for request_id in ids:
+                conn.send(protocol.encode_metadata(request_id, ["x"]))
+            outcomes = []
+            for request_id in ids:
+                with pytest.raises(UnknownTopicError) as raised:
+                    await conn.wait_for_async(request_id, 5_000)
+                outcomes.append(str(raised.value))
+            return ids, outcomes
+        finally:
+            conn.close()
+
+    ids, outcomes = run(scenario())
+    assert outcomes == [f"r{ids[0]}", f"r{ids[1]}"]
+
+
+def test_unavailable_is_retried_with_backoff_until_an_answer_comes(scripted):
+    broker = scripted([UnavailableError("shard restarting"), UnavailableError("still"),
+                       UnknownTopicError("answered")])
+
+    async def scenario():
+        conn = AIOConnection(broker.url)
+        try:
+            with pytest.raises(UnknownTopicError, match="answered"):
+                await conn.request_retrying_async(
+                    lambda request_id: protocol.encode_metadata(request_id, ["x"]), 10_000)
+        finally:
+            conn.close()
+
+    run(scenario())
+    assert len(broker.requests) == 3

@@ -1,0 +1,117 @@
+"""AIOConsumer against a scripted broker (tests/client/scripted_broker.py): what is
+new in it, the resets the Fetcher asks for but cannot await (the consumer awaits
+them before the next fetch), and polling that awaits the socket."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from plinth import protocol
+from plinth.client.aio.consumer import AIOConsumer
+from plinth.errors import ClosedError, CorruptDataError, OffsetOutOfRangeError
+from tests.client.test_consumer import fetched
+
+BOUND_S = 20
+
+
+def offsets(start: int, end: int):
+    """A script step: the answer to listOffsets."""
+    return lambda request: [protocol.encode_offsets_reply(
+        request.request_id, protocol.PartitionInfo(0, start_offset=start, end_offset=end))]
+
+
+async def records_of(consumer: AIOConsumer, count: int) -> list:
+    got = []
+    while len(got) < count:
+        got += [r for rs in (await consumer.getmany(timeout_ms=200)).values() for r in rs]
+    return got
+
+
+def run(broker, scenario, **options):
+    async def main():
+        # The script answers fetches in order: none of the direct routes' metadata asks.
+        consumer = AIOConsumer(broker=broker.url, fetch_max_wait_ms=100, request_timeout_ms=5_000,
+                               direct_to_shards=False, **options)
+        await consumer.start()
+        try:
+            return await asyncio.wait_for(scenario(consumer), BOUND_S)
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(main())
+
+
+def test_an_offset_out_of_range_is_reset_as_auto_offset_reset_says_before_the_next_fetch(
+        scripted):
+    broker = scripted([OffsetOutOfRangeError("offset 100 is past the end 10"), offsets(5, 10),
+                       fetched(5, [b"a", b"b"], 7)])
+
+    async def scenario(consumer):
+        consumer.assign([("t", 0)])
+        consumer.seek("t", 0, 100)
+        got = await records_of(consumer, 2)
+        return got, await consumer.position("t", 0)
+
+    got, position = run(broker, scenario, auto_offset_reset="earliest")
+    assert [(r.offset, r.value) for r in got] == [(5, b"a"), (6, b"b")] and position == 7
+    kinds = [type(request).__name__ for _, request in broker.requests[:3]]
+    assert kinds[1] == "ListOffsetsRequest" and broker.requests[2][1].offset == 5
+
+
+def test_a_partition_without_a_position_starts_at_the_end_by_default(scripted):
+    broker = scripted([offsets(0, 42), fetched(42, [b"new"], 43)])
+
+    async def scenario(consumer):
+        consumer.assign([("t", 0)])
+        return await records_of(consumer, 1)
+
+    got = run(broker, scenario)
+    assert [(r.offset, r.value) for r in got] == [(42, b"new")]
+    assert broker.requests[1][1].offset == 42
+
+
+def test_with_auto_offset_reset_none_a_partition_without_a_position_raises(scripted):
+    broker = scripted([])
+
+    async def scenario(consumer):
+        consumer.assign([("t", 0)])
+        with pytest.raises(OffsetOutOfRangeError, match="auto_offset_reset='none'"):
+            await consumer.getmany(timeout_ms=100)
+
+    run(broker, scenario, auto_offset_reset="none")
+
+
+def test_a_non_transient_fetch_error_is_raised_from_getmany(scripted):
+    broker = scripted([CorruptDataError("entry at offset 0 fails its CRC")])
+
+    async def scenario(consumer):
+        consumer.assign([("t", 0)])
+        consumer.seek("t", 0, 0)
+        with pytest.raises(CorruptDataError, match="fails its CRC"):
+            await records_of(consumer, 1)
+
+    run(broker, scenario)
+
+
+def test_async_for_yields_records_one_by_one_and_ends_after_consumer_timeout_ms(scripted):
+    broker = scripted([fetched(0, [b"a", b"b", b"c"], 3)])
+
+    async def scenario(consumer):
+        consumer.assign([("t", 0)])
+        consumer.seek("t", 0, 0)
+        return [record.value async for record in consumer]
+
+    assert run(broker, scenario, consumer_timeout_ms=500) == [b"a", b"b", b"c"]
+
+
+def test_calls_before_start_raise_closed_error():
+    async def scenario():
+        consumer = AIOConsumer(broker="tcp://127.0.0.1:1")
+        with pytest.raises(ClosedError, match="not started"):
+            await consumer.getmany()
+        with pytest.raises(ClosedError, match="not started"):
+            consumer.assign([("t", 0)])
+
+    asyncio.run(scenario())

@@ -1,0 +1,177 @@
+"""AIOProducer against an in-process broker (tests/client/produce_broker.py: a real
+ROUTER socket that stores batches as a shard does, and injects faults).
+
+What is new in the asyncio producer is held here: send as a coroutine with the
+sync producer's checks and errors, the sender task's retries, a full buffer
+awaited on the loop, stop() delivering what was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from plinth.client.aio.producer import AIOProducer
+from plinth.client.futures import RecordMetadata
+from plinth.errors import (ClosedError, PartitionOutOfRangeError, PlinthTimeoutError,
+                           ProducerBufferFullError, UnknownTopicError)
+from tests.client.produce_broker import LOSE_REPLY, ProduceBroker
+
+PARTITIONS = 4
+
+
+@pytest.fixture
+def broker():
+    broker = ProduceBroker({"t": PARTITIONS})
+    yield broker
+    broker.close()
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, 30))
+
+
+def test_every_way_of_calling_send_queues_the_record_it_describes(broker):
+    async def scenario():
+        async with AIOProducer(broker=broker.url, linger_ms=1) as producer:
+            futures = [
+                await producer.send("t", b"positional", key=b"k", partition=0),
+                await producer.send("t", value=b"by keyword", partition=0, timestamp_ms=5),
+                await producer.send("t", partition=0),
+                await producer.send("t", b"headers", partition=0, headers=[("h", b"1")]),
+                await producer.send("t", bytearray(b"bytearray"), key=memoryview(b"mv"),
+                                    partition=0),
+            ]
+            return [await f for f in futures]
+
+    metadata = run(scenario())
+    records = broker.records("t", 0)
+    assert [(r.key, r.value) for r in records] == [
+        (b"k", b"positional"), (None, b"by keyword"), (None, None), (None, b"headers"),
+        (b"mv", b"bytearray")]
+    assert records[1].timestamp_ms == 5 and records[3].headers == [("h", b"1")]
+    assert metadata == [RecordMetadata("t", 0, i) for i in range(5)]
+
+
+@pytest.mark.parametrize("call, error", [
+    (lambda p: p.send("t", b"v", partition=PARTITIONS), PartitionOutOfRangeError),
+    (lambda p: p.send("t", "text"), TypeError),
+    (lambda p: p.send("t", b"v", key=3), TypeError),
+    (lambda p: p.send(["t"], b"v"), TypeError),
+    (lambda p: p.send("t", b"v", headers=[("h", "not bytes")]), TypeError),
+    (lambda p: p.send("t", b"v", timestamp_ms=-1), ValueError),
+    (lambda p: p.send("unknown", b"v"), UnknownTopicError),
+])
+def test_send_refuses_what_the_sync_producer_refuses_with_the_same_error_and_no_trace(
+        broker, call, error):
+    async def scenario():
+        async with AIOProducer(broker=broker.url) as producer:
+            await producer.send_and_wait("t", b"first", partition=0)
+            with pytest.raises(error):
+                await call(producer)
+            await producer.send_and_wait("t", b"last", partition=0)
+
+    run(scenario())
+    assert [r.value for r in broker.records("t", 0)] == [b"first", b"last"]
+
+
+def test_send_before_start_and_after_stop_raises_closed_error(broker):
+    async def scenario():
+        producer = AIOProducer(broker=broker.url, linger_ms=60_000)
+        with pytest.raises(ClosedError, match="not started"):
+            await producer.send("t", b"early")
+        await producer.start()
+        await producer.send("t", b"open a batch", partition=0)
+        await producer.stop()
+        with pytest.raises(ClosedError, match="closed"):
+            await producer.send("t", b"late", partition=0)   # the fast path refuses too
+
+    run(scenario())
+    assert [r.value for r in broker.records("t", 0)] == [b"open a batch"]
+
+
+def test_a_lost_reply_is_retried_and_the_record_is_stored_once(broker):
+    broker.faults.append(LOSE_REPLY)
+
+    async def scenario():
+        async with AIOProducer(broker=broker.url, request_timeout_ms=300,
+                               retry_backoff_ms=10) as producer:
+            return await producer.send_and_wait("t", b"once", partition=1)
+
+    assert run(scenario()) == RecordMetadata("t", 1, 0)
+    assert [r.value for r in broker.records("t", 1)] == [b"once"]
+    assert len(broker.produces()) == 2   # the first attempt and its retry
+
+
+def test_stop_delivers_every_record_sent_before_it(broker):
+    async def scenario():
+        producer = AIOProducer(broker=broker.url, linger_ms=60_000)
+        await producer.start()
+        futures = [await producer.send("t", b"%d" % i, partition=i % PARTITIONS)
+                   for i in range(1_000)]
+        assert not any(f.done() for f in futures)   # lingering: nothing sent yet
+        await producer.stop()
+        return futures
+
+    futures = run(scenario())
+    assert all(f.done() and f.exception() is None for f in futures)
+    assert broker.record_count() == 1_000
+
+
+def test_a_full_buffer_is_awaited_on_the_loop_until_batches_are_acknowledged(broker):
+    broker.hold()
+
+    async def scenario():
+        async with AIOProducer(broker=broker.url, buffer_memory=4_096, linger_ms=0,
+                               batch_bytes_max=1_024) as producer:
+            try:
+                # 4 records of 900 bytes (and their overhead) leave no room for a fifth
+                first = [await producer.send("t", b"x" * 900, partition=0) for _ in range(4)]
+                blocked = asyncio.get_running_loop().create_task(
+                    producer.send("t", b"y" * 900, partition=0))
+                await asyncio.sleep(0.2)   # the send waits for room: the loop goes on meanwhile
+                assert not blocked.done()
+            finally:
+                broker.release()
+            late = await asyncio.wait_for(blocked, 10)
+            return [await f for f in first] + [await late]
+
+    metadata = run(scenario())
+    assert [m.offset for m in metadata] == list(range(5))
+
+
+def test_a_buffer_full_past_max_block_ms_raises_producer_buffer_full_error_naming_the_bytes(
+        broker):
+    broker.hold()
+
+    async def scenario():
+        async with AIOProducer(broker=broker.url, buffer_memory=4_096, linger_ms=0,
+                               max_block_ms=200, batch_bytes_max=1_024) as producer:
+            try:
+                for _ in range(4):
+                    await producer.send("t", b"x" * 900, partition=0)
+                with pytest.raises(ProducerBufferFullError, match="buffer_memory=4096") as raised:
+                    await producer.send("t", b"y" * 900, partition=0)
+                assert isinstance(raised.value, PlinthTimeoutError)   # as the sync producer's
+            finally:
+                broker.release()
+
+    run(scenario())
+
+
+def test_flush_awaits_every_acknowledgement_and_times_out_naming_the_seconds(broker):
+    async def scenario():
+        async with AIOProducer(broker=broker.url, linger_ms=60_000) as producer:
+            futures = [await producer.send("t", b"%d" % i, partition=2) for i in range(10)]
+            await producer.flush()
+            assert all(f.done() for f in futures)
+            broker.hold()
+            try:
+                await producer.send("t", b"held", partition=2)
+                with pytest.raises(PlinthTimeoutError, match="within 0.2 s"):
+                    await producer.flush(0.2)
+            finally:
+                broker.release()
+
+    run(scenario())

@@ -1,0 +1,328 @@
+"""The asyncio client against a real broker: AIOProducer, AIOConsumer and AIOAdmin.
+
+Each test runs its coroutine with ``asyncio.run`` on the test's thread (no
+pytest-asyncio); waits are bounded by ``asyncio.wait_for`` or the client's own
+timeouts, never sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+
+from plinth import Admin, Consumer
+from plinth.aio import AIOAdmin, AIOConsumer, AIOProducer, ConsumerRebalanceListener
+from plinth.errors import ClosedError, UnknownTopicError
+from tests.shard_processes import shard_pids
+from tests.support import check_exactly_once_in_order, read_all, unique_topic, wait_until
+
+WAIT_S = 60
+
+
+def run(coroutine):
+    """The test's coroutine on a fresh event loop, bounded."""
+    return asyncio.run(asyncio.wait_for(coroutine, 240))
+
+
+async def consume(url: str, topic: str, count: int, **options) -> list:
+    """``count`` records of ``topic`` from the start, through an AIOConsumer."""
+    got = []
+    async with AIOConsumer(topic, broker=url, auto_offset_reset="earliest", **options) as consumer:
+        while len(got) < count:
+            batches = await asyncio.wait_for(consumer.getmany(timeout_ms=1_000), WAIT_S)
+            for records in batches.values():
+                got.extend(records)
+    return got
+
+
+def test_records_sent_by_the_aio_producer_come_back_through_the_aio_consumer_with_keys_headers_and_timestamps(
+        shared_broker):
+    topic = unique_topic("aio")
+
+    async def scenario():
+        async with AIOAdmin(broker=shared_broker.url) as admin:
+            await admin.create_topic(topic, 3)
+        async with AIOProducer(broker=shared_broker.url, linger_ms=2) as producer:
+            futures = [await producer.send(topic, b"v%d" % i, key=b"k%d" % i,
+                                           headers=[("n", b"%d" % i)], timestamp_ms=1_000 + i)
+                       for i in range(300)]
+            metadata = await asyncio.gather(*futures)
+            last = await producer.send_and_wait(topic, b"last", key=b"k0")
+        records = await consume(shared_broker.url, topic, 301)
+        return metadata, last, records
+
+    metadata, last, records = run(scenario())
+    assert len({(m.partition, m.offset) for m in metadata}) == 300
+    by_value = {r.value: r for r in records}
+    assert len(records) == 301 and set(by_value) == {b"v%d" % i for i in range(300)} | {b"last"}
+    for i in range(300):
+        record = by_value[b"v%d" % i]
+        assert (record.key, record.timestamp_ms, record.headers) == (
+            b"k%d" % i, 1_000 + i, [("n", b"%d" % i)])
+        assert (record.partition, record.offset) == (metadata[i].partition, metadata[i].offset)
+    # The same key goes to the same partition as the sync producer's murmur2 would
+    assert last.partition == metadata[0].partition
+    assert by_value[b"last"].offset == last.offset
+
+
+@pytest.mark.parametrize("compression_type", ["gzip", "snappy", "lz4", "zstd"])
+def test_each_compression_type_of_the_aio_producer_reads_back_through_the_sync_consumer(
+        shared_broker, compression_type):
+    topic = unique_topic("aio-codec")
+    Admin(broker=shared_broker.url).create_topic(topic, 1)
+
+    async def scenario():
+        async with AIOProducer(broker=shared_broker.url,
+                               compression_type=compression_type) as producer:
+            for i in range(50):
+                await producer.send(topic, b"%d" % i * 20, key=b"%d" % i)
+
+    run(scenario())
+    records = read_all(shared_broker.url, topic)
+    assert [(r.key, r.value) for r in records] == [(b"%d" % i, b"%d" % i * 20) for i in range(50)]
+
+
+def test_records_in_flight_when_stop_is_called_are_all_delivered(shared_broker):
+    topic = unique_topic("aio-stop")
+    Admin(broker=shared_broker.url).create_topic(topic, 2)
+    count = 20_000
+
+    async def scenario():
+        producer = AIOProducer(broker=shared_broker.url, linger_ms=50)
+        await producer.start()
+        futures = [await producer.send(topic, b"%d" % i) for i in range(count)]
+        pending = sum(not f.done() for f in futures)
+        await producer.stop()
+        return pending, [f.result() for f in futures]
+
+    pending, metadata = run(scenario())
+    assert pending > 0   # stop() really had records in flight
+    assert len(metadata) == count
+    records = read_all(shared_broker.url, topic)
+    assert sorted(int(r.value) for r in records) == list(range(count))
+
+
+def test_an_idempotent_aio_producer_keeps_every_record_once_in_order_across_a_shard_kill_9(
+        broker_factory):
+    broker = broker_factory(shards=2)
+    topic = unique_topic("aio-kill")
+    partitions = 4
+    Admin(broker=broker.url).create_topic(topic, partitions)
+    acked: dict[int, tuple[int, int]] = {}
+    errors: list[BaseException] = []
+
+    async def writer(producer, stop: asyncio.Event):
+        n = 0
+        while not stop.is_set():
+            chunk = [(n + i, await producer.send(topic, b"%d" % (n + i), partition=(n + i) % partitions))
+                     for i in range(200)]
+            n += 200
+            for number, future in chunk:
+                future.add_done_callback(lambda f, number=number: record(number, f))
+            await asyncio.sleep(0)   # let the sender task run between chunks
+
+    def record(number, future):
+        if future.exception() is not None:
+            errors.append(future.exception())
+        else:
+            acked[number] = (future.result().partition, future.result().offset)
+
+    async def until(count: int):
+        while len(acked) < count:
+            await asyncio.sleep(0.01)   # a poll of a condition, bounded by wait_for below
+
+    async def scenario():
+        async with AIOProducer(broker=broker.url, linger_ms=0) as producer:
+            stop = asyncio.Event()
+            task = asyncio.get_running_loop().create_task(writer(producer, stop))
+            await asyncio.wait_for(until(2_000), WAIT_S)
+            pids = wait_until(lambda: len(found := shard_pids(broker.data_dir)) == 2 and found,
+                              timeout_s=60)
+            shard_id = sorted(pids)[0]
+            os.kill(pids[shard_id], signal.SIGKILL)
+            await asyncio.wait_for(until(len(acked) + 4_000), 120)
+            stop.set()
+            await task
+            await producer.flush(120)
+            return producer.pipelined_sends
+
+    pipelined = run(scenario())
+    records = read_all(broker.url, topic)
+    check_exactly_once_in_order(records, acked, partitions)
+    assert not errors, errors[:3]
+    assert pipelined > 0
+
+
+def test_two_aio_consumers_in_a_group_share_the_partitions_and_their_callbacks_run(shared_broker):
+    topic = unique_topic("aio-group")
+    group = unique_topic("g")
+    partitions = 4
+    Admin(broker=shared_broker.url).create_topic(topic, partitions)
+    events: list[tuple[str, str, frozenset]] = []
+
+    class Listener(ConsumerRebalanceListener):
+        def __init__(self, name):
+            self.name = name
+
+        async def on_partitions_assigned(self, assigned):
+            events.append((self.name, "assigned", frozenset(assigned)))
+
+        def on_partitions_revoked(self, revoked):
+            events.append((self.name, "revoked", frozenset(revoked)))
+
+    def owned(name):
+        out = set()
+        for who, what, tps in events:
+            if who == name:
+                out = out | tps if what == "assigned" else out - tps
+        return out
+
+    values: set[int] = set()
+
+    async def member(name, stop: asyncio.Event):
+        consumer = AIOConsumer(broker=shared_broker.url, group=group,
+                               auto_offset_reset="earliest", session_timeout_ms=6_000)
+        consumer.subscribe([topic], listener=Listener(name))
+        await consumer.start()
+        got = []
+        while not stop.is_set():
+            for records in (await consumer.getmany(timeout_ms=100)).values():
+                got.extend(records)
+                values.update(int(r.value) for r in records)
+        await consumer.commit()
+        await consumer.stop()
+        return got
+
+    async def scenario():
+        async with AIOProducer(broker=shared_broker.url) as producer:
+            for i in range(400):
+                await producer.send(topic, b"%d" % i, partition=i % partitions)
+            await producer.flush()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        first = loop.create_task(member("a", stop))
+
+        async def until(predicate):
+            while not predicate():
+                await asyncio.sleep(0.05)   # a poll of a condition, bounded by wait_for
+
+        await asyncio.wait_for(until(lambda: len(owned("a")) == partitions), WAIT_S)
+        second = loop.create_task(member("b", stop))
+        await asyncio.wait_for(until(lambda: owned("a") and owned("b")
+                                     and len(owned("a") | owned("b")) == partitions
+                                     and not owned("a") & owned("b")), WAIT_S)
+        await asyncio.wait_for(until(lambda: len(values) == 400), WAIT_S)
+        stop.set()
+        return await first, await second
+
+    got_a, got_b = run(scenario())
+    assert any(who == "a" and what == "revoked" for who, what, _ in events)
+    assert {int(r.value) for r in got_a + got_b} == set(range(400))
+    # The commits read back by the sync Admin: every partition at its end
+    with Admin(broker=shared_broker.url) as admin:
+        lag = admin.group_lag(group)
+    assert [(row[0], row[1], row[2]) for row in lag] == [
+        (topic, p, 100) for p in range(partitions)]
+
+
+def test_a_commit_of_the_aio_consumer_is_read_back_by_the_sync_admin_and_the_aio_admin(
+        shared_broker):
+    topic = unique_topic("aio-commit")
+    group = unique_topic("g")
+    Admin(broker=shared_broker.url).create_topic(topic, 1)
+
+    async def scenario():
+        async with AIOProducer(broker=shared_broker.url) as producer:
+            for i in range(10):
+                await producer.send(topic, b"%d" % i)
+        async with AIOConsumer(topic, broker=shared_broker.url, group=group,
+                               auto_offset_reset="earliest", enable_auto_commit=False) as consumer:
+            got = []
+            async for record in consumer:
+                got.append(record)
+                if len(got) == 7:
+                    break
+            await consumer.commit()
+            committed = await consumer.committed(topic, 0)
+            position = await consumer.position(topic, 0)
+        async with AIOAdmin(broker=shared_broker.url) as admin:
+            lag = await admin.group_lag(group)
+        return committed, position, lag
+
+    committed, position, aio_lag = run(scenario())
+    assert committed == position == 7
+    assert aio_lag == [(topic, 0, 7, 10, 3)]
+    assert Admin(broker=shared_broker.url).describe_group(group).committed == {(topic, 0): 7}
+
+
+def test_wrong_calls_raise_the_sync_clients_errors(shared_broker):
+    topic = unique_topic("aio-wrong")
+    Admin(broker=shared_broker.url).create_topic(topic, 1)
+
+    async def scenario():
+        producer = AIOProducer(broker=shared_broker.url)
+        with pytest.raises(ClosedError, match="not started"):
+            await producer.send(topic, b"x")
+        await producer.start()
+        try:
+            with pytest.raises(TypeError, match="value must be bytes"):
+                await producer.send(topic, "text")
+            with pytest.raises(TypeError, match="topic must be a str"):
+                await producer.send(7, b"x")
+            with pytest.raises(UnknownTopicError):
+                await producer.send(unique_topic("missing"), b"x")
+            assert (await producer.send_and_wait(topic, b"fine")).offset == 0
+        finally:
+            await producer.stop()
+        with pytest.raises(ClosedError, match="closed"):
+            await producer.send(topic, b"after stop")
+        with pytest.raises(ValueError, match="acks="):
+            AIOProducer(broker=shared_broker.url, acks=2)
+        consumer = AIOConsumer(unique_topic("missing"), broker=shared_broker.url)
+        with pytest.raises(UnknownTopicError):
+            await consumer.start()
+        with pytest.raises(ClosedError, match="not started"):
+            await AIOConsumer(topic, broker=shared_broker.url).getmany()
+
+    run(scenario())
+    # The sync consumer agrees the refused calls left no record behind
+    with Consumer(topic, broker=shared_broker.url, auto_offset_reset="earliest",
+                  consumer_timeout_ms=2_000) as consumer:
+        assert [r.value for r in consumer] == [b"fine"]
+
+
+def test_the_aio_admin_answers_as_the_sync_admin_does(shared_broker):
+    topic = unique_topic("aio-admin")
+    group = unique_topic("g")
+
+    async def scenario():
+        async with AIOAdmin(broker=shared_broker.url) as admin:
+            created = await admin.create_topic(topic, 2, config={"retention.ms": 60_000})
+            altered = await admin.alter_topic(topic, {"retention.ms": 120_000})
+            grown = await admin.create_partitions(topic, 3)
+            async with AIOProducer(broker=shared_broker.url) as producer:
+                await producer.send_and_wait(topic, b"x", partition=1)
+            described = await admin.describe_topic(topic)
+            offsets = await admin.list_offsets(topic, 1)
+            await admin.reset_group_offsets(group, {(topic, 0): 0, (topic, 1): 1})
+            groups, lag = await admin.list_groups(), await admin.group_lag(group)
+            listed, status = await admin.list_topics(), await admin.status()
+            await admin.delete_topic(topic)
+            return (created, altered, grown, described, offsets, groups, lag, listed, status,
+                    await admin.list_topics())
+
+    (created, altered, grown, described, offsets, groups, lag, listed, status,
+     after) = run(scenario())
+    with Admin(broker=shared_broker.url) as sync_admin:
+        assert len(status.shards) == len(sync_admin.status().shards) == 2
+    assert created.partitions == 2 and altered.config["retention.ms"] == "120000"
+    assert grown.partitions == 3
+    assert [(p.start_offset, p.end_offset) for p in described.partition_info] == [
+        (0, 0), (0, 1), (0, 0)]
+    assert (offsets.start_offset, offsets.end_offset) == (0, 1)
+    assert group in groups
+    assert lag == [(topic, 0, 0, 0, 0), (topic, 1, 1, 1, 0), (topic, 2, None, 0, None)]
+    assert topic in listed and topic not in after
