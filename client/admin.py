@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from plinth import limits, protocol, topics
 from plinth.client.connection import Connection, broker_address
+from plinth.errors import InternalError
 from plinth.name_pages import NamesPage, check_page_args
 
 # What list_topics_page and list_groups_page return: ``.names`` and ``.more``.
@@ -82,8 +83,10 @@ class Admin:
                           "alterTopic").topics[0]
 
     def list_topics(self) -> list[str]:
-        """Names of all topics, sorted."""
-        return [info.name for info in self._call(protocol.encode_list_topics).topics]
+        """Names of all topics, sorted: every page of ``list_topics_page``, walked
+        ADMIN_LIST_PAGE_NAMES_MAX names at a time (one listTopics answer, which carries
+        each topic's config, outgrows what a reader walks beyond ~100 topics)."""
+        return self._all_names("listTopicsPage", limits.TOPICS_MAX)
 
     def list_topics_page(self, prefix: str = "", after: str = "",
                          limit: int = limits.ADMIN_LIST_PAGE_NAMES_DEFAULT) -> TopicsPage:
@@ -147,13 +150,25 @@ class Admin:
     # --- Consumer groups ---------------------------------------------------------
 
     def list_groups(self) -> list[str]:
-        """Every group with members or committed offsets."""
-        return self._call(protocol.encode_list_groups).groups
+        """Every group with members or committed offsets, sorted: every page of
+        ``list_groups_page``, as ``list_topics``."""
+        return self._all_names("listGroupsPage", limits.GROUPS_PER_SHARD_MAX * limits.SHARDS_MAX)
 
     def list_groups_page(self, prefix: str = "", after: str = "",
                          limit: int = limits.ADMIN_LIST_PAGE_NAMES_DEFAULT) -> GroupsPage:
         """One page of the group names, as ``list_topics_page``."""
         return self._names_page("listGroupsPage", prefix, after, limit)
+
+    def _all_names(self, kind: str, names_max: int) -> list[str]:
+        """Every name, a page at a time; at most ``names_max`` names, the most there may be."""
+        names: list[str] = []
+        step = limits.ADMIN_LIST_PAGE_NAMES_MAX
+        for _ in range(names_max // step + 2):
+            page = self._names_page(kind, "", names[-1] if names else "", step)
+            names += page.names
+            if not page.more:
+                return names
+        raise InternalError(f"{kind}: the pages did not end within {names_max} names")
 
     def _names_page(self, kind: str, prefix: str, after: str, limit: int) -> NamesPage:
         if isinstance(limit, int) and not isinstance(limit, bool) and limit == 0:

@@ -276,3 +276,12 @@ def test_the_largest_topic_stats_request_fits_a_header():
     header = protocol.encode_topic_stats_request(1, names)
     assert len(header) <= limits.HEADER_BYTES_MAX
     assert protocol.decode_request(header).topics == tuple(names)
+
+
+def test_the_largest_page_and_topic_stats_answers_decode_within_the_reader_limits():
+    names = [f"{i:03d}" + "n" * (limits.TOPIC_NAME_BYTES_MAX - 3)
+             for i in range(limits.ADMIN_LIST_PAGE_NAMES_MAX)]
+    page = protocol.decode_reply(protocol.encode_names_page_reply(1, NamesPage(names, True)))
+    assert page.names_page == NamesPage(names, True)
+    stats = [protocol.TopicStats(name, 1) for name in names[:limits.ADMIN_TOPIC_STATS_NAMES_MAX]]
+    assert protocol.decode_reply(protocol.encode_topic_stats_reply(2, stats)).topic_stats == stats
