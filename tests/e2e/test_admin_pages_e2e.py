@@ -15,7 +15,7 @@ from plinth.client.admin import Admin
 from plinth.client.consumer import Consumer
 from plinth.client.producer import Producer
 from plinth.control import placement
-from plinth.errors import RequestTooLargeError, UnknownTopicError
+from plinth.errors import MalformedReplyError, RequestTooLargeError, UnknownTopicError
 from plinth.schemas import protocol as schema
 from tests.support import wait_until
 
@@ -91,22 +91,31 @@ def test_a_page_over_the_limit_is_refused_by_the_client_and_by_the_broker(shared
 
 
 def raw_request(url: str, header: bytes) -> protocol.ReplyView:
+    return protocol.decode_reply(raw_reply(url, header))
+
+
+def raw_reply(url: str, header: bytes) -> bytes:
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVTIMEO, 30_000)
     try:
         sock.connect(url)
         sock.send(header)
-        return protocol.decode_reply(sock.recv_multipart()[0])
+        return sock.recv_multipart()[0]
     finally:
         sock.close()
 
 
-def test_old_clients_list_requests_still_answer_every_name(shared_broker, many_topics):
-    with Admin(broker=shared_broker.url) as admin:
-        assert set(many_topics) <= set(admin.list_topics())
-    reply = raw_request(shared_broker.url, protocol.encode_list_topics(9))
-    assert reply.kind == "topics" and set(many_topics) <= {t.name for t in reply.topics}
+def test_the_listing_of_an_old_client_still_answers_every_topic(shared_broker, many_topics):
+    # Given a client from before pages, which sends listTopics
+    frame = raw_reply(shared_broker.url, protocol.encode_list_topics(9))
+    # Then it gets every topic, with its config, as before; that answer is larger than
+    # a reader walks by default (which is why Admin.list_topics now walks pages)
+    with pytest.raises(MalformedReplyError, match="traversal limit"):
+        protocol.decode_reply(frame)
+    with schema.Reply.from_bytes(frame, traversal_limit_in_words=1 << 24) as reply:
+        assert reply.which() == "topics"
+        assert set(many_topics) <= {t.name for t in reply.topics}
 
 
 def test_the_cli_lists_a_page_and_says_how_to_get_the_next(shared_broker, many_topics):
