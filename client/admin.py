@@ -1,5 +1,9 @@
 """Admin: create, list, describe and delete topics.
 
+Lists at scale (a console with 10,000 topics and groups) come a page at a time,
+searchable by prefix: ``list_topics_page``, ``list_groups_page``; and the sizes
+and rates of the topics on a page, from the shards' counters: ``topic_stats``.
+
 Client side. One Admin may be used by one thread at a time. Every call waits
 at most ``request_timeout_ms`` for the broker, then raises PlinthTimeoutError.
 An "unavailable" answer (no router reachable yet, the controller restarting) is
@@ -11,6 +15,12 @@ from __future__ import annotations
 
 from plinth import limits, protocol, topics
 from plinth.client.connection import Connection, broker_address
+from plinth.errors import InternalError
+from plinth.name_pages import NamesPage, check_page_args
+
+# What list_topics_page and list_groups_page return: ``.names`` and ``.more``.
+TopicsPage = NamesPage
+GroupsPage = NamesPage
 
 
 def _config_value(value) -> str:
@@ -73,8 +83,28 @@ class Admin:
                           "alterTopic").topics[0]
 
     def list_topics(self) -> list[str]:
-        """Names of all topics, sorted."""
-        return [info.name for info in self._call(protocol.encode_list_topics).topics]
+        """Names of all topics, sorted: every page of ``list_topics_page``, walked
+        ADMIN_LIST_PAGE_NAMES_MAX names at a time (one listTopics answer, which carries
+        each topic's config, outgrows what a reader walks beyond ~100 topics)."""
+        return self._all_names("listTopicsPage", limits.TOPICS_MAX)
+
+    def list_topics_page(self, prefix: str = "", after: str = "",
+                         limit: int = limits.ADMIN_LIST_PAGE_NAMES_DEFAULT) -> TopicsPage:
+        """One page of the topic names: ``.names``, sorted, each starting with ``prefix``
+        and after ``after``, at most ``limit`` (1 to ADMIN_LIST_PAGE_NAMES_MAX, else
+        ValueError or RequestTooLargeError), and ``.more``, whether names follow. Walk
+        the list by passing the last name as ``after`` while ``more``."""
+        return self._names_page("listTopicsPage", prefix, after, limit)
+
+    def topic_stats(self, names: list[str]) -> dict[str, protocol.TopicStats]:
+        """Each topic's size on the shards' disks (``size_bytes``) and rates over the
+        last ~10 s (``records_in_per_s``, ``bytes_in_per_s``, ``records_out_per_s``,
+        ``bytes_out_per_s``), by name; at most ADMIN_TOPIC_STATS_NAMES_MAX names
+        (RequestTooLargeError), UnknownTopicError for one that does not exist.
+        ``partitions_answered`` < ``partitions``: a shard did not answer."""
+        names = list(names)
+        return {s.name: s for s in self._call(protocol.encode_topic_stats_request,
+                                              names).topic_stats}
 
     def describe_topic(self, name: str) -> protocol.TopicInfo:
         """Partitions with their leader shard, start and end offsets, bytes on disk,
@@ -120,8 +150,33 @@ class Admin:
     # --- Consumer groups ---------------------------------------------------------
 
     def list_groups(self) -> list[str]:
-        """Every group with members or committed offsets."""
-        return self._call(protocol.encode_list_groups).groups
+        """Every group with members or committed offsets, sorted: every page of
+        ``list_groups_page``, as ``list_topics``."""
+        return self._all_names("listGroupsPage", limits.GROUPS_PER_SHARD_MAX * limits.SHARDS_MAX)
+
+    def list_groups_page(self, prefix: str = "", after: str = "",
+                         limit: int = limits.ADMIN_LIST_PAGE_NAMES_DEFAULT) -> GroupsPage:
+        """One page of the group names, as ``list_topics_page``."""
+        return self._names_page("listGroupsPage", prefix, after, limit)
+
+    def _all_names(self, kind: str, names_max: int) -> list[str]:
+        """Every name, a page at a time; at most ``names_max`` names, the most there may be."""
+        names: list[str] = []
+        step = limits.ADMIN_LIST_PAGE_NAMES_MAX
+        for _ in range(names_max // step + 2):
+            page = self._names_page(kind, "", names[-1] if names else "", step)
+            names += page.names
+            if not page.more:
+                return names
+        raise InternalError(f"{kind}: the pages did not end within {names_max} names")
+
+    def _names_page(self, kind: str, prefix: str, after: str, limit: int) -> NamesPage:
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit == 0:
+            raise ValueError(f"{kind}: limit must be 1 to {limits.ADMIN_LIST_PAGE_NAMES_MAX}: "
+                             f"a page is never the whole list (list_topics, list_groups are)")
+        check_page_args(prefix, after, limit, kind)
+        return self._call(protocol.encode_names_page_request, kind, prefix, after,
+                          limit).names_page
 
     def describe_group(self, group: str) -> protocol.GroupInfo:
         """Members, their partitions and the group's committed offsets."""

@@ -73,6 +73,7 @@ from plinth.control.shard_set import ShardSet
 from plinth.errors import (BrokerError, InvalidConfigError, InvalidPartitionsError,
                            InvalidReplicationFactorError, PartitionOutOfRangeError, RequestTimedOutError, TooManyTopicsError,
                            TopicExistsError, UnavailableError, UnknownTopicError)
+from plinth.name_pages import ALL_NAMES, NamesPage, check_page_args, merge_pages, page_of
 from plinth.shards.shard_handle import (OPENED_NEEDS_REPAIR, Leadership, PartitionId,
                                         ShardHandle, ShardOptions, TierOptions, wait_all,
                                         wait_all_or_raise)
@@ -130,6 +131,12 @@ class _StatusPlan:
 class _DescribePlan:
     info: protocol.TopicInfo
     topic: TopicMetadata
+    asks: dict[str, tuple[ShardHandle, list[PartitionId]]]
+
+
+@dataclass(frozen=True)
+class _TopicStatsPlan:
+    partitions: dict[str, int]          # topic -> its partition count, in the request's order
     asks: dict[str, tuple[ShardHandle, list[PartitionId]]]
 
 
@@ -806,6 +813,14 @@ class Controller:
     def list_topics(self) -> list[protocol.TopicInfo]:
         return [self._topic_info(name) for name in sorted(self._metadata.topics)]
 
+    def list_topics_page(self, prefix: str = "", after: str = "",
+                         limit: int = ALL_NAMES) -> NamesPage:
+        """A page of the topic names (plinth/name_pages.py), without the internal topic
+        (as listTopics): O(n log n) in the topics, on the actor thread, no shard asked."""
+        check_page_args(prefix, after, limit, "list_topics_page")
+        names = sorted(name for name in self._metadata.topics if name != topics.OFFSETS_TOPIC)
+        return page_of(names, prefix, after, limit)
+
     # --- Queries that wait for shards (a query thread) ----------------------------------
     #
     # Each reads the controller's state only through a plan made on the actor thread
@@ -834,6 +849,32 @@ class Controller:
         names = wait_all_or_raise({s: handle.group_names() for s, handle in handles.items()},
                                   limits.CONTROL_CALL_TIMEOUT_S)
         return sorted({name for per_shard in names.values() for name in per_shard})
+
+    def list_groups_page(self, prefix: str = "", after: str = "",
+                         limit: int = ALL_NAMES) -> NamesPage:
+        """A page of the consumer groups, merged from each shard's own page of the groups
+        it coordinates (exact: plinth/name_pages.py), so that no shard sends more than
+        ``limit`` names (query thread)."""
+        check_page_args(prefix, after, limit, "list_groups_page")
+        handles = self._on_actor_thread(self._plan_list_groups)
+        pages = wait_all_or_raise({s: handle.group_names_page(prefix, after, limit)
+                                   for s, handle in handles.items()},
+                                  limits.CONTROL_CALL_TIMEOUT_S)
+        return merge_pages(pages.values(), limit)
+
+    def topic_stats(self, names: list[str]) -> list[protocol.TopicStats]:
+        """Each topic's bytes on the shards' disks and rates in and out, in ``names``'
+        order, summed over its partitions' ranges as describe_topic asks them (of a
+        replicated partition's current range, its leader), from the shards' counters
+        in memory (query thread). A shard that does not answer within
+        STATUS_CALL_TIMEOUT_S leaves its partitions out of ``partitions_answered``."""
+        protocol.check_topic_stats_count(len(names))
+        plan = self._on_actor_thread(self._plan_topic_stats, list(names))
+        answers = wait_all({s: handle.partition_stats(pids)
+                            for s, (handle, pids) in plan.asks.items()},
+                           limits.STATUS_CALL_TIMEOUT_S)
+        return _topic_stats(plan.partitions, [a for a in answers.values()
+                                              if not isinstance(a, BrokerError)])
 
     def describe_topic(self, name: str) -> protocol.TopicInfo:
         """Each partition's offsets and bytes (from the shards holding its ranges; of a
@@ -931,6 +972,17 @@ class Controller:
 
     def _plan_list_groups(self) -> dict[str, ShardHandle]:
         return {s: self._shards[s] for s in self._shards.ids()}
+
+    def _plan_topic_stats(self, names: list[str]) -> _TopicStatsPlan:
+        """The shards to ask, as describe_topic's (without the silent ones); UnknownTopicError
+        names the first unknown topic."""
+        partitions = {name: self._topic(name).partitions for name in names}
+        asks: dict[str, tuple[ShardHandle, list[PartitionId]]] = {}
+        for name in dict.fromkeys(names):
+            for s, specs in self._specs_to_ask(name, self._metadata.topics[name]).items():
+                if s not in self._silent and s in self._shards:
+                    asks.setdefault(s, (self._shards[s], []))[1].extend(sp.id for sp in specs)
+        return _TopicStatsPlan(partitions, asks)
 
     def _plan_describe(self, name: str) -> _DescribePlan:
         """Without the silent shards: a describe during a node's loss must not wait for
@@ -1347,6 +1399,27 @@ def _found_in_ranges(infos: list[protocol.PartitionInfo], timestamp_ms: int) -> 
     return min(found)
 
 
+def _topic_stats(partitions: dict[str, int], answers: list[dict]) -> list[protocol.TopicStats]:
+    """Each topic's TopicStats, summed from the shards' partition_stats answers (each
+    (topic, partition) -> (size, records/s in, bytes/s in, records/s out, bytes/s out))."""
+    stats = {name: protocol.TopicStats(name, count) for name, count in partitions.items()}
+    answered: dict[str, set[int]] = {name: set() for name in partitions}
+    for answer in answers:
+        for (topic, partition), (size, r_in, b_in, r_out, b_out) in answer.items():
+            s = stats.get(topic)
+            if s is None:
+                continue
+            s.size_bytes += size
+            s.records_in_per_s += r_in
+            s.bytes_in_per_s += b_in
+            s.records_out_per_s += r_out
+            s.bytes_out_per_s += b_out
+            answered[topic].add(partition)
+    for name, s in stats.items():
+        s.partitions_answered = len(answered[name])
+    return list(stats.values())
+
+
 def _stats_of(plan: dict[str, ShardHandle | None]) -> dict[str, dict | None]:
     """Each shard's stats snapshot, asked of all at once, for STATUS_CALL_TIMEOUT_S; None
     for one that does not answer, or was not asked (query thread)."""
@@ -1362,7 +1435,9 @@ def _shard_status(shard_id: str, stats: dict | None, facts: _ShardFacts) -> prot
         shard_id, facts.address, stats is not None, facts.partitions, size_bytes,
         stats["records_per_s"] if stats else 0.0, stats["bytes_per_s"] if stats else 0.0,
         facts.draining, facts.node_name, facts.direct_address,
-        *_requests_by_socket(stats), *_uploads(stats), draining_reason=facts.drain_reason)
+        *_requests_by_socket(stats), *_uploads(stats), draining_reason=facts.drain_reason,
+        records_out_per_s=(stats or {}).get("records_out_per_s", 0.0),
+        bytes_out_per_s=(stats or {}).get("bytes_out_per_s", 0.0))
 
 
 def _uploads(stats: dict | None) -> tuple[int, int, float, int]:

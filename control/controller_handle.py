@@ -31,7 +31,7 @@ controller that has the name now.
 Any thread of any process connected to the broker's Ray cluster may use a
 handle; the controller runs the calls one at a time, but for the queries that
 wait for shards (``describe_topic``, ``partition_offsets``, ``status``,
-``list_groups``, ``shard_stats``), which run beside them on the controller's
+``list_groups``, ``list_groups_page``, ``topic_stats``, ``shard_stats``), which run beside them on the controller's
 QUERY_GROUP threads.
 """
 
@@ -46,6 +46,7 @@ from plinth import limits, protocol
 from plinth.cluster_keys import ClusterKeys
 from plinth.control.routing_table import RoutingTable
 from plinth.errors import BrokerError, InternalError, RequestTimedOutError, UnavailableError
+from plinth.name_pages import NamesPage
 from plinth.shards.shard_handle import Leadership, PartitionId, TierOptions
 
 log = logging.getLogger(__name__)
@@ -257,6 +258,19 @@ class ControllerHandle:
 
     def list_groups(self) -> list[str]:
         return self._query("list_groups")
+
+    def list_topics_page(self, prefix: str, after: str, limit: int) -> NamesPage:
+        """A page of the topic names (plinth/name_pages.py), from the controller's metadata."""
+        return self._call(lambda actor: actor.list_topics_page.remote(prefix, after, limit),
+                          "list_topics_page")
+
+    def list_groups_page(self, prefix: str, after: str, limit: int) -> NamesPage:
+        """A page of the group names, merged from every shard's page."""
+        return self._query("list_groups_page", prefix, after, limit)
+
+    def topic_stats(self, names: list[str]) -> list[protocol.TopicStats]:
+        """Size and rates of each topic of ``names`` (at most ADMIN_TOPIC_STATS_NAMES_MAX)."""
+        return self._query("topic_stats", list(names))
 
     def check_leaders(self) -> list:
         """Elect new leaders where a leader's shard does not answer (the controller's

@@ -25,7 +25,9 @@ _PARTITION_LABELS = ["topic", "partition", "shard"]
 _COUNTERS = (("records_in", "plinth_partition_records_in", "Records appended"),
              ("bytes_in", "plinth_partition_bytes_in", "RecordBatch bytes appended"),
              ("fetches", "plinth_partition_fetch_requests", "Fetch requests answered"),
-             ("bytes_out", "plinth_partition_bytes_out", "Log bytes returned by fetches"))
+             ("bytes_out", "plinth_partition_bytes_out", "Log bytes returned by fetches"),
+             ("records_out", "plinth_partition_records_out",
+              "Records returned by fetches, from the offset each asked"))
 _GAUGES = (("start_offset", "plinth_partition_log_start_offset",
             "First offset stored, in object storage or locally"),
            ("local_start_offset", "plinth_partition_local_log_start_offset",
@@ -121,7 +123,8 @@ def _partition_families(live):
         family = CounterMetricFamily(name, doc, labels=_PARTITION_LABELS)
         for shard, snap in live.items():
             for (topic, partition), counters in snap["partitions"].items():
-                family.add_metric([topic, str(partition), shard], counters[field])
+                if field in counters:   # a snapshot from before the field existed has none
+                    family.add_metric([topic, str(partition), shard], counters[field])
         yield family
     for field, name, doc in _GAUGES:
         family = GaugeMetricFamily(name, doc, labels=_PARTITION_LABELS)

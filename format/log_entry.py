@@ -224,6 +224,27 @@ def scan_whole_entries(buffer, verify_crc: bool = True, position_base: int = 0
         position = batch_end
 
 
+# The fields records_from reads of each header: base_offset, (max_timestamp_ms,)
+# batch_bytes, record_count, at header bytes 16..40.
+_OFFSETS_AND_LENGTHS = struct.Struct("<q8xII")
+
+
+def records_from(buffer, offset: int) -> int:
+    """Records at or after ``offset`` in a run of whole entries (a fetch answer, which
+    starts with the entry holding ``offset``). Walks the headers only, trusting them:
+    the reader checked them (shard stats count what a fetch handed out). Any thread."""
+    view = memoryview(buffer)
+    position, first, end = 0, None, offset
+    while len(view) - position >= LOG_ENTRY_HEADER_BYTES:
+        base_offset, batch_bytes, record_count = _OFFSETS_AND_LENGTHS.unpack_from(
+            view, position + MAGIC_BYTES_LEN)
+        if first is None:
+            first = base_offset
+        end = base_offset + record_count
+        position += LOG_ENTRY_HEADER_BYTES + batch_bytes
+    return max(0, end - max(offset, first if first is not None else offset))
+
+
 def iter_entries(buffer, verify_crc: bool = True
                  ) -> Iterator[tuple[LogEntryHeader, memoryview]]:
     """Yield (header, batch view) of each entry of a run of whole entries.

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from plinth import limits, topics
-from plinth.cli_groups import admin_for as _admin, group_cli
+from plinth.cli_groups import admin_for as _admin, echo_pages, group_cli
 from plinth.errors import PlinthError
 
 
@@ -269,7 +269,8 @@ def kafka_user_add(users_file, name, password_stdin, iterations):
 @main.command()
 @click.pass_context
 def status(ctx):
-    """Nodes, shards (partitions, bytes, records/s), routers, and how many partitions
+    """Nodes, shards (partitions, bytes, records/s and MB/s produced and fetched), routers,
+    and how many partitions
     are under-replicated (a replica out of sync) or offline (no leader serving)."""
     with _admin(ctx) as admin:
         info = admin.status()
@@ -278,12 +279,14 @@ def status(ctx):
         name = info.node_names.get(node_id, "")
         click.echo(f"  {name:<16} {node_id[:12]:<12}  {address:<16} {'alive' if alive else 'DEAD'}")
     click.echo(f"shards\n  {'shard':<10} {'state':<12} {'node':<16} {'address':<24} "
-               f"{'partitions':>10} {'bytes':>14} {'records/s':>11} {'MB/s':>8}")
+               f"{'partitions':>10} {'bytes':>14} {'records/s':>11} {'MB/s':>8} "
+               f"{'records/s out':>13} {'MB/s out':>8}")
     for shard in info.shards:
         state = ("up" if shard.alive else "DOWN") + (" draining" if shard.draining else "")
         click.echo(f"  {shard.shard_id:<10} {state:<12} {shard.node:<16} {shard.address:<24} "
                    f"{shard.partitions:>10} {shard.size_bytes:>14} {shard.records_per_s:>11.0f} "
-                   f"{shard.bytes_per_s / 1e6:>8.2f}")
+                   f"{shard.bytes_per_s / 1e6:>8.2f} {shard.records_out_per_s:>13.0f} "
+                   f"{shard.bytes_out_per_s / 1e6:>8.2f}")
     _echo_draining(info.shards)
     direct = [shard for shard in info.shards if shard.direct_address]
     if direct:   # where clients may produce and fetch without the router
@@ -447,11 +450,21 @@ def _parse_config(configs) -> dict[str, str]:
 
 
 @topic.command("list")
+@click.option("--prefix", default="", help="Only the topics whose names start with it.")
+@click.option("--limit", type=int, default=None,
+              help="At most this many names, a page of the list (1 to "
+                   f"{limits.ADMIN_LIST_PAGE_NAMES_MAX}); with --after, the next page.")
+@click.option("--after", default="", help="Only the names after it (the last of a page).")
 @click.pass_context
-def topic_list(ctx):
+def topic_list(ctx, prefix, limit, after):
+    """Topic names, sorted; with --prefix, --limit or --after, one page of them, and a
+    last line saying how to ask for the next page if more follow."""
     with _admin(ctx) as admin:
-        for name in admin.list_topics():
-            click.echo(name)
+        if not (prefix or after or limit):
+            for name in admin.list_topics():
+                click.echo(name)
+            return
+        echo_pages(admin.list_topics_page, prefix, after, limit, "topic list")
 
 
 @topic.command("describe")

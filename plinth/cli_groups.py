@@ -5,7 +5,11 @@ Runs in the user's shell process, through the Admin client.
 
 from __future__ import annotations
 
+import shlex
+
 import click
+
+from plinth import limits
 
 
 @click.group("group")
@@ -21,11 +25,40 @@ def admin_for(ctx):
 
 
 @group_cli.command("list")
+@click.option("--prefix", default="", help="Only the groups whose names start with it.")
+@click.option("--limit", type=int, default=None,
+              help="At most this many names, a page of the list (1 to "
+                   f"{limits.ADMIN_LIST_PAGE_NAMES_MAX}); with --after, the next page.")
+@click.option("--after", default="", help="Only the names after it (the last of a page).")
 @click.pass_context
-def group_list(ctx):
+def group_list(ctx, prefix, limit, after):
+    """Group names, sorted; with --prefix, --limit or --after, one page of them (as
+    ``plinth topic list``)."""
     with admin_for(ctx) as admin:
-        for name in admin.list_groups():
+        if not (prefix or after or limit):
+            for name in admin.list_groups():
+                click.echo(name)
+            return
+        echo_pages(admin.list_groups_page, prefix, after, limit, "group list")
+
+
+def echo_pages(ask_page, prefix: str, after: str, limit: int | None, command: str) -> None:
+    """Print the names of a page (``limit`` given), or of every page of ``prefix``
+    walked ADMIN_LIST_PAGE_NAMES_MAX at a time (no limit: the whole search, never
+    held whole). After a page with more behind it, a line saying how to get the next."""
+    step = limit or limits.ADMIN_LIST_PAGE_NAMES_MAX
+    for _ in range(limits.TOPICS_MAX * limits.SHARDS_MAX // step + 2):
+        page = ask_page(prefix=prefix, after=after, limit=step)
+        for name in page.names:
             click.echo(name)
+        if not page.more:
+            return
+        after = page.names[-1]
+        if limit:
+            prefix_arg = f" --prefix {shlex.quote(prefix)}" if prefix else ""
+            click.echo(f"# more: plinth {command}{prefix_arg} --limit {limit} "
+                       f"--after {shlex.quote(after)}", err=True)
+            return
 
 
 @group_cli.command("describe")

@@ -131,6 +131,16 @@ RETENTION_CHECK_INTERVAL_S = 5.0
 # even if more are waiting (group commit bound, keeps latency bounded).
 GROUP_COMMIT_REQUESTS_MAX = 256
 
+# --- Admin pages (the console's lists: plinth/name_pages.py, client/admin.py) ----
+# Names in one page of listTopicsPage / listGroupsPage. A reader walks at most
+# HEADER_TRAVERSAL_WORDS_MAX words of a reply (8192): a name costs a pointer word and
+# its text's words, 33 at the longest, so a page of the longest names holds ~240.
+ADMIN_LIST_PAGE_NAMES_MAX = 200
+ADMIN_LIST_PAGE_NAMES_DEFAULT = 100   # what the console shows
+# Topics in one topicStats request: the console asks for the topics on one page. Its
+# answer costs 7 words per topic besides the name (relation below).
+ADMIN_TOPIC_STATS_NAMES_MAX = ADMIN_LIST_PAGE_NAMES_MAX
+
 # --- Control plane --------------------------------------------------------
 SHARDS_MAX = 256
 # Ray restarts a dead shard actor at most this often before giving up on it.
@@ -980,9 +990,22 @@ def _relations() -> list[tuple[str, bool]]:
          + REMOTE_FETCH_RETRY_TIMEOUT_S < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT / 1000),
         ("the remote-fetch queue is one the loop's commands can answer",
          0 < REMOTE_FETCHES_QUEUED_MAX <= SHARD_COMMANDS_QUEUED_MAX),
+        ("a page of the longest names, and the stats of as many topics, fit a reader's "
+         "traversal limit (and their request a header)",
+         0 < ADMIN_LIST_PAGE_NAMES_DEFAULT <= ADMIN_LIST_PAGE_NAMES_MAX
+         and ADMIN_LIST_PAGE_NAMES_MAX * (1 + _text_words(max(TOPIC_NAME_BYTES_MAX,
+                                                              GROUP_NAME_BYTES_MAX))) + 16
+         <= HEADER_TRAVERSAL_WORDS_MAX
+         and ADMIN_TOPIC_STATS_NAMES_MAX * (7 + _text_words(TOPIC_NAME_BYTES_MAX)) + 16
+         <= HEADER_TRAVERSAL_WORDS_MAX),
         ("a dead direct socket is noticed well within a request timeout",
          0 < DIRECT_HEARTBEAT_IVL_MS < DIRECT_HEARTBEAT_TIMEOUT_MS < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT),
     ]
+
+
+def _text_words(text_bytes: int) -> int:
+    """Words of a Cap'n Proto Text of ``text_bytes`` bytes (with its NUL, padded)."""
+    return (text_bytes + 1 + 7) // 8
 
 
 def check_relations() -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 
 from plinth import limits, protocol_classic, protocol_hot
+from plinth.name_pages import NamesPage, check_page_args
 from plinth.errors import (BrokerError, MalformedReplyError, MalformedRequestError,
                            RequestTooLargeError, error_for_code)
 from plinth.schemas import protocol
@@ -120,6 +121,18 @@ class ListTopicsRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class ListTopicsPageRequest:
+    """A page of the topic names (plinth/name_pages.py; limit 0: every name), answered
+    ``namesPage``. The limit is checked where it is answered (requestTooLarge)."""
+
+    request_id: int
+    prefix: str = ""
+    after: str = ""
+    limit: int = 0
+    kind: ClassVar[str] = "listTopicsPage"
+
+
+@dataclass(frozen=True, slots=True)
 class GroupHeartbeatRequest:
     request_id: int
     group: str
@@ -170,6 +183,27 @@ class DescribeGroupRequest:
 class ListGroupsRequest:
     request_id: int
     kind: ClassVar[str] = "listGroups"
+
+
+@dataclass(frozen=True, slots=True)
+class ListGroupsPageRequest:
+    """A page of the group names, as ListTopicsPageRequest."""
+
+    request_id: int
+    prefix: str = ""
+    after: str = ""
+    limit: int = 0
+    kind: ClassVar[str] = "listGroupsPage"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicStatsRequest:
+    """Size and rates of some topics; at most ADMIN_TOPIC_STATS_NAMES_MAX, checked where
+    it is answered (requestTooLarge)."""
+
+    request_id: int
+    topics: tuple[str, ...]
+    kind: ClassVar[str] = "topicStats"
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +285,8 @@ Request = (ProduceRequest | FetchRequest | ListOffsetsRequest | MetadataRequest
            | CreateTopicRequest | AlterTopicRequest | DeleteTopicRequest | DescribeTopicRequest
            | ListTopicsRequest | GroupHeartbeatRequest | CommitOffsetsRequest
            | ResetOffsetsRequest | FetchOffsetsRequest | DescribeGroupRequest
-           | ListGroupsRequest | StatusRequest | AddShardsRequest | RemoveShardsRequest
+           | ListGroupsRequest | ListTopicsPageRequest | ListGroupsPageRequest
+           | TopicStatsRequest | StatusRequest | AddShardsRequest | RemoveShardsRequest
            | ReplicaFetchRequest | MoveShardRequest | ReplicaFetchAllRequest
            | protocol_classic.ClassicJoinRequest | protocol_classic.ClassicSyncRequest
            | protocol_classic.ClassicHeartbeatRequest | protocol_classic.ClassicLeaveRequest)
@@ -376,6 +411,24 @@ class ShardStatus:
     upload_lag_s: float = 0.0
     upload_errors: int = 0
     draining_reason: str = ""     # of a draining shard: why it has not retired yet
+    records_out_per_s: float = 0.0   # handed to clients' fetches, over records_per_s's window
+    bytes_out_per_s: float = 0.0
+
+
+@dataclass
+class TopicStats:
+    """One topic's size and rates (Admin.topic_stats), from the shards' counters.
+    ``partitions_answered`` < ``partitions``: a shard did not answer, and the numbers
+    lack its partitions."""
+
+    name: str
+    partitions: int
+    size_bytes: int = 0
+    records_in_per_s: float = 0.0
+    bytes_in_per_s: float = 0.0
+    records_out_per_s: float = 0.0
+    bytes_out_per_s: float = 0.0
+    partitions_answered: int = 0
 
 
 @dataclass
@@ -425,6 +478,8 @@ class ReplyView:
     shard_move: ShardMove | None = None
     replica_fetch_all: list[ReplicaFetchPartitionResult] = field(default_factory=list)
     classic: protocol_classic.ClassicResult | None = None
+    names_page: NamesPage | None = None          # listTopicsPage, listGroupsPage
+    topic_stats: list[TopicStats] = field(default_factory=list)
 
 
 # --- Requests ---------------------------------------------------------------
@@ -475,6 +530,34 @@ def encode_list_topics(request_id: int) -> bytes:
     msg = protocol.Request.new_message(requestId=request_id)
     msg.listTopics = None
     return msg.to_bytes()
+
+
+def encode_names_page_request(request_id: int, kind: str, prefix: str, after: str,
+                              limit: int) -> bytes:
+    """listTopicsPage or listGroupsPage; ``limit`` checked (check_page_args)."""
+    _check_kind(kind, ("listTopicsPage", "listGroupsPage"))
+    check_page_args(prefix, after, limit, kind)
+    msg = protocol.Request.new_message(requestId=request_id)
+    body = msg.init(kind)
+    body.prefix, body.after, body.limit = prefix, after, limit
+    return msg.to_bytes()
+
+
+def encode_topic_stats_request(request_id: int, names: list[str]) -> bytes:
+    """topicStats of ``names``: RequestTooLargeError beyond ADMIN_TOPIC_STATS_NAMES_MAX."""
+    check_topic_stats_count(len(names))
+    msg = protocol.Request.new_message(requestId=request_id)
+    _fill_texts(msg.init("topicStats").init("topics", len(names)), names)
+    return msg.to_bytes()
+
+
+def check_topic_stats_count(count: int) -> None:
+    """RequestTooLargeError for a topicStats of more than ADMIN_TOPIC_STATS_NAMES_MAX
+    topics (the client before sending, the controller before answering)."""
+    if count > limits.ADMIN_TOPIC_STATS_NAMES_MAX:
+        raise RequestTooLargeError(
+            f"topicStats of {count} topics is over ADMIN_TOPIC_STATS_NAMES_MAX, "
+            f"{limits.ADMIN_TOPIC_STATS_NAMES_MAX} topics per request")
 
 
 def encode_list_offsets(request_id: int, topic: str, partition: int,
@@ -641,6 +724,9 @@ _REQUEST_DECODERS = {
     "deleteTopic": lambda rid, b: DeleteTopicRequest(rid, b.name),
     "describeTopic": lambda rid, b: DescribeTopicRequest(rid, b.name),
     "listTopics": lambda rid, _: ListTopicsRequest(rid),
+    "listTopicsPage": lambda rid, b: ListTopicsPageRequest(rid, b.prefix, b.after, b.limit),
+    "listGroupsPage": lambda rid, b: ListGroupsPageRequest(rid, b.prefix, b.after, b.limit),
+    "topicStats": lambda rid, b: TopicStatsRequest(rid, tuple(b.topics)),
     "groupHeartbeat": lambda rid, b: GroupHeartbeatRequest(
         rid, b.group, b.memberId, b.memberEpoch, tuple(b.topics),
         frozenset(_topic_partitions(b.owned)), b.sessionTimeoutMs, b.assignor),
@@ -750,6 +836,26 @@ def encode_groups_reply(request_id: int, groups: list[str]) -> bytes:
     return msg.to_bytes()
 
 
+def encode_names_page_reply(request_id: int, page: NamesPage) -> bytes:
+    msg = protocol.Reply.new_message(requestId=request_id)
+    body = msg.init("namesPage")
+    _fill_texts(body.init("names", len(page.names)), page.names)
+    body.more = page.more
+    return msg.to_bytes()
+
+
+def encode_topic_stats_reply(request_id: int, stats: list[TopicStats]) -> bytes:
+    msg = protocol.Reply.new_message(requestId=request_id)
+    out = msg.init("topicStats", len(stats))
+    for i, s in enumerate(stats):
+        o = out[i]
+        o.name, o.partitions, o.sizeBytes = s.name, s.partitions, s.size_bytes
+        o.recordsInPerS, o.bytesInPerS = s.records_in_per_s, s.bytes_in_per_s
+        o.recordsOutPerS, o.bytesOutPerS = s.records_out_per_s, s.bytes_out_per_s
+        o.partitionsAnswered = s.partitions_answered
+    return msg.to_bytes()
+
+
 def encode_status_reply(request_id: int, info: StatusInfo) -> bytes:
     msg = protocol.Reply.new_message(requestId=request_id)
     body = msg.init("status")
@@ -769,6 +875,7 @@ def encode_status_reply(request_id: int, info: StatusInfo) -> bytes:
         out.remoteBytes, out.uploadLagBytes = shard.remote_bytes, shard.upload_lag_bytes
         out.uploadLagS, out.uploadErrors = shard.upload_lag_s, shard.upload_errors
         out.drainingReason = shard.draining_reason
+        out.recordsOutPerS, out.bytesOutPerS = shard.records_out_per_s, shard.bytes_out_per_s
     routers = body.init("routers", len(info.routers))
     for i, (address, node) in enumerate(info.routers):
         routers[i].address, routers[i].node = address, node
@@ -830,6 +937,12 @@ def _reply_view(rep) -> ReplyView:
         view.replica_fetch_all = [_replica_fetch_partition_result(r) for r in rep.replicaFetchAll]
     elif view.kind == "classic":
         view.classic = protocol_classic.decode_result(rep.classic)
+    elif view.kind == "namesPage":
+        view.names_page = NamesPage(list(rep.namesPage.names), rep.namesPage.more)
+    elif view.kind == "topicStats":
+        view.topic_stats = [TopicStats(t.name, t.partitions, t.sizeBytes, t.recordsInPerS,
+                                       t.bytesInPerS, t.recordsOutPerS, t.bytesOutPerS,
+                                       t.partitionsAnswered) for t in rep.topicStats]
     elif view.kind == "status":
         st = rep.status
         view.status = StatusInfo(
@@ -838,7 +951,7 @@ def _reply_view(rep) -> ReplyView:
                                 x.recordsPerS, x.bytesPerS, x.draining, x.node,
                                 x.directAddress, x.requestsViaRouter, x.requestsDirect,
                                 x.remoteBytes, x.uploadLagBytes, x.uploadLagS, x.uploadErrors,
-                                x.drainingReason)
+                                x.drainingReason, x.recordsOutPerS, x.bytesOutPerS)
                     for x in st.shards],
             routers=[(r.address, r.node) for r in st.routers],
             under_replicated_partitions=st.underReplicatedPartitions,

@@ -37,9 +37,9 @@ Resources and operations, as Kafka's (topics, groups, the cluster):
     cluster    status, addShards, removeShards, moveShard: takes neither pattern (replicaFetch
                too, which is shard to shard: a router answers it malformed)
 
-listTopics, metadata of every topic and listGroups need any grant; metadata of
-named topics needs, for each, a grant of any operation whose ``topics``
-matches it. The answers show only what the client may see: listTopics and
+listTopics, metadata of every topic and listGroups (and their pages) need any
+grant; metadata of named topics and topicStats need, for each, a grant of any
+operation whose ``topics`` matches it. The answers show only what the client may see: listTopics and
 metadata of every topic the topics it has a grant of any operation on (as
 Kafka's Describe, which every topic operation implies), listGroups the groups
 it may describe (admin on the group), and fetchOffsets the partitions of
@@ -190,8 +190,11 @@ def needs_of(request: protocol.Request) -> list[Need] | None:
             return [("admin", topic, None)]
         case protocol.MetadataRequest(topics=topics) if topics:
             return [(None, topic, None) for topic in topics]
-        case protocol.MetadataRequest() | protocol.ListTopicsRequest() | protocol.ListGroupsRequest():
+        case protocol.MetadataRequest() | protocol.ListTopicsRequest() | protocol.ListGroupsRequest() | \
+                protocol.ListTopicsPageRequest() | protocol.ListGroupsPageRequest():
             return [(None, None, None)]
+        case protocol.TopicStatsRequest(topics=topics):
+            return [(None, topic, None) for topic in topics] or [(None, None, None)]
         case protocol.GroupHeartbeatRequest(group=group, topics=topics, owned=owned):
             return _group_and_topics("consume", group, set(topics) | {t for t, _ in owned})
         case protocol.CommitOffsetsRequest(group=group, offsets=offsets):

@@ -4,11 +4,12 @@ Runs in the router's process. The loop thread owns every socket and must never
 block on Ray, so whatever needs the controller goes through this bridge:
 
 - admin requests from clients (create, alter, delete and describe topics, list
-  topics and groups, metadata, status, adding and removing shards, and the
-  offsets of a partition whose history spans shards), answered here through
-  the ``ControllerHandle``; with an ACL, listGroups answers only the groups the
-  client's grants let it describe, and listTopics and metadata of every topic
-  only the topics it has a grant on;
+  topics and groups, whole or a page at a time, topic stats, metadata, status,
+  adding and removing shards, and the offsets of a partition whose history spans
+  shards), answered here through the ``ControllerHandle``; with an ACL, listGroups
+  answers only the groups the client's grants let it describe, and listTopics and
+  metadata of every topic only the topics it has a grant on (their pages too:
+  ``_visible_page``);
 - look-ups of a topic the routing table does not know yet (the loop holds its
   requests meanwhile);
 - every ``ROUTING_REFRESH_INTERVAL_S``, a fresh routing table, which picks up
@@ -49,6 +50,7 @@ from plinth import limits, protocol, topics
 from plinth.control.controller_handle import ControllerHandle
 from plinth.control.routing_table import RoutingTable
 from plinth.errors import BrokerError, InternalError, MalformedRequestError, UnknownTopicError
+from plinth.name_pages import NamesPage, check_page_args
 from plinth.router.acl import ClientGrants
 from plinth.wakeup import Wakeup
 
@@ -278,6 +280,14 @@ class AdminBridge:
                     accept_data_loss=request.accept_data_loss, force=request.force))
             case protocol.StatusRequest():
                 return protocol.encode_status_reply(rid, controller.status())
+            case protocol.ListGroupsPageRequest():
+                return protocol.encode_names_page_reply(rid, _visible_page(
+                    controller.list_groups_page, request, grants and grants.may_describe_group))
+            case protocol.ListTopicsPageRequest():
+                return protocol.encode_names_page_reply(rid, _visible_page(
+                    controller.list_topics_page, request, grants and grants.may_see_topic))
+            case protocol.TopicStatsRequest(topics=names):   # the ACL checked each name
+                return protocol.encode_topic_stats_reply(rid, controller.topic_stats(list(names)))
             case protocol.ListGroupsRequest():
                 groups = controller.list_groups()
                 if grants is not None:
@@ -324,6 +334,33 @@ def _put_nowait(jobs: queue.Queue, job) -> bool:
 def _visible(infos: list[protocol.TopicInfo], grants: ClientGrants | None) -> list[protocol.TopicInfo]:
     """The infos of the topics ``grants`` hold any operation on (all without an ACL)."""
     return infos if grants is None else [info for info in infos if grants.may_see_topic(info.name)]
+
+
+def _visible_page(ask_page, request, visible) -> NamesPage:
+    """The page ``request`` (a ListTopicsPageRequest or ListGroupsPageRequest) asks for,
+    of the names ``visible`` accepts (all if None: no ACL). With an ACL, the
+    controller's pages are walked, ADMIN_LIST_PAGE_NAMES_MAX names at a time, until
+    the page is full of names the client may see or the list ends, so that ``more``
+    stays exact; the walk is bounded by the names there may be."""
+    check_page_args(request.prefix, request.after, request.limit, request.kind)
+    if visible is None:
+        return ask_page(request.prefix, request.after, request.limit)
+    names: list[str] = []
+    after, step = request.after, limits.ADMIN_LIST_PAGE_NAMES_MAX
+    names_max = max(limits.TOPICS_MAX, limits.GROUPS_PER_SHARD_MAX * limits.SHARDS_MAX)
+    for _ in range(names_max // step + 2):
+        page = ask_page(request.prefix, after, step)
+        for name in page.names:
+            if not visible(name):
+                continue
+            if request.limit and len(names) == request.limit:
+                return NamesPage(names, True)
+            names.append(name)
+        if not page.more:
+            return NamesPage(names, False)
+        after = page.names[-1]
+    raise InternalError(f"router: the {request.kind} page after {request.after!r} did not end "
+                        f"within {names_max} names")
 
 
 def _only(infos: list[protocol.TopicInfo], names: tuple[str, ...]) -> list[protocol.TopicInfo]:

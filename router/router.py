@@ -517,7 +517,8 @@ class Router:
         try:
             grants = self._security.authorize(key, request)
             if grants is not None and type(request) in (
-                    protocol.ListGroupsRequest, protocol.ListTopicsRequest, protocol.MetadataRequest):
+                    protocol.ListGroupsRequest, protocol.ListTopicsRequest, protocol.MetadataRequest,
+                    protocol.ListGroupsPageRequest, protocol.ListTopicsPageRequest):
                 self._submit_admin(client_id, request, grants)   # answered cut to its grants
                 return False
             if grants is not None and type(request) is protocol.FetchOffsetsRequest:

@@ -60,7 +60,47 @@ struct Request {
     classicSync @23 :ClassicSync;            # listener's JoinGroup, SyncGroup, Heartbeat
     classicHeartbeat @24 :ClassicHeartbeat;  # and LeaveGroup), answered by the group's
     classicLeave @25 :ClassicLeave;          # coordinating shard: see below
+    listTopicsPage @26 :NamesPageRequest;    # a page of the topic names (the console's list)
+    listGroupsPage @27 :NamesPageRequest;    # a page of the group names, from every shard
+    topicStats @28 :TopicStatsRequest;       # size and rates of some topics
   }
+}
+
+# --- Pages of names and topic stats (issue 16: a console with 10,000 topics) --
+# listTopicsPage and listGroupsPage answer namesPage: the names that start with
+# `prefix` and sort after `after` (by code point), the first `limit` of them in
+# order, and whether more follow; a client walks a list by asking again with
+# `after` = the last name. limit 0 means all of them (listTopics and listGroups,
+# which clients from before paging send, answer every name as they always did).
+# limit over ADMIN_LIST_PAGE_NAMES_MAX: requestTooLarge. See plinth/name_pages.py.
+struct NamesPageRequest {
+  prefix @0 :Text;
+  after @1 :Text;
+  limit @2 :UInt32;
+}
+
+struct NamesPage {
+  names @0 :List(Text);
+  more @1 :Bool;
+}
+
+# topicStats: at most ADMIN_TOPIC_STATS_NAMES_MAX topics (requestTooLarge beyond);
+# an unknown topic is unknownTopic. Answered from the counters the shards keep
+# in memory (shards/shard_stats.py), never from their disks.
+struct TopicStatsRequest {
+  topics @0 :List(Text);
+}
+
+struct TopicStats {
+  name @0 :Text;
+  partitions @1 :UInt32;
+  sizeBytes @2 :UInt64;          # on the shards' disks, every range of every partition
+  recordsInPerS @3 :Float64;     # produced, over the shards' rate window (~10 s)
+  bytesInPerS @4 :Float64;
+  recordsOutPerS @5 :Float64;    # handed to fetches, over the same window
+  bytesOutPerS @6 :Float64;
+  partitionsAnswered @7 :UInt32; # partitions whose shards answered (< partitions: a
+                                 # shard is down, and the numbers are short of it)
 }
 
 # plinth shards move SHARD --node NODE: the shard is pinned to another node and
@@ -344,6 +384,8 @@ struct Reply {
     shardMove @15 :ShardMove;    # moveShard
     replicaFetchAll @16 :List(ReplicaFetchPartitionResult);   # in the request's order
     classic @17 :ClassicResult;  # classicJoin, classicSync, classicHeartbeat, classicLeave
+    namesPage @18 :NamesPage;    # listTopicsPage, listGroupsPage
+    topicStats @19 :List(TopicStats);   # in the request's order
   }
   throttleTimeMs @13 :UInt32;    # the client is over a quota: its next request
                                  # waits this long (as Kafka's throttle_time_ms)
@@ -402,6 +444,8 @@ struct ShardStatus {
   uploadLagS @14 :Float64;       # age of the oldest rolled segment waiting, in seconds
   uploadErrors @15 :UInt64;      # failed upload attempts, since it started
   drainingReason @16 :Text;      # of a draining shard: why it has not retired yet (issue 14)
+  recordsOutPerS @17 :Float64;   # handed to clients' fetches (a follower's replica fetch
+  bytesOutPerS @18 :Float64;     # is not counted), over recordsPerS's window
 }
 
 struct RouterStatus {

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from plinth import actor_logs, limits, protocol
 from plinth.cluster_keys import ClusterKeys
+from plinth.name_pages import NamesPage
 from plinth.process_tuning import tune_data_path_process
 from plinth.shards.partition_log import LogConfig
 from plinth.shards.shard_calls import (ControllerAnnouncements, GroupStates, Leadership,
@@ -224,6 +225,16 @@ class ShardActor:
 
     def group_names(self) -> list[str]:
         return self._server.call(self._server.group_names)
+
+    def group_names_page(self, prefix: str, after: str, limit: int) -> NamesPage:
+        """A page of the groups this shard coordinates (plinth/name_pages.py)."""
+        return self._server.call(self._server.group_names_page, prefix, after, limit)
+
+    def partition_stats(self, partitions: list[PartitionId]) -> dict[tuple[str, int], tuple]:
+        """Size and rates of the partitions held here (ShardServer.partition_stats), in
+        one turn of the loop."""
+        return self._server.call(self._server.partition_stats,
+                                 [(pid.topic, pid.partition) for pid in partitions])
 
     def hand_over_groups(self, names: list[str]) -> GroupStates:
         """Stop coordinating groups that now hash to another shard; returns their state."""

@@ -32,6 +32,7 @@ from plinth import limits, protocol
 from plinth.cluster_keys import ClusterKeys
 from plinth.errors import (BrokerError, InternalError, RequestTimedOutError, ShardRestartingError,
                            UnavailableError)
+from plinth.name_pages import NamesPage, check_page_args
 from plinth.shards.actor import ShardActor
 from plinth.shards.shard_calls import (OPENED_CREATED_EMPTY, OPENED_NEEDS_REPAIR,
                                        OPENED_RECOVERED_WHOLE, ControllerAnnouncements,
@@ -318,6 +319,19 @@ class ShardHandle:
 
     def group_names(self) -> PendingCall[list[str]]:
         return self._start(ShardActor.group_names)
+
+    def group_names_page(self, prefix: str, after: str, limit: int) -> PendingCall[NamesPage]:
+        """A page of the groups the shard coordinates (plinth/name_pages.py)."""
+        check_page_args(prefix, after, limit, "group_names_page")
+        return self._start(ShardActor.group_names_page, prefix, after, int(limit))
+
+    def partition_stats(self, partitions: Sequence[PartitionId]
+                        ) -> PendingCall[dict[tuple[str, int], tuple]]:
+        """(size in bytes, records/s in, bytes/s in, records/s out, bytes/s out) of each
+        partition the shard holds, by (topic, partition); one it does not hold is left
+        out. From memory: nothing is read from disk."""
+        return self._start(ShardActor.partition_stats,
+                           _partition_ids(partitions, "partition_stats"))
 
     def hand_over_groups(self, names: Sequence[str]) -> PendingCall[GroupStates]:
         """Stop coordinating these groups; the result is their state, for adopt_groups."""

@@ -92,8 +92,10 @@ from plinth.errors import (BrokerError, InternalError, MalformedRequestError, No
                            OffsetOutOfRangeError, StorageError, TooManyRequestsError,
                            UnavailableError, UnknownTopicError)
 from plinth.format import batch_formats
+from plinth.format.log_entry import records_from
 from plinth.format.record_batch import summarize_batch
 from plinth.loopback import is_loopback
+from plinth.name_pages import NamesPage, page_of
 from plinth.shards.fetch_purgatory import FetchPurgatory
 from plinth.shards.group_commit import GroupCommit
 from plinth.shards.group_requests import GroupRequests, SlotLogs
@@ -579,6 +581,21 @@ class ShardServer:
         """The groups this shard coordinates. Loop thread."""
         return self._groups.names()
 
+    def group_names_page(self, prefix: str, after: str, limit: int) -> NamesPage:
+        """A page of the groups this shard coordinates (plinth/name_pages.py). Loop thread."""
+        return page_of(self._groups.names(), prefix, after, limit)
+
+    def partition_stats(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], tuple]:
+        """(size in bytes, records/s in, bytes/s in, records/s out, bytes/s out) of each
+        partition of ``keys`` held here, from the log's size and the stats' counters in
+        memory; a partition not held here is left out. Loop thread."""
+        out = {}
+        for key in keys:
+            part = self._partitions.get(key)
+            if part is not None:
+                out[key] = (part.log.size_bytes, *self.stats.partition_rates(key))
+        return out
+
     def hand_over_groups(self, names: list[str]) -> dict[str, dict]:
         """Stop coordinating these groups; returns each one's state. Loop thread."""
         return self._groups.hand_over(names)
@@ -937,7 +954,7 @@ class ShardServer:
             data = part.log.read(offset, bytes_max, part.high_watermark)
         header = protocol.encode_fetch_reply(request_id, part.high_watermark, part.log_start_offset)
         self._reply(envelope, header, data)
-        self.stats.fetched(part.key, len(data))
+        self.stats.fetched(part.key, len(data), records_from(data, offset) if data else 0)
         self.stats.observe("fetch", time.monotonic() - received_s)
 
     def _fetch_remote(self, envelope: list, request_id: int, part: Partition, offset: int,
@@ -977,7 +994,7 @@ class ShardServer:
         header = protocol.encode_fetch_reply(read.request_id, part.high_watermark,
                                              part.log_start_offset)
         self._reply(read.envelope, header, result.data)
-        self.stats.fetched(part.key, len(result.data))
+        self.stats.fetched(part.key, len(result.data), records_from(result.data, read.offset))
         self.stats.observe("fetch", latency_s)
 
     def _answer_parked(self, parked: tuple, error: BrokerError | None) -> None:

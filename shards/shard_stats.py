@@ -4,6 +4,16 @@ Written by the shard's loop thread only; ``snapshot()`` (also on the loop
 thread, through ``ShardServer.call``) returns plain values for the
 controller, which serves them to ``plinth status`` and the Prometheus
 endpoint. Counters only ever grow, as Prometheus expects.
+
+Rates. Once a second (``sample``) the loop records the shard's totals, in and
+out; a rate is the change over the last SHARD_STATS_RATE_WINDOW_SAMPLES samples
+(~10 s). Out means handed to clients' fetches: the log bytes sent, and the
+records in them from the offset asked (a fetch from the middle of a batch gets
+the whole batch, but only the records from that offset on are new to it).
+Per partition (``partition_rates``, for the console's topic stats) each sample
+also keeps how much each partition touched since the last one moved, so that a
+rate costs a partition's deltas over the window, and a sample costs only the
+partitions that moved: never a pass over every partition.
 """
 
 from __future__ import annotations
@@ -26,6 +36,13 @@ class PartitionCounters:
     bytes_in: int = 0
     fetches: int = 0
     bytes_out: int = 0
+    records_out: int = 0
+
+
+# A partition's moves over one sample interval: (records in, bytes in, records out,
+# bytes out). Its rates are the sums of these over the window.
+Moves = tuple[int, int, int, int]
+NO_RATES = (0.0, 0.0, 0.0, 0.0)
 
 
 @dataclass
@@ -46,10 +63,19 @@ class ShardStats:
         self.errors: Counter[str] = Counter()
         self.latency_counts: dict[str, list[int]] = {}
         self.latency_sum_s: Counter[str] = Counter()
-        # (time_s, records, bytes) samples, for rates.
+        # (time_s, records in, bytes in, records out, bytes out) samples, for rates;
+        # beside each, {partition: Moves since the sample before} of the partitions
+        # that moved (rates per partition).
         self._samples: deque = deque(maxlen=SHARD_STATS_RATE_WINDOW_SAMPLES + 1)
+        self._partition_moves: deque = deque(maxlen=SHARD_STATS_RATE_WINDOW_SAMPLES + 1)
         self._records_in = 0
         self._bytes_in = 0
+        self._records_out = 0
+        self._bytes_out = 0
+        # Partitions touched since the last sample, and each one's counters as the
+        # last sample that saw it move left them.
+        self._moved: set[tuple[str, int]] = set()
+        self._sampled: dict[tuple[str, int], Moves] = {}
         # Requests by the socket they came on (the loop increments them directly).
         self.requests_via_router = 0
         self.requests_direct = 0
@@ -70,11 +96,18 @@ class ShardStats:
         counters.bytes_in += nbytes
         self._records_in += records
         self._bytes_in += nbytes
+        self._moved.add(key)
 
-    def fetched(self, key: tuple[str, int], nbytes: int) -> None:
+    def fetched(self, key: tuple[str, int], nbytes: int, records: int) -> None:
+        """A fetch answered with ``nbytes`` of log entries holding ``records`` records
+        from the offset asked on (log_entry.records_from)."""
         counters = self._counters(key)
         counters.fetches += 1
         counters.bytes_out += nbytes
+        counters.records_out += records
+        self._records_out += records
+        self._bytes_out += nbytes
+        self._moved.add(key)
 
     def remote_fetched(self, nbytes: int, failed: bool, latency_s: float, cache_hits: int,
                        cache_misses: int, cache_bytes: int) -> None:
@@ -100,21 +133,50 @@ class ShardStats:
 
     def forget(self, key: tuple[str, int]) -> None:
         self.partitions.pop(key, None)
+        self._moved.discard(key)
+        self._sampled.pop(key, None)
 
     def sample(self, now_s: float) -> None:
-        """Once a second: remember the totals, for rates."""
-        self._samples.append((now_s, self._records_in, self._bytes_in))
+        """Once a second: remember the totals and each moved partition's moves, for rates."""
+        self._samples.append((now_s, self._records_in, self._bytes_in, self._records_out,
+                              self._bytes_out))
+        moves: dict[tuple[str, int], Moves] = {}
+        for key in self._moved:
+            c = self.partitions.get(key)
+            if c is None:
+                continue
+            now = (c.records_in, c.bytes_in, c.records_out, c.bytes_out)
+            before = self._sampled.get(key, (0, 0, 0, 0))
+            moves[key] = tuple(n - b for n, b in zip(now, before))
+            self._sampled[key] = now
+        self._moved.clear()
+        self._partition_moves.append(moves)
 
-    def rates(self) -> tuple[float, float]:
-        """(records/s, bytes/s) produced over the last ~10 s."""
+    def rates(self) -> tuple[float, float, float, float]:
+        """(records/s, bytes/s) produced and (records/s, bytes/s) fetched, over the
+        last ~10 s."""
         if len(self._samples) < 2:
-            return 0.0, 0.0
-        (t0, r0, b0), (t1, r1, b1) = self._samples[0], self._samples[-1]
-        elapsed = max(t1 - t0, 1e-9)
-        return (r1 - r0) / elapsed, (b1 - b0) / elapsed
+            return NO_RATES
+        first, last = self._samples[0], self._samples[-1]
+        elapsed_s = max(last[0] - first[0], 1e-9)
+        return tuple((b - a) / elapsed_s for a, b in zip(first[1:], last[1:]))
+
+    def partition_rates(self, key: tuple[str, int]) -> tuple[float, float, float, float]:
+        """One partition's rates, as ``rates`` (records and bytes in, then out)."""
+        if len(self._samples) < 2:
+            return NO_RATES
+        elapsed_s = max(self._samples[-1][0] - self._samples[0][0], 1e-9)
+        totals = [0, 0, 0, 0]
+        # The oldest sample's moves happened before the window began.
+        for i in range(1, len(self._partition_moves)):
+            moves = self._partition_moves[i].get(key)
+            if moves is not None:
+                for j in range(4):
+                    totals[j] += moves[j]
+        return tuple(total / elapsed_s for total in totals)
 
     def snapshot(self) -> dict:
-        records_per_s, bytes_per_s = self.rates()
+        records_per_s, bytes_per_s, records_out_per_s, bytes_out_per_s = self.rates()
         return {
             "partitions": {key: vars(c).copy() for key, c in self.partitions.items()},
             "errors": dict(self.errors),
@@ -123,6 +185,8 @@ class ShardStats:
             "latency_sum_s": dict(self.latency_sum_s),
             "records_per_s": records_per_s,
             "bytes_per_s": bytes_per_s,
+            "records_out_per_s": records_out_per_s,
+            "bytes_out_per_s": bytes_out_per_s,
             "requests_by_socket": {"router": self.requests_via_router,
                                    "direct": self.requests_direct},
             "remote_fetch": vars(self.remote).copy(),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from plinth import Admin, protocol
+from plinth import Admin, limits, protocol
+from plinth.name_pages import NamesPage
 from plinth.errors import InvalidReplicationFactorError, UnavailableError
 
 
@@ -13,12 +14,31 @@ def topics(*names):
     return lambda view: [protocol.encode_topics_reply(view.request_id, infos)]
 
 
+def page(*names, more: bool = False):
+    """The answer to a page request: a page of ``names``."""
+    return lambda view: [protocol.encode_names_page_reply(view.request_id,
+                                                          NamesPage(list(names), more))]
+
+
 def test_an_unavailable_answer_is_retried_within_the_request_timeout(scripted):
     broker = scripted([UnavailableError("the controller is restarting"),
-                       UnavailableError("the controller is restarting"), topics("orders")])
+                       UnavailableError("the controller is restarting"), page("orders")])
     with Admin(broker=broker.url, request_timeout_ms=5_000) as admin:
         assert admin.list_topics() == ["orders"]
-    assert [view.kind for _, view in broker.requests] == ["listTopics"] * 3
+    assert [view.kind for _, view in broker.requests] == ["listTopicsPage"] * 3
+
+
+def test_listing_every_topic_walks_the_pages_from_the_last_name_of_each(scripted):
+    # Given a broker whose list comes in two pages
+    broker = scripted([page("a", "b", more=True), page("c")])
+    # When every topic is listed
+    with Admin(broker=broker.url, request_timeout_ms=5_000) as admin:
+        assert admin.list_topics() == ["a", "b", "c"]
+    # Then the second page was asked from after the first page's last name, each as
+    # large as a page may be
+    asked = [view for _, view in broker.requests]
+    assert [(view.after, view.limit) for view in asked] == [
+        ("", limits.ADMIN_LIST_PAGE_NAMES_MAX), ("b", limits.ADMIN_LIST_PAGE_NAMES_MAX)]
 
 
 def test_an_unavailable_answer_past_the_request_timeout_is_raised(scripted):

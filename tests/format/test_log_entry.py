@@ -200,3 +200,16 @@ def test_attributes_that_name_no_batch_format_are_corruption_naming_the_position
     with pytest.raises(CorruptDataError, match=r"position 100 has attributes 0x00000010, which "
                                                r"names no batch format"):
         unpack_entry_header(entry, 0, position_base=100)
+
+
+def test_records_from_counts_the_records_of_a_fetch_answer_from_the_offset_asked():
+    from plinth.format.log_entry import records_from
+
+    # Given a run of three entries of 3 records each: offsets 0..8
+    run = make_run([b"a" * 10, b"b" * 20, b"c" * 5])
+    # Then from its start all 9 are handed out, from the middle of the first entry 9 - 2
+    assert records_from(run, 0) == 9
+    assert records_from(run, 2) == 7
+    # And a run starting after the offset asked (a gap) counts from its first entry
+    assert records_from(make_entry(10, b"x", record_count=4), 6) == 4
+    assert records_from(b"", 5) == 0

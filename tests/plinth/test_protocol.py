@@ -10,6 +10,7 @@ from hypothesis import given, settings, strategies as st
 from plinth import limits, protocol
 from plinth.errors import (BROKER_ERRORS, MalformedReplyError, MalformedRequestError,
                            OffsetOutOfRangeError, RequestTooLargeError, UnknownTopicError)
+from plinth.name_pages import NamesPage
 from plinth.schemas import protocol as schema
 
 
@@ -237,3 +238,50 @@ def test_status_carries_why_a_draining_shard_has_not_retired():
                                  "still uploading to object storage")
     info = protocol.StatusInfo([("n", "127.0.0.1", True)], [shard], [])
     assert protocol.decode_reply(protocol.encode_status_reply(1, info)).status.shards == [shard]
+
+
+def test_page_requests_and_their_answer_round_trip():
+    request = protocol.decode_request(protocol.encode_names_page_request(
+        7, "listTopicsPage", "orders.", "orders.10", 50))
+    assert request == protocol.ListTopicsPageRequest(7, "orders.", "orders.10", 50)
+    request = protocol.decode_request(protocol.encode_names_page_request(8, "listGroupsPage", "", "", 1))
+    assert request == protocol.ListGroupsPageRequest(8, "", "", 1)
+    page = protocol.decode_reply(protocol.encode_names_page_reply(
+        9, NamesPage(["a", "b"], True))).names_page
+    assert page == NamesPage(["a", "b"], True)
+
+
+def test_a_page_over_the_limit_is_refused_before_it_is_sent():
+    with pytest.raises(RequestTooLargeError, match="ADMIN_LIST_PAGE_NAMES_MAX"):
+        protocol.encode_names_page_request(1, "listTopicsPage", "", "",
+                                           limits.ADMIN_LIST_PAGE_NAMES_MAX + 1)
+    with pytest.raises(RequestTooLargeError, match="ADMIN_TOPIC_STATS_NAMES_MAX"):
+        protocol.encode_topic_stats_request(1, ["t"] * (limits.ADMIN_TOPIC_STATS_NAMES_MAX + 1))
+
+
+def test_topic_stats_and_rates_out_round_trip():
+    assert protocol.decode_request(protocol.encode_topic_stats_request(3, ["a", "b"])) == \
+        protocol.TopicStatsRequest(3, ("a", "b"))
+    stats = [protocol.TopicStats("a", 2, 100, 1.5, 150.0, 3.0, 300.0, 2)]
+    assert protocol.decode_reply(protocol.encode_topic_stats_reply(4, stats)).topic_stats == stats
+    shard = protocol.ShardStatus("shard-0", "tcp://x", True, 1, 10, 1.0, 2.0,
+                                 records_out_per_s=3.0, bytes_out_per_s=4.0)
+    info = protocol.StatusInfo([], [shard], [])
+    decoded = protocol.decode_reply(protocol.encode_status_reply(1, info)).status.shards[0]
+    assert (decoded.records_out_per_s, decoded.bytes_out_per_s) == (3.0, 4.0)
+
+
+def test_the_largest_topic_stats_request_fits_a_header():
+    names = ["t" * limits.TOPIC_NAME_BYTES_MAX] * limits.ADMIN_TOPIC_STATS_NAMES_MAX
+    header = protocol.encode_topic_stats_request(1, names)
+    assert len(header) <= limits.HEADER_BYTES_MAX
+    assert protocol.decode_request(header).topics == tuple(names)
+
+
+def test_the_largest_page_and_topic_stats_answers_decode_within_the_reader_limits():
+    names = [f"{i:03d}" + "n" * (limits.TOPIC_NAME_BYTES_MAX - 3)
+             for i in range(limits.ADMIN_LIST_PAGE_NAMES_MAX)]
+    page = protocol.decode_reply(protocol.encode_names_page_reply(1, NamesPage(names, True)))
+    assert page.names_page == NamesPage(names, True)
+    stats = [protocol.TopicStats(name, 1) for name in names[:limits.ADMIN_TOPIC_STATS_NAMES_MAX]]
+    assert protocol.decode_reply(protocol.encode_topic_stats_reply(2, stats)).topic_stats == stats

@@ -23,6 +23,7 @@ from plinth import protocol
 from plinth.control.routing_table import RoutingTable
 from plinth.errors import (RequestTimedOutError, TopicExistsError, UnavailableError,
                            UnknownTopicError)
+from plinth.name_pages import NamesPage, page_of
 
 WAIT_S = 10.0   # the bound on every wait in these tests
 
@@ -275,6 +276,14 @@ class FakeController:
     def list_groups(self) -> list[str]:
         self._maybe_fail()
         return list(self.groups)
+
+    def list_topics_page(self, prefix: str, after: str, limit: int) -> NamesPage:
+        self._maybe_fail()
+        return page_of(sorted(self.topics), prefix, after, limit)
+
+    def list_groups_page(self, prefix: str, after: str, limit: int) -> NamesPage:
+        self._maybe_fail()
+        return page_of(sorted(self.groups), prefix, after, limit)
 
     def _maybe_fail(self) -> None:
         """Every admin call's start: wait while admin calls are held, then raise

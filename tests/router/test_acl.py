@@ -53,6 +53,8 @@ EVERY_KIND = [
     protocol_classic.ClassicSyncRequest(1, "g", 1, "m", "", "consumer", "range", ()),
     protocol_classic.ClassicHeartbeatRequest(1, "g", 1, "m"),
     protocol_classic.ClassicLeaveRequest(1, "g", (("m", ""),)),
+    protocol.ListTopicsPageRequest(1, "", "", 10), protocol.ListGroupsPageRequest(1, "", "", 10),
+    protocol.TopicStatsRequest(1, ("t",)),
 ]
 
 

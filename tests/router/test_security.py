@@ -134,6 +134,26 @@ def test_list_groups_answers_only_the_groups_the_client_may_describe(secure_rig)
     assert seen == {"alice": ["team-a.billing", "team-a.audit"], "bob": []}
 
 
+def test_pages_of_names_hold_only_what_the_client_may_see_and_more_stays_exact(secure_rig):
+    # Given 30 groups and topics of team-a among 300 of team-b, alice admin and consumer
+    # of team-a's
+    rig = secure_rig({"alice": [{"operations": ["admin"], "groups": "team-a.*"},
+                                {"operations": ["consume"], "topics": "team-a.*"}]},
+                     topics={f"team-{'a' if i % 10 == 0 else 'b'}.{i:03d}": 1 for i in range(300)})
+    rig.controller.groups = [f"team-{'a' if i % 10 == 0 else 'b'}.{i:03d}" for i in range(300)]
+    alice = rig.client("alice")
+    for kind in ("listTopicsPage", "listGroupsPage"):
+        # When she walks the pages, 7 names at a time
+        names, after, more = [], "", True
+        while more:
+            page = alice.request(protocol.encode_names_page_request(1, kind, "", after, 7)).names_page
+            assert len(page.names) <= 7 and (not page.more or len(page.names) == 7)
+            names += page.names
+            after, more = (page.names[-1] if page.names else after), page.more
+        # Then she sees team-a's names, each once, in order, and the last page says no more
+        assert names == [f"team-a.{i:03d}" for i in range(0, 300, 10)]
+
+
 def test_topic_listings_answer_only_the_topics_the_client_has_a_grant_on(secure_rig):
     # Given topics of two teams, alice consuming team-a's and bob with a cluster grant only
     rig = secure_rig({"alice": [{"operations": ["consume"], "topics": "team-a.*"}],

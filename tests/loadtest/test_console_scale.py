@@ -1,0 +1,22 @@
+"""loadtest/console_scale.py against a real broker, with a small N: it creates the topics
+and groups it says, and times every call it reports."""
+
+from __future__ import annotations
+
+from loadtest import console_scale
+
+
+def test_a_small_run_creates_what_it_says_and_times_every_call(shared_broker):
+    # When the script runs with 30 topics and groups and pages of 10
+    report = console_scale.run(shared_broker.url, 30, 10, 2, 600.0)
+    # Then it made them all, and timed each call of the console
+    assert (report["topics"]["made"], report["groups"]["made"]) == (30, 30)
+    timings = report["timings"]
+    assert {"topics_first_page", "topics_middle_page", "topics_prefix_search",
+            "topic_stats_of_a_page", "groups_first_page", "groups_middle_page",
+            "groups_prefix_search"} <= set(timings)
+    assert all(t["median_ms"] > 0 for name, t in timings.items() if name != "prefixes")
+    # And its prefix search names the ten topics console-00010 .. console-00019
+    assert timings["prefixes"] == {"topics": "console-0001", "groups": "console-group-0001",
+                                   "topics_found": 10}
+    assert "pages of 10 names" in console_scale._text(report)
