@@ -23,6 +23,15 @@ TopicsPage = NamesPage
 GroupsPage = NamesPage
 
 
+def check_names_page_args(kind: str, prefix: str, after: str, limit: int) -> None:
+    """ValueError or RequestTooLargeError for a page request the broker would refuse;
+    limit 0 (the wire's "every name") is refused too: a page is never the whole list."""
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit == 0:
+        raise ValueError(f"{kind}: limit must be 1 to {limits.ADMIN_LIST_PAGE_NAMES_MAX}: "
+                         f"a page is never the whole list (list_topics, list_groups are)")
+    check_page_args(prefix, after, limit, kind)
+
+
 def _config_value(value) -> str:
     """A config value as the wire carries it: Python's booleans as Kafka's "true"/"false"."""
     if isinstance(value, bool):
@@ -171,10 +180,7 @@ class Admin:
         raise InternalError(f"{kind}: the pages did not end within {names_max} names")
 
     def _names_page(self, kind: str, prefix: str, after: str, limit: int) -> NamesPage:
-        if isinstance(limit, int) and not isinstance(limit, bool) and limit == 0:
-            raise ValueError(f"{kind}: limit must be 1 to {limits.ADMIN_LIST_PAGE_NAMES_MAX}: "
-                             f"a page is never the whole list (list_topics, list_groups are)")
-        check_page_args(prefix, after, limit, kind)
+        check_names_page_args(kind, prefix, after, limit)
         return self._call(protocol.encode_names_page_request, kind, prefix, after,
                           limit).names_page
 

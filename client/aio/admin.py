@@ -19,9 +19,11 @@ from __future__ import annotations
 import asyncio
 
 from plinth import limits, protocol, topics
-from plinth.client.admin import _config_value
+from plinth.client.admin import _config_value, check_names_page_args
 from plinth.client.aio.connection import AIOConnection
 from plinth.client.connection import broker_address
+from plinth.errors import InternalError
+from plinth.name_pages import NamesPage
 
 
 class AIOAdmin:
@@ -81,8 +83,18 @@ class AIOAdmin:
         return view.topics[0]
 
     async def list_topics(self) -> list[str]:
-        """Admin.list_topics: names of all topics, sorted."""
-        return [info.name for info in (await self._call(protocol.encode_list_topics)).topics]
+        """Admin.list_topics: names of all topics, sorted, a page at a time."""
+        return await self._all_names("listTopicsPage", limits.TOPICS_MAX)
+
+    async def list_topics_page(self, prefix: str = "", after: str = "",
+                               limit: int = limits.ADMIN_LIST_PAGE_NAMES_DEFAULT) -> NamesPage:
+        """Admin.list_topics_page: ``.names`` and ``.more``."""
+        return await self._names_page("listTopicsPage", prefix, after, limit)
+
+    async def topic_stats(self, names: list[str]) -> dict[str, protocol.TopicStats]:
+        """Admin.topic_stats: size and rates by name."""
+        view = await self._call(protocol.encode_topic_stats_request, list(names))
+        return {stats.name: stats for stats in view.topic_stats}
 
     async def describe_topic(self, name: str) -> protocol.TopicInfo:
         """Admin.describe_topic."""
@@ -117,7 +129,29 @@ class AIOAdmin:
         return (await self._call(protocol.encode_status_request)).status
 
     async def list_groups(self) -> list[str]:
-        return (await self._call(protocol.encode_list_groups)).groups
+        """Admin.list_groups: every group, sorted, a page at a time."""
+        return await self._all_names("listGroupsPage",
+                                     limits.GROUPS_PER_SHARD_MAX * limits.SHARDS_MAX)
+
+    async def list_groups_page(self, prefix: str = "", after: str = "",
+                               limit: int = limits.ADMIN_LIST_PAGE_NAMES_DEFAULT) -> NamesPage:
+        """Admin.list_groups_page: ``.names`` and ``.more``."""
+        return await self._names_page("listGroupsPage", prefix, after, limit)
+
+    async def _all_names(self, kind: str, names_max: int) -> list[str]:
+        names: list[str] = []
+        step = limits.ADMIN_LIST_PAGE_NAMES_MAX
+        for _ in range(names_max // step + 2):
+            page = await self._names_page(kind, "", names[-1] if names else "", step)
+            names += page.names
+            if not page.more:
+                return names
+        raise InternalError(f"{kind}: the pages did not end within {names_max} names")
+
+    async def _names_page(self, kind: str, prefix: str, after: str, limit: int) -> NamesPage:
+        check_names_page_args(kind, prefix, after, limit)
+        view = await self._call(protocol.encode_names_page_request, kind, prefix, after, limit)
+        return view.names_page
 
     async def describe_group(self, group: str) -> protocol.GroupInfo:
         return (await self._call(protocol.encode_group_request, "describeGroup", group)).group

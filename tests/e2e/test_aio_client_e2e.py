@@ -310,12 +310,17 @@ def test_the_aio_admin_answers_as_the_sync_admin_does(shared_broker):
             await admin.reset_group_offsets(group, {(topic, 0): 0, (topic, 1): 1})
             groups, lag = await admin.list_groups(), await admin.group_lag(group)
             listed, status = await admin.list_topics(), await admin.status()
+            pages = (await admin.list_topics_page(prefix=topic, limit=1),
+                     await admin.list_groups_page(prefix=group, limit=1))
+            stats = await admin.topic_stats([topic])
             await admin.delete_topic(topic)
             return (created, altered, grown, described, offsets, groups, lag, listed, status,
-                    await admin.list_topics())
+                    await admin.list_topics(), pages, stats)
 
     (created, altered, grown, described, offsets, groups, lag, listed, status,
-     after) = run(scenario())
+     after, pages, stats) = run(scenario())
+    assert [(page.names, page.more) for page in pages] == [([topic], False), ([group], False)]
+    assert stats[topic].partitions == 3 and stats[topic].size_bytes > 0
     with Admin(broker=shared_broker.url) as sync_admin:
         assert len(status.shards) == len(sync_admin.status().shards) == 2
     assert created.partitions == 2 and altered.config["retention.ms"] == "120000"
