@@ -132,9 +132,11 @@ RETENTION_CHECK_INTERVAL_S = 5.0
 GROUP_COMMIT_REQUESTS_MAX = 256
 
 # --- Admin pages (the console's lists: plinth/name_pages.py, client/admin.py) ----
-# Names in one page of listTopicsPage / listGroupsPage. A reader walks at most
-# HEADER_TRAVERSAL_WORDS_MAX words of a reply (8192): a name costs a pointer word and
-# its text's words, 33 at the longest, so a page of the longest names holds ~240.
+# Names in one page of listTopicsPage / listGroupsPage. A page's answer stays within
+# HEADER_TRAVERSAL_WORDS_MAX words (8192), the limit a client from before session 15
+# applied to every reply (a reply's reader limit now grows with its size: protocol.py
+# _reply_read_limits): a name costs a pointer word and its text's words, 33 at the
+# longest, so a page of the longest names holds ~240.
 ADMIN_LIST_PAGE_NAMES_MAX = 200
 ADMIN_LIST_PAGE_NAMES_DEFAULT = 100   # what the console shows
 # Topics in one topicStats request: the console asks for the topics on one page. Its

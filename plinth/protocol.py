@@ -32,6 +32,8 @@ _READ_LIMITS = dict(
     nesting_limit=16,
 )
 
+# How many times a reply's reader may walk each of its words (_reply_read_limits).
+REPLY_TRAVERSAL_WORDS_PER_WORD = 2
 ACKS_VALUES = (-1, 0, 1)
 # The member epoch of a group heartbeat that leaves the group (as KIP-848's -1).
 LEAVE_EPOCH = -1
@@ -891,10 +893,22 @@ def decode_reply(frame) -> ReplyView:
         request_id, kind, base_offset, high_watermark, log_start_offset = hot
         return ReplyView(request_id, kind, None, base_offset, high_watermark, log_start_offset)
     try:
-        with protocol.Reply.from_bytes(bytes(frame), **_READ_LIMITS) as rep:
+        with protocol.Reply.from_bytes(bytes(frame), **_reply_read_limits(len(frame))) as rep:
             return _reply_view(rep)
     except Exception as exc:
         raise MalformedReplyError(f"reply from broker is not a valid Reply: {exc}") from None
+
+
+def _reply_read_limits(frame_bytes: int) -> dict:
+    """A reply's reader limits. Unlike a request, whose header is bounded by
+    HEADER_BYTES_MAX, a reply may legitimately be large (the metadata of a topic of
+    PARTITIONS_PER_TOPIC_MAX partitions, describeTopic with its replicas, status of
+    many shards): its reader may walk each word of it about twice, so the work stays
+    bounded by what arrived (a crafted reply cannot make it walk gigabytes), and a
+    small reply keeps the header's limit."""
+    return dict(traversal_limit_in_words=max(limits.HEADER_TRAVERSAL_WORDS_MAX,
+                                             frame_bytes // 8 * REPLY_TRAVERSAL_WORDS_PER_WORD),
+                nesting_limit=_READ_LIMITS["nesting_limit"])
 
 
 def _reply_view(rep) -> ReplyView:

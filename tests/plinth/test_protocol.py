@@ -285,3 +285,24 @@ def test_the_largest_page_and_topic_stats_answers_decode_within_the_reader_limit
     assert page.names_page == NamesPage(names, True)
     stats = [protocol.TopicStats(name, 1) for name in names[:limits.ADMIN_TOPIC_STATS_NAMES_MAX]]
     assert protocol.decode_reply(protocol.encode_topic_stats_reply(2, stats)).topic_stats == stats
+
+
+def test_a_reply_larger_than_a_request_header_decodes_whole():
+    # Given the metadata of TOPICS_MAX topics and the description of a topic of
+    # PARTITIONS_PER_TOPIC_MAX partitions with three replicas each
+    metadata = protocol.encode_topics_reply(1, [
+        protocol.TopicInfo(name=f"topic-{i:05d}", partitions=1,
+                           direct_addresses=["tcp://127.0.0.1:40000"])
+        for i in range(limits.TOPICS_MAX)])
+    described = protocol.encode_topics_reply(2, [protocol.TopicInfo(
+        name="wide", partitions=limits.PARTITIONS_PER_TOPIC_MAX, partition_info=[
+            protocol.PartitionInfo(partition=p, shard="shard-0",
+                                   replicas=["shard-0", "shard-1", "shard-2"],
+                                   in_sync_replicas=["shard-0", "shard-1"])
+            for p in range(limits.PARTITIONS_PER_TOPIC_MAX)])])
+    # When a client reads them (each is far beyond the header's traversal limit)
+    assert min(len(metadata), len(described)) > 8 * limits.HEADER_TRAVERSAL_WORDS_MAX
+    # Then both decode whole
+    assert len(protocol.decode_reply(metadata).topics) == limits.TOPICS_MAX
+    assert len(protocol.decode_reply(described).topics[0].partition_info) == \
+        limits.PARTITIONS_PER_TOPIC_MAX
