@@ -24,6 +24,9 @@ from plinth.client.console.topic_listing import topic_page
 # the oldest forgotten first. Shared by every page thread, under its lock.
 _last_ends: collections.OrderedDict[str, tuple[float, list[int]]] = collections.OrderedDict()
 _last_ends_lock = threading.Lock()
+# Looks closer together than this give no rate (a rate over a few milliseconds
+# is noise) and do not replace the last look.
+_RATE_LOOK_S_MIN = 0.5
 
 
 def _int_arg(params, name: str, default: int, low: int, high: int) -> int:
@@ -51,11 +54,14 @@ def topic_list(request):
 def _partition_rates(name: str, ends: list[int]) -> list[float | None]:
     now = time.monotonic()
     with _last_ends_lock:
-        before = _last_ends.pop(name, None)
+        before = _last_ends.get(name)
+        if before is not None and now - before[0] < _RATE_LOOK_S_MIN:
+            return [None] * len(ends)   # too close to the last look: keep that one
+        _last_ends.pop(name, None)
         _last_ends[name] = (now, ends)
         while len(_last_ends) > limits.CONSOLE_TOPICS_PAGE_MAX:
             _last_ends.popitem(last=False)
-    if before is None or now - before[0] < 0.5 or len(before[1]) != len(ends):
+    if before is None or len(before[1]) != len(ends):
         return [None] * len(ends)
     dt = now - before[0]
     return [max(0, end - old) / dt for end, old in zip(ends, before[1])]
