@@ -12,8 +12,10 @@ then stops: the console never outlives its broker.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -71,7 +73,15 @@ def _quiet_server_class():
     class QuietServer(uvicorn.Server):
         """uvicorn's server, waking once a second instead of ten times to see whether
         it should exit: an idle console should cost nothing (its Date header is then
-        current to the second, which it is anyway)."""
+        current to the second, which it is anyway). SIGTERM and SIGINT stop it and
+        the process exits 0, as plinth's other servers do (uvicorn's own handlers
+        raise the signal again once stopped, which makes the exit status -15)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, lambda *_: setattr(self, "should_exit", True))
+            yield
 
         async def main_loop(self) -> None:
             import asyncio
