@@ -245,11 +245,14 @@ def router(ray_address, cluster_name, listen, curve_secret_key, authorized_keys,
               help="The console's own .key_secret, for a CurveZMQ broker (its ACL applies).")
 @click.option("--curve-server-key-file", type=click.Path(exists=True, dir_okay=False),
               default=None, help="The broker's public .key file.")
+@click.option("--sample-interval-s", type=click.FloatRange(0.1, 60),
+              default=limits.CONSOLE_SAMPLE_INTERVAL_S, show_default=True,
+              help="How often the live charts ask the broker (only while a browser watches).")
 @click.option("--exit-on-stdin-eof", is_flag=True, hidden=True,
               help="Stop when stdin ends (plinth serve's child).")
 @click.pass_context
 def console(ctx, broker, listen, auth_file, tls_cert, tls_key, curve_key_file,
-            curve_server_key_file, exit_on_stdin_eof):
+            curve_server_key_file, sample_interval_s, exit_on_stdin_eof):
     """Serve the web console for a running broker, until SIGTERM or Ctrl-C."""
     from plinth.client.console.config import ConsoleConfig
     from plinth.client.console.runner import run as run_console
@@ -260,7 +263,8 @@ def console(ctx, broker, listen, auth_file, tls_cert, tls_key, curve_key_file,
                            curve_key_file=curve_key_file or ctx.obj["curve_key_file"],
                            curve_server_key_file=(curve_server_key_file
                                                   or ctx.obj["curve_server_key_file"]),
-                           request_timeout_ms=ctx.obj["request_timeout_ms"])
+                           request_timeout_ms=ctx.obj["request_timeout_ms"],
+                           sample_interval_s=sample_interval_s)
     sys.exit(run_console(config, exit_on_stdin_eof=exit_on_stdin_eof,
                          ready=lambda line: click.echo(line) or sys.stdout.flush()))
 
