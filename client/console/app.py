@@ -20,6 +20,7 @@ import logging
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
@@ -46,7 +47,9 @@ def create_app(config: ConsoleConfig) -> Starlette:
         if importlib.util.find_spec(name) is not None:
             routes.extend(importlib.import_module(name).ROUTES)
     routes.append(Mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static"))
-    middleware = []
+    # Compressed: htmx is 52 KB as it is, 17 KB gzipped. Starlette's GZip leaves
+    # text/event-stream alone, so the live charts are not held back in a buffer.
+    middleware = [Middleware(GZipMiddleware, minimum_size=1024)]
     if config.auth_file is not None:
         from plinth.client.console.auth import AuthFile, AuthMiddleware
 

@@ -19,7 +19,7 @@ from starlette.templating import Jinja2Templates
 
 from plinth.client.admin import Admin
 from plinth.client.connection import BrokerAddress
-from plinth.errors import NotAuthorizedError, UnknownTopicError
+from plinth.errors import NotAuthorizedError, PlinthError, UnknownTopicError
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
@@ -66,6 +66,8 @@ class ConsoleContext:
                 self._can_admin = False
             except UnknownTopicError:
                 self._can_admin = True
+            except PlinthError:   # no answer now: offer the actions, ask again next time
+                return True
         return self._can_admin
 
     def form_token(self, action: str) -> str:
@@ -79,7 +81,8 @@ class ConsoleContext:
         """The page, or only its content block when htmx asks (HX-Request header): a
         template extending base.html renders just its ``content`` block then."""
         fragment = request.headers.get("HX-Request") == "true"
-        context.setdefault("can_admin", self._can_admin is not False)
+        if "can_admin" not in context:
+            context["can_admin"] = self.can_admin
         context.update(request=request, fragment=fragment, console=self)
         return self.templates.TemplateResponse(request, template, context,
                                                status_code=status_code)

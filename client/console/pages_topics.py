@@ -17,8 +17,9 @@ import time
 from starlette.responses import RedirectResponse
 from starlette.routing import Route
 
-from plinth import limits, topics
+from plinth import limits, protocol, topics
 from plinth.client.console.topic_listing import topic_page
+from plinth.errors import NotAuthorizedError
 
 # Each topic's end offsets at its last look, for the partitions' rates: bounded,
 # the oldest forgotten first. Shared by every page thread, under its lock.
@@ -69,11 +70,27 @@ def _partition_rates(name: str, ends: list[int]) -> list[float | None]:
 
 def _topic_context(ctx, name: str) -> dict:
     topics.validate_topic_name(name)
-    info = ctx.admin.describe_topic(name)
+    try:
+        info, described = ctx.admin.describe_topic(name), True
+    except NotAuthorizedError:
+        info, described = _offsets_only(ctx.admin, name), False
     parts = info.partition_info
     rates = _partition_rates(name, [p.end_offset for p in parts])
-    return {"topic": info, "rows": list(zip(parts, rates)),
+    return {"topic": info, "rows": list(zip(parts, rates)), "described": described,
             "tiered": topics.remote_storage_enabled(info.config) or any(p.has_remote for p in parts)}
+
+
+def _offsets_only(admin, name: str) -> protocol.TopicInfo:
+    """What a key that may consume the topic but not describe it (admin) can see:
+    each partition's start and end offsets; no leader, replicas or config."""
+    count = admin.partition_count(name)
+    parts = []
+    for partition in range(count):
+        offsets = admin.list_offsets(name, partition)
+        parts.append(protocol.PartitionInfo(partition, shard="?",
+                                            start_offset=offsets.start_offset,
+                                            end_offset=offsets.end_offset))
+    return protocol.TopicInfo(name, count, {}, parts)
 
 
 def topic_detail(request):

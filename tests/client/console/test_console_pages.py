@@ -165,3 +165,25 @@ def test_the_live_stream_sends_the_summary_and_the_charts(console):
             if events.count("charts") >= 2:
                 break
     assert events[:2] == ["summary", "charts"]
+
+
+def test_an_idle_console_asks_the_broker_nothing_once_the_last_stream_closed(console):
+    import time
+
+    sampler = console.app.state.console.sampler
+    with console.stream("GET", "/overview/stream") as stream:
+        for line in stream.iter_lines():
+            if line == "event: charts":
+                break
+    # Then the stream's end unsubscribed it, and no poll follows
+    wait_until(lambda: sampler.subscribers == 0, timeout_s=10)
+    polls = sampler.polls
+    console.get("/")   # a page without its stream (no browser script) polls nothing either
+    time.sleep(1.0)    # five sample intervals of 0.2 s: a measured quiet period
+    assert sampler.polls == polls
+
+
+def test_static_assets_are_served_compressed(console):
+    response = console.get("/static/htmx.min.js", headers={"Accept-Encoding": "gzip"})
+    assert response.headers["content-encoding"] == "gzip"
+    assert int(response.headers.get("content-length", 0)) < 25_000
