@@ -7,7 +7,8 @@ pages_groups.py) are mounted when their modules exist.
 Errors: a plinth error, ValueError or TypeError raised by a page is the user's
 (a bad offset, an unknown topic, a refused action): it becomes a page saying
 what was wrong, with 404 for what does not exist, 403 for what the console's
-key may not do, 503 when the broker does not answer, else 400. Anything else
+key may not do, 503 when the broker does not answer, 502 when its answer
+cannot be read, else 400. Anything else
 is a bug: a 500 page with a short message, and the traceback in the log only.
 """
 
@@ -82,6 +83,8 @@ def status_for(exc: Exception) -> int:
         return 403
     if isinstance(exc, (errors.UnavailableError, errors.PlinthTimeoutError)):
         return 503
+    if isinstance(exc, errors.MalformedReplyError):   # the broker's answer, not the user's input
+        return 502
     return 400
 
 
@@ -100,7 +103,8 @@ def _error_page(request, status: int, title: str, message: str):
 
 async def _user_error(request, exc: Exception):
     status = status_for(exc)
-    title = {404: "Not found", 403: "Not permitted", 503: "Broker unavailable"}.get(
+    title = {404: "Not found", 403: "Not permitted", 502: "Unreadable broker reply",
+             503: "Broker unavailable"}.get(
         status, "Bad request")
     return _error_page(request, status, title, _message(exc))
 
