@@ -3,8 +3,9 @@ under-replicated, and live charts of records/s and MB/s in and out.
 
 Page handlers run in a pool thread; the SSE stream (``/overview/stream``) runs
 on the event loop and subscribes to the Sampler (sampler.py) while it is open,
-pushing two events after each sample: ``summary`` (the figures) and ``charts``
-(the SVG charts), each a fragment of HTML the page swaps in (static/console.js).
+pushing three events after each sample: ``summary`` (the figures), ``tables``
+(shards, nodes and routers) and ``charts`` (the SVG charts), each a fragment of
+HTML the page swaps in (static/console.js).
 """
 
 from __future__ import annotations
@@ -82,9 +83,11 @@ async def stream(request):
                     yield ": keepalive\n\n"
                     continue
                 seen = polls
-                summary = ctx.templates.get_template("overview_summary.html").render(
-                    error=sampler.error, **summary_context(sampler.status))
-                yield _event("summary", summary)
+                figures = summary_context(sampler.status)
+                for name in ("summary", "tables"):
+                    html = ctx.templates.get_template(f"overview_{name}.html").render(
+                        error=sampler.error, **figures)
+                    yield _event(name, html)
                 yield _event("charts", charts_html(sampler))
         finally:
             sampler.unsubscribe()

@@ -1,5 +1,5 @@
 /* The overview's live updates: an EventSource on the element's data-sse URL; each
-   named event's data is HTML for the element of that id (summary, charts). The
+   named event's data is HTML for the element of that id (summary, charts, tables). The
    browser closes the stream when the page goes, and the console's sampler stops
    when no stream is open. */
 (function () {
@@ -8,7 +8,7 @@
     if (!box || box.dataset.connected) return;
     box.dataset.connected = "1";
     var source = new EventSource(box.dataset.sse);
-    ["summary", "charts"].forEach(function (name) {
+    ["summary", "charts", "tables"].forEach(function (name) {
       source.addEventListener(name, function (event) {
         var target = document.getElementById(name);
         if (target) target.innerHTML = event.data;

@@ -164,7 +164,7 @@ def test_the_live_stream_sends_the_summary_and_the_charts(console):
                 events.append(line[len("event: "):])
             if events.count("charts") >= 2:
                 break
-    assert events[:2] == ["summary", "charts"]
+    assert events[:3] == ["summary", "tables", "charts"]
 
 
 def test_an_idle_console_asks_the_broker_nothing_once_the_last_stream_closed(console):
