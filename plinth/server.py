@@ -136,6 +136,20 @@ class ServeOptions:
     # The web console's HOST:PORT, started as a child process (None: no console).
     console_listen: str | None = None
 
+    def check_console_listen(self) -> None:
+        """InvalidConfigError for a --console-listen that is not HOST:PORT on loopback:
+        the console serve starts has no login (plinth console has, beyond loopback)."""
+        if self.console_listen is None:
+            return
+        from plinth.client.console.config import ConsoleConfig
+
+        console = ConsoleConfig(listen=self.console_listen)
+        if not console.loopback:
+            raise InvalidConfigError(
+                f"--console-listen {self.console_listen}: plinth serve starts its console on "
+                f"a loopback address only (it has no login); beyond loopback run plinth "
+                f"console with --auth-file and --tls-cert/--tls-key")
+
     def kafka_options(self):
         """The Kafka listener's options, checked, or None. InvalidConfigError for what
         it cannot serve safely (router/kafka/service.py)."""
@@ -353,6 +367,7 @@ class Server:
         """Start everything; returns which shards serve and which do not (and why).
         Raises InvalidConfigError at once if another server holds the data dir."""
         security = self.options.security()   # config errors before anything starts
+        self.options.check_console_listen()
         kafka = self.options.kafka_options()
         tier = self.options.tier_options()
         if tier.enabled:
