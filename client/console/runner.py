@@ -54,6 +54,8 @@ def run(config: ConsoleConfig, *, exit_on_stdin_eof: bool = False, ready=print) 
     config.check()
     sock = bind(config)
     app = create_app(config)
+    if config.loopback:
+        app = LoopbackHostOnly(app)
     server = _quiet_server_class()(uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="on",
         ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
@@ -65,6 +67,38 @@ def run(config: ConsoleConfig, *, exit_on_stdin_eof: bool = False, ready=print) 
     ready(f"{READY_PREFIX}{config.url}")
     server.run(sockets=[sock])
     return 0
+
+
+class LoopbackHostOnly:
+    """ASGI wrapper of a console on loopback, which has no login: it answers only
+    requests whose Host header names a loopback address. A web page elsewhere can
+    make a visitor's browser reach 127.0.0.1 under a name of its own (DNS
+    rebinding), and would then read the console as its own origin; its requests
+    carry that name as their Host, and get 421."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and not _is_loopback_host(dict(scope["headers"]).get(b"host")):
+            await send({"type": "http.response.start", "status": 421,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+            await send({"type": "http.response.body",
+                        "body": b"421: this console answers to 127.0.0.1, localhost or [::1] "
+                                b"only\n"})
+            return
+        await self.app(scope, receive, send)
+
+
+def _is_loopback_host(header: bytes | None) -> bool:
+    if not header:
+        return False
+    host = header.decode("latin-1").lower()
+    if host.startswith("["):
+        host = host[:host.find("]") + 1]
+    else:
+        host = host.rsplit(":", 1)[0]
+    return host in ("127.0.0.1", "localhost", "[::1]")
 
 
 def _quiet_server_class():

@@ -67,6 +67,29 @@ def test_the_topic_list_shows_the_topic_with_its_partitions(browser, console_url
     assert cells[0].startswith(populated["topic"]) and cells[1] == "3"
 
 
+def test_typing_in_the_search_box_narrows_the_topic_list_in_place(browser, console_url,
+                                                                  browser_broker, populated):
+    from selenium.webdriver.common.by import By
+
+    from plinth import Admin
+
+    prefix = unique_topic("searched")
+    with Admin(broker=browser_broker.url) as admin:
+        for suffix in ("a", "b"):
+            admin.create_topic(f"{prefix}-{suffix}")
+    browser.get(f"{console_url}/topics")
+    marker = browser.execute_script("window.notReloaded = true; return window.notReloaded;")
+    browser.find_element(By.NAME, "q").send_keys(prefix)
+
+    def names_shown() -> list[str]:
+        return [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#topic-table td a")]
+
+    # Then htmx swaps the table (no page load: the script's variable survives)
+    wait_until(lambda: names_shown() == [f"{prefix}-a", f"{prefix}-b"], timeout_s=15,
+               explain=names_shown)
+    assert marker and browser.execute_script("return window.notReloaded === true;")
+
+
 def test_a_live_chart_updates_while_records_are_produced(browser, console_url, browser_broker,
                                                          populated, screenshot):
     from plinth import Producer

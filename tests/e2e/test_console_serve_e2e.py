@@ -76,6 +76,15 @@ def test_plinth_console_serves_a_running_broker_until_sigterm(shared_broker):
             assert get(f"http://127.0.0.1:{port}{path}")[0] == 200, path
         status, page = get(f"http://127.0.0.1:{port}/topics/no-such-topic")
         assert status == 404 and "UnknownTopicError" in page and "Traceback" not in page
+        # A request naming another host (a DNS-rebinding page) is not answered
+        rebound = urllib.request.Request(f"http://127.0.0.1:{port}/topics",
+                                         headers={"Host": f"evil.example:{port}"})
+        try:
+            urllib.request.urlopen(rebound, timeout=30)
+            raise AssertionError("a request for another host was answered")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 421
+        assert get(f"http://localhost:{port}/topics")[0] == 200
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(30)
