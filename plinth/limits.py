@@ -832,6 +832,12 @@ CONSOLE_SAMPLE_INTERVAL_S = 2.0
 CONSOLE_SAMPLES_MAX = 120
 # Browsers that may watch the live charts at once (each holds one SSE stream).
 CONSOLE_SSE_CLIENTS_MAX = 64
+# A live stream says something at least this often, so that a proxy or the
+# browser does not take a quiet broker for a dead stream.
+CONSOLE_SSE_KEEPALIVE_S = 15.0
+# Two looks at a topic's end offsets closer than this give no partition rate (a
+# rate over milliseconds is noise), and the later one does not replace the first.
+CONSOLE_RATE_LOOKS_S_MIN = 0.5
 # Topics on one page of the topic list (each costs a describeTopic).
 CONSOLE_TOPICS_PAGE_DEFAULT = 50
 CONSOLE_TOPICS_PAGE_MAX = 200

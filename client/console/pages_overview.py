@@ -17,10 +17,6 @@ from plinth import limits
 from plinth.client.console.charts import Series, line_chart
 from plinth.client.console.context import human_bytes, human_rate
 
-# The stream says something at least this often, so a proxy or the browser
-# does not take a quiet broker for a dead stream.
-_KEEPALIVE_S = 15.0
-
 
 def charts_html(sampler) -> str:
     samples = list(sampler.samples)
@@ -78,7 +74,7 @@ async def stream(request):
         try:
             yield f"retry: {int(limits.CONSOLE_SAMPLE_INTERVAL_S * 1000)}\n\n"
             while True:
-                polls = await sampler.wait_for_change(seen, _KEEPALIVE_S)
+                polls = await sampler.wait_for_change(seen, limits.CONSOLE_SSE_KEEPALIVE_S)
                 if polls == seen:
                     yield ": keepalive\n\n"
                     continue

@@ -25,9 +25,6 @@ from plinth.errors import NotAuthorizedError
 # the oldest forgotten first. Shared by every page thread, under its lock.
 _last_ends: collections.OrderedDict[str, tuple[float, list[int]]] = collections.OrderedDict()
 _last_ends_lock = threading.Lock()
-# Looks closer together than this give no rate (a rate over a few milliseconds
-# is noise) and do not replace the last look.
-_RATE_LOOK_S_MIN = 0.5
 
 
 def _int_arg(params, name: str, default: int, low: int, high: int) -> int:
@@ -56,7 +53,7 @@ def _partition_rates(name: str, ends: list[int]) -> list[float | None]:
     now = time.monotonic()
     with _last_ends_lock:
         before = _last_ends.get(name)
-        if before is not None and now - before[0] < _RATE_LOOK_S_MIN:
+        if before is not None and now - before[0] < limits.CONSOLE_RATE_LOOKS_S_MIN:
             return [None] * len(ends)   # too close to the last look: keep that one
         _last_ends.pop(name, None)
         _last_ends[name] = (now, ends)
