@@ -22,6 +22,8 @@ class TopicRow:
     remote_bytes: int | None = None
     records_in_per_s: float | None = None
     bytes_in_per_s: float | None = None
+    records_out_per_s: float | None = None   # once the broker reports fetched rates
+    bytes_out_per_s: float | None = None
     offline: int = 0
     error: str = ""   # why its figures are missing (e.g. not permitted)
 
@@ -33,6 +35,10 @@ class TopicPage:
     limit: int
     rows: list[TopicRow] = field(default_factory=list)
     more: bool = False
+
+    @property
+    def has_rates_out(self) -> bool:
+        return any(r.records_out_per_s is not None for r in self.rows)
 
     @property
     def next_after(self) -> str:
@@ -99,6 +105,8 @@ def _add_stats(admin, rows: list[TopicRow]) -> None:
             if s is not None:
                 row.records_in_per_s = getattr(s, "records_in_per_s", None)
                 row.bytes_in_per_s = getattr(s, "bytes_in_per_s", None)
+                row.records_out_per_s = getattr(s, "records_out_per_s", None)
+                row.bytes_out_per_s = getattr(s, "bytes_out_per_s", None)
                 row.size_bytes = getattr(s, "size_bytes", row.size_bytes)
 
 

@@ -31,12 +31,17 @@ def test_a_sample_sums_the_rates_of_the_live_shards_only():
 
 
 def test_rates_out_are_none_until_the_shards_report_them():
-    status = CountingBroker().status()
-    assert sample_of(status, 0).records_out_per_s is None
-    for shard in status.shards:
-        shard.records_out_per_s, shard.bytes_out_per_s = 4.0, 400.0
-    sample = sample_of(status, 0)
-    assert (sample.records_out_per_s, sample.bytes_out_per_s) == (4.0, 400.0)
+    from types import SimpleNamespace
+
+    # Given shards from before fetched rates existed (no such fields), then with them
+    before = SimpleNamespace(shards=[SimpleNamespace(alive=True, records_per_s=1.0,
+                                                     bytes_per_s=10.0)])
+    assert sample_of(before, 0).records_out_per_s is None
+    after = SimpleNamespace(shards=[SimpleNamespace(alive=True, records_per_s=1.0, bytes_per_s=10.0,
+                                                    records_out_per_s=4.0, bytes_out_per_s=400.0)
+                                    for _ in range(2)])
+    sample = sample_of(after, 0)
+    assert (sample.records_out_per_s, sample.bytes_out_per_s) == (8.0, 800.0)
 
 
 def test_the_sampler_asks_nothing_without_subscribers_and_stops_when_the_last_leaves():
