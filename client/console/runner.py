@@ -21,7 +21,7 @@ import sys
 import threading
 
 from plinth import limits
-from plinth.client.console.config import ConsoleConfig
+from plinth.client.console.config import ConsoleConfig, is_loopback
 from plinth.errors import InvalidConfigError
 
 log = logging.getLogger(__name__)
@@ -84,8 +84,8 @@ class LoopbackHostOnly:
             await send({"type": "http.response.start", "status": 421,
                         "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
             await send({"type": "http.response.body",
-                        "body": b"421: this console answers to 127.0.0.1, localhost or [::1] "
-                                b"only\n"})
+                        "body": b"421: this console answers to loopback names only "
+                                b"(127.0.0.1, localhost, [::1])\n"})
             return
         await self.app(scope, receive, send)
 
@@ -98,7 +98,7 @@ def _is_loopback_host(header: bytes | None) -> bool:
         host = host[:host.find("]") + 1]
     else:
         host = host.rsplit(":", 1)[0]
-    return host in ("127.0.0.1", "localhost", "[::1]")
+    return is_loopback(host)
 
 
 def _quiet_server_class():
