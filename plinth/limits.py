@@ -838,6 +838,8 @@ CONSOLE_SSE_KEEPALIVE_S = 15.0
 # Two looks at a topic's end offsets closer than this give no partition rate (a
 # rate over milliseconds is noise), and the later one does not replace the first.
 CONSOLE_RATE_LOOKS_S_MIN = 0.5
+# How often an open topic page's live stream sends its partition table.
+CONSOLE_TOPIC_REFRESH_S = 2.0
 # Topics on one page of the topic list (each costs a describeTopic).
 CONSOLE_TOPICS_PAGE_DEFAULT = 50
 CONSOLE_TOPICS_PAGE_MAX = 200

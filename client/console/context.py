@@ -17,6 +17,7 @@ from pathlib import Path
 
 from starlette.templating import Jinja2Templates
 
+from plinth import limits
 from plinth.client.admin import Admin
 from plinth.client.connection import BrokerAddress
 from plinth.errors import NotAuthorizedError, PlinthError, UnknownTopicError
@@ -53,6 +54,7 @@ class ConsoleContext:
         # site cannot make a visitor's browser post a delete to a loopback console.
         self._form_key = secrets.token_bytes(32)
         self.sampler = None   # the overview's Sampler (app.py sets it)
+        self._streams = 0     # open topic streams (the event loop's only)
 
     @property
     def can_admin(self) -> bool:
@@ -69,6 +71,14 @@ class ConsoleContext:
             except PlinthError:   # no answer now: offer the actions, ask again next time
                 return True
         return self._can_admin
+
+    def streams_open(self, change: int) -> None:
+        """Count a topic page's live stream opening (+1) or closing (-1); ValueError
+        past limits.CONSOLE_SSE_CLIENTS_MAX. The event loop's thread only."""
+        if change > 0 and self._streams >= limits.CONSOLE_SSE_CLIENTS_MAX:
+            raise ValueError(f"{self._streams} live topic pages are open; at most "
+                             f"{limits.CONSOLE_SSE_CLIENTS_MAX}")
+        self._streams += change
 
     def form_token(self, action: str) -> str:
         """The token a confirmation form for ``action`` (e.g. "delete:orders") carries."""

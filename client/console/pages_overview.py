@@ -58,7 +58,8 @@ def overview(request):
                       **summary_context(status))
 
 
-def _event(name: str, html: str) -> str:
+def sse_event(name: str, html: str) -> str:
+    """One server-sent event named ``name`` whose data is ``html`` (one data line per line)."""
     data = "\n".join(f"data: {line}" for line in html.splitlines() or [""])
     return f"event: {name}\n{data}\n\n"
 
@@ -83,8 +84,8 @@ async def stream(request):
                 for name in ("summary", "tables"):
                     html = ctx.templates.get_template(f"overview_{name}.html").render(
                         error=sampler.error, **figures)
-                    yield _event(name, html)
-                yield _event("charts", charts_html(sampler))
+                    yield sse_event(name, html)
+                yield sse_event("charts", charts_html(sampler))
         finally:
             sampler.unsubscribe()
 

@@ -14,12 +14,15 @@ import collections
 import threading
 import time
 
-from starlette.responses import RedirectResponse
+from html import escape
+
+from starlette.responses import RedirectResponse, StreamingResponse
 from starlette.routing import Route
 
 from plinth import limits, protocol, topics
 from plinth.client.console.topic_listing import topic_page
-from plinth.errors import NotAuthorizedError
+from plinth.client.console.pages_overview import sse_event
+from plinth.errors import NotAuthorizedError, PlinthError
 
 # Each topic's end offsets at its last look, for the partitions' rates: bounded,
 # the oldest forgotten first. Shared by every page thread, under its lock.
@@ -97,11 +100,39 @@ def topic_detail(request):
 
 
 def topic_partitions(request):
-    """The partition table alone: the detail page polls it every few seconds, which
-    also gives each partition's records/s from the change of its end offset."""
+    """The partition table alone (what the stream sends, for a client without SSE)."""
     ctx = request.app.state.console
     return ctx.templates.TemplateResponse(
         request, "topics/partitions.html", _topic_context(ctx, request.path_params["name"]))
+
+
+async def topic_stream(request):
+    """SSE: the partition table every CONSOLE_TOPIC_REFRESH_S while the topic's page is
+    open, with each partition's records/s from the change of its end offset. It
+    asks the broker only for this topic, and only while the browser listens."""
+    import anyio.to_thread
+
+    ctx = request.app.state.console
+    name = request.path_params["name"]
+    topics.validate_topic_name(name)
+    ctx.streams_open(+1)   # ValueError past CONSOLE_SSE_CLIENTS_MAX: the 400 page
+
+    async def events():
+        try:
+            while True:
+                await anyio.sleep(limits.CONSOLE_TOPIC_REFRESH_S)
+                try:
+                    figures = await anyio.to_thread.run_sync(_topic_context, ctx, name)
+                    html = ctx.templates.get_template("topics/partitions.html").render(**figures)
+                except PlinthError as exc:   # deleted meanwhile, broker away: say so, go on
+                    html = (f'<p class="error message">{escape(type(exc).__name__)}: '
+                            f'{escape(str(exc))}</p>')
+                yield sse_event("partitions", html)
+        finally:
+            ctx.streams_open(-1)
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store"})
 
 
 # --- create ---------------------------------------------------------------------
@@ -227,6 +258,7 @@ ROUTES = [
     Route("/topics/new", topic_create, methods=["POST"], name="topic_create"),
     Route("/topics/{name}", topic_detail, name="topic_detail"),
     Route("/topics/{name}/partitions", topic_partitions, name="topic_partitions"),
+    Route("/topics/{name}/stream", topic_stream, name="topic_stream"),
     Route("/topics/{name}/alter/confirm", topic_alter_confirm, methods=["POST"],
           name="topic_alter_confirm"),
     Route("/topics/{name}/alter", topic_alter, methods=["POST"], name="topic_alter"),

@@ -131,6 +131,29 @@ def test_a_live_chart_updates_while_records_are_produced(browser, console_url, b
     screenshot("console-overview-live")
 
 
+def test_a_topic_page_shows_new_end_offsets_without_a_reload(browser, console_url,
+                                                            browser_broker, populated):
+    from plinth import Producer
+
+    topic = populated["topic"]
+    browser.get(f"{console_url}/topics/{topic}")
+    browser.execute_script("window.notReloaded = true;")
+
+    def end_of_partition_0() -> int:
+        return int(browser.execute_script(
+            "return document.querySelector('#partition-table tbody tr').cells[5].textContent;"))
+
+    before = end_of_partition_0()
+    with Producer(broker=browser_broker.url, linger_ms=1) as producer:
+        for i in range(10):
+            producer.send(topic, b"more %d" % i, partition=0)
+        producer.flush()
+    # Then the stream brings the new end offset into the open page
+    wait_until(lambda: end_of_partition_0() == before + 10, timeout_s=20,
+               explain=lambda: f"end {end_of_partition_0()} (from {before})")
+    assert browser.execute_script("return window.notReloaded === true;")
+
+
 def test_a_topic_is_created_and_deleted_through_the_confirmations(browser, console_url,
                                                                   browser_broker, screenshot):
     from selenium.webdriver.common.by import By

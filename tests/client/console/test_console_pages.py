@@ -187,3 +187,18 @@ def test_static_assets_are_served_compressed(console):
     response = console.get("/static/htmx.min.js", headers={"Accept-Encoding": "gzip"})
     assert response.headers["content-encoding"] == "gzip"
     assert int(response.headers.get("content-length", 0)) < 25_000
+
+
+def test_a_topic_pages_stream_sends_its_partition_table(console, topic):
+    with console.stream("GET", f"/topics/{topic}/stream") as stream:
+        lines = []
+        for line in stream.iter_lines():
+            lines.append(line)
+            if line.startswith("data: </tbody></table>"):
+                break
+    assert lines[0] == "event: partitions"
+    assert len([line for line in lines if line.startswith('data: <tr><td class="num">')]) == 3
+
+
+def test_a_stream_for_a_bad_topic_name_is_a_clear_400(console):
+    assert_clear_error(console.get("/topics/bad%20name/stream"), 400, "InvalidTopicError")
