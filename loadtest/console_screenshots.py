@@ -94,7 +94,7 @@ def shoot(args, url: str, console: str, work: Path) -> int:
         for name, path in (("topic", f"/topics/{TOPIC}"), ("browse", f"/browse?topic={TOPIC}"),
                            ("group", f"/groups/{GROUP}")):
             driver.get(console + path)
-            time.sleep(3)                    # one live update of the page's polled parts
+            time.sleep(3)                    # a live update of the page (SSE, every 2 s)
             driver.save_screenshot(str(args.out / f"console-{name}.png"))
     finally:
         driver.quit()
