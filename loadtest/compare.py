@@ -34,6 +34,10 @@ from pathlib import Path
 
 from redis_peer import free_port   # loadtest/, this script's folder
 
+# Without the web console `plinth serve` starts by default (an environment variable,
+# which builds from before the console ignore, rather than --console-listen off).
+NO_CONSOLE_ENV = {**os.environ, "PLINTH_CONSOLE_LISTEN": "off"}
+
 HERE = Path(__file__).resolve().parent
 READY_TIMEOUT_S = 180.0
 BENCH_TIMEOUT_S = 1800.0
@@ -59,7 +63,7 @@ def run_plinth(executable: str, args) -> dict[str, dict]:
     # workers' sys.path, and a checkout's plinth/ there would shadow the build's.
     server = subprocess.Popen([executable, "serve", "--data-dir", str(data_dir), "--listen", url],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              cwd=data_dir)
+                              cwd=data_dir, env=NO_CONSOLE_ENV)
     try:
         _wait_ready(server, url)
         env = {**os.environ, "PLINTH_BROKER": url}

@@ -17,6 +17,10 @@ from pathlib import Path
 
 from loadtest.redis_peer import free_port
 
+# Without the web console `plinth serve` starts by default (an environment variable,
+# which builds from before the console ignore, rather than --console-listen off).
+NO_CONSOLE_ENV = {**os.environ, "PLINTH_CONSOLE_LISTEN": "off"}
+
 READY_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 60.0
 
@@ -30,7 +34,7 @@ def fresh_broker(plinth: str, work_dir: Path, *extra_args: str):
     server = subprocess.Popen([plinth, "serve", "--data-dir", str(work_dir / "data"),
                                "--listen", url, *extra_args], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, cwd=work_dir,
-                              start_new_session=True)
+                              start_new_session=True, env=NO_CONSOLE_ENV)
     try:
         _wait_ready(server, url)
         yield server, url

@@ -30,6 +30,10 @@ from pathlib import Path
 
 from plinth import Admin, Consumer, Producer
 
+# Without the web console `plinth serve` starts by default (an environment variable,
+# which builds from before the console ignore, rather than --console-listen off).
+NO_CONSOLE_ENV = {**os.environ, "PLINTH_CONSOLE_LISTEN": "off"}
+
 PARTITIONS = 4
 
 
@@ -50,7 +54,7 @@ class Broker:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "plinth.cli", "serve", "--data-dir", str(self.data_dir),
              "--listen", self.url, "--shards", "2"],
-            stdout=log_file, stderr=subprocess.STDOUT, text=True)
+            stdout=log_file, stderr=subprocess.STDOUT, text=True, env=NO_CONSOLE_ENV)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and self.proc.poll() is None:
             if "ready" in self.log_path.read_text():

@@ -62,6 +62,10 @@ import zmq
 from plinth import limits, protocol
 from plinth.format.record_batch import BatchBuilder
 
+# Without the web console `plinth serve` starts by default (an environment variable,
+# which builds from before the console ignore, rather than --console-listen off).
+NO_CONSOLE_ENV = {**os.environ, "PLINTH_CONSOLE_LISTEN": "off"}
+
 SHARED_TOPIC = "shared.events"
 A_PARK_TOPIC = "a.park"
 A_BULK_TOPIC = "a.bulk"
@@ -538,7 +542,8 @@ def main() -> int:
     url = f"tcp://127.0.0.1:{free_port()}"
     server = subprocess.Popen([args.plinth, "serve", "--data-dir", str(work / "data"), "--listen", url,
                                *deployment.serve_args()], cwd=work,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=NO_CONSOLE_ENV)
     try:
         _wait_ready(server, url)
         deployment.create_topics(url)

@@ -49,7 +49,7 @@ def main(ctx, broker, request_timeout_ms, curve_key_file, curve_server_key_file)
 
     ctx.obj = {"broker": broker, "request_timeout_ms": request_timeout_ms,
                "curve_key_file": curve_key_file, "curve_server_key_file": curve_server_key_file}
-    if ctx.invoked_subcommand not in ("serve", "router", "keygen", "kafka-user"):
+    if ctx.invoked_subcommand not in ("serve", "router", "keygen", "kafka-user", "console"):
         try:
             ctx.obj["broker"] = broker_address(broker, curve_key_file, curve_server_key_file)
         except ValueError as exc:
@@ -149,12 +149,16 @@ def _kafka_listener_options(command):
               default=limits.TIER_CACHE_BYTES_DEFAULT, show_default=True,
               help="Local disk each shard may use for cached chunks of remote segments.")
 @_kafka_listener_options
+@click.option("--console-listen", envvar="PLINTH_CONSOLE_LISTEN", show_envvar=True,
+              default=limits.CONSOLE_LISTEN_DEFAULT, show_default=True, metavar="HOST:PORT|off",
+              help="Start the web console (plinth console) here, as a child process; off: "
+                   "none. Beyond loopback run plinth console yourself, with its login options.")
 def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms,
           curve_secret_key, authorized_keys, acl_file, allow_insecure, cluster_name,
           metrics_port, metrics_host, internal_hop, default_replication_factor,
           allow_replicas_on_one_node, offsets_replication_factor, direct_clients,
           tier_url, tier_cache_bytes, kafka_listen, kafka_advertised, kafka_auto_create_topics,
-          kafka_tls_cert, kafka_tls_key, kafka_sasl_users):
+          kafka_tls_cert, kafka_tls_key, kafka_sasl_users, console_listen):
     """Run the broker until SIGTERM or Ctrl-C."""
     from plinth.server import ServeOptions, serve as run
 
@@ -173,7 +177,8 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
                            kafka_advertised=kafka_advertised,
                            kafka_auto_create_topics=kafka_auto_create_topics,
                            kafka_tls_cert=kafka_tls_cert, kafka_tls_key=kafka_tls_key,
-                           kafka_sasl_users=kafka_sasl_users)
+                           kafka_sasl_users=kafka_sasl_users,
+                           console_listen=None if console_listen == "off" else console_listen)
     sys.exit(run(options, ready=lambda line: click.echo(line, err=False) or sys.stdout.flush()))
 
 
@@ -222,6 +227,46 @@ def router(ray_address, cluster_name, listen, curve_secret_key, authorized_keys,
                             kafka_tls_cert=kafka_tls_cert, kafka_tls_key=kafka_tls_key,
                             kafka_sasl_users=kafka_sasl_users)
     sys.exit(run_router(options, ready=lambda line: click.echo(line) or sys.stdout.flush()))
+
+
+@main.command()
+@click.option("--broker", default=None, help="Router address (default: plinth's --broker).")
+@click.option("--listen", default=limits.CONSOLE_LISTEN_DEFAULT, show_default=True,
+              metavar="HOST:PORT", help="Where to serve the console. Beyond loopback it needs "
+              "--auth-file and --tls-cert/--tls-key.")
+@click.option("--auth-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Tokens and users allowed in (see client/console/auth.py; "
+                                 "python -m plinth.client.console.auth makes the lines).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="PEM certificate (chain): serve HTTPS.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="The certificate's PEM private key.")
+@click.option("--curve-key-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The console's own .key_secret, for a CurveZMQ broker (its ACL applies).")
+@click.option("--curve-server-key-file", type=click.Path(exists=True, dir_okay=False),
+              default=None, help="The broker's public .key file.")
+@click.option("--sample-interval-s", type=click.FloatRange(0.1, 60),
+              default=limits.CONSOLE_SAMPLE_INTERVAL_S, show_default=True,
+              help="How often the live charts ask the broker (only while a browser watches).")
+@click.option("--exit-on-stdin-eof", is_flag=True, hidden=True,
+              help="Stop when stdin ends (plinth serve's child).")
+@click.pass_context
+def console(ctx, broker, listen, auth_file, tls_cert, tls_key, curve_key_file,
+            curve_server_key_file, sample_interval_s, exit_on_stdin_eof):
+    """Serve the web console for a running broker, until SIGTERM or Ctrl-C."""
+    from plinth.client.console.config import ConsoleConfig
+    from plinth.client.console.runner import run as run_console
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    config = ConsoleConfig(broker=broker or ctx.obj["broker"], listen=listen, auth_file=auth_file,
+                           tls_cert=tls_cert, tls_key=tls_key,
+                           curve_key_file=curve_key_file or ctx.obj["curve_key_file"],
+                           curve_server_key_file=(curve_server_key_file
+                                                  or ctx.obj["curve_server_key_file"]),
+                           request_timeout_ms=ctx.obj["request_timeout_ms"],
+                           sample_interval_s=sample_interval_s)
+    sys.exit(run_console(config, exit_on_stdin_eof=exit_on_stdin_eof,
+                         ready=lambda line: click.echo(line) or sys.stdout.flush()))
 
 
 @main.command()

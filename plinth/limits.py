@@ -833,6 +833,44 @@ KAFKA_REQUEST_BYTES_BEFORE_LOGIN_MAX = 512 * KiB
 # connections already logged in keep being served.
 KAFKA_SASL_PLAIN_CHECK_THREADS = 2
 
+# --- Web console (client/console/) -------------------------------------------
+# Where `plinth console` and the console `plinth serve` starts listen: loopback,
+# where it needs no login.
+CONSOLE_LISTEN_DEFAULT = "127.0.0.1:7480"
+# How often the overview's sampler asks the broker for its status while a
+# browser watches, and how many samples its ring buffer keeps (the charts'
+# window: 120 x 2 s = 4 minutes). With nobody watching it asks nothing.
+CONSOLE_SAMPLE_INTERVAL_S = 2.0
+CONSOLE_SAMPLES_MAX = 120
+# Browsers that may watch the live charts at once (each holds one SSE stream).
+CONSOLE_SSE_CLIENTS_MAX = 64
+# A live stream says something at least this often, so that a proxy or the
+# browser does not take a quiet broker for a dead stream.
+CONSOLE_SSE_KEEPALIVE_S = 15.0
+# Two looks at a topic's end offsets closer than this give no partition rate (a
+# rate over milliseconds is noise), and the later one does not replace the first.
+CONSOLE_RATE_LOOKS_S_MIN = 0.5
+# How often an open topic page's live stream sends its partition table.
+CONSOLE_TOPIC_REFRESH_S = 2.0
+# Topics on one page of the topic list (each costs a describeTopic).
+CONSOLE_TOPICS_PAGE_DEFAULT = 50
+CONSOLE_TOPICS_PAGE_MAX = 200
+# A search prefix, in characters (topic names are at most 249).
+CONSOLE_SEARCH_CHARS_MAX = 249
+# Config entries one create or alter form may carry, and its text in characters.
+CONSOLE_CONFIG_ENTRIES_MAX = 64
+CONSOLE_FORM_CHARS_MAX = 16_384
+# The auth file: entries, and scrypt's cost (n=2**14, r=8: 16 MiB and about 50 ms a
+# check, which bounds a password-guessing client to a few guesses a second a core).
+CONSOLE_AUTH_ENTRIES_MAX = 1000
+CONSOLE_SCRYPT_N = 2 ** 14
+CONSOLE_SCRYPT_R = 8
+CONSOLE_SCRYPT_P = 1
+# How long `plinth serve` waits for its console to bind before it goes on without it.
+CONSOLE_START_WAIT_S = 20.0
+# How long the console lets open pages and SSE streams finish when it stops.
+CONSOLE_SHUTDOWN_GRACE_S = 3.0
+
 
 def _relations() -> list[tuple[str, bool]]:
     """Every relation between the limits above that the code relies on, with why."""

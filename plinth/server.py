@@ -132,6 +132,22 @@ class ServeOptions:
     kafka_tls_cert: Path | None = None
     kafka_tls_key: Path | None = None
     kafka_sasl_users: Path | None = None
+    # The web console's HOST:PORT, started as a child process (None: no console).
+    console_listen: str | None = None
+
+    def check_console_listen(self) -> None:
+        """InvalidConfigError for a --console-listen that is not HOST:PORT on loopback:
+        the console serve starts has no login (plinth console has, beyond loopback)."""
+        if self.console_listen is None:
+            return
+        from plinth.client.console.config import ConsoleConfig
+
+        console = ConsoleConfig(listen=self.console_listen)
+        if not console.loopback:
+            raise InvalidConfigError(
+                f"--console-listen {self.console_listen}: plinth serve starts its console on "
+                f"a loopback address only (it has no login); beyond loopback run plinth "
+                f"console with --auth-file and --tls-cert/--tls-key")
 
     def kafka_options(self):
         """The Kafka listener's options, checked, or None. InvalidConfigError for what
@@ -350,6 +366,7 @@ class Server:
         """Start everything; returns which shards serve and which do not (and why).
         Raises InvalidConfigError at once if another server holds the data dir."""
         security = self.options.security()   # config errors before anything starts
+        self.options.check_console_listen()
         kafka = self.options.kafka_options()
         tier = self.options.tier_options()
         if tier.enabled:
@@ -467,11 +484,37 @@ def serve(options: ServeOptions, ready=print) -> int:
     report = server.start()
     tune_data_path_process(who="plinth serve")   # the router runs: see process_tuning.py
     stop = _stop_on_signal()
-    _say_ready_once_every_shard_serves(server, report, ready)
-    _wait_for(stop)
-    log.info("shutting down")
+    console = _start_console(options, ready)
+    try:
+        _say_ready_once_every_shard_serves(server, report, ready)
+        _wait_for(stop)
+        log.info("shutting down")
+    finally:
+        if console is not None:
+            console.stop()
     server.stop()
     return 0
+
+
+def _start_console(options: ServeOptions, ready):
+    """The console child (client/console/child.py), or None: not asked for, not
+    possible (a CurveZMQ broker: the console needs a key of its own, so it is run
+    with ``plinth console``), or it failed to start, which is said and survived."""
+    if options.console_listen is None:
+        return None
+    if options.curve_secret_key is not None:
+        log.warning("no console: the broker uses CurveZMQ, and the console needs a client "
+                    "key of its own; run plinth console --curve-key-file ... beside it")
+        return None
+    from plinth.client.console.child import ConsoleChild
+
+    console = ConsoleChild.start(options.listen, options.console_listen)
+    if console.problem:
+        log.warning("%s", console.problem)
+        ready(f"warning: {console.problem}")
+        return None
+    ready(f"console: {console.url}")
+    return console
 
 
 def _say_ready_once_every_shard_serves(server: Server, report: StartReport, ready) -> None:

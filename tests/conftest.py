@@ -26,6 +26,9 @@ READY_TIMEOUT_S = 120
 # 127.0.0.1 (it would otherwise swap in the machine's network address), and
 # the brokers started by the tests inherit it.
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+# No web console beside the brokers the tests start (plinth serve starts one by
+# default on a fixed port); the console's own tests ask for one with --console-listen.
+os.environ["PLINTH_CONSOLE_LISTEN"] = "off"
 
 
 @pytest.fixture(scope="session")
@@ -114,6 +117,8 @@ class Broker(PlinthProcess):
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "plinth.cli", "serve", "--data-dir", str(self.data_dir),
                "--listen", self.url, "--shards", str(self.shards), *self.extra_args]
+        if "--console-listen" not in self.extra_args:
+            cmd += ["--console-listen", "off"]
         return cmd + (["--ray-address", self.ray_address] if self.ray_address else [])
 
     def ready_line(self) -> str:

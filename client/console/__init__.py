@@ -1,0 +1,18 @@
+"""The web console: a Starlette app over the public Admin and Consumer APIs.
+
+Runs in its own process (``plinth console``, or the child ``plinth serve``
+starts), never in a router's: its pages and its sampler must not take the
+data path's GIL. Modules, one concept each:
+
+- config.py: ConsoleConfig, the options, and the refusal to listen beyond
+  loopback without login and TLS.
+- auth.py: the auth file (tokens and HTTP basic users, scrypt hashes) and the
+  middleware that answers 401.
+- context.py: ConsoleContext, what every page reaches through
+  ``request.app.state.console``.
+- app.py: ``create_app``, the routes, and the error pages.
+- sampler.py: the overview's sampler and its ring buffer (runs only while a
+  browser watches), charts.py: its SVG charts.
+- pages_overview.py, pages_topics.py (with topic_listing.py): the pages.
+- runner.py: serving the app with uvicorn, and exiting with a parent process.
+"""

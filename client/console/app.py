@@ -1,0 +1,122 @@
+"""``create_app``: the console's Starlette app, its routes and its error pages.
+
+Built once in the console's process (runner.py, or a test's TestClient). The
+pages of the message browser and the consumer groups (pages_browse.py,
+pages_groups.py) are mounted when their modules exist.
+
+Errors: a plinth error, ValueError or TypeError raised by a page is the user's
+(a bad offset, an unknown topic, a refused action): it becomes a page saying
+what was wrong, with 404 for what does not exist, 403 for what the console's
+key may not do, 503 when the broker does not answer, 502 when its answer
+cannot be read, else 400. Anything else
+is a bug: a 500 page with a short message, and the traceback in the log only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import logging
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+
+from plinth import errors
+from plinth.client.connection import broker_address
+from plinth.client.console.config import ConsoleConfig
+from plinth.client.console.context import STATIC_DIR, ConsoleContext, SharedAdmin, make_templates
+from plinth.client.console.sampler import Sampler
+
+log = logging.getLogger(__name__)
+
+OPTIONAL_PAGES = ("plinth.client.console.pages_browse", "plinth.client.console.pages_groups")
+
+
+def create_app(config: ConsoleConfig) -> Starlette:
+    from plinth.client.console import pages_overview, pages_topics
+
+    broker = broker_address(config.broker, config.curve_key_file, config.curve_server_key_file)
+    admin = SharedAdmin(broker=broker, request_timeout_ms=config.request_timeout_ms)
+    context = ConsoleContext(broker, admin, make_templates())
+    context.sampler = Sampler(admin, interval_s=config.sample_interval_s)
+    routes = [*pages_overview.ROUTES, *pages_topics.ROUTES]
+    for name in OPTIONAL_PAGES:
+        if importlib.util.find_spec(name) is not None:
+            routes.extend(importlib.import_module(name).ROUTES)
+    routes.append(Mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static"))
+    # Compressed: htmx is 52 KB as it is, 17 KB gzipped. Starlette's GZip leaves
+    # text/event-stream alone, so the live charts are not held back in a buffer.
+    middleware = [Middleware(GZipMiddleware, minimum_size=1024)]
+    if config.auth_file is not None:
+        from plinth.client.console.auth import AuthFile, AuthMiddleware
+
+        middleware.append(Middleware(AuthMiddleware, auth=AuthFile.load(config.auth_file)))
+    app = Starlette(routes=routes, middleware=middleware,
+                    exception_handlers={errors.PlinthError: _user_error, ValueError: _user_error,
+                                        TypeError: _user_error, 404: _not_found,
+                                        405: _not_found, Exception: _server_error},
+                    lifespan=_closing(admin))
+    app.state.console = context
+    app.state.config = config
+    return app
+
+
+def _closing(admin):
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        try:
+            yield
+        finally:
+            admin.close()
+
+    return lifespan
+
+
+def status_for(exc: Exception) -> int:
+    if isinstance(exc, (errors.UnknownTopicError, errors.UnknownGroupError)):
+        return 404
+    if isinstance(exc, errors.NotAuthorizedError):
+        return 403
+    if isinstance(exc, (errors.UnavailableError, errors.PlinthTimeoutError)):
+        return 503
+    if isinstance(exc, errors.MalformedReplyError):   # the broker's answer, not the user's input
+        return 502
+    return 400
+
+
+def _message(exc: Exception) -> str:
+    if isinstance(exc, errors.NotAuthorizedError):
+        return f"not permitted: the console's key may not do this ({exc})"
+    if isinstance(exc, errors.PlinthError):
+        return f"{type(exc).__name__}: {exc}"
+    return str(exc)
+
+
+def _error_page(request, status: int, title: str, message: str):
+    ctx = request.app.state.console
+    return ctx.render(request, "error.html", status_code=status, title=title, message=message)
+
+
+async def _user_error(request, exc: Exception):
+    status = status_for(exc)
+    title = {404: "Not found", 403: "Not permitted", 502: "Unreadable broker reply",
+             503: "Broker unavailable"}.get(
+        status, "Bad request")
+    return _error_page(request, status, title, _message(exc))
+
+
+async def _not_found(request, exc):
+    status = getattr(exc, "status_code", 404)
+    return _error_page(request, status, "Not found" if status == 404 else "Not allowed",
+                       f"{request.method} {request.url.path}: {getattr(exc, 'detail', '')}")
+
+
+async def _server_error(request, exc: Exception):
+    log.exception("console: %s %s failed", request.method, request.url.path, exc_info=exc)
+    return _error_page(request, 500, "Console error",
+                       f"the console failed on this page ({type(exc).__name__}); "
+                       f"its log has the details")

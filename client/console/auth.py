@@ -1,0 +1,202 @@
+"""The console's auth file and the middleware that checks every request against it.
+
+Used in the console's process: the file is read once at start; the middleware
+runs on the server's event loop. A console on loopback has no auth file and no
+middleware (config.py).
+
+The file is UTF-8 text, one entry a line; blank lines and lines starting with
+``#`` are ignored:
+
+    # kind   name    secret
+    token    ci      sha256$<64 hex digits: SHA-256 of the token>
+    user     alice   scrypt$<n>$<r>$<p>$<salt, hex>$<64-byte key, hex>
+
+- ``token``: a client sends ``Authorization: Bearer <token>``. Tokens are
+  random (make one with ``python -m plinth.client.console.auth token NAME``),
+  so a fast hash is enough: nobody can guess one from its hash.
+- ``user``: HTTP basic auth (a browser's login box). Passwords are chosen by
+  people, so their hash is scrypt (hashlib), with its cost in the line
+  (limits.CONSOLE_SCRYPT_*); ``python -m plinth.client.console.auth user NAME``
+  reads the password from stdin and prints the line.
+
+A bad line, a duplicate name, or more than limits.CONSOLE_AUTH_ENTRIES_MAX
+entries is an InvalidConfigError naming the file and the line. A request
+without valid credentials gets 401 with ``WWW-Authenticate: Basic``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from plinth import limits
+from plinth.errors import InvalidConfigError
+
+KINDS = ("token", "user")
+
+
+@dataclass(frozen=True)
+class Credential:
+    kind: str    # "token" or "user"
+    name: str
+    secret: str  # sha256$HEX or scrypt$N$R$P$SALT$KEY
+
+
+def hash_token(token: str) -> str:
+    return "sha256$" + hashlib.sha256(token.encode()).hexdigest()
+
+
+def hash_password(password: str, *, n: int = limits.CONSOLE_SCRYPT_N,
+                  r: int = limits.CONSOLE_SCRYPT_R, p: int = limits.CONSOLE_SCRYPT_P) -> str:
+    salt = secrets.token_bytes(16)
+    key = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=64)
+    return f"scrypt${n}${r}${p}${salt.hex()}${key.hex()}"
+
+
+def _scrypt_matches(secret: str, password: str) -> bool:
+    _, n, r, p, salt, key = secret.split("$")
+    got = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r),
+                         p=int(p), dklen=len(key) // 2, maxmem=256 * 1024 * 1024)
+    return hmac.compare_digest(got.hex(), key)
+
+
+class AuthFile:
+    """The credentials of one auth file. ``check(header)`` may be called from any
+    thread; it caches the basic-auth logins it has verified (by a SHA-256 of the
+    header), so that a browser's every request does not cost a scrypt."""
+
+    def __init__(self, path: Path, credentials: list[Credential]):
+        self.path = path
+        self._tokens = {c.secret: c.name for c in credentials if c.kind == "token"}
+        self._users = {c.name: c.secret for c in credentials if c.kind == "user"}
+        self._verified: set[str] = set()
+
+    @classmethod
+    def load(cls, path: Path) -> "AuthFile":
+        credentials: list[Credential] = []
+        names: set[tuple[str, str]] = set()
+        for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            credential = _parse_line(path, number, line)
+            if (credential.kind, credential.name) in names:
+                raise InvalidConfigError(f"{path}:{number}: {credential.kind} "
+                                         f"{credential.name!r} appears twice")
+            names.add((credential.kind, credential.name))
+            credentials.append(credential)
+            if len(credentials) > limits.CONSOLE_AUTH_ENTRIES_MAX:
+                raise InvalidConfigError(f"{path}: more than {limits.CONSOLE_AUTH_ENTRIES_MAX} "
+                                         f"entries")
+        if not credentials:
+            raise InvalidConfigError(f"{path}: no token or user: nobody could log in")
+        return cls(Path(path), credentials)
+
+    def check(self, authorization: str | None) -> str | None:
+        """The name the ``Authorization`` header logs in as, or None."""
+        if not authorization:
+            return None
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer":
+            return self._tokens.get(hash_token(value.strip()))
+        if scheme.lower() == "basic":
+            return self._check_basic(value.strip())
+        return None
+
+    def _check_basic(self, value: str) -> str | None:
+        try:
+            name, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        secret = self._users.get(name)
+        if not sep or secret is None:
+            return None
+        digest = hashlib.sha256(f"{secret}\0{password}".encode()).hexdigest()
+        if digest in self._verified:
+            return name
+        if not _scrypt_matches(secret, password):
+            return None
+        if len(self._verified) < limits.CONSOLE_AUTH_ENTRIES_MAX:
+            self._verified.add(digest)
+        return name
+
+
+def _parse_line(path, number: int, line: str) -> Credential:
+    parts = line.split()
+    if len(parts) != 3 or parts[0] not in KINDS:
+        raise InvalidConfigError(f"{path}:{number}: expected 'token NAME sha256$HEX' or "
+                                 f"'user NAME scrypt$N$R$P$SALT$KEY'")
+    kind, name, secret = parts
+    fields = secret.split("$")
+    ok = ((kind == "token" and len(fields) == 2 and fields[0] == "sha256" and len(fields[1]) == 64)
+          or (kind == "user" and len(fields) == 6 and fields[0] == "scrypt"
+              and all(f.isdigit() for f in fields[1:4])))
+    if not ok or not all(_is_hex(f) for f in fields[1 if kind == "token" else 4:]):
+        raise InvalidConfigError(f"{path}:{number}: the {kind} {name!r} has a malformed hash "
+                                 f"(make lines with python -m plinth.client.console.auth)")
+    return Credential(kind, name, secret)
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return bool(text)
+
+
+class AuthMiddleware:
+    """Pure ASGI middleware: every HTTP request needs valid credentials, else 401."""
+
+    def __init__(self, app, auth: AuthFile):
+        self.app = app
+        self.auth = auth
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        header = headers.get(b"authorization", b"").decode("latin-1") or None
+        import anyio.to_thread
+
+        who = await anyio.to_thread.run_sync(self.auth.check, header)
+        if who is None:
+            await send({"type": "http.response.start", "status": 401,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                                    (b"www-authenticate", b'Basic realm="plinth console"')]})
+            await send({"type": "http.response.body",
+                        "body": b"401: log in to the Plinth console (a user of its auth file, "
+                                b"or a bearer token)\n"})
+            return
+        scope.setdefault("state", {})["user"] = who
+        return await self.app(scope, receive, send)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m plinth.client.console.auth token NAME`` prints a new token and its
+    line; ``... user NAME`` reads a password from stdin and prints its line."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] not in KINDS:
+        print("usage: python -m plinth.client.console.auth token|user NAME", file=sys.stderr)
+        return 2
+    kind, name = args
+    if kind == "token":
+        token = secrets.token_urlsafe(32)
+        print(f"# the token (give it to the client; it is not stored): {token}")
+        print(f"token {name} {hash_token(token)}")
+        return 0
+    password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        print("no password on stdin", file=sys.stderr)
+        return 2
+    print(f"user {name} {hash_password(password)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""ConsoleContext: what every page reaches through ``request.app.state.console``.
+
+Created once per app (app.py) in the console's process. Pages run in
+Starlette's thread pool (sync endpoints), so ``admin`` is shared by many
+threads: SharedAdmin serializes its requests on one connection (an Admin may be
+used by one thread at a time), which also bounds what the console asks of the
+broker to one request at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+from pathlib import Path
+
+from starlette.templating import Jinja2Templates
+
+from plinth import limits
+from plinth.client.admin import Admin
+from plinth.client.connection import BrokerAddress
+from plinth.errors import NotAuthorizedError, PlinthError, UnknownTopicError
+
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+STATIC_DIR = Path(__file__).parent / "static"
+# A topic name no one creates: describing it tells whether the console's key has
+# admin rights on topics (NotAuthorizedError) or not (UnknownTopicError).
+_ADMIN_PROBE_TOPIC = "__plinth_console_admin_probe"
+
+
+class SharedAdmin(Admin):
+    """An Admin that any thread may call: one request at a time, under a lock."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._lock = threading.Lock()
+
+    def _call(self, *args, **kwargs):
+        with self._lock:
+            return super()._call(*args, **kwargs)
+
+
+class ConsoleContext:
+    """The broker connection, the templates and the console's own secrets.
+    Any thread may use it."""
+
+    def __init__(self, broker: BrokerAddress, admin: Admin, templates: Jinja2Templates):
+        self.broker = broker
+        self.admin = admin
+        self.templates = templates
+        self._can_admin: bool | None = None
+        # Confirmation forms carry a token only this process can make, so another
+        # site cannot make a visitor's browser post a delete to a loopback console.
+        self._form_key = secrets.token_bytes(32)
+        self.sampler = None   # the overview's Sampler (app.py sets it)
+        self._streams = 0     # open topic streams (the event loop's only)
+
+    @property
+    def can_admin(self) -> bool:
+        """False when the console's key may not administer topics (asked once, lazily:
+        the broker may not be up when the console starts)."""
+        if self._can_admin is None:
+            try:
+                self.admin.describe_topic(_ADMIN_PROBE_TOPIC)
+                self._can_admin = True
+            except NotAuthorizedError:
+                self._can_admin = False
+            except UnknownTopicError:
+                self._can_admin = True
+            except PlinthError:   # no answer now: offer the actions, ask again next time
+                return True
+        return self._can_admin
+
+    def streams_open(self, change: int) -> None:
+        """Count a topic page's live stream opening (+1) or closing (-1); ValueError
+        past limits.CONSOLE_SSE_CLIENTS_MAX. The event loop's thread only."""
+        if change > 0 and self._streams >= limits.CONSOLE_SSE_CLIENTS_MAX:
+            raise ValueError(f"{self._streams} live topic pages are open; at most "
+                             f"{limits.CONSOLE_SSE_CLIENTS_MAX}")
+        self._streams += change
+
+    def form_token(self, action: str) -> str:
+        """The token a confirmation form for ``action`` (e.g. "delete:orders") carries."""
+        return hmac.new(self._form_key, action.encode(), hashlib.sha256).hexdigest()
+
+    def form_token_ok(self, action: str, token: str) -> bool:
+        return hmac.compare_digest(self.form_token(action), token or "")
+
+    def render(self, request, template: str, status_code: int = 200, **context):
+        """The page, or only its content block when htmx asks (HX-Request header): a
+        template extending base.html renders just its ``content`` block then."""
+        fragment = request.headers.get("HX-Request") == "true"
+        if "can_admin" not in context:
+            context["can_admin"] = self.can_admin
+        context.update(request=request, fragment=fragment, console=self)
+        return self.templates.TemplateResponse(request, template, context,
+                                               status_code=status_code)
+
+
+def make_templates() -> Jinja2Templates:
+    templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+    env = templates.env
+    env.filters["bytes"] = human_bytes
+    env.filters["rate"] = human_rate
+    return templates
+
+
+def human_bytes(value) -> str:
+    if value is None:
+        return "—"
+    value = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def human_rate(value) -> str:
+    if value is None:
+        return "—"
+    value = float(value)
+    if value >= 1e6:
+        return f"{value / 1e6:.2f} M"
+    if value >= 1e3:
+        return f"{value / 1e3:.1f} k"
+    return f"{value:.1f}"

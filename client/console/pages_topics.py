@@ -1,0 +1,267 @@
+"""The topic pages: the paged, searchable list; a topic's partitions and config;
+and topic create, alter and delete, each behind a confirmation step.
+
+Handlers run in a pool thread. Every change is two requests: a form posts to
+``.../confirm``, which checks the input and shows what will happen with a form
+token (context.form_token) bound to that action; only a post of that page
+applies it. Bad input raises ValueError or a plinth error, which app.py shows
+on the page.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+
+from html import escape
+
+from starlette.responses import RedirectResponse, StreamingResponse
+from starlette.routing import Route
+
+from plinth import limits, protocol, topics
+from plinth.client.console.topic_listing import topic_page
+from plinth.client.console.pages_overview import sse_event
+from plinth.errors import NotAuthorizedError, PlinthError
+
+# Each topic's end offsets at its last look, for the partitions' rates: bounded,
+# the oldest forgotten first. Shared by every page thread, under its lock.
+_last_ends: collections.OrderedDict[str, tuple[float, list[int]]] = collections.OrderedDict()
+_last_ends_lock = threading.Lock()
+
+
+def _int_arg(params, name: str, default: int, low: int, high: int) -> int:
+    text = params.get(name)
+    if text in (None, ""):
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{name} {text!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise ValueError(f"{name} {value} is outside {low}..{high}")
+    return value
+
+
+def topic_list(request):
+    ctx = request.app.state.console
+    params = request.query_params
+    limit = _int_arg(params, "limit", limits.CONSOLE_TOPICS_PAGE_DEFAULT, 1,
+                     limits.CONSOLE_TOPICS_PAGE_MAX)
+    page = topic_page(ctx.admin, params.get("q", ""), params.get("after", ""), limit)
+    return ctx.render(request, "topics/list.html", page=page)
+
+
+def _partition_rates(name: str, ends: list[int]) -> list[float | None]:
+    now = time.monotonic()
+    with _last_ends_lock:
+        before = _last_ends.get(name)
+        if before is not None and now - before[0] < limits.CONSOLE_RATE_LOOKS_S_MIN:
+            return [None] * len(ends)   # too close to the last look: keep that one
+        _last_ends.pop(name, None)
+        _last_ends[name] = (now, ends)
+        while len(_last_ends) > limits.CONSOLE_TOPICS_PAGE_MAX:
+            _last_ends.popitem(last=False)
+    if before is None or len(before[1]) != len(ends):
+        return [None] * len(ends)
+    dt = now - before[0]
+    return [max(0, end - old) / dt for end, old in zip(ends, before[1])]
+
+
+def _topic_context(ctx, name: str) -> dict:
+    topics.validate_topic_name(name)
+    try:
+        info, described = ctx.admin.describe_topic(name), True
+    except NotAuthorizedError:
+        info, described = _offsets_only(ctx.admin, name), False
+    parts = info.partition_info
+    rates = _partition_rates(name, [p.end_offset for p in parts])
+    return {"topic": info, "rows": list(zip(parts, rates)), "described": described,
+            "tiered": topics.remote_storage_enabled(info.config) or any(p.has_remote for p in parts)}
+
+
+def _offsets_only(admin, name: str) -> protocol.TopicInfo:
+    """What a key that may consume the topic but not describe it (admin) can see:
+    each partition's start and end offsets; no leader, replicas or config."""
+    count = admin.partition_count(name)
+    parts = []
+    for partition in range(count):
+        offsets = admin.list_offsets(name, partition)
+        parts.append(protocol.PartitionInfo(partition, shard="?",
+                                            start_offset=offsets.start_offset,
+                                            end_offset=offsets.end_offset))
+    return protocol.TopicInfo(name, count, {}, parts)
+
+
+def topic_detail(request):
+    ctx = request.app.state.console
+    return ctx.render(request, "topics/detail.html",
+                      **_topic_context(ctx, request.path_params["name"]))
+
+
+def topic_partitions(request):
+    """The partition table alone (what the stream sends, for a client without SSE)."""
+    ctx = request.app.state.console
+    return ctx.templates.TemplateResponse(
+        request, "topics/partitions.html", _topic_context(ctx, request.path_params["name"]))
+
+
+async def topic_stream(request):
+    """SSE: the partition table every CONSOLE_TOPIC_REFRESH_S while the topic's page is
+    open, with each partition's records/s from the change of its end offset. It
+    asks the broker only for this topic, and only while the browser listens."""
+    import anyio.to_thread
+
+    ctx = request.app.state.console
+    name = request.path_params["name"]
+    topics.validate_topic_name(name)
+    ctx.streams_open(+1)   # ValueError past CONSOLE_SSE_CLIENTS_MAX: the 400 page
+
+    async def events():
+        try:
+            while True:
+                await anyio.sleep(limits.CONSOLE_TOPIC_REFRESH_S)
+                try:
+                    figures = await anyio.to_thread.run_sync(_topic_context, ctx, name)
+                    html = ctx.templates.get_template("topics/partitions.html").render(**figures)
+                except PlinthError as exc:   # deleted meanwhile, broker away: say so, go on
+                    html = (f'<p class="error message">{escape(type(exc).__name__)}: '
+                            f'{escape(str(exc))}</p>')
+                yield sse_event("partitions", html)
+        finally:
+            ctx.streams_open(-1)
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store"})
+
+
+# --- create ---------------------------------------------------------------------
+
+def parse_config_text(text: str) -> dict[str, str]:
+    """``key=value`` lines (blank lines and ``#`` comments skipped) as a dict."""
+    if len(text) > limits.CONSOLE_FORM_CHARS_MAX:
+        raise ValueError(f"the config is {len(text)} characters; at most "
+                         f"{limits.CONSOLE_FORM_CHARS_MAX}")
+    config: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"config line {number} ({line[:80]!r}) is not key=value")
+        config[key.strip()] = value.strip()
+        if len(config) > limits.CONSOLE_CONFIG_ENTRIES_MAX:
+            raise ValueError(f"more than {limits.CONSOLE_CONFIG_ENTRIES_MAX} config entries")
+    return config
+
+
+def _create_args(form) -> dict:
+    name = (form.get("name") or "").strip()
+    topics.validate_topic_name(name)
+    partitions = _int_arg(form, "partitions", 1, 1, limits.PARTITIONS_PER_TOPIC_MAX)
+    factor = None
+    if (form.get("replication_factor") or "").strip():
+        factor = _int_arg(form, "replication_factor", 1, 1, limits.REPLICATION_FACTOR_MAX)
+    return {"name": name, "partitions": partitions, "replication_factor": factor,
+            "config_text": form.get("config") or "",
+            "config": parse_config_text(form.get("config") or "")}
+
+
+def topic_new(request):
+    ctx = request.app.state.console
+    return ctx.render(request, "topics/new.html", form={})
+
+
+async def topic_create_confirm(request):
+    ctx = request.app.state.console
+    args = _create_args(await request.form())
+    return ctx.render(request, "topics/confirm.html", action="create", args=args,
+                      token=ctx.form_token(f"create:{args['name']}"),
+                      post_to=request.url_for("topic_create"))
+
+
+async def topic_create(request):
+    ctx = request.app.state.console
+    form = await request.form()
+    args = _create_args(form)
+    _check_token(ctx, f"create:{args['name']}", form)
+    import anyio.to_thread
+
+    await anyio.to_thread.run_sync(lambda: ctx.admin.create_topic(
+        args["name"], args["partitions"], args["replication_factor"], config=args["config"]))
+    return RedirectResponse(request.url_for("topic_detail", name=args["name"]), status_code=303)
+
+
+def _check_token(ctx, action: str, form) -> None:
+    if not ctx.form_token_ok(action, form.get("token", "")):
+        raise ValueError("this form's confirmation token is missing or stale: confirm again "
+                         "from the console's own page")
+
+
+# --- alter and delete ---------------------------------------------------------
+
+async def topic_alter_confirm(request):
+    ctx = request.app.state.console
+    name = request.path_params["name"]
+    form = await request.form()
+    config = parse_config_text(form.get("config") or "")
+    if not config:
+        raise ValueError("no config entries to change: give key=value lines")
+    import anyio.to_thread
+
+    info = await anyio.to_thread.run_sync(ctx.admin.describe_topic, name)
+    changes = [(k, info.config.get(k), v) for k, v in sorted(config.items())]
+    return ctx.render(request, "topics/confirm.html", action="alter", topic=info, changes=changes,
+                      config_text=form.get("config"), token=ctx.form_token(f"alter:{name}"),
+                      post_to=request.url_for("topic_alter", name=name))
+
+
+async def topic_alter(request):
+    ctx = request.app.state.console
+    name = request.path_params["name"]
+    form = await request.form()
+    _check_token(ctx, f"alter:{name}", form)
+    config = parse_config_text(form.get("config") or "")
+    import anyio.to_thread
+
+    await anyio.to_thread.run_sync(ctx.admin.alter_topic, name, config)
+    return RedirectResponse(request.url_for("topic_detail", name=name), status_code=303)
+
+
+def topic_delete_confirm(request):
+    ctx = request.app.state.console
+    name = request.path_params["name"]
+    info = ctx.admin.describe_topic(name)
+    return ctx.render(request, "topics/confirm.html", action="delete", topic=info,
+                      token=ctx.form_token(f"delete:{name}"),
+                      post_to=request.url_for("topic_delete", name=name))
+
+
+async def topic_delete(request):
+    ctx = request.app.state.console
+    name = request.path_params["name"]
+    form = await request.form()
+    _check_token(ctx, f"delete:{name}", form)
+    if form.get("confirm_name") != name:
+        raise ValueError(f"type the topic's name ({name}) to delete it")
+    import anyio.to_thread
+
+    await anyio.to_thread.run_sync(ctx.admin.delete_topic, name)
+    return RedirectResponse(request.url_for("topic_list"), status_code=303)
+
+
+ROUTES = [
+    Route("/topics", topic_list, name="topic_list"),
+    Route("/topics/new", topic_new, name="topic_new"),
+    Route("/topics/new/confirm", topic_create_confirm, methods=["POST"], name="topic_create_confirm"),
+    Route("/topics/new", topic_create, methods=["POST"], name="topic_create"),
+    Route("/topics/{name}", topic_detail, name="topic_detail"),
+    Route("/topics/{name}/partitions", topic_partitions, name="topic_partitions"),
+    Route("/topics/{name}/stream", topic_stream, name="topic_stream"),
+    Route("/topics/{name}/alter/confirm", topic_alter_confirm, methods=["POST"],
+          name="topic_alter_confirm"),
+    Route("/topics/{name}/alter", topic_alter, methods=["POST"], name="topic_alter"),
+    Route("/topics/{name}/delete", topic_delete_confirm, name="topic_delete_confirm"),
+    Route("/topics/{name}/delete", topic_delete, methods=["POST"], name="topic_delete"),
+]

@@ -1,0 +1,39 @@
+"""Fixtures for the console's tests: a real broker per module, and the console app
+over it in starlette's TestClient (HTTP without a socket, the app's real code)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import Broker
+
+
+@pytest.fixture(scope="module")
+def console_broker(ray_cluster, tmp_path_factory):
+    """One broker for a module's console tests; topics keep tests apart."""
+    broker = Broker(tmp_path_factory.mktemp("console"), ray_cluster, shards=2).start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="module")
+def console(console_broker):
+    """A TestClient of the console app on ``console_broker``; server errors become
+    500 pages (as a browser sees them), not exceptions in the test."""
+    from starlette.testclient import TestClient
+
+    from plinth.client.console.app import create_app
+    from plinth.client.console.config import ConsoleConfig
+
+    app = create_app(ConsoleConfig(broker=console_broker.url, sample_interval_s=0.2,
+                                   request_timeout_ms=10_000))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def admin(console_broker):
+    from plinth import Admin
+
+    with Admin(broker=console_broker.url, request_timeout_ms=10_000) as admin:
+        yield admin

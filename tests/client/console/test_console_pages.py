@@ -1,0 +1,204 @@
+"""The console's pages over HTTP against a real broker: each answers 200, bad input
+gets a clear 4xx page and never a traceback, and changes need their confirmation."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.support import unique_topic, wait_until
+
+
+def form_token(page_html: str) -> str:
+    return re.search(r'name="token" value="([0-9a-f]+)"', page_html).group(1)
+
+
+def assert_clear_error(response, status: int, *phrases: str) -> None:
+    assert response.status_code == status, response.text[:500]
+    assert "Traceback" not in response.text and 'File "' not in response.text
+    for phrase in phrases:
+        assert phrase in response.text, (phrase, response.text[:1000])
+
+
+@pytest.fixture(scope="module")
+def topic(admin):
+    name = unique_topic("console")
+    admin.create_topic(name, partitions=3, config={"retention.ms": "3600000"})
+    return name
+
+
+def test_every_page_answers_200_with_the_nav(console, topic):
+    for url in ("/", "/topics", f"/topics?q={topic[:9]}", f"/topics/{topic}",
+                f"/topics/{topic}/partitions", "/topics/new", f"/topics/{topic}/delete",
+                "/static/htmx.min.js", "/static/console.css", "/static/console.js"):
+        response = console.get(url)
+        assert response.status_code == 200, (url, response.text[:500])
+    page = console.get("/").text
+    for link in ('href="/"', 'href="/topics"', 'href="/browse"', 'href="/groups"'):
+        assert link in page
+
+
+def test_the_overview_shows_the_brokers_shards_and_partition_health(console):
+    page = console.get("/").text
+    assert "2/2</span> shards" in page
+    assert 'id="offline">0<' in page and 'id="under-replicated">0<' in page
+    assert "<svg" in page
+
+
+def test_htmx_gets_the_content_alone_and_a_browser_the_whole_page(console):
+    assert "<nav" in console.get("/topics").text
+    fragment = console.get("/topics", headers={"HX-Request": "true"}).text
+    assert "<nav" not in fragment and 'id="topic-table"' in fragment
+
+
+def test_the_topic_list_is_searched_by_prefix_and_paged(console, admin):
+    prefix = unique_topic("page")
+    names = sorted(f"{prefix}-{i}" for i in range(5))
+    for name in names:
+        admin.create_topic(name)
+    first = console.get(f"/topics?q={prefix}&limit=2").text
+    assert names[0] in first and names[1] in first and names[2] not in first
+    assert f"after={names[1]}" in first
+    second = console.get(f"/topics?q={prefix}&after={names[1]}&limit=2").text
+    assert names[2] in second and names[3] in second and names[1] not in second
+    last = console.get(f"/topics?q={prefix}&after={names[3]}&limit=2").text
+    assert names[4] in last and 'rel="next"' not in last
+
+
+def test_a_topic_page_shows_each_partition_and_the_config(console, topic):
+    page = console.get(f"/topics/{topic}").text
+    rows = re.findall(r'<tr><td class="num">(\d+)</td>', page)
+    assert rows == ["0", "1", "2"]
+    assert "retention.ms" in page and "3600000" in page
+
+
+def test_the_partition_table_gives_records_per_second_once_it_has_two_looks(
+        console, console_broker, topic):
+    from plinth import Producer
+
+    console.get(f"/topics/{topic}/partitions")
+    with Producer(broker=console_broker.url, linger_ms=1) as producer:
+        for i in range(50):
+            producer.send(topic, b"v%d" % i, partition=0)
+        producer.flush()
+
+    def partition_0_rate():
+        table = console.get(f"/topics/{topic}/partitions").text
+        rate = re.search(r'<td class="num">([0-9.]+)</td></tr>', table)   # row 0 is first
+        return rate is not None and float(rate.group(1)) > 0
+
+    assert wait_until(partition_0_rate, timeout_s=10, interval_s=0.2)
+
+
+@pytest.mark.parametrize("url, status, phrase", [
+    ("/topics/no-such-topic-here", 404, "UnknownTopicError"),
+    ("/topics/bad%20name!", 400, "InvalidTopicError"),
+    ("/topics?limit=0", 400, "limit 0 is outside 1..200"),
+    ("/topics?limit=abc", 400, "limit &#39;abc&#39; is not a whole number"),
+    ("/topics?q=" + "x" * 300, 400, "search is 300 characters; at most 249"),
+    ("/no/such/page", 404, "/no/such/page"),
+])
+def test_bad_input_gets_a_clear_error_page_and_no_traceback(console, url, status, phrase):
+    assert_clear_error(console.get(url), status, phrase)
+
+
+@pytest.mark.parametrize("form, phrase", [
+    ({"name": "bad name", "partitions": "1"}, "InvalidTopicError"),
+    ({"name": "ok-name", "partitions": "0"}, "partitions 0 is outside 1..4096"),
+    ({"name": "ok-name", "partitions": "many"}, "partitions &#39;many&#39; is not a whole number"),
+    ({"name": "ok-name", "config": "no equals sign"}, "config line 1"),
+    ({"name": "ok-name", "config": "a=b\n" * 20_000}, "at most 16384"),
+])
+def test_a_bad_create_form_is_refused_at_its_confirmation(console, form, phrase):
+    assert_clear_error(console.post("/topics/new/confirm", data=form), 400, phrase)
+
+
+def test_a_topic_is_created_altered_and_deleted_through_their_confirmations(console, admin):
+    name = unique_topic("made")
+    # Create: the confirmation shows what will be made; only its post creates
+    confirm = console.post("/topics/new/confirm", data={"name": name, "partitions": "2",
+                                                        "config": "retention.ms=60000"})
+    assert confirm.status_code == 200 and f"Create topic {name}?" in confirm.text
+    assert name not in admin.list_topics()
+    made = console.post("/topics/new", data={"name": name, "partitions": "2",
+                                             "config": "retention.ms=60000",
+                                             "token": form_token(confirm.text)})
+    assert made.status_code == 200 and made.url.path == f"/topics/{name}"
+    assert admin.describe_topic(name).partitions == 2
+    # Alter: the confirmation shows the old and new value
+    confirm = console.post(f"/topics/{name}/alter/confirm", data={"config": "retention.ms=120000"})
+    assert "60000" in confirm.text and "120000" in confirm.text
+    assert admin.describe_topic(name).config["retention.ms"] == "60000"
+    console.post(f"/topics/{name}/alter", data={"config": "retention.ms=120000",
+                                                "token": form_token(confirm.text)})
+    assert admin.describe_topic(name).config["retention.ms"] == "120000"
+    # Delete: needs the name typed
+    confirm = console.get(f"/topics/{name}/delete")
+    token = form_token(confirm.text)
+    assert_clear_error(console.post(f"/topics/{name}/delete", data={"token": token,
+                                                                    "confirm_name": "x"}),
+                       400, f"type the topic&#39;s name ({name})")
+    assert name in admin.list_topics()
+    gone = console.post(f"/topics/{name}/delete", data={"token": token, "confirm_name": name})
+    assert gone.status_code == 200 and gone.url.path == "/topics"
+    assert name not in admin.list_topics()
+
+
+def test_a_change_without_the_confirmation_token_is_refused(console, admin, topic):
+    for url, data in ((f"/topics/{topic}/delete", {"confirm_name": topic}),
+                      (f"/topics/{topic}/delete", {"confirm_name": topic, "token": "0" * 64}),
+                      ("/topics/new", {"name": unique_topic("forged")}),
+                      (f"/topics/{topic}/alter", {"config": "retention.ms=1"})):
+        assert_clear_error(console.post(url, data=data), 400, "confirmation token")
+    assert topic in admin.list_topics()
+    assert admin.describe_topic(topic).config["retention.ms"] == "3600000"
+
+
+def test_the_live_stream_sends_the_summary_and_the_charts(console):
+    with console.stream("GET", "/overview/stream") as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        events = []
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                events.append(line[len("event: "):])
+            if events.count("charts") >= 2:
+                break
+    assert events[:3] == ["summary", "tables", "charts"]
+
+
+def test_an_idle_console_asks_the_broker_nothing_once_the_last_stream_closed(console):
+    import time
+
+    sampler = console.app.state.console.sampler
+    with console.stream("GET", "/overview/stream") as stream:
+        for line in stream.iter_lines():
+            if line == "event: charts":
+                break
+    # Then the stream's end unsubscribed it, and no poll follows
+    wait_until(lambda: sampler.subscribers == 0, timeout_s=10)
+    polls = sampler.polls
+    console.get("/")   # a page without its stream (no browser script) polls nothing either
+    time.sleep(1.0)    # five sample intervals of 0.2 s: a measured quiet period
+    assert sampler.polls == polls
+
+
+def test_static_assets_are_served_compressed(console):
+    response = console.get("/static/htmx.min.js", headers={"Accept-Encoding": "gzip"})
+    assert response.headers["content-encoding"] == "gzip"
+    assert int(response.headers.get("content-length", 0)) < 25_000
+
+
+def test_a_topic_pages_stream_sends_its_partition_table(console, topic):
+    with console.stream("GET", f"/topics/{topic}/stream") as stream:
+        lines = []
+        for line in stream.iter_lines():
+            lines.append(line)
+            if line.startswith("data: </tbody></table>"):
+                break
+    assert lines[0] == "event: partitions"
+    assert len([line for line in lines if line.startswith('data: <tr><td class="num">')]) == 3
+
+
+def test_a_stream_for_a_bad_topic_name_is_a_clear_400(console):
+    assert_clear_error(console.get("/topics/bad%20name/stream"), 400, "InvalidTopicError")
