@@ -186,11 +186,12 @@ class ChartGeometry:
     window_s: float
     width: int
     height: int
-    last: int | None
+    last: int | None          # the newest sample's lag
+    last_xy: tuple[float, float] | None = None   # where it is drawn (a dot)
 
 
-def chart_geometry(samples: list[tuple[float, int]], width: int = 600,
-                   height: int = 160) -> ChartGeometry:
+def chart_geometry(samples: list[tuple[float, int]], width: int = 800,
+                   height: int = 150) -> ChartGeometry:
     """The newest sample at the right edge, the oldest at the left; y from 0 up to a
     rounded-up maximum (1, 2 or 5 times a power of ten)."""
     if not samples:
@@ -201,10 +202,9 @@ def chart_geometry(samples: list[tuple[float, int]], width: int = 600,
     points = []
     for time_s, lag in samples:
         x = width if len(samples) == 1 else (time_s - first_s) / span_s * width
-        y = height - lag / y_max * height
-        points.append(f"{x:.1f},{y:.1f}")
-    return ChartGeometry(" ".join(points), y_max, last_s - first_s, width, height,
-                         samples[-1][1])
+        points.append((x, height - lag / y_max * height))
+    return ChartGeometry(" ".join(f"{x:.1f},{y:.1f}" for x, y in points), y_max,
+                         last_s - first_s, width, height, samples[-1][1], points[-1])
 
 
 def nice_ceiling(value: int) -> int:

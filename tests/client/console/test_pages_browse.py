@@ -96,14 +96,14 @@ def test_scanning_stops_at_the_bound_and_scan_more_continues_from_the_next_offse
 def test_the_json_view_pretty_prints_a_json_value(client, topic):
     page = client.get(f"/record/{topic}/0/41", params={"view": "json"})
     assert page.status_code == 200
-    value = html.unescape(re.search(r'id="record-value"><pre class="bytes">(.*?)</pre>',
+    value = html.unescape(re.search(r'id="record-value"><pre class="bytes"[^>]*>(.*?)</pre>',
                                     page.text, re.S)[1])
     assert value == '{\n  "item": "needle",\n  "qty": 3\n}'
 
 
 def test_the_hex_view_shows_bytes_in_hex_with_their_ascii(client, topic):
     page = client.get(f"/record/{topic}/0/41", params={"view": "hex"})
-    value = html.unescape(re.search(r'id="record-value"><pre class="bytes">(.*?)</pre>',
+    value = html.unescape(re.search(r'id="record-value"><pre class="bytes"[^>]*>(.*?)</pre>',
                                     page.text, re.S)[1])
     assert value.splitlines()[0] == \
         '00000000  7b 22 69 74 65 6d 22 3a 22 6e 65 65 64 6c 65 22  |{"item":"needle"|'
