@@ -10,8 +10,9 @@ in a group, never committing), which the caller closes after the request.
 Where a browse starts, per partition (one, or all of the topic's):
 
 - ``oldest``: the log start;
-- ``newest``: ``limit`` records before the end; the page shows the newest
-  ``limit`` of what it read, newest first;
+- ``newest``: ``limit`` records before the end (fewer when the partitions
+  times ``limit`` exceed ``scan_max``); the page shows the newest ``limit`` of
+  what it read, newest first;
 - ``offset``: that offset (one partition: it must lie within start..end; all
   partitions: clamped to each one's range);
 - ``timestamp``: the first record stamped at or after it (``offsets_for_times``),
@@ -272,7 +273,10 @@ def _start_positions(consumer: Consumer, query: BrowseQuery, log_starts: dict[in
     if query.start == "oldest":
         return dict(log_starts)
     if query.start == "newest":
-        return {p: max(log_starts[p], ends[p] - query.limit) for p in log_starts}
+        # Each partition's last records, as many as the scan bound lets every one
+        # be read to its end: the newest of the topic are then all among them.
+        per_partition = max(1, min(query.limit, query.scan_max // len(log_starts)))
+        return {p: max(log_starts[p], ends[p] - per_partition) for p in log_starts}
     if query.start == "offset":
         if query.partition is not None:
             _check_offset(query.topic, query.partition, query.offset,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
@@ -155,7 +156,8 @@ class LagHistory:
     least recently sampled is forgotten first). Any thread."""
 
     def __init__(self, samples_max: int = limits.CONSOLE_LAG_SAMPLES_MAX,
-                 groups_max: int = limits.CONSOLE_LAG_GROUPS_MAX):
+                 groups_max: int = limits.CONSOLE_LAG_GROUPS_MAX, clock=time.monotonic):
+        self.now_s = clock               # the samples' time, in seconds
         self._samples_max = samples_max
         self._groups_max = groups_max
         self._groups: OrderedDict[str, deque] = OrderedDict()
@@ -174,6 +176,14 @@ class LagHistory:
     def samples(self, group: str) -> list[tuple[float, int]]:
         with self._lock:
             return list(self._groups.get(group, ()))
+
+    def fresh(self, group: str, now_s: float, age_s_max: float) -> list[tuple[float, int]] | None:
+        """The group's samples if the newest is at most ``age_s_max`` old, else None: two
+        browsers watching one group share its samples instead of doubling its lag queries."""
+        samples = self.samples(group)
+        if samples and now_s - samples[-1][0] <= age_s_max:
+            return samples
+        return None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ itself refuses it while the group has members (GroupNotEmptyError, the CLI's wor
 from __future__ import annotations
 
 import threading
-import time
 from urllib.parse import parse_qs, quote, urlencode
 
 from starlette.concurrency import run_in_threadpool
@@ -50,7 +49,8 @@ def group_page(request):
     ctx = request.app.state.console
     group = request.path_params["group"]
     detail = group_offsets.group_detail(ctx.admin, group)
-    samples = lag_history(request).add(group, time.time(), detail.total_lag)
+    history = lag_history(request)
+    samples = history.add(group, history.now_s(), detail.total_lag)
     return ctx.render(request, "groups/detail.html", group=group, detail=detail,
                       chart=group_offsets.chart_geometry(samples), group_url=group_url(group),
                       poll_s=limits.CONSOLE_LAG_POLL_S, can_admin=ctx.can_admin,
@@ -58,12 +58,16 @@ def group_page(request):
 
 
 def group_lag_chart(request):
-    """The chart alone, with one more sample of the group's total lag."""
+    """The chart alone, with one more sample of the group's total lag (unless another
+    browser took one within half a poll interval)."""
     ctx = request.app.state.console
     group = request.path_params["group"]
-    rows = ctx.admin.group_lag(group)
-    lag = sum(row[4] for row in rows if row[4] is not None)
-    samples = lag_history(request).add(group, time.time(), lag)
+    history = lag_history(request)
+    now_s = history.now_s()
+    samples = history.fresh(group, now_s, limits.CONSOLE_LAG_POLL_S / 2)
+    if samples is None:
+        rows = ctx.admin.group_lag(group)
+        samples = history.add(group, now_s, sum(r[4] for r in rows if r[4] is not None))
     return ctx.render(request, "groups/lag_chart.html", group_url=group_url(group),
                       chart=group_offsets.chart_geometry(samples), poll_s=limits.CONSOLE_LAG_POLL_S)
 

@@ -226,3 +226,12 @@ def test_a_record_is_read_by_its_offset(shared_broker, topic):
         assert (record.key, record.headers) == (b"k-151", [("seq", b"151")])
         with pytest.raises(OffsetOutOfRangeError, match="holds no record yet"):
             browse.read_record(admin, consumer, topic, 1, 100)
+
+
+def test_newest_over_all_partitions_reads_each_to_its_end_within_the_scan_bound(topic, reader):
+    # Given a bound of 10 records for a page of 8 over two partitions
+    result = reader(browse.BrowseQuery(topic, start="newest", limit=8, scan_max=10))
+    # Then each partition's last 5 were read, and the page is the newest 8 of them
+    assert (result.scanned, result.stopped) == (10, "end")
+    assert [(r.partition, r.offset) for r in result.records] == \
+        [(1, 99), (1, 98), (1, 97), (1, 96), (1, 95), (0, 99), (0, 98), (0, 97)]

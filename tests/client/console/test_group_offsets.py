@@ -178,3 +178,11 @@ def test_applying_is_refused_while_the_group_has_a_member(shared_broker, admin, 
                                                       f"stop them before resetting its offsets"):
             group_offsets.apply_plan(admin, group, plan.offsets)
     assert admin.describe_group(group).committed == {(topic, 0): 5, (topic, 1): 9}
+
+
+def test_samples_younger_than_the_bound_are_shared_instead_of_taken_again():
+    history = group_offsets.LagHistory()
+    history.add("g", 100.0, 5)
+    assert history.fresh("g", 100.9, 1.0) == [(100.0, 5)]
+    assert history.fresh("g", 101.1, 1.0) is None
+    assert history.fresh("other", 100.0, 1.0) is None

@@ -12,16 +12,37 @@ import sys
 
 import pytest
 
+from plinth import limits
 from plinth.client.admin import Admin
+from plinth.client.console import group_offsets
 from plinth.client.consumer import Consumer
 from plinth.client.producer import Producer
 from tests.client.console.pages_app import pages_client
 from tests.support import unique_topic, wait_until
 
 
+class ManualClock:
+    """The lag history's clock, moved by the test."""
+
+    def __init__(self):
+        self.time_s = 1_000.0
+
+    def now_s(self) -> float:
+        return self.time_s
+
+    def advance(self, seconds: float) -> None:
+        self.time_s += seconds
+
+
 @pytest.fixture(scope="module")
-def client(shared_broker):
+def clock():
+    return ManualClock()
+
+
+@pytest.fixture(scope="module")
+def client(shared_broker, clock):
     with pages_client(shared_broker.url) as test_client:
+        test_client.app.state.group_lag_history = group_offsets.LagHistory(clock=clock.now_s)
         yield test_client
 
 
@@ -81,7 +102,7 @@ def test_the_group_page_shows_the_lag_admin_group_lag_reports(client, admin, top
     assert re.search(r'id="total-lag">25<', page.text)
 
 
-def test_the_lag_chart_takes_a_sample_each_time_it_is_polled(client, shared_broker, admin):
+def test_the_lag_chart_takes_a_sample_each_time_it_is_polled(client, clock, shared_broker, admin):
     # Given a group page on screen, with lag 10 on a topic of its own
     topic = unique_topic("chart")
     admin.create_topic(topic, 1)
@@ -91,17 +112,21 @@ def test_the_lag_chart_takes_a_sample_each_time_it_is_polled(client, shared_brok
         producer.flush()
     group = idle_group(admin, topic, {0: 0})
     client.get(f"/groups/{group}")
-    # When records arrive and the chart polls
+    # When records arrive and the chart polls a poll interval later
     with Producer(broker=shared_broker.url) as producer:
         for n in range(6):
             producer.send(topic, b"late", partition=0)
         producer.flush()
+    clock.advance(limits.CONSOLE_LAG_POLL_S)
     chart = client.get(f"/groups/{group}/lag", headers={"HX-Request": "true"})
     # Then the chart alone comes back, with the new total and a line through both samples
     assert chart.status_code == 200 and chart.text.lstrip().startswith('<div class="chart-box"')
     assert re.search(r'id="lag-now">16<', chart.text)
     points = re.search(r'<polyline class="line in" points="([^"]+)"', chart.text)[1].split()
     assert len(points) == 2 and f'hx-get="/groups/{group}/lag"' in chart.text
+    # And a second browser polling at once shares that sample instead of taking another
+    again = client.get(f"/groups/{group}/lag", headers={"HX-Request": "true"})
+    assert re.search(r'points="([^"]+)"', again.text)[1].split() == points
 
 
 def test_a_reset_through_dry_run_and_apply_changes_the_committed_offsets(client, admin, topic,
