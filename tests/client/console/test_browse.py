@@ -235,3 +235,11 @@ def test_newest_over_all_partitions_reads_each_to_its_end_within_the_scan_bound(
     assert (result.scanned, result.stopped) == (10, "end")
     assert [(r.partition, r.offset) for r in result.records] == \
         [(1, 99), (1, 98), (1, 97), (1, 96), (1, 95), (0, 99), (0, 98), (0, 97)]
+
+
+def test_an_empty_topic_is_read_to_its_end_at_once(shared_broker, reader):
+    name = unique_topic("empty")
+    with Admin(broker=shared_broker.url) as admin:
+        admin.create_topic(name, 3)
+    result = reader(browse.BrowseQuery(name, start="oldest"))
+    assert (result.records, result.scanned, result.stopped, result.more) == ([], 0, "end", False)
