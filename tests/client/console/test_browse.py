@@ -243,3 +243,19 @@ def test_an_empty_topic_is_read_to_its_end_at_once(shared_broker, reader):
         admin.create_topic(name, 3)
     result = reader(browse.BrowseQuery(name, start="oldest"))
     assert (result.records, result.scanned, result.stopped, result.more) == ([], 0, "end", False)
+
+
+def test_the_topic_picker_pages_names_by_prefix_and_after(shared_broker):
+    prefix = unique_topic("pick") + "-"
+    with Admin(broker=shared_broker.url) as admin:
+        for name in ("a", "b", "c"):
+            admin.create_topic(prefix + name, 1)
+        first = browse.topics_page(admin, prefix, "", 2)
+        second = browse.topics_page(admin, prefix, first.names[-1], 2)
+    assert (first.names, first.more) == ([prefix + "a", prefix + "b"], True)
+    assert (second.names, second.more) == ([prefix + "c"], False)
+
+
+def test_a_topic_search_longer_than_a_topic_name_is_refused(shared_broker):
+    with Admin(broker=shared_broker.url) as admin, pytest.raises(InputTooLongError):
+        browse.topics_page(admin, "t" * (limits.TOPIC_NAME_BYTES_MAX + 1))
