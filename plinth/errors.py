@@ -61,7 +61,9 @@ the environment causes and is expected, handled and reported.
         ├── PlinthTimeoutError      a client-side timeout ran out
         │   └── ProducerBufferFullError buffer_memory full for max_block_ms
         ├── ClosedError             the producer/consumer/admin was closed
-        └── MalformedReplyError     what came back is not a valid Reply
+        ├── MalformedReplyError     what came back is not a valid Reply
+        └── InputTooLongError       a user's input to the console (a filter, a plan) is
+                                    over its limit; also a ValueError
 
 The numeric codes live in ``schemas/protocol.capnp`` (enum ErrorCode); this
 module maps each code to its class, both ways.
@@ -357,6 +359,12 @@ class ClosedError(ClientError):
 class MalformedReplyError(ClientError):
     """The broker's answer does not decode as a Reply (a client connected to
     something that is not a Plinth router, or a bug)."""
+
+
+class InputTooLongError(ClientError, ValueError):
+    """Something a user typed or a link carries (a console filter, a reset plan) is
+    longer than its limit in plinth/limits.py: names it, its size and the limit,
+    and is refused before anything is asked of the broker."""
 
 
 BROKER_ERRORS: dict[str, type[BrokerError]] = {

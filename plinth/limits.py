@@ -806,6 +806,44 @@ KAFKA_GROUP_SYNC_WAIT_MS_MAX = 300_000
 # Partitions of a topic created with num_partitions -1 (Kafka's num.partitions).
 KAFKA_TOPIC_PARTITIONS_DEFAULT = 1
 
+# --- Console pages: message browser and consumer groups (client/console/browse.py,
+# group_offsets.py, pages_browse.py, pages_groups.py) -------------------------------
+# Records one browse request reads at most (what a filter scans before the page
+# answers "scanned N, scan more"): bounds the console's memory and CPU per request
+# whatever the topic holds. The default is what a page scans unless asked.
+CONSOLE_SCAN_RECORDS_DEFAULT = 1_000
+CONSOLE_SCAN_RECORDS_MAX = 10_000
+# And the wall time it may spend on them (a partition whose last offsets hold no
+# records would otherwise keep it waiting for records that never come).
+CONSOLE_SCAN_MS_MAX = 5_000
+# Records one browse page shows (each is a table row with its value's preview).
+CONSOLE_PAGE_RECORDS_DEFAULT = 50
+CONSOLE_PAGE_RECORDS_MAX = 500
+# A key or value filter, in UTF-8 bytes: a substring search, not a document.
+CONSOLE_FILTER_BYTES_MAX = 1_024
+# The browse consumer's fetches: small, since a page shows few records, and short
+# waits, since it reads only up to the end offsets it saw when the request began.
+CONSOLE_FETCH_BYTES = 1 * MiB
+CONSOLE_FETCH_WAIT_MS = 100
+# How much of a key or value a row of the list shows, and the record page: a
+# record may be 16 MiB, and its hex view is four times its size as text.
+CONSOLE_PREVIEW_BYTES = 512
+CONSOLE_RECORD_SHOWN_BYTES_MAX = 256 * KiB
+# "scan more" positions one browse link carries (one per partition of the topic).
+CONSOLE_BROWSE_POSITIONS_MAX = 10_000
+# Names on one page of the group list (each group costs a describeGroup) and of
+# the browser's topic picker.
+CONSOLE_LIST_PAGE_DEFAULT = 50
+CONSOLE_LIST_PAGE_MAX = 200
+# The lag chart: a group page polls its group's lag this often, and the console
+# keeps this many samples of it (2 s x 150 = 5 minutes) for this many groups, the
+# least recently watched dropped first; nobody watching, nothing is asked.
+CONSOLE_LAG_POLL_S = 2
+CONSOLE_LAG_SAMPLES_MAX = 150
+CONSOLE_LAG_GROUPS_MAX = 64
+# Partitions one offset reset may move (its plan travels in the apply form).
+CONSOLE_RESET_PARTITIONS_MAX = 10_000
+
 # --- The Kafka listener's TLS and SASL (router/kafka/sasl_*.py, api_sasl.py) --
 # SCRAM-SHA-256 iterations a users file may hold: RFC 7677's minimum, and
 # Kafka's maximum (ScramMechanism); each PLAIN login and each `kafka-user add`
@@ -875,6 +913,15 @@ CONSOLE_SHUTDOWN_GRACE_S = 3.0
 def _relations() -> list[tuple[str, bool]]:
     """Every relation between the limits above that the code relies on, with why."""
     return [
+        ("a console page shows no more records than it may scan, and scans them in less than "
+         "a request timeout", CONSOLE_PAGE_RECORDS_DEFAULT <= CONSOLE_PAGE_RECORDS_MAX
+         <= CONSOLE_SCAN_RECORDS_DEFAULT <= CONSOLE_SCAN_RECORDS_MAX
+         and CONSOLE_SCAN_MS_MAX < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT
+         and CONSOLE_FETCH_WAIT_MS < CONSOLE_SCAN_MS_MAX
+         and CONSOLE_FETCH_BYTES <= FETCH_BYTES_MAX
+         and CONSOLE_PREVIEW_BYTES <= CONSOLE_RECORD_SHOWN_BYTES_MAX),
+        ("a console group page is a bounded number of describeGroups",
+         CONSOLE_LIST_PAGE_DEFAULT <= CONSOLE_LIST_PAGE_MAX <= 1_000),
         ("the default SCRAM iterations are within the accepted range",
          KAFKA_SCRAM_ITERATIONS_MIN <= KAFKA_SCRAM_ITERATIONS_DEFAULT <= KAFKA_SCRAM_ITERATIONS_MAX),
         ("a SASL token holds at least a user name", KAFKA_SASL_USER_NAME_BYTES_MAX < KAFKA_SASL_AUTH_BYTES_MAX),

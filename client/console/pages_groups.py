@@ -1,0 +1,157 @@
+"""The consumer-group pages: ``/groups`` (a paged prefix search, with state and members
+of the groups on the page), ``/groups/{group}`` (members, assignment, committed
+offset, end offset and lag per partition, and a lag chart), ``/groups/{group}/lag``
+(the chart alone: the group page's htmx polls it every CONSOLE_LAG_POLL_S, and each
+poll takes one sample of that group's lag, so lag is computed only for a group on
+screen), and ``/groups/{group}/reset`` (GET: the form and the dry run; POST: apply
+the plan the dry run showed).
+
+Starlette endpoints in the console's process; the sync ones run in its thread
+pool. The logic is in group_offsets.py. Templates: groups/list.html,
+groups/detail.html, groups/lag_chart.html, groups/reset.html, groups/reset_done.html.
+A reset needs admin rights (``can_admin``) and a form token (the console's
+confirmation forms' guard against other sites posting to it); the coordinator
+itself refuses it while the group has members (GroupNotEmptyError, the CLI's words).
+"""
+
+from __future__ import annotations
+
+import threading
+from urllib.parse import parse_qs, quote, urlencode
+
+from starlette.concurrency import run_in_threadpool
+from starlette.routing import Route
+
+from plinth import limits
+from plinth.client.console import group_offsets
+from plinth.errors import InputTooLongError, NotAuthorizedError
+
+# An apply form: the plan (a topic name, a partition and an offset per partition, at
+# most CONSOLE_RESET_PARTITIONS_MAX of them) and a token, percent-encoded.
+_APPLY_FORM_BYTES_MAX = limits.CONSOLE_RESET_PARTITIONS_MAX * (limits.TOPIC_NAME_BYTES_MAX + 40)
+_HISTORY_LOCK = threading.Lock()
+
+
+def groups_list(request):
+    """A page of group names (prefix search), each with its state and member count."""
+    ctx = request.app.state.console
+    prefix = request.query_params.get("q", "").strip()
+    after = request.query_params.get("after", "")
+    page = group_offsets.groups_page(ctx.admin, prefix, after, limits.CONSOLE_LIST_PAGE_DEFAULT)
+    next_url = None
+    if page.more and page.names:
+        next_url = "/groups?" + urlencode({"q": prefix, "after": page.names[-1]})
+    return ctx.render(request, "groups/list.html", prefix=prefix,
+                      groups=group_offsets.summarize(ctx.admin, page.names), next_url=next_url)
+
+
+def group_page(request):
+    ctx = request.app.state.console
+    group = request.path_params["group"]
+    detail = group_offsets.group_detail(ctx.admin, group)
+    history = lag_history(request)
+    samples = history.add(group, history.now_s(), detail.total_lag)
+    return ctx.render(request, "groups/detail.html", group=group, detail=detail,
+                      chart=group_offsets.chart_geometry(samples), group_url=group_url(group),
+                      poll_s=limits.CONSOLE_LAG_POLL_S, can_admin=ctx.can_admin,
+                      topics=sorted(group_offsets.group_topics(detail.info)))
+
+
+def group_lag_chart(request):
+    """The chart alone, with one more sample of the group's total lag (unless another
+    browser took one within half a poll interval)."""
+    ctx = request.app.state.console
+    group = request.path_params["group"]
+    history = lag_history(request)
+    now_s = history.now_s()
+    samples = history.fresh(group, now_s, limits.CONSOLE_LAG_POLL_S / 2)
+    if samples is None:
+        rows = ctx.admin.group_lag(group)
+        samples = history.add(group, now_s, sum(r[4] for r in rows if r[4] is not None))
+    return ctx.render(request, "groups/lag_chart.html", group_url=group_url(group),
+                      chart=group_offsets.chart_geometry(samples), poll_s=limits.CONSOLE_LAG_POLL_S)
+
+
+def reset_dry_run(request):
+    """The reset form; with ``to`` in the query string, the plan it would apply."""
+    ctx = request.app.state.console
+    group = request.path_params["group"]
+    _check_admin(ctx, group)
+    info = ctx.admin.describe_group(group)
+    plan = None
+    if request.query_params.get("to"):
+        topic, target, value = group_offsets.parse_reset(request.query_params)
+        plan = group_offsets.plan_reset(ctx.admin, group, topic, target, value)
+    return ctx.render(
+        request, "groups/reset.html", group=group, group_url=group_url(group), plan=plan,
+        members=len(info.members), topics=sorted(group_offsets.group_topics(info)),
+        form=dict(request.query_params), targets=group_offsets.RESET_TARGETS,
+        plan_text=group_offsets.format_plan(plan.offsets) if plan else "",
+        token=ctx.form_token(_action(group)))
+
+
+async def reset_apply(request):
+    """Apply the plan the dry run showed (the form carries it), then show the offsets."""
+    ctx = request.app.state.console
+    group = request.path_params["group"]
+    form = await _bounded_form(request, _APPLY_FORM_BYTES_MAX)
+    return await run_in_threadpool(_apply, request, ctx, group, form)
+
+
+def _apply(request, ctx, group: str, form: dict[str, str]):
+    _check_admin(ctx, group)
+    if not ctx.form_token_ok(_action(group), form.get("token", "")):
+        raise ValueError("this reset form was not made by this console (or it restarted "
+                         "since): run the dry run again")
+    offsets = group_offsets.parse_plan(form.get("plan", ""))
+    group_offsets.apply_plan(ctx.admin, group, offsets)
+    committed = ctx.admin.describe_group(group).committed
+    rows = [(t, p, new, committed.get((t, p))) for (t, p), new in sorted(offsets.items())]
+    return ctx.render(request, "groups/reset_done.html", group=group,
+                      group_url=group_url(group), rows=rows)
+
+
+def _check_admin(ctx, group: str) -> None:
+    if not ctx.can_admin:
+        raise NotAuthorizedError(f"resetting the offsets of group {group!r} needs admin "
+                                 f"rights, which the console's key does not have")
+
+
+def _action(group: str) -> str:
+    return f"reset-offsets:{group}"
+
+
+async def _bounded_form(request, bytes_max: int) -> dict[str, str]:
+    """The url-encoded form of a POST, read up to ``bytes_max`` bytes (InputTooLongError
+    past them): the first value of each field."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > bytes_max:
+            raise InputTooLongError(f"the form is over {bytes_max} bytes")
+    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True,
+                      max_num_fields=8)
+    return {name: values[0] for name, values in fields.items()}
+
+
+def lag_history(request) -> group_offsets.LagHistory:
+    """The app's lag samples (one LagHistory per app, made on first use)."""
+    state = request.app.state
+    with _HISTORY_LOCK:
+        history = getattr(state, "group_lag_history", None)
+        if history is None:
+            history = state.group_lag_history = group_offsets.LagHistory()
+    return history
+
+
+def group_url(group: str) -> str:
+    return f"/groups/{quote(group, safe='')}"
+
+
+ROUTES = [
+    Route("/groups", groups_list, name="groups_list"),
+    Route("/groups/{group}", group_page, name="group"),
+    Route("/groups/{group}/lag", group_lag_chart, name="group_lag_chart"),
+    Route("/groups/{group}/reset", reset_dry_run, methods=["GET"], name="group_reset"),
+    Route("/groups/{group}/reset", reset_apply, methods=["POST"], name="group_reset_apply"),
+]
