@@ -10,27 +10,12 @@ login.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
 from plinth import limits
 from plinth.errors import InvalidConfigError
-
-
-
-def is_loopback(host: str) -> bool:
-    """True for "localhost", 127.0.0.0/8 and ::1 (bracketed or not), as main's
-    plinth/loopback.py (which this becomes once both are merged)."""
-    host = host.strip()
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+from plinth.loopback import is_loopback
 
 
 def parse_listen(text: str) -> tuple[str, int]:

@@ -21,7 +21,8 @@ import sys
 import threading
 
 from plinth import limits
-from plinth.client.console.config import ConsoleConfig, is_loopback
+from plinth.client.console.config import ConsoleConfig
+from plinth.loopback import is_loopback
 from plinth.errors import InvalidConfigError
 
 log = logging.getLogger(__name__)

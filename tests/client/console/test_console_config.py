@@ -47,13 +47,3 @@ def test_plinth_console_beyond_loopback_without_credentials_exits_with_one_clear
     assert result.returncode == 1
     assert "refusing to serve the console on 0.0.0.0:7481" in result.stderr
     assert "Traceback" not in result.stderr
-
-
-@pytest.mark.parametrize("host, loopback", [
-    ("127.0.0.1", True), ("127.0.0.2", True), ("localhost", True), ("::1", True),
-    ("[::1]", True), ("0.0.0.0", False), ("::", False), ("example.com", False),
-    ("10.0.0.1", False)])
-def test_loopback_is_any_address_of_the_loopback_interface_and_nothing_else(host, loopback):
-    from plinth.client.console.config import is_loopback
-
-    assert is_loopback(host) is loopback
