@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Broker
+from tests.debian_packages import ensure_chromium
 from tests.support import free_port, start_until_ready
 
 CHROMIUM = "/usr/bin/chromium"
@@ -63,6 +64,7 @@ def browser():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    ensure_chromium()
     profile = tempfile.mkdtemp(prefix="plinth-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
