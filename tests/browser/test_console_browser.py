@@ -82,7 +82,10 @@ def test_typing_in_the_search_box_narrows_the_topic_list_in_place(browser, conso
     browser.find_element(By.NAME, "q").send_keys(prefix)
 
     def names_shown() -> list[str]:
-        return [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#topic-table td a")]
+        # One script call: htmx may swap the table between two element reads
+        return browser.execute_script(
+            "return Array.from(document.querySelectorAll('#topic-table td a'),"
+            " a => a.textContent.trim());")
 
     # Then htmx swaps the table (no page load: the script's variable survives)
     wait_until(lambda: names_shown() == [f"{prefix}-a", f"{prefix}-b"], timeout_s=15,
