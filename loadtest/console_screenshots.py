@@ -9,8 +9,10 @@ console-browse.png, console-group.png), taken by headless Chromium from Debian
 
     python loadtest/console_screenshots.py [--plinth plinth] [--seconds 60]
 
-A page that does not exist in the build (the browser and groups pages come
-from another part of issue 16) is still captured, as its 404 page.
+The browse shot is the topic's newest records; the group shot waits (at most
+GROUP_CHART_WAIT_S) for the lag chart to hold GROUP_CHART_POINTS samples. A page
+that shows an error instead (a build without the page: its 404) is still saved,
+and the script names it and exits 1.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from loadtest.fresh_broker import fresh_broker  # noqa: E402
 from loadtest.redis_peer import free_port  # noqa: E402
 
 TOPIC, GROUP = "orders", "billing"
+GROUP_CHART_POINTS = 4       # samples on the lag chart before its shot (one per 2 s poll)
+GROUP_CHART_WAIT_S = 30.0
 CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
@@ -87,15 +91,21 @@ def shoot(args, url: str, console: str, work: Path) -> int:
     reader = threading.Thread(target=read_as_group, args=(url, stop), daemon=True)
     reader.start()
     driver = browser(str(work / "chromium"))
+    failed = []
     try:
         driver.get(console + "/")            # its stream starts the sampler: the charts fill
         time.sleep(args.seconds)             # the load being pictured, not a wait for a state
         driver.save_screenshot(str(args.out / "console-overview.png"))
-        for name, path in (("topic", f"/topics/{TOPIC}"), ("browse", f"/browse?topic={TOPIC}"),
+        for name, path in (("topic", f"/topics/{TOPIC}"), ("browse", f"/browse/{TOPIC}"),
                            ("group", f"/groups/{GROUP}")):
             driver.get(console + path)
-            time.sleep(3)                    # a live update of the page (SSE, every 2 s)
+            if name == "group":
+                wait_for_lag_chart(driver)
+            else:
+                time.sleep(3)                # a live update of the page (SSE, every 2 s)
             driver.save_screenshot(str(args.out / f"console-{name}.png"))
+            if driver.find_elements("css selector", "section.error"):
+                failed.append(f"{path}: {driver.find_element('tag name', 'h1').text}")
     finally:
         driver.quit()
         stop.set()
@@ -103,7 +113,22 @@ def shoot(args, url: str, console: str, work: Path) -> int:
         bench.wait(60)
         reader.join(30)
     print("\n".join(str(p) for p in sorted(args.out.glob("console-*.png"))))
-    return 0
+    if failed:
+        print("error pages instead of the console's:\n" + "\n".join(failed), file=sys.stderr)
+    return 1 if failed else 0
+
+
+def wait_for_lag_chart(driver) -> None:
+    """Until the group page's lag chart (polled by htmx) holds GROUP_CHART_POINTS
+    samples, or GROUP_CHART_WAIT_S pass (then the shot shows what there is)."""
+    deadline = time.monotonic() + GROUP_CHART_WAIT_S
+    while time.monotonic() < deadline:
+        points = driver.execute_script(
+            "var l = document.querySelector('#lag-chart polyline');"
+            "return l ? l.getAttribute('points').trim().split(/\\s+/).length : 0;")
+        if points >= GROUP_CHART_POINTS:
+            return
+        time.sleep(0.5)
 
 
 if __name__ == "__main__":

@@ -16,18 +16,24 @@ def console_broker(ray_cluster, tmp_path_factory):
     broker.stop()
 
 
-@pytest.fixture(scope="module")
-def console(console_broker):
-    """A TestClient of the console app on ``console_broker``; server errors become
-    500 pages (as a browser sees them), not exceptions in the test."""
+def console_client(broker_url: str):
+    """A TestClient of the console's app (create_app) on ``broker_url``, to use in a
+    ``with``; server errors become 500 pages (as a browser sees them), not exceptions
+    in the test."""
     from starlette.testclient import TestClient
 
     from plinth.client.console.app import create_app
     from plinth.client.console.config import ConsoleConfig
 
-    app = create_app(ConsoleConfig(broker=console_broker.url, sample_interval_s=0.2,
+    app = create_app(ConsoleConfig(broker=broker_url, sample_interval_s=0.2,
                                    request_timeout_ms=10_000))
-    with TestClient(app, raise_server_exceptions=False) as client:
+    return TestClient(app, raise_server_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def console(console_broker):
+    """A TestClient of the console app on ``console_broker``."""
+    with console_client(console_broker.url) as client:
         yield client
 
 

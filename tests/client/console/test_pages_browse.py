@@ -12,13 +12,13 @@ import pytest
 from plinth import limits
 from plinth.client.admin import Admin
 from plinth.client.producer import Producer
-from tests.client.console.pages_app import pages_client
+from tests.client.console.conftest import console_client
 from tests.support import unique_topic
 
 
 @pytest.fixture(scope="module")
 def client(shared_broker):
-    with pages_client(shared_broker.url) as test_client:
+    with console_client(shared_broker.url) as test_client:
         yield test_client
 
 
