@@ -49,7 +49,8 @@ def main(ctx, broker, request_timeout_ms, curve_key_file, curve_server_key_file)
 
     ctx.obj = {"broker": broker, "request_timeout_ms": request_timeout_ms,
                "curve_key_file": curve_key_file, "curve_server_key_file": curve_server_key_file}
-    if ctx.invoked_subcommand not in ("serve", "router", "keygen", "kafka-user", "console"):
+    if ctx.invoked_subcommand not in ("serve", "router", "keygen", "kafka-user", "console",
+                                  "console-auth"):
         try:
             ctx.obj["broker"] = broker_address(broker, curve_key_file, curve_server_key_file)
         except ValueError as exc:
@@ -235,8 +236,8 @@ def router(ray_address, cluster_name, listen, curve_secret_key, authorized_keys,
               metavar="HOST:PORT", help="Where to serve the console. Beyond loopback it needs "
               "--auth-file and --tls-cert/--tls-key.")
 @click.option("--auth-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="Tokens and users allowed in (see client/console/auth.py; "
-                                 "python -m plinth.client.console.auth makes the lines).")
+              default=None, help="Tokens and users allowed in, a line each "
+                                 "(plinth console-auth makes the lines).")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="PEM certificate (chain): serve HTTPS.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -267,6 +268,42 @@ def console(ctx, broker, listen, auth_file, tls_cert, tls_key, curve_key_file,
                            sample_interval_s=sample_interval_s)
     sys.exit(run_console(config, exit_on_stdin_eof=exit_on_stdin_eof,
                          ready=lambda line: click.echo(line) or sys.stdout.flush()))
+
+
+@main.group("console-auth")
+def console_auth():
+    """Lines for the console's --auth-file (append them: >> console.auth)."""
+
+
+@console_auth.command("token")
+@click.argument("name")
+def console_auth_token(name):
+    """A new bearer token for NAME: its line on stdout, and the token itself on stderr
+    (shown once, stored nowhere; a client sends 'Authorization: Bearer TOKEN')."""
+    from plinth.client.console.auth import token_entry
+
+    token, line = token_entry(name)
+    # The token to stderr: `>> console.auth` must capture the line, not the secret
+    click.echo(f"the token for {name} (give it to the client; it is stored nowhere): {token}",
+               err=True)
+    click.echo(line)
+
+
+@console_auth.command("user")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the password from stdin's first line instead of a prompt.")
+def console_auth_user(name, password_stdin):
+    """A browser login (HTTP basic auth) for NAME: its line, the password scrypt-hashed."""
+    from plinth.client.console.auth import user_entry, validate_name
+
+    validate_name(name)          # before the prompt, not after two passwords
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("password", hide_input=True, confirmation_prompt=True,
+                                err=True)
+    click.echo(user_entry(name, password))
 
 
 @main.command()

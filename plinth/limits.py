@@ -901,6 +901,7 @@ CONSOLE_FORM_CHARS_MAX = 16_384
 # The auth file: entries, and scrypt's cost (n=2**14, r=8: 16 MiB and about 50 ms a
 # check, which bounds a password-guessing client to a few guesses a second a core).
 CONSOLE_AUTH_ENTRIES_MAX = 1000
+CONSOLE_AUTH_NAME_CHARS_MAX = 64   # a token's or user's name in the auth file
 CONSOLE_SCRYPT_N = 2 ** 14
 CONSOLE_SCRYPT_R = 8
 CONSOLE_SCRYPT_P = 1

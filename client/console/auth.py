@@ -12,12 +12,15 @@ The file is UTF-8 text, one entry a line; blank lines and lines starting with
     user     alice   scrypt$<n>$<r>$<p>$<salt, hex>$<64-byte key, hex>
 
 - ``token``: a client sends ``Authorization: Bearer <token>``. Tokens are
-  random (make one with ``python -m plinth.client.console.auth token NAME``),
-  so a fast hash is enough: nobody can guess one from its hash.
+  random (make one with ``plinth console-auth token NAME``), so a fast hash is
+  enough: nobody can guess one from its hash.
 - ``user``: HTTP basic auth (a browser's login box). Passwords are chosen by
   people, so their hash is scrypt (hashlib), with its cost in the line
-  (limits.CONSOLE_SCRYPT_*); ``python -m plinth.client.console.auth user NAME``
-  reads the password from stdin and prints the line.
+  (limits.CONSOLE_SCRYPT_*); ``plinth console-auth user NAME`` asks for the
+  password (or reads it from stdin) and prints the line.
+
+A NAME is 1 to limits.CONSOLE_AUTH_NAME_CHARS_MAX characters without
+whitespace (the line's separator) or ``:`` (basic auth's separator).
 
 A bad line, a duplicate name, or more than limits.CONSOLE_AUTH_ENTRIES_MAX
 entries is an InvalidConfigError naming the file and the line. A request
@@ -31,7 +34,6 @@ import binascii
 import hashlib
 import hmac
 import secrets
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +48,31 @@ class Credential:
     kind: str    # "token" or "user"
     name: str
     secret: str  # sha256$HEX or scrypt$N$R$P$SALT$KEY
+
+
+def validate_name(name: str, where: str = "") -> None:
+    """InvalidConfigError unless ``name`` can be a line's NAME (see the top)."""
+    if not 0 < len(name) <= limits.CONSOLE_AUTH_NAME_CHARS_MAX:
+        raise InvalidConfigError(f"{where}the name {name[:64]!r} has {len(name)} characters; "
+                                 f"1 to {limits.CONSOLE_AUTH_NAME_CHARS_MAX} are allowed")
+    if ":" in name or any(c.isspace() for c in name):
+        raise InvalidConfigError(f"{where}the name {name!r} contains whitespace or ':', "
+                                 f"which separate the line's and basic auth's fields")
+
+
+def token_entry(name: str) -> tuple[str, str]:
+    """A new random token and its auth-file line (the token itself is not stored)."""
+    validate_name(name)
+    token = secrets.token_urlsafe(32)
+    return token, f"token {name} {hash_token(token)}"
+
+
+def user_entry(name: str, password: str) -> str:
+    """The auth-file line of a user logging in with ``password`` (scrypt-hashed)."""
+    validate_name(name)
+    if not password:
+        raise InvalidConfigError(f"user {name!r}: the password is empty")
+    return f"user {name} {hash_password(password)}"
 
 
 def hash_token(token: str) -> str:
@@ -132,13 +159,14 @@ def _parse_line(path, number: int, line: str) -> Credential:
         raise InvalidConfigError(f"{path}:{number}: expected 'token NAME sha256$HEX' or "
                                  f"'user NAME scrypt$N$R$P$SALT$KEY'")
     kind, name, secret = parts
+    validate_name(name, f"{path}:{number}: ")
     fields = secret.split("$")
     ok = ((kind == "token" and len(fields) == 2 and fields[0] == "sha256" and len(fields[1]) == 64)
           or (kind == "user" and len(fields) == 6 and fields[0] == "scrypt"
               and all(f.isdigit() for f in fields[1:4])))
     if not ok or not all(_is_hex(f) for f in fields[1 if kind == "token" else 4:]):
         raise InvalidConfigError(f"{path}:{number}: the {kind} {name!r} has a malformed hash "
-                                 f"(make lines with python -m plinth.client.console.auth)")
+                                 f"(make lines with plinth console-auth)")
     return Credential(kind, name, secret)
 
 
@@ -175,28 +203,3 @@ class AuthMiddleware:
             return
         scope.setdefault("state", {})["user"] = who
         return await self.app(scope, receive, send)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m plinth.client.console.auth token NAME`` prints a new token and its
-    line; ``... user NAME`` reads a password from stdin and prints its line."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or args[0] not in KINDS:
-        print("usage: python -m plinth.client.console.auth token|user NAME", file=sys.stderr)
-        return 2
-    kind, name = args
-    if kind == "token":
-        token = secrets.token_urlsafe(32)
-        print(f"# the token (give it to the client; it is not stored): {token}")
-        print(f"token {name} {hash_token(token)}")
-        return 0
-    password = sys.stdin.readline().rstrip("\n")
-    if not password:
-        print("no password on stdin", file=sys.stderr)
-        return 2
-    print(f"user {name} {hash_password(password)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from plinth.client.console.auth import AuthFile, hash_password, hash_token, main
+from plinth.client.console.auth import AuthFile, hash_password, hash_token
 from plinth.errors import InvalidConfigError
 
 FAST = {"n": 2 ** 10, "r": 8, "p": 1}   # scrypt cheap enough for tests, same code path
@@ -61,13 +61,39 @@ def test_an_empty_auth_file_is_refused(tmp_path):
         AuthFile.load(write_auth(tmp_path))
 
 
-def test_the_helper_prints_a_line_the_file_accepts(tmp_path, capsys, monkeypatch):
-    import io
+def test_plinth_console_auth_prints_lines_the_file_accepts(tmp_path):
+    from click.testing import CliRunner
 
-    monkeypatch.setattr("sys.stdin", io.StringIO("pw\n"))
-    assert main(["user", "carol"]) == 0
-    line = capsys.readouterr().out.strip()
-    assert AuthFile.load(write_auth(tmp_path, line)).check(basic("carol", "pw")) == "carol"
+    from plinth.cli import main
+
+    user = CliRunner().invoke(main, ["console-auth", "user", "carol", "--password-stdin"],
+                              input="pw\n")
+    assert user.exit_code == 0, user.output
+    made = CliRunner().invoke(main, ["console-auth", "token", "ci"])
+    assert made.exit_code == 0, made.output
+    # stdout is the line alone (`>> console.auth`); the token is on stderr only
+    token = made.stderr.strip().rsplit(" ", 1)[1]
+    assert token not in made.stdout
+    auth = AuthFile.load(write_auth(tmp_path, user.stdout.strip(), made.stdout.strip()))
+    assert auth.check(basic("carol", "pw")) == "carol"
+    assert auth.check(f"Bearer {token}") == "ci"
+
+
+@pytest.mark.parametrize("name", ["a b", "x:y", "", "n" * 65])
+def test_a_name_the_file_cannot_hold_is_refused_before_any_password(name):
+    from click.testing import CliRunner
+
+    from plinth.cli import main
+
+    result = CliRunner().invoke(main, ["console-auth", "user", name])
+    assert result.exit_code == 1
+    assert "InvalidConfigError" in result.output and "password" not in result.output.lower()
+
+
+def test_a_user_name_with_a_colon_in_the_file_is_refused_naming_the_line(tmp_path):
+    with pytest.raises(InvalidConfigError, match=r"console.auth:3: the name 'x:y'"):
+        AuthFile.load(write_auth(tmp_path, f"user ok {hash_password('pw', **FAST)}",
+                                 f"user x:y {hash_password('pw', **FAST)}"))
 
 
 def test_an_unauthenticated_request_gets_401_and_a_logged_in_one_gets_through(tmp_path):
