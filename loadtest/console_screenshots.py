@@ -9,7 +9,8 @@ console-browse.png, console-group.png), taken by headless Chromium from Debian
 
     python loadtest/console_screenshots.py [--plinth plinth] [--seconds 60]
 
-The browse shot is the topic's newest records; the group shot waits (at most
+The browse shot is the newest of 40 JSON records with headers (a topic of its
+own: the bench's values are random bytes); the group shot waits (at most
 GROUP_CHART_WAIT_S) for the lag chart to hold GROUP_CHART_POINTS samples. A page
 that shows an error instead (a build without the page: its 404) is still saved,
 and the script names it and exits 1.
@@ -33,6 +34,7 @@ from loadtest.fresh_broker import fresh_broker  # noqa: E402
 from loadtest.redis_peer import free_port  # noqa: E402
 
 TOPIC, GROUP = "orders", "billing"
+BROWSED = "payments"   # JSON records with headers: the bench's random bytes show as hex
 GROUP_CHART_POINTS = 4       # samples on the lag chart before its shot (one per 2 s poll)
 GROUP_CHART_WAIT_S = 30.0
 CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -50,6 +52,21 @@ def browser(profile: str):
     for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+def produce_readable_records(url: str, count: int = 40) -> None:
+    """What the browse shot shows: JSON payments with a key and headers."""
+    import json
+
+    from plinth import Producer
+
+    with Producer(broker=url) as producer:
+        for i in range(count):
+            value = {"payment_id": 9_000 + i, "customer": f"customer-{i % 7}",
+                     "amount_cents": 1_250 + 37 * i, "currency": "EUR"}
+            producer.send(BROWSED, json.dumps(value).encode(), key=f"customer-{i % 7}".encode(),
+                          headers=[("source", b"checkout"), ("trace-id", f"{i:016x}".encode())])
+        producer.flush()
 
 
 def read_as_group(url: str, stop: threading.Event) -> None:
@@ -84,6 +101,8 @@ def shoot(args, url: str, console: str, work: Path) -> int:
 
     with Admin(broker=url) as admin:
         admin.create_topic(TOPIC, partitions=6)
+        admin.create_topic(BROWSED, partitions=1)
+    produce_readable_records(url)
     bench = subprocess.Popen([args.plinth, "--broker", url, "bench", "produce", "--topic", TOPIC,
                               "--rate", "20000", "--duration-s", str(args.seconds + 30),
                               "--value-bytes", "200"], stdout=subprocess.DEVNULL, cwd=work)
@@ -96,7 +115,7 @@ def shoot(args, url: str, console: str, work: Path) -> int:
         driver.get(console + "/")            # its stream starts the sampler: the charts fill
         time.sleep(args.seconds)             # the load being pictured, not a wait for a state
         driver.save_screenshot(str(args.out / "console-overview.png"))
-        for name, path in (("topic", f"/topics/{TOPIC}"), ("browse", f"/browse/{TOPIC}"),
+        for name, path in (("topic", f"/topics/{TOPIC}"), ("browse", f"/browse/{BROWSED}?view=json"),
                            ("group", f"/groups/{GROUP}")):
             driver.get(console + path)
             if name == "group":

@@ -31,6 +31,7 @@ or the value (UTF-8 of what was typed, at most CONSOLE_FILTER_BYTES_MAX).
 from __future__ import annotations
 
 import heapq
+import codecs
 import json
 import re
 import time
@@ -380,7 +381,8 @@ def topics_page(admin: Admin, prefix: str = "", after: str = "",
 # --- Showing --------------------------------------------------------------------------
 
 def show(data: bytes | None, view: str, shown_bytes_max: int) -> Shown:
-    """``data`` as ``view`` (text, json or hex), cut to ``shown_bytes_max`` bytes."""
+    """``data`` as ``view`` (text, json or hex), cut to ``shown_bytes_max`` bytes; bytes
+    that are not UTF-8 as hex whatever the view, with a note saying so."""
     if data is None:
         return Shown("null", 0, is_null=True)
     size = len(data)
@@ -388,7 +390,13 @@ def show(data: bytes | None, view: str, shown_bytes_max: int) -> Shown:
     truncated = size > shown_bytes_max
     if view == "hex":
         return Shown(hex_dump(cut), size, truncated)
-    text = cut.decode("utf-8", "replace")
+    try:
+        # Incremental: a cut through a multi-byte character at the end is not an error
+        text = codecs.getincrementaldecoder("utf-8")().decode(cut, final=not truncated)
+    except UnicodeDecodeError as exc:
+        # Binary (Avro, Protobuf, compressed): replacement characters would hide it
+        return Shown(hex_dump(cut), size, truncated,
+                     note=f"not UTF-8 (byte {exc.start}): shown as hex")
     if view != "json":
         return Shown(text, size, truncated)
     if truncated:

@@ -109,6 +109,18 @@ def test_a_value_over_the_shown_bound_is_cut_and_says_its_size():
     assert (shown.text, shown.size_bytes, shown.truncated) == ("a" * 10, 50, True)
 
 
+def test_bytes_that_are_not_utf8_are_shown_as_hex_in_any_view_with_a_note():
+    for view in ("text", "json"):
+        shown = browse.show(b"ab\xff\x00cd", view, 1000)
+        assert shown.text == browse.hex_dump(b"ab\xff\x00cd")
+        assert shown.note == "not UTF-8 (byte 2): shown as hex"
+
+
+def test_a_cut_through_a_multibyte_character_is_still_text():
+    shown = browse.show("é".encode() * 10, "text", 5)   # 2 bytes each: cut mid-character
+    assert (shown.text, shown.truncated, shown.note) == ("éé", True, "")
+
+
 def test_a_null_value_is_shown_as_null():
     assert browse.show(None, "text", 10).is_null
 
