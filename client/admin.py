@@ -13,6 +13,8 @@ which are not safe to repeat blindly.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from plinth import limits, protocol, topics
 from plinth.client.connection import Connection, broker_address
 from plinth.errors import InternalError
@@ -37,6 +39,16 @@ def _config_value(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def alter_topic_args(config, delete_config) -> tuple[dict[str, str], tuple[str, ...]]:
+    """Admin.alter_topic's arguments as the wire carries them (client side, either
+    client): values as text, the keys to delete as a tuple (one key may be a str)."""
+    config = {key: _config_value(value) for key, value in (config or {}).items()}
+    deleted = (delete_config,) if isinstance(delete_config, str) else tuple(delete_config)
+    if not all(isinstance(key, str) for key in deleted):
+        raise TypeError(f"delete_config takes config keys (str), not {deleted!r}")
+    return config, deleted
 
 
 class Admin:
@@ -76,10 +88,14 @@ class Admin:
         return self._call(protocol.encode_create_topic, name, partitions, config, "createTopic",
                           replication_factor or 0).topics[0]
 
-    def alter_topic(self, name: str, config: dict[str, str]) -> protocol.TopicInfo:
-        """Change config entries (e.g. retention.ms); the others keep their values."""
-        config = {key: _config_value(value) for key, value in config.items()}
-        return self._call(protocol.encode_create_topic, name, 0, config, "alterTopic").topics[0]
+    def alter_topic(self, name: str, config: dict[str, str] | None = None,
+                    delete_config: Iterable[str] = ()) -> protocol.TopicInfo:
+        """Change config entries (e.g. retention.ms) and set ``delete_config``'s keys back
+        to their defaults (Kafka's DELETE config operation); the others keep their values.
+        InvalidConfigError for an unknown key, a bad value, or a key in both."""
+        config, deleted = alter_topic_args(config, delete_config)
+        return self._call(protocol.encode_create_topic, name, 0, config, "alterTopic",
+                          0, deleted).topics[0]
 
     def create_partitions(self, name: str, total_count: int) -> protocol.TopicInfo:
         """Grow the topic to ``total_count`` partitions (Kafka's CreatePartitions, whose

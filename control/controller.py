@@ -1100,10 +1100,13 @@ class Controller:
                 f"start the server with --allow-replicas-on-one-node to allow it (testing)")
         return factor
 
-    def alter_topic(self, name: str, changes: dict[str, str]) -> protocol.TopicInfo:
-        """Change config entries of a topic; shards apply them at once (e.g. retention)."""
+    def alter_topic(self, name: str, changes: dict[str, str],
+                    delete_config: tuple[str, ...] = ()) -> protocol.TopicInfo:
+        """Change config entries of a topic, and set ``delete_config``'s keys back to their
+        defaults; shards apply them at once (e.g. retention)."""
         topic = self._topic(name)
-        config = topics.normalize_topic_config(name, {**topic.config, **changes},
+        kept = topics.config_without(name, topic.config, changes, delete_config)
+        config = topics.normalize_topic_config(name, {**kept, **changes},
                                                topic.replication_factor)
         topics.check_config_change(name, topic.config, config)
         topics.check_remote_storage_allowed(name, config, tier_url_given=self._tier.enabled)

@@ -296,8 +296,10 @@ class ControllerHandle:
         return self._call(lambda actor: actor.create_topic.remote(
             name, partitions, config, replication_factor), "create_topic")
 
-    def alter_topic(self, name: str, changes: dict[str, str]) -> protocol.TopicInfo:
-        return self._call(lambda actor: actor.alter_topic.remote(name, changes), "alter_topic")
+    def alter_topic(self, name: str, changes: dict[str, str],
+                    delete_config: tuple[str, ...] = ()) -> protocol.TopicInfo:
+        return self._call(lambda actor: actor.alter_topic.remote(name, changes, delete_config),
+                          "alter_topic")
 
     def add_partitions(self, name: str, partition_count: int) -> protocol.TopicInfo:
         return self._call(lambda actor: actor.add_partitions.remote(name, partition_count),

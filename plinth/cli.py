@@ -505,18 +505,22 @@ def topic_create(ctx, name, partitions, replication_factor, configs):
 @click.argument("name")
 @click.option("--config", "configs", multiple=True, metavar="KEY=VALUE",
               help="Topic config to change, e.g. retention.ms=3600000 (repeatable).")
+@click.option("--delete-config", "deleted", multiple=True, metavar="KEY",
+              help="Set KEY back to its default, as kafka-configs --delete-config "
+                   "(repeatable).")
 @click.option("--partitions", type=int, default=None,
               help="Grow the topic to this many partitions (never fewer than it has).")
 @click.pass_context
-def topic_alter(ctx, name, configs, partitions):
-    if not configs and partitions is None:
-        raise click.UsageError("give --config KEY=VALUE or --partitions N (or both)")
+def topic_alter(ctx, name, configs, deleted, partitions):
+    if not configs and not deleted and partitions is None:
+        raise click.UsageError("give --config KEY=VALUE, --delete-config KEY or "
+                               "--partitions N")
     with _admin(ctx) as admin:
         if partitions is not None:
             info = admin.create_partitions(name, partitions)
             click.echo(f"topic {info.name} has {info.partitions} partitions")
-        if configs:
-            info = admin.alter_topic(name, _parse_config(configs))
+        if configs or deleted:
+            info = admin.alter_topic(name, _parse_config(configs), delete_config=deleted)
             click.echo(f"altered topic {info.name}: " +
                        " ".join(f"{k}={v}" for k, v in sorted(info.config.items())))
 

@@ -99,6 +99,7 @@ class AlterTopicRequest:
     topic: str
     config: dict[str, str]        # the entries to change
     partitions: int = 0           # 0: unchanged; more than the topic has: add partitions
+    delete_config: tuple[str, ...] = ()   # keys set back to their defaults
     kind: ClassVar[str] = "alterTopic"
 
 
@@ -501,16 +502,20 @@ def encode_metadata(request_id: int, topics: list[str]) -> bytes:
 
 def encode_create_topic(request_id: int, name: str, partitions: int,
                         config: dict[str, str], kind: str = "createTopic",
-                        replication_factor: int = 0) -> bytes:
-    """createTopic, or alterTopic (partitions 0: unchanged; replication factor ignored).
-    ``replication_factor`` 0: the server's default."""
+                        replication_factor: int = 0, delete_config: tuple[str, ...] = ()) -> bytes:
+    """createTopic, or alterTopic (partitions 0: unchanged; replication factor ignored;
+    ``delete_config``: keys back to their defaults). ``replication_factor`` 0: the
+    server's default."""
     _check_kind(kind, ("createTopic", "alterTopic"))
+    assert not (delete_config and kind == "createTopic"), "a new topic has no config to delete"
     msg = protocol.Request.new_message(requestId=request_id)
     body = msg.init(kind)
     body.name, body.partitions = name, partitions
     _fill_config(body.init("config", len(config)), config)
     if kind == "createTopic":
         body.replicationFactor = replication_factor
+    if delete_config:
+        body.deleteConfig = list(delete_config)
     return msg.to_bytes()
 
 
@@ -722,7 +727,8 @@ _REQUEST_DECODERS = {
     "metadata": lambda rid, b: MetadataRequest(rid, tuple(b.topics)),
     "createTopic": lambda rid, b: CreateTopicRequest(rid, b.name, b.partitions,
                                                      _config(b.config), b.replicationFactor),
-    "alterTopic": lambda rid, b: AlterTopicRequest(rid, b.name, _config(b.config), b.partitions),
+    "alterTopic": lambda rid, b: AlterTopicRequest(rid, b.name, _config(b.config), b.partitions,
+                                                   tuple(b.deleteConfig)),
     "deleteTopic": lambda rid, b: DeleteTopicRequest(rid, b.name),
     "describeTopic": lambda rid, b: DescribeTopicRequest(rid, b.name),
     "listTopics": lambda rid, _: ListTopicsRequest(rid),

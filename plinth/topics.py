@@ -150,6 +150,27 @@ def validate_replication_factor(name: str, replication_factor, *,
     return replication_factor
 
 
+def config_without(name: str, config: dict[str, str], changes: dict[str, str],
+                   deleted_keys) -> dict[str, str]:
+    """``config`` without ``deleted_keys`` (an alter sets them back to their defaults:
+    normalize_topic_config fills them in again). InvalidConfigError for an unknown
+    key, a key both changed and reset, or more keys than limits.CONFIG_ENTRIES_MAX."""
+    reset = set(deleted_keys)
+    if len(reset) > limits.CONFIG_ENTRIES_MAX:
+        raise InvalidConfigError(f"topic {name!r}: {len(reset)} config keys to reset, over "
+                                 f"the limit of {limits.CONFIG_ENTRIES_MAX}")
+    known = set(TOPIC_CONFIG_KEYS) | set(TOPIC_CONFIG_BOOLEANS) | set(REPLICATION_CONFIG_KEYS)
+    unknown = sorted(reset - known)
+    if unknown:
+        raise InvalidConfigError(f"topic {name!r}: cannot reset unknown config "
+                                 f"{', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    both = sorted(reset & set(changes))
+    if both:
+        raise InvalidConfigError(f"topic {name!r}: config {', '.join(both)} both set and "
+                                 f"reset to its default in one alter")
+    return {key: value for key, value in config.items() if key not in reset}
+
+
 def normalize_topic_config(name: str, config: dict[str, str],
                            replication_factor: int = 1) -> dict[str, str]:
     """Check every key and value; return the config with defaults filled in (the

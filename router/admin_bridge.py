@@ -255,10 +255,11 @@ class AdminBridge:
                                              replication_factor=factor):
                 return protocol.encode_topics_reply(
                     rid, [controller.create_topic(topic, partitions, config, factor)])
-            case protocol.AlterTopicRequest(topic=topic, config=config, partitions=partitions):
+            case protocol.AlterTopicRequest(topic=topic, config=config, partitions=partitions,
+                                            delete_config=delete_config):
                 info = controller.add_partitions(topic, partitions) if partitions else None
-                if config or info is None:
-                    info = controller.alter_topic(topic, config)
+                if config or delete_config or info is None:
+                    info = controller.alter_topic(topic, config, delete_config)
                 return protocol.encode_topics_reply(rid, [info])
             case protocol.DeleteTopicRequest(topic=topic):
                 controller.delete_topic(topic)

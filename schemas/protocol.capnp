@@ -141,6 +141,8 @@ struct CreateTopic {
   partitions @1 :UInt32;
   config @2 :List(ConfigEntry);
   replicationFactor @3 :UInt16;  # 0: the server's --default-replication-factor
+  deleteConfig @4 :List(Text);  # alterTopic: keys set back to their defaults (Kafka's
+                                # DELETE config operation); none also in config
 }
 
 # --- Replication (shard to shard, over the cluster's authenticated hop) ------

@@ -17,9 +17,10 @@ thread at a time uses a sync Admin.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
 from plinth import limits, protocol, topics
-from plinth.client.admin import _config_value, check_names_page_args
+from plinth.client.admin import _config_value, alter_topic_args, check_names_page_args
 from plinth.client.aio.connection import AIOConnection
 from plinth.client.connection import broker_address
 from plinth.errors import InternalError
@@ -69,10 +70,12 @@ class AIOAdmin:
                                 "createTopic", replication_factor or 0)
         return view.topics[0]
 
-    async def alter_topic(self, name: str, config: dict[str, str]) -> protocol.TopicInfo:
+    async def alter_topic(self, name: str, config: dict[str, str] | None = None,
+                          delete_config: Iterable[str] = ()) -> protocol.TopicInfo:
         """Admin.alter_topic."""
-        config = {key: _config_value(value) for key, value in config.items()}
-        view = await self._call(protocol.encode_create_topic, name, 0, config, "alterTopic")
+        config, deleted = alter_topic_args(config, delete_config)
+        view = await self._call(protocol.encode_create_topic, name, 0, config, "alterTopic",
+                                0, deleted)
         return view.topics[0]
 
     async def create_partitions(self, name: str, total_count: int) -> protocol.TopicInfo:

@@ -1,4 +1,4 @@
-"""CreateTopics, DeleteTopics, CreatePartitions and DescribeConfigs, from Plinth's admin.
+"""CreateTopics, DeleteTopics and CreatePartitions, from Plinth's admin.
 
 Runs on the Kafka listener's event loop thread (gateway.py). Each topic is one
 Plinth createTopic, deleteTopic or describeTopic, all of a request's at once.
@@ -6,9 +6,6 @@ Kafka's -1 for the partition count or the replication factor means the
 broker's default: KAFKA_TOPIC_PARTITIONS_DEFAULT partitions (Kafka's
 num.partitions) and the server's --default-replication-factor. A
 ``validate_only`` request checks the name and the counts and creates nothing.
-DescribeConfigs answers a topic's config (DEFAULT_CONFIG where a value is the
-default) and, for a broker, the listener's own options (advertised.listeners,
-auto.create.topics.enable, num.partitions), read only.
 CreatePartitions grows a topic to the count asked (Plinth's alterTopic with a
 partition count); Plinth places the new partitions itself, so manual
 assignments are refused, and ``validate_only`` checks the count against the
@@ -26,14 +23,6 @@ from plinth.router.kafka.backend import ask
 from plinth.router.kafka.plinth_errors import kafka_code, kafka_message
 
 DEFAULT = -1
-RESOURCE_TOPIC = 2
-RESOURCE_BROKER = 4
-# Kafka's ConfigSource and ConfigType numbers (DescribeConfigs v1+ and v3+).
-CONFIG_SOURCE_TOPIC = 1          # DYNAMIC_TOPIC_CONFIG
-CONFIG_SOURCE_STATIC_BROKER = 4  # STATIC_BROKER_CONFIG: the broker's start options
-CONFIG_SOURCE_DEFAULT = 5        # DEFAULT_CONFIG
-CONFIG_TYPE_BOOLEAN, CONFIG_TYPE_STRING, CONFIG_TYPE_INT, CONFIG_TYPE_LONG = 1, 2, 3, 5
-CONFIG_TYPE_LIST = 7
 DELETE_BY_TOPIC_VERSION = 6      # DeleteTopics: topics (name or id) from here on
 
 
@@ -126,67 +115,3 @@ def _growth_error(name: str, partitions: int, count: int) -> BrokerError | None:
     except BrokerError as exc:
         return exc
     return None
-
-
-async def describe_configs(gateway, header, body: dict, connection) -> dict:
-    results = await asyncio.gather(*(_describe_one(gateway, resource)
-                                     for resource in body.get("resources") or []))
-    return {"throttle_time_ms": 0, "results": list(results)}
-
-
-async def _describe_one(gateway, resource: dict) -> dict:
-    name, kind = resource["resource_name"], resource["resource_type"]
-    result = {"error_code": kafka.NONE, "error_message": None, "resource_type": kind,
-              "resource_name": name, "configs": []}
-    wanted = resource.get("configuration_keys")
-    if kind == RESOURCE_BROKER:
-        result["configs"] = _broker_configs(gateway, wanted)
-        return result
-    if kind != RESOURCE_TOPIC:
-        result["error_code"] = kafka.INVALID_REQUEST
-        result["error_message"] = f"resource type {kind}: only topics and brokers have configs"
-        return result
-    reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_topic_request(
-        rid, "describeTopic", name))
-    error = reply.error
-    if error is not None:
-        result["error_code"], result["error_message"] = kafka_code(error), kafka_message(error)
-        return result
-    config = reply.topics[0].config if reply.topics else {}
-    result["configs"] = [_topic_config(key, value) for key, value in sorted(config.items())
-                         if wanted is None or key in wanted]
-    return result
-
-
-def _topic_config(key: str, value: str) -> dict:
-    """One topic config entry: Kafka's DEFAULT_CONFIG where it holds the default."""
-    if key in topics.TOPIC_CONFIG_KEYS:
-        default, config_type = str(topics.TOPIC_CONFIG_KEYS[key][2]), CONFIG_TYPE_LONG
-    elif key in topics.TOPIC_CONFIG_BOOLEANS:
-        default, config_type = topics.TOPIC_CONFIG_BOOLEANS[key], CONFIG_TYPE_BOOLEAN
-    else:
-        default, config_type = None, CONFIG_TYPE_STRING
-    is_default = value == default
-    return {"name": key, "value": value, "read_only": False, "is_default": is_default,
-            "config_source": CONFIG_SOURCE_DEFAULT if is_default else CONFIG_SOURCE_TOPIC,
-            "is_sensitive": False, "synonyms": [], "config_type": config_type,
-            "documentation": None}
-
-
-def _broker_configs(gateway, wanted) -> list[dict]:
-    """What a Kafka admin asks a broker most: where it listens and what it creates.
-    Read only: they are this listener's command-line options."""
-    security = ("SASL_SSL" if gateway.sasl_users is not None and gateway.tls else
-                "SASL_PLAINTEXT" if gateway.sasl_users is not None else
-                "SSL" if gateway.tls else "PLAINTEXT")
-    values = {
-        "advertised.listeners": (f"{security}://{gateway.cluster.advertised}", CONFIG_TYPE_LIST),
-        "auto.create.topics.enable": (str(gateway.auto_create_topics).lower(),
-                                      CONFIG_TYPE_BOOLEAN),
-        "num.partitions": (str(limits.KAFKA_TOPIC_PARTITIONS_DEFAULT), CONFIG_TYPE_INT),
-    }
-    return [{"name": key, "value": value, "read_only": True, "is_default": False,
-             "config_source": CONFIG_SOURCE_STATIC_BROKER, "is_sensitive": False,
-             "synonyms": [], "config_type": config_type, "documentation": None}
-            for key, (value, config_type) in sorted(values.items())
-            if wanted is None or key in wanted]

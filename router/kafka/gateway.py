@@ -31,8 +31,8 @@ import zlib
 from collections.abc import Callable
 from typing import NamedTuple
 
-from plinth.router.kafka import (api_cluster, api_fetch, api_groups, api_offsets, api_produce,
-                                 api_sasl, api_topics)
+from plinth.router.kafka import (api_cluster, api_configs, api_fetch, api_groups, api_offsets,
+                                 api_produce, api_sasl, api_topics)
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.backend import PRINCIPAL, PlinthBackend
 from plinth.router.kafka.codec import API_KEYS, RequestHeader
@@ -112,7 +112,9 @@ class KafkaGateway:
             API_KEYS["CreateTopics"]: api_topics.create_topics,
             API_KEYS["DeleteTopics"]: api_topics.delete_topics,
             API_KEYS["CreatePartitions"]: api_topics.create_partitions,
-            API_KEYS["DescribeConfigs"]: api_topics.describe_configs,
+            API_KEYS["DescribeConfigs"]: api_configs.describe_configs,
+            API_KEYS["AlterConfigs"]: api_configs.alter_configs,
+            API_KEYS["IncrementalAlterConfigs"]: api_configs.incremental_alter_configs,
             API_KEYS["JoinGroup"]: api_groups.join_group,
             API_KEYS["SyncGroup"]: api_groups.sync_group,
             API_KEYS["Heartbeat"]: api_groups.heartbeat,

@@ -586,6 +586,53 @@ DESCRIBE_CONFIGS = Api("DescribeConfigs", 32, (0, 4), 4,
     ),
 )
 
+ALTER_CONFIGS = Api("AlterConfigs", 33, (0, 2), 2,
+    (  # request
+        F("resources", "[]", "0+", fields=(
+            F("resource_type", "int8", "0+"),
+            F("resource_name", "string", "0+"),
+            F("configs", "[]", "0+", fields=(
+                F("name", "string", "0+"),
+                F("value", "string", "0+", nullable="0+"),
+            )),
+        )),
+        F("validate_only", "bool", "0+"),
+    ),
+    (  # response
+        F("throttle_time_ms", "int32", "0+"),
+        F("responses", "[]", "0+", fields=(
+            F("error_code", "int16", "0+"),
+            F("error_message", "string", "0+", nullable="0+"),
+            F("resource_type", "int8", "0+"),
+            F("resource_name", "string", "0+"),
+        )),
+    ),
+)
+
+INCREMENTAL_ALTER_CONFIGS = Api("IncrementalAlterConfigs", 44, (0, 1), 1,
+    (  # request
+        F("resources", "[]", "0+", fields=(
+            F("resource_type", "int8", "0+"),
+            F("resource_name", "string", "0+"),
+            F("configs", "[]", "0+", fields=(
+                F("name", "string", "0+"),
+                F("config_operation", "int8", "0+"),
+                F("value", "string", "0+", nullable="0+"),
+            )),
+        )),
+        F("validate_only", "bool", "0+"),
+    ),
+    (  # response
+        F("throttle_time_ms", "int32", "0+"),
+        F("responses", "[]", "0+", fields=(
+            F("error_code", "int16", "0+"),
+            F("error_message", "string", "0+", nullable="0+"),
+            F("resource_type", "int8", "0+"),
+            F("resource_name", "string", "0+"),
+        )),
+    ),
+)
+
 DESCRIBE_GROUPS = Api("DescribeGroups", 15, (0, 5), 5,
     (  # request
         F("groups", "[]string", "0+"),
@@ -675,4 +722,5 @@ APIS: tuple[Api, ...] = (
     PRODUCE, FETCH, LIST_OFFSETS, METADATA, OFFSET_COMMIT, OFFSET_FETCH, FIND_COORDINATOR,
     JOIN_GROUP, HEARTBEAT, LEAVE_GROUP, SYNC_GROUP, DESCRIBE_GROUPS, LIST_GROUPS,
     SASL_HANDSHAKE, API_VERSIONS, CREATE_TOPICS, DELETE_TOPICS, INIT_PRODUCER_ID,
-    DESCRIBE_CONFIGS, SASL_AUTHENTICATE, CREATE_PARTITIONS, DESCRIBE_CLUSTER)
+    DESCRIBE_CONFIGS, ALTER_CONFIGS, SASL_AUTHENTICATE, CREATE_PARTITIONS,
+    INCREMENTAL_ALTER_CONFIGS, DESCRIBE_CLUSTER)

@@ -10,12 +10,14 @@ import shutil
 import pytest
 import ray.exceptions
 
+from plinth import topics
 from plinth.control import placement
 from plinth.control.controller import Controller
 from plinth.errors import InvalidConfigError, TopicExistsError, UnavailableError, UnknownTopicError
 from tests.control.broker_without_ray import MAIN_DATA_DIR, THREE, TWO, topic_that_moves
 from tests.in_process_shards import ONE_NODE, InProcessShards
 from tests.shard_requests import committed_offsets, produce
+from tests.support import unique_topic
 
 
 def test_a_created_topic_is_placed_by_rendezvous_hashing_opened_on_its_shards_and_saved(brokers):
@@ -68,6 +70,32 @@ def test_an_altered_config_reaches_every_shard_that_holds_a_range_of_the_topic(b
         specs = [s for s in broker.manifest(shard_id).partitions.values() if s.topic == topic]
         assert specs and all(s.config["retention.ms"] == "5000" for s in specs)
     assert broker.metadata_on_disk().topics[topic].config["retention.ms"] == "5000"
+
+
+def test_a_deleted_config_key_goes_back_to_its_default_on_the_shards_and_on_disk(brokers):
+    broker = brokers(1)
+    topic = unique_topic("delete-config")
+    created = broker.controller.create_topic(topic, 1, {"retention.ms": "5000"})
+    default = created.config["retention.bytes"]
+    broker.controller.alter_topic(topic, {"retention.bytes": "1048576"})
+    # When retention.ms is deleted and retention.bytes changed in one alter
+    info = broker.controller.alter_topic(topic, {"retention.bytes": default}, ("retention.ms",))
+    # Then retention.ms holds its default again, everywhere the config lives
+    assert info.config["retention.ms"] == str(topics.TOPIC_CONFIG_KEYS["retention.ms"][2])
+    assert broker.metadata_on_disk().topics[topic].config == info.config
+    specs = [s for s in broker.manifest("shard-0").partitions.values() if s.topic == topic]
+    assert specs and all(s.config == info.config for s in specs)
+
+
+def test_deleting_an_unknown_key_or_one_also_set_is_refused_and_changes_nothing(brokers):
+    broker = brokers(1)
+    topic = unique_topic("delete-config")
+    before = broker.controller.create_topic(topic, 1, {"retention.ms": "5000"}).config
+    with pytest.raises(InvalidConfigError, match="cannot reset unknown config retention.hours"):
+        broker.controller.alter_topic(topic, {}, ("retention.hours",))
+    with pytest.raises(InvalidConfigError, match="retention.ms both set and reset"):
+        broker.controller.alter_topic(topic, {"retention.ms": "1"}, ("retention.ms",))
+    assert broker.controller.describe_topic(topic).config == before
 
 
 def test_a_deleted_topic_is_forgotten_first_and_its_logs_deleted_on_every_shard(brokers):

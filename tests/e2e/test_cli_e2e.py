@@ -118,6 +118,12 @@ def test_topic_alter_changes_config(shared_broker):
     assert "retention.ms=3600000" in plinth(shared_broker.url, "topic", "describe", topic).stdout
     bad = plinth(shared_broker.url, "topic", "alter", topic, "--config", "retention.ms=soon")
     assert bad.returncode != 0 and "not an integer" in bad.stderr
+    # --delete-config sets a key back to its default, as kafka-configs does
+    deleted = plinth(shared_broker.url, "topic", "alter", topic, "--delete-config", "retention.ms")
+    assert deleted.returncode == 0, deleted.stderr
+    assert "retention.ms=604800000" in deleted.stdout
+    unknown = plinth(shared_broker.url, "topic", "alter", topic, "--delete-config", "retention")
+    assert unknown.returncode == 1 and "cannot reset unknown config retention;" in unknown.stderr
 
 
 def test_shards_add_and_remove_print_the_moves_and_removing_the_last_shard_is_refused(broker_factory):

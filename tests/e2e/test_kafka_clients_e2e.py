@@ -215,6 +215,84 @@ def test_an_unknown_topic_is_not_created_by_a_kafka_producer_by_default(kafka_br
         assert topic not in admin.list_topics()
 
 
+def _config(broker, topic: str) -> dict[str, str]:
+    with Admin(broker=broker.url) as admin:
+        return admin.describe_topic(topic).config
+
+
+def test_incremental_alter_configs_sets_and_deletes_topic_keys_from_librdkafka(kafka_broker):
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry,
+                                       ConfigResource, ResourceType)
+
+    topic = _create(kafka_broker)
+    with Admin(broker=kafka_broker.url) as admin:
+        default_bytes = admin.describe_topic(topic).config["retention.bytes"]
+        admin.alter_topic(topic, {"retention.bytes": "1048576"})
+    client = AdminClient({"bootstrap.servers": kafka_broker.kafka_address})
+
+    def alter(*entries, validate_only=False):
+        resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=list(entries))
+        future = client.incremental_alter_configs([resource], validate_only=validate_only)
+        return future[resource].result(TIMEOUT_S)
+
+    set_ms = ConfigEntry("retention.ms", "3600000",
+                         incremental_operation=AlterConfigOpType.SET)
+    delete_bytes = ConfigEntry("retention.bytes", None,
+                               incremental_operation=AlterConfigOpType.DELETE)
+    # validate_only changes nothing
+    alter(set_ms, delete_bytes, validate_only=True)
+    assert _config(kafka_broker, topic)["retention.bytes"] == "1048576"
+    alter(set_ms, delete_bytes)
+    config = _config(kafka_broker, topic)
+    assert (config["retention.ms"], config["retention.bytes"]) == ("3600000", default_bytes)
+    # A bad value, an unknown key and APPEND are refused with INVALID_CONFIG, naming them
+    for entry, says in ((ConfigEntry("retention.ms", "soon",
+                                     incremental_operation=AlterConfigOpType.SET), "retention.ms"),
+                        (ConfigEntry("retention.hours", "1",
+                                     incremental_operation=AlterConfigOpType.SET), "retention.hours"),
+                        (ConfigEntry("cleanup.policy", "compact",
+                                     incremental_operation=AlterConfigOpType.APPEND), "not a list")):
+        with pytest.raises(KafkaException) as refused:
+            alter(entry, validate_only=False)
+        assert refused.value.args[0].name() == "INVALID_CONFIG" and says in str(refused.value)
+    assert _config(kafka_broker, topic)["retention.ms"] == "3600000"
+    # A broker's configs are its command-line options
+    broker_id = next(iter(client.list_topics(timeout=TIMEOUT_S).brokers))
+    broker = ConfigResource(ResourceType.BROKER, str(broker_id), incremental_configs=[
+        ConfigEntry("num.partitions", "3", incremental_operation=AlterConfigOpType.SET)])
+    with pytest.raises(KafkaException) as refused:
+        client.incremental_alter_configs([broker])[broker].result(TIMEOUT_S)
+    assert refused.value.args[0].name() == "INVALID_REQUEST"
+    assert "command-line options: read only" in str(refused.value)
+
+
+def test_kafka_pythons_alter_configs_works_through_either_api(kafka_broker):
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    topic = _create(kafka_broker)
+    with Admin(broker=kafka_broker.url) as admin:
+        defaults = admin.describe_topic(topic).config
+        admin.alter_topic(topic, {"retention.bytes": "1048576"})
+    client = KafkaAdminClient(bootstrap_servers=kafka_broker.kafka_address)
+    try:
+        # AlterConfigs (the whole config): kafka-python re-sends the other keys the
+        # topic has changed, so that only retention.ms changes
+        whole = client.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic,
+                                                     configs={"retention.ms": "7200000"})],
+                                     incremental=False)
+        assert whole == {"topic": {topic: "OK"}}
+        assert _config(kafka_broker, topic) == {**defaults, "retention.ms": "7200000",
+                                                "retention.bytes": "1048576"}
+        # IncrementalAlterConfigs, which kafka-python picks by itself: DELETE
+        deleted = client.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs={
+            "retention.bytes": ("DELETE", None), "retention.ms": "60000"})])
+        assert deleted == {"topic": {topic: "OK"}}
+    finally:
+        client.close()
+    assert _config(kafka_broker, topic) == {**defaults, "retention.ms": "60000"}
+
+
 def test_describe_configs_shows_a_topics_defaults_and_the_brokers_listener(kafka_broker):
     from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 

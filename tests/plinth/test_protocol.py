@@ -35,6 +35,9 @@ def test_admin_requests_round_trip_names_counts_and_config():
     alter = protocol.decode_request(protocol.encode_create_topic(6, "t", 0, {"retention.ms": "1"},
                                                                  "alterTopic"))
     assert alter == protocol.AlterTopicRequest(6, "t", {"retention.ms": "1"})
+    deleting = protocol.decode_request(protocol.encode_create_topic(
+        6, "t", 0, {}, "alterTopic", delete_config=("retention.ms", "retention.bytes")))
+    assert deleting == protocol.AlterTopicRequest(6, "t", {}, 0, ("retention.ms", "retention.bytes"))
     assert protocol.decode_request(protocol.encode_shards_change(7, "addShards", 2)) == \
         protocol.AddShardsRequest(7, 2)
     assert protocol.decode_request(protocol.encode_shards_change(8, "removeShards", 1)) == \

@@ -235,8 +235,11 @@ class FakeController:
         self.topics[name].config = dict(config)
         return self.topics[name]
 
-    def alter_topic(self, name: str, changes: dict[str, str]) -> protocol.TopicInfo:
+    def alter_topic(self, name: str, changes: dict[str, str],
+                    delete_config: tuple[str, ...] = ()) -> protocol.TopicInfo:
         info = self.describe_topic(name)
+        for key in delete_config:
+            info.config.pop(key, None)
         info.config.update(changes)
         return info
 

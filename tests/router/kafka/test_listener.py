@@ -101,7 +101,7 @@ def still_serves(address) -> bool:
     with connect(address) as sock:
         sock.sendall(request(API_VERSIONS, 3, 99, {"client_software_name": "probe"}))
         correlation_id, body = read_response(sock, API_VERSIONS, 3)
-    return correlation_id == 99 and body["error_code"] == 0 and len(body["api_keys"]) == 22
+    return correlation_id == 99 and body["error_code"] == 0 and len(body["api_keys"]) == len(codec.SUPPORTED_VERSIONS)
 
 
 def wait_for(condition, what: str) -> None:
