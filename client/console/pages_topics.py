@@ -201,17 +201,27 @@ def _check_token(ctx, action: str, form) -> None:
 
 # --- alter and delete ---------------------------------------------------------
 
+def alter_args(text: str) -> tuple[dict[str, str], list[str]]:
+    """The alter form's lines as (keys to set, keys to set back to their defaults: the
+    lines ``key=`` with nothing after the ``=``)."""
+    config = parse_config_text(text)
+    if not config:
+        raise ValueError("no config entries to change: give key=value lines "
+                         "(key= sets a key back to its default)")
+    changes = {key: value for key, value in config.items() if value}
+    return changes, sorted(key for key, value in config.items() if not value)
+
+
 async def topic_alter_confirm(request):
     ctx = request.app.state.console
     name = request.path_params["name"]
     form = await request.form()
-    config = parse_config_text(form.get("config") or "")
-    if not config:
-        raise ValueError("no config entries to change: give key=value lines")
+    config, deleted = alter_args(form.get("config") or "")
     import anyio.to_thread
 
     info = await anyio.to_thread.run_sync(ctx.admin.describe_topic, name)
-    changes = [(k, info.config.get(k), v) for k, v in sorted(config.items())]
+    changes = sorted([(k, info.config.get(k), v) for k, v in config.items()] +
+                     [(k, info.config.get(k), "(default)") for k in deleted])
     return ctx.render(request, "topics/confirm.html", action="alter", topic=info, changes=changes,
                       config_text=form.get("config"), token=ctx.form_token(f"alter:{name}"),
                       post_to=request.url_for("topic_alter", name=name))
@@ -222,10 +232,11 @@ async def topic_alter(request):
     name = request.path_params["name"]
     form = await request.form()
     _check_token(ctx, f"alter:{name}", form)
-    config = parse_config_text(form.get("config") or "")
+    config, deleted = alter_args(form.get("config") or "")
     import anyio.to_thread
 
-    await anyio.to_thread.run_sync(ctx.admin.alter_topic, name, config)
+    await anyio.to_thread.run_sync(lambda: ctx.admin.alter_topic(name, config,
+                                                                 delete_config=deleted))
     return RedirectResponse(request.url_for("topic_detail", name=name), status_code=303)
 
 

@@ -133,6 +133,12 @@ def test_a_topic_is_created_altered_and_deleted_through_their_confirmations(cons
     console.post(f"/topics/{name}/alter", data={"config": "retention.ms=120000",
                                                 "token": form_token(confirm.text)})
     assert admin.describe_topic(name).config["retention.ms"] == "120000"
+    # A "key=" line sets the key back to its default
+    confirm = console.post(f"/topics/{name}/alter/confirm", data={"config": "retention.ms="})
+    assert "120000" in confirm.text and "(default)" in confirm.text
+    console.post(f"/topics/{name}/alter", data={"config": "retention.ms=",
+                                                "token": form_token(confirm.text)})
+    assert admin.describe_topic(name).config["retention.ms"] == "604800000"
     # Delete: needs the name typed
     confirm = console.get(f"/topics/{name}/delete")
     token = form_token(confirm.text)
