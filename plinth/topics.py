@@ -154,21 +154,21 @@ def config_without(name: str, config: dict[str, str], changes: dict[str, str],
                    deleted_keys) -> dict[str, str]:
     """``config`` without ``deleted_keys`` (an alter sets them back to their defaults:
     normalize_topic_config fills them in again). InvalidConfigError for an unknown
-    key, a key both changed and reset, or more keys than limits.CONFIG_ENTRIES_MAX."""
-    reset = set(deleted_keys)
-    if len(reset) > limits.CONFIG_ENTRIES_MAX:
-        raise InvalidConfigError(f"topic {name!r}: {len(reset)} config keys to reset, over "
+    key, a key both changed and deleted, or more keys than limits.CONFIG_ENTRIES_MAX."""
+    deleted = set(deleted_keys)
+    if len(deleted) > limits.CONFIG_ENTRIES_MAX:
+        raise InvalidConfigError(f"topic {name!r}: {len(deleted)} config keys to delete, over "
                                  f"the limit of {limits.CONFIG_ENTRIES_MAX}")
     known = set(TOPIC_CONFIG_KEYS) | set(TOPIC_CONFIG_BOOLEANS) | set(REPLICATION_CONFIG_KEYS)
-    unknown = sorted(reset - known)
+    unknown = sorted(deleted - known)
     if unknown:
-        raise InvalidConfigError(f"topic {name!r}: cannot reset unknown config "
+        raise InvalidConfigError(f"topic {name!r}: cannot delete unknown config "
                                  f"{', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    both = sorted(reset & set(changes))
+    both = sorted(deleted & set(changes))
     if both:
         raise InvalidConfigError(f"topic {name!r}: config {', '.join(both)} both set and "
-                                 f"reset to its default in one alter")
-    return {key: value for key, value in config.items() if key not in reset}
+                                 f"deleted (set back to its default) in one alter")
+    return {key: value for key, value in config.items() if key not in deleted}
 
 
 def normalize_topic_config(name: str, config: dict[str, str],

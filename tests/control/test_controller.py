@@ -91,9 +91,9 @@ def test_deleting_an_unknown_key_or_one_also_set_is_refused_and_changes_nothing(
     broker = brokers(1)
     topic = unique_topic("delete-config")
     before = broker.controller.create_topic(topic, 1, {"retention.ms": "5000"}).config
-    with pytest.raises(InvalidConfigError, match="cannot reset unknown config retention.hours"):
+    with pytest.raises(InvalidConfigError, match="cannot delete unknown config retention.hours"):
         broker.controller.alter_topic(topic, {}, ("retention.hours",))
-    with pytest.raises(InvalidConfigError, match="retention.ms both set and reset"):
+    with pytest.raises(InvalidConfigError, match="retention.ms both set and deleted"):
         broker.controller.alter_topic(topic, {"retention.ms": "1"}, ("retention.ms",))
     assert broker.controller.describe_topic(topic).config == before
 

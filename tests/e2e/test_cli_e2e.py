@@ -123,7 +123,7 @@ def test_topic_alter_changes_config(shared_broker):
     assert deleted.returncode == 0, deleted.stderr
     assert "retention.ms=604800000" in deleted.stdout
     unknown = plinth(shared_broker.url, "topic", "alter", topic, "--delete-config", "retention")
-    assert unknown.returncode == 1 and "cannot reset unknown config retention;" in unknown.stderr
+    assert unknown.returncode == 1 and "cannot delete unknown config retention;" in unknown.stderr
 
 
 def test_shards_add_and_remove_print_the_moves_and_removing_the_last_shard_is_refused(broker_factory):
