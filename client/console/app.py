@@ -1,8 +1,7 @@
 """``create_app``: the console's Starlette app, its routes and its error pages.
 
-Built once in the console's process (runner.py, or a test's TestClient). The
-pages of the message browser and the consumer groups (pages_browse.py,
-pages_groups.py) are mounted when their modules exist.
+Built once in the console's process (runner.py, or a test's TestClient), with
+the routes of every page module (pages_*.py).
 
 Errors: a plinth error, ValueError or TypeError raised by a page is the user's
 (a bad offset, an unknown topic, a refused action): it becomes a page saying
@@ -15,8 +14,6 @@ is a bug: a 500 page with a short message, and the traceback in the log only.
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
 import logging
 
 from starlette.applications import Starlette
@@ -33,20 +30,15 @@ from plinth.client.console.sampler import Sampler
 
 log = logging.getLogger(__name__)
 
-OPTIONAL_PAGES = ("plinth.client.console.pages_browse", "plinth.client.console.pages_groups")
-
-
 def create_app(config: ConsoleConfig) -> Starlette:
-    from plinth.client.console import pages_overview, pages_topics
+    from plinth.client.console import pages_browse, pages_groups, pages_overview, pages_topics
 
     broker = broker_address(config.broker, config.curve_key_file, config.curve_server_key_file)
     admin = SharedAdmin(broker=broker, request_timeout_ms=config.request_timeout_ms)
     context = ConsoleContext(broker, admin, make_templates())
     context.sampler = Sampler(admin, interval_s=config.sample_interval_s)
-    routes = [*pages_overview.ROUTES, *pages_topics.ROUTES]
-    for name in OPTIONAL_PAGES:
-        if importlib.util.find_spec(name) is not None:
-            routes.extend(importlib.import_module(name).ROUTES)
+    routes = [*pages_overview.ROUTES, *pages_topics.ROUTES, *pages_browse.ROUTES,
+              *pages_groups.ROUTES]
     routes.append(Mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static"))
     # Compressed: htmx is 52 KB as it is, 17 KB gzipped. Starlette's GZip leaves
     # text/event-stream alone, so the live charts are not held back in a buffer.
