@@ -158,6 +158,23 @@ def shared_broker(ray_cluster, tmp_path_factory):
     broker.stop()
 
 
+@pytest.fixture(scope="module")
+def kafka_broker(ray_cluster, tmp_path_factory, request):
+    """One broker with a Kafka listener (``.kafka_address``, HOST:PORT on loopback) for a
+    module's tests; its shards: the module's ``KAFKA_SHARDS`` (default 2)."""
+    from tests.support import free_port
+
+    port = free_port()
+    broker = Broker(tmp_path_factory.mktemp("kafka"), ray_cluster,
+                    shards=getattr(request.module, "KAFKA_SHARDS", 2),
+                    extra_args=("--kafka-listen", f"127.0.0.1:{port}"))
+    broker.kafka_address = f"127.0.0.1:{port}"
+    broker.start()
+    yield broker
+    broker.stop()
+    broker.end_leftover_shards()
+
+
 class StandaloneRouter(PlinthProcess):
     """A ``plinth router`` subprocess joined to a running broker by its cluster name."""
 

@@ -16,8 +16,7 @@ import pytest
 from plinth.client.admin import Admin
 from plinth.client.consumer import Consumer
 from plinth.client.producer import Producer
-from tests.conftest import Broker
-from tests.support import free_port, unique_topic, wait_until
+from tests.support import unique_topic, wait_until
 
 TIMEOUT_S = 60
 RECORDS = [
@@ -26,17 +25,6 @@ RECORDS = [
     (b"key-2", None, [("h2", b"two"), ("h3", b"")], 1_700_000_000_002),
     (b"key-3", b"\x00\xff" * 500, [], 1_700_000_000_003),
 ]
-
-
-@pytest.fixture(scope="module")
-def kafka_broker(ray_cluster, tmp_path_factory):
-    port = free_port()
-    broker = Broker(tmp_path_factory.mktemp("kafka"), ray_cluster, shards=2,
-                    extra_args=("--kafka-listen", f"127.0.0.1:{port}"))
-    broker.kafka_address = f"127.0.0.1:{port}"
-    broker.start()
-    yield broker
-    broker.stop()
 
 
 def _create(broker, partitions: int = 1) -> str:

@@ -23,25 +23,13 @@ import pytest
 from plinth.client.admin import Admin
 from plinth.client.consumer import Consumer
 from plinth.errors import InconsistentGroupProtocolError
-from tests.conftest import Broker
-from tests.support import free_port, unique_topic, wait_until
+from tests.support import unique_topic, wait_until
 
 TIMEOUT_S = 90          # a rebalance after a kill: the 6 s session timeout, then the joins
 PARTITIONS = 6
 REFUSAL_WAIT_S = 20    # the refusal comes with the first heartbeat's answer
 RECORDS_PER_ROUND = 300
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def kafka_broker(ray_cluster, tmp_path_factory):
-    port = free_port()
-    broker = Broker(tmp_path_factory.mktemp("kafka-groups"), ray_cluster, shards=2,
-                    extra_args=("--kafka-listen", f"127.0.0.1:{port}"))
-    broker.kafka_address = f"127.0.0.1:{port}"
-    broker.start()
-    yield broker
-    broker.stop()
 
 
 def _create(broker, partitions: int) -> str:

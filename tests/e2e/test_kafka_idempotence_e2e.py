@@ -15,29 +15,16 @@ from __future__ import annotations
 import os
 import signal
 
-import pytest
 
 from plinth.client.admin import Admin
-from tests.conftest import Broker
 from tests.shard_processes import shard_pids
-from tests.support import free_port, unique_topic, wait_until
+from tests.support import unique_topic, wait_until
 
 TIMEOUT_S = 120          # a shard restart (Ray respawns the actor, the log recovers), then retries
+KAFKA_SHARDS = 1         # the kafka_broker fixture's: one shard stores every partition,
+                         # so the kill always hits the producer's
 RECORDS = 3_000
 KILL_AT = RECORDS // 4   # the kill comes while the rest is being sent
-
-
-@pytest.fixture(scope="module")
-def kafka_broker(ray_cluster, tmp_path_factory):
-    port = free_port()
-    # One shard: it stores every partition, so the kill always hits the producer's.
-    broker = Broker(tmp_path_factory.mktemp("kafka-idempotence"), ray_cluster, shards=1,
-                    extra_args=("--kafka-listen", f"127.0.0.1:{port}"))
-    broker.kafka_address = f"127.0.0.1:{port}"
-    broker.start()
-    yield broker
-    broker.stop()
-    broker.end_leftover_shards()
 
 
 def _create(broker) -> str:

@@ -20,8 +20,7 @@ import pytest
 from plinth.client.admin import Admin
 from plinth.client.consumer import Consumer, OffsetAndTimestamp
 from plinth.client.producer import Producer
-from tests.conftest import Broker
-from tests.support import free_port, unique_topic, wait_until
+from tests.support import unique_topic, wait_until
 
 TIMEOUT_S = 60
 RECORDS = 30
@@ -30,17 +29,6 @@ BATCH_RECORDS = 7
 T0_MS = (time.time_ns() // 1_000_000_000 - 3600) * 1000
 STEP_MS = 1000
 PLINTH = [sys.executable, "-m", "plinth.cli"]
-
-
-@pytest.fixture(scope="module")
-def kafka_broker(ray_cluster, tmp_path_factory):
-    port = free_port()
-    broker = Broker(tmp_path_factory.mktemp("ktime"), ray_cluster, shards=2,
-                    extra_args=("--kafka-listen", f"127.0.0.1:{port}"))
-    broker.kafka_address = f"127.0.0.1:{port}"
-    broker.start()
-    yield broker
-    broker.stop()
 
 
 def stamped_topic(broker) -> str:

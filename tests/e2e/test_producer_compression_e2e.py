@@ -25,23 +25,11 @@ from plinth.client.consumer import Consumer
 from plinth.client.producer import Producer
 from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2
 from plinth.format.record_batch import BatchBuilder
-from tests.conftest import Broker
-from tests.support import free_port, unique_topic, wait_until
+from tests.support import unique_topic, wait_until
 
 TIMEOUT_S = 60
 RECORDS = 500
 T0_MS = (time.time_ns() // 1_000_000) - 60_000
-
-
-@pytest.fixture(scope="module")
-def kafka_broker(ray_cluster, tmp_path_factory):
-    port = free_port()
-    broker = Broker(tmp_path_factory.mktemp("kcompress"), ray_cluster, shards=2,
-                    extra_args=("--kafka-listen", f"127.0.0.1:{port}"))
-    broker.kafka_address = f"127.0.0.1:{port}"
-    broker.start()
-    yield broker
-    broker.stop()
 
 
 def events() -> list[tuple[bytes, bytes, list, int]]:
