@@ -35,7 +35,7 @@ from loadtest.redis_peer import free_port  # noqa: E402
 
 TOPIC, GROUP = "orders", "billing"
 BROWSED = "payments"   # JSON records with headers: the bench's random bytes show as hex
-GROUP_CHART_POINTS = 4       # samples on the lag chart before its shot (one per 2 s poll)
+GROUP_CHART_POINTS = 4       # samples on the lag chart before its shot (one per 2 s)
 GROUP_CHART_WAIT_S = 30.0
 CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
@@ -138,8 +138,9 @@ def shoot(args, url: str, console: str, work: Path) -> int:
 
 
 def wait_for_lag_chart(driver) -> None:
-    """Until the group page's lag chart (polled by htmx) holds GROUP_CHART_POINTS
-    samples, or GROUP_CHART_WAIT_S pass (then the shot shows what there is)."""
+    """Until the group page's lag chart (sent again by its stream after each sample)
+    holds GROUP_CHART_POINTS samples, or GROUP_CHART_WAIT_S pass (then the shot shows
+    what there is)."""
     deadline = time.monotonic() + GROUP_CHART_WAIT_S
     while time.monotonic() < deadline:
         points = driver.execute_script(

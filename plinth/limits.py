@@ -835,9 +835,11 @@ CONSOLE_BROWSE_POSITIONS_MAX = 10_000
 # the browser's topic picker.
 CONSOLE_LIST_PAGE_DEFAULT = 50
 CONSOLE_LIST_PAGE_MAX = 200
-# The lag chart: a group page polls its group's lag this often, and the console
-# keeps this many samples of it (2 s x 150 = 5 minutes) for this many groups, the
-# least recently watched dropped first; nobody watching, nothing is asked.
+# The lag chart: while a group page's live stream is open, the console samples
+# that group's lag this often (client/console/lag_watch.py), and keeps this many
+# samples of it (2 s x 150 = 5 minutes) for this many groups, the least recently
+# sampled dropped first; it samples at most that many groups at once (a stream
+# for one more is refused). Nobody watching a group, nothing is asked about it.
 CONSOLE_LAG_POLL_S = 2
 CONSOLE_LAG_SAMPLES_MAX = 150
 CONSOLE_LAG_GROUPS_MAX = 64

@@ -54,7 +54,7 @@ class ConsoleContext:
         # site cannot make a visitor's browser post a delete to a loopback console.
         self._form_key = secrets.token_bytes(32)
         self.sampler = None   # the overview's Sampler (app.py sets it)
-        self._streams = 0     # open topic streams (the event loop's only)
+        self._streams = 0     # open topic and group streams (the event loop's only)
 
     @property
     def can_admin(self) -> bool:
@@ -73,10 +73,10 @@ class ConsoleContext:
         return self._can_admin
 
     def streams_open(self, change: int) -> None:
-        """Count a topic page's live stream opening (+1) or closing (-1); ValueError
-        past limits.CONSOLE_SSE_CLIENTS_MAX. The event loop's thread only."""
+        """Count a topic or group page's live stream opening (+1) or closing (-1);
+        ValueError past limits.CONSOLE_SSE_CLIENTS_MAX. The event loop's thread only."""
         if change > 0 and self._streams >= limits.CONSOLE_SSE_CLIENTS_MAX:
-            raise ValueError(f"{self._streams} live topic pages are open; at most "
+            raise ValueError(f"{self._streams} live topic and group pages are open; at most "
                              f"{limits.CONSOLE_SSE_CLIENTS_MAX}")
         self._streams += change
 

@@ -4,8 +4,9 @@ resets planned (a dry run) and applied. No web code: pages_groups.py calls these
 
 Runs in the console's process, on whichever thread serves the request, over the
 Admin it is given (the console's is shared and serializes its calls). Lag is
-computed only for the group a page shows, when that page asks (its chart polls
-every CONSOLE_LAG_POLL_S): nothing runs while nobody watches.
+computed only for the group a page shows: when the page is drawn, then every
+CONSOLE_LAG_POLL_S while its live stream is open (lag_watch.py); nothing runs
+while nobody watches.
 
 A reset is the CLI's (``plinth group reset``, plinth/cli_groups.py) with a dry run
 in front: ``plan_reset`` works out, per partition, the committed offset now and the

@@ -1,22 +1,26 @@
 """The consumer-group pages: ``/groups`` (a paged prefix search, with state and members
 of the groups on the page), ``/groups/{group}`` (members, assignment, committed
-offset, end offset and lag per partition, and a lag chart), ``/groups/{group}/lag``
-(the chart alone: the group page's htmx polls it every CONSOLE_LAG_POLL_S, and each
-poll takes one sample of that group's lag, so lag is computed only for a group on
-screen), and ``/groups/{group}/reset`` (GET: the form and the dry run; POST: apply
-the plan the dry run showed).
+offset, end offset and lag per partition, and a lag chart), ``/groups/{group}/stream``
+(the page's live updates over server-sent events: while it is open, its group's lag
+is sampled every CONSOLE_LAG_POLL_S (lag_watch.py) and the chart, the tiles and the
+tables are sent again; a group no page streams is never sampled), and
+``/groups/{group}/reset`` (GET: the form and the dry run; POST: apply the plan the
+dry run showed).
 
 Starlette endpoints in the console's process; the sync ones run in its thread
-pool. The logic is in group_offsets.py. Templates: groups/list.html,
-groups/detail.html, groups/lag_chart.html, groups/reset.html, groups/reset_done.html.
-A reset needs admin rights (``can_admin``) and a form token (the console's
-confirmation forms' guard against other sites posting to it); the coordinator
-itself refuses it while the group has members (GroupNotEmptyError, the CLI's words).
+pool, the stream on its event loop. The logic is in group_offsets.py. Templates:
+groups/list.html, groups/detail.html (with groups/tiles.html, groups/lag_chart.html
+and groups/tables.html, which the stream sends too), groups/reset.html,
+groups/reset_done.html. A reset needs admin rights (``can_admin``) and a form token
+(the console's confirmation forms' guard against other sites posting to it); the
+coordinator itself refuses it while the group has members (GroupNotEmptyError, the
+CLI's words).
 """
 
 from __future__ import annotations
 
 import threading
+from html import escape
 from urllib.parse import parse_qs, quote, urlencode
 
 from starlette.concurrency import run_in_threadpool
@@ -24,6 +28,8 @@ from starlette.routing import Route
 
 from plinth import limits
 from plinth.client.console import group_offsets
+from plinth.client.console.lag_watch import LagWatcher, TooManyGroupsWatchedError, wait_for_sample
+from plinth.client.console.pages_overview import EventStream, sse_event
 from plinth.errors import InputTooLongError, NotAuthorizedError
 
 # An apply form: the plan (a topic name, a partition and an offset per partition, at
@@ -50,26 +56,83 @@ def group_page(request):
     group = request.path_params["group"]
     detail = group_offsets.group_detail(ctx.admin, group)
     history = lag_history(request)
-    samples = history.add(group, history.now_s(), detail.total_lag)
+    now_s = history.now_s()
+    # A sample for the chart drawn now, unless the group's stream took one within
+    # half an interval (another browser watches it): no doubled look.
+    samples = history.fresh(group, now_s, limits.CONSOLE_LAG_POLL_S / 2)
+    if samples is None:
+        samples = history.add(group, now_s, detail.total_lag)
     return ctx.render(request, "groups/detail.html", group=group, detail=detail,
                       chart=group_offsets.chart_geometry(samples), group_url=group_url(group),
-                      poll_s=limits.CONSOLE_LAG_POLL_S, can_admin=ctx.can_admin,
+                      can_admin=ctx.can_admin,
                       topics=sorted(group_offsets.group_topics(detail.info)))
 
 
-def group_lag_chart(request):
-    """The chart alone, with one more sample of the group's total lag (unless another
-    browser took one within half a poll interval)."""
+async def group_stream(request):
+    """SSE, while a group's page is open: after each sample of its lag (lag_watch.py,
+    every CONSOLE_LAG_POLL_S) the events ``group-state``, ``group-tiles``, ``lag-chart``
+    and ``group-tables``, each the HTML of the page's element of that id (only
+    ``lag-chart``, with the error, when the sample failed); a keepalive comment when
+    no sample came for CONSOLE_SSE_KEEPALIVE_S. Past CONSOLE_SSE_CLIENTS_MAX streams
+    or CONSOLE_LAG_GROUPS_MAX watched groups, one ``refused`` event saying so, and
+    the stream ends (a 200: a browser's EventSource reads no other status's body)."""
     ctx = request.app.state.console
     group = request.path_params["group"]
-    history = lag_history(request)
-    now_s = history.now_s()
-    samples = history.fresh(group, now_s, limits.CONSOLE_LAG_POLL_S / 2)
-    if samples is None:
-        rows = ctx.admin.group_lag(group)
-        samples = history.add(group, now_s, sum(r[4] for r in rows if r[4] is not None))
-    return ctx.render(request, "groups/lag_chart.html", group_url=group_url(group),
-                      chart=group_offsets.chart_geometry(samples), poll_s=limits.CONSOLE_LAG_POLL_S)
+    if len(group.encode()) > limits.GROUP_NAME_BYTES_MAX:
+        raise InputTooLongError(f"the group name is {len(group.encode())} bytes; at most "
+                                f"{limits.GROUP_NAME_BYTES_MAX}")
+    watcher = lag_watcher(request)
+    return EventStream(_group_events(ctx, watcher, group))
+
+
+async def _group_events(ctx, watcher: LagWatcher, group: str):
+    # Subscribed inside the generator: its finally then always undoes it, whenever
+    # the browser leaves.
+    try:
+        ctx.streams_open(+1)
+    except ValueError as exc:
+        yield sse_event("refused", _refusal(exc))
+        return
+    try:
+        watch = watcher.subscribe(group)
+    except TooManyGroupsWatchedError as exc:
+        ctx.streams_open(-1)
+        yield sse_event("refused", _refusal(exc))
+        return
+    try:
+        yield f"retry: {int(watcher.interval_s * 1000)}\n\n"
+        seen = 0
+        while True:
+            polls = await wait_for_sample(watch, seen, limits.CONSOLE_SSE_KEEPALIVE_S)
+            if polls == seen:
+                yield ": keepalive\n\n"
+                continue
+            seen = polls
+            for name, html in _live_fragments(ctx, group, watch, watcher.history):
+                yield sse_event(name, html)
+    finally:
+        watcher.unsubscribe(group)
+        ctx.streams_open(-1)
+
+
+def _refusal(exc: Exception) -> str:
+    return (f'<p class="error message" id="live-refused">Live updates are off: '
+            f'{escape(str(exc))}. Reload the page to try again.</p>')
+
+
+def _live_fragments(ctx, group: str, watch, history) -> list[tuple[str, str]]:
+    """(event name, HTML) for each live element of the group page, from the watch's
+    last sample."""
+    template = ctx.templates.get_template
+    chart = template("groups/lag_chart.html").render(
+        chart=group_offsets.chart_geometry(history.samples(group)), error=watch.error)
+    if watch.error or watch.detail is None:
+        return [("lag-chart", chart)]
+    detail = watch.detail
+    return [("group-state", escape(detail.state)),
+            ("group-tiles", template("groups/tiles.html").render(detail=detail)),
+            ("lag-chart", chart),
+            ("group-tables", template("groups/tables.html").render(detail=detail))]
 
 
 def reset_dry_run(request):
@@ -144,6 +207,15 @@ def lag_history(request) -> group_offsets.LagHistory:
     return history
 
 
+def lag_watcher(request) -> LagWatcher:
+    """The app's LagWatcher, over its LagHistory (made on first use, on the event loop)."""
+    state = request.app.state
+    watcher = getattr(state, "group_lag_watcher", None)
+    if watcher is None:
+        watcher = state.group_lag_watcher = LagWatcher(state.console.admin, lag_history(request))
+    return watcher
+
+
 def group_url(group: str) -> str:
     return f"/groups/{quote(group, safe='')}"
 
@@ -151,7 +223,7 @@ def group_url(group: str) -> str:
 ROUTES = [
     Route("/groups", groups_list, name="groups_list"),
     Route("/groups/{group}", group_page, name="group"),
-    Route("/groups/{group}/lag", group_lag_chart, name="group_lag_chart"),
+    Route("/groups/{group}/stream", group_stream, name="group_stream"),
     Route("/groups/{group}/reset", reset_dry_run, methods=["GET"], name="group_reset"),
     Route("/groups/{group}/reset", reset_apply, methods=["POST"], name="group_reset_apply"),
 ]

@@ -64,6 +64,24 @@ def sse_event(name: str, html: str) -> str:
     return f"event: {name}\n{data}\n\n"
 
 
+class EventStream(StreamingResponse):
+    """A text/event-stream response that closes its generator when the response ends,
+    however it ends. Starlette (and the server) cancel a stream whose browser left
+    without closing the generator, whose ``finally`` (unsubscribing, counting the
+    stream closed) would then wait for the garbage collector: a group's lag could go
+    on being sampled for a page nobody has open."""
+
+    def __init__(self, events):
+        super().__init__(events, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()
+
+
 async def stream(request):
     """SSE: a summary and the charts after every sample, while the browser listens."""
     ctx = request.app.state.console
@@ -89,8 +107,7 @@ async def stream(request):
         finally:
             sampler.unsubscribe()
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return EventStream(events())
 
 
 ROUTES = [Route("/", overview, name="overview"),

@@ -16,12 +16,12 @@ import time
 
 from html import escape
 
-from starlette.responses import RedirectResponse, StreamingResponse
+from starlette.responses import RedirectResponse
 from starlette.routing import Route
 
 from plinth import limits, protocol, topics
 from plinth.client.console.topic_listing import topic_page
-from plinth.client.console.pages_overview import sse_event
+from plinth.client.console.pages_overview import EventStream, sse_event
 from plinth.errors import NotAuthorizedError, PlinthError
 
 # Each topic's end offsets at its last look, for the partitions' rates: bounded,
@@ -131,8 +131,7 @@ async def topic_stream(request):
         finally:
             ctx.streams_open(-1)
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-store"})
+    return EventStream(events())
 
 
 # --- create ---------------------------------------------------------------------

@@ -268,8 +268,8 @@ def test_the_lag_chart_moves_while_the_test_produces(browser, console_url, brows
     assert by_id(browser, "lag-now").text == "0"
 
     def lag_now() -> int:
-        # In one script: htmx swaps the chart every poll (an element found in one
-        # call may be gone by the next)
+        # In one script: the page's stream replaces the chart's content after every
+        # sample (an element found in one call may be gone by the next)
         return int(browser.execute_script(
             "var n = document.getElementById('lag-now'); return n ? n.textContent : -1;"))
 
@@ -290,7 +290,8 @@ def test_the_lag_chart_moves_while_the_test_produces(browser, console_url, brows
     writer = threading.Thread(target=produce, daemon=True)
     writer.start()
     try:
-        # Then each poll (every CONSOLE_LAG_POLL_S) adds a point with a higher lag
+        # Then each sample its stream sends (every CONSOLE_LAG_POLL_S) adds a point
+        # with a higher lag
         wait_until(lambda: lag_now() > 0 and points() >= 2, timeout_s=30,
                    explain=lambda: f"lag {lag_now()}, points {points()}")
         first = lag_now()
@@ -299,4 +300,18 @@ def test_the_lag_chart_moves_while_the_test_produces(browser, console_url, brows
     finally:
         stop.set()
         writer.join(30)
+
+    def figures() -> list[str]:
+        # The chart's newest lag, the total-lag tile and the table's lag cell, read in
+        # one script: the stream sends them after each sample, one event each
+        return browser.execute_script(
+            "return ['lag-now', 'total-lag'].map(function (id) {"
+            "  var n = document.getElementById(id); return n ? n.textContent : ''; })"
+            ".concat([(document.querySelector('#lag .lag-row .lag') || {}).textContent]);")
+
+    # And the tiles and the table move with it: once the writer stopped, all three
+    # settle on the topic's end offset (the group committed 0)
+    end = str(admin.list_offsets(topic, 0).end_offset)
+    wait_until(lambda: [f.strip() for f in figures()] == [end, end, end], timeout_s=30,
+               explain=lambda: f"figures {figures()}, end {end}")
     screenshot("console-group-lag-chart")

@@ -1,6 +1,7 @@
 """The consumer-group pages (client/console/pages_groups.py) over a real broker, through
-Starlette's TestClient: the list, the detail's lag, the lag chart, and an offset reset
-through its dry run and apply, checked with ``plinth group describe``."""
+Starlette's TestClient: the list, the detail's lag, the page's live stream (its lag
+chart and tables, sampled only while a stream is open, and its limits), and an offset
+reset through its dry run and apply, checked with ``plinth group describe``."""
 
 from __future__ import annotations
 
@@ -9,41 +10,71 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
 from plinth import limits
 from plinth.client.admin import Admin
 from plinth.client.console import group_offsets
+from plinth.client.console.lag_watch import LagWatcher
 from plinth.client.consumer import Consumer
 from plinth.client.producer import Producer
 from tests.client.console.conftest import console_client
 from tests.support import unique_topic, wait_until
 
 
-class ManualClock:
-    """The lag history's clock, moved by the test."""
-
-    def __init__(self):
-        self.time_s = 1_000.0
-
-    def now_s(self) -> float:
-        return self.time_s
-
-    def advance(self, seconds: float) -> None:
-        self.time_s += seconds
+SAMPLE_S = 0.2   # the watcher's interval here (CONSOLE_LAG_POLL_S in a console)
 
 
-@pytest.fixture(scope="module")
-def clock():
-    return ManualClock()
+def fast_watcher(test_client, groups_max: int = limits.CONSOLE_LAG_GROUPS_MAX) -> LagWatcher:
+    """Give ``test_client``'s app a LagWatcher sampling every SAMPLE_S, over a LagHistory
+    of its own; returns it."""
+    state = test_client.app.state
+    state.group_lag_history = group_offsets.LagHistory()
+    state.group_lag_watcher = LagWatcher(state.console.admin, state.group_lag_history,
+                                         interval_s=SAMPLE_S, groups_max=groups_max)
+    return state.group_lag_watcher
 
 
 @pytest.fixture(scope="module")
-def client(shared_broker, clock):
+def client(shared_broker):
     with console_client(shared_broker.url) as test_client:
-        test_client.app.state.group_lag_history = group_offsets.LagHistory(clock=clock.now_s)
+        fast_watcher(test_client)
         yield test_client
+
+
+@pytest.fixture
+def watcher(client) -> LagWatcher:
+    return client.app.state.group_lag_watcher
+
+
+def sse_events(stream, timeout_s: float = 30.0):
+    """(event name, data) of each event an open SSE response sends, until ``timeout_s``
+    passes (checked at each line: a stream sends one at least every SAMPLE_S or
+    keepalive)."""
+    deadline = time.monotonic() + timeout_s
+    name, data = None, []
+    for line in stream.iter_lines():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no wanted event within {timeout_s} s")
+        if line.startswith("event: "):
+            name = line[len("event: "):]
+        elif line.startswith("data: "):
+            data.append(line[len("data: "):])
+        elif line == "" and name is not None:
+            yield name, "\n".join(data)
+            name, data = None, []
+
+
+def lag_now(chart_html: str) -> int | None:
+    found = re.search(r'id="lag-now">(\d+)<', chart_html)
+    return None if found is None else int(found[1])
+
+
+def chart_points(chart_html: str) -> list[str]:
+    found = re.search(r'<polyline class="line in" points="([^"]+)"', chart_html)
+    return [] if found is None else found[1].split()
 
 
 @pytest.fixture(scope="module")
@@ -102,31 +133,145 @@ def test_the_group_page_shows_the_lag_admin_group_lag_reports(client, admin, top
     assert re.search(r'id="total-lag">25<', page.text)
 
 
-def test_the_lag_chart_takes_a_sample_each_time_it_is_polled(client, clock, shared_broker, admin):
+def topic_with_records(admin, url: str, records: int) -> str:
+    name = unique_topic("chart")
+    admin.create_topic(name, 1)
+    produce(url, name, records)
+    return name
+
+
+def produce(url: str, topic: str, records: int) -> None:
+    with Producer(broker=url) as producer:
+        for n in range(records):
+            producer.send(topic, b"r%d" % n, partition=0)
+        producer.flush()
+
+
+def test_a_group_pages_stream_sends_its_lag_chart_and_tables_after_each_sample(
+        client, shared_broker, admin):
     # Given a group page on screen, with lag 10 on a topic of its own
-    topic = unique_topic("chart")
-    admin.create_topic(topic, 1)
-    with Producer(broker=shared_broker.url) as producer:
-        for n in range(10):
-            producer.send(topic, b"early", partition=0)
-        producer.flush()
+    topic = topic_with_records(admin, shared_broker.url, 10)
     group = idle_group(admin, topic, {0: 0})
-    client.get(f"/groups/{group}")
-    # When records arrive and the chart polls a poll interval later
-    with Producer(broker=shared_broker.url) as producer:
-        for n in range(6):
-            producer.send(topic, b"late", partition=0)
-        producer.flush()
-    clock.advance(limits.CONSOLE_LAG_POLL_S)
-    chart = client.get(f"/groups/{group}/lag", headers={"HX-Request": "true"})
-    # Then the chart alone comes back, with the new total and a line through both samples
-    assert chart.status_code == 200 and chart.text.lstrip().startswith('<div class="chart-box"')
-    assert re.search(r'id="lag-now">16<', chart.text)
-    points = re.search(r'<polyline class="line in" points="([^"]+)"', chart.text)[1].split()
-    assert len(points) == 2 and f'hx-get="/groups/{group}/lag"' in chart.text
-    # And a second browser polling at once shares that sample instead of taking another
-    again = client.get(f"/groups/{group}/lag", headers={"HX-Request": "true"})
-    assert re.search(r'points="([^"]+)"', again.text)[1].split() == points
+    assert 'data-sse="/groups/%s/stream"' % group in client.get(f"/groups/{group}").text
+    with client.stream("GET", f"/groups/{group}/stream") as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        # When records arrive while its stream is open
+        produce(shared_broker.url, topic, 6)
+        # Then a sample shows the new total in the chart, the tiles and the table, in
+        # that order, and the chart's line runs through the page's sample and the new one
+        seen: dict[str, str] = {}
+        for name, data in sse_events(stream):
+            seen[name] = data
+            if name == "group-tables" and lag_now(seen["lag-chart"]) == 16:
+                break
+    assert list(seen) == ["group-state", "group-tiles", "lag-chart", "group-tables"]
+    assert seen["group-state"] == "Empty"
+    assert re.search(r'id="total-lag">16<', seen["group-tiles"])
+    assert re.search(r'class="num lag">16<', seen["group-tables"])
+    assert len(chart_points(seen["lag-chart"])) >= 2
+
+
+def test_lag_is_computed_only_for_groups_with_an_open_stream(client, watcher, shared_broker,
+                                                            admin):
+    topic = topic_with_records(admin, shared_broker.url, 5)
+    shown, streamed, later = (idle_group(admin, topic, {0: 0}) for _ in range(3))
+    history = client.app.state.group_lag_history
+    # Given one group's page drawn (one sample, for the page) but no stream of it
+    client.get(f"/groups/{shown}")
+    assert len(history.samples(shown)) == 1
+    # When another group's stream is open for three samples
+    with client.stream("GET", f"/groups/{streamed}/stream") as stream:
+        events = sse_events(stream)   # held: dropping it would close the stream
+        for name, _ in events:
+            if name == "lag-chart" and watcher.polls(streamed) >= 3:
+                break
+        # Then only that group is watched, and the page-only group got no sample more
+        assert streamed in watcher.watched() and shown not in watcher.watched()
+    assert len(history.samples(shown)) == 1
+    # When its stream has closed
+    wait_until(lambda: streamed not in watcher.watched(), timeout_s=10)
+    taken = len(history.samples(streamed))
+    # Then while a third group's stream takes three samples, the closed one gets none
+    with client.stream("GET", f"/groups/{later}/stream") as stream:
+        for name, _ in sse_events(stream):
+            if name == "lag-chart" and watcher.polls(later) >= 3:
+                break
+    assert len(history.samples(streamed)) == taken
+    assert len(history.samples(shown)) == 1
+
+
+def test_two_streams_of_one_group_share_its_samples(client, watcher, shared_broker, admin):
+    topic = topic_with_records(admin, shared_broker.url, 5)
+    group = idle_group(admin, topic, {0: 0})
+    history = client.app.state.group_lag_history
+    # Given two browsers with the group's page open
+    with client.stream("GET", f"/groups/{group}/stream") as first, \
+            client.stream("GET", f"/groups/{group}/stream") as second:
+        charts, readers = [], [sse_events(first), sse_events(second)]   # held: both open
+        for events in readers:
+            for name, data in events:
+                if name == "lag-chart" and watcher.polls(group) >= 3:
+                    charts.append(data)
+                    break
+        assert watcher.watched() >= {group}
+        # Then one task samples it, an interval apart: not one sampler per browser
+        # (whose samples would interleave, closer than an interval)
+        times = [time_s for time_s, _ in history.samples(group)]
+        assert len(times) >= 3
+        assert min(b - a for a, b in zip(times, times[1:])) >= SAMPLE_S - 0.01, times
+    assert lag_now(charts[0]) == lag_now(charts[1]) == 5
+
+
+def test_a_stream_of_one_group_more_than_the_console_samples_is_refused_with_a_message(
+        shared_broker, admin):
+    topic = topic_with_records(admin, shared_broker.url, 1)
+    watched, refused = idle_group(admin, topic, {0: 0}), idle_group(admin, topic, {0: 0})
+    with console_client(shared_broker.url) as console:
+        watcher = fast_watcher(console, groups_max=1)
+        # Given one group watched, by a console that samples at most one at once
+        with console.stream("GET", f"/groups/{watched}/stream") as stream:
+            events = sse_events(stream)   # held: dropping it would close the stream
+            next(name for name, _ in events if name == "lag-chart")
+            assert watcher.watched() == {watched}
+            # When a page of another group opens its stream
+            with console.stream("GET", f"/groups/{refused}/stream") as other:
+                events = list(sse_events(other))
+        # Then that stream says why it has no live updates, and ends
+        assert [name for name, _ in events] == ["refused"]
+        assert "the lag of 1 groups is being sampled" in html.unescape(events[0][1])
+        assert "at most 1" in events[0][1] and refused not in watcher.watched()
+
+
+def test_a_stream_past_the_consoles_live_page_limit_is_refused_with_a_message(
+        shared_broker, admin):
+    topic = topic_with_records(admin, shared_broker.url, 1)
+    group = idle_group(admin, topic, {0: 0})
+    with console_client(shared_broker.url) as console:
+        watcher = fast_watcher(console)
+        ctx = console.app.state.console
+        # Given as many live topic and group pages open as the console allows
+        for _ in range(limits.CONSOLE_SSE_CLIENTS_MAX):
+            console.portal.call(ctx.streams_open, +1)
+        # When one more group page opens its stream
+        with console.stream("GET", f"/groups/{group}/stream") as stream:
+            events = list(sse_events(stream))
+        # Then it is refused, saying so, and its group is not sampled
+        assert [name for name, _ in events] == ["refused"]
+        assert (f"{limits.CONSOLE_SSE_CLIENTS_MAX} live topic and group pages are open"
+                in events[0][1])
+        assert group not in watcher.watched()
+
+
+def test_a_stream_of_an_unknown_group_shows_the_brokers_answer_in_the_chart(client):
+    group = unique_topic("nobody")
+    with client.stream("GET", f"/groups/{group}/stream") as stream:
+        chart = next(data for name, data in sse_events(stream) if name == "lag-chart")
+    assert 'id="lag-error">UnknownGroupError: ' in chart
+
+
+def test_a_stream_of_an_overlong_group_name_is_a_clear_400(client):
+    page = client.get(f"/groups/{'g' * 300}/stream")
+    assert page.status_code == 400 and "300 bytes; at most 249" in page.text
 
 
 def test_a_reset_through_dry_run_and_apply_changes_the_committed_offsets(client, admin, topic,
