@@ -222,6 +222,12 @@ class Admin:
         """Set a group's committed offsets; refused while the group has members."""
         self._call(protocol.encode_commit_offsets, "resetOffsets", group, "", 0, offsets)
 
+    def delete_group(self, group: str) -> None:
+        """Delete a group's committed offsets and settings (Kafka's DeleteGroups): its
+        consumers start again from auto_offset_reset. GroupNotEmptyError while it has
+        members (Plinth's or Kafka's), UnknownGroupError if it has nothing to delete."""
+        self._call(protocol.encode_group_request, "deleteGroup", group)
+
     def list_offsets(self, topic: str, partition: int,
                      timestamp_ms: int = protocol.NO_TIME_LOOKUP) -> protocol.PartitionInfo:
         """Start and end (high watermark) offsets of one partition; with ``timestamp_ms``

@@ -82,10 +82,6 @@ SpawnedService = None
 KNOWN_FAILURES: dict[str, tuple[str, str]] = {
     'test_create_describe_delete_acls': ('unsupported',
         'Plinth does not serve DescribeAcls/CreateAcls/DeleteAcls (ACLs are Plinth-side grants); the client refuses cleanly (IncompatibleBrokerVersion)'),
-    'test_delete_groups': ('unsupported',
-        'Plinth does not serve DeleteGroups; the client refuses cleanly (IncompatibleBrokerVersion)'),
-    'test_delete_groups_with_errors': ('unsupported',
-        'Plinth does not serve DeleteGroups; the client refuses cleanly (IncompatibleBrokerVersion)'),
     'test_delete_records': ('unsupported',
         'Plinth does not serve DeleteRecords; the client refuses cleanly (IncompatibleBrokerVersion)'),
     'test_delete_records_with_errors': ('unsupported',

@@ -112,3 +112,14 @@ def group_reset(ctx, name, topic_name, to_earliest, to_latest, to_offset):
         admin.reset_group_offsets(name, offsets)
     for (topic, partition), offset in sorted(offsets.items()):
         click.echo(f"{name} {topic}-{partition} -> {offset}")
+
+
+@group_cli.command("delete")
+@click.argument("name")
+@click.pass_context
+def group_delete(ctx, name):
+    """Delete the group's committed offsets (kafka-consumer-groups --delete): its
+    consumers then start from their auto_offset_reset. Refused while it has members."""
+    with admin_for(ctx) as admin:
+        admin.delete_group(name)
+    click.echo(f"deleted group {name}")

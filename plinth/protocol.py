@@ -176,6 +176,13 @@ class FetchOffsetsRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class DeleteGroupRequest:
+    request_id: int
+    group: str
+    kind: ClassVar[str] = "deleteGroup"
+
+
+@dataclass(frozen=True, slots=True)
 class DescribeGroupRequest:
     request_id: int
     group: str
@@ -287,7 +294,7 @@ class ReplicaFetchAllRequest:
 Request = (ProduceRequest | FetchRequest | ListOffsetsRequest | MetadataRequest
            | CreateTopicRequest | AlterTopicRequest | DeleteTopicRequest | DescribeTopicRequest
            | ListTopicsRequest | GroupHeartbeatRequest | CommitOffsetsRequest
-           | ResetOffsetsRequest | FetchOffsetsRequest | DescribeGroupRequest
+           | ResetOffsetsRequest | FetchOffsetsRequest | DescribeGroupRequest | DeleteGroupRequest
            | ListGroupsRequest | ListTopicsPageRequest | ListGroupsPageRequest
            | TopicStatsRequest | StatusRequest | AddShardsRequest | RemoveShardsRequest
            | ReplicaFetchRequest | MoveShardRequest | ReplicaFetchAllRequest
@@ -298,7 +305,8 @@ Request = (ProduceRequest | FetchRequest | ListOffsetsRequest | MetadataRequest
 PARTITION_REQUESTS = (ProduceRequest, FetchRequest, ListOffsetsRequest)
 # Requests that the router forwards to the shard coordinating the group.
 GROUP_REQUESTS = (GroupHeartbeatRequest, CommitOffsetsRequest, ResetOffsetsRequest,
-                  FetchOffsetsRequest, DescribeGroupRequest, *protocol_classic.CLASSIC_REQUESTS)
+                  FetchOffsetsRequest, DescribeGroupRequest, DeleteGroupRequest,
+                  *protocol_classic.CLASSIC_REQUESTS)
 
 
 class PartitionMove(NamedTuple):
@@ -608,8 +616,8 @@ def encode_commit_offsets(request_id: int, kind: str, group: str, member_id: str
 
 
 def encode_group_request(request_id: int, kind: str, group: str) -> bytes:
-    """fetchOffsets or describeGroup."""
-    _check_kind(kind, ("fetchOffsets", "describeGroup"))
+    """fetchOffsets, describeGroup or deleteGroup."""
+    _check_kind(kind, ("fetchOffsets", "describeGroup", "deleteGroup"))
     msg = protocol.Request.new_message(requestId=request_id)
     msg.init(kind).group = group
     return msg.to_bytes()
@@ -744,6 +752,7 @@ _REQUEST_DECODERS = {
     "resetOffsets": lambda rid, b: ResetOffsetsRequest(rid, b.group,
                                                        _partition_offsets(b.offsets)),
     "fetchOffsets": lambda rid, b: FetchOffsetsRequest(rid, b.group),
+    "deleteGroup": lambda rid, b: DeleteGroupRequest(rid, b.group),
     "describeGroup": lambda rid, b: DescribeGroupRequest(rid, b.group),
     "listGroups": lambda rid, _: ListGroupsRequest(rid),
     "status": lambda rid, _: StatusRequest(rid),

@@ -33,7 +33,8 @@ Resources and operations, as Kafka's (topics, groups, the cluster):
                                                      join, sync, heartbeat and leave (their
                                                      topics are opaque to the broker)
     admin      createTopic, alterTopic, deleteTopic, describeGroup, resetOffsets (which also
-               describeTopic                         needs consume on every topic it resets)
+               describeTopic                         needs consume on every topic it resets),
+                                                     deleteGroup
     cluster    status, addShards, removeShards, moveShard: takes neither pattern (replicaFetch
                too, which is shard to shard: a router answers it malformed)
 
@@ -206,7 +207,7 @@ def needs_of(request: protocol.Request) -> list[Need] | None:
                 protocol_classic.ClassicHeartbeatRequest(group=group) | \
                 protocol_classic.ClassicLeaveRequest(group=group):
             return [("consume", None, group)]   # the topics are opaque to the broker
-        case protocol.DescribeGroupRequest(group=group):
+        case protocol.DescribeGroupRequest(group=group) | protocol.DeleteGroupRequest(group=group):
             return [("admin", None, group)]
         case protocol.ResetOffsetsRequest(group=group, offsets=offsets):
             return [("admin", None, group)] + [("consume", t, None) for t in sorted({t for t, _ in offsets})]

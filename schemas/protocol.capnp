@@ -63,6 +63,8 @@ struct Request {
     listTopicsPage @26 :NamesPageRequest;    # a page of the topic names (the console's list)
     listGroupsPage @27 :NamesPageRequest;    # a page of the group names, from every shard
     topicStats @28 :TopicStatsRequest;       # size and rates of some topics
+    deleteGroup @29 :GroupRef;     # its committed offsets and settings; refused while it
+                                   # has members (Kafka's DeleteGroups), answered ok
   }
 }
 

@@ -37,9 +37,9 @@ import struct
 from collections.abc import Callable
 
 from plinth import limits, protocol, protocol_classic
-from plinth.errors import (BrokerError, FencedInstanceIdError, InconsistentGroupProtocolError,
-                           InvalidGroupError, RebalanceInProgressError, StaleMemberEpochError,
-                           UnknownMemberIdError)
+from plinth.errors import (BrokerError, FencedInstanceIdError, GroupNotEmptyError,
+                           InconsistentGroupProtocolError, InvalidGroupError,
+                           RebalanceInProgressError, StaleMemberEpochError, UnknownMemberIdError)
 from plinth.shards.classic_group import (ClassicGroupCoordinator, HeartbeatAnswer, JoinAnswer,
                                          KafkaError, LeaveAnswer, SyncAnswer)
 
@@ -144,6 +144,14 @@ class ClassicRequests:
             raise InconsistentGroupProtocolError(
                 f"group {group!r} is used by Kafka clients (the classic group protocol); "
                 f"a Plinth consumer cannot join it: use another group name")
+
+    def refuse_if_members(self, group: str, action: str) -> None:
+        """GroupNotEmptyError if ``group`` is a classic group here: it has Kafka members
+        (an empty classic group is forgotten at once: classic_group.py)."""
+        if self.coordinator.has_group(group):
+            members = self.coordinator.describe(group).members
+            raise GroupNotEmptyError(f"group {group!r} has {len(members)} active Kafka "
+                                     f"members; stop them before {action}")
 
     def info(self, group: str, committed: dict) -> protocol.GroupInfo | None:
         """A classic group's description for describeGroup, or None if not classic here."""

@@ -73,7 +73,8 @@ from dataclasses import dataclass, field
 from plinth import limits, protocol
 from plinth.errors import (GroupMaxSizeReachedError, GroupNotEmptyError, InvalidConfigError,
                            InvalidGroupError, NotOwnerError, StaleMemberEpochError,
-                           TooManyGroupsError, UnavailableError, UnknownMemberIdError)
+                           TooManyGroupsError, UnavailableError, UnknownGroupError,
+                           UnknownMemberIdError)
 from plinth.shards import assignors
 from plinth.shards.deadlines import Deadlines
 from plinth.shards.offset_store import OffsetStore
@@ -424,6 +425,21 @@ class GroupCoordinator:
             self._check_group_room(name)
         self._store.commit(name, offsets)
         self._offsets_expiry.set(name, self._store.now_ms() + limits.OFFSETS_RETENTION_MS)
+
+    def delete_group(self, name: str) -> None:
+        """Forget a group without members: its committed offsets and settings (Kafka's
+        DeleteGroups). GroupNotEmptyError while it has members; UnknownGroupError if
+        this shard holds nothing of it."""
+        validate_group_name(name)
+        self._check_not_moved(name)
+        group = self._groups.get(name)
+        if group is not None:
+            raise GroupNotEmptyError(f"group {name!r} has {len(group.members)} active members; "
+                                     f"stop them before deleting it")
+        if not self._store.has(name):
+            raise UnknownGroupError(f"group {name!r} has no committed offsets to delete")
+        self._store.delete([name])
+        self._offsets_expiry.discard(name)
 
     def committed(self, name: str) -> dict[TopicPartition, int]:
         validate_group_name(name)

@@ -2,7 +2,7 @@
 
 Runs in the shard actor that coordinates the groups whose names hash to it,
 on its loop thread only (shard_server.py). The protocol's group requests
-(heartbeat, commitOffsets, resetOffsets, fetchOffsets, describeGroup) are
+(heartbeat, commitOffsets, resetOffsets, fetchOffsets, describeGroup, deleteGroup) are
 answered here with their reply header; the controller's calls (partition
 counts, moving groups between shards) arrive through ``ShardServer.call``.
 The rules live in group_coordinator.py, the committed offsets in
@@ -62,7 +62,8 @@ log = logging.getLogger(__name__)
 # Beside the shard's own offsets log: this shard's groups live in replicated slots.
 REPLICATED_MARK = DIR_NAME + ".replicated"
 # Requests that write the slot's log: refused at once with too few in sync.
-_WRITES = (protocol.CommitOffsetsRequest, protocol.ResetOffsetsRequest)
+_WRITES = (protocol.CommitOffsetsRequest, protocol.ResetOffsetsRequest,
+           protocol.DeleteGroupRequest)
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,12 @@ class GroupRequests:
                               request.offsets, _client_key(payload))
                 return protocol.encode_ok(rid)
             case protocol.ResetOffsetsRequest():
+                self._classic.refuse_if_members(request.group, "resetting its offsets")
                 groups.reset_offsets(request.group, request.offsets)
+                return protocol.encode_ok(rid)
+            case protocol.DeleteGroupRequest():
+                self._classic.refuse_if_members(request.group, "deleting it")
+                groups.delete_group(request.group)
                 return protocol.encode_ok(rid)
             case protocol.FetchOffsetsRequest():
                 return protocol.encode_committed_reply(rid, groups.committed(request.group))

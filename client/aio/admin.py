@@ -176,6 +176,10 @@ class AIOAdmin:
         """Admin.reset_group_offsets: refused while the group has members."""
         await self._call(protocol.encode_commit_offsets, "resetOffsets", group, "", 0, offsets)
 
+    async def delete_group(self, group: str) -> None:
+        """Admin.delete_group: refused while the group has members."""
+        await self._call(protocol.encode_group_request, "deleteGroup", group)
+
     async def list_offsets(self, topic: str, partition: int,
                            timestamp_ms: int = protocol.NO_TIME_LOOKUP) -> protocol.PartitionInfo:
         """Admin.list_offsets."""

@@ -12,7 +12,8 @@ Committed offsets are Plinth's: OffsetCommit is a commitOffsets marked
 classic (the coordinator checks the member and generation), OffsetFetch a
 fetchOffsets, so Kafka groups and Plinth groups share one offset store and
 ``plinth group describe`` shows either. DescribeGroups and ListGroups come
-from describeGroup and listGroups.
+from describeGroup and listGroups; DeleteGroups is a deleteGroup per group,
+refused (NON_EMPTY_GROUP) while the group has members of either protocol.
 """
 
 from __future__ import annotations
@@ -153,6 +154,18 @@ async def _offsets_of(gateway, group: str, wanted) -> tuple[list[dict], int]:
 
 
 # --- Describing and listing ---------------------------------------------------------
+
+async def delete_groups(gateway, header, body: dict, connection) -> dict:
+    results = await asyncio.gather(*(_delete(gateway, name)
+                                     for name in body.get("groups_names") or []))
+    return {"throttle_time_ms": 0, "results": list(results)}
+
+
+async def _delete(gateway, name: str) -> dict:
+    reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_group_request(
+        rid, "deleteGroup", name))
+    return {"group_id": name, "error_code": kafka_code(reply.error)}
+
 
 async def describe_groups(gateway, header, body: dict, connection) -> dict:
     described = await asyncio.gather(*(_describe(gateway, name)

@@ -122,6 +122,7 @@ class KafkaGateway:
             API_KEYS["OffsetCommit"]: api_groups.offset_commit,
             API_KEYS["OffsetFetch"]: api_groups.offset_fetch,
             API_KEYS["DescribeGroups"]: api_groups.describe_groups,
+            API_KEYS["DeleteGroups"]: api_groups.delete_groups,
             API_KEYS["ListGroups"]: api_groups.list_groups,
         }
         if sasl_users is not None:

@@ -633,6 +633,19 @@ INCREMENTAL_ALTER_CONFIGS = Api("IncrementalAlterConfigs", 44, (0, 1), 1,
     ),
 )
 
+DELETE_GROUPS = Api("DeleteGroups", 42, (0, 2), 2,
+    (  # request
+        F("groups_names", "[]string", "0+"),
+    ),
+    (  # response
+        F("throttle_time_ms", "int32", "0+"),
+        F("results", "[]", "0+", fields=(
+            F("group_id", "string", "0+"),
+            F("error_code", "int16", "0+"),
+        )),
+    ),
+)
+
 DESCRIBE_GROUPS = Api("DescribeGroups", 15, (0, 5), 5,
     (  # request
         F("groups", "[]string", "0+"),
@@ -723,4 +736,4 @@ APIS: tuple[Api, ...] = (
     JOIN_GROUP, HEARTBEAT, LEAVE_GROUP, SYNC_GROUP, DESCRIBE_GROUPS, LIST_GROUPS,
     SASL_HANDSHAKE, API_VERSIONS, CREATE_TOPICS, DELETE_TOPICS, INIT_PRODUCER_ID,
     DESCRIBE_CONFIGS, ALTER_CONFIGS, SASL_AUTHENTICATE, CREATE_PARTITIONS,
-    INCREMENTAL_ALTER_CONFIGS, DESCRIBE_CLUSTER)
+    DELETE_GROUPS, INCREMENTAL_ALTER_CONFIGS, DESCRIBE_CLUSTER)

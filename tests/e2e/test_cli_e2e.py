@@ -6,7 +6,10 @@ import os
 import subprocess
 import sys
 
-from tests.support import free_port, start_until_ready, unique_topic
+import pytest
+
+from plinth import Admin
+from tests.support import free_port, start_until_ready, unique_topic, wait_until
 
 PLINTH = [sys.executable, "-m", "plinth.cli"]
 
@@ -108,6 +111,36 @@ def test_group_commands_describe_lag_and_reset_offsets(shared_broker):
     described = plinth(shared_broker.url, "group", "describe", group)
     row = next(line.split() for line in described.stdout.splitlines() if line.startswith(f"{topic} "))
     assert row[2:5] == ["0", "4", "4"]
+    # Deleting the group forgets its offsets: a new member starts from auto_offset_reset
+    deleted = plinth(shared_broker.url, "group", "delete", group)
+    assert (deleted.returncode, deleted.stdout) == (0, f"deleted group {group}\n"), deleted.stderr
+    assert group not in plinth(shared_broker.url, "group", "list").stdout.split()
+    again = plinth(shared_broker.url, "group", "delete", group)
+    assert again.returncode == 1 and f"UnknownGroupError: group {group!r}" in again.stderr
+
+
+def test_a_group_with_a_member_is_not_deleted(shared_broker):
+    from plinth import Consumer
+    from plinth.errors import GroupNotEmptyError
+
+    topic, group = unique_topic("cli"), unique_topic("grp")
+    plinth(shared_broker.url, "topic", "create", topic)
+    plinth(shared_broker.url, "produce", topic, stdin="x\n")
+    with Consumer(topic, broker=shared_broker.url, group=group,
+                  auto_offset_reset="earliest") as member:
+        got = []
+        wait_until(lambda: got.extend(r for rs in member.poll(timeout_ms=200).values()
+                                      for r in rs) or got)
+        member.commit()
+        refused = plinth(shared_broker.url, "group", "delete", group)
+        assert refused.returncode == 1
+        assert "GroupNotEmptyError" in refused.stderr and "1 active members" in refused.stderr
+        with Admin(broker=shared_broker.url) as admin:
+            with pytest.raises(GroupNotEmptyError):
+                admin.delete_group(group)
+    # Once it has left, the group (and the offsets it committed) can go
+    with Admin(broker=shared_broker.url) as admin:
+        admin.delete_group(group)
 
 
 def test_topic_alter_changes_config(shared_broker):

@@ -22,7 +22,7 @@ import pytest
 
 from plinth.client.admin import Admin
 from plinth.client.consumer import Consumer
-from plinth.errors import InconsistentGroupProtocolError
+from plinth.errors import GroupNotEmptyError, InconsistentGroupProtocolError
 from tests.support import unique_topic, wait_until
 
 TIMEOUT_S = 90          # a rebalance after a kill: the 6 s session timeout, then the joins
@@ -231,3 +231,59 @@ def test_a_plinth_consumer_cannot_join_a_kafka_group_and_is_told_why(kafka_broke
         assert member.partitions() == {0, 1} and member.process.poll() is None
     finally:
         member.stop()
+
+
+def test_delete_groups_is_refused_while_a_kafka_member_is_in_it_then_forgets_its_offsets(
+        kafka_broker):
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+    from kafka.admin import KafkaAdminClient
+
+    topic, group = _create(kafka_broker, 2), unique_topic("deleted")
+    member = Member("kafka-python", kafka_broker.kafka_address, topic, group)
+    client = AdminClient({"bootstrap.servers": kafka_broker.kafka_address})
+
+    def delete_with_librdkafka():
+        return client.delete_consumer_groups([group], request_timeout=TIMEOUT_S)[group] \
+            .result(TIMEOUT_S)
+
+    try:
+        # Given a Kafka group with a live member, which committed what it read
+        wait_until(lambda: member.partitions() == {0, 1}, TIMEOUT_S)
+        _produce_one_partition(kafka_broker.kafka_address, topic, 3)
+        wait_until(lambda: sum(line.startswith("record") for line in member.lines) == 3,
+                   TIMEOUT_S)
+        # Then neither a Kafka client's DeleteGroups nor Plinth's reset or delete may
+        # take its offsets from under it
+        with pytest.raises(KafkaException) as refused:
+            delete_with_librdkafka()
+        assert refused.value.args[0].name() == "NON_EMPTY_GROUP"
+        with Admin(broker=kafka_broker.url) as admin:
+            for action in (lambda: admin.reset_group_offsets(group, {(topic, 0): 0}),
+                           lambda: admin.delete_group(group)):
+                with pytest.raises(GroupNotEmptyError, match="1 active Kafka members"):
+                    action()
+    finally:
+        member.stop()
+    # Once the member has left, the group is deleted
+    wait_until(lambda: _members(kafka_broker, group) == 0, TIMEOUT_S)
+    delete_with_librdkafka()
+    with Admin(broker=kafka_broker.url) as admin:
+        assert group not in admin.list_groups()
+    # kafka-python sees it gone: GROUP_ID_NOT_FOUND (69)
+    py = KafkaAdminClient(bootstrap_servers=kafka_broker.kafka_address)
+    try:
+        answer = py.delete_groups([group])
+    finally:
+        py.close()
+    assert answer == {group: "GroupIdNotFoundError"}
+
+
+def _members(broker, group: str) -> int:
+    from plinth.errors import UnknownGroupError
+
+    with Admin(broker=broker.url) as admin:
+        try:
+            return len(admin.describe_group(group).members)
+        except UnknownGroupError:
+            return 0

@@ -44,7 +44,8 @@ EVERY_KIND = [
     protocol.DeleteTopicRequest(1, "t"), protocol.DescribeTopicRequest(1, "t"),
     protocol.ListTopicsRequest(1), heartbeat("g"), commit("g", {}),
     protocol.ResetOffsetsRequest(1, "g", {}), protocol.FetchOffsetsRequest(1, "g"),
-    protocol.DescribeGroupRequest(1, "g"), protocol.ListGroupsRequest(1), protocol.StatusRequest(1),
+    protocol.DescribeGroupRequest(1, "g"), protocol.DeleteGroupRequest(1, "g"),
+    protocol.ListGroupsRequest(1), protocol.StatusRequest(1),
     protocol.AddShardsRequest(1, 1), protocol.RemoveShardsRequest(1, 1),
     protocol.ReplicaFetchRequest(1, "t", 0, "shard-1", 0, 0, -1, 1024, 0, 0),
     protocol.MoveShardRequest(1, "shard-1", "d"),
@@ -132,6 +133,8 @@ def test_consuming_in_a_group_needs_the_group_and_every_topic_it_names(tmp_path)
     # And consume does not describe or reset the group
     with pytest.raises(NotAuthorizedError, match="may not admin group 'billing'"):
         acl.check(KEY, protocol.DescribeGroupRequest(1, "billing"))
+    with pytest.raises(NotAuthorizedError, match="may not admin group 'billing'"):
+        acl.check(KEY, protocol.DeleteGroupRequest(1, "billing"))
 
 
 def test_administering_a_group_needs_admin_on_it_and_resetting_consume_on_the_topics(tmp_path):
@@ -139,6 +142,7 @@ def test_administering_a_group_needs_admin_on_it_and_resetting_consume_on_the_to
     acl = acl_from(tmp_path, {KEY: [{"operations": ["admin"], "groups": "billing"},
                                     {"operations": ["consume"], "topics": "orders.*"}]})
     grants = acl.check(KEY, protocol.DescribeGroupRequest(1, "billing"))
+    acl.check(KEY, protocol.DeleteGroupRequest(1, "billing"))
     acl.check(KEY, protocol.ResetOffsetsRequest(1, "billing", {("orders.eu", 0): 0}))
     with pytest.raises(NotAuthorizedError, match="may not consume topic 'payments'"):
         acl.check(KEY, protocol.ResetOffsetsRequest(1, "billing", {("payments", 0): 0}))

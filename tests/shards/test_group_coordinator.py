@@ -7,7 +7,7 @@ import pytest
 from plinth import limits
 from plinth.errors import (GroupMaxSizeReachedError, GroupNotEmptyError, InvalidGroupError,
                            NotOwnerError, StaleMemberEpochError, TooManyGroupsError,
-                           UnavailableError, UnknownMemberIdError)
+                           UnavailableError, UnknownGroupError, UnknownMemberIdError)
 from plinth.shards.group_coordinator import GroupCoordinator
 from plinth.shards.offset_store import OffsetStore
 
@@ -104,6 +104,27 @@ def test_offsets_can_be_reset_only_while_the_group_has_no_members(coordinator):
     coordinator.heartbeat("g", a.member_id, -1, ["t"], set(), SESSION_MS, "", 0.0)
     coordinator.reset_offsets("g", {("t", 0): 3})
     assert coordinator.committed("g") == {("t", 0): 3}
+
+
+def test_a_group_is_deleted_only_without_members_and_stays_deleted_after_a_restart(tmp_path):
+    store = OffsetStore.open(tmp_path)
+    coord = GroupCoordinator(store)
+    coord.set_partition_counts({"t": 2})
+    a = join(coord)
+    coord.commit("g", a.member_id, a.member_epoch, {("t", 0): 5})
+    coord.reset_offsets("kept", {("t", 1): 7})
+    with pytest.raises(GroupNotEmptyError, match="1 active members; stop them before deleting"):
+        coord.delete_group("g")
+    coord.heartbeat("g", a.member_id, -1, ["t"], set(), SESSION_MS, "", 0.0)   # leaves
+    coord.delete_group("g")
+    assert coord.committed("g") == {} and "g" not in store.groups()
+    with pytest.raises(UnknownGroupError, match="no committed offsets to delete"):
+        coord.delete_group("g")
+    store.close()
+    # The deletion is in the log: after a reopen the group is still gone, the other kept
+    store = OffsetStore.open(tmp_path)
+    assert store.groups() == {"kept"} and store.offsets("kept") == {("t", 1): 7}
+    store.close()
 
 
 def test_committed_offsets_and_the_assignor_setting_survive_a_restart(tmp_path):
