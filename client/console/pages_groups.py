@@ -5,7 +5,8 @@ offset, end offset and lag per partition, and a lag chart), ``/groups/{group}/st
 is sampled every CONSOLE_LAG_POLL_S (lag_watch.py) and the chart, the tiles and the
 tables are sent again; a group no page streams is never sampled), and
 ``/groups/{group}/reset`` (GET: the form and the dry run; POST: apply the plan the
-dry run showed).
+dry run showed), and ``/groups/{group}/delete`` (GET: the confirmation, the name to
+type; POST: delete its committed offsets).
 
 Starlette endpoints in the console's process; the sync ones run in its thread
 pool, the stream on its event loop. The logic is in group_offsets.py. Templates:
@@ -24,6 +25,7 @@ from html import escape
 from urllib.parse import parse_qs, quote, urlencode
 
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import RedirectResponse
 from starlette.routing import Route
 
 from plinth import limits
@@ -174,10 +176,40 @@ def _apply(request, ctx, group: str, form: dict[str, str]):
                       group_url=group_url(group), rows=rows)
 
 
-def _check_admin(ctx, group: str) -> None:
+def delete_confirm(request):
+    """The delete confirmation: what goes, and the group's name to type."""
+    ctx = request.app.state.console
+    group = request.path_params["group"]
+    _check_admin(ctx, group, "deleting")
+    info = ctx.admin.describe_group(group)
+    return ctx.render(request, "groups/delete.html", group=group, group_url=group_url(group),
+                      members=len(info.members), partitions=len(info.committed),
+                      token=ctx.form_token(_delete_action(group)))
+
+
+async def delete_apply(request):
+    """Delete the group (the coordinator refuses while it has members); to the list."""
+    ctx = request.app.state.console
+    group = request.path_params["group"]
+    form = await _bounded_form(request, limits.CONSOLE_FORM_CHARS_MAX)
+    _check_admin(ctx, group, "deleting")
+    if not ctx.form_token_ok(_delete_action(group), form.get("token", "")):
+        raise ValueError("this form's confirmation token is missing or stale: confirm again "
+                         "from the console's own page")
+    if form.get("confirm_name") != group:
+        raise ValueError(f"type the group's name ({group}) to delete it")
+    await run_in_threadpool(ctx.admin.delete_group, group)
+    return RedirectResponse("/groups", status_code=303)
+
+
+def _delete_action(group: str) -> str:
+    return f"delete-group:{group}"
+
+
+def _check_admin(ctx, group: str, doing: str = "resetting the offsets of") -> None:
     if not ctx.can_admin:
-        raise NotAuthorizedError(f"resetting the offsets of group {group!r} needs admin "
-                                 f"rights, which the console's key does not have")
+        raise NotAuthorizedError(f"{doing} group {group!r} needs admin rights, which the "
+                                 f"console's key does not have")
 
 
 def _action(group: str) -> str:
@@ -226,4 +258,6 @@ ROUTES = [
     Route("/groups/{group}/stream", group_stream, name="group_stream"),
     Route("/groups/{group}/reset", reset_dry_run, methods=["GET"], name="group_reset"),
     Route("/groups/{group}/reset", reset_apply, methods=["POST"], name="group_reset_apply"),
+    Route("/groups/{group}/delete", delete_confirm, methods=["GET"], name="group_delete"),
+    Route("/groups/{group}/delete", delete_apply, methods=["POST"], name="group_delete_apply"),
 ]

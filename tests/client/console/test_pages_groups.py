@@ -321,6 +321,30 @@ def test_a_reset_is_refused_while_a_member_is_active_in_the_clis_words(client, a
     assert admin.describe_group(group).committed == {(topic, 0): 3, (topic, 1): 3}
 
 
+def test_a_group_is_deleted_through_its_confirmation_and_only_without_members(
+        client, admin, topic, shared_broker):
+    group = idle_group(admin, topic, {0: 3})
+    confirm = client.get(f"/groups/{group}/delete")
+    assert confirm.status_code == 200 and f"Delete group {group}?" in confirm.text
+    token = html.unescape(re.search(r'name="token" value="([^"]*)"', confirm.text).group(1))
+    # A wrong name, or no token, changes nothing
+    wrong = client.post(f"/groups/{group}/delete", data={"token": token, "confirm_name": "x"})
+    assert wrong.status_code == 400 and f"type the group&#39;s name ({group})" in wrong.text
+    stale = client.post(f"/groups/{group}/delete", data={"token": "0" * 64, "confirm_name": group})
+    assert stale.status_code == 400 and "confirmation token" in stale.text
+    # While a member is in, the broker refuses, in the CLI's words
+    with Consumer(topic, broker=shared_broker.url, group=group, enable_auto_commit=False):
+        wait_until(lambda: admin.describe_group(group).members, timeout_s=30)
+        refused = client.post(f"/groups/{group}/delete", data={"token": token,
+                                                               "confirm_name": group})
+        assert refused.status_code == 400 and "GroupNotEmptyError" in refused.text
+    assert admin.describe_group(group).committed == {(topic, 0): 3}
+    wait_until(lambda: not admin.describe_group(group).members, timeout_s=30)
+    gone = client.post(f"/groups/{group}/delete", data={"token": token, "confirm_name": group})
+    assert gone.status_code == 200 and gone.url.path == "/groups"
+    assert group not in admin.list_groups()
+
+
 def test_an_apply_without_the_dry_runs_token_is_refused(client, admin, topic):
     group = idle_group(admin, topic, {0: 3})
     applied = client.post(f"/groups/{group}/reset", data={"plan": f"{topic}:0=0", "token": "x"})
