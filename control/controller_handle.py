@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -352,7 +353,27 @@ class ControllerHandle:
         log.info("found the broker's controller again (%s)", type(died).__name__)
         if self._on_rediscovered is not None:
             self._on_rediscovered(self)
-        return self._call_once(remote_call, method, timeout_s)
+        return self._call_while_restarting(remote_call, method, timeout_s)
+
+    def _call_while_restarting(self, remote_call: Callable, method: str, timeout_s: float):
+        """The repeated call of a handle that finds controllers by name: while Ray is
+        still restarting the controller (ActorUnavailableError, seen on a loaded
+        machine), tried again with backoff until ``timeout_s`` has passed; then, or if
+        the controller is dead, UnavailableError, never Ray's own exception."""
+        import ray
+
+        deadline_s = time.monotonic() + timeout_s
+        backoff_s = limits.CONTROLLER_RESTART_BACKOFF_S_MIN
+        while True:
+            try:
+                return self._call_once(remote_call, method, max(deadline_s - time.monotonic(), 1))
+            except ray.exceptions.ActorUnavailableError as exc:
+                if time.monotonic() + backoff_s > deadline_s:
+                    raise self._died_error(method, exc) from None
+            except ray.exceptions.RayActorError as exc:
+                raise self._died_error(method, exc) from None
+            time.sleep(backoff_s)   # a bounded wait for Ray's restart, not for a state we own
+            backoff_s = min(backoff_s * 2, limits.CONTROLLER_RESTART_BACKOFF_S_MAX)
 
     @staticmethod
     def _died_error(method: str, exc: Exception) -> UnavailableError:

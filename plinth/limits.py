@@ -150,6 +150,10 @@ SHARD_RESTARTS_MAX = 100
 # Ray restarts a dead controller actor at most this often (it recovers by itself:
 # control/controller.py); beyond that the broker needs its server restarted.
 CONTROLLER_RESTARTS_MAX = 100
+# A handle found by name asks a restarting controller again, backing off (doubling)
+# from the first to the second, until its call's timeout.
+CONTROLLER_RESTART_BACKOFF_S_MIN = 0.1
+CONTROLLER_RESTART_BACKOFF_S_MAX = 2.0
 # Threads of the controller that run the queries waiting for shards (describe, status,
 # offsets, stats, groups), apart from the one that runs every change and election: a
 # describe waiting STATUS_CALL_TIMEOUT_S for a dead leader holds up no election.
