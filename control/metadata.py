@@ -83,6 +83,7 @@ naming the path and the first problem); save checks them too, and refuses
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -316,9 +317,10 @@ class BrokerMetadata:
         if len(self.topics) > limits.TOPICS_MAX:
             found.append(f"{len(self.topics)} topics, over the limit of {limits.TOPICS_MAX}")
         known = set(self.shards) | set(self.draining)
-        ids = [topic.topic_id for topic in self.topics.values()]
-        found += [f"topic id {i!r} is given to {ids.count(i)} topics"
-                  for i in sorted(set(ids)) if i and ids.count(i) > 1]
+        # Counted once: ``ids.count`` per id made every save O(topics²), 3 s at 10,000.
+        ids = Counter(topic.topic_id for topic in self.topics.values())
+        found += [f"topic id {i!r} is given to {count} topics"
+                  for i, count in sorted(ids.items()) if i and count > 1]
         for name, topic in self.topics.items():
             found += topic.problems(name, known)
             found += [f"topic {name!r} partition {p}: its record's controller epoch "
