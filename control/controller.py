@@ -1055,7 +1055,7 @@ class Controller:
             del self._metadata.topics[name]
             raise
         self._save()
-        self._shards.push_partition_counts(self._metadata.partition_counts())
+        self._shards.push_partition_counts(self._metadata.partition_counts(), changed=[name])
         log.info("created topic %s with %d partitions, replication factor %d", name, partitions,
                  factor)
         return self._topic_info(name)
@@ -1138,7 +1138,7 @@ class Controller:
             self._forget_new_partitions(topic, old_count)
             raise
         self._save()
-        self._shards.push_partition_counts(self._metadata.partition_counts())
+        self._shards.push_partition_counts(self._metadata.partition_counts(), changed=[name])
         log.info("topic %s grew from %d to %d partitions", name, old_count, partition_count)
         return self._topic_info(name)
 
@@ -1169,7 +1169,7 @@ class Controller:
         self._save()
         wait_all_or_raise({s: self._shards[s].delete_partitions([sp.id for sp in shard_specs])
                            for s, shard_specs in specs.items()}, limits.CONTROL_CALL_TIMEOUT_S)
-        self._shards.push_partition_counts(self._metadata.partition_counts())
+        self._shards.push_partition_counts(self._metadata.partition_counts(), changed=[name])
         self._rebalancer.retire_drained()
         log.info("deleted topic %s", name)
 
