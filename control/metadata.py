@@ -84,6 +84,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -292,7 +293,7 @@ class BrokerMetadata:
     controller_epoch: int = 0                                # grows at each controller start
     tier_store: str | None = None                            # the tiered topics' object store
 
-    def specs_by_shard(self, names: list[str] | None = None) -> dict[str, list[PartitionSpec]]:
+    def specs_by_shard(self, names: Collection[str] | None = None) -> dict[str, list[PartitionSpec]]:
         """shard id -> the partitions it must serve, of all topics or of ``names``: those
         it owns, and the older ranges of partitions whose writes moved away (sealed)."""
         out: dict[str, list[PartitionSpec]] = {}

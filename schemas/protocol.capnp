@@ -63,6 +63,7 @@ struct Request {
     listTopicsPage @26 :NamesPageRequest;    # a page of the topic names (the console's list)
     listGroupsPage @27 :NamesPageRequest;    # a page of the group names, from every shard
     topicStats @28 :TopicStatsRequest;       # size and rates of some topics
+    createTopics @29 :CreateTopics;          # many topics at once (Kafka's CreateTopics)
   }
 }
 
@@ -141,6 +142,15 @@ struct CreateTopic {
   partitions @1 :UInt32;
   config @2 :List(ConfigEntry);
   replicationFactor @3 :UInt16;  # 0: the server's --default-replication-factor
+}
+
+# createTopics (issue 16): 1..CREATE_TOPICS_BATCH_MAX topics, created all or none
+# (the first refused one is the error, naming its topic); answered with `topics`,
+# one TopicInfo per topic in the request's order. One controller call for all:
+# a create rewrites the metadata and the shards' manifests whole, so thousands of
+# topics are made in batches. Its header, like every request's, fits HEADER_BYTES_MAX.
+struct CreateTopics {
+  topics @0 :List(CreateTopic);
 }
 
 # --- Replication (shard to shard, over the cluster's authenticated hop) ------
