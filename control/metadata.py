@@ -2,7 +2,8 @@
 
 Owned by the controller (controller.py), which changes it on its actor thread
 only, and saves it to ``<data_dir>/metadata.json`` after every change, before
-the change is acknowledged or seen by a router:
+the change is acknowledged or seen by a router (as compact JSON, keys sorted;
+indented here):
 
     {"version": 1,
      "shards": ["shard-0", "shard-1"],          take writes and coordinate groups
