@@ -34,6 +34,30 @@ def check_names_page_args(kind: str, prefix: str, after: str, limit: int) -> Non
     check_page_args(prefix, after, limit, kind)
 
 
+# One topic of ``create_topics``: name, partitions, config, replication factor (0: the
+# server's default), as Kafka's NewTopic.
+NewTopic = protocol.NewTopic
+
+
+def checked_new_topics(new_topics: list[NewTopic]) -> list[NewTopic]:
+    """``new_topics`` with their config values as the wire carries them; ValueError (or
+    InvalidTopicError ...) for what the broker would refuse of one of them, or for a
+    count outside 1..CREATE_TOPICS_BATCH_MAX."""
+    if not 1 <= len(new_topics) <= limits.CREATE_TOPICS_BATCH_MAX:
+        raise ValueError(f"create_topics: {len(new_topics)} topics, outside "
+                         f"1..{limits.CREATE_TOPICS_BATCH_MAX} (send more in several calls)")
+    checked = []
+    for new in new_topics:
+        topics.validate_topic_name(new.name)
+        topics.validate_partition_count(new.name, new.partitions)
+        if new.replication_factor:
+            topics.validate_replication_factor(new.name, new.replication_factor)
+        checked.append(NewTopic(new.name, new.partitions,
+                                {k: _config_value(v) for k, v in (new.config or {}).items()},
+                                new.replication_factor or 0))
+    return checked
+
+
 def _config_value(value) -> str:
     """A config value as the wire carries it: Python's booleans as Kafka's "true"/"false"."""
     if isinstance(value, bool):
@@ -87,6 +111,14 @@ class Admin:
         config = {key: _config_value(value) for key, value in (config or {}).items()}
         return self._call(protocol.encode_create_topic, name, partitions, config, "createTopic",
                           replication_factor or 0).topics[0]
+
+    def create_topics(self, new_topics: list[NewTopic]) -> list[protocol.TopicInfo]:
+        """Create 1 to CREATE_TOPICS_BATCH_MAX topics in one request (Kafka's CreateTopics),
+        all or none: the first one refused raises, naming it, and none is created. Far
+        cheaper than as many ``create_topic`` calls at thousands of topics (each create
+        rewrites the broker's metadata whole; a batch rewrites it once). Returns each
+        topic's info, in order."""
+        return self._call(protocol.encode_create_topics, checked_new_topics(new_topics)).topics
 
     def alter_topic(self, name: str, config: dict[str, str] | None = None,
                     delete_config: Iterable[str] = ()) -> protocol.TopicInfo:

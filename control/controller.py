@@ -1035,30 +1035,58 @@ class Controller:
     def create_topic(self, name: str, partitions: int, config: dict[str, str],
                      replication_factor: int = 0) -> protocol.TopicInfo:
         """``replication_factor``: copies of each partition (0: the server's default)."""
+        return self.create_topics([protocol.NewTopic(name, partitions, config,
+                                                     replication_factor)])[0]
+
+    def create_topics(self, new_topics: list[protocol.NewTopic]) -> list[protocol.TopicInfo]:
+        """Create every topic of ``new_topics`` (Kafka's CreateTopics), or none: the first
+        refusal raises (naming its topic) before any is created. All of them cost one
+        open_partitions per shard, one save of the metadata and one push of their
+        partition counts: each of those rewrites a file of every topic, so a console
+        making thousands of topics makes them in batches (loadtest/console_scale.py)."""
+        if not 1 <= len(new_topics) <= limits.CREATE_TOPICS_BATCH_MAX:
+            raise InvalidConfigError(f"createTopics carries {len(new_topics)} topics, outside "
+                                     f"1..{limits.CREATE_TOPICS_BATCH_MAX}")
+        checked = [self._checked_new_topic(t) for t in new_topics]
+        names = [t.name for t in checked]
+        if len(set(names)) != len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise TopicExistsError(f"topics {twice} are given twice in one createTopics")
+        if len(self._metadata.topics) + len(names) > limits.TOPICS_MAX:
+            raise TooManyTopicsError(
+                f"cannot create {len(names)} topics ({names[0]!r} ...): the broker has "
+                f"{len(self._metadata.topics)} topics, and the limit is {limits.TOPICS_MAX}")
+        for t in checked:
+            self._metadata.topics[t.name] = self._new_topic(t.name, t.partitions, t.config,
+                                                            t.replication_factor)
+        try:
+            wait_all_or_raise({s: self._shards[s].open_partitions(specs)
+                               for s, specs in self._metadata.specs_by_shard(set(names)).items()},
+                              limits.CONTROL_CALL_TIMEOUT_S)
+        except Exception:
+            for name in names:
+                del self._metadata.topics[name]
+            raise
+        self._save()
+        self._shards.push_partition_counts(self._metadata.partition_counts(), changed=names)
+        for t in checked:
+            log.info("created topic %s with %d partitions, replication factor %d", t.name,
+                     t.partitions, t.replication_factor)
+        return [self._topic_info(name) for name in names]
+
+    def _checked_new_topic(self, new: protocol.NewTopic) -> protocol.NewTopic:
+        """``new`` with its replication factor and normalized config; raises what
+        refuses it (its name, partitions, factor or config, or it exists)."""
+        name = new.name
         topics.validate_topic_name(name)
         topics.refuse_internal(name, "create")
-        topics.validate_partition_count(name, partitions)
-        factor = self._replication_factor(name, replication_factor)
-        config = topics.normalize_topic_config(name, config, factor)
+        topics.validate_partition_count(name, new.partitions)
+        factor = self._replication_factor(name, new.replication_factor)
+        config = topics.normalize_topic_config(name, new.config, factor)
         topics.check_remote_storage_allowed(name, config, tier_url_given=self._tier.enabled)
         if name in self._metadata.topics:
             raise TopicExistsError(f"topic {name!r} already exists")
-        if len(self._metadata.topics) >= limits.TOPICS_MAX:
-            raise TooManyTopicsError(f"cannot create {name!r}: the broker already has "
-                                     f"{limits.TOPICS_MAX} topics, the limit")
-        self._metadata.topics[name] = self._new_topic(name, partitions, config, factor)
-        try:
-            wait_all_or_raise({s: self._shards[s].open_partitions(specs)
-                               for s, specs in self._metadata.specs_by_shard([name]).items()},
-                              limits.CONTROL_CALL_TIMEOUT_S)
-        except Exception:
-            del self._metadata.topics[name]
-            raise
-        self._save()
-        self._shards.push_partition_counts(self._metadata.partition_counts())
-        log.info("created topic %s with %d partitions, replication factor %d", name, partitions,
-                 factor)
-        return self._topic_info(name)
+        return protocol.NewTopic(name, new.partitions, config, factor)
 
     def _new_topic(self, name: str, partitions: int, config: dict[str, str],
                    factor: int) -> TopicMetadata:
@@ -1141,7 +1169,7 @@ class Controller:
             self._forget_new_partitions(topic, old_count)
             raise
         self._save()
-        self._shards.push_partition_counts(self._metadata.partition_counts())
+        self._shards.push_partition_counts(self._metadata.partition_counts(), changed=[name])
         log.info("topic %s grew from %d to %d partitions", name, old_count, partition_count)
         return self._topic_info(name)
 
@@ -1172,7 +1200,7 @@ class Controller:
         self._save()
         wait_all_or_raise({s: self._shards[s].delete_partitions([sp.id for sp in shard_specs])
                            for s, shard_specs in specs.items()}, limits.CONTROL_CALL_TIMEOUT_S)
-        self._shards.push_partition_counts(self._metadata.partition_counts())
+        self._shards.push_partition_counts(self._metadata.partition_counts(), changed=[name])
         self._rebalancer.retire_drained()
         log.info("deleted topic %s", name)
 

@@ -297,6 +297,11 @@ class ControllerHandle:
         return self._call(lambda actor: actor.create_topic.remote(
             name, partitions, config, replication_factor), "create_topic")
 
+    def create_topics(self, new_topics: list[protocol.NewTopic]) -> list[protocol.TopicInfo]:
+        """All of ``new_topics`` or none (Controller.create_topics)."""
+        return self._call(lambda actor: actor.create_topics.remote(list(new_topics)),
+                          "create_topics")
+
     def alter_topic(self, name: str, changes: dict[str, str],
                     delete_config: tuple[str, ...] = ()) -> protocol.TopicInfo:
         return self._call(lambda actor: actor.alter_topic.remote(name, changes, delete_config),

@@ -2,7 +2,8 @@
 
 Owned by the controller (controller.py), which changes it on its actor thread
 only, and saves it to ``<data_dir>/metadata.json`` after every change, before
-the change is acknowledged or seen by a router:
+the change is acknowledged or seen by a router (as compact JSON, keys sorted;
+indented here):
 
     {"version": 1,
      "shards": ["shard-0", "shard-1"],          take writes and coordinate groups
@@ -83,6 +84,8 @@ naming the path and the first problem); save checks them too, and refuses
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -291,7 +294,7 @@ class BrokerMetadata:
     controller_epoch: int = 0                                # grows at each controller start
     tier_store: str | None = None                            # the tiered topics' object store
 
-    def specs_by_shard(self, names: list[str] | None = None) -> dict[str, list[PartitionSpec]]:
+    def specs_by_shard(self, names: Collection[str] | None = None) -> dict[str, list[PartitionSpec]]:
         """shard id -> the partitions it must serve, of all topics or of ``names``: those
         it owns, and the older ranges of partitions whose writes moved away (sealed)."""
         out: dict[str, list[PartitionSpec]] = {}
@@ -316,9 +319,10 @@ class BrokerMetadata:
         if len(self.topics) > limits.TOPICS_MAX:
             found.append(f"{len(self.topics)} topics, over the limit of {limits.TOPICS_MAX}")
         known = set(self.shards) | set(self.draining)
-        ids = [topic.topic_id for topic in self.topics.values()]
-        found += [f"topic id {i!r} is given to {ids.count(i)} topics"
-                  for i in sorted(set(ids)) if i and ids.count(i) > 1]
+        # Counted once: ``ids.count`` per id made every save O(topics²), 3 s at 10,000.
+        ids = Counter(topic.topic_id for topic in self.topics.values())
+        found += [f"topic id {i!r} is given to {count} topics"
+                  for i, count in sorted(ids.items()) if i and count > 1]
         for name, topic in self.topics.items():
             found += topic.problems(name, known)
             found += [f"topic {name!r} partition {p}: its record's controller epoch "

@@ -64,6 +64,10 @@ class ShardSet:
         self.failures: dict[str, str] = {}
         # the shards whose running actors ``start`` adopted (their controller died)
         self.adopted: set[str] = set()
+        # Shards whose last push of partition counts failed: the next sends them all, as
+        # the changes pushed since then would leave out the ones they missed. At most
+        # one entry per shard.
+        self._counts_missed: set[str] = set()
 
     def __getitem__(self, shard_id: str) -> ShardHandle:
         return self._handles[shard_id]
@@ -263,10 +267,29 @@ class ShardSet:
             results[shard_id] = outcome
         return results
 
-    def push_partition_counts(self, counts: dict[str, int]) -> None:
-        """Tell every shard each topic's partition count (group coordinators need them)."""
-        self.call_each({s: h.set_partition_counts(counts) for s, h in self._handles.items()},
-                       limits.SHARD_START_WAIT_S)
+    def push_partition_counts(self, counts: dict[str, int],
+                              changed: Collection[str] | None = None) -> None:
+        """Tell every shard each topic's partition count (group coordinators need them).
+        ``changed``: the topics created, grown or deleted since the last push (those
+        not in ``counts`` are deleted): a shard that took that push gets only theirs,
+        so a create does not send, and each shard rewrite, every topic's count twice
+        over; None: all of ``counts`` to every shard. A shard that missed a push gets
+        all of them at its next."""
+        calls = {}
+        for shard_id, handle in self._handles.items():
+            if changed is None or shard_id in self._counts_missed:
+                calls[shard_id] = handle.set_partition_counts(counts)
+            else:
+                calls[shard_id] = handle.change_partition_counts(
+                    {t: counts[t] for t in changed if t in counts},
+                    [t for t in changed if t not in counts])
+        for shard_id, outcome in wait_all(calls, limits.SHARD_START_WAIT_S).items():
+            if isinstance(outcome, BrokerError):
+                log.warning("%s; it gets every topic's partition count at the next push",
+                            outcome)
+                self._counts_missed.add(shard_id)
+            else:
+                self._counts_missed.discard(shard_id)
 
     def stats(self, skip: Collection[str] = ()) -> dict[str, dict | None]:
         """Each shard's ShardStats snapshot; None for a shard that does not answer

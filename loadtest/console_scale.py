@@ -1,6 +1,8 @@
 """How the console's lists scale: N topics and N groups, then the time of a page.
 
-Creates N topics of one partition (``console-00000`` ...) and N consumer groups
+Creates N topics of one partition (``console-00000`` ...; ``--batch`` of them per
+createTopics request, Admin.create_topics, or one createTopic each with
+``--batch 1``) and N consumer groups
 (``console-group-00000`` ..., each with one committed offset), then times the calls a
 console makes to show a list, each ``--repeats`` times (median and slowest, ms):
 
@@ -20,6 +22,7 @@ there are reused).
 
     python -m loadtest.console_scale                        # N = 10,000
     python -m loadtest.console_scale -n 2000 --json
+    python -m loadtest.console_scale -n 3000 --batch 1        # one create per topic
     python -m loadtest.console_scale --broker tcp://127.0.0.1:7400 -n 500
 """
 
@@ -34,7 +37,7 @@ import time
 from pathlib import Path
 
 from plinth import limits
-from plinth.client.admin import Admin
+from plinth.client.admin import Admin, NewTopic
 from plinth.errors import TopicExistsError
 
 TOPIC_PREFIX = "console-"
@@ -50,17 +53,19 @@ def group_name(i: int) -> str:
     return f"{GROUP_PREFIX}{i:05d}"
 
 
-def create(admin: Admin, count: int, budget_s: float, make, what: str) -> dict:
-    """``make(i)`` for i < count, until the budget ends; the count made and the rates."""
+def create(admin: Admin, count: int, budget_s: float, make, what: str, batch: int = 1) -> dict:
+    """``make(admin, range)`` for ranges of ``batch`` of i < count, until the budget ends;
+    the count made and the rates."""
     started_s = last_s = time.monotonic()
     made = 0
-    for i in range(count):
+    for first in range(0, count, batch):
         if time.monotonic() - started_s > budget_s:
             print(f"{what}: the {budget_s:.0f} s budget ended after {made}", flush=True)
             break
-        make(admin, i)
-        made += 1
-        if made % PROGRESS_EVERY == 0:
+        todo = range(first, min(first + batch, count))
+        make(admin, todo)
+        made += len(todo)
+        if made % PROGRESS_EVERY < len(todo):
             now_s = time.monotonic()
             print(f"{what}: {made}  ({PROGRESS_EVERY / (now_s - last_s):.0f}/s over the last "
                   f"{PROGRESS_EVERY})", flush=True)
@@ -70,15 +75,25 @@ def create(admin: Admin, count: int, budget_s: float, make, what: str) -> dict:
             "per_s": round(made / elapsed_s, 1) if elapsed_s else 0.0}
 
 
-def make_topic(admin: Admin, i: int) -> None:
-    try:
-        admin.create_topic(topic_name(i), 1)
-    except TopicExistsError:
-        pass   # from an earlier run against the same broker
+def make_topics(admin: Admin, todo: range) -> None:
+    """One createTopics of them all, or one createTopic each (a batch of 1, or a batch
+    holding a topic of an earlier run against the same broker: all or none)."""
+    if len(todo) > 1:
+        try:
+            admin.create_topics([NewTopic(topic_name(i), 1, {}) for i in todo])
+            return
+        except TopicExistsError:
+            pass
+    for i in todo:
+        try:
+            admin.create_topic(topic_name(i), 1)
+        except TopicExistsError:
+            pass   # from an earlier run against the same broker
 
 
-def make_group(admin: Admin, i: int) -> None:
-    admin.reset_group_offsets(group_name(i), {(topic_name(0), 0): 0})
+def make_groups(admin: Admin, todo: range) -> None:
+    for i in todo:
+        admin.reset_group_offsets(group_name(i), {(topic_name(0), 0): 0})
 
 
 def timed(call, repeats: int) -> dict:
@@ -120,13 +135,13 @@ def measure(admin: Admin, topics: int, groups: int, limit: int, repeats: int) ->
     return results
 
 
-def run(url: str, count: int, limit: int, repeats: int, budget_s: float) -> dict:
+def run(url: str, count: int, limit: int, repeats: int, budget_s: float, batch: int) -> dict:
     with Admin(broker=url, request_timeout_ms=120_000) as admin:
-        topics = create(admin, count, budget_s, make_topic, "topics")
-        groups = create(admin, count, budget_s, make_group, "groups")
+        topics = create(admin, count, budget_s, make_topics, "topics", batch)
+        groups = create(admin, count, budget_s, make_groups, "groups")
         timings = measure(admin, max(topics["made"], 1), max(groups["made"], 1), limit, repeats)
-    return {"asked": count, "topics": topics, "groups": groups, "page_limit": limit,
-            "timings": timings}
+    return {"asked": count, "topics": topics, "topics_per_request": batch, "groups": groups,
+            "page_limit": limit, "timings": timings}
 
 
 def main(argv=None) -> int:
@@ -138,26 +153,34 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--create-budget-s", type=float, default=3600.0,
                         help="stop creating topics (and, again, groups) after this long")
+    parser.add_argument("--batch", type=int, default=limits.CREATE_TOPICS_BATCH_MAX,
+                        help="topics per createTopics request (1: one createTopic each); "
+                             "default %(default)s")
     parser.add_argument("--broker", help="an existing broker; default: a fresh embedded one")
     parser.add_argument("--plinth", default="plinth", help="the plinth command to serve with")
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if not 1 <= args.batch <= limits.CREATE_TOPICS_BATCH_MAX:
+        parser.error(f"--batch must be 1..{limits.CREATE_TOPICS_BATCH_MAX}")
     if args.broker:
-        report = run(args.broker, args.count, args.limit, args.repeats, args.create_budget_s)
+        report = run(args.broker, args.count, args.limit, args.repeats, args.create_budget_s,
+                     args.batch)
     else:
         from loadtest.fresh_broker import fresh_broker
 
         with tempfile.TemporaryDirectory(prefix="plinth-console-scale-") as work, \
                 fresh_broker(args.plinth, Path(work), "--shards", str(args.shards)) as (_, url):
-            report = run(url, args.count, args.limit, args.repeats, args.create_budget_s)
+            report = run(url, args.count, args.limit, args.repeats, args.create_budget_s,
+                         args.batch)
     print(json.dumps(report, indent=2) if args.json else _text(report))
     return 0
 
 
 def _text(report: dict) -> str:
     lines = [f"topics: {report['topics']['made']} of {report['asked']} in "
-             f"{report['topics']['seconds']} s ({report['topics']['per_s']}/s)",
+             f"{report['topics']['seconds']} s ({report['topics']['per_s']}/s, "
+             f"{report['topics_per_request']} per request)",
              f"groups: {report['groups']['made']} of {report['asked']} in "
              f"{report['groups']['seconds']} s ({report['groups']['per_s']}/s)",
              f"pages of {report['page_limit']} names     median ms   slowest ms"]

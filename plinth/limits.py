@@ -102,6 +102,12 @@ TOPIC_NAME_BYTES_MAX = 249            # as Kafka: fits a file name with suffixes
 TOPICS_MAX = 10_000
 PARTITIONS_PER_TOPIC_MAX = 4096
 CONFIG_ENTRIES_MAX = 64
+# Topics in one createTopics request (Admin.create_topics), created in one controller
+# call: one save of the metadata and one rewrite of each shard's manifest for all of
+# them, each of which costs as much as one topic's create at that many topics. Bounded
+# so that the longest names fit a header (relation below) and the shards open their
+# partitions well within CONTROL_CALL_TIMEOUT_S.
+CREATE_TOPICS_BATCH_MAX = 100
 
 # --- Consumer groups -----------------------------------------------------
 GROUP_NAME_BYTES_MAX = 249
@@ -903,6 +909,12 @@ CONSOLE_TOPICS_PAGE_MAX = 200
 CONSOLE_SEARCH_CHARS_MAX = 249
 # Config entries one create or alter form may carry, and its text in characters.
 CONSOLE_CONFIG_ENTRIES_MAX = 64
+# Topics in one createTopics request (Admin.create_topics), created in one controller
+# call: one save of the metadata and one rewrite of each shard's manifest for all of
+# them, each of which costs as much as one topic's create at that many topics. Bounded
+# so that the longest names fit a header (relation below) and the shards open their
+# partitions well within CONTROL_CALL_TIMEOUT_S.
+CREATE_TOPICS_BATCH_MAX = 100
 CONSOLE_FORM_CHARS_MAX = 16_384
 # The auth file: entries, and scrypt's cost (n=2**14, r=8: 16 MiB and about 50 ms a
 # check, which bounds a password-guessing client to a few guesses a second a core).
@@ -1091,6 +1103,11 @@ def _relations() -> list[tuple[str, bool]]:
                                                               GROUP_NAME_BYTES_MAX))) + 16
          <= HEADER_TRAVERSAL_WORDS_MAX
          and ADMIN_TOPIC_STATS_NAMES_MAX * (7 + _text_words(TOPIC_NAME_BYTES_MAX)) + 16
+         <= HEADER_TRAVERSAL_WORDS_MAX),
+        ("a createTopics of the longest names, without config, fits a header: a topic "
+         "costs its struct (1 data word, 2 pointers), a pointer and its name's words",
+         0 < CREATE_TOPICS_BATCH_MAX
+         and CREATE_TOPICS_BATCH_MAX * (4 + _text_words(TOPIC_NAME_BYTES_MAX)) + 16
          <= HEADER_TRAVERSAL_WORDS_MAX),
         ("a dead direct socket is noticed well within a request timeout",
          0 < DIRECT_HEARTBEAT_IVL_MS < DIRECT_HEARTBEAT_TIMEOUT_MS < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT),

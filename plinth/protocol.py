@@ -94,6 +94,22 @@ class CreateTopicRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class NewTopic:
+    """One topic of a createTopics request (Kafka's NewTopic)."""
+    name: str
+    partitions: int
+    config: dict[str, str]
+    replication_factor: int = 0   # 0: the server's --default-replication-factor
+
+
+@dataclass(frozen=True, slots=True)
+class CreateTopicsRequest:
+    request_id: int
+    topics: tuple[NewTopic, ...]  # created all or none
+    kind: ClassVar[str] = "createTopics"
+
+
+@dataclass(frozen=True, slots=True)
 class AlterTopicRequest:
     request_id: int
     topic: str
@@ -292,7 +308,8 @@ class ReplicaFetchAllRequest:
 
 
 Request = (ProduceRequest | FetchRequest | ListOffsetsRequest | MetadataRequest
-           | CreateTopicRequest | AlterTopicRequest | DeleteTopicRequest | DescribeTopicRequest
+           | CreateTopicRequest | CreateTopicsRequest | AlterTopicRequest | DeleteTopicRequest
+           | DescribeTopicRequest
            | ListTopicsRequest | GroupHeartbeatRequest | CommitOffsetsRequest
            | ResetOffsetsRequest | FetchOffsetsRequest | DescribeGroupRequest | DeleteGroupRequest
            | ListGroupsRequest | ListTopicsPageRequest | ListGroupsPageRequest
@@ -527,6 +544,23 @@ def encode_create_topic(request_id: int, name: str, partitions: int,
     return msg.to_bytes()
 
 
+def encode_create_topics(request_id: int, new_topics: list[NewTopic]) -> bytes:
+    """createTopics; RequestTooLargeError if the header outgrows HEADER_BYTES_MAX (long
+    names with many config entries: send fewer topics at once)."""
+    msg = protocol.Request.new_message(requestId=request_id)
+    out = msg.init("createTopics").init("topics", len(new_topics))
+    for i, new in enumerate(new_topics):
+        out[i].name, out[i].partitions = new.name, new.partitions
+        out[i].replicationFactor = new.replication_factor
+        _fill_config(out[i].init("config", len(new.config)), new.config)
+    frame = msg.to_bytes()
+    if len(frame) > limits.HEADER_BYTES_MAX:
+        raise RequestTooLargeError(f"createTopics of {len(new_topics)} topics is {len(frame)} "
+                                   f"bytes, over the header limit of {limits.HEADER_BYTES_MAX}: "
+                                   f"send fewer at once")
+    return frame
+
+
 def encode_topic_request(request_id: int, kind: str, name: str) -> bytes:
     """deleteTopic or describeTopic."""
     _check_kind(kind, ("deleteTopic", "describeTopic"))
@@ -735,6 +769,8 @@ _REQUEST_DECODERS = {
     "metadata": lambda rid, b: MetadataRequest(rid, tuple(b.topics)),
     "createTopic": lambda rid, b: CreateTopicRequest(rid, b.name, b.partitions,
                                                      _config(b.config), b.replicationFactor),
+    "createTopics": lambda rid, b: CreateTopicsRequest(rid, tuple(
+        NewTopic(t.name, t.partitions, _config(t.config), t.replicationFactor) for t in b.topics)),
     "alterTopic": lambda rid, b: AlterTopicRequest(rid, b.name, _config(b.config), b.partitions,
                                                    tuple(b.deleteConfig)),
     "deleteTopic": lambda rid, b: DeleteTopicRequest(rid, b.name),

@@ -189,6 +189,8 @@ def needs_of(request: protocol.Request) -> list[Need] | None:
         case protocol.CreateTopicRequest(topic=topic) | protocol.AlterTopicRequest(topic=topic) | \
                 protocol.DeleteTopicRequest(topic=topic) | protocol.DescribeTopicRequest(topic=topic):
             return [("admin", topic, None)]
+        case protocol.CreateTopicsRequest(topics=new_topics):
+            return [("admin", t.name, None) for t in new_topics] or [("cluster", None, None)]
         case protocol.MetadataRequest(topics=topics) if topics:
             return [(None, topic, None) for topic in topics]
         case protocol.MetadataRequest() | protocol.ListTopicsRequest() | protocol.ListGroupsRequest() | \

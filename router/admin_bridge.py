@@ -87,8 +87,8 @@ class _AnswerRequest:
 
 
 # Admin requests after which the routing table has changed.
-_CHANGING_REQUESTS = (protocol.CreateTopicRequest, protocol.DeleteTopicRequest,
-                      protocol.AddShardsRequest, protocol.RemoveShardsRequest,
+_CHANGING_REQUESTS = (protocol.CreateTopicRequest, protocol.CreateTopicsRequest,
+                      protocol.DeleteTopicRequest, protocol.AddShardsRequest, protocol.RemoveShardsRequest,
                       protocol.MoveShardRequest)
 
 
@@ -255,6 +255,8 @@ class AdminBridge:
                                              replication_factor=factor):
                 return protocol.encode_topics_reply(
                     rid, [controller.create_topic(topic, partitions, config, factor)])
+            case protocol.CreateTopicsRequest(topics=new_topics):
+                return protocol.encode_topics_reply(rid, controller.create_topics(list(new_topics)))
             case protocol.AlterTopicRequest(topic=topic, config=config, partitions=partitions,
                                             delete_config=delete_config):
                 info = controller.add_partitions(topic, partitions) if partitions else None

@@ -63,8 +63,9 @@ struct Request {
     listTopicsPage @26 :NamesPageRequest;    # a page of the topic names (the console's list)
     listGroupsPage @27 :NamesPageRequest;    # a page of the group names, from every shard
     topicStats @28 :TopicStatsRequest;       # size and rates of some topics
-    deleteGroup @29 :GroupRef;     # its committed offsets and settings; refused while it
-                                   # has members (Kafka's DeleteGroups), answered ok
+    createTopics @29 :CreateTopics;          # many topics at once (Kafka's CreateTopics)
+    deleteGroup @30 :GroupRef;               # its committed offsets and settings; refused
+                                             # while it has members (Kafka's DeleteGroups)
   }
 }
 
@@ -145,6 +146,15 @@ struct CreateTopic {
   replicationFactor @3 :UInt16;  # 0: the server's --default-replication-factor
   deleteConfig @4 :List(Text);  # alterTopic: keys set back to their defaults (Kafka's
                                 # DELETE config operation); none also in config
+}
+
+# createTopics (issue 16): 1..CREATE_TOPICS_BATCH_MAX topics, created all or none
+# (the first refused one is the error, naming its topic); answered with `topics`,
+# one TopicInfo per topic in the request's order. One controller call for all:
+# a create rewrites the metadata and the shards' manifests whole, so thousands of
+# topics are made in batches. Its header, like every request's, fits HEADER_BYTES_MAX.
+struct CreateTopics {
+  topics @0 :List(CreateTopic);
 }
 
 # --- Replication (shard to shard, over the cluster's authenticated hop) ------

@@ -208,6 +208,16 @@ class ShardActor:
         self._manifest.save(self._manifest_path)
         self._server.call(self._server.set_partition_counts, counts)
 
+    def change_partition_counts(self, changed: dict[str, int], deleted: list[str]) -> None:
+        """Some topics' counts (``changed``) and the topics gone (``deleted``); the rest
+        stay. Durable in the manifest when this returns, as ``set_partition_counts``."""
+        counts = self._manifest.partition_counts
+        counts.update(changed)
+        for topic in deleted:
+            counts.pop(topic, None)
+        self._manifest.save(self._manifest_path)
+        self._server.call(self._server.set_partition_counts, dict(counts))
+
     # --- Replication ------------------------------------------------------------------
 
     def set_peers(self, addresses: dict[str, str], controller_epoch: int) -> None:

@@ -301,6 +301,19 @@ class ShardHandle:
                              f"got {counts!r}")
         return self._start(ShardActor.set_partition_counts, dict(counts))
 
+    def change_partition_counts(self, changed: dict[str, int],
+                                deleted: Sequence[str] = ()) -> PendingCall[None]:
+        """Some topics' partition counts: ``changed`` new or grown ones, ``deleted``
+        gone; the others stay as the last set or changed. What a topic created,
+        grown or deleted sends, so that its cost does not grow with the topics."""
+        if not all(isinstance(t, str) and isinstance(n, int) and n >= 1 for t, n in changed.items()):
+            raise ValueError(f"change_partition_counts: changed must map topics to ints >= 1, "
+                             f"got {changed!r}")
+        if not all(isinstance(t, str) for t in deleted) or set(deleted) & set(changed):
+            raise ValueError(f"change_partition_counts: deleted must be topic names not "
+                             f"changed, got {list(deleted)!r} beside {sorted(changed)}")
+        return self._start(ShardActor.change_partition_counts, dict(changed), list(deleted))
+
     def set_peers(self, addresses: dict[str, str], controller_epoch: int) -> PendingCall[None]:
         """Every running shard's address (shard id -> ZeroMQ address), for replication."""
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in addresses.items()):

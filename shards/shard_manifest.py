@@ -2,7 +2,8 @@
 
 Kept by the shard actor (actor.py) in ``<shard data dir>/manifest.json`` and
 replaced atomically (write, fsync, rename, fsync the directory) after every
-change the controller makes, before the change is acknowledged:
+change the controller makes, before the change is acknowledged (as compact JSON,
+keys sorted; indented here):
 
     {"version": 1,
      "partitions": {"orders/0": {"config": {"segment.bytes": "268435456", ...},

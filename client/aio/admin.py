@@ -20,7 +20,8 @@ import asyncio
 from collections.abc import Iterable
 
 from plinth import limits, protocol, topics
-from plinth.client.admin import _config_value, alter_topic_args, check_names_page_args
+from plinth.client.admin import (NewTopic, _config_value, alter_topic_args,
+                                 check_names_page_args, checked_new_topics)
 from plinth.client.aio.connection import AIOConnection
 from plinth.client.connection import broker_address
 from plinth.errors import InternalError
@@ -69,6 +70,11 @@ class AIOAdmin:
         view = await self._call(protocol.encode_create_topic, name, partitions, config,
                                 "createTopic", replication_factor or 0)
         return view.topics[0]
+
+    async def create_topics(self, new_topics: list[NewTopic]) -> list[protocol.TopicInfo]:
+        """Admin.create_topics: all of them in one request, or none."""
+        view = await self._call(protocol.encode_create_topics, checked_new_topics(new_topics))
+        return view.topics
 
     async def alter_topic(self, name: str, config: dict[str, str] | None = None,
                           delete_config: Iterable[str] = ()) -> protocol.TopicInfo:

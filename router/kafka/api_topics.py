@@ -1,7 +1,11 @@
 """CreateTopics, DeleteTopics and CreatePartitions, from Plinth's admin.
 
 Runs on the Kafka listener's event loop thread (gateway.py). Each topic is one
-Plinth createTopic, deleteTopic or describeTopic, all of a request's at once.
+Plinth createTopic, deleteTopic or describeTopic, all of a request's at once;
+but a CreateTopics of several topics is first tried as Plinth createTopics
+requests of up to CREATE_TOPICS_BATCH_MAX topics (one save of the broker's
+metadata each), and only a batch that fails goes a topic at a time, for each
+topic's own error.
 Kafka's -1 for the partition count or the replication factor means the
 broker's default: KAFKA_TOPIC_PARTITIONS_DEFAULT partitions (Kafka's
 num.partitions) and the server's --default-replication-factor. A
@@ -28,18 +32,54 @@ DELETE_BY_TOPIC_VERSION = 6      # DeleteTopics: topics (name or id) from here o
 
 async def create_topics(gateway, header, body: dict, connection) -> dict:
     validate_only = bool(body.get("validate_only"))
+    wanted = body.get("topics") or []
+    created = set() if validate_only else await _create_batches(gateway, wanted)
     answers = await asyncio.gather(*(_create_one(gateway, topic, validate_only)
-                                     for topic in body.get("topics") or []))
-    return {"throttle_time_ms": 0, "topics": list(answers)}
+                                     for topic in wanted if topic["name"] not in created))
+    one_at_a_time = iter(answers)   # in the request's order, as the batches' topics
+    return {"throttle_time_ms": 0, "topics": [
+        _created_answer(_new_topic(t)) if t["name"] in created else next(one_at_a_time)
+        for t in wanted]}
 
 
-async def _create_one(gateway, topic: dict, validate_only: bool) -> dict:
-    name = topic["name"]
+async def _create_batches(gateway, wanted: list[dict]) -> set[str]:
+    """Create the topics in createTopics requests of CREATE_TOPICS_BATCH_MAX (each costs
+    the controller one save of its metadata, as one topic would); returns the names
+    created. A batch is all or none: one that fails (a topic exists, a name is bad, an
+    ACL refuses one) is left to ``_create_one``, a topic at a time, which answers each
+    topic's own error."""
+    plain = [_new_topic(t) for t in wanted if not t.get("assignments")]
+    if len(plain) < 2 or len({t.name for t in plain}) != len(plain):
+        return set()
+    created: set[str] = set()
+    for first in range(0, len(plain), limits.CREATE_TOPICS_BATCH_MAX):
+        batch = plain[first:first + limits.CREATE_TOPICS_BATCH_MAX]
+        reply, _ = await ask(gateway.backend,
+                             lambda rid: protocol.encode_create_topics(rid, batch))
+        if reply.error is None:
+            created.update(t.name for t in batch)
+    return created
+
+
+def _new_topic(topic: dict) -> protocol.NewTopic:
+    """A CreateTopics topic as Plinth's: Kafka's -1 counts are the broker's defaults."""
     partitions = topic.get("num_partitions", DEFAULT)
     partitions = limits.KAFKA_TOPIC_PARTITIONS_DEFAULT if partitions == DEFAULT else partitions
     factor = topic.get("replication_factor", DEFAULT)
     factor = 0 if factor == DEFAULT else factor   # 0: the server's default
     config = {c["name"]: c["value"] for c in topic.get("configs") or []}
+    return protocol.NewTopic(topic["name"], partitions, config, factor)
+
+
+def _created_answer(new: protocol.NewTopic) -> dict:
+    return {"name": new.name, "num_partitions": new.partitions,
+            "replication_factor": new.replication_factor or -1, "configs": [],
+            "error_code": kafka.NONE, "error_message": None}
+
+
+async def _create_one(gateway, topic: dict, validate_only: bool) -> dict:
+    new = _new_topic(topic)
+    name, partitions, factor, config = new.name, new.partitions, new.replication_factor, new.config
     answer = {"name": name, "num_partitions": partitions,
               "replication_factor": factor or -1, "configs": []}
     if topic.get("assignments"):

@@ -122,6 +122,29 @@ def test_kafka_python_admin_creates_lists_and_deletes_a_topic(kafka_broker):
     admin.close()
 
 
+def test_kafka_python_creates_several_topics_in_one_request_and_each_gets_its_own_answer(
+        kafka_broker):
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    # Given one existing topic
+    existing, first, second, third = (unique_topic(n) for n in ("old", "new1", "new2", "new3"))
+    admin = KafkaAdminClient(bootstrap_servers=kafka_broker.kafka_address)
+    admin.create_topics([NewTopic(existing, num_partitions=1, replication_factor=1)])
+    # When two new topics are created in one CreateTopics (one Plinth createTopics)
+    admin.create_topics([NewTopic(first, num_partitions=2, replication_factor=1),
+                         NewTopic(second, num_partitions=3, replication_factor=1)])
+    # And then a new one beside the existing one (the batch fails: each is created alone)
+    with pytest.raises(TopicAlreadyExistsError):
+        admin.create_topics([NewTopic(third, num_partitions=1, replication_factor=1),
+                             NewTopic(existing, num_partitions=5, replication_factor=1)])
+    # Then the new ones exist with their partitions, and the existing one is unchanged
+    with Admin(broker=kafka_broker.url) as plinth_admin:
+        assert [plinth_admin.describe_topic(t).partitions
+                for t in (first, second, third, existing)] == [2, 3, 1, 1]
+    admin.close()
+
+
 # --- confluent-kafka (librdkafka) ------------------------------------------------
 
 @pytest.mark.parametrize("compression", ["none", "gzip", "snappy", "lz4", "zstd"])

@@ -8,7 +8,7 @@ from loadtest import console_scale
 
 def test_a_small_run_creates_what_it_says_and_times_every_call(shared_broker):
     # When the script runs with 30 topics and groups and pages of 10
-    report = console_scale.run(shared_broker.url, 30, 10, 2, 600.0)
+    report = console_scale.run(shared_broker.url, 30, 10, 2, 600.0, batch=7)
     # Then it made them all, and timed each call of the console
     assert (report["topics"]["made"], report["groups"]["made"]) == (30, 30)
     timings = report["timings"]

@@ -309,3 +309,25 @@ def test_a_reply_larger_than_a_request_header_decodes_whole():
     assert len(protocol.decode_reply(metadata).topics) == limits.TOPICS_MAX
     assert len(protocol.decode_reply(described).topics[0].partition_info) == \
         limits.PARTITIONS_PER_TOPIC_MAX
+
+
+def test_create_topics_round_trips_every_topic_in_order():
+    new_topics = [protocol.NewTopic("b", 3, {"retention.ms": "1"}, 2), protocol.NewTopic("a", 1, {})]
+    decoded = protocol.decode_request(protocol.encode_create_topics(7, new_topics))
+    assert decoded == protocol.CreateTopicsRequest(7, tuple(new_topics))
+
+
+def test_the_largest_create_topics_without_config_fits_a_header():
+    new_topics = [protocol.NewTopic(f"{i:03d}" + "t" * (limits.TOPIC_NAME_BYTES_MAX - 3), 1, {})
+                  for i in range(limits.CREATE_TOPICS_BATCH_MAX)]
+    header = protocol.encode_create_topics(1, new_topics)
+    assert len(header) <= limits.HEADER_BYTES_MAX
+    assert protocol.decode_request(header).topics == tuple(new_topics)
+
+
+def test_a_create_topics_over_the_header_limit_is_refused_before_it_is_sent():
+    config = {f"k{j:02d}": "v" * 200 for j in range(limits.CONFIG_ENTRIES_MAX)}
+    new_topics = [protocol.NewTopic(f"t{i}", 1, config) for i in range(10)]
+    with pytest.raises(RequestTooLargeError, match=r"createTopics of 10 topics is \d+ bytes, "
+                                                   r"over the header limit of 65536"):
+        protocol.encode_create_topics(1, new_topics)

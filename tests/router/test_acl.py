@@ -56,6 +56,7 @@ EVERY_KIND = [
     protocol_classic.ClassicLeaveRequest(1, "g", (("m", ""),)),
     protocol.ListTopicsPageRequest(1, "", "", 10), protocol.ListGroupsPageRequest(1, "", "", 10),
     protocol.TopicStatsRequest(1, ("t",)),
+    protocol.CreateTopicsRequest(1, (protocol.NewTopic("t", 1, {}),)),
 ]
 
 
@@ -75,6 +76,15 @@ def test_a_grant_allows_its_operations_on_matching_topics_only(tmp_path):
         acl.check(KEY, fetch("orders.eu"))
     with pytest.raises(NotAuthorizedError, match="may not admin topic 'orders.new'"):
         acl.check(KEY, protocol.CreateTopicRequest(1, "orders.new", 1, {}))
+
+
+def test_creating_topics_in_one_request_needs_admin_on_every_one_of_them(tmp_path):
+    acl = acl_from(tmp_path, {KEY: [{"operations": ["admin"], "topics": "orders.*"}]})
+    acl.check(KEY, protocol.CreateTopicsRequest(1, (protocol.NewTopic("orders.eu", 1, {}),
+                                                    protocol.NewTopic("orders.us", 1, {}))))
+    with pytest.raises(NotAuthorizedError, match="may not admin topic 'payments'"):
+        acl.check(KEY, protocol.CreateTopicsRequest(1, (protocol.NewTopic("orders.eu", 1, {}),
+                                                        protocol.NewTopic("payments", 1, {}))))
 
 
 def test_listing_needs_any_grant_and_unknown_keys_get_nothing(tmp_path):

@@ -102,6 +102,19 @@ def test_the_manifest_on_disk_round_trips_every_field(actors, shard_dir):
     assert manifest.partition_counts == {"t": 2, "u": 1}
 
 
+def test_changed_partition_counts_merge_with_the_others_and_are_kept_across_a_restart(
+        actors, shard_dir):
+    # Given a shard told every topic's partition count
+    actor = actors(shard_dir)
+    actor.set_partition_counts({"t": 2, "u": 1, "v": 3})
+    # When one topic grows, one is created and one deleted
+    actor.change_partition_counts({"t": 4, "w": 1}, ["u"])
+    actor = actors.restart(actor, shard_dir)
+    # Then after a restart its manifest holds the others as they were, and the changes
+    manifest = ShardManifest.load(shard_dir / MANIFEST_FILE)
+    assert manifest.partition_counts == {"t": 4, "v": 3, "w": 1}
+
+
 def test_an_altered_config_and_a_deletion_are_kept_across_a_restart(actors, shard_dir):
     # Given two open partitions
     actor = actors(shard_dir)

@@ -1,0 +1,113 @@
+"""The controller's createTopics (many topics in one call, all or none) and the partition
+counts a create, a growth or a delete pushes to the shards: only the changed ones, and
+all of them to a shard that missed a push. Without Ray (broker_without_ray.py)."""
+
+from __future__ import annotations
+
+import pytest
+import ray.exceptions
+
+from plinth import limits
+from plinth.errors import InvalidConfigError, InvalidTopicError, TopicExistsError, UnavailableError
+from plinth.protocol import NewTopic
+from tests.control.broker_without_ray import TWO
+
+
+def test_created_topics_are_opened_saved_and_counted_on_every_shard_in_the_order_given(brokers):
+    # Given a broker with two shards
+    broker = brokers(2)
+    # When three topics are created in one call
+    infos = broker.controller.create_topics([NewTopic("c", 3, {"retention.ms": "1000"}),
+                                             NewTopic("a", 1, {}), NewTopic("b", 2, {})])
+    # Then each is answered, in the order given, with its config
+    assert [(i.name, i.partitions) for i in infos] == [("c", 3), ("a", 1), ("b", 2)]
+    assert infos[0].config["retention.ms"] == "1000"
+    # And each is saved, its partitions are open on their shards, and every shard
+    # knows every topic's partition count
+    assert sorted(broker.metadata_on_disk().topics) == ["a", "b", "c"]
+    served = set()
+    for shard_id in TWO:
+        manifest = broker.manifest(shard_id)
+        served |= {(pid.topic, pid.partition) for pid in manifest.partitions}
+        assert manifest.partition_counts == {"a": 1, "b": 2, "c": 3}
+    assert served == {("a", 0), ("b", 0), ("b", 1), ("c", 0), ("c", 1), ("c", 2)}
+    assert broker.produce("c", 2, [b"x"]) == 0
+
+
+@pytest.mark.parametrize("refused, error, message", [
+    (NewTopic("orders", 1, {}), TopicExistsError, "topic 'orders' already exists"),
+    (NewTopic("bad/name", 1, {}), InvalidTopicError, "bad/name"),
+    (NewTopic("fine", 1, {"retention.ms": "soon"}), InvalidConfigError, "retention.ms"),
+    (NewTopic("new-1", 1, {}), TopicExistsError, r"topics \['new-1'\] are given twice"),
+])
+def test_a_batch_with_one_refused_topic_creates_none_and_names_it(brokers, refused, error,
+                                                                   message):
+    # Given a broker holding one topic
+    broker = brokers(2)
+    broker.controller.create_topic("orders", 1, {})
+    # When a batch holding one refused topic among good ones is created, Then it fails naming it
+    with pytest.raises(error, match=message):
+        broker.controller.create_topics([NewTopic("new-1", 1, {}), refused, NewTopic("new-2", 2, {})])
+    # And none of the batch exists: not listed, not saved, not counted on a shard
+    assert [i.name for i in broker.controller.list_topics()] == ["orders"]
+    assert sorted(broker.metadata_on_disk().topics) == ["orders"]
+    assert all(broker.manifest(s).partition_counts == {"orders": 1} for s in TWO)
+
+
+def test_a_batch_a_shard_fails_to_open_creates_none(brokers):
+    # Given a shard that is down for its next call
+    broker = brokers(2)
+    broker.shards.handles["shard-1"].fail_next("open_partitions", ray.exceptions.ActorDiedError())
+    # When a batch with partitions on both shards is created, Then it fails
+    with pytest.raises(UnavailableError, match="shard-1 is down"):
+        broker.controller.create_topics([NewTopic(f"t{i}", 4, {}) for i in range(5)])
+    # And none of it exists; once the shard is back the same batch is created
+    assert broker.controller.list_topics() == []
+    assert len(broker.controller.create_topics([NewTopic(f"t{i}", 4, {}) for i in range(5)])) == 5
+
+
+@pytest.mark.parametrize("count", [0, limits.CREATE_TOPICS_BATCH_MAX + 1])
+def test_a_batch_of_no_topics_or_too_many_is_refused_naming_the_limit(brokers, count):
+    broker = brokers(2)
+    with pytest.raises(InvalidConfigError, match=f"carries {count} topics, outside "
+                                                 f"1..{limits.CREATE_TOPICS_BATCH_MAX}"):
+        broker.controller.create_topics([NewTopic(f"t{i}", 1, {}) for i in range(count)])
+    assert broker.controller.list_topics() == []
+
+
+def test_a_batch_past_the_topic_limit_is_refused_whole(brokers, monkeypatch):
+    # Given a broker one topic short of a (lowered) topic limit
+    monkeypatch.setattr(limits, "TOPICS_MAX", 3)
+    broker = brokers(2)
+    broker.controller.create_topics([NewTopic("a", 1, {}), NewTopic("b", 1, {})])
+    # When two more are created in one batch, Then neither is
+    with pytest.raises(Exception, match="the broker has 2 topics, and the limit is 3"):
+        broker.controller.create_topics([NewTopic("c", 1, {}), NewTopic("d", 1, {})])
+    assert [i.name for i in broker.controller.list_topics()] == ["a", "b"]
+
+
+def test_a_growth_and_a_delete_change_only_their_topic_s_count_on_every_shard(brokers):
+    # Given two topics
+    broker = brokers(2)
+    broker.controller.create_topics([NewTopic("a", 1, {}), NewTopic("b", 1, {})])
+    # When one grows and the other is deleted
+    broker.controller.add_partitions("a", 4)
+    broker.controller.delete_topic("b")
+    # Then every shard counts the grown one's partitions and forgot the deleted one
+    for shard_id in TWO:
+        assert broker.manifest(shard_id).partition_counts == {"a": 4}
+
+
+def test_a_shard_that_missed_a_push_of_counts_gets_every_count_at_the_next(brokers):
+    # Given a shard that misses the push of a created topic's count
+    broker = brokers(2)
+    broker.controller.create_topic("a", 1, {})
+    broker.shards.handles["shard-1"].fail_next("change_partition_counts",
+                                                ray.exceptions.ActorDiedError())
+    broker.controller.create_topic("b", 1, {})
+    assert broker.manifest("shard-1").partition_counts == {"a": 1}
+    # When the next topic is created
+    broker.controller.create_topic("c", 2, {})
+    # Then that shard has every topic's count, the one it missed too
+    assert broker.manifest("shard-1").partition_counts == {"a": 1, "b": 1, "c": 2}
+    assert broker.manifest("shard-0").partition_counts == {"a": 1, "b": 1, "c": 2}
