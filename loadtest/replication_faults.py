@@ -244,6 +244,10 @@ def wipe_replica(s: Setting) -> str:
     node = _worker_node_with_a_leader(s)
     shards = sorted(shard for shard, on in s.shard_nodes().items() if on == node)
     s.cluster.remove_node(node)
+    # A lost machine's disk goes with it; here the shards' processes die a moment after
+    # their raylet, and may still write (a manifest) meanwhile: wipe once none is left
+    wait_for(lambda: not set(shards) & set(shard_pids(s.broker.data_dir)), SHARD_RESTART_WAIT_S,
+             f"the processes of {', '.join(shards)} to end with their node")
     for shard in shards:   # down: nothing holds the files
         shutil.rmtree(s.broker.data_dir / "shards" / shard)
     s.cluster.add_node(node)
