@@ -9,8 +9,25 @@ import time
 from pathlib import Path
 
 
+# Ports for the servers the tests start: below the kernel's ephemeral range (32768 and
+# up here), which outgoing connections take from, and above Ray's worker ports
+# (10002-19999). A port from the ephemeral range, free when picked, was once taken by
+# a connection before the broker bound it ("Address already in use").
+TEST_PORT_FIRST, TEST_PORT_LAST = 20_000, 32_767
+TEST_PORT_TRIES_MAX = 200
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A loopback TCP port nothing is bound to now, outside the ephemeral range."""
+    for _ in range(TEST_PORT_TRIES_MAX):
+        port = secrets.randbelow(TEST_PORT_LAST - TEST_PORT_FIRST + 1) + TEST_PORT_FIRST
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:   # all tried were taken: any the kernel gives
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
