@@ -87,6 +87,12 @@ class ConsoleContext:
     def form_token_ok(self, action: str, token: str) -> bool:
         return hmac.compare_digest(self.form_token(action), token or "")
 
+    def check_form_token(self, action: str, form) -> None:
+        """ValueError (a 400 page) unless ``form`` carries ``action``'s token."""
+        if not self.form_token_ok(action, form.get("token", "")):
+            raise ValueError("this form's confirmation token is missing or stale: confirm "
+                             "again from the console's own page")
+
     def render(self, request, template: str, status_code: int = 200, **context):
         """The page, or only its content block when htmx asks (HX-Request header): a
         template extending base.html renders just its ``content`` block then."""

@@ -193,9 +193,7 @@ async def delete_apply(request):
     group = request.path_params["group"]
     form = await _bounded_form(request, limits.CONSOLE_FORM_CHARS_MAX)
     _check_admin(ctx, group, "deleting")
-    if not ctx.form_token_ok(_delete_action(group), form.get("token", "")):
-        raise ValueError("this form's confirmation token is missing or stale: confirm again "
-                         "from the console's own page")
+    ctx.check_form_token(_delete_action(group), form)
     if form.get("confirm_name") != group:
         raise ValueError(f"type the group's name ({group}) to delete it")
     await run_in_threadpool(ctx.admin.delete_group, group)

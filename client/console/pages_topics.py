@@ -184,18 +184,12 @@ async def topic_create(request):
     ctx = request.app.state.console
     form = await request.form()
     args = _create_args(form)
-    _check_token(ctx, f"create:{args['name']}", form)
+    ctx.check_form_token(f"create:{args['name']}", form)
     import anyio.to_thread
 
     await anyio.to_thread.run_sync(lambda: ctx.admin.create_topic(
         args["name"], args["partitions"], args["replication_factor"], config=args["config"]))
     return RedirectResponse(request.url_for("topic_detail", name=args["name"]), status_code=303)
-
-
-def _check_token(ctx, action: str, form) -> None:
-    if not ctx.form_token_ok(action, form.get("token", "")):
-        raise ValueError("this form's confirmation token is missing or stale: confirm again "
-                         "from the console's own page")
 
 
 # --- alter and delete ---------------------------------------------------------
@@ -230,7 +224,7 @@ async def topic_alter(request):
     ctx = request.app.state.console
     name = request.path_params["name"]
     form = await request.form()
-    _check_token(ctx, f"alter:{name}", form)
+    ctx.check_form_token(f"alter:{name}", form)
     config, deleted = alter_args(form.get("config") or "")
     import anyio.to_thread
 
@@ -252,7 +246,7 @@ async def topic_delete(request):
     ctx = request.app.state.console
     name = request.path_params["name"]
     form = await request.form()
-    _check_token(ctx, f"delete:{name}", form)
+    ctx.check_form_token(f"delete:{name}", form)
     if form.get("confirm_name") != name:
         raise ValueError(f"type the topic's name ({name}) to delete it")
     import anyio.to_thread
