@@ -203,6 +203,8 @@ def _bytes_min(field: Field, version: int, flexible: bool) -> int:
     if field.type in _FIXED_BYTES:
         return _FIXED_BYTES[field.type]
     if field.type == "{}":
+        if _nullable(field, version):
+            return 1   # the presence byte of a null struct
         return _Struct(field.fields, version, flexible).bytes_min
     if flexible:
         return 1
@@ -237,6 +239,8 @@ def _codec_of(field: Field, version: int, flexible: bool, nullable: bool):
         return (lambda r: r.bytes_view(flexible, nullable)), (lambda w, v: w.records(v, flexible))
     if kind == "{}":
         inner = _Struct(field.fields, version, flexible)
+        if nullable:
+            return _nullable_struct_codec(inner)
         return inner.decode, inner.encode
     if kind == "[]":
         inner = _Struct(field.fields, version, flexible)
@@ -247,6 +251,26 @@ def _codec_of(field: Field, version: int, flexible: bool, nullable: bool):
         read, write = _codec_of(element_field, version, flexible, nullable=False)
         element = (read, write, _bytes_min(element_field, version, flexible))
     return _array_codec(flexible, nullable, *element)
+
+
+def _nullable_struct_codec(inner: _Struct):
+    """A nullable struct, as Kafka writes one: int8 -1 for null, else 1 and the struct
+    (DescribeTopicPartitions' cursor)."""
+    def read(r: Reader):
+        marker = r.int8()
+        if marker == -1:
+            return None
+        if marker != 1:
+            raise r.fail(f"struct presence byte {marker}, not -1 (null) or 1")
+        return inner.decode(r)
+
+    def write(w: Writer, value) -> None:
+        if value is None:
+            w.int8(-1)
+            return
+        w.int8(1)
+        inner.encode(w, value)
+    return read, write
 
 
 def _array_codec(flexible: bool, nullable: bool, read_element, write_element, element_bytes_min):

@@ -31,7 +31,8 @@ A field is ``F(name, type, versions, nullable=, default=, tag=, fields=)``:
 Versions the broker advertises (codec.SUPPORTED_VERSIONS). Produce starts at 0
 because librdkafka stops compressing otherwise (KAFKA-18659); its handler
 refuses versions below 3. Versions Kafka 4 dropped (Produce 0-2, CreateTopics
-0-1, DeleteTopics 0, DescribeConfigs 0) keep the fields their JSON still
+0-1, DeleteTopics 0, DescribeConfigs 0, DescribeLogDirs 0, DescribeAcls,
+CreateAcls and DeleteAcls 0) keep the fields their JSON still
 describes for them.
 """
 
@@ -731,9 +732,151 @@ SASL_AUTHENTICATE = Api("SaslAuthenticate", 36, (0, 2), 2,
     ),
 )
 
+DESCRIBE_LOG_DIRS = Api("DescribeLogDirs", 35, (0, 4), 2,
+    (  # request
+        F("topics", "[]", "0+", nullable="0+", fields=(
+            F("topic", "string", "0+"),
+            F("partitions", "[]int32", "0+"),
+        )),
+    ),
+    (  # response
+        F("throttle_time_ms", "int32", "0+"),
+        F("error_code", "int16", "3+"),
+        F("results", "[]", "0+", fields=(
+            F("error_code", "int16", "0+"),
+            F("log_dir", "string", "0+"),
+            F("topics", "[]", "0+", fields=(
+                F("name", "string", "0+"),
+                F("partitions", "[]", "0+", fields=(
+                    F("partition_index", "int32", "0+"),
+                    F("partition_size", "int64", "0+"),
+                    F("offset_lag", "int64", "0+"),
+                    F("is_future_key", "bool", "0+"),
+                )),
+            )),
+            F("total_bytes", "int64", "4+", default=-1),
+            F("usable_bytes", "int64", "4+", default=-1),
+        )),
+    ),
+)
+
+DESCRIBE_TOPIC_PARTITIONS = Api("DescribeTopicPartitions", 75, (0, 0), 0,
+    (  # request
+        F("topics", "[]", "0+", fields=(
+            F("name", "string", "0+"),
+        )),
+        F("response_partition_limit", "int32", "0+", default=2000),
+        F("cursor", "{}", "0+", nullable="0+", default=NULL, fields=(
+            F("topic_name", "string", "0+"),
+            F("partition_index", "int32", "0+"),
+        )),
+    ),
+    (  # response
+        F("throttle_time_ms", "int32", "0+"),
+        F("topics", "[]", "0+", fields=(
+            F("error_code", "int16", "0+"),
+            F("name", "string", "0+", nullable="0+"),
+            F("topic_id", "uuid", "0+"),
+            F("is_internal", "bool", "0+", default=False),
+            F("partitions", "[]", "0+", fields=(
+                F("error_code", "int16", "0+"),
+                F("partition_index", "int32", "0+"),
+                F("leader_id", "int32", "0+"),
+                F("leader_epoch", "int32", "0+", default=-1),
+                F("replica_nodes", "[]int32", "0+"),
+                F("isr_nodes", "[]int32", "0+"),
+                F("eligible_leader_replicas", "[]int32", "0+", nullable="0+", default=NULL),
+                F("last_known_elr", "[]int32", "0+", nullable="0+", default=NULL),
+                F("offline_replicas", "[]int32", "0+"),
+            )),
+            F("topic_authorized_operations", "int32", "0+", default=-2147483648),
+        )),
+        F("next_cursor", "{}", "0+", nullable="0+", default=NULL, fields=(
+            F("topic_name", "string", "0+"),
+            F("partition_index", "int32", "0+"),
+        )),
+    ),
+)
+
+_ACL_FILTER = (
+    F("resource_type_filter", "int8", "0+"),
+    F("resource_name_filter", "string", "0+", nullable="0+"),
+    F("pattern_type_filter", "int8", "1+", default=3),
+    F("principal_filter", "string", "0+", nullable="0+"),
+    F("host_filter", "string", "0+", nullable="0+"),
+    F("operation", "int8", "0+"),
+    F("permission_type", "int8", "0+"),
+)
+
+DESCRIBE_ACLS = Api("DescribeAcls", 29, (0, 3), 2,
+    _ACL_FILTER,  # request
+    (  # response
+        F("throttle_time_ms", "int32", "0+"),
+        F("error_code", "int16", "0+"),
+        F("error_message", "string", "0+", nullable="0+"),
+        F("resources", "[]", "0+", fields=(
+            F("resource_type", "int8", "0+"),
+            F("resource_name", "string", "0+"),
+            F("pattern_type", "int8", "1+", default=3),
+            F("acls", "[]", "0+", fields=(
+                F("principal", "string", "0+"),
+                F("host", "string", "0+"),
+                F("operation", "int8", "0+"),
+                F("permission_type", "int8", "0+"),
+            )),
+        )),
+    ),
+)
+
+CREATE_ACLS = Api("CreateAcls", 30, (0, 3), 2,
+    (  # request
+        F("creations", "[]", "0+", fields=(
+            F("resource_type", "int8", "0+"),
+            F("resource_name", "string", "0+"),
+            F("resource_pattern_type", "int8", "1+", default=3),
+            F("principal", "string", "0+"),
+            F("host", "string", "0+"),
+            F("operation", "int8", "0+"),
+            F("permission_type", "int8", "0+"),
+        )),
+    ),
+    (  # response
+        F("throttle_time_ms", "int32", "0+"),
+        F("results", "[]", "0+", fields=(
+            F("error_code", "int16", "0+"),
+            F("error_message", "string", "0+", nullable="0+"),
+        )),
+    ),
+)
+
+DELETE_ACLS = Api("DeleteAcls", 31, (0, 3), 2,
+    (  # request
+        F("filters", "[]", "0+", fields=_ACL_FILTER),
+    ),
+    (  # response
+        F("throttle_time_ms", "int32", "0+"),
+        F("filter_results", "[]", "0+", fields=(
+            F("error_code", "int16", "0+"),
+            F("error_message", "string", "0+", nullable="0+"),
+            F("matching_acls", "[]", "0+", fields=(
+                F("error_code", "int16", "0+"),
+                F("error_message", "string", "0+", nullable="0+"),
+                F("resource_type", "int8", "0+"),
+                F("resource_name", "string", "0+"),
+                F("pattern_type", "int8", "1+", default=3),
+                F("principal", "string", "0+"),
+                F("host", "string", "0+"),
+                F("operation", "int8", "0+"),
+                F("permission_type", "int8", "0+"),
+            )),
+        )),
+    ),
+)
+
 APIS: tuple[Api, ...] = (
     PRODUCE, FETCH, LIST_OFFSETS, METADATA, OFFSET_COMMIT, OFFSET_FETCH, FIND_COORDINATOR,
     JOIN_GROUP, HEARTBEAT, LEAVE_GROUP, SYNC_GROUP, DESCRIBE_GROUPS, LIST_GROUPS,
     SASL_HANDSHAKE, API_VERSIONS, CREATE_TOPICS, DELETE_TOPICS, INIT_PRODUCER_ID,
     DESCRIBE_CONFIGS, ALTER_CONFIGS, SASL_AUTHENTICATE, CREATE_PARTITIONS,
-    DELETE_GROUPS, INCREMENTAL_ALTER_CONFIGS, DESCRIBE_CLUSTER)
+    DELETE_GROUPS, INCREMENTAL_ALTER_CONFIGS, DESCRIBE_CLUSTER, DESCRIBE_LOG_DIRS,
+    DESCRIBE_TOPIC_PARTITIONS, DESCRIBE_ACLS, CREATE_ACLS, DELETE_ACLS)
