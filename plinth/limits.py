@@ -815,6 +815,10 @@ KAFKA_FETCH_PARKED_PARTITION_BYTES_MAX = 1 * MiB
 KAFKA_GROUP_SYNC_WAIT_MS_MAX = 300_000
 # Partitions of a topic created with num_partitions -1 (Kafka's num.partitions).
 KAFKA_TOPIC_PARTITIONS_DEFAULT = 1
+# Topics a Kafka DescribeLogDirs describes at once (one describeTopic each, to the
+# controller): a request for every topic of a big cluster goes in rounds of this
+# many, so that it does not take the whole backend's KAFKA_BACKEND_REQUESTS_IN_FLIGHT_MAX.
+KAFKA_LOG_DIRS_TOPICS_IN_FLIGHT_MAX = 64
 
 # --- Console pages: message browser and consumer groups (client/console/browse.py,
 # group_offsets.py, pages_browse.py, pages_groups.py) -------------------------------

