@@ -819,6 +819,10 @@ KAFKA_TOPIC_PARTITIONS_DEFAULT = 1
 # controller): a request for every topic of a big cluster goes in rounds of this
 # many, so that it does not take the whole backend's KAFKA_BACKEND_REQUESTS_IN_FLIGHT_MAX.
 KAFKA_LOG_DIRS_TOPICS_IN_FLIGHT_MAX = 64
+# Partitions one DescribeTopicPartitions page holds at most, whatever the request's
+# response_partition_limit: Kafka's max.request.partition.size.limit default (the
+# client pages on with the cursor).
+KAFKA_DESCRIBE_PARTITIONS_LIMIT_MAX = 2000
 
 # --- Console pages: message browser and consumer groups (client/console/browse.py,
 # group_offsets.py, pages_browse.py, pages_groups.py) -------------------------------

@@ -1,4 +1,5 @@
-"""ApiVersions, Metadata, DescribeCluster and FindCoordinator: the cluster as Kafka sees it.
+"""ApiVersions, Metadata, DescribeTopicPartitions, DescribeCluster and FindCoordinator:
+the cluster as Kafka sees it.
 
 Runs on the Kafka listener's event loop thread (gateway.py). Every router's
 Kafka listener is a broker (gateway.py's KafkaCluster), and each partition is
@@ -6,6 +7,18 @@ Kafka listener is a broker (gateway.py's KafkaCluster), and each partition is
 partition's requests to forwards them to the shard that really leads it.
 Leader epochs are given as -1 (unknown), so that clients do not fence fetches
 on epochs that Plinth's router, not the client, keeps track of.
+
+DescribeTopicPartitions (KIP-966; newer Java AdminClients' describeTopics)
+answers what Metadata does, a page at a time: topics in name order (all of
+them when the request names none), from the cursor's topic and partition on,
+at most ``response_partition_limit`` partitions (capped at
+KAFKA_DESCRIBE_PARTITIONS_LIMIT_MAX, Kafka's max.request.partition.size.limit),
+and ``next_cursor`` where the next page starts (null after the last). No
+eligible leader replicas: their lists are empty, as from a Kafka cluster
+without ELR. A topic that does not exist (or that the user may not see:
+Plinth's metadata leaves those out) is UNKNOWN_TOPIC_OR_PARTITION. A cursor
+on a topic the request does not name, or a limit below 1, is
+INVALID_REQUEST on every topic named, as Kafka answers a request it refuses.
 """
 
 from __future__ import annotations
@@ -104,6 +117,72 @@ async def _create(gateway, name: str) -> None:
 async def _plinth_metadata(gateway) -> protocol.ReplyView:
     reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_metadata(rid, []))
     return reply
+
+
+async def describe_topic_partitions(gateway, header, body: dict, connection) -> dict:
+    reply = await _plinth_metadata(gateway)
+    names = sorted({t["name"] for t in body["topics"]})
+    cursor, limit = body["cursor"], body["response_partition_limit"]
+    refusal = _page_refusal(names, cursor, limit)
+    if refusal is not None or reply.error is not None:
+        if refusal is not None:
+            log.warning("Kafka DescribeTopicPartitions from %s refused: %s", header.client_id,
+                        refusal)
+        code = kafka.INVALID_REQUEST if refusal is not None else kafka_code(reply.error)
+        return {"throttle_time_ms": 0, "next_cursor": None,
+                "topics": [_topic_error(name, code) for name in names]}
+    counts = {info.name: info.partitions for info in reply.topics}
+    page, next_cursor = partition_page(counts, names or sorted(counts), cursor,
+                                       min(limit, limits.KAFKA_DESCRIBE_PARTITIONS_LIMIT_MAX))
+    cluster = gateway.cluster
+    brokers = cluster.brokers()
+    topics = []
+    for name, indexes in page:
+        if name not in counts:
+            topics.append(_topic_error(name, kafka.UNKNOWN_TOPIC_OR_PARTITION))
+            continue
+        partitions = [_partition(i, cluster.leader_of(brokers, name, i)) for i in indexes]
+        for partition in partitions:
+            partition.update(eligible_leader_replicas=[], last_known_elr=[])
+        topics.append({"error_code": kafka.NONE, "name": name, "is_internal": False,
+                       "partitions": partitions,
+                       "topic_authorized_operations": -2147483648})
+    return {"throttle_time_ms": 0, "topics": topics, "next_cursor": next_cursor}
+
+
+def _page_refusal(names: list[str], cursor: dict | None, limit: int) -> str | None:
+    """Why a DescribeTopicPartitions request cannot be answered, or None."""
+    if limit < 1:
+        return f"response_partition_limit {limit} is below 1"
+    if cursor is not None and names and cursor["topic_name"] not in names:
+        return (f"the cursor's topic {cursor['topic_name']!r} is not among the "
+                f"{len(names)} topics asked for")
+    if cursor is not None and cursor["partition_index"] < 0:
+        return f"the cursor's partition index {cursor['partition_index']} is negative"
+    return None
+
+
+def partition_page(counts: dict[str, int], names: list[str], cursor: dict | None,
+                   limit: int) -> tuple[list[tuple[str, range]], dict | None]:
+    """One page: [(topic, its partition indexes on this page)] in name order from the
+    cursor on, at most ``limit`` partitions in all, and the next page's cursor (None:
+    this is the last). A topic not in ``counts`` (unknown) takes no room. A topic
+    cut by the limit goes on at the next page's cursor."""
+    start_topic = cursor["topic_name"] if cursor is not None else None
+    page, room = [], limit
+    for name in names:
+        if start_topic is not None and name < start_topic:
+            continue
+        first = cursor["partition_index"] if name == start_topic else 0
+        count = counts.get(name, 0)
+        if name in counts and room == 0 and first < count:
+            return page, {"topic_name": name, "partition_index": first}
+        end = min(count, first + room)
+        page.append((name, range(first, end) if name in counts else range(0)))
+        room -= max(0, end - first)
+        if end < count:
+            return page, {"topic_name": name, "partition_index": end}
+    return page, None
 
 
 async def describe_cluster(gateway, header, body: dict, connection) -> dict:

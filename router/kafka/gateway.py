@@ -105,6 +105,7 @@ class KafkaGateway:
         self._handlers = {
             API_KEYS["ApiVersions"]: api_cluster.api_versions,
             API_KEYS["Metadata"]: api_cluster.metadata,
+            API_KEYS["DescribeTopicPartitions"]: api_cluster.describe_topic_partitions,
             API_KEYS["DescribeCluster"]: api_cluster.describe_cluster,
             API_KEYS["FindCoordinator"]: api_cluster.find_coordinator,
             API_KEYS["InitProducerId"]: api_produce.init_producer_id,

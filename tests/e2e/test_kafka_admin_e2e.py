@@ -119,3 +119,39 @@ def test_describe_log_dirs_of_null_topics_lists_every_topic(kafka_broker, versio
     assert listed[topic] == [0, 1]
     # v4 adds the volume's bytes (decoded as their default, -1, before it)
     assert (log_dir["total_bytes"] > 0) == (version >= 4)
+
+
+def test_describe_topic_partitions_pages_through_partitions_as_metadata_describes_them(
+        kafka_broker, kafka_admin):
+    # Given two topics of 3 and 2 partitions, and Metadata's view of them
+    first, second = sorted([create(kafka_broker, partitions=3), create(kafka_broker, partitions=2)])
+    from confluent_kafka.admin import AdminClient
+
+    listed = AdminClient({"bootstrap.servers": kafka_broker.kafka_address}).list_topics(
+        timeout=TIMEOUT_S).topics   # librdkafka's Metadata request
+    metadata = {(name, p.id): (p.leader, list(p.replicas), list(p.isrs))
+                for name in (first, second) for p in listed[name].partitions.values()}
+    # When kafka-python pages through them 2 partitions at a time
+    seen, cursor, pages = {}, None, 0
+    while pages == 0 or cursor is not None:
+        answer = kafka_admin.describe_topic_partitions([second, first], 2, cursor)
+        cursor, pages = answer["next_cursor"], pages + 1
+        for topic in answer["topics"]:
+            assert topic["error_code"] == 0, topic
+            for p in topic["partitions"]:
+                assert (topic["name"], p["partition_index"]) not in seen
+                seen[(topic["name"], p["partition_index"])] = (
+                    p["leader_id"], p["replica_nodes"], p["isr_nodes"])
+        assert pages <= 5, "more pages than partitions"
+    # Then 3 pages gave every partition once, with Metadata's leader, replicas and isr
+    assert pages == 3
+    assert seen == metadata
+
+
+def test_describe_topic_partitions_of_an_unknown_topic_is_unknown_topic_or_partition(
+        kafka_broker, kafka_admin):
+    topic, missing = create(kafka_broker, partitions=1), unique_topic("missing")
+    answer = kafka_admin.describe_topic_partitions([topic, missing])
+    codes = {t["name"]: (t["error_code"], len(t["partitions"])) for t in answer["topics"]}
+    assert codes == {topic: (0, 1), missing: (3, 0)}
+    assert answer["next_cursor"] is None
