@@ -230,7 +230,9 @@ class Acl:
     """The loaded file: grants and quotas per key. Immutable after ``load``; any thread."""
 
     def __init__(self, grants: dict[str, tuple[Grant, ...]],
-                 quotas: dict[str, QuotaRates] | None = None):
+                 quotas: dict[str, QuotaRates] | None = None, path: Path | None = None):
+        self.path = path              # the file it was loaded from (None: built in memory)
+        self._own = dict(grants)
         star = grants.get(ANY_KEY, ())
         self._by_key = {key: ClientGrants(key, own + star)
                         for key, own in grants.items() if key != ANY_KEY}
@@ -249,7 +251,12 @@ class Acl:
             raise InvalidConfigError(f"ACL file {path}: expected an object of client key -> grants")
         quotas = _quotas(path, raw.pop(QUOTAS_MEMBER, {}))
         grants = {_key(path, key): _grants(path, key, value) for key, value in raw.items()}
-        return cls(grants, quotas)
+        return cls(grants, quotas, path)
+
+    def entries(self) -> dict[str, tuple[Grant, ...]]:
+        """Each key's own grants as the file gives them (``"*"`` its own entry), in the
+        file's order: what the Kafka listener's DescribeAcls describes."""
+        return dict(self._own)
 
     def grants_for(self, client_key: str) -> ClientGrants:
         found = self._by_key.get(client_key)

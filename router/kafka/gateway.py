@@ -31,8 +31,8 @@ import zlib
 from collections.abc import Callable
 from typing import NamedTuple
 
-from plinth.router.kafka import (api_cluster, api_configs, api_fetch, api_groups, api_log_dirs,
-                                 api_offsets, api_produce, api_sasl, api_topics)
+from plinth.router.kafka import (api_acls, api_cluster, api_configs, api_fetch, api_groups,
+                                 api_log_dirs, api_offsets, api_produce, api_sasl, api_topics)
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.backend import PRINCIPAL, PlinthBackend
 from plinth.router.kafka.codec import API_KEYS, RequestHeader
@@ -90,18 +90,21 @@ class KafkaGateway:
 
     def __init__(self, backend: PlinthBackend, cluster: KafkaCluster,
                  sasl_users: dict[str, ScramCredential] | None = None,
-                 auto_create_topics: bool = False, log_dir: str = ""):
+                 auto_create_topics: bool = False, log_dir: str = "", acl=None):
         """``sasl_users``: None, or the users who may log in (then nothing else is
         served before a login). ``auto_create_topics``: Kafka's
         auto.create.topics.enable (Metadata creates a topic a client asks for, if the
         client allows it too). ``log_dir``: the broker's data dir, the one log
-        directory DescribeLogDirs names ("": not known to this router)."""
+        directory DescribeLogDirs names ("": not known to this router). ``acl``: the
+        router's ACL file (router/acl.py's Acl; None: none), which DescribeAcls
+        describes."""
         self.backend = backend
         self.cluster = cluster
         self.sasl_users = sasl_users   # None: no login asked
         self.tls = False               # the listener's connections are TLS (service.py)
         self.auto_create_topics = auto_create_topics
         self.log_dir = log_dir
+        self.acl = acl
         self._handlers = {
             API_KEYS["ApiVersions"]: api_cluster.api_versions,
             API_KEYS["Metadata"]: api_cluster.metadata,
@@ -128,6 +131,9 @@ class KafkaGateway:
             API_KEYS["DeleteGroups"]: api_groups.delete_groups,
             API_KEYS["ListGroups"]: api_groups.list_groups,
             API_KEYS["DescribeLogDirs"]: api_log_dirs.describe_log_dirs,
+            API_KEYS["DescribeAcls"]: api_acls.describe_acls,
+            API_KEYS["CreateAcls"]: api_acls.create_acls,
+            API_KEYS["DeleteAcls"]: api_acls.delete_acls,
         }
         if sasl_users is not None:
             self._handlers[API_KEYS["SaslHandshake"]] = api_sasl.sasl_handshake

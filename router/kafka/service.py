@@ -140,6 +140,7 @@ class KafkaService:
                  log_dir: str = ""):
         self.options = options
         self._log_dir = log_dir
+        self._acl = None if security is None else security.acl
         self._users = options.users()
         self._backend = PlinthBackend(router_url_for(router_listen_url),
                                       self._internal_keys(security))
@@ -164,7 +165,7 @@ class KafkaService:
         host, port = parse_host_port(self.options.listen, "--kafka-listen")
         gateway = KafkaGateway(self._backend, None, self._users,
                                auto_create_topics=self.options.auto_create_topics,
-                               log_dir=self._log_dir)
+                               log_dir=self._log_dir, acl=self._acl)
         gateway.tls = self.options.ssl_context() is not None
         self._listener = KafkaListener(
             host, port, gateway.handle, ssl_context=self.options.ssl_context(),

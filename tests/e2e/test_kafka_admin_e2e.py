@@ -155,3 +155,31 @@ def test_describe_topic_partitions_of_an_unknown_topic_is_unknown_topic_or_parti
     codes = {t["name"]: (t["error_code"], len(t["partitions"])) for t in answer["topics"]}
     assert codes == {topic: (0, 1), missing: (3, 0)}
     assert answer["next_cursor"] is None
+
+
+def test_without_an_acl_file_the_acl_apis_answer_security_disabled_saying_where_acls_come_from(
+        kafka_broker, kafka_admin):
+    import kafka.errors as errors
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType,
+                                       AdminClient, ResourcePatternType, ResourceType)
+    from kafka.admin import (ACLFilter, ACLOperation, ACLPermissionType,
+                             ACLResourcePatternType, ResourcePatternFilter)
+    from kafka.admin import ResourceType as KafkaPythonResourceType
+
+    # kafka-python's describe_acls raises the answer's error and message
+    with pytest.raises(errors.SecurityDisabledError, match="--acl FILE"):
+        kafka_admin.describe_acls(ACLFilter(
+            principal=None, host=None, operation=ACLOperation.ANY,
+            permission_type=ACLPermissionType.ANY,
+            resource_pattern=ResourcePatternFilter(KafkaPythonResourceType.ANY, None,
+                                                   ACLResourcePatternType.ANY)))
+    # confluent-kafka's create_acls fails each binding with it
+    admin = AdminClient({"bootstrap.servers": kafka_broker.kafka_address})
+    binding = AclBinding(ResourceType.TOPIC, "t", ResourcePatternType.LITERAL, "User:a", "*",
+                         AclOperation.READ, AclPermissionType.ALLOW)
+    [future] = admin.create_acls([binding]).values()
+    with pytest.raises(KafkaException) as raised:
+        future.result(TIMEOUT_S)
+    assert raised.value.args[0].name() == "SECURITY_DISABLED"
+    assert "this broker has no ACL file" in raised.value.args[0].str()
