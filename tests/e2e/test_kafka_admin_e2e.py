@@ -11,13 +11,16 @@ each test has its own topics.
 
 from __future__ import annotations
 
+import random
 import socket
 
 import pytest
 
 from plinth.client.admin import Admin
 from plinth.router.kafka import codec
-from plinth.router.kafka.messages import DESCRIBE_LOG_DIRS
+from plinth.router.kafka.messages import (
+    CREATE_ACLS, DELETE_ACLS, DESCRIBE_ACLS, DESCRIBE_LOG_DIRS, DESCRIBE_TOPIC_PARTITIONS)
+from tests.router.kafka.kafka_python_bridge import flexible, random_body
 from plinth.client.producer import Producer
 from tests.support import unique_topic, wait_until
 
@@ -183,3 +186,39 @@ def test_without_an_acl_file_the_acl_apis_answer_security_disabled_saying_where_
         future.result(TIMEOUT_S)
     assert raised.value.args[0].name() == "SECURITY_DISABLED"
     assert "this broker has no ACL file" in raised.value.args[0].str()
+
+
+NEW_APIS = (DESCRIBE_LOG_DIRS, DESCRIBE_TOPIC_PARTITIONS, DESCRIBE_ACLS, CREATE_ACLS, DELETE_ACLS)
+
+
+@pytest.mark.parametrize("api", NEW_APIS, ids=lambda api: api.name)
+def test_random_well_formed_requests_of_these_apis_are_answered_and_the_listener_lives_on(
+        kafka_broker, api):
+    # Given requests of every version with random values in every field (names, a
+    # negative limit or cursor, enum numbers Kafka does not have, null filters)
+    rng = random.Random(api.key)
+    for version in range(api.versions[0], api.versions[1] + 1):
+        for _ in range(6):
+            body = random_body(rng, api.request, version, flexible(api, version))
+            # When one is sent, Then an answer comes back that decodes (raw_request
+            # asserts it), with no error left unexplained
+            answer = raw_request(kafka_broker, api, version, body)
+            assert_explained(answer)
+    # And the listener still serves a real client
+    from kafka.admin import KafkaAdminClient
+
+    client = KafkaAdminClient(bootstrap_servers=kafka_broker.kafka_address)
+    assert client.describe_cluster()["brokers"]
+    client.close()
+
+
+def assert_explained(answer) -> None:
+    """Every non-zero error code beside an error message carries that message."""
+    if isinstance(answer, dict):
+        if answer.get("error_code") and "error_message" in answer:
+            assert answer["error_message"], answer
+        for value in answer.values():
+            assert_explained(value)
+    elif isinstance(answer, list):
+        for value in answer:
+            assert_explained(value)
