@@ -43,6 +43,30 @@ def test_every_router_is_a_broker_and_the_partitions_leaders_are_spread_over_the
     admin.close()
 
 
+def test_describe_log_dirs_lists_each_partition_once_under_the_router_metadata_names_leader(
+        two_routers):
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    server_kafka, router_kafka = two_routers
+    admin = KafkaAdminClient(bootstrap_servers=server_kafka)
+    wait_until(lambda: _brokers(admin) == {server_kafka, router_kafka}, TIMEOUT_S,
+               explain=lambda: f"brokers: {_brokers(admin)}")
+    topic = unique_topic("logdirs")
+    admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])
+    [described] = admin.describe_topics([topic])
+    leaders = {p["partition_index"]: p["leader_id"] for p in described["partitions"]}
+    # When every broker is asked for the topic's partitions
+    listed = [(answer["broker"], p["partition_index"])
+              for answer in admin.describe_log_dirs({topic: list(range(PARTITIONS))})
+              for log_dir in answer["log_dirs"] for t in log_dir["topics"]
+              for p in t["partitions"]]
+    # Then each partition is listed once, by its leader: a sum over brokers counts it once
+    assert sorted(listed, key=lambda b: b[1]) == sorted(
+        ((leader, partition) for partition, leader in leaders.items()), key=lambda b: b[1])
+    assert len({broker for broker, _ in listed}) == 2
+    admin.close()
+
+
 def test_records_produced_through_one_router_are_consumed_through_the_other(two_routers):
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
     from kafka.admin import KafkaAdminClient, NewTopic
