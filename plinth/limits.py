@@ -1029,6 +1029,8 @@ def _relations() -> list[tuple[str, bool]]:
          64 * KAFKA_FETCH_PARKED_PARTITION_BYTES_MAX <= CLIENT_FETCH_BYTES_IN_FLIGHT_MAX),
         ("a Kafka producer's default pipeline (5) fits a connection's requests in flight",
          5 <= KAFKA_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX),
+        ("a Kafka DescribeLogDirs round leaves most of the backend's requests to others",
+         8 * KAFKA_LOG_DIRS_TOPICS_IN_FLIGHT_MAX <= KAFKA_BACKEND_REQUESTS_IN_FLIGHT_MAX),
         ("a server that stops waits for its reaper longer than the reaper can take",
          REAPER_TERM_GRACE_S * REAPER_ROUNDS_MAX < REAPER_EXIT_WAIT_S),
         ("one client key cannot fill a group alone",
