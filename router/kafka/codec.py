@@ -255,13 +255,11 @@ def _codec_of(field: Field, version: int, flexible: bool, nullable: bool):
 
 def _nullable_struct_codec(inner: _Struct):
     """A nullable struct, as Kafka writes one: int8 -1 for null, else 1 and the struct
-    (DescribeTopicPartitions' cursor)."""
+    (DescribeTopicPartitions' cursor). Read as Kafka reads it: any negative byte is
+    null, any other a struct."""
     def read(r: Reader):
-        marker = r.int8()
-        if marker == -1:
+        if r.int8() < 0:
             return None
-        if marker != 1:
-            raise r.fail(f"struct presence byte {marker}, not -1 (null) or 1")
         return inner.decode(r)
 
     def write(w: Writer, value) -> None:
