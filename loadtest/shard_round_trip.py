@@ -27,6 +27,7 @@ asserts nothing about the numbers.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -39,6 +40,7 @@ import zmq
 
 from loadtest.direct_vs_router import VALUE, paced, percentile, produce_one
 from plinth import protocol
+from plinth.cluster_keys import ClusterKeys, make_ipc_dir
 from plinth.shards.partition_log import LogConfig
 from plinth.shards.shard_server import ShardServer
 
@@ -54,17 +56,22 @@ STOP_TIMEOUT_S = 10.0        # for a child to end after the stop word, then agai
 SHARD_STOP_GRACE_S = 5.0     # ShardServer.stop's flush and close
 FLOOR_IDLE_POLL_MS = 1000    # an idle floor looks for the stop word this often
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9), ("max", 100.0))
-SERVERS = ("floor", "floor_fsync", "shard")
+SERVERS = ("floor", "floor_fsync", "shard", "shard_ipc")
 
 
 # --- The servers (each in its own spawned child process) ---------------------
 
-def serve_shard(conn, data_dir: str, fsync_policy: str) -> None:
-    """Child process: a ShardServer with partition 0 of TOPIC and its direct socket.
-    Sends the direct socket's address, serves until the parent sends the stop word
-    (or goes away), then stops the server."""
+def serve_shard(conn, data_dir: str, fsync_policy: str, ipc: bool = False) -> None:
+    """Child process: a ShardServer with partition 0 of TOPIC and its direct socket
+    (with ``ipc``, over ipc:// as the embedded ``plinth serve`` binds it, else on
+    127.0.0.1 TCP). Sends the direct socket's address, serves until the parent sends
+    the stop word (or goes away), then stops the server."""
+    keys = None
+    if ipc:
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+        keys = dataclasses.replace(ClusterKeys.generate(), ipc_dir=make_ipc_dir(Path(data_dir)))
     server = ShardServer("shard-round-trip", Path(data_dir), "127.0.0.1",
-                         fsync_policy=fsync_policy, direct_clients=True)
+                         fsync_policy=fsync_policy, cluster_keys=keys, direct_clients=True)
     server.start()
     try:
         server.call(server.open_partition, TOPIC, 0, LogConfig())
@@ -200,6 +207,7 @@ def run(records: int, rate: float, fsync_policy: str) -> dict[str, dict]:
             "floor": (serve_floor, str(Path(work) / "floor.log"), False),
             "floor_fsync": (serve_floor, str(Path(work) / "floor-fsync.log"), True),
             "shard": (serve_shard, str(Path(work) / "shard"), fsync_policy),
+            "shard_ipc": (serve_shard, str(Path(work) / "shard-ipc"), fsync_policy, True),
         }
         for name in SERVERS:
             with child_server(name, *children[name]) as address:
@@ -239,7 +247,8 @@ def format_table(results: dict[str, dict], records: int, rate: float,
     """``results`` as with_ratios makes them: a row per server."""
     titles = {"floor": "floor: receive, answer",
               "floor_fsync": f"floor: + append {len(FLOOR_APPEND)} B, fsync",
-              "shard": f"ShardServer, fsync {fsync_policy}"}
+              "shard": f"ShardServer, fsync {fsync_policy}",
+              "shard_ipc": f"ShardServer over ipc://, fsync {fsync_policy}"}
     lines = [f"one produce request at a time from a bare DEALER: {records} records at "
              f"{rate:g}/s, {len(VALUE)}-byte values, 1 partition; ms (÷ the floor doing the "
              f"same disk work)",
