@@ -229,8 +229,8 @@ class DirectRoutes:
     def _open(self, address: str) -> bool:
         if len(self._sockets) >= limits.CLIENT_DIRECT_SOCKETS_MAX:
             return False
-        if not address.startswith("tcp://"):
-            log.warning("ignored direct address %r: not tcp://", address)
+        if not address.startswith(("tcp://", "ipc://")):
+            log.warning("ignored direct address %r: not tcp:// or ipc://", address)
             return False
         dealer = self._context.socket(zmq.DEALER)
         dealer.setsockopt(zmq.LINGER, 0)

@@ -20,16 +20,26 @@ between the shard and its floor is the shard's own Python (README, "The
 shard's produce path, one request at a time"). A benchmark, not a test: it
 asserts nothing about the numbers.
 
+With ``--transports BLOCKS`` it measures instead the one lever of issue 13 that
+is the transport alone: two ShardServers at once, whose direct sockets are TCP
+on 127.0.0.1 and ipc:// (as the embedded broker binds it), in alternating
+blocks of ``--records`` requests, and prints each's figures and the median
+difference of the block medians.
+
     python -m loadtest.shard_round_trip --records 3000 --rate 200
     python -m loadtest.shard_round_trip --fsync-policy never --json
+    python -m loadtest.shard_round_trip --transports 40 --records 100 --rate 200
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
 import multiprocessing
 import os
+import statistics
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -39,6 +49,7 @@ import zmq
 
 from loadtest.direct_vs_router import VALUE, paced, percentile, produce_one
 from plinth import protocol
+from plinth.cluster_keys import ClusterKeys, make_ipc_dir
 from plinth.shards.partition_log import LogConfig
 from plinth.shards.shard_server import ShardServer
 
@@ -55,16 +66,22 @@ SHARD_STOP_GRACE_S = 5.0     # ShardServer.stop's flush and close
 FLOOR_IDLE_POLL_MS = 1000    # an idle floor looks for the stop word this often
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9), ("max", 100.0))
 SERVERS = ("floor", "floor_fsync", "shard")
+TRANSPORTS = ("tcp", "ipc")
 
 
 # --- The servers (each in its own spawned child process) ---------------------
 
-def serve_shard(conn, data_dir: str, fsync_policy: str) -> None:
-    """Child process: a ShardServer with partition 0 of TOPIC and its direct socket.
-    Sends the direct socket's address, serves until the parent sends the stop word
-    (or goes away), then stops the server."""
+def serve_shard(conn, data_dir: str, fsync_policy: str, ipc: bool = False) -> None:
+    """Child process: a ShardServer with partition 0 of TOPIC and its direct socket
+    (with ``ipc``, over ipc:// as the embedded ``plinth serve`` binds it, else on
+    127.0.0.1 TCP). Sends the direct socket's address, serves until the parent sends
+    the stop word (or goes away), then stops the server."""
+    keys = None
+    if ipc:
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+        keys = dataclasses.replace(ClusterKeys.generate(), ipc_dir=make_ipc_dir(Path(data_dir)))
     server = ShardServer("shard-round-trip", Path(data_dir), "127.0.0.1",
-                         fsync_policy=fsync_policy, direct_clients=True)
+                         fsync_policy=fsync_policy, cluster_keys=keys, direct_clients=True)
     server.start()
     try:
         server.call(server.open_partition, TOPIC, 0, LogConfig())
@@ -166,19 +183,71 @@ def _stop_child(name: str, conn, process) -> None:
 def measure(address: str, records: int, rate: float) -> list[float]:
     """WARM_UP_REQUESTS produce requests, then ``records`` more at ``rate`` per second,
     each awaited before the next; the timed ones' round trips in ms."""
+    with warm_client(address) as one:
+        return paced(one, records, rate)
+
+
+@contextmanager
+def warm_client(address: str):
+    """A DEALER to ``address`` that has had WARM_UP_REQUESTS answered; yields ``one(i)``,
+    which sends the next produce request and awaits its reply."""
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(address)
+    request_ids = itertools.count(1)
 
-    def one(i: int) -> None:
-        produce_one(sock, address, TOPIC, i + 1)
+    def one(_i: int = 0) -> None:
+        produce_one(sock, address, TOPIC, next(request_ids))
 
     try:
-        for i in range(WARM_UP_REQUESTS):
-            one(i)
-        return paced(lambda i: one(WARM_UP_REQUESTS + i), records, rate)
+        for _ in range(WARM_UP_REQUESTS):
+            one()
+        yield one
     finally:
         sock.close()
+
+
+def compare_transports(blocks: int, block_records: int, rate: float,
+                       fsync_policy: str) -> dict[str, dict]:
+    """Two ShardServers at once, one whose direct socket is TCP on 127.0.0.1 and one
+    whose is ipc:// (the embedded broker's); ``blocks`` blocks of ``block_records``
+    requests to each, alternating A B B A, so that a slow minute of this shared
+    machine falls on both. Per transport its figures in ms; for ipc also the median
+    over blocks of (its block's p50 - tcp's block p50) in µs, and in how many blocks
+    ipc was faster."""
+    latencies = {name: [] for name in TRANSPORTS}
+    block_p50s = {name: [] for name in TRANSPORTS}
+    with tempfile.TemporaryDirectory(prefix="plinth-round-trip-", dir="/tmp") as work, \
+            child_server("tcp", serve_shard, str(Path(work) / "tcp"), fsync_policy) as tcp, \
+            child_server("ipc", serve_shard, str(Path(work) / "ipc"), fsync_policy, True) as ipc, \
+            warm_client(tcp) as tcp_one, warm_client(ipc) as ipc_one:
+        ones = {"tcp": tcp_one, "ipc": ipc_one}
+        for block in range(blocks):
+            for name in (TRANSPORTS if block % 2 == 0 else TRANSPORTS[::-1]):
+                block_ms = paced(ones[name], block_records, rate)
+                latencies[name] += block_ms
+                block_p50s[name].append(percentile(block_ms, 50.0))
+    differences_us = [(i - t) * 1000 for i, t in zip(block_p50s["ipc"], block_p50s["tcp"])]
+    results = {name: {"latency_ms": summary_ms(latencies[name])} for name in TRANSPORTS}
+    results["ipc"]["block_p50_difference_us"] = round(statistics.median(differences_us), 1)
+    results["ipc"]["blocks_faster"] = sum(d < 0 for d in differences_us)
+    results["load_average"] = load_average()
+    return results
+
+
+def format_transports(results: dict, blocks: int, block_records: int, rate: float) -> str:
+    lines = [f"the ShardServer's direct socket over TCP and over ipc://: {blocks} blocks of "
+             f"{block_records} requests each way at {rate:g}/s, alternating; ms",
+             f"{'':8}" + "".join(f"{name:>10}" for name, _ in PERCENTILES)]
+    for name in TRANSPORTS:
+        lines.append(f"{name:<8}" + "".join(f"{results[name]['latency_ms'][p]:>10.3f}"
+                                            for p, _ in PERCENTILES))
+    ipc = results["ipc"]
+    load = " ".join(f"{v:.2f}" for v in results["load_average"])
+    lines.append(f"ipc - tcp, median over blocks of the block p50: "
+                 f"{ipc['block_p50_difference_us']:+.1f} µs; ipc faster in "
+                 f"{ipc['blocks_faster']} of {blocks} blocks; load after {load}")
+    return "\n".join(lines)
 
 
 def summary_ms(latencies_ms: list[float]) -> dict[str, float]:
@@ -260,10 +329,19 @@ def main(argv=None) -> int:
     parser.add_argument("--fsync-policy", choices=("always", "interval", "never"),
                         default="always", help="the ShardServer's")
     parser.add_argument("--json", action="store_true", help="one JSON object")
+    parser.add_argument("--transports", type=int, metavar="BLOCKS", default=0,
+                        help="instead: the shard's direct socket over TCP against ipc://, "
+                             "BLOCKS blocks of --records requests each, alternating")
     args = parser.parse_args(argv)
-    if args.records < 1 or args.rate <= 0:
-        parser.error(f"--records must be at least 1 and --rate above 0, not {args.records} "
-                     f"and {args.rate:g}")
+    if args.records < 1 or args.rate <= 0 or args.transports < 0:
+        parser.error(f"--records must be at least 1, --rate above 0 and --transports at "
+                     f"least 0, not {args.records}, {args.rate:g} and {args.transports}")
+    if args.transports:
+        results = compare_transports(args.transports, args.records, args.rate,
+                                     args.fsync_policy)
+        print(json.dumps(results) if args.json else
+              format_transports(results, args.transports, args.records, args.rate))
+        return 0
     results = with_ratios(run(args.records, args.rate, args.fsync_policy), args.fsync_policy)
     if args.json:
         print(json.dumps({"records": args.records, "rate": args.rate,

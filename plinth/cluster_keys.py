@@ -72,8 +72,10 @@ _ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 _ZAP_VERSION = b"1.0"
 _ZAP_DOMAIN = "plinth-cluster"
 IPC_DIR = "sockets"
-# sun_path holds 108 bytes; "ipc://" is not part of it, the shard's file name is.
-_IPC_DIR_BYTES_MAX = 108 - 1 - len("/shard-000000")
+# A shard's socket for direct clients, beside its hop socket: <shard id>.direct.
+DIRECT_IPC_SUFFIX = ".direct"
+# sun_path holds 108 bytes; "ipc://" is not part of it, the longest file name is.
+_IPC_DIR_BYTES_MAX = 108 - 1 - len("/shard-000000" + DIRECT_IPC_SUFFIX)
 
 
 @dataclass(frozen=True)

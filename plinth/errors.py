@@ -62,8 +62,10 @@ the environment causes and is expected, handled and reported.
         │   └── ProducerBufferFullError buffer_memory full for max_block_ms
         ├── ClosedError             the producer/consumer/admin was closed
         ├── MalformedReplyError     what came back is not a valid Reply
-        └── InputTooLongError       a user's input to the console (a filter, a plan) is
-                                    over its limit; also a ValueError
+        ├── InputTooLongError       a user's input to the console (a filter, a plan) is
+        │                           over its limit; also a ValueError
+        └── TooManyGroupsWatchedError  a live-lag stream for one group more than the
+                                    console samples at once (client/console/lag_watch.py)
 
 The numeric codes live in ``schemas/protocol.capnp`` (enum ErrorCode); this
 module maps each code to its class, both ways.
@@ -365,6 +367,11 @@ class InputTooLongError(ClientError, ValueError):
     """Something a user typed or a link carries (a console filter, a reset plan) is
     longer than its limit in plinth/limits.py: names it, its size and the limit,
     and is refused before anything is asked of the broker."""
+
+
+class TooManyGroupsWatchedError(ClientError):
+    """A console stream for one group more than it samples the lag of at once
+    (CONSOLE_LAG_GROUPS_MAX): shown as a message on the page, naming the limit."""
 
 
 BROKER_ERRORS: dict[str, type[BrokerError]] = {

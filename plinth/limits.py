@@ -28,13 +28,14 @@ SOCKET_MESSAGES_HWM = 1000
 # beyond max.in.flight); more get tooManyRequests. Bounds what one client can
 # make the router and shards hold.
 CLIENT_REQUESTS_IN_FLIGHT_MAX = 256
-# Bytes of fetch replies the router may hold for clients that do not read them
-# (router/unsent_replies.py); beyond them a reply becomes tooManyRequests. A
-# client's share is a sixteenth of the router's, so that clients that stop
-# reading cannot use up the router's budget before they are disconnected
-# (CLIENT_REPLIES_STALLED_MS_MAX).
+# Bytes of fetch replies the router, or a shard's direct socket, may hold for
+# clients that do not read them (plinth/unsent_replies.py); beyond them a reply
+# becomes tooManyRequests. A client's share is a sixteenth of the router's, so
+# that clients that stop reading cannot use up the router's budget before they
+# are disconnected (CLIENT_REPLIES_STALLED_MS_MAX).
 CLIENT_REPLY_BYTES_UNSENT_MAX = 32 * MiB
 ROUTER_REPLY_BYTES_UNSENT_MAX = 512 * MiB
+SHARD_DIRECT_REPLY_BYTES_UNSENT_MAX = 256 * MiB
 # Replies smaller than this are copied by pyzmq anyway and are not tracked: the
 # message high-water mark bounds them.
 REPLY_BYTES_TRACKED_MIN = 64 * KiB
@@ -229,6 +230,10 @@ CLIENT_DIRECT_SOCKETS_MAX = 64
 # within the timeout even when no FIN arrives (a process's death sends one at once).
 DIRECT_HEARTBEAT_IVL_MS = 250
 DIRECT_HEARTBEAT_TIMEOUT_MS = 1_000
+# A shard's ipc:// direct socket pings its clients this often, and drops one that
+# sends nothing for CLIENT_REPLIES_STALLED_MS_MAX (a frozen process; TCP's
+# counterpart is TCP_MAXRT). Rare: an idle broker's wake-ups are counted (issue 13).
+DIRECT_IPC_HEARTBEAT_IVL_MS = 10_000
 # How often a client asks the router for a topic's leaders' direct addresses at
 # most: after a failure at a direct socket it asks again, no sooner than this;
 # while the answers name no new leader (an election), the wait doubles up to the max.
@@ -264,7 +269,7 @@ ROUTER_MONITOR_EVENTS_PER_ROUND_MAX = 64
 # The loop thread's longest wait in poll: how late it notices stop() and its sweep.
 ROUTER_POLL_TIMEOUT_MS = 200
 # How often the loop forgets fetch replies already written to their clients
-# (router/unsent_replies.py) besides when it next sends to the same client.
+# (plinth/unsent_replies.py) besides when it next sends to the same client.
 ROUTER_UNSENT_SWEEP_INTERVAL_S = 1.0
 # How long stop() waits for each router thread; the admin bridge may be inside a
 # control call (up to CONTROL_CALL_TIMEOUT_S), and is a daemon thread.
@@ -1008,6 +1013,9 @@ def _relations() -> list[tuple[str, bool]]:
          < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT / 1000),
         ("fifteen clients that stop reading leave a sixteenth room for a maximal fetch",
          15 * CLIENT_REPLY_BYTES_UNSENT_MAX + FETCH_BYTES_MAX <= ROUTER_REPLY_BYTES_UNSENT_MAX),
+        ("seven direct clients of one shard that stop reading leave an eighth room for a "
+         "maximal fetch",
+         7 * CLIENT_REPLY_BYTES_UNSENT_MAX + FETCH_BYTES_MAX <= SHARD_DIRECT_REPLY_BYTES_UNSENT_MAX),
         ("a client may have a maximal fetch in flight, and a default one per partition of a "
          "few dozen", FETCH_BYTES_COUNTED_MIN <= FETCH_BYTES_DEFAULT <= FETCH_BYTES_MAX
          and 32 * FETCH_BYTES_DEFAULT <= CLIENT_FETCH_BYTES_IN_FLIGHT_MAX),
@@ -1121,6 +1129,8 @@ def _relations() -> list[tuple[str, bool]]:
          <= HEADER_TRAVERSAL_WORDS_MAX),
         ("a dead direct socket is noticed well within a request timeout",
          0 < DIRECT_HEARTBEAT_IVL_MS < DIRECT_HEARTBEAT_TIMEOUT_MS < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT),
+        ("a shard's ipc:// direct socket pings a client several times before it drops it",
+         0 < 3 * DIRECT_IPC_HEARTBEAT_IVL_MS <= CLIENT_REPLIES_STALLED_MS_MAX),
     ]
 
 

@@ -80,7 +80,7 @@ from plinth.router.requests_in_flight import (UNCOUNTED_MARK, FetchBytesInFlight
                                              RequestsInFlight, is_marked, mark, unmark)
 from plinth.router.security import OffsetsFilter
 from plinth.router.shard_connections import ShardConnections
-from plinth.router.unsent_replies import UnsentReplies
+from plinth.unsent_replies import UnsentReplies
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class Router:
         self._held = HeldRequests()
         self._in_flight = RequestsInFlight()
         self._fetch_bytes = FetchBytesInFlight()
-        self._unsent = UnsentReplies()
+        self._unsent = UnsentReplies("the router", limits.ROUTER_REPLY_BYTES_UNSENT_MAX)
         # The ACL's and quotas' hooks (_admit, _on_shard_reply_checked); None without them.
         acl = security.acl if security is not None else None
         self._offsets_filter = OffsetsFilter() if acl is not None else None

@@ -70,8 +70,9 @@ class ShardOptions:
     node_resource: str            # pins the actor to its node (its data is on that disk)
     # Who may reach the shard's socket; None: anyone on loopback (tests only).
     cluster_keys: ClusterKeys | None = None
-    # Bind a direct socket for clients' produce and fetch (plain TCP on 127.0.0.1;
-    # plinth/server.py decides when that is allowed).
+    # Bind a direct socket for clients' produce and fetch (ipc:// beside the hop
+    # socket with the ipc hop, else plain TCP on 127.0.0.1; plinth/server.py decides
+    # when that is allowed).
     direct_clients: bool = False
     # The server's --tier-url and --tier-cache-bytes (no URL: no tiered storage).
     tier: TierOptions = TierOptions()

@@ -35,14 +35,17 @@ Requests arrive from a router as [router id][client id][Request][payload]?
 (a group request's payload is the client's key, group_requests.py) and are
 answered as [router id][client id][Reply][payload]?.
 
-Direct clients. With ``direct_clients`` the shard binds a second ROUTER, plain
-TCP on 127.0.0.1 only (the broker offers it only when its client listener is
-plaintext on loopback, see plinth/server.py), where clients send produce and
-fetch requests for partitions led here without the router hop:
+Direct clients. With ``direct_clients`` the shard binds a second ROUTER (the
+broker offers it only when its client listener is plaintext on loopback, see
+plinth/server.py): ``ipc://<ipc dir>/<shard id>.direct`` when the hop socket is
+ipc:// too (the embedded Ray), else plain TCP on 127.0.0.1. There clients send
+produce and fetch requests for partitions led here without the router hop:
 [client id][Request][payload]?, answered [client id][Reply][payload]?. It has
 the router's front-socket bounds: the frame size, the high-water marks, the
 frame count of each kind, at most CLIENT_REQUESTS_IN_FLIGHT_MAX requests per
-client, and a connection whose replies stall is closed. Any other kind is
+client, at most CLIENT_REPLY_BYTES_UNSENT_MAX bytes of fetch replies a client
+has not read (plinth/unsent_replies.py), and over TCP a connection whose
+replies stall is closed. Any other kind is
 refused (malformedRequest): group and replication requests, which carry
 identities and keys the router vouches for, come only through the router's hop.
 Such a request's envelope is [a direct marker][client id]: the marker (a frame
@@ -87,7 +90,7 @@ from pathlib import Path
 import zmq
 
 from plinth import limits, protocol, topics
-from plinth.cluster_keys import ClusterAuthenticator, ClusterKeys
+from plinth.cluster_keys import DIRECT_IPC_SUFFIX, ClusterAuthenticator, ClusterKeys
 from plinth.errors import (BrokerError, InternalError, MalformedRequestError, NotLeaderError,
                            OffsetOutOfRangeError, StorageError, TooManyRequestsError,
                            UnavailableError, UnknownTopicError)
@@ -115,6 +118,7 @@ from plinth.shards.tier.remote_log_manager import RemoteLogManager
 from plinth.shards.tier.remote_log_metadata import finished_segments_in_journal
 from plinth.shards.tier.remote_log_view import RemoteLogView
 from plinth.socket_frames import readable, recv_frames, send_frames
+from plinth.unsent_replies import UnsentReplies
 from plinth.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
@@ -144,8 +148,8 @@ class ShardServer:
         set changes of the partitions led here (None: the in-sync sets never change).
         ``replica_lag_time_max_ms``: a follower not caught up this long leaves the
         in-sync set. ``direct_clients``: also bind the direct socket for clients'
-        produce and fetch (see the module), plain TCP on 127.0.0.1, if ``bind_host``
-        is loopback too (the shard's node is this machine). ``tier``: the server's
+        produce and fetch (see the module), ipc:// with the keys' ``ipc_dir``, else
+        plain TCP on 127.0.0.1, if ``bind_host`` is loopback too (the shard's node is this machine). ``tier``: the server's
         --tier-url and --tier-cache-bytes, kept as ``self.tier``: with a URL, the
         shard uploads its tiered partitions (tier/remote_log_manager.py), and fetches
         below a partition's local log start are read from object storage by a reader
@@ -170,6 +174,8 @@ class ShardServer:
         self.direct_address = ""   # "" while it has no direct socket
         self._direct: zmq.Socket | None = None
         self._direct_in_flight: dict[bytes, int] = {}   # direct client id -> its counted requests
+        self._direct_unsent = UnsentReplies(f"the direct socket of {shard_id}",
+                                            limits.SHARD_DIRECT_REPLY_BYTES_UNSENT_MAX)
         self.stats = ShardStats()
         self._partitions: dict[tuple[str, int], Partition] = {}
         self._segment_files = SegmentFiles(limits.SEGMENT_FILES_OPEN_MAX)   # shared by partitions
@@ -255,11 +261,33 @@ class ShardServer:
         direct.setsockopt(zmq.RCVHWM, limits.SOCKET_MESSAGES_HWM)
         direct.setsockopt(zmq.SNDHWM, limits.SOCKET_MESSAGES_HWM)
         direct.setsockopt(zmq.LINGER, 0)
-        # A client whose replies make no progress this long is disconnected.
-        direct.setsockopt(zmq.TCP_MAXRT, limits.CLIENT_REPLIES_STALLED_MS_MAX)
-        port = direct.bind_to_random_port("tcp://127.0.0.1")
-        self.direct_address = f"tcp://127.0.0.1:{port}"
+        keys = self._cluster_keys
+        if keys is not None and keys.ipc_dir is not None:
+            self.direct_address = self._bind_direct_ipc(direct, keys.ipc_dir)
+        else:
+            # A client whose replies make no progress this long is disconnected.
+            direct.setsockopt(zmq.TCP_MAXRT, limits.CLIENT_REPLIES_STALLED_MS_MAX)
+            port = direct.bind_to_random_port("tcp://127.0.0.1")
+            self.direct_address = f"tcp://127.0.0.1:{port}"
         self._poller.register(direct, zmq.POLLIN)
+
+    def _bind_direct_ipc(self, direct: zmq.Socket, ipc_dir: str) -> str:
+        """The direct socket as ``ipc://<ipc dir>/<shard id>.direct`` (actor thread, in
+        start), beside the router's hop socket in the same 0700 directory: only the
+        data dir owner's processes can open it, which is who could read the logs
+        anyway. A round trip over a Unix socket skips the loopback TCP stack (README,
+        Performance: "Direct clients over ipc://"). A client that cannot open it (another
+        user, another mount namespace) never connects, so its sends fail at once
+        (ZMQ_IMMEDIATE) and go through the router. TCP_MAXRT has no Unix-socket
+        counterpart. A client process that freezes whole (its ZeroMQ thread too) is
+        disconnected by ZMTP heartbeats; one that lives but never reads keeps
+        pinging, so what it can make the shard hold is bounded by its share of
+        unsent replies (plinth/unsent_replies.py) instead."""
+        direct.setsockopt(zmq.HEARTBEAT_IVL, limits.DIRECT_IPC_HEARTBEAT_IVL_MS)
+        direct.setsockopt(zmq.HEARTBEAT_TIMEOUT, limits.CLIENT_REPLIES_STALLED_MS_MAX)
+        address = f"ipc://{ipc_dir}/{self.shard_id}{DIRECT_IPC_SUFFIX}"
+        direct.bind(address)
+        return address
 
     def stop(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S) -> None:
         """Flush and close every log, then stop the loop (actor thread)."""
@@ -814,11 +842,36 @@ class ShardServer:
                 self._direct_in_flight[client_id] = left
             else:   # no entry kept for a client with nothing in flight (it may be gone)
                 self._direct_in_flight.pop(client_id, None)
+        if payload is not None and len(payload) >= limits.REPLY_BYTES_TRACKED_MIN:
+            self._reply_direct_tracked(client, header, payload)
+            return
         frames = [client, header] if payload is None else [client, header, payload]
         try:
             send_frames(self._direct, frames)
         except zmq.Again:
             log.warning("%s: direct reply dropped, the client is not reading", self.shard_id)
+
+    def _reply_direct_tracked(self, client: zmq.Frame, header: bytes, payload) -> None:
+        """A large fetch reply to a direct client, tracked until it is written to the
+        client's connection (plinth/unsent_replies.py); one that would take the client,
+        or this socket, past its unsent-bytes budget becomes tooManyRequests."""
+        client_id = client.bytes
+        refused = self._direct_unsent.over_budget(client_id, len(payload))
+        if refused is not None:
+            request_id = protocol.decode_reply(header).request_id
+            error = TooManyRequestsError(refused)
+            self.stats.error(error.code_name)
+            self._reply_direct([_DIRECT_UNCOUNTED, client],   # already counted off above
+                               protocol.encode_error(request_id, error), None)
+            return
+        try:
+            # Bytes, not the received Frame: pyzmq tracks only messages it creates.
+            tracker = self._direct.send_multipart([client_id, header, payload], zmq.NOBLOCK,
+                                                  copy=False, track=True)
+        except zmq.Again:
+            log.warning("%s: direct reply dropped, the client is not reading", self.shard_id)
+            return
+        self._direct_unsent.add(client_id, tracker, len(payload))
 
     # --- Produce ---------------------------------------------------------------
 

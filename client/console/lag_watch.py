@@ -21,14 +21,10 @@ import logging
 from dataclasses import dataclass, field
 
 from plinth import limits
+from plinth.errors import TooManyGroupsWatchedError
 from plinth.client.console import group_offsets
 
 log = logging.getLogger(__name__)
-
-
-class TooManyGroupsWatchedError(ValueError):
-    """A stream for one group more than the console samples at once (a user's
-    condition, shown as a message on the page: not a bug)."""
 
 
 @dataclass

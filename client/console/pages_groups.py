@@ -30,9 +30,9 @@ from starlette.routing import Route
 
 from plinth import limits
 from plinth.client.console import group_offsets
-from plinth.client.console.lag_watch import LagWatcher, TooManyGroupsWatchedError, wait_for_sample
+from plinth.client.console.lag_watch import LagWatcher, wait_for_sample
 from plinth.client.console.pages_overview import EventStream, sse_event
-from plinth.errors import InputTooLongError, NotAuthorizedError
+from plinth.errors import InputTooLongError, NotAuthorizedError, TooManyGroupsWatchedError
 
 # An apply form: the plan (a topic name, a partition and an offset per partition, at
 # most CONSOLE_RESET_PARTITIONS_MAX of them) and a token, percent-encoded.

@@ -58,6 +58,18 @@ def test_a_partition_goes_to_the_direct_socket_its_metadata_names(routes):
     assert not routes.topics_to_ask("t", 1_000.0)
 
 
+@pytest.mark.parametrize("address,direct", [
+    ("ipc:///tmp/plinth-data/sockets/shard-0.direct", True),   # the embedded broker's
+    ("inproc://shard-0", False),
+    ("udp://127.0.0.1:5701", False),
+])
+def test_a_direct_address_is_used_only_over_tcp_or_ipc(routes, address, direct):
+    routes.asking("t", 1, 0.0)
+    answer(routes, 1, address)
+    socket = routes.socket_for(("t", 0))
+    assert (socket is not None and socket.address == address) == direct
+
+
 def test_a_lost_route_is_asked_for_again_until_a_reply_names_the_new_leader(routes):
     # Given a route to the old leader, which then says it no longer leads
     routes.asking("t", 1, 0.0)

@@ -16,6 +16,7 @@ import zmq
 from plinth import Admin, Consumer, Producer, protocol
 from plinth.cluster_keys import CLUSTER_KEY_FILE
 from tests.conftest import READY_TIMEOUT_S, Broker
+from tests.e2e.test_direct_clients_e2e import requests_by_shard
 from tests.e2e.test_security_e2e import keygen
 from tests.support import unique_topic, wait_until
 
@@ -163,19 +164,29 @@ def test_an_embedded_broker_puts_the_shards_sockets_in_a_0700_dir_of_the_data_di
         status = plinth_status(broker)
         assert sorted(shard_addresses(status)) == [
             f"ipc://{sockets}/shard-0", f"ipc://{sockets}/shard-1"]
-        # And each shard's direct socket for clients (plaintext broker) is on loopback
-        direct = direct_addresses(status)
-        assert len(direct) == 2 and all(a.startswith("tcp://127.") for a in direct), direct
+        # And each shard's direct socket for clients (plaintext broker) is beside it
+        assert sorted(direct_addresses(status)) == [
+            f"ipc://{sockets}/shard-0.direct", f"ipc://{sockets}/shard-1.direct"]
         # And it serves every partition through its router
         topic = unique_topic("ipc")
         with Admin(broker=broker.url) as admin:
             admin.create_topic(topic, 4)
-        with Producer(broker=broker.url) as producer:
+        with Producer(broker=broker.url, direct_to_shards=False) as producer:
             for n in range(8):
                 producer.send(topic, b"%d" % n, partition=n % 4).get(30)
         with Consumer(topic, broker=broker.url, auto_offset_reset="earliest",
-                      consumer_timeout_ms=5_000) as consumer:
+                      consumer_timeout_ms=5_000, direct_to_shards=False) as consumer:
             assert sorted(int(r.value) for r in consumer) == list(range(8))
+        # And a client of the same user goes to the shards' ipc:// direct sockets
+        with Admin(broker=broker.url) as admin:
+            before = requests_by_shard(admin)
+            with Producer(broker=broker.url, linger_ms=0) as producer:
+                for n in range(40):
+                    producer.send(topic, b"%d" % n, partition=n % 4).get(30)
+            after = requests_by_shard(admin)
+        direct, via_router = (sum(after[s][i] - before[s][i] for s in after) for i in (0, 1))
+        # (the first few may pass the router while the direct connections are made)
+        assert direct >= 34 and via_router <= 6, (direct, via_router)
     finally:
         broker.stop()
 

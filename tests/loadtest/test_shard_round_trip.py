@@ -105,3 +105,24 @@ def test_a_child_that_ignores_the_stop_word_is_killed(monkeypatch):
     # Then it was killed after the bound, long before its minute was up
     assert children_named("deaf-test") == []
     assert time.monotonic() - started_s < 30
+
+
+def test_a_short_transport_comparison_reports_both_sockets_and_the_block_difference(capsys):
+    # Given 2 blocks of 10 requests each way, printed as JSON
+    assert shard_round_trip.main(["--transports", "2", "--records", "10", "--rate", "2000",
+                                  "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    # Then both transports have every percentile, in order, each above 0 ms
+    for name in shard_round_trip.TRANSPORTS:
+        figures = [report[name]["latency_ms"][p] for p, _ in shard_round_trip.PERCENTILES]
+        assert all(figure > 0 for figure in figures) and figures == sorted(figures), figures
+    # And ipc's block difference and count are there, and no child process is left
+    assert isinstance(report["ipc"]["block_p50_difference_us"], float)
+    assert 0 <= report["ipc"]["blocks_faster"] <= 2
+    assert children_named(*shard_round_trip.TRANSPORTS) == []
+
+
+def test_a_negative_block_count_is_refused_naming_it(capsys):
+    with pytest.raises(SystemExit):
+        shard_round_trip.main(["--transports", "-1"])
+    assert "--transports at least 0" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from plinth.errors import MalformedRequestError, TooManyRequestsError
 from plinth.shards.partition_log import LogConfig
 from plinth.shards.shard_server import ShardServer
 from tests.shards.test_shard_server import CLIENT, batch_of, roundtrip
+from tests.support import wait_until
 
 REPLY_WAIT_MS = 5_000
 
@@ -70,6 +71,42 @@ def test_a_shard_without_direct_clients_binds_no_direct_socket(tmp_path):
 def test_the_direct_socket_listens_on_loopback_tcp_beside_the_internal_socket(server):
     assert server.direct_address.startswith("tcp://127.0.0.1:")
     assert server.direct_address != server.address
+
+
+def test_with_the_ipc_hop_the_direct_socket_is_a_unix_socket_in_the_0700_directory(tmp_path):
+    import dataclasses
+    import os
+    import stat
+
+    from plinth.cluster_keys import DIRECT_IPC_SUFFIX, ClusterKeys, make_ipc_dir
+
+    # Given the cluster's keys with the ipc hop (the embedded `plinth serve`)
+    (tmp_path / "shard").mkdir()
+    keys = dataclasses.replace(ClusterKeys.generate(), ipc_dir=make_ipc_dir(tmp_path))
+    srv = ShardServer("shard-test", tmp_path / "shard", "127.0.0.1", cluster_keys=keys,
+                      direct_clients=True)
+    srv.start()
+    try:
+        srv.call(srv.open_partition, "t", 0, LogConfig())
+        # Then its direct socket sits beside its hop socket, in the owner-only directory
+        assert srv.direct_address == f"ipc://{keys.ipc_dir}/shard-test{DIRECT_IPC_SUFFIX}"
+        assert srv.address == f"ipc://{keys.ipc_dir}/shard-test"
+        path = srv.direct_address.removeprefix("ipc://")
+        assert stat.S_ISSOCK(os.stat(path).st_mode)
+        assert stat.S_IMODE(os.stat(keys.ipc_dir).st_mode) == 0o700
+        # And a direct client there is answered, produce and fetch
+        sock = dealer_to(srv.direct_address)
+        try:
+            reply, _ = direct_roundtrip(sock, protocol.encode_produce(1, "t", 0, 1),
+                                        batch_of([b"a"]))
+            fetched, data = direct_roundtrip(sock, protocol.encode_fetch(2, "t", 0, 0, 1 << 20, 0))
+        finally:
+            sock.close()
+        assert (reply.error, reply.base_offset) == (None, 0)
+        assert (fetched.error, fetched.high_watermark) == (None, 1) and len(data) > 0
+        assert srv.call(srv.stats_snapshot)["requests_by_socket"]["direct"] == 2
+    finally:
+        srv.stop(5)
 
 
 def test_a_produce_and_a_fetch_on_the_direct_socket_are_answered_there(server, client, router):
@@ -222,3 +259,43 @@ def test_a_direct_fetch_of_a_partition_that_moved_away_is_unavailable_not_empty(
     from plinth.errors import UnavailableError
 
     assert isinstance(reply.error, UnavailableError) and "through the router" in str(reply.error)
+
+
+def test_a_direct_client_that_does_not_read_its_fetch_replies_holds_at_most_its_share(
+        server, router, monkeypatch):
+    # Given a partition whose every fetch from offset 0 answers 2 MB, and a share of
+    # 4 MiB of unsent replies per client
+    monkeypatch.setattr(limits, "CLIENT_REPLY_BYTES_UNSENT_MAX", 4 << 20)
+    for request_id in range(8):
+        roundtrip(router, protocol.encode_produce(request_id, "t", 0, 1),
+                  batch_of([b"v" * 250_000]))
+    # And a direct client whose connection stops draining: a one-message receive
+    # queue, a small kernel buffer, and no recv while it sends 40 fetches (80 MB)
+    stalled = zmq.Context.instance().socket(zmq.DEALER)
+    stalled.setsockopt(zmq.RCVHWM, 1)
+    stalled.setsockopt(zmq.RCVBUF, 64 * 1024)
+    stalled.setsockopt(zmq.LINGER, 0)
+    stalled.connect(server.direct_address)
+    fetches = 40
+    try:
+        for request_id in range(fetches):
+            stalled.send(protocol.encode_fetch(100 + request_id, "t", 0, 0, 4 << 20, 0))
+        # When the shard has answered them all
+        wait_until(lambda: server.stats.requests_direct == fetches
+                   and server.stats.errors["tooManyRequests"] > 0, REPLY_WAIT_MS / 1000,
+                   explain=lambda: f"{server.stats.requests_direct} direct requests, "
+                                   f"errors {dict(server.stats.errors)}")
+        # Then when the client reads at last, every fetch was answered: data up to its
+        # share (plus what the kernel's socket buffers took), the rest refused saying why
+        data, refused = 0, []
+        while len(refused) + data < fetches and stalled.poll(REPLY_WAIT_MS):
+            reply = protocol.decode_reply(stalled.recv_multipart()[0])
+            if reply.error is None:
+                data += 1
+            else:
+                refused.append(str(reply.error))
+    finally:
+        stalled.close()
+    assert data + len(refused) == fetches
+    assert data <= 10, data   # 2 in the share, the rest in the kernel's buffers
+    assert refused and all("not reading them" in why and "per client" in why for why in refused)

@@ -10,9 +10,8 @@ import threading
 import pytest
 
 from plinth.client.console.group_offsets import LagHistory
-from plinth.client.console.lag_watch import (LagWatcher, TooManyGroupsWatchedError,
-                                             wait_for_sample)
-from plinth.errors import UnavailableError
+from plinth.client.console.lag_watch import LagWatcher, wait_for_sample
+from plinth.errors import TooManyGroupsWatchedError, UnavailableError
 from plinth.protocol import GroupInfo
 
 INTERVAL_S = 0.01

@@ -1,24 +1,28 @@
-"""Fetch replies the router has handed to ZeroMQ but not yet written to the client.
+"""Fetch replies a loop has handed to ZeroMQ but not yet written to the client.
 
-Runs in the router's loop thread only. ZeroMQ bounds a peer's outgoing queue in
-messages (SNDHWM), not bytes, and a client whose connection stops draining (it
-does not read, its host froze, a hostile peer set a tiny receive buffer) makes
-the router hold every reply sent to it. With fetch replies of up to
-``FETCH_BYTES_MAX`` each, a message bound alone lets one client pin gigabytes.
+Used by the router's loop thread for its client socket, and by a shard's loop
+thread for its direct socket (shards/shard_server.py); each owns one instance.
+ZeroMQ bounds a peer's outgoing queue in messages (SNDHWM), not bytes, and a
+client whose connection stops draining (it does not read, its host froze, a
+hostile peer set a tiny receive buffer) makes the sender hold every reply sent
+to it. With fetch replies of up to ``FETCH_BYTES_MAX`` each, a message bound
+alone lets one client pin gigabytes.
 
-So the router sends each large fetch reply zero-copy with a pyzmq
+So the loop sends each large fetch reply zero-copy with a pyzmq
 ``MessageTracker`` (done once libzmq has written the frame to the socket, or
 dropped it with the connection) and keeps the trackers per client here. A
 reply that would take a client past its share ``CLIENT_REPLY_BYTES_UNSENT_MAX``,
-or the router past ``ROUTER_REPLY_BYTES_UNSENT_MAX`` in all, is not queued:
-the router answers ``tooManyRequests`` instead, and the client asks again
-later. Unsent bytes therefore stay under each bound.
+or the owner past its ``total_bytes_max``, is not queued: the loop answers
+``tooManyRequests`` instead, and the client asks again later. Unsent bytes
+therefore stay under each bound.
 
 A client's share is a sixteenth of the router's budget, so clients that stop
-reading cannot use it up before they are disconnected: the router's socket
-closes a client connection whose queued replies make no progress for
-``CLIENT_REPLIES_STALLED_MS_MAX`` (Router.start), and libzmq drops what it
-held, which this module then sees as done.
+reading cannot use it up before they are disconnected: a TCP socket closes a
+client connection whose queued replies make no progress for
+``CLIENT_REPLIES_STALLED_MS_MAX`` (ZMQ_TCP_MAXRT), and libzmq drops what it
+held, which this module then sees as done. A shard's ipc:// direct socket has
+no such timer; its clients are the data directory owner's own processes, and
+each still holds at most its share.
 """
 
 from __future__ import annotations
@@ -31,7 +35,11 @@ from plinth import limits
 class UnsentReplies:
     """Per client: the trackers and sizes of its large replies still in ZeroMQ's queue."""
 
-    def __init__(self) -> None:
+    def __init__(self, owner: str, total_bytes_max: int) -> None:
+        """``owner``: who holds the replies, for messages ("the router"); at most
+        ``total_bytes_max`` unsent bytes over all its clients."""
+        self.owner = owner
+        self.total_bytes_max = total_bytes_max
         self._by_client: dict[bytes, deque] = {}     # client id -> deque of (tracker, bytes)
         self._bytes_by_client: dict[bytes, int] = {}
         self.total_bytes = 0
@@ -56,12 +64,12 @@ class UnsentReplies:
             return (f"{client_bytes} bytes of earlier fetch replies to this client are not "
                     f"yet sent (it is not reading them), and this one has {size_bytes}; the "
                     f"limit is {limits.CLIENT_REPLY_BYTES_UNSENT_MAX} bytes per client")
-        if self.total_bytes + size_bytes > limits.ROUTER_REPLY_BYTES_UNSENT_MAX:
+        if self.total_bytes + size_bytes > self.total_bytes_max:
             self.sweep()
-            if self.total_bytes + size_bytes > limits.ROUTER_REPLY_BYTES_UNSENT_MAX:
-                return (f"the router holds {self.total_bytes} bytes of fetch replies its "
+            if self.total_bytes + size_bytes > self.total_bytes_max:
+                return (f"{self.owner} holds {self.total_bytes} bytes of fetch replies its "
                         f"clients have not read, and this one has {size_bytes}; the limit "
-                        f"is {limits.ROUTER_REPLY_BYTES_UNSENT_MAX} bytes")
+                        f"is {self.total_bytes_max} bytes")
         return None
 
     def sweep(self) -> None:

@@ -1,4 +1,4 @@
-"""router/unsent_replies.py with real sockets: a ROUTER sends tracked replies to a
+"""plinth/unsent_replies.py with real sockets: a ROUTER sends tracked replies to a
 DEALER that stops reading, then reads."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import zmq
 
 from plinth import limits
-from plinth.router.unsent_replies import UnsentReplies
+from plinth.unsent_replies import UnsentReplies
 from tests.support import wait_until
 
 REPLY_BYTES = 4 * 1024 * 1024
@@ -39,7 +39,7 @@ def send_tracked(router, identity, unsent: UnsentReplies, payload) -> None:
 
 def test_replies_to_a_client_that_does_not_read_count_until_its_budget_refuses_more(pair):
     router, identity, _client = pair
-    unsent, payload = UnsentReplies(), memoryview(bytearray(REPLY_BYTES))
+    unsent, payload = UnsentReplies("the router", limits.ROUTER_REPLY_BYTES_UNSENT_MAX), memoryview(bytearray(REPLY_BYTES))
     share_replies = limits.CLIENT_REPLY_BYTES_UNSENT_MAX // REPLY_BYTES
     # The client's receive queue and kernel buffer take a reply or two before it
     # stops draining; those are written, so they stop counting.
@@ -65,8 +65,7 @@ def test_clients_that_do_not_read_cannot_pass_the_routers_budget_together(monkey
     # Given a router budget of two replies, and a client with one reply ZeroMQ still holds
     # (a tracked frame libzmq has not released: a socket reply may be written any moment,
     # which would make the count race the assertions)
-    monkeypatch.setattr(limits, "ROUTER_REPLY_BYTES_UNSENT_MAX", 2 * REPLY_BYTES)
-    unsent = UnsentReplies()
+    unsent = UnsentReplies("the router", 2 * REPLY_BYTES)
     held = zmq.Frame(bytearray(REPLY_BYTES), track=True)
     unsent.add(b"a client", held.tracker, REPLY_BYTES)
     # Then another client may have one more, and a third reply from anyone is refused
@@ -79,7 +78,7 @@ def test_clients_that_do_not_read_cannot_pass_the_routers_budget_together(monkey
 
 def test_replies_stop_counting_once_the_client_reads_them(pair):
     router, identity, client = pair
-    unsent, payload = UnsentReplies(), memoryview(bytearray(REPLY_BYTES))
+    unsent, payload = UnsentReplies("the router", limits.ROUTER_REPLY_BYTES_UNSENT_MAX), memoryview(bytearray(REPLY_BYTES))
     for _ in range(8):
         send_tracked(router, identity, unsent, payload)
     assert unsent.bytes_for(identity) > 0
@@ -94,7 +93,7 @@ def test_replies_stop_counting_once_the_client_reads_them(pair):
 
 def test_replies_dropped_with_a_disconnected_client_stop_counting(pair):
     router, identity, client = pair
-    unsent, payload = UnsentReplies(), memoryview(bytearray(REPLY_BYTES))
+    unsent, payload = UnsentReplies("the router", limits.ROUTER_REPLY_BYTES_UNSENT_MAX), memoryview(bytearray(REPLY_BYTES))
     for _ in range(8):
         send_tracked(router, identity, unsent, payload)
     client.close()
