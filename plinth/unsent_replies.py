@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from collections import deque
 
+import zmq
+
 from plinth import limits
 
 
@@ -50,6 +52,20 @@ class UnsentReplies:
         self._by_client.setdefault(client, deque()).append((tracker, size_bytes))
         self._bytes_by_client[client] = self._bytes_by_client.get(client, 0) + size_bytes
         self.total_bytes += size_bytes
+
+    def send(self, sock: zmq.Socket, client: bytes, header: bytes, payload) -> str | None:
+        """Send the reply [client][header][payload] zero-copy and track it, or, if it
+        would pass a budget, send nothing and return why (the caller answers
+        tooManyRequests with it). ``client`` and ``header`` as bytes, ``payload`` a
+        buffer: pyzmq tracks only messages it creates, not received Frames. Raises
+        zmq.Again as the socket's send does."""
+        refused = self.over_budget(client, len(payload))
+        if refused is not None:
+            return refused
+        tracker = sock.send_multipart([client, header, payload], zmq.NOBLOCK, copy=False,
+                                      track=True)
+        self.add(client, tracker, len(payload))
+        return None
 
     def bytes_for(self, client: bytes) -> int:
         """Bytes of this client's replies not yet written to its connection."""

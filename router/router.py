@@ -414,15 +414,10 @@ class Router:
         """Relay a fetch reply with data, tracked until it is written to the client's
         connection; a reply that would take the client (or router) past its unsent-bytes
         budget becomes an error."""
-        refused = self._unsent.over_budget(client, len(frames[2]))
+        refused = self._unsent.send(self._frontend, client, frames[1].bytes, frames[2].buffer)
         if refused is not None:
             request_id = protocol.decode_reply(frames[1].buffer).request_id
             self._reply(frames[0], protocol.encode_error(request_id, TooManyRequestsError(refused)))
-            return
-        # Buffers, not the received Frames: pyzmq tracks only messages it creates.
-        tracker = self._frontend.send_multipart(
-            [client, frames[1].bytes, frames[2].buffer], zmq.NOBLOCK, copy=False, track=True)
-        self._unsent.add(client, tracker, len(frames[2]))
 
     def _on_admin_results(self) -> None:
         for result in self._bridge.take_results():

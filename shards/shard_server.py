@@ -45,9 +45,9 @@ the router's front-socket bounds: the frame size, the high-water marks, the
 frame count of each kind, at most CLIENT_REQUESTS_IN_FLIGHT_MAX requests per
 client, at most CLIENT_REPLY_BYTES_UNSENT_MAX bytes of fetch replies a client
 has not read (plinth/unsent_replies.py), and over TCP a connection whose
-replies stall is closed. Any other kind is
-refused (malformedRequest): group and replication requests, which carry
-identities and keys the router vouches for, come only through the router's hop.
+replies stall is closed. Any other kind is refused (malformedRequest): group
+and replication requests, which carry identities and keys the router vouches
+for, come only through the router's hop.
 Such a request's envelope is [a direct marker][client id]: the marker (a frame
 object of this module, compared by identity) says that the reply goes to the
 direct socket and whether the request counted toward its client's bound (an
@@ -149,11 +149,11 @@ class ShardServer:
         ``replica_lag_time_max_ms``: a follower not caught up this long leaves the
         in-sync set. ``direct_clients``: also bind the direct socket for clients'
         produce and fetch (see the module), ipc:// with the keys' ``ipc_dir``, else
-        plain TCP on 127.0.0.1, if ``bind_host`` is loopback too (the shard's node is this machine). ``tier``: the server's
-        --tier-url and --tier-cache-bytes, kept as ``self.tier``: with a URL, the
-        shard uploads its tiered partitions (tier/remote_log_manager.py), and fetches
-        below a partition's local log start are read from object storage by a reader
-        thread (tier/remote_fetcher.py)."""
+        plain TCP on 127.0.0.1, if ``bind_host`` is loopback too (the shard's node
+        is this machine). ``tier``: the server's --tier-url and --tier-cache-bytes,
+        kept as ``self.tier``: with a URL, the shard uploads its tiered partitions
+        (tier/remote_log_manager.py), and fetches below a partition's local log start
+        are read from object storage by a reader thread (tier/remote_fetcher.py)."""
         if cluster_keys is None and not is_loopback(bind_host):
             raise AssertionError(f"{shard_id}: a shard without the cluster's keys must bind "
                                  f"to loopback, not {bind_host}: anyone could reach it")
@@ -855,23 +855,17 @@ class ShardServer:
         """A large fetch reply to a direct client, tracked until it is written to the
         client's connection (plinth/unsent_replies.py); one that would take the client,
         or this socket, past its unsent-bytes budget becomes tooManyRequests."""
-        client_id = client.bytes
-        refused = self._direct_unsent.over_budget(client_id, len(payload))
+        try:
+            refused = self._direct_unsent.send(self._direct, client.bytes, header, payload)
+        except zmq.Again:
+            log.warning("%s: direct reply dropped, the client is not reading", self.shard_id)
+            return
         if refused is not None:
             request_id = protocol.decode_reply(header).request_id
             error = TooManyRequestsError(refused)
             self.stats.error(error.code_name)
             self._reply_direct([_DIRECT_UNCOUNTED, client],   # already counted off above
                                protocol.encode_error(request_id, error), None)
-            return
-        try:
-            # Bytes, not the received Frame: pyzmq tracks only messages it creates.
-            tracker = self._direct.send_multipart([client_id, header, payload], zmq.NOBLOCK,
-                                                  copy=False, track=True)
-        except zmq.Again:
-            log.warning("%s: direct reply dropped, the client is not reading", self.shard_id)
-            return
-        self._direct_unsent.add(client_id, tracker, len(payload))
 
     # --- Produce ---------------------------------------------------------------
 

@@ -21,8 +21,8 @@ import logging
 from dataclasses import dataclass, field
 
 from plinth import limits
-from plinth.errors import TooManyGroupsWatchedError
 from plinth.client.console import group_offsets
+from plinth.errors import TooManyGroupsWatchedError
 
 log = logging.getLogger(__name__)
 
