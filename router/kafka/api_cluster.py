@@ -33,6 +33,9 @@ from plinth.router.kafka.codec import SUPPORTED_VERSIONS
 from plinth.router.kafka.plinth_errors import kafka_code
 
 UNKNOWN_LEADER_EPOCH = -1
+# Kafka's "authorized operations not included" (INT32_MIN): Plinth does not compute
+# them, as Kafka does unless the client asks (include_*_authorized_operations).
+AUTHORIZED_OPERATIONS_OMITTED = -2147483648
 BATCHED_COORDINATOR_VERSION = 4   # FindCoordinator: several keys from here on
 AUTO_CREATE_FIELD_VERSION = 4     # Metadata: allow_auto_topic_creation from here on
 
@@ -79,18 +82,18 @@ async def metadata(gateway, header, body: dict, connection) -> dict:
             if info is None:
                 topics.append(_topic_error(name, kafka.UNKNOWN_TOPIC_OR_PARTITION))
                 continue
-            topics.append({"error_code": kafka.NONE, "name": name,
-                           "is_internal": False, "topic_authorized_operations": -2147483648,
+            topics.append({"error_code": kafka.NONE, "name": name, "is_internal": False,
+                           "topic_authorized_operations": AUTHORIZED_OPERATIONS_OMITTED,
                            "partitions": [_partition(index, cluster.leader_of(brokers, name, index))
                                           for index in range(info.partitions)]})
     return {"throttle_time_ms": 0, "brokers": [_broker(b) for b in brokers],
             "cluster_id": cluster.cluster_id, "controller_id": cluster.node_id,
-            "topics": topics, "cluster_authorized_operations": -2147483648}
+            "topics": topics, "cluster_authorized_operations": AUTHORIZED_OPERATIONS_OMITTED}
 
 
 def _topic_error(name: str | None, code: int) -> dict:
     return {"error_code": code, "name": name, "is_internal": False,
-            "partitions": [], "topic_authorized_operations": -2147483648}
+            "partitions": [], "topic_authorized_operations": AUTHORIZED_OPERATIONS_OMITTED}
 
 
 def _partition(index: int, node_id: int) -> dict:
@@ -146,7 +149,7 @@ async def describe_topic_partitions(gateway, header, body: dict, connection) -> 
             partition.update(eligible_leader_replicas=[], last_known_elr=[])
         topics.append({"error_code": kafka.NONE, "name": name, "is_internal": False,
                        "partitions": partitions,
-                       "topic_authorized_operations": -2147483648})
+                       "topic_authorized_operations": AUTHORIZED_OPERATIONS_OMITTED})
     return {"throttle_time_ms": 0, "topics": topics, "next_cursor": next_cursor}
 
 
@@ -191,7 +194,7 @@ async def describe_cluster(gateway, header, body: dict, connection) -> dict:
             "endpoint_type": 1, "cluster_id": cluster.cluster_id,
             "controller_id": cluster.node_id,
             "brokers": [_broker(b, "broker_id") for b in cluster.brokers()],
-            "cluster_authorized_operations": -2147483648}
+            "cluster_authorized_operations": AUTHORIZED_OPERATIONS_OMITTED}
 
 
 async def find_coordinator(gateway, header, body: dict, connection) -> dict:

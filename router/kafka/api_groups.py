@@ -23,6 +23,7 @@ import dataclasses
 
 from plinth import limits, protocol, protocol_classic
 from plinth.router.kafka import error_codes as kafka
+from plinth.router.kafka.api_cluster import AUTHORIZED_OPERATIONS_OMITTED
 from plinth.router.kafka.backend import ask
 from plinth.router.kafka.plinth_errors import kafka_code
 
@@ -176,7 +177,7 @@ async def describe_groups(gateway, header, body: dict, connection) -> dict:
 async def _describe(gateway, name: str) -> dict:
     answer = {"error_code": kafka.NONE, "group_id": name, "group_state": "Dead",
               "protocol_type": "", "protocol_data": "", "members": [],
-              "authorized_operations": -2147483648}
+              "authorized_operations": AUTHORIZED_OPERATIONS_OMITTED}
     reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_group_request(
         rid, "describeGroup", name))
     if reply.error is not None:
