@@ -4,12 +4,19 @@ A response is a list of buffers (codec.py): small encoded pieces and, for a
 Fetch, views of the record batches the shards sent. On Python 3.11 asyncio's
 ``writelines`` joins the list into one bytes object first, a copy of every
 record fetched; on 3.12 and later it sends them with sendmsg. GatherWriter
-does on 3.11 what 3.12 does: when the transport has nothing buffered, it hands
-the buffers to ``sendmsg`` directly (at most IOV_MAX of them a call, the
-kernel's limit) and gives the transport only what the socket did not take, so
-that asyncio's flow control (``drain``) sees that rest as it sees any write.
-While the transport holds unsent bytes, writes go through it as before, so
-bytes are never reordered.
+does on 3.11 what 3.12 does: it hands the buffers to ``sendmsg`` directly (at
+most IOV_MAX of them a call, the kernel's limit), and when the socket takes
+only part, it waits until the socket is writable and sends the rest, never
+through the transport. (Until session 18 it gave that rest to the
+transport, which joined it: a fetch response of megabytes fills a loopback
+socket's buffer at once, so most fetched bytes were still copied, and that
+copy was 60 % of the listener thread's busy time while a consumer read.)
+
+``write`` returns once the whole response is in the kernel, so the caller's
+next response waits for it, as after ``drain()``: a client that does not read
+stalls only its own connection. If the transport holds unsent bytes (a write
+made through it directly), they are drained first, so bytes are never
+reordered.
 
 The socket it sends on is a duplicate of the transport's descriptor (the same
 open socket: a write on either goes to the same stream, in call order); asyncio
@@ -38,6 +45,8 @@ class GatherWriter:
     def __init__(self, writer: asyncio.StreamWriter):
         self.writer = writer
         self._socket: socket.socket | None = None
+        self.stalls = 0      # times a write waited for the socket to take more
+        self._waiting_in: asyncio.AbstractEventLoop | None = None   # while a write waits
         raw = writer.get_extra_info("socket")
         if _WRITELINES_JOINS and raw is not None and writer.get_extra_info("sslcontext") is None:
             try:
@@ -46,15 +55,16 @@ class GatherWriter:
                 return
             self._socket.setblocking(False)
 
-    def write(self, buffers: list) -> None:
-        """Queue ``buffers`` for sending, in order after every earlier write; the caller
-        awaits ``writer.drain()`` as after any write. Raises ConnectionError if the peer
-        has gone."""
-        transport = self.writer.transport
-        if (self._socket is None or transport.is_closing()
-                or transport.get_write_buffer_size()):
-            self.writer.writelines(buffers)
+    async def write(self, buffers: list) -> None:
+        """Send ``buffers`` in order after every earlier write, returning once the kernel
+        has all of them. Raises ConnectionError if the peer has gone."""
+        writer = self.writer
+        if self._socket is None or writer.transport.is_closing():
+            writer.writelines(buffers)
+            await writer.drain()
             return
+        if writer.transport.get_write_buffer_size():
+            await writer.drain()     # what went through the transport goes first
         while buffers:
             head, buffers = buffers[:IOV_MAX], buffers[IOV_MAX:]
             try:
@@ -62,12 +72,34 @@ class GatherWriter:
             except (BlockingIOError, InterruptedError):
                 sent = 0
             rest = unsent(head, sent)
-            if rest:        # the socket is full: the transport sends the rest when it can
-                self.writer.writelines(rest + buffers)
-                return
+            if rest:
+                self.stalls += 1
+                await self._writable()
+                buffers = rest + buffers
+
+    async def _writable(self) -> None:
+        """Wait until the socket takes bytes again (or has failed: the next sendmsg says)."""
+        loop = asyncio.get_running_loop()
+        ready = loop.create_future()
+        loop.add_writer(self._socket.fileno(), lambda: ready.done() or ready.set_result(None))
+        self._waiting_in = loop
+        try:
+            await ready
+        finally:
+            self._stop_waiting()
+
+    def _stop_waiting(self) -> None:
+        # Before the descriptor closes: a closed number the selector still watched
+        # could be reused by the next connection accepted.
+        if self._waiting_in is not None and self._socket is not None:
+            self._waiting_in.remove_writer(self._socket.fileno())
+        self._waiting_in = None
 
     def close(self) -> None:
-        """Close the duplicate descriptor (the transport closes its own). Safe twice."""
+        """Close the duplicate descriptor (the transport closes its own), first
+        unwatching it if a write waits on it (that write then fails or is cancelled by
+        its owner). Event loop thread; safe twice."""
+        self._stop_waiting()
         if self._socket is not None:
             self._socket.close()
             self._socket = None

@@ -25,8 +25,9 @@ request waits for the earlier ones); while full, the listener stops reading
 from that socket (asyncio's StreamReader then pauses the transport, and TCP's
 window pushes back on the client). Responses go out as lists of buffers with
 sendmsg, never joined (gather_writer.py: asyncio's ``writelines`` joins them on
-Python 3.11; TLS connections use ``writelines``), and each is followed by
-``drain()``, so a client that does not read stalls only its own connection.
+Python 3.11; TLS connections use ``writelines``), and each is in the kernel
+before the next is written, so a client that does not read stalls only its own
+connection.
 At most ``connections_max`` connections are kept; a new one beyond them is
 closed at once, and one with nothing in flight that sends no whole request for
 ``connection_idle_ms_max`` (KAFKA_CONNECTION_IDLE_MS_MAX, Kafka's
@@ -361,8 +362,7 @@ class _Connection:
             try:
                 body = outcome.body if isinstance(outcome, _Answer) else await outcome
                 if body is not None:
-                    self.gather.write(encode_response(header, body))
-                    await self.writer.drain()
+                    await self.gather.write(encode_response(header, body))
                     self.last_active = asyncio.get_running_loop().time()
             except ConnectionError:
                 return
