@@ -105,8 +105,6 @@ KNOWN_FAILURES: dict[str, tuple[str, str]] = {
         'transactions; InitProducerId with a transactional id answers UNSUPPORTED_VERSION'),
     'test_transactional_producer_offsets': ('unsupported',
         'transactions; InitProducerId with a transactional id answers UNSUPPORTED_VERSION'),
-    'test_kafka_version_infer': ('differs',
-        'kafka-python infers 3.x, not 4.0: ListOffsets is served up to v7 (Kafka 4.0: v10)'),
     'test_sasl_integration': ('unsupported',
         'the suite tests SASL only on a Kafka broker it starts itself (it skips them on an external one); Plinth\'s SASL is tested in tests/e2e/test_kafka_security_e2e.py'),
     'test_ssl_integration': ('unsupported',

@@ -3,22 +3,29 @@ Plinth's listOffsets.
 
 Runs on the Kafka listener's event loop thread (gateway.py). Kafka's special
 timestamps: -2 (earliest) is the log start offset, -1 (latest) the high
-watermark (also the last stable offset: Plinth has no transactions); both are
-answered with timestamp -1, as Kafka does. A timestamp >= 0 asks for the
-first record, in offset order, stamped at or after it, and -3 (MAX_TIMESTAMP,
-v7) for the record with the largest timestamp: the shard answers both exactly,
-with the record's offset and timestamp, or -1/-1 when no record qualifies
-(shards/time_lookup.py). A range only in object storage is answered
-conservatively: the start of the remote segment holding the record, with
-timestamp -1. Other negative timestamps (-4, -5: v8 and v9, which the
-listener does not offer) are UNSUPPORTED_VERSION.
+watermark (also the last stable offset: Plinth has no transactions), -4
+(EARLIEST_LOCAL, v8, KIP-405) the first offset still on the shards' disks, and
+-5 (LATEST_TIERED, v9, KIP-1005) the last offset in object storage, -1 when
+the partition has none there (not tiered, or nothing uploaded yet), as Kafka
+answers; all are answered with timestamp -1, as Kafka does. A timestamp >= 0
+asks for the first record, in offset order, stamped at or after it, and -3
+(MAX_TIMESTAMP, v7) for the record with the largest timestamp: the shard
+answers both exactly, with the record's offset and timestamp, or -1/-1 when no
+record qualifies (shards/time_lookup.py). A range only in object storage is
+answered conservatively: the start of the remote segment holding the record,
+with timestamp -1. Other negative timestamps (-6, EARLIEST_PENDING_UPLOAD:
+v11, which the listener does not offer) are UNSUPPORTED_VERSION.
+
+v10's ``timeout_ms`` (how long a look-up in object storage may take) bounds the
+wait for the shard's answer, at most KAFKA_BACKEND_REQUEST_TIMEOUT_MS; 0 or
+absent: that limit.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from plinth import protocol
+from plinth import limits, protocol
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.backend import ask
 from plinth.router.kafka.plinth_errors import kafka_code
@@ -26,10 +33,17 @@ from plinth.router.kafka.plinth_errors import kafka_code
 LATEST_TIMESTAMP = -1
 EARLIEST_TIMESTAMP = -2
 MAX_TIMESTAMP = protocol.MAX_TIMESTAMP   # -3, as Kafka's
+EARLIEST_LOCAL_TIMESTAMP = -4
+LATEST_TIERED_TIMESTAMP = -5
+_WITHOUT_TIME_LOOKUP = (LATEST_TIMESTAMP, EARLIEST_TIMESTAMP, EARLIEST_LOCAL_TIMESTAMP,
+                        LATEST_TIERED_TIMESTAMP)
 UNKNOWN_LEADER_EPOCH = -1
 
 
 async def list_offsets(gateway, header, body: dict, connection) -> dict:
+    timeout_ms = limits.KAFKA_BACKEND_REQUEST_TIMEOUT_MS
+    if body.get("timeout_ms", 0) > 0:
+        timeout_ms = min(body["timeout_ms"], timeout_ms)
     work, topics = [], []
     for topic in body.get("topics") or []:
         answers = []
@@ -38,20 +52,21 @@ async def list_offsets(gateway, header, body: dict, connection) -> dict:
             answer = {"partition_index": wanted["partition_index"], "error_code": kafka.NONE,
                       "timestamp": -1, "offset": -1, "leader_epoch": UNKNOWN_LEADER_EPOCH}
             answers.append(answer)
-            if wanted["timestamp"] < MAX_TIMESTAMP:
+            if wanted["timestamp"] < LATEST_TIERED_TIMESTAMP:
                 answer["error_code"] = kafka.UNSUPPORTED_VERSION
                 continue
             work.append(_list_one(gateway, topic["name"], wanted["partition_index"],
-                                  wanted["timestamp"], answer))
+                                  wanted["timestamp"], answer, timeout_ms))
     await asyncio.gather(*work)
     return {"throttle_time_ms": 0, "topics": topics}
 
 
 async def _list_one(gateway, topic: str, partition: int, timestamp: int,
-                    answer: dict) -> None:
-    by_time = timestamp not in (LATEST_TIMESTAMP, EARLIEST_TIMESTAMP)
+                    answer: dict, timeout_ms: int) -> None:
+    by_time = timestamp not in _WITHOUT_TIME_LOOKUP
     reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_list_offsets(
-        rid, topic, partition, timestamp if by_time else protocol.NO_TIME_LOOKUP))
+        rid, topic, partition, timestamp if by_time else protocol.NO_TIME_LOOKUP),
+        timeout_ms=timeout_ms)
     if reply.error is not None:
         answer["error_code"] = kafka_code(reply.error)
         return
@@ -59,4 +74,15 @@ async def _list_one(gateway, topic: str, partition: int, timestamp: int,
     if by_time:
         answer["offset"], answer["timestamp"] = info.found_offset, info.found_timestamp_ms
     else:
-        answer["offset"] = info.start_offset if timestamp == EARLIEST_TIMESTAMP else info.end_offset
+        answer["offset"] = _special_offset(info, timestamp)
+
+
+def _special_offset(info: protocol.PartitionInfo, timestamp: int) -> int:
+    """The offset a special (negative) timestamp names, from the partition's offsets."""
+    if timestamp == EARLIEST_TIMESTAMP:
+        return info.start_offset
+    if timestamp == EARLIEST_LOCAL_TIMESTAMP:
+        return info.local_start_offset
+    if timestamp == LATEST_TIERED_TIMESTAMP:
+        return info.remote_end_offset - 1 if info.remote_end_offset > 0 else -1
+    return info.end_offset

@@ -244,7 +244,7 @@ FETCH = Api("Fetch", 1, (4, 12), 12,
     ),
 )
 
-LIST_OFFSETS = Api("ListOffsets", 2, (1, 7), 6,
+LIST_OFFSETS = Api("ListOffsets", 2, (1, 10), 6,
     (  # request
         F("replica_id", "int32", "0+"),
         F("isolation_level", "int8", "2+"),
@@ -256,6 +256,7 @@ LIST_OFFSETS = Api("ListOffsets", 2, (1, 7), 6,
                 F("timestamp", "int64", "0+"),
             )),
         )),
+        F("timeout_ms", "int32", "10+", default=0),
     ),
     (  # response
         F("throttle_time_ms", "int32", "2+"),

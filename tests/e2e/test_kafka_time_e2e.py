@@ -20,6 +20,7 @@ import pytest
 from plinth.client.admin import Admin
 from plinth.client.consumer import Consumer, OffsetAndTimestamp
 from plinth.client.producer import Producer
+from plinth.router.kafka.messages import LIST_OFFSETS
 from tests.support import unique_topic, wait_until
 
 TIMEOUT_S = 60
@@ -157,3 +158,31 @@ def test_confluent_kafka_lists_offsets_by_time_and_max_timestamp_through_the_kaf
     assert (at_time.offset, at_time.timestamp) == (12, T0_MS + 12 * STEP_MS)
     assert (largest.offset, largest.timestamp) == (RECORDS, T0_MS + 100 * STEP_MS)
     assert (past.offset, past.timestamp) == (-1, -1)
+
+
+def test_list_offsets_v10_answers_earliest_local_and_latest_tiered_of_an_untiered_topic(
+        kafka_broker):
+    from tests.e2e.test_kafka_admin_e2e import raw_request
+
+    # Given a topic of RECORDS records, on the shards' disks only
+    topic = stamped_topic(kafka_broker)
+    # When ListOffsets v10 asks for earliest local (-4), latest tiered (-5), earliest and
+    # latest, with a timeout
+    body = {"replica_id": -1, "isolation_level": 0, "timeout_ms": 5000, "topics": [
+        {"name": topic, "partitions": [{"partition_index": 0, "current_leader_epoch": -1,
+                                        "timestamp": t} for t in (-4, -5, -2, -1)]}]}
+    answer = raw_request(kafka_broker, LIST_OFFSETS, 10, body)
+    # Then the first on disk is the log's start, nothing is tiered, and the end follows
+    got = [(p["error_code"], p["offset"]) for p in answer["topics"][0]["partitions"]]
+    assert got == [(0, 0), (0, -1), (0, 0), (0, RECORDS)]
+
+
+def test_kafka_python_infers_kafka_4_0_from_the_versions_the_listener_offers(kafka_broker):
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka_broker.kafka_address,
+                             request_timeout_ms=TIMEOUT_S * 1000)
+    try:
+        assert admin._client.check_version()[:2] == (4, 0)
+    finally:
+        admin.close()

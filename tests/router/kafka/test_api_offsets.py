@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from plinth import protocol
+from plinth import limits, protocol
 from plinth.errors import UnavailableError
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.api_offsets import list_offsets
@@ -13,11 +13,13 @@ from plinth.router.kafka.api_offsets import list_offsets
 
 class PlinthBackend:
     """Answers listOffsets as a shard whose partition holds offsets 5..50 and finds
-    offset 17 (stamped 1_000_017) for any time asked; records what it was asked."""
+    offset 17 (stamped 1_000_017) for any time asked; records what it was asked.
+    ``tiered``: offsets 5..30 are in object storage and 20..50 on the shard's disk."""
 
-    def __init__(self, error=None):
+    def __init__(self, error=None, tiered: bool = False):
         self.asked: list[protocol.ListOffsetsRequest] = []
         self._error = error
+        self._tiered = tiered
         self._next = 0
 
     def next_request_id(self) -> int:
@@ -30,7 +32,10 @@ class PlinthBackend:
         if self._error is not None:
             return protocol.decode_reply(protocol.encode_error(request_id, self._error)), None
         found = request.timestamp_ms != protocol.NO_TIME_LOOKUP
+        remote = (5, 30) if self._tiered else (protocol.NO_REMOTE_OFFSET,) * 2
         info = protocol.PartitionInfo(request.partition, "shard-0", 5, 50,
+                                      local_start_offset=20 if self._tiered else 5,
+                                      remote_start_offset=remote[0], remote_end_offset=remote[1],
                                       found_offset=17 if found else -1,
                                       found_timestamp_ms=1_000_017 if found else -1)
         return protocol.decode_reply(protocol.encode_offsets_reply(request_id, info)), None
@@ -60,10 +65,36 @@ def test_a_time_and_max_timestamp_answer_the_record_the_shard_found_with_its_tim
     assert [r.timestamp_ms for r in backend.asked] == [1_000_000, protocol.MAX_TIMESTAMP]
 
 
-def test_timestamps_of_later_versions_are_unsupported_and_not_asked():
+def test_earliest_local_is_the_first_offset_on_disk_and_latest_tiered_the_last_uploaded():
+    backend = PlinthBackend(tiered=True)
+    assert answers(backend, -4, -5, -2) == [(kafka.NONE, 20, -1), (kafka.NONE, 29, -1),
+                                            (kafka.NONE, 5, -1)]
+    assert [r.timestamp_ms for r in backend.asked] == [-1, -1, -1]
+
+
+def test_without_object_storage_earliest_local_is_the_start_and_latest_tiered_is_minus_one():
+    assert answers(PlinthBackend(), -4, -5) == [(kafka.NONE, 5, -1), (kafka.NONE, -1, -1)]
+
+
+def test_a_timestamp_of_a_version_not_offered_is_unsupported_and_not_asked():
     backend = PlinthBackend()
-    assert answers(backend, -4, -5) == [(kafka.UNSUPPORTED_VERSION, -1, -1)] * 2
+    assert answers(backend, -6, -7) == [(kafka.UNSUPPORTED_VERSION, -1, -1)] * 2
     assert backend.asked == []
+
+
+def test_a_v10_timeout_bounds_the_wait_for_the_shard():
+    class Slow(PlinthBackend):
+        async def call(self, request_id, header, payload=None, timeout_ms=0):
+            self.timeouts.append(timeout_ms)
+            return await super().call(request_id, header, payload, timeout_ms)
+    backend = Slow()
+    backend.timeouts = []
+    body = {"timeout_ms": 250, "topics": [{"name": "t", "partitions": [
+        {"partition_index": 0, "timestamp": 1_000_000}]}]}
+    asyncio.run(list_offsets(Gateway(backend), None, body, None))
+    body["timeout_ms"] = 10**9
+    asyncio.run(list_offsets(Gateway(backend), None, body, None))
+    assert backend.timeouts == [250, limits.KAFKA_BACKEND_REQUEST_TIMEOUT_MS]
 
 
 def test_a_plinth_error_becomes_its_kafka_code():
