@@ -255,9 +255,12 @@ def _start_kafka(options, router, cluster_id: str, security=None, data_dir: Path
         return None
     from plinth.router.kafka.service import KafkaService
 
+    in_process = (None if router.in_process_url is None
+                  else (router.in_process_url, router.context))
     service = KafkaService(options, router.listen, cluster_id,
                            brokers=lambda: router.routing.kafka_brokers, security=security,
-                           log_dir="" if data_dir is None else str(data_dir.resolve()))
+                           log_dir="" if data_dir is None else str(data_dir.resolve()),
+                           in_process=in_process)
     service.start()
     return service
 

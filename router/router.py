@@ -113,6 +113,12 @@ class Router:
         self._quotas = Quotas(acl) if acl is not None and acl.has_quotas else None
         self._stopping = threading.Event()
         self._loop_thread: threading.Thread | None = None
+        self.in_process_url: str | None = None   # set by start() on a plaintext router
+
+    @property
+    def context(self) -> zmq.Context:
+        """The ZeroMQ context of the router's sockets (``in_process_url`` is in it)."""
+        return self._context
 
     @property
     def routing(self) -> RoutingTable:
@@ -140,6 +146,12 @@ class Router:
         except zmq.ZMQError as exc:
             self._frontend.close()
             raise OSError(f"cannot listen on {self.listen}: {exc}") from None
+        if self._security is None:
+            # The Kafka listener in this process reaches a plaintext router here, with
+            # no TCP hop and no copy: inproc hands the frames over. Not beside CurveZMQ:
+            # inproc has no handshake, so a request would carry no key for the ACL.
+            self.in_process_url = f"inproc://plinth-router-{id(self):x}"
+            self._frontend.bind(self.in_process_url)
         self._poller = zmq.Poller()
         self._poller.register(self._frontend, zmq.POLLIN)
         self._poller.register(self._bridge.wakeup.fd, zmq.POLLIN)

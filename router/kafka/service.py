@@ -133,17 +133,23 @@ class KafkaService:
     ``security``: the router's Security when it has CurveZMQ keys (None: a plaintext
     router); the service then lets its users' internal keys in (see the module's
     docstring). ``log_dir``: the broker's data dir, absolute, for DescribeLogDirs
-    ("": unknown, a ``plinth router`` without ``--data-dir``)."""
+    ("": unknown, a ``plinth router`` without ``--data-dir``). ``in_process``: a
+    plaintext router's inproc URL and ZeroMQ context (``Router.in_process_url``,
+    ``Router.context``), which the backend then uses instead of TCP."""
 
     def __init__(self, options: KafkaListenerOptions, router_listen_url: str, cluster_id: str,
                  brokers: Callable[[], tuple[str, ...]] = tuple, security=None,
-                 log_dir: str = ""):
+                 log_dir: str = "", in_process: tuple[str, zmq.Context] | None = None):
         self.options = options
         self._log_dir = log_dir
         self._acl = None if security is None else security.acl
         self._users = options.users()
-        self._backend = PlinthBackend(router_url_for(router_listen_url),
-                                      self._internal_keys(security))
+        if in_process is not None and security is None:
+            url, context = in_process
+            self._backend = PlinthBackend(url, shared_context=context)
+        else:
+            self._backend = PlinthBackend(router_url_for(router_listen_url),
+                                          self._internal_keys(security))
         self._cluster_id = cluster_id
         self._brokers = brokers
         self._listener: KafkaListener | None = None

@@ -48,6 +48,30 @@ def test_produce_fetch_and_list_offsets_go_to_the_shard_that_owns_the_partition(
     assert rig.shards["shard-0"].requests() == []
 
 
+def test_a_plaintext_router_serves_a_socket_of_its_own_process_over_inproc(router_rig):
+    # Given a plaintext router, and a DEALER in the same process and context (as the
+    # Kafka listener's backend) connected to its inproc endpoint, not its TCP one
+    rig = router_rig(topics={"t": 2}, owners={"t": ("shard-0", "shard-1")})
+    assert rig.router.in_process_url.startswith("inproc://")
+    assert rig.router.context is rig.context
+    client = fakes.Client(rig.router.in_process_url)
+    try:
+        # When it produces and lists offsets
+        produced = client.request(protocol.encode_produce(1, "t", 1, 1), b"batch")
+        offsets = client.request(list_offsets(2, partition=1))
+    finally:
+        client.close()
+    # Then the router routed both to the partition's shard and answered over inproc
+    assert (produced.kind, produced.error) == ("produce", None)
+    assert offsets.offsets.shard == "shard-1"
+    assert rig.shards["shard-1"].received[0][2] == len(b"batch")
+
+
+def test_a_curvezmq_router_offers_no_inproc_endpoint_which_would_skip_its_keys(router_rig):
+    rig = router_rig(curve=True)
+    assert rig.router.in_process_url is None
+
+
 def test_a_fetch_goes_to_the_shard_holding_its_offset_after_the_partition_moved(router_rig):
     # Given partition 0 whose offsets 0..99 are on shard-0 and 100.. on shard-1 (its owner now)
     rig = router_rig(topics={"t": 1}, owners={"t": ("shard-1",)},
