@@ -226,7 +226,7 @@ class Router:
         return True
 
     def _route(self, frames: list, request) -> None:
-        """A produce, fetch or listOffsets: to the shard holding the partition."""
+        """A produce, fetch, listOffsets or deleteRecords: to the shard holding the partition."""
         client_id = frames[0]
         topic, partition = request.topic, request.partition
         if type(request) is protocol.ProduceRequest and topic == topics.OFFSETS_TOPIC:
@@ -253,6 +253,13 @@ class Router:
         elif type(request) is protocol.ListOffsetsRequest and \
                 self._routing.spans_shards(topic, partition):   # the controller merges them
             self._submit_admin(client_id, request)
+        elif type(request) is protocol.DeleteRecordsRequest and \
+                self._routing.spans_shards(topic, partition):
+            # Its older ranges' shards would go on serving below the floor.
+            self._reply(client_id, protocol.encode_error(request.request_id, MalformedRequestError(
+                f"deleteRecords of {topic}-{partition} is not supported yet: its history "
+                f"spans shards (its writes moved with plinth shards add/remove), and only "
+                f"its current shard would keep the new log start offset")))
         else:
             self._forward(self._routing.owner(topic, partition), frames, request)
 

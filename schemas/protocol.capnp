@@ -66,7 +66,23 @@ struct Request {
     createTopics @29 :CreateTopics;          # many topics at once (Kafka's CreateTopics)
     deleteGroup @30 :GroupRef;               # its committed offsets and settings; refused
                                              # while it has members (Kafka's DeleteGroups)
+    deleteRecords @31 :DeleteRecords;        # Kafka's DeleteRecords, one partition:
+                                             # answered `offsets`, see below
   }
+}
+
+# deleteRecords: no record of the partition below `offset` is served any more (its
+# log start offset, the low watermark, becomes `offset`, even inside a segment),
+# durably before the answer. -1: the high watermark. Routed to the partition's
+# leader, like listOffsets; needs admin on the topic. Answered `offsets`: its
+# startOffset is the new low watermark (unchanged if `offset` was below it),
+# endOffset the high watermark. offsetOutOfRange for an offset past the high
+# watermark or negative (not -1); unavailable for a partition whose history spans
+# shards (not supported yet). See shards/log_start_floor.py.
+struct DeleteRecords {
+  topic @0 :Text;
+  partition @1 :UInt32;
+  offset @2 :Int64;
 }
 
 # --- Pages of names and topic stats (issue 16: a console with 10,000 topics) --
@@ -188,6 +204,11 @@ struct ReplicaFetchResult {
   divergingEpoch @3 :Int32 = -1;
   divergingEndOffset @4 :Int64 = -1;
   epochStarts @5 :List(EpochStart);   # leader epochs starting inside the entries sent
+  # The leader's log start offset as its readers see it (Kafka's), which deleteRecords
+  # may have raised inside a segment; logStartOffset above is where its segments
+  # start (an entry's base offset: where a follower restarts its log). A follower
+  # adopts it up to its own high watermark. 0 from a leader before it.
+  logStartFloor @6 :Int64;
 }
 
 # One fetch per (follower shard, leader shard), as Kafka's per broker pair: every

@@ -149,6 +149,16 @@ class ReplicaServer:
             self._wake_followers(led)
         return led
 
+    def floor_raised(self, part: Partition) -> None:
+        """deleteRecords raised a led partition's log start floor: answer the follower
+        fetches parked at its end now, so that its followers adopt the floor without
+        waiting for the next append (replica_fetcher.py)."""
+        led = self.led.get(part.key)
+        if led is None:
+            return
+        self._purgatory.wake(replica_key(part.key))
+        self._wake_followers(led)
+
     def _wake_followers(self, led: Led) -> None:
         for replica in led.leadership.replicas:
             if replica != self.shard_id:
@@ -200,7 +210,8 @@ class ReplicaServer:
             # log's start (Partition.restart_at), told by the answer's logStartOffset.
             self._reply(envelope, protocol.encode_replica_fetch_reply(
                 request.request_id, protocol.ReplicaFetchResult(
-                    part.high_watermark, plog.start_offset, end_offset)), b"")
+                    part.high_watermark, plog.start_offset, end_offset,
+                    log_start_floor=part.log_start_offset)), b"")
             return
         answer = led.replication.on_follower_fetch(
             request.replica_id, request.fetch_offset, request.last_fetched_epoch,
@@ -209,7 +220,8 @@ class ReplicaServer:
             self._reply(envelope, protocol.encode_replica_fetch_reply(
                 request.request_id, protocol.ReplicaFetchResult(
                     part.high_watermark, plog.start_offset, end_offset,
-                    answer.diverging_epoch, answer.diverging_end_offset)), b"")
+                    answer.diverging_epoch, answer.diverging_end_offset,
+                    log_start_floor=part.log_start_offset)), b"")
             return
         led.fetch_offsets[request.replica_id] = request.fetch_offset
         if answer.high_watermark_moved:
@@ -260,7 +272,8 @@ class ReplicaServer:
             data = plog.read(fetch_offset, bytes_max, end_offset)
         result = protocol.ReplicaFetchResult(
             part.high_watermark, plog.start_offset, end_offset,
-            epoch_starts=_epoch_starts(part.leader_epochs, fetch_offset, data))
+            epoch_starts=_epoch_starts(part.leader_epochs, fetch_offset, data),
+            log_start_floor=part.log_start_offset)
         return result, data
 
     # --- Serving a follower's fetch of all its partitions ---------------------------------
@@ -304,14 +317,16 @@ class ReplicaServer:
         end_offset = plog.end_offset
         if wanted.fetch_offset < plog.start_offset:   # see serve
             return protocol.ReplicaFetchPartitionResult(None, protocol.ReplicaFetchResult(
-                part.high_watermark, plog.start_offset, end_offset)), True
+                part.high_watermark, plog.start_offset, end_offset,
+                log_start_floor=part.log_start_offset)), True
         answer = led.replication.on_follower_fetch(
             request.replica_id, wanted.fetch_offset, wanted.last_fetched_epoch,
             part.leader_epochs, end_offset, now_s)
         if answer.diverged:
             return protocol.ReplicaFetchPartitionResult(None, protocol.ReplicaFetchResult(
                 part.high_watermark, plog.start_offset, end_offset,
-                answer.diverging_epoch, answer.diverging_end_offset)), True
+                answer.diverging_epoch, answer.diverging_end_offset,
+                log_start_floor=part.log_start_offset)), True
         led.fetch_offsets[request.replica_id] = wanted.fetch_offset
         if answer.high_watermark_moved:
             self._advance(led)

@@ -273,6 +273,11 @@ class ShardReplication:
         """A follower's fetch of every partition it follows here (replica_server.py)."""
         self._leaders.serve_all(envelope, request, self.controller_epoch, received_s)
 
+    def floor_raised(self, part: Partition) -> None:
+        """deleteRecords raised the floor of a partition led here: its followers hear
+        of it at once (replica_server.py)."""
+        self._leaders.floor_raised(part)
+
     def on_readable(self, sock: zmq.Socket) -> None:
         """A DEALER to a leader has answers (replica_fetcher.py)."""
         self._fetcher.on_readable(sock)
