@@ -636,11 +636,9 @@ def encode_list_offsets(request_id: int, topic: str, partition: int,
 
 def encode_delete_records(request_id: int, topic: str, partition: int, offset: int) -> bytes:
     """Delete a partition's records before ``offset`` (-1: the high watermark); answered
-    with its PartitionInfo, whose start_offset is the new low watermark."""
-    if offset < 0 and offset != DELETE_RECORDS_TO_HIGH_WATERMARK:
-        raise ValueError(f"offset={offset} is negative: records are deleted before an "
-                         f"offset, 0 or more ({DELETE_RECORDS_TO_HIGH_WATERMARK}: the high "
-                         f"watermark)")
+    with its PartitionInfo, whose start_offset is the new low watermark. Another
+    negative offset is sent as it is (the Kafka listener relays a Kafka client's),
+    and the shard refuses it (offsetOutOfRange); Admin refuses it before sending."""
     msg = protocol.Request.new_message(requestId=request_id)
     body = msg.init("deleteRecords")
     body.topic, body.partition, body.offset = topic, partition, offset

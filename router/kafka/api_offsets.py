@@ -1,5 +1,6 @@
 """ListOffsets: a partition's earliest and latest offsets, and seek by time, from
-Plinth's listOffsets.
+Plinth's listOffsets; DeleteRecords: a partition's log start offset moved up, from
+Plinth's deleteRecords.
 
 Runs on the Kafka listener's event loop thread (gateway.py). Kafka's special
 timestamps: -2 (earliest) is the log start offset, -1 (latest) the high
@@ -12,6 +13,15 @@ with the record's offset and timestamp, or -1/-1 when no record qualifies
 conservatively: the start of the remote segment holding the record, with
 timestamp -1. Other negative timestamps (-4, -5: v8 and v9, which the
 listener does not offer) are UNSUPPORTED_VERSION.
+
+DeleteRecords is one deleteRecords per partition, all at once; each answers its
+new low watermark (the log start offset, now that offset even inside a batch),
+saved on the leader before the answer, or its error as Kafka's:
+OFFSET_OUT_OF_RANGE (past the high watermark, or negative but -1),
+UNKNOWN_TOPIC_OR_PARTITION, NOT_LEADER_OR_FOLLOWER, TOPIC_AUTHORIZATION_FAILED
+(it needs admin on the topic, as Kafka needs DELETE). ``timeout_ms`` is not
+waited on: the leader answers once its own floor is durable (its followers
+adopt it from their next fetch answer, which it sends at once).
 """
 
 from __future__ import annotations
@@ -60,3 +70,33 @@ async def _list_one(gateway, topic: str, partition: int, timestamp: int,
         answer["offset"], answer["timestamp"] = info.found_offset, info.found_timestamp_ms
     else:
         answer["offset"] = info.start_offset if timestamp == EARLIEST_TIMESTAMP else info.end_offset
+
+
+async def delete_records(gateway, header, body: dict, connection) -> dict:
+    work, topics = [], []
+    for topic in body.get("topics") or []:
+        answers = []
+        topics.append({"name": topic["name"], "partitions": answers})
+        for wanted in topic.get("partitions") or []:
+            answer = {"partition_index": wanted["partition_index"], "low_watermark": -1,
+                      "error_code": kafka.NONE}
+            answers.append(answer)
+            work.append(_delete_one(gateway, topic["name"], wanted["partition_index"],
+                                    wanted["offset"], answer))
+    await asyncio.gather(*work)
+    return {"throttle_time_ms": 0, "topics": topics}
+
+
+async def _delete_one(gateway, topic: str, partition: int, offset: int, answer: dict) -> None:
+    if partition < 0:   # the wire's UInt32 cannot carry it
+        answer["error_code"] = kafka.UNKNOWN_TOPIC_OR_PARTITION
+        return
+    # A negative offset but -1 goes as it is: the shard refuses it as Kafka's broker
+    # does (OFFSET_OUT_OF_RANGE).
+    reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_delete_records(
+        rid, topic, partition, offset))
+    if reply.error is not None:
+        answer["error_code"] = kafka_code(reply.error)
+        return
+    answer["low_watermark"] = reply.offsets.start_offset
+

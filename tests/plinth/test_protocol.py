@@ -340,6 +340,5 @@ def test_a_delete_records_request_round_trips_and_minus_one_means_the_high_water
         10, "orders", 3, protocol.DELETE_RECORDS_TO_HIGH_WATERMARK)).offset == -1
 
 
-def test_a_delete_records_request_with_another_negative_offset_is_refused_by_the_encoder():
-    with pytest.raises(ValueError, match="offset=-2 is negative"):
-        protocol.encode_delete_records(9, "orders", 3, -2)
+def test_a_delete_records_request_with_another_negative_offset_travels_for_the_shard_to_refuse():
+    assert protocol.decode_request(protocol.encode_delete_records(9, "orders", 3, -2)).offset == -2
