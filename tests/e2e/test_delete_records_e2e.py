@@ -161,3 +161,50 @@ def test_confluent_kafkas_delete_records_then_a_consumer_starts_at_the_floor(kaf
         assert got == list(range(6, RECORDS))
     finally:
         consumer.close()
+
+
+def floors_on_disk(data_dir, topic: str) -> list[int]:
+    """The log start floor each replica of ``topic``-0 saved, from its directory."""
+    from plinth.shards.log_start_floor import load_floor
+
+    return sorted(load_floor(path).floor for path in data_dir.rglob(f"{topic}-0")
+                  if path.is_dir())
+
+
+def test_after_delete_records_and_a_leader_kill_the_new_leader_does_not_start_lower(
+        broker_factory):
+    import os
+    import signal
+
+    from tests.shard_processes import shard_pids
+    from tests.support import wait_until
+
+    # Given a factor-3 topic on three shards (one node, replicas allowed to share it)
+    broker = broker_factory(shards=3, extra_args=("--allow-replicas-on-one-node",))
+    topic = unique_topic("delrep")
+    with Admin(broker=broker.url) as admin:
+        admin.create_topic(topic, 1, replication_factor=3)
+        with Producer(broker=broker.url, acks="all") as producer:
+            for n in range(RECORDS):
+                producer.send(topic, f"v{n}".encode(), partition=0)
+            producer.flush(TIMEOUT_S)
+        before = admin.describe_topic(topic).partition_info[0]
+        # When the records before 4 are deleted at the leader
+        assert admin.delete_records({(topic, 0): 4}) == {(topic, 0): 4}
+        # Then every replica saves the floor (the followers from their next fetch answer,
+        # which the leader sends at once)
+        wait_until(lambda: floors_on_disk(broker.data_dir, topic) == [4, 4, 4], timeout_s=30,
+                   explain=lambda: f"floors on disk {floors_on_disk(broker.data_dir, topic)}")
+        # And when the leader's shard process is killed
+        pids = wait_until(lambda: len(found := shard_pids(broker.data_dir)) == 3 and found,
+                          timeout_s=60)
+        os.kill(pids[before.shard], signal.SIGKILL)
+        after = wait_until(lambda: (info := admin.describe_topic(topic).partition_info[0])
+                           .leader_epoch > before.leader_epoch and info.shard and info,
+                           timeout_s=60)
+        assert after.shard != before.shard
+        # Then the new leader's log start offset is not lower, and a consumer from the
+        # earliest offset starts there
+        assert admin.list_offsets(topic, 0).start_offset == 4
+    assert plinth_values_from_earliest(broker, topic, RECORDS - 4) == [
+        (n, f"v{n}".encode()) for n in range(4, RECORDS)]
