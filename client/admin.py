@@ -76,6 +76,18 @@ def alter_topic_args(config, delete_config) -> tuple[dict[str, str], tuple[str, 
     return config, deleted
 
 
+def checked_records_to_delete(records_to_delete: dict) -> dict[TopicPartition, int]:
+    """delete_records' argument keyed by TopicPartition (client side, either client);
+    ValueError for a negative offset but -1 (the high watermark)."""
+    wanted = {TopicPartition(*key): offset for key, offset in records_to_delete.items()}
+    for tp, offset in wanted.items():
+        if offset < 0 and offset != protocol.DELETE_RECORDS_TO_HIGH_WATERMARK:
+            raise ValueError(f"delete_records: offset {offset} for {tp.topic}-{tp.partition} "
+                             f"is negative; records are deleted before an offset >= 0, or "
+                             f"{protocol.DELETE_RECORDS_TO_HIGH_WATERMARK} (the high watermark)")
+    return wanted
+
+
 class Admin:
     def __init__(self, *, broker=None,
                  request_timeout_ms: int = limits.CLIENT_REQUEST_TIMEOUT_MS_DEFAULT,
@@ -270,15 +282,8 @@ class Admin:
         is raised: OffsetOutOfRangeError (past the high watermark, or negative),
         UnknownTopicError, PartitionOutOfRangeError, NotAuthorizedError (admin on the
         topic). ValueError, before anything is sent, for a negative offset but -1."""
-        wanted = {TopicPartition(*key): offset for key, offset in records_to_delete.items()}
-        for tp, offset in wanted.items():
-            if offset < 0 and offset != protocol.DELETE_RECORDS_TO_HIGH_WATERMARK:
-                raise ValueError(f"delete_records: offset {offset} for {tp.topic}-{tp.partition} "
-                                 f"is negative; records are deleted before an offset >= 0, or "
-                                 f"{protocol.DELETE_RECORDS_TO_HIGH_WATERMARK} (the high "
-                                 f"watermark)")
         low_watermarks, refusals = {}, []
-        for tp, offset in wanted.items():
+        for tp, offset in checked_records_to_delete(records_to_delete).items():
             try:
                 low_watermarks[tp] = self._call(protocol.encode_delete_records, tp.topic,
                                                 tp.partition, offset).offsets.start_offset

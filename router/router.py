@@ -229,10 +229,14 @@ class Router:
         """A produce, fetch, listOffsets or deleteRecords: to the shard holding the partition."""
         client_id = frames[0]
         topic, partition = request.topic, request.partition
-        if type(request) is protocol.ProduceRequest and topic == topics.OFFSETS_TOPIC:
+        if type(request) in (protocol.ProduceRequest, protocol.DeleteRecordsRequest) and \
+                topic == topics.OFFSETS_TOPIC:
+            # (as Kafka refuses DeleteRecords of an internal topic: the groups' state is
+            # rebuilt from the whole log)
             self._reply(client_id, protocol.encode_error(request.request_id, InvalidTopicError(
                 f"topic {topic!r} is internal (the consumer groups' committed offsets); "
-                f"clients may not produce to it")))
+                f"clients may not {'produce to' if request.kind == 'produce' else 'delete from'} "
+                f"it")))
             return
         if type(request) is protocol.ProduceRequest and len(frames[2]) > limits.BATCH_BYTES_MAX:
             self._reply(client_id, protocol.encode_error(request.request_id, RecordTooLargeError(

@@ -77,8 +77,9 @@ struct Request {
 # leader, like listOffsets; needs admin on the topic. Answered `offsets`: its
 # startOffset is the new low watermark (unchanged if `offset` was below it),
 # endOffset the high watermark. offsetOutOfRange for an offset past the high
-# watermark or negative (not -1); unavailable for a partition whose history spans
-# shards (not supported yet). See shards/log_start_floor.py.
+# watermark or negative (not -1); malformedRequest for a partition whose history
+# spans shards (not supported yet), invalidTopic for the internal offsets topic.
+# See shards/log_start_floor.py.
 struct DeleteRecords {
   topic @0 :Text;
   partition @1 :UInt32;

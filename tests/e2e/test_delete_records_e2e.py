@@ -15,7 +15,9 @@ import pytest
 from plinth.client.admin import Admin
 from plinth.client.consumer import Consumer
 from plinth.client.producer import Producer
-from plinth.errors import OffsetOutOfRangeError, PartitionOutOfRangeError, UnknownTopicError
+from plinth import topics
+from plinth.errors import (InvalidTopicError, OffsetOutOfRangeError, PartitionOutOfRangeError,
+                           UnknownTopicError)
 from tests.e2e.test_cli_e2e import plinth
 from tests.support import unique_topic
 
@@ -75,6 +77,8 @@ def test_admin_delete_records_refuses_wrong_calls_with_typed_errors(kafka_broker
             admin.delete_records({(topic, 5): 1})
         with pytest.raises(UnknownTopicError):
             admin.delete_records({(unique_topic("nope"), 0): 1})
+        with pytest.raises(InvalidTopicError, match="internal.*may not delete from it"):
+            admin.delete_records({(topics.OFFSETS_TOPIC, 0): 1})
         # and none of them moved anything
         assert admin.list_offsets(topic, 0).start_offset == 0
         # while -1 deletes up to the high watermark
@@ -208,3 +212,18 @@ def test_after_delete_records_and_a_leader_kill_the_new_leader_does_not_start_lo
         assert admin.list_offsets(topic, 0).start_offset == 4
     assert plinth_values_from_earliest(broker, topic, RECORDS - 4) == [
         (n, f"v{n}".encode()) for n in range(4, RECORDS)]
+
+
+def test_the_asyncio_admin_deletes_records_of_several_partitions_at_once(kafka_broker):
+    import asyncio
+
+    from plinth.client.aio.admin import AIOAdmin
+
+    topic = topic_with_records(kafka_broker, partitions=2)
+
+    async def delete() -> dict:
+        async with AIOAdmin(broker=kafka_broker.url) as admin:
+            return await admin.delete_records({(topic, 0): 2, (topic, 1): -1})
+
+    # (partition 1 is empty: -1 deletes up to its high watermark, 0)
+    assert asyncio.run(delete()) == {(topic, 0): 2, (topic, 1): 0}
