@@ -299,6 +299,7 @@ class ReplicaFetchPartition:
     fetch_offset: int
     last_fetched_epoch: int
     bytes_max: int
+    log_start_offset: int = 0     # the follower's: its leader's deleteRecords waits for it
 
 
 @dataclass(frozen=True, slots=True)
@@ -826,7 +827,8 @@ _REQUEST_DECODERS = {
     "replicaFetchAll": lambda rid, b: ReplicaFetchAllRequest(
         rid, b.replicaId, b.controllerEpoch, b.maxWaitMs, b.maxBytes, tuple(
             ReplicaFetchPartition(p.topic, p.partition, p.leaderEpoch, p.fetchOffset,
-                                  p.lastFetchedEpoch, p.maxBytes) for p in b.partitions)),
+                                  p.lastFetchedEpoch, p.maxBytes, p.logStartOffset)
+            for p in b.partitions)),
     **protocol_classic.REQUEST_DECODERS,
 }
 
@@ -1228,6 +1230,7 @@ def encode_replica_fetch_all(request_id: int, replica_id: str, controller_epoch:
         o.topic, o.partition, o.leaderEpoch = p.topic, p.partition, p.leader_epoch
         o.fetchOffset, o.lastFetchedEpoch, o.maxBytes = \
             p.fetch_offset, p.last_fetched_epoch, p.bytes_max
+        o.logStartOffset = p.log_start_offset
     return msg.to_bytes()
 
 

@@ -73,7 +73,9 @@ struct Request {
 
 # deleteRecords: no record of the partition below `offset` is served any more (its
 # log start offset, the low watermark, becomes `offset`, even inside a segment),
-# durably before the answer. -1: the high watermark. Routed to the partition's
+# durably before the answer (on the leader, and, for a replicated partition, on
+# every in-sync follower: requestTimedOut after DELETE_RECORDS_WAIT_MS_MAX, the
+# leader's kept). -1: the high watermark. Routed to the partition's
 # leader, like listOffsets; needs admin on the topic. Answered `offsets`: its
 # startOffset is the new low watermark (unchanged if `offset` was below it),
 # endOffset the high watermark. offsetOutOfRange for an offset past the high
@@ -234,6 +236,10 @@ struct ReplicaFetchPartition {
   fetchOffset @3 :Int64;
   lastFetchedEpoch @4 :Int32;
   maxBytes @5 :UInt32;           # this partition's entries
+  logStartOffset @6 :Int64;      # the follower's (its deleteRecords floor adopted so
+                                 # far): a leader's deleteRecords waits for its in-sync
+                                 # followers' to reach the new one. 0 from a follower
+                                 # before it
 }
 
 # One partition's part of the answer, in the request's order.

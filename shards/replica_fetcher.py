@@ -366,7 +366,7 @@ class ReplicaFetcher:
             part.log.end_offset, part.leader_epochs)
         return protocol.ReplicaFetchPartition(
             part.topic, part.partition, followed.leadership.leader_epoch, fetch_offset,
-            last_fetched_epoch, limits.REPLICA_FETCH_BYTES_MAX)
+            last_fetched_epoch, limits.REPLICA_FETCH_BYTES_MAX, part.log_start_offset)
 
     @staticmethod
     def _turn_of(link: LeaderLink, ready: list[Followed]) -> list[Followed]:

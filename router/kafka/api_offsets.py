@@ -19,9 +19,10 @@ new low watermark (the log start offset, now that offset even inside a batch),
 saved on the leader before the answer, or its error as Kafka's:
 OFFSET_OUT_OF_RANGE (past the high watermark, or negative but -1),
 UNKNOWN_TOPIC_OR_PARTITION, NOT_LEADER_OR_FOLLOWER, TOPIC_AUTHORIZATION_FAILED
-(it needs admin on the topic, as Kafka needs DELETE). ``timeout_ms`` is not
-waited on: the leader answers once its own floor is durable (its followers
-adopt it from their next fetch answer, which it sends at once).
+(it needs admin on the topic, as Kafka needs DELETE), REQUEST_TIMED_OUT when
+the in-sync followers of a replicated partition did not all hold the new start
+within DELETE_RECORDS_WAIT_MS_MAX (shards/deletion_waits.py; the leader's is
+kept). The request's ``timeout_ms`` is not read: that bound is the broker's.
 """
 
 from __future__ import annotations

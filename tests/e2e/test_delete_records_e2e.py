@@ -175,6 +175,51 @@ def floors_on_disk(data_dir, topic: str) -> list[int]:
                   if path.is_dir())
 
 
+def floors_by_shard(data_dir, topic: str) -> dict[str, int]:
+    """shard id -> the log start floor its replica of ``topic``-0 saved."""
+    from plinth.shards.log_start_floor import load_floor
+
+    return {path.parent.name: load_floor(path).floor
+            for path in (data_dir / "shards").glob(f"*/{topic}-0")}
+
+
+def test_delete_records_is_answered_only_once_every_in_sync_replica_holds_the_floor(
+        broker_factory):
+    import os
+    import signal
+
+    from tests.shard_processes import shard_pids
+    from tests.support import wait_until
+
+    # Given a factor-3 topic on three shards, one follower's process stopped (SIGSTOP)
+    broker = broker_factory(shards=3, extra_args=("--allow-replicas-on-one-node",))
+    topic = unique_topic("delisr")
+    with Admin(broker=broker.url) as admin:
+        admin.create_topic(topic, 1, replication_factor=3)
+        with Producer(broker=broker.url, acks="all") as producer:
+            for n in range(RECORDS):
+                producer.send(topic, f"v{n}".encode(), partition=0)
+            producer.flush(TIMEOUT_S)
+        leader = admin.describe_topic(topic).partition_info[0].shard
+        pids = wait_until(lambda: len(found := shard_pids(broker.data_dir)) == 3 and found,
+                          timeout_s=60)
+        stopped = sorted(shard for shard in pids if shard != leader)[0]
+        os.kill(pids[stopped], signal.SIGSTOP)
+        try:
+            # When the records before 4 are deleted
+            assert admin.delete_records({(topic, 0): 4}) == {(topic, 0): 4}
+            # Then by its answer every replica still in the in-sync set holds the floor:
+            # the stopped one was waited for until it left the set
+            floors = floors_by_shard(broker.data_dir, topic)
+            in_sync = admin.describe_topic(topic).partition_info[0].in_sync_replicas
+            assert stopped not in in_sync and floors[stopped] == 0
+            assert {shard: floors[shard] for shard in in_sync} == {shard: 4 for shard in in_sync}
+        finally:
+            os.kill(pids[stopped], signal.SIGCONT)
+        # And once it runs again it catches up, floor included
+        wait_until(lambda: floors_by_shard(broker.data_dir, topic)[stopped] == 4, timeout_s=60)
+
+
 def test_after_delete_records_and_a_leader_kill_the_new_leader_does_not_start_lower(
         broker_factory):
     import os
@@ -193,15 +238,14 @@ def test_after_delete_records_and_a_leader_kill_the_new_leader_does_not_start_lo
                 producer.send(topic, f"v{n}".encode(), partition=0)
             producer.flush(TIMEOUT_S)
         before = admin.describe_topic(topic).partition_info[0]
-        # When the records before 4 are deleted at the leader
-        assert admin.delete_records({(topic, 0): 4}) == {(topic, 0): 4}
-        # Then every replica saves the floor (the followers from their next fetch answer,
-        # which the leader sends at once)
-        wait_until(lambda: floors_on_disk(broker.data_dir, topic) == [4, 4, 4], timeout_s=30,
-                   explain=lambda: f"floors on disk {floors_on_disk(broker.data_dir, topic)}")
-        # And when the leader's shard process is killed
         pids = wait_until(lambda: len(found := shard_pids(broker.data_dir)) == 3 and found,
                           timeout_s=60)
+        # When the records before 4 are deleted
+        assert admin.delete_records({(topic, 0): 4}) == {(topic, 0): 4}
+        # Then, by the time it is answered, every replica has saved the floor (the
+        # answer waits for the in-sync followers)
+        assert floors_on_disk(broker.data_dir, topic) == [4, 4, 4]
+        # And when the leader's shard process is killed right after the answer
         os.kill(pids[before.shard], signal.SIGKILL)
         after = wait_until(lambda: (info := admin.describe_topic(topic).partition_info[0])
                            .leader_epoch > before.leader_epoch and info.shard and info,
