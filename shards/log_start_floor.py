@@ -28,8 +28,10 @@ offline on a bad checkpoint; a shard instead serves the partition from its
 log's end offset on (``FLOOR_LOST``): nothing it held is served, nothing deleted
 comes back, and new records are readable. The bad file is kept beside it as
 ``log-start-floor.corrupt`` for the operator, the new floor is saved, and the
-shard logs an ERROR naming both. Deleting the .corrupt file changes nothing:
-what is served again is decided by the floor file alone.
+shard logs an ERROR naming both. While the .corrupt file is there, the segments
+below the floor are kept on disk, unserved (partition.py: ``floor_lost``), for an
+operator who wants to look; removing it lets the next open's retention delete
+them. What is served is decided by the floor file alone.
 """
 
 from __future__ import annotations

@@ -70,7 +70,8 @@ from plinth.format import batch_formats
 from plinth.format.kafka_batch import stamp_kafka_batch
 from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2, BATCH_FORMAT_PLINTH, LOG_ENTRY_HEADER_BYTES
 from plinth.format.record_batch import BatchSummary
-from plinth.shards.log_start_floor import FLOOR_LOST, load_floor, save_floor
+from plinth.shards.log_start_floor import (
+    CORRUPT_SUFFIX, FLOOR_FILE, FLOOR_LOST, load_floor, save_floor)
 from plinth.shards.leader_epochs import (
     NO_EPOCH, LeaderEpochs, load_leader_epochs, save_leader_epochs)
 from plinth.shards.partition_log import (
@@ -113,6 +114,9 @@ class Partition:
     topic_id: str = ""
     # No record below it is served (deleteRecords; log_start_floor.py); 0: none deleted.
     floor: int = 0
+    # The floor file was found bad (a .corrupt one is beside it): the segments below the
+    # floor are kept, unserved, for the operator, not deleted (``_load_floor``).
+    floor_lost: bool = False
     # Built once, because every produce and fetch uses them: (topic, partition)
     # keys the shard's tables, and "<topic>-<partition>" names it in messages.
     key: tuple[str, int] = field(init=False)
@@ -214,14 +218,20 @@ class Partition:
         except OSError as exc:
             raise StorageError(f"cannot read the log start floor of {self.name} in "
                                f"{self.log.directory}: {exc}") from None
+        corrupt = self.log.directory / (FLOOR_FILE + CORRUPT_SUFFIX)
+        self.floor_lost = loaded.outcome == FLOOR_LOST or corrupt.exists()
         if loaded.outcome != FLOOR_LOST:
             self.floor = loaded.floor
+            if self.floor_lost:
+                log.warning("%s: %s is still there: its segments below offset %d are kept, not "
+                            "served (remove it to let them be deleted)", self.name, corrupt,
+                            self.floor)
             return
         log.error("%s lost its log start floor (%s): serving it from its log end offset %d "
-                  "on, so that no deleted record is served again; the %d records from %d "
-                  "are kept on disk but not served", self.name, loaded.reason,
+                  "on, so that no deleted record is served again; the %d offsets from %d "
+                  "are kept on disk, not served, while %s exists", self.name, loaded.reason,
                   self.log.end_offset, self.log.end_offset - self.stored_start_offset,
-                  self.stored_start_offset)
+                  self.stored_start_offset, corrupt)
         self.raise_floor(self.log.end_offset)
 
     def raise_floor(self, offset: int) -> bool:
@@ -267,8 +277,10 @@ class Partition:
         """Delete the local segments that end at or before the floor (never the active
         one), then fit the leader epochs; a tiered partition's stay for local
         retention, which deletes only uploaded ones (its uploader may be reading
-        them). Returns what was deleted."""
-        if self.floor <= self.log.start_offset or self.log.config.remote_storage_enable:
+        them), and so do those of a partition whose floor file was found bad
+        (``floor_lost``: kept for the operator). Returns what was deleted."""
+        if self.floor <= self.log.start_offset or self.log.config.remote_storage_enable \
+                or self.floor_lost:
             return RetentionResult(0, 0, self.log.start_offset)
         return self._fit_epochs_after(self.log.delete_segments_before(
             self.floor, why=f"below the log start floor {self.floor}"))

@@ -921,8 +921,17 @@ def test_a_torn_floor_file_hides_every_stored_record_rather_than_serving_deleted
     assert reopened.log_start_offset == reopened.log.end_offset == 12
     assert "lost its log start floor" in caplog.text
     assert (tmp_path / "t-3" / "log-start-floor.corrupt").exists()
+    # And retention keeps its segments for the operator while the .corrupt file is there
+    segments = len(reopened.log.segments)
+    reopened.enforce_retention()
+    assert len(reopened.log.segments) == segments > 1
     reopened.log.close()
     assert open_partition(tmp_path / "t-3", part.log.config).log_start_offset == 12
+    # (and once the operator removes it, retention deletes the segments below the floor)
+    (tmp_path / "t-3" / "log-start-floor.corrupt").unlink()
+    last = open_partition(tmp_path / "t-3", part.log.config)
+    last.enforce_retention()
+    assert len(last.log.segments) == 1 and last.log_start_offset == 12
 
 
 def test_a_follower_adopts_its_leaders_floor_only_up_to_its_own_high_watermark(tmp_path):
