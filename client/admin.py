@@ -1,4 +1,4 @@
-"""Admin: create, list, describe and delete topics.
+"""Admin: create, list, describe and delete topics; delete a partition's older records.
 
 Lists at scale (a console with 10,000 topics and groups) come a page at a time,
 searchable by prefix: ``list_topics_page``, ``list_groups_page``; and the sizes
@@ -17,7 +17,8 @@ from collections.abc import Iterable
 
 from plinth import limits, protocol, topics
 from plinth.client.connection import Connection, broker_address
-from plinth.errors import InternalError
+from plinth.client.fetcher import TopicPartition
+from plinth.errors import BrokerError, InternalError
 from plinth.name_pages import NamesPage, check_page_args
 
 # What list_topics_page and list_groups_page return: ``.names`` and ``.more``.
@@ -73,6 +74,18 @@ def alter_topic_args(config, delete_config) -> tuple[dict[str, str], tuple[str, 
     if not all(isinstance(key, str) for key in deleted):
         raise TypeError(f"delete_config takes config keys (str), not {deleted!r}")
     return config, deleted
+
+
+def checked_records_to_delete(records_to_delete: dict) -> dict[TopicPartition, int]:
+    """delete_records' argument keyed by TopicPartition (client side, either client);
+    ValueError for a negative offset but -1 (the high watermark)."""
+    wanted = {TopicPartition(*key): offset for key, offset in records_to_delete.items()}
+    for tp, offset in wanted.items():
+        if offset < 0 and offset != protocol.DELETE_RECORDS_TO_HIGH_WATERMARK:
+            raise ValueError(f"delete_records: offset {offset} for {tp.topic}-{tp.partition} "
+                             f"is negative; records are deleted before an offset >= 0, or "
+                             f"{protocol.DELETE_RECORDS_TO_HIGH_WATERMARK} (the high watermark)")
+    return wanted
 
 
 class Admin:
@@ -259,6 +272,26 @@ class Admin:
         consumers start again from auto_offset_reset. GroupNotEmptyError while it has
         members (Plinth's or Kafka's), UnknownGroupError if it has nothing to delete."""
         self._call(protocol.encode_group_request, "deleteGroup", group)
+
+    def delete_records(self, records_to_delete: dict) -> dict[TopicPartition, int]:
+        """Delete each partition's records before its offset (Kafka's DeleteRecords, as
+        kafka-python's ``KafkaAdminClient.delete_records``): ``{TopicPartition or
+        (topic, partition): offset}``, offset -1 for the high watermark. Returns each
+        partition's low watermark (its new log start offset; unchanged for an offset
+        below it). Every partition is asked, one request each; then the first refusal
+        is raised: OffsetOutOfRangeError (past the high watermark, or negative),
+        UnknownTopicError, PartitionOutOfRangeError, NotAuthorizedError (admin on the
+        topic). ValueError, before anything is sent, for a negative offset but -1."""
+        low_watermarks, refusals = {}, []
+        for tp, offset in checked_records_to_delete(records_to_delete).items():
+            try:
+                low_watermarks[tp] = self._call(protocol.encode_delete_records, tp.topic,
+                                                tp.partition, offset).offsets.start_offset
+            except BrokerError as exc:
+                refusals.append(exc)
+        if refusals:
+            raise refusals[0]
+        return low_watermarks
 
     def list_offsets(self, topic: str, partition: int,
                      timestamp_ms: int = protocol.NO_TIME_LOOKUP) -> protocol.PartitionInfo:

@@ -596,6 +596,25 @@ def topic_delete(ctx, name):
     click.echo(f"deleted topic {name}")
 
 
+@topic.command("delete-records")
+@click.argument("name")
+@click.option("--partition", type=int, required=True)
+@click.option("--before-offset", type=int, required=True,
+              help="Delete the records before this offset (-1: up to the high watermark); "
+                   "it becomes the partition's log start offset.")
+@click.pass_context
+def topic_delete_records(ctx, name, partition, before_offset):
+    """Delete a partition's records before an offset (Kafka's DeleteRecords,
+    kafka-delete-records.sh): consumers from the earliest offset start there."""
+    if before_offset < -1:
+        raise click.BadParameter(f"{before_offset} is negative: an offset is 0 or more, or -1 "
+                                 f"(the high watermark)", param_hint="--before-offset")
+    with _admin(ctx) as admin:
+        low_watermarks = admin.delete_records({(name, partition): before_offset})
+    click.echo(f"{name}-{partition}: log start offset (low watermark) now "
+               f"{low_watermarks[(name, partition)]}")
+
+
 # --- produce / consume -----------------------------------------------------------
 
 @main.command()

@@ -620,6 +620,13 @@ ACKS_ALL_PENDING_MAX = 20_000
 # this long is answered (requestTimedOut, or notEnoughReplicas if the in-sync set
 # is too small): before the client's own request timeout, never left hanging.
 ACKS_ALL_WAIT_MS_MAX = 20_000
+# A deleteRecords of a replicated partition is answered once every in-sync follower
+# has adopted the new log start offset (as Kafka's DeleteRecords waits for its
+# replicas' low watermarks), so that a failover never starts lower; after this long
+# it is answered requestTimedOut (the leader's floor is saved all the same), before
+# the client's own request timeout. At most this many wait per shard (tooManyRequests).
+DELETE_RECORDS_WAIT_MS_MAX = 20_000
+DELETE_RECORDS_PENDING_MAX = 1_000
 # In-sync changes a shard has asked the controller for and not yet heard back on
 # (one per partition at most; the rest wait for the next lag check).
 IN_SYNC_REQUESTS_PENDING_MAX = 1_000
@@ -1064,6 +1071,8 @@ def _relations() -> list[tuple[str, bool]]:
         ("a follower's backoff grows from its first step", 0 < REPLICA_FETCH_BACKOFF_MS_MIN <= REPLICA_FETCH_BACKOFF_MS_MAX),
         ("a lagging follower is noticed well within its lag time", REPLICA_LAG_CHECK_INTERVAL_MS * 10 <= REPLICA_LAG_TIME_MS_MAX_DEFAULT),
         ("an acks=all produce is answered before the client's request times out", ACKS_ALL_WAIT_MS_MAX < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT),
+        ("a deleteRecords waiting for followers is answered before the client's request times out",
+         REPLICA_FETCH_WAIT_MS < DELETE_RECORDS_WAIT_MS_MAX < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT),
         ("an unsettled in-sync change is offered again before a follower lags out",
          0 < IN_SYNC_CHANGE_RETRY_MS < REPLICA_LAG_TIME_MS_MAX_DEFAULT),
         ("a router refreshes sooner on demand than on its timer",

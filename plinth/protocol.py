@@ -77,6 +77,15 @@ class ListOffsetsRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class DeleteRecordsRequest:
+    request_id: int
+    topic: str
+    partition: int
+    offset: int                   # no record below it is served; -1: the high watermark
+    kind: ClassVar[str] = "deleteRecords"
+
+
+@dataclass(frozen=True, slots=True)
 class MetadataRequest:
     request_id: int
     topics: tuple[str, ...]       # empty: every topic
@@ -290,6 +299,7 @@ class ReplicaFetchPartition:
     fetch_offset: int
     last_fetched_epoch: int
     bytes_max: int
+    log_start_offset: int = 0     # the follower's: its leader's deleteRecords waits for it
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,7 +317,8 @@ class ReplicaFetchAllRequest:
     kind: ClassVar[str] = "replicaFetchAll"
 
 
-Request = (ProduceRequest | FetchRequest | ListOffsetsRequest | MetadataRequest
+Request = (ProduceRequest | FetchRequest | ListOffsetsRequest | DeleteRecordsRequest
+           | MetadataRequest
            | CreateTopicRequest | CreateTopicsRequest | AlterTopicRequest | DeleteTopicRequest
            | DescribeTopicRequest
            | ListTopicsRequest | GroupHeartbeatRequest | CommitOffsetsRequest
@@ -319,7 +330,7 @@ Request = (ProduceRequest | FetchRequest | ListOffsetsRequest | MetadataRequest
            | protocol_classic.ClassicHeartbeatRequest | protocol_classic.ClassicLeaveRequest)
 
 # Requests that the router forwards to the shard owning the partition.
-PARTITION_REQUESTS = (ProduceRequest, FetchRequest, ListOffsetsRequest)
+PARTITION_REQUESTS = (ProduceRequest, FetchRequest, ListOffsetsRequest, DeleteRecordsRequest)
 # Requests that the router forwards to the shard coordinating the group.
 GROUP_REQUESTS = (GroupHeartbeatRequest, CommitOffsetsRequest, ResetOffsetsRequest,
                   FetchOffsetsRequest, DescribeGroupRequest, DeleteGroupRequest,
@@ -340,6 +351,8 @@ NO_REMOTE_OFFSET = -1   # PartitionInfo's remote offsets when nothing is in obje
 # listOffsets' timestamp_ms: no look-up by time; Kafka's "largest timestamp" (-3).
 NO_TIME_LOOKUP = -1
 MAX_TIMESTAMP = -3
+# deleteRecords' offset: up to the high watermark (Kafka's -1).
+DELETE_RECORDS_TO_HIGH_WATERMARK = -1
 # PartitionInfo's found_offset / found_timestamp_ms when no record is found.
 OFFSET_NONE = -1
 TIMESTAMP_UNKNOWN = -1
@@ -622,6 +635,17 @@ def encode_list_offsets(request_id: int, topic: str, partition: int,
     return msg.to_bytes()
 
 
+def encode_delete_records(request_id: int, topic: str, partition: int, offset: int) -> bytes:
+    """Delete a partition's records before ``offset`` (-1: the high watermark); answered
+    with its PartitionInfo, whose start_offset is the new low watermark. Another
+    negative offset is sent as it is (the Kafka listener relays a Kafka client's),
+    and the shard refuses it (offsetOutOfRange); Admin refuses it before sending."""
+    msg = protocol.Request.new_message(requestId=request_id)
+    body = msg.init("deleteRecords")
+    body.topic, body.partition, body.offset = topic, partition, offset
+    return msg.to_bytes()
+
+
 def encode_group_heartbeat(request_id: int, group: str, member_id: str, member_epoch: int,
                            topics: list[str], owned: set[tuple[str, int]],
                            session_timeout_ms: int, assignor: str) -> bytes:
@@ -766,6 +790,7 @@ _REQUEST_DECODERS = {
                                          b.maxWaitMs),
     "listOffsets": lambda rid, b: ListOffsetsRequest(rid, b.topic, b.partition,
                                                      _lookup_timestamp_ms(b.timestampMs)),
+    "deleteRecords": lambda rid, b: DeleteRecordsRequest(rid, b.topic, b.partition, b.offset),
     "metadata": lambda rid, b: MetadataRequest(rid, tuple(b.topics)),
     "createTopic": lambda rid, b: CreateTopicRequest(rid, b.name, b.partitions,
                                                      _config(b.config), b.replicationFactor),
@@ -802,7 +827,8 @@ _REQUEST_DECODERS = {
     "replicaFetchAll": lambda rid, b: ReplicaFetchAllRequest(
         rid, b.replicaId, b.controllerEpoch, b.maxWaitMs, b.maxBytes, tuple(
             ReplicaFetchPartition(p.topic, p.partition, p.leaderEpoch, p.fetchOffset,
-                                  p.lastFetchedEpoch, p.maxBytes) for p in b.partitions)),
+                                  p.lastFetchedEpoch, p.maxBytes, p.logStartOffset)
+            for p in b.partitions)),
     **protocol_classic.REQUEST_DECODERS,
 }
 
@@ -1132,6 +1158,9 @@ class ReplicaFetchResult:
     diverging_epoch: int = NO_DIVERGENCE
     diverging_end_offset: int = NO_DIVERGENCE
     epoch_starts: tuple[EpochStart, ...] = ()
+    # The leader's log start offset for readers (deleteRecords' floor may put it inside
+    # a segment; ``log_start_offset`` is where its segments start): followers adopt it.
+    log_start_floor: int = 0
 
     @property
     def diverges(self) -> bool:
@@ -1162,6 +1191,7 @@ def _fill_replica_fetch_result(body, result: ReplicaFetchResult) -> None:
     body.logEndOffset = result.log_end_offset
     body.divergingEpoch = result.diverging_epoch
     body.divergingEndOffset = result.diverging_end_offset
+    body.logStartFloor = result.log_start_floor
     starts = body.init("epochStarts", len(result.epoch_starts))
     for i, (leader_epoch, start_offset) in enumerate(result.epoch_starts):
         starts[i].leaderEpoch, starts[i].startOffset = leader_epoch, start_offset
@@ -1171,7 +1201,7 @@ def _replica_fetch_result(r) -> ReplicaFetchResult:
     return ReplicaFetchResult(
         r.highWatermark, r.logStartOffset, r.logEndOffset, r.divergingEpoch,
         r.divergingEndOffset, tuple(EpochStart(e.leaderEpoch, e.startOffset)
-                                    for e in r.epochStarts))
+                                    for e in r.epochStarts), r.logStartFloor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1200,6 +1230,7 @@ def encode_replica_fetch_all(request_id: int, replica_id: str, controller_epoch:
         o.topic, o.partition, o.leaderEpoch = p.topic, p.partition, p.leader_epoch
         o.fetchOffset, o.lastFetchedEpoch, o.maxBytes = \
             p.fetch_offset, p.last_fetched_epoch, p.bytes_max
+        o.logStartOffset = p.log_start_offset
     return msg.to_bytes()
 
 

@@ -33,8 +33,8 @@ Resources and operations, as Kafka's (topics, groups, the cluster):
                                                      join, sync, heartbeat and leave (their
                                                      topics are opaque to the broker)
     admin      createTopic, alterTopic, deleteTopic, describeGroup, resetOffsets (which also
-               describeTopic                         needs consume on every topic it resets),
-                                                     deleteGroup
+               describeTopic, deleteRecords (as      needs consume on every topic it resets),
+               Kafka's DELETE on the topic)          deleteGroup
     cluster    status, addShards, removeShards, moveShard: takes neither pattern (replicaFetch
                too, which is shard to shard: a router answers it malformed)
 
@@ -187,7 +187,8 @@ def needs_of(request: protocol.Request) -> list[Need] | None:
         case protocol.FetchRequest(topic=topic) | protocol.ListOffsetsRequest(topic=topic):
             return [("consume", topic, None)]
         case protocol.CreateTopicRequest(topic=topic) | protocol.AlterTopicRequest(topic=topic) | \
-                protocol.DeleteTopicRequest(topic=topic) | protocol.DescribeTopicRequest(topic=topic):
+                protocol.DeleteTopicRequest(topic=topic) | protocol.DescribeTopicRequest(topic=topic) | \
+                protocol.DeleteRecordsRequest(topic=topic):
             return [("admin", topic, None)]
         case protocol.CreateTopicsRequest(topics=new_topics):
             return [("admin", t.name, None) for t in new_topics] or [("cluster", None, None)]

@@ -238,13 +238,17 @@ class Router:
         return True
 
     def _route(self, frames: list, request) -> None:
-        """A produce, fetch or listOffsets: to the shard holding the partition."""
+        """A produce, fetch, listOffsets or deleteRecords: to the shard holding the partition."""
         client_id = frames[0]
         topic, partition = request.topic, request.partition
-        if type(request) is protocol.ProduceRequest and topic == topics.OFFSETS_TOPIC:
+        if type(request) in (protocol.ProduceRequest, protocol.DeleteRecordsRequest) and \
+                topic == topics.OFFSETS_TOPIC:
+            # (as Kafka refuses DeleteRecords of an internal topic: the groups' state is
+            # rebuilt from the whole log)
             self._reply(client_id, protocol.encode_error(request.request_id, InvalidTopicError(
                 f"topic {topic!r} is internal (the consumer groups' committed offsets); "
-                f"clients may not produce to it")))
+                f"clients may not {'produce to' if request.kind == 'produce' else 'delete from'} "
+                f"it")))
             return
         if type(request) is protocol.ProduceRequest and len(frames[2]) > limits.BATCH_BYTES_MAX:
             self._reply(client_id, protocol.encode_error(request.request_id, RecordTooLargeError(
@@ -265,6 +269,13 @@ class Router:
         elif type(request) is protocol.ListOffsetsRequest and \
                 self._routing.spans_shards(topic, partition):   # the controller merges them
             self._submit_admin(client_id, request)
+        elif type(request) is protocol.DeleteRecordsRequest and \
+                self._routing.spans_shards(topic, partition):
+            # Its older ranges' shards would go on serving below the floor.
+            self._reply(client_id, protocol.encode_error(request.request_id, MalformedRequestError(
+                f"deleteRecords of {topic}-{partition} is not supported yet: its history "
+                f"spans shards (its writes moved with plinth shards add/remove), and only "
+                f"its current shard would keep the new log start offset")))
         else:
             self._forward(self._routing.owner(topic, partition), frames, request)
 

@@ -66,7 +66,26 @@ struct Request {
     createTopics @29 :CreateTopics;          # many topics at once (Kafka's CreateTopics)
     deleteGroup @30 :GroupRef;               # its committed offsets and settings; refused
                                              # while it has members (Kafka's DeleteGroups)
+    deleteRecords @31 :DeleteRecords;        # Kafka's DeleteRecords, one partition:
+                                             # answered `offsets`, see below
   }
+}
+
+# deleteRecords: no record of the partition below `offset` is served any more (its
+# log start offset, the low watermark, becomes `offset`, even inside a segment),
+# durably before the answer (on the leader, and, for a replicated partition, on
+# every in-sync follower: requestTimedOut after DELETE_RECORDS_WAIT_MS_MAX, the
+# leader's kept). -1: the high watermark. Routed to the partition's
+# leader, like listOffsets; needs admin on the topic. Answered `offsets`: its
+# startOffset is the new low watermark (unchanged if `offset` was below it),
+# endOffset the high watermark. offsetOutOfRange for an offset past the high
+# watermark or negative (not -1); malformedRequest for a partition whose history
+# spans shards (not supported yet), invalidTopic for the internal offsets topic.
+# See shards/log_start_floor.py.
+struct DeleteRecords {
+  topic @0 :Text;
+  partition @1 :UInt32;
+  offset @2 :Int64;
 }
 
 # --- Pages of names and topic stats (issue 16: a console with 10,000 topics) --
@@ -188,6 +207,11 @@ struct ReplicaFetchResult {
   divergingEpoch @3 :Int32 = -1;
   divergingEndOffset @4 :Int64 = -1;
   epochStarts @5 :List(EpochStart);   # leader epochs starting inside the entries sent
+  # The leader's log start offset as its readers see it (Kafka's), which deleteRecords
+  # may have raised inside a segment; logStartOffset above is where its segments
+  # start (an entry's base offset: where a follower restarts its log). A follower
+  # adopts it up to its own high watermark. 0 from a leader before it.
+  logStartFloor @6 :Int64;
 }
 
 # One fetch per (follower shard, leader shard), as Kafka's per broker pair: every
@@ -212,6 +236,10 @@ struct ReplicaFetchPartition {
   fetchOffset @3 :Int64;
   lastFetchedEpoch @4 :Int32;
   maxBytes @5 :UInt32;           # this partition's entries
+  logStartOffset @6 :Int64;      # the follower's (its deleteRecords floor adopted so
+                                 # far): a leader's deleteRecords waits for its in-sync
+                                 # followers' to reach the new one. 0 from a follower
+                                 # before it
 }
 
 # One partition's part of the answer, in the request's order.

@@ -41,6 +41,18 @@ Sealed. A partition whose writes moved to another shard at ``high_watermark``
 is sealed: its log is read-only history, served until retention deletes it.
 If its writes come back (``take_writes``), the log continues at the offset
 where the other shard stopped, with that shard's producers.
+
+Deleted records. ``delete_records`` (Kafka's DeleteRecords) raises the log
+start floor (log_start_floor.py), saved before it returns: ``log_start_offset``
+is then max(floor, the first offset the segments hold), even inside a segment,
+and every read path compares with ``log_start_offset``. Segments wholly below
+the floor are deleted at once, and by every retention pass after (a follower
+that adopted its leader's floor, ``adopt_leader_floor``; a restart); a tiered
+partition's are left to local retention (only uploaded segments go), its
+remote ones to remote retention, and reads of either below the floor are
+refused all the same. The leader epochs and a follower's restart point keep
+following the segments (``stored_start_offset``): entries below the floor are
+still replicated whole, and an epoch starts at an entry's base offset.
 """
 
 from __future__ import annotations
@@ -52,11 +64,14 @@ from pathlib import Path
 from plinth import topics
 from plinth.durable_files import write_file_atomically
 from plinth.errors import (
-    CorruptDataError, InvalidBatchError, InvalidTimestampError, RecordTooLargeError, StorageError)
+    CorruptDataError, InvalidBatchError, InvalidTimestampError, OffsetOutOfRangeError,
+    RecordTooLargeError, StorageError)
 from plinth.format import batch_formats
 from plinth.format.kafka_batch import stamp_kafka_batch
 from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2, BATCH_FORMAT_PLINTH, LOG_ENTRY_HEADER_BYTES
 from plinth.format.record_batch import BatchSummary
+from plinth.shards.log_start_floor import (
+    CORRUPT_SUFFIX, FLOOR_FILE, FLOOR_LOST, load_floor, save_floor)
 from plinth.shards.leader_epochs import (
     NO_EPOCH, LeaderEpochs, load_leader_epochs, save_leader_epochs)
 from plinth.shards.partition_log import (
@@ -97,6 +112,11 @@ class Partition:
     # The topic's id (topics.new_topic_id), which names its remote segments
     # (shards/tier/remote_segment.py); "" until the controller has said it.
     topic_id: str = ""
+    # No record below it is served (deleteRecords; log_start_floor.py); 0: none deleted.
+    floor: int = 0
+    # The floor file was found bad (a .corrupt one is beside it): the segments below the
+    # floor are kept, unserved, for the operator, not deleted (``_load_floor``).
+    floor_lost: bool = False
     # Built once, because every produce and fetch uses them: (topic, partition)
     # keys the shard's tables, and "<topic>-<partition>" names it in messages.
     key: tuple[str, int] = field(init=False)
@@ -108,9 +128,16 @@ class Partition:
 
     @property
     def log_start_offset(self) -> int:
-        """The first offset this partition still holds: in object storage if the
-        remote log reaches back further than the local one (Kafka's log start
-        offset), else on the local disk (``log.start_offset``)."""
+        """The first offset this partition serves (Kafka's log start offset, its low
+        watermark): the floor deleteRecords raised, if above ``stored_start_offset``;
+        never past the log's end offset (a follower cut back below its floor)."""
+        return min(max(self.floor, self.stored_start_offset), self.log.end_offset)
+
+    @property
+    def stored_start_offset(self) -> int:
+        """The first offset this partition's segments hold: in object storage if the
+        remote log reaches back further than the local one, else on the local disk
+        (``log.start_offset``). An entry's base offset, unlike ``log_start_offset``."""
         remote_start = self.remote.log_start_offset
         local_start = self.log.start_offset
         return local_start if remote_start is None else min(remote_start, local_start)
@@ -130,6 +157,7 @@ class Partition:
             part = cls(topic, partition, plog, plog.end_offset,
                        leader_epochs=load_leader_epochs(plog.directory),
                        directory_created=directory_created)
+            part._load_floor()
             part._fit_epochs_to_log()
             part._mark_needs_repair()
         except BaseException:
@@ -152,7 +180,7 @@ class Partition:
         """Forget the epochs outside the log (recovery cut their entries, or retention
         did); saves the checkpoint if that changed it."""
         epochs = LeaderEpochs(self.leader_epochs.entries)
-        epochs.truncate_from_start(self.log_start_offset)   # remote offsets keep theirs
+        epochs.truncate_from_start(self.stored_start_offset)   # remote offsets keep theirs
         epochs.truncate_from_end(self.log.end_offset)
         if epochs.entries != self.leader_epochs.entries:
             self._save_epochs(epochs)
@@ -179,6 +207,83 @@ class Partition:
             log.warning("%s still needs repair: not in sync until it has caught up with its "
                         "leader (%s)", self.name,
                         (self.log.directory / NEEDS_REPAIR_FILE).read_text().strip())
+
+    # --- Deleted records (the log start floor) ------------------------------------
+
+    def _load_floor(self) -> None:
+        """Read the saved floor (on open). A lost one (a bad file: log_start_floor.py)
+        becomes the log's end offset, saved at once: nothing stored is served again."""
+        try:
+            loaded = load_floor(self.log.directory)
+        except OSError as exc:
+            raise StorageError(f"cannot read the log start floor of {self.name} in "
+                               f"{self.log.directory}: {exc}") from None
+        corrupt = self.log.directory / (FLOOR_FILE + CORRUPT_SUFFIX)
+        self.floor_lost = loaded.outcome == FLOOR_LOST or corrupt.exists()
+        if loaded.outcome != FLOOR_LOST:
+            self.floor = loaded.floor
+            if self.floor_lost:
+                log.warning("%s: %s is still there: its segments below offset %d are kept, not "
+                            "served (remove it to let them be deleted)", self.name, corrupt,
+                            self.floor)
+            return
+        log.error("%s lost its log start floor (%s): serving it from its log end offset %d "
+                  "on, so that no deleted record is served again; the %d offsets from %d "
+                  "are kept on disk, not served, while %s exists", self.name, loaded.reason,
+                  self.log.end_offset, self.log.end_offset - self.stored_start_offset,
+                  self.stored_start_offset, corrupt)
+        self.raise_floor(self.log.end_offset)
+
+    def raise_floor(self, offset: int) -> bool:
+        """No record below ``offset`` is served from now on (saved first); returns
+        whether the floor moved (never down). Raises StorageError, naming the
+        partition, with the floor unchanged, if the disk refuses."""
+        if offset <= self.floor:
+            return False
+        try:
+            save_floor(self.log.directory, offset)
+        except OSError as exc:
+            raise StorageError(f"cannot save the log start floor {offset} of {self.name} in "
+                               f"{self.log.directory}: {exc}") from None
+        self.floor = offset
+        return True
+
+    def delete_records(self, offset: int) -> int:
+        """Kafka's DeleteRecords as this partition's leader: no record below ``offset``
+        (-1: the high watermark) is served any more, durably before this returns;
+        returns the new log start offset (the low watermark). Below the current log
+        start nothing changes. OffsetOutOfRangeError for an offset past the high
+        watermark or negative (not -1), naming both ends. Segments wholly below
+        go at once, but a tiered partition's (``delete_segments_below_floor``)."""
+        if offset == -1:
+            offset = self.high_watermark
+        if offset < 0 or offset > self.high_watermark:
+            raise OffsetOutOfRangeError(
+                f"cannot delete the records of {self.name} before offset {offset}: it must "
+                f"be from its log start offset {self.log_start_offset} to its high watermark "
+                f"{self.high_watermark} (or -1, the high watermark)")
+        if offset > self.log_start_offset:
+            self.raise_floor(offset)
+            self.delete_segments_below_floor()
+        return self.log_start_offset
+
+    def adopt_leader_floor(self, leader_floor: int) -> bool:
+        """As a follower: take the leader's floor, up to this replica's high watermark
+        (the floor never passes what consumers may read here; it catches up with the
+        next fetches). Returns whether the floor moved."""
+        return self.raise_floor(min(leader_floor, self.high_watermark))
+
+    def delete_segments_below_floor(self) -> RetentionResult:
+        """Delete the local segments that end at or before the floor (never the active
+        one), then fit the leader epochs; a tiered partition's stay for local
+        retention, which deletes only uploaded ones (its uploader may be reading
+        them), and so do those of a partition whose floor file was found bad
+        (``floor_lost``: kept for the operator). Returns what was deleted."""
+        if self.floor <= self.log.start_offset or self.log.config.remote_storage_enable \
+                or self.floor_lost:
+            return RetentionResult(0, 0, self.log.start_offset)
+        return self._fit_epochs_after(self.log.delete_segments_before(
+            self.floor, why=f"below the log start floor {self.floor}"))
 
     def open_state(self) -> str:
         """How this replica was found when opened, for the controller (shard_calls.py):
@@ -456,12 +561,16 @@ class Partition:
                       self.log.directory, exc)
 
     def enforce_retention(self) -> RetentionResult:
-        """Retention of the log (PartitionLog.enforce_retention; all of it may go if the
+        """The segments wholly below the floor (``delete_segments_below_floor``), retention
+        of the log (PartitionLog.enforce_retention; all of it may go if the
         partition is sealed), then of the leader epochs: the one that holds the
         new start offset now starts there and older ones go, as Kafka's
         truncateFromStart. A checkpoint the disk refuses is logged, not raised:
         the older epochs it keeps describe nothing the log still holds."""
-        return self._fit_epochs_after(self.log.enforce_retention(sealed=self.sealed))
+        below_floor = self.delete_segments_below_floor()
+        result = self._fit_epochs_after(self.log.enforce_retention(sealed=self.sealed))
+        return RetentionResult(below_floor.segments + result.segments,
+                               below_floor.bytes + result.bytes, result.start_offset)
 
     def enforce_local_retention(self, uploaded, now_ms: int | None = None) -> RetentionResult:
         """Local retention of a tiered log, in place of ``enforce_retention``: delete the

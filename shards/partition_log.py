@@ -681,18 +681,21 @@ class PartitionLog:
                         deleted.segments, deleted.bytes, self.directory, self.start_offset)
         return deleted
 
-    def delete_segments_before(self, offset: int) -> RetentionResult:
+    def delete_segments_before(self, offset: int,
+                               why: str = "local retention: uploaded") -> RetentionResult:
         """Delete the oldest segments that end at or before ``offset``, never the
         active one: local retention of a tiered log (tier_policy.py), which has
-        decided that object storage holds them. Shard loop thread."""
+        decided that object storage holds them, or the segments below a log start
+        floor (partition.py, deleteRecords); ``why`` says which in the log line.
+        Shard loop thread."""
         now_ms = self._clock_ms()
         deleted = RetentionResult(0, 0, self.start_offset)
         while len(self._segments) > 1 and self._segments[0].end_offset <= offset:
             deleted = self._delete_oldest(deleted, now_ms)
         if deleted.segments:
-            logger.info("local retention deleted %d uploaded segments (%d bytes) of %s; local "
+            logger.info("deleted %d segments (%d bytes) of %s before offset %d (%s); local "
                         "start offset now %d", deleted.segments, deleted.bytes, self.directory,
-                        self.start_offset)
+                        offset, why, self.start_offset)
         return deleted
 
     def _delete_oldest(self, deleted: RetentionResult, now_ms: int) -> RetentionResult:

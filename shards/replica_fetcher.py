@@ -49,7 +49,7 @@ import zmq
 
 from plinth import limits, protocol
 from plinth.cluster_keys import ClusterKeys, is_ipc
-from plinth.errors import BrokerError, MalformedReplyError
+from plinth.errors import BrokerError, MalformedReplyError, StorageError
 from plinth.shards.leader_epochs import EpochEntry
 from plinth.shards.partition import Partition
 from plinth.shards.replication import FollowerReplication
@@ -75,6 +75,8 @@ class Followed:
     backoff_ms: int = 0              # 0 after a success
     leader_high_watermark: int = 0
     leader_end_offset: int = 0
+    # The leader's log start offset for readers (deleteRecords' floor), last answered.
+    leader_log_start_floor: int = 0
     fetches: int = 0                 # answered, for stats
     failures: int = 0                # refused, lost or unsendable, for stats
 
@@ -245,6 +247,7 @@ class ReplicaFetcher:
                now_s: float) -> None:
         part = followed.part
         followed.leader_high_watermark = result.high_watermark
+        followed.leader_log_start_floor = result.log_start_floor
         followed.leader_end_offset = result.log_end_offset
         followed.backoff_ms = 0
         followed.fetches += 1
@@ -289,6 +292,21 @@ class ReplicaFetcher:
         if high_watermark > part.high_watermark:
             part.advance(high_watermark)
             self._advanced(part)
+        self._adopt_floor(followed)
+
+    def _adopt_floor(self, followed: Followed) -> None:
+        """Take the leader's log start floor (deleteRecords), up to this replica's high
+        watermark, so that a failover never serves here what the leader deleted. A
+        disk that refuses it is logged; the next answer tries again."""
+        part = followed.part
+        if followed.leader_log_start_floor <= part.floor:
+            return
+        try:
+            if part.adopt_leader_floor(followed.leader_log_start_floor):
+                log.info("%s: %s follows leader %s's log start offset to %d", self.shard_id,
+                         part.name, followed.leader, part.log_start_offset)
+        except StorageError as exc:
+            log.error("%s: %s", self.shard_id, exc)
 
     def _failed(self, followed: Followed, now_s: float, error: BaseException) -> None:
         backoff_ms = min(max(followed.backoff_ms * 2, limits.REPLICA_FETCH_BACKOFF_MS_MIN),
@@ -348,7 +366,7 @@ class ReplicaFetcher:
             part.log.end_offset, part.leader_epochs)
         return protocol.ReplicaFetchPartition(
             part.topic, part.partition, followed.leadership.leader_epoch, fetch_offset,
-            last_fetched_epoch, limits.REPLICA_FETCH_BYTES_MAX)
+            last_fetched_epoch, limits.REPLICA_FETCH_BYTES_MAX, part.log_start_offset)
 
     @staticmethod
     def _turn_of(link: LeaderLink, ready: list[Followed]) -> list[Followed]:

@@ -23,7 +23,10 @@ A follower's fetch, [Request replicaFetch], is answered
   acknowledged), as stored, with the epochs that wrote them and the high
   watermark: [Reply replicaFetch][entries]. At the log end the fetch parks in
   the shard's fetch purgatory, under the partition's replica key, until the
-  leader's next durable append or the fetch's wait ends.
+  leader's next durable append, a deleteRecords (``floor_raised``), or the
+  fetch's wait ends. Every answer carries the leader's log start offset as
+  readers see it (``log_start_floor``); a fetch of all says each follower's
+  (``log_start_offset``), for the deleteRecords waiting on it (deletion_waits.py).
 
 A follower's fetch of every partition it follows here, [Request
 replicaFetchAll] (one per follower and leader, as Kafka's per broker pair),
@@ -51,12 +54,13 @@ never acknowledges an acks="all" produce.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from plinth import limits, protocol
 from plinth.errors import (BrokerError, MalformedRequestError, NotEnoughReplicasError,
                            NotLeaderError)
 from plinth.format.log_entry import scan_whole_entries
+from plinth.shards.deletion_waits import DeletionWaits
 from plinth.shards.fetch_purgatory import FetchPurgatory
 from plinth.shards.leader_epochs import LeaderEpochs
 from plinth.shards.partition import Partition
@@ -86,6 +90,8 @@ class Led:
     min_insync: int
     # Each follower's last fetch offset (its durable log end), for the lag in stats.
     fetch_offsets: dict[str, int]
+    # Each follower's log start offset, as its last fetch said (deletion_waits.py).
+    follower_log_starts: dict[str, int] = field(default_factory=dict)
 
     @property
     def leader_epoch(self) -> int:
@@ -109,6 +115,7 @@ class ReplicaServer:
         self._advanced = advanced
         self.lag_time_max_ms = lag_time_max_ms
         self.led: dict[tuple[str, int], Led] = {}
+        self.deletions = DeletionWaits(shard_id)   # deleteRecords waiting for followers
         self._answer_parked_fetch = self._answer_parked   # bound once
         self._answer_parked_fetch_all = self._answer_parked_all
 
@@ -145,9 +152,20 @@ class ReplicaServer:
         """Stop leading a partition; its parked follower fetches get ``error``."""
         led = self.led.pop(key, None)
         self._purgatory.fail(replica_key(key), error)
+        self.deletions.fail(key, error)
         if led is not None:   # their fetches of all partitions answer this one's error
             self._wake_followers(led)
         return led
+
+    def floor_raised(self, part: Partition) -> None:
+        """deleteRecords raised a led partition's log start floor: answer the follower
+        fetches parked at its end now, so that its followers adopt the floor without
+        waiting for the next append (replica_fetcher.py)."""
+        led = self.led.get(part.key)
+        if led is None:
+            return
+        self._purgatory.wake(replica_key(part.key))
+        self._wake_followers(led)
 
     def _wake_followers(self, led: Led) -> None:
         for replica in led.leadership.replicas:
@@ -200,7 +218,8 @@ class ReplicaServer:
             # log's start (Partition.restart_at), told by the answer's logStartOffset.
             self._reply(envelope, protocol.encode_replica_fetch_reply(
                 request.request_id, protocol.ReplicaFetchResult(
-                    part.high_watermark, plog.start_offset, end_offset)), b"")
+                    part.high_watermark, plog.start_offset, end_offset,
+                    log_start_floor=part.log_start_offset)), b"")
             return
         answer = led.replication.on_follower_fetch(
             request.replica_id, request.fetch_offset, request.last_fetched_epoch,
@@ -209,7 +228,8 @@ class ReplicaServer:
             self._reply(envelope, protocol.encode_replica_fetch_reply(
                 request.request_id, protocol.ReplicaFetchResult(
                     part.high_watermark, plog.start_offset, end_offset,
-                    answer.diverging_epoch, answer.diverging_end_offset)), b"")
+                    answer.diverging_epoch, answer.diverging_end_offset,
+                    log_start_floor=part.log_start_offset)), b"")
             return
         led.fetch_offsets[request.replica_id] = request.fetch_offset
         if answer.high_watermark_moved:
@@ -260,7 +280,8 @@ class ReplicaServer:
             data = plog.read(fetch_offset, bytes_max, end_offset)
         result = protocol.ReplicaFetchResult(
             part.high_watermark, plog.start_offset, end_offset,
-            epoch_starts=_epoch_starts(part.leader_epochs, fetch_offset, data))
+            epoch_starts=_epoch_starts(part.leader_epochs, fetch_offset, data),
+            log_start_floor=part.log_start_offset)
         return result, data
 
     # --- Serving a follower's fetch of all its partitions ---------------------------------
@@ -304,15 +325,19 @@ class ReplicaServer:
         end_offset = plog.end_offset
         if wanted.fetch_offset < plog.start_offset:   # see serve
             return protocol.ReplicaFetchPartitionResult(None, protocol.ReplicaFetchResult(
-                part.high_watermark, plog.start_offset, end_offset)), True
+                part.high_watermark, plog.start_offset, end_offset,
+                log_start_floor=part.log_start_offset)), True
         answer = led.replication.on_follower_fetch(
             request.replica_id, wanted.fetch_offset, wanted.last_fetched_epoch,
             part.leader_epochs, end_offset, now_s)
         if answer.diverged:
             return protocol.ReplicaFetchPartitionResult(None, protocol.ReplicaFetchResult(
                 part.high_watermark, plog.start_offset, end_offset,
-                answer.diverging_epoch, answer.diverging_end_offset)), True
+                answer.diverging_epoch, answer.diverging_end_offset,
+                log_start_floor=part.log_start_offset)), True
         led.fetch_offsets[request.replica_id] = wanted.fetch_offset
+        led.follower_log_starts[request.replica_id] = wanted.log_start_offset
+        self.deletions.check(led)
         if answer.high_watermark_moved:
             self._advance(led)
         return led, wanted.fetch_offset < end_offset

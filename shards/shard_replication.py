@@ -273,6 +273,17 @@ class ShardReplication:
         """A follower's fetch of every partition it follows here (replica_server.py)."""
         self._leaders.serve_all(envelope, request, self.controller_epoch, received_s)
 
+    def floor_raised(self, part: Partition, answer, now_s: float) -> None:
+        """deleteRecords raised the floor of a partition led here: its followers hear
+        of it at once (replica_server.py), and ``answer(error or None)`` is called once
+        every in-sync one holds it, or the wait ends (deletion_waits.py)."""
+        led = self._leaders.led.get(part.key)
+        if led is None:
+            answer(None)   # (a partition of one copy has no followers)
+            return
+        self._leaders.floor_raised(part)
+        self._leaders.deletions.wait(led, part.log_start_offset, answer, now_s)
+
     def on_readable(self, sock: zmq.Socket) -> None:
         """A DEALER to a leader has answers (replica_fetcher.py)."""
         self._fetcher.on_readable(sock)
@@ -295,12 +306,16 @@ class ShardReplication:
     def next_timer_s(self) -> float | None:
         """When ``run_timers`` must run next; None if nothing waits."""
         fetch_s = self._fetcher.next_timer_s()
+        deletion_s = self._leaders.deletions.next_deadline_s()
+        if deletion_s is not None:
+            fetch_s = deletion_s if fetch_s is None else min(fetch_s, deletion_s)
         if not self._leaders.led:
             return fetch_s
         return self._next_lag_check_s if fetch_s is None else min(fetch_s, self._next_lag_check_s)
 
     def run_timers(self, now_s: float) -> None:
         self._fetcher.run_timers(now_s)
+        self._leaders.deletions.expire(now_s, self._leaders.led.get)
         if self._leaders.led and now_s >= self._next_lag_check_s:
             self._next_lag_check_s = now_s + limits.REPLICA_LAG_CHECK_INTERVAL_MS / 1000
             self._group_commit.expire_acks_all(now_s)

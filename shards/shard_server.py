@@ -507,6 +507,45 @@ class ShardServer:
             remote_end_offset=protocol.NO_REMOTE_OFFSET if remote.is_empty else remote.end_offset,
             found_offset=found.offset, found_timestamp_ms=found.timestamp_ms)
 
+    def _delete_records(self, envelope: list, request: protocol.DeleteRecordsRequest) -> None:
+        """Kafka's DeleteRecords for a partition led here (or of one copy): no record
+        below ``request.offset`` (-1: the high watermark) is served from now on, saved
+        before anything is answered (Partition.delete_records). Answered with its
+        offsets, start_offset the new low watermark: at once for a partition of one
+        copy, else once every in-sync follower holds the new start too
+        (deletion_waits.py; requestTimedOut after DELETE_RECORDS_WAIT_MS_MAX).
+        NotLeaderError where it is not led, UnavailableError once its writes moved
+        away. Loop thread."""
+        part = self._require(request.topic, request.partition)
+        role = self._roles.get(part.key)   # None: one copy, here
+        if role is not None and type(role) is not Led:
+            raise NotLeaderError(f"{part.name}: {self.shard_id} does not lead it; retry at "
+                                 f"its leader")
+        if part.sealed:
+            raise UnavailableError(f"{part.name} moved away from {self.shard_id}; retry (the "
+                                   f"routers are learning its new shard)")
+        before = part.log_start_offset
+        part.delete_records(request.offset)
+        if part.log_start_offset != before:
+            log.info("%s: records of %s before offset %d deleted (log start offset was %d)",
+                     self.shard_id, part.name, part.log_start_offset, before)
+
+        def answer(error: BrokerError | None) -> None:
+            if error is None:
+                try:   # (the partition may have been deleted while its followers caught up)
+                    info = self.partition_info(request.topic, request.partition)
+                    self._reply(envelope, protocol.encode_offsets_reply(request.request_id, info))
+                    return
+                except BrokerError as exc:
+                    error = exc
+            self.stats.error(error.code_name)
+            self._reply(envelope, protocol.encode_error(request.request_id, error))
+
+        if role is None:
+            answer(None)
+        else:
+            self._replication.floor_raised(part, answer, time.monotonic())
+
     def set_log_config(self, topic: str, partition: int, log_config) -> None:
         """A topic's altered config (retention, rolling) for one partition. Loop thread.
         A sealed partition whose topic became tiered rolls its last segment, as a
@@ -809,6 +848,8 @@ class ShardServer:
         elif kind is protocol.ListOffsetsRequest:
             info = self.partition_info(request.topic, request.partition, request.timestamp_ms)
             self._reply(envelope, protocol.encode_offsets_reply(request.request_id, info))
+        elif kind is protocol.DeleteRecordsRequest:
+            self._delete_records(envelope, request)
         elif isinstance(request, protocol.GROUP_REQUESTS):
             header = self._groups.handle(request, payload, envelope)
             if header is not None:   # None: answered once its slot's high watermark passes
@@ -819,8 +860,8 @@ class ShardServer:
             self._replication.serve_all(envelope, request, self._received_s)
         else:
             raise MalformedRequestError(
-                f"{self.shard_id} serves produce, fetch, listOffsets, replicaFetch and group "
-                f"requests, not {request.kind}")
+                f"{self.shard_id} serves produce, fetch, listOffsets, deleteRecords, "
+                f"replicaFetch and group requests, not {request.kind}")
 
     def _reply(self, envelope: list, header: bytes, payload=None) -> None:
         marker = envelope[0]

@@ -26,7 +26,8 @@ BATCH_BYTES_MAX, which the shard already spends to check a produced batch.
 largest timestamp: the first one stamped at the partition's largest timestamp.
 
 Only records below the high watermark are answered (a consumer could not read
-the others yet).
+the others yet), and none below the log start offset (deleteRecords' floor may
+sit inside a batch: from there the batches are read one by one).
 
 Tiered storage (issue 14). Offsets below the local log's start that only
 object storage holds are not read from the store for this: if a remote
@@ -92,25 +93,50 @@ def _remote_only_at_time(part: Partition, timestamp_ms: int) -> TimeLookup | Non
     """The conservative answer of the first remote segment below the local log
     whose newest record is stamped at or after ``timestamp_ms``, else None."""
     local_start = part.log.start_offset
+    log_start = part.log_start_offset   # deleteRecords' floor: nothing below it
     for segment in part.remote.segments:
         if segment.base_offset >= local_start:
             break
+        if segment.end_offset <= log_start:
+            continue
         if segment.max_timestamp_ms >= timestamp_ms:
-            return TimeLookup(segment.base_offset, TIMESTAMP_UNKNOWN)
+            return TimeLookup(max(segment.base_offset, log_start), TIMESTAMP_UNKNOWN)
     return None
 
 
 def _local_at_time(part: Partition, timestamp_ms: int) -> TimeLookup:
-    """The exact record from the local log: the batch from the time index, decoded."""
+    """The exact record from the local log: the batch from the time index, decoded.
+    A record below the log start offset (deleteRecords' floor, inside a segment) is
+    not an answer: the batches from the floor on are read, one at a time, up to the
+    high watermark."""
     base_offset = part.log.offset_for_timestamp(timestamp_ms)
-    if base_offset >= part.high_watermark:
+    log_start = part.log_start_offset
+    if base_offset >= log_start:
+        return _record_in_batch_at(part, base_offset, timestamp_ms, log_start, must=True)
+    offset = log_start
+    while offset < part.high_watermark:   # each read moves past one whole batch
+        found = _record_in_batch_at(part, offset, timestamp_ms, log_start, must=False)
+        if isinstance(found, TimeLookup):
+            return found
+        offset = found
+    return NOT_FOUND
+
+
+def _record_in_batch_at(part: Partition, offset: int, timestamp_ms: int, log_start: int,
+                        must: bool) -> TimeLookup | int:
+    """The first record at or after ``log_start`` stamped at or after ``timestamp_ms``
+    in the batch holding ``offset``; if none, the offset after that batch, unless
+    ``must`` (the time index chose it: CorruptDataError)."""
+    if offset >= part.high_watermark:
         return NOT_FOUND
-    entries = part.log.read(base_offset, 1, part.high_watermark)   # the first entry, whole
+    entries = part.log.read(offset, 1, part.high_watermark)   # the first entry, whole
     _, header, batch = next(scan_whole_entries(entries, verify_crc=False))
     for record in batch_formats.decode(header.attributes, part.topic, part.partition,
                                        header.base_offset, batch):
-        if record.timestamp_ms >= timestamp_ms:
+        if record.timestamp_ms >= timestamp_ms and record.offset >= log_start:
             return TimeLookup(record.offset, record.timestamp_ms)
+    if not must:
+        return header.base_offset + header.record_count
     raise CorruptDataError(
         f"{part.log.directory}: the batch at offset {header.base_offset} has max timestamp "
         f"{header.max_timestamp_ms} ms in its log entry, but none of its {header.record_count} "

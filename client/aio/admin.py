@@ -21,9 +21,11 @@ from collections.abc import Iterable
 
 from plinth import limits, protocol, topics
 from plinth.client.admin import (NewTopic, _config_value, alter_topic_args,
-                                 check_names_page_args, checked_new_topics)
+                                 check_names_page_args, checked_new_topics,
+                                 checked_records_to_delete)
 from plinth.client.aio.connection import AIOConnection
 from plinth.client.connection import broker_address
+from plinth.client.fetcher import TopicPartition
 from plinth.errors import InternalError
 from plinth.name_pages import NamesPage
 
@@ -185,6 +187,17 @@ class AIOAdmin:
     async def delete_group(self, group: str) -> None:
         """Admin.delete_group: refused while the group has members."""
         await self._call(protocol.encode_group_request, "deleteGroup", group)
+
+    async def delete_records(self, records_to_delete: dict) -> dict[TopicPartition, int]:
+        """Admin.delete_records, every partition at once."""
+        wanted = checked_records_to_delete(records_to_delete)
+        answers = await asyncio.gather(*(
+            self._call(protocol.encode_delete_records, tp.topic, tp.partition, offset)
+            for tp, offset in wanted.items()), return_exceptions=True)
+        refusals = [a for a in answers if isinstance(a, BaseException)]
+        if refusals:
+            raise refusals[0]
+        return {tp: answer.offsets.start_offset for tp, answer in zip(wanted, answers)}
 
     async def list_offsets(self, topic: str, partition: int,
                            timestamp_ms: int = protocol.NO_TIME_LOOKUP) -> protocol.PartitionInfo:

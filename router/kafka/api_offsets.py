@@ -1,5 +1,6 @@
 """ListOffsets: a partition's earliest and latest offsets, and seek by time, from
-Plinth's listOffsets.
+Plinth's listOffsets; DeleteRecords: a partition's log start offset moved up, from
+Plinth's deleteRecords.
 
 Runs on the Kafka listener's event loop thread (gateway.py). Kafka's special
 timestamps: -2 (earliest) is the log start offset, -1 (latest) the high
@@ -19,6 +20,16 @@ v11, which the listener does not offer) are UNSUPPORTED_VERSION.
 v10's ``timeout_ms`` (how long a look-up in object storage may take) bounds the
 wait for the shard's answer, at most KAFKA_BACKEND_REQUEST_TIMEOUT_MS; 0 or
 absent: that limit.
+
+DeleteRecords is one deleteRecords per partition, all at once; each answers its
+new low watermark (the log start offset, now that offset even inside a batch),
+saved on the leader before the answer, or its error as Kafka's:
+OFFSET_OUT_OF_RANGE (past the high watermark, or negative but -1),
+UNKNOWN_TOPIC_OR_PARTITION, NOT_LEADER_OR_FOLLOWER, TOPIC_AUTHORIZATION_FAILED
+(it needs admin on the topic, as Kafka needs DELETE), REQUEST_TIMED_OUT when
+the in-sync followers of a replicated partition did not all hold the new start
+within DELETE_RECORDS_WAIT_MS_MAX (shards/deletion_waits.py; the leader's is
+kept). The request's ``timeout_ms`` is not read: that bound is the broker's.
 """
 
 from __future__ import annotations
@@ -86,3 +97,33 @@ def _special_offset(info: protocol.PartitionInfo, timestamp: int) -> int:
     if timestamp == LATEST_TIERED_TIMESTAMP:
         return info.remote_end_offset - 1 if info.remote_end_offset > 0 else -1
     return info.end_offset
+
+
+async def delete_records(gateway, header, body: dict, connection) -> dict:
+    work, topics = [], []
+    for topic in body.get("topics") or []:
+        answers = []
+        topics.append({"name": topic["name"], "partitions": answers})
+        for wanted in topic.get("partitions") or []:
+            answer = {"partition_index": wanted["partition_index"], "low_watermark": -1,
+                      "error_code": kafka.NONE}
+            answers.append(answer)
+            work.append(_delete_one(gateway, topic["name"], wanted["partition_index"],
+                                    wanted["offset"], answer))
+    await asyncio.gather(*work)
+    return {"throttle_time_ms": 0, "topics": topics}
+
+
+async def _delete_one(gateway, topic: str, partition: int, offset: int, answer: dict) -> None:
+    if partition < 0:   # the wire's UInt32 cannot carry it
+        answer["error_code"] = kafka.UNKNOWN_TOPIC_OR_PARTITION
+        return
+    # A negative offset but -1 goes as it is: the shard refuses it as Kafka's broker
+    # does (OFFSET_OUT_OF_RANGE).
+    reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_delete_records(
+        rid, topic, partition, offset))
+    if reply.error is not None:
+        answer["error_code"] = kafka_code(reply.error)
+        return
+    answer["low_watermark"] = reply.offsets.start_offset
+

@@ -115,6 +115,7 @@ class KafkaGateway:
             API_KEYS["Produce"]: api_produce.produce,
             API_KEYS["Fetch"]: api_fetch.fetch,
             API_KEYS["ListOffsets"]: api_offsets.list_offsets,
+            API_KEYS["DeleteRecords"]: api_offsets.delete_records,
             API_KEYS["CreateTopics"]: api_topics.create_topics,
             API_KEYS["DeleteTopics"]: api_topics.delete_topics,
             API_KEYS["CreatePartitions"]: api_topics.create_partitions,

@@ -635,6 +635,30 @@ INCREMENTAL_ALTER_CONFIGS = Api("IncrementalAlterConfigs", 44, (0, 1), 1,
     ),
 )
 
+DELETE_RECORDS = Api("DeleteRecords", 21, (0, 2), 2,
+    (  # request
+        F("topics", "[]", "0+", fields=(
+            F("name", "string", "0+"),
+            F("partitions", "[]", "0+", fields=(
+                F("partition_index", "int32", "0+"),
+                F("offset", "int64", "0+"),
+            )),
+        )),
+        F("timeout_ms", "int32", "0+"),
+    ),
+    (  # response
+        F("throttle_time_ms", "int32", "0+"),
+        F("topics", "[]", "0+", fields=(
+            F("name", "string", "0+"),
+            F("partitions", "[]", "0+", fields=(
+                F("partition_index", "int32", "0+"),
+                F("low_watermark", "int64", "0+"),
+                F("error_code", "int16", "0+"),
+            )),
+        )),
+    ),
+)
+
 DELETE_GROUPS = Api("DeleteGroups", 42, (0, 2), 2,
     (  # request
         F("groups_names", "[]string", "0+"),
@@ -879,5 +903,5 @@ APIS: tuple[Api, ...] = (
     JOIN_GROUP, HEARTBEAT, LEAVE_GROUP, SYNC_GROUP, DESCRIBE_GROUPS, LIST_GROUPS,
     SASL_HANDSHAKE, API_VERSIONS, CREATE_TOPICS, DELETE_TOPICS, INIT_PRODUCER_ID,
     DESCRIBE_CONFIGS, ALTER_CONFIGS, SASL_AUTHENTICATE, CREATE_PARTITIONS,
-    DELETE_GROUPS, INCREMENTAL_ALTER_CONFIGS, DESCRIBE_CLUSTER, DESCRIBE_LOG_DIRS,
+    DELETE_GROUPS, INCREMENTAL_ALTER_CONFIGS, DESCRIBE_CLUSTER, DESCRIBE_LOG_DIRS, DELETE_RECORDS,
     DESCRIBE_TOPIC_PARTITIONS, DESCRIBE_ACLS, CREATE_ACLS, DELETE_ACLS)

@@ -331,3 +331,14 @@ def test_a_create_topics_over_the_header_limit_is_refused_before_it_is_sent():
     with pytest.raises(RequestTooLargeError, match=r"createTopics of 10 topics is \d+ bytes, "
                                                    r"over the header limit of 65536"):
         protocol.encode_create_topics(1, new_topics)
+
+
+def test_a_delete_records_request_round_trips_and_minus_one_means_the_high_watermark():
+    request = protocol.decode_request(protocol.encode_delete_records(9, "orders", 3, 1234))
+    assert request == protocol.DeleteRecordsRequest(9, "orders", 3, 1234)
+    assert protocol.decode_request(protocol.encode_delete_records(
+        10, "orders", 3, protocol.DELETE_RECORDS_TO_HIGH_WATERMARK)).offset == -1
+
+
+def test_a_delete_records_request_with_another_negative_offset_travels_for_the_shard_to_refuse():
+    assert protocol.decode_request(protocol.encode_delete_records(9, "orders", 3, -2)).offset == -2

@@ -85,3 +85,10 @@ def test_a_replica_fetch_of_all_at_its_bounds_fits_a_header():
     # Then it fits a header, and the leader decodes every partition of it
     assert len(header) <= limits.HEADER_BYTES_MAX
     assert protocol.decode_request(header).partitions == tuple(partitions)
+
+
+def test_a_replica_fetch_answer_carries_the_leaders_log_start_floor_beside_its_segments_start():
+    result = protocol.ReplicaFetchResult(100, 40, 120, log_start_floor=57)
+    reply = protocol.decode_reply(protocol.encode_replica_fetch_reply(8, result))
+    assert reply.replica_fetch == result
+    assert (reply.replica_fetch.log_start_offset, reply.replica_fetch.log_start_floor) == (40, 57)

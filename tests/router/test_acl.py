@@ -57,7 +57,18 @@ EVERY_KIND = [
     protocol.ListTopicsPageRequest(1, "", "", 10), protocol.ListGroupsPageRequest(1, "", "", 10),
     protocol.TopicStatsRequest(1, ("t",)),
     protocol.CreateTopicsRequest(1, (protocol.NewTopic("t", 1, {}),)),
+    protocol.DeleteRecordsRequest(1, "t", 0, 5),
 ]
+
+
+def test_delete_records_needs_admin_on_its_topic_as_kafkas_delete_does(tmp_path):
+    # Given a key that may consume and produce "t", and administer "u"
+    acl = acl_from(tmp_path, {KEY: [{"operations": ["produce", "consume"], "topics": "t"},
+                                    {"operations": ["admin"], "topics": "u"}]})
+    # Then it may delete the records of "u" only
+    acl.check(KEY, protocol.DeleteRecordsRequest(1, "u", 0, 5))
+    with pytest.raises(NotAuthorizedError, match="may not .*topic .t. .deleteRecords."):
+        acl.check(KEY, protocol.DeleteRecordsRequest(1, "t", 0, 5))
 
 
 def test_every_request_kind_has_a_rule():

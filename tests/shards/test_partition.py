@@ -14,7 +14,8 @@ import pytest
 
 from plinth import limits
 from plinth.errors import (
-    CorruptDataError, InvalidTimestampError, OutOfOrderSequenceError, StorageError)
+    CorruptDataError, InvalidTimestampError, OffsetOutOfRangeError, OutOfOrderSequenceError,
+    StorageError)
 from plinth.format.log_entry import LOG_ENTRY_HEADER_BYTES, build_entry_header, iter_entries
 from plinth.format.record_batch import BatchBuilder, summarize_batch
 from plinth.shards.leader_epochs import (
@@ -842,3 +843,112 @@ def test_retention_removes_the_producer_snapshots_of_the_segments_it_deletes(tmp
     # first segment left, and one per later roll
     assert snapshot_offsets(tmp_path / "t-3") == [o for o in rolls if o >= part.log.start_offset]
     assert part.log.start_offset in snapshot_offsets(tmp_path / "t-3")
+
+
+# --- Deleted records: the log start floor ------------------------------------------
+
+def partition_with_segments(directory, batches: int = 12) -> Partition:
+    """A partition of ``batches`` one-record batches over several small segments."""
+    config = LogConfig(segment_bytes_max=limits.SEGMENT_BYTES_MIN)
+    part = open_partition(directory, config)
+    for i in range(batches):
+        append(part, batch_of([bytes([i]) * (limits.SEGMENT_BYTES_MIN // 3)]))
+    part.log.flush()
+    part.advance(part.log.end_offset)
+    return part
+
+
+def test_delete_records_moves_the_log_start_inside_a_segment_and_deletes_the_segments_below(tmp_path):
+    # Given a partition of 12 records over several segments
+    part = partition_with_segments(tmp_path / "t-3")
+    segment_bases = [s.base_offset for s in part.log.segments]
+    assert len(segment_bases) >= 4
+    inside = segment_bases[2] + 1   # not a segment's base offset
+    assert inside not in segment_bases
+    # When the records before an offset inside the third segment are deleted
+    low_watermark = part.delete_records(inside)
+    # Then the log start offset is exactly that offset, the two segments wholly
+    # below it are gone, and the one holding it stays
+    assert low_watermark == part.log_start_offset == inside
+    assert part.log.start_offset == segment_bases[2]
+    assert [s.base_offset for s in part.log.segments] == segment_bases[2:]
+
+
+def test_delete_records_minus_one_deletes_up_to_the_high_watermark(tmp_path):
+    part = partition_with_segments(tmp_path / "t-3")
+    assert part.delete_records(-1) == part.high_watermark == 12
+
+
+def test_delete_records_below_the_log_start_changes_nothing(tmp_path):
+    part = partition_with_segments(tmp_path / "t-3")
+    part.delete_records(7)
+    assert part.delete_records(3) == 7
+    assert part.floor == 7
+
+
+@pytest.mark.parametrize("offset", [13, -2, -100])
+def test_delete_records_past_the_high_watermark_or_negative_is_out_of_range(tmp_path, offset):
+    part = partition_with_segments(tmp_path / "t-3")
+    with pytest.raises(OffsetOutOfRangeError, match=r"t-3.*log start offset 0 to its high "
+                                                    r"watermark 12"):
+        part.delete_records(offset)
+    assert part.log_start_offset == 0 and part.floor == 0
+
+
+def test_the_floor_survives_a_reopen(tmp_path):
+    # Given records deleted up to an offset inside a segment
+    part = partition_with_segments(tmp_path / "t-3")
+    part.delete_records(5)
+    part.log.close()
+    # When the partition is opened again
+    reopened = open_partition(tmp_path / "t-3", part.log.config)
+    # Then it starts at that offset, not at its first segment's base
+    assert reopened.log_start_offset == 5
+    assert reopened.log.start_offset < 5
+
+
+def test_a_torn_floor_file_hides_every_stored_record_rather_than_serving_deleted_ones(tmp_path, caplog):
+    # Given a partition whose records below 5 were deleted, then its floor file torn
+    part = partition_with_segments(tmp_path / "t-3")
+    part.delete_records(5)
+    part.log.close()
+    floor_path = tmp_path / "t-3" / "log-start-floor"
+    floor_path.write_bytes(floor_path.read_bytes()[:11])
+    # When it is opened again
+    reopened = open_partition(tmp_path / "t-3", part.log.config)
+    # Then it serves from its log end offset on (nothing below 5 comes back), says so
+    # loudly, saved that floor, and kept the bad file aside
+    assert reopened.log_start_offset == reopened.log.end_offset == 12
+    assert "lost its log start floor" in caplog.text
+    assert (tmp_path / "t-3" / "log-start-floor.corrupt").exists()
+    # And retention keeps its segments for the operator while the .corrupt file is there
+    segments = len(reopened.log.segments)
+    reopened.enforce_retention()
+    assert len(reopened.log.segments) == segments > 1
+    reopened.log.close()
+    assert open_partition(tmp_path / "t-3", part.log.config).log_start_offset == 12
+    # (and once the operator removes it, retention deletes the segments below the floor)
+    (tmp_path / "t-3" / "log-start-floor.corrupt").unlink()
+    last = open_partition(tmp_path / "t-3", part.log.config)
+    last.enforce_retention()
+    assert len(last.log.segments) == 1 and last.log_start_offset == 12
+
+
+def test_a_follower_adopts_its_leaders_floor_only_up_to_its_own_high_watermark(tmp_path):
+    part = partition_with_segments(tmp_path / "t-3")
+    part.high_watermark = 8   # behind its leader
+    assert part.adopt_leader_floor(10)
+    assert part.log_start_offset == 8
+    assert not part.adopt_leader_floor(4)   # never down
+    assert part.log_start_offset == 8
+
+
+def test_a_tiered_partition_keeps_its_segments_below_the_floor_for_local_retention(tmp_path):
+    config = LogConfig(segment_bytes_max=limits.SEGMENT_BYTES_MIN, remote_storage_enable=True)
+    part = open_partition(tmp_path / "t-3", config)
+    for i in range(9):
+        append(part, batch_of([bytes([i]) * (limits.SEGMENT_BYTES_MIN // 3)]))
+    part.advance(part.log.end_offset)
+    segments = len(part.log.segments)
+    assert part.delete_records(6) == 6
+    assert len(part.log.segments) == segments

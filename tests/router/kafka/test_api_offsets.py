@@ -100,3 +100,46 @@ def test_a_v10_timeout_bounds_the_wait_for_the_shard():
 def test_a_plinth_error_becomes_its_kafka_code():
     backend = PlinthBackend(UnavailableError("shard-0 is restarting"))
     assert answers(backend, 1_000_000) == [(kafka.NOT_LEADER_OR_FOLLOWER, -1, -1)]
+
+
+class DeletingBackend:
+    """Answers deleteRecords as a shard would: partition 0's new low watermark is the
+    offset asked; partition 1 refuses with ``errors[1]``, partition 2 with ``errors[2]``."""
+
+    def __init__(self, errors: dict):
+        self.asked: list[protocol.DeleteRecordsRequest] = []
+        self._errors = errors
+        self._next = 0
+
+    def next_request_id(self) -> int:
+        self._next += 1
+        return self._next
+
+    async def call(self, request_id: int, header: bytes, payload=None, timeout_ms: int = 0):
+        request = protocol.decode_request(header)
+        self.asked.append(request)
+        error = self._errors.get(request.partition)
+        if error is not None:
+            return protocol.decode_reply(protocol.encode_error(request_id, error)), None
+        info = protocol.PartitionInfo(request.partition, "shard-0", request.offset, 50)
+        return protocol.decode_reply(protocol.encode_offsets_reply(request_id, info)), None
+
+
+def test_delete_records_answers_each_partitions_low_watermark_or_its_kafka_error():
+    from plinth.errors import NotAuthorizedError, OffsetOutOfRangeError
+    from plinth.router.kafka.api_offsets import delete_records
+
+    backend = DeletingBackend({
+        1: OffsetOutOfRangeError("offset 99 past the high watermark 50"),
+        2: NotAuthorizedError("User:bob may not admin topic 't' (deleteRecords)")})
+    body = {"topics": [{"name": "t", "partitions": [
+        {"partition_index": i, "offset": offset} for i, offset in ((0, 7), (1, 99), (2, 3))]}],
+        "timeout_ms": 1000}
+    reply = asyncio.run(delete_records(Gateway(backend), None, body, None))
+    assert reply["topics"][0]["partitions"] == [
+        {"partition_index": 0, "low_watermark": 7, "error_code": kafka.NONE},
+        {"partition_index": 1, "low_watermark": -1, "error_code": kafka.OFFSET_OUT_OF_RANGE},
+        {"partition_index": 2, "low_watermark": -1,
+         "error_code": kafka.TOPIC_AUTHORIZATION_FAILED}]
+    assert [(r.topic, r.partition, r.offset) for r in backend.asked] == [
+        ("t", 0, 7), ("t", 1, 99), ("t", 2, 3)]

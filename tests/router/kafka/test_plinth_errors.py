@@ -33,6 +33,7 @@ def acl(tmp_path) -> Acl:
     (protocol.CommitOffsetsRequest(1, "alice.g", "m", 1, {("b.x", 0): 1}),
      kafka.TOPIC_AUTHORIZATION_FAILED),
     (protocol.StatusRequest(1), kafka.CLUSTER_AUTHORIZATION_FAILED),
+    (protocol.DeleteRecordsRequest(1, "a.x", 0, 5), kafka.TOPIC_AUTHORIZATION_FAILED),
 ])
 def test_each_acl_refusal_maps_to_the_authorization_error_of_what_it_refused(acl, request_, code):
     with pytest.raises(NotAuthorizedError) as caught:

@@ -396,3 +396,27 @@ def remote_segment(base_offset: int) -> RemoteSegment:
                          max_timestamp_ms=0, leader_epoch=0, created_ms=0,
                          objects={kind: ObjectDigest(0, 0) for kind in
                                   ("log", "index", "timeindex", "leader-epochs")})
+
+
+def test_a_fetch_from_object_storage_below_the_deleted_records_floor_is_out_of_range(tmp_path):
+    # Given a tiered partition whose first segments are only in object storage
+    url = f"file://{tmp_path}/store"
+    shard = TieredShard(tmp_path / "shard", url)
+    try:
+        end_offset, local_start = tiered(shard, url, tmp_path)
+        remote_start = shard.on_loop(lambda part: part.remote.log_start_offset)
+        floor = remote_start + 3   # inside the first remote segment
+        assert floor < local_start
+        # When the records before an offset in object storage are deleted
+        assert shard.on_loop(lambda part: part.delete_records(floor)) == floor
+        # Then the earliest offset is the floor, a fetch below it is out of range (the
+        # store still holds it), and a fetch at it reads the remote segment from there
+        assert shard.list_offsets().start_offset == floor
+        below, _ = shard.fetch(floor - 1)
+        assert isinstance(below.error, OffsetOutOfRangeError)
+        values = shard.read_all(floor, end_offset)
+        assert min(values) == floor and len(values) == end_offset - floor
+        # And the remote segments stay for remote retention
+        assert shard.on_loop(lambda part: part.remote.log_start_offset) == remote_start
+    finally:
+        shard.close()
