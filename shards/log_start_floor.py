@@ -22,16 +22,19 @@ old floor or the new one, never a mix, and an answered deletion survives:
 No file is floor 0 (a partition never asked to delete records).
 
 Recovery. A file that is not exactly one that ``save_floor`` wrote (torn,
-flipped, of another version) is a lost floor: records below some unknown offset
-were deleted and must not be served again. Kafka takes the log directory
-offline on a bad checkpoint; a shard instead serves the partition from its
-log's end offset on (``FLOOR_LOST``): nothing it held is served, nothing deleted
-comes back, and new records are readable. The bad file is kept beside it as
-``log-start-floor.corrupt`` for the operator, the new floor is saved, and the
-shard logs an ERROR naming both. While the .corrupt file is there, the segments
-below the floor are kept on disk, unserved (partition.py: ``floor_lost``), for an
-operator who wants to look; removing it lets the next open's retention delete
-them. What is served is decided by the floor file alone.
+flipped, of another version) is a lost floor (``FLOOR_LOST``): records below
+some unknown offset were deleted, and which is not known. Kafka takes the log
+directory offline on a bad checkpoint. A shard instead serves the partition
+from the first offset its segments hold, as if nothing had been deleted
+(partition.py, ``_load_floor``): every acknowledged record it holds stays
+readable, and what may come back is only what deleteRecords had hidden inside
+the segments it had not yet deleted (the oldest local one, a tiered topic's
+older ones). Serving from the log's end instead would hide every acknowledged
+record over a bad 20-byte file. The bad file is kept beside it as
+``log-start-floor.corrupt`` for the operator, and the shard logs an ERROR naming
+the file, the range now served and the way back: delete the records again
+(``plinth topic delete-records``). A follower takes its leader's floor again
+from its next fetch answer.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ FLOOR_FILE_BYTES = _BODY.size + _CRC.size   # 20
 # How load_floor found the file (FloorLoad.outcome).
 FLOOR_NONE = "none"           # no file: floor 0
 FLOOR_LOADED = "loaded"       # a whole, valid file
-FLOOR_LOST = "lost"           # a bad file: the caller serves from its log's end on
+FLOOR_LOST = "lost"           # a bad file: the caller serves all it holds
 
 
 class FloorLoad(NamedTuple):

@@ -114,9 +114,6 @@ class Partition:
     topic_id: str = ""
     # No record below it is served (deleteRecords; log_start_floor.py); 0: none deleted.
     floor: int = 0
-    # The floor file was found bad (a .corrupt one is beside it): the segments below the
-    # floor are kept, unserved, for the operator, not deleted (``_load_floor``).
-    floor_lost: bool = False
     # Built once, because every produce and fetch uses them: (topic, partition)
     # keys the shard's tables, and "<topic>-<partition>" names it in messages.
     key: tuple[str, int] = field(init=False)
@@ -211,28 +208,22 @@ class Partition:
     # --- Deleted records (the log start floor) ------------------------------------
 
     def _load_floor(self) -> None:
-        """Read the saved floor (on open). A lost one (a bad file: log_start_floor.py)
-        becomes the log's end offset, saved at once: nothing stored is served again."""
+        """Read the saved floor (on open). A lost one (a bad file: log_start_floor.py) is
+        floor 0: everything the segments hold is served, and the ERROR says how to
+        delete again what may have come back."""
         try:
             loaded = load_floor(self.log.directory)
         except OSError as exc:
             raise StorageError(f"cannot read the log start floor of {self.name} in "
                                f"{self.log.directory}: {exc}") from None
-        corrupt = self.log.directory / (FLOOR_FILE + CORRUPT_SUFFIX)
-        self.floor_lost = loaded.outcome == FLOOR_LOST or corrupt.exists()
-        if loaded.outcome != FLOOR_LOST:
-            self.floor = loaded.floor
-            if self.floor_lost:
-                log.warning("%s: %s is still there: its segments below offset %d are kept, not "
-                            "served (remove it to let them be deleted)", self.name, corrupt,
-                            self.floor)
-            return
-        log.error("%s lost its log start floor (%s): serving it from its log end offset %d "
-                  "on, so that no deleted record is served again; the %d offsets from %d "
-                  "are kept on disk, not served, while %s exists", self.name, loaded.reason,
-                  self.log.end_offset, self.log.end_offset - self.stored_start_offset,
-                  self.stored_start_offset, corrupt)
-        self.raise_floor(self.log.end_offset)
+        self.floor = loaded.floor
+        if loaded.outcome == FLOOR_LOST:
+            log.error("%s lost its log start floor (%s; kept as %s): serving every record "
+                      "it holds, offsets %d to %d, so that no acknowledged record is hidden; "
+                      "records deleted before may be served again: delete them again with "
+                      "plinth topic delete-records", self.name, loaded.reason,
+                      self.log.directory / (FLOOR_FILE + CORRUPT_SUFFIX),
+                      self.stored_start_offset, self.log.end_offset)
 
     def raise_floor(self, offset: int) -> bool:
         """No record below ``offset`` is served from now on (saved first); returns
@@ -277,10 +268,8 @@ class Partition:
         """Delete the local segments that end at or before the floor (never the active
         one), then fit the leader epochs; a tiered partition's stay for local
         retention, which deletes only uploaded ones (its uploader may be reading
-        them), and so do those of a partition whose floor file was found bad
-        (``floor_lost``: kept for the operator). Returns what was deleted."""
-        if self.floor <= self.log.start_offset or self.log.config.remote_storage_enable \
-                or self.floor_lost:
+        them). Returns what was deleted."""
+        if self.floor <= self.log.start_offset or self.log.config.remote_storage_enable:
             return RetentionResult(0, 0, self.log.start_offset)
         return self._fit_epochs_after(self.log.delete_segments_before(
             self.floor, why=f"below the log start floor {self.floor}"))

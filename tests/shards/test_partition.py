@@ -907,31 +907,27 @@ def test_the_floor_survives_a_reopen(tmp_path):
     assert reopened.log.start_offset < 5
 
 
-def test_a_torn_floor_file_hides_every_stored_record_rather_than_serving_deleted_ones(tmp_path, caplog):
+def test_a_torn_floor_file_serves_every_stored_record_again_rather_than_hide_acknowledged_ones(
+        tmp_path, caplog):
     # Given a partition whose records below 5 were deleted, then its floor file torn
     part = partition_with_segments(tmp_path / "t-3")
     part.delete_records(5)
+    first_stored = part.stored_start_offset
     part.log.close()
     floor_path = tmp_path / "t-3" / "log-start-floor"
     floor_path.write_bytes(floor_path.read_bytes()[:11])
     # When it is opened again
     reopened = open_partition(tmp_path / "t-3", part.log.config)
-    # Then it serves from its log end offset on (nothing below 5 comes back), says so
-    # loudly, saved that floor, and kept the bad file aside
-    assert reopened.log_start_offset == reopened.log.end_offset == 12
-    assert "lost its log start floor" in caplog.text
+    # Then every record its segments hold is served (none acknowledged is hidden),
+    # it says so loudly with the way back, and the bad file is kept aside
+    assert reopened.log_start_offset == first_stored < 5
+    assert reopened.log.end_offset == 12
+    assert "lost its log start floor" in caplog.text and "delete-records" in caplog.text
     assert (tmp_path / "t-3" / "log-start-floor.corrupt").exists()
-    # And retention keeps its segments for the operator while the .corrupt file is there
-    segments = len(reopened.log.segments)
-    reopened.enforce_retention()
-    assert len(reopened.log.segments) == segments > 1
+    # And deleting the records again puts the floor back, durably
+    assert reopened.delete_records(5) == 5
     reopened.log.close()
-    assert open_partition(tmp_path / "t-3", part.log.config).log_start_offset == 12
-    # (and once the operator removes it, retention deletes the segments below the floor)
-    (tmp_path / "t-3" / "log-start-floor.corrupt").unlink()
-    last = open_partition(tmp_path / "t-3", part.log.config)
-    last.enforce_retention()
-    assert len(last.log.segments) == 1 and last.log_start_offset == 12
+    assert open_partition(tmp_path / "t-3", part.log.config).log_start_offset == 5
 
 
 def test_a_follower_adopts_its_leaders_floor_only_up_to_its_own_high_watermark(tmp_path):
