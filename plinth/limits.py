@@ -338,6 +338,12 @@ CONTROLLER_START_WAIT_S = 900.0
 # shard's answer to shutdown; the server waits twice as long beyond it for the
 # controller's answer (which comes after the shards').
 SHUTDOWN_CALL_MARGIN_S = 5.0
+# After the controller's shutdown, how long a stopping server waits for Ray to list
+# and end shard actors the controller did not. When every process of the service
+# gets SIGTERM at once (systemd's default stop, a terminal's process group), Ray's
+# GCS is stopping too and the listing hung for its 60 s request timeout; past this
+# bound the server goes on, and its process reaper ends any shard actor left.
+SHUTDOWN_SHARD_SWEEP_S = 5.0
 # A router that stops tells the controller and waits this long for the answer
 # (its process is about to exit; the controller may be gone).
 ROUTER_STOPPED_WAIT_S = 10.0

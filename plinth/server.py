@@ -460,7 +460,18 @@ class Server:
 def _end_shards() -> None:
     """End every shard actor of this broker (they are detached: they would outlive
     the server). The controller's shutdown ends them; this catches those it could
-    not (it was dead, restarting, or did not answer)."""
+    not (it was dead, restarting, or did not answer). Waits at most
+    SHUTDOWN_SHARD_SWEEP_S: a Ray that is stopping too may not answer at all."""
+    sweep = threading.Thread(target=_sweep_shards, name="plinth-shard-sweep", daemon=True)
+    sweep.start()
+    sweep.join(limits.SHUTDOWN_SHARD_SWEEP_S)
+    if sweep.is_alive():
+        log.warning("Ray did not list this broker's actors within %.0f s (is it stopping "
+                    "too?); the process reaper ends any shard actor left",
+                    limits.SHUTDOWN_SHARD_SWEEP_S)
+
+
+def _sweep_shards() -> None:
     from plinth.shards.shard_handle import ShardHandle
 
     try:

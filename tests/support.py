@@ -144,16 +144,19 @@ def check_exactly_once_in_order(records: list, acked: dict, partitions: int) -> 
         assert numbers == sorted(numbers), f"partition {p} out of order"
 
 
-def start_until_ready(cmd: list[str], marker: str, timeout_s: float = 120, env=None):
+def start_until_ready(cmd: list[str], marker: str, timeout_s: float = 120, env=None,
+                      start_new_session: bool = False):
     """Start ``cmd``; return (process, output lines so far) once a line holds ``marker``.
 
     A thread keeps reading the output into the list, so the pipe never fills.
+    ``start_new_session``: in a session and process group of its own, which a test
+    can signal whole (``os.killpg``), as systemd stops a service.
     """
     import subprocess
     import threading
 
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            bufsize=1, env=env)
+                            bufsize=1, env=env, start_new_session=start_new_session)
     lines: list[str] = []
     ready = threading.Event()
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
 import pytest
 
-from plinth import Admin
+from plinth import Admin, limits
 from tests.support import free_port, start_until_ready, unique_topic, wait_until
 
 PLINTH = [sys.executable, "-m", "plinth.cli"]
@@ -88,6 +89,51 @@ def test_embedded_serve_starts_its_own_ray_serves_and_exits_cleanly_on_sigterm(t
     assert code == 0, "".join(output[-30:])
     assert (tmp_path / "d" / "ray" / "auth_token").exists()
     assert not (tmp_path / "home" / ".ray").exists()
+
+
+def test_serve_whose_every_process_gets_sigterm_at_once_exits_in_bounded_time_losing_nothing(
+        tmp_path):
+    # Given an embedded broker in a process group of its own (Ray's GCS and raylet are
+    # in it too), holding acknowledged records
+    url = f"tcp://127.0.0.1:{free_port()}"
+    cmd = PLINTH + ["serve", "--data-dir", str(tmp_path / "d"), "--listen", url, "--shards", "1"]
+    proc, output = start_until_ready(cmd, "ready", timeout_s=180, start_new_session=True)
+    topic = unique_topic("grp-stop")
+    try:
+        assert plinth(url, "topic", "create", topic).returncode == 0
+        lines = "".join(f"r{i}\n" for i in range(100))
+        assert plinth(url, "produce", topic, stdin=lines).returncode == 0
+    finally:
+        # When the whole group gets SIGTERM, as systemd's default stop sends it
+        os.killpg(proc.pid, signal.SIGTERM)
+    # Then the server exits within its shutdown grace period (it waited 60 s on a Ray
+    # that was stopping too), and nothing of it is left running
+    code = proc.wait(limits.SHUTDOWN_GRACE_PERIOD_S)
+    assert code == 0, "".join(output[-30:])
+    wait_until(lambda: not _processes_naming(str(tmp_path / "d")), 60)
+    # And a new server on the same data dir serves every acknowledged record
+    proc, output = start_until_ready(cmd, "ready", timeout_s=180)
+    try:
+        consumed = plinth(url, "consume", topic, "--from-beginning", "--max-messages", "100",
+                          "--timeout-ms", "20000")
+        assert consumed.stdout.splitlines() == [f"r{i}" for i in range(100)], consumed.stderr
+    finally:
+        proc.terminate()
+        assert proc.wait(120) == 0, "".join(output[-30:])
+
+
+def _processes_naming(text: str) -> list[int]:
+    """Pids of this machine's processes whose command line contains ``text``."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                    if text.encode() in f.read():
+                        found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
 
 
 def test_group_commands_describe_lag_and_reset_offsets(shared_broker):
