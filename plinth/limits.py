@@ -340,7 +340,7 @@ CONTROLLER_START_WAIT_S = 900.0
 SHUTDOWN_CALL_MARGIN_S = 5.0
 # After the controller's shutdown, how long a stopping server waits for Ray to list
 # and end shard actors the controller did not. When every process of the service
-# gets SIGTERM at once (systemd's default stop, a terminal's process group), Ray's
+# gets SIGTERM at once (systemd's default stop), Ray's
 # GCS is stopping too and the listing hung for its 60 s request timeout; past this
 # bound the server goes on, and its process reaper ends any shard actor left.
 SHUTDOWN_SHARD_SWEEP_S = 5.0
