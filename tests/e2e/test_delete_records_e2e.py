@@ -183,26 +183,37 @@ def floors_by_shard(data_dir, topic: str) -> dict[str, int]:
             for path in (data_dir / "shards").glob(f"*/{topic}-0")}
 
 
+def replicated_topic(broker_factory, prefix: str):
+    """(broker, admin, topic, shard pids): a factor-3 topic of RECORDS records on three
+    shards of one node (replicas allowed to share it), produced with acks="all". The
+    caller closes the admin."""
+    from tests.shard_processes import shard_pids
+    from tests.support import wait_until
+
+    broker = broker_factory(shards=3, extra_args=("--allow-replicas-on-one-node",))
+    topic = unique_topic(prefix)
+    admin = Admin(broker=broker.url)
+    admin.create_topic(topic, 1, replication_factor=3)
+    with Producer(broker=broker.url, acks="all") as producer:
+        for n in range(RECORDS):
+            producer.send(topic, f"v{n}".encode(), partition=0)
+        producer.flush(TIMEOUT_S)
+    pids = wait_until(lambda: len(found := shard_pids(broker.data_dir)) == 3 and found,
+                      timeout_s=60)
+    return broker, admin, topic, pids
+
+
 def test_delete_records_is_answered_only_once_every_in_sync_replica_holds_the_floor(
         broker_factory):
     import os
     import signal
 
-    from tests.shard_processes import shard_pids
     from tests.support import wait_until
 
     # Given a factor-3 topic on three shards, one follower's process stopped (SIGSTOP)
-    broker = broker_factory(shards=3, extra_args=("--allow-replicas-on-one-node",))
-    topic = unique_topic("delisr")
-    with Admin(broker=broker.url) as admin:
-        admin.create_topic(topic, 1, replication_factor=3)
-        with Producer(broker=broker.url, acks="all") as producer:
-            for n in range(RECORDS):
-                producer.send(topic, f"v{n}".encode(), partition=0)
-            producer.flush(TIMEOUT_S)
+    broker, admin, topic, pids = replicated_topic(broker_factory, "delisr")
+    with admin:
         leader = admin.describe_topic(topic).partition_info[0].shard
-        pids = wait_until(lambda: len(found := shard_pids(broker.data_dir)) == 3 and found,
-                          timeout_s=60)
         stopped = sorted(shard for shard in pids if shard != leader)[0]
         os.kill(pids[stopped], signal.SIGSTOP)
         try:
@@ -225,21 +236,12 @@ def test_after_delete_records_and_a_leader_kill_the_new_leader_does_not_start_lo
     import os
     import signal
 
-    from tests.shard_processes import shard_pids
     from tests.support import wait_until
 
     # Given a factor-3 topic on three shards (one node, replicas allowed to share it)
-    broker = broker_factory(shards=3, extra_args=("--allow-replicas-on-one-node",))
-    topic = unique_topic("delrep")
-    with Admin(broker=broker.url) as admin:
-        admin.create_topic(topic, 1, replication_factor=3)
-        with Producer(broker=broker.url, acks="all") as producer:
-            for n in range(RECORDS):
-                producer.send(topic, f"v{n}".encode(), partition=0)
-            producer.flush(TIMEOUT_S)
+    broker, admin, topic, pids = replicated_topic(broker_factory, "delrep")
+    with admin:
         before = admin.describe_topic(topic).partition_info[0]
-        pids = wait_until(lambda: len(found := shard_pids(broker.data_dir)) == 3 and found,
-                          timeout_s=60)
         # When the records before 4 are deleted
         assert admin.delete_records({(topic, 0): 4}) == {(topic, 0): 4}
         # Then, by the time it is answered, every replica has saved the floor (the

@@ -11,15 +11,13 @@ from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.api_offsets import list_offsets
 
 
-class PlinthBackend:
-    """Answers listOffsets as a shard whose partition holds offsets 5..50 and finds
-    offset 17 (stamped 1_000_017) for any time asked; records what it was asked.
-    ``tiered``: offsets 5..30 are in object storage and 20..50 on the shard's disk."""
+class ShardLikeBackend:
+    """A backend that plays the router: decodes each request, records it in ``asked``
+    and answers it with ``info(request)`` as an offsets reply, or with the error
+    ``error_for(request)`` returns."""
 
-    def __init__(self, error=None, tiered: bool = False):
-        self.asked: list[protocol.ListOffsetsRequest] = []
-        self._error = error
-        self._tiered = tiered
+    def __init__(self):
+        self.asked: list = []
         self._next = 0
 
     def next_request_id(self) -> int:
@@ -29,16 +27,34 @@ class PlinthBackend:
     async def call(self, request_id: int, header: bytes, payload=None, timeout_ms: int = 0):
         request = protocol.decode_request(header)
         self.asked.append(request)
-        if self._error is not None:
-            return protocol.decode_reply(protocol.encode_error(request_id, self._error)), None
+        error = self.error_for(request)
+        if error is not None:
+            return protocol.decode_reply(protocol.encode_error(request_id, error)), None
+        return protocol.decode_reply(protocol.encode_offsets_reply(request_id,
+                                                                   self.info(request))), None
+
+
+class PlinthBackend(ShardLikeBackend):
+    """Answers listOffsets as a shard whose partition holds offsets 5..50 and finds
+    offset 17 (stamped 1_000_017) for any time asked; records what it was asked.
+    ``tiered``: offsets 5..30 are in object storage and 20..50 on the shard's disk."""
+
+    def __init__(self, error=None, tiered: bool = False):
+        super().__init__()
+        self._error = error
+        self._tiered = tiered
+
+    def error_for(self, request):
+        return self._error
+
+    def info(self, request) -> protocol.PartitionInfo:
         found = request.timestamp_ms != protocol.NO_TIME_LOOKUP
         remote = (5, 30) if self._tiered else (protocol.NO_REMOTE_OFFSET,) * 2
-        info = protocol.PartitionInfo(request.partition, "shard-0", 5, 50,
+        return protocol.PartitionInfo(request.partition, "shard-0", 5, 50,
                                       local_start_offset=20 if self._tiered else 5,
                                       remote_start_offset=remote[0], remote_end_offset=remote[1],
                                       found_offset=17 if found else -1,
                                       found_timestamp_ms=1_000_017 if found else -1)
-        return protocol.decode_reply(protocol.encode_offsets_reply(request_id, info)), None
 
 
 class Gateway:
@@ -102,27 +118,19 @@ def test_a_plinth_error_becomes_its_kafka_code():
     assert answers(backend, 1_000_000) == [(kafka.NOT_LEADER_OR_FOLLOWER, -1, -1)]
 
 
-class DeletingBackend:
+class DeletingBackend(ShardLikeBackend):
     """Answers deleteRecords as a shard would: partition 0's new low watermark is the
     offset asked; partition 1 refuses with ``errors[1]``, partition 2 with ``errors[2]``."""
 
     def __init__(self, errors: dict):
-        self.asked: list[protocol.DeleteRecordsRequest] = []
+        super().__init__()
         self._errors = errors
-        self._next = 0
 
-    def next_request_id(self) -> int:
-        self._next += 1
-        return self._next
+    def error_for(self, request):
+        return self._errors.get(request.partition)
 
-    async def call(self, request_id: int, header: bytes, payload=None, timeout_ms: int = 0):
-        request = protocol.decode_request(header)
-        self.asked.append(request)
-        error = self._errors.get(request.partition)
-        if error is not None:
-            return protocol.decode_reply(protocol.encode_error(request_id, error)), None
-        info = protocol.PartitionInfo(request.partition, "shard-0", request.offset, 50)
-        return protocol.decode_reply(protocol.encode_offsets_reply(request_id, info)), None
+    def info(self, request) -> protocol.PartitionInfo:
+        return protocol.PartitionInfo(request.partition, "shard-0", request.offset, 50)
 
 
 def test_delete_records_answers_each_partitions_low_watermark_or_its_kafka_error():
