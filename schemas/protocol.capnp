@@ -207,10 +207,12 @@ struct ReplicaFetchResult {
   divergingEpoch @3 :Int32 = -1;
   divergingEndOffset @4 :Int64 = -1;
   epochStarts @5 :List(EpochStart);   # leader epochs starting inside the entries sent
-  # The leader's log start offset as its readers see it (Kafka's), which deleteRecords
-  # may have raised inside a segment; logStartOffset above is where its segments
-  # start (an entry's base offset: where a follower restarts its log). A follower
-  # adopts it up to its own high watermark. 0 from a leader before it.
+  # The leader's log start floor: the offset deleteRecords moved the partition's
+  # start to, maybe inside a segment (0: none). Not where the leader's segments
+  # start (logStartOffset above): a new replica set's leader opens its range at
+  # the seal offset with floor 0, and a follower that still serves the range
+  # before it must not hide that range. A follower adopts it up to its own high
+  # watermark. 0 from a leader before it.
   logStartFloor @6 :Int64;
 }
 

@@ -75,7 +75,7 @@ class Followed:
     backoff_ms: int = 0              # 0 after a success
     leader_high_watermark: int = 0
     leader_end_offset: int = 0
-    # The leader's log start offset for readers (deleteRecords' floor), last answered.
+    # The leader's log start floor (deleteRecords; 0: none), last answered.
     leader_log_start_floor: int = 0
     fetches: int = 0                 # answered, for stats
     failures: int = 0                # refused, lost or unsendable, for stats

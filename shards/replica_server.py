@@ -219,7 +219,7 @@ class ReplicaServer:
             self._reply(envelope, protocol.encode_replica_fetch_reply(
                 request.request_id, protocol.ReplicaFetchResult(
                     part.high_watermark, plog.start_offset, end_offset,
-                    log_start_floor=part.log_start_offset)), b"")
+                    log_start_floor=part.floor)), b"")
             return
         answer = led.replication.on_follower_fetch(
             request.replica_id, request.fetch_offset, request.last_fetched_epoch,
@@ -229,7 +229,7 @@ class ReplicaServer:
                 request.request_id, protocol.ReplicaFetchResult(
                     part.high_watermark, plog.start_offset, end_offset,
                     answer.diverging_epoch, answer.diverging_end_offset,
-                    log_start_floor=part.log_start_offset)), b"")
+                    log_start_floor=part.floor)), b"")
             return
         led.fetch_offsets[request.replica_id] = request.fetch_offset
         if answer.high_watermark_moved:
@@ -281,7 +281,7 @@ class ReplicaServer:
         result = protocol.ReplicaFetchResult(
             part.high_watermark, plog.start_offset, end_offset,
             epoch_starts=_epoch_starts(part.leader_epochs, fetch_offset, data),
-            log_start_floor=part.log_start_offset)
+            log_start_floor=part.floor)
         return result, data
 
     # --- Serving a follower's fetch of all its partitions ---------------------------------
@@ -326,7 +326,7 @@ class ReplicaServer:
         if wanted.fetch_offset < plog.start_offset:   # see serve
             return protocol.ReplicaFetchPartitionResult(None, protocol.ReplicaFetchResult(
                 part.high_watermark, plog.start_offset, end_offset,
-                log_start_floor=part.log_start_offset)), True
+                log_start_floor=part.floor)), True
         answer = led.replication.on_follower_fetch(
             request.replica_id, wanted.fetch_offset, wanted.last_fetched_epoch,
             part.leader_epochs, end_offset, now_s)
@@ -334,7 +334,7 @@ class ReplicaServer:
             return protocol.ReplicaFetchPartitionResult(None, protocol.ReplicaFetchResult(
                 part.high_watermark, plog.start_offset, end_offset,
                 answer.diverging_epoch, answer.diverging_end_offset,
-                log_start_floor=part.log_start_offset)), True
+                log_start_floor=part.floor)), True
         led.fetch_offsets[request.replica_id] = wanted.fetch_offset
         led.follower_log_starts[request.replica_id] = wanted.log_start_offset
         self.deletions.check(led)
