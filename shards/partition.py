@@ -70,6 +70,7 @@ from plinth.format import batch_formats
 from plinth.format.kafka_batch import stamp_kafka_batch
 from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2, BATCH_FORMAT_PLINTH, LOG_ENTRY_HEADER_BYTES
 from plinth.format.record_batch import BatchSummary
+from plinth.protocol import DELETE_RECORDS_TO_HIGH_WATERMARK
 from plinth.shards.log_start_floor import (
     CORRUPT_SUFFIX, FLOOR_FILE, FLOOR_LOST, load_floor, save_floor)
 from plinth.shards.leader_epochs import (
@@ -246,7 +247,7 @@ class Partition:
         start nothing changes. OffsetOutOfRangeError for an offset past the high
         watermark or negative (not -1), naming both ends. Segments wholly below
         go at once, but a tiered partition's (``delete_segments_below_floor``)."""
-        if offset == -1:
+        if offset == DELETE_RECORDS_TO_HIGH_WATERMARK:
             offset = self.high_watermark
         if offset < 0 or offset > self.high_watermark:
             raise OffsetOutOfRangeError(

@@ -282,7 +282,10 @@ class ShardReplication:
             answer(None)   # (a partition of one copy has no followers)
             return
         self._leaders.floor_raised(part)
-        self._leaders.deletions.wait(led, part.log_start_offset, answer, now_s)
+        # The floor, not log_start_offset: a leader whose retention went further than
+        # its floor would wait for followers whose own retention has not, until the
+        # deadline, though nothing was deleted.
+        self._leaders.deletions.wait(led, part.floor, answer, now_s)
 
     def on_readable(self, sock: zmq.Socket) -> None:
         """A DEALER to a leader has answers (replica_fetcher.py)."""
