@@ -88,6 +88,35 @@ def checked_records_to_delete(records_to_delete: dict) -> dict[TopicPartition, i
     return wanted
 
 
+def election_type_code(election_type: str | int) -> int:
+    """elect_leaders' ``election_type`` as the wire carries it (client side, either
+    client): "preferred" or 0, "unclean" or 1; ValueError naming both otherwise."""
+    if isinstance(election_type, str) and election_type in protocol.ELECTION_TYPES:
+        return protocol.ELECTION_TYPES[election_type]
+    if type(election_type) is int and election_type in protocol.ELECTION_TYPES.values():
+        return election_type
+    raise ValueError(f"elect_leaders: election_type {election_type!r} is neither "
+                     f"'preferred' (0) nor 'unclean' (1)")
+
+
+def election_partitions(topic_partitions) -> list[tuple[str, int]] | None:
+    """elect_leaders' ``topic_partitions`` as (topic, partition) pairs (client side,
+    either client); None stays None (every partition)."""
+    if topic_partitions is None:
+        return None
+    if isinstance(topic_partitions, dict):
+        pairs = [(topic, p) for topic, ps in topic_partitions.items() for p in ps]
+    else:
+        pairs = [tuple(tp) for tp in topic_partitions]
+    for pair in pairs:
+        if len(pair) != 2 or not isinstance(pair[0], str) or isinstance(pair[1], bool) \
+                or not isinstance(pair[1], int) \
+                or not 0 <= pair[1] < limits.PARTITIONS_PER_TOPIC_MAX:
+            raise ValueError(f"elect_leaders: {pair!r} is not a (topic, partition) pair with "
+                             f"0 <= partition < {limits.PARTITIONS_PER_TOPIC_MAX}")
+    return pairs
+
+
 class Admin:
     def __init__(self, *, broker=None,
                  request_timeout_ms: int = limits.CLIENT_REQUEST_TIMEOUT_MS_DEFAULT,
@@ -212,6 +241,22 @@ class Admin:
         return self._call(lambda request_id: protocol.encode_move_shard(
             request_id, shard, node, allow_replicas_on_one_node=allow_replicas_on_one_node,
             accept_data_loss=accept_data_loss, force=force), retry=False).shard_move
+
+    def elect_leaders(self, election_type: str | int = "preferred",
+                      topic_partitions=None) -> list[protocol.ElectionResult]:
+        """Elect leaders (Kafka's ElectLeaders, as kafka-python's
+        ``KafkaAdminClient.elect_leaders``). ``election_type`` "preferred" (0): each
+        replicated partition's preferred leader (the first of its replicas) leads it
+        again, once it holds the current leader's whole log (a hand-over: no
+        acknowledged record is cut); "unclean" (1): an offline partition gets a leader
+        among any replica that answers, records may be lost. ``topic_partitions``:
+        None (every partition of every topic), ``{topic: [partition, ...]}``, or
+        TopicPartitions or (topic, partition) pairs. Returns one ElectionResult per
+        partition, by topic then partition; each one's ``error`` says why it was not
+        elected (ElectionNotNeededError where it has that leader already). Not
+        retried."""
+        return self._call(protocol.encode_elect_leaders, election_type_code(election_type),
+                          election_partitions(topic_partitions), retry=False).elections
 
     def status(self) -> protocol.StatusInfo:
         """Nodes, shards (partitions, bytes, records/s) and routers of the broker."""

@@ -326,6 +326,13 @@ class ControllerHandle:
         return self._call(lambda actor: actor.move_shard.remote(shard_id, node, **options),
                           "move_shard")
 
+    def elect_leaders(self, election_type: int, partitions: list[tuple[str, int]] | None
+                      ) -> list[protocol.ElectionResult]:
+        """Controller.elect_leaders: ``partitions`` None is every partition."""
+        return self._query("elect_leaders", election_type, partitions,
+                           timeout_s=limits.CONTROL_CALL_TIMEOUT_S
+                           + limits.LEADER_HANDOVER_WAIT_MS / 1000)
+
     # --- Calling ------------------------------------------------------------------
 
     def _query(self, method: str, *args, timeout_s: float = limits.CONTROL_CALL_TIMEOUT_S):

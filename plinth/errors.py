@@ -54,7 +54,10 @@ the environment causes and is expected, handled and reported.
     │   ├── RebalanceInProgressError rebalanceInProgress (Kafka's classic groups)
     │   ├── FencedInstanceIdError   fencedInstanceId (Kafka's classic groups)
     │   ├── InconsistentGroupProtocolError inconsistentGroupProtocol
-    │   └── InvalidPartitionsError  invalidPartitions: a partition count a topic cannot take
+    │   ├── InvalidPartitionsError  invalidPartitions: a partition count a topic cannot take
+    │   ├── ElectionNotNeededError  electionNotNeeded: the partition has the leader asked for
+    │   ├── PreferredLeaderNotAvailableError preferredLeaderNotAvailable
+    │   └── EligibleLeadersNotAvailableError eligibleLeadersNotAvailable
     ├── SaslAuthenticationError     a Kafka client's SASL login failed (router/kafka/sasl_*.py):
     │                               names the mechanism and the user, never the password
     └── ClientError                 raised by the client library itself
@@ -334,6 +337,27 @@ class InvalidPartitionsError(BrokerError):
     code_name = "invalidPartitions"
 
 
+class ElectionNotNeededError(BrokerError):
+    """electLeaders: the partition is led by the replica the election would choose
+    (its preferred leader; any leader, for an unclean one), or has one copy."""
+
+    code_name = "electionNotNeeded"
+
+
+class PreferredLeaderNotAvailableError(BrokerError):
+    """electLeaders (preferred): the partition's preferred leader may not lead now: its
+    shard does not answer, it is not in sync, or it did not catch up with the
+    leader's log end within the hand-over's bound."""
+
+    code_name = "preferredLeaderNotAvailable"
+
+
+class EligibleLeadersNotAvailableError(BrokerError):
+    """electLeaders (unclean): no replica of an offline partition answers."""
+
+    code_name = "eligibleLeadersNotAvailable"
+
+
 class SaslAuthenticationError(PlinthError):
     """A Kafka client's SASL login failed: an unknown user, a wrong password or proof,
     or a message that breaks the mechanism's rules. The Kafka listener answers it
@@ -387,7 +411,8 @@ BROKER_ERRORS: dict[str, type[BrokerError]] = {
         NotAuthorizedError, InvalidTimestampError, GroupMaxSizeReachedError, TooManyGroupsError,
         TooManyProducersError, NotEnoughReplicasError, NotLeaderError, FencedLeaderEpochError,
         InvalidReplicationFactorError, RebalanceInProgressError, FencedInstanceIdError,
-        InconsistentGroupProtocolError, InvalidPartitionsError,
+        InconsistentGroupProtocolError, InvalidPartitionsError, ElectionNotNeededError,
+        PreferredLeaderNotAvailableError, EligibleLeadersNotAvailableError,
     )
 }
 

@@ -674,6 +674,24 @@ LEADER_PING_MISSES_MAX = 2
 # that long: the controller, busy moving, cannot take it out of the in-sync set.
 SEAL_REPLICATED_WAIT_S = 10.0
 SEAL_POLL_INTERVAL_MS = 20
+# A preferred-leader election (electLeaders) hands a partition over: its leader
+# stops taking writes (producers get the retriable notLeader and retry), and the
+# controller asks it every SEAL_POLL_INTERVAL_MS until the preferred replica holds
+# its whole log (an in-sync follower is a fetch or two behind), for at most
+# LEADER_HANDOVER_WAIT_MS; then the leader takes writes again and that partition
+# is answered preferredLeaderNotAvailable. The controller's elections wait
+# meanwhile (the hand-over runs on a query thread; only its start and end, short
+# calls, run on the actor thread). A leader that hears nothing more (the
+# controller died) takes writes again after LEADER_HANDOVER_FENCE_MS.
+LEADER_HANDOVER_WAIT_MS = 5_000
+LEADER_HANDOVER_FENCE_MS = 2 * LEADER_HANDOVER_WAIT_MS
+# Kafka's auto.leader.rebalance.enable: every LEADER_REBALANCE_INTERVAL_S
+# (leader.imbalance.check.interval.seconds) the controller runs a preferred
+# election for the partitions whose preferred leader is in sync but does not
+# lead, when more than LEADER_IMBALANCE_PERCENT (leader.imbalance.per.broker.
+# percentage) of some shard's preferred partitions are led elsewhere.
+LEADER_REBALANCE_INTERVAL_S = 300.0
+LEADER_IMBALANCE_PERCENT = 10
 
 # --- Tiered storage (shards/tier/; issue 14) -----------------------------------
 # Every object-storage call is bounded: a request that has not answered within
@@ -1098,6 +1116,12 @@ def _relations() -> list[tuple[str, bool]]:
         ("a slot's retention keeps its last complete snapshot, with hours to spare", 4 * (OFFSETS_SNAPSHOT_INTERVAL_MS + OFFSETS_SLOT_SEGMENT_MS) <= OFFSETS_SLOT_RETENTION_MS and OFFSETS_SLOT_SEGMENT_MS >= SEGMENT_MS_CONFIG_MIN),
         ("a sealing leader's followers have time for several parked fetches",
          0 < SEAL_POLL_INTERVAL_MS <= 3 * REPLICA_FETCH_WAIT_MS <= SEAL_REPLICATED_WAIT_S * 1000),
+        ("a handing-over leader's follower has time for several fetches, and the leader "
+         "keeps refusing writes until the controller has given up on it",
+         3 * REPLICA_FETCH_WAIT_MS <= LEADER_HANDOVER_WAIT_MS < LEADER_HANDOVER_FENCE_MS
+         and LEADER_HANDOVER_WAIT_MS / 1000 < CONTROL_CALL_TIMEOUT_S),
+        ("a rebalance check's imbalance is a share", 0 <= LEADER_IMBALANCE_PERCENT <= 100
+         and LEADER_REBALANCE_INTERVAL_S > 0),
         ("a follower's fetch of every partition fits a header, each at its longest topic name",
          REPLICA_FETCH_PARTITIONS_MAX * (TOPIC_NAME_BYTES_MAX + 1 + 6 * 8) <= HEADER_BYTES_MAX),
         ("an answer to a follower holds one partition's entries and fits a frame",

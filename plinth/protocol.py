@@ -272,6 +272,20 @@ class MoveShardRequest:
     kind: ClassVar[str] = "moveShard"
 
 
+# electLeaders' election types (Kafka's ElectionType).
+ELECTION_PREFERRED = 0    # each partition's preferred leader, after a hand-over
+ELECTION_UNCLEAN = 1      # a leader for an offline partition, among any replica
+ELECTION_TYPES = {"preferred": ELECTION_PREFERRED, "unclean": ELECTION_UNCLEAN}
+
+
+@dataclass(frozen=True, slots=True)
+class ElectLeadersRequest:
+    request_id: int
+    election_type: int            # ELECTION_PREFERRED or ELECTION_UNCLEAN
+    partitions: tuple[tuple[str, int], ...] | None   # None: every partition of every topic
+    kind: ClassVar[str] = "electLeaders"
+
+
 @dataclass(frozen=True, slots=True)
 class ReplicaFetchRequest:
     """A follower shard pulling from the partition's leader (shard to shard only)."""
@@ -326,6 +340,7 @@ Request = (ProduceRequest | FetchRequest | ListOffsetsRequest | DeleteRecordsReq
            | ListGroupsRequest | ListTopicsPageRequest | ListGroupsPageRequest
            | TopicStatsRequest | StatusRequest | AddShardsRequest | RemoveShardsRequest
            | ReplicaFetchRequest | MoveShardRequest | ReplicaFetchAllRequest
+           | ElectLeadersRequest
            | protocol_classic.ClassicJoinRequest | protocol_classic.ClassicSyncRequest
            | protocol_classic.ClassicHeartbeatRequest | protocol_classic.ClassicLeaveRequest)
 
@@ -482,6 +497,18 @@ class StatusInfo:
     node_names: dict[str, str] = field(default_factory=dict)   # node id -> name (--node)
 
 
+@dataclass(frozen=True)
+class ElectionResult:
+    """One partition's outcome of electLeaders: ``error`` None if elected, else why not
+    (ElectionNotNeededError, PreferredLeaderNotAvailableError, ...); ``leader`` its
+    leader after the request ("" offline)."""
+
+    topic: str
+    partition: int
+    leader: str
+    error: BrokerError | None = None
+
+
 @dataclass
 class ShardMove:
     """What ``plinth shards move`` did: the shard's old and new node (names), where it
@@ -521,6 +548,7 @@ class ReplyView:
     classic: protocol_classic.ClassicResult | None = None
     names_page: NamesPage | None = None          # listTopicsPage, listGroupsPage
     topic_stats: list[TopicStats] = field(default_factory=list)
+    elections: list[ElectionResult] = field(default_factory=list)   # electLeaders
 
 
 # --- Requests ---------------------------------------------------------------
@@ -704,6 +732,27 @@ def encode_move_shard(request_id: int, shard: str, node: str, *,
     return msg.to_bytes()
 
 
+def encode_elect_leaders(request_id: int, election_type: int,
+                         partitions: list[tuple[str, int]] | None) -> bytes:
+    """``partitions`` None: every partition of every topic."""
+    msg = protocol.Request.new_message(requestId=request_id)
+    body = msg.init("electLeaders")
+    body.electionType, body.all = election_type, partitions is None
+    _fill_topic_partitions(body, "partitions", set(partitions or ()))
+    return msg.to_bytes()
+
+
+def encode_elections_reply(request_id: int, results: list[ElectionResult]) -> bytes:
+    msg = protocol.Reply.new_message(requestId=request_id)
+    out = msg.init("elections", len(results))
+    for i, result in enumerate(results):
+        o = out[i]
+        o.topic, o.partition, o.leader = result.topic, result.partition, result.leader
+        if result.error is not None:
+            o.error.code, o.error.message = result.error.code_name, str(result.error)
+    return msg.to_bytes()
+
+
 def encode_shard_move_reply(request_id: int, move: ShardMove) -> bytes:
     msg = protocol.Reply.new_message(requestId=request_id)
     body = msg.init("shardMove")
@@ -819,6 +868,9 @@ _REQUEST_DECODERS = {
     "status": lambda rid, _: StatusRequest(rid),
     "addShards": lambda rid, count: AddShardsRequest(rid, count),
     "removeShards": lambda rid, count: RemoveShardsRequest(rid, count),
+    "electLeaders": lambda rid, b: ElectLeadersRequest(
+        rid, b.electionType, None if b.all else
+        tuple((t.topic, p) for t in b.partitions for p in t.partitions)),
     "moveShard": lambda rid, b: MoveShardRequest(rid, b.shard, b.node, b.allowReplicasOnOneNode,
                                                  b.acceptDataLoss, b.force),
     "replicaFetch": lambda rid, b: ReplicaFetchRequest(
@@ -1024,6 +1076,12 @@ def _reply_view(rep) -> ReplyView:
         view.shard_move = ShardMove(m.shard, m.fromNode, m.toNode, m.address,
                                     [(r.topic, r.partition) for r in m.repairing],
                                     [(r.topic, r.partition) for r in m.emptied])
+    elif view.kind == "elections":
+        view.elections = [ElectionResult(
+            e.topic, e.partition, e.leader,
+            None if str(e.error.code) == "none" else error_for_code(str(e.error.code),
+                                                                   e.error.message))
+            for e in rep.elections]
     elif view.kind == "replicaFetchAll":
         view.replica_fetch_all = [_replica_fetch_partition_result(r) for r in rep.replicaFetchAll]
     elif view.kind == "classic":

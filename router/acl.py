@@ -35,7 +35,8 @@ Resources and operations, as Kafka's (topics, groups, the cluster):
     admin      createTopic, alterTopic, deleteTopic, describeGroup, resetOffsets (which also
                describeTopic, deleteRecords (as      needs consume on every topic it resets),
                Kafka's DELETE on the topic)          deleteGroup
-    cluster    status, addShards, removeShards, moveShard: takes neither pattern (replicaFetch
+    cluster    status, addShards, removeShards, moveShard, electLeaders (as Kafka's ALTER
+               on the cluster): takes neither pattern (replicaFetch
                too, which is shard to shard: a router answers it malformed)
 
 listTopics, metadata of every topic and listGroups (and their pages) need any
@@ -216,7 +217,7 @@ def needs_of(request: protocol.Request) -> list[Need] | None:
             return [("admin", None, group)] + [("consume", t, None) for t in sorted({t for t, _ in offsets})]
         case protocol.StatusRequest() | protocol.AddShardsRequest() | protocol.RemoveShardsRequest():
             return [("cluster", None, None)]
-        case protocol.MoveShardRequest():
+        case protocol.MoveShardRequest() | protocol.ElectLeadersRequest():
             return [("cluster", None, None)]
         case protocol.ReplicaFetchRequest() | protocol.ReplicaFetchAllRequest():   # shard to shard; a router never serves it
             return [("cluster", None, None)]

@@ -89,7 +89,7 @@ class _AnswerRequest:
 # Admin requests after which the routing table has changed.
 _CHANGING_REQUESTS = (protocol.CreateTopicRequest, protocol.CreateTopicsRequest,
                       protocol.DeleteTopicRequest, protocol.AddShardsRequest, protocol.RemoveShardsRequest,
-                      protocol.MoveShardRequest)
+                      protocol.MoveShardRequest, protocol.ElectLeadersRequest)
 
 
 class AdminBridge:
@@ -281,6 +281,9 @@ class AdminBridge:
                     request.shard, request.node,
                     allow_replicas_on_one_node=request.allow_replicas_on_one_node,
                     accept_data_loss=request.accept_data_loss, force=request.force))
+            case protocol.ElectLeadersRequest(election_type=election_type, partitions=partitions):
+                return protocol.encode_elections_reply(rid, controller.elect_leaders(
+                    election_type, None if partitions is None else list(partitions)))
             case protocol.StatusRequest():
                 return protocol.encode_status_reply(rid, controller.status())
             case protocol.ListGroupsPageRequest():

@@ -68,7 +68,38 @@ struct Request {
                                              # while it has members (Kafka's DeleteGroups)
     deleteRecords @31 :DeleteRecords;        # Kafka's DeleteRecords, one partition:
                                              # answered `offsets`, see below
+    electLeaders @32 :ElectLeaders;          # Kafka's ElectLeaders: answered
+                                             # `elections`, see below
   }
+}
+
+# electLeaders (plinth topic elect-leaders, Kafka's ElectLeaders): for each
+# replicated partition asked (`all`: every one of every topic), a new leader.
+#   preferred (0): its preferred leader (the first of its replicas), if that
+#     replica answers and is in sync, after a hand-over: the leader stops taking
+#     writes until that replica holds its whole log (at most
+#     LEADER_HANDOVER_WAIT_MS), so that no acknowledged record, acks=1 included,
+#     is cut when it becomes a follower. electionNotNeeded where it leads already
+#     (and for a partition of one copy), preferredLeaderNotAvailable where it does
+#     not answer, is not in sync, or did not catch up in time.
+#   unclean (1): a leader for a partition that has none (offline), among any
+#     replica that answers, as unclean.leader.election.enable would: records may be
+#     lost. electionNotNeeded where it has a leader, eligibleLeadersNotAvailable
+#     where no replica answers.
+# Answered `elections`, one per partition asked, by topic then partition; needs the
+# cluster grant. unknownTopic / partitionOutOfRange per partition for one that is
+# not there. The controller runs it (control/controller.py, elect_leaders).
+struct ElectLeaders {
+  electionType @0 :UInt8;        # 0 preferred, 1 unclean (Kafka's ElectionType)
+  all @1 :Bool;                  # every partition of every topic; `partitions` unused
+  partitions @2 :List(TopicPartitions);
+}
+
+struct ElectionResult {
+  topic @0 :Text;
+  partition @1 :UInt32;
+  error @2 :Error;               # none: elected
+  leader @3 :Text;               # its leader after the request ("" offline)
 }
 
 # deleteRecords: no record of the partition below `offset` is served any more (its
@@ -430,6 +461,7 @@ struct Reply {
     classic @17 :ClassicResult;  # classicJoin, classicSync, classicHeartbeat, classicLeave
     namesPage @18 :NamesPage;    # listTopicsPage, listGroupsPage
     topicStats @19 :List(TopicStats);   # in the request's order
+    elections @20 :List(ElectionResult);   # electLeaders
   }
   throttleTimeMs @13 :UInt32;    # the client is over a quota: its next request
                                  # waits this long (as Kafka's throttle_time_ms)
@@ -577,6 +609,9 @@ enum ErrorCode {
   fencedInstanceId @35;          # a classic group's static member was replaced
   inconsistentGroupProtocol @36; # a group used with the other group protocol
   invalidPartitions @37;         # a partition count below the topic's, or of an internal topic
+  electionNotNeeded @38;         # electLeaders: the partition has the leader asked for
+  preferredLeaderNotAvailable @39;   # electLeaders: its preferred leader may not lead now
+  eligibleLeadersNotAvailable @40;   # electLeaders (unclean): no replica answers
 }
 
 struct ProduceResult {

@@ -22,7 +22,8 @@ from collections.abc import Iterable
 from plinth import limits, protocol, topics
 from plinth.client.admin import (NewTopic, _config_value, alter_topic_args,
                                  check_names_page_args, checked_new_topics,
-                                 checked_records_to_delete)
+                                 checked_records_to_delete, election_partitions,
+                                 election_type_code)
 from plinth.client.aio.connection import AIOConnection
 from plinth.client.connection import broker_address
 from plinth.client.fetcher import TopicPartition
@@ -134,6 +135,13 @@ class AIOAdmin:
             request_id, shard, node, allow_replicas_on_one_node=allow_replicas_on_one_node,
             accept_data_loss=accept_data_loss, force=force), retry=False)
         return view.shard_move
+
+    async def elect_leaders(self, election_type: str | int = "preferred",
+                            topic_partitions=None) -> list[protocol.ElectionResult]:
+        """Admin.elect_leaders (not retried)."""
+        return (await self._call(protocol.encode_elect_leaders,
+                                 election_type_code(election_type),
+                                 election_partitions(topic_partitions), retry=False)).elections
 
     async def status(self) -> protocol.StatusInfo:
         """Admin.status: nodes, shards and routers of the broker."""

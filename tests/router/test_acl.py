@@ -58,6 +58,7 @@ EVERY_KIND = [
     protocol.TopicStatsRequest(1, ("t",)),
     protocol.CreateTopicsRequest(1, (protocol.NewTopic("t", 1, {}),)),
     protocol.DeleteRecordsRequest(1, "t", 0, 5),
+    protocol.ElectLeadersRequest(1, protocol.ELECTION_PREFERRED, None),
 ]
 
 
@@ -177,10 +178,19 @@ def test_administering_a_group_needs_admin_on_it_and_resetting_consume_on_the_to
 def test_the_cluster_operation_covers_status_and_shards(tmp_path):
     acl = acl_from(tmp_path, {KEY: [{"operations": ["cluster"]}]})
     for request in (protocol.StatusRequest(1), protocol.AddShardsRequest(1, 1),
-                    protocol.RemoveShardsRequest(1, 1)):
+                    protocol.RemoveShardsRequest(1, 1),
+                    protocol.ElectLeadersRequest(1, protocol.ELECTION_PREFERRED, (("t", 0),))):
         acl.check(KEY, request)
     with pytest.raises(NotAuthorizedError):
         acl.check(KEY, protocol.DescribeTopicRequest(1, "orders"))
+
+
+def test_electing_leaders_needs_the_cluster_operation_even_for_a_topics_admin(tmp_path):
+    # Given a key that administers every topic but has no cluster grant
+    acl = acl_from(tmp_path, {KEY: [{"operations": ["admin"], "topics": "*"}]})
+    # Then it may not move leaders, as Kafka's ElectLeaders needs ALTER on the cluster
+    with pytest.raises(NotAuthorizedError, match="cluster"):
+        acl.check(KEY, protocol.ElectLeadersRequest(1, protocol.ELECTION_PREFERRED, (("t", 0),)))
 
 
 def test_quotas_are_read_per_key_and_star_is_every_other_keys_default(tmp_path):
