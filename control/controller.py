@@ -61,6 +61,7 @@ from typing import TypeVar
 
 from plinth import actor_logs, limits, protocol, topics
 from plinth.cluster_keys import ClusterKeys
+from plinth.control import leader_elections
 from plinth.control import leadership as leadership_rules
 from plinth.control import placement
 from plinth.control.controller_handle import ControllerHandle, StartReport
@@ -70,9 +71,11 @@ from plinth.control.nodes import Node, ray_nodes
 from plinth.control.rebalancer import Rebalancer
 from plinth.control.routing_table import RoutingTable
 from plinth.control.shard_set import ShardSet
-from plinth.errors import (BrokerError, InvalidConfigError, InvalidPartitionsError,
-                           InvalidReplicationFactorError, PartitionOutOfRangeError, RequestTimedOutError, TooManyTopicsError,
-                           TopicExistsError, UnavailableError, UnknownTopicError)
+from plinth.errors import (BrokerError, EligibleLeadersNotAvailableError, InvalidConfigError,
+                           InvalidPartitionsError, InvalidReplicationFactorError,
+                           PartitionOutOfRangeError, PreferredLeaderNotAvailableError,
+                           RequestTimedOutError, TooManyTopicsError, TopicExistsError,
+                           UnavailableError, UnknownTopicError)
 from plinth.name_pages import ALL_NAMES, NamesPage, check_page_args, merge_pages, page_of
 from plinth.shards.shard_handle import (OPENED_NEEDS_REPAIR, Leadership, PartitionId,
                                         ShardHandle, ShardOptions, TierOptions, wait_all,
@@ -145,6 +148,14 @@ class _OffsetsPlan:
     holders: list[tuple[int, set[str]]]   # each range's start offset and the shards holding it
     asks: dict[str, ShardHandle]
     placement: list[str]
+
+
+@dataclass(frozen=True)
+class _ElectionPlan:
+    answered: list[protocol.ElectionResult]    # refused, or not needed
+    elected: list[protocol.ElectionResult]     # elected at once (no leader answered)
+    hand_overs: list[leader_elections.HandOverAsk]
+    handles: dict[str, ShardHandle]            # each handing-over leader's
 
 
 def _start_shard_on_ray(options: ShardOptions) -> ShardHandle:
@@ -672,17 +683,20 @@ class Controller:
             self._records_unsent.discard(shard_id)
             self._push_records(self._records_on(shard_id), {shard_id})
 
-    def _elect(self, partitions: list[tuple[str, int]],
-               alive: set[str]) -> list[tuple[PartitionId, str]]:
+    def _elect(self, partitions: list[tuple[str, int]], alive: set[str],
+               unclean: bool | None = None) -> list[tuple[PartitionId, str]]:
         """A new leader epoch, and leader among ``alive``, for each of ``partitions``
         (control/leadership.py decides who, or none); saved, then pushed to the
-        replicas in ``alive``. Returns (partition, new leader or "") for each change."""
+        replicas in ``alive``. ``unclean``: whether any replica may lead (None: as the
+        topic's unclean.leader.election.enable says). Returns (partition, new leader
+        or "") for each change."""
         changes = []
         for name, partition in partitions:
             topic = self._metadata.topics[name]
             record = topic.leadership[partition]
             elected = leadership_rules.elect_leader(
-                record, alive, topics.unclean_leader_election(topic.config),
+                record, alive,
+                topics.unclean_leader_election(topic.config) if unclean is None else unclean,
                 min_insync=topics.min_insync_replicas(topic.config),
                 needs_repair=self._repairing.get((name, partition), ()),
                 controller_epoch=self._metadata.controller_epoch)
@@ -697,6 +711,113 @@ class Controller:
                             pid.partition, record.leader or "NONE: offline", record.leader_epoch,
                             ",".join(record.in_sync))
         return [(pid, record.leader) for pid, record in changes]
+
+    # --- Elections asked for (electLeaders; control/leader_elections.py) --------------
+
+    def elect_leaders(self, election_type: int, partitions: list[tuple[str, int]] | None
+                      ) -> list[protocol.ElectionResult]:
+        """Kafka's ElectLeaders (query thread): ``election_type`` ELECTION_PREFERRED
+        gives each replicated partition asked (None: all) back to its preferred leader,
+        handing it over first; ELECTION_UNCLEAN elects a leader for each offline one
+        among any replica that answers. One result per partition, by topic then
+        partition. MalformedRequestError for another type."""
+        leader_elections.check_election_type(election_type)
+        planned = self._on_actor_thread(self._plan_elections, election_type, partitions)
+        handed = leader_elections.hand_over(planned.hand_overs, planned.handles) \
+            if planned.hand_overs else {}
+        finished = self._on_actor_thread(self._finish_elections, planned.hand_overs, handed) \
+            if handed else []
+        return sorted(planned.answered + planned.elected + finished,
+                      key=lambda r: (r.topic, r.partition))
+
+    def _plan_elections(self, election_type: int, partitions: list[tuple[str, int]] | None
+                        ) -> _ElectionPlan:
+        """Decide each partition; elect at once those whose leader does not answer (and
+        the offline ones, for an unclean election). Actor thread."""
+        asked = leader_elections.asked_partitions(self._metadata, partitions)
+        topics_asked = self._metadata.topics
+        replicas = {s for name, p in asked
+                    if name in topics_asked and p < topics_asked[name].partitions
+                    for s in topics_asked[name].replicas_of(p)}
+        alive = self._answering(replicas)
+        decided = leader_elections.plan(self._metadata, election_type, asked, alive,
+                                        self._repairing)
+        self._elect(decided.elect_now, alive,
+                    unclean=True if election_type == protocol.ELECTION_UNCLEAN else None)
+        return _ElectionPlan(decided.answered, self._elected_now(decided.elect_now),
+                             decided.hand_overs,
+                             {a.leader: self._shards[a.leader] for a in decided.hand_overs})
+
+    def _elected_now(self, partitions: list[tuple[str, int]]) -> list[protocol.ElectionResult]:
+        results = []
+        for name, p in partitions:
+            leader = self._metadata.topics[name].leadership[p].leader
+            results.append(protocol.ElectionResult(name, p, leader, None if leader else
+                                                   EligibleLeadersNotAvailableError(
+                f"{name}-{p}: no replica that may lead answers; it stays offline")))
+        return results
+
+    def _finish_elections(self, asks: list[leader_elections.HandOverAsk],
+                          handed: dict[PartitionId, BrokerError | None]
+                          ) -> list[protocol.ElectionResult]:
+        """The preferred leader leads each partition handed over whose record did not
+        change meanwhile (saved, then pushed); the others take writes again. Actor
+        thread."""
+        results, changes, given_up = [], [], []
+        for ask in asks:
+            error = handed[ask.pid] or self._changed_since(ask)
+            topic = self._metadata.topics.get(ask.pid.topic)
+            record = topic.leadership.get(ask.pid.partition) if topic is not None else None
+            if error is None:
+                record = topic.leadership[ask.pid.partition] = leadership_rules.elect_preferred(
+                    record, controller_epoch=self._metadata.controller_epoch)
+                changes.append((ask.pid, record))
+            else:
+                given_up.append(ask)
+            results.append(protocol.ElectionResult(ask.pid.topic, ask.pid.partition,
+                                                   record.leader if record else "", error))
+        if changes:
+            self._save()   # before any shard or router hears of the new leaders
+            self._push_records(changes, set(self._shards.addresses))
+            for pid, record in changes:
+                log.warning("%s-%d: its preferred leader %s leads it again (leader epoch %d)",
+                            pid.topic, pid.partition, record.leader, record.leader_epoch)
+        self._end_hand_overs(given_up)
+        return results
+
+    def _changed_since(self, ask: leader_elections.HandOverAsk) -> BrokerError | None:
+        """Why the partition's preferred leader may not take it now that it was handed
+        over: its record changed meanwhile (a failover, an in-sync change), or it is
+        gone."""
+        topic = self._metadata.topics.get(ask.pid.topic)
+        record = topic.leadership.get(ask.pid.partition) if topic is not None else None
+        if record is None:
+            return UnknownTopicError(f"topic {ask.pid.topic!r} was deleted during the election")
+        if (record.leader_epoch, record.partition_epoch) != (ask.leader_epoch,
+                                                             ask.partition_epoch):
+            return PreferredLeaderNotAvailableError(
+                f"{ask.pid.topic}-{ask.pid.partition} changed during its hand-over (leader "
+                f"{record.leader} in leader epoch {record.leader_epoch}, partition epoch "
+                f"{record.partition_epoch}); run the election again")
+        return leadership_rules.preferred_refusal(
+            record, set(record.replicas) - self._silent,
+            needs_repair=self._repairing.get((ask.pid.topic, ask.pid.partition), ()),
+            where=f"{ask.pid.topic}-{ask.pid.partition}")
+
+    def _end_hand_overs(self, asks: list[leader_elections.HandOverAsk]) -> None:
+        """Their leaders take writes again (not waited for long: one that does not
+        answer takes them again after LEADER_HANDOVER_FENCE_MS)."""
+        by_leader: dict[str, list[PartitionId]] = {}
+        for ask in asks:
+            if ask.leader in self._shards:
+                by_leader.setdefault(ask.leader, []).append(ask.pid)
+        for shard_id, outcome in wait_all({s: self._shards[s].end_hand_over(pids)
+                                           for s, pids in by_leader.items()},
+                                          limits.LEADER_PING_TIMEOUT_S).items():
+            if isinstance(outcome, BrokerError):
+                log.warning("%s did not take back writes after a hand-over that did not "
+                            "finish (%s); it does after %d ms", shard_id, outcome,
+                            limits.LEADER_HANDOVER_FENCE_MS)
 
     def _answering(self, shard_ids: set[str]) -> set[str]:
         """Those of ``shard_ids`` that may lead: alive by Ray, and not silent for

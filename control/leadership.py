@@ -14,6 +14,9 @@ leader). They do no I/O; the controller's thread calls them (any thread may).
 - ``elect_leader``: a new leader when the old one is lost: the first alive
   in-sync replica, else the first alive eligible one (KIP-966), else none
   (offline) unless unclean election is allowed.
+- ``preferred_refusal`` and ``elect_preferred``: a preferred-leader election
+  (electLeaders): whether the first replica may lead now, and the record where
+  it does, once its leader has handed the partition over (it holds the whole log).
 - ``mark_needs_repair``: a replica came back without all it held: out of the
   in-sync and eligible sets at once.
 
@@ -34,7 +37,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import replace
 
-from plinth.errors import FencedLeaderEpochError, NotLeaderError
+from plinth.errors import (BrokerError, ElectionNotNeededError, FencedLeaderEpochError,
+                           NotLeaderError, PreferredLeaderNotAvailableError)
 from plinth.shards.shard_handle import Leadership
 
 
@@ -132,6 +136,38 @@ def elect_leader(current: Leadership, alive: Collection[str], unclean: bool, *,
                             (set(current.eligible) | newly_eligible) - set(in_sync) - repairing)
     return _changed(current, controller_epoch, leader=leader, bump_leader=True,
                     in_sync=in_sync, eligible=eligible)
+
+
+def preferred_refusal(current: Leadership, alive: Collection[str], *,
+                      needs_repair: Collection[str] = (), where: str = "the partition"
+                      ) -> BrokerError | None:
+    """Why ``current``'s preferred leader (its first replica) may not be elected now,
+    or None: ElectionNotNeededError where it leads already,
+    PreferredLeaderNotAvailableError where it does not answer, needs repair, or is
+    not in sync (it may lack acknowledged records). ``where`` names the partition."""
+    preferred = current.replicas[0]
+    if current.leader == preferred:
+        return ElectionNotNeededError(f"{where}: its preferred leader {preferred} leads it "
+                                      f"already (leader epoch {current.leader_epoch})")
+    reason = ("does not answer" if preferred not in alive
+              else "needs repair" if preferred in needs_repair
+              else f"is not in sync (in sync: {', '.join(current.in_sync) or 'none'})"
+              if preferred not in current.in_sync else "")
+    if reason:
+        return PreferredLeaderNotAvailableError(f"{where}: its preferred leader {preferred} "
+                                                f"{reason}; {current.leader or 'none'} leads it")
+    return None
+
+
+def elect_preferred(current: Leadership, *, controller_epoch: int | None = None) -> Leadership:
+    """The record where ``current``'s preferred leader leads, in a new leader epoch, the
+    in-sync set unchanged. The caller checked ``preferred_refusal`` and, where a
+    leader was alive, that it handed the partition over (the preferred replica holds
+    its whole log, so the old leader, now a follower, cuts nothing)."""
+    preferred = current.replicas[0]
+    assert preferred in current.in_sync and preferred != current.leader, \
+        f"elect_preferred: {preferred} cannot take {current}"
+    return _changed(current, controller_epoch, leader=preferred, bump_leader=True)
 
 
 def mark_needs_repair(current: Leadership, replica_id: str, *,

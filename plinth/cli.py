@@ -16,7 +16,7 @@ import click
 
 from plinth import limits, topics
 from plinth.cli_groups import admin_for as _admin, echo_pages, group_cli
-from plinth.errors import PlinthError
+from plinth.errors import ElectionNotNeededError, PlinthError
 
 
 
@@ -613,6 +613,42 @@ def topic_delete_records(ctx, name, partition, before_offset):
         low_watermarks = admin.delete_records({(name, partition): before_offset})
     click.echo(f"{name}-{partition}: log start offset (low watermark) now "
                f"{low_watermarks[(name, partition)]}")
+
+
+@topic.command("elect-leaders")
+@click.argument("name", required=False)
+@click.option("--partition", "partitions", type=click.IntRange(0), multiple=True,
+              help="Only this partition of NAME (repeatable); default: all of NAME's.")
+@click.option("--election-type", type=click.Choice(["preferred", "unclean"]),
+              default="preferred", show_default=True,
+              help="preferred: each partition's first replica leads it again, once it holds "
+                   "its leader's whole log; unclean: an offline partition gets any replica "
+                   "that answers as leader (records may be lost).")
+@click.pass_context
+def topic_elect_leaders(ctx, name, partitions, election_type):
+    """Elect leaders (Kafka's kafka-leader-election.sh): of NAME's partitions, or of
+    every replicated partition without NAME. Prints each partition's outcome; exit
+    status 1 if one was neither elected nor already led as asked."""
+    if partitions and name is None:
+        raise click.BadParameter("--partition needs a topic NAME", param_hint="--partition")
+    with _admin(ctx) as admin:
+        asked = None if name is None else [(name, p) for p in partitions] or \
+            [(name, p) for p in range(admin.describe_topic(name).partitions)]
+        results = admin.elect_leaders(election_type, asked)
+    failed = 0
+    for r in results:
+        if r.error is None:
+            click.echo(f"{r.topic}-{r.partition}: {r.leader} leads it now")
+        elif isinstance(r.error, ElectionNotNeededError):
+            click.echo(f"{r.topic}-{r.partition}: no election needed: {r.error}")
+        else:
+            failed += 1
+            click.echo(f"{r.topic}-{r.partition}: not elected: {type(r.error).__name__}: "
+                       f"{r.error}", err=True)
+    if not results:
+        click.echo("no replicated partition to elect a leader for")
+    if failed:
+        sys.exit(1)
 
 
 # --- produce / consume -----------------------------------------------------------

@@ -24,11 +24,12 @@ from pathlib import Path
 
 from plinth import actor_logs, limits, protocol
 from plinth.cluster_keys import ClusterKeys
+from plinth.errors import BrokerError
 from plinth.name_pages import NamesPage
 from plinth.process_tuning import tune_data_path_process
 from plinth.shards.partition_log import LogConfig
-from plinth.shards.shard_calls import (ControllerAnnouncements, GroupStates, Leadership,
-                                       PartitionId, PartitionSpec, SealedPartition,
+from plinth.shards.shard_calls import (ControllerAnnouncements, GroupStates, HandOverState,
+                                       Leadership, PartitionId, PartitionSpec, SealedPartition,
                                        TieredState, TierOptions)
 from plinth.shards.shard_manifest import MANIFEST_FILE, ShardManifest
 from plinth.shards.shard_server import ShardServer
@@ -172,6 +173,24 @@ class ShardActor:
         self._manifest.set_config(partitions, config)
         self._manifest.save(self._manifest_path)
         return len(partitions)
+
+    def hand_over(self, partitions: list[PartitionId], to_shards: list[str]) -> list[HandOverState]:
+        """Hand each partition, led here, over to its preferred leader in ``to_shards``
+        (ShardServer.hand_over): each one's state, its error in it."""
+        states = []
+        for pid, to_shard in zip(partitions, to_shards, strict=True):
+            try:
+                complete, end_offset = self._server.call(self._server.hand_over, pid.topic,
+                                                         pid.partition, to_shard)
+                states.append(HandOverState(pid.topic, pid.partition, complete, end_offset))
+            except BrokerError as exc:
+                states.append(HandOverState(pid.topic, pid.partition, False, -1, exc))
+        return states
+
+    def end_hand_over(self, partitions: list[PartitionId]) -> None:
+        """The controller gave up handing these partitions over: they take writes again."""
+        for pid in partitions:
+            self._server.call(self._server.end_hand_over, pid.topic, pid.partition)
 
     def delete_partitions(self, partitions: list[PartitionId], keep_remote: bool = False) -> int:
         """Forget the partitions, then delete their logs; returns how many were open.

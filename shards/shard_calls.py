@@ -228,6 +228,20 @@ class SealedPartition:
 
 
 @dataclass(frozen=True)
+class HandOverState:
+    """A led partition being handed over to its preferred leader (a preferred-leader
+    election): ``complete`` once that replica holds everything up to ``end_offset``,
+    the leader's log end; ``error`` why it cannot be handed over (not led there, the
+    replica not in sync), and then the rest means nothing."""
+
+    topic: str
+    partition: int
+    complete: bool
+    end_offset: int
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
 class TieredState:
     """What a shard holding a sealed copy of a partition says of it for retirement
     (ShardHandle.tiered_sealed; issue 14, a removed shard retires once its ranges

@@ -36,11 +36,11 @@ from plinth.name_pages import NamesPage, check_page_args
 from plinth.shards.actor import ShardActor
 from plinth.shards.shard_calls import (OPENED_CREATED_EMPTY, OPENED_NEEDS_REPAIR,
                                        OPENED_RECOVERED_WHOLE, ControllerAnnouncements,
-                                       GroupStates, Leadership, PartitionId, PartitionSpec,
-                                       SealedPartition, TieredState, TierOptions)
+                                       GroupStates, HandOverState, Leadership, PartitionId,
+                                       PartitionSpec, SealedPartition, TieredState, TierOptions)
 
 __all__ = ["OPENED_CREATED_EMPTY", "OPENED_NEEDS_REPAIR", "OPENED_RECOVERED_WHOLE",
-           "ControllerAnnouncements", "GroupStates", "Leadership", "PartitionId", "PartitionSpec",
+           "ControllerAnnouncements", "GroupStates", "HandOverState", "Leadership", "PartitionId", "PartitionSpec",
            "PendingCall", "SealedPartition", "ShardHandle", "ShardOptions", "TierOptions",
            "TieredState", "wait_all", "wait_all_or_raise"]
 
@@ -261,6 +261,22 @@ class ShardHandle:
         for pid in pids:
             PartitionSpec(pid.topic, pid.partition, config).check()
         return self._start(ShardActor.alter_partitions, pids, dict(config))
+
+    def hand_over(self, partitions: Sequence[PartitionId],
+                  to_shards: Sequence[str]) -> PendingCall[list[HandOverState]]:
+        """Hand each partition, led by this shard, over to the shard at the same place
+        in ``to_shards`` (a preferred-leader election): it refuses produces from now
+        on; each state says whether that shard holds its whole log yet (ask again
+        until it does, then give it the lead; ``end_hand_over`` to give up)."""
+        pids = _partition_ids(partitions, "hand_over")
+        if len(to_shards) != len(pids) or not all(isinstance(s, str) and s for s in to_shards):
+            raise ValueError(f"hand_over: shards {to_shards!r} are not one shard id per "
+                             f"partition of {len(pids)}")
+        return self._start(ShardActor.hand_over, pids, list(to_shards))
+
+    def end_hand_over(self, partitions: Sequence[PartitionId]) -> PendingCall[None]:
+        """Give up handing these partitions over: they take writes again."""
+        return self._start(ShardActor.end_hand_over, _partition_ids(partitions, "end_hand_over"))
 
     def delete_partitions(self, partitions: Sequence[PartitionId],
                           keep_remote: bool = False) -> PendingCall[int]:

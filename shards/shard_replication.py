@@ -35,6 +35,17 @@ end, a follower once it holds the range to the leader's seal offset) and
 serves reads of the range with no leader. A shard also in the new set gets
 the new record and a role again.
 
+Hand-overs (``hand_over``). A preferred-leader election (the controller's
+elect_leaders) first asks the leader to hand the partition over: it refuses
+produces (NotLeaderError, retriable) while its log end is made durable and the
+preferred replica fetches the rest; the controller asks again until that replica's
+last fetch offset reaches the log end, then gives the partition a new leader
+epoch with the preferred replica leading. So this leader, now a follower, cuts
+nothing, and no acknowledged record (acks=1 included) is lost. The refusal holds
+for the leader epoch it was asked in: the new record ends it (this shard no longer
+leads), ``end_hand_over`` ends it when the controller gives up, and
+LEADER_HANDOVER_FENCE_MS ends it when the controller died meanwhile.
+
 In-sync changes. Every REPLICA_LAG_CHECK_INTERVAL_MS the leaders' state
 machines may want a follower out of (or back in) the in-sync set; each such
 change is a compare-and-set at the controller (``alter_in_sync``), asked from
@@ -56,7 +67,8 @@ import zmq
 
 from plinth import limits, protocol
 from plinth.cluster_keys import ClusterKeys
-from plinth.errors import BrokerError, NotLeaderError, TooManyRequestsError
+from plinth.errors import (BrokerError, NotLeaderError, PreferredLeaderNotAvailableError,
+                           TooManyRequestsError)
 from plinth.shards.fetch_purgatory import FetchPurgatory
 from plinth.shards.group_commit import GroupCommit
 from plinth.shards.partition import Partition
@@ -71,6 +83,16 @@ log = logging.getLogger(__name__)
 NOT_SERVED = "not served"
 
 Key = tuple[str, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class HandOver:
+    """A led partition's hand-over to ``to_shard``, asked in ``leader_epoch``: produces
+    are refused until ``until_s`` (monotonic) while this shard leads in that epoch."""
+
+    to_shard: str
+    leader_epoch: int
+    until_s: float
 
 
 class ShardReplication:
@@ -107,6 +129,8 @@ class ShardReplication:
             1, thread_name_prefix=f"{shard_id}-in-sync")
         self._in_sync_pending: set[Key] = set()
         self._next_lag_check_s = 0.0
+        # Partitions handed over: (to whom, in which leader epoch, refused until when).
+        self._handing_over: dict[Key, HandOver] = {}
 
     def start(self, context: zmq.Context, poller: zmq.Poller,
               cluster_keys: ClusterKeys | None) -> None:
@@ -186,6 +210,7 @@ class ShardReplication:
         self._fetcher.unfollow(part.key)
         self.roles.pop(part.key, None)
         self._leadership.pop(part.key, None)
+        self._handing_over.pop(part.key, None)
 
     def seal(self, part: Partition, error: BrokerError) -> None:
         """``part``'s range here is sealed (its writes moved to another replica set): it
@@ -242,8 +267,10 @@ class ShardReplication:
 
     def check_produce(self, part: Partition, role, acks: int) -> Led:
         """The Led of a replicated partition a produce may append to; NotLeaderError if
-        it is not led here, NotEnoughReplicasError or TooManyRequestsError for an
-        acks="all" one that cannot be acknowledged now."""
+        it is not led here (or is being handed over), NotEnoughReplicasError or
+        TooManyRequestsError for an acks="all" one that cannot be acknowledged now."""
+        if self._handing_over and type(role) is Led:
+            self._check_not_handing_over(part, role)
         if type(role) is not Led:
             leadership = self._leadership[part.key]
             if leadership.leader == self.shard_id:
@@ -262,6 +289,46 @@ class ShardReplication:
                     f"{self.shard_id}: {limits.ACKS_ALL_PENDING_MAX} acks=\"all\" produces "
                     f"wait for their replicas already; retry")
         return role
+
+    # --- Hand-overs (a preferred-leader election) ---------------------------------------
+
+    def hand_over(self, part: Partition, to_shard: str, now_s: float) -> None:
+        """Refuse produces of ``part``, led here, until it has a new leader (at most
+        LEADER_HANDOVER_FENCE_MS from now), for a hand-over to ``to_shard``.
+        NotLeaderError where it is not led here; PreferredLeaderNotAvailableError
+        where ``to_shard`` is not an in-sync follower."""
+        led = self.roles.get(part.key)
+        if type(led) is not Led:
+            raise NotLeaderError(f"{part.name}: {self.shard_id} does not lead it; it cannot "
+                                 f"hand it over to {to_shard}")
+        if to_shard not in led.leadership.in_sync or to_shard == self.shard_id:
+            raise PreferredLeaderNotAvailableError(
+                f"{part.name}: {to_shard} is not an in-sync follower of its leader "
+                f"{self.shard_id} (in sync: {', '.join(led.leadership.in_sync)})")
+        self._handing_over[part.key] = HandOver(
+            to_shard, led.leader_epoch, now_s + limits.LEADER_HANDOVER_FENCE_MS / 1000)
+
+    def holds_log_end(self, part: Partition, follower: str) -> bool:
+        """Whether ``follower``'s last fetch of ``part``, led here, asked from its log
+        end on: it holds the whole log, durably."""
+        led = self.roles.get(part.key)
+        return type(led) is Led and led.fetch_offsets.get(follower, -1) >= part.log.end_offset
+
+    def end_hand_over(self, part: Partition) -> None:
+        """The controller gave up handing ``part`` over: it takes produces again."""
+        if self._handing_over.pop(part.key, None) is not None:
+            log.warning("%s: takes writes for %s again (its hand-over did not finish)",
+                        self.shard_id, part.name)
+
+    def _check_not_handing_over(self, part: Partition, led: Led) -> None:
+        handing = self._handing_over.get(part.key)
+        if handing is None:
+            return
+        if handing.leader_epoch != led.leader_epoch or time.monotonic() >= handing.until_s:
+            del self._handing_over[part.key]   # led again in a newer epoch, or given up
+            return
+        raise NotLeaderError(f"{part.name}: {self.shard_id} hands its leadership over to "
+                             f"{handing.to_shard}; retry")
 
     def serve(self, envelope: list, request: protocol.ReplicaFetchRequest,
               received_s: float) -> None:

@@ -457,6 +457,27 @@ class ShardServer:
         self._seal(part)
         return end_offset, part.producers.snapshot(), True
 
+    def hand_over(self, topic: str, partition: int, to_shard: str) -> tuple[bool, int]:
+        """Hand a partition led here over to its in-sync follower ``to_shard`` (a
+        preferred-leader election): produces are refused from now on, everything
+        appended is made durable, and the answer says whether ``to_shard`` holds it
+        all, with the log end offset; the controller asks again until it does, then
+        makes ``to_shard`` the leader (shard_replication.py, "Hand-overs"). Loop
+        thread."""
+        part = self._require(topic, partition)
+        if part.sealed:
+            raise UnavailableError(f"{part.name} moved away from {self.shard_id}; retry")
+        self._replication.hand_over(part, to_shard, time.monotonic())   # refuses from now on
+        self._group_commit.commit(force_flush=True)
+        return self._replication.holds_log_end(part, to_shard), part.log.end_offset
+
+    def end_hand_over(self, topic: str, partition: int) -> None:
+        """The controller gave up handing a partition over: it takes writes again. Loop
+        thread."""
+        part = self._partitions.get((topic, partition))
+        if part is not None:
+            self._replication.end_hand_over(part)
+
     def _seal(self, part: Partition) -> None:
         part.sealed = True
         if part.log.config.remote_storage_enable:

@@ -1,10 +1,13 @@
 """The controller's changes to a partition's leadership record (control/leadership.py)."""
 
+import re
+
 import pytest
 
-from plinth.control.leadership import (alter_in_sync, elect_leader, initial_leadership,
-                                      mark_needs_repair)
-from plinth.errors import FencedLeaderEpochError, NotLeaderError
+from plinth.control.leadership import (alter_in_sync, elect_leader, elect_preferred,
+                                      initial_leadership, mark_needs_repair, preferred_refusal)
+from plinth.errors import (ElectionNotNeededError, FencedLeaderEpochError, NotLeaderError,
+                           PreferredLeaderNotAvailableError)
 from plinth.shards.shard_handle import Leadership
 
 ALL = ("a", "b", "c")
@@ -171,3 +174,32 @@ def test_a_leader_that_lost_data_leaves_the_partition_without_a_leader_until_an_
     new = mark_needs_repair(record(), "a")
     assert (new.leader, new.leader_epoch, new.in_sync) == ("", 4, ("b", "c"))
     assert elect_leader(new, {"a", "b", "c"}, unclean=False, needs_repair={"a"}).leader == "b"
+
+
+# --- preferred_refusal and elect_preferred: an election asked for ------------------------
+
+def test_the_preferred_leader_takes_the_lead_in_a_new_epoch_with_the_same_in_sync_set():
+    moved = record(leader="b", in_sync=("a", "b"), eligible=("c",))
+    assert preferred_refusal(moved, alive=ALL) is None
+    after = elect_preferred(moved)
+    assert (after.leader, after.leader_epoch, after.partition_epoch) == ("a", 4, 8)
+    assert (after.in_sync, after.eligible) == (("a", "b"), ("c",))
+
+
+@pytest.mark.parametrize("moved,alive,repairing,error,reason", [
+    (record(leader="a"), ALL, (), ElectionNotNeededError, "a leads it already"),
+    (record(leader="b"), ("b", "c"), (), PreferredLeaderNotAvailableError, "a does not answer"),
+    (record(leader="b"), ALL, ("a",), PreferredLeaderNotAvailableError, "a needs repair"),
+    (record(leader="b", in_sync=("b", "c")), ALL, (), PreferredLeaderNotAvailableError,
+     "a is not in sync .in sync: b, c."),
+])
+def test_a_preferred_leader_that_may_not_lead_now_is_refused_saying_why(moved, alive, repairing,
+                                                                       error, reason):
+    refusal = preferred_refusal(moved, alive, needs_repair=repairing, where="t-0")
+    assert isinstance(refusal, error)
+    assert re.search(f"t-0: its preferred leader {reason}", str(refusal))
+
+
+def test_electing_a_preferred_leader_out_of_sync_is_a_programmer_error():
+    with pytest.raises(AssertionError, match="cannot take"):
+        elect_preferred(record(leader="b", in_sync=("b", "c")))
