@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -64,7 +65,7 @@ from plinth.cluster_keys import ClusterKeys
 from plinth.control import leader_elections
 from plinth.control import leadership as leadership_rules
 from plinth.control import placement
-from plinth.control.controller_handle import ControllerHandle, StartReport
+from plinth.control.controller_handle import QUERY_GROUP, ControllerHandle, StartReport
 from plinth.control.leader_lease import LeaderLease
 from plinth.control.metadata import METADATA_FILE, BrokerMetadata, TopicMetadata
 from plinth.control.nodes import Node, ray_nodes
@@ -230,7 +231,8 @@ class Controller:
                  default_replication_factor: int | None = None,
                  allow_replicas_on_one_node: bool = False,
                  offsets_replication_factor: int | None = None,
-                 direct_clients: bool = False, tier: TierOptions = TierOptions()):
+                 direct_clients: bool = False, tier: TierOptions = TierOptions(),
+                 auto_leader_rebalance: bool = True):
         """``cluster_keys``: the shards' sockets admit only cluster members (the
         server's; None only in tests, whose shards listen on loopback).
         ``direct_clients``: every shard also takes clients' produce and fetch on a
@@ -247,7 +249,8 @@ class Controller:
         (the internal topic; None: the default factor; 1: not replicated).
         ``tier``: the server's --tier-url and --tier-cache-bytes, given to every shard;
         without a URL, remote.storage.enable=true is refused (``start`` too refuses a
-        broker whose topics have it)."""
+        broker whose topics have it). ``auto_leader_rebalance``: every
+        LEADER_REBALANCE_INTERVAL_S a leader check starts ``rebalance_leaders``."""
         actor_logs.configure(Path(data_dir), "controller")
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -260,6 +263,8 @@ class Controller:
         self._default_replication_factor = default_replication_factor
         self._allow_replicas_on_one_node = allow_replicas_on_one_node
         self._offsets_replication_factor = offsets_replication_factor
+        self._auto_leader_rebalance = auto_leader_rebalance
+        self._next_rebalance_s = time.monotonic() + limits.LEADER_REBALANCE_INTERVAL_S
         self._new_controller_epoch()
         self._shards = ShardSet(self.data_dir, fsync_policy, fsync_interval_ms,
                                 start_shard=start_shard, nodes=nodes,
@@ -666,7 +671,39 @@ class Controller:
                 if self._metadata.topics[name].leadership[p].leader not in alive]
         changes = self._elect(lost, alive) if lost else []
         self._resend_records(alive)
+        if self._auto_leader_rebalance and time.monotonic() >= self._next_rebalance_s:
+            self._next_rebalance_s = time.monotonic() + limits.LEADER_REBALANCE_INTERVAL_S
+            self._start_rebalance()
         return changes
+
+    def _start_rebalance(self) -> None:
+        """Start ``rebalance_leaders`` on a query thread, not waited for (it waits for
+        hand-overs); in process (the unit tests), run it now."""
+        actor = _this_actor()
+        if actor is None:
+            self.rebalance_leaders()
+        else:
+            actor.rebalance_leaders.options(concurrency_group=QUERY_GROUP).remote()
+
+    def rebalance_leaders(self) -> list[protocol.ElectionResult]:
+        """Kafka's auto leader rebalance (query thread): a preferred election of the
+        partitions led away from their preferred leader, where more than
+        LEADER_IMBALANCE_PERCENT of a shard's preferred partitions are
+        (control/leader_elections.py, ``imbalanced``). Logs and returns the results."""
+        wanted = self._on_actor_thread(self._plan_rebalance)
+        if not wanted:
+            return []
+        results = self.elect_leaders(protocol.ELECTION_PREFERRED, wanted)
+        moved = [r for r in results if r.error is None]
+        log.info("leader rebalance: %d of %d partitions led by their preferred leader again",
+                 len(moved), len(results))
+        for r in results:
+            if r.error is not None:
+                log.warning("leader rebalance: %s", r.error)
+        return results
+
+    def _plan_rebalance(self) -> list[tuple[str, int]]:
+        return leader_elections.imbalanced(self._metadata, limits.LEADER_IMBALANCE_PERCENT)
 
     def _resend_records(self, alive: set[str]) -> None:
         """Push the peers' addresses again to each shard that missed them, reopen the

@@ -95,6 +95,7 @@ class ControllerHandle:
                cluster_keys: ClusterKeys | None = None, *,
                default_replication_factor: int | None = None,
                allow_replicas_on_one_node: bool = False,
+               auto_leader_rebalance: bool = True,
                offsets_replication_factor: int | None = None,
                direct_clients: bool = False,
                tier: TierOptions = TierOptions()) -> "ControllerHandle":
@@ -114,6 +115,7 @@ class ControllerHandle:
         ).remote(data_dir, shard_count, fsync_policy, fsync_interval_ms,
                  cluster_keys=cluster_keys, default_replication_factor=default_replication_factor,
                  allow_replicas_on_one_node=allow_replicas_on_one_node,
+                 auto_leader_rebalance=auto_leader_rebalance,
                  offsets_replication_factor=offsets_replication_factor,
                  direct_clients=direct_clients, tier=tier)
         return cls(actor)

@@ -151,6 +151,23 @@ def _plan_preferred(decided: ElectionPlan, name: str, partition: int, record,
                                               record.partition_epoch))
 
 
+def imbalanced(metadata: BrokerMetadata, percent_max: int) -> list[tuple[str, int]]:
+    """The partitions an auto leader rebalance elects (Kafka's
+    leader.imbalance.per.broker.percentage): of each shard that more than
+    ``percent_max`` % of its preferred partitions are led away from, those whose
+    preferred leader (it) is in sync; by topic then partition."""
+    preferred_of: dict[str, list[tuple[str, int, object]]] = {}
+    for name, topic in metadata.topics.items():
+        for partition, record in topic.leadership.items():
+            preferred_of.setdefault(record.replicas[0], []).append((name, partition, record))
+    wanted = []
+    for shard_id, its in preferred_of.items():
+        led_away = [(name, p, r) for name, p, r in its if r.leader != shard_id]
+        if len(led_away) * 100 > percent_max * len(its):
+            wanted += [(name, p) for name, p, r in led_away if shard_id in r.in_sync]
+    return sorted(wanted)
+
+
 def hand_over(asks: list[HandOverAsk], handles: dict[str, ShardHandle], *,
               clock_s: Callable[[], float] = time.monotonic,
               sleep_s: Callable[[float], None] = time.sleep) -> dict[PartitionId, BrokerError | None]:
