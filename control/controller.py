@@ -232,7 +232,7 @@ class Controller:
                  allow_replicas_on_one_node: bool = False,
                  offsets_replication_factor: int | None = None,
                  direct_clients: bool = False, tier: TierOptions = TierOptions(),
-                 auto_leader_rebalance: bool = True):
+                 leader_rebalance_interval_s: float | None = limits.LEADER_REBALANCE_INTERVAL_S):
         """``cluster_keys``: the shards' sockets admit only cluster members (the
         server's; None only in tests, whose shards listen on loopback).
         ``direct_clients``: every shard also takes clients' produce and fetch on a
@@ -249,8 +249,9 @@ class Controller:
         (the internal topic; None: the default factor; 1: not replicated).
         ``tier``: the server's --tier-url and --tier-cache-bytes, given to every shard;
         without a URL, remote.storage.enable=true is refused (``start`` too refuses a
-        broker whose topics have it). ``auto_leader_rebalance``: every
-        LEADER_REBALANCE_INTERVAL_S a leader check starts ``rebalance_leaders``."""
+        broker whose topics have it). ``leader_rebalance_interval_s``: a leader
+        check this long after the last one that did starts ``rebalance_leaders``
+        (None: never; Kafka's auto.leader.rebalance.enable=false)."""
         actor_logs.configure(Path(data_dir), "controller")
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -263,8 +264,8 @@ class Controller:
         self._default_replication_factor = default_replication_factor
         self._allow_replicas_on_one_node = allow_replicas_on_one_node
         self._offsets_replication_factor = offsets_replication_factor
-        self._auto_leader_rebalance = auto_leader_rebalance
-        self._next_rebalance_s = time.monotonic() + limits.LEADER_REBALANCE_INTERVAL_S
+        self._rebalance_interval_s = leader_rebalance_interval_s
+        self._next_rebalance_s = time.monotonic() + (leader_rebalance_interval_s or 0.0)
         self._new_controller_epoch()
         self._shards = ShardSet(self.data_dir, fsync_policy, fsync_interval_ms,
                                 start_shard=start_shard, nodes=nodes,
@@ -671,8 +672,8 @@ class Controller:
                 if self._metadata.topics[name].leadership[p].leader not in alive]
         changes = self._elect(lost, alive) if lost else []
         self._resend_records(alive)
-        if self._auto_leader_rebalance and time.monotonic() >= self._next_rebalance_s:
-            self._next_rebalance_s = time.monotonic() + limits.LEADER_REBALANCE_INTERVAL_S
+        if self._rebalance_interval_s is not None and time.monotonic() >= self._next_rebalance_s:
+            self._next_rebalance_s = time.monotonic() + self._rebalance_interval_s
             self._start_rebalance()
         return changes
 

@@ -95,7 +95,7 @@ class ControllerHandle:
                cluster_keys: ClusterKeys | None = None, *,
                default_replication_factor: int | None = None,
                allow_replicas_on_one_node: bool = False,
-               auto_leader_rebalance: bool = True,
+               leader_rebalance_interval_s: float | None = limits.LEADER_REBALANCE_INTERVAL_S,
                offsets_replication_factor: int | None = None,
                direct_clients: bool = False,
                tier: TierOptions = TierOptions()) -> "ControllerHandle":
@@ -115,7 +115,7 @@ class ControllerHandle:
         ).remote(data_dir, shard_count, fsync_policy, fsync_interval_ms,
                  cluster_keys=cluster_keys, default_replication_factor=default_replication_factor,
                  allow_replicas_on_one_node=allow_replicas_on_one_node,
-                 auto_leader_rebalance=auto_leader_rebalance,
+                 leader_rebalance_interval_s=leader_rebalance_interval_s,
                  offsets_replication_factor=offsets_replication_factor,
                  direct_clients=direct_clients, tier=tier)
         return cls(actor)

@@ -132,9 +132,13 @@ def _kafka_listener_options(command):
                    "node: for testing on one machine).")
 @click.option("--auto-leader-rebalance/--no-auto-leader-rebalance", default=True,
               show_default=True,
-              help="Every 300 s, give partitions back to their preferred leaders (handed over: "
-                   "nothing acknowledged is cut) where more than 10% of a shard's are led "
-                   "elsewhere (Kafka's auto.leader.rebalance.enable).")
+              help="Give partitions back to their preferred leaders (handed over: nothing "
+                   "acknowledged is cut) where more than 10% of a shard's are led elsewhere "
+                   "(Kafka's auto.leader.rebalance.enable).")
+@click.option("--leader-imbalance-check-interval-s", type=click.FloatRange(1, 86_400),
+              default=limits.LEADER_REBALANCE_INTERVAL_S, show_default=True,
+              help="How often the auto leader rebalance looks (Kafka's "
+                   "leader.imbalance.check.interval.seconds).")
 @click.option("--offsets-replication-factor", type=int, default=None,
               help="Copies of the consumer groups' committed offsets (Kafka's "
                    "offsets.topic.replication.factor; default: the default replication factor).")
@@ -162,7 +166,8 @@ def _kafka_listener_options(command):
 def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms,
           curve_secret_key, authorized_keys, acl_file, allow_insecure, cluster_name,
           metrics_port, metrics_host, internal_hop, default_replication_factor,
-          allow_replicas_on_one_node, auto_leader_rebalance, offsets_replication_factor,
+          allow_replicas_on_one_node, auto_leader_rebalance, leader_imbalance_check_interval_s,
+          offsets_replication_factor,
           direct_clients, tier_url, tier_cache_bytes, kafka_listen, kafka_advertised, kafka_auto_create_topics,
           kafka_tls_cert, kafka_tls_key, kafka_sasl_users, console_listen):
     """Run the broker until SIGTERM or Ctrl-C."""
@@ -178,6 +183,7 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
                            default_replication_factor=default_replication_factor,
                            allow_replicas_on_one_node=allow_replicas_on_one_node,
                            auto_leader_rebalance=auto_leader_rebalance,
+                           leader_imbalance_check_interval_s=leader_imbalance_check_interval_s,
                            offsets_replication_factor=offsets_replication_factor,
                            direct_clients=direct_clients, tier_url=tier_url,
                            tier_cache_bytes=tier_cache_bytes, kafka_listen=kafka_listen,

@@ -685,8 +685,9 @@ SEAL_POLL_INTERVAL_MS = 20
 # controller died) takes writes again after LEADER_HANDOVER_FENCE_MS.
 LEADER_HANDOVER_WAIT_MS = 5_000
 LEADER_HANDOVER_FENCE_MS = 2 * LEADER_HANDOVER_WAIT_MS
-# Kafka's auto.leader.rebalance.enable: every LEADER_REBALANCE_INTERVAL_S
-# (leader.imbalance.check.interval.seconds) the controller runs a preferred
+# Kafka's auto.leader.rebalance.enable: every LEADER_REBALANCE_INTERVAL_S (the
+# default of plinth serve --leader-imbalance-check-interval-s, Kafka's
+# leader.imbalance.check.interval.seconds) the controller runs a preferred
 # election for the partitions whose preferred leader is in sync but does not
 # lead, when more than LEADER_IMBALANCE_PERCENT (leader.imbalance.per.broker.
 # percentage) of some shard's preferred partitions are led elsewhere.

@@ -114,8 +114,10 @@ class ServeOptions:
     # a node (testing on one machine).
     default_replication_factor: int | None = None
     allow_replicas_on_one_node: bool = False
-    # Kafka's auto.leader.rebalance.enable (control/leader_elections.py).
+    # Kafka's auto.leader.rebalance.enable and leader.imbalance.check.interval.seconds
+    # (control/leader_elections.py).
     auto_leader_rebalance: bool = True
+    leader_imbalance_check_interval_s: float = limits.LEADER_REBALANCE_INTERVAL_S
     # Copies of the consumer groups' committed offsets (None: the default factor).
     offsets_replication_factor: int | None = None
     # Clients' produce and fetch straight to the leader shard: "auto" (where allowed,
@@ -429,7 +431,8 @@ class Server:
                     cluster_keys,
                     default_replication_factor=self.options.default_replication_factor,
                     allow_replicas_on_one_node=self.options.allow_replicas_on_one_node,
-                    auto_leader_rebalance=self.options.auto_leader_rebalance,
+                    leader_rebalance_interval_s=self.options.leader_imbalance_check_interval_s
+                    if self.options.auto_leader_rebalance else None,
                     offsets_replication_factor=self.options.offsets_replication_factor,
                     direct_clients=self.options.direct_clients_allowed(), tier=tier)
             except ValueError as exc:

@@ -213,10 +213,9 @@ def test_a_leader_that_hears_nothing_after_a_hand_over_takes_writes_again_by_its
 
 # --- The auto leader rebalance (Kafka's auto.leader.rebalance.enable) --------------------
 
-def test_a_leader_check_past_the_rebalance_interval_gives_partitions_back(brokers, monkeypatch):
+def test_a_leader_check_past_the_rebalance_interval_gives_partitions_back(brokers):
     # Given a controller whose rebalance is due at every leader check
-    monkeypatch.setattr("plinth.limits.LEADER_REBALANCE_INTERVAL_S", 0.0)
-    broker = brokers(3, **ON_ONE_NODE)
+    broker = brokers(3, leader_rebalance_interval_s=0.0, **ON_ONE_NODE)
     before = factor_3_topic_with_records(broker)
     # When its preferred leader misses a check, and comes back in sync
     not_answering_once(broker, before.leader)
@@ -227,8 +226,7 @@ def test_a_leader_check_past_the_rebalance_interval_gives_partitions_back(broker
     assert record_now(broker).leader_epoch == before.leader_epoch + 2
 
 
-def test_without_the_auto_rebalance_a_moved_partition_stays_where_it_moved(brokers, monkeypatch):
-    monkeypatch.setattr("plinth.limits.LEADER_REBALANCE_INTERVAL_S", 0.0)
-    broker = brokers(3, auto_leader_rebalance=False, **ON_ONE_NODE)
+def test_without_the_auto_rebalance_a_moved_partition_stays_where_it_moved(brokers):
+    broker = brokers(3, leader_rebalance_interval_s=None, **ON_ONE_NODE)
     moved = moved_off_its_preferred_leader(broker)   # (its checks would have rebalanced)
     assert broker.controller.check_leaders() == [] and record_now(broker) == moved

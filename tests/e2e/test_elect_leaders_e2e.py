@@ -127,3 +127,28 @@ def test_the_wrong_calls_of_elect_leaders_are_refused_naming_what_is_wrong(broke
     assert plain_ok.returncode == 0 and f"{plain}-1: no election needed" in plain_ok.stdout
     none = plinth(broker.url, "topic", "elect-leaders")
     assert none.returncode == 0 and "no replicated partition" in none.stdout
+
+
+def test_the_auto_rebalance_gives_partitions_back_to_a_restarted_shard_by_itself(broker_factory):
+    # Given a broker whose auto leader rebalance looks every second, a factor-3 topic
+    # written by an acks=1 producer
+    broker = broker_factory(shards=3, extra_args=("--allow-replicas-on-one-node",
+                                                  "--leader-imbalance-check-interval-s", "1"))
+    topic = unique_topic("auto")
+    with Admin(broker=broker.url) as admin:
+        admin.create_topic(topic, PARTITIONS, replication_factor=3)
+        preferred = {p.partition: p.replicas[0] for p in admin.describe_topic(topic).partition_info}
+        writer = Writer(broker.url, topic, 1)
+        wait_until(lambda: len(writer.acknowledged) > 50, timeout_s=60)
+        # When partition 0's leader's shard is killed (and Ray restarts it)
+        before = admin.describe_topic(topic).partition_info[0].leader_epoch
+        os.kill(wait_until(lambda: shard_pids(broker.data_dir).get(preferred[0]), timeout_s=60),
+                signal.SIGKILL)
+        # Then it leads its partitions again by itself, two leader epochs on (the
+        # failover's and the rebalance's), with nothing asked
+        wait_until(lambda: {p.partition: p.shard for p in admin.describe_topic(topic)
+                            .partition_info} == preferred and
+                   admin.describe_topic(topic).partition_info[0].leader_epoch >= before + 2,
+                   timeout_s=120, explain=lambda: admin.describe_topic(topic).partition_info)
+    writer.stop()
+    assert set(writer.acknowledged) <= everything_in(broker.url, topic)
