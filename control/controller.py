@@ -802,8 +802,11 @@ class Controller:
         change meanwhile (saved, then pushed); the others take writes again. Actor
         thread."""
         results, changes, given_up = [], [], []
+        ready = [a for a in asks if handed[a.pid] is None and self._changed_since(a) is None]
+        confirmed = leader_elections.confirm(ready, {a.leader: self._shards[a.leader]
+                                                     for a in ready}) if ready else {}
         for ask in asks:
-            error = handed[ask.pid] or self._changed_since(ask)
+            error = handed[ask.pid] or self._changed_since(ask) or confirmed[ask.pid]
             topic = self._metadata.topics.get(ask.pid.topic)
             record = topic.leadership.get(ask.pid.partition) if topic is not None else None
             if error is None:
@@ -831,12 +834,13 @@ class Controller:
         record = topic.leadership.get(ask.pid.partition) if topic is not None else None
         if record is None:
             return UnknownTopicError(f"topic {ask.pid.topic!r} was deleted during the election")
-        if (record.leader_epoch, record.partition_epoch) != (ask.leader_epoch,
-                                                             ask.partition_epoch):
+        # (An in-sync change meanwhile is harmless: the leader refused writes all along
+        # in this leader epoch, and the preferred replica must still be in sync, below.)
+        if record.leader_epoch != ask.leader_epoch or record.leader != ask.leader:
             return PreferredLeaderNotAvailableError(
-                f"{ask.pid.topic}-{ask.pid.partition} changed during its hand-over (leader "
-                f"{record.leader} in leader epoch {record.leader_epoch}, partition epoch "
-                f"{record.partition_epoch}); run the election again")
+                f"{ask.pid.topic}-{ask.pid.partition} changed leader during its hand-over "
+                f"({record.leader or 'none'} in leader epoch {record.leader_epoch}); run the "
+                f"election again")
         return leadership_rules.preferred_refusal(
             record, set(record.replicas) - self._silent,
             needs_repair=self._repairing.get((ask.pid.topic, ask.pid.partition), ()),

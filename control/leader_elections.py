@@ -13,9 +13,11 @@ over first (shards/shard_replication.py, "Hand-overs"):
        is asked every SEAL_POLL_INTERVAL_MS until its preferred replica holds its
        whole log, for at most LEADER_HANDOVER_WAIT_MS;
     3. finish (actor thread, the controller's ``_finish_elections``): each partition
-       handed over whose record did not change meanwhile gets a new leader epoch
-       with its preferred replica leading (``leadership.elect_preferred``), saved
-       and pushed; the others take writes again (``end_hand_over``).
+       handed over whose leader did not change meanwhile is asked once more
+       (``confirm``: the refusal of writes starts again, so it cannot run out before
+       the new record arrives), then gets a new leader epoch with its preferred
+       replica leading (``leadership.elect_preferred``), saved and pushed; the
+       others take writes again (``end_hand_over``).
 
 So the old leader, now a follower, holds nothing its new leader lacks and cuts
 nothing: no acknowledged record is lost, acks=1 included (Kafka's preferred
@@ -51,15 +53,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class HandOverAsk:
-    """A partition to hand over from ``leader`` to ``preferred``, planned while its
-    record had these epochs (the finish compares them: a record that changed
-    meanwhile is not overwritten)."""
+    """A partition to hand over from ``leader`` to ``preferred``, planned in this leader
+    epoch (the finish compares it: a partition whose leader changed meanwhile is not
+    given to the preferred replica)."""
 
     pid: PartitionId
     leader: str
     preferred: str
     leader_epoch: int
-    partition_epoch: int
 
 
 @dataclass
@@ -147,8 +148,7 @@ def _plan_preferred(decided: ElectionPlan, name: str, partition: int, record,
         decided.elect_now.append((name, partition))
     else:
         decided.hand_overs.append(HandOverAsk(PartitionId(name, partition), record.leader,
-                                              record.replicas[0], record.leader_epoch,
-                                              record.partition_epoch))
+                                              record.replicas[0], record.leader_epoch))
 
 
 def imbalanced(metadata: BrokerMetadata, percent_max: int) -> list[tuple[str, int]]:
@@ -202,6 +202,28 @@ def hand_over(asks: list[HandOverAsk], handles: dict[str, ShardHandle], *,
             f"its leader {ask.leader}'s log end ({end_offset}) within "
             f"{limits.LEADER_HANDOVER_WAIT_MS} ms; {ask.leader} leads it and takes writes "
             f"again; run the election again")
+    return outcome
+
+
+def confirm(asks: list[HandOverAsk], handles: dict[str, ShardHandle]
+            ) -> dict[PartitionId, BrokerError | None]:
+    """Ask each leader once more, right before the new records are saved (the actor
+    thread, waiting at most LEADER_PING_TIMEOUT_S): the preferred replica still holds
+    the whole log, and the refusal of writes starts again from now, so it cannot run
+    out between the last ask of ``hand_over`` and the new records, however long the
+    actor thread took to get to them."""
+    outcome: dict[PartitionId, BrokerError | None] = {}
+    for ask, state in _ask_leaders(asks, handles, limits.LEADER_PING_TIMEOUT_S).items():
+        if isinstance(state, BaseException) or state.error is not None:
+            outcome[ask.pid] = _as_broker_error(state if isinstance(state, BaseException)
+                                                else state.error, ask)
+        elif not state.complete:
+            outcome[ask.pid] = PreferredLeaderNotAvailableError(
+                f"{ask.pid.topic}-{ask.pid.partition}: its preferred leader {ask.preferred} no "
+                f"longer holds its leader {ask.leader}'s whole log (its end is "
+                f"{state.end_offset}); run the election again")
+        else:
+            outcome[ask.pid] = None
     return outcome
 
 
