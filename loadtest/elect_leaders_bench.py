@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from loadtest.fresh_broker import fresh_broker
-from plinth import Admin, Consumer, Producer
+from plinth import Admin, Producer
 from tests.shard_processes import shard_pids
-from tests.support import unique_topic, wait_until
+from tests.support import unique_topic, values_to_high_watermark, wait_until
 
 IN_SYNC_WAIT_S = 180.0
 
@@ -102,7 +102,7 @@ def run(url: str, data_dir: Path, args) -> dict:
                 moved.append(sum(1 for r in results if r.error is None))
         finally:
             writer.stop()
-    lost = len(writer.acknowledged - read_back(url, topic, args.partitions))
+    lost = len(writer.acknowledged - values_to_high_watermark(url, topic))
     return {"windows": windows, "durations_s": durations_s, "moved": moved,
             "latencies_ms": writer.latencies_ms, "acknowledged": len(writer.acknowledged),
             "lost": lost, "rate": args.rate}
@@ -112,18 +112,6 @@ def _moved_and_in_sync(admin: Admin, topic: str, shard: str) -> bool:
     infos = admin.describe_topic(topic).partition_info
     return all(shard in p.in_sync_replicas for p in infos) and \
         any(p.replicas[0] == shard and p.shard != shard for p in infos)
-
-
-def read_back(url: str, topic: str, partitions: int) -> set[bytes]:
-    with Admin(broker=url) as admin:
-        ends = {p.partition: p.high_watermark for p in admin.describe_topic(topic).partition_info}
-    values: set[bytes] = set()
-    with Consumer(broker=url, auto_offset_reset="earliest") as consumer:
-        consumer.assign([(topic, p) for p in range(partitions)])
-        while any(consumer.position(topic, p) < ends[p] for p in range(partitions)):
-            for records in consumer.poll(timeout_ms=1000).values():
-                values.update(r.value for r in records)
-    return values
 
 
 def report(r: dict) -> None:

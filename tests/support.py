@@ -128,6 +128,22 @@ def read_all(url: str, topic: str) -> list:
         return list(c)
 
 
+def values_to_high_watermark(url: str, topic: str) -> set[bytes]:
+    """Every value of every partition of ``topic`` below its high watermark as described
+    now: read until each partition's position reaches it (no wait for silence)."""
+    from plinth import Admin, Consumer
+
+    with Admin(broker=url) as admin:
+        ends = {p.partition: p.high_watermark for p in admin.describe_topic(topic).partition_info}
+    values: set[bytes] = set()
+    with Consumer(broker=url, auto_offset_reset="earliest") as consumer:
+        consumer.assign([(topic, p) for p in ends])
+        while any(consumer.position(topic, p) < end for p, end in ends.items()):
+            for records in consumer.poll(timeout_ms=1000).values():
+                values.update(r.value for r in records)
+    return values
+
+
 def check_exactly_once_in_order(records: list, acked: dict, partitions: int) -> None:
     """Every acknowledged record is stored once, at the offset it was given, in send order."""
     seen = {}

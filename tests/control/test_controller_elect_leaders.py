@@ -15,7 +15,8 @@ from plinth.errors import (ElectionNotNeededError, EligibleLeadersNotAvailableEr
 from plinth.shards.shard_handle import PartitionId
 from tests.control.test_controller_repair import (CATCH_UP_WAIT_S, factor_3_topic_with_records,
                                                   record_now, restart_announcing)
-from tests.control.test_controller_replication import ON_ONE_NODE, not_answering_once
+from tests.control.test_controller_replication import (ON_ONE_NODE, not_answering_once,
+                                                       offline_factor_2_topic)
 from tests.shard_requests import fetch_values
 from tests.support import wait_until
 
@@ -163,11 +164,7 @@ def test_an_election_of_every_partition_covers_the_replicated_ones(brokers):
 def test_an_unclean_election_is_only_for_a_partition_without_a_leader(brokers):
     # Given a factor-2 topic whose two replicas stop answering: offline
     broker = brokers(3, **ON_ONE_NODE)
-    broker.controller.create_topic("u", 1, {}, 2)
-    record = broker.metadata_on_disk().topics["u"].leadership[0]
-    for shard_id in record.replicas:
-        not_answering_once(broker, shard_id)
-    assert broker.controller.check_leaders() == [(PartitionId("u", 0), "")]
+    record = offline_factor_2_topic(broker, "u")
     # And a factor-3 topic that has its leader
     factor_3_topic_with_records(broker)
     # When an unclean election is asked for both, while the offline one's replicas are

@@ -268,15 +268,22 @@ def test_a_leader_that_does_not_answer_is_replaced_by_an_in_sync_replica_and_fen
     assert broker.metadata_on_disk().topics["t"].leadership[0] == after
 
 
+def offline_factor_2_topic(broker, name: str):
+    """A factor-2 topic ``name`` whose two replicas stopped answering and that a leader
+    check took offline; returns its record from before."""
+    broker.controller.create_topic(name, 1, {}, 2)
+    record = broker.metadata_on_disk().topics[name].leadership[0]
+    for shard_id in record.replicas:
+        not_answering_once(broker, shard_id)
+    assert broker.controller.check_leaders() == [(PartitionId(name, 0), "")]
+    return record
+
+
 def test_a_partition_whose_replicas_all_stop_answering_goes_offline_and_comes_back(brokers):
     # Given a factor-2 topic whose two replicas stop answering
     broker = brokers(3, **ON_ONE_NODE)
-    broker.controller.create_topic("t", 1, {}, 2)
-    record = broker.metadata_on_disk().topics["t"].leadership[0]
-    for shard_id in record.replicas:
-        not_answering_once(broker, shard_id)
     # When the leaders are checked / Then the partition has no leader: offline
-    assert broker.controller.check_leaders() == [(PartitionId("t", 0), "")]
+    record = offline_factor_2_topic(broker, "t")
     assert broker.controller.status().offline_partitions == 1
     assert broker.owner("t", 0) == ""
     # And when its replicas answer again, an in-sync one leads again
@@ -364,6 +371,8 @@ def test_a_restarted_leader_announcing_itself_gets_its_partitions_a_new_leader_e
     for (name, p), record in before.items():
         now = after.topics[name].leadership[p]
         if record.leader == leader:
-            assert now.leader_epoch > record.leader_epoch and now.leader == now.in_sync[0]
+            # (Not necessarily in_sync[0]: a restarted shard whose first call failed while
+            # its new actor started is passed over, and may be back in sync by now.)
+            assert now.leader_epoch > record.leader_epoch and now.leader in now.in_sync
         else:
             assert now == record

@@ -12,10 +12,10 @@ import subprocess
 import sys
 import threading
 
-from plinth import Admin, Consumer, Producer
+from plinth import Admin, Producer
 from plinth.errors import PlinthError
 from tests.shard_processes import shard_pids
-from tests.support import unique_topic, wait_until
+from tests.support import unique_topic, values_to_high_watermark, wait_until
 
 PARTITIONS = 2
 
@@ -53,18 +53,6 @@ class Writer:
         self._producer.close()
 
 
-def everything_in(url: str, topic: str) -> set[bytes]:
-    with Admin(broker=url) as admin:
-        ends = {p.partition: p.high_watermark for p in admin.describe_topic(topic).partition_info}
-    values: set[bytes] = set()
-    with Consumer(broker=url, auto_offset_reset="earliest") as consumer:
-        consumer.assign([(topic, p) for p in range(PARTITIONS)])
-        while any(consumer.position(topic, p) < ends[p] for p in range(PARTITIONS)):
-            for records in consumer.poll(timeout_ms=1000).values():
-                values.update(r.value for r in records)
-    return values
-
-
 def test_a_preferred_election_gives_partitions_back_to_a_restarted_shard_losing_nothing(
         broker_factory):
     # Given a factor-3 topic on three shards, written by an acks=1 and an acks="all" producer
@@ -99,7 +87,7 @@ def test_a_preferred_election_gives_partitions_back_to_a_restarted_shard_losing_
     for writer in writers:
         writer.stop()
     # And every record either producer had acknowledged is there, acks=1 ones too
-    stored = everything_in(broker.url, topic)
+    stored = values_to_high_watermark(broker.url, topic)
     for writer in writers:
         assert set(writer.acknowledged) <= stored, \
             f"{len(set(writer.acknowledged) - stored)} acknowledged records lost"
@@ -151,4 +139,4 @@ def test_the_auto_rebalance_gives_partitions_back_to_a_restarted_shard_by_itself
                    admin.describe_topic(topic).partition_info[0].leader_epoch >= before + 2,
                    timeout_s=120, explain=lambda: admin.describe_topic(topic).partition_info)
     writer.stop()
-    assert set(writer.acknowledged) <= everything_in(broker.url, topic)
+    assert set(writer.acknowledged) <= values_to_high_watermark(broker.url, topic)
