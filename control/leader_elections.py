@@ -177,9 +177,12 @@ def hand_over(asks: list[HandOverAsk], handles: dict[str, ShardHandle], *,
     None once handed over, else why not; a leader that does not answer is an error."""
     outcome: dict[PartitionId, BrokerError | None] = {}
     waiting = {ask.pid: ask for ask in asks}
-    deadline_s = clock_s() + limits.LEADER_HANDOVER_WAIT_MS / 1000
+    started_s = clock_s()
+    deadline_s = started_s + limits.LEADER_HANDOVER_WAIT_MS / 1000
     last_seen: dict[PartitionId, tuple[int, str]] = {}
+    rounds = 0
     while waiting:
+        rounds += 1
         timeout_s = max(deadline_s - clock_s(), limits.LEADER_PING_TIMEOUT_S)
         for ask, state in _ask_leaders(list(waiting.values()), handles, timeout_s).items():
             if isinstance(state, BaseException) or state.error is not None:
@@ -195,6 +198,8 @@ def hand_over(asks: list[HandOverAsk], handles: dict[str, ShardHandle], *,
             break
         if waiting:
             sleep_s(limits.SEAL_POLL_INTERVAL_MS / 1000)   # the preferred replica fetches
+    log.info("hand-overs of %d partitions: %d done in %.0f ms, %d rounds", len(asks),
+             sum(1 for e in outcome.values() if e is None), (clock_s() - started_s) * 1000, rounds)
     for pid, ask in waiting.items():
         end_offset, preferred = last_seen.get(pid, (-1, ask.preferred))
         outcome[pid] = PreferredLeaderNotAvailableError(
