@@ -71,6 +71,8 @@ def _request_refusal(election_type: int, partitions: list[tuple[str, int]] | Non
     if election_type not in protocol.ELECTION_TYPES.values():
         return (f"election type {election_type} is neither {protocol.ELECTION_PREFERRED} "
                 f"(preferred) nor {protocol.ELECTION_UNCLEAN} (unclean)")
+    # The router would refuse a header this big as requestTooLarge, which Kafka's codes
+    # can only call RECORD_LIST_TOO_LARGE; measured here, it is refused naming why.
     size_bytes = len(protocol.encode_elect_leaders(0, election_type, partitions))
     if size_bytes > limits.HEADER_BYTES_MAX:
         return (f"an election of {len(partitions or ())} partitions is {size_bytes} bytes, "
