@@ -84,8 +84,6 @@ KNOWN_FAILURES: dict[str, tuple[str, str]] = {
         'Plinth\'s ACLs are its --acl file, which the Kafka APIs describe but never change: '
         'without a file (this suite\'s broker) DescribeAcls answers SECURITY_DISABLED, as Kafka with '
         'no authorizer; with one, CreateAcls and DeleteAcls are refused (CLUSTER_AUTHORIZATION_FAILED)'),
-    'test_elect_leaders': ('unsupported',
-        'Plinth does not serve ElectLeaders (one broker leads every partition); the client refuses cleanly (IncompatibleBrokerVersion)'),
     'test_alter_replica_log_dirs': ('unsupported',
         'Plinth does not serve AlterReplicaLogDirs (one log dir per broker); the client refuses cleanly (IncompatibleBrokerVersion)'),
     'test_describe_metadata_quorum': ('unsupported',

@@ -850,6 +850,12 @@ KAFKA_FETCH_PARKED_PARTITION_BYTES_MAX = 1 * MiB
 # How long a SyncGroup may wait for its leader's (a rebalance's own timeout
 # bounds it at the coordinator; this bounds the listener's wait for the answer).
 KAFKA_GROUP_SYNC_WAIT_MS_MAX = 300_000
+# How long a Kafka ElectLeaders waits for the router's answer at most (the
+# request's timeout_ms, Kafka's default 60 s, shortens it): as long as the
+# router's own call to the controller may take, a hand-over included
+# (control/controller_handle.py's elect_leaders), so that the listener does not
+# give up on an election the controller still finishes.
+KAFKA_ELECT_LEADERS_WAIT_MS_MAX = int(CONTROL_CALL_TIMEOUT_S * 1000) + LEADER_HANDOVER_WAIT_MS
 # Partitions of a topic created with num_partitions -1 (Kafka's num.partitions).
 KAFKA_TOPIC_PARTITIONS_DEFAULT = 1
 # Topics a Kafka DescribeLogDirs describes at once (one describeTopic each, to the

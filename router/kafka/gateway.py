@@ -31,8 +31,9 @@ import zlib
 from collections.abc import Callable
 from typing import NamedTuple
 
-from plinth.router.kafka import (api_acls, api_cluster, api_configs, api_fetch, api_groups,
-                                 api_log_dirs, api_offsets, api_produce, api_sasl, api_topics)
+from plinth.router.kafka import (api_acls, api_cluster, api_configs, api_elections, api_fetch,
+                                 api_groups, api_log_dirs, api_offsets, api_produce, api_sasl,
+                                 api_topics)
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.backend import PRINCIPAL, PlinthBackend
 from plinth.router.kafka.codec import API_KEYS, RequestHeader
@@ -119,6 +120,7 @@ class KafkaGateway:
             API_KEYS["CreateTopics"]: api_topics.create_topics,
             API_KEYS["DeleteTopics"]: api_topics.delete_topics,
             API_KEYS["CreatePartitions"]: api_topics.create_partitions,
+            API_KEYS["ElectLeaders"]: api_elections.elect_leaders,
             API_KEYS["DescribeConfigs"]: api_configs.describe_configs,
             API_KEYS["AlterConfigs"]: api_configs.alter_configs,
             API_KEYS["IncrementalAlterConfigs"]: api_configs.incremental_alter_configs,

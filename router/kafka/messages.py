@@ -659,6 +659,29 @@ DELETE_RECORDS = Api("DeleteRecords", 21, (0, 2), 2,
     ),
 )
 
+ELECT_LEADERS = Api("ElectLeaders", 43, (0, 2), 2,
+    (  # request
+        F("election_type", "int8", "1+"),
+        F("topic_partitions", "[]", "0+", nullable="0+", fields=(
+            F("topic", "string", "0+"),
+            F("partitions", "[]int32", "0+"),
+        )),
+        F("timeout_ms", "int32", "0+", default=60000),
+    ),
+    (  # response
+        F("throttle_time_ms", "int32", "0+"),
+        F("error_code", "int16", "1+"),
+        F("replica_election_results", "[]", "0+", fields=(
+            F("topic", "string", "0+"),
+            F("partition_result", "[]", "0+", fields=(
+                F("partition_id", "int32", "0+"),
+                F("error_code", "int16", "0+"),
+                F("error_message", "string", "0+", nullable="0+"),
+            )),
+        )),
+    ),
+)
+
 DELETE_GROUPS = Api("DeleteGroups", 42, (0, 2), 2,
     (  # request
         F("groups_names", "[]string", "0+"),
@@ -904,4 +927,4 @@ APIS: tuple[Api, ...] = (
     SASL_HANDSHAKE, API_VERSIONS, CREATE_TOPICS, DELETE_TOPICS, INIT_PRODUCER_ID,
     DESCRIBE_CONFIGS, ALTER_CONFIGS, SASL_AUTHENTICATE, CREATE_PARTITIONS,
     DELETE_GROUPS, INCREMENTAL_ALTER_CONFIGS, DESCRIBE_CLUSTER, DESCRIBE_LOG_DIRS, DELETE_RECORDS,
-    DESCRIBE_TOPIC_PARTITIONS, DESCRIBE_ACLS, CREATE_ACLS, DELETE_ACLS)
+    DESCRIBE_TOPIC_PARTITIONS, DESCRIBE_ACLS, CREATE_ACLS, DELETE_ACLS, ELECT_LEADERS)

@@ -184,3 +184,26 @@ def test_kafka_python_describes_and_is_refused_creating_acls(acl_kafka):
         assert created == {"succeeded": [], "failed": [errors.ClusterAuthorizationFailedError]}
     finally:
         admin.close()
+
+
+def test_only_a_user_with_the_cluster_operation_may_elect_leaders(acl_kafka):
+    # (ElectLeaders: router/kafka/api_elections.py; Kafka asks ALTER on the cluster)
+    import kafka.errors as errors
+
+    orders = unique_topic("orders.")
+    for user, top, partition in (("alice", errors.ClusterAuthorizationFailedError.errno,
+                                  errors.ClusterAuthorizationFailedError.errno),
+                                 ("root", 0, errors.UnknownTopicOrPartitionError.errno)):
+        admin = kafka_python_admin(acl_kafka, user)
+        try:
+            response = admin.elect_leaders(0, {orders: [0]}, raise_errors=False)
+        finally:
+            admin.close()
+        # alice (produce and consume on orders.*) is refused as a whole; root passes the
+        # check, and hears that the topic is not there
+        assert response.error_code == top, user
+        [result] = response.replica_election_results
+        assert [(p.partition_id, p.error_code) for p in result.partition_result] == \
+            [(0, partition)], user
+        if user == "alice":
+            assert "needs the cluster operation" in result.partition_result[0].error_message
