@@ -331,3 +331,25 @@ def test_the_aio_admin_answers_as_the_sync_admin_does(shared_broker):
     assert group in groups
     assert lag == [(topic, 0, 0, 0, 0), (topic, 1, 1, 1, 0), (topic, 2, None, 0, None)]
     assert topic in listed and topic not in after
+
+
+def test_the_asyncio_admin_elects_leaders_as_the_sync_one_does(shared_broker):
+    # Given a factor-1 topic of 2 partitions (one copy: never an election to hold)
+    topic = unique_topic("aio-elect")
+    Admin(broker=shared_broker.url).create_topic(topic, 2)
+
+    async def scenario():
+        async with AIOAdmin(broker=shared_broker.url) as admin:
+            named = await admin.elect_leaders("preferred", {topic: [1, 0, 5]})
+            with pytest.raises(ValueError, match="neither 'preferred' .0. nor 'unclean' .1."):
+                await admin.elect_leaders("dirty", None)
+            return named
+
+    # Then each partition named has its answer, by partition: none needed, and the one
+    # past the topic's count is out of range
+    results = run(scenario())
+    assert [(r.partition, type(r.error).__name__) for r in results] == [
+        (0, "ElectionNotNeededError"), (1, "ElectionNotNeededError"),
+        (5, "PartitionOutOfRangeError")]
+    assert results[0].leader == Admin(broker=shared_broker.url).describe_topic(
+        topic).partition_info[0].shard
