@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 
 import pytest
 
 from plinth.client.admin import Admin
-from plinth.router.kafka import codec
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.messages import ELECT_LEADERS
 from tests.conftest import Broker
+from tests.e2e.test_kafka_admin_e2e import raw_request
 from tests.shard_processes import shard_pids
 from tests.support import free_port, unique_topic, wait_until
 
@@ -73,30 +72,6 @@ def codes(response) -> dict[tuple[str, int], int]:
             for r in response.replica_election_results for p in r.partition_result}
 
 
-def raw_request(broker, version: int, body: dict) -> dict:
-    """One ElectLeaders through the project's own codec on a fresh connection; the
-    response body decoded."""
-    host, _, port = broker.kafka_address.rpartition(":")
-    frame = b"".join(bytes(b) for b in codec.encode_request(
-        codec.RequestHeader(ELECT_LEADERS.key, version, 7, "raw"), body))
-    with socket.create_connection((host, int(port)), timeout=TIMEOUT_S) as sock:
-        sock.sendall(frame)
-        size = int.from_bytes(received(sock, 4), "big")
-        correlation_id, answer = codec.decode_response(ELECT_LEADERS.key, version,
-                                                       received(sock, size))
-    assert correlation_id == 7
-    return answer
-
-
-def received(sock, count: int) -> bytes:
-    got = b""
-    while len(got) < count:
-        chunk = sock.recv(count - len(got))
-        assert chunk, f"connection closed after {len(got)} of {count} bytes"
-        got += chunk
-    return got
-
-
 def test_kafka_python_hears_no_election_is_needed_for_each_partition_of_a_factor_1_topic(
         elect_kafka, kafka_admin):
     topic = create(elect_kafka, 2)
@@ -128,7 +103,7 @@ def test_confluent_kafka_hears_the_same_for_a_factor_1_topic_and_an_unknown_one(
 @pytest.mark.parametrize("version", [1, 2])
 def test_an_unknown_election_type_is_an_invalid_request_electing_nothing(elect_kafka, version):
     topic = create(elect_kafka, 1)
-    answer = raw_request(elect_kafka, version, {
+    answer = raw_request(elect_kafka, ELECT_LEADERS, version, {
         "election_type": 7, "topic_partitions": [{"topic": topic, "partitions": [0]}],
         "timeout_ms": TIMEOUT_S * 1000})
     assert answer["error_code"] == kafka.INVALID_REQUEST
@@ -141,7 +116,7 @@ def test_an_unknown_election_type_is_an_invalid_request_electing_nothing(elect_k
 
 def test_a_v0_request_is_a_preferred_election(elect_kafka):
     topic = create(elect_kafka, 1)
-    answer = raw_request(elect_kafka, 0, {
+    answer = raw_request(elect_kafka, ELECT_LEADERS, 0, {
         "topic_partitions": [{"topic": topic, "partitions": [0]}], "timeout_ms": 30_000})
     assert answer["replica_election_results"] == [{"topic": topic, "partition_result": [
         {"partition_id": 0, "error_code": kafka.ELECTION_NOT_NEEDED,
