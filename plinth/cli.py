@@ -649,14 +649,15 @@ def topic_elect_leaders(ctx, name, partitions, election_type):
         results = admin.elect_leaders(election_type, asked)
     failed = 0
     for r in results:
+        where = f"{r.topic}-{r.partition}"
+        why = str(r.error).removeprefix(f"{where}: ")   # the messages name it too
         if r.error is None:
-            click.echo(f"{r.topic}-{r.partition}: {r.leader} leads it now")
+            click.echo(f"{where}: {r.leader} leads it now")
         elif isinstance(r.error, ElectionNotNeededError):
-            click.echo(f"{r.topic}-{r.partition}: no election needed: {r.error}")
+            click.echo(f"{where}: no election needed: {why}")
         else:
             failed += 1
-            click.echo(f"{r.topic}-{r.partition}: not elected: {type(r.error).__name__}: "
-                       f"{r.error}", err=True)
+            click.echo(f"{where}: not elected: {type(r.error).__name__}: {why}", err=True)
     if not results:
         click.echo("no replicated partition to elect a leader for")
     if failed:

@@ -40,9 +40,9 @@ from plinth.shards.shard_calls import (OPENED_CREATED_EMPTY, OPENED_NEEDS_REPAIR
                                        PartitionSpec, SealedPartition, TieredState, TierOptions)
 
 __all__ = ["OPENED_CREATED_EMPTY", "OPENED_NEEDS_REPAIR", "OPENED_RECOVERED_WHOLE",
-           "ControllerAnnouncements", "GroupStates", "HandOverState", "Leadership", "PartitionId", "PartitionSpec",
-           "PendingCall", "SealedPartition", "ShardHandle", "ShardOptions", "TierOptions",
-           "TieredState", "wait_all", "wait_all_or_raise"]
+           "ControllerAnnouncements", "GroupStates", "HandOverState", "Leadership",
+           "PartitionId", "PartitionSpec", "PendingCall", "SealedPartition", "ShardHandle",
+           "ShardOptions", "TierOptions", "TieredState", "wait_all", "wait_all_or_raise"]
 
 log = logging.getLogger(__name__)
 
