@@ -163,10 +163,22 @@ class ControllerHandle:
         ``plinth router`` given --tier-url)."""
         return self._call(lambda actor: actor.tier_store.remote(), "tier_store")
 
-    def shutdown(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S) -> None:
-        """Flush, fsync and close every shard's logs."""
-        self._call(lambda actor: actor.shutdown.remote(grace_period_s), "shutdown",
-                   timeout_s=grace_period_s + 2 * limits.SHUTDOWN_CALL_MARGIN_S)
+    def shutdown(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S) -> bool:
+        """Flush, fsync and close every shard's logs; a shard that could not raises
+        its error. False if the controller died or was stopping, so nothing was
+        flushed through it: a SIGTERM to the whole process group (systemd's stop)
+        reaches the controller's process too. Not repeated for a restarted
+        controller, unlike the other calls: the server is going, and a stopped
+        shard's log is recovered at its next start (its records were written to
+        the file before their acknowledgement, so the OS holds them)."""
+        import ray
+
+        try:
+            self._call_once(lambda actor: actor.shutdown.remote(grace_period_s), "shutdown",
+                            grace_period_s + 2 * limits.SHUTDOWN_CALL_MARGIN_S)
+        except ray.exceptions.RayActorError:   # ActorUnavailableError too
+            return False
+        return True
 
     def kill(self) -> None:
         import ray

@@ -444,7 +444,8 @@ class Server:
 
     def stop(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S) -> None:
         """Stop taking requests, flush and fsync every log, stop the actors. If a shard
-        could not flush (it is dead), raises that error, after stopping everything."""
+        could not flush (it is dead), raises that error, after stopping everything; a
+        controller already gone (the whole process group got the signal) is logged."""
         import ray
 
         try:
@@ -454,7 +455,10 @@ class Server:
                 self.router.stop()
             if self.controller is not None:
                 try:
-                    self.controller.shutdown(grace_period_s)
+                    if not self.controller.shutdown(grace_period_s):
+                        log.warning("the controller was gone before it could flush the "
+                                    "shards (did the whole process group get the signal?); "
+                                    "each shard's log is recovered at its next start")
                 finally:
                     self.controller.kill()
                     _end_shards()

@@ -128,6 +128,9 @@ def stand_in_controller(**options):
                 time.sleep(RESTART_WAIT_S)
             return "answered"
 
+        def shutdown(self, grace_period_s: float) -> None:
+            return None
+
     return ray.remote(concurrency_groups={QUERY_GROUP: 1})(StandInController).options(
         max_restarts=1, **options)
 
@@ -175,6 +178,21 @@ def test_a_handle_found_by_name_repeats_the_call_on_the_restarted_controller(
         assert call.result(timeout=RESTART_WAIT_S / 2) == "answered"
     finally:
         ray.kill(actor)
+
+
+def test_a_shutdown_the_controller_is_already_gone_for_says_so_instead_of_failing(
+        ray_cluster, tmp_path):
+    # Given a controller that answers a shutdown
+    actor = stand_in_controller().remote(str(tmp_path / "m"))
+    controller = ControllerHandle(actor)
+    assert controller.shutdown(1.0) is True
+    # When its process ends for good, as a SIGTERM to the whole process group ends it
+    ray.kill(actor, no_restart=True)
+    # Then the server's shutdown learns that nothing was flushed through it, at once,
+    # instead of an error that would end the server with a failure status
+    started_s = time.monotonic()
+    assert controller.shutdown(1.0) is False
+    assert time.monotonic() - started_s < RESTART_WAIT_S / 2
 
 
 def test_kill_all_ends_every_shard_actor_of_the_namespace_and_no_other(ray_cluster, tmp_path):
