@@ -1283,7 +1283,9 @@ class Controller:
         if factor > len(shard_ids):
             raise InvalidReplicationFactorError(
                 f"topic {name!r}: replication factor {factor} is more than the "
-                f"{len(shard_ids)} shards there are: each replica needs its own shard")
+                f"{len(shard_ids)} shards there are: each replica needs its own shard "
+                f"(add shards with plinth shards add, or start a new data dir with "
+                f"--shards N)")
         if factor > nodes and not self._allow_replicas_on_one_node:
             raise InvalidReplicationFactorError(
                 f"topic {name!r}: replication factor {factor} is more than the {nodes} "
