@@ -313,7 +313,7 @@ class Controller:
     def _shard_ids(self, shard_count: int | None) -> list[str]:
         stored = self._metadata.shards
         if shard_count is None:
-            shard_count = len(stored) or os.cpu_count() or 1
+            shard_count = len(stored) or placement.default_shard_count(os.cpu_count())
         if stored and shard_count != len(stored):
             # plinth shards add/remove changed the count since the command line was
             # written: a restart must not undo them (or refuse to start).

@@ -3,7 +3,8 @@
 Any process may call it. Each (topic, partition) goes to the shard with the
 highest hash of (shard id, topic, partition). The result depends only on the
 names, never on the order shards were added, and adding a shard moves only
-the partitions that the new shard now wins: about 1/N of them. A replicated
+the partitions that the new shard now wins: about 1/N of them. A new data
+directory gets one shard per CPU but one (``default_shard_count``). A replicated
 partition's replicas are the next shards in the same order, on distinct nodes
 (``replicas_for``): the first, its preferred leader, is the factor-1 owner. A
 new shard goes to the alive node with the fewest shards. People name a node by its
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 
+from plinth import limits
 from plinth.errors import InvalidConfigError, UnavailableError
 
 # A Ray node id is 56 hex characters; a prefix this long is as good as the id.
@@ -40,6 +42,15 @@ def shard_for_group(group: str, shard_ids: list[str]) -> str:
     """The shard coordinating a consumer group (as Kafka hashes groups onto
     __consumer_offsets partitions): the same rendezvous hash, in its own key space."""
     return shard_for(f"\0group\0{group}", 0, shard_ids)
+
+
+def default_shard_count(cpus: int | None) -> int:
+    """The shards of a new data directory when ``--shards`` is not given: one per CPU
+    of the server's node but SHARD_DEFAULT_CPUS_LEFT, at least one. The CPU left
+    is the router's (its loop relays every request that does not go direct) and
+    the local clients': on 2 cores one shard had the higher throughput, the lower
+    tail and less idle CPU and memory than two (README, "Shards per CPU")."""
+    return max(1, (cpus or 1) - limits.SHARD_DEFAULT_CPUS_LEFT)
 
 
 def node_for_new_shard(alive_pins: list[str], shard_nodes: dict[str, str]) -> str:

@@ -5,6 +5,7 @@ written by main, on real shard actors reached in process and a real disk
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -122,6 +123,15 @@ def test_a_restart_keeps_the_shard_count_changed_since_the_command_line(brokers)
     broker = brokers(2)
     # Then it runs three shards
     assert broker.controller.routing().shard_ids == tuple(THREE)
+
+
+def test_a_new_data_dir_without_a_shard_count_gets_the_default_and_keeps_it(brokers):
+    # Given a new data dir started without --shards
+    expected = placement.default_shard_count(os.cpu_count())
+    assert brokers(None).controller.routing().shard_ids == tuple(
+        f"shard-{i}" for i in range(expected))
+    # When it restarts without --shards, Then it keeps that count
+    assert len(brokers(None).controller.routing().shard_ids) == expected
 
 
 def test_a_shard_count_out_of_range_is_refused(tmp_path):

@@ -1,10 +1,10 @@
 """placement.py: rendezvous hashing is deterministic and moves few partitions; new shards
-go to the least loaded node."""
+go to the least loaded node; a new data dir's shard count."""
 
 import pytest
 
-from plinth.control.placement import (distinct_nodes, node_for_new_shard, place_topic,
-                                      replicas_for, shard_for)
+from plinth.control.placement import (default_shard_count, distinct_nodes, node_for_new_shard,
+                                      place_topic, replicas_for, shard_for)
 from plinth.errors import UnavailableError
 
 
@@ -80,3 +80,8 @@ def test_replicas_go_to_distinct_nodes_unless_allowed_to_share_one():
     with pytest.raises(AssertionError, match="3 replicas asked of 6 shards on 1 nodes"):
         replicas_for("t", 0, SIX, one_node, 3)
     assert distinct_nodes(SIX, pins) == 3 and distinct_nodes(SIX, one_node) == 1
+
+
+@pytest.mark.parametrize("cpus, shards", [(None, 1), (1, 1), (2, 1), (4, 3), (64, 63)])
+def test_a_new_data_dir_gets_a_shard_per_cpu_but_one_and_at_least_one(cpus, shards):
+    assert default_shard_count(cpus) == shards

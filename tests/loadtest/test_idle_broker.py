@@ -34,7 +34,7 @@ def test_an_idle_embedded_broker_runs_no_dashboard_no_autoscaler_and_no_log_moni
     for skipped in ("dashboard.py", "monitor.py", "log_monitor.py"):
         assert skipped not in names, names
     # And what Plinth needs runs: Ray's GCS, raylet and its two agents (the raylet
-    # exits without them), the controller, a shard per CPU, the reaper
+    # exits without them), the controller, the default shards, the reaper
     for needed in ("gcs_server", "raylet", "ray::DashboardAgent", "ray::RuntimeEnvAgent",
                    "ray::Controller", "ray::ShardActor", "plinth.process_reaper",
                    "plinth serve"):
