@@ -37,10 +37,10 @@ from typing import NamedTuple
 from plinth import limits, protocol
 from plinth.client.admin import Admin
 from plinth.client.connection import Connection, broker_address
+from plinth.client.consumer_base import ConsumerBase
 from plinth.client.fetcher import Fetcher, PartitionState, TopicPartition
 from plinth.client.group_membership import GroupMembership
-from plinth.errors import (BrokerError, ClientError, ClosedError, OffsetOutOfRangeError,
-                           StaleMemberEpochError, UnknownMemberIdError)
+from plinth.errors import BrokerError, ClientError, ClosedError, OffsetOutOfRangeError
 from plinth.format.record_batch import ConsumerRecord
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def check_options(topics, auto_offset_reset: str, fetch_max_bytes: int, fetch_ma
         raise ValueError("a consumer in a group needs topics: Consumer('topic', group=...)")
 
 
-class Consumer:
+class Consumer(ConsumerBase):
     def __init__(self, *topics: str, broker: str | None = None,
                  auto_offset_reset: str = "latest",
                  fetch_max_bytes: int = limits.FETCH_BYTES_DEFAULT,
@@ -246,12 +246,6 @@ class Consumer:
                 self._on_reply(*got)
                 got = self._conn.recv(0)
 
-    def _on_reply(self, view: protocol.ReplyView, payload) -> None:
-        if view.request_id in self._commits:
-            self._on_commit_reply(view)
-        else:
-            self._fetcher.on_reply(view, payload)
-
     def __iter__(self):
         return self
 
@@ -319,10 +313,6 @@ class Consumer:
                 self._on_assign(added)
         self._membership.set_owned(set(self._fetcher.partitions))
 
-    def _positions(self, partitions=None) -> dict[tuple[str, int], int]:
-        return {tuple(tp): state.position for tp, state in self._fetcher.partitions.items()
-                if state.position is not None and (partitions is None or tp in partitions)}
-
     def commit(self, offsets: dict[tuple[str, int], int] | None = None) -> None:
         """Commit positions (default: of every record handed out so far) and wait;
         retried while the group's coordinator is unavailable, up to request_timeout_ms."""
@@ -346,16 +336,6 @@ class Consumer:
             self._conn.send(self._encode_commit(request_id, offsets))
             self._commits[request_id] = (offsets, callback)
 
-    def _offsets_to_commit(self, offsets) -> dict:
-        if self._membership is None:
-            raise ValueError("commit needs a consumer group: Consumer(..., group='name')")
-        return self._positions() if offsets is None else dict(offsets)
-
-    def _encode_commit(self, request_id: int, offsets: dict) -> bytes:
-        member_id, epoch = self._membership.identity()
-        return protocol.encode_commit_offsets(request_id, "commitOffsets", self.group, member_id,
-                                              epoch, offsets)
-
     def _on_commit_reply(self, view: protocol.ReplyView) -> None:
         offsets, callback = self._commits.pop(view.request_id)
         self._check_membership(view.error)
@@ -365,13 +345,6 @@ class Consumer:
             log.warning("group %s: async commit failed: %s", self.group, view.error)
         if callback is not None:
             callback(offsets, view.error)
-
-    def _check_membership(self, error: BrokerError | None) -> None:
-        """A commit refused because the coordinator does not know this member (it moved
-        to another shard, or the session ended): heartbeat now to learn it and rejoin,
-        rather than at the next heartbeat interval."""
-        if isinstance(error, (UnknownMemberIdError, StaleMemberEpochError)):
-            self._membership.heartbeat_now()
 
     def _commit_quietly(self, partitions=None) -> None:
         try:

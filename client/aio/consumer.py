@@ -47,9 +47,9 @@ from plinth.client.aio.connection import AIOConnection
 from plinth.client.aio.group_membership import AIOGroupMembership
 from plinth.client.connection import broker_address
 from plinth.client.consumer import OffsetAndTimestamp, check_options
+from plinth.client.consumer_base import ConsumerBase
 from plinth.client.fetcher import Fetcher, TopicPartition
-from plinth.errors import (BrokerError, ClientError, ClosedError, OffsetOutOfRangeError,
-                           StaleMemberEpochError, UnknownMemberIdError)
+from plinth.errors import BrokerError, ClientError, ClosedError, OffsetOutOfRangeError
 from plinth.format.record_batch import ConsumerRecord
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ async def _call(callback, partitions: set[TopicPartition]) -> None:
         await outcome
 
 
-class AIOConsumer:
+class AIOConsumer(ConsumerBase):
     def __init__(self, *topics: str, broker: str | None = None,
                  auto_offset_reset: str = "latest",
                  fetch_max_bytes: int = limits.FETCH_BYTES_DEFAULT,
@@ -351,12 +351,6 @@ class AIOConsumer:
                 self._on_reply(*got)
                 got = self._conn.recv(0)
 
-    def _on_reply(self, view: protocol.ReplyView, payload) -> None:
-        if view.request_id in self._commits:
-            self._on_commit_reply(view)
-        else:
-            self._fetcher.on_reply(view, payload)
-
     # --- Groups: rebalance and commits ----------------------------------------------------
 
     async def _rebalance(self) -> None:
@@ -382,10 +376,6 @@ class AIOConsumer:
             await _call(self._on_assign, added)
         self._membership.set_owned(set(self._fetcher.partitions))
 
-    def _positions(self, partitions=None) -> dict[tuple[str, int], int]:
-        return {tuple(tp): state.position for tp, state in self._fetcher.partitions.items()
-                if state.position is not None and (partitions is None or tp in partitions)}
-
     async def commit(self, offsets: dict[tuple[str, int], int] | None = None) -> None:
         """Commit positions (default: of every record handed out so far) and await it;
         retried while the group's coordinator is unavailable, up to request_timeout_ms."""
@@ -406,16 +396,6 @@ class AIOConsumer:
             raise
         self._committed_positions.update({TopicPartition(*tp): o for tp, o in offsets.items()})
 
-    def _offsets_to_commit(self, offsets) -> dict:
-        if self._membership is None:
-            raise ValueError("commit needs a consumer group: AIOConsumer(..., group='name')")
-        return self._positions() if offsets is None else dict(offsets)
-
-    def _encode_commit(self, request_id: int, offsets: dict) -> bytes:
-        member_id, epoch = self._membership.identity()
-        return protocol.encode_commit_offsets(request_id, "commitOffsets", self.group, member_id,
-                                              epoch, offsets)
-
     def _on_commit_reply(self, view: protocol.ReplyView) -> None:
         offsets = self._commits.pop(view.request_id)
         self._check_membership(view.error)
@@ -423,11 +403,6 @@ class AIOConsumer:
             self._committed_positions.update({TopicPartition(*tp): o for tp, o in offsets.items()})
         else:
             log.warning("group %s: auto-commit failed: %s", self.group, view.error)
-
-    def _check_membership(self, error: BrokerError | None) -> None:
-        """As the sync consumer's: an unknown member heartbeats now to rejoin."""
-        if isinstance(error, (UnknownMemberIdError, StaleMemberEpochError)):
-            self._membership.heartbeat_now()
 
     async def _commit_quietly(self, partitions=None) -> None:
         try:

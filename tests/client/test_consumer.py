@@ -217,3 +217,15 @@ def test_offsets_for_times_refuses_a_time_that_is_not_ms_since_the_epoch_before_
         with pytest.raises(ValueError, match=rf"the time for t-1 is {timestamp!r}: it must be"):
             consumer.offsets_for_times({("t", 0): 5, ("t", 1): timestamp})
     assert broker.requests == []
+
+
+def test_a_commit_without_a_group_is_refused_naming_the_option_it_needs(scripted):
+    # Given a consumer of assigned partitions, no group
+    consumer = consumer_of(scripted([]))
+    try:
+        # When it commits, Then it is told that commits need a group, in its own class's words
+        with pytest.raises(ValueError, match=r"commit needs a consumer group: "
+                                             r"Consumer\(\.\.\., group='name'\)"):
+            consumer.commit()
+    finally:
+        consumer.close()

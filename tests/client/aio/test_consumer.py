@@ -115,3 +115,16 @@ def test_calls_before_start_raise_closed_error():
             consumer.assign([("t", 0)])
 
     asyncio.run(scenario())
+
+
+def test_a_commit_without_a_group_is_refused_naming_the_option_it_needs(scripted):
+    # Given an asyncio consumer of assigned partitions, no group
+    async def scenario(consumer):
+        consumer.assign([("t", 0)])
+        # When it commits, Then it is told that commits need a group, in its own class's words
+        with pytest.raises(ValueError, match=r"commit needs a consumer group: "
+                                             r"AIOConsumer\(\.\.\., group='name'\)"):
+            await consumer.commit()
+        return True
+
+    assert run(scripted([]), scenario)

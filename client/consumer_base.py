@@ -1,0 +1,54 @@
+"""ConsumerBase: what Consumer and AIOConsumer share that does no I/O.
+
+Client side, on whatever thread or task uses the consumer (one at a time, as
+each consumer's module says). The two consumers differ in how they wait (the
+caller's thread, or the caller's event loop), never in what they send or how
+they read a reply; this holds the parts that neither waits in: the positions
+handed out, the commitOffsets request, the dispatch of a reply to the commit
+it answers or to the Fetcher, and the rejoin a refused commit asks for.
+
+A subclass sets, before any of these run:
+
+- ``_fetcher``: its Fetcher (client/fetcher.py);
+- ``_commits``: request id -> what an asynchronous commit in flight sent;
+- ``_membership``: its group membership, or None without a group;
+- ``group``: the group's name, or None;
+- ``_on_commit_reply(view)``: what it does with a commit's reply.
+"""
+
+from __future__ import annotations
+
+from plinth import protocol
+from plinth.errors import BrokerError, StaleMemberEpochError, UnknownMemberIdError
+
+
+class ConsumerBase:
+    def _positions(self, partitions=None) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> the offset after the last record handed out, of
+        ``partitions`` (None: every one with a position)."""
+        return {tuple(tp): state.position for tp, state in self._fetcher.partitions.items()
+                if state.position is not None and (partitions is None or tp in partitions)}
+
+    def _offsets_to_commit(self, offsets) -> dict:
+        if self._membership is None:
+            raise ValueError(f"commit needs a consumer group: {type(self).__name__}(..., "
+                             f"group='name')")
+        return self._positions() if offsets is None else dict(offsets)
+
+    def _encode_commit(self, request_id: int, offsets: dict) -> bytes:
+        member_id, epoch = self._membership.identity()
+        return protocol.encode_commit_offsets(request_id, "commitOffsets", self.group, member_id,
+                                              epoch, offsets)
+
+    def _on_reply(self, view: protocol.ReplyView, payload) -> None:
+        if view.request_id in self._commits:
+            self._on_commit_reply(view)
+        else:
+            self._fetcher.on_reply(view, payload)
+
+    def _check_membership(self, error: BrokerError | None) -> None:
+        """A commit refused because the coordinator does not know this member (it moved
+        to another shard, or the session ended): heartbeat now to learn it and rejoin,
+        rather than at the next heartbeat interval."""
+        if isinstance(error, (UnknownMemberIdError, StaleMemberEpochError)):
+            self._membership.heartbeat_now()
