@@ -53,7 +53,6 @@ node, where its replicas are rebuilt the same way.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -257,7 +256,7 @@ class Controller:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._metadata_path = self.data_dir / METADATA_FILE
         self._metadata = BrokerMetadata.load(self._metadata_path)
-        self._metadata.shards = self._shard_ids(shard_count)
+        self._metadata.shards = self._shard_ids(shard_count, nodes)
         if default_replication_factor is not None:
             topics.validate_replication_factor("", default_replication_factor,
                                                what="--default-replication-factor")
@@ -310,10 +309,10 @@ class Controller:
         if restarted():
             self.recover()
 
-    def _shard_ids(self, shard_count: int | None) -> list[str]:
+    def _shard_ids(self, shard_count: int | None, nodes: Callable[[], list[Node]]) -> list[str]:
         stored = self._metadata.shards
         if shard_count is None:
-            shard_count = len(stored) or placement.default_shard_count(os.cpu_count())
+            shard_count = len(stored) or placement.default_shard_count(nodes())
         if stored and shard_count != len(stored):
             # plinth shards add/remove changed the count since the command line was
             # written: a restart must not undo them (or refuse to start).

@@ -22,13 +22,16 @@ class Node:
     # What pins a shard to this node: its ``plinth-node:<name>`` resource if it has
     # one, else Ray's ``node:<address>``.
     pin_resource: str
+    # The CPUs Ray may schedule on this node (its "CPU" resource; 0 if it has none).
+    cpus: int = 0
 
 
 def ray_nodes() -> list[Node]:
     """Every node Ray knows, alive or dead."""
     import ray
 
-    return [Node(n["NodeID"], n["NodeManagerAddress"], bool(n["Alive"]), _pin_resource(n))
+    return [Node(n["NodeID"], n["NodeManagerAddress"], bool(n["Alive"]), _pin_resource(n),
+                 int(n["Resources"].get("CPU", 0)))
             for n in ray.nodes()]
 
 

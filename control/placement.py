@@ -4,7 +4,7 @@ Any process may call it. Each (topic, partition) goes to the shard with the
 highest hash of (shard id, topic, partition). The result depends only on the
 names, never on the order shards were added, and adding a shard moves only
 the partitions that the new shard now wins: about 1/N of them. A new data
-directory gets one shard per CPU but one (``default_shard_count``). A replicated
+directory gets one shard per CPU but one, on each node (``default_shard_count``). A replicated
 partition's replicas are the next shards in the same order, on distinct nodes
 (``replicas_for``): the first, its preferred leader, is the factor-1 owner. A
 new shard goes to the alive node with the fewest shards. People name a node by its
@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 
 from plinth import limits
+from plinth.control.nodes import Node
 from plinth.errors import InvalidConfigError, UnavailableError
 
 # A Ray node id is 56 hex characters; a prefix this long is as good as the id.
@@ -44,13 +45,17 @@ def shard_for_group(group: str, shard_ids: list[str]) -> str:
     return shard_for(f"\0group\0{group}", 0, shard_ids)
 
 
-def default_shard_count(cpus: int | None) -> int:
-    """The shards of a new data directory when ``--shards`` is not given: one per CPU
-    of the server's node but SHARD_DEFAULT_CPUS_LEFT, at least one. The CPU left
-    is the router's (its loop relays every request that does not go direct) and
-    the local clients': on 2 cores one shard had the higher throughput, the lower
-    tail and less idle CPU and memory than two (README, "Shards per CPU")."""
-    return max(1, (cpus or 1) - limits.SHARD_DEFAULT_CPUS_LEFT)
+def default_shard_count(nodes: list[Node]) -> int:
+    """The shards of a new data directory when ``--shards`` is not given: on each
+    alive node with a CPU, one per CPU but SHARD_DEFAULT_CPUS_LEFT, at least one;
+    at least one in all. The CPU left is the node's router's (its loop relays
+    every request that does not go direct) and the local clients': on 2 cores one
+    shard had the higher throughput, the lower tail and less idle CPU and memory
+    than two (README, "Shards per CPU"). The shards then spread over the nodes as
+    every new shard does (``node_for_new_shard``)."""
+    per_node = [max(1, node.cpus - limits.SHARD_DEFAULT_CPUS_LEFT)
+                for node in nodes if node.alive and node.cpus >= 1]
+    return max(1, sum(per_node))
 
 
 def node_for_new_shard(alive_pins: list[str], shard_nodes: dict[str, str]) -> str:

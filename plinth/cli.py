@@ -97,8 +97,8 @@ def _kafka_listener_options(command):
 @click.option("--listen", default=limits.BROKER_URL_DEFAULT, show_default=True,
               help="Address of the router socket.")
 @click.option("--shards", type=click.IntRange(1, limits.SHARDS_MAX), default=None,
-              help="Shard actors (default: one per CPU but one, at least one; or as the "
-                   "data dir was created).")
+              help="Shard actors (default: one per CPU but one on each Ray node, at least "
+                   "one; or as the data dir was created).")
 @click.option("--ray-address", default=None, help="Join this Ray cluster instead of starting one.")
 @click.option("--fsync-policy", type=click.Choice(["always", "interval", "never"]), default="always",
               show_default=True, help="always: acknowledge a produce only after fsync.")

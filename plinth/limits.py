@@ -152,8 +152,9 @@ ADMIN_TOPIC_STATS_NAMES_MAX = ADMIN_LIST_PAGE_NAMES_MAX
 
 # --- Control plane --------------------------------------------------------
 SHARDS_MAX = 256
-# A new data dir's shards, without --shards: one per CPU, leaving this many CPUs
-# to the router and the local clients (control/placement.py, default_shard_count).
+# A new data dir's shards, without --shards: one per CPU of each node, leaving this
+# many CPUs of it to its router and local clients (control/placement.py,
+# default_shard_count).
 SHARD_DEFAULT_CPUS_LEFT = 1
 # Ray restarts a dead shard actor at most this often before giving up on it.
 SHARD_RESTARTS_MAX = 100

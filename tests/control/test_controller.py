@@ -5,7 +5,6 @@ written by main, on real shard actors reached in process and a real disk
 from __future__ import annotations
 
 import json
-import os
 import shutil
 
 import pytest
@@ -127,7 +126,7 @@ def test_a_restart_keeps_the_shard_count_changed_since_the_command_line(brokers)
 
 def test_a_new_data_dir_without_a_shard_count_gets_the_default_and_keeps_it(brokers):
     # Given a new data dir started without --shards
-    expected = placement.default_shard_count(os.cpu_count())
+    expected = placement.default_shard_count(ONE_NODE)
     assert brokers(None).controller.routing().shard_ids == tuple(
         f"shard-{i}" for i in range(expected))
     # When it restarts without --shards, Then it keeps that count

@@ -214,3 +214,10 @@ def test_kill_all_ends_every_shard_actor_of_the_namespace_and_no_other(ray_clust
             str((tmp_path / "elsewhere").resolve())
     finally:
         ray.kill(elsewhere)
+
+
+def test_the_nodes_say_how_many_cpus_ray_schedules_on_each(ray_cluster):
+    # Given the session's Ray, one node started with num_cpus=2 (tests/conftest.py)
+    alive = [node for node in ray_nodes() if node.alive]
+    # Then the node reports Ray's CPUs, from which a new data dir's shard count comes
+    assert [node.cpus for node in alive] == [int(ray.cluster_resources()["CPU"])] == [2]

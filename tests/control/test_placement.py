@@ -5,6 +5,7 @@ import pytest
 
 from plinth.control.placement import (default_shard_count, distinct_nodes, node_for_new_shard,
                                       place_topic, replicas_for, shard_for)
+from plinth.control.nodes import Node
 from plinth.errors import UnavailableError
 
 
@@ -82,6 +83,15 @@ def test_replicas_go_to_distinct_nodes_unless_allowed_to_share_one():
     assert distinct_nodes(SIX, pins) == 3 and distinct_nodes(SIX, one_node) == 1
 
 
-@pytest.mark.parametrize("cpus, shards", [(None, 1), (1, 1), (2, 1), (4, 3), (64, 63)])
-def test_a_new_data_dir_gets_a_shard_per_cpu_but_one_and_at_least_one(cpus, shards):
-    assert default_shard_count(cpus) == shards
+def cpu_nodes(*cpus: int, alive: bool = True) -> list[Node]:
+    return [Node(f"n{i}", f"10.0.0.{i}", alive, f"plinth-node:n{i}", c) for i, c in enumerate(cpus)]
+
+
+@pytest.mark.parametrize("cpus, shards", [((0,), 1), ((1,), 1), ((2,), 1), ((4,), 3), ((64,), 63),
+                                          ((2, 2, 2), 3), ((8, 2, 0), 8)])
+def test_a_new_data_dir_gets_a_shard_per_cpu_but_one_on_each_node_and_at_least_one(cpus, shards):
+    assert default_shard_count(cpu_nodes(*cpus)) == shards
+
+
+def test_a_dead_node_gets_no_default_shards():
+    assert default_shard_count(cpu_nodes(4) + cpu_nodes(8, alive=False)) == 3
