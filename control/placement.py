@@ -4,8 +4,8 @@ Any process may call it. Each (topic, partition) goes to the shard with the
 highest hash of (shard id, topic, partition). The result depends only on the
 names, never on the order shards were added, and adding a shard moves only
 the partitions that the new shard now wins: about 1/N of them. A new data
-directory gets one shard per CPU but one, on each node (``default_shard_count``). A replicated
-partition's replicas are the next shards in the same order, on distinct nodes
+directory gets one shard per CPU but one, on each node (``default_shard_count``).
+A replicated partition's replicas are the next shards in the same order, on distinct nodes
 (``replicas_for``): the first, its preferred leader, is the factor-1 owner. A
 new shard goes to the alive node with the fewest shards. People name a node by its
 ``plinth-node:<name>`` resource's name (``node_name``, ``node_named``).

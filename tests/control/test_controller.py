@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 import ray.exceptions
@@ -125,12 +126,13 @@ def test_a_restart_keeps_the_shard_count_changed_since_the_command_line(brokers)
 
 
 def test_a_new_data_dir_without_a_shard_count_gets_the_default_and_keeps_it(brokers):
-    # Given a new data dir started without --shards
-    expected = placement.default_shard_count(ONE_NODE)
-    assert brokers(None).controller.routing().shard_ids == tuple(
-        f"shard-{i}" for i in range(expected))
-    # When it restarts without --shards, Then it keeps that count
-    assert len(brokers(None).controller.routing().shard_ids) == expected
+    # Given a new data dir started without --shards on one node where Ray schedules 4 CPUs
+    four_cpus = [replace(ONE_NODE[0], cpus=4)]
+    # Then it gets a shard per CPU but one, whatever this machine's own CPU count
+    assert brokers(None, four_cpus).controller.routing().shard_ids == tuple(THREE)
+    # And when it restarts without --shards on a node with more CPUs, it keeps that count
+    assert brokers(None, [replace(ONE_NODE[0], cpus=8)]).controller.routing().shard_ids == \
+        tuple(THREE)
 
 
 def test_a_shard_count_out_of_range_is_refused(tmp_path):

@@ -84,7 +84,7 @@ def test_replicas_go_to_distinct_nodes_unless_allowed_to_share_one():
 
 
 def cpu_nodes(*cpus: int, alive: bool = True) -> list[Node]:
-    return [Node(f"n{i}", f"10.0.0.{i}", alive, f"plinth-node:n{i}", c) for i, c in enumerate(cpus)]
+    return [Node(f"n{i}", "127.0.0.1", alive, f"plinth-node:n{i}", c) for i, c in enumerate(cpus)]
 
 
 @pytest.mark.parametrize("cpus, shards", [((0,), 1), ((1,), 1), ((2,), 1), ((4,), 3), ((64,), 63),
