@@ -250,10 +250,15 @@ CLIENT_MONITOR_EVENTS_PER_READ_MAX = 16
 CLIENT_REPLIES_PER_DRAIN_MAX = 1_000
 
 # --- Router (router/) ------------------------------------------------------
-# Admin requests and topic look-ups queued for the router's admin bridge thread,
-# which makes one control call through Ray at a time; more are answered
-# tooManyRequests. This also bounds the topics with requests held at once.
+# Admin requests, and apart from them topic look-ups, queued for the router's admin
+# bridge threads (router/admin_bridge.py); more are answered tooManyRequests. This
+# also bounds the topics with requests held at once.
 ROUTER_ADMIN_JOBS_QUEUED_MAX = 1000
+# The router's threads that answer admin requests, each making one control call
+# through Ray at a time: this many clients are answered at once (each client's
+# requests in order), so that one waiting for a dead shard holds up no other. As
+# many as the controller's query threads: more would only queue in Ray.
+ROUTER_ADMIN_THREADS = CONTROLLER_QUERY_THREADS
 # Results of those calls (replies, routing tables) the loop thread has not taken
 # yet; when full, the bridge thread waits for the loop (never the other way).
 ROUTER_ADMIN_RESULTS_QUEUED_MAX = 1000

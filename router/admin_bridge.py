@@ -15,20 +15,23 @@ block on Ray, so whatever needs the controller goes through this bridge:
 - every ``ROUTING_REFRESH_INTERVAL_S``, a fresh routing table, which picks up
   shards restarted at new addresses.
 
-Two threads make these calls, so that neither waits for the other: the admin
-thread answers admin requests one at a time, and the routing thread makes the
-look-ups and refreshes. A describe or a status that waits seconds for a shard
-that died (the controller answers it only after STATUS_CALL_TIMEOUT_S) must not
-hold up the routing table that points clients at the new leader.
+Threads make these calls, so that none waits for another: ``ROUTER_ADMIN_THREADS``
+admin threads answer admin requests, different clients' at the same time and
+each client's in the order it sent them (client_ordered_jobs.py), and the
+routing thread makes the look-ups and refreshes. A describe or a status that
+waits seconds for a shard that died (the controller answers it only after
+STATUS_CALL_TIMEOUT_S) must hold up neither the routing table that points
+clients at the new leader nor another client's admin request (an operator's
+``plinth topic list`` during the outage).
 
 The loop hands over jobs with ``submit_request`` and ``resolve_topic``, which
 never block: a full queue (``ROUTER_ADMIN_JOBS_QUEUED_MAX`` admin requests, as
-many look-ups) is refused, and the loop answers tooManyRequests. Both threads
+many look-ups) is refused, and the loop answers tooManyRequests. The threads
 put typed results (``AdminReply``, ``RoutingUpdate``) on one bounded results
 queue, then wake the loop through ``wakeup`` (a ``plinth.wakeup.Wakeup`` whose
 fd the loop polls). Nothing is pickled: the objects themselves cross.
 A changing admin request (create or delete a topic, add or remove shards) is
-followed by a routing update (made by the admin thread) before its reply, so
+followed by a routing update (made by its admin thread) before its reply, so
 the client that created a topic can produce to it at once through this router.
 
 Direct addresses. With ``advertise_direct`` (a plaintext router on loopback),
@@ -52,6 +55,7 @@ from plinth.control.routing_table import RoutingTable
 from plinth.errors import BrokerError, InternalError, MalformedRequestError, UnknownTopicError
 from plinth.name_pages import NamesPage, check_page_args
 from plinth.router.acl import ClientGrants
+from plinth.router.client_ordered_jobs import ClientOrderedJobs
 from plinth.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
@@ -102,9 +106,10 @@ class AdminBridge:
         self.controller = controller
         self._advertise_direct = advertise_direct
         self.wakeup = Wakeup()
-        # Admin requests (_AnswerRequest), and topic look-ups (a topic's name); None
-        # only wakes the thread that takes from the queue.
-        self._jobs: queue.Queue = queue.Queue(maxsize=limits.ROUTER_ADMIN_JOBS_QUEUED_MAX)
+        # Admin requests, in order per client; topic look-ups (a topic's name, None only
+        # wakes the routing thread).
+        self._jobs: ClientOrderedJobs[_AnswerRequest] = ClientOrderedJobs(
+            limits.ROUTER_ADMIN_JOBS_QUEUED_MAX)
         self._lookups: queue.Queue = queue.Queue(maxsize=limits.ROUTER_ADMIN_JOBS_QUEUED_MAX)
         self._results: queue.Queue = queue.Queue(maxsize=limits.ROUTER_ADMIN_RESULTS_QUEUED_MAX)
         self._stopping = threading.Event()
@@ -112,10 +117,11 @@ class AdminBridge:
         # Held from a routing call until its update is queued, so that the loop gets the
         # two threads' tables in the order they were made (an older one never last).
         self._routing_lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run_admin, name="router-admin",
-                                          daemon=True),
-                         threading.Thread(target=self._run_routing, name="router-routing",
-                                          daemon=True)]
+        self._threads = [threading.Thread(target=self._run_admin, name=f"router-admin-{i}",
+                                          daemon=True)
+                         for i in range(limits.ROUTER_ADMIN_THREADS)]
+        self._threads.append(threading.Thread(target=self._run_routing, name="router-routing",
+                                              daemon=True))
 
     # --- Owner ------------------------------------------------------------------
 
@@ -127,11 +133,11 @@ class AdminBridge:
         """Stop the threads (after their current calls) and close the wake-up pipe. Call
         after the loop thread has stopped polling ``wakeup``."""
         self._stopping.set()
-        for jobs in (self._jobs, self._lookups):
-            try:
-                jobs.put_nowait(None)   # wakes a thread waiting for a job
-            except queue.Full:
-                pass                    # it is busy, and sees the flag after this job
+        self._jobs.close()                  # wakes the admin threads waiting for a job
+        try:
+            self._lookups.put_nowait(None)  # wakes the routing thread waiting for one
+        except queue.Full:
+            pass                            # it is busy, and sees the flag after this job
         deadline_s = time.monotonic() + wait_s
         for thread in self._threads:
             if thread.is_alive():
@@ -150,7 +156,7 @@ class AdminBridge:
                        grants: ClientGrants | None = None) -> bool:
         """Queue an admin request to be answered (cut to ``grants`` if given); False if
         the queue is full."""
-        return _put_nowait(self._jobs, _AnswerRequest(client_id, request, grants))
+        return self._jobs.put_nowait(client_id, _AnswerRequest(client_id, request, grants))
 
     def resolve_topic(self, topic: str) -> bool:
         """Queue a look-up of ``topic`` (a RoutingUpdate follows); False if the queue is full."""
@@ -182,9 +188,14 @@ class AdminBridge:
 
     def _run_admin(self) -> None:
         while not self._stopping.is_set():
-            job = self._jobs.get()
-            if job is not None:
-                    self._answer_job(job)
+            taken = self._jobs.take()
+            if taken is None:   # closed: the bridge stops
+                return
+            client_id, job = taken
+            try:
+                self._answer_job(job)
+            finally:
+                self._jobs.done(client_id)
 
     # --- Routing thread -------------------------------------------------------------
 
@@ -223,7 +234,7 @@ class AdminBridge:
 
     def _answer_job(self, job: _AnswerRequest) -> None:
         """Queue the reply to an admin request; after a change, the new routing table
-        first (admin thread)."""
+        first (an admin thread)."""
         request = job.request
         try:
             reply = self._answer(request, job.grants)

@@ -146,6 +146,7 @@ class FakeController:
         self.routing_waiting = 0
         self.routing_calls = 0                        # answered
         self._admin_held = False                      # admin calls wait until allowed
+        self._topics_held: set[str] = set()           # so do describes of these topics
         self.admin_waiting = 0
         for name, partitions in (topics or {}).items():
             self.add_topic(name, partitions, (owners or {}).get(name))
@@ -182,14 +183,19 @@ class FakeController:
                 raise AssertionError(f"{self.routing_calls} routing calls answered within "
                                      f"{WAIT_S} s, not {count}")
 
-    def hold_admin(self) -> None:
-        """From now on, admin calls (all but routing) wait until ``allow_admin``."""
+    def hold_admin(self, topic: str | None = None) -> None:
+        """From now on, admin calls (all but routing; given ``topic``, only the calls
+        that describe it: describe, alter, delete) wait until ``allow_admin``."""
         with self._gate:
-            self._admin_held = True
+            if topic is None:
+                self._admin_held = True
+            else:
+                self._topics_held.add(topic)
 
     def allow_admin(self) -> None:
         with self._gate:
             self._admin_held = False
+            self._topics_held.clear()
             self._gate.notify_all()
 
     def wait_for_admin_call(self) -> None:
@@ -249,7 +255,7 @@ class FakeController:
             del self.topics[name], self.owners[name]
 
     def describe_topic(self, name: str) -> protocol.TopicInfo:
-        self._maybe_fail()
+        self._maybe_fail(name)
         if name not in self.topics:
             raise UnknownTopicError(f"unknown topic {name!r}")
         return self.topics[name]
@@ -288,13 +294,14 @@ class FakeController:
         self._maybe_fail()
         return page_of(sorted(self.groups), prefix, after, limit)
 
-    def _maybe_fail(self) -> None:
-        """Every admin call's start: wait while admin calls are held, then raise
-        ``fail_with`` if set."""
+    def _maybe_fail(self, topic: str | None = None) -> None:
+        """Every admin call's start (of one about ``topic``): wait while admin calls (or
+        those about ``topic``) are held, then raise ``fail_with`` if set."""
         with self._gate:
             self.admin_waiting += 1
             self._gate.notify_all()
-            allowed = self._gate.wait_for(lambda: not self._admin_held, WAIT_S)
+            allowed = self._gate.wait_for(
+                lambda: not self._admin_held and topic not in self._topics_held, WAIT_S)
             self.admin_waiting -= 1
         if not allowed:
             raise RequestTimedOutError("the fake controller's admin gate stayed shut")

@@ -204,3 +204,42 @@ def test_stop_returns_while_the_loop_is_not_taking_results(monkeypatch):
     started = time.monotonic()
     bridge.stop(wait_s=WAIT_S)
     assert time.monotonic() - started < WAIT_S / 2
+
+
+def test_another_clients_request_is_answered_while_one_clients_describe_waits(bridge_of):
+    # Given a describe of a topic whose leader is dead: the controller holds it
+    fake = controller()
+    fake.add_topic("slow", 1)
+    fake.hold_admin("slow")
+    bridge = bridge_of(fake)
+    assert bridge.submit_request(b"console", protocol.DescribeTopicRequest(1, "slow"))
+    fake.wait_for_admin_call()
+    # When another client asks for the topics, its answer comes meanwhile
+    assert bridge.submit_request(b"operator", protocol.ListTopicsRequest(2))
+    [reply] = results_of(bridge, 1)
+    assert (reply.client_id, reply_of(reply).request_id) == (b"operator", 2)
+    # And the describe is answered once the controller answers it
+    fake.allow_admin()
+    [reply] = results_of(bridge, 1)
+    assert (reply.client_id, reply_of(reply).request_id) == (b"console", 1)
+
+
+def test_one_clients_requests_are_answered_in_the_order_it_sent_them(bridge_of, monkeypatch):
+    # Given two admin threads, one busy with a client's describe the controller holds,
+    # and two more requests of that client queued after it
+    monkeypatch.setattr(limits, "ROUTER_ADMIN_THREADS", 2)
+    fake = controller()
+    fake.add_topic("slow", 1)
+    fake.hold_admin("slow")
+    bridge = bridge_of(fake)
+    assert bridge.submit_request(b"c", protocol.DescribeTopicRequest(1, "slow"))
+    fake.wait_for_admin_call()
+    for rid in (2, 3):
+        assert bridge.submit_request(b"c", protocol.ListTopicsRequest(rid))
+    # When another client sends one after them, the free thread answers it first
+    assert bridge.submit_request(b"other", protocol.ListTopicsRequest(9))
+    [reply] = results_of(bridge, 1)
+    assert (reply.client_id, reply_of(reply).request_id) == (b"other", 9)
+    # And the first client's requests come once its describe is answered, in order
+    fake.allow_admin()
+    assert [reply_of(r).request_id for r in results_of(bridge, 3)] == [1, 2, 3]
