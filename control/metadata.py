@@ -2,8 +2,8 @@
 
 Owned by the controller (controller.py), which changes it on its actor thread
 only, and saves it to ``<data_dir>/metadata.json`` after every change, before
-the change is acknowledged or seen by a router (as compact JSON, keys sorted;
-indented here):
+the change is acknowledged or seen by a router (as compact JSON, keys sorted,
+only the changed topics encoded again: plinth/json_fragments.py; indented here):
 
     {"version": 1,
      "shards": ["shard-0", "shard-1"],          take writes and coordinate groups
@@ -91,7 +91,8 @@ from pathlib import Path
 
 from plinth import limits, topics
 from plinth.control.routing_table import Range, ShardRange, TieredRange, shard_range
-from plinth.durable_files import write_json_atomically
+from plinth.durable_files import write_file_atomically
+from plinth.json_fragments import JsonFragments
 from plinth.errors import CorruptDataError, InvalidConfigError
 from plinth.shards.shard_handle import Leadership, PartitionSpec
 
@@ -293,6 +294,9 @@ class BrokerMetadata:
     partitions_moving_from: list[str] | None = None          # set while partitions move
     controller_epoch: int = 0                                # grows at each controller start
     tier_store: str | None = None                            # the tiered topics' object store
+    # The topics' encoded JSON, kept between saves (only changed topics are encoded).
+    _fragments: JsonFragments = field(default_factory=lambda: JsonFragments("topics"),
+                                      init=False, repr=False, compare=False)
 
     def specs_by_shard(self, names: Collection[str] | None = None) -> dict[str, list[PartitionSpec]]:
         """shard id -> the partitions it must serve, of all topics or of ``names``: those
@@ -368,7 +372,8 @@ class BrokerMetadata:
         problems = self.problems()
         if problems:
             raise AssertionError(f"refusing to write {path}: {'; '.join(problems[:3])}")
-        write_json_atomically(path, self.to_json())
+        write_file_atomically(path, self._fragments.encode(self.to_json()),
+                              sync_dir=True)
 
     def to_json(self) -> dict:
         value = {"version": METADATA_VERSION, "shards": list(self.shards),

@@ -3,7 +3,8 @@
 Kept by the shard actor (actor.py) in ``<shard data dir>/manifest.json`` and
 replaced atomically (write, fsync, rename, fsync the directory) after every
 change the controller makes, before the change is acknowledged (as compact JSON,
-keys sorted; indented here):
+keys sorted, only the changed partitions encoded again: plinth/json_fragments.py;
+indented here):
 
     {"version": 1,
      "partitions": {"orders/0": {"config": {"segment.bytes": "268435456", ...},
@@ -29,7 +30,8 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from plinth.durable_files import write_json_atomically
+from plinth.durable_files import write_file_atomically
+from plinth.json_fragments import JsonFragments
 from plinth.errors import CorruptDataError
 from plinth.shards.shard_calls import Leadership, PartitionId, PartitionSpec
 
@@ -41,6 +43,10 @@ MANIFEST_VERSION = 1
 class ShardManifest:
     partitions: dict[PartitionId, PartitionSpec] = field(default_factory=dict)
     partition_counts: dict[str, int] = field(default_factory=dict)
+    # The partitions' encoded JSON, kept between saves (only changed ones are encoded).
+    _fragments: JsonFragments = field(
+        default_factory=lambda: JsonFragments("partitions", "partition_counts"),
+        init=False, repr=False, compare=False)
 
     # --- Changes (each followed by save) ------------------------------------------
 
@@ -87,7 +93,8 @@ class ShardManifest:
             raise CorruptDataError(f"{path}: not a shard manifest: {exc}") from None
 
     def save(self, path: Path) -> None:
-        write_json_atomically(path, self.to_json())
+        write_file_atomically(path, self._fragments.encode(self.to_json()),
+                              sync_dir=True)
 
     def to_json(self) -> dict:
         return {"version": MANIFEST_VERSION,

@@ -1,0 +1,114 @@
+"""plinth/json_fragments.py: the bytes of json.dumps, with only changed members encoded."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from plinth import json_fragments
+from plinth.json_fragments import JsonFragments
+
+
+def dumps(value) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def document(topics: dict) -> dict:
+    return {"version": 1, "shards": ["shard-0", "shard-1"], "topics": topics,
+            "controller_epoch": 4}
+
+
+@pytest.fixture
+def encodings(monkeypatch) -> list:
+    """Every value json_fragments encodes itself, in order."""
+    seen = []
+
+    def counting(value):
+        seen.append(value)
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+    monkeypatch.setattr(json_fragments, "_dumps", counting)
+    return seen
+
+
+def test_the_bytes_are_those_of_json_dumps_with_sorted_keys_and_no_spaces():
+    topics = {"zeta": {"partitions": 3, "config": {"b": "2", "a": "1"}, "sealed": False},
+              "Ärger/\"quoted\"": {"partitions": 1, "ratio": 0.5, "producers": None},
+              "alpha": {"placement": ["shard-1", "shard-0"], "ranges": {"1": [[0, "shard-0"]]}}}
+    assert JsonFragments("topics").encode(document(topics)) == dumps(document(topics))
+
+
+def test_an_unchanged_member_is_not_encoded_again(encodings):
+    fragments = JsonFragments("topics")
+    topics = {f"t{i}": {"partitions": i + 1} for i in range(100)}
+    fragments.encode(document(topics))
+    encodings.clear()
+    topics["new"] = {"partitions": 7}
+    topics["t5"] = {"partitions": 60}
+    assert fragments.encode(document(topics)) == dumps(document(topics))
+    assert {"partitions": 7} in encodings and {"partitions": 60} in encodings
+    assert {"partitions": 1} not in encodings   # t0, unchanged
+
+
+def test_a_member_changed_in_place_after_it_was_encoded_is_encoded_again():
+    fragments = JsonFragments("topics")
+    topics = {"orders": {"partitions": 1, "config": {"retention.ms": "1000"}}}
+    fragments.encode(document(topics))
+    topics["orders"]["config"]["retention.ms"] = "2000"
+    encoded = fragments.encode(document(topics))
+    assert b'"retention.ms":"2000"' in encoded and encoded == dumps(document(topics))
+
+
+def test_a_removed_member_is_gone_from_the_next_encoding():
+    fragments = JsonFragments("topics")
+    topics = {"a": {"partitions": 1}, "b": {"partitions": 2}}
+    fragments.encode(document(topics))
+    del topics["a"]
+    assert fragments.encode(document(topics)) == dumps(document(topics))
+
+
+def test_a_member_name_that_is_not_a_string_is_a_programmer_error():
+    with pytest.raises(AssertionError, match="member name 3 is not a string"):
+        JsonFragments("topics").encode(document({3: {}}))
+
+
+def test_members_that_are_not_a_dict_are_a_programmer_error():
+    with pytest.raises(AssertionError, match="'topics' holds a list"):
+        JsonFragments("topics").encode({"topics": []})
+
+
+# No booleans beside the integers: a member's value keeps its type (the module's
+# contract; True == 1, and the two encode differently).
+json_values = st.recursive(
+    st.none() | st.integers() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner,
+                                                                  max_size=3),
+    max_leaves=8)
+members = st.dictionaries(st.text(max_size=4), json_values, max_size=6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(members, min_size=1, max_size=5))
+def test_any_sequence_of_documents_encodes_as_json_dumps_would(versions):
+    fragments = JsonFragments("topics")
+    for topics in versions:
+        assert fragments.encode(document(topics)) == dumps(document(topics))
+
+
+def test_several_maps_of_members_are_each_kept_apart(encodings):
+    fragments = JsonFragments("partitions", "partition_counts")
+    value = {"version": 1, "partitions": {"orders/0": {"sealed": False}},
+             "partition_counts": {"orders": 1}}
+    fragments.encode(value)
+    encodings.clear()
+    value["partition_counts"]["orders"] = 2
+    assert fragments.encode(value) == dumps(value)
+    assert 2 in encodings and {"sealed": False} not in encodings
+
+
+def test_fragments_without_a_map_of_members_are_a_programmer_error():
+    with pytest.raises(AssertionError, match="needs the keys"):
+        JsonFragments()
