@@ -1221,16 +1221,23 @@ class Controller:
         for t in checked:
             self._metadata.topics[t.name] = self._new_topic(t.name, t.partitions, t.config,
                                                             t.replication_factor)
+        # The shards that open partitions record every new count in the same save.
+        counts = {t.name: t.partitions for t in checked}
+        specs_by_shard = self._metadata.specs_by_shard(set(names))
         try:
-            wait_all_or_raise({s: self._shards[s].open_partitions(specs)
-                               for s, specs in self._metadata.specs_by_shard(set(names)).items()},
+            wait_all_or_raise({s: self._shards[s].open_partitions(specs, partition_counts=counts)
+                               for s, specs in specs_by_shard.items()},
                               limits.CONTROL_CALL_TIMEOUT_S)
         except Exception:
             for name in names:
                 del self._metadata.topics[name]
+            # The shards that did open theirs forget the counts (the partitions stay,
+            # served unasked until restarted, as after a failed growth).
+            self._shards.push_partition_counts(self._metadata.partition_counts(), changed=names)
             raise
         self._save()
-        self._shards.push_partition_counts(self._metadata.partition_counts(), changed=names)
+        self._shards.push_partition_counts(self._metadata.partition_counts(), changed=names,
+                                           told=specs_by_shard.keys())
         for t in checked:
             log.info("created topic %s with %d partitions, replication factor %d", t.name,
                      t.partitions, t.replication_factor)

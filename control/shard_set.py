@@ -268,17 +268,22 @@ class ShardSet:
         return results
 
     def push_partition_counts(self, counts: dict[str, int],
-                              changed: Collection[str] | None = None) -> None:
+                              changed: Collection[str] | None = None,
+                              told: Collection[str] = ()) -> None:
         """Tell every shard each topic's partition count (group coordinators need them).
         ``changed``: the topics created, grown or deleted since the last push (those
         not in ``counts`` are deleted): a shard that took that push gets only theirs,
         so a create does not send, and each shard rewrite, every topic's count twice
         over; None: all of ``counts`` to every shard. A shard that missed a push gets
-        all of them at its next."""
+        all of them at its next. ``told``: the shards that recorded ``changed``'s
+        counts already, with the partitions they opened (a create): not asked again,
+        unless they missed an earlier push."""
         calls = {}
         for shard_id, handle in self._handles.items():
             if changed is None or shard_id in self._counts_missed:
                 calls[shard_id] = handle.set_partition_counts(counts)
+            elif shard_id in told:
+                continue
             else:
                 calls[shard_id] = handle.change_partition_counts(
                     {t: counts[t] for t in changed if t in counts},

@@ -121,8 +121,9 @@ class ShardActor:
 
     # --- Partitions ----------------------------------------------------------------
 
-    def open_partitions(self, specs: list[PartitionSpec],
-                        existing: bool = False) -> dict[PartitionId, str]:
+    def open_partitions(self, specs: list[PartitionSpec], existing: bool = False,
+                        partition_counts: dict[str, int] | None = None
+                        ) -> dict[PartitionId, str]:
         """Open or create each partition (recovering its log), durable in the manifest
         when this returns; returns how each was found (OPENED_*, shard_calls.py), for
         the controller: a replica that needs repair must not be elected or count as in
@@ -130,10 +131,17 @@ class ShardActor:
         reopens those of a shard that restarted without its manifest, or moved to
         another node): one not open here yet is opened as after a restart (it does
         not lead in the leader epoch the record names), and one whose directory is
-        created now needs repair."""
+        created now needs repair. ``partition_counts``: the counts of the topics just
+        created, recorded in the same save of the manifest as the partitions (as
+        ``change_partition_counts`` would, in a second one)."""
         opened = self._open(specs, restarted=existing)
         self._manifest.serve(specs)
+        if partition_counts:
+            self._manifest.partition_counts.update(partition_counts)
         self._manifest.save(self._manifest_path)
+        if partition_counts:
+            self._server.call(self._server.set_partition_counts,
+                              dict(self._manifest.partition_counts))
         return opened
 
     def _open(self, specs: list[PartitionSpec], restarted: bool = False) -> dict[PartitionId, str]:

@@ -231,14 +231,19 @@ class ShardHandle:
         """The shard's directory, resolved (which broker's data it serves)."""
         return self._start(ShardActor.data_dir)
 
-    def open_partitions(self, specs: Sequence[PartitionSpec], *, existing: bool = False
+    def open_partitions(self, specs: Sequence[PartitionSpec], *, existing: bool = False,
+                        partition_counts: dict[str, int] | None = None
                         ) -> PendingCall[dict[PartitionId, str]]:
         """Open (recovering) or create each partition; the result says how each was
         found (OPENED_*). ``existing``: the partitions existed before (a shard that
-        lost its manifest, or moved): one created empty needs repair."""
+        lost its manifest, or moved): one created empty needs repair.
+        ``partition_counts``: the new topics' counts, recorded with the partitions."""
         for spec in _checked_list(specs, PartitionSpec, "open_partitions"):
             spec.check()
-        return self._start(ShardActor.open_partitions, list(specs), existing)
+        if partition_counts is not None:
+            _check_partition_counts(partition_counts, "open_partitions")
+        return self._start(ShardActor.open_partitions, list(specs), existing,
+                           None if partition_counts is None else dict(partition_counts))
 
     def seal_partitions(self, partitions: Sequence[PartitionId],
                         end_offsets: Sequence[int] | None = None
@@ -313,9 +318,7 @@ class ShardHandle:
 
     def set_partition_counts(self, counts: dict[str, int]) -> PendingCall[None]:
         """Every topic's partition count (the groups this shard coordinates need them)."""
-        if not all(isinstance(t, str) and isinstance(n, int) and n >= 1 for t, n in counts.items()):
-            raise ValueError(f"set_partition_counts: counts must map topics to ints >= 1, "
-                             f"got {counts!r}")
+        _check_partition_counts(counts, "set_partition_counts")
         return self._start(ShardActor.set_partition_counts, dict(counts))
 
     def change_partition_counts(self, changed: dict[str, int],
@@ -323,9 +326,7 @@ class ShardHandle:
         """Some topics' partition counts: ``changed`` new or grown ones, ``deleted``
         gone; the others stay as the last set or changed. What a topic created,
         grown or deleted sends, so that its cost does not grow with the topics."""
-        if not all(isinstance(t, str) and isinstance(n, int) and n >= 1 for t, n in changed.items()):
-            raise ValueError(f"change_partition_counts: changed must map topics to ints >= 1, "
-                             f"got {changed!r}")
+        _check_partition_counts(changed, "change_partition_counts")
         if not all(isinstance(t, str) for t in deleted) or set(deleted) & set(changed):
             raise ValueError(f"change_partition_counts: deleted must be topic names not "
                              f"changed, got {list(deleted)!r} beside {sorted(changed)}")
@@ -396,6 +397,15 @@ class ShardHandle:
         """Start ``method`` (a function of ShardActor) on the actor with ``args``."""
         ref = getattr(self._actor, method.__name__).remote(*args)
         return PendingCall(self.shard_id, method.__name__, ref.future())
+
+
+def _check_partition_counts(counts: dict[str, int], method: str) -> None:
+    """ValueError unless ``counts`` maps topic names to ints >= 1 (programmer error)."""
+    if not isinstance(counts, dict) or not all(
+            isinstance(t, str) and isinstance(n, int) and not isinstance(n, bool) and n >= 1
+            for t, n in counts.items()):
+        raise ValueError(f"{method}: partition counts must map topics to ints >= 1, "
+                         f"got {counts!r}")
 
 
 def _checked_list(values: Sequence, kind: type, call: str) -> Sequence:

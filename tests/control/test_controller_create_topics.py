@@ -8,6 +8,7 @@ import pytest
 import ray.exceptions
 
 from plinth import limits
+from plinth.control import placement
 from plinth.errors import InvalidConfigError, InvalidTopicError, TopicExistsError, UnavailableError
 from plinth.protocol import NewTopic
 from tests.control.broker_without_ray import TWO
@@ -61,8 +62,10 @@ def test_a_batch_a_shard_fails_to_open_creates_none(brokers):
     # When a batch with partitions on both shards is created, Then it fails
     with pytest.raises(UnavailableError, match="shard-1 is down"):
         broker.controller.create_topics([NewTopic(f"t{i}", 4, {}) for i in range(5)])
-    # And none of it exists; once the shard is back the same batch is created
+    # And none of it exists, nor is counted on the shard that opened its partitions;
+    # once the shard is back the same batch is created
     assert broker.controller.list_topics() == []
+    assert broker.manifest("shard-0").partition_counts == {}
     assert len(broker.controller.create_topics([NewTopic(f"t{i}", 4, {}) for i in range(5)])) == 5
 
 
@@ -99,15 +102,31 @@ def test_a_growth_and_a_delete_change_only_their_topic_s_count_on_every_shard(br
 
 
 def test_a_shard_that_missed_a_push_of_counts_gets_every_count_at_the_next(brokers):
-    # Given a shard that misses the push of a created topic's count
+    # Given a shard that misses the push of the count of a topic it holds no partition
+    # of ("e" is placed on shard-0 only)
     broker = brokers(2)
     broker.controller.create_topic("a", 1, {})
+    assert placement.place_topic("e", 1, list(TWO)) == ["shard-0"]
     broker.shards.handles["shard-1"].fail_next("change_partition_counts",
                                                 ray.exceptions.ActorDiedError())
-    broker.controller.create_topic("b", 1, {})
+    broker.controller.create_topic("e", 1, {})
     assert broker.manifest("shard-1").partition_counts == {"a": 1}
     # When the next topic is created
     broker.controller.create_topic("c", 2, {})
     # Then that shard has every topic's count, the one it missed too
-    assert broker.manifest("shard-1").partition_counts == {"a": 1, "b": 1, "c": 2}
-    assert broker.manifest("shard-0").partition_counts == {"a": 1, "b": 1, "c": 2}
+    assert broker.manifest("shard-1").partition_counts == {"a": 1, "c": 2, "e": 1}
+    assert broker.manifest("shard-0").partition_counts == {"a": 1, "c": 2, "e": 1}
+
+
+def test_a_shard_that_opens_a_new_topics_partitions_records_its_count_in_the_same_call(
+        brokers):
+    # Given a broker whose controller would die if it pushed counts to shard-1 apart
+    broker = brokers(2)
+    assert placement.place_topic("b", 2, list(TWO)) == ["shard-1", "shard-1"]
+    broker.shards.handles["shard-1"].crash_controller_at("change_partition_counts")
+    # When a topic whose partitions are all on shard-1 is created, it is created
+    broker.controller.create_topic("b", 2, {})
+    # And shard-1 counted it with the partitions it opened, shard-0 by the push
+    assert broker.manifest("shard-1").partition_counts == {"b": 2}
+    assert broker.manifest("shard-0").partition_counts == {"b": 2}
+    assert sorted(p.partition for p in broker.manifest("shard-1").partitions) == [0, 1]

@@ -102,6 +102,22 @@ def test_the_manifest_on_disk_round_trips_every_field(actors, shard_dir):
     assert manifest.partition_counts == {"t": 2, "u": 1}
 
 
+def test_counts_given_with_opened_partitions_join_the_others_in_the_manifest_for_good(
+        actors, shard_dir):
+    # Given a shard that knows one topic's partition count
+    actor = actors(shard_dir)
+    actor.set_partition_counts({"t": 1})
+    # When it opens a new topic's partitions with that topic's count
+    actor.open_partitions([PartitionSpec("u", 0, CONFIG), PartitionSpec("u", 1, CONFIG)],
+                          partition_counts={"u": 2})
+    # Then its manifest holds both counts and the partitions, and so does it after a restart
+    for _ in range(2):
+        manifest = ShardManifest.load(shard_dir / MANIFEST_FILE)
+        assert manifest.partition_counts == {"t": 1, "u": 2}
+        assert sorted(pid.partition for pid in manifest.partitions) == [0, 1]
+        actor = actors.restart(actor, shard_dir)
+
+
 def test_changed_partition_counts_merge_with_the_others_and_are_kept_across_a_restart(
         actors, shard_dir):
     # Given a shard told every topic's partition count
