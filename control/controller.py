@@ -1288,15 +1288,16 @@ class Controller:
         factor = topics.validate_replication_factor(name, requested)
         if factor > len(shard_ids):
             raise InvalidReplicationFactorError(
-                f"topic {name!r}: replication factor {factor} is more than the "
-                f"{len(shard_ids)} shards there are: each replica needs its own shard "
+                f"topic {name!r}: replication factor {factor} is more than the broker's "
+                f"{_count(len(shard_ids), 'shard')}: each replica needs its own shard "
                 f"(add shards with plinth shards add, or start a new data dir with "
                 f"--shards N)")
         if factor > nodes and not self._allow_replicas_on_one_node:
             raise InvalidReplicationFactorError(
-                f"topic {name!r}: replication factor {factor} is more than the {nodes} "
-                f"node(s) the shards run on: a node's loss would take several copies; "
-                f"start the server with --allow-replicas-on-one-node to allow it (testing)")
+                f"topic {name!r}: replication factor {factor} is more than the "
+                f"{_count(nodes, 'node')} the shards run on: a node's loss would take several "
+                f"copies; start the server with --allow-replicas-on-one-node to allow it "
+                f"(testing)")
         return factor
 
     def alter_topic(self, name: str, changes: dict[str, str],
@@ -1540,6 +1541,11 @@ class Controller:
                 f"{factor}, and the {len(remaining)} shards left on {nodes} node(s) can "
                 f"hold {room} copies of a partition"
                 f"{'' if self._allow_replicas_on_one_node else ' (each on its own node)'}")
+
+
+def _count(count: int, noun: str) -> str:
+    """'1 shard', '3 shards'."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _partition_names(refs: list[tuple[str, int]], shown_max: int = 10) -> str:

@@ -6,8 +6,8 @@
         plinth.router ──► plinth.control (its handle and routing table)
         plinth.control ──► plinth.shards (only through the shard handle)
     shared ground, imported by all: plinth.limits, errors, protocol, protocol_hot, protocol_classic,
-    topics, durable_files, wakeup, cluster_keys, data_dir_lock, actor_logs, process_tuning,
-    socket_frames, unsent_replies, loopback, name_pages, and plinth.schemas
+    topics, durable_files, json_fragments, wakeup, cluster_keys, data_dir_lock, actor_logs,
+    process_tuning, socket_frames, unsent_replies, loopback, name_pages, and plinth.schemas
 
 Every import statement counts, at module level or inside a function, so a
 lazy import cannot hide a dependency. The graph is read from the source files
@@ -28,7 +28,8 @@ PACKAGE_DIRS = {"plinth": "plinth", "format": "plinth.format", "shards": "plinth
                 "client": "plinth.client", "schemas": "plinth.schemas"}
 SHARED = {"plinth.limits", "plinth.errors", "plinth.protocol", "plinth.protocol_hot",
           "plinth.protocol_classic",
-          "plinth.topics", "plinth.durable_files", "plinth.wakeup", "plinth.schemas",
+          "plinth.topics", "plinth.durable_files", "plinth.json_fragments", "plinth.wakeup",
+          "plinth.schemas",
           "plinth.cluster_keys", "plinth.data_dir_lock", "plinth.actor_logs",
           "plinth.process_tuning", "plinth.socket_frames", "plinth.loopback",
           "plinth.name_pages", "plinth.unsent_replies"}

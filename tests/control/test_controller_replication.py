@@ -80,8 +80,15 @@ def test_a_factor_1_topic_describes_its_one_replica_and_persists_as_before(broke
     assert all(spec.leadership is None for spec in broker.manifest(info.shard).partitions.values())
 
 
+def test_a_factor_above_a_single_shard_is_refused_in_the_singular(brokers):
+    broker = brokers(1)
+    with pytest.raises(InvalidReplicationFactorError,
+                       match="replication factor 2 is more than the broker's 1 shard: each"):
+        broker.controller.create_topic("orders", 1, {}, replication_factor=2)
+
+
 @pytest.mark.parametrize("factor, options, message", [
-    (4, ON_ONE_NODE, "replication factor 4 is more than the 3 shards there are"),
+    (4, ON_ONE_NODE, "replication factor 4 is more than the broker's 3 shards: each"),
     (2, {}, "replication factor 2 is more than the 1 node.* --allow-replicas-on-one-node"),
     (6, ON_ONE_NODE, "replication factor 6 is outside 1..5"),
     (-1, ON_ONE_NODE, "replication factor -1 is outside 1..5"),

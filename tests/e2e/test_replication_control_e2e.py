@@ -91,7 +91,7 @@ def test_more_replicas_than_nodes_are_refused_without_the_flag_naming_it(broker_
     refused = plinth(broker.url, "topic", "create", unique_topic("rep"),
                      "--replication-factor", "2")
     assert refused.returncode != 0
-    assert "replication factor 2 is more than the 1 node(s)" in refused.stderr
+    assert "replication factor 2 is more than the 1 node the shards run on" in refused.stderr
     assert "--allow-replicas-on-one-node" in refused.stderr
     # And a factor a new user might write is refused before it is sent
     for wrong, message in (("0", "replication factor 0 is outside 1..5"),
