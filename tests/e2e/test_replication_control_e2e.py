@@ -53,7 +53,7 @@ def test_a_factor_3_topic_on_three_shards_of_one_node_is_described_status_and_me
             assert p.shard == p.replicas[0] == placement.shard_for(topic, p.partition, THREE)
             assert (p.leader_epoch, p.high_watermark) == (0, 0)
         # And 4 replicas on 3 shards are refused, naming both numbers
-        with pytest.raises(InvalidReplicationFactorError, match="factor 4 is more than the 3 shards"):
+        with pytest.raises(InvalidReplicationFactorError, match="factor 4 is more than the broker's 3 shards"):
             admin.create_topic(unique_topic("rep"), 1, replication_factor=4)
         # And min.insync.replicas above the factor is refused, naming both
         with pytest.raises(InvalidConfigError, match="min.insync.replicas=3 is outside 1..2"):
