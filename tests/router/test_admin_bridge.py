@@ -206,14 +206,20 @@ def test_stop_returns_while_the_loop_is_not_taking_results(monkeypatch):
     assert time.monotonic() - started < WAIT_S / 2
 
 
-def test_another_clients_request_is_answered_while_one_clients_describe_waits(bridge_of):
-    # Given a describe of a topic whose leader is dead: the controller holds it
+def describe_held(bridge_of, client_id: bytes) -> tuple[FakeController, AdminBridge]:
+    """A bridge whose controller holds ``client_id``'s describe (request 1) of "slow"."""
     fake = controller()
     fake.add_topic("slow", 1)
     fake.hold_admin("slow")
     bridge = bridge_of(fake)
-    assert bridge.submit_request(b"console", protocol.DescribeTopicRequest(1, "slow"))
+    assert bridge.submit_request(client_id, protocol.DescribeTopicRequest(1, "slow"))
     fake.wait_for_admin_call()
+    return fake, bridge
+
+
+def test_another_clients_request_is_answered_while_one_clients_describe_waits(bridge_of):
+    # Given a describe of a topic whose leader is dead: the controller holds it
+    fake, bridge = describe_held(bridge_of, b"console")
     # When another client asks for the topics, its answer comes meanwhile
     assert bridge.submit_request(b"operator", protocol.ListTopicsRequest(2))
     [reply] = results_of(bridge, 1)
@@ -228,12 +234,7 @@ def test_one_clients_requests_are_answered_in_the_order_it_sent_them(bridge_of, 
     # Given two admin threads, one busy with a client's describe the controller holds,
     # and two more requests of that client queued after it
     monkeypatch.setattr(limits, "ROUTER_ADMIN_THREADS", 2)
-    fake = controller()
-    fake.add_topic("slow", 1)
-    fake.hold_admin("slow")
-    bridge = bridge_of(fake)
-    assert bridge.submit_request(b"c", protocol.DescribeTopicRequest(1, "slow"))
-    fake.wait_for_admin_call()
+    fake, bridge = describe_held(bridge_of, b"c")
     for rid in (2, 3):
         assert bridge.submit_request(b"c", protocol.ListTopicsRequest(rid))
     # When another client sends one after them, the free thread answers it first
