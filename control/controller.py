@@ -1221,27 +1221,40 @@ class Controller:
         for t in checked:
             self._metadata.topics[t.name] = self._new_topic(t.name, t.partitions, t.config,
                                                             t.replication_factor)
-        # The shards that open partitions record every new count in the same save.
-        counts = {t.name: t.partitions for t in checked}
-        specs_by_shard = self._metadata.specs_by_shard(set(names))
         try:
-            wait_all_or_raise({s: self._shards[s].open_partitions(specs, partition_counts=counts)
-                               for s, specs in specs_by_shard.items()},
-                              limits.CONTROL_CALL_TIMEOUT_S)
+            told = self._open_created(names)
         except Exception:
             for name in names:
                 del self._metadata.topics[name]
-            # The shards that did open theirs forget the counts (the partitions stay,
-            # served unasked until restarted, as after a failed growth).
-            self._shards.push_partition_counts(self._metadata.partition_counts(), changed=names)
             raise
         self._save()
         self._shards.push_partition_counts(self._metadata.partition_counts(), changed=names,
-                                           told=specs_by_shard.keys())
+                                           told=told)
         for t in checked:
             log.info("created topic %s with %d partitions, replication factor %d", t.name,
                      t.partitions, t.replication_factor)
         return [self._topic_info(name) for name in names]
+
+    def _open_created(self, names: list[str]) -> list[str]:
+        """Open the new topics' partitions on their shards, each recording the new
+        counts in the same save of its manifest; returns those shards. If one fails,
+        the shards that opened theirs forget the counts (their partitions stay, served
+        unasked until restarted, as after a failed growth), and its error is raised."""
+        counts = {name: self._metadata.topics[name].partitions for name in names}
+        outcomes = wait_all({s: self._shards[s].open_partitions(specs, partition_counts=counts)
+                             for s, specs in self._metadata.specs_by_shard(set(names)).items()},
+                            limits.CONTROL_CALL_TIMEOUT_S)
+        failed = [outcome for outcome in outcomes.values() if isinstance(outcome, BrokerError)]
+        if not failed:
+            return list(outcomes)
+        opened = [s for s, outcome in outcomes.items() if not isinstance(outcome, BrokerError)]
+        for shard_id, outcome in wait_all(
+                {s: self._shards[s].change_partition_counts({}, names) for s in opened},
+                limits.CONTROL_CALL_TIMEOUT_S).items():
+            if isinstance(outcome, BrokerError):
+                log.warning("%s kept the counts of topics %s, not created: %s", shard_id,
+                            names, outcome)
+        raise failed[0]
 
     def _checked_new_topic(self, new: protocol.NewTopic) -> protocol.NewTopic:
         """``new`` with its replication factor and normalized config; raises what
