@@ -118,10 +118,11 @@ def election_partitions(topic_partitions) -> list[tuple[str, int]] | None:
 
 
 class Admin:
-    def __init__(self, *, broker=None,
+    def __init__(self, *, broker=None, bootstrap_servers: str | list[str] | None = None,
                  request_timeout_ms: int = limits.CLIENT_REQUEST_TIMEOUT_MS_DEFAULT,
                  curve_key_file: str | None = None, curve_server_key_file: str | None = None):
-        self._conn = Connection(broker_address(broker, curve_key_file, curve_server_key_file))
+        self._conn = Connection(broker_address(broker, curve_key_file, curve_server_key_file,
+                                               bootstrap_servers))
         self.request_timeout_ms = request_timeout_ms
 
     def __enter__(self) -> "Admin":

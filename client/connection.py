@@ -57,9 +57,13 @@ def broker_url(broker: str | None) -> str:
 
 
 def broker_address(broker=None, curve_key_file: str | None = None,
-                   curve_server_key_file: str | None = None) -> BrokerAddress:
+                   curve_server_key_file: str | None = None,
+                   bootstrap_servers: str | list[str] | None = None) -> BrokerAddress:
     """The address to connect to; keys from the arguments or $PLINTH_CURVE_KEY_FILE and
-    $PLINTH_CURVE_SERVER_KEY_FILE (the client's .key_secret and the server's .key)."""
+    $PLINTH_CURVE_SERVER_KEY_FILE (the client's .key_secret and the server's .key).
+    ``bootstrap_servers`` (kafka-python's and aiokafka's name) is ``broker`` under
+    another name, also as a list of addresses; ValueError if both are given."""
+    broker = _one_broker_option(broker, bootstrap_servers)
     if isinstance(broker, BrokerAddress):
         return broker
     key_file = curve_key_file or os.environ.get("PLINTH_CURVE_KEY_FILE")
@@ -74,6 +78,22 @@ def broker_address(broker=None, curve_key_file: str | None = None,
         raise ValueError(f"{key_file} holds no secret key; pass the .key_secret file")
     server_public, _ = _load_key(server_file)
     return BrokerAddress(broker_url(broker), public, secret, server_public)
+
+
+def _one_broker_option(broker, bootstrap_servers):
+    """``broker``, or ``bootstrap_servers`` as one comma-separated string of routers."""
+    if bootstrap_servers is None:
+        return broker
+    if broker is not None:
+        raise ValueError(f"broker={broker!r} and bootstrap_servers={bootstrap_servers!r} both "
+                         f"name the broker; give one")
+    if isinstance(bootstrap_servers, str) and bootstrap_servers.strip():
+        return bootstrap_servers
+    if isinstance(bootstrap_servers, (list, tuple)) and bootstrap_servers and all(
+            isinstance(url, str) and url.strip() and "," not in url for url in bootstrap_servers):
+        return ",".join(bootstrap_servers)
+    raise ValueError(f"bootstrap_servers={bootstrap_servers!r}: give a router's address "
+                     f"('127.0.0.1:7400'), or a list of them")
 
 
 def _load_key(path: str) -> tuple[bytes, bytes | None]:

@@ -37,7 +37,7 @@ from typing import NamedTuple
 from plinth import limits, protocol
 from plinth.client.admin import Admin
 from plinth.client.connection import Connection, broker_address
-from plinth.client.consumer_base import ConsumerBase
+from plinth.client.consumer_base import ConsumerBase, group_option
 from plinth.client.fetcher import Fetcher, PartitionState, TopicPartition
 from plinth.client.group_membership import GroupMembership
 from plinth.errors import BrokerError, ClientError, ClosedError, OffsetOutOfRangeError
@@ -75,6 +75,7 @@ def check_options(topics, auto_offset_reset: str, fetch_max_bytes: int, fetch_ma
 
 class Consumer(ConsumerBase):
     def __init__(self, *topics: str, broker: str | None = None,
+                 bootstrap_servers: str | list[str] | None = None,
                  auto_offset_reset: str = "latest",
                  fetch_max_bytes: int = limits.FETCH_BYTES_DEFAULT,
                  fetch_max_wait_ms: int = limits.FETCH_WAIT_MS_DEFAULT,
@@ -82,7 +83,8 @@ class Consumer(ConsumerBase):
                  consumer_timeout_ms: float = float("inf"),
                  max_poll_records: int = limits.CONSUMER_POLL_RECORDS_DEFAULT,
                  key_deserializer=None, value_deserializer=None,
-                 group: str | None = None, enable_auto_commit: bool = True,
+                 group: str | None = None, group_id: str | None = None,
+                 enable_auto_commit: bool = True,
                  auto_commit_interval_ms: float = limits.AUTO_COMMIT_INTERVAL_MS_DEFAULT,
                  session_timeout_ms: int = limits.SESSION_TIMEOUT_MS_DEFAULT,
                  group_assignor: str = "", on_assign=None, on_revoke=None,
@@ -90,13 +92,14 @@ class Consumer(ConsumerBase):
                  direct_to_shards: bool = True):
         """``direct_to_shards``: fetch straight from the leader shard's direct socket
         where the broker offers one (as Producer's); False: through the router."""
+        group = group_option(group, group_id)
         check_options(topics, auto_offset_reset, fetch_max_bytes, fetch_max_wait_ms, group)
         self.auto_offset_reset = auto_offset_reset
         self.request_timeout_ms = request_timeout_ms
         self.consumer_timeout_ms = consumer_timeout_ms
         self.max_poll_records = max_poll_records
-        self._conn = Connection(broker_address(broker, curve_key_file, curve_server_key_file),
-                                direct=direct_to_shards)
+        self._conn = Connection(broker_address(broker, curve_key_file, curve_server_key_file,
+                                               bootstrap_servers), direct=direct_to_shards)
         self._admin = Admin(broker=self._conn.address, request_timeout_ms=request_timeout_ms)
         self._fetcher = Fetcher(
             self._conn, fetch_max_bytes=fetch_max_bytes, fetch_max_wait_ms=fetch_max_wait_ms,

@@ -22,6 +22,14 @@ from plinth import protocol
 from plinth.errors import BrokerError, StaleMemberEpochError, UnknownMemberIdError
 
 
+def group_option(group: str | None, group_id: str | None) -> str | None:
+    """``group``, or ``group_id`` (kafka-python's and aiokafka's name); ValueError if
+    both are given and differ."""
+    if group is not None and group_id is not None and group != group_id:
+        raise ValueError(f"group={group!r} and group_id={group_id!r} differ; give one")
+    return group if group is not None else group_id
+
+
 class ConsumerBase:
     def _positions(self, partitions=None) -> dict[tuple[str, int], int]:
         """(topic, partition) -> the offset after the last record handed out, of

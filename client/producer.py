@@ -153,7 +153,8 @@ class RecordSending(ProducerBase):
 
 
 class Producer(RecordSending):
-    def __init__(self, *, broker: str | None = None, acks: int | str = "all",
+    def __init__(self, *, broker: str | None = None,
+                 bootstrap_servers: str | list[str] | None = None, acks: int | str = "all",
                  linger_ms: float = limits.PRODUCER_LINGER_MS_DEFAULT,
                  batch_bytes_max: int = limits.PRODUCER_BATCH_BYTES_DEFAULT,
                  buffer_memory: int = limits.PRODUCER_BUFFER_BYTES_MAX,
@@ -180,7 +181,8 @@ class Producer(RecordSending):
                                       delivery_timeout_ms, request_timeout_ms)
         self._key_serializer = key_serializer
         self._value_serializer = value_serializer
-        address = broker_address(broker, curve_key_file, curve_server_key_file)
+        address = broker_address(broker, curve_key_file, curve_server_key_file,
+                                 bootstrap_servers)
         self._admin = Admin(broker=address, request_timeout_ms=request_timeout_ms)
         self._admin_lock = threading.Lock()
         self._partition_counts: dict[str, int] = {}

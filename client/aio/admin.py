@@ -32,11 +32,12 @@ from plinth.name_pages import NamesPage
 
 
 class AIOAdmin:
-    def __init__(self, *, broker=None,
+    def __init__(self, *, broker=None, bootstrap_servers: str | list[str] | None = None,
                  request_timeout_ms: int = limits.CLIENT_REQUEST_TIMEOUT_MS_DEFAULT,
                  curve_key_file: str | None = None, curve_server_key_file: str | None = None):
         """Connects at once (ZeroMQ connects in the background); no I/O until a call."""
-        self._conn = AIOConnection(broker_address(broker, curve_key_file, curve_server_key_file))
+        self._conn = AIOConnection(broker_address(broker, curve_key_file, curve_server_key_file,
+                                                  bootstrap_servers))
         self.request_timeout_ms = request_timeout_ms
         self._turn = asyncio.Lock()
 

@@ -47,7 +47,7 @@ from plinth.client.aio.connection import AIOConnection
 from plinth.client.aio.group_membership import AIOGroupMembership
 from plinth.client.connection import broker_address
 from plinth.client.consumer import OffsetAndTimestamp, check_options
-from plinth.client.consumer_base import ConsumerBase
+from plinth.client.consumer_base import ConsumerBase, group_option
 from plinth.client.fetcher import Fetcher, TopicPartition
 from plinth.errors import BrokerError, ClientError, ClosedError, OffsetOutOfRangeError
 from plinth.format.record_batch import ConsumerRecord
@@ -79,6 +79,7 @@ async def _call(callback, partitions: set[TopicPartition]) -> None:
 
 class AIOConsumer(ConsumerBase):
     def __init__(self, *topics: str, broker: str | None = None,
+                 bootstrap_servers: str | list[str] | None = None,
                  auto_offset_reset: str = "latest",
                  fetch_max_bytes: int = limits.FETCH_BYTES_DEFAULT,
                  fetch_max_wait_ms: int = limits.FETCH_WAIT_MS_DEFAULT,
@@ -95,9 +96,7 @@ class AIOConsumer(ConsumerBase):
                  direct_to_shards: bool = True):
         """The sync Consumer's options, checked alike; nothing connects until
         ``start()``. Any thread."""
-        if group is not None and group_id is not None and group != group_id:
-            raise ValueError(f"group={group!r} and group_id={group_id!r} differ; give one")
-        group = group if group is not None else group_id
+        group = group_option(group, group_id)
         # A group's topics may come later, from subscribe() (aiokafka's way): start() checks.
         check_options(topics, auto_offset_reset, fetch_max_bytes, fetch_max_wait_ms, None)
         self.auto_offset_reset = auto_offset_reset
@@ -109,7 +108,8 @@ class AIOConsumer(ConsumerBase):
         self.auto_commit_interval_s = auto_commit_interval_ms / 1000
         self.session_timeout_ms = session_timeout_ms
         self.group_assignor = group_assignor
-        self._address = broker_address(broker, curve_key_file, curve_server_key_file)
+        self._address = broker_address(broker, curve_key_file, curve_server_key_file,
+                                       bootstrap_servers)
         self._fetch_options = dict(
             fetch_max_bytes=fetch_max_bytes, fetch_max_wait_ms=fetch_max_wait_ms,
             request_timeout_ms=request_timeout_ms, reset_out_of_range=auto_offset_reset != "none",

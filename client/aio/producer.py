@@ -68,7 +68,8 @@ class _Records(RecordSending):
 
 
 class AIOProducer:
-    def __init__(self, *, broker: str | None = None, acks: int | str = "all",
+    def __init__(self, *, broker: str | None = None,
+                 bootstrap_servers: str | list[str] | None = None, acks: int | str = "all",
                  linger_ms: float = limits.PRODUCER_LINGER_MS_DEFAULT,
                  batch_bytes_max: int = limits.PRODUCER_BATCH_BYTES_DEFAULT,
                  buffer_memory: int = limits.PRODUCER_BUFFER_BYTES_MAX,
@@ -87,7 +88,8 @@ class AIOProducer:
         self._acks, self._codec = checked_options(
             acks, compression_type, batch_bytes_max, linger_ms, delivery_timeout_ms,
             request_timeout_ms)
-        self._address = broker_address(broker, curve_key_file, curve_server_key_file)
+        self._address = broker_address(broker, curve_key_file, curve_server_key_file,
+                                       bootstrap_servers)
         self._options = dict(
             linger_ms=linger_ms, batch_bytes_max=batch_bytes_max, buffer_memory=buffer_memory,
             request_timeout_ms=request_timeout_ms,

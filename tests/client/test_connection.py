@@ -244,3 +244,23 @@ def test_a_late_reply_to_a_request_that_timed_out_is_dropped_not_kept(scripted, 
     # is left waiting for recv
     assert view.request_id == 2
     assert conn.recv(0) is None and conn._early == {}
+
+
+def test_kafka_pythons_bootstrap_servers_names_the_broker_as_a_string_or_a_list():
+    assert broker_address(bootstrap_servers="127.0.0.1:1").url == "tcp://127.0.0.1:1"
+    assert broker_address(bootstrap_servers=["127.0.0.1:1", "tcp://127.0.0.1:2"]).url \
+        == "tcp://127.0.0.1:1,tcp://127.0.0.1:2"
+
+
+@pytest.mark.parametrize("broker, bootstrap_servers, message", [
+    ("tcp://127.0.0.1:1", "127.0.0.1:2", "both name the broker; give one"),
+    (None, "", "bootstrap_servers='': give a router's address"),
+    (None, [], r"bootstrap_servers=\[\]: give a router's address"),
+    (None, ["127.0.0.1:1", 7400], "give a router's address"),
+    (None, ["127.0.0.1:1,127.0.0.1:2"], "give a router's address"),
+    (None, 7400, "bootstrap_servers=7400: give a router's address"),
+])
+def test_a_broker_given_twice_or_a_bootstrap_list_that_names_none_is_refused(
+        broker, bootstrap_servers, message):
+    with pytest.raises(ValueError, match=message):
+        broker_address(broker, bootstrap_servers=bootstrap_servers)

@@ -353,3 +353,21 @@ def test_the_asyncio_admin_elects_leaders_as_the_sync_one_does(shared_broker):
         (5, "PartitionOutOfRangeError")]
     assert results[0].leader == Admin(broker=shared_broker.url).describe_topic(
         topic).partition_info[0].shard
+
+
+def test_code_written_with_aiokafkas_option_names_produces_and_consumes(shared_broker):
+    # Given code written for aiokafka: bootstrap_servers as host:port, and a group_id
+    bootstrap = shared_broker.url.removeprefix("tcp://")
+    topic = unique_topic("aio-ported")
+
+    async def scenario():
+        async with AIOAdmin(bootstrap_servers=bootstrap) as admin:
+            await admin.create_topic(topic, 1)
+        async with AIOProducer(bootstrap_servers=bootstrap) as producer:
+            await producer.send_and_wait(topic, b"ported")
+        async with AIOConsumer(topic, bootstrap_servers=bootstrap, group_id=topic,
+                               auto_offset_reset="earliest") as consumer:
+            return await asyncio.wait_for(consumer.getone(), WAIT_S)
+
+    # Then the record comes back
+    assert run(scenario()).value == b"ported"

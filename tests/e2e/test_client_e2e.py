@@ -214,3 +214,30 @@ def test_a_client_with_too_many_requests_in_flight_gets_too_many_requests(shared
         assert str(limits.CLIENT_REQUESTS_IN_FLIGHT_MAX) in str(refused[0].error)
     finally:
         sock.close()
+
+
+def test_code_written_with_kafka_pythons_option_names_produces_and_consumes_in_a_group(
+        shared_broker):
+    # Given code written for kafka-python: a list of host:port and a group_id
+    bootstrap = [shared_broker.url.removeprefix("tcp://")]
+    topic, group = unique_topic(), unique_topic("ported")
+    with Admin(bootstrap_servers=bootstrap) as admin:
+        admin.create_topic(topic, 1)
+    with Producer(bootstrap_servers=bootstrap) as producer:
+        producer.send(topic, b"ported").get(timeout=30)
+    # When a consumer in that group reads and commits
+    with Consumer(topic, bootstrap_servers=bootstrap, group_id=group,
+                  auto_offset_reset="earliest", enable_auto_commit=False,
+                  consumer_timeout_ms=30_000) as consumer:
+        record = next(iter(consumer))
+        consumer.commit()
+    # Then it read the record, and the broker holds the group's offset past it
+    assert record.value == b"ported"
+    with Admin(bootstrap_servers=bootstrap) as admin:
+        assert [(t, p, committed) for t, p, committed, *_ in admin.group_lag(group)] \
+            == [(topic, 0, 1)]
+
+
+def test_a_consumer_given_two_different_group_names_is_refused_naming_both():
+    with pytest.raises(ValueError, match="group='a' and group_id='b' differ; give one"):
+        Consumer("t", broker="tcp://127.0.0.1:1", group="a", group_id="b")
