@@ -115,7 +115,7 @@ class AdminBridge:
         self._stopping = threading.Event()
         self._refresh_wanted = threading.Event()
         # Held from a routing call until its update is queued, so that the loop gets the
-        # two threads' tables in the order they were made (an older one never last).
+        # threads' tables in the order they were made (an older one never last).
         self._routing_lock = threading.Lock()
         self._threads = [threading.Thread(target=self._run_admin, name=f"router-admin-{i}",
                                           daemon=True)
