@@ -13,10 +13,29 @@ Linux only, like the fault tests.
 from __future__ import annotations
 
 import os
+import signal
+from collections.abc import Callable
 from pathlib import Path
+
+from tests.support import wait_until
 
 SHARD_PROCESS_TITLE = b"ray::ShardActor"
 LOCK_FILE = ".lock"
+
+
+def kill_after_failover(pid: int, failed_over: Callable[[], bool], timeout_s: float) -> None:
+    """SIGKILL a shard's process after its partitions got other leaders: SIGSTOP it,
+    wait until ``failed_over()`` (the controller's lease found it silent and elected
+    others), then SIGKILL it, so that Ray restarts a shard that leads nothing. Killed
+    outright, a shard is at times restarted by Ray before the lease notices, and the
+    controller then lets it lead again in a new epoch (Controller.shard_started): a
+    test of what follows a failover must not depend on which came first (on a quiet
+    machine the restart won every time)."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_until(failed_over, timeout_s=timeout_s)
+    finally:
+        os.kill(pid, signal.SIGKILL)
 
 
 def shard_pids(data_dir: Path) -> dict[str, int]:

@@ -233,9 +233,7 @@ def test_delete_records_is_answered_only_once_every_in_sync_replica_holds_the_fl
 
 def test_after_delete_records_and_a_leader_kill_the_new_leader_does_not_start_lower(
         broker_factory):
-    import os
-    import signal
-
+    from tests.shard_processes import kill_after_failover
     from tests.support import wait_until
 
     # Given a factor-3 topic on three shards (one node, replicas allowed to share it)
@@ -247,8 +245,12 @@ def test_after_delete_records_and_a_leader_kill_the_new_leader_does_not_start_lo
         # Then, by the time it is answered, every replica has saved the floor (the
         # answer waits for the in-sync followers)
         assert floors_on_disk(broker.data_dir, topic) == [4, 4, 4]
-        # And when the leader's shard process is killed right after the answer
-        os.kill(pids[before.shard], signal.SIGKILL)
+        # And when the leader's shard process is stopped right after the answer, and
+        # killed once another replica leads
+        kill_after_failover(
+            pids[before.shard],
+            lambda: admin.describe_topic(topic).partition_info[0].shard not in ("", before.shard),
+            timeout_s=60)
         after = wait_until(lambda: (info := admin.describe_topic(topic).partition_info[0])
                            .leader_epoch > before.leader_epoch and info.shard and info,
                            timeout_s=60)

@@ -7,14 +7,13 @@ makes are refused, naming what is wrong."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
 
 from plinth import Admin, Producer
 from plinth.errors import PlinthError
-from tests.shard_processes import shard_pids
+from tests.shard_processes import kill_after_failover, shard_pids
 from tests.support import unique_topic, values_to_high_watermark, wait_until
 
 PARTITIONS = 2
@@ -66,8 +65,10 @@ def test_a_preferred_election_gives_partitions_back_to_a_restarted_shard_losing_
         # When partition 0's leader's shard is killed, Ray restarts it, and it rejoins the
         # in-sync set of every partition, but leads none of them
         killed = preferred[0]
-        os.kill(wait_until(lambda: shard_pids(broker.data_dir).get(killed), timeout_s=60),
-                signal.SIGKILL)
+        kill_after_failover(
+            wait_until(lambda: shard_pids(broker.data_dir).get(killed), timeout_s=60),
+            lambda: all(p.shard != killed for p in admin.describe_topic(topic).partition_info),
+            timeout_s=60)
 
         def back_in_sync_not_leading() -> bool:
             infos = admin.describe_topic(topic).partition_info
@@ -130,8 +131,10 @@ def test_the_auto_rebalance_gives_partitions_back_to_a_restarted_shard_by_itself
         wait_until(lambda: len(writer.acknowledged) > 50, timeout_s=60)
         # When partition 0's leader's shard is killed (and Ray restarts it)
         before = admin.describe_topic(topic).partition_info[0].leader_epoch
-        os.kill(wait_until(lambda: shard_pids(broker.data_dir).get(preferred[0]), timeout_s=60),
-                signal.SIGKILL)
+        kill_after_failover(
+            wait_until(lambda: shard_pids(broker.data_dir).get(preferred[0]), timeout_s=60),
+            lambda: admin.describe_topic(topic).partition_info[0].shard != preferred[0],
+            timeout_s=60)
         # Then it leads its partitions again by itself, two leader epochs on (the
         # failover's and the rebalance's), with nothing asked
         wait_until(lambda: {p.partition: p.shard for p in admin.describe_topic(topic)

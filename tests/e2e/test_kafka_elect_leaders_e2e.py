@@ -11,8 +11,6 @@ each test with its own topics; the replicated test kills a shard, so it runs las
 
 from __future__ import annotations
 
-import os
-import signal
 
 import pytest
 
@@ -21,7 +19,7 @@ from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.messages import ELECT_LEADERS
 from tests.conftest import Broker
 from tests.e2e.test_kafka_admin_e2e import raw_request
-from tests.shard_processes import shard_pids
+from tests.shard_processes import kill_after_failover, shard_pids
 from tests.support import free_port, unique_topic, wait_until
 
 TIMEOUT_S = 60
@@ -139,8 +137,10 @@ def test_a_kafka_preferred_election_gives_partitions_back_to_their_restarted_lea
         # When partition 0's preferred leader's shard is killed, Ray restarts it, and it
         # rejoins the in-sync set of both partitions, but leads neither
         killed = preferred[0]
-        os.kill(wait_until(lambda: shard_pids(elect_kafka.data_dir).get(killed),
-                           timeout_s=TIMEOUT_S), signal.SIGKILL)
+        kill_after_failover(
+            wait_until(lambda: shard_pids(elect_kafka.data_dir).get(killed), timeout_s=TIMEOUT_S),
+            lambda: all(p.shard != killed for p in admin.describe_topic(topic).partition_info),
+            timeout_s=TIMEOUT_S)
 
         def back_in_sync_not_leading() -> bool:
             infos = admin.describe_topic(topic).partition_info
