@@ -23,5 +23,8 @@ def test_a_short_run_reports_every_operation_per_batch_and_per_record(capsys):
         "plinth summarize_batch", "plinth decode_records"]
     for name, result in report["results"].items():
         assert result["us_per_batch"] > 0, name
-        # (the time is printed to 0.01 us, the rate from the unrounded time)
-        assert result["records_per_s"] == pytest.approx(20 / result["us_per_batch"] * 1e6, rel=0.01)
+        # (the time is printed to 0.01 us, the rate from the unrounded time: the rounding
+        # alone is up to 0.005 us, 1.8 % of a 0.28 us batch, seen on a quiet machine)
+        rounding = 0.005 / result["us_per_batch"]
+        assert result["records_per_s"] == pytest.approx(20 / result["us_per_batch"] * 1e6,
+                                                        rel=0.01 + rounding)
