@@ -135,6 +135,14 @@ def stand_in_controller(**options):
         max_restarts=1, **options)
 
 
+def actor_gone(actor) -> bool:
+    try:
+        ray.get(actor.shutdown.remote(0.0), timeout=RESTART_WAIT_S)
+    except ray.exceptions.RayActorError:
+        return True
+    return False
+
+
 def status_in_a_thread(controller: ControllerHandle) -> concurrent.futures.Future:
     pool = concurrent.futures.ThreadPoolExecutor(1)
     future = pool.submit(controller.status)
@@ -187,7 +195,9 @@ def test_a_shutdown_the_controller_is_already_gone_for_says_so_instead_of_failin
     controller = ControllerHandle(actor)
     assert controller.shutdown(1.0) is True
     # When its process ends for good, as a SIGTERM to the whole process group ends it
+    # (ray.kill only asks for that: a call sent before the kill lands is still answered)
     ray.kill(actor, no_restart=True)
+    wait_until(lambda: actor_gone(actor), timeout_s=RESTART_WAIT_S)
     # Then the server's shutdown learns that nothing was flushed through it, at once,
     # instead of an error that would end the server with a failure status
     started_s = time.monotonic()
