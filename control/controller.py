@@ -53,6 +53,7 @@ node, where its replicas are rebuilt the same way.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -278,6 +279,16 @@ class Controller:
                                       silent=lambda: self._silent)
         # listen address -> (node address, its Kafka listener's advertised HOST:PORT or "")
         self._routers: dict[str, tuple[str, str]] = {}
+        # The last routing table built, and the count of metadata saves it was built
+        # after: its topics' part (O(topics)) is built again only after a save, which
+        # every change of the metadata makes (``_save``). Its version: this instance's
+        # random id (unlike the epoch, unequal for another broker's controller that a
+        # handle found by name) and the count of tables built.
+        self._routing_built: RoutingTable | None = None
+        self._routing_saves_seen = -1
+        self._metadata_saves = 0
+        self._routing_instance_id = random.getrandbits(62)
+        self._routing_tables_built = 0
         self._ping_misses: dict[str, int] = {}   # shard id -> leader pings unanswered in a row
         # Shards whose last ping or push of records went unanswered in time (dead, stopped,
         # or on a lost node), until one answers again: pushes and queries skip them
@@ -327,6 +338,7 @@ class Controller:
     def _save(self) -> None:
         self._metadata.tier_store = self._tier_store if self._tiered_topics() else None
         self._metadata.save(self._metadata_path)
+        self._metadata_saves += 1
         self._lease_wanted_as_saved()
 
     def _tiered_topics(self) -> list[str]:
@@ -958,19 +970,44 @@ class Controller:
                                                 not leader or leader not in serving))
         return out
 
-    def routing(self) -> RoutingTable:
-        """What a router needs: shard addresses and each topic's placement."""
+    def routing(self, unless_version: tuple[int, int] | None = None) -> RoutingTable | None:
+        """What a router needs: shard addresses and each topic's placement. None if
+        the table is still the one of ``unless_version`` (the caller's): a router's
+        periodic refresh of an unchanged table costs neither side a copy of it,
+        which at 10,000 topics is 100 KB and milliseconds of work a second."""
+        table = self._current_routing()
+        return None if table.version == unless_version else table
+
+    def _current_routing(self) -> RoutingTable:
+        """The routing table, built again only where something changed: the topics'
+        part after a save of the metadata, the rest (shards, routers) when unequal."""
+        small = dict(shard_addresses=dict(self._shards.addresses),
+                     direct_addresses=dict(self._shards.direct_addresses),
+                     shard_ids=tuple(self._metadata.shards),
+                     controller_epoch=self._metadata.controller_epoch,
+                     kafka_brokers=tuple(sorted({kafka for _, kafka in self._routers.values()
+                                                 if kafka})))
+        built = self._routing_built
+        topics_current = built is not None and self._routing_saves_seen == self._metadata_saves
+        if topics_current and all(getattr(built, key) == value for key, value in small.items()):
+            return built
+        owners, ranges = (built.owners, built.ranges) if topics_current \
+            else self._routing_of_topics()
+        self._routing_tables_built += 1
+        self._routing_built = RoutingTable(
+            **small, owners=owners, ranges=ranges,
+            version=(self._routing_instance_id, self._routing_tables_built))
+        self._routing_saves_seen = self._metadata_saves
+        return self._routing_built
+
+    def _routing_of_topics(self) -> tuple[dict, dict]:
+        """The routing table's owners and ranges, from the metadata (O(topics))."""
         topics_meta = self._metadata.topics.items()
-        return RoutingTable(
-            shard_addresses=dict(self._shards.addresses),
-            direct_addresses=dict(self._shards.direct_addresses),
-            shard_ids=tuple(self._metadata.shards),
-            owners={name: tuple(t.leader_of(p) for p in range(t.partitions))
-                    for name, t in topics_meta},
-            ranges={name: {p: tuple(ranges) for p, ranges in t.ranges.items()}
-                    for name, t in topics_meta if t.ranges},
-            controller_epoch=self._metadata.controller_epoch,
-            kafka_brokers=tuple(sorted({kafka for _, kafka in self._routers.values() if kafka})))
+        owners = {name: tuple(t.leader_of(p) for p in range(t.partitions))
+                  for name, t in topics_meta}
+        ranges = {name: {p: tuple(ranges) for p, ranges in t.ranges.items()}
+                  for name, t in topics_meta if t.ranges}
+        return owners, ranges
 
     def list_topics(self) -> list[protocol.TopicInfo]:
         return [self._topic_info(name) for name in sorted(self._metadata.topics)]

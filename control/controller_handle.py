@@ -241,11 +241,17 @@ class ControllerHandle:
 
     # --- Queries ------------------------------------------------------------------
 
-    def routing(self) -> RoutingTable:
-        """The routing table. If it comes from a controller newer than the last one
-        seen (Ray restarted it: it knows no router), the routers announced through
-        this handle are announced to it again."""
-        routing = self._call(lambda actor: actor.routing.remote(), "routing")
+    def routing(self, known: RoutingTable | None = None) -> RoutingTable:
+        """The routing table; ``known`` itself (the caller's last table) if the
+        controller's is still that one, which then sends nothing. If it comes from a
+        controller newer than the last one seen (Ray restarted it: it knows no
+        router), the routers announced through this handle are announced to it again."""
+        version = None if known is None else known.version
+        routing = self._call(lambda actor: actor.routing.remote(version), "routing")
+        if routing is None:
+            if known is None:
+                raise AssertionError("the controller answered routing() with no table")
+            return known
         with self._lock:
             restarted = 0 < self._controller_epoch < routing.controller_epoch
             self._controller_epoch = max(self._controller_epoch, routing.controller_epoch)

@@ -117,6 +117,9 @@ class RoutingTable:
     # the advertised HOST:PORT of every router's Kafka listener, sorted (what a
     # Kafka listener describes as the cluster's brokers: router/kafka/api_cluster.py)
     kafka_brokers: tuple[str, ...] = ()
+    # (its controller's random instance id, the count of tables that one built):
+    # another table has another version, so a router that has it is sent nothing
+    version: tuple[int, int] = (0, 0)
 
     def partition_count(self, topic: str) -> int | None:
         """The topic's partitions, or None if the topic is unknown."""

@@ -13,7 +13,8 @@ block on Ray, so whatever needs the controller goes through this bridge:
 - look-ups of a topic the routing table does not know yet (the loop holds its
   requests meanwhile);
 - every ``ROUTING_REFRESH_INTERVAL_S``, a fresh routing table, which picks up
-  shards restarted at new addresses.
+  shards restarted at new addresses (the controller sends none while the table
+  is unchanged: the bridge gives it the version it has, and queues no update).
 
 Threads make these calls, so that none waits for another: ``ROUTER_ADMIN_THREADS``
 admin threads answer admin requests, different clients' at the same time and
@@ -117,6 +118,9 @@ class AdminBridge:
         # Held from a routing call until its update is queued, so that the loop gets the
         # threads' tables in the order they were made (an older one never last).
         self._routing_lock = threading.Lock()
+        # The last table the controller sent (under the lock): sent with each routing
+        # call, which answers it unchanged without a copy; and not queued again.
+        self._known_routing: RoutingTable | None = None
         self._threads = [threading.Thread(target=self._run_admin, name=f"router-admin-{i}",
                                           daemon=True)
                          for i in range(limits.ROUTER_ADMIN_THREADS)]
@@ -256,7 +260,9 @@ class AdminBridge:
         """Queue a fresh routing table (either thread), as the look-up of ``topic``
         if given."""
         with self._routing_lock:
-            self._put(RoutingUpdate(self._routing_or_none(), topic))
+            routing, new = self._fresh_routing()
+            if new or topic is not None:   # the loop has (or is sent) an unchanged one
+                self._put(RoutingUpdate(routing, topic))
 
     def _answer(self, request: protocol.Request, grants: ClientGrants | None = None) -> bytes:
         """The encoded reply to one admin request; raises the controller's BrokerError."""
@@ -325,19 +331,25 @@ class AdminBridge:
         if not self._advertise_direct:
             return infos
         with self._routing_lock:
-            routing = self._routing_or_none()
+            routing, new = self._fresh_routing()
             if routing is None:
                 return infos
-            self._put(RoutingUpdate(routing, None))
+            if new:
+                self._put(RoutingUpdate(routing, None))
         return [replace(info, direct_addresses=routing.direct_addresses_of(info.name))
                 for info in infos]
 
-    def _routing_or_none(self) -> RoutingTable | None:
+    def _fresh_routing(self) -> tuple[RoutingTable | None, bool]:
+        """The controller's routing table (None if it did not answer), and whether it
+        is not the last one it sent (under ``_routing_lock``)."""
+        known = self._known_routing
         try:
-            return self.controller.routing()
+            routing = self.controller.routing(known)
         except BrokerError as exc:
             log.warning("router: the routing refresh failed: %s", exc)
-            return None
+            return None, False
+        self._known_routing = routing
+        return routing, routing is not known
 
 
 def _put_nowait(jobs: queue.Queue, job) -> bool:

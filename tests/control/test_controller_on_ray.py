@@ -150,6 +150,22 @@ def status_in_a_thread(controller: ControllerHandle) -> concurrent.futures.Futur
     return future
 
 
+def test_a_handle_that_has_the_current_routing_table_gets_it_back_until_a_change(
+        ray_cluster, tmp_path):
+    # Given a controller, and the routing table a router fetched through its handle
+    controller = start_controller(tmp_path / "data")
+    try:
+        table = controller.routing()
+        # Then fetching again with it gives that very table (the controller sent none)
+        assert controller.routing(table) is table
+        # And after a topic is created, a new table with it
+        controller.create_topic("t", 2, {})
+        changed = controller.routing(table)
+        assert changed is not table and changed.partition_count("t") == 2
+    finally:
+        stop_controller(controller)
+
+
 def test_a_call_the_controller_dies_in_fails_retriably_and_the_handle_serves_its_restart(
         ray_cluster, tmp_path):
     # Given the server's handle of a controller in the middle of a status call

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from typing import NamedTuple
 
 import zmq
@@ -212,7 +213,8 @@ class FakeController:
 
     # --- ControllerHandle's methods ------------------------------------------------
 
-    def routing(self) -> RoutingTable:
+    def routing(self, known: RoutingTable | None = None) -> RoutingTable:
+        """``known`` if it is still the table (as the controller answers), else a new one."""
         with self._gate:
             self.routing_waiting += 1
             self._gate.notify_all()
@@ -228,8 +230,12 @@ class FakeController:
             if self.routing_failures > 0:
                 self.routing_failures -= 1
                 raise UnavailableError("the fake controller is down")
-            return RoutingTable(dict(self.shard_addresses), self.shard_ids, dict(self.owners),
-                                dict(self.ranges))
+            table = RoutingTable(dict(self.shard_addresses), self.shard_ids, dict(self.owners),
+                                 dict(self.ranges), version=(0, self.routing_calls))
+            # The controller's answer to a caller that has the current table: that one.
+            if known is not None and replace(known, version=table.version) == table:
+                return known
+            return table
 
     def create_topic(self, name: str, partitions: int, config: dict[str, str],
                      replication_factor: int = 0) -> protocol.TopicInfo:

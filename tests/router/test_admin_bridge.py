@@ -117,12 +117,26 @@ def test_a_routing_call_that_fails_gives_an_update_without_a_table(bridge_of, mo
     assert (update.routing, update.resolved_topic) == (None, "t")
 
 
-def test_the_routing_table_is_refreshed_periodically_without_any_job(bridge_of, monkeypatch):
+def test_a_periodic_refresh_queues_a_changed_table_and_nothing_while_it_is_unchanged(
+        bridge_of, monkeypatch):
+    # Given a bridge refreshing its routing table every 50 ms, without any job
     monkeypatch.setattr(limits, "ROUTING_REFRESH_INTERVAL_S", 0.05)
-    bridge = bridge_of(controller())
-    updates = results_of(bridge, 3)
-    assert all(type(u) is RoutingUpdate and u.resolved_topic is None and u.routing is not None
-               for u in updates)
+    fake = controller()
+    bridge = bridge_of(fake)
+    # Then its first refresh brings the table
+    [first] = results_of(bridge, 1)
+    assert type(first) is RoutingUpdate and first.resolved_topic is None
+    assert first.routing.partition_count("t") == 1
+    # And while it is unchanged, the refreshes go on and queue nothing (each put
+    # comes before the next call, so the calls before the last one queued none)
+    fake.wait_for_routing_calls(fake.routing_calls + 3)
+    assert bridge.take_results() == []
+    # When a topic appears (created through another router)
+    fake.add_topic("other", 2)
+    # Then the next refresh brings it
+    [update] = results_of(bridge, 1)
+    assert type(update) is RoutingUpdate and update.resolved_topic is None
+    assert update.routing.partition_count("other") == 2
 
 
 def test_a_full_look_up_queue_refuses_more_look_ups_without_blocking(bridge_of, monkeypatch):
