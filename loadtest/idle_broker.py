@@ -13,9 +13,14 @@ processes Ray starts for it, the actors' workers under the raylet):
     core (from /proc/<pid>/stat deltas; a process that started in between
     counts from its start).
 
+With ``--topics N``, N one-partition topics are created first (in createTopics
+batches of 100, as loadtest/console_scale.py makes them): what a broker that
+holds many topics costs while nothing uses them (the routers' routing refresh).
+
 It prints one line per process, the three figures, and stops the server.
 
     python -m loadtest.idle_broker                       # 60 s
+    python -m loadtest.idle_broker --topics 10000 --seconds 30
     python -m loadtest.idle_broker --seconds 20 --json
     python -m loadtest.idle_broker --plinth /opt/venv-before/bin/plinth   # another build
 """
@@ -31,11 +36,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from loadtest.console_scale import make_topics
 from loadtest.fresh_broker import fresh_broker
+from plinth.client.admin import Admin
 
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 MIB = 1 << 20
+TOPICS_BATCH = 100
 
 
 @dataclass
@@ -150,23 +158,36 @@ def format_report(costs: list[ProcessCost], seconds: float) -> str:
     return "\n".join(lines)
 
 
+def create_topics(url: str, count: int) -> None:
+    """``count`` one-partition topics on the broker at ``url``, 100 per createTopics."""
+    if count <= 0:
+        return
+    with Admin(broker=url, request_timeout_ms=120_000) as admin:
+        for first in range(0, count, TOPICS_BATCH):
+            make_topics(admin, range(first, min(first + TOPICS_BATCH, count)))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="CPU measured over this long")
     parser.add_argument("--settle-s", type=float, default=15.0,
                         help="wait this long after `plinth ready` before measuring")
     parser.add_argument("--plinth", default="plinth", help="the plinth executable (a build)")
+    parser.add_argument("--topics", type=int, default=0,
+                        help="create this many one-partition topics first")
     parser.add_argument("--json", action="store_true", help="one JSON object")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="plinth-idle-") as work, \
-            fresh_broker(args.plinth, Path(work)) as (server, _):
+            fresh_broker(args.plinth, Path(work)) as (server, url):
+        create_topics(url, args.topics)
         time.sleep(args.settle_s)   # start-up work (workers, first reports) is not idle
         costs = measure(server.pid, args.seconds)
     if args.json:
-        print(json.dumps({**totals(costs), "seconds": args.seconds,
+        print(json.dumps({**totals(costs), "seconds": args.seconds, "topics": args.topics,
                           "per_process": [asdict(c) for c in costs]}))
     else:
-        print(format_report(costs, args.seconds))
+        print(format_report(costs, args.seconds)
+              + (f", holding {args.topics} topics" if args.topics else ""))
     return 0
 
 
