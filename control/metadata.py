@@ -78,7 +78,9 @@ version 1 broker loads. The file is replaced atomically (write, fsync,
 rename, fsync the directory): a crash leaves the old or the new metadata.
 Load checks every field and the relations between them (CorruptDataError
 naming the path and the first problem); save checks them too, and refuses
-(AssertionError) to write metadata the controller broke.
+(AssertionError) to write metadata the controller broke. A save checks the
+topics encoded again since the last one (new or changed), unless the shards or
+the controller epoch changed, or the last save was refused: then every topic.
 """
 
 from __future__ import annotations
@@ -297,6 +299,11 @@ class BrokerMetadata:
     # The topics' encoded JSON, kept between saves (only changed topics are encoded).
     _fragments: JsonFragments = field(default_factory=lambda: JsonFragments("topics"),
                                       init=False, repr=False, compare=False)
+    # What the topics kept in _fragments were checked against at the last save (the
+    # known shards, the controller epoch): while it holds, a save checks only the
+    # topics encoded again, since an unchanged topic has no new problem.
+    _checked_against: tuple | None = field(default=None, init=False, repr=False,
+                                           compare=False)
 
     def specs_by_shard(self, names: Collection[str] | None = None) -> dict[str, list[PartitionSpec]]:
         """shard id -> the partitions it must serve, of all topics or of ``names``: those
@@ -312,8 +319,9 @@ class BrokerMetadata:
     def partition_counts(self) -> dict[str, int]:
         return {name: topic.partitions for name, topic in self.topics.items()}
 
-    def problems(self) -> list[str]:
-        """What is wrong with this metadata (empty if nothing)."""
+    def problems(self, names: Collection[str] | None = None) -> list[str]:
+        """What is wrong with this metadata (empty if nothing); of the topics, only
+        those of ``names`` are checked one by one (None: all)."""
         found = []
         if len(set(self.shards)) != len(self.shards) or len(self.shards) > limits.SHARDS_MAX:
             found.append(f"shards {self.shards} are not {limits.SHARDS_MAX} or fewer distinct ids")
@@ -327,7 +335,8 @@ class BrokerMetadata:
         ids = Counter(topic.topic_id for topic in self.topics.values())
         found += [f"topic id {i!r} is given to {count} topics"
                   for i, count in sorted(ids.items()) if i and count > 1]
-        for name, topic in self.topics.items():
+        for name, topic in self.topics.items() if names is None else \
+                ((n, self.topics[n]) for n in sorted(names) if n in self.topics):
             found += topic.problems(name, known)
             found += [f"topic {name!r} partition {p}: its record's controller epoch "
                       f"{record.controller_epoch} is newer than the controller's "
@@ -369,11 +378,19 @@ class BrokerMetadata:
         return metadata
 
     def save(self, path: Path) -> None:
-        problems = self.problems()
+        """Write the file, after checking what changed since the last save (at 10,000
+        topics, checking them all took 11 ms of every save)."""
+        text = self._fragments.encode(self.to_json())
+        checked_against = (frozenset(self.shards), frozenset(self.draining),
+                           self.controller_epoch)
+        names = self._fragments.encoded_again["topics"] \
+            if checked_against == self._checked_against else None
+        problems = self.problems(names)
         if problems:
+            self._checked_against = None   # what was encoded is unchecked: all, next time
             raise AssertionError(f"refusing to write {path}: {'; '.join(problems[:3])}")
-        write_file_atomically(path, self._fragments.encode(self.to_json()),
-                              sync_dir=True)
+        self._checked_against = checked_against
+        write_file_atomically(path, text, sync_dir=True)
 
     def to_json(self) -> dict:
         value = {"version": METADATA_VERSION, "shards": list(self.shards),

@@ -46,6 +46,10 @@ class JsonFragments:
         # encoded, b'"<name>":<text>').
         self._kept: dict[str, dict[str, tuple[object, bytes]]] = {
             key: {} for key in members_keys}
+        # Per members key: the names of the members the last ``encode`` encoded again
+        # (new, or no longer equal): what a writer that checks its members before
+        # writing them has to check again.
+        self.encoded_again: dict[str, set[str]] = {key: set() for key in members_keys}
 
     def encode(self, value: dict) -> bytes:
         """``value`` as compact JSON with sorted keys, encoding the members of its
@@ -65,6 +69,7 @@ class JsonFragments:
                                  f"dict of members JsonFragments encodes")
         kept = self._kept[members_key]
         self._kept[members_key] = now = {}
+        self.encoded_again[members_key] = again = set()
         parts = []
         for name in sorted(members):
             if not isinstance(name, str):   # json.dumps would turn it into a string key
@@ -73,6 +78,7 @@ class JsonFragments:
             old = kept.get(name)
             if old is None or old[0] != member:
                 old = (copy.deepcopy(member), f"{_dumps(name)}:{_dumps(member)}".encode())
+                again.add(name)
             now[name] = old
             parts.append(old[1])
         return b"{" + b",".join(parts) + b"}"

@@ -218,6 +218,35 @@ def test_broken_metadata_is_never_written(tmp_path):
     assert path.read_bytes() == before
 
 
+def test_a_save_after_a_refused_one_checks_the_unchanged_broken_topic_again(tmp_path):
+    # Given metadata whose save was refused for a partition on an unknown shard
+    path = tmp_path / "metadata.json"
+    metadata = metadata_with_a_moved_partition()
+    metadata.save(path)
+    before = path.read_bytes()
+    metadata.topics["orders"].placement[0] = "shard-9"
+    with pytest.raises(AssertionError, match="unknown shard 'shard-9'"):
+        metadata.save(path)
+    # When another topic is added, the broken one unchanged since that save
+    metadata.topics["events"] = TopicMetadata(1, {}, ["shard-0"])
+    # Then the next save is refused too, and the file on disk is untouched
+    with pytest.raises(AssertionError, match="unknown shard 'shard-9'"):
+        metadata.save(path)
+    assert path.read_bytes() == before
+
+
+def test_a_shard_removed_under_an_unchanged_topic_is_refused(tmp_path):
+    # Given saved metadata with a topic on shard-0
+    path = tmp_path / "metadata.json"
+    metadata = metadata_with_a_moved_partition()
+    metadata.save(path)
+    # When a bug forgets shard-0 while the topic still has a partition on it
+    metadata.shards = ["shard-2"]
+    # Then saving refuses, though the topic itself did not change
+    with pytest.raises(AssertionError, match="unknown shard 'shard-0'"):
+        metadata.save(path)
+
+
 def test_a_partition_that_moves_keeps_its_history_and_forgets_ranges_retention_emptied():
     # Given a partition that moved from shard-0 to shard-1 at 10, then to shard-2 at 25
     topic = TopicMetadata(1, {}, ["shard-0"])

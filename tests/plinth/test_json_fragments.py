@@ -53,6 +53,24 @@ def test_an_unchanged_member_is_not_encoded_again(encodings):
     assert {"partitions": 1} not in encodings   # t0, unchanged
 
 
+def test_the_members_encoded_again_are_the_new_and_the_changed_ones():
+    # Given fragments that encoded three members
+    fragments = JsonFragments("topics")
+    topics = {"a": {"partitions": 1}, "b": {"partitions": 2}, "c": {"partitions": 3}}
+    fragments.encode(document(topics))
+    assert fragments.encoded_again["topics"] == {"a", "b", "c"}
+    # When one changes, one is removed and one is added
+    topics["b"]["partitions"] = 20
+    del topics["c"]
+    topics["d"] = {"partitions": 4}
+    fragments.encode(document(topics))
+    # Then the next encoding names the changed and the new one only
+    assert fragments.encoded_again["topics"] == {"b", "d"}
+    # And one without changes names none
+    fragments.encode(document(topics))
+    assert fragments.encoded_again["topics"] == set()
+
+
 def test_a_member_changed_in_place_after_it_was_encoded_is_encoded_again():
     fragments = JsonFragments("topics")
     topics = {"orders": {"partitions": 1, "config": {"retention.ms": "1000"}}}
