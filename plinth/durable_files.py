@@ -46,8 +46,12 @@ def write_json_atomically(path: Path, value) -> None:
     rewritten at every topic created, the controller's metadata.json and each
     shard's manifest.json, are written in this same format through
     plinth/json_fragments.py, which encodes only their changed members."""
-    write_file_atomically(path, json.dumps(value, sort_keys=True, separators=(",", ":")).encode(),
-                          sync_dir=True)
+    write_file_atomically(path, compact_json(value).encode(), sync_dir=True)
+
+
+def compact_json(value) -> str:
+    """The JSON of the files this module writes: keys sorted, no spaces."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:

@@ -30,11 +30,8 @@ thread, a shard actor's thread).
 from __future__ import annotations
 
 import copy
-import json
 
-
-def _dumps(value) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+from plinth.durable_files import compact_json as _dumps
 
 
 class JsonFragments:
