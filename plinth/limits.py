@@ -134,6 +134,9 @@ RETENTION_MS_DEFAULT = 7 * 24 * 3600 * 1000
 RETENTION_BYTES_DEFAULT = -1
 # How often a shard deletes expired segments (Kafka: 5 minutes).
 RETENTION_CHECK_INTERVAL_S = 5.0
+# Partitions a shard's loop checks for retention between two looks at its sockets
+# (about 2.5 us each when nothing expired: a whole sweep of 10,000 held it 25 ms).
+RETENTION_SWEEP_SLICE_PARTITIONS = 256
 # Produce requests appended before the shard fsyncs and acknowledges them,
 # even if more are waiting (group commit bound, keeps latency bounded).
 GROUP_COMMIT_REQUESTS_MAX = 256

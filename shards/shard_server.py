@@ -186,6 +186,9 @@ class ShardServer:
         self._answer_parked_fetch = self._answer_parked   # bound once, not per parked fetch
         self._groups: GroupRequests | None = None
         self._next_retention_s = 0.0
+        # The partitions (keys) the current retention sweep has still to check, a
+        # slice per loop pass (``_enforce_retention_slice``); empty between sweeps.
+        self._retention_sweep: list[tuple[str, int]] = []
         self._next_sample_s = 0.0
         self._received_s = 0.0   # when the request being handled arrived
         self._commands: queue.Queue = queue.Queue(maxsize=limits.SHARD_COMMANDS_QUEUED_MAX)
@@ -613,16 +616,35 @@ class ShardServer:
         return covered
 
     def _enforce_retention(self) -> None:
-        for part in self._partitions.values():
-            try:
-                if self._tier is not None and self._tier.uploads(part):
-                    self._tier.enforce_local_retention(part)   # only what is uploaded
-                else:
-                    part.enforce_retention()   # the log, then its leader epochs
-                    if self._tier is not None:   # a follower's: what the store holds
-                        self._tier.enforce_follower_retention(part)
-            except OSError as exc:
-                log.error("%s: retention of %s failed: %s", self.shard_id, part.name, exc)
+        """Every partition's retention at once (the tests' way to force a sweep)."""
+        for part in list(self._partitions.values()):
+            self._enforce_retention_of(part)
+
+    def _enforce_retention_slice(self, now_s: float) -> None:
+        """The retention of the next RETENTION_SWEEP_SLICE_PARTITIONS partitions of the
+        sweep that starts every RETENTION_CHECK_INTERVAL_S (loop thread). A slice per
+        loop pass, requests served between them: a whole sweep of 10,000 partitions
+        held the loop, and every request waiting on it, for 25 ms every 5 s."""
+        if not self._retention_sweep:
+            self._retention_sweep = list(self._partitions)
+            self._next_retention_s = now_s + limits.RETENTION_CHECK_INTERVAL_S
+        keys = self._retention_sweep[-limits.RETENTION_SWEEP_SLICE_PARTITIONS:]
+        del self._retention_sweep[-limits.RETENTION_SWEEP_SLICE_PARTITIONS:]
+        for key in keys:
+            part = self._partitions.get(key)
+            if part is not None:   # else deleted since the sweep began
+                self._enforce_retention_of(part)
+
+    def _enforce_retention_of(self, part: Partition) -> None:
+        try:
+            if self._tier is not None and self._tier.uploads(part):
+                self._tier.enforce_local_retention(part)   # only what is uploaded
+            else:
+                part.enforce_retention()   # the log, then its leader epochs
+                if self._tier is not None:   # a follower's: what the store holds
+                    self._tier.enforce_follower_retention(part)
+        except OSError as exc:
+            log.error("%s: retention of %s failed: %s", self.shard_id, part.name, exc)
 
     def _partition_dir(self, topic: str, partition: int) -> Path:
         return self.data_dir / f"{topic}-{partition}"
@@ -759,12 +781,13 @@ class ShardServer:
         if now_s >= self._next_sample_s:
             self.stats.sample(now_s)
             self._next_sample_s = now_s + limits.SHARD_STATS_SAMPLE_INTERVAL_S
-        if now_s >= self._next_retention_s:
-            self._enforce_retention()
-            self._next_retention_s = now_s + limits.RETENTION_CHECK_INTERVAL_S
+        if self._retention_sweep or now_s >= self._next_retention_s:
+            self._enforce_retention_slice(now_s)
 
     def _poll_timeout_ms(self) -> int:
         now_s = time.monotonic()
+        if self._retention_sweep:   # the next slice of a sweep: after what is waiting
+            return 0
         deadline_s = now_s + limits.SHARD_IDLE_POLL_MS / 1000
         for wake_s in (self._purgatory.next_deadline_s(), self._group_commit.next_flush_s(),
                        self._groups.next_timer_s(), self._replication.next_timer_s()):

@@ -18,8 +18,10 @@ import zmq
 from plinth import limits, protocol
 from plinth.format.record_batch import BatchBuilder, decode_records
 from plinth.format.log_entry import iter_entries
+from plinth.shards.partition import Partition
 from plinth.shards.partition_log import LogConfig
 from plinth.shards.shard_server import ShardServer
+from tests.support import wait_until
 
 # Record timestamps: now, so that the default 7-day retention keeps them.
 NOW_MS = time.time_ns() // 1_000_000
@@ -572,3 +574,37 @@ def test_list_offsets_at_a_time_answers_the_first_record_stamped_at_or_after_it(
     assert [(a.found_offset, a.found_timestamp_ms) for a in answers] == [
         (1, NOW_MS + 1), (3, NOW_MS + 10), (-1, -1), (-1, -1)]
     assert {(a.start_offset, a.end_offset) for a in answers} == {(0, 5)}
+
+
+def test_a_retention_sweep_checks_each_partition_once_a_slice_per_loop_pass(
+        tmp_path, monkeypatch):
+    # Given a shard with 5 partitions, sweeping 2 at a time, its first sweep (at its
+    # start) over and the next an hour away
+    monkeypatch.setattr(limits, "RETENTION_SWEEP_SLICE_PARTITIONS", 2)
+    monkeypatch.setattr(limits, "RETENTION_CHECK_INTERVAL_S", 3600.0)
+    checked: list[str] = []
+    enforce = Partition.enforce_retention
+
+    def recorded(part, *args, **kwargs):
+        checked.append(part.name)
+        return enforce(part, *args, **kwargs)
+    monkeypatch.setattr(Partition, "enforce_retention", recorded)
+    with running_shard(tmp_path / "shard") as (srv, _):
+        for partition in range(1, 5):
+            srv.call(srv.open_partition, "t", partition, LogConfig())
+        srv.call(lambda: None)   # a loop pass after the opens: the first sweep is over
+        checked.clear()
+        due_s = time.monotonic() + 3600.0
+
+        def timers_once(now_s: float) -> int:   # on the loop thread: no pass between
+            before = len(checked)
+            srv._run_timers(now_s)
+            return len(checked) - before
+        # When the next sweep is due, one pass checks one slice
+        assert srv.call(timers_once, due_s) == 2
+        # Then the loop's own passes check the rest, each partition once
+        wait_until(lambda: len(checked) == 5, timeout_s=10)
+        assert sorted(checked) == [f"t-{p}" for p in range(5)]
+        # And no sweep starts again before its interval has passed
+        assert srv.call(timers_once, due_s + 1.0) == 0
+        assert srv.call(timers_once, due_s + 3600.0) == 2
