@@ -287,6 +287,9 @@ class Controller:
         self._routing_built: RoutingTable | None = None
         self._routing_saves_seen = -1
         self._metadata_saves = 0
+        # The topics saved again (new or changed) since that table was built: only
+        # theirs are built again (a deleted one is left out by going over the topics).
+        self._routing_topics_changed: set[str] = set()
         self._routing_instance_id = random.getrandbits(62)
         self._routing_tables_built = 0
         self._ping_misses: dict[str, int] = {}   # shard id -> leader pings unanswered in a row
@@ -339,6 +342,7 @@ class Controller:
         self._metadata.tier_store = self._tier_store if self._tiered_topics() else None
         self._metadata.save(self._metadata_path)
         self._metadata_saves += 1
+        self._routing_topics_changed |= self._metadata.topics_encoded_again
         self._lease_wanted_as_saved()
 
     def _tiered_topics(self) -> list[str]:
@@ -991,8 +995,13 @@ class Controller:
         topics_current = built is not None and self._routing_saves_seen == self._metadata_saves
         if topics_current and all(getattr(built, key) == value for key, value in small.items()):
             return built
-        owners, ranges = (built.owners, built.ranges) if topics_current \
-            else self._routing_of_topics()
+        if topics_current:
+            owners, ranges = built.owners, built.ranges
+        elif built is None:
+            owners, ranges = self._routing_of_topics()
+        else:
+            owners, ranges = self._routing_of_topics(built, self._routing_topics_changed)
+        self._routing_topics_changed = set()
         self._routing_tables_built += 1
         self._routing_built = RoutingTable(
             **small, owners=owners, ranges=ranges,
@@ -1000,12 +1009,19 @@ class Controller:
         self._routing_saves_seen = self._metadata_saves
         return self._routing_built
 
-    def _routing_of_topics(self) -> tuple[dict, dict]:
-        """The routing table's owners and ranges, from the metadata (O(topics))."""
+    def _routing_of_topics(self, built: RoutingTable | None = None,
+                           changed: set[str] = frozenset()) -> tuple[dict, dict]:
+        """The routing table's owners and ranges, from the metadata; a topic of
+        ``built`` that is not in ``changed`` keeps its entries (at 5,000 topics,
+        building every topic's took 11 % of the controller's time in a create)."""
         topics_meta = self._metadata.topics.items()
-        owners = {name: tuple(t.leader_of(p) for p in range(t.partitions))
+        kept_owners = {} if built is None else built.owners
+        kept_ranges = {} if built is None else built.ranges
+        owners = {name: kept_owners[name] if name in kept_owners and name not in changed
+                  else tuple(t.leader_of(p) for p in range(t.partitions))
                   for name, t in topics_meta}
-        ranges = {name: {p: tuple(ranges) for p, ranges in t.ranges.items()}
+        ranges = {name: kept_ranges[name] if name in kept_ranges and name not in changed
+                  else {p: tuple(ranges) for p, ranges in t.ranges.items()}
                   for name, t in topics_meta if t.ranges}
         return owners, ranges
 

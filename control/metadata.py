@@ -319,6 +319,11 @@ class BrokerMetadata:
     def partition_counts(self) -> dict[str, int]:
         return {name: topic.partitions for name, topic in self.topics.items()}
 
+    @property
+    def topics_encoded_again(self) -> set[str]:
+        """The topics the last save encoded again: new or changed (not the deleted)."""
+        return self._fragments.encoded_again["topics"]
+
     def problems(self, names: Collection[str] | None = None) -> list[str]:
         """What is wrong with this metadata (empty if nothing); of the topics, only
         those of ``names`` are checked one by one (None: all)."""
@@ -333,8 +338,8 @@ class BrokerMetadata:
         known = set(self.shards) | set(self.draining)
         # Counted once: ``ids.count`` per id made every save O(topics²), 3 s at 10,000.
         ids = Counter(topic.topic_id for topic in self.topics.values())
-        found += [f"topic id {i!r} is given to {count} topics"
-                  for i, count in sorted(ids.items()) if i and count > 1]
+        found += [f"topic id {i!r} is given to {ids[i]} topics"
+                  for i in sorted(i for i, count in ids.items() if i and count > 1)]
         for name, topic in self.topics.items() if names is None else \
                 ((n, self.topics[n]) for n in sorted(names) if n in self.topics):
             found += topic.problems(name, known)
@@ -383,8 +388,7 @@ class BrokerMetadata:
         text = self._fragments.encode(self.to_json())
         checked_against = (frozenset(self.shards), frozenset(self.draining),
                            self.controller_epoch)
-        names = self._fragments.encoded_again["topics"] \
-            if checked_against == self._checked_against else None
+        names = self.topics_encoded_again if checked_against == self._checked_against else None
         problems = self.problems(names)
         if problems:
             self._checked_against = None   # what was encoded is unchecked: all, next time
