@@ -36,14 +36,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from loadtest.console_scale import make_topics
+from loadtest.console_scale import create_topics
 from loadtest.fresh_broker import fresh_broker
-from plinth.client.admin import Admin
 
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 MIB = 1 << 20
-TOPICS_BATCH = 100
 
 
 @dataclass
@@ -156,15 +154,6 @@ def format_report(costs: list[ProcessCost], seconds: float) -> str:
                  f"RSS {total['rss_mib']:.0f} MiB (PSS {total['pss_mib']:.0f} MiB), "
                  f"CPU {total['cpu_percent_of_one_core']:.2f} % of one core")
     return "\n".join(lines)
-
-
-def create_topics(url: str, count: int) -> None:
-    """``count`` one-partition topics on the broker at ``url``, 100 per createTopics."""
-    if count <= 0:
-        return
-    with Admin(broker=url, request_timeout_ms=120_000) as admin:
-        for first in range(0, count, TOPICS_BATCH):
-            make_topics(admin, range(first, min(first + TOPICS_BATCH, count)))
 
 
 def main(argv=None) -> int:

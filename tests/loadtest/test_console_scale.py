@@ -4,6 +4,7 @@ and groups it says, and times every call it reports."""
 from __future__ import annotations
 
 from loadtest import console_scale
+from plinth.client.admin import Admin
 
 
 def test_a_small_run_creates_what_it_says_and_times_every_call(shared_broker):
@@ -20,3 +21,12 @@ def test_a_small_run_creates_what_it_says_and_times_every_call(shared_broker):
     assert timings["prefixes"] == {"topics": "console-0001", "groups": "console-group-0001",
                                    "topics_found": 10}
     assert "pages of 10 names" in console_scale._text(report)
+
+
+def test_create_topics_makes_every_topic_asked_for_in_batches(shared_broker):
+    # When 150 topics are asked for, 100 per createTopics (the last batch short)
+    console_scale.create_topics(shared_broker.url, 150)
+    # Then the broker holds each of them
+    with Admin(broker=shared_broker.url) as admin:
+        names = set(admin.list_topics())
+    assert {console_scale.topic_name(i) for i in range(150)} <= names

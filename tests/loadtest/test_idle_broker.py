@@ -11,9 +11,7 @@ import tempfile
 from pathlib import Path
 
 from loadtest import idle_broker
-from loadtest.console_scale import topic_name
 from loadtest.fresh_broker import fresh_broker
-from plinth.client.admin import Admin
 from tests.support import wait_until
 
 # The plinth command of the Python running the tests.
@@ -70,14 +68,3 @@ def test_the_process_tree_holds_children_and_grandchildren_and_nothing_else():
         child.stdin.close()   # the grandchild reads stdin (inherited) to its end and exits
         child.wait(30)
 
-
-def test_the_topics_asked_for_are_created_in_batches_before_the_broker_is_measured():
-    # Given a fresh embedded broker
-    with tempfile.TemporaryDirectory(prefix="plinth-idle-test-") as work, \
-            fresh_broker(PLINTH, Path(work)) as (_, url):
-        # When 150 topics are asked for (two createTopics batches, the last one short)
-        idle_broker.create_topics(url, 150)
-        # Then the broker holds exactly those
-        with Admin(broker=url) as admin:
-            names = sorted(admin.list_topics())
-    assert names == sorted(topic_name(i) for i in range(150))
