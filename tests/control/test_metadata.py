@@ -204,14 +204,21 @@ def test_the_tiered_topics_store_is_saved_and_loaded_and_absent_when_none(tmp_pa
     assert BrokerMetadata.load(path) == metadata
 
 
-def test_broken_metadata_is_never_written(tmp_path):
-    # Given good metadata on disk
-    path = tmp_path / "metadata.json"
+def saved_then_broken(path) -> tuple[BrokerMetadata, bytes]:
+    """Good metadata saved at ``path``, then changed by a bug that places a partition on
+    a shard that does not exist; and the file's bytes."""
     metadata = metadata_with_a_moved_partition()
     metadata.save(path)
     before = path.read_bytes()
-    # When a bug places a partition on a shard that does not exist
     metadata.topics["orders"].placement[0] = "shard-9"
+    return metadata, before
+
+
+def test_broken_metadata_is_never_written(tmp_path):
+    # Given good metadata on disk, then a bug that places a partition on a shard that
+    # does not exist
+    path = tmp_path / "metadata.json"
+    metadata, before = saved_then_broken(path)
     # Then saving refuses, and the file on disk is untouched
     with pytest.raises(AssertionError, match="unknown shard 'shard-9'"):
         metadata.save(path)
@@ -221,10 +228,7 @@ def test_broken_metadata_is_never_written(tmp_path):
 def test_a_save_after_a_refused_one_checks_the_unchanged_broken_topic_again(tmp_path):
     # Given metadata whose save was refused for a partition on an unknown shard
     path = tmp_path / "metadata.json"
-    metadata = metadata_with_a_moved_partition()
-    metadata.save(path)
-    before = path.read_bytes()
-    metadata.topics["orders"].placement[0] = "shard-9"
+    metadata, before = saved_then_broken(path)
     with pytest.raises(AssertionError, match="unknown shard 'shard-9'"):
         metadata.save(path)
     # When another topic is added, the broken one unchanged since that save
