@@ -14,7 +14,9 @@ block on Ray, so whatever needs the controller goes through this bridge:
   requests meanwhile);
 - every ``ROUTING_REFRESH_INTERVAL_S``, a fresh routing table, which picks up
   shards restarted at new addresses (the controller sends none while the table
-  is unchanged: the bridge gives it the version it has, and queues no update).
+  is unchanged: the bridge gives it the version it has, and queues no update,
+  unless a routing call failed since the last one it queued: the loop answers
+  the requests held for a topic whose look-up failed at the next table it gets).
 
 Threads make these calls, so that none waits for another: ``ROUTER_ADMIN_THREADS``
 admin threads answer admin requests, different clients' at the same time and
@@ -121,6 +123,10 @@ class AdminBridge:
         # The last table the controller sent (under the lock): sent with each routing
         # call, which answers it unchanged without a copy; and not queued again.
         self._known_routing: RoutingTable | None = None
+        # A routing call failed since the last update queued: the loop decides the
+        # topics whose look-up failed at the next table it gets, so the next answered
+        # call queues one even if it is unchanged (under the lock).
+        self._update_owed = False
         self._threads = [threading.Thread(target=self._run_admin, name=f"router-admin-{i}",
                                           daemon=True)
                          for i in range(limits.ROUTER_ADMIN_THREADS)]
@@ -261,7 +267,9 @@ class AdminBridge:
         if given."""
         with self._routing_lock:
             routing, new = self._fresh_routing()
-            if new or topic is not None:   # the loop has (or is sent) an unchanged one
+            # An unchanged table is not queued: the loop has it (or is sent it).
+            if new or topic is not None or (self._update_owed and routing is not None):
+                self._update_owed = routing is None
                 self._put(RoutingUpdate(routing, topic))
 
     def _answer(self, request: protocol.Request, grants: ClientGrants | None = None) -> bytes:
@@ -334,7 +342,8 @@ class AdminBridge:
             routing, new = self._fresh_routing()
             if routing is None:
                 return infos
-            if new:
+            if new or self._update_owed:
+                self._update_owed = False
                 self._put(RoutingUpdate(routing, None))
         return [replace(info, direct_addresses=routing.direct_addresses_of(info.name))
                 for info in infos]
@@ -347,6 +356,7 @@ class AdminBridge:
             routing = self.controller.routing(known)
         except BrokerError as exc:
             log.warning("router: the routing refresh failed: %s", exc)
+            self._update_owed = True
             return None, False
         self._known_routing = routing
         return routing, routing is not known

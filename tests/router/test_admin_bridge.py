@@ -258,3 +258,28 @@ def test_one_clients_requests_are_answered_in_the_order_it_sent_them(bridge_of, 
     # And the first client's requests come once its describe is answered, in order
     fake.allow_admin()
     assert [reply_of(r).request_id for r in results_of(bridge, 3)] == [1, 2, 3]
+
+
+def test_after_a_failed_look_up_the_next_refresh_queues_the_table_even_if_unchanged(
+        bridge_of, monkeypatch):
+    # Given a bridge that has the controller's table, in the middle of a periodic refresh
+    monkeypatch.setattr(limits, "ROUTING_REFRESH_INTERVAL_S", 0.05)
+    fake = controller()
+    bridge = bridge_of(fake)
+    [first] = results_of(bridge, 1)
+    fake.hold_routing()
+    fake.wait_for_routing_call()
+    answered = fake.routing_calls
+    # When a look-up of a topic that does not exist is queued, the refresh answers (the
+    # table unchanged), and the controller fails the look-up
+    assert bridge.resolve_topic("ghost")
+    fake.allow_routing(1)
+    fake.wait_for_routing_calls(answered + 1)
+    fake.wait_for_routing_call()
+    fake.fail_routing(1)
+    fake.allow_routing()
+    # Then the loop hears that the look-up failed, and then gets the unchanged table from
+    # the next refresh, by which it answers the requests held for the topic
+    failed, table = results_of(bridge, 2)
+    assert (failed.routing, failed.resolved_topic) == (None, "ghost")
+    assert table.resolved_topic is None and table.routing is first.routing
