@@ -117,14 +117,21 @@ def test_a_routing_call_that_fails_gives_an_update_without_a_table(bridge_of, mo
     assert (update.routing, update.resolved_topic) == (None, "t")
 
 
-def test_a_periodic_refresh_queues_a_changed_table_and_nothing_while_it_is_unchanged(
-        bridge_of, monkeypatch):
-    # Given a bridge refreshing its routing table every 50 ms, without any job
+def refreshing_bridge(bridge_of, monkeypatch) -> tuple[FakeController, AdminBridge, RoutingUpdate]:
+    """A bridge refreshing its routing table every 50 ms, its fake controller, and the
+    update its first refresh queued."""
     monkeypatch.setattr(limits, "ROUTING_REFRESH_INTERVAL_S", 0.05)
     fake = controller()
     bridge = bridge_of(fake)
-    # Then its first refresh brings the table
     [first] = results_of(bridge, 1)
+    return fake, bridge, first
+
+
+def test_a_periodic_refresh_queues_a_changed_table_and_nothing_while_it_is_unchanged(
+        bridge_of, monkeypatch):
+    # Given a bridge refreshing its routing table every 50 ms, without any job
+    fake, bridge, first = refreshing_bridge(bridge_of, monkeypatch)
+    # Then its first refresh brings the table
     assert type(first) is RoutingUpdate and first.resolved_topic is None
     assert first.routing.partition_count("t") == 1
     # And while it is unchanged, the refreshes go on and queue nothing (each put
@@ -263,10 +270,7 @@ def test_one_clients_requests_are_answered_in_the_order_it_sent_them(bridge_of, 
 def test_after_a_failed_look_up_the_next_refresh_queues_the_table_even_if_unchanged(
         bridge_of, monkeypatch):
     # Given a bridge that has the controller's table, in the middle of a periodic refresh
-    monkeypatch.setattr(limits, "ROUTING_REFRESH_INTERVAL_S", 0.05)
-    fake = controller()
-    bridge = bridge_of(fake)
-    [first] = results_of(bridge, 1)
+    fake, bridge, first = refreshing_bridge(bridge_of, monkeypatch)
     fake.hold_routing()
     fake.wait_for_routing_call()
     answered = fake.routing_calls
