@@ -340,9 +340,11 @@ class Controller:
 
     def _save(self) -> None:
         self._metadata.tier_store = self._tier_store if self._tiered_topics() else None
-        self._metadata.save(self._metadata_path)
-        self._metadata_saves += 1
-        self._routing_topics_changed |= self._metadata.topics_encoded_again
+        try:
+            self._metadata.save(self._metadata_path)
+        finally:   # a refused save encoded its changes too: the routing table takes them
+            self._metadata_saves += 1
+            self._routing_topics_changed |= self._metadata.topics_encoded_again
         self._lease_wanted_as_saved()
 
     def _tiered_topics(self) -> list[str]:

@@ -5,7 +5,10 @@ sent nothing. Real shard actors reached in process, on a real disk
 
 from __future__ import annotations
 
+import pytest
+
 from plinth.control.controller import Controller
+from tests.control.broker_without_ray import TWO
 from tests.control.test_controller_repair import restart_announcing
 from tests.control.test_controller_replication import ON_ONE_NODE, not_answering_once
 
@@ -82,4 +85,27 @@ def test_the_table_after_each_change_is_the_one_the_metadata_gives(brokers):
     assert_built_from_the_metadata(controller)
     controller.delete_topic("orders")
     assert controller.routing().partition_count("orders") is None
+    assert_built_from_the_metadata(controller)
+
+
+def test_a_change_encoded_by_a_refused_save_still_reaches_the_table(brokers):
+    # Given two topics, and a routing table built
+    broker = brokers(2)
+    controller = broker.controller
+    controller.create_topic("a", 1, {})
+    controller.create_topic("b", 1, {})
+    controller.routing()
+    # When a change of topic a is saved together with a bug in topic b, which the save
+    # refuses, and then saved again once b is mended (a unchanged since the refusal)
+    metadata = controller._metadata
+    moved_to = next(s for s in TWO if s != metadata.topics["a"].placement[0])
+    metadata.topics["a"].placement[0] = moved_to
+    b_shard = metadata.topics["b"].placement[0]
+    metadata.topics["b"].placement[0] = "shard-9"
+    with pytest.raises(AssertionError, match="unknown shard 'shard-9'"):
+        controller._save()
+    metadata.topics["b"].placement[0] = b_shard
+    controller._save()
+    # Then the table has topic a's change
+    assert controller.routing().owner("a", 0) == moved_to
     assert_built_from_the_metadata(controller)
