@@ -279,14 +279,13 @@ class Controller:
                                       silent=lambda: self._silent)
         # listen address -> (node address, its Kafka listener's advertised HOST:PORT or "")
         self._routers: dict[str, tuple[str, str]] = {}
-        # The last routing table built, and the count of metadata saves it was built
-        # after: its topics' part (O(topics)) is built again only after a save, which
-        # every change of the metadata makes (``_save``). Its version: this instance's
-        # random id (unlike the epoch, unequal for another broker's controller that a
-        # handle found by name) and the count of tables built.
+        # The last routing table built, and whether the metadata was saved since: its
+        # topics' part (O(topics)) is built again only after a save, which every change
+        # of the metadata makes (``_save``). Its version: this instance's random id
+        # (unlike the epoch, unequal for another broker's controller that a handle
+        # found by name) and the count of tables built.
         self._routing_built: RoutingTable | None = None
-        self._routing_saves_seen = -1
-        self._metadata_saves = 0
+        self._routing_topics_stale = True
         # The topics saved again (new or changed) since that table was built: only
         # theirs are built again (a deleted one is left out by going over the topics).
         self._routing_topics_changed: set[str] = set()
@@ -343,7 +342,7 @@ class Controller:
         try:
             self._metadata.save(self._metadata_path)
         finally:   # a refused save encoded its changes too: the routing table takes them
-            self._metadata_saves += 1
+            self._routing_topics_stale = True
             self._routing_topics_changed |= self._metadata.topics_encoded_again
         self._lease_wanted_as_saved()
 
@@ -994,21 +993,16 @@ class Controller:
                      kafka_brokers=tuple(sorted({kafka for _, kafka in self._routers.values()
                                                  if kafka})))
         built = self._routing_built
-        topics_current = built is not None and self._routing_saves_seen == self._metadata_saves
-        if topics_current and all(getattr(built, key) == value for key, value in small.items()):
+        stale = built is None or self._routing_topics_stale
+        if not stale and all(getattr(built, key) == value for key, value in small.items()):
             return built
-        if topics_current:
-            owners, ranges = built.owners, built.ranges
-        elif built is None:
-            owners, ranges = self._routing_of_topics()
-        else:
-            owners, ranges = self._routing_of_topics(built, self._routing_topics_changed)
-        self._routing_topics_changed = set()
+        owners, ranges = self._routing_of_topics(built, self._routing_topics_changed) \
+            if stale else (built.owners, built.ranges)
+        self._routing_topics_stale, self._routing_topics_changed = False, set()
         self._routing_tables_built += 1
         self._routing_built = RoutingTable(
             **small, owners=owners, ranges=ranges,
             version=(self._routing_instance_id, self._routing_tables_built))
-        self._routing_saves_seen = self._metadata_saves
         return self._routing_built
 
     def _routing_of_topics(self, built: RoutingTable | None = None,
