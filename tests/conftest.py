@@ -18,6 +18,12 @@ from pathlib import Path
 
 import pytest
 
+# Before anything imports plinth.json_fragments, which reads it once: every save that
+# encodes only the changes its writer tracked is checked against the whole document
+# (a change the writer did not note fails the test that made it). The brokers and
+# Ray workers the tests start inherit it.
+os.environ["PLINTH_CHECK_TRACKED_CHANGES"] = "1"
+
 from tests.support import free_port, start_until_ready
 
 READY_TIMEOUT_S = 120

@@ -130,3 +130,75 @@ def test_several_maps_of_members_are_each_kept_apart(encodings):
 def test_fragments_without_a_map_of_members_are_a_programmer_error():
     with pytest.raises(AssertionError, match="needs the keys"):
         JsonFragments()
+
+
+# --- Tracked changes: the writer names what it changed ------------------------------
+
+def test_the_test_suite_checks_every_tracked_encoding():
+    # tests/conftest.py sets PLINTH_CHECK_TRACKED_CHANGES=1 before plinth is imported
+    assert json_fragments.CHECK_TRACKED_CHANGES is True
+
+
+def test_a_tracked_encoding_reads_only_the_named_members_and_is_json_dumps(encodings):
+    # Given fragments that encoded a hundred members
+    fragments = JsonFragments("topics")
+    topics = {f"t{i}": {"partitions": i + 1} for i in range(100)}
+    fragments.encode(document(topics))
+    encodings.clear()
+    # When one is added, one changed and one removed, and the writer names those three
+    topics["new"] = {"partitions": 700}
+    topics["t5"] = {"partitions": 600}
+    del topics["t7"]
+    given = {name: topics[name] for name in ("new", "t5")}
+    encoded = fragments.encode_tracked(document(given), {"topics": ["new", "t5", "t7"]},
+                                       lambda: document(topics))
+    # Then the bytes are the whole document's, and only the named members were encoded
+    assert encoded == dumps(document(topics))
+    assert fragments.encoded_again["topics"] == {"new", "t5"}
+    members_encoded = [v for v in encodings if isinstance(v, dict) and "partitions" in v]
+    assert sorted(m["partitions"] for m in members_encoded) == [600, 700]
+
+
+def test_a_change_the_writer_did_not_name_fails_the_check_by_member_name():
+    # Given fragments that encoded two members
+    fragments = JsonFragments("topics")
+    topics = {"a": {"partitions": 1}, "b": {"partitions": 2}}
+    fragments.encode(document(topics))
+    # When "b" changes but the writer names only "a"
+    topics["b"] = {"partitions": 20}
+    # Then the check refuses the stale text and names the member it missed
+    with pytest.raises(AssertionError, match=r"missed changes, first \['topics/b'\]"):
+        fragments.encode_tracked(document({"a": topics["a"]}), {"topics": ["a"]},
+                                 lambda: document(topics))
+
+
+def test_a_tracked_encoding_before_a_whole_one_is_a_programmer_error():
+    # No text is kept yet for the members it would not read
+    with pytest.raises(AssertionError, match="before the whole document was encoded once"):
+        JsonFragments("topics").encode_tracked(document({"a": {}}), {"topics": ["a"]},
+                                               lambda: document({"a": {}}))
+
+
+def test_a_member_given_but_not_named_is_a_programmer_error():
+    fragments = JsonFragments("topics")
+    fragments.encode(document({}))
+    with pytest.raises(AssertionError, match=r"'topics' members \['b'\] were given but not named"):
+        fragments.encode_tracked(document({"a": {}, "b": {}}), {"topics": ["a"]},
+                                 lambda: document({"a": {}, "b": {}}))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(members, min_size=1, max_size=5), st.booleans())
+def test_any_sequence_of_tracked_documents_encodes_as_json_dumps_would(versions, first_tracked):
+    # After a whole encoding of nothing or of the first version, each version names
+    # what differs from the one before it: added, changed, removed
+    fragments = JsonFragments("topics")
+    before: dict = {} if first_tracked else versions[0]
+    fragments.encode(document(before))
+    for topics in versions:
+        named = [n for n in set(before) | set(topics) if before.get(n, ...) != topics.get(n, ...)
+                 or type(before.get(n)) is not type(topics.get(n))]
+        given = {n: topics[n] for n in named if n in topics}
+        assert fragments.encode_tracked(document(given), {"topics": named},
+                                        lambda: document(topics)) == dumps(document(topics))
+        before = topics
