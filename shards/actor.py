@@ -87,7 +87,7 @@ class ShardActor:
         if specs:
             self._open(specs, restarted=True)
             log.info("%s reopened %d partitions from its manifest", self.shard_id, len(specs))
-        self._server.call(self._server.set_partition_counts, self._manifest.partition_counts)
+        self._server.call(self._server.set_partition_counts, dict(self._manifest.partition_counts))
 
     def _tune(self) -> None:
         """Started: Ray runs its workers at niceness 15, which made every record wait
@@ -137,7 +137,7 @@ class ShardActor:
         opened = self._open(specs, restarted=existing)
         self._manifest.serve(specs)
         if partition_counts:
-            self._manifest.partition_counts.update(partition_counts)
+            self._manifest.change_partition_counts(partition_counts, [])
         self._manifest.save(self._manifest_path)
         if partition_counts:
             self._server.call(self._server.set_partition_counts,
@@ -231,19 +231,17 @@ class ShardActor:
 
     def set_partition_counts(self, counts: dict[str, int]) -> None:
         """Every topic's partition count, for the groups this shard coordinates."""
-        self._manifest.partition_counts = dict(counts)
+        self._manifest.set_partition_counts(counts)
         self._manifest.save(self._manifest_path)
         self._server.call(self._server.set_partition_counts, counts)
 
     def change_partition_counts(self, changed: dict[str, int], deleted: list[str]) -> None:
         """Some topics' counts (``changed``) and the topics gone (``deleted``); the rest
         stay. Durable in the manifest when this returns, as ``set_partition_counts``."""
-        counts = self._manifest.partition_counts
-        counts.update(changed)
-        for topic in deleted:
-            counts.pop(topic, None)
+        self._manifest.change_partition_counts(changed, deleted)
         self._manifest.save(self._manifest_path)
-        self._server.call(self._server.set_partition_counts, dict(counts))
+        self._server.call(self._server.set_partition_counts,
+                          dict(self._manifest.partition_counts))
 
     # --- Replication ------------------------------------------------------------------
 

@@ -21,11 +21,18 @@ indented here):
 A key is "<topic>/<partition>" (topic names cannot hold "/"). A file written
 before the version field existed has none and is read as version 1.
 
+Every change goes through the methods below, which note the partitions they
+touch, and a save encodes only those again (``JsonFragments.encode_tracked``):
+at 5,000 partitions, building and comparing every entry was 7.5 ms of each
+9 ms save, and a create saves once. The manifest holds its own copies of the
+specs it is given, so that no caller can change an entry without it knowing.
+
 Used on the shard actor's thread only.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,30 +54,60 @@ class ShardManifest:
     _fragments: JsonFragments = field(
         default_factory=lambda: JsonFragments("partitions", "partition_counts"),
         init=False, repr=False, compare=False)
+    # The partitions and the topics' counts added, changed or removed since the last
+    # save: what the next one encodes again. None: compare every entry (no save of
+    # this instance yet).
+    _changed_partitions: set[PartitionId] | None = field(default=None, init=False,
+                                                         repr=False, compare=False)
+    _changed_counts: set[str] | None = field(default=None, init=False, repr=False,
+                                             compare=False)
 
     # --- Changes (each followed by save) ------------------------------------------
 
     def serve(self, specs: list[PartitionSpec]) -> None:
         for spec in specs:
-            self.partitions[spec.id] = spec
+            self._set(replace(spec, config=dict(spec.config),
+                              producers=copy.deepcopy(spec.producers)))
 
     def seal(self, partitions: list[PartitionId]) -> None:
         """Read-only from now on; a replicated one no longer leads or follows (its
         record is dropped: a restart must not follow it again)."""
         for pid in partitions:
-            self.partitions[pid] = replace(self._spec(pid), sealed=True, leadership=None)
+            self._set(replace(self._spec(pid), sealed=True, leadership=None))
 
     def set_config(self, partitions: list[PartitionId], config: dict[str, str]) -> None:
         for pid in partitions:
-            self.partitions[pid] = replace(self._spec(pid), config=dict(config))
+            self._set(replace(self._spec(pid), config=dict(config)))
 
     def set_leadership(self, changes: list[tuple[PartitionId, Leadership]]) -> None:
         for pid, leadership in changes:
-            self.partitions[pid] = replace(self._spec(pid), leadership=leadership)
+            self._set(replace(self._spec(pid), leadership=leadership))
 
     def forget(self, partitions: list[PartitionId]) -> None:
         for pid in partitions:
             self.partitions.pop(pid, None)
+            self._note_changed(pid)
+
+    def set_partition_counts(self, counts: dict[str, int]) -> None:
+        """Every topic's count (the controller's whole view)."""
+        self.change_partition_counts(counts, list(self.partition_counts.keys() - counts))
+
+    def change_partition_counts(self, changed: dict[str, int], deleted: list[str]) -> None:
+        """Some topics' counts; the topics ``deleted`` have none any more."""
+        for topic, count in changed.items():
+            self.partition_counts[topic] = count
+        for topic in deleted:
+            self.partition_counts.pop(topic, None)
+        if self._changed_counts is not None:
+            self._changed_counts.update(changed, deleted)
+
+    def _set(self, spec: PartitionSpec) -> None:
+        self.partitions[spec.id] = spec
+        self._note_changed(spec.id)
+
+    def _note_changed(self, pid: PartitionId) -> None:
+        if self._changed_partitions is not None:
+            self._changed_partitions.add(pid)
 
     def _spec(self, pid: PartitionId) -> PartitionSpec:
         spec = self.partitions.get(pid)
@@ -93,13 +130,27 @@ class ShardManifest:
             raise CorruptDataError(f"{path}: not a shard manifest: {exc}") from None
 
     def save(self, path: Path) -> None:
-        write_file_atomically(path, self._fragments.encode(self.to_json()),
-                              sync_dir=True)
+        """Write the file; only the partitions changed since the last save are encoded
+        again, and only the topics' counts changed since."""
+        if self._changed_partitions is None or self._changed_counts is None:
+            text = self._fragments.encode(self.to_json())
+        else:
+            pids, topics = self._changed_partitions, self._changed_counts
+            value = {"version": MANIFEST_VERSION,
+                     "partitions": {_key(pid): _spec_to_json(self.partitions[pid])
+                                    for pid in pids if pid in self.partitions},
+                     "partition_counts": {topic: self.partition_counts[topic]
+                                          for topic in topics if topic in self.partition_counts}}
+            text = self._fragments.encode_tracked(
+                value, {"partitions": [_key(pid) for pid in pids], "partition_counts": topics},
+                self.to_json)
+        # The fragments hold every change now, whether the write succeeds or not.
+        self._changed_partitions, self._changed_counts = set(), set()
+        write_file_atomically(path, text, sync_dir=True)
 
     def to_json(self) -> dict:
         return {"version": MANIFEST_VERSION,
-                "partitions": {f"{s.topic}/{s.partition}": _spec_to_json(s)
-                               for s in self.partitions.values()},
+                "partitions": {_key(s.id): _spec_to_json(s) for s in self.partitions.values()},
                 "partition_counts": dict(self.partition_counts)}
 
     @classmethod
@@ -118,6 +169,10 @@ class ShardManifest:
             spec.check()
             manifest.partitions[spec.id] = spec
         return manifest
+
+
+def _key(pid: PartitionId) -> str:
+    return f"{pid.topic}/{pid.partition}"
 
 
 def _spec_to_json(spec: PartitionSpec) -> dict:

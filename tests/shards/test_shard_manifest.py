@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
+from plinth import json_fragments
 from plinth.errors import CorruptDataError
 from plinth.shards.shard_calls import Leadership, PartitionId, PartitionSpec
 from plinth.shards.shard_manifest import ShardManifest
@@ -84,3 +86,77 @@ def test_a_damaged_manifest_is_refused_with_its_path_and_the_problem(tmp_path, c
     with pytest.raises(CorruptDataError) as raised:
         ShardManifest.load(path)
     assert str(path) in str(raised.value) and problem in str(raised.value)
+
+
+# --- Saves encode only what changed (plinth/json_fragments.py) -----------------------
+
+def test_a_save_encodes_again_only_the_partitions_changed_since_the_last(tmp_path, monkeypatch):
+    # Given a saved manifest of 50 partitions
+    manifest = ShardManifest(partition_counts={"t": 50})
+    manifest.serve([PartitionSpec("t", p, {"retention.ms": str(p)}) for p in range(50)])
+    path = tmp_path / "manifest.json"
+    manifest.save(path)
+    encoded = []
+    real_dumps = json_fragments._dumps
+    monkeypatch.setattr(json_fragments, "_dumps",
+                        lambda value: encoded.append(value) or real_dumps(value))
+    # When one partition is sealed, another forgotten and a third altered
+    manifest.seal([PartitionId("t", 3)])
+    manifest.forget([PartitionId("t", 4)])
+    manifest.set_config([PartitionId("t", 5)], {"retention.ms": "9"})
+    manifest.save(path)
+    # Then the file holds every change, and only the changed entries were encoded
+    assert ShardManifest.load(path) == manifest
+    entries = [v for v in encoded if isinstance(v, dict) and "initial_offset" in v]
+    assert sorted(e["config"]["retention.ms"] for e in entries) == ["3", "9"]
+
+
+def test_every_kind_of_change_saved_one_after_another_loads_as_the_manifest(tmp_path):
+    path = tmp_path / "manifest.json"
+    manifest = ShardManifest(partition_counts={"t": 3})
+    record = Leadership(("shard-0", "shard-1"), "shard-0", 0, ("shard-0", "shard-1"), 0, 1)
+    changes = [
+        lambda: manifest.serve([PartitionSpec("t", p, {}) for p in range(3)]),
+        lambda: manifest.serve([PartitionSpec("r", 0, {}, leadership=record)]),
+        lambda: manifest.seal([PartitionId("t", 0)]),
+        lambda: manifest.set_config([PartitionId("t", 1)], {"retention.ms": "5"}),
+        lambda: manifest.set_leadership([(PartitionId("r", 0), replace(record, leader="shard-1",
+                                                                       leader_epoch=1))]),
+        lambda: manifest.forget([PartitionId("t", 2), PartitionId("gone", 0)]),
+        lambda: manifest.serve([PartitionSpec("t", 2, {}, 80)]),   # back, moved in
+        lambda: manifest.change_partition_counts({"r": 1, "t": 4}, ["gone"]),
+        lambda: manifest.set_partition_counts({"r": 2, "new": 1}),
+    ]
+    for change in changes:
+        change()
+        manifest.save(path)
+        assert ShardManifest.load(path) == manifest
+
+
+def test_the_manifest_keeps_its_own_copy_of_a_spec_it_is_given(tmp_path):
+    # Given a partition served from a spec the caller keeps
+    spec = PartitionSpec("t", 0, {"retention.ms": "1"}, producers=[[12, [[0, 3, 5]], 9]])
+    manifest = ShardManifest()
+    manifest.serve([spec])
+    path = tmp_path / "manifest.json"
+    manifest.save(path)
+    # When the caller changes that spec's config and producers in place
+    spec.config["retention.ms"] = "2"
+    spec.producers.append([13, [], 0])
+    # Then the manifest, and what it saves next, still hold what it was given
+    manifest.save(path)
+    assert ShardManifest.load(path).partitions[spec.id] == \
+        PartitionSpec("t", 0, {"retention.ms": "1"}, producers=[[12, [[0, 3, 5]], 9]])
+
+
+def test_a_change_made_around_the_manifests_methods_fails_the_next_saves_check(tmp_path):
+    # Given a saved manifest (the test suite checks every tracked save)
+    manifest = ShardManifest()
+    manifest.serve([PartitionSpec("t", 0, {}), PartitionSpec("t", 1, {})])
+    path = tmp_path / "manifest.json"
+    manifest.save(path)
+    # When an entry is replaced without a method, which does not note the change
+    manifest.partitions[PartitionId("t", 1)] = PartitionSpec("t", 1, {}, sealed=True)
+    # Then the save refuses to write the stale entry, naming it
+    with pytest.raises(AssertionError, match=r"missed changes, first \['partitions/t/1'\]"):
+        manifest.save(path)
