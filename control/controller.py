@@ -55,7 +55,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
@@ -337,10 +337,13 @@ class Controller:
             raise InvalidConfigError(f"--shards {shard_count} is outside 1..{limits.SHARDS_MAX}")
         return [f"shard-{i}" for i in range(shard_count)]
 
-    def _save(self) -> None:
+    def _save(self, topics_changed: Collection[str] | None = None) -> None:
+        """``topics_changed``: every topic added, changed or deleted since the last save,
+        when the caller knows them all (a change of named topics): only those are
+        encoded again. None: every topic is compared with its kept text."""
         self._metadata.tier_store = self._tier_store if self._tiered_topics() else None
         try:
-            self._metadata.save(self._metadata_path)
+            self._metadata.save(self._metadata_path, topics_changed)
         finally:   # a refused save encoded its changes too: the routing table takes them
             self._routing_topics_stale = True
             self._routing_topics_changed |= self._metadata.topics_encoded_again
@@ -1276,7 +1279,7 @@ class Controller:
             for name in names:
                 del self._metadata.topics[name]
             raise
-        self._save()
+        self._save(names)
         self._shards.push_partition_counts(self._metadata.partition_counts(), changed=names,
                                            told=told)
         for t in checked:
@@ -1376,7 +1379,7 @@ class Controller:
         wait_all_or_raise({s: self._shards[s].alter_partitions([sp.id for sp in shard_specs], config)
                            for s, shard_specs in specs.items()}, limits.CONTROL_CALL_TIMEOUT_S)
         topic.config = config
-        self._save()
+        self._save([name])
         log.info("altered topic %s: %s", name, changes)
         return self._topic_info(name)
 
@@ -1402,7 +1405,7 @@ class Controller:
         except Exception:
             self._forget_new_partitions(topic, old_count)
             raise
-        self._save()
+        self._save([name])
         self._shards.push_partition_counts(self._metadata.partition_counts(), changed=[name])
         log.info("topic %s grew from %d to %d partitions", name, old_count, partition_count)
         return self._topic_info(name)
@@ -1431,7 +1434,7 @@ class Controller:
         # Forget the topic first: a crash mid-delete leaves orphan files, not a
         # topic whose partitions are half gone.
         del self._metadata.topics[name]
-        self._save()
+        self._save([name])
         wait_all_or_raise({s: self._shards[s].delete_partitions([sp.id for sp in shard_specs])
                            for s, shard_specs in specs.items()}, limits.CONTROL_CALL_TIMEOUT_S)
         self._shards.push_partition_counts(self._metadata.partition_counts(), changed=[name])

@@ -81,6 +81,9 @@ naming the path and the first problem); save checks them too, and refuses
 (AssertionError) to write metadata the controller broke. A save checks the
 topics encoded again since the last one (new or changed), unless the shards or
 the controller epoch changed, or the last save was refused: then every topic.
+A save after a change of named topics (a create, a delete, an alter, a growth)
+is told their names and encodes only those; any other compares every topic with
+the text kept for it (plinth/json_fragments.py).
 """
 
 from __future__ import annotations
@@ -382,10 +385,17 @@ class BrokerMetadata:
             raise CorruptDataError(f"{path}: {problems[0]} ({len(problems)} problems)")
         return metadata
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path, topics_changed: Collection[str] | None = None) -> None:
         """Write the file, after checking what changed since the last save (at 6,000
-        topics, checking them all took 11 ms of every save)."""
-        text = self._fragments.encode(self.to_json())
+        topics, checking them all took 11 ms of every save). ``topics_changed``: every
+        topic added, changed or deleted since the last save, if the caller knows them
+        all: only those are encoded again (building and comparing every topic took
+        6.6 ms of a 9 ms save at 5,000); None: every topic is compared."""
+        if topics_changed is None or not self._fragments.whole_encoded:
+            text = self._fragments.encode(self.to_json())
+        else:
+            text = self._fragments.encode_tracked(self.to_json(topics_changed),
+                                                  {"topics": topics_changed}, self.to_json)
         checked_against = (frozenset(self.shards), frozenset(self.draining),
                            self.controller_epoch)
         names = self.topics_encoded_again if checked_against == self._checked_against else None
@@ -396,10 +406,14 @@ class BrokerMetadata:
         self._checked_against = checked_against
         write_file_atomically(path, text, sync_dir=True)
 
-    def to_json(self) -> dict:
+    def to_json(self, names: Collection[str] | None = None) -> dict:
+        """The file's document; with ``names``, of those topics only (that exist)."""
+        topics_json = {name: _topic_to_json(t) for name, t in self.topics.items()} \
+            if names is None else \
+            {name: _topic_to_json(self.topics[name]) for name in names if name in self.topics}
         value = {"version": METADATA_VERSION, "shards": list(self.shards),
                  "draining": list(self.draining), "shard_nodes": dict(self.shard_nodes),
-                 "topics": {name: _topic_to_json(t) for name, t in self.topics.items()}}
+                 "topics": topics_json}
         if self.groups_moving_from is not None:
             value["groups_moving_from"] = list(self.groups_moving_from)
         if self.partitions_moving_from is not None:

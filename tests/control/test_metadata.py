@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 
+from plinth import json_fragments
 from plinth.control.metadata import BrokerMetadata, ShardRange, TopicMetadata
 from plinth.errors import CorruptDataError, InvalidConfigError
 from plinth.shards.shard_handle import Leadership
@@ -249,6 +250,57 @@ def test_a_shard_removed_under_an_unchanged_topic_is_refused(tmp_path):
     # Then saving refuses, though the topic itself did not change
     with pytest.raises(AssertionError, match="unknown shard 'shard-0'"):
         metadata.save(path)
+
+
+def test_a_save_told_the_changed_topics_encodes_only_those_and_writes_them_all(
+        tmp_path, monkeypatch):
+    # Given saved metadata of 30 topics
+    path = tmp_path / "metadata.json"
+    metadata = BrokerMetadata(shards=["shard-0"])
+    metadata.topics = {f"t{i}": TopicMetadata(1, {"retention.ms": str(i)}, ["shard-0"])
+                       for i in range(30)}
+    metadata.save(path)
+    encoded = []
+    real_dumps = json_fragments._dumps
+    monkeypatch.setattr(json_fragments, "_dumps",
+                        lambda value: encoded.append(value) or real_dumps(value))
+    # When one topic is added, one altered and one deleted, and the save is told so
+    metadata.topics["new"] = TopicMetadata(2, {"retention.ms": "100"}, ["shard-0", "shard-0"])
+    metadata.topics["t3"].config = {"retention.ms": "300"}
+    del metadata.topics["t4"]
+    metadata.save(path, topics_changed=["new", "t3", "t4"])
+    # Then the file holds every topic as it is, and only the two were encoded
+    assert BrokerMetadata.load(path) == metadata
+    topics_encoded = [v for v in encoded if isinstance(v, dict) and "placement" in v]
+    assert sorted(t["config"]["retention.ms"] for t in topics_encoded) == ["100", "300"]
+    assert metadata.topics_encoded_again == {"new", "t3"}
+
+
+def test_a_save_told_too_few_topics_is_refused_by_the_suites_check(tmp_path):
+    # Given saved metadata (the test suite checks every save told its changed topics)
+    path = tmp_path / "metadata.json"
+    metadata = metadata_with_a_moved_partition()
+    metadata.save(path)
+    before = path.read_bytes()
+    # When a topic changes but the save is told of another
+    metadata.topics["orders"].config = {"retention.ms": "5"}
+    metadata.topics["events"] = TopicMetadata(1, {}, ["shard-0"])
+    # Then it refuses, naming the topic it was not told of, and writes nothing
+    with pytest.raises(AssertionError, match=r"missed changes, first \['topics/orders'\]"):
+        metadata.save(path, topics_changed=["events"])
+    assert path.read_bytes() == before
+
+
+def test_the_first_save_of_loaded_metadata_writes_every_topic_whatever_it_is_told(tmp_path):
+    # Given metadata loaded from a file, not yet saved by this instance
+    path = tmp_path / "metadata.json"
+    metadata_with_a_moved_partition().save(path)
+    metadata = BrokerMetadata.load(path)
+    # When a topic is added and the save is told of it alone
+    metadata.topics["events"] = TopicMetadata(1, {}, ["shard-0"])
+    metadata.save(path, topics_changed=["events"])
+    # Then the file holds the loaded topics too
+    assert BrokerMetadata.load(path) == metadata and "orders" in metadata.topics
 
 
 def test_a_partition_that_moves_keeps_its_history_and_forgets_ranges_retention_emptied():
