@@ -139,6 +139,18 @@ def test_the_test_suite_checks_every_tracked_encoding():
     assert json_fragments.CHECK_TRACKED_CHANGES is True
 
 
+def test_ray_workers_check_every_tracked_encoding_as_the_test_process_does(ray_cluster):
+    # The shards and the controller run in Ray workers, which inherit the variable
+    import ray
+
+    @ray.remote
+    def checking() -> bool:
+        from plinth import json_fragments as in_worker
+        return in_worker.CHECK_TRACKED_CHANGES
+
+    assert ray.get(checking.remote(), timeout=120) is True
+
+
 def test_a_tracked_encoding_reads_only_the_named_members_and_is_json_dumps(encodings):
     # Given fragments that encoded a hundred members
     fragments = JsonFragments("topics")
