@@ -39,6 +39,7 @@ thread, a shard actor's thread).
 
 from __future__ import annotations
 
+import bisect
 import copy
 import json
 import os
@@ -59,6 +60,10 @@ class JsonFragments:
         # encoded, b'"<name>":<text>').
         self._kept: dict[str, dict[str, tuple[object, bytes]]] = {
             key: {} for key in members_keys}
+        # Per members key: the kept members' names, sorted, and their texts in that
+        # order; kept in step so that a tracked encoding sorts nothing.
+        self._sorted_names: dict[str, list[str]] = {key: [] for key in members_keys}
+        self._sorted_texts: dict[str, list[bytes]] = {key: [] for key in members_keys}
         # Per members key: the names of the members the last ``encode`` encoded again
         # (new, or no longer equal): what a writer that checks its members before
         # writing them has to check again.
@@ -70,34 +75,7 @@ class JsonFragments:
         """``value`` as compact JSON with sorted keys, encoding the members of its
         members keys again only where they changed since the last call."""
         self.whole_encoded = True
-        parts = []
-        for key in sorted(value):
-            if key in self._kept:
-                text = self._encode_members(key, value[key])
-            else:
-                text = _dumps(value[key]).encode()
-            parts.append(_dumps(key).encode() + b":" + text)
-        return b"{" + b",".join(parts) + b"}"
-
-    def _encode_members(self, members_key: str, members: dict) -> bytes:
-        if not isinstance(members, dict):
-            raise AssertionError(f"{members_key!r} holds a {type(members).__name__}, not the "
-                                 f"dict of members JsonFragments encodes")
-        kept = self._kept[members_key]
-        self._kept[members_key] = now = {}
-        self.encoded_again[members_key] = again = set()
-        parts = []
-        for name in sorted(members):
-            if not isinstance(name, str):   # json.dumps would turn it into a string key
-                raise AssertionError(f"member name {name!r} is not a string")
-            member = members[name]
-            old = kept.get(name)
-            if old is None or old[0] != member:
-                old = (copy.deepcopy(member), f"{_dumps(name)}:{_dumps(member)}".encode())
-                again.add(name)
-            now[name] = old
-            parts.append(old[1])
-        return b"{" + b",".join(parts) + b"}"
+        return self._document(value, {})
 
     def encode_tracked(self, value: dict, changed: Mapping[str, Collection[str]],
                        whole: Callable[[], dict]) -> bytes:
@@ -109,37 +87,87 @@ class JsonFragments:
         if not self.whole_encoded:
             raise AssertionError("a tracked encoding before the whole document was encoded "
                                  "once: no text is kept for the members not named")
-        parts = []
-        for key in sorted(value):
-            if key in changed:
-                text = self._encode_named(key, value[key], changed[key])
-            elif key in self._kept:
-                text = self._encode_members(key, value[key])
-            else:
-                text = _dumps(value[key]).encode()
-            parts.append(_dumps(key).encode() + b":" + text)
-        text = b"{" + b",".join(parts) + b"}"
+        text = self._document(value, changed)
         if CHECK_TRACKED_CHANGES:
             _check_tracked(text, _dumps(whole()).encode())
         return text
 
-    def _encode_named(self, members_key: str, members: dict, named: Collection[str]) -> bytes:
+    def _document(self, value: dict, changed: Mapping[str, Collection[str]]) -> bytes:
+        """The bytes, joined once from the members' kept texts: the manifest of 6,000
+        partitions is 2.7 MB, and each concatenation of it was a copy into new
+        memory (the shard's tracked saves spent more time copying than encoding)."""
+        pieces = [b"{"]
+        for key in sorted(value):
+            pieces.append(_dumps(key).encode() + b":")
+            if key in changed:
+                self._note_named(key, value[key], changed[key])
+                pieces += self._member_pieces(key)
+            elif key in self._kept:
+                self._compare_members(key, value[key])
+                pieces += self._member_pieces(key)
+            else:
+                pieces.append(_dumps(value[key]).encode())
+            pieces.append(b",")
+        if len(pieces) == 1:
+            pieces.append(b"}")
+        else:
+            pieces[-1] = b"}"   # in place of the last key's comma
+        return b"".join(pieces)
+
+    def _member_pieces(self, members_key: str) -> list[bytes]:
+        """{"<name>":<member>,...}: each kept text, sorted by name, in pieces."""
+        texts = self._sorted_texts[members_key]
+        if not texts:
+            return [b"{}"]
+        pieces = [b","] * (2 * len(texts) + 1)
+        pieces[0], pieces[-1] = b"{", b"}"
+        pieces[1::2] = texts
+        return pieces
+
+    def _compare_members(self, members_key: str, members: dict) -> None:
+        if not isinstance(members, dict):
+            raise AssertionError(f"{members_key!r} holds a {type(members).__name__}, not the "
+                                 f"dict of members JsonFragments encodes")
+        kept = self._kept[members_key]
+        self._kept[members_key] = now = {}
+        self.encoded_again[members_key] = again = set()
+        self._sorted_names[members_key] = names = sorted(members)
+        for name in names:
+            if not isinstance(name, str):   # json.dumps would turn it into a string key
+                raise AssertionError(f"member name {name!r} is not a string")
+            member = members[name]
+            old = kept.get(name)
+            if old is None or old[0] != member:
+                old = (copy.deepcopy(member), f"{_dumps(name)}:{_dumps(member)}".encode())
+                again.add(name)
+            now[name] = old
+        self._sorted_texts[members_key] = [now[name][1] for name in names]
+
+    def _note_named(self, members_key: str, members: dict, named: Collection[str]) -> None:
         unnamed = members.keys() - set(named)
         if unnamed:
             raise AssertionError(f"{members_key!r} members {sorted(unnamed)[:3]} were given "
                                  f"but not named as changed")
         kept = self._kept[members_key]
+        names, texts = self._sorted_names[members_key], self._sorted_texts[members_key]
         self.encoded_again[members_key] = again = set()
-        for name in named:
-            if name not in members:
-                kept.pop(name, None)
-                continue
+        for name in set(named):
             if not isinstance(name, str):   # json.dumps would turn it into a string key
                 raise AssertionError(f"member name {name!r} is not a string")
+            at = bisect.bisect_left(names, name)
+            there = at < len(names) and names[at] == name
+            if name not in members:
+                if there:
+                    del kept[name], names[at], texts[at]
+                continue
             member = members[name]
             kept[name] = (copy.deepcopy(member), f"{_dumps(name)}:{_dumps(member)}".encode())
+            if there:
+                texts[at] = kept[name][1]
+            else:
+                names.insert(at, name)
+                texts.insert(at, kept[name][1])
             again.add(name)
-        return b"{" + b",".join([kept[name][1] for name in sorted(kept)]) + b"}"
 
 
 def _check_tracked(text: bytes, expected: bytes) -> None:
