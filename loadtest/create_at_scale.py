@@ -9,7 +9,7 @@ new routing table, so each grows with the topics held. Prints the p50, p90 and
 slowest, and the creates per second; stops the server.
 
     python -m loadtest.create_at_scale                        # 5,000 topics, 200 creates
-    python -m loadtest.create_at_scale --topics 10000 --creates 100 --json
+    python -m loadtest.create_at_scale --topics 9800 --creates 200 --json   # up to the limit
     python -m loadtest.create_at_scale --plinth /opt/venv-before/bin/plinth   # another build
 """
 
@@ -25,6 +25,7 @@ from pathlib import Path
 from loadtest.console_scale import create_topics
 from loadtest.direct_vs_router import percentile
 from loadtest.fresh_broker import fresh_broker
+from plinth import limits
 from plinth.client.admin import Admin
 
 
@@ -57,6 +58,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.topics < 0 or args.creates < 1:
         parser.error("--topics must be 0 or more and --creates 1 or more")
+    if args.topics + args.creates > limits.TOPICS_MAX:
+        parser.error(f"--topics {args.topics} plus --creates {args.creates} is more than a "
+                     f"broker's limit of {limits.TOPICS_MAX} topics")
     extra = () if args.shards is None else ("--shards", str(args.shards))
     with tempfile.TemporaryDirectory(prefix="plinth-creates-") as work, \
             fresh_broker(args.plinth, Path(work), *extra) as (_, url):

@@ -3,6 +3,8 @@ against a real broker."""
 
 from __future__ import annotations
 
+import pytest
+
 from loadtest import create_at_scale
 from plinth.client.admin import Admin
 
@@ -21,3 +23,11 @@ def test_a_small_run_creates_and_times_each_topic(shared_broker):
     assert len(seconds) == 3 and all(s > 0 for s in seconds)
     with Admin(broker=shared_broker.url) as admin:
         assert {"single-00000", "single-00001", "single-00002"} <= set(admin.list_topics())
+
+
+def test_more_topics_and_creates_than_a_broker_holds_are_refused_before_a_broker_starts(capsys):
+    with pytest.raises(SystemExit) as exited:
+        create_at_scale.main(["--topics", "10000", "--creates", "100"])
+    assert exited.value.code == 2
+    assert "--topics 10000 plus --creates 100 is more than a broker's limit of 10000 topics" \
+        in capsys.readouterr().err
