@@ -300,6 +300,10 @@ class PartitionLog:
         """The segments, oldest first; the last is the active one."""
         return tuple(self._segments)
 
+    @property
+    def segment_count(self) -> int:
+        return len(self._segments)
+
     def max_timestamp_ms(self) -> int | None:
         """The largest timestamp of any record in the log, None if it has none. Reads
         every segment's indexes (an unopened one loads them), as a look-up of Kafka's

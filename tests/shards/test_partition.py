@@ -737,6 +737,24 @@ def test_two_replicas_that_lead_in_turn_converge_after_every_change_of_leader(tm
     assert changes > 30
 
 
+def test_retention_keeps_the_only_segment_of_a_log_taking_writes_and_deletes_a_sealed_ones(
+        tmp_path):
+    # Given two partitions of one segment each, whose record is an hour past retention,
+    # one of them sealed (its writes moved away)
+    config = LogConfig(retention_ms=1000)
+    hour_ago_ms = int(time.time() * 1000) - 3_600_000
+    live, sealed = (open_partition(tmp_path / name, config) for name in ("t-0", "t-1"))
+    for part in (live, sealed):
+        append(part, batch_of([b"v"], timestamps_ms=[hour_ago_ms]))
+    sealed.sealed = True
+    # When retention runs, Then the one taking writes keeps its active segment
+    assert live.enforce_retention().segments == 0
+    assert (live.log.start_offset, live.log.end_offset, live.log.segment_count) == (0, 1, 1)
+    # And the sealed one's record goes, the log kept at its end offset
+    assert sealed.enforce_retention().segments == 1
+    assert (sealed.log.start_offset, sealed.log.end_offset) == (1, 1)
+
+
 def test_retention_moves_the_first_leader_epoch_to_the_new_start_offset(tmp_path):
     # Given a partition led in epochs 1 then 2, of small segments, that keeps 2 of them
     config = LogConfig(segment_bytes_max=limits.SEGMENT_BYTES_MIN,
