@@ -41,10 +41,16 @@ def test_the_bytes_are_those_of_json_dumps_with_sorted_keys_and_no_spaces():
     assert JsonFragments("topics").encode(document(topics)) == dumps(document(topics))
 
 
-def test_an_unchanged_member_is_not_encoded_again(encodings):
+def hundred_encoded() -> tuple[JsonFragments, dict]:
+    """Fragments that encoded a document of a hundred members, and those members."""
     fragments = JsonFragments("topics")
     topics = {f"t{i}": {"partitions": i + 1} for i in range(100)}
     fragments.encode(document(topics))
+    return fragments, topics
+
+
+def test_an_unchanged_member_is_not_encoded_again(encodings):
+    fragments, topics = hundred_encoded()
     encodings.clear()
     topics["new"] = {"partitions": 7}
     topics["t5"] = {"partitions": 60}
@@ -153,9 +159,7 @@ def test_ray_workers_check_every_tracked_encoding_as_the_test_process_does(ray_c
 
 def test_a_tracked_encoding_reads_only_the_named_members_and_is_json_dumps(encodings):
     # Given fragments that encoded a hundred members
-    fragments = JsonFragments("topics")
-    topics = {f"t{i}": {"partitions": i + 1} for i in range(100)}
-    fragments.encode(document(topics))
+    fragments, topics = hundred_encoded()
     encodings.clear()
     # When one is added, one changed and one removed, and the writer names those three
     topics["new"] = {"partitions": 700}
