@@ -64,9 +64,9 @@ class JsonFragments:
         # order; kept in step so that a tracked encoding sorts nothing.
         self._sorted_names: dict[str, list[str]] = {key: [] for key in members_keys}
         self._sorted_texts: dict[str, list[bytes]] = {key: [] for key in members_keys}
-        # Per members key: the names of the members the last ``encode`` encoded again
-        # (new, or no longer equal): what a writer that checks its members before
-        # writing them has to check again.
+        # Per members key: the names of the members the last encoding encoded again
+        # (new, or no longer equal; or named by the writer): what a writer that checks
+        # its members before writing them has to check again.
         self.encoded_again: dict[str, set[str]] = {key: set() for key in members_keys}
         # Whether ``encode`` has run: before it, no text is kept to leave unread.
         self.whole_encoded = False
