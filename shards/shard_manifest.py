@@ -55,12 +55,12 @@ class ShardManifest:
         default_factory=lambda: JsonFragments("partitions", "partition_counts"),
         init=False, repr=False, compare=False)
     # The partitions and the topics' counts added, changed or removed since the last
-    # save: what the next one encodes again. None: compare every entry (no save of
-    # this instance yet).
-    _changed_partitions: set[PartitionId] | None = field(default=None, init=False,
-                                                         repr=False, compare=False)
-    _changed_counts: set[str] | None = field(default=None, init=False, repr=False,
-                                             compare=False)
+    # save: what the next one encodes again (the first save of an instance compares
+    # every entry, since no text is kept yet).
+    _changed_partitions: set[PartitionId] = field(default_factory=set, init=False,
+                                                  repr=False, compare=False)
+    _changed_counts: set[str] = field(default_factory=set, init=False, repr=False,
+                                      compare=False)
 
     # --- Changes (each followed by save) ------------------------------------------
 
@@ -86,7 +86,7 @@ class ShardManifest:
     def forget(self, partitions: list[PartitionId]) -> None:
         for pid in partitions:
             self.partitions.pop(pid, None)
-            self._note_changed(pid)
+            self._changed_partitions.add(pid)
 
     def set_partition_counts(self, counts: dict[str, int]) -> None:
         """Every topic's count (the controller's whole view)."""
@@ -98,16 +98,11 @@ class ShardManifest:
             self.partition_counts[topic] = count
         for topic in deleted:
             self.partition_counts.pop(topic, None)
-        if self._changed_counts is not None:
-            self._changed_counts.update(changed, deleted)
+        self._changed_counts.update(changed, deleted)
 
     def _set(self, spec: PartitionSpec) -> None:
         self.partitions[spec.id] = spec
-        self._note_changed(spec.id)
-
-    def _note_changed(self, pid: PartitionId) -> None:
-        if self._changed_partitions is not None:
-            self._changed_partitions.add(pid)
+        self._changed_partitions.add(spec.id)
 
     def _spec(self, pid: PartitionId) -> PartitionSpec:
         spec = self.partitions.get(pid)
@@ -132,7 +127,7 @@ class ShardManifest:
     def save(self, path: Path) -> None:
         """Write the file; only the partitions changed since the last save are encoded
         again, and only the topics' counts changed since."""
-        if self._changed_partitions is None or self._changed_counts is None:
+        if not self._fragments.whole_encoded:
             text = self._fragments.encode(self.to_json())
         else:
             pids, topics = self._changed_partitions, self._changed_counts
