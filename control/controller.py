@@ -341,7 +341,9 @@ class Controller:
         """``topics_changed``: every topic added, changed or deleted since the last save,
         when the caller knows them all (a change of named topics): only those are
         encoded again. None: every topic is compared with its kept text."""
-        self._metadata.tier_store = self._tier_store if self._tiered_topics() else None
+        # Without --tier-url no topic is tiered (refused at create and at start): no walk.
+        self._metadata.tier_store = \
+            self._tier_store if self._tier_store is not None and self._tiered_topics() else None
         try:
             self._metadata.save(self._metadata_path, topics_changed)
         finally:   # a refused save encoded its changes too: the routing table takes them

@@ -312,11 +312,13 @@ class BrokerMetadata:
         """shard id -> the partitions it must serve, of all topics or of ``names``: those
         it owns, and the older ranges of partitions whose writes moved away (sealed)."""
         out: dict[str, list[PartitionSpec]] = {}
-        for name, topic in self.topics.items():
-            if names is None or name in names:
-                for partition in range(topic.partitions):
-                    for shard_id, spec in topic.specs_of(name, partition).items():
-                        out.setdefault(shard_id, []).append(spec)
+        # Of ``names``, looked up one by one: a describe or a create walked every topic.
+        for name in self.topics if names is None else sorted(n for n in names
+                                                             if n in self.topics):
+            topic = self.topics[name]
+            for partition in range(topic.partitions):
+                for shard_id, spec in topic.specs_of(name, partition).items():
+                    out.setdefault(shard_id, []).append(spec)
         return out
 
     def partition_counts(self) -> dict[str, int]:

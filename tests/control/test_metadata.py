@@ -303,6 +303,24 @@ def test_the_first_save_of_loaded_metadata_writes_every_topic_whatever_it_is_tol
     assert BrokerMetadata.load(path) == metadata and "orders" in metadata.topics
 
 
+def test_specs_by_shard_of_named_topics_holds_only_theirs_and_skips_unknown_names():
+    # Given a moved partition's topic and two more
+    metadata = metadata_with_a_moved_partition()
+    metadata.topics["audit"] = TopicMetadata(1, {}, ["shard-2"])
+    metadata.topics["events"] = TopicMetadata(2, {}, ["shard-0", "shard-2"])
+    # When the specs of two of them, and of a name no topic has, are asked for
+    specs = metadata.specs_by_shard({"orders", "events", "nosuch"})
+    # Then each shard gets exactly those topics' partitions (the moved one's old range
+    # too), the same as from the specs of every topic
+    named = {s: [sp.id for sp in shard_specs] for s, shard_specs in specs.items()}
+    every = {s: [sp.id for sp in shard_specs if sp.id.topic != "audit"]
+             for s, shard_specs in metadata.specs_by_shard().items()}
+    assert {s: set(ids) for s, ids in named.items()} == \
+        {s: set(ids) for s, ids in every.items() if ids}
+    assert sorted(named) == ["shard-0", "shard-1", "shard-2"]
+    assert all(pid.topic != "audit" for ids in named.values() for pid in ids)
+
+
 def test_a_partition_that_moves_keeps_its_history_and_forgets_ranges_retention_emptied():
     # Given a partition that moved from shard-0 to shard-1 at 10, then to shard-2 at 25
     topic = TopicMetadata(1, {}, ["shard-0"])
