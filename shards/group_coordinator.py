@@ -72,9 +72,10 @@ from dataclasses import dataclass, field
 
 from plinth import limits, protocol
 from plinth.errors import (GroupMaxSizeReachedError, GroupNotEmptyError, InvalidConfigError,
-                           InvalidGroupError, NotOwnerError, StaleMemberEpochError,
-                           TooManyGroupsError, UnavailableError, UnknownGroupError,
-                           UnknownMemberIdError)
+                           InvalidGroupError, NotOwnerError, OffsetOutOfRangeError,
+                           PartitionOutOfRangeError, StaleMemberEpochError, TooManyGroupsError,
+                           UnavailableError, UnknownGroupError, UnknownMemberIdError,
+                           UnknownTopicError)
 from plinth.shards import assignors
 from plinth.shards.deadlines import Deadlines
 from plinth.shards.offset_store import OffsetStore
@@ -172,14 +173,34 @@ class GroupCoordinator:
     # --- Topics ------------------------------------------------------------------
 
     def set_partition_counts(self, counts: dict[str, int]) -> None:
-        """The controller's view of every topic; retargets groups whose topics changed."""
+        """The controller's view of every topic; retargets groups whose topics changed,
+        and forgets the offsets of topics deleted since the last view."""
         changed = {t for t in set(counts) | set(self._partition_counts)
                    if counts.get(t) != self._partition_counts.get(t)}
+        deleted = set(self._partition_counts) - set(counts)
         self._partition_counts = dict(counts)   # a new dict: running assignments keep theirs
         for group in self._groups.values():
             smaller, larger = sorted((changed, group.subscribed), key=len)
             if any(topic in larger for topic in smaller):
                 self._retarget(group)
+        if deleted:
+            self._forget_offsets_of(deleted)
+
+    def _forget_offsets_of(self, deleted_topics: set[str]) -> None:
+        """Delete every group's committed offsets of these deleted topics (Kafka does, at
+        a topic's deletion): a topic created again under the name is another topic, and
+        its consumers must start from their reset policy, not from the old one's
+        offsets. A group left with neither members nor offsets is deleted."""
+        for name in sorted(self._store.groups()):
+            gone = [tp for tp in self._store.offsets(name) if tp[0] in deleted_topics]
+            if not gone:
+                continue
+            self._store.delete_offsets(name, gone)
+            if name not in self._groups and not self._store.offsets(name):
+                self._store.delete([name])
+                self._offsets_expiry.discard(name)
+            log.info("group %s: deleted its %d committed offsets of deleted topics %s", name,
+                     len(gone), sorted({topic for topic, _ in gone}))
 
     # --- Membership ----------------------------------------------------------------
 
@@ -395,6 +416,9 @@ class GroupCoordinator:
             self._commit_without_members(name, offsets, "commit as one of them")
             return
         group, member = self._own_member(name, member_id, client_key)
+        negative = sorted(tp for tp, offset in offsets.items() if offset < 0)
+        if negative:
+            raise _negative(name, *negative[0], offsets[negative[0]])
         allowed = member.assigned | member.owned
         foreign = sorted(set(offsets) - allowed)
         if foreign:
@@ -409,12 +433,39 @@ class GroupCoordinator:
         self._unstored.discard(name)
 
     def reset_offsets(self, name: str, offsets: dict[TopicPartition, int]) -> None:
+        """An administrator's (or a member-less consumer's) commit, while the group has
+        no members; every offset must be of a partition that exists, and not negative."""
         self._commit_without_members(name, offsets, "stop them before resetting its offsets")
 
+    def commit_classic(self, name: str, offsets: dict[TopicPartition, int]) -> None:
+        """A Kafka client's commit (its member and generation checked by the classic
+        coordinator, shards/classic_group.py): of partitions that exist; a negative
+        offset is stored as Kafka's broker stores it (clients read -1 as "none")."""
+        self._commit_without_members(name, offsets, "commit as one of them",
+                                     negative_allowed=True)
+
+    def _check_offsets(self, name: str, offsets: dict[TopicPartition, int], *,
+                       negative_allowed: bool) -> None:
+        """UnknownTopicError or PartitionOutOfRangeError for an offset of a partition
+        that does not exist (a deleted topic's would outlive it: ``_forget_offsets_of``
+        ran already), OffsetOutOfRangeError for a negative one unless allowed."""
+        for (topic, partition), offset in sorted(offsets.items()):
+            count = self._partition_counts.get(topic)
+            if count is None:
+                raise UnknownTopicError(f"group {name!r}: cannot commit an offset of "
+                                        f"{topic}-{partition}: unknown topic {topic!r}")
+            if not 0 <= partition < count:
+                raise PartitionOutOfRangeError(
+                    f"group {name!r}: cannot commit an offset of {topic}-{partition}: topic "
+                    f"{topic!r} has {count} partitions")
+            if offset < 0 and not negative_allowed:
+                raise _negative(name, topic, partition, offset)
+
     def _commit_without_members(self, name: str, offsets: dict[TopicPartition, int],
-                                advice: str) -> None:
+                                advice: str, negative_allowed: bool = False) -> None:
         validate_group_name(name)
         self._check_not_moved(name)
+        self._check_offsets(name, offsets, negative_allowed=negative_allowed)
         group = self._groups.get(name)
         if group is not None:
             raise GroupNotEmptyError(
@@ -514,6 +565,11 @@ class GroupCoordinator:
 
     def member_count(self) -> int:
         return self._member_count
+
+
+def _negative(name: str, topic: str, partition: int, offset: int) -> OffsetOutOfRangeError:
+    return OffsetOutOfRangeError(f"group {name!r}: offset {offset} of {topic}-{partition} "
+                                 f"is negative; committed offsets are 0 or more")
 
 
 def _check_epoch(group: Group, member: Member, member_epoch: int,

@@ -206,7 +206,7 @@ class GroupRequests:
                     result.assignment)
             case protocol.CommitOffsetsRequest(classic=True):
                 self._classic.check_commit(request, _client_key(payload))
-                groups.reset_offsets(request.group, request.offsets)   # no Plinth members
+                groups.commit_classic(request.group, request.offsets)   # no Plinth members
                 return protocol.encode_ok(rid)
             case protocol.CommitOffsetsRequest():
                 self._classic.refuse_plinth_member(request.group)

@@ -6,14 +6,16 @@ in the ordinary log format (log_entry.capnp around record_batch.capnp). Each
 commit is one batch, fsynced before the commit is acknowledged. Records:
 
     key                                       value
-    b"o\\0" group b"\\0" topic b"\\0" partition    committed offset, Int64 LE
+    b"o\\0" group b"\\0" topic b"\\0" partition    committed offset, Int64 LE;
+                                              empty: the offset is deleted
     b"s\\0" group b"\\0" setting name              the setting's value (UTF-8)
     b"d\\0" group                                 empty: the group is deleted
 
-A later record for the same key replaces an earlier one; a deletion record
-drops every earlier record of its group. Each record's timestamp is when it
-was written, and a group's newest one (``written_ms``) is what its offsets'
-expiry counts from (the coordinator deletes the offsets of groups without
+A later record for the same key replaces an earlier one; an empty offset (a
+tombstone, written when the offset's topic is deleted) drops its key, and a
+deletion record drops every earlier record of its group. Each record's
+timestamp is when it was written, and a group's newest one (``written_ms``,
+tombstones aside) is what its offsets' expiry counts from (the coordinator deletes the offsets of groups without
 members OFFSETS_RETENTION_MS after that). ``OffsetStore.open`` replays the
 log into memory and then compacts it (compaction on recovery): when the log
 holds more records than live keys, it writes the live records into a fresh
@@ -67,6 +69,7 @@ log = logging.getLogger(__name__)
 
 DIR_NAME = "__consumer_offsets"
 _OFFSET = struct.Struct("<q")
+_OFFSET_DELETED = b""
 _OFFSET_KIND = b"o"
 _SETTING_KIND = b"s"
 _DELETED_KIND = b"d"
@@ -210,6 +213,20 @@ class OffsetStore:
         stored.settings.update(settings or {})
         stored.written_ms = now_ms
 
+    def delete_offsets(self, group: str, partitions: list[TopicPartition]) -> None:
+        """Forget these offsets of the group (those it has), in one batch of tombstones."""
+        stored = self._groups.get(group)
+        gone = [tp for tp in partitions if stored is not None and tp in stored.offsets]
+        if not gone:
+            return
+        builder = BatchBuilder()
+        now_ms = self.now_ms()
+        for topic, partition in gone:
+            builder.append(_offset_key(group, topic, partition), _OFFSET_DELETED, now_ms)
+        self._append(builder, now_ms)
+        for tp in gone:
+            del stored.offsets[tp]
+
     def set_setting(self, group: str, name: str, value: str) -> None:
         self.commit(group, {}, {name: value})
 
@@ -318,6 +335,11 @@ def _apply(key: bytes, value: bytes, timestamp_ms: int, groups: dict[str, Stored
     parts = key.split(_SEP)
     if parts[0] == _DELETED_KIND and len(parts) == 2:
         groups.pop(parts[1].decode(), None)
+        return
+    if parts[0] == _OFFSET_KIND and len(parts) == 4 and value == _OFFSET_DELETED:
+        stored = groups.get(parts[1].decode())
+        if stored is not None:
+            stored.offsets.pop((parts[2].decode(), int(parts[3])), None)
         return
     if parts[0] == _OFFSET_KIND and len(parts) == 4:
         stored = groups.setdefault(parts[1].decode(), StoredGroup())

@@ -166,6 +166,44 @@ def test_committed_offsets_survive_a_broker_restart_and_lag_counts_what_is_not_c
     assert values == sorted(list(range(60, 100, 2)) + list(range(1, 100, 2)))
 
 
+def a_deleted_topics_offsets_are_forgotten(url: str) -> None:
+    """A group's committed offsets of a topic go with the topic: a topic created again
+    under its name is read from the start by the same group, and the group's lag
+    shows no partition of the old one."""
+    topic, group, other = unique_topic("gone"), unique_topic("grp"), unique_topic("kept")
+    with Admin(broker=url) as admin:
+        admin.create_topic(topic, 1)
+        admin.create_topic(other, 1)
+    with Producer(broker=url) as producer:
+        for value in (b"old0", b"old1"):
+            producer.send(topic, value).get(timeout=30)
+    # Given a group that committed offset 2 of the topic and 0 of another (no members)
+    with Consumer(topic, broker=url, group=group, auto_offset_reset="earliest",
+                  enable_auto_commit=False, session_timeout_ms=SESSION_MS) as consumer:
+        wait_until(lambda: consumer.poll(timeout_ms=100) is not None and
+                   consumer.assignment() == {(topic, 0)}, timeout_s=30)
+        consumer.commit({(topic, 0): 2})
+    with Admin(broker=url) as admin:
+        admin.reset_group_offsets(group, {(other, 0): 0})
+        # When the topic is deleted and created again
+        admin.delete_topic(topic)
+        # Then the group keeps only the other topic's offset, at once
+        assert admin.describe_group(group).committed == {(other, 0): 0}
+        assert [row[:2] for row in admin.group_lag(group)] == [(other, 0)]
+        admin.create_topic(topic, 1)
+    with Producer(broker=url) as producer:
+        for value in (b"new0", b"new1", b"new2"):
+            producer.send(topic, value).get(timeout=30)
+    # And the group reads the new topic from its start, not from the old offset 2
+    with Consumer(topic, broker=url, group=group, auto_offset_reset="earliest",
+                  session_timeout_ms=SESSION_MS, consumer_timeout_ms=3_000) as consumer:
+        assert [r.value for r in consumer] == [b"new0", b"new1", b"new2"]
+
+
+def test_deleting_a_topic_deletes_the_groups_committed_offsets_of_it(shared_broker):
+    a_deleted_topics_offsets_are_forgotten(shared_broker.url)
+
+
 # --- Two tenants with CurveZMQ keys (issue 11, findings 2 and 6) ---------------------------
 
 def keygen(directory, name):

@@ -14,6 +14,7 @@ import pytest
 
 from plinth import Admin, Consumer, Producer, topics
 from plinth.errors import BrokerError, InvalidTopicError, PlinthTimeoutError
+from tests.e2e.test_groups_e2e import a_deleted_topics_offsets_are_forgotten
 from tests.shard_processes import shard_pids
 from tests.support import unique_topic, wait_until
 
@@ -195,3 +196,11 @@ def test_the_internal_topic_is_hidden_from_lists_described_and_refuses_writes_an
     with Producer(broker=broker.url) as producer:
         with pytest.raises(InvalidTopicError, match="may not produce to it"):
             producer.send(topics.OFFSETS_TOPIC, b"x", partition=0).get(timeout=60)
+
+
+def test_deleting_a_topic_deletes_the_groups_committed_offsets_of_it_in_the_replicated_slots(
+        broker_factory):
+    # The offsets live in __consumer_offsets' partitions here: the tombstones are
+    # appended there, replicated, as commits are
+    broker = broker_factory(shards=3, extra_args=REPLICATED)
+    a_deleted_topics_offsets_are_forgotten(broker.url)

@@ -42,6 +42,7 @@ def shard(tmp_path, clock):
     sent = Sent()
     slot_logs = SlotLogs(led=lambda index: None, append=None, check_acks_all=None, reply=sent)
     groups = GroupRequests.open("shard-a", tmp_path / "a", clock, slot_logs=slot_logs)
+    groups.set_partition_counts({"t": 4})   # commits are of partitions that exist
     groups.sent = sent
     yield groups
     groups.close()

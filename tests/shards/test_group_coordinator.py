@@ -6,8 +6,9 @@ import pytest
 
 from plinth import limits
 from plinth.errors import (GroupMaxSizeReachedError, GroupNotEmptyError, InvalidGroupError,
-                           NotOwnerError, StaleMemberEpochError, TooManyGroupsError,
-                           UnavailableError, UnknownGroupError, UnknownMemberIdError)
+                           NotOwnerError, OffsetOutOfRangeError, PartitionOutOfRangeError,
+                           StaleMemberEpochError, TooManyGroupsError, UnavailableError,
+                           UnknownGroupError, UnknownMemberIdError, UnknownTopicError)
 from plinth.shards.group_coordinator import GroupCoordinator
 from plinth.shards.offset_store import OffsetStore
 
@@ -125,6 +126,53 @@ def test_a_group_is_deleted_only_without_members_and_stays_deleted_after_a_resta
     store = OffsetStore.open(tmp_path)
     assert store.groups() == {"kept"} and store.offsets("kept") == {("t", 1): 7}
     store.close()
+
+
+def test_deleting_a_topic_forgets_every_groups_offsets_of_it_and_a_group_left_without_any(
+        tmp_path):
+    # Given a group with offsets of two topics, one with a member and offsets of one
+    # topic, and one with offsets of the other topic only
+    store = OffsetStore.open(tmp_path)
+    coord = GroupCoordinator(store)
+    coord.set_partition_counts({"t": 2, "old": 2})
+    coord.reset_offsets("both", {("t", 0): 4, ("old", 0): 5, ("old", 1): 6})
+    a = join(coord, group="busy")
+    coord.commit("busy", a.member_id, a.member_epoch, {("t", 1): 1})
+    coord.reset_offsets("only-old", {("old", 1): 9})
+    # When the controller's view no longer has topic old (it was deleted)
+    coord.set_partition_counts({"t": 2})
+    # Then its offsets are gone from every group, the group that had nothing else is
+    # deleted, and the others keep the rest
+    assert coord.committed("both") == {("t", 0): 4}
+    assert coord.committed("busy") == {("t", 1): 1}
+    assert "only-old" not in store.groups() and coord.committed("only-old") == {}
+    store.close()
+    # And so after a restart: a topic created again under the name starts afresh
+    store = OffsetStore.open(tmp_path)
+    assert store.groups() == {"both", "busy"}
+    assert store.offsets("both") == {("t", 0): 4}
+    store.close()
+
+
+def test_offsets_of_partitions_that_do_not_exist_or_negative_ones_are_refused(coordinator):
+    # Given topic t with 6 partitions (the fixture)
+    with pytest.raises(UnknownTopicError, match="group 'g'.*nope-0: unknown topic 'nope'"):
+        coordinator.reset_offsets("g", {("t", 0): 1, ("nope", 0): 1})
+    with pytest.raises(PartitionOutOfRangeError, match="t-6: topic 't' has 6 partitions"):
+        coordinator.reset_offsets("g", {("t", 6): 1})
+    with pytest.raises(OffsetOutOfRangeError, match="offset -5 of t-0 is negative"):
+        coordinator.reset_offsets("g", {("t", 0): -5})
+    with pytest.raises(UnknownTopicError, match="unknown topic 'nope'"):
+        coordinator.commit("g", "", 0, {("nope", 0): 1})   # a consumer without members
+    with pytest.raises(UnknownTopicError, match="unknown topic 'nope'"):
+        coordinator.commit_classic("g", {("nope", 0): 1})
+    assert coordinator.committed("g") == {}
+    # A member's negative offset is refused too; a Kafka client's is stored, as Kafka does
+    a = join(coordinator)
+    with pytest.raises(OffsetOutOfRangeError, match="offset -1 of t-0 is negative"):
+        coordinator.commit("g", a.member_id, a.member_epoch, {("t", 0): -1})
+    coordinator.commit_classic("k", {("t", 0): -1})
+    assert coordinator.committed("k") == {("t", 0): -1}
 
 
 def test_committed_offsets_and_the_assignor_setting_survive_a_restart(tmp_path):
@@ -343,7 +391,9 @@ def test_offsets_of_a_group_left_empty_before_a_restart_still_expire_after_it(tm
     # Given a group's offsets reset (no members) at a time T, and a restart
     wall = WallClock()
     store = OffsetStore.open(tmp_path, wall)
-    GroupCoordinator(store).reset_offsets("g", {("t", 0): 3})
+    first = GroupCoordinator(store)
+    first.set_partition_counts({"t": 1})
+    first.reset_offsets("g", {("t", 0): 3})
     store.close()
     store = OffsetStore.open(tmp_path, wall)
     coord = GroupCoordinator(store)

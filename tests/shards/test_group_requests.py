@@ -85,6 +85,7 @@ def test_a_member_silent_for_its_session_timeout_is_removed_on_the_loops_clock(o
 def test_committed_offsets_are_durable_and_answered_after_the_shard_reopens(open_groups):
     # Given offsets committed for group g (no members: a reset, as an admin does)
     groups = open_groups("a")
+    groups.set_partition_counts({"t": 2})
     reply = ask(groups, protocol.encode_commit_offsets(
         3, "resetOffsets", "g", "", 0, {("t", 0): 42, ("t", 1): 7}))
     assert reply.error is None

@@ -42,6 +42,30 @@ def test_a_deleted_group_stays_deleted_after_a_reopen_and_others_are_untouched(t
     store.close()
 
 
+def test_deleted_offsets_stay_deleted_after_reopens_and_compaction(tmp_path):
+    # Given a group with offsets of two topics and a setting
+    store = OffsetStore.open(tmp_path)
+    store.commit("g", {("gone", 0): 5, ("gone", 1): 6, ("kept", 0): 7}, {"assignor": "range"})
+    # When the offsets of one topic are deleted (and one the group never had)
+    store.delete_offsets("g", [("gone", 0), ("gone", 1), ("never", 0)])
+    assert store.offsets("g") == {("kept", 0): 7}
+    store.close()
+    # Then they stay deleted after a reopen that replays the tombstones, and after the
+    # next, which reads the compacted log; the rest of the group is untouched
+    for _ in range(2):
+        store = OffsetStore.open(tmp_path)
+        assert store.offsets("g") == {("kept", 0): 7}
+        assert store.setting("g", "assignor") == "range"
+        store.close()
+    # And an offset of the deleted key may be committed again
+    store = OffsetStore.open(tmp_path)
+    store.commit("g", {("gone", 0): 1})
+    store.close()
+    store = OffsetStore.open(tmp_path)
+    assert store.offsets("g") == {("kept", 0): 7, ("gone", 0): 1}
+    store.close()
+
+
 def test_a_groups_last_write_time_survives_reopens_and_compaction(tmp_path):
     # Given a group written at T, rewritten many times until T + 10 s
     wall = WallClock()
