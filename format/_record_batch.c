@@ -51,7 +51,7 @@
 
 #define COLUMNS_RECORDS_INITIAL 64
 #define COLUMNS_BLOB_BYTES_INITIAL 4096
-#define SUMMARY_FIELDS 5
+#define SUMMARY_FIELDS 6
 
 /* ==== The rules of the schema ======================================================== */
 
@@ -630,6 +630,7 @@ static PyObject *new_summary(PyTypeObject *summary_type, const BatchFields *f) {
         PyLong_FromUnsignedLongLong(f->record_count), PyLong_FromLongLong(f->max_timestamp_ms),
         PyLong_FromLongLong(f->base_timestamp_ms), PyLong_FromLongLong(f->producer_id),
         PyLong_FromLongLong(f->base_sequence),
+        PyLong_FromLong(0),          /* producer_epoch: a Plinth batch has none */
     };
     int failed = 0;
     for (int i = 0; i < SUMMARY_FIELDS; i++) {
@@ -1166,9 +1167,9 @@ static PyObject *decode_canonical(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"summarize", (PyCFunction)(void (*)(void))summarize, METH_FASTCALL,
      "summarize(batch, records_max, summary_type) -> summary_type(record_count,\n"
-     "max_timestamp_ms, base_timestamp_ms, producer_id, base_sequence) for a RecordBatch\n"
-     "in the canonical layout that keeps every rule; ValueError (the rule broken, with\n"
-     "its numbers) for one that does not; None for any other layout."},
+     "max_timestamp_ms, base_timestamp_ms, producer_id, base_sequence, producer_epoch=0) for\n"
+     "a RecordBatch in the canonical layout that keeps every rule; ValueError (the rule\n"
+     "broken, with its numbers) for one that does not; None for any other layout."},
     {"check", check, METH_VARARGS,
      "check(records_max, record_count, base_timestamp_ms, max_timestamp_ms, producer_id,\n"
      "      base_sequence, timestamp_deltas_ms, key_lengths, keys, value_lengths, values)\n"

@@ -284,6 +284,7 @@ typedef struct {
     int64_t base_timestamp_ms;
     int64_t max_timestamp_ms;
     int64_t producer_id;
+    int16_t producer_epoch;
     int32_t base_sequence;
     int32_t records_count;
 } KafkaHeader;
@@ -296,6 +297,7 @@ static void read_header(const unsigned char *batch, KafkaHeader *h) {
     h->base_timestamp_ms = LOAD_I64(batch + K_BASE_TIMESTAMP_AT);
     h->max_timestamp_ms = LOAD_I64(batch + K_MAX_TIMESTAMP_AT);
     h->producer_id = LOAD_I64(batch + K_PRODUCER_ID_AT);
+    h->producer_epoch = LOAD_I16(batch + K_PRODUCER_EPOCH_AT);
     h->base_sequence = LOAD_I32(batch + K_BASE_SEQUENCE_AT);
     h->records_count = LOAD_I32(batch + K_RECORDS_COUNT_AT);
 }
@@ -431,9 +433,10 @@ static int walk_uncompressed(const KafkaHeader *h, const unsigned char *records,
 }
 
 static PyObject *new_summary(PyObject *summary_type, const KafkaHeader *h, int64_t base_ms) {
-    return PyObject_CallFunction(summary_type, "iLLLi", (int)h->records_count,
+    return PyObject_CallFunction(summary_type, "iLLLii", (int)h->records_count,
                                  (long long)h->max_timestamp_ms, (long long)base_ms,
-                                 (long long)h->producer_id, (int)h->base_sequence);
+                                 (long long)h->producer_id, (int)h->base_sequence,
+                                 (int)h->producer_epoch);
 }
 
 /* kafka_summarize(batch, records_max, summary_type): the batch's size, magic, length
@@ -1000,9 +1003,10 @@ static PyObject *kafka_from_records(PyObject *self, PyObject *args) {
 PyMethodDef kafka_batch_methods[] = {
     {"kafka_summarize", kafka_summarize, METH_VARARGS,
      "kafka_summarize(batch, records_max, summary_type) -> summary_type(record_count,\n"
-     "max_timestamp_ms, base_timestamp_ms, producer_id, base_sequence): the rules on a Kafka\n"
-     "batch whose size, magic, batchLength and CRC were checked; for an uncompressed batch\n"
-     "every record walked. ValueError (the rule broken, with its numbers) otherwise."},
+     "max_timestamp_ms, base_timestamp_ms, producer_id, base_sequence, producer_epoch): the\n"
+     "rules on a Kafka batch whose size, magic, batchLength and CRC were checked; for an\n"
+     "uncompressed batch every record walked. ValueError (the rule broken, with its\n"
+     "numbers) otherwise."},
     {"kafka_decode", kafka_decode, METH_VARARGS,
      "kafka_decode(topic, partition, batch, records, offset_min, records_max) -> list of\n"
      "ConsumerRecord from offset_min on; records is the records section, uncompressed.\n"

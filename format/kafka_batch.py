@@ -63,8 +63,11 @@ The rules a produced batch must keep (Plinth's, where they are stricter than Kaf
     every batch against the topic's time window, and every Kafka client of the
     v2 era stamps records with the time when the application gives none.
   * producerId and baseSequence both >= -1, and baseSequence >= 0 when producerId
-    is set: Kafka's idempotence has Plinth's meaning. producerEpoch is not checked
-    (Plinth has no epochs; InitProducerId answers epoch 0).
+    is set: Kafka's idempotence has Plinth's meaning. producerEpoch is the
+    summary's, and the shard checks it as Kafka does (shards/producer_state.py): a
+    new epoch starts the sequence again at 0, an older one is refused.
+    InitProducerId answers epoch 0; librdkafka bumps it itself after a batch failed
+    for good.
   * an uncompressed batch is walked record by record in C: every varint well formed
     and inside the batch, each record exactly its length, offsetDelta == its index,
     exactly recordsCount records and no byte after them. A compressed batch gets

@@ -87,6 +87,7 @@ class BatchSummary(NamedTuple):
     base_timestamp_ms: int
     producer_id: int
     base_sequence: int
+    producer_epoch: int = 0   # a Kafka batch's producerEpoch; a Plinth batch has none: 0
 
 
 # --- Encoding (producer) ----------------------------------------------------

@@ -42,6 +42,7 @@ the environment causes and is expected, handled and reported.
     │   ├── InvalidGroupError       invalidGroup
     │   ├── UnknownGroupError       unknownGroup
     │   ├── OutOfOrderSequenceError outOfOrderSequence
+    │   ├── InvalidProducerEpochError invalidProducerEpoch: a fenced (older) producer epoch
     │   ├── NotAuthorizedError      notAuthorized
     │   ├── InvalidTimestampError   invalidTimestamp
     │   ├── GroupMaxSizeReachedError groupMaxSizeReached
@@ -267,6 +268,13 @@ class OutOfOrderSequenceError(BrokerError):
     code_name = "outOfOrderSequence"
 
 
+class InvalidProducerEpochError(BrokerError):
+    """A batch in an epoch older than its producer's last one on the partition (a Kafka
+    client fenced by its own epoch bump, shards/producer_state.py)."""
+
+    code_name = "invalidProducerEpoch"
+
+
 class NotAuthorizedError(BrokerError):
     code_name = "notAuthorized"
 
@@ -413,6 +421,7 @@ BROKER_ERRORS: dict[str, type[BrokerError]] = {
         InvalidReplicationFactorError, RebalanceInProgressError, FencedInstanceIdError,
         InconsistentGroupProtocolError, InvalidPartitionsError, ElectionNotNeededError,
         PreferredLeaderNotAvailableError, EligibleLeadersNotAvailableError,
+        InvalidProducerEpochError,
     )
 }
 

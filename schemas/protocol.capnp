@@ -612,6 +612,7 @@ enum ErrorCode {
   electionNotNeeded @38;         # electLeaders: the partition has the leader asked for
   preferredLeaderNotAvailable @39;   # electLeaders: its preferred leader may not lead now
   eligibleLeadersNotAvailable @40;   # electLeaders (unclean): no replica answers
+  invalidProducerEpoch @41;      # idempotent producer: an epoch older than its last one here
 }
 
 struct ProduceResult {

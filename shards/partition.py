@@ -381,7 +381,7 @@ class Partition:
         if plog.active_base_offset != active_base_offset:
             self._save_producers()   # before this batch: the new segment replays it
         self.producers.record(summary.producer_id, summary.base_sequence, summary.record_count,
-                              base_offset, now_ms)
+                              base_offset, now_ms, producer_epoch=summary.producer_epoch)
         return base_offset
 
     def start_epochs_at(self, offset: int) -> None:
@@ -500,7 +500,8 @@ class Partition:
             if header.base_offset == rolled_at:
                 self._save_producers()
             self.producers.record(summary.producer_id, summary.base_sequence,
-                                  header.record_count, header.base_offset, now_ms)
+                                  header.record_count, header.base_offset, now_ms,
+                                  producer_epoch=summary.producer_epoch)
 
     def truncate_to(self, end_offset: int) -> TruncationResult:
         """Cut the log back to ``end_offset`` (where the leader says this replica's

@@ -12,6 +12,14 @@ batches as (base sequence, record count, base offset), so that
   is a gap or a stale retry and is refused with outOfOrderSequence, which the
   producer treats as "retry in order".
 
+Epochs. A Kafka batch also carries ``producerEpoch`` (a Plinth batch has none:
+0). As in Kafka, a batch in a newer epoch than its producer's starts a new
+sequence: it must begin at sequence 0, and the batches of the epoch before are
+forgotten (librdkafka bumps its epoch itself after a batch failed for good or
+timed out, and sends the next batch at sequence 0: taken for a retry of the
+epoch before, it would be acknowledged with another batch's offsets and never
+stored). A batch in an older epoch is a fenced producer's: invalidProducerEpoch.
+
 Room for producers. A partition remembers at most PRODUCERS_PER_PARTITION_MAX
 producers, each with the time it last wrote here (``last_seen_ms``, the
 shard's clock). A producer new to a full partition takes the place of the
@@ -35,7 +43,7 @@ snapshot files):
     <partition dir>/00000000000000052931.producers     named by the segment it precedes
         {"base_offset": 52931,                 that segment's base offset, again
          "producers": [[producer id, [[base sequence, record count, base offset],
-                                      ...], last seen ms], ...]}
+                                      ...], last seen ms, epoch], ...]}
                                                least recently seen first
 
 and the rebuild starts from the active segment's (``seed``). The snapshot
@@ -45,9 +53,11 @@ Snapshots go with the segments they follow: retention removes those below the
 log's start (``discard_snapshots_before``), a truncation those after its new
 end (``discard_snapshot_after``). A partition written before per-roll files
 has one ``producers.json`` of the same layout, read while its base offset is
-the active segment's and removed at the next roll. Snapshots written before producers had a last-seen time hold
-[producer id, batches] pairs; such a producer counts as last seen when the
-active segment was last written. The same list (``snapshot()``) is what the
+the active segment's and removed at the next roll. Snapshots written before
+producers had a last-seen time hold [producer id, batches] pairs; such a
+producer counts as last seen when the active segment was last written. Those
+written before epochs were kept have no epoch: the producer takes its next
+batch's. The same list (``snapshot()``) is what the
 old owner of a partition hands to the new one when its writes move to another
 shard; the new owner keeps it in its manifest and seeds from it while its
 active segment is the one that began at the move.
@@ -63,7 +73,8 @@ from pathlib import Path
 
 from plinth import limits
 from plinth.durable_files import write_json_atomically
-from plinth.errors import OutOfOrderSequenceError, TooManyProducersError
+from plinth.errors import (InvalidProducerEpochError, OutOfOrderSequenceError,
+                           TooManyProducersError)
 from plinth.format.log_entry import iter_entries
 from plinth.format.record_batch import SEQUENCE_MODULUS
 from plinth.shards.segment import fsync_directory
@@ -74,11 +85,13 @@ def _wall_clock_ms() -> int:
 
 
 class _Producer:
-    """One producer on one partition: its last batches, and when it last wrote."""
+    """One producer on one partition: its epoch, its last batches in that epoch, and
+    when it last wrote."""
 
-    __slots__ = ("batches", "last_seen_ms")
+    __slots__ = ("epoch", "batches", "last_seen_ms")
 
-    def __init__(self, last_seen_ms: int):
+    def __init__(self, last_seen_ms: int, epoch: int | None):
+        self.epoch = epoch   # None: not known (a snapshot from before epochs were kept)
         # (base sequence, record count, base offset) of its last batches, oldest first
         self.batches: deque[tuple[int, int, int]] = deque(maxlen=limits.IDEMPOTENT_BATCHES_KEPT)
         self.last_seen_ms = last_seen_ms
@@ -97,18 +110,23 @@ class ProducerStates:
         return len(self._producers)
 
     def check(self, where: str, producer_id: int, base_sequence: int, record_count: int,
-              now_ms: int | None = None) -> int | None:
+              now_ms: int | None = None, *, producer_epoch: int = 0) -> int | None:
         """The base offset of an exact duplicate, None for a batch to append.
 
-        Raises OutOfOrderSequenceError on a gap, and TooManyProducersError for a
-        producer new to a partition that has no room for it (see the module
-        docstring); ``where`` names the partition in both.
+        Raises OutOfOrderSequenceError on a gap (or a new epoch not starting at
+        sequence 0), InvalidProducerEpochError for an epoch older than the
+        producer's, and TooManyProducersError for a producer new to a partition
+        that has no room for it (see the module docstring); ``where`` names the
+        partition in each.
         """
         if producer_id < 0:
             return None
         producer = self._producers.get(producer_id)
         if producer is None:   # a producer new to this partition may start anywhere
             self._check_room(where, producer_id, _wall_clock_ms() if now_ms is None else now_ms)
+            return None
+        if producer.epoch is not None and producer_epoch != producer.epoch:
+            _check_new_epoch(where, producer_id, producer.epoch, producer_epoch, base_sequence)
             return None
         batches = producer.batches
         for seq, count, base_offset in batches:
@@ -140,12 +158,15 @@ class ProducerStates:
             f"producer.id.expiration.ms={expiration_ms}; retry later")
 
     def record(self, producer_id: int, base_sequence: int, record_count: int, base_offset: int,
-               now_ms: int | None = None) -> None:
-        """Remember a batch the partition stored for ``producer_id``, seen at ``now_ms``.
+               now_ms: int | None = None, *, producer_epoch: int | None = 0) -> None:
+        """Remember a batch the partition stored for ``producer_id``, seen at ``now_ms``,
+        in ``producer_epoch`` (None: not known, the producer's is kept).
 
         A new producer on a full partition takes the place of the least recently
         seen one: ``check`` refused it unless that one was idle long enough (a
-        rebuild replays what was stored, when check had said so).
+        rebuild replays what was stored, when check had said so). A batch of a
+        new epoch starts the producer's sequence again: its batches of the epoch
+        before are forgotten, as no retry of them can be taken any more.
         """
         if producer_id < 0:
             return
@@ -154,7 +175,11 @@ class ProducerStates:
         if producer is None:
             while len(self._producers) >= limits.PRODUCERS_PER_PARTITION_MAX:
                 self._producers.popitem(last=False)
-            producer = _Producer(now_ms)
+            producer = _Producer(now_ms, producer_epoch)
+        elif producer_epoch is not None and producer_epoch != producer.epoch:
+            if producer.epoch is not None:
+                producer.batches.clear()
+            producer.epoch = producer_epoch
         producer.batches.append((base_sequence, record_count, base_offset))
         producer.last_seen_ms = now_ms
         self._producers[producer_id] = producer   # most recently seen last
@@ -168,24 +193,28 @@ class ProducerStates:
         for producer_id, producer in self._producers.items():
             kept = [batch for batch in producer.batches if batch[2] < end_offset]
             if kept:
-                states._producers[producer_id] = _Producer(producer.last_seen_ms)
+                states._producers[producer_id] = _Producer(producer.last_seen_ms, producer.epoch)
                 states._producers[producer_id].batches.extend(kept)
         return states
 
     def snapshot(self) -> list:
         """What a new owner of the partition needs; least recently seen first."""
         return [[producer_id, [list(batch) for batch in producer.batches], producer.last_seen_ms]
+                + ([] if producer.epoch is None else [producer.epoch])
                 for producer_id, producer in self._producers.items()]
 
     @classmethod
     def from_snapshot(cls, snapshot: list | None, seen_ms_default: int) -> "ProducerStates":
         """The state ``snapshot()`` returned; an entry written before producers had a
-        last-seen time ([producer id, batches]) counts as seen at ``seen_ms_default``."""
+        last-seen time ([producer id, batches]) counts as seen at ``seen_ms_default``,
+        and one written before they had an epoch takes the epoch of its next batch."""
         states = cls()
-        for producer_id, batches, *seen in snapshot or ():
-            last_seen_ms = seen[0] if seen else seen_ms_default
+        for producer_id, batches, *rest in snapshot or ():
+            last_seen_ms = rest[0] if rest else seen_ms_default
+            epoch = rest[1] if len(rest) > 1 else None
             for base_sequence, record_count, base_offset in batches:
-                states.record(producer_id, base_sequence, record_count, base_offset, last_seen_ms)
+                states.record(producer_id, base_sequence, record_count, base_offset, last_seen_ms,
+                              producer_epoch=epoch)
         return states
 
     @classmethod
@@ -202,9 +231,24 @@ class ProducerStates:
             for header, batch in iter_entries(data, verify_crc=False):
                 summary = summarize(header.attributes, batch)
                 states.record(summary.producer_id, summary.base_sequence, header.record_count,
-                              header.base_offset, seen_ms)
+                              header.base_offset, seen_ms, producer_epoch=summary.producer_epoch)
                 position = header.base_offset + header.record_count
         return states
+
+
+def _check_new_epoch(where: str, producer_id: int, epoch: int, batch_epoch: int,
+                     base_sequence: int) -> None:
+    """A batch in another epoch than its producer's here: an older epoch is a fenced
+    producer's; a newer one (a Kafka client bumps its epoch after a batch failed for
+    good, without asking the broker) starts a new sequence, at 0, as in Kafka."""
+    if batch_epoch < epoch:
+        raise InvalidProducerEpochError(
+            f"{where}: producer {producer_id} sent epoch {batch_epoch}, older than its "
+            f"epoch {epoch} here")
+    if base_sequence != 0:
+        raise OutOfOrderSequenceError(
+            f"{where}: producer {producer_id} began epoch {batch_epoch} (after {epoch}) at "
+            f"sequence {base_sequence}; a new epoch starts at 0")
 
 
 SNAPSHOT_SUFFIX = ".producers"

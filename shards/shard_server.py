@@ -973,7 +973,8 @@ class ShardServer:
         summary = batch_formats.summarize(request.batch_format, batch)
         now_ms = time.time_ns() // 1_000_000   # the shard's clock: timestamps, producer ids
         base_offset = part.producers.check(part.name, summary.producer_id, summary.base_sequence,
-                                           summary.record_count, now_ms)
+                                           summary.record_count, now_ms,
+                                           producer_epoch=summary.producer_epoch)
         if base_offset is None:
             leader_epoch = NO_EPOCH if led is None else led.leader_epoch
             base_offset = part.append(batch, summary, now_ms, leader_epoch, request.batch_format)

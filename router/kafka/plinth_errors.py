@@ -37,6 +37,7 @@ _BY_PLINTH_CODE = {
     "internalError": kafka.UNKNOWN_SERVER_ERROR,
     "tooManyRequests": kafka.THROTTLING_QUOTA_EXCEEDED,
     "outOfOrderSequence": kafka.OUT_OF_ORDER_SEQUENCE_NUMBER,
+    "invalidProducerEpoch": kafka.INVALID_PRODUCER_EPOCH,
     "notAuthorized": kafka.TOPIC_AUTHORIZATION_FAILED,
     "invalidTimestamp": kafka.INVALID_TIMESTAMP,
     "tooManyProducers": kafka.NOT_ENOUGH_REPLICAS,   # retriable: the client backs off

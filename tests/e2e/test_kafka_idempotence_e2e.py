@@ -144,3 +144,33 @@ def test_aiokafka_idempotent_records_survive_a_shard_kill_once_each_in_order(kaf
     # Then every record was acknowledged at its place and is stored once, in order
     assert offsets == list(range(RECORDS))
     assert _stored_values(kafka_broker, topic) == _expected()
+
+
+def test_confluent_kafka_records_after_an_epoch_bump_are_stored_at_the_offsets_acknowledged(
+        kafka_broker):
+    """librdkafka bumps its producer epoch itself when a batch fails for good, and sends
+    the next batch at sequence 0 without asking the broker: that batch must be stored,
+    not taken for a retry of the first epoch's batch at sequence 0."""
+    import time
+
+    from confluent_kafka import Producer
+
+    topic = _create(kafka_broker)
+    outcomes = []
+    producer = Producer({"bootstrap.servers": kafka_broker.kafka_address,
+                         "enable.idempotence": True,
+                         "on_delivery": lambda error, message: outcomes.append(
+                             (message.value(), error is None, message.offset()))})
+    year_ahead_ms = int(time.time() * 1000) + 365 * 86_400_000
+    # Given an idempotent producer whose second record is refused for good (its
+    # timestamp is past the topic's window), so that it bumps its epoch
+    for value, timestamp in ((b"first", 0), (b"refused", year_ahead_ms), (b"second", 0),
+                             (b"third", 0)):
+        producer.produce(topic, value, partition=0, **({"timestamp": timestamp} if timestamp
+                                                       else {}))
+        assert producer.flush(30) == 0
+    # Then each record acknowledged is stored at the offset it was acknowledged with
+    acknowledged = [(offset, value) for value, ok, offset in outcomes if ok]
+    assert [value for _, value in acknowledged] == [b"first", b"second", b"third"]
+    assert [value for value, ok, _ in outcomes if not ok] == [b"refused"]
+    assert _stored_values(kafka_broker, topic) == acknowledged

@@ -111,8 +111,8 @@ def test_every_batch_the_builder_writes_without_headers_takes_the_fast_path(reco
     data = build(records, *producer)
     # When checked by both paths / Then the C parser reads it, and both give one summary
     summary = assert_agrees(data)
-    assert summary == (len(records), max(r[2] for r in records), min(r[2] for r in records),
-                       *producer)
+    assert summary == BatchSummary(len(records), max(r[2] for r in records),
+                                   min(r[2] for r in records), *producer)
     # And the same bytes at an odd address give the same summary
     assert summarize(memoryview(b"\x07" + data)[1:], limits.BATCH_RECORDS_MAX,
                      BatchSummary) == summary
@@ -237,7 +237,7 @@ def test_other_layouts_are_left_to_pycapnp(name, data):
     # Then the C parser declines and pycapnp's reading is summarize_batch's answer
     assert read_canonical(data) is None
     assert summarize(data, limits.BATCH_RECORDS_MAX, BatchSummary) is None
-    assert summarize_batch(data) == (3, T0_MS + 1, T0_MS, 7, 0)
+    assert summarize_batch(data) == BatchSummary(3, T0_MS + 1, T0_MS, 7, 0)
 
 
 def overlapping_blobs_batch() -> bytes:
@@ -271,7 +271,7 @@ def test_overlapping_blobs_are_left_to_pycapnp_which_reads_them():
     data = overlapping_blobs_batch()
     # When checked / Then the C parser declines and pycapnp's reading is the answer
     assert read_canonical(data) is None
-    assert summarize_batch(data) == (2, T0_MS, T0_MS, -1, -1)
+    assert summarize_batch(data) == BatchSummary(2, T0_MS, T0_MS, -1, -1)
 
 
 def test_a_batch_with_headers_is_left_to_pycapnp():
@@ -280,7 +280,7 @@ def test_a_batch_with_headers_is_left_to_pycapnp():
     builder.append(b"k", b"v", T0_MS, [("h", b"1")])
     data = builder.build()
     assert read_canonical(data) is None
-    assert summarize_batch(data) == (1, T0_MS, T0_MS, -1, -1)
+    assert summarize_batch(data) == BatchSummary(1, T0_MS, T0_MS, -1, -1)
 
 
 def test_null_pointers_for_empty_blobs_are_read_as_pycapnp_reads_them():
@@ -291,7 +291,7 @@ def test_null_pointers_for_empty_blobs_are_read_as_pycapnp_reads_them():
         null_blobs = with_bytes(null_blobs, POINTERS_AT + 8 * column, "<Q", 0)
     # (an empty blob takes no words, so the others still lie end to end)
     # When checked / Then both paths agree, and the C parser reads it
-    assert assert_agrees(null_blobs) == (2, T0_MS + 1, T0_MS, -1, -1)
+    assert assert_agrees(null_blobs) == BatchSummary(2, T0_MS + 1, T0_MS, -1, -1)
 
 
 def test_records_max_is_the_limit_passed_in():

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from plinth import limits
-from plinth.errors import TRANSIENT_ERRORS, OutOfOrderSequenceError, TooManyProducersError
+from plinth.errors import (TRANSIENT_ERRORS, InvalidProducerEpochError, OutOfOrderSequenceError,
+                           TooManyProducersError)
 from plinth.shards.producer_state import (
     LEGACY_SNAPSHOT_FILE, ProducerStates, discard_snapshot_after, discard_snapshots_before,
     load_snapshot, save_snapshot, snapshot_offsets, snapshot_path)
@@ -152,7 +153,7 @@ def test_a_snapshot_keeps_each_producers_last_seen_time():
     states.record(4, 0, 2, 10, NOW_MS - 5)
     states.record(9, 0, 1, 12, NOW_MS)
     restored = ProducerStates.from_snapshot(states.snapshot(), seen_ms_default=0)
-    assert restored.snapshot() == [[4, [[0, 2, 10]], NOW_MS - 5], [9, [[0, 1, 12]], NOW_MS]]
+    assert restored.snapshot() == [[4, [[0, 2, 10]], NOW_MS - 5, 0], [9, [[0, 1, 12]], NOW_MS, 0]]
 
 
 def test_a_snapshot_written_before_last_seen_times_is_read_with_the_default_time(tmp_path):
@@ -196,3 +197,51 @@ def test_the_single_snapshot_file_of_an_older_partition_is_read_then_replaced_at
     save_snapshot(tmp_path, 80, states)
     assert not (tmp_path / LEGACY_SNAPSHOT_FILE).exists()
     assert snapshot_offsets(tmp_path) == [80]
+
+
+# --- Epochs (a Kafka producer's producerEpoch) ------------------------------------------
+
+def test_a_new_epoch_starts_the_sequence_again_and_is_not_taken_for_a_retry():
+    # Given a producer that stored batches at sequences 0 and 1 in epoch 0
+    states = ProducerStates()
+    states.record(7, 0, 1, 10, producer_epoch=0)
+    states.record(7, 1, 1, 11, producer_epoch=0)
+    # When it bumps its epoch (librdkafka does, after a batch failed for good) and sends
+    # its next batch at sequence 0
+    # Then that batch is new, not a retry of the epoch-0 batch at sequence 0
+    assert states.check("t-0", 7, 0, 1, producer_epoch=1) is None
+    states.record(7, 0, 1, 12, producer_epoch=1)
+    # And from then on retries and order are checked within epoch 1
+    assert states.check("t-0", 7, 0, 1, producer_epoch=1) == 12
+    assert states.check("t-0", 7, 1, 1, producer_epoch=1) is None
+    with pytest.raises(OutOfOrderSequenceError, match="expected 1"):
+        states.check("t-0", 7, 2, 1, producer_epoch=1)
+
+
+def test_a_new_epoch_must_start_at_sequence_0_and_an_older_epoch_is_fenced():
+    states = ProducerStates()
+    states.record(7, 0, 5, 10, producer_epoch=3)
+    with pytest.raises(OutOfOrderSequenceError,
+                       match="producer 7 began epoch 4 \\(after 3\\) at sequence 5"):
+        states.check("t-0", 7, 5, 1, producer_epoch=4)
+    with pytest.raises(InvalidProducerEpochError,
+                       match="t-0: producer 7 sent epoch 2, older than its epoch 3"):
+        states.check("t-0", 7, 5, 1, producer_epoch=2)
+
+
+def test_the_epoch_goes_through_a_snapshot_and_one_without_it_takes_the_next_batchs():
+    # Given a producer in epoch 2, through a snapshot
+    states = ProducerStates()
+    states.record(7, 0, 1, 10, producer_epoch=2)
+    restored = ProducerStates.from_snapshot(states.snapshot(), seen_ms_default=0)
+    # Then its epoch is kept: an older one is fenced
+    with pytest.raises(InvalidProducerEpochError, match="epoch 1, older than its epoch 2"):
+        restored.check("t-0", 7, 1, 1, producer_epoch=1)
+    # And a snapshot written before epochs were kept ([id, batches, seen]) takes the
+    # epoch of the next batch and checks its sequence as before
+    old = ProducerStates.from_snapshot([[7, [[0, 1, 10]], 5]], seen_ms_default=0)
+    assert old.check("t-0", 7, 0, 1, producer_epoch=4) == 10
+    with pytest.raises(OutOfOrderSequenceError, match="expected 1"):
+        old.check("t-0", 7, 3, 1, producer_epoch=4)
+    old.record(7, 1, 1, 11, producer_epoch=4)
+    assert old.snapshot()[0][3] == 4
