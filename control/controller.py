@@ -79,8 +79,8 @@ from plinth.errors import (BrokerError, EligibleLeadersNotAvailableError, Invali
                            UnavailableError, UnknownTopicError)
 from plinth.name_pages import ALL_NAMES, NamesPage, check_page_args, merge_pages, page_of
 from plinth.shards.shard_handle import (OPENED_NEEDS_REPAIR, Leadership, PartitionId,
-                                        ShardHandle, ShardOptions, TierOptions, wait_all,
-                                        wait_all_or_raise)
+                                        PartitionSpec, ShardHandle, ShardOptions, TierOptions,
+                                        wait_all, wait_all_or_raise)
 
 log = logging.getLogger(__name__)
 
@@ -1292,16 +1292,19 @@ class Controller:
     def _open_created(self, names: list[str]) -> list[str]:
         """Open the new topics' partitions on their shards, each recording the new
         counts in the same save of its manifest; returns those shards. If one fails,
-        the shards that opened theirs forget the counts (their partitions stay, served
-        unasked until restarted, as after a failed growth), and its error is raised."""
+        the shards that opened theirs delete them (``_delete_opened``) and forget the
+        counts, and its error is raised."""
         counts = {name: self._metadata.topics[name].partitions for name in names}
-        outcomes = wait_all({s: self._shards[s].open_partitions(specs, partition_counts=counts)
-                             for s, specs in self._metadata.specs_by_shard(set(names)).items()},
+        specs = self._metadata.specs_by_shard(set(names))
+        outcomes = wait_all({s: self._shards[s].open_partitions(shard_specs,
+                                                                partition_counts=counts)
+                             for s, shard_specs in specs.items()},
                             limits.CONTROL_CALL_TIMEOUT_S)
         failed = [outcome for outcome in outcomes.values() if isinstance(outcome, BrokerError)]
         if not failed:
             return list(outcomes)
         opened = [s for s, outcome in outcomes.items() if not isinstance(outcome, BrokerError)]
+        self._delete_opened({s: specs[s] for s in opened})
         for shard_id, outcome in wait_all(
                 {s: self._shards[s].change_partition_counts({}, names) for s in opened},
                 limits.CONTROL_CALL_TIMEOUT_S).items():
@@ -1309,6 +1312,19 @@ class Controller:
                 log.warning("%s kept the counts of topics %s, not created: %s", shard_id,
                             names, outcome)
         raise failed[0]
+
+    def _delete_opened(self, specs: dict[str, list[PartitionSpec]]) -> None:
+        """Delete the new partitions of a refused create or growth from the shards that
+        opened them: they are in those shards' manifests, and would be opened again
+        at every restart, a file and a directory each, of a topic that does not exist."""
+        for shard_id, outcome in wait_all(
+                {s: self._shards[s].delete_partitions([spec.id for spec in shard_specs],
+                                                      keep_remote=True)
+                 for s, shard_specs in specs.items()},
+                limits.CONTROL_CALL_TIMEOUT_S).items():
+            if isinstance(outcome, BrokerError):
+                log.warning("%s kept %d partitions of a refused create or growth: %s",
+                            shard_id, len(specs[shard_id]), outcome)
 
     def _checked_new_topic(self, new: protocol.NewTopic) -> protocol.NewTopic:
         """``new`` with its replication factor and normalized config; raises what
@@ -1413,17 +1429,22 @@ class Controller:
         return self._topic_info(name)
 
     def _open_new_partitions(self, name: str, old_count: int) -> None:
-        """Open the topic's partitions from ``old_count`` on, on the shards that hold them."""
-        specs = {s: [spec for spec in shard_specs if spec.partition >= old_count]
-                 for s, shard_specs in self._metadata.specs_by_shard([name]).items()}
-        wait_all_or_raise({s: self._shards[s].open_partitions(shard_specs)
-                           for s, shard_specs in specs.items() if shard_specs},
-                          limits.CONTROL_CALL_TIMEOUT_S)
+        """Open the topic's partitions from ``old_count`` on, on the shards that hold them;
+        if one shard fails, the others delete theirs again and its error is raised."""
+        specs = {s: new_specs for s, shard_specs in self._metadata.specs_by_shard([name]).items()
+                 if (new_specs := [spec for spec in shard_specs if spec.partition >= old_count])}
+        outcomes = wait_all({s: self._shards[s].open_partitions(shard_specs)
+                             for s, shard_specs in specs.items()}, limits.CONTROL_CALL_TIMEOUT_S)
+        failed = [outcome for outcome in outcomes.values() if isinstance(outcome, BrokerError)]
+        if failed:
+            self._delete_opened({s: specs[s] for s, outcome in outcomes.items()
+                                 if not isinstance(outcome, BrokerError)})
+            raise failed[0]
 
     @staticmethod
     def _forget_new_partitions(topic: TopicMetadata, old_count: int) -> None:
-        """Undo a growth whose partitions did not open (the shards that did open theirs
-        serve them unasked until restarted; nothing was written to them)."""
+        """Undo a growth whose partitions did not open (``_open_new_partitions``
+        deleted those that did; nothing was written to them)."""
         topic.partitions = old_count
         del topic.placement[old_count:]
         for partition in [p for p in topic.leadership if p >= old_count]:

@@ -395,6 +395,12 @@ SEGMENT_MS_CONFIG_MIN = 60_000
 # stay open besides, one per partition. A catching-up reader stays in one
 # segment for segment.bytes, so a few hundred open files serve hundreds of them.
 SEGMENT_FILES_OPEN_MAX = 256
+# Open files a shard keeps for everything but its partitions' segments: its sockets,
+# the Ray worker's own files, the short-lived opens of indexes and snapshots. A
+# partition holds one (its active segment); a shard refuses to open a partition
+# beyond its process's open-file limit less these and SEGMENT_FILES_OPEN_MAX
+# (shards/file_budget.py), where it used to open until one failed with EMFILE.
+SHARD_FILES_RESERVED = 512
 # How long an idempotent producer must stay silent on a partition before the shard
 # may forget it to make room for a new one (Kafka's producer.id.expiration.ms, a
 # broker config there too). With PRODUCERS_PER_PARTITION_MAX remembered, a new

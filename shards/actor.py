@@ -27,6 +27,7 @@ from plinth.cluster_keys import ClusterKeys
 from plinth.errors import BrokerError
 from plinth.name_pages import NamesPage
 from plinth.process_tuning import tune_data_path_process
+from plinth.shards import file_budget
 from plinth.shards.partition_log import LogConfig
 from plinth.shards.shard_calls import (ControllerAnnouncements, GroupStates, HandOverState,
                                        Leadership, PartitionId, PartitionSpec, SealedPartition,
@@ -62,6 +63,10 @@ class ShardActor:
 
             bind_host = ray.util.get_node_ip_address()
         self.shard_id = shard_id
+        if own_process:   # before the partitions reopen: each holds a file open
+            soft_before, soft_after = file_budget.raise_soft_limit()
+            log.info("%s: open files limit %d (was %d): room for %d partitions", shard_id,
+                     soft_after, soft_before, file_budget.partitions_max())
         self._data_dir = str(Path(data_dir).resolve())
         self._manifest_path = Path(data_dir) / MANIFEST_FILE
         self._server = ShardServer(shard_id, Path(data_dir), bind_host,
@@ -134,6 +139,8 @@ class ShardActor:
         created now needs repair. ``partition_counts``: the counts of the topics just
         created, recorded in the same save of the manifest as the partitions (as
         ``change_partition_counts`` would, in a second one)."""
+        file_budget.check_room(self.shard_id, len(self._manifest.partitions),
+                               sum(spec.id not in self._manifest.partitions for spec in specs))
         opened = self._open(specs, restarted=existing)
         self._manifest.serve(specs)
         if partition_counts:
@@ -146,13 +153,30 @@ class ShardActor:
 
     def _open(self, specs: list[PartitionSpec], restarted: bool = False) -> dict[PartitionId, str]:
         """``restarted``: reopened after a restart, from the manifest or by the
-        controller (see ShardServer.open_partition)."""
-        return {spec.id: self._server.call(
+        controller (see ShardServer.open_partition). If one fails, the new partitions
+        this call opened before it (not ``restarted``, not in the manifest) are
+        closed and deleted again, and its error is raised: a refused create leaves
+        no open file and no directory behind."""
+        found: dict[PartitionId, str] = {}
+        try:
+            for spec in specs:
+                found[spec.id] = self._server.call(
                     self._server.open_partition, spec.topic, spec.partition,
                     LogConfig.from_topic_config(spec.config), spec.initial_offset, spec.sealed,
                     spec.producers, spec.leadership, _min_insync_replicas(spec.config), restarted,
                     spec.topic_id)
-                for spec in specs}
+        except BaseException:
+            if not restarted:
+                self._undo_open([pid for pid in found if pid not in self._manifest.partitions])
+            raise
+        return found
+
+    def _undo_open(self, partitions: list[PartitionId]) -> None:
+        for pid in partitions:
+            self._server.call(self._server.delete_partition, pid.topic, pid.partition, True)
+        if partitions:
+            log.warning("%s: deleted the %d new partitions it had opened before one failed "
+                        "(%s ...)", self.shard_id, len(partitions), partitions[0])
 
     def seal_partitions(self, partitions: list[PartitionId],
                         end_offsets: list[int] | None = None) -> list[SealedPartition]:

@@ -168,6 +168,7 @@ class Segment:
             fsync_directory(Path(directory))
         except OSError as error:
             os.close(fd)
+            path.unlink(missing_ok=True)   # else every retry fails on O_EXCL: "File exists"
             raise StorageError(f"cannot fsync directory {directory} after creating {path}: "
                                f"{error}") from error
         segment = cls(directory, base_offset, fd, index_interval_bytes=index_interval_bytes,

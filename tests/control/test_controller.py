@@ -48,13 +48,33 @@ def test_a_topic_a_shard_fails_to_open_is_not_created(brokers):
     # When a topic with partitions on both shards is created, Then it fails
     with pytest.raises(UnavailableError, match="shard-1 is down"):
         broker.controller.create_topic("orders", 8, {})
-    # And the topic exists nowhere: not listed, not on disk
+    # And the topic exists nowhere: not listed, not on disk; the shard that opened its
+    # partitions deleted them again (else they would open at its every restart)
     assert broker.controller.list_topics() == []
     assert "orders" not in broker.metadata_on_disk().topics
+    assert [pid for pid in broker.manifest("shard-0").partitions if pid.topic == "orders"] == []
+    assert list((broker.data_dir / "shards" / "shard-0").glob("orders-*")) == []
     # And once the shard is back it can be created, once
     assert broker.controller.create_topic("orders", 8, {}).partitions == 8
     with pytest.raises(TopicExistsError, match="topic 'orders' already exists"):
         broker.controller.create_topic("orders", 8, {})
+
+
+def test_a_growth_a_shard_fails_to_open_changes_nothing_and_leaves_no_partition_behind(brokers):
+    # Given a topic of 2 partitions, and a shard that is down for its next call
+    broker = brokers(2)
+    broker.controller.create_topic("orders", 2, {})
+    broker.shards.handles["shard-1"].fail_next("open_partitions", ray.exceptions.ActorDiedError())
+    # When it is grown to 8, with new partitions on both shards / Then it fails
+    assert set(placement.place_topic("orders", 8, TWO)[2:]) == set(TWO)
+    with pytest.raises(UnavailableError, match="shard-1 is down"):
+        broker.controller.add_partitions("orders", 8)
+    # And it still has 2 partitions, and no shard keeps one of the 6 new ones
+    assert broker.controller.describe_topic("orders").partitions == 2
+    for shard_id in TWO:
+        assert all(pid.partition < 2 for pid in broker.manifest(shard_id).partitions)
+        assert {path.name for path in (broker.data_dir / "shards" / shard_id).glob("orders-*")} \
+            <= {"orders-0", "orders-1"}
 
 
 def test_an_altered_config_reaches_every_shard_that_holds_a_range_of_the_topic(brokers):

@@ -5,10 +5,13 @@ directory, which must serve what its manifest says."""
 from __future__ import annotations
 
 import json
+import resource
 
 import pytest
 
-from plinth.errors import UnavailableError
+from plinth import limits
+
+from plinth.errors import InvalidPartitionsError, UnavailableError
 from plinth.shards.actor import ShardActor
 from plinth.shards.shard_calls import PartitionId, PartitionSpec, SealedPartition
 from plinth.shards.shard_manifest import MANIFEST_FILE, ShardManifest
@@ -68,6 +71,51 @@ def test_partitions_opened_are_served_again_after_a_restart_from_the_manifest(ac
     infos = actor.partition_infos([PartitionId("t", 0), PartitionId("t", 1)])
     assert [(i.partition, i.start_offset, i.end_offset) for i in infos] == [(0, 0, 3), (1, 7, 7)]
     assert produce(actor.address(), "t", 1, [b"d"]) == 7
+
+
+def served_and_kept(actor, shard_dir, pid: PartitionId) -> tuple[bool, bool, bool]:
+    """Whether the partition is served, has its directory, and is in the manifest."""
+    try:
+        actor.partition_infos([pid])
+        served = True
+    except UnavailableError:   # "not on shard-0"
+        served = False
+    manifest = ShardManifest.load(shard_dir / MANIFEST_FILE)
+    return served, (shard_dir / f"{pid.topic}-{pid.partition}").is_dir(), \
+        pid in manifest.partitions
+
+
+def test_an_open_that_fails_partway_deletes_the_new_partitions_it_opened_before(actors, shard_dir):
+    # Given a shard serving t-0, and a file where t-2's directory would go
+    actor = actors(shard_dir)
+    actor.open_partitions([PartitionSpec("t", 0, CONFIG)])
+    (shard_dir / "t-2").write_bytes(b"not a directory")
+    # When a create opens t-1 and then fails on t-2
+    with pytest.raises(Exception):
+        actor.open_partitions([PartitionSpec("t", 1, CONFIG), PartitionSpec("t", 2, CONFIG)])
+    # Then t-1 is gone again (not served, no directory, not in the manifest); t-0 stays
+    assert served_and_kept(actor, shard_dir, PartitionId("t", 1)) == (False, False, False)
+    assert served_and_kept(actor, shard_dir, PartitionId("t", 0)) == (True, True, True)
+
+
+def test_partitions_beyond_the_open_file_limit_are_refused_before_any_opens(actors, shard_dir):
+    # Given a shard whose open-file limit leaves room for 3 partitions, serving 2
+    actor = actors(shard_dir)
+    actor.open_partitions([PartitionSpec("t", 0, CONFIG), PartitionSpec("t", 1, CONFIG)])
+    saved = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft = 3 + limits.SEGMENT_FILES_OPEN_MAX + limits.SHARD_FILES_RESERVED
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, saved[1]))
+    try:
+        # When 2 more are asked for / Then they are refused, naming the counts, and
+        # neither opens; 1 more (and the 2 served, again) still fits
+        with pytest.raises(InvalidPartitionsError, match="shard-0 cannot open 2 more "
+                                                         "partitions: it holds 2"):
+            actor.open_partitions([PartitionSpec("u", 0, CONFIG), PartitionSpec("u", 1, CONFIG)])
+        assert served_and_kept(actor, shard_dir, PartitionId("u", 0)) == (False, False, False)
+        actor.open_partitions([PartitionSpec("t", 0, CONFIG), PartitionSpec("u", 0, CONFIG)])
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, saved)
+    assert served_and_kept(actor, shard_dir, PartitionId("u", 0)) == (True, True, True)
 
 
 def test_a_sealed_partition_returns_its_end_offset_and_stays_read_only_after_a_restart(actors, shard_dir):

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from plinth.errors import CorruptDataError
+from plinth.errors import CorruptDataError, StorageError
 from plinth.format.log_entry import LOG_ENTRY_HEADER_BYTES, iter_entries
 from plinth.shards.segment import (
     RecoveryResult, Segment, parse_log_file_name, segment_file_name)
@@ -278,3 +278,20 @@ def test_delete_removes_the_three_files(tmp_path):
     reopened.recover()
     reopened.delete()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_create_whose_directory_fsync_fails_leaves_no_file_so_a_retry_can_create_it(
+        tmp_path, monkeypatch):
+    # Given a directory whose fsync fails once (EMFILE: the process is out of files)
+    import plinth.shards.segment as segment_module
+
+    def out_of_files(directory):
+        monkeypatch.undo()
+        raise OSError(24, "Too many open files")
+    monkeypatch.setattr(segment_module, "fsync_directory", out_of_files)
+    # When a segment is created there / Then it fails, naming the directory
+    with pytest.raises(StorageError, match="cannot fsync directory .* Too many open files"):
+        Segment.create(tmp_path, 5, index_interval_bytes=4096, created_ms=0)
+    # And the next try creates it (no "File exists" from the first try's file)
+    segment = Segment.create(tmp_path, 5, index_interval_bytes=4096, created_ms=0)
+    segment.close()

@@ -1,0 +1,59 @@
+"""How many partitions a shard may hold open: its process's limit on open files.
+
+Runs in the shard actor, on its actor thread. Each open partition holds one
+file open, its active segment's .log (segment.py); rolled segments share
+SEGMENT_FILES_OPEN_MAX more (segment_files.py), and the sockets, the Ray
+worker's own files and the short-lived opens of indexes and snapshots need
+SHARD_FILES_RESERVED. So a shard whose soft limit on open files is L may hold
+
+    L - SEGMENT_FILES_OPEN_MAX - SHARD_FILES_RESERVED      partitions.
+
+A create or a growth that would need more is refused before any of its
+partitions opens (``check_room``: InvalidPartitionsError, naming the shard, the
+counts and the limit). Before, the shard opened files until one open failed
+with EMFILE, and every later create and segment roll on it failed too.
+
+The soft limit is often 1,024 while the hard limit allows far more; a shard
+raises its soft limit to the hard one when it starts (``raise_soft_limit``), as
+Go's runtime does for every program.
+"""
+
+from __future__ import annotations
+
+import resource
+
+from plinth import limits
+from plinth.errors import InvalidPartitionsError
+
+
+def raise_soft_limit() -> tuple[int, int]:
+    """Raise this process's soft limit on open files to its hard limit; returns the
+    (before, after) soft limits. Any thread; once, at the process's start."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return soft, hard
+    return soft, soft
+
+
+def partitions_max() -> int:
+    """How many partitions this process may hold open (the module docstring)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return limits.PARTITIONS_PER_TOPIC_MAX * limits.TOPICS_MAX
+    return max(0, soft - limits.SEGMENT_FILES_OPEN_MAX - limits.SHARD_FILES_RESERVED)
+
+
+def check_room(shard_id: str, open_count: int, new_count: int) -> None:
+    """InvalidPartitionsError unless ``new_count`` more partitions fit beside the
+    ``open_count`` this shard holds."""
+    room = partitions_max()
+    if open_count + new_count <= room:
+        return
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    raise InvalidPartitionsError(
+        f"{shard_id} cannot open {new_count} more partitions: it holds {open_count}, and its "
+        f"limit of {soft} open files leaves room for {room} ({limits.SEGMENT_FILES_OPEN_MAX} "
+        f"are kept for rolled segments and {limits.SHARD_FILES_RESERVED} for sockets and the "
+        f"rest); raise the limit (ulimit -n, LimitNOFILE= under systemd) where the broker "
+        f"starts, or add shards (plinth shards add)")

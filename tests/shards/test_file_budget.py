@@ -1,0 +1,45 @@
+"""file_budget.py: the open-file limit a shard raises, and the partitions it leaves room for."""
+
+from __future__ import annotations
+
+import resource
+
+import pytest
+
+from plinth import limits
+from plinth.errors import InvalidPartitionsError
+from plinth.shards import file_budget
+
+FILES_FOR_OTHER_THINGS = limits.SEGMENT_FILES_OPEN_MAX + limits.SHARD_FILES_RESERVED
+
+
+@pytest.fixture
+def soft_limit():
+    """Sets this process's soft limit on open files for the test; puts it back after."""
+    saved = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    def set_soft(soft: int) -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, saved[1]))
+    yield set_soft
+    resource.setrlimit(resource.RLIMIT_NOFILE, saved)
+
+
+def test_the_soft_limit_is_raised_to_the_hard_limit(soft_limit):
+    # Given a soft limit of 1,024 below the hard limit (the usual default)
+    soft_limit(1024)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # When raised / Then it is the hard limit (an unlimited hard limit is left alone)
+    expected = 1024 if hard == resource.RLIM_INFINITY else hard
+    assert file_budget.raise_soft_limit() == (1024, expected)
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == expected
+
+
+def test_a_shard_has_room_for_its_limit_less_the_files_it_keeps_for_other_things(soft_limit):
+    soft_limit(1000)
+    room = 1000 - FILES_FOR_OTHER_THINGS
+    assert file_budget.partitions_max() == room
+    file_budget.check_room("shard-3", room - 2, 2)
+    with pytest.raises(InvalidPartitionsError,
+                       match=f"shard-3 cannot open 3 more partitions: it holds {room - 2}, and "
+                             f"its limit of 1000 open files leaves room for {room} .*ulimit -n"):
+        file_budget.check_room("shard-3", room - 2, 3)
