@@ -31,6 +31,7 @@ from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.backend import ask
 from plinth.router.kafka.plinth_errors import kafka_code, kafka_message
+from plinth.router.kafka.request_values import partition_error
 
 PRODUCE_VERSION_MIN = 3       # v2 message format (RecordBatch) and later
 _BATCH_LENGTH = struct.Struct(">i")   # RecordBatch.batchLength at byte 8
@@ -59,7 +60,7 @@ async def produce(gateway, header, body: dict, connection) -> dict | None:
             answer = {"index": data["index"], "base_offset": -1, "log_append_time_ms": -1,
                       "log_start_offset": -1, "record_errors": [], "error_message": None}
             partitions.append(answer)
-            refusal = _refusal(header.api_version, acks, body, data.get("records"))
+            refusal = _refusal(header.api_version, acks, body, data["index"], data.get("records"))
             if refusal is not None:
                 answer["error_code"], answer["error_message"] = refusal
                 continue
@@ -71,8 +72,11 @@ async def produce(gateway, header, body: dict, connection) -> dict | None:
     return {"responses": answers, "throttle_time_ms": 0}
 
 
-def _refusal(api_version: int, acks: int, body: dict, records) -> tuple[int, str] | None:
+def _refusal(api_version: int, acks: int, body: dict, partition: int,
+             records) -> tuple[int, str] | None:
     """(Kafka error code, message) if this partition's part cannot be produced."""
+    if partition < 0:
+        return partition_error(partition), f"partition {partition} is negative"
     if api_version < PRODUCE_VERSION_MIN:
         return kafka.UNSUPPORTED_VERSION, (
             f"produce v{api_version} carries the old message format; Plinth takes "

@@ -8,7 +8,9 @@ metadata each), and only a batch that fails goes a topic at a time, for each
 topic's own error.
 Kafka's -1 for the partition count or the replication factor means the
 broker's default: KAFKA_TOPIC_PARTITIONS_DEFAULT partitions (Kafka's
-num.partitions) and the server's --default-replication-factor. A
+num.partitions) and the server's --default-replication-factor; 0 or below -1
+is refused (INVALID_PARTITIONS, INVALID_REPLICATION_FACTOR), as Kafka does,
+and so is a CreatePartitions count below 1. A
 ``validate_only`` request checks the name and the counts and creates nothing.
 CreatePartitions grows a topic to the count asked (Plinth's alterTopic with a
 partition count); Plinth places the new partitions itself, so manual
@@ -25,8 +27,8 @@ from plinth.errors import BrokerError
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.backend import ask
 from plinth.router.kafka.plinth_errors import kafka_code, kafka_message
+from plinth.router.kafka.request_values import DEFAULT, new_topic_error, partition_count_error
 
-DEFAULT = -1
 DELETE_BY_TOPIC_VERSION = 6      # DeleteTopics: topics (name or id) from here on
 
 
@@ -48,7 +50,8 @@ async def _create_batches(gateway, wanted: list[dict]) -> set[str]:
     created. A batch is all or none: one that fails (a topic exists, a name is bad, an
     ACL refuses one) is left to ``_create_one``, a topic at a time, which answers each
     topic's own error."""
-    plain = [_new_topic(t) for t in wanted if not t.get("assignments")]
+    plain = [_new_topic(t) for t in wanted
+             if not t.get("assignments") and _counts_error(t) is None]
     if len(plain) < 2 or len({t.name for t in plain}) != len(plain):
         return set()
     created: set[str] = set()
@@ -61,8 +64,14 @@ async def _create_batches(gateway, wanted: list[dict]) -> set[str]:
     return created
 
 
+def _counts_error(topic: dict) -> tuple[int, str] | None:
+    return new_topic_error(topic["name"], topic.get("num_partitions", DEFAULT),
+                           topic.get("replication_factor", DEFAULT))
+
+
 def _new_topic(topic: dict) -> protocol.NewTopic:
-    """A CreateTopics topic as Plinth's: Kafka's -1 counts are the broker's defaults."""
+    """A CreateTopics topic as Plinth's: Kafka's -1 counts are the broker's defaults
+    (counts ``_counts_error`` refuses are never sent)."""
     partitions = topic.get("num_partitions", DEFAULT)
     partitions = limits.KAFKA_TOPIC_PARTITIONS_DEFAULT if partitions == DEFAULT else partitions
     factor = topic.get("replication_factor", DEFAULT)
@@ -85,6 +94,10 @@ async def _create_one(gateway, topic: dict, validate_only: bool) -> dict:
     if topic.get("assignments"):
         answer["error_code"] = kafka.INVALID_REQUEST
         answer["error_message"] = "Plinth places partitions itself: assignments are refused"
+        return answer
+    refusal = _counts_error(topic)
+    if refusal is not None:
+        answer["error_code"], answer["error_message"] = refusal
         return answer
     if validate_only:
         try:
@@ -135,6 +148,10 @@ async def _grow_one(gateway, topic: dict, validate_only: bool) -> dict:
     if topic.get("assignments"):
         result["error_code"] = kafka.INVALID_REPLICA_ASSIGNMENT
         result["error_message"] = "Plinth places partitions itself: assignments are refused"
+        return result
+    refusal = partition_count_error(name, count)
+    if refusal is not None:
+        result["error_code"], result["error_message"] = refusal
         return result
     if validate_only:
         reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_topic_request(
