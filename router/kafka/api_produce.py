@@ -16,13 +16,19 @@ epoch 0, the same space Plinth's own producers draw from, and the shard checks
 each batch's producerId and baseSequence as it does Plinth's. An epoch bump
 (KIP-360: the client sends its current id and epoch) also gets a fresh id,
 because the shard keeps sequences per producer id, and a bumped epoch starts
-its sequences at 0 again. Transactions are not supported: a transactional id
-is refused with UNSUPPORTED_VERSION.
+its sequences at 0 again. Transactions are not supported: InitProducerId with
+a transactional id is refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+which clients treat as fatal (librdkafka's rd_kafka_idemp_check_error:
+init_transactions() fails at once; it retried UNSUPPORTED_VERSION every
+500 ms until its timeout). InitProducerId has no error message field: the
+code is the whole answer. A transactional produce is refused per partition
+with UNSUPPORTED_VERSION (a client cannot get that far).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import struct
 
@@ -40,10 +46,14 @@ _BATCH_LENGTH_EXCLUDED_BYTES = 12     # baseOffset and batchLength precede what 
 _ACKS_KAFKA = (-1, 0, 1)
 PRODUCER_ID_BITS = 62
 
+log = logging.getLogger(__name__)
+
 
 async def init_producer_id(gateway, header, body: dict, connection) -> dict:
     if body.get("transactional_id") is not None:
-        return {"throttle_time_ms": 0, "error_code": kafka.UNSUPPORTED_VERSION,
+        log.info("Kafka InitProducerId from %s with transactional id %r refused: Plinth has "
+                 "no transactions", header.client_id, body["transactional_id"])
+        return {"throttle_time_ms": 0, "error_code": kafka.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
                 "producer_id": -1, "producer_epoch": -1}
     return {"throttle_time_ms": 0, "error_code": kafka.NONE,
             "producer_id": random.getrandbits(PRODUCER_ID_BITS), "producer_epoch": 0}
