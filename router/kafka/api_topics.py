@@ -16,6 +16,9 @@ CreatePartitions grows a topic to the count asked (Plinth's alterTopic with a
 partition count); Plinth places the new partitions itself, so manual
 assignments are refused, and ``validate_only`` checks the count against the
 topic's and changes nothing.
+A name given twice in one request (any of the three) is answered once, with
+INVALID_REQUEST, and nothing is done with it, as Kafka does; the request's
+other topics are served.
 """
 
 from __future__ import annotations
@@ -34,14 +37,47 @@ DELETE_BY_TOPIC_VERSION = 6      # DeleteTopics: topics (name or id) from here o
 
 async def create_topics(gateway, header, body: dict, connection) -> dict:
     validate_only = bool(body.get("validate_only"))
-    wanted = body.get("topics") or []
+    asked = body.get("topics") or []
+    twice = _named_twice(t["name"] for t in asked)
+    wanted = [t for t in asked if t["name"] not in twice]
     created = set() if validate_only else await _create_batches(gateway, wanted)
     answers = await asyncio.gather(*(_create_one(gateway, topic, validate_only)
                                      for topic in wanted if topic["name"] not in created))
-    one_at_a_time = iter(answers)   # in the request's order, as the batches' topics
-    return {"throttle_time_ms": 0, "topics": [
-        _created_answer(_new_topic(t)) if t["name"] in created else next(one_at_a_time)
-        for t in wanted]}
+    by_name = {answer["name"]: answer for answer in answers}
+    by_name.update((t["name"], _created_answer(_new_topic(t))) for t in wanted
+                   if t["name"] in created)
+    by_name.update((name, {**_duplicate(name), "num_partitions": DEFAULT,
+                           "replication_factor": DEFAULT, "configs": []}) for name in twice)
+    return {"throttle_time_ms": 0, "topics": _once_in_order(asked, by_name)}
+
+
+def _named_twice(names) -> set[str]:
+    """The names given more than once. Kafka answers each of them once, with
+    INVALID_REQUEST, and does nothing with it (ControllerApis.createTopics,
+    deleteTopics, createPartitions); the others are served. A topic id (no name,
+    DeleteTopics v6) is never a duplicate here: each is refused anyway."""
+    seen: set[str] = set()
+    twice: set[str] = set()
+    for name in names:
+        if name is not None:
+            (twice if name in seen else seen).add(name)
+    return twice
+
+
+def _duplicate(name: str) -> dict:
+    return {"name": name, "error_code": kafka.INVALID_REQUEST,
+            "error_message": f"topic {name!r} is given more than once in the request"}
+
+
+def _once_in_order(asked: list[dict], by_name: dict[str, dict]) -> list[dict]:
+    """Each name's answer once, where the request first names it."""
+    answered: set[str] = set()
+    out = []
+    for topic in asked:
+        if topic["name"] not in answered:
+            answered.add(topic["name"])
+            out.append(by_name[topic["name"]])
+    return out
 
 
 async def _create_batches(gateway, wanted: list[dict]) -> set[str]:
@@ -52,7 +88,7 @@ async def _create_batches(gateway, wanted: list[dict]) -> set[str]:
     topic's own error."""
     plain = [_new_topic(t) for t in wanted
              if not t.get("assignments") and _counts_error(t) is None]
-    if len(plain) < 2 or len({t.name for t in plain}) != len(plain):
+    if len(plain) < 2:
         return set()
     created: set[str] = set()
     for first in range(0, len(plain), limits.CREATE_TOPICS_BATCH_MAX):
@@ -118,8 +154,21 @@ async def delete_topics(gateway, header, body: dict, connection) -> dict:
         names = [t["name"] for t in body["topics"]]
     else:
         names = body["topic_names"]
-    answers = await asyncio.gather(*(_delete_one(gateway, name) for name in names))
-    return {"throttle_time_ms": 0, "responses": list(answers)}
+    twice = _named_twice(names)
+    answers = await asyncio.gather(*(_delete_one(gateway, name) for name in names
+                                     if name not in twice))
+    # Topic ids (no name) are answered each; every name once, where first named.
+    unnamed = iter(a for a in answers if a["name"] is None)
+    by_name = {a["name"]: a for a in answers if a["name"] is not None}
+    by_name.update((name, _duplicate(name)) for name in twice)
+    responses, answered = [], set()
+    for name in names:
+        if name is None:
+            responses.append(next(unnamed))
+        elif name not in answered:
+            answered.add(name)
+            responses.append(by_name[name])
+    return {"throttle_time_ms": 0, "responses": responses}
 
 
 async def _delete_one(gateway, name: str | None) -> dict:
@@ -137,9 +186,13 @@ async def _delete_one(gateway, name: str | None) -> dict:
 
 async def create_partitions(gateway, header, body: dict, connection) -> dict:
     validate_only = bool(body.get("validate_only"))
+    asked = body.get("topics") or []
+    twice = _named_twice(t["name"] for t in asked)
     results = await asyncio.gather(*(_grow_one(gateway, topic, validate_only)
-                                     for topic in body.get("topics") or []))
-    return {"throttle_time_ms": 0, "results": list(results)}
+                                     for topic in asked if topic["name"] not in twice))
+    by_name = {result["name"]: result for result in results}
+    by_name.update((name, _duplicate(name)) for name in twice)
+    return {"throttle_time_ms": 0, "results": _once_in_order(asked, by_name)}
 
 
 async def _grow_one(gateway, topic: dict, validate_only: bool) -> dict:
