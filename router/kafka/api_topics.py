@@ -11,7 +11,9 @@ broker's default: KAFKA_TOPIC_PARTITIONS_DEFAULT partitions (Kafka's
 num.partitions) and the server's --default-replication-factor; 0 or below -1
 is refused (INVALID_PARTITIONS, INVALID_REPLICATION_FACTOR), as Kafka does,
 and so is a CreatePartitions count below 1. A
-``validate_only`` request checks the name and the counts and creates nothing.
+``validate_only`` CreateTopics is answered as the create would be (the
+controller runs the same checks: name, counts, replication factor, config,
+existence; Plinth's createTopics with validateOnly) and creates nothing.
 CreatePartitions grows a topic to the count asked (Plinth's alterTopic with a
 partition count); Plinth places the new partitions itself, so manual
 assignments are refused, and ``validate_only`` checks the count against the
@@ -135,15 +137,12 @@ async def _create_one(gateway, topic: dict, validate_only: bool) -> dict:
     if refusal is not None:
         answer["error_code"], answer["error_message"] = refusal
         return answer
-    if validate_only:
-        try:
-            topics.validate_topic_name(name)
-            topics.validate_partition_count(name, partitions)
-        except BrokerError as exc:
-            answer["error_code"], answer["error_message"] = kafka_code(exc), kafka_message(exc)
-        return answer
-    reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_create_topic(
-        rid, name, partitions, config, replication_factor=factor))
+    if validate_only:   # the controller's checks of a create, nothing created
+        reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_create_topics(
+            rid, [new], validate_only=True))
+    else:
+        reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_create_topic(
+            rid, name, partitions, config, replication_factor=factor))
     answer["error_code"] = kafka_code(reply.error)
     answer["error_message"] = kafka_message(reply.error)
     return answer

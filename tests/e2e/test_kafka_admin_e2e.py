@@ -252,3 +252,25 @@ def test_a_topic_named_twice_is_answered_once_as_an_invalid_request_and_nothing_
         names = admin.list_topics()
         assert new not in names and other not in names
         assert admin.describe_topic(existing).partitions == 1
+
+
+@pytest.mark.parametrize("topic, code", [
+    ({"num_partitions": 1, "replication_factor": -1, "configs": []}, 0),
+    ({"num_partitions": 3, "replication_factor": 9, "configs": []}, 38),   # INVALID_REPLICATION_FACTOR
+    ({"num_partitions": 1, "replication_factor": -1,
+      "configs": [{"name": "retention.ms", "value": "x"}]}, 40),           # INVALID_CONFIG
+    ("existing", 36),                                                       # TOPIC_ALREADY_EXISTS
+], ids=["good", "replication-factor", "config", "exists"])
+def test_validate_only_create_topics_answers_as_the_create_would_and_creates_nothing(
+        kafka_broker, topic, code):
+    # Given a topic to create (or one that exists)
+    name = create(kafka_broker, 1) if topic == "existing" else unique_topic("valid")
+    fields = {"num_partitions": 1, "replication_factor": -1, "configs": []} \
+        if topic == "existing" else topic
+    # When CreateTopics validates it only
+    answer = raw_request(kafka_broker, CREATE_TOPICS, 5, {"topics": [
+        {"name": name, "assignments": [], **fields}], "timeout_ms": 5_000, "validate_only": True})
+    # Then its answer is the create's, and nothing new exists
+    assert [(t["name"], t["error_code"]) for t in answer["topics"]] == [(name, code)]
+    with Admin(broker=kafka_broker.url) as admin:
+        assert (name in admin.list_topics()) == (topic == "existing")
