@@ -1260,18 +1260,8 @@ class Controller:
         open_partitions per shard, one save of the metadata and one push of their
         partition counts: each of those rewrites a file of every topic, so a console
         making thousands of topics makes them in batches (loadtest/console_scale.py)."""
-        if not 1 <= len(new_topics) <= limits.CREATE_TOPICS_BATCH_MAX:
-            raise InvalidConfigError(f"createTopics carries {len(new_topics)} topics, outside "
-                                     f"1..{limits.CREATE_TOPICS_BATCH_MAX}")
-        checked = [self._checked_new_topic(t) for t in new_topics]
+        checked = self._checked_new_topics(new_topics)
         names = [t.name for t in checked]
-        if len(set(names)) != len(names):
-            twice = sorted({n for n in names if names.count(n) > 1})
-            raise TopicExistsError(f"topics {twice} are given twice in one createTopics")
-        if len(self._metadata.topics) + len(names) > limits.TOPICS_MAX:
-            raise TooManyTopicsError(
-                f"cannot create {len(names)} topics ({names[0]!r} ...): the broker has "
-                f"{len(self._metadata.topics)} topics, and the limit is {limits.TOPICS_MAX}")
         for t in checked:
             self._metadata.topics[t.name] = self._new_topic(t.name, t.partitions, t.config,
                                                             t.replication_factor)
@@ -1288,6 +1278,33 @@ class Controller:
             log.info("created topic %s with %d partitions, replication factor %d", t.name,
                      t.partitions, t.replication_factor)
         return [self._topic_info(name) for name in names]
+
+    def validate_new_topics(self, new_topics: list[protocol.NewTopic]
+                            ) -> list[protocol.TopicInfo]:
+        """What ``create_topics`` would answer (Kafka's validate_only): the same checks
+        and refusals, each topic's info as it would be created; nothing is created or
+        saved."""
+        return [protocol.TopicInfo(name=t.name, partitions=t.partitions,
+                                   config=topics.with_tiering_defaults(t.config))
+                for t in self._checked_new_topics(new_topics)]
+
+    def _checked_new_topics(self, new_topics: list[protocol.NewTopic]
+                            ) -> list[protocol.NewTopic]:
+        """Every topic of a createTopics checked (``_checked_new_topic``), and the request
+        as a whole: its size, names given twice, the broker's topic limit."""
+        if not 1 <= len(new_topics) <= limits.CREATE_TOPICS_BATCH_MAX:
+            raise InvalidConfigError(f"createTopics carries {len(new_topics)} topics, outside "
+                                     f"1..{limits.CREATE_TOPICS_BATCH_MAX}")
+        checked = [self._checked_new_topic(t) for t in new_topics]
+        names = [t.name for t in checked]
+        if len(set(names)) != len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise TopicExistsError(f"topics {twice} are given twice in one createTopics")
+        if len(self._metadata.topics) + len(names) > limits.TOPICS_MAX:
+            raise TooManyTopicsError(
+                f"cannot create {len(names)} topics ({names[0]!r} ...): the broker has "
+                f"{len(self._metadata.topics)} topics, and the limit is {limits.TOPICS_MAX}")
+        return checked
 
     def _open_created(self, names: list[str]) -> list[str]:
         """Open the new topics' partitions on their shards, each recording the new

@@ -322,6 +322,13 @@ class ControllerHandle:
         return self._call(lambda actor: actor.create_topics.remote(list(new_topics)),
                           "create_topics")
 
+    def validate_new_topics(self, new_topics: list[protocol.NewTopic]
+                            ) -> list[protocol.TopicInfo]:
+        """What ``create_topics`` would answer, creating none
+        (Controller.validate_new_topics)."""
+        return self._call(lambda actor: actor.validate_new_topics.remote(list(new_topics)),
+                          "validate_new_topics")
+
     def alter_topic(self, name: str, changes: dict[str, str],
                     delete_config: tuple[str, ...] = ()) -> protocol.TopicInfo:
         return self._call(lambda actor: actor.alter_topic.remote(name, changes, delete_config),

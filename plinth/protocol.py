@@ -115,6 +115,7 @@ class NewTopic:
 class CreateTopicsRequest:
     request_id: int
     topics: tuple[NewTopic, ...]  # created all or none
+    validate_only: bool = False   # checked as a create would be, none created
     kind: ClassVar[str] = "createTopics"
 
 
@@ -585,11 +586,15 @@ def encode_create_topic(request_id: int, name: str, partitions: int,
     return msg.to_bytes()
 
 
-def encode_create_topics(request_id: int, new_topics: list[NewTopic]) -> bytes:
-    """createTopics; RequestTooLargeError if the header outgrows HEADER_BYTES_MAX (long
-    names with many config entries: send fewer topics at once)."""
+def encode_create_topics(request_id: int, new_topics: list[NewTopic],
+                         validate_only: bool = False) -> bytes:
+    """createTopics (``validate_only``: checked, none created); RequestTooLargeError if
+    the header outgrows HEADER_BYTES_MAX (long names with many config entries: send
+    fewer topics at once)."""
     msg = protocol.Request.new_message(requestId=request_id)
-    out = msg.init("createTopics").init("topics", len(new_topics))
+    body = msg.init("createTopics")
+    body.validateOnly = validate_only
+    out = body.init("topics", len(new_topics))
     for i, new in enumerate(new_topics):
         out[i].name, out[i].partitions = new.name, new.partitions
         out[i].replicationFactor = new.replication_factor
@@ -844,7 +849,8 @@ _REQUEST_DECODERS = {
     "createTopic": lambda rid, b: CreateTopicRequest(rid, b.name, b.partitions,
                                                      _config(b.config), b.replicationFactor),
     "createTopics": lambda rid, b: CreateTopicsRequest(rid, tuple(
-        NewTopic(t.name, t.partitions, _config(t.config), t.replicationFactor) for t in b.topics)),
+        NewTopic(t.name, t.partitions, _config(t.config), t.replicationFactor) for t in b.topics),
+        b.validateOnly),
     "alterTopic": lambda rid, b: AlterTopicRequest(rid, b.name, _config(b.config), b.partitions,
                                                    tuple(b.deleteConfig)),
     "deleteTopic": lambda rid, b: DeleteTopicRequest(rid, b.name),

@@ -72,6 +72,11 @@ TOPIC_CONFIG_KEYS: dict[str, tuple[int, int, int]] = {
     LOCAL_RETENTION_MS: (LOCAL_RETENTION_AS_TOTAL, 2**62, LOCAL_RETENTION_AS_TOTAL),
     LOCAL_RETENTION_BYTES: (LOCAL_RETENTION_AS_TOTAL, 2**62, LOCAL_RETENTION_AS_TOTAL),
 }
+# Kafka's cleanup.policy: Plinth's only policy is Kafka's "delete" (whole segments
+# past retention.ms or retention.bytes are deleted). Kafka users set it explicitly, so
+# it is accepted (and not stored: it is what every topic does); "compact" is refused.
+CLEANUP_POLICY = "cleanup.policy"
+CLEANUP_POLICY_DELETE = "delete"
 # Boolean keys every topic has: key -> default.
 TOPIC_CONFIG_BOOLEANS: dict[str, str] = {REMOTE_STORAGE_ENABLE: "false"}
 # The local retention keys and the whole log's retention each may not exceed.
@@ -159,7 +164,8 @@ def config_without(name: str, config: dict[str, str], changes: dict[str, str],
     if len(deleted) > limits.CONFIG_ENTRIES_MAX:
         raise InvalidConfigError(f"topic {name!r}: {len(deleted)} config keys to delete, over "
                                  f"the limit of {limits.CONFIG_ENTRIES_MAX}")
-    known = set(TOPIC_CONFIG_KEYS) | set(TOPIC_CONFIG_BOOLEANS) | set(REPLICATION_CONFIG_KEYS)
+    known = (set(TOPIC_CONFIG_KEYS) | set(TOPIC_CONFIG_BOOLEANS) | set(REPLICATION_CONFIG_KEYS)
+             | {CLEANUP_POLICY})
     unknown = sorted(deleted - known)
     if unknown:
         raise InvalidConfigError(f"topic {name!r}: cannot delete unknown config "
@@ -179,6 +185,7 @@ def normalize_topic_config(name: str, config: dict[str, str],
         raise InvalidConfigError(
             f"topic {name!r}: {len(config)} config entries, over the limit of "
             f"{limits.CONFIG_ENTRIES_MAX}")
+    config = _without_cleanup_policy(name, config)
     known = set(TOPIC_CONFIG_KEYS) | set(TOPIC_CONFIG_BOOLEANS) | set(REPLICATION_CONFIG_KEYS)
     unknown = sorted(set(config) - known)
     if unknown:
@@ -198,6 +205,20 @@ def normalize_topic_config(name: str, config: dict[str, str],
         raw = config.get(UNCLEAN_LEADER_ELECTION_ENABLE, "false")
         out[UNCLEAN_LEADER_ELECTION_ENABLE] = _config_bool(name, UNCLEAN_LEADER_ELECTION_ENABLE, raw)
     return out
+
+
+def _without_cleanup_policy(name: str, config: dict[str, str]) -> dict[str, str]:
+    """``config`` without cleanup.policy, which may only be "delete" (Kafka's list form
+    too: "delete,delete"); InvalidConfigError naming compaction for any other."""
+    policy = config.get(CLEANUP_POLICY)
+    if policy is None:
+        return config
+    if {p.strip() for p in policy.split(",")} != {CLEANUP_POLICY_DELETE}:
+        raise InvalidConfigError(
+            f"topic {name!r}: cleanup.policy {policy!r} is not supported: Plinth has no log "
+            f"compaction; its only policy is {CLEANUP_POLICY_DELETE!r} (segments past "
+            f"retention.ms or retention.bytes are deleted)")
+    return {key: value for key, value in config.items() if key != CLEANUP_POLICY}
 
 
 def min_insync_replicas(config: dict[str, str]) -> int:

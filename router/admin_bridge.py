@@ -280,6 +280,9 @@ class AdminBridge:
                                              replication_factor=factor):
                 return protocol.encode_topics_reply(
                     rid, [controller.create_topic(topic, partitions, config, factor)])
+            case protocol.CreateTopicsRequest(topics=new_topics, validate_only=True):
+                return protocol.encode_topics_reply(
+                    rid, controller.validate_new_topics(list(new_topics)))
             case protocol.CreateTopicsRequest(topics=new_topics):
                 return protocol.encode_topics_reply(rid, controller.create_topics(list(new_topics)))
             case protocol.AlterTopicRequest(topic=topic, config=config, partitions=partitions,

@@ -205,6 +205,8 @@ struct CreateTopic {
 # topics are made in batches. Its header, like every request's, fits HEADER_BYTES_MAX.
 struct CreateTopics {
   topics @0 :List(CreateTopic);
+  validateOnly @1 :Bool;         # check every topic as creating it would, create none
+                                 # (Kafka's validate_only); answered as a create would be
 }
 
 # --- Replication (shard to shard, over the cluster's authenticated hop) ------

@@ -26,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from plinth import limits, protocol
+from plinth import limits, protocol, topics as plinth_topics
+from plinth.errors import InvalidTopicError
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.backend import ask
 from plinth.router.kafka.codec import SUPPORTED_VERSIONS
@@ -59,14 +60,21 @@ async def metadata(gateway, header, body: dict, connection) -> dict:
     one of the brokers. With auto-creation on (the listener's and the request's), a
     topic asked for by name that does not exist is created first, with the broker's
     defaults (KAFKA_TOPIC_PARTITIONS_DEFAULT partitions, the default replication
-    factor), as Kafka's auto.create.topics.enable does."""
+    factor), as Kafka's auto.create.topics.enable does. A name no topic may have (bad
+    characters, too long, the internal __consumer_offsets where it does not exist) is
+    never tried: it is INVALID_TOPIC_EXCEPTION, which clients fail on at once, as
+    Kafka answers it with or without auto-creation (UNKNOWN_TOPIC_OR_PARTITION made
+    a producer wait its whole message timeout, retrying the create at every
+    metadata refresh). The internal topic, where it exists (replicated groups), is
+    answered as internal."""
     wanted = body["topics"]
     # Every topic: v0's empty list, or null from v1 on (where an empty list is none).
     every = wanted is None or (header.api_version == 0 and not wanted)
     names = None if every else [t["name"] for t in wanted]
     reply = await _plinth_metadata(gateway)
     if names and reply.error is None and _may_create(gateway, header, body):
-        missing = sorted(set(names) - {info.name for info in reply.topics})
+        missing = sorted(name for name in set(names) - {info.name for info in reply.topics}
+                         if _name_refusal(name) is None)
         if missing:
             await asyncio.gather(*(_create(gateway, name) for name in missing))
             reply = await _plinth_metadata(gateway)
@@ -80,9 +88,12 @@ async def metadata(gateway, header, body: dict, connection) -> dict:
         for name in (sorted(known) if names is None else names):
             info = known.get(name)
             if info is None:
-                topics.append(_topic_error(name, kafka.UNKNOWN_TOPIC_OR_PARTITION))
+                topics.append(_topic_error(name, kafka.UNKNOWN_TOPIC_OR_PARTITION
+                                           if _name_refusal(name) is None
+                                           else kafka.INVALID_TOPIC_EXCEPTION))
                 continue
-            topics.append({"error_code": kafka.NONE, "name": name, "is_internal": False,
+            topics.append({"error_code": kafka.NONE, "name": name,
+                           "is_internal": name == plinth_topics.OFFSETS_TOPIC,
                            "topic_authorized_operations": AUTHORIZED_OPERATIONS_OMITTED,
                            "partitions": [_partition(index, cluster.leader_of(brokers, name, index))
                                           for index in range(info.partitions)]})
@@ -100,6 +111,18 @@ def _partition(index: int, node_id: int) -> dict:
     return {"error_code": kafka.NONE, "partition_index": index, "leader_id": node_id,
             "leader_epoch": UNKNOWN_LEADER_EPOCH, "replica_nodes": [node_id],
             "isr_nodes": [node_id], "offline_replicas": []}
+
+
+def _name_refusal(name: str | None) -> InvalidTopicError | None:
+    """Why no topic may be created under ``name`` (None: it may, or it is a topic id)."""
+    if name is None:
+        return None
+    try:
+        plinth_topics.validate_topic_name(name)
+        plinth_topics.refuse_internal(name, "create")
+    except InvalidTopicError as exc:
+        return exc
+    return None
 
 
 def _may_create(gateway, header, body: dict) -> bool:

@@ -32,6 +32,11 @@ data goes whatever its size, so a consumer always makes progress. A partition
 cut short is answered with the batches that fit (or none), without error: the
 client fetches it again from where its records end.
 
+A negative partition is UNKNOWN_TOPIC_OR_PARTITION and a negative
+partition_max_bytes INVALID_REQUEST, for that partition only, never fetched
+(request_values.py; Kafka's log read throws for the latter, which it answers
+as that partition's UNKNOWN_SERVER_ERROR).
+
 Fetch sessions (KIP-227) are declined: every answer has session id 0, so
 clients send full fetches.
 """
@@ -47,6 +52,7 @@ from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2, check_entry_crc, scan
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.backend import ask
 from plinth.router.kafka.plinth_errors import kafka_code
+from plinth.router.kafka.request_values import fetch_bytes_error, partition_error
 
 NO_SESSION = 0
 UNKNOWN_LEADER_EPOCH = -1
@@ -73,11 +79,15 @@ async def fetch(gateway, header, body: dict, connection) -> dict:
         answers = []
         responses.append({"topic": topic["topic"], "partitions": answers})
         for wanted in topic.get("partitions") or []:
+            bytes_max = wanted.get("partition_max_bytes") or 0
             part = _PartitionFetch(topic["topic"], wanted["partition"], wanted["fetch_offset"],
-                                   min(wanted.get("partition_max_bytes") or 0,
-                                       limits.FETCH_BYTES_MAX))
-            parts.append(part)
+                                   min(bytes_max, limits.FETCH_BYTES_MAX))
             answers.append(part.answer)
+            refusal = partition_error(part.partition) or fetch_bytes_error(bytes_max)
+            if refusal != kafka.NONE:
+                part.answer["error_code"] = refusal   # answered so, never fetched
+                continue
+            parts.append(part)
     min_bytes = max(body.get("min_bytes", 1), 1)
     wait_ms = min(max(body.get("max_wait_ms", 0), 0), limits.KAFKA_FETCH_WAIT_MS_MAX)
     await asyncio.gather(*(_fetch_one(gateway, part, 0) for part in parts))

@@ -26,6 +26,7 @@ from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.api_cluster import AUTHORIZED_OPERATIONS_OMITTED
 from plinth.router.kafka.backend import ask
 from plinth.router.kafka.plinth_errors import kafka_code
+from plinth.router.kafka.request_values import partition_error
 
 NO_GENERATION = -1
 NO_REQUEST_ID = 0    # a classic request's id is given when it is sent (_classic)
@@ -113,10 +114,14 @@ async def offset_commit(gateway, header, body: dict, connection) -> dict:
                                                                     NO_GENERATION))
     offsets = {(t["name"], p["partition_index"]): p["committed_offset"]
                for t in body.get("topics") or [] for p in t.get("partitions") or []}
-    reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_commit_offsets(
-        rid, "commitOffsets", body["group_id"], body.get("member_id") or "", generation,
-        offsets, classic=True, group_instance_id=body.get("group_instance_id") or ""))
-    code = kafka_code(reply.error)
+    # A commit is all or none in Plinth: a partition that cannot exist refuses it, as
+    # the coordinator refuses one beyond its topic's partitions.
+    code = max((partition_error(partition) for _, partition in offsets), default=kafka.NONE)
+    if code == kafka.NONE:
+        reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_commit_offsets(
+            rid, "commitOffsets", body["group_id"], body.get("member_id") or "", generation,
+            offsets, classic=True, group_instance_id=body.get("group_instance_id") or ""))
+        code = kafka_code(reply.error)
     return {"throttle_time_ms": 0, "topics": [
         {"name": t["name"], "partitions": [{"partition_index": p["partition_index"],
                                             "error_code": code}

@@ -40,6 +40,7 @@ from plinth import limits, protocol
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.backend import ask
 from plinth.router.kafka.plinth_errors import kafka_code
+from plinth.router.kafka.request_values import partition_error
 
 LATEST_TIMESTAMP = -1
 EARLIEST_TIMESTAMP = -2
@@ -63,8 +64,10 @@ async def list_offsets(gateway, header, body: dict, connection) -> dict:
             answer = {"partition_index": wanted["partition_index"], "error_code": kafka.NONE,
                       "timestamp": -1, "offset": -1, "leader_epoch": UNKNOWN_LEADER_EPOCH}
             answers.append(answer)
+            answer["error_code"] = partition_error(wanted["partition_index"])
             if wanted["timestamp"] < LATEST_TIERED_TIMESTAMP:
                 answer["error_code"] = kafka.UNSUPPORTED_VERSION
+            if answer["error_code"] != kafka.NONE:
                 continue
             work.append(_list_one(gateway, topic["name"], wanted["partition_index"],
                                   wanted["timestamp"], answer, timeout_ms))
@@ -115,8 +118,8 @@ async def delete_records(gateway, header, body: dict, connection) -> dict:
 
 
 async def _delete_one(gateway, topic: str, partition: int, offset: int, answer: dict) -> None:
-    if partition < 0:   # the wire's UInt32 cannot carry it
-        answer["error_code"] = kafka.UNKNOWN_TOPIC_OR_PARTITION
+    answer["error_code"] = partition_error(partition)
+    if answer["error_code"] != kafka.NONE:
         return
     # A negative offset but -1 goes as it is: the shard refuses it as Kafka's broker
     # does (OFFSET_OUT_OF_RANGE).

@@ -16,13 +16,19 @@ epoch 0, the same space Plinth's own producers draw from, and the shard checks
 each batch's producerId and baseSequence as it does Plinth's. An epoch bump
 (KIP-360: the client sends its current id and epoch) also gets a fresh id,
 because the shard keeps sequences per producer id, and a bumped epoch starts
-its sequences at 0 again. Transactions are not supported: a transactional id
-is refused with UNSUPPORTED_VERSION.
+its sequences at 0 again. Transactions are not supported: InitProducerId with
+a transactional id is refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+which clients treat as fatal (librdkafka's rd_kafka_idemp_check_error:
+init_transactions() fails at once; it retried UNSUPPORTED_VERSION every
+500 ms until its timeout). InitProducerId has no error message field: the
+code is the whole answer. A transactional produce is refused per partition
+with UNSUPPORTED_VERSION (a client cannot get that far).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import struct
 
@@ -31,6 +37,7 @@ from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.backend import ask
 from plinth.router.kafka.plinth_errors import kafka_code, kafka_message
+from plinth.router.kafka.request_values import partition_error
 
 PRODUCE_VERSION_MIN = 3       # v2 message format (RecordBatch) and later
 _BATCH_LENGTH = struct.Struct(">i")   # RecordBatch.batchLength at byte 8
@@ -39,10 +46,14 @@ _BATCH_LENGTH_EXCLUDED_BYTES = 12     # baseOffset and batchLength precede what 
 _ACKS_KAFKA = (-1, 0, 1)
 PRODUCER_ID_BITS = 62
 
+log = logging.getLogger(__name__)
+
 
 async def init_producer_id(gateway, header, body: dict, connection) -> dict:
     if body.get("transactional_id") is not None:
-        return {"throttle_time_ms": 0, "error_code": kafka.UNSUPPORTED_VERSION,
+        log.info("Kafka InitProducerId from %s with transactional id %r refused: Plinth has "
+                 "no transactions", header.client_id, body["transactional_id"])
+        return {"throttle_time_ms": 0, "error_code": kafka.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
                 "producer_id": -1, "producer_epoch": -1}
     return {"throttle_time_ms": 0, "error_code": kafka.NONE,
             "producer_id": random.getrandbits(PRODUCER_ID_BITS), "producer_epoch": 0}
@@ -59,7 +70,7 @@ async def produce(gateway, header, body: dict, connection) -> dict | None:
             answer = {"index": data["index"], "base_offset": -1, "log_append_time_ms": -1,
                       "log_start_offset": -1, "record_errors": [], "error_message": None}
             partitions.append(answer)
-            refusal = _refusal(header.api_version, acks, body, data.get("records"))
+            refusal = _refusal(header.api_version, acks, body, data["index"], data.get("records"))
             if refusal is not None:
                 answer["error_code"], answer["error_message"] = refusal
                 continue
@@ -71,8 +82,11 @@ async def produce(gateway, header, body: dict, connection) -> dict | None:
     return {"responses": answers, "throttle_time_ms": 0}
 
 
-def _refusal(api_version: int, acks: int, body: dict, records) -> tuple[int, str] | None:
+def _refusal(api_version: int, acks: int, body: dict, partition: int,
+             records) -> tuple[int, str] | None:
     """(Kafka error code, message) if this partition's part cannot be produced."""
+    if partition < 0:
+        return partition_error(partition), f"partition {partition} is negative"
     if api_version < PRODUCE_VERSION_MIN:
         return kafka.UNSUPPORTED_VERSION, (
             f"produce v{api_version} carries the old message format; Plinth takes "

@@ -8,12 +8,19 @@ metadata each), and only a batch that fails goes a topic at a time, for each
 topic's own error.
 Kafka's -1 for the partition count or the replication factor means the
 broker's default: KAFKA_TOPIC_PARTITIONS_DEFAULT partitions (Kafka's
-num.partitions) and the server's --default-replication-factor. A
-``validate_only`` request checks the name and the counts and creates nothing.
+num.partitions) and the server's --default-replication-factor; 0 or below -1
+is refused (INVALID_PARTITIONS, INVALID_REPLICATION_FACTOR), as Kafka does,
+and so is a CreatePartitions count below 1. A
+``validate_only`` CreateTopics is answered as the create would be (the
+controller runs the same checks: name, counts, replication factor, config,
+existence; Plinth's createTopics with validateOnly) and creates nothing.
 CreatePartitions grows a topic to the count asked (Plinth's alterTopic with a
 partition count); Plinth places the new partitions itself, so manual
 assignments are refused, and ``validate_only`` checks the count against the
 topic's and changes nothing.
+A name given twice in one request (any of the three) is answered once, with
+INVALID_REQUEST, and nothing is done with it, as Kafka does; the request's
+other topics are served.
 """
 
 from __future__ import annotations
@@ -25,21 +32,54 @@ from plinth.errors import BrokerError
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.backend import ask
 from plinth.router.kafka.plinth_errors import kafka_code, kafka_message
+from plinth.router.kafka.request_values import DEFAULT, new_topic_error, partition_count_error
 
-DEFAULT = -1
 DELETE_BY_TOPIC_VERSION = 6      # DeleteTopics: topics (name or id) from here on
 
 
 async def create_topics(gateway, header, body: dict, connection) -> dict:
     validate_only = bool(body.get("validate_only"))
-    wanted = body.get("topics") or []
+    asked = body.get("topics") or []
+    twice = _named_twice(t["name"] for t in asked)
+    wanted = [t for t in asked if t["name"] not in twice]
     created = set() if validate_only else await _create_batches(gateway, wanted)
     answers = await asyncio.gather(*(_create_one(gateway, topic, validate_only)
                                      for topic in wanted if topic["name"] not in created))
-    one_at_a_time = iter(answers)   # in the request's order, as the batches' topics
-    return {"throttle_time_ms": 0, "topics": [
-        _created_answer(_new_topic(t)) if t["name"] in created else next(one_at_a_time)
-        for t in wanted]}
+    by_name = {answer["name"]: answer for answer in answers}
+    by_name.update((t["name"], _created_answer(_new_topic(t))) for t in wanted
+                   if t["name"] in created)
+    by_name.update((name, {**_duplicate(name), "num_partitions": DEFAULT,
+                           "replication_factor": DEFAULT, "configs": []}) for name in twice)
+    return {"throttle_time_ms": 0, "topics": _once_in_order(asked, by_name)}
+
+
+def _named_twice(names) -> set[str]:
+    """The names given more than once. Kafka answers each of them once, with
+    INVALID_REQUEST, and does nothing with it (ControllerApis.createTopics,
+    deleteTopics, createPartitions); the others are served. A topic id (no name,
+    DeleteTopics v6) is never a duplicate here: each is refused anyway."""
+    seen: set[str] = set()
+    twice: set[str] = set()
+    for name in names:
+        if name is not None:
+            (twice if name in seen else seen).add(name)
+    return twice
+
+
+def _duplicate(name: str) -> dict:
+    return {"name": name, "error_code": kafka.INVALID_REQUEST,
+            "error_message": f"topic {name!r} is given more than once in the request"}
+
+
+def _once_in_order(asked: list[dict], by_name: dict[str, dict]) -> list[dict]:
+    """Each name's answer once, where the request first names it."""
+    answered: set[str] = set()
+    out = []
+    for topic in asked:
+        if topic["name"] not in answered:
+            answered.add(topic["name"])
+            out.append(by_name[topic["name"]])
+    return out
 
 
 async def _create_batches(gateway, wanted: list[dict]) -> set[str]:
@@ -48,8 +88,9 @@ async def _create_batches(gateway, wanted: list[dict]) -> set[str]:
     created. A batch is all or none: one that fails (a topic exists, a name is bad, an
     ACL refuses one) is left to ``_create_one``, a topic at a time, which answers each
     topic's own error."""
-    plain = [_new_topic(t) for t in wanted if not t.get("assignments")]
-    if len(plain) < 2 or len({t.name for t in plain}) != len(plain):
+    plain = [_new_topic(t) for t in wanted
+             if not t.get("assignments") and _counts_error(t) is None]
+    if len(plain) < 2:
         return set()
     created: set[str] = set()
     for first in range(0, len(plain), limits.CREATE_TOPICS_BATCH_MAX):
@@ -61,8 +102,14 @@ async def _create_batches(gateway, wanted: list[dict]) -> set[str]:
     return created
 
 
+def _counts_error(topic: dict) -> tuple[int, str] | None:
+    return new_topic_error(topic["name"], topic.get("num_partitions", DEFAULT),
+                           topic.get("replication_factor", DEFAULT))
+
+
 def _new_topic(topic: dict) -> protocol.NewTopic:
-    """A CreateTopics topic as Plinth's: Kafka's -1 counts are the broker's defaults."""
+    """A CreateTopics topic as Plinth's: Kafka's -1 counts are the broker's defaults
+    (counts ``_counts_error`` refuses are never sent)."""
     partitions = topic.get("num_partitions", DEFAULT)
     partitions = limits.KAFKA_TOPIC_PARTITIONS_DEFAULT if partitions == DEFAULT else partitions
     factor = topic.get("replication_factor", DEFAULT)
@@ -86,15 +133,16 @@ async def _create_one(gateway, topic: dict, validate_only: bool) -> dict:
         answer["error_code"] = kafka.INVALID_REQUEST
         answer["error_message"] = "Plinth places partitions itself: assignments are refused"
         return answer
-    if validate_only:
-        try:
-            topics.validate_topic_name(name)
-            topics.validate_partition_count(name, partitions)
-        except BrokerError as exc:
-            answer["error_code"], answer["error_message"] = kafka_code(exc), kafka_message(exc)
+    refusal = _counts_error(topic)
+    if refusal is not None:
+        answer["error_code"], answer["error_message"] = refusal
         return answer
-    reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_create_topic(
-        rid, name, partitions, config, replication_factor=factor))
+    if validate_only:   # the controller's checks of a create, nothing created
+        reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_create_topics(
+            rid, [new], validate_only=True))
+    else:
+        reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_create_topic(
+            rid, name, partitions, config, replication_factor=factor))
     answer["error_code"] = kafka_code(reply.error)
     answer["error_message"] = kafka_message(reply.error)
     return answer
@@ -105,8 +153,21 @@ async def delete_topics(gateway, header, body: dict, connection) -> dict:
         names = [t["name"] for t in body["topics"]]
     else:
         names = body["topic_names"]
-    answers = await asyncio.gather(*(_delete_one(gateway, name) for name in names))
-    return {"throttle_time_ms": 0, "responses": list(answers)}
+    twice = _named_twice(names)
+    answers = await asyncio.gather(*(_delete_one(gateway, name) for name in names
+                                     if name not in twice))
+    # Topic ids (no name) are answered each; every name once, where first named.
+    unnamed = iter(a for a in answers if a["name"] is None)
+    by_name = {a["name"]: a for a in answers if a["name"] is not None}
+    by_name.update((name, _duplicate(name)) for name in twice)
+    responses, answered = [], set()
+    for name in names:
+        if name is None:
+            responses.append(next(unnamed))
+        elif name not in answered:
+            answered.add(name)
+            responses.append(by_name[name])
+    return {"throttle_time_ms": 0, "responses": responses}
 
 
 async def _delete_one(gateway, name: str | None) -> dict:
@@ -124,9 +185,13 @@ async def _delete_one(gateway, name: str | None) -> dict:
 
 async def create_partitions(gateway, header, body: dict, connection) -> dict:
     validate_only = bool(body.get("validate_only"))
+    asked = body.get("topics") or []
+    twice = _named_twice(t["name"] for t in asked)
     results = await asyncio.gather(*(_grow_one(gateway, topic, validate_only)
-                                     for topic in body.get("topics") or []))
-    return {"throttle_time_ms": 0, "results": list(results)}
+                                     for topic in asked if topic["name"] not in twice))
+    by_name = {result["name"]: result for result in results}
+    by_name.update((name, _duplicate(name)) for name in twice)
+    return {"throttle_time_ms": 0, "results": _once_in_order(asked, by_name)}
 
 
 async def _grow_one(gateway, topic: dict, validate_only: bool) -> dict:
@@ -135,6 +200,10 @@ async def _grow_one(gateway, topic: dict, validate_only: bool) -> dict:
     if topic.get("assignments"):
         result["error_code"] = kafka.INVALID_REPLICA_ASSIGNMENT
         result["error_message"] = "Plinth places partitions itself: assignments are refused"
+        return result
+    refusal = partition_count_error(name, count)
+    if refusal is not None:
+        result["error_code"], result["error_message"] = refusal
         return result
     if validate_only:
         reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_topic_request(

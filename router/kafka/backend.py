@@ -24,6 +24,15 @@ with a key. Which user a call is made for is ``PRINCIPAL``, a context
 variable the gateway sets in each request's task (tasks it starts inherit
 it), so the handlers pass nothing. Without CurveZMQ there is one DEALER.
 
+Values a Plinth request cannot carry. A Kafka request's numbers are int32 and
+int16; Plinth's fields for some are unsigned (a partition, a partition's max
+bytes, a replication factor). The handlers refuse the values Kafka refuses
+with Kafka's own codes before encoding (a partition of -1 is
+UNKNOWN_TOPIC_OR_PARTITION), and ``ask`` turns an encoder's refusal of any
+value they missed into that one entry's error (malformedRequest: Kafka's
+INVALID_REQUEST) instead of a failed handler, which would close the client's
+connection with every request pipelined on it.
+
 Bounds: at most KAFKA_BACKEND_REQUESTS_IN_FLIGHT_MAX requests wait for a
 reply at once (a semaphore; the listener's per-connection bound keeps one
 client from taking them all), and each waits at most its deadline, after
@@ -36,13 +45,16 @@ import asyncio
 import contextvars
 import itertools
 import logging
+import struct
 from collections.abc import Callable
 
+import capnp
 import zmq
 import zmq.asyncio
 
 from plinth import limits, protocol
-from plinth.errors import ClosedError, MalformedReplyError, PlinthError, PlinthTimeoutError
+from plinth.errors import (ClosedError, MalformedReplyError, MalformedRequestError, PlinthError,
+                           PlinthTimeoutError)
 
 log = logging.getLogger(__name__)
 
@@ -165,10 +177,30 @@ async def ask(backend, encode: Callable[[int], bytes], payload=None,
               ) -> tuple[protocol.ReplyView, zmq.Frame | None]:
     """One Plinth request, ``encode(request_id) -> header``, and its reply: (reply,
     payload frame or None). A client-side failure (no reply within ``timeout_ms``,
-    the listener stopping) comes back as a reply whose ``error`` is that error, so
-    that a handler reads one ``reply.error`` whatever went wrong. Event loop."""
+    the listener stopping, a value the request cannot carry) comes back as a reply
+    whose ``error`` is that error, so that a handler reads one ``reply.error``
+    whatever went wrong. Event loop."""
     request_id = backend.next_request_id()
     try:
-        return await backend.call(request_id, encode(request_id), payload, timeout_ms)
+        header = encode(request_id)
     except PlinthError as exc:
         return protocol.ReplyView(request_id, "none", exc), None
+    except _UNENCODABLE as exc:
+        return protocol.ReplyView(request_id, "none", _unencodable(exc)), None
+    try:
+        return await backend.call(request_id, header, payload, timeout_ms)
+    except PlinthError as exc:
+        return protocol.ReplyView(request_id, "none", exc), None
+
+
+# What Plinth's encoders raise for a value that its field cannot hold: pycapnp's
+# KjException (a negative number in a UInt32), struct.error (protocol_hot.py's
+# fixed layouts), OverflowError and ValueError.
+_UNENCODABLE = (capnp.KjException, struct.error, OverflowError, ValueError)
+
+
+def _unencodable(exc: Exception) -> MalformedRequestError:
+    # pycapnp's message ends with a native stack trace: keep its first line.
+    reason = str(exc).split("\nstack:", 1)[0].strip()
+    return MalformedRequestError(f"the Kafka request holds a value that Plinth's request "
+                                 f"cannot carry: {reason}")

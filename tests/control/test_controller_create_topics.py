@@ -9,7 +9,8 @@ import ray.exceptions
 
 from plinth import limits
 from plinth.control import placement
-from plinth.errors import InvalidConfigError, InvalidTopicError, TopicExistsError, UnavailableError
+from plinth.errors import (InvalidConfigError, InvalidReplicationFactorError, InvalidTopicError,
+                           TopicExistsError, UnavailableError)
 from plinth.protocol import NewTopic
 from tests.control.broker_without_ray import TWO
 
@@ -50,6 +51,30 @@ def test_a_batch_with_one_refused_topic_creates_none_and_names_it(brokers, refus
     with pytest.raises(error, match=message):
         broker.controller.create_topics([NewTopic("new-1", 1, {}), refused, NewTopic("new-2", 2, {})])
     # And none of the batch exists: not listed, not saved, not counted on a shard
+    assert [i.name for i in broker.controller.list_topics()] == ["orders"]
+    assert sorted(broker.metadata_on_disk().topics) == ["orders"]
+    assert all(broker.manifest(s).partition_counts == {"orders": 1} for s in TWO)
+
+
+@pytest.mark.parametrize("refused, error, message", [
+    (NewTopic("orders", 1, {}), TopicExistsError, "topic 'orders' already exists"),
+    (NewTopic("fine", 1, {}, replication_factor=3), InvalidReplicationFactorError,
+     "replication factor 3 is more than the broker's 2 shards"),
+    (NewTopic("fine", 1, {"retention.ms": "x"}), InvalidConfigError, "retention.ms"),
+])
+def test_validating_new_topics_refuses_what_creating_them_would_and_creates_nothing(
+        brokers, refused, error, message):
+    # Given a broker of two shards holding one topic
+    broker = brokers(2)
+    broker.controller.create_topic("orders", 1, {})
+    # When a topic that a create would refuse is validated, Then the same refusal comes
+    with pytest.raises(error, match=message):
+        broker.controller.validate_new_topics([refused])
+    with pytest.raises(error, match=message):
+        broker.controller.create_topics([refused])
+    # And a good one is answered as created, but is not
+    [info] = broker.controller.validate_new_topics([NewTopic("good", 3, {"retention.ms": "9"})])
+    assert (info.name, info.partitions, info.config["retention.ms"]) == ("good", 3, "9")
     assert [i.name for i in broker.controller.list_topics()] == ["orders"]
     assert sorted(broker.metadata_on_disk().topics) == ["orders"]
     assert all(broker.manifest(s).partition_counts == {"orders": 1} for s in TWO)

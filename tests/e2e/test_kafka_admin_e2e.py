@@ -18,8 +18,10 @@ import pytest
 
 from plinth.client.admin import Admin
 from plinth.router.kafka import codec
+from plinth.router.kafka.error_codes import INVALID_REQUEST
 from plinth.router.kafka.messages import (
-    CREATE_ACLS, DELETE_ACLS, DESCRIBE_ACLS, DESCRIBE_LOG_DIRS, DESCRIBE_TOPIC_PARTITIONS)
+    CREATE_ACLS, CREATE_PARTITIONS, CREATE_TOPICS, DELETE_ACLS, DELETE_TOPICS, DESCRIBE_ACLS,
+    DESCRIBE_LOG_DIRS, DESCRIBE_TOPIC_PARTITIONS)
 from tests.router.kafka.kafka_python_bridge import flexible, random_body
 from plinth.client.producer import Producer
 from tests.support import unique_topic, wait_until
@@ -222,3 +224,53 @@ def assert_explained(answer) -> None:
     elif isinstance(answer, list):
         for value in answer:
             assert_explained(value)
+
+
+def test_a_topic_named_twice_is_answered_once_as_an_invalid_request_and_nothing_is_done(
+        kafka_broker):
+    # Given names for a new topic, an existing one and a topic to delete
+    new, other, existing = unique_topic("dup"), unique_topic("dup"), create(kafka_broker, 1)
+    plain = {"num_partitions": 1, "replication_factor": -1, "assignments": [], "configs": []}
+    # When CreateTopics names the new one twice, beside another
+    created = raw_request(kafka_broker, CREATE_TOPICS, 5, {"topics": [
+        {"name": new, **plain}, {"name": other, **plain}, {"name": new, **plain}],
+        "timeout_ms": 5_000, "validate_only": False})
+    # Then each name is answered once, the twice-named one INVALID_REQUEST, the other created
+    assert [(t["name"], t["error_code"]) for t in created["topics"]] == [
+        (new, INVALID_REQUEST), (other, 0)]
+    # And CreatePartitions and DeleteTopics of a topic named twice do nothing with it
+    grown = raw_request(kafka_broker, CREATE_PARTITIONS, 2, {"topics": [
+        {"name": existing, "count": 2, "assignments": None},
+        {"name": existing, "count": 3, "assignments": None}],
+        "timeout_ms": 5_000, "validate_only": False})
+    assert [(r["name"], r["error_code"]) for r in grown["results"]] == [(existing, INVALID_REQUEST)]
+    deleted = raw_request(kafka_broker, DELETE_TOPICS, 4, {
+        "topic_names": [existing, other, existing], "timeout_ms": 5_000})
+    assert [(r["name"], r["error_code"]) for r in deleted["responses"]] == [
+        (existing, INVALID_REQUEST), (other, 0)]
+    with Admin(broker=kafka_broker.url) as admin:
+        names = admin.list_topics()
+        assert new not in names and other not in names
+        assert admin.describe_topic(existing).partitions == 1
+
+
+@pytest.mark.parametrize("topic, code", [
+    ({"num_partitions": 1, "replication_factor": -1, "configs": []}, 0),
+    ({"num_partitions": 3, "replication_factor": 9, "configs": []}, 38),   # INVALID_REPLICATION_FACTOR
+    ({"num_partitions": 1, "replication_factor": -1,
+      "configs": [{"name": "retention.ms", "value": "x"}]}, 40),           # INVALID_CONFIG
+    ("existing", 36),                                                       # TOPIC_ALREADY_EXISTS
+], ids=["good", "replication-factor", "config", "exists"])
+def test_validate_only_create_topics_answers_as_the_create_would_and_creates_nothing(
+        kafka_broker, topic, code):
+    # Given a topic to create (or one that exists)
+    name = create(kafka_broker, 1) if topic == "existing" else unique_topic("valid")
+    fields = {"num_partitions": 1, "replication_factor": -1, "configs": []} \
+        if topic == "existing" else topic
+    # When CreateTopics validates it only
+    answer = raw_request(kafka_broker, CREATE_TOPICS, 5, {"topics": [
+        {"name": name, "assignments": [], **fields}], "timeout_ms": 5_000, "validate_only": True})
+    # Then its answer is the create's, and nothing new exists
+    assert [(t["name"], t["error_code"]) for t in answer["topics"]] == [(name, code)]
+    with Admin(broker=kafka_broker.url) as admin:
+        assert (name in admin.list_topics()) == (topic == "existing")

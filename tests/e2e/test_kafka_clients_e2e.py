@@ -174,6 +174,30 @@ def test_confluent_kafka_produces_every_compression_type_and_both_clients_read_i
     assert [r.value for r in _plinth_records(kafka_broker, topic, len(values))] == values
 
 
+TRANSACTIONS_FAIL_WITHIN_S = 5   # librdkafka retried UNSUPPORTED_VERSION until its timeout
+
+
+def test_a_transactional_confluent_kafka_producer_fails_at_once_with_a_fatal_error(
+        kafka_broker):
+    import time
+
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka import Producer as KafkaProducer
+
+    # Given a transactional producer (Plinth has no transactions)
+    producer = KafkaProducer({"bootstrap.servers": kafka_broker.kafka_address,
+                              "transactional.id": unique_topic("tx")})
+    # When it initializes its transactions, allowing itself TIMEOUT_S
+    started_s = time.monotonic()
+    with pytest.raises(KafkaException) as raised:
+        producer.init_transactions(TIMEOUT_S)
+    # Then it fails within seconds, fatally, naming the transactional id's refusal
+    assert time.monotonic() - started_s < TRANSACTIONS_FAIL_WITHIN_S
+    error = raised.value.args[0]
+    assert error.fatal()
+    assert error.code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+
+
 def _poll_confluent(consumer, got: list) -> int:
     message = consumer.poll(0.2)
     if message is not None:

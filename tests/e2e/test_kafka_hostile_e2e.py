@@ -24,7 +24,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from plinth.client.admin import Admin
 from plinth.router.kafka import codec
-from plinth.router.kafka.messages import API_VERSIONS, METADATA, PRODUCE
+from plinth.router.kafka import error_codes as kafka
+from plinth.router.kafka.messages import (API_VERSIONS, CREATE_PARTITIONS, CREATE_TOPICS,
+                                          DELETE_RECORDS, FETCH, LIST_OFFSETS, METADATA,
+                                          OFFSET_COMMIT, PRODUCE)
 from tests.conftest import Broker
 from tests.support import free_port, unique_topic
 
@@ -267,6 +270,134 @@ def test_names_that_are_not_utf8_and_array_counts_of_two_billion_are_refused_cle
     assert assert_clean(kafka_broker.kafka_host_port, huge_topics)[0] == "closed"
     # A client id that is not UTF-8 (a label only): served or closed, never a hang
     assert_clean(kafka_broker.kafka_host_port, bytes(bad_client_id))
+
+
+# --- numbers out of range: each refused for its own entry ---------------------------
+# A Kafka int32 or int16 that Plinth's request cannot carry (a negative partition, a
+# count or replication factor of 0 or below -1, a negative partition_max_bytes):
+# (api, version, body of the value and the topic, the entries' error codes in the
+# response, the values drawn, the code the bad entry gets). Where the request has
+# room for it, a good entry (partition 0 of the topic) rides along and is served.
+
+def _partition_codes(key: str):
+    return lambda body: [p["error_code"] for t in body[key] for p in t[
+        "partitions" if "partitions" in t else "partition_responses"]]
+
+
+def _topic_codes(key: str):
+    return lambda body: [t["error_code"] for t in body[key]]
+
+
+NEGATIVE_INT32 = st.integers(-2**31, -1)
+COUNTS_REFUSED_INT32 = st.integers(-2**31, 0).filter(lambda v: v != -1)
+COUNTS_REFUSED_INT16 = st.integers(-2**15, 0).filter(lambda v: v != -1)
+
+OUT_OF_RANGE = {
+    "list-offsets-partition": (
+        LIST_OFFSETS, 1, lambda v, topic: {"replica_id": -1, "topics": [{"name": topic, "partitions": [
+            {"partition_index": v, "timestamp": -1}, {"partition_index": 0, "timestamp": -1}]}]},
+        _partition_codes("topics"), NEGATIVE_INT32, kafka.UNKNOWN_TOPIC_OR_PARTITION),
+    "fetch-partition": (
+        FETCH, 4, lambda v, topic: {"replica_id": -1, "max_wait_ms": 0, "min_bytes": 1,
+                                    "max_bytes": 1 << 20, "isolation_level": 0,
+                                    "topics": [{"topic": topic, "partitions": [
+                                        {"partition": v, "fetch_offset": 0,
+                                         "partition_max_bytes": 1 << 16},
+                                        {"partition": 0, "fetch_offset": 0,
+                                         "partition_max_bytes": 1 << 16}]}]},
+        lambda body: [p["error_code"] for t in body["responses"] for p in t["partitions"]],
+        NEGATIVE_INT32, kafka.UNKNOWN_TOPIC_OR_PARTITION),
+    "fetch-partition-max-bytes": (
+        FETCH, 4, lambda v, topic: {"replica_id": -1, "max_wait_ms": 0, "min_bytes": 1,
+                                    "max_bytes": 1 << 20, "isolation_level": 0,
+                                    "topics": [{"topic": topic, "partitions": [
+                                        {"partition": 0, "fetch_offset": 0,
+                                         "partition_max_bytes": v},
+                                        {"partition": 0, "fetch_offset": 0,
+                                         "partition_max_bytes": 1 << 16}]}]},
+        lambda body: [p["error_code"] for t in body["responses"] for p in t["partitions"]],
+        NEGATIVE_INT32, kafka.INVALID_REQUEST),
+    "produce-partition": (
+        PRODUCE, PRODUCE_VERSION, lambda v, topic: {
+            "transactional_id": None, "acks": -1, "timeout_ms": 5_000,
+            "topic_data": [{"name": topic, "partition_data": [
+                {"index": v, "records": good_batch()}, {"index": 0, "records": good_batch()}]}]},
+        _partition_codes("responses"), NEGATIVE_INT32, kafka.UNKNOWN_TOPIC_OR_PARTITION),
+    "delete-records-partition": (
+        DELETE_RECORDS, 1, lambda v, topic: {"timeout_ms": 5_000, "topics": [
+            {"name": topic, "partitions": [{"partition_index": v, "offset": 0},
+                                           {"partition_index": 0, "offset": 0}]}]},
+        _partition_codes("topics"), NEGATIVE_INT32, kafka.UNKNOWN_TOPIC_OR_PARTITION),
+    "offset-commit-partition": (
+        OFFSET_COMMIT, 2, lambda v, topic: {
+            "group_id": "hostile-commit", "generation_id_or_member_epoch": -1, "member_id": "",
+            "retention_time_ms": -1, "topics": [{"name": topic, "partitions": [
+                {"partition_index": v, "committed_offset": 0, "committed_metadata": None}]}]},
+        _partition_codes("topics"), NEGATIVE_INT32, kafka.UNKNOWN_TOPIC_OR_PARTITION),
+    "create-partitions-count": (
+        CREATE_PARTITIONS, 0, lambda v, topic: {"topics": [
+            {"name": topic, "count": v, "assignments": None}], "timeout_ms": 5_000,
+            "validate_only": False},
+        _topic_codes("results"), COUNTS_REFUSED_INT32, kafka.INVALID_PARTITIONS),
+    "create-topics-partitions": (
+        CREATE_TOPICS, 0, lambda v, topic: {"topics": [
+            {"name": topic + "-new", "num_partitions": v, "replication_factor": -1,
+             "assignments": [], "configs": []}], "timeout_ms": 5_000},
+        _topic_codes("topics"), COUNTS_REFUSED_INT32, kafka.INVALID_PARTITIONS),
+    "create-topics-replication-factor": (
+        CREATE_TOPICS, 0, lambda v, topic: {"topics": [
+            {"name": topic + "-new", "num_partitions": 1, "replication_factor": v,
+             "assignments": [], "configs": []}], "timeout_ms": 5_000},
+        _topic_codes("topics"), COUNTS_REFUSED_INT16, kafka.INVALID_REPLICATION_FACTOR),
+}
+
+
+def pipelined(address, api, version: int, body: dict) -> tuple[dict, bool]:
+    """Send a request and an ApiVersions behind it on one connection: (the request's
+    response body, whether the ApiVersions was answered too)."""
+    with connect(address) as sock:
+        sock.sendall(request(api, version, 41, body) + request(
+            API_VERSIONS, 3, 42, {"client_software_name": "probe"}))
+        answers = []
+        for key, answer_version in ((api.key, version), (API_VERSIONS.key, 3)):
+            size = read_exactly(sock, 4)
+            assert size is not None, f"the connection was closed after {len(answers)} answers"
+            answers.append(codec.decode_response(key, answer_version, read_exactly(
+                sock, struct.unpack(">i", size)[0])))
+    (first_id, first), (second_id, second) = answers
+    return first, (first_id, second_id, second["error_code"]) == (41, 42, 0)
+
+
+@pytest.fixture(scope="module")
+def numbers_topic(kafka_broker) -> str:
+    """A topic of its own (the produce case writes to it)."""
+    name = unique_topic("numbers")
+    with Admin(broker=kafka_broker.url) as admin:
+        admin.create_topic(name, partitions=1)
+    return name
+
+
+@pytest.mark.parametrize("case", sorted(OUT_OF_RANGE))
+def test_a_number_out_of_range_is_refused_for_its_entry_alone_and_the_connection_goes_on(
+        kafka_broker, numbers_topic, case):
+    api, version, body_of, codes_of, values, refused_with = OUT_OF_RANGE[case]
+
+    @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(value=values)
+    def check(value):
+        # Given a request whose one entry holds the value; when it is sent, pipelined
+        # with an ApiVersions behind it
+        body, next_answered = pipelined(kafka_broker.kafka_host_port, api, version,
+                                        body_of(value, numbers_topic))
+        # Then the bad entry is refused with Kafka's code, a good one beside it is not,
+        # and the request behind it on the same connection is answered
+        codes = codes_of(body)
+        assert codes[0] == refused_with, (value, codes)
+        assert all(code != refused_with for code in codes[1:]), (value, codes)
+        assert next_answered
+
+    check()
+    assert still_serves(kafka_broker.kafka_host_port)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))

@@ -317,6 +317,13 @@ def test_create_topics_round_trips_every_topic_in_order():
     assert decoded == protocol.CreateTopicsRequest(7, tuple(new_topics))
 
 
+def test_a_validate_only_create_topics_round_trips_its_flag():
+    new_topics = [protocol.NewTopic("a", 1, {}, 2)]
+    decoded = protocol.decode_request(protocol.encode_create_topics(7, new_topics,
+                                                                    validate_only=True))
+    assert decoded == protocol.CreateTopicsRequest(7, tuple(new_topics), validate_only=True)
+
+
 def test_the_largest_create_topics_without_config_fits_a_header():
     new_topics = [protocol.NewTopic(f"{i:03d}" + "t" * (limits.TOPIC_NAME_BYTES_MAX - 3), 1, {})
                   for i in range(limits.CREATE_TOPICS_BATCH_MAX)]

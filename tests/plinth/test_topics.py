@@ -223,3 +223,20 @@ def test_topic_ids_are_32_lowercase_hex_digits_and_never_repeat():
     assert len(ids) == 1000 and all(topics.is_topic_id(i) for i in ids)
     for not_an_id in ("", "0" * 31, "0" * 33, "A" * 32, "g" * 32, None, 7):
         assert not topics.is_topic_id(not_an_id)
+
+
+@pytest.mark.parametrize("policy", ["delete", "delete,delete", " delete "])
+def test_cleanup_policy_delete_is_accepted_as_what_every_topic_does(policy):
+    config = normalize_topic_config("t", {"cleanup.policy": policy, "retention.ms": "5"})
+    assert config == normalize_topic_config("t", {"retention.ms": "5"})
+
+
+@pytest.mark.parametrize("policy", ["compact", "compact,delete", "delete,compact", ""])
+def test_cleanup_policy_compact_is_refused_saying_plinth_has_no_compaction(policy):
+    with pytest.raises(InvalidConfigError, match="Plinth has no log compaction"):
+        normalize_topic_config("t", {"cleanup.policy": policy})
+
+
+def test_cleanup_policy_may_be_deleted_from_a_topics_config():
+    assert topics.config_without("t", {"retention.ms": "5"}, {}, ["cleanup.policy"]) == {
+        "retention.ms": "5"}
