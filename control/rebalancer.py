@@ -534,20 +534,28 @@ class Rebalancer:
         infos = wait_all({s: self._shards[s].partition_infos(pids)
                           for s, pids in candidates.items() if s in self._shards},
                          limits.STATUS_CALL_TIMEOUT_S)
-        for shard_id, got in sorted(infos.items()):
-            if isinstance(got, BrokerError):
-                continue   # down: ask again next time
-            for pid, info in zip(candidates[shard_id], got):
-                if _holds_nothing(info):
-                    self._forget(shard_id, pid)
+        emptied = {shard_id: pids for shard_id, got in sorted(infos.items())
+                   if not isinstance(got, BrokerError)   # down: ask again next time
+                   if (pids := [pid for pid, info in zip(candidates[shard_id], got)
+                                if _holds_nothing(info)])}
+        if emptied:
+            self._forget(emptied)
 
-    def _forget(self, shard_id: str, pid: PartitionId) -> None:
-        self._metadata.topics[pid.topic].forget_ranges_on(pid.partition, shard_id)
-        # Not waited for: a shard that misses it keeps an empty directory.
-        self._shards[shard_id].delete_partitions([pid], keep_remote=True)
+    def _forget(self, emptied: dict[str, list[PartitionId]]) -> None:
+        """Forget each shard's emptied ranges in one save, then delete its logs of them
+        in one call (one save and one call per range took 20-50 ms each: a shard
+        removed from 2,000 partitions held the controller for over a minute)."""
+        for shard_id, pids in emptied.items():
+            for pid in pids:
+                self._metadata.topics[pid.topic].forget_ranges_on(pid.partition, shard_id)
         self._save()
-        log.info("%s-%d: retention emptied its range on %s; forgot it", pid.topic,
-                 pid.partition, shard_id)
+        for shard_id, pids in emptied.items():
+            # Not waited for: a shard that misses it keeps empty directories.
+            self._shards[shard_id].delete_partitions(pids, keep_remote=True)
+            log.info("retention emptied the ranges of %d partitions on %s (%s); forgot them",
+                     len(pids), shard_id, ", ".join(f"{pid.topic}-{pid.partition}"
+                                                    for pid in pids[:5])
+                     + (", ..." if len(pids) > 5 else ""))
 
 
 def _holds_nothing(info: protocol.PartitionInfo) -> bool:

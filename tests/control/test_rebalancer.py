@@ -8,9 +8,11 @@ import pytest
 import ray.exceptions
 
 from plinth import protocol
+from plinth.control import metadata as metadata_module
 from plinth.control import placement
 from plinth.errors import InvalidConfigError, UnavailableError
 from tests.control.broker_without_ray import THREE, TWO, group_that_moves, topic_that_moves
+from plinth.shards.shard_calls import PartitionId
 from tests.in_process_shards import ControllerCrash
 from tests.shard_requests import commit_offsets, committed_offsets, produce
 from tests.support import wait_until
@@ -198,6 +200,35 @@ def test_a_removed_shard_retires_once_retention_has_deleted_its_last_range(broke
                timeout_s=30, interval_s=0.5)
     metadata = broker.metadata_on_disk()
     assert metadata.draining == [] and metadata.topics[topic].ranges_of(partition)[0].shard_id != "shard-2"
+
+
+def test_ranges_retention_emptied_on_a_removed_shard_are_forgotten_in_one_save(
+        brokers, monkeypatch):
+    # Given a removed shard that keeps the older ranges of several partitions, each with a
+    # record, until retention deleted every one of them
+    broker = brokers(3)
+    topic = topic_that_moves(16, TWO, THREE, moving_min=4)
+    broker.controller.create_topic(topic, 16, {})
+    held = [p for p in range(16) if placement.shard_for(topic, p, THREE) == "shard-2"]
+    for partition in held:
+        broker.produce(topic, partition, [b"old"])
+    broker.controller.remove_shards(1)
+    broker.controller.alter_topic(topic, {"retention.ms": "1"})
+    shard = broker.shards.handles["shard-2"]
+    pids = [PartitionId(topic, p) for p in held]
+    wait_until(lambda: all(i.size_bytes == 0 for i in shard.partition_infos(pids).result()),
+               timeout_s=30, interval_s=0.5)
+    # When the controller next prunes the ranges
+    writes = []
+    real_write = metadata_module.write_file_atomically
+    monkeypatch.setattr(metadata_module, "write_file_atomically",
+                        lambda *args, **kw: (writes.append(args[0]), real_write(*args, **kw)))
+    broker.controller.status()
+    # Then it forgot every one of them, writing the metadata once for them all (and once
+    # more for the shard's retirement)
+    metadata = broker.metadata_on_disk()
+    assert all(r.shard_id != "shard-2" for p in held for r in metadata.topics[topic].ranges_of(p))
+    assert metadata.draining == [] and len(held) >= 4 and len(writes) == 2
 
 
 def test_removing_every_shard_or_adding_beyond_the_limit_is_refused(brokers):
