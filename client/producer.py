@@ -218,7 +218,15 @@ class Producer(RecordSending):
         return count
 
     def flush(self, timeout: float | None = None) -> None:
-        """Send everything queued and wait for every acknowledgement (or error)."""
+        """Send everything queued and wait for every acknowledgement (or error);
+        PlinthTimeoutError after ``timeout`` seconds (None: no limit). Any thread;
+        ClosedError once the producer is closed (its sender is gone: nothing would
+        send, and close() already waited for what it could)."""
+        if self._closed:
+            raise ClosedError("producer is closed: flush() has nothing to send with")
+        self._flush(timeout)
+
+    def _flush(self, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
         pending = self._accumulator.begin_flush()
         try:
@@ -237,7 +245,7 @@ class Producer(RecordSending):
         self._closed = True
         self._accumulator.refuse_appends()
         try:
-            self.flush(timeout)
+            self._flush(timeout)
         except PlinthTimeoutError:
             pass   # what is left fails below, in the sender
         finally:

@@ -146,7 +146,7 @@ class AIOProducer:
         records._closed = True
         self._accumulator.refuse_appends()
         try:
-            await self.flush(timeout)
+            await self._flush(timeout)
         except PlinthTimeoutError:
             pass   # what is left fails in the sender task
         finally:
@@ -240,9 +240,15 @@ class AIOProducer:
 
     async def flush(self, timeout: float | None = None) -> None:
         """Send everything queued and await every acknowledgement (or error);
-        PlinthTimeoutError after ``timeout`` seconds (None: no limit)."""
+        PlinthTimeoutError after ``timeout`` seconds (None: no limit); ClosedError
+        once stop() began (the sender task is ending: nothing would send)."""
         if self._records is None:
             return
+        if self._records._closed:
+            raise ClosedError("producer is stopped: flush() has nothing to send with")
+        await self._flush(timeout)
+
+    async def _flush(self, timeout: float | None) -> None:
         pending = self._accumulator.begin_flush()
         try:
             waiting = [result.waiter() for result in pending if not result.done()]

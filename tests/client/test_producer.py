@@ -152,6 +152,23 @@ def test_a_header_that_is_not_bytes_is_refused_and_every_pending_record_is_still
 TOPICS = {"t": PARTITIONS, "single": 1}
 
 
+def test_flush_after_close_raises_closed_error_and_writes_to_no_file_that_reused_a_freed_fd(
+        broker, tmp_path):
+    # Given a closed producer, whose wake-up pipe's fd numbers files opened since took
+    producer = Producer(broker=broker.url, linger_ms=0)
+    producer.send("t", b"x", partition=0).get(GET_TIMEOUT_S)
+    producer.close()
+    files = [open(tmp_path / f"victim{i}.txt", "w") for i in range(8)]
+    try:
+        # When it is flushed / Then ClosedError, and no file got a byte
+        with pytest.raises(ClosedError, match="producer is closed"):
+            producer.flush(timeout=1)
+    finally:
+        for f in files:
+            f.close()
+    assert [(tmp_path / f"victim{i}.txt").stat().st_size for i in range(8)] == [0] * 8
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=send_calls.calls(TOPICS),
        options=st.fixed_dictionaries({"linger_ms": st.sampled_from([0, 20, 60_000]),

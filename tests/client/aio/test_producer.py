@@ -175,3 +175,15 @@ def test_flush_awaits_every_acknowledgement_and_times_out_naming_the_seconds(bro
                 broker.release()
 
     run(scenario())
+
+
+def test_flush_after_stop_raises_closed_error(broker):
+    async def scenario():
+        producer = AIOProducer(broker=broker.url, linger_ms=0)
+        await producer.start()
+        await producer.send_and_wait("t", b"x", partition=0)
+        await producer.stop()
+        with pytest.raises(ClosedError, match="producer is stopped"):
+            await producer.flush(1)
+
+    run(scenario())
