@@ -36,6 +36,7 @@ from typing import NamedTuple
 
 from plinth import limits, protocol
 from plinth.client.admin import Admin
+from plinth.client.arguments import checked_int, checked_ms, checked_str, checked_topic_names
 from plinth.client.connection import Connection, broker_address
 from plinth.client.consumer_base import ConsumerBase, group_option
 from plinth.client.fetcher import Fetcher, PartitionState, TopicPartition
@@ -61,16 +62,36 @@ class OffsetAndTimestamp(NamedTuple):
 
 
 def check_options(topics, auto_offset_reset: str, fetch_max_bytes: int, fetch_max_wait_ms: int,
-                  group: str | None) -> None:
-    """ValueError for an option out of range (Consumer's and AIOConsumer's, alike)."""
+                  group: str | None, *, request_timeout_ms: float, max_poll_records: int,
+                  session_timeout_ms: int, group_assignor: str) -> None:
+    """TypeError or ValueError for an option out of range (Consumer's and AIOConsumer's,
+    alike): checked here rather than refused by the group's coordinator in every
+    heartbeat, which the consumer would only log."""
+    checked_topic_names("topics", topics)
     if auto_offset_reset not in OFFSET_RESETS:
         raise ValueError(f"auto_offset_reset={auto_offset_reset!r} is not one of {OFFSET_RESETS}")
-    if not 0 < fetch_max_bytes <= limits.FETCH_BYTES_MAX:
-        raise ValueError(f"fetch_max_bytes={fetch_max_bytes} must be 1..{limits.FETCH_BYTES_MAX}")
-    if not 0 <= fetch_max_wait_ms <= limits.FETCH_WAIT_MS_MAX:
-        raise ValueError(f"fetch_max_wait_ms={fetch_max_wait_ms} must be 0..{limits.FETCH_WAIT_MS_MAX}")
+    checked_int("fetch_max_bytes", fetch_max_bytes, 1, limits.FETCH_BYTES_MAX)
+    checked_int("fetch_max_wait_ms", fetch_max_wait_ms, 0, limits.FETCH_WAIT_MS_MAX)
+    # 0 ms would time every request out at once ("within 1 ms").
+    checked_ms("request_timeout_ms", request_timeout_ms, 1)
+    checked_int("max_poll_records", max_poll_records, 1, limits.CONSUMER_POLL_RECORDS_MAX)
+    checked_int("session_timeout_ms", session_timeout_ms, limits.SESSION_TIMEOUT_MS_MIN,
+                limits.SESSION_TIMEOUT_MS_MAX)
+    checked_str("group_assignor", group_assignor)
+    if group_assignor not in ("",) + protocol.GROUP_ASSIGNORS:
+        raise ValueError(f"group_assignor={group_assignor!r} is not one of "
+                         f"{protocol.GROUP_ASSIGNORS} (or '': the group's, else the default)")
+    if group is not None:
+        checked_str("group", group)
     if group is not None and not topics:
         raise ValueError("a consumer in a group needs topics: Consumer('topic', group=...)")
+
+
+def checked_max_records(max_records: int | None, default: int) -> int:
+    """poll's and getmany's ``max_records``: None means ``default`` (max_poll_records)."""
+    if max_records is None:
+        return default
+    return checked_int("max_records", max_records, 1, limits.CONSUMER_POLL_RECORDS_MAX)
 
 
 class Consumer(ConsumerBase):
@@ -93,7 +114,9 @@ class Consumer(ConsumerBase):
         """``direct_to_shards``: fetch straight from the leader shard's direct socket
         where the broker offers one (as Producer's); False: through the router."""
         group = group_option(group, group_id)
-        check_options(topics, auto_offset_reset, fetch_max_bytes, fetch_max_wait_ms, group)
+        check_options(topics, auto_offset_reset, fetch_max_bytes, fetch_max_wait_ms, group,
+                      request_timeout_ms=request_timeout_ms, max_poll_records=max_poll_records,
+                      session_timeout_ms=session_timeout_ms, group_assignor=group_assignor)
         self.auto_offset_reset = auto_offset_reset
         self.request_timeout_ms = request_timeout_ms
         self.consumer_timeout_ms = consumer_timeout_ms
@@ -218,7 +241,7 @@ class Consumer(ConsumerBase):
 
     def poll(self, timeout_ms: float = 0, max_records: int | None = None) -> dict[TopicPartition, list[ConsumerRecord]]:
         """Records ready within ``timeout_ms``, at most ``max_records`` of them."""
-        out = self._poll(timeout_ms, max_records or self.max_poll_records)
+        out = self._poll(timeout_ms, checked_max_records(max_records, self.max_poll_records))
         partitions = self._fetcher.partitions
         for tp, records in out.items():
             partitions[tp].position = records[-1].offset + 1

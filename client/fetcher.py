@@ -283,7 +283,10 @@ class Fetcher:
 
     def take(self, max_records: int) -> dict[TopicPartition, list[ConsumerRecord]]:
         """Buffered records, at most ``max_records``, starting one partition further each
-        call (fairness). Positions are the caller's to move."""
+        call (fairness). Positions are the caller's to move. ValueError for
+        ``max_records`` < 1, which could never hand out a record."""
+        if max_records < 1:
+            raise ValueError(f"max_records={max_records} must be 1 or more")
         out: dict[TopicPartition, list[ConsumerRecord]] = {}
         items = list(self.partitions.items())
         if not items:

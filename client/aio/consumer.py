@@ -46,7 +46,8 @@ from plinth.client.aio.admin import AIOAdmin
 from plinth.client.aio.connection import AIOConnection
 from plinth.client.aio.group_membership import AIOGroupMembership
 from plinth.client.connection import broker_address
-from plinth.client.consumer import OffsetAndTimestamp, check_options
+from plinth.client.arguments import checked_str
+from plinth.client.consumer import OffsetAndTimestamp, check_options, checked_max_records
 from plinth.client.consumer_base import ConsumerBase, group_option
 from plinth.client.fetcher import Fetcher, TopicPartition
 from plinth.errors import BrokerError, ClientError, ClosedError, OffsetOutOfRangeError
@@ -98,7 +99,11 @@ class AIOConsumer(ConsumerBase):
         ``start()``. Any thread."""
         group = group_option(group, group_id)
         # A group's topics may come later, from subscribe() (aiokafka's way): start() checks.
-        check_options(topics, auto_offset_reset, fetch_max_bytes, fetch_max_wait_ms, None)
+        check_options(topics, auto_offset_reset, fetch_max_bytes, fetch_max_wait_ms, None,
+                      request_timeout_ms=request_timeout_ms, max_poll_records=max_poll_records,
+                      session_timeout_ms=session_timeout_ms, group_assignor=group_assignor)
+        if group is not None:
+            checked_str("group", group)
         self.auto_offset_reset = auto_offset_reset
         self.request_timeout_ms = request_timeout_ms
         self.consumer_timeout_ms = consumer_timeout_ms
@@ -286,7 +291,8 @@ class AIOConsumer(ConsumerBase):
         """Records ready within ``timeout_ms``, at most ``max_records`` of them
         (default max_poll_records): {TopicPartition: [ConsumerRecord]}."""
         async with self._turn:
-            out = await self._poll(timeout_ms, max_records or self.max_poll_records)
+            out = await self._poll(timeout_ms,
+                                   checked_max_records(max_records, self.max_poll_records))
         partitions = self._fetcher.partitions
         for tp, records in out.items():
             partitions[tp].position = records[-1].offset + 1

@@ -11,7 +11,7 @@ import pytest
 from plinth import protocol
 from plinth.client.aio.consumer import AIOConsumer
 from plinth.errors import ClosedError, CorruptDataError, OffsetOutOfRangeError
-from tests.client.test_consumer import fetched
+from tests.client.test_consumer import BAD_OPTIONS, fetched
 
 BOUND_S = 20
 
@@ -128,3 +128,24 @@ def test_a_commit_without_a_group_is_refused_naming_the_option_it_needs(scripted
         return True
 
     assert run(scripted([]), scenario)
+
+
+@pytest.mark.parametrize("options, error, message", BAD_OPTIONS)
+def test_an_option_out_of_range_is_refused_in_the_constructor_naming_it_and_its_range(
+        options, error, message):
+    with pytest.raises(error, match=message):
+        AIOConsumer("t", broker="tcp://127.0.0.1:1", **{"group": "g", **options})
+
+
+@pytest.mark.parametrize("max_records, error", [(0, ValueError), (-1, ValueError),
+                                                (1.5, TypeError)])
+def test_getmany_refuses_a_max_records_that_could_never_hand_out_a_record(scripted, max_records,
+                                                                          error):
+    async def scenario(consumer):
+        consumer.assign([("t", 0)])
+        consumer.seek("t", 0, 0)
+        with pytest.raises(error, match="max_records"):
+            await consumer.getmany(timeout_ms=100, max_records=max_records)
+        return [r.value for r in await records_of(consumer, 1)]
+
+    assert run(scripted([fetched(0, [b"a"], 1)]), scenario) == [b"a"]
