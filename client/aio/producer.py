@@ -86,8 +86,12 @@ class AIOProducer:
         """The sync Producer's options (client/producer.py), checked alike; nothing
         connects until ``start()``. Any thread."""
         self._acks, self._codec = checked_options(
-            acks, compression_type, batch_bytes_max, linger_ms, delivery_timeout_ms,
-            request_timeout_ms)
+            acks, compression_type, batch_bytes_max=batch_bytes_max, linger_ms=linger_ms,
+            buffer_memory=buffer_memory, max_block_ms=max_block_ms,
+            request_timeout_ms=request_timeout_ms,
+            max_in_flight_requests_per_connection=max_in_flight_requests_per_connection,
+            delivery_timeout_ms=delivery_timeout_ms, retry_backoff_ms=retry_backoff_ms,
+            retry_backoff_max_ms=retry_backoff_max_ms)
         self._address = broker_address(broker, curve_key_file, curve_server_key_file,
                                        bootstrap_servers)
         self._options = dict(

@@ -273,3 +273,32 @@ def test_records_with_keys_headers_and_times_round_trip_with_every_compression_t
         for i in range(50)]
     assert {a.request.batch_format for a in broker.produces()} == {0 if compression_type is None
                                                                    else 2}
+
+
+# --- Options checked in the constructor (Producer's and AIOProducer's alike) ----------
+
+BAD_OPTIONS = [
+    ({"max_in_flight_requests_per_connection": 0}, ValueError,
+     r"max_in_flight_requests_per_connection=0 is outside 1\.\.32"),
+    ({"linger_ms": float("nan")}, ValueError, r"linger_ms=nan is outside 0\.\."),
+    ({"linger_ms": float("inf")}, ValueError, r"linger_ms=inf is outside 0\.\."),
+    ({"linger_ms": "5"}, TypeError, r"linger_ms must be a number of ms in 0\.\."),
+    ({"linger_ms": 5_000, "delivery_timeout_ms": 6_000, "request_timeout_ms": 2_000}, ValueError,
+     r"delivery_timeout_ms=6000 must be at least linger_ms=5000 \+ request_timeout_ms=2000"),
+    ({"request_timeout_ms": 0}, ValueError, r"request_timeout_ms=0 is outside 1\.\."),
+    ({"request_timeout_ms": -1}, ValueError, r"request_timeout_ms=-1 is outside 1\.\."),
+    ({"max_block_ms": -1}, ValueError, r"max_block_ms=-1 is outside 0\.\."),
+    ({"retry_backoff_ms": -1}, ValueError, r"retry_backoff_ms=-1 is outside 0\.\."),
+    ({"retry_backoff_max_ms": -1}, ValueError, r"retry_backoff_max_ms=-1 is outside 0\.\."),
+    ({"delivery_timeout_ms": 2**40}, ValueError, r"delivery_timeout_ms=1099511627776 is outside"),
+    ({"buffer_memory": 0}, ValueError, r"buffer_memory=0 is outside 1\.\."),
+    ({"buffer_memory": 1.5}, TypeError, r"buffer_memory must be an int"),
+    ({"batch_bytes_max": "1"}, TypeError, r"batch_bytes_max must be an int"),
+]
+
+
+@pytest.mark.parametrize("options, error, message", BAD_OPTIONS)
+def test_an_option_out_of_range_is_refused_in_the_constructor_naming_it_and_its_range(
+        options, error, message):
+    with pytest.raises(error, match=message):
+        Producer(broker="tcp://127.0.0.1:1", **options)

@@ -17,6 +17,7 @@ from plinth.client.futures import RecordMetadata
 from plinth.errors import (ClosedError, PartitionOutOfRangeError, PlinthTimeoutError,
                            ProducerBufferFullError, UnknownTopicError)
 from tests.client.produce_broker import LOSE_REPLY, ProduceBroker
+from tests.client.test_producer import BAD_OPTIONS
 
 PARTITIONS = 4
 
@@ -187,3 +188,10 @@ def test_flush_after_stop_raises_closed_error(broker):
             await producer.flush(1)
 
     run(scenario())
+
+
+@pytest.mark.parametrize("options, error, message", BAD_OPTIONS)
+def test_an_option_out_of_range_is_refused_in_the_constructor_naming_it_and_its_range(
+        options, error, message):
+    with pytest.raises(error, match=message):
+        AIOProducer(broker="tcp://127.0.0.1:1", **options)
