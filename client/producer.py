@@ -265,16 +265,19 @@ class Producer(RecordSending):
             self._accumulator.end_flush()
 
     def close(self, timeout: float | None = None) -> None:
-        """Flush for up to ``timeout`` seconds (None: until done), then stop the sender
-        thread; records still unacknowledged then fail with ClosedError."""
+        """Flush, then stop the sender thread, within ``timeout`` seconds in all (None:
+        until done); records still unacknowledged then fail with ClosedError."""
         if self._closed:
             return
         self._closed = True
+        deadline_s = None if timeout is None else time.monotonic() + timeout
         self._accumulator.refuse_appends()
         try:
             self._flush(timeout)
         except PlinthTimeoutError:
             pass   # what is left fails below, in the sender
         finally:
-            self._sender.close(timeout)
+            # The flush's time is the close's: what is left of it, not another timeout.
+            self._sender.close(None if deadline_s is None
+                               else max(0.0, deadline_s - time.monotonic()))
             self._admin.close()

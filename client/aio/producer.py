@@ -142,19 +142,23 @@ class AIOProducer:
         await self.stop()
 
     async def stop(self, timeout: float | None = None) -> None:
-        """Deliver everything sent so far (up to ``timeout`` s; None: until done), then
-        end the sender task; what is still unacknowledged fails with ClosedError."""
+        """Deliver everything sent so far, then end the sender task, within ``timeout``
+        s in all (None: until done); what is still unacknowledged fails with
+        ClosedError."""
         records = self._records
         if records is None or records._closed:
             return
         records._closed = True
+        deadline_s = None if timeout is None else time.monotonic() + timeout
         self._accumulator.refuse_appends()
         try:
             await self._flush(timeout)
         except PlinthTimeoutError:
             pass   # what is left fails in the sender task
         finally:
-            await self._end_sender(timeout)
+            # The flush's time is the stop's: what is left of it, not another timeout.
+            await self._end_sender(None if deadline_s is None
+                                   else max(0.0, deadline_s - time.monotonic()))
             await self._admin.close()
 
     async def _end_sender(self, timeout: float | None) -> None:

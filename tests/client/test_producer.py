@@ -169,6 +169,27 @@ def test_flush_after_close_raises_closed_error_and_writes_to_no_file_that_reused
     assert [(tmp_path / f"victim{i}.txt").stat().st_size for i in range(8)] == [0] * 8
 
 
+def test_close_with_a_timeout_takes_at_most_that_timeout_in_all_and_fails_what_is_pending(
+        broker):
+    # Given a producer with a record whose request the broker never answers
+    producer = Producer(broker=broker.url, linger_ms=0)
+    producer.send("t", b"x", partition=0).get(GET_TIMEOUT_S)   # the topic is known
+    broker.hold()
+    try:
+        future = producer.send("t", b"pending", partition=0)
+        # When it is closed with a timeout of 1 s
+        started_s = time.monotonic()
+        producer.close(timeout=1)
+        took_s = time.monotonic() - started_s
+    finally:
+        broker.release()
+    # Then the flush and the sender's end took 1 s together (it was 1 s each), and
+    # the record failed
+    assert 1.0 <= took_s < 1.6
+    with pytest.raises(ClosedError):
+        future.get(0)
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=send_calls.calls(TOPICS),
        options=st.fixed_dictionaries({"linger_ms": st.sampled_from([0, 20, 60_000]),
