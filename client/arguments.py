@@ -40,6 +40,13 @@ def checked_ms(name: str, value, lowest: float,
     return value
 
 
+def checked_int_type(name: str, value) -> int:
+    """``value`` as an int, its range left to the caller's own check (and error)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    return int(value)
+
+
 def checked_str(name: str, value) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, got {value!r} ({type(value).__name__})")
@@ -86,3 +93,18 @@ def checked_offsets(name: str, offsets) -> dict[tuple[str, int], int]:
     return {checked_topic_partition(name, key): checked_offset(f"{name}: the offset of {key!r}",
                                                                offset)
             for key, offset in offsets.items()}
+
+
+def checked_time_ms(name: str, timestamp_ms, *specials: int) -> int:
+    """A time in ms since the epoch (0..INT64_MAX), or one of ``specials`` (the wire's
+    markers, such as protocol.MAX_TIMESTAMP)."""
+    if timestamp_ms in specials and not isinstance(timestamp_ms, bool):
+        return int(timestamp_ms)
+    also = f" or one of {specials}" if specials else ""
+    if isinstance(timestamp_ms, bool) or not isinstance(timestamp_ms, int):
+        raise TypeError(f"{name} must be an int of ms since the epoch, 0..{limits.INT64_MAX}"
+                        f"{also}, got {timestamp_ms!r} ({type(timestamp_ms).__name__})")
+    if not 0 <= timestamp_ms <= limits.INT64_MAX:
+        raise ValueError(f"{name}={timestamp_ms} is outside 0..{limits.INT64_MAX} (ms since "
+                         f"the epoch){also}")
+    return int(timestamp_ms)

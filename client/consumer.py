@@ -38,7 +38,7 @@ from plinth import limits, protocol
 from plinth.client.admin import Admin
 from plinth.client.arguments import checked_int, checked_ms, checked_str, checked_topic_names
 from plinth.client.connection import Connection, broker_address
-from plinth.client.consumer_base import ConsumerBase, group_option
+from plinth.client.consumer_base import ConsumerBase, checked_times, group_option
 from plinth.client.fetcher import Fetcher, PartitionState, TopicPartition
 from plinth.client.group_membership import GroupMembership
 from plinth.errors import BrokerError, ClientError, ClosedError, OffsetOutOfRangeError
@@ -85,6 +85,14 @@ def check_options(topics, auto_offset_reset: str, fetch_max_bytes: int, fetch_ma
         checked_str("group", group)
     if group is not None and not topics:
         raise ValueError("a consumer in a group needs topics: Consumer('topic', group=...)")
+
+
+def checked_subscription(topics, pattern) -> list[str]:
+    """subscribe's ``topics`` as a list of names (Consumer's and AIOConsumer's)."""
+    if pattern is not None:
+        raise TypeError(f"subscribe(pattern={pattern!r}): topic patterns are not supported; "
+                        f"give a list of topic names")
+    return checked_topic_names("subscribe", topics)
 
 
 def checked_max_records(max_records: int | None, default: int) -> int:
@@ -164,8 +172,11 @@ class Consumer(ConsumerBase):
 
     # --- Assignment and position -----------------------------------------------
 
-    def subscribe(self, topics: list[str]) -> None:
-        """Read these topics: all their partitions, or with a group the member's share."""
+    def subscribe(self, topics: list[str], pattern: str | None = None) -> None:
+        """Read these topics: all their partitions, or with a group the member's share.
+        ``topics`` is a list of names (TypeError for a single str, which would
+        otherwise be read as its characters); topic patterns are not supported."""
+        topics = checked_subscription(topics, pattern)
         counts = [self._admin.partition_count(t) for t in topics]   # unknown topics fail here
         if self.group is None:
             self.assign([(t, p) for t, count in zip(topics, counts) for p in range(count)])
@@ -208,13 +219,10 @@ class Consumer(ConsumerBase):
         timestamp (ms since the epoch) is >= the one given, as OffsetAndTimestamp, or
         None if no record is (kafka-python's call). The partitions need not be
         assigned; seek to the offsets to read from there. Every timestamp is checked
-        before any is asked: ValueError naming a negative or non-int one."""
-        for tp, timestamp_ms in timestamps.items():
-            if type(timestamp_ms) is not int or timestamp_ms < 0:
-                raise ValueError(f"the time for {tp[0]}-{tp[1]} is {timestamp_ms!r}: it must be "
-                                 f"an int of ms since the epoch, 0 or more")
+        before any is asked: TypeError or ValueError naming one that is not an int of
+        ms since the epoch (0..2**63-1)."""
         found = {}
-        for (topic, partition), timestamp_ms in timestamps.items():
+        for (topic, partition), timestamp_ms in checked_times(timestamps).items():
             info = self._admin.list_offsets(topic, partition, timestamp_ms)
             found[TopicPartition(topic, partition)] = (
                 None if info.found_offset == protocol.OFFSET_NONE

@@ -49,10 +49,11 @@ def _as_bytes(data, what: str) -> bytes | None:
 
 
 def _as_int(number, what: str) -> int | None:
-    """A partition or timestamp as an int or None; TypeError for anything else."""
+    """A partition or timestamp as an int or None; TypeError for anything else, a bool
+    included (True is not partition 1, as elect_leaders says too)."""
     if number is None or type(number) is int:
         return number
-    if isinstance(number, int):
+    if isinstance(number, int) and not isinstance(number, bool):
         return int(number)
     raise TypeError(f"{what} must be an int or None, got {type(number).__name__}")
 

@@ -305,3 +305,66 @@ def test_poll_refuses_a_max_records_that_could_never_hand_out_a_record(scripted,
         assert [r.value for r in poll_until(consumer, 1)] == [b"a"]
     finally:
         consumer.close()
+
+
+# --- Arguments checked before anything is sent ------------------------------------------
+
+BAD_COMMITS = [
+    ({("t", 0): "1"}, TypeError, r"commit: the offset of \('t', 0\) must be an int in 0\.\."),
+    ({"t": 1}, TypeError, r"commit: 't' is not a \(topic, partition\) pair"),
+    ({("t", 0): -5}, ValueError, r"commit: the offset of \('t', 0\)=-5 is outside 0\.\."),
+    ({("t", 0): 2**64}, ValueError, r"the offset of \('t', 0\)=18446744073709551616 is outside"),
+    ({("t", True): 1}, TypeError, r"commit: the partition of \('t', True\) must be an int"),
+]
+
+
+@pytest.mark.parametrize("offsets, error, message", BAD_COMMITS)
+def test_a_commit_of_an_offset_that_is_not_an_int_0_or_more_is_refused_before_it_is_sent(
+        scripted, offsets, error, message):
+    # Given a group member
+    broker = scripted([GroupBroker().answer] * 1_000)
+    consumer = Consumer("t", broker=broker.url, group="g", direct_to_shards=False)
+    try:
+        # When it commits a bad offset / Then it is refused, and no commit was sent
+        with pytest.raises(error, match=message):
+            consumer.commit(offsets)
+        assert not any(type(r) is protocol.CommitOffsetsRequest for _, r in broker.requests)
+    finally:
+        consumer.close()
+
+
+@pytest.mark.parametrize("offset, error", [("3", TypeError), (3.0, TypeError), (-1, ValueError),
+                                           (2**63, ValueError), (True, TypeError)])
+def test_a_seek_to_an_offset_that_is_not_an_int_0_or_more_is_refused_and_changes_nothing(
+        scripted, offset, error):
+    consumer = consumer_of(scripted([fetched(0, [b"a"], 1)]))
+    try:
+        with pytest.raises(error, match="offset"):
+            consumer.seek("t", 0, offset)
+        # And polling goes on from where it was (no struct.error from every poll after it)
+        assert [r.value for r in poll_until(consumer, 1)] == [b"a"]
+    finally:
+        consumer.close()
+
+
+def test_offsets_for_times_refuses_a_time_past_an_int64_before_asking(scripted):
+    broker = scripted([])
+    with Consumer(broker=broker.url, request_timeout_ms=5_000, direct_to_shards=False) as consumer:
+        with pytest.raises(ValueError, match=r"the time for t-0 is 9223372036854775808: it must "
+                                             r"be an int of ms since the epoch, 0\.\."):
+            consumer.offsets_for_times({("t", 0): 2**63})
+    assert broker.requests == []
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda c: c.subscribe("t"), r"subscribe takes a list of topic names, not a str: \['t'\]"),
+    (lambda c: c.subscribe(["t", 5]), r"each topic name in subscribe must be a str, got 5"),
+    (lambda c: c.subscribe([], pattern="t.*"),
+     r"subscribe\(pattern='t\.\*'\): topic patterns are not supported"),
+])
+def test_subscribe_takes_a_list_of_topic_names_not_a_str_nor_a_pattern(scripted, call, message):
+    broker = scripted([])
+    with Consumer(broker=broker.url, request_timeout_ms=5_000, direct_to_shards=False) as consumer:
+        with pytest.raises(TypeError, match=message):
+            call(consumer)
+    assert broker.requests == []   # no topic named 't'... asked for

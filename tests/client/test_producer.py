@@ -190,6 +190,14 @@ def test_close_with_a_timeout_takes_at_most_that_timeout_in_all_and_fails_what_i
         future.get(0)
 
 
+@pytest.mark.parametrize("kwargs", [{"partition": True}, {"partition": 0, "timestamp_ms": True}])
+def test_a_bool_is_refused_where_send_takes_an_int(broker, kwargs):
+    with Producer(broker=broker.url, linger_ms=0) as producer:
+        with pytest.raises(TypeError, match="must be an int or None, got bool"):
+            producer.send("t", b"x", **kwargs)
+    assert broker.record_count() == 0
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=send_calls.calls(TOPICS),
        options=st.fixed_dictionaries({"linger_ms": st.sampled_from([0, 20, 60_000]),
