@@ -21,7 +21,7 @@ from plinth.client.arguments import (checked_int, checked_int_type, checked_offs
                                      checked_topic_names, checked_topic_partition)
 from plinth.client.connection import Connection, broker_address
 from plinth.client.fetcher import TopicPartition
-from plinth.errors import BrokerError, InternalError
+from plinth.errors import BrokerError, InternalError, UnknownTopicError
 from plinth.name_pages import NamesPage, check_page_args
 
 # What list_topics_page and list_groups_page return: ``.names`` and ``.more``.
@@ -140,6 +140,19 @@ def election_partitions(topic_partitions) -> list[tuple[str, int]] | None:
             raise ValueError(f"elect_leaders: {pair!r} is not a (topic, partition) pair with "
                              f"0 <= partition < {limits.PARTITIONS_PER_TOPIC_MAX}")
     return pairs
+
+
+def group_topics(info: protocol.GroupInfo) -> list[str]:
+    """group_lag's topics, sorted: those the group has committed offsets or members for."""
+    return sorted({t for t, _ in info.committed} | {t for m in info.members for t in m.topics})
+
+
+def lag_row(topic: str, partition: int, committed_offsets: dict, end_offset: int
+            ) -> tuple[str, int, int | None, int, int | None]:
+    """One row of group_lag: (topic, partition, committed, end, lag)."""
+    committed = committed_offsets.get((topic, partition))
+    return (topic, partition, committed, end_offset,
+            None if committed is None else end_offset - committed)
 
 
 class Admin:
@@ -324,16 +337,18 @@ class Admin:
 
     def group_lag(self, group: str) -> list[tuple[str, int, int | None, int, int | None]]:
         """(topic, partition, committed offset, log end offset, lag) for every partition
-        of every topic the group has members or committed offsets for."""
+        of every topic the group has members or committed offsets for. A topic that no
+        longer exists is left out: the group's offsets of a deleted topic mean nothing
+        (the broker drops them), and one gone topic must not hide the others' lag."""
         info = self.describe_group(group)
-        topics = {t for t, _ in info.committed} | {t for m in info.members for t in m.topics}
         rows = []
-        for topic in sorted(topics):
-            for partition in range(self.partition_count(topic)):
-                end = self.list_offsets(topic, partition).end_offset
-                committed = info.committed.get((topic, partition))
-                rows.append((topic, partition, committed, end,
-                             None if committed is None else end - committed))
+        for topic in group_topics(info):
+            try:
+                rows += [lag_row(topic, partition, info.committed,
+                                 self.list_offsets(topic, partition).end_offset)
+                         for partition in range(self.partition_count(topic))]
+            except UnknownTopicError:
+                continue
         return rows
 
     def reset_group_offsets(self, group: str, offsets: dict[tuple[str, int], int]) -> None:

@@ -23,12 +23,13 @@ from plinth import limits, protocol, topics
 from plinth.client.admin import (NewTopic, _config_value, alter_topic_args,
                                  check_names_page_args, check_new_topic, checked_new_topics,
                                  checked_records_to_delete, checked_shard_count,
-                                 election_partitions, election_type_code, list_offsets_args)
+                                 election_partitions, election_type_code, group_topics,
+                                 lag_row, list_offsets_args)
 from plinth.client.arguments import checked_offsets, checked_str, checked_topic_names
 from plinth.client.aio.connection import AIOConnection
 from plinth.client.connection import broker_address
 from plinth.client.fetcher import TopicPartition
-from plinth.errors import InternalError
+from plinth.errors import InternalError, UnknownTopicError
 from plinth.name_pages import NamesPage
 
 
@@ -179,16 +180,17 @@ class AIOAdmin:
                                  checked_str("group", group))).group
 
     async def group_lag(self, group: str) -> list[tuple[str, int, int | None, int, int | None]]:
-        """Admin.group_lag: (topic, partition, committed, end, lag) per partition."""
+        """Admin.group_lag: (topic, partition, committed, end, lag) per partition; a
+        topic that no longer exists is left out."""
         info = await self.describe_group(group)
-        names = {t for t, _ in info.committed} | {t for m in info.members for t in m.topics}
         rows = []
-        for topic in sorted(names):
-            for partition in range(await self.partition_count(topic)):
-                end = (await self.list_offsets(topic, partition)).end_offset
-                committed = info.committed.get((topic, partition))
-                rows.append((topic, partition, committed, end,
-                             None if committed is None else end - committed))
+        for topic in group_topics(info):
+            try:
+                rows += [lag_row(topic, partition, info.committed,
+                                 (await self.list_offsets(topic, partition)).end_offset)
+                         for partition in range(await self.partition_count(topic))]
+            except UnknownTopicError:
+                continue
         return rows
 
     async def reset_group_offsets(self, group: str, offsets: dict[tuple[str, int], int]) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from plinth import Admin, limits, protocol
 from plinth.name_pages import NamesPage
-from plinth.errors import InvalidReplicationFactorError, UnavailableError
+from plinth.errors import InvalidReplicationFactorError, UnavailableError, UnknownTopicError
 
 
 def topics(*names):
@@ -133,3 +133,28 @@ def test_an_argument_of_the_wrong_type_or_range_is_refused_naming_it_before_anyt
         with pytest.raises(error, match=message):
             call(admin)
     assert broker.requests == []
+
+
+def group_with_offsets(committed: dict):
+    """A script step: the answer to describeGroup, a group without members."""
+    return lambda view: [protocol.encode_group_reply(view.request_id, protocol.GroupInfo(
+        "g", "sticky", 1, committed=committed))]
+
+
+def end_offset(end: int):
+    """A script step: the answer to listOffsets."""
+    return lambda view: [protocol.encode_offsets_reply(view.request_id, protocol.PartitionInfo(
+        view.partition, "shard-0", 0, end))]
+
+
+# describeGroup; metadata of 'gone' (deleted since the group committed); metadata and
+# listOffsets of 't'.
+LAG_SCRIPT = [group_with_offsets({("gone", 0): 5, ("t", 0): 3}),
+              UnknownTopicError("unknown topic 'gone'"), topics("t"), end_offset(10)]
+
+
+def test_group_lag_leaves_out_a_topic_deleted_since_the_group_committed_and_shows_the_rest(
+        scripted):
+    broker = scripted(LAG_SCRIPT)
+    with Admin(broker=broker.url, request_timeout_ms=2_000) as admin:
+        assert admin.group_lag("g") == [("t", 0, 3, 10, 7)]
