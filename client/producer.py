@@ -204,7 +204,10 @@ class Producer(RecordSending):
                                  bootstrap_servers)
         self._admin_lock = threading.Lock()
         self._partition_counts: dict[str, int] = {}
-        self._admin = Admin(broker=address, request_timeout_ms=request_timeout_ms)
+        # Its one call, a new topic's partition count, blocks send(): bounded by
+        # max_block_ms too, as Kafka bounds send()'s wait for metadata.
+        self._admin = Admin(broker=address,
+                            request_timeout_ms=min(request_timeout_ms, max_block_ms))
         try:
             self._sender = Sender(
                 address, acks, request_timeout_ms=request_timeout_ms,
@@ -236,7 +239,8 @@ class Producer(RecordSending):
         self.close()
 
     def partitions_for(self, topic: str) -> int:
-        """The topic's partition count (asked of the broker once, then cached)."""
+        """The topic's partition count (asked of the broker once, then cached), waiting
+        at most max_block_ms (and request_timeout_ms) for it."""
         count = self._partition_counts.get(topic)
         if count is None:
             with self._admin_lock:

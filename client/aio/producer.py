@@ -116,7 +116,11 @@ class AIOProducer:
         if self._task is not None:
             raise ValueError("AIOProducer.start() was already called")
         o = self._options
-        self._admin = AIOAdmin(broker=self._address, request_timeout_ms=o["request_timeout_ms"])
+        # Its one call, a new topic's partition count, is awaited in send(): bounded by
+        # max_block_ms too, as Kafka bounds send()'s wait for metadata.
+        self._admin = AIOAdmin(broker=self._address,
+                               request_timeout_ms=min(o["request_timeout_ms"],
+                                                      self.max_block_s * 1000))
         self._conn = AIOConnection(self._address, direct=o["direct_to_shards"])
         self._core = SenderCore(
             self._conn, self._acks, request_timeout_ms=o["request_timeout_ms"],

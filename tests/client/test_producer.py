@@ -198,6 +198,18 @@ def test_a_bool_is_refused_where_send_takes_an_int(broker, kwargs):
     assert broker.record_count() == 0
 
 
+def test_a_send_to_a_topic_not_yet_known_waits_for_its_metadata_at_most_max_block_ms(scripted):
+    # Given a broker that never answers, and a request timeout far longer than max_block_ms
+    broker = scripted([])
+    with Producer(broker=broker.url, max_block_ms=300, request_timeout_ms=10_000) as producer:
+        started_s = time.monotonic()
+        # When a record is sent to a topic the producer has not seen / Then send() gives
+        # up after max_block_ms, not request_timeout_ms
+        with pytest.raises(PlinthTimeoutError, match="within 300 ms"):
+            producer.send("new", b"x")
+        assert time.monotonic() - started_s < 2.0
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=send_calls.calls(TOPICS),
        options=st.fixed_dictionaries({"linger_ms": st.sampled_from([0, 20, 60_000]),
