@@ -248,7 +248,12 @@ class Consumer(ConsumerBase):
     # --- Polling -----------------------------------------------------------------
 
     def poll(self, timeout_ms: float = 0, max_records: int | None = None) -> dict[TopicPartition, list[ConsumerRecord]]:
-        """Records ready within ``timeout_ms``, at most ``max_records`` of them."""
+        """Records ready within ``timeout_ms``, at most ``max_records`` of them (None:
+        max_poll_records; ValueError below 1). A group member's poll may overrun
+        ``timeout_ms`` while it applies a new assignment: the revoked partitions'
+        commit and the new ones' committed offsets are each bounded by
+        request_timeout_ms, not by the poll's timeout (as rebalance callbacks may
+        overrun kafka-python's poll)."""
         out = self._poll(timeout_ms, checked_max_records(max_records, self.max_poll_records))
         partitions = self._fetcher.partitions
         for tp, records in out.items():
