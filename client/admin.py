@@ -16,9 +16,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from plinth import limits, protocol, topics
+from plinth.client.arguments import (checked_int, checked_int_type, checked_offsets,
+                                     checked_partition, checked_str, checked_time_ms,
+                                     checked_topic_names, checked_topic_partition)
 from plinth.client.connection import Connection, broker_address
 from plinth.client.fetcher import TopicPartition
-from plinth.errors import BrokerError, InternalError
+from plinth.errors import BrokerError, InternalError, UnknownTopicError
 from plinth.name_pages import NamesPage, check_page_args
 
 # What list_topics_page and list_groups_page return: ``.names`` and ``.more``.
@@ -49,14 +52,33 @@ def checked_new_topics(new_topics: list[NewTopic]) -> list[NewTopic]:
                          f"1..{limits.CREATE_TOPICS_BATCH_MAX} (send more in several calls)")
     checked = []
     for new in new_topics:
-        topics.validate_topic_name(new.name)
-        topics.validate_partition_count(new.name, new.partitions)
-        if new.replication_factor:
-            topics.validate_replication_factor(new.name, new.replication_factor)
+        check_new_topic(new.name, new.partitions, new.replication_factor or None)   # 0: default
         checked.append(NewTopic(new.name, new.partitions,
                                 {k: _config_value(v) for k, v in (new.config or {}).items()},
                                 new.replication_factor or 0))
     return checked
+
+
+def check_new_topic(name: str, partitions: int, replication_factor: int | None) -> None:
+    """TypeError for a name or partition count of the wrong type; InvalidTopicError or
+    InvalidReplicationFactorError for one the broker would refuse (client side, either
+    client)."""
+    topics.validate_topic_name(checked_str("name", name))
+    topics.validate_partition_count(name, checked_int_type("partitions", partitions))
+    if replication_factor is not None:   # its type too: InvalidReplicationFactorError
+        topics.validate_replication_factor(name, replication_factor)
+
+
+def list_offsets_args(topic: str, partition: int, timestamp_ms: int) -> tuple[str, int, int]:
+    """list_offsets' arguments checked (client side, either client)."""
+    return (checked_str("topic", topic), checked_partition("partition", partition),
+            checked_time_ms("timestamp_ms", timestamp_ms, protocol.NO_TIME_LOOKUP,
+                            protocol.MAX_TIMESTAMP))
+
+
+def checked_shard_count(count: int) -> int:
+    """add_shards' and remove_shards' ``count``."""
+    return checked_int("count", count, 1, limits.SHARDS_MAX)
 
 
 def _config_value(value) -> str:
@@ -79,7 +101,10 @@ def alter_topic_args(config, delete_config) -> tuple[dict[str, str], tuple[str, 
 def checked_records_to_delete(records_to_delete: dict) -> dict[TopicPartition, int]:
     """delete_records' argument keyed by TopicPartition (client side, either client);
     ValueError for a negative offset but -1 (the high watermark)."""
-    wanted = {TopicPartition(*key): offset for key, offset in records_to_delete.items()}
+    wanted = {TopicPartition(*checked_topic_partition("delete_records", key)):
+              checked_int(f"delete_records: the offset of {key!r}", offset,
+                          -(2**63), limits.INT64_MAX)
+              for key, offset in records_to_delete.items()}
     for tp, offset in wanted.items():
         if offset < 0 and offset != protocol.DELETE_RECORDS_TO_HIGH_WATERMARK:
             raise ValueError(f"delete_records: offset {offset} for {tp.topic}-{tp.partition} "
@@ -117,6 +142,19 @@ def election_partitions(topic_partitions) -> list[tuple[str, int]] | None:
     return pairs
 
 
+def group_topics(info: protocol.GroupInfo) -> list[str]:
+    """group_lag's topics, sorted: those the group has committed offsets or members for."""
+    return sorted({t for t, _ in info.committed} | {t for m in info.members for t in m.topics})
+
+
+def lag_row(topic: str, partition: int, committed_offsets: dict, end_offset: int
+            ) -> tuple[str, int, int | None, int, int | None]:
+    """One row of group_lag: (topic, partition, committed, end, lag)."""
+    committed = committed_offsets.get((topic, partition))
+    return (topic, partition, committed, end_offset,
+            None if committed is None else end_offset - committed)
+
+
 class Admin:
     def __init__(self, *, broker=None, bootstrap_servers: str | list[str] | None = None,
                  request_timeout_ms: int = limits.CLIENT_REQUEST_TIMEOUT_MS_DEFAULT,
@@ -147,10 +185,7 @@ class Admin:
         """Create a topic with ``replication_factor`` copies of each partition (None: the
         server's --default-replication-factor); raises TopicExistsError,
         InvalidTopicError, InvalidConfigError, InvalidReplicationFactorError."""
-        topics.validate_topic_name(name)
-        topics.validate_partition_count(name, partitions)
-        if replication_factor is not None:
-            topics.validate_replication_factor(name, replication_factor)
+        check_new_topic(name, partitions, replication_factor)
         config = {key: _config_value(value) for key, value in (config or {}).items()}
         return self._call(protocol.encode_create_topic, name, partitions, config, "createTopic",
                           replication_factor or 0).topics[0]
@@ -202,7 +237,7 @@ class Admin:
         ``bytes_out_per_s``), by name; at most ADMIN_TOPIC_STATS_NAMES_MAX names
         (RequestTooLargeError), UnknownTopicError for one that does not exist.
         ``partitions_answered`` < ``partitions``: a shard did not answer."""
-        names = list(names)
+        names = checked_topic_names("names", names)
         return {s.name: s for s in self._call(protocol.encode_topic_stats_request,
                                               names).topic_stats}
 
@@ -212,24 +247,28 @@ class Admin:
         storage, the local log start, the remote log's start and end offsets
         (protocol.NO_REMOTE_OFFSET while nothing is remote) and its bytes.
         ``start_offset`` is the log start, remote included."""
-        return self._call(protocol.encode_topic_request, "describeTopic", name).topics[0]
+        return self._call(protocol.encode_topic_request, "describeTopic",
+                          checked_str("name", name)).topics[0]
 
     def delete_topic(self, name: str) -> None:
-        self._call(protocol.encode_topic_request, "deleteTopic", name)
+        self._call(protocol.encode_topic_request, "deleteTopic", checked_str("name", name))
 
     def partition_count(self, name: str) -> int:
-        return self._call(protocol.encode_metadata, [name]).topics[0].partitions
+        return self._call(protocol.encode_metadata,
+                          [checked_str("name", name)]).topics[0].partitions
 
     def add_shards(self, count: int) -> list[tuple[str, int, str, str, int]]:
         """Add shards; returns the partitions whose writes moved, as
         (topic, partition, from shard, to shard, offset). No data is copied."""
-        return self._call(protocol.encode_shards_change, "addShards", count, retry=False).moves
+        return self._call(protocol.encode_shards_change, "addShards", checked_shard_count(count),
+                          retry=False).moves
 
     def remove_shards(self, count: int) -> list[tuple[str, int, str, str, int]]:
         """Remove the ``count`` newest shards; their partitions' writes and their consumer
         groups move to the others (no data copied; older records stay readable where
         they are). Returns the moves, as ``add_shards`` does."""
-        return self._call(protocol.encode_shards_change, "removeShards", count, retry=False).moves
+        return self._call(protocol.encode_shards_change, "removeShards",
+                          checked_shard_count(count), retry=False).moves
 
     def move_shard(self, shard: str, node: str, *, allow_replicas_on_one_node: bool = False,
                    accept_data_loss: bool = False, force: bool = False) -> protocol.ShardMove:
@@ -293,31 +332,37 @@ class Admin:
 
     def describe_group(self, group: str) -> protocol.GroupInfo:
         """Members, their partitions and the group's committed offsets."""
-        return self._call(protocol.encode_group_request, "describeGroup", group).group
+        return self._call(protocol.encode_group_request, "describeGroup",
+                          checked_str("group", group)).group
 
     def group_lag(self, group: str) -> list[tuple[str, int, int | None, int, int | None]]:
         """(topic, partition, committed offset, log end offset, lag) for every partition
-        of every topic the group has members or committed offsets for."""
+        of every topic the group has members or committed offsets for. A topic that no
+        longer exists is left out: the group's offsets of a deleted topic mean nothing
+        (the broker drops them), and one gone topic must not hide the others' lag."""
         info = self.describe_group(group)
-        topics = {t for t, _ in info.committed} | {t for m in info.members for t in m.topics}
         rows = []
-        for topic in sorted(topics):
-            for partition in range(self.partition_count(topic)):
-                end = self.list_offsets(topic, partition).end_offset
-                committed = info.committed.get((topic, partition))
-                rows.append((topic, partition, committed, end,
-                             None if committed is None else end - committed))
+        for topic in group_topics(info):
+            try:
+                rows += [lag_row(topic, partition, info.committed,
+                                 self.list_offsets(topic, partition).end_offset)
+                         for partition in range(self.partition_count(topic))]
+            except UnknownTopicError:
+                continue
         return rows
 
     def reset_group_offsets(self, group: str, offsets: dict[tuple[str, int], int]) -> None:
-        """Set a group's committed offsets; refused while the group has members."""
-        self._call(protocol.encode_commit_offsets, "resetOffsets", group, "", 0, offsets)
+        """Set a group's committed offsets; refused while the group has members. TypeError
+        or ValueError, before anything is sent, for a key that is not a (topic,
+        partition) pair or an offset that is not an int 0 or more."""
+        self._call(protocol.encode_commit_offsets, "resetOffsets", checked_str("group", group),
+                   "", 0, checked_offsets("reset_group_offsets", offsets))
 
     def delete_group(self, group: str) -> None:
         """Delete a group's committed offsets and settings (Kafka's DeleteGroups): its
         consumers start again from auto_offset_reset. GroupNotEmptyError while it has
         members (Plinth's or Kafka's), UnknownGroupError if it has nothing to delete."""
-        self._call(protocol.encode_group_request, "deleteGroup", group)
+        self._call(protocol.encode_group_request, "deleteGroup", checked_str("group", group))
 
     def delete_records(self, records_to_delete: dict) -> dict[TopicPartition, int]:
         """Delete each partition's records before its offset (Kafka's DeleteRecords, as
@@ -344,5 +389,7 @@ class Admin:
         """Start and end (high watermark) offsets of one partition; with ``timestamp_ms``
         (ms since the epoch, or protocol.MAX_TIMESTAMP) also the first record stamped at
         or after it, in ``found_offset``/``found_timestamp_ms`` (-1: none). ValueError
-        for another negative ``timestamp_ms``."""
-        return self._call(protocol.encode_list_offsets, topic, partition, timestamp_ms).offsets
+        for another negative ``timestamp_ms``, TypeError or ValueError for any argument
+        of the wrong type or out of range, before anything is sent."""
+        return self._call(protocol.encode_list_offsets,
+                          *list_offsets_args(topic, partition, timestamp_ms)).offsets

@@ -36,8 +36,9 @@ from typing import NamedTuple
 
 from plinth import limits, protocol
 from plinth.client.admin import Admin
+from plinth.client.arguments import checked_int, checked_ms, checked_str, checked_topic_names
 from plinth.client.connection import Connection, broker_address
-from plinth.client.consumer_base import ConsumerBase, group_option
+from plinth.client.consumer_base import ConsumerBase, checked_times, group_option
 from plinth.client.fetcher import Fetcher, PartitionState, TopicPartition
 from plinth.client.group_membership import GroupMembership
 from plinth.errors import BrokerError, ClientError, ClosedError, OffsetOutOfRangeError
@@ -61,16 +62,44 @@ class OffsetAndTimestamp(NamedTuple):
 
 
 def check_options(topics, auto_offset_reset: str, fetch_max_bytes: int, fetch_max_wait_ms: int,
-                  group: str | None) -> None:
-    """ValueError for an option out of range (Consumer's and AIOConsumer's, alike)."""
+                  group: str | None, *, request_timeout_ms: float, max_poll_records: int,
+                  session_timeout_ms: int, group_assignor: str) -> None:
+    """TypeError or ValueError for an option out of range (Consumer's and AIOConsumer's,
+    alike): checked here rather than refused by the group's coordinator in every
+    heartbeat, which the consumer would only log."""
+    checked_topic_names("topics", topics)
     if auto_offset_reset not in OFFSET_RESETS:
         raise ValueError(f"auto_offset_reset={auto_offset_reset!r} is not one of {OFFSET_RESETS}")
-    if not 0 < fetch_max_bytes <= limits.FETCH_BYTES_MAX:
-        raise ValueError(f"fetch_max_bytes={fetch_max_bytes} must be 1..{limits.FETCH_BYTES_MAX}")
-    if not 0 <= fetch_max_wait_ms <= limits.FETCH_WAIT_MS_MAX:
-        raise ValueError(f"fetch_max_wait_ms={fetch_max_wait_ms} must be 0..{limits.FETCH_WAIT_MS_MAX}")
+    checked_int("fetch_max_bytes", fetch_max_bytes, 1, limits.FETCH_BYTES_MAX)
+    checked_int("fetch_max_wait_ms", fetch_max_wait_ms, 0, limits.FETCH_WAIT_MS_MAX)
+    # 0 ms would time every request out at once ("within 1 ms").
+    checked_ms("request_timeout_ms", request_timeout_ms, 1)
+    checked_int("max_poll_records", max_poll_records, 1, limits.CONSUMER_POLL_RECORDS_MAX)
+    checked_int("session_timeout_ms", session_timeout_ms, limits.SESSION_TIMEOUT_MS_MIN,
+                limits.SESSION_TIMEOUT_MS_MAX)
+    checked_str("group_assignor", group_assignor)
+    if group_assignor not in ("",) + protocol.GROUP_ASSIGNORS:
+        raise ValueError(f"group_assignor={group_assignor!r} is not one of "
+                         f"{protocol.GROUP_ASSIGNORS} (or '': the group's, else the default)")
+    if group is not None:
+        checked_str("group", group)
     if group is not None and not topics:
         raise ValueError("a consumer in a group needs topics: Consumer('topic', group=...)")
+
+
+def checked_subscription(topics, pattern) -> list[str]:
+    """subscribe's ``topics`` as a list of names (Consumer's and AIOConsumer's)."""
+    if pattern is not None:
+        raise TypeError(f"subscribe(pattern={pattern!r}): topic patterns are not supported; "
+                        f"give a list of topic names")
+    return checked_topic_names("subscribe", topics)
+
+
+def checked_max_records(max_records: int | None, default: int) -> int:
+    """poll's and getmany's ``max_records``: None means ``default`` (max_poll_records)."""
+    if max_records is None:
+        return default
+    return checked_int("max_records", max_records, 1, limits.CONSUMER_POLL_RECORDS_MAX)
 
 
 class Consumer(ConsumerBase):
@@ -93,7 +122,9 @@ class Consumer(ConsumerBase):
         """``direct_to_shards``: fetch straight from the leader shard's direct socket
         where the broker offers one (as Producer's); False: through the router."""
         group = group_option(group, group_id)
-        check_options(topics, auto_offset_reset, fetch_max_bytes, fetch_max_wait_ms, group)
+        check_options(topics, auto_offset_reset, fetch_max_bytes, fetch_max_wait_ms, group,
+                      request_timeout_ms=request_timeout_ms, max_poll_records=max_poll_records,
+                      session_timeout_ms=session_timeout_ms, group_assignor=group_assignor)
         self.auto_offset_reset = auto_offset_reset
         self.request_timeout_ms = request_timeout_ms
         self.consumer_timeout_ms = consumer_timeout_ms
@@ -141,8 +172,11 @@ class Consumer(ConsumerBase):
 
     # --- Assignment and position -----------------------------------------------
 
-    def subscribe(self, topics: list[str]) -> None:
-        """Read these topics: all their partitions, or with a group the member's share."""
+    def subscribe(self, topics: list[str], pattern: str | None = None) -> None:
+        """Read these topics: all their partitions, or with a group the member's share.
+        ``topics`` is a list of names (TypeError for a single str, which would
+        otherwise be read as its characters); topic patterns are not supported."""
+        topics = checked_subscription(topics, pattern)
         counts = [self._admin.partition_count(t) for t in topics]   # unknown topics fail here
         if self.group is None:
             self.assign([(t, p) for t, count in zip(topics, counts) for p in range(count)])
@@ -185,13 +219,10 @@ class Consumer(ConsumerBase):
         timestamp (ms since the epoch) is >= the one given, as OffsetAndTimestamp, or
         None if no record is (kafka-python's call). The partitions need not be
         assigned; seek to the offsets to read from there. Every timestamp is checked
-        before any is asked: ValueError naming a negative or non-int one."""
-        for tp, timestamp_ms in timestamps.items():
-            if type(timestamp_ms) is not int or timestamp_ms < 0:
-                raise ValueError(f"the time for {tp[0]}-{tp[1]} is {timestamp_ms!r}: it must be "
-                                 f"an int of ms since the epoch, 0 or more")
+        before any is asked: TypeError or ValueError naming one that is not an int of
+        ms since the epoch (0..2**63-1)."""
         found = {}
-        for (topic, partition), timestamp_ms in timestamps.items():
+        for (topic, partition), timestamp_ms in checked_times(timestamps).items():
             info = self._admin.list_offsets(topic, partition, timestamp_ms)
             found[TopicPartition(topic, partition)] = (
                 None if info.found_offset == protocol.OFFSET_NONE
@@ -217,8 +248,13 @@ class Consumer(ConsumerBase):
     # --- Polling -----------------------------------------------------------------
 
     def poll(self, timeout_ms: float = 0, max_records: int | None = None) -> dict[TopicPartition, list[ConsumerRecord]]:
-        """Records ready within ``timeout_ms``, at most ``max_records`` of them."""
-        out = self._poll(timeout_ms, max_records or self.max_poll_records)
+        """Records ready within ``timeout_ms``, at most ``max_records`` of them (None:
+        max_poll_records; ValueError below 1). A group member's poll may overrun
+        ``timeout_ms`` while it applies a new assignment: the revoked partitions'
+        commit and the new ones' committed offsets are each bounded by
+        request_timeout_ms, not by the poll's timeout (as rebalance callbacks may
+        overrun kafka-python's poll)."""
+        out = self._poll(timeout_ms, checked_max_records(max_records, self.max_poll_records))
         partitions = self._fetcher.partitions
         for tp, records in out.items():
             partitions[tp].position = records[-1].offset + 1

@@ -18,7 +18,8 @@ A subclass sets, before any of these run:
 
 from __future__ import annotations
 
-from plinth import protocol
+from plinth import limits, protocol
+from plinth.client.arguments import checked_offsets, checked_topic_partition
 from plinth.errors import BrokerError, StaleMemberEpochError, UnknownMemberIdError
 
 
@@ -28,6 +29,18 @@ def group_option(group: str | None, group_id: str | None) -> str | None:
     if group is not None and group_id is not None and group != group_id:
         raise ValueError(f"group={group!r} and group_id={group_id!r} differ; give one")
     return group if group is not None else group_id
+
+
+def checked_times(timestamps) -> dict[tuple[str, int], int]:
+    """offsets_for_times' argument, every key and time checked before any is asked:
+    ValueError for a time that is not an int of ms since the epoch (an Int64 on the
+    wire), TypeError for a key that is not a (topic, partition) pair."""
+    for tp, timestamp_ms in timestamps.items():
+        checked_topic_partition("offsets_for_times", tp)
+        if type(timestamp_ms) is not int or not 0 <= timestamp_ms <= limits.INT64_MAX:
+            raise ValueError(f"the time for {tp[0]}-{tp[1]} is {timestamp_ms!r}: it must be "
+                             f"an int of ms since the epoch, 0..{limits.INT64_MAX}")
+    return dict(timestamps)
 
 
 class ConsumerBase:
@@ -41,7 +54,7 @@ class ConsumerBase:
         if self._membership is None:
             raise ValueError(f"commit needs a consumer group: {type(self).__name__}(..., "
                              f"group='name')")
-        return self._positions() if offsets is None else dict(offsets)
+        return self._positions() if offsets is None else checked_offsets("commit", offsets)
 
     def _encode_commit(self, request_id: int, offsets: dict) -> bytes:
         member_id, epoch = self._membership.identity()

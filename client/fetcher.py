@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from plinth import limits, protocol
+from plinth.client.arguments import checked_offset
 from plinth.client.connection import Connection
 from plinth.errors import TRANSIENT_ERRORS, OffsetOutOfRangeError
 from plinth.format.log_entry import iter_entries
@@ -165,7 +166,9 @@ class Fetcher:
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         """Read ``tp`` from ``offset`` next: its buffered records and its fetch in flight
-        are dropped."""
+        are dropped. TypeError or ValueError, changing nothing, for an offset that is
+        not an int 0 or more (it would fail every fetch after it)."""
+        offset = checked_offset("offset", offset)
         state = self.state(*tp)
         state.position = state.fetch_offset = offset
         self._fetches.pop(state.fetch_id, None)
@@ -283,7 +286,10 @@ class Fetcher:
 
     def take(self, max_records: int) -> dict[TopicPartition, list[ConsumerRecord]]:
         """Buffered records, at most ``max_records``, starting one partition further each
-        call (fairness). Positions are the caller's to move."""
+        call (fairness). Positions are the caller's to move. ValueError for
+        ``max_records`` < 1, which could never hand out a record."""
+        if max_records < 1:
+            raise ValueError(f"max_records={max_records} must be 1 or more")
         out: dict[TopicPartition, list[ConsumerRecord]] = {}
         items = list(self.partitions.items())
         if not items:

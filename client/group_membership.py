@@ -31,12 +31,15 @@ import time
 
 from plinth import limits, protocol
 from plinth.client.connection import Connection
-from plinth.errors import (BrokerError, InconsistentGroupProtocolError, InvalidGroupError,
-                           PlinthTimeoutError, StaleMemberEpochError, UnknownMemberIdError)
+from plinth.errors import (BrokerError, InconsistentGroupProtocolError, InvalidConfigError,
+                           InvalidGroupError, PlinthTimeoutError, StaleMemberEpochError,
+                           UnknownMemberIdError)
 
 log = logging.getLogger(__name__)
 # Answers no heartbeat can change: the membership ends and poll() raises them.
-_REFUSALS = (InconsistentGroupProtocolError, InvalidGroupError)
+# invalidConfig: the coordinator refuses the member's session timeout or assignor,
+# which this member sends unchanged in every heartbeat.
+_REFUSALS = (InconsistentGroupProtocolError, InvalidGroupError, InvalidConfigError)
 
 TopicPartition = tuple[str, int]
 # The member epoch of a leave heartbeat (as the coordinator's, shards/group_coordinator.py).
@@ -69,9 +72,10 @@ class GroupMembership:
         self._closing = False
         self._last_ok_s = time.monotonic()
         self._retry_backoff_s: float | None = None   # set while heartbeats fail
-        # An answer no retry can change (the group is a Kafka client's): the heartbeat
-        # thread stops, and the consumer raises it from its next poll.
-        self._fatal: BrokerError | None = None
+        # An answer no retry can change (the group is a Kafka client's), or an error no
+        # heartbeat expects (a bug): the heartbeat thread stops, and the consumer raises
+        # it from its next poll rather than poll without a membership for ever.
+        self._fatal: BaseException | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -117,7 +121,11 @@ class GroupMembership:
 
     def _run(self) -> None:
         while not self._closing:
-            self._heartbeat_once()
+            try:
+                self._heartbeat_once()
+            except Exception as exc:
+                self._heartbeat_crashed(exc)
+                return
             self._wake.wait(self._next_wait_s())
             self._wake.clear()
         self._leave()
@@ -175,6 +183,14 @@ class GroupMembership:
             if time.monotonic() - self._last_ok_s > self.session_timeout_ms / 1000:
                 self._lose_membership()
             self._failed()
+
+    def _heartbeat_crashed(self, exc: Exception) -> None:
+        """A heartbeat raised what no heartbeat expects: end the membership and let the
+        consumer's next poll raise it (a thread that died silently would leave the
+        consumer polling nothing for ever)."""
+        log.exception("group %s: heartbeat failed unexpectedly; the membership ends",
+                      self.group)
+        self._fatal, self._closing = exc, True
 
     def _heartbeat_answered(self, view) -> None:
         self._last_ok_s = time.monotonic()

@@ -29,6 +29,7 @@ from plinth import limits
 from plinth.client._producer import ProducerBase
 from plinth.client.accumulator import RecordAccumulator
 from plinth.client.admin import Admin
+from plinth.client.arguments import checked_int, checked_ms
 from plinth.client.compression import codec_for
 from plinth.client.connection import broker_address
 from plinth.client.futures import RecordFuture
@@ -48,10 +49,11 @@ def _as_bytes(data, what: str) -> bytes | None:
 
 
 def _as_int(number, what: str) -> int | None:
-    """A partition or timestamp as an int or None; TypeError for anything else."""
+    """A partition or timestamp as an int or None; TypeError for anything else, a bool
+    included (True is not partition 1, as elect_leaders says too)."""
     if number is None or type(number) is int:
         return number
-    if isinstance(number, int):
+    if isinstance(number, int) and not isinstance(number, bool):
         return int(number)
     raise TypeError(f"{what} must be an int or None, got {type(number).__name__}")
 
@@ -73,19 +75,31 @@ def _wire_acks(acks) -> int:
                      f"as 'all')")
 
 
-def checked_options(acks, compression_type, batch_bytes_max: int, linger_ms: float,
-                    delivery_timeout_ms: float, request_timeout_ms: float) -> tuple[int, int | None]:
-    """The wire's acks and the compression codec; ValueError for an option out of range
-    (Producer's and AIOProducer's options, checked alike)."""
+def checked_options(acks, compression_type, *, batch_bytes_max: int, linger_ms: float,
+                    buffer_memory: int, max_block_ms: float, request_timeout_ms: float,
+                    max_in_flight_requests_per_connection: int, delivery_timeout_ms: float,
+                    retry_backoff_ms: float, retry_backoff_max_ms: float
+                    ) -> tuple[int, int | None]:
+    """The wire's acks and the compression codec; TypeError or ValueError naming an
+    option of the wrong type or out of range (Producer's and AIOProducer's options,
+    checked alike, before anything is built)."""
     acks = _wire_acks(acks)
     codec = codec_for(compression_type)
-    if not 0 < batch_bytes_max <= limits.BATCH_BYTES_MAX:
-        raise ValueError(f"batch_bytes_max={batch_bytes_max} must be 1..{limits.BATCH_BYTES_MAX}")
-    if linger_ms < 0:
-        raise ValueError(f"linger_ms={linger_ms} must be >= 0")
-    if delivery_timeout_ms < request_timeout_ms:
+    checked_int("batch_bytes_max", batch_bytes_max, 1, limits.BATCH_BYTES_MAX)
+    checked_int("buffer_memory", buffer_memory, 1, limits.PRODUCER_BUFFER_BYTES_MAX)
+    checked_int("max_in_flight_requests_per_connection", max_in_flight_requests_per_connection,
+                1, limits.PRODUCER_REQUESTS_IN_FLIGHT_MAX)
+    checked_ms("linger_ms", linger_ms, 0)
+    checked_ms("max_block_ms", max_block_ms, 0)
+    # 0 ms would time every request out at once ("within 1 ms").
+    checked_ms("request_timeout_ms", request_timeout_ms, 1)
+    checked_ms("delivery_timeout_ms", delivery_timeout_ms, 1)
+    checked_ms("retry_backoff_ms", retry_backoff_ms, 0)
+    checked_ms("retry_backoff_max_ms", retry_backoff_max_ms, 0)
+    # Kafka's rule: a batch may linger, then wait one request, within its delivery time.
+    if delivery_timeout_ms < linger_ms + request_timeout_ms:
         raise ValueError(f"delivery_timeout_ms={delivery_timeout_ms} must be at least "
-                         f"request_timeout_ms={request_timeout_ms}")
+                         f"linger_ms={linger_ms} + request_timeout_ms={request_timeout_ms}")
     return acks, codec
 
 
@@ -177,24 +191,41 @@ class Producer(RecordSending):
         sends each batch as a Kafka RecordBatch of that compression, which the shard
         stores as sent and every consumer reads (client/compression.py); None (the
         default) sends uncompressed Plinth batches."""
-        acks, codec = checked_options(acks, compression_type, batch_bytes_max, linger_ms,
-                                      delivery_timeout_ms, request_timeout_ms)
+        acks, codec = checked_options(
+            acks, compression_type, batch_bytes_max=batch_bytes_max, linger_ms=linger_ms,
+            buffer_memory=buffer_memory, max_block_ms=max_block_ms,
+            request_timeout_ms=request_timeout_ms,
+            max_in_flight_requests_per_connection=max_in_flight_requests_per_connection,
+            delivery_timeout_ms=delivery_timeout_ms, retry_backoff_ms=retry_backoff_ms,
+            retry_backoff_max_ms=retry_backoff_max_ms)
         self._key_serializer = key_serializer
         self._value_serializer = value_serializer
         address = broker_address(broker, curve_key_file, curve_server_key_file,
                                  bootstrap_servers)
-        self._admin = Admin(broker=address, request_timeout_ms=request_timeout_ms)
         self._admin_lock = threading.Lock()
         self._partition_counts: dict[str, int] = {}
-        self._sender = Sender(
-            address, acks, request_timeout_ms=request_timeout_ms,
-            in_flight_max=max_in_flight_requests_per_connection, idempotent=enable_idempotence,
-            delivery_timeout_ms=delivery_timeout_ms, retry_backoff_ms=retry_backoff_ms,
-            retry_backoff_max_ms=retry_backoff_max_ms, direct_to_shards=direct_to_shards,
-            compression=codec)
-        self._accumulator = RecordAccumulator(
-            batch_bytes_max=batch_bytes_max, linger_ms=linger_ms, buffer_bytes_max=buffer_memory,
-            max_block_ms=max_block_ms, wake=self._sender.wake)
+        # Its one call, a new topic's partition count, blocks send(): bounded by
+        # max_block_ms too, as Kafka bounds send()'s wait for metadata.
+        self._admin = Admin(broker=address,
+                            request_timeout_ms=min(request_timeout_ms, max_block_ms))
+        try:
+            self._sender = Sender(
+                address, acks, request_timeout_ms=request_timeout_ms,
+                in_flight_max=max_in_flight_requests_per_connection,
+                idempotent=enable_idempotence, delivery_timeout_ms=delivery_timeout_ms,
+                retry_backoff_ms=retry_backoff_ms, retry_backoff_max_ms=retry_backoff_max_ms,
+                direct_to_shards=direct_to_shards, compression=codec)
+        except BaseException:   # leave no socket open
+            self._admin.close()
+            raise
+        try:
+            self._accumulator = RecordAccumulator(
+                batch_bytes_max=batch_bytes_max, linger_ms=linger_ms,
+                buffer_bytes_max=buffer_memory, max_block_ms=max_block_ms, wake=self._sender.wake)
+        except BaseException:
+            self._sender.close(0)
+            self._admin.close()
+            raise
         self._append_fast = self._accumulator.append_fast
         has_serializers = key_serializer is not None or value_serializer is not None
         self._set_fast_path(None if has_serializers else self._accumulator.appender)
@@ -208,7 +239,8 @@ class Producer(RecordSending):
         self.close()
 
     def partitions_for(self, topic: str) -> int:
-        """The topic's partition count (asked of the broker once, then cached)."""
+        """The topic's partition count (asked of the broker once, then cached), waiting
+        at most max_block_ms (and request_timeout_ms) for it."""
         count = self._partition_counts.get(topic)
         if count is None:
             with self._admin_lock:
@@ -218,7 +250,15 @@ class Producer(RecordSending):
         return count
 
     def flush(self, timeout: float | None = None) -> None:
-        """Send everything queued and wait for every acknowledgement (or error)."""
+        """Send everything queued and wait for every acknowledgement (or error);
+        PlinthTimeoutError after ``timeout`` seconds (None: no limit). Any thread;
+        ClosedError once the producer is closed (its sender is gone: nothing would
+        send, and close() already waited for what it could)."""
+        if self._closed:
+            raise ClosedError("producer is closed: flush() has nothing to send with")
+        self._flush(timeout)
+
+    def _flush(self, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
         pending = self._accumulator.begin_flush()
         try:
@@ -230,16 +270,19 @@ class Producer(RecordSending):
             self._accumulator.end_flush()
 
     def close(self, timeout: float | None = None) -> None:
-        """Flush for up to ``timeout`` seconds (None: until done), then stop the sender
-        thread; records still unacknowledged then fail with ClosedError."""
+        """Flush, then stop the sender thread, within ``timeout`` seconds in all (None:
+        until done); records still unacknowledged then fail with ClosedError."""
         if self._closed:
             return
         self._closed = True
+        deadline_s = None if timeout is None else time.monotonic() + timeout
         self._accumulator.refuse_appends()
         try:
-            self.flush(timeout)
+            self._flush(timeout)
         except PlinthTimeoutError:
             pass   # what is left fails below, in the sender
         finally:
-            self._sender.close(timeout)
+            # The flush's time is the close's: what is left of it, not another timeout.
+            self._sender.close(None if deadline_s is None
+                               else max(0.0, deadline_s - time.monotonic()))
             self._admin.close()

@@ -26,6 +26,11 @@ batch: client/partition_pipeline.py holds these rules, and when a partition
 takes a new producer id. A batch not acknowledged within
 ``delivery_timeout_ms`` of its creation fails; its partition then takes a new
 producer id, so the sequence numbers of the batches after it start afresh.
+That holds wherever the batch is: a request in flight waits at most until
+its batch's delivery deadline (not a whole request_timeout_ms past it), and a
+batch waiting to be sent or retried expires at its deadline too (Kafka's
+RecordAccumulator.expiredBatches): at each wake-up the sender looks at the
+oldest waiting batch of each partition, never at each record.
 While a partition cannot send (its window of batches in flight is full, or it
 is rewinding), its open batch keeps growing (the accumulator's ``muted``).
 
@@ -98,6 +103,9 @@ class SenderCore:
         # Batches sent while an earlier batch of their partition was in flight
         # (tests and benchmarks read it to see that the producer pipelined).
         self.pipelined_sends = 0
+        # When the oldest batch waiting (not in flight) of some partition reaches its
+        # delivery deadline; set by each _expire_waiting.
+        self._waiting_deadline_s: float | None = None
         self._closing = False
         self._closing_hard = False   # failing everything: no more retries
         self.accumulator: RecordAccumulator | None = None
@@ -107,12 +115,14 @@ class SenderCore:
         return self._closing and not self._in_flight and self.accumulator.empty()
 
     def work(self) -> None:
-        """One round: read the replies there are, send what is ready, expire what
-        waited too long. Never waits."""
+        """One round: read the replies there are, expire what waited too long, send
+        what is ready (expiry first, as Kafka's sender: a batch past its delivery
+        deadline is never sent). Never waits."""
         self._read_replies()
         self._queue_ready()
-        self._send_queued(time.monotonic())
         self._expire(time.monotonic())
+        self._expire_waiting(time.monotonic())
+        self._send_queued(time.monotonic())
 
     def poll_timeout_ms(self) -> int:
         """How long the driver may wait before the next ``work()``."""
@@ -126,9 +136,16 @@ class SenderCore:
             if retry_at_s is not None and retry_at_s > now:
                 deadline = min(deadline, retry_at_s)
         if self._in_flight:
-            oldest = min(sent for _, sent in self._in_flight.values())
-            deadline = min(deadline, oldest + self.request_timeout_s)
+            deadline = min(deadline, min(self._request_deadline_s(batch, sent)
+                                         for batch, sent in self._in_flight.values()))
+        if self._waiting_deadline_s is not None:
+            deadline = min(deadline, self._waiting_deadline_s)
         return max(0, int((deadline - now) * 1000) + 1)
+
+    def _request_deadline_s(self, batch: OpenBatch, sent_s: float) -> float:
+        """When a request in flight has waited long enough: request_timeout_ms after it
+        was sent, or its batch's delivery deadline if that comes first (as Kafka caps it)."""
+        return min(sent_s + self.request_timeout_s, batch.created_s + self.delivery_timeout_s)
 
     def _muted(self) -> frozenset:
         """Partitions whose open batch should keep growing: idempotent ones that could
@@ -222,13 +239,57 @@ class SenderCore:
 
     def _expire(self, now: float) -> None:
         for request_id, (batch, sent) in list(self._in_flight.items()):
-            if now - sent > self.request_timeout_s:
+            if now >= self._request_deadline_s(batch, sent):
                 del self._in_flight[request_id]
                 self._conn.forget(request_id)
+                waited = ("request_timeout_ms" if now - sent >= self.request_timeout_s
+                          else "its delivery deadline (delivery_timeout_ms)")
                 self._settle(batch, None, PlinthTimeoutError(
                     f"no acknowledgement from {self._conn.url} for {batch.topic}-"
-                    f"{batch.partition} within request_timeout_ms="
-                    f"{self.request_timeout_s * 1000:.0f}"))
+                    f"{batch.partition} within {waited}: waited {(now - sent) * 1000:.0f} ms "
+                    f"(request_timeout_ms={self.request_timeout_s * 1000:.0f})"))
+
+    def _expire_waiting(self, now: float) -> None:
+        """Fail every batch that waits to be sent (or retried) past its delivery deadline,
+        oldest first per partition; note when the next one is due."""
+        self._waiting_deadline_s = None
+        for queue in self._queues.values():
+            while queue and self._expired(queue[0], now):
+                batch = queue.popleft()
+                self.accumulator.complete(batch, None, self._delivery_timeout_error(batch, now))
+        if self._pipelines:
+            in_flight = {id(batch) for batch, _ in self._in_flight.values()}
+            for pipeline in self._pipelines.values():
+                self._expire_pipeline(pipeline, in_flight, now)
+
+    def _expire_pipeline(self, pipeline: PartitionPipeline, in_flight: set[int],
+                         now: float) -> None:
+        """_expire_waiting for an idempotent partition: its oldest unacknowledged batches,
+        up to one in flight (its request's deadline covers it) or not yet due."""
+        for batch in list(pipeline.batches):
+            if batch.result.done():
+                continue   # acknowledged before an earlier batch: it only waits to leave
+            if id(batch) in in_flight or not self._expired(batch, now):
+                return
+            pipeline.failed(batch, self._delivery_timeout_error(batch, now),
+                            batch.unknown_outcome, was_in_flight=False)
+
+    def _expired(self, batch: OpenBatch, now: float) -> bool:
+        """Whether a waiting batch is past its delivery deadline; else notes the deadline."""
+        deadline_s = batch.created_s + self.delivery_timeout_s
+        if now >= deadline_s:
+            return True
+        if self._waiting_deadline_s is None or deadline_s < self._waiting_deadline_s:
+            self._waiting_deadline_s = deadline_s
+        return False
+
+    def _delivery_timeout_error(self, batch: OpenBatch, now: float) -> PlinthTimeoutError:
+        last = f"; last error: {batch.unknown_outcome}" if batch.unknown_outcome else ""
+        return PlinthTimeoutError(
+            f"{batch.topic}-{batch.partition}: a batch of {batch.builder.record_count} records "
+            f"was not acknowledged within delivery_timeout_ms="
+            f"{self.delivery_timeout_s * 1000:.0f}: it waited {(now - batch.created_s) * 1000:.0f}"
+            f" ms, {batch.attempts} attempts sent{last}")
 
     def _settle(self, batch: OpenBatch, base_offset: int | None, error,
                 was_in_flight: bool = True) -> None:
@@ -317,6 +378,10 @@ class Sender(SenderCore):
         if self._closing:
             return
         self._closing = True
+        if self._thread.ident is None:   # never started (its producer's constructor failed)
+            self._conn.close()
+            self._wakeup.close()
+            return
         self.wake()
         self._thread.join(timeout_s)
         if self._thread.is_alive():

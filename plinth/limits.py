@@ -188,6 +188,12 @@ CONTROL_CALL_TIMEOUT_S = 60.0
 STATUS_CALL_TIMEOUT_S = 5.0
 SHUTDOWN_GRACE_PERIOD_S = 30.0
 CLIENT_REQUEST_TIMEOUT_MS_DEFAULT = 30_000
+# The largest value of a client's time option in ms (request_timeout_ms,
+# linger_ms, delivery_timeout_ms, ...): Kafka's are Java ints, and a finite
+# bound keeps every deadline computed from them a real time (no inf, no nan).
+CLIENT_OPTION_MS_MAX = 2**31 - 1
+# Offsets and timestamps travel as Cap'n Proto Int64s: a larger one cannot be sent.
+INT64_MAX = 2**63 - 1
 
 # --- Producer (client/producer.py, accumulator.py, sender.py, _producer.c) ---
 # How long send() blocks while buffer_memory is full before it raises
@@ -209,6 +215,8 @@ PRODUCER_SENDER_ERROR_PAUSE_MS = 100
 # Records one poll() hands out unless told otherwise (Kafka: max.poll.records):
 # enough to amortize a call, few enough that auto-commit follows closely.
 CONSUMER_POLL_RECORDS_DEFAULT = 500
+# The most records one poll() may be asked for (Kafka's max.poll.records is a Java int).
+CONSUMER_POLL_RECORDS_MAX = 2**31 - 1
 # A group member's poll() waits on its socket at most this long at a time, then
 # takes the heartbeat thread's newest assignment: bounds how long a revoked
 # partition stays here while its next owner waits for it.
@@ -1037,6 +1045,14 @@ def _relations() -> list[tuple[str, bool]]:
          PRODUCER_BATCHES_IN_FLIGHT_PER_PARTITION_MAX == IDEMPOTENT_BATCHES_KEPT),
         ("a partition's batches in flight fit a producer's requests in flight",
          1 <= PRODUCER_BATCHES_IN_FLIGHT_PER_PARTITION_MAX <= PRODUCER_REQUESTS_IN_FLIGHT_MAX),
+        ("the client's default time options are within their bound",
+         max(CLIENT_REQUEST_TIMEOUT_MS_DEFAULT, PRODUCER_DELIVERY_TIMEOUT_MS_DEFAULT,
+             PRODUCER_MAX_BLOCK_MS_DEFAULT, SESSION_TIMEOUT_MS_MAX) <= CLIENT_OPTION_MS_MAX),
+        ("the producer's default delivery timeout covers its linger and a request (Kafka's rule)",
+         PRODUCER_LINGER_MS_DEFAULT + CLIENT_REQUEST_TIMEOUT_MS_DEFAULT
+         <= PRODUCER_DELIVERY_TIMEOUT_MS_DEFAULT),
+        ("the default max_poll_records is allowed",
+         1 <= CONSUMER_POLL_RECORDS_DEFAULT <= CONSUMER_POLL_RECORDS_MAX),
         ("the default session timeout is allowed",
          SESSION_TIMEOUT_MS_MIN <= SESSION_TIMEOUT_MS_DEFAULT <= SESSION_TIMEOUT_MS_MAX),
         ("a member gets several heartbeats in per default session timeout",

@@ -277,6 +277,9 @@ class MoveShardRequest:
 ELECTION_PREFERRED = 0    # each partition's preferred leader, after a hand-over
 ELECTION_UNCLEAN = 1      # a leader for an offline partition, among any replica
 ELECTION_TYPES = {"preferred": ELECTION_PREFERRED, "unclean": ELECTION_UNCLEAN}
+# A group heartbeat's assignor: one the coordinator runs (shards/assignors.py ASSIGNORS,
+# held equal by tests/client/test_consumer.py), or "" for the group's own or the default.
+GROUP_ASSIGNORS = ("sticky", "range")
 
 
 @dataclass(frozen=True, slots=True)

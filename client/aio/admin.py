@@ -21,13 +21,15 @@ from collections.abc import Iterable
 
 from plinth import limits, protocol, topics
 from plinth.client.admin import (NewTopic, _config_value, alter_topic_args,
-                                 check_names_page_args, checked_new_topics,
-                                 checked_records_to_delete, election_partitions,
-                                 election_type_code)
+                                 check_names_page_args, check_new_topic, checked_new_topics,
+                                 checked_records_to_delete, checked_shard_count,
+                                 election_partitions, election_type_code, group_topics,
+                                 lag_row, list_offsets_args)
+from plinth.client.arguments import checked_offsets, checked_str, checked_topic_names
 from plinth.client.aio.connection import AIOConnection
 from plinth.client.connection import broker_address
 from plinth.client.fetcher import TopicPartition
-from plinth.errors import InternalError
+from plinth.errors import InternalError, UnknownTopicError
 from plinth.name_pages import NamesPage
 
 
@@ -66,10 +68,7 @@ class AIOAdmin:
                            replication_factor: int | None = None,
                            config: dict[str, str] | None = None) -> protocol.TopicInfo:
         """Admin.create_topic."""
-        topics.validate_topic_name(name)
-        topics.validate_partition_count(name, partitions)
-        if replication_factor is not None:
-            topics.validate_replication_factor(name, replication_factor)
+        check_new_topic(name, partitions, replication_factor)
         config = {key: _config_value(value) for key, value in (config or {}).items()}
         view = await self._call(protocol.encode_create_topic, name, partitions, config,
                                 "createTopic", replication_factor or 0)
@@ -106,28 +105,31 @@ class AIOAdmin:
 
     async def topic_stats(self, names: list[str]) -> dict[str, protocol.TopicStats]:
         """Admin.topic_stats: size and rates by name."""
-        view = await self._call(protocol.encode_topic_stats_request, list(names))
+        view = await self._call(protocol.encode_topic_stats_request,
+                                checked_topic_names("names", names))
         return {stats.name: stats for stats in view.topic_stats}
 
     async def describe_topic(self, name: str) -> protocol.TopicInfo:
         """Admin.describe_topic."""
-        return (await self._call(protocol.encode_topic_request, "describeTopic", name)).topics[0]
+        return (await self._call(protocol.encode_topic_request, "describeTopic",
+                                 checked_str("name", name))).topics[0]
 
     async def delete_topic(self, name: str) -> None:
-        await self._call(protocol.encode_topic_request, "deleteTopic", name)
+        await self._call(protocol.encode_topic_request, "deleteTopic", checked_str("name", name))
 
     async def partition_count(self, name: str) -> int:
-        return (await self._call(protocol.encode_metadata, [name])).topics[0].partitions
+        return (await self._call(protocol.encode_metadata,
+                                 [checked_str("name", name)])).topics[0].partitions
 
     async def add_shards(self, count: int) -> list[tuple[str, int, str, str, int]]:
         """Admin.add_shards (not retried)."""
-        return (await self._call(protocol.encode_shards_change, "addShards", count,
-                                 retry=False)).moves
+        return (await self._call(protocol.encode_shards_change, "addShards",
+                                 checked_shard_count(count), retry=False)).moves
 
     async def remove_shards(self, count: int) -> list[tuple[str, int, str, str, int]]:
         """Admin.remove_shards (not retried)."""
-        return (await self._call(protocol.encode_shards_change, "removeShards", count,
-                                 retry=False)).moves
+        return (await self._call(protocol.encode_shards_change, "removeShards",
+                                 checked_shard_count(count), retry=False)).moves
 
     async def move_shard(self, shard: str, node: str, *, allow_replicas_on_one_node: bool = False,
                          accept_data_loss: bool = False, force: bool = False) -> protocol.ShardMove:
@@ -174,28 +176,33 @@ class AIOAdmin:
         return view.names_page
 
     async def describe_group(self, group: str) -> protocol.GroupInfo:
-        return (await self._call(protocol.encode_group_request, "describeGroup", group)).group
+        return (await self._call(protocol.encode_group_request, "describeGroup",
+                                 checked_str("group", group))).group
 
     async def group_lag(self, group: str) -> list[tuple[str, int, int | None, int, int | None]]:
-        """Admin.group_lag: (topic, partition, committed, end, lag) per partition."""
+        """Admin.group_lag: (topic, partition, committed, end, lag) per partition; a
+        topic that no longer exists is left out."""
         info = await self.describe_group(group)
-        names = {t for t, _ in info.committed} | {t for m in info.members for t in m.topics}
         rows = []
-        for topic in sorted(names):
-            for partition in range(await self.partition_count(topic)):
-                end = (await self.list_offsets(topic, partition)).end_offset
-                committed = info.committed.get((topic, partition))
-                rows.append((topic, partition, committed, end,
-                             None if committed is None else end - committed))
+        for topic in group_topics(info):
+            try:
+                rows += [lag_row(topic, partition, info.committed,
+                                 (await self.list_offsets(topic, partition)).end_offset)
+                         for partition in range(await self.partition_count(topic))]
+            except UnknownTopicError:
+                continue
         return rows
 
     async def reset_group_offsets(self, group: str, offsets: dict[tuple[str, int], int]) -> None:
         """Admin.reset_group_offsets: refused while the group has members."""
-        await self._call(protocol.encode_commit_offsets, "resetOffsets", group, "", 0, offsets)
+        await self._call(protocol.encode_commit_offsets, "resetOffsets",
+                         checked_str("group", group), "", 0,
+                         checked_offsets("reset_group_offsets", offsets))
 
     async def delete_group(self, group: str) -> None:
         """Admin.delete_group: refused while the group has members."""
-        await self._call(protocol.encode_group_request, "deleteGroup", group)
+        await self._call(protocol.encode_group_request, "deleteGroup",
+                         checked_str("group", group))
 
     async def delete_records(self, records_to_delete: dict) -> dict[TopicPartition, int]:
         """Admin.delete_records, every partition at once."""
@@ -211,5 +218,5 @@ class AIOAdmin:
     async def list_offsets(self, topic: str, partition: int,
                            timestamp_ms: int = protocol.NO_TIME_LOOKUP) -> protocol.PartitionInfo:
         """Admin.list_offsets."""
-        return (await self._call(protocol.encode_list_offsets, topic, partition,
-                                 timestamp_ms)).offsets
+        return (await self._call(protocol.encode_list_offsets,
+                                 *list_offsets_args(topic, partition, timestamp_ms))).offsets

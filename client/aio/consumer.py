@@ -46,8 +46,10 @@ from plinth.client.aio.admin import AIOAdmin
 from plinth.client.aio.connection import AIOConnection
 from plinth.client.aio.group_membership import AIOGroupMembership
 from plinth.client.connection import broker_address
-from plinth.client.consumer import OffsetAndTimestamp, check_options
-from plinth.client.consumer_base import ConsumerBase, group_option
+from plinth.client.arguments import checked_str
+from plinth.client.consumer import (OffsetAndTimestamp, check_options, checked_max_records,
+                                    checked_subscription)
+from plinth.client.consumer_base import ConsumerBase, checked_times, group_option
 from plinth.client.fetcher import Fetcher, TopicPartition
 from plinth.errors import BrokerError, ClientError, ClosedError, OffsetOutOfRangeError
 from plinth.format.record_batch import ConsumerRecord
@@ -98,7 +100,11 @@ class AIOConsumer(ConsumerBase):
         ``start()``. Any thread."""
         group = group_option(group, group_id)
         # A group's topics may come later, from subscribe() (aiokafka's way): start() checks.
-        check_options(topics, auto_offset_reset, fetch_max_bytes, fetch_max_wait_ms, None)
+        check_options(topics, auto_offset_reset, fetch_max_bytes, fetch_max_wait_ms, None,
+                      request_timeout_ms=request_timeout_ms, max_poll_records=max_poll_records,
+                      session_timeout_ms=session_timeout_ms, group_assignor=group_assignor)
+        if group is not None:
+            checked_str("group", group)
         self.auto_offset_reset = auto_offset_reset
         self.request_timeout_ms = request_timeout_ms
         self.consumer_timeout_ms = consumer_timeout_ms
@@ -128,7 +134,11 @@ class AIOConsumer(ConsumerBase):
     # --- Lifetime (the task that owns the consumer) -------------------------------------
 
     async def start(self) -> None:
-        """Connect; subscribe to the topics given (unknown topics fail here)."""
+        """Connect; subscribe to the topics given (unknown topics fail here). ClosedError
+        after stop(), even one before start(): a stopped consumer stays stopped."""
+        if self._closed:
+            raise ClosedError("consumer is stopped: a stopped AIOConsumer cannot start; make a "
+                              "new one")
         if self._fetcher is not None:
             raise ValueError("AIOConsumer.start() was already called")
         if self.group is not None and not self._subscription:
@@ -178,17 +188,19 @@ class AIOConsumer(ConsumerBase):
 
     # --- Assignment and position ----------------------------------------------------------
 
-    def subscribe(self, topics: list[str], listener: ConsumerRebalanceListener | None = None
-                  ) -> None:
+    def subscribe(self, topics: list[str], listener: ConsumerRebalanceListener | None = None,
+                  pattern: str | None = None) -> None:
         """Read these topics: all their partitions, or with a group the member's share;
         takes effect in ``start()`` or the next ``getmany``. ``listener``: the group's
-        rebalance callbacks. Any task on the loop."""
+        rebalance callbacks. ``topics`` is a list of names (TypeError for a single str);
+        topic patterns are not supported. Any task on the loop."""
+        topics = checked_subscription(topics, pattern)
         if self._membership is not None:
             raise ValueError(f"consumer already subscribed in group {self.group!r}")
         if listener is not None:
             self._on_assign = listener.on_partitions_assigned
             self._on_revoke = listener.on_partitions_revoked
-        self._subscription = list(topics)
+        self._subscription = topics
 
     async def _apply_subscription(self) -> None:
         """Ask the partition counts of a new subscription; join the group. Turn held."""
@@ -244,12 +256,8 @@ class AIOConsumer(ConsumerBase):
                                 ) -> dict[TopicPartition, OffsetAndTimestamp | None]:
         """Consumer.offsets_for_times: the first record at or after each time."""
         self._check_open()
-        for tp, timestamp_ms in timestamps.items():
-            if type(timestamp_ms) is not int or timestamp_ms < 0:
-                raise ValueError(f"the time for {tp[0]}-{tp[1]} is {timestamp_ms!r}: it must be "
-                                 f"an int of ms since the epoch, 0 or more")
         found = {}
-        for (topic, partition), timestamp_ms in timestamps.items():
+        for (topic, partition), timestamp_ms in checked_times(timestamps).items():
             info = await self._admin.list_offsets(topic, partition, timestamp_ms)
             found[TopicPartition(topic, partition)] = (
                 None if info.found_offset == protocol.OFFSET_NONE
@@ -286,7 +294,8 @@ class AIOConsumer(ConsumerBase):
         """Records ready within ``timeout_ms``, at most ``max_records`` of them
         (default max_poll_records): {TopicPartition: [ConsumerRecord]}."""
         async with self._turn:
-            out = await self._poll(timeout_ms, max_records or self.max_poll_records)
+            out = await self._poll(timeout_ms,
+                                   checked_max_records(max_records, self.max_poll_records))
         partitions = self._fetcher.partitions
         for tp, records in out.items():
             partitions[tp].position = records[-1].offset + 1

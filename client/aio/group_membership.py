@@ -48,7 +48,11 @@ class AIOGroupMembership(GroupMembership):
 
     async def _run_async(self) -> None:
         while not self._closing:
-            await self._heartbeat_once_async()
+            try:
+                await self._heartbeat_once_async()
+            except Exception as exc:
+                self._heartbeat_crashed(exc)
+                return
             try:
                 await asyncio.wait_for(self._wake.wait(), self._next_wait_s())
             except asyncio.TimeoutError:

@@ -86,8 +86,12 @@ class AIOProducer:
         """The sync Producer's options (client/producer.py), checked alike; nothing
         connects until ``start()``. Any thread."""
         self._acks, self._codec = checked_options(
-            acks, compression_type, batch_bytes_max, linger_ms, delivery_timeout_ms,
-            request_timeout_ms)
+            acks, compression_type, batch_bytes_max=batch_bytes_max, linger_ms=linger_ms,
+            buffer_memory=buffer_memory, max_block_ms=max_block_ms,
+            request_timeout_ms=request_timeout_ms,
+            max_in_flight_requests_per_connection=max_in_flight_requests_per_connection,
+            delivery_timeout_ms=delivery_timeout_ms, retry_backoff_ms=retry_backoff_ms,
+            retry_backoff_max_ms=retry_backoff_max_ms)
         self._address = broker_address(broker, curve_key_file, curve_server_key_file,
                                        bootstrap_servers)
         self._options = dict(
@@ -112,7 +116,11 @@ class AIOProducer:
         if self._task is not None:
             raise ValueError("AIOProducer.start() was already called")
         o = self._options
-        self._admin = AIOAdmin(broker=self._address, request_timeout_ms=o["request_timeout_ms"])
+        # Its one call, a new topic's partition count, is awaited in send(): bounded by
+        # max_block_ms too, as Kafka bounds send()'s wait for metadata.
+        self._admin = AIOAdmin(broker=self._address,
+                               request_timeout_ms=min(o["request_timeout_ms"],
+                                                      self.max_block_s * 1000))
         self._conn = AIOConnection(self._address, direct=o["direct_to_shards"])
         self._core = SenderCore(
             self._conn, self._acks, request_timeout_ms=o["request_timeout_ms"],
@@ -138,19 +146,23 @@ class AIOProducer:
         await self.stop()
 
     async def stop(self, timeout: float | None = None) -> None:
-        """Deliver everything sent so far (up to ``timeout`` s; None: until done), then
-        end the sender task; what is still unacknowledged fails with ClosedError."""
+        """Deliver everything sent so far, then end the sender task, within ``timeout``
+        s in all (None: until done); what is still unacknowledged fails with
+        ClosedError."""
         records = self._records
         if records is None or records._closed:
             return
         records._closed = True
+        deadline_s = None if timeout is None else time.monotonic() + timeout
         self._accumulator.refuse_appends()
         try:
-            await self.flush(timeout)
+            await self._flush(timeout)
         except PlinthTimeoutError:
             pass   # what is left fails in the sender task
         finally:
-            await self._end_sender(timeout)
+            # The flush's time is the stop's: what is left of it, not another timeout.
+            await self._end_sender(None if deadline_s is None
+                                   else max(0.0, deadline_s - time.monotonic()))
             await self._admin.close()
 
     async def _end_sender(self, timeout: float | None) -> None:
@@ -240,9 +252,15 @@ class AIOProducer:
 
     async def flush(self, timeout: float | None = None) -> None:
         """Send everything queued and await every acknowledgement (or error);
-        PlinthTimeoutError after ``timeout`` seconds (None: no limit)."""
+        PlinthTimeoutError after ``timeout`` seconds (None: no limit); ClosedError
+        once stop() began (the sender task is ending: nothing would send)."""
         if self._records is None:
             return
+        if self._records._closed:
+            raise ClosedError("producer is stopped: flush() has nothing to send with")
+        await self._flush(timeout)
+
+    async def _flush(self, timeout: float | None) -> None:
         pending = self._accumulator.begin_flush()
         try:
             waiting = [result.waiter() for result in pending if not result.done()]

@@ -179,10 +179,16 @@ def renamed(steps: list, names: dict[str, str]) -> list:
 
 def run(producer, steps: list) -> list[Sent]:
     """Make the calls; every bad one must raise what it should, and every call after
-    a close ClosedError. Returns the good sends that were made, with their futures."""
+    a close ClosedError (flush too). Returns the good sends that were made, with their futures."""
     sent, closed = [], False
     for step in steps:
-        if isinstance(step, Flush):
+        if isinstance(step, Flush) and closed:
+            try:
+                producer.flush(30)
+            except ClosedError:
+                continue
+            raise AssertionError("flush() after close() did not raise ClosedError")
+        elif isinstance(step, Flush):
             producer.flush(30)
         elif isinstance(step, Close):
             producer.close()

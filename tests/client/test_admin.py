@@ -6,7 +6,7 @@ import pytest
 
 from plinth import Admin, limits, protocol
 from plinth.name_pages import NamesPage
-from plinth.errors import InvalidReplicationFactorError, UnavailableError
+from plinth.errors import InvalidReplicationFactorError, UnavailableError, UnknownTopicError
 
 
 def topics(*names):
@@ -84,3 +84,77 @@ def test_a_replication_factor_a_new_user_might_write_is_refused_before_anything_
         with pytest.raises(InvalidReplicationFactorError, match=message):
             admin.create_topic("t", 1, replication_factor=factor)
     assert broker.requests == []
+
+
+# --- Arguments checked before anything is sent (Admin's and AIOAdmin's alike) ----------
+
+BAD_CALLS = [
+    (lambda a: a.list_offsets("t", -1), ValueError, r"partition=-1 is outside 0\.\.4095"),
+    (lambda a: a.list_offsets("t", 2**40), ValueError, r"partition=1099511627776 is outside"),
+    (lambda a: a.list_offsets("t", True), TypeError, r"partition must be an int"),
+    (lambda a: a.list_offsets("t", 0, 2**63), ValueError,
+     r"timestamp_ms=9223372036854775808 is outside 0\.\.9223372036854775807"),
+    (lambda a: a.list_offsets("t", 0, "5"), TypeError, r"timestamp_ms must be an int of ms"),
+    (lambda a: a.list_offsets(None, 0), TypeError, r"topic must be a str, got None"),
+    (lambda a: a.describe_topic(None), TypeError, r"name must be a str, got None"),
+    (lambda a: a.describe_topic(5), TypeError, r"name must be a str, got 5"),
+    (lambda a: a.delete_topic(None), TypeError, r"name must be a str, got None"),
+    (lambda a: a.partition_count(b"t"), TypeError, r"name must be a str, got b't'"),
+    (lambda a: a.describe_group(None), TypeError, r"group must be a str, got None"),
+    (lambda a: a.delete_group(7), TypeError, r"group must be a str, got 7"),
+    (lambda a: a.add_shards(-1), ValueError, r"count=-1 is outside 1\.\.256"),
+    (lambda a: a.add_shards(True), TypeError, r"count must be an int"),
+    (lambda a: a.remove_shards(0), ValueError, r"count=0 is outside 1\.\.256"),
+    (lambda a: a.create_topic("x", partitions=True), TypeError, r"partitions must be an int"),
+    (lambda a: a.create_topic("x", partitions=2.0), TypeError, r"partitions must be an int"),
+    (lambda a: a.create_topic(None), TypeError, r"name must be a str, got None"),
+    (lambda a: a.create_topics([protocol.NewTopic("x", 2.0, {}, 0)]), TypeError,
+     r"partitions must be an int"),
+    (lambda a: a.reset_group_offsets("g", {("t", 0): "1"}), TypeError,
+     r"reset_group_offsets: the offset of \('t', 0\) must be an int in 0\.\."),
+    (lambda a: a.reset_group_offsets("g", {"t": 1}), TypeError,
+     r"reset_group_offsets: 't' is not a \(topic, partition\) pair"),
+    (lambda a: a.reset_group_offsets("g", {("t", 0): -7}), ValueError,
+     r"reset_group_offsets: the offset of \('t', 0\)=-7 is outside 0\.\.9223372036854775807"),
+    (lambda a: a.reset_group_offsets("g", {("t", 0): 2**64}), ValueError,
+     r"the offset of \('t', 0\)=18446744073709551616 is outside"),
+    (lambda a: a.delete_records({("t", 0): "1"}), TypeError,
+     r"delete_records: the offset of \('t', 0\) must be an int"),
+    (lambda a: a.topic_stats("ad-d"), TypeError,
+     r"names takes a list of topic names, not a str: \['ad-d'\], not 'ad-d'"),
+]
+
+
+@pytest.mark.parametrize("call, error, message", BAD_CALLS)
+def test_an_argument_of_the_wrong_type_or_range_is_refused_naming_it_before_anything_is_sent(
+        scripted, call, error, message):
+    broker = scripted([])
+    with Admin(broker=broker.url, request_timeout_ms=1_000) as admin:
+        with pytest.raises(error, match=message):
+            call(admin)
+    assert broker.requests == []
+
+
+def group_with_offsets(committed: dict):
+    """A script step: the answer to describeGroup, a group without members."""
+    return lambda view: [protocol.encode_group_reply(view.request_id, protocol.GroupInfo(
+        "g", "sticky", 1, committed=committed))]
+
+
+def end_offset(end: int):
+    """A script step: the answer to listOffsets."""
+    return lambda view: [protocol.encode_offsets_reply(view.request_id, protocol.PartitionInfo(
+        view.partition, "shard-0", 0, end))]
+
+
+# describeGroup; metadata of 'gone' (deleted since the group committed); metadata and
+# listOffsets of 't'.
+LAG_SCRIPT = [group_with_offsets({("gone", 0): 5, ("t", 0): 3}),
+              UnknownTopicError("unknown topic 'gone'"), topics("t"), end_offset(10)]
+
+
+def test_group_lag_leaves_out_a_topic_deleted_since_the_group_committed_and_shows_the_rest(
+        scripted):
+    broker = scripted(LAG_SCRIPT)
+    with Admin(broker=broker.url, request_timeout_ms=2_000) as admin:
+        assert admin.group_lag("g") == [("t", 0, 3, 10, 7)]

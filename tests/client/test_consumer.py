@@ -9,8 +9,8 @@ import pytest
 
 from plinth import Consumer, limits, protocol
 from plinth.client.consumer import OffsetAndTimestamp
-from plinth.errors import (CorruptDataError, TooManyRequestsError, UnavailableError,
-                           UnknownMemberIdError)
+from plinth.errors import (CorruptDataError, InvalidConfigError, TooManyRequestsError,
+                           UnavailableError, UnknownMemberIdError)
 from tests.client.scripted_broker import entry
 
 
@@ -231,3 +231,140 @@ def test_a_commit_without_a_group_is_refused_naming_the_option_it_needs(scripted
             consumer.commit()
     finally:
         consumer.close()
+
+
+# --- Options checked in the constructor (Consumer's and AIOConsumer's alike) ----------
+
+BAD_OPTIONS = [
+    ({"session_timeout_ms": 400}, ValueError, r"session_timeout_ms=400 is outside 500\.\.300000"),
+    ({"session_timeout_ms": 1}, ValueError, r"session_timeout_ms=1 is outside 500\.\.300000"),
+    ({"session_timeout_ms": 300_001}, ValueError, r"session_timeout_ms=300001 is outside"),
+    ({"session_timeout_ms": "10000"}, TypeError, r"session_timeout_ms must be an int in 500"),
+    ({"group_assignor": "roundrobin"}, ValueError,
+     r"group_assignor='roundrobin' is not one of \('sticky', 'range'\)"),
+    ({"group_assignor": None}, TypeError, r"group_assignor must be a str"),
+    ({"group": 5}, TypeError, r"group must be a str, got 5"),
+    ({"request_timeout_ms": 0}, ValueError, r"request_timeout_ms=0 is outside 1\.\."),
+    ({"request_timeout_ms": float("nan")}, ValueError, r"request_timeout_ms=nan is outside"),
+    ({"max_poll_records": 0}, ValueError, r"max_poll_records=0 is outside 1\.\.2147483647"),
+    ({"max_poll_records": -1}, ValueError, r"max_poll_records=-1 is outside 1\.\."),
+    ({"max_poll_records": 2.0}, TypeError, r"max_poll_records must be an int"),
+    ({"fetch_max_bytes": "1"}, TypeError, r"fetch_max_bytes must be an int"),
+]
+
+
+@pytest.mark.parametrize("options, error, message", BAD_OPTIONS)
+def test_an_option_out_of_range_is_refused_in_the_constructor_naming_it_and_its_range(
+        options, error, message):
+    # A group's options are refused whether or not the consumer is in a group
+    with pytest.raises(error, match=message):
+        Consumer("t", broker="tcp://127.0.0.1:1", **{"group": "g", **options})
+
+
+def test_the_assignors_the_client_accepts_are_the_ones_the_coordinator_runs():
+    from plinth.shards import assignors
+    assert protocol.GROUP_ASSIGNORS == assignors.ASSIGNORS
+
+
+class RefusingCoordinator(GroupBroker):
+    """Refuses every heartbeat as the coordinator refuses an assignor it does not run."""
+
+    def answer(self, request):
+        if type(request) is protocol.GroupHeartbeatRequest:
+            return [protocol.encode_error(request.request_id, InvalidConfigError(
+                "assignor 'range2' for group 'g' is not one of sticky, range"))]
+        return super().answer(request)
+
+
+def test_a_heartbeat_the_coordinator_refuses_for_good_is_raised_by_poll_not_retried(scripted):
+    # Given a group member whose coordinator refuses its heartbeats for good
+    broker = scripted([RefusingCoordinator().answer] * 1_000)
+    consumer = Consumer("t", broker=broker.url, group="g", direct_to_shards=False)
+    try:
+        # When it polls / Then the refusal is raised within the bound, not {} for ever
+        deadline_s = time.monotonic() + 10
+        with pytest.raises(InvalidConfigError, match="range2"):
+            while time.monotonic() < deadline_s:
+                consumer.poll(100)
+        heartbeats = [r for _, r in broker.requests if type(r) is protocol.GroupHeartbeatRequest]
+        assert len(heartbeats) == 1
+    finally:
+        consumer.close()
+
+
+@pytest.mark.parametrize("max_records, error", [(0, ValueError), (-1, ValueError),
+                                                (1.5, TypeError)])
+def test_poll_refuses_a_max_records_that_could_never_hand_out_a_record(scripted, max_records,
+                                                                       error):
+    broker = scripted([fetched(0, [b"a"], 1)])
+    consumer = consumer_of(broker)
+    try:
+        with pytest.raises(error, match=rf"max_records"):
+            consumer.poll(100, max_records=max_records)
+        # And the records are still there for a poll that may take them
+        assert [r.value for r in poll_until(consumer, 1)] == [b"a"]
+    finally:
+        consumer.close()
+
+
+# --- Arguments checked before anything is sent ------------------------------------------
+
+BAD_COMMITS = [
+    ({("t", 0): "1"}, TypeError, r"commit: the offset of \('t', 0\) must be an int in 0\.\."),
+    ({"t": 1}, TypeError, r"commit: 't' is not a \(topic, partition\) pair"),
+    ({("t", 0): -5}, ValueError, r"commit: the offset of \('t', 0\)=-5 is outside 0\.\."),
+    ({("t", 0): 2**64}, ValueError, r"the offset of \('t', 0\)=18446744073709551616 is outside"),
+    ({("t", True): 1}, TypeError, r"commit: the partition of \('t', True\) must be an int"),
+]
+
+
+@pytest.mark.parametrize("offsets, error, message", BAD_COMMITS)
+def test_a_commit_of_an_offset_that_is_not_an_int_0_or_more_is_refused_before_it_is_sent(
+        scripted, offsets, error, message):
+    # Given a group member
+    broker = scripted([GroupBroker().answer] * 1_000)
+    consumer = Consumer("t", broker=broker.url, group="g", direct_to_shards=False)
+    try:
+        # When it commits a bad offset / Then it is refused, and no commit was sent
+        with pytest.raises(error, match=message):
+            consumer.commit(offsets)
+        assert not any(type(r) is protocol.CommitOffsetsRequest for _, r in broker.requests)
+    finally:
+        consumer.close()
+
+
+@pytest.mark.parametrize("offset, error", [("3", TypeError), (3.0, TypeError), (-1, ValueError),
+                                           (2**63, ValueError), (True, TypeError)])
+def test_a_seek_to_an_offset_that_is_not_an_int_0_or_more_is_refused_and_changes_nothing(
+        scripted, offset, error):
+    consumer = consumer_of(scripted([fetched(0, [b"a"], 1)]))
+    try:
+        with pytest.raises(error, match="offset"):
+            consumer.seek("t", 0, offset)
+        # And polling goes on from where it was (no struct.error from every poll after it)
+        assert [r.value for r in poll_until(consumer, 1)] == [b"a"]
+    finally:
+        consumer.close()
+
+
+def test_offsets_for_times_refuses_a_time_past_an_int64_before_asking(scripted):
+    broker = scripted([])
+    with Consumer(broker=broker.url, request_timeout_ms=5_000, direct_to_shards=False) as consumer:
+        with pytest.raises(ValueError, match=r"the time for t-0 is 9223372036854775808: it must "
+                                             r"be an int of ms since the epoch, 0\.\."):
+            consumer.offsets_for_times({("t", 0): 2**63})
+    assert broker.requests == []
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda c: c.subscribe("t"), r"subscribe takes a list of topic names, not a str: \['t'\]"),
+    (lambda c: c.subscribe(["t", 5]), r"each topic name in subscribe must be a str, got 5"),
+    (lambda c: c.subscribe([], pattern="t.*"),
+     r"subscribe\(pattern='t\.\*'\): topic patterns are not supported"),
+])
+def test_subscribe_takes_a_list_of_topic_names_not_a_str_nor_a_pattern(scripted, call, message):
+    broker = scripted([])
+    with Consumer(broker=broker.url, request_timeout_ms=5_000, direct_to_shards=False) as consumer:
+        with pytest.raises(TypeError, match=message):
+            call(consumer)
+    assert broker.requests == []   # no topic named 't'... asked for

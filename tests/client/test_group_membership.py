@@ -11,7 +11,8 @@ import pytest
 from plinth import protocol
 from plinth.client.group_membership import GroupMembership
 from plinth.protocol import LEAVE_EPOCH
-from plinth.errors import StaleMemberEpochError, UnavailableError, UnknownMemberIdError
+from plinth.errors import (InvalidConfigError, StaleMemberEpochError, UnavailableError,
+                           UnknownMemberIdError)
 from tests.support import wait_until
 
 T0, T1 = ("t", 0), ("t", 1)
@@ -184,3 +185,34 @@ def test_heartbeat_now_sends_a_heartbeat_before_the_interval(member_of):
     # Then it comes at once
     _, second_s = arrivals(broker, 2)
     assert second_s - first_s < 1.5
+
+
+def test_a_refused_session_timeout_or_assignor_ends_the_membership_and_is_raised_not_retried(
+        member_of):
+    # Given a coordinator that refuses the member's options (invalidConfig), then
+    # would answer every heartbeat
+    member, broker = member_of([InvalidConfigError("assignor 'roundrobin' for group 'g' is "
+                                                   "not one of sticky, range"),
+                                *steady("m-1", 1, {T0})])
+    # Then the refusal is what the consumer's poll raises
+    wait_until(lambda: member._fatal is not None, timeout_s=10)
+    with pytest.raises(InvalidConfigError, match="roundrobin"):
+        member.raise_if_refused()
+    # And no heartbeat follows it (only the one refused was sent)
+    assert [type(r) for _, r in broker.requests] == [protocol.GroupHeartbeatRequest]
+
+
+def test_an_error_no_heartbeat_expects_ends_the_membership_and_is_raised_to_the_consumer(
+        member_of, scripted):
+    # Given a membership whose heartbeat cannot even be encoded (a group that is not a str)
+    broker = scripted(steady("m-1", 1, {T0}))
+    member = GroupMembership(broker.url, 5, ["t"], session_timeout_ms=10_000, assignor="",
+                             request_timeout_ms=5_000)
+    member.start()
+    try:
+        # Then the heartbeat thread does not die silently: the consumer's poll raises it
+        wait_until(lambda: member._fatal is not None, timeout_s=10)
+        with pytest.raises(Exception, match="[Tt]ype"):
+            member.raise_if_refused()
+    finally:
+        member.close()

@@ -152,6 +152,64 @@ def test_a_header_that_is_not_bytes_is_refused_and_every_pending_record_is_still
 TOPICS = {"t": PARTITIONS, "single": 1}
 
 
+def test_flush_after_close_raises_closed_error_and_writes_to_no_file_that_reused_a_freed_fd(
+        broker, tmp_path):
+    # Given a closed producer, whose wake-up pipe's fd numbers files opened since took
+    producer = Producer(broker=broker.url, linger_ms=0)
+    producer.send("t", b"x", partition=0).get(GET_TIMEOUT_S)
+    producer.close()
+    files = [open(tmp_path / f"victim{i}.txt", "w") for i in range(8)]
+    try:
+        # When it is flushed / Then ClosedError, and no file got a byte
+        with pytest.raises(ClosedError, match="producer is closed"):
+            producer.flush(timeout=1)
+    finally:
+        for f in files:
+            f.close()
+    assert [(tmp_path / f"victim{i}.txt").stat().st_size for i in range(8)] == [0] * 8
+
+
+def test_close_with_a_timeout_takes_at_most_that_timeout_in_all_and_fails_what_is_pending(
+        broker):
+    # Given a producer with a record whose request the broker never answers
+    producer = Producer(broker=broker.url, linger_ms=0)
+    producer.send("t", b"x", partition=0).get(GET_TIMEOUT_S)   # the topic is known
+    broker.hold()
+    try:
+        future = producer.send("t", b"pending", partition=0)
+        # When it is closed with a timeout of 1 s
+        started_s = time.monotonic()
+        producer.close(timeout=1)
+        took_s = time.monotonic() - started_s
+    finally:
+        broker.release()
+    # Then the flush and the sender's end took 1 s together (it was 1 s each), and
+    # the record failed
+    assert 1.0 <= took_s < 1.6
+    with pytest.raises(ClosedError):
+        future.get(0)
+
+
+@pytest.mark.parametrize("kwargs", [{"partition": True}, {"partition": 0, "timestamp_ms": True}])
+def test_a_bool_is_refused_where_send_takes_an_int(broker, kwargs):
+    with Producer(broker=broker.url, linger_ms=0) as producer:
+        with pytest.raises(TypeError, match="must be an int or None, got bool"):
+            producer.send("t", b"x", **kwargs)
+    assert broker.record_count() == 0
+
+
+def test_a_send_to_a_topic_not_yet_known_waits_for_its_metadata_at_most_max_block_ms(scripted):
+    # Given a broker that never answers, and a request timeout far longer than max_block_ms
+    broker = scripted([])
+    with Producer(broker=broker.url, max_block_ms=300, request_timeout_ms=10_000) as producer:
+        started_s = time.monotonic()
+        # When a record is sent to a topic the producer has not seen / Then send() gives
+        # up after max_block_ms, not request_timeout_ms
+        with pytest.raises(PlinthTimeoutError, match="within 300 ms"):
+            producer.send("new", b"x")
+        assert time.monotonic() - started_s < 2.0
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=send_calls.calls(TOPICS),
        options=st.fixed_dictionaries({"linger_ms": st.sampled_from([0, 20, 60_000]),
@@ -256,3 +314,32 @@ def test_records_with_keys_headers_and_times_round_trip_with_every_compression_t
         for i in range(50)]
     assert {a.request.batch_format for a in broker.produces()} == {0 if compression_type is None
                                                                    else 2}
+
+
+# --- Options checked in the constructor (Producer's and AIOProducer's alike) ----------
+
+BAD_OPTIONS = [
+    ({"max_in_flight_requests_per_connection": 0}, ValueError,
+     r"max_in_flight_requests_per_connection=0 is outside 1\.\.32"),
+    ({"linger_ms": float("nan")}, ValueError, r"linger_ms=nan is outside 0\.\."),
+    ({"linger_ms": float("inf")}, ValueError, r"linger_ms=inf is outside 0\.\."),
+    ({"linger_ms": "5"}, TypeError, r"linger_ms must be a number of ms in 0\.\."),
+    ({"linger_ms": 5_000, "delivery_timeout_ms": 6_000, "request_timeout_ms": 2_000}, ValueError,
+     r"delivery_timeout_ms=6000 must be at least linger_ms=5000 \+ request_timeout_ms=2000"),
+    ({"request_timeout_ms": 0}, ValueError, r"request_timeout_ms=0 is outside 1\.\."),
+    ({"request_timeout_ms": -1}, ValueError, r"request_timeout_ms=-1 is outside 1\.\."),
+    ({"max_block_ms": -1}, ValueError, r"max_block_ms=-1 is outside 0\.\."),
+    ({"retry_backoff_ms": -1}, ValueError, r"retry_backoff_ms=-1 is outside 0\.\."),
+    ({"retry_backoff_max_ms": -1}, ValueError, r"retry_backoff_max_ms=-1 is outside 0\.\."),
+    ({"delivery_timeout_ms": 2**40}, ValueError, r"delivery_timeout_ms=1099511627776 is outside"),
+    ({"buffer_memory": 0}, ValueError, r"buffer_memory=0 is outside 1\.\."),
+    ({"buffer_memory": 1.5}, TypeError, r"buffer_memory must be an int"),
+    ({"batch_bytes_max": "1"}, TypeError, r"batch_bytes_max must be an int"),
+]
+
+
+@pytest.mark.parametrize("options, error, message", BAD_OPTIONS)
+def test_an_option_out_of_range_is_refused_in_the_constructor_naming_it_and_its_range(
+        options, error, message):
+    with pytest.raises(error, match=message):
+        Producer(broker="tcp://127.0.0.1:1", **options)

@@ -448,3 +448,33 @@ def test_a_lost_reply_of_a_compressed_batch_is_retried_with_the_same_bytes_and_s
     summary = summarize_kafka_batch(arrivals[0].payload)
     assert summary.producer_id >= 0 and summary.base_sequence == 0
     assert [r.value for r in broker.records("t", 0)] == [b"a", b"b"]
+
+
+@pytest.mark.parametrize("idempotent", [True, False])
+def test_a_batch_that_waits_to_be_sent_past_delivery_timeout_fails_though_it_never_went_out(
+        broker, make_sender, idempotent):
+    # Given a sender that can send nothing (no request may be in flight), so that a
+    # batch waits in its partition's queue (or pipeline) and never leaves it
+    _, accumulator = make_sender(in_flight_max=0, idempotent=idempotent, request_timeout_ms=200,
+                                 delivery_timeout_ms=400)
+    # When a record is sent / Then it fails at its delivery deadline, never sent
+    with pytest.raises(PlinthTimeoutError, match=r"within delivery_timeout_ms=400: it waited "
+                                                 r"\d+ ms, 0 attempts sent"):
+        send(accumulator, b"stuck").get(5)
+    assert broker.produces() == []
+
+
+def test_a_request_in_flight_waits_at_most_until_its_batch_s_delivery_deadline(
+        broker, make_sender):
+    # Given a broker that loses every produce request, and a delivery timeout only a
+    # little longer than a request's: a retry goes out before the deadline
+    broker.faults.extend([DROP] * 1000)
+    _, accumulator = make_sender(request_timeout_ms=2_000, delivery_timeout_ms=2_400)
+    started_s = time.monotonic()
+    # When a record is sent / Then it fails at its delivery deadline, its retry cut
+    # short, not a whole request_timeout_ms after it
+    with pytest.raises(PlinthTimeoutError, match="delivery_timeout_ms=2400"):
+        send(accumulator, b"lost").get(GET_TIMEOUT_S)
+    took_s = time.monotonic() - started_s
+    assert len(broker.produces()) == 2
+    assert 2.4 <= took_s < 3.4   # was 4 s: the retry waited a whole request_timeout_ms

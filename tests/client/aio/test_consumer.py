@@ -11,7 +11,7 @@ import pytest
 from plinth import protocol
 from plinth.client.aio.consumer import AIOConsumer
 from plinth.errors import ClosedError, CorruptDataError, OffsetOutOfRangeError
-from tests.client.test_consumer import fetched
+from tests.client.test_consumer import BAD_COMMITS, BAD_OPTIONS, GroupBroker, fetched
 
 BOUND_S = 20
 
@@ -128,3 +128,82 @@ def test_a_commit_without_a_group_is_refused_naming_the_option_it_needs(scripted
         return True
 
     assert run(scripted([]), scenario)
+
+
+@pytest.mark.parametrize("options, error, message", BAD_OPTIONS)
+def test_an_option_out_of_range_is_refused_in_the_constructor_naming_it_and_its_range(
+        options, error, message):
+    with pytest.raises(error, match=message):
+        AIOConsumer("t", broker="tcp://127.0.0.1:1", **{"group": "g", **options})
+
+
+@pytest.mark.parametrize("max_records, error", [(0, ValueError), (-1, ValueError),
+                                                (1.5, TypeError)])
+def test_getmany_refuses_a_max_records_that_could_never_hand_out_a_record(scripted, max_records,
+                                                                          error):
+    async def scenario(consumer):
+        consumer.assign([("t", 0)])
+        consumer.seek("t", 0, 0)
+        with pytest.raises(error, match="max_records"):
+            await consumer.getmany(timeout_ms=100, max_records=max_records)
+        return [r.value for r in await records_of(consumer, 1)]
+
+    assert run(scripted([fetched(0, [b"a"], 1)]), scenario) == [b"a"]
+
+
+@pytest.mark.parametrize("offsets, error, message", BAD_COMMITS)
+def test_a_commit_of_an_offset_that_is_not_an_int_0_or_more_is_refused_before_it_is_sent(
+        scripted, offsets, error, message):
+    broker = scripted([GroupBroker().answer] * 1_000)
+
+    async def scenario():
+        consumer = AIOConsumer("t", broker=broker.url, group="g", direct_to_shards=False)
+        await consumer.start()
+        try:
+            with pytest.raises(error, match=message):
+                await consumer.commit(offsets)
+        finally:
+            await consumer.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), BOUND_S))
+    assert not any(type(r) is protocol.CommitOffsetsRequest for _, r in broker.requests)
+
+
+def test_a_seek_to_an_offset_that_is_not_an_int_0_or_more_is_refused_and_changes_nothing(
+        scripted):
+    async def scenario(consumer):
+        consumer.assign([("t", 0)])
+        consumer.seek("t", 0, 0)
+        with pytest.raises(TypeError, match="offset must be an int in 0"):
+            consumer.seek("t", 0, "3")
+        return [r.value for r in await records_of(consumer, 1)]
+
+    assert run(scripted([fetched(0, [b"a"], 1)]), scenario) == [b"a"]
+
+
+def test_offsets_for_times_refuses_a_time_past_an_int64_before_asking(scripted):
+    async def scenario(consumer):
+        with pytest.raises(ValueError, match=r"the time for t-0 is 9223372036854775808"):
+            await consumer.offsets_for_times({("t", 0): 2**63})
+        return True
+
+    broker = scripted([])
+    assert run(broker, scenario) and broker.requests == []
+
+
+def test_subscribe_to_a_str_is_refused_rather_than_read_as_its_characters():
+    consumer = AIOConsumer(broker="tcp://127.0.0.1:1")
+    with pytest.raises(TypeError, match=r"subscribe takes a list of topic names, not a str"):
+        consumer.subscribe("t")
+    with pytest.raises(TypeError, match=r"topic patterns are not supported"):
+        consumer.subscribe([], pattern="t.*")
+
+
+def test_start_after_stop_raises_closed_error_even_when_stop_came_before_start():
+    async def scenario():
+        consumer = AIOConsumer(broker="tcp://127.0.0.1:1")
+        await consumer.stop()
+        with pytest.raises(ClosedError, match="consumer is stopped"):
+            await consumer.start()
+
+    asyncio.run(asyncio.wait_for(scenario(), BOUND_S))

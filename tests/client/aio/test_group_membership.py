@@ -11,7 +11,7 @@ import time
 import pytest
 
 from plinth.client.aio.group_membership import AIOGroupMembership
-from plinth.errors import InvalidGroupError, UnknownMemberIdError
+from plinth.errors import InvalidConfigError, InvalidGroupError, UnknownMemberIdError
 from plinth.protocol import LEAVE_EPOCH
 from tests.client.test_group_membership import T0, T1, heartbeat, steady
 
@@ -95,3 +95,15 @@ def test_close_leaves_the_group_at_once(scripted):
     leave = broker.requests[1][1]
     assert (leave.member_id, leave.member_epoch, leave.owned) == ("m-1", LEAVE_EPOCH, frozenset())
     assert took_s < 1.5
+
+
+def test_a_refused_session_timeout_or_assignor_ends_the_membership_and_is_raised_not_retried(
+        scripted):
+    async def scenario(member, broker):
+        await until(lambda: member._fatal is not None)
+        with pytest.raises(InvalidConfigError, match="session_timeout_ms=400"):
+            member.raise_if_refused()
+
+    _, broker = run(scripted, [InvalidConfigError("session_timeout_ms=400 is outside 500..300000"),
+                               *steady("m-1", 1, {T0})], scenario)
+    assert len(broker.requests) == 1

@@ -9,6 +9,7 @@ awaited on the loop, stop() delivering what was sent.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -17,6 +18,7 @@ from plinth.client.futures import RecordMetadata
 from plinth.errors import (ClosedError, PartitionOutOfRangeError, PlinthTimeoutError,
                            ProducerBufferFullError, UnknownTopicError)
 from tests.client.produce_broker import LOSE_REPLY, ProduceBroker
+from tests.client.test_producer import BAD_OPTIONS
 
 PARTITIONS = 4
 
@@ -173,5 +175,47 @@ def test_flush_awaits_every_acknowledgement_and_times_out_naming_the_seconds(bro
                     await producer.flush(0.2)
             finally:
                 broker.release()
+
+    run(scenario())
+
+
+def test_flush_after_stop_raises_closed_error(broker):
+    async def scenario():
+        producer = AIOProducer(broker=broker.url, linger_ms=0)
+        await producer.start()
+        await producer.send_and_wait("t", b"x", partition=0)
+        await producer.stop()
+        with pytest.raises(ClosedError, match="producer is stopped"):
+            await producer.flush(1)
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("options, error, message", BAD_OPTIONS)
+def test_an_option_out_of_range_is_refused_in_the_constructor_naming_it_and_its_range(
+        options, error, message):
+    with pytest.raises(error, match=message):
+        AIOProducer(broker="tcp://127.0.0.1:1", **options)
+
+
+def test_stop_with_a_timeout_takes_at_most_that_timeout_in_all_and_fails_what_is_pending(broker):
+    async def scenario():
+        # Given a producer with a record whose request the broker never answers
+        producer = AIOProducer(broker=broker.url, linger_ms=0)
+        await producer.start()
+        await producer.send_and_wait("t", b"x", partition=0)
+        broker.hold()
+        try:
+            future = await producer.send("t", b"pending", partition=0)
+            # When it is stopped with a timeout of 1 s
+            started_s = time.monotonic()
+            await producer.stop(timeout=1)
+            took_s = time.monotonic() - started_s
+        finally:
+            broker.release()
+        # Then flush and the sender task's end took 1 s together, and the record failed
+        assert 1.0 <= took_s < 1.6
+        with pytest.raises(ClosedError):
+            await future
 
     run(scenario())

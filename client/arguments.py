@@ -1,0 +1,110 @@
+"""Checks of what the client's calls and options are given, before anything is sent.
+
+Client side, any thread: pure functions, shared by the sync and asyncio clients.
+Each returns the value as its plain type, or raises TypeError (the wrong type)
+or ValueError (out of range) naming the argument, the value and what is
+allowed: a wrong argument never reaches the wire, where it would fail as a
+Cap'n Proto "Value out-of-range" or a struct.error, or be sent as something
+else. A bool is refused where an int is wanted (True is not partition 1), as
+elect_leaders refuses it; nan fails every range check.
+
+Checks that cost a call run in constructors and on slow paths only, never on
+the producer's per-record fast path (client/_producer.c).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from plinth import limits
+
+
+def checked_int(name: str, value, lowest: int, highest: int) -> int:
+    """``value`` as an int in lowest..highest."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int in {lowest}..{highest}, got {value!r} "
+                        f"({type(value).__name__})")
+    if not lowest <= value <= highest:
+        raise ValueError(f"{name}={value} is outside {lowest}..{highest}")
+    return int(value)
+
+
+def checked_ms(name: str, value, lowest: float,
+               highest: float = limits.CLIENT_OPTION_MS_MAX) -> float:
+    """A time option in ms (an int or a float) in lowest..highest; nan and inf are refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of ms in {lowest}..{highest}, got {value!r} "
+                        f"({type(value).__name__})")
+    if not lowest <= value <= highest:
+        raise ValueError(f"{name}={value} is outside {lowest}..{highest} ms")
+    return value
+
+
+def checked_int_type(name: str, value) -> int:
+    """``value`` as an int, its range left to the caller's own check (and error)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    return int(value)
+
+
+def checked_str(name: str, value) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {value!r} ({type(value).__name__})")
+    return str(value)
+
+
+def checked_topic_names(name: str, topics) -> list[str]:
+    """A list (any iterable) of topic names. A single str is refused rather than read
+    as the list of its characters (kafka-python's and aiokafka's calls take a list)."""
+    if isinstance(topics, (str, bytes)):
+        raise TypeError(f"{name} takes a list of topic names, not a {type(topics).__name__}: "
+                        f"[{topics!r}], not {topics!r}")
+    try:
+        names = list(topics)
+    except TypeError:
+        raise TypeError(f"{name} takes a list of topic names, got {topics!r} "
+                        f"({type(topics).__name__})") from None
+    return [checked_str(f"each topic name in {name}", topic) for topic in names]
+
+
+def checked_partition(name: str, partition) -> int:
+    return checked_int(name, partition, 0, limits.PARTITIONS_PER_TOPIC_MAX - 1)
+
+
+def checked_offset(name: str, offset) -> int:
+    """An offset to read from or commit: 0 or more, and an Int64."""
+    return checked_int(name, offset, 0, limits.INT64_MAX)
+
+
+def checked_topic_partition(name: str, key) -> tuple[str, int]:
+    """A (topic, partition) pair (a TopicPartition is one)."""
+    if not isinstance(key, tuple) or len(key) != 2:
+        raise TypeError(f"{name}: {key!r} is not a (topic, partition) pair")
+    return (checked_str(f"{name}: the topic of {key!r}", key[0]),
+            checked_partition(f"{name}: the partition of {key!r}", key[1]))
+
+
+def checked_offsets(name: str, offsets) -> dict[tuple[str, int], int]:
+    """{(topic, partition): offset} with every key and offset checked (commits and
+    resets of a group's offsets)."""
+    if not isinstance(offsets, Mapping):
+        raise TypeError(f"{name} takes {{(topic, partition): offset}}, got {offsets!r} "
+                        f"({type(offsets).__name__})")
+    return {checked_topic_partition(name, key): checked_offset(f"{name}: the offset of {key!r}",
+                                                               offset)
+            for key, offset in offsets.items()}
+
+
+def checked_time_ms(name: str, timestamp_ms, *specials: int) -> int:
+    """A time in ms since the epoch (0..INT64_MAX), or one of ``specials`` (the wire's
+    markers, such as protocol.MAX_TIMESTAMP)."""
+    if timestamp_ms in specials and not isinstance(timestamp_ms, bool):
+        return int(timestamp_ms)
+    also = f" or one of {specials}" if specials else ""
+    if isinstance(timestamp_ms, bool) or not isinstance(timestamp_ms, int):
+        raise TypeError(f"{name} must be an int of ms since the epoch, 0..{limits.INT64_MAX}"
+                        f"{also}, got {timestamp_ms!r} ({type(timestamp_ms).__name__})")
+    if not 0 <= timestamp_ms <= limits.INT64_MAX:
+        raise ValueError(f"{name}={timestamp_ms} is outside 0..{limits.INT64_MAX} (ms since "
+                         f"the epoch){also}")
+    return int(timestamp_ms)
