@@ -55,7 +55,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
@@ -1058,13 +1058,14 @@ class Controller:
                                    sum(s.under_replicated for s in plan.replication),
                                    sum(s.offline for s in plan.replication), plan.node_names)
 
-    def list_groups(self) -> list[str]:
-        """Every consumer group known to any shard (members or committed offsets; query
-        thread)."""
+    def list_groups(self) -> list[protocol.GroupListing]:
+        """Every consumer group known to any shard (members or committed offsets), by
+        name, with its state from the shard that coordinates it (query thread)."""
         handles = self._on_actor_thread(self._plan_list_groups)
-        names = wait_all_or_raise({s: handle.group_names() for s, handle in handles.items()},
-                                  limits.CONTROL_CALL_TIMEOUT_S)
-        return sorted({name for per_shard in names.values() for name in per_shard})
+        answers = wait_all_or_raise({s: handle.group_listings() for s, handle in handles.items()},
+                                    limits.CONTROL_CALL_TIMEOUT_S)
+        return _one_listing_per_group(listing for per_shard in answers.values()
+                                      for listing in per_shard)
 
     def list_groups_page(self, prefix: str = "", after: str = "",
                          limit: int = ALL_NAMES) -> NamesPage:
@@ -1731,6 +1732,18 @@ def _topic_stats(partitions: dict[str, int], answers: list[dict]) -> list[protoc
     for name, s in stats.items():
         s.partitions_answered = len(answered[name])
     return list(stats.values())
+
+
+def _one_listing_per_group(listings: Iterable[protocol.GroupListing]) -> list[protocol.GroupListing]:
+    """One listing per group, by name. Two shards may both list a group for a moment
+    (a slot changing leader); the one that has members there wins over an Empty one,
+    since a group with members anywhere is not empty."""
+    by_name: dict[str, protocol.GroupListing] = {}
+    for listing in listings:
+        known = by_name.get(listing.group)
+        if known is None or known.state == "Empty":
+            by_name[listing.group] = listing
+    return [by_name[name] for name in sorted(by_name)]
 
 
 def _stats_of(plan: dict[str, ShardHandle | None]) -> dict[str, dict | None]:

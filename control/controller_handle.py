@@ -277,7 +277,8 @@ class ControllerHandle:
     def status(self) -> protocol.StatusInfo:
         return self._query("status")
 
-    def list_groups(self) -> list[str]:
+    def list_groups(self) -> list[protocol.GroupListing]:
+        """Every group, by name, with its state."""
         return self._query("list_groups")
 
     def list_topics_page(self, prefix: str, after: str, limit: int) -> NamesPage:

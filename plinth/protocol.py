@@ -445,6 +445,16 @@ class GroupInfo:
 
 
 @dataclass
+class GroupListing:
+    """A group as listGroups shows it: Kafka's name for its state, and a classic
+    group's protocol type ("" for a Plinth group), as describeGroup's GroupInfo."""
+
+    group: str
+    state: str
+    protocol_type: str = ""
+
+
+@dataclass
 class HeartbeatView:
     member_id: str
     member_epoch: int
@@ -543,6 +553,7 @@ class ReplyView:
     committed: dict[tuple[str, int], int] = field(default_factory=dict)
     group: GroupInfo | None = None
     groups: list[str] = field(default_factory=list)
+    group_listings: list[GroupListing] = field(default_factory=list)   # listGroups
     status: StatusInfo | None = None
     moves: list[PartitionMove] = field(default_factory=list)
     throttle_time_ms: int = 0         # over a quota: wait this long before the next request
@@ -970,9 +981,13 @@ def encode_group_reply(request_id: int, info: GroupInfo) -> bytes:
     return msg.to_bytes()
 
 
-def encode_groups_reply(request_id: int, groups: list[str]) -> bytes:
+def encode_groups_reply(request_id: int, listings: list[GroupListing]) -> bytes:
+    """listGroups' reply: the names in ``groups``, their states alongside, in order."""
     msg = protocol.Reply.new_message(requestId=request_id)
-    _fill_texts(msg.init("groups", len(groups)), groups)
+    _fill_texts(msg.init("groups", len(listings)), [g.group for g in listings])
+    out = msg.init("groupListings", len(listings))
+    for i, listing in enumerate(listings):
+        out[i].state, out[i].protocolType = listing.state, listing.protocol_type
     return msg.to_bytes()
 
 
@@ -1049,6 +1064,14 @@ def _reply_read_limits(frame_bytes: int) -> dict:
                 nesting_limit=_READ_LIMITS["nesting_limit"])
 
 
+def _group_listings(names: list[str], listings) -> list[GroupListing]:
+    """Each group's listing; a state of "" for all if the writer sent none (it
+    predates groupListings) or not one per name."""
+    if len(listings) != len(names):
+        return [GroupListing(name, "") for name in names]
+    return [GroupListing(name, g.state, g.protocolType) for name, g in zip(names, listings)]
+
+
 def _reply_view(rep) -> ReplyView:
     view = ReplyView(request_id=rep.requestId, kind=rep.which(),
                      throttle_time_ms=rep.throttleTimeMs)
@@ -1075,6 +1098,7 @@ def _reply_view(rep) -> ReplyView:
         view.group = _group_info(rep.group)
     elif view.kind == "groups":
         view.groups = list(rep.groups)
+        view.group_listings = _group_listings(view.groups, rep.groupListings)
     elif view.kind == "moves":
         view.moves = [PartitionMove(m.topic, m.partition, m.fromShard, m.toShard, m.offset)
                       for m in rep.moves]

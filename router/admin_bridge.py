@@ -324,8 +324,8 @@ class AdminBridge:
                 return protocol.encode_topic_stats_reply(rid, controller.topic_stats(list(names)))
             case protocol.ListGroupsRequest():
                 groups = controller.list_groups()
-                if grants is not None:
-                    groups = [group for group in groups if grants.may_describe_group(group)]
+                if grants is not None:   # each state goes, or stays, with its name
+                    groups = [g for g in groups if grants.may_describe_group(g.group)]
                 return protocol.encode_groups_reply(rid, groups)
             case protocol.ListTopicsRequest():   # without the internal topic (--exclude-internal)
                 infos = [i for i in controller.list_topics() if i.name != topics.OFFSETS_TOPIC]

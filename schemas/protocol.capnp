@@ -467,6 +467,9 @@ struct Reply {
   }
   throttleTimeMs @13 :UInt32;    # the client is over a quota: its next request
                                  # waits this long (as Kafka's throttle_time_ms)
+  # listGroups: each group's state and protocol type, in the order of `groups`
+  # (outside the union, so a reader that predates it reads `groups` alone).
+  groupListings @21 :List(GroupListing);
 }
 
 # A partition whose writes moved to a new shard at `offset`; its records
@@ -549,6 +552,16 @@ struct GroupInfo {
   protocolType @5 :Text;
   state @6 :Text;                # classic: Kafka's state name (Stable, Empty, ...)
   leader @7 :Text;               # classic: the leader's member id
+}
+
+# A group as listGroups shows it (Kafka's ListGroups): `state` is Kafka's name.
+# A classic group's is its coordinator's (PreparingRebalance, CompletingRebalance,
+# Stable, Empty, Dead) and protocolType what its members joined with
+# ("consumer"); a Plinth group's is Stable with members, Empty without (known by
+# its committed offsets only), as describeGroup shows it, and protocolType "".
+struct GroupListing {
+  state @0 :Text;
+  protocolType @1 :Text;
 }
 
 struct MemberInfo {

@@ -285,6 +285,10 @@ class ShardActor:
     def group_names(self) -> list[str]:
         return self._server.call(self._server.group_names)
 
+    def group_listings(self) -> list[protocol.GroupListing]:
+        """The groups this shard coordinates, each with its state (listGroups)."""
+        return self._server.call(self._server.group_listings)
+
     def group_names_page(self, prefix: str, after: str, limit: int) -> NamesPage:
         """A page of the groups this shard coordinates (plinth/name_pages.py)."""
         return self._server.call(self._server.group_names_page, prefix, after, limit)

@@ -169,6 +169,11 @@ class ClassicRequests:
     def names(self) -> list[str]:
         return [name for name, _, _ in self.coordinator.list_groups()]
 
+    def listings(self) -> list[protocol.GroupListing]:
+        """Every classic group here, with its state and protocol type, by name."""
+        return [protocol.GroupListing(name, state.value, protocol_type)
+                for name, protocol_type, state in self.coordinator.list_groups()]
+
     def close_groups(self, names) -> None:
         """Stop coordinating these groups here: their held requests are answered
         NOT_COORDINATOR, and their members rejoin at the new coordinator."""

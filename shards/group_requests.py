@@ -415,6 +415,18 @@ class GroupRequests:
                            for name in slot.coordinator.group_names()} | set(classic))
         return sorted(set(self._coordinator.group_names()) | set(classic))
 
+    def listings(self) -> list[protocol.GroupListing]:
+        """The groups ``names`` gives, by name, each with its state: a classic group's from
+        its coordinator; a Plinth group's Stable with members, else Empty (committed
+        offsets only), as the Kafka listener's DescribeGroups shows it."""
+        classic = {listing.group: listing for listing in self._classic.listings()}
+        coordinators = [slot.coordinator for slot in self._slots.values()] \
+            if self._replicated else [self._coordinator]
+        plinth = [protocol.GroupListing(name, _plinth_state(coordinator, name))
+                  for coordinator in coordinators for name in coordinator.group_names()
+                  if name not in classic]   # a classic group's offsets are kept here too
+        return sorted([*classic.values(), *plinth], key=lambda listing: listing.group)
+
     def hand_over(self, names: list[str]) -> dict[str, dict]:
         """Stop coordinating these groups; returns each one's state. Groups of the
         replicated slots never move with the shards (their slot stays): none is."""
@@ -435,6 +447,10 @@ class GroupRequests:
             return {name: slot.coordinator.committed(name) for slot in self._slots.values()
                     for name in slot.coordinator.group_names()}
         return {name: self._coordinator.committed(name) for name in self.names()}
+
+
+def _plinth_state(coordinator: GroupCoordinator, name: str) -> str:
+    return "Stable" if coordinator.describe(name).members else "Empty"
 
 
 def _no_reply(envelope: list, header: bytes) -> None:

@@ -351,6 +351,10 @@ class ShardHandle:
     def group_names(self) -> PendingCall[list[str]]:
         return self._start(ShardActor.group_names)
 
+    def group_listings(self) -> PendingCall[list[protocol.GroupListing]]:
+        """The groups the shard coordinates, each with its state (listGroups)."""
+        return self._start(ShardActor.group_listings)
+
     def group_names_page(self, prefix: str, after: str, limit: int) -> PendingCall[NamesPage]:
         """A page of the groups the shard coordinates (plinth/name_pages.py)."""
         check_page_args(prefix, after, limit, "group_names_page")

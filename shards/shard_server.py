@@ -691,6 +691,11 @@ class ShardServer:
         """The groups this shard coordinates. Loop thread."""
         return self._groups.names()
 
+    def group_listings(self) -> list[protocol.GroupListing]:
+        """The groups this shard coordinates, each with its state (listGroups). Loop
+        thread."""
+        return self._groups.listings()
+
     def group_names_page(self, prefix: str, after: str, limit: int) -> NamesPage:
         """A page of the groups this shard coordinates (plinth/name_pages.py). Loop thread."""
         return page_of(self._groups.names(), prefix, after, limit)

@@ -36,6 +36,12 @@ def commit_offsets(address: str, group: str, offsets: dict[tuple[str, int], int]
     _roundtrip(address, protocol.encode_commit_offsets(1, "commitOffsets", group, "", 0, offsets))
 
 
+def join_group(address: str, group: str, topics: list[str], session_timeout_ms: int) -> str:
+    """A new member of a Plinth group (its first heartbeat); returns its member id."""
+    return _roundtrip(address, protocol.encode_group_heartbeat(
+        1, group, "", 0, topics, set(), session_timeout_ms, "")).heartbeat.member_id
+
+
 def committed_offsets(address: str, group: str) -> dict[tuple[str, int], int]:
     return _roundtrip(address, protocol.encode_group_request(1, "fetchOffsets", group)).committed
 

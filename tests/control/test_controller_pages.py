@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from plinth import limits, topics
+from plinth import limits, protocol, topics
 from plinth.control import placement
 from plinth.errors import RequestTooLargeError, UnknownTopicError
 from tests.control.broker_without_ray import TWO
-from tests.shard_requests import commit_offsets, fetch_values
+from tests.shard_requests import commit_offsets, fetch_values, join_group
 from tests.support import wait_until
 
 
@@ -100,3 +100,19 @@ def test_topic_stats_of_an_unknown_topic_name_it(brokers):
     broker = brokers(1)
     with pytest.raises(UnknownTopicError, match="nope"):
         broker.controller.topic_stats(["nope"])
+
+
+def test_the_group_list_has_each_groups_state_from_the_shard_coordinating_it(brokers):
+    # Given a group with a member and one with committed offsets only, on each shard
+    broker = brokers(2)
+    broker.controller.create_topic("t", 1, {})
+    names = [f"g{i:02d}" for i in range(40)]
+    live = next(g for g in names if placement.shard_for_group(g, TWO) == "shard-1")
+    idle = next(g for g in names if placement.shard_for_group(g, TWO) == "shard-0")
+    join_group(broker.address("shard-1"), live, ["t"], limits.SESSION_TIMEOUT_MS_MAX)
+    commit_offsets(broker.address("shard-0"), idle, {("t", 0): 3})
+    # When the controller lists the groups
+    # Then by name, the one with a member Stable, the other Empty
+    assert broker.controller.list_groups() == sorted(
+        [protocol.GroupListing(live, "Stable"), protocol.GroupListing(idle, "Empty")],
+        key=lambda listing: listing.group)

@@ -67,7 +67,7 @@ def test_adding_a_shard_moves_the_groups_that_now_hash_to_it_with_their_offsets(
     new = placement.shard_for_group(group, THREE)
     assert committed_offsets(broker.address(new), group) == {("orders", 0): 7}
     assert group not in broker.shards.handles[old].group_names().result()
-    assert broker.controller.list_groups() == [group]
+    assert broker.controller.list_groups() == [protocol.GroupListing(group, "Empty")]
     assert broker.metadata_on_disk().groups_moving_from is None
 
 

@@ -207,7 +207,31 @@ def test_group_requests_and_replies_round_trip():
     info = protocol.GroupInfo("g", "sticky", 7, [protocol.MemberInfo("m1", 5, ["a"], {("a", 1)})],
                               {("a", 1): 9})
     assert protocol.decode_reply(protocol.encode_group_reply(5, info)).group == info
-    assert protocol.decode_reply(protocol.encode_groups_reply(6, ["g", "h"])).groups == ["g", "h"]
+    listed = protocol.decode_reply(protocol.encode_groups_reply(
+        6, [protocol.GroupListing("g", "Stable"), protocol.GroupListing("h", "Empty")]))
+    assert listed.groups == ["g", "h"]
+
+
+def test_a_list_groups_reply_carries_each_groups_state_and_protocol_type_in_order():
+    # Given a classic group rebalancing, a Plinth group with members and one known
+    # only by its committed offsets
+    listings = [protocol.GroupListing("kafka-app", "PreparingRebalance", "consumer"),
+                protocol.GroupListing("orders", "Stable"),
+                protocol.GroupListing("stale", "Empty")]
+    # When the listGroups reply is encoded and decoded
+    reply = protocol.decode_reply(protocol.encode_groups_reply(6, listings))
+    # Then the names and, beside them, the states and protocol types come back
+    assert (reply.groups, reply.group_listings) == (["kafka-app", "orders", "stale"], listings)
+
+
+def test_a_list_groups_reply_without_states_reads_as_states_unknown():
+    # Given a reply from a writer that predates groupListings: the names only
+    msg = schema.Reply.new_message(requestId=6)
+    msg.init("groups", 2)
+    msg.groups[0], msg.groups[1] = "g", "h"
+    # When it is decoded, then each group is listed with no state
+    assert protocol.decode_reply(msg.to_bytes()).group_listings == [
+        protocol.GroupListing("g", ""), protocol.GroupListing("h", "")]
 
 
 def test_a_reply_that_does_not_decode_raises_malformed_reply_naming_it():

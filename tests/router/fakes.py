@@ -138,6 +138,7 @@ class FakeController:
         self.owners: dict[str, tuple[str, ...]] = {}
         self.ranges = dict(ranges or {})
         self.groups = ["audit"]
+        self.group_states: dict[str, str] = {}        # list_groups' states; else "Empty"
         self.time_lookups: list[int] = []             # partition_offsets' timestamp_ms, in order
         self.replication_factors: dict[str, int] = {}   # topic -> the factor it was created with
         self.fail_with: Exception | None = None      # raised by every admin call
@@ -288,9 +289,10 @@ class FakeController:
         self._maybe_fail()
         return protocol.StatusInfo([("node-1", "127.0.0.1", True)], [], [])
 
-    def list_groups(self) -> list[str]:
+    def list_groups(self) -> list[protocol.GroupListing]:
         self._maybe_fail()
-        return list(self.groups)
+        return [protocol.GroupListing(name, self.group_states.get(name, "Empty"))
+                for name in self.groups]
 
     def list_topics_page(self, prefix: str, after: str, limit: int) -> NamesPage:
         self._maybe_fail()

@@ -134,6 +134,19 @@ def test_list_groups_answers_only_the_groups_the_client_may_describe(secure_rig)
     assert seen == {"alice": ["team-a.billing", "team-a.audit"], "bob": []}
 
 
+def test_list_groups_keeps_each_visible_groups_state_beside_its_name(secure_rig):
+    # Given team-a's groups around a team-b group, each in a state of its own
+    rig = secure_rig({"alice": [{"operations": ["admin"], "groups": "team-a.*"}]})
+    rig.controller.groups = ["team-a.audit", "team-b.payments", "team-a.billing"]
+    rig.controller.group_states = {"team-a.audit": "Empty", "team-b.payments": "Stable",
+                                   "team-a.billing": "PreparingRebalance"}
+    # When alice lists the groups
+    listed = rig.client("alice").request(protocol.encode_list_groups(1)).group_listings
+    # Then the team-b group's state went with its name: each state is its own group's
+    assert listed == [protocol.GroupListing("team-a.audit", "Empty"),
+                      protocol.GroupListing("team-a.billing", "PreparingRebalance")]
+
+
 def test_pages_of_names_hold_only_what_the_client_may_see_and_more_stays_exact(secure_rig):
     # Given 30 groups and topics of team-a among 300 of team-b, alice admin and consumer
     # of team-a's

@@ -105,6 +105,27 @@ def test_a_sync_commit_and_describe_show_a_kafka_group_with_its_partitions(shard
     assert "g" in shard.names()
 
 
+def test_a_kafka_group_is_listed_in_each_state_of_its_rebalance_and_once(shard, clock):
+    # Given a new member whose join is held for the initial rebalance delay
+    first = join(shard, 1)
+    join(shard, 2, first.member_id)
+    # Then the group is listed preparing its rebalance, with its protocol type
+    assert shard.listings() == [protocol.GroupListing("g", "PreparingRebalance", "consumer")]
+    # When the delay ends / Then it waits for the leader's assignment
+    clock.now_s += limits.CLASSIC_INITIAL_REBALANCE_DELAY_MS / 1000 + 0.01
+    shard.run_timers(clock.now_s)
+    assert shard.listings() == [protocol.GroupListing("g", "CompletingRebalance", "consumer")]
+    # When the leader syncs and commits (its offsets kept in the shard's offset store)
+    member = first.member_id
+    handle(shard, protocol_classic.ClassicSyncRequest(
+        3, "g", 1, member, "", "consumer", "range", ((member, b""),)))
+    commit = protocol.encode_commit_offsets(4, "commitOffsets", "g", member, 1, {("t", 0): 42},
+                                            classic=True)
+    shard.handle(protocol.decode_request(commit), [b""])
+    # Then it is Stable, and listed once: as the Kafka group, not also as offsets alone
+    assert shard.listings() == [protocol.GroupListing("g", "Stable", "consumer")]
+
+
 def test_a_classic_commit_of_another_generation_is_refused_and_stores_nothing(shard, clock):
     member = settle_join(shard, clock).member_id
     commit = protocol.encode_commit_offsets(4, "commitOffsets", "g", member, 7, {("t", 0): 42},

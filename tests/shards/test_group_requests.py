@@ -97,6 +97,18 @@ def test_committed_offsets_are_durable_and_answered_after_the_shard_reopens(open
     assert reopened.committed_offsets() == {"g": {("t", 0): 42, ("t", 1): 7}}
 
 
+def test_plinth_groups_are_listed_stable_with_members_and_empty_with_offsets_only(open_groups):
+    # Given group g with a member, and group a known only by offsets an admin reset
+    groups = open_groups()
+    groups.set_partition_counts({"t": 1})
+    join(groups)
+    ask(groups, protocol.encode_commit_offsets(2, "resetOffsets", "a", "", 0, {("t", 0): 5}))
+    # When the shard lists its groups / Then by name, a Empty and g Stable, as
+    # DescribeGroups shows them, with no classic protocol type
+    assert groups.listings() == [protocol.GroupListing("a", "Empty", ""),
+                                 protocol.GroupListing("g", "Stable", "")]
+
+
 def test_describing_an_unknown_group_names_the_shard(open_groups):
     groups = open_groups("x")
     with pytest.raises(UnknownGroupError, match="group 'nope' is not known to shard-x"):
