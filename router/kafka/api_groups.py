@@ -12,7 +12,8 @@ Committed offsets are Plinth's: OffsetCommit is a commitOffsets marked
 classic (the coordinator checks the member and generation), OffsetFetch a
 fetchOffsets, so Kafka groups and Plinth groups share one offset store and
 ``plinth group describe`` shows either. DescribeGroups and ListGroups come
-from describeGroup and listGroups; DeleteGroups is a deleteGroup per group,
+from describeGroup and listGroups (each group's state from its coordinator, the
+states and types filters applied here); DeleteGroups is a deleteGroup per group,
 refused (NON_EMPTY_GROUP) while the group has members of either protocol.
 """
 
@@ -33,6 +34,9 @@ NO_REQUEST_ID = 0    # a classic request's id is given when it is sent (_classic
 JOIN_NULLABLE_PROTOCOL_VERSION = 7
 LEAVE_BATCH_VERSION = 3           # LeaveGroup: a list of members from here on
 OFFSET_FETCH_GROUPS_VERSION = 8   # OffsetFetch: several groups from here on
+CONSUMER_PROTOCOL_TYPE = "consumer"
+CLASSIC_GROUP_TYPE = "classic"     # ListGroups v5's group types, by Kafka's names
+CONSUMER_GROUP_TYPE = "consumer"
 _LEADER_EPOCH_UNKNOWN = -1
 _OFFSET_NONE = -1
 
@@ -204,6 +208,22 @@ async def list_groups(gateway, header, body: dict, connection) -> dict:
     reply, _ = await ask(gateway.backend, protocol.encode_list_groups)
     if reply.error is not None:
         return {"throttle_time_ms": 0, "error_code": kafka_code(reply.error), "groups": []}
+    # Kafka matches both filters ignoring case (librdkafka asks for "Consumer"); an
+    # empty filter lets every group through.
+    states = {state.lower() for state in body.get("states_filter") or ()}
+    types = {group_type.lower() for group_type in body.get("types_filter") or ()}
+    listed = [_listed(listing) for listing in reply.group_listings]
     return {"throttle_time_ms": 0, "error_code": kafka.NONE,
-            "groups": [{"group_id": name, "protocol_type": "consumer", "group_state": ""}
-                       for name in reply.groups]}
+            "groups": [g for g in listed if (not states or g["group_state"].lower() in states)
+                       and (not types or g["group_type"] in types)]}
+
+
+def _listed(listing: protocol.GroupListing) -> dict:
+    """A group as ListGroups shows it. A classic group is Kafka's classic type with its
+    members' protocol type; a Plinth group (members heartbeating to the coordinator,
+    which assigns) is Kafka's KIP-848 consumer type, protocol type consumer."""
+    classic = bool(listing.protocol_type)
+    return {"group_id": listing.group,
+            "protocol_type": listing.protocol_type if classic else CONSUMER_PROTOCOL_TYPE,
+            "group_state": listing.state,
+            "group_type": CLASSIC_GROUP_TYPE if classic else CONSUMER_GROUP_TYPE}

@@ -721,9 +721,10 @@ DESCRIBE_GROUPS = Api("DescribeGroups", 15, (0, 5), 5,
     ),
 )
 
-LIST_GROUPS = Api("ListGroups", 16, (0, 4), 3,
+LIST_GROUPS = Api("ListGroups", 16, (0, 5), 3,
     (  # request
         F("states_filter", "[]string", "4+"),
+        F("types_filter", "[]string", "5+"),
     ),
     (  # response
         F("throttle_time_ms", "int32", "1+"),
@@ -732,6 +733,7 @@ LIST_GROUPS = Api("ListGroups", 16, (0, 4), 3,
             F("group_id", "string", "0+"),
             F("protocol_type", "string", "0+"),
             F("group_state", "string", "4+"),
+            F("group_type", "string", "5+"),
         )),
     ),
 )

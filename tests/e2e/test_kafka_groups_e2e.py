@@ -233,6 +233,52 @@ def test_a_plinth_consumer_cannot_join_a_kafka_group_and_is_told_why(kafka_broke
         member.stop()
 
 
+def test_list_consumer_groups_shows_each_groups_state_and_filters_by_state_and_type(
+        kafka_broker):
+    from confluent_kafka import ConsumerGroupState, ConsumerGroupType
+    from confluent_kafka.admin import AdminClient
+
+    topic = _create(kafka_broker, 2)
+    live, idle = unique_topic("live"), unique_topic("idle")
+    member = Member("kafka-python", kafka_broker.kafka_address, topic, live)
+    client = AdminClient({"bootstrap.servers": kafka_broker.kafka_address})
+
+    def listed(**filters) -> dict:
+        """Our two groups as librdkafka lists them: name -> (state, type)."""
+        answer = client.list_consumer_groups(request_timeout=TIMEOUT_S, **filters) \
+            .result(TIMEOUT_S)
+        assert answer.errors == []
+        return {g.group_id: (g.state, g.type) for g in answer.valid if g.group_id in (live, idle)}
+
+    try:
+        # Given a Kafka group with a live member, and a group known only by the
+        # offsets a Kafka client committed for it without joining
+        wait_until(lambda: member.partitions() == {0, 1}, TIMEOUT_S)
+        _commit_without_joining(kafka_broker.kafka_address, topic, idle)
+        # When the groups are listed / Then each has its state and type
+        assert listed() == {live: (ConsumerGroupState.STABLE, ConsumerGroupType.CLASSIC),
+                            idle: (ConsumerGroupState.EMPTY, ConsumerGroupType.CONSUMER)}
+        # And a states filter, or a types filter, lets through its groups only
+        assert list(listed(states={ConsumerGroupState.STABLE})) == [live]
+        assert list(listed(states={ConsumerGroupState.EMPTY})) == [idle]
+        assert listed(states={ConsumerGroupState.PREPARING_REBALANCING}) == {}
+        assert list(listed(types={ConsumerGroupType.CLASSIC})) == [live]
+        assert list(listed(types={ConsumerGroupType.CONSUMER})) == [idle]
+    finally:
+        member.stop()
+
+
+def _commit_without_joining(bootstrap: str, topic: str, group: str) -> None:
+    from kafka import KafkaConsumer as PyConsumer
+    from kafka import TopicPartition as PyTopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    committer = PyConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    committer.assign([PyTopicPartition(topic, 0)])
+    committer.commit({PyTopicPartition(topic, 0): OffsetAndMetadata(0, None, -1)})
+    committer.close()
+
+
 def test_delete_groups_is_refused_while_a_kafka_member_is_in_it_then_forgets_its_offsets(
         kafka_broker):
     from confluent_kafka import KafkaException
