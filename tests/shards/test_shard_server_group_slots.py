@@ -125,6 +125,24 @@ def test_a_commit_acknowledged_by_the_slot_leader_is_answered_by_the_next_leader
     assert join(at_s1).heartbeat.assignment == {("t", 0), ("t", 1)}
 
 
+def test_the_slot_leader_lists_the_group_with_its_state_and_the_next_leader_from_its_offsets(
+        slots):
+    # Given a group member at s0, the leader of the group's slot, which committed
+    s = slots()
+    router = s.router("s0")
+    member_id, epoch = member_of(router)
+    send_commit(router, member_id, epoch, {("t", 0): 5})
+    assert reply_of(router).error is None
+    # Then s0 lists the group Stable, and its followers do not list it
+    listings = {shard_id: srv.call(srv.group_listings) for shard_id, srv in s.servers.items()}
+    assert listings == {"s0": [protocol.GroupListing(GROUP, "Stable")], "s1": [], "s2": []}
+    # When s0 is lost and s1 elected / Then s1 lists it Empty: its offsets, no member
+    s.stop("s0")
+    s.elect("s1", ("s1", "s2"))
+    s1 = s.servers["s1"]
+    assert s1.call(s1.group_listings) == [protocol.GroupListing(GROUP, "Empty")]
+
+
 def test_a_commit_is_answered_only_once_the_in_sync_followers_hold_it(slots):
     # Given a slot whose followers are stopped but still in sync (a long lag time)
     s = slots()
