@@ -409,6 +409,11 @@ SEGMENT_FILES_OPEN_MAX = 256
 # beyond its process's open-file limit less these and SEGMENT_FILES_OPEN_MAX
 # (shards/file_budget.py), where it used to open until one failed with EMFILE.
 SHARD_FILES_RESERVED = 512
+# One-copy partitions whose writes move from one shard to another in one seal call,
+# one open call and one save of the metadata (plinth shards add/remove): one of each
+# per partition took 20-50 ms each, minutes of the controller's thread for 2,000
+# partitions. Writers of a batch being moved retry for as long as it takes.
+PARTITION_MOVES_PER_SAVE_MAX = 256
 # How long an idempotent producer must stay silent on a partition before the shard
 # may forget it to make room for a new one (Kafka's producer.id.expiration.ms, a
 # broker config there too). With PRODUCERS_PER_PARTITION_MAX remembered, a new

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import ray.exceptions
 
-from plinth import protocol
+from plinth import limits, protocol
 from plinth.control import metadata as metadata_module
 from plinth.control import placement
 from plinth.errors import InvalidConfigError, UnavailableError
@@ -88,8 +88,11 @@ def test_a_group_move_that_fails_half_way_is_undone_and_the_shards_are_unchanged
     assert list(broker.controller.routing().owners["orders"]) == placement.place_topic("orders", 2, TWO)
 
 
-def test_a_partition_move_that_fails_half_way_keeps_the_earlier_moves_and_a_restart_finishes_it(brokers):
-    # Given a topic with records, two of whose partitions will move to a new shard
+def test_a_partition_move_that_fails_half_way_keeps_the_earlier_moves_and_a_restart_finishes_it(
+        brokers, monkeypatch):
+    # Given a topic with records, two of whose partitions will move to a new shard, one
+    # move per batch
+    monkeypatch.setattr(limits, "PARTITION_MOVES_PER_SAVE_MAX", 1)
     broker = brokers(2)
     topic = topic_that_moves(8, TWO, THREE, moving_min=2)
     broker.controller.create_topic(topic, 8, {})
@@ -110,6 +113,30 @@ def test_a_partition_move_that_fails_half_way_keeps_the_earlier_moves_and_a_rest
     broker = brokers(2)
     assert broker.controller.routing().owner(topic, moving[1]) == "shard-2"
     assert broker.produce(topic, moving[1], [b"c"]) == 2
+
+
+def test_partitions_moving_between_two_shards_move_in_one_seal_one_open_and_one_save(
+        brokers, monkeypatch):
+    # Given a topic with records, many of whose partitions move to a new shard
+    broker = brokers(2)
+    topic = topic_that_moves(64, TWO, THREE, moving_min=8)
+    broker.controller.create_topic(topic, 64, {})
+    for partition in range(64):
+        broker.produce(topic, partition, [b"a"])
+    writes = []
+    real_write = metadata_module.write_file_atomically
+    monkeypatch.setattr(metadata_module, "write_file_atomically",
+                        lambda *args, **kw: (writes.append(args[0]), real_write(*args, **kw)))
+    # When a shard is added
+    moves = broker.controller.add_shards(1)
+    # Then every partition that hashes to it moved, at its end offset, and the metadata was
+    # written once per pair of shards moves went between, beside the change's own writes
+    moved = sorted(m.partition for m in moves)
+    assert moved == [p for p in range(64) if placement.shard_for(topic, p, THREE) == "shard-2"]
+    assert len(moved) >= 8 and all(m.offset == 1 for m in moves)
+    pairs = {(m.from_shard, m.to_shard) for m in moves}
+    assert len(writes) == len(pairs) + 3   # shards set; groups moved; moves done
+    assert [broker.produce(topic, p, [b"b"]) for p in moved] == [1] * len(moved)
 
 
 @pytest.mark.parametrize("crash_at", ["group_names", "open_partitions"])
