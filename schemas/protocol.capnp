@@ -615,6 +615,7 @@ enum ErrorCode {
   preferredLeaderNotAvailable @39;   # electLeaders: its preferred leader may not lead now
   eligibleLeadersNotAvailable @40;   # electLeaders (unclean): no replica answers
   invalidProducerEpoch @41;      # idempotent producer: an epoch older than its last one here
+  offsetMetadataTooLarge @42;    # a commit's metadata over OFFSET_METADATA_BYTES_MAX: none stored
 }
 
 struct ProduceResult {
