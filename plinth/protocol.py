@@ -1152,6 +1152,8 @@ def _offsets_and_metadata(entries) -> tuple[dict[tuple[str, int], int],
         offsets[tp] = e.offset
         if e.metadata:
             metadata[tp] = e.metadata
+        else:   # a repeated partition: its last entry counts, as for the offset
+            metadata.pop(tp, None)
     return offsets, metadata
 
 
