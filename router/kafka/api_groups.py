@@ -125,6 +125,12 @@ async def offset_commit(gateway, header, body: dict, connection) -> dict:
     # A commit is all or none in Plinth: a partition that cannot exist refuses it, as
     # the coordinator refuses one beyond its topic's partitions.
     code = max((partition_error(partition) for _, partition in offsets), default=kafka.NONE)
+    # So does metadata over the limit (the coordinator's check, made here too because
+    # a commit of many such partitions would not fit a request header, and then its
+    # answer would not say why).
+    if code == kafka.NONE and any(len(text.encode()) > limits.OFFSET_METADATA_BYTES_MAX
+                                  for text in metadata.values()):
+        code = kafka.OFFSET_METADATA_TOO_LARGE
     if code == kafka.NONE:
         reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_commit_offsets(
             rid, "commitOffsets", body["group_id"], body.get("member_id") or "", generation,

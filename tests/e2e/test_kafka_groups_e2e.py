@@ -246,7 +246,7 @@ def test_metadata_over_offset_metadata_max_bytes_is_refused_and_keeps_the_last_c
 
     from plinth import limits
 
-    topic, group = _create(kafka_broker, 2), unique_topic("metadata-limit")
+    topic, group = _create(kafka_broker, 16), unique_topic("metadata-limit")
     tp0, tp1 = PyTopicPartition(topic, 0), PyTopicPartition(topic, 1)
     py = PyConsumer(bootstrap_servers=kafka_broker.kafka_address, group_id=group,
                     enable_auto_commit=False)
@@ -265,6 +265,11 @@ def test_metadata_over_offset_metadata_max_bytes_is_refused_and_keeps_the_last_c
         assert (py.committed(tp0, metadata=True).offset,
                 py.committed(tp0, metadata=True).metadata) == (3, at_limit)
         assert py.committed(tp1) is None
+        # And so is one of 16 such partitions, more than a Plinth request header holds
+        with pytest.raises(OffsetMetadataTooLargeError):
+            py.commit({PyTopicPartition(topic, p): OffsetAndMetadata(1, "x" * 5_000, -1)
+                       for p in range(16)})
+        assert py.committed(tp0) == 3
     finally:
         py.close()
 
