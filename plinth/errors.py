@@ -58,7 +58,9 @@ the environment causes and is expected, handled and reported.
     │   ├── InvalidPartitionsError  invalidPartitions: a partition count a topic cannot take
     │   ├── ElectionNotNeededError  electionNotNeeded: the partition has the leader asked for
     │   ├── PreferredLeaderNotAvailableError preferredLeaderNotAvailable
-    │   └── EligibleLeadersNotAvailableError eligibleLeadersNotAvailable
+    │   ├── EligibleLeadersNotAvailableError eligibleLeadersNotAvailable
+    │   └── OffsetMetadataTooLargeError offsetMetadataTooLarge: a commit's metadata over
+    │                               OFFSET_METADATA_BYTES_MAX (refuses the whole commit)
     ├── SaslAuthenticationError     a Kafka client's SASL login failed (router/kafka/sasl_*.py):
     │                               names the mechanism and the user, never the password
     └── ClientError                 raised by the client library itself
@@ -366,6 +368,15 @@ class EligibleLeadersNotAvailableError(BrokerError):
     code_name = "eligibleLeadersNotAvailable"
 
 
+class OffsetMetadataTooLargeError(BrokerError):
+    """A commit (or reset) carries metadata for an offset longer than
+    OFFSET_METADATA_BYTES_MAX UTF-8 bytes (Kafka's offset.metadata.max.bytes): names
+    the group, the partition, the size and the limit. Plinth refuses the whole
+    commit, where Kafka refuses only that partition's offset."""
+
+    code_name = "offsetMetadataTooLarge"
+
+
 class SaslAuthenticationError(PlinthError):
     """A Kafka client's SASL login failed: an unknown user, a wrong password or proof,
     or a message that breaks the mechanism's rules. The Kafka listener answers it
@@ -421,7 +432,7 @@ BROKER_ERRORS: dict[str, type[BrokerError]] = {
         InvalidReplicationFactorError, RebalanceInProgressError, FencedInstanceIdError,
         InconsistentGroupProtocolError, InvalidPartitionsError, ElectionNotNeededError,
         PreferredLeaderNotAvailableError, EligibleLeadersNotAvailableError,
-        InvalidProducerEpochError,
+        InvalidProducerEpochError, OffsetMetadataTooLargeError,
     )
 }
 

@@ -119,6 +119,11 @@ SESSION_TIMEOUT_MS_DEFAULT = 10_000
 HEARTBEAT_INTERVAL_MS_MIN = 100
 HEARTBEAT_INTERVAL_MS_MAX = 3_000
 AUTO_COMMIT_INTERVAL_MS_DEFAULT = 5_000
+# The UTF-8 bytes of the metadata a commit may store with each offset (Kafka's
+# offset.metadata.max.bytes; frameworks such as Kafka Streams keep state there):
+# beyond it the whole commit is refused (OffsetMetadataTooLargeError). It also
+# bounds each record of the offsets log and so its compaction batches.
+OFFSET_METADATA_BYTES_MAX = 4096
 
 # --- Storage ------------------------------------------------------------
 SEGMENT_BYTES_DEFAULT = 256 * MiB     # roll the active segment at this size
@@ -322,10 +327,13 @@ SEGMENT_SCAN_CHUNK_BYTES = 4 * MiB
 # reading up to index_interval_bytes at once, but no more than this.
 SEGMENT_FIND_CHUNK_BYTES_MAX = 64 * KiB
 # Committed offsets (shards/offset_store.py): replay reads the internal log
-# this much at a time, and compaction writes at most this many records per
-# batch, far under BATCH_RECORDS_MAX.
+# this much at a time, and compaction (and a replicated slot's snapshot) writes
+# at most this many records, and about this many bytes of keys and values, per
+# batch, far under BATCH_RECORDS_MAX and BATCH_BYTES_MAX (a record carries up to
+# OFFSET_METADATA_BYTES_MAX of metadata: 10,000 of them would not fit a batch).
 OFFSETS_REPLAY_READ_BYTES = 8 * MiB
 OFFSETS_COMPACT_BATCH_RECORDS_MAX = 10_000
+OFFSETS_COMPACT_BATCH_BYTES_MAX = 4 * MiB
 # Replicated offsets (a partition of __consumer_offsets per group slot): a commit
 # or a read of offsets is answered once the slot's high watermark passes what it
 # wrote or saw, waiting at most this long (then requestTimedOut, before the
@@ -1066,6 +1074,12 @@ def _relations() -> list[tuple[str, bool]]:
          PARKED_FETCHES_MAX < PARKED_HEAP_ENTRIES_MAX),
         ("a compaction batch of the offsets log is a valid batch",
          OFFSETS_COMPACT_BATCH_RECORDS_MAX <= BATCH_RECORDS_MAX),
+        ("a compaction batch of the offsets log, its last record at its largest (key: kind, "
+         "group, topic, partition digits, separators; value: offset and metadata), with 16 "
+         "bytes of columns per record, fits a batch",
+         OFFSETS_COMPACT_BATCH_BYTES_MAX + (GROUP_NAME_BYTES_MAX + TOPIC_NAME_BYTES_MAX + 14)
+         + (8 + OFFSET_METADATA_BYTES_MAX) + OFFSETS_COMPACT_BATCH_RECORDS_MAX * 16
+         <= BATCH_BYTES_MAX),
         ("any number of shards fit one node's pin resource",
          SHARD_NODE_RESOURCE_SHARE * SHARDS_MAX <= 1),
         ("the server waits longer for a start than a shard's start and one control call",

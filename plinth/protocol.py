@@ -183,6 +183,8 @@ class CommitOffsetsRequest:
     offsets: dict[TopicPartition, int]
     classic: bool = False         # Kafka's classic group protocol (OffsetCommit)
     group_instance_id: str = ""   # classic: a static member's instance id
+    # The metadata to store with each offset, only where not empty (of these offsets).
+    metadata: dict[TopicPartition, str] = field(default_factory=dict)
     kind: ClassVar[str] = "commitOffsets"
 
 
@@ -191,6 +193,7 @@ class ResetOffsetsRequest:
     request_id: int
     group: str
     offsets: dict[TopicPartition, int]
+    metadata: dict[TopicPartition, str] = field(default_factory=dict)   # as a commit's
     kind: ClassVar[str] = "resetOffsets"
 
 
@@ -551,6 +554,7 @@ class ReplyView:
     offsets: PartitionInfo | None = None
     heartbeat: HeartbeatView | None = None
     committed: dict[tuple[str, int], int] = field(default_factory=dict)
+    committed_metadata: dict[tuple[str, int], str] = field(default_factory=dict)  # where not ""
     group: GroupInfo | None = None
     groups: list[str] = field(default_factory=list)
     group_listings: list[GroupListing] = field(default_factory=list)   # listGroups
@@ -707,14 +711,17 @@ def encode_group_heartbeat(request_id: int, group: str, member_id: str, member_e
 
 def encode_commit_offsets(request_id: int, kind: str, group: str, member_id: str,
                           member_epoch: int, offsets: dict[tuple[str, int], int],
-                          classic: bool = False, group_instance_id: str = "") -> bytes:
+                          classic: bool = False, group_instance_id: str = "",
+                          metadata: dict[tuple[str, int], str] | None = None) -> bytes:
     """commitOffsets, or resetOffsets (member id empty). ``classic``: a commit of Kafka's
-    classic group protocol, ``member_epoch`` being the generation id."""
+    classic group protocol, ``member_epoch`` being the generation id. ``metadata``: the
+    string to store with an offset, for some of ``offsets``' partitions (the shard
+    checks its size)."""
     _check_kind(kind, ("commitOffsets", "resetOffsets"))
     msg = protocol.Request.new_message(requestId=request_id)
     body = msg.init(kind)
     body.group, body.memberId, body.memberEpoch = group, member_id, member_epoch
-    _fill_partition_offsets(body, "offsets", offsets)
+    _fill_partition_offsets(body, "offsets", offsets, metadata)
     if kind == "commitOffsets":
         body.classic, body.groupInstanceId = classic, group_instance_id
     return msg.to_bytes()
@@ -876,11 +883,9 @@ _REQUEST_DECODERS = {
     "groupHeartbeat": lambda rid, b: GroupHeartbeatRequest(
         rid, b.group, b.memberId, b.memberEpoch, tuple(b.topics),
         frozenset(_topic_partitions(b.owned)), b.sessionTimeoutMs, b.assignor),
-    "commitOffsets": lambda rid, b: CommitOffsetsRequest(
-        rid, b.group, b.memberId, b.memberEpoch, _partition_offsets(b.offsets), b.classic,
-        b.groupInstanceId),
+    "commitOffsets": lambda rid, b: _commit_offsets_request(rid, b),
     "resetOffsets": lambda rid, b: ResetOffsetsRequest(rid, b.group,
-                                                       _partition_offsets(b.offsets)),
+                                                       *_offsets_and_metadata(b.offsets)),
     "fetchOffsets": lambda rid, b: FetchOffsetsRequest(rid, b.group),
     "deleteGroup": lambda rid, b: DeleteGroupRequest(rid, b.group),
     "describeGroup": lambda rid, b: DescribeGroupRequest(rid, b.group),
@@ -957,9 +962,11 @@ def encode_heartbeat_reply(request_id: int, member_id: str, member_epoch: int,
     return msg.to_bytes()
 
 
-def encode_committed_reply(request_id: int, offsets: dict[tuple[str, int], int]) -> bytes:
+def encode_committed_reply(request_id: int, offsets: dict[tuple[str, int], int],
+                           metadata: dict[tuple[str, int], str] | None = None) -> bytes:
+    """fetchOffsets' answer: the group's offsets, with the metadata committed with some."""
     msg = protocol.Reply.new_message(requestId=request_id)
-    _fill_partition_offsets(msg, "committed", offsets)
+    _fill_partition_offsets(msg, "committed", offsets, metadata)
     return msg.to_bytes()
 
 
@@ -1093,7 +1100,7 @@ def _reply_view(rep) -> ReplyView:
         view.heartbeat = HeartbeatView(hb.memberId, hb.memberEpoch, hb.heartbeatIntervalMs,
                                        _topic_partitions(hb.assignment))
     elif view.kind == "committed":
-        view.committed = _partition_offsets(rep.committed)
+        view.committed, view.committed_metadata = _offsets_and_metadata(rep.committed)
     elif view.kind == "group":
         view.group = _group_info(rep.group)
     elif view.kind == "groups":
@@ -1159,6 +1166,27 @@ def _partition_offsets(entries) -> dict[tuple[str, int], int]:
     return {(e.topic, e.partition): e.offset for e in entries}
 
 
+def _offsets_and_metadata(entries) -> tuple[dict[tuple[str, int], int],
+                                            dict[tuple[str, int], str]]:
+    """PartitionOffsets as the offsets and, apart, the metadata where not empty (most
+    offsets have none, so the offsets keep their plain shape)."""
+    offsets, metadata = {}, {}
+    for e in entries:
+        tp = (e.topic, e.partition)
+        offsets[tp] = e.offset
+        if e.metadata:
+            metadata[tp] = e.metadata
+        else:   # a repeated partition: its last entry counts, as for the offset
+            metadata.pop(tp, None)
+    return offsets, metadata
+
+
+def _commit_offsets_request(rid: int, b) -> CommitOffsetsRequest:
+    offsets, metadata = _offsets_and_metadata(b.offsets)
+    return CommitOffsetsRequest(rid, b.group, b.memberId, b.memberEpoch, offsets, b.classic,
+                                b.groupInstanceId, metadata)
+
+
 def _fill_texts(out, texts: list[str]) -> None:
     for i, text in enumerate(texts):
         out[i] = text
@@ -1174,10 +1202,21 @@ def _fill_topic_partitions(parent, name: str, partitions: set[tuple[str, int]]) 
         _fill_texts(out[i].init("partitions", len(numbers)), numbers)
 
 
-def _fill_partition_offsets(parent, name: str, offsets: dict[tuple[str, int], int]) -> None:
+def _fill_partition_offsets(parent, name: str, offsets: dict[tuple[str, int], int],
+                            metadata: dict[tuple[str, int], str] | None = None) -> None:
+    """PartitionOffsets, each with its metadata where ``metadata`` has one (of these
+    offsets' partitions only: one without an offset is a bug)."""
     out = parent.init(name, len(offsets))
     for i, ((topic, partition), offset) in enumerate(sorted(offsets.items())):
         out[i].topic, out[i].partition, out[i].offset = topic, partition, offset
+    if not metadata:
+        return
+    if not metadata.keys() <= offsets.keys():
+        raise AssertionError(f"metadata without an offset for "
+                             f"{sorted(metadata.keys() - offsets.keys())[:3]}")
+    for i, tp in enumerate(sorted(offsets)):
+        if metadata.get(tp):
+            out[i].metadata = metadata[tp]
 
 
 def _topic_info(t) -> TopicInfo:

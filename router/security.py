@@ -164,8 +164,10 @@ class OffsetsFilter:
             return
         grants = entry[0]
         kept = {tp: offset for tp, offset in view.committed.items() if grants.may_consume_topic(tp[0])}
-        if len(kept) != len(view.committed):
-            frames[1] = zmq.Frame(protocol.encode_committed_reply(view.request_id, kept))
+        if len(kept) != len(view.committed):   # the kept offsets keep their metadata
+            frames[1] = zmq.Frame(protocol.encode_committed_reply(
+                view.request_id, kept,
+                {tp: text for tp, text in view.committed_metadata.items() if tp in kept}))
 
     def _drop_expired(self) -> None:
         now_s = self._clock_s()

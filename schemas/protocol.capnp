@@ -436,6 +436,11 @@ struct PartitionOffset {
   topic @0 :Text;
   partition @1 :UInt32;
   offset @2 :Int64;              # the next offset to consume
+  # commitOffsets, resetOffsets: the string stored with the offset (Kafka's
+  # committed_metadata), up to OFFSET_METADATA_BYTES_MAX UTF-8 bytes, "" for none
+  # (offsetMetadataTooLarge refuses the whole commit); fetchOffsets' committed: the
+  # one stored. Readers from before it see offsets without metadata.
+  metadata @3 :Text;
 }
 
 struct GroupRef {
@@ -628,6 +633,7 @@ enum ErrorCode {
   preferredLeaderNotAvailable @39;   # electLeaders: its preferred leader may not lead now
   eligibleLeadersNotAvailable @40;   # electLeaders (unclean): no replica answers
   invalidProducerEpoch @41;      # idempotent producer: an epoch older than its last one here
+  offsetMetadataTooLarge @42;    # a commit's metadata over OFFSET_METADATA_BYTES_MAX: none stored
 }
 
 struct ProduceResult {

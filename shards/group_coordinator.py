@@ -72,8 +72,8 @@ from dataclasses import dataclass, field
 
 from plinth import limits, protocol
 from plinth.errors import (GroupMaxSizeReachedError, GroupNotEmptyError, InvalidConfigError,
-                           InvalidGroupError, NotOwnerError, OffsetOutOfRangeError,
-                           PartitionOutOfRangeError, StaleMemberEpochError, TooManyGroupsError,
+                           InvalidGroupError, NotOwnerError, OffsetMetadataTooLargeError,
+                           OffsetOutOfRangeError, PartitionOutOfRangeError, StaleMemberEpochError, TooManyGroupsError,
                            UnavailableError, UnknownGroupError, UnknownMemberIdError,
                            UnknownTopicError)
 from plinth.shards import assignors
@@ -410,12 +410,16 @@ class GroupCoordinator:
     # --- Offsets -------------------------------------------------------------------
 
     def commit(self, name: str, member_id: str, member_epoch: int,
-               offsets: dict[TopicPartition, int], client_key: str = "") -> None:
-        """Store offsets durably; only for partitions the member owns (or an empty group)."""
+               offsets: dict[TopicPartition, int], client_key: str = "",
+               metadata: dict[TopicPartition, str] | None = None) -> None:
+        """Store offsets durably, each with its ``metadata`` (where given); only for
+        partitions the member owns (or an empty group)."""
         if not member_id:
-            self._commit_without_members(name, offsets, "commit as one of them")
+            self._commit_without_members(name, offsets, "commit as one of them",
+                                         metadata=metadata)
             return
         group, member = self._own_member(name, member_id, client_key)
+        _check_metadata(name, metadata)
         negative = sorted(tp for tp, offset in offsets.items() if offset < 0)
         if negative:
             raise _negative(name, *negative[0], offsets[negative[0]])
@@ -429,20 +433,24 @@ class GroupCoordinator:
         settings = {}
         if self._store.setting(name, _ASSIGNOR_SETTING) is None:
             settings[_ASSIGNOR_SETTING] = group.assignor   # kept for its next members
-        self._store.commit(name, offsets, settings)
+        self._store.commit(name, offsets, settings, metadata)
         self._unstored.discard(name)
 
-    def reset_offsets(self, name: str, offsets: dict[TopicPartition, int]) -> None:
+    def reset_offsets(self, name: str, offsets: dict[TopicPartition, int],
+                      metadata: dict[TopicPartition, str] | None = None) -> None:
         """An administrator's (or a member-less consumer's) commit, while the group has
         no members; every offset must be of a partition that exists, and not negative."""
-        self._commit_without_members(name, offsets, "stop them before resetting its offsets")
+        self._commit_without_members(name, offsets, "stop them before resetting its offsets",
+                                     metadata=metadata)
 
-    def commit_classic(self, name: str, offsets: dict[TopicPartition, int]) -> None:
+    def commit_classic(self, name: str, offsets: dict[TopicPartition, int],
+                       metadata: dict[TopicPartition, str] | None = None) -> None:
         """A Kafka client's commit (its member and generation checked by the classic
         coordinator, shards/classic_group.py): of partitions that exist; a negative
-        offset is stored as Kafka's broker stores it (clients read -1 as "none")."""
+        offset is stored as Kafka's broker stores it (clients read -1 as "none"), each
+        with its metadata (OffsetCommit's committed_metadata)."""
         self._commit_without_members(name, offsets, "commit as one of them",
-                                     negative_allowed=True)
+                                     negative_allowed=True, metadata=metadata)
 
     def _check_offsets(self, name: str, offsets: dict[TopicPartition, int], *,
                        negative_allowed: bool) -> None:
@@ -462,10 +470,12 @@ class GroupCoordinator:
                 raise _negative(name, topic, partition, offset)
 
     def _commit_without_members(self, name: str, offsets: dict[TopicPartition, int],
-                                advice: str, negative_allowed: bool = False) -> None:
+                                advice: str, negative_allowed: bool = False,
+                                metadata: dict[TopicPartition, str] | None = None) -> None:
         validate_group_name(name)
         self._check_not_moved(name)
         self._check_offsets(name, offsets, negative_allowed=negative_allowed)
+        _check_metadata(name, metadata)
         group = self._groups.get(name)
         if group is not None:
             raise GroupNotEmptyError(
@@ -474,7 +484,7 @@ class GroupCoordinator:
             return
         if not self._store.has(name):
             self._check_group_room(name)
-        self._store.commit(name, offsets)
+        self._store.commit(name, offsets, metadata=metadata)
         self._offsets_expiry.set(name, self._store.now_ms() + limits.OFFSETS_RETENTION_MS)
 
     def delete_group(self, name: str) -> None:
@@ -497,11 +507,18 @@ class GroupCoordinator:
         self._check_not_moved(name)
         return self._store.offsets(name)
 
+    def committed_metadata(self, name: str) -> dict[TopicPartition, str]:
+        """The metadata committed with the group's offsets, where not empty."""
+        validate_group_name(name)
+        self._check_not_moved(name)
+        return self._store.metadata(name)
+
     # --- Moving groups between shards ------------------------------------------------
 
     def hand_over(self, name: str) -> dict:
         """Stop coordinating a group; returns its state for the new coordinator:
-        {"offsets": [[topic, partition, offset], ...], "settings": {name: value},
+        {"offsets": [[topic, partition, offset], ...], "metadata": [[topic, partition,
+        metadata], ...] (of offsets that have one), "settings": {name: value},
         "group": its members and assignments (a Group), or None if it has none}."""
         self._check_not_moved(name)
         group = self._groups.get(name)
@@ -511,6 +528,7 @@ class GroupCoordinator:
             self._member_count -= len(group.members)
             self._forget(group)
         state = {"offsets": [[t, p, o] for (t, p), o in self._store.offsets(name).items()],
+                 "metadata": [[t, p, m] for (t, p), m in self._store.metadata(name).items()],
                  "settings": self._store.settings(name), "group": group}
         self._store.set_setting(name, _MOVED_SETTING, "1")
         self._offsets_expiry.set(name, self._store.now_ms() + limits.OFFSETS_RETENTION_MS)
@@ -523,8 +541,10 @@ class GroupCoordinator:
         validate_group_name(name)
         settings = {setting: value for setting, value in state["settings"].items()
                     if setting != _MOVED_SETTING}
+        # (A shard from before metadata hands over none.)
         self._store.commit(name, {(t, p): o for t, p, o in state["offsets"]},
-                           {**settings, _MOVED_SETTING: "0"})
+                           {**settings, _MOVED_SETTING: "0"},
+                           {(t, p): m for t, p, m in state.get("metadata", [])})
         here = self._groups.get(name)
         if here is not None:   # (members joined here by mistake: they rejoin)
             for member in list(here.members.values()):
@@ -565,6 +585,19 @@ class GroupCoordinator:
 
     def member_count(self) -> int:
         return self._member_count
+
+
+def _check_metadata(name: str, metadata: dict[TopicPartition, str] | None) -> None:
+    """OffsetMetadataTooLargeError for metadata over OFFSET_METADATA_BYTES_MAX (Kafka's
+    offset.metadata.max.bytes), naming the first such partition. It refuses the whole
+    commit: Plinth's commits are all or none, where Kafka refuses that partition only."""
+    for (topic, partition), text in sorted((metadata or {}).items()):
+        size_bytes = len(text.encode())
+        if size_bytes > limits.OFFSET_METADATA_BYTES_MAX:
+            raise OffsetMetadataTooLargeError(
+                f"group {name!r}: the metadata of the offset of {topic}-{partition} is "
+                f"{size_bytes} bytes, over the limit of {limits.OFFSET_METADATA_BYTES_MAX} "
+                f"bytes (offset.metadata.max.bytes); nothing of this commit was stored")
 
 
 def _negative(name: str, topic: str, partition: int, offset: int) -> OffsetOutOfRangeError:

@@ -206,23 +206,25 @@ class GroupRequests:
                     result.assignment)
             case protocol.CommitOffsetsRequest(classic=True):
                 self._classic.check_commit(request, _client_key(payload))
-                groups.commit_classic(request.group, request.offsets)   # no Plinth members
+                groups.commit_classic(request.group, request.offsets,   # no Plinth members
+                                      request.metadata)
                 return protocol.encode_ok(rid)
             case protocol.CommitOffsetsRequest():
                 self._classic.refuse_plinth_member(request.group)
                 groups.commit(request.group, request.member_id, request.member_epoch,
-                              request.offsets, _client_key(payload))
+                              request.offsets, _client_key(payload), request.metadata)
                 return protocol.encode_ok(rid)
             case protocol.ResetOffsetsRequest():
                 self._classic.refuse_if_members(request.group, "resetting its offsets")
-                groups.reset_offsets(request.group, request.offsets)
+                groups.reset_offsets(request.group, request.offsets, request.metadata)
                 return protocol.encode_ok(rid)
             case protocol.DeleteGroupRequest():
                 self._classic.refuse_if_members(request.group, "deleting it")
                 groups.delete_group(request.group)
                 return protocol.encode_ok(rid)
             case protocol.FetchOffsetsRequest():
-                return protocol.encode_committed_reply(rid, groups.committed(request.group))
+                return protocol.encode_committed_reply(rid, groups.committed(request.group),
+                                                       groups.committed_metadata(request.group))
         return protocol.encode_group_reply(rid, self.info(request.group, groups))
 
     def info(self, name: str, groups: GroupCoordinator | None = None) -> protocol.GroupInfo:

@@ -6,10 +6,20 @@ in the ordinary log format (log_entry.capnp around record_batch.capnp). Each
 commit is one batch, fsynced before the commit is acknowledged. Records:
 
     key                                       value
-    b"o\\0" group b"\\0" topic b"\\0" partition    committed offset, Int64 LE;
+    b"o\\0" group b"\\0" topic b"\\0" partition    committed offset, Int64 LE, then the
+                                              commit's metadata, UTF-8 (0 to
+                                              OFFSET_METADATA_BYTES_MAX bytes; none:
+                                              exactly 8 bytes, all that logs written
+                                              before metadata hold);
                                               empty: the offset is deleted
     b"s\\0" group b"\\0" setting name              the setting's value (UTF-8)
     b"d\\0" group                                 empty: the group is deleted
+
+The metadata is the string a Kafka client commits with an offset (OffsetCommit's
+committed_metadata; Kafka Streams keeps state in it) and reads back with it
+(OffsetFetch): opaque here, kept only where it is not empty. Replay, compaction
+and snapshots carry it with its offset. A value of 1 to 7 bytes is no record
+this module writes: replay skips it with a warning, as an unknown key.
 
 A later record for the same key replaces an earlier one; an empty offset (a
 tombstone, written when the offset's topic is deleted) drops its key, and a
@@ -68,7 +78,7 @@ from plinth.shards.partition_log import LogConfig, PartitionLog
 log = logging.getLogger(__name__)
 
 DIR_NAME = "__consumer_offsets"
-_OFFSET = struct.Struct("<q")
+_OFFSET = struct.Struct("<q")   # the value's first field; the metadata follows it
 _OFFSET_DELETED = b""
 _OFFSET_KIND = b"o"
 _SETTING_KIND = b"s"
@@ -100,6 +110,9 @@ class SnapshotState:
 class StoredGroup:
     """What the offsets log holds for one group."""
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    # The metadata committed with an offset, only where it is not empty (most have
+    # none: the offsets keep their plain shape); a key here is a key of ``offsets``.
+    metadata: dict[TopicPartition, str] = field(default_factory=dict)
     settings: dict[str, str] = field(default_factory=dict)
     written_ms: int = 0   # the timestamp of its newest record
 
@@ -172,6 +185,11 @@ class OffsetStore:
         stored = self._groups.get(group)
         return dict(stored.offsets) if stored is not None else {}
 
+    def metadata(self, group: str) -> dict[TopicPartition, str]:
+        """The metadata committed with the group's offsets, where not empty."""
+        stored = self._groups.get(group)
+        return dict(stored.metadata) if stored is not None else {}
+
     def setting(self, group: str, name: str) -> str | None:
         stored = self._groups.get(group)
         return stored.settings.get(name) if stored is not None else None
@@ -197,19 +215,31 @@ class OffsetStore:
     # --- Writes (durable before they return; of a replicated store, appended) -------
 
     def commit(self, group: str, offsets: dict[TopicPartition, int],
-               settings: dict[str, str] | None = None) -> None:
-        """Offsets, and settings written with them, in one batch."""
+               settings: dict[str, str] | None = None,
+               metadata: dict[TopicPartition, str] | None = None) -> None:
+        """Offsets, each with its ``metadata`` (of these offsets' partitions; none or
+        empty: none, replacing what an earlier commit stored), and settings written
+        with them, in one batch. The caller checked the metadata's size
+        (OFFSET_METADATA_BYTES_MAX); an offset without a partition is a bug."""
         if not offsets and not settings:
             return
+        metadata = {tp: text for tp, text in (metadata or {}).items() if text}
+        if not metadata.keys() <= offsets.keys():
+            raise AssertionError(f"group {group!r}: metadata without an offset for "
+                                 f"{sorted(metadata.keys() - offsets.keys())[:3]}")
         builder = BatchBuilder()
         now_ms = self.now_ms()
         for (topic, partition), offset in offsets.items():
-            builder.append(_offset_key(group, topic, partition), _OFFSET.pack(offset), now_ms)
+            builder.append(_offset_key(group, topic, partition),
+                           _offset_value(offset, metadata.get((topic, partition), "")), now_ms)
         for name, value in (settings or {}).items():
             builder.append(_setting_key(group, name), value.encode(), now_ms)
         self._append(builder, now_ms)
         stored = self._groups.setdefault(group, StoredGroup())
         stored.offsets.update(offsets)
+        for tp in offsets:
+            stored.metadata.pop(tp, None)
+        stored.metadata.update(metadata)
         stored.settings.update(settings or {})
         stored.written_ms = now_ms
 
@@ -226,6 +256,7 @@ class OffsetStore:
         self._append(builder, now_ms)
         for tp in gone:
             del stored.offsets[tp]
+            stored.metadata.pop(tp, None)
 
     def set_setting(self, group: str, name: str, value: str) -> None:
         self.commit(group, {}, {name: value})
@@ -261,13 +292,13 @@ class OffsetStore:
             raise AssertionError(f"{self.directory}: only a replicated slot's store snapshots")
         now_ms = self.now_ms()
         records = _live_records(self._groups, now_ms)
-        batch_records_max = limits.OFFSETS_COMPACT_BATCH_RECORDS_MAX
-        for start in range(0, len(records), batch_records_max):
+        batches = _batches(records) or [[]]   # none live: the end marker alone
+        for number, batch in enumerate(batches, 1):
             builder = BatchBuilder()
-            for key, value, timestamp_ms in records[start:start + batch_records_max]:
+            for key, value, timestamp_ms in batch:
                 builder.append(key, value, timestamp_ms)
-            last = start + batch_records_max >= len(records)
-            builder.append(_SNAPSHOT_KEY, _SNAPSHOT_END if last else b"", now_ms)
+            builder.append(_SNAPSHOT_KEY, _SNAPSHOT_END if number == len(batches) else b"",
+                           now_ms)
             self._append_replicated(builder.build(), builder.record_count, now_ms)
         self.snapshot.written_ms, self.snapshot.records_since = now_ms, 0
         return len(records)
@@ -298,6 +329,11 @@ def _finish_interrupted_swap(directory: Path) -> None:
 
 def _offset_key(group: str, topic: str, partition: int) -> bytes:
     return _SEP.join((_OFFSET_KIND, group.encode(), topic.encode(), str(partition).encode()))
+
+
+def _offset_value(offset: int, metadata: str) -> bytes:
+    """An offset record's value: the offset, Int64 LE, then the metadata's UTF-8."""
+    return _OFFSET.pack(offset) + metadata.encode()
 
 
 def _setting_key(group: str, name: str) -> bytes:
@@ -340,15 +376,24 @@ def _apply(key: bytes, value: bytes, timestamp_ms: int, groups: dict[str, Stored
         stored = groups.get(parts[1].decode())
         if stored is not None:
             stored.offsets.pop((parts[2].decode(), int(parts[3])), None)
+            stored.metadata.pop((parts[2].decode(), int(parts[3])), None)
         return
-    if parts[0] == _OFFSET_KIND and len(parts) == 4:
+    if parts[0] == _OFFSET_KIND and len(parts) == 4 and len(value) >= _OFFSET.size:
         stored = groups.setdefault(parts[1].decode(), StoredGroup())
-        stored.offsets[(parts[2].decode(), int(parts[3]))] = _OFFSET.unpack(value)[0]
+        tp = (parts[2].decode(), int(parts[3]))
+        stored.offsets[tp] = _OFFSET.unpack_from(value)[0]
+        # Bytes after the offset are its metadata; a record from before metadata has none.
+        metadata = value[_OFFSET.size:].decode("utf-8", "replace")
+        if metadata:
+            stored.metadata[tp] = metadata
+        else:
+            stored.metadata.pop(tp, None)
     elif parts[0] == _SETTING_KIND and len(parts) == 3:
         stored = groups.setdefault(parts[1].decode(), StoredGroup())
         stored.settings[parts[2].decode()] = value.decode()
     else:
-        log.warning("ignored an unknown record in %s: key %r", DIR_NAME, key[:64])
+        log.warning("ignored an unknown record in %s: key %r, a value of %d bytes", DIR_NAME,
+                    key[:64], len(value))
         return
     stored.written_ms = max(stored.written_ms, timestamp_ms)
 
@@ -358,11 +403,9 @@ def _compact(directory: Path, plog: PartitionLog, groups: dict[str, StoredGroup]
     fresh_dir = directory.with_name(DIR_NAME + ".compacting")
     shutil.rmtree(fresh_dir, ignore_errors=True)
     fresh = PartitionLog.open(fresh_dir, _LOG_CONFIG)
-    records = _live_records(groups, now_ms)
-    batch_records_max = limits.OFFSETS_COMPACT_BATCH_RECORDS_MAX
-    for start in range(0, len(records), batch_records_max):
+    for batch in _batches(_live_records(groups, now_ms)):
         builder = BatchBuilder()
-        for key, value, timestamp_ms in records[start:start + batch_records_max]:
+        for key, value, timestamp_ms in batch:
             builder.append(key, value, timestamp_ms)
         fresh.append(builder.build(), builder.record_count, now_ms)
     fresh.close()
@@ -384,9 +427,29 @@ def _live_records(groups: dict[str, StoredGroup], now_ms: int) -> list[tuple[byt
     records = []
     for name, stored in groups.items():
         written_ms = min(now_ms, max(oldest_ms, stored.written_ms))
-        records += [(_offset_key(name, t, p), _OFFSET.pack(o), written_ms)
+        records += [(_offset_key(name, t, p), _offset_value(o, stored.metadata.get((t, p), "")),
+                     written_ms)
                     for (t, p), o in stored.offsets.items()]
         records += [(_setting_key(name, n), v.encode(), written_ms)
                     for n, v in stored.settings.items()]
         stored.written_ms = written_ms
     return records
+
+
+Record = tuple[bytes, bytes, int]   # key, value, timestamp_ms
+
+
+def _batches(records: list[Record]) -> list[list[Record]]:
+    """``records`` cut into batches of at most OFFSETS_COMPACT_BATCH_RECORDS_MAX records
+    and about OFFSETS_COMPACT_BATCH_BYTES_MAX bytes of keys and values (a batch ends
+    after the record that passes it; limits.py: that still fits a batch)."""
+    batches: list[list[Record]] = []
+    batch_bytes = 0
+    for record in records:
+        if (not batches or len(batches[-1]) >= limits.OFFSETS_COMPACT_BATCH_RECORDS_MAX
+                or batch_bytes >= limits.OFFSETS_COMPACT_BATCH_BYTES_MAX):
+            batches.append([])
+            batch_bytes = 0
+        batches[-1].append(record)
+        batch_bytes += len(record[0]) + len(record[1])
+    return batches

@@ -11,7 +11,12 @@ rebalance timeout (plus the usual request timeout).
 Committed offsets are Plinth's: OffsetCommit is a commitOffsets marked
 classic (the coordinator checks the member and generation), OffsetFetch a
 fetchOffsets, so Kafka groups and Plinth groups share one offset store and
-``plinth group describe`` shows either. DescribeGroups and ListGroups come
+``plinth group describe`` shows either. Each offset's committed_metadata is
+stored with it and OffsetFetch returns it ("" for none, as Kafka's broker
+stores a null). A commit is all or none in Plinth: where Kafka refuses only the
+partitions whose metadata is over offset.metadata.max.bytes
+(OFFSET_METADATA_TOO_LARGE) and commits the others, every partition of the
+commit gets that code and none is stored. DescribeGroups and ListGroups come
 from describeGroup and listGroups (each group's state from its coordinator, the
 states and types filters applied here); DeleteGroups is a deleteGroup per group,
 refused (NON_EMPTY_GROUP) while the group has members of either protocol.
@@ -118,13 +123,23 @@ async def offset_commit(gateway, header, body: dict, connection) -> dict:
                                                                     NO_GENERATION))
     offsets = {(t["name"], p["partition_index"]): p["committed_offset"]
                for t in body.get("topics") or [] for p in t.get("partitions") or []}
+    # A null metadata is none, stored as "" (Kafka's broker does the same).
+    metadata = {(t["name"], p["partition_index"]): p.get("committed_metadata") or ""
+                for t in body.get("topics") or [] for p in t.get("partitions") or []}
     # A commit is all or none in Plinth: a partition that cannot exist refuses it, as
     # the coordinator refuses one beyond its topic's partitions.
     code = max((partition_error(partition) for _, partition in offsets), default=kafka.NONE)
+    # So does metadata over the limit (the coordinator's check, made here too because
+    # a commit of many such partitions would not fit a request header, and then its
+    # answer would not say why).
+    if code == kafka.NONE and any(len(text.encode()) > limits.OFFSET_METADATA_BYTES_MAX
+                                  for text in metadata.values()):
+        code = kafka.OFFSET_METADATA_TOO_LARGE
     if code == kafka.NONE:
         reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_commit_offsets(
             rid, "commitOffsets", body["group_id"], body.get("member_id") or "", generation,
-            offsets, classic=True, group_instance_id=body.get("group_instance_id") or ""))
+            offsets, classic=True, group_instance_id=body.get("group_instance_id") or "",
+            metadata=metadata))
         code = kafka_code(reply.error)
     return {"throttle_time_ms": 0, "topics": [
         {"name": t["name"], "partitions": [{"partition_index": p["partition_index"],
@@ -150,7 +165,7 @@ async def _offsets_of(gateway, group: str, wanted) -> tuple[list[dict], int]:
         rid, "fetchOffsets", group))
     if reply.error is not None:
         return [], kafka_code(reply.error)
-    committed = reply.committed
+    committed, metadata = reply.committed, reply.committed_metadata
     if wanted is None:
         pairs: dict[str, list[int]] = {}
         for topic, partition in sorted(committed):
@@ -158,7 +173,8 @@ async def _offsets_of(gateway, group: str, wanted) -> tuple[list[dict], int]:
         wanted = [{"name": t, "partition_indexes": ps} for t, ps in pairs.items()]
     return [{"name": t["name"], "partitions": [
         {"partition_index": p, "committed_offset": committed.get((t["name"], p), _OFFSET_NONE),
-         "committed_leader_epoch": _LEADER_EPOCH_UNKNOWN, "metadata": "",
+         "committed_leader_epoch": _LEADER_EPOCH_UNKNOWN,
+         "metadata": metadata.get((t["name"], p), ""),
          "error_code": kafka.NONE} for p in t.get("partition_indexes") or []]}
         for t in wanted], kafka.NONE
 

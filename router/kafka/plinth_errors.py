@@ -21,6 +21,7 @@ _BY_PLINTH_CODE = {
     "unknownTopic": kafka.UNKNOWN_TOPIC_OR_PARTITION,
     "partitionOutOfRange": kafka.UNKNOWN_TOPIC_OR_PARTITION,
     "offsetOutOfRange": kafka.OFFSET_OUT_OF_RANGE,
+    "offsetMetadataTooLarge": kafka.OFFSET_METADATA_TOO_LARGE,
     "recordTooLarge": kafka.MESSAGE_TOO_LARGE,
     "requestTooLarge": kafka.RECORD_LIST_TOO_LARGE,
     "invalidBatch": kafka.CORRUPT_MESSAGE,

@@ -195,6 +195,85 @@ def test_confluent_kafka_reads_what_kafka_python_committed_for_the_group(kafka_b
     assert committed.offset == 2 and committed.error is None
 
 
+def test_metadata_committed_by_either_client_is_read_back_by_both(kafka_broker):
+    from confluent_kafka import Consumer as KafkaConsumer
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    from confluent_kafka.admin import AdminClient
+    from kafka import KafkaConsumer as PyConsumer
+    from kafka import TopicPartition as PyTopicPartition
+    from kafka.admin import KafkaAdminClient
+    from kafka.structs import OffsetAndMetadata
+
+    topic, group = _create(kafka_broker, 2), unique_topic("metadata")
+    # Given confluent-kafka committing offset 7 of partition 0 with metadata "hello"
+    librdkafka = KafkaConsumer({"bootstrap.servers": kafka_broker.kafka_address,
+                                "group.id": group, "enable.auto.commit": False})
+    librdkafka.commit(offsets=[TopicPartition(topic, 0, 7, metadata="hello")],
+                      asynchronous=False)
+    # And kafka-python committing offset 9 of partition 1 with metadata "world"
+    py = PyConsumer(bootstrap_servers=kafka_broker.kafka_address, group_id=group,
+                    enable_auto_commit=False)
+    py.commit({PyTopicPartition(topic, 1): OffsetAndMetadata(9, "world", -1)})
+    py.close()
+    # When each client reads the group's committed offsets back
+    tps = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
+    seen = librdkafka.committed(tps, timeout=TIMEOUT_S)
+    librdkafka.close()
+    rd_admin = AdminClient({"bootstrap.servers": kafka_broker.kafka_address})
+    listed = rd_admin.list_consumer_group_offsets(
+        [ConsumerGroupTopicPartitions(group, tps)])[group].result(TIMEOUT_S).topic_partitions
+    py_admin = KafkaAdminClient(bootstrap_servers=kafka_broker.kafka_address)
+    try:
+        py_listed = py_admin.list_group_offsets(group)[group]   # OffsetFetch v8: by group
+    finally:
+        py_admin.close()
+    # Then every reader has each offset with the metadata committed with it, as sent:
+    # kafka-python sees confluent-kafka's with the C string's NUL it sends along, and
+    # confluent-kafka reads metadata as a C string, so kafka-python's (no NUL) may run
+    # on past its end in its answer (librdkafka#4649), as it would from Kafka
+    assert {tp.partition: (om.offset, om.metadata) for tp, om in py_listed.items()} == \
+        {0: (7, "hello\0"), 1: (9, "world")}
+    for answer in (seen, listed):
+        assert [(tp.offset, tp.metadata[:5]) for tp in answer] == [(7, "hello"), (9, "world")]
+
+
+def test_metadata_over_offset_metadata_max_bytes_is_refused_and_keeps_the_last_commit(
+        kafka_broker):
+    from kafka import KafkaConsumer as PyConsumer
+    from kafka import TopicPartition as PyTopicPartition
+    from kafka.errors import OffsetMetadataTooLargeError
+    from kafka.structs import OffsetAndMetadata
+
+    from plinth import limits
+
+    topic, group = _create(kafka_broker, 16), unique_topic("metadata-limit")
+    tp0, tp1 = PyTopicPartition(topic, 0), PyTopicPartition(topic, 1)
+    py = PyConsumer(bootstrap_servers=kafka_broker.kafka_address, group_id=group,
+                    enable_auto_commit=False)
+    try:
+        # Given metadata at the limit (4096 bytes, Kafka's offset.metadata.max.bytes)
+        # committed with offset 3
+        at_limit = "m" * limits.OFFSET_METADATA_BYTES_MAX
+        py.commit({tp0: OffsetAndMetadata(3, at_limit, -1)})
+        assert py.committed(tp0, metadata=True).metadata == at_limit
+        # When a commit carries 5,000 bytes for one partition and a small one for another
+        with pytest.raises(OffsetMetadataTooLargeError):
+            py.commit({tp0: OffsetAndMetadata(4, "x" * 5_000, -1),
+                       tp1: OffsetAndMetadata(8, "small", -1)})
+        # Then it is refused (OFFSET_METADATA_TOO_LARGE), all of it: Plinth's commits are
+        # all or none, where Kafka would have committed the other partition
+        assert (py.committed(tp0, metadata=True).offset,
+                py.committed(tp0, metadata=True).metadata) == (3, at_limit)
+        assert py.committed(tp1) is None
+        # And so is one of 16 such partitions, more than a Plinth request header holds
+        with pytest.raises(OffsetMetadataTooLargeError):
+            py.commit({PyTopicPartition(topic, p): OffsetAndMetadata(1, "x" * 5_000, -1)
+                       for p in range(16)})
+        assert py.committed(tp0) == 3
+    finally:
+        py.close()
+
+
 def _produce_one_partition(bootstrap: str, topic: str, count: int) -> None:
     from kafka import KafkaProducer
 

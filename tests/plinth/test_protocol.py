@@ -234,6 +234,36 @@ def test_a_list_groups_reply_without_states_reads_as_states_unknown():
         protocol.GroupListing("g", ""), protocol.GroupListing("h", "")]
 
 
+def test_commit_and_reset_carry_each_offsets_metadata_and_the_committed_reply_returns_it():
+    # Given offsets of three partitions, two with metadata (one non-ASCII)
+    offsets = {("a", 0): 17, ("a", 1): 18, ("b", 0): 19}
+    metadata = {("a", 0): "hello", ("b", 0): "état"}
+    # When a commit, a reset and a fetchOffsets answer carry them
+    for kind in ("commitOffsets", "resetOffsets"):
+        request = protocol.decode_request(protocol.encode_commit_offsets(
+            2, kind, "g", "m1" if kind == "commitOffsets" else "", 4, offsets,
+            metadata=metadata))
+        # Then each decodes to the same offsets and, apart, the metadata of those with one
+        assert (request.kind, request.offsets, request.metadata) == (kind, offsets, metadata)
+    reply = protocol.decode_reply(protocol.encode_committed_reply(3, offsets, metadata))
+    assert (reply.committed, reply.committed_metadata) == (offsets, metadata)
+
+
+def test_a_commit_without_metadata_and_one_from_before_the_field_decode_with_none():
+    # Given a commit from a client that passes no metadata, and one built as clients
+    # before the field did (topic, partition and offset only)
+    plain = protocol.encode_commit_offsets(2, "commitOffsets", "g", "m1", 4, {("a", 0): 17})
+    msg = schema.Request.new_message(requestId=3)
+    body = msg.init("commitOffsets")
+    body.group, body.memberId, body.memberEpoch = "g", "m1", 4
+    entry = body.init("offsets", 1)[0]
+    entry.topic, entry.partition, entry.offset = "a", 0, 17
+    # Then both decode to the offset without metadata
+    for frame in (plain, msg.to_bytes()):
+        request = protocol.decode_request(frame)
+        assert (request.offsets, request.metadata) == ({("a", 0): 17}, {})
+
+
 def test_a_reply_that_does_not_decode_raises_malformed_reply_naming_it():
     # Given bytes that are not a Reply (say, from something that is not a router)
     with pytest.raises(MalformedReplyError, match="not a valid Reply"):

@@ -184,7 +184,8 @@ def test_topic_listings_answer_only_the_topics_the_client_has_a_grant_on(secure_
 def committed_of_two_tenants(request, shard_id):
     if type(request) is protocol.FetchOffsetsRequest:
         return [protocol.encode_committed_reply(
-            request.request_id, {("a.orders", 0): 5, ("a.orders", 1): 6, ("b.secret", 0): 7})]
+            request.request_id, {("a.orders", 0): 5, ("a.orders", 1): 6, ("b.secret", 0): 7},
+            {("a.orders", 0): "a's state", ("b.secret", 0): "b's state"})]
     return answer(request, shard_id)
 
 
@@ -201,6 +202,10 @@ def test_fetch_offsets_answers_only_partitions_of_topics_the_client_may_consume(
     assert seen["alice"].committed == {("a.orders", 0): 5, ("a.orders", 1): 6}
     assert seen["bob"].committed == {("a.orders", 0): 5, ("a.orders", 1): 6, ("b.secret", 0): 7}
     assert seen["alice"].request_id == seen["bob"].request_id == 7
+    # And the offsets kept keep the metadata committed with them (alice's cut answer too)
+    assert seen["alice"].committed_metadata == {("a.orders", 0): "a's state"}
+    assert seen["bob"].committed_metadata == {("a.orders", 0): "a's state",
+                                              ("b.secret", 0): "b's state"}
 
 
 def test_a_fetch_offsets_answer_the_filter_no_longer_expects_is_unavailable_never_uncut():

@@ -6,7 +6,8 @@ import pytest
 
 from plinth import limits
 from plinth.errors import (GroupMaxSizeReachedError, GroupNotEmptyError, InvalidGroupError,
-                           NotOwnerError, OffsetOutOfRangeError, PartitionOutOfRangeError,
+                           NotOwnerError, OffsetMetadataTooLargeError, OffsetOutOfRangeError,
+                           PartitionOutOfRangeError,
                            StaleMemberEpochError, TooManyGroupsError, UnavailableError,
                            UnknownGroupError, UnknownMemberIdError, UnknownTopicError)
 from plinth.shards.group_coordinator import GroupCoordinator
@@ -105,6 +106,44 @@ def test_offsets_can_be_reset_only_while_the_group_has_no_members(coordinator):
     coordinator.heartbeat("g", a.member_id, -1, ["t"], set(), SESSION_MS, "", 0.0)
     coordinator.reset_offsets("g", {("t", 0): 3})
     assert coordinator.committed("g") == {("t", 0): 3}
+
+
+def test_each_kind_of_commit_stores_the_metadata_given_with_its_offsets(coordinator):
+    # Given a member's commit with metadata for one of its two offsets
+    a = join(coordinator)
+    coordinator.commit("g", a.member_id, a.member_epoch, {("t", 0): 10, ("t", 1): 11},
+                       metadata={("t", 0): "member's"})
+    # Then the group has it back with its offsets
+    assert coordinator.committed("g") == {("t", 0): 10, ("t", 1): 11}
+    assert coordinator.committed_metadata("g") == {("t", 0): "member's"}
+    # And a Kafka client's commit and an administrator's reset (no members) store theirs
+    coordinator.commit_classic("kafka", {("t", 2): 5}, {("t", 2): "streams state"})
+    coordinator.reset_offsets("reset", {("t", 3): 0}, {("t", 3): "reset by ops"})
+    assert coordinator.committed_metadata("kafka") == {("t", 2): "streams state"}
+    assert coordinator.committed_metadata("reset") == {("t", 3): "reset by ops"}
+
+
+@pytest.mark.parametrize("commit", ["member", "classic", "reset"])
+def test_metadata_over_the_limit_refuses_the_whole_commit_naming_group_partition_size_and_limit(
+        coordinator, commit):
+    # Given a commit of two offsets: one's metadata at the limit, the other's one byte
+    # over (counted in UTF-8 bytes: "é" is two)
+    limit = limits.OFFSET_METADATA_BYTES_MAX
+    offsets = {("t", 0): 1, ("t", 1): 2}
+    metadata = {("t", 0): "a" * limit, ("t", 1): "é" * (limit // 2) + "b"}
+    a = join(coordinator) if commit == "member" else None
+    # When it is committed
+    with pytest.raises(OffsetMetadataTooLargeError,
+                       match=f"group 'g': the metadata of the offset of t-1 is {limit + 1} "
+                             f"bytes, over the limit of {limit} bytes"):
+        if commit == "member":
+            coordinator.commit("g", a.member_id, a.member_epoch, offsets, metadata=metadata)
+        elif commit == "classic":
+            coordinator.commit_classic("g", offsets, metadata)
+        else:
+            coordinator.reset_offsets("g", offsets, metadata)
+    # Then nothing of it was stored: Plinth's commits are all or none
+    assert coordinator.committed("g") == {} and coordinator.committed_metadata("g") == {}
 
 
 def test_a_group_is_deleted_only_without_members_and_stays_deleted_after_a_restart(tmp_path):
@@ -226,13 +265,15 @@ def test_a_group_handed_over_keeps_its_offsets_at_the_new_coordinator_and_is_ref
     for coord in (old, new):
         coord.set_partition_counts({"t": 6})
     member = join(old)
-    old.commit("g", member.member_id, member.member_epoch, {("t", 0): 41, ("t", 3): 7})
+    old.commit("g", member.member_id, member.member_epoch, {("t", 0): 41, ("t", 3): 7},
+               metadata={("t", 3): "kept"})
     # When it is handed over to another shard's coordinator
     state = old.hand_over("g")
     new.adopt("g", state, 100.0)
-    # Then the new coordinator has its offsets and assignor, and the member carries on
-    # there with its id, epoch and partitions
+    # Then the new coordinator has its offsets (with their metadata) and assignor, and
+    # the member carries on there with its id, epoch and partitions
     assert new.committed("g") == {("t", 0): 41, ("t", 3): 7}
+    assert new.committed_metadata("g") == {("t", 3): "kept"}
     assert new.describe("g").assignor == old_store.setting("g", "assignor")
     carried_on = beat(new, member, member.assignment, now=100.0)
     assert (carried_on.member_id, carried_on.member_epoch, carried_on.assignment) == \

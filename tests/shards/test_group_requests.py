@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from plinth import limits, protocol
-from plinth.errors import (InvalidConfigError, MalformedRequestError, UnavailableError,
-                           UnknownGroupError, UnknownMemberIdError)
+from plinth.errors import (InvalidConfigError, MalformedRequestError, OffsetMetadataTooLargeError,
+                           UnavailableError, UnknownGroupError, UnknownMemberIdError)
 from plinth.shards.group_requests import GroupRequests
 
 
@@ -107,6 +107,43 @@ def test_plinth_groups_are_listed_stable_with_members_and_empty_with_offsets_onl
     # DescribeGroups shows them, with no classic protocol type
     assert groups.listings() == [protocol.GroupListing("a", "Empty", ""),
                                  protocol.GroupListing("g", "Stable", "")]
+
+
+def test_metadata_committed_by_a_member_and_a_reset_is_answered_by_fetch_offsets_after_a_reopen(
+        open_groups):
+    # Given a member's commit with metadata, and a reset of another group with metadata
+    groups = open_groups("a")
+    groups.set_partition_counts({"t": 2})
+    member = join(groups).heartbeat
+    reply = ask(groups, protocol.encode_commit_offsets(
+        2, "commitOffsets", "g", member.member_id, member.member_epoch,
+        {("t", 0): 42, ("t", 1): 7}, metadata={("t", 0): "hello"}))
+    assert reply.error is None
+    ask(groups, protocol.encode_commit_offsets(3, "resetOffsets", "h", "", 0, {("t", 1): 9},
+                                               metadata={("t", 1): "world"}))
+    groups.close()
+    # When the shard opens its groups again and each group's offsets are fetched
+    reopened = open_groups("a")
+    g = ask(reopened, protocol.encode_group_request(4, "fetchOffsets", "g"))
+    h = ask(reopened, protocol.encode_group_request(5, "fetchOffsets", "h"))
+    # Then each offset comes back with the metadata committed with it, if any
+    assert (g.committed, g.committed_metadata) == ({("t", 0): 42, ("t", 1): 7},
+                                                   {("t", 0): "hello"})
+    assert (h.committed, h.committed_metadata) == ({("t", 1): 9}, {("t", 1): "world"})
+
+
+def test_a_commit_whose_metadata_is_over_the_limit_is_refused_and_stores_nothing(open_groups):
+    # Given a group with no members
+    groups = open_groups()
+    groups.set_partition_counts({"t": 2})
+    too_long = "x" * (limits.OFFSET_METADATA_BYTES_MAX + 1)
+    # When a commit carries one offset with metadata one byte over the limit
+    with pytest.raises(OffsetMetadataTooLargeError, match=f"t-1 is {len(too_long)} bytes"):
+        ask(groups, protocol.encode_commit_offsets(
+            2, "resetOffsets", "g", "", 0, {("t", 0): 1, ("t", 1): 2},
+            metadata={("t", 1): too_long}))
+    # Then neither offset was stored
+    assert groups.committed_offsets() == {}
 
 
 def test_describing_an_unknown_group_names_the_shard(open_groups):

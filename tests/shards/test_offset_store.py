@@ -1,13 +1,19 @@
-"""offset_store.py: committed offsets and settings in a compacted log on disk, deletions,
-and each group's last write time surviving restarts and compaction."""
+"""offset_store.py: committed offsets (with their metadata) and settings in a compacted
+log on disk, deletions, and each group's last write time surviving restarts and
+compaction; logs written before metadata still read."""
 
 from __future__ import annotations
+
+import logging
+import struct
 
 import pytest
 
 from plinth import limits
 from plinth.errors import NotLeaderError
-from plinth.shards.offset_store import OffsetStore
+from plinth.format.log_entry import iter_entries
+from plinth.format.record_batch import BatchBuilder, decode_records
+from plinth.shards.offset_store import DIR_NAME, OffsetStore
 from plinth.shards.partition_log import LogConfig, PartitionLog
 
 
@@ -99,6 +105,132 @@ def test_compaction_keeps_at_most_the_retention_of_age_for_long_expired_groups(t
     store.close()
 
 
+# --- Metadata committed with offsets --------------------------------------------------
+
+def test_metadata_committed_with_an_offset_survives_a_reopen_and_compaction(tmp_path):
+    # Given offsets committed with metadata (one non-ASCII, one at the limit), one without
+    store = OffsetStore.open(tmp_path)
+    at_limit = "m" * limits.OFFSET_METADATA_BYTES_MAX
+    store.commit("g", {("t", 0): 7, ("t", 1): 8, ("t", 2): 9},
+                 metadata={("t", 0): "hello", ("t", 1): "état", ("t", 2): ""})
+    store.commit("g", {("u", 0): 1}, metadata={("u", 0): at_limit})
+    store.commit("g", {("u", 0): 2}, metadata={("u", 0): at_limit})   # garbage: compacts
+    expected = {("t", 0): "hello", ("t", 1): "état", ("u", 0): at_limit}
+    assert store.metadata("g") == expected
+    store.close()
+    # When it is reopened twice (the first replays and compacts, the second reads the
+    # compacted log)
+    for _ in range(2):
+        store = OffsetStore.open(tmp_path)
+        # Then every offset has its metadata back, the one committed without has none
+        assert store.offsets("g") == {("t", 0): 7, ("t", 1): 8, ("t", 2): 9, ("u", 0): 2}
+        assert store.metadata("g") == expected
+        store.close()
+    assert store.compaction.records_read == store.compaction.records_kept == 4
+
+
+def test_a_later_commit_without_metadata_or_a_deletion_drops_the_earlier_metadata(tmp_path):
+    # Given two offsets committed with metadata
+    store = OffsetStore.open(tmp_path)
+    store.commit("g", {("t", 0): 1, ("gone", 0): 1}, metadata={("t", 0): "a", ("gone", 0): "b"})
+    # When one is committed again without metadata and the other's topic is deleted
+    store.commit("g", {("t", 0): 2})
+    store.delete_offsets("g", [("gone", 0)])
+    # Then neither has metadata, now nor after a reopen
+    assert store.metadata("g") == {}
+    store.close()
+    store = OffsetStore.open(tmp_path)
+    assert store.offsets("g") == {("t", 0): 2} and store.metadata("g") == {}
+    store.close()
+
+
+def test_an_offset_record_from_before_metadata_still_reads_as_an_offset_without_it(tmp_path):
+    # Given an offsets log written by a Plinth without metadata: each offset's value is
+    # exactly 8 bytes, Int64 LE (and a record committed with metadata after the upgrade)
+    write_raw_records(tmp_path, [(b"o\0g\0t\0" + b"0", struct.pack("<q", 41)),
+                                 (b"o\0g\0t\0" + b"1", struct.pack("<q", 42) + b"new")])
+    # When the store opens it
+    store = OffsetStore.open(tmp_path)
+    # Then the old record is an offset without metadata, the new one has its metadata
+    assert store.offsets("g") == {("t", 0): 41, ("t", 1): 42}
+    assert store.metadata("g") == {("t", 1): "new"}
+    # And a commit without metadata still writes exactly the old 8-byte value
+    store.commit("g", {("t", 0): 43})
+    store.close()
+    assert raw_values(tmp_path)[-1] == struct.pack("<q", 43)
+
+
+def test_an_offset_record_shorter_than_its_offset_is_skipped_and_the_rest_read(
+        tmp_path, caplog):
+    # Given an offsets log whose middle record's value is 3 bytes (no record this store
+    # writes: a bit of corruption the batch CRC did not see, or a foreign writer)
+    write_raw_records(tmp_path, [(b"o\0g\0t\0" + b"0", struct.pack("<q", 5)),
+                                 (b"o\0g\0t\0" + b"1", b"abc"),
+                                 (b"o\0g\0t\0" + b"2", struct.pack("<q", 6) + b"m")])
+    # When the store opens it
+    with caplog.at_level(logging.WARNING):
+        store = OffsetStore.open(tmp_path)
+    # Then it skips that record, saying how long its value was, and reads the others
+    assert store.offsets("g") == {("t", 0): 5, ("t", 2): 6}
+    assert store.metadata("g") == {("t", 2): "m"}
+    assert "a value of 3 bytes" in caplog.text
+    store.close()
+
+
+def test_compaction_cuts_records_with_large_metadata_into_batches_of_bounded_bytes(
+        tmp_path, monkeypatch):
+    # Given 12 offsets each with metadata at the limit, committed twice (so the log
+    # holds garbage to compact), and a compaction batch bound of about two records
+    monkeypatch.setattr(limits, "OFFSETS_COMPACT_BATCH_BYTES_MAX",
+                        2 * limits.OFFSET_METADATA_BYTES_MAX)
+    at_limit = "x" * limits.OFFSET_METADATA_BYTES_MAX
+    offsets = {("t", p): p for p in range(12)}
+    store = OffsetStore.open(tmp_path)
+    for _ in range(2):
+        store.commit("g", offsets, metadata={tp: at_limit for tp in offsets})
+    store.close()
+    # When the store reopens and compacts
+    store = OffsetStore.open(tmp_path)
+    store.close()
+    # Then the compacted log holds the 12 records in batches of 2 (the second record,
+    # a little over 4 KiB like each, passes the bound and ends its batch), and they
+    # read back whole
+    assert batch_record_counts(tmp_path) == [2] * 6
+    store = OffsetStore.open(tmp_path)
+    assert store.offsets("g") == offsets
+    assert store.metadata("g") == {tp: at_limit for tp in offsets}
+    store.close()
+
+
+def write_raw_records(shard_dir, records: list[tuple[bytes, bytes]]) -> None:
+    """Records written to a shard's offsets log directly, one batch, as another
+    version of the store (or corruption) might have left them."""
+    plog = PartitionLog.open(shard_dir / DIR_NAME, LogConfig(retention_ms=-1, retention_bytes=-1))
+    builder = BatchBuilder()
+    for key, value in records:
+        builder.append(key, value, 1_000)
+    plog.append(builder.build(), builder.record_count, 1_000)
+    plog.close()
+
+
+def _entries(shard_dir):
+    plog = PartitionLog.open(shard_dir / DIR_NAME, LogConfig(retention_ms=-1, retention_bytes=-1))
+    try:
+        data = plog.read(plog.start_offset, 1 << 26, plog.end_offset)
+        return [(header, bytes(batch)) for header, batch in iter_entries(data)]
+    finally:
+        plog.close()
+
+
+def batch_record_counts(shard_dir) -> list[int]:
+    return [header.record_count for header, _ in _entries(shard_dir)]
+
+
+def raw_values(shard_dir) -> list[bytes]:
+    return [record.value for header, batch in _entries(shard_dir)
+            for record in decode_records(DIR_NAME, 0, header.base_offset, batch, 0)]
+
+
 # --- A replicated slot's store (OffsetStore.load) ---------------------------------------
 
 class SlotLog:
@@ -188,7 +320,7 @@ def test_a_slot_log_whose_prefix_retention_deleted_replays_from_its_last_snapsho
     store = OffsetStore.load(slot.log, slot.append, wall)
     store.commit("g", {("t", 0): 1}, {"assignor": "range"})
     store.commit("h", {("t", 1): 2})
-    store.commit("g", {("t", 0): 3})
+    store.commit("g", {("t", 0): 3}, metadata={("t", 0): "kept by the snapshot"})
     written_ms = store.written_ms("g")
     # Then no snapshot is due before the interval has passed since its first record, one is after
     assert not store.snapshot_due(wall.now_ms)
@@ -211,6 +343,7 @@ def test_a_slot_log_whose_prefix_retention_deleted_replays_from_its_last_snapsho
     replayed = OffsetStore.load(cut, slot.append, wall)
     assert replayed.groups() == store.groups() == {"g"}
     assert replayed.offsets("g") == {("t", 0): 3, ("t", 1): 5}
+    assert replayed.metadata("g") == {("t", 0): "kept by the snapshot"}
     assert replayed.settings("g") == {"assignor": "range"}
     # And it knows when the snapshot was written; g's write time is its last commit's
     assert replayed.snapshot.written_ms == wall.now_ms - 1000
