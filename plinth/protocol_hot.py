@@ -42,16 +42,17 @@ Byte layouts (all little-endian; a "word" is 8 bytes; offsets in bytes):
                    60  4 bytes zero
                    64  text pointer, then the topic as for Produce
 
-    Reply (data 2 words, pointers 2)
+    Reply (data 2 words, pointers 3)
                    16  UInt64  requestId
                    24  UInt16  union discriminant: 1 produce, 2 fetch
                    26  2 bytes zero
                    28  UInt32  throttleTimeMs: 0 here (a throttled reply, rare,
                                is decoded by pycapnp)
                    32  error pointer: null (no error; errors go through pycapnp)
-                   40  struct pointer to the body, offset 0
-      ProduceResult (data 1 word)   48  Int64 baseOffset
-      FetchResult (data 2 words)    48  Int64 highWatermark, 56 Int64 logStartOffset
+                   40  struct pointer to the body, offset 1 (past the next pointer)
+                   48  groupListings pointer: null (listGroups replies only)
+      ProduceResult (data 1 word)   56  Int64 baseOffset
+      FetchResult (data 2 words)    56  Int64 highWatermark, 64 Int64 logStartOffset
 """
 
 from __future__ import annotations
@@ -65,14 +66,15 @@ _HEADER_WORDS = 4                                # root, 2 data words, 1st body 
 _REQUEST_HEAD = struct.Struct("<IIQHHIQ")
 _PRODUCE_BODY = struct.Struct("<IbBHII")         # partition, acks ^ 1, batchFormat, 0, text ptr
 _FETCH_BODY = struct.Struct("<IIqIxxxxII")       # partition, maxBytes, offset, maxWaitMs, text ptr
-_REPLY_HEAD = struct.Struct("<IIQHHIQQ")         # root, data, error pointer, body pointer
+_REPLY_HEAD = struct.Struct("<IIQHHIQQQ")        # root, data, error, body, groupListings
 _INT64 = struct.Struct("<q")
 _INT64_PAIR = struct.Struct("<qq")
 
 _STRUCT_POINTER_UPPER_REQUEST = 2 | 1 << 16     # 2 data words, 1 pointer
-_STRUCT_POINTER_UPPER_REPLY = 2 | 2 << 16       # 2 data words, 2 pointers
+_STRUCT_POINTER_UPPER_REPLY = 2 | 3 << 16       # 2 data words, 3 pointers
 _BODY_POINTER_PRODUCE = 1 | 1 << 16
 _BODY_POINTER_FETCH = 3 | 1 << 16
+_REPLY_BODY_POINTER_LOWER = 1 << 2              # struct pointer, offset 1: past groupListings
 _BODY_POINTER_PRODUCE_RESULT = 1
 _BODY_POINTER_FETCH_RESULT = 2
 _TEXT_POINTER_LOWER = 1                          # list pointer, offset 0
@@ -116,16 +118,18 @@ def encode_fetch(request_id: int, topic: str, partition: int, offset: int,
 
 
 def encode_produce_reply(request_id: int, base_offset: int) -> bytes:
-    return (_TABLE.pack(0, 6)
+    return (_TABLE.pack(0, 7)
             + _REPLY_HEAD.pack(0, _STRUCT_POINTER_UPPER_REPLY, request_id, _REPLY_PRODUCE, 0, 0,
-                               0, _BODY_POINTER_PRODUCE_RESULT << 32)
+                               0, _BODY_POINTER_PRODUCE_RESULT << 32 | _REPLY_BODY_POINTER_LOWER,
+                               0)
             + _INT64.pack(base_offset))
 
 
 def encode_fetch_reply(request_id: int, high_watermark: int, log_start_offset: int) -> bytes:
-    return (_TABLE.pack(0, 7)
+    return (_TABLE.pack(0, 8)
             + _REPLY_HEAD.pack(0, _STRUCT_POINTER_UPPER_REPLY, request_id, _REPLY_FETCH, 0, 0,
-                               0, _BODY_POINTER_FETCH_RESULT << 32)
+                               0, _BODY_POINTER_FETCH_RESULT << 32 | _REPLY_BODY_POINTER_LOWER,
+                               0)
             + _INT64_PAIR.pack(high_watermark, log_start_offset))
 
 
@@ -182,17 +186,20 @@ def decode_reply(frame) -> tuple | None:
     """(request_id, kind, base_offset, high_watermark, log_start_offset) of a canonical
     produce or fetch Reply without an error, else None (decode it with pycapnp)."""
     size = len(frame)
-    if size not in (56, 64):
+    if size not in (64, 72):
         return None
     segments, words = _TABLE.unpack_from(frame, 0)
-    root, root_upper, request_id, kind, pad16, pad32, error_pointer, body_pointer = \
+    root, root_upper, request_id, kind, pad16, pad32, error_pointer, body_pointer, listings = \
         _REPLY_HEAD.unpack_from(frame, 8)
     if (segments != 0 or words * _WORD_BYTES != size - 8 or root != 0
-            or root_upper != _STRUCT_POINTER_UPPER_REPLY or pad16 or pad32 or error_pointer):
+            or root_upper != _STRUCT_POINTER_UPPER_REPLY or pad16 or pad32 or error_pointer
+            or listings):
         return None
-    if kind == _REPLY_PRODUCE and size == 56 and body_pointer == _BODY_POINTER_PRODUCE_RESULT << 32:
-        return request_id, "produce", _INT64.unpack_from(frame, 48)[0], -1, -1
-    if kind == _REPLY_FETCH and size == 64 and body_pointer == _BODY_POINTER_FETCH_RESULT << 32:
-        high_watermark, log_start_offset = _INT64_PAIR.unpack_from(frame, 48)
+    if kind == _REPLY_PRODUCE and size == 64 and \
+            body_pointer == _BODY_POINTER_PRODUCE_RESULT << 32 | _REPLY_BODY_POINTER_LOWER:
+        return request_id, "produce", _INT64.unpack_from(frame, 56)[0], -1, -1
+    if kind == _REPLY_FETCH and size == 72 and \
+            body_pointer == _BODY_POINTER_FETCH_RESULT << 32 | _REPLY_BODY_POINTER_LOWER:
+        high_watermark, log_start_offset = _INT64_PAIR.unpack_from(frame, 56)
         return request_id, "fetch", -1, high_watermark, log_start_offset
     return None
