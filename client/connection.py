@@ -154,6 +154,9 @@ class Connection:
         return next(self._ids)
 
     def send(self, header: bytes, payload=None) -> None:
+        """Queue one request; RequestTooLargeError for a header over HEADER_BYTES_MAX
+        (the router could not answer it with its id, so its caller would time out)."""
+        protocol.check_header_bytes(header)
         if self.closed:
             raise ClosedError(f"connection to {self.url} is closed")
         frames = [header] if payload is None else [header, payload]
@@ -178,6 +181,7 @@ class Connection:
         if direct is None:
             self.send(header, payload)
             return
+        protocol.check_header_bytes(header)   # the shard's limit too (see send)
         if self.closed:
             raise ClosedError(f"connection to {self.url} is closed")
         now_s = time.monotonic()

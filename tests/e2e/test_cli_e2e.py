@@ -220,3 +220,16 @@ def test_shards_add_and_remove_print_the_moves_and_removing_the_last_shard_is_re
     last = plinth(broker.url, "shards", "remove", "1")
     assert last.returncode != 0
     assert "cannot remove 1 of 1 shards: at least one must stay" in last.stderr
+
+
+def test_a_request_header_over_the_limit_is_refused_at_once_in_one_line(shared_broker):
+    # Given a topic config whose key alone is over the 64 KiB header limit
+    key = "k" * (limits.HEADER_BYTES_MAX + 1)
+    # When the CLI is asked to create a topic with it, with a long request timeout
+    created = plinth(shared_broker.url, "--request-timeout-ms", "600000", "topic", "create",
+                     unique_topic("big"), "--config", f"{key}=1", timeout_s=60)
+    # Then it fails at once (not after the request timeout), in one line naming the limit
+    assert created.returncode == 1
+    assert created.stderr.startswith("error: RequestTooLargeError: request header is ")
+    assert f"over the limit of {limits.HEADER_BYTES_MAX} bytes (64 KiB)" in created.stderr
+    assert len(created.stderr.splitlines()) == 1
