@@ -15,9 +15,12 @@ from pathlib import Path
 import click
 
 from plinth import limits, topics
-from plinth.cli_groups import admin_for as _admin, echo_pages, group_cli
+from plinth.cli_groups import OFFSET_MAX, admin_for as _admin, echo_pages, group_cli
 from plinth.errors import ElectionNotNeededError, PlinthError
 
+
+
+_PARTITION = click.IntRange(0, limits.PARTITIONS_PER_TOPIC_MAX - 1)
 
 
 class _Group(click.Group):
@@ -29,6 +32,34 @@ class _Group(click.Group):
         except PlinthError as exc:
             click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
             sys.exit(1)
+
+
+class UserError(click.ClickException):
+    """A user's mistake found only while a command runs (an input line, a path that
+    cannot be used): one ``error:`` line and exit status 1, as Plinth's own errors."""
+
+    exit_code = 1
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def _listen_url(ctx, param, value: str) -> str:
+    """--listen checked: tcp://HOST:PORT, a port in 1..65535 (ZeroMQ would bind a larger
+    one modulo 65536, and say only "Invalid argument" about a malformed address)."""
+    from plinth.client.connection import check_url
+
+    try:
+        check_url(value, "address", bind=True)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def _not_empty(ctx, param, value: str | None) -> str | None:
+    if value == "":
+        raise click.BadParameter("must not be empty")
+    return value
 
 
 @click.group(cls=_Group)
@@ -45,12 +76,16 @@ class _Group(click.Group):
 @click.pass_context
 def main(ctx, broker, request_timeout_ms, curve_key_file, curve_server_key_file):
     """Plinth: a durable, partitioned log broker."""
-    from plinth.client.connection import broker_address
+    from plinth.client.connection import broker_address, broker_url
 
     ctx.obj = {"broker": broker, "request_timeout_ms": request_timeout_ms,
                "curve_key_file": curve_key_file, "curve_server_key_file": curve_server_key_file}
     if ctx.invoked_subcommand not in ("serve", "router", "keygen", "kafka-user", "console",
                                   "console-auth"):
+        try:
+            broker_url(broker)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--broker'") from None
         try:
             ctx.obj["broker"] = broker_address(broker, curve_key_file, curve_server_key_file)
         except ValueError as exc:
@@ -95,7 +130,7 @@ def _kafka_listener_options(command):
 @main.command()
 @click.option("--data-dir", default="./plinth-data", show_default=True, type=click.Path(path_type=Path))
 @click.option("--listen", default=limits.BROKER_URL_DEFAULT, show_default=True,
-              help="Address of the router socket.")
+              callback=_listen_url, help="Address of the router socket.")
 @click.option("--shards", type=click.IntRange(1, limits.SHARDS_MAX), default=None,
               help="Shard actors (default: one per CPU but one on each Ray node, at least "
                    "one; or as the data dir was created).")
@@ -199,7 +234,8 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
 @main.command()
 @click.option("--ray-address", required=True, help="The Ray cluster the broker runs in (or auto).")
 @click.option("--cluster-name", required=True, help="The broker's --cluster-name.")
-@click.option("--listen", default=limits.BROKER_URL_DEFAULT, show_default=True)
+@click.option("--listen", default=limits.BROKER_URL_DEFAULT, show_default=True,
+              callback=_listen_url)
 @click.option("--curve-secret-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None)
 @click.option("--authorized-keys", type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -352,12 +388,14 @@ def kafka_user_add(users_file, name, password_stdin, iterations):
     credentials, never the password. The user may log in with SCRAM-SHA-256 or PLAIN;
     a running listener reads the file at its start."""
     from plinth.router.kafka.sasl_users import add_user
+    from plinth.server import option_os_errors
 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt("password", hide_input=True, confirmation_prompt=True)
-    add_user(users_file, name, password, iterations)
+    with option_os_errors("USERS_FILE", users_file):   # e.g. a directory we may not write
+        add_user(users_file, name, password, iterations)
     click.echo(f"user {name!r} written to {users_file}; name it User:{name} in the ACL")
 
 
@@ -611,17 +649,14 @@ def topic_delete(ctx, name):
 
 @topic.command("delete-records")
 @click.argument("name")
-@click.option("--partition", type=int, required=True)
-@click.option("--before-offset", type=int, required=True,
+@click.option("--partition", type=_PARTITION, required=True)
+@click.option("--before-offset", type=click.IntRange(-1, OFFSET_MAX), required=True,
               help="Delete the records before this offset (-1: up to the high watermark); "
                    "it becomes the partition's log start offset.")
 @click.pass_context
 def topic_delete_records(ctx, name, partition, before_offset):
     """Delete a partition's records before an offset (Kafka's DeleteRecords,
     kafka-delete-records.sh): consumers from the earliest offset start there."""
-    if before_offset < -1:
-        raise click.BadParameter(f"{before_offset} is negative: an offset is 0 or more, or -1 "
-                                 f"(the high watermark)", param_hint="--before-offset")
     with _admin(ctx) as admin:
         low_watermarks = admin.delete_records({(name, partition): before_offset})
     click.echo(f"{name}-{partition}: log start offset (low watermark) now "
@@ -669,11 +704,13 @@ def topic_elect_leaders(ctx, name, partitions, election_type):
 
 @main.command()
 @click.argument("topic_name", metavar="TOPIC")
-@click.option("--partition", type=int, default=None)
-@click.option("--key-separator", default=None, help="Text before the first SEP is the key.")
+@click.option("--partition", type=_PARTITION, default=None)
+@click.option("--key-separator", default=None, callback=_not_empty,
+              help="Text before the first SEP is the key.")
 @click.option("--acks", type=click.Choice(["0", "1", "all"]), default="all", show_default=True,
               help="all: every in-sync replica has the record durably; 1: the leader has.")
-@click.option("--linger-ms", type=float, default=limits.PRODUCER_LINGER_MS_DEFAULT, show_default=True)
+@click.option("--linger-ms", type=click.FloatRange(0), default=limits.PRODUCER_LINGER_MS_DEFAULT,
+              show_default=True)
 @click.option("--compression-type", type=click.Choice(["none", "gzip", "snappy", "lz4", "zstd"]),
               default="none", show_default=True,
               help="Send batches as Kafka batches of this compression.")
@@ -706,7 +743,7 @@ def produce(ctx, topic_name, partition, key_separator, acks, linger_ms, compress
 
 @main.command()
 @click.argument("topic_name", metavar="TOPIC")
-@click.option("--partition", type=int, default=None, help="Only this partition.")
+@click.option("--partition", type=_PARTITION, default=None, help="Only this partition.")
 @click.option("--offset", type=int, default=None, help="Start here (needs --partition).")
 @click.option("--from-beginning", is_flag=True, help="Start at the earliest offset.")
 @click.option("--from-time", "from_time_ms", metavar="ISO8601", default=None,
@@ -730,6 +767,10 @@ def consume(ctx, topic_name, partition, offset, from_beginning, from_time_ms, ma
     if from_time_ms is not None and (group is not None or offset is not None or from_beginning):
         raise click.UsageError("--from-time picks the start itself; drop --group, --offset and "
                                "--from-beginning")
+    if group is not None:   # refused here, not by the member's heartbeat: its log said it too
+        from plinth.shards.group_coordinator import validate_group_name
+
+        validate_group_name(group)
     # With or without a group, subscribing reads the topic; --partition assigns one.
     consumer = Consumer(*([topic_name] if partition is None else []), broker=ctx.obj["broker"],
                         request_timeout_ms=ctx.obj["request_timeout_ms"], group=group,

@@ -11,6 +11,9 @@ import click
 
 from plinth import limits
 
+# Offsets are Int64 on the wire (schemas/protocol.capnp).
+OFFSET_MAX = 2**63 - 1
+
 
 @click.group("group")
 def group_cli():
@@ -91,7 +94,7 @@ def _dash(value) -> str:
 @click.option("--topic", "topic_name", required=True)
 @click.option("--to-earliest", is_flag=True)
 @click.option("--to-latest", is_flag=True)
-@click.option("--to-offset", type=int, default=None)
+@click.option("--to-offset", type=click.IntRange(0, OFFSET_MAX), default=None)
 @click.pass_context
 def group_reset(ctx, name, topic_name, to_earliest, to_latest, to_offset):
     """Move the group's committed offsets on every partition of TOPIC.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -233,3 +234,38 @@ def test_a_request_header_over_the_limit_is_refused_at_once_in_one_line(shared_b
     assert created.stderr.startswith("error: RequestTooLargeError: request header is ")
     assert f"over the limit of {limits.HEADER_BYTES_MAX} bytes (64 KiB)" in created.stderr
     assert len(created.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("option", ["--listen", "--metrics-port", "--kafka-listen"])
+def test_serve_on_a_port_in_use_exits_1_in_one_error_line_naming_the_option(tmp_path, option):
+    # Given a port something else listens on
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        given = {"--listen": f"tcp://127.0.0.1:{port}", "--metrics-port": str(port),
+                 "--kafka-listen": f"127.0.0.1:{port}"}[option]
+        listen = [] if option == "--listen" else ["--listen", f"tcp://127.0.0.1:{free_port()}"]
+        # When plinth serve is told to listen there too
+        served = subprocess.run(PLINTH + ["serve", "--data-dir", str(tmp_path / "d"), "--shards",
+                                          "1", "--console-listen", "off", option, given] + listen,
+                                capture_output=True, text=True, timeout=180)
+    # Then it stops everything it started and exits 1, its last line naming the option, the
+    # value and why; no traceback
+    assert served.returncode == 1, served.stderr
+    last = served.stderr.splitlines()[-1]
+    assert last.startswith(f"error: InvalidConfigError: {option} {given}: "), served.stderr
+    assert "ddress already in use" in last
+    assert "Traceback" not in served.stderr
+    wait_until(lambda: not _processes_naming(str(tmp_path / "d")), 60)
+
+
+def test_an_invalid_group_name_is_said_once(shared_broker):
+    topic = unique_topic("cli")
+    plinth(shared_broker.url, "topic", "create", topic)
+    consumed = plinth(shared_broker.url, "consume", topic, "--group", "bad group",
+                      "--timeout-ms", "5000")
+    assert consumed.returncode == 1
+    assert consumed.stderr == ("error: InvalidGroupError: group name 'bad group' must be 1 to "
+                               f"{limits.GROUP_NAME_BYTES_MAX} bytes of ASCII letters, digits, "
+                               "'.', '_' and '-'\n")
