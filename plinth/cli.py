@@ -8,6 +8,7 @@ can cause ends in one line on stderr naming the problem, and a non-zero exit.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -355,16 +356,44 @@ def console_auth_user(name, password_stdin):
     click.echo(user_entry(name, password))
 
 
+# A key pair's NAME: a file name's characters only (no '/', so nothing is written
+# outside --out; not starting with '.' or '-', so no hidden file and no option), short
+# enough that NAME.key_secret fits a file name (255 bytes on Linux).
+_KEY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+_KEY_NAME_BYTES_MAX = 255 - len(".key_secret")
+
+
+def _key_name(ctx, param, name: str) -> str:
+    if not _KEY_NAME.fullmatch(name) or len(name) > _KEY_NAME_BYTES_MAX:
+        raise click.BadParameter(
+            f"{name!r} is not a key name: 1 to {_KEY_NAME_BYTES_MAX} ASCII letters, digits, "
+            f"'.', '_' and '-', not starting with '.' or '-'")
+    return name
+
+
 @main.command()
-@click.argument("name")
+@click.argument("name", callback=_key_name)
 @click.option("--out", "out_dir", default=".", show_default=True,
               type=click.Path(file_okay=False, path_type=Path))
-def keygen(name, out_dir):
-    """Write a CurveZMQ key pair: NAME.key (public, share it) and NAME.key_secret."""
+@click.option("--force", is_flag=True,
+              help="Replace NAME's key pair if it exists (whoever holds its old public key, "
+                   "a server's clients for a server key, can then no longer connect).")
+def keygen(name, out_dir, force):
+    """Write a CurveZMQ key pair: NAME.key (public, share it) and NAME.key_secret.
+    An existing pair is kept unless --force."""
     import zmq.auth
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    public_file, secret_file = zmq.auth.create_certificates(str(out_dir), name)
+    from plinth.server import option_os_errors
+
+    existing = [f for f in (out_dir / f"{name}.key", out_dir / f"{name}.key_secret") if f.exists()]
+    if existing and not force:
+        raise UserError(f"{' and '.join(map(str, existing))} "
+                        f"{'exists' if len(existing) == 1 else 'exist'} already: pass --force to "
+                        f"replace the key pair (whoever holds its public key can then no "
+                        f"longer connect)")
+    with option_os_errors("--out", out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        public_file, secret_file = zmq.auth.create_certificates(str(out_dir), name)
     Path(secret_file).chmod(0o600)
     click.echo(f"public key: {public_file}\nsecret key: {secret_file}")
 
