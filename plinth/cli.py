@@ -773,14 +773,17 @@ def produce(ctx, topic_name, partition, key_separator, acks, linger_ms, compress
 @main.command()
 @click.argument("topic_name", metavar="TOPIC")
 @click.option("--partition", type=_PARTITION, default=None, help="Only this partition.")
-@click.option("--offset", type=int, default=None, help="Start here (needs --partition).")
+@click.option("--offset", type=click.IntRange(0, OFFSET_MAX), default=None,
+              help="Start here (needs --partition).")
 @click.option("--from-beginning", is_flag=True, help="Start at the earliest offset.")
 @click.option("--from-time", "from_time_ms", metavar="ISO8601", default=None,
               callback=lambda ctx, param, value: None if value is None else iso_time_ms(value),
               help="Start at the first record stamped at or after this time, e.g. "
                    "2026-12-03T12:00:00Z (no zone: UTC); at the end where none is.")
-@click.option("--max-messages", type=int, default=None, help="Exit after N records.")
-@click.option("--timeout-ms", type=int, default=None, help="Exit after T ms without new records.")
+@click.option("--max-messages", type=click.IntRange(1), default=None,
+              help="Exit after N records.")
+@click.option("--timeout-ms", type=click.IntRange(0), default=None,
+              help="Exit after T ms without new records.")
 @click.option("--print-key", is_flag=True, help="Print KEY<TAB>VALUE.")
 @click.option("--group", default=None, help="Consume as a member of this consumer group.")
 @click.pass_context

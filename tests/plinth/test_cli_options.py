@@ -98,7 +98,19 @@ def test_a_listen_address_on_every_interface_or_a_named_host_is_taken(no_server,
      "--to-offset", "99999999999999999999 is not in the range 0<=x<=9223372036854775807"),
     (["produce", "t", "--key-separator", ""], "--key-separator", "must not be empty"),
     (["produce", "t", "--linger-ms", "-5"], "--linger-ms", "-5.0 is not in the range x>=0"),
+    # consume (defect 8): 0 printed one record, -1 waited for ever, a negative offset
+    # read from the end without a word
+    (["consume", "t", "--timeout-ms", "500", "--max-messages", "0"], "--max-messages",
+     "0 is not in the range x>=1"),
+    (["consume", "t", "--timeout-ms", "500", "--max-messages", "-1"], "--max-messages",
+     "-1 is not in the range x>=1"),
+    (["consume", "t", "--timeout-ms", "-1"], "--timeout-ms", "-1 is not in the range x>=0"),
+    (["consume", "t", "--timeout-ms", "500", "--partition", "0", "--offset", "-1"], "--offset",
+     "-1 is not in the range 0<=x<=9223372036854775807"),
+    (["consume", "t", "--timeout-ms", "500", "--partition", "0", "--offset", "-5"], "--offset",
+     "-5 is not in the range"),
 ])
+@pytest.mark.timeout(60)   # a consume not refused waits for records from nobody
 def test_a_number_or_separator_out_of_range_is_refused_naming_the_option_and_the_range(
         nobody, args, option, why):
     shown = refused(nobody + args, stdin="k:v\n")
