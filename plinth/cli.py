@@ -617,7 +617,7 @@ def _parse_config(configs) -> dict[str, str]:
 
 @topic.command("list")
 @click.option("--prefix", default="", help="Only the topics whose names start with it.")
-@click.option("--limit", type=int, default=None,
+@click.option("--limit", type=click.IntRange(1, limits.ADMIN_LIST_PAGE_NAMES_MAX), default=None,
               help="At most this many names, a page of the list (1 to "
                    f"{limits.ADMIN_LIST_PAGE_NAMES_MAX}); with --after, the next page.")
 @click.option("--after", default="", help="Only the names after it (the last of a page).")

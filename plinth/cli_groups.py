@@ -29,7 +29,7 @@ def admin_for(ctx):
 
 @group_cli.command("list")
 @click.option("--prefix", default="", help="Only the groups whose names start with it.")
-@click.option("--limit", type=int, default=None,
+@click.option("--limit", type=click.IntRange(1, limits.ADMIN_LIST_PAGE_NAMES_MAX), default=None,
               help="At most this many names, a page of the list (1 to "
                    f"{limits.ADMIN_LIST_PAGE_NAMES_MAX}); with --after, the next page.")
 @click.option("--after", default="", help="Only the names after it (the last of a page).")
@@ -46,10 +46,11 @@ def group_list(ctx, prefix, limit, after):
 
 
 def echo_pages(ask_page, prefix: str, after: str, limit: int | None, command: str) -> None:
-    """Print the names of a page (``limit`` given), or of every page of ``prefix``
-    walked ADMIN_LIST_PAGE_NAMES_MAX at a time (no limit: the whole search, never
-    held whole). After a page with more behind it, a line saying how to get the next."""
-    step = limit or limits.ADMIN_LIST_PAGE_NAMES_MAX
+    """Print the names of a page (``limit`` given, 1..ADMIN_LIST_PAGE_NAMES_MAX), or of
+    every page of ``prefix`` walked ADMIN_LIST_PAGE_NAMES_MAX at a time (no limit: the
+    whole search, never held whole). After a page with more behind it, a line saying
+    how to get the next."""
+    step = limits.ADMIN_LIST_PAGE_NAMES_MAX if limit is None else limit
     for _ in range(limits.TOPICS_MAX * limits.SHARDS_MAX // step + 2):
         page = ask_page(prefix=prefix, after=after, limit=step)
         for name in page.names:

@@ -109,6 +109,12 @@ def test_a_listen_address_on_every_interface_or_a_named_host_is_taken(no_server,
      "-1 is not in the range 0<=x<=9223372036854775807"),
     (["consume", "t", "--timeout-ms", "500", "--partition", "0", "--offset", "-5"], "--offset",
      "-5 is not in the range"),
+    # lists (defect 9): a negative limit printed nothing, 0 the whole list
+    (["topic", "list", "--limit", "-3"], "--limit", "-3 is not in the range 1<=x<=200"),
+    (["topic", "list", "--limit", "0"], "--limit", "0 is not in the range 1<=x<=200"),
+    (["topic", "list", "--limit", "201"], "--limit", "201 is not in the range 1<=x<=200"),
+    (["group", "list", "--limit", "-1"], "--limit", "-1 is not in the range 1<=x<=200"),
+    (["group", "list", "--limit", "0"], "--limit", "0 is not in the range 1<=x<=200"),
 ])
 @pytest.mark.timeout(60)   # a consume not refused waits for records from nobody
 def test_a_number_or_separator_out_of_range_is_refused_naming_the_option_and_the_range(
