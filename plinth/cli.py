@@ -745,29 +745,64 @@ def topic_elect_leaders(ctx, name, partitions, election_type):
               help="Send batches as Kafka batches of this compression.")
 @click.pass_context
 def produce(ctx, topic_name, partition, key_separator, acks, linger_ms, compression_type):
-    """Send one record per line of stdin."""
+    """Send one record per line of stdin. A record that fails stops the reading, and is
+    said as soon as the next line comes (not only at the end of stdin)."""
     from plinth.client.producer import Producer
 
-    acks_value = "all" if acks == "all" else int(acks)
-    futures = []
-    with Producer(broker=ctx.obj["broker"], acks=acks_value, linger_ms=linger_ms,
-                  request_timeout_ms=ctx.obj["request_timeout_ms"],
+    failures = _SendFailures()
+    with Producer(broker=ctx.obj["broker"], acks="all" if acks == "all" else int(acks),
+                  linger_ms=linger_ms, request_timeout_ms=ctx.obj["request_timeout_ms"],
                   compression_type=None if compression_type == "none" else compression_type
                   ) as producer:
         producer.partitions_for(topic_name)   # an unknown topic fails before reading stdin
-        for line in sys.stdin.buffer:
-            line = line.rstrip(b"\r\n")
-            key = None
-            if key_separator is not None:
-                key, sep, rest = line.partition(key_separator.encode())
-                if not sep:
-                    raise click.UsageError(f"line {len(futures) + 1} has no key separator {key_separator!r}")
-                line = rest
-            futures.append(producer.send(topic_name, line, key=key, partition=partition))
-        producer.flush()
-    for future in futures:
-        future.get(timeout=0)   # raises the first failure, so the exit status says so
-    click.echo(f"produced {len(futures)} records to {topic_name}", err=True)
+        sent, bad_line = _send_lines(producer, topic_name, partition, key_separator, failures)
+    # Closed: every record sent is acknowledged or failed
+    if failures.first is not None:
+        raise failures.first   # the exit status says so
+    if bad_line is not None:
+        raise UserError(f"line {bad_line} has no key separator {key_separator!r}; the {sent} "
+                        f"records before it were produced")
+    click.echo(f"produced {sent} records to {topic_name}", err=True)
+
+
+class _SendFailures:
+    """The first failure of produce's records, as their batches resolve. One callback per
+    batch (BatchResult.add_done_callback), never a future per record: produce's memory
+    stays bounded by the producer's buffer however long stdin runs (tail -f)."""
+
+    def __init__(self):
+        self.first: BaseException | None = None   # set on the producer's sender thread
+        self._watched: dict[int, object] = {}      # partition -> its newest batch
+
+    def watch(self, future) -> None:
+        """Caller's thread: have the record's batch say its failure (once per batch)."""
+        batch = future.batch
+        if self._watched.get(batch.partition) is not batch:
+            self._watched[batch.partition] = batch
+            batch.add_done_callback(self._resolved)
+
+    def _resolved(self, batch) -> None:
+        if batch.error is not None and self.first is None:
+            self.first = batch.error
+
+
+def _send_lines(producer, topic_name: str, partition: int | None, key_separator: str | None,
+                failures: _SendFailures) -> tuple[int, int | None]:
+    """Send stdin's lines as records until it ends, a record failed, or a line has no
+    ``key_separator``: (records sent, the number of that line or None)."""
+    separator = None if key_separator is None else key_separator.encode()
+    sent = 0
+    for number, line in enumerate(sys.stdin.buffer, 1):
+        if failures.first is not None:
+            break
+        value, key = line.rstrip(b"\r\n"), None
+        if separator is not None:
+            key, found, value = value.partition(separator)
+            if not found:
+                return sent, number
+        failures.watch(producer.send(topic_name, value, key=key, partition=partition))
+        sent += 1
+    return sent, None
 
 
 @main.command()

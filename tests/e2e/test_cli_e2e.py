@@ -269,3 +269,87 @@ def test_an_invalid_group_name_is_said_once(shared_broker):
     assert consumed.stderr == ("error: InvalidGroupError: group name 'bad group' must be 1 to "
                                f"{limits.GROUP_NAME_BYTES_MAX} bytes of ASCII letters, digits, "
                                "'.', '_' and '-'\n")
+
+
+def test_produce_stops_at_a_line_without_the_separator_saying_how_many_were_produced(
+        shared_broker):
+    topic = unique_topic("cli")
+    plinth(shared_broker.url, "topic", "create", topic)
+    produced = plinth(shared_broker.url, "produce", topic, "--key-separator", ":",
+                      stdin="k:v1\nk:v2\nnokey\nk:v4\n")
+    assert produced.returncode == 1
+    assert produced.stderr == ("error: line 3 has no key separator ':'; the 2 records before "
+                               "it were produced\n")
+    consumed = plinth(shared_broker.url, "consume", topic, "--from-beginning", "--print-key",
+                      "--max-messages", "2", "--timeout-ms", "20000")
+    assert consumed.stdout.splitlines() == ["k\tv1", "k\tv2"]
+    with Admin(broker=shared_broker.url) as admin:
+        assert admin.list_offsets(topic, 0).end_offset == 2
+
+
+def produce_process(url: str, topic: str) -> subprocess.Popen:
+    """``plinth produce TOPIC`` reading a pipe the test writes to (and stderr to read)."""
+    return subprocess.Popen(PLINTH + ["--broker", url, "produce", topic], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_produce_says_a_failed_record_while_stdin_is_still_open(shared_broker):
+    # Given plinth produce reading a pipe, whose first record is in the topic
+    topic = unique_topic("cli")
+    plinth(shared_broker.url, "topic", "create", topic)
+    proc = produce_process(shared_broker.url, topic)
+    try:
+        proc.stdin.write(b"first\n")
+        proc.stdin.flush()
+        with Admin(broker=shared_broker.url) as admin:
+            wait_until(lambda: admin.list_offsets(topic, 0).end_offset == 1)
+            # When the topic is deleted, and lines keep coming (as from tail -f)
+            admin.delete_topic(topic)
+
+        def wrote_a_line_or_exited() -> bool:
+            try:
+                proc.stdin.write(b"more\n")
+                proc.stdin.flush()
+            except BrokenPipeError:   # it exited
+                return True
+            return proc.poll() is not None
+
+        wait_until(wrote_a_line_or_exited, 60)
+        # Then it exits 1 at once, saying why, without waiting for the end of stdin
+        assert proc.wait(60) == 1
+        assert proc.stderr.read().decode().splitlines()[-1] == \
+            f"error: UnknownTopicError: unknown topic {topic!r}"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """The process's peak resident set size so far (VmHWM)."""
+    with open(f"/proc/{pid}/status") as status:
+        kib = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    return int(kib) * 1024
+
+
+def test_produce_holds_nothing_per_record_however_long_stdin_runs(shared_broker):
+    # Given plinth produce reading a pipe, fed 100,000 lines at a time, each lot once the
+    # one before is in the topic (so the producer's own buffer never holds a backlog)
+    topic, lot = unique_topic("cli"), 100_000
+    plinth(shared_broker.url, "topic", "create", topic)
+    proc = produce_process(shared_broker.url, topic)
+    peaks = []
+    try:
+        with Admin(broker=shared_broker.url) as admin:
+            for n in range(6):
+                proc.stdin.write(b"".join(b"record %d\n" % i for i in range(n * lot, (n + 1) * lot)))
+                proc.stdin.flush()
+                wait_until(lambda: admin.list_offsets(topic, 0).end_offset == (n + 1) * lot, 120)
+                peaks.append(peak_rss_bytes(proc.pid))
+        proc.stdin.close()
+        assert proc.wait(120) == 0, proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
+    # Then 500,000 records more cost it no more memory (a future kept per record grew
+    # it by 27 MiB)
+    assert peaks[-1] - peaks[0] < 8 * 1024 * 1024, peaks
