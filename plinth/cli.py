@@ -595,14 +595,18 @@ def topic_alter(ctx, name, configs, deleted, partitions):
     if not configs and not deleted and partitions is None:
         raise click.UsageError("give --config KEY=VALUE, --delete-config KEY or "
                                "--partitions N")
+    config = _parse_config(configs)
     with _admin(ctx) as admin:
+        # The config first: the broker checks it as it applies it (there is no
+        # validate-only alter), so a bad one fails before the topic grows, which
+        # cannot be undone. (A growth refused after it leaves the config changed.)
+        if configs or deleted:
+            info = admin.alter_topic(name, config, delete_config=deleted)
+            click.echo(f"altered topic {info.name}: " +
+                       " ".join(f"{k}={v}" for k, v in sorted(info.config.items())))
         if partitions is not None:
             info = admin.create_partitions(name, partitions)
             click.echo(f"topic {info.name} has {info.partitions} partitions")
-        if configs or deleted:
-            info = admin.alter_topic(name, _parse_config(configs), delete_config=deleted)
-            click.echo(f"altered topic {info.name}: " +
-                       " ".join(f"{k}={v}" for k, v in sorted(info.config.items())))
 
 
 def _parse_config(configs) -> dict[str, str]:

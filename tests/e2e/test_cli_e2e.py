@@ -353,3 +353,33 @@ def test_produce_holds_nothing_per_record_however_long_stdin_runs(shared_broker)
     # Then 500,000 records more cost it no more memory (a future kept per record grew
     # it by 27 MiB)
     assert peaks[-1] - peaks[0] < 8 * 1024 * 1024, peaks
+
+
+@pytest.mark.parametrize("config, why", [
+    ("foo=1", "unknown config foo;"),
+    ("retention.ms=soon", "not an integer"),
+    ("no-equals-sign", "'no-equals-sign' is not KEY=VALUE"),
+])
+def test_topic_alter_with_a_bad_config_does_not_grow_the_topic(shared_broker, config, why):
+    # Given a topic of one partition
+    topic = unique_topic("cli")
+    plinth(shared_broker.url, "topic", "create", topic)
+    # When it is altered to three partitions with a config the broker refuses
+    altered = plinth(shared_broker.url, "topic", "alter", topic, "--partitions", "3",
+                     "--config", config)
+    # Then the alter fails saying why, and the topic still has one partition
+    assert altered.returncode != 0 and why in altered.stderr, altered.stderr
+    with Admin(broker=shared_broker.url) as admin:
+        assert admin.describe_topic(topic).partitions == 1
+
+
+def test_topic_alter_changes_the_config_and_grows_the_topic_together(shared_broker):
+    topic = unique_topic("cli")
+    plinth(shared_broker.url, "topic", "create", topic)
+    altered = plinth(shared_broker.url, "topic", "alter", topic, "--partitions", "3",
+                     "--config", "retention.ms=3600000")
+    assert altered.returncode == 0, altered.stderr
+    assert altered.stdout.splitlines()[-1] == f"topic {topic} has 3 partitions"
+    with Admin(broker=shared_broker.url) as admin:
+        info = admin.describe_topic(topic)
+    assert (info.partitions, info.config["retention.ms"]) == (3, "3600000")
