@@ -188,8 +188,9 @@ class Connection:
         return next(self._ids)
 
     def send(self, header: bytes, payload=None) -> None:
-        """Queue one request; RequestTooLargeError for a header over HEADER_BYTES_MAX
-        (the router could not answer it with its id, so its caller would time out)."""
+        """Queue one request; RequestTooLargeError for a header over HEADER_BYTES_MAX,
+        before anything is sent (a router from before it answered such a header with
+        request id 0, so its caller waited out its timeout)."""
         protocol.check_header_bytes(header)
         if self.closed:
             raise ClosedError(f"connection to {self.url} is closed")
