@@ -533,8 +533,9 @@ def serve(options: ServeOptions, ready=print) -> int:
     server = Server(options)
     try:
         report = server.start()
-    except InvalidConfigError:   # e.g. a port in use, found once Ray and the shards run
-        server.stop()
+    except InvalidConfigError:
+        if server.controller is not None:   # e.g. a port in use, found once the shards run
+            server.stop()
         raise
     tune_data_path_process(who="plinth serve")   # the router runs: see process_tuning.py
     stop = _stop_on_signal()

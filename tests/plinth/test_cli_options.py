@@ -146,3 +146,17 @@ def test_a_users_file_in_a_missing_directory_is_one_error_line_naming_it(tmp_pat
     assert result.stderr == (f"error: InvalidConfigError: SASL users file {users_file}: its "
                              f"directory {users_file.parent} does not exist; create it first\n")
     assert not users_file.parent.exists()
+
+
+def test_a_serve_refused_before_it_starts_leaves_the_processs_ray_alone(ray_cluster, tmp_path):
+    # Given this process's Ray (the test session's), and a data dir that is a file
+    import ray
+
+    data_dir = tmp_path / "file"
+    data_dir.write_text("")
+    # When plinth serve is refused in this process, before it started anything
+    result = CliRunner().invoke(main, ["serve", "--data-dir", str(data_dir), "--ray-address",
+                                       ray_cluster, "--console-listen", "off"])
+    assert result.exit_code == 1, result.output
+    # Then it stopped nothing it did not start: Ray still runs (a stop would shut it down)
+    assert ray.is_initialized()
