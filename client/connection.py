@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
@@ -50,10 +51,43 @@ def broker_url(broker: str | None) -> str:
     """Normalize a broker address: None -> $PLINTH_BROKER or the default; add tcp://.
 
     Several routers may be given, comma-separated: the client spreads requests
-    over those it is connected to and fails over when one goes away.
+    over those it is connected to and fails over when one goes away. ValueError,
+    naming the address, for one that is not tcp://HOST:PORT (ipc://PATH and
+    inproc://NAME are ZeroMQ's too), or an empty one: checked here, before any
+    socket, so that a mistake is told as such and not as a connection failure.
     """
-    urls = (broker or os.environ.get("PLINTH_BROKER") or limits.BROKER_URL_DEFAULT).split(",")
-    return ",".join(url if "://" in url else f"tcp://{url}" for url in map(str.strip, urls))
+    if broker is None:
+        broker = os.environ.get("PLINTH_BROKER") or limits.BROKER_URL_DEFAULT
+    if not broker.strip():
+        raise ValueError(f"broker {broker!r} names no router: give tcp://HOST:PORT")
+    urls = [url if "://" in url else f"tcp://{url}" for url in map(str.strip, broker.split(","))]
+    for url in urls:
+        check_url(url, "broker" if len(urls) == 1 else f"broker {broker!r}: address")
+    return ",".join(urls)
+
+
+# A ZeroMQ tcp:// address: a host name or interface, an IPv4 address or a bracketed
+# IPv6 one (or * to bind every interface), and a decimal port.
+_TCP_URL = re.compile(r"tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_][A-Za-z0-9._-]*|\*):"
+                      r"(?P<port>[0-9]+)")
+_OTHER_TRANSPORTS = ("ipc://", "inproc://")
+PORT_MAX = 65535   # TCP's
+
+
+def check_url(url: str, what: str, *, bind: bool = False) -> None:
+    """ValueError naming ``what`` and ``url`` unless it is tcp://HOST:PORT with a port in
+    1..PORT_MAX (HOST * only with ``bind``: a client cannot connect to every interface),
+    or ipc://PATH or inproc://NAME. ZeroMQ itself takes a port beyond 65535 modulo
+    65536 and says only "Invalid argument" about the rest."""
+    if url.startswith(_OTHER_TRANSPORTS) and url.partition("://")[2]:
+        return
+    match = _TCP_URL.fullmatch(url)
+    if match is None or (match["host"] == "*" and not bind):
+        raise ValueError(f"{what} {url!r} is not tcp://HOST:PORT (HOST a name or an IP "
+                         f"address{', or * for every interface' if bind else ''})")
+    if not 1 <= int(match["port"]) <= PORT_MAX:
+        raise ValueError(f"{what} {url!r} has port {int(match['port'])}: a port must be "
+                         f"1..{PORT_MAX}")
 
 
 def broker_address(broker=None, curve_key_file: str | None = None,
@@ -154,6 +188,10 @@ class Connection:
         return next(self._ids)
 
     def send(self, header: bytes, payload=None) -> None:
+        """Queue one request; RequestTooLargeError for a header over HEADER_BYTES_MAX,
+        before anything is sent (a router from before it answered such a header with
+        request id 0, so its caller waited out its timeout)."""
+        protocol.check_header_bytes(header)
         if self.closed:
             raise ClosedError(f"connection to {self.url} is closed")
         frames = [header] if payload is None else [header, payload]
@@ -178,6 +216,7 @@ class Connection:
         if direct is None:
             self.send(header, payload)
             return
+        protocol.check_header_bytes(header)   # the shard's limit too (see send)
         if self.closed:
             raise ClosedError(f"connection to {self.url} is closed")
         now_s = time.monotonic()

@@ -218,9 +218,15 @@ def _group_lag(live, leaders: dict[tuple[str, int], str]):
 
 
 def start_metrics_server(controller: ControllerHandle, port: int, host: str = "127.0.0.1") -> None:
-    """Serve /metrics on host:port from a daemon thread (prometheus_client's)."""
+    """Serve /metrics on host:port from a daemon thread (prometheus_client's). OSError
+    naming the address if it cannot listen there (in use, not this machine's); then
+    nothing is registered, so a later call may try again."""
     from prometheus_client import start_http_server
 
+    try:
+        start_http_server(port, addr=host)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot serve metrics on http://{host}:{port}/metrics: "
+                                 f"{exc.strerror or exc}") from None
     REGISTRY.register(BrokerCollector(controller))
-    start_http_server(port, addr=host)
     log.info("metrics on http://%s:%d/metrics", host, port)

@@ -8,6 +8,7 @@ can cause ends in one line on stderr naming the problem, and a non-zero exit.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -15,9 +16,12 @@ from pathlib import Path
 import click
 
 from plinth import limits, topics
-from plinth.cli_groups import admin_for as _admin, echo_pages, group_cli
+from plinth.cli_groups import OFFSET_MAX, admin_for as _admin, echo_pages, group_cli
 from plinth.errors import ElectionNotNeededError, PlinthError
 
+
+
+_PARTITION = click.IntRange(0, limits.PARTITIONS_PER_TOPIC_MAX - 1)
 
 
 class _Group(click.Group):
@@ -29,6 +33,34 @@ class _Group(click.Group):
         except PlinthError as exc:
             click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
             sys.exit(1)
+
+
+class UserError(click.ClickException):
+    """A user's mistake found only while a command runs (an input line, a path that
+    cannot be used): one ``error:`` line and exit status 1, as Plinth's own errors."""
+
+    exit_code = 1
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def _listen_url(ctx, param, value: str) -> str:
+    """--listen checked: tcp://HOST:PORT, a port in 1..65535 (ZeroMQ would bind a larger
+    one modulo 65536, and say only "Invalid argument" about a malformed address)."""
+    from plinth.client.connection import check_url
+
+    try:
+        check_url(value, "address", bind=True)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def _not_empty(ctx, param, value: str | None) -> str | None:
+    if value == "":
+        raise click.BadParameter("must not be empty")
+    return value
 
 
 @click.group(cls=_Group)
@@ -45,12 +77,16 @@ class _Group(click.Group):
 @click.pass_context
 def main(ctx, broker, request_timeout_ms, curve_key_file, curve_server_key_file):
     """Plinth: a durable, partitioned log broker."""
-    from plinth.client.connection import broker_address
+    from plinth.client.connection import broker_address, broker_url
 
     ctx.obj = {"broker": broker, "request_timeout_ms": request_timeout_ms,
                "curve_key_file": curve_key_file, "curve_server_key_file": curve_server_key_file}
     if ctx.invoked_subcommand not in ("serve", "router", "keygen", "kafka-user", "console",
                                   "console-auth"):
+        try:
+            broker_url(broker)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--broker'") from None
         try:
             ctx.obj["broker"] = broker_address(broker, curve_key_file, curve_server_key_file)
         except ValueError as exc:
@@ -95,7 +131,7 @@ def _kafka_listener_options(command):
 @main.command()
 @click.option("--data-dir", default="./plinth-data", show_default=True, type=click.Path(path_type=Path))
 @click.option("--listen", default=limits.BROKER_URL_DEFAULT, show_default=True,
-              help="Address of the router socket.")
+              callback=_listen_url, help="Address of the router socket.")
 @click.option("--shards", type=click.IntRange(1, limits.SHARDS_MAX), default=None,
               help="Shard actors (default: one per CPU but one on each Ray node, at least "
                    "one; or as the data dir was created).")
@@ -199,7 +235,8 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
 @main.command()
 @click.option("--ray-address", required=True, help="The Ray cluster the broker runs in (or auto).")
 @click.option("--cluster-name", required=True, help="The broker's --cluster-name.")
-@click.option("--listen", default=limits.BROKER_URL_DEFAULT, show_default=True)
+@click.option("--listen", default=limits.BROKER_URL_DEFAULT, show_default=True,
+              callback=_listen_url)
 @click.option("--curve-secret-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None)
 @click.option("--authorized-keys", type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -319,16 +356,44 @@ def console_auth_user(name, password_stdin):
     click.echo(user_entry(name, password))
 
 
+# A key pair's NAME: a file name's characters only (no '/', so nothing is written
+# outside --out; not starting with '.' or '-', so no hidden file and no option), short
+# enough that NAME.key_secret fits a file name (255 bytes on Linux).
+_KEY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+_KEY_NAME_BYTES_MAX = 255 - len(".key_secret")
+
+
+def _key_name(ctx, param, name: str) -> str:
+    if not _KEY_NAME.fullmatch(name) or len(name) > _KEY_NAME_BYTES_MAX:
+        raise click.BadParameter(
+            f"{name!r} is not a key name: 1 to {_KEY_NAME_BYTES_MAX} ASCII letters, digits, "
+            f"'.', '_' and '-', not starting with '.' or '-'")
+    return name
+
+
 @main.command()
-@click.argument("name")
+@click.argument("name", callback=_key_name)
 @click.option("--out", "out_dir", default=".", show_default=True,
               type=click.Path(file_okay=False, path_type=Path))
-def keygen(name, out_dir):
-    """Write a CurveZMQ key pair: NAME.key (public, share it) and NAME.key_secret."""
+@click.option("--force", is_flag=True,
+              help="Replace NAME's key pair if it exists (whoever holds its old public key, "
+                   "a server's clients for a server key, can then no longer connect).")
+def keygen(name, out_dir, force):
+    """Write a CurveZMQ key pair: NAME.key (public, share it) and NAME.key_secret.
+    An existing pair is kept unless --force."""
     import zmq.auth
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    public_file, secret_file = zmq.auth.create_certificates(str(out_dir), name)
+    from plinth.server import option_os_errors
+
+    existing = [f for f in (out_dir / f"{name}.key", out_dir / f"{name}.key_secret") if f.exists()]
+    if existing and not force:
+        raise UserError(f"{' and '.join(map(str, existing))} "
+                        f"{'exists' if len(existing) == 1 else 'exist'} already: pass --force to "
+                        f"replace the key pair (whoever holds its public key can then no "
+                        f"longer connect)")
+    with option_os_errors("--out", out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        public_file, secret_file = zmq.auth.create_certificates(str(out_dir), name)
     Path(secret_file).chmod(0o600)
     click.echo(f"public key: {public_file}\nsecret key: {secret_file}")
 
@@ -352,12 +417,14 @@ def kafka_user_add(users_file, name, password_stdin, iterations):
     credentials, never the password. The user may log in with SCRAM-SHA-256 or PLAIN;
     a running listener reads the file at its start."""
     from plinth.router.kafka.sasl_users import add_user
+    from plinth.server import option_os_errors
 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt("password", hide_input=True, confirmation_prompt=True)
-    add_user(users_file, name, password, iterations)
+    with option_os_errors("USERS_FILE", users_file):   # e.g. a directory we may not write
+        add_user(users_file, name, password, iterations)
     click.echo(f"user {name!r} written to {users_file}; name it User:{name} in the ACL")
 
 
@@ -528,14 +595,18 @@ def topic_alter(ctx, name, configs, deleted, partitions):
     if not configs and not deleted and partitions is None:
         raise click.UsageError("give --config KEY=VALUE, --delete-config KEY or "
                                "--partitions N")
+    config = _parse_config(configs)
     with _admin(ctx) as admin:
+        # The config first: the broker checks it as it applies it (there is no
+        # validate-only alter), so a bad one fails before the topic grows, which
+        # cannot be undone. (A growth refused after it leaves the config changed.)
+        if configs or deleted:
+            info = admin.alter_topic(name, config, delete_config=deleted)
+            click.echo(f"altered topic {info.name}: " +
+                       " ".join(f"{k}={v}" for k, v in sorted(info.config.items())))
         if partitions is not None:
             info = admin.create_partitions(name, partitions)
             click.echo(f"topic {info.name} has {info.partitions} partitions")
-        if configs or deleted:
-            info = admin.alter_topic(name, _parse_config(configs), delete_config=deleted)
-            click.echo(f"altered topic {info.name}: " +
-                       " ".join(f"{k}={v}" for k, v in sorted(info.config.items())))
 
 
 def _parse_config(configs) -> dict[str, str]:
@@ -550,7 +621,7 @@ def _parse_config(configs) -> dict[str, str]:
 
 @topic.command("list")
 @click.option("--prefix", default="", help="Only the topics whose names start with it.")
-@click.option("--limit", type=int, default=None,
+@click.option("--limit", type=click.IntRange(1, limits.ADMIN_LIST_PAGE_NAMES_MAX), default=None,
               help="At most this many names, a page of the list (1 to "
                    f"{limits.ADMIN_LIST_PAGE_NAMES_MAX}); with --after, the next page.")
 @click.option("--after", default="", help="Only the names after it (the last of a page).")
@@ -611,17 +682,14 @@ def topic_delete(ctx, name):
 
 @topic.command("delete-records")
 @click.argument("name")
-@click.option("--partition", type=int, required=True)
-@click.option("--before-offset", type=int, required=True,
+@click.option("--partition", type=_PARTITION, required=True)
+@click.option("--before-offset", type=click.IntRange(-1, OFFSET_MAX), required=True,
               help="Delete the records before this offset (-1: up to the high watermark); "
                    "it becomes the partition's log start offset.")
 @click.pass_context
 def topic_delete_records(ctx, name, partition, before_offset):
     """Delete a partition's records before an offset (Kafka's DeleteRecords,
     kafka-delete-records.sh): consumers from the earliest offset start there."""
-    if before_offset < -1:
-        raise click.BadParameter(f"{before_offset} is negative: an offset is 0 or more, or -1 "
-                                 f"(the high watermark)", param_hint="--before-offset")
     with _admin(ctx) as admin:
         low_watermarks = admin.delete_records({(name, partition): before_offset})
     click.echo(f"{name}-{partition}: log start offset (low watermark) now "
@@ -669,52 +737,92 @@ def topic_elect_leaders(ctx, name, partitions, election_type):
 
 @main.command()
 @click.argument("topic_name", metavar="TOPIC")
-@click.option("--partition", type=int, default=None)
-@click.option("--key-separator", default=None, help="Text before the first SEP is the key.")
+@click.option("--partition", type=_PARTITION, default=None)
+@click.option("--key-separator", default=None, callback=_not_empty,
+              help="Text before the first SEP is the key.")
 @click.option("--acks", type=click.Choice(["0", "1", "all"]), default="all", show_default=True,
               help="all: every in-sync replica has the record durably; 1: the leader has.")
-@click.option("--linger-ms", type=float, default=limits.PRODUCER_LINGER_MS_DEFAULT, show_default=True)
+@click.option("--linger-ms", type=click.FloatRange(0), default=limits.PRODUCER_LINGER_MS_DEFAULT,
+              show_default=True)
 @click.option("--compression-type", type=click.Choice(["none", "gzip", "snappy", "lz4", "zstd"]),
               default="none", show_default=True,
               help="Send batches as Kafka batches of this compression.")
 @click.pass_context
 def produce(ctx, topic_name, partition, key_separator, acks, linger_ms, compression_type):
-    """Send one record per line of stdin."""
+    """Send one record per line of stdin. A record that fails stops the reading, and is
+    said as soon as the next line comes (not only at the end of stdin)."""
     from plinth.client.producer import Producer
 
-    acks_value = "all" if acks == "all" else int(acks)
-    futures = []
-    with Producer(broker=ctx.obj["broker"], acks=acks_value, linger_ms=linger_ms,
-                  request_timeout_ms=ctx.obj["request_timeout_ms"],
+    failures = _SendFailures()
+    with Producer(broker=ctx.obj["broker"], acks="all" if acks == "all" else int(acks),
+                  linger_ms=linger_ms, request_timeout_ms=ctx.obj["request_timeout_ms"],
                   compression_type=None if compression_type == "none" else compression_type
                   ) as producer:
         producer.partitions_for(topic_name)   # an unknown topic fails before reading stdin
-        for line in sys.stdin.buffer:
-            line = line.rstrip(b"\r\n")
-            key = None
-            if key_separator is not None:
-                key, sep, rest = line.partition(key_separator.encode())
-                if not sep:
-                    raise click.UsageError(f"line {len(futures) + 1} has no key separator {key_separator!r}")
-                line = rest
-            futures.append(producer.send(topic_name, line, key=key, partition=partition))
-        producer.flush()
-    for future in futures:
-        future.get(timeout=0)   # raises the first failure, so the exit status says so
-    click.echo(f"produced {len(futures)} records to {topic_name}", err=True)
+        sent, bad_line = _send_lines(producer, topic_name, partition, key_separator, failures)
+    # Closed: every record sent is acknowledged or failed
+    if failures.first is not None:
+        raise failures.first   # the exit status says so
+    if bad_line is not None:
+        raise UserError(f"line {bad_line} has no key separator {key_separator!r}; the {sent} "
+                        f"records before it were produced")
+    click.echo(f"produced {sent} records to {topic_name}", err=True)
+
+
+class _SendFailures:
+    """The first failure of produce's records, as their batches resolve. One callback per
+    batch (BatchResult.add_done_callback), never a future per record: produce's memory
+    stays bounded by the producer's buffer however long stdin runs (tail -f)."""
+
+    def __init__(self):
+        self.first: BaseException | None = None   # set on the producer's sender thread
+        self._watched: dict[int, object] = {}      # partition -> its newest batch
+
+    def watch(self, future) -> None:
+        """Caller's thread: have the record's batch say its failure (once per batch)."""
+        batch = future.batch
+        if self._watched.get(batch.partition) is not batch:
+            self._watched[batch.partition] = batch
+            batch.add_done_callback(self._resolved)
+
+    def _resolved(self, batch) -> None:
+        if batch.error is not None and self.first is None:
+            self.first = batch.error
+
+
+def _send_lines(producer, topic_name: str, partition: int | None, key_separator: str | None,
+                failures: _SendFailures) -> tuple[int, int | None]:
+    """Send stdin's lines as records until it ends, a record failed, or a line has no
+    ``key_separator``: (records sent, the number of that line or None)."""
+    separator = None if key_separator is None else key_separator.encode()
+    sent = 0
+    for number, line in enumerate(sys.stdin.buffer, 1):
+        if failures.first is not None:
+            break
+        value, key = line.rstrip(b"\r\n"), None
+        if separator is not None:
+            key, found, value = value.partition(separator)
+            if not found:
+                return sent, number
+        failures.watch(producer.send(topic_name, value, key=key, partition=partition))
+        sent += 1
+    return sent, None
 
 
 @main.command()
 @click.argument("topic_name", metavar="TOPIC")
-@click.option("--partition", type=int, default=None, help="Only this partition.")
-@click.option("--offset", type=int, default=None, help="Start here (needs --partition).")
+@click.option("--partition", type=_PARTITION, default=None, help="Only this partition.")
+@click.option("--offset", type=click.IntRange(0, OFFSET_MAX), default=None,
+              help="Start here (needs --partition).")
 @click.option("--from-beginning", is_flag=True, help="Start at the earliest offset.")
 @click.option("--from-time", "from_time_ms", metavar="ISO8601", default=None,
               callback=lambda ctx, param, value: None if value is None else iso_time_ms(value),
               help="Start at the first record stamped at or after this time, e.g. "
                    "2026-12-03T12:00:00Z (no zone: UTC); at the end where none is.")
-@click.option("--max-messages", type=int, default=None, help="Exit after N records.")
-@click.option("--timeout-ms", type=int, default=None, help="Exit after T ms without new records.")
+@click.option("--max-messages", type=click.IntRange(1), default=None,
+              help="Exit after N records.")
+@click.option("--timeout-ms", type=click.IntRange(0), default=None,
+              help="Exit after T ms without new records.")
 @click.option("--print-key", is_flag=True, help="Print KEY<TAB>VALUE.")
 @click.option("--group", default=None, help="Consume as a member of this consumer group.")
 @click.pass_context
@@ -730,6 +838,10 @@ def consume(ctx, topic_name, partition, offset, from_beginning, from_time_ms, ma
     if from_time_ms is not None and (group is not None or offset is not None or from_beginning):
         raise click.UsageError("--from-time picks the start itself; drop --group, --offset and "
                                "--from-beginning")
+    if group is not None:   # refused here, not by the member's heartbeat: its log said it too
+        from plinth.shards.group_coordinator import validate_group_name
+
+        validate_group_name(group)
     # With or without a group, subscribing reads the topic; --partition assigns one.
     consumer = Consumer(*([topic_name] if partition is None else []), broker=ctx.obj["broker"],
                         request_timeout_ms=ctx.obj["request_timeout_ms"], group=group,

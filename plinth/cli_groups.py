@@ -11,6 +11,9 @@ import click
 
 from plinth import limits
 
+# Offsets are Int64 on the wire (schemas/protocol.capnp).
+OFFSET_MAX = 2**63 - 1
+
 
 @click.group("group")
 def group_cli():
@@ -26,7 +29,7 @@ def admin_for(ctx):
 
 @group_cli.command("list")
 @click.option("--prefix", default="", help="Only the groups whose names start with it.")
-@click.option("--limit", type=int, default=None,
+@click.option("--limit", type=click.IntRange(1, limits.ADMIN_LIST_PAGE_NAMES_MAX), default=None,
               help="At most this many names, a page of the list (1 to "
                    f"{limits.ADMIN_LIST_PAGE_NAMES_MAX}); with --after, the next page.")
 @click.option("--after", default="", help="Only the names after it (the last of a page).")
@@ -43,10 +46,11 @@ def group_list(ctx, prefix, limit, after):
 
 
 def echo_pages(ask_page, prefix: str, after: str, limit: int | None, command: str) -> None:
-    """Print the names of a page (``limit`` given), or of every page of ``prefix``
-    walked ADMIN_LIST_PAGE_NAMES_MAX at a time (no limit: the whole search, never
-    held whole). After a page with more behind it, a line saying how to get the next."""
-    step = limit or limits.ADMIN_LIST_PAGE_NAMES_MAX
+    """Print the names of a page (``limit`` given, 1..ADMIN_LIST_PAGE_NAMES_MAX), or of
+    every page of ``prefix`` walked ADMIN_LIST_PAGE_NAMES_MAX at a time (no limit: the
+    whole search, never held whole). After a page with more behind it, a line saying
+    how to get the next."""
+    step = limits.ADMIN_LIST_PAGE_NAMES_MAX if limit is None else limit
     for _ in range(limits.TOPICS_MAX * limits.SHARDS_MAX // step + 2):
         page = ask_page(prefix=prefix, after=after, limit=step)
         for name in page.names:
@@ -91,7 +95,7 @@ def _dash(value) -> str:
 @click.option("--topic", "topic_name", required=True)
 @click.option("--to-earliest", is_flag=True)
 @click.option("--to-latest", is_flag=True)
-@click.option("--to-offset", type=int, default=None)
+@click.option("--to-offset", type=click.IntRange(0, OFFSET_MAX), default=None)
 @click.pass_context
 def group_reset(ctx, name, topic_name, to_earliest, to_latest, to_offset):
     """Move the group's committed offsets on every partition of TOPIC.

@@ -806,13 +806,20 @@ def encode_list_groups(request_id: int) -> bytes:
     return msg.to_bytes()
 
 
-def decode_request(frame) -> Request:
-    """Decode an untrusted Request frame. Raises MalformedRequestError, or
-    RequestTooLargeError for a header over HEADER_BYTES_MAX; nothing else."""
+def check_header_bytes(frame) -> None:
+    """RequestTooLargeError for a request header over HEADER_BYTES_MAX: the client
+    checks every header before sending it, so that it fails at once rather than wait
+    for a reply; the router checks it again before decoding."""
     if len(frame) > limits.HEADER_BYTES_MAX:
         raise RequestTooLargeError(
             f"request header is {len(frame)} bytes, over the limit of "
-            f"{limits.HEADER_BYTES_MAX} bytes")
+            f"{limits.HEADER_BYTES_MAX} bytes ({limits.HEADER_BYTES_MAX // 1024} KiB)")
+
+
+def decode_request(frame) -> Request:
+    """Decode an untrusted Request frame. Raises MalformedRequestError, or
+    RequestTooLargeError for a header over HEADER_BYTES_MAX; nothing else."""
+    check_header_bytes(frame)
     hot = protocol_hot.decode_request(frame)
     if hot is not None:
         kind, *fields = hot

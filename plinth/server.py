@@ -390,7 +390,8 @@ class Server:
         if internal_hop == "ipc" and self.options.ray_address:
             raise InvalidConfigError("--internal-hop ipc needs the embedded Ray (no "
                                      "--ray-address): hops between nodes stay CurveZMQ")
-        self._lock.acquire()                 # then: one server per data dir
+        with option_os_errors("--data-dir", self.options.data_dir):
+            self._lock.acquire()             # then: one server per data dir
         cluster_keys = load_or_create(self.options.data_dir)
         if internal_hop == "ipc":
             cluster_keys = dataclasses.replace(cluster_keys,
@@ -405,17 +406,16 @@ class Server:
         report = self.controller.start()
         self.router = Router(self.options.listen, self.controller, security=security,
                              cluster_keys=cluster_keys)
-        self.router.start(self.controller.routing())
-        self.kafka = _start_kafka(kafka, self.router,
-                                  namespace_for(self.options.data_dir, self.options.cluster_name),
-                                  security, self.options.data_dir)
+        with option_os_errors("--listen", self.options.listen):
+            self.router.start(self.controller.routing())
+        with option_os_errors("--kafka-listen", self.options.kafka_listen):
+            self.kafka = _start_kafka(kafka, self.router,
+                                      namespace_for(self.options.data_dir,
+                                                    self.options.cluster_name),
+                                      security, self.options.data_dir)
         self.controller.router_started(self.options.listen, ray.util.get_node_ip_address(),
                                        _advertised(self.kafka))
-        if self.options.metrics_port is not None:
-            from plinth.control.metrics import start_metrics_server
-
-            start_metrics_server(self.controller, self.options.metrics_port,
-                                 self.options.metrics_host)
+        _start_metrics(self.controller, self.options.metrics_port, self.options.metrics_host)
         return report
 
     def _create_controller(self, cluster_keys: ClusterKeys,
@@ -467,6 +467,30 @@ class Server:
             self._lock.release()
 
 
+@contextlib.contextmanager
+def option_os_errors(option: str, value):
+    """An OSError from using an option's value (a data dir that cannot be made, an
+    address in use or not this machine's) as InvalidConfigError naming the option and
+    the value: the user's to fix, said in one line. Any other exception passes as it is."""
+    try:
+        yield
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        if exc.filename is not None and str(exc.filename) != str(value):
+            why = f"{why}: {exc.filename}"
+        raise InvalidConfigError(f"{option} {value}: {why}") from None
+
+
+def _start_metrics(controller: ControllerHandle, port: int | None, host: str) -> None:
+    """The Prometheus endpoint on ``host:port``, if a port was given."""
+    if port is None:
+        return
+    from plinth.control.metrics import start_metrics_server
+
+    with option_os_errors("--metrics-port", port):
+        start_metrics_server(controller, port, host)
+
+
 def _end_shards() -> None:
     """End every shard actor of this broker (they are detached: they would outlive
     the server). The controller's shutdown ends them; this catches those it could
@@ -507,7 +531,12 @@ def _this_node():
 def serve(options: ServeOptions, ready=print) -> int:
     """Run the broker until SIGTERM or SIGINT; returns the exit code."""
     server = Server(options)
-    report = server.start()
+    try:
+        report = server.start()
+    except InvalidConfigError:
+        if server.controller is not None:   # e.g. a port in use, found once the shards run
+            server.stop()
+        raise
     tune_data_path_process(who="plinth serve")   # the router runs: see process_tuning.py
     stop = _stop_on_signal()
     console = _start_console(options, ready)
@@ -676,15 +705,14 @@ def run_router(options: RouterOptions, ready=print) -> int:
         check_tier_store(tier_store, controller.tier_store(), options.cluster_name)
     router = Router(options.listen, controller, security=security,
                     cluster_keys=cluster_keys or _cluster_keys_from_broker(controller))
-    router.start(controller.routing())
+    with option_os_errors("--listen", options.listen):
+        router.start(controller.routing())
     tune_data_path_process(who="plinth router")   # see process_tuning.py
-    kafka_service = _start_kafka(kafka, router, f"plinth-{options.cluster_name}", security,
-                                 options.data_dir)
+    with option_os_errors("--kafka-listen", options.kafka_listen):
+        kafka_service = _start_kafka(kafka, router, f"plinth-{options.cluster_name}", security,
+                                     options.data_dir)
     announce(controller)
-    if options.metrics_port is not None:
-        from plinth.control.metrics import start_metrics_server
-
-        start_metrics_server(controller, options.metrics_port, options.metrics_host)
+    _start_metrics(controller, options.metrics_port, options.metrics_host)
     stop = _stop_on_signal()
     shown = "" if kafka_service is None else " and %s:%d (Kafka)" % kafka_service.address
     ready(f"plinth router ready: listening on {options.listen}{shown} "

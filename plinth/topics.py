@@ -90,7 +90,10 @@ def validate_topic_name(name: str) -> None:
         raise InvalidTopicError(
             f"topic name {name!r} is {size} bytes; it must be 1 to "
             f"{limits.TOPIC_NAME_BYTES_MAX} bytes")
-    if not _TOPIC_NAME.match(name) or name in (".", ".."):
+    if name in (".", ".."):   # path components, as Kafka refuses them too
+        raise InvalidTopicError(f"topic name {name!r} is not allowed: '.' and '..' are not "
+                                f"topic names")
+    if not _TOPIC_NAME.match(name):
         raise InvalidTopicError(
             f"topic name {name!r} may contain only ASCII letters, digits, '.', '_' and '-'")
 

@@ -39,8 +39,12 @@ in arrival order, until a routing table that knows the topic arrives, then
 forwarded in that order (``held_requests.py``), so a client's pipelined
 requests to one partition reach its shard in the order they were sent.
 
-Bounds. ZMQ_MAXMSGSIZE bounds each frame, not a message's frames, so the
-first thing checked after the header is the frame count of its kind: one
+Bounds. ZMQ_MAXMSGSIZE bounds each frame, not a message's frames. A header
+that cannot be decoded (malformed, or over HEADER_BYTES_MAX) is answered with
+its own requestId, read from the root struct alone (``request_id_of``), so that
+its waiter hears at once; only where even that cannot be read (no root struct:
+the client could not be waiting for any id) is the answer's id 0. The first
+thing checked after the header is the frame count of its kind: one
 payload frame (the RecordBatch) for a produce, none for anything else; any
 other count is answered ``malformedRequest`` with the request's own id, and
 its frames are dropped at once. Every socket has a high-water mark; when a
@@ -62,6 +66,7 @@ import logging
 import threading
 import time
 
+import capnp
 import zmq
 
 from plinth import limits, protocol, topics
@@ -80,9 +85,28 @@ from plinth.router.requests_in_flight import (UNCOUNTED_MARK, FetchBytesInFlight
                                              RequestsInFlight, is_marked, mark, unmark)
 from plinth.router.security import OffsetsFilter
 from plinth.router.shard_connections import ShardConnections
+from plinth.schemas import protocol as schema
 from plinth.unsent_replies import UnsentReplies
 
 log = logging.getLogger(__name__)
+
+# A Request's root struct is 3 words (requestId and the union's tag, the body's
+# pointer); reading its requestId reads no more, whatever follows it.
+_ROOT_STRUCT_WORDS_MAX = 8
+
+
+def request_id_of(frame) -> int:
+    """The requestId of a Request header that could not be decoded whole (malformed, or
+    over HEADER_BYTES_MAX), so that its refusal reaches the request's waiter; 0 if even
+    the root struct cannot be read. Only the segment table and the root struct are read,
+    in place (no copy), under a traversal limit of a few words: a header of any size up
+    to FRAME_BYTES_MAX costs the same, and a crafted one cannot make it read more."""
+    try:
+        with schema.Request.from_bytes(frame, traversal_limit_in_words=_ROOT_STRUCT_WORDS_MAX,
+                                       nesting_limit=1) as request:
+            return request.requestId
+    except (capnp.KjException, ValueError):   # no root struct; length not whole words
+        return 0
 
 
 class Router:
@@ -214,7 +238,7 @@ class Router:
         try:
             request = protocol.decode_request(header.buffer)
         except BrokerError as exc:   # malformed, or a header over its limit
-            self._reply(client_id, protocol.encode_error(0, exc))
+            self._reply(client_id, protocol.encode_error(request_id_of(header.buffer), exc))
             return
         if not self._has_its_frames(frames, request):
             return

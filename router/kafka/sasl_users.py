@@ -119,6 +119,9 @@ def add_user(path: Path, name: str, password: str,
     Written to a temporary file and renamed, so a reader never sees half a file."""
     path = Path(path)
     check_user_name(name, f"SASL users file {path}")
+    if not path.parent.is_dir():   # else the .partial file's open names only itself
+        raise InvalidConfigError(f"SASL users file {path}: its directory {path.parent} does "
+                                 f"not exist; create it first")
     if not password:
         raise InvalidConfigError(f"SASL users file {path}: user {name!r}: the password is empty")
     _check_iterations(path, name, iterations)

@@ -11,8 +11,8 @@ import zmq.auth
 
 from plinth import limits, protocol
 from plinth.client.connection import BrokerAddress, Connection, broker_address, broker_url
-from plinth.errors import (ClosedError, NotLeaderError, PlinthTimeoutError, TopicExistsError,
-                           UnavailableError)
+from plinth.errors import (ClosedError, NotLeaderError, PlinthTimeoutError, RequestTooLargeError,
+                           TopicExistsError, UnavailableError)
 from tests.client.scripted_broker import Replies
 from tests.support import free_port
 
@@ -176,6 +176,25 @@ def test_a_closed_connection_refuses_to_send(scripted):
     conn.close()
     with pytest.raises(ClosedError, match=f"connection to {broker.url} is closed"):
         conn.send(list_offsets(1))
+
+
+def test_a_header_over_the_limit_is_refused_at_once_and_never_sent(scripted, connections):
+    # Given a broker that answers the first request it gets
+    broker = scripted([answered])
+    conn = connections(broker.url)
+    # When a request whose header is over HEADER_BYTES_MAX is sent
+    header = protocol.encode_topic_request(1, "describeTopic", "t" * limits.HEADER_BYTES_MAX)
+    started = time.monotonic()
+    with pytest.raises(RequestTooLargeError) as refused:
+        conn.request(header, 1, 5_000)
+    # Then it is refused at once, naming its size and the limit, and not sent: the
+    # broker's first request is the next one
+    assert time.monotonic() - started < 1
+    assert f"request header is {len(header)} bytes, over the limit of " \
+           f"{limits.HEADER_BYTES_MAX} bytes (64 KiB)" in str(refused.value)
+    view, _ = conn.request(list_offsets(2), 2, 5_000)
+    assert view.request_id == 2
+    assert [r.request_id for r in broker.wait_for_requests(1)] == [2]
 
 
 # --- Addresses and keys --------------------------------------------------------------

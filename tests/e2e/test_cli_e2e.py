@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -220,3 +221,165 @@ def test_shards_add_and_remove_print_the_moves_and_removing_the_last_shard_is_re
     last = plinth(broker.url, "shards", "remove", "1")
     assert last.returncode != 0
     assert "cannot remove 1 of 1 shards: at least one must stay" in last.stderr
+
+
+def test_a_request_header_over_the_limit_is_refused_at_once_in_one_line(shared_broker):
+    # Given a topic config whose key alone is over the 64 KiB header limit
+    key = "k" * (limits.HEADER_BYTES_MAX + 1)
+    # When the CLI is asked to create a topic with it, with a long request timeout
+    created = plinth(shared_broker.url, "--request-timeout-ms", "600000", "topic", "create",
+                     unique_topic("big"), "--config", f"{key}=1", timeout_s=60)
+    # Then it fails at once (not after the request timeout), in one line naming the limit
+    assert created.returncode == 1
+    assert created.stderr.startswith("error: RequestTooLargeError: request header is ")
+    assert f"over the limit of {limits.HEADER_BYTES_MAX} bytes (64 KiB)" in created.stderr
+    assert len(created.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("option", ["--listen", "--metrics-port", "--kafka-listen"])
+def test_serve_on_a_port_in_use_exits_1_in_one_error_line_naming_the_option(tmp_path, option):
+    # Given a port something else listens on
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        given = {"--listen": f"tcp://127.0.0.1:{port}", "--metrics-port": str(port),
+                 "--kafka-listen": f"127.0.0.1:{port}"}[option]
+        listen = [] if option == "--listen" else ["--listen", f"tcp://127.0.0.1:{free_port()}"]
+        # When plinth serve is told to listen there too
+        served = subprocess.run(PLINTH + ["serve", "--data-dir", str(tmp_path / "d"), "--shards",
+                                          "1", "--console-listen", "off", option, given] + listen,
+                                capture_output=True, text=True, timeout=180)
+    # Then it stops everything it started and exits 1, its last line naming the option, the
+    # value and why; no traceback
+    assert served.returncode == 1, served.stderr
+    last = served.stderr.splitlines()[-1]
+    assert last.startswith(f"error: InvalidConfigError: {option} {given}: "), served.stderr
+    assert "ddress already in use" in last
+    assert "Traceback" not in served.stderr
+    wait_until(lambda: not _processes_naming(str(tmp_path / "d")), 60)
+
+
+def test_an_invalid_group_name_is_said_once(shared_broker):
+    topic = unique_topic("cli")
+    plinth(shared_broker.url, "topic", "create", topic)
+    consumed = plinth(shared_broker.url, "consume", topic, "--group", "bad group",
+                      "--timeout-ms", "5000")
+    assert consumed.returncode == 1
+    assert consumed.stderr == ("error: InvalidGroupError: group name 'bad group' must be 1 to "
+                               f"{limits.GROUP_NAME_BYTES_MAX} bytes of ASCII letters, digits, "
+                               "'.', '_' and '-'\n")
+
+
+def test_produce_stops_at_a_line_without_the_separator_saying_how_many_were_produced(
+        shared_broker):
+    topic = unique_topic("cli")
+    plinth(shared_broker.url, "topic", "create", topic)
+    produced = plinth(shared_broker.url, "produce", topic, "--key-separator", ":",
+                      stdin="k:v1\nk:v2\nnokey\nk:v4\n")
+    assert produced.returncode == 1
+    assert produced.stderr == ("error: line 3 has no key separator ':'; the 2 records before "
+                               "it were produced\n")
+    consumed = plinth(shared_broker.url, "consume", topic, "--from-beginning", "--print-key",
+                      "--max-messages", "2", "--timeout-ms", "20000")
+    assert consumed.stdout.splitlines() == ["k\tv1", "k\tv2"]
+    with Admin(broker=shared_broker.url) as admin:
+        assert admin.list_offsets(topic, 0).end_offset == 2
+
+
+def produce_process(url: str, topic: str) -> subprocess.Popen:
+    """``plinth produce TOPIC`` reading a pipe the test writes to (and stderr to read)."""
+    return subprocess.Popen(PLINTH + ["--broker", url, "produce", topic], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_produce_says_a_failed_record_while_stdin_is_still_open(shared_broker):
+    # Given plinth produce reading a pipe, whose first record is in the topic
+    topic = unique_topic("cli")
+    plinth(shared_broker.url, "topic", "create", topic)
+    proc = produce_process(shared_broker.url, topic)
+    try:
+        proc.stdin.write(b"first\n")
+        proc.stdin.flush()
+        with Admin(broker=shared_broker.url) as admin:
+            wait_until(lambda: admin.list_offsets(topic, 0).end_offset == 1)
+            # When the topic is deleted, and lines keep coming (as from tail -f)
+            admin.delete_topic(topic)
+
+        def wrote_a_line_or_exited() -> bool:
+            try:
+                proc.stdin.write(b"more\n")
+                proc.stdin.flush()
+            except BrokenPipeError:   # it exited
+                return True
+            return proc.poll() is not None
+
+        wait_until(wrote_a_line_or_exited, 60)
+        # Then it exits 1 at once, saying why, without waiting for the end of stdin
+        assert proc.wait(60) == 1
+        assert proc.stderr.read().decode().splitlines()[-1] == \
+            f"error: UnknownTopicError: unknown topic {topic!r}"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """The process's peak resident set size so far (VmHWM)."""
+    with open(f"/proc/{pid}/status") as status:
+        kib = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    return int(kib) * 1024
+
+
+def test_produce_holds_nothing_per_record_however_long_stdin_runs(shared_broker):
+    # Given plinth produce reading a pipe, fed 100,000 lines at a time, each lot once the
+    # one before is in the topic (so the producer's own buffer never holds a backlog)
+    topic, lot = unique_topic("cli"), 100_000
+    plinth(shared_broker.url, "topic", "create", topic)
+    proc = produce_process(shared_broker.url, topic)
+    peaks = []
+    try:
+        with Admin(broker=shared_broker.url) as admin:
+            for n in range(6):
+                proc.stdin.write(b"".join(b"record %d\n" % i for i in range(n * lot, (n + 1) * lot)))
+                proc.stdin.flush()
+                wait_until(lambda: admin.list_offsets(topic, 0).end_offset == (n + 1) * lot, 120)
+                peaks.append(peak_rss_bytes(proc.pid))
+        proc.stdin.close()
+        assert proc.wait(120) == 0, proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
+    # Then 500,000 records more cost it no more memory (a future kept per record grew
+    # it by 27 MiB)
+    assert peaks[-1] - peaks[0] < 8 * 1024 * 1024, peaks
+
+
+@pytest.mark.parametrize("config, why", [
+    ("foo=1", "unknown config foo;"),
+    ("retention.ms=soon", "not an integer"),
+    ("no-equals-sign", "'no-equals-sign' is not KEY=VALUE"),
+])
+def test_topic_alter_with_a_bad_config_does_not_grow_the_topic(shared_broker, config, why):
+    # Given a topic of one partition
+    topic = unique_topic("cli")
+    plinth(shared_broker.url, "topic", "create", topic)
+    # When it is altered to three partitions with a config the broker refuses
+    altered = plinth(shared_broker.url, "topic", "alter", topic, "--partitions", "3",
+                     "--config", config)
+    # Then the alter fails saying why, and the topic still has one partition
+    assert altered.returncode != 0 and why in altered.stderr, altered.stderr
+    with Admin(broker=shared_broker.url) as admin:
+        assert admin.describe_topic(topic).partitions == 1
+
+
+def test_topic_alter_changes_the_config_and_grows_the_topic_together(shared_broker):
+    topic = unique_topic("cli")
+    plinth(shared_broker.url, "topic", "create", topic)
+    altered = plinth(shared_broker.url, "topic", "alter", topic, "--partitions", "3",
+                     "--config", "retention.ms=3600000")
+    assert altered.returncode == 0, altered.stderr
+    assert altered.stdout.splitlines()[-1] == f"topic {topic} has 3 partitions"
+    with Admin(broker=shared_broker.url) as admin:
+        info = admin.describe_topic(topic)
+    assert (info.partitions, info.config["retention.ms"]) == (3, "3600000")

@@ -13,7 +13,9 @@ def test_good_topic_names_pass(name):
 
 
 @pytest.mark.parametrize("name,message", [
-    ("", "1 to 249 bytes"), ("x" * 250, "250 bytes"), ("a/b", "only ASCII"), ("..", "only ASCII"),
+    ("", "1 to 249 bytes"), ("x" * 250, "250 bytes"), ("a/b", "only ASCII"),
+    (".", "'.' is not allowed: '.' and '..' are not topic names"),
+    ("..", "'..' is not allowed: '.' and '..' are not topic names"),
     ("spa ce", "only ASCII"), ("é", "only ASCII")])
 def test_bad_topic_names_are_refused_with_the_reason(name, message):
     with pytest.raises(InvalidTopicError, match=message):

@@ -14,7 +14,7 @@ import zmq
 from plinth import limits, protocol, topics
 from plinth.control import placement
 from plinth.errors import (InvalidTopicError, MalformedRequestError, NotLeaderError, PartitionOutOfRangeError,
-                           RecordTooLargeError,
+                           RecordTooLargeError, RequestTooLargeError,
                            TooManyRequestsError, TopicExistsError, UnavailableError,
                            UnknownTopicError)
 from tests.router import fakes
@@ -235,6 +235,20 @@ def test_a_malformed_header_is_answered_malformed_and_the_next_request_served(ro
     view = client.request(b"\x00" * 24)
     assert (view.request_id, type(view.error)) == (0, MalformedRequestError)
     assert client.request(fetch(2)).error is None
+
+
+def test_a_header_over_the_limit_is_answered_too_large_with_its_own_id(router_rig):
+    # Given a client that skips the client library's check of a header's size
+    rig = router_rig(topics={"t": 1})
+    client = rig.client()
+    header = protocol.encode_topic_request(7, "describeTopic", "t" * limits.HEADER_BYTES_MAX)
+    # When it sends a header over HEADER_BYTES_MAX
+    view = client.request(header)
+    # Then the refusal carries the request's own id (its waiter hears at once) and
+    # names the header's size and the limit; the next request is served
+    assert (view.request_id, type(view.error)) == (7, RequestTooLargeError)
+    assert f"{len(header)} bytes, over the limit of {limits.HEADER_BYTES_MAX}" in str(view.error)
+    assert client.request(fetch(8)).error is None
 
 
 def test_a_client_over_its_in_flight_limit_is_refused_until_a_reply_comes_back(router_rig):

@@ -1,0 +1,64 @@
+"""``plinth keygen`` (plinth/cli.py): it writes a CurveZMQ key pair under --out, never
+replaces one without --force (a server's new pair locks out every client), and refuses
+a name that is no plain file name, or an --out it cannot make, in one line."""
+
+from __future__ import annotations
+
+import stat
+
+import pytest
+import zmq.auth
+from click.testing import CliRunner
+
+from plinth.cli import main
+
+
+def keygen(*args: str):
+    return CliRunner().invoke(main, ["keygen", *args])
+
+
+def test_keygen_writes_a_pair_whose_secret_only_its_owner_may_read(tmp_path):
+    result = keygen("alice", "--out", str(tmp_path / "keys"))
+    assert result.exit_code == 0, result.output
+    public, secret = tmp_path / "keys" / "alice.key", tmp_path / "keys" / "alice.key_secret"
+    assert zmq.auth.load_certificate(secret)[0] == zmq.auth.load_certificate(public)[0]
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+
+
+def test_an_existing_pair_is_kept_unless_forced(tmp_path):
+    # Given alice's key pair
+    assert keygen("alice", "--out", str(tmp_path)).exit_code == 0
+    secret = tmp_path / "alice.key_secret"
+    first = secret.read_bytes()
+    # When keygen is asked for alice again / Then it refuses, in one line, and keeps it
+    again = keygen("alice", "--out", str(tmp_path))
+    assert again.exit_code == 1
+    assert again.stderr == (f"error: {tmp_path / 'alice.key'} and {secret} exist already: pass "
+                            f"--force to replace the key pair (whoever holds its public key "
+                            f"can then no longer connect)\n")
+    assert secret.read_bytes() == first
+    # And with --force it replaces it
+    forced = keygen("alice", "--out", str(tmp_path), "--force")
+    assert forced.exit_code == 0, forced.output
+    assert secret.read_bytes() != first
+
+
+@pytest.mark.parametrize("name", ["", "../escape", "a/b", ".hidden", "-x", "x" * 245, "é"])
+def test_a_name_that_is_not_a_plain_file_name_is_refused_and_nothing_written(tmp_path, name):
+    result = keygen("--out", str(tmp_path / "keys" / "sub"), "--", name)
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for 'NAME': {name!r} is not a key name: 1 to 244 ASCII" in result.stderr
+    assert not (tmp_path / "keys").exists()
+
+
+def test_the_longest_name_is_taken(tmp_path):
+    result = keygen("x" * 244, "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / ("x" * 244 + ".key_secret")).exists()
+
+
+def test_an_out_directory_that_cannot_be_made_is_one_error_line_naming_it():
+    result = keygen("alice", "--out", "/proc/plinth-nope")
+    assert result.exit_code == 1
+    assert result.stderr == ("error: InvalidConfigError: --out /proc/plinth-nope: No such file "
+                             "or directory\n")
