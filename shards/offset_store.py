@@ -25,8 +25,8 @@ A later record for the same key replaces an earlier one; an empty offset (a
 tombstone, written when the offset's topic is deleted) drops its key, and a
 deletion record drops every earlier record of its group. Each record's
 timestamp is when it was written, and a group's newest one (``written_ms``,
-tombstones aside) is what its offsets' expiry counts from (the coordinator deletes the offsets of groups without
-members OFFSETS_RETENTION_MS after that). ``OffsetStore.open`` replays the
+tombstones aside) is what its offsets' expiry counts from (the coordinator
+deletes the offsets of groups without members OFFSETS_RETENTION_MS after that). ``OffsetStore.open`` replays the
 log into memory and then compacts it (compaction on recovery): when the log
 holds more records than live keys, it writes the live records into a fresh
 log, each group's with its ``written_ms`` (at most OFFSETS_RETENTION_MS old:
