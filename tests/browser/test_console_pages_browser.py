@@ -84,14 +84,21 @@ def listed_records(browser) -> list[tuple[int, int]]:
 
 
 def submit_and_wait(browser, button_id: str) -> None:
-    """Click a submit button and wait for the next page (its old <html> goes stale)."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
+    """Click a submit button and wait for the next page to have loaded.
+
+    The old page is marked with a window property that the next document does not have.
+    Waiting for an element of the old page to go stale raced with Chrome: while the
+    navigation detaches it, Chrome may answer "Node with given id does not belong to the
+    document" instead of a stale-element error. Script calls that land mid-navigation fail
+    with a WebDriverException too, and are polled again within the wait's bound."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    old_page = browser.find_element(By.TAG_NAME, "html")
+    browser.execute_script("window.plinthOldPage = true;")
     by_id(browser, button_id).click()
-    WebDriverWait(browser, 30).until(expected_conditions.staleness_of(old_page))
+    WebDriverWait(browser, 30, ignored_exceptions=(WebDriverException,)).until(
+        lambda driver: driver.execute_script(
+            "return window.plinthOldPage === undefined && document.readyState === 'complete';"))
 
 
 def plinth_cli(url: str, *args: str) -> subprocess.CompletedProcess:
