@@ -24,6 +24,18 @@ from plinth.errors import ElectionNotNeededError, PlinthError
 _PARTITION = click.IntRange(0, limits.PARTITIONS_PER_TOPIC_MAX - 1)
 
 
+class _FiniteFloatRange(click.FloatRange):
+    """click's FloatRange, which passes nan (every comparison with nan is false) and inf;
+    a time or rate option given either is refused here, naming the option, rather than
+    failing later in a constructor with a traceback."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if number != number or number in (float("inf"), float("-inf")):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
 class _Group(click.Group):
     """Turns Plinth's own errors into one clear line and exit status 1."""
 
@@ -172,7 +184,7 @@ def _kafka_listener_options(command):
               help="Give partitions back to their preferred leaders (handed over: nothing "
                    "acknowledged is cut) where more than 10% of a shard's are led elsewhere "
                    "(Kafka's auto.leader.rebalance.enable).")
-@click.option("--leader-imbalance-check-interval-s", type=click.FloatRange(1, 86_400),
+@click.option("--leader-imbalance-check-interval-s", type=_FiniteFloatRange(1, 86_400),
               default=limits.LEADER_REBALANCE_INTERVAL_S, show_default=True,
               help="How often the auto leader rebalance looks (Kafka's "
                    "leader.imbalance.check.interval.seconds).")
@@ -296,7 +308,7 @@ def router(ray_address, cluster_name, listen, curve_secret_key, authorized_keys,
               help="The console's own .key_secret, for a CurveZMQ broker (its ACL applies).")
 @click.option("--curve-server-key-file", type=click.Path(exists=True, dir_okay=False),
               default=None, help="The broker's public .key file.")
-@click.option("--sample-interval-s", type=click.FloatRange(0.1, 60),
+@click.option("--sample-interval-s", type=_FiniteFloatRange(0.1, 60),
               default=limits.CONSOLE_SAMPLE_INTERVAL_S, show_default=True,
               help="How often the live charts ask the broker (only while a browser watches).")
 @click.option("--exit-on-stdin-eof", is_flag=True, hidden=True,
@@ -742,7 +754,7 @@ def topic_elect_leaders(ctx, name, partitions, election_type):
               help="Text before the first SEP is the key.")
 @click.option("--acks", type=click.Choice(["0", "1", "all"]), default="all", show_default=True,
               help="all: every in-sync replica has the record durably; 1: the leader has.")
-@click.option("--linger-ms", type=click.FloatRange(0), default=limits.PRODUCER_LINGER_MS_DEFAULT,
+@click.option("--linger-ms", type=_FiniteFloatRange(0), default=limits.PRODUCER_LINGER_MS_DEFAULT,
               show_default=True)
 @click.option("--compression-type", type=click.Choice(["none", "gzip", "snappy", "lz4", "zstd"]),
               default="none", show_default=True,
@@ -924,7 +936,7 @@ def _bench_options(*names):
             default=None, help="Copies of the topic if it is created (default: the server's)."),
         "producers": click.option("--producers", type=click.IntRange(1, 64), default=1,
                                   show_default=True, help="Producer processes, one Producer each."),
-        "linger_ms": click.option("--linger-ms", type=click.FloatRange(0), default=None,
+        "linger_ms": click.option("--linger-ms", type=_FiniteFloatRange(0), default=None,
                                   help="Producer linger (default: the Producer's 5 ms)."),
         "batch_bytes_max": click.option("--batch-bytes-max", type=click.IntRange(1, limits.BATCH_BYTES_MAX),
                                         default=None, help="Producer batch size (default 1 MiB)."),
@@ -932,9 +944,9 @@ def _bench_options(*names):
                              show_default=True, help="Producer acks (the Producer's default)."),
         "topic": click.option("--topic", default=None,
                               help="Topic to use, created if missing (default: a fresh one)."),
-        "rate": click.option("--rate", type=click.FloatRange(0, min_open=True), default=None,
+        "rate": click.option("--rate", type=_FiniteFloatRange(0, min_open=True), default=None,
                              help="Records/s over all producers (default: flat out)."),
-        "duration_s": click.option("--duration-s", type=click.FloatRange(0, min_open=True), default=None,
+        "duration_s": click.option("--duration-s", type=_FiniteFloatRange(0, min_open=True), default=None,
                                    help="Send for this long instead of --messages records."),
         "one_at_a_time": click.option(
             "--one-at-a-time", is_flag=True,

@@ -98,6 +98,13 @@ def test_a_listen_address_on_every_interface_or_a_named_host_is_taken(no_server,
      "--to-offset", "99999999999999999999 is not in the range 0<=x<=9223372036854775807"),
     (["produce", "t", "--key-separator", ""], "--key-separator", "must not be empty"),
     (["produce", "t", "--linger-ms", "-5"], "--linger-ms", "-5.0 is not in the range x>=0"),
+    # nan passed click's range (every comparison with nan is false), then the Producer
+    # refused it with a traceback
+    (["produce", "t", "--linger-ms", "nan"], "--linger-ms", "'nan' is not a finite number"),
+    (["produce", "t", "--linger-ms", "inf"], "--linger-ms", "'inf' is not a finite number"),
+    (["bench", "produce", "--rate", "nan"], "--rate", "'nan' is not a finite number"),
+    (["serve", "--leader-imbalance-check-interval-s", "nan"],
+     "--leader-imbalance-check-interval-s", "'nan' is not a finite number"),
     # consume (defect 8): 0 printed one record, -1 waited for ever, a negative offset
     # read from the end without a word
     (["consume", "t", "--timeout-ms", "500", "--max-messages", "0"], "--max-messages",
