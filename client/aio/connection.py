@@ -29,7 +29,7 @@ import time
 import zmq
 import zmq.asyncio
 
-from plinth import limits
+from plinth import limits, protocol
 from plinth.client.connection import Connection
 from plinth.errors import ClosedError, NotLeaderError, PlinthTimeoutError, UnavailableError
 
@@ -39,7 +39,10 @@ class AIOConnection(Connection):
         super().__init__(broker, direct=direct)
 
     def send(self, header: bytes, payload=None) -> None:
-        """Send one request without waiting (see the module). Event loop thread."""
+        """Send one request without waiting (see the module). Event loop thread.
+        RequestTooLargeError for a header over HEADER_BYTES_MAX, before anything is sent,
+        as the sync Connection's ``send``."""
+        protocol.check_header_bytes(header)
         if self.closed:
             raise ClosedError(f"connection to {self.url} is closed")
         frames = [header] if payload is None else [header, payload]

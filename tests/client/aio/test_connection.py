@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from plinth import protocol
+from plinth import limits, protocol
 from plinth.client.aio.connection import AIOConnection
-from plinth.errors import PlinthTimeoutError, UnavailableError, UnknownTopicError
+from plinth.errors import (PlinthTimeoutError, RequestTooLargeError, UnavailableError,
+                           UnknownTopicError)
 from tests.client.scripted_broker import Replies
 
 
@@ -28,6 +29,31 @@ def test_a_request_is_answered_with_the_brokers_error(scripted):
             with pytest.raises(UnknownTopicError, match="no such topic"):
                 await conn.request_async(protocol.encode_metadata(request_id, ["x"]), request_id,
                                          5_000)
+        finally:
+            conn.close()
+
+    run(scenario())
+
+
+def test_a_header_over_the_limit_is_refused_at_once_and_never_sent(scripted):
+    # Given a broker that answers every request
+    broker = scripted([UnknownTopicError("no such topic 'x'")] * 2)
+
+    async def scenario():
+        conn = AIOConnection(broker.url)
+        try:
+            # When a request whose header is over HEADER_BYTES_MAX is sent
+            header = protocol.encode_topic_request(1, "describeTopic",
+                                                   "t" * limits.HEADER_BYTES_MAX)
+            with pytest.raises(RequestTooLargeError) as refused:
+                await conn.request_async(header, 1, 5_000)
+            # Then it is refused, naming its size and the limit, and never sent: the
+            # broker's first request is the next one
+            assert f"request header is {len(header)} bytes, over the limit of " \
+                   f"{limits.HEADER_BYTES_MAX} bytes (64 KiB)" in str(refused.value)
+            with pytest.raises(UnknownTopicError):
+                await conn.request_async(protocol.encode_metadata(2, ["x"]), 2, 5_000)
+            assert [r.request_id for r in broker.wait_for_requests(1)] == [2]
         finally:
             conn.close()
 
