@@ -611,7 +611,11 @@ def topic_alter(ctx, name, configs, deleted, partitions):
     with _admin(ctx) as admin:
         # The config first: the broker checks it as it applies it (there is no
         # validate-only alter), so a bad one fails before the topic grows, which
-        # cannot be undone. (A growth refused after it leaves the config changed.)
+        # cannot be undone. The growth's own checks run before either, so that a
+        # count the topic cannot grow to does not leave the config changed.
+        if partitions is not None and (configs or deleted):
+            topics.validate_partition_growth(name, admin.describe_topic(name).partitions,
+                                             partitions)
         if configs or deleted:
             info = admin.alter_topic(name, config, delete_config=deleted)
             click.echo(f"altered topic {info.name}: " +

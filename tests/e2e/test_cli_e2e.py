@@ -373,6 +373,26 @@ def test_topic_alter_with_a_bad_config_does_not_grow_the_topic(shared_broker, co
         assert admin.describe_topic(topic).partitions == 1
 
 
+@pytest.mark.parametrize("count, why", [
+    ("2", "has 2 partitions; 2 requested: partitions can only be added"),
+    ("1", "has 2 partitions; 1 requested: partitions can only be added"),
+    ("1000000", "1000000 partitions requested; a topic has 1 to"),
+])
+def test_topic_alter_to_a_count_the_topic_cannot_grow_to_leaves_its_config_alone(
+        shared_broker, count, why):
+    # Given a topic of two partitions
+    topic = unique_topic("cli")
+    plinth(shared_broker.url, "topic", "create", topic, "--partitions", "2")
+    # When it is altered with a good config and a count it cannot grow to
+    altered = plinth(shared_broker.url, "topic", "alter", topic, "--partitions", count,
+                     "--config", "retention.ms=3600000")
+    # Then the alter fails saying why, and changed neither the count nor the config
+    assert altered.returncode == 1 and why in altered.stderr, altered.stderr
+    with Admin(broker=shared_broker.url) as admin:
+        info = admin.describe_topic(topic)
+    assert info.partitions == 2 and info.config["retention.ms"] != "3600000"
+
+
 def test_topic_alter_changes_the_config_and_grows_the_topic_together(shared_broker):
     topic = unique_topic("cli")
     plinth(shared_broker.url, "topic", "create", topic)
