@@ -139,6 +139,7 @@ class Fetcher:
         self.partitions: dict[TopicPartition, PartitionState] = {}
         self._fetches: dict[int, TopicPartition] = {}     # request id -> its partition
         self._rotation = 0                                 # where take() starts, for fairness
+        self._fetch_turn = 0   # where send_fetches() starts: the first partition it left out
 
     # --- Assignment and position -----------------------------------------------
 
@@ -179,15 +180,24 @@ class Fetcher:
 
     def send_fetches(self) -> None:
         """A fetch for every partition with nothing buffered, nothing in flight and no
-        backoff running."""
+        backoff running, as many as the fetches in flight allow. When they run out, the
+        next call starts at the first partition left out: starting at the first
+        partition each time, a consumer of more partitions than fetches in flight
+        re-fetched the same ones (idle at the log end, answered after their wait) and
+        never read the others."""
         now = time.monotonic()
         bytes_max, in_flight_max = self._fetch_shape()
         in_flight = sum(1 for state in self.partitions.values() if state.fetch_id is not None)
-        for tp, state in self.partitions.items():
+        states = list(self.partitions.items())
+        start = self._fetch_turn % len(states) if states else 0
+        for index in range(len(states)):
+            tp, state = states[(start + index) % len(states)]
             if state.records or now < state.retry_at_s:
                 continue
             if state.fetch_id is None and in_flight >= in_flight_max:
-                break   # the router refuses fetches past the connection's bytes in flight
+                # the router refuses fetches past the connection's bytes in flight
+                self._fetch_turn = start + index
+                break
             if state.fetch_id is not None:
                 if now - state.fetch_sent_s < self._fetch_timeout_s:
                     continue

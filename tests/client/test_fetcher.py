@@ -130,6 +130,24 @@ def test_many_partitions_share_the_fetch_bytes_a_connection_may_have_in_flight(r
     assert {r.bytes_max for r in fetches(rig.broker)} == {limits.FETCH_BYTES_COUNTED_MIN}
 
 
+def test_a_consumer_of_more_partitions_than_fetches_in_flight_fetches_every_one_in_turn(rig_of):
+    # Given a consumer of twice as many partitions as it may have fetches in flight, at
+    # the log end of each: every fetch is answered with no records
+    in_flight = limits.CLIENT_FETCH_BYTES_IN_FLIGHT_MAX // limits.FETCH_BYTES_COUNTED_MIN
+    count = 2 * in_flight
+    rig = rig_of([lambda request: fetch_reply(request.request_id)] * (4 * count),
+                 fetch_max_bytes=limits.FETCH_BYTES_DEFAULT)
+    partitions = [TopicPartition("t", p) for p in range(count)]
+    rig.fetcher.assign(partitions)
+    for tp in partitions:
+        rig.fetcher.seek(tp, 0)
+    # When it fetches for a while (it used to ask the first partitions over and over)
+    # Then every partition is fetched, before any is fetched a third time
+    rig.pump(lambda: {r.partition for r in fetches(rig.broker)} == set(range(count)))
+    asked = [r.partition for r in fetches(rig.broker)]
+    assert max(asked.count(p) for p in range(count)) <= 2
+
+
 def test_a_few_partitions_fetch_their_full_fetch_max_bytes(rig_of):
     # Given a consumer of two partitions, with the default fetch size
     rig = rig_of([], fetch_max_bytes=limits.FETCH_BYTES_DEFAULT)
