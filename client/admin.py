@@ -355,8 +355,9 @@ class Admin:
         """Set a group's committed offsets; refused while the group has members. TypeError
         or ValueError, before anything is sent, for a key that is not a (topic,
         partition) pair or an offset that is not an int 0 or more."""
-        self._call(protocol.encode_commit_offsets, "resetOffsets", checked_str("group", group),
-                   "", 0, checked_offsets("reset_group_offsets", offsets))
+        group = checked_str("group", group)
+        for part in protocol.commit_offsets_parts(checked_offsets("reset_group_offsets", offsets)):
+            self._call(protocol.encode_commit_offsets, "resetOffsets", group, "", 0, part)
 
     def delete_group(self, group: str) -> None:
         """Delete a group's committed offsets and settings (Kafka's DeleteGroups): its

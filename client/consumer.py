@@ -61,6 +61,17 @@ class OffsetAndTimestamp(NamedTuple):
     timestamp: int
 
 
+class _AsyncCommit:
+    """A commit_async in flight: its parts' replies count down to its one callback.
+    Consumer thread only."""
+
+    __slots__ = ("offsets", "callback", "parts_left", "error")
+
+    def __init__(self, offsets: dict, callback, parts: int):
+        self.offsets, self.callback, self.parts_left = offsets, callback, parts
+        self.error: BrokerError | None = None
+
+
 def check_options(topics, auto_offset_reset: str, fetch_max_bytes: int, fetch_max_wait_ms: int,
                   group: str | None, *, request_timeout_ms: float, max_poll_records: int,
                   session_timeout_ms: int, group_assignor: str) -> None:
@@ -150,7 +161,7 @@ class Consumer(ConsumerBase):
         self.group_assignor = group_assignor
         self._on_assign, self._on_revoke = on_assign, on_revoke
         self._membership: GroupMembership | None = None
-        self._commits: dict[int, tuple] = {}              # async commit id -> (offsets, callback)
+        self._commits: dict[int, tuple] = {}    # async commit part's id -> (its offsets, _AsyncCommit)
         self._last_commit_s = time.monotonic()
         self._committed_positions: dict[TopicPartition, int] = {}
         if topics:
@@ -355,35 +366,49 @@ class Consumer(ConsumerBase):
     def commit(self, offsets: dict[tuple[str, int], int] | None = None) -> None:
         """Commit positions (default: of every record handed out so far) and wait;
         retried while the group's coordinator is unavailable, up to request_timeout_ms."""
-        offsets = self._offsets_to_commit(offsets)
-        if not offsets:
-            return
-        try:
-            self._conn.request_retrying(lambda request_id: self._encode_commit(request_id, offsets),
-                                        self.request_timeout_ms)
-        except BrokerError as exc:
-            self._check_membership(exc)
-            raise
-        self._committed_positions.update({TopicPartition(*tp): o for tp, o in offsets.items()})
+        for part in protocol.commit_offsets_parts(self._offsets_to_commit(offsets)):
+            try:
+                self._conn.request_retrying(
+                    lambda request_id, part=part: self._encode_commit(request_id, part),
+                    self.request_timeout_ms)
+            except BrokerError as exc:
+                self._check_membership(exc)
+                raise
+            self._committed_positions.update({TopicPartition(*tp): o for tp, o in part.items()})
 
     def commit_async(self, offsets: dict[tuple[str, int], int] | None = None,
                      callback=None) -> None:
         """Commit without waiting; ``callback(offsets, error_or_None)`` runs in a later poll."""
         offsets = self._offsets_to_commit(offsets)
-        if offsets:
-            request_id = self._conn.next_request_id()
-            self._conn.send(self._encode_commit(request_id, offsets))
-            self._commits[request_id] = (offsets, callback)
+        parts = protocol.commit_offsets_parts(offsets)
+        commit = _AsyncCommit(offsets, callback, len(parts))
+        sent = []
+        try:
+            for part in parts:
+                request_id = self._conn.next_request_id()
+                self._conn.send(self._encode_commit(request_id, part))
+                sent.append(request_id)
+                self._commits[request_id] = (part, commit)
+        except BaseException:
+            for request_id in sent:   # their replies are dropped as stale fetches'
+                del self._commits[request_id]
+            raise
 
     def _on_commit_reply(self, view: protocol.ReplyView) -> None:
-        offsets, callback = self._commits.pop(view.request_id)
+        """One part's reply; the callback runs once, after the last part's, with the
+        whole commit's offsets and the first error of its parts."""
+        part, commit = self._commits.pop(view.request_id)
         self._check_membership(view.error)
         if view.error is None:
-            self._committed_positions.update({TopicPartition(*tp): o for tp, o in offsets.items()})
-        elif callback is None:
-            log.warning("group %s: async commit failed: %s", self.group, view.error)
-        if callback is not None:
-            callback(offsets, view.error)
+            self._committed_positions.update({TopicPartition(*tp): o for tp, o in part.items()})
+        commit.error = commit.error or view.error
+        commit.parts_left -= 1
+        if commit.parts_left:
+            return
+        if commit.callback is not None:
+            commit.callback(commit.offsets, commit.error)
+        elif commit.error is not None:
+            log.warning("group %s: async commit failed: %s", self.group, commit.error)
 
     def _commit_quietly(self, partitions=None) -> None:
         try:

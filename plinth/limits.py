@@ -124,6 +124,12 @@ AUTO_COMMIT_INTERVAL_MS_DEFAULT = 5_000
 # beyond it the whole commit is refused (OffsetMetadataTooLargeError). It also
 # bounds each record of the offsets log and so its compaction batches.
 OFFSET_METADATA_BYTES_MAX = 4096
+# A commit (or reset) of more offsets than one request header holds is sent in parts
+# (protocol.commit_offsets_parts), each's offsets at most this many bytes: what is
+# left of HEADER_BYTES_MAX is room for the group's name, the member's id (a Kafka
+# client's id and a UUID) and its instance id. Each part is all or none; the parts
+# are not (Kafka's commits are per partition).
+COMMIT_PART_OFFSETS_BYTES_MAX = HEADER_BYTES_MAX - 4 * KiB
 
 # --- Storage ------------------------------------------------------------
 SEGMENT_BYTES_DEFAULT = 256 * MiB     # roll the active segment at this size

@@ -727,6 +727,35 @@ def encode_commit_offsets(request_id: int, kind: str, group: str, member_id: str
     return msg.to_bytes()
 
 
+# What a PartitionOffset takes beside its texts, at most: its struct (two data words,
+# two pointers) and each text's NUL and padding to a word.
+_OFFSET_ENTRY_BYTES = 4 * 8 + 2 * 8
+
+
+def commit_offsets_parts(offsets: dict[tuple[str, int], int],
+                         metadata: dict[tuple[str, int], str] | None = None
+                         ) -> list[dict[tuple[str, int], int]]:
+    """``offsets`` split, in (topic, partition) order, into parts each of whose
+    commitOffsets or resetOffsets headers fits HEADER_BYTES_MAX, whatever the group,
+    member and instance ids (limits.COMMIT_PART_OFFSETS_BYTES_MAX). A consumer of a
+    few thousand partitions (about 1,160 with 15-byte topic names) could not commit
+    in one. Any process; no parts for no offsets."""
+    parts: list[dict[tuple[str, int], int]] = []
+    part: dict[tuple[str, int], int] = {}
+    part_bytes = 0
+    for tp in sorted(offsets):
+        text = metadata.get(tp, "") if metadata else ""
+        entry_bytes = _OFFSET_ENTRY_BYTES + len(tp[0].encode()) + len(text.encode())
+        if part and part_bytes + entry_bytes > limits.COMMIT_PART_OFFSETS_BYTES_MAX:
+            parts.append(part)
+            part, part_bytes = {}, 0
+        part[tp] = offsets[tp]
+        part_bytes += entry_bytes
+    if part:
+        parts.append(part)
+    return parts
+
+
 def encode_group_request(request_id: int, kind: str, group: str) -> bytes:
     """fetchOffsets, describeGroup or deleteGroup."""
     _check_kind(kind, ("fetchOffsets", "describeGroup", "deleteGroup"))
@@ -1181,8 +1210,11 @@ def _offsets_and_metadata(entries) -> tuple[dict[tuple[str, int], int],
     for e in entries:
         tp = (e.topic, e.partition)
         offsets[tp] = e.offset
-        if e.metadata:
-            metadata[tp] = e.metadata
+        # Each field read once: every read counts against the reader's traversal limit
+        # (the header's size), and a second read of each metadata failed a full header.
+        text = e.metadata
+        if text:
+            metadata[tp] = text
         else:   # a repeated partition: its last entry counts, as for the offset
             metadata.pop(tp, None)
     return offsets, metadata

@@ -195,9 +195,9 @@ class AIOAdmin:
 
     async def reset_group_offsets(self, group: str, offsets: dict[tuple[str, int], int]) -> None:
         """Admin.reset_group_offsets: refused while the group has members."""
-        await self._call(protocol.encode_commit_offsets, "resetOffsets",
-                         checked_str("group", group), "", 0,
-                         checked_offsets("reset_group_offsets", offsets))
+        group = checked_str("group", group)
+        for part in protocol.commit_offsets_parts(checked_offsets("reset_group_offsets", offsets)):
+            await self._call(protocol.encode_commit_offsets, "resetOffsets", group, "", 0, part)
 
     async def delete_group(self, group: str) -> None:
         """Admin.delete_group: refused while the group has members."""

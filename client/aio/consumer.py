@@ -124,7 +124,7 @@ class AIOConsumer(ConsumerBase):
         self._on_assign, self._on_revoke = on_assign, on_revoke
         self._subscription: list[str] | None = list(topics) if topics else None
         self._membership: AIOGroupMembership | None = None
-        self._commits: dict[int, tuple] = {}              # async commit id -> offsets
+        self._commits: dict[int, dict] = {}     # auto-commit part's id -> its offsets
         self._last_commit_s = time.monotonic()
         self._committed_positions: dict[TopicPartition, int] = {}
         self._fetcher: Fetcher | None = None
@@ -393,17 +393,15 @@ class AIOConsumer(ConsumerBase):
             await self._commit(offsets)
 
     async def _commit(self, offsets) -> None:
-        offsets = self._offsets_to_commit(offsets)
-        if not offsets:
-            return
-        try:
-            await self._conn.request_retrying_async(
-                lambda request_id: self._encode_commit(request_id, offsets),
-                self.request_timeout_ms)
-        except BrokerError as exc:
-            self._check_membership(exc)
-            raise
-        self._committed_positions.update({TopicPartition(*tp): o for tp, o in offsets.items()})
+        for part in protocol.commit_offsets_parts(self._offsets_to_commit(offsets)):
+            try:
+                await self._conn.request_retrying_async(
+                    lambda request_id, part=part: self._encode_commit(request_id, part),
+                    self.request_timeout_ms)
+            except BrokerError as exc:
+                self._check_membership(exc)
+                raise
+            self._committed_positions.update({TopicPartition(*tp): o for tp, o in part.items()})
 
     def _on_commit_reply(self, view: protocol.ReplyView) -> None:
         offsets = self._commits.pop(view.request_id)
@@ -428,10 +426,10 @@ class AIOConsumer(ConsumerBase):
         self._last_commit_s = now
         changed = {tp: o for tp, o in self._positions().items()
                    if self._committed_positions.get(TopicPartition(*tp)) != o}
-        if changed:
+        for part in protocol.commit_offsets_parts(changed):
             request_id = self._conn.next_request_id()
-            self._conn.send(self._encode_commit(request_id, changed))
-            self._commits[request_id] = changed
+            self._conn.send(self._encode_commit(request_id, part))
+            self._commits[request_id] = part
 
     async def _fetch_committed(self) -> dict[TopicPartition, int]:
         view, _ = await self._conn.request_retrying_async(

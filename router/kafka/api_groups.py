@@ -16,7 +16,10 @@ stored with it and OffsetFetch returns it ("" for none, as Kafka's broker
 stores a null). A commit is all or none in Plinth: where Kafka refuses only the
 partitions whose metadata is over offset.metadata.max.bytes
 (OFFSET_METADATA_TOO_LARGE) and commits the others, every partition of the
-commit gets that code and none is stored. DescribeGroups and ListGroups come
+commit gets that code and none is stored. A commit too big for one request
+header (thousands of partitions, or long metadata) is sent in parts
+(protocol.commit_offsets_parts), each all or none, and each partition is
+answered with its part's code. DescribeGroups and ListGroups come
 from describeGroup and listGroups (each group's state from its coordinator, the
 states and types filters applied here); DeleteGroups is a deleteGroup per group,
 refused (NON_EMPTY_GROUP) while the group has members of either protocol.
@@ -129,21 +132,24 @@ async def offset_commit(gateway, header, body: dict, connection) -> dict:
     # A commit is all or none in Plinth: a partition that cannot exist refuses it, as
     # the coordinator refuses one beyond its topic's partitions.
     code = max((partition_error(partition) for _, partition in offsets), default=kafka.NONE)
-    # So does metadata over the limit (the coordinator's check, made here too because
-    # a commit of many such partitions would not fit a request header, and then its
-    # answer would not say why).
+    # So does metadata over the limit (the coordinator's check, made here too so that
+    # no part of the commit is stored).
     if code == kafka.NONE and any(len(text.encode()) > limits.OFFSET_METADATA_BYTES_MAX
                                   for text in metadata.values()):
         code = kafka.OFFSET_METADATA_TOO_LARGE
+    codes = dict.fromkeys(offsets, code)
     if code == kafka.NONE:
-        reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_commit_offsets(
-            rid, "commitOffsets", body["group_id"], body.get("member_id") or "", generation,
-            offsets, classic=True, group_instance_id=body.get("group_instance_id") or "",
-            metadata=metadata))
-        code = kafka_code(reply.error)
+        # In parts that each fit a request header; each part is all or none, and its
+        # partitions get its code, as Kafka answers each partition of a commit.
+        for part in protocol.commit_offsets_parts(offsets, metadata):
+            reply, _ = await ask(gateway.backend, lambda rid, part=part: protocol.encode_commit_offsets(
+                rid, "commitOffsets", body["group_id"], body.get("member_id") or "", generation,
+                part, classic=True, group_instance_id=body.get("group_instance_id") or "",
+                metadata={tp: metadata[tp] for tp in part}))
+            codes.update(dict.fromkeys(part, kafka_code(reply.error)))
     return {"throttle_time_ms": 0, "topics": [
         {"name": t["name"], "partitions": [{"partition_index": p["partition_index"],
-                                            "error_code": code}
+                                            "error_code": codes[t["name"], p["partition_index"]]}
                                            for p in t.get("partitions") or []]}
         for t in body.get("topics") or []]}
 

@@ -258,6 +258,43 @@ def test_a_commit_of_the_aio_consumer_is_read_back_by_the_sync_admin_and_the_aio
     assert Admin(broker=shared_broker.url).describe_group(group).committed == {(topic, 0): 7}
 
 
+def test_the_aio_consumer_and_admin_commit_and_reset_more_offsets_than_one_header_holds(
+        shared_broker):
+    # Given a record in each of 1,500 partitions (more than one commit's header holds)
+    partitions = 1500
+    topic, group = unique_topic("aio-wide"), unique_topic("g")
+    Admin(broker=shared_broker.url).create_topic(topic, partitions)
+
+    async def scenario():
+        async with AIOProducer(broker=shared_broker.url) as producer:
+            for partition in range(partitions):
+                await producer.send(topic, b"x", partition=partition)
+        # When an AIOConsumer of the group reads them all and commits
+        async with AIOConsumer(topic, broker=shared_broker.url, group=group,
+                               auto_offset_reset="earliest", enable_auto_commit=False) as consumer:
+            read = set()
+            async for record in consumer:
+                read.add(record.partition)
+                if len(read) == partitions:
+                    break
+            await consumer.commit()
+        committed = Admin(broker=shared_broker.url).describe_group(group).committed
+        # And the AIOAdmin resets them all
+        async with AIOAdmin(broker=shared_broker.url) as admin:
+            await admin.reset_group_offsets(group, {(topic, p): 0 for p in range(partitions)})
+        return read, committed
+
+    try:
+        read, committed = run(scenario())
+        # Then every partition was read, committed and reset
+        assert read == set(range(partitions))
+        assert committed == {(topic, p): 1 for p in range(partitions)}
+        assert Admin(broker=shared_broker.url).describe_group(group).committed == {
+            (topic, p): 0 for p in range(partitions)}
+    finally:
+        Admin(broker=shared_broker.url).delete_topic(topic)
+
+
 def test_wrong_calls_raise_the_sync_clients_errors(shared_broker):
     topic = unique_topic("aio-wrong")
     Admin(broker=shared_broker.url).create_topic(topic, 1)

@@ -261,6 +261,58 @@ def pipelined(conn: Connection, encode, count: int, window: int = 200) -> list:
     return replies
 
 
+# More partitions than a consumer's fetches in flight (256) and than one commit's
+# header holds (about 1,160 with these topic names).
+WIDE_PARTITIONS = 1500
+
+
+def test_a_group_consumer_of_1500_partitions_reads_and_commits_every_one(shared_broker):
+    url = shared_broker.url
+    topic, group = unique_topic("wide"), unique_topic("wide-g")
+    with Admin(broker=url) as admin:
+        admin.create_topic(topic, WIDE_PARTITIONS)
+    try:
+        # Given a record in each of 1,500 partitions
+        with Producer(broker=url) as producer:
+            for partition in range(WIDE_PARTITIONS):
+                producer.send(topic, b"%d" % partition, partition=partition)
+        # When one group member reads them, commits, then commits again without waiting
+        calls = []
+        with Consumer(topic, broker=url, group=group, auto_offset_reset="earliest",
+                      enable_auto_commit=False, consumer_timeout_ms=30_000) as consumer:
+            # (it used to re-fetch its first 256 partitions and never read the others)
+            read = set()
+            for record in consumer:
+                read.add(record.partition)
+                if len(read) == WIDE_PARTITIONS:
+                    break
+            # (a commit of them all did not fit a request header)
+            consumer.commit()
+            committed = dict(committed_of(url, group))
+            consumer.commit_async({(topic, p): 0 for p in range(WIDE_PARTITIONS)},
+                                  callback=lambda offsets, error: calls.append((len(offsets), error)))
+            wait_until(lambda: consumer.poll(timeout_ms=50) == {} and calls, 30)
+        # Then it read every partition, and each commit holds every partition: the
+        # asynchronous one's callback ran once, for all of them
+        assert read == set(range(WIDE_PARTITIONS))
+        assert committed == {(topic, p): 1 for p in range(WIDE_PARTITIONS)}
+        assert calls == [(WIDE_PARTITIONS, None)]
+        assert dict(committed_of(url, group)) == {
+            (topic, p): 0 for p in range(WIDE_PARTITIONS)}
+        # And an admin's reset of every partition is taken whole too
+        with Admin(broker=url) as admin:
+            admin.reset_group_offsets(group, {(topic, p): 1 for p in range(WIDE_PARTITIONS)})
+        assert dict(committed_of(url, group)) == committed
+    finally:
+        with Admin(broker=url) as admin:
+            admin.delete_topic(topic)
+
+
+def committed_of(url: str, group: str) -> dict:
+    with Admin(broker=url) as admin:
+        return admin.describe_group(group).committed
+
+
 def test_a_client_cannot_leave_or_heartbeat_as_another_clients_member(tenants):
     # Given tenant B's consumer owning every partition of its group
     broker, as_a, as_b = tenants

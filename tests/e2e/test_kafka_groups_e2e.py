@@ -195,6 +195,28 @@ def test_confluent_kafka_reads_what_kafka_python_committed_for_the_group(kafka_b
     assert committed.offset == 2 and committed.error is None
 
 
+def test_a_kafka_commit_bigger_than_one_plinth_header_is_stored_whole(kafka_broker):
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    # Given 40 partitions, each committed with 3,000 bytes of metadata: 120 KB, more
+    # than one Plinth request header holds (Kafka's requests may be 100 MB)
+    topic, group = _create(kafka_broker, 40), unique_topic("bigcommit")
+    tps = [TopicPartition(topic, p) for p in range(40)]
+    consumer = KafkaConsumer(bootstrap_servers=kafka_broker.kafka_address, group_id=group,
+                             enable_auto_commit=False)
+    try:
+        consumer.assign(tps)
+        # When kafka-python commits them (it raises for any partition's error)
+        consumer.commit({tp: OffsetAndMetadata(tp.partition + 1, "m" * 3000, -1) for tp in tps})
+        # Then every offset is stored, with its metadata
+        assert [consumer.committed(tp) for tp in tps] == [p + 1 for p in range(40)]
+    finally:
+        consumer.close()
+    with Admin(broker=kafka_broker.url) as admin:
+        assert admin.describe_group(group).committed == {(topic, p): p + 1 for p in range(40)}
+
+
 def test_metadata_committed_by_either_client_is_read_back_by_both(kafka_broker):
     from confluent_kafka import Consumer as KafkaConsumer
     from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition

@@ -264,6 +264,42 @@ def test_a_commit_without_metadata_and_one_from_before_the_field_decode_with_non
         assert (request.offsets, request.metadata) == ({("a", 0): 17}, {})
 
 
+@pytest.mark.parametrize("topic_bytes, metadata_bytes", [
+    (1, 0), (15, 0), (limits.TOPIC_NAME_BYTES_MAX, 0), (1, limits.OFFSET_METADATA_BYTES_MAX),
+    (limits.TOPIC_NAME_BYTES_MAX, limits.OFFSET_METADATA_BYTES_MAX), (7, 100)])
+def test_a_commit_too_big_for_one_header_is_split_into_parts_that_each_fit(
+        topic_bytes, metadata_bytes):
+    # Given 4,096 partitions of each of two topics, with metadata of the size given,
+    # and the longest group name, member id (a Kafka client id of 255 characters that
+    # take 4 bytes each, and a UUID) and instance id
+    topics = ["a" * topic_bytes, "b" * topic_bytes]
+    offsets = {(topic, p): 2**62 + p for topic in topics for p in range(4096)}
+    metadata = {tp: "m" * metadata_bytes for tp in offsets} if metadata_bytes else None
+    group = "g" * limits.GROUP_NAME_BYTES_MAX
+    member = "\U0001F600" * limits.CLASSIC_CLIENT_ID_CHARS_MAX + "-" + "u" * 36
+    instance = "i" * limits.CLASSIC_GROUP_INSTANCE_ID_BYTES_MAX
+    # When they are split into parts and each part is encoded
+    parts = protocol.commit_offsets_parts(offsets, metadata)
+    headers = [protocol.encode_commit_offsets(
+        1, "commitOffsets", group, member, 7, part, group_instance_id=instance,
+        metadata=metadata and {tp: metadata[tp] for tp in part}) for part in parts]
+    # Then every header fits, the parts hold every offset once, in order, and each part
+    # but the last is more than half full (no needless round trips)
+    sizes = [len(header) for header in headers]
+    assert max(sizes) <= limits.HEADER_BYTES_MAX, sizes
+    assert [tp for part in parts for tp in part] == sorted(offsets)
+    assert {tp: o for part in parts for tp, o in part.items()} == offsets
+    assert all(size > limits.HEADER_BYTES_MAX // 2 for size in sizes[:-1]), sizes
+    decoded = protocol.decode_request(headers[-1])
+    assert decoded.offsets == parts[-1]
+
+
+def test_a_commit_that_fits_one_header_is_one_part_and_no_offsets_are_no_parts():
+    offsets = {("t", p): p for p in range(100)}
+    assert protocol.commit_offsets_parts(offsets) == [offsets]
+    assert protocol.commit_offsets_parts({}) == []
+
+
 def test_a_reply_that_does_not_decode_raises_malformed_reply_naming_it():
     # Given bytes that are not a Reply (say, from something that is not a router)
     with pytest.raises(MalformedReplyError, match="not a valid Reply"):
