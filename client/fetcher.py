@@ -9,7 +9,9 @@ fetch next, the fetch in flight, and the records fetched but not handed out.
 
 A fetch at the log end is parked by the shard until records arrive or
 ``fetch_max_wait_ms`` passes, so an idle consumer costs one request per
-partition per wait. A partition with records still buffered is not fetched.
+partition per wait. A consumer of more partitions than it may have fetches in
+flight takes turns (``send_fetches``) and parks each for a share of the wait.
+A partition with records still buffered is not fetched.
 A fetch unanswered for ``fetch_max_wait_ms + request_timeout_ms`` is lost (the
 broker restarted, a router went away) and is sent again.
 
@@ -187,6 +189,7 @@ class Fetcher:
         never read the others."""
         now = time.monotonic()
         bytes_max, in_flight_max = self._fetch_shape()
+        wait_ms = self._fetch_wait_ms(in_flight_max)
         in_flight = sum(1 for state in self.partitions.values() if state.fetch_id is not None)
         states = list(self.partitions.items())
         start = self._fetch_turn % len(states) if states else 0
@@ -208,11 +211,25 @@ class Fetcher:
                 self._reset_position(tp)
             request_id = self._conn.next_request_id()
             self._conn.send_to(tp, request_id, protocol.encode_fetch(
-                request_id, tp.topic, tp.partition, state.fetch_offset, bytes_max,
-                self.fetch_max_wait_ms))
+                request_id, tp.topic, tp.partition, state.fetch_offset, bytes_max, wait_ms))
             in_flight += state.fetch_id is None
             state.fetch_id, state.fetch_sent_s = request_id, now
             self._fetches[request_id] = tp
+
+    def _fetch_wait_ms(self, in_flight_max: int) -> int:
+        """How long a fetch may be parked at the log end. fetch_max_wait_ms, unless there
+        are more partitions than fetches in flight: then their share of it, so that
+        taking turns, each partition is still asked about every fetch_max_wait_ms. Parked
+        for all of it, a record in a partition of an idle 4,096 waited for its turn for up
+        to 8 s. The share is not below FETCH_WAIT_MS_SHARED_MIN, which bounds the requests
+        an idle consumer makes (beyond 1,280 partitions at the default wait, a turn comes
+        less often: at 4,096, every 1.6 s)."""
+        partitions = len(self.partitions)
+        if partitions <= in_flight_max:
+            return self.fetch_max_wait_ms
+        return min(self.fetch_max_wait_ms,
+                   max(limits.FETCH_WAIT_MS_SHARED_MIN,
+                       self.fetch_max_wait_ms * in_flight_max // partitions))
 
     def _fetch_shape(self) -> tuple[int, int]:
         """(bytes a fetch asks for, fetches in flight at most): the router lets one

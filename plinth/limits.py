@@ -94,6 +94,10 @@ FETCH_BYTES_MAX = 32 * MiB
 FETCH_BYTES_DEFAULT = 4 * MiB
 FETCH_WAIT_MS_MAX = 60_000
 FETCH_WAIT_MS_DEFAULT = 500
+# A consumer of more partitions than it may have fetches in flight parks each fetch
+# for a share of its fetch_max_wait_ms, so that every partition is asked about as
+# often as a narrow consumer's would be (client/fetcher.py); never for less than this.
+FETCH_WAIT_MS_SHARED_MIN = 100
 # Fetches parked at the log end in one shard; one more is answered at once
 # with an empty result rather than queued.
 PARKED_FETCHES_MAX = 10_000

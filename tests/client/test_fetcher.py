@@ -148,6 +148,26 @@ def test_a_consumer_of_more_partitions_than_fetches_in_flight_fetches_every_one_
     assert max(asked.count(p) for p in range(count)) <= 2
 
 
+@pytest.mark.parametrize("times_in_flight, wait_ms", [
+    (1, 1000), (2, 500), (8, 125), (32, limits.FETCH_WAIT_MS_SHARED_MIN)])
+def test_a_consumer_of_more_partitions_than_fetches_in_flight_parks_each_for_its_share_of_the_wait(
+        rig_of, times_in_flight, wait_ms):
+    # Given a consumer with a fetch wait of 1 s, of as many partitions as it may have
+    # fetches in flight, or several times as many
+    in_flight = limits.CLIENT_FETCH_BYTES_IN_FLIGHT_MAX // limits.FETCH_BYTES_COUNTED_MIN
+    rig = rig_of([], fetch_max_bytes=limits.FETCH_BYTES_DEFAULT, fetch_max_wait_ms=1000)
+    partitions = [TopicPartition("t", p) for p in range(times_in_flight * in_flight)]
+    rig.fetcher.assign(partitions)
+    for tp in partitions:
+        rig.fetcher.seek(tp, 0)
+    # When it sends its fetches
+    rig.fetcher.send_fetches()
+    # Then each may be parked for its share of the wait (so that each partition is
+    # asked about every second), but not for less than the floor
+    assert rig.sent_nothing_more(in_flight)
+    assert {r.wait_ms_max for r in fetches(rig.broker)} == {wait_ms}
+
+
 def test_a_few_partitions_fetch_their_full_fetch_max_bytes(rig_of):
     # Given a consumer of two partitions, with the default fetch size
     rig = rig_of([], fetch_max_bytes=limits.FETCH_BYTES_DEFAULT)
