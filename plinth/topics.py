@@ -50,6 +50,7 @@ UNCLEAN_LEADER_ELECTION_ENABLE = "unclean.leader.election.enable"
 REMOTE_STORAGE_ENABLE = "remote.storage.enable"
 LOCAL_RETENTION_MS = "local.retention.ms"
 LOCAL_RETENTION_BYTES = "local.retention.bytes"
+MAX_MESSAGE_BYTES = "max.message.bytes"
 LOCAL_RETENTION_AS_TOTAL = -2   # Kafka's local.retention.* default: as retention.*
 _INT64_MAX = 2**63 - 1
 _BOOLEANS = ("true", "false")
@@ -68,6 +69,10 @@ TOPIC_CONFIG_KEYS: dict[str, tuple[int, int, int]] = {
     MESSAGE_TIMESTAMP_BEFORE_MAX_MS: (0, _INT64_MAX,
                                       limits.MESSAGE_TIMESTAMP_BEFORE_MS_MAX_DEFAULT),
     MESSAGE_TIMESTAMP_AFTER_MAX_MS: (0, _INT64_MAX, limits.MESSAGE_TIMESTAMP_AFTER_MS_MAX_DEFAULT),
+    # The largest record batch a produce may append, in bytes as sent (compressed, if
+    # it is): a larger one is refused with RecordTooLargeError (Kafka's
+    # MESSAGE_TOO_LARGE). By default, and at most, the broker's own limit.
+    MAX_MESSAGE_BYTES: (1, limits.BATCH_BYTES_MAX, limits.BATCH_BYTES_MAX),
     # What the shards' disks keep of a tiered topic: -2, as retention.*; -1, all.
     LOCAL_RETENTION_MS: (LOCAL_RETENTION_AS_TOTAL, 2**62, LOCAL_RETENTION_AS_TOTAL),
     LOCAL_RETENTION_BYTES: (LOCAL_RETENTION_AS_TOTAL, 2**62, LOCAL_RETENTION_AS_TOTAL),
@@ -77,6 +82,10 @@ TOPIC_CONFIG_KEYS: dict[str, tuple[int, int, int]] = {
 # it is accepted (and not stored: it is what every topic does); "compact" is refused.
 CLEANUP_POLICY = "cleanup.policy"
 CLEANUP_POLICY_DELETE = "delete"
+# Kafka's compression.type: Plinth stores every batch as its producer sent it, which
+# is Kafka's "producer"; accepted as such (and not stored), any other refused.
+COMPRESSION_TYPE = "compression.type"
+COMPRESSION_TYPE_PRODUCER = "producer"
 # Boolean keys every topic has: key -> default.
 TOPIC_CONFIG_BOOLEANS: dict[str, str] = {REMOTE_STORAGE_ENABLE: "false"}
 # The local retention keys and the whole log's retention each may not exceed.
@@ -168,7 +177,7 @@ def config_without(name: str, config: dict[str, str], changes: dict[str, str],
         raise InvalidConfigError(f"topic {name!r}: {len(deleted)} config keys to delete, over "
                                  f"the limit of {limits.CONFIG_ENTRIES_MAX}")
     known = (set(TOPIC_CONFIG_KEYS) | set(TOPIC_CONFIG_BOOLEANS) | set(REPLICATION_CONFIG_KEYS)
-             | {CLEANUP_POLICY})
+             | {CLEANUP_POLICY, COMPRESSION_TYPE})
     unknown = sorted(deleted - known)
     if unknown:
         raise InvalidConfigError(f"topic {name!r}: cannot delete unknown config "
@@ -188,7 +197,7 @@ def normalize_topic_config(name: str, config: dict[str, str],
         raise InvalidConfigError(
             f"topic {name!r}: {len(config)} config entries, over the limit of "
             f"{limits.CONFIG_ENTRIES_MAX}")
-    config = _without_cleanup_policy(name, config)
+    config = _without_compression_type(name, _without_cleanup_policy(name, config))
     known = set(TOPIC_CONFIG_KEYS) | set(TOPIC_CONFIG_BOOLEANS) | set(REPLICATION_CONFIG_KEYS)
     unknown = sorted(set(config) - known)
     if unknown:
@@ -222,6 +231,21 @@ def _without_cleanup_policy(name: str, config: dict[str, str]) -> dict[str, str]
             f"compaction; its only policy is {CLEANUP_POLICY_DELETE!r} (segments past "
             f"retention.ms or retention.bytes are deleted)")
     return {key: value for key, value in config.items() if key != CLEANUP_POLICY}
+
+
+def _without_compression_type(name: str, config: dict[str, str]) -> dict[str, str]:
+    """``config`` without compression.type, which may only be "producer" (what Plinth
+    does); InvalidConfigError naming the producer's option for any other."""
+    codec = config.get(COMPRESSION_TYPE)
+    if codec is None:
+        return config
+    if codec.strip() != COMPRESSION_TYPE_PRODUCER:
+        raise InvalidConfigError(
+            f"topic {name!r}: compression.type {codec!r} is not supported: Plinth stores "
+            f"each batch as its producer sent it, compressed or not (Kafka's "
+            f"{COMPRESSION_TYPE_PRODUCER!r}); choose the codec with the producer's "
+            f"compression_type (compression.type of a Kafka client)")
+    return {key: value for key, value in config.items() if key != COMPRESSION_TYPE}
 
 
 def min_insync_replicas(config: dict[str, str]) -> int:

@@ -356,12 +356,14 @@ class Partition:
         is this shard's epoch as the partition's leader (NO_EPOCH: factor 1): a
         new one is assigned at this batch's base offset and saved first; an
         older one than the latest here is a programmer error (the shard fences
-        it first). Raises InvalidTimestampError, appending nothing, for a record
-        outside the topic's timestamp window, and StorageError, naming the
+        it first). Raises RecordTooLargeError, appending nothing, for a batch over the
+        topic's max.message.bytes, InvalidTimestampError for a record outside the
+        topic's timestamp window, and StorageError, naming the
         partition and the directory, when the disk refuses the write.
         """
         if now_ms is None:
             now_ms = wall_clock_ms()
+        self._check_batch_bytes(batch)
         self._check_timestamps(summary, now_ms)
         if leader_epoch >= 0 and leader_epoch != self.leader_epochs.latest_epoch():
             self._start_epoch(leader_epoch)
@@ -604,6 +606,14 @@ class Partition:
                 log.error("cannot remove old producer snapshots of %s in %s: %s", self.name,
                           self.log.directory, exc)
         return result
+
+    def _check_batch_bytes(self, batch) -> None:
+        batch_bytes, limit = memoryview(batch).nbytes, self.log.config.batch_bytes_max
+        if batch_bytes > limit:
+            raise RecordTooLargeError(
+                f"{self.name}: a batch of {batch_bytes} bytes is over the topic's "
+                f"{topics.MAX_MESSAGE_BYTES}={limit}; send smaller batches (the producer's "
+                f"batch_bytes_max, Kafka's batch.size) or raise {topics.MAX_MESSAGE_BYTES}")
 
     def _check_timestamps(self, summary, now_ms: int) -> None:
         """Raise InvalidTimestampError unless every record's timestamp is in the window."""

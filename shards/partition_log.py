@@ -94,6 +94,8 @@ class LogConfig:
     ``retention_bytes`` of -1 keep everything. ``timestamp_before_ms_max`` and
     ``timestamp_after_ms_max`` are Kafka's message.timestamp.before.max.ms and
     .after.max.ms, checked by the partition (partition.py) against the shard's clock.
+    ``batch_bytes_max`` is Kafka's max.message.bytes: the largest batch the partition
+    (partition.py) appends as leader, in bytes as produced.
 
     Tiered storage (issue 14): ``remote_storage_enable`` is the topic's
     remote.storage.enable; ``local_retention_ms`` and ``local_retention_bytes`` are
@@ -112,6 +114,7 @@ class LogConfig:
     retention_bytes: int = RETENTION_BYTES_DEFAULT
     timestamp_before_ms_max: int = MESSAGE_TIMESTAMP_BEFORE_MS_MAX_DEFAULT
     timestamp_after_ms_max: int = MESSAGE_TIMESTAMP_AFTER_MS_MAX_DEFAULT
+    batch_bytes_max: int = BATCH_BYTES_MAX
     remote_storage_enable: bool = False
     local_retention_ms: int = topics.LOCAL_RETENTION_AS_TOTAL
     local_retention_bytes: int = topics.LOCAL_RETENTION_AS_TOTAL
@@ -134,6 +137,7 @@ class LogConfig:
                    retention_bytes=value(topics.RETENTION_BYTES),
                    timestamp_before_ms_max=value(topics.MESSAGE_TIMESTAMP_BEFORE_MAX_MS),
                    timestamp_after_ms_max=value(topics.MESSAGE_TIMESTAMP_AFTER_MAX_MS),
+                   batch_bytes_max=value(topics.MAX_MESSAGE_BYTES),
                    remote_storage_enable=topics.remote_storage_enabled(config),
                    local_retention_ms=value(topics.LOCAL_RETENTION_MS),
                    local_retention_bytes=value(topics.LOCAL_RETENTION_BYTES))
@@ -161,6 +165,7 @@ class LogConfig:
         _check_int_in_range("retention_bytes", self.retention_bytes, -1, None)
         _check_int_in_range("timestamp_before_ms_max", self.timestamp_before_ms_max, 0, None)
         _check_int_in_range("timestamp_after_ms_max", self.timestamp_after_ms_max, 0, None)
+        _check_int_in_range("batch_bytes_max", self.batch_bytes_max, 1, BATCH_BYTES_MAX)
         if not isinstance(self.remote_storage_enable, bool):
             raise InvalidConfigError(f"remote_storage_enable must be a bool, got "
                                      f"{self.remote_storage_enable!r}")

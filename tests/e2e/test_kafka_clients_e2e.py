@@ -328,6 +328,43 @@ def test_kafka_pythons_alter_configs_works_through_either_api(kafka_broker):
     assert _config(kafka_broker, topic) == {**defaults, "retention.ms": "60000"}
 
 
+def test_a_topics_max_message_bytes_refuses_larger_batches_from_either_client(kafka_broker):
+    from confluent_kafka import KafkaException
+    from confluent_kafka import Producer as KafkaProducer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from plinth.errors import RecordTooLargeError
+
+    # Given a topic created by librdkafka's admin with max.message.bytes=2000 and
+    # compression.type=producer (what Plinth does; another codec is refused)
+    topic, other = unique_topic("maxmsg"), unique_topic("zstd")
+    client = AdminClient({"bootstrap.servers": kafka_broker.kafka_address})
+    client.create_topics([NewTopic(topic, 1, config={
+        "max.message.bytes": "2000", "compression.type": "producer"})])[topic].result(TIMEOUT_S)
+    with pytest.raises(KafkaException) as refused:
+        client.create_topics([NewTopic(other, 1, config={"compression.type": "zstd"})])[
+            other].result(TIMEOUT_S)
+    assert refused.value.args[0].name() == "INVALID_CONFIG"
+    assert "choose the codec with the producer's compression_type" in str(refused.value)
+    # When librdkafka sends a 5,000-byte record, then a 100-byte one
+    delivered = []
+    producer = KafkaProducer({"bootstrap.servers": kafka_broker.kafka_address, "linger.ms": 0})
+    for value in (b"x" * 5000, b"y" * 100):
+        producer.produce(topic, value, on_delivery=lambda error, message: delivered.append(
+            error and error.name()))
+        producer.flush(TIMEOUT_S)
+    # Then the first is refused with MSG_SIZE_TOO_LARGE and the second stored
+    assert delivered == ["MSG_SIZE_TOO_LARGE", None]
+    # And Plinth's producer is refused too, told the key and its value
+    with Producer(broker=kafka_broker.url) as plinth_producer:
+        with pytest.raises(RecordTooLargeError, match="over the topic's max.message.bytes=2000"):
+            plinth_producer.send(topic, b"x" * 5000).get(timeout=TIMEOUT_S)
+    with Admin(broker=kafka_broker.url) as admin:
+        info = admin.describe_topic(topic)
+    assert info.partition_info[0].end_offset == 1
+    assert info.config["max.message.bytes"] == "2000"
+
+
 def test_describe_configs_shows_a_topics_defaults_and_the_brokers_listener(kafka_broker):
     from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 

@@ -35,6 +35,7 @@ def test_config_is_filled_with_defaults_and_checked_key_by_key():
                       "retention.bytes": str(limits.RETENTION_BYTES_DEFAULT),
                       "message.timestamp.before.max.ms": str(2**63 - 1),
                       "message.timestamp.after.max.ms": "3600000",
+                      "max.message.bytes": str(limits.BATCH_BYTES_MAX),
                       "remote.storage.enable": "false", "local.retention.ms": "-2",
                       "local.retention.bytes": "-2"}
     with pytest.raises(InvalidConfigError, match="unknown config retention.foo"):
@@ -59,6 +60,13 @@ def test_segments_smaller_than_1_mib_or_a_minute_and_negative_windows_are_refuse
     # the key, the value and the bounds
     with pytest.raises(InvalidConfigError, match=f"topic 't': {key}={value} is outside {bounds}"):
         normalize_topic_config("t", {key: str(value)})
+
+
+@pytest.mark.parametrize("value", [0, -1, limits.BATCH_BYTES_MAX + 1])
+def test_a_max_message_bytes_over_the_brokers_batch_limit_or_below_1_is_refused(value):
+    with pytest.raises(InvalidConfigError, match=f"topic 't': max.message.bytes={value} is "
+                                                 f"outside 1..{limits.BATCH_BYTES_MAX}"):
+        normalize_topic_config("t", {"max.message.bytes": str(value)})
 
 
 def test_the_smallest_allowed_segments_and_any_window_are_taken():
@@ -241,4 +249,23 @@ def test_cleanup_policy_compact_is_refused_saying_plinth_has_no_compaction(polic
 
 def test_cleanup_policy_may_be_deleted_from_a_topics_config():
     assert topics.config_without("t", {"retention.ms": "5"}, {}, ["cleanup.policy"]) == {
+        "retention.ms": "5"}
+
+
+@pytest.mark.parametrize("codec", ["producer", " producer "])
+def test_compression_type_producer_is_accepted_as_what_every_topic_does(codec):
+    config = normalize_topic_config("t", {"compression.type": codec, "retention.ms": "5"})
+    assert config == normalize_topic_config("t", {"retention.ms": "5"})
+
+
+@pytest.mark.parametrize("codec", ["zstd", "gzip", "uncompressed", ""])
+def test_another_compression_type_is_refused_naming_the_producers_option(codec):
+    with pytest.raises(InvalidConfigError,
+                       match=f"compression.type '{codec}' is not supported: Plinth stores each "
+                             f"batch as its producer sent it.*compression_type"):
+        normalize_topic_config("t", {"compression.type": codec})
+
+
+def test_compression_type_may_be_deleted_from_a_topics_config():
+    assert topics.config_without("t", {"retention.ms": "5"}, {}, ["compression.type"]) == {
         "retention.ms": "5"}

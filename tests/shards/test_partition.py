@@ -15,7 +15,7 @@ import pytest
 from plinth import limits
 from plinth.errors import (
     CorruptDataError, InvalidTimestampError, OffsetOutOfRangeError, OutOfOrderSequenceError,
-    StorageError)
+    RecordTooLargeError, StorageError)
 from plinth.format.log_entry import LOG_ENTRY_HEADER_BYTES, build_entry_header, iter_entries
 from plinth.format.record_batch import BatchBuilder, summarize_batch
 from plinth.shards.leader_epochs import (
@@ -195,6 +195,26 @@ def test_an_append_the_disk_refuses_raises_a_storage_error_and_leaves_the_log_as
     monkeypatch.undo()
     assert append(part, batch_of([b"later"])) == 1
     assert part.log.size_bytes > size_bytes + LOG_ENTRY_HEADER_BYTES
+
+
+# --- Batch size --------------------------------------------------------------------
+
+def test_a_batch_over_the_topics_max_message_bytes_is_refused_and_one_at_it_is_stored(tmp_path):
+    # Given a partition of a topic whose max.message.bytes is the size of a batch
+    fits = batch_of([b"x" * 100])
+    part = open_partition(tmp_path / "t-3", LogConfig(batch_bytes_max=len(fits)))
+    # When a larger batch is appended (batches grow a word at a time)
+    larger = batch_of([b"x" * 108])
+    assert len(larger) > len(fits)
+    # Then it is refused, naming the partition, its size and the limit, and nothing is
+    # stored; a batch of the limit's size is
+    with pytest.raises(RecordTooLargeError) as caught:
+        append(part, larger)
+    assert str(caught.value).startswith(
+        f"t-3: a batch of {len(larger)} bytes is over the topic's "
+        f"max.message.bytes={len(fits)}")
+    assert part.log.end_offset == 0
+    assert append(part, fits) == 0
 
 
 # --- Timestamps ------------------------------------------------------------------
