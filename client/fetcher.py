@@ -38,6 +38,7 @@ import gc
 import logging
 import time
 from collections import deque
+from itertools import chain, islice
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
@@ -141,6 +142,11 @@ class Fetcher:
         self.partitions: dict[TopicPartition, PartitionState] = {}
         self._fetches: dict[int, TopicPartition] = {}     # request id -> its partition
         self._rotation = 0                                 # where take() starts, for fairness
+        # The partitions whose buffers hold records, in the order they got them: take()
+        # walks these, not every partition (an idle consumer of thousands of
+        # partitions spent most of its time asking empty buffers).
+        self._buffered: dict[TopicPartition, None] = {}
+        self._backing_off: set[TopicPartition] = set()     # retry_at_s set, maybe passed
         self._fetch_turn = 0   # where send_fetches() starts: the first partition it left out
 
     # --- Assignment and position -----------------------------------------------
@@ -149,17 +155,23 @@ class Fetcher:
         """Read exactly these partitions, each from no position yet."""
         self.partitions = {TopicPartition(*tp): PartitionState() for tp in partitions}
         self._fetches.clear()
+        self._buffered.clear()
+        self._backing_off.clear()
 
     def add(self, tp: TopicPartition, position: int | None) -> None:
         """Read ``tp`` too, from ``position`` (None: the consumer's reset decides)."""
         replaced = self.partitions.get(tp)
         if replaced is not None:
             self._fetches.pop(replaced.fetch_id, None)
+            self._buffered.pop(tp, None)
+            self._backing_off.discard(tp)
         self.partitions[tp] = PartitionState(position)
 
     def remove(self, tp: TopicPartition) -> None:
         state = self.partitions.pop(tp)
         self._fetches.pop(state.fetch_id, None)
+        self._buffered.pop(tp, None)
+        self._backing_off.discard(tp)
 
     def state(self, topic: str, partition: int) -> PartitionState:
         state = self.partitions.get(TopicPartition(topic, partition))
@@ -177,6 +189,7 @@ class Fetcher:
         self._fetches.pop(state.fetch_id, None)
         state.fetch_id = None
         state.records.clear()
+        self._buffered.pop(tp, None)
 
     # --- Fetching ----------------------------------------------------------------
 
@@ -189,17 +202,19 @@ class Fetcher:
         never read the others."""
         now = time.monotonic()
         bytes_max, in_flight_max = self._fetch_shape()
+        in_flight = len(self._fetches)
+        if in_flight >= in_flight_max and not self._oldest_fetch_lost(now):
+            return   # no room, and no fetch to ask again: a busy loop's usual case
         wait_ms = self._fetch_wait_ms(in_flight_max)
-        in_flight = sum(1 for state in self.partitions.values() if state.fetch_id is not None)
-        states = list(self.partitions.items())
-        start = self._fetch_turn % len(states) if states else 0
-        for index in range(len(states)):
-            tp, state = states[(start + index) % len(states)]
+        items = self.partitions.items()
+        start = self._fetch_turn % len(items) if items else 0
+        turn = chain(islice(items, start, None), islice(items, start))
+        for index, (tp, state) in enumerate(turn, start):
             if state.records or now < state.retry_at_s:
                 continue
             if state.fetch_id is None and in_flight >= in_flight_max:
                 # the router refuses fetches past the connection's bytes in flight
-                self._fetch_turn = start + index
+                self._fetch_turn = index
                 break
             if state.fetch_id is not None:
                 if now - state.fetch_sent_s < self._fetch_timeout_s:
@@ -215,6 +230,13 @@ class Fetcher:
             in_flight += state.fetch_id is None
             state.fetch_id, state.fetch_sent_s = request_id, now
             self._fetches[request_id] = tp
+
+    def _oldest_fetch_lost(self, now: float) -> bool:
+        """Whether the oldest fetch in flight (``_fetches`` is in the order they were
+        sent: one asked again is sent anew) went unanswered past its timeout."""
+        oldest = next(iter(self._fetches.values()), None)
+        return (oldest is not None
+                and now - self.partitions[oldest].fetch_sent_s >= self._fetch_timeout_s)
 
     def _fetch_wait_ms(self, in_flight_max: int) -> int:
         """How long a fetch may be parked at the log end. fetch_max_wait_ms, unless there
@@ -241,11 +263,12 @@ class Fetcher:
         return bytes_max, limits.CLIENT_FETCH_BYTES_IN_FLIGHT_MAX // counted_bytes
 
     def next_retry_s(self) -> float | None:
-        """When the earliest backoff ends (time.monotonic()), or None if none runs."""
+        """When the earliest backoff ends (time.monotonic()), or None if none runs. Only
+        the partitions that backed off are looked at (each poll asks)."""
         now = time.monotonic()
-        retries_s = [state.retry_at_s for state in self.partitions.values()
-                     if state.retry_at_s > now]
-        return min(retries_s) if retries_s else None
+        ended = [tp for tp in self._backing_off if self.partitions[tp].retry_at_s <= now]
+        self._backing_off.difference_update(ended)
+        return min((self.partitions[tp].retry_at_s for tp in self._backing_off), default=None)
 
     def on_reply(self, view: protocol.ReplyView, payload) -> None:
         """A reply that is not the Consumer's own: a fetch's, perhaps a stale one."""
@@ -278,6 +301,7 @@ class Fetcher:
                                         limits.CLIENT_RETRY_BACKOFF_MS / 1000),
                                     limits.CLIENT_RETRY_BACKOFF_MAX_MS / 1000)
         state.retry_at_s = time.monotonic() + state.retry_backoff_s
+        self._backing_off.add(tp)
         log.info("fetch of %s-%d at offset %d: %s; retrying in %.0f ms", tp.topic,
                  tp.partition, state.fetch_offset, error, state.retry_backoff_s * 1000)
 
@@ -296,6 +320,8 @@ class Fetcher:
                 state.fetch_offset = max(state.fetch_offset,
                                          header.base_offset + header.record_count)
         finally:
+            if state.records:
+                self._buffered[tp] = None
             if gc_was_enabled:
                 gc.enable()
 
@@ -313,20 +339,21 @@ class Fetcher:
 
     def take(self, max_records: int) -> dict[TopicPartition, list[ConsumerRecord]]:
         """Buffered records, at most ``max_records``, starting one partition further each
-        call (fairness). Positions are the caller's to move. ValueError for
+        call among those with records (fairness). Positions are the caller's to move. ValueError for
         ``max_records`` < 1, which could never hand out a record."""
         if max_records < 1:
             raise ValueError(f"max_records={max_records} must be 1 or more")
         out: dict[TopicPartition, list[ConsumerRecord]] = {}
-        items = list(self.partitions.items())
-        if not items:
+        buffered = list(self._buffered)
+        if not buffered:
             return out
-        self._rotation = (self._rotation + 1) % len(items)
+        self._rotation = (self._rotation + 1) % len(buffered)
         room = max_records
-        for tp, state in items[self._rotation:] + items[:self._rotation]:
-            taken = state.records.take(room)
-            if not taken:
-                continue
+        for tp in buffered[self._rotation:] + buffered[:self._rotation]:
+            records = self.partitions[tp].records
+            taken = records.take(room)
+            if not records:
+                del self._buffered[tp]
             out[tp] = taken
             room -= len(taken)
             if room == 0:

@@ -270,6 +270,29 @@ def test_transient_errors_back_off_doubling_until_a_reply_succeeds(rig_of, monke
     assert [r.offset for r in fetches(rig.broker)] == [0, 0, 0, 1]
 
 
+def test_the_next_retry_is_the_earliest_backoff_of_the_partitions_still_assigned(
+        rig_of, monkeypatch):
+    # Given two partitions whose fetches were answered unavailable, each backing off
+    monkeypatch.setattr(limits, "CLIENT_RETRY_BACKOFF_MS", 10_000)
+    rig = rig_of([UnavailableError("a"), UnavailableError("b")])
+    rig.fetcher.assign([T0, T1])
+    rig.fetcher.seek(T0, 0)
+    rig.fetcher.seek(T1, 0)
+    states = rig.fetcher.partitions
+    rig.pump(lambda: len(rig.broker.requests) == 2
+             and all(state.fetch_id is None for state in states.values()))
+    first, second = sorted((T0, T1), key=lambda tp: states[tp].retry_at_s)
+    # Then the next retry is the earlier backoff's end
+    assert rig.fetcher.next_retry_s() == states[first].retry_at_s
+    # And once that partition is removed, the other's
+    later = states[second]
+    rig.fetcher.remove(first)
+    assert rig.fetcher.next_retry_s() == later.retry_at_s
+    # And once its backoff has passed (its end moved back here), there is none
+    later.retry_at_s = time.monotonic() - 1
+    assert rig.fetcher.next_retry_s() is None
+
+
 def test_the_backoff_stops_growing_at_its_maximum(rig_of, monkeypatch):
     # Given backoffs from 1 ms to at most 8 ms, and a broker that stays unavailable
     monkeypatch.setattr(limits, "CLIENT_RETRY_BACKOFF_MS", 1)
