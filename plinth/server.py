@@ -8,8 +8,10 @@ everything on this machine and under the data directory:
   into the machine's address unless it runs in its local-only mode, so the
   server sets ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` before importing Ray.
 - Ray's token authentication stays on (the ray 2.60 default), but its token
-  lives in ``<data_dir>/ray/auth_token`` instead of ``~/.ray/auth_token``:
-  Plinth writes nothing outside the data directory.
+  lives in ``<data_dir>/ray.auth_token`` instead of ``~/.ray/auth_token``:
+  Plinth writes nothing outside the data directory. The token file is made
+  mode 0600 and one that another user owns or may read is refused
+  (plinth/secret_files.py); Ray's session directory is made 0700.
 - Ray's session files go under ``<data_dir>/ray`` when that path is short
   enough for Unix socket names, else under a fresh ``plinth-ray-*`` folder in
   the system temp directory (the log says which).
@@ -58,9 +60,12 @@ from plinth.data_dir_lock import DataDirLock
 from plinth.errors import BrokerError, InvalidConfigError
 from plinth.loopback import is_loopback
 from plinth.process_tuning import tune_data_path_process
+from plinth.secret_files import load_or_create_secret
 from plinth.shards.shard_handle import TierOptions
 
 log = logging.getLogger(__name__)
+
+RAY_TOKEN_FILE = "ray.auth_token"   # in the data dir: the embedded Ray's auth token
 
 # Ray's periodic work that the embedded broker turns off; each of these woke
 # every Ray process (the raylet, the GCS, the server, the controller and every
@@ -291,6 +296,10 @@ def _start_ray(options: ServeOptions) -> None:
         ray.init(address=options.ray_address, namespace=namespace,
                  logging_level=logging.WARNING, log_to_driver=True)
         return
+    # Outside ray_dir, which Ray makes writable by everyone (made for /tmp/ray): there
+    # another local user could swap the token for one they know before Ray reads it.
+    token_path = options.data_dir / RAY_TOKEN_FILE
+    load_or_create_secret(token_path, lambda: secrets.token_hex(32), "Ray's auth token")
     # Before anything starts: Ray's processes inherit the reaper's mark, and the
     # reaper ends them when this process is gone, even after kill -9. Ray is not
     # imported yet, so at a normal exit this runs after Ray's atexit shutdown.
@@ -299,11 +308,7 @@ def _start_ray(options: ServeOptions) -> None:
     reaper = ProcessReaper.start()
     atexit.register(reaper.release)
     ray_dir = options.data_dir / "ray"
-    ray_dir.mkdir(parents=True, exist_ok=True)
-    token_path = ray_dir / "auth_token"
-    if not token_path.exists():
-        token_path.write_text(secrets.token_hex(32))
-        token_path.chmod(0o600)
+    ray_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     # Ray's local-only mode: it then takes 127.0.0.1 as the node address
     # instead of turning it into the machine's network address.
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -323,6 +328,10 @@ def _start_ray(options: ServeOptions) -> None:
         ray.init(_node_ip_address="127.0.0.1", _temp_dir=temp_dir, namespace=namespace,
                  num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
                  logging_level=logging.WARNING, _system_config=EMBEDDED_RAY_SYSTEM_CONFIG)
+    # Ray shares its temp directory with every user (mode 0777, as /tmp/ray); this one
+    # is the server's own, and no one else may put files (sockets, session links) in it.
+    for directory in {str(ray_dir), temp_dir}:
+        os.chmod(directory, 0o700)
 
 
 @contextlib.contextmanager

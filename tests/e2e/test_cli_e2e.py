@@ -86,9 +86,13 @@ def test_embedded_serve_starts_its_own_ray_serves_and_exits_cleanly_on_sigterm(t
     finally:
         proc.terminate()
         code = proc.wait(120)
-    # Then SIGTERM ends it with status 0, and Ray's token stayed in the data dir
+    # Then SIGTERM ends it with status 0, and Ray's token stayed in the data dir, out
+    # of Ray's session directory and readable by this user only; the session
+    # directory is this user's alone too (Ray made it writable by everyone)
     assert code == 0, "".join(output[-30:])
-    assert (tmp_path / "d" / "ray" / "auth_token").exists()
+    token = tmp_path / "d" / "ray.auth_token"
+    assert (token.stat().st_mode & 0o777, token.stat().st_uid) == (0o600, os.geteuid())
+    assert (tmp_path / "d" / "ray").stat().st_mode & 0o777 == 0o700
     assert not (tmp_path / "home" / ".ray").exists()
 
 

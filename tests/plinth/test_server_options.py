@@ -201,3 +201,21 @@ def test_a_router_given_a_store_for_a_broker_without_tiered_storage_is_refused()
                        r"broker 'plinth' has no tiered storage \(its plinth serve was given "
                        r"no --tier-url\)"):
         check_tier_store("s3://bucket/a", None, "plinth")
+
+
+# --- The embedded Ray's auth token -------------------------------------------------------
+
+def test_plinth_serve_refuses_a_ray_token_others_may_read_before_starting_ray(tmp_path):
+    # Given a data dir whose Ray token file someone could have planted (mode 0644)
+    data_dir = tmp_path / "d"
+    data_dir.mkdir()
+    (data_dir / "ray.auth_token").write_text("0" * 64)
+    (data_dir / "ray.auth_token").chmod(0o644)
+    # When plinth serve starts on it
+    result = CliRunner().invoke(main, ["serve", "--data-dir", str(data_dir),
+                                       "--listen", "tcp://127.0.0.1:1"])
+    # Then it refuses in one line naming the file and why, and Ray never started
+    assert result.exit_code == 1, result.output
+    assert (f"error: InvalidConfigError: Ray's auth token {data_dir / 'ray.auth_token'} has "
+            f"mode 644: others may read or change it") in result.stderr
+    assert not (data_dir / "ray").exists()

@@ -1,0 +1,72 @@
+"""Files that hold a secret the broker made for itself: created private, checked on load.
+
+Server process, before anything that reads the secret starts. Such a file (the
+embedded Ray's auth token) is created with mode 0600 from its first byte
+(``O_CREAT | O_EXCL``: never readable by others, even for a moment, and never
+through a file or link someone else put there first), fsynced with its
+directory. A file that is already there is used only if it is a regular file
+(not a symbolic link), owned by the user the server runs as, and neither
+readable nor writable by anyone else: a secret another local user could have
+planted or read is refused, naming the file, its owner and its mode, and telling
+the user to remove it (the server then makes a new one).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from plinth.errors import InvalidConfigError
+
+SECRET_FILE_MODE = 0o600
+
+
+def load_or_create_secret(path: Path, make_secret, what: str) -> str:
+    """The secret in ``path``, or ``make_secret()`` written there if there is none.
+    InvalidConfigError, naming ``what`` and the path, for a file that fails the
+    module's checks or cannot be read."""
+    try:
+        _create(path, make_secret())
+    except FileExistsError:
+        check_private(path, what)
+    try:
+        return path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidConfigError(f"cannot read {what} {path}: {exc}") from None
+
+
+def check_private(path: Path, what: str) -> None:
+    """InvalidConfigError unless ``path`` is a regular file of this user's that no one
+    else may read or write."""
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        raise InvalidConfigError(f"cannot read {what} {path}: {exc}") from None
+    problem = None
+    if not stat.S_ISREG(info.st_mode):
+        problem = "is not a regular file (a symbolic link or another kind)"
+    elif info.st_uid != os.geteuid():
+        problem = f"is owned by uid {info.st_uid}, not by this user (uid {os.geteuid()})"
+    elif stat.S_IMODE(info.st_mode) & 0o077:
+        problem = f"has mode {stat.S_IMODE(info.st_mode):o}: others may read or change it"
+    if problem is not None:
+        raise InvalidConfigError(
+            f"{what} {path} {problem}; someone else may know or have chosen it. Remove it "
+            f"(a new one, mode {SECRET_FILE_MODE:o}, is made at the next start)")
+
+
+def _create(path: Path, secret: str) -> None:
+    """Write ``secret`` to a new file ``path`` (FileExistsError if anything is there)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, SECRET_FILE_MODE)
+    try:
+        os.fchmod(fd, SECRET_FILE_MODE)   # the umask may have taken bits; none are added
+        os.write(fd, secret.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,61 @@
+"""plinth/secret_files.py: a secret file is made private from its first byte, and one
+that someone else could have planted or read is refused, naming it and why."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from plinth.errors import InvalidConfigError
+from plinth.secret_files import load_or_create_secret
+
+NOBODY_UID = 65534
+
+
+def make(path):
+    return load_or_create_secret(path, lambda: "s3cret", "the test's secret")
+
+
+def test_a_new_secret_is_written_mode_0600_and_read_back_the_same_at_the_next_start(tmp_path):
+    path = tmp_path / "token"
+    os.umask(0o022)   # the usual umask; the file is 0600 whatever it is
+    assert make(path) == "s3cret"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert load_or_create_secret(path, lambda: "other", "the test's secret") == "s3cret"
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o602])
+def test_a_secret_others_may_read_or_change_is_refused_naming_it_and_its_mode(tmp_path, mode):
+    path = tmp_path / "token"
+    path.write_text("known")
+    path.chmod(mode)
+    with pytest.raises(InvalidConfigError) as refused:
+        make(path)
+    assert str(refused.value).startswith(
+        f"the test's secret {path} has mode {mode:o}: others may read or change it")
+    assert "Remove it" in str(refused.value)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_a_secret_owned_by_another_user_is_refused(tmp_path):
+    # Given a token another local user planted (mode 0600, theirs)
+    path = tmp_path / "token"
+    path.write_text("0" * 64)
+    path.chmod(0o600)
+    os.chown(path, NOBODY_UID, NOBODY_UID)
+    # Then it is refused, naming its owner
+    with pytest.raises(InvalidConfigError, match=f"is owned by uid {NOBODY_UID}, not by this user"):
+        make(path)
+
+
+def test_a_symbolic_link_in_place_of_the_secret_is_refused_and_not_followed(tmp_path):
+    # Given a link where the token goes, to a file of someone's choosing
+    target = tmp_path / "theirs"
+    target.write_text("chosen")
+    target.chmod(0o600)
+    (tmp_path / "token").symlink_to(target)
+    # Then the secret is not read through it, nor written through it
+    with pytest.raises(InvalidConfigError, match="is not a regular file"):
+        make(tmp_path / "token")
+    assert target.read_text() == "chosen"
