@@ -32,14 +32,17 @@ import time
 from plinth import limits, protocol
 from plinth.client.connection import Connection
 from plinth.errors import (BrokerError, InconsistentGroupProtocolError, InvalidConfigError,
-                           InvalidGroupError, PlinthTimeoutError, StaleMemberEpochError,
-                           UnknownMemberIdError)
+                           InvalidGroupError, NotAuthorizedError, PlinthTimeoutError,
+                           StaleMemberEpochError, UnknownMemberIdError)
 
 log = logging.getLogger(__name__)
 # Answers no heartbeat can change: the membership ends and poll() raises them.
 # invalidConfig: the coordinator refuses the member's session timeout or assignor,
-# which this member sends unchanged in every heartbeat.
-_REFUSALS = (InconsistentGroupProtocolError, InvalidGroupError, InvalidConfigError)
+# which this member sends unchanged in every heartbeat. notAuthorized: the client's
+# key has no grant on the group (Kafka's GROUP_AUTHORIZATION_FAILED, which its
+# consumers raise from poll too); retried, poll returned nothing for ever.
+_REFUSALS = (InconsistentGroupProtocolError, InvalidGroupError, InvalidConfigError,
+             NotAuthorizedError)
 
 TopicPartition = tuple[str, int]
 # The member epoch of a leave heartbeat (as the coordinator's, shards/group_coordinator.py).

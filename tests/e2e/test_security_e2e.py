@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 import zmq.auth
@@ -114,6 +115,34 @@ def read_until(consumer, expected: list[bytes], got: list[bytes] | None = None) 
 
     wait_until(read)
     return got
+
+
+def test_a_consumer_in_a_group_its_key_has_no_grant_on_is_told_so_by_poll_and_the_cli(secured):
+    # Given a reader key that may consume every topic, but has no grant on any group
+    broker, server_public, admin_secret, reader_secret, _ = secured
+    as_admin = dict(curve_key_file=str(admin_secret), curve_server_key_file=str(server_public))
+    as_reader = dict(curve_key_file=str(reader_secret), curve_server_key_file=str(server_public))
+    topic = unique_topic("sec")
+    with Admin(broker=broker.url, **as_admin) as admin:
+        admin.create_topic(topic, 1)
+    # When it consumes in group billing
+    consumer = Consumer(topic, broker=broker.url, group="billing", **as_reader)
+    try:
+        # Then poll raises the refusal (it used to return nothing for ever, logging it)
+        deadline_s = time.monotonic() + 30
+        with pytest.raises(NotAuthorizedError, match="may not consume group 'billing'"):
+            while time.monotonic() < deadline_s:
+                consumer.poll(timeout_ms=200)
+    finally:
+        consumer.close()
+    # And the CLI exits non-zero saying so (it waited for ever, or exited 0)
+    consumed = subprocess.run(
+        [sys.executable, "-m", "plinth.cli", "--broker", broker.url, "--curve-key-file",
+         str(reader_secret), "--curve-server-key-file", str(server_public), "consume", topic,
+         "--group", "billing", "--max-messages", "1"], capture_output=True, text=True,
+        timeout=120)
+    assert consumed.returncode == 1, consumed
+    assert "NotAuthorizedError" in consumed.stderr and "group 'billing'" in consumed.stderr
 
 
 def test_grants_on_its_own_topics_give_a_tenant_nothing_of_anothers_group_nor_the_cluster(
