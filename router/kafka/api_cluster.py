@@ -29,7 +29,8 @@ import logging
 from plinth import limits, protocol, topics as plinth_topics
 from plinth.errors import InvalidTopicError
 from plinth.router.kafka import error_codes as kafka
-from plinth.router.kafka.backend import ask
+from plinth.router.kafka.api_acls import principal_of
+from plinth.router.kafka.backend import PRINCIPAL, ask
 from plinth.router.kafka.codec import SUPPORTED_VERSIONS
 from plinth.router.kafka.plinth_errors import kafka_code
 
@@ -88,9 +89,7 @@ async def metadata(gateway, header, body: dict, connection) -> dict:
         for name in (sorted(known) if names is None else names):
             info = known.get(name)
             if info is None:
-                topics.append(_topic_error(name, kafka.UNKNOWN_TOPIC_OR_PARTITION
-                                           if _name_refusal(name) is None
-                                           else kafka.INVALID_TOPIC_EXCEPTION))
+                topics.append(_topic_error(name, _absent_code(gateway, name)))
                 continue
             topics.append({"error_code": kafka.NONE, "name": name,
                            "is_internal": name == plinth_topics.OFFSETS_TOPIC,
@@ -100,6 +99,21 @@ async def metadata(gateway, header, body: dict, connection) -> dict:
     return {"throttle_time_ms": 0, "brokers": [_broker(b) for b in brokers],
             "cluster_id": cluster.cluster_id, "controller_id": cluster.node_id,
             "topics": topics, "cluster_authorized_operations": AUTHORIZED_OPERATIONS_OMITTED}
+
+
+def _absent_code(gateway, name: str | None) -> int:
+    """The code for a topic asked for by name and not in Plinth's answer, which holds only
+    the topics the user has a grant on: TOPIC_AUTHORIZATION_FAILED if the user has none
+    on the name (whether it exists or not, as Kafka answers, so that existence stays
+    hidden and clients fail at once instead of waiting for the topic to appear), else
+    INVALID_TOPIC_EXCEPTION for a name no topic may have, else UNKNOWN_TOPIC_OR_PARTITION."""
+    user = PRINCIPAL.get()
+    if gateway.acl is not None and user is not None and name is not None and not (
+            gateway.acl.grants_for(principal_of(user)).may_see_topic(name)):
+        return kafka.TOPIC_AUTHORIZATION_FAILED
+    if _name_refusal(name) is not None:
+        return kafka.INVALID_TOPIC_EXCEPTION
+    return kafka.UNKNOWN_TOPIC_OR_PARTITION
 
 
 def _topic_error(name: str | None, code: int) -> dict:

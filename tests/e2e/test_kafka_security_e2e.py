@@ -209,6 +209,35 @@ def test_a_user_without_the_grant_gets_kafkas_authorization_errors(secure_kafka)
     assert "denied produce from User:bo" in secure_kafka.log()
 
 
+def test_a_topic_a_user_has_no_grant_on_is_topic_authorization_failed_whether_it_exists_or_not(
+        secure_kafka):
+    from confluent_kafka import KafkaError
+    from confluent_kafka import Producer as KafkaProducer
+    from kafka import KafkaProducer as PyProducer
+    from kafka.errors import TopicAuthorizationFailedError
+
+    # Given a topic alice has no grant on (hers are ks-*), and a name no topic has
+    secret = unique_topic("secret")
+    with Admin(broker=secure_kafka.url, **secure_kafka.as_admin) as admin:
+        admin.create_topic(secret, partitions=1)
+    for topic in (secret, unique_topic("nothing")):
+        # When alice produces to it with kafka-python
+        producer = PyProducer(acks="all", retries=0, max_block_ms=TIMEOUT_S * 1000,
+                              **_kafka_python(secure_kafka, "alice", "PLAIN"))
+        # Then she is told at once she may not (she was left to wait for the topic's
+        # metadata, max_block_ms), whether it exists or not
+        with pytest.raises(TopicAuthorizationFailedError):
+            producer.send(topic, b"no").get(TIMEOUT_S)
+        producer.close()
+        # And librdkafka fails the record with TOPIC_AUTHORIZATION_FAILED, not a timeout
+        errors = []
+        rdkafka = KafkaProducer({**_confluent(secure_kafka, "alice", "PLAIN"),
+                                 "message.timeout.ms": TIMEOUT_S * 1000})
+        rdkafka.produce(topic, b"no", on_delivery=lambda error, _: errors.append(error))
+        rdkafka.flush(TIMEOUT_S)
+        assert [e.code() for e in errors] == [KafkaError.TOPIC_AUTHORIZATION_FAILED]
+
+
 class SecureRouter(StandaloneRouter):
     """``plinth router`` with the broker's keys and ACL and a Kafka listener of its own."""
 
