@@ -62,7 +62,7 @@ from plinth.errors import (BrokerError, MalformedRequestError, NotEnoughReplicas
 from plinth.format.log_entry import scan_whole_entries
 from plinth.shards.deletion_waits import DeletionWaits
 from plinth.shards.fetch_purgatory import FetchPurgatory
-from plinth.shards.leader_epochs import LeaderEpochs
+from plinth.shards.leader_epochs import NO_EPOCH, LeaderEpochs
 from plinth.shards.partition import Partition
 from plinth.shards.replication import LeaderReplication, epoch_starts_between
 from plinth.shards.shard_calls import Leadership
@@ -260,16 +260,18 @@ class ReplicaServer:
 
     def _send_entries(self, envelope: list, request: protocol.ReplicaFetchRequest,
                       led: Led) -> None:
-        result, data = self._read_entries(led, request.fetch_offset, request.bytes_max,
-                                          limits.REPLICA_FETCH_BYTES_MAX)
+        result, data = self._read_entries(led, request.fetch_offset, request.last_fetched_epoch,
+                                          request.bytes_max, limits.REPLICA_FETCH_BYTES_MAX)
         self._reply(envelope, protocol.encode_replica_fetch_reply(request.request_id, result),
                     data)
 
-    def _read_entries(self, led: Led, fetch_offset: int, bytes_max: int,
-                      room_bytes: int) -> tuple[protocol.ReplicaFetchResult, bytes | memoryview]:
+    def _read_entries(self, led: Led, fetch_offset: int, last_fetched_epoch: int,
+                      bytes_max: int, room_bytes: int
+                      ) -> tuple[protocol.ReplicaFetchResult, bytes | memoryview]:
         """The entries from ``fetch_offset`` up to this log's end, at most ``bytes_max``
         (0: REPLICA_FETCH_BYTES_MAX) and ``room_bytes`` but one whole entry, and the
-        answer that goes with them."""
+        answer that goes with them (for a follower whose last entry has
+        ``last_fetched_epoch``)."""
         part = led.part
         plog = part.log
         end_offset = plog.end_offset
@@ -280,7 +282,8 @@ class ReplicaServer:
             data = plog.read(fetch_offset, bytes_max, end_offset)
         result = protocol.ReplicaFetchResult(
             part.high_watermark, plog.start_offset, end_offset,
-            epoch_starts=_epoch_starts(part.leader_epochs, fetch_offset, data),
+            epoch_starts=_epoch_starts(part.leader_epochs, fetch_offset, data,
+                                       last_fetched_epoch),
             log_start_floor=part.floor)
         return result, data
 
@@ -329,7 +332,7 @@ class ReplicaServer:
                 log_start_floor=part.floor)), True
         answer = led.replication.on_follower_fetch(
             request.replica_id, wanted.fetch_offset, wanted.last_fetched_epoch,
-            part.leader_epochs, end_offset, now_s)
+            part.leader_epochs, end_offset, now_s, wanted.log_start_offset)
         if answer.diverged:
             return protocol.ReplicaFetchPartitionResult(None, protocol.ReplicaFetchResult(
                 part.high_watermark, plog.start_offset, end_offset,
@@ -354,13 +357,13 @@ class ReplicaServer:
                 results.append(outcome)
                 continue
             try:
-                result, data = self._read_entries(outcome, wanted.fetch_offset,
+                result, data = self._read_entries(outcome, wanted.fetch_offset, wanted.last_fetched_epoch,
                                                   wanted.bytes_max, room_bytes - total_bytes)
             except BrokerError as exc:   # a bad entry (CRC): this partition's answer
                 results.append(protocol.ReplicaFetchPartitionResult(exc, None))
                 continue
             if total_bytes and total_bytes + len(data) > room_bytes:   # one whole entry too big
-                result, data = self._read_entries(outcome, wanted.fetch_offset, 0, 0)
+                result, data = self._read_entries(outcome, wanted.fetch_offset, wanted.last_fetched_epoch, 0, 0)
             results.append(protocol.ReplicaFetchPartitionResult(None, result, len(data)))
             if data:
                 chunks.append(data)
@@ -428,15 +431,27 @@ class ReplicaServer:
                                    if replica != self.shard_id}}
 
 
-def _epoch_starts(epochs: LeaderEpochs, fetch_offset: int,
-                  data) -> tuple[protocol.EpochStart, ...]:
+def _epoch_starts(epochs: LeaderEpochs, fetch_offset: int, data,
+                  last_fetched_epoch: int) -> tuple[protocol.EpochStart, ...]:
     """The epochs that start inside the entries ``data`` (read from ``fetch_offset``),
     for the follower's history. The common case, no epoch starting at or after
-    ``fetch_offset``, reads no entry header."""
+    ``fetch_offset``, reads no entry header.
+
+    A follower with no epoch (``last_fetched_epoch`` NO_EPOCH: it restarted empty at
+    this log's start) is also given the epoch its first entry has, starting there, as
+    a Kafka follower takes the epoch of the first batch it appends: without it, its
+    history stayed empty, and each later fetch was a divergence."""
     entries = epochs.entries
-    if not data or not entries or entries[-1].start_offset < fetch_offset:
+    if not data or not entries:
         return ()
-    *_, (_, last, _) = scan_whole_entries(data, verify_crc=False)
-    data_end_offset = last.base_offset + last.record_count
-    return tuple(protocol.EpochStart(e.epoch, e.start_offset)
-                 for e in epoch_starts_between(epochs, fetch_offset, data_end_offset))
+    starts = []
+    if last_fetched_epoch == NO_EPOCH:
+        before = [e for e in entries if e.start_offset < fetch_offset]
+        if before:
+            starts.append(protocol.EpochStart(before[-1].epoch, fetch_offset))
+    if entries[-1].start_offset >= fetch_offset:
+        *_, (_, last, _) = scan_whole_entries(data, verify_crc=False)
+        data_end_offset = last.base_offset + last.record_count
+        starts.extend(protocol.EpochStart(e.epoch, e.start_offset)
+                      for e in epoch_starts_between(epochs, fetch_offset, data_end_offset))
+    return tuple(starts)

@@ -330,3 +330,22 @@ def test_followers_of_two_partitions_keep_both_in_sync_with_one_fetch_per_leader
         srv = c.servers[shard_id]
         c.wait_for(lambda: srv.call(srv.stats_snapshot)["replication"][("t", 1)]
                    ["high_watermark"] == 3, f"{shard_id} holds t-1 up to 3")
+
+
+# --- The epochs sent with the entries ------------------------------------------------------
+
+def test_a_follower_without_epochs_is_given_the_epoch_of_its_first_entry_starting_there():
+    from plinth.shards.leader_epochs import NO_EPOCH, EpochEntry, LeaderEpochs
+    from plinth.shards.replica_server import _epoch_starts
+    from tests.client.scripted_broker import entry
+
+    # Given a leader with epoch 0 from 4036 and epoch 1 from 6000, serving the entries
+    # 13288..13290 and 13291 (epoch 2 starts there)
+    epochs = LeaderEpochs([EpochEntry(0, 4036), EpochEntry(1, 6000), EpochEntry(2, 13291)])
+    data = entry(13288, [b"a", b"b", b"c"]) + entry(13291, [b"d"])
+    # When a follower that restarted empty at 13288 (no epoch) fetches them
+    # Then it is told epoch 1 starts at 13288 for it, and epoch 2 where it starts
+    assert _epoch_starts(epochs, 13288, data, NO_EPOCH) == (
+        protocol.EpochStart(1, 13288), protocol.EpochStart(2, 13291))
+    # And a follower that has epoch 1 is told only of epoch 2, as before
+    assert _epoch_starts(epochs, 13288, data, 1) == (protocol.EpochStart(2, 13291),)

@@ -203,6 +203,19 @@ def test_a_follower_ahead_in_an_epoch_or_in_an_epoch_the_leader_lacks_diverges()
     assert divergence(epochs((4, 3)), 5, 2, 9) == EpochEntry(2, 3)
 
 
+def test_a_follower_restarted_empty_at_a_tiered_leaders_local_start_does_not_diverge():
+    # Given a leader whose epochs began long before its local log start 13288 (tiered:
+    # the older segments are in object storage), and a follower that restarted its
+    # log empty there, so it has no epoch
+    leader_epochs = epochs((0, 4036), (1, 6000))
+    # Then its fetch from 13288 is served (it was told to truncate to 6000, below the
+    # leader's start, and restarted again: for ever)
+    assert divergence(leader_epochs, 13288, NO_EPOCH, 20000, follower_log_start=13288) is None
+    # But a follower without epochs that holds entries from 0 still diverges there
+    assert divergence(leader_epochs, 13288, NO_EPOCH, 20000, follower_log_start=0) == \
+        EpochEntry(0, 4036)
+
+
 def test_a_diverging_fetch_answers_the_epoch_and_counts_nothing():
     # Given a leader with epoch 3 up to 10
     replication = leader()
