@@ -540,7 +540,11 @@ class Partition:
         leader before its own start. Returns what the log cut."""
         plog = self.log
         result = plog.restart_at(start_offset)
-        self._fit_epochs_to_log()
+        # All of them, as Kafka's truncateFullyAndStartAt clears its epoch cache: kept for
+        # remote offsets (_fit_epochs_to_log keeps those), this replica's own old epoch
+        # covered offsets its new leader wrote in a later one, and each fetch diverged.
+        if self.leader_epochs.entries:
+            self._save_epochs(LeaderEpochs([]))
         self.high_watermark = start_offset
         self.producers = ProducerStates()
         self._discard_producer_snapshot_after(start_offset - 1)

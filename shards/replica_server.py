@@ -223,7 +223,7 @@ class ReplicaServer:
             return
         answer = led.replication.on_follower_fetch(
             request.replica_id, request.fetch_offset, request.last_fetched_epoch,
-            part.leader_epochs, end_offset, now_s)
+            part.leader_epochs, end_offset, now_s, plog.start_offset)
         if answer.diverged:
             self._reply(envelope, protocol.encode_replica_fetch_reply(
                 request.request_id, protocol.ReplicaFetchResult(
@@ -332,7 +332,7 @@ class ReplicaServer:
                 log_start_floor=part.floor)), True
         answer = led.replication.on_follower_fetch(
             request.replica_id, wanted.fetch_offset, wanted.last_fetched_epoch,
-            part.leader_epochs, end_offset, now_s, wanted.log_start_offset)
+            part.leader_epochs, end_offset, now_s, plog.start_offset)
         if answer.diverged:
             return protocol.ReplicaFetchPartitionResult(None, protocol.ReplicaFetchResult(
                 part.high_watermark, plog.start_offset, end_offset,

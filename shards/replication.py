@@ -103,19 +103,19 @@ class FetchAnswer:
 
 
 def divergence(epochs: LeaderEpochs, fetch_offset: int, last_fetched_epoch: int,
-               log_end_offset: int, follower_log_start: int = 0) -> EpochEntry | None:
+               log_end_offset: int, log_start_offset: int = 0) -> EpochEntry | None:
     """The leader's epoch lookup (KIP-320): None if a follower whose last entry has
     epoch ``last_fetched_epoch`` and whose log ends at ``fetch_offset`` holds a
     prefix of this log (``epochs``, ending at ``log_end_offset``); otherwise the
     (epoch, end offset) it must truncate against.
 
-    A follower without epochs whose log is empty (it starts at ``fetch_offset``: it
-    restarted at this log's start, Partition.restart_at) holds nothing to diverge.
-    Where this log's start is past its first epoch's (a tiered log's local start, or
-    an epoch that began before retention), answering it a divergence at that epoch
-    made it truncate below this log's start, restart at it, and be told again: for
-    ever, hundreds of times a second."""
-    if last_fetched_epoch == NO_EPOCH and follower_log_start >= fetch_offset:
+    A follower without epochs that fetches from this log's (local) start
+    ``log_start_offset`` restarted its log empty there (Partition.restart_at, told
+    so by an earlier answer): it holds nothing to diverge. Where this log's start is
+    past its first epoch's (a tiered log's local start), answering it a divergence
+    at that epoch made it truncate below this log's start, restart at it, and be
+    told again: for ever, hundreds of times a second."""
+    if last_fetched_epoch == NO_EPOCH and fetch_offset == log_start_offset > 0:
         return None
     epoch, end_offset = epochs.end_offset_for(last_fetched_epoch, log_end_offset)
     if epoch == NO_EPOCH:
@@ -241,16 +241,16 @@ class LeaderReplication:
 
     def on_follower_fetch(self, replica_id: str, fetch_offset: int, last_fetched_epoch: int,
                           epochs: LeaderEpochs, log_end_offset: int,
-                          now_s: float, follower_log_start: int = 0) -> FetchAnswer:
+                          now_s: float, log_start_offset: int = 0) -> FetchAnswer:
         """A follower's fetch (already checked by ``check_fetch_epoch``): its durable log
-        ends at ``fetch_offset`` (and starts at ``follower_log_start``, 0 if not told),
-        its last entry has ``last_fetched_epoch``.
+        ends at ``fetch_offset``, its last entry has ``last_fetched_epoch``.
+        ``log_start_offset``: the leader's local log start.
         ``epochs`` and ``log_end_offset`` are the leader's log's (appended, fsynced
         or not: what it would serve). Either a divergence to truncate against, or
         serve from ``fetch_offset``."""
         self.check_fetch_epoch(replica_id, self.leader_epoch)
         diverged = divergence(epochs, fetch_offset, last_fetched_epoch, log_end_offset,
-                              follower_log_start)
+                              log_start_offset)
         if diverged is not None:
             return FetchAnswer(diverged.epoch, diverged.start_offset, fetch_offset,
                                self.high_watermark, False)

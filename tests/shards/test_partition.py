@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -864,6 +865,21 @@ def test_a_follower_behind_its_leaders_log_start_restarts_there_with_no_history(
     assert follower.leader_epochs.entries == leader.leader_epochs.entries
     assert append_as_leader(follower, batch_of([b"v" * 300], producer_id=6, base_sequence=39),
                             3) == 39
+
+
+def test_a_tiered_follower_restarted_at_its_leaders_local_start_keeps_no_epoch_of_its_own(
+        tmp_path):
+    # Given a replica of a tiered topic that led it in epoch 0 from offset 0, whose
+    # remote log (object storage) starts at 0
+    follower = open_partition(tmp_path / "t-3")
+    append_as_leader(follower, batch_of([b"a"]), 0)
+    follower.remote = SimpleNamespace(log_start_offset=0, is_empty=False)
+    # When, a follower now, it restarts empty at its new leader's local start
+    follower.restart_at(13288)
+    # Then it keeps no epoch, saved so: its epoch 0 claimed offsets its new leader wrote
+    # in a later epoch, and each fetch was answered with a divergence
+    assert follower.leader_epochs.entries == ()
+    assert load_leader_epochs(follower.log.directory).entries == ()
 
 
 def test_retention_removes_the_producer_snapshots_of_the_segments_it_deletes(tmp_path):

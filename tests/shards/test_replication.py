@@ -210,9 +210,10 @@ def test_a_follower_restarted_empty_at_a_tiered_leaders_local_start_does_not_div
     leader_epochs = epochs((0, 4036), (1, 6000))
     # Then its fetch from 13288 is served (it was told to truncate to 6000, below the
     # leader's start, and restarted again: for ever)
-    assert divergence(leader_epochs, 13288, NO_EPOCH, 20000, follower_log_start=13288) is None
-    # But a follower without epochs that holds entries from 0 still diverges there
-    assert divergence(leader_epochs, 13288, NO_EPOCH, 20000, follower_log_start=0) == \
+    assert divergence(leader_epochs, 13288, NO_EPOCH, 20000, log_start_offset=13288) is None
+    # But a follower without epochs fetching past the leader's start (it holds entries
+    # from before it) still diverges
+    assert divergence(leader_epochs, 13300, NO_EPOCH, 20000, log_start_offset=13288) == \
         EpochEntry(0, 4036)
 
 
