@@ -93,6 +93,11 @@ def check_user_name(name: str, where: str) -> str:
                                  f"to {limits.KAFKA_SASL_USER_NAME_BYTES_MAX}")
     if not name.isprintable():
         raise InvalidConfigError(f"{where}: user name {name!r} holds a control character")
+    if name == "*":
+        # Kafka's User:* means every user; Plinth's ACL file says that with "*" alone, so
+        # a user of that name would be a different grant that looks the same.
+        raise InvalidConfigError(f"{where}: '*' is not a user name; in the ACL file, the "
+                                 f"key \"*\" (without User:) grants every client")
     return name
 
 

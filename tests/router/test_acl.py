@@ -279,3 +279,11 @@ def test_a_kafka_sasl_user_is_named_user_colon_name_and_its_refusals_name_it_in_
 def test_a_sasl_user_key_without_a_printable_name_is_refused(tmp_path, key):
     with pytest.raises(InvalidConfigError, match="ACL file"):
         acl_from(tmp_path, {key: [{"operations": ["cluster"]}]})
+
+
+def test_user_star_is_refused_saying_that_star_alone_grants_every_client(tmp_path):
+    # Kafka's User:* means every user; here it would grant only a user named "*"
+    with pytest.raises(InvalidConfigError, match="'\\*' is not a user name; in the ACL file, "
+                                                 "the key \"\\*\" \\(without User:\\) "
+                                                 "grants every client"):
+        acl_from(tmp_path, {"User:*": [{"operations": ["consume"], "topics": "orders"}]})

@@ -92,3 +92,12 @@ def test_a_user_named_twice_in_the_file_is_refused(tmp_path):
     users_file.write_text('{"alice": %s, "alice": %s}' % (json.dumps(GOOD), json.dumps(GOOD)))
     with pytest.raises(InvalidConfigError, match="'alice' appears twice"):
         load_users(users_file)
+
+
+def test_kafka_user_add_refuses_a_user_named_star(tmp_path):
+    # A user named "*" would read as every user (Kafka's User:*) in DescribeAcls
+    added = subprocess.run([sys.executable, "-m", "plinth.cli", "kafka-user", "add",
+                            str(tmp_path / "users.json"), "*", "--password-stdin"],
+                           input="pw\n", text=True, capture_output=True)
+    assert added.returncode == 1 and "'*' is not a user name" in added.stderr, added.stderr
+    assert not (tmp_path / "users.json").exists()
