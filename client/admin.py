@@ -129,6 +129,11 @@ def election_partitions(topic_partitions) -> list[tuple[str, int]] | None:
     either client); None stays None (every partition)."""
     if topic_partitions is None:
         return None
+    if isinstance(topic_partitions, (str, bytes)):
+        # A topic's name alone was read as its characters: ('p',) is not a pair.
+        raise TypeError(f"elect_leaders takes (topic, partition) pairs or {{topic: [partitions]}}, "
+                        f"not a {type(topic_partitions).__name__}: for every partition of "
+                        f"{topic_partitions!r}, pass {{{topic_partitions!r}: range(count)}}")
     if isinstance(topic_partitions, dict):
         pairs = [(topic, p) for topic, ps in topic_partitions.items() for p in ps]
     else:

@@ -68,3 +68,12 @@ def test_a_partition_that_cannot_exist_is_refused_before_anything_is_sent(given)
     with pytest.raises(ValueError, match="not a \\(topic, partition\\) pair with 0 <= "
                                          "partition < 4096"):
         election_partitions(given)
+
+
+@pytest.mark.parametrize("given", ["pay", b"pay"])
+def test_a_topic_name_alone_is_refused_saying_how_to_name_its_partitions(given):
+    # It was read as its characters: "('p',) is not a (topic, partition) pair"
+    with pytest.raises(TypeError, match=r"elect_leaders takes \(topic, partition\) pairs or "
+                                        r"\{topic: \[partitions\]\}, not a "
+                                        rf"{type(given).__name__}: .*pass \{{{given!r}: "):
+        election_partitions(given)
