@@ -1380,22 +1380,25 @@ class Controller:
         their nodes, unless replicas may share one) cannot hold that many copies."""
         shard_ids = self._metadata.shards
         nodes = placement.distinct_nodes(shard_ids, self._metadata.shard_nodes)
+        which = "replication factor"
         if requested == 0:
             default = self._default_replication_factor
             if default is None:
                 default = 1 if nodes == 1 else min(limits.REPLICATION_FACTOR_DEFAULT_MULTI_NODE,
                                                    nodes)
+            else:   # the user did not ask for it: say where it comes from
+                which = "the server's --default-replication-factor"
             requested = default
         factor = topics.validate_replication_factor(name, requested)
         if factor > len(shard_ids):
             raise InvalidReplicationFactorError(
-                f"topic {name!r}: replication factor {factor} is more than the broker's "
+                f"topic {name!r}: {which} {factor} is more than the broker's "
                 f"{_count(len(shard_ids), 'shard')}: each replica needs its own shard "
                 f"(add shards with plinth shards add, or start a new data dir with "
                 f"--shards N)")
         if factor > nodes and not self._allow_replicas_on_one_node:
             raise InvalidReplicationFactorError(
-                f"topic {name!r}: replication factor {factor} is more than the "
+                f"topic {name!r}: {which} {factor} is more than the "
                 f"{_count(nodes, 'node')} the shards run on: a node's loss would take several "
                 f"copies; start the server with --allow-replicas-on-one-node to allow it "
                 f"(testing)")

@@ -188,7 +188,8 @@ def _kafka_listener_options(command):
               default=limits.LEADER_REBALANCE_INTERVAL_S, show_default=True,
               help="How often the auto leader rebalance looks (Kafka's "
                    "leader.imbalance.check.interval.seconds).")
-@click.option("--offsets-replication-factor", type=int, default=None,
+@click.option("--offsets-replication-factor",
+              type=click.IntRange(1, limits.REPLICATION_FACTOR_MAX), default=None,
               help="Copies of the consumer groups' committed offsets (Kafka's "
                    "offsets.topic.replication.factor; default: the default replication factor).")
 @click.option("--direct-clients", type=click.Choice(["auto", "off"]), default="auto",

@@ -132,6 +132,17 @@ def test_a_server_default_factor_applies_to_topics_created_without_one(brokers):
         brokers(3, default_replication_factor=0)
 
 
+def test_a_server_default_factor_the_shards_cannot_hold_is_named_as_the_servers_option(brokers):
+    # Given a server whose default factor is 3, on 2 shards
+    broker = brokers(2, default_replication_factor=3, **ON_ONE_NODE)
+    # Then a topic created without a factor is refused naming the option, not a factor
+    # the user never gave
+    with pytest.raises(InvalidReplicationFactorError,
+                       match="topic 't': the server's --default-replication-factor 3 is more "
+                             "than the broker's 2 shards"):
+        broker.controller.create_topic("t", 1, {})
+
+
 def test_every_start_bumps_the_controller_epoch_and_restamps_every_record(brokers):
     # Given a broker with a factor-2 topic
     broker = brokers(3, **ON_ONE_NODE)

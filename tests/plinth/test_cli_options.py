@@ -98,6 +98,9 @@ def test_a_listen_address_on_every_interface_or_a_named_host_is_taken(no_server,
      "--to-offset", "99999999999999999999 is not in the range 0<=x<=9223372036854775807"),
     (["produce", "t", "--key-separator", ""], "--key-separator", "must not be empty"),
     (["produce", "t", "--linger-ms", "-5"], "--linger-ms", "-5.0 is not in the range x>=0"),
+    # 0 was taken, silently, as the default
+    (["serve", "--offsets-replication-factor", "0"], "--offsets-replication-factor",
+     "0 is not in the range 1<=x<=5"),
     # nan passed click's range (every comparison with nan is false), then the Producer
     # refused it with a traceback
     (["produce", "t", "--linger-ms", "nan"], "--linger-ms", "'nan' is not a finite number"),
