@@ -110,7 +110,12 @@ def broker_address(broker=None, curve_key_file: str | None = None,
     public, secret = _load_key(key_file)
     if secret is None:
         raise ValueError(f"{key_file} holds no secret key; pass the .key_secret file")
-    server_public, _ = _load_key(server_file)
+    server_public, server_secret = _load_key(server_file)
+    if server_secret is not None:
+        # It works (the public key is in it too), but whoever holds the server's secret
+        # key can pose as the server: it must not be spread to clients.
+        raise ValueError(f"{server_file} holds the server's secret key; give clients the "
+                         f"server's public .key file, and keep the .key_secret on the server")
     return BrokerAddress(broker_url(broker), public, secret, server_public)
 
 
@@ -183,6 +188,19 @@ class Connection:
             self._poller.register(self.socket, zmq.POLLIN)
             self._direct = DirectRoutes(self._context, self._poller)
             self._arrived: deque = deque()   # replies read from the sockets, not handed out
+
+    @property
+    def _silence_hint(self) -> str:
+        """What a timeout's message adds: besides a broker that is down, a CurveZMQ broker
+        answers nothing at all to a client it does not admit (libzmq ends the handshake
+        without a word), so the keys are worth checking."""
+        if self.address.curve_secret_key is not None:
+            return ("; is a broker running there, does it admit this client's key (its "
+                    "--authorized-keys), and is curve_server_key_file its .key? A CurveZMQ "
+                    "broker answers nothing to a client it does not admit, and a plaintext "
+                    "one nothing to a CurveZMQ client")
+        return ("; is a broker running there? One that requires CurveZMQ answers nothing to a "
+                "client without keys (curve_key_file, curve_server_key_file)")
 
     def next_request_id(self) -> int:
         return next(self._ids)
@@ -307,7 +325,8 @@ class Connection:
             if got is None:
                 self._abandon(request_id)
                 raise PlinthTimeoutError(
-                    f"no reply from {self.url} to request {request_id} within {timeout_ms:.0f} ms")
+                    f"no reply from {self.url} to request {request_id} within {timeout_ms:.0f} ms"
+                    f"{self._silence_hint}")
             self._early[got[0].request_id] = got
         view, payload = self._early.pop(request_id)
         if view.error is not None:

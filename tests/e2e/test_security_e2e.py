@@ -65,11 +65,21 @@ def test_keys_and_acls_decide_who_may_do_what(secured):
     with Admin(broker=broker.url, **as_reader) as admin:
         with pytest.raises(NotAuthorizedError, match="may not admin"):
             admin.delete_topic(topic)
-    # A client whose key is not authorized, or who has no key, never gets a reply
-    for options in (dict(curve_key_file=str(stranger_secret), curve_server_key_file=str(server_public)), {}):
+    # A client whose key is not authorized, or who has no key, never gets a reply, and
+    # its timeout says the keys may be why
+    for options, hint in (
+            (dict(curve_key_file=str(stranger_secret), curve_server_key_file=str(server_public)),
+             "does it admit this client's key"),
+            ({}, "One that requires CurveZMQ answers nothing to a client without keys")):
         with Admin(broker=broker.url, request_timeout_ms=1_500, **options) as admin:
-            with pytest.raises(PlinthTimeoutError):
+            with pytest.raises(PlinthTimeoutError, match=hint):
                 admin.list_topics()
+    # And a client given the server's secret key file as the server's key is refused
+    server_secret = server_public.with_name("server.key_secret")
+    with pytest.raises(ValueError, match="holds the server's secret key; give clients the "
+                                         "server's public .key file"):
+        Admin(broker=broker.url, curve_key_file=str(reader_secret),
+              curve_server_key_file=str(server_secret))
     log = broker.log()
     assert "refused a client with key" in log and "denied deleteTopic" in log
 
