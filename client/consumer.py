@@ -35,6 +35,7 @@ from collections import deque
 from typing import NamedTuple
 
 from plinth import limits, protocol
+from plinth import topics as topics_rules
 from plinth.client.admin import Admin
 from plinth.client.arguments import checked_int, checked_ms, checked_str, checked_topic_names
 from plinth.client.connection import Connection, broker_address
@@ -93,9 +94,17 @@ def check_options(topics, auto_offset_reset: str, fetch_max_bytes: int, fetch_ma
         raise ValueError(f"group_assignor={group_assignor!r} is not one of "
                          f"{protocol.GROUP_ASSIGNORS} (or '': the group's, else the default)")
     if group is not None:
-        checked_str("group", group)
+        checked_group(group)
     if group is not None and not topics:
         raise ValueError("a consumer in a group needs topics: Consumer('topic', group=...)")
+
+
+def checked_group(group) -> str:
+    """A group's name, as the coordinator would take it (else it is refused only at the
+    first poll): TypeError, or InvalidGroupError naming the rule."""
+    checked_str("group", group)
+    topics_rules.validate_group_name(group)
+    return group
 
 
 def checked_subscription(topics, pattern) -> list[str]:

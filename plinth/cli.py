@@ -856,7 +856,7 @@ def consume(ctx, topic_name, partition, offset, from_beginning, from_time_ms, ma
         raise click.UsageError("--from-time picks the start itself; drop --group, --offset and "
                                "--from-beginning")
     if group is not None:   # refused here, not by the member's heartbeat: its log said it too
-        from plinth.shards.group_coordinator import validate_group_name
+        from plinth.topics import validate_group_name
 
         validate_group_name(group)
     # With or without a group, subscribing reads the topic; --partition assigns one.

@@ -1,4 +1,4 @@
-"""Topic names, partition counts and per-topic configuration: validation.
+"""Topic and group names, partition counts and per-topic configuration: validation.
 
 Any process may call these functions; the controller calls them before it
 creates anything, the client calls them to fail fast. Config keys are Kafka's
@@ -32,8 +32,8 @@ import re
 import secrets
 
 from plinth import limits
-from plinth.errors import (InvalidConfigError, InvalidPartitionsError, InvalidReplicationFactorError,
-                           InvalidTopicError)
+from plinth.errors import (InvalidConfigError, InvalidGroupError, InvalidPartitionsError,
+                           InvalidReplicationFactorError, InvalidTopicError)
 
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 TOPIC_ID_HEX_DIGITS = 32   # 16 random bytes, as Kafka's topic UUIDs
@@ -105,6 +105,19 @@ def validate_topic_name(name: str) -> None:
     if not _TOPIC_NAME.match(name):
         raise InvalidTopicError(
             f"topic name {name!r} may contain only ASCII letters, digits, '.', '_' and '-'")
+
+
+_GROUP_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def validate_group_name(name: str) -> None:
+    """InvalidGroupError unless ``name`` may name a consumer group (the coordinator's
+    rule, checked by the clients too, in their constructors)."""
+    if not isinstance(name, str) or not name or len(name.encode()) > limits.GROUP_NAME_BYTES_MAX \
+            or not _GROUP_NAME.match(name):
+        raise InvalidGroupError(
+            f"group name {name!r} must be 1 to {limits.GROUP_NAME_BYTES_MAX} bytes of ASCII "
+            f"letters, digits, '.', '_' and '-'")
 
 
 def new_topic_id() -> str:

@@ -63,7 +63,6 @@ between, members would rejoin, as after any coordinator restart.)
 from __future__ import annotations
 
 import logging
-import re
 import time
 import uuid
 from collections import Counter
@@ -71,6 +70,7 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 
 from plinth import limits, protocol
+from plinth.topics import validate_group_name  # noqa: F401 (classic_group's import)
 from plinth.errors import (GroupMaxSizeReachedError, GroupNotEmptyError, InvalidConfigError,
                            InvalidGroupError, NotOwnerError, OffsetMetadataTooLargeError,
                            OffsetOutOfRangeError, PartitionOutOfRangeError, StaleMemberEpochError, TooManyGroupsError,
@@ -86,7 +86,6 @@ TopicPartition = tuple[str, int]
 
 _MOVED_SETTING = "moved"   # "1" while another shard coordinates the group
 _ASSIGNOR_SETTING = "assignor"
-_GROUP_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
 @dataclass
@@ -654,10 +653,3 @@ def _count_down(counts: Counter, keys) -> None:
             del counts[key]
         else:
             raise AssertionError(f"{key!r} counted down below zero")
-
-
-def validate_group_name(name: str) -> None:
-    if not name or len(name.encode()) > limits.GROUP_NAME_BYTES_MAX or not _GROUP_NAME.match(name):
-        raise InvalidGroupError(
-            f"group name {name!r} must be 1 to {limits.GROUP_NAME_BYTES_MAX} bytes of ASCII "
-            f"letters, digits, '.', '_' and '-'")

@@ -46,9 +46,8 @@ from plinth.client.aio.admin import AIOAdmin
 from plinth.client.aio.connection import AIOConnection
 from plinth.client.aio.group_membership import AIOGroupMembership
 from plinth.client.connection import broker_address
-from plinth.client.arguments import checked_str
-from plinth.client.consumer import (OffsetAndTimestamp, check_options, checked_max_records,
-                                    checked_subscription)
+from plinth.client.consumer import (OffsetAndTimestamp, check_options, checked_group,
+                                    checked_max_records, checked_subscription)
 from plinth.client.consumer_base import ConsumerBase, checked_times, group_option
 from plinth.client.fetcher import Fetcher, TopicPartition
 from plinth.errors import BrokerError, ClientError, ClosedError, OffsetOutOfRangeError
@@ -104,7 +103,7 @@ class AIOConsumer(ConsumerBase):
                       request_timeout_ms=request_timeout_ms, max_poll_records=max_poll_records,
                       session_timeout_ms=session_timeout_ms, group_assignor=group_assignor)
         if group is not None:
-            checked_str("group", group)
+            checked_group(group)
         self.auto_offset_reset = auto_offset_reset
         self.request_timeout_ms = request_timeout_ms
         self.consumer_timeout_ms = consumer_timeout_ms

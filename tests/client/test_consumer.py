@@ -9,7 +9,8 @@ import pytest
 
 from plinth import Consumer, limits, protocol
 from plinth.client.consumer import OffsetAndTimestamp
-from plinth.errors import (CorruptDataError, InvalidConfigError, TooManyRequestsError,
+from plinth.errors import (CorruptDataError, InvalidConfigError, InvalidGroupError,
+                           TooManyRequestsError,
                            UnavailableError, UnknownMemberIdError)
 from tests.client.scripted_broker import entry
 
@@ -244,6 +245,9 @@ BAD_OPTIONS = [
      r"group_assignor='roundrobin' is not one of \('sticky', 'range'\)"),
     ({"group_assignor": None}, TypeError, r"group_assignor must be a str"),
     ({"group": 5}, TypeError, r"group must be a str, got 5"),
+    # a name the coordinator refuses was refused only at the first poll
+    ({"group": ""}, InvalidGroupError, r"group name '' must be 1 to 249 bytes of ASCII"),
+    ({"group": "a b"}, InvalidGroupError, r"group name 'a b' must be 1 to 249 bytes"),
     ({"request_timeout_ms": 0}, ValueError, r"request_timeout_ms=0 is outside 1\.\."),
     ({"request_timeout_ms": float("nan")}, ValueError, r"request_timeout_ms=nan is outside"),
     ({"max_poll_records": 0}, ValueError, r"max_poll_records=0 is outside 1\.\.2147483647"),
