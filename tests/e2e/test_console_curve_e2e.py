@@ -26,8 +26,10 @@ def console_as(broker, key_options):
     from plinth.client.console.app import create_app
     from plinth.client.console.config import ConsoleConfig
 
+    # Origin: its posts come from the console's own pages, as a browser's do
     return TestClient(create_app(ConsoleConfig(broker=broker.url, request_timeout_ms=10_000,
-                                               **key_options)), raise_server_exceptions=False)
+                                               **key_options)), raise_server_exceptions=False,
+                      headers={"Origin": "http://testserver"})
 
 
 def test_a_console_key_without_admin_rights_shows_admin_actions_as_not_permitted(curve_broker):
