@@ -70,6 +70,9 @@ the environment causes and is expected, handled and reported.
         ├── MalformedReplyError     what came back is not a valid Reply
         ├── InputTooLongError       a user's input to the console (a filter, a plan) is
         │                           over its limit; also a ValueError
+        ├── StaleConfirmationError  a console change posted with a confirmation token
+        │                           that does not bind it (another plan, user or
+        │                           console) or has expired; also a ValueError
         └── TooManyGroupsWatchedError  a live-lag stream for one group more than the
                                     console samples at once (client/console/lag_watch.py)
 
@@ -410,6 +413,13 @@ class InputTooLongError(ClientError, ValueError):
     """Something a user typed or a link carries (a console filter, a reset plan) is
     longer than its limit in plinth/limits.py: names it, its size and the limit,
     and is refused before anything is asked of the broker."""
+
+
+class StaleConfirmationError(ClientError, ValueError):
+    """A change posted to the console (client/console/confirm_tokens.py) whose token
+    was not made for exactly this plan, by this user, by this console process, or
+    has expired (CONSOLE_CONFIRM_TOKEN_S): nothing is applied, and the page says to
+    confirm again."""
 
 
 class TooManyGroupsWatchedError(ClientError):

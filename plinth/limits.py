@@ -1016,6 +1016,11 @@ CONSOLE_CONFIG_ENTRIES_MAX = 64
 # partitions well within CONTROL_CALL_TIMEOUT_S.
 CREATE_TOPICS_BATCH_MAX = 100
 CONSOLE_FORM_CHARS_MAX = 16_384
+# How long a confirmation page's token applies its change (client/console/
+# confirm_tokens.py): long enough to read a reset plan of many partitions, short
+# enough that a page left open (or a token that leaked) does not apply a plan
+# hours later, against offsets and configs that have moved since.
+CONSOLE_CONFIRM_TOKEN_S = 600
 # The auth file: entries, and scrypt's cost (n=2**14, r=8: 16 MiB and about 50 ms a
 # check, which bounds a password-guessing client to a few guesses a second a core).
 CONSOLE_AUTH_ENTRIES_MAX = 1000

@@ -8,6 +8,10 @@ data path's GIL. Modules, one concept each:
   loopback without login and TLS.
 - auth.py: the auth file (tokens and HTTP basic users, scrypt hashes) and the
   middleware that answers 401.
+- cross_site.py: CrossSiteGuard, the middleware that forbids framing and
+  refuses changes posted from other sites.
+- confirm_tokens.py: ConfirmTokens, the tokens that bind a change's apply to
+  the exact plan its confirmation showed, its user, and a lifetime.
 - context.py: ConsoleContext, what every page reaches through
   ``request.app.state.console``.
 - app.py: ``create_app``, the routes, and the error pages.

@@ -3,6 +3,10 @@
 Built once in the console's process (runner.py, or a test's TestClient), with
 the routes of every page module (pages_*.py).
 
+Every response carries the anti-framing headers, and a state-changing request
+from another site is refused with a 403 page (cross_site.py, the outermost
+middleware).
+
 Errors: a plinth error, ValueError or TypeError raised by a page is the user's
 (a bad offset, an unknown topic, a refused action): it becomes a page saying
 what was wrong, with 404 for what does not exist, 403 for what the console's
@@ -19,12 +23,14 @@ import logging
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
+from starlette.requests import Request
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from plinth import errors
 from plinth.client.connection import broker_address
 from plinth.client.console.config import ConsoleConfig
+from plinth.client.console.cross_site import CrossSiteGuard, frame
 from plinth.client.console.context import STATIC_DIR, ConsoleContext, SharedAdmin, make_templates
 from plinth.client.console.sampler import Sampler
 
@@ -40,9 +46,12 @@ def create_app(config: ConsoleConfig) -> Starlette:
     routes = [*pages_overview.ROUTES, *pages_topics.ROUTES, *pages_browse.ROUTES,
               *pages_groups.ROUTES]
     routes.append(Mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static"))
+    # The guard first (outermost): its frame headers go on the login's 401 too, and
+    # a cross-site post is refused before its credentials cost a scrypt.
     # Compressed: htmx is 52 KB as it is, 17 KB gzipped. Starlette's GZip leaves
     # text/event-stream alone, so the live charts are not held back in a buffer.
-    middleware = [Middleware(GZipMiddleware, minimum_size=1024)]
+    middleware = [Middleware(CrossSiteGuard, refusal=_cross_site_refusal),
+                  Middleware(GZipMiddleware, minimum_size=1024)]
     if config.auth_file is not None:
         from plinth.client.console.auth import AuthFile, AuthMiddleware
 
@@ -88,9 +97,17 @@ def _message(exc: Exception) -> str:
     return str(exc)
 
 
-def _error_page(request, status: int, title: str, message: str):
+def _error_page(request, status: int, title: str, message: str, **context):
     ctx = request.app.state.console
-    return ctx.render(request, "error.html", status_code=status, title=title, message=message)
+    return ctx.render(request, "error.html", status_code=status, title=title, message=message,
+                      **context)
+
+
+async def _cross_site_refusal(scope, message: str):
+    # On the event loop: can_admin given, so that the page never asks the broker
+    # (the error page does not use it).
+    return _error_page(Request(scope), 403, "Refused: not from this console's pages",
+                       message, can_admin=False)
 
 
 async def _user_error(request, exc: Exception):
@@ -109,6 +126,7 @@ async def _not_found(request, exc):
 
 async def _server_error(request, exc: Exception):
     log.exception("console: %s %s failed", request.method, request.url.path, exc_info=exc)
-    return _error_page(request, 500, "Console error",
-                       f"the console failed on this page ({type(exc).__name__}); "
-                       f"its log has the details")
+    # Starlette sends this page from outside the app's middleware: framed here.
+    return frame(_error_page(request, 500, "Console error",
+                             f"the console failed on this page ({type(exc).__name__}); "
+                             f"its log has the details"))

@@ -9,9 +9,6 @@ broker to one request at a time.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 import threading
 from pathlib import Path
 
@@ -20,6 +17,7 @@ from starlette.templating import Jinja2Templates
 from plinth import limits
 from plinth.client.admin import Admin
 from plinth.client.connection import BrokerAddress
+from plinth.client.console.confirm_tokens import ConfirmTokens, user_of
 from plinth.errors import NotAuthorizedError, PlinthError, UnknownTopicError
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -42,7 +40,7 @@ class SharedAdmin(Admin):
 
 
 class ConsoleContext:
-    """The broker connection, the templates and the console's own secrets.
+    """The broker connection, the templates and the console's confirmation tokens.
     Any thread may use it."""
 
     def __init__(self, broker: BrokerAddress, admin: Admin, templates: Jinja2Templates):
@@ -50,9 +48,9 @@ class ConsoleContext:
         self.admin = admin
         self.templates = templates
         self._can_admin: bool | None = None
-        # Confirmation forms carry a token only this process can make, so another
-        # site cannot make a visitor's browser post a delete to a loopback console.
-        self._form_key = secrets.token_bytes(32)
+        # Confirmation pages carry a token only this process can make, bound to the
+        # plan they show (confirm_tokens.py): an apply changes only what was shown.
+        self.confirmations = ConfirmTokens()
         self.sampler = None   # the overview's Sampler (app.py sets it)
         self._streams = 0     # open topic and group streams (the event loop's only)
 
@@ -80,18 +78,15 @@ class ConsoleContext:
                              f"{limits.CONSOLE_SSE_CLIENTS_MAX}")
         self._streams += change
 
-    def form_token(self, action: str) -> str:
-        """The token a confirmation form for ``action`` (e.g. "delete:orders") carries."""
-        return hmac.new(self._form_key, action.encode(), hashlib.sha256).hexdigest()
+    def confirm_token(self, request, action: str, resource: str, plan) -> str:
+        """The token a confirmation page showing ``plan`` (``action`` on ``resource``)
+        gives its apply form, for the user who sent ``request``."""
+        return self.confirmations.make(action, resource, plan, user_of(request))
 
-    def form_token_ok(self, action: str, token: str) -> bool:
-        return hmac.compare_digest(self.form_token(action), token or "")
-
-    def check_form_token(self, action: str, form) -> None:
-        """ValueError (a 400 page) unless ``form`` carries ``action``'s token."""
-        if not self.form_token_ok(action, form.get("token", "")):
-            raise ValueError("this form's confirmation token is missing or stale: confirm "
-                             "again from the console's own page")
+    def check_confirmation(self, request, action: str, resource: str, plan, form) -> None:
+        """StaleConfirmationError (a 400 page) unless ``form``'s token was made for
+        exactly ``plan``, for this user, and has not expired."""
+        self.confirmations.check(action, resource, plan, user_of(request), form.get("token"))
 
     def render(self, request, template: str, status_code: int = 200, **context):
         """The page, or only its content block when htmx asks (HX-Request header): a

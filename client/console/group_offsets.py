@@ -12,7 +12,8 @@ A reset is the CLI's (``plinth group reset``, plinth/cli_groups.py) with a dry r
 in front: ``plan_reset`` works out, per partition, the committed offset now and the
 one it would become; the page shows that plan and carries it, as text
 (``format_plan``: "topic:partition=offset,..."), to the apply, which sets exactly
-those offsets (``apply_plan``). The group's coordinator refuses the apply while the
+those offsets (``apply_plan``) if the dry run's token binds them (``plan_triples``,
+pages_groups.py); a plan naming a partition twice is refused. The group's coordinator refuses the apply while the
 group has members, with GroupNotEmptyError: the same refusal, in the same words, as
 the CLI's. A new offset outside a partition's start..end is clamped into it (as
 Kafka's reset tool does), and the plan says so.
@@ -308,8 +309,19 @@ def parse_plan(text: str) -> dict[tuple[str, int], int]:
         if match is None or int(match[3]) > 2**63 - 1:
             raise ValueError(f"reset plan item {item[:80]!r} is not topic:partition=offset")
         topics.validate_topic_name(match[1])
-        offsets[(match[1], int(match[2]))] = int(match[3])
+        key = (match[1], int(match[2]))
+        # Refused, not the last one kept: a plan is one offset per partition, and
+        # which of two a reader takes is not something to leave to it.
+        if key in offsets:
+            raise ValueError(f"the reset plan names {key[0]}:{key[1]} twice "
+                             f"({offsets[key]} and {match[3]})")
+        offsets[key] = int(match[3])
     return offsets
+
+
+def plan_triples(offsets: dict[tuple[str, int], int]) -> list[tuple[str, int, int]]:
+    """The plan as its confirmation token binds it: (topic, partition, offset), sorted."""
+    return [(t, p, o) for (t, p), o in sorted(offsets.items())]
 
 
 def apply_plan(admin: Admin, group: str, offsets: dict[tuple[str, int], int]) -> None:

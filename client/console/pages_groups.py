@@ -12,10 +12,11 @@ Starlette endpoints in the console's process; the sync ones run in its thread
 pool, the stream on its event loop. The logic is in group_offsets.py. Templates:
 groups/list.html, groups/detail.html (with groups/tiles.html, groups/lag_chart.html
 and groups/tables.html, which the stream sends too), groups/reset.html,
-groups/reset_done.html. A reset needs admin rights (``can_admin``) and a form token
-(the console's confirmation forms' guard against other sites posting to it); the
-coordinator itself refuses it while the group has members (GroupNotEmptyError, the
-CLI's words).
+groups/reset_done.html. A reset needs admin rights (``can_admin``) and the dry run's
+token (confirm_tokens.py), which binds the exact (topic, partition, offset) list the
+dry run showed: an apply of any other list, or of one naming a partition twice, is
+refused. The coordinator itself refuses it while the group has members
+(GroupNotEmptyError, the CLI's words).
 """
 
 from __future__ import annotations
@@ -152,7 +153,8 @@ def reset_dry_run(request):
         members=len(info.members), topics=sorted(group_offsets.group_topics(info)),
         form=dict(request.query_params), targets=group_offsets.RESET_TARGETS,
         plan_text=group_offsets.format_plan(plan.offsets) if plan else "",
-        token=ctx.form_token(_action(group)))
+        token=ctx.confirm_token(request, "reset-offsets", group,
+                                group_offsets.plan_triples(plan.offsets)) if plan else "")
 
 
 async def reset_apply(request):
@@ -165,10 +167,9 @@ async def reset_apply(request):
 
 def _apply(request, ctx, group: str, form: dict[str, str]):
     _check_admin(ctx, group)
-    if not ctx.form_token_ok(_action(group), form.get("token", "")):
-        raise ValueError("this reset form was not made by this console (or it restarted "
-                         "since): run the dry run again")
     offsets = group_offsets.parse_plan(form.get("plan", ""))
+    ctx.check_confirmation(request, "reset-offsets", group,
+                           group_offsets.plan_triples(offsets), form)
     group_offsets.apply_plan(ctx.admin, group, offsets)
     committed = ctx.admin.describe_group(group).committed
     rows = [(t, p, new, committed.get((t, p))) for (t, p), new in sorted(offsets.items())]
@@ -184,7 +185,7 @@ def delete_confirm(request):
     info = ctx.admin.describe_group(group)
     return ctx.render(request, "groups/delete.html", group=group, group_url=group_url(group),
                       members=len(info.members), partitions=len(info.committed),
-                      token=ctx.form_token(_delete_action(group)))
+                      token=ctx.confirm_token(request, "delete-group", group, None))
 
 
 async def delete_apply(request):
@@ -193,25 +194,17 @@ async def delete_apply(request):
     group = request.path_params["group"]
     form = await _bounded_form(request, limits.CONSOLE_FORM_CHARS_MAX)
     _check_admin(ctx, group, "deleting")
-    ctx.check_form_token(_delete_action(group), form)
+    ctx.check_confirmation(request, "delete-group", group, None, form)
     if form.get("confirm_name") != group:
         raise ValueError(f"type the group's name ({group}) to delete it")
     await run_in_threadpool(ctx.admin.delete_group, group)
     return RedirectResponse("/groups", status_code=303)
 
 
-def _delete_action(group: str) -> str:
-    return f"delete-group:{group}"
-
-
 def _check_admin(ctx, group: str, doing: str = "resetting the offsets of") -> None:
     if not ctx.can_admin:
         raise NotAuthorizedError(f"{doing} group {group!r} needs admin rights, which the "
                                  f"console's key does not have")
-
-
-def _action(group: str) -> str:
-    return f"reset-offsets:{group}"
 
 
 async def _bounded_form(request, bytes_max: int) -> dict[str, str]:

@@ -2,10 +2,10 @@
 and topic create, alter and delete, each behind a confirmation step.
 
 Handlers run in a pool thread. Every change is two requests: a form posts to
-``.../confirm``, which checks the input and shows what will happen with a form
-token (context.form_token) bound to that action; only a post of that page
-applies it. Bad input raises ValueError or a plinth error, which app.py shows
-on the page.
+``.../confirm``, which checks the input and shows what will happen with a token
+(confirm_tokens.py) bound to that plan (``create_plan``, ``alter_plan``); only a
+post of that page, with that very plan, applies it. Bad input raises ValueError
+or a plinth error, which app.py shows on the page.
 """
 
 from __future__ import annotations
@@ -167,6 +167,12 @@ def _create_args(form) -> dict:
             "config": parse_config_text(form.get("config") or "")}
 
 
+def create_plan(args: dict) -> dict:
+    """What a create's token binds: everything it sets, in one canonical order."""
+    return {"partitions": args["partitions"], "replication_factor": args["replication_factor"],
+            "config": sorted(args["config"].items())}
+
+
 def topic_new(request):
     ctx = request.app.state.console
     return ctx.render(request, "topics/new.html", form={})
@@ -176,7 +182,8 @@ async def topic_create_confirm(request):
     ctx = request.app.state.console
     args = _create_args(await request.form())
     return ctx.render(request, "topics/confirm.html", action="create", args=args,
-                      token=ctx.form_token(f"create:{args['name']}"),
+                      token=ctx.confirm_token(request, "create-topic", args["name"],
+                                              create_plan(args)),
                       post_to=request.url_for("topic_create"))
 
 
@@ -184,7 +191,7 @@ async def topic_create(request):
     ctx = request.app.state.console
     form = await request.form()
     args = _create_args(form)
-    ctx.check_form_token(f"create:{args['name']}", form)
+    ctx.check_confirmation(request, "create-topic", args["name"], create_plan(args), form)
     import anyio.to_thread
 
     await anyio.to_thread.run_sync(lambda: ctx.admin.create_topic(
@@ -205,6 +212,12 @@ def alter_args(text: str) -> tuple[dict[str, str], list[str]]:
     return changes, sorted(key for key, value in config.items() if not value)
 
 
+def alter_plan(config: dict[str, str], deleted: list[str]) -> dict:
+    """What an alter's token binds: the keys set, with their values, and the keys set
+    back to their defaults, each sorted."""
+    return {"set": sorted(config.items()), "default": sorted(deleted)}
+
+
 async def topic_alter_confirm(request):
     ctx = request.app.state.console
     name = request.path_params["name"]
@@ -216,7 +229,9 @@ async def topic_alter_confirm(request):
     changes = sorted([(k, info.config.get(k), v) for k, v in config.items()] +
                      [(k, info.config.get(k), "(default)") for k in deleted])
     return ctx.render(request, "topics/confirm.html", action="alter", topic=info, changes=changes,
-                      config_text=form.get("config"), token=ctx.form_token(f"alter:{name}"),
+                      config_text=form.get("config"),
+                      token=ctx.confirm_token(request, "alter-topic", name,
+                                              alter_plan(config, deleted)),
                       post_to=request.url_for("topic_alter", name=name))
 
 
@@ -224,8 +239,8 @@ async def topic_alter(request):
     ctx = request.app.state.console
     name = request.path_params["name"]
     form = await request.form()
-    ctx.check_form_token(f"alter:{name}", form)
     config, deleted = alter_args(form.get("config") or "")
+    ctx.check_confirmation(request, "alter-topic", name, alter_plan(config, deleted), form)
     import anyio.to_thread
 
     await anyio.to_thread.run_sync(lambda: ctx.admin.alter_topic(name, config,
@@ -238,7 +253,7 @@ def topic_delete_confirm(request):
     name = request.path_params["name"]
     info = ctx.admin.describe_topic(name)
     return ctx.render(request, "topics/confirm.html", action="delete", topic=info,
-                      token=ctx.form_token(f"delete:{name}"),
+                      token=ctx.confirm_token(request, "delete-topic", name, None),
                       post_to=request.url_for("topic_delete", name=name))
 
 
@@ -246,7 +261,7 @@ async def topic_delete(request):
     ctx = request.app.state.console
     name = request.path_params["name"]
     form = await request.form()
-    ctx.check_form_token(f"delete:{name}", form)
+    ctx.check_confirmation(request, "delete-topic", name, None, form)
     if form.get("confirm_name") != name:
         raise ValueError(f"type the topic's name ({name}) to delete it")
     import anyio.to_thread

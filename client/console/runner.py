@@ -22,6 +22,7 @@ import threading
 
 from plinth import limits
 from plinth.client.console.config import ConsoleConfig
+from plinth.client.console.cross_site import add_frame_headers
 from plinth.loopback import is_loopback
 from plinth.errors import InvalidConfigError
 
@@ -83,7 +84,8 @@ class LoopbackHostOnly:
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and not _is_loopback_host(dict(scope["headers"]).get(b"host")):
             await send({"type": "http.response.start", "status": 421,
-                        "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+                        "headers": add_frame_headers(
+                            [(b"content-type", b"text/plain; charset=utf-8")])})
             await send({"type": "http.response.body",
                         "body": b"421: this console answers to loopback names only "
                                 b"(127.0.0.1, localhost, [::1])\n"})

@@ -26,8 +26,10 @@ def console_as(broker, key_options):
     from plinth.client.console.app import create_app
     from plinth.client.console.config import ConsoleConfig
 
+    # Origin: its posts come from the console's own pages, as a browser's do
     return TestClient(create_app(ConsoleConfig(broker=broker.url, request_timeout_ms=10_000,
-                                               **key_options)), raise_server_exceptions=False)
+                                               **key_options)), raise_server_exceptions=False,
+                      headers={"Origin": "http://testserver"})
 
 
 def test_a_console_key_without_admin_rights_shows_admin_actions_as_not_permitted(curve_broker):
@@ -46,7 +48,7 @@ def test_a_console_key_without_admin_rights_shows_admin_actions_as_not_permitted
         # by the broker: 403, not permitted
         confirm = viewer.get(f"/topics/{topic}/delete")
         assert confirm.status_code == 403 and "not permitted" in confirm.text, confirm.text[:300]
-        token = viewer.app.state.console.form_token(f"delete:{topic}")
+        token = viewer.app.state.console.confirmations.make("delete-topic", topic, None)
         refused = viewer.post(f"/topics/{topic}/delete", data={"token": token,
                                                                "confirm_name": topic})
         assert refused.status_code == 403 and "not permitted" in refused.text

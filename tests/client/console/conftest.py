@@ -16,10 +16,16 @@ def console_broker(ray_cluster, tmp_path_factory):
     broker.stop()
 
 
-def console_client(broker_url: str):
+# The TestClient's own origin (its base URL): what a browser on a console page sends
+# as the Origin of that page's forms.
+OWN_ORIGIN = "http://testserver"
+
+
+def console_client(broker_url: str, origin: str | None = OWN_ORIGIN):
     """A TestClient of the console's app (create_app) on ``broker_url``, to use in a
     ``with``; server errors become 500 pages (as a browser sees them), not exceptions
-    in the test."""
+    in the test. Every request says it comes from ``origin`` (None: no Origin
+    header, as a client that is not a browser sends none)."""
     from starlette.testclient import TestClient
 
     from plinth.client.console.app import create_app
@@ -27,7 +33,8 @@ def console_client(broker_url: str):
 
     app = create_app(ConsoleConfig(broker=broker_url, sample_interval_s=0.2,
                                    request_timeout_ms=10_000))
-    return TestClient(app, raise_server_exceptions=False)
+    return TestClient(app, raise_server_exceptions=False,
+                      headers={"Origin": origin} if origin else None)
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,13 @@ import re
 
 import pytest
 
+from plinth import limits
+from tests.client.console.conftest import OWN_ORIGIN
 from tests.support import unique_topic, wait_until
 
 
 def form_token(page_html: str) -> str:
-    return re.search(r'name="token" value="([0-9a-f]+)"', page_html).group(1)
+    return re.search(r'name="token" value="([0-9a-f.]+)"', page_html).group(1)
 
 
 def assert_clear_error(response, status: int, *phrases: str) -> None:
@@ -208,3 +210,92 @@ def test_a_topic_pages_stream_sends_its_partition_table(console, topic):
 
 def test_a_stream_for_a_bad_topic_name_is_a_clear_400(console):
     assert_clear_error(console.get("/topics/bad%20name/stream"), 400, "InvalidTopicError")
+
+
+def confirmed(client, path: str, form: dict) -> dict:
+    """``form`` with the token its confirmation page (a post to ``path``) gives it."""
+    page = client.post(path, data=form)
+    assert page.status_code == 200, page.text[:500]
+    return {**form, "token": form_token(page.text)}
+
+
+def test_a_create_confirmed_for_one_plan_does_not_create_another(console, admin):
+    # Given a create of 2 partitions, confirmed
+    name = unique_topic("bound")
+    form = confirmed(console, "/topics/new/confirm", {"name": name, "partitions": "2",
+                                                      "config": ""})
+    # When its token is posted with another plan (the tester's report: 7 partitions
+    # and retention.ms=1 were created), then each is refused, and nothing is created
+    for changed in ({"partitions": "7", "config": "retention.ms=1"}, {"partitions": "7"},
+                    {"config": "retention.ms=1"}, {"replication_factor": "1"}):
+        assert_clear_error(console.post("/topics/new", data={**form, **changed}), 400,
+                           "not the plan that was confirmed", "confirm again")
+    assert name not in admin.list_topics()
+    # And the plan confirmed is still made
+    made = console.post("/topics/new", data=form)
+    assert made.status_code == 200 and admin.describe_topic(name).partitions == 2
+
+
+def test_an_alter_confirmed_for_one_config_does_not_apply_another(console, admin, topic):
+    # Given an alter of retention.ms to 120000, confirmed
+    name = unique_topic("bound-alter")
+    admin.create_topic(name, 1, config={"retention.ms": "60000"})
+    form = confirmed(console, f"/topics/{name}/alter/confirm", {"config": "retention.ms=120000"})
+    # When its token is posted with another config, or to another topic
+    for config in ("retention.ms=1", "retention.ms=120000\nsegment.ms=1", "retention.ms="):
+        assert_clear_error(console.post(f"/topics/{name}/alter", data={**form, "config": config}),
+                           400, "not the plan that was confirmed")
+    assert_clear_error(console.post(f"/topics/{topic}/alter", data=form), 400,
+                       "not the plan that was confirmed")
+    # Then nothing changed
+    assert admin.describe_topic(name).config["retention.ms"] == "60000"
+    assert admin.describe_topic(topic).config["retention.ms"] == "3600000"
+
+
+def test_a_confirmation_older_than_its_lifetime_is_refused(console, admin, monkeypatch):
+    # Given an alter confirmed at NOW, and a delete confirmed too
+    name = unique_topic("expired")
+    admin.create_topic(name, 1, config={"retention.ms": "60000"})
+    tokens = console.app.state.console.confirmations
+    now_s = tokens.clock()
+    monkeypatch.setattr(tokens, "clock", lambda: now_s)
+    form = confirmed(console, f"/topics/{name}/alter/confirm", {"config": "retention.ms=120000"})
+    delete = {"confirm_name": name, "token": form_token(console.get(f"/topics/{name}/delete").text)}
+    # When they are posted a second after their lifetime
+    monkeypatch.setattr(tokens, "clock", lambda: now_s + limits.CONSOLE_CONFIRM_TOKEN_S + 1)
+    # Then they are refused, saying so, and nothing changed
+    assert_clear_error(console.post(f"/topics/{name}/alter", data=form), 400, "expired",
+                       "confirm again")
+    assert_clear_error(console.post(f"/topics/{name}/delete", data=delete), 400, "expired")
+    assert admin.describe_topic(name).config["retention.ms"] == "60000"
+
+
+def test_a_confirmation_made_for_one_user_does_not_apply_for_another(console_broker, admin,
+                                                                    tmp_path):
+    from starlette.testclient import TestClient
+
+    from plinth.client.console.app import create_app
+    from plinth.client.console.auth import hash_password
+    from plinth.client.console.config import ConsoleConfig
+
+    # Given a console with a login, and an alter that alice confirmed
+    auth = tmp_path / "console.auth"
+    cheap = {"n": 2 ** 10, "r": 8, "p": 1}
+    auth.write_text(f"user alice {hash_password('a', **cheap)}\n"
+                    f"user bob {hash_password('b', **cheap)}\n")
+    name = unique_topic("users")
+    admin.create_topic(name, 1, config={"retention.ms": "60000"})
+    app = create_app(ConsoleConfig(broker=console_broker.url, auth_file=auth))
+    with TestClient(app, headers={"Origin": OWN_ORIGIN}) as client:
+        alice, bob = (("alice", "a"), ("bob", "b"))
+        form = {"config": "retention.ms=120000"}
+        page = client.post(f"/topics/{name}/alter/confirm", data=form, auth=alice)
+        assert page.status_code == 200, page.text
+        form["token"] = form_token(page.text)
+        # When bob posts it, it is refused and nothing changes
+        assert_clear_error(client.post(f"/topics/{name}/alter", data=form, auth=bob), 400,
+                           "not the plan that was confirmed")
+        assert admin.describe_topic(name).config["retention.ms"] == "60000"
+        # When alice does, it applies
+        assert client.post(f"/topics/{name}/alter", data=form, auth=alice).status_code == 200
+    assert admin.describe_topic(name).config["retention.ms"] == "120000"

@@ -56,6 +56,7 @@ def test_a_plan_round_trips_through_its_text():
     ("", "the reset plan is empty"),
     ("orders:0=5,orders-0-5", "reset plan item 'orders-0-5' is not topic:partition=offset"),
     ("orders:x=5", "reset plan item 'orders:x=5' is not topic:partition=offset"),
+    ("orders:0=1,orders:1=0,orders:0=2", r"names orders:0 twice \(1 and 2\)"),
 ])
 def test_a_bad_plan_is_refused_with_the_item_named(text, message):
     with pytest.raises(ValueError, match=message):

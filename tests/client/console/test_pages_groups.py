@@ -345,10 +345,58 @@ def test_a_group_is_deleted_through_its_confirmation_and_only_without_members(
     assert group not in admin.list_groups()
 
 
+def dry_run_form(client, group: str, **params) -> dict[str, str]:
+    """The apply form (plan and token) of the dry run ``params`` ask for."""
+    dry = client.get(f"/groups/{group}/reset", params=params)
+    assert dry.status_code == 200, dry.text[:500]
+    fields = re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', dry.text)
+    return {name: html.unescape(value) for name, value in fields}
+
+
+@pytest.mark.parametrize("plan, message", [
+    pytest.param("{t}:0=0,{t}:1=5", "not the plan that was confirmed", id="another-offset"),
+    pytest.param("{t}:0=0", "not the plan that was confirmed", id="a-partition-left-out"),
+    pytest.param("{t}:0=0,{t}:1=0,{t}:2=0", "not the plan that was confirmed",
+                 id="a-partition-added"),
+    pytest.param("{t}:0=0,{t}:1=0,other-topic:0=0", "not the plan that was confirmed",
+                 id="a-topic-not-in-the-dry-run"),
+    # The tester's report: a partition twice, the last offset winning
+    pytest.param("{t}:0=1,{t}:0=2,{t}:1=0", "names {t}:0 twice", id="a-partition-twice"),
+    pytest.param("{t}:0=0,{t}:1=0,{t}:0=0", "names {t}:0 twice", id="the-same-item-twice"),
+])
+def test_an_apply_of_another_plan_than_the_dry_run_showed_is_refused(client, admin, topic,
+                                                                     plan, message):
+    # Given a dry run of a reset to the earliest offsets
+    group = idle_group(admin, topic, {0: 10, 1: 12})
+    form = dry_run_form(client, group, topic=topic, to="earliest")
+    assert form["plan"] == f"{topic}:0=0,{topic}:1=0"
+    # When its token is posted with another plan
+    refused = client.post(f"/groups/{group}/reset", data={**form, "plan": plan.format(t=topic)})
+    # Then it is refused, saying why, and no offset moved
+    assert refused.status_code == 400, refused.text[:500]
+    assert message.format(t=topic) in html.unescape(refused.text)
+    assert admin.describe_group(group).committed == {(topic, 0): 10, (topic, 1): 12}
+
+
+def test_an_apply_after_the_dry_run_expired_is_refused(client, admin, topic, monkeypatch):
+    # Given a dry run at NOW
+    group = idle_group(admin, topic, {0: 10, 1: 12})
+    tokens = client.app.state.console.confirmations
+    now_s = tokens.clock()
+    monkeypatch.setattr(tokens, "clock", lambda: now_s)
+    form = dry_run_form(client, group, topic=topic, to="earliest")
+    # When it is applied a second after the token's lifetime
+    monkeypatch.setattr(tokens, "clock", lambda: now_s + limits.CONSOLE_CONFIRM_TOKEN_S + 1)
+    refused = client.post(f"/groups/{group}/reset", data=form)
+    # Then it is refused, and no offset moved
+    assert refused.status_code == 400 and "expired" in refused.text
+    assert admin.describe_group(group).committed == {(topic, 0): 10, (topic, 1): 12}
+
+
 def test_an_apply_without_the_dry_runs_token_is_refused(client, admin, topic):
     group = idle_group(admin, topic, {0: 3})
     applied = client.post(f"/groups/{group}/reset", data={"plan": f"{topic}:0=0", "token": "x"})
-    assert applied.status_code == 400 and "was not made by this console" in applied.text
+    assert applied.status_code == 400 and "no valid confirmation token" in applied.text
     assert admin.describe_group(group).committed == {(topic, 0): 3}
 
 
