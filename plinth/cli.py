@@ -667,9 +667,11 @@ def topic_describe(ctx, name):
     click.echo(f"{'partition':>9}  {'leader':<10} {'start':>12} {'end':>12} {'bytes':>14} "
                f"{'epoch':>6} {'hw':>12}  {'replicas':<24} in-sync")
     for p in info.partition_info:
-        click.echo(f"{p.partition:>9}  {p.shard or 'OFFLINE':<10} {p.start_offset:>12} "
-                   f"{p.end_offset:>12} {p.size_bytes:>14} {p.leader_epoch:>6} "
-                   f"{p.high_watermark:>12}  {','.join(p.replicas):<24} "
+        # An offline partition's log is nobody's to read: its zeros looked like an empty log.
+        start, end, size, hw = (("-",) * 4 if not p.shard else
+                                (p.start_offset, p.end_offset, p.size_bytes, p.high_watermark))
+        click.echo(f"{p.partition:>9}  {p.shard or 'OFFLINE':<10} {start:>12} {end:>12} "
+                   f"{size:>14} {p.leader_epoch:>6} {hw:>12}  {','.join(p.replicas):<24} "
                    f"{','.join(p.in_sync_replicas)}")
     if topics.remote_storage_enabled(info.config) or any(p.has_remote for p in info.partition_info):
         _echo_tiered(info.partition_info)

@@ -64,3 +64,17 @@ def test_remote_offsets_are_shown_even_if_the_config_is_not_in_the_reply(monkeyp
         remote_bytes=64)])
     lines = describe(monkeypatch, info)
     assert lines[lines.index("tiered storage") + 2].split() == ["0", "5", "0", "0", "5", "64"]
+
+
+def test_an_offline_partition_shows_dashes_where_its_offsets_and_bytes_would_be(monkeypatch):
+    # Given partition 1 offline (no leader: its replicas are down), known to hold records
+    info = protocol.TopicInfo("t", 2, {}, [
+        partition(0, end_offset=4000, size_bytes=448288, high_watermark=4000),
+        protocol.PartitionInfo(1, "", replicas=["shard-2", "shard-0"],
+                               in_sync_replicas=["shard-2"], leader_epoch=1)])
+    # When it is described / Then its offsets, bytes and high watermark are "-", not the
+    # zeros of an empty log
+    lines = describe(monkeypatch, info)
+    assert lines[3].split() == ["1", "OFFLINE", "-", "-", "-", "1", "-", "shard-2,shard-0",
+                                "shard-2"]
+    assert lines[2].split()[:7] == ["0", "shard-0", "0", "4000", "448288", "0", "4000"]
