@@ -256,6 +256,11 @@ def _http_allowed() -> bool:
 def _mapped_error(error: Exception, what: str) -> Exception:
     """The typed error for an obstore (or timeout/OS) error raised while doing ``what``."""
     detail = f"{what}: {type(error).__name__}: {_first_line(error)}"
+    if "NoSuchBucket" in str(error):
+        # S3 says so only at the end of a long message, which the log line cut off.
+        return RemoteObjectNotFoundError(
+            f"no such bucket: {what}: the store answered NoSuchBucket; create the bucket or "
+            f"correct --tier-url")
     if isinstance(error, (obstore_errors.NotFoundError, FileNotFoundError)):
         return RemoteObjectNotFoundError(f"no such object: {detail}")
     if isinstance(error, (obstore_errors.AlreadyExistsError, obstore_errors.PreconditionError)):
