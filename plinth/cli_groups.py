@@ -100,20 +100,29 @@ def _dash(value) -> str:
 def group_reset(ctx, name, topic_name, to_earliest, to_latest, to_offset):
     """Move the group's committed offsets on every partition of TOPIC.
 
-    The group's coordinator refuses (GroupNotEmptyError) while it has members.
+    --to-offset beyond a partition's log is set to its end (before it: to its
+    start), with a warning, as kafka-consumer-groups does. The group's coordinator
+    refuses (GroupNotEmptyError) while it has members.
     """
     chosen = [to_earliest, to_latest, to_offset is not None]
     if sum(chosen) != 1:
         raise click.UsageError("give exactly one of --to-earliest, --to-latest, --to-offset N")
     with admin_for(ctx) as admin:
-        offsets = {}
+        offsets, clamped = {}, []
         for partition in range(admin.partition_count(topic_name)):
-            if to_offset is not None:
-                offsets[(topic_name, partition)] = to_offset
-                continue
             info = admin.list_offsets(topic_name, partition)
-            offsets[(topic_name, partition)] = info.start_offset if to_earliest else info.end_offset
+            if to_offset is None:
+                offset = info.start_offset if to_earliest else info.end_offset
+            else:   # kafka-consumer-groups' --to-offset: within the log, saying so
+                offset = min(max(to_offset, info.start_offset), info.end_offset)
+                if offset != to_offset:
+                    clamped.append((partition, info.start_offset, info.end_offset))
+            offsets[(topic_name, partition)] = offset
         admin.reset_group_offsets(name, offsets)
+    for partition, start, end in clamped:
+        click.echo(f"warning: {topic_name}-{partition} holds offsets {start}..{end}: "
+                   f"{to_offset} is outside them, so the group's offset is set to "
+                   f"{offsets[(topic_name, partition)]}", err=True)
     for (topic, partition), offset in sorted(offsets.items()):
         click.echo(f"{name} {topic}-{partition} -> {offset}")
 

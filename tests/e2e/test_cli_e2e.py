@@ -162,6 +162,17 @@ def test_group_commands_describe_lag_and_reset_offsets(shared_broker):
     described = plinth(shared_broker.url, "group", "describe", group)
     row = next(line.split() for line in described.stdout.splitlines() if line.startswith(f"{topic} "))
     assert row[2:5] == ["0", "4", "4"]
+    # An offset past a partition's end is set to its end, with a warning naming both
+    # (it was stored as given: lag -9223372036854775803)
+    reset = plinth(shared_broker.url, "group", "reset", group, "--topic", topic, "--to-offset",
+                   "9223372036854775807")
+    assert reset.returncode == 0, reset.stderr
+    assert (f"warning: {topic}-0 holds offsets 0..4: 9223372036854775807 is outside them, so "
+            f"the group's offset is set to 4") in reset.stderr
+    described = plinth(shared_broker.url, "group", "describe", group)
+    rows = {line.split()[1]: line.split()[2:5] for line in described.stdout.splitlines()
+            if line.startswith(f"{topic} ")}
+    assert rows == {"0": ["4", "4", "0"], "1": ["0", "0", "0"]}
     # Deleting the group forgets its offsets: a new member starts from auto_offset_reset
     deleted = plinth(shared_broker.url, "group", "delete", group)
     assert (deleted.returncode, deleted.stdout) == (0, f"deleted group {group}\n"), deleted.stderr
