@@ -178,10 +178,13 @@ class ObstoreRemoteStore(RemoteStore):
                 "backoff": {"init_backoff": timedelta(milliseconds=100),
                             "max_backoff": timedelta(seconds=2), "base": 2}}
         elif scheme == "file":
+            if urlparse(url).netloc:   # file://data/tier: "data" would be a host
+                raise InvalidConfigError(f"tier URL {self.url!r}: a file URL takes an absolute "
+                                         f"path, with three slashes: file:///absolute/path")
             options["mkdir"] = True
-        elif scheme != "memory":
+        elif scheme != "memory":   # memory: the unit tests' store; the server refuses it
             raise InvalidConfigError(f"tier URL {self.url!r}: scheme {scheme!r} is not one of "
-                                     f"{', '.join(CLOUD_SCHEMES)}, file, memory")
+                                     f"{', '.join(CLOUD_SCHEMES)}, file")
         try:
             self._store = from_url(url, **options)
         except Exception as error:   # obstore raises its own types and ValueError

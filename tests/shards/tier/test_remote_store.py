@@ -93,9 +93,18 @@ def test_a_missing_bucket_is_a_permanent_error_for_every_call(moto_s3, monkeypat
             call()
 
 
-def test_an_unknown_scheme_is_a_config_error():
-    with pytest.raises(InvalidConfigError, match="ftp"):
+def test_an_unknown_scheme_is_a_config_error_listing_the_schemes_a_server_takes():
+    with pytest.raises(InvalidConfigError) as refused:
         open_remote_store("ftp://example/x")
+    assert "scheme 'ftp' is not one of s3" in str(refused.value)
+    assert "memory" not in str(refused.value)   # the server refuses memory:// anyway
+
+
+def test_a_file_url_with_a_relative_path_says_to_give_an_absolute_one():
+    # file://data/tier names a host "data"; obstore said only "Unable to recognise URL"
+    with pytest.raises(InvalidConfigError, match="a file URL takes an absolute path, with "
+                                                 "three slashes: file:///absolute/path"):
+        open_remote_store("file://data/tier")
 
 
 @pytest.mark.parametrize("url, shown", [
