@@ -3,7 +3,8 @@
 Client side. Each asyncio client (AIOProducer, AIOConsumer: at ``start()``;
 AIOAdmin: at its first call) remembers the running loop, and each of its public
 coroutines compares the running loop with it once, before anything else: one
-``get_running_loop() is loop`` per call, never per record. The client's tasks (the
+``get_running_loop() is loop`` per call (AIOProducer.send, once per record, asks
+the cheaper ``loop.is_running()``: see there). The client's tasks (the
 producer's sender, a group member's heartbeat), futures and locks belong to that
 loop. Awaited on another (a second ``asyncio.run``), a send would sit in a buffer
 that no task drains and a group member would go on reading partitions after its

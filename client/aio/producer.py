@@ -27,7 +27,8 @@ Options, defaults and errors are the sync Producer's. What differs:
 Tasks. Any task on the loop that started the producer may call ``send``,
 ``send_and_wait`` and ``flush``; ``start`` and ``stop`` once each. Awaited on
 another loop (a second ``asyncio.run``), each raises WrongEventLoopError at once
-(client/aio/event_loop.py): no task there would send the record. ``stop()`` there,
+(client/aio/event_loop.py): no task there would send the record (``send`` asks
+only whether the producer's loop runs: see there why). ``stop()`` there,
 once the producer's own loop is closed or not running, closes the sockets and
 fails the futures of every record not acknowledged with that error, then raises
 it saying how many batches failed.
@@ -228,7 +229,13 @@ class AIOProducer:
         records = self._records
         if records is None:
             raise ClosedError("producer is not started: await producer.start() first")
-        if get_running_loop() is not self._loop:   # the one check per send: no task here sends
+        # The loop check of send, once per record: is the producer's loop running? In
+        # this thread that means it is the running one (one loop runs per thread); a
+        # loop running in another thread passes, its sender delivers the record, and
+        # an await of the future here raises asyncio's "attached to a different loop".
+        # Not get_running_loop() is self._loop: on Python 3.11 it makes a getpid()
+        # call, +10 % per record sent and awaited (is_running() reads an attribute).
+        if not self._loop.is_running():
             raise wrong_loop_error("AIOProducer", "send", self._loop)
         if topic.__class__ is not str or topic not in records.partition_counts:
             await self.partitions_for(topic)
