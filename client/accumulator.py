@@ -310,6 +310,12 @@ class RecordAccumulator:
             self.complete(batch, None, error)
         return batches
 
+    def unacknowledged(self) -> list[BatchResult]:
+        """The results of every batch not completed yet, open, sealed or in flight. Any
+        thread."""
+        with self._cond:
+            return list(self._incomplete)
+
     def empty(self) -> bool:
         with self._cond:
             return not self._incomplete

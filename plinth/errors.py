@@ -67,6 +67,8 @@ the environment causes and is expected, handled and reported.
         ├── PlinthTimeoutError      a client-side timeout ran out
         │   └── ProducerBufferFullError buffer_memory full for max_block_ms
         ├── ClosedError             the producer/consumer/admin was closed
+        ├── WrongEventLoopError     an asyncio client called on an event loop other than
+        │                           the one it was started on; also a RuntimeError
         ├── MalformedReplyError     what came back is not a valid Reply
         ├── InputTooLongError       a user's input to the console (a filter, a plan) is
         │                           over its limit; also a ValueError
@@ -402,6 +404,14 @@ class ProducerBufferFullError(PlinthTimeoutError):
 
 class ClosedError(ClientError):
     """The producer, consumer or admin client was already closed."""
+
+
+class WrongEventLoopError(ClientError, RuntimeError):
+    """An asyncio client (client/aio/) was called on an event loop other than the one
+    it was started on: its tasks, futures and locks belong to that loop, which is
+    closed, not running, or running in another thread (aiokafka's clients are bound
+    to their loop alike). Raised at once, naming the client and the call; also a
+    RuntimeError, as asyncio's own "attached to a different loop" errors are."""
 
 
 class MalformedReplyError(ClientError):

@@ -6,9 +6,11 @@ same request encoders (plinth/protocol.py), the same retries of "unavailable"
 within ``request_timeout_ms`` (except adding and removing shards); only the
 wait is awaited (client/aio/connection.py).
 
-Tasks. Any task on the loop that created it may call it; calls from several
+Tasks. Any task on the loop of its first call may call it; calls from several
 tasks take turns (an asyncio.Lock), one request in flight at a time, as one
-thread at a time uses a sync Admin.
+thread at a time uses a sync Admin. A call awaited on another loop raises
+WrongEventLoopError at once (client/aio/event_loop.py); ``close()`` there closes
+the socket first (nothing else is kept between calls).
 
     async with AIOAdmin(broker="tcp://127.0.0.1:7400") as admin:
         await admin.create_topic("orders", 4)
@@ -27,6 +29,7 @@ from plinth.client.admin import (NewTopic, _config_value, alter_topic_args,
                                  lag_row, list_offsets_args)
 from plinth.client.arguments import checked_offsets, checked_str, checked_topic_names
 from plinth.client.aio.connection import AIOConnection
+from plinth.client.aio.event_loop import refuse_release_while_running, wrong_loop_error
 from plinth.client.connection import broker_address
 from plinth.client.fetcher import TopicPartition
 from plinth.errors import InternalError, UnknownTopicError
@@ -42,18 +45,45 @@ class AIOAdmin:
                                                   bootstrap_servers))
         self.request_timeout_ms = request_timeout_ms
         self._turn = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None   # that of the first call
 
     async def __aenter__(self) -> "AIOAdmin":
+        self._check_loop("__aenter__")
         return self
 
     async def __aexit__(self, *exc) -> None:
         await self.close()
 
     async def close(self) -> None:
-        """Close the socket; a call after it raises ClosedError. Event loop thread."""
+        """Close the socket; a call after it raises ClosedError. Event loop thread. On
+        another loop than its calls': WrongEventLoopError, once the socket is closed
+        (unless that loop runs in another thread: then nothing is closed)."""
+        loop = self._loop
+        if loop is None or self._conn.closed or asyncio.get_running_loop() is loop:
+            self._conn.close()
+            return
+        refuse_release_while_running(loop, "AIOAdmin", "close")
+        self._conn.close()
+        raise wrong_loop_error("AIOAdmin", "close", loop,
+                               "Its socket is closed; nothing was lost (an admin keeps "
+                               "nothing between calls)", bound_at="first used on")
+
+    def release(self) -> None:
+        """Close the socket without looking at the loop: the stop() of the client that
+        owns this admin, on another loop, once it found nothing of its own loop runs."""
         self._conn.close()
 
+    def _check_loop(self, call: str | None) -> None:
+        """Bind the admin to the running loop at its first call; WrongEventLoopError for
+        a call on another loop later. The calling task."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            if self._loop is not None:
+                raise wrong_loop_error("AIOAdmin", call, self._loop, bound_at="first used on")
+            self._loop = loop
+
     async def _call(self, encode, *args, retry: bool = True):
+        self._check_loop(None)   # before the turn: the lock belongs to the admin's loop too
         async with self._turn:
             if not retry:
                 request_id = self._conn.next_request_id()

@@ -31,6 +31,17 @@ Tasks. Any task on the loop that started it may call it, one call at a time:
 the calls that talk to the broker take turns on an asyncio.Lock (a
 ``getmany`` holds it for at most its ``timeout_ms``), as one thread at a time
 uses a sync Consumer. Delivery is at least once, as the sync consumer's.
+
+Its coroutines awaited on another loop (a second ``asyncio.run``) raise
+WrongEventLoopError at once (client/aio/event_loop.py), with a group or without:
+a member's heartbeat task belongs to the first loop, so on another its
+partitions would move to other members while it went on reading them; a
+consumer without a group is refused alike, one rule for every asyncio client
+(its lock and its admin belong to the first loop too). ``stop()`` there, once
+that loop is closed or not running, closes the sockets without the leave or
+the last commit (none can be awaited there) and raises the error saying so.
+The methods that are not coroutines (``subscribe``, ``assign``, ``seek``,
+``assignment``) need no loop and are not checked.
 """
 
 from __future__ import annotations
@@ -44,6 +55,8 @@ import asyncio
 from plinth import limits, protocol
 from plinth.client.aio.admin import AIOAdmin
 from plinth.client.aio.connection import AIOConnection
+from plinth.client.aio.event_loop import (check_loop, refuse_release_while_running,
+                                          wrong_loop_error)
 from plinth.client.aio.group_membership import AIOGroupMembership
 from plinth.client.connection import broker_address
 from plinth.client.consumer import (OffsetAndTimestamp, check_options, checked_group,
@@ -129,6 +142,7 @@ class AIOConsumer(ConsumerBase):
         self._fetcher: Fetcher | None = None
         self._closed = False
         self._turn = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None   # start()'s; its tasks run there
 
     # --- Lifetime (the task that owns the consumer) -------------------------------------
 
@@ -143,6 +157,7 @@ class AIOConsumer(ConsumerBase):
         if self.group is not None and not self._subscription:
             raise ValueError("a consumer in a group needs topics: AIOConsumer('topic', "
                              "group=...) or subscribe() before start()")
+        self._loop = asyncio.get_running_loop()
         self._conn = AIOConnection(self._address, direct=self._direct)
         self._admin = AIOAdmin(broker=self._address, request_timeout_ms=self.request_timeout_ms)
         self._fetcher = Fetcher(self._conn, reset_position=self._needs_reset,
@@ -164,10 +179,13 @@ class AIOConsumer(ConsumerBase):
         await self.stop()
 
     async def stop(self) -> None:
-        """Commit (with auto-commit), leave the group, close the sockets."""
+        """Commit (with auto-commit), leave the group, close the sockets. On another
+        loop than start()'s: see ``_release_elsewhere``."""
         if self._closed or self._fetcher is None:
             self._closed = True
             return
+        if asyncio.get_running_loop() is not self._loop:
+            self._release_elsewhere()
         try:
             async with self._turn:
                 if self._membership is not None:
@@ -179,11 +197,36 @@ class AIOConsumer(ConsumerBase):
             self._conn.close()
             await self._admin.close()
 
+    def _release_elsewhere(self) -> None:
+        """stop() awaited on another loop than start()'s, where neither the last commit
+        nor the leave can be awaited: close the sockets, then raise WrongEventLoopError
+        saying what was not done. Raises it, closing nothing, while start()'s loop runs
+        in another thread (its tasks still use the sockets)."""
+        refuse_release_while_running(self._loop, "AIOConsumer", "stop")
+        self._closed = True
+        outcome = "Its sockets are closed"
+        if self._membership is not None:
+            member_id, _ = self._membership.identity()
+            self._membership.abandon()
+            outcome += (f"; member {member_id!r} did not leave group {self.group!r} (its "
+                        f"partitions move to other members once session_timeout_ms="
+                        f"{self.session_timeout_ms} passes) and did not commit the records "
+                        f"handed out since its last commit (they will be read again)")
+        self._conn.close()
+        self._admin.release()
+        raise wrong_loop_error("AIOConsumer", "stop", self._loop, outcome)
+
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError("consumer is closed")
         if self._fetcher is None:
             raise ClosedError("consumer is not started: await consumer.start() first")
+
+    def _check_call(self, call: str) -> None:
+        """A coroutine's first check: open, and on start()'s loop (else
+        WrongEventLoopError). Before the turn, which belongs to that loop too."""
+        self._check_open()
+        check_loop(self._loop, "AIOConsumer", call)
 
     # --- Assignment and position ----------------------------------------------------------
 
@@ -233,19 +276,19 @@ class AIOConsumer(ConsumerBase):
         self._fetcher.seek(TopicPartition(topic, partition), offset)
 
     async def seek_to_beginning(self, *partitions: tuple[str, int]) -> None:
-        self._check_open()
+        self._check_call("seek_to_beginning")
         for tp in partitions or list(self._fetcher.partitions):
             self.seek(*tp, (await self._admin.list_offsets(*tp)).start_offset)
 
     async def seek_to_end(self, *partitions: tuple[str, int]) -> None:
-        self._check_open()
+        self._check_call("seek_to_end")
         for tp in partitions or list(self._fetcher.partitions):
             self.seek(*tp, (await self._admin.list_offsets(*tp)).end_offset)
 
     async def position(self, topic: str, partition: int) -> int:
         """The offset of the next record handed out (reset as auto_offset_reset says
         if there is none yet)."""
-        self._check_open()
+        self._check_call("position")
         state = self._fetcher.state(topic, partition)
         if state.position is None:
             await self._reset(TopicPartition(topic, partition))
@@ -254,7 +297,7 @@ class AIOConsumer(ConsumerBase):
     async def offsets_for_times(self, timestamps: dict[tuple[str, int], int]
                                 ) -> dict[TopicPartition, OffsetAndTimestamp | None]:
         """Consumer.offsets_for_times: the first record at or after each time."""
-        self._check_open()
+        self._check_call("offsets_for_times")
         found = {}
         for (topic, partition), timestamp_ms in checked_times(timestamps).items():
             info = await self._admin.list_offsets(topic, partition, timestamp_ms)
@@ -292,6 +335,7 @@ class AIOConsumer(ConsumerBase):
                       ) -> dict[TopicPartition, list[ConsumerRecord]]:
         """Records ready within ``timeout_ms``, at most ``max_records`` of them
         (default max_poll_records): {TopicPartition: [ConsumerRecord]}."""
+        self._check_call("getmany")
         async with self._turn:
             out = await self._poll(timeout_ms,
                                    checked_max_records(max_records, self.max_poll_records))
@@ -387,7 +431,7 @@ class AIOConsumer(ConsumerBase):
     async def commit(self, offsets: dict[tuple[str, int], int] | None = None) -> None:
         """Commit positions (default: of every record handed out so far) and await it;
         retried while the group's coordinator is unavailable, up to request_timeout_ms."""
-        self._check_open()
+        self._check_call("commit")
         async with self._turn:
             await self._commit(offsets)
 
@@ -438,7 +482,7 @@ class AIOConsumer(ConsumerBase):
 
     async def committed(self, topic: str, partition: int) -> int | None:
         """The group's committed offset for a partition, or None."""
-        self._check_open()
+        self._check_call("committed")
         if self.group is None:
             raise ValueError("committed() needs a consumer group")
         async with self._turn:

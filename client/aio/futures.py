@@ -54,9 +54,15 @@ class AIOBatchResult(BatchResult):
         return waiter
 
     def resolve(self, base_offset: int | None, error: BaseException | None = None) -> None:
-        """The sender task: BatchResult.resolve, then wake the tasks awaiting it."""
+        """The sender task: BatchResult.resolve, then wake the tasks awaiting it (or
+        AIOProducer.stop() on another loop, failing what its own loop left)."""
         super().resolve(base_offset, error)
         waiters, self._waiters = self._waiters, None
+        if waiters and self.loop.is_closed():
+            # Their tasks ended with the loop, and a closed loop schedules nothing
+            # (set_result would raise "Event loop is closed"): the record futures
+            # hold the outcome, for whoever asks them.
+            return
         for waiter in waiters or ():
             if not waiter.done():   # (a cancelled one is done)
                 waiter.set_result(None)

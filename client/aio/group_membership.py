@@ -6,8 +6,8 @@ partitions, losing and rejoining, backoffs, the leave heartbeat); only the
 driver differs: one task on the consumer's loop, with a connection of its own,
 instead of a thread. ``set_owned`` and ``heartbeat_now`` wake it.
 
-Tasks. ``start`` and ``close`` are the AIOConsumer's (the task that starts and
-stops it); the consumer's calls (take_target, set_owned, identity,
+Tasks. ``start``, ``close`` and ``abandon`` are the AIOConsumer's (the task that
+starts and stops it); the consumer's calls (take_target, set_owned, identity,
 raise_if_refused, heartbeat_now) come from any task on the same loop.
 """
 
@@ -44,6 +44,13 @@ class AIOGroupMembership(GroupMembership):
             if not done:
                 self._task.cancel()
                 await asyncio.wait({self._task})
+        self._conn.close()
+
+    def abandon(self) -> None:
+        """Close the connection without leaving the group: the coordinator expires the
+        member after session_timeout_ms. The AIOConsumer's stop() on another loop, once
+        no task of this one's loop can run (the heartbeat task cannot be awaited)."""
+        self._closing = True
         self._conn.close()
 
     async def _run_async(self) -> None:

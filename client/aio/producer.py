@@ -25,7 +25,13 @@ Options, defaults and errors are the sync Producer's. What differs:
   (a PlinthTimeoutError, as the sync producer raises).
 
 Tasks. Any task on the loop that started the producer may call ``send``,
-``send_and_wait`` and ``flush``; ``start`` and ``stop`` once each.
+``send_and_wait`` and ``flush``; ``start`` and ``stop`` once each. Awaited on
+another loop (a second ``asyncio.run``), each raises WrongEventLoopError at once
+(client/aio/event_loop.py): no task there would send the record (``send`` asks
+only whether the producer's loop runs: see there why). ``stop()`` there,
+once the producer's own loop is closed or not running, closes the sockets and
+fails the futures of every record not acknowledged with that error, then raises
+it saying how many batches failed.
 """
 
 from __future__ import annotations
@@ -33,11 +39,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from asyncio import get_running_loop
 
 from plinth import limits
 from plinth.client.accumulator import RecordAccumulator
 from plinth.client.aio.admin import AIOAdmin
 from plinth.client.aio.connection import AIOConnection
+from plinth.client.aio.event_loop import (check_loop, refuse_release_while_running,
+                                          wrong_loop_error)
 from plinth.client.aio.futures import AIOBatchResult, AIORecordFuture
 from plinth.client.connection import broker_address
 from plinth.client.futures import RecordMetadata
@@ -103,6 +112,7 @@ class AIOProducer:
         self._serializers = (key_serializer, value_serializer)
         self.max_block_s = max_block_ms / 1000
         self._records: _Records | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None   # start()'s; its tasks run there
         self._task: asyncio.Task | None = None
         self._abort = False
         self._room = asyncio.Event()
@@ -136,7 +146,8 @@ class AIOProducer:
             future_type=AIORecordFuture, result_type=AIOBatchResult)
         self._core.accumulator = self._accumulator
         self._records = _Records(self._accumulator, *self._serializers)
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="plinth-aio-sender")
+        self._loop = get_running_loop()
+        self._task = self._loop.create_task(self._run(), name="plinth-aio-sender")
 
     async def __aenter__(self) -> "AIOProducer":
         await self.start()
@@ -148,10 +159,12 @@ class AIOProducer:
     async def stop(self, timeout: float | None = None) -> None:
         """Deliver everything sent so far, then end the sender task, within ``timeout``
         s in all (None: until done); what is still unacknowledged fails with
-        ClosedError."""
+        ClosedError. On another loop than start()'s: see ``_release_elsewhere``."""
         records = self._records
         if records is None or records._closed:
             return
+        if get_running_loop() is not self._loop:
+            self._release_elsewhere()
         records._closed = True
         deadline_s = None if timeout is None else time.monotonic() + timeout
         self._accumulator.refuse_appends()
@@ -164,6 +177,31 @@ class AIOProducer:
             await self._end_sender(None if deadline_s is None
                                    else max(0.0, deadline_s - time.monotonic()))
             await self._admin.close()
+
+    def _release_elsewhere(self) -> None:
+        """stop() awaited on another loop than start()'s. No task of the producer can run
+        there, so nothing more is sent: close the sockets and fail every record not
+        acknowledged (its future raises the error), then raise WrongEventLoopError
+        saying how many batches failed. Raises it, releasing nothing, while start()'s
+        loop runs in another thread (its sender task still uses the sockets)."""
+        loop = self._loop
+        refuse_release_while_running(loop, "AIOProducer", "stop")
+        self._records._closed = True
+        self._accumulator.refuse_appends()
+        unacknowledged = self._accumulator.unacknowledged()
+        partitions = sorted({f"{r.topic}[{r.partition}]" for r in unacknowledged})
+        lost = (f"{len(unacknowledged)} batches not acknowledged (of {', '.join(partitions)}) "
+                f"failed with this error: those sent may be stored, the rest were not"
+                if unacknowledged else "no record was waiting for an acknowledgement")
+        error = wrong_loop_error("AIOProducer", "stop", loop, f"Its sockets are closed; {lost}")
+        self._abort = True   # should that loop ever run again, its sender task ends
+        self._core._closing = True
+        self._core._fail_all(error)
+        self._wakeup_fd_open = False
+        self._wakeup.close()
+        self._conn.close()
+        self._admin.release()
+        raise error
 
     async def _end_sender(self, timeout: float | None) -> None:
         """Let the sender task finish what is in flight (up to ``timeout``), else end it
@@ -191,6 +229,14 @@ class AIOProducer:
         records = self._records
         if records is None:
             raise ClosedError("producer is not started: await producer.start() first")
+        # The loop check of send, once per record: is the producer's loop running? In
+        # this thread that means it is the running one (one loop runs per thread); a
+        # loop running in another thread passes, its sender delivers the record, and
+        # an await of the future here raises asyncio's "attached to a different loop".
+        # Not get_running_loop() is self._loop: on Python 3.11 it makes a getpid()
+        # call, +10 % per record sent and awaited (is_running() reads an attribute).
+        if not self._loop.is_running():
+            raise wrong_loop_error("AIOProducer", "send", self._loop)
         if topic.__class__ is not str or topic not in records.partition_counts:
             await self.partitions_for(topic)
         try:
@@ -242,6 +288,7 @@ class AIOProducer:
         records = self._records
         if records is None:
             raise ClosedError("producer is not started: await producer.start() first")
+        check_loop(self._loop, "AIOProducer", "partitions_for")
         topic = _as_topic(topic)
         count = records.partition_counts.get(topic)
         if count is None:
@@ -258,6 +305,7 @@ class AIOProducer:
             return
         if self._records._closed:
             raise ClosedError("producer is stopped: flush() has nothing to send with")
+        check_loop(self._loop, "AIOProducer", "flush")
         await self._flush(timeout)
 
     async def _flush(self, timeout: float | None) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from plinth import Admin, Consumer
 from plinth.aio import AIOAdmin, AIOConsumer, AIOProducer, ConsumerRebalanceListener
-from plinth.errors import ClosedError, UnknownTopicError
+from plinth.errors import ClosedError, UnknownTopicError, WrongEventLoopError
 from tests.shard_processes import shard_pids
 from tests.support import check_exactly_once_in_order, read_all, unique_topic, wait_until
 
@@ -103,6 +103,47 @@ def test_records_in_flight_when_stop_is_called_are_all_delivered(shared_broker):
     assert len(metadata) == count
     records = read_all(shared_broker.url, topic)
     assert sorted(int(r.value) for r in records) == list(range(count))
+
+
+def test_aio_clients_used_on_a_second_asyncio_run_raise_at_once_and_every_acknowledged_record_stays(
+        shared_broker):
+    # Given a producer that had 20 records acknowledged and a group member that read,
+    # both under a first asyncio.run
+    topic = unique_topic("aio-loops")
+    Admin(broker=shared_broker.url).create_topic(topic, 2)
+    producer = AIOProducer(broker=shared_broker.url, linger_ms=0)
+    consumer = AIOConsumer(topic, broker=shared_broker.url, group=unique_topic("aio-loops-g"),
+                           auto_offset_reset="earliest")
+
+    async def first():
+        await producer.start()
+        acknowledged = [await producer.send_and_wait(topic, b"%d" % i) for i in range(20)]
+        await consumer.start()
+        while not await consumer.getmany(timeout_ms=1_000):
+            pass
+        return acknowledged
+
+    acknowledged = run(first())
+
+    # When a second asyncio.run sends, polls and stops with them
+    async def second():
+        with pytest.raises(WrongEventLoopError, match=r"AIOProducer\.send\(\) .* which is closed"):
+            await asyncio.wait_for(producer.send_and_wait(topic, b"late"), 10)
+        with pytest.raises(WrongEventLoopError, match=r"AIOConsumer\.getmany\(\) .* which is "
+                                                      r"closed"):
+            await asyncio.wait_for(consumer.getmany(timeout_ms=1_000), 10)
+        with pytest.raises(WrongEventLoopError, match="Its sockets are closed; no record was "
+                                                      "waiting for an acknowledgement"):
+            await asyncio.wait_for(producer.stop(), 10)
+        with pytest.raises(WrongEventLoopError, match="did not leave group"):
+            await asyncio.wait_for(consumer.stop(), 10)
+
+    run(second())
+    # Then each raised at once (within the 10 s bounds), and every acknowledged record,
+    # only those, is stored
+    assert len({(m.partition, m.offset) for m in acknowledged}) == 20
+    records = read_all(shared_broker.url, topic)
+    assert sorted(int(r.value) for r in records) == list(range(20))
 
 
 def test_an_idempotent_aio_producer_keeps_every_record_once_in_order_across_a_shard_kill_9(

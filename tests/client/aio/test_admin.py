@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from plinth.client.aio.admin import AIOAdmin
+from plinth.errors import WrongEventLoopError
 from tests.client.test_admin import BAD_CALLS, LAG_SCRIPT
 
 
@@ -34,3 +35,26 @@ def test_group_lag_leaves_out_a_topic_deleted_since_the_group_committed_and_show
             return await admin.group_lag("g")
 
     assert asyncio.run(asyncio.wait_for(scenario(), 10)) == [("t", 0, 3, 10, 7)]
+
+
+def test_an_admin_awaited_on_another_loop_than_its_first_call_raises_at_once_and_close_closes_it(
+        scripted):
+    # Given an admin first used under one asyncio.run
+    broker = scripted([])
+    admin = AIOAdmin(broker=broker.url, request_timeout_ms=1_000)
+    asyncio.run(admin.__aenter__())
+
+    # When a second asyncio.run calls it, then closes it
+    async def second():
+        with pytest.raises(WrongEventLoopError, match=r"A call of an AIOAdmin was awaited on an "
+                                                      r"event loop other than the one this "
+                                                      r"AIOAdmin was first used on, which is "
+                                                      r"closed: .* create the AIOAdmin inside"):
+            await admin.list_topics()
+        with pytest.raises(WrongEventLoopError, match=r"AIOAdmin\.close\(\) .* Its socket is "
+                                                      r"closed; nothing was lost"):
+            await admin.close()
+
+    asyncio.run(asyncio.wait_for(second(), 10))
+    # Then nothing was asked of the broker, and the socket is closed
+    assert broker.requests == [] and admin._conn.closed

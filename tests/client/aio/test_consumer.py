@@ -10,10 +10,15 @@ import pytest
 
 from plinth import protocol
 from plinth.client.aio.consumer import AIOConsumer
-from plinth.errors import ClosedError, CorruptDataError, OffsetOutOfRangeError
+from plinth.errors import (ClosedError, CorruptDataError, OffsetOutOfRangeError,
+                           WrongEventLoopError)
 from tests.client.test_consumer import BAD_COMMITS, BAD_OPTIONS, GroupBroker, fetched
 
 BOUND_S = 20
+AT_ONCE_S = 5   # far more than a refusal takes
+ON_A_CLOSED_LOOP = (r"AIOConsumer\.{call}\(\) was awaited on an event loop other than the one "
+                    r"this AIOConsumer was started on, which is closed: .* create the "
+                    r"AIOConsumer inside the loop that uses it")
 
 
 def offsets(start: int, end: int):
@@ -207,3 +212,62 @@ def test_start_after_stop_raises_closed_error_even_when_stop_came_before_start()
             await consumer.start()
 
     asyncio.run(asyncio.wait_for(scenario(), BOUND_S))
+
+
+def test_a_group_member_awaited_on_a_second_asyncio_run_raises_at_once_instead_of_reading_on(
+        scripted):
+    # Given a group member that read a record under a first asyncio.run (its heartbeat
+    # task ended with that loop)
+    broker = scripted([GroupBroker().answer] * 1_000)
+    consumer = AIOConsumer("t", broker=broker.url, group="g", auto_offset_reset="earliest",
+                           enable_auto_commit=False, fetch_max_wait_ms=100,
+                           direct_to_shards=False)
+
+    async def first():
+        await consumer.start()
+        return await records_of(consumer, 1)
+
+    assert len(asyncio.run(asyncio.wait_for(first(), BOUND_S))) == 1
+    asked = len(broker.requests)
+
+    # When a second asyncio.run polls, commits and stops it
+    async def second():
+        for call, coroutine in [("getmany", consumer.getmany(timeout_ms=100)),
+                                ("commit", consumer.commit()),
+                                ("committed", consumer.committed("t", 0)),
+                                ("position", consumer.position("t", 0))]:
+            with pytest.raises(WrongEventLoopError, match=ON_A_CLOSED_LOOP.format(call=call)):
+                await asyncio.wait_for(coroutine, AT_ONCE_S)
+        with pytest.raises(WrongEventLoopError, match=r"Its sockets are closed; member 'm-1' did "
+                                                      r"not leave group 'g' \(its partitions move "
+                                                      r"to other members once session_timeout_ms"):
+            await asyncio.wait_for(consumer.stop(), AT_ONCE_S)
+
+    asyncio.run(asyncio.wait_for(second(), BOUND_S))
+    # Then each raised at once: nothing more was fetched, committed or sent to leave
+    assert len(broker.requests) == asked
+    assert consumer._conn.closed and consumer._membership._conn.closed
+
+
+def test_a_consumer_without_a_group_is_refused_on_a_second_asyncio_run_alike(scripted):
+    # Given a consumer of an assigned partition that read under a first asyncio.run
+    broker = scripted([fetched(0, [b"a"], 2), fetched(1, [b"b"], 2)])
+    consumer = AIOConsumer(broker=broker.url, fetch_max_wait_ms=100, direct_to_shards=False)
+
+    async def first():
+        await consumer.start()
+        consumer.assign([("t", 0)])
+        consumer.seek("t", 0, 0)
+        return [r.value for r in await records_of(consumer, 1)]
+
+    assert asyncio.run(asyncio.wait_for(first(), BOUND_S)) == [b"a"]
+
+    # When a second asyncio.run polls it, Then it is refused as a group member would be
+    async def second():
+        with pytest.raises(WrongEventLoopError, match=ON_A_CLOSED_LOOP.format(call="getmany")):
+            await asyncio.wait_for(consumer.getmany(timeout_ms=100), AT_ONCE_S)
+        with pytest.raises(WrongEventLoopError, match=r"Its sockets are closed\Z"):
+            await consumer.stop()
+
+    asyncio.run(asyncio.wait_for(second(), BOUND_S))
+    assert consumer._conn.closed

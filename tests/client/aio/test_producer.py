@@ -9,6 +9,7 @@ awaited on the loop, stop() delivering what was sent.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -16,7 +17,7 @@ import pytest
 from plinth.client.aio.producer import AIOProducer
 from plinth.client.futures import RecordMetadata
 from plinth.errors import (ClosedError, PartitionOutOfRangeError, PlinthTimeoutError,
-                           ProducerBufferFullError, UnknownTopicError)
+                           ProducerBufferFullError, UnknownTopicError, WrongEventLoopError)
 from tests.client.produce_broker import LOSE_REPLY, ProduceBroker
 from tests.client.test_producer import BAD_OPTIONS
 
@@ -32,6 +33,21 @@ def broker():
 
 def run(coroutine):
     return asyncio.run(asyncio.wait_for(coroutine, 30))
+
+
+AT_ONCE_S = 5   # far more than a refusal takes; a send no task drains never ends
+ON_A_CLOSED_LOOP = (r"AIOProducer\.{call}\(\) was awaited on an event loop other than the one "
+                    r"this AIOProducer was started on, which is closed: .* create the "
+                    r"AIOProducer inside the loop that uses it")
+
+
+def end_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what is left on a loop a test left idle, then close it."""
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    loop.close()
 
 
 def test_every_way_of_calling_send_queues_the_record_it_describes(broker):
@@ -219,3 +235,115 @@ def test_stop_with_a_timeout_takes_at_most_that_timeout_in_all_and_fails_what_is
             await future
 
     run(scenario())
+
+
+def test_a_producer_awaited_on_a_second_asyncio_run_raises_at_once_and_keeps_what_was_acknowledged(
+        broker):
+    # Given a producer started, and its record acknowledged, under a first asyncio.run
+    producer = AIOProducer(broker=broker.url, linger_ms=0)
+
+    async def first():
+        await producer.start()
+        return await producer.send_and_wait("t", b"acknowledged", partition=0)
+
+    assert run(first()) == RecordMetadata("t", 0, 0)
+
+    # When a second asyncio.run sends, flushes and stops with it
+    async def second():
+        with pytest.raises(WrongEventLoopError, match=ON_A_CLOSED_LOOP.format(call="send")):
+            await asyncio.wait_for(producer.send_and_wait("t", b"late", partition=0), AT_ONCE_S)
+        with pytest.raises(WrongEventLoopError, match=ON_A_CLOSED_LOOP.format(call="flush")):
+            await asyncio.wait_for(producer.flush(), AT_ONCE_S)
+        with pytest.raises(WrongEventLoopError, match=ON_A_CLOSED_LOOP.format(call="partitions_for")):
+            await asyncio.wait_for(producer.partitions_for("t"), AT_ONCE_S)
+        # Then each raised at once, and stop() closes the sockets and says so, not
+        # "Event loop is closed"
+        with pytest.raises(WrongEventLoopError, match="Its sockets are closed; no record was "
+                                                      "waiting for an acknowledgement"):
+            await asyncio.wait_for(producer.stop(), AT_ONCE_S)
+        assert producer._conn.closed
+
+    run(second())
+    # And the acknowledged record is stored, the refused one is not
+    assert [r.value for r in broker.records("t", 0)] == [b"acknowledged"]
+
+
+def test_stop_on_another_loop_fails_every_record_the_producers_idle_loop_left_unsent(broker):
+    # Given a producer on a loop left idle (not closed) with one record acknowledged and
+    # three lingering in a batch
+    loop = asyncio.new_event_loop()
+    producer = AIOProducer(broker=broker.url, linger_ms=60_000)
+
+    async def first():
+        await producer.start()
+        acknowledged = await producer.send("t", b"acknowledged", partition=1)
+        await producer.flush()
+        lingering = [await producer.send("t", b"%d" % i, partition=1) for i in range(3)]
+        return acknowledged, lingering
+
+    try:
+        acknowledged, lingering = loop.run_until_complete(asyncio.wait_for(first(), 30))
+        # When another loop stops it
+        with pytest.raises(WrongEventLoopError, match=r"which is not running: .* Its sockets "
+                                                      r"are closed; 1 batches not acknowledged "
+                                                      r"\(of t\[1\]\) failed with this error"):
+            run(producer.stop())
+    finally:
+        end_loop(loop)
+    # Then every lingering record's future raises that error: none is silently dropped
+    assert all(isinstance(f.exception(), WrongEventLoopError) for f in lingering)
+    # And the acknowledged one stays acknowledged and stored
+    assert acknowledged.result() == RecordMetadata("t", 1, 0)
+    assert [r.value for r in broker.records("t", 1)] == [b"acknowledged"]
+
+
+def test_stop_after_the_producers_loop_closed_under_a_task_awaiting_a_record_fails_the_record(
+        broker):
+    # Given a producer whose loop was closed (not run to its end) while a task awaited
+    # one of its records
+    loop = asyncio.new_event_loop()
+    producer = AIOProducer(broker=broker.url, linger_ms=60_000)
+
+    async def first():
+        await producer.start()
+        future = await producer.send("t", b"never sent", partition=2)
+        awaiting = asyncio.get_running_loop().create_task(asyncio.wait({future}))
+        await asyncio.sleep(0)   # one turn: the task starts awaiting the record
+        return future, awaiting
+
+    future, awaiting = loop.run_until_complete(asyncio.wait_for(first(), 30))
+    assert not awaiting.done()
+    loop.close()
+    # When another loop stops it, Then it raises the clear error, not "Event loop is closed"
+    with pytest.raises(WrongEventLoopError, match=r"which is closed: .* 1 batches not "
+                                                  r"acknowledged \(of t\[2\]\)"):
+        run(producer.stop())
+    # And the record's future holds that error
+    assert isinstance(future.exception(), WrongEventLoopError)
+    assert broker.records("t", 2) == []
+
+
+def test_stop_on_another_loop_while_the_producers_loop_runs_in_another_thread_releases_nothing(
+        broker):
+    # Given a producer whose loop runs in another thread, with a record lingering
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    on_its_loop = lambda coroutine: asyncio.run_coroutine_threadsafe(coroutine, loop).result(30)
+    try:
+        producer = AIOProducer(broker=broker.url, linger_ms=60_000)
+        on_its_loop(producer.start())
+        future = on_its_loop(producer.send("t", b"kept", partition=3))
+        # When this thread's loop stops it, Then it is refused, naming the way that works
+        with pytest.raises(WrongEventLoopError, match=r"which is running in another thread: .* "
+                                                      r"Nothing was released: await stop\(\) on "
+                                                      r"that loop"):
+            run(producer.stop())
+        # And the producer is untouched: stopped on its own loop, it delivers the record
+        on_its_loop(producer.stop())
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()
+    assert future.result() == RecordMetadata("t", 3, 0)
+    assert [r.value for r in broker.records("t", 3)] == [b"kept"]
