@@ -235,7 +235,8 @@ class GroupRequests:
             return classic
         group = groups.describe(name)
         if group is None:
-            raise UnknownGroupError(f"group {name!r} is not known to {self.shard_id}")
+            raise UnknownGroupError(f"group {name!r} is not known: it has no members and no "
+                                    f"committed offsets (its coordinator is {self.shard_id})")
         members = [protocol.MemberInfo(m.member_id, m.epoch, sorted(m.topics), set(m.assigned))
                    for m in group.members.values()]
         return protocol.GroupInfo(name, group.assignor, group.epoch, members,

@@ -146,9 +146,11 @@ def test_a_commit_whose_metadata_is_over_the_limit_is_refused_and_stores_nothing
     assert groups.committed_offsets() == {}
 
 
-def test_describing_an_unknown_group_names_the_shard(open_groups):
+def test_describing_an_unknown_group_says_what_it_lacks_and_names_the_shard(open_groups):
     groups = open_groups("x")
-    with pytest.raises(UnknownGroupError, match="group 'nope' is not known to shard-x"):
+    with pytest.raises(UnknownGroupError, match=r"group 'nope' is not known: it has no members "
+                                                r"and no committed offsets \(its coordinator "
+                                                r"is shard-x\)"):
         ask(groups, protocol.encode_group_request(5, "describeGroup", "nope"))
 
 
