@@ -383,7 +383,7 @@ class Consumer(ConsumerBase):
             except BrokerError as exc:
                 self._check_membership(exc)
                 raise
-            self._committed_positions.update({TopicPartition(*tp): o for tp, o in part.items()})
+            self._note_committed(part)
 
     def commit_async(self, offsets: dict[tuple[str, int], int] | None = None,
                      callback=None) -> None:
@@ -409,7 +409,7 @@ class Consumer(ConsumerBase):
         part, commit = self._commits.pop(view.request_id)
         self._check_membership(view.error)
         if view.error is None:
-            self._committed_positions.update({TopicPartition(*tp): o for tp, o in part.items()})
+            self._note_committed(part)
         commit.error = commit.error or view.error
         commit.parts_left -= 1
         if commit.parts_left:

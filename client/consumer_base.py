@@ -11,6 +11,7 @@ A subclass sets, before any of these run:
 
 - ``_fetcher``: its Fetcher (client/fetcher.py);
 - ``_commits``: request id -> what an asynchronous commit in flight sent;
+- ``_committed_positions``: TopicPartition -> the offset last committed;
 - ``_membership``: its group membership, or None without a group;
 - ``group``: the group's name, or None;
 - ``_on_commit_reply(view)``: what it does with a commit's reply.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from plinth import limits, protocol
 from plinth.client.arguments import checked_offsets, checked_topic_partition
+from plinth.client.fetcher import TopicPartition
 from plinth.errors import BrokerError, StaleMemberEpochError, UnknownMemberIdError
 
 
@@ -55,6 +57,10 @@ class ConsumerBase:
             raise ValueError(f"commit needs a consumer group: {type(self).__name__}(..., "
                              f"group='name')")
         return self._positions() if offsets is None else checked_offsets("commit", offsets)
+
+    def _note_committed(self, offsets: dict) -> None:
+        """A commit of ``offsets`` (one part of it) was taken by the coordinator."""
+        self._committed_positions.update({TopicPartition(*tp): o for tp, o in offsets.items()})
 
     def _encode_commit(self, request_id: int, offsets: dict) -> bytes:
         member_id, epoch = self._membership.identity()

@@ -444,13 +444,13 @@ class AIOConsumer(ConsumerBase):
             except BrokerError as exc:
                 self._check_membership(exc)
                 raise
-            self._committed_positions.update({TopicPartition(*tp): o for tp, o in part.items()})
+            self._note_committed(part)
 
     def _on_commit_reply(self, view: protocol.ReplyView) -> None:
         offsets = self._commits.pop(view.request_id)
         self._check_membership(view.error)
         if view.error is None:
-            self._committed_positions.update({TopicPartition(*tp): o for tp, o in offsets.items()})
+            self._note_committed(offsets)
         else:
             log.warning("group %s: auto-commit failed: %s", self.group, view.error)
 

@@ -48,10 +48,15 @@ def secured(tmp_path, broker_factory):
     return broker, server_public, admin_secret, reader_secret, stranger_secret
 
 
+def as_client(secret, server_public) -> dict:
+    """A client's CurveZMQ options: its .key_secret and the server's .key."""
+    return dict(curve_key_file=str(secret), curve_server_key_file=str(server_public))
+
+
 def test_keys_and_acls_decide_who_may_do_what(secured):
     broker, server_public, admin_secret, reader_secret, stranger_secret = secured
-    as_admin = dict(curve_key_file=str(admin_secret), curve_server_key_file=str(server_public))
-    as_reader = dict(curve_key_file=str(reader_secret), curve_server_key_file=str(server_public))
+    as_admin, as_reader = as_client(admin_secret, server_public), as_client(reader_secret,
+                                                                           server_public)
     topic = unique_topic("sec")
     # An authorized admin key can do everything
     with Admin(broker=broker.url, **as_admin) as admin:
@@ -130,13 +135,12 @@ def read_until(consumer, expected: list[bytes], got: list[bytes] | None = None) 
 def test_a_consumer_in_a_group_its_key_has_no_grant_on_is_told_so_by_poll_and_the_cli(secured):
     # Given a reader key that may consume every topic, but has no grant on any group
     broker, server_public, admin_secret, reader_secret, _ = secured
-    as_admin = dict(curve_key_file=str(admin_secret), curve_server_key_file=str(server_public))
-    as_reader = dict(curve_key_file=str(reader_secret), curve_server_key_file=str(server_public))
     topic = unique_topic("sec")
-    with Admin(broker=broker.url, **as_admin) as admin:
+    with Admin(broker=broker.url, **as_client(admin_secret, server_public)) as admin:
         admin.create_topic(topic, 1)
     # When it consumes in group billing
-    consumer = Consumer(topic, broker=broker.url, group="billing", **as_reader)
+    consumer = Consumer(topic, broker=broker.url, group="billing",
+                        **as_client(reader_secret, server_public))
     try:
         # Then poll raises the refusal (it used to return nothing for ever, logging it)
         deadline_s = time.monotonic() + 30
