@@ -357,13 +357,15 @@ class ReplicaServer:
                 results.append(outcome)
                 continue
             try:
-                result, data = self._read_entries(outcome, wanted.fetch_offset, wanted.last_fetched_epoch,
-                                                  wanted.bytes_max, room_bytes - total_bytes)
+                result, data = self._read_entries(
+                    outcome, wanted.fetch_offset, wanted.last_fetched_epoch, wanted.bytes_max,
+                    room_bytes - total_bytes)
             except BrokerError as exc:   # a bad entry (CRC): this partition's answer
                 results.append(protocol.ReplicaFetchPartitionResult(exc, None))
                 continue
             if total_bytes and total_bytes + len(data) > room_bytes:   # one whole entry too big
-                result, data = self._read_entries(outcome, wanted.fetch_offset, wanted.last_fetched_epoch, 0, 0)
+                result, data = self._read_entries(outcome, wanted.fetch_offset,
+                                                  wanted.last_fetched_epoch, 0, 0)
             results.append(protocol.ReplicaFetchPartitionResult(None, result, len(data)))
             if data:
                 chunks.append(data)
