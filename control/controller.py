@@ -1,14 +1,20 @@
 """The controller: topics, their configuration and the placement of partitions on shards.
 
 Runs as one named Ray actor per broker (control plane), created and reached
-through ControllerHandle (controller_handle.py). Its methods run one at a
-time on the actor's thread, so metadata changes are serialized without
-locks; only the queries that wait for shards (describe, offsets, status,
-stats, groups) run on their own threads (Ray's concurrency group
-QUERY_GROUP), so that a describe waiting for a dead leader holds up no
-election. They touch none of the controller's state themselves: the actor
-thread makes them a plan (``_on_actor_thread``), they wait for the shards,
-and build the answer from the two. It keeps the metadata (metadata.py), saved to
+through ControllerHandle (controller_handle.py). Its state is touched on the
+actor's thread only, one call at a time, so it needs no locks. Two kinds of
+calls wait for shards elsewhere, so that a shard that stopped answering
+(SIGSTOP, a hung disk) holds up no election, in-sync change or routing table:
+- the queries (describe, offsets, status, stats, groups, asked elections) run
+  on the QUERY_GROUP threads (Ray's concurrency groups);
+- the changes (topics created, deleted, altered or grown; shards added, removed
+  or moved) run on the one CHANGE_GROUP thread, so one at a time.
+Neither touches the controller's state itself: the actor thread makes it a plan
+(``_on_actor_thread``: ``_plan_create``, ``_forget_topic``, ...), it waits for
+the shards, and the actor thread finishes it (``_finish_create``, ...). A topic
+being created is not in the metadata until its partitions are open (its name
+is taken meanwhile); a change of shards runs wholly on the actor thread, where
+its Rebalancer runs. It keeps the metadata (metadata.py), saved to
 ``<data_dir>/metadata.json`` after every change and before the change is
 answered; it runs the shard actors through a ShardSet (shard_set.py), which
 reaches them only through ShardHandles (shards/shard_handle.py), never by
@@ -67,11 +73,11 @@ from plinth.control import leadership as leadership_rules
 from plinth.control import placement
 from plinth.control.controller_handle import QUERY_GROUP, ControllerHandle, StartReport
 from plinth.control.leader_lease import LeaderLease
-from plinth.control.metadata import METADATA_FILE, BrokerMetadata, TopicMetadata
+from plinth.control.metadata import METADATA_FILE, BrokerMetadata, TopicMetadata, specs_by_shard
 from plinth.control.nodes import Node, ray_nodes
 from plinth.control.rebalancer import Rebalancer
 from plinth.control.routing_table import RoutingTable
-from plinth.control.shard_set import ShardSet
+from plinth.control.shard_set import CountPush, ShardSet, send_count_pushes
 from plinth.errors import (BrokerError, EligibleLeadersNotAvailableError, InvalidConfigError,
                            InvalidPartitionsError, InvalidReplicationFactorError,
                            PartitionOutOfRangeError, PreferredLeaderNotAvailableError,
@@ -152,6 +158,23 @@ class _OffsetsPlan:
 
 
 @dataclass(frozen=True)
+class _CreatePlan:
+    topics: dict[str, TopicMetadata]                              # name -> as it will be
+    opens: dict[str, tuple[ShardHandle, list[PartitionSpec]]]     # what each shard opens
+
+
+@dataclass(frozen=True)
+class _TopicChangePlan:
+    """An alter's or a growth's: what the change thread sends the shards."""
+
+    topic_id: str
+    partitions: int                # the topic's count when planned
+    config: dict[str, str]         # its config after the change
+    topic: TopicMetadata           # the topic after the change (a growth's)
+    asks: dict[str, tuple[ShardHandle, list[PartitionSpec]]]   # an alter's: all partitions
+
+
+@dataclass(frozen=True)
 class _ElectionPlan:
     answered: list[protocol.ElectionResult]    # refused, or not needed
     elected: list[protocol.ElectionResult]     # elected at once (no leader answered)
@@ -218,7 +241,8 @@ def _check_leaders_on_actor_thread() -> None:
 
 class Controller:
     """Wrapped with ``ray.remote`` by ControllerHandle.create. Every method: controller
-    actor thread (or the test's thread, without Ray), but where it says query thread."""
+    actor thread (or the test's thread, without Ray), but where it says query thread
+    or change thread."""
 
     def __init__(self, data_dir: str, shard_count: int | None, fsync_policy: str = "always",
                  fsync_interval_ms: int = limits.FSYNC_INTERVAL_MS_DEFAULT, *,
@@ -314,6 +338,10 @@ class Controller:
         # their records. A shard announces itself once per start. At most one per shard.
         self._reopen_unsent: set[str] = set()
         self._repairing: dict[tuple[str, int], set[str]] = {}   # see _note_opened
+        # The topics of the create running on the change thread, until their partitions
+        # are open: their names are taken, and they count towards TOPICS_MAX. At most
+        # CREATE_TOPICS_BATCH_MAX entries (one create runs at a time).
+        self._creating: dict[str, TopicMetadata] = {}
         self._shutting_down = False
         # The lease on leadership (leader_lease.py), on this actor's own timer; None
         # outside a Ray actor (the unit tests call check_leaders themselves).
@@ -1257,28 +1285,51 @@ class Controller:
 
     def create_topics(self, new_topics: list[protocol.NewTopic]) -> list[protocol.TopicInfo]:
         """Create every topic of ``new_topics`` (Kafka's CreateTopics), or none: the first
-        refusal raises (naming its topic) before any is created. All of them cost one
-        open_partitions per shard, one save of the metadata and one push of their
-        partition counts: each of those rewrites a file of every topic, so a console
-        making thousands of topics makes them in batches (loadtest/console_scale.py)."""
-        checked = self._checked_new_topics(new_topics)
-        names = [t.name for t in checked]
-        for t in checked:
-            self._metadata.topics[t.name] = self._new_topic(t.name, t.partitions, t.config,
-                                                            t.replication_factor)
+        refusal raises (naming its topic) before any is created (change thread). All
+        of them cost one open_partitions per shard, one save of the metadata and one
+        push of their partition counts: each of those rewrites a file of every topic,
+        so a console making thousands of topics makes them in batches
+        (loadtest/console_scale.py). Until their partitions are open they are not in
+        the metadata (no routing table, list or save has them), and their names are
+        taken (``_creating``)."""
+        plan = self._on_actor_thread(self._plan_create, new_topics)
         try:
-            told = self._open_created(names)
-        except Exception:
-            for name in names:
-                del self._metadata.topics[name]
+            told = self._open_created(plan)
+        except BaseException:
+            self._on_actor_thread(self._forget_creating, list(plan.topics))
             raise
+        infos, pushes = self._on_actor_thread(self._finish_create, plan, told)
+        self._send_count_pushes(pushes)
+        for name, topic in plan.topics.items():
+            log.info("created topic %s with %d partitions, replication factor %d", name,
+                     topic.partitions, topic.replication_factor)
+        return infos
+
+    def _plan_create(self, new_topics: list[protocol.NewTopic]) -> _CreatePlan:
+        """The new topics' metadata and where to open their partitions; their names
+        taken until ``_finish_create`` or ``_forget_creating``. Actor thread."""
+        made = {t.name: self._new_topic(t.name, t.partitions, t.config, t.replication_factor)
+                for t in self._checked_new_topics(new_topics)}
+        self._creating.update(made)
+        return _CreatePlan(made, {s: (self._shards[s], specs)
+                                  for s, specs in specs_by_shard(made).items()})
+
+    def _finish_create(self, plan: _CreatePlan, told: list[str]
+                       ) -> tuple[list[protocol.TopicInfo], dict[str, CountPush]]:
+        """The opened topics join the metadata, saved; returns their infos and the
+        pushes of their partition counts to the shards not ``told`` yet. Actor thread."""
+        names = list(plan.topics)
+        self._forget_creating(names)
+        self._metadata.topics.update(plan.topics)
         self._save(names)
-        self._shards.push_partition_counts(self._metadata.partition_counts(), changed=names,
-                                           told=told)
-        for t in checked:
-            log.info("created topic %s with %d partitions, replication factor %d", t.name,
-                     t.partitions, t.replication_factor)
-        return [self._topic_info(name) for name in names]
+        return ([self._topic_info(name) for name in names],
+                self._shards.count_pushes(self._metadata.partition_counts(), changed=names,
+                                          told=told))
+
+    def _forget_creating(self, names: list[str]) -> None:
+        """The names of a create that finished or failed are free again. Actor thread."""
+        for name in names:
+            self._creating.pop(name, None)
 
     def validate_new_topics(self, new_topics: list[protocol.NewTopic]
                             ) -> list[protocol.TopicInfo]:
@@ -1301,48 +1352,51 @@ class Controller:
         if len(set(names)) != len(names):
             twice = sorted({n for n in names if names.count(n) > 1})
             raise TopicExistsError(f"topics {twice} are given twice in one createTopics")
-        if len(self._metadata.topics) + len(names) > limits.TOPICS_MAX:
+        if len(self._metadata.topics) + len(self._creating) + len(names) > limits.TOPICS_MAX:
+            creating = f" (and {len(self._creating)} being created)" if self._creating else ""
             raise TooManyTopicsError(
                 f"cannot create {len(names)} topics ({names[0]!r} ...): the broker has "
-                f"{len(self._metadata.topics)} topics, and the limit is {limits.TOPICS_MAX}")
+                f"{len(self._metadata.topics)} topics{creating}, and the limit is "
+                f"{limits.TOPICS_MAX}")
         return checked
 
-    def _open_created(self, names: list[str]) -> list[str]:
+    def _open_created(self, plan: _CreatePlan) -> list[str]:
         """Open the new topics' partitions on their shards, each recording the new
-        counts in the same save of its manifest; returns those shards. If one fails,
-        the shards that opened theirs delete them (``_delete_opened``) and forget the
-        counts, and its error is raised."""
-        counts = {name: self._metadata.topics[name].partitions for name in names}
-        specs = self._metadata.specs_by_shard(set(names))
-        outcomes = wait_all({s: self._shards[s].open_partitions(shard_specs,
-                                                                partition_counts=counts)
-                             for s, shard_specs in specs.items()},
+        counts in the same save of its manifest; returns those shards (change thread).
+        If one fails, the shards that opened theirs delete them (``_delete_opened``)
+        and forget the counts, and its error is raised."""
+        counts = {name: topic.partitions for name, topic in plan.topics.items()}
+        outcomes = wait_all({s: handle.open_partitions(specs, partition_counts=counts)
+                             for s, (handle, specs) in plan.opens.items()},
                             limits.CONTROL_CALL_TIMEOUT_S)
         failed = [outcome for outcome in outcomes.values() if isinstance(outcome, BrokerError)]
         if not failed:
             return list(outcomes)
-        opened = [s for s, outcome in outcomes.items() if not isinstance(outcome, BrokerError)]
-        self._delete_opened({s: specs[s] for s in opened})
+        opened = {s: plan.opens[s] for s, outcome in outcomes.items()
+                  if not isinstance(outcome, BrokerError)}
+        self._delete_opened(opened)
         for shard_id, outcome in wait_all(
-                {s: self._shards[s].change_partition_counts({}, names) for s in opened},
+                {s: handle.change_partition_counts({}, list(counts))
+                 for s, (handle, _) in opened.items()},
                 limits.CONTROL_CALL_TIMEOUT_S).items():
             if isinstance(outcome, BrokerError):
                 log.warning("%s kept the counts of topics %s, not created: %s", shard_id,
-                            names, outcome)
+                            list(counts), outcome)
         raise failed[0]
 
-    def _delete_opened(self, specs: dict[str, list[PartitionSpec]]) -> None:
+    @staticmethod
+    def _delete_opened(opened: dict[str, tuple[ShardHandle, list[PartitionSpec]]]) -> None:
         """Delete the new partitions of a refused create or growth from the shards that
-        opened them: they are in those shards' manifests, and would be opened again
-        at every restart, a file and a directory each, of a topic that does not exist."""
+        opened them (change thread): they are in those shards' manifests, and would be
+        opened again at every restart, a file and a directory each, of a topic that
+        does not exist."""
         for shard_id, outcome in wait_all(
-                {s: self._shards[s].delete_partitions([spec.id for spec in shard_specs],
-                                                      keep_remote=True)
-                 for s, shard_specs in specs.items()},
+                {s: handle.delete_partitions([spec.id for spec in specs], keep_remote=True)
+                 for s, (handle, specs) in opened.items()},
                 limits.CONTROL_CALL_TIMEOUT_S).items():
             if isinstance(outcome, BrokerError):
                 log.warning("%s kept %d partitions of a refused create or growth: %s",
-                            shard_id, len(specs[shard_id]), outcome)
+                            shard_id, len(opened[shard_id][1]), outcome)
 
     def _checked_new_topic(self, new: protocol.NewTopic) -> protocol.NewTopic:
         """``new`` with its replication factor and normalized config; raises what
@@ -1356,6 +1410,8 @@ class Controller:
         topics.check_remote_storage_allowed(name, config, tier_url_given=self._tier.enabled)
         if name in self._metadata.topics:
             raise TopicExistsError(f"topic {name!r} already exists")
+        if name in self._creating:
+            raise TopicExistsError(f"topic {name!r} is being created")
         return protocol.NewTopic(name, new.partitions, config, factor)
 
     def _new_topic(self, name: str, partitions: int, config: dict[str, str],
@@ -1407,27 +1463,52 @@ class Controller:
     def alter_topic(self, name: str, changes: dict[str, str],
                     delete_config: tuple[str, ...] = ()) -> protocol.TopicInfo:
         """Change config entries of a topic, and set ``delete_config``'s keys back to their
-        defaults; shards apply them at once (e.g. retention)."""
+        defaults; shards apply them at once (e.g. retention), then it is saved (change
+        thread)."""
+        plan = self._on_actor_thread(self._plan_alter, name, changes, delete_config)
+        wait_all_or_raise({s: handle.alter_partitions([spec.id for spec in specs], plan.config)
+                           for s, (handle, specs) in plan.asks.items()},
+                          limits.CONTROL_CALL_TIMEOUT_S)
+        info = self._on_actor_thread(self._finish_alter, name, plan)
+        log.info("altered topic %s: %s", name, changes)
+        return info
+
+    def _plan_alter(self, name: str, changes: dict[str, str],
+                    delete_config: tuple[str, ...]) -> _TopicChangePlan:
+        """The topic's new config, checked, and the shards to apply it. Actor thread."""
         topic = self._topic(name)
         kept = topics.config_without(name, topic.config, changes, delete_config)
         config = topics.normalize_topic_config(name, {**kept, **changes},
                                                topic.replication_factor)
         topics.check_config_change(name, topic.config, config)
         topics.check_remote_storage_allowed(name, config, tier_url_given=self._tier.enabled)
-        specs = self._metadata.specs_by_shard([name])
-        wait_all_or_raise({s: self._shards[s].alter_partitions([sp.id for sp in shard_specs], config)
-                           for s, shard_specs in specs.items()}, limits.CONTROL_CALL_TIMEOUT_S)
-        topic.config = config
+        return _TopicChangePlan(topic.topic_id, topic.partitions, config, topic,
+                                self._partition_asks(specs_by_shard({name: topic})))
+
+    def _finish_alter(self, name: str, plan: _TopicChangePlan) -> protocol.TopicInfo:
+        """The new config, saved (the shards applied it). Actor thread."""
+        topic = self._planned_topic(name, plan)
+        topic.config = plan.config
         self._save([name])
-        log.info("altered topic %s: %s", name, changes)
         return self._topic_info(name)
 
     def add_partitions(self, name: str, partition_count: int) -> protocol.TopicInfo:
-        """Grow a topic to ``partition_count`` partitions (Kafka's CreatePartitions):
-        the new ones are placed as a new topic's are, with the topic's replication
-        factor, and opened empty; the old ones do not move. Records keyed before keep
-        their partitions; keys hash over the new count from now on, as in Kafka.
-        InvalidPartitionsError for a count not above the topic's."""
+        """Grow a topic to ``partition_count`` partitions (Kafka's CreatePartitions;
+        change thread): the new ones are placed as a new topic's are, with the topic's
+        replication factor, and opened empty; the old ones do not move. Records keyed
+        before keep their partitions; keys hash over the new count from now on, as in
+        Kafka. InvalidPartitionsError for a count not above the topic's. The new
+        partitions are in the metadata (routing tables, saves) once they are open."""
+        plan = self._on_actor_thread(self._plan_growth, name, partition_count)
+        self._open_new_partitions(plan.asks)
+        info, pushes = self._on_actor_thread(self._finish_growth, name, plan)
+        self._send_count_pushes(pushes)
+        log.info("topic %s grew from %d to %d partitions", name, plan.partitions,
+                 partition_count)
+        return info
+
+    def _plan_growth(self, name: str, partition_count: int) -> _TopicChangePlan:
+        """The topic as it will be, and where its new partitions open. Actor thread."""
         if name == topics.OFFSETS_TOPIC:
             raise InvalidPartitionsError(f"topic {name!r} is internal: its partition count "
                                          f"is fixed")
@@ -1435,59 +1516,116 @@ class Controller:
         old_count = topic.partitions
         topics.validate_partition_growth(name, old_count, partition_count)
         grown = self._new_topic(name, partition_count, topic.config, topic.replication_factor)
-        topic.partitions = partition_count
-        topic.placement += grown.placement[old_count:]
-        topic.leadership.update({p: grown.leadership[p] for p in range(old_count, partition_count)
-                                 if p in grown.leadership})
-        try:
-            self._open_new_partitions(name, old_count)
-        except Exception:
-            self._forget_new_partitions(topic, old_count)
-            raise
-        self._save([name])
-        self._shards.push_partition_counts(self._metadata.partition_counts(), changed=[name])
-        log.info("topic %s grew from %d to %d partitions", name, old_count, partition_count)
-        return self._topic_info(name)
+        after = replace(topic, partitions=partition_count,
+                        placement=topic.placement + grown.placement[old_count:],
+                        leadership={**topic.leadership,
+                                    **{p: record for p, record in grown.leadership.items()
+                                       if p >= old_count}})
+        return _TopicChangePlan(topic.topic_id, old_count, topic.config, after,
+                                self._partition_asks(specs_by_shard({name: after}, old_count)))
 
-    def _open_new_partitions(self, name: str, old_count: int) -> None:
-        """Open the topic's partitions from ``old_count`` on, on the shards that hold them;
-        if one shard fails, the others delete theirs again and its error is raised."""
-        specs = {s: new_specs for s, shard_specs in self._metadata.specs_by_shard([name]).items()
-                 if (new_specs := [spec for spec in shard_specs if spec.partition >= old_count])}
-        outcomes = wait_all({s: self._shards[s].open_partitions(shard_specs)
-                             for s, shard_specs in specs.items()}, limits.CONTROL_CALL_TIMEOUT_S)
+    def _finish_growth(self, name: str, plan: _TopicChangePlan
+                       ) -> tuple[protocol.TopicInfo, dict[str, CountPush]]:
+        """The grown topic, saved (its new partitions are open); returns its info and
+        the pushes of its partition count. Actor thread."""
+        topic = self._planned_topic(name, plan)
+        topic.partitions = plan.topic.partitions
+        topic.placement = list(plan.topic.placement)
+        topic.leadership.update({p: record for p, record in plan.topic.leadership.items()
+                                 if p >= plan.partitions})
+        self._save([name])
+        return self._topic_info(name), self._shards.count_pushes(
+            self._metadata.partition_counts(), changed=[name])
+
+    def _open_new_partitions(self, asks: dict[str, tuple[ShardHandle, list[PartitionSpec]]]
+                             ) -> None:
+        """Open a growth's new partitions on their shards (change thread); if one shard
+        fails, the others delete theirs again and its error is raised."""
+        outcomes = wait_all({s: handle.open_partitions(specs)
+                             for s, (handle, specs) in asks.items()},
+                            limits.CONTROL_CALL_TIMEOUT_S)
         failed = [outcome for outcome in outcomes.values() if isinstance(outcome, BrokerError)]
         if failed:
-            self._delete_opened({s: specs[s] for s, outcome in outcomes.items()
+            self._delete_opened({s: asks[s] for s, outcome in outcomes.items()
                                  if not isinstance(outcome, BrokerError)})
             raise failed[0]
 
-    @staticmethod
-    def _forget_new_partitions(topic: TopicMetadata, old_count: int) -> None:
-        """Undo a growth whose partitions did not open (``_open_new_partitions``
-        deleted those that did; nothing was written to them)."""
-        topic.partitions = old_count
-        del topic.placement[old_count:]
-        for partition in [p for p in topic.leadership if p >= old_count]:
-            del topic.leadership[partition]
-
     def delete_topic(self, name: str) -> None:
+        """Delete a topic (change thread): it leaves the metadata first, saved (a crash
+        mid-delete leaves orphan files, not a topic whose partitions are half gone),
+        then each shard deletes its partitions. A shard that does not within
+        CONTROL_CALL_TIMEOUT_S raises its error, naming the topic as deleted."""
+        asks = self._on_actor_thread(self._forget_topic, name)
+        outcomes = wait_all({s: handle.delete_partitions([spec.id for spec in specs])
+                             for s, (handle, specs) in asks.items()},
+                            limits.CONTROL_CALL_TIMEOUT_S)
+        self._send_count_pushes(self._on_actor_thread(self._after_delete, name))
+        log.info("deleted topic %s", name)
+        for shard_id, outcome in sorted(outcomes.items()):
+            if isinstance(outcome, BrokerError):
+                raise type(outcome)(f"topic {name!r} is deleted, but {shard_id} did not "
+                                    f"delete its partitions: {outcome}")
+
+    def _forget_topic(self, name: str) -> dict[str, tuple[ShardHandle, list[PartitionSpec]]]:
+        """The topic out of the metadata, saved; returns where its partitions are to be
+        deleted. Actor thread."""
         topics.refuse_internal(name, "delete")
-        self._topic(name)   # raises UnknownTopicError
-        specs = self._metadata.specs_by_shard([name])
-        # Forget the topic first: a crash mid-delete leaves orphan files, not a
-        # topic whose partitions are half gone.
+        asks = self._partition_asks(specs_by_shard({name: self._topic(name)}))
         del self._metadata.topics[name]
         self._save([name])
-        wait_all_or_raise({s: self._shards[s].delete_partitions([sp.id for sp in shard_specs])
-                           for s, shard_specs in specs.items()}, limits.CONTROL_CALL_TIMEOUT_S)
-        self._shards.push_partition_counts(self._metadata.partition_counts(), changed=[name])
+        return asks
+
+    def _after_delete(self, name: str) -> dict[str, CountPush]:
+        """Retire the draining shards the delete emptied; returns the pushes of the
+        partition counts (the topic's is gone). Actor thread."""
         self._rebalancer.retire_drained()
-        log.info("deleted topic %s", name)
+        return self._shards.count_pushes(self._metadata.partition_counts(), changed=[name])
+
+    def _partition_asks(self, specs: dict[str, list[PartitionSpec]]
+                        ) -> dict[str, tuple[ShardHandle, list[PartitionSpec]]]:
+        """Each shard's handle with its specs, for a change to call from its own
+        thread."""
+        return {s: (self._shards[s], shard_specs) for s, shard_specs in specs.items()}
+
+    def _planned_topic(self, name: str, plan: _TopicChangePlan) -> TopicMetadata:
+        """The topic a change planned for, as it was planned: changes run one at a
+        time (the change thread), so nothing else may have changed it meanwhile."""
+        topic = self._metadata.topics.get(name)
+        if topic is None or topic.topic_id != plan.topic_id or topic.partitions != plan.partitions:
+            raise AssertionError(f"topic {name!r} changed during a change planned for topic "
+                                 f"id {plan.topic_id} with {plan.partitions} partitions")
+        return topic
+
+    def _send_count_pushes(self, pushes: dict[str, CountPush]) -> None:
+        """Send the pushes of partition counts a change's plan made, wait for them, and
+        note which shards missed theirs (change thread)."""
+        took, missed = send_count_pushes(pushes)
+        self._on_actor_thread(self._note_count_pushes, took, missed)
+
+    def _note_count_pushes(self, took: list[str], missed: list[str]) -> None:
+        self._shards.note_count_pushes(took, missed)
 
     # --- Changes of shards ------------------------------------------------------------
+    # Each runs on the actor thread, where its Rebalancer runs, called from the change
+    # thread: one change at a time, topics' and shards' alike (a create's placement
+    # must not see the shards change under it). A shard change that waits for a
+    # stopped shard still holds up the elections: moves wait for each partition.
 
     def add_shards(self, count: int) -> list[protocol.PartitionMove]:
+        """``_add_shards`` (change thread)."""
+        return self._on_actor_thread(self._add_shards, count)
+
+    def remove_shards(self, count: int) -> list[protocol.PartitionMove]:
+        """``_remove_shards`` (change thread)."""
+        return self._on_actor_thread(self._remove_shards, count)
+
+    def move_shard(self, shard_id: str, node: str, *, allow_replicas_on_one_node: bool = False,
+                   accept_data_loss: bool = False, force: bool = False) -> protocol.ShardMove:
+        """``_move_shard`` (change thread)."""
+        return self._on_actor_thread(self._move_shard, shard_id, node,
+                                     allow_replicas_on_one_node, accept_data_loss, force)
+
+    def _add_shards(self, count: int) -> list[protocol.PartitionMove]:
         """Add ``count`` shards; partitions that rendezvous hashing now gives to them move
         without copying data: the old owner seals its log (keeps serving it for reads)
         and the new owner continues at the old end offset; a replicated partition whose
@@ -1507,7 +1645,7 @@ class Controller:
         return self._rebalancer.change_shards(shard_ids + new_ids, draining,
                                               f"added {count} shards")
 
-    def remove_shards(self, count: int) -> list[protocol.PartitionMove]:
+    def _remove_shards(self, count: int) -> list[protocol.PartitionMove]:
         """Remove the ``count`` newest shards: the partitions they own move their writes
         to the others (no data copied), the groups they coordinate move with their
         committed offsets. A removed shard keeps serving its older ranges until none
@@ -1532,8 +1670,8 @@ class Controller:
                     for s in self._metadata.topics[name].leadership[p].replicas}
         self._elect(partitions, self._answering(replicas))
 
-    def move_shard(self, shard_id: str, node: str, *, allow_replicas_on_one_node: bool = False,
-                   accept_data_loss: bool = False, force: bool = False) -> protocol.ShardMove:
+    def _move_shard(self, shard_id: str, node: str, allow_replicas_on_one_node: bool = False,
+                    accept_data_loss: bool = False, force: bool = False) -> protocol.ShardMove:
         """Re-create ``shard_id`` on the alive ``node`` (placement.node_named) after its
         node was lost for good (Kafka's reassignment off a decommissioned broker): it is
         pinned there (saved), started there on whatever that node's disk has at its

@@ -29,10 +29,14 @@ controller after its server restarted: its announcements always go to the
 controller that has the name now.
 
 Any thread of any process connected to the broker's Ray cluster may use a
-handle; the controller runs the calls one at a time, but for the queries that
-wait for shards (``describe_topic``, ``partition_offsets``, ``status``,
-``list_groups``, ``list_groups_page``, ``topic_stats``, ``shard_stats``), which run beside them on the controller's
-QUERY_GROUP threads.
+handle. The controller runs the calls one at a time on its actor thread, but
+for two kinds that wait for shards. The queries (``describe_topic``,
+``partition_offsets``, ``status``, ``list_groups``, ``list_groups_page``,
+``topic_stats``, ``shard_stats``, ``elect_leaders``) run beside them on the
+controller's QUERY_GROUP threads. The changes (topics created, deleted,
+altered or grown; shards added, removed or moved) run one at a time on its
+CHANGE_GROUP thread: a change waiting for a stopped shard holds up no
+election, in-sync change or routing table, and the next change waits for it.
 """
 
 from __future__ import annotations
@@ -65,6 +69,9 @@ CONTROLLER_NAME = "plinth-controller"
 # The Ray concurrency group of the controller's queries that wait for shards (their own
 # threads; every other call runs on the actor's one thread, see control/controller.py).
 QUERY_GROUP = "queries"
+# The Ray concurrency group of the controller's changes: one thread, so that changes
+# run one at a time, as they did on the actor thread (see control/controller.py).
+CHANGE_GROUP = "changes"
 
 
 class ControllerHandle:
@@ -108,7 +115,8 @@ class ControllerHandle:
 
         from plinth.control.controller import Controller
 
-        actor = ray.remote(concurrency_groups={QUERY_GROUP: limits.CONTROLLER_QUERY_THREADS})(
+        actor = ray.remote(concurrency_groups={QUERY_GROUP: limits.CONTROLLER_QUERY_THREADS,
+                                               CHANGE_GROUP: 1})(
             Controller).options(
             name=CONTROLLER_NAME, num_cpus=0, max_restarts=limits.CONTROLLER_RESTARTS_MAX,
             scheduling_strategy=scheduling_strategy,
@@ -315,13 +323,11 @@ class ControllerHandle:
     def create_topic(self, name: str, partitions: int, config: dict[str, str],
                      replication_factor: int = 0) -> protocol.TopicInfo:
         """``replication_factor`` 0: the server's default."""
-        return self._call(lambda actor: actor.create_topic.remote(
-            name, partitions, config, replication_factor), "create_topic")
+        return self._change("create_topic", name, partitions, config, replication_factor)
 
     def create_topics(self, new_topics: list[protocol.NewTopic]) -> list[protocol.TopicInfo]:
         """All of ``new_topics`` or none (Controller.create_topics)."""
-        return self._call(lambda actor: actor.create_topics.remote(list(new_topics)),
-                          "create_topics")
+        return self._change("create_topics", list(new_topics))
 
     def validate_new_topics(self, new_topics: list[protocol.NewTopic]
                             ) -> list[protocol.TopicInfo]:
@@ -332,27 +338,25 @@ class ControllerHandle:
 
     def alter_topic(self, name: str, changes: dict[str, str],
                     delete_config: tuple[str, ...] = ()) -> protocol.TopicInfo:
-        return self._call(lambda actor: actor.alter_topic.remote(name, changes, delete_config),
-                          "alter_topic")
+        return self._change("alter_topic", name, changes, delete_config)
 
     def add_partitions(self, name: str, partition_count: int) -> protocol.TopicInfo:
-        return self._call(lambda actor: actor.add_partitions.remote(name, partition_count),
-                          "add_partitions")
+        return self._change("add_partitions", name, partition_count)
 
     def delete_topic(self, name: str) -> None:
-        self._call(lambda actor: actor.delete_topic.remote(name), "delete_topic")
+        self._change("delete_topic", name)
 
     def add_shards(self, count: int) -> list[protocol.PartitionMove]:
-        return self._call(lambda actor: actor.add_shards.remote(count), "add_shards")
+        return self._change("add_shards", count)
 
     def remove_shards(self, count: int) -> list[protocol.PartitionMove]:
-        return self._call(lambda actor: actor.remove_shards.remote(count), "remove_shards")
+        return self._change("remove_shards", count)
 
     def move_shard(self, shard_id: str, node: str, **options: bool) -> protocol.ShardMove:
         """``options``: Controller.move_shard's (allow_replicas_on_one_node,
         accept_data_loss, force)."""
-        return self._call(lambda actor: actor.move_shard.remote(shard_id, node, **options),
-                          "move_shard")
+        return self._call(lambda actor: actor.move_shard.options(
+            concurrency_group=CHANGE_GROUP).remote(shard_id, node, **options), "move_shard")
 
     def elect_leaders(self, election_type: int, partitions: list[tuple[str, int]] | None
                       ) -> list[protocol.ElectionResult]:
@@ -368,6 +372,11 @@ class ControllerHandle:
         QUERY_GROUP threads."""
         return self._call(lambda actor: getattr(actor, method).options(
             concurrency_group=QUERY_GROUP).remote(*args), method, timeout_s)
+
+    def _change(self, method: str, *args):
+        """``_call`` of a change, run on the controller's CHANGE_GROUP thread."""
+        return self._call(lambda actor: getattr(actor, method).options(
+            concurrency_group=CHANGE_GROUP).remote(*args), method)
 
     def _call(self, remote_call: Callable, method: str,
               timeout_s: float = limits.CONTROL_CALL_TIMEOUT_S):

@@ -90,7 +90,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,6 +103,19 @@ from plinth.shards.shard_handle import Leadership, PartitionSpec
 
 METADATA_FILE = "metadata.json"
 METADATA_VERSION = 1
+
+
+def specs_by_shard(topics_by_name: Mapping[str, TopicMetadata], first_partition: int = 0
+                   ) -> dict[str, list[PartitionSpec]]:
+    """shard id -> the partitions it must serve of ``topics_by_name`` (TopicMetadata.
+    specs_of), of each topic's partitions from ``first_partition`` on: also of
+    topics not in a BrokerMetadata yet (a create or a growth being opened)."""
+    out: dict[str, list[PartitionSpec]] = {}
+    for name, topic in topics_by_name.items():
+        for partition in range(first_partition, topic.partitions):
+            for shard_id, spec in topic.specs_of(name, partition).items():
+                out.setdefault(shard_id, []).append(spec)
+    return out
 
 
 @dataclass
@@ -311,15 +324,9 @@ class BrokerMetadata:
     def specs_by_shard(self, names: Collection[str] | None = None) -> dict[str, list[PartitionSpec]]:
         """shard id -> the partitions it must serve, of all topics or of ``names``: those
         it owns, and the older ranges of partitions whose writes moved away (sealed)."""
-        out: dict[str, list[PartitionSpec]] = {}
         # Of ``names``, looked up one by one: a describe or a create walked every topic.
-        for name in self.topics if names is None else sorted(n for n in names
-                                                             if n in self.topics):
-            topic = self.topics[name]
-            for partition in range(topic.partitions):
-                for shard_id, spec in topic.specs_of(name, partition).items():
-                    out.setdefault(shard_id, []).append(spec)
-        return out
+        return specs_by_shard(self.topics if names is None else
+                              {n: self.topics[n] for n in sorted(names) if n in self.topics})
 
     def partition_counts(self) -> dict[str, int]:
         return {name: topic.partitions for name, topic in self.topics.items()}

@@ -11,7 +11,9 @@ is given and found by the ``find_shard`` one, and learns the nodes from the
 ``nodes`` function it is given (Ray's, unless a test gives others).
 
 Used on the controller actor's thread only (the Controller and its Rebalancer
-share one).
+share one), but for what it hands out to be sent from another thread: the
+pushes of partition counts (``count_pushes``, sent by ``send_count_pushes``),
+which a topic change waits for on the controller's change thread.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -33,6 +36,35 @@ from plinth.shards.shard_handle import (PendingCall, ShardHandle, ShardOptions, 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CountPush:
+    """One shard's part of a push of partition counts (ShardSet.count_pushes)."""
+
+    handle: ShardHandle
+    counts: dict[str, int]        # topic -> its partition count now
+    deleted: list[str] | None     # the topics deleted; None: ``counts`` is every topic's
+
+    def send(self) -> PendingCall:
+        if self.deleted is None:
+            return self.handle.set_partition_counts(self.counts)
+        return self.handle.change_partition_counts(self.counts, self.deleted)
+
+
+def send_count_pushes(pushes: dict[str, CountPush]) -> tuple[list[str], list[str]]:
+    """Send each push and wait at most SHARD_START_WAIT_S for all of them (any thread:
+    a change waits on the controller's change thread, not its actor thread); returns
+    the shards that took theirs and those that did not (logged)."""
+    took, missed = [], []
+    for shard_id, outcome in wait_all({s: push.send() for s, push in pushes.items()},
+                                      limits.SHARD_START_WAIT_S).items():
+        if isinstance(outcome, BrokerError):
+            log.warning("%s; it gets every topic's partition count at the next push", outcome)
+            missed.append(shard_id)
+        else:
+            took.append(shard_id)
+    return took, missed
 
 
 class ShardSet:
@@ -270,7 +302,14 @@ class ShardSet:
     def push_partition_counts(self, counts: dict[str, int],
                               changed: Collection[str] | None = None,
                               told: Collection[str] = ()) -> None:
-        """Tell every shard each topic's partition count (group coordinators need them).
+        """Tell every shard each topic's partition count (group coordinators need them),
+        and wait for them: ``count_pushes``, sent, then ``note_count_pushes``."""
+        self.note_count_pushes(*send_count_pushes(self.count_pushes(counts, changed, told)))
+
+    def count_pushes(self, counts: dict[str, int], changed: Collection[str] | None = None,
+                     told: Collection[str] = ()) -> dict[str, CountPush]:
+        """What each shard must be told of each topic's partition count, for any thread
+        to send (``send_count_pushes``).
         ``changed``: the topics created, grown or deleted since the last push (those
         not in ``counts`` are deleted): a shard that took that push gets only theirs,
         so a create does not send, and each shard rewrite, every topic's count twice
@@ -278,23 +317,20 @@ class ShardSet:
         all of them at its next. ``told``: the shards that recorded ``changed``'s
         counts already, with the partitions they opened (a create): not asked again,
         unless they missed an earlier push."""
-        calls = {}
+        pushes = {}
         for shard_id, handle in self._handles.items():
             if changed is None or shard_id in self._counts_missed:
-                calls[shard_id] = handle.set_partition_counts(counts)
-            elif shard_id in told:
-                continue
-            else:
-                calls[shard_id] = handle.change_partition_counts(
-                    {t: counts[t] for t in changed if t in counts},
-                    [t for t in changed if t not in counts])
-        for shard_id, outcome in wait_all(calls, limits.SHARD_START_WAIT_S).items():
-            if isinstance(outcome, BrokerError):
-                log.warning("%s; it gets every topic's partition count at the next push",
-                            outcome)
-                self._counts_missed.add(shard_id)
-            else:
-                self._counts_missed.discard(shard_id)
+                pushes[shard_id] = CountPush(handle, dict(counts), None)
+            elif shard_id not in told:
+                pushes[shard_id] = CountPush(handle, {t: counts[t] for t in changed if t in counts},
+                                             [t for t in changed if t not in counts])
+        return pushes
+
+    def note_count_pushes(self, took: Collection[str], missed: Collection[str]) -> None:
+        """Of the shards ``count_pushes`` gave a push, those that ``took`` it and those
+        that ``missed`` it: each of the latter gets every topic's count at the next."""
+        self._counts_missed -= set(took)
+        self._counts_missed |= set(missed)
 
     def stats(self, skip: Collection[str] = ()) -> dict[str, dict | None]:
         """Each shard's ShardStats snapshot; None for a shard that does not answer

@@ -171,3 +171,35 @@ def test_a_describe_waiting_for_a_stopped_leader_does_not_hold_up_its_replacemen
             # began, which then did not wait for it: not the case under test; again.)
         assert took_s >= limits.STATUS_CALL_TIMEOUT_S, "no describe waited for the leader"
     assert waiting, f"the new leader came only after the describe ({took_s:.1f} s) answered"
+
+
+def test_a_delete_waiting_for_a_stopped_shard_holds_up_no_election(broker_factory):
+    # Given a factor-3 topic, every replica in sync, and a factor-1 topic with a
+    # partition on its leader's shard
+    broker = broker_factory(shards=3, extra_args=("--allow-replicas-on-one-node",))
+    replicated, doomed = unique_topic("kept"), unique_topic("doomed")
+    controller = ControllerHandle.find(namespace_for(broker.data_dir, None))
+    with Admin(broker=broker.url) as admin:
+        admin.create_topic(replicated, 1, replication_factor=3)
+        wait_until(lambda: len(admin.describe_topic(replicated).partition_info[0]
+                               .in_sync_replicas) == 3, timeout_s=120)
+        leader = controller.routing().owners[replicated][0]
+        partitions = next(n for n in range(1, 64) if leader in placement.place_topic(doomed, n, THREE))
+        admin.create_topic(doomed, partitions, replication_factor=1)
+    pid = shard_pids(broker.data_dir)[leader]
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        # When its leader stops, and the factor-1 topic is deleted at once (the delete
+        # waits for the stopped shard to delete its partition, up to 60 s)
+        deleting = pool.submit(controller.delete_topic, doomed)
+        wait_until(lambda: doomed not in controller.routing().owners, timeout_s=60)
+        # Then a new leader is elected while the delete still waits
+        wait_until(lambda: controller.routing().owners[replicated][0] not in ("", leader),
+                   timeout_s=60)
+        assert not deleting.done(), "the delete did not wait for the stopped shard"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        pool.shutdown(wait=False)
+    # And once the shard runs again, the delete finishes
+    deleting.result(timeout=60)
