@@ -62,6 +62,7 @@ import zmq.auth
 import zmq.utils.z85
 
 from plinth import limits
+from plinth.durable_files import fsync_directory
 from plinth.errors import InvalidConfigError
 
 log = logging.getLogger(__name__)
@@ -181,11 +182,7 @@ def _write_new_key_file(path: Path, keys: ClusterKeys) -> None:
     finally:
         os.close(fd)
     os.replace(temporary, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_directory(path.parent)
 
 
 class ClusterAuthenticator:

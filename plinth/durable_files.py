@@ -1,5 +1,5 @@
 """Replacing small files so that a crash leaves the old or the new one, never a mix;
-and reading small JSON config files strictly.
+making a directory's entries durable; and reading small JSON config files strictly.
 
 Any process or thread may call these (each file has one writer).
 """
@@ -30,11 +30,24 @@ def write_file_atomically(path: Path, data: bytes, *, sync_dir: bool = False) ->
         os.close(fd)
     os.replace(temporary_path, path)
     if sync_dir:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_directory(path.parent)
+
+
+def fsync_directory(path: Path) -> None:
+    """fsync the directory ``path``, making the names created, renamed or removed in
+    it durable.
+
+    A file's name is an entry in its directory, not part of the file: fsyncing the
+    file makes its bytes durable but not the entry. After a crash, a file created
+    (or renamed over another) whose directory was not fsynced since may be missing,
+    or the old file may be back in its place. OSError if the directory cannot be
+    opened or fsynced; callers that must say more (the file they made) wrap it.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_json_atomically(path: Path, value) -> None:

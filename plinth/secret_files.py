@@ -17,6 +17,7 @@ import os
 import stat
 from pathlib import Path
 
+from plinth.durable_files import fsync_directory
 from plinth.errors import InvalidConfigError
 
 SECRET_FILE_MODE = 0o600
@@ -65,8 +66,4 @@ def _create(path: Path, secret: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_directory(path.parent)

@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from plinth import topics
-from plinth.durable_files import write_file_atomically
+from plinth.durable_files import fsync_directory, write_file_atomically
 from plinth.errors import (
     CorruptDataError, InvalidBatchError, InvalidTimestampError, OffsetOutOfRangeError,
     RecordTooLargeError, StorageError)
@@ -80,7 +80,6 @@ from plinth.shards.partition_log import (
 from plinth.shards.producer_state import (
     ProducerStates, discard_snapshot_after, discard_snapshots_before, load_snapshot,
     save_snapshot)
-from plinth.shards.segment import fsync_directory
 from plinth.shards.shard_calls import (OPENED_CREATED_EMPTY, OPENED_NEEDS_REPAIR,
                                        OPENED_RECOVERED_WHOLE)
 from plinth.shards.segment_files import SegmentFiles

@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from plinth import topics
+from plinth.durable_files import fsync_directory
 from plinth.errors import (
     CorruptDataError, InvalidConfigError, OffsetOutOfRangeError, StorageError)
 from plinth.limits import (
@@ -71,7 +72,7 @@ from plinth.limits import (
     SEGMENT_MS_DEFAULT)
 from plinth.format.log_entry import (
     BATCH_FORMAT_PLINTH, LOG_ENTRY_HEADER_BYTES, LogEntryHeader, scan_whole_entries)
-from plinth.shards.segment import RecoveryResult, Segment, fsync_directory, parse_log_file_name
+from plinth.shards.segment import RecoveryResult, Segment, parse_log_file_name
 from plinth.shards.segment_files import SegmentFiles
 from plinth.shards.tier.tier_policy import resolve_local_retention
 

@@ -72,12 +72,11 @@ from collections import OrderedDict, deque
 from pathlib import Path
 
 from plinth import limits
-from plinth.durable_files import write_json_atomically
+from plinth.durable_files import fsync_directory, write_json_atomically
 from plinth.errors import (InvalidProducerEpochError, OutOfOrderSequenceError,
                            TooManyProducersError)
 from plinth.format.log_entry import iter_entries
 from plinth.format.record_batch import SEQUENCE_MODULUS
-from plinth.shards.segment import fsync_directory
 
 
 def _wall_clock_ms() -> int:

@@ -44,6 +44,7 @@ from pathlib import Path
 from collections.abc import Iterator
 from typing import NamedTuple
 
+from plinth.durable_files import fsync_directory
 from plinth.errors import CorruptDataError, StorageError
 from plinth.limits import SEGMENT_FIND_CHUNK_BYTES_MAX, SEGMENT_SCAN_CHUNK_BYTES
 from plinth.format.log_entry import (
@@ -87,15 +88,6 @@ def parse_log_file_name(name: str) -> int | None:
     if suffix != LOG_SUFFIX or len(stem) != OFFSET_DIGITS or not stem.isdigit():
         return None
     return int(stem)
-
-
-def fsync_directory(directory: Path) -> None:
-    """Make a file creation in ``directory`` durable. Data thread only."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Segment:

@@ -111,12 +111,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plinth import limits
-from plinth.durable_files import write_json_atomically
+from plinth.durable_files import fsync_directory, write_json_atomically
 from plinth.errors import BrokerError
 from plinth.shards.partition import Partition
 from plinth.shards.producer_state import load_snapshot
 from plinth.shards.replica_server import Led
-from plinth.shards.segment import Segment, fsync_directory
+from plinth.shards.segment import Segment
 from plinth.shards.shard_calls import ControllerAnnouncements
 from plinth.shards.tier.remote_log_metadata import JOURNAL_FILE, RemoteLogMetadata
 from plinth.shards.tier.remote_log_view import RemoteLogView

@@ -56,9 +56,8 @@ from typing import NamedTuple
 import crc32c
 
 from plinth import limits
-from plinth.durable_files import write_file_atomically
+from plinth.durable_files import fsync_directory, write_file_atomically
 from plinth.errors import CorruptDataError, StorageError
-from plinth.shards.segment import fsync_directory
 from plinth.shards.tier.remote_log_view import RemoteLogView
 from plinth.shards.tier.remote_segment import RemoteSegment
 

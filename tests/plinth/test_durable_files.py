@@ -1,10 +1,13 @@
-"""plinth/durable_files.py: JSON replaced atomically, written compact."""
+"""plinth/durable_files.py: JSON replaced atomically, written compact; a directory fsynced."""
 
 from __future__ import annotations
 
 import json
+import os
 
-from plinth.durable_files import write_json_atomically
+import pytest
+
+from plinth.durable_files import fsync_directory, write_json_atomically
 
 
 def test_json_is_written_compact_with_sorted_keys_and_replaces_the_old_file_whole(tmp_path):
@@ -18,3 +21,26 @@ def test_json_is_written_compact_with_sorted_keys_and_replaces_the_old_file_whol
     assert path.read_text() == '{"a":{"y":"z"},"b":[1,2]}'
     assert json.loads(path.read_text()) == {"a": {"y": "z"}, "b": [1, 2]}
     assert [p.name for p in tmp_path.iterdir()] == ["metadata.json"]
+
+
+def test_fsync_directory_fsyncs_the_directory_itself_and_closes_what_it_opened(tmp_path, monkeypatch):
+    # Given a directory in which a file was just created
+    (tmp_path / "created").write_bytes(b"x")
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.fstat(fd).st_ino),
+                                                 real_fsync(fd)))
+    fds_before = len(os.listdir("/proc/self/fd"))
+    # When it is fsynced
+    fsync_directory(tmp_path)
+    # Then the directory's own inode was fsynced, once, and no descriptor is left open
+    assert synced == [tmp_path.stat().st_ino]
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+
+
+def test_fsync_directory_of_a_missing_directory_raises_oserror_naming_it(tmp_path):
+    # Given a path with nothing there
+    missing = tmp_path / "gone"
+    # When it is fsynced, Then the OSError names it (callers wrap it with what they made)
+    with pytest.raises(FileNotFoundError, match="gone"):
+        fsync_directory(missing)
