@@ -15,13 +15,26 @@ the batch durably; 1 until its leader has; 0 for nothing. With fewer in-sync
 replicas than the topic's min.insync.replicas, an "all" batch is refused
 (NotEnoughReplicasError) and retried until ``delivery_timeout_ms``.
 
+Retries: a batch refused for a passing reason (such as a shard that no longer
+leads its partition, or is restarting; too few in-sync replicas; no reply
+within ``request_timeout_ms``) is retried, after a backoff from
+``retry_backoff_ms`` doubling up to ``retry_backoff_max_ms``, until
+``delivery_timeout_ms`` after it was created; then it fails with
+PlinthTimeoutError naming its attempts and the last error (client/sender.py).
+Any other error fails it at once.
+
 Idempotence (``enable_idempotence``, Kafka's option and rule): each batch carries
-a producer id and sequence number, so that a retry is never stored twice, and
-a batch refused for a passing reason is retried until ``delivery_timeout_ms``
-(client/sender.py). None (the default) means on with acks="all" and off with
-acks=0 or 1, as Kafka's producer turns it off when the user did not set it; True
-with acks=0 or 1 is refused (ValueError), as Kafka and aiokafka refuse it.
-Without idempotence each batch is sent once and any error fails it.
+a producer id and sequence number, so that a retry is never stored twice, nor
+after a later batch of its partition. None (the default) means on with
+acks="all" and off with acks=0 or 1, as Kafka's producer turns it off when the
+user did not set it; True with acks=0 or 1 is refused (ValueError), as Kafka and
+aiokafka refuse it. Without idempotence batches are retried all the same (as
+Kafka's are), but the shard cannot tell a retry from a new batch: one whose
+reply was lost may be stored twice, and, with several requests in flight, a
+retry may be stored after a later batch of the same partition.
+``max_in_flight_requests_per_connection=1`` keeps each partition's order
+(Kafka's advice too), at the cost of one request at a time. With acks=0 nothing
+answers: only a send that fails (no router reachable) is retried.
 
 Partitioning: an explicit ``partition`` wins; else a key is hashed with
 Kafka's murmur2 (same partition number as Kafka's default partitioner);
@@ -109,8 +122,8 @@ def _idempotence(enable_idempotence, acks: int) -> bool:
                          f"batches before it; pass acks='all', or enable_idempotence=False (or "
                          f"leave it unset) to send with acks={acks}")
     if enable_idempotence is None:
-        log.info("enable_idempotence is off: acks=%d is not 'all' (a batch is sent once, and "
-                 "any error fails it)", acks)
+        log.info("enable_idempotence is off: acks=%d is not 'all' (a retried batch may be "
+                 "stored twice, or after a later one)", acks)
     return False
 
 
@@ -235,8 +248,12 @@ class Producer(RecordSending):
         default) sends uncompressed Plinth batches.
 
         ``enable_idempotence`` (Kafka's option): None (the default) is on with
-        acks="all", off with acks=0 or 1; True with acks=0 or 1 raises ValueError
-        (see the module's docstring). Any thread."""
+        acks="all", off with acks=0 or 1; True with acks=0 or 1 raises ValueError.
+        Idempotent or not, a batch refused for a passing reason is retried until
+        ``delivery_timeout_ms``; without idempotence a retry may be stored twice, or
+        after a later batch of its partition unless
+        ``max_in_flight_requests_per_connection`` is 1, as in Kafka (see the
+        module's docstring). Any thread."""
         acks, codec, idempotent = checked_options(
             acks, compression_type, enable_idempotence=enable_idempotence,
             batch_bytes_max=batch_bytes_max, linger_ms=linger_ms,

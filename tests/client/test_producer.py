@@ -290,17 +290,18 @@ def test_acks_1_without_an_explicit_idempotence_sends_without_a_producer_id(brok
     assert producer_ids(broker) == {(-1, -1)}
 
 
-def test_acks_1_without_an_explicit_idempotence_fails_a_refused_batch_without_retrying_it(
-        broker):
+@pytest.mark.parametrize("acks, enable_idempotence", [(1, None), (1, False), ("all", False)])
+def test_a_producer_without_idempotence_retries_a_batch_refused_with_not_leader_and_delivers_it(
+        broker, acks, enable_idempotence):
     # Given a partition that refuses one produce for a passing reason
     broker.faults.append(NotLeaderError("t-0: this shard no longer leads it"))
-    with Producer(broker=broker.url, acks=1, linger_ms=0, retry_backoff_ms=10) as producer:
-        # When an acks=1 producer, not idempotent, sends a record
-        future = producer.send("t", b"once", partition=0)
-        # Then the record fails with the refusal, sent once and never retried
-        with pytest.raises(NotLeaderError, match="no longer leads it"):
-            future.get(GET_TIMEOUT_S)
-    assert len(broker.produces()) == 1 and broker.record_count() == 0
+    with Producer(broker=broker.url, acks=acks, enable_idempotence=enable_idempotence,
+                  linger_ms=0, retry_backoff_ms=10) as producer:
+        # When a producer without idempotence sends a record
+        # Then it is retried, as Kafka's producer retries without idempotence, and stored
+        assert producer.send("t", b"kept", partition=0).get(GET_TIMEOUT_S).offset == 0
+    assert len(broker.produces()) == 2 and producer_ids(broker) == {(-1, -1)}
+    assert [r.value for r in broker.records("t", 0)] == [b"kept"]
 
 
 def test_too_few_in_sync_replicas_is_retried_until_the_batch_is_stored_once(broker):

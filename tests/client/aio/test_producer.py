@@ -16,8 +16,9 @@ import pytest
 
 from plinth.client.aio.producer import AIOProducer
 from plinth.client.futures import RecordMetadata
-from plinth.errors import (ClosedError, PartitionOutOfRangeError, PlinthTimeoutError,
-                           ProducerBufferFullError, UnknownTopicError, WrongEventLoopError)
+from plinth.errors import (ClosedError, NotLeaderError, PartitionOutOfRangeError,
+                           PlinthTimeoutError, ProducerBufferFullError, UnknownTopicError,
+                           WrongEventLoopError)
 from tests.client.produce_broker import LOSE_REPLY, ProduceBroker
 from tests.client.test_producer import BAD_OPTIONS, producer_ids
 
@@ -236,6 +237,23 @@ def test_acks_1_without_an_explicit_idempotence_sends_without_a_producer_id(brok
     assert run(scenario()) == RecordMetadata("t", 0, 0)
     # Then its batch carries no producer id and no sequence: idempotence is off
     assert producer_ids(broker) == {(-1, -1)}
+
+
+def test_acks_1_without_an_explicit_idempotence_retries_a_batch_refused_with_not_leader_and_delivers_it(
+        broker):
+    # Given a partition that refuses one produce for a passing reason
+    broker.faults.append(NotLeaderError("t-0: this shard no longer leads it"))
+
+    async def scenario():
+        async with AIOProducer(broker=broker.url, acks=1, linger_ms=0,
+                               retry_backoff_ms=10) as producer:
+            # When an acks=1 AIOProducer, not idempotent, sends a record
+            return await producer.send_and_wait("t", b"kept", partition=0)
+
+    # Then it is retried, as aiokafka's producer retries without idempotence, and stored
+    assert run(scenario()) == RecordMetadata("t", 0, 0)
+    assert len(broker.produces()) == 2 and producer_ids(broker) == {(-1, -1)}
+    assert [r.value for r in broker.records("t", 0)] == [b"kept"]
 
 
 def test_stop_with_a_timeout_takes_at_most_that_timeout_in_all_and_fails_what_is_pending(broker):
