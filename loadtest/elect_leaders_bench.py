@@ -12,8 +12,8 @@ hand-overs refuse produces until each preferred replica holds its leader's whole
 log. Printed: the election's duration, the acknowledgement latency of the records
 sent during elections against all the others, the records refused and retried
 (the producer retries ``NotLeaderError`` by itself; with ``--acks 1`` it is not
-idempotent, as in Kafka, and a refused record is not retried: it is counted as
-failed), and, at the end, the acknowledged records not read back (status 1 if
+idempotent, as in Kafka, so a retry may be stored twice, which is not counted),
+and, at the end, the acknowledged records not read back (status 1 if
 any). The writer pauses around each kill until every replica holds every record,
 so that the failover loses nothing (with ``--acks 1`` a killed leader would lose what its followers had not
 fetched yet, as Kafka's does) and a loss is the election's. A benchmark, not a test: it asserts nothing

@@ -761,7 +761,8 @@ def topic_elect_leaders(ctx, name, partitions, election_type):
               help="Text before the first SEP is the key.")
 @click.option("--acks", type=click.Choice(["0", "1", "all"]), default="all", show_default=True,
               help="all: every in-sync replica has the record durably; 1: the leader has; "
-                   "0: no reply. 1 and 0 turn idempotence off: a record is sent once.")
+                   "0: no reply. 1 and 0 turn idempotence off: a retried record may be "
+                   "stored twice.")
 @click.option("--linger-ms", type=_FiniteFloatRange(0), default=limits.PRODUCER_LINGER_MS_DEFAULT,
               show_default=True)
 @click.option("--compression-type", type=click.Choice(["none", "gzip", "snappy", "lz4", "zstd"]),
