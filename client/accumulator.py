@@ -53,7 +53,8 @@ class OpenBatch:
     """One batch of one partition, from its first record to its acknowledgement."""
 
     __slots__ = ("topic", "partition", "builder", "result", "created_s", "bytes",
-                 "encoded", "attempts", "retry_at_s", "sent_first", "unknown_outcome")
+                 "encoded", "attempts", "retry_at_s", "last_error", "sent_first",
+                 "unknown_outcome")
 
     def __init__(self, topic: str, partition: int, columns: RecordColumns | None = None,
                  result_type: type = BatchResult):
@@ -67,6 +68,8 @@ class OpenBatch:
         self.encoded: bytes | None = None   # the RecordBatch as sent; kept for retries
         self.attempts = 0
         self.retry_at_s = 0.0
+        # What ended its last attempt, for the delivery timeout's message.
+        self.last_error: BaseException | None = None
         # Idempotent producers (client/partition_pipeline.py): whether its last attempt
         # went out as its partition's first unacknowledged batch, and the error that
         # ended its last attempt if that may have come after the batch was stored.

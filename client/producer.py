@@ -15,6 +15,27 @@ the batch durably; 1 until its leader has; 0 for nothing. With fewer in-sync
 replicas than the topic's min.insync.replicas, an "all" batch is refused
 (NotEnoughReplicasError) and retried until ``delivery_timeout_ms``.
 
+Retries: a batch refused for a passing reason (such as a shard that no longer
+leads its partition, or is restarting; too few in-sync replicas; no reply
+within ``request_timeout_ms``) is retried, after a backoff from
+``retry_backoff_ms`` doubling up to ``retry_backoff_max_ms``, until
+``delivery_timeout_ms`` after it was created; then it fails with
+PlinthTimeoutError naming its attempts and the last error (client/sender.py).
+Any other error fails it at once.
+
+Idempotence (``enable_idempotence``, Kafka's option and rule): each batch carries
+a producer id and sequence number, so that a retry is never stored twice, nor
+after a later batch of its partition. None (the default) means on with
+acks="all" and off with acks=0 or 1, as Kafka's producer turns it off when the
+user did not set it; True with acks=0 or 1 is refused (ValueError), as Kafka and
+aiokafka refuse it. Without idempotence batches are retried all the same (as
+Kafka's are), but the shard cannot tell a retry from a new batch: one whose
+reply was lost may be stored twice, and, with several requests in flight, a
+retry may be stored after a later batch of the same partition.
+``max_in_flight_requests_per_connection=1`` keeps each partition's order
+(Kafka's advice too), at the cost of one request at a time. With acks=0 nothing
+answers: only a send that fails (no router reachable) is retried.
+
 Partitioning: an explicit ``partition`` wins; else a key is hashed with
 Kafka's murmur2 (same partition number as Kafka's default partitioner);
 else records go to a sticky partition that changes with each batch.
@@ -22,6 +43,7 @@ else records go to a sticky partition that changes with each batch.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -36,6 +58,8 @@ from plinth.client.futures import RecordFuture
 from plinth.client.sender import Sender
 from plinth.errors import ClosedError, PlinthTimeoutError
 from plinth.format.record_batch import checked_headers
+
+log = logging.getLogger(__name__)
 
 
 def _as_bytes(data, what: str) -> bytes | None:
@@ -75,14 +99,44 @@ def _wire_acks(acks) -> int:
                      f"as 'all')")
 
 
-def checked_options(acks, compression_type, *, batch_bytes_max: int, linger_ms: float,
-                    buffer_memory: int, max_block_ms: float, request_timeout_ms: float,
+def _idempotence(enable_idempotence, acks: int) -> bool:
+    """Whether the producer is idempotent, by Kafka's rule (its ProducerConfig) for
+    ``enable_idempotence`` and the wire's ``acks``: None (not set) is on with acks="all"
+    and off otherwise (logged, as Kafka logs it); an explicit True with acks=0 or 1 is
+    refused, naming both (Kafka raises ConfigException, aiokafka ValueError).
+
+    Kafka's other conflicts have no counterpart here: Plinth has no ``retries`` (a
+    batch is retried until ``delivery_timeout_ms``), and
+    ``max_in_flight_requests_per_connection`` counts the requests of every partition,
+    while an idempotent partition keeps its own at most
+    PRODUCER_BATCHES_IN_FLIGHT_PER_PARTITION_MAX (5, Kafka's bound) whatever it is."""
+    if enable_idempotence is not None and not isinstance(enable_idempotence, bool):
+        raise TypeError(f"enable_idempotence must be True, False or None (on unless acks is "
+                        f"not 'all'), got {enable_idempotence!r} "
+                        f"({type(enable_idempotence).__name__})")
+    if acks == -1:
+        return enable_idempotence is not False
+    if enable_idempotence:
+        raise ValueError(f"enable_idempotence=True needs acks='all' (got acks={acks}), as in "
+                         f"Kafka: a retry is safe only once every in-sync replica has the "
+                         f"batches before it; pass acks='all', or enable_idempotence=False (or "
+                         f"leave it unset) to send with acks={acks}")
+    if enable_idempotence is None:
+        log.info("enable_idempotence is off: acks=%d is not 'all' (a retried batch may be "
+                 "stored twice, or after a later one)", acks)
+    return False
+
+
+def checked_options(acks, compression_type, *, enable_idempotence: bool | None,
+                    batch_bytes_max: int, linger_ms: float, buffer_memory: int,
+                    max_block_ms: float, request_timeout_ms: float,
                     max_in_flight_requests_per_connection: int, delivery_timeout_ms: float,
                     retry_backoff_ms: float, retry_backoff_max_ms: float
-                    ) -> tuple[int, int | None]:
-    """The wire's acks and the compression codec; TypeError or ValueError naming an
-    option of the wrong type or out of range (Producer's and AIOProducer's options,
-    checked alike, before anything is built)."""
+                    ) -> tuple[int, int | None, bool]:
+    """The wire's acks, the compression codec and whether the producer is idempotent;
+    TypeError or ValueError naming an option of the wrong type or out of range, or
+    (ValueError) enable_idempotence=True with acks 0 or 1 (Producer's and
+    AIOProducer's options, checked alike, before anything is built). Any thread."""
     acks = _wire_acks(acks)
     codec = codec_for(compression_type)
     checked_int("batch_bytes_max", batch_bytes_max, 1, limits.BATCH_BYTES_MAX)
@@ -100,7 +154,8 @@ def checked_options(acks, compression_type, *, batch_bytes_max: int, linger_ms: 
     if delivery_timeout_ms < linger_ms + request_timeout_ms:
         raise ValueError(f"delivery_timeout_ms={delivery_timeout_ms} must be at least "
                          f"linger_ms={linger_ms} + request_timeout_ms={request_timeout_ms}")
-    return acks, codec
+    # Last: it logs when it turns idempotence off, which a refused option makes moot.
+    return acks, codec, _idempotence(enable_idempotence, acks)
 
 
 class RecordSending(ProducerBase):
@@ -175,7 +230,7 @@ class Producer(RecordSending):
                  max_block_ms: float = limits.PRODUCER_MAX_BLOCK_MS_DEFAULT,
                  request_timeout_ms: float = limits.CLIENT_REQUEST_TIMEOUT_MS_DEFAULT,
                  max_in_flight_requests_per_connection: int = limits.PRODUCER_REQUESTS_IN_FLIGHT_MAX,
-                 enable_idempotence: bool = True,
+                 enable_idempotence: bool | None = None,
                  delivery_timeout_ms: float = limits.PRODUCER_DELIVERY_TIMEOUT_MS_DEFAULT,
                  retry_backoff_ms: float = limits.PRODUCER_RETRY_BACKOFF_MS_DEFAULT,
                  retry_backoff_max_ms: float = limits.PRODUCER_RETRY_BACKOFF_MAX_MS_DEFAULT,
@@ -190,9 +245,18 @@ class Producer(RecordSending):
         ``compression_type`` (Kafka's option): "gzip", "snappy", "lz4" or "zstd"
         sends each batch as a Kafka RecordBatch of that compression, which the shard
         stores as sent and every consumer reads (client/compression.py); None (the
-        default) sends uncompressed Plinth batches."""
-        acks, codec = checked_options(
-            acks, compression_type, batch_bytes_max=batch_bytes_max, linger_ms=linger_ms,
+        default) sends uncompressed Plinth batches.
+
+        ``enable_idempotence`` (Kafka's option): None (the default) is on with
+        acks="all", off with acks=0 or 1; True with acks=0 or 1 raises ValueError.
+        Idempotent or not, a batch refused for a passing reason is retried until
+        ``delivery_timeout_ms``; without idempotence a retry may be stored twice, or
+        after a later batch of its partition unless
+        ``max_in_flight_requests_per_connection`` is 1, as in Kafka (see the
+        module's docstring). Any thread."""
+        acks, codec, idempotent = checked_options(
+            acks, compression_type, enable_idempotence=enable_idempotence,
+            batch_bytes_max=batch_bytes_max, linger_ms=linger_ms,
             buffer_memory=buffer_memory, max_block_ms=max_block_ms,
             request_timeout_ms=request_timeout_ms,
             max_in_flight_requests_per_connection=max_in_flight_requests_per_connection,
@@ -212,7 +276,7 @@ class Producer(RecordSending):
             self._sender = Sender(
                 address, acks, request_timeout_ms=request_timeout_ms,
                 in_flight_max=max_in_flight_requests_per_connection,
-                idempotent=enable_idempotence, delivery_timeout_ms=delivery_timeout_ms,
+                idempotent=idempotent, delivery_timeout_ms=delivery_timeout_ms,
                 retry_backoff_ms=retry_backoff_ms, retry_backoff_max_ms=retry_backoff_max_ms,
                 direct_to_shards=direct_to_shards, compression=codec)
         except BaseException:   # leave no socket open

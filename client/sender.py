@@ -34,8 +34,21 @@ oldest waiting batch of each partition, never at each record.
 While a partition cannot send (its window of batches in flight is full, or it
 is rewinding), its open batch keeps growing (the accumulator's ``muted``).
 
-Without idempotence (or with acks=0) batches are sent once, several per
-partition may be in flight, and any error fails the batch.
+Without idempotence (Kafka's rule: acks=0 or 1, or enable_idempotence=False)
+batches carry no producer id and wait in one plain queue per partition, in
+the order they were sealed; any number of a partition's batches may be in
+flight, within ``in_flight_max``. A retriable error is retried as above, until
+``delivery_timeout_ms`` and with the same backoff, as Kafka's producer retries
+without idempotence: the batch goes back into its partition's queue, ahead of
+the batches sealed after it, and nothing more of the partition is sent until
+its backoff ends. The shard cannot recognise such a retry, so, as in Kafka, a
+batch whose reply was lost (no reply within ``request_timeout_ms``, a dropped
+connection) may be stored twice, and a retry may be stored after a later batch
+of its partition that was already in flight: order holds only with one
+request in flight (``in_flight_max`` 1), Kafka's
+max.in.flight.requests.per.connection=1. With acks=0 nothing answers: a batch
+is complete once sent, and only a send that fails (no router reachable) is
+retried, which is safe, as nothing of it left.
 
 The thread never dies of an error: a batch that cannot be encoded or sent
 fails alone (none of its records was stored), a reply that does not decode is
@@ -63,10 +76,11 @@ from plinth.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
-# What an idempotent producer retries: the transient conditions every client
-# retries, plus a sequence gap (retried in order under a new producer id) and
-# no reply in time (the shard answers a retry of a stored batch with its
-# original offsets, so a retry never duplicates).
+# What a producer retries, until delivery_timeout_ms: the transient conditions
+# every client retries, plus a sequence gap (an idempotent producer's only:
+# retried in order under a new producer id) and no reply in time (the shard
+# answers an idempotent retry of a stored batch with its original offsets, so
+# it never duplicates; without idempotence it may, as in Kafka).
 RETRIABLE_ERRORS = TRANSIENT_ERRORS + (OutOfOrderSequenceError, PlinthTimeoutError)
 
 
@@ -89,6 +103,8 @@ class SenderCore:
         self.compression = compression
         self._batch_format = BATCH_FORMAT_PLINTH if compression is None else BATCH_FORMAT_KAFKA_V2
         self.acks = acks
+        # Producer and AIOProducer never ask for idempotence with acks=0 (nor 1: see
+        # client/producer.py _idempotence); senders built directly (tests) may.
         self.idempotent = idempotent and acks != 0
         self.request_timeout_s = request_timeout_ms / 1000
         self.delivery_timeout_s = delivery_timeout_ms / 1000
@@ -96,8 +112,9 @@ class SenderCore:
         self.retry_backoff_max_s = retry_backoff_max_ms / 1000
         self.in_flight_max = in_flight_max
         self._in_flight: dict[int, tuple[OpenBatch, float]] = {}
-        # Batches not yet sent: per partition without idempotence; with it, each
-        # partition's unacknowledged batches (client/partition_pipeline.py).
+        # Batches not yet sent, or waiting to be retried, oldest first: per partition
+        # without idempotence; with it, each partition's unacknowledged batches
+        # (client/partition_pipeline.py).
         self._queues: dict[tuple[str, int], deque[OpenBatch]] = {}
         self._pipelines: dict[tuple[str, int], PartitionPipeline] = {}
         # Batches sent while an earlier batch of their partition was in flight
@@ -135,6 +152,9 @@ class SenderCore:
             retry_at_s = pipeline.retry_at_s()
             if retry_at_s is not None and retry_at_s > now:
                 deadline = min(deadline, retry_at_s)
+        for queue in self._queues.values():
+            if queue and queue[0].retry_at_s > now:
+                deadline = min(deadline, queue[0].retry_at_s)
         if self._in_flight:
             deadline = min(deadline, min(self._request_deadline_s(batch, sent)
                                          for batch, sent in self._in_flight.values()))
@@ -165,7 +185,9 @@ class SenderCore:
 
     def _send_queued(self, now: float) -> None:
         for queue in self._queues.values():
-            while queue and len(self._in_flight) < self.in_flight_max:
+            # A batch waiting for its retry's backoff holds back the ones after it.
+            while (queue and queue[0].retry_at_s <= now
+                   and len(self._in_flight) < self.in_flight_max):
                 self._send(queue.popleft())
         for pipeline in self._pipelines.values():
             while len(self._in_flight) < self.in_flight_max:
@@ -215,10 +237,17 @@ class SenderCore:
             batch.encoded = compressed_kafka_batch(batch.encoded, self.compression)
 
     def _not_sent(self, batch: OpenBatch, error: BaseException) -> None:
-        if self.idempotent:
-            self._settle(batch, None, error, was_in_flight=False)
-        else:
-            self.accumulator.complete(batch, None, error)
+        self._settle(batch, None, error, was_in_flight=False)
+
+    def _requeue(self, batch: OpenBatch, retry_at_s: float) -> None:
+        """Put a batch that is not idempotent back in its partition's queue for a retry
+        at ``retry_at_s``, ahead of every batch sealed after it (the queue holds its
+        partition's batches oldest first; one of them may be back for a retry too)."""
+        batch.retry_at_s = retry_at_s
+        queue = self._queues.setdefault((batch.topic, batch.partition), deque())
+        index = next((i for i, later in enumerate(queue) if later.created_s > batch.created_s),
+                     len(queue))
+        queue.insert(index, batch)
 
     # --- Outcomes ------------------------------------------------------------------
 
@@ -284,7 +313,7 @@ class SenderCore:
         return False
 
     def _delivery_timeout_error(self, batch: OpenBatch, now: float) -> PlinthTimeoutError:
-        last = f"; last error: {batch.unknown_outcome}" if batch.unknown_outcome else ""
+        last = f"; last error: {batch.last_error}" if batch.last_error else ""
         return PlinthTimeoutError(
             f"{batch.topic}-{batch.partition}: a batch of {batch.builder.record_count} records "
             f"was not acknowledged within delivery_timeout_ms="
@@ -294,20 +323,24 @@ class SenderCore:
     def _settle(self, batch: OpenBatch, base_offset: int | None, error,
                 was_in_flight: bool = True) -> None:
         """The outcome of one attempt of ``batch``: a reply, no reply in time, or (not
-        ``was_in_flight``) a send that failed."""
-        pipeline = self._pipelines.get((batch.topic, batch.partition))
-        if pipeline is None:   # not idempotent: every outcome is final
-            self.accumulator.complete(batch, base_offset, error)
-            return
+        ``was_in_flight``) a send that failed. A retriable error is retried until the
+        batch's delivery deadline, idempotent or not (as Kafka's producer does)."""
+        pipeline = self._pipelines.get((batch.topic, batch.partition))   # None: not idempotent
         if error is None:
-            pipeline.acknowledged(batch, base_offset)
+            if pipeline is None:
+                self.accumulator.complete(batch, base_offset, None)
+            else:
+                pipeline.acknowledged(batch, base_offset)
             return
+        batch.last_error = error
         now = time.monotonic()
         if self._retriable(batch, error):
             backoff_s = min(self.retry_backoff_max_s, self.retry_backoff_s * 2 ** (batch.attempts - 1))
             log.info("retrying %s-%s in %.0f ms: %s", batch.topic, batch.partition,
                      backoff_s * 1000, error)
-            if was_in_flight:
+            if pipeline is None:
+                self._requeue(batch, now + backoff_s)
+            elif was_in_flight:
                 pipeline.refused(batch, error, backoff_s, now)
             else:
                 pipeline.not_sent(batch, backoff_s, now)
@@ -318,10 +351,13 @@ class SenderCore:
                 f"{batch.topic}-{batch.partition}: not acknowledged within delivery_timeout_ms="
                 f"{self.delivery_timeout_s * 1000:.0f} after {batch.attempts} attempts; last "
                 f"error: {error}")
-        pipeline.failed(batch, error, cause, was_in_flight)
+        if pipeline is None:
+            self.accumulator.complete(batch, None, error)
+        else:
+            pipeline.failed(batch, error, cause, was_in_flight)
 
     def _retriable(self, batch: OpenBatch, error) -> bool:
-        return (self.idempotent and isinstance(error, RETRIABLE_ERRORS) and not self._closing_hard
+        return (isinstance(error, RETRIABLE_ERRORS) and not self._closing_hard
                 and time.monotonic() - batch.created_s < self.delivery_timeout_s)
 
     def _fail_all(self, error: BaseException) -> None:

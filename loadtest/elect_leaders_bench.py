@@ -11,10 +11,11 @@ sync everywhere, then runs ``Admin.elect_leaders("preferred")`` and times it: th
 hand-overs refuse produces until each preferred replica holds its leader's whole
 log. Printed: the election's duration, the acknowledgement latency of the records
 sent during elections against all the others, the records refused and retried
-(the producer retries ``NotLeaderError`` by itself), and, at the end, the
-acknowledged records not read back (status 1 if any). The writer pauses around
-each kill until every replica holds every record, so that the failover loses
-nothing (with ``--acks 1`` a killed leader would lose what its followers had not
+(the producer retries ``NotLeaderError`` by itself; with ``--acks 1`` it is not
+idempotent, as in Kafka, so a retry may be stored twice, which is not counted),
+and, at the end, the acknowledged records not read back (status 1 if
+any). The writer pauses around each kill until every replica holds every record,
+so that the failover loses nothing (with ``--acks 1`` a killed leader would lose what its followers had not
 fetched yet, as Kafka's does) and a loss is the election's. A benchmark, not a test: it asserts nothing
 about the numbers (but a lost record ends it with status 1).
 """

@@ -760,7 +760,9 @@ def topic_elect_leaders(ctx, name, partitions, election_type):
 @click.option("--key-separator", default=None, callback=_not_empty,
               help="Text before the first SEP is the key.")
 @click.option("--acks", type=click.Choice(["0", "1", "all"]), default="all", show_default=True,
-              help="all: every in-sync replica has the record durably; 1: the leader has.")
+              help="all: every in-sync replica has the record durably; 1: the leader has; "
+                   "0: no reply. 1 and 0 turn idempotence off: a retried record may be "
+                   "stored twice.")
 @click.option("--linger-ms", type=_FiniteFloatRange(0), default=limits.PRODUCER_LINGER_MS_DEFAULT,
               show_default=True)
 @click.option("--compression-type", type=click.Choice(["none", "gzip", "snappy", "lz4", "zstd"]),
@@ -948,7 +950,9 @@ def _bench_options(*names):
         "batch_bytes_max": click.option("--batch-bytes-max", type=click.IntRange(1, limits.BATCH_BYTES_MAX),
                                         default=None, help="Producer batch size (default 1 MiB)."),
         "acks": click.option("--acks", type=click.Choice(["0", "1", "all"]), default="all",
-                             show_default=True, help="Producer acks (the Producer's default)."),
+                             show_default=True,
+                             help="Producer acks (the Producer's default); 1 and 0 turn "
+                                  "idempotence off, as the Producer does."),
         "topic": click.option("--topic", default=None,
                               help="Topic to use, created if missing (default: a fresh one)."),
         "rate": click.option("--rate", type=_FiniteFloatRange(0, min_open=True), default=None,

@@ -85,7 +85,7 @@ class AIOProducer:
                  max_block_ms: float = limits.PRODUCER_MAX_BLOCK_MS_DEFAULT,
                  request_timeout_ms: float = limits.CLIENT_REQUEST_TIMEOUT_MS_DEFAULT,
                  max_in_flight_requests_per_connection: int = limits.PRODUCER_REQUESTS_IN_FLIGHT_MAX,
-                 enable_idempotence: bool = True,
+                 enable_idempotence: bool | None = None,
                  delivery_timeout_ms: float = limits.PRODUCER_DELIVERY_TIMEOUT_MS_DEFAULT,
                  retry_backoff_ms: float = limits.PRODUCER_RETRY_BACKOFF_MS_DEFAULT,
                  retry_backoff_max_ms: float = limits.PRODUCER_RETRY_BACKOFF_MAX_MS_DEFAULT,
@@ -93,9 +93,12 @@ class AIOProducer:
                  curve_key_file: str | None = None, curve_server_key_file: str | None = None,
                  direct_to_shards: bool = True, compression_type: str | None = None):
         """The sync Producer's options (client/producer.py), checked alike; nothing
-        connects until ``start()``. Any thread."""
-        self._acks, self._codec = checked_options(
-            acks, compression_type, batch_bytes_max=batch_bytes_max, linger_ms=linger_ms,
+        connects until ``start()``. Any thread. ``enable_idempotence``: None (the
+        default) is on with acks="all", off with acks=0 or 1; True with acks=0 or 1
+        raises ValueError, as aiokafka's does."""
+        self._acks, self._codec, idempotent = checked_options(
+            acks, compression_type, enable_idempotence=enable_idempotence,
+            batch_bytes_max=batch_bytes_max, linger_ms=linger_ms,
             buffer_memory=buffer_memory, max_block_ms=max_block_ms,
             request_timeout_ms=request_timeout_ms,
             max_in_flight_requests_per_connection=max_in_flight_requests_per_connection,
@@ -106,7 +109,7 @@ class AIOProducer:
         self._options = dict(
             linger_ms=linger_ms, batch_bytes_max=batch_bytes_max, buffer_memory=buffer_memory,
             request_timeout_ms=request_timeout_ms,
-            in_flight_max=max_in_flight_requests_per_connection, idempotent=enable_idempotence,
+            in_flight_max=max_in_flight_requests_per_connection, idempotent=idempotent,
             delivery_timeout_ms=delivery_timeout_ms, retry_backoff_ms=retry_backoff_ms,
             retry_backoff_max_ms=retry_backoff_max_ms, direct_to_shards=direct_to_shards)
         self._serializers = (key_serializer, value_serializer)

@@ -53,7 +53,9 @@ class Arrival(NamedTuple):
 
 
 class ProduceBroker:
-    def __init__(self, topics: dict[str, int]):
+    def __init__(self, topics: dict[str, int], url: str | None = None):
+        """``url``: bind there (a broker back at the address of one that closed);
+        default a free port."""
         self.topics = dict(topics)                      # name -> partition count
         self.faults: deque = deque()
         self.arrivals: list[Arrival] = []
@@ -66,8 +68,12 @@ class ProduceBroker:
         self._lock = threading.Lock()                   # the logs: test thread vs broker
         self._socket = zmq.Context.instance().socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
-        port = self._socket.bind_to_random_port("tcp://127.0.0.1")
-        self.url = f"tcp://127.0.0.1:{port}"
+        if url is None:
+            port = self._socket.bind_to_random_port("tcp://127.0.0.1")
+            url = f"tcp://127.0.0.1:{port}"
+        else:
+            self._socket.bind(url)
+        self.url = url
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()

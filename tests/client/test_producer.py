@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 
 from plinth.client.partitioner import partition_for_key
 from plinth.client.producer import Producer
-from plinth.errors import (ClosedError, NotEnoughReplicasError, PartitionOutOfRangeError,
-                           PlinthTimeoutError)
+from plinth.errors import (ClosedError, NotEnoughReplicasError, NotLeaderError,
+                           PartitionOutOfRangeError, PlinthTimeoutError)
+from plinth.format import batch_formats
 from tests.client import send_calls
 from tests.client.produce_broker import ProduceBroker
 
@@ -258,6 +259,51 @@ def test_an_acks_that_is_not_a_choice_is_refused_naming_the_value_and_the_choice
         Producer(broker=broker.url, acks=acks)
 
 
+# --- Idempotence against acks (Kafka's rule) -------------------------------------------
+
+def producer_ids(broker) -> set[tuple[int, int]]:
+    """(producer id, base sequence) of each produce request's batch; (-1, -1) when the
+    producer was not idempotent."""
+    summaries = [batch_formats.summarize(a.request.batch_format, a.payload)
+                 for a in broker.produces()]
+    return {(summary.producer_id, summary.base_sequence) for summary in summaries}
+
+
+@pytest.mark.parametrize("acks", [0, 1])
+def test_an_explicit_idempotence_with_acks_0_or_1_is_refused_naming_both_options(broker, acks):
+    # Given Kafka's rule: idempotence needs acks="all"
+    # When a producer is asked for both idempotence and acks 0 or 1
+    with pytest.raises(ValueError, match=rf"enable_idempotence=True needs acks='all' \(got "
+                                         rf"acks={acks}\).*pass acks='all', or "
+                                         rf"enable_idempotence=False"):
+        Producer(broker=broker.url, acks=acks, enable_idempotence=True)
+    # Then it is refused before it asked the broker anything
+    assert broker.arrivals == []
+
+
+def test_acks_1_without_an_explicit_idempotence_sends_without_a_producer_id(broker):
+    # Given an acks=1 producer that leaves enable_idempotence unset
+    with Producer(broker=broker.url, acks=1, linger_ms=0) as producer:
+        # When it sends a record
+        producer.send("t", b"v", partition=0).get(GET_TIMEOUT_S)
+    # Then its batch carries no producer id and no sequence: idempotence is off
+    assert producer_ids(broker) == {(-1, -1)}
+
+
+@pytest.mark.parametrize("acks, enable_idempotence", [(1, None), (1, False), ("all", False)])
+def test_a_producer_without_idempotence_retries_a_batch_refused_with_not_leader_and_delivers_it(
+        broker, acks, enable_idempotence):
+    # Given a partition that refuses one produce for a passing reason
+    broker.faults.append(NotLeaderError("t-0: this shard no longer leads it"))
+    with Producer(broker=broker.url, acks=acks, enable_idempotence=enable_idempotence,
+                  linger_ms=0, retry_backoff_ms=10) as producer:
+        # When a producer without idempotence sends a record
+        # Then it is retried, as Kafka's producer retries without idempotence, and stored
+        assert producer.send("t", b"kept", partition=0).get(GET_TIMEOUT_S).offset == 0
+    assert len(broker.produces()) == 2 and producer_ids(broker) == {(-1, -1)}
+    assert [r.value for r in broker.records("t", 0)] == [b"kept"]
+
+
 def test_too_few_in_sync_replicas_is_retried_until_the_batch_is_stored_once(broker):
     # Given a partition whose in-sync set is below min.insync.replicas for three attempts
     broker.faults.extend([NotEnoughReplicasError(
@@ -335,6 +381,8 @@ BAD_OPTIONS = [
     ({"buffer_memory": 0}, ValueError, r"buffer_memory=0 is outside 1\.\."),
     ({"buffer_memory": 1.5}, TypeError, r"buffer_memory must be an int"),
     ({"batch_bytes_max": "1"}, TypeError, r"batch_bytes_max must be an int"),
+    ({"enable_idempotence": "false"}, TypeError,
+     r"enable_idempotence must be True, False or None .*got 'false' \(str\)"),
 ]
 
 

@@ -10,6 +10,7 @@ through its one neighbour in the process, a real RecordAccumulator.
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 import pytest
@@ -17,8 +18,8 @@ import pytest
 from plinth import limits
 from plinth.client.accumulator import RecordAccumulator
 from plinth.client.sender import Sender
-from plinth.errors import (ClosedError, OutOfOrderSequenceError, PlinthTimeoutError,
-                           RecordTooLargeError, UnavailableError)
+from plinth.errors import (ClosedError, NotLeaderError, OutOfOrderSequenceError,
+                           PlinthTimeoutError, RecordTooLargeError, UnavailableError)
 from plinth.format.kafka_batch import summarize_kafka_batch
 from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2
 from plinth.format.record_batch import summarize_batch
@@ -40,14 +41,15 @@ def broker():
 
 @pytest.fixture
 def make_sender(broker):
-    """``make_sender(linger_ms=0, **sender options)`` -> (sender, accumulator), started."""
+    """``make_sender(linger_ms=0, **sender options)`` -> (sender, accumulator), started;
+    ``url``: the broker's by default."""
     senders = []
 
-    def make(linger_ms: float = 0, batch_bytes_max: int = 1 << 20,
+    def make(linger_ms: float = 0, batch_bytes_max: int = 1 << 20, url: str | None = None,
              **options) -> tuple[Sender, RecordAccumulator]:
         settings = {**SENDER_DEFAULTS, **options}
         acks = settings.pop("acks")
-        sender = Sender(broker.url, acks, **settings)
+        sender = Sender(url or broker.url, acks, **settings)
         accumulator = RecordAccumulator(batch_bytes_max=batch_bytes_max, linger_ms=linger_ms,
                                         buffer_bytes_max=1 << 26, max_block_ms=5_000,
                                         wake=sender.wake)
@@ -319,6 +321,126 @@ def test_after_a_batch_fails_for_good_unanswered_later_ones_fail_too_rather_than
 
 def produced_seq(payload: bytes) -> int:
     return summarize_batch(payload).base_sequence
+
+
+# --- Without idempotence (acks=0 or 1, or enable_idempotence=False) ---------------------
+
+def test_acks_1_without_idempotence_retries_a_batch_refused_with_not_leader_and_delivers_it(
+        broker, make_sender):
+    # Given a partition whose shard refuses the first produce: it no longer leads it
+    broker.faults.append(NotLeaderError("t-0: this shard no longer leads it"))
+    _, accumulator = make_sender(acks=1, idempotent=False)
+    # When a sender without idempotence sends a record
+    # Then it is retried, unchanged and without a producer id, and stored once
+    assert send(accumulator, b"a").get(GET_TIMEOUT_S).offset == 0
+    arrivals = broker.produces()
+    assert len(arrivals) == 2 and arrivals[0].payload == arrivals[1].payload
+    assert produced(arrivals[0]) == (-1, -1)
+    assert [r.value for r in broker.records("t", 0)] == [b"a"]
+
+
+def test_without_idempotence_an_error_that_is_not_retriable_fails_the_batch_at_once(
+        broker, make_sender):
+    # Given a shard that refuses a produce for a passing reason, then its retry for
+    # one that lasts (the batch is over its limit)
+    broker.faults.extend([NotLeaderError("t-0: this shard no longer leads it"),
+                          RecordTooLargeError("batch of 9 bytes over the limit of 8 bytes"),
+                          NotLeaderError("never reached")])
+    _, accumulator = make_sender(acks=1, idempotent=False)
+    # When a sender without idempotence sends a record
+    # Then it fails with the lasting error, after the one retry, not retried again
+    with pytest.raises(RecordTooLargeError, match="over the limit of 8 bytes"):
+        send(accumulator, b"a").get(GET_TIMEOUT_S)
+    assert len(broker.produces()) == 2 and broker.record_count() == 0
+
+
+def test_without_idempotence_retries_stop_at_delivery_timeout_naming_the_attempts_and_last_error(
+        broker, make_sender):
+    # Given a partition whose shard keeps refusing produces: it no longer leads it
+    broker.faults.extend([NotLeaderError("t-0: this shard no longer leads it")] * 1000)
+    _, accumulator = make_sender(acks=1, idempotent=False, request_timeout_ms=150,
+                                 delivery_timeout_ms=500, retry_backoff_ms=20,
+                                 retry_backoff_max_ms=100)
+    started_s = time.monotonic()
+    # When a sender without idempotence sends a record
+    # Then it fails at its delivery deadline, naming how many attempts went out and
+    # the refusal that ended the last one
+    with pytest.raises(PlinthTimeoutError,
+                       match=r"delivery_timeout_ms=500.* (\d+) attempts.*last error: "
+                             r"t-0: this shard no longer leads it") as failure:
+        send(accumulator, b"lost").get(GET_TIMEOUT_S)
+    assert time.monotonic() - started_s >= 0.5
+    attempts = int(re.search(r"(\d+) attempts", str(failure.value)).group(1))
+    assert attempts == len(broker.produces()) >= 3 and broker.record_count() == 0
+
+
+def test_without_idempotence_a_lost_reply_is_retried_and_the_batch_may_be_stored_twice(
+        broker, make_sender):
+    # Given a shard that stores the first produce but loses its reply
+    broker.faults.append(LOSE_REPLY)
+    _, accumulator = make_sender(acks=1, idempotent=False, request_timeout_ms=300)
+    # When a sender without idempotence sends a record
+    # Then its retry is acknowledged, and, as with Kafka's producer without
+    # idempotence, the shard could not tell it from a new batch: it is stored twice
+    assert send(accumulator, b"a").get(GET_TIMEOUT_S).offset == 1
+    assert [r.value for r in broker.records("t", 0)] == [b"a", b"a"]
+
+
+def test_without_idempotence_and_one_request_in_flight_a_retried_batch_keeps_its_order(
+        broker, make_sender):
+    # Given one request in flight at most, one-record batches, and a shard that
+    # refuses the first produce as unavailable
+    broker.faults.append(UnavailableError("shard restarting"))
+    _, accumulator = make_sender(acks=1, idempotent=False, in_flight_max=1,
+                                 batch_bytes_max=BATCH_BYTES_ONE_RECORD)
+    # When three records are sent, one batch each
+    futures = [send(accumulator, b"%d" % i + b"." * RECORD_VALUE_BYTES) for i in range(3)]
+    # Then the refused one is retried before the batches after it: stored in order
+    assert [f.get(GET_TIMEOUT_S).offset for f in futures] == [0, 1, 2]
+    assert stored_values(broker) == [b"0", b"1", b"2"]
+    assert len(broker.produces()) == 4
+
+
+def test_without_idempotence_a_retried_batch_may_be_stored_after_a_later_one_in_flight(
+        broker, make_sender):
+    # Given one-record batches, three in flight at once, and a shard that refuses the
+    # first as unavailable and stores the two after it
+    broker.faults.append(UnavailableError("shard restarting"))
+    broker.hold()
+    _, accumulator = make_sender(acks=1, idempotent=False, batch_bytes_max=BATCH_BYTES_ONE_RECORD)
+    futures = [send(accumulator, b"%d" % i + b"." * RECORD_VALUE_BYTES) for i in range(3)]
+    wait_until(lambda: len(broker.produces()) == 3)
+    # When the shard answers
+    broker.release()
+    # Then the refused batch is retried and stored after the later ones, as a retry
+    # without idempotence may be in Kafka (max.in.flight.requests.per.connection > 1)
+    assert [f.get(GET_TIMEOUT_S).offset for f in futures] == [2, 0, 1]
+    assert stored_values(broker) == [b"1", b"2", b"0"]
+
+
+def test_acks_0_retries_a_batch_it_could_not_send_and_delivers_it_once_a_router_is_back(
+        broker, make_sender, caplog):
+    # Given a sender with acks=0 and two routers, both gone (with several routers a
+    # request waits only for one that is up: client/connection.py)
+    gone = ProduceBroker({"t": 2})
+    gone.close()
+    broker.close()
+    _, accumulator = make_sender(acks=0, idempotent=False, retry_backoff_ms=50,
+                                 url=f"{broker.url},{gone.url}")
+    with caplog.at_level(logging.INFO, logger="plinth.client.sender"):
+        # When a record is sent, and its send fails: no router is reachable
+        future = send(accumulator, b"a")
+        wait_until(lambda: "retrying t-0" in caplog.text)
+        assert "none of the routers" in caplog.text
+        # Then it is sent again until a router answers at one of the addresses, and
+        # stored once
+        back = ProduceBroker({"t": 2}, broker.url)
+        try:
+            assert future.get(GET_TIMEOUT_S).offset == -1
+            wait_until(lambda: back.record_count() == 1)
+            assert [r.value for r in back.records("t", 0)] == [b"a"]
+        finally:
+            back.close()
 
 
 # --- Failures stay with their batch ----------------------------------------------------

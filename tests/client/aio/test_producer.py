@@ -16,10 +16,11 @@ import pytest
 
 from plinth.client.aio.producer import AIOProducer
 from plinth.client.futures import RecordMetadata
-from plinth.errors import (ClosedError, PartitionOutOfRangeError, PlinthTimeoutError,
-                           ProducerBufferFullError, UnknownTopicError, WrongEventLoopError)
+from plinth.errors import (ClosedError, NotLeaderError, PartitionOutOfRangeError,
+                           PlinthTimeoutError, ProducerBufferFullError, UnknownTopicError,
+                           WrongEventLoopError)
 from tests.client.produce_broker import LOSE_REPLY, ProduceBroker
-from tests.client.test_producer import BAD_OPTIONS
+from tests.client.test_producer import BAD_OPTIONS, producer_ids
 
 PARTITIONS = 4
 
@@ -212,6 +213,47 @@ def test_an_option_out_of_range_is_refused_in_the_constructor_naming_it_and_its_
         options, error, message):
     with pytest.raises(error, match=message):
         AIOProducer(broker="tcp://127.0.0.1:1", **options)
+
+
+@pytest.mark.parametrize("acks", [0, 1])
+def test_an_explicit_idempotence_with_acks_0_or_1_is_refused_naming_both_options(broker, acks):
+    # Given Kafka's rule (aiokafka's too): idempotence needs acks="all"
+    # When an AIOProducer is asked for both idempotence and acks 0 or 1
+    with pytest.raises(ValueError, match=rf"enable_idempotence=True needs acks='all' \(got "
+                                         rf"acks={acks}\).*pass acks='all', or "
+                                         rf"enable_idempotence=False"):
+        AIOProducer(broker=broker.url, acks=acks, enable_idempotence=True)
+    # Then it is refused in the constructor, before it asked the broker anything
+    assert broker.arrivals == []
+
+
+def test_acks_1_without_an_explicit_idempotence_sends_without_a_producer_id(broker):
+    # Given an acks=1 AIOProducer that leaves enable_idempotence unset
+    async def scenario():
+        async with AIOProducer(broker=broker.url, acks=1, linger_ms=0) as producer:
+            # When it sends a record
+            return await producer.send_and_wait("t", b"v", partition=0)
+
+    assert run(scenario()) == RecordMetadata("t", 0, 0)
+    # Then its batch carries no producer id and no sequence: idempotence is off
+    assert producer_ids(broker) == {(-1, -1)}
+
+
+def test_acks_1_without_an_explicit_idempotence_retries_a_batch_refused_with_not_leader_and_delivers_it(
+        broker):
+    # Given a partition that refuses one produce for a passing reason
+    broker.faults.append(NotLeaderError("t-0: this shard no longer leads it"))
+
+    async def scenario():
+        async with AIOProducer(broker=broker.url, acks=1, linger_ms=0,
+                               retry_backoff_ms=10) as producer:
+            # When an acks=1 AIOProducer, not idempotent, sends a record
+            return await producer.send_and_wait("t", b"kept", partition=0)
+
+    # Then it is retried, as aiokafka's producer retries without idempotence, and stored
+    assert run(scenario()) == RecordMetadata("t", 0, 0)
+    assert len(broker.produces()) == 2 and producer_ids(broker) == {(-1, -1)}
+    assert [r.value for r in broker.records("t", 0)] == [b"kept"]
 
 
 def test_stop_with_a_timeout_takes_at_most_that_timeout_in_all_and_fails_what_is_pending(broker):
