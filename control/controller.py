@@ -587,8 +587,13 @@ class Controller:
         self._silent.discard(shard_id)
         if shard_id not in self._shards:
             return   # announced while the controller starts it: start() tells it all
-        # A restarted shard lost what it was told; the others need only a new address.
-        self._push_peers(None if known != address else [shard_id])
+        # A restarted shard lost what it was told; the others need only a new address,
+        # and are not waited for long: one stopped (alive to Ray, silent) would hold up
+        # every election here. One that misses it gets it at its next leader check.
+        self._push_peers([shard_id])
+        if known != address:
+            self._push_peers([s for s in self._shards.ids() if s != shard_id],
+                             limits.LEADER_PING_TIMEOUT_S)
         # Until it has said how it found its partitions, it may need repair: not electable.
         electable = {shard_id} if self._reopen(shard_id) else set()
         led = [(name, p) for name, topic in sorted(self._metadata.topics.items())

@@ -2,8 +2,10 @@
 need is stopped (SIGSTOP: alive by Ray, answering nothing): each change waits for the
 shard on the controller's CHANGE_GROUP thread, so the calls of the actor thread (the
 routing table, leader checks, in-sync changes) are answered meanwhile; the changes
-still run one at a time, and a change not finished is not visible. Uses the session's
-Ray (tests/conftest.py); each test continues and ends what it stopped and started."""
+still run one at a time, and a change not finished is not visible. Nor does a shard's
+restart: the others are told its new address without a long wait for a stopped one.
+Uses the session's Ray (tests/conftest.py); each test continues and ends what it
+stopped and started."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from tests.support import wait_until
 
 SHARDS = ["shard-0", "shard-1"]
 CHANGE_WAIT_S = 60   # a change's own bound (CONTROL_CALL_TIMEOUT_S), and no more
+ANSWER_S = 10        # an actor-thread call not held up by a stopped shard answers within
 
 
 @pytest.fixture
@@ -79,6 +82,12 @@ def topic_ids_on_shards(controller: ControllerHandle, topic: str) -> dict[str, s
     return {key: entry["topic_id"] for shard_id in SHARDS
             for key, entry in manifest_entries(controller, shard_id).items()
             if key.split("/")[0] == topic}
+
+
+def routing_within(controller: ControllerHandle, timeout_s: float):
+    """The routing table, or RequestTimedOutError if the actor thread does not answer
+    within ``timeout_s`` (the handle's own bound is CONTROL_CALL_TIMEOUT_S)."""
+    return controller._call(lambda actor: actor.routing.remote(None), "routing", timeout_s)
 
 
 def topic_being_created(controller: ControllerHandle, name: str) -> bool:
@@ -203,3 +212,15 @@ def test_a_growth_waiting_for_a_stopped_shard_is_invisible_until_it_finishes(con
         assert len(controller.routing().owners[t]) == 4
     finally:
         pool.shutdown()
+
+
+def test_a_restarted_shard_is_routed_at_once_while_another_shard_is_stopped(controller):
+    old_address = controller.routing().shard_addresses["shard-0"]
+    with stopped(controller, "shard-1"):
+        # When shard-0's process is killed while shard-1 answers nothing (Ray restarts
+        # shard-0, which announces its new address)
+        os.kill(shard_pids(controller.data_dir)["shard-0"], signal.SIGKILL)
+        # Then the routing table gets its new address, every call answered at once:
+        # telling shard-1 of it does not wait out CONTROL_CALL_TIMEOUT_S on the actor thread
+        wait_until(lambda: routing_within(controller, ANSWER_S).shard_addresses.get("shard-0")
+                   not in (None, old_address), timeout_s=CHANGE_WAIT_S)
