@@ -634,6 +634,7 @@ enum ErrorCode {
   eligibleLeadersNotAvailable @40;   # electLeaders (unclean): no replica answers
   invalidProducerEpoch @41;      # idempotent producer: an epoch older than its last one here
   offsetMetadataTooLarge @42;    # a commit's metadata over OFFSET_METADATA_BYTES_MAX: none stored
+  unknownTopicId @43;            # deleteTopic's topicId is not the topic's (re-created since)
 }
 
 struct ProduceResult {
