@@ -18,7 +18,8 @@ from collections.abc import Iterable
 from plinth import limits, protocol, topics
 from plinth.client.arguments import (checked_int, checked_int_type, checked_offsets,
                                      checked_partition, checked_str, checked_time_ms,
-                                     checked_topic_names, checked_topic_partition)
+                                     checked_topic_id, checked_topic_names,
+                                     checked_topic_partition)
 from plinth.client.connection import Connection, broker_address
 from plinth.client.fetcher import TopicPartition
 from plinth.errors import BrokerError, InternalError, UnknownTopicError
@@ -247,7 +248,8 @@ class Admin:
                                               names).topic_stats}
 
     def describe_topic(self, name: str) -> protocol.TopicInfo:
-        """Partitions with their leader shard, start and end offsets, bytes on disk,
+        """Its ``topic_id`` (32 hex digits: another after a delete and a create under
+        the same name), partitions with their leader shard, start and end offsets, bytes on disk,
         replicas, in-sync replicas, leader epoch and high watermark; and, for tiered
         storage, the local log start, the remote log's start and end offsets
         (protocol.NO_REMOTE_OFFSET while nothing is remote) and its bytes.
@@ -255,8 +257,12 @@ class Admin:
         return self._call(protocol.encode_topic_request, "describeTopic",
                           checked_str("name", name)).topics[0]
 
-    def delete_topic(self, name: str) -> None:
-        self._call(protocol.encode_topic_request, "deleteTopic", checked_str("name", name))
+    def delete_topic(self, name: str, topic_id: str | None = None) -> None:
+        """Delete the topic ``name``; with ``topic_id`` (as describe_topic's
+        ``topic_id`` showed it) only if it still has that id: UnknownTopicIdError,
+        nothing deleted, if it was deleted and created again since."""
+        self._call(protocol.encode_topic_request, "deleteTopic", checked_str("name", name),
+                   checked_topic_id("topic_id", topic_id))
 
     def partition_count(self, name: str) -> int:
         return self._call(protocol.encode_metadata,

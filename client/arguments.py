@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from plinth import limits
+from plinth.topics import TOPIC_ID_HEX_DIGITS, is_topic_id
 
 
 def checked_int(name: str, value, lowest: int, highest: int) -> int:
@@ -50,6 +51,20 @@ def checked_int_type(name: str, value) -> int:
 def checked_str(name: str, value) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, got {value!r} ({type(value).__name__})")
+    return str(value)
+
+
+def checked_topic_id(name: str, value) -> str:
+    """A topic id as describe_topic shows it (32 lowercase hex digits), or None for
+    none: "" (what the wire carries for "any id")."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str of {TOPIC_ID_HEX_DIGITS} hex digits or None, "
+                        f"got {value!r} ({type(value).__name__})")
+    if not is_topic_id(value):
+        raise ValueError(f"{name}={value!r} is not a topic id: {TOPIC_ID_HEX_DIGITS} lowercase "
+                         f"hex digits, as describe_topic shows it")
     return str(value)
 
 

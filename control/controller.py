@@ -82,7 +82,7 @@ from plinth.errors import (BrokerError, EligibleLeadersNotAvailableError, Invali
                            InvalidPartitionsError, InvalidReplicationFactorError,
                            PartitionOutOfRangeError, PreferredLeaderNotAvailableError,
                            RequestTimedOutError, TooManyTopicsError, TopicExistsError,
-                           UnavailableError, UnknownTopicError)
+                           UnavailableError, UnknownTopicError, UnknownTopicIdError)
 from plinth.name_pages import ALL_NAMES, NamesPage, check_page_args, merge_pages, page_of
 from plinth.shards.shard_handle import (OPENED_NEEDS_REPAIR, Leadership, PartitionId,
                                         PartitionSpec, ShardHandle, ShardOptions, TierOptions,
@@ -1278,7 +1278,8 @@ class Controller:
     def _topic_info(self, name: str) -> protocol.TopicInfo:
         topic = self._topic(name)
         return protocol.TopicInfo(name=name, partitions=topic.partitions,
-                                  config=topics.with_tiering_defaults(topic.config))
+                                  config=topics.with_tiering_defaults(topic.config),
+                                  topic_id=topic.topic_id)
 
     # --- Topics ---------------------------------------------------------------------
 
@@ -1555,12 +1556,14 @@ class Controller:
                                  if not isinstance(outcome, BrokerError)})
             raise failed[0]
 
-    def delete_topic(self, name: str) -> None:
+    def delete_topic(self, name: str, topic_id: str = "") -> None:
         """Delete a topic (change thread): it leaves the metadata first, saved (a crash
         mid-delete leaves orphan files, not a topic whose partitions are half gone),
         then each shard deletes its partitions. A shard that does not within
-        CONTROL_CALL_TIMEOUT_S raises its error, naming the topic as deleted."""
-        asks = self._on_actor_thread(self._forget_topic, name)
+        CONTROL_CALL_TIMEOUT_S raises its error, naming the topic as deleted.
+        ``topic_id`` (not ""): only if the topic has that id, else UnknownTopicIdError
+        and nothing is deleted."""
+        asks = self._on_actor_thread(self._forget_topic, name, topic_id)
         outcomes = wait_all({s: handle.delete_partitions([spec.id for spec in specs])
                              for s, (handle, specs) in asks.items()},
                             limits.CONTROL_CALL_TIMEOUT_S)
@@ -1571,11 +1574,18 @@ class Controller:
                 raise type(outcome)(f"topic {name!r} is deleted, but {shard_id} did not "
                                     f"delete its partitions: {outcome}")
 
-    def _forget_topic(self, name: str) -> dict[str, tuple[ShardHandle, list[PartitionSpec]]]:
+    def _forget_topic(self, name: str, topic_id: str = ""
+                      ) -> dict[str, tuple[ShardHandle, list[PartitionSpec]]]:
         """The topic out of the metadata, saved; returns where its partitions are to be
-        deleted. Actor thread."""
+        deleted. Actor thread: the check of ``topic_id`` and the removal are one step,
+        so no create of the name can come between them."""
         topics.refuse_internal(name, "delete")
-        asks = self._partition_asks(specs_by_shard({name: self._topic(name)}))
+        topic = self._topic(name)
+        if topic_id and topic_id != topic.topic_id:
+            raise UnknownTopicIdError(
+                f"topic {name!r} has topic id {topic.topic_id} now, not {topic_id}: it was "
+                f"deleted and created again since {topic_id} was read")
+        asks = self._partition_asks(specs_by_shard({name: topic}))
         del self._metadata.topics[name]
         self._save([name])
         return asks

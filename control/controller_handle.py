@@ -343,8 +343,9 @@ class ControllerHandle:
     def add_partitions(self, name: str, partition_count: int) -> protocol.TopicInfo:
         return self._change("add_partitions", name, partition_count)
 
-    def delete_topic(self, name: str) -> None:
-        self._change("delete_topic", name)
+    def delete_topic(self, name: str, topic_id: str = "") -> None:
+        """``topic_id`` (not ""): only if the topic has that id (Controller.delete_topic)."""
+        self._change("delete_topic", name, topic_id)
 
     def add_shards(self, count: int) -> list[protocol.PartitionMove]:
         return self._change("add_shards", count)

@@ -662,8 +662,12 @@ def topic_describe(ctx, name):
         info = admin.describe_topic(name)
     config = " ".join(f"{k}={v}" for k, v in sorted(info.config.items()))
     factor = len(info.partition_info[0].replicas) if info.partition_info else 1
-    click.echo(f"topic {info.name}  partitions {info.partitions}  replication factor {factor}  "
-               f"{config}")
+    # The topic id right after the name, as kafka-topics --describe prints TopicId: a
+    # topic deleted and created again under the name has another. A broker from before
+    # topic ids were shown sends none.
+    topic_id = f"  topic id {info.topic_id}" if info.topic_id else ""
+    click.echo(f"topic {info.name}{topic_id}  partitions {info.partitions}  "
+               f"replication factor {factor}  {config}")
     click.echo(f"{'partition':>9}  {'leader':<10} {'start':>12} {'end':>12} {'bytes':>14} "
                f"{'epoch':>6} {'hw':>12}  {'replicas':<24} in-sync")
     for p in info.partition_info:
@@ -692,10 +696,13 @@ def _echo_tiered(partition_info) -> None:
 
 @topic.command("delete")
 @click.argument("name")
+@click.option("--topic-id", default=None,
+              help="delete it only if it has this topic id (as `topic describe` shows it): "
+                   "not a topic created again under the name since")
 @click.pass_context
-def topic_delete(ctx, name):
+def topic_delete(ctx, name, topic_id):
     with _admin(ctx) as admin:
-        admin.delete_topic(name)
+        admin.delete_topic(name, topic_id=topic_id)
     click.echo(f"deleted topic {name}")
 
 

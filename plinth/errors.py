@@ -156,6 +156,15 @@ class UnknownTopicError(BrokerError):
     code_name = "unknownTopic"
 
 
+class UnknownTopicIdError(BrokerError):
+    """A change guarded by a topic id (deleteTopic with ``topicId``, Kafka's
+    UNKNOWN_TOPIC_ID) found the topic under that name with another id: it was deleted
+    and created again since the id was read. Names the topic and both ids; nothing
+    is changed."""
+
+    code_name = "unknownTopicId"
+
+
 class PartitionOutOfRangeError(BrokerError):
     code_name = "partitionOutOfRange"
 
@@ -452,7 +461,7 @@ BROKER_ERRORS: dict[str, type[BrokerError]] = {
         InvalidReplicationFactorError, RebalanceInProgressError, FencedInstanceIdError,
         InconsistentGroupProtocolError, InvalidPartitionsError, ElectionNotNeededError,
         PreferredLeaderNotAvailableError, EligibleLeadersNotAvailableError,
-        InvalidProducerEpochError, OffsetMetadataTooLargeError,
+        InvalidProducerEpochError, OffsetMetadataTooLargeError, UnknownTopicIdError,
     )
 }
 

@@ -133,6 +133,7 @@ class AlterTopicRequest:
 class DeleteTopicRequest:
     request_id: int
     topic: str
+    topic_id: str = ""            # delete only a topic with this id ("": any)
     kind: ClassVar[str] = "deleteTopic"
 
 
@@ -419,6 +420,9 @@ class TopicInfo:
     partition_info: list[PartitionInfo] = field(default_factory=list)
     # metadata replies: per partition, its leader's direct address ("": the router)
     direct_addresses: list[str] = field(default_factory=list)
+    # 32 hex digits (plinth.topics.new_topic_id); another after a delete and a create
+    # under the same name. "" in a validate-only create's answer (no topic made).
+    topic_id: str = ""
 
 
 @dataclass
@@ -625,11 +629,17 @@ def encode_create_topics(request_id: int, new_topics: list[NewTopic],
     return frame
 
 
-def encode_topic_request(request_id: int, kind: str, name: str) -> bytes:
-    """deleteTopic or describeTopic."""
+def encode_topic_request(request_id: int, kind: str, name: str, topic_id: str = "") -> bytes:
+    """deleteTopic or describeTopic; ``topic_id`` (deleteTopic only): delete the topic
+    only if it has this id ("": whichever it has)."""
     _check_kind(kind, ("deleteTopic", "describeTopic"))
+    if topic_id and kind != "deleteTopic":
+        raise AssertionError(f"{kind} carries no topic id (asked with {topic_id!r})")
     msg = protocol.Request.new_message(requestId=request_id)
-    msg.init(kind).name = name
+    request = msg.init(kind)
+    request.name = name
+    if topic_id:
+        request.topicId = topic_id
     return msg.to_bytes()
 
 
@@ -910,7 +920,7 @@ _REQUEST_DECODERS = {
         b.validateOnly),
     "alterTopic": lambda rid, b: AlterTopicRequest(rid, b.name, _config(b.config), b.partitions,
                                                    tuple(b.deleteConfig)),
-    "deleteTopic": lambda rid, b: DeleteTopicRequest(rid, b.name),
+    "deleteTopic": lambda rid, b: DeleteTopicRequest(rid, b.name, b.topicId),
     "describeTopic": lambda rid, b: DescribeTopicRequest(rid, b.name),
     "listTopics": lambda rid, _: ListTopicsRequest(rid),
     "listTopicsPage": lambda rid, b: ListTopicsPageRequest(rid, b.prefix, b.after, b.limit),
@@ -971,6 +981,8 @@ def encode_topics_reply(request_id: int, topics: list[TopicInfo]) -> bytes:
     out = msg.init("topics", len(topics))
     for i, info in enumerate(topics):
         out[i].name, out[i].partitions = info.name, info.partitions
+        if info.topic_id:
+            out[i].topicId = info.topic_id
         _fill_config(out[i].init("config", len(info.config)), info.config)
         parts = out[i].init("partitionInfo", len(info.partition_info))
         for j, part in enumerate(info.partition_info):
@@ -1263,7 +1275,7 @@ def _topic_info(t) -> TopicInfo:
         name=t.name, partitions=t.partitions,
         config={e.key: e.value for e in t.config},
         partition_info=[_partition_info(p) for p in t.partitionInfo],
-        direct_addresses=list(t.directAddresses))
+        direct_addresses=list(t.directAddresses), topic_id=t.topicId)
 
 
 def _partition_info(p) -> PartitionInfo:

@@ -291,8 +291,8 @@ class AdminBridge:
                 if config or delete_config or info is None:
                     info = controller.alter_topic(topic, config, delete_config)
                 return protocol.encode_topics_reply(rid, [info])
-            case protocol.DeleteTopicRequest(topic=topic):
-                controller.delete_topic(topic)
+            case protocol.DeleteTopicRequest(topic=topic, topic_id=topic_id):
+                controller.delete_topic(topic, topic_id)
                 return protocol.encode_ok(rid)
             case protocol.DescribeTopicRequest(topic=topic):
                 return protocol.encode_topics_reply(rid, [controller.describe_topic(topic)])

@@ -296,6 +296,10 @@ struct ConfigEntry {
 
 struct TopicName {
   name @0 :Text;
+  # deleteTopic only: delete the topic only if this is its topic id (32 hex digits,
+  # as TopicInfo.topicId shows it); unknownTopicId if the topic under `name` has
+  # another (deleted and created again since the id was read). "": any id.
+  topicId @1 :Text;
 }
 
 struct PartitionRef {
@@ -634,6 +638,7 @@ enum ErrorCode {
   eligibleLeadersNotAvailable @40;   # electLeaders (unclean): no replica answers
   invalidProducerEpoch @41;      # idempotent producer: an epoch older than its last one here
   offsetMetadataTooLarge @42;    # a commit's metadata over OFFSET_METADATA_BYTES_MAX: none stored
+  unknownTopicId @43;            # deleteTopic's topicId is not the topic's (re-created since)
 }
 
 struct ProduceResult {
@@ -655,6 +660,10 @@ struct TopicInfo {
   # router hop ("" where it must use the router). Empty when the router offers
   # none (CurveZMQ, an ACL, a non-loopback listener, --direct-clients off).
   directAddresses @4 :List(Text);
+  # The topic's id (32 hex digits, KIP-516's topic UUID): a topic deleted and
+  # created again under the same name has another. In every reply that carries a
+  # TopicInfo but createTopics with validateOnly ("": none made).
+  topicId @5 :Text;
 }
 
 struct PartitionInfo {

@@ -27,7 +27,8 @@ from plinth.client.admin import (NewTopic, _config_value, alter_topic_args,
                                  checked_records_to_delete, checked_shard_count,
                                  election_partitions, election_type_code, group_topics,
                                  lag_row, list_offsets_args)
-from plinth.client.arguments import checked_offsets, checked_str, checked_topic_names
+from plinth.client.arguments import (checked_offsets, checked_str, checked_topic_id,
+                                     checked_topic_names)
 from plinth.client.aio.connection import AIOConnection
 from plinth.client.aio.event_loop import refuse_release_while_running, wrong_loop_error
 from plinth.client.connection import broker_address
@@ -144,8 +145,10 @@ class AIOAdmin:
         return (await self._call(protocol.encode_topic_request, "describeTopic",
                                  checked_str("name", name))).topics[0]
 
-    async def delete_topic(self, name: str) -> None:
-        await self._call(protocol.encode_topic_request, "deleteTopic", checked_str("name", name))
+    async def delete_topic(self, name: str, topic_id: str | None = None) -> None:
+        """Admin.delete_topic: with ``topic_id``, only if the topic still has it."""
+        await self._call(protocol.encode_topic_request, "deleteTopic", checked_str("name", name),
+                         checked_topic_id("topic_id", topic_id))
 
     async def partition_count(self, name: str) -> int:
         return (await self._call(protocol.encode_metadata,

@@ -26,7 +26,10 @@ A token is ``EXPIRY.MAC``:
 - plan: the change in a canonical form the page builds the same way for the
   confirmation and the apply (pages_topics.py, pages_groups.py): sorted lists of
   config entries, the partition count, a reset's sorted (topic, partition,
-  offset) triples; None when the name is the whole plan (a delete);
+  offset) triples; a topic delete's, the id of the topic its page showed (so a
+  topic deleted and created again under the name since is refused by the broker,
+  UnknownTopicIdError, not deleted); None when the name is the whole plan (a
+  group's delete);
 - user: who is logged in (auth.py sets it); "" for a console on loopback,
   which has no login.
 

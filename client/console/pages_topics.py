@@ -3,7 +3,8 @@ and topic create, alter and delete, each behind a confirmation step.
 
 Handlers run in a pool thread. Every change is two requests: a form posts to
 ``.../confirm``, which checks the input and shows what will happen with a token
-(confirm_tokens.py) bound to that plan (``create_plan``, ``alter_plan``); only a
+(confirm_tokens.py) bound to that plan (``create_plan``, ``alter_plan``,
+``delete_plan``); only a
 post of that page, with that very plan, applies it. Bad input raises ValueError
 or a plinth error, which app.py shows on the page.
 """
@@ -22,7 +23,8 @@ from starlette.routing import Route
 from plinth import limits, protocol, topics
 from plinth.client.console.topic_listing import topic_page
 from plinth.client.console.pages_overview import EventStream, sse_event
-from plinth.errors import NotAuthorizedError, PlinthError
+from plinth.errors import (NotAuthorizedError, PlinthError, StaleConfirmationError,
+                           UnknownTopicIdError)
 
 # Each topic's end offsets at its last look, for the partitions' rates: bounded,
 # the oldest forgotten first. Shared by every page thread, under its lock.
@@ -248,12 +250,19 @@ async def topic_alter(request):
     return RedirectResponse(request.url_for("topic_detail", name=name), status_code=303)
 
 
+def delete_plan(topic_id: str) -> dict:
+    """What a delete's token binds: the id of the topic the page showed, so that a
+    topic deleted and created again under its name since is not the one deleted."""
+    return {"topic_id": topic_id}
+
+
 def topic_delete_confirm(request):
     ctx = request.app.state.console
     name = request.path_params["name"]
     info = ctx.admin.describe_topic(name)
     return ctx.render(request, "topics/confirm.html", action="delete", topic=info,
-                      token=ctx.confirm_token(request, "delete-topic", name, None),
+                      token=ctx.confirm_token(request, "delete-topic", name,
+                                              delete_plan(info.topic_id)),
                       post_to=request.url_for("topic_delete", name=name))
 
 
@@ -261,12 +270,21 @@ async def topic_delete(request):
     ctx = request.app.state.console
     name = request.path_params["name"]
     form = await request.form()
-    ctx.check_confirmation(request, "delete-topic", name, None, form)
+    topic_id = form.get("topic_id") or ""
+    ctx.check_confirmation(request, "delete-topic", name, delete_plan(topic_id), form)
     if form.get("confirm_name") != name:
         raise ValueError(f"type the topic's name ({name}) to delete it")
     import anyio.to_thread
 
-    await anyio.to_thread.run_sync(ctx.admin.delete_topic, name)
+    try:
+        # The broker checks the id and deletes in one step of its controller.
+        await anyio.to_thread.run_sync(lambda: ctx.admin.delete_topic(
+            name, topic_id=topic_id or None))
+    except UnknownTopicIdError as exc:
+        raise StaleConfirmationError(
+            f"topic {name!r} was re-created since this confirmation was shown, so it was "
+            f"not deleted ({exc}): show its delete page again to delete the new "
+            f"topic") from None
     return RedirectResponse(request.url_for("topic_list"), status_code=303)
 
 

@@ -21,11 +21,17 @@ topic's and changes nothing.
 A name given twice in one request (any of the three) is answered once, with
 INVALID_REQUEST, and nothing is done with it, as Kafka does; the request's
 other topics are served.
+DeleteTopics v6 may name a topic by its id instead (KIP-516; Plinth's topic id,
+32 hex digits, is the UUID's): its name is looked up among the topics the user
+may see and the delete is guarded by the id (deleteTopic's topicId), so a topic
+created again under the name meanwhile is not deleted; an id no topic has is
+UNKNOWN_TOPIC_ID, as in Kafka.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 from plinth import limits, protocol, topics
 from plinth.errors import BrokerError
@@ -33,6 +39,7 @@ from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.backend import ask
 from plinth.router.kafka.plinth_errors import kafka_code, kafka_message
 from plinth.router.kafka.request_values import DEFAULT, new_topic_error, partition_count_error
+from plinth.router.kafka.wire import UUID_ZERO
 
 DELETE_BY_TOPIC_VERSION = 6      # DeleteTopics: topics (name or id) from here on
 
@@ -57,7 +64,7 @@ def _named_twice(names) -> set[str]:
     """The names given more than once. Kafka answers each of them once, with
     INVALID_REQUEST, and does nothing with it (ControllerApis.createTopics,
     deleteTopics, createPartitions); the others are served. A topic id (no name,
-    DeleteTopics v6) is never a duplicate here: each is refused anyway."""
+    DeleteTopics v6) is never a duplicate here: each is answered by itself."""
     seen: set[str] = set()
     twice: set[str] = set()
     for name in names:
@@ -150,37 +157,51 @@ async def _create_one(gateway, topic: dict, validate_only: bool) -> dict:
 
 async def delete_topics(gateway, header, body: dict, connection) -> dict:
     if header.api_version >= DELETE_BY_TOPIC_VERSION:
-        names = [t["name"] for t in body["topics"]]
+        asked = [(t["name"], t["topic_id"]) for t in body["topics"]]
     else:
-        names = body["topic_names"]
+        asked = [(name, UUID_ZERO) for name in body["topic_names"]]
+    names = [name for name, _ in asked]
     twice = _named_twice(names)
-    answers = await asyncio.gather(*(_delete_one(gateway, name) for name in names
-                                     if name not in twice))
-    # Topic ids (no name) are answered each; every name once, where first named.
-    unnamed = iter(a for a in answers if a["name"] is None)
-    by_name = {a["name"]: a for a in answers if a["name"] is not None}
+    once = [name for name in names if name is not None and name not in twice]
+    ids = [topic_id for name, topic_id in asked if name is None]
+    answers = await asyncio.gather(*(_delete_one(gateway, name) for name in once),
+                                   *(_delete_by_id(gateway, topic_id) for topic_id in ids))
+    by_name = dict(zip(once, answers[:len(once)]))
     by_name.update((name, _duplicate(name)) for name in twice)
+    # Topic ids (no name) are answered each; every name once, where first named.
+    by_id = iter(answers[len(once):])
     responses, answered = [], set()
     for name in names:
         if name is None:
-            responses.append(next(unnamed))
+            responses.append(next(by_id))
         elif name not in answered:
             answered.add(name)
             responses.append(by_name[name])
     return {"throttle_time_ms": 0, "responses": responses}
 
 
-async def _delete_one(gateway, name: str | None) -> dict:
-    answer = {"name": name}
-    if name is None:
-        answer["error_code"] = kafka.UNKNOWN_TOPIC_ID
-        answer["error_message"] = "Plinth deletes topics by name, not by topic id"
-        return answer
+async def _delete_one(gateway, name: str, topic_id: str = "") -> dict:
+    """Plinth's deleteTopic of ``name`` (with ``topic_id``: only if it has that id)."""
     reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_topic_request(
-        rid, "deleteTopic", name))
-    answer["error_code"] = kafka_code(reply.error)
-    answer["error_message"] = kafka_message(reply.error)
-    return answer
+        rid, "deleteTopic", name, topic_id))
+    return {"name": name, "error_code": kafka_code(reply.error),
+            "error_message": kafka_message(reply.error)}
+
+
+async def _delete_by_id(gateway, topic_id: uuid.UUID) -> dict:
+    """DeleteTopics v6 of a topic named by its id: the name is looked up among the
+    topics the user may see (Plinth's metadata answer), and the delete is guarded by
+    the id, so a topic created again under that name meanwhile is not deleted
+    (UNKNOWN_TOPIC_ID, as for an id no topic has)."""
+    reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_metadata(rid, []))
+    if reply.error is not None:
+        return {"name": None, "topic_id": topic_id, "error_code": kafka_code(reply.error),
+                "error_message": kafka_message(reply.error)}
+    named = [info.name for info in reply.topics if info.topic_id == topic_id.hex]
+    if not named:
+        return {"name": None, "topic_id": topic_id, "error_code": kafka.UNKNOWN_TOPIC_ID,
+                "error_message": f"no topic has topic id {topic_id.hex}"}
+    return {**await _delete_one(gateway, named[0], topic_id.hex), "topic_id": topic_id}
 
 
 async def create_partitions(gateway, header, body: dict, connection) -> dict:

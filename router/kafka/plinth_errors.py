@@ -19,6 +19,7 @@ from plinth.router.kafka import error_codes as kafka
 _BY_PLINTH_CODE = {
     "malformedRequest": kafka.INVALID_REQUEST,
     "unknownTopic": kafka.UNKNOWN_TOPIC_OR_PARTITION,
+    "unknownTopicId": kafka.UNKNOWN_TOPIC_ID,
     "partitionOutOfRange": kafka.UNKNOWN_TOPIC_OR_PARTITION,
     "offsetOutOfRange": kafka.OFFSET_OUT_OF_RANGE,
     "offsetMetadataTooLarge": kafka.OFFSET_METADATA_TOO_LARGE,

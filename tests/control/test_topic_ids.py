@@ -13,7 +13,7 @@ import pytest
 
 from plinth import topics
 from plinth.control.metadata import BrokerMetadata
-from plinth.errors import CorruptDataError
+from plinth.errors import CorruptDataError, UnknownTopicIdError
 from plinth.shards.shard_handle import PartitionId
 from tests.control.broker_without_ray import MAIN_DATA_DIR
 
@@ -113,3 +113,45 @@ def test_metadata_whose_topic_id_is_malformed_or_shared_is_refused_by_name(tmp_p
                                 "topics": {"a": {**topic, "topic_id": "XYZ"}}}))
     with pytest.raises(CorruptDataError, match=f"{path}.*'XYZ'"):
         BrokerMetadata.load(path)
+
+
+def test_describe_list_and_create_answer_the_topic_id_the_metadata_keeps(brokers):
+    # Given a topic created on a broker of two shards
+    broker = brokers(2)
+    created = broker.controller.create_topic("orders", 2, {})
+    topic_id = broker.metadata_on_disk().topics["orders"].topic_id
+    # Then the create's answer, the describe and the list each show that id
+    assert created.topic_id == topic_id
+    assert broker.controller.describe_topic("orders").topic_id == topic_id
+    assert {t.name: t.topic_id for t in broker.controller.list_topics()}["orders"] == topic_id
+
+
+def test_a_delete_guarded_by_a_stale_topic_id_is_refused_and_the_topic_stays(brokers):
+    # Given a topic whose id was read, then deleted and created again under its name
+    broker = brokers(2)
+    stale = broker.controller.create_topic("orders", 2, {}).topic_id
+    broker.controller.delete_topic("orders")
+    current = broker.controller.create_topic("orders", 2, {}).topic_id
+    # When it is deleted guarded by the id read before
+    with pytest.raises(UnknownTopicIdError) as refused:
+        broker.controller.delete_topic("orders", topic_id=stale)
+    # Then it is refused, naming the topic and both ids, and the new topic stays, saved
+    assert str(refused.value) == (
+        f"topic 'orders' has topic id {current} now, not {stale}: it was deleted and "
+        f"created again since {stale} was read")
+    assert broker.metadata_on_disk().topics["orders"].topic_id == current
+    assert broker.controller.describe_topic("orders").partitions == 2
+    assert broker.manifest(broker.owner("orders", 0)).partitions[
+        PartitionId("orders", 0)].topic_id == current
+
+
+def test_a_delete_guarded_by_the_topics_own_id_deletes_it(brokers):
+    # Given a topic and its id
+    broker = brokers(2)
+    topic_id = broker.controller.create_topic("orders", 2, {}).topic_id
+    # When it is deleted guarded by that id
+    broker.controller.delete_topic("orders", topic_id=topic_id)
+    # Then it is gone, from the metadata and from its shards
+    assert "orders" not in broker.metadata_on_disk().topics
+    assert not [pid for shard_id in ("shard-0", "shard-1")
+                for pid in broker.manifest(shard_id).partitions if pid.topic == "orders"]

@@ -18,7 +18,7 @@ import pytest
 
 from plinth.client.admin import Admin
 from plinth.router.kafka import codec
-from plinth.router.kafka.error_codes import INVALID_REQUEST
+from plinth.router.kafka.error_codes import INVALID_REQUEST, UNKNOWN_TOPIC_ID
 from plinth.router.kafka.messages import (
     CREATE_ACLS, CREATE_PARTITIONS, CREATE_TOPICS, DELETE_ACLS, DELETE_TOPICS, DESCRIBE_ACLS,
     DESCRIBE_LOG_DIRS, DESCRIBE_TOPIC_PARTITIONS)
@@ -274,3 +274,32 @@ def test_validate_only_create_topics_answers_as_the_create_would_and_creates_not
     assert [(t["name"], t["error_code"]) for t in answer["topics"]] == [(name, code)]
     with Admin(broker=kafka_broker.url) as admin:
         assert (name in admin.list_topics()) == (topic == "existing")
+
+
+def test_delete_topics_by_topic_id_deletes_only_the_topic_that_has_that_id(kafka_broker):
+    import uuid
+
+    # Given a topic whose id was read, then deleted and created again under its name
+    with Admin(broker=kafka_broker.url) as admin:
+        name = create(kafka_broker, 1)
+        old_id = uuid.UUID(hex=admin.describe_topic(name).topic_id)
+        admin.delete_topic(name)
+        admin.create_topic(name, partitions=2)
+        new_id = uuid.UUID(hex=admin.describe_topic(name).topic_id)
+
+    def delete_by_id(topic_id: uuid.UUID) -> dict:
+        answer = raw_request(kafka_broker, DELETE_TOPICS, 6, {
+            "topics": [{"name": None, "topic_id": topic_id}], "timeout_ms": 5_000})
+        return answer["responses"][0]
+
+    # When DeleteTopics v6 names it by the old id / Then UNKNOWN_TOPIC_ID, and it stays
+    stale = delete_by_id(old_id)
+    assert (stale["error_code"], stale["topic_id"]) == (UNKNOWN_TOPIC_ID, old_id)
+    assert f"no topic has topic id {old_id.hex}" == stale["error_message"]
+    with Admin(broker=kafka_broker.url) as admin:
+        assert admin.describe_topic(name).partitions == 2
+    # When it names it by its id / Then it is deleted, answered with its name
+    deleted = delete_by_id(new_id)
+    assert (deleted["name"], deleted["topic_id"], deleted["error_code"]) == (name, new_id, 0)
+    with Admin(broker=kafka_broker.url) as admin:
+        assert name not in admin.list_topics()

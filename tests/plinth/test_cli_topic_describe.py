@@ -39,6 +39,15 @@ def test_an_untiered_topic_shows_one_row_per_partition_and_no_tiered_table(monke
     assert not any("tiered" in line or "remote" in line for line in lines[1:])
 
 
+def test_the_topic_id_is_printed_after_the_name_as_kafka_topics_prints_it(monkeypatch):
+    # Given a topic with its id
+    info = protocol.TopicInfo("orders", 1, {}, [partition(0)],
+                              topic_id="0123456789abcdef0123456789abcdef")
+    # When it is described / Then the first line names it after the topic
+    assert describe(monkeypatch, info)[0].startswith(
+        "topic orders  topic id 0123456789abcdef0123456789abcdef  partitions 1")
+
+
 def test_a_tiered_topic_shows_local_and_remote_starts_and_bytes_per_partition(monkeypatch):
     # Given a tiered topic: partition 0 has offsets 0..399 remote (9000 bytes) and
     # 300..999 local (7000 bytes); partition 1 has nothing remote yet

@@ -66,6 +66,22 @@ def test_describe_carries_each_partitions_leader_replicas_in_sync_epoch_and_high
     assert decoded == part
 
 
+def test_a_topic_info_carries_its_topic_id_and_a_delete_the_topic_id_it_is_guarded_by():
+    # Given a describe reply of a topic with its id, and deletes with and without an id
+    topic_id = "0123456789abcdef0123456789abcdef"
+    info = protocol.TopicInfo("orders", 2, {"k": "v"}, [protocol.PartitionInfo(1, "shard-0")],
+                              topic_id=topic_id)
+    guarded = protocol.encode_topic_request(2, "deleteTopic", "orders", topic_id)
+    unguarded = protocol.encode_topic_request(3, "deleteTopic", "orders")
+    # When decoded / Then the id comes back with each; a delete without one carries ""
+    assert protocol.decode_reply(protocol.encode_topics_reply(1, [info])).topics == [info]
+    assert protocol.decode_request(guarded) == protocol.DeleteTopicRequest(2, "orders", topic_id)
+    assert protocol.decode_request(unguarded) == protocol.DeleteTopicRequest(3, "orders", "")
+    # And a describe request carries none: it is a programmer error to ask
+    with pytest.raises(AssertionError, match="describeTopic carries no topic id"):
+        protocol.encode_topic_request(4, "describeTopic", "orders", topic_id)
+
+
 def test_describe_and_list_offsets_carry_the_local_start_and_the_remote_offsets_and_bytes():
     # Given a partition whose offsets 0..399 are in object storage (9000 bytes) and
     # 300..999 on the shard's disk (7000 bytes)
@@ -385,7 +401,7 @@ def test_a_reply_larger_than_a_request_header_decodes_whole():
     # PARTITIONS_PER_TOPIC_MAX partitions with three replicas each
     metadata = protocol.encode_topics_reply(1, [
         protocol.TopicInfo(name=f"topic-{i:05d}", partitions=1,
-                           direct_addresses=["tcp://127.0.0.1:40000"])
+                           direct_addresses=["tcp://127.0.0.1:40000"], topic_id=f"{i:032x}")
         for i in range(limits.TOPICS_MAX)])
     described = protocol.encode_topics_reply(2, [protocol.TopicInfo(
         name="wide", partitions=limits.PARTITIONS_PER_TOPIC_MAX, partition_info=[

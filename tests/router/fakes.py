@@ -23,8 +23,9 @@ import zmq
 from plinth import protocol
 from plinth.control.routing_table import RoutingTable
 from plinth.errors import (RequestTimedOutError, TopicExistsError, UnavailableError,
-                           UnknownTopicError)
+                           UnknownTopicError, UnknownTopicIdError)
 from plinth.name_pages import NamesPage, page_of
+from plinth.topics import new_topic_id
 
 WAIT_S = 10.0   # the bound on every wait in these tests
 
@@ -157,7 +158,8 @@ class FakeController:
 
     def add_topic(self, name: str, partitions: int, owners: tuple[str, ...] | None = None) -> None:
         with self._gate:
-            self.topics[name] = protocol.TopicInfo(name, partitions, {})
+            self.topics[name] = protocol.TopicInfo(name, partitions, {},
+                                                   topic_id=new_topic_id())
             self.owners[name] = owners or tuple(self.shard_ids[p % len(self.shard_ids)]
                                                 for p in range(partitions))
 
@@ -256,8 +258,11 @@ class FakeController:
         info.config.update(changes)
         return info
 
-    def delete_topic(self, name: str) -> None:
-        self.describe_topic(name)
+    def delete_topic(self, name: str, topic_id: str = "") -> None:
+        info = self.describe_topic(name)
+        if topic_id and topic_id != info.topic_id:
+            raise UnknownTopicIdError(f"topic {name!r} has topic id {info.topic_id} now, "
+                                      f"not {topic_id}")
         with self._gate:
             del self.topics[name], self.owners[name]
 

@@ -16,6 +16,12 @@ def form_token(page_html: str) -> str:
     return re.search(r'name="token" value="([0-9a-f.]+)"', page_html).group(1)
 
 
+def delete_form(page_html: str, confirm_name: str) -> dict:
+    """What a topic's delete page posts: its token, the topic id it showed, the name typed."""
+    topic_id = re.search(r'name="topic_id" value="([0-9a-f]*)"', page_html).group(1)
+    return {"token": form_token(page_html), "topic_id": topic_id, "confirm_name": confirm_name}
+
+
 def assert_clear_error(response, status: int, *phrases: str) -> None:
     assert response.status_code == status, response.text[:500]
     assert "Traceback" not in response.text and 'File "' not in response.text
@@ -143,12 +149,11 @@ def test_a_topic_is_created_altered_and_deleted_through_their_confirmations(cons
     assert admin.describe_topic(name).config["retention.ms"] == "604800000"
     # Delete: needs the name typed
     confirm = console.get(f"/topics/{name}/delete")
-    token = form_token(confirm.text)
-    assert_clear_error(console.post(f"/topics/{name}/delete", data={"token": token,
-                                                                    "confirm_name": "x"}),
+    assert_clear_error(console.post(f"/topics/{name}/delete",
+                                    data=delete_form(confirm.text, "x")),
                        400, f"type the topic&#39;s name ({name})")
     assert name in admin.list_topics()
-    gone = console.post(f"/topics/{name}/delete", data={"token": token, "confirm_name": name})
+    gone = console.post(f"/topics/{name}/delete", data=delete_form(confirm.text, name))
     assert gone.status_code == 200 and gone.url.path == "/topics"
     assert name not in admin.list_topics()
 
@@ -252,6 +257,40 @@ def test_an_alter_confirmed_for_one_config_does_not_apply_another(console, admin
     assert admin.describe_topic(topic).config["retention.ms"] == "3600000"
 
 
+def test_a_delete_confirmed_before_the_topic_was_deleted_and_created_again_deletes_nothing(
+        console, admin):
+    # Given a topic's delete page, shown
+    name = unique_topic("recreated")
+    admin.create_topic(name, 1)
+    page = console.get(f"/topics/{name}/delete")
+    old_id = admin.describe_topic(name).topic_id
+    assert page.status_code == 200 and old_id in page.text
+    form = delete_form(page.text, name)
+    # When the topic is deleted and created again by another client, and then the
+    # delete is posted
+    admin.delete_topic(name)
+    admin.create_topic(name, 2)
+    new_id = admin.describe_topic(name).topic_id
+    refused = console.post(f"/topics/{name}/delete", data=form)
+    # Then it is refused, saying the topic was re-created and to show the page again
+    assert_clear_error(refused, 400, f"topic &#39;{name}&#39; was re-created since this "
+                       f"confirmation was shown, so it was not deleted",
+                       f"not {old_id}", "show its delete page again")
+    # And the new topic is still there
+    assert admin.describe_topic(name).topic_id == new_id
+    assert admin.describe_topic(name).partitions == 2
+    # And the token does not stretch to the new topic's id either
+    assert_clear_error(console.post(f"/topics/{name}/delete",
+                                    data={**form, "topic_id": new_id}),
+                       400, "not the plan that was confirmed")
+    assert name in admin.list_topics()
+    # And the delete page shown again deletes the new topic
+    again = console.get(f"/topics/{name}/delete")
+    gone = console.post(f"/topics/{name}/delete", data=delete_form(again.text, name))
+    assert gone.status_code == 200 and gone.url.path == "/topics"
+    assert name not in admin.list_topics()
+
+
 def test_a_confirmation_older_than_its_lifetime_is_refused(console, admin, monkeypatch):
     # Given an alter confirmed at NOW, and a delete confirmed too
     name = unique_topic("expired")
@@ -260,7 +299,7 @@ def test_a_confirmation_older_than_its_lifetime_is_refused(console, admin, monke
     now_s = tokens.clock()
     monkeypatch.setattr(tokens, "clock", lambda: now_s)
     form = confirmed(console, f"/topics/{name}/alter/confirm", {"config": "retention.ms=120000"})
-    delete = {"confirm_name": name, "token": form_token(console.get(f"/topics/{name}/delete").text)}
+    delete = delete_form(console.get(f"/topics/{name}/delete").text, name)
     # When they are posted a second after their lifetime
     monkeypatch.setattr(tokens, "clock", lambda: now_s + limits.CONSOLE_CONFIRM_TOKEN_S + 1)
     # Then they are refused, saying so, and nothing changed

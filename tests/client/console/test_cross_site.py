@@ -65,7 +65,8 @@ def test_a_change_posted_from_another_site_is_refused_and_changes_nothing(
     alter = {"config": "retention.ms=1"}
     alter["token"] = token_of(client.post(f"/topics/{topic}/alter/confirm", data=alter,
                                           headers=OWN))
-    delete = {"confirm_name": topic, "token": token_of(client.get(f"/topics/{topic}/delete"))}
+    delete = {"confirm_name": topic, "token": token_of(client.get(f"/topics/{topic}/delete")),
+              "topic_id": admin.describe_topic(topic).topic_id}
     dry_run = client.get(f"/groups/{group}/reset", params={"to": "latest", "topic": topic})
     reset = {"plan": f"{topic}:0=0", "token": token_of(dry_run)}
     delete_group = {"confirm_name": group,
