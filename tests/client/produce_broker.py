@@ -41,6 +41,7 @@ from plinth.format.kafka_batch import stamp_kafka_batch
 from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2
 from plinth.format.record_batch import ConsumerRecord
 from plinth.shards.producer_state import ProducerStates
+from tests.client.scripted_broker import bound_router
 
 DROP, LOSE_REPLY, GARBAGE = "drop", "lose reply", "garbage"
 _POLL_MS = 20
@@ -66,14 +67,7 @@ class ProduceBroker:
         self._logs: dict[tuple[str, int], list[tuple[int, int, int, bytes]]] = {}
         self._producers: dict[tuple[str, int], ProducerStates] = {}
         self._lock = threading.Lock()                   # the logs: test thread vs broker
-        self._socket = zmq.Context.instance().socket(zmq.ROUTER)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        if url is None:
-            port = self._socket.bind_to_random_port("tcp://127.0.0.1")
-            url = f"tcp://127.0.0.1:{port}"
-        else:
-            self._socket.bind(url)
-        self.url = url
+        self._socket, self.url = bound_router(url)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()

@@ -38,20 +38,24 @@ class Replies(list):
     """A step's result: several replies (each a list of frames), sent in this order."""
 
 
+def bound_router(url: str | None) -> tuple[zmq.Socket, str]:
+    """A ROUTER socket bound at ``url`` (a broker restarting at its address), or at a
+    free loopback port; with the URL it is bound at."""
+    socket = zmq.Context.instance().socket(zmq.ROUTER)
+    socket.setsockopt(zmq.LINGER, 0)
+    if url is None:
+        return socket, f"tcp://127.0.0.1:{socket.bind_to_random_port('tcp://127.0.0.1')}"
+    socket.bind(url)
+    return socket, url
+
+
 class ScriptedBroker:
     def __init__(self, script: list, url: str | None = None):
         """``url``: bind there (a broker restarting at its address); default a free port."""
         self.script = list(script)
         self.requests: list[tuple[float, protocol.Request]] = []   # (arrival, request)
         self._arrived = threading.Condition()
-        self._socket = zmq.Context.instance().socket(zmq.ROUTER)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        if url is None:
-            port = self._socket.bind_to_random_port("tcp://127.0.0.1")
-            url = f"tcp://127.0.0.1:{port}"
-        else:
-            self._socket.bind(url)
-        self.url = url
+        self._socket, self.url = bound_router(url)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
