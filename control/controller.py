@@ -720,8 +720,11 @@ class Controller:
                       for p in sorted(topic.leadership)]
         if not partitions:
             return []
+        # The silent shards too, replicas or not: one that answers again is shown up
+        # by status and waited for by changes again.
         alive = self._answering({s for name, p in partitions
-                                 for s in self._metadata.topics[name].leadership[p].replicas})
+                                 for s in self._metadata.topics[name].leadership[p].replicas}
+                                | self._silent)
         lost = [(name, p) for name, p in partitions
                 if self._metadata.topics[name].leadership[p].leader not in alive]
         changes = self._elect(lost, alive) if lost else []
@@ -1330,7 +1333,7 @@ class Controller:
         self._save(names)
         return ([self._topic_info(name) for name in names],
                 self._shards.count_pushes(self._metadata.partition_counts(), changed=names,
-                                          told=told))
+                                          told=told, skip=self._silent))
 
     def _forget_creating(self, names: list[str]) -> None:
         """The names of a create that finished or failed are free again. Actor thread."""
@@ -1369,40 +1372,47 @@ class Controller:
     def _open_created(self, plan: _CreatePlan) -> list[str]:
         """Open the new topics' partitions on their shards, each recording the new
         counts in the same save of its manifest; returns those shards (change thread).
-        If one fails, the shards that opened theirs delete them (``_delete_opened``)
-        and forget the counts, and its error is raised."""
+        If one fails or does not answer within CHANGE_SHARD_WAIT_S, every shard asked
+        deletes them again (``_delete_opened``) and forgets the counts, and its error
+        is raised, naming the topics as not created."""
         counts = {name: topic.partitions for name, topic in plan.topics.items()}
         outcomes = wait_all({s: handle.open_partitions(specs, partition_counts=counts)
                              for s, (handle, specs) in plan.opens.items()},
-                            limits.CONTROL_CALL_TIMEOUT_S)
-        failed = [outcome for outcome in outcomes.values() if isinstance(outcome, BrokerError)]
-        if not failed:
+                            limits.CHANGE_SHARD_WAIT_S)
+        failed = _first_failure(outcomes)
+        if failed is None:
             return list(outcomes)
-        opened = {s: plan.opens[s] for s, outcome in outcomes.items()
-                  if not isinstance(outcome, BrokerError)}
-        self._delete_opened(opened)
+        silent = {s for s, outcome in outcomes.items() if isinstance(outcome, BrokerError)}
+        self._delete_opened(plan.opens, silent)
         for shard_id, outcome in wait_all(
                 {s: handle.change_partition_counts({}, list(counts))
-                 for s, (handle, _) in opened.items()},
-                limits.CONTROL_CALL_TIMEOUT_S).items():
+                 for s, (handle, _) in plan.opens.items()
+                 if s not in silent}, limits.CHANGE_SHARD_WAIT_S).items():
             if isinstance(outcome, BrokerError):
                 log.warning("%s kept the counts of topics %s, not created: %s", shard_id,
                             list(counts), outcome)
-        raise failed[0]
+        for shard_id in silent:   # it runs it after the open, whenever it answers
+            plan.opens[shard_id][0].change_partition_counts({}, list(counts))
+        raise _named_failure(failed, f"topics {list(counts)} were not created")
 
     @staticmethod
-    def _delete_opened(opened: dict[str, tuple[ShardHandle, list[PartitionSpec]]]) -> None:
+    def _delete_opened(opened: dict[str, tuple[ShardHandle, list[PartitionSpec]]],
+                       silent: set[str]) -> None:
         """Delete the new partitions of a refused create or growth from the shards that
-        opened them (change thread): they are in those shards' manifests, and would be
-        opened again at every restart, a file and a directory each, of a topic that
-        does not exist."""
-        for shard_id, outcome in wait_all(
-                {s: handle.delete_partitions([spec.id for spec in specs], keep_remote=True)
-                 for s, (handle, specs) in opened.items()},
-                limits.CONTROL_CALL_TIMEOUT_S).items():
+        were asked to open them (change thread): they are in those shards' manifests,
+        and would be opened again at every restart, a file and a directory each, of a
+        topic that does not exist. The ``silent`` ones, which did not answer the open,
+        are asked too but not waited for: each runs the calls in the order this thread
+        made them, the open first, whenever it answers again."""
+        calls = {s: handle.delete_partitions([spec.id for spec in specs], keep_remote=True)
+                 for s, (handle, specs) in opened.items()}
+        for shard_id, outcome in wait_all({s: call for s, call in calls.items()
+                                           if s not in silent},
+                                          limits.CHANGE_SHARD_WAIT_S).items():
             if isinstance(outcome, BrokerError):
-                log.warning("%s kept %d partitions of a refused create or growth: %s",
-                            shard_id, len(opened[shard_id][1]), outcome)
+                log.warning("%s did not yet delete %d partitions of a refused create or "
+                            "growth (it does when it runs the call): %s", shard_id,
+                            len(opened[shard_id][1]), outcome)
 
     def _checked_new_topic(self, new: protocol.NewTopic) -> protocol.NewTopic:
         """``new`` with its replication factor and normalized config; raises what
@@ -1469,14 +1479,21 @@ class Controller:
     def alter_topic(self, name: str, changes: dict[str, str],
                     delete_config: tuple[str, ...] = ()) -> protocol.TopicInfo:
         """Change config entries of a topic, and set ``delete_config``'s keys back to their
-        defaults; shards apply them at once (e.g. retention), then it is saved (change
-        thread)."""
+        defaults (change thread). The new config is saved first, as Kafka's controller
+        records a change before brokers apply it: it is the topic's from then on. Then
+        the shards apply it at once (e.g. retention); one that does not within
+        CHANGE_SHARD_WAIT_S raises its error, saying the config is saved: the shard
+        applies it when it runs the call, or reopens its partitions with it after a
+        restart."""
         plan = self._on_actor_thread(self._plan_alter, name, changes, delete_config)
-        wait_all_or_raise({s: handle.alter_partitions([spec.id for spec in specs], plan.config)
-                           for s, (handle, specs) in plan.asks.items()},
-                          limits.CONTROL_CALL_TIMEOUT_S)
         info = self._on_actor_thread(self._finish_alter, name, plan)
         log.info("altered topic %s: %s", name, changes)
+        failed = _first_failure(wait_all(
+            {s: handle.alter_partitions([spec.id for spec in specs], plan.config)
+             for s, (handle, specs) in plan.asks.items()}, limits.CHANGE_SHARD_WAIT_S))
+        if failed is not None:
+            raise _named_failure(failed, f"topic {name!r} has its new config (saved), but "
+                                         f"not every shard applied it yet")
         return info
 
     def _plan_alter(self, name: str, changes: dict[str, str],
@@ -1492,7 +1509,7 @@ class Controller:
                                 self._partition_asks(specs_by_shard({name: topic})))
 
     def _finish_alter(self, name: str, plan: _TopicChangePlan) -> protocol.TopicInfo:
-        """The new config, saved (the shards applied it). Actor thread."""
+        """The new config, saved (before the shards apply it). Actor thread."""
         topic = self._planned_topic(name, plan)
         topic.config = plan.config
         self._save([name])
@@ -1506,7 +1523,7 @@ class Controller:
         Kafka. InvalidPartitionsError for a count not above the topic's. The new
         partitions are in the metadata (routing tables, saves) once they are open."""
         plan = self._on_actor_thread(self._plan_growth, name, partition_count)
-        self._open_new_partitions(plan.asks)
+        self._open_new_partitions(name, plan.asks)
         info, pushes = self._on_actor_thread(self._finish_growth, name, plan)
         self._send_count_pushes(pushes)
         log.info("topic %s grew from %d to %d partitions", name, plan.partitions,
@@ -1541,38 +1558,42 @@ class Controller:
                                  if p >= plan.partitions})
         self._save([name])
         return self._topic_info(name), self._shards.count_pushes(
-            self._metadata.partition_counts(), changed=[name])
+            self._metadata.partition_counts(), changed=[name], skip=self._silent)
 
-    def _open_new_partitions(self, asks: dict[str, tuple[ShardHandle, list[PartitionSpec]]]
-                             ) -> None:
+    def _open_new_partitions(self, name: str,
+                             asks: dict[str, tuple[ShardHandle, list[PartitionSpec]]]) -> None:
         """Open a growth's new partitions on their shards (change thread); if one shard
-        fails, the others delete theirs again and its error is raised."""
+        fails or does not answer within CHANGE_SHARD_WAIT_S, every shard asked deletes
+        them again (``_delete_opened``) and its error is raised."""
         outcomes = wait_all({s: handle.open_partitions(specs)
                              for s, (handle, specs) in asks.items()},
-                            limits.CONTROL_CALL_TIMEOUT_S)
-        failed = [outcome for outcome in outcomes.values() if isinstance(outcome, BrokerError)]
-        if failed:
-            self._delete_opened({s: asks[s] for s, outcome in outcomes.items()
-                                 if not isinstance(outcome, BrokerError)})
-            raise failed[0]
+                            limits.CHANGE_SHARD_WAIT_S)
+        failed = _first_failure(outcomes)
+        if failed is not None:
+            self._delete_opened(asks, {s for s, outcome in outcomes.items()
+                                       if isinstance(outcome, BrokerError)})
+            raise _named_failure(failed, f"topic {name!r} was not grown")
 
     def delete_topic(self, name: str, topic_id: str = "") -> None:
         """Delete a topic (change thread): it leaves the metadata first, saved (a crash
         mid-delete leaves orphan files, not a topic whose partitions are half gone),
         then each shard deletes its partitions. A shard that does not within
-        CONTROL_CALL_TIMEOUT_S raises its error, naming the topic as deleted.
+        CHANGE_SHARD_WAIT_S raises its error, naming the topic as deleted.
         ``topic_id`` (not ""): only if the topic has that id, else UnknownTopicIdError
         and nothing is deleted."""
         asks = self._on_actor_thread(self._forget_topic, name, topic_id)
         outcomes = wait_all({s: handle.delete_partitions([spec.id for spec in specs])
                              for s, (handle, specs) in asks.items()},
-                            limits.CONTROL_CALL_TIMEOUT_S)
-        self._send_count_pushes(self._on_actor_thread(self._after_delete, name))
+                            limits.CHANGE_SHARD_WAIT_S)
+        failed = _first_failure(outcomes)
+        self._send_count_pushes(self._on_actor_thread(
+            self._after_delete, name, sorted(s for s, o in outcomes.items()
+                                              if isinstance(o, BrokerError))))
         log.info("deleted topic %s", name)
-        for shard_id, outcome in sorted(outcomes.items()):
-            if isinstance(outcome, BrokerError):
-                raise type(outcome)(f"topic {name!r} is deleted, but {shard_id} did not "
-                                    f"delete its partitions: {outcome}")
+        if failed is not None:
+            raise _named_failure(failed, f"topic {name!r} is deleted, but not yet every "
+                                         f"shard deleted its partitions (one does when it "
+                                         f"runs the call)")
 
     def _forget_topic(self, name: str, topic_id: str = ""
                       ) -> dict[str, tuple[ShardHandle, list[PartitionSpec]]]:
@@ -1583,18 +1604,20 @@ class Controller:
         topic = self._topic(name)
         if topic_id and topic_id != topic.topic_id:
             raise UnknownTopicIdError(
-                f"topic {name!r} has topic id {topic.topic_id} now, not {topic_id}: it was "
-                f"deleted and created again since {topic_id} was read")
+                f"topic {name!r} has topic id {topic.topic_id}, not {topic_id}: nothing "
+                f"deleted (was it created again under the name since {topic_id} was read?)")
         asks = self._partition_asks(specs_by_shard({name: topic}))
         del self._metadata.topics[name]
         self._save([name])
         return asks
 
-    def _after_delete(self, name: str) -> dict[str, CountPush]:
+    def _after_delete(self, name: str, silent: list[str]) -> dict[str, CountPush]:
         """Retire the draining shards the delete emptied; returns the pushes of the
-        partition counts (the topic's is gone). Actor thread."""
+        partition counts (the topic's is gone), but to the shards ``silent`` to the
+        delete. Actor thread."""
         self._rebalancer.retire_drained()
-        return self._shards.count_pushes(self._metadata.partition_counts(), changed=[name])
+        return self._shards.count_pushes(self._metadata.partition_counts(), changed=[name],
+                                         skip=self._silent | set(silent))
 
     def _partition_asks(self, specs: dict[str, list[PartitionSpec]]
                         ) -> dict[str, tuple[ShardHandle, list[PartitionSpec]]]:
@@ -1614,7 +1637,7 @@ class Controller:
     def _send_count_pushes(self, pushes: dict[str, CountPush]) -> None:
         """Send the pushes of partition counts a change's plan made, wait for them, and
         note which shards missed theirs (change thread)."""
-        took, missed = send_count_pushes(pushes)
+        took, missed = send_count_pushes(pushes, limits.CHANGE_SHARD_WAIT_S)
         self._on_actor_thread(self._note_count_pushes, took, missed)
 
     def _note_count_pushes(self, took: list[str], missed: list[str]) -> None:
@@ -1803,6 +1826,18 @@ class Controller:
                 f"{factor}, and the {len(remaining)} shards left on {nodes} node(s) can "
                 f"hold {room} copies of a partition"
                 f"{'' if self._allow_replicas_on_one_node else ' (each on its own node)'}")
+
+
+def _first_failure(outcomes: dict[str, object]) -> BrokerError | None:
+    """The first error of ``wait_all``'s outcomes, by shard id; None if all answered."""
+    return next((o for _, o in sorted(outcomes.items()) if isinstance(o, BrokerError)), None)
+
+
+def _named_failure(error: BrokerError, what: str) -> BrokerError:
+    """``error`` (of a shard, naming it and the call) with what it did to a change,
+    logged: the change's caller may have stopped waiting."""
+    log.warning("%s: %s", what, error)
+    return type(error)(f"{what}: {error}")
 
 
 def _count(count: int, noun: str) -> str:

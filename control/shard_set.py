@@ -52,13 +52,14 @@ class CountPush:
         return self.handle.change_partition_counts(self.counts, self.deleted)
 
 
-def send_count_pushes(pushes: dict[str, CountPush]) -> tuple[list[str], list[str]]:
-    """Send each push and wait at most SHARD_START_WAIT_S for all of them (any thread:
-    a change waits on the controller's change thread, not its actor thread); returns
+def send_count_pushes(pushes: dict[str, CountPush],
+                      timeout_s: float = limits.SHARD_START_WAIT_S) -> tuple[list[str], list[str]]:
+    """Send each push and wait at most ``timeout_s`` for all of them (any thread: a
+    change waits on the controller's change thread, not its actor thread); returns
     the shards that took theirs and those that did not (logged)."""
     took, missed = [], []
     for shard_id, outcome in wait_all({s: push.send() for s, push in pushes.items()},
-                                      limits.SHARD_START_WAIT_S).items():
+                                      timeout_s).items():
         if isinstance(outcome, BrokerError):
             log.warning("%s; it gets every topic's partition count at the next push", outcome)
             missed.append(shard_id)
@@ -307,7 +308,8 @@ class ShardSet:
         self.note_count_pushes(*send_count_pushes(self.count_pushes(counts, changed, told)))
 
     def count_pushes(self, counts: dict[str, int], changed: Collection[str] | None = None,
-                     told: Collection[str] = ()) -> dict[str, CountPush]:
+                     told: Collection[str] = (), skip: Collection[str] = ()
+                     ) -> dict[str, CountPush]:
         """What each shard must be told of each topic's partition count, for any thread
         to send (``send_count_pushes``).
         ``changed``: the topics created, grown or deleted since the last push (those
@@ -316,10 +318,14 @@ class ShardSet:
         over; None: all of ``counts`` to every shard. A shard that missed a push gets
         all of them at its next. ``told``: the shards that recorded ``changed``'s
         counts already, with the partitions they opened (a create): not asked again,
-        unless they missed an earlier push."""
+        unless they missed an earlier push. ``skip``: shards known not to answer now
+        (a change must not wait for them again): not sent one, they get every count
+        at the next push."""
         pushes = {}
         for shard_id, handle in self._handles.items():
-            if changed is None or shard_id in self._counts_missed:
+            if shard_id in skip:
+                self._counts_missed.add(shard_id)
+            elif changed is None or shard_id in self._counts_missed:
                 pushes[shard_id] = CountPush(handle, dict(counts), None)
             elif shard_id not in told:
                 pushes[shard_id] = CountPush(handle, {t: counts[t] for t in changed if t in counts},

@@ -199,6 +199,11 @@ SHARD_RESTARTING_RETRY_INTERVAL_S = 0.2
 # restarted shards' new addresses.
 ROUTING_REFRESH_INTERVAL_S = 1.0
 CONTROL_CALL_TIMEOUT_S = 60.0
+# How long a change of topics (created, deleted, altered, grown) waits for its shards
+# on the controller's change thread: below the clients' default request timeout
+# (CLIENT_REQUEST_TIMEOUT_MS_DEFAULT), so that a change held up by a stopped shard is
+# answered by the controller, naming the shard, before its client gives up.
+CHANGE_SHARD_WAIT_S = 20.0
 # A shard that does not answer a status or metrics call this fast is reported down.
 STATUS_CALL_TIMEOUT_S = 5.0
 SHUTDOWN_GRACE_PERIOD_S = 30.0

@@ -380,7 +380,9 @@ class ShardServer:
         by the controller for a shard that lost it): it does not lead again in the
         epoch it led (it lost unsynced entries its followers may hold), and a
         replicated partition whose directory is gone (a lost disk) needs repair.
-        It applies only to a partition not open yet: one open here is serving.
+        It applies only to a partition not open yet: one open here is serving. One
+        open already takes ``log_config`` (a change of the topic's config this shard
+        missed: the controller saves a change before every shard applied it).
         ``topic_id``: the topic's id (PartitionSpec.topic_id; "" unknown), which
         names its remote segments: an open partition that had none takes it.
         """
@@ -397,6 +399,8 @@ class ShardServer:
                 # for the earliest offset) must not be told the local start.
                 part.remote = RemoteLogView.of(finished_segments_in_journal(part.log.directory))
             self._partitions[part.key] = part
+        elif part.log.config != log_config:   # the controller's config is the topic's now
+            self.set_log_config(topic, partition, log_config)
         part.set_topic_id(topic_id)
         if sealed:
             self._seal(part)

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from plinth import protocol
+from plinth import limits, protocol
 from plinth.control import placement
 from plinth.control.controller_handle import ControllerHandle
-from plinth.errors import TopicExistsError
+from plinth.errors import RequestTimedOutError, TopicExistsError
 from plinth.shards.shard_handle import ShardHandle
 from tests.shard_processes import shard_pids
 from tests.support import wait_until
@@ -224,3 +224,42 @@ def test_a_restarted_shard_is_routed_at_once_while_another_shard_is_stopped(cont
         # telling shard-1 of it does not wait out CONTROL_CALL_TIMEOUT_S on the actor thread
         wait_until(lambda: routing_within(controller, ANSWER_S).shard_addresses.get("shard-0")
                    not in (None, old_address), timeout_s=CHANGE_WAIT_S)
+
+
+def test_a_create_a_stopped_shard_does_not_answer_is_refused_naming_it_and_leaves_nothing(
+        controller):
+    # Given a topic name with a partition on each shard
+    new = name_on_both_shards("new", range(2))
+    with stopped(controller, "shard-1"):
+        # When it is created while shard-1 answers nothing
+        # Then the controller refuses it within its bound, naming the shard and the call
+        with pytest.raises(RequestTimedOutError,
+                           match=rf"topics \['{new}'\] were not created: shard-1 did not "
+                                 rf"answer open_partitions within {limits.CHANGE_SHARD_WAIT_S}"):
+            controller.create_topic(new, 2, {})
+        assert new not in controller.routing().owners
+    # And once shard-1 runs again, the open it had queued is undone: no shard keeps the
+    # partitions of a topic that does not exist
+    wait_until(lambda: topic_ids_on_shards(controller, new) == {}, timeout_s=CHANGE_WAIT_S)
+
+
+def test_an_alter_a_stopped_shard_does_not_answer_is_saved_and_reaches_it_when_it_runs(
+        controller):
+    # Given a topic with a partition on each shard
+    t = name_on_both_shards("t", range(2))
+    controller.create_topic(t, 2, {})
+    with stopped(controller, "shard-1"):
+        # When it is altered while shard-1 answers nothing
+        # Then the controller says the config is saved but shard-1 has not applied it
+        with pytest.raises(RequestTimedOutError,
+                           match=rf"topic '{t}' has its new config \(saved\), but not every "
+                                 rf"shard applied it yet: shard-1 did not answer "
+                                 rf"alter_partitions"):
+            controller.alter_topic(t, {"retention.ms": "60000"})
+        # And the topic has it: describe (and a restarted shard) see the new config
+        assert controller.describe_topic(t).config["retention.ms"] == "60000"
+    # And once shard-1 runs again, it applies it too
+    wait_until(lambda: all(entry["config"].get("retention.ms") == "60000"
+                           for shard_id in SHARDS
+                           for key, entry in manifest_entries(controller, shard_id).items()
+                           if key.split("/")[0] == t), timeout_s=CHANGE_WAIT_S)

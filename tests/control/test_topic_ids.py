@@ -137,8 +137,8 @@ def test_a_delete_guarded_by_a_stale_topic_id_is_refused_and_the_topic_stays(bro
         broker.controller.delete_topic("orders", topic_id=stale)
     # Then it is refused, naming the topic and both ids, and the new topic stays, saved
     assert str(refused.value) == (
-        f"topic 'orders' has topic id {current} now, not {stale}: it was deleted and "
-        f"created again since {stale} was read")
+        f"topic 'orders' has topic id {current}, not {stale}: nothing deleted (was it "
+        f"created again under the name since {stale} was read?)")
     assert broker.metadata_on_disk().topics["orders"].topic_id == current
     assert broker.controller.describe_topic("orders").partitions == 2
     assert broker.manifest(broker.owner("orders", 0)).partitions[

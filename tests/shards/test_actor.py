@@ -195,6 +195,19 @@ def test_an_altered_config_and_a_deletion_are_kept_across_a_restart(actors, shar
         actor.partition_infos([PartitionId("t", 1)])
 
 
+def test_a_partition_reopened_with_another_config_serves_with_it_at_once(actors, shard_dir):
+    # Given an open partition, serving with its config
+    actor = actors(shard_dir)
+    actor.open_partitions([PartitionSpec("t", 0, CONFIG)])
+    # When the controller reopens it with a config it missed (an alter it did not run
+    # before it restarted: the controller saves a change before every shard applied it)
+    actor.open_partitions([PartitionSpec("t", 0, {"retention.ms": "1000"})], existing=True)
+    # Then it serves with that config now, not only after its next restart
+    assert actor._server._partitions[("t", 0)].log.config.retention_ms == 1000
+    assert ShardManifest.load(shard_dir / MANIFEST_FILE).partitions[
+        PartitionId("t", 0)].config == {"retention.ms": "1000"}
+
+
 def test_a_manifest_written_by_the_previous_version_is_served(actors, shard_dir):
     # Given a shard directory whose manifest main wrote (no version, a spec without
     # producers) and whose partition holds records
