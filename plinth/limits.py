@@ -290,6 +290,20 @@ ROUTER_ADMIN_JOBS_QUEUED_MAX = 1000
 # requests in order), so that one waiting for a dead shard holds up no other. As
 # many as the controller's query threads: more would only queue in Ray.
 ROUTER_ADMIN_THREADS = CONTROLLER_QUERY_THREADS
+# The router's threads that relay changes (topics created, deleted, altered or
+# grown; shards added, removed or moved), apart from the ROUTER_ADMIN_THREADS that
+# answer queries and metadata: the controller runs changes one at a time on its
+# one CHANGE_GROUP thread, and one can wait CONTROL_CALL_TIMEOUT_S for a stopped
+# shard, so changes relayed on the query threads took them all while they waited
+# (list, describe, status and every new client's metadata then waited too). One
+# thread, as the controller has: more would only wait in Ray's queue for it.
+ROUTER_ADMIN_CHANGE_THREADS = 1
+# Changes queued for those threads, within ROUTER_ADMIN_JOBS_QUEUED_MAX; more are
+# answered tooManyRequests (retriable) naming this limit. Each may wait up to
+# CONTROL_CALL_TIMEOUT_S behind the one before, so a change deeper than this
+# would start long after its client gave up (CLIENT_REQUEST_TIMEOUT_MS_DEFAULT) and
+# still be made: refused early, it is retried by a client still waiting.
+ROUTER_ADMIN_CHANGES_QUEUED_MAX = 16
 # Results of those calls (replies, routing tables) the loop thread has not taken
 # yet; when full, the bridge thread waits for the loop (never the other way).
 ROUTER_ADMIN_RESULTS_QUEUED_MAX = 1000
@@ -1084,6 +1098,9 @@ def _relations() -> list[tuple[str, bool]]:
         ("the producer's default delivery timeout covers its linger and a request (Kafka's rule)",
          PRODUCER_LINGER_MS_DEFAULT + CLIENT_REQUEST_TIMEOUT_MS_DEFAULT
          <= PRODUCER_DELIVERY_TIMEOUT_MS_DEFAULT),
+        ("the router relays changes on at least one thread, and queues them within its "
+         "admin queue", ROUTER_ADMIN_CHANGE_THREADS >= 1
+         and 1 <= ROUTER_ADMIN_CHANGES_QUEUED_MAX <= ROUTER_ADMIN_JOBS_QUEUED_MAX),
         ("the default max_poll_records is allowed",
          1 <= CONSUMER_POLL_RECORDS_DEFAULT <= CONSUMER_POLL_RECORDS_MAX),
         ("the default session timeout is allowed",

@@ -19,17 +19,30 @@ block on Ray, so whatever needs the controller goes through this bridge:
   the requests held for a topic whose look-up failed at the next table it gets).
 
 Threads make these calls, so that none waits for another: ``ROUTER_ADMIN_THREADS``
-admin threads answer admin requests, different clients' at the same time and
-each client's in the order it sent them (client_ordered_jobs.py), and the
-routing thread makes the look-ups and refreshes. A describe or a status that
-waits seconds for a shard that died (the controller answers it only after
-STATUS_CALL_TIMEOUT_S) must hold up neither the routing table that points
-clients at the new leader nor another client's admin request (an operator's
-``plinth topic list`` during the outage).
+query threads answer queries and metadata, ``ROUTER_ADMIN_CHANGE_THREADS`` change
+threads relay changes (``_CHANGES``), different clients' at the same time and
+each client's in the order it sent them (client_ordered_jobs.py, one lane for
+each kind of thread), and the routing thread makes the look-ups and refreshes. A
+describe or a status that waits seconds for a shard that died (the controller
+answers it only after STATUS_CALL_TIMEOUT_S) must hold up neither the routing
+table that points clients at the new leader nor another client's admin request
+(an operator's ``plinth topic list`` during the outage). Nor must changes: the
+controller runs them one at a time, each waiting up to CONTROL_CALL_TIMEOUT_S
+for a stopped shard, so they queue on their own threads, and a new producer's
+metadata request is answered while they wait.
+
+Order. A client's requests are answered one after another whatever their kind:
+its describe sent after its create waits for the create (on the change thread)
+even while query threads are free, and finds the topic made. Only that client
+waits; the others' queries go on. The Kafka listener sends every Kafka
+connection's requests (of one SASL user) as one client (kafka/backend.py), so a
+Kafka change waiting for a stopped shard also holds the Kafka queries sent after
+it through that client; Plinth clients' changes hold none of them.
 
 The loop hands over jobs with ``submit_request`` and ``resolve_topic``, which
-never block: a full queue (``ROUTER_ADMIN_JOBS_QUEUED_MAX`` admin requests, as
-many look-ups) is refused, and the loop answers tooManyRequests. The threads
+never block: a full queue (``ROUTER_ADMIN_JOBS_QUEUED_MAX`` admin requests, of
+them at most ``ROUTER_ADMIN_CHANGES_QUEUED_MAX`` changes; as many look-ups) is
+refused, and the loop answers tooManyRequests, which clients retry. The threads
 put typed results (``AdminReply``, ``RoutingUpdate``) on one bounded results
 queue, then wake the loop through ``wakeup`` (a ``plinth.wakeup.Wakeup`` whose
 fd the loop polls). Nothing is pickled: the objects themselves cross.
@@ -58,7 +71,7 @@ from plinth.control.routing_table import RoutingTable
 from plinth.errors import BrokerError, InternalError, MalformedRequestError, UnknownTopicError
 from plinth.name_pages import NamesPage, check_page_args
 from plinth.router.acl import ClientGrants
-from plinth.router.client_ordered_jobs import ClientOrderedJobs
+from plinth.router.client_ordered_jobs import DEFAULT_LANE, ClientOrderedJobs
 from plinth.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
@@ -97,6 +110,19 @@ class _AnswerRequest:
 _CHANGING_REQUESTS = (protocol.CreateTopicRequest, protocol.CreateTopicsRequest,
                       protocol.DeleteTopicRequest, protocol.AddShardsRequest, protocol.RemoveShardsRequest,
                       protocol.MoveShardRequest, protocol.ElectLeadersRequest)
+# Admin requests the controller runs on its one CHANGE_GROUP thread (ControllerHandle's
+# changes), relayed on the change threads; a CreateTopicsRequest with validate_only
+# changes nothing and is a query.
+_CHANGES = (protocol.CreateTopicRequest, protocol.CreateTopicsRequest, protocol.AlterTopicRequest,
+            protocol.DeleteTopicRequest, protocol.AddShardsRequest, protocol.RemoveShardsRequest,
+            protocol.MoveShardRequest)
+# The lane of ClientOrderedJobs the change threads take from (queries: DEFAULT_LANE).
+_CHANGE_LANE = "changes"
+
+
+def _is_change(request: protocol.Request) -> bool:
+    return isinstance(request, _CHANGES) and not (
+        isinstance(request, protocol.CreateTopicsRequest) and request.validate_only)
 
 
 class AdminBridge:
@@ -109,10 +135,11 @@ class AdminBridge:
         self.controller = controller
         self._advertise_direct = advertise_direct
         self.wakeup = Wakeup()
-        # Admin requests, in order per client; topic look-ups (a topic's name, None only
-        # wakes the routing thread).
+        # Admin requests, in order per client, changes in their own lane; topic look-ups
+        # (a topic's name, None only wakes the routing thread).
         self._jobs: ClientOrderedJobs[_AnswerRequest] = ClientOrderedJobs(
-            limits.ROUTER_ADMIN_JOBS_QUEUED_MAX)
+            limits.ROUTER_ADMIN_JOBS_QUEUED_MAX,
+            {_CHANGE_LANE: limits.ROUTER_ADMIN_CHANGES_QUEUED_MAX})
         self._lookups: queue.Queue = queue.Queue(maxsize=limits.ROUTER_ADMIN_JOBS_QUEUED_MAX)
         self._results: queue.Queue = queue.Queue(maxsize=limits.ROUTER_ADMIN_RESULTS_QUEUED_MAX)
         self._stopping = threading.Event()
@@ -127,9 +154,12 @@ class AdminBridge:
         # topics whose look-up failed at the next table it gets, so the next answered
         # call queues one even if it is unchanged (under the lock).
         self._update_owed = False
-        self._threads = [threading.Thread(target=self._run_admin, name=f"router-admin-{i}",
-                                          daemon=True)
+        self._threads = [threading.Thread(target=self._run_admin, args=(DEFAULT_LANE,),
+                                          name=f"router-admin-{i}", daemon=True)
                          for i in range(limits.ROUTER_ADMIN_THREADS)]
+        self._threads += [threading.Thread(target=self._run_admin, args=(_CHANGE_LANE,),
+                                           name=f"router-admin-change-{i}", daemon=True)
+                          for i in range(limits.ROUTER_ADMIN_CHANGE_THREADS)]
         self._threads.append(threading.Thread(target=self._run_routing, name="router-routing",
                                               daemon=True))
 
@@ -163,10 +193,22 @@ class AdminBridge:
     # --- Loop thread --------------------------------------------------------------
 
     def submit_request(self, client_id: bytes, request: protocol.Request,
-                       grants: ClientGrants | None = None) -> bool:
-        """Queue an admin request to be answered (cut to ``grants`` if given); False if
-        the queue is full."""
-        return self._jobs.put_nowait(client_id, _AnswerRequest(client_id, request, grants))
+                       grants: ClientGrants | None = None) -> str | None:
+        """Queue an admin request to be answered (cut to ``grants`` if given); None if
+        queued, else why not (a full queue, naming its limit)."""
+        job = _AnswerRequest(client_id, request, grants)
+        if _is_change(request):
+            if self._jobs.put_nowait(client_id, job, _CHANGE_LANE):
+                return None
+            return (f"router admin queue is full (ROUTER_ADMIN_JOBS_QUEUED_MAX "
+                    f"{limits.ROUTER_ADMIN_JOBS_QUEUED_MAX} "
+                    f"requests, or ROUTER_ADMIN_CHANGES_QUEUED_MAX "
+                    f"{limits.ROUTER_ADMIN_CHANGES_QUEUED_MAX} changes waiting for the "
+                    f"controller, which makes one at a time); retry later")
+        if self._jobs.put_nowait(client_id, job):
+            return None
+        return (f"router admin queue is full (ROUTER_ADMIN_JOBS_QUEUED_MAX "
+                f"{limits.ROUTER_ADMIN_JOBS_QUEUED_MAX} requests); retry later")
 
     def resolve_topic(self, topic: str) -> bool:
         """Queue a look-up of ``topic`` (a RoutingUpdate follows); False if the queue is full."""
@@ -196,9 +238,10 @@ class AdminBridge:
 
     # --- Admin thread ---------------------------------------------------------------
 
-    def _run_admin(self) -> None:
+    def _run_admin(self, lane: str) -> None:
+        """A query thread (DEFAULT_LANE) or a change thread (_CHANGE_LANE)."""
         while not self._stopping.is_set():
-            taken = self._jobs.take()
+            taken = self._jobs.take(lane)
             if taken is None:   # closed: the bridge stops
                 return
             client_id, job = taken

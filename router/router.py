@@ -419,9 +419,10 @@ class Router:
         self._held.hold(topic, frames, request, client, size_bytes)
 
     def _submit_admin(self, client_id, request, grants=None) -> None:
-        if not self._bridge.submit_request(client_id.bytes, request, grants):
-            self._reply(client_id, protocol.encode_error(request.request_id, TooManyRequestsError(
-                f"router admin queue is full ({limits.ROUTER_ADMIN_JOBS_QUEUED_MAX} jobs)")))
+        refusal = self._bridge.submit_request(client_id.bytes, request, grants)
+        if refusal is not None:
+            self._reply(client_id, protocol.encode_error(request.request_id,
+                                                         TooManyRequestsError(refusal)))
 
     def _on_shard_reply(self, shard_id: str, frames: list) -> None:
         if reply_header.kind_code(frames[1].buffer) == reply_header.NO_RESULT:

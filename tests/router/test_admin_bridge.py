@@ -56,7 +56,7 @@ def no_refresh(monkeypatch):
 
 def test_an_admin_request_is_answered_with_the_controllers_result(bridge_of):
     bridge = bridge_of(controller())
-    assert bridge.submit_request(b"client-1", protocol.ListTopicsRequest(7))
+    assert bridge.submit_request(b"client-1", protocol.ListTopicsRequest(7)) is None
     [result] = results_of(bridge, 1)
     assert type(result) is AdminReply and result.client_id == b"client-1"
     view = reply_of(result)
@@ -170,12 +170,12 @@ def test_a_full_admin_queue_refuses_more_requests_without_blocking(bridge_of, mo
     fake = controller()
     fake.hold_admin()
     bridge = bridge_of(fake)
-    assert bridge.submit_request(b"c", protocol.ListTopicsRequest(1))
+    assert bridge.submit_request(b"c", protocol.ListTopicsRequest(1)) is None
     fake.wait_for_admin_call()
     # When 2 more are queued, the next one is refused at once
     assert [bridge.submit_request(b"c", protocol.ListTopicsRequest(rid)) for rid in (2, 3)] \
-        == [True, True]
-    assert bridge.submit_request(b"c", protocol.ListTopicsRequest(4)) is False
+        == [None, None]
+    assert "ROUTER_ADMIN_JOBS_QUEUED_MAX" in bridge.submit_request(b"c", protocol.ListTopicsRequest(4))
     # And once the controller answers, the queued ones are answered in order
     fake.allow_admin()
     assert [reply_of(r).request_id for r in results_of(bridge, 3)] == [1, 2, 3]
@@ -233,7 +233,7 @@ def describe_held(bridge_of, client_id: bytes) -> tuple[FakeController, AdminBri
     fake.add_topic("slow", 1)
     fake.hold_admin("slow")
     bridge = bridge_of(fake)
-    assert bridge.submit_request(client_id, protocol.DescribeTopicRequest(1, "slow"))
+    assert bridge.submit_request(client_id, protocol.DescribeTopicRequest(1, "slow")) is None
     fake.wait_for_admin_call()
     return fake, bridge
 
@@ -242,7 +242,7 @@ def test_another_clients_request_is_answered_while_one_clients_describe_waits(br
     # Given a describe of a topic whose leader is dead: the controller holds it
     fake, bridge = describe_held(bridge_of, b"console")
     # When another client asks for the topics, its answer comes meanwhile
-    assert bridge.submit_request(b"operator", protocol.ListTopicsRequest(2))
+    assert bridge.submit_request(b"operator", protocol.ListTopicsRequest(2)) is None
     [reply] = results_of(bridge, 1)
     assert (reply.client_id, reply_of(reply).request_id) == (b"operator", 2)
     # And the describe is answered once the controller answers it
@@ -257,9 +257,9 @@ def test_one_clients_requests_are_answered_in_the_order_it_sent_them(bridge_of, 
     monkeypatch.setattr(limits, "ROUTER_ADMIN_THREADS", 2)
     fake, bridge = describe_held(bridge_of, b"c")
     for rid in (2, 3):
-        assert bridge.submit_request(b"c", protocol.ListTopicsRequest(rid))
+        assert bridge.submit_request(b"c", protocol.ListTopicsRequest(rid)) is None
     # When another client sends one after them, the free thread answers it first
-    assert bridge.submit_request(b"other", protocol.ListTopicsRequest(9))
+    assert bridge.submit_request(b"other", protocol.ListTopicsRequest(9)) is None
     [reply] = results_of(bridge, 1)
     assert (reply.client_id, reply_of(reply).request_id) == (b"other", 9)
     # And the first client's requests come once its describe is answered, in order
@@ -287,3 +287,68 @@ def test_after_a_failed_look_up_the_next_refresh_queues_the_table_even_if_unchan
     failed, table = results_of(bridge, 2)
     assert (failed.routing, failed.resolved_topic) == (None, "ghost")
     assert table.resolved_topic is None and table.routing is first.routing
+
+
+def changes_held(bridge_of, client_ids: list[bytes]) -> tuple[FakeController, AdminBridge]:
+    """A bridge whose controller holds every alter of "slow" (a change waiting for a
+    stopped shard); each of ``client_ids`` has sent one (request 1), in that order."""
+    fake = controller()
+    fake.add_topic("slow", 1)
+    fake.hold_admin("slow")
+    bridge = bridge_of(fake)
+    for client_id in client_ids:
+        assert bridge.submit_request(
+            client_id, protocol.AlterTopicRequest(1, "slow", {"retention.ms": "1"})) is None
+    fake.wait_for_admin_call()
+    return fake, bridge
+
+
+def test_queries_are_answered_while_more_changes_than_admin_threads_wait(bridge_of):
+    # Given more changes from different clients than the bridge has query threads,
+    # all waiting for the controller's one change thread
+    clients = [b"alter-%d" % i for i in range(limits.ROUTER_ADMIN_THREADS + 1)]
+    fake, bridge = changes_held(bridge_of, clients)
+    # When another client lists, describes and asks for metadata
+    for request in (protocol.ListTopicsRequest(2), protocol.DescribeTopicRequest(3, "t"),
+                    protocol.MetadataRequest(4, ("t",))):
+        assert bridge.submit_request(b"operator", request) is None
+    # Then it is answered while the changes still wait
+    assert [reply_of(r).request_id for r in results_of(bridge, 3)] == [2, 3, 4]
+    assert fake.admin_waiting >= 1
+    # And the changes are answered once the controller makes them
+    fake.allow_admin()
+    replies = results_of(bridge, len(clients))
+    assert sorted(r.client_id for r in replies) == sorted(clients)
+
+
+def test_a_full_change_queue_refuses_a_change_naming_its_limit_but_still_takes_queries(
+        bridge_of, monkeypatch):
+    # Given room for 2 changes, one change waiting for the controller and 2 queued
+    monkeypatch.setattr(limits, "ROUTER_ADMIN_CHANGES_QUEUED_MAX", 2)
+    fake, bridge = changes_held(bridge_of, [b"a", b"b"])
+    assert bridge.submit_request(b"c", protocol.DeleteTopicRequest(1, "slow")) is None
+    # When a fourth change comes, it is refused at once, naming the limit
+    refusal = bridge.submit_request(b"d", protocol.CreateTopicRequest(1, "new", 1, {}))
+    assert refusal is not None and "ROUTER_ADMIN_CHANGES_QUEUED_MAX 2" in refusal
+    # And the same client's query is still queued and answered
+    assert bridge.submit_request(b"d", protocol.ListTopicsRequest(2)) is None
+    [reply] = results_of(bridge, 1)
+    assert (reply.client_id, reply_of(reply).request_id) == (b"d", 2)
+    fake.allow_admin()
+    results_of(bridge, 3)
+
+
+def test_a_clients_query_after_its_change_waits_for_the_change_while_others_are_answered(
+        bridge_of):
+    # Given a client's change waiting for the controller, and its describe sent after it
+    fake, bridge = changes_held(bridge_of, [b"c"])
+    assert bridge.submit_request(b"c", protocol.DescribeTopicRequest(2, "t")) is None
+    # When another client's list, sent later, is answered on a free query thread
+    assert bridge.submit_request(b"other", protocol.ListTopicsRequest(9)) is None
+    [reply] = results_of(bridge, 1)
+    assert (reply.client_id, reply_of(reply).request_id) == (b"other", 9)
+    # Then the describe, older in the same lane, is still queued behind its client's change
+    assert bridge._jobs.queued_count() == 1
+    # And it is answered after the change
+    fake.allow_admin()
+    assert [reply_of(r).request_id for r in results_of(bridge, 2)] == [1, 2]

@@ -1,0 +1,68 @@
+"""The router's admin bridge through a real ``plinth serve``: changes that wait for a
+stopped shard (the controller makes one at a time) hold up no query, no metadata
+request and no new producer (router/admin_bridge.py's change threads)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+
+from plinth import Admin, Producer, limits
+from plinth.control.controller_handle import ControllerHandle
+from plinth.server import namespace_for
+from tests.shard_processes import shard_pids
+from tests.support import unique_topic, wait_until
+
+# More changes than the router has query threads: before the change threads, they
+# took every one of them.
+CHANGES = limits.ROUTER_ADMIN_THREADS + 1
+
+
+def topic_on(admin: Admin, controller: ControllerHandle, shard: str, wanted: bool) -> str:
+    """A new 1-partition topic whose partition is (``wanted``) or is not on ``shard``."""
+    for _ in range(32):   # placement spreads names over the shards: a few tries suffice
+        name = unique_topic("placed")
+        admin.create_topic(name, 1)
+        if (controller.routing().owners[name][0] == shard) == wanted:
+            return name
+    raise AssertionError(f"no topic placed {'on' if wanted else 'off'} {shard} in 32 tries")
+
+
+def test_queries_and_a_new_producer_are_answered_while_changes_wait_for_a_stopped_shard(
+        broker_factory):
+    # Given a topic on shard-0, and another topic on shard-1
+    broker = broker_factory(shards=2)
+    controller = ControllerHandle.find(namespace_for(broker.data_dir, None))
+    with Admin(broker=broker.url) as admin:
+        stalled = topic_on(admin, controller, "shard-0", True)
+        other = topic_on(admin, controller, "shard-1", True)
+    pid = wait_until(lambda: shard_pids(broker.data_dir).get("shard-0"), timeout_s=60)
+    # (Each change from its own client, as the tester's were: a client's own requests
+    # are answered in order, so one client's changes would hold only its own.)
+    altering = [Admin(broker=broker.url, request_timeout_ms=180_000) for _ in range(CHANGES)]
+    pool = concurrent.futures.ThreadPoolExecutor(CHANGES)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        # When shard-0 stops and more changes than the router's query threads wait for it
+        changes = [pool.submit(a.alter_topic, stalled, {"retention.ms": str(3_600_000 + i)})
+                   for i, a in enumerate(altering)]
+        # Then topics are listed, the other topic described, and a new producer's first
+        # send to it delivered, each within a few seconds
+        with Admin(broker=broker.url, request_timeout_ms=10_000) as admin:
+            assert {stalled, other} <= set(admin.list_topics())
+            assert admin.describe_topic(other).partition_info[0].shard == "shard-1"
+        with Producer(broker=broker.url, request_timeout_ms=10_000, max_block_ms=10_000,
+                      delivery_timeout_ms=15_000) as producer:
+            producer.send(other, b"while changes wait").get(timeout=15)
+        # while the changes still wait for the stopped shard
+        assert not any(change.done() for change in changes), \
+            "a change did not wait for the stopped shard"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    # And once it runs again, every change is made
+    for change in changes:
+        change.result(timeout=180)
+    pool.shutdown()
+    for a in altering:
+        a.close()
