@@ -41,11 +41,14 @@ flight, within ``in_flight_max``. A retriable error is retried as above, until
 ``delivery_timeout_ms`` and with the same backoff, as Kafka's producer retries
 without idempotence: the batch goes back into its partition's queue, ahead of
 the batches sealed after it, and nothing more of the partition is sent until
-its backoff ends. The shard cannot recognise such a retry, so, as in Kafka, a
-batch whose reply was lost (no reply within ``request_timeout_ms``, a dropped
-connection) may be stored twice, and a retry may be stored after a later batch
-of its partition that was already in flight: order holds only with one
-request in flight (``in_flight_max`` 1), Kafka's
+its backoff ends. While a sealed batch of a partition waits in its queue, its
+open batch is not sealed but keeps growing (muted, as above), so a partition
+that can send one batch per round trip sends bigger ones rather than falling
+behind with many small ones. The shard cannot recognise a retry, so, as in
+Kafka, a batch whose reply was lost (no reply within ``request_timeout_ms``, a
+dropped connection) may be stored twice, and a retry may be stored after a
+later batch of its partition that was already in flight: order holds only with
+one request in flight (``in_flight_max`` 1), Kafka's
 max.in.flight.requests.per.connection=1. With acks=0 nothing answers: a batch
 is complete once sent, and only a send that fails (no router reachable) is
 retried, which is safe, as nothing of it left.
@@ -169,8 +172,17 @@ class SenderCore:
 
     def _muted(self) -> frozenset:
         """Partitions whose open batch should keep growing: idempotent ones that could
-        not send it now (PartitionPipeline.muted)."""
-        return frozenset(tp for tp, pipeline in self._pipelines.items() if pipeline.muted())
+        not send it now (PartitionPipeline.muted), and the others while a sealed batch
+        already waits in their queue (to be sent, or retried after its backoff).
+        Sealing more behind it would leave one small batch per linger_ms, each to
+        wait its turn: with few requests in flight one batch goes per round trip, so
+        the backlog of small batches would grow without bound where one growing
+        batch keeps up (as Kafka's accumulator holds at most one waiting batch
+        back). Once the queue drains, the open batch is sealed at the next
+        ``work()``: by its linger, or by a flush."""
+        muted = {tp for tp, pipeline in self._pipelines.items() if pipeline.muted()}
+        muted.update(tp for tp, queue in self._queues.items() if queue)
+        return frozenset(muted)
 
     def _queue_ready(self) -> None:
         for batch in self.accumulator.drain(batches_max=1 << 30, muted=self._muted()):

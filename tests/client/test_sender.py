@@ -418,6 +418,34 @@ def test_without_idempotence_a_retried_batch_may_be_stored_after_a_later_one_in_
     assert stored_values(broker) == [b"1", b"2", b"0"]
 
 
+def test_without_idempotence_records_arriving_while_a_request_is_in_flight_go_in_a_few_batches(
+        broker, make_sender):
+    # Given one request in flight at most, a linger of 1 ms, and a first batch whose
+    # answer the shard holds
+    _, accumulator = make_sender(acks=1, idempotent=False, in_flight_max=1, linger_ms=1)
+    broker.hold()
+    first = send(accumulator, b"first")
+    wait_until(lambda: len(broker.produces()) == 1)
+    # When 50 records arrive while it is in flight, one every 5 ms (the arrival
+    # rate: many lingers pass between records)
+    futures = []
+    for i in range(50):
+        futures.append(send(accumulator, b"%d" % i))
+        time.sleep(0.005)
+    # And a flush begins before the shard answers
+    pending = accumulator.begin_flush()
+    broker.release()
+    # Then the flush ends, all 50 are stored after the first, and in a few produce
+    # requests (the open batch grew while one sealed batch waited), not one per linger
+    try:
+        assert all(result.wait(GET_TIMEOUT_S) for result in pending)
+    finally:
+        accumulator.end_flush()
+    assert first.get(0).offset == 0
+    assert [f.get(0).offset for f in futures] == list(range(1, 51))
+    assert len(broker.produces()) - 1 <= 3
+
+
 def test_acks_0_retries_a_batch_it_could_not_send_and_delivers_it_once_a_router_is_back(
         broker, make_sender, caplog):
     # Given a sender with acks=0 and two routers, both gone (with several routers a
