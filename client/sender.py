@@ -86,6 +86,13 @@ log = logging.getLogger(__name__)
 # it never duplicates; without idempotence it may, as in Kafka).
 RETRIABLE_ERRORS = TRANSIENT_ERRORS + (OutOfOrderSequenceError, PlinthTimeoutError)
 
+# What a record's future raises when its producer closes (or runs out of time to)
+# before it was acknowledged: the record never left, or it did and nothing says
+# whether the shard stored it.
+CLOSED_BEFORE_SENT = "producer closed before the record was sent"
+CLOSED_BEFORE_ACKNOWLEDGED = ("producer closed before the record was acknowledged; it was "
+                              "sent, so it may have been stored")
+
 
 class SenderCore:
     """The sender's logic, without a thread or a wait: what to send, what a reply
@@ -221,6 +228,7 @@ class SenderCore:
             batch.attempts += 1
             self._conn.send_to((batch.topic, batch.partition), request_id, header, batch.encoded,
                                expects_reply=self.acks != 0)
+            batch.ever_sent = True
         except UnavailableError as exc:   # no router reachable right now
             self._not_sent(batch, exc)
             return
@@ -372,17 +380,26 @@ class SenderCore:
         return (isinstance(error, RETRIABLE_ERRORS) and not self._closing_hard
                 and time.monotonic() - batch.created_s < self.delivery_timeout_s)
 
-    def _fail_all(self, error: BaseException) -> None:
+    def fail_all_closed(self) -> None:
+        """The driver stops (closed, or out of time): fail every batch not acknowledged
+        with ClosedError, saying whether it may have been stored. The driver's thread
+        or task, as it ends."""
+        self._fail_all(ClosedError(CLOSED_BEFORE_SENT), ClosedError(CLOSED_BEFORE_ACKNOWLEDGED))
+
+    def _fail_all(self, error: BaseException,
+                  sent_error: BaseException | None = None) -> None:
+        """Fail every batch not acknowledged: with ``sent_error`` (default ``error``)
+        those an attempt of which left (in flight, or waiting for a retry), as they may
+        have been stored; with ``error`` the rest."""
         self._closing_hard = True
-        for batch, _ in self._in_flight.values():
-            if not batch.result.done():
-                self.accumulator.complete(batch, None, error)
+        sent_error = error if sent_error is None else sent_error
+        waiting = [batch for batch, _ in self._in_flight.values()]
         self._in_flight.clear()
-        unsent = [batch for queue in self._queues.values() for batch in queue]
-        unsent += [batch for pipeline in self._pipelines.values() for batch in pipeline.batches]
-        for batch in unsent:
+        waiting += [batch for queue in self._queues.values() for batch in queue]
+        waiting += [batch for pipeline in self._pipelines.values() for batch in pipeline.batches]
+        for batch in waiting:
             if not batch.result.done():
-                self.accumulator.complete(batch, None, error)
+                self.accumulator.complete(batch, None, sent_error if batch.ever_sent else error)
         self._queues.clear()
         self._pipelines.clear()
         if self.accumulator is not None:
@@ -447,7 +464,7 @@ class Sender(SenderCore):
                     log.exception("producer sender: unexpected error; going on")
                     time.sleep(limits.PRODUCER_SENDER_ERROR_PAUSE_MS / 1000)
         finally:
-            self._fail_all(ClosedError("producer closed before the record was sent"))
+            self.fail_all_closed()
             self._conn.close()
 
     def _step(self) -> None:

@@ -552,9 +552,32 @@ def test_close_with_a_timeout_fails_what_was_not_acknowledged_with_closed_error(
     started_s = time.monotonic()
     sender.close(0.3)
     # Then it returns soon after, and the record's future fails with ClosedError
+    # saying it was sent: the broker may have stored it
     assert time.monotonic() - started_s < 3 and not sender._thread.is_alive()
-    with pytest.raises(ClosedError):
+    with pytest.raises(ClosedError, match="it was sent, so it may have been stored"):
         future.get(0)
+
+
+def test_close_with_a_timeout_says_a_batch_waiting_to_be_retried_may_be_stored_and_a_later_was_not(
+        broker, make_sender, caplog):
+    # Given a sender without idempotence whose first batch was refused, waiting a
+    # long backoff to be retried, and a record sent after it
+    broker.faults.append(NotLeaderError("t-0: this shard no longer leads it"))
+    sender, accumulator = make_sender(acks=1, idempotent=False, retry_backoff_ms=60_000,
+                                      retry_backoff_max_ms=60_000)
+    with caplog.at_level(logging.INFO, logger="plinth.client.sender"):
+        retried = send(accumulator, b"a")
+        wait_until(lambda: "retrying t-0" in caplog.text)
+    later = send(accumulator, b"b")
+    # When the sender is closed with a timeout
+    sender.close(0.3)
+    # Then the batch that was sent once fails saying it may have been stored (its
+    # first attempt's outcome could have been unknown), the later one saying it
+    # was never sent
+    with pytest.raises(ClosedError, match="before the record was acknowledged; it was sent"):
+        retried.get(0)
+    with pytest.raises(ClosedError, match="before the record was sent"):
+        later.get(0)
 
 
 def test_close_with_nothing_pending_returns_at_once(make_sender):
