@@ -52,6 +52,11 @@ class _TopicId(click.ParamType):
                       f"it (or the same as a dashed UUID)", param, ctx)
 
 
+def _count(count: int, noun: str) -> str:
+    """'1 partition', '3 partitions'."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 class _Group(click.Group):
     """Turns Plinth's own errors into one clear line and exit status 1."""
 
@@ -607,7 +612,8 @@ def topic_create(ctx, name, partitions, replication_factor, configs):
                                   config=_parse_config(configs))
     factor = ("the server's default replication factor" if replication_factor is None
               else f"replication factor {replication_factor}")
-    click.echo(f"created topic {info.name} with {info.partitions} partitions, {factor}")
+    click.echo(f"created topic {info.name} with {_count(info.partitions, 'partition')}, "
+               f"{factor}")
 
 
 @topic.command("alter")
@@ -639,7 +645,7 @@ def topic_alter(ctx, name, configs, deleted, partitions):
                        " ".join(f"{k}={v}" for k, v in sorted(info.config.items())))
         if partitions is not None:
             info = admin.create_partitions(name, partitions)
-            click.echo(f"topic {info.name} has {info.partitions} partitions")
+            click.echo(f"topic {info.name} has {_count(info.partitions, 'partition')}")
 
 
 def _parse_config(configs) -> dict[str, str]:

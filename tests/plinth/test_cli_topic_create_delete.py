@@ -39,6 +39,13 @@ def plinth(*args: str) -> str:
     return result.output
 
 
+@pytest.mark.parametrize("partitions, shown", [("1", "1 partition,"), ("3", "3 partitions,")])
+def test_create_names_the_partition_count_in_the_singular_for_one(admin, partitions, shown):
+    assert plinth("topic", "create", "tid", "--partitions", partitions,
+                  "--replication-factor", "1") == (
+        f"created topic tid with {shown} replication factor 1\n")
+
+
 @pytest.mark.parametrize("given", [
     TOPIC_ID, TOPIC_ID.upper(), "01234567-89AB-cdef-0123-456789abcdef"])
 def test_delete_passes_a_topic_id_in_upper_case_or_as_a_dashed_uuid_as_32_lowercase_hex_digits(
