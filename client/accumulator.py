@@ -54,7 +54,7 @@ class OpenBatch:
 
     __slots__ = ("topic", "partition", "builder", "result", "created_s", "bytes",
                  "encoded", "attempts", "retry_at_s", "last_error", "sent_first",
-                 "unknown_outcome")
+                 "unknown_outcome", "ever_sent")
 
     def __init__(self, topic: str, partition: int, columns: RecordColumns | None = None,
                  result_type: type = BatchResult):
@@ -75,6 +75,9 @@ class OpenBatch:
         # ended its last attempt if that may have come after the batch was stored.
         self.sent_first = False
         self.unknown_outcome: BaseException | None = None
+        # Whether an attempt of it ever left for a shard: until it is acknowledged,
+        # it may then have been stored, whatever came of its later attempts.
+        self.ever_sent = False
 
 
 class RecordAccumulator:

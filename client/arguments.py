@@ -14,10 +14,14 @@ the producer's per-record fast path (client/_producer.c).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from plinth import limits
 from plinth.topics import TOPIC_ID_HEX_DIGITS, is_topic_id
+
+# A topic id written as a UUID: 8-4-4-4-12 hex digits, either case.
+_DASHED_UUID = re.compile(r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$")
 
 
 def checked_int(name: str, value, lowest: int, highest: int) -> int:
@@ -56,16 +60,23 @@ def checked_str(name: str, value) -> str:
 
 def checked_topic_id(name: str, value) -> str:
     """A topic id as describe_topic shows it (32 lowercase hex digits), or None for
-    none: "" (what the wire carries for "any id")."""
+    none: "" (what the wire carries for "any id"). The same id in upper case, or
+    as a dashed UUID (8-4-4-4-12 hex digits, as a user may copy it from a UUID
+    tool), is taken too and returned as describe_topic shows it: one id has one
+    form on the wire. Kafka's base64 form is not taken."""
     if value is None:
         return ""
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str of {TOPIC_ID_HEX_DIGITS} hex digits or None, "
                         f"got {value!r} ({type(value).__name__})")
-    if not is_topic_id(value):
-        raise ValueError(f"{name}={value!r} is not a topic id: {TOPIC_ID_HEX_DIGITS} lowercase "
-                         f"hex digits, as describe_topic shows it")
-    return str(value)
+    # A strict pattern, not uuid.UUID(value): that also takes braces, "urn:uuid:"
+    # and digits split by underscores (int()'s rules).
+    dashed = _DASHED_UUID.match(value) is not None
+    normalized = (value.replace("-", "") if dashed else value).lower()
+    if not value.isascii() or not is_topic_id(normalized):
+        raise ValueError(f"{name}={value!r} is not a topic id: {TOPIC_ID_HEX_DIGITS} hex "
+                         f"digits, as describe_topic shows it (or as a dashed UUID)")
+    return normalized
 
 
 def checked_topic_names(name: str, topics) -> list[str]:

@@ -41,11 +41,14 @@ flight, within ``in_flight_max``. A retriable error is retried as above, until
 ``delivery_timeout_ms`` and with the same backoff, as Kafka's producer retries
 without idempotence: the batch goes back into its partition's queue, ahead of
 the batches sealed after it, and nothing more of the partition is sent until
-its backoff ends. The shard cannot recognise such a retry, so, as in Kafka, a
-batch whose reply was lost (no reply within ``request_timeout_ms``, a dropped
-connection) may be stored twice, and a retry may be stored after a later batch
-of its partition that was already in flight: order holds only with one
-request in flight (``in_flight_max`` 1), Kafka's
+its backoff ends. While a sealed batch of a partition waits in its queue, its
+open batch is not sealed but keeps growing (muted, as above), so a partition
+that can send one batch per round trip sends bigger ones rather than falling
+behind with many small ones. The shard cannot recognise a retry, so, as in
+Kafka, a batch whose reply was lost (no reply within ``request_timeout_ms``, a
+dropped connection) may be stored twice, and a retry may be stored after a
+later batch of its partition that was already in flight: order holds only with
+one request in flight (``in_flight_max`` 1), Kafka's
 max.in.flight.requests.per.connection=1. With acks=0 nothing answers: a batch
 is complete once sent, and only a send that fails (no router reachable) is
 retried, which is safe, as nothing of it left.
@@ -82,6 +85,13 @@ log = logging.getLogger(__name__)
 # answers an idempotent retry of a stored batch with its original offsets, so
 # it never duplicates; without idempotence it may, as in Kafka).
 RETRIABLE_ERRORS = TRANSIENT_ERRORS + (OutOfOrderSequenceError, PlinthTimeoutError)
+
+# What a record's future raises when its producer closes (or runs out of time to)
+# before it was acknowledged: the record never left, or it did and nothing says
+# whether the shard stored it.
+CLOSED_BEFORE_SENT = "producer closed before the record was sent"
+CLOSED_BEFORE_ACKNOWLEDGED = ("producer closed before the record was acknowledged; it was "
+                              "sent, so it may have been stored")
 
 
 class SenderCore:
@@ -169,8 +179,17 @@ class SenderCore:
 
     def _muted(self) -> frozenset:
         """Partitions whose open batch should keep growing: idempotent ones that could
-        not send it now (PartitionPipeline.muted)."""
-        return frozenset(tp for tp, pipeline in self._pipelines.items() if pipeline.muted())
+        not send it now (PartitionPipeline.muted), and the others while a sealed batch
+        already waits in their queue (to be sent, or retried after its backoff).
+        Sealing more behind it would leave one small batch per linger_ms, each to
+        wait its turn: with few requests in flight one batch goes per round trip, so
+        the backlog of small batches would grow without bound where one growing
+        batch keeps up (as Kafka's accumulator holds at most one waiting batch
+        back). Once the queue drains, the open batch is sealed at the next
+        ``work()``: by its linger, or by a flush."""
+        muted = {tp for tp, pipeline in self._pipelines.items() if pipeline.muted()}
+        muted.update(tp for tp, queue in self._queues.items() if queue)
+        return frozenset(muted)
 
     def _queue_ready(self) -> None:
         for batch in self.accumulator.drain(batches_max=1 << 30, muted=self._muted()):
@@ -209,6 +228,7 @@ class SenderCore:
             batch.attempts += 1
             self._conn.send_to((batch.topic, batch.partition), request_id, header, batch.encoded,
                                expects_reply=self.acks != 0)
+            batch.ever_sent = True
         except UnavailableError as exc:   # no router reachable right now
             self._not_sent(batch, exc)
             return
@@ -360,17 +380,26 @@ class SenderCore:
         return (isinstance(error, RETRIABLE_ERRORS) and not self._closing_hard
                 and time.monotonic() - batch.created_s < self.delivery_timeout_s)
 
-    def _fail_all(self, error: BaseException) -> None:
+    def fail_all_closed(self) -> None:
+        """The driver stops (closed, or out of time): fail every batch not acknowledged
+        with ClosedError, saying whether it may have been stored. The driver's thread
+        or task, as it ends."""
+        self._fail_all(ClosedError(CLOSED_BEFORE_SENT), ClosedError(CLOSED_BEFORE_ACKNOWLEDGED))
+
+    def _fail_all(self, error: BaseException,
+                  sent_error: BaseException | None = None) -> None:
+        """Fail every batch not acknowledged: with ``sent_error`` (default ``error``)
+        those an attempt of which left (in flight, or waiting for a retry), as they may
+        have been stored; with ``error`` the rest."""
         self._closing_hard = True
-        for batch, _ in self._in_flight.values():
-            if not batch.result.done():
-                self.accumulator.complete(batch, None, error)
+        sent_error = error if sent_error is None else sent_error
+        waiting = [batch for batch, _ in self._in_flight.values()]
         self._in_flight.clear()
-        unsent = [batch for queue in self._queues.values() for batch in queue]
-        unsent += [batch for pipeline in self._pipelines.values() for batch in pipeline.batches]
-        for batch in unsent:
+        waiting += [batch for queue in self._queues.values() for batch in queue]
+        waiting += [batch for pipeline in self._pipelines.values() for batch in pipeline.batches]
+        for batch in waiting:
             if not batch.result.done():
-                self.accumulator.complete(batch, None, error)
+                self.accumulator.complete(batch, None, sent_error if batch.ever_sent else error)
         self._queues.clear()
         self._pipelines.clear()
         if self.accumulator is not None:
@@ -435,7 +464,7 @@ class Sender(SenderCore):
                     log.exception("producer sender: unexpected error; going on")
                     time.sleep(limits.PRODUCER_SENDER_ERROR_PAUSE_MS / 1000)
         finally:
-            self._fail_all(ClosedError("producer closed before the record was sent"))
+            self.fail_all_closed()
             self._conn.close()
 
     def _step(self) -> None:

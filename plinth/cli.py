@@ -36,6 +36,27 @@ class _FiniteFloatRange(click.FloatRange):
         return number
 
 
+class _TopicId(click.ParamType):
+    """A topic id as `topic describe` shows it (32 hex digits, or the same as a dashed
+    UUID), checked as Admin checks it (client/arguments.py checked_topic_id): a
+    malformed one is a usage error naming the option, not a traceback from the call."""
+
+    name = "topic_id"
+
+    def convert(self, value, param, ctx):
+        from plinth.client.arguments import checked_topic_id
+        try:
+            return checked_topic_id("--topic-id", value)
+        except ValueError:
+            self.fail(f"{value!r} is not a topic id: 32 hex digits, as `topic describe` shows "
+                      f"it (or the same as a dashed UUID)", param, ctx)
+
+
+def _count(count: int, noun: str) -> str:
+    """'1 partition', '3 partitions'."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 class _Group(click.Group):
     """Turns Plinth's own errors into one clear line and exit status 1."""
 
@@ -591,7 +612,8 @@ def topic_create(ctx, name, partitions, replication_factor, configs):
                                   config=_parse_config(configs))
     factor = ("the server's default replication factor" if replication_factor is None
               else f"replication factor {replication_factor}")
-    click.echo(f"created topic {info.name} with {info.partitions} partitions, {factor}")
+    click.echo(f"created topic {info.name} with {_count(info.partitions, 'partition')}, "
+               f"{factor}")
 
 
 @topic.command("alter")
@@ -623,7 +645,7 @@ def topic_alter(ctx, name, configs, deleted, partitions):
                        " ".join(f"{k}={v}" for k, v in sorted(info.config.items())))
         if partitions is not None:
             info = admin.create_partitions(name, partitions)
-            click.echo(f"topic {info.name} has {info.partitions} partitions")
+            click.echo(f"topic {info.name} has {_count(info.partitions, 'partition')}")
 
 
 def _parse_config(configs) -> dict[str, str]:
@@ -696,9 +718,9 @@ def _echo_tiered(partition_info) -> None:
 
 @topic.command("delete")
 @click.argument("name")
-@click.option("--topic-id", default=None,
-              help="delete it only if it has this topic id (as `topic describe` shows it): "
-                   "not a topic created again under the name since")
+@click.option("--topic-id", type=_TopicId(), default=None,
+              help="delete it only if it has this topic id (as `topic describe` shows it, or "
+                   "as a dashed UUID): not a topic created again under the name since")
 @click.pass_context
 def topic_delete(ctx, name, topic_id):
     with _admin(ctx) as admin:

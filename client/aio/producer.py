@@ -344,7 +344,7 @@ class AIOProducer:
                     log.exception("aio producer sender: unexpected error; going on")
                     await asyncio.sleep(limits.PRODUCER_SENDER_ERROR_PAUSE_MS / 1000)
         finally:
-            core._fail_all(ClosedError("producer closed before the record was sent"))
+            core.fail_all_closed()
             self._wake_room_waiters()
             self._conn.close()
             self._wakeup_fd_open = False   # a wake-up after this must not write to a reused fd

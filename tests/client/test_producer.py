@@ -191,6 +191,32 @@ def test_close_with_a_timeout_takes_at_most_that_timeout_in_all_and_fails_what_i
         future.get(0)
 
 
+def test_close_with_a_timeout_says_a_record_in_flight_may_be_stored_and_one_never_sent_was_not(
+        broker):
+    # Given a producer with one request in flight at most, whose request for
+    # partition 0 the broker holds, and a record for partition 1 waiting behind it
+    producer = Producer(broker=broker.url, linger_ms=0, max_in_flight_requests_per_connection=1)
+    producer.send("t", b"x", partition=0).get(GET_TIMEOUT_S)   # the topic is known
+    broker.hold()
+    try:
+        in_flight = producer.send("t", b"in flight", partition=0)
+        wait_until_true(lambda: len(broker.produces()) == 2)
+        never_sent = producer.send("t", b"never sent", partition=1)
+        # When it is closed with a timeout, and the broker then answers
+        producer.close(timeout=0.3)
+    finally:
+        broker.release()
+    # Then the record in flight, which the broker went on to store, fails saying it
+    # may have been stored; the one that never left says it was not sent
+    wait_until_true(lambda: [r.value for r in broker.records("t", 0)] == [b"x", b"in flight"])
+    with pytest.raises(ClosedError, match="before the record was acknowledged; it was sent, "
+                                          "so it may have been stored"):
+        in_flight.get(0)
+    with pytest.raises(ClosedError, match="before the record was sent"):
+        never_sent.get(0)
+    assert broker.records("t", 1) == []
+
+
 @pytest.mark.parametrize("kwargs", [{"partition": True}, {"partition": 0, "timestamp_ms": True}])
 def test_a_bool_is_refused_where_send_takes_an_int(broker, kwargs):
     with Producer(broker=broker.url, linger_ms=0) as producer:

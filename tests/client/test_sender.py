@@ -418,6 +418,34 @@ def test_without_idempotence_a_retried_batch_may_be_stored_after_a_later_one_in_
     assert stored_values(broker) == [b"1", b"2", b"0"]
 
 
+def test_without_idempotence_records_arriving_while_a_request_is_in_flight_go_in_a_few_batches(
+        broker, make_sender):
+    # Given one request in flight at most, a linger of 1 ms, and a first batch whose
+    # answer the shard holds
+    _, accumulator = make_sender(acks=1, idempotent=False, in_flight_max=1, linger_ms=1)
+    broker.hold()
+    first = send(accumulator, b"first")
+    wait_until(lambda: len(broker.produces()) == 1)
+    # When 50 records arrive while it is in flight, one every 5 ms (the arrival
+    # rate: many lingers pass between records)
+    futures = []
+    for i in range(50):
+        futures.append(send(accumulator, b"%d" % i))
+        time.sleep(0.005)
+    # And a flush begins before the shard answers
+    pending = accumulator.begin_flush()
+    broker.release()
+    # Then the flush ends, all 50 are stored after the first, and in a few produce
+    # requests (the open batch grew while one sealed batch waited), not one per linger
+    try:
+        assert all(result.wait(GET_TIMEOUT_S) for result in pending)
+    finally:
+        accumulator.end_flush()
+    assert first.get(0).offset == 0
+    assert [f.get(0).offset for f in futures] == list(range(1, 51))
+    assert len(broker.produces()) - 1 <= 3
+
+
 def test_acks_0_retries_a_batch_it_could_not_send_and_delivers_it_once_a_router_is_back(
         broker, make_sender, caplog):
     # Given a sender with acks=0 and two routers, both gone (with several routers a
@@ -524,9 +552,32 @@ def test_close_with_a_timeout_fails_what_was_not_acknowledged_with_closed_error(
     started_s = time.monotonic()
     sender.close(0.3)
     # Then it returns soon after, and the record's future fails with ClosedError
+    # saying it was sent: the broker may have stored it
     assert time.monotonic() - started_s < 3 and not sender._thread.is_alive()
-    with pytest.raises(ClosedError):
+    with pytest.raises(ClosedError, match="it was sent, so it may have been stored"):
         future.get(0)
+
+
+def test_close_with_a_timeout_says_a_batch_waiting_to_be_retried_may_be_stored_and_a_later_was_not(
+        broker, make_sender, caplog):
+    # Given a sender without idempotence whose first batch was refused, waiting a
+    # long backoff to be retried, and a record sent after it
+    broker.faults.append(NotLeaderError("t-0: this shard no longer leads it"))
+    sender, accumulator = make_sender(acks=1, idempotent=False, retry_backoff_ms=60_000,
+                                      retry_backoff_max_ms=60_000)
+    with caplog.at_level(logging.INFO, logger="plinth.client.sender"):
+        retried = send(accumulator, b"a")
+        wait_until(lambda: "retrying t-0" in caplog.text)
+    later = send(accumulator, b"b")
+    # When the sender is closed with a timeout
+    sender.close(0.3)
+    # Then the batch that was sent once fails saying it may have been stored (its
+    # first attempt's outcome could have been unknown), the later one saying it
+    # was never sent
+    with pytest.raises(ClosedError, match="before the record was acknowledged; it was sent"):
+        retried.get(0)
+    with pytest.raises(ClosedError, match="before the record was sent"):
+        later.get(0)
 
 
 def test_close_with_nothing_pending_returns_at_once(make_sender):

@@ -45,7 +45,7 @@ def test_a_topic_id_that_is_not_32_hex_digits_is_refused_before_it_is_sent(share
     name = unique_topic("ids-bad")
     with Admin(broker=shared_broker.url) as admin:
         admin.create_topic(name, partitions=1)
-        with pytest.raises(ValueError, match="topic_id='ABC' is not a topic id: 32 lowercase"):
+        with pytest.raises(ValueError, match="topic_id='ABC' is not a topic id: 32 hex digits"):
             admin.delete_topic(name, topic_id="ABC")
         assert name in admin.list_topics()
 

@@ -133,6 +133,16 @@ def test_a_number_or_separator_out_of_range_is_refused_naming_the_option_and_the
     assert f"Invalid value for '{option}'" in shown and why in shown
 
 
+@pytest.mark.parametrize("topic_id", [
+    "ABC", "0123456789abcdef0123456789abcdeg", "ASNFZ4mrze8BI0VniavN7w==",   # Kafka's base64
+])
+def test_a_malformed_topic_id_is_refused_naming_the_option_not_with_a_traceback(
+        nobody, topic_id):
+    shown = refused(nobody + ["topic", "delete", "t", "--topic-id", topic_id])
+    assert (f"Invalid value for '--topic-id': {topic_id!r} is not a topic id: 32 hex digits"
+            in shown)
+
+
 @pytest.mark.parametrize("kind", ["an existing file", "an impossible path"])
 def test_a_data_dir_that_cannot_be_made_is_one_error_line_naming_the_option(tmp_path, kind):
     # Given a data dir that is a file, or under /proc (where nothing can be made)

@@ -279,6 +279,40 @@ def test_stop_with_a_timeout_takes_at_most_that_timeout_in_all_and_fails_what_is
     run(scenario())
 
 
+def test_stop_with_a_timeout_says_a_record_in_flight_may_be_stored_and_one_never_sent_was_not(
+        broker):
+    async def scenario():
+        # Given a producer with one request in flight at most, whose request for
+        # partition 0 the broker holds, and a record for partition 1 waiting behind it
+        producer = AIOProducer(broker=broker.url, linger_ms=0,
+                               max_in_flight_requests_per_connection=1)
+        await producer.start()
+        await producer.send_and_wait("t", b"x", partition=0)
+        broker.hold()
+        try:
+            in_flight = await producer.send("t", b"in flight", partition=0)
+            while len(broker.produces()) < 2:
+                await asyncio.sleep(0.01)   # polls the broker thread's record of arrivals
+            never_sent = await producer.send("t", b"never sent", partition=1)
+            # When it is stopped with a timeout, and the broker then answers
+            await producer.stop(timeout=0.3)
+        finally:
+            broker.release()
+        # Then the record in flight fails saying it may have been stored (the broker
+        # stores it once released); the one that never left says it was not sent
+        with pytest.raises(ClosedError, match="before the record was acknowledged; it was "
+                                              "sent, so it may have been stored"):
+            await in_flight
+        with pytest.raises(ClosedError, match="before the record was sent"):
+            await never_sent
+
+    run(scenario())
+    deadline_s = time.monotonic() + AT_ONCE_S
+    while [r.value for r in broker.records("t", 0)] != [b"x", b"in flight"]:
+        assert time.monotonic() < deadline_s, "the held record was not stored"
+        time.sleep(0.01)
+
+
 def test_a_producer_awaited_on_a_second_asyncio_run_raises_at_once_and_keeps_what_was_acknowledged(
         broker):
     # Given a producer started, and its record acknowledged, under a first asyncio.run
