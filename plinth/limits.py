@@ -293,14 +293,14 @@ ROUTER_ADMIN_THREADS = CONTROLLER_QUERY_THREADS
 # The router's threads that relay changes (topics created, deleted, altered or
 # grown; shards added, removed or moved), apart from the ROUTER_ADMIN_THREADS that
 # answer queries and metadata: the controller runs changes one at a time on its
-# one CHANGE_GROUP thread, and one can wait CONTROL_CALL_TIMEOUT_S for a stopped
+# one CHANGE_GROUP thread, and one can wait CHANGE_SHARD_WAIT_S for a stopped
 # shard, so changes relayed on the query threads took them all while they waited
 # (list, describe, status and every new client's metadata then waited too). One
 # thread, as the controller has: more would only wait in Ray's queue for it.
 ROUTER_ADMIN_CHANGE_THREADS = 1
 # Changes queued for those threads, within ROUTER_ADMIN_JOBS_QUEUED_MAX; more are
 # answered tooManyRequests (retriable) naming this limit. Each may wait up to
-# CONTROL_CALL_TIMEOUT_S behind the one before, so a change deeper than this
+# CHANGE_SHARD_WAIT_S behind the one before, so a change deeper than this
 # would start long after its client gave up (CLIENT_REQUEST_TIMEOUT_MS_DEFAULT) and
 # still be made: refused early, it is retried by a client still waiting.
 ROUTER_ADMIN_CHANGES_QUEUED_MAX = 16

@@ -27,7 +27,7 @@ describe or a status that waits seconds for a shard that died (the controller
 answers it only after STATUS_CALL_TIMEOUT_S) must hold up neither the routing
 table that points clients at the new leader nor another client's admin request
 (an operator's ``plinth topic list`` during the outage). Nor must changes: the
-controller runs them one at a time, each waiting up to CONTROL_CALL_TIMEOUT_S
+controller runs them one at a time, each waiting up to CHANGE_SHARD_WAIT_S
 for a stopped shard, so they queue on their own threads, and a new producer's
 metadata request is answered while they wait.
 
