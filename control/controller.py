@@ -68,6 +68,7 @@ from typing import TypeVar
 
 from plinth import actor_logs, limits, protocol, topics
 from plinth.cluster_keys import ClusterKeys
+from plinth.counted import counted
 from plinth.control import leader_elections
 from plinth.control import leadership as leadership_rules
 from plinth.control import placement
@@ -170,7 +171,7 @@ class _TopicChangePlan:
     topic_id: str
     partitions: int                # the topic's count when planned
     config: dict[str, str]         # its config after the change
-    topic: TopicMetadata           # the topic after the change (a growth's)
+    topic: TopicMetadata | None    # a growth's: the topic after it
     asks: dict[str, tuple[ShardHandle, list[PartitionSpec]]]   # an alter's: all partitions
 
 
@@ -1382,7 +1383,7 @@ class Controller:
         failed = _first_failure(outcomes)
         if failed is None:
             return list(outcomes)
-        silent = {s for s, outcome in outcomes.items() if isinstance(outcome, BrokerError)}
+        silent = _unanswered(outcomes)
         self._delete_opened(plan.opens, silent)
         for shard_id, outcome in wait_all(
                 {s: handle.change_partition_counts({}, list(counts))
@@ -1465,13 +1466,13 @@ class Controller:
         if factor > len(shard_ids):
             raise InvalidReplicationFactorError(
                 f"topic {name!r}: {which} {factor} is more than the broker's "
-                f"{_count(len(shard_ids), 'shard')}: each replica needs its own shard "
+                f"{counted(len(shard_ids), 'shard')}: each replica needs its own shard "
                 f"(add shards with plinth shards add, or start a new data dir with "
                 f"--shards N)")
         if factor > nodes and not self._allow_replicas_on_one_node:
             raise InvalidReplicationFactorError(
                 f"topic {name!r}: {which} {factor} is more than the "
-                f"{_count(nodes, 'node')} the shards run on: a node's loss would take several "
+                f"{counted(nodes, 'node')} the shards run on: a node's loss would take several "
                 f"copies; start the server with --allow-replicas-on-one-node to allow it "
                 f"(testing)")
         return factor
@@ -1505,7 +1506,7 @@ class Controller:
                                                topic.replication_factor)
         topics.check_config_change(name, topic.config, config)
         topics.check_remote_storage_allowed(name, config, tier_url_given=self._tier.enabled)
-        return _TopicChangePlan(topic.topic_id, topic.partitions, config, topic,
+        return _TopicChangePlan(topic.topic_id, topic.partitions, config, None,
                                 self._partition_asks(specs_by_shard({name: topic})))
 
     def _finish_alter(self, name: str, plan: _TopicChangePlan) -> protocol.TopicInfo:
@@ -1570,8 +1571,7 @@ class Controller:
                             limits.CHANGE_SHARD_WAIT_S)
         failed = _first_failure(outcomes)
         if failed is not None:
-            self._delete_opened(asks, {s for s, outcome in outcomes.items()
-                                       if isinstance(outcome, BrokerError)})
+            self._delete_opened(asks, _unanswered(outcomes))
             raise _named_failure(failed, f"topic {name!r} was not grown")
 
     def delete_topic(self, name: str, topic_id: str = "") -> None:
@@ -1586,9 +1586,8 @@ class Controller:
                              for s, (handle, specs) in asks.items()},
                             limits.CHANGE_SHARD_WAIT_S)
         failed = _first_failure(outcomes)
-        self._send_count_pushes(self._on_actor_thread(
-            self._after_delete, name, sorted(s for s, o in outcomes.items()
-                                              if isinstance(o, BrokerError))))
+        self._send_count_pushes(self._on_actor_thread(self._after_delete, name,
+                                                      _unanswered(outcomes)))
         log.info("deleted topic %s", name)
         if failed is not None:
             raise _named_failure(failed, f"topic {name!r} is deleted, but not yet every "
@@ -1611,13 +1610,13 @@ class Controller:
         self._save([name])
         return asks
 
-    def _after_delete(self, name: str, silent: list[str]) -> dict[str, CountPush]:
+    def _after_delete(self, name: str, silent: set[str]) -> dict[str, CountPush]:
         """Retire the draining shards the delete emptied; returns the pushes of the
         partition counts (the topic's is gone), but to the shards ``silent`` to the
         delete. Actor thread."""
         self._rebalancer.retire_drained()
         return self._shards.count_pushes(self._metadata.partition_counts(), changed=[name],
-                                         skip=self._silent | set(silent))
+                                         skip=self._silent | silent)
 
     def _partition_asks(self, specs: dict[str, list[PartitionSpec]]
                         ) -> dict[str, tuple[ShardHandle, list[PartitionSpec]]]:
@@ -1833,16 +1832,17 @@ def _first_failure(outcomes: dict[str, object]) -> BrokerError | None:
     return next((o for _, o in sorted(outcomes.items()) if isinstance(o, BrokerError)), None)
 
 
+def _unanswered(outcomes: dict[str, object]) -> set[str]:
+    """The shards whose outcome in ``wait_all``'s is an error: a change must not wait
+    for them again."""
+    return {s for s, outcome in outcomes.items() if isinstance(outcome, BrokerError)}
+
+
 def _named_failure(error: BrokerError, what: str) -> BrokerError:
     """``error`` (of a shard, naming it and the call) with what it did to a change,
     logged: the change's caller may have stopped waiting."""
     log.warning("%s: %s", what, error)
     return type(error)(f"{what}: {error}")
-
-
-def _count(count: int, noun: str) -> str:
-    """'1 shard', '3 shards'."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _partition_names(refs: list[tuple[str, int]], shown_max: int = 10) -> str:

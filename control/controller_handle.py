@@ -356,8 +356,7 @@ class ControllerHandle:
     def move_shard(self, shard_id: str, node: str, **options: bool) -> protocol.ShardMove:
         """``options``: Controller.move_shard's (allow_replicas_on_one_node,
         accept_data_loss, force)."""
-        return self._call(lambda actor: actor.move_shard.options(
-            concurrency_group=CHANGE_GROUP).remote(shard_id, node, **options), "move_shard")
+        return self._change("move_shard", shard_id, node, **options)
 
     def elect_leaders(self, election_type: int, partitions: list[tuple[str, int]] | None
                       ) -> list[protocol.ElectionResult]:
@@ -374,10 +373,10 @@ class ControllerHandle:
         return self._call(lambda actor: getattr(actor, method).options(
             concurrency_group=QUERY_GROUP).remote(*args), method, timeout_s)
 
-    def _change(self, method: str, *args):
+    def _change(self, method: str, *args, **options):
         """``_call`` of a change, run on the controller's CHANGE_GROUP thread."""
         return self._call(lambda actor: getattr(actor, method).options(
-            concurrency_group=CHANGE_GROUP).remote(*args), method)
+            concurrency_group=CHANGE_GROUP).remote(*args, **options), method)
 
     def _call(self, remote_call: Callable, method: str,
               timeout_s: float = limits.CONTROL_CALL_TIMEOUT_S):

@@ -17,6 +17,7 @@ import click
 
 from plinth import limits, topics
 from plinth.cli_groups import OFFSET_MAX, admin_for as _admin, echo_pages, group_cli
+from plinth.counted import counted
 from plinth.errors import ElectionNotNeededError, PlinthError
 
 
@@ -50,11 +51,6 @@ class _TopicId(click.ParamType):
         except ValueError:
             self.fail(f"{value!r} is not a topic id: 32 hex digits, as `topic describe` shows "
                       f"it (or the same as a dashed UUID)", param, ctx)
-
-
-def _count(count: int, noun: str) -> str:
-    """'1 partition', '3 partitions'."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 class _Group(click.Group):
@@ -612,7 +608,7 @@ def topic_create(ctx, name, partitions, replication_factor, configs):
                                   config=_parse_config(configs))
     factor = ("the server's default replication factor" if replication_factor is None
               else f"replication factor {replication_factor}")
-    click.echo(f"created topic {info.name} with {_count(info.partitions, 'partition')}, "
+    click.echo(f"created topic {info.name} with {counted(info.partitions, 'partition')}, "
                f"{factor}")
 
 
@@ -645,7 +641,7 @@ def topic_alter(ctx, name, configs, deleted, partitions):
                        " ".join(f"{k}={v}" for k, v in sorted(info.config.items())))
         if partitions is not None:
             info = admin.create_partitions(name, partitions)
-            click.echo(f"topic {info.name} has {_count(info.partitions, 'partition')}")
+            click.echo(f"topic {info.name} has {counted(info.partitions, 'partition')}")
 
 
 def _parse_config(configs) -> dict[str, str]:

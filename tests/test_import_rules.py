@@ -33,7 +33,8 @@ SHARED = {"plinth.limits", "plinth.errors", "plinth.protocol", "plinth.protocol_
           "plinth.schemas",
           "plinth.cluster_keys", "plinth.data_dir_lock", "plinth.actor_logs",
           "plinth.process_tuning", "plinth.socket_frames", "plinth.loopback",
-          "plinth.name_pages", "plinth.unsent_replies", "plinth.secret_files"}
+          "plinth.name_pages", "plinth.unsent_replies", "plinth.secret_files",
+          "plinth.counted"}
 # The package's faces (plinth/__init__.py: Producer, Consumer, Admin; plinth/aio.py: the
 # asyncio client) and the commands.
 ENTRY_POINTS = {"plinth", "plinth.cli", "plinth.cli_groups", "plinth.server", "plinth.bench",

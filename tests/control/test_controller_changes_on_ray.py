@@ -222,8 +222,13 @@ def test_a_restarted_shard_is_routed_at_once_while_another_shard_is_stopped(cont
         os.kill(shard_pids(controller.data_dir)["shard-0"], signal.SIGKILL)
         # Then the routing table gets its new address, every call answered at once:
         # telling shard-1 of it does not wait out CONTROL_CALL_TIMEOUT_S on the actor thread
-        wait_until(lambda: routing_within(controller, ANSWER_S).shard_addresses.get("shard-0")
-                   not in (None, old_address), timeout_s=CHANGE_WAIT_S)
+        new_address = wait_until(
+            lambda: (address := routing_within(controller, ANSWER_S).shard_addresses.get(
+                "shard-0")) not in (None, old_address) and address, timeout_s=CHANGE_WAIT_S)
+    # And every address the controller routes to is on loopback
+    assert new_address.startswith("tcp://127.0.0.1:")
+    assert all(a.startswith("tcp://127.0.0.1:")
+               for a in controller.routing().shard_addresses.values())
 
 
 def test_a_create_a_stopped_shard_does_not_answer_is_refused_naming_it_and_leaves_nothing(
