@@ -9,9 +9,17 @@ kept for the next ``recv`` (or ``wait_for``) in the order it came.
 
 With several routers (comma-separated URLs) the DEALER connects to all of them
 and queues requests only on connections that are up (ZMQ_IMMEDIATE), so
-requests go to the routers that are up and not to one that is down; a send
-waits ``CLIENT_ROUTER_CONNECT_WAIT_MS`` for a connection to come up before it
-fails with UnavailableError.
+requests go to the routers that are up and not to one that is down.
+
+A send never blocks for good. When a request cannot be queued (with several
+routers none is up; with one, the broker refused this client's handshake, after
+which libzmq keeps no connection to queue on, or the router stopped reading) it
+waits ``CLIENT_ROUTER_CONNECT_WAIT_MS`` for a connection to take it, then fails
+with UnavailableError. A handshake the broker ended for good is named as such:
+the connection's HandshakeWatch (handshake_watch.py) reads what the handshakes
+said, and a send that cannot be queued or a request that gets no reply raises
+HandshakeRefusedError once the broker has refused this client's CurveZMQ key,
+or one side uses CurveZMQ and the other does not.
 
 Direct routes (``direct=True``, Producer and Consumer by default): produce and
 fetch requests sent with ``send_to`` go straight to their partition's leader
@@ -34,7 +42,9 @@ import zmq
 
 from plinth import limits, protocol
 from plinth.client.direct_routes import ROUTER, DirectRoutes
-from plinth.errors import ClosedError, NotLeaderError, PlinthTimeoutError, UnavailableError
+from plinth.client.handshake_watch import HandshakeWatch
+from plinth.errors import (ClosedError, HandshakeRefusedError, NotLeaderError,
+                           PlinthTimeoutError, UnavailableError)
 
 
 @dataclass(frozen=True)
@@ -166,14 +176,14 @@ class Connection:
         urls = self.url.split(",")
         # With several routers, queue only on live connections, so requests go
         # to the routers that are up rather than wait for one that is down.
-        self._send_flags = 0
         if len(urls) > 1:
             self.socket.setsockopt(zmq.IMMEDIATE, 1)
-            self._send_flags = zmq.NOBLOCK
+        self._handshakes = HandshakeWatch(self.socket, self.address.curve_secret_key is not None)
         try:
             for url in urls:
                 self.socket.connect(url)
         except zmq.ZMQError as exc:
+            self._handshakes.close()
             self.socket.close()
             raise ValueError(f"cannot connect to broker {self.url!r}: {exc}") from None
         self._ids = itertools.count(1)
@@ -189,11 +199,23 @@ class Connection:
             self._direct = DirectRoutes(self._context, self._poller)
             self._arrived: deque = deque()   # replies read from the sockets, not handed out
 
-    @property
+    def handshake_refusal(self) -> HandshakeRefusedError | None:
+        """The error to raise once the broker has ended this connection's handshake for
+        good, else None; reads the watch without waiting. The owner's thread."""
+        cause = self._handshakes.cause()
+        return HandshakeRefusedError(f"{self.url}: {cause}") if self._handshakes.final else None
+
     def _silence_hint(self) -> str:
-        """What a timeout's message adds: besides a broker that is down, a CurveZMQ broker
-        answers nothing at all to a client it does not admit (libzmq ends the handshake
-        without a word), so the keys are worth checking."""
+        """What a timeout's message adds: what the failed handshakes said, if any did;
+        else that, besides a broker that is down, a CurveZMQ broker answers nothing at
+        all to a client it does not admit, so the keys are worth checking. Raises
+        HandshakeRefusedError instead once the broker has ended the handshake for good."""
+        refusal = self.handshake_refusal()
+        if refusal is not None:
+            raise refusal
+        cause = self._handshakes.cause()
+        if cause is not None:
+            return f"; {cause}"
         if self.address.curve_secret_key is not None:
             return ("; is a broker running there, does it admit this client's key (its "
                     "--authorized-keys), and is curve_server_key_file its .key? A CurveZMQ "
@@ -201,6 +223,14 @@ class Connection:
                     "one nothing to a CurveZMQ client")
         return ("; is a broker running there? One that requires CurveZMQ answers nothing to a "
                 "client without keys (curve_key_file, curve_server_key_file)")
+
+    def _unsendable(self, waited_ms: int) -> UnavailableError:
+        """The error of a request that could not be queued within ``waited_ms``."""
+        if "," in self.url:
+            return UnavailableError(f"none of the routers {self.url} is reachable "
+                                    f"(waited {waited_ms} ms){self._silence_hint()}")
+        return UnavailableError(f"cannot send to {self.url}: no connection to it took the "
+                                f"request within {waited_ms} ms{self._silence_hint()}")
 
     def next_request_id(self) -> int:
         return next(self._ids)
@@ -215,15 +245,14 @@ class Connection:
         frames = [header] if payload is None else [header, payload]
         for attempt in range(2):
             try:
-                self.socket.send_multipart(frames, self._send_flags, copy=payload is None)
+                self.socket.send_multipart(frames, zmq.NOBLOCK, copy=payload is None)
                 return
             except zmq.Again:
-                # No connection is up (yet): give the handshakes a moment, once.
-                wait_ms = limits.CLIENT_ROUTER_CONNECT_WAIT_MS
-                if attempt == 1 or not self.socket.poll(wait_ms, zmq.POLLOUT):
-                    raise UnavailableError(
-                        f"none of the routers {self.url} is reachable "
-                        f"(waited {wait_ms} ms)") from None
+                pass
+            # No connection takes it (yet): give the handshakes a moment, once.
+            wait_ms = limits.CLIENT_ROUTER_CONNECT_WAIT_MS
+            if attempt == 1 or not self.socket.poll(wait_ms, zmq.POLLOUT):
+                raise self._unsendable(wait_ms)
 
     def send_to(self, tp: tuple[str, int], request_id: int, header: bytes, payload=None,
                 expects_reply: bool = True) -> None:
@@ -321,17 +350,30 @@ class Connection:
         deadline = time.monotonic() + timeout_ms / 1000
         while request_id not in self._early:
             remaining_ms = (deadline - time.monotonic()) * 1000
-            got = self._recv_socket(remaining_ms) if remaining_ms > 0 else None
+            wait_ms = remaining_ms
+            if not self._handshakes.settled:
+                wait_ms = min(remaining_ms, limits.CLIENT_HANDSHAKE_CHECK_MS)
+            got = self._recv_socket(wait_ms) if remaining_ms > 0 else None
+            if got is None and wait_ms < remaining_ms:
+                self._raise_refusal(request_id)
+                continue
             if got is None:
                 self._abandon(request_id)
                 raise PlinthTimeoutError(
                     f"no reply from {self.url} to request {request_id} within {timeout_ms:.0f} ms"
-                    f"{self._silence_hint}")
+                    f"{self._silence_hint()}")
             self._early[got[0].request_id] = got
         view, payload = self._early.pop(request_id)
         if view.error is not None:
             raise view.error
         return view, payload
+
+    def _raise_refusal(self, request_id: int) -> None:
+        """Give up ``request_id`` with the refusal, if the broker ended the handshake."""
+        refusal = self.handshake_refusal()
+        if refusal is not None:
+            self._abandon(request_id)
+            raise refusal
 
     def _abandon(self, request_id: int) -> None:
         self._abandoned[request_id] = None
@@ -346,6 +388,7 @@ class Connection:
         deadline = time.monotonic() + max(0.0, timeout_ms) / 1000
         while self.socket.poll(max(0, int((deadline - time.monotonic()) * 1000))):
             frames = self.socket.recv_multipart(copy=False)
+            self._handshakes.settled = True
             view = protocol.decode_reply(frames[0].buffer)
             if view.request_id in self._abandoned:   # its waiter timed out: nobody takes it
                 del self._abandoned[view.request_id]
@@ -385,6 +428,7 @@ class Connection:
                 frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
+            self._handshakes.settled = True
             view = protocol.decode_reply(frames[0].buffer)
             if not path and direct.take_metadata(view):
                 continue
@@ -399,4 +443,5 @@ class Connection:
             self.closed = True
             if self._direct is not None:
                 self._direct.close()
+            self._handshakes.close()
             self.socket.close(linger=0)

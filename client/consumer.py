@@ -174,7 +174,11 @@ class Consumer(ConsumerBase):
         self._last_commit_s = time.monotonic()
         self._committed_positions: dict[TopicPartition, int] = {}
         if topics:
-            self.subscribe(list(topics))
+            try:
+                self.subscribe(list(topics))
+            except BaseException:   # an unknown topic, a refused handshake: leave no socket open
+                self.close()
+                raise
 
     @property
     def fetch_max_bytes(self) -> int:

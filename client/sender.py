@@ -72,8 +72,9 @@ from plinth.client.accumulator import OpenBatch, RecordAccumulator
 from plinth.client.compression import compressed_kafka_batch
 from plinth.client.connection import Connection
 from plinth.client.partition_pipeline import PartitionPipeline
-from plinth.errors import (TRANSIENT_ERRORS, ClosedError, MalformedReplyError,
-                           OutOfOrderSequenceError, PlinthTimeoutError, UnavailableError)
+from plinth.errors import (TRANSIENT_ERRORS, ClosedError, HandshakeRefusedError,
+                           MalformedReplyError, OutOfOrderSequenceError, PlinthTimeoutError,
+                           UnavailableError)
 from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2, BATCH_FORMAT_PLINTH
 from plinth.wakeup import Wakeup
 
@@ -146,6 +147,7 @@ class SenderCore:
         what is ready (expiry first, as Kafka's sender: a batch past its delivery
         deadline is never sent). Never waits."""
         self._read_replies()
+        self._refused()
         self._queue_ready()
         self._expire(time.monotonic())
         self._expire_waiting(time.monotonic())
@@ -232,6 +234,11 @@ class SenderCore:
         except UnavailableError as exc:   # no router reachable right now
             self._not_sent(batch, exc)
             return
+        except HandshakeRefusedError as exc:   # final: every batch fails with it
+            log.error("cannot send a batch of %d records to %s-%s: %s",
+                      batch.builder.record_count, batch.topic, batch.partition, exc)
+            self._not_sent(batch, exc)
+            return
         except Exception as exc:
             log.exception("cannot send a batch of %d records to %s-%s; it fails alone",
                           batch.builder.record_count, batch.topic, batch.partition)
@@ -285,6 +292,20 @@ class SenderCore:
             if entry is None:
                 continue   # a reply to a request that already timed out
             self._settle(entry[0], view.base_offset, view.error)
+
+    def _refused(self) -> None:
+        """Fail the batches in flight with the refusal once the broker has ended the
+        connection's handshake for good (they would wait out request_timeout_ms, then be
+        retried in vain). Batches sent later fail at their send."""
+        if not self._in_flight:
+            return
+        refusal = self._conn.handshake_refusal()
+        if refusal is None:
+            return
+        for request_id, (batch, _) in list(self._in_flight.items()):
+            del self._in_flight[request_id]
+            self._conn.forget(request_id)
+            self._settle(batch, None, refusal)
 
     def _expire(self, now: float) -> None:
         for request_id, (batch, sent) in list(self._in_flight.items()):

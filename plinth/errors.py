@@ -67,6 +67,9 @@ the environment causes and is expected, handled and reported.
         ├── PlinthTimeoutError      a client-side timeout ran out
         │   └── ProducerBufferFullError buffer_memory full for max_block_ms
         ├── ClosedError             the producer/consumer/admin was closed
+        ├── HandshakeRefusedError   the broker ended the connection's handshake for good:
+        │                           it refused the client's CurveZMQ key, or one side uses
+        │                           CurveZMQ and the other not (client/handshake_watch.py)
         ├── WrongEventLoopError     an asyncio client called on an event loop other than
         │                           the one it was started on; also a RuntimeError
         ├── MalformedReplyError     what came back is not a valid Reply
@@ -413,6 +416,12 @@ class ProducerBufferFullError(PlinthTimeoutError):
 
 class ClosedError(ClientError):
     """The producer, consumer or admin client was already closed."""
+
+
+class HandshakeRefusedError(ClientError):
+    """The broker ended the client's handshake for good (libzmq does not reconnect
+    after it): it refused the client's CurveZMQ key, or one side uses CurveZMQ and
+    the other does not. Raised instead of waiting out a timeout."""
 
 
 class WrongEventLoopError(ClientError, RuntimeError):

@@ -250,9 +250,17 @@ GROUP_HEARTBEATS_PER_SESSION = 5
 # How long a closing member waits for the answer to its leave heartbeat; if none
 # comes, the session timeout removes it.
 GROUP_LEAVE_TIMEOUT_MS_MAX = 5_000
-# With several routers a client queues requests only on connections that are up;
-# a send waits this long for one to come up before it fails with unavailable.
+# A client's send never blocks: when its request cannot be queued (with several
+# routers none is up; with one, the broker refused the handshake or stopped reading)
+# it waits this long for a connection to take it, then fails with unavailable.
 CLIENT_ROUTER_CONNECT_WAIT_MS = 1_000
+# Handshake-failure events a connection reads from its monitor per look (a client
+# with the wrong server key fails once per reconnect).
+CLIENT_HANDSHAKE_EVENTS_READ_MAX = 64
+# Until its first reply, a request's wait looks this often at whether the broker
+# refused the handshake (libzmq's verdict comes within milliseconds, and the
+# refused request would otherwise wait out its whole timeout).
+CLIENT_HANDSHAKE_CHECK_MS = 100
 # Requests a connection gave up waiting for, remembered so that their late
 # replies are dropped instead of kept for good (a long-lived Admin's timeouts).
 CLIENT_ABANDONED_REQUESTS_KEPT = 1_000

@@ -15,10 +15,11 @@ wait for replies on one connection: a reply read by one task for another is
 kept (``_early``), but the other, awaiting its socket, is not woken by that.
 The asyncio clients serialize their calls with an asyncio.Lock for this.
 
-Sending never waits either: when no router connection is up (several routers,
-ZMQ_IMMEDIATE) ``send`` raises UnavailableError at once instead of polling
-CLIENT_ROUTER_CONNECT_WAIT_MS for one, and the retrying paths back off on the
-loop.
+Sending never waits either: when no connection takes a request (several
+routers, ZMQ_IMMEDIATE, none up; or the broker stopped reading) ``send`` raises
+UnavailableError at once instead of polling CLIENT_ROUTER_CONNECT_WAIT_MS for
+one, and the retrying paths back off on the loop. As in the sync Connection, a
+handshake the broker ended for good is HandshakeRefusedError.
 """
 
 from __future__ import annotations
@@ -47,9 +48,11 @@ class AIOConnection(Connection):
             raise ClosedError(f"connection to {self.url} is closed")
         frames = [header] if payload is None else [header, payload]
         try:
-            self.socket.send_multipart(frames, self._send_flags, copy=payload is None)
+            self.socket.send_multipart(frames, zmq.NOBLOCK, copy=payload is None)
+            return
         except zmq.Again:
-            raise UnavailableError(f"none of the routers {self.url} is reachable") from None
+            pass
+        raise self._unsendable(0)
 
     def _watched(self) -> list[tuple[zmq.Socket, int]]:
         """The sockets a reply (or a direct socket's event) may come from."""
@@ -86,7 +89,11 @@ class AIOConnection(Connection):
             if remaining_ms <= 0:
                 self._abandon(request_id)
                 raise PlinthTimeoutError(
-                    f"no reply from {self.url} to request {request_id} within {timeout_ms:.0f} ms")
+                    f"no reply from {self.url} to request {request_id} within {timeout_ms:.0f} ms"
+                    f"{self._silence_hint()}")
+            if not self._handshakes.settled:   # a refused handshake ends the wait now
+                self._raise_refusal(request_id)
+                remaining_ms = min(remaining_ms, limits.CLIENT_HANDSHAKE_CHECK_MS)
             await self.wait_async(remaining_ms + 1)
         view, payload = self._early.pop(request_id)
         if view.error is not None:

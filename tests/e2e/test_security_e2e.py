@@ -16,7 +16,7 @@ import zmq.auth
 
 from plinth import Admin, Consumer, Producer, protocol
 from plinth.client.connection import Connection, broker_address
-from plinth.errors import NotAuthorizedError, PlinthError, PlinthTimeoutError
+from plinth.errors import HandshakeRefusedError, NotAuthorizedError, PlinthError
 from tests.support import free_port, unique_topic, wait_until
 
 
@@ -70,15 +70,31 @@ def test_keys_and_acls_decide_who_may_do_what(secured):
     with Admin(broker=broker.url, **as_reader) as admin:
         with pytest.raises(NotAuthorizedError, match="may not admin"):
             admin.delete_topic(topic)
-    # A client whose key is not authorized, or who has no key, never gets a reply, and
-    # its timeout says the keys may be why
+    # A client whose key is not authorized, or who has no key, never gets a reply; it is
+    # told why (by its handshake's failure) instead of waiting, whether its request went
+    # out before the broker's refusal or after it (libzmq then has nowhere to queue it)
     for options, hint in (
             (dict(curve_key_file=str(stranger_secret), curve_server_key_file=str(server_public)),
-             "does it admit this client's key"),
-            ({}, "One that requires CurveZMQ answers nothing to a client without keys")):
-        with Admin(broker=broker.url, request_timeout_ms=1_500, **options) as admin:
-            with pytest.raises(PlinthTimeoutError, match=hint):
+             "the broker refused this client's CurveZMQ key \\(ZAP status 400\\)"),
+            ({}, "the handshake failed: the broker requires CurveZMQ and this client has no keys")):
+        with Admin(broker=broker.url, **options) as admin:
+            started = time.monotonic()
+            with pytest.raises(HandshakeRefusedError, match=f"{broker.url}: {hint}"):
                 admin.list_topics()
+            assert time.monotonic() - started < 10   # not the 30 s request timeout
+            # and so is every later call
+            with pytest.raises(HandshakeRefusedError, match=hint):
+                admin.describe_topic(topic)
+    # So are a producer's sends and a consumer's polls, and neither hangs its close
+    stranger = dict(curve_key_file=str(stranger_secret), curve_server_key_file=str(server_public))
+    started = time.monotonic()
+    with Producer(broker=broker.url, **stranger) as producer:
+        with pytest.raises(HandshakeRefusedError, match="refused this client's CurveZMQ key"):
+            producer.send(topic, b"from a stranger").get(30)
+    with pytest.raises(HandshakeRefusedError, match="refused this client's CurveZMQ key"):
+        with Consumer(topic, broker=broker.url, **stranger) as consumer:
+            consumer.poll(timeout_ms=10_000)
+    assert time.monotonic() - started < 20
     # And a client given the server's secret key file as the server's key is refused
     server_secret = server_public.with_name("server.key_secret")
     with pytest.raises(ValueError, match="holds the server's secret key; give clients the "

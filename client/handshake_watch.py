@@ -1,0 +1,87 @@
+"""What a client connection's ZeroMQ handshakes with the router said, when they failed.
+
+Client side; the thread that owns the Connection. A CurveZMQ broker answers
+nothing at all to a client it does not admit: libzmq ends the handshake, and
+the client's request simply gets no reply. Worse, after the broker's ZAP
+handler refuses the client's key (ZAP status 400), libzmq drops the
+connection's pipe for good and never reconnects, so a send can no longer be
+queued. Without more, the client could only time out and guess.
+
+A HandshakeWatch reads the socket's monitor (libzmq's handshake-failure
+events, nothing on a healthy connection) when a request could not be sent or
+got no reply, and names the cause:
+
+- ``HANDSHAKE_FAILED_AUTH``, value 400: the broker refused this client's key.
+- ``HANDSHAKE_FAILED_PROTOCOL``, mechanism mismatch: one side uses CurveZMQ and
+  the other does not.
+- ``HANDSHAKE_FAILED_NO_DETAIL``: with keys, the handshake broke off, as it does
+  when ``curve_server_key_file`` is not the broker's key.
+
+The first two are final (``final``): libzmq ends such a connection for good and
+never reconnects, so the Connection raises HandshakeRefusedError instead of
+waiting. The third is retried by libzmq at each reconnect and only hints.
+
+Until the connection's first reply (``settled``), waits for a reply look at the
+watch every ``CLIENT_HANDSHAKE_CHECK_MS``, so a refusal ends a wait within that
+instead of at its timeout; after it, only failed sends and timeouts look.
+
+Bounds: the monitor socket's queue is libzmq's (its HWM; the events are sent
+without waiting, so a full queue drops new ones), and ``cause`` reads at most
+``CLIENT_HANDSHAKE_EVENTS_READ_MAX`` events per call.
+"""
+
+from __future__ import annotations
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from plinth import limits
+
+_WATCHED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+_ZAP_REFUSED = 400
+_MECHANISM_MISMATCH = zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+
+
+class HandshakeWatch:
+    """The monitor of one client DEALER. Construct before the socket connects."""
+
+    def __init__(self, sock: zmq.Socket, has_keys: bool):
+        self._socket = sock
+        self._has_keys = has_keys
+        self._monitor = sock.get_monitor_socket(_WATCHED)
+        self._cause: str | None = None
+        self.final = False
+        self.settled = False   # a reply came: some handshake succeeded
+
+    def cause(self) -> str | None:
+        """Why the handshakes failed, as the last failure said, or None if none did."""
+        for _ in range(limits.CLIENT_HANDSHAKE_EVENTS_READ_MAX):
+            if self.final or not self._monitor.poll(0):
+                break
+            self._note(recv_monitor_message(self._monitor))
+        return self._cause
+
+    def _note(self, event: dict) -> None:
+        kind, value = event["event"], event["value"]
+        self.final = kind in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+        if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH and value == _ZAP_REFUSED:
+            self._cause = ("the broker refused this client's CurveZMQ key (ZAP status 400): "
+                           "its public .key is not in the broker's --authorized-keys")
+        elif kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            self._cause = f"the broker refused this client in the handshake (ZAP status {value})"
+        elif kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value != _MECHANISM_MISMATCH:
+            self._cause = f"the handshake failed on a ZMTP protocol error (libzmq code {value:#x})"
+        elif kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and self._has_keys:
+            self._cause = ("the handshake failed: this client uses CurveZMQ "
+                           "(curve_key_file) and the broker does not")
+        elif kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+            self._cause = ("the handshake failed: the broker requires CurveZMQ and this client "
+                           "has no keys (curve_key_file, curve_server_key_file)")
+        elif self._has_keys:
+            self._cause = ("the CurveZMQ handshake broke off: is curve_server_key_file the "
+                           "broker's public .key?")
+
+    def close(self) -> None:
+        self._socket.disable_monitor()
+        self._monitor.close(linger=0)
