@@ -91,6 +91,10 @@ from plinth.shards.shard_handle import (OPENED_NEEDS_REPAIR, Leadership, Partiti
 
 log = logging.getLogger(__name__)
 
+# The calls ControllerHandle makes through ``run_change``, on the CHANGE_GROUP thread.
+CHANGES = frozenset({"create_topic", "create_topics", "alter_topic", "add_partitions",
+                     "delete_topic", "add_shards", "remove_shards", "move_shard"})
+
 
 # A shard's stats role of a replicated partition it neither leads nor follows
 # (shards/shard_replication.py's NOT_SERVED; the control plane sees only the handle).
@@ -1284,6 +1288,23 @@ class Controller:
         return protocol.TopicInfo(name=name, partitions=topic.partitions,
                                   config=topics.with_tiering_defaults(topic.config),
                                   topic_id=topic.topic_id)
+
+    # --- Changes: the entry ------------------------------------------------------------
+
+    def run_change(self, method: str, deadline_unix_s: float, *args, **options):
+        """Run the change ``method`` (one of CHANGES) with its arguments, unless it
+        starts after ``deadline_unix_s``, when its caller (ControllerHandle._change) has
+        given up: it waited behind other changes, each bounded by CHANGE_SHARD_WAIT_S
+        per stopped shard. Then RequestTimedOutError, and nothing is changed (change
+        thread)."""
+        assert method in CHANGES, f"{method!r} is not a change"
+        late_s = time.time() - deadline_unix_s
+        if late_s > 0:
+            log.warning("dropped %s: it started %.1f s after its caller's deadline", method, late_s)
+            raise RequestTimedOutError(
+                f"{method} was not run: it waited behind other changes until {late_s:.1f} s "
+                f"after its caller gave up; nothing was changed")
+        return getattr(self, method)(*args, **options)
 
     # --- Topics ---------------------------------------------------------------------
 

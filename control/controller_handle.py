@@ -37,6 +37,9 @@ controller's QUERY_GROUP threads. The changes (topics created, deleted,
 altered or grown; shards added, removed or moved) run one at a time on its
 CHANGE_GROUP thread: a change waiting for a stopped shard holds up no
 election, in-sync change or routing table, and the next change waits for it.
+A change carries its caller's deadline (``Controller.run_change``): one that
+waited behind others until after its handle gave up is not run at all, so a
+change the caller was told timed out does not happen later behind its back.
 """
 
 from __future__ import annotations
@@ -374,9 +377,17 @@ class ControllerHandle:
             concurrency_group=QUERY_GROUP).remote(*args), method, timeout_s)
 
     def _change(self, method: str, *args, **options):
-        """``_call`` of a change, run on the controller's CHANGE_GROUP thread."""
-        return self._call(lambda actor: getattr(actor, method).options(
-            concurrency_group=CHANGE_GROUP).remote(*args, **options), method)
+        """``_call`` of a change, run on the controller's CHANGE_GROUP thread unless it
+        only starts after this call's timeout (see the module). The deadline is wall
+        clock time, as the controller may run on another node."""
+        timeout_s = limits.CONTROL_CALL_TIMEOUT_S
+
+        def call(actor):
+            deadline_unix_s = time.time() + timeout_s
+            return actor.run_change.options(concurrency_group=CHANGE_GROUP).remote(
+                method, deadline_unix_s, *args, **options)
+
+        return self._call(call, method, timeout_s)
 
     def _call(self, remote_call: Callable, method: str,
               timeout_s: float = limits.CONTROL_CALL_TIMEOUT_S):

@@ -517,7 +517,8 @@ def shards_add(ctx, count):
     with _admin(ctx) as admin:
         moves = admin.add_shards(count)
     _echo_moves(moves)
-    click.echo(f"added {count} shards; {len(moves)} partitions moved their writes")
+    click.echo(f"added {counted(count, 'shard')}; the writes of "
+               f"{counted(len(moves), 'partition')} moved")
 
 
 @shards.command("remove")
@@ -533,7 +534,8 @@ def shards_remove(ctx, count):
         moves = admin.remove_shards(count)
         shards_now = admin.status().shards
     _echo_moves(moves)
-    click.echo(f"removed {count} shards; {len(moves)} partitions moved their writes")
+    click.echo(f"removed {counted(count, 'shard')}; the writes of "
+               f"{counted(len(moves), 'partition')} moved")
     _echo_draining(shards_now)   # nothing when every removed shard retired at once
 
 

@@ -6,7 +6,8 @@ Kafka listener is a broker (gateway.py's KafkaCluster), and each partition is
 "led" by one of them, spread by a hash: whichever router a client sends a
 partition's requests to forwards them to the shard that really leads it.
 Leader epochs are given as -1 (unknown), so that clients do not fence fetches
-on epochs that Plinth's router, not the client, keeps track of.
+on epochs that Plinth's router, not the client, keeps track of. Topic ids
+(Metadata v10+, DescribeTopicPartitions) are Plinth's, as Kafka's UUIDs.
 
 DescribeTopicPartitions (KIP-966; newer Java AdminClients' describeTopics)
 answers what Metadata does, a page at a time: topics in name order (all of
@@ -33,6 +34,7 @@ from plinth.router.kafka.api_acls import principal_of
 from plinth.router.kafka.backend import PRINCIPAL, ask
 from plinth.router.kafka.codec import SUPPORTED_VERSIONS
 from plinth.router.kafka.plinth_errors import kafka_code
+from plinth.router.kafka.request_values import kafka_topic_id
 
 UNKNOWN_LEADER_EPOCH = -1
 # Kafka's "authorized operations not included" (INT32_MIN): Plinth does not compute
@@ -92,6 +94,7 @@ async def metadata(gateway, header, body: dict, connection) -> dict:
                 topics.append(_topic_error(name, _absent_code(gateway, name)))
                 continue
             topics.append({"error_code": kafka.NONE, "name": name,
+                           "topic_id": kafka_topic_id(info.topic_id),
                            "is_internal": name == plinth_topics.OFFSETS_TOPIC,
                            "topic_authorized_operations": AUTHORIZED_OPERATIONS_OMITTED,
                            "partitions": [_partition(index, cluster.leader_of(brokers, name, index))
@@ -172,6 +175,7 @@ async def describe_topic_partitions(gateway, header, body: dict, connection) -> 
         return {"throttle_time_ms": 0, "next_cursor": None,
                 "topics": [_topic_error(name, code) for name in names]}
     counts = {info.name: info.partitions for info in reply.topics}
+    ids = {info.name: kafka_topic_id(info.topic_id) for info in reply.topics}
     page, next_cursor = partition_page(counts, names or sorted(counts), cursor,
                                        min(limit, limits.KAFKA_DESCRIBE_PARTITIONS_LIMIT_MAX))
     cluster = gateway.cluster
@@ -184,8 +188,8 @@ async def describe_topic_partitions(gateway, header, body: dict, connection) -> 
         partitions = [_partition(i, cluster.leader_of(brokers, name, i)) for i in indexes]
         for partition in partitions:
             partition.update(eligible_leader_replicas=[], last_known_elr=[])
-        topics.append({"error_code": kafka.NONE, "name": name, "is_internal": False,
-                       "partitions": partitions,
+        topics.append({"error_code": kafka.NONE, "name": name, "topic_id": ids[name],
+                       "is_internal": False, "partitions": partitions,
                        "topic_authorized_operations": AUTHORIZED_OPERATIONS_OMITTED})
     return {"throttle_time_ms": 0, "topics": topics, "next_cursor": next_cursor}
 

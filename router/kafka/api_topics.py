@@ -26,6 +26,10 @@ DeleteTopics v6 may name a topic by its id instead (KIP-516; Plinth's topic id,
 may see and the delete is guarded by the id (deleteTopic's topicId), so a topic
 created again under the name meanwhile is not deleted; an id no topic has is
 UNKNOWN_TOPIC_ID, as in Kafka.
+Answers carry each topic's id (Plinth's, as Kafka's UUID): CreateTopics v7+
+the new topic's (ZERO_UUID for a validate-only create, which makes none), and
+DeleteTopics v6+ the deleted topic's, for a topic named by its name too (read
+from the metadata just before the delete).
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ from plinth.errors import BrokerError
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.backend import ask
 from plinth.router.kafka.plinth_errors import kafka_code, kafka_message
-from plinth.router.kafka.request_values import DEFAULT, new_topic_error, partition_count_error
+from plinth.router.kafka.request_values import (DEFAULT, kafka_topic_id, new_topic_error,
+                                                 partition_count_error)
 from plinth.router.kafka.wire import UUID_ZERO
 
 DELETE_BY_TOPIC_VERSION = 6      # DeleteTopics: topics (name or id) from here on
@@ -49,12 +54,12 @@ async def create_topics(gateway, header, body: dict, connection) -> dict:
     asked = body.get("topics") or []
     twice = _named_twice(t["name"] for t in asked)
     wanted = [t for t in asked if t["name"] not in twice]
-    created = set() if validate_only else await _create_batches(gateway, wanted)
+    created = {} if validate_only else await _create_batches(gateway, wanted)
     answers = await asyncio.gather(*(_create_one(gateway, topic, validate_only)
                                      for topic in wanted if topic["name"] not in created))
     by_name = {answer["name"]: answer for answer in answers}
-    by_name.update((t["name"], _created_answer(_new_topic(t))) for t in wanted
-                   if t["name"] in created)
+    by_name.update((t["name"], _created_answer(_new_topic(t), created[t["name"]]))
+                   for t in wanted if t["name"] in created)
     by_name.update((name, {**_duplicate(name), "num_partitions": DEFAULT,
                            "replication_factor": DEFAULT, "configs": []}) for name in twice)
     return {"throttle_time_ms": 0, "topics": _once_in_order(asked, by_name)}
@@ -89,23 +94,23 @@ def _once_in_order(asked: list[dict], by_name: dict[str, dict]) -> list[dict]:
     return out
 
 
-async def _create_batches(gateway, wanted: list[dict]) -> set[str]:
+async def _create_batches(gateway, wanted: list[dict]) -> dict[str, uuid.UUID]:
     """Create the topics in createTopics requests of CREATE_TOPICS_BATCH_MAX (each costs
     the controller one save of its metadata, as one topic would); returns the names
-    created. A batch is all or none: one that fails (a topic exists, a name is bad, an
+    created, with their topic ids. A batch is all or none: one that fails (a topic exists, a name is bad, an
     ACL refuses one) is left to ``_create_one``, a topic at a time, which answers each
     topic's own error."""
     plain = [_new_topic(t) for t in wanted
              if not t.get("assignments") and _counts_error(t) is None]
     if len(plain) < 2:
-        return set()
-    created: set[str] = set()
+        return {}
+    created: dict[str, uuid.UUID] = {}
     for first in range(0, len(plain), limits.CREATE_TOPICS_BATCH_MAX):
         batch = plain[first:first + limits.CREATE_TOPICS_BATCH_MAX]
         reply, _ = await ask(gateway.backend,
                              lambda rid: protocol.encode_create_topics(rid, batch))
         if reply.error is None:
-            created.update(t.name for t in batch)
+            created.update((info.name, kafka_topic_id(info.topic_id)) for info in reply.topics)
     return created
 
 
@@ -125,8 +130,8 @@ def _new_topic(topic: dict) -> protocol.NewTopic:
     return protocol.NewTopic(topic["name"], partitions, config, factor)
 
 
-def _created_answer(new: protocol.NewTopic) -> dict:
-    return {"name": new.name, "num_partitions": new.partitions,
+def _created_answer(new: protocol.NewTopic, topic_id: uuid.UUID) -> dict:
+    return {"name": new.name, "topic_id": topic_id, "num_partitions": new.partitions,
             "replication_factor": new.replication_factor or -1, "configs": [],
             "error_code": kafka.NONE, "error_message": None}
 
@@ -152,6 +157,8 @@ async def _create_one(gateway, topic: dict, validate_only: bool) -> dict:
             rid, name, partitions, config, replication_factor=factor))
     answer["error_code"] = kafka_code(reply.error)
     answer["error_message"] = kafka_message(reply.error)
+    if reply.error is None and not validate_only:
+        answer["topic_id"] = kafka_topic_id(reply.topics[0].topic_id)
     return answer
 
 
@@ -164,8 +171,13 @@ async def delete_topics(gateway, header, body: dict, connection) -> dict:
     twice = _named_twice(names)
     once = [name for name in names if name is not None and name not in twice]
     ids = [topic_id for name, topic_id in asked if name is None]
+    known = await _topic_ids(gateway) if once and header.api_version >= DELETE_BY_TOPIC_VERSION \
+        else {}
     answers = await asyncio.gather(*(_delete_one(gateway, name) for name in once),
                                    *(_delete_by_id(gateway, topic_id) for topic_id in ids))
+    for name, answer in zip(once, answers):   # v6 echoes the id of a topic deleted by name
+        answer["topic_id"] = known.get(name, UUID_ZERO) if answer["error_code"] == kafka.NONE \
+            else UUID_ZERO
     by_name = dict(zip(once, answers[:len(once)]))
     by_name.update((name, _duplicate(name)) for name in twice)
     # Topic ids (no name) are answered each; every name once, where first named.
@@ -178,6 +190,15 @@ async def delete_topics(gateway, header, body: dict, connection) -> dict:
             answered.add(name)
             responses.append(by_name[name])
     return {"throttle_time_ms": 0, "responses": responses}
+
+
+async def _topic_ids(gateway) -> dict[str, uuid.UUID]:
+    """The topic ids of the topics the user may see (Plinth's metadata answer); {} if
+    it fails (the ids are then answered as ZERO_UUID, as by a broker without them)."""
+    reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_metadata(rid, []))
+    if reply.error is not None:
+        return {}
+    return {info.name: kafka_topic_id(info.topic_id) for info in reply.topics}
 
 
 async def _delete_one(gateway, name: str, topic_id: str = "") -> dict:

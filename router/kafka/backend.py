@@ -145,14 +145,21 @@ class PlinthBackend:
             self._waiting[request_id] = future
             try:
                 frames = [header] if payload is None else [header, payload]
-                await sock.send_multipart(frames, copy=False)
-                return await asyncio.wait_for(future, timeout_ms / 1000)
+                # The send is inside the timeout too: a router that stopped reading
+                # (a full queue) must not hold the Kafka request for good.
+                return await asyncio.wait_for(self._exchange(sock, frames, future),
+                                              timeout_ms / 1000)
             except asyncio.TimeoutError:
                 raise PlinthTimeoutError(
                     f"no reply from the router at {self.router_url} within {timeout_ms} ms "
                     f"(request {request_id})") from None
             finally:
                 self._waiting.pop(request_id, None)
+
+    @staticmethod
+    async def _exchange(sock: zmq.asyncio.Socket, frames: list, future: asyncio.Future):
+        await sock.send_multipart(frames, copy=False)
+        return await future
 
     async def send_only(self, header: bytes, payload) -> None:
         """Send a request that gets no reply (a produce with acks 0). Event loop."""

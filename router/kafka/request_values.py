@@ -14,9 +14,18 @@ default partition count or replication factor; 0 and below -1 are refused.
 
 from __future__ import annotations
 
+import uuid
+
 from plinth.router.kafka import error_codes as kafka
+from plinth.router.kafka.wire import UUID_ZERO
 
 DEFAULT = -1   # CreateTopics' num_partitions and replication_factor: the broker's default
+
+
+def kafka_topic_id(topic_id: str) -> uuid.UUID:
+    """Plinth's topic id (32 hex digits; "" where an answer has none) as Kafka's topic
+    id (KIP-516): the same 128 bits; Kafka's ZERO_UUID for none."""
+    return uuid.UUID(hex=topic_id) if topic_id else UUID_ZERO
 
 
 def partition_error(partition: int) -> int:

@@ -268,3 +268,28 @@ def test_an_alter_a_stopped_shard_does_not_answer_is_saved_and_reaches_it_when_i
                            for shard_id in SHARDS
                            for key, entry in manifest_entries(controller, shard_id).items()
                            if key.split("/")[0] == t), timeout_s=CHANGE_WAIT_S)
+
+
+def test_a_change_that_waited_past_its_callers_deadline_is_not_run_at_all(
+        controller, monkeypatch):
+    # Given a delete waiting for a stopped shard on the change thread
+    t = name_on_both_shards("t", range(2))
+    controller.create_topic(t, 2, {})
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        with stopped(controller, "shard-1"):
+            deleting = pool.submit(controller.delete_topic, t)
+            wait_until(lambda: t not in controller.routing().owners, timeout_s=CHANGE_WAIT_S)
+            # When a create queued behind it outlasts its caller's timeout
+            monkeypatch.setattr(limits, "CONTROL_CALL_TIMEOUT_S", 2.0)
+            with pytest.raises(RequestTimedOutError, match="did not answer create_topic "
+                                                           "within 2.0 s"):
+                controller.create_topic("late", 1, {})
+            monkeypatch.undo()
+        deleting.result(timeout=CHANGE_WAIT_S)
+        # Then, once it comes to run, it is dropped: a change after it (changes run in
+        # order) finds no topic "late"
+        controller.create_topic("after", 1, {})
+        assert [topic.name for topic in controller.list_topics()] == ["after"]
+    finally:
+        pool.shutdown()

@@ -227,7 +227,7 @@ def test_shards_add_and_remove_print_the_moves_and_removing_the_last_shard_is_re
     plinth(broker.url, "topic", "create", topic, "--partitions", "8")
     added = plinth(broker.url, "shards", "add", "1")
     assert added.returncode == 0, added.stderr
-    assert added.stdout.splitlines()[-1].startswith("added 1 shards; ")
+    assert added.stdout.splitlines()[-1].startswith("added 1 shard; ")
     assert all(" -> shard-1 from offset 0" in line for line in added.stdout.splitlines()[:-1])
     removed = plinth(broker.url, "shards", "remove", "1")
     assert removed.returncode == 0, removed.stderr

@@ -303,3 +303,49 @@ def test_delete_topics_by_topic_id_deletes_only_the_topic_that_has_that_id(kafka
     assert (deleted["name"], deleted["topic_id"], deleted["error_code"]) == (name, new_id, 0)
     with Admin(broker=kafka_broker.url) as admin:
         assert name not in admin.list_topics()
+
+
+def test_kafka_answers_carry_each_topics_own_id_the_one_plinth_describes(kafka_broker):
+    import uuid
+
+    from plinth.router.kafka.messages import METADATA
+    from plinth.router.kafka.wire import UUID_ZERO
+
+    def plinth_id(name: str) -> uuid.UUID:
+        with Admin(broker=kafka_broker.url) as admin:
+            return uuid.UUID(hex=admin.describe_topic(name).topic_id)
+
+    def new_topic(name: str) -> dict:
+        return {"name": name, "num_partitions": 1, "replication_factor": -1,
+                "assignments": [], "configs": []}
+
+    # CreateTopics v7 answers the new topic's id, one topic alone and several at once
+    alone, first, second = (unique_topic("kid") for _ in range(3))
+    for names in ([alone], [first, second]):
+        answer = raw_request(kafka_broker, CREATE_TOPICS, 7, {
+            "topics": [new_topic(name) for name in names], "timeout_ms": 30_000,
+            "validate_only": False})
+        for name, topic in zip(names, answer["topics"]):
+            assert (topic["name"], topic["error_code"]) == (name, 0)
+            assert topic["topic_id"] == plinth_id(name) != UUID_ZERO
+    # A validate-only create has no topic, so no id
+    checked = raw_request(kafka_broker, CREATE_TOPICS, 7, {
+        "topics": [new_topic(unique_topic("kid"))], "timeout_ms": 30_000,
+        "validate_only": True})["topics"][0]
+    assert (checked["error_code"], checked["topic_id"]) == (0, UUID_ZERO)
+    # Metadata v12 and DescribeTopicPartitions answer it too
+    metadata = raw_request(kafka_broker, METADATA, 12, {
+        "topics": [{"topic_id": UUID_ZERO, "name": alone}],
+        "allow_auto_topic_creation": False, "include_topic_authorized_operations": False})
+    assert metadata["topics"][0]["topic_id"] == plinth_id(alone)
+    described = raw_request(kafka_broker, DESCRIBE_TOPIC_PARTITIONS, 0, {
+        "topics": [{"name": first}], "response_partition_limit": 10, "cursor": None})
+    assert described["topics"][0]["topic_id"] == plinth_id(first)
+    # DeleteTopics v6 by name echoes the id of the topic it deleted
+    deleted_id = plinth_id(second)
+    deleted = raw_request(kafka_broker, DELETE_TOPICS, 6, {
+        "topics": [{"name": second, "topic_id": UUID_ZERO},
+                   {"name": "no-such-topic", "topic_id": UUID_ZERO}],
+        "timeout_ms": 5_000})["responses"]
+    assert [(r["name"], r["error_code"] == 0, r["topic_id"]) for r in deleted] == [
+        (second, True, deleted_id), ("no-such-topic", False, UUID_ZERO)]

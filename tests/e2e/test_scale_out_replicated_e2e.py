@@ -13,6 +13,7 @@ import sys
 
 from plinth import Admin
 from plinth.control import placement
+from plinth.counted import counted
 from tests.shard_processes import shard_pids
 from tests.support import NumberedWriter, check_exactly_once_in_order, read_all, unique_topic, \
     wait_until
@@ -50,7 +51,7 @@ def test_adding_a_shard_under_a_factor_3_topic_keeps_acks_all_writes_and_every_r
                            env=dict(os.environ, PLINTH_BROKER=broker.url))
     assert added.returncode == 0, added.stderr
     moving = [p for p in range(PARTITIONS) if replicas(topic, p, THREE) != replicas(topic, p, FOUR)]
-    assert f"added 1 shards; {len(moving)} partitions moved their writes" in added.stdout
+    assert f"added 1 shard; the writes of {counted(len(moving), 'partition')} moved" in added.stdout
     sealed_at = {int(line.split(":")[0].rsplit("-", 1)[1]): int(line.rsplit(" ", 1)[1])
                  for line in added.stdout.splitlines() if line.startswith(f"{topic}-")}
     assert sorted(sealed_at) == moving

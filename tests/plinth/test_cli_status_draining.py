@@ -51,11 +51,11 @@ def test_shards_remove_prints_the_moves_then_why_the_removed_shard_still_drains(
     lines = run(monkeypatch, ["shards", "remove", "1"],
                 [shard("shard-0"), shard("shard-2", True, UPLOADING)], moves)
     assert lines[:2] == ["logs-1: shard-2 -> shard-0 from offset 812",
-                         "removed 1 shards; 1 partitions moved their writes"]
+                         "removed 1 shard; the writes of 1 partition moved"]
     assert lines[2].startswith("draining")
     assert lines[3].split(maxsplit=1) == ["shard-2", UPLOADING]
 
 
 def test_shards_remove_prints_nothing_more_when_the_removed_shard_retired_at_once(monkeypatch):
     lines = run(monkeypatch, ["shards", "remove", "1"], [shard("shard-0")])
-    assert lines == ["removed 1 shards; 0 partitions moved their writes"]
+    assert lines == ["removed 1 shard; the writes of 0 partitions moved"]
