@@ -173,33 +173,28 @@ def test_an_admitted_client_is_answered_and_its_watch_saw_no_failure(keys, broke
     assert conn._handshakes.cause() is None
 
 
-@pytest.mark.timeout(60)
-def test_a_client_without_keys_is_told_that_the_broker_requires_curvezmq(broker, connections):
-    conn = connections(broker().url, None)
-    verdict(conn)
-    with pytest.raises(HandshakeRefusedError, match="the broker requires CurveZMQ and this "
-                                                    "client has no keys"):
-        conn.request(list_offsets(1), 1, 5_000)
-
-
-def test_a_client_with_the_wrong_server_key_times_out_asked_about_its_server_key(
-        keys, broker, connections):
+# (the broker uses CurveZMQ, the client's keys or None, its server key, what it is told)
+MISMATCHES = [
+    pytest.param(True, None, "server", HandshakeRefusedError,
+                 "the broker requires CurveZMQ and this client has no keys", id="no keys"),
     # libzmq retries this handshake at each reconnect: a hint, not a final refusal
-    conn = connections(broker().url, keys[0], server="stranger")
-    verdict(conn)
-    with pytest.raises(PlinthTimeoutError, match="broke off: is curve_server_key_file the "
-                                                 "broker's public .key"):
-        conn.request(list_offsets(1), 1, 500)
+    pytest.param(True, "admitted", "stranger", PlinthTimeoutError,
+                 "broke off: is curve_server_key_file the broker's public .key",
+                 id="wrong server key"),
+    pytest.param(False, "admitted", "server", HandshakeRefusedError,
+                 "this client uses CurveZMQ .* and the broker does not", id="plaintext broker"),
+]
 
 
 @pytest.mark.timeout(60)
-def test_a_curvezmq_client_of_a_plaintext_broker_is_told_the_broker_does_not_use_it(
-        keys, broker, connections):
-    conn = connections(broker(curve=False).url, keys[0])
+@pytest.mark.parametrize("curve, client, server, error, told", MISMATCHES)
+def test_a_client_whose_security_does_not_match_the_brokers_is_told_what_its_handshake_said(
+        keys, broker, connections, curve, client, server, error, told):
+    conn = connections(broker(curve=curve).url, keys[0] if client else None,
+                       client=client or "admitted", server=server)
     verdict(conn)
-    with pytest.raises(HandshakeRefusedError, match="this client uses CurveZMQ .* and the "
-                                                    "broker does not"):
-        conn.request(list_offsets(1), 1, 5_000)
+    with pytest.raises(error, match=told):
+        conn.request(list_offsets(1), 1, 2_000)
 
 
 @pytest.mark.timeout(60)

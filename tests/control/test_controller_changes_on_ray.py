@@ -62,6 +62,20 @@ def stopped(controller: ControllerHandle, shard_id: str):
         os.kill(pid, signal.SIGCONT)
 
 
+@contextmanager
+def deleting_behind_stopped_shard(controller: ControllerHandle, topic: str):
+    """For the block: a delete of ``topic`` (its future) gone from the routing table and
+    waiting for shard-1, stopped, on the change thread; shard-1 continued after."""
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        with stopped(controller, "shard-1"):
+            deleting = pool.submit(controller.delete_topic, topic)
+            wait_until(lambda: topic not in controller.routing().owners, timeout_s=CHANGE_WAIT_S)
+            yield deleting
+    finally:
+        pool.shutdown(wait=False)
+
+
 def name_on_both_shards(prefix: str, partitions: range) -> str:
     """A topic name whose ``partitions`` are placed on both shards (rendezvous hashing)."""
     for n in range(1000):
@@ -105,21 +119,15 @@ def test_a_delete_waiting_for_a_stopped_shard_holds_up_no_routing_table_or_leade
     # Given a topic with a partition on each shard
     t = name_on_both_shards("t", range(2))
     controller.create_topic(t, 2, {})
-    pool = concurrent.futures.ThreadPoolExecutor(1)
-    try:
-        with stopped(controller, "shard-1"):
-            # When it is deleted while shard-1 answers nothing
-            deleting = pool.submit(controller.delete_topic, t)
-            # Then the routing table drops it at once (the metadata goes first)
-            wait_until(lambda: t not in controller.routing().owners, timeout_s=CHANGE_WAIT_S)
-            # And a leader check is answered while the delete still waits for shard-1
-            assert controller.check_leaders() == []
-            assert not deleting.done(), "the delete did not wait for the stopped shard"
-        # And once shard-1 runs again, the delete finishes
-        deleting.result(timeout=CHANGE_WAIT_S)
-        assert [t.name for t in controller.list_topics()] == []
-    finally:
-        pool.shutdown()
+    # When it is deleted while shard-1 answers nothing / Then the routing table drops it
+    # at once (the metadata goes first)
+    with deleting_behind_stopped_shard(controller, t) as deleting:
+        # And a leader check is answered while the delete still waits for shard-1
+        assert controller.check_leaders() == []
+        assert not deleting.done(), "the delete did not wait for the stopped shard"
+    # And once shard-1 runs again, the delete finishes
+    deleting.result(timeout=CHANGE_WAIT_S)
+    assert [t.name for t in controller.list_topics()] == []
 
 
 def test_a_create_waiting_for_a_stopped_shard_is_invisible_until_it_finishes(controller):
@@ -275,21 +283,15 @@ def test_a_change_that_waited_past_its_callers_deadline_is_not_run_at_all(
     # Given a delete waiting for a stopped shard on the change thread
     t = name_on_both_shards("t", range(2))
     controller.create_topic(t, 2, {})
-    pool = concurrent.futures.ThreadPoolExecutor(1)
-    try:
-        with stopped(controller, "shard-1"):
-            deleting = pool.submit(controller.delete_topic, t)
-            wait_until(lambda: t not in controller.routing().owners, timeout_s=CHANGE_WAIT_S)
-            # When a create queued behind it outlasts its caller's timeout
-            monkeypatch.setattr(limits, "CONTROL_CALL_TIMEOUT_S", 2.0)
-            with pytest.raises(RequestTimedOutError, match="did not answer create_topic "
-                                                           "within 2.0 s"):
-                controller.create_topic("late", 1, {})
-            monkeypatch.undo()
-        deleting.result(timeout=CHANGE_WAIT_S)
-        # Then, once it comes to run, it is dropped: a change after it (changes run in
-        # order) finds no topic "late"
-        controller.create_topic("after", 1, {})
-        assert [topic.name for topic in controller.list_topics()] == ["after"]
-    finally:
-        pool.shutdown()
+    with deleting_behind_stopped_shard(controller, t) as deleting:
+        # When a create queued behind it outlasts its caller's timeout
+        monkeypatch.setattr(limits, "CONTROL_CALL_TIMEOUT_S", 2.0)
+        with pytest.raises(RequestTimedOutError, match="did not answer create_topic "
+                                                       "within 2.0 s"):
+            controller.create_topic("late", 1, {})
+        monkeypatch.undo()
+    deleting.result(timeout=CHANGE_WAIT_S)
+    # Then, once it comes to run, it is dropped: a change after it (changes run in
+    # order) finds no topic "late"
+    controller.create_topic("after", 1, {})
+    assert [topic.name for topic in controller.list_topics()] == ["after"]
