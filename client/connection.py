@@ -199,6 +199,12 @@ class Connection:
             self._direct = DirectRoutes(self._context, self._poller)
             self._arrived: deque = deque()   # replies read from the sockets, not handed out
 
+    @property
+    def handshake_settled(self) -> bool:
+        """Whether a reply has come (some handshake succeeded): from then on the watch is
+        read only when a send fails or a request times out."""
+        return self._handshakes.settled
+
     def handshake_refusal(self) -> HandshakeRefusedError | None:
         """The error to raise once the broker has ended this connection's handshake for
         good, else None; reads the watch without waiting. The owner's thread."""

@@ -296,8 +296,9 @@ class SenderCore:
     def _refused(self) -> None:
         """Fail the batches in flight with the refusal once the broker has ended the
         connection's handshake for good (they would wait out request_timeout_ms, then be
-        retried in vain). Batches sent later fail at their send."""
-        if not self._in_flight:
+        retried in vain). Batches sent later fail at their send. Once a reply has come,
+        this costs no look at the watch (the sender's loop runs per batch)."""
+        if not self._in_flight or self._conn.handshake_settled:
             return
         refusal = self._conn.handshake_refusal()
         if refusal is None:
