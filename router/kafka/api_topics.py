@@ -97,9 +97,9 @@ def _once_in_order(asked: list[dict], by_name: dict[str, dict]) -> list[dict]:
 async def _create_batches(gateway, wanted: list[dict]) -> dict[str, uuid.UUID]:
     """Create the topics in createTopics requests of CREATE_TOPICS_BATCH_MAX (each costs
     the controller one save of its metadata, as one topic would); returns the names
-    created, with their topic ids. A batch is all or none: one that fails (a topic exists, a name is bad, an
-    ACL refuses one) is left to ``_create_one``, a topic at a time, which answers each
-    topic's own error."""
+    created, with their topic ids. A batch is all or none: one that fails (a topic
+    exists, a name is bad, an ACL refuses one) is left to ``_create_one``, a topic at a
+    time, which answers each topic's own error."""
     plain = [_new_topic(t) for t in wanted
              if not t.get("assignments") and _counts_error(t) is None]
     if len(plain) < 2:
@@ -195,10 +195,16 @@ async def delete_topics(gateway, header, body: dict, connection) -> dict:
 async def _topic_ids(gateway) -> dict[str, uuid.UUID]:
     """The topic ids of the topics the user may see (Plinth's metadata answer); {} if
     it fails (the ids are then answered as ZERO_UUID, as by a broker without them)."""
-    reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_metadata(rid, []))
+    reply = await _visible_topics(gateway)
     if reply.error is not None:
         return {}
     return {info.name: kafka_topic_id(info.topic_id) for info in reply.topics}
+
+
+async def _visible_topics(gateway) -> protocol.ReplyView:
+    """Plinth's metadata answer: every topic the user may see, with its id."""
+    reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_metadata(rid, []))
+    return reply
 
 
 async def _delete_one(gateway, name: str, topic_id: str = "") -> dict:
@@ -214,7 +220,7 @@ async def _delete_by_id(gateway, topic_id: uuid.UUID) -> dict:
     topics the user may see (Plinth's metadata answer), and the delete is guarded by
     the id, so a topic created again under that name meanwhile is not deleted
     (UNKNOWN_TOPIC_ID, as for an id no topic has)."""
-    reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_metadata(rid, []))
+    reply = await _visible_topics(gateway)
     if reply.error is not None:
         return {"name": None, "topic_id": topic_id, "error_code": kafka_code(reply.error),
                 "error_message": kafka_message(reply.error)}
