@@ -8,11 +8,14 @@ Client side. One Admin may be used by one thread at a time. Every call waits
 at most ``request_timeout_ms`` for the broker, then raises PlinthTimeoutError.
 An "unavailable" answer (no router reachable yet, the controller restarting) is
 retried with backoff within that time, except for adding and removing shards,
-which are not safe to repeat blindly.
+which are not safe to repeat blindly. A change (create, alter, grow or delete
+topics; add, remove or move shards) tells the broker how long it still waits:
+one the broker could not start within that time is not made at all.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 from plinth import limits, protocol, topics
@@ -28,6 +31,22 @@ from plinth.name_pages import NamesPage, check_page_args
 # What list_topics_page and list_groups_page return: ``.names`` and ``.more``.
 TopicsPage = NamesPage
 GroupsPage = NamesPage
+
+
+def timed_change(encode, timeout_ms: float):
+    """``encode`` of a change (create, alter or delete topics; add, remove or move shards),
+    each request it makes carrying how long its client still waits, from the first
+    one on (timeoutMs): a retry sent late carries what is left, so that a router never
+    starts a change its client has given up on (router/admin_bridge.py)."""
+    deadline_s: float | None = None
+
+    def encode_timed(request_id: int, *args) -> bytes:
+        nonlocal deadline_s
+        if deadline_s is None:
+            deadline_s = time.monotonic() + timeout_ms / 1000
+        return encode(request_id, *args, timeout_ms=(deadline_s - time.monotonic()) * 1000)
+
+    return encode_timed
 
 
 def check_names_page_args(kind: str, prefix: str, after: str, limit: int) -> None:
@@ -186,6 +205,10 @@ class Admin:
                                               self.request_timeout_ms)
         return view
 
+    def _change(self, encode, *args, retry: bool = True):
+        """``_call`` of a change: its requests carry the time left (``timed_change``)."""
+        return self._call(timed_change(encode, self.request_timeout_ms), *args, retry=retry)
+
     def create_topic(self, name: str, partitions: int = 1, replication_factor: int | None = None,
                      config: dict[str, str] | None = None) -> protocol.TopicInfo:
         """Create a topic with ``replication_factor`` copies of each partition (None: the
@@ -193,8 +216,8 @@ class Admin:
         InvalidTopicError, InvalidConfigError, InvalidReplicationFactorError."""
         check_new_topic(name, partitions, replication_factor)
         config = {key: _config_value(value) for key, value in (config or {}).items()}
-        return self._call(protocol.encode_create_topic, name, partitions, config, "createTopic",
-                          replication_factor or 0).topics[0]
+        return self._change(protocol.encode_create_topic, name, partitions, config,
+                            "createTopic", replication_factor or 0).topics[0]
 
     def create_topics(self, new_topics: list[NewTopic]) -> list[protocol.TopicInfo]:
         """Create 1 to CREATE_TOPICS_BATCH_MAX topics in one request (Kafka's CreateTopics),
@@ -202,7 +225,7 @@ class Admin:
         cheaper than as many ``create_topic`` calls at thousands of topics (each create
         rewrites the broker's metadata whole; a batch rewrites it once). Returns each
         topic's info, in order."""
-        return self._call(protocol.encode_create_topics, checked_new_topics(new_topics)).topics
+        return self._change(protocol.encode_create_topics, checked_new_topics(new_topics)).topics
 
     def alter_topic(self, name: str, config: dict[str, str] | None = None,
                     delete_config: Iterable[str] = ()) -> protocol.TopicInfo:
@@ -210,8 +233,8 @@ class Admin:
         to their defaults (Kafka's DELETE config operation); the others keep their values.
         InvalidConfigError for an unknown key, a bad value, or a key in both."""
         config, deleted = alter_topic_args(config, delete_config)
-        return self._call(protocol.encode_create_topic, name, 0, config, "alterTopic",
-                          0, deleted).topics[0]
+        return self._change(protocol.encode_create_topic, name, 0, config, "alterTopic",
+                            0, deleted).topics[0]
 
     def create_partitions(self, name: str, total_count: int) -> protocol.TopicInfo:
         """Grow the topic to ``total_count`` partitions (Kafka's CreatePartitions, whose
@@ -220,8 +243,8 @@ class Admin:
         now keeps the count it learned until it is restarted. InvalidPartitionsError if
         ``total_count`` is not above the topic's count."""
         topics.validate_partition_growth(name, 0, total_count)
-        return self._call(protocol.encode_create_topic, name, total_count, {},
-                          "alterTopic").topics[0]
+        return self._change(protocol.encode_create_topic, name, total_count, {},
+                            "alterTopic").topics[0]
 
     def list_topics(self) -> list[str]:
         """Names of all topics, sorted: every page of ``list_topics_page``, walked
@@ -261,8 +284,8 @@ class Admin:
         """Delete the topic ``name``; with ``topic_id`` (as describe_topic's
         ``topic_id`` showed it) only if it still has that id: UnknownTopicIdError,
         nothing deleted, if it was deleted and created again since."""
-        self._call(protocol.encode_topic_request, "deleteTopic", checked_str("name", name),
-                   checked_topic_id("topic_id", topic_id))
+        self._change(protocol.encode_topic_request, "deleteTopic", checked_str("name", name),
+                     checked_topic_id("topic_id", topic_id))
 
     def partition_count(self, name: str) -> int:
         return self._call(protocol.encode_metadata,
@@ -271,15 +294,15 @@ class Admin:
     def add_shards(self, count: int) -> list[tuple[str, int, str, str, int]]:
         """Add shards; returns the partitions whose writes moved, as
         (topic, partition, from shard, to shard, offset). No data is copied."""
-        return self._call(protocol.encode_shards_change, "addShards", checked_shard_count(count),
-                          retry=False).moves
+        return self._change(protocol.encode_shards_change, "addShards",
+                            checked_shard_count(count), retry=False).moves
 
     def remove_shards(self, count: int) -> list[tuple[str, int, str, str, int]]:
         """Remove the ``count`` newest shards; their partitions' writes and their consumer
         groups move to the others (no data copied; older records stay readable where
         they are). Returns the moves, as ``add_shards`` does."""
-        return self._call(protocol.encode_shards_change, "removeShards",
-                          checked_shard_count(count), retry=False).moves
+        return self._change(protocol.encode_shards_change, "removeShards",
+                            checked_shard_count(count), retry=False).moves
 
     def move_shard(self, shard: str, node: str, *, allow_replicas_on_one_node: bool = False,
                    accept_data_loss: bool = False, force: bool = False) -> protocol.ShardMove:
@@ -289,9 +312,10 @@ class Admin:
         of one of its partitions (unless ``allow_replicas_on_one_node``), if a partition
         has no other copy (unless ``accept_data_loss``: it comes back empty), or if its
         node is alive and it serves (unless ``force``). Not retried."""
-        return self._call(lambda request_id: protocol.encode_move_shard(
+        return self._change(lambda request_id, timeout_ms: protocol.encode_move_shard(
             request_id, shard, node, allow_replicas_on_one_node=allow_replicas_on_one_node,
-            accept_data_loss=accept_data_loss, force=force), retry=False).shard_move
+            accept_data_loss=accept_data_loss, force=force, timeout_ms=timeout_ms),
+            retry=False).shard_move
 
     def elect_leaders(self, election_type: str | int = "preferred",
                       topic_partitions=None) -> list[protocol.ElectionResult]:

@@ -38,8 +38,10 @@ altered or grown; shards added, removed or moved) run one at a time on its
 CHANGE_GROUP thread: a change waiting for a stopped shard holds up no
 election, in-sync change or routing table, and the next change waits for it.
 A change carries its caller's deadline (``Controller.run_change``): one that
-waited behind others until after its handle gave up is not run at all, so a
-change the caller was told timed out does not happen later behind its back.
+waited behind others until after its handle gave up, or after the
+``deadline_unix_s`` its caller passed (a router relays its client's), is not
+run at all, so a change the caller was told timed out does not happen later
+behind its back.
 """
 
 from __future__ import annotations
@@ -323,14 +325,19 @@ class ControllerHandle:
 
     # --- Changes ------------------------------------------------------------------
 
-    def create_topic(self, name: str, partitions: int, config: dict[str, str],
-                     replication_factor: int = 0) -> protocol.TopicInfo:
-        """``replication_factor`` 0: the server's default."""
-        return self._change("create_topic", name, partitions, config, replication_factor)
+    # Each change takes ``deadline_unix_s``: the wall-clock time its own caller gives
+    # up (a client's timeoutMs, relayed by a router); None: only this handle's timeout.
 
-    def create_topics(self, new_topics: list[protocol.NewTopic]) -> list[protocol.TopicInfo]:
+    def create_topic(self, name: str, partitions: int, config: dict[str, str],
+                     replication_factor: int = 0, *, deadline_unix_s: float | None = None) -> protocol.TopicInfo:
+        """``replication_factor`` 0: the server's default."""
+        return self._change("create_topic", name, partitions, config, replication_factor,
+                            deadline_unix_s=deadline_unix_s)
+
+    def create_topics(self, new_topics: list[protocol.NewTopic], *,
+                      deadline_unix_s: float | None = None) -> list[protocol.TopicInfo]:
         """All of ``new_topics`` or none (Controller.create_topics)."""
-        return self._change("create_topics", list(new_topics))
+        return self._change("create_topics", list(new_topics), deadline_unix_s=deadline_unix_s)
 
     def validate_new_topics(self, new_topics: list[protocol.NewTopic]
                             ) -> list[protocol.TopicInfo]:
@@ -340,26 +347,35 @@ class ControllerHandle:
                           "validate_new_topics")
 
     def alter_topic(self, name: str, changes: dict[str, str],
-                    delete_config: tuple[str, ...] = ()) -> protocol.TopicInfo:
-        return self._change("alter_topic", name, changes, delete_config)
+                    delete_config: tuple[str, ...] = (), *, deadline_unix_s: float | None = None
+                    ) -> protocol.TopicInfo:
+        return self._change("alter_topic", name, changes, delete_config,
+                            deadline_unix_s=deadline_unix_s)
 
-    def add_partitions(self, name: str, partition_count: int) -> protocol.TopicInfo:
-        return self._change("add_partitions", name, partition_count)
+    def add_partitions(self, name: str, partition_count: int, *,
+                       deadline_unix_s: float | None = None) -> protocol.TopicInfo:
+        return self._change("add_partitions", name, partition_count,
+                            deadline_unix_s=deadline_unix_s)
 
-    def delete_topic(self, name: str, topic_id: str = "") -> None:
+    def delete_topic(self, name: str, topic_id: str = "", *,
+                     deadline_unix_s: float | None = None) -> None:
         """``topic_id`` (not ""): only if the topic has that id (Controller.delete_topic)."""
-        self._change("delete_topic", name, topic_id)
+        self._change("delete_topic", name, topic_id, deadline_unix_s=deadline_unix_s)
 
-    def add_shards(self, count: int) -> list[protocol.PartitionMove]:
-        return self._change("add_shards", count)
+    def add_shards(self, count: int, *, deadline_unix_s: float | None = None
+                   ) -> list[protocol.PartitionMove]:
+        return self._change("add_shards", count, deadline_unix_s=deadline_unix_s)
 
-    def remove_shards(self, count: int) -> list[protocol.PartitionMove]:
-        return self._change("remove_shards", count)
+    def remove_shards(self, count: int, *, deadline_unix_s: float | None = None
+                      ) -> list[protocol.PartitionMove]:
+        return self._change("remove_shards", count, deadline_unix_s=deadline_unix_s)
 
-    def move_shard(self, shard_id: str, node: str, **options: bool) -> protocol.ShardMove:
+    def move_shard(self, shard_id: str, node: str, *, deadline_unix_s: float | None = None,
+                   **options: bool) -> protocol.ShardMove:
         """``options``: Controller.move_shard's (allow_replicas_on_one_node,
         accept_data_loss, force)."""
-        return self._change("move_shard", shard_id, node, **options)
+        return self._change("move_shard", shard_id, node, deadline_unix_s=deadline_unix_s,
+                            **options)
 
     def elect_leaders(self, election_type: int, partitions: list[tuple[str, int]] | None
                       ) -> list[protocol.ElectionResult]:
@@ -376,16 +392,19 @@ class ControllerHandle:
         return self._call(lambda actor: getattr(actor, method).options(
             concurrency_group=QUERY_GROUP).remote(*args), method, timeout_s)
 
-    def _change(self, method: str, *args, **options):
+    def _change(self, method: str, *args, deadline_unix_s: float | None, **options):
         """``_call`` of a change, run on the controller's CHANGE_GROUP thread unless it
-        only starts after this call's timeout (see the module). The deadline is wall
-        clock time, as the controller may run on another node."""
+        only starts after this call's timeout or ``deadline_unix_s``, its caller's (see
+        the module). The deadline is wall clock time, as the controller may run on
+        another node."""
         timeout_s = limits.CONTROL_CALL_TIMEOUT_S
 
         def call(actor):
-            deadline_unix_s = time.time() + timeout_s
+            deadline_s = time.time() + timeout_s
+            if deadline_unix_s is not None:
+                deadline_s = min(deadline_s, deadline_unix_s)
             return actor.run_change.options(concurrency_group=CHANGE_GROUP).remote(
-                method, deadline_unix_s, *args, **options)
+                method, deadline_s, *args, **options)
 
         return self._call(call, method, timeout_s)
 

@@ -208,6 +208,10 @@ CHANGE_SHARD_WAIT_S = 20.0
 STATUS_CALL_TIMEOUT_S = 5.0
 SHUTDOWN_GRACE_PERIOD_S = 30.0
 CLIENT_REQUEST_TIMEOUT_MS_DEFAULT = 30_000
+# The largest timeoutMs a change request carries (schemas/protocol.capnp: a UInt16):
+# a client that waits longer sends this, which is beyond what the router waits for
+# the controller (CONTROL_CALL_TIMEOUT_S) anyway.
+TIMEOUT_MS_FIELD_MAX = 2**16 - 1
 # The largest value of a client's time option in ms (request_timeout_ms,
 # linger_ms, delivery_timeout_ms, ...): Kafka's are Java ints, and a finite
 # bound keeps every deadline computed from them a real time (no inf, no nan).
@@ -309,8 +313,9 @@ ROUTER_ADMIN_CHANGE_THREADS = 1
 # Changes queued for those threads, within ROUTER_ADMIN_JOBS_QUEUED_MAX; more are
 # answered tooManyRequests (retriable) naming this limit. Each may wait up to
 # CHANGE_SHARD_WAIT_S behind the one before, so a change deeper than this
-# would start long after its client gave up (CLIENT_REQUEST_TIMEOUT_MS_DEFAULT) and
-# still be made: refused early, it is retried by a client still waiting.
+# would start long after its client gave up (CLIENT_REQUEST_TIMEOUT_MS_DEFAULT):
+# refused early, it is retried by a client still waiting. (A change whose timeoutMs
+# ran out in the queue is not made at all: router/admin_bridge.py.)
 ROUTER_ADMIN_CHANGES_QUEUED_MAX = 16
 # Results of those calls (replies, routing tables) the loop thread has not taken
 # yet; when full, the bridge thread waits for the loop (never the other way).
@@ -1129,6 +1134,8 @@ def _relations() -> list[tuple[str, bool]]:
          SHARD_NODE_RESOURCE_SHARE * SHARDS_MAX <= 1),
         ("the server waits longer for a start than a shard's start and one control call",
          SHARD_START_WAIT_S + CONTROL_CALL_TIMEOUT_S <= CONTROLLER_START_WAIT_S),
+        ("a change's timeoutMs field holds any wait the router's control call has",
+         TIMEOUT_MS_FIELD_MAX >= CONTROL_CALL_TIMEOUT_S * 1000),
         ("the shortest session timeout holds its heartbeats at the shortest interval",
          GROUP_HEARTBEATS_PER_SESSION * HEARTBEAT_INTERVAL_MS_MIN <= SESSION_TIMEOUT_MS_MIN),
         ("a member applies a new assignment within a heartbeat interval",

@@ -18,7 +18,7 @@ shape.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar, NamedTuple
 
 from plinth import limits, protocol_classic, protocol_hot
@@ -99,6 +99,7 @@ class CreateTopicRequest:
     partitions: int
     config: dict[str, str]
     replication_factor: int = 0   # 0: the server's --default-replication-factor
+    timeout_ms: int = 0           # the client's wait left (timeoutMs, ms); 0: not given
     kind: ClassVar[str] = "createTopic"
 
 
@@ -116,6 +117,7 @@ class CreateTopicsRequest:
     request_id: int
     topics: tuple[NewTopic, ...]  # created all or none
     validate_only: bool = False   # checked as a create would be, none created
+    timeout_ms: int = 0           # the client's wait left (timeoutMs, ms); 0: not given
     kind: ClassVar[str] = "createTopics"
 
 
@@ -126,6 +128,7 @@ class AlterTopicRequest:
     config: dict[str, str]        # the entries to change
     partitions: int = 0           # 0: unchanged; more than the topic has: add partitions
     delete_config: tuple[str, ...] = ()   # keys set back to their defaults
+    timeout_ms: int = 0           # the client's wait left (timeoutMs, ms); 0: not given
     kind: ClassVar[str] = "alterTopic"
 
 
@@ -134,6 +137,7 @@ class DeleteTopicRequest:
     request_id: int
     topic: str
     topic_id: str = ""            # delete only a topic with this id ("": any)
+    timeout_ms: int = 0           # the client's wait left (timeoutMs, ms); 0: not given
     kind: ClassVar[str] = "deleteTopic"
 
 
@@ -256,6 +260,7 @@ class StatusRequest:
 class AddShardsRequest:
     request_id: int
     shard_count: int              # how many shards to add
+    timeout_ms: int = 0           # the client's wait left (timeoutMs, ms); 0: not given
     kind: ClassVar[str] = "addShards"
 
 
@@ -263,6 +268,7 @@ class AddShardsRequest:
 class RemoveShardsRequest:
     request_id: int
     shard_count: int              # how many of the newest shards to remove
+    timeout_ms: int = 0           # the client's wait left (timeoutMs, ms); 0: not given
     kind: ClassVar[str] = "removeShards"
 
 
@@ -274,6 +280,7 @@ class MoveShardRequest:
     allow_replicas_on_one_node: bool = False
     accept_data_loss: bool = False
     force: bool = False
+    timeout_ms: int = 0           # the client's wait left (timeoutMs, ms); 0: not given
     kind: ClassVar[str] = "moveShard"
 
 
@@ -589,15 +596,32 @@ def encode_metadata(request_id: int, topics: list[str]) -> bytes:
     return msg.to_bytes()
 
 
+def timeout_field(timeout_ms: float | None) -> int:
+    """A change's timeoutMs for a client that still waits ``timeout_ms``: whole ms, at
+    least 1 (a wait already over is sent as 1, and the router drops the change, as 0
+    would mean "not given") and at most TIMEOUT_MS_FIELD_MAX; None: 0, not given."""
+    if timeout_ms is None:
+        return 0
+    return max(1, min(int(timeout_ms), limits.TIMEOUT_MS_FIELD_MAX))
+
+
+def _change_message(request_id: int, timeout_ms: float | None):
+    """A new Request builder for a change, carrying ``timeout_field(timeout_ms)``."""
+    return protocol.Request.new_message(requestId=request_id,
+                                        timeoutMs=timeout_field(timeout_ms))
+
+
 def encode_create_topic(request_id: int, name: str, partitions: int,
                         config: dict[str, str], kind: str = "createTopic",
-                        replication_factor: int = 0, delete_config: tuple[str, ...] = ()) -> bytes:
+                        replication_factor: int = 0, delete_config: tuple[str, ...] = (),
+                        *, timeout_ms: float | None = None) -> bytes:
     """createTopic, or alterTopic (partitions 0: unchanged; replication factor ignored;
     ``delete_config``: keys back to their defaults). ``replication_factor`` 0: the
-    server's default."""
+    server's default. ``timeout_ms``, for this and every change: how long the client
+    still waits (``timeout_field``), None not said."""
     _check_kind(kind, ("createTopic", "alterTopic"))
     assert not (delete_config and kind == "createTopic"), "a new topic has no config to delete"
-    msg = protocol.Request.new_message(requestId=request_id)
+    msg = _change_message(request_id, timeout_ms)
     body = msg.init(kind)
     body.name, body.partitions = name, partitions
     _fill_config(body.init("config", len(config)), config)
@@ -609,11 +633,11 @@ def encode_create_topic(request_id: int, name: str, partitions: int,
 
 
 def encode_create_topics(request_id: int, new_topics: list[NewTopic],
-                         validate_only: bool = False) -> bytes:
+                         validate_only: bool = False, *, timeout_ms: float | None = None) -> bytes:
     """createTopics (``validate_only``: checked, none created); RequestTooLargeError if
     the header outgrows HEADER_BYTES_MAX (long names with many config entries: send
     fewer topics at once)."""
-    msg = protocol.Request.new_message(requestId=request_id)
+    msg = _change_message(request_id, timeout_ms)
     body = msg.init("createTopics")
     body.validateOnly = validate_only
     out = body.init("topics", len(new_topics))
@@ -629,13 +653,15 @@ def encode_create_topics(request_id: int, new_topics: list[NewTopic],
     return frame
 
 
-def encode_topic_request(request_id: int, kind: str, name: str, topic_id: str = "") -> bytes:
-    """deleteTopic or describeTopic; ``topic_id`` (deleteTopic only): delete the topic
-    only if it has this id ("": whichever it has)."""
+def encode_topic_request(request_id: int, kind: str, name: str, topic_id: str = "", *,
+                         timeout_ms: float | None = None) -> bytes:
+    """deleteTopic or describeTopic; ``topic_id`` and ``timeout_ms`` (deleteTopic only):
+    delete the topic only if it has this id ("": whichever it has)."""
     _check_kind(kind, ("deleteTopic", "describeTopic"))
-    if topic_id and kind != "deleteTopic":
-        raise AssertionError(f"{kind} carries no topic id (asked with {topic_id!r})")
-    msg = protocol.Request.new_message(requestId=request_id)
+    if (topic_id or timeout_ms is not None) and kind != "deleteTopic":
+        raise AssertionError(f"{kind} carries no topic id or timeout (asked with "
+                             f"{topic_id!r}, {timeout_ms})")
+    msg = _change_message(request_id, timeout_ms)
     request = msg.init(kind)
     request.name = name
     if topic_id:
@@ -780,17 +806,18 @@ def encode_status_request(request_id: int) -> bytes:
     return msg.to_bytes()
 
 
-def encode_shards_change(request_id: int, kind: str, count: int) -> bytes:
+def encode_shards_change(request_id: int, kind: str, count: int, *,
+                         timeout_ms: float | None = None) -> bytes:
     """kind: addShards or removeShards."""
-    msg = protocol.Request.new_message(requestId=request_id)
+    msg = _change_message(request_id, timeout_ms)
     setattr(msg, kind, count)
     return msg.to_bytes()
 
 
 def encode_move_shard(request_id: int, shard: str, node: str, *,
                       allow_replicas_on_one_node: bool = False, accept_data_loss: bool = False,
-                      force: bool = False) -> bytes:
-    msg = protocol.Request.new_message(requestId=request_id)
+                      force: bool = False, timeout_ms: float | None = None) -> bytes:
+    msg = _change_message(request_id, timeout_ms)
     body = msg.init("moveShard")
     body.shard, body.node, body.force = shard, node, force
     body.allowReplicasOnOneNode, body.acceptDataLoss = allow_replicas_on_one_node, accept_data_loss
@@ -889,7 +916,10 @@ def _request(req) -> Request:
     decode = _REQUEST_DECODERS.get(kind)
     if decode is None:
         raise MalformedRequestError(f"unknown request kind {kind!r}")
-    return decode(req.requestId, getattr(req, kind))
+    request = decode(req.requestId, getattr(req, kind))
+    if req.timeoutMs and kind in _TIMED_KINDS:
+        return replace(request, timeout_ms=req.timeoutMs)
+    return request
 
 
 def _lookup_timestamp_ms(timestamp_ms: int) -> int:
@@ -905,6 +935,9 @@ def _config(entries) -> dict[str, str]:
     return {entry.key: entry.value for entry in entries}
 
 
+# The kinds whose timeoutMs is kept (the changes); every other kind ignores it.
+_TIMED_KINDS = frozenset(("createTopic", "createTopics", "alterTopic", "deleteTopic",
+                          "addShards", "removeShards", "moveShard"))
 _REQUEST_DECODERS = {
     "produce": lambda rid, b: ProduceRequest(rid, b.topic, b.partition, b.acks, b.batchFormat),
     "fetch": lambda rid, b: FetchRequest(rid, b.topic, b.partition, b.offset, b.maxBytes,

@@ -25,7 +25,8 @@ Byte layouts (all little-endian; a "word" is 8 bytes; offsets in bytes):
     Request (data 2 words, pointers 1)
                    16  UInt64  requestId
                    24  UInt16  union discriminant: 0 produce, 1 fetch
-                   26  6 bytes zero (addShards/removeShards share 28..31; unused here)
+                   26  UInt16  timeoutMs: 0 (changes only; nonzero goes to pycapnp)
+                   28  4 bytes zero (addShards/removeShards share 28..31; unused here)
                    32  struct pointer to the body, offset 0
       Produce body (data 1 word, pointers 1)
                    40  UInt32  partition
@@ -146,9 +147,9 @@ def decode_request(frame) -> tuple | None:
     segments, words = _TABLE.unpack_from(frame, 0)
     if segments != 0 or words * _WORD_BYTES != size - 8:
         return None
-    root, root_upper, request_id, kind, pad16, pad32, body_pointer = \
+    root, root_upper, request_id, kind, timeout_ms, pad32, body_pointer = \
         _REQUEST_HEAD.unpack_from(frame, 8)
-    if root != 0 or root_upper != _STRUCT_POINTER_UPPER_REQUEST or pad16 or pad32:
+    if root != 0 or root_upper != _STRUCT_POINTER_UPPER_REQUEST or timeout_ms or pad32:
         return None
     if kind == _PRODUCE and body_pointer == _BODY_POINTER_PRODUCE << 32:
         partition, acks, batch_format, pad, text_lower, text_upper = \

@@ -39,6 +39,14 @@ connection's requests (of one SASL user) as one client (kafka/backend.py), so a
 Kafka change waiting for a stopped shard also holds the Kafka queries sent after
 it through that client; Plinth clients' changes hold none of them.
 
+Deadlines. A change request carries the time its client still waits
+(``timeoutMs``, schemas/protocol.capnp). A change whose time ran out while it
+waited in the queue is not made: it is answered requestTimedOut, saying
+nothing was changed, without a control call. One taken in time passes its
+client's deadline to the controller, which drops it unrun if its turn comes
+later (ControllerHandle, ``deadline_unix_s``). A change without ``timeoutMs``
+(an older client) is bounded by the controller handle's timeout only.
+
 The loop hands over jobs with ``submit_request`` and ``resolve_topic``, which
 never block: a full queue (``ROUTER_ADMIN_JOBS_QUEUED_MAX`` admin requests, of
 them at most ``ROUTER_ADMIN_CHANGES_QUEUED_MAX`` changes; as many look-ups) is
@@ -68,7 +76,8 @@ from dataclasses import dataclass, replace
 from plinth import limits, protocol, topics
 from plinth.control.controller_handle import ControllerHandle
 from plinth.control.routing_table import RoutingTable
-from plinth.errors import BrokerError, InternalError, MalformedRequestError, UnknownTopicError
+from plinth.errors import (BrokerError, InternalError, MalformedRequestError, RequestTimedOutError,
+                           UnknownTopicError)
 from plinth.name_pages import NamesPage, check_page_args
 from plinth.router.acl import ClientGrants
 from plinth.router.client_ordered_jobs import DEFAULT_LANE, ClientOrderedJobs
@@ -104,6 +113,14 @@ class _AnswerRequest:
     client_id: bytes
     request: protocol.Request
     grants: ClientGrants | None = None     # the client's, to cut the answer to; None: no ACL
+    arrived_s: float = 0.0                 # time.monotonic() when the loop queued it
+
+    def deadline_s(self) -> float | None:
+        """When its client stops waiting (monotonic): a change's timeoutMs after it
+        arrived; None for a query, or a change that gave no timeoutMs."""
+        timeout_ms = getattr(self.request, "timeout_ms", 0)
+        return self.arrived_s + timeout_ms / 1000 if timeout_ms and _is_change(self.request) \
+            else None
 
 
 # Admin requests after which the routing table has changed.
@@ -196,7 +213,7 @@ class AdminBridge:
                        grants: ClientGrants | None = None) -> str | None:
         """Queue an admin request to be answered (cut to ``grants`` if given); None if
         queued, else why not (a full queue, naming its limit)."""
-        job = _AnswerRequest(client_id, request, grants)
+        job = _AnswerRequest(client_id, request, grants, time.monotonic())
         if _is_change(request):
             if self._jobs.put_nowait(client_id, job, _CHANGE_LANE):
                 return None
@@ -289,8 +306,12 @@ class AdminBridge:
         """Queue the reply to an admin request; after a change, the new routing table
         first (an admin thread)."""
         request = job.request
+        deadline_s = job.deadline_s()
         try:
-            reply = self._answer(request, job.grants)
+            if deadline_s is not None and time.monotonic() >= deadline_s:
+                raise _expired(job)
+            reply = self._answer(request, job.grants, None if deadline_s is None
+                                 else time.time() + deadline_s - time.monotonic())
         except BrokerError as exc:
             reply = protocol.encode_error(request.request_id, exc)
         except AssertionError:
@@ -315,27 +336,32 @@ class AdminBridge:
                 self._update_owed = routing is None
                 self._put(RoutingUpdate(routing, topic))
 
-    def _answer(self, request: protocol.Request, grants: ClientGrants | None = None) -> bytes:
-        """The encoded reply to one admin request; raises the controller's BrokerError."""
-        rid, controller = request.request_id, self.controller
+    def _answer(self, request: protocol.Request, grants: ClientGrants | None = None,
+                deadline_unix_s: float | None = None) -> bytes:
+        """The encoded reply to one admin request; raises the controller's BrokerError.
+        ``deadline_unix_s``: a change's client's, which the controller keeps too."""
+        rid, controller, until = request.request_id, self.controller, deadline_unix_s
         match request:
             case protocol.CreateTopicRequest(topic=topic, partitions=partitions, config=config,
                                              replication_factor=factor):
-                return protocol.encode_topics_reply(
-                    rid, [controller.create_topic(topic, partitions, config, factor)])
+                return protocol.encode_topics_reply(rid, [controller.create_topic(
+                    topic, partitions, config, factor, deadline_unix_s=until)])
             case protocol.CreateTopicsRequest(topics=new_topics, validate_only=True):
                 return protocol.encode_topics_reply(
                     rid, controller.validate_new_topics(list(new_topics)))
             case protocol.CreateTopicsRequest(topics=new_topics):
-                return protocol.encode_topics_reply(rid, controller.create_topics(list(new_topics)))
+                return protocol.encode_topics_reply(rid, controller.create_topics(
+                    list(new_topics), deadline_unix_s=until))
             case protocol.AlterTopicRequest(topic=topic, config=config, partitions=partitions,
                                             delete_config=delete_config):
-                info = controller.add_partitions(topic, partitions) if partitions else None
+                info = controller.add_partitions(topic, partitions, deadline_unix_s=until) \
+                    if partitions else None
                 if config or delete_config or info is None:
-                    info = controller.alter_topic(topic, config, delete_config)
+                    info = controller.alter_topic(topic, config, delete_config,
+                                                  deadline_unix_s=until)
                 return protocol.encode_topics_reply(rid, [info])
             case protocol.DeleteTopicRequest(topic=topic, topic_id=topic_id):
-                controller.delete_topic(topic, topic_id)
+                controller.delete_topic(topic, topic_id, deadline_unix_s=until)
                 return protocol.encode_ok(rid)
             case protocol.DescribeTopicRequest(topic=topic):
                 return protocol.encode_topics_reply(rid, [controller.describe_topic(topic)])
@@ -344,12 +370,14 @@ class AdminBridge:
                 return protocol.encode_offsets_reply(
                     rid, controller.partition_offsets(topic, partition, timestamp_ms))
             case protocol.AddShardsRequest(shard_count=count):
-                return protocol.encode_moves_reply(rid, controller.add_shards(count))
+                return protocol.encode_moves_reply(rid, controller.add_shards(
+                    count, deadline_unix_s=until))
             case protocol.RemoveShardsRequest(shard_count=count):
-                return protocol.encode_moves_reply(rid, controller.remove_shards(count))
+                return protocol.encode_moves_reply(rid, controller.remove_shards(
+                    count, deadline_unix_s=until))
             case protocol.MoveShardRequest():
                 return protocol.encode_shard_move_reply(rid, controller.move_shard(
-                    request.shard, request.node,
+                    request.shard, request.node, deadline_unix_s=until,
                     allow_replicas_on_one_node=request.allow_replicas_on_one_node,
                     accept_data_loss=request.accept_data_loss, force=request.force))
             case protocol.ElectLeadersRequest(election_type=election_type, partitions=partitions):
@@ -406,6 +434,20 @@ class AdminBridge:
             return None, False
         self._known_routing = routing
         return routing, routing is not known
+
+
+def _expired(job: _AnswerRequest) -> RequestTimedOutError:
+    """The answer to a change whose client stopped waiting before its turn came: it
+    is not made (logged, as the controller logs one it drops)."""
+    request = job.request
+    waited_ms = (time.monotonic() - job.arrived_s) * 1000
+    log.warning("router: %s request %d not made: its client's timeoutMs %d ran out after "
+                "%.0f ms in the change queue", request.kind, request.request_id,
+                request.timeout_ms, waited_ms)
+    return RequestTimedOutError(
+        f"router: {request.kind} was not made: it waited {waited_ms:.0f} ms for the changes "
+        f"before it (the controller makes one at a time), past its timeoutMs of "
+        f"{request.timeout_ms} ms, when its client stopped waiting; nothing was changed")
 
 
 def _put_nowait(jobs: queue.Queue, job) -> bool:

@@ -71,6 +71,14 @@ struct Request {
     electLeaders @32 :ElectLeaders;          # Kafka's ElectLeaders: answered
                                              # `elections`, see below
   }
+  timeoutMs @33 :UInt16;   # changes (create, alter or delete topics; add, remove or
+                           # move shards): the time the client still waits for this
+                           # answer, at most 65535 (TIMEOUT_MS_FIELD_MAX; a longer
+                           # wait is sent as that), 0 not given. A change that has
+                           # not started when it runs out is not made: the router
+                           # answers requestTimedOut, "nothing was changed". Other
+                           # kinds ignore it. (16 bits: it fills the data section's
+                           # free bytes 10-11, so Request keeps its 2 data words.)
 }
 
 # electLeaders (plinth topic elect-leaders, Kafka's ElectLeaders): for each

@@ -26,7 +26,7 @@ from plinth.client.admin import (NewTopic, _config_value, alter_topic_args,
                                  check_names_page_args, check_new_topic, checked_new_topics,
                                  checked_records_to_delete, checked_shard_count,
                                  election_partitions, election_type_code, group_topics,
-                                 lag_row, list_offsets_args)
+                                 lag_row, list_offsets_args, timed_change)
 from plinth.client.arguments import (checked_offsets, checked_str, checked_topic_id,
                                      checked_topic_names)
 from plinth.client.aio.connection import AIOConnection
@@ -95,34 +95,39 @@ class AIOAdmin:
                 lambda request_id: encode(request_id, *args), self.request_timeout_ms)
             return view
 
+    async def _change(self, encode, *args, retry: bool = True):
+        """Admin._change: the requests carry the time left (``timed_change``)."""
+        return await self._call(timed_change(encode, self.request_timeout_ms), *args,
+                                retry=retry)
+
     async def create_topic(self, name: str, partitions: int = 1,
                            replication_factor: int | None = None,
                            config: dict[str, str] | None = None) -> protocol.TopicInfo:
         """Admin.create_topic."""
         check_new_topic(name, partitions, replication_factor)
         config = {key: _config_value(value) for key, value in (config or {}).items()}
-        view = await self._call(protocol.encode_create_topic, name, partitions, config,
-                                "createTopic", replication_factor or 0)
+        view = await self._change(protocol.encode_create_topic, name, partitions, config,
+                                  "createTopic", replication_factor or 0)
         return view.topics[0]
 
     async def create_topics(self, new_topics: list[NewTopic]) -> list[protocol.TopicInfo]:
         """Admin.create_topics: all of them in one request, or none."""
-        view = await self._call(protocol.encode_create_topics, checked_new_topics(new_topics))
+        view = await self._change(protocol.encode_create_topics, checked_new_topics(new_topics))
         return view.topics
 
     async def alter_topic(self, name: str, config: dict[str, str] | None = None,
                           delete_config: Iterable[str] = ()) -> protocol.TopicInfo:
         """Admin.alter_topic."""
         config, deleted = alter_topic_args(config, delete_config)
-        view = await self._call(protocol.encode_create_topic, name, 0, config, "alterTopic",
-                                0, deleted)
+        view = await self._change(protocol.encode_create_topic, name, 0, config, "alterTopic",
+                                  0, deleted)
         return view.topics[0]
 
     async def create_partitions(self, name: str, total_count: int) -> protocol.TopicInfo:
         """Admin.create_partitions: grow the topic to ``total_count`` partitions."""
         topics.validate_partition_growth(name, 0, total_count)
-        view = await self._call(protocol.encode_create_topic, name, total_count, {},
-                                "alterTopic")
+        view = await self._change(protocol.encode_create_topic, name, total_count, {},
+                                  "alterTopic")
         return view.topics[0]
 
     async def list_topics(self) -> list[str]:
@@ -147,8 +152,8 @@ class AIOAdmin:
 
     async def delete_topic(self, name: str, topic_id: str | None = None) -> None:
         """Admin.delete_topic: with ``topic_id``, only if the topic still has it."""
-        await self._call(protocol.encode_topic_request, "deleteTopic", checked_str("name", name),
-                         checked_topic_id("topic_id", topic_id))
+        await self._change(protocol.encode_topic_request, "deleteTopic",
+                           checked_str("name", name), checked_topic_id("topic_id", topic_id))
 
     async def partition_count(self, name: str) -> int:
         return (await self._call(protocol.encode_metadata,
@@ -156,20 +161,21 @@ class AIOAdmin:
 
     async def add_shards(self, count: int) -> list[tuple[str, int, str, str, int]]:
         """Admin.add_shards (not retried)."""
-        return (await self._call(protocol.encode_shards_change, "addShards",
-                                 checked_shard_count(count), retry=False)).moves
+        return (await self._change(protocol.encode_shards_change, "addShards",
+                                   checked_shard_count(count), retry=False)).moves
 
     async def remove_shards(self, count: int) -> list[tuple[str, int, str, str, int]]:
         """Admin.remove_shards (not retried)."""
-        return (await self._call(protocol.encode_shards_change, "removeShards",
-                                 checked_shard_count(count), retry=False)).moves
+        return (await self._change(protocol.encode_shards_change, "removeShards",
+                                   checked_shard_count(count), retry=False)).moves
 
     async def move_shard(self, shard: str, node: str, *, allow_replicas_on_one_node: bool = False,
                          accept_data_loss: bool = False, force: bool = False) -> protocol.ShardMove:
         """Admin.move_shard (not retried)."""
-        view = await self._call(lambda request_id: protocol.encode_move_shard(
+        view = await self._change(lambda request_id, timeout_ms: protocol.encode_move_shard(
             request_id, shard, node, allow_replicas_on_one_node=allow_replicas_on_one_node,
-            accept_data_loss=accept_data_loss, force=force), retry=False)
+            accept_data_loss=accept_data_loss, force=force, timeout_ms=timeout_ms),
+            retry=False)
         return view.shard_move
 
     async def elect_leaders(self, election_type: str | int = "preferred",

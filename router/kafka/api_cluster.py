@@ -31,7 +31,7 @@ from plinth import limits, protocol, topics as plinth_topics
 from plinth.errors import InvalidTopicError
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.api_acls import principal_of
-from plinth.router.kafka.backend import PRINCIPAL, ask
+from plinth.router.kafka.backend import PRINCIPAL, ask, ask_change, change_deadline_s
 from plinth.router.kafka.codec import SUPPORTED_VERSIONS
 from plinth.router.kafka.plinth_errors import kafka_code
 from plinth.router.kafka.request_values import kafka_topic_id
@@ -151,8 +151,8 @@ def _may_create(gateway, header, body: dict) -> bool:
 async def _create(gateway, name: str) -> None:
     """Create a topic with the defaults; an error (a bad name, a race with another
     creator) shows in the metadata answer that follows."""
-    reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_create_topic(
-        rid, name, limits.KAFKA_TOPIC_PARTITIONS_DEFAULT, {}))
+    reply, _ = await ask_change(gateway.backend, change_deadline_s(), protocol.encode_create_topic,
+                                name, limits.KAFKA_TOPIC_PARTITIONS_DEFAULT, {})
     if reply.error is not None:
         log.warning("Kafka listener: auto-creating topic %r failed: %s", name, reply.error)
 

@@ -27,7 +27,7 @@ import asyncio
 from plinth import limits, protocol, topics
 from plinth.errors import BrokerError, InvalidConfigError, MalformedRequestError
 from plinth.router.kafka import error_codes as kafka
-from plinth.router.kafka.backend import ask
+from plinth.router.kafka.backend import ask, ask_change, change_deadline_s
 from plinth.router.kafka.plinth_errors import kafka_code, kafka_message
 
 RESOURCE_TOPIC = 2
@@ -146,8 +146,9 @@ async def _alter_one(gateway, resource: dict, validate_only: bool, changes_of) -
         except BrokerError as exc:
             error = exc
     if error is None and not validate_only:
-        reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_create_topic(
-            rid, name, 0, changes, "alterTopic", delete_config=deleted))
+        reply, _ = await ask_change(gateway.backend, change_deadline_s(),
+                                    protocol.encode_create_topic, name, 0, changes,
+                                    "alterTopic", delete_config=deleted)
         error = reply.error
     answer["error_code"], answer["error_message"] = kafka_code(error), kafka_message(error)
     return answer

@@ -30,6 +30,9 @@ Answers carry each topic's id (Plinth's, as Kafka's UUID): CreateTopics v7+
 the new topic's (ZERO_UUID for a validate-only create, which makes none), and
 DeleteTopics v6+ the deleted topic's, for a topic named by its name too (read
 from the metadata just before the delete).
+Each change carries what is left of the request's ``timeout_ms`` (at most the
+backend's own wait): one still queued behind other changes when it runs out is
+not made, and is answered REQUEST_TIMED_OUT (backend.ask_change).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import uuid
 from plinth import limits, protocol, topics
 from plinth.errors import BrokerError
 from plinth.router.kafka import error_codes as kafka
-from plinth.router.kafka.backend import ask
+from plinth.router.kafka.backend import ask, ask_change, change_deadline_s
 from plinth.router.kafka.plinth_errors import kafka_code, kafka_message
 from plinth.router.kafka.request_values import (DEFAULT, kafka_topic_id, new_topic_error,
                                                  partition_count_error)
@@ -54,8 +57,9 @@ async def create_topics(gateway, header, body: dict, connection) -> dict:
     asked = body.get("topics") or []
     twice = _named_twice(t["name"] for t in asked)
     wanted = [t for t in asked if t["name"] not in twice]
-    created = {} if validate_only else await _create_batches(gateway, wanted)
-    answers = await asyncio.gather(*(_create_one(gateway, topic, validate_only)
+    deadline_s = change_deadline_s(body.get("timeout_ms"))
+    created = {} if validate_only else await _create_batches(gateway, wanted, deadline_s)
+    answers = await asyncio.gather(*(_create_one(gateway, topic, validate_only, deadline_s)
                                      for topic in wanted if topic["name"] not in created))
     by_name = {answer["name"]: answer for answer in answers}
     by_name.update((t["name"], _created_answer(_new_topic(t), created[t["name"]]))
@@ -94,7 +98,8 @@ def _once_in_order(asked: list[dict], by_name: dict[str, dict]) -> list[dict]:
     return out
 
 
-async def _create_batches(gateway, wanted: list[dict]) -> dict[str, uuid.UUID]:
+async def _create_batches(gateway, wanted: list[dict], deadline_s: float
+                          ) -> dict[str, uuid.UUID]:
     """Create the topics in createTopics requests of CREATE_TOPICS_BATCH_MAX (each costs
     the controller one save of its metadata, as one topic would); returns the names
     created, with their topic ids. A batch is all or none: one that fails (a topic
@@ -107,8 +112,8 @@ async def _create_batches(gateway, wanted: list[dict]) -> dict[str, uuid.UUID]:
     created: dict[str, uuid.UUID] = {}
     for first in range(0, len(plain), limits.CREATE_TOPICS_BATCH_MAX):
         batch = plain[first:first + limits.CREATE_TOPICS_BATCH_MAX]
-        reply, _ = await ask(gateway.backend,
-                             lambda rid: protocol.encode_create_topics(rid, batch))
+        reply, _ = await ask_change(gateway.backend, deadline_s, protocol.encode_create_topics,
+                                    batch)
         if reply.error is None:
             created.update((info.name, kafka_topic_id(info.topic_id)) for info in reply.topics)
     return created
@@ -136,7 +141,7 @@ def _created_answer(new: protocol.NewTopic, topic_id: uuid.UUID) -> dict:
             "error_code": kafka.NONE, "error_message": None}
 
 
-async def _create_one(gateway, topic: dict, validate_only: bool) -> dict:
+async def _create_one(gateway, topic: dict, validate_only: bool, deadline_s: float) -> dict:
     new = _new_topic(topic)
     name, partitions, factor, config = new.name, new.partitions, new.replication_factor, new.config
     answer = {"name": name, "num_partitions": partitions,
@@ -153,8 +158,8 @@ async def _create_one(gateway, topic: dict, validate_only: bool) -> dict:
         reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_create_topics(
             rid, [new], validate_only=True))
     else:
-        reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_create_topic(
-            rid, name, partitions, config, replication_factor=factor))
+        reply, _ = await ask_change(gateway.backend, deadline_s, protocol.encode_create_topic,
+                                    name, partitions, config, replication_factor=factor)
     answer["error_code"] = kafka_code(reply.error)
     answer["error_message"] = kafka_message(reply.error)
     if reply.error is None and not validate_only:
@@ -173,8 +178,10 @@ async def delete_topics(gateway, header, body: dict, connection) -> dict:
     ids = [topic_id for name, topic_id in asked if name is None]
     known = await _topic_ids(gateway) if once and header.api_version >= DELETE_BY_TOPIC_VERSION \
         else {}
-    answers = await asyncio.gather(*(_delete_one(gateway, name) for name in once),
-                                   *(_delete_by_id(gateway, topic_id) for topic_id in ids))
+    deadline_s = change_deadline_s(body.get("timeout_ms"))
+    answers = await asyncio.gather(*(_delete_one(gateway, name, deadline_s) for name in once),
+                                   *(_delete_by_id(gateway, topic_id, deadline_s)
+                                     for topic_id in ids))
     for name, answer in zip(once, answers):   # v6 echoes the id of a topic deleted by name
         answer["topic_id"] = known.get(name, UUID_ZERO) if answer["error_code"] == kafka.NONE \
             else UUID_ZERO
@@ -207,15 +214,15 @@ async def _visible_topics(gateway) -> protocol.ReplyView:
     return reply
 
 
-async def _delete_one(gateway, name: str, topic_id: str = "") -> dict:
+async def _delete_one(gateway, name: str, deadline_s: float, topic_id: str = "") -> dict:
     """Plinth's deleteTopic of ``name`` (with ``topic_id``: only if it has that id)."""
-    reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_topic_request(
-        rid, "deleteTopic", name, topic_id))
+    reply, _ = await ask_change(gateway.backend, deadline_s, protocol.encode_topic_request,
+                                "deleteTopic", name, topic_id)
     return {"name": name, "error_code": kafka_code(reply.error),
             "error_message": kafka_message(reply.error)}
 
 
-async def _delete_by_id(gateway, topic_id: uuid.UUID) -> dict:
+async def _delete_by_id(gateway, topic_id: uuid.UUID, deadline_s: float) -> dict:
     """DeleteTopics v6 of a topic named by its id: the name is looked up among the
     topics the user may see (Plinth's metadata answer), and the delete is guarded by
     the id, so a topic created again under that name meanwhile is not deleted
@@ -228,21 +235,23 @@ async def _delete_by_id(gateway, topic_id: uuid.UUID) -> dict:
     if not named:
         return {"name": None, "topic_id": topic_id, "error_code": kafka.UNKNOWN_TOPIC_ID,
                 "error_message": f"no topic has topic id {topic_id.hex}"}
-    return {**await _delete_one(gateway, named[0], topic_id.hex), "topic_id": topic_id}
+    return {**await _delete_one(gateway, named[0], deadline_s, topic_id.hex),
+            "topic_id": topic_id}
 
 
 async def create_partitions(gateway, header, body: dict, connection) -> dict:
     validate_only = bool(body.get("validate_only"))
     asked = body.get("topics") or []
     twice = _named_twice(t["name"] for t in asked)
-    results = await asyncio.gather(*(_grow_one(gateway, topic, validate_only)
+    deadline_s = change_deadline_s(body.get("timeout_ms"))
+    results = await asyncio.gather(*(_grow_one(gateway, topic, validate_only, deadline_s)
                                      for topic in asked if topic["name"] not in twice))
     by_name = {result["name"]: result for result in results}
     by_name.update((name, _duplicate(name)) for name in twice)
     return {"throttle_time_ms": 0, "results": _once_in_order(asked, by_name)}
 
 
-async def _grow_one(gateway, topic: dict, validate_only: bool) -> dict:
+async def _grow_one(gateway, topic: dict, validate_only: bool, deadline_s: float) -> dict:
     name, count = topic["name"], topic["count"]
     result = {"name": name, "error_code": kafka.NONE, "error_message": None}
     if topic.get("assignments"):
@@ -258,8 +267,8 @@ async def _grow_one(gateway, topic: dict, validate_only: bool) -> dict:
             rid, "describeTopic", name))
         error = reply.error or _growth_error(name, reply.topics[0].partitions, count)
     else:
-        reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_create_topic(
-            rid, name, count, {}, "alterTopic"))
+        reply, _ = await ask_change(gateway.backend, deadline_s, protocol.encode_create_topic,
+                                    name, count, {}, "alterTopic")
         error = reply.error
     result["error_code"], result["error_message"] = kafka_code(error), kafka_message(error)
     return result

@@ -46,6 +46,7 @@ import contextvars
 import itertools
 import logging
 import struct
+import time
 from collections.abc import Callable
 
 import capnp
@@ -198,6 +199,28 @@ async def ask(backend, encode: Callable[[int], bytes], payload=None,
         return await backend.call(request_id, header, payload, timeout_ms)
     except PlinthError as exc:
         return protocol.ReplyView(request_id, "none", exc), None
+
+
+def change_deadline_s(timeout_ms: int | None = None) -> float:
+    """When a Kafka change stops being awaited (time.monotonic()): the request's own
+    ``timeout_ms`` (CreateTopics, DeleteTopics and CreatePartitions carry one; 0 or
+    below, or none, is the backend's), at most KAFKA_BACKEND_REQUEST_TIMEOUT_MS."""
+    wait_ms = limits.KAFKA_BACKEND_REQUEST_TIMEOUT_MS
+    if timeout_ms is not None and timeout_ms > 0:
+        wait_ms = min(wait_ms, timeout_ms)
+    return time.monotonic() + wait_ms / 1000
+
+
+async def ask_change(backend, deadline_s: float, encode: Callable[..., bytes], *args,
+                     **options) -> tuple[protocol.ReplyView, zmq.Frame | None]:
+    """``ask`` of the change ``encode(request_id, *args, **options)``, waiting until
+    ``deadline_s`` (change_deadline_s) and no longer. Its request carries the time
+    left as its timeoutMs, so the router does not make a change that waited for the
+    ones before it past the Kafka client's timeout (it answers requestTimedOut:
+    Kafka's REQUEST_TIMED_OUT). Event loop."""
+    wait_ms = max(1, int((deadline_s - time.monotonic()) * 1000))
+    return await ask(backend, lambda rid: encode(rid, *args, timeout_ms=wait_ms, **options),
+                     timeout_ms=wait_ms)
 
 
 # What Plinth's encoders raise for a value that its field cannot hold: pycapnp's

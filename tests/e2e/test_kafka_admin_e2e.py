@@ -6,25 +6,31 @@ DescribeTopicPartitions), and the ACL APIs of a broker without an ACL file
 (api_acls.py) through confluent-kafka and kafka-python.
 
 One broker (Ray, two shards, the router and its Kafka listener) for the module;
-each test has its own topics.
+each test has its own topics; a test that stops a shard starts a broker of its own.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import socket
 
 import pytest
 
 from plinth.client.admin import Admin
+from plinth.control.controller_handle import ControllerHandle
+from plinth.errors import PlinthTimeoutError, UnknownTopicError
 from plinth.router.kafka import codec
-from plinth.router.kafka.error_codes import INVALID_REQUEST, UNKNOWN_TOPIC_ID
+from plinth.router.kafka.error_codes import INVALID_REQUEST, REQUEST_TIMED_OUT, UNKNOWN_TOPIC_ID
 from plinth.router.kafka.messages import (
     CREATE_ACLS, CREATE_PARTITIONS, CREATE_TOPICS, DELETE_ACLS, DELETE_TOPICS, DESCRIBE_ACLS,
     DESCRIBE_LOG_DIRS, DESCRIBE_TOPIC_PARTITIONS)
 from tests.router.kafka.kafka_python_bridge import flexible, random_body
 from plinth.client.producer import Producer
-from tests.support import unique_topic, wait_until
+from plinth.server import namespace_for
+from tests.shard_processes import shard_pids
+from tests.support import free_port, unique_topic, wait_until
 
 TIMEOUT_S = 60
 
@@ -349,3 +355,38 @@ def test_kafka_answers_carry_each_topics_own_id_the_one_plinth_describes(kafka_b
         "timeout_ms": 5_000})["responses"]
     assert [(r["name"], r["error_code"] == 0, r["topic_id"]) for r in deleted] == [
         (second, True, deleted_id), ("no-such-topic", False, UUID_ZERO)]
+
+
+def test_a_create_topics_queued_past_its_timeout_behind_a_stopped_shard_is_never_made(
+        broker_factory):
+    # Given a broker of its own (a shard is stopped), with a topic on shard-0
+    port = free_port()
+    broker = broker_factory(shards=2, extra_args=("--kafka-listen", f"127.0.0.1:{port}"))
+    broker.kafka_address = f"127.0.0.1:{port}"
+    controller = ControllerHandle.find(namespace_for(broker.data_dir, None))
+    stalled, late = create(broker, 1), unique_topic("late")
+    owner = controller.routing().owners[stalled][0]
+    pid = wait_until(lambda: shard_pids(broker.data_dir).get(owner), timeout_s=60)
+    with Admin(broker=broker.url, request_timeout_ms=2_000) as impatient:
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            # When a change waits for that shard, stopped (the controller makes one at a time)
+            with pytest.raises(PlinthTimeoutError):
+                impatient.alter_topic(stalled, {"retention.ms": "7200000"})
+            # Then a CreateTopics queued behind it with a timeout of 2 s is answered
+            # REQUEST_TIMED_OUT
+            answer = raw_request(broker, CREATE_TOPICS, 5, {"topics": [
+                {"name": late, "num_partitions": 1, "replication_factor": -1, "assignments": [],
+                 "configs": []}], "timeout_ms": 2_000, "validate_only": False})
+            assert [(t["name"], t["error_code"]) for t in answer["topics"]] == \
+                [(late, REQUEST_TIMED_OUT)]
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        # And once the shard runs again and the change before it is made, it never is:
+        # a change sent now is taken after it (the router serves the oldest first)
+        impatient.request_timeout_ms = 120_000
+        wait_until(lambda: impatient.describe_topic(stalled).config.get("retention.ms")
+                   == "7200000", timeout_s=60)
+        impatient.create_topic(unique_topic("after"), 1)
+        with pytest.raises(UnknownTopicError):
+            impatient.describe_topic(late)

@@ -1,6 +1,7 @@
 """The router's admin bridge through a real ``plinth serve``: changes that wait for a
 stopped shard (the controller makes one at a time) hold up no query, no metadata
-request and no new producer (router/admin_bridge.py's change threads)."""
+request and no new producer (router/admin_bridge.py's change threads), and one
+queued past its client's timeout is not made."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import concurrent.futures
 import os
 import signal
 
+import pytest
+
 from plinth import Admin, Producer, limits
 from plinth.control.controller_handle import ControllerHandle
+from plinth.errors import PlinthTimeoutError, UnknownTopicError
 from plinth.server import namespace_for
 from tests.shard_processes import shard_pids
 from tests.support import unique_topic, wait_until
@@ -66,3 +70,34 @@ def test_queries_and_a_new_producer_are_answered_while_changes_wait_for_a_stoppe
     pool.shutdown()
     for a in altering:
         a.close()
+
+
+def test_a_change_queued_past_its_clients_timeout_behind_a_stopped_shard_is_never_made(
+        broker_factory):
+    # Given a topic on shard-0, and a client that waits 2 s for each answer
+    broker = broker_factory(shards=2)
+    controller = ControllerHandle.find(namespace_for(broker.data_dir, None))
+    with Admin(broker=broker.url) as admin:
+        stalled = topic_on(admin, controller, "shard-0", True)
+    pid = wait_until(lambda: shard_pids(broker.data_dir).get("shard-0"), timeout_s=60)
+    late = unique_topic("late")
+    with Admin(broker=broker.url, request_timeout_ms=2_000) as impatient:
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            # When its alter waits for shard-0, stopped, and times out
+            with pytest.raises(PlinthTimeoutError):
+                impatient.alter_topic(stalled, {"retention.ms": "7200000"})
+            # And its create, queued in the router behind the alter, times out too
+            with pytest.raises(PlinthTimeoutError):
+                impatient.create_topic(late, 1)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        # Then once shard-0 runs again and the alter is made (a client's changes are
+        # answered in order, so a change it sends now is made after both)
+        impatient.request_timeout_ms = 120_000
+        wait_until(lambda: impatient.describe_topic(stalled).config.get("retention.ms")
+                   == "7200000", timeout_s=60)
+        impatient.create_topic(unique_topic("after"), 1)
+        # the create its client gave up on was never made
+        with pytest.raises(UnknownTopicError):
+            impatient.describe_topic(late)

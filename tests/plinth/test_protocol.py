@@ -47,6 +47,42 @@ def test_admin_requests_round_trip_names_counts_and_config():
     assert reset == protocol.ResetOffsetsRequest(9, "g", {("a", 0): 3})
 
 
+def test_every_change_carries_its_clients_time_left_and_0_when_not_given():
+    changes = {
+        "createTopic": lambda **t: protocol.encode_create_topic(1, "t", 2, {}, **t),
+        "alterTopic": lambda **t: protocol.encode_create_topic(1, "t", 0, {"a": "b"}, "alterTopic",
+                                                               **t),
+        "createTopics": lambda **t: protocol.encode_create_topics(
+            1, [protocol.NewTopic("t", 1, {})], **t),
+        "deleteTopic": lambda **t: protocol.encode_topic_request(1, "deleteTopic", "t", **t),
+        "addShards": lambda **t: protocol.encode_shards_change(1, "addShards", 1, **t),
+        "removeShards": lambda **t: protocol.encode_shards_change(1, "removeShards", 1, **t),
+        "moveShard": lambda **t: protocol.encode_move_shard(1, "shard-1", "node-2", **t),
+    }
+    for kind, encode in changes.items():
+        assert protocol.decode_request(encode(timeout_ms=2_500.7)).timeout_ms == 2_500, kind
+        assert protocol.decode_request(encode()).timeout_ms == 0, kind
+        assert protocol.decode_request(encode(timeout_ms=None)).kind == kind
+
+
+def test_a_time_left_beyond_the_field_is_sent_as_its_largest_and_one_run_out_as_1_ms():
+    assert protocol.timeout_field(10**9) == limits.TIMEOUT_MS_FIELD_MAX == 65_535
+    for gone_ms in (0, 0.4, -5_000):   # 0 would read as "not given": the router must drop it
+        assert protocol.timeout_field(gone_ms) == 1
+    assert protocol.timeout_field(None) == 0
+    create = protocol.decode_request(protocol.encode_create_topic(1, "t", 1, {}, timeout_ms=-3))
+    assert create.timeout_ms == 1
+
+
+def test_a_query_carries_no_timeout_and_a_describe_refuses_one_as_a_programmer_error():
+    with pytest.raises(AssertionError, match="describeTopic carries no topic id or timeout"):
+        protocol.encode_topic_request(1, "describeTopic", "t", timeout_ms=1_000)
+    # A timeoutMs on a kind that has none is ignored, not kept.
+    message = schema.Request.new_message(requestId=3, timeoutMs=700)
+    message.init("describeTopic").name = "t"
+    assert protocol.decode_request(message.to_bytes()) == protocol.DescribeTopicRequest(3, "t")
+
+
 def test_create_topic_carries_its_replication_factor_and_0_for_the_servers_default():
     # Given createTopic requests with a factor and without one
     with_factor = protocol.encode_create_topic(1, "t", 3, {}, replication_factor=3)

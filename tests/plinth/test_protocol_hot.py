@@ -102,6 +102,18 @@ def test_a_valid_request_in_another_layout_is_left_to_pycapnp_and_read_right():
     assert (view.kind, view.topic, view.partition, view.request_id) == ("produce", "orders", 2, 5)
 
 
+def test_a_produce_carrying_a_timeout_is_left_to_pycapnp_and_read_right():
+    # timeoutMs shares the data word with the union's tag: the hand decoder, which
+    # reads those bytes as zero, must not take a request with them set.
+    message = schema.Request.new_message(requestId=6, timeoutMs=900)
+    body = message.init("produce")
+    body.topic, body.partition = "orders", 3
+    frame = message.to_bytes()
+    assert protocol_hot.decode_request(frame) is None
+    view = protocol.decode_request(frame)
+    assert (view.kind, view.topic, view.partition, view.request_id) == ("produce", "orders", 3, 6)
+
+
 def test_an_error_reply_is_left_to_pycapnp():
     frame = protocol.encode_error(9, protocol.error_for_code("unknownTopic", "unknown topic 'x'"))
     assert protocol_hot.decode_reply(frame) is None

@@ -151,6 +151,7 @@ class FakeController:
         self._admin_held = False                      # admin calls wait until allowed
         self._topics_held: set[str] = set()           # so do describes of these topics
         self.admin_waiting = 0
+        self.change_deadlines: list[float | None] = []   # each change's deadline_unix_s
         for name, partitions in (topics or {}).items():
             self.add_topic(name, partitions, (owners or {}).get(name))
 
@@ -241,7 +242,9 @@ class FakeController:
             return table
 
     def create_topic(self, name: str, partitions: int, config: dict[str, str],
-                     replication_factor: int = 0) -> protocol.TopicInfo:
+                     replication_factor: int = 0, *, deadline_unix_s: float | None = None
+                     ) -> protocol.TopicInfo:
+        self.change_deadlines.append(deadline_unix_s)
         self._maybe_fail()
         self.replication_factors[name] = replication_factor
         if name in self.topics:
@@ -251,14 +254,18 @@ class FakeController:
         return self.topics[name]
 
     def alter_topic(self, name: str, changes: dict[str, str],
-                    delete_config: tuple[str, ...] = ()) -> protocol.TopicInfo:
+                    delete_config: tuple[str, ...] = (), *,
+                    deadline_unix_s: float | None = None) -> protocol.TopicInfo:
+        self.change_deadlines.append(deadline_unix_s)
         info = self.describe_topic(name)
         for key in delete_config:
             info.config.pop(key, None)
         info.config.update(changes)
         return info
 
-    def delete_topic(self, name: str, topic_id: str = "") -> None:
+    def delete_topic(self, name: str, topic_id: str = "", *,
+                     deadline_unix_s: float | None = None) -> None:
+        self.change_deadlines.append(deadline_unix_s)
         info = self.describe_topic(name)
         if topic_id and topic_id != info.topic_id:
             raise UnknownTopicIdError(f"topic {name!r} has topic id {info.topic_id} now, "
@@ -282,11 +289,15 @@ class FakeController:
         self.time_lookups.append(timestamp_ms)
         return protocol.PartitionInfo(partition, "controller", 0, 150)
 
-    def add_shards(self, count: int) -> list[protocol.PartitionMove]:
+    def add_shards(self, count: int, *, deadline_unix_s: float | None = None
+                   ) -> list[protocol.PartitionMove]:
+        self.change_deadlines.append(deadline_unix_s)
         self._maybe_fail()
         return [protocol.PartitionMove("t", 0, "shard-0", f"shard-{len(self.shard_ids)}", 7)]
 
-    def remove_shards(self, count: int) -> list[protocol.PartitionMove]:
+    def remove_shards(self, count: int, *, deadline_unix_s: float | None = None
+                      ) -> list[protocol.PartitionMove]:
+        self.change_deadlines.append(deadline_unix_s)
         self._maybe_fail()
         return []
 

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from plinth import limits, protocol
-from plinth.errors import InternalError, MalformedRequestError, TopicExistsError
+from plinth.errors import (InternalError, MalformedRequestError, RequestTimedOutError,
+                           TopicExistsError)
 from plinth.router.admin_bridge import AdminBridge, AdminReply, RoutingUpdate
 from tests.router.fakes import WAIT_S, FakeController
 
@@ -352,3 +353,46 @@ def test_a_clients_query_after_its_change_waits_for_the_change_while_others_are_
     # And it is answered after the change
     fake.allow_admin()
     assert [reply_of(r).request_id for r in results_of(bridge, 2)] == [1, 2]
+
+
+def test_a_change_whose_clients_time_ran_out_in_the_queue_is_answered_timed_out_and_not_made(
+        bridge_of):
+    # Given a change waiting for the controller, and another client's create, queued
+    # behind it, whose client waits 50 ms
+    fake, bridge = changes_held(bridge_of, [b"a"])
+    queued_s = time.monotonic()
+    assert bridge.submit_request(
+        b"b", protocol.CreateTopicRequest(2, "late", 1, {}, timeout_ms=50)) is None
+    # When the first change is made only after those 50 ms
+    while time.monotonic() < queued_s + 0.05:   # the condition under test: time passing
+        time.sleep(0.01)
+    fake.allow_admin()
+    # Then the create is answered requestTimedOut, saying nothing was changed
+    replies = {r.client_id: reply_of(r) for r in results_of(bridge, 2)}
+    error = replies[b"b"].error
+    assert isinstance(error, RequestTimedOutError), error
+    assert "createTopic was not made" in str(error) and "timeoutMs of 50 ms" in str(error)
+    assert "nothing was changed" in str(error)
+    # And the controller was never asked to make it
+    assert "late" not in fake.topics
+    assert fake.change_deadlines == [None]   # the held alter's only
+
+
+def test_a_change_with_time_left_is_made_and_the_controller_is_given_its_clients_deadline(
+        bridge_of):
+    fake = controller()
+    bridge = bridge_of(fake)
+    asked_s = time.time()
+    bridge.submit_request(b"c", protocol.CreateTopicRequest(1, "fresh", 1, {}, timeout_ms=5_000))
+    _update, reply = results_of(bridge, 2)
+    assert [t.name for t in reply_of(reply).topics] == ["fresh"]
+    [deadline_unix_s] = fake.change_deadlines
+    assert asked_s + 4.0 < deadline_unix_s <= time.time() + 5.0
+
+
+def test_a_change_that_gives_no_timeout_is_bounded_by_the_controller_handle_alone(bridge_of):
+    fake = controller()
+    bridge = bridge_of(fake)
+    bridge.submit_request(b"c", protocol.DeleteTopicRequest(1, "t"))
+    assert reply_of(results_of(bridge, 2)[1]).error is None
+    assert fake.change_deadlines == [None]
