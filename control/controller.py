@@ -1692,16 +1692,57 @@ class Controller:
         if not 1 <= count <= limits.SHARDS_MAX - len(shard_ids):
             raise InvalidConfigError(f"cannot add {count} shards to {len(shard_ids)}: "
                                      f"at most {limits.SHARDS_MAX} shards")
+        self._refuse_silent_shards(f"add {counted(count, 'shard')}")
         new_ids = [f"shard-{len(shard_ids) + i}" for i in range(count)]
+        # Not running yet (a removed shard still draining its older ranges is).
+        fresh = [s for s in new_ids if s not in self._shards]
+        unpinned = [s for s in fresh if s not in self._metadata.shard_nodes]
         self._shards.start(new_ids, self._metadata.shard_nodes)
-        missing = [s for s in new_ids if s not in self._shards.addresses]
+        missing = list(self._shards.not_serving(new_ids))
         if missing:
+            self._undo_shard_starts(fresh, unpinned)
             raise UnavailableError(f"cannot add shards: {', '.join(missing)} did not start "
-                                   f"within {limits.SHARD_START_WAIT_S} s")
+                                   f"within {limits.SHARD_START_WAIT_S} s; none was added "
+                                   f"(the {counted(len(fresh), 'shard')} started for it "
+                                   f"were stopped)")
         self._push_peers()   # replicas on the new shards follow leaders, and are followed
         draining = [s for s in self._metadata.draining if s not in new_ids]
-        return self._rebalancer.change_shards(shard_ids + new_ids, draining,
-                                              f"added {count} shards")
+        try:
+            return self._rebalancer.change_shards(shard_ids + new_ids, draining,
+                                                  f"added {count} shards")
+        except BrokerError:
+            if not set(new_ids) & set(self._metadata.shards):   # undone (the groups' move)
+                self._undo_shard_starts(fresh, unpinned)
+                self._save()
+            raise
+
+    def _refuse_silent_shards(self, change: str) -> None:
+        """UnavailableError naming the shards taking writes that do not answer within
+        STATUS_CALL_TIMEOUT_S. A change of shards waits for each shard it moves
+        partitions or groups from, on the actor thread, where elections run: begun
+        while one is stopped, it would hold up every election for as long as it
+        waits (CONTROL_CALL_TIMEOUT_S a call)."""
+        shard_ids = self._metadata.shards
+        outcomes = wait_all({s: self._shards[s].address() for s in shard_ids if s in self._shards},
+                            limits.STATUS_CALL_TIMEOUT_S)
+        silent = [s for s in shard_ids if not isinstance(outcomes.get(s), str)]
+        if silent:
+            raise UnavailableError(
+                f"cannot {change}: {', '.join(silent)} did not answer within "
+                f"{limits.STATUS_CALL_TIMEOUT_S:g} s (stopped, busy, or its node is lost); a "
+                f"change of shards waits for every shard it moves partitions or groups from, "
+                f"holding up leader elections meanwhile: retry once it answers (plinth "
+                f"status), or re-create it on another node first (plinth shards move)")
+
+    def _undo_shard_starts(self, shard_ids: list[str], unpinned: list[str]) -> None:
+        """Stop the actors of ``shard_ids``, started for an add that failed, and take back
+        the pins ``start`` gave ``unpinned``: no shard the metadata does not list is left
+        running, and a later add starts and places them afresh."""
+        for shard_id in shard_ids:
+            self._shards.kill(shard_id)
+        for shard_id in unpinned:
+            self._metadata.shard_nodes.pop(shard_id, None)
+        log.warning("add of shards %s failed: their actors were stopped", ", ".join(shard_ids))
 
     def _remove_shards(self, count: int) -> list[protocol.PartitionMove]:
         """Remove the ``count`` newest shards: the partitions they own move their writes
@@ -1709,6 +1750,7 @@ class Controller:
         committed offsets. A removed shard keeps serving its older ranges until none
         is left (topics deleted, or retention), and then stops. Returns the moves."""
         self._refuse_removing_offsets_replicas(count, self._metadata.shards[-count:])
+        self._refuse_silent_shards(f"remove {counted(count, 'shard')}")
         shard_ids = self._metadata.shards
         if not 1 <= count < len(shard_ids):
             raise InvalidConfigError(f"cannot remove {count} of {len(shard_ids)} shards: "

@@ -14,7 +14,8 @@ import ray.exceptions
 from plinth import topics
 from plinth.control import placement
 from plinth.control.controller import Controller
-from plinth.errors import InvalidConfigError, TopicExistsError, UnavailableError, UnknownTopicError
+from plinth.errors import (InvalidConfigError, RequestTimedOutError, TopicExistsError,
+                           UnavailableError, UnknownTopicError)
 from tests.control.broker_without_ray import MAIN_DATA_DIR, THREE, TWO, topic_that_moves
 from tests.in_process_shards import ONE_NODE, InProcessShards
 from tests.shard_requests import committed_offsets, produce
@@ -186,3 +187,47 @@ def test_a_data_dir_written_by_main_starts_and_serves_what_it_held(brokers, tmp_
     for name, partition in older:
         with pytest.raises(UnavailableError, match="moved away"):
             produce(broker.address("shard-2"), name, partition, [b"late"])
+
+
+def test_an_add_of_shards_one_of_which_does_not_start_adds_none_and_stops_those_started(brokers):
+    # Given a broker of 2 shards, whose shard-3 will not say where it listens once started
+    broker = brokers(2)
+    broker.shards.when_started("shard-3", lambda handle: handle.fail_next(
+        "address", ray.exceptions.ActorDiedError()))
+    # When 2 shards are added
+    with pytest.raises(UnavailableError, match=r"shard-3 did not start .* none was added "
+                                               r"\(the 2 shards started for it were stopped\)"):
+        broker.controller.add_shards(2)
+    # Then neither is routed or saved, and both actors were stopped, shard-2's too
+    assert broker.controller.routing().shard_ids == tuple(TWO)
+    assert broker.shards.find_shard("shard-2") is None
+    assert broker.shards.find_shard("shard-3") is None
+    assert set(broker.metadata_on_disk().shard_nodes) <= set(TWO)
+    # And a later add starts them afresh, and they serve
+    broker.controller.add_shards(2)
+    assert broker.controller.routing().shard_ids == ("shard-0", "shard-1", "shard-2", "shard-3")
+    assert broker.shards.find_shard("shard-3") is not None
+
+
+def test_a_change_of_shards_is_refused_at_once_while_a_shard_does_not_answer(brokers):
+    # Given a topic some of whose partitions would move, and shard-1 silent
+    broker = brokers(2)
+    topic = topic_that_moves(4, TWO, THREE)
+    broker.controller.create_topic(topic, 4, {})
+    owners = broker.controller.routing().owners[topic]
+    silent = broker.shards.handles["shard-1"]
+    # When a shard is added, or one removed, while it does not answer
+    for change, call in (("add 1 shard", broker.controller.add_shards),
+                         ("remove 1 shard", broker.controller.remove_shards)):
+        silent.fail_next("address", RequestTimedOutError("shard-1 did not answer address"))
+        # Then the change is refused, naming the shard and what to do
+        with pytest.raises(UnavailableError, match=f"cannot {change}: shard-1 did not answer "
+                                                   f"within 5 s .* retry once it answers"):
+            call(1)
+    # And nothing was changed or started
+    assert broker.metadata_on_disk().shards == TWO
+    assert broker.controller.routing().owners[topic] == owners
+    assert broker.shards.find_shard("shard-2") is None
+    # And once it answers, the shard is added
+    broker.controller.add_shards(1)
+    assert broker.controller.routing().shard_ids == tuple(THREE)

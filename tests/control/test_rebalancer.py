@@ -86,6 +86,9 @@ def test_a_group_move_that_fails_half_way_is_undone_and_the_shards_are_unchanged
     assert (metadata.shards, metadata.groups_moving_from) == (TWO, None)
     assert broker.controller.routing().shard_ids == tuple(TWO)
     assert list(broker.controller.routing().owners["orders"]) == placement.place_topic("orders", 2, TWO)
+    # And the new shard's actor was stopped, its pin not kept
+    assert broker.shards.find_shard("shard-2") is None
+    assert "shard-2" not in metadata.shard_nodes
 
 
 def test_a_partition_move_that_fails_half_way_keeps_the_earlier_moves_and_a_restart_finishes_it(
