@@ -34,10 +34,10 @@ metadata request is answered while they wait.
 Order. A client's requests are answered one after another whatever their kind:
 its describe sent after its create waits for the create (on the change thread)
 even while query threads are free, and finds the topic made. Only that client
-waits; the others' queries go on. The Kafka listener sends every Kafka
-connection's requests (of one SASL user) as one client (kafka/backend.py), so a
-Kafka change waiting for a stopped shard also holds the Kafka queries sent after
-it through that client; Plinth clients' changes hold none of them.
+waits; the others' queries go on. The Kafka listener sends its connections'
+requests (of one SASL user) as two clients (kafka/backend.py): one for the
+changes, one for the rest, so that a Kafka change waiting for a stopped shard
+holds up no Kafka query (gateway.py keeps each connection's own order).
 
 Deadlines. A change request carries the time its client still waits
 (``timeoutMs``, schemas/protocol.capnp). A change whose time ran out while it

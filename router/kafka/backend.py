@@ -15,8 +15,15 @@ thread, and a Kafka batch reaches the router's loop without a copy. Before
 session 18 it went over 127.0.0.1, one hop more than a Plinth client with
 direct routes. A router with CurveZMQ is reached over TCP, as below.
 
+Two lanes. Changes (``ask_change``: topics created, deleted, grown or altered)
+go through a DEALER of their own, so that the router, which answers each
+client's admin requests one after another, holds no other Kafka request
+behind a change waiting for a stopped shard: another connection's Metadata,
+which a client needs to find a partition's new leader, is answered meanwhile.
+A connection's own requests after a change still wait for it (gateway.py).
+
 Principals. Beside a CurveZMQ router, the backend holds one DEALER per SASL
-user, each with that user's internal key pair (service.py makes them; the
+user and lane, each with that user's internal key pair (service.py makes them; the
 router's Security maps each key back to ``"User:<name>"``), so the router
 checks every Plinth request of a Kafka user against that user's grants, cuts
 the answers to them and meters its quotas, exactly as for a Plinth client
@@ -82,20 +89,22 @@ class PlinthBackend:
         self._curve = curve
         self._shared_context = shared_context
         self._context: zmq.asyncio.Context | None = None
-        self._sockets: dict[str | None, zmq.asyncio.Socket] = {}
+        # (principal, whether it carries changes) -> its DEALER
+        self._sockets: dict[tuple[str | None, bool], zmq.asyncio.Socket] = {}
         self._waiting: dict[int, asyncio.Future] = {}
         self._request_ids = itertools.count(1)
         self._slots: asyncio.Semaphore | None = None
         self._readers: list[asyncio.Task] = []
 
-    def _socket(self) -> zmq.asyncio.Socket:
-        """The socket of the current principal, connected on its first request, so that
-        it happens on the listener's event loop, whichever thread built this."""
+    def _socket(self, change: bool = False) -> zmq.asyncio.Socket:
+        """The socket of the current principal's lane (``change``: the changes'),
+        connected on its first request, so that it happens on the listener's event
+        loop, whichever thread built this."""
         principal = PRINCIPAL.get() if self._curve is not None else None
-        sock = self._sockets.get(principal)
-        return sock if sock is not None else self._connect(principal)
+        sock = self._sockets.get((principal, change))
+        return sock if sock is not None else self._connect(principal, change)
 
-    def _connect(self, principal: str | None) -> zmq.asyncio.Socket:
+    def _connect(self, principal: str | None, change: bool) -> zmq.asyncio.Socket:
         if self._context is None:
             self._context = (zmq.asyncio.Context() if self._shared_context is None
                              else zmq.asyncio.Context.shadow(self._shared_context.underlying))
@@ -111,7 +120,7 @@ class PlinthBackend:
             sock.curve_serverkey = server_key
             sock.curve_publickey, sock.curve_secretkey = keys[principal]
         sock.connect(self.router_url)
-        self._sockets[principal] = sock
+        self._sockets[(principal, change)] = sock
         self._readers.append(asyncio.get_running_loop().create_task(self._read_replies(sock)))
         return sock
 
@@ -135,12 +144,13 @@ class PlinthBackend:
 
     async def call(self, request_id: int, header: bytes, payload=None,
                    timeout_ms: int = limits.KAFKA_BACKEND_REQUEST_TIMEOUT_MS,
-                   ) -> tuple[protocol.ReplyView, zmq.Frame | None]:
-        """Send one request (``header`` encoded with ``request_id``) and await its reply:
-        (reply view, payload frame or None). A reply carrying an error is returned, not
-        raised: the caller maps it to a Kafka error code. Raises PlinthTimeoutError after
-        ``timeout_ms`` and ClosedError when the listener stops."""
-        sock = self._socket()
+                   change: bool = False) -> tuple[protocol.ReplyView, zmq.Frame | None]:
+        """Send one request (``header`` encoded with ``request_id``; ``change``: through
+        the changes' lane) and await its reply: (reply view, payload frame or None). A
+        reply carrying an error is returned, not raised: the caller maps it to a Kafka
+        error code. Raises PlinthTimeoutError after ``timeout_ms`` and ClosedError when
+        the listener stops."""
+        sock = self._socket(change)
         async with self._slots:
             future = asyncio.get_running_loop().create_future()
             self._waiting[request_id] = future
@@ -181,7 +191,7 @@ class PlinthBackend:
 
 
 async def ask(backend, encode: Callable[[int], bytes], payload=None,
-              timeout_ms: int = limits.KAFKA_BACKEND_REQUEST_TIMEOUT_MS,
+              timeout_ms: int = limits.KAFKA_BACKEND_REQUEST_TIMEOUT_MS, change: bool = False,
               ) -> tuple[protocol.ReplyView, zmq.Frame | None]:
     """One Plinth request, ``encode(request_id) -> header``, and its reply: (reply,
     payload frame or None). A client-side failure (no reply within ``timeout_ms``,
@@ -196,7 +206,7 @@ async def ask(backend, encode: Callable[[int], bytes], payload=None,
     except _UNENCODABLE as exc:
         return protocol.ReplyView(request_id, "none", _unencodable(exc)), None
     try:
-        return await backend.call(request_id, header, payload, timeout_ms)
+        return await backend.call(request_id, header, payload, timeout_ms, change)
     except PlinthError as exc:
         return protocol.ReplyView(request_id, "none", exc), None
 
@@ -217,10 +227,11 @@ async def ask_change(backend, deadline_s: float, encode: Callable[..., bytes], *
     ``deadline_s`` (change_deadline_s) and no longer. Its request carries the time
     left as its timeoutMs, so the router does not make a change that waited for the
     ones before it past the Kafka client's timeout (it answers requestTimedOut:
-    Kafka's REQUEST_TIMED_OUT). Event loop."""
+    Kafka's REQUEST_TIMED_OUT). Sent through the changes' lane (see the module).
+    Event loop."""
     wait_ms = max(1, int((deadline_s - time.monotonic()) * 1000))
     return await ask(backend, lambda rid: encode(rid, *args, timeout_ms=wait_ms, **options),
-                     timeout_ms=wait_ms)
+                     timeout_ms=wait_ms, change=True)
 
 
 # What Plinth's encoders raise for a value that its field cannot hold: pycapnp's

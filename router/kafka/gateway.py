@@ -22,10 +22,18 @@ has logged in; any other request, or any request after a failed login,
 closes it (as Kafka does). Each request of a logged-in connection runs with
 backend.PRINCIPAL set to its user, so that the router checks the Plinth
 requests it becomes against that user's grants.
+
+Order. A connection's requests are handled concurrently, but a change (the
+``CHANGE_APIS``: topics created, deleted, grown or altered) is made after the
+connection's changes before it, and every request after a change waits for
+it, as Kafka serves a connection's requests one at a time: a Metadata
+pipelined after a CreateTopics finds the topic. The backend sends changes
+through a lane of their own, so that no other connection waits for them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import zlib
 from collections.abc import Callable
@@ -160,7 +168,19 @@ class KafkaGateway:
             log.info("Kafka API %d v%d from %s is not supported", header.api_key,
                      header.api_version, header.client_id)
             return {"error_code": kafka.UNSUPPORTED_VERSION}
+        await self._after_earlier_change(connection, header)
         return await handler(self, header, body, connection)
+
+    @staticmethod
+    async def _after_earlier_change(connection, header: RequestHeader) -> None:
+        """Wait for the connection's latest change before this request, if it is still
+        being made (whatever its outcome); a change becomes the latest itself."""
+        state = connection.state
+        earlier = state.get("change")
+        if header.api_key in CHANGE_APIS:
+            state["change"] = asyncio.current_task()
+        if earlier is not None and not earlier.done():
+            await asyncio.wait({earlier})
 
     @staticmethod
     def _check_login(connection, header: RequestHeader) -> None:
@@ -177,5 +197,10 @@ class KafkaGateway:
         PRINCIPAL.set(principal)   # this request's task only: each has its own context
 
 
+# The APIs whose requests change topics: made in order, each before the connection's
+# later requests (see the module).
+CHANGE_APIS = frozenset(API_KEYS[name] for name in (
+    "CreateTopics", "DeleteTopics", "CreatePartitions", "AlterConfigs",
+    "IncrementalAlterConfigs"))
 _BEFORE_LOGIN = frozenset({API_KEYS["ApiVersions"], API_KEYS["SaslHandshake"],
                            API_KEYS["SaslAuthenticate"]})

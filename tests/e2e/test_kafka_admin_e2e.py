@@ -13,19 +13,24 @@ from __future__ import annotations
 
 import os
 import random
+import select
 import signal
 import socket
+import time
+from contextlib import contextmanager
 
 import pytest
 
 from plinth.client.admin import Admin
 from plinth.control.controller_handle import ControllerHandle
-from plinth.errors import PlinthTimeoutError, UnknownTopicError
+from plinth import protocol
+from plinth.control import placement
+from plinth.errors import PlinthTimeoutError, TopicExistsError, UnknownTopicError
 from plinth.router.kafka import codec
 from plinth.router.kafka.error_codes import INVALID_REQUEST, REQUEST_TIMED_OUT, UNKNOWN_TOPIC_ID
 from plinth.router.kafka.messages import (
     CREATE_ACLS, CREATE_PARTITIONS, CREATE_TOPICS, DELETE_ACLS, DELETE_TOPICS, DESCRIBE_ACLS,
-    DESCRIBE_LOG_DIRS, DESCRIBE_TOPIC_PARTITIONS)
+    DESCRIBE_LOG_DIRS, DESCRIBE_TOPIC_PARTITIONS, METADATA)
 from tests.router.kafka.kafka_python_bridge import flexible, random_body
 from plinth.client.producer import Producer
 from plinth.server import namespace_for
@@ -55,13 +60,24 @@ def create(broker, partitions: int) -> str:
 def raw_request(broker, api, version: int, body: dict) -> dict:
     """One request through the project's own codec on a fresh connection; the
     response body decoded."""
+    with kafka_connection(broker) as sock:
+        send_request(sock, api, version, body)
+        return received_response(sock, api, version)
+
+
+def kafka_connection(broker) -> socket.socket:
     host, _, port = broker.kafka_address.rpartition(":")
-    frame = b"".join(bytes(b) for b in codec.encode_request(
-        codec.RequestHeader(api.key, version, 7, "raw"), body))
-    with socket.create_connection((host, int(port)), timeout=TIMEOUT_S) as sock:
-        sock.sendall(frame)
-        size = int.from_bytes(received(sock, 4), "big")
-        correlation_id, answer = codec.decode_response(api.key, version, received(sock, size))
+    return socket.create_connection((host, int(port)), timeout=TIMEOUT_S)
+
+
+def send_request(sock: socket.socket, api, version: int, body: dict) -> None:
+    sock.sendall(b"".join(bytes(b) for b in codec.encode_request(
+        codec.RequestHeader(api.key, version, 7, "raw"), body)))
+
+
+def received_response(sock: socket.socket, api, version: int) -> dict:
+    size = int.from_bytes(received(sock, 4), "big")
+    correlation_id, answer = codec.decode_response(api.key, version, received(sock, size))
     assert correlation_id == 7
     return answer
 
@@ -357,36 +373,106 @@ def test_kafka_answers_carry_each_topics_own_id_the_one_plinth_describes(kafka_b
         (second, True, deleted_id), ("no-such-topic", False, UUID_ZERO)]
 
 
-def test_a_create_topics_queued_past_its_timeout_behind_a_stopped_shard_is_never_made(
-        broker_factory):
-    # Given a broker of its own (a shard is stopped), with a topic on shard-0
+@contextmanager
+def change_held_by_a_stopped_shard(broker_factory):
+    """For the block: a broker of its own (a shard is stopped) with a Kafka listener,
+    a topic on the stopped shard, and its controller's change thread held by a
+    Plinth alter of that topic, which its client (request_timeout_ms 2 s) gave up on;
+    yields the broker. After the block the shard continues, and the alter is made."""
     port = free_port()
     broker = broker_factory(shards=2, extra_args=("--kafka-listen", f"127.0.0.1:{port}"))
     broker.kafka_address = f"127.0.0.1:{port}"
     controller = ControllerHandle.find(namespace_for(broker.data_dir, None))
-    stalled, late = create(broker, 1), unique_topic("late")
+    stalled = create(broker, 1)
     owner = controller.routing().owners[stalled][0]
     pid = wait_until(lambda: shard_pids(broker.data_dir).get(owner), timeout_s=60)
     with Admin(broker=broker.url, request_timeout_ms=2_000) as impatient:
         os.kill(pid, signal.SIGSTOP)
         try:
-            # When a change waits for that shard, stopped (the controller makes one at a time)
             with pytest.raises(PlinthTimeoutError):
                 impatient.alter_topic(stalled, {"retention.ms": "7200000"})
-            # Then a CreateTopics queued behind it with a timeout of 2 s is answered
-            # REQUEST_TIMED_OUT
-            answer = raw_request(broker, CREATE_TOPICS, 5, {"topics": [
-                {"name": late, "num_partitions": 1, "replication_factor": -1, "assignments": [],
-                 "configs": []}], "timeout_ms": 2_000, "validate_only": False})
-            assert [(t["name"], t["error_code"]) for t in answer["topics"]] == \
-                [(late, REQUEST_TIMED_OUT)]
+            yield broker
         finally:
             os.kill(pid, signal.SIGCONT)
-        # And once the shard runs again and the change before it is made, it never is:
-        # a change sent now is taken after it (the router serves the oldest first)
+        # The router serves the oldest change first: one sent after this is made after
+        # every change queued in the block.
         impatient.request_timeout_ms = 120_000
         wait_until(lambda: impatient.describe_topic(stalled).config.get("retention.ms")
                    == "7200000", timeout_s=60)
-        impatient.create_topic(unique_topic("after"), 1)
+
+
+def new_topic(name: str, partitions: int = 1) -> dict:
+    return {"name": name, "num_partitions": partitions, "replication_factor": -1,
+            "assignments": [], "configs": []}
+
+
+def test_a_create_topics_queued_past_its_timeout_behind_a_stopped_shard_is_never_made(
+        broker_factory):
+    late = unique_topic("late")
+    with change_held_by_a_stopped_shard(broker_factory) as broker:
+        # When a CreateTopics with a timeout of 2 s waits behind a change held by a
+        # stopped shard (the controller makes one at a time)
+        answer = raw_request(broker, CREATE_TOPICS, 5, {
+            "topics": [new_topic(late)], "timeout_ms": 2_000, "validate_only": False})
+        # Then it is answered REQUEST_TIMED_OUT
+        assert [(t["name"], t["error_code"]) for t in answer["topics"]] == \
+            [(late, REQUEST_TIMED_OUT)]
+    # And once the shard runs again and the change before it is made, it never is
+    with Admin(broker=broker.url, request_timeout_ms=60_000) as admin:
+        admin.create_topic(unique_topic("after"), 1)
         with pytest.raises(UnknownTopicError):
-            impatient.describe_topic(late)
+            admin.describe_topic(late)
+
+
+def test_another_connections_metadata_is_answered_while_a_kafka_change_waits(broker_factory):
+    # Given a broker of its own (a shard is stopped), and a topic name with a partition on
+    # each of its shards
+    port = free_port()
+    broker = broker_factory(shards=2, extra_args=("--kafka-listen", f"127.0.0.1:{port}"))
+    broker.kafka_address = f"127.0.0.1:{port}"
+    controller = ControllerHandle.find(namespace_for(broker.data_dir, None))
+    fresh = name_on_both_shards(controller.routing().shard_ids)
+    pid = wait_until(lambda: shard_pids(broker.data_dir).get("shard-1"), timeout_s=60)
+    with kafka_connection(broker) as waiting:
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            # When a CreateTopics of it on one connection waits for the stopped shard, and
+            # a Metadata is sent after it on that connection
+            send_request(waiting, CREATE_TOPICS, 5, {
+                "topics": [new_topic(fresh, 2)], "timeout_ms": 30_000, "validate_only": False})
+            send_request(waiting, METADATA, 1, {"topics": [{"name": fresh}]})
+            wait_until(lambda: topic_being_created(controller, fresh), timeout_s=30)
+            # Then another connection's Metadata is answered at once
+            asked_s = time.monotonic()
+            answer = raw_request(broker, METADATA, 1, {"topics": None})
+            assert time.monotonic() - asked_s < 10
+            assert answer["brokers"] and fresh not in {t["name"] for t in answer["topics"]}
+            # while the CreateTopics still waits
+            assert not select.select([waiting], [], [], 0)[0], "the CreateTopics was answered"
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        # And once the shard runs again the topic is made, and the Metadata sent after
+        # the CreateTopics on its connection finds it
+        created = received_response(waiting, CREATE_TOPICS, 5)
+        assert [(t["name"], t["error_code"]) for t in created["topics"]] == [(fresh, 0)]
+        described = received_response(waiting, METADATA, 1)
+        assert [(t["name"], t["error_code"]) for t in described["topics"]] == [(fresh, 0)]
+
+
+def name_on_both_shards(shard_ids: tuple[str, ...]) -> str:
+    """A new 2-partition topic's name whose partitions rendezvous hashing puts on two
+    shards."""
+    for _ in range(1000):
+        name = unique_topic("both")
+        if len(set(placement.place_topic(name, 2, list(shard_ids)))) == 2:
+            return name
+    raise AssertionError("no name in 1000 tries has its 2 partitions on 2 shards")
+
+
+def topic_being_created(controller: ControllerHandle, name: str) -> bool:
+    """Whether the controller is creating ``name`` (it names it as being created)."""
+    try:
+        controller.validate_new_topics([protocol.NewTopic(name, 1, {})])
+    except TopicExistsError as exc:
+        return "being created" in str(exc)
+    return False

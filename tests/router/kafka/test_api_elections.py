@@ -41,7 +41,8 @@ class ControllerLikeBackend:
         self._next += 1
         return self._next
 
-    async def call(self, request_id: int, header: bytes, payload=None, timeout_ms: int = 0):
+    async def call(self, request_id: int, header: bytes, payload=None, timeout_ms: int = 0,
+                   change: bool = False):
         request = protocol.decode_request(header)
         self.asked.append(request)
         self.timeouts_ms.append(timeout_ms)

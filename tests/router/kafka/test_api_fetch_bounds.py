@@ -30,7 +30,7 @@ class ScriptedRouter:
     def next_request_id(self) -> int:
         return next(self._ids)
 
-    async def call(self, request_id, header, payload=None, timeout_ms=0):
+    async def call(self, request_id, header, payload=None, timeout_ms=0, change=False):
         request = protocol.decode_request(header)
         self.requests.append(request)
         if self.answer(request) == "refuse":

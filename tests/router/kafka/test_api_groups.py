@@ -26,7 +26,8 @@ class ListingBackend:
         self._next += 1
         return self._next
 
-    async def call(self, request_id: int, header: bytes, payload=None, timeout_ms: int = 0):
+    async def call(self, request_id: int, header: bytes, payload=None, timeout_ms: int = 0,
+                   change: bool = False):
         assert protocol.decode_request(header).kind == "listGroups"
         return protocol.decode_reply(protocol.encode_groups_reply(request_id, LISTINGS)), None
 

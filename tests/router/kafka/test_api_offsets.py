@@ -24,7 +24,8 @@ class ShardLikeBackend:
         self._next += 1
         return self._next
 
-    async def call(self, request_id: int, header: bytes, payload=None, timeout_ms: int = 0):
+    async def call(self, request_id: int, header: bytes, payload=None, timeout_ms: int = 0,
+                   change: bool = False):
         request = protocol.decode_request(header)
         self.asked.append(request)
         error = self.error_for(request)
@@ -100,7 +101,7 @@ def test_a_timestamp_of_a_version_not_offered_is_unsupported_and_not_asked():
 
 def test_a_v10_timeout_bounds_the_wait_for_the_shard():
     class Slow(PlinthBackend):
-        async def call(self, request_id, header, payload=None, timeout_ms=0):
+        async def call(self, request_id, header, payload=None, timeout_ms=0, change=False):
             self.timeouts.append(timeout_ms)
             return await super().call(request_id, header, payload, timeout_ms)
     backend = Slow()

@@ -1,6 +1,7 @@
-"""router/kafka/backend.py against a real ROUTER socket on loopback that has stopped
-reading (a hung router): a call's timeout covers its send, so a Kafka request is
-answered REQUEST_TIMED_OUT instead of held for good."""
+"""router/kafka/backend.py against a real ROUTER socket on loopback: one that has
+stopped reading (a hung router), where a call's timeout covers its send, so a Kafka
+request is answered REQUEST_TIMED_OUT instead of held for good; and one that sees
+changes and queries come from two clients."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import asyncio
 
 import pytest
 import zmq
+import zmq.asyncio
 
-from plinth import protocol
+from plinth import limits, protocol
 from plinth.errors import PlinthTimeoutError
-from plinth.router.kafka.backend import PlinthBackend
+from plinth.router.kafka.backend import PlinthBackend, ask, ask_change, change_deadline_s
 
 FILL_MAX = 100_000   # acks-0 sends tried before the queue to the router must be full
 
@@ -47,4 +49,40 @@ def test_a_call_to_a_router_that_stopped_reading_times_out_instead_of_waiting_to
     finally:
         backend.close()
         silent.close()
+        context.term()
+
+
+def test_changes_reach_the_router_as_a_client_of_their_own():
+    # The router answers each client's admin requests one after another: a Kafka
+    # change waiting for a stopped shard must not hold another connection's Metadata.
+    context = zmq.asyncio.Context()
+    router = context.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    backend = PlinthBackend(f"tcp://127.0.0.1:{port}")
+
+    async def scenario():
+        # When a change is sent, then a query, and the router answers only the query
+        change = asyncio.create_task(ask_change(
+            backend, change_deadline_s(), protocol.encode_topic_request, "deleteTopic", "t"))
+        query = asyncio.create_task(ask(backend, lambda rid: protocol.encode_metadata(rid, [])))
+        received = [await asyncio.wait_for(router.recv_multipart(), 10) for _ in range(2)]
+        by_kind = {protocol.decode_request(frames[1]).kind: frames for frames in received}
+        # Then they came from two clients, the change carrying its time left
+        assert by_kind["deleteTopic"][0] != by_kind["metadata"][0]
+        assert 0 < protocol.decode_request(by_kind["deleteTopic"][1]).timeout_ms \
+            <= limits.KAFKA_BACKEND_REQUEST_TIMEOUT_MS
+        # And the query is answered while the change still waits
+        identity, header = by_kind["metadata"]
+        await router.send_multipart([identity, protocol.encode_ok(
+            protocol.decode_request(header).request_id)])
+        reply, _ = await asyncio.wait_for(query, 10)
+        assert reply.error is None and not change.done()
+        change.cancel()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        backend.close()
+        router.close()
         context.term()

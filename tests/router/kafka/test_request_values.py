@@ -23,7 +23,7 @@ class AnsweringBackend:
     def next_request_id(self) -> int:
         return len(self.sent) + 1
 
-    async def call(self, request_id, header, payload=None, timeout_ms=0):
+    async def call(self, request_id, header, payload=None, timeout_ms=0, change=False):
         self.sent.append(header)
         return protocol.decode_reply(protocol.encode_ok(request_id)), None
 
