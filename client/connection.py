@@ -213,8 +213,9 @@ class Connection:
 
     def _silence_hint(self) -> str:
         """What a timeout's message adds: what the failed handshakes said, if any did;
-        else that, besides a broker that is down, a CurveZMQ broker answers nothing at
-        all to a client it does not admit, so the keys are worth checking. Raises
+        else, if one succeeded, that the broker is there and slow; else that, besides a
+        broker that is down, a CurveZMQ broker answers nothing at all to a client it
+        does not admit, so the keys are worth checking. Raises
         HandshakeRefusedError instead once the broker has ended the handshake for good."""
         refusal = self.handshake_refusal()
         if refusal is not None:
@@ -222,6 +223,10 @@ class Connection:
         cause = self._handshakes.cause()
         if cause is not None:
             return f"; {cause}"
+        if self._handshakes.shook_hands:
+            return ("; the broker is there and admitted this client, but did not answer in "
+                    "time: it is busy, or the request waits for a shard that does not answer "
+                    "(plinth status names them; a change of a topic waits for its shards)")
         if self.address.curve_secret_key is not None:
             return ("; is a broker running there, does it admit this client's key (its "
                     "--authorized-keys), and is curve_server_key_file its .key? A CurveZMQ "

@@ -7,9 +7,9 @@ handler refuses the client's key (ZAP status 400), libzmq drops the
 connection's pipe for good and never reconnects, so a send can no longer be
 queued. Without more, the client could only time out and guess.
 
-A HandshakeWatch reads the socket's monitor (libzmq's handshake-failure
-events, nothing on a healthy connection) when a request could not be sent or
-got no reply, and names the cause:
+A HandshakeWatch reads the socket's monitor (libzmq's handshake events: one
+success per connection made, and the failures) when a request could not be
+sent or got no reply, and names the cause:
 
 - ``HANDSHAKE_FAILED_AUTH``, value 400: the broker refused this client's key.
 - ``HANDSHAKE_FAILED_PROTOCOL``, mechanism mismatch: one side uses CurveZMQ and
@@ -20,6 +20,8 @@ got no reply, and names the cause:
 The first two are final (``final``): libzmq ends such a connection for good and
 never reconnects, so the Connection raises HandshakeRefusedError instead of
 waiting. The third is retried by libzmq at each reconnect and only hints.
+``HANDSHAKE_SUCCEEDED`` (``shook_hands``): a broker is there and admitted this
+client, so a request it leaves unanswered is slow there, not lost on the way.
 
 Until the connection's first reply (``settled``), waits for a reply look at the
 watch every ``CLIENT_HANDSHAKE_CHECK_MS``, so a refusal ends a wait within that
@@ -38,7 +40,7 @@ from zmq.utils.monitor import recv_monitor_message
 from plinth import limits
 
 _WATCHED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_SUCCEEDED)
 _ZAP_REFUSED = 400
 _MECHANISM_MISMATCH = zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
 
@@ -52,7 +54,8 @@ class HandshakeWatch:
         self._monitor = sock.get_monitor_socket(_WATCHED)
         self._cause: str | None = None
         self.final = False
-        self.settled = False   # a reply came: some handshake succeeded
+        self.settled = False       # a reply came: some handshake succeeded
+        self.shook_hands = False   # the monitor said a handshake succeeded (read by cause())
 
     def cause(self) -> str | None:
         """Why the handshakes failed, as the last failure said, or None if none did."""
@@ -64,6 +67,9 @@ class HandshakeWatch:
 
     def _note(self, event: dict) -> None:
         kind, value = event["event"], event["value"]
+        if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self.shook_hands = True
+            return
         self.final = kind in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
         if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH and value == _ZAP_REFUSED:
             self._cause = ("the broker refused this client's CurveZMQ key (ZAP status 400): "

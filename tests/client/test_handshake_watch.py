@@ -8,6 +8,7 @@ send that came after that used to block for ever (CI saw an Admin hang there).""
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from pathlib import Path
@@ -27,9 +28,10 @@ WAIT_S = 10.0   # the bound on waiting for the handshake's verdict
 
 class CurveBroker:
     """A CURVE ROUTER on its own context, admitting the keys in ``authorized``; it
-    answers every request with an empty listOffsets reply."""
+    answers every request with an empty listOffsets reply, unless not ``answers``."""
 
-    def __init__(self, keys: Path, authorized: Path, curve: bool = True):
+    def __init__(self, keys: Path, authorized: Path, curve: bool = True, answers: bool = True):
+        self.answers = answers
         self.context = zmq.Context()
         self.security = None
         self.socket = self.context.socket(zmq.ROUTER)
@@ -49,6 +51,8 @@ class CurveBroker:
             if not self.socket.poll(50):
                 continue
             client, header, *_ = self.socket.recv_multipart()
+            if not self.answers:
+                continue
             request_id = protocol.decode_request(header).request_id
             self.socket.send_multipart(
                 [client, protocol.encode_offsets_reply(request_id, protocol.PartitionInfo(0))])
@@ -77,11 +81,11 @@ def keys(tmp_path):
 
 @pytest.fixture
 def broker(keys):
-    """``broker(curve=True)``: a CurveBroker, closed at the end."""
+    """``broker(curve=True, answers=True)``: a CurveBroker, closed at the end."""
     made = []
 
-    def make(curve: bool = True) -> CurveBroker:
-        made.append(CurveBroker(*keys, curve=curve))
+    def make(curve: bool = True, answers: bool = True) -> CurveBroker:
+        made.append(CurveBroker(*keys, curve=curve, answers=answers))
         return made[-1]
 
     yield make
@@ -232,3 +236,30 @@ def test_a_full_queue_to_a_router_that_reads_nothing_is_unavailable_not_a_blocke
     finally:
         silent.close(linger=0)
         context.term()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("curve", [True, False], ids=["CurveZMQ", "plaintext"])
+def test_a_timeout_from_a_broker_that_admitted_the_client_says_the_broker_is_there_and_slow(
+        keys, broker, connections, curve):
+    # Given a broker that admits the client and takes its requests, but answers none
+    # (a change waiting for a stopped shard)
+    conn = connections(broker(curve=curve, answers=False).url, keys[0] if curve else None)
+    # When a request times out / Then the client is told the broker is there, not asked
+    # whether one runs
+    with pytest.raises(PlinthTimeoutError, match="the broker is there and admitted this "
+                                                 "client, but did not answer in time") as err:
+        conn.request(list_offsets(1), 1, 1_000)
+    assert "is a broker running there" not in str(err.value)
+
+
+@pytest.mark.timeout(60)
+def test_a_client_with_nothing_listening_at_its_address_is_asked_whether_a_broker_runs_there(
+        connections):
+    with socket.socket() as probe:   # a port nothing listens on once it is closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    conn = connections(f"tcp://127.0.0.1:{port}", None)
+    with pytest.raises((UnavailableError, PlinthTimeoutError),
+                       match="is a broker running there"):
+        conn.request(list_offsets(1), 1, 1_000)
