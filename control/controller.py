@@ -74,7 +74,8 @@ from plinth.control import leadership as leadership_rules
 from plinth.control import placement
 from plinth.control.controller_handle import QUERY_GROUP, ControllerHandle, StartReport
 from plinth.control.leader_lease import LeaderLease
-from plinth.control.metadata import METADATA_FILE, BrokerMetadata, TopicMetadata, specs_by_shard
+from plinth.control.metadata import (METADATA_FILE, BrokerMetadata, OwedDelete, TopicMetadata,
+                                     specs_by_shard)
 from plinth.control.nodes import Node, ray_nodes
 from plinth.control.rebalancer import Rebalancer
 from plinth.control.routing_table import RoutingTable
@@ -437,6 +438,7 @@ class Controller:
         self._save()
         for shard_id, states in opened.items():
             self._note_opened(shard_id, states or {})
+        self._send_owed_deletes(sorted(self._shards.addresses))
         self._create_offsets_topic()
         self._shards.push_partition_counts(self._metadata.partition_counts())
         self._rebalancer.finish_interrupted()
@@ -601,6 +603,7 @@ class Controller:
                              limits.LEADER_PING_TIMEOUT_S)
         # Until it has said how it found its partitions, it may need repair: not electable.
         electable = {shard_id} if self._reopen(shard_id) else set()
+        self._send_owed_deletes([shard_id])
         led = [(name, p) for name, topic in sorted(self._metadata.topics.items())
                for p, record in sorted(topic.leadership.items())
                if shard_id in record.replicas and record.leader in (shard_id, "")]
@@ -1417,17 +1420,21 @@ class Controller:
             plan.opens[shard_id][0].change_partition_counts({}, list(counts))
         raise _named_failure(failed, f"topics {list(counts)} were not created")
 
-    @staticmethod
-    def _delete_opened(opened: dict[str, tuple[ShardHandle, list[PartitionSpec]]],
+    def _delete_opened(self, opened: dict[str, tuple[ShardHandle, list[PartitionSpec]]],
                        silent: set[str]) -> None:
         """Delete the new partitions of a refused create or growth from the shards that
         were asked to open them (change thread): they are in those shards' manifests,
         and would be opened again at every restart, a file and a directory each, of a
         topic that does not exist. The ``silent`` ones, which did not answer the open,
         are asked too but not waited for: each runs the calls in the order this thread
-        made them, the open first, whenever it answers again."""
+        made them, the open first, whenever it answers again. Until a shard answers,
+        the delete is owed (``_send_owed_deletes``: one that dies before it runs the
+        call is sent it again when it starts)."""
+        specs = {s: shard_specs for s, (_, shard_specs) in opened.items()}
+        self._on_actor_thread(self._owe_deletes, specs, True)
         calls = {s: handle.delete_partitions([spec.id for spec in specs], keep_remote=True)
                  for s, (handle, specs) in opened.items()}
+        answered = []
         for shard_id, outcome in wait_all({s: call for s, call in calls.items()
                                            if s not in silent},
                                           limits.CHANGE_SHARD_WAIT_S).items():
@@ -1435,6 +1442,65 @@ class Controller:
                 log.warning("%s did not yet delete %d partitions of a refused create or "
                             "growth (it does when it runs the call): %s", shard_id,
                             len(opened[shard_id][1]), outcome)
+            else:
+                answered.append(shard_id)
+        self._on_actor_thread(self._settle_deletes, {s: specs[s] for s in answered})
+
+    # --- Deletes owed (metadata.py's deletes_owed) ---------------------------------------
+
+    def _owe_deletes(self, specs: dict[str, list[PartitionSpec]], save: bool = False) -> None:
+        """Record that each shard is told to delete its ``specs`` (saved by the caller's
+        next save, or here with ``save``). Actor thread."""
+        for shard_id, shard_specs in specs.items():
+            for (topic, topic_id), partitions in _by_topic(shard_specs).items():
+                if not topic_id:   # (every topic has one since they were given at load)
+                    continue
+                for dropped in self._metadata.owe_deletes(
+                        shard_id, OwedDelete(topic, topic_id, partitions)):
+                    log.warning("%s owes more than %d deletes: forgot the oldest, of %s "
+                                "(id %s) partitions %s, which stay on its disk", shard_id,
+                                limits.OWED_DELETES_PER_SHARD_MAX, dropped.topic,
+                                dropped.topic_id, list(dropped.partitions))
+        if save:
+            self._save([])
+
+    def _settle_deletes(self, specs: dict[str, list[PartitionSpec]]) -> None:
+        """Each shard deleted its ``specs``: no longer owed (saved). Actor thread."""
+        settled = [self._metadata.settle_deletes(shard_id, set(_by_topic(shard_specs)))
+                   for shard_id, shard_specs in specs.items()]
+        if any(settled):
+            self._save([])
+
+    def _send_owed_deletes(self, shard_ids: list[str]) -> dict[str, list[PartitionId]]:
+        """The recovery of partitions a shard was told to delete and never did (it died
+        first, or this controller did before it heard back): each of ``shard_ids`` that
+        owes deletes is sent them again, guarded by topic id (a new topic of the name
+        is never touched), and those it answers are forgotten, saved. Returns, and
+        logs, what each deleted. Actor thread (a shard's start, the controller's)."""
+        calls = {(s, owed): self._shards[s].delete_stale_partitions(
+                     [PartitionId(owed.topic, p) for p in owed.partitions], owed.topic_id)
+                 for s in shard_ids if s in self._shards
+                 for owed in self._metadata.deletes_owed.get(s, [])}
+        if not calls:
+            return {}
+        deleted: dict[str, list[PartitionId]] = {}
+        settled: dict[str, set[tuple[str, str]]] = {}
+        for (shard_id, owed), outcome in wait_all(calls, limits.SHARD_START_WAIT_S).items():
+            if isinstance(outcome, BrokerError):
+                log.warning("%s did not run the deletes it owes (sent again at its next "
+                            "start): %s", shard_id, outcome)
+                continue
+            settled.setdefault(shard_id, set()).add((owed.topic, owed.topic_id))
+            deleted.setdefault(shard_id, []).extend(outcome)
+        for shard_id, done in settled.items():
+            self._metadata.settle_deletes(shard_id, done)
+        self._save([])
+        for shard_id, pids in deleted.items():
+            if pids:
+                log.warning("%s deleted %d partitions of deleted topics (or undone creates) "
+                            "it had missed: %s", shard_id, len(pids),
+                            ", ".join(f"{p.topic}-{p.partition}" for p in pids[:10]))
+        return deleted
 
     def _checked_new_topic(self, new: protocol.NewTopic) -> protocol.NewTopic:
         """``new`` with its replication factor and normalized config; raises what
@@ -1560,6 +1626,9 @@ class Controller:
         topic = self._topic(name)
         old_count = topic.partitions
         topics.validate_partition_growth(name, old_count, partition_count)
+        # Deletes still owed of an earlier, undone growth must not remove these (saved
+        # with the growth, or owed again if it is undone too).
+        self._metadata.cancel_deletes(name, topic.topic_id, range(old_count, partition_count))
         grown = self._new_topic(name, partition_count, topic.config, topic.replication_factor)
         after = replace(topic, partitions=partition_count,
                         placement=topic.placement + grown.placement[old_count:],
@@ -1596,9 +1665,10 @@ class Controller:
             raise _named_failure(failed, f"topic {name!r} was not grown")
 
     def delete_topic(self, name: str, topic_id: str = "") -> None:
-        """Delete a topic (change thread): it leaves the metadata first, saved (a crash
-        mid-delete leaves orphan files, not a topic whose partitions are half gone),
-        then each shard deletes its partitions. A shard that does not within
+        """Delete a topic (change thread): it leaves the metadata first, saved with the
+        deletes owed (a crash mid-delete leaves deletes owed, sent again at the next
+        start, not a topic whose partitions are half gone), then each shard deletes
+        its partitions, and is owed nothing more. A shard that does not within
         CHANGE_SHARD_WAIT_S raises its error, naming the topic as deleted.
         ``topic_id`` (not ""): only if the topic has that id, else UnknownTopicIdError
         and nothing is deleted."""
@@ -1607,13 +1677,17 @@ class Controller:
                              for s, (handle, specs) in asks.items()},
                             limits.CHANGE_SHARD_WAIT_S)
         failed = _first_failure(outcomes)
+        self._on_actor_thread(self._settle_deletes, {
+            s: specs for s, (_, specs) in asks.items()
+            if not isinstance(outcomes[s], BrokerError)})
         self._send_count_pushes(self._on_actor_thread(self._after_delete, name,
                                                       _unanswered(outcomes)))
         log.info("deleted topic %s", name)
         if failed is not None:
             raise _named_failure(failed, f"topic {name!r} is deleted, but not yet every "
                                          f"shard deleted its partitions (one does when it "
-                                         f"runs the call)")
+                                         f"runs the call, or is sent it again when it "
+                                         f"next starts)")
 
     def _forget_topic(self, name: str, topic_id: str = ""
                       ) -> dict[str, tuple[ShardHandle, list[PartitionSpec]]]:
@@ -1627,6 +1701,7 @@ class Controller:
                 f"topic {name!r} has topic id {topic.topic_id}, not {topic_id}: nothing "
                 f"deleted (was it created again under the name since {topic_id} was read?)")
         asks = self._partition_asks(specs_by_shard({name: topic}))
+        self._owe_deletes({s: specs for s, (_, specs) in asks.items()})
         del self._metadata.topics[name]
         self._save([name])
         return asks
@@ -1893,6 +1968,14 @@ class Controller:
 def _first_failure(outcomes: dict[str, object]) -> BrokerError | None:
     """The first error of ``wait_all``'s outcomes, by shard id; None if all answered."""
     return next((o for _, o in sorted(outcomes.items()) if isinstance(o, BrokerError)), None)
+
+
+def _by_topic(specs: list[PartitionSpec]) -> dict[tuple[str, str], tuple[int, ...]]:
+    """(topic, topic id) -> the partitions of ``specs`` (sorted, each once)."""
+    partitions: dict[tuple[str, str], set[int]] = {}
+    for spec in specs:
+        partitions.setdefault((spec.topic, spec.topic_id), set()).add(spec.partition)
+    return {key: tuple(sorted(found)) for key, found in partitions.items()}
 
 
 def _unanswered(outcomes: dict[str, object]) -> set[str]:

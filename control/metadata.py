@@ -25,7 +25,8 @@ only the changed topics encoded again: plinth/json_fragments.py; indented here):
      "groups_moving_from": ["shard-0", "shard-1", "shard-2"],   only during a change
      "partitions_moving_from": ["shard-0", "shard-1", "shard-2"],   only during a change
      "controller_epoch": 4,
-     "tier_store": "s3://bucket/prefix"}        only while a topic is tiered
+     "tier_store": "s3://bucket/prefix",        only while a topic is tiered
+     "deletes_owed": {"shard-1": [["old", "7d1e...04aa", [0, 2]]]}}   only while owed
 
 ``placement`` names the shard that takes each partition's writes (for a
 replicated topic: its preferred leader, the first of its replicas). ``ranges``
@@ -66,6 +67,15 @@ segments by it. A file written before topics had ids has none: ``load`` gives
 each such topic one (``assign_missing_topic_ids``), and the controller saves
 it at its start, before any shard hears of it.
 
+Deletes owed (``deletes_owed``, absent: none): for each shard, the partitions
+it was told to delete and has not yet said it deleted, as [topic, topic id,
+partitions]: of a deleted topic, or of a create or growth that was undone. A
+shard that dies before it runs the delete would open them again at every
+restart, routed to no one; the controller sends the delete again when the shard
+starts (guarded by the topic id, so a new topic of the name is never touched),
+and forgets it once the shard answers. At most OWED_DELETES_PER_SHARD_MAX per
+shard (the oldest go first, logged).
+
 Tiered storage (issue 14). ``tier_store`` (absent: none) is the object store the
 tiered topics' remote segments are in: the server's --tier-url as
 remote_store.store_identity gives it (scheme, bucket and prefix; never a
@@ -93,6 +103,7 @@ from collections import Counter
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from plinth import limits, topics
 from plinth.control.routing_table import Range, ShardRange, TieredRange, shard_range
@@ -100,6 +111,14 @@ from plinth.durable_files import write_file_atomically
 from plinth.json_fragments import JsonFragments
 from plinth.errors import CorruptDataError, InvalidConfigError
 from plinth.shards.shard_handle import Leadership, PartitionSpec
+
+class OwedDelete(NamedTuple):
+    """Partitions of one topic (by its id) that a shard has not yet said it deleted."""
+
+    topic: str
+    topic_id: str
+    partitions: tuple[int, ...]
+
 
 METADATA_FILE = "metadata.json"
 METADATA_VERSION = 1
@@ -312,6 +331,7 @@ class BrokerMetadata:
     partitions_moving_from: list[str] | None = None          # set while partitions move
     controller_epoch: int = 0                                # grows at each controller start
     tier_store: str | None = None                            # the tiered topics' object store
+    deletes_owed: dict[str, list[OwedDelete]] = field(default_factory=dict)   # by shard id
     # The topics' encoded JSON, kept between saves (only changed topics are encoded).
     _fragments: JsonFragments = field(default_factory=lambda: JsonFragments("topics"),
                                       init=False, repr=False, compare=False)
@@ -363,6 +383,50 @@ class BrokerMetadata:
         if self.controller_epoch < 0:
             found.append(f"controller epoch {self.controller_epoch} is negative")
         return found
+
+    # --- Deletes owed (see the module) -----------------------------------------------
+
+    def owe_deletes(self, shard_id: str, owed: OwedDelete) -> list[OwedDelete]:
+        """Record that ``shard_id`` is told to delete ``owed``; returns the entries
+        dropped to keep OWED_DELETES_PER_SHARD_MAX (the oldest), for the caller to log.
+        Saved by the caller."""
+        entries = self.deletes_owed.setdefault(shard_id, [])
+        entries.append(owed)
+        dropped = entries[:-limits.OWED_DELETES_PER_SHARD_MAX]
+        del entries[:-limits.OWED_DELETES_PER_SHARD_MAX]
+        return dropped
+
+    def settle_deletes(self, shard_id: str, settled: Collection[tuple[str, str]]) -> bool:
+        """``shard_id`` deleted the partitions owed of each (topic, topic id) in
+        ``settled``; returns whether anything was forgotten (to save)."""
+        entries = self.deletes_owed.get(shard_id, [])
+        kept = [e for e in entries if (e.topic, e.topic_id) not in settled]
+        if len(kept) == len(entries):
+            return False
+        if kept:
+            self.deletes_owed[shard_id] = kept
+        else:
+            del self.deletes_owed[shard_id]
+        return True
+
+    def cancel_deletes(self, topic: str, topic_id: str, partitions: Collection[int]) -> bool:
+        """Forget the deletes owed of ``partitions`` of the topic (a growth opens them
+        again: a delete still owed from an undone growth must not remove them); returns
+        whether anything was forgotten."""
+        changed = False
+        for shard_id in list(self.deletes_owed):
+            entries = []
+            for e in self.deletes_owed[shard_id]:
+                left = tuple(p for p in e.partitions if p not in partitions) \
+                    if (e.topic, e.topic_id) == (topic, topic_id) else e.partitions
+                changed |= left != e.partitions
+                if left:
+                    entries.append(e._replace(partitions=left))
+            if entries:
+                self.deletes_owed[shard_id] = entries
+            else:
+                del self.deletes_owed[shard_id]
+        return changed
 
     def assign_missing_topic_ids(self) -> list[str]:
         """Give a new id to each topic that has none (a file written before topics had
@@ -431,6 +495,10 @@ class BrokerMetadata:
             value["controller_epoch"] = self.controller_epoch
         if self.tier_store is not None:
             value["tier_store"] = self.tier_store
+        if self.deletes_owed:
+            value["deletes_owed"] = {shard_id: [[e.topic, e.topic_id, list(e.partitions)]
+                                                for e in entries]
+                                     for shard_id, entries in self.deletes_owed.items()}
         return value
 
     @classmethod
@@ -446,7 +514,9 @@ class BrokerMetadata:
                    partitions_moving_from=None if partitions_moving is None
                    else _names(partitions_moving),
                    controller_epoch=_offset(value.get("controller_epoch", 0)),
-                   tier_store=_store(value.get("tier_store")))
+                   tier_store=_store(value.get("tier_store")),
+                   deletes_owed={_name(shard_id): [_owed_delete(e) for e in entries]
+                                 for shard_id, entries in value.get("deletes_owed", {}).items()})
 
 
 def _topic_to_json(topic: TopicMetadata) -> dict:
@@ -496,6 +566,15 @@ def _range_from_json(value: list) -> Range:
     if len(value) == 3 and not replicas:
         raise ValueError(f"range {value!r} has an empty replica list")
     return shard_range(_offset(value[0]), _name(value[1]), replicas)
+
+
+def _owed_delete(value: list) -> OwedDelete:
+    topic, topic_id, partitions = value
+    if not topics.is_topic_id(topic_id):
+        raise ValueError(f"owed delete of {topic!r}: {topic_id!r} is not a topic id")
+    if not partitions or any(_offset(p) < 0 for p in partitions):
+        raise ValueError(f"owed delete of {topic!r}: partitions {partitions!r}")
+    return OwedDelete(_name(topic), topic_id, tuple(partitions))
 
 
 def _names(value: list) -> list[str]:

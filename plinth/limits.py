@@ -204,6 +204,11 @@ CONTROL_CALL_TIMEOUT_S = 60.0
 # (CLIENT_REQUEST_TIMEOUT_MS_DEFAULT), so that a change held up by a stopped shard is
 # answered by the controller, naming the shard, before its client gives up.
 CHANGE_SHARD_WAIT_S = 20.0
+# Deletes a shard was told of and has not confirmed, kept per shard in the metadata
+# (control/metadata.py's deletes_owed) and sent again when it starts: one per topic
+# deleted (or create undone) while it was down. Beyond it the oldest are forgotten,
+# logged: their partitions stay on that shard's disk, routed to no one.
+OWED_DELETES_PER_SHARD_MAX = TOPICS_MAX
 # A shard that does not answer a status or metrics call this fast is reported down.
 STATUS_CALL_TIMEOUT_S = 5.0
 SHUTDOWN_GRACE_PERIOD_S = 30.0

@@ -233,6 +233,17 @@ class ShardActor:
                                      keep_remote)
                    for pid in partitions)
 
+    def delete_stale_partitions(self, partitions: list[PartitionId], topic_id: str,
+                                keep_remote: bool = False) -> list[PartitionId]:
+        """``delete_partitions`` of those of ``partitions`` the manifest holds as topic
+        ``topic_id``'s; returns them (ShardHandle.delete_stale_partitions)."""
+        stale = [pid for pid in partitions
+                 if pid in self._manifest.partitions
+                 and self._manifest.partitions[pid].topic_id == topic_id]
+        if stale:
+            self.delete_partitions(stale, keep_remote)
+        return stale
+
     def partition_infos(self, partitions: list[PartitionId],
                         timestamp_ms: int = protocol.NO_TIME_LOOKUP) -> list[protocol.PartitionInfo]:
         """Each partition's offsets (ShardServer.partition_info), with the first record

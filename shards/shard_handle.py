@@ -291,6 +291,17 @@ class ShardHandle:
         return self._start(ShardActor.delete_partitions,
                            _partition_ids(partitions, "delete_partitions"), bool(keep_remote))
 
+    def delete_stale_partitions(self, partitions: Sequence[PartitionId], topic_id: str,
+                                keep_remote: bool = False) -> PendingCall[list[PartitionId]]:
+        """Delete those of ``partitions`` the shard holds as topic ``topic_id``'s (a delete
+        it missed: it died before it ran it); a partition of another id (a new topic of
+        the name) or not held is left. Returns those deleted."""
+        if not isinstance(topic_id, str) or not topic_id:
+            raise ValueError(f"delete_stale_partitions: topic id {topic_id!r} is not one")
+        return self._start(ShardActor.delete_stale_partitions,
+                           _partition_ids(partitions, "delete_stale_partitions"), topic_id,
+                           bool(keep_remote))
+
     def partition_infos(self, partitions: Sequence[PartitionId],
                         timestamp_ms: int = protocol.NO_TIME_LOOKUP
                         ) -> PendingCall[list[protocol.PartitionInfo]]:

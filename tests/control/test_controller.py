@@ -231,3 +231,95 @@ def test_a_change_of_shards_is_refused_at_once_while_a_shard_does_not_answer(bro
     # And once it answers, the shard is added
     broker.controller.add_shards(1)
     assert broker.controller.routing().shard_ids == tuple(THREE)
+
+
+def orders_on(broker, shard_id: str) -> list:
+    """The partitions of topic "orders" in ``shard_id``'s manifest."""
+    return sorted(pid.partition for pid in broker.manifest(shard_id).partitions
+                  if pid.topic == "orders")
+
+
+def restart_shard_1(broker) -> None:
+    """shard-1's process restarts and, once up, announces itself (as a Ray shard actor
+    does: in process, the calls made while the new actor starts fail)."""
+    handle = broker.shards.handles["shard-1"]
+    handle.restart()
+    broker.controller.shard_started("shard-1", handle.actor.address())
+
+
+def deleted_without_shard_1(broker) -> str:
+    """Topic "orders" (8 partitions, on both shards) deleted while shard-1 dies before
+    it runs the delete; returns the deleted topic's id."""
+    broker.controller.create_topic("orders", 8, {})
+    topic_id = broker.controller.describe_topic("orders").topic_id
+    broker.shards.handles["shard-1"].fail_next("delete_partitions",
+                                                ray.exceptions.ActorDiedError())
+    with pytest.raises(UnavailableError, match="topic 'orders' is deleted, but not yet every"):
+        broker.controller.delete_topic("orders")
+    return topic_id
+
+
+def test_a_shard_that_died_before_deleting_a_topic_deletes_its_partitions_when_it_restarts(
+        brokers):
+    # Given a topic deleted while shard-1 died before it ran the delete
+    broker = brokers(2)
+    topic_id = deleted_without_shard_1(broker)
+    # Then the delete is owed, on disk, and shard-1 still holds the partitions
+    [owed] = broker.metadata_on_disk().deletes_owed["shard-1"]
+    assert (owed.topic, owed.topic_id, owed.partitions) == ("orders", topic_id,
+                                                            tuple(orders_on(broker, "shard-1")))
+    assert "shard-0" not in broker.metadata_on_disk().deletes_owed and orders_on(broker, "shard-0") == []
+    # When shard-1 restarts (it opens them again from its manifest)
+    restart_shard_1(broker)
+    # Then it is sent the delete again: its partitions and their directories are gone,
+    # and nothing is owed any more
+    assert orders_on(broker, "shard-1") == []
+    assert list((broker.data_dir / "shards" / "shard-1").glob("orders-*")) == []
+    assert broker.metadata_on_disk().deletes_owed == {}
+
+
+def test_deletes_owed_when_the_server_restarts_are_sent_at_its_start(brokers):
+    broker = brokers(2)
+    deleted_without_shard_1(broker)
+    broker = brokers(2)   # new shard actors reopen their manifests; the controller starts
+    assert orders_on(broker, "shard-1") == []
+    assert broker.metadata_on_disk().deletes_owed == {}
+
+
+def test_an_owed_delete_never_touches_a_new_topic_of_the_same_name(brokers):
+    # Given a topic deleted while shard-1 died before it ran the delete, and a topic of
+    # the same name created since, with records on shard-1
+    broker = brokers(2)
+    deleted_without_shard_1(broker)
+    new_id = broker.controller.create_topic("orders", 8, {}).topic_id
+    on_shard_1 = orders_on(broker, "shard-1")
+    assert on_shard_1 and broker.produce("orders", on_shard_1[0], [b"kept"]) == 0
+    # When shard-1 restarts and is sent the delete it owes
+    restart_shard_1(broker)
+    # Then the new topic's partitions stay, with their records
+    assert orders_on(broker, "shard-1") == on_shard_1
+    assert {broker.manifest("shard-1").partitions[pid].topic_id
+            for pid in broker.manifest("shard-1").partitions if pid.topic == "orders"} == {new_id}
+    assert broker.produce("orders", on_shard_1[0], [b"more"]) == 1
+    assert broker.metadata_on_disk().deletes_owed == {}
+
+
+def test_a_growth_made_after_an_undone_one_keeps_its_partitions_though_their_delete_was_owed(
+        brokers):
+    # Given a growth undone while shard-1 fails both the open and the delete of its part
+    broker = brokers(2)
+    broker.controller.create_topic("orders", 2, {})
+    shard_1 = broker.shards.handles["shard-1"]
+    shard_1.fail_next("open_partitions", ray.exceptions.ActorDiedError())
+    shard_1.fail_next("delete_partitions", ray.exceptions.ActorDiedError())
+    with pytest.raises(UnavailableError, match="shard-1 is down"):
+        broker.controller.add_partitions("orders", 8)
+    assert "shard-1" in broker.metadata_on_disk().deletes_owed
+    # When the growth is made again, and shard-1 restarts
+    assert broker.controller.add_partitions("orders", 8).partitions == 8
+    assert broker.metadata_on_disk().deletes_owed == {}
+    grown = [p for p in orders_on(broker, "shard-1") if p >= 2]
+    restart_shard_1(broker)
+    # Then its new partitions stay and take writes
+    assert grown and [p for p in orders_on(broker, "shard-1") if p >= 2] == grown
+    assert broker.produce("orders", grown[0], [b"a"]) == 0

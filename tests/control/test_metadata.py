@@ -10,7 +10,8 @@ import shutil
 import pytest
 
 from plinth import json_fragments
-from plinth.control.metadata import BrokerMetadata, ShardRange, TopicMetadata
+from plinth import limits
+from plinth.control.metadata import BrokerMetadata, OwedDelete, ShardRange, TopicMetadata
 from plinth.errors import CorruptDataError, InvalidConfigError
 from plinth.shards.shard_handle import Leadership
 from tests.control.broker_without_ray import MAIN_DATA_DIR
@@ -182,6 +183,12 @@ def broken(change) -> dict:
     (broken(lambda m, t: m.pop("topics")), "not broker metadata"),
     (broken(lambda m, t: m.update(tier_store=7)), "tier store 7 is not a URL"),
     (broken(lambda m, t: m.update(tier_store="")), "tier store '' is not a URL"),
+    (broken(lambda m, t: m.update(deletes_owed={"shard-1": [["old", "nothex", [0]]]})),
+     "'nothex' is not a topic id"),
+    (broken(lambda m, t: m.update(deletes_owed={"shard-1": [["old", "a" * 32, []]]})),
+     "owed delete of 'old': partitions []"),
+    (broken(lambda m, t: m.update(deletes_owed={"shard-1": [["old", "a" * 32, [-1]]]})),
+     "owed delete of 'old': partitions [-1]"),
 ])
 def test_damaged_metadata_is_refused_with_its_path_and_the_problem(tmp_path, value, problem):
     # Given a metadata file whose content is inconsistent
@@ -334,3 +341,49 @@ def test_a_partition_that_moves_keeps_its_history_and_forgets_ranges_retention_e
     assert topic.ranges_of(0) == [(10, "shard-1"), (25, "shard-2")]
     with pytest.raises(AssertionError, match="it owns the partition's writes"):
         topic.forget_ranges_on(0, "shard-2")
+
+
+OLD_ID, NEW_ID = "a" * 32, "b" * 32
+
+
+def test_deletes_owed_are_saved_as_documented_and_absent_when_none(tmp_path):
+    path = tmp_path / "metadata.json"
+    metadata = metadata_with_a_moved_partition()
+    metadata.save(path)
+    assert "deletes_owed" not in json.loads(path.read_text())
+    metadata.owe_deletes("shard-1", OwedDelete("old", OLD_ID, (0, 2)))
+    metadata.save(path)
+    assert json.loads(path.read_text())["deletes_owed"] == {"shard-1": [["old", OLD_ID, [0, 2]]]}
+    assert BrokerMetadata.load(path) == metadata
+
+
+def test_a_delete_is_owed_until_its_shard_settles_it_by_topic_id():
+    metadata = BrokerMetadata()
+    metadata.owe_deletes("shard-1", OwedDelete("t", OLD_ID, (0,)))
+    metadata.owe_deletes("shard-1", OwedDelete("t", NEW_ID, (1,)))
+    assert not metadata.settle_deletes("shard-0", {("t", OLD_ID)})
+    assert metadata.settle_deletes("shard-1", {("t", OLD_ID)})
+    assert metadata.deletes_owed == {"shard-1": [OwedDelete("t", NEW_ID, (1,))]}
+    assert metadata.settle_deletes("shard-1", {("t", NEW_ID)})
+    assert metadata.deletes_owed == {}
+
+
+def test_a_growth_cancels_the_owed_deletes_of_the_partitions_it_opens_and_no_others():
+    metadata = BrokerMetadata()
+    metadata.owe_deletes("shard-1", OwedDelete("t", OLD_ID, (2, 3, 5)))
+    metadata.owe_deletes("shard-2", OwedDelete("t", OLD_ID, (4,)))
+    metadata.owe_deletes("shard-2", OwedDelete("t", NEW_ID, (4,)))   # another topic's id
+    assert metadata.cancel_deletes("t", OLD_ID, range(2, 5))
+    assert metadata.deletes_owed == {"shard-1": [OwedDelete("t", OLD_ID, (5,))],
+                                     "shard-2": [OwedDelete("t", NEW_ID, (4,))]}
+    assert not metadata.cancel_deletes("t", OLD_ID, range(2, 5))
+
+
+def test_a_shard_owes_at_most_the_limit_and_the_oldest_are_dropped_and_returned(monkeypatch):
+    monkeypatch.setattr(limits, "OWED_DELETES_PER_SHARD_MAX", 2)
+    metadata = BrokerMetadata()
+    owed = [OwedDelete(f"t{i}", OLD_ID, (0,)) for i in range(3)]
+    assert metadata.owe_deletes("shard-1", owed[0]) == []
+    assert metadata.owe_deletes("shard-1", owed[1]) == []
+    assert metadata.owe_deletes("shard-1", owed[2]) == [owed[0]]
+    assert metadata.deletes_owed == {"shard-1": owed[1:]}

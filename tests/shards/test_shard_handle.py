@@ -49,6 +49,19 @@ def test_calls_return_the_typed_results_of_the_shard(handle):
     assert sealed == [SealedPartition("t", 0, 2, sealed[0].producers)]
 
 
+def test_a_stale_delete_removes_only_what_the_shard_holds_as_that_topic_ids(handle):
+    # Given partition 0 of a topic held under one id, partition 1 under another
+    old, new = "a" * 32, "b" * 32
+    handle.open_partitions([PartitionSpec("t", 0, {}, topic_id=old),
+                            PartitionSpec("t", 1, {}, topic_id=new)]).result()
+    # When the deletes of partitions 0 to 2 of the old id are sent
+    pids = [PartitionId("t", p) for p in range(3)]
+    # Then only partition 0 goes (1 is another topic's, 2 is not held)
+    assert handle.delete_stale_partitions(pids, old).result() == [PartitionId("t", 0)]
+    assert set(handle.actor._manifest.partitions) == {PartitionId("t", 1)}
+    assert handle.delete_stale_partitions(pids, old).result() == []
+
+
 @pytest.mark.parametrize("call", [
     lambda h: h.open_partitions([("t", 0, {})]),
     lambda h: h.open_partitions([PartitionSpec("t", -1, {})]),
@@ -57,6 +70,8 @@ def test_calls_return_the_typed_results_of_the_shard(handle):
     lambda h: h.open_partitions([PartitionSpec("t", 0, {}, initial_offset=-3)]),
     lambda h: h.seal_partitions([("t", 0)]),
     lambda h: h.delete_partitions("t"),
+    lambda h: h.delete_stale_partitions([PartitionId("t", 0)], ""),
+    lambda h: h.delete_stale_partitions([("t", 0)], "a" * 32),
     lambda h: h.alter_partitions([PartitionId("t", 0)], {"retention.ms": None}),
     lambda h: h.set_partition_counts({"t": 0}),
     lambda h: h.set_partition_counts({"t": True}),
