@@ -944,6 +944,11 @@ KAFKA_GROUP_SYNC_WAIT_MS_MAX = 300_000
 KAFKA_ELECT_LEADERS_WAIT_MS_MAX = int(CONTROL_CALL_TIMEOUT_S * 1000) + LEADER_HANDOVER_WAIT_MS
 # Partitions of a topic created with num_partitions -1 (Kafka's num.partitions).
 KAFKA_TOPIC_PARTITIONS_DEFAULT = 1
+# A topic whose auto-creation was refused (an ACL, the topic limit, a stopped shard)
+# is not tried again for the same Kafka user within this (router/kafka/api_cluster.py):
+# producers ask at every retry backoff. At most this many names are remembered.
+KAFKA_AUTO_CREATE_REFUSED_TTL_S = 5.0
+KAFKA_AUTO_CREATE_REFUSALS_REMEMBERED_MAX = 10_000
 # Topics a Kafka DescribeLogDirs describes at once (one describeTopic each, to the
 # controller): a request for every topic of a big cluster goes in rounds of this
 # many, so that it does not take the whole backend's KAFKA_BACKEND_REQUESTS_IN_FLIGHT_MAX.

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import OrderedDict
 
 from plinth import limits, protocol, topics as plinth_topics
-from plinth.errors import InvalidTopicError
+from plinth.errors import InvalidTopicError, TopicExistsError
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.api_acls import principal_of
 from plinth.router.kafka.backend import PRINCIPAL, ask, ask_change, change_deadline_s
@@ -68,16 +70,21 @@ async def metadata(gateway, header, body: dict, connection) -> dict:
     never tried: it is INVALID_TOPIC_EXCEPTION, which clients fail on at once, as
     Kafka answers it with or without auto-creation (UNKNOWN_TOPIC_OR_PARTITION made
     a producer wait its whole message timeout, retrying the create at every
-    metadata refresh). The internal topic, where it exists (replicated groups), is
-    answered as internal."""
+    metadata refresh). A create refused for another reason (an ACL, the topic limit,
+    a stopped shard) is not tried again for that user and name, nor logged again,
+    for KAFKA_AUTO_CREATE_REFUSED_TTL_S (``AutoCreateRefusals``): a producer asks
+    every retry backoff, and each try was a change for the controller and a warning.
+    The internal topic, where it exists (replicated groups), is answered as
+    internal."""
     wanted = body["topics"]
     # Every topic: v0's empty list, or null from v1 on (where an empty list is none).
     every = wanted is None or (header.api_version == 0 and not wanted)
     names = None if every else [t["name"] for t in wanted]
     reply = await _plinth_metadata(gateway)
     if names and reply.error is None and _may_create(gateway, header, body):
+        refused = gateway.auto_create_refusals
         missing = sorted(name for name in set(names) - {info.name for info in reply.topics}
-                         if _name_refusal(name) is None)
+                         if _name_refusal(name) is None and not refused.refused_lately(name))
         if missing:
             await asyncio.gather(*(_create(gateway, name) for name in missing))
             reply = await _plinth_metadata(gateway)
@@ -149,12 +156,43 @@ def _may_create(gateway, header, body: dict) -> bool:
 
 
 async def _create(gateway, name: str) -> None:
-    """Create a topic with the defaults; an error (a bad name, a race with another
-    creator) shows in the metadata answer that follows."""
+    """Create a topic with the defaults; an error (a race with another creator, a
+    refusal) shows in the metadata answer that follows, and a refusal is remembered
+    (``AutoCreateRefusals``)."""
     reply, _ = await ask_change(gateway.backend, change_deadline_s(), protocol.encode_create_topic,
                                 name, limits.KAFKA_TOPIC_PARTITIONS_DEFAULT, {})
-    if reply.error is not None:
-        log.warning("Kafka listener: auto-creating topic %r failed: %s", name, reply.error)
+    if reply.error is not None and not isinstance(reply.error, TopicExistsError):
+        gateway.auto_create_refusals.note(name)
+        log.warning("Kafka listener: auto-creating topic %r failed (not tried again for "
+                    "%g s): %s", name, limits.KAFKA_AUTO_CREATE_REFUSED_TTL_S, reply.error)
+
+
+class AutoCreateRefusals:
+    """The names whose auto-creation was refused lately, per Kafka user (an ACL refuses
+    one user, not another), each until KAFKA_AUTO_CREATE_REFUSED_TTL_S after the
+    refusal; at most KAFKA_AUTO_CREATE_REFUSALS_REMEMBERED_MAX (the oldest go first).
+    A topic created meanwhile is answered as it is: only the create is not tried.
+    The listener's event loop thread."""
+
+    def __init__(self):
+        self._until_s: OrderedDict[tuple[str | None, str], float] = OrderedDict()
+
+    def refused_lately(self, name: str) -> bool:
+        key = (PRINCIPAL.get(), name)
+        until_s = self._until_s.get(key)
+        if until_s is None:
+            return False
+        if time.monotonic() < until_s:
+            return True
+        del self._until_s[key]
+        return False
+
+    def note(self, name: str) -> None:
+        key = (PRINCIPAL.get(), name)
+        self._until_s.pop(key, None)
+        self._until_s[key] = time.monotonic() + limits.KAFKA_AUTO_CREATE_REFUSED_TTL_S
+        while len(self._until_s) > limits.KAFKA_AUTO_CREATE_REFUSALS_REMEMBERED_MAX:
+            self._until_s.popitem(last=False)
 
 
 async def _plinth_metadata(gateway) -> protocol.ReplyView:

@@ -112,6 +112,7 @@ class KafkaGateway:
         self.sasl_users = sasl_users   # None: no login asked
         self.tls = False               # the listener's connections are TLS (service.py)
         self.auto_create_topics = auto_create_topics
+        self.auto_create_refusals = api_cluster.AutoCreateRefusals()
         self.log_dir = log_dir
         self.acl = acl
         self._handlers = {
