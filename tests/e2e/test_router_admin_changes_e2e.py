@@ -33,15 +33,21 @@ def topic_on(admin: Admin, controller: ControllerHandle, shard: str, wanted: boo
     raise AssertionError(f"no topic placed {'on' if wanted else 'off'} {shard} in 32 tries")
 
 
-def test_queries_and_a_new_producer_are_answered_while_changes_wait_for_a_stopped_shard(
-        broker_factory):
-    # Given a topic on shard-0, and another topic on shard-1
+def broker_with_topics_on(broker_factory, shards: tuple[str, ...]):
+    """(a broker of two shards, a new 1-partition topic on each of ``shards``, the pid
+    of shard-0's process)."""
     broker = broker_factory(shards=2)
     controller = ControllerHandle.find(namespace_for(broker.data_dir, None))
     with Admin(broker=broker.url) as admin:
-        stalled = topic_on(admin, controller, "shard-0", True)
-        other = topic_on(admin, controller, "shard-1", True)
-    pid = wait_until(lambda: shard_pids(broker.data_dir).get("shard-0"), timeout_s=60)
+        names = [topic_on(admin, controller, shard, True) for shard in shards]
+    return broker, names, wait_until(lambda: shard_pids(broker.data_dir).get("shard-0"),
+                                     timeout_s=60)
+
+
+def test_queries_and_a_new_producer_are_answered_while_changes_wait_for_a_stopped_shard(
+        broker_factory):
+    # Given a topic on shard-0, and another topic on shard-1
+    broker, (stalled, other), pid = broker_with_topics_on(broker_factory, ("shard-0", "shard-1"))
     # (Each change from its own client, as the tester's were: a client's own requests
     # are answered in order, so one client's changes would hold only its own.)
     altering = [Admin(broker=broker.url, request_timeout_ms=180_000) for _ in range(CHANGES)]
@@ -75,11 +81,7 @@ def test_queries_and_a_new_producer_are_answered_while_changes_wait_for_a_stoppe
 def test_a_change_queued_past_its_clients_timeout_behind_a_stopped_shard_is_never_made(
         broker_factory):
     # Given a topic on shard-0, and a client that waits 2 s for each answer
-    broker = broker_factory(shards=2)
-    controller = ControllerHandle.find(namespace_for(broker.data_dir, None))
-    with Admin(broker=broker.url) as admin:
-        stalled = topic_on(admin, controller, "shard-0", True)
-    pid = wait_until(lambda: shard_pids(broker.data_dir).get("shard-0"), timeout_s=60)
+    broker, (stalled,), pid = broker_with_topics_on(broker_factory, ("shard-0",))
     late = unique_topic("late")
     with Admin(broker=broker.url, request_timeout_ms=2_000) as impatient:
         os.kill(pid, signal.SIGSTOP)
