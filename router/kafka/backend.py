@@ -230,8 +230,15 @@ async def ask_change(backend, deadline_s: float, encode: Callable[..., bytes], *
     Kafka's REQUEST_TIMED_OUT). Sent through the changes' lane (see the module).
     Event loop."""
     wait_ms = max(1, int((deadline_s - time.monotonic()) * 1000))
-    return await ask(backend, lambda rid: encode(rid, *args, timeout_ms=wait_ms, **options),
-                     timeout_ms=wait_ms, change=True)
+    reply, payload = await ask(
+        backend, lambda rid: encode(rid, *args, timeout_ms=wait_ms, **options),
+        timeout_ms=wait_ms, change=True)
+    if isinstance(reply.error, PlinthTimeoutError):   # said for a Kafka user, not a router
+        reply.error = PlinthTimeoutError(
+            f"the change was not answered within {wait_ms} ms, the request's timeout: it "
+            f"waits for a shard that does not answer, or for the changes before it. If it "
+            f"had begun, it is made once its shards answer; if not, it is never made")
+    return reply, payload
 
 
 # What Plinth's encoders raise for a value that its field cannot hold: pycapnp's

@@ -6,6 +6,7 @@ changes and queries come from two clients."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 import zmq
@@ -86,3 +87,27 @@ def test_changes_reach_the_router_as_a_client_of_their_own():
         backend.close()
         router.close()
         context.term()
+
+
+def test_a_change_not_answered_in_time_is_told_as_a_kafka_user_reads_it():
+    # A router that takes the change and answers nothing (its shard is stopped)
+    context = zmq.asyncio.Context()
+    router = context.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    backend = PlinthBackend(f"tcp://127.0.0.1:{port}")
+
+    async def scenario():
+        reply, _ = await ask_change(backend, time.monotonic() + 0.3,
+                                    protocol.encode_topic_request, "deleteTopic", "t")
+        return reply.error
+
+    try:
+        error = asyncio.run(scenario())
+    finally:
+        backend.close()
+        router.close()
+        context.term()
+    assert isinstance(error, PlinthTimeoutError)
+    assert "the change was not answered within" in str(error)
+    assert "inproc" not in str(error) and "router at" not in str(error)
