@@ -1494,7 +1494,8 @@ class Controller:
             deleted.setdefault(shard_id, []).extend(outcome)
         for shard_id, done in settled.items():
             self._metadata.settle_deletes(shard_id, done)
-        self._save([])
+        if settled:
+            self._save([])
         for shard_id, pids in deleted.items():
             if pids:
                 log.warning("%s deleted %d partitions of deleted topics (or undone creates) "
@@ -1817,7 +1818,9 @@ class Controller:
             self._shards.kill(shard_id)
         for shard_id in unpinned:
             self._metadata.shard_nodes.pop(shard_id, None)
-        log.warning("add of shards %s failed: their actors were stopped", ", ".join(shard_ids))
+        if shard_ids:
+            log.warning("an add of shards failed: the actors of %s were stopped",
+                        ", ".join(shard_ids))
 
     def _remove_shards(self, count: int) -> list[protocol.PartitionMove]:
         """Remove the ``count`` newest shards: the partitions they own move their writes
@@ -1825,11 +1828,11 @@ class Controller:
         committed offsets. A removed shard keeps serving its older ranges until none
         is left (topics deleted, or retention), and then stops. Returns the moves."""
         self._refuse_removing_offsets_replicas(count, self._metadata.shards[-count:])
-        self._refuse_silent_shards(f"remove {counted(count, 'shard')}")
         shard_ids = self._metadata.shards
         if not 1 <= count < len(shard_ids):
             raise InvalidConfigError(f"cannot remove {count} of {len(shard_ids)} shards: "
                                      f"at least one must stay")
+        self._refuse_silent_shards(f"remove {counted(count, 'shard')}")
         self._refuse_too_few_for_replicas(shard_ids[:-count], count)
         draining = self._metadata.draining + shard_ids[-count:]
         moves = self._rebalancer.change_shards(shard_ids[:-count], draining,
