@@ -178,7 +178,8 @@ class Connection:
         # to the routers that are up rather than wait for one that is down.
         if len(urls) > 1:
             self.socket.setsockopt(zmq.IMMEDIATE, 1)
-        self._handshakes = HandshakeWatch(self.socket, self.address.curve_secret_key is not None)
+        self._handshakes = HandshakeWatch(self.socket, self.address.curve_secret_key is not None,
+                                          len(urls))
         try:
             for url in urls:
                 self.socket.connect(url)

@@ -19,7 +19,10 @@ sent or got no reply, and names the cause:
 
 The first two are final (``final``): libzmq ends such a connection for good and
 never reconnects, so the Connection raises HandshakeRefusedError instead of
-waiting. The third is retried by libzmq at each reconnect and only hints.
+waiting. With several routers, only once every one of them has refused: the
+others may serve the client (one router's --authorized-keys out of date must
+not fail a client the rest admit); until then the refusal, naming its router,
+is a hint. The third is retried by libzmq at each reconnect and only hints.
 ``HANDSHAKE_SUCCEEDED`` (``shook_hands``): a broker is there and admitted this
 client, so a request it leaves unanswered is slow there, not lost on the way.
 
@@ -48,9 +51,12 @@ _MECHANISM_MISMATCH = zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
 class HandshakeWatch:
     """The monitor of one client DEALER. Construct before the socket connects."""
 
-    def __init__(self, sock: zmq.Socket, has_keys: bool):
+    def __init__(self, sock: zmq.Socket, has_keys: bool, endpoints: int = 1):
+        """``endpoints``: how many routers the socket connects to."""
         self._socket = sock
         self._has_keys = has_keys
+        self._endpoints = endpoints
+        self._refused_by: set[str] = set()   # the endpoints that ended the handshake for good
         self._monitor = sock.get_monitor_socket(_WATCHED)
         self._cause: str | None = None
         self.final = False
@@ -70,24 +76,38 @@ class HandshakeWatch:
         if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self.shook_hands = True
             return
-        self.final = kind in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+        endpoint = _text(event.get("endpoint", b""))
+        if kind in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
+            self._refused_by.add(endpoint)
+        self.final = len(self._refused_by) >= self._endpoints
+        cause = self._cause_of(kind, value)
+        if cause is not None:
+            self._cause = f"{endpoint}: {cause}" if self._endpoints > 1 else cause
+
+    def _cause_of(self, kind: int, value: int) -> str | None:
+        """What one failure event says, or None (a broken-off handshake without keys)."""
         if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH and value == _ZAP_REFUSED:
-            self._cause = ("the broker refused this client's CurveZMQ key (ZAP status 400): "
-                           "its public .key is not in the broker's --authorized-keys")
-        elif kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-            self._cause = f"the broker refused this client in the handshake (ZAP status {value})"
-        elif kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value != _MECHANISM_MISMATCH:
-            self._cause = f"the handshake failed on a ZMTP protocol error (libzmq code {value:#x})"
-        elif kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and self._has_keys:
-            self._cause = ("the handshake failed: this client uses CurveZMQ "
-                           "(curve_key_file) and the broker does not")
-        elif kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
-            self._cause = ("the handshake failed: the broker requires CurveZMQ and this client "
-                           "has no keys (curve_key_file, curve_server_key_file)")
-        elif self._has_keys:
-            self._cause = ("the CurveZMQ handshake broke off: is curve_server_key_file the "
-                           "broker's public .key?")
+            return ("the broker refused this client's CurveZMQ key (ZAP status 400): "
+                    "its public .key is not in the broker's --authorized-keys")
+        if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            return f"the broker refused this client in the handshake (ZAP status {value})"
+        if kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value != _MECHANISM_MISMATCH:
+            return f"the handshake failed on a ZMTP protocol error (libzmq code {value:#x})"
+        if kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and self._has_keys:
+            return ("the handshake failed: this client uses CurveZMQ (curve_key_file) and "
+                    "the broker does not")
+        if kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+            return ("the handshake failed: the broker requires CurveZMQ and this client has "
+                    "no keys (curve_key_file, curve_server_key_file)")
+        if self._has_keys:
+            return ("the CurveZMQ handshake broke off: is curve_server_key_file the broker's "
+                    "public .key?")
+        return None
 
     def close(self) -> None:
         self._socket.disable_monitor()
         self._monitor.close(linger=0)
+
+
+def _text(endpoint) -> str:
+    return endpoint.decode(errors="replace") if isinstance(endpoint, bytes) else str(endpoint)

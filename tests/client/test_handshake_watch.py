@@ -30,8 +30,10 @@ class CurveBroker:
     """A CURVE ROUTER on its own context, admitting the keys in ``authorized``; it
     answers every request with an empty listOffsets reply, unless not ``answers``."""
 
-    def __init__(self, keys: Path, authorized: Path, curve: bool = True, answers: bool = True):
+    def __init__(self, keys: Path, authorized: Path, curve: bool = True, answers: bool = True,
+                 reply_delay_s: float = 0.0):
         self.answers = answers
+        self.reply_delay_s = reply_delay_s   # a slow broker: each reply that much later
         self.context = zmq.Context()
         self.security = None
         self.socket = self.context.socket(zmq.ROUTER)
@@ -53,6 +55,7 @@ class CurveBroker:
             client, header, *_ = self.socket.recv_multipart()
             if not self.answers:
                 continue
+            time.sleep(self.reply_delay_s)   # the broker's own slowness, not a synchronisation
             request_id = protocol.decode_request(header).request_id
             self.socket.send_multipart(
                 [client, protocol.encode_offsets_reply(request_id, protocol.PartitionInfo(0))])
@@ -81,11 +84,15 @@ def keys(tmp_path):
 
 @pytest.fixture
 def broker(keys):
-    """``broker(curve=True, answers=True)``: a CurveBroker, closed at the end."""
+    """``broker(curve=True, answers=True, authorized=None, reply_delay_s=0)``: a
+    CurveBroker (``authorized``: its keys directory, else the one admitting "admitted"),
+    closed at the end."""
     made = []
 
-    def make(curve: bool = True, answers: bool = True) -> CurveBroker:
-        made.append(CurveBroker(*keys, curve=curve, answers=answers))
+    def make(curve: bool = True, answers: bool = True, authorized: Path | None = None,
+             reply_delay_s: float = 0.0) -> CurveBroker:
+        made.append(CurveBroker(keys[0], authorized or keys[1], curve=curve, answers=answers,
+                                reply_delay_s=reply_delay_s))
         return made[-1]
 
     yield make
@@ -263,3 +270,33 @@ def test_a_client_with_nothing_listening_at_its_address_is_asked_whether_a_broke
     with pytest.raises((UnavailableError, PlinthTimeoutError),
                        match="is a broker running there"):
         conn.request(list_offsets(1), 1, 1_000)
+
+
+@pytest.mark.timeout(60)
+def test_a_client_of_several_routers_one_of_which_refuses_it_is_served_by_the_others(
+        keys, broker, connections, tmp_path):
+    # Given two routers, one whose --authorized-keys lacks the client's key, the other
+    # admitting it and slow to answer
+    nobody = tmp_path / "nobody"
+    nobody.mkdir()
+    refusing = broker(authorized=nobody)
+    slow = broker(reply_delay_s=0.3)
+    conn = connections(f"{refusing.url},{slow.url}", keys[0])
+    assert "refused this client's CurveZMQ key" in verdict(conn)
+    # When it makes a request / Then the other router answers it, and the refusal,
+    # naming its router, is only a hint
+    view, _ = conn.request(list_offsets(1), 1, 5_000)
+    assert view.request_id == 1
+    assert conn.handshake_refusal() is None
+    assert conn._handshakes.cause().startswith(f"{refusing.url}: the broker refused")
+
+
+@pytest.mark.timeout(60)
+def test_a_client_every_one_of_whose_routers_refuses_it_is_told_so(
+        keys, broker, connections, tmp_path):
+    nobody = tmp_path / "nobody"
+    nobody.mkdir()
+    urls = ",".join(broker(authorized=nobody).url for _ in range(2))
+    conn = connections(urls, keys[0])
+    with pytest.raises(HandshakeRefusedError, match="refused this client's CurveZMQ key"):
+        conn.request(list_offsets(1), 1, 10_000)
