@@ -53,14 +53,24 @@ def test_a_call_to_a_router_that_stopped_reading_times_out_instead_of_waiting_to
         context.term()
 
 
-def test_changes_reach_the_router_as_a_client_of_their_own():
-    # The router answers each client's admin requests one after another: a Kafka
-    # change waiting for a stopped shard must not hold another connection's Metadata.
+@pytest.fixture
+def backend_and_router():
+    """(a PlinthBackend, the asyncio ROUTER on loopback it talks to), closed after."""
     context = zmq.asyncio.Context()
     router = context.socket(zmq.ROUTER)
     router.setsockopt(zmq.LINGER, 0)
     port = router.bind_to_random_port("tcp://127.0.0.1")
     backend = PlinthBackend(f"tcp://127.0.0.1:{port}")
+    yield backend, router
+    backend.close()
+    router.close()
+    context.term()
+
+
+def test_changes_reach_the_router_as_a_client_of_their_own(backend_and_router):
+    # The router answers each client's admin requests one after another: a Kafka
+    # change waiting for a stopped shard must not hold another connection's Metadata.
+    backend, router = backend_and_router
 
     async def scenario():
         # When a change is sent, then a query, and the router answers only the query
@@ -81,33 +91,19 @@ def test_changes_reach_the_router_as_a_client_of_their_own():
         assert reply.error is None and not change.done()
         change.cancel()
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        backend.close()
-        router.close()
-        context.term()
+    asyncio.run(scenario())
 
 
-def test_a_change_not_answered_in_time_is_told_as_a_kafka_user_reads_it():
+def test_a_change_not_answered_in_time_is_told_as_a_kafka_user_reads_it(backend_and_router):
     # A router that takes the change and answers nothing (its shard is stopped)
-    context = zmq.asyncio.Context()
-    router = context.socket(zmq.ROUTER)
-    router.setsockopt(zmq.LINGER, 0)
-    port = router.bind_to_random_port("tcp://127.0.0.1")
-    backend = PlinthBackend(f"tcp://127.0.0.1:{port}")
+    backend, _ = backend_and_router
 
     async def scenario():
         reply, _ = await ask_change(backend, time.monotonic() + 0.3,
                                     protocol.encode_topic_request, "deleteTopic", "t")
         return reply.error
 
-    try:
-        error = asyncio.run(scenario())
-    finally:
-        backend.close()
-        router.close()
-        context.term()
+    error = asyncio.run(scenario())
     assert isinstance(error, PlinthTimeoutError)
     assert "the change was not answered within" in str(error)
     assert "inproc" not in str(error) and "router at" not in str(error)
