@@ -1678,11 +1678,10 @@ class Controller:
                              for s, (handle, specs) in asks.items()},
                             limits.CHANGE_SHARD_WAIT_S)
         failed = _first_failure(outcomes)
-        self._on_actor_thread(self._settle_deletes, {
-            s: specs for s, (_, specs) in asks.items()
-            if not isinstance(outcomes[s], BrokerError)})
+        deleted = {s: specs for s, (_, specs) in asks.items()
+                   if not isinstance(outcomes[s], BrokerError)}
         self._send_count_pushes(self._on_actor_thread(self._after_delete, name,
-                                                      _unanswered(outcomes)))
+                                                      _unanswered(outcomes), deleted))
         log.info("deleted topic %s", name)
         if failed is not None:
             raise _named_failure(failed, f"topic {name!r} is deleted, but not yet every "
@@ -1707,10 +1706,13 @@ class Controller:
         self._save([name])
         return asks
 
-    def _after_delete(self, name: str, silent: set[str]) -> dict[str, CountPush]:
-        """Retire the draining shards the delete emptied; returns the pushes of the
-        partition counts (the topic's is gone), but to the shards ``silent`` to the
-        delete. Actor thread."""
+    def _after_delete(self, name: str, silent: set[str],
+                      deleted: dict[str, list[PartitionSpec]]) -> dict[str, CountPush]:
+        """Forget the deletes owed by the shards that made them (``deleted``), retire the
+        draining shards the delete emptied; returns the pushes of the partition counts
+        (the topic's is gone), but to the shards ``silent`` to the delete. Actor
+        thread."""
+        self._settle_deletes(deleted)
         self._rebalancer.retire_drained()
         return self._shards.count_pushes(self._metadata.partition_counts(), changed=[name],
                                          skip=self._silent | silent)
