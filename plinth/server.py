@@ -60,6 +60,7 @@ from plinth.data_dir_lock import DataDirLock
 from plinth.errors import BrokerError, InvalidConfigError
 from plinth.loopback import is_loopback
 from plinth.process_tuning import tune_data_path_process
+from plinth.ray_messages import route_raylet_messages
 from plinth.secret_files import load_or_create_secret
 from plinth.shards.shard_handle import TierOptions
 
@@ -295,6 +296,7 @@ def _start_ray(options: ServeOptions) -> None:
 
         ray.init(address=options.ray_address, namespace=namespace,
                  logging_level=logging.WARNING, log_to_driver=True)
+        route_raylet_messages()
         return
     # Outside ray_dir, which Ray makes writable by everyone (made for /tmp/ray): there
     # another local user could swap the token for one they know before Ray reads it.
@@ -328,6 +330,7 @@ def _start_ray(options: ServeOptions) -> None:
         ray.init(_node_ip_address="127.0.0.1", _temp_dir=temp_dir, namespace=namespace,
                  num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
                  logging_level=logging.WARNING, _system_config=EMBEDDED_RAY_SYSTEM_CONFIG)
+    route_raylet_messages()   # a shard's death: one line of ours, not Ray's OOM paragraph
     # Ray shares its temp directory with every user (mode 0777, as /tmp/ray); this one
     # is the server's own, and no one else may put files (sockets, session links) in it.
     for directory in {str(ray_dir), temp_dir}:
@@ -696,6 +699,7 @@ def run_router(options: RouterOptions, ready=print) -> int:
 
     ray.init(address=options.ray_address, namespace=f"plinth-{options.cluster_name}",
              logging_level=logging.WARNING)
+    route_raylet_messages()
     node_address = ray.util.get_node_ip_address()
 
     kafka_service = None

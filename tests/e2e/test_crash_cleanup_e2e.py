@@ -1,6 +1,8 @@
 """kill -9 of an embedded ``plinth serve``: nothing it started outlives it, and a
 restart on the same data directory serves every acknowledged record; a SIGTERM
-stop leaves nothing behind either.
+stop leaves nothing behind either. A shard of such a server killed alone is
+served again, and the server says so in one line of its own, not in Ray's
+paragraph about the OOM killer (plinth/ray_messages.py).
 
 The server runs its own Ray here (no ``--ray-address``), as a user starts it:
 joined to the session's Ray, it would start no Ray processes of its own. What
@@ -130,4 +132,50 @@ def test_nothing_an_embedded_server_started_outlives_kill_9_and_a_restart_serves
         assert code == 0, "".join(output[-30:])
         assert not still_running(started), describe(still_running(started))
     finally:
+        kill_leftovers(started)
+
+
+def processes_named(processes: dict[int, int], title: str) -> list[int]:
+    """The pids of ``processes`` whose command line starts with ``title`` (Ray names
+    its workers' processes after their actor class: ray::ShardActor)."""
+    found = []
+    for pid in processes:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read(200).startswith(title.encode()):
+                    found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
+def test_a_shard_killed_under_an_embedded_server_is_reported_in_one_line_of_ours_and_serves_again(
+        tmp_path):
+    # Given an embedded server with one shard, which acknowledged a record
+    url, data_dir = f"tcp://127.0.0.1:{free_port()}", tmp_path / "data"
+    proc, output = start_embedded(data_dir, url, tmp_path / "home")
+    started = started_by(proc.pid)
+    try:
+        topic = unique_topic("killed")
+        with Admin(broker=url) as admin:
+            admin.create_topic(topic, 1)
+        with Producer(broker=url, acks="all") as producer:
+            producer.send(topic, b"before").get(30)
+        [shard_pid] = processes_named(started, "ray::ShardActor")
+        # When its shard's process alone is SIGKILLed
+        os.kill(shard_pid, signal.SIGKILL)
+        # Then the server prints one line of its own naming the process, and none of Ray's
+        ours = f"a Ray worker process (pid {shard_pid}) ended unexpectedly"
+        wait_until(lambda: any(ours in printed for printed in output), timeout_s=60,
+                   explain=lambda: "".join(output[-20:]))
+        assert not [printed for printed in output if "(raylet)" in printed or
+                    "resource isolation" in printed], "".join(output[-20:])
+        # And the restarted shard serves the record it acknowledged, and takes new ones
+        with Producer(broker=url, acks="all") as producer:
+            producer.send(topic, b"after").get(60)
+        assert [record.value for record in read_all(url, topic)] == [b"before", b"after"]
+    finally:
+        started = started_by(proc.pid) | started
+        proc.terminate()
+        proc.wait(STOP_WAIT_S)
         kill_leftovers(started)

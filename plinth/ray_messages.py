@@ -1,0 +1,70 @@
+"""Ray's error messages to a server, in Plinth's words.
+
+Ray's driver (the process that called ``ray.init``: ``plinth serve``, ``plinth
+router``) runs a thread that prints every error message the raylets publish,
+as ``(raylet) <message>``. The one a user meets is the death of a worker
+process: a shard or the controller killed (kill -9, a failover test) or
+crashed. Ray's text for it is a paragraph that names the kernel's OOM killer
+and ``ray stop --force`` as likely causes, and suggests resource isolation;
+after a kill -9 it misleads, and it names no shard.
+
+``route_raylet_messages`` (server process, main thread, after ``ray.init``)
+makes that thread log through ``plinth.ray`` instead: a worker's death is one
+warning line with its pid and exit type, saying what Ray does about it; any
+other raylet message is a warning with Ray's text. Ray's full text of a death
+goes to the same logger at DEBUG. Ray's log lines of the workers themselves
+(``log_to_driver``) are not touched: they do not pass through here.
+
+The thread calls ``ray._private.worker.print_to_stdstream`` by its module
+name at each message, so replacing that name is enough; Ray is pinned
+(pyproject.toml), and a Ray without the name fails ``route_raylet_messages``
+at start (AttributeError), not silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+log = logging.getLogger("plinth.ray")
+
+RAYLET = "raylet"   # the "pid" Ray's error thread gives every message it prints
+_WORKER_DIED = re.compile(r"A worker died or was killed")
+_WORKER_PID = re.compile(r"Worker PID: (\d+)")
+_EXIT_TYPE = re.compile(r"Worker exit type: (\w+)")
+
+
+def worker_death_line(message: str) -> str | None:
+    """Plinth's one line for Ray's message of a worker process's death; None for
+    any other message."""
+    if not _WORKER_DIED.search(message):
+        return None
+    pid = _WORKER_PID.search(message)
+    exit_type = _EXIT_TYPE.search(message)
+    return (f"a Ray worker process (pid {pid.group(1) if pid else 'unknown'}) ended "
+            f"unexpectedly ({exit_type.group(1) if exit_type else 'no exit type'}: killed, "
+            f"e.g. kill -9 or the kernel's OOM killer, or crashed); Ray restarts the "
+            f"controller or shard it hosted, which reopens its logs: plinth status shows "
+            f"it serving again, and its log (<data dir>/logs) says what it recovered")
+
+
+def route_raylet_messages() -> None:
+    """Log the raylets' messages through ``plinth.ray`` (see the module). Server
+    process, once, after ``ray.init``."""
+    import ray._private.worker as ray_worker
+
+    printed = ray_worker.print_to_stdstream   # AttributeError if Ray renamed it
+
+    def print_to_stdstream(data, ignore_prefix: bool):
+        if data.get("pid") != RAYLET:
+            printed(data, ignore_prefix)
+            return
+        for message in data.get("lines", []):
+            line = worker_death_line(message)
+            if line is None:
+                log.warning("ray: %s", message)
+            else:
+                log.warning("%s", line)
+                log.debug("ray: %s", message)
+
+    ray_worker.print_to_stdstream = print_to_stdstream
