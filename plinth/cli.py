@@ -470,22 +470,24 @@ def status(ctx):
     for node_id, address, alive in info.nodes:
         name = info.node_names.get(node_id, "")
         click.echo(f"  {name:<16} {node_id[:12]:<12}  {address:<16} {'alive' if alive else 'DEAD'}")
-    click.echo(f"shards\n  {'shard':<10} {'state':<12} {'node':<16} {'address':<24} "
+    width = _column_width([shard.address for shard in info.shards], 24)   # ipc:// paths are long
+    click.echo(f"shards\n  {'shard':<10} {'state':<12} {'node':<16} {'address':<{width}} "
                f"{'partitions':>10} {'bytes':>14} {'records/s':>11} {'MB/s':>8} "
                f"{'records/s out':>13} {'MB/s out':>8}")
     for shard in info.shards:
         state = ("up" if shard.alive else "DOWN") + (" draining" if shard.draining else "")
-        click.echo(f"  {shard.shard_id:<10} {state:<12} {shard.node:<16} {shard.address:<24} "
+        click.echo(f"  {shard.shard_id:<10} {state:<12} {shard.node:<16} {shard.address:<{width}} "
                    f"{shard.partitions:>10} {shard.size_bytes:>14} {shard.records_per_s:>11.0f} "
                    f"{shard.bytes_per_s / 1e6:>8.2f} {shard.records_out_per_s:>13.0f} "
                    f"{shard.bytes_out_per_s / 1e6:>8.2f}")
     _echo_draining(info.shards)
     direct = [shard for shard in info.shards if shard.direct_address]
     if direct:   # where clients may produce and fetch without the router
-        click.echo(f"direct sockets\n  {'shard':<10} {'address':<24} {'requests direct':>16} "
+        width = _column_width([shard.direct_address for shard in direct], 24)
+        click.echo(f"direct sockets\n  {'shard':<10} {'address':<{width}} {'requests direct':>16} "
                    f"{'via router':>12}")
         for shard in direct:
-            click.echo(f"  {shard.shard_id:<10} {shard.direct_address:<24} "
+            click.echo(f"  {shard.shard_id:<10} {shard.direct_address:<{width}} "
                        f"{shard.requests_direct:>16} {shard.requests_via_router:>12}")
     tiered = [shard for shard in info.shards if shard.remote_bytes or shard.upload_lag_bytes
               or shard.upload_errors]
@@ -501,6 +503,11 @@ def status(ctx):
         click.echo(f"  {address}  on {node}")
     click.echo(f"partitions\n  under-replicated {info.under_replicated_partitions}  "
                f"offline {info.offline_partitions}")
+
+
+def _column_width(values: list[str], at_least: int) -> int:
+    """A left-aligned column's width: its longest value, and at least ``at_least``."""
+    return max([at_least, *map(len, values)])
 
 
 @main.group()

@@ -1,5 +1,6 @@
-"""``plinth status`` and ``plinth shards remove`` say why a removed shard still drains
-(plinth/cli.py), from a StatusInfo as Admin returns it. The Admin is replaced by one that
+"""``plinth status`` and ``plinth shards remove`` say why a removed shard still drains,
+and status's columns line up whatever the addresses' length (plinth/cli.py), from a
+StatusInfo as Admin returns it. The Admin is replaced by one that
 returns the given values; the rendering is the real CLI's."""
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from plinth import cli, protocol
 UPLOADING = "2 partitions of tiered topics still uploading to object storage"
 
 
-def shard(shard_id: str, draining: bool = False, reason: str = "") -> protocol.ShardStatus:
-    return protocol.ShardStatus(shard_id, "tcp://127.0.0.1:7500", True, 0 if draining else 3,
-                                1000, 0.0, 0.0, draining=draining, draining_reason=reason)
+def shard(shard_id: str, draining: bool = False, reason: str = "",
+          address: str = "tcp://127.0.0.1:7500", direct_address: str = "") -> protocol.ShardStatus:
+    return protocol.ShardStatus(shard_id, address, True, 0 if draining else 3,
+                                1000, 0.0, 0.0, draining=draining, draining_reason=reason,
+                                direct_address=direct_address)
 
 
 def run(monkeypatch, args: list[str], shards: list[protocol.ShardStatus],
@@ -59,3 +62,17 @@ def test_shards_remove_prints_the_moves_then_why_the_removed_shard_still_drains(
 def test_shards_remove_prints_nothing_more_when_the_removed_shard_retired_at_once(monkeypatch):
     lines = run(monkeypatch, ["shards", "remove", "1"], [shard("shard-0")])
     assert lines == ["removed 1 shard; the writes of 0 partitions moved"]
+
+
+def test_status_columns_line_up_when_a_shards_ipc_address_is_longer_than_the_column(monkeypatch):
+    long_path = "ipc:///var/lib/plinth/data/sockets/shard-1"
+    lines = run(monkeypatch, ["status"], [
+        shard("shard-0", direct_address="ipc:///s/shard-0.direct"),
+        shard("shard-1", address=long_path, direct_address=long_path + ".direct")])
+    for title, column in (("shards", "partitions"), ("direct sockets", "requests direct")):
+        header = lines.index(title) + 1
+        column_end = lines[header].index(column) + len(column)
+        for row in lines[header + 1:header + 3]:
+            # the right-aligned number ends where its heading does
+            assert row[:column_end].endswith("3" if title == "shards" else "0"), (title, row)
+            assert row[column_end] == " ", (title, row)
