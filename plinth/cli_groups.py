@@ -79,7 +79,8 @@ def group_describe(ctx, name):
     for member in info.members:
         parts = ", ".join(f"{t}-{p}" for t, p in sorted(member.assignment)) or "-"
         click.echo(f"  member {member.member_id}  epoch {member.member_epoch}  partitions {parts}")
-        owner.update({tp: member.member_id[:8] for tp in member.assignment})
+        # The whole id: Kafka clients' start alike (rdkafka-, kafka-python-...)
+        owner.update({tp: member.member_id for tp in member.assignment})
     click.echo(f"{'topic':<24} {'partition':>9} {'committed':>12} {'end':>12} {'lag':>10}  member")
     for topic, partition, committed, end, lag in rows:
         click.echo(f"{topic:<24} {partition:>9} {_dash(committed):>12} {end:>12} {_dash(lag):>10}  "
