@@ -77,15 +77,35 @@ TOPIC_CONFIG_KEYS: dict[str, tuple[int, int, int]] = {
     LOCAL_RETENTION_MS: (LOCAL_RETENTION_AS_TOTAL, 2**62, LOCAL_RETENTION_AS_TOTAL),
     LOCAL_RETENTION_BYTES: (LOCAL_RETENTION_AS_TOTAL, 2**62, LOCAL_RETENTION_AS_TOTAL),
 }
-# Kafka's cleanup.policy: Plinth's only policy is Kafka's "delete" (whole segments
-# past retention.ms or retention.bytes are deleted). Kafka users set it explicitly, so
-# it is accepted (and not stored: it is what every topic does); "compact" is refused.
+# Kafka's keys whose one value in Plinth is what every topic does: given with that
+# value (a comma list of it too, as Kafka's cleanup.policy may be), they are accepted
+# and not stored; any other value is refused, saying why (FIXED_TOPIC_CONFIGS).
+# cleanup.policy: whole segments past retention.ms or retention.bytes are deleted.
 CLEANUP_POLICY = "cleanup.policy"
 CLEANUP_POLICY_DELETE = "delete"
-# Kafka's compression.type: Plinth stores every batch as its producer sent it, which
-# is Kafka's "producer"; accepted as such (and not stored), any other refused.
+# compression.type: every batch is stored as its producer sent it (Kafka's "producer").
 COMPRESSION_TYPE = "compression.type"
 COMPRESSION_TYPE_PRODUCER = "producer"
+# message.timestamp.type: each record keeps the timestamp its producer gave it.
+MESSAGE_TIMESTAMP_TYPE = "message.timestamp.type"
+MESSAGE_TIMESTAMP_TYPE_CREATE_TIME = "CreateTime"
+# key -> (the value taken, why any other is refused)
+FIXED_TOPIC_CONFIGS: dict[str, tuple[str, str]] = {
+    CLEANUP_POLICY: (
+        CLEANUP_POLICY_DELETE,
+        f"Plinth has no log compaction; its only policy is {CLEANUP_POLICY_DELETE!r} "
+        f"(segments past retention.ms or retention.bytes are deleted)"),
+    COMPRESSION_TYPE: (
+        COMPRESSION_TYPE_PRODUCER,
+        f"Plinth stores each batch as its producer sent it, compressed or not (Kafka's "
+        f"{COMPRESSION_TYPE_PRODUCER!r}); choose the codec with the producer's "
+        f"compression_type (compression.type of a Kafka client)"),
+    MESSAGE_TIMESTAMP_TYPE: (
+        MESSAGE_TIMESTAMP_TYPE_CREATE_TIME,
+        f"Plinth keeps the timestamp each record's producer gave it (Kafka's "
+        f"{MESSAGE_TIMESTAMP_TYPE_CREATE_TIME!r}); it never stamps records with the "
+        f"broker's time (LogAppendTime)"),
+}
 # Boolean keys every topic has: key -> default.
 TOPIC_CONFIG_BOOLEANS: dict[str, str] = {REMOTE_STORAGE_ENABLE: "false"}
 # The local retention keys and the whole log's retention each may not exceed.
@@ -190,7 +210,7 @@ def config_without(name: str, config: dict[str, str], changes: dict[str, str],
         raise InvalidConfigError(f"topic {name!r}: {len(deleted)} config keys to delete, over "
                                  f"the limit of {limits.CONFIG_ENTRIES_MAX}")
     known = (set(TOPIC_CONFIG_KEYS) | set(TOPIC_CONFIG_BOOLEANS) | set(REPLICATION_CONFIG_KEYS)
-             | {CLEANUP_POLICY, COMPRESSION_TYPE})
+             | set(FIXED_TOPIC_CONFIGS))
     unknown = sorted(deleted - known)
     if unknown:
         raise InvalidConfigError(f"topic {name!r}: cannot delete unknown config "
@@ -210,7 +230,7 @@ def normalize_topic_config(name: str, config: dict[str, str],
         raise InvalidConfigError(
             f"topic {name!r}: {len(config)} config entries, over the limit of "
             f"{limits.CONFIG_ENTRIES_MAX}")
-    config = _without_compression_type(name, _without_cleanup_policy(name, config))
+    config = _without_fixed_keys(name, config)
     known = set(TOPIC_CONFIG_KEYS) | set(TOPIC_CONFIG_BOOLEANS) | set(REPLICATION_CONFIG_KEYS)
     unknown = sorted(set(config) - known)
     if unknown:
@@ -232,33 +252,25 @@ def normalize_topic_config(name: str, config: dict[str, str],
     return out
 
 
-def _without_cleanup_policy(name: str, config: dict[str, str]) -> dict[str, str]:
-    """``config`` without cleanup.policy, which may only be "delete" (Kafka's list form
-    too: "delete,delete"); InvalidConfigError naming compaction for any other."""
-    policy = config.get(CLEANUP_POLICY)
-    if policy is None:
-        return config
-    if {p.strip() for p in policy.split(",")} != {CLEANUP_POLICY_DELETE}:
-        raise InvalidConfigError(
-            f"topic {name!r}: cleanup.policy {policy!r} is not supported: Plinth has no log "
-            f"compaction; its only policy is {CLEANUP_POLICY_DELETE!r} (segments past "
-            f"retention.ms or retention.bytes are deleted)")
-    return {key: value for key, value in config.items() if key != CLEANUP_POLICY}
+def unstored_config_defaults(config: dict[str, str]) -> dict[str, str]:
+    """The values of the keys a topic's stored ``config`` leaves out, as Kafka describes
+    every key a topic has: the FIXED_TOPIC_CONFIGS values, and for a factor-1 topic
+    (which stores no replication keys) min.insync.replicas 1 and
+    unclean.leader.election.enable false."""
+    defaults = {key: taken for key, (taken, _) in FIXED_TOPIC_CONFIGS.items()}
+    defaults[MIN_INSYNC_REPLICAS] = str(default_min_insync_replicas(1))
+    defaults[UNCLEAN_LEADER_ELECTION_ENABLE] = "false"
+    return {key: value for key, value in defaults.items() if key not in config}
 
 
-def _without_compression_type(name: str, config: dict[str, str]) -> dict[str, str]:
-    """``config`` without compression.type, which may only be "producer" (what Plinth
-    does); InvalidConfigError naming the producer's option for any other."""
-    codec = config.get(COMPRESSION_TYPE)
-    if codec is None:
-        return config
-    if codec.strip() != COMPRESSION_TYPE_PRODUCER:
-        raise InvalidConfigError(
-            f"topic {name!r}: compression.type {codec!r} is not supported: Plinth stores "
-            f"each batch as its producer sent it, compressed or not (Kafka's "
-            f"{COMPRESSION_TYPE_PRODUCER!r}); choose the codec with the producer's "
-            f"compression_type (compression.type of a Kafka client)")
-    return {key: value for key, value in config.items() if key != COMPRESSION_TYPE}
+def _without_fixed_keys(name: str, config: dict[str, str]) -> dict[str, str]:
+    """``config`` without the FIXED_TOPIC_CONFIGS keys, each given as its one value;
+    InvalidConfigError saying why for any other value."""
+    for key, (taken, why) in FIXED_TOPIC_CONFIGS.items():
+        value = config.get(key)
+        if value is not None and {v.strip() for v in value.split(",")} != {taken}:
+            raise InvalidConfigError(f"topic {name!r}: {key} {value!r} is not supported: {why}")
+    return {key: value for key, value in config.items() if key not in FIXED_TOPIC_CONFIGS}
 
 
 def min_insync_replicas(config: dict[str, str]) -> int:

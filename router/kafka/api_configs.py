@@ -38,6 +38,10 @@ CONFIG_SOURCE_STATIC_BROKER = 4  # STATIC_BROKER_CONFIG: the broker's start opti
 CONFIG_SOURCE_DEFAULT = 5        # DEFAULT_CONFIG
 CONFIG_TYPE_BOOLEAN, CONFIG_TYPE_STRING, CONFIG_TYPE_INT, CONFIG_TYPE_LONG = 1, 2, 3, 5
 CONFIG_TYPE_LIST = 7
+# The types of the keys outside topics.TOPIC_CONFIG_KEYS and TOPIC_CONFIG_BOOLEANS
+_CONFIG_TYPES = {topics.MIN_INSYNC_REPLICAS: CONFIG_TYPE_INT,
+                 topics.UNCLEAN_LEADER_ELECTION_ENABLE: CONFIG_TYPE_BOOLEAN,
+                 topics.CLEANUP_POLICY: CONFIG_TYPE_LIST}
 # IncrementalAlterConfigs' operations (Kafka's AlterConfigOp.OpType)
 OP_SET, OP_DELETE, OP_APPEND, OP_SUBTRACT = 0, 1, 2, 3
 
@@ -67,20 +71,23 @@ async def _describe_one(gateway, resource: dict) -> dict:
         result["error_code"], result["error_message"] = kafka_code(error), kafka_message(error)
         return result
     config = reply.topics[0].config if reply.topics else {}
-    result["configs"] = [_topic_config(key, value) for key, value in sorted(config.items())
+    unstored = topics.unstored_config_defaults(config)
+    result["configs"] = [_topic_config(key, value, key in unstored)
+                         for key, value in sorted({**config, **unstored}.items())
                          if wanted is None or key in wanted]
     return result
 
 
-def _topic_config(key: str, value: str) -> dict:
-    """One topic config entry: Kafka's DEFAULT_CONFIG where it holds the default."""
+def _topic_config(key: str, value: str, unstored: bool = False) -> dict:
+    """One topic config entry: Kafka's DEFAULT_CONFIG where it holds the default, or
+    is ``unstored`` (topics.unstored_config_defaults)."""
     if key in topics.TOPIC_CONFIG_KEYS:
         default, config_type = str(topics.TOPIC_CONFIG_KEYS[key][2]), CONFIG_TYPE_LONG
     elif key in topics.TOPIC_CONFIG_BOOLEANS:
         default, config_type = topics.TOPIC_CONFIG_BOOLEANS[key], CONFIG_TYPE_BOOLEAN
     else:
-        default, config_type = None, CONFIG_TYPE_STRING
-    is_default = value == default
+        default, config_type = None, _CONFIG_TYPES.get(key, CONFIG_TYPE_STRING)
+    is_default = unstored or value == default
     return {"name": key, "value": value, "read_only": False, "is_default": is_default,
             "config_source": CONFIG_SOURCE_DEFAULT if is_default else CONFIG_SOURCE_TOPIC,
             "is_sensitive": False, "synonyms": [], "config_type": config_type,

@@ -381,5 +381,15 @@ def test_describe_configs_shows_a_topics_defaults_and_the_brokers_listener(kafka
     assert topic_configs["retention.ms"]["value"] == "3600000"
     assert topic_configs["retention.ms"]["config_source"] == "DYNAMIC_TOPIC_CONFIG"
     assert topic_configs["retention.bytes"]["config_source"] == "DEFAULT_CONFIG"
+    # Every key a topic has, stored or not: what Plinth does, and a factor-1 topic's
+    # replication keys
+    assert {key: (topic_configs[key]["value"], topic_configs[key]["config_source"])
+            for key in ("cleanup.policy", "compression.type", "message.timestamp.type",
+                        "min.insync.replicas", "unclean.leader.election.enable")} == {
+        "cleanup.policy": ("delete", "DEFAULT_CONFIG"),
+        "compression.type": ("producer", "DEFAULT_CONFIG"),
+        "message.timestamp.type": ("CreateTime", "DEFAULT_CONFIG"),
+        "min.insync.replicas": ("1", "DEFAULT_CONFIG"),
+        "unclean.leader.election.enable": ("false", "DEFAULT_CONFIG")}
     assert broker["advertised.listeners"]["value"] == f"PLAINTEXT://{kafka_broker.kafka_address}"
     assert broker["auto.create.topics.enable"]["value"] == "false"

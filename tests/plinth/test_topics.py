@@ -269,3 +269,32 @@ def test_another_compression_type_is_refused_naming_the_producers_option(codec):
 def test_compression_type_may_be_deleted_from_a_topics_config():
     assert topics.config_without("t", {"retention.ms": "5"}, {}, ["compression.type"]) == {
         "retention.ms": "5"}
+
+
+@pytest.mark.parametrize("timestamp_type", ["CreateTime", " CreateTime "])
+def test_message_timestamp_type_create_time_is_accepted_as_what_every_topic_does(timestamp_type):
+    config = normalize_topic_config("t", {"message.timestamp.type": timestamp_type})
+    assert config == normalize_topic_config("t", {})
+
+
+@pytest.mark.parametrize("timestamp_type", ["LogAppendTime", "createtime", ""])
+def test_another_message_timestamp_type_is_refused_saying_the_producers_timestamp_is_kept(
+        timestamp_type):
+    with pytest.raises(InvalidConfigError,
+                       match=f"message.timestamp.type '{timestamp_type}' is not supported: "
+                             f"Plinth keeps the timestamp each record's producer gave it"):
+        normalize_topic_config("t", {"message.timestamp.type": timestamp_type})
+
+
+def test_the_keys_a_factor_1_topic_does_not_store_are_described_with_what_plinth_does():
+    stored = normalize_topic_config("t", {})
+    assert topics.unstored_config_defaults(stored) == {
+        "cleanup.policy": "delete", "compression.type": "producer",
+        "message.timestamp.type": "CreateTime", "min.insync.replicas": "1",
+        "unclean.leader.election.enable": "false"}
+
+
+def test_a_replicated_topics_own_replication_keys_are_not_described_again():
+    stored = normalize_topic_config("t", {}, replication_factor=3)
+    assert set(topics.unstored_config_defaults(stored)) == {
+        "cleanup.policy", "compression.type", "message.timestamp.type"}
