@@ -58,6 +58,7 @@ node, where its replicas are rebuilt the same way.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import time
@@ -1386,6 +1387,7 @@ class Controller:
         if len(set(names)) != len(names):
             twice = sorted({n for n in names if names.count(n) > 1})
             raise TopicExistsError(f"topics {twice} are given twice in one createTopics")
+        topics.refuse_collisions(names, itertools.chain(self._metadata.topics, self._creating))
         if len(self._metadata.topics) + len(self._creating) + len(names) > limits.TOPICS_MAX:
             creating = f" (and {len(self._creating)} being created)" if self._creating else ""
             raise TooManyTopicsError(

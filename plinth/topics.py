@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Iterable
 
 from plinth import limits
 from plinth.errors import (InvalidConfigError, InvalidGroupError, InvalidPartitionsError,
@@ -381,6 +382,32 @@ def offsets_slot(group: str, slots: int) -> int:
         raise AssertionError(f"placing group {group!r}: {OFFSETS_TOPIC} has {slots} partitions")
     digest = hashlib.blake2b(f"\0group\0{group}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") % slots
+
+
+def collision_name(name: str) -> str:
+    """The name Kafka compares topic names by: "." and "_" alike (they become the same
+    metric names), so that "a.b" and "a_b" cannot both exist."""
+    return name.replace(".", "_")
+
+
+def refuse_collisions(new_names: list[str], existing: Iterable[str]) -> None:
+    """InvalidTopicError for the first of ``new_names`` that differs from an
+    ``existing`` topic's name, or an earlier new one's, only in "." and "_", as Kafka
+    refuses it: a topic moved back to Kafka must keep its name. Names without either
+    character collide with none, so only those with one are compared."""
+    if not any("." in name or "_" in name for name in new_names):
+        return
+    seen = {collision_name(name): name for name in existing if "." in name or "_" in name}
+    new = set()
+    for name in new_names:
+        other = seen.setdefault(collision_name(name), name)
+        new.add(name)
+        if other != name:
+            where = "a topic of the same request" if other in new else "an existing topic"
+            raise InvalidTopicError(
+                f"topic {name!r} collides with {where}, {other!r}: names that differ only "
+                f"in '.' and '_' are one name to Kafka (its metrics), which refuses the "
+                f"second, as Plinth does; choose another name")
 
 
 def refuse_internal(name: str, what: str) -> None:

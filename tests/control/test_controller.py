@@ -11,11 +11,11 @@ from dataclasses import replace
 import pytest
 import ray.exceptions
 
-from plinth import topics
+from plinth import protocol, topics
 from plinth.control import placement
 from plinth.control.controller import Controller
-from plinth.errors import (InvalidConfigError, RequestTimedOutError, TopicExistsError,
-                           UnavailableError, UnknownTopicError)
+from plinth.errors import (InvalidConfigError, InvalidTopicError, RequestTimedOutError,
+                           TopicExistsError, UnavailableError, UnknownTopicError)
 from tests.control.broker_without_ray import MAIN_DATA_DIR, THREE, TWO, topic_that_moves
 from tests.in_process_shards import ONE_NODE, InProcessShards
 from tests.shard_requests import committed_offsets, produce
@@ -59,6 +59,21 @@ def test_a_topic_a_shard_fails_to_open_is_not_created(brokers):
     assert broker.controller.create_topic("orders", 8, {}).partitions == 8
     with pytest.raises(TopicExistsError, match="topic 'orders' already exists"):
         broker.controller.create_topic("orders", 8, {})
+
+
+def test_a_topic_whose_name_differs_from_anothers_only_in_dot_and_underscore_is_not_created(
+        brokers):
+    # Given a broker with a topic "pay.ments"
+    broker = brokers(1)
+    broker.controller.create_topic("pay.ments", 1, {})
+    # When "pay_ments" is created, alone or beside another new topic / Then it is refused,
+    # as Kafka refuses it, and neither topic of the request is created
+    with pytest.raises(InvalidTopicError, match="'pay_ments' collides with an existing topic"):
+        broker.controller.create_topic("pay_ments", 1, {})
+    with pytest.raises(InvalidTopicError, match="'pay_ments' collides"):
+        broker.controller.create_topics([protocol.NewTopic("fresh", 1, {}),
+                                         protocol.NewTopic("pay_ments", 1, {})])
+    assert [t.name for t in broker.controller.list_topics()] == ["pay.ments"]
 
 
 def test_a_growth_a_shard_fails_to_open_changes_nothing_and_leaves_no_partition_behind(brokers):

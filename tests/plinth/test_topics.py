@@ -298,3 +298,24 @@ def test_a_replicated_topics_own_replication_keys_are_not_described_again():
     stored = normalize_topic_config("t", {}, replication_factor=3)
     assert set(topics.unstored_config_defaults(stored)) == {
         "cleanup.policy", "compression.type", "message.timestamp.type"}
+
+
+def test_a_name_differing_from_an_existing_topics_only_in_dot_and_underscore_is_refused():
+    with pytest.raises(InvalidTopicError, match="topic 'adm_1' collides with an existing topic, "
+                                                "'adm.1': names that differ only in '.' and '_'"):
+        topics.refuse_collisions(["adm_1"], ["orders", "adm.1"])
+
+
+def test_two_names_of_one_request_that_collide_refuse_the_second():
+    with pytest.raises(InvalidTopicError, match="topic 'a.b.c' collides with a topic of the "
+                                                "same request, 'a_b.c'"):
+        topics.refuse_collisions(["x", "a_b.c", "a.b.c"], ["a.bc"])
+
+
+@pytest.mark.parametrize("new, existing", [
+    (["a.b"], ["ab", "a-b", "a.b.c"]),    # "-" is not "_"; another length
+    (["ab"], ["a_b", "a.b"]),             # no "." or "_": collides with nothing
+    (["a_b"], []),
+])
+def test_names_that_differ_otherwise_do_not_collide(new, existing):
+    topics.refuse_collisions(new, existing)
