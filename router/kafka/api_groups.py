@@ -23,12 +23,24 @@ answered with its part's code. DescribeGroups and ListGroups come
 from describeGroup and listGroups (each group's state from its coordinator, the
 states and types filters applied here); DeleteGroups is a deleteGroup per group,
 refused (NON_EMPTY_GROUP) while the group has members of either protocol.
+
+A Plinth group is described as Kafka describes its KIP-848 consumer groups to
+DescribeGroups: protocol type "consumer", its assignor as the protocol (none
+while Empty, as a classic group then has none), and each member's partitions
+as the ConsumerProtocolAssignment a classic member would have sent (written
+here, read by shards/classic_requests.py; big-endian):
+
+    version int16 (0)
+    topic count int32, then per topic (by name):
+        name length int16, name UTF-8, partition count int32, partitions int32 each
+    user data length int32 (-1: null)
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import struct
 
 from plinth import limits, protocol, protocol_classic
 from plinth.router.kafka import error_codes as kafka
@@ -216,14 +228,37 @@ async def _describe(gateway, name: str) -> dict:
             answer["error_code"] = kafka_code(reply.error)
         return answer
     info = reply.group
-    answer.update(group_state=info.state or ("Stable" if info.members else "Empty"),
-                  protocol_type=info.protocol_type, protocol_data=info.assignor)
+    if info.protocol_type:   # a classic group: as its members sent it
+        answer.update(group_state=info.state or ("Stable" if info.members else "Empty"),
+                      protocol_type=info.protocol_type,
+                      protocol_data=info.assignor)
+    else:                    # a Plinth group: as ListGroups types it (module docstring)
+        answer.update(group_state="Stable" if info.members else "Empty",
+                      protocol_type=CONSUMER_PROTOCOL_TYPE,
+                      protocol_data=info.assignor if info.members else "")
     answer["members"] = [{"member_id": m.member_id,
                           "group_instance_id": m.group_instance_id or None,
                           "client_id": m.client_id, "client_host": m.client_host,
-                          "member_metadata": m.metadata, "member_assignment": m.assignment_bytes}
+                          "member_metadata": m.metadata,
+                          "member_assignment": m.assignment_bytes if info.protocol_type
+                          else consumer_assignment_bytes(m.assignment)}
                          for m in info.members]
     return answer
+
+
+def consumer_assignment_bytes(partitions: set[tuple[str, int]]) -> bytes:
+    """A Plinth member's (topic, partition) pairs as a ConsumerProtocolAssignment, v0
+    (module docstring), topics and partitions in order."""
+    by_topic: dict[str, list[int]] = {}
+    for topic, partition in sorted(partitions):
+        by_topic.setdefault(topic, []).append(partition)
+    out = [struct.pack(">hi", 0, len(by_topic))]
+    for topic, numbers in by_topic.items():
+        name = topic.encode()
+        out.append(struct.pack(f">h{len(name)}si{len(numbers)}i", len(name), name,
+                               len(numbers), *numbers))
+    out.append(struct.pack(">i", -1))
+    return b"".join(out)
 
 
 async def list_groups(gateway, header, body: dict, connection) -> dict:
