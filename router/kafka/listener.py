@@ -181,7 +181,21 @@ class KafkaListener:
                 failure.append(e)
         finally:
             ready.set()
+            self._end_tasks_left()
             self.loop.close()
+
+    def _end_tasks_left(self) -> None:
+        """Cancel the tasks still pending once ``_serve`` returned, and run the loop
+        until they end (at most KAFKA_LISTENER_STOP_WAIT_S), as ``asyncio.run`` does: a
+        cancelled handler cancels its own tasks without waiting for them (api_fetch's
+        parked fetches), and a task the closed loop destroys while pending is an
+        ERROR in the server's log. Listener thread."""
+        tasks = asyncio.all_tasks(self.loop)
+        if not tasks:
+            return
+        for task in tasks:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.wait(tasks, timeout=KAFKA_LISTENER_STOP_WAIT_S))
 
     async def _serve(self, ready: threading.Event, failure: list) -> None:
         self._stopping = asyncio.Event()

@@ -7,6 +7,7 @@ their own connection and the listener keeps serving."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 import struct
@@ -367,3 +368,46 @@ def test_a_tls_listener_serves_tls_clients_and_closes_plaintext_ones(tmp_path):
         assert correlation_id == 2 and len(body["api_keys"]) == len(codec.SUPPORTED_VERSIONS)
     finally:
         listener.stop()
+
+
+async def _parked(depth: int) -> None:
+    """Waits on a task of its own, ``depth`` deep, each cancelling its own on the way
+    out without waiting for it, as api_fetch's parked round does with its
+    per-partition fetches (each waiting on the backend)."""
+    inner = asyncio.get_running_loop().create_task(
+        _parked(depth - 1) if depth > 1 else asyncio.sleep(3600))
+    try:
+        await inner
+    finally:
+        inner.cancel()
+
+
+class ParkingHandler(TinyHandler):
+    """A Heartbeat parks as a Fetch does (``_parked``), until a stop ends it."""
+
+    async def __call__(self, connection, header, body):
+        if header.api_key != HEARTBEAT.key:
+            return await super().__call__(connection, header, body)
+        self.started += 1
+        await _parked(depth=4)
+
+
+def test_a_stop_with_handlers_parked_ends_every_task_before_the_loop_closes(caplog):
+    import gc
+
+    handler = ParkingHandler()
+    listener = KafkaListener("127.0.0.1", 0, handler)
+    address = listener.start()
+    with connect(address) as sock:
+        # Given two connections' requests parked in their handlers
+        sock.sendall(request(HEARTBEAT, 4, 1, {"generation_id": 0}))
+        with connect(address) as other:
+            other.sendall(request(HEARTBEAT, 4, 2, {"generation_id": 0}))
+            wait_for(lambda: handler.started == 2, "both handlers to park")
+            # When the listener stops
+            with caplog.at_level(logging.ERROR, logger="asyncio"):
+                listener.stop()
+                gc.collect()   # a task destroyed while pending is reported when collected
+    # Then no task was left pending when its loop closed
+    assert not [r for r in caplog.records if "destroyed but it is pending" in r.getMessage()]
+    assert listener.loop.is_closed()
