@@ -11,13 +11,20 @@ one. A stored Kafka batch keeps its own CRC, which Kafka clients check.
 
 Waiting (Kafka's max_wait_ms and min_bytes): every partition is first
 fetched without waiting; if that gives fewer than min_bytes and the client
-allows a wait, they are all fetched again parked at the shards for
-max_wait_ms, and the answer goes as soon as min_bytes have come or every
-partition has answered. A partition whose parked fetch has not answered by
-then is answered empty; its late reply is dropped (fetching does not consume).
-The parked round asks each partition for at most
-KAFKA_FETCH_PARKED_PARTITION_BYTES_MAX: those left parked keep counting
-against the listener's fetch bytes in flight until their wait ends.
+allows a wait, each partition with room left (its partition_max_bytes) is
+fetched again from where its records end, parked at its shard, and the
+answer goes once min_bytes have come in all, or max_wait_ms ran out. A
+partition whose parked fetch answers with records while min_bytes are not
+there yet is asked again from its new end, parked for the time left, so
+that a consumer with a large fetch.min.bytes gets few large answers, as
+from Kafka, not one per record (a shard answers a parked fetch at its first
+new batch). A parked fetch that has not answered at the end adds nothing;
+its late reply is dropped (fetching does not consume). A parked fetch asks
+for at most KAFKA_FETCH_PARKED_PARTITION_BYTES_MAX: those left parked keep
+counting against the listener's fetch bytes in flight until their wait
+ends. A later round that fails (the partition moved, say) or does not fit
+the partition's room ends that partition's answer with what it had; the
+next fetch meets the cause again.
 
 A partition the router refuses because the listener has too many fetch bytes
 in flight (tooManyRequests: the listener is one Plinth client for all its
@@ -44,6 +51,7 @@ clients send full fetches.
 from __future__ import annotations
 
 import asyncio
+import struct
 
 from plinth import limits, protocol
 from plinth.errors import CorruptDataError, TooManyRequestsError
@@ -55,18 +63,23 @@ from plinth.router.kafka.plinth_errors import kafka_code
 from plinth.router.kafka.request_values import fetch_bytes_error, partition_error
 
 NO_SESSION = 0
+_BASE_OFFSET, _LAST_OFFSET_DELTA = struct.Struct(">q"), struct.Struct(">i")
 UNKNOWN_LEADER_EPOCH = -1
 
 
 class _PartitionFetch:
-    """One partition's part of a Kafka fetch: its request and, once answered, its answer."""
+    """One partition's part of a Kafka fetch: its request and, once answered, its answer
+    (the batches of every round). ``offset``: where the next round reads from;
+    ``ended``: no round more (it failed, or was refused or cut short)."""
 
-    __slots__ = ("topic", "partition", "offset", "bytes_max", "answer", "records_bytes")
+    __slots__ = ("topic", "partition", "offset", "bytes_max", "answer", "records_bytes",
+                 "ended")
 
     def __init__(self, topic: str, partition: int, offset: int, bytes_max: int):
         self.topic, self.partition, self.offset = topic, partition, offset
         self.bytes_max = bytes_max
         self.records_bytes = 0
+        self.ended = False
         self.answer = {"partition_index": partition, "error_code": kafka.NONE,
                        "high_watermark": -1, "last_stable_offset": -1, "log_start_offset": -1,
                        "aborted_transactions": [], "preferred_read_replica": -1,
@@ -92,10 +105,7 @@ async def fetch(gateway, header, body: dict, connection) -> dict:
     wait_ms = min(max(body.get("max_wait_ms", 0), 0), limits.KAFKA_FETCH_WAIT_MS_MAX)
     await asyncio.gather(*(_fetch_one(gateway, part, 0) for part in parts))
     if wait_ms and sum(part.records_bytes for part in parts) < min_bytes:
-        parked = [p for p in parts if not p.records_bytes and p.answer["error_code"] == kafka.NONE]
-        for part in parked:
-            part.bytes_max = min(part.bytes_max, limits.KAFKA_FETCH_PARKED_PARTITION_BYTES_MAX)
-        await _fetch_parked(gateway, parked, wait_ms, min_bytes)
+        await _fetch_parked(gateway, parts, wait_ms, min_bytes)
     keep_within_response_bytes(parts, body.get("max_bytes", limits.FETCH_BYTES_MAX))
     return {"throttle_time_ms": 0, "error_code": kafka.NONE, "session_id": NO_SESSION,
             "responses": responses}
@@ -119,40 +129,84 @@ def keep_within_response_bytes(parts: list[_PartitionFetch], response_bytes_max:
 
 async def _fetch_parked(gateway, parts: list[_PartitionFetch], wait_ms: int,
                         min_bytes: int) -> None:
-    """Fetch ``parts`` parked at their shards; return once min_bytes came or all answered."""
+    """Fetch ``parts`` parked at their shards, each again from its new end while it
+    answers with records, until min_bytes came in all or ``wait_ms`` ran out (module
+    docstring)."""
     loop = asyncio.get_running_loop()
-    pending = {loop.create_task(_fetch_one(gateway, part, wait_ms)) for part in parts}
+    deadline_s = loop.time() + wait_ms / 1000
+    tasks: dict[asyncio.Task, _PartitionFetch] = {}
+
+    def park(part: _PartitionFetch) -> None:
+        wait_left_ms = int((deadline_s - loop.time()) * 1000)
+        if wait_left_ms > 0 and not part.ended and part.records_bytes < part.bytes_max:
+            tasks[loop.create_task(_fetch_one(gateway, part, wait_left_ms))] = part
+
+    for part in parts:
+        park(part)
     try:
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            if sum(part.records_bytes for part in parts) >= min_bytes:
-                return
+        while tasks and sum(part.records_bytes for part in parts) < min_bytes:
+            done, _ = await asyncio.wait(tasks, timeout=max(deadline_s - loop.time(), 0),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                return   # max_wait_ms ran out
+            for task in done:
+                part = tasks.pop(task)
+                if task.result():   # it had records: there may be more by now
+                    park(part)
     finally:
-        for task in pending:
+        for task in tasks:
             task.cancel()
 
 
-async def _fetch_one(gateway, part: _PartitionFetch, wait_ms: int) -> None:
+async def _fetch_one(gateway, part: _PartitionFetch, wait_ms: int) -> bool:
+    """One round of ``part``'s fetch, from ``part.offset``: its batches are added to its
+    answer. Returns whether it got any. The first round (nothing taken yet) answers
+    a failure with its Kafka code; a later one ends the partition's answer as it is
+    (module docstring)."""
+    first = not part.answer["records"]
+    room_bytes = part.bytes_max - part.records_bytes
+    if wait_ms:
+        room_bytes = min(room_bytes, limits.KAFKA_FETCH_PARKED_PARTITION_BYTES_MAX)
     reply, payload = await ask(
         gateway.backend, lambda rid: protocol.encode_fetch(
-            rid, part.topic, part.partition, part.offset, part.bytes_max, wait_ms),
+            rid, part.topic, part.partition, part.offset, room_bytes, wait_ms),
         timeout_ms=wait_ms + limits.KAFKA_BACKEND_REQUEST_TIMEOUT_MS)
     answer = part.answer
     if isinstance(reply.error, TooManyRequestsError):
-        return           # the listener's fetch bytes are all in flight: nothing new, for now
+        part.ended = True   # the listener's fetch bytes are all in flight: nothing new, for now
+        return False
     if reply.error is not None:
-        answer["error_code"] = kafka_code(reply.error)
-        return
+        part.ended = True
+        if first:
+            answer["error_code"] = kafka_code(reply.error)
+        return False
     answer["high_watermark"] = answer["last_stable_offset"] = reply.high_watermark
     answer["log_start_offset"] = reply.log_start_offset
-    if payload is not None and len(payload.buffer):
-        try:
-            answer["records"] = kafka_batches(payload.buffer)
-        except CorruptDataError:
+    if payload is None or not len(payload.buffer):
+        return False
+    try:
+        batches = kafka_batches(payload.buffer)
+    except CorruptDataError:
+        part.ended = True
+        if first:
             answer["error_code"] = kafka.CORRUPT_MESSAGE
-            answer["records"] = []
-            return
-        part.records_bytes = sum(len(batch) for batch in answer["records"])
+        return False
+    got_bytes = sum(len(batch) for batch in batches)
+    if not first and part.records_bytes + got_bytes > part.bytes_max:
+        part.ended = True   # only the first batch of a partition may go over its max
+        return False
+    answer["records"].extend(batches)
+    part.records_bytes += got_bytes
+    part.offset = _next_offset(batches[-1])
+    return bool(batches)
+
+
+def _next_offset(batch) -> int:
+    """The offset after a Kafka RecordBatch v2: its baseOffset (int64 at byte 0) plus
+    its lastOffsetDelta (int32 at byte 23) plus one."""
+    base_offset, = _BASE_OFFSET.unpack_from(batch, 0)
+    last_offset_delta, = _LAST_OFFSET_DELTA.unpack_from(batch, 23)
+    return base_offset + last_offset_delta + 1
 
 
 def kafka_batches(entries) -> list:

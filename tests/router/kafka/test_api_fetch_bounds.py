@@ -1,16 +1,21 @@
 """Fetch (router/kafka/api_fetch.py) within the listener's fetch bytes in flight:
 a partition the router refuses for tooManyRequests is answered empty, not
 failed; the parked round asks each partition for at most
-KAFKA_FETCH_PARKED_PARTITION_BYTES_MAX. The router is a scripted stand-in that
-decodes the real Plinth requests and answers real Plinth replies."""
+KAFKA_FETCH_PARKED_PARTITION_BYTES_MAX; a fetch waits for its min_bytes across
+several parked rounds. The router is a scripted stand-in that decodes the real
+Plinth requests and answers real Plinth replies, with real log entries."""
 
 from __future__ import annotations
 
 import asyncio
+import struct
 from types import SimpleNamespace
 
 from plinth import limits, protocol
 from plinth.errors import TooManyRequestsError
+from plinth.format.kafka_batch import kafka_batch_from_records
+from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2, build_entry_header
+from plinth.format.record_batch import ConsumerRecord
 from plinth.protocol_hot import encode_fetch_reply
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.api_fetch import fetch
@@ -112,3 +117,68 @@ def test_answers_within_the_response_max_bytes_are_left_whole():
     parts = [_answered(0, [300, 300]), _answered(1, [400])]
     keep_within_response_bytes(parts, 1000)
     assert _batch_sizes(parts) == [[300, 300], [400]]
+
+
+class ArrivingLog:
+    """A router over one partition whose records arrive one batch at a time while a
+    fetch is parked: a fetch without a wait finds none new; a parked fetch is answered
+    with the next batch to arrive (as a shard answers at its first new batch), until
+    ``batches`` have arrived. Each batch is one record of ``value_bytes``."""
+
+    def __init__(self, batches: int, value_bytes: int = 100):
+        self.batches, self.value_bytes = batches, value_bytes
+        self.arrived = 0
+        self.requests: list[protocol.FetchRequest] = []
+        self._ids = iter(range(1, 1_000_000))
+
+    def next_request_id(self) -> int:
+        return next(self._ids)
+
+    async def call(self, request_id, header, payload=None, timeout_ms=0, change=False):
+        request = protocol.decode_request(header)
+        self.requests.append(request)
+        if request.wait_ms_max == 0 or self.arrived == self.batches:
+            return protocol.decode_reply(encode_fetch_reply(request_id, self.arrived, 0)), None
+        assert request.offset == self.arrived, "asked again from where its records end"
+        offset = self.arrived
+        self.arrived += 1
+        batch = kafka_batch_from_records(
+            [ConsumerRecord("t", 0, offset, None, bytes(self.value_bytes), [], 1_000)],
+            base_offset=offset)
+        entry = build_entry_header(offset, 1_000, 1, batch, BATCH_FORMAT_KAFKA_V2) + batch
+        reply = protocol.decode_reply(encode_fetch_reply(request_id, self.arrived, 0))
+        return reply, SimpleNamespace(buffer=memoryview(entry))
+
+
+def _answered_batches(log: ArrivingLog, min_bytes: int, max_wait_ms: int = 5000) -> list:
+    body = {"max_wait_ms": max_wait_ms, "min_bytes": min_bytes,
+            "topics": [{"topic": "t", "partitions": [
+                {"partition": 0, "fetch_offset": 0, "partition_max_bytes": 1 << 20}]}]}
+    answer = asyncio.run(fetch(SimpleNamespace(backend=log), None, body, None))
+    [partition] = answer["responses"][0]["partitions"]
+    assert partition["error_code"] == kafka.NONE
+    return partition["records"]
+
+
+def test_a_fetch_waits_for_its_min_bytes_over_several_batches_arriving_one_at_a_time():
+    # Given a partition whose records arrive one 100-byte record per batch
+    log = ArrivingLog(batches=20)
+    # When a Kafka fetch asks for at least 1,000 bytes
+    batches = _answered_batches(log, min_bytes=1000)
+    # Then it is answered once they have come, in one answer, offsets in order
+    assert sum(len(batch) for batch in batches) >= 1000
+    assert 1 < len(batches) < 20
+    assert [struct.unpack_from(">q", batch)[0] for batch in batches] == list(range(len(batches)))
+
+
+def test_a_fetch_of_min_bytes_1_is_answered_at_the_first_batch():
+    log = ArrivingLog(batches=20)
+    assert len(_answered_batches(log, min_bytes=1)) == 1
+    assert [r.wait_ms_max > 0 for r in log.requests] == [False, True]
+
+
+def test_a_fetch_whose_min_bytes_never_come_is_answered_with_what_came():
+    # Given 3 batches that arrive, fewer bytes than the fetch's min_bytes
+    log = ArrivingLog(batches=3)
+    # Then it is answered with all 3 once its wait ran out
+    assert len(_answered_batches(log, min_bytes=1 << 20, max_wait_ms=300)) == 3
