@@ -433,6 +433,10 @@ SHARD_NAME_RETRY_INTERVAL_S = 0.2
 # Unix socket paths are limited to 107 bytes and Ray appends about 70 to its
 # temp dir: a longer data dir gets Ray's session files in the system temp dir.
 RAY_TEMP_DIR_BYTES_MAX = 36
+# How long --ray-address (plinth serve, plinth router) may take to accept a TCP
+# connection before the server says nothing is there: Ray's own join retries for
+# minutes and does not heed SIGTERM meanwhile.
+RAY_ADDRESS_CONNECT_WAIT_S = 5.0
 # The share of its node's pin resource (``plinth-node:<name>`` or Ray's
 # ``node:<address>``) each shard actor requires: enough to tie it to that node,
 # small enough that any number of shards (up to SHARDS_MAX) fit on one node.

@@ -45,6 +45,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -57,7 +58,7 @@ from plinth.cluster_keys import CLUSTER_KEY_FILE, ClusterKeys, load_or_create, m
 from plinth.control.controller_handle import (CONTROLLER_NAME,  # noqa: F401
                                               ControllerHandle, StartReport)
 from plinth.data_dir_lock import DataDirLock
-from plinth.errors import BrokerError, InvalidConfigError
+from plinth.errors import BrokerError, InvalidConfigError, UnavailableError
 from plinth.loopback import is_loopback
 from plinth.process_tuning import tune_data_path_process
 from plinth.ray_messages import route_raylet_messages
@@ -292,11 +293,7 @@ def namespace_for(data_dir: Path, cluster_name: str | None = None) -> str:
 def _start_ray(options: ServeOptions) -> None:
     namespace = namespace_for(options.data_dir, options.cluster_name)
     if options.ray_address:
-        import ray
-
-        ray.init(address=options.ray_address, namespace=namespace,
-                 logging_level=logging.WARNING, log_to_driver=True)
-        route_raylet_messages()
+        join_ray(options.ray_address, namespace, log_to_driver=True)
         return
     # Outside ray_dir, which Ray makes writable by everyone (made for /tmp/ray): there
     # another local user could swap the token for one they know before Ray reads it.
@@ -335,6 +332,39 @@ def _start_ray(options: ServeOptions) -> None:
     # is the server's own, and no one else may put files (sockets, session links) in it.
     for directory in {str(ray_dir), temp_dir}:
         os.chmod(directory, 0o700)
+
+
+def join_ray(address: str, namespace: str, **options) -> None:
+    """``ray.init`` joining the Ray cluster at ``address`` (--ray-address: HOST:PORT of its
+    head's GCS, or "auto"), its failures said in one line naming the option: a value
+    that is no address (InvalidConfigError), an address where nothing listens, checked
+    first within RAY_ADDRESS_CONNECT_WAIT_S because Ray itself retries for minutes
+    without heeding SIGTERM, or a cluster that refuses this process, e.g. without its
+    auth token (UnavailableError). Server process, main thread."""
+    if address != "auto":
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise InvalidConfigError(f"--ray-address {address!r} is not HOST:PORT (the Ray "
+                                     f"head's GCS address, which ray start --head prints) "
+                                     f"or auto")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)),
+                                     timeout=limits.RAY_ADDRESS_CONNECT_WAIT_S).close()
+        except OSError as exc:
+            raise UnavailableError(
+                f"--ray-address {address}: no Ray there ({exc.strerror or exc}, waited up "
+                f"to {limits.RAY_ADDRESS_CONNECT_WAIT_S:g} s): is its head running, and is "
+                f"this its GCS port?") from None
+    import ray
+
+    try:
+        ray.init(address=address, namespace=namespace, logging_level=logging.WARNING, **options)
+    except (ConnectionError, ValueError) as exc:
+        raise UnavailableError(f"--ray-address {address}: cannot join its Ray cluster: "
+                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__} "
+                               f"(a cluster with token auth needs RAY_AUTH_TOKEN_PATH or "
+                               f"RAY_AUTH_TOKEN set to its token)") from None
+    route_raylet_messages()
 
 
 @contextlib.contextmanager
@@ -697,9 +727,7 @@ def run_router(options: RouterOptions, ready=print) -> int:
 
     from plinth.router.router import Router
 
-    ray.init(address=options.ray_address, namespace=f"plinth-{options.cluster_name}",
-             logging_level=logging.WARNING)
-    route_raylet_messages()
+    join_ray(options.ray_address, f"plinth-{options.cluster_name}")
     node_address = ray.util.get_node_ip_address()
 
     kafka_service = None

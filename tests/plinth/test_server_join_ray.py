@@ -1,0 +1,45 @@
+"""plinth/server.py's join_ray: a --ray-address that is no address, or where no Ray
+listens, is refused in one line naming the option, at once (Ray's own join retries
+for minutes). No Ray is started: each refusal comes before ray.init."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from plinth import limits
+from plinth.cli import main
+from plinth.errors import InvalidConfigError, UnavailableError
+from plinth.server import join_ray
+from tests.support import free_port
+
+
+@pytest.mark.parametrize("address", ["not-an-address", "127.0.0.1", "127.0.0.1:", ":6379",
+                                     "127.0.0.1:port", "127.0.0.1:70000", "127.0.0.1:0"])
+def test_a_ray_address_that_is_no_host_and_port_is_refused_naming_the_option(address):
+    with pytest.raises(InvalidConfigError, match=f"--ray-address '{address}' is not HOST:PORT"):
+        join_ray(address, "plinth-test")
+
+
+def test_an_address_where_nothing_listens_is_refused_at_once_saying_no_ray_is_there():
+    address = f"127.0.0.1:{free_port()}"
+    began_s = time.monotonic()
+    with pytest.raises(UnavailableError, match=f"--ray-address {address}: no Ray there "
+                                               f"\\(Connection refused"):
+        join_ray(address, "plinth-test")
+    assert time.monotonic() - began_s < limits.RAY_ADDRESS_CONNECT_WAIT_S
+
+
+def test_plinth_router_with_a_bad_ray_address_prints_one_line_and_no_traceback():
+    with socket.socket() as taken:   # the router's own port is never reached
+        taken.bind(("127.0.0.1", 0))
+        listen = f"tcp://127.0.0.1:{taken.getsockname()[1]}"
+    result = CliRunner().invoke(main, ["router", "--ray-address", "not-an-address",
+                                       "--cluster-name", "x", "--listen", listen])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        "error: InvalidConfigError: --ray-address 'not-an-address' is not HOST:PORT (the Ray "
+        "head's GCS address, which ray start --head prints) or auto"]
