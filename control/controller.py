@@ -310,6 +310,12 @@ class Controller:
                                       silent=lambda: self._silent)
         # listen address -> (node address, its Kafka listener's advertised HOST:PORT or "")
         self._routers: dict[str, tuple[str, str]] = {}
+        # listen address -> when it was last heard from (``routing``), on a clock that
+        # only the routers' refreshes advance (``_tick_router_clock``)
+        self._routers_heard_s: dict[str, float] = {}
+        self._router_clock_s = 0.0
+        self._monotonic_s: Callable[[], float] = time.monotonic   # (tests step it)
+        self._router_clock_ticked_s = self._monotonic_s()
         # The last routing table built, and whether the metadata was saved since: its
         # topics' part (O(topics)) is built again only after a save, which every change
         # of the metadata makes (``_save``). Its version: this instance's random id
@@ -1004,9 +1010,45 @@ class Controller:
 
     def router_started(self, listen: str, node_address: str, kafka_address: str = "") -> None:
         self._routers[listen] = (node_address, kafka_address)
+        self._routers_heard_s[listen] = self._router_clock_s
 
     def router_stopped(self, listen: str) -> None:
         self._routers.pop(listen, None)
+        self._routers_heard_s.pop(listen, None)
+
+    # --- Routers' liveness --------------------------------------------------------------
+
+    def _routers_heard(self, routers: tuple[tuple[str, str, str], ...]) -> None:
+        """Each of ``routers`` (listen, node address, Kafka address), in the process of a
+        ``routing`` caller, is alive: heard now, and registered again (to a controller
+        Ray restarted, or one that forgot it after ROUTER_FORGOTTEN_S)."""
+        self._tick_router_clock()
+        for listen, node_address, kafka_address in routers:
+            self._routers[listen] = (node_address, kafka_address)
+            self._routers_heard_s[listen] = self._router_clock_s
+        for listen, heard_s in list(self._routers_heard_s.items()):
+            if self._router_clock_s - heard_s > limits.ROUTER_FORGOTTEN_S:
+                del self._routers_heard_s[listen]
+                self._routers.pop(listen, None)
+
+    def _tick_router_clock(self) -> None:
+        """Advance the routers' clock by the time since the last tick, but at most
+        ROUTING_REFRESH_INTERVAL_S: a router is silent when it missed the refreshes
+        the others made, not because this actor's thread was held up (a change
+        waiting for a stopped shard), after which every router's queued refresh
+        comes at once."""
+        now_s = self._monotonic_s()
+        self._router_clock_s += min(now_s - self._router_clock_ticked_s,
+                                    limits.ROUTING_REFRESH_INTERVAL_S)
+        self._router_clock_ticked_s = now_s
+
+    def _live_routers(self) -> dict[str, tuple[str, str]]:
+        """The routers heard from within ROUTER_SILENT_S_MAX (killed ones, or those of a
+        lost node, are not: they stopped refreshing their routing table without
+        ``router_stopped``): the only ones Kafka clients are told of, and status shows."""
+        return {listen: addresses for listen, addresses in self._routers.items()
+                if self._router_clock_s - self._routers_heard_s.get(listen, self._router_clock_s)
+                <= limits.ROUTER_SILENT_S_MAX}
 
     # --- Queries on the actor thread (metadata only) --------------------------------
 
@@ -1025,11 +1067,14 @@ class Controller:
                                                 not leader or leader not in serving))
         return out
 
-    def routing(self, unless_version: tuple[int, int] | None = None) -> RoutingTable | None:
+    def routing(self, unless_version: tuple[int, int] | None = None,
+                routers: tuple[tuple[str, str, str], ...] = ()) -> RoutingTable | None:
         """What a router needs: shard addresses and each topic's placement. None if
         the table is still the one of ``unless_version`` (the caller's): a router's
         periodic refresh of an unchanged table costs neither side a copy of it,
-        which at 10,000 topics is 100 KB and milliseconds of work a second."""
+        which at 10,000 topics is 100 KB and milliseconds of work a second.
+        ``routers``: those of the caller's process, alive (``_routers_heard``)."""
+        self._routers_heard(routers)
         table = self._current_routing()
         return None if table.version == unless_version else table
 
@@ -1040,8 +1085,8 @@ class Controller:
                      direct_addresses=dict(self._shards.direct_addresses),
                      shard_ids=tuple(self._metadata.shards),
                      controller_epoch=self._metadata.controller_epoch,
-                     kafka_brokers=tuple(sorted({kafka for _, kafka in self._routers.values()
-                                                 if kafka})))
+                     kafka_brokers=tuple(sorted({kafka for _, kafka
+                                                 in self._live_routers().values() if kafka})))
         built = self._routing_built
         stale = built is None or self._routing_topics_stale
         if not stale and all(getattr(built, key) == value for key, value in small.items()):
@@ -1097,11 +1142,16 @@ class Controller:
         not having retired) and routers (query thread). Retires removed shards whose
         last range retention has deleted, or is tiered (rebalancer.py)."""
         plan = self._on_actor_thread(self._plan_status)
-        shards = [_shard_status(shard_id, stats, plan.shards[shard_id])
-                  for shard_id, stats in _stats_of(plan.stats).items()]
+        stats = _stats_of(plan.stats)
+        shards = [_shard_status(shard_id, shard_stats, plan.shards[shard_id])
+                  for shard_id, shard_stats in stats.items()]
+        # A leader's shard that does not answer now (stopped, hung, or restarting)
+        # serves nothing: offline, though Ray still counts the shard alive.
+        silent = {shard_id for shard_id, shard_stats in stats.items() if shard_stats is None}
         return protocol.StatusInfo(plan.nodes, shards, plan.routers,
                                    sum(s.under_replicated for s in plan.replication),
-                                   sum(s.offline for s in plan.replication), plan.node_names)
+                                   sum(s.offline or s.leader in silent for s in plan.replication),
+                                   plan.node_names)
 
     def list_groups(self) -> list[protocol.GroupListing]:
         """Every consumer group known to any shard (members or committed offsets), by
@@ -1151,8 +1201,10 @@ class Controller:
                                 if not isinstance(per_shard, BrokerError) for p in per_shard],
                                plan.topic.placement)
         by_partition = {p.partition: p for p in merged}
+        answered = {s for s, per_shard in infos.items() if not isinstance(per_shard, BrokerError)}
         plan.info.partition_info = [
-            _with_replication(by_partition.get(p, protocol.PartitionInfo(p)), plan.topic, p)
+            _with_replication(by_partition.get(p, protocol.PartitionInfo(p)), plan.topic, p,
+                              answered)
             for p in range(plan.topic.partitions)]
         return plan.info
 
@@ -1228,7 +1280,7 @@ class Controller:
         return _StatusPlan(
             nodes=[(n.node_id, n.address, n.alive) for n in all_nodes], shards=shards,
             stats=self._plan_stats(),
-            routers=sorted((listen, node) for listen, (node, _) in self._routers.items()),
+            routers=sorted((listen, node) for listen, (node, _) in self._live_routers().items()),
             replication=self.partition_replication(),
             node_names={n.node_id: placement.node_name(n.pin_resource) for n in all_nodes})
 
@@ -2004,19 +2056,21 @@ def _partition_names(refs: list[tuple[str, int]], shown_max: int = 10) -> str:
 
 
 def _with_replication(info: protocol.PartitionInfo, topic: TopicMetadata,
-                      partition: int) -> protocol.PartitionInfo:
-    """``info`` with the partition's leader (as ``shard``), replicas, in-sync replicas,
-    leader epoch and high watermark. A shard's end offset is its high watermark (what
-    consumers may read), unless it reports one of its own."""
+                      partition: int, answered: set[str]) -> protocol.PartitionInfo:
+    """``info`` with the partition's leader (as ``shard``; "" if none, or if its shard is
+    not among those that ``answered`` the describe: nothing serves it now, and the
+    offsets it lacks are not an empty log's), replicas, in-sync replicas, leader epoch
+    and high watermark. A shard's end offset is its high watermark (what consumers may
+    read), unless it reports one of its own."""
     high_watermark = info.high_watermark or info.end_offset
     if not topic.replicated:
         owner = topic.placement[partition]
-        return replace(info, shard=owner, replicas=[owner], in_sync_replicas=[owner],
-                       leader_epoch=0, high_watermark=high_watermark)
+        return replace(info, shard=owner if owner in answered else "", replicas=[owner],
+                       in_sync_replicas=[owner], leader_epoch=0, high_watermark=high_watermark)
     record = topic.leadership[partition]
-    return replace(info, shard=record.leader, replicas=list(record.replicas),
-                   in_sync_replicas=list(record.in_sync), leader_epoch=record.leader_epoch,
-                   high_watermark=high_watermark)
+    return replace(info, shard=record.leader if record.leader in answered else "",
+                   replicas=list(record.replicas), in_sync_replicas=list(record.in_sync),
+                   leader_epoch=record.leader_epoch, high_watermark=high_watermark)
 
 
 def _merge_ranges(infos: list[protocol.PartitionInfo], owners: list[str]) -> list[protocol.PartitionInfo]:

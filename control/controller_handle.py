@@ -260,7 +260,10 @@ class ControllerHandle:
         controller newer than the last one seen (Ray restarted it: it knows no
         router), the routers announced through this handle are announced to it again."""
         version = None if known is None else known.version
-        routing = self._call(lambda actor: actor.routing.remote(version), "routing")
+        with self._lock:   # they are alive: the controller lists no silent router
+            alive = tuple((listen, node_address, kafka_address) for listen, (node_address,
+                          kafka_address) in sorted(self._routers.items()))
+        routing = self._call(lambda actor: actor.routing.remote(version, alive), "routing")
         if routing is None:
             if known is None:
                 raise AssertionError("the controller answered routing() with no table")

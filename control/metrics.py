@@ -87,7 +87,8 @@ class BrokerCollector:
         yield from _remote_fetch_families(live)
         yield from _upload_families(live)
         yield _group_lag(live, {(s.topic, s.partition): s.leader for s in states})
-        yield from _replication_families(states)
+        yield from _replication_families(states, {shard for shard, snap in snapshots.items()
+                                                   if snap is None})
 
     def _partition_replication(self) -> list:
         try:
@@ -97,17 +98,18 @@ class BrokerCollector:
             return []
 
 
-def _replication_families(states):
+def _replication_families(states, silent: set[str]):
     """Each partition's in-sync size, and whether it is under-replicated or offline,
     from the controller's metadata (not from the shards: a dead leader's shard cannot
-    report itself offline)."""
+    report itself offline), offline too where its leader's shard is ``silent`` (did
+    not answer this scrape's stats: stopped or hung, which Ray still counts alive)."""
     families = [GaugeMetricFamily(name, doc, labels=["topic", "partition"])
                 for name, doc in _REPLICATION_GAUGES]
     for state in states:
         labels = [state.topic, str(state.partition)]
         families[0].add_metric(labels, 1 if state.under_replicated else 0)
         families[1].add_metric(labels, state.in_sync)
-        families[2].add_metric(labels, 1 if state.offline else 0)
+        families[2].add_metric(labels, 1 if state.offline or state.leader in silent else 0)
     yield from families
 
 

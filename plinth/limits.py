@@ -198,6 +198,13 @@ SHARD_RESTARTING_RETRY_INTERVAL_S = 0.2
 # How often a router asks the controller for the routing table, to pick up
 # restarted shards' new addresses.
 ROUTING_REFRESH_INTERVAL_S = 1.0
+# A router not heard from (its routing refreshes, every ROUTING_REFRESH_INTERVAL_S)
+# for this long is left out of status and of the Kafka brokers clients are told
+# of: killed, or its node lost, without saying it stopped (Kafka's
+# broker.session.timeout.ms is 9 s). After ROUTER_FORGOTTEN_S it is forgotten;
+# a refresh registers it again.
+ROUTER_SILENT_S_MAX = 10.0
+ROUTER_FORGOTTEN_S = 3600.0
 CONTROL_CALL_TIMEOUT_S = 60.0
 # How long a change of topics (created, deleted, altered, grown) waits for its shards
 # on the controller's change thread: below the clients' default request timeout
@@ -1227,6 +1234,9 @@ def _relations() -> list[tuple[str, bool]]:
          0 < IN_SYNC_CHANGE_RETRY_MS < REPLICA_LAG_TIME_MS_MAX_DEFAULT),
         ("a router refreshes sooner on demand than on its timer",
          0 < ROUTING_REFRESH_ON_DEMAND_INTERVAL_S < ROUTING_REFRESH_INTERVAL_S),
+        ("a live router misses several refreshes before it is taken for silent, and a silent "
+         "one long before it is forgotten",
+         5 * ROUTING_REFRESH_INTERVAL_S <= ROUTER_SILENT_S_MAX < ROUTER_FORGOTTEN_S),
         ("a lost leader is replaced and routed around within issue 12's 3 s",
          (LEADER_CHECK_INTERVAL_S + LEADER_PING_TIMEOUT_S) * LEADER_PING_MISSES_MAX
          + ROUTING_REFRESH_ON_DEMAND_INTERVAL_S <= 3.0

@@ -338,3 +338,24 @@ def test_a_growth_made_after_an_undone_one_keeps_its_partitions_though_their_del
     # Then its new partitions stay and take writes
     assert grown and [p for p in orders_on(broker, "shard-1") if p >= 2] == grown
     assert broker.produce("orders", grown[0], [b"a"]) == 0
+
+
+def test_a_partition_whose_shard_does_not_answer_is_offline_in_describe_and_status_not_empty(
+        brokers):
+    # Given a topic of one copy over two shards, with a record in every partition
+    broker = brokers(2)
+    broker.controller.create_topic("orders", 4, {})
+    owners = broker.metadata_on_disk().topics["orders"].placement
+    for p in range(4):
+        broker.produce("orders", p, [b"x"])
+    hung = owners[0]
+    # When that shard does not answer (stopped or hung: Ray still counts it alive)
+    broker.shards.handles[hung].fail_next("partition_infos", ray.exceptions.ActorDiedError())
+    broker.shards.handles[hung].fail_next("stats", ray.exceptions.ActorDiedError())
+    described = broker.controller.describe_topic("orders").partition_info
+    status = broker.controller.status()
+    # Then its partitions have no leader shown (the CLI prints OFFLINE, not 0 records),
+    # the others keep theirs and their offsets, and status counts them offline
+    assert [p.shard for p in described] == [owner if owner != hung else "" for owner in owners]
+    assert all(p.end_offset == 1 for p in described if p.shard)
+    assert status.offline_partitions == owners.count(hung)

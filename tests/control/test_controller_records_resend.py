@@ -218,11 +218,12 @@ def test_describe_and_status_skip_a_silent_leader_and_ask_it_again_once_it_answe
     broker.shards.handles[leader].crash_controller_at("stats")
     [info] = broker.controller.describe_topic("t").partition_info
     status = {s.shard_id: s for s in broker.controller.status().shards}
-    # Then the partition is shown from the metadata without offsets, the shard as down
-    assert (info.shard, info.end_offset) == (leader, 0)
+    # Then the partition is shown from the metadata without offsets, and with no leader
+    # serving it (the CLI's OFFLINE), the shard as down
+    assert (info.shard, info.end_offset, len(info.replicas)) == ("", 0, 3)
     assert not status[leader].alive
     # And once it answers a check, describe asks it again
     broker.shards.handles[leader]._crash_at.clear()
     assert broker.controller.check_leaders() == []
     [info] = broker.controller.describe_topic("t").partition_info
-    assert info.end_offset == 2
+    assert (info.shard, info.end_offset) == (leader, 2)

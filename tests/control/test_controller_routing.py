@@ -1,12 +1,15 @@
 """The controller's routing table (``Controller.routing``): its topics' part is built
 again only after the metadata changed, and a router that has the current table is
-sent nothing. Real shard actors reached in process, on a real disk
-(broker_without_ray.py)."""
+sent nothing; a router that stopped refreshing it (killed, its node lost) is left
+out of the Kafka brokers and of status. Real shard actors reached in process, on a
+real disk (broker_without_ray.py); the routers' refreshes are calls as their
+ControllerHandle makes them, on a clock the tests step."""
 
 from __future__ import annotations
 
 import pytest
 
+from plinth import limits
 from plinth.control.controller import Controller
 from tests.control.broker_without_ray import TWO
 from tests.control.test_controller_repair import restart_announcing
@@ -109,3 +112,79 @@ def test_a_change_encoded_by_a_refused_save_still_reaches_the_table(brokers):
     # Then the table has topic a's change
     assert controller.routing().owner("a", 0) == moved_to
     assert_built_from_the_metadata(controller)
+
+
+A = ("tcp://127.0.0.1:7400", "127.0.0.1", "127.0.0.1:9092")
+B = ("tcp://127.0.0.1:7401", "127.0.0.1", "127.0.0.1:9093")
+
+
+class SteppedClock:
+    def __init__(self):
+        self.now_s = 1000.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def with_stepped_clock(controller: Controller) -> SteppedClock:
+    clock = SteppedClock()
+    controller._monotonic_s = clock
+    controller._router_clock_ticked_s = clock.now_s
+    return clock
+
+
+def refresh(controller: Controller, *routers) -> tuple[str, ...]:
+    """One routing refresh from the process of ``routers``; the Kafka brokers named."""
+    return controller.routing(None, tuple(routers)).kafka_brokers
+
+
+def status_routers(controller: Controller) -> list[str]:
+    return [listen for listen, _ in controller.status().routers]
+
+
+def test_a_router_that_stops_refreshing_is_no_longer_named_to_kafka_clients_nor_in_status(brokers):
+    # Given two routers with Kafka listeners, each refreshing its routing table
+    controller = brokers(1).controller
+    clock = with_stepped_clock(controller)
+    for router in (A, B):
+        controller.router_started(*router)
+    assert refresh(controller, A) == ("127.0.0.1:9092", "127.0.0.1:9093")
+    # When B is killed (no router_stopped) and A goes on refreshing every second
+    for _ in range(int(limits.ROUTER_SILENT_S_MAX)):
+        clock.now_s += limits.ROUTING_REFRESH_INTERVAL_S
+        assert refresh(controller, A) == ("127.0.0.1:9092", "127.0.0.1:9093")
+    clock.now_s += limits.ROUTING_REFRESH_INTERVAL_S
+    # Then once B was silent for longer than ROUTER_SILENT_S_MAX it is left out
+    assert refresh(controller, A) == ("127.0.0.1:9092",)
+    assert status_routers(controller) == [A[0]]
+    # And a refresh from B (it was only stopped, SIGSTOP) names it again
+    assert refresh(controller, B) == ("127.0.0.1:9092", "127.0.0.1:9093")
+    assert status_routers(controller) == [A[0], B[0]]
+
+
+def test_routers_are_not_taken_for_silent_when_the_controller_itself_was_held_up(brokers):
+    # Given two routers refreshing
+    controller = brokers(1).controller
+    clock = with_stepped_clock(controller)
+    refresh(controller, A)
+    refresh(controller, B)
+    # When the controller's thread answers nothing for 60 s (a change waiting for a
+    # stopped shard), then A's queued refresh is answered first
+    clock.now_s += 60
+    # Then B, whose refresh waits behind A's, is still named
+    assert refresh(controller, A) == ("127.0.0.1:9092", "127.0.0.1:9093")
+
+
+def test_a_router_that_says_it_stops_is_left_out_at_once(brokers):
+    controller = brokers(1).controller
+    refresh(controller, A, B)
+    controller.router_stopped(B[0])
+    assert refresh(controller, A) == ("127.0.0.1:9092",)
+
+
+def test_a_restarted_controller_learns_the_routers_from_their_next_refresh(brokers):
+    # Given a controller that never heard router_started (Ray restarted it)
+    controller = brokers(1).controller
+    # Then a router's refresh registers it
+    assert refresh(controller, A) == ("127.0.0.1:9092",)
+    assert status_routers(controller) == [A[0]]

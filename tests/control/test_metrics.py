@@ -11,11 +11,12 @@ from plinth.errors import UnavailableError
 class ControllerAnswering:
     """A ControllerHandle's two metric calls, with fixed answers (or an error)."""
 
-    def __init__(self, states: list[PartitionReplication] | None = None, error=None):
-        self._states, self._error = states or [], error
+    def __init__(self, states: list[PartitionReplication] | None = None, error=None,
+                 stats: dict | None = None):
+        self._states, self._error, self._stats = states or [], error, stats or {}
 
     def shard_stats(self) -> dict:
-        return {}
+        return self._stats
 
     def partition_replication(self) -> list[PartitionReplication]:
         if self._error is not None:
@@ -44,6 +45,18 @@ def test_each_partition_reports_its_in_sync_size_and_whether_it_is_under_replica
             [("orders", "0"), ("orders", "1"), ("plain", "0")]] == [2, 1, 1]
     assert [got[("plinth_partition_offline", t, p)] for t, p in
             [("orders", "0"), ("orders", "1"), ("plain", "0")]] == [0, 1, 0]
+
+
+def test_a_partition_whose_leaders_shard_did_not_answer_the_scrape_is_offline():
+    # Given a shard that did not answer its stats (stopped: Ray counts it alive), which
+    # leads one partition of one copy
+    collector = BrokerCollector(ControllerAnswering([
+        PartitionReplication("plain", 0, 1, 1, "shard-0", False),
+        PartitionReplication("plain", 1, 1, 1, "shard-1", False)],
+        stats={"shard-0": None}))
+    # Then that partition is offline, the other is not
+    got = samples(collector)
+    assert [got[("plinth_partition_offline", "plain", p)] for p in "01"] == [1, 0]
 
 
 def test_a_controller_that_does_not_answer_leaves_the_gauges_empty_not_the_scrape_failing():

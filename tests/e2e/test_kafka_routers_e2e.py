@@ -1,11 +1,14 @@
 """Several routers as several Kafka brokers (issue 15): every router's Kafka listener
 is a broker in every Metadata answer, partitions' leaders and groups' coordinators are
-spread over them, and a client may use any of them for any partition."""
+spread over them, and a client may use any of them for any partition; a router killed
+without a goodbye drops out of Metadata once it is silent (ROUTER_SILENT_S_MAX), so
+no partition stays led by it."""
 
 from __future__ import annotations
 
 import pytest
 
+from plinth import limits
 from tests.support import free_port, unique_topic, wait_until
 
 TIMEOUT_S = 60
@@ -18,8 +21,8 @@ def two_routers(broker_factory, router_factory):
     server_kafka, router_kafka = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     broker_factory(shards=2, extra_args=("--cluster-name", cluster, "--kafka-listen",
                                          server_kafka))
-    router_factory(cluster, ("--kafka-listen", router_kafka))
-    return server_kafka, router_kafka
+    router = router_factory(cluster, ("--kafka-listen", router_kafka))
+    return server_kafka, router_kafka, router
 
 
 def _brokers(admin) -> set[str]:
@@ -29,7 +32,7 @@ def _brokers(admin) -> set[str]:
 def test_every_router_is_a_broker_and_the_partitions_leaders_are_spread_over_them(two_routers):
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    server_kafka, router_kafka = two_routers
+    server_kafka, router_kafka, _ = two_routers
     admin = KafkaAdminClient(bootstrap_servers=router_kafka)
     wait_until(lambda: _brokers(admin) == {server_kafka, router_kafka}, TIMEOUT_S,
                explain=lambda: f"brokers: {_brokers(admin)}")
@@ -47,7 +50,7 @@ def test_describe_log_dirs_lists_each_partition_once_under_the_router_metadata_n
         two_routers):
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    server_kafka, router_kafka = two_routers
+    server_kafka, router_kafka, _ = two_routers
     admin = KafkaAdminClient(bootstrap_servers=server_kafka)
     wait_until(lambda: _brokers(admin) == {server_kafka, router_kafka}, TIMEOUT_S,
                explain=lambda: f"brokers: {_brokers(admin)}")
@@ -71,7 +74,7 @@ def test_records_produced_through_one_router_are_consumed_through_the_other(two_
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    server_kafka, router_kafka = two_routers
+    server_kafka, router_kafka, _ = two_routers
     topic = unique_topic("across")
     admin = KafkaAdminClient(bootstrap_servers=server_kafka)
     admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])
@@ -88,3 +91,28 @@ def test_records_produced_through_one_router_are_consumed_through_the_other(two_
     values = sorted(int(next(consumer).value) for _ in range(200))
     consumer.close()
     assert values == list(range(200))
+
+
+def test_a_killed_router_drops_out_of_metadata_and_every_partition_takes_records_again(two_routers):
+    from kafka import KafkaProducer
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    # Given two routers as two Kafka brokers, and a topic led by both
+    server_kafka, router_kafka, router = two_routers
+    admin = KafkaAdminClient(bootstrap_servers=server_kafka)
+    wait_until(lambda: _brokers(admin) == {server_kafka, router_kafka}, TIMEOUT_S,
+               explain=lambda: f"brokers: {_brokers(admin)}")
+    topic = unique_topic("killed")
+    admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])
+    # When the second router is killed with SIGKILL (it never says it stopped)
+    router.kill()
+    # Then within ROUTER_SILENT_S_MAX and a few refreshes it is no broker any more
+    wait_until(lambda: _brokers(admin) == {server_kafka},
+               limits.ROUTER_SILENT_S_MAX + 5 * limits.ROUTING_REFRESH_INTERVAL_S + 10,
+               explain=lambda: f"brokers: {_brokers(admin)}")
+    admin.close()
+    # And a new Kafka producer's record to every partition is acknowledged
+    producer = KafkaProducer(bootstrap_servers=server_kafka, acks="all", request_timeout_ms=15_000)
+    futures = [producer.send(topic, b"v", partition=p) for p in range(PARTITIONS)]
+    assert sorted(f.get(timeout=30).partition for f in futures) == list(range(PARTITIONS))
+    producer.close()
