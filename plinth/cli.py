@@ -263,8 +263,11 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
 
 
 @main.command()
-@click.option("--ray-address", required=True, help="The Ray cluster the broker runs in (or auto).")
-@click.option("--cluster-name", required=True, help="The broker's --cluster-name.")
+@click.option("--ray-address", default=None,
+              help="The Ray cluster the broker runs in (HOST:PORT of its head, or auto). "
+                   "Without it: the Ray of the plinth serve on --data-dir, on this machine.")
+@click.option("--cluster-name", default=None,
+              help="The broker's --cluster-name (needed with --ray-address).")
 @click.option("--listen", default=limits.BROKER_URL_DEFAULT, show_default=True,
               callback=_listen_url)
 @click.option("--curve-secret-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -281,7 +284,8 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
               "the router reach the shards (default: read it from --data-dir, else ask the "
               "broker through Ray).")
 @click.option("--data-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              default=None, help="The server's data dir, to read cluster.key_secret from.")
+              default=None, help="The server's data dir, to read cluster.key_secret from "
+              "(and, without --ray-address, where its own Ray is: ray.address).")
 @click.option("--tier-url", envvar="PLINTH_TIER_URL", show_envvar=True, default=None, metavar="URL",
               help="The object store the broker is expected to tier to. A router reads "
                    "nothing from object storage (the shards do, with plinth serve's "

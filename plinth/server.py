@@ -58,6 +58,7 @@ from plinth.cluster_keys import CLUSTER_KEY_FILE, ClusterKeys, load_or_create, m
 from plinth.control.controller_handle import (CONTROLLER_NAME,  # noqa: F401
                                               ControllerHandle, StartReport)
 from plinth.data_dir_lock import DataDirLock
+from plinth.durable_files import write_file_atomically
 from plinth.errors import BrokerError, InvalidConfigError, UnavailableError
 from plinth.loopback import is_loopback
 from plinth.process_tuning import tune_data_path_process
@@ -68,6 +69,7 @@ from plinth.shards.shard_handle import TierOptions
 log = logging.getLogger(__name__)
 
 RAY_TOKEN_FILE = "ray.auth_token"   # in the data dir: the embedded Ray's auth token
+RAY_ADDRESS_FILE = "ray.address"    # in the data dir: the embedded Ray's GCS HOST:PORT
 
 # Ray's periodic work that the embedded broker turns off; each of these woke
 # every Ray process (the raylet, the GCS, the server, the controller and every
@@ -308,15 +310,9 @@ def _start_ray(options: ServeOptions) -> None:
     atexit.register(reaper.release)
     ray_dir = options.data_dir / "ray"
     ray_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    # Ray's local-only mode: it then takes 127.0.0.1 as the node address
-    # instead of turning it into the machine's network address.
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
-    os.environ.setdefault("RAY_AUTH_TOKEN_PATH", str(token_path))
+    _use_embedded_ray_settings(token_path)
     import ray
-    from ray._raylet import Config
 
-    Config.initialize("")   # Ray reads RAY_AUTH_MODE once; make it see ours
     temp_dir = str(ray_dir.resolve())
     if len(temp_dir.encode()) > limits.RAY_TEMP_DIR_BYTES_MAX:
         temp_dir = tempfile.mkdtemp(prefix="plinth-ray-")
@@ -328,10 +324,46 @@ def _start_ray(options: ServeOptions) -> None:
                  num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
                  logging_level=logging.WARNING, _system_config=EMBEDDED_RAY_SYSTEM_CONFIG)
     route_raylet_messages()   # a shard's death: one line of ours, not Ray's OOM paragraph
+    _say_embedded_ray_address(options.data_dir, ray.get_runtime_context().gcs_address)
     # Ray shares its temp directory with every user (mode 0777, as /tmp/ray); this one
     # is the server's own, and no one else may put files (sockets, session links) in it.
     for directory in {str(ray_dir), temp_dir}:
         os.chmod(directory, 0o700)
+
+
+def _use_embedded_ray_settings(token_path: Path) -> None:
+    """The environment of the embedded Ray, set before Ray reads it (server process,
+    and a ``plinth router --data-dir`` joining it): Ray's local-only mode, in which it
+    keeps 127.0.0.1 as the node address instead of the machine's network address,
+    and token authentication with the data dir's token."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ.setdefault("RAY_AUTH_TOKEN_PATH", str(token_path))
+    from ray._raylet import Config
+
+    Config.initialize("")   # Ray reads RAY_AUTH_MODE once; make it see ours
+
+
+def _say_embedded_ray_address(data_dir: Path, gcs_address: str) -> None:
+    """Write the embedded Ray's address to <data dir>/ray.address, where ``plinth router
+    --data-dir`` finds it; removed at exit (after a kill -9 it stays, and names a
+    port where nothing listens once the reaper ended Ray)."""
+    path = data_dir / RAY_ADDRESS_FILE
+    write_file_atomically(path, gcs_address.encode())
+    atexit.register(lambda: path.unlink(missing_ok=True))
+
+
+def embedded_ray_address(data_dir: Path) -> str:
+    """The address of the embedded Ray of the ``plinth serve`` on ``data_dir``, from its
+    ray.address; InvalidConfigError if it has none (no server runs there, or it
+    runs in a Ray cluster, where a router is given --ray-address)."""
+    try:
+        return (data_dir / RAY_ADDRESS_FILE).read_text().strip()
+    except FileNotFoundError:
+        raise InvalidConfigError(
+            f"--data-dir {data_dir}: no plinth serve with its own Ray runs there (it writes "
+            f"{RAY_ADDRESS_FILE} once its Ray is up); for a broker in a Ray cluster give "
+            f"--ray-address and --cluster-name") from None
 
 
 def join_ray(address: str, namespace: str, **options) -> None:
@@ -664,8 +696,8 @@ def _wait_for(stop: threading.Event) -> None:
 
 @dataclass
 class RouterOptions:
-    ray_address: str
-    cluster_name: str
+    ray_address: str | None    # None: the embedded Ray of the server on data_dir
+    cluster_name: str | None   # None: that server's (namespace_for its data dir)
     listen: str = limits.BROKER_URL_DEFAULT
     curve_secret_key: Path | None = None
     authorized_keys: Path | None = None
@@ -691,6 +723,21 @@ class RouterOptions:
         if self.tier_url is None:
             return None
         return ServeOptions(data_dir=Path("."), tier_url=self.tier_url).tier_options().store
+
+    def namespace(self) -> str:
+        """The broker's Ray namespace: by its --cluster-name, else (a server on
+        --data-dir with its own Ray) the one its data dir gives. InvalidConfigError
+        when neither says which broker: a Ray cluster may hold several."""
+        if self.cluster_name:
+            return f"plinth-{self.cluster_name}"
+        if self.ray_address is None and self.data_dir is not None:
+            return namespace_for(self.data_dir)
+        raise InvalidConfigError("--ray-address needs --cluster-name (the broker's "
+                                 "plinth serve --cluster-name): a Ray cluster may hold several")
+
+    def which_broker(self) -> str:
+        """The broker, for messages: its cluster name, or its data dir."""
+        return self.cluster_name or f"data dir {self.data_dir}"
 
     def security(self):
         return ServeOptions(data_dir=Path("."), listen=self.listen,
@@ -722,12 +769,19 @@ def run_router(options: RouterOptions, ready=print) -> int:
     security = options.security()
     kafka = _kafka_options(options)
     tier_store = options.tier_store()   # a bad URL fails before Ray starts
+    if options.ray_address is None and options.data_dir is None:
+        raise InvalidConfigError("give --data-dir (the data dir of a plinth serve on this "
+                                 "machine) or --ray-address and --cluster-name")
+    namespace = options.namespace()
+    ray_address = options.ray_address or embedded_ray_address(options.data_dir)
     cluster_keys = _cluster_keys_from_files(options)   # a bad file fails before Ray starts
+    if options.ray_address is None:
+        _use_embedded_ray_settings(options.data_dir / RAY_TOKEN_FILE)
     import ray
 
     from plinth.router.router import Router
 
-    join_ray(options.ray_address, f"plinth-{options.cluster_name}")
+    join_ray(ray_address, namespace)
     node_address = ray.util.get_node_ip_address()
 
     kafka_service = None
@@ -740,24 +794,23 @@ def run_router(options: RouterOptions, ready=print) -> int:
         controller = ControllerHandle.find(on_rediscovered=announce)
     except ValueError:
         raise InvalidConfigError(
-            f"no broker named {options.cluster_name!r} runs in the Ray cluster at "
-            f"{options.ray_address} (start one with plinth serve --cluster-name)") from None
+            f"no broker ({options.which_broker()}) runs in the Ray cluster at {ray_address} "
+            f"(start one with plinth serve --cluster-name)") from None
     if tier_store is not None:
-        check_tier_store(tier_store, controller.tier_store(), options.cluster_name)
+        check_tier_store(tier_store, controller.tier_store(), options.which_broker())
     router = Router(options.listen, controller, security=security,
                     cluster_keys=cluster_keys or _cluster_keys_from_broker(controller))
     with option_os_errors("--listen", options.listen):
         router.start(controller.routing())
     tune_data_path_process(who="plinth router")   # see process_tuning.py
     with option_os_errors("--kafka-listen", options.kafka_listen):
-        kafka_service = _start_kafka(kafka, router, f"plinth-{options.cluster_name}", security,
-                                     options.data_dir)
+        kafka_service = _start_kafka(kafka, router, namespace, security, options.data_dir)
     announce(controller)
     _start_metrics(controller, options.metrics_port, options.metrics_host)
     stop = _stop_on_signal()
     shown = "" if kafka_service is None else " and %s:%d (Kafka)" % kafka_service.address
     ready(f"plinth router ready: listening on {options.listen}{shown} "
-          f"(cluster {options.cluster_name})")
+          f"({options.which_broker()})")
     _wait_for(stop)
     if kafka_service is not None:
         kafka_service.stop()

@@ -43,3 +43,21 @@ def test_plinth_router_with_a_bad_ray_address_prints_one_line_and_no_traceback()
     assert result.output.splitlines() == [
         "error: InvalidConfigError: --ray-address 'not-an-address' is not HOST:PORT (the Ray "
         "head's GCS address, which ray start --head prints) or auto"]
+
+
+@pytest.mark.parametrize("args, says", [
+    ([], "give --data-dir (the data dir of a plinth serve on this machine) or --ray-address "
+         "and --cluster-name"),
+    (["--ray-address", "127.0.0.1:6379"], "--ray-address needs --cluster-name"),
+])
+def test_plinth_router_that_is_not_told_which_broker_says_what_to_give(args, says):
+    result = CliRunner().invoke(main, ["router", *args, "--listen", "tcp://127.0.0.1:1"])
+    assert result.exit_code == 1 and says in result.output, result.output
+
+
+def test_plinth_router_on_a_data_dir_where_no_server_runs_says_so(tmp_path):
+    result = CliRunner().invoke(main, ["router", "--data-dir", str(tmp_path),
+                                       "--listen", "tcp://127.0.0.1:1"])
+    assert result.exit_code == 1
+    assert (f"--data-dir {tmp_path}: no plinth serve with its own Ray runs there (it writes "
+            f"ray.address once its Ray is up)") in result.output, result.output

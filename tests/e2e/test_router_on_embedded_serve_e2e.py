@@ -1,0 +1,57 @@
+"""``plinth router --data-dir DIR``: one more router for the ``plinth serve`` on DIR, which
+runs its own Ray (plinth/server.py: the server writes its Ray's address to
+DIR/ray.address, the router joins with the data dir's token, in Ray's local-only
+mode). Real processes, as a user starts them: the README's two commands."""
+
+from __future__ import annotations
+
+import sys
+
+from plinth import Admin, Producer
+from plinth.server import RAY_ADDRESS_FILE
+from tests.e2e.test_crash_cleanup_e2e import STOP_WAIT_S, kill_leftovers, start_embedded, started_by
+from tests.support import free_port, read_all, start_until_ready, unique_topic
+
+PLINTH = [sys.executable, "-m", "plinth.cli"]
+RECORDS = 50
+
+
+def test_a_router_joins_the_server_on_its_data_dir_and_serves_its_topics(tmp_path):
+    # Given an embedded server
+    server_url, data_dir = f"tcp://127.0.0.1:{free_port()}", tmp_path / "data"
+    server, _ = start_embedded(data_dir, server_url, tmp_path / "home")
+    started = started_by(server.pid)
+    router = None
+    try:
+        assert (data_dir / RAY_ADDRESS_FILE).read_text().startswith("127.0.0.1:")
+        # When a router is started for it by its data dir alone
+        router_url = f"tcp://127.0.0.1:{free_port()}"
+        router, output = start_until_ready(
+            PLINTH + ["router", "--data-dir", str(data_dir), "--listen", router_url],
+            "plinth router ready", timeout_s=120)
+        # Then records produced through it are read through the server's router
+        topic = unique_topic("joined")
+        with Admin(broker=router_url) as admin:
+            admin.create_topic(topic, 2)
+            routers = admin.status().routers
+        assert sorted(listen for listen, _ in routers) == sorted([server_url, router_url])
+        assert all(node.startswith("127.") for _, node in routers)
+        with Producer(broker=router_url, acks="all") as producer:
+            futures = [producer.send(topic, b"%d" % n, partition=n % 2) for n in range(RECORDS)]
+            assert all(future.get(30) for future in futures)
+        values = sorted(int(record.value) for record in read_all(server_url, topic))
+        assert values == list(range(RECORDS))
+        # And a SIGTERM stops it cleanly, leaving the server serving
+        router.terminate()
+        assert router.wait(STOP_WAIT_S) == 0, "".join(output[-20:])
+        with Admin(broker=server_url) as admin:
+            assert [listen for listen, _ in admin.status().routers] == [server_url]
+    finally:
+        if router is not None and router.poll() is None:
+            router.kill()
+        started = started_by(server.pid) | started
+        server.terminate()
+        server.wait(STOP_WAIT_S)
+        kill_leftovers(started)
+    # And the stopped server leaves no ray.address behind for a router to try
+    assert not (data_dir / RAY_ADDRESS_FILE).exists()
