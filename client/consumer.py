@@ -183,6 +183,9 @@ class Consumer(ConsumerBase):
         self._on_assign, self._on_revoke = on_assign, on_revoke
         self._membership: GroupMembership | None = None
         self._commits: dict[int, tuple] = {}    # async commit part's id -> (its offsets, _AsyncCommit)
+        # commit_async calls that had nothing to send: (callback, offsets), called in the
+        # next poll, never from inside commit_async (kafka-python's order).
+        self._commits_done: deque[tuple] = deque()
         self._last_commit_s = time.monotonic()
         self._committed_positions: dict[TopicPartition, int] = {}
         if topics:
@@ -305,6 +308,9 @@ class Consumer(ConsumerBase):
         if self._closed:
             raise ClosedError("consumer is closed")
         deadline = time.monotonic() + timeout_ms / 1000
+        while self._commits_done:
+            callback, offsets = self._commits_done.popleft()
+            callback(offsets, None)
         while True:
             if self._membership is not None:
                 self._membership.raise_if_refused()
@@ -407,9 +413,17 @@ class Consumer(ConsumerBase):
 
     def commit_async(self, offsets: dict[tuple[str, int], int] | None = None,
                      callback=None) -> None:
-        """Commit without waiting; ``callback(offsets, error_or_None)`` runs in a later poll."""
+        """Commit without waiting; ``callback(offsets, error_or_None)`` runs in a later
+        poll, once, whatever the outcome. With nothing to commit (no offsets given and
+        none handed out yet, as before the first poll) nothing is sent and the callback
+        runs in the next poll with ({}, None), as kafka-python's does. The consumer's
+        thread."""
         offsets = self._offsets_to_commit(offsets)
         parts = protocol.commit_offsets_parts(offsets)
+        if not parts:
+            if callback is not None:
+                self._commits_done.append((callback, offsets))
+            return
         commit = _AsyncCommit(offsets, callback, len(parts))
         sent = []
         try:

@@ -361,6 +361,27 @@ def test_poll_refuses_a_timeout_that_is_not_a_number_of_ms_0_or_more_naming_it(
         consumer.close()
 
 
+def test_a_commit_async_with_nothing_to_commit_calls_its_callback_in_the_next_poll(scripted):
+    # Given a group member that has not polled yet, so has handed out nothing
+    broker = scripted([GroupBroker().answer] * 1_000)
+    consumer = Consumer("t", broker=broker.url, group="g", enable_auto_commit=False,
+                        direct_to_shards=False)
+    try:
+        outcomes = []
+        # When it commits asynchronously
+        consumer.commit_async(callback=lambda offsets, error: outcomes.append((offsets, error)))
+        # Then the callback waits for a poll (kafka-python's order), and runs in the first
+        assert outcomes == []
+        consumer.poll(0)
+        assert outcomes == [({}, None)]
+        # And runs once, with nothing sent: there was nothing to commit
+        consumer.poll(0)
+        assert outcomes == [({}, None)]
+        assert not any(type(r) is protocol.CommitOffsetsRequest for _, r in broker.requests)
+    finally:
+        consumer.close()
+
+
 # --- Arguments checked before anything is sent ------------------------------------------
 
 BAD_COMMITS = [
