@@ -16,7 +16,7 @@ one the broker could not start within that time is not made at all.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from plinth import limits, protocol, topics
 from plinth.client.arguments import (checked_int, checked_int_type, checked_offsets,
@@ -74,7 +74,7 @@ def checked_new_topics(new_topics: list[NewTopic]) -> list[NewTopic]:
     for new in new_topics:
         check_new_topic(new.name, new.partitions, new.replication_factor or None)   # 0: default
         checked.append(NewTopic(new.name, new.partitions,
-                                {k: _config_value(v) for k, v in (new.config or {}).items()},
+                                checked_config(new.config),
                                 new.replication_factor or 0))
     return checked
 
@@ -108,10 +108,30 @@ def _config_value(value) -> str:
     return str(value)
 
 
+def checked_config(config) -> dict[str, str]:
+    """A topic's ``config`` (create_topic, create_topics, alter_topic; either client) as
+    the wire carries it: {key: value} of str keys, each value a str, or an int, float
+    or bool written as text (``{"retention.ms": 86_400_000}``); None for none.
+    TypeError naming ``config`` for anything else (a list of pairs, kafka-python's
+    ConfigResource style, raised AttributeError), and for a key or value of another
+    type (None would be sent as "None"), before anything is sent."""
+    if config is None:
+        return {}
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config must be a dict of str to str (config key to value), got "
+                        f"{config!r} ({type(config).__name__})")
+    for key, value in config.items():
+        if not isinstance(key, str) or not isinstance(value, (str, int, float)):
+            raise TypeError(f"config must be a dict of str to str (config key to value), got "
+                            f"{key!r}: {value!r} ({type(key).__name__}: "
+                            f"{type(value).__name__})")
+    return {key: _config_value(value) for key, value in config.items()}
+
+
 def alter_topic_args(config, delete_config) -> tuple[dict[str, str], tuple[str, ...]]:
     """Admin.alter_topic's arguments as the wire carries them (client side, either
     client): values as text, the keys to delete as a tuple (one key may be a str)."""
-    config = {key: _config_value(value) for key, value in (config or {}).items()}
+    config = checked_config(config)
     deleted = (delete_config,) if isinstance(delete_config, str) else tuple(delete_config)
     if not all(isinstance(key, str) for key in deleted):
         raise TypeError(f"delete_config takes config keys (str), not {deleted!r}")
@@ -215,7 +235,7 @@ class Admin:
         server's --default-replication-factor); raises TopicExistsError,
         InvalidTopicError, InvalidConfigError, InvalidReplicationFactorError."""
         check_new_topic(name, partitions, replication_factor)
-        config = {key: _config_value(value) for key, value in (config or {}).items()}
+        config = checked_config(config)
         return self._change(protocol.encode_create_topic, name, partitions, config,
                             "createTopic", replication_factor or 0).topics[0]
 

@@ -35,13 +35,27 @@ def checked_int(name: str, value, lowest: int, highest: int) -> int:
 
 
 def checked_ms(name: str, value, lowest: float,
-               highest: float = limits.CLIENT_OPTION_MS_MAX) -> float:
-    """A time option in ms (an int or a float) in lowest..highest; nan and inf are refused."""
+               highest: float = limits.CLIENT_OPTION_MS_MAX, *,
+               inf_means: str | None = None) -> float:
+    """A time option in ms (an int or a float) in lowest..highest; nan is refused, and
+    so is inf unless ``inf_means`` says what it means (consumer_timeout_ms's default,
+    float("inf"): never, as in kafka-python)."""
+    also = f", or inf ({inf_means})" if inf_means else ""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of ms in {lowest}..{highest}, got {value!r} "
-                        f"({type(value).__name__})")
+        raise TypeError(f"{name} must be a number of ms in {lowest}..{highest}{also}, got "
+                        f"{value!r} ({type(value).__name__})")
+    if inf_means and value == float("inf"):
+        return value
     if not lowest <= value <= highest:
-        raise ValueError(f"{name}={value} is outside {lowest}..{highest} ms")
+        raise ValueError(f"{name}={value} is outside {lowest}..{highest} ms{also}")
+    return value
+
+
+def checked_bool(name: str, value) -> bool:
+    """A switch: True or False only. A str such as "false" (read from a config file)
+    would otherwise be taken as True, and 0 or 1 as what the caller may not mean."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
     return value
 
 

@@ -37,7 +37,8 @@ from typing import NamedTuple
 from plinth import limits, protocol
 from plinth import topics as topics_rules
 from plinth.client.admin import Admin
-from plinth.client.arguments import checked_int, checked_ms, checked_str, checked_topic_names
+from plinth.client.arguments import (checked_bool, checked_int, checked_ms, checked_str,
+                                     checked_topic_names)
 from plinth.client.connection import Connection, broker_address
 from plinth.client.consumer_base import ConsumerBase, checked_times, group_option
 from plinth.client.fetcher import Fetcher, PartitionState, TopicPartition
@@ -74,11 +75,14 @@ class _AsyncCommit:
 
 
 def check_options(topics, auto_offset_reset: str, fetch_max_bytes: int, fetch_max_wait_ms: int,
-                  group: str | None, *, request_timeout_ms: float, max_poll_records: int,
-                  session_timeout_ms: int, group_assignor: str) -> None:
+                  group: str | None, *, request_timeout_ms: float, consumer_timeout_ms: float,
+                  max_poll_records: int, enable_auto_commit: bool,
+                  auto_commit_interval_ms: float, session_timeout_ms: int,
+                  group_assignor: str, direct_to_shards: bool) -> None:
     """TypeError or ValueError for an option out of range (Consumer's and AIOConsumer's,
     alike): checked here rather than refused by the group's coordinator in every
-    heartbeat, which the consumer would only log."""
+    heartbeat, which the consumer would only log, or failing as a bare TypeError at
+    the first iteration. Any thread."""
     checked_topic_names("topics", topics)
     if auto_offset_reset not in OFFSET_RESETS:
         raise ValueError(f"auto_offset_reset={auto_offset_reset!r} is not one of {OFFSET_RESETS}")
@@ -86,6 +90,10 @@ def check_options(topics, auto_offset_reset: str, fetch_max_bytes: int, fetch_ma
     checked_int("fetch_max_wait_ms", fetch_max_wait_ms, 0, limits.FETCH_WAIT_MS_MAX)
     # 0 ms would time every request out at once ("within 1 ms").
     checked_ms("request_timeout_ms", request_timeout_ms, 1)
+    checked_ms("consumer_timeout_ms", consumer_timeout_ms, 0, inf_means="never: the default")
+    checked_bool("enable_auto_commit", enable_auto_commit)
+    checked_ms("auto_commit_interval_ms", auto_commit_interval_ms, 0)
+    checked_bool("direct_to_shards", direct_to_shards)
     checked_int("max_poll_records", max_poll_records, 1, limits.CONSUMER_POLL_RECORDS_MAX)
     checked_int("session_timeout_ms", session_timeout_ms, limits.SESSION_TIMEOUT_MS_MIN,
                 limits.SESSION_TIMEOUT_MS_MAX)
@@ -143,8 +151,12 @@ class Consumer(ConsumerBase):
         where the broker offers one (as Producer's); False: through the router."""
         group = group_option(group, group_id)
         check_options(topics, auto_offset_reset, fetch_max_bytes, fetch_max_wait_ms, group,
-                      request_timeout_ms=request_timeout_ms, max_poll_records=max_poll_records,
-                      session_timeout_ms=session_timeout_ms, group_assignor=group_assignor)
+                      request_timeout_ms=request_timeout_ms,
+                      consumer_timeout_ms=consumer_timeout_ms, max_poll_records=max_poll_records,
+                      enable_auto_commit=enable_auto_commit,
+                      auto_commit_interval_ms=auto_commit_interval_ms,
+                      session_timeout_ms=session_timeout_ms, group_assignor=group_assignor,
+                      direct_to_shards=direct_to_shards)
         self.auto_offset_reset = auto_offset_reset
         self.request_timeout_ms = request_timeout_ms
         self.consumer_timeout_ms = consumer_timeout_ms
@@ -171,6 +183,9 @@ class Consumer(ConsumerBase):
         self._on_assign, self._on_revoke = on_assign, on_revoke
         self._membership: GroupMembership | None = None
         self._commits: dict[int, tuple] = {}    # async commit part's id -> (its offsets, _AsyncCommit)
+        # commit_async calls that had nothing to send: (callback, offsets), called in the
+        # next poll, never from inside commit_async (kafka-python's order).
+        self._commits_done: deque[tuple] = deque()
         self._last_commit_s = time.monotonic()
         self._committed_positions: dict[TopicPartition, int] = {}
         if topics:
@@ -273,11 +288,15 @@ class Consumer(ConsumerBase):
 
     def poll(self, timeout_ms: float = 0, max_records: int | None = None) -> dict[TopicPartition, list[ConsumerRecord]]:
         """Records ready within ``timeout_ms``, at most ``max_records`` of them (None:
-        max_poll_records; ValueError below 1). A group member's poll may overrun
+        max_poll_records; ValueError below 1). ``timeout_ms`` is a number of ms,
+        0..CLIENT_OPTION_MS_MAX (0, the default: what is ready now); None is refused
+        (TypeError), as kafka-python's poll refuses it, rather than read as "at once"
+        or as "for ever". A group member's poll may overrun
         ``timeout_ms`` while it applies a new assignment: the revoked partitions'
         commit and the new ones' committed offsets are each bounded by
         request_timeout_ms, not by the poll's timeout (as rebalance callbacks may
-        overrun kafka-python's poll)."""
+        overrun kafka-python's poll). The consumer's thread."""
+        checked_ms("timeout_ms", timeout_ms, 0)
         out = self._poll(timeout_ms, checked_max_records(max_records, self.max_poll_records))
         partitions = self._fetcher.partitions
         for tp, records in out.items():
@@ -289,6 +308,9 @@ class Consumer(ConsumerBase):
         if self._closed:
             raise ClosedError("consumer is closed")
         deadline = time.monotonic() + timeout_ms / 1000
+        while self._commits_done:
+            callback, offsets = self._commits_done.popleft()
+            callback(offsets, None)
         while True:
             if self._membership is not None:
                 self._membership.raise_if_refused()
@@ -391,9 +413,17 @@ class Consumer(ConsumerBase):
 
     def commit_async(self, offsets: dict[tuple[str, int], int] | None = None,
                      callback=None) -> None:
-        """Commit without waiting; ``callback(offsets, error_or_None)`` runs in a later poll."""
+        """Commit without waiting; ``callback(offsets, error_or_None)`` runs in a later
+        poll, once, whatever the outcome. With nothing to commit (no offsets given and
+        none handed out yet, as before the first poll) nothing is sent and the callback
+        runs in the next poll with ({}, None), as kafka-python's does. The consumer's
+        thread."""
         offsets = self._offsets_to_commit(offsets)
         parts = protocol.commit_offsets_parts(offsets)
+        if not parts:
+            if callback is not None:
+                self._commits_done.append((callback, offsets))
+            return
         commit = _AsyncCommit(offsets, callback, len(parts))
         sent = []
         try:

@@ -27,9 +27,11 @@ from plinth.errors import BrokerError, StaleMemberEpochError, UnknownMemberIdErr
 
 def group_option(group: str | None, group_id: str | None) -> str | None:
     """``group``, or ``group_id`` (kafka-python's and aiokafka's name); ValueError if
-    both are given and differ."""
-    if group is not None and group_id is not None and group != group_id:
-        raise ValueError(f"group={group!r} and group_id={group_id!r} differ; give one")
+    both are given, even alike, as broker and bootstrap_servers are refused
+    (connection.py ``_one_broker_option``): one option has one name per call."""
+    if group is not None and group_id is not None:
+        raise ValueError(f"group={group!r} and group_id={group_id!r} both name the consumer "
+                         f"group; give one")
     return group if group is not None else group_id
 
 

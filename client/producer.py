@@ -51,7 +51,7 @@ from plinth import limits
 from plinth.client._producer import ProducerBase
 from plinth.client.accumulator import RecordAccumulator
 from plinth.client.admin import Admin
-from plinth.client.arguments import checked_int, checked_ms
+from plinth.client.arguments import checked_bool, checked_int, checked_ms
 from plinth.client.compression import codec_for
 from plinth.client.connection import broker_address
 from plinth.client.futures import RecordFuture
@@ -131,8 +131,8 @@ def checked_options(acks, compression_type, *, enable_idempotence: bool | None,
                     batch_bytes_max: int, linger_ms: float, buffer_memory: int,
                     max_block_ms: float, request_timeout_ms: float,
                     max_in_flight_requests_per_connection: int, delivery_timeout_ms: float,
-                    retry_backoff_ms: float, retry_backoff_max_ms: float
-                    ) -> tuple[int, int | None, bool]:
+                    retry_backoff_ms: float, retry_backoff_max_ms: float,
+                    direct_to_shards: bool) -> tuple[int, int | None, bool]:
     """The wire's acks, the compression codec and whether the producer is idempotent;
     TypeError or ValueError naming an option of the wrong type or out of range, or
     (ValueError) enable_idempotence=True with acks 0 or 1 (Producer's and
@@ -150,6 +150,7 @@ def checked_options(acks, compression_type, *, enable_idempotence: bool | None,
     checked_ms("delivery_timeout_ms", delivery_timeout_ms, 1)
     checked_ms("retry_backoff_ms", retry_backoff_ms, 0)
     checked_ms("retry_backoff_max_ms", retry_backoff_max_ms, 0)
+    checked_bool("direct_to_shards", direct_to_shards)
     # Kafka's rule: a batch may linger, then wait one request, within its delivery time.
     if delivery_timeout_ms < linger_ms + request_timeout_ms:
         raise ValueError(f"delivery_timeout_ms={delivery_timeout_ms} must be at least "
@@ -261,7 +262,7 @@ class Producer(RecordSending):
             request_timeout_ms=request_timeout_ms,
             max_in_flight_requests_per_connection=max_in_flight_requests_per_connection,
             delivery_timeout_ms=delivery_timeout_ms, retry_backoff_ms=retry_backoff_ms,
-            retry_backoff_max_ms=retry_backoff_max_ms)
+            retry_backoff_max_ms=retry_backoff_max_ms, direct_to_shards=direct_to_shards)
         self._key_serializer = key_serializer
         self._value_serializer = value_serializer
         address = broker_address(broker, curve_key_file, curve_server_key_file,

@@ -123,8 +123,15 @@ class BenchConfig:
             raise ValueError("--one-at-a-time is for produce and e2e, not consume")
 
     def producer_options(self) -> dict:
+        """The producers' options. Their delivery timeout is the Producer's default, or
+        linger plus request timeout where that is longer (Kafka's least: the Producer
+        refuses less), so that a long --linger-ms or --request-timeout-ms is taken."""
+        linger_ms = (limits.PRODUCER_LINGER_MS_DEFAULT if self.linger_ms is None
+                     else self.linger_ms)
         options = {"broker": self.broker, "request_timeout_ms": self.request_timeout_ms,
-                   "acks": "all" if self.acks == "all" else int(self.acks)}
+                   "acks": "all" if self.acks == "all" else int(self.acks),
+                   "delivery_timeout_ms": max(limits.PRODUCER_DELIVERY_TIMEOUT_MS_DEFAULT,
+                                              linger_ms + self.request_timeout_ms)}
         if self.linger_ms is not None:
             options["linger_ms"] = self.linger_ms
         if self.batch_bytes_max is not None:

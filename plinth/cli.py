@@ -95,9 +95,10 @@ def _not_empty(ctx, param, value: str | None) -> str | None:
 @click.group(cls=_Group)
 @click.option("--broker", envvar="PLINTH_BROKER", default=limits.BROKER_URL_DEFAULT,
               show_default=True, help="Router address for client commands.")
-@click.option("--request-timeout-ms", type=click.IntRange(1, 3_600_000),
+@click.option("--request-timeout-ms", type=click.IntRange(1, limits.CLI_REQUEST_TIMEOUT_MS_MAX),
               default=limits.CLIENT_REQUEST_TIMEOUT_MS_DEFAULT,
-              show_default=True, help="How long client commands wait for the broker.")
+              show_default=True, help="How long client commands wait for the broker (produce: "
+                                      "for each record, after its linger).")
 @click.option("--curve-key-file", envvar="PLINTH_CURVE_KEY_FILE", default=None,
               type=click.Path(exists=True, dir_okay=False),
               help="This client's .key_secret (plinth keygen), for a CurveZMQ broker.")
@@ -755,7 +756,7 @@ def topic_delete_records(ctx, name, partition, before_offset):
 
 @topic.command("elect-leaders")
 @click.argument("name", required=False)
-@click.option("--partition", "partitions", type=click.IntRange(0), multiple=True,
+@click.option("--partition", "partitions", type=_PARTITION, multiple=True,
               help="Only this partition of NAME (repeatable); default: all of NAME's.")
 @click.option("--election-type", type=click.Choice(["preferred", "unclean"]),
               default="preferred", show_default=True,
@@ -801,20 +802,28 @@ def topic_elect_leaders(ctx, name, partitions, election_type):
               help="all: every in-sync replica has the record durably; 1: the leader has; "
                    "0: no reply. 1 and 0 turn idempotence off: a retried record may be "
                    "stored twice.")
-@click.option("--linger-ms", type=_FiniteFloatRange(0), default=limits.PRODUCER_LINGER_MS_DEFAULT,
-              show_default=True)
+@click.option("--linger-ms", type=_FiniteFloatRange(0, limits.CLI_LINGER_MS_MAX),
+              default=limits.PRODUCER_LINGER_MS_DEFAULT, show_default=True,
+              help="How long a batch waits for more records before it is sent.")
 @click.option("--compression-type", type=click.Choice(["none", "gzip", "snappy", "lz4", "zstd"]),
               default="none", show_default=True,
               help="Send batches as Kafka batches of this compression.")
 @click.pass_context
 def produce(ctx, topic_name, partition, key_separator, acks, linger_ms, compression_type):
     """Send one record per line of stdin. A record that fails stops the reading, and is
-    said as soon as the next line comes (not only at the end of stdin)."""
+    said as soon as the next line comes (not only at the end of stdin).
+
+    A record not acknowledged within --linger-ms plus --request-timeout-ms (the
+    producer's delivery timeout, the least Kafka allows) fails the command: a
+    broker that does not answer fails it in about --request-timeout-ms, as it
+    fails the other commands."""
     from plinth.client.producer import Producer
 
     failures = _SendFailures()
+    request_timeout_ms = ctx.obj["request_timeout_ms"]
     with Producer(broker=ctx.obj["broker"], acks="all" if acks == "all" else int(acks),
-                  linger_ms=linger_ms, request_timeout_ms=ctx.obj["request_timeout_ms"],
+                  linger_ms=linger_ms, request_timeout_ms=request_timeout_ms,
+                  delivery_timeout_ms=linger_ms + request_timeout_ms,
                   compression_type=None if compression_type == "none" else compression_type
                   ) as producer:
         producer.partitions_for(topic_name)   # an unknown topic fails before reading stdin
@@ -880,7 +889,7 @@ def _send_lines(producer, topic_name: str, partition: int | None, key_separator:
                    "2026-12-03T12:00:00Z (no zone: UTC); at the end where none is.")
 @click.option("--max-messages", type=click.IntRange(1), default=None,
               help="Exit after N records.")
-@click.option("--timeout-ms", type=click.IntRange(0), default=None,
+@click.option("--timeout-ms", type=click.IntRange(0, limits.CLIENT_OPTION_MS_MAX), default=None,
               help="Exit after T ms without new records.")
 @click.option("--print-key", is_flag=True, help="Print KEY<TAB>VALUE.")
 @click.option("--group", default=None, help="Consume as a member of this consumer group.")
@@ -976,14 +985,16 @@ def _bench_options(*names):
                                     show_default=True),
         "key_bytes": click.option("--key-bytes", type=click.IntRange(0), default=16, show_default=True,
                                   help="Random keys (up to 1,048,576 distinct per producer); 0: no key."),
-        "partitions": click.option("--partitions", type=click.IntRange(1), default=4, show_default=True,
+        "partitions": click.option("--partitions", type=click.IntRange(1, limits.PARTITIONS_PER_TOPIC_MAX),
+                                   default=4, show_default=True,
                                    help="Partitions of the topic if it is created."),
         "replication_factor": click.option(
             "--replication-factor", type=click.IntRange(1, limits.REPLICATION_FACTOR_MAX),
             default=None, help="Copies of the topic if it is created (default: the server's)."),
         "producers": click.option("--producers", type=click.IntRange(1, 64), default=1,
                                   show_default=True, help="Producer processes, one Producer each."),
-        "linger_ms": click.option("--linger-ms", type=_FiniteFloatRange(0), default=None,
+        "linger_ms": click.option("--linger-ms", type=_FiniteFloatRange(0, limits.CLI_LINGER_MS_MAX),
+                                  default=None,
                                   help="Producer linger (default: the Producer's 5 ms)."),
         "batch_bytes_max": click.option("--batch-bytes-max", type=click.IntRange(1, limits.BATCH_BYTES_MAX),
                                         default=None, help="Producer batch size (default 1 MiB)."),

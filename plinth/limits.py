@@ -228,6 +228,12 @@ TIMEOUT_MS_FIELD_MAX = 2**16 - 1
 # linger_ms, delivery_timeout_ms, ...): Kafka's are Java ints, and a finite
 # bound keeps every deadline computed from them a real time (no inf, no nan).
 CLIENT_OPTION_MS_MAX = 2**31 - 1
+# The CLI's client commands (plinth/cli.py): --request-timeout-ms is at most an
+# hour, and a --linger-ms at most what leaves room for it: `plinth produce`'s
+# delivery timeout is linger + request timeout (Kafka's least), which must itself
+# be a client time option. Larger values are refused by click, naming the option.
+CLI_REQUEST_TIMEOUT_MS_MAX = 3_600_000
+CLI_LINGER_MS_MAX = CLIENT_OPTION_MS_MAX - CLI_REQUEST_TIMEOUT_MS_MAX
 # Offsets and timestamps travel as Cap'n Proto Int64s: a larger one cannot be sent.
 INT64_MAX = 2**63 - 1
 
@@ -1129,6 +1135,9 @@ def _relations() -> list[tuple[str, bool]]:
         ("the client's default time options are within their bound",
          max(CLIENT_REQUEST_TIMEOUT_MS_DEFAULT, PRODUCER_DELIVERY_TIMEOUT_MS_DEFAULT,
              PRODUCER_MAX_BLOCK_MS_DEFAULT, SESSION_TIMEOUT_MS_MAX) <= CLIENT_OPTION_MS_MAX),
+        ("the CLI's longest linger plus its longest request timeout is a client time option",
+         0 < CLI_LINGER_MS_MAX and CLI_LINGER_MS_MAX + CLI_REQUEST_TIMEOUT_MS_MAX
+         <= CLIENT_OPTION_MS_MAX),
         ("the producer's default delivery timeout covers its linger and a request (Kafka's rule)",
          PRODUCER_LINGER_MS_DEFAULT + CLIENT_REQUEST_TIMEOUT_MS_DEFAULT
          <= PRODUCER_DELIVERY_TIMEOUT_MS_DEFAULT),

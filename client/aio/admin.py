@@ -22,7 +22,7 @@ import asyncio
 from collections.abc import Iterable
 
 from plinth import limits, protocol, topics
-from plinth.client.admin import (NewTopic, _config_value, alter_topic_args,
+from plinth.client.admin import (NewTopic, alter_topic_args, checked_config,
                                  check_names_page_args, check_new_topic, checked_new_topics,
                                  checked_records_to_delete, checked_shard_count,
                                  election_partitions, election_type_code, group_topics,
@@ -105,7 +105,7 @@ class AIOAdmin:
                            config: dict[str, str] | None = None) -> protocol.TopicInfo:
         """Admin.create_topic."""
         check_new_topic(name, partitions, replication_factor)
-        config = {key: _config_value(value) for key, value in (config or {}).items()}
+        config = checked_config(config)
         view = await self._change(protocol.encode_create_topic, name, partitions, config,
                                   "createTopic", replication_factor or 0)
         return view.topics[0]

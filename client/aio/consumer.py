@@ -58,6 +58,7 @@ from plinth.client.aio.connection import AIOConnection
 from plinth.client.aio.event_loop import (check_loop, refuse_release_while_running,
                                           wrong_loop_error)
 from plinth.client.aio.group_membership import AIOGroupMembership
+from plinth.client.arguments import checked_ms
 from plinth.client.connection import broker_address
 from plinth.client.consumer import (OffsetAndTimestamp, check_options, checked_group,
                                     checked_max_records, checked_subscription)
@@ -113,8 +114,12 @@ class AIOConsumer(ConsumerBase):
         group = group_option(group, group_id)
         # A group's topics may come later, from subscribe() (aiokafka's way): start() checks.
         check_options(topics, auto_offset_reset, fetch_max_bytes, fetch_max_wait_ms, None,
-                      request_timeout_ms=request_timeout_ms, max_poll_records=max_poll_records,
-                      session_timeout_ms=session_timeout_ms, group_assignor=group_assignor)
+                      request_timeout_ms=request_timeout_ms,
+                      consumer_timeout_ms=consumer_timeout_ms, max_poll_records=max_poll_records,
+                      enable_auto_commit=enable_auto_commit,
+                      auto_commit_interval_ms=auto_commit_interval_ms,
+                      session_timeout_ms=session_timeout_ms, group_assignor=group_assignor,
+                      direct_to_shards=direct_to_shards)
         if group is not None:
             checked_group(group)
         self.auto_offset_reset = auto_offset_reset
@@ -334,7 +339,10 @@ class AIOConsumer(ConsumerBase):
     async def getmany(self, timeout_ms: float = 0, max_records: int | None = None
                       ) -> dict[TopicPartition, list[ConsumerRecord]]:
         """Records ready within ``timeout_ms``, at most ``max_records`` of them
-        (default max_poll_records): {TopicPartition: [ConsumerRecord]}."""
+        (default max_poll_records): {TopicPartition: [ConsumerRecord]}. Both checked as
+        Consumer.poll checks them (``timeout_ms`` 0..CLIENT_OPTION_MS_MAX, None
+        refused). Any task on start()'s loop."""
+        checked_ms("timeout_ms", timeout_ms, 0)
         self._check_call("getmany")
         async with self._turn:
             out = await self._poll(timeout_ms,

@@ -103,7 +103,7 @@ class AIOProducer:
             request_timeout_ms=request_timeout_ms,
             max_in_flight_requests_per_connection=max_in_flight_requests_per_connection,
             delivery_timeout_ms=delivery_timeout_ms, retry_backoff_ms=retry_backoff_ms,
-            retry_backoff_max_ms=retry_backoff_max_ms)
+            retry_backoff_max_ms=retry_backoff_max_ms, direct_to_shards=direct_to_shards)
         self._address = broker_address(broker, curve_key_file, curve_server_key_file,
                                        bootstrap_servers)
         self._options = dict(

@@ -122,6 +122,18 @@ BAD_CALLS = [
      r"delete_records: the offset of \('t', 0\) must be an int"),
     (lambda a: a.topic_stats("ad-d"), TypeError,
      r"names takes a list of topic names, not a str: \['ad-d'\], not 'ad-d'"),
+    # a list of pairs raised AttributeError ('list' object has no attribute 'items')
+    (lambda a: a.create_topic("x", config=[("retention.ms", "1")]), TypeError,
+     r"config must be a dict of str to str \(config key to value\), got "
+     r"\[\('retention\.ms', '1'\)\] \(list\)"),
+    (lambda a: a.create_topic("x", config={5: "1"}), TypeError,
+     r"config must be a dict of str to str \(config key to value\), got 5: '1' \(int: str\)"),
+    (lambda a: a.create_topic("x", config={"retention.ms": None}), TypeError,
+     r"config must be a dict of str to str .*got 'retention\.ms': None \(str: NoneType\)"),
+    (lambda a: a.alter_topic("x", config=[("retention.ms", "1")]), TypeError,
+     r"config must be a dict of str to str"),
+    (lambda a: a.create_topics([protocol.NewTopic("x", 1, [("retention.ms", "1")], 0)]),
+     TypeError, r"config must be a dict of str to str"),
 ]
 
 

@@ -254,6 +254,25 @@ BAD_OPTIONS = [
     ({"max_poll_records": -1}, ValueError, r"max_poll_records=-1 is outside 1\.\."),
     ({"max_poll_records": 2.0}, TypeError, r"max_poll_records must be an int"),
     ({"fetch_max_bytes": "1"}, TypeError, r"fetch_max_bytes must be an int"),
+    # a str read from a config file was taken as True ("false" too)
+    ({"enable_auto_commit": "false"}, TypeError,
+     r"enable_auto_commit must be True or False, got 'false' \(str\)"),
+    ({"enable_auto_commit": 0}, TypeError, r"enable_auto_commit must be True or False, got 0"),
+    ({"direct_to_shards": "no"}, TypeError, r"direct_to_shards must be True or False"),
+    # -1 ended iteration at once; "1000" failed as a bare TypeError at the first next()
+    ({"consumer_timeout_ms": -1}, ValueError,
+     r"consumer_timeout_ms=-1 is outside 0\.\.2147483647 ms, or inf \(never"),
+    ({"consumer_timeout_ms": "1000"}, TypeError,
+     r"consumer_timeout_ms must be a number of ms in 0\.\.2147483647, or inf"),
+    ({"consumer_timeout_ms": float("nan")}, ValueError, r"consumer_timeout_ms=nan is outside"),
+    ({"consumer_timeout_ms": float("-inf")}, ValueError, r"consumer_timeout_ms=-inf is outside"),
+    ({"auto_commit_interval_ms": -5}, ValueError,
+     r"auto_commit_interval_ms=-5 is outside 0\.\.2147483647 ms"),
+    ({"auto_commit_interval_ms": "5"}, TypeError,
+     r"auto_commit_interval_ms must be a number of ms in 0\.\.2147483647, got '5'"),
+    # one option, two names: refused even when they agree, as broker and bootstrap_servers are
+    ({"group_id": "g"}, ValueError,
+     r"group='g' and group_id='g' both name the consumer group; give one"),
 ]
 
 
@@ -263,6 +282,11 @@ def test_an_option_out_of_range_is_refused_in_the_constructor_naming_it_and_its_
     # A group's options are refused whether or not the consumer is in a group
     with pytest.raises(error, match=message):
         Consumer("t", broker="tcp://127.0.0.1:1", **{"group": "g", **options})
+
+
+def test_consumer_timeout_ms_takes_inf_for_never_and_a_finite_number_of_ms():
+    for consumer_timeout_ms in (float("inf"), 0, 1000, 2.5):
+        Consumer(broker="tcp://127.0.0.1:1", consumer_timeout_ms=consumer_timeout_ms).close()
 
 
 def test_the_assignors_the_client_accepts_are_the_ones_the_coordinator_runs():
@@ -307,6 +331,53 @@ def test_poll_refuses_a_max_records_that_could_never_hand_out_a_record(scripted,
             consumer.poll(100, max_records=max_records)
         # And the records are still there for a poll that may take them
         assert [r.value for r in poll_until(consumer, 1)] == [b"a"]
+    finally:
+        consumer.close()
+
+
+BAD_POLL_TIMEOUTS = [
+    ("100", TypeError, r"timeout_ms must be a number of ms in 0\.\.2147483647, got '100'"),
+    (None, TypeError, r"timeout_ms must be a number of ms in 0\.\.2147483647, got None"),
+    (-1, ValueError, r"timeout_ms=-1 is outside 0\.\.2147483647 ms"),
+    (float("nan"), ValueError, r"timeout_ms=nan is outside 0\.\.2147483647 ms"),
+    (True, TypeError, r"timeout_ms must be a number of ms"),
+]
+
+
+@pytest.mark.parametrize("timeout_ms, error, message", BAD_POLL_TIMEOUTS)
+def test_poll_refuses_a_timeout_that_is_not_a_number_of_ms_0_or_more_naming_it(
+        scripted, timeout_ms, error, message):
+    # Given a consumer with a record to read
+    broker = scripted([fetched(0, [b"a"], 1)])
+    consumer = consumer_of(broker)
+    try:
+        # When it polls with a timeout that is no number of ms / Then that is refused
+        with pytest.raises(error, match=message):
+            consumer.poll(timeout_ms)
+        # And nothing was fetched: the record is there for the next poll
+        assert broker.requests == []
+        assert [r.value for r in poll_until(consumer, 1)] == [b"a"]
+    finally:
+        consumer.close()
+
+
+def test_a_commit_async_with_nothing_to_commit_calls_its_callback_in_the_next_poll(scripted):
+    # Given a group member that has not polled yet, so has handed out nothing
+    broker = scripted([GroupBroker().answer] * 1_000)
+    consumer = Consumer("t", broker=broker.url, group="g", enable_auto_commit=False,
+                        direct_to_shards=False)
+    try:
+        outcomes = []
+        # When it commits asynchronously
+        consumer.commit_async(callback=lambda offsets, error: outcomes.append((offsets, error)))
+        # Then the callback waits for a poll (kafka-python's order), and runs in the first
+        assert outcomes == []
+        consumer.poll(0)
+        assert outcomes == [({}, None)]
+        # And runs once, with nothing sent: there was nothing to commit
+        consumer.poll(0)
+        assert outcomes == [({}, None)]
+        assert not any(type(r) is protocol.CommitOffsetsRequest for _, r in broker.requests)
     finally:
         consumer.close()
 

@@ -409,6 +409,9 @@ BAD_OPTIONS = [
     ({"batch_bytes_max": "1"}, TypeError, r"batch_bytes_max must be an int"),
     ({"enable_idempotence": "false"}, TypeError,
      r"enable_idempotence must be True, False or None .*got 'false' \(str\)"),
+    # a str was taken as True ("false" too)
+    ({"direct_to_shards": "false"}, TypeError,
+     r"direct_to_shards must be True or False, got 'false' \(str\)"),
 ]
 
 

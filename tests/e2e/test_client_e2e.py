@@ -239,5 +239,6 @@ def test_code_written_with_kafka_pythons_option_names_produces_and_consumes_in_a
 
 
 def test_a_consumer_given_two_different_group_names_is_refused_naming_both():
-    with pytest.raises(ValueError, match="group='a' and group_id='b' differ; give one"):
+    with pytest.raises(ValueError, match="group='a' and group_id='b' both name the consumer "
+                                         "group; give one"):
         Consumer("t", broker="tcp://127.0.0.1:1", group="a", group_id="b")

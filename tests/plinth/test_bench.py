@@ -104,6 +104,25 @@ def test_the_bench_defaults_to_the_producers_acks_and_says_which_it_used():
     assert "acks=all " in report.format_table().splitlines()[0]
 
 
+@pytest.mark.parametrize("options", [
+    {"request_timeout_ms": 3_600_000},                  # --request-timeout-ms at its bound
+    {"linger_ms": 100_000},                             # a linger past 120 s - 30 s
+    {"linger_ms": 2_143_883_647, "request_timeout_ms": 3_600_000},   # both at their bounds
+])
+def test_the_bench_producers_take_a_long_linger_or_request_timeout_the_cli_allows(options):
+    # Given bench options the CLI takes, each of which left the Producer's default delivery
+    # timeout (120 s) below linger + request timeout, so that the producers refused them
+    producer_options = bench.BenchConfig(broker="tcp://127.0.0.1:1", **options).producer_options()
+    # Then the producers' delivery timeout covers both, and a Producer takes them
+    assert producer_options["delivery_timeout_ms"] >= (
+        options.get("linger_ms", 5) + options.get("request_timeout_ms", 30_000))
+    Producer(**producer_options).close(timeout=0)
+
+
+def test_the_bench_producers_keep_the_producers_default_delivery_timeout_when_it_is_enough():
+    assert bench.BenchConfig().producer_options()["delivery_timeout_ms"] == 120_000
+
+
 def test_produce_one_at_a_time_times_every_record_from_send_to_its_acknowledgement(shared_broker):
     # When 300 records go one at a time at 300 records/s, as issue 13's peers were measured
     report = run_bench(shared_broker.url, "produce", "--one-at-a-time", "--rate", "300",

@@ -12,7 +12,8 @@ from plinth import protocol
 from plinth.client.aio.consumer import AIOConsumer
 from plinth.errors import (ClosedError, CorruptDataError, OffsetOutOfRangeError,
                            WrongEventLoopError)
-from tests.client.test_consumer import BAD_COMMITS, BAD_OPTIONS, GroupBroker, fetched
+from tests.client.test_consumer import (BAD_COMMITS, BAD_OPTIONS, BAD_POLL_TIMEOUTS, GroupBroker,
+                                        fetched)
 
 BOUND_S = 20
 AT_ONCE_S = 5   # far more than a refusal takes
@@ -154,6 +155,23 @@ def test_getmany_refuses_a_max_records_that_could_never_hand_out_a_record(script
         return [r.value for r in await records_of(consumer, 1)]
 
     assert run(scripted([fetched(0, [b"a"], 1)]), scenario) == [b"a"]
+
+
+@pytest.mark.parametrize("timeout_ms, error, message", BAD_POLL_TIMEOUTS)
+def test_getmany_refuses_a_timeout_that_is_not_a_number_of_ms_0_or_more_naming_it(
+        scripted, timeout_ms, error, message):
+    broker = scripted([fetched(0, [b"a"], 1)])
+
+    async def scenario(consumer):
+        consumer.assign([("t", 0)])
+        consumer.seek("t", 0, 0)
+        with pytest.raises(error, match=message):
+            await consumer.getmany(timeout_ms=timeout_ms)
+        # nothing was fetched: the record is there for the next getmany
+        assert broker.requests == []
+        return [r.value for r in await records_of(consumer, 1)]
+
+    assert run(broker, scenario) == [b"a"]
 
 
 @pytest.mark.parametrize("offsets, error, message", BAD_COMMITS)
