@@ -96,6 +96,9 @@ log = logging.getLogger(__name__)
 # The calls ControllerHandle makes through ``run_change``, on the CHANGE_GROUP thread.
 CHANGES = frozenset({"create_topic", "create_topics", "alter_topic", "add_partitions",
                      "delete_topic", "add_shards", "remove_shards", "move_shard"})
+# The changes given their caller's deadline (deadline_unix_s), to keep a wait of their
+# own within it: an add of shards waits up to SHARD_START_WAIT_S for its new shards.
+_CHANGES_TIMED_INSIDE = frozenset({"add_shards"})
 
 
 # A shard's stats role of a replicated partition it neither leads nor follows
@@ -1360,6 +1363,8 @@ class Controller:
             raise RequestTimedOutError(
                 f"{method} was not run: it waited behind other changes until {late_s:.1f} s "
                 f"after its caller gave up; nothing was changed")
+        if method in _CHANGES_TIMED_INSIDE:
+            options["deadline_unix_s"] = deadline_unix_s
         return getattr(self, method)(*args, **options)
 
     # --- Topics ---------------------------------------------------------------------
@@ -1801,9 +1806,10 @@ class Controller:
     # must not see the shards change under it). A shard change that waits for a
     # stopped shard still holds up the elections: moves wait for each partition.
 
-    def add_shards(self, count: int) -> list[protocol.PartitionMove]:
+    def add_shards(self, count: int, deadline_unix_s: float | None = None
+                   ) -> list[protocol.PartitionMove]:
         """``_add_shards`` (change thread)."""
-        return self._on_actor_thread(self._add_shards, count)
+        return self._on_actor_thread(self._add_shards, count, deadline_unix_s)
 
     def remove_shards(self, count: int) -> list[protocol.PartitionMove]:
         """``_remove_shards`` (change thread)."""
@@ -1815,28 +1821,34 @@ class Controller:
         return self._on_actor_thread(self._move_shard, shard_id, node,
                                      allow_replicas_on_one_node, accept_data_loss, force)
 
-    def _add_shards(self, count: int) -> list[protocol.PartitionMove]:
+    def _add_shards(self, count: int, deadline_unix_s: float | None = None
+                    ) -> list[protocol.PartitionMove]:
         """Add ``count`` shards; partitions that rendezvous hashing now gives to them move
         without copying data: the old owner seals its log (keeps serving it for reads)
         and the new owner continues at the old end offset; a replicated partition whose
-        replica set changes moves it so (rebalancer.py). Returns the moves."""
+        replica set changes moves it so (rebalancer.py). Returns the moves. The new
+        shards' start is waited for within the caller's ``deadline_unix_s``
+        (``_shard_start_wait_s``), so that a refusal reaches the caller."""
         shard_ids = self._metadata.shards
         if not 1 <= count <= limits.SHARDS_MAX - len(shard_ids):
             raise InvalidConfigError(f"cannot add {count} shards to {len(shard_ids)}: "
                                      f"at most {limits.SHARDS_MAX} shards")
         self._refuse_silent_shards(f"add {counted(count, 'shard')}")
+        wait_s = _shard_start_wait_s(deadline_unix_s)
         new_ids = [f"shard-{len(shard_ids) + i}" for i in range(count)]
         # Not running yet (a removed shard still draining its older ranges is).
         fresh = [s for s in new_ids if s not in self._shards]
         unpinned = [s for s in fresh if s not in self._metadata.shard_nodes]
-        self._shards.start(new_ids, self._metadata.shard_nodes)
+        self._shards.start(new_ids, self._metadata.shard_nodes, wait_s)
         missing = list(self._shards.not_serving(new_ids))
         if missing:
             self._undo_shard_starts(fresh, unpinned)
-            raise UnavailableError(f"cannot add shards: {', '.join(missing)} did not start "
-                                   f"within {limits.SHARD_START_WAIT_S} s; none was added "
-                                   f"(the {counted(len(fresh), 'shard')} started for it "
-                                   f"were stopped)")
+            shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more"
+                                               if len(missing) > 10 else "")
+            raise UnavailableError(f"cannot add shards: {shown} did not start within "
+                                   f"{wait_s:.0f} s; none was added (the "
+                                   f"{counted(len(fresh), 'shard')} started for it were "
+                                   f"stopped)")
         self._push_peers()   # replicas on the new shards follow leaders, and are followed
         draining = [s for s in self._metadata.draining if s not in new_ids]
         try:
@@ -2022,6 +2034,24 @@ class Controller:
                 f"{factor}, and the {len(remaining)} shards left on {nodes} node(s) can "
                 f"hold {room} copies of a partition"
                 f"{'' if self._allow_replicas_on_one_node else ' (each on its own node)'}")
+
+
+def _shard_start_wait_s(deadline_unix_s: float | None) -> float:
+    """How long an add of shards waits for its new shards to start: SHARD_START_WAIT_S,
+    or less if its caller's deadline comes sooner, keeping SHARD_ADD_ANSWER_MARGIN_S to
+    stop them and answer, so that the caller hears why (a CLI's default 30 s request
+    timeout is no longer than the wait). RequestTimedOutError, with nothing started,
+    when less than SHARD_START_WAIT_S_MIN would be left."""
+    if deadline_unix_s is None:
+        return limits.SHARD_START_WAIT_S
+    left_s = deadline_unix_s - time.time() - limits.SHARD_ADD_ANSWER_MARGIN_S
+    if left_s < limits.SHARD_START_WAIT_S_MIN:
+        raise RequestTimedOutError(
+            f"cannot add shards: {max(left_s, 0):.1f} s of the request's timeout would be "
+            f"left to start them, under the {limits.SHARD_START_WAIT_S_MIN:g} s a shard may "
+            f"need; nothing was added: give the request a longer timeout "
+            f"(--request-timeout-ms)")
+    return min(limits.SHARD_START_WAIT_S, left_s)
 
 
 def _first_failure(outcomes: dict[str, object]) -> BrokerError | None:

@@ -120,9 +120,10 @@ class ShardSet:
 
     # --- Starting and stopping ------------------------------------------------------------
 
-    def start(self, shard_ids: list[str], pins: dict[str, str]) -> None:
-        """Start the shards not running yet, and wait (at most SHARD_START_WAIT_S) for
-        the address of each of ``shard_ids``; one that does not answer is left out of
+    def start(self, shard_ids: list[str], pins: dict[str, str],
+              wait_s: float = limits.SHARD_START_WAIT_S) -> None:
+        """Start the shards not running yet, and wait (at most ``wait_s``) for the
+        address of each of ``shard_ids``; one that does not answer is left out of
         ``addresses`` until it announces itself.
 
         ``pins``: shard id -> the pin resource of its node, which the actor requires: if
@@ -146,7 +147,7 @@ class ShardSet:
                 continue
             self._handles[shard_id] = self._start_or_adopt(shard_id, pins[shard_id])
         outcomes = self._ask_while_restarting({s: self._handles[s].address for s in shard_ids},
-                                              limits.SHARD_START_WAIT_S)
+                                              wait_s)
         for shard_id, outcome in outcomes.items():
             if isinstance(outcome, BrokerError):
                 log.warning("%s; its partitions are unavailable", outcome)

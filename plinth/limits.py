@@ -191,6 +191,11 @@ CONTROLLER_QUERY_THREADS = 4
 # How long the controller waits for shards at start before serving without
 # the missing ones (their node is down; they join when it returns).
 SHARD_START_WAIT_S = 30.0
+# An add of shards waits for its new shards within its caller's deadline, keeping
+# this long to stop them and answer; with less than SHARD_START_WAIT_S_MIN left it
+# is refused before it starts any.
+SHARD_ADD_ANSWER_MARGIN_S = 3.0
+SHARD_START_WAIT_S_MIN = 5.0
 # Within that wait, a call to a shard actor Ray reports restarting (its process died:
 # ActorUnavailableError, at once) is asked again this often, until the actor answers
 # or the wait ends: a controller must neither judge it gone nor miss its address.
@@ -1241,6 +1246,9 @@ def _relations() -> list[tuple[str, bool]]:
          REPLICA_FETCH_WAIT_MS < DELETE_RECORDS_WAIT_MS_MAX < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT),
         ("an unsettled in-sync change is offered again before a follower lags out",
          0 < IN_SYNC_CHANGE_RETRY_MS < REPLICA_LAG_TIME_MS_MAX_DEFAULT),
+        ("an add of shards may wait for its shards' start within the CLI's default timeout",
+         SHARD_START_WAIT_S_MIN + SHARD_ADD_ANSWER_MARGIN_S
+         < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT / 1000),
         ("a router refreshes sooner on demand than on its timer",
          0 < ROUTING_REFRESH_ON_DEMAND_INTERVAL_S < ROUTING_REFRESH_INTERVAL_S),
         ("a live router misses several refreshes before it is taken for silent, and a silent "

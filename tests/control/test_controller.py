@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import replace
 
 import pytest
 import ray.exceptions
 
-from plinth import protocol, topics
+from plinth import limits, protocol, topics
 from plinth.control import placement
 from plinth.control.controller import Controller
 from plinth.errors import (InvalidConfigError, InvalidTopicError, RequestTimedOutError,
@@ -359,3 +360,27 @@ def test_a_partition_whose_shard_does_not_answer_is_offline_in_describe_and_stat
     assert [p.shard for p in described] == [owner if owner != hung else "" for owner in owners]
     assert all(p.end_offset == 1 for p in described if p.shard)
     assert status.offline_partitions == owners.count(hung)
+
+
+def test_an_add_of_shards_waits_for_its_new_shards_only_within_its_callers_deadline(brokers):
+    # Given a broker of 2 shards, whose shard-2 will not say where it listens once started
+    broker = brokers(2)
+    broker.shards.when_started("shard-2", lambda handle: handle.fail_next(
+        "address", ray.exceptions.ActorDiedError()))
+    # When a shard is added by a caller who waits 10 s more (a CLI's request timeout)
+    # Then the wait for it keeps SHARD_ADD_ANSWER_MARGIN_S to answer within them
+    left_s = 10 - limits.SHARD_ADD_ANSWER_MARGIN_S
+    with pytest.raises(UnavailableError, match=f"shard-2 did not start within {left_s:.0f} s; "
+                                               f"none was added"):
+        broker.controller.run_change("add_shards", time.time() + 10, 1)
+    assert broker.controller.routing().shard_ids == tuple(TWO)
+
+
+def test_an_add_of_shards_with_too_little_of_its_callers_time_left_starts_none(brokers):
+    broker = brokers(2)
+    with pytest.raises(RequestTimedOutError, match="cannot add shards: .* s of the request's "
+                                                   "timeout would be left to start them, under "
+                                                   "the 5 s a shard may need; nothing was added"):
+        broker.controller.run_change("add_shards", time.time() + 6, 1)
+    assert broker.controller.routing().shard_ids == tuple(TWO)
+    assert broker.shards.find_shard("shard-2") is None
