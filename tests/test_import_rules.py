@@ -38,7 +38,7 @@ SHARED = {"plinth.limits", "plinth.errors", "plinth.protocol", "plinth.protocol_
 # The package's faces (plinth/__init__.py: Producer, Consumer, Admin; plinth/aio.py: the
 # asyncio client) and the commands.
 ENTRY_POINTS = {"plinth", "plinth.cli", "plinth.cli_groups", "plinth.server", "plinth.bench",
-                "plinth.process_reaper", "plinth.aio"}
+                "plinth.process_reaper", "plinth.ray_messages", "plinth.aio"}
 CLIENT_NAMES = {"plinth.Producer", "plinth.Consumer", "plinth.Admin"}
 # Which parts each part may import, besides itself and the shared ground.
 ALLOWED = {
