@@ -13,10 +13,13 @@ refreshes its metadata:
 - when the count it knows is ``metadata_max_age_ms`` old (Kafka's
   metadata.max.age.ms: the topic may have grown).
 
-Never sooner than PRODUCER_METADATA_REFRESH_MS_MIN after it last asked, whatever
-the answer was, and at most one question per topic at a time (the producer
-holds its lock, or shares one task, while it asks): a topic costs a producer at
-most one metadata request per PRODUCER_METADATA_REFRESH_MS_MIN.
+The first of these questions is asked as soon as it is due; each later one no
+sooner than PRODUCER_METADATA_REFRESH_MS_MIN after the one before, whatever its
+answer was; and at most one question per topic is in flight (the producer holds
+its lock, or shares one task, while it asks): past its first send, a topic costs
+a producer at most one metadata request per PRODUCER_METADATA_REFRESH_MS_MIN. A
+batch refused that was placed before the count was last learnt says nothing of
+that count, and is not reported.
 
 A new count applies to the records sent after it is learnt (the accumulator's
 ``set_partition_count``). Records already placed keep their partition: one the
@@ -60,14 +63,16 @@ class PartitionCounts:
         self.current: dict[str, int] = {}      # known and not due (as last seen)
         self._known: dict[str, int] = {}       # the last count learnt
         self._learned_s: dict[str, float] = {}
-        self._asked_s: dict[str, float] = {}   # the last question, answered or not
-        self._missing: set[str] = set()        # found a partition missing since asked
+        # The last question after the first (a refresh), answered or not.
+        self._asked_again_s: dict[str, float] = {}
+        self._missing: set[str] = set()        # found a partition missing since learnt
 
     def due(self, topic: str) -> bool:
         """Whether the producer must ask the broker the topic's count before it places a
-        record of it: it never learnt it, or a partition was found missing, or the count
-        is metadata_max_age_ms old, and its last question is
-        PRODUCER_METADATA_REFRESH_MS_MIN old."""
+        record of it: it never learnt it; or a partition was found missing, or the count
+        is metadata_max_age_ms old, and the last question after the first (if any) is
+        PRODUCER_METADATA_REFRESH_MS_MIN old. A known topic found due leaves
+        ``current``."""
         with self._lock:
             return self._due_locked(topic)
 
@@ -75,20 +80,24 @@ class PartitionCounts:
         if topic not in self._known:
             return True
         now_s = self._clock()
-        due = (now_s - self._asked_s[topic] >= self._refresh_s_min
+        asked_again_s = self._asked_again_s.get(topic)
+        due = ((asked_again_s is None or now_s - asked_again_s >= self._refresh_s_min)
                and (topic in self._missing
                     or now_s - self._learned_s[topic] >= self._max_age_s))
         if due:
             self.current.pop(topic, None)
         return due
 
-    def missing(self, topic: str) -> None:
-        """A partition of the topic does not exist: a batch was refused for it
-        (PartitionOutOfRangeError), or a send named a partition beyond the count known.
-        The next record of the topic placed once ``due`` says so asks again first.
+    def missing(self, topic: str, placed_s: float | None = None) -> None:
+        """A partition of the topic does not exist: a batch placed at ``placed_s`` (the
+        clock's time; None: now) was refused for it (PartitionOutOfRangeError), or a
+        send named a partition beyond the count known. The next record of the topic
+        placed once ``due`` says so asks again first; a batch placed before the count
+        was learnt is not counted (the count it was placed with is gone already).
         Any thread (the sender's, for a refused batch)."""
         with self._lock:
-            if topic in self._known:
+            learned_s = self._learned_s.get(topic)
+            if learned_s is not None and (placed_s is None or placed_s >= learned_s):
                 self._missing.add(topic)
                 self._due_locked(topic)
 
@@ -107,8 +116,10 @@ class PartitionCounts:
                 log.info("topic %r has %d partitions now (had %d): records sent from now "
                          "on are placed with %d", topic, partition_count, old, partition_count)
             now_s = self._clock()
+            if old is not None:
+                self._asked_again_s[topic] = now_s
             self._known[topic] = self.current[topic] = partition_count
-            self._learned_s[topic] = self._asked_s[topic] = now_s
+            self._learned_s[topic] = now_s
             self._missing.discard(topic)
 
     def not_learned(self, topic: str, error: BaseException) -> None:
@@ -118,7 +129,7 @@ class PartitionCounts:
         with self._lock:
             if topic not in self._known:
                 raise error
-            self._asked_s[topic] = self._clock()
+            self._asked_again_s[topic] = self._clock()
             count = self.current[topic] = self._known[topic]
         log.warning("could not ask the partition count of topic %r again (%s); placing its "
                     "records with the %d partitions known, asking again in %.0f ms or more",

@@ -396,7 +396,7 @@ class SenderCore:
             # The topic has fewer partitions than this batch was placed with (it was
             # re-created): the producer asks its count again. The batch fails, as in
             # Kafka: its records are not placed again.
-            self.partition_counts.missing(batch.topic)
+            self.partition_counts.missing(batch.topic, batch.created_s)
         if isinstance(error, RETRIABLE_ERRORS):
             error = PlinthTimeoutError(
                 f"{batch.topic}-{batch.partition}: not acknowledged within delivery_timeout_ms="

@@ -53,26 +53,46 @@ def test_a_learnt_count_is_not_due_again_until_something_says_so(counts, clock):
     assert counts.known("t") == 4 and counts.current == {"t": 4}
 
 
-def test_a_missing_partition_makes_the_count_due_once_the_last_question_is_old_enough(
-        counts, clock):
-    # Given a count learnt just now
+def test_a_missing_partition_makes_a_count_learnt_at_the_first_send_due_at_once(counts):
+    # Given a count learnt at the first send
     counts.learned("t", 4)
     # When the sender finds a partition missing at once
     counts.missing("t")
-    # Then it is not asked again before PRODUCER_METADATA_REFRESH_MS_MIN (no storm)
-    assert not counts.due("t") and counts.current == {"t": 4}
-    # And it is, and leaves the counts records are placed with, once that has passed
-    clock.now_s += REFRESH_S_MIN
+    # Then the count is due, and leaves the counts the asyncio producer places with
     assert counts.due("t")
     assert counts.current == {}
     assert counts.known("t") == 4   # what a record placed meanwhile is placed with
 
 
-def test_missing_reported_after_the_minimum_makes_the_count_due_at_once(counts, clock):
+def test_a_refreshed_count_is_asked_again_no_sooner_than_the_refresh_minimum(counts, clock):
+    # Given a count learnt, found missing, and asked again
     counts.learned("t", 4)
-    clock.now_s += REFRESH_S_MIN
     counts.missing("t")
-    assert counts.current == {}   # the asyncio producer's per-record look-up sees it now
+    counts.learned("t", 2)
+    # When a partition is found missing again at once
+    clock.now_s += 0.001
+    counts.missing("t")
+    # Then it is not asked again before PRODUCER_METADATA_REFRESH_MS_MIN (no storm)
+    assert not counts.due("t") and counts.current == {"t": 2}
+    # And it is, and leaves the counts records are placed with, once that has passed
+    clock.now_s += REFRESH_S_MIN
+    assert counts.due("t")
+    assert counts.current == {}
+
+
+def test_a_batch_placed_before_the_count_was_learnt_does_not_make_it_due(counts, clock):
+    # Given a batch placed with a count of 4, then a count of 1 learnt
+    counts.learned("t", 4)
+    placed_s = clock.now_s
+    clock.now_s += 0.001
+    counts.learned("t", 1)
+    # When that batch is refused for its partition
+    counts.missing("t", placed_s)
+    # Then the count just learnt stands
+    clock.now_s += REFRESH_S_MIN
+    assert not counts.due("t") and counts.current == {"t": 1}
+    # But a batch placed with it and refused makes it due
+    counts.missing("t", clock.now_s)
     assert counts.due("t")
 
 
@@ -82,17 +102,20 @@ def test_a_count_metadata_max_age_ms_old_is_due(counts, clock):
     assert counts.due("t")
 
 
-def test_a_max_age_of_zero_still_asks_at_most_once_per_refresh_minimum(accumulator, clock):
+def test_a_max_age_of_zero_still_asks_again_at_most_once_per_refresh_minimum(accumulator, clock):
     counts = PartitionCounts(accumulator, metadata_max_age_ms=0, clock=clock)
     counts.learned("t", 4)
-    assert not counts.due("t")
     clock.now_s += REFRESH_S_MIN
+    assert counts.due("t")
+    counts.learned("t", 4)
+    clock.now_s += REFRESH_S_MIN * 0.5
+    assert not counts.due("t")
+    clock.now_s += REFRESH_S_MIN * 0.6
     assert counts.due("t")
 
 
 def test_an_answer_clears_the_missing_partition_and_restarts_the_clocks(counts, clock):
     counts.learned("t", 4)
-    clock.now_s += REFRESH_S_MIN
     counts.missing("t")
     counts.learned("t", 1)
     assert not counts.due("t")
@@ -124,7 +147,6 @@ def test_a_failed_question_keeps_the_count_known_and_is_asked_again_after_the_mi
         counts, clock):
     # Given a topic whose partition was found missing, and whose question failed
     counts.learned("t", 4)
-    clock.now_s += REFRESH_S_MIN
     counts.missing("t")
     assert counts.due("t")
     counts.not_learned("t", PlinthTimeoutError("no answer"))

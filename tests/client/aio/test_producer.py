@@ -14,7 +14,6 @@ import time
 
 import pytest
 
-from plinth import limits
 from plinth.client.aio.producer import AIOProducer
 from plinth.client.futures import RecordMetadata
 from plinth.errors import (ClosedError, NotLeaderError, PartitionOutOfRangeError,
@@ -428,11 +427,9 @@ def test_stop_on_another_loop_while_the_producers_loop_runs_in_another_thread_re
 
 
 def test_a_topic_re_created_with_fewer_partitions_takes_every_record_sent_after_one_was_refused(
-        broker, monkeypatch):
-    # Given a producer that learnt that "t" has 4 partitions (and may ask again at once)
-    monkeypatch.setattr(limits, "PRODUCER_METADATA_REFRESH_MS_MIN", 0)
-
+        broker):
     async def scenario():
+        # Given a producer that learnt that "t" has 4 partitions
         async with AIOProducer(broker=broker.url, linger_ms=0) as producer:
             await producer.send_and_wait("t", b"first", partition=3)
             # When the topic is re-created with 1 partition
@@ -454,8 +451,7 @@ def test_a_topic_re_created_with_fewer_partitions_takes_every_record_sent_after_
 
 
 def test_a_send_to_a_partition_a_grown_topic_gained_awaits_the_count_and_is_stored(
-        broker, monkeypatch):
-    monkeypatch.setattr(limits, "PRODUCER_METADATA_REFRESH_MS_MIN", 0)
+        broker):
 
     async def scenario():
         async with AIOProducer(broker=broker.url) as producer:
