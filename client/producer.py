@@ -255,6 +255,11 @@ class Producer(RecordSending):
         where the broker offers one (a plaintext broker on loopback), skipping the
         router hop; False sends everything through the router.
 
+        ``metadata_max_age_ms`` (Kafka's metadata.max.age.ms, 300000 by default): a
+        topic's partition count is asked again when it is this old, so that a topic that
+        grew gets records in its new partitions; it is also asked again once a batch is
+        refused because its partition does not exist (client/partition_counts.py).
+
         ``compression_type`` (Kafka's option): "gzip", "snappy", "lz4" or "zstd"
         sends each batch as a Kafka RecordBatch of that compression, which the shard
         stores as sent and every consumer reads (client/compression.py); None (the
