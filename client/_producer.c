@@ -559,6 +559,64 @@ static PyObject *appender_add_topic(Appender *self, PyObject *args) {
     return failed ? NULL : Py_NewRef(Py_None);
 }
 
+/* resize_topic(topic, partition_count, sticky): the topic's partitions from now on (the
+ * producer learnt that the topic has grown, or was deleted and re-created with another
+ * count). The open batches of partitions below both counts stay where they are; a
+ * partition at or above the new count must have no open batch (close_batch it first:
+ * ValueError, nothing changed, otherwise). The new slots replace the old in one step,
+ * with the GIL held throughout, so append() sees either the old count or the new. */
+static PyObject *appender_resize_topic(Appender *self, PyObject *args) {
+    PyObject *topic;
+    Py_ssize_t partition_count, sticky;
+    if (!PyArg_ParseTuple(args, "Unn:resize_topic", &topic, &partition_count, &sticky)) {
+        return NULL;
+    }
+    TopicSlots *old = topic_slots(self, topic);
+    if (old == NULL) {
+        return NULL;
+    }
+    if (partition_count < 1 || partition_count > self->partitions_max || sticky < 0 ||
+        sticky >= partition_count) {
+        PyErr_Format(PyExc_ValueError,
+                     "topic %R: partition_count %zd (sticky %zd) must be 1 to %zd", topic,
+                     partition_count, sticky, self->partitions_max);
+        return NULL;
+    }
+    for (Py_ssize_t p = partition_count; p < old->partition_count; p++) {
+        if (old->slots[p].columns != NULL) {
+            PyErr_Format(PyExc_ValueError,
+                         "topic %R: partition %zd has an open batch; close it before the "
+                         "topic goes to %zd partitions", topic, p, partition_count);
+            return NULL;
+        }
+    }
+    TopicSlots *t = PyMem_Calloc(1, sizeof(TopicSlots) + (size_t)partition_count * sizeof(Slot));
+    if (t == NULL) {
+        return PyErr_NoMemory();
+    }
+    t->partition_count = partition_count;
+    t->sticky = sticky;
+    PyObject *capsule = PyCapsule_New(t, NULL, topic_slots_free);
+    if (capsule == NULL) {
+        PyMem_Free(t);
+        return NULL;
+    }
+    /* Move the kept batches (their references with them): the old slots are left
+     * empty, so freeing them when the dict drops the old capsule decrefs nothing. */
+    Py_ssize_t kept = partition_count < old->partition_count ? partition_count
+                                                             : old->partition_count;
+    memcpy(t->slots, old->slots, (size_t)kept * sizeof(Slot));
+    memset(old->slots, 0, (size_t)kept * sizeof(Slot));
+    if (PyDict_SetItem(self->topics, topic, capsule) < 0) {
+        memcpy(old->slots, t->slots, (size_t)kept * sizeof(Slot));   /* give them back */
+        memset(t->slots, 0, (size_t)kept * sizeof(Slot));
+        Py_DECREF(capsule);
+        return NULL;
+    }
+    Py_DECREF(capsule);
+    Py_RETURN_NONE;
+}
+
 static PyObject *appender_set_sticky(Appender *self, PyObject *args) {
     PyObject *topic;
     Py_ssize_t sticky;
@@ -634,6 +692,9 @@ static PyMethodDef appender_methods[] = {
      "None, partition None or an int, timestamp_ms an int."},
     {"add_topic", (PyCFunction)appender_add_topic, METH_VARARGS,
      "add_topic(topic, partition_count, sticky_partition): once per topic."},
+    {"resize_topic", (PyCFunction)appender_resize_topic, METH_VARARGS,
+     "resize_topic(topic, partition_count, sticky_partition): a known topic's new count; "
+     "partitions it drops must have no open batch."},
     {"set_sticky", (PyCFunction)appender_set_sticky, METH_VARARGS,
      "set_sticky(topic, partition): where keyless records of the topic go."},
     {"close_batch", (PyCFunction)appender_close_batch, METH_VARARGS,

@@ -119,9 +119,34 @@ class RecordAccumulator:
         """Any thread: make the topic known (once; later calls do nothing)."""
         with self._lock:
             if topic not in self._sticky:
-                sticky = self._sticky[topic] = StickyPartitioner(partition_count)
-                # str(): the C side takes exact str keys only (see add_topic).
-                self.appender.add_topic(str(topic), partition_count, sticky.partition())
+                self._add_topic_locked(topic, partition_count)
+
+    def _add_topic_locked(self, topic: str, partition_count: int) -> None:
+        sticky = StickyPartitioner(partition_count)
+        # str(): the C side takes exact str keys only (see add_topic).
+        self.appender.add_topic(str(topic), partition_count, sticky.partition())
+        self._sticky[topic] = sticky
+
+    def set_partition_count(self, topic: str, partition_count: int) -> None:
+        """Any thread: the topic's partition count from now on (the producer asked the
+        broker again: the topic grew, or was deleted and re-created with another count).
+        A new topic is added. Open batches of partitions the topic no longer has are
+        sealed as they are: sent, the broker refuses them, and their records fail with
+        its PartitionOutOfRangeError, as records already given to a partition do in
+        Kafka. Keyless records get a sticky partition within the new count."""
+        with self._lock:
+            sticky = self._sticky.get(topic)
+            if sticky is None or sticky.partition_count == partition_count:
+                if sticky is None:
+                    self._add_topic_locked(topic, partition_count)
+                return
+            for partition in range(partition_count, sticky.partition_count):
+                batch = self._open.get((topic, partition))
+                if batch is not None:
+                    self._seal(batch)
+            sticky = StickyPartitioner(partition_count)
+            self.appender.resize_topic(str(topic), partition_count, sticky.partition())
+            self._sticky[topic] = sticky
 
     def refuse_appends(self) -> None:
         """Any thread (Producer.close): the fast path stops taking records."""

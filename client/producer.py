@@ -56,7 +56,8 @@ from plinth.client.compression import codec_for
 from plinth.client.connection import broker_address
 from plinth.client.futures import RecordFuture
 from plinth.client.sender import Sender
-from plinth.errors import ClosedError, PlinthTimeoutError
+from plinth.client.partition_counts import PartitionCounts
+from plinth.errors import ClosedError, PartitionOutOfRangeError, PlinthError, PlinthTimeoutError
 from plinth.format.record_batch import checked_headers
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,8 @@ def checked_options(acks, compression_type, *, enable_idempotence: bool | None,
                     max_block_ms: float, request_timeout_ms: float,
                     max_in_flight_requests_per_connection: int, delivery_timeout_ms: float,
                     retry_backoff_ms: float, retry_backoff_max_ms: float,
-                    direct_to_shards: bool) -> tuple[int, int | None, bool]:
+                    direct_to_shards: bool, metadata_max_age_ms: float
+                    ) -> tuple[int, int | None, bool]:
     """The wire's acks, the compression codec and whether the producer is idempotent;
     TypeError or ValueError naming an option of the wrong type or out of range, or
     (ValueError) enable_idempotence=True with acks 0 or 1 (Producer's and
@@ -151,6 +153,7 @@ def checked_options(acks, compression_type, *, enable_idempotence: bool | None,
     checked_ms("retry_backoff_ms", retry_backoff_ms, 0)
     checked_ms("retry_backoff_max_ms", retry_backoff_max_ms, 0)
     checked_bool("direct_to_shards", direct_to_shards)
+    checked_ms("metadata_max_age_ms", metadata_max_age_ms, 0)
     # Kafka's rule: a batch may linger, then wait one request, within its delivery time.
     if delivery_timeout_ms < linger_ms + request_timeout_ms:
         raise ValueError(f"delivery_timeout_ms={delivery_timeout_ms} must be at least "
@@ -167,7 +170,8 @@ class RecordSending(ProducerBase):
     answers from what it learnt before (it awaits an unknown topic's count first).
 
     Needs ``_key_serializer``, ``_value_serializer``, ``_append_fast``,
-    ``_accumulator``, ``_closed`` and ``partitions_for(topic)``."""
+    ``_accumulator``, ``_closed``, ``partitions_for(topic)`` and
+    ``_asked_again(topic)``."""
 
     # send(topic, value=None, *, key=None, partition=None, headers=None,
     # timestamp_ms=None) -> RecordFuture is ProducerBase.send, in C: the
@@ -218,8 +222,17 @@ class RecordSending(ProducerBase):
                              f"is ms since the epoch, 0 or more")
         entries, headers_bytes = checked_headers(headers) if headers is not None else ((), 0)
         self.partitions_for(topic)
-        return self._accumulator.append(topic, partition, key, value, timestamp_ms, entries,
-                                        headers_bytes)
+        try:
+            return self._accumulator.append(topic, partition, key, value, timestamp_ms,
+                                            entries, headers_bytes)
+        except PartitionOutOfRangeError:
+            # A partition beyond the count known: the topic may have grown since. As
+            # Kafka's send waits for metadata that has the partition, ask again (when
+            # allowed: client/partition_counts.py) and place the record once more.
+            if partition < 0 or not self._asked_again(topic):
+                raise
+            return self._accumulator.append(topic, partition, key, value, timestamp_ms,
+                                            entries, headers_bytes)
 
 
 class Producer(RecordSending):
@@ -237,11 +250,17 @@ class Producer(RecordSending):
                  retry_backoff_max_ms: float = limits.PRODUCER_RETRY_BACKOFF_MAX_MS_DEFAULT,
                  key_serializer=None, value_serializer=None,
                  curve_key_file: str | None = None, curve_server_key_file: str | None = None,
-                 direct_to_shards: bool = True, compression_type: str | None = None):
+                 direct_to_shards: bool = True, compression_type: str | None = None,
+                 metadata_max_age_ms: float = limits.PRODUCER_METADATA_MAX_AGE_MS_DEFAULT):
         """``direct_to_shards`` (Kafka has no such option: its clients always talk to the
         partition leader): send batches straight to the leader shard's direct socket
         where the broker offers one (a plaintext broker on loopback), skipping the
         router hop; False sends everything through the router.
+
+        ``metadata_max_age_ms`` (Kafka's metadata.max.age.ms, 300000 by default): a
+        topic's partition count is asked again when it is this old, so that a topic that
+        grew gets records in its new partitions; it is also asked again once a batch is
+        refused because its partition does not exist (client/partition_counts.py).
 
         ``compression_type`` (Kafka's option): "gzip", "snappy", "lz4" or "zstd"
         sends each batch as a Kafka RecordBatch of that compression, which the shard
@@ -262,14 +281,15 @@ class Producer(RecordSending):
             request_timeout_ms=request_timeout_ms,
             max_in_flight_requests_per_connection=max_in_flight_requests_per_connection,
             delivery_timeout_ms=delivery_timeout_ms, retry_backoff_ms=retry_backoff_ms,
-            retry_backoff_max_ms=retry_backoff_max_ms, direct_to_shards=direct_to_shards)
+            retry_backoff_max_ms=retry_backoff_max_ms, direct_to_shards=direct_to_shards,
+            metadata_max_age_ms=metadata_max_age_ms)
         self._key_serializer = key_serializer
         self._value_serializer = value_serializer
         address = broker_address(broker, curve_key_file, curve_server_key_file,
                                  bootstrap_servers)
+        # Held while asking a topic's partition count: one question at a time.
         self._admin_lock = threading.Lock()
-        self._partition_counts: dict[str, int] = {}
-        # Its one call, a new topic's partition count, blocks send(): bounded by
+        # Its one call, a topic's partition count, blocks send(): bounded by
         # max_block_ms too, as Kafka bounds send()'s wait for metadata.
         self._admin = Admin(broker=address,
                             request_timeout_ms=min(request_timeout_ms, max_block_ms))
@@ -291,6 +311,9 @@ class Producer(RecordSending):
             self._sender.close(0)
             self._admin.close()
             raise
+        self._counts = PartitionCounts(self._accumulator,
+                                       metadata_max_age_ms=metadata_max_age_ms)
+        self._sender.partition_counts = self._counts
         self._append_fast = self._accumulator.append_fast
         has_serializers = key_serializer is not None or value_serializer is not None
         self._set_fast_path(None if has_serializers else self._accumulator.appender)
@@ -304,15 +327,31 @@ class Producer(RecordSending):
         self.close()
 
     def partitions_for(self, topic: str) -> int:
-        """The topic's partition count (asked of the broker once, then cached), waiting
-        at most max_block_ms (and request_timeout_ms) for it."""
-        count = self._partition_counts.get(topic)
-        if count is None:
+        """The topic's partition count, asked of the broker at the first send to it and
+        again when due (client/partition_counts.py: a partition found missing, or
+        ``metadata_max_age_ms``), waiting at most max_block_ms (and
+        request_timeout_ms) for it. Any thread; one question at a time."""
+        counts = self._counts
+        if counts.due(topic):
             with self._admin_lock:
-                count = self._admin.partition_count(topic)
-            self._accumulator.add_topic(topic, count)
-            self._partition_counts[topic] = count
-        return count
+                if counts.due(topic):   # (another thread may have asked meanwhile)
+                    try:
+                        count = self._admin.partition_count(topic)
+                    except PlinthError as exc:
+                        counts.not_learned(topic, exc)
+                    else:
+                        counts.learned(topic, count)
+        return counts.known(topic)
+
+    def _asked_again(self, topic: str) -> bool:
+        """A send named a partition beyond the topic's count known: whether the count was
+        asked again now (not if it was asked less than PRODUCER_METADATA_REFRESH_MS_MIN
+        ago). Any thread."""
+        self._counts.missing(topic)
+        if not self._counts.due(topic):
+            return False
+        self.partitions_for(topic)
+        return True
 
     def flush(self, timeout: float | None = None) -> None:
         """Send everything queued and wait for every acknowledgement (or error);

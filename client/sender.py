@@ -71,10 +71,11 @@ from plinth import limits, protocol
 from plinth.client.accumulator import OpenBatch, RecordAccumulator
 from plinth.client.compression import compressed_kafka_batch
 from plinth.client.connection import Connection
+from plinth.client.partition_counts import PartitionCounts
 from plinth.client.partition_pipeline import PartitionPipeline
 from plinth.errors import (TRANSIENT_ERRORS, ClosedError, HandshakeRefusedError,
-                           MalformedReplyError, OutOfOrderSequenceError, PlinthTimeoutError,
-                           UnavailableError)
+                           MalformedReplyError, OutOfOrderSequenceError,
+                           PartitionOutOfRangeError, PlinthTimeoutError, UnavailableError)
 from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2, BATCH_FORMAT_PLINTH
 from plinth.wakeup import Wakeup
 
@@ -137,6 +138,9 @@ class SenderCore:
         self._closing = False
         self._closing_hard = False   # failing everything: no more retries
         self.accumulator: RecordAccumulator | None = None
+        # Told when a batch is refused because its partition does not exist; the
+        # producer sets it with the accumulator (None: nobody to tell).
+        self.partition_counts: PartitionCounts | None = None
 
     def finished(self) -> bool:
         """Closing, and nothing left to send or to wait for: the driver may stop."""
@@ -388,6 +392,11 @@ class SenderCore:
                 pipeline.not_sent(batch, backoff_s, now)
             return
         cause = error
+        if isinstance(error, PartitionOutOfRangeError) and self.partition_counts is not None:
+            # The topic has fewer partitions than this batch was placed with (it was
+            # re-created): the producer asks its count again. The batch fails, as in
+            # Kafka: its records are not placed again.
+            self.partition_counts.missing(batch.topic, batch.created_s)
         if isinstance(error, RETRIABLE_ERRORS):
             error = PlinthTimeoutError(
                 f"{batch.topic}-{batch.partition}: not acknowledged within delivery_timeout_ms="

@@ -257,6 +257,16 @@ PRODUCER_SENDER_POLL_MS_MAX = 1000
 # After an error in the sender loop that no batch explains (a bug), it pauses
 # this long before going on, so that a fault that repeats cannot spin a core.
 PRODUCER_SENDER_ERROR_PAUSE_MS = 100
+# A producer asks the broker a topic's partition count again this long after it last
+# asked (Kafka: metadata.max.age.ms, whose default this is), so that it sends to the
+# partitions a topic gained, within this time, while it runs.
+PRODUCER_METADATA_MAX_AGE_MS_DEFAULT = 300_000
+# ...and no sooner than this after it last asked, whatever made it ask: a partition a
+# batch was refused for as missing (the topic was re-created with fewer partitions),
+# or metadata_max_age_ms=0. At most one question per topic is in flight, so a topic
+# costs at most one metadata request per this many ms (Kafka's retry.backoff.ms
+# between metadata requests, 100 ms).
+PRODUCER_METADATA_REFRESH_MS_MIN = 100
 
 # --- Consumer (client/consumer.py, fetcher.py, connection.py, group_membership.py)
 # Records one poll() hands out unless told otherwise (Kafka: max.poll.records):
@@ -1143,6 +1153,9 @@ def _relations() -> list[tuple[str, bool]]:
         ("the CLI's longest linger plus its longest request timeout is a client time option",
          0 < CLI_LINGER_MS_MAX and CLI_LINGER_MS_MAX + CLI_REQUEST_TIMEOUT_MS_MAX
          <= CLIENT_OPTION_MS_MAX),
+        ("a producer asks a topic's partition count again at most as often as its default "
+         "metadata age allows", 0 < PRODUCER_METADATA_REFRESH_MS_MIN
+         <= PRODUCER_METADATA_MAX_AGE_MS_DEFAULT <= CLIENT_OPTION_MS_MAX),
         ("the producer's default delivery timeout covers its linger and a request (Kafka's rule)",
          PRODUCER_LINGER_MS_DEFAULT + CLIENT_REQUEST_TIMEOUT_MS_DEFAULT
          <= PRODUCER_DELIVERY_TIMEOUT_MS_DEFAULT),

@@ -19,7 +19,8 @@ Options, defaults and errors are the sync Producer's. What differs:
   ClosedError. ``await stop()`` delivers everything sent before it (waiting up
   to ``timeout`` seconds, None: until done); records still unacknowledged then
   fail with ClosedError.
-- A topic's partition count is asked once, awaited, on its first send.
+- A topic's partition count is awaited on its first send, and again when due
+  (client/partition_counts.py), one question per topic at a time.
 - A full buffer (``buffer_memory``) makes ``send`` await room, up to
   ``max_block_ms``, instead of blocking the thread; then ProducerBufferFullError
   (a PlinthTimeoutError, as the sync producer raises).
@@ -50,9 +51,11 @@ from plinth.client.aio.event_loop import (check_loop, refuse_release_while_runni
 from plinth.client.aio.futures import AIOBatchResult, AIORecordFuture
 from plinth.client.connection import broker_address
 from plinth.client.futures import RecordMetadata
+from plinth.client.partition_counts import PartitionCounts
 from plinth.client.producer import RecordSending, _as_topic, checked_options
 from plinth.client.sender import SenderCore
-from plinth.errors import ClosedError, PlinthTimeoutError, ProducerBufferFullError
+from plinth.errors import (ClosedError, PartitionOutOfRangeError, PlinthError, PlinthTimeoutError,
+                           ProducerBufferFullError)
 from plinth.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
@@ -60,20 +63,30 @@ log = logging.getLogger(__name__)
 
 class _Records(RecordSending):
     """The sync producer's way into the accumulator, with the partition counts the
-    AIOProducer awaited before (``partitions_for`` never asks the broker here)."""
+    AIOProducer awaited before (``partitions_for`` never asks the broker here: a count
+    it finds due leaves ``partition_counts``, and the next send awaits it)."""
 
-    def __init__(self, accumulator: RecordAccumulator, key_serializer, value_serializer):
+    def __init__(self, accumulator: RecordAccumulator, counts: PartitionCounts,
+                 key_serializer, value_serializer):
         self._accumulator = accumulator
         self._append_fast = accumulator.append_fast
         self._key_serializer = key_serializer
         self._value_serializer = value_serializer
         self._closed = False
-        self.partition_counts: dict[str, int] = {}
+        self.counts = counts
+        # The counts a record may be placed with now, for send's per-record look-up.
+        self.partition_counts: dict[str, int] = counts.current
         has_serializers = key_serializer is not None or value_serializer is not None
         self._set_fast_path(None if has_serializers else accumulator.appender)
 
     def partitions_for(self, topic: str) -> int:
-        return self.partition_counts[topic]
+        self.counts.due(topic)
+        return self.counts.known(topic)
+
+    def _asked_again(self, topic: str) -> bool:
+        """Never here: AIOProducer.send awaits the question, then places the record again."""
+        self.counts.missing(topic)
+        return False
 
 
 class AIOProducer:
@@ -91,7 +104,8 @@ class AIOProducer:
                  retry_backoff_max_ms: float = limits.PRODUCER_RETRY_BACKOFF_MAX_MS_DEFAULT,
                  key_serializer=None, value_serializer=None,
                  curve_key_file: str | None = None, curve_server_key_file: str | None = None,
-                 direct_to_shards: bool = True, compression_type: str | None = None):
+                 direct_to_shards: bool = True, compression_type: str | None = None,
+                 metadata_max_age_ms: float = limits.PRODUCER_METADATA_MAX_AGE_MS_DEFAULT):
         """The sync Producer's options (client/producer.py), checked alike; nothing
         connects until ``start()``. Any thread. ``enable_idempotence``: None (the
         default) is on with acks="all", off with acks=0 or 1; True with acks=0 or 1
@@ -103,7 +117,9 @@ class AIOProducer:
             request_timeout_ms=request_timeout_ms,
             max_in_flight_requests_per_connection=max_in_flight_requests_per_connection,
             delivery_timeout_ms=delivery_timeout_ms, retry_backoff_ms=retry_backoff_ms,
-            retry_backoff_max_ms=retry_backoff_max_ms, direct_to_shards=direct_to_shards)
+            retry_backoff_max_ms=retry_backoff_max_ms, direct_to_shards=direct_to_shards,
+            metadata_max_age_ms=metadata_max_age_ms)
+        self._metadata_max_age_ms = metadata_max_age_ms
         self._address = broker_address(broker, curve_key_file, curve_server_key_file,
                                        bootstrap_servers)
         self._options = dict(
@@ -121,6 +137,8 @@ class AIOProducer:
         self._room = asyncio.Event()
         self._room_waiters = 0
         self._sender_due = False   # the accumulator woke the sender since send last yielded
+        # The question of a topic's partition count in flight, which its senders share.
+        self._asking: dict[str, asyncio.Task] = {}
 
     # --- Lifetime (the task that owns the producer) ------------------------------------
 
@@ -148,7 +166,9 @@ class AIOProducer:
             buffer_bytes_max=o["buffer_memory"], max_block_ms=0, wake=self._wake,
             future_type=AIORecordFuture, result_type=AIOBatchResult)
         self._core.accumulator = self._accumulator
-        self._records = _Records(self._accumulator, *self._serializers)
+        counts = PartitionCounts(self._accumulator, metadata_max_age_ms=self._metadata_max_age_ms)
+        self._core.partition_counts = counts
+        self._records = _Records(self._accumulator, counts, *self._serializers)
         self._loop = get_running_loop()
         self._task = self._loop.create_task(self._run(), name="plinth-aio-sender")
 
@@ -251,12 +271,29 @@ class AIOProducer:
                                       headers=headers, timestamp_ms=timestamp_ms)
         except ProducerBufferFullError:
             return await self._send_when_room(topic, value, key, partition, headers, timestamp_ms)
+        except PartitionOutOfRangeError:
+            if not records.counts.due(topic):
+                raise
+            return await self._send_after_asking(topic, value, key, partition, headers,
+                                                 timestamp_ms)
         if self._sender_due:
             # A batch opened or was sealed: let the sender task run now, so that a task
             # sending in a tight loop does not keep every batch waiting until it awaits.
             self._sender_due = False
             await asyncio.sleep(0)
         return future
+
+    async def _send_after_asking(self, topic, value, key, partition, headers, timestamp_ms):
+        """A send that named a partition beyond the count known, once that count is due
+        (the topic may have grown): await the count, then place the record once more, as
+        the sync producer does (client/producer.py RecordSending._send_slow); a
+        partition still beyond it raises PartitionOutOfRangeError."""
+        await self.partitions_for(topic)
+        try:
+            return self._records.send(topic, value, key=key, partition=partition,
+                                      headers=headers, timestamp_ms=timestamp_ms)
+        except ProducerBufferFullError:
+            return await self._send_when_room(topic, value, key, partition, headers, timestamp_ms)
 
     async def _send_when_room(self, topic, value, key, partition, headers, timestamp_ms):
         """Retry a send refused for buffer room each time the sender frees some, until
@@ -287,18 +324,35 @@ class AIOProducer:
         return await (await self.send(topic, value, **kwargs))
 
     async def partitions_for(self, topic: str) -> int:
-        """The topic's partition count (asked of the broker once, then kept)."""
+        """The topic's partition count, asked of the broker at the first send to it and
+        again when due (client/partition_counts.py: a partition found missing, or
+        ``metadata_max_age_ms``); tasks asking at once share one question."""
         records = self._records
         if records is None:
             raise ClosedError("producer is not started: await producer.start() first")
         check_loop(self._loop, "AIOProducer", "partitions_for")
         topic = _as_topic(topic)
-        count = records.partition_counts.get(topic)
-        if count is None:
-            count = await self._admin.partition_count(topic)
-            self._accumulator.add_topic(topic, count)
-            records.partition_counts[topic] = count
-        return count
+        if records.counts.due(topic):
+            asking = self._asking.get(topic)
+            if asking is None:
+                asking = self._asking[topic] = self._loop.create_task(
+                    self._ask_partition_count(topic), name=f"plinth-aio-partitions-{topic}")
+            # Shielded: a sender cancelled while it waits leaves the others theirs.
+            await asyncio.shield(asking)
+        return records.counts.known(topic)
+
+    async def _ask_partition_count(self, topic: str) -> None:
+        """The one question of the topic's count in flight; PartitionCounts takes the
+        answer (and raises the error of a first one that failed)."""
+        try:
+            try:
+                count = await self._admin.partition_count(topic)
+            except PlinthError as exc:
+                self._records.counts.not_learned(topic, exc)
+            else:
+                self._records.counts.learned(topic, count)
+        finally:
+            del self._asking[topic]
 
     async def flush(self, timeout: float | None = None) -> None:
         """Send everything queued and await every acknowledgement (or error);

@@ -449,3 +449,50 @@ def test_a_batch_encodes_within_its_counted_bytes_and_its_fixed_overhead(records
     if not any(headers for _, _, headers in records):
         # exact but for the blobs' padding and the (absent) headers list's tag
         assert batch.bytes + BATCH_OVERHEAD_BYTES - len(encoded) <= 5 * 7 + 8
+
+
+def test_a_topic_re_created_with_fewer_partitions_places_later_records_within_them():
+    # Given a topic of 4 partitions with a batch open on partitions 0 and 3
+    acc = accumulator()
+    kept = send(acc, partition=0)
+    on_gone = send(acc, partition=3)
+    # When the producer learns that it now has 1
+    acc.set_partition_count("t", 1)
+    # Then the batch of the partition that is gone is sealed as it was (sent, the broker
+    # refuses it), the other stays open, and every later record goes to partition 0,
+    # keyed or not, on either path
+    assert open_batches(acc) == {("t", 0): 1}
+    assert [(b.partition, b.builder.record_count) for b in acc.drain(1 << 30)] == [(3, 1)]
+    assert on_gone.batch.partition == 3
+    later = [send(acc, key=key) for key in (None, b"a", b"b", b"c", b"d", b"e", b"f")]
+    later += [send(acc, key=key, headers=[("h", b"1")]) for key in (None, b"a", b"b")]
+    assert {f.batch for f in later} == {kept.batch}
+    # And a record for a partition beyond it is refused naming the new count
+    with pytest.raises(PartitionOutOfRangeError, match="it has 1 partitions"):
+        send(acc, partition=1)
+
+
+def test_a_topic_grown_keeps_its_open_batches_and_takes_records_in_its_new_partitions():
+    # Given a topic of 2 partitions with a batch open on partition 1
+    acc = accumulator(topics=(("t", 2),))
+    first = send(acc, partition=1)
+    # When the producer learns that it now has 4
+    acc.set_partition_count("t", 4)
+    # Then partition 1's batch takes the next record, and partition 3 takes records
+    assert send(acc, partition=1).batch is first.batch
+    assert send(acc, partition=3).batch.partition == 3
+    assert {send(acc, key=b"key-%d" % i).batch.partition for i in range(64)} == {0, 1, 2, 3}
+    assert acc.drain(1 << 30) == []
+
+
+def test_the_appender_refuses_to_drop_a_partition_whose_batch_is_open_and_changes_nothing():
+    appender = Appender(future_type=RecordFuture, **APPENDER_LIMITS)
+    appender.add_topic("t", 4, 0)
+    appender.add("t", 3, None, VALUE, T0_MS, 0, RecordColumns(), BatchResult("t", 3))
+    with pytest.raises(ValueError, match="partition 3 has an open batch"):
+        appender.resize_topic("t", 2, 0)
+    assert appender.append("t", VALUE, None, 3, T0_MS)._index == 1   # still there, open
+    with pytest.raises(KeyError):
+        appender.resize_topic("other", 2, 0)
+    with pytest.raises(ValueError, match="must be 1 to 8"):
+        appender.resize_topic("t", 9, 0)

@@ -8,12 +8,14 @@ batches as a shard does.
 
 import inspect
 import struct
+import threading
 import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from plinth import limits
 from plinth.client.partitioner import partition_for_key
 from plinth.client.producer import Producer
 from plinth.errors import (ClosedError, NotEnoughReplicasError, NotLeaderError,
@@ -403,6 +405,7 @@ BAD_OPTIONS = [
     ({"max_block_ms": -1}, ValueError, r"max_block_ms=-1 is outside 0\.\."),
     ({"retry_backoff_ms": -1}, ValueError, r"retry_backoff_ms=-1 is outside 0\.\."),
     ({"retry_backoff_max_ms": -1}, ValueError, r"retry_backoff_max_ms=-1 is outside 0\.\."),
+    ({"metadata_max_age_ms": -1}, ValueError, r"metadata_max_age_ms=-1 is outside 0\.\."),
     ({"delivery_timeout_ms": 2**40}, ValueError, r"delivery_timeout_ms=1099511627776 is outside"),
     ({"buffer_memory": 0}, ValueError, r"buffer_memory=0 is outside 1\.\."),
     ({"buffer_memory": 1.5}, TypeError, r"buffer_memory must be an int"),
@@ -420,3 +423,88 @@ def test_an_option_out_of_range_is_refused_in_the_constructor_naming_it_and_its_
         options, error, message):
     with pytest.raises(error, match=message):
         Producer(broker="tcp://127.0.0.1:1", **options)
+
+
+def key_of_partition(partition: int, partition_count: int) -> bytes:
+    """A key Kafka's partitioner places on ``partition`` of ``partition_count``."""
+    return next(key for key in (b"key-%d" % i for i in range(1000))
+                if partition_for_key(key, partition_count) == partition)
+
+
+def metadata_asked(broker, topic: str) -> int:
+    return sum(1 for a in list(broker.arrivals)
+               if a.request.kind == "metadata" and topic in a.request.topics)
+
+
+def test_a_topic_re_created_with_fewer_partitions_takes_every_record_sent_after_one_was_refused(
+        broker):
+    # Given a producer that learnt that "t" has 4 partitions
+    with Producer(broker=broker.url, linger_ms=0) as producer:
+        producer.send("t", b"first", partition=3).get(GET_TIMEOUT_S)
+        # When the topic is re-created with 1 partition
+        broker.topics["t"] = 1
+        # Then a record the partitioner placed on a partition that is gone fails with the
+        # broker's error, and is not placed again
+        with pytest.raises(PartitionOutOfRangeError, match=r"t\[3\] does not exist"):
+            producer.send("t", b"gone", key=key_of_partition(3, 4)).get(GET_TIMEOUT_S)
+        asked_before = metadata_asked(broker, "t")
+        # And every record sent after it, keyed or not, from several threads at once, is
+        # stored in partition 0, the count asked once
+        start = threading.Barrier(8)
+        stored = []
+
+        def send_some(thread: int) -> None:
+            start.wait(GET_TIMEOUT_S)
+            stored.extend(producer.send("t", b"%d" % i, key=key if i % 2 else None)
+                          .get(GET_TIMEOUT_S).partition
+                          for i, key in enumerate(b"t%d-%d" % (thread, n) for n in range(10)))
+
+        threads = [threading.Thread(target=send_some, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(GET_TIMEOUT_S)
+        assert stored == [0] * 80
+        assert metadata_asked(broker, "t") == asked_before + 1
+    assert [r.value for r in broker.records("t", 3)] == [b"first"]
+
+
+def test_a_send_to_a_partition_a_grown_topic_gained_asks_the_count_again_and_is_stored(
+        broker):
+    # Given a producer that learnt that "t" has 4 partitions
+    with Producer(broker=broker.url) as producer:
+        producer.send("t", b"a", partition=0).get(GET_TIMEOUT_S)
+        # When the topic grows to 6 and a record is sent to partition 5
+        broker.topics["t"] = 6
+        # Then it is stored there, as Kafka's send waits for metadata that has it
+        assert producer.send("t", b"b", partition=5).get(GET_TIMEOUT_S).partition == 5
+        # And a partition the topic does not have is still refused, naming the count
+        with pytest.raises(PartitionOutOfRangeError, match="it has 6 partitions"):
+            producer.send("t", b"c", partition=6)
+
+
+def test_sends_to_a_partition_beyond_the_count_ask_it_again_once_not_at_every_send(broker):
+    # Given a producer that has just learnt that "t" has 4 partitions
+    with Producer(broker=broker.url) as producer:
+        producer.send("t", b"a", partition=0).get(GET_TIMEOUT_S)
+        asked = metadata_asked(broker, "t")
+        # When records are sent to partition 4, again and again
+        for _ in range(20):
+            with pytest.raises(PartitionOutOfRangeError, match="it has 4 partitions"):
+                producer.send("t", b"b", partition=4)
+        # Then the count was asked again at the first, and then at most once per
+        # PRODUCER_METADATA_REFRESH_MS_MIN (a second time only if the loop took that long)
+        assert asked + 1 <= metadata_asked(broker, "t") <= asked + 2
+
+
+def test_a_grown_topic_gets_keyed_records_in_its_new_partitions_once_metadata_max_age_ms_passed(
+        broker, monkeypatch):
+    # Given a producer whose counts are due at once (metadata_max_age_ms=0)
+    monkeypatch.setattr(limits, "PRODUCER_METADATA_REFRESH_MS_MIN", 0)
+    with Producer(broker=broker.url, linger_ms=0, metadata_max_age_ms=0) as producer:
+        producer.send("t", b"a", partition=0).get(GET_TIMEOUT_S)
+        # When the topic grows to 8
+        broker.topics["t"] = 8
+        # Then a key placed on a new partition by 8 goes there
+        key = key_of_partition(7, 8)
+        assert producer.send("t", b"b", key=key).get(GET_TIMEOUT_S).partition == 7

@@ -17,9 +17,11 @@ import pytest
 
 from plinth import limits
 from plinth.client.accumulator import RecordAccumulator
+from plinth.client.partition_counts import PartitionCounts
 from plinth.client.sender import Sender
 from plinth.errors import (ClosedError, NotLeaderError, OutOfOrderSequenceError,
-                           PlinthTimeoutError, RecordTooLargeError, UnavailableError)
+                           PartitionOutOfRangeError, PlinthTimeoutError, RecordTooLargeError,
+                           UnavailableError)
 from plinth.format.kafka_batch import summarize_kafka_batch
 from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2
 from plinth.format.record_batch import summarize_batch
@@ -352,6 +354,26 @@ def test_without_idempotence_an_error_that_is_not_retriable_fails_the_batch_at_o
     with pytest.raises(RecordTooLargeError, match="over the limit of 8 bytes"):
         send(accumulator, b"a").get(GET_TIMEOUT_S)
     assert len(broker.produces()) == 2 and broker.record_count() == 0
+
+
+@pytest.mark.parametrize("idempotent", [True, False])
+def test_a_batch_refused_for_a_partition_that_does_not_exist_fails_and_has_the_count_asked_again(
+        broker, make_sender, idempotent):
+    # Given a sender whose producer learnt that the topic has 2 partitions, a while ago
+    sender, accumulator = make_sender(acks=-1 if idempotent else 1, idempotent=idempotent)
+    clock_s = [0.0]
+    counts = PartitionCounts(accumulator, metadata_max_age_ms=60_000, clock=lambda: clock_s[0])
+    counts.learned("t", 2)
+    sender.partition_counts = counts
+    clock_s[0] += limits.PRODUCER_METADATA_REFRESH_MS_MIN / 1000
+    # When the topic is re-created with 1, and a batch of partition 1 is sent
+    broker.topics["t"] = 1
+    # Then the batch fails with the broker's error, once, not retried nor placed again
+    with pytest.raises(PartitionOutOfRangeError, match=r"t\[1\] does not exist"):
+        send(accumulator, b"a", partition=1).get(GET_TIMEOUT_S)
+    assert len(broker.produces()) == 1 and broker.record_count() == 0
+    # And the topic's count is due to be asked before the next record is placed
+    assert counts.current == {} and counts.due("t")
 
 
 def test_without_idempotence_retries_stop_at_delivery_timeout_naming_the_attempts_and_last_error(

@@ -20,7 +20,8 @@ from plinth.errors import (ClosedError, NotLeaderError, PartitionOutOfRangeError
                            PlinthTimeoutError, ProducerBufferFullError, UnknownTopicError,
                            WrongEventLoopError)
 from tests.client.produce_broker import LOSE_REPLY, ProduceBroker
-from tests.client.test_producer import BAD_OPTIONS, producer_ids
+from tests.client.test_producer import (BAD_OPTIONS, key_of_partition, metadata_asked,
+                                        producer_ids)
 
 PARTITIONS = 4
 
@@ -423,3 +424,41 @@ def test_stop_on_another_loop_while_the_producers_loop_runs_in_another_thread_re
         loop.close()
     assert future.result() == RecordMetadata("t", 3, 0)
     assert [r.value for r in broker.records("t", 3)] == [b"kept"]
+
+
+def test_a_topic_re_created_with_fewer_partitions_takes_every_record_sent_after_one_was_refused(
+        broker):
+    async def scenario():
+        # Given a producer that learnt that "t" has 4 partitions
+        async with AIOProducer(broker=broker.url, linger_ms=0) as producer:
+            await producer.send_and_wait("t", b"first", partition=3)
+            # When the topic is re-created with 1 partition
+            broker.topics["t"] = 1
+            # Then a record the partitioner placed on a partition that is gone fails with
+            # the broker's error
+            with pytest.raises(PartitionOutOfRangeError, match=r"t\[3\] does not exist"):
+                await producer.send_and_wait("t", b"gone", key=key_of_partition(3, 4))
+            asked_before = metadata_asked(broker, "t")
+            # And every record sent after it by many tasks at once, keyed or not, is stored
+            # in partition 0, the count asked once for them all
+            sent = await asyncio.gather(*(producer.send_and_wait("t", b"%d" % i,
+                                                                 key=b"k%d" % i if i % 2 else None)
+                                          for i in range(40)))
+            assert {m.partition for m in sent} == {0}
+            assert metadata_asked(broker, "t") == asked_before + 1
+
+    run(scenario())
+
+
+def test_a_send_to_a_partition_a_grown_topic_gained_awaits_the_count_and_is_stored(
+        broker):
+
+    async def scenario():
+        async with AIOProducer(broker=broker.url) as producer:
+            await producer.send_and_wait("t", b"a", partition=0)
+            broker.topics["t"] = 6
+            assert (await producer.send_and_wait("t", b"b", partition=5)).partition == 5
+            with pytest.raises(PartitionOutOfRangeError, match="it has 6 partitions"):
+                await producer.send("t", b"c", partition=6)
+
+    run(scenario())
