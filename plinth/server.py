@@ -331,14 +331,23 @@ def _start_ray(options: ServeOptions) -> None:
         os.chmod(directory, 0o700)
 
 
-def _use_embedded_ray_settings(token_path: Path) -> None:
+def _use_embedded_ray_settings(token_path: Path, joining: bool = False) -> None:
     """The environment of the embedded Ray, set before Ray reads it (server process,
     and a ``plinth router --data-dir`` joining it): Ray's local-only mode, in which it
     keeps 127.0.0.1 as the node address instead of the machine's network address,
-    and token authentication with the data dir's token."""
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
-    os.environ.setdefault("RAY_AUTH_TOKEN_PATH", str(token_path))
+    and token authentication with the data dir's token. The server keeps what its
+    environment already says; a router ``joining`` the server's Ray takes the
+    server's settings whatever its environment says (another Ray's token would be
+    refused)."""
+    settings = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
+                "RAY_AUTH_TOKEN_PATH": str(token_path)}
+    for name, value in settings.items():
+        if joining:
+            os.environ[name] = value
+        else:
+            os.environ.setdefault(name, value)
+    if joining:
+        os.environ.pop("RAY_AUTH_TOKEN", None)   # (it would be read before the path)
     from ray._raylet import Config
 
     Config.initialize("")   # Ray reads RAY_AUTH_MODE once; make it see ours
@@ -366,7 +375,7 @@ def embedded_ray_address(data_dir: Path) -> str:
             f"--ray-address and --cluster-name") from None
 
 
-def join_ray(address: str, namespace: str, **options) -> None:
+def join_ray(address: str, namespace: str, option: str = "--ray-address", **options) -> None:
     """``ray.init`` joining the Ray cluster at ``address`` (--ray-address: HOST:PORT of its
     head's GCS, or "auto"), its failures said in one line naming the option: a value
     that is no address (InvalidConfigError), an address where nothing listens, checked
@@ -376,7 +385,7 @@ def join_ray(address: str, namespace: str, **options) -> None:
     if address != "auto":
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise InvalidConfigError(f"--ray-address {address!r} is not HOST:PORT (the Ray "
+            raise InvalidConfigError(f"{option} {address!r} is not HOST:PORT (the Ray "
                                      f"head's GCS address, which ray start --head prints) "
                                      f"or auto")
         try:
@@ -384,7 +393,7 @@ def join_ray(address: str, namespace: str, **options) -> None:
                                      timeout=limits.RAY_ADDRESS_CONNECT_WAIT_S).close()
         except OSError as exc:
             raise UnavailableError(
-                f"--ray-address {address}: no Ray there ({exc.strerror or exc}, waited up "
+                f"{option} {address}: no Ray there ({exc.strerror or exc}, waited up "
                 f"to {limits.RAY_ADDRESS_CONNECT_WAIT_S:g} s): is its head running, and is "
                 f"this its GCS port?") from None
     import ray
@@ -392,7 +401,7 @@ def join_ray(address: str, namespace: str, **options) -> None:
     try:
         ray.init(address=address, namespace=namespace, logging_level=logging.WARNING, **options)
     except (ConnectionError, ValueError) as exc:
-        raise UnavailableError(f"--ray-address {address}: cannot join its Ray cluster: "
+        raise UnavailableError(f"{option} {address}: cannot join its Ray cluster: "
                                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__} "
                                f"(a cluster with token auth needs RAY_AUTH_TOKEN_PATH or "
                                f"RAY_AUTH_TOKEN set to its token)") from None
@@ -776,12 +785,13 @@ def run_router(options: RouterOptions, ready=print) -> int:
     ray_address = options.ray_address or embedded_ray_address(options.data_dir)
     cluster_keys = _cluster_keys_from_files(options)   # a bad file fails before Ray starts
     if options.ray_address is None:
-        _use_embedded_ray_settings(options.data_dir / RAY_TOKEN_FILE)
+        _use_embedded_ray_settings(options.data_dir / RAY_TOKEN_FILE, joining=True)
     import ray
 
     from plinth.router.router import Router
 
-    join_ray(ray_address, namespace)
+    join_ray(ray_address, namespace, "--ray-address" if options.ray_address else
+             f"--data-dir {options.data_dir}: its server's Ray at")
     node_address = ray.util.get_node_ip_address()
 
     kafka_service = None

@@ -5,6 +5,7 @@ mode). Real processes, as a user starts them: the README's two commands."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 from plinth import Admin, Producer
@@ -26,9 +27,13 @@ def test_a_router_joins_the_server_on_its_data_dir_and_serves_its_topics(tmp_pat
         assert (data_dir / RAY_ADDRESS_FILE).read_text().startswith("127.0.0.1:")
         # When a router is started for it by its data dir alone
         router_url = f"tcp://127.0.0.1:{free_port()}"
+        # (from a shell whose environment names another Ray cluster's token)
+        other_token = tmp_path / "other_cluster_token"
+        other_token.write_text("0" * 64)
         router, output = start_until_ready(
             PLINTH + ["router", "--data-dir", str(data_dir), "--listen", router_url],
-            "plinth router ready", timeout_s=120)
+            "plinth router ready", timeout_s=120,
+            env={**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(other_token)})
         # Then records produced through it are read through the server's router
         topic = unique_topic("joined")
         with Admin(broker=router_url) as admin:
