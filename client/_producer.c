@@ -521,6 +521,43 @@ static PyObject *appender_add(Appender *self, PyObject *const *args, Py_ssize_t 
     return Py_BuildValue("(inLn)", p.verdict, p.partition, p.record_bytes, index);
 }
 
+/* -1 with ValueError for a count outside 1..partitions_max or a sticky partition
+ * outside the count; 0 otherwise. */
+static int check_topic_counts(Appender *self, PyObject *topic, Py_ssize_t partition_count,
+                              Py_ssize_t sticky) {
+    if (partition_count < 1 || partition_count > self->partitions_max || sticky < 0 ||
+        sticky >= partition_count) {
+        PyErr_Format(PyExc_ValueError,
+                     "topic %R: partition_count %zd (sticky %zd) must be 1 to %zd", topic,
+                     partition_count, sticky, self->partitions_max);
+        return -1;
+    }
+    return 0;
+}
+
+/* A topic's slots: ``partition_count`` empty ones, keyless records at ``sticky``, in a new
+ * capsule that frees them with it (``*slots`` points into it); NULL with an exception
+ * set, ValueError for counts check_topic_counts refuses. */
+static PyObject *new_topic_slots(Appender *self, PyObject *topic, Py_ssize_t partition_count,
+                                 Py_ssize_t sticky, TopicSlots **slots) {
+    if (check_topic_counts(self, topic, partition_count, sticky) < 0) {
+        return NULL;
+    }
+    TopicSlots *t = PyMem_Calloc(1, sizeof(TopicSlots) + (size_t)partition_count * sizeof(Slot));
+    if (t == NULL) {
+        return PyErr_NoMemory();
+    }
+    t->partition_count = partition_count;
+    t->sticky = sticky;
+    PyObject *capsule = PyCapsule_New(t, NULL, topic_slots_free);
+    if (capsule == NULL) {
+        PyMem_Free(t);
+        return NULL;
+    }
+    *slots = t;
+    return capsule;
+}
+
 static PyObject *appender_add_topic(Appender *self, PyObject *args) {
     PyObject *topic;
     Py_ssize_t partition_count, sticky;
@@ -532,26 +569,16 @@ static PyObject *appender_add_topic(Appender *self, PyObject *args) {
         PyErr_SetString(PyExc_TypeError, "topic must be a str, not a subclass");
         return NULL;
     }
-    if (partition_count < 1 || partition_count > self->partitions_max || sticky < 0 ||
-        sticky >= partition_count) {
-        PyErr_Format(PyExc_ValueError,
-                     "topic %R: partition_count %zd (sticky %zd) must be 1 to %zd", topic,
-                     partition_count, sticky, self->partitions_max);
+    if (check_topic_counts(self, topic, partition_count, sticky) < 0) {
         return NULL;
     }
     int known = PyDict_Contains(self->topics, topic);
     if (known != 0) {
         return known < 0 ? NULL : Py_NewRef(Py_None);   /* registered once */
     }
-    TopicSlots *t = PyMem_Calloc(1, sizeof(TopicSlots) + (size_t)partition_count * sizeof(Slot));
-    if (t == NULL) {
-        return PyErr_NoMemory();
-    }
-    t->partition_count = partition_count;
-    t->sticky = sticky;
-    PyObject *capsule = PyCapsule_New(t, NULL, topic_slots_free);
+    TopicSlots *t;
+    PyObject *capsule = new_topic_slots(self, topic, partition_count, sticky, &t);
     if (capsule == NULL) {
-        PyMem_Free(t);
         return NULL;
     }
     int failed = PyDict_SetItem(self->topics, topic, capsule);
@@ -572,14 +599,7 @@ static PyObject *appender_resize_topic(Appender *self, PyObject *args) {
         return NULL;
     }
     TopicSlots *old = topic_slots(self, topic);
-    if (old == NULL) {
-        return NULL;
-    }
-    if (partition_count < 1 || partition_count > self->partitions_max || sticky < 0 ||
-        sticky >= partition_count) {
-        PyErr_Format(PyExc_ValueError,
-                     "topic %R: partition_count %zd (sticky %zd) must be 1 to %zd", topic,
-                     partition_count, sticky, self->partitions_max);
+    if (old == NULL || check_topic_counts(self, topic, partition_count, sticky) < 0) {
         return NULL;
     }
     for (Py_ssize_t p = partition_count; p < old->partition_count; p++) {
@@ -590,15 +610,9 @@ static PyObject *appender_resize_topic(Appender *self, PyObject *args) {
             return NULL;
         }
     }
-    TopicSlots *t = PyMem_Calloc(1, sizeof(TopicSlots) + (size_t)partition_count * sizeof(Slot));
-    if (t == NULL) {
-        return PyErr_NoMemory();
-    }
-    t->partition_count = partition_count;
-    t->sticky = sticky;
-    PyObject *capsule = PyCapsule_New(t, NULL, topic_slots_free);
+    TopicSlots *t;
+    PyObject *capsule = new_topic_slots(self, topic, partition_count, sticky, &t);
     if (capsule == NULL) {
-        PyMem_Free(t);
         return NULL;
     }
     /* Move the kept batches (their references with them): the old slots are left

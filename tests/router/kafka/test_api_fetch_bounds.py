@@ -119,20 +119,16 @@ def test_answers_within_the_response_max_bytes_are_left_whole():
     assert _batch_sizes(parts) == [[300, 300], [400]]
 
 
-class ArrivingLog:
+class ArrivingLog(ScriptedRouter):
     """A router over one partition whose records arrive one batch at a time while a
     fetch is parked: a fetch without a wait finds none new; a parked fetch is answered
     with the next batch to arrive (as a shard answers at its first new batch), until
     ``batches`` have arrived. Each batch is one record of ``value_bytes``."""
 
     def __init__(self, batches: int, value_bytes: int = 100):
+        super().__init__(answer=None)
         self.batches, self.value_bytes = batches, value_bytes
         self.arrived = 0
-        self.requests: list[protocol.FetchRequest] = []
-        self._ids = iter(range(1, 1_000_000))
-
-    def next_request_id(self) -> int:
-        return next(self._ids)
 
     async def call(self, request_id, header, payload=None, timeout_ms=0, change=False):
         request = protocol.decode_request(header)
