@@ -529,8 +529,7 @@ def shards_add(ctx, count):
     with _admin(ctx) as admin:
         moves = admin.add_shards(count)
     _echo_moves(moves)
-    click.echo(f"added {counted(count, 'shard')}; the writes of "
-               f"{counted(len(moves), 'partition')} moved")
+    click.echo(f"added {counted(count, 'shard')}; {_moved(moves)}")
 
 
 @shards.command("remove")
@@ -546,8 +545,7 @@ def shards_remove(ctx, count):
         moves = admin.remove_shards(count)
         shards_now = admin.status().shards
     _echo_moves(moves)
-    click.echo(f"removed {counted(count, 'shard')}; the writes of "
-               f"{counted(len(moves), 'partition')} moved")
+    click.echo(f"removed {counted(count, 'shard')}; {_moved(moves)}")
     _echo_draining(shards_now)   # nothing when every removed shard retired at once
 
 
@@ -593,8 +591,24 @@ def _echo_draining(shards) -> None:
 
 
 def _echo_moves(moves) -> None:
+    """One line per partition whose writes moved; a replicated partition that keeps its
+    leader but gets a new replica set (its writes move all the same: to the new set)
+    says so, rather than "shard-2 -> shard-2"."""
     for topic, partition, from_shard, to_shard, offset in moves:
-        click.echo(f"{topic}-{partition}: {from_shard} -> {to_shard} from offset {offset}")
+        if from_shard == to_shard:
+            click.echo(f"{topic}-{partition}: a new replica set, still led by {to_shard}, "
+                       f"from offset {offset}")
+        else:
+            click.echo(f"{topic}-{partition}: {from_shard} -> {to_shard} from offset {offset}")
+
+
+def _moved(moves) -> str:
+    """How many partitions' writes moved, and how many of them to a new replica set
+    under the same leader."""
+    same_leader = sum(1 for move in moves if move[2] == move[3])
+    kept = f" ({same_leader} of them to a new replica set, led by the same shard)" \
+        if same_leader else ""
+    return f"the writes of {counted(len(moves), 'partition')} moved{kept}"
 
 
 # --- topic ---------------------------------------------------------------------

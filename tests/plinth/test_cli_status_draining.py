@@ -76,3 +76,15 @@ def test_status_columns_line_up_when_a_shards_ipc_address_is_longer_than_the_col
             # the right-aligned number ends where its heading does
             assert row[:column_end].endswith("3" if title == "shards" else "0"), (title, row)
             assert row[column_end] == " ", (title, row)
+
+
+def test_shards_remove_says_when_a_partition_keeps_its_leader_but_gets_a_new_replica_set(
+        monkeypatch):
+    moves = [protocol.PartitionMove("pay", 2, "shard-2", "shard-2", 3725),
+             protocol.PartitionMove("logs", 1, "shard-3", "shard-0", 812)]
+    lines = run(monkeypatch, ["shards", "remove", "1"], [shard("shard-0")], moves)
+    assert lines[:3] == [
+        "pay-2: a new replica set, still led by shard-2, from offset 3725",
+        "logs-1: shard-3 -> shard-0 from offset 812",
+        "removed 1 shard; the writes of 2 partitions moved (1 of them to a new replica set, "
+        "led by the same shard)"]
