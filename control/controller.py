@@ -1312,12 +1312,15 @@ class Controller:
 
     def _specs_to_ask(self, name: str, topic: TopicMetadata) -> dict[str, list]:
         """shard id -> the partitions to ask it about: every range's holder, but of a
-        replicated partition's current range only its leader (none while offline)."""
+        replicated partition only one shard per range (``_replicated_holders_to_ask``):
+        its replicas hold the same records."""
         specs = self._metadata.specs_by_shard([name])
         if not topic.replicated:
             return specs
+        asked = {(s, p) for p in range(topic.partitions)
+                 for s in _replicated_holders_to_ask(topic, p)}
         return {s: kept for s, shard_specs in specs.items()
-                if (kept := [sp for sp in shard_specs if topic.leader_of(sp.partition) == s])}
+                if (kept := [sp for sp in shard_specs if (s, sp.partition) in asked])}
 
     def _plan_partition_offsets(self, topic: str, partition: int) -> _OffsetsPlan:
         meta = self._topic(topic)
@@ -1941,18 +1944,21 @@ class Controller:
         if not allow_replicas_on_one_node:
             self._refuse_replicas_on(shard_id, target.pin_resource, to_name)
         repairing, emptied = self._copies_elsewhere(shard_id)
-        if emptied and not accept_data_loss:
-            raise InvalidConfigError(
-                f"moving {shard_id} would lose {len(emptied)} partition(s) that have no other "
-                f"copy holding every acknowledged record: {_partition_names(emptied)}; they "
-                f"would come back empty; pass --accept-data-loss to move it anyway")
+        # A shard that serves is refused first: moving one that is up is rarely meant
+        # (a typo of the shard id), and --accept-data-loss is no answer to it.
         if not force and self._serving_on_alive_node(shard_id):
             raise InvalidConfigError(
                 f"{shard_id} serves on node {source}, which is alive: moving it would stop it "
                 f"there and start it on node {to_name} on what that node's disk holds, rebuild "
                 f"its {len(repairing)} replica(s) from their leaders"
                 f"{f' and empty {len(emptied)} partition(s)' if emptied else ''}; "
-                f"pass --force to move it anyway")
+                f"pass --force to move it anyway (shards move is for a shard whose node is "
+                f"lost: plinth status shows which are down)")
+        if emptied and not accept_data_loss:
+            raise InvalidConfigError(
+                f"moving {shard_id} would lose {len(emptied)} partition(s) that have no other "
+                f"copy holding every acknowledged record: {_partition_names(emptied)}; they "
+                f"would come back empty; pass --accept-data-loss to move it anyway")
         self._shards.kill(shard_id)
         self._metadata.shard_nodes[shard_id] = target.pin_resource
         self._save()   # pinned there from now on, whatever happens next
@@ -2034,6 +2040,27 @@ class Controller:
                 f"{factor}, and the {len(remaining)} shards left on {nodes} node(s) can "
                 f"hold {room} copies of a partition"
                 f"{'' if self._allow_replicas_on_one_node else ' (each on its own node)'}")
+
+
+def _replicated_holders_to_ask(topic: TopicMetadata, partition: int) -> set[str]:
+    """The shards a describe asks about a replicated partition: the leader, for the
+    current range (none while offline), and for each older (sealed) range that no
+    shard asked holds, one of its holders, one outside the current replica set where
+    there is one: a current replica's log holds the current range too, which the
+    leader's answer counts already (without such a holder, that range's bytes are
+    counted twice). Without the sealed ranges' holders, a partition whose writes
+    moved (plinth shards add or remove) was described from its new leader alone:
+    its start offset that of the new range, its bytes that leader's."""
+    record = topic.leadership[partition]
+    asked = {record.leader} if record.leader else set()
+    replicas = set(record.replicas)
+    for sealed in topic.ranges_of(partition)[:-1]:
+        holders = sealed.holders
+        if not holders or asked & set(holders):   # tiered (no holder), or covered
+            continue
+        outside = [h for h in holders if h not in replicas]
+        asked.add((outside or list(holders))[0])
+    return asked
 
 
 def _shard_start_wait_s(deadline_unix_s: float | None) -> float:

@@ -140,3 +140,17 @@ def test_moving_to_an_unknown_or_dead_node_or_an_unknown_shard_is_refused(cluste
         broker.controller.move_shard("shard-9", "d")
     # And a node is named by its Ray node id too (a prefix of at least 8 characters)
     assert broker.controller.move_shard("shard-1", "dddddddd").to_node == "d"
+
+
+def test_moving_a_serving_shard_whose_partitions_have_no_other_copy_is_refused_as_serving_first(
+        cluster):
+    # Given a factor-1 topic with partitions on shard-1, whose node is alive
+    broker = cluster.broker
+    broker.controller.create_topic("plain", 6, {}, 1)
+    assert any(broker.owner("plain", p) == "shard-1" for p in range(6))
+    # When it is moved (a typo of the shard id, say), Then it is refused because it serves,
+    # naming --force and what the command is for, not steered to --accept-data-loss
+    with pytest.raises(InvalidConfigError, match="shard-1 serves on node b, which is alive: .*"
+                                                 "empty \\d+ partition.*--force .*shards move "
+                                                 "is for a shard whose node is lost"):
+        broker.controller.move_shard("shard-1", "d")

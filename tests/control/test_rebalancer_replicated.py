@@ -228,3 +228,30 @@ def test_offsets_of_a_moved_partition_are_answered_while_a_holder_of_its_sealed_
     # Then the partition's offsets still span both ranges: the other holders answer
     info = broker.controller.partition_offsets(topic, 0)
     assert (info.start_offset, info.end_offset) == (0, 4)
+
+
+def test_a_partition_whose_writes_moved_is_described_from_its_first_offset_with_every_ranges_bytes(
+        brokers):
+    # Given a factor-3 topic with three records per partition, some of whose partitions
+    # move their writes to a new replica set when a shard is added
+    broker = brokers(3, **ON_ONE_NODE)
+    topic, moving = factor_3_topic_with_records(broker, 6, THREE, FOUR)
+    before = {p: info for p, info in
+              enumerate(broker.controller.describe_topic(topic).partition_info)}
+    broker.controller.add_shards(1)
+    for p in moving:
+        assert broker.produce(topic, p, [b"d"], acks=-1) == 3
+    # When the topic is described
+    after = broker.controller.describe_topic(topic).partition_info
+    # Then a moved partition starts at 0, where its sealed range does, not at 3, where
+    # its new leader's range does, and ends after the new record; its bytes are the
+    # sealed range's (one holder's) and then some
+    for p in moving:
+        info = after[p]
+        assert (info.start_offset, info.end_offset, info.shard) == (
+            0, 4, replicas(topic, p, FOUR)[0])
+        assert info.size_bytes > before[p].size_bytes
+    # And a partition that did not move is described as before
+    still = next(p for p in range(6) if p not in moving)
+    assert (after[still].start_offset, after[still].end_offset,
+            after[still].size_bytes) == (0, 3, before[still].size_bytes)
