@@ -745,8 +745,8 @@ class RouterOptions:
                                  "plinth serve --cluster-name): a Ray cluster may hold several")
 
     def which_broker(self) -> str:
-        """The broker, for messages: its cluster name, or its data dir."""
-        return self.cluster_name or f"data dir {self.data_dir}"
+        """The broker, for messages: "cluster NAME", or "data dir DIR"."""
+        return f"cluster {self.cluster_name}" if self.cluster_name else f"data dir {self.data_dir}"
 
     def security(self):
         return ServeOptions(data_dir=Path("."), listen=self.listen,
@@ -807,7 +807,8 @@ def run_router(options: RouterOptions, ready=print) -> int:
             f"no broker ({options.which_broker()}) runs in the Ray cluster at {ray_address} "
             f"(start one with plinth serve --cluster-name)") from None
     if tier_store is not None:
-        check_tier_store(tier_store, controller.tier_store(), options.which_broker())
+        check_tier_store(tier_store, controller.tier_store(),
+                         options.cluster_name or str(options.data_dir))
     router = Router(options.listen, controller, security=security,
                     cluster_keys=cluster_keys or _cluster_keys_from_broker(controller))
     with option_os_errors("--listen", options.listen):
