@@ -51,6 +51,23 @@ def checked_ms(name: str, value, lowest: float,
     return value
 
 
+def checked_wait_s(name: str, value) -> float | None:
+    """A call's wait in seconds (future.get, flush, close): None or inf (no limit), or
+    a number in 0..CLIENT_WAIT_S_MAX. A str or a negative wait would otherwise fail
+    deep inside threading, or be taken as "give up at once"."""
+    highest = limits.CLIENT_WAIT_S_MAX
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds in 0..{highest}, or None "
+                        f"(no limit), got {value!r} ({type(value).__name__})")
+    if value == float("inf"):
+        return None
+    if not 0 <= value <= highest:
+        raise ValueError(f"{name}={value} is outside 0..{highest} s (None: no limit)")
+    return value
+
+
 def checked_bool(name: str, value) -> bool:
     """A switch: True or False only. A str such as "false" (read from a config file)
     would otherwise be taken as True, and 0 or 1 as what the caller may not mean."""

@@ -18,6 +18,7 @@ import threading
 from typing import Callable, NamedTuple
 
 from plinth.client._producer import FutureBase
+from plinth.client.arguments import checked_wait_s
 from plinth.errors import PlinthTimeoutError
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class RecordFuture(FutureBase):
     def get(self, timeout: float | None = None) -> RecordMetadata:
         """Wait up to ``timeout`` seconds; raise the send's error if it failed."""
         batch = self.batch
-        if not batch.wait(timeout):
+        if not batch.wait(checked_wait_s("get timeout", timeout)):
             raise PlinthTimeoutError(f"record not acknowledged within {timeout} s")
         if batch.error is not None:
             raise batch.error
@@ -123,7 +124,7 @@ class RecordFuture(FutureBase):
     result = get  # concurrent.futures spelling
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        if not self.batch.wait(timeout):
+        if not self.batch.wait(checked_wait_s("exception timeout", timeout)):
             raise PlinthTimeoutError(f"record not acknowledged within {timeout} s")
         return self.batch.error
 

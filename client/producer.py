@@ -51,7 +51,7 @@ from plinth import limits
 from plinth.client._producer import ProducerBase
 from plinth.client.accumulator import RecordAccumulator
 from plinth.client.admin import Admin
-from plinth.client.arguments import checked_bool, checked_int, checked_ms
+from plinth.client.arguments import checked_bool, checked_int, checked_ms, checked_wait_s
 from plinth.client.compression import codec_for
 from plinth.client.connection import broker_address
 from plinth.client.futures import RecordFuture
@@ -358,6 +358,7 @@ class Producer(RecordSending):
         PlinthTimeoutError after ``timeout`` seconds (None: no limit). Any thread;
         ClosedError once the producer is closed (its sender is gone: nothing would
         send, and close() already waited for what it could)."""
+        timeout = checked_wait_s("flush timeout", timeout)
         if self._closed:
             raise ClosedError("producer is closed: flush() has nothing to send with")
         self._flush(timeout)
@@ -376,6 +377,7 @@ class Producer(RecordSending):
     def close(self, timeout: float | None = None) -> None:
         """Flush, then stop the sender thread, within ``timeout`` seconds in all (None:
         until done); records still unacknowledged then fail with ClosedError."""
+        timeout = checked_wait_s("close timeout", timeout)
         if self._closed:
             return
         self._closed = True

@@ -233,6 +233,10 @@ TIMEOUT_MS_FIELD_MAX = 2**16 - 1
 # linger_ms, delivery_timeout_ms, ...): Kafka's are Java ints, and a finite
 # bound keeps every deadline computed from them a real time (no inf, no nan).
 CLIENT_OPTION_MS_MAX = 2**31 - 1
+# The longest wait a client call takes in seconds (future.get, flush, close, stop):
+# the same bound as a time option, so that a deadline computed from it stays
+# below threading.TIMEOUT_MAX. None (or inf) is no limit.
+CLIENT_WAIT_S_MAX = CLIENT_OPTION_MS_MAX / 1000
 # The CLI's client commands (plinth/cli.py): --request-timeout-ms is at most an
 # hour, and a --linger-ms at most what leaves room for it: `plinth produce`'s
 # delivery timeout is linger + request timeout (Kafka's least), which must itself

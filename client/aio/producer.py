@@ -45,6 +45,7 @@ from asyncio import get_running_loop
 from plinth import limits
 from plinth.client.accumulator import RecordAccumulator
 from plinth.client.aio.admin import AIOAdmin
+from plinth.client.arguments import checked_wait_s
 from plinth.client.aio.connection import AIOConnection
 from plinth.client.aio.event_loop import (check_loop, refuse_release_while_running,
                                           wrong_loop_error)
@@ -183,6 +184,7 @@ class AIOProducer:
         """Deliver everything sent so far, then end the sender task, within ``timeout``
         s in all (None: until done); what is still unacknowledged fails with
         ClosedError. On another loop than start()'s: see ``_release_elsewhere``."""
+        timeout = checked_wait_s("stop timeout", timeout)
         records = self._records
         if records is None or records._closed:
             return
@@ -358,6 +360,7 @@ class AIOProducer:
         """Send everything queued and await every acknowledgement (or error);
         PlinthTimeoutError after ``timeout`` seconds (None: no limit); ClosedError
         once stop() began (the sender task is ending: nothing would send)."""
+        timeout = checked_wait_s("flush timeout", timeout)
         if self._records is None:
             return
         if self._records._closed:

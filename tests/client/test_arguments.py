@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from plinth.client.arguments import checked_topic_id
+from plinth import limits
+from plinth.client.arguments import checked_topic_id, checked_wait_s
 
 TOPIC_ID = "0123456789abcdef0123456789abcdef"
 
@@ -48,3 +49,24 @@ def test_a_malformed_topic_id_is_refused_naming_the_argument_and_the_forms_taken
 def test_a_topic_id_that_is_not_a_str_is_refused_with_type_error():
     with pytest.raises(TypeError, match="topic_id must be a str of 32 hex digits or None"):
         checked_topic_id("topic_id", 0x0123456789ABCDEF0123456789ABCDEF)
+
+
+@pytest.mark.parametrize("given, taken", [(None, None), (float("inf"), None), (0, 0),
+                                          (1.5, 1.5), (limits.CLIENT_WAIT_S_MAX,
+                                                       limits.CLIENT_WAIT_S_MAX)])
+def test_a_wait_in_seconds_is_none_inf_or_a_number_from_0_to_the_limit(given, taken):
+    assert checked_wait_s("get timeout", given) == taken
+
+
+@pytest.mark.parametrize("given", ["1", True, [1], b"1"])
+def test_a_wait_that_is_not_a_number_is_refused_with_type_error_naming_the_call(given):
+    with pytest.raises(TypeError, match=r"get timeout must be a number of seconds in 0\.\..*"
+                                        r"or None \(no limit\), got"):
+        checked_wait_s("get timeout", given)
+
+
+@pytest.mark.parametrize("given", [-1, -0.001, float("nan"), float("-inf"),
+                                   limits.CLIENT_WAIT_S_MAX + 1])
+def test_a_negative_nan_or_too_long_wait_is_refused_naming_the_range(given):
+    with pytest.raises(ValueError, match=r"close timeout=.* is outside 0\.\.2147483\.647 s"):
+        checked_wait_s("close timeout", given)

@@ -508,3 +508,25 @@ def test_a_grown_topic_gets_keyed_records_in_its_new_partitions_once_metadata_ma
         # Then a key placed on a new partition by 8 goes there
         key = key_of_partition(7, 8)
         assert producer.send("t", b"b", key=key).get(GET_TIMEOUT_S).partition == 7
+
+
+def test_a_wait_that_is_not_seconds_is_refused_by_get_flush_and_close_before_anything_ends(broker):
+    # Given a producer with an acknowledged record
+    producer = Producer(broker=broker.url, linger_ms=0)
+    try:
+        future = producer.send("t", b"x", partition=0)
+        future.get(GET_TIMEOUT_S)
+        # When each call that waits is given a str or a negative wait / Then it is
+        # refused naming the call, as a str fails deep inside threading otherwise
+        with pytest.raises(TypeError, match="get timeout must be a number of seconds"):
+            future.get(timeout="1")
+        with pytest.raises(TypeError, match="exception timeout must be a number of seconds"):
+            future.exception(timeout="1")
+        with pytest.raises(TypeError, match="flush timeout must be a number of seconds"):
+            producer.flush(timeout="x")
+        with pytest.raises(ValueError, match=r"close timeout=-1 is outside 0\.\."):
+            producer.close(timeout=-1)
+        # and the refused close left the producer open: it still sends
+        assert producer.send("t", b"y", partition=0).get(GET_TIMEOUT_S).offset == 1
+    finally:
+        producer.close()

@@ -462,3 +462,21 @@ def test_a_send_to_a_partition_a_grown_topic_gained_awaits_the_count_and_is_stor
                 await producer.send("t", b"c", partition=6)
 
     run(scenario())
+
+
+def test_a_wait_that_is_not_seconds_is_refused_by_flush_and_stop_and_the_producer_stays_open(
+        broker):
+    async def scenario():
+        producer = AIOProducer(broker=broker.url, linger_ms=0)
+        await producer.start()
+        try:
+            with pytest.raises(TypeError, match="flush timeout must be a number of seconds"):
+                await producer.flush("x")
+            with pytest.raises(ValueError, match=r"stop timeout=-1 is outside 0\.\."):
+                await producer.stop(timeout=-1)
+            # the refused stop left it open: it still sends
+            assert (await producer.send_and_wait("t", b"y", partition=0)).offset == 0
+        finally:
+            await producer.stop()
+
+    run(scenario())
