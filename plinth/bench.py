@@ -49,15 +49,20 @@ import numpy as np
 from tqdm import tqdm
 
 from plinth import limits
+from plinth.client.accumulator import RECORD_BYTES_MAX
 from plinth.client.admin import Admin
 from plinth.client.consumer import Consumer
 from plinth.client.producer import Producer
 from plinth.errors import ClientError, PlinthError, PlinthTimeoutError, TopicExistsError
+from plinth.format.record_batch import RECORD_OVERHEAD_BYTES
 
 # Distinct random keys per producer, generated before the clock starts, so
 # that the numbers are those of traffic with many keys: a per-key cache
 # anywhere on the path (there is none now) could not flatter them.
 KEY_POOL_SIZE_MAX = 1 << 20
+# The pool's bytes: fewer distinct keys when they are long, so that --key-bytes
+# near a record's limit does not ask for a terabyte of random bytes.
+KEY_POOL_BYTES_MAX = 64 * 1024 * 1024
 # Records sent between two looks at progress, acknowledgements and the clock.
 CHUNK_RECORDS = 4096
 # At a fixed rate, send in chunks about this far apart: a sleep per chunk,
@@ -112,6 +117,13 @@ class BenchConfig:
             raise ValueError("--messages, --producers and --partitions must be >= 1")
         if self.value_bytes < 0 or self.key_bytes < 0:
             raise ValueError("--value-bytes and --key-bytes must be >= 0")
+        record_bytes = self.key_bytes + self.value_bytes + RECORD_OVERHEAD_BYTES
+        if record_bytes > RECORD_BYTES_MAX:
+            raise ValueError(
+                f"--key-bytes {self.key_bytes} + --value-bytes {self.value_bytes} (+ "
+                f"{RECORD_OVERHEAD_BYTES} bytes of column entries) is over the "
+                f"{RECORD_BYTES_MAX} bytes a record may have (a batch holds at most "
+                f"{limits.BATCH_BYTES_MAX} bytes)")
         if command == "e2e" and self.value_bytes < _STAMP_BYTES:
             raise ValueError(f"e2e needs --value-bytes >= {_STAMP_BYTES} for the send time, "
                              f"got {self.value_bytes}")
@@ -487,10 +499,12 @@ def _producer_main(spec: _ProducerSpec, sent_counts, start, messages) -> None:
 
 
 def key_pool(key_bytes: int, messages: int | None) -> list[bytes | None]:
-    """Distinct random keys, as many as ``messages`` up to KEY_POOL_SIZE_MAX; [None] for 0 bytes."""
+    """Distinct random keys, as many as ``messages`` up to KEY_POOL_SIZE_MAX and
+    KEY_POOL_BYTES_MAX in all (at least one); [None] for 0 bytes."""
     if key_bytes == 0:
         return [None]
-    count = min(KEY_POOL_SIZE_MAX, messages or KEY_POOL_SIZE_MAX)
+    count = max(1, min(KEY_POOL_SIZE_MAX, messages or KEY_POOL_SIZE_MAX,
+                       KEY_POOL_BYTES_MAX // key_bytes))
     blob = os.urandom(key_bytes * count)
     return [blob[start:start + key_bytes] for start in range(0, len(blob), key_bytes)]
 

@@ -19,7 +19,8 @@ import pytest
 from plinth import Producer, bench
 from plinth.client.admin import Admin
 from plinth.errors import PlinthTimeoutError
-from plinth.format.record_batch import ConsumerRecord
+from plinth.client.accumulator import RECORD_BYTES_MAX
+from plinth.format.record_batch import RECORD_OVERHEAD_BYTES, ConsumerRecord
 from tests.support import unique_topic
 
 PLINTH = [sys.executable, "-m", "plinth.cli"]
@@ -208,6 +209,31 @@ def test_e2e_refuses_values_too_short_for_the_send_time():
     done = subprocess.run([*PLINTH, "bench", "e2e", "--value-bytes", "4"], capture_output=True,
                           text=True, timeout=60, check=False)
     assert done.returncode == 2 and "--value-bytes >= 8" in done.stderr
+
+
+def test_a_record_larger_than_a_batch_holds_is_refused_before_any_key_is_drawn():
+    # Given a key and a value that together are one byte over what a record may have
+    config = bench.BenchConfig(key_bytes=16,
+                               value_bytes=RECORD_BYTES_MAX - RECORD_OVERHEAD_BYTES - 15)
+    # When the bench checks them / Then it names both options and the limit
+    with pytest.raises(ValueError, match=rf"--key-bytes 16 \+ --value-bytes \d+ .* over the "
+                                         rf"{RECORD_BYTES_MAX} bytes a record may have"):
+        config.check("produce")
+    # and one byte less is taken
+    bench.BenchConfig(key_bytes=15, value_bytes=config.value_bytes).check("produce")
+
+
+def test_the_cli_refuses_a_value_too_large_for_a_record_in_one_line():
+    done = subprocess.run([*PLINTH, "bench", "produce", "--value-bytes", str(1 << 30)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2 and "bytes a record may have" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_long_keys_make_a_smaller_pool_within_its_bytes_bound():
+    pool = bench.key_pool(1 << 20, messages=1_000_000)
+    assert len(pool) == bench.KEY_POOL_BYTES_MAX // (1 << 20)
+    assert len(set(pool)) == len(pool) and all(len(key) == 1 << 20 for key in pool)
 
 
 # --- The latency histogram --------------------------------------------------------------
