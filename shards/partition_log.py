@@ -46,6 +46,14 @@ Kafka; the cap means that a record stamped in the future (up to the topic's
 message.timestamp.after.max.ms, or by an older version of Plinth, without
 limit) cannot keep its segment, and so every later one, for longer than
 retention_ms after the segment was last written.
+
+Deletion. ``delete`` (a deleted topic, a copy moved away) first renames the
+directory to ``<topic>-<partition>.<time ns>-delete``, syncing its parent, then
+removes it: removing a big log takes a while, and a crash in the middle must
+not leave a partition directory that looks live (its topic created again would
+open it, old records and all). At a shard's start, ``remove_deleted_directories``
+finishes what a crash left. No partition's directory ends in ``-delete``: its
+name ends in ``-<partition>``.
 """
 
 from __future__ import annotations
@@ -755,13 +763,41 @@ class PartitionLog:
         self._closed = True
 
     def delete(self) -> None:
-        """Close, then remove the directory and everything in it."""
+        """Close, then remove the directory and everything in it (``delete_directory``)."""
         self.close()
-        shutil.rmtree(self.directory)
+        delete_directory(self.directory)
 
     def __repr__(self) -> str:
         return (f"PartitionLog({self.directory}, offsets [{self.start_offset}, "
                 f"{self.end_offset}), {len(self._segments)} segments)")
+
+
+# --- Deleting ---------------------------------------------------------------
+
+DELETED_DIRECTORY_SUFFIX = "-delete"
+
+
+def delete_directory(directory: Path) -> None:
+    """Rename a partition's directory out of the way (``<name>.<time ns>-delete``,
+    durable in its parent), then remove it. OSError if the disk refuses either."""
+    directory = Path(directory)
+    doomed = directory.with_name(f"{directory.name}.{time.time_ns()}{DELETED_DIRECTORY_SUFFIX}")
+    os.rename(directory, doomed)
+    fsync_directory(directory.parent)
+    shutil.rmtree(doomed)
+
+
+def remove_deleted_directories(data_dir: Path) -> list[str]:
+    """Recovery at a shard's start: remove the directories a crash left half-deleted
+    by ``delete_directory`` in ``data_dir``; returns their names (the caller logs
+    them). Nothing else is touched."""
+    with os.scandir(data_dir) as entries:
+        removed = sorted(entry.name for entry in entries
+                         if entry.name.endswith(DELETED_DIRECTORY_SUFFIX)
+                         and entry.is_dir(follow_symlinks=False))
+    for name in removed:
+        shutil.rmtree(Path(data_dir) / name)
+    return removed
 
 
 # --- Opening helpers --------------------------------------------------------

@@ -82,7 +82,6 @@ import concurrent.futures
 import fcntl
 import logging
 import queue
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -104,6 +103,7 @@ from plinth.shards.group_commit import GroupCommit
 from plinth.shards.group_requests import GroupRequests, SlotLogs
 from plinth.shards.leader_epochs import NO_EPOCH
 from plinth.shards.partition import Partition
+from plinth.shards.partition_log import delete_directory, remove_deleted_directories
 from plinth.shards.segment_files import SegmentFiles
 from plinth.shards.shard_calls import (ControllerAnnouncements, Leadership, PartitionId,
                                        TieredState, TierOptions)
@@ -212,6 +212,7 @@ class ShardServer:
         """Lock the data dir, bind the socket, start the loop. Returns the address."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_data_dir()
+        self._finish_deletions()
         if self.tier.enabled:   # first: its cache directory may fail to open
             self._remote_reader = RemoteFetcher.open(
                 self.shard_id, self.tier.url, self.data_dir, self.tier.cache_bytes,
@@ -240,6 +241,14 @@ class ShardServer:
         self._thread = threading.Thread(target=self._run, name=f"{self.shard_id}-loop", daemon=True)
         self._thread.start()
         return self.address
+
+    def _finish_deletions(self) -> None:
+        """Recovery: remove the partition directories a crash left half-deleted (before
+        any partition opens), and say which. Actor thread, under the data dir's lock."""
+        removed = remove_deleted_directories(self.data_dir)
+        if removed:
+            log.warning("%s: removed %d partition directories a crash left half-deleted: %s",
+                        self.shard_id, len(removed), ", ".join(removed))
 
     def _bind(self) -> str:
         keys = self._cluster_keys
@@ -511,7 +520,7 @@ class ShardServer:
         elif path.exists():
             if self._tier is not None and not keep_remote:
                 self._tier.forget(None, path)
-            shutil.rmtree(path)
+            delete_directory(path)
         return part is not None
 
     def partition_info(self, topic: str, partition: int,

@@ -10,6 +10,7 @@ from plinth.errors import (
     CorruptDataError, InvalidConfigError, OffsetOutOfRangeError, StorageError)
 from plinth.limits import INDEX_INTERVAL_BYTES, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MIN
 from plinth.format.log_entry import LOG_ENTRY_HEADER_BYTES, iter_entries
+from plinth.shards import partition_log
 from plinth.shards.partition_log import LogConfig, PartitionLog
 from plinth.shards.segment import Segment
 from plinth.shards.segment_files import SegmentFiles
@@ -367,6 +368,40 @@ def test_delete_removes_the_directory(tmp_path):
     append_batches(log, 20)
     log.delete()
     assert not (tmp_path / "p").exists()
+    assert os.listdir(tmp_path) == []
+
+
+class CrashDuringRemoval(Exception):
+    """Stands for the process dying while a directory's files are being removed."""
+
+
+def test_a_deletion_cut_short_leaves_no_live_directory_and_recovery_removes_what_is_left(
+        tmp_path, monkeypatch):
+    # Given a partition's log with records, beside another live partition directory,
+    # the tier's deletions directory and a file whose name ends in -delete
+    log = PartitionLog.open(tmp_path / "t-0", SMALL_SEGMENTS)
+    append_batches(log, 20)
+    PartitionLog.open(tmp_path / "t-1", SMALL_SEGMENTS).close()
+    (tmp_path / "remote-deletions").mkdir()
+    (tmp_path / "notes-delete").write_bytes(b"not a directory")
+
+    # When the process dies while the log's directory is being removed
+    def crash(path, *args, **kwargs):
+        raise CrashDuringRemoval(path)
+    monkeypatch.setattr(partition_log.shutil, "rmtree", crash)
+    with pytest.raises(CrashDuringRemoval):
+        log.delete()
+    monkeypatch.undo()
+
+    # Then no directory is left under the partition's name: the topic created again
+    # opens an empty log, not the deleted records
+    assert PartitionLog.open(tmp_path / "t-0", SMALL_SEGMENTS).end_offset == 0
+    [half_deleted] = [name for name in os.listdir(tmp_path) if name.startswith("t-0.")]
+    assert half_deleted.endswith("-delete")
+    # and recovery removes it, says so, and touches nothing else
+    assert partition_log.remove_deleted_directories(tmp_path) == [half_deleted]
+    assert sorted(os.listdir(tmp_path)) == ["notes-delete", "remote-deletions", "t-0", "t-1"]
+    assert partition_log.remove_deleted_directories(tmp_path) == []
 
 
 def test_appending_an_empty_batch_or_no_records_fails_loudly(tmp_path):

@@ -227,3 +227,14 @@ def test_a_shard_with_thousands_of_segments_starts_and_serves_with_bounded_descr
     finally:
         sock.close()
         server.stop(10)
+
+
+def test_a_shard_starting_removes_half_deleted_partition_directories_before_serving(tmp_path):
+    # Given a shard's data dir where a crash cut short the removal of t-0's old log
+    doomed = tmp_path / "t-0.1764950000000000000-delete"
+    doomed.mkdir()
+    (doomed / "00000000000000000000.log").write_bytes(b"old records" * 100)
+    # When the shard starts and t-0 opens / Then the leftover is gone and t-0 is empty
+    with running_shard(tmp_path) as (server, _):
+        assert not doomed.exists()
+        assert server.call(server.partition_info, "t", 0).end_offset == 0
