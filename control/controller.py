@@ -1839,6 +1839,8 @@ class Controller:
         self._refuse_silent_shards(f"add {counted(count, 'shard')}")
         wait_s = _shard_start_wait_s(deadline_unix_s)
         new_ids = [f"shard-{len(shard_ids) + i}" for i in range(count)]
+        self._refuse_too_few_for_replicas(shard_ids + new_ids, self._pins_after_add(new_ids),
+                                          f"add {counted(count, 'shard')}")
         # Not running yet (a removed shard still draining its older ranges is).
         fresh = [s for s in new_ids if s not in self._shards]
         unpinned = [s for s in fresh if s not in self._metadata.shard_nodes]
@@ -1904,7 +1906,8 @@ class Controller:
             raise InvalidConfigError(f"cannot remove {count} of {len(shard_ids)} shards: "
                                      f"at least one must stay")
         self._refuse_silent_shards(f"remove {counted(count, 'shard')}")
-        self._refuse_too_few_for_replicas(shard_ids[:-count], count)
+        self._refuse_too_few_for_replicas(shard_ids[:-count], self._metadata.shard_nodes,
+                                          f"remove {counted(count, 'shard')}")
         draining = self._metadata.draining + shard_ids[-count:]
         moves = self._rebalancer.change_shards(shard_ids[:-count], draining,
                                                f"removed {count} shards")
@@ -2026,20 +2029,36 @@ class Controller:
                 f"{topics.OFFSETS_TOPIC} (the consumer groups' committed offsets), which "
                 f"cannot move yet")
 
-    def _refuse_too_few_for_replicas(self, remaining: list[str], count: int) -> None:
-        """InvalidConfigError if the shards left (or their nodes, unless replicas may share
-        one) cannot hold every replicated topic's copies."""
-        nodes = placement.distinct_nodes(remaining, self._metadata.shard_nodes)
-        room = len(remaining) if self._allow_replicas_on_one_node else min(len(remaining), nodes)
+    def _refuse_too_few_for_replicas(self, shard_ids: list[str], shard_nodes: dict[str, str],
+                                     change: str) -> None:
+        """InvalidConfigError, before anything changes, if the shards a change leaves
+        (``shard_ids``, on the nodes of ``shard_nodes``) cannot hold every replicated
+        topic's copies, each on its own node unless replicas may share one: the
+        rebalancer would fail placing them halfway through the change."""
+        nodes = placement.distinct_nodes(shard_ids, shard_nodes)
+        room = len(shard_ids) if self._allow_replicas_on_one_node else min(len(shard_ids), nodes)
         too_many = sorted((t.replication_factor, n) for n, t in self._metadata.topics.items()
                           if t.replication_factor > room)
         if too_many:
             factor, name = too_many[-1]
             raise InvalidConfigError(
-                f"cannot remove {count} shard(s): topic {name!r} has replication factor "
-                f"{factor}, and the {len(remaining)} shards left on {nodes} node(s) can "
-                f"hold {room} copies of a partition"
-                f"{'' if self._allow_replicas_on_one_node else ' (each on its own node)'}")
+                f"cannot {change}: topic {name!r} has replication factor {factor}, and the "
+                f"{len(shard_ids)} shards it leaves on {nodes} node(s) can hold {room} copies "
+                f"of a partition{'' if self._allow_replicas_on_one_node else _OWN_NODES}")
+
+    def _pins_after_add(self, new_ids: list[str]) -> dict[str, str]:
+        """The shards' nodes once ``new_ids`` are added: each one not pinned yet goes where
+        ShardSet.start will put it (placement.node_for_new_shard)."""
+        pins = dict(self._metadata.shard_nodes)
+        alive = [node.pin_resource for node in self._shards.nodes() if node.alive]
+        for shard_id in new_ids:
+            if shard_id not in pins:
+                pins[shard_id] = placement.node_for_new_shard(alive, pins)
+        return pins
+
+
+_OWN_NODES = (" (each on its own node; a server started with --allow-replicas-on-one-node "
+              "lets copies share one)")
 
 
 def _replicated_holders_to_ask(topic: TopicMetadata, partition: int) -> set[str]:

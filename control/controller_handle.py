@@ -476,6 +476,9 @@ class ControllerHandle:
             cause = getattr(exc, "cause", None)
             if isinstance(cause, BrokerError):
                 raise cause from None
+            # A programmer error in the controller: the client gets one line, the
+            # operator's log the controller's traceback.
+            log.error("controller failed in %s: %s", method, exc)
             raise InternalError(f"controller failed in {method}: {cause or exc}") from None
         except ray.exceptions.RayActorError:
             raise

@@ -146,9 +146,27 @@ def test_removing_shards_below_a_replicated_topics_factor_is_refused_naming_it(b
     broker.controller.create_topic("orders", 1, {}, 3)
     # When a shard is removed, Then it is refused, naming the topic, its factor and the room
     with pytest.raises(InvalidConfigError, match="topic 'orders' has replication factor 3, "
-                                                 "and the 2 shards left .* can hold 2 copies"):
+                                                 "and the 2 shards it leaves .* can hold 2 copies"):
         broker.controller.remove_shards(1)
     assert broker.metadata_on_disk().shards == THREE
+
+
+def test_adding_shards_where_the_replicas_cannot_be_placed_is_refused_before_any_starts(brokers):
+    # Given a factor-2 topic made while replicas could share the one node, and the
+    # server started again without that
+    brokers(2, **ON_ONE_NODE).controller.create_topic("orders", 2, {}, 2)
+    broker = brokers(2)
+    before = broker.metadata_on_disk()
+    # When a shard is added, Then it is refused naming the topic, the room and the way
+    # out, and no shard was started or saved: a later remove is not blocked by it
+    with pytest.raises(InvalidConfigError, match=(
+            r"cannot add 1 shard: topic 'orders' has replication factor 2, and the 3 shards "
+            r"it leaves on 1 node\(s\) can hold 1 copies of a partition \(each on its own "
+            r"node; a server started with --allow-replicas-on-one-node")):
+        broker.controller.add_shards(1)
+    after = broker.metadata_on_disk()
+    assert (after.shards, after.shard_nodes) == (before.shards, before.shard_nodes)
+    assert "shard-2" not in broker.shards.handles
 
 
 def test_a_crash_after_sealing_before_the_new_set_opens_is_finished_at_the_next_start(brokers):
