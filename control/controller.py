@@ -74,8 +74,9 @@ from plinth.control import leader_elections
 from plinth.control import leadership as leadership_rules
 from plinth.control import placement
 from plinth.control.controller_handle import QUERY_GROUP, ControllerHandle, StartReport
+from plinth.control.data_dir_check import load_checked_metadata
 from plinth.control.leader_lease import LeaderLease
-from plinth.control.metadata import (METADATA_FILE, BrokerMetadata, OwedDelete, TopicMetadata,
+from plinth.control.metadata import (METADATA_FILE, OwedDelete, TopicMetadata,
                                      specs_by_shard)
 from plinth.control.nodes import Node, ray_nodes
 from plinth.control.rebalancer import Rebalancer
@@ -290,7 +291,7 @@ class Controller:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._metadata_path = self.data_dir / METADATA_FILE
-        self._metadata = BrokerMetadata.load(self._metadata_path)
+        self._metadata = load_checked_metadata(self.data_dir)
         self._metadata.shards = self._shard_ids(shard_count, nodes)
         if default_replication_factor is not None:
             topics.validate_replication_factor("", default_replication_factor,

@@ -56,6 +56,7 @@ from plinth import limits, protocol
 from plinth.cluster_keys import ClusterKeys
 from plinth.control.routing_table import RoutingTable
 from plinth.errors import BrokerError, InternalError, RequestTimedOutError, UnavailableError
+from plinth.actor_failures import creation_failure
 from plinth.name_pages import NamesPage
 from plinth.shards.shard_handle import Leadership, PartitionId, TierOptions
 
@@ -459,6 +460,10 @@ class ControllerHandle:
 
     @staticmethod
     def _died_error(method: str, exc: Exception) -> UnavailableError:
+        failure = creation_failure(exc)
+        if failure is not None:
+            return UnavailableError(f"the broker's controller could not start, and is not "
+                                    f"restarted: {failure}; {method} did not run")
         return UnavailableError(
             f"the broker's controller died or was unreachable during {method} "
             f"({type(exc).__name__}); Ray restarts it (at most "

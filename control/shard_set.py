@@ -36,6 +36,8 @@ from plinth.shards.shard_handle import (PendingCall, ShardHandle, ShardOptions, 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# Under the data dir, each shard's own: <data dir>/shards/<shard id>/.
+SHARDS_DIR = "shards"
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ class ShardSet:
         return self._nodes()
 
     def directory(self, shard_id: str) -> Path:
-        return self._data_dir / "shards" / shard_id
+        return self._data_dir / SHARDS_DIR / shard_id
 
     # --- Starting and stopping ------------------------------------------------------------
 

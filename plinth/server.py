@@ -55,6 +55,7 @@ from pathlib import Path
 from plinth import limits, topics
 from plinth.cluster_keys import CLUSTER_KEY_FILE, ClusterKeys, load_or_create, make_ipc_dir
 # CONTROLLER_NAME: imported from here by deploy/await_cluster.py and the tests.
+from plinth.control.data_dir_check import load_checked_metadata
 from plinth.control.controller_handle import (CONTROLLER_NAME,  # noqa: F401
                                               ControllerHandle, StartReport)
 from plinth.data_dir_lock import DataDirLock
@@ -475,6 +476,7 @@ class Server:
                                      "--ray-address): hops between nodes stay CurveZMQ")
         with option_os_errors("--data-dir", self.options.data_dir):
             self._lock.acquire()             # then: one server per data dir
+        load_checked_metadata(self.options.data_dir)   # a damaged file is one line, not a dead actor
         cluster_keys = load_or_create(self.options.data_dir)
         if internal_hop == "ipc":
             cluster_keys = dataclasses.replace(cluster_keys,

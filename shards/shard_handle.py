@@ -33,16 +33,19 @@ from plinth.cluster_keys import ClusterKeys
 from plinth.errors import (BrokerError, InternalError, RequestTimedOutError, ShardRestartingError,
                            UnavailableError)
 from plinth.name_pages import NamesPage, check_page_args
+from plinth.actor_failures import creation_failure
 from plinth.shards.actor import ShardActor
 from plinth.shards.shard_calls import (OPENED_CREATED_EMPTY, OPENED_NEEDS_REPAIR,
                                        OPENED_RECOVERED_WHOLE, ControllerAnnouncements,
                                        GroupStates, HandOverState, Leadership, PartitionId,
                                        PartitionSpec, SealedPartition, TieredState, TierOptions)
+from plinth.shards.shard_manifest import MANIFEST_FILE, ShardManifest
 
-__all__ = ["OPENED_CREATED_EMPTY", "OPENED_NEEDS_REPAIR", "OPENED_RECOVERED_WHOLE",
+__all__ = ["MANIFEST_FILE", "OPENED_CREATED_EMPTY", "OPENED_NEEDS_REPAIR", "OPENED_RECOVERED_WHOLE",
            "ControllerAnnouncements", "GroupStates", "HandOverState", "Leadership",
            "PartitionId", "PartitionSpec", "PendingCall", "SealedPartition", "ShardHandle",
-           "ShardOptions", "TierOptions", "TieredState", "wait_all", "wait_all_or_raise"]
+           "ShardManifest", "ShardOptions", "TierOptions", "TieredState", "wait_all",
+           "wait_all_or_raise"]
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +117,10 @@ class PendingCall(Generic[T]):
             return ShardRestartingError(f"{self.shard_id} is restarting or unreachable for "
                                         f"now; {self.method} may or may not have run "
                                         f"({type(error).__name__})")
+        failure = creation_failure(error)
+        if failure is not None:
+            return UnavailableError(f"{self.shard_id} could not start, and is not restarted: "
+                                    f"{failure}; {self.method} did not run")
         if isinstance(error, ray.exceptions.RayActorError):
             return UnavailableError(f"{self.shard_id} is down or restarting; {self.method} "
                                     f"did not run ({type(error).__name__})")

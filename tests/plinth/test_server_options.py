@@ -219,3 +219,18 @@ def test_plinth_serve_refuses_a_ray_token_others_may_read_before_starting_ray(tm
     assert (f"error: InvalidConfigError: Ray's auth token {data_dir / 'ray.auth_token'} has "
             f"mode 644: others may read or change it") in result.stderr
     assert not (data_dir / "ray").exists()
+
+
+def test_plinth_serve_on_damaged_metadata_fails_in_one_line_naming_the_file_before_ray(tmp_path):
+    # Given a data dir whose metadata.json was cut short
+    data_dir = tmp_path / "d"
+    data_dir.mkdir()
+    (data_dir / "metadata.json").write_text('{"version": 1, "topics": {"orders": {"partit')
+    # When plinth serve starts on it
+    result = CliRunner().invoke(main, ["serve", "--data-dir", str(data_dir),
+                                       "--console-listen", "off"])
+    # Then it fails naming the file, before Ray started (which would leave its session)
+    assert result.exit_code == 1
+    assert f"error: CorruptDataError: {data_dir / 'metadata.json'}: not broker metadata" in \
+        result.output
+    assert "Traceback" not in result.output and not (data_dir / "ray").exists()
