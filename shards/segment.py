@@ -610,7 +610,10 @@ class Segment:
 
     def _checked_entries_end(self, chunk: bytes, position: int, offset: int,
                              end_offset_max: int) -> int:
-        """Length of the run of whole, CRC-valid entries at the start of ``chunk``."""
+        """Length of the run of whole, CRC-valid entries at the start of ``chunk``. A bad
+        entry after good ones ends the run: the good ones are served, and the read
+        that starts at the bad one raises (a reader learns the offset it cannot
+        pass, and loses none of the records before it)."""
         end = 0
         try:
             for entry_position, header, batch in scan_whole_entries(chunk, False, position):
@@ -619,6 +622,8 @@ class Segment:
                 check_entry_crc(header, batch, entry_position)
                 end = entry_position + header.entry_bytes - position
         except CorruptDataError as error:
+            if end > 0:
+                return end
             raise CorruptDataError(f"{self.log_path}: {error.message} "
                                    f"(reading offset {offset})") from error
         return end

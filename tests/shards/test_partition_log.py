@@ -336,8 +336,11 @@ def test_a_corrupt_entry_in_the_middle_of_an_older_segment_raises_on_read(tmp_pa
     message = str(caught.value)
     assert str(first.log_path) in message and f"position {victim_position}" in message
     assert f"offset {victim_offset}" in message
-    # And a read that does not reach it, and reads of later segments, still work
-    assert len(reopened.read(0, 1, reopened.end_offset)) == victim_position
+    # And a read that starts before it returns the whole entries before it, and no
+    # more (the next read, at the corrupt entry, raises), whatever its size
+    for bytes_max in (1, victim_position + 1, 10**6):
+        assert len(reopened.read(0, bytes_max, reopened.end_offset)) == victim_position
+    # And reads of later segments still work
     assert read_all(reopened, offset=first.end_offset) == \
         [e for e in data if e[0] >= first.end_offset]
 
