@@ -11,7 +11,10 @@ locks, nothing awaits between checking the log's state and using it).
 
 Offsets are contiguous across segments: each segment's base offset is the
 previous one's end offset, except after ``continue_at`` (a partition whose
-writes came back from another shard), which leaves a gap (``in_gap``): the
+writes came back from another shard), which leaves a gap (``in_gap``), kept in
+``<directory>/offset-gaps`` (offset_gaps.py) so that a hole no move made (a
+segment file lost or cut short) is read as CorruptDataError naming the range,
+never skipped: the
 router sends reads of it to the shard holding that range, or, once the range
 is only in object storage (issue 14), here, where the shard reads it from the
 store instead of this log. Appends go to the last (active) segment, which
@@ -80,6 +83,7 @@ from plinth.limits import (
     SEGMENT_MS_DEFAULT)
 from plinth.format.log_entry import (
     BATCH_FORMAT_PLINTH, LOG_ENTRY_HEADER_BYTES, LogEntryHeader, scan_whole_entries)
+from plinth.shards.offset_gaps import Gap, load_gaps, save_gaps
 from plinth.shards.segment import RecoveryResult, Segment, parse_log_file_name
 from plinth.shards.segment_files import SegmentFiles
 from plinth.shards.tier.tier_policy import resolve_local_retention
@@ -231,7 +235,8 @@ class PartitionLog:
     """
 
     def __init__(self, directory: Path, config: LogConfig, segments: list[Segment],
-                 recovery: RecoveryResult, clock_ms: Callable[[], int], files: SegmentFiles):
+                 recovery: RecoveryResult, clock_ms: Callable[[], int], files: SegmentFiles,
+                 gaps: list[Gap] | None):
         if not segments:
             raise AssertionError(f"partition log {directory} has no segment")
         self.directory = directory
@@ -243,6 +248,8 @@ class PartitionLog:
         self._clock_ms = clock_ms
         self._size_bytes = sum(segment.size_bytes for segment in segments)
         self._flushed_end_offset = segments[-1].end_offset
+        # The gaps continue_at made (offset_gaps.py); None: not known (an older log).
+        self._gaps = gaps
         self._closed = False
 
     @classmethod
@@ -265,10 +272,11 @@ class PartitionLog:
         files = SegmentFiles() if files is None else files
         log_files = _log_files(directory)
         if not log_files:
+            _save_gaps(directory, [])   # first: a log with a segment and no file is an older one
             segment = Segment.create(directory, initial_offset,
                                      index_interval_bytes=config.index_interval_bytes,
                                      created_ms=clock_ms())
-            return cls(directory, config, [segment], RecoveryResult(0, 0), clock_ms, files)
+            return cls(directory, config, [segment], RecoveryResult(0, 0), clock_ms, files, [])
         segments = [_unopened_segment(directory, base_offset, entry, config, files)
                     for base_offset, entry in log_files[:-1]]
         active = Segment.open(directory, log_files[-1][0],
@@ -280,7 +288,7 @@ class PartitionLog:
             raise
         segments.append(active)
         _log_recovery(directory, active, recovery, len(segments))
-        return cls(directory, config, segments, recovery, clock_ms, files)
+        return cls(directory, config, segments, recovery, clock_ms, files, load_gaps(directory))
 
     # --- State ------------------------------------------------------------
 
@@ -500,6 +508,8 @@ class PartitionLog:
         cut_bytes, entries = kept.truncate_to(end_offset)
         self._size_bytes -= cut_bytes
         self._flushed_end_offset = self.end_offset
+        if self._gaps is not None and any(end > end_offset for _, end in self._gaps):
+            self._set_gaps([(start, end) for start, end in self._gaps if end <= end_offset])
         result = TruncationResult(old_end_offset, self.end_offset, segments_deleted,
                                   deleted_bytes + cut_bytes, entries)
         _log_truncation(self.directory, result)
@@ -517,6 +527,8 @@ class PartitionLog:
             raise AssertionError(f"attempt to restart {self.directory} at offset {start_offset}")
         old_end_offset = self.end_offset
         segments_deleted, deleted_bytes = self._delete_segments_after(-1)
+        if self._gaps:
+            self._set_gaps([])
         self._segments.append(Segment.create(
             self.directory, start_offset, index_interval_bytes=self.config.index_interval_bytes,
             created_ms=self._clock_ms()))
@@ -574,6 +586,8 @@ class PartitionLog:
         if offset == self.end_offset:
             return
         previous_end_offset = self.end_offset
+        if self._gaps is not None:
+            self._set_gaps(self._gaps + [(previous_end_offset, offset)])
         active = self._segments[-1]
         if active.is_empty:
             self._segments.pop()
@@ -622,7 +636,9 @@ class PartitionLog:
         segment = self._segments[slot]
         if offset >= segment.end_offset and slot + 1 < len(self._segments):
             # In a gap left by continue_at: read on from the next entry, as a
-            # compacted Kafka log answers an offset that no longer exists.
+            # compacted Kafka log answers an offset that no longer exists. A hole
+            # no move made is lost data: raise, never skip it.
+            self._check_hole(segment, self._segments[slot + 1])
             segment = self._segments[slot + 1]
             offset = segment.base_offset
             if offset >= end_offset_max:
@@ -642,7 +658,32 @@ class PartitionLog:
             self._raise_closed()
         if not self.start_offset <= offset < self.end_offset:
             return False
-        return offset >= self._segments[self._slot_for(offset)].end_offset
+        slot = self._slot_for(offset)
+        hole = (self._segments[slot].end_offset, self._base_offsets[slot + 1]) \
+            if offset >= self._segments[slot].end_offset else None
+        return hole is not None and self._made_on_purpose(hole)
+
+    def _check_hole(self, before: Segment, after: Segment) -> None:
+        """CorruptDataError if the offsets between two segments are no gap continue_at
+        made: a segment file lost, or one cut short."""
+        hole = (before.end_offset, after.base_offset)
+        if not self._made_on_purpose(hole):
+            raise CorruptDataError(
+                f"offsets {hole[0]}..{hole[1] - 1} of {self.directory} are missing: no "
+                f"segment holds them ({before.log_path} ends at offset {hole[0]}, the next "
+                f"segment starts at {hole[1]}), and no move of the partition left a gap "
+                f"there: a segment file was lost or cut short")
+
+    def _made_on_purpose(self, hole: Gap) -> bool:
+        """Whether a hole between two segments lies within a gap continue_at made (any
+        hole does in a log whose gaps are not known: offset_gaps.py)."""
+        if self._gaps is None:
+            return True
+        return any(start <= hole[0] and hole[1] <= end for start, end in self._gaps)
+
+    def _set_gaps(self, gaps: list[Gap]) -> None:
+        _save_gaps(self.directory, gaps)
+        self._gaps = gaps
 
     def _check_offset(self, offset: int) -> None:
         if not self.start_offset <= offset <= self.end_offset:
@@ -770,6 +811,13 @@ class PartitionLog:
     def __repr__(self) -> str:
         return (f"PartitionLog({self.directory}, offsets [{self.start_offset}, "
                 f"{self.end_offset}), {len(self._segments)} segments)")
+
+
+def _save_gaps(directory: Path, gaps: list[Gap]) -> None:
+    try:
+        save_gaps(directory, gaps)
+    except OSError as error:
+        raise StorageError(f"cannot save the offset gaps of {directory}: {error}") from error
 
 
 # --- Deleting ---------------------------------------------------------------

@@ -11,6 +11,7 @@ from plinth.errors import (
 from plinth.limits import INDEX_INTERVAL_BYTES, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MIN
 from plinth.format.log_entry import LOG_ENTRY_HEADER_BYTES, iter_entries
 from plinth.shards import partition_log
+from plinth.shards.offset_gaps import load_gaps
 from plinth.shards.partition_log import LogConfig, PartitionLog
 from plinth.shards.segment import Segment
 from plinth.shards.segment_files import SegmentFiles
@@ -540,6 +541,113 @@ def test_only_offsets_between_the_two_sides_of_a_gap_are_in_it(tmp_path):
     append_batches(plain, 2)
     assert not any(plain.in_gap(offset) for offset in (0, 499, 500, plain.end_offset))
     plain.close()
+
+
+def sealed_log_of_four_segments(directory):
+    """A closed log of 4+ segments; returns (the log, its entries, its segments)."""
+    log = PartitionLog.open(directory, SMALL_SEGMENTS)
+    appended = append_batches(log, 60)
+    log.close()
+    assert len(log.segments) >= 4
+    return log, appended, log.segments
+
+
+def test_a_lost_older_segment_is_read_as_corrupt_data_naming_the_missing_offsets(tmp_path):
+    # Given a log whose second segment's files were deleted while it was closed
+    _, appended, segments = sealed_log_of_four_segments(tmp_path / "t-0")
+    lost = segments[1]
+    for path in (lost.log_path, lost.index_path, lost.time_index_path):
+        path.unlink()
+    reopened = PartitionLog.open(tmp_path / "t-0", SMALL_SEGMENTS)
+    # When an offset it held is read / Then CorruptDataError names the range and why,
+    # where the log used to read on from the next segment, skipping them
+    with pytest.raises(CorruptDataError, match=(
+            rf"offsets {lost.base_offset}\.\.{segments[2].base_offset - 1} of .*t-0 are "
+            rf"missing: no segment holds them .* a segment file was lost or cut short")):
+        reopened.read(lost.base_offset, 10**6, reopened.end_offset)
+    assert not reopened.in_gap(lost.base_offset)
+    # And the offsets on both sides read as before
+    assert read_all(reopened, offset=segments[2].base_offset) == \
+        [e for e in appended if e[0] >= segments[2].base_offset]
+    assert reopened.read(0, 10**6, reopened.end_offset)
+
+
+def test_an_older_segment_cut_short_is_read_as_corrupt_data_past_its_last_whole_entry(
+        tmp_path):
+    # Given a log whose first segment lost its second half while it was closed
+    _, appended, segments = sealed_log_of_four_segments(tmp_path / "t-0")
+    first = segments[0]
+    with open(first.log_path, "r+b") as file:
+        file.truncate(first.size_bytes // 2)
+    reopened = PartitionLog.open(tmp_path / "t-0", SMALL_SEGMENTS)
+    # When it is read from its start / Then its whole entries read back, and the read
+    # past the cut raises, naming where the next segment starts
+    readable, offset = [], 0
+    with pytest.raises(CorruptDataError, match=f"next segment starts at {segments[1].base_offset}"):
+        while True:
+            for header, batch in iter_entries(reopened.read(offset, 4096, reopened.end_offset)):
+                readable.append((header.base_offset, header.record_count, bytes(batch)))
+            offset = readable[-1][0] + readable[-1][1]
+    assert 0 < len(readable) and readable == appended[:len(readable)]
+    assert offset < segments[1].base_offset
+
+
+def test_a_gap_a_move_made_is_still_one_after_reopening_and_a_lost_segment_beside_it_is_not(
+        tmp_path):
+    # Given a log continued past its end (a move), then rolled twice
+    log = PartitionLog.open(tmp_path / "t-0", SMALL_SEGMENTS)
+    append_batches(log, 20)
+    gap_start = log.end_offset
+    log.continue_at(gap_start + 100)
+    after = append_batches(log, 40, seed=1)
+    log.close()
+    later = [s for s in log.segments if s.base_offset > gap_start + 100]
+    assert len(later) >= 2
+    # When the log is reopened / Then the gap reads on from the next entry
+    reopened = PartitionLog.open(tmp_path / "t-0", SMALL_SEGMENTS)
+    assert reopened.in_gap(gap_start + 50)
+    assert read_all(reopened, gap_start + 50)[0] == after[0]
+    reopened.close()
+    # And a segment lost after the gap is missing data, not a gap
+    for path in (later[0].log_path, later[0].index_path, later[0].time_index_path):
+        path.unlink()
+    damaged = PartitionLog.open(tmp_path / "t-0", SMALL_SEGMENTS)
+    assert damaged.in_gap(gap_start + 50) and not damaged.in_gap(later[0].base_offset)
+    with pytest.raises(CorruptDataError, match="are missing"):
+        damaged.read(later[0].base_offset, 10**6, damaged.end_offset)
+
+
+def test_a_log_written_before_gaps_were_kept_takes_every_hole_as_a_gap(tmp_path):
+    # Given a log of an older version (no offset-gaps file) with a lost segment
+    _, _, segments = sealed_log_of_four_segments(tmp_path / "t-0")
+    (tmp_path / "t-0" / "offset-gaps").unlink()
+    for path in (segments[1].log_path, segments[1].index_path, segments[1].time_index_path):
+        path.unlink()
+    # When it is read in the hole / Then it reads on from the next segment, as before
+    reopened = PartitionLog.open(tmp_path / "t-0", SMALL_SEGMENTS)
+    assert reopened.in_gap(segments[1].base_offset)
+    assert read_all(reopened, segments[1].base_offset)[0][0] == segments[2].base_offset
+
+
+def test_truncating_or_restarting_a_log_forgets_the_gaps_past_its_new_end(tmp_path):
+    directory = tmp_path / "t-0"
+    log = PartitionLog.open(directory, LogConfig())
+    append_batches(log, 3)
+    first_end = log.end_offset
+    log.continue_at(first_end + 10)
+    append_batches(log, 3, seed=1)
+    assert load_gaps(directory) == [(first_end, first_end + 10)]
+    # Truncating to the gap's end keeps it; into it or before it forgets it
+    log.truncate_to(first_end + 10)
+    assert load_gaps(directory) == [(first_end, first_end + 10)]
+    log.truncate_to(first_end)
+    assert load_gaps(directory) == []
+    # And a restart forgets every gap
+    log.continue_at(first_end + 20)
+    assert load_gaps(directory) == [(first_end, first_end + 20)]
+    log.restart_at(1000)
+    assert load_gaps(directory) == []
+    log.close()
 
 
 def test_continuing_an_empty_active_segment_replaces_it(tmp_path):
