@@ -248,6 +248,17 @@ def test_every_page_asking_a_broker_that_does_not_answer_is_a_503(console_of_no_
     assert "PlinthTimeoutError" in page and "Traceback" not in page
 
 
+def test_a_method_no_page_takes_is_a_405_naming_the_allowed_ones(console):
+    # Given no Origin header: a method no page takes is not a change to refuse
+    for origin in ({}, {"Origin": "http://elsewhere.example"}):
+        response = console.request("DELETE", "/", headers=origin)
+        assert response.status_code == 405, response.text[:500]
+        assert response.headers["allow"] == "GET, HEAD"
+    # A POST where a page takes POSTs is still refused when it comes from elsewhere
+    assert console.post("/topics/new", headers={"Origin": "http://elsewhere.example"}
+                        ).status_code == 403
+
+
 def confirmed(client, path: str, form: dict) -> dict:
     """``form`` with the token its confirmation page (a post to ``path``) gives it."""
     page = client.post(path, data=form)
