@@ -29,6 +29,9 @@ from plinth.client.console.runner import READY_PREFIX
 log = logging.getLogger(__name__)
 
 _WILDCARD_HOSTS = ("0.0.0.0", "*", "[::]", "::")
+# How the child logs (plinth/cli.py, with --exit-on-stdin-eof): the server's log,
+# which each line goes on to, gives it its time.
+CHILD_LOG_FORMAT = "%(levelname)s %(name)s %(message)s"
 
 
 def broker_url_for_console(listen: str) -> str:
@@ -193,7 +196,18 @@ def _close_pipes(process: subprocess.Popen) -> None:
 
 
 def _forward_stderr(process: subprocess.Popen) -> None:
-    # The console's warnings and errors into the server's log; bounded by the pipe.
+    # The console's log into the server's, each line at its own level; bounded by the
+    # pipe. The child writes CHILD_LOG_FORMAT, without a time: the server's log adds
+    # one, so a line carries one time, not the child's inside the server's.
     with process.stderr:
         for line in process.stderr:
-            log.warning("console: %s", line.rstrip())
+            level, text = child_log_line(line.rstrip())
+            log.log(level, "console: %s", text)
+
+
+def child_log_line(line: str) -> tuple[int, str]:
+    """(level, the rest) of a line the child logged in CHILD_LOG_FORMAT; a line of
+    another form (a traceback's, uvicorn's own) is a warning, as it is."""
+    name, _, rest = line.partition(" ")
+    level = logging.getLevelName(name)
+    return (level, rest) if isinstance(level, int) else (logging.WARNING, line)

@@ -125,3 +125,17 @@ def test_a_console_that_stopped_as_asked_is_not_started_again(child, caplog):
     wait_until(lambda: [m for m in messages(caplog, logging.INFO) if "not starting it again"
                         in m], timeout_s=START_WAIT_S)
     assert child.process is process and process.returncode == 0
+
+
+def test_the_consoles_log_lines_reach_the_servers_log_once_stamped_at_their_level(child,
+                                                                                  caplog):
+    caplog.set_level(logging.INFO, logger="plinth.client.console.child")
+    # When the console logs a line (its stdin ends: it says it stops, at info)
+    child.process.stdin.close()
+    child.process.wait(START_WAIT_S)
+    # Then the server logs it at info, with no time of the child's inside
+    wait_until(lambda: [m for m in messages(caplog, logging.INFO) if "stopping" in m],
+               timeout_s=START_WAIT_S)
+    [line] = [m for m in messages(caplog, logging.INFO) if "stopping" in m]
+    assert line == ("console: plinth.client.console.runner the server that started this "
+                    "console is gone; stopping")
