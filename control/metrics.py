@@ -6,12 +6,14 @@ router`` may serve one too). At each scrape the collector asks the
 controller for every shard's ShardStats snapshot (one Ray call) and turns it
 into metric families; nothing is sampled in between, so a scrape costs the
 broker nothing when nobody scrapes. The HTTP server binds ``--metrics-host``
-(127.0.0.1 by default).
+(127.0.0.1 by default) and answers ``/metrics`` only (404 elsewhere).
 """
 
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 
 from prometheus_client.core import (REGISTRY, CounterMetricFamily, GaugeMetricFamily,
                                     HistogramMetricFamily)
@@ -20,6 +22,9 @@ from plinth.control.controller_handle import ControllerHandle
 from plinth.errors import BrokerError
 
 log = logging.getLogger(__name__)
+
+# The one path the endpoint answers (Prometheus's default metrics_path).
+METRICS_PATH = "/metrics"
 
 _PARTITION_LABELS = ["topic", "partition", "shard"]
 _COUNTERS = (("records_in", "plinth_partition_records_in", "Records appended"),
@@ -219,16 +224,52 @@ def _group_lag(live, leaders: dict[tuple[str, int], str]):
     return family
 
 
-def start_metrics_server(controller: ControllerHandle, port: int, host: str = "127.0.0.1") -> None:
-    """Serve /metrics on host:port from a daemon thread (prometheus_client's). OSError
-    naming the address if it cannot listen there (in use, not this machine's); then
-    nothing is registered, so a later call may try again."""
-    from prometheus_client import start_http_server
-
+def start_metrics_server(controller: ControllerHandle, port: int, host: str = "127.0.0.1",
+                         registry=REGISTRY):
+    """Serve the metrics on http://host:port/metrics from a daemon thread (any other
+    path is a 404); returns the HTTP server (its ``shutdown()`` stops it). Called
+    once by the server process's main thread. OSError naming the address if it
+    cannot listen there (in use, not this machine's); then nothing is registered,
+    so a later call may try again."""
     try:
-        start_http_server(port, addr=host)
+        server = _metrics_http_server(host, port, registry)
     except OSError as exc:
-        raise OSError(exc.errno, f"cannot serve metrics on http://{host}:{port}/metrics: "
+        raise OSError(exc.errno, f"cannot serve metrics on http://{host}:{port}{METRICS_PATH}: "
                                  f"{exc.strerror or exc}") from None
-    REGISTRY.register(BrokerCollector(controller))
-    log.info("metrics on http://%s:%d/metrics", host, port)
+    threading.Thread(target=server.serve_forever, daemon=True, name="metrics-http").start()
+    registry.register(BrokerCollector(controller))
+    log.info("metrics on http://%s:%d%s", host, port, METRICS_PATH)
+    return server
+
+
+def _metrics_http_server(host: str, port: int, registry):
+    """prometheus_client's start_http_server, but for its app: that answers every path
+    with the metrics, so a mistyped scrape path or a probe of / looked like a
+    working endpoint."""
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from prometheus_client import make_wsgi_app
+    from prometheus_client.exposition import ThreadingWSGIServer
+
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                  flags=socket.AI_PASSIVE)[0]
+
+    class Server(ThreadingWSGIServer):
+        address_family = family
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, *args) -> None:   # a line per scrape would drown the log
+            pass
+
+    return make_server(address[0], port, _metrics_path_only(make_wsgi_app(registry)), Server,
+                       handler_class=QuietHandler)
+
+
+def _metrics_path_only(app):
+    def metrics_path_only(environ, start_response):
+        if environ.get("PATH_INFO") == METRICS_PATH:
+            return app(environ, start_response)
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [f"404: not found; the metrics are at {METRICS_PATH}\n".encode()]
+
+    return metrics_path_only

@@ -340,10 +340,13 @@ def router(ray_address, cluster_name, listen, curve_secret_key, authorized_keys,
 def console(ctx, broker, listen, auth_file, tls_cert, tls_key, curve_key_file,
             curve_server_key_file, sample_interval_s, exit_on_stdin_eof):
     """Serve the web console for a running broker, until SIGTERM or Ctrl-C."""
+    from plinth.client.console.child import CHILD_LOG_FORMAT
     from plinth.client.console.config import ConsoleConfig
     from plinth.client.console.runner import run as run_console
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Serve's child writes no time of its own: serve logs each line again, with its.
+    logging.basicConfig(level=logging.INFO, format=CHILD_LOG_FORMAT if exit_on_stdin_eof
+                        else "%(asctime)s %(levelname)s %(name)s %(message)s")
     config = ConsoleConfig(broker=broker or ctx.obj["broker"], listen=listen, auth_file=auth_file,
                            tls_cert=tls_cert, tls_key=tls_key,
                            curve_key_file=curve_key_file or ctx.obj["curve_key_file"],

@@ -14,6 +14,8 @@ the environment causes and is expected, handled and reported.
     │   ├── UnknownTopicError       unknownTopic
     │   ├── PartitionOutOfRangeError partitionOutOfRange
     │   ├── OffsetOutOfRangeError   offsetOutOfRange
+    │   │   └── RecordNotFoundError  a console permalink's offset holds no record (the
+    │   │                           console's 404; never on the wire): names the range
     │   ├── RecordTooLargeError     recordTooLarge
     │   ├── RequestTooLargeError    requestTooLarge
     │   ├── InvalidBatchError       invalidBatch
@@ -174,6 +176,14 @@ class PartitionOutOfRangeError(BrokerError):
 
 class OffsetOutOfRangeError(BrokerError):
     code_name = "offsetOutOfRange"
+
+
+class RecordNotFoundError(OffsetOutOfRangeError):
+    """The console was asked for the record at an offset that holds none (past the
+    partition's end, before its start, or in a gap): what a link names does not
+    exist, so its page is a 404, where an offset to browse from out of range is bad
+    input (400). Names the partition and the offsets it holds. Raised in the
+    console's process only; the wire knows it as offsetOutOfRange."""
 
 
 class RecordTooLargeError(BrokerError):

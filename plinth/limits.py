@@ -1110,6 +1110,13 @@ CONSOLE_SCRYPT_P = 1
 CONSOLE_START_WAIT_S = 20.0
 # How long the console lets open pages and SSE streams finish when it stops.
 CONSOLE_SHUTDOWN_GRACE_S = 3.0
+# The console `plinth serve` starts is started again when it ends on its own
+# (killed, crashed): after a backoff from MIN doubling up to MAX, so that a
+# console that dies at once does not spin, and at most RESTARTS_MAX times over the
+# server's life, after which the broker runs without it (and says so).
+CONSOLE_RESTART_BACKOFF_S_MIN = 1.0
+CONSOLE_RESTART_BACKOFF_S_MAX = 30.0
+CONSOLE_RESTARTS_MAX = 5
 
 
 def _relations() -> list[tuple[str, bool]]:
@@ -1124,6 +1131,9 @@ def _relations() -> list[tuple[str, bool]]:
          and CONSOLE_PREVIEW_BYTES <= CONSOLE_RECORD_SHOWN_BYTES_MAX),
         ("a console group page is a bounded number of describeGroups",
          CONSOLE_LIST_PAGE_DEFAULT <= CONSOLE_LIST_PAGE_MAX <= 1_000),
+        ("the console's restart backoff grows to its maximum",
+         0 < CONSOLE_RESTART_BACKOFF_S_MIN <= CONSOLE_RESTART_BACKOFF_S_MAX
+         and CONSOLE_RESTARTS_MAX >= 1),
         ("the default SCRAM iterations are within the accepted range",
          KAFKA_SCRAM_ITERATIONS_MIN <= KAFKA_SCRAM_ITERATIONS_DEFAULT <= KAFKA_SCRAM_ITERATIONS_MAX),
         ("a SASL token holds at least a user name", KAFKA_SASL_USER_NAME_BYTES_MAX < KAFKA_SASL_AUTH_BYTES_MAX),

@@ -637,9 +637,10 @@ def serve(options: ServeOptions, ready=print) -> int:
 
 
 def _start_console(options: ServeOptions, ready):
-    """The console child (client/console/child.py), or None: not asked for, not
-    possible (a CurveZMQ broker: the console needs a key of its own, so it is run
-    with ``plinth console``), or it failed to start, which is said and survived."""
+    """The console child (client/console/child.py), kept running (started again if it
+    ends), or None: not asked for, not possible (a CurveZMQ broker: the console
+    needs a key of its own, so it is run with ``plinth console``), or it failed to
+    start, which is logged once, on stderr, and survived."""
     if options.console_listen is None:
         return None
     if options.curve_secret_key is not None:
@@ -650,10 +651,10 @@ def _start_console(options: ServeOptions, ready):
 
     console = ConsoleChild.start(options.listen, options.console_listen)
     if console.problem:
-        log.warning("%s", console.problem)
-        ready(f"warning: {console.problem}")
+        log.warning("%s", console.problem)   # on stderr, once (not also beside ready)
         return None
     ready(f"console: {console.url}")
+    console.keep_running()
     return console
 
 

@@ -50,7 +50,7 @@ def create_app(config: ConsoleConfig) -> Starlette:
     # a cross-site post is refused before its credentials cost a scrypt.
     # Compressed: htmx is 52 KB as it is, 17 KB gzipped. Starlette's GZip leaves
     # text/event-stream alone, so the live charts are not held back in a buffer.
-    middleware = [Middleware(CrossSiteGuard, refusal=_cross_site_refusal),
+    middleware = [Middleware(CrossSiteGuard, refusal=_cross_site_refusal, routes=routes),
                   Middleware(GZipMiddleware, minimum_size=1024)]
     if config.auth_file is not None:
         from plinth.client.console.auth import AuthFile, AuthMiddleware
@@ -78,7 +78,8 @@ def _closing(admin):
 
 
 def status_for(exc: Exception) -> int:
-    if isinstance(exc, (errors.UnknownTopicError, errors.UnknownGroupError)):
+    if isinstance(exc, (errors.UnknownTopicError, errors.UnknownGroupError,
+                        errors.RecordNotFoundError)):
         return 404
     if isinstance(exc, errors.NotAuthorizedError):
         return 403
@@ -120,8 +121,10 @@ async def _user_error(request, exc: Exception):
 
 async def _not_found(request, exc):
     status = getattr(exc, "status_code", 404)
-    return _error_page(request, status, "Not found" if status == 404 else "Not allowed",
+    page = _error_page(request, status, "Not found" if status == 404 else "Not allowed",
                        f"{request.method} {request.url.path}: {getattr(exc, 'detail', '')}")
+    page.headers.update(getattr(exc, "headers", None) or {})   # a 405's Allow
+    return page
 
 
 async def _server_error(request, exc: Exception):

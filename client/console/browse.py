@@ -41,7 +41,8 @@ from datetime import datetime, timezone
 from plinth import limits, topics
 from plinth.client.admin import Admin
 from plinth.client.consumer import Consumer
-from plinth.errors import InputTooLongError, OffsetOutOfRangeError, PartitionOutOfRangeError
+from plinth.errors import (InputTooLongError, OffsetOutOfRangeError, PartitionOutOfRangeError,
+                           RecordNotFoundError)
 from plinth.format.record_batch import ConsumerRecord
 
 START_MODES = ("newest", "oldest", "offset", "timestamp")
@@ -342,7 +343,7 @@ def _time_order(record: ConsumerRecord) -> tuple[int, int, int]:
 
 def read_record(admin: Admin, consumer: Consumer, topic: str, partition: int,
                 offset: int) -> ConsumerRecord:
-    """The record at ``offset``; PartitionOutOfRangeError or OffsetOutOfRangeError
+    """The record at ``offset``; PartitionOutOfRangeError, or RecordNotFoundError
     naming the partition's range if there is none there."""
     topics.validate_topic_name(topic)
     count = admin.partition_count(topic)
@@ -351,16 +352,20 @@ def read_record(admin: Admin, consumer: Consumer, topic: str, partition: int,
                                        f"{count - 1}); there is no partition {partition}")
     info = admin.list_offsets(topic, partition)
     if not info.start_offset <= offset < info.end_offset:
-        _check_offset(topic, partition, offset, info.start_offset, info.end_offset)
-        raise OffsetOutOfRangeError(f"offset {offset} of {topic}-{partition} holds no record "
-                                    f"yet: the partition's next offset is {info.end_offset}")
+        raise _no_record(topic, partition, offset, info.start_offset, info.end_offset)
     query = BrowseQuery(topic, partition, "offset", offset, limit=1, scan_max=1)
     records, _, _, _ = _scan(consumer, query, {partition: offset}, {partition: info.end_offset})
     if not records or records[0].offset != offset:
-        raise OffsetOutOfRangeError(f"no record at offset {offset} of {topic}-{partition} "
-                                    f"(its offsets run from {info.start_offset} to "
-                                    f"{info.end_offset - 1}, with gaps)")
+        raise _no_record(topic, partition, offset, info.start_offset, info.end_offset,
+                         " (with gaps)")
     return records[0]
+
+
+def _no_record(topic: str, partition: int, offset: int, start: int, end: int,
+               gaps: str = "") -> RecordNotFoundError:
+    held = (f"its offsets run from {start} to {end - 1}{gaps}" if end > start
+            else f"it holds no records (its next offset is {end})")
+    return RecordNotFoundError(f"no record at offset {offset} of {topic}-{partition}: {held}")
 
 
 def topics_page(admin: Admin, prefix: str = "", after: str = "",

@@ -118,11 +118,16 @@ def refusal_reason(scope) -> str | None:
 
 class CrossSiteGuard:
     """Pure ASGI middleware: the frame headers on every HTTP response; 403 (the
-    ``refusal`` page) for a state-changing request from another origin."""
+    ``refusal`` page) for a state-changing request from another origin to a page
+    that takes it. A request no route of ``routes`` takes (no page has that method
+    at that path) goes on to the router, which answers it 404, or 405 with an
+    Allow header, and runs no page: nothing to guard, and a 403 would tell an
+    operator trying ``DELETE /`` that the method exists."""
 
-    def __init__(self, app, refusal: Refusal):
+    def __init__(self, app, refusal: Refusal, routes=()):
         self.app = app
         self.refusal = refusal
+        self.routes = routes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -135,7 +140,12 @@ class CrossSiteGuard:
             await send(message)
 
         reason = refusal_reason(scope)
-        if reason is not None:
+        if reason is not None and self._taken_by_a_page(scope):
             response = await self.refusal(scope, reason)
             return await response(scope, receive, send_framed)
         return await self.app(scope, receive, send_framed)
+
+    def _taken_by_a_page(self, scope) -> bool:
+        from starlette.routing import Match
+
+        return any(route.matches(scope)[0] == Match.FULL for route in self.routes)

@@ -93,13 +93,18 @@ class LagWatcher:
             try:
                 detail = await anyio.to_thread.run_sync(group_offsets.group_detail,
                                                         self.admin, group)
+                if watch.error:
+                    log.info("console lag of group %r: answered again", group)
                 watch.detail, watch.error = detail, ""
                 self.history.add(group, self.history.now_s(), detail.total_lag)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:   # the broker is down or the group gone: say so, go on
+                # A warning when the group's samples start failing, then debug: a page
+                # left open on a deleted group would otherwise log one every interval.
+                level = logging.DEBUG if watch.error else logging.WARNING
                 watch.error = f"{type(exc).__name__}: {exc}"
-                log.warning("console lag of group %r: %s", group, watch.error)
+                log.log(level, "console lag of group %r: %s", group, watch.error)
             watch.polls += 1
             async with watch.changed:
                 watch.changed.notify_all()

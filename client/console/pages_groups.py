@@ -76,7 +76,8 @@ async def group_stream(request):
     every CONSOLE_LAG_POLL_S) the events ``group-state``, ``group-tiles``, ``lag-chart``
     and ``group-tables``, each the HTML of the page's element of that id (only
     ``lag-chart``, with the error, when the sample failed); a keepalive comment when
-    no sample came for CONSOLE_SSE_KEEPALIVE_S. Past CONSOLE_SSE_CLIENTS_MAX streams
+    no sample came for CONSOLE_SSE_KEEPALIVE_S. An unknown group is a 404 and a broker
+    that does not answer a 503, before the stream starts. Past CONSOLE_SSE_CLIENTS_MAX streams
     or CONSOLE_LAG_GROUPS_MAX watched groups, one ``refused`` event saying so, and
     the stream ends (a 200: a browser's EventSource reads no other status's body)."""
     ctx = request.app.state.console
@@ -84,6 +85,10 @@ async def group_stream(request):
     if len(group.encode()) > limits.GROUP_NAME_BYTES_MAX:
         raise InputTooLongError(f"the group name is {len(group.encode())} bytes; at most "
                                 f"{limits.GROUP_NAME_BYTES_MAX}")
+    # Asked once before the stream starts, so that an unknown group is a 404 and a
+    # broker that does not answer a 503, as the group's page is: a 200 stream would
+    # only carry the error in its lag chart.
+    await run_in_threadpool(ctx.admin.describe_group, group)
     watcher = lag_watcher(request)
     return EventStream(_group_events(ctx, watcher, group))
 

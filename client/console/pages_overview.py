@@ -16,6 +16,7 @@ from starlette.routing import Route
 from plinth import limits
 from plinth.client.console.charts import Series, line_chart
 from plinth.client.console.context import human_bytes, human_rate
+from plinth.errors import PlinthError
 
 
 def charts_html(sampler) -> str:
@@ -48,14 +49,20 @@ def summary_context(status) -> dict:
 
 
 def overview(request):
+    """The page still renders when the broker's status cannot be read, and says why it
+    has no figures; its status code says so too (503 for a broker that does not
+    answer, as every other page's), so that a health check or a script is not told
+    200 by a page about a broker that is down."""
+    from plinth.client.console.app import status_for
+
     ctx = request.app.state.console
-    status, error = None, ""
+    status, error, status_code = None, "", 200
     try:
         status = ctx.admin.status()
-    except Exception as exc:   # the page still renders, and says why it has no figures
-        error = f"{type(exc).__name__}: {exc}"
-    return ctx.render(request, "overview.html", error=error, charts=charts_html(ctx.sampler),
-                      **summary_context(status))
+    except PlinthError as exc:
+        error, status_code = f"{type(exc).__name__}: {exc}", status_for(exc)
+    return ctx.render(request, "overview.html", status_code=status_code, error=error,
+                      charts=charts_html(ctx.sampler), **summary_context(status))
 
 
 def sse_event(name: str, html: str) -> str:

@@ -117,6 +117,10 @@ async def topic_stream(request):
     ctx = request.app.state.console
     name = request.path_params["name"]
     topics.validate_topic_name(name)
+    # Asked once before the stream starts, so that an unknown topic is a 404 and a
+    # broker that does not answer a 503, as the topic's page is: a 200 stream would
+    # only carry the error in its events.
+    await anyio.to_thread.run_sync(ctx.admin.partition_count, name)
     ctx.streams_open(+1)   # ValueError past CONSOLE_SSE_CLIENTS_MAX: the 400 page
 
     async def events():

@@ -3,9 +3,15 @@ neighbour here: a controller handle answering as the real one does)."""
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
+
+from prometheus_client import CollectorRegistry
+
 from plinth.control.controller import PartitionReplication
-from plinth.control.metrics import BrokerCollector
+from plinth.control.metrics import BrokerCollector, start_metrics_server
 from plinth.errors import UnavailableError
+from tests.support import free_port
 
 
 class ControllerAnswering:
@@ -106,3 +112,29 @@ def test_each_tiered_partition_reports_its_remote_bytes_upload_lag_and_errors():
         "plinth_partition_remote_upload_lag_bytes", "plinth_partition_remote_upload_lag_seconds",
         "plinth_partition_remote_uploads_total", "plinth_partition_remote_upload_errors_total",
     )] == [7_000_000, 7, 2_000_000, 4.5, 9, 2]
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_the_endpoint_serves_the_metrics_on_slash_metrics_and_404_elsewhere():
+    # Given the endpoint over a controller with one partition, in a registry of its own
+    port = free_port()
+    server = start_metrics_server(
+        ControllerAnswering([PartitionReplication("orders", 0, 1, 1, "shard-0", False)]),
+        port, registry=CollectorRegistry())
+    try:
+        # Then /metrics has them, and any other path is a 404 without them
+        status, text = get(f"http://127.0.0.1:{port}/metrics")
+        assert status == 200 and 'plinth_partition_isr_size{partition="0",topic="orders"}' in text
+        for path in ("/", "/nosuch", "/metrics/x"):
+            status, text = get(f"http://127.0.0.1:{port}{path}")
+            assert status == 404 and "plinth_" not in text and "/metrics" in text, path
+    finally:
+        server.shutdown()
+        server.server_close()

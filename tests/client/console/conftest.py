@@ -21,18 +21,20 @@ def console_broker(ray_cluster, tmp_path_factory):
 OWN_ORIGIN = "http://testserver"
 
 
-def console_client(broker_url: str, origin: str | None = OWN_ORIGIN):
+def console_client(broker_url: str, origin: str | None = OWN_ORIGIN,
+                   request_timeout_ms: int = 10_000):
     """A TestClient of the console's app (create_app) on ``broker_url``, to use in a
     ``with``; server errors become 500 pages (as a browser sees them), not exceptions
     in the test. Every request says it comes from ``origin`` (None: no Origin
-    header, as a client that is not a browser sends none)."""
+    header, as a client that is not a browser sends none). ``request_timeout_ms``: how
+    long it waits for each answer of the broker's."""
     from starlette.testclient import TestClient
 
     from plinth.client.console.app import create_app
     from plinth.client.console.config import ConsoleConfig
 
     app = create_app(ConsoleConfig(broker=broker_url, sample_interval_s=0.2,
-                                   request_timeout_ms=10_000))
+                                   request_timeout_ms=request_timeout_ms))
     return TestClient(app, raise_server_exceptions=False,
                       headers={"Origin": origin} if origin else None)
 

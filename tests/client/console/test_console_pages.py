@@ -8,8 +8,8 @@ import re
 import pytest
 
 from plinth import limits
-from tests.client.console.conftest import OWN_ORIGIN
-from tests.support import unique_topic, wait_until
+from tests.client.console.conftest import OWN_ORIGIN, console_client
+from tests.support import free_port, unique_topic, wait_until
 
 
 def form_token(page_html: str) -> str:
@@ -215,6 +215,48 @@ def test_a_topic_pages_stream_sends_its_partition_table(console, topic):
 
 def test_a_stream_for_a_bad_topic_name_is_a_clear_400(console):
     assert_clear_error(console.get("/topics/bad%20name/stream"), 400, "InvalidTopicError")
+
+
+def status_of_stream(client, url: str) -> tuple[int, str]:
+    """The status of ``url`` and its body, read only if it is not an event stream (one
+    never ends)."""
+    with client.stream("GET", url) as response:
+        if response.headers["content-type"].startswith("text/event-stream"):
+            return response.status_code, ""
+        return response.status_code, response.read().decode()
+
+
+def test_a_stream_for_an_unknown_topic_is_a_404_before_it_starts(console):
+    status, page = status_of_stream(console, f"/topics/{unique_topic('nosuch')}/stream")
+    assert status == 404 and "UnknownTopicError" in page, (status, page[:500])
+
+
+@pytest.fixture(scope="module")
+def console_of_no_broker():
+    """A console whose broker does not answer: nothing listens at its address."""
+    with console_client(f"tcp://127.0.0.1:{free_port()}", request_timeout_ms=300) as client:
+        yield client
+
+
+@pytest.mark.parametrize("url", [
+    "/", "/topics", "/topics/t", "/topics/t/partitions", "/topics/t/stream", "/browse",
+    "/browse/t", "/record/t/0/0", "/groups", "/groups/g", "/groups/g/stream",
+    "/groups/g/reset"])
+def test_every_page_asking_a_broker_that_does_not_answer_is_a_503(console_of_no_broker, url):
+    status, page = status_of_stream(console_of_no_broker, url)
+    assert status == 503, (status, page[:500])
+    assert "PlinthTimeoutError" in page and "Traceback" not in page
+
+
+def test_a_method_no_page_takes_is_a_405_naming_the_allowed_ones(console):
+    # Given no Origin header: a method no page takes is not a change to refuse
+    for origin in ({}, {"Origin": "http://elsewhere.example"}):
+        response = console.request("DELETE", "/", headers=origin)
+        assert response.status_code == 405, response.text[:500]
+        assert response.headers["allow"] == "GET, HEAD"
+    # A POST where a page takes POSTs is still refused when it comes from elsewhere
+    assert console.post("/topics/new", headers={"Origin": "http://elsewhere.example"}
+                        ).status_code == 403
 
 
 def confirmed(client, path: str, form: dict) -> dict:

@@ -5,6 +5,7 @@ of groups; a failure is reported and the watch goes on."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 
 import pytest
@@ -93,6 +94,12 @@ def test_more_groups_than_the_limit_are_refused_and_a_freed_place_is_reused():
     asyncio.run(scenario())
 
 
+async def until(watch, condition) -> None:
+    seen = watch.polls
+    while not condition():
+        seen = await wait_for_sample(watch, seen, timeout_s=10)
+
+
 def test_a_failing_broker_is_reported_and_the_watch_keeps_asking():
     async def scenario():
         watcher = LagWatcher(CountingBroker(failing=True), LagHistory(), interval_s=INTERVAL_S)
@@ -104,3 +111,29 @@ def test_a_failing_broker_is_reported_and_the_watch_keeps_asking():
     watch = asyncio.run(scenario())
     assert watch.error == "UnavailableError: no shard answers for group a"
     assert watch.detail is None
+
+
+def test_a_group_whose_samples_keep_failing_is_warned_about_once_until_it_answers_again(
+        caplog):
+    broker = CountingBroker(failing=True)
+
+    async def scenario():
+        watcher = LagWatcher(broker, LagHistory(), interval_s=INTERVAL_S)
+        watch = watcher.subscribe("a")
+        await samples_of(watch, 3)
+        broker.failing = False
+        await until(watch, lambda: not watch.error)
+        broker.failing = True
+        await until(watch, lambda: watch.error)
+        await samples_of(watch, watch.polls + 2)
+        watcher.unsubscribe("a")
+
+    # Given a group whose samples fail 3 times, then answer, then fail again
+    with caplog.at_level(logging.DEBUG, logger="plinth.client.console.lag_watch"):
+        asyncio.run(scenario())
+    # Then one warning for each spell of failures, the repeats at debug
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["console lag of group 'a': UnavailableError: no shard answers "
+                        "for group a"] * 2
+    assert any(r.levelno == logging.DEBUG for r in caplog.records)
+    assert any("answered again" in r.getMessage() for r in caplog.records)

@@ -131,7 +131,6 @@ def test_the_permalink_shows_one_record_with_its_headers(client, topic):
     ("/browse/{topic}", {"scan": "0"}, "scan 0 is out of range"),
     ("/browse/bad%20name!", {}, "topic name 'bad name!' may contain only ASCII letters"),
     ("/record/{topic}/0/x1", {}, "offset 'x1' is not a whole number"),
-    ("/record/{topic}/0/60", {}, "holds no record yet"),
     ("/record/{topic}/3/0", {}, "there is no partition 3"),
 ])
 def test_every_bad_input_gets_a_400_page_with_its_message(client, topic, path, params, message):
@@ -139,6 +138,17 @@ def test_every_bad_input_gets_a_400_page_with_its_message(client, topic, path, p
     assert page.status_code == 400, page.text
     assert message.format(topic=topic) in html.unescape(page.text)
     assert "Traceback" not in page.text
+
+
+@pytest.mark.parametrize("offset, message", [
+    (99_999, "no record at offset 99999 of {topic}-0: its offsets run from 0 to 59"),
+    (60, "no record at offset 60 of {topic}-0: its offsets run from 0 to 59"),
+])
+def test_a_record_link_past_the_partitions_end_gets_a_not_found_page_naming_its_range(
+        client, topic, offset, message):
+    page = client.get(f"/record/{topic}/0/{offset}")
+    assert page.status_code == 404, page.text
+    assert message.format(topic=topic) in html.unescape(page.text)
 
 
 def test_an_unknown_topic_gets_a_not_found_page(client):
