@@ -920,10 +920,15 @@ def consume(ctx, topic_name, partition, offset, from_beginning, from_time_ms, ma
     if from_time_ms is not None and (group is not None or offset is not None or from_beginning):
         raise click.UsageError("--from-time picks the start itself; drop --group, --offset and "
                                "--from-beginning")
+    if offset is not None and from_beginning:   # one start only: neither silently wins
+        raise click.UsageError(f"--offset {offset} and --from-beginning each pick where to "
+                               f"start; give one of them")
     if group is not None:   # refused here, not by the member's heartbeat: its log said it too
         from plinth.topics import validate_group_name
 
         validate_group_name(group)
+    if offset is not None:
+        _check_offset_in_range(ctx, topic_name, partition, offset)
     # With or without a group, subscribing reads the topic; --partition assigns one.
     consumer = Consumer(*([topic_name] if partition is None else []), broker=ctx.obj["broker"],
                         request_timeout_ms=ctx.obj["request_timeout_ms"], group=group,
@@ -937,6 +942,21 @@ def consume(ctx, topic_name, partition, offset, from_beginning, from_time_ms, ma
         if from_time_ms is not None:
             _seek_to_time(consumer, from_time_ms)
         _print_records(consumer, max_messages, print_key)
+
+
+def _check_offset_in_range(ctx, topic_name: str, partition: int, offset: int) -> None:
+    """OffsetOutOfRangeError naming the partition, ``offset`` and the valid range unless
+    the partition holds ``offset`` or it is the end (the next record's offset: wait for
+    it). Kafka's console consumer resets such an offset to the end (its
+    auto.offset.reset) and waits without a word; a typo then looked like an empty log."""
+    from plinth.errors import OffsetOutOfRangeError
+
+    with _admin(ctx) as admin:
+        info = admin.list_offsets(topic_name, partition)
+    if not info.start_offset <= offset <= info.end_offset:
+        raise OffsetOutOfRangeError(
+            f"{topic_name}-{partition}: --offset {offset} is outside the partition's offsets "
+            f"{info.start_offset} (log start) .. {info.end_offset} (end: the next record's)")
 
 
 def iso_time_ms(text: str) -> int:
