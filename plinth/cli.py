@@ -93,8 +93,10 @@ def _not_empty(ctx, param, value: str | None) -> str | None:
 
 
 @click.group(cls=_Group)
-@click.option("--broker", envvar="PLINTH_BROKER", default=limits.BROKER_URL_DEFAULT,
-              show_default=True, help="Router address for client commands.")
+@click.option("--broker", envvar="PLINTH_BROKER", show_envvar=True,
+              default=limits.BROKER_URL_DEFAULT, show_default=True, metavar="URL[,URL...]",
+              help="Router address for client commands, tcp://HOST:PORT (tcp:// may be left "
+                   "out); several, comma-separated, to fail over between routers.")
 @click.option("--request-timeout-ms", type=click.IntRange(1, limits.CLI_REQUEST_TIMEOUT_MS_MAX),
               default=limits.CLIENT_REQUEST_TIMEOUT_MS_DEFAULT,
               show_default=True, help="How long client commands wait for the broker (produce: "
@@ -113,14 +115,67 @@ def main(ctx, broker, request_timeout_ms, curve_key_file, curve_server_key_file)
                "curve_key_file": curve_key_file, "curve_server_key_file": curve_server_key_file}
     if ctx.invoked_subcommand not in ("serve", "router", "keygen", "kafka-user", "console",
                                   "console-auth"):
+        option = _broker_option_name(ctx)
         try:
-            broker_url(broker)
+            urls = broker_url(broker)
         except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="'--broker'") from None
+            if option == "--broker":
+                raise click.BadParameter(str(exc), param_hint="'--broker'") from None
+            # Named as the user set it: the message's tcp://-prefixed form is not
+            # what they typed, and no --broker was given at all.
+            raise click.BadParameter(f"{broker!r}: {exc}", param_hint=option) from None
         try:
             ctx.obj["broker"] = broker_address(broker, curve_key_file, curve_server_key_file)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
+        _check_hosts_resolve(option, urls)
+
+
+def _broker_option_name(ctx) -> str:
+    """How the user gave --broker: the option, or the environment variable."""
+    from click.core import ParameterSource
+
+    if ctx.get_parameter_source("broker") is ParameterSource.ENVIRONMENT:
+        return "PLINTH_BROKER (environment variable)"
+    return "--broker"
+
+
+def _check_hosts_resolve(option: str, urls: str) -> None:
+    """InvalidConfigError naming ``option``, the address and the host for the first
+    tcp:// host of ``urls`` that does not resolve within CLI_BROKER_RESOLVE_TIMEOUT_MS.
+    Before, the command waited out its request timeout and blamed the broker."""
+    from plinth.errors import InvalidConfigError
+
+    for url in urls.split(","):
+        if not url.startswith("tcp://"):
+            continue
+        host = url.removeprefix("tcp://").rpartition(":")[0].strip("[]")
+        why = _resolve_failure(host)
+        if why is not None:
+            raise InvalidConfigError(f"{option} {url}: host {host!r} does not resolve ({why})")
+
+
+def _resolve_failure(host: str) -> str | None:
+    """Why ``host`` does not resolve, or None if it does. getaddrinfo cannot be cut
+    short: it runs on a daemon thread that is left behind if it overruns."""
+    import socket
+    import threading
+
+    outcome: list[str | None] = []
+
+    def look_up() -> None:
+        try:
+            socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(exc.strerror or str(exc))
+
+    thread = threading.Thread(target=look_up, name="plinth-resolve", daemon=True)
+    thread.start()
+    thread.join(limits.CLI_BROKER_RESOLVE_TIMEOUT_MS / 1000)
+    if not outcome:
+        return f"no answer within {limits.CLI_BROKER_RESOLVE_TIMEOUT_MS} ms"
+    return outcome[0]
 
 
 def _kafka_listener_options(command):

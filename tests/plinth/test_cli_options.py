@@ -61,6 +61,34 @@ def test_a_broker_address_that_is_not_one_is_refused_naming_the_option_and_why(b
     assert "Invalid value for '--broker'" in shown and why in shown
 
 
+def test_a_broker_address_from_the_environment_is_refused_naming_the_variable_and_its_value(
+        monkeypatch):
+    # Given PLINTH_BROKER set to what is no address, and no --broker
+    monkeypatch.setenv("PLINTH_BROKER", "garbage")
+    # When a client command runs / Then the usage error names the variable and the value
+    # as it was set (not --broker, not 'tcp://garbage' alone)
+    shown = refused(["--request-timeout-ms", "500", "topic", "list"])
+    assert "Invalid value for PLINTH_BROKER (environment variable): 'garbage': " in shown
+    assert "--broker" not in shown
+
+
+def test_the_help_names_the_broker_variable_and_that_several_routers_may_be_given():
+    shown = CliRunner().invoke(main, ["--help"]).output
+    assert "PLINTH_BROKER" in shown and "comma-separated" in shown
+
+
+@pytest.mark.timeout(60)
+def test_a_broker_host_that_does_not_resolve_is_said_so_not_blamed_on_the_broker():
+    # When a client command is given a host name no resolver knows (.invalid: RFC 2606)
+    result = CliRunner().invoke(main, ["--broker", "tcp://nosuchhost.invalid:23400",
+                                       "--request-timeout-ms", "500", "topic", "list"])
+    # Then one line names the option, the address and the host, not a timeout
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith(
+        "error: InvalidConfigError: --broker tcp://nosuchhost.invalid:23400: host "
+        "'nosuchhost.invalid' does not resolve (")
+
+
 @pytest.mark.parametrize("command", [
     ["serve", "--data-dir", "d"],
     ["router", "--ray-address", "auto", "--cluster-name", "c"],
