@@ -18,7 +18,7 @@ import click
 from plinth import limits, topics
 from plinth.cli_groups import OFFSET_MAX, admin_for as _admin, echo_pages, group_cli
 from plinth.counted import counted
-from plinth.errors import ElectionNotNeededError, PlinthError
+from plinth.errors import ElectionNotNeededError, InvalidConfigError, PlinthError
 
 
 
@@ -144,8 +144,6 @@ def _check_hosts_resolve(option: str, urls: str) -> None:
     """InvalidConfigError naming ``option``, the address and the host for the first
     tcp:// host of ``urls`` that does not resolve within CLI_BROKER_RESOLVE_TIMEOUT_MS.
     Before, the command waited out its request timeout and blamed the broker."""
-    from plinth.errors import InvalidConfigError
-
     for url in urls.split(","):
         if not url.startswith("tcp://"):
             continue
@@ -438,12 +436,34 @@ def console_auth_user(name, password_stdin):
     from plinth.client.console.auth import user_entry, validate_name
 
     validate_name(name)          # before the prompt, not after two passwords
+    click.echo(user_entry(name, _password(password_stdin, prompt_to_stderr=True)))
+
+
+def _password(password_stdin: bool, *, prompt_to_stderr: bool = False) -> str:
+    """The password: stdin's first line with --password-stdin, else asked twice at the
+    terminal. UserError without a terminal: getpass then read stdin with a warning
+    per prompt and click said only "Aborted!"."""
     if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = click.prompt("password", hide_input=True, confirmation_prompt=True,
-                                err=True)
-    click.echo(user_entry(name, password))
+        return sys.stdin.readline().rstrip("\r\n")
+    if not _has_terminal():
+        raise UserError("a password prompt needs a terminal, and there is none; pass "
+                        "--password-stdin to read the password from stdin's first line")
+    return click.prompt("password", hide_input=True, confirmation_prompt=True,
+                        err=prompt_to_stderr)
+
+
+def _has_terminal() -> bool:
+    """Whether a hidden prompt can be shown: getpass reads /dev/tty (the controlling
+    terminal) whatever stdin is, and falls back to stdin only without one."""
+    import os
+
+    if sys.stdin.isatty():
+        return True
+    try:
+        os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
+    except OSError:
+        return False
+    return True
 
 
 # A key pair's NAME: a file name's characters only (no '/', so nothing is written
@@ -481,8 +501,13 @@ def keygen(name, out_dir, force):
                         f"{'exists' if len(existing) == 1 else 'exist'} already: pass --force to "
                         f"replace the key pair (whoever holds its public key can then no "
                         f"longer connect)")
+    # As mkdir without -p: the last level only. A typo in a parent (as root, too) made
+    # a whole tree silently; ssh-keygen makes no directory at all.
+    if not out_dir.parent.is_dir():
+        raise InvalidConfigError(f"--out {out_dir}: its parent directory {out_dir.parent} "
+                                 f"does not exist; create it first")
     with option_os_errors("--out", out_dir):
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir.mkdir(exist_ok=True)
         public_file, secret_file = zmq.auth.create_certificates(str(out_dir), name)
     Path(secret_file).chmod(0o600)
     click.echo(f"public key: {public_file}\nsecret key: {secret_file}")
@@ -509,10 +534,7 @@ def kafka_user_add(users_file, name, password_stdin, iterations):
     from plinth.router.kafka.sasl_users import add_user
     from plinth.server import option_os_errors
 
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = click.prompt("password", hide_input=True, confirmation_prompt=True)
+    password = _password(password_stdin)
     with option_os_errors("USERS_FILE", users_file):   # e.g. a directory we may not write
         add_user(users_file, name, password, iterations)
     click.echo(f"user {name!r} written to {users_file}; name it User:{name} in the ACL")
@@ -575,7 +597,8 @@ def shards():
     """Change the number of shards, or move one to another node."""
 
 
-@shards.command("add")
+# ignore_unknown_options: "-1" reaches COUNT's range check, not "No such option '-1'"
+@shards.command("add", context_settings={"ignore_unknown_options": True})
 @click.argument("count", type=click.IntRange(1, limits.SHARDS_MAX))
 @click.pass_context
 def shards_add(ctx, count):
@@ -587,7 +610,8 @@ def shards_add(ctx, count):
     click.echo(f"added {counted(count, 'shard')}; {_moved(moves)}")
 
 
-@shards.command("remove")
+# ignore_unknown_options: "-1" reaches COUNT's range check, not "No such option '-1'"
+@shards.command("remove", context_settings={"ignore_unknown_options": True})
 @click.argument("count", type=click.IntRange(1, limits.SHARDS_MAX))
 @click.pass_context
 def shards_remove(ctx, count):

@@ -224,3 +224,28 @@ def test_a_serve_refused_before_it_starts_leaves_the_processs_ray_alone(ray_clus
     assert result.exit_code == 1, result.output
     # Then it stopped nothing it did not start: Ray still runs (a stop would shut it down)
     assert ray.is_initialized()
+
+
+@pytest.mark.parametrize("command", ["add", "remove"])
+@pytest.mark.parametrize("count", ["-1", "0"])
+def test_a_shard_count_below_one_is_refused_naming_the_range_not_as_an_unknown_option(
+        nobody, command, count):
+    shown = refused(nobody + ["shards", command, count])
+    assert f"Invalid value for 'COUNT': {count} is not in the range 1<=x<=256" in shown
+
+
+@pytest.mark.parametrize("command", [["console-auth", "user", "dave"],
+                                     ["kafka-user", "add", "users.txt", "dave"]])
+def test_a_password_prompt_without_a_terminal_is_one_line_naming_the_stdin_option(
+        monkeypatch, tmp_path, command):
+    # Given no terminal to prompt at (stdin from /dev/null, no controlling terminal)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("plinth.cli._has_terminal", lambda: False, raising=False)
+    # When a password is asked for / Then one line says why and what to pass instead,
+    # with no getpass warning and no "Aborted!"
+    result = CliRunner().invoke(main, command, input="")
+    assert result.exit_code == 1, result.output
+    assert result.stderr == ("error: a password prompt needs a terminal, and there is none; "
+                             "pass --password-stdin to read the password from stdin's "
+                             "first line\n")
+    assert not (tmp_path / "users.txt").exists()
