@@ -652,10 +652,10 @@ def shards_move(ctx, shard, node, allow_replicas_on_one_node, accept_data_loss, 
                                 accept_data_loss=accept_data_loss, force=force)
     click.echo(f"moved {move.shard} from node {move.from_node or '?'} to node {move.to_node}, "
                f"listening at {move.address}")
-    click.echo(f"{len(move.repairing)} replica(s) rebuilding from their leaders: "
+    click.echo(f"{counted(len(move.repairing), 'replica')} rebuilding from their leaders: "
                + (", ".join(f"{t}-{p}" for t, p in move.repairing) or "none"))
     if move.emptied:
-        click.echo(f"{len(move.emptied)} partition(s) emptied (no other copy): "
+        click.echo(f"{counted(len(move.emptied), 'partition')} emptied (no other copy): "
                    + ", ".join(f"{t}-{p}" for t, p in move.emptied))
 
 
@@ -925,9 +925,9 @@ def produce(ctx, topic_name, partition, key_separator, acks, linger_ms, compress
     if failures.first is not None:
         raise failures.first   # the exit status says so
     if bad_line is not None:
-        raise UserError(f"line {bad_line} has no key separator {key_separator!r}; the {sent} "
-                        f"records before it were produced")
-    click.echo(f"produced {sent} records to {topic_name}", err=True)
+        raise UserError(f"line {bad_line} has no key separator {key_separator!r}; the "
+                        f"records before it were produced ({sent})")
+    click.echo(f"produced {counted(sent, 'record')} to {topic_name}", err=True)
 
 
 class _SendFailures:

@@ -167,6 +167,15 @@ def test_the_report_names_the_one_at_a_time_mode_and_prints_p90():
     assert row.split()[4:] == ["1.500"] * 6
 
 
+def test_the_report_counts_one_partition_and_one_producer_in_the_singular():
+    # Given a run of one producer on a topic of one partition
+    report = bench.BenchReport("produce", "t", 1, 1, 1.0, 100, histogram_of_us([1500]),
+                               bench._settings(bench.BenchConfig(producers=1)))
+    # Then its first line says so in the singular ("(1 partitions)" before)
+    head = report.format_table().splitlines()[0]
+    assert "topic t (1 partition), " in head and " 1 producer flat out" in head
+
+
 class _Future:
     def __init__(self, log: list, seq: int, error: Exception | None):
         self.log, self.seq, self.error = log, seq, error
