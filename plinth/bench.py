@@ -375,7 +375,12 @@ def ensure_topic(config: BenchConfig) -> tuple[str, int]:
             return name, admin.create_topic(name, config.partitions,
                                             replication_factor=config.replication_factor).partitions
         except TopicExistsError:
-            return name, admin.partition_count(name)
+            count = admin.partition_count(name)
+    if count != config.partitions:   # a run on the topic as it is, not as asked: say so
+        print(f"note: topic {name} exists with {counted(count, 'partition')}; "
+              f"--partitions {config.partitions} is ignored (it is for a topic the bench "
+              f"creates)", file=sys.stderr)
+    return name, count
 
 
 def records_held(config: BenchConfig, topic: str) -> int:
