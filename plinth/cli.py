@@ -785,7 +785,11 @@ def topic_list(ctx, prefix, limit, after):
 def topic_describe(ctx, name):
     with _admin(ctx) as admin:
         info = admin.describe_topic(name)
-    config = " ".join(f"{k}={v}" for k, v in sorted(info.config.items()))
+    # Every key has a value: those the broker does not store (a factor-1 topic's
+    # replication keys, the fixed ones) at their defaults, as Kafka's DescribeConfigs
+    # shows them.
+    every_key = {**topics.unstored_config_defaults(info.config), **info.config}
+    config = " ".join(f"{k}={v}" for k, v in sorted(every_key.items()))
     factor = len(info.partition_info[0].replicas) if info.partition_info else 1
     # The topic id right after the name, as kafka-topics --describe prints TopicId: a
     # topic deleted and created again under the name has another. A broker from before
