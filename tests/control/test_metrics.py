@@ -106,3 +106,15 @@ def test_each_tiered_partition_reports_its_remote_bytes_upload_lag_and_errors():
         "plinth_partition_remote_upload_lag_bytes", "plinth_partition_remote_upload_lag_seconds",
         "plinth_partition_remote_uploads_total", "plinth_partition_remote_upload_errors_total",
     )] == [7_000_000, 7, 2_000_000, 4.5, 9, 2]
+
+
+def test_the_log_end_offset_gauge_says_it_is_the_high_watermark_despite_its_name():
+    # Given a shard whose snapshot reports t-0's high watermark as its end_offset
+    stats = {"shard-0": {"partitions": {}, "logs": {("t", 0): {"end_offset": 7}},
+                         "latency_counts": {}, "latency_buckets_s": [], "latency_sum_s": {},
+                         "errors": {}, "groups": {}}}
+    families = {f.name: f for f in BrokerCollector(ControllerAnswering(stats=stats)).collect()}
+    # Then the gauge's HELP says what the value is, and that it is not the log end offset
+    # (on a replicated partition the two differ; "High watermark" alone read as a typo)
+    doc = families["plinth_partition_log_end_offset"].documentation
+    assert doc.startswith("High watermark: ") and "not the log end offset" in doc
