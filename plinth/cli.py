@@ -930,7 +930,8 @@ def produce(ctx, topic_name, partition, key_separator, acks, linger_ms, compress
         raise failures.first   # the exit status says so
     if bad_line is not None:
         raise UserError(f"line {bad_line} has no key separator {key_separator!r}; the "
-                        f"records before it were produced ({sent})")
+                        f"{counted(sent, 'record')} before it {'was' if sent == 1 else 'were'} "
+                        f"produced")
     click.echo(f"produced {counted(sent, 'record')} to {topic_name}", err=True)
 
 
