@@ -179,7 +179,9 @@ class GroupMembership:
             self._lose_membership()
             self._retry_backoff_s = None   # the coordinator answered: rejoin at once
         elif isinstance(exc, _REFUSALS):
-            log.error("group %s: %s", self.group, exc)
+            # Info, not error: the consumer's next poll raises it, and whoever polls
+            # tells it (the CLI's "error:" line); an error log printed it twice.
+            log.info("group %s: %s", self.group, exc)
             self._fatal, self._closing = exc, True
         else:
             log.warning("group %s: heartbeat failed: %s", self.group, exc)

@@ -292,6 +292,7 @@ class Controller:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._metadata_path = self.data_dir / METADATA_FILE
         self._metadata = load_checked_metadata(self.data_dir)
+        self._start_warnings: list[str] = []   # StartReport.warnings
         self._metadata.shards = self._shard_ids(shard_count, nodes)
         if default_replication_factor is not None:
             topics.validate_replication_factor("", default_replication_factor,
@@ -374,9 +375,11 @@ class Controller:
         if stored and shard_count != len(stored):
             # plinth shards add/remove changed the count since the command line was
             # written: a restart must not undo them (or refuse to start).
-            log.warning("%s has %d shards (changed by plinth shards add or remove); "
-                        "--shards %d applies to a new data directory only",
-                        self._metadata_path, len(stored), shard_count)
+            warning = (f"{self._metadata_path} has {counted(len(stored), 'shard')} (changed by "
+                       f"plinth shards add or remove); --shards {shard_count} applies to a new "
+                       f"data directory only")
+            log.warning("%s", warning)
+            self._start_warnings.append(warning)
             return list(stored)
         if not 1 <= shard_count <= limits.SHARDS_MAX:
             raise InvalidConfigError(f"--shards {shard_count} is outside 1..{limits.SHARDS_MAX}")
@@ -569,7 +572,7 @@ class Controller:
         expected = self._metadata.shards + self._metadata.draining
         not_serving = self._shards.not_serving(expected)
         return StartReport({s: a for s, a in self._shards.addresses.items() if s not in not_serving},
-                           not_serving)
+                           not_serving, tuple(self._start_warnings))
 
     def cluster_keys(self) -> ClusterKeys | None:
         """The cluster's key pair, for a ``plinth router`` given no key file: whoever

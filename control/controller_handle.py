@@ -69,6 +69,9 @@ class StartReport:
 
     addresses: dict[str, str]     # every shard that serves -> where it listens
     not_serving: dict[str, str]   # every shard that does not -> why
+    # Warnings of the start the operator should see where they started the server
+    # (the controller's own log is a file in the data dir): plinth serve prints them.
+    warnings: tuple[str, ...] = ()
 
 # The controller's name in its broker's Ray namespace.
 CONTROLLER_NAME = "plinth-controller"

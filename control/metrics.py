@@ -37,7 +37,12 @@ _GAUGES = (("start_offset", "plinth_partition_log_start_offset",
             "First offset stored, in object storage or locally"),
            ("local_start_offset", "plinth_partition_local_log_start_offset",
             "First offset on the shard's disk"),
-           ("end_offset", "plinth_partition_log_end_offset", "High watermark"),
+           # The value is the shard's high watermark (shard_server.stats_snapshot), not
+           # its log end: the name is kept, as dashboards and alerts use it.
+           ("end_offset", "plinth_partition_log_end_offset",
+            "High watermark: the offset after the last record consumers may read (despite "
+            "the name, not the log end offset: on a replicated partition it trails the "
+            "leader's log end until the in-sync replicas hold the records)"),
            ("size_bytes", "plinth_partition_size_bytes", "Bytes of log files"))
 
 

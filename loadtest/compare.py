@@ -32,7 +32,10 @@ import threading
 import time
 from pathlib import Path
 
-from redis_peer import free_port   # loadtest/, this script's folder
+try:   # run as python -m loadtest.compare, from the repository's root
+    from loadtest.redis_peer import free_port
+except ModuleNotFoundError:   # run as a script: loadtest/ is on sys.path, not its parent
+    from redis_peer import free_port
 
 # Without the web console `plinth serve` starts by default (an environment variable,
 # which builds from before the console ignore, rather than --console-listen off).

@@ -41,6 +41,7 @@ from locust.runners import WorkerRunner  # isort: skip
 import itertools
 import logging
 import os
+import sys
 import time
 
 import zmq.green as zmq
@@ -220,6 +221,19 @@ class ConsumerUser(User):
             request_type="fetch", name=name, response_time=response_ms,
             response_length=len(payload) if payload is not None else 0,
             exception=None, context={})
+
+
+@events.init.add_listener
+def _check_host(environment, **_kwargs) -> None:
+    """Ends Locust at once, in one line, for a --host that is not tcp://HOST:PORT:
+    ZeroMQ raised "Protocol not supported" from every user, each with a traceback.
+    (SystemExit passes Locust's event hook, which logs any Exception and goes on.)"""
+    from plinth.client.connection import check_url
+
+    try:
+        check_url(environment.host or limits.BROKER_URL_DEFAULT, "--host")
+    except ValueError as exc:
+        sys.exit(f"error: {exc}")
 
 
 @events.test_start.add_listener

@@ -49,6 +49,7 @@ import numpy as np
 from tqdm import tqdm
 
 from plinth import limits
+from plinth.counted import counted
 from plinth.client.accumulator import RECORD_BYTES_MAX
 from plinth.client.admin import Admin
 from plinth.client.consumer import Consumer
@@ -195,16 +196,18 @@ class BenchReport:
                f"{self.mb_per_s:>8.2f}  " + " ".join(cells))
         lines = [self._describe(), head, row]
         if self.sent is not None and self.sent != self.records:
-            lines.append(f"warning: {self.sent} records sent, {self.records} delivered")
+            lines.append(f"warning: {counted(self.sent, 'record')} sent, {self.records} "
+                         f"delivered")
         if self.errors:
-            lines.append(f"warning: {self.errors} records failed to send")
+            lines.append(f"warning: {counted(self.errors, 'record')} failed to send")
         return "\n".join(lines + _format_memory(self.memory))
 
     def _describe(self) -> str:
         s = self.settings
         factor = s.get("replication_factor")
         copies = "" if factor is None else f", factor {factor}"
-        head = (f"plinth bench {self.command}: topic {self.topic} ({self.partitions} partitions"
+        head = (f"plinth bench {self.command}: topic {self.topic} "
+                f"({counted(self.partitions, 'partition')}"
                 f"{copies}), "
                 f"{s['key_bytes']}-byte keys, {s['value_bytes']}-byte values, ")
         if self.command == "consume":
@@ -212,7 +215,7 @@ class BenchReport:
         rate = "flat out" if s["rate"] is None else f"{s['rate']:,.0f} records/s"
         if s.get("one_at_a_time"):
             rate += ", one record at a time"
-        return (head + f"{s['producers']} producer(s) {rate}, acks={s['acks']} "
+        return (head + f"{counted(s['producers'], 'producer')} {rate}, acks={s['acks']} "
                 f"linger_ms={s['linger_ms']:g} batch_bytes_max={s['batch_bytes_max']}")
 
 
@@ -372,7 +375,12 @@ def ensure_topic(config: BenchConfig) -> tuple[str, int]:
             return name, admin.create_topic(name, config.partitions,
                                             replication_factor=config.replication_factor).partitions
         except TopicExistsError:
-            return name, admin.partition_count(name)
+            count = admin.partition_count(name)
+    if count != config.partitions:   # a run on the topic as it is, not as asked: say so
+        print(f"note: topic {name} exists with {counted(count, 'partition')}; "
+              f"--partitions {config.partitions} is ignored (it is for a topic the bench "
+              f"creates)", file=sys.stderr)
+    return name, count
 
 
 def records_held(config: BenchConfig, topic: str) -> int:

@@ -18,7 +18,7 @@ import click
 from plinth import limits, topics
 from plinth.cli_groups import OFFSET_MAX, admin_for as _admin, echo_pages, group_cli
 from plinth.counted import counted
-from plinth.errors import ElectionNotNeededError, PlinthError
+from plinth.errors import ElectionNotNeededError, InvalidConfigError, PlinthError
 
 
 
@@ -93,8 +93,10 @@ def _not_empty(ctx, param, value: str | None) -> str | None:
 
 
 @click.group(cls=_Group)
-@click.option("--broker", envvar="PLINTH_BROKER", default=limits.BROKER_URL_DEFAULT,
-              show_default=True, help="Router address for client commands.")
+@click.option("--broker", envvar="PLINTH_BROKER", show_envvar=True,
+              default=limits.BROKER_URL_DEFAULT, show_default=True, metavar="URL[,URL...]",
+              help="Router address for client commands, tcp://HOST:PORT (tcp:// may be left "
+                   "out); several, comma-separated, to fail over between routers.")
 @click.option("--request-timeout-ms", type=click.IntRange(1, limits.CLI_REQUEST_TIMEOUT_MS_MAX),
               default=limits.CLIENT_REQUEST_TIMEOUT_MS_DEFAULT,
               show_default=True, help="How long client commands wait for the broker (produce: "
@@ -113,14 +115,65 @@ def main(ctx, broker, request_timeout_ms, curve_key_file, curve_server_key_file)
                "curve_key_file": curve_key_file, "curve_server_key_file": curve_server_key_file}
     if ctx.invoked_subcommand not in ("serve", "router", "keygen", "kafka-user", "console",
                                   "console-auth"):
+        option = _broker_option_name(ctx)
         try:
-            broker_url(broker)
+            urls = broker_url(broker)
         except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="'--broker'") from None
+            if option == "--broker":
+                raise click.BadParameter(str(exc), param_hint="'--broker'") from None
+            # Named as the user set it: the message's tcp://-prefixed form is not
+            # what they typed, and no --broker was given at all.
+            raise click.BadParameter(f"{broker!r}: {exc}", param_hint=option) from None
         try:
             ctx.obj["broker"] = broker_address(broker, curve_key_file, curve_server_key_file)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
+        _check_hosts_resolve(option, urls)
+
+
+def _broker_option_name(ctx) -> str:
+    """How the user gave --broker: the option, or the environment variable."""
+    from click.core import ParameterSource
+
+    if ctx.get_parameter_source("broker") is ParameterSource.ENVIRONMENT:
+        return "PLINTH_BROKER (environment variable)"
+    return "--broker"
+
+
+def _check_hosts_resolve(option: str, urls: str) -> None:
+    """InvalidConfigError naming ``option``, the address and the host for the first
+    tcp:// host of ``urls`` that does not resolve within CLI_BROKER_RESOLVE_TIMEOUT_MS.
+    Before, the command waited out its request timeout and blamed the broker."""
+    for url in urls.split(","):
+        if not url.startswith("tcp://"):
+            continue
+        host = url.removeprefix("tcp://").rpartition(":")[0].strip("[]")
+        why = _resolve_failure(host)
+        if why is not None:
+            raise InvalidConfigError(f"{option} {url}: host {host!r} does not resolve ({why})")
+
+
+def _resolve_failure(host: str) -> str | None:
+    """Why ``host`` does not resolve, or None if it does. getaddrinfo cannot be cut
+    short: it runs on a daemon thread that is left behind if it overruns."""
+    import socket
+    import threading
+
+    outcome: list[str | None] = []
+
+    def look_up() -> None:
+        try:
+            socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(exc.strerror or str(exc))
+
+    thread = threading.Thread(target=look_up, name="plinth-resolve", daemon=True)
+    thread.start()
+    thread.join(limits.CLI_BROKER_RESOLVE_TIMEOUT_MS / 1000)
+    if not outcome:
+        return f"no answer within {limits.CLI_BROKER_RESOLVE_TIMEOUT_MS} ms"
+    return outcome[0]
 
 
 def _kafka_listener_options(command):
@@ -386,12 +439,34 @@ def console_auth_user(name, password_stdin):
     from plinth.client.console.auth import user_entry, validate_name
 
     validate_name(name)          # before the prompt, not after two passwords
+    click.echo(user_entry(name, _password(password_stdin, prompt_to_stderr=True)))
+
+
+def _password(password_stdin: bool, *, prompt_to_stderr: bool = False) -> str:
+    """The password: stdin's first line with --password-stdin, else asked twice at the
+    terminal. UserError without a terminal: getpass then read stdin with a warning
+    per prompt and click said only "Aborted!"."""
     if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = click.prompt("password", hide_input=True, confirmation_prompt=True,
-                                err=True)
-    click.echo(user_entry(name, password))
+        return sys.stdin.readline().rstrip("\r\n")
+    if not _has_terminal():
+        raise UserError("a password prompt needs a terminal, and there is none; pass "
+                        "--password-stdin to read the password from stdin's first line")
+    return click.prompt("password", hide_input=True, confirmation_prompt=True,
+                        err=prompt_to_stderr)
+
+
+def _has_terminal() -> bool:
+    """Whether a hidden prompt can be shown: getpass reads /dev/tty (the controlling
+    terminal) whatever stdin is, and falls back to stdin only without one."""
+    import os
+
+    if sys.stdin.isatty():
+        return True
+    try:
+        os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
+    except OSError:
+        return False
+    return True
 
 
 # A key pair's NAME: a file name's characters only (no '/', so nothing is written
@@ -429,8 +504,13 @@ def keygen(name, out_dir, force):
                         f"{'exists' if len(existing) == 1 else 'exist'} already: pass --force to "
                         f"replace the key pair (whoever holds its public key can then no "
                         f"longer connect)")
+    # As mkdir without -p: the last level only. A typo in a parent (as root, too) made
+    # a whole tree silently; ssh-keygen makes no directory at all.
+    if not out_dir.parent.is_dir():
+        raise InvalidConfigError(f"--out {out_dir}: its parent directory {out_dir.parent} "
+                                 f"does not exist; create it first")
     with option_os_errors("--out", out_dir):
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir.mkdir(exist_ok=True)
         public_file, secret_file = zmq.auth.create_certificates(str(out_dir), name)
     Path(secret_file).chmod(0o600)
     click.echo(f"public key: {public_file}\nsecret key: {secret_file}")
@@ -457,10 +537,7 @@ def kafka_user_add(users_file, name, password_stdin, iterations):
     from plinth.router.kafka.sasl_users import add_user
     from plinth.server import option_os_errors
 
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = click.prompt("password", hide_input=True, confirmation_prompt=True)
+    password = _password(password_stdin)
     with option_os_errors("USERS_FILE", users_file):   # e.g. a directory we may not write
         add_user(users_file, name, password, iterations)
     click.echo(f"user {name!r} written to {users_file}; name it User:{name} in the ACL")
@@ -523,7 +600,8 @@ def shards():
     """Change the number of shards, or move one to another node."""
 
 
-@shards.command("add")
+# ignore_unknown_options: "-1" reaches COUNT's range check, not "No such option '-1'"
+@shards.command("add", context_settings={"ignore_unknown_options": True})
 @click.argument("count", type=click.IntRange(1, limits.SHARDS_MAX))
 @click.pass_context
 def shards_add(ctx, count):
@@ -535,7 +613,8 @@ def shards_add(ctx, count):
     click.echo(f"added {counted(count, 'shard')}; {_moved(moves)}")
 
 
-@shards.command("remove")
+# ignore_unknown_options: "-1" reaches COUNT's range check, not "No such option '-1'"
+@shards.command("remove", context_settings={"ignore_unknown_options": True})
 @click.argument("count", type=click.IntRange(1, limits.SHARDS_MAX))
 @click.pass_context
 def shards_remove(ctx, count):
@@ -576,10 +655,10 @@ def shards_move(ctx, shard, node, allow_replicas_on_one_node, accept_data_loss, 
                                 accept_data_loss=accept_data_loss, force=force)
     click.echo(f"moved {move.shard} from node {move.from_node or '?'} to node {move.to_node}, "
                f"listening at {move.address}")
-    click.echo(f"{len(move.repairing)} replica(s) rebuilding from their leaders: "
+    click.echo(f"{counted(len(move.repairing), 'replica')} rebuilding from their leaders: "
                + (", ".join(f"{t}-{p}" for t, p in move.repairing) or "none"))
     if move.emptied:
-        click.echo(f"{len(move.emptied)} partition(s) emptied (no other copy): "
+        click.echo(f"{counted(len(move.emptied), 'partition')} emptied (no other copy): "
                    + ", ".join(f"{t}-{p}" for t, p in move.emptied))
 
 
@@ -709,7 +788,11 @@ def topic_list(ctx, prefix, limit, after):
 def topic_describe(ctx, name):
     with _admin(ctx) as admin:
         info = admin.describe_topic(name)
-    config = " ".join(f"{k}={v}" for k, v in sorted(info.config.items()))
+    # Every key has a value: those the broker does not store (a factor-1 topic's
+    # replication keys, the fixed ones) at their defaults, as Kafka's DescribeConfigs
+    # shows them.
+    every_key = {**topics.unstored_config_defaults(info.config), **info.config}
+    config = " ".join(f"{k}={v}" for k, v in sorted(every_key.items()))
     factor = len(info.partition_info[0].replicas) if info.partition_info else 1
     # The topic id right after the name, as kafka-topics --describe prints TopicId: a
     # topic deleted and created again under the name has another. A broker from before
@@ -849,9 +932,10 @@ def produce(ctx, topic_name, partition, key_separator, acks, linger_ms, compress
     if failures.first is not None:
         raise failures.first   # the exit status says so
     if bad_line is not None:
-        raise UserError(f"line {bad_line} has no key separator {key_separator!r}; the {sent} "
-                        f"records before it were produced")
-    click.echo(f"produced {sent} records to {topic_name}", err=True)
+        raise UserError(f"line {bad_line} has no key separator {key_separator!r}; the "
+                        f"{counted(sent, 'record')} before it {'was' if sent == 1 else 'were'} "
+                        f"produced")
+    click.echo(f"produced {counted(sent, 'record')} to {topic_name}", err=True)
 
 
 class _SendFailures:
@@ -923,10 +1007,15 @@ def consume(ctx, topic_name, partition, offset, from_beginning, from_time_ms, ma
     if from_time_ms is not None and (group is not None or offset is not None or from_beginning):
         raise click.UsageError("--from-time picks the start itself; drop --group, --offset and "
                                "--from-beginning")
+    if offset is not None and from_beginning:   # one start only: neither silently wins
+        raise click.UsageError(f"--offset {offset} and --from-beginning each pick where to "
+                               f"start; give one of them")
     if group is not None:   # refused here, not by the member's heartbeat: its log said it too
         from plinth.topics import validate_group_name
 
         validate_group_name(group)
+    if offset is not None:
+        _check_offset_in_range(ctx, topic_name, partition, offset)
     # With or without a group, subscribing reads the topic; --partition assigns one.
     consumer = Consumer(*([topic_name] if partition is None else []), broker=ctx.obj["broker"],
                         request_timeout_ms=ctx.obj["request_timeout_ms"], group=group,
@@ -940,6 +1029,21 @@ def consume(ctx, topic_name, partition, offset, from_beginning, from_time_ms, ma
         if from_time_ms is not None:
             _seek_to_time(consumer, from_time_ms)
         _print_records(consumer, max_messages, print_key)
+
+
+def _check_offset_in_range(ctx, topic_name: str, partition: int, offset: int) -> None:
+    """OffsetOutOfRangeError naming the partition, ``offset`` and the valid range unless
+    the partition holds ``offset`` or it is the end (the next record's offset: wait for
+    it). Kafka's console consumer resets such an offset to the end (its
+    auto.offset.reset) and waits without a word; a typo then looked like an empty log."""
+    from plinth.errors import OffsetOutOfRangeError
+
+    with _admin(ctx) as admin:
+        info = admin.list_offsets(topic_name, partition)
+    if not info.start_offset <= offset <= info.end_offset:
+        raise OffsetOutOfRangeError(
+            f"{topic_name}-{partition}: --offset {offset} is outside the partition's offsets "
+            f"{info.start_offset} (log start) .. {info.end_offset} (end: the next record's)")
 
 
 def iso_time_ms(text: str) -> int:

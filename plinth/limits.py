@@ -13,6 +13,10 @@ GiB = 1024 * MiB
 # Where a router listens and clients connect unless told otherwise: loopback,
 # so a broker started without options is reachable from this machine only.
 BROKER_URL_DEFAULT = "tcp://127.0.0.1:7400"
+# How long a client command waits for each --broker host name to resolve before it
+# says the name does not (getaddrinfo has no timeout of its own; ZeroMQ resolves in
+# the background and a name that never resolves looked like a broker that is down).
+CLI_BROKER_RESOLVE_TIMEOUT_MS = 5_000
 
 # --- Wire ---------------------------------------------------------------
 # ZeroMQ drops a message with a frame over this size at the socket

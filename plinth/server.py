@@ -489,6 +489,8 @@ class Server:
 
         self.controller = self._create_controller(cluster_keys, tier)
         report = self.controller.start()
+        for warning in report.warnings:   # on the server's stderr, not only controller.log
+            log.warning("%s", warning)
         self.router = Router(self.options.listen, self.controller, security=security,
                              cluster_keys=cluster_keys)
         with option_os_errors("--listen", self.options.listen):

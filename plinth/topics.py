@@ -177,6 +177,10 @@ def validate_partition_growth(name: str, partitions_now: int, partition_count: i
 
 # Keys of the replication configs, checked against the topic's factor.
 REPLICATION_CONFIG_KEYS = (MIN_INSYNC_REPLICAS, UNCLEAN_LEADER_ELECTION_ENABLE)
+# Every config key a topic takes, sorted: the one list every unknown-key message shows
+# (create's and alter's listed 12 keys, --delete-config's the 3 fixed ones too).
+KNOWN_TOPIC_CONFIGS = tuple(sorted({*TOPIC_CONFIG_KEYS, *TOPIC_CONFIG_BOOLEANS,
+                                    *REPLICATION_CONFIG_KEYS, *FIXED_TOPIC_CONFIGS}))
 
 
 def default_min_insync_replicas(replication_factor: int) -> int:
@@ -210,12 +214,10 @@ def config_without(name: str, config: dict[str, str], changes: dict[str, str],
     if len(deleted) > limits.CONFIG_ENTRIES_MAX:
         raise InvalidConfigError(f"topic {name!r}: {len(deleted)} config keys to delete, over "
                                  f"the limit of {limits.CONFIG_ENTRIES_MAX}")
-    known = (set(TOPIC_CONFIG_KEYS) | set(TOPIC_CONFIG_BOOLEANS) | set(REPLICATION_CONFIG_KEYS)
-             | set(FIXED_TOPIC_CONFIGS))
-    unknown = sorted(deleted - known)
+    unknown = sorted(deleted - set(KNOWN_TOPIC_CONFIGS))
     if unknown:
         raise InvalidConfigError(f"topic {name!r}: cannot delete unknown config "
-                                 f"{', '.join(unknown)}; known: {', '.join(sorted(known))}")
+                                 f"{', '.join(unknown)}; known: {', '.join(KNOWN_TOPIC_CONFIGS)}")
     both = sorted(deleted & set(changes))
     if both:
         raise InvalidConfigError(f"topic {name!r}: config {', '.join(both)} both set and "
@@ -231,13 +233,12 @@ def normalize_topic_config(name: str, config: dict[str, str],
         raise InvalidConfigError(
             f"topic {name!r}: {len(config)} config entries, over the limit of "
             f"{limits.CONFIG_ENTRIES_MAX}")
-    config = _without_fixed_keys(name, config)
-    known = set(TOPIC_CONFIG_KEYS) | set(TOPIC_CONFIG_BOOLEANS) | set(REPLICATION_CONFIG_KEYS)
-    unknown = sorted(set(config) - known)
+    unknown = sorted(set(config) - set(KNOWN_TOPIC_CONFIGS))
     if unknown:
         raise InvalidConfigError(
             f"topic {name!r}: unknown config {', '.join(unknown)}; known: "
-            f"{', '.join(sorted(known))}")
+            f"{', '.join(KNOWN_TOPIC_CONFIGS)}")
+    config = _without_fixed_keys(name, config)
     out = {}
     for key, (lowest, highest, default) in TOPIC_CONFIG_KEYS.items():
         out[key] = str(_config_int(name, key, config.get(key, default), lowest, highest))

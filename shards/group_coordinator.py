@@ -70,6 +70,7 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 
 from plinth import limits, protocol
+from plinth.counted import counted
 from plinth.topics import validate_group_name  # noqa: F401 (classic_group's import)
 from plinth.errors import (GroupMaxSizeReachedError, GroupNotEmptyError, InvalidConfigError,
                            InvalidGroupError, NotOwnerError, OffsetMetadataTooLargeError,
@@ -478,7 +479,7 @@ class GroupCoordinator:
         group = self._groups.get(name)
         if group is not None:
             raise GroupNotEmptyError(
-                f"group {name!r} has {len(group.members)} active members; {advice}")
+                f"group {name!r} has {counted(len(group.members), 'active member')}; {advice}")
         if not offsets:
             return
         if not self._store.has(name):
@@ -494,7 +495,8 @@ class GroupCoordinator:
         self._check_not_moved(name)
         group = self._groups.get(name)
         if group is not None:
-            raise GroupNotEmptyError(f"group {name!r} has {len(group.members)} active members; "
+            raise GroupNotEmptyError(f"group {name!r} has "
+                                     f"{counted(len(group.members), 'active member')}; "
                                      f"stop them before deleting it")
         if not self._store.has(name):
             raise UnknownGroupError(f"group {name!r} has no committed offsets to delete")

@@ -4,6 +4,7 @@ it, through take_target() and identity(), polled with a bound."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -11,8 +12,8 @@ import pytest
 from plinth import protocol
 from plinth.client.group_membership import GroupMembership
 from plinth.protocol import LEAVE_EPOCH
-from plinth.errors import (InvalidConfigError, StaleMemberEpochError, UnavailableError,
-                           UnknownMemberIdError)
+from plinth.errors import (InvalidConfigError, NotAuthorizedError, StaleMemberEpochError,
+                           UnavailableError, UnknownMemberIdError)
 from tests.support import wait_until
 
 T0, T1 = ("t", 0), ("t", 1)
@@ -200,6 +201,19 @@ def test_a_refused_session_timeout_or_assignor_ends_the_membership_and_is_raised
         member.raise_if_refused()
     # And no heartbeat follows it (only the one refused was sent)
     assert [type(r) for _, r in broker.requests] == [protocol.GroupHeartbeatRequest]
+
+
+def test_a_refusal_is_left_to_the_consumers_poll_to_raise_not_logged_as_a_warning_too(
+        member_of, caplog):
+    # Given a coordinator that refuses the client the group (its ACL)
+    caplog.set_level(logging.DEBUG, logger="plinth.client.group_membership")
+    member, _ = member_of([NotAuthorizedError("client abc may not consume group 'g'")])
+    wait_until(lambda: member._fatal is not None, timeout_s=10)
+    # Then the poll raises it, and nothing is logged at warning or above: the command
+    # that polls says it once (it was logged as an error, then said again)
+    with pytest.raises(NotAuthorizedError, match="may not consume group 'g'"):
+        member.raise_if_refused()
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 def test_an_error_no_heartbeat_expects_ends_the_membership_and_is_raised_to_the_consumer(

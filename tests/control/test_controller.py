@@ -162,6 +162,21 @@ def test_a_restart_keeps_the_shard_count_changed_since_the_command_line(brokers)
     assert broker.controller.routing().shard_ids == tuple(THREE)
 
 
+def test_a_restart_with_another_shard_count_warns_in_the_start_report_for_the_server(brokers):
+    # Given a broker started with 2 shards that grew to 3
+    first = brokers(2)
+    first.controller.add_shards(1)
+    # When it restarts with --shards 1
+    report = brokers(1).controller.start_report()
+    # Then the start report carries the warning that plinth serve prints on its stderr
+    # (it was only in <data dir>/logs/controller.log)
+    assert report.warnings == (f"{first.data_dir / 'metadata.json'} has 3 shards (changed by "
+                               f"plinth shards add or remove); --shards 1 applies to a new "
+                               f"data directory only",)
+    # And a start as the metadata says warns of nothing
+    assert brokers(3).controller.start_report().warnings == ()
+
+
 def test_a_new_data_dir_without_a_shard_count_gets_the_default_and_keeps_it(brokers):
     # Given a new data dir started without --shards on one node where Ray schedules 4 CPUs
     four_cpus = [replace(ONE_NODE[0], cpus=4)]

@@ -138,3 +138,15 @@ def test_the_endpoint_serves_the_metrics_on_slash_metrics_and_404_elsewhere():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_log_end_offset_gauge_says_it_is_the_high_watermark_despite_its_name():
+    # Given a shard whose snapshot reports t-0's high watermark as its end_offset
+    stats = {"shard-0": {"partitions": {}, "logs": {("t", 0): {"end_offset": 7}},
+                         "latency_counts": {}, "latency_buckets_s": [], "latency_sum_s": {},
+                         "errors": {}, "groups": {}}}
+    families = {f.name: f for f in BrokerCollector(ControllerAnswering(stats=stats)).collect()}
+    # Then the gauge's HELP says what the value is, and that it is not the log end offset
+    # (on a replicated partition the two differ; "High watermark" alone read as a typo)
+    doc = families["plinth_partition_log_end_offset"].documentation
+    assert doc.startswith("High watermark: ") and "not the log end offset" in doc

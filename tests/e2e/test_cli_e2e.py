@@ -196,7 +196,7 @@ def test_a_group_with_a_member_is_not_deleted(shared_broker):
         member.commit()
         refused = plinth(shared_broker.url, "group", "delete", group)
         assert refused.returncode == 1
-        assert "GroupNotEmptyError" in refused.stderr and "1 active members" in refused.stderr
+        assert "GroupNotEmptyError" in refused.stderr and "1 active member;" in refused.stderr
         with Admin(broker=shared_broker.url) as admin:
             with pytest.raises(GroupNotEmptyError):
                 admin.delete_group(group)

@@ -118,7 +118,7 @@ def test_a_shard_of_a_node_lost_for_good_moves_to_a_new_node_and_the_factor_come
         assert moved.returncode == 0, moved.stderr
         assert f"moved {lost} from node b to node d" in moved.stdout
         # (the topic's and the committed offsets' three slots: one per shard)
-        assert f"{PARTITIONS + SHARDS} replica(s) rebuilding from their leaders" in moved.stdout
+        assert f"{PARTITIONS + SHARDS} replicas rebuilding from their leaders" in moved.stdout
         # And every partition is fully replicated again, on three nodes
         replication = wait_for_full_replication(broker.url, topic, broker.data_dir)
         assert all(sorted(r.in_sync) == sorted(r.replicas) for r in replication.values()), \

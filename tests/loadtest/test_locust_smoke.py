@@ -85,3 +85,17 @@ def test_locust_smoke_check_fails_when_no_broker_answers(tmp_path):
     assert run.failures() > 0
     assert run.returncode != 0
     assert "no produce request succeeded" in smoke_problems(run)
+
+
+def test_a_host_that_is_not_tcp_host_port_ends_locust_in_one_line_not_a_traceback(tmp_path):
+    # When Locust is pointed at an http:// URL, as a web load test would be
+    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", "1",
+           "-r", "1", "-t", "2s", "--host", "http://127.0.0.1:23400", "--only-summary"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path,
+                          timeout=LOCUST_TIMEOUT_S)
+    # Then it exits 1 at once, saying what the host must be, with no traceback (ZeroMQ's
+    # "Protocol not supported" came from every user)
+    assert proc.returncode == 1, proc.stderr[-4000:]
+    assert ("error: --host 'http://127.0.0.1:23400' is not tcp://HOST:PORT"
+            in proc.stderr.splitlines()[-1])
+    assert "Traceback" not in proc.stderr

@@ -18,7 +18,7 @@ import pytest
 
 from plinth import Producer, bench
 from plinth.client.admin import Admin
-from plinth.errors import PlinthTimeoutError
+from plinth.errors import PlinthTimeoutError, TopicExistsError
 from plinth.client.accumulator import RECORD_BYTES_MAX
 from plinth.format.record_batch import RECORD_OVERHEAD_BYTES, ConsumerRecord
 from tests.support import unique_topic
@@ -165,6 +165,47 @@ def test_the_report_names_the_one_at_a_time_mode_and_prints_p90():
     assert columns.split()[4:] == ["p50", "ms", "p90", "ms", "p95", "ms", "p99", "ms",
                                    "p99.9", "ms", "max", "ms"]
     assert row.split()[4:] == ["1.500"] * 6
+
+
+def test_the_report_counts_one_partition_and_one_producer_in_the_singular():
+    # Given a run of one producer on a topic of one partition
+    report = bench.BenchReport("produce", "t", 1, 1, 1.0, 100, histogram_of_us([1500]),
+                               bench._settings(bench.BenchConfig(producers=1)))
+    # Then its first line says so in the singular ("(1 partitions)" before)
+    head = report.format_table().splitlines()[0]
+    assert "topic t (1 partition), " in head and " 1 producer flat out" in head
+
+
+@pytest.mark.parametrize("partitions, note", [
+    (7, "note: topic orders exists with 3 partitions; --partitions 7 is ignored (it is for a "
+        "topic the bench creates)\n"),
+    (3, ""),   # as asked: nothing to say
+])
+def test_partitions_for_a_topic_that_exists_with_another_count_are_said_to_be_ignored(
+        monkeypatch, capsys, partitions, note):
+    # Given a topic orders that exists with 3 partitions
+    class Admin:
+        def __init__(self, **_):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def create_topic(self, name, partitions, replication_factor=None):
+            raise TopicExistsError(f"topic {name!r} exists")
+
+        def partition_count(self, name):
+            return 3
+
+    monkeypatch.setattr(bench, "Admin", Admin)
+    # When the bench is asked for it with --partitions
+    topic = bench.ensure_topic(bench.BenchConfig(topic="orders", partitions=partitions))
+    # Then it runs on the topic as it is, and says on stderr that --partitions was ignored
+    assert topic == ("orders", 3)
+    assert capsys.readouterr().err == note
 
 
 class _Future:

@@ -62,3 +62,15 @@ def test_an_out_directory_that_cannot_be_made_is_one_error_line_naming_it():
     assert result.exit_code == 1
     assert result.stderr == ("error: InvalidConfigError: --out /proc/plinth-nope: No such file "
                              "or directory\n")
+
+
+def test_an_out_directory_whose_parent_is_missing_is_refused_naming_the_parent(tmp_path):
+    # Given an --out two levels below what exists
+    out_dir = tmp_path / "missing" / "keys"
+    # When keygen writes there / Then it refuses, naming the missing parent, and makes
+    # nothing (as mkdir without -p; it made the whole tree, as root too)
+    result = keygen("alice", "--out", str(out_dir))
+    assert result.exit_code == 1, result.output
+    assert result.stderr == (f"error: InvalidConfigError: --out {out_dir}: its parent "
+                             f"directory {out_dir.parent} does not exist; create it first\n")
+    assert not out_dir.parent.exists()

@@ -61,6 +61,34 @@ def test_a_broker_address_that_is_not_one_is_refused_naming_the_option_and_why(b
     assert "Invalid value for '--broker'" in shown and why in shown
 
 
+def test_a_broker_address_from_the_environment_is_refused_naming_the_variable_and_its_value(
+        monkeypatch):
+    # Given PLINTH_BROKER set to what is no address, and no --broker
+    monkeypatch.setenv("PLINTH_BROKER", "garbage")
+    # When a client command runs / Then the usage error names the variable and the value
+    # as it was set (not --broker, not 'tcp://garbage' alone)
+    shown = refused(["--request-timeout-ms", "500", "topic", "list"])
+    assert "Invalid value for PLINTH_BROKER (environment variable): 'garbage': " in shown
+    assert "--broker" not in shown
+
+
+def test_the_help_names_the_broker_variable_and_that_several_routers_may_be_given():
+    shown = CliRunner().invoke(main, ["--help"]).output
+    assert "PLINTH_BROKER" in shown and "comma-separated" in shown
+
+
+@pytest.mark.timeout(60)
+def test_a_broker_host_that_does_not_resolve_is_said_so_not_blamed_on_the_broker():
+    # When a client command is given a host name no resolver knows (.invalid: RFC 2606)
+    result = CliRunner().invoke(main, ["--broker", "tcp://nosuchhost.invalid:23400",
+                                       "--request-timeout-ms", "500", "topic", "list"])
+    # Then one line names the option, the address and the host, not a timeout
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith(
+        "error: InvalidConfigError: --broker tcp://nosuchhost.invalid:23400: host "
+        "'nosuchhost.invalid' does not resolve (")
+
+
 @pytest.mark.parametrize("command", [
     ["serve", "--data-dir", "d"],
     ["router", "--ray-address", "auto", "--cluster-name", "c"],
@@ -196,3 +224,28 @@ def test_a_serve_refused_before_it_starts_leaves_the_processs_ray_alone(ray_clus
     assert result.exit_code == 1, result.output
     # Then it stopped nothing it did not start: Ray still runs (a stop would shut it down)
     assert ray.is_initialized()
+
+
+@pytest.mark.parametrize("command", ["add", "remove"])
+@pytest.mark.parametrize("count", ["-1", "0"])
+def test_a_shard_count_below_one_is_refused_naming_the_range_not_as_an_unknown_option(
+        nobody, command, count):
+    shown = refused(nobody + ["shards", command, count])
+    assert f"Invalid value for 'COUNT': {count} is not in the range 1<=x<=256" in shown
+
+
+@pytest.mark.parametrize("command", [["console-auth", "user", "dave"],
+                                     ["kafka-user", "add", "users.txt", "dave"]])
+def test_a_password_prompt_without_a_terminal_is_one_line_naming_the_stdin_option(
+        monkeypatch, tmp_path, command):
+    # Given no terminal to prompt at (stdin from /dev/null, no controlling terminal)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("plinth.cli._has_terminal", lambda: False, raising=False)
+    # When a password is asked for / Then one line says why and what to pass instead,
+    # with no getpass warning and no "Aborted!"
+    result = CliRunner().invoke(main, command, input="")
+    assert result.exit_code == 1, result.output
+    assert result.stderr == ("error: a password prompt needs a terminal, and there is none; "
+                             "pass --password-stdin to read the password from stdin's "
+                             "first line\n")
+    assert not (tmp_path / "users.txt").exists()

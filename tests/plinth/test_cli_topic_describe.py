@@ -87,3 +87,17 @@ def test_an_offline_partition_shows_dashes_where_its_offsets_and_bytes_would_be(
     assert lines[3].split() == ["1", "OFFLINE", "-", "-", "-", "1", "-", "shard-2,shard-0",
                                 "shard-2"]
     assert lines[2].split()[:7] == ["0", "shard-0", "0", "4000", "448288", "0", "4000"]
+
+
+def test_a_factor_1_topic_shows_every_config_key_the_unstored_ones_at_their_defaults(
+        monkeypatch):
+    # Given a replication-factor-1 topic, whose stored config has no replication keys
+    info = protocol.TopicInfo("plain", 1, {"retention.ms": "1000"}, [partition(0)])
+    # When it is described
+    shown = describe(monkeypatch, info)[0].split()
+    # Then its replication keys and the fixed ones are shown with their defaults, as
+    # Kafka's DescribeConfigs shows them, beside what is stored
+    for entry in ("retention.ms=1000", "min.insync.replicas=1",
+                  "unclean.leader.election.enable=false", "cleanup.policy=delete",
+                  "compression.type=producer", "message.timestamp.type=CreateTime"):
+        assert entry in shown

@@ -319,3 +319,19 @@ def test_two_names_of_one_request_that_collide_refuse_the_second():
 ])
 def test_names_that_differ_otherwise_do_not_collide(new, existing):
     topics.refuse_collisions(new, existing)
+
+
+def test_every_unknown_config_message_lists_the_same_known_keys_fixed_ones_included():
+    # Given an unknown key to set (create, alter) and one to delete (--delete-config)
+    with pytest.raises(InvalidConfigError) as set_refused:
+        normalize_topic_config("t", {"no.such.key": "1"})
+    with pytest.raises(InvalidConfigError) as delete_refused:
+        topics.config_without("t", {}, {}, ["no.such.key"])
+    # Then both list every key a topic takes, the same keys, and cleanup.policy among
+    # them: it is taken (as "delete"), so it is known (create listed 12 keys, delete 15)
+    set_known = str(set_refused.value).partition("; known: ")[2]
+    delete_known = str(delete_refused.value).partition("; known: ")[2]
+    assert set_known == delete_known == ", ".join(topics.KNOWN_TOPIC_CONFIGS)
+    assert "cleanup.policy" in set_known.split(", ")
+    assert normalize_topic_config("t", {"cleanup.policy": "delete"}) == normalize_topic_config(
+        "t", {})

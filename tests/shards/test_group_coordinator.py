@@ -101,7 +101,7 @@ def test_commits_are_accepted_only_for_owned_partitions(coordinator):
 
 def test_offsets_can_be_reset_only_while_the_group_has_no_members(coordinator):
     a = join(coordinator)
-    with pytest.raises(GroupNotEmptyError, match="1 active members"):
+    with pytest.raises(GroupNotEmptyError, match="1 active member;"):
         coordinator.reset_offsets("g", {("t", 0): 0})
     coordinator.heartbeat("g", a.member_id, -1, ["t"], set(), SESSION_MS, "", 0.0)
     coordinator.reset_offsets("g", {("t", 0): 3})
@@ -153,7 +153,7 @@ def test_a_group_is_deleted_only_without_members_and_stays_deleted_after_a_resta
     a = join(coord)
     coord.commit("g", a.member_id, a.member_epoch, {("t", 0): 5})
     coord.reset_offsets("kept", {("t", 1): 7})
-    with pytest.raises(GroupNotEmptyError, match="1 active members; stop them before deleting"):
+    with pytest.raises(GroupNotEmptyError, match="1 active member; stop them before deleting"):
         coord.delete_group("g")
     coord.heartbeat("g", a.member_id, -1, ["t"], set(), SESSION_MS, "", 0.0)   # leaves
     coord.delete_group("g")

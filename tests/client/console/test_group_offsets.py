@@ -175,7 +175,7 @@ def test_applying_is_refused_while_the_group_has_a_member(shared_broker, admin, 
     with Consumer(topic, broker=shared_broker.url, group=group, enable_auto_commit=False):
         wait_until(lambda: admin.describe_group(group).members, timeout_s=30)
         assert group_offsets.plan_reset(admin, group, topic, "latest", None).members == 1
-        with pytest.raises(GroupNotEmptyError, match=f"group '{group}' has 1 active members; "
+        with pytest.raises(GroupNotEmptyError, match=f"group '{group}' has 1 active member; "
                                                       f"stop them before resetting its offsets"):
             group_offsets.apply_plan(admin, group, plan.offsets)
     assert admin.describe_group(group).committed == {(topic, 0): 5, (topic, 1): 9}
