@@ -201,8 +201,8 @@ class Partition:
                                    f"{self.log.end_offset}: {recovery.reason}")
         elif (self.log.directory / NEEDS_REPAIR_FILE).exists():
             self.needs_repair = True
-            log.warning("%s still needs repair: not in sync until it has caught up with its "
-                        "leader (%s)", self.name,
+            log.warning("%s still needs repair: a replica is not in sync until it has caught "
+                        "up with its leader (%s)", self.name,
                         (self.log.directory / NEEDS_REPAIR_FILE).read_text().strip())
 
     # --- Deleted records (the log start floor) ------------------------------------
@@ -293,7 +293,8 @@ class Partition:
             raise StorageError(f"cannot mark {self.name} as needing repair in {path} "
                                f"({reason}): {exc}") from None
         self.needs_repair = True
-        log.warning("%s needs repair: not in sync until it has caught up with its leader (%s)",
+        log.warning("%s needs repair: a replica is not in sync until it has caught up with "
+                    "its leader (%s)",
                     self.name, reason)
 
     def note_caught_up(self, leader_high_watermark: int) -> bool:

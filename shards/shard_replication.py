@@ -196,6 +196,8 @@ class ShardReplication:
             self.set_leadership([(PartitionId(part.topic, part.partition), leadership)])
         elif part.key in self._leadership:   # set_leadership came before the partition
             self._apply(part, self._leadership[part.key])
+        elif restarted:
+            _say_single_copy_loss(part)
 
     def set_min_insync(self, key: Key, min_insync_replicas: int) -> None:
         """A topic's altered min.insync.replicas, for one partition."""
@@ -447,3 +449,20 @@ class ShardReplication:
         elif type(role) is Followed:
             stats.update(self._fetcher.stats(role, now_s))
         return stats
+
+
+def _say_single_copy_loss(part: Partition) -> None:
+    """A partition of one copy that a shard's restart found damaged: say what was lost,
+    since no replica can repair it (the needs-repair mark means nothing for it)."""
+    recovery = part.log.recovery
+    if part.directory_created:
+        log.error("%s: its directory %s was missing and is created empty: every record it "
+                  "held is lost (one copy: nothing can repair it), and its offsets start "
+                  "again at %d", part.name, part.log.directory, part.log.end_offset)
+    elif recovery.bytes_truncated:
+        # A warning: after a crash the cut is most often a last write never fsynced,
+        # so never acknowledged (under fsync_policy "always").
+        log.warning("%s: recovery cut %d bytes from end offset %d on (%s): records there "
+                    "that were acknowledged are lost (one copy: nothing can repair it), "
+                    "and new records take their offsets", part.name,
+                    recovery.bytes_truncated, part.log.end_offset, recovery.reason)

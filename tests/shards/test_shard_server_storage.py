@@ -238,3 +238,29 @@ def test_a_shard_starting_removes_half_deleted_partition_directories_before_serv
     with running_shard(tmp_path) as (server, _):
         assert not doomed.exists()
         assert server.call(server.partition_info, "t", 0).end_offset == 0
+
+
+def test_a_single_copy_partition_whose_directory_went_missing_is_reported_lost_on_restart(
+        tmp_path, caplog):
+    import logging
+    import shutil
+
+    # Given a shard that served t-0 (one copy), stopped, and t-0's directory then lost
+    with running_shard(tmp_path):
+        pass
+    shutil.rmtree(tmp_path / "t-0")
+    server = ShardServer("shard-test", tmp_path, "127.0.0.1")
+    server.start()
+    try:
+        # When the restarted shard opens it again from its manifest
+        with caplog.at_level(logging.WARNING, logger="plinth.shards"):
+            server.call(lambda: server.open_partition("t", 0, LogConfig(), restarted=True))
+            # and a partition new to it opens (nothing was lost there)
+            server.call(lambda: server.open_partition("u", 0, LogConfig()))
+    finally:
+        server.stop(5)
+    # Then an ERROR says that t-0's records are lost and why nothing repairs them
+    [said] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert said.getMessage().startswith(f"t-0: its directory {tmp_path / 't-0'} was missing "
+                                        f"and is created empty: every record it held is lost")
+    assert "one copy: nothing can repair it" in said.getMessage()
