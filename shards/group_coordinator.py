@@ -13,8 +13,9 @@ that no other member may still own. A member may own what it reports, and
 every partition it was told since, reported or not (the answer may be on its
 way, or being applied while its next heartbeat travels). A partition moving
 from A to B is therefore first left out of A's answer (A revokes it, commits,
-and reports it no longer owned), and only then included in B's answer; a
-report without it that comes before A's answer left it out frees nothing.
+and reports it no longer owned), and only then included in B's answer (B,
+waiting for it, is asked back after the shortest heartbeat interval); a report
+without it that comes before A's answer left it out frees nothing.
 Members whose partitions do not move never stop. A member silent for its ``session_timeout_ms`` is
 removed and its partitions are free at once.
 
@@ -232,7 +233,9 @@ class GroupCoordinator:
             self._retarget(group)
         self._advance(group)
         answer = _answer(group, member)   # may bump the member's epoch
-        if name in self._assigning:       # the target is being computed: come back soon
+        # Come back soon while the target is being computed, or while partitions of it
+        # wait for their old owners to report them revoked (they do at once, as told).
+        if name in self._assigning or _withheld(group, member, answer):
             interval_ms = limits.HEARTBEAT_INTERVAL_MS_MIN
         return HeartbeatResult(member.member_id, member.epoch, interval_ms, answer)
 
@@ -652,6 +655,12 @@ def _answer(group: Group, member: Member) -> set[TopicPartition]:
         _count_up(group.claims, answer - member.owned)
         member.owned |= answer
     return answer
+
+
+def _withheld(group: Group, member: Member, answer: set[TopicPartition]) -> bool:
+    """Whether the member's target has partitions of its topics left out of its answer."""
+    target = group.target.get(member.member_id, ())
+    return len(answer) < sum(1 for tp in target if tp[0] in member.topics)
 
 
 def _count_up(counts: Counter, keys) -> None:

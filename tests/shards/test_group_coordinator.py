@@ -77,6 +77,22 @@ def test_partitions_told_to_a_member_are_not_given_to_another_before_it_reports_
     assert b.assignment == {("t", p) for p in range(6)} - kept
 
 
+def test_a_member_waiting_for_partitions_their_old_owner_has_not_revoked_comes_back_soon(
+        coordinator):
+    # Given A owning all six partitions, and B joining
+    a = beat(coordinator, join(coordinator), {("t", p) for p in range(6)})
+    b = join(coordinator)
+    # Then B, waiting for three of them, is asked back after the shortest interval
+    assert b.assignment == set()
+    assert b.heartbeat_interval_ms == limits.HEARTBEAT_INTERVAL_MS_MIN
+    # And A, told to give them up, and B once it has them, at the usual interval
+    a = beat(coordinator, a, a.assignment)
+    a = beat(coordinator, a, a.assignment)
+    assert a.heartbeat_interval_ms == SESSION_MS // 5
+    b = beat(coordinator, b, set())
+    assert len(b.assignment) == 3 and b.heartbeat_interval_ms == SESSION_MS // 5
+
+
 def test_a_silent_member_is_expired_after_its_session_timeout_and_its_partitions_freed(coordinator):
     a = join(coordinator, now=0.0)
     a = beat(coordinator, a, a.assignment, now=0.0)
