@@ -7,7 +7,10 @@ carrying the subscription and the partitions the consumer owns. The
 consumer's thread never waits for it: it takes the latest target assignment
 with ``take_target()`` inside ``poll()``, applies it (revoking first), and
 reports what it now owns with ``set_owned()``, which sends a heartbeat at once
-so that a revoked partition reaches its next owner quickly.
+so that a revoked partition reaches its next owner quickly. Until it has, a
+heartbeat reports as owned the target being applied and the one not yet
+taken too: the coordinator frees a partition when a report leaves it out, and
+the consumer may still be adding it (on_assign) while the heartbeat travels.
 
 If the coordinator says the member is unknown or fenced, or no heartbeat
 succeeds for a whole session timeout, the membership is lost: the target
@@ -72,6 +75,7 @@ class GroupMembership:
         self._lock = threading.Lock()       # guards owned, target, member id/epoch
         self._owned: set[TopicPartition] = set()
         self._target: set[TopicPartition] | None = None
+        self._taken: set[TopicPartition] = set()   # the target being applied, till set_owned
         self._closing = False
         self._last_ok_s = time.monotonic()
         self._retry_backoff_s: float | None = None   # set while heartbeats fail
@@ -90,11 +94,15 @@ class GroupMembership:
         with self._lock:
             if self._target is None or self._target == self._owned:
                 return None
+            self._taken = set(self._target)
             return set(self._target)
 
     def set_owned(self, owned: set[TopicPartition]) -> None:
+        """What the consumer owns, once it has applied the target it took (consumer
+        thread)."""
         with self._lock:
             self._owned = set(owned)
+            self._taken = set()
         self._wake.set()
 
     def identity(self) -> tuple[str, int]:
@@ -167,7 +175,10 @@ class GroupMembership:
     def _heartbeat_request(self) -> tuple[int, bytes]:
         """(request id, header) of the next heartbeat."""
         with self._lock:
-            owned, member_id, epoch = set(self._owned), self.member_id, self.member_epoch
+            # What the consumer owns or may take before this heartbeat's answer: a report
+            # without a partition lets the coordinator give it to another member.
+            owned = self._owned | self._taken | (self._target or set())
+            member_id, epoch = self.member_id, self.member_epoch
         request_id = self._conn.next_request_id()
         return request_id, protocol.encode_group_heartbeat(
             request_id, self.group, member_id, epoch, self.topics, owned,

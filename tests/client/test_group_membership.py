@@ -75,6 +75,23 @@ def test_the_target_comes_from_the_coordinator_and_is_offered_until_owned(member
     assert broker.requests[1][0] - reported_s < 1.5
 
 
+def test_heartbeats_report_the_target_being_applied_until_the_consumer_says_what_it_owns(
+        member_of):
+    # Given a coordinator that assigns t-0 and t-1, then takes t-1 away
+    member, broker = member_of([heartbeat("m-1", 1, {T0, T1}), *steady("m-1", 2, {T0})])
+    # When the consumer takes the first target and is still applying it (on_assign)
+    assert wait_until(member.take_target, timeout_s=10) == {T0, T1}
+    # Then the heartbeats meanwhile report both as owned: a report without t-1 would
+    # free it for another member while this one is adding it
+    later = broker.wait_for_requests(4)[2:]
+    assert [request.owned for request in later] == [{T0, T1}, {T0, T1}]
+    # And once the consumer has applied it, and then the newer one, only t-0
+    member.set_owned({T0, T1})
+    assert member.take_target() == {T0}
+    member.set_owned({T0})
+    wait_until(lambda: broker.requests[-1][1].owned == {T0}, timeout_s=10)
+
+
 @pytest.mark.parametrize("error", [UnknownMemberIdError("member m-1 is not in group g"),
                                    StaleMemberEpochError("epoch 1 is older than 2")])
 def test_a_member_the_coordinator_does_not_know_drops_its_partitions_and_rejoins(member_of, error):
