@@ -1,7 +1,9 @@
-"""Consumer groups end to end: no partition is ever held by two members at once.
+"""Consumer groups end to end: no partition is ever held by two members at once,
+and a member hands out records only of partitions it holds.
 
 A member holds a partition from its on_assign until its on_revoke. Real broker,
-real consumers (sync ones on threads, asyncio ones on one loop), joining together.
+real consumers (sync ones on threads, asyncio ones on one loop): joining
+together, and one expelled while its event loop was blocked.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import asyncio
 import threading
 import time
 
-from plinth import Admin, Consumer
+from plinth import Admin, Consumer, Producer
 from plinth.aio import AIOConsumer
 from tests.support import unique_topic, wait_until
 
@@ -30,6 +32,8 @@ class Holdings:
         self._lock = threading.Lock()
         self._holder: dict = {}
         self.overlaps: list[tuple] = []   # (partition, holder, given to)
+        self.events: list[tuple] = []     # (member, "assign" or "revoke", partitions)
+        self.foreign: list[tuple] = []    # (partition, member handed its records, holder)
 
     def callbacks(self, name: str) -> dict:
         return {"on_assign": lambda partitions: self._assigned(name, partitions),
@@ -37,6 +41,7 @@ class Holdings:
 
     def _assigned(self, name: str, partitions) -> None:
         with self._lock:
+            self.events.append((name, "assign", {tp.partition for tp in partitions}))
             for tp in partitions:
                 holder = self._holder.get(tp)
                 if holder is not None and holder != name:
@@ -45,9 +50,22 @@ class Holdings:
 
     def _revoked(self, name: str, partitions) -> None:
         with self._lock:
+            self.events.append((name, "revoke", {tp.partition for tp in partitions}))
             for tp in partitions:
                 if self._holder.get(tp) == name:
                     del self._holder[tp]
+
+    def handed_out(self, name: str, polled: dict) -> None:
+        """A poll's records were handed to member ``name``: note each partition of
+        them that it did not hold then."""
+        with self._lock:
+            for tp in polled:
+                if self._holder.get(tp) != name:
+                    self.foreign.append((tp.partition, name, self._holder.get(tp)))
+
+    def held_by(self, name: str) -> set[int]:
+        with self._lock:
+            return {tp.partition for tp, holder in self._holder.items() if holder == name}
 
     def settled(self) -> bool:
         """Every partition held, each by another member."""
@@ -115,3 +133,57 @@ def test_asyncio_members_joining_together_never_hold_a_partition_at_once(shared_
         holdings = asyncio.run(round_of_joins())
         # Then no partition was given to one member while another held it
         assert holdings.overlaps == []
+
+
+def test_an_asyncio_member_expelled_while_its_loop_was_blocked_drops_its_partitions_first(
+        shared_broker):
+    topic, group, holdings = new_topic(shared_broker.url), unique_topic("grp"), Holdings()
+    everything = set(range(PARTITIONS))
+    session_ms = 2000
+    stop = threading.Event()
+
+    def produce(count: int) -> None:
+        with Producer(broker=shared_broker.url) as producer:
+            for n in range(count):
+                producer.send(topic, b"%d" % n, partition=n % PARTITIONS)
+
+    def other_member() -> None:
+        with Consumer(topic, broker=shared_broker.url, group=group, session_timeout_ms=session_ms,
+                      auto_offset_reset="earliest", **holdings.callbacks("c2")) as consumer:
+            while not stop.is_set():
+                holdings.handed_out("c2", consumer.poll(timeout_ms=50))
+
+    async def expelled_member() -> list:
+        consumer = AIOConsumer(topic, broker=shared_broker.url, group=group,
+                               session_timeout_ms=session_ms, auto_offset_reset="earliest",
+                               **holdings.callbacks("c1"))
+        await consumer.start()
+        try:
+            # Given c1 alone in the group, reading every partition, fetches parked
+            deadline = time.monotonic() + SETTLE_S
+            while holdings.held_by("c1") != everything and time.monotonic() < deadline:
+                holdings.handed_out("c1", await consumer.getmany(timeout_ms=50))
+            assert holdings.held_by("c1") == everything
+            # When its event loop is blocked (no heartbeat) until its session ended and c2,
+            # joining meanwhile, was given every partition; records arrive for c1 meanwhile
+            threading.Thread(target=other_member, daemon=True).start()
+            produce(400)
+            wait_until(lambda: holdings.held_by("c2") == everything, timeout_s=SETTLE_S)
+            blocked_events = len(holdings.events)
+            # Then, unblocked, it reads on until it holds its share again
+            deadline = time.monotonic() + SETTLE_S
+            while time.monotonic() < deadline and not (
+                    len(holdings.held_by("c1")) == len(holdings.held_by("c2")) == 2):
+                holdings.handed_out("c1", await consumer.getmany(timeout_ms=50))
+            return [event for event in holdings.events[blocked_events:] if event[0] == "c1"]
+        finally:
+            stop.set()
+            await consumer.stop()
+
+    c1_events = asyncio.run(expelled_member())
+    # No record was handed to a member while it did not hold its partition (before the
+    # fix c1 handed out the records buffered for partitions c2 held)
+    assert holdings.foreign == []
+    # And c1 dropped all four before it was given its share again
+    assert c1_events[0] == ("c1", "revoke", everything)
+    assert c1_events[1][1] == "assign" and len(c1_events[1][2]) == 2
