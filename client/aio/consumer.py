@@ -396,7 +396,7 @@ class AIOConsumer(ConsumerBase):
                 self._auto_commit()
             await self._apply_resets()
             self._fetcher.send_fetches()
-            out = self._fetcher.take(max_records)
+            out = self._take_records(max_records)
             remaining_ms = (deadline - time.monotonic()) * 1000
             if out or remaining_ms <= 0:
                 return out
@@ -414,19 +414,18 @@ class AIOConsumer(ConsumerBase):
     # --- Groups: rebalance and commits ----------------------------------------------------
 
     async def _rebalance(self) -> None:
-        """Apply the coordinator's newest assignment: revoke first, then add."""
-        target = self._membership.take_target()
-        if target is None:
+        """Apply the coordinator's newest assignment: revoke first (lost partitions
+        without a commit), then add."""
+        change = self._assignment_change()
+        if change is None:
             return
-        target = {TopicPartition(*tp) for tp in target}
-        revoked = set(self._fetcher.partitions) - target
+        revoked, added, lost = change
         if revoked:
-            if self.enable_auto_commit:
+            if self.enable_auto_commit and not lost:
                 await self._commit_quietly(revoked)
             await _call(self._on_revoke, revoked)
             for tp in revoked:
                 self._fetcher.remove(tp)
-        added = target - set(self._fetcher.partitions)
         if added:
             committed = await self._fetch_committed()
             for tp in added:
