@@ -398,6 +398,9 @@ SHARD_STATS_RATE_WINDOW_SAMPLES = 10
 # for the data dir lock, polling at this interval, then fails to start.
 DATA_DIR_LOCK_WAIT_S_MAX = 30.0
 DATA_DIR_LOCK_POLL_MS = 50
+# plinth serve refuses to start on a data dir whose file system has less free: Ray's
+# session files and the logs go there (Ray itself timed out after a minute instead).
+DATA_DIR_FREE_BYTES_MIN = 64 * MiB
 # How long closing a shard's socket may wait to send replies still queued.
 SHARD_SOCKET_LINGER_MS = 1000
 # Woken parked fetches stay in the deadline heap until they reach its top;

@@ -60,7 +60,7 @@ from plinth.control.controller_handle import (CONTROLLER_NAME,  # noqa: F401
                                               ControllerHandle, StartReport)
 from plinth.data_dir_lock import DataDirLock
 from plinth.durable_files import write_file_atomically
-from plinth.errors import BrokerError, InvalidConfigError, UnavailableError
+from plinth.errors import BrokerError, InvalidConfigError, StorageError, UnavailableError
 from plinth.loopback import is_loopback
 from plinth.process_tuning import tune_data_path_process
 from plinth.ray_messages import route_raylet_messages
@@ -477,6 +477,7 @@ class Server:
         with option_os_errors("--data-dir", self.options.data_dir):
             self._lock.acquire()             # then: one server per data dir
         load_checked_metadata(self.options.data_dir)   # a damaged file is one line, not a dead actor
+        _check_free_space(self.options.data_dir)
         cluster_keys = load_or_create(self.options.data_dir)
         if internal_hop == "ipc":
             cluster_keys = dataclasses.replace(cluster_keys,
@@ -561,11 +562,25 @@ def option_os_errors(option: str, value):
     the value: the user's to fix, said in one line. Any other exception passes as it is."""
     try:
         yield
+    except FileExistsError as exc:   # mkdir of a path a file holds: say what it is
+        raise InvalidConfigError(f"{option} {value}: {exc.filename or value} is a file, not a "
+                                 f"directory") from None
     except OSError as exc:
         why = exc.strerror or str(exc)
         if exc.filename is not None and str(exc.filename) != str(value):
             why = f"{why}: {exc.filename}"
         raise InvalidConfigError(f"{option} {value}: {why}") from None
+
+
+def _check_free_space(data_dir: Path) -> None:
+    """StorageError if the data dir's file system has less than DATA_DIR_FREE_BYTES_MIN
+    free: Ray's session files (under the data dir) could not be written, and Ray
+    then fails after a long wait with a traceback that names no disk."""
+    free_bytes = shutil.disk_usage(data_dir).free
+    if free_bytes < limits.DATA_DIR_FREE_BYTES_MIN:
+        raise StorageError(f"--data-dir {data_dir}: its file system has {free_bytes} bytes "
+                           f"free, under the {limits.DATA_DIR_FREE_BYTES_MIN} a start needs "
+                           f"(Ray's session files, the logs); free some space first")
 
 
 def _start_metrics(controller: ControllerHandle, port: int | None, host: str) -> None:

@@ -58,6 +58,7 @@ still replicated whole, and an epoch starts at an entry's base offset.
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,8 +147,16 @@ class Partition:
         ``initial_offset``. Everything the log holds is readable. ``files``: the
         shard's open segment files, shared by its partitions (a private one if None)."""
         directory_created = not Path(directory).exists()
-        plog = PartitionLog.open(directory, log_config, initial_offset=initial_offset,
-                                 files=files)
+        try:
+            plog = PartitionLog.open(directory, log_config, initial_offset=initial_offset,
+                                     files=files)
+        except (OSError, StorageError) as exc:   # a full disk, a read-only one: named
+            if directory_created:   # nothing of it is left for a later create to trip on
+                shutil.rmtree(directory, ignore_errors=True)
+            if isinstance(exc, StorageError):
+                raise
+            raise StorageError(f"cannot open {topic}-{partition} in {directory}: "
+                               f"{exc.strerror or exc}") from None
         try:
             # What survived recovery is on disk; make it durable, then readable.
             plog.flush()

@@ -1002,3 +1002,28 @@ def test_a_tiered_partition_keeps_its_segments_below_the_floor_for_local_retenti
     segments = len(part.log.segments)
     assert part.delete_records(6) == 6
     assert len(part.log.segments) == segments
+
+
+def test_a_partition_the_disk_refuses_to_create_is_a_storage_error_and_leaves_no_directory(
+        tmp_path):
+    import resource
+    import signal
+
+    from plinth.errors import StorageError
+
+    # Given a process that may write no file past 8 bytes (the kernel's EFBIG stands
+    # for a full disk: both refuse the write of a new partition's first file)
+    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (8, hard))
+    try:
+        # When a new partition is opened
+        with pytest.raises(StorageError) as refused:
+            Partition.open(tmp_path / "g-0", "g", 0, LogConfig())
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous_handler)
+    # Then the error names the partition's directory and the cause, and nothing of it
+    # is left for a later create of the topic to open
+    assert str(tmp_path / "g-0") in str(refused.value) and "File too large" in str(refused.value)
+    assert list(tmp_path.iterdir()) == []
