@@ -375,9 +375,9 @@ class Controller:
         if stored and shard_count != len(stored):
             # plinth shards add/remove changed the count since the command line was
             # written: a restart must not undo them (or refuse to start).
-            warning = (f"{self._metadata_path} has {counted(len(stored), 'shard')} (changed by "
-                       f"plinth shards add or remove); --shards {shard_count} applies to a new "
-                       f"data directory only")
+            warning = (f"{self._metadata_path} has {counted(len(stored), 'shard')}, kept: "
+                       f"--shards {shard_count} applies to a new data directory only (use "
+                       f"plinth shards add or remove to change the count)")
             log.warning("%s", warning)
             self._start_warnings.append(warning)
             return list(stored)

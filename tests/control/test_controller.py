@@ -170,9 +170,9 @@ def test_a_restart_with_another_shard_count_warns_in_the_start_report_for_the_se
     report = brokers(1).controller.start_report()
     # Then the start report carries the warning that plinth serve prints on its stderr
     # (it was only in <data dir>/logs/controller.log)
-    assert report.warnings == (f"{first.data_dir / 'metadata.json'} has 3 shards (changed by "
-                               f"plinth shards add or remove); --shards 1 applies to a new "
-                               f"data directory only",)
+    assert report.warnings == (f"{first.data_dir / 'metadata.json'} has 3 shards, kept: "
+                               f"--shards 1 applies to a new data directory only (use plinth "
+                               f"shards add or remove to change the count)",)
     # And a start as the metadata says warns of nothing
     assert brokers(3).controller.start_report().warnings == ()
 
