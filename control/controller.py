@@ -85,7 +85,7 @@ from plinth.control.shard_set import CountPush, ShardSet, send_count_pushes
 from plinth.errors import (BrokerError, EligibleLeadersNotAvailableError, InvalidConfigError,
                            InvalidPartitionsError, InvalidReplicationFactorError,
                            PartitionOutOfRangeError, PreferredLeaderNotAvailableError,
-                           RequestTimedOutError, TooManyTopicsError, TopicExistsError,
+                           RequestTimedOutError, StorageError, TooManyTopicsError, TopicExistsError,
                            UnavailableError, UnknownTopicError, UnknownTopicIdError)
 from plinth.name_pages import ALL_NAMES, NamesPage, check_page_args, merge_pages, page_of
 from plinth.shards.shard_handle import (OPENED_NEEDS_REPAIR, Leadership, PartitionId,
@@ -1497,7 +1497,7 @@ class Controller:
         the delete is owed (``_send_owed_deletes``: one that dies before it runs the
         call is sent it again when it starts)."""
         specs = {s: shard_specs for s, (_, shard_specs) in opened.items()}
-        self._on_actor_thread(self._owe_deletes, specs, True)
+        self._unless_disk_refuses(self._owe_deletes, specs, True)
         calls = {s: handle.delete_partitions([spec.id for spec in specs], keep_remote=True)
                  for s, (handle, specs) in opened.items()}
         answered = []
@@ -1510,7 +1510,16 @@ class Controller:
                             len(opened[shard_id][1]), outcome)
             else:
                 answered.append(shard_id)
-        self._on_actor_thread(self._settle_deletes, {s: specs[s] for s in answered})
+        self._unless_disk_refuses(self._settle_deletes, {s: specs[s] for s in answered})
+
+    def _unless_disk_refuses(self, record: Callable, *args) -> None:
+        """Run a bookkeeping step of undoing a refused change (change thread); a save the
+        disk refuses is logged and passed over: the undo goes on, and the change's own
+        error, which is what the caller is told, is not hidden behind it."""
+        try:
+            self._on_actor_thread(record, *args)
+        except StorageError as exc:
+            log.warning("undoing a refused change: %s; it goes on unrecorded", exc)
 
     # --- Deletes owed (metadata.py's deletes_owed) ---------------------------------------
 

@@ -109,7 +109,7 @@ from plinth import limits, topics
 from plinth.control.routing_table import Range, ShardRange, TieredRange, shard_range
 from plinth.durable_files import write_file_atomically
 from plinth.json_fragments import JsonFragments
-from plinth.errors import CorruptDataError, InvalidConfigError
+from plinth.errors import CorruptDataError, InvalidConfigError, StorageError
 from plinth.shards.shard_handle import Leadership, PartitionSpec
 
 class OwedDelete(NamedTuple):
@@ -477,7 +477,11 @@ class BrokerMetadata:
             self._checked_against = None   # what was encoded is unchecked: all, next time
             raise AssertionError(f"refusing to write {path}: {'; '.join(problems[:3])}")
         self._checked_against = checked_against
-        write_file_atomically(path, text, sync_dir=True)
+        try:
+            write_file_atomically(path, text, sync_dir=True)
+        except OSError as exc:   # a full disk, say: the user's to fix, named
+            raise StorageError(f"cannot save the broker metadata {path}: "
+                               f"{exc.strerror or exc}") from None
 
     def to_json(self, names: Collection[str] | None = None) -> dict:
         """The file's document; with ``names``, of those topics only (that exist)."""

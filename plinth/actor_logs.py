@@ -25,7 +25,7 @@ from pathlib import Path
 from plinth import limits
 
 LOG_DIR = "logs"
-_FORMAT = "%(asctime)s %(name)s %(message)s"
+_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"   # grep-able levels
 
 
 def configure(broker_data_dir: Path, name: str) -> Path | None:

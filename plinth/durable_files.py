@@ -22,13 +22,20 @@ def write_file_atomically(path: Path, data: bytes, *, sync_dir: bool = False) ->
     temporary_path = path.with_name(path.name + ".tmp")
     fd = os.open(temporary_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary_path, path)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary_path, path)
+    except BaseException:   # a full disk: leave the old file, and no partial temp file
+        try:
+            os.unlink(temporary_path)
+        except OSError:
+            pass
+        raise
     if sync_dir:
         fsync_directory(path.parent)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from plinth import actor_logs, limits, protocol
 from plinth.cluster_keys import ClusterKeys
-from plinth.errors import BrokerError
+from plinth.errors import BrokerError, StorageError
 from plinth.name_pages import NamesPage
 from plinth.process_tuning import tune_data_path_process
 from plinth.shards import file_budget
@@ -141,11 +141,20 @@ class ShardActor:
         ``change_partition_counts`` would, in a second one)."""
         file_budget.check_room(self.shard_id, len(self._manifest.partitions),
                                sum(spec.id not in self._manifest.partitions for spec in specs))
+        new = [spec.id for spec in specs if spec.id not in self._manifest.partitions]
         opened = self._open(specs, restarted=existing)
         self._manifest.serve(specs)
         if partition_counts:
             self._manifest.change_partition_counts(partition_counts, [])
-        self._manifest.save(self._manifest_path)
+        try:
+            self._manifest.save(self._manifest_path)
+        except StorageError:   # a full disk: the open did not happen, in memory or on disk
+            self._manifest.forget(new)
+            if partition_counts:
+                self._manifest.change_partition_counts({}, list(partition_counts))
+            if not existing:
+                self._undo_open(new)
+            raise
         if partition_counts:
             self._server.call(self._server.set_partition_counts,
                               dict(self._manifest.partition_counts))

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from plinth.durable_files import write_file_atomically
 from plinth.json_fragments import JsonFragments
-from plinth.errors import CorruptDataError
+from plinth.errors import CorruptDataError, StorageError
 from plinth.shards.shard_calls import Leadership, PartitionId, PartitionSpec
 
 MANIFEST_FILE = "manifest.json"
@@ -141,7 +141,11 @@ class ShardManifest:
                 self.to_json)
         # The fragments hold every change now, whether the write succeeds or not.
         self._changed_partitions, self._changed_counts = set(), set()
-        write_file_atomically(path, text, sync_dir=True)
+        try:
+            write_file_atomically(path, text, sync_dir=True)
+        except OSError as exc:   # a full disk, say: the user's to fix, named
+            raise StorageError(f"cannot save the shard manifest {path}: "
+                               f"{exc.strerror or exc}") from None
 
     def to_json(self) -> dict:
         return {"version": MANIFEST_VERSION,

@@ -155,3 +155,31 @@ def test_a_shard_that_opens_a_new_topics_partitions_records_its_count_in_the_sam
     assert broker.manifest("shard-1").partition_counts == {"b": 2}
     assert broker.manifest("shard-0").partition_counts == {"b": 2}
     assert sorted(p.partition for p in broker.manifest("shard-1").partitions) == [0, 1]
+
+
+def test_a_create_on_a_full_disk_is_a_storage_error_naming_the_file_and_creates_nothing(
+        brokers, monkeypatch):
+    import errno
+
+    from plinth.control import metadata
+    from plinth.errors import StorageError
+    from plinth.shards import shard_manifest
+
+    # Given a broker holding one topic, then a disk that refuses every write (both the
+    # shards' manifests and the controller's metadata: the undo's save fails too)
+    broker = brokers(2)
+    broker.controller.create_topic("orders", 1, {})
+
+    def full_disk(path, data, **_):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    monkeypatch.setattr(shard_manifest, "write_file_atomically", full_disk)
+    monkeypatch.setattr(metadata, "write_file_atomically", full_disk)
+    # When a topic is created / Then the shard's error comes, typed and naming its file,
+    # not the undo's (an InternalError naming no path before)
+    with pytest.raises(StorageError, match=r"topics \['g'\] were not created: .*cannot save "
+                                           r"the shard manifest .*manifest.json: No space left"):
+        broker.controller.create_topic("g", 4, {})
+    monkeypatch.undo()
+    # And the topic does not exist, and none of its directories is left on a shard
+    assert [i.name for i in broker.controller.list_topics()] == ["orders"]
+    assert not list((broker.data_dir / "shards").glob("*/g-*"))

@@ -198,7 +198,8 @@ def test_a_data_dir_that_cannot_be_made_is_one_error_line_naming_the_option(tmp_
                                        "--console-listen", "off"])
     # Then it exits 1 with one line naming the option, the path and the system's reason
     assert result.exit_code == 1, result.output
-    why = "File exists" if kind == "an existing file" else "No such file or directory"
+    why = (f"{data_dir} is a file, not a directory" if kind == "an existing file"
+           else "No such file or directory")
     assert result.stderr == f"error: InvalidConfigError: --data-dir {data_dir}: {why}\n"
 
 

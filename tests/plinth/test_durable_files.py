@@ -44,3 +44,26 @@ def test_fsync_directory_of_a_missing_directory_raises_oserror_naming_it(tmp_pat
     # When it is fsynced, Then the OSError names it (callers wrap it with what they made)
     with pytest.raises(FileNotFoundError, match="gone"):
         fsync_directory(missing)
+
+
+def test_a_write_the_disk_refuses_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path):
+    import resource
+    import signal
+
+    from plinth.durable_files import write_file_atomically
+
+    # Given a file, and a process that may write no file past 8 bytes (the kernel's
+    # EFBIG standing for a full disk: both refuse the write)
+    path = tmp_path / "state.json"
+    write_file_atomically(path, b"old")
+    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (8, hard))
+    try:
+        with pytest.raises(OSError):
+            write_file_atomically(path, b"new and longer than eight bytes")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous_handler)
+    # Then the old file is whole and no half-written temporary file is left
+    assert path.read_bytes() == b"old" and sorted(os.listdir(tmp_path)) == ["state.json"]

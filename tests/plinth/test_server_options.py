@@ -236,15 +236,6 @@ def test_plinth_serve_on_damaged_metadata_fails_in_one_line_naming_the_file_befo
     assert "Traceback" not in result.output and not (data_dir / "ray").exists()
 
 
-def test_plinth_serve_on_a_data_dir_that_is_a_file_says_so(tmp_path):
-    (tmp_path / "afile").write_text("x")
-    result = CliRunner().invoke(main, ["serve", "--data-dir", str(tmp_path / "afile"),
-                                       "--console-listen", "off"])
-    assert result.exit_code == 1
-    assert f"--data-dir {tmp_path / 'afile'}: {tmp_path / 'afile'} is a file, not a directory" \
-        in result.output
-
-
 def test_plinth_serve_on_a_full_file_system_says_so_before_ray(tmp_path, monkeypatch):
     # Given a data dir whose file system has 4 KiB free (disk_usage is the kernel's
     # answer; a real full file system needs a mount, which a test may not make)
