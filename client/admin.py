@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable, Mapping
 
 from plinth import limits, protocol, topics
-from plinth.client.arguments import (checked_int, checked_int_type, checked_offsets,
+from plinth.client.arguments import (checked_int, checked_int_type, checked_ms, checked_offsets,
                                      checked_partition, checked_str, checked_time_ms,
                                      checked_topic_id, checked_topic_names,
                                      checked_topic_partition)
@@ -47,6 +47,13 @@ def timed_change(encode, timeout_ms: float):
         return encode(request_id, *args, timeout_ms=(deadline_s - time.monotonic()) * 1000)
 
     return encode_timed
+
+
+def checked_admin_timeout(request_timeout_ms) -> float:
+    """Admin's and AIOAdmin's ``request_timeout_ms``, checked as the producer's and the
+    consumer's: 0 or less timed every call out at once ("within 1 ms"), and a str or
+    None failed inside the first call."""
+    return checked_ms("request_timeout_ms", request_timeout_ms, 1)
 
 
 def check_names_page_args(kind: str, prefix: str, after: str, limit: int) -> None:
@@ -204,9 +211,9 @@ class Admin:
     def __init__(self, *, broker=None, bootstrap_servers: str | list[str] | None = None,
                  request_timeout_ms: int = limits.CLIENT_REQUEST_TIMEOUT_MS_DEFAULT,
                  curve_key_file: str | None = None, curve_server_key_file: str | None = None):
+        self.request_timeout_ms = checked_admin_timeout(request_timeout_ms)
         self._conn = Connection(broker_address(broker, curve_key_file, curve_server_key_file,
                                                bootstrap_servers))
-        self.request_timeout_ms = request_timeout_ms
 
     def __enter__(self) -> "Admin":
         return self

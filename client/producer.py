@@ -290,9 +290,10 @@ class Producer(RecordSending):
         # Held while asking a topic's partition count: one question at a time.
         self._admin_lock = threading.Lock()
         # Its one call, a topic's partition count, blocks send(): bounded by
-        # max_block_ms too, as Kafka bounds send()'s wait for metadata.
+        # max_block_ms too, as Kafka bounds send()'s wait for metadata (at least the
+        # 1 ms an Admin takes: max_block_ms=0 still asks once).
         self._admin = Admin(broker=address,
-                            request_timeout_ms=min(request_timeout_ms, max_block_ms))
+                            request_timeout_ms=max(1, min(request_timeout_ms, max_block_ms)))
         try:
             self._sender = Sender(
                 address, acks, request_timeout_ms=request_timeout_ms,

@@ -149,10 +149,11 @@ class AIOProducer:
             raise ValueError("AIOProducer.start() was already called")
         o = self._options
         # Its one call, a new topic's partition count, is awaited in send(): bounded by
-        # max_block_ms too, as Kafka bounds send()'s wait for metadata.
+        # max_block_ms too, as Kafka bounds send()'s wait for metadata (at least the 1 ms
+        # an AIOAdmin takes: max_block_ms=0 still asks once).
         self._admin = AIOAdmin(broker=self._address,
-                               request_timeout_ms=min(o["request_timeout_ms"],
-                                                      self.max_block_s * 1000))
+                               request_timeout_ms=max(1, min(o["request_timeout_ms"],
+                                                             self.max_block_s * 1000)))
         self._conn = AIOConnection(self._address, direct=o["direct_to_shards"])
         self._core = SenderCore(
             self._conn, self._acks, request_timeout_ms=o["request_timeout_ms"],
