@@ -37,8 +37,8 @@ from typing import NamedTuple
 from plinth import limits, protocol
 from plinth import topics as topics_rules
 from plinth.client.admin import Admin
-from plinth.client.arguments import (checked_bool, checked_int, checked_ms, checked_str,
-                                     checked_topic_names)
+from plinth.client.arguments import (checked_bool, checked_callable, checked_int, checked_ms,
+                                     checked_str, checked_topic_names)
 from plinth.client.connection import Connection, broker_address
 from plinth.client.consumer_base import ConsumerBase, checked_times, group_option
 from plinth.client.fetcher import Fetcher, PartitionState, TopicPartition
@@ -107,6 +107,18 @@ def check_options(topics, auto_offset_reset: str, fetch_max_bytes: int, fetch_ma
         raise ValueError("a consumer in a group needs topics: Consumer('topic', group=...)")
 
 
+def check_callables(key_deserializer, value_deserializer, on_assign, on_revoke) -> None:
+    """TypeError naming a deserializer or rebalance callback that is not callable (nor
+    None): else it failed only at the first record or rebalance, inside poll."""
+    for name, value, what in (
+            ("key_deserializer", key_deserializer, "a callable turning a key's bytes into a key"),
+            ("value_deserializer", value_deserializer,
+             "a callable turning a value's bytes into a value"),
+            ("on_assign", on_assign, "a callable taking the set of partitions assigned"),
+            ("on_revoke", on_revoke, "a callable taking the set of partitions revoked")):
+        checked_callable(name, value, what)
+
+
 def checked_group(group) -> str:
     """A group's name, as the coordinator would take it (else it is refused only at the
     first poll): TypeError, or InvalidGroupError naming the rule."""
@@ -157,6 +169,7 @@ class Consumer(ConsumerBase):
                       auto_commit_interval_ms=auto_commit_interval_ms,
                       session_timeout_ms=session_timeout_ms, group_assignor=group_assignor,
                       direct_to_shards=direct_to_shards)
+        check_callables(key_deserializer, value_deserializer, on_assign, on_revoke)
         self.auto_offset_reset = auto_offset_reset
         self.request_timeout_ms = request_timeout_ms
         self.consumer_timeout_ms = consumer_timeout_ms

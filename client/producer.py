@@ -51,7 +51,8 @@ from plinth import limits
 from plinth.client._producer import ProducerBase
 from plinth.client.accumulator import RecordAccumulator
 from plinth.client.admin import Admin
-from plinth.client.arguments import checked_bool, checked_int, checked_ms, checked_wait_s
+from plinth.client.arguments import (checked_bool, checked_callable, checked_int, checked_ms,
+                                     checked_wait_s)
 from plinth.client.compression import codec_for
 from plinth.client.connection import broker_address
 from plinth.client.futures import RecordFuture
@@ -160,6 +161,14 @@ def checked_options(acks, compression_type, *, enable_idempotence: bool | None,
                          f"linger_ms={linger_ms} + request_timeout_ms={request_timeout_ms}")
     # Last: it logs when it turns idempotence off, which a refused option makes moot.
     return acks, codec, _idempotence(enable_idempotence, acks)
+
+
+def checked_serializers(key_serializer, value_serializer) -> tuple:
+    """The producers' serializers, each a callable or None (TypeError naming it)."""
+    return (checked_callable("key_serializer", key_serializer,
+                             "a callable turning a key into bytes"),
+            checked_callable("value_serializer", value_serializer,
+                             "a callable turning a value into bytes"))
 
 
 class RecordSending(ProducerBase):
@@ -283,8 +292,8 @@ class Producer(RecordSending):
             delivery_timeout_ms=delivery_timeout_ms, retry_backoff_ms=retry_backoff_ms,
             retry_backoff_max_ms=retry_backoff_max_ms, direct_to_shards=direct_to_shards,
             metadata_max_age_ms=metadata_max_age_ms)
-        self._key_serializer = key_serializer
-        self._value_serializer = value_serializer
+        self._key_serializer, self._value_serializer = checked_serializers(key_serializer,
+                                                                           value_serializer)
         address = broker_address(broker, curve_key_file, curve_server_key_file,
                                  bootstrap_servers)
         # Held while asking a topic's partition count: one question at a time.

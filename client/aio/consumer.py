@@ -58,10 +58,10 @@ from plinth.client.aio.connection import AIOConnection
 from plinth.client.aio.event_loop import (check_loop, refuse_release_while_running,
                                           wrong_loop_error)
 from plinth.client.aio.group_membership import AIOGroupMembership
-from plinth.client.arguments import checked_ms
+from plinth.client.arguments import checked_listener, checked_ms
 from plinth.client.connection import broker_address
-from plinth.client.consumer import (OffsetAndTimestamp, check_options, checked_group,
-                                    checked_max_records, checked_subscription)
+from plinth.client.consumer import (OffsetAndTimestamp, check_callables, check_options,
+                                    checked_group, checked_max_records, checked_subscription)
 from plinth.client.consumer_base import ConsumerBase, checked_times, group_option
 from plinth.client.fetcher import Fetcher, TopicPartition
 from plinth.errors import BrokerError, ClientError, ClosedError, OffsetOutOfRangeError
@@ -120,6 +120,7 @@ class AIOConsumer(ConsumerBase):
                       auto_commit_interval_ms=auto_commit_interval_ms,
                       session_timeout_ms=session_timeout_ms, group_assignor=group_assignor,
                       direct_to_shards=direct_to_shards)
+        check_callables(key_deserializer, value_deserializer, on_assign, on_revoke)
         if group is not None:
             checked_group(group)
         self.auto_offset_reset = auto_offset_reset
@@ -242,6 +243,7 @@ class AIOConsumer(ConsumerBase):
         rebalance callbacks. ``topics`` is a list of names (TypeError for a single str);
         topic patterns are not supported. Any task on the loop."""
         topics = checked_subscription(topics, pattern)
+        checked_listener("listener", listener)
         if self._membership is not None:
             raise ValueError(f"consumer already subscribed in group {self.group!r}")
         if listener is not None:

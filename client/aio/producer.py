@@ -53,7 +53,8 @@ from plinth.client.aio.futures import AIOBatchResult, AIORecordFuture
 from plinth.client.connection import broker_address
 from plinth.client.futures import RecordMetadata
 from plinth.client.partition_counts import PartitionCounts
-from plinth.client.producer import RecordSending, _as_topic, checked_options
+from plinth.client.producer import (RecordSending, _as_topic, checked_options,
+                                    checked_serializers)
 from plinth.client.sender import SenderCore
 from plinth.errors import (ClosedError, PartitionOutOfRangeError, PlinthError, PlinthTimeoutError,
                            ProducerBufferFullError)
@@ -129,7 +130,7 @@ class AIOProducer:
             in_flight_max=max_in_flight_requests_per_connection, idempotent=idempotent,
             delivery_timeout_ms=delivery_timeout_ms, retry_backoff_ms=retry_backoff_ms,
             retry_backoff_max_ms=retry_backoff_max_ms, direct_to_shards=direct_to_shards)
-        self._serializers = (key_serializer, value_serializer)
+        self._serializers = checked_serializers(key_serializer, value_serializer)
         self.max_block_s = max_block_ms / 1000
         self._records: _Records | None = None
         self._loop: asyncio.AbstractEventLoop | None = None   # start()'s; its tasks run there

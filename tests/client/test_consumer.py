@@ -273,6 +273,14 @@ BAD_OPTIONS = [
     # one option, two names: refused even when they agree, as broker and bootstrap_servers are
     ({"group_id": "g"}, ValueError,
      r"group='g' and group_id='g' both name the consumer group; give one"),
+    # not callable: they failed only at the first record or the first rebalance
+    ({"value_deserializer": 5}, TypeError,
+     r"value_deserializer must be a callable turning a value's bytes into a value, or None, "
+     r"got 5 \(int\)"),
+    ({"key_deserializer": "json"}, TypeError, r"key_deserializer must be a callable .*'json'"),
+    ({"on_assign": 5}, TypeError,
+     r"on_assign must be a callable taking the set of partitions assigned, or None, got 5"),
+    ({"on_revoke": "log"}, TypeError, r"on_revoke must be a callable taking the set of partitions"),
 ]
 
 

@@ -415,6 +415,11 @@ BAD_OPTIONS = [
     # a str was taken as True ("false" too)
     ({"direct_to_shards": "false"}, TypeError,
      r"direct_to_shards must be True or False, got 'false' \(str\)"),
+    # a serializer that is not callable failed at the first send: "'str' object is not callable"
+    ({"key_serializer": "json"}, TypeError,
+     r"key_serializer must be a callable turning a key into bytes, or None, got 'json' \(str\)"),
+    ({"value_serializer": 5}, TypeError,
+     r"value_serializer must be a callable turning a value into bytes, or None, got 5 \(int\)"),
 ]
 
 

@@ -289,3 +289,26 @@ def test_a_consumer_without_a_group_is_refused_on_a_second_asyncio_run_alike(scr
 
     asyncio.run(asyncio.wait_for(second(), BOUND_S))
     assert consumer._conn.closed
+
+
+class NotAListener:
+    def on_partitions_assigned(self, assigned):
+        pass
+
+
+@pytest.mark.parametrize("listener, message", [
+    (5, r"listener must be a ConsumerRebalanceListener \(an object with on_partitions_revoked "
+        r"and on_partitions_assigned methods\), got 5 \(int\), which has no callable "
+        r"on_partitions_revoked nor on_partitions_assigned"),
+    (lambda partitions: None, r"listener must be a ConsumerRebalanceListener .*\(function\)"),
+    (NotAListener(), r"\(NotAListener\), which has no callable on_partitions_revoked$"),
+])
+def test_subscribe_refuses_a_listener_without_the_rebalance_methods_and_changes_nothing(
+        listener, message):
+    # Given a consumer whose group would call the listener at its first rebalance
+    consumer = AIOConsumer(broker="tcp://127.0.0.1:1", group="g", on_assign=print)
+    # When it subscribes with something that is not a listener / Then TypeError names it
+    with pytest.raises(TypeError, match=message):
+        consumer.subscribe(["t"], listener=listener)
+    # And neither the subscription nor the callbacks changed
+    assert consumer._subscription is None and consumer._on_assign is print
