@@ -145,7 +145,11 @@ class AIOProducer:
     # --- Lifetime (the task that owns the producer) ------------------------------------
 
     async def start(self) -> None:
-        """Connect and start the sender task on the running loop."""
+        """Connect and start the sender task on the running loop. ClosedError after
+        stop(), as AIOConsumer's: a stopped producer stays stopped."""
+        if self._records is not None and self._records._closed:
+            raise ClosedError("producer is stopped: a stopped AIOProducer cannot start again; "
+                              "make a new one")
         if self._task is not None:
             raise ValueError("AIOProducer.start() was already called")
         o = self._options
@@ -323,9 +327,14 @@ class AIOProducer:
             except ProducerBufferFullError:
                 continue
 
-    async def send_and_wait(self, topic: str, value=None, **kwargs) -> RecordMetadata:
-        """``await (await send(...))``: the record's RecordMetadata once acknowledged."""
-        return await (await self.send(topic, value, **kwargs))
+    async def send_and_wait(self, topic: str, value=None, *, key=None,
+                            partition: int | None = None,
+                            headers: list[tuple[str, bytes]] | None = None,
+                            timestamp_ms: int | None = None) -> RecordMetadata:
+        """``await (await send(...))``: the record's RecordMetadata once acknowledged.
+        send's arguments spelt out, so that a wrong one is refused naming send_and_wait."""
+        return await (await self.send(topic, value, key=key, partition=partition,
+                                      headers=headers, timestamp_ms=timestamp_ms))
 
     async def partitions_for(self, topic: str) -> int:
         """The topic's partition count, asked of the broker at the first send to it and

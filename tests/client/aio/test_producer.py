@@ -480,3 +480,32 @@ def test_a_wait_that_is_not_seconds_is_refused_by_flush_and_stop_and_the_produce
             await producer.stop()
 
     run(scenario())
+
+
+def test_send_and_wait_refuses_an_unknown_argument_naming_itself_not_send(broker):
+    async def scenario():
+        async with AIOProducer(broker=broker.url) as producer:
+            with pytest.raises(TypeError, match=r"send_and_wait\(\) got an unexpected keyword "
+                                                r"argument 'foo'"):
+                await producer.send_and_wait("t", b"x", foo=1)
+            # And every argument of send still reaches it
+            return await producer.send_and_wait("t", b"v", key=b"k", partition=1,
+                                                headers=[("h", b"1")], timestamp_ms=5)
+
+    metadata = run(scenario())
+    assert metadata.partition == 1
+    (record,) = broker.records("t", 1)
+    assert (record.key, record.value, record.headers, record.timestamp_ms) == (
+        b"k", b"v", [("h", b"1")], 5)
+
+
+def test_start_after_stop_raises_closed_error_as_the_consumers_does(broker):
+    async def scenario():
+        producer = AIOProducer(broker=broker.url)
+        await producer.start()
+        await producer.stop()
+        with pytest.raises(ClosedError, match=r"producer is stopped: a stopped AIOProducer "
+                                              r"cannot start again; make a new one"):
+            await producer.start()
+
+    run(scenario())
