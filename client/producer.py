@@ -74,6 +74,15 @@ def _as_bytes(data, what: str) -> bytes | None:
                     f"got {type(data).__name__}")
 
 
+def _serialized(data, what: str):
+    """What ``what``_serializer returned, if bytes or None; TypeError naming the
+    serializer otherwise (_as_bytes would ask to set the serializer that is set)."""
+    if data is None or isinstance(data, (bytes, bytearray, memoryview)):
+        return data
+    raise TypeError(f"{what}_serializer returned {type(data).__name__}: it must return bytes "
+                    f"(or None)")
+
+
 def _as_int(number, what: str) -> int | None:
     """A partition or timestamp as an int or None; TypeError for anything else, a bool
     included (True is not partition 1, as elect_leaders says too)."""
@@ -199,9 +208,9 @@ class RecordSending(ProducerBase):
         accumulator's slow path.
         """
         if self._key_serializer is not None and key is not None:
-            key = self._key_serializer(key)
+            key = _serialized(self._key_serializer(key), "key")
         if self._value_serializer is not None and value is not None:
-            value = self._value_serializer(value)
+            value = _serialized(self._value_serializer(value), "value")
         if headers is None:
             future = self._append_fast(topic, value, key, partition, timestamp_ms)
             if future is not None:

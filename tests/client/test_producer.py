@@ -82,6 +82,20 @@ def test_keyed_records_go_where_kafkas_partitioner_sends_them_with_or_without_se
                                      for r in broker.records("t", p)}
 
 
+@pytest.mark.parametrize("options, message", [
+    ({"value_serializer": lambda value: str(value)}, r"value_serializer returned str: it must "
+                                                     r"return bytes \(or None\)"),
+    ({"key_serializer": lambda key: 5}, r"key_serializer returned int: it must return bytes"),
+])
+def test_a_serializer_that_returns_no_bytes_is_named_not_asked_to_be_set(broker, options, message):
+    # "value must be bytes or None (or set value_serializer)" said to set what was set
+    with Producer(broker=broker.url, **options) as producer:
+        with pytest.raises(TypeError, match=message):
+            producer.send("t", {"a": 1}, key="k", partition=0)
+        # And a send the serializers take is still stored
+        assert producer.send("t", None, partition=0).get(GET_TIMEOUT_S).offset == 0
+
+
 @pytest.mark.parametrize("call, error", [
     (lambda p: p.send("t", b"v", partition=PARTITIONS), PartitionOutOfRangeError),
     (lambda p: p.send("t", b"v", partition=-1), PartitionOutOfRangeError),
