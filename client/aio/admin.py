@@ -26,7 +26,7 @@ from plinth.client.admin import (NewTopic, alter_topic_args, checked_admin_timeo
                                  checked_config, check_names_page_args, check_new_topic, checked_new_topics,
                                  checked_records_to_delete, checked_shard_count,
                                  election_partitions, election_type_code, group_topics,
-                                 lag_row, list_offsets_args, timed_change)
+                                 lag_row, list_offsets_args, timed_change, unknown_topic)
 from plinth.client.arguments import (checked_offsets, checked_str, checked_topic_id,
                                      checked_topic_names)
 from plinth.client.aio.connection import AIOConnection
@@ -156,8 +156,12 @@ class AIOAdmin:
                            checked_str("name", name), checked_topic_id("topic_id", topic_id))
 
     async def partition_count(self, name: str) -> int:
-        return (await self._call(protocol.encode_metadata,
-                                 [checked_str("name", name)])).topics[0].partitions
+        """Admin.partition_count."""
+        try:
+            return (await self._call(protocol.encode_metadata,
+                                     [checked_str("name", name)])).topics[0].partitions
+        except UnknownTopicError as exc:
+            raise unknown_topic(name, exc) from None
 
     async def add_shards(self, count: int) -> list[tuple[str, int, str, str, int]]:
         """Admin.add_shards (not retried)."""

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from plinth import limits
 from plinth.client.partitioner import partition_for_key
 from plinth.client.producer import Producer
-from plinth.errors import (ClosedError, NotEnoughReplicasError, NotLeaderError,
-                           PartitionOutOfRangeError, PlinthTimeoutError)
+from plinth.errors import (ClosedError, InvalidTopicError, NotEnoughReplicasError, NotLeaderError,
+                           PartitionOutOfRangeError, PlinthTimeoutError, UnknownTopicError)
 from plinth.format import batch_formats
 from tests.client import send_calls
 from tests.client.produce_broker import ProduceBroker
@@ -549,3 +549,15 @@ def test_a_wait_that_is_not_seconds_is_refused_by_get_flush_and_close_before_any
         assert producer.send("t", b"y", partition=0).get(GET_TIMEOUT_S).offset == 1
     finally:
         producer.close()
+
+
+def test_a_send_to_an_unknown_topic_whose_name_breaks_the_rules_raises_invalid_topic_error(
+        broker):
+    with Producer(broker=broker.url) as producer:
+        # A space: UnknownTopicError said nothing of the name being impossible
+        with pytest.raises(InvalidTopicError, match=r"topic name 'bad name' may contain only "
+                                                    r"ASCII letters, digits"):
+            producer.send("bad name", b"x")
+        # And an unknown topic whose name is allowed is still unknown
+        with pytest.raises(UnknownTopicError):
+            producer.send("no-such-topic", b"x")

@@ -16,9 +16,9 @@ import pytest
 
 from plinth.client.aio.producer import AIOProducer
 from plinth.client.futures import RecordMetadata
-from plinth.errors import (ClosedError, NotLeaderError, PartitionOutOfRangeError,
-                           PlinthTimeoutError, ProducerBufferFullError, UnknownTopicError,
-                           WrongEventLoopError)
+from plinth.errors import (ClosedError, InvalidTopicError, NotLeaderError,
+                           PartitionOutOfRangeError, PlinthTimeoutError, ProducerBufferFullError,
+                           UnknownTopicError, WrongEventLoopError)
 from tests.client.produce_broker import LOSE_REPLY, ProduceBroker
 from tests.client.test_producer import (BAD_OPTIONS, key_of_partition, metadata_asked,
                                         producer_ids)
@@ -507,5 +507,16 @@ def test_start_after_stop_raises_closed_error_as_the_consumers_does(broker):
         with pytest.raises(ClosedError, match=r"producer is stopped: a stopped AIOProducer "
                                               r"cannot start again; make a new one"):
             await producer.start()
+
+    run(scenario())
+
+
+def test_a_send_to_an_unknown_topic_whose_name_breaks_the_rules_raises_invalid_topic_error(
+        broker):
+    async def scenario():
+        async with AIOProducer(broker=broker.url) as producer:
+            with pytest.raises(InvalidTopicError, match=r"topic name 'bad name' may contain "
+                                                        r"only ASCII letters"):
+                await producer.send("bad name", b"x")
 
     run(scenario())
