@@ -23,7 +23,8 @@ from collections.abc import Iterable
 
 from plinth import limits, protocol, topics
 from plinth.client.admin import (NewTopic, alter_topic_args, checked_admin_timeout,
-                                 checked_config, check_names_page_args, check_new_topic, checked_new_topics,
+                                 checked_config, check_names_page_args, check_new_topic,
+                                 checked_new_topics,
                                  checked_records_to_delete, checked_shard_count,
                                  election_partitions, election_type_code, group_topics,
                                  lag_row, list_offsets_args, timed_change, unknown_topic)
