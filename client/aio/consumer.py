@@ -58,11 +58,12 @@ from plinth.client.aio.connection import AIOConnection
 from plinth.client.aio.event_loop import (check_loop, refuse_release_while_running,
                                           wrong_loop_error)
 from plinth.client.aio.group_membership import AIOGroupMembership
-from plinth.client.arguments import checked_listener, checked_ms
+from plinth.client.arguments import checked_listener, checked_ms, checked_topic_partitions
 from plinth.client.connection import broker_address
 from plinth.client.consumer import (OffsetAndTimestamp, check_callables, check_options,
                                     checked_group, checked_max_records, checked_subscription)
-from plinth.client.consumer_base import ConsumerBase, checked_times, group_option
+from plinth.client.consumer_base import (ConsumerBase, checked_times, checked_tp, checked_tps,
+                                         group_option)
 from plinth.client.fetcher import Fetcher, TopicPartition
 from plinth.errors import BrokerError, ClientError, ClosedError, OffsetOutOfRangeError
 from plinth.format.record_batch import ConsumerRecord
@@ -268,6 +269,7 @@ class AIOConsumer(ConsumerBase):
     def assign(self, partitions: list[tuple[str, int]]) -> None:
         """Read exactly these (topic, partition) pairs; not for group members."""
         self._check_open()
+        partitions = checked_topic_partitions("assign", partitions)
         if self.group is not None:
             raise ValueError(f"consumer is in group {self.group!r}: partitions come from the "
                              f"group; use subscribe")
@@ -280,25 +282,26 @@ class AIOConsumer(ConsumerBase):
     def seek(self, topic: str, partition: int, offset: int) -> None:
         """Read ``topic``/``partition`` from ``offset`` next (buffered records dropped)."""
         self._check_open()
-        self._fetcher.seek(TopicPartition(topic, partition), offset)
+        self._fetcher.seek(checked_tp("seek", topic, partition), offset)
 
     async def seek_to_beginning(self, *partitions: tuple[str, int]) -> None:
         self._check_call("seek_to_beginning")
-        for tp in partitions or list(self._fetcher.partitions):
+        for tp in checked_tps("seek_to_beginning", partitions) or list(self._fetcher.partitions):
             self.seek(*tp, (await self._admin.list_offsets(*tp)).start_offset)
 
     async def seek_to_end(self, *partitions: tuple[str, int]) -> None:
         self._check_call("seek_to_end")
-        for tp in partitions or list(self._fetcher.partitions):
+        for tp in checked_tps("seek_to_end", partitions) or list(self._fetcher.partitions):
             self.seek(*tp, (await self._admin.list_offsets(*tp)).end_offset)
 
     async def position(self, topic: str, partition: int) -> int:
         """The offset of the next record handed out (reset as auto_offset_reset says
         if there is none yet)."""
         self._check_call("position")
-        state = self._fetcher.state(topic, partition)
+        tp = checked_tp("position", topic, partition)
+        state = self._fetcher.state(*tp)
         if state.position is None:
-            await self._reset(TopicPartition(topic, partition))
+            await self._reset(tp)
         return state.position
 
     async def offsets_for_times(self, timestamps: dict[tuple[str, int], int]
@@ -492,7 +495,8 @@ class AIOConsumer(ConsumerBase):
     async def committed(self, topic: str, partition: int) -> int | None:
         """The group's committed offset for a partition, or None."""
         self._check_call("committed")
+        tp = checked_tp("committed", topic, partition)
         if self.group is None:
             raise ValueError("committed() needs a consumer group")
         async with self._turn:
-            return (await self._fetch_committed()).get(TopicPartition(topic, partition))
+            return (await self._fetch_committed()).get(tp)

@@ -212,12 +212,14 @@ def test_offsets_for_times_asks_each_partition_at_its_time_and_answers_as_kafka_
         ("listOffsets", 0, 1_700_000_000_000), ("listOffsets", 1, 5)]
 
 
-@pytest.mark.parametrize("timestamp", [-1, -3, 1.5, True, "2026-12-03"])
+# A time of the wrong type is a TypeError, as the README says (it was a ValueError)
+@pytest.mark.parametrize("timestamp, error", [(-1, ValueError), (-3, ValueError), (1.5, TypeError),
+                                              (True, TypeError), ("2026-12-03", TypeError)])
 def test_offsets_for_times_refuses_a_time_that_is_not_ms_since_the_epoch_before_asking(
-        scripted, timestamp):
+        scripted, timestamp, error):
     broker = scripted([])
     with Consumer(broker=broker.url, request_timeout_ms=5_000, direct_to_shards=False) as consumer:
-        with pytest.raises(ValueError, match=rf"the time for t-1 is {timestamp!r}: it must be"):
+        with pytest.raises(error, match=rf"the time for t-1 is {timestamp!r}: it must be"):
             consumer.offsets_for_times({("t", 0): 5, ("t", 1): timestamp})
     assert broker.requests == []
 
@@ -451,3 +453,44 @@ def test_subscribe_takes_a_list_of_topic_names_not_a_str_nor_a_pattern(scripted,
         with pytest.raises(TypeError, match=message):
             call(consumer)
     assert broker.requests == []   # no topic named 't'... asked for
+
+
+# Calls taking (topic, partition)s, each refusing what is not one before anything changes
+# or is asked: assign("t1") raised TypeError from inside TopicPartition, a list given to
+# offsets_for_times an AttributeError, a str partition "t1-'0' is not assigned".
+BAD_PARTITION_CALLS = [
+    (lambda c: c.assign("t"), r"assign takes a list of \(topic, partition\) pairs, not 't': "
+                              r"\['t'\], or every partition of the topic through subscribe"),
+    (lambda c: c.assign(("t", 0)), r"assign takes a list of \(topic, partition\) pairs, not "
+                                   r"\('t', 0\): \[\('t', 0\)\]"),
+    (lambda c: c.assign([("t", "0")]), r"assign: the partition of \('t', '0'\) must be an int"),
+    (lambda c: c.assign([["t", 0]]), r"assign: \['t', 0\] is not a \(topic, partition\) pair"),
+    (lambda c: c.assign(5), r"assign takes a list of \(topic, partition\) pairs, got 5 \(int\)"),
+    (lambda c: c.offsets_for_times([("t", 0)]),
+     r"offsets_for_times takes \{\(topic, partition\): ms since the epoch\}, got "
+     r"\[\('t', 0\)\] \(list\)"),
+    (lambda c: c.seek("t", "0", 5), r"seek: the partition of \('t', '0'\) must be an int"),
+    (lambda c: c.seek(5, 0, 5), r"seek: the topic of \(5, 0\) must be a str"),
+    (lambda c: c.seek_to_beginning("t"), r"seek_to_beginning: 't' is not a \(topic, partition\)"),
+    (lambda c: c.seek_to_end(("t", 0), "t"), r"seek_to_end: 't' is not a \(topic, partition\)"),
+    (lambda c: c.position("t", None), r"position: the partition of \('t', None\) must be an int"),
+    (lambda c: c.committed(("t", 0), 0), r"committed: the topic of \(\('t', 0\), 0\) must be"),
+]
+
+
+@pytest.mark.parametrize("call, message", BAD_PARTITION_CALLS)
+def test_a_call_given_something_that_is_not_a_topic_partition_is_refused_naming_it(
+        scripted, call, message):
+    # Given a consumer reading t-0 from offset 0
+    broker = scripted([fetched(0, [b"a"], 1)])
+    consumer = consumer_of(broker)
+    try:
+        # When a call is given something that is not a (topic, partition) / Then TypeError
+        with pytest.raises(TypeError, match=message):
+            call(consumer)
+        # And nothing changed: the assignment and position are the same, nothing was asked
+        assert consumer.assignment() == {("t", 0)} and consumer.position("t", 0) == 0
+        assert [r.value for r in poll_until(consumer, 1)] == [b"a"]
+        assert [type(r).__name__ for _, r in broker.requests] == ["FetchRequest"]
+    finally:
+        consumer.close()

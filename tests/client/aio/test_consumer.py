@@ -12,8 +12,8 @@ from plinth import protocol
 from plinth.client.aio.consumer import AIOConsumer
 from plinth.errors import (ClosedError, CorruptDataError, OffsetOutOfRangeError,
                            WrongEventLoopError)
-from tests.client.test_consumer import (BAD_COMMITS, BAD_OPTIONS, BAD_POLL_TIMEOUTS, GroupBroker,
-                                        fetched)
+from tests.client.test_consumer import (BAD_COMMITS, BAD_OPTIONS, BAD_PARTITION_CALLS,
+                                        BAD_POLL_TIMEOUTS, GroupBroker, fetched)
 
 BOUND_S = 20
 AT_ONCE_S = 5   # far more than a refusal takes
@@ -312,3 +312,25 @@ def test_subscribe_refuses_a_listener_without_the_rebalance_methods_and_changes_
         consumer.subscribe(["t"], listener=listener)
     # And neither the subscription nor the callbacks changed
     assert consumer._subscription is None and consumer._on_assign is print
+
+
+@pytest.mark.parametrize("call, message", BAD_PARTITION_CALLS)
+def test_a_call_given_something_that_is_not_a_topic_partition_is_refused_naming_it(
+        scripted, call, message):
+    # Given a consumer reading t-0 from offset 0
+    broker = scripted([fetched(0, [b"a"], 1)])
+
+    async def scenario(consumer):
+        consumer.assign([("t", 0)])
+        consumer.seek("t", 0, 0)
+        # When a call is given something that is not a (topic, partition) / Then TypeError
+        with pytest.raises(TypeError, match=message):
+            outcome = call(consumer)
+            if asyncio.iscoroutine(outcome):
+                await outcome
+        # And nothing changed: the assignment and position are the same
+        assert consumer.assignment() == {("t", 0)} and await consumer.position("t", 0) == 0
+        return await records_of(consumer, 1)
+
+    assert [r.value for r in run(broker, scenario)] == [b"a"]
+    assert [type(r).__name__ for _, r in broker.requests] == ["FetchRequest"]
