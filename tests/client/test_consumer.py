@@ -10,7 +10,7 @@ import pytest
 from plinth import Consumer, limits, protocol
 from plinth.client.consumer import OffsetAndTimestamp
 from plinth.errors import (CorruptDataError, InvalidConfigError, InvalidGroupError,
-                           TooManyRequestsError,
+                           RecordDeserializationError, TooManyRequestsError,
                            UnavailableError, UnknownMemberIdError)
 from tests.client.scripted_broker import entry
 
@@ -492,5 +492,36 @@ def test_a_call_given_something_that_is_not_a_topic_partition_is_refused_naming_
         assert consumer.assignment() == {("t", 0)} and consumer.position("t", 0) == 0
         assert [r.value for r in poll_until(consumer, 1)] == [b"a"]
         assert [type(r).__name__ for _, r in broker.requests] == ["FetchRequest"]
+    finally:
+        consumer.close()
+
+
+def test_a_record_a_deserializer_raises_on_is_named_after_the_records_before_it_until_a_seek(
+        scripted):
+    # Given a partition whose record at offset 1 the value deserializer cannot take
+    broker = scripted([fetched(0, [b"0", b"x", b"2"], 3), fetched(2, [b"2"], 3)])
+    consumer = Consumer(broker=broker.url, fetch_max_wait_ms=100, request_timeout_ms=5_000,
+                        direct_to_shards=False, value_deserializer=int)
+    try:
+        consumer.assign([("t", 0)])
+        consumer.seek("t", 0, 0)
+        # When it polls / Then the record before the bad one is handed out first
+        assert [r.value for r in poll_until(consumer, 1)] == [0]
+        # And then every poll raises the error naming the record, its cause chained,
+        # the position left at it
+        for _ in range(2):
+            with pytest.raises(RecordDeserializationError,
+                               match=r"the value_deserializer raised on the record at offset 1 "
+                                     r"of t-0: ValueError: .*; to skip the record, seek to "
+                                     r"offset 2") as raised:
+                consumer.poll(100)
+            error = raised.value
+            assert (error.topic, error.partition, error.offset) == ("t", 0, 1)
+            assert isinstance(error.__cause__, ValueError)
+            assert consumer.position("t", 0) == 1
+        # And a seek past it reads on from there
+        consumer.seek("t", 0, error.offset + 1)
+        assert [r.value for r in poll_until(consumer, 1)] == [2]
+        assert [r.offset for _, r in broker.requests] == [0, 2]
     finally:
         consumer.close()

@@ -11,7 +11,7 @@ import pytest
 from plinth import protocol
 from plinth.client.aio.consumer import AIOConsumer
 from plinth.errors import (ClosedError, CorruptDataError, OffsetOutOfRangeError,
-                           WrongEventLoopError)
+                           RecordDeserializationError, WrongEventLoopError)
 from tests.client.test_consumer import (BAD_COMMITS, BAD_OPTIONS, BAD_PARTITION_CALLS,
                                         BAD_POLL_TIMEOUTS, GroupBroker, fetched)
 
@@ -334,3 +334,25 @@ def test_a_call_given_something_that_is_not_a_topic_partition_is_refused_naming_
 
     assert [r.value for r in run(broker, scenario)] == [b"a"]
     assert [type(r).__name__ for _, r in broker.requests] == ["FetchRequest"]
+
+
+def test_getone_names_a_record_the_deserializer_raises_on_until_a_seek_past_it(scripted):
+    # Given a partition whose record at offset 1 the value deserializer cannot take
+    broker = scripted([fetched(0, [b"0", b"x", b"2"], 3), fetched(2, [b"2"], 3)])
+
+    async def scenario(consumer):
+        consumer.assign([("t", 0)])
+        consumer.seek("t", 0, 0)
+        first = await consumer.getone()
+        # When getone reaches it / Then each call raises the error naming it
+        for _ in range(2):
+            with pytest.raises(RecordDeserializationError, match=r"at offset 1 of t-0: "
+                                                                 r"ValueError") as raised:
+                await consumer.getone()
+            assert await consumer.position("t", 0) == 1
+        # And a seek past it reads on
+        consumer.seek("t", 0, raised.value.offset + 1)
+        return first, await consumer.getone()
+
+    first, after = run(broker, scenario, value_deserializer=int)
+    assert (first.offset, first.value, after.offset, after.value) == (0, 0, 2, 2)
