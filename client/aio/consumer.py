@@ -253,11 +253,17 @@ class AIOConsumer(ConsumerBase):
         self._subscription = topics
 
     async def _apply_subscription(self) -> None:
-        """Ask the partition counts of a new subscription; join the group. Turn held."""
-        topics, self._subscription = self._subscription, None
+        """Ask the partition counts of a new subscription; join the group. Turn held.
+        A subscription that fails (an unknown topic) stays, and fails each getmany until
+        subscribe() or assign() replaces it, as the sync subscribe() raises: dropped, the
+        old assignment went on with no notice after one error."""
+        topics = self._subscription
         if not topics:
+            self._subscription = None
             return
         counts = [await self._admin.partition_count(t) for t in topics]   # unknown topics fail here
+        if self._subscription is topics:   # (not replaced while the counts were awaited)
+            self._subscription = None
         if self.group is None:
             self._fetcher.assign([(t, p) for t, count in zip(topics, counts) for p in range(count)])
             return
@@ -273,6 +279,7 @@ class AIOConsumer(ConsumerBase):
         if self.group is not None:
             raise ValueError(f"consumer is in group {self.group!r}: partitions come from the "
                              f"group; use subscribe")
+        self._subscription = None   # replaces one not applied yet (or failing), as it replaces
         self._fetcher.assign(partitions)
 
     def assignment(self) -> set[TopicPartition]:

@@ -11,7 +11,7 @@ import pytest
 from plinth import protocol
 from plinth.client.aio.consumer import AIOConsumer
 from plinth.errors import (ClosedError, CorruptDataError, OffsetOutOfRangeError,
-                           RecordDeserializationError, WrongEventLoopError)
+                           RecordDeserializationError, UnknownTopicError, WrongEventLoopError)
 from tests.client.test_consumer import (BAD_COMMITS, BAD_OPTIONS, BAD_PARTITION_CALLS,
                                         BAD_POLL_TIMEOUTS, GroupBroker, fetched)
 
@@ -356,3 +356,35 @@ def test_getone_names_a_record_the_deserializer_raises_on_until_a_seek_past_it(s
 
     first, after = run(broker, scenario, value_deserializer=int)
     assert (first.offset, first.value, after.offset, after.value) == (0, 0, 2, 2)
+
+
+def unknown_topic(request):
+    """A script step: the answer to a metadata request for a topic the broker lacks."""
+    assert type(request).__name__ == "MetadataRequest", request
+    return [protocol.encode_error(request.request_id, UnknownTopicError("unknown topic 'nosuch'"))]
+
+
+def test_a_subscription_to_an_unknown_topic_fails_every_getmany_until_an_assign_replaces_it(
+        scripted):
+    # Given a consumer without a group reading t-0
+    broker = scripted([fetched(0, [b"a"], 1), unknown_topic, unknown_topic,
+                       fetched(1, [b"b"], 2)])
+
+    async def scenario(consumer):
+        consumer.assign([("t", 0)])
+        consumer.seek("t", 0, 0)
+        got = await records_of(consumer, 1)
+        # When it subscribes to a topic that does not exist
+        consumer.subscribe(["nosuch"])
+        # Then every getmany raises (it raised once, then the old assignment went on)
+        for _ in range(2):
+            with pytest.raises(UnknownTopicError, match="nosuch"):
+                await consumer.getmany(timeout_ms=100)
+        # And an assign replaces the failed subscription
+        consumer.assign([("t", 0)])
+        consumer.seek("t", 0, 1)
+        return got + await records_of(consumer, 1)
+
+    assert [r.value for r in run(broker, scenario)] == [b"a", b"b"]
+    assert [type(r).__name__ for _, r in broker.requests] == [
+        "FetchRequest", "MetadataRequest", "MetadataRequest", "FetchRequest"]
