@@ -19,13 +19,13 @@ import time
 from collections.abc import Iterable, Mapping
 
 from plinth import limits, protocol, topics
-from plinth.client.arguments import (checked_int, checked_int_type, checked_offsets,
+from plinth.client.arguments import (checked_int, checked_int_type, checked_ms, checked_offsets,
                                      checked_partition, checked_str, checked_time_ms,
                                      checked_topic_id, checked_topic_names,
                                      checked_topic_partition)
 from plinth.client.connection import Connection, broker_address
 from plinth.client.fetcher import TopicPartition
-from plinth.errors import BrokerError, InternalError, UnknownTopicError
+from plinth.errors import BrokerError, InternalError, InvalidTopicError, UnknownTopicError
 from plinth.name_pages import NamesPage, check_page_args
 
 # What list_topics_page and list_groups_page return: ``.names`` and ``.more``.
@@ -47,6 +47,25 @@ def timed_change(encode, timeout_ms: float):
         return encode(request_id, *args, timeout_ms=(deadline_s - time.monotonic()) * 1000)
 
     return encode_timed
+
+
+def unknown_topic(name: str, error: UnknownTopicError) -> BrokerError:
+    """What to raise for a topic the broker does not know: InvalidTopicError naming the
+    rule, if no topic may have that name (a space in it), else ``error``. Asked only
+    once a topic is unknown, never per record (the producers ask its partition count
+    before its first record)."""
+    try:
+        topics.validate_topic_name(name)
+    except InvalidTopicError as invalid:
+        return invalid
+    return error
+
+
+def checked_admin_timeout(request_timeout_ms) -> float:
+    """Admin's and AIOAdmin's ``request_timeout_ms``, checked as the producer's and the
+    consumer's: 0 or less timed every call out at once ("within 1 ms"), and a str or
+    None failed inside the first call."""
+    return checked_ms("request_timeout_ms", request_timeout_ms, 1)
 
 
 def check_names_page_args(kind: str, prefix: str, after: str, limit: int) -> None:
@@ -204,9 +223,9 @@ class Admin:
     def __init__(self, *, broker=None, bootstrap_servers: str | list[str] | None = None,
                  request_timeout_ms: int = limits.CLIENT_REQUEST_TIMEOUT_MS_DEFAULT,
                  curve_key_file: str | None = None, curve_server_key_file: str | None = None):
+        self.request_timeout_ms = checked_admin_timeout(request_timeout_ms)
         self._conn = Connection(broker_address(broker, curve_key_file, curve_server_key_file,
                                                bootstrap_servers))
-        self.request_timeout_ms = request_timeout_ms
 
     def __enter__(self) -> "Admin":
         return self
@@ -308,8 +327,13 @@ class Admin:
                      checked_topic_id("topic_id", topic_id))
 
     def partition_count(self, name: str) -> int:
-        return self._call(protocol.encode_metadata,
-                          [checked_str("name", name)]).topics[0].partitions
+        """The topic's partition count; UnknownTopicError, or InvalidTopicError naming the
+        rule its name breaks (``unknown_topic``)."""
+        try:
+            return self._call(protocol.encode_metadata,
+                              [checked_str("name", name)]).topics[0].partitions
+        except UnknownTopicError as exc:
+            raise unknown_topic(name, exc) from None
 
     def add_shards(self, count: int) -> list[tuple[str, int, str, str, int]]:
         """Add shards; returns the partitions whose writes moved, as

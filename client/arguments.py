@@ -14,6 +14,7 @@ the producer's per-record fast path (client/_producer.c).
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 
@@ -165,3 +166,64 @@ def checked_time_ms(name: str, timestamp_ms, *specials: int) -> int:
         raise ValueError(f"{name}={timestamp_ms} is outside 0..{limits.INT64_MAX} (ms since "
                          f"the epoch){also}")
     return int(timestamp_ms)
+
+
+def checked_callable(name: str, value, what: str):
+    """An option that is called later (a serializer, a callback), or None: checked
+    here, where a str such as "json" would otherwise fail only at the first record
+    as "'str' object is not callable", far from the option that caused it."""
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be {what}, or None, got {value!r} "
+                        f"({type(value).__name__})")
+    return value
+
+
+LISTENER_METHODS = ("on_partitions_revoked", "on_partitions_assigned")
+
+
+def checked_listener(name: str, listener):
+    """A rebalance listener: an object with callable ``on_partitions_revoked`` and
+    ``on_partitions_assigned`` (kafka-python's and aiokafka's
+    ConsumerRebalanceListener), or None. A function alone is not one: it would fail
+    at the first rebalance with an AttributeError."""
+    if listener is None:
+        return None
+    missing = [method for method in LISTENER_METHODS
+               if not callable(getattr(listener, method, None))]
+    if missing:
+        raise TypeError(f"{name} must be a ConsumerRebalanceListener (an object with "
+                        f"on_partitions_revoked and on_partitions_assigned methods), got "
+                        f"{listener!r} ({type(listener).__name__}), which has no callable "
+                        f"{' nor '.join(missing)}")
+    return listener
+
+
+def checked_key_file(name: str, path):
+    """A key file's path (a str or an os.PathLike), or None. An int or bytes would
+    otherwise be taken for "no key" or fail as a mismatch of the two curve options."""
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path to a key file (a str or os.PathLike), or "
+                        f"None, got {path!r} ({type(path).__name__})")
+    return path
+
+
+def checked_topic_partitions(name: str, partitions) -> list[tuple[str, int]]:
+    """A list (any iterable) of (topic, partition) pairs, each checked; a single str or
+    pair is refused rather than read as its characters or its two fields."""
+    if isinstance(partitions, (str, bytes)) or _is_pair(partitions):
+        raise TypeError(f"{name} takes a list of (topic, partition) pairs, not "
+                        f"{partitions!r}: [{partitions!r}]"
+                        + (", or every partition of the topic through subscribe"
+                           if isinstance(partitions, str) else ""))
+    try:
+        pairs = list(partitions)
+    except TypeError:
+        raise TypeError(f"{name} takes a list of (topic, partition) pairs, got "
+                        f"{partitions!r} ({type(partitions).__name__})") from None
+    return [checked_topic_partition(name, pair) for pair in pairs]
+
+
+def _is_pair(value) -> bool:
+    """A (topic, partition) pair itself, where a list of them is wanted."""
+    return (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str)
+            and isinstance(value[1], int))

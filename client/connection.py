@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import zmq
 
 from plinth import limits, protocol
+from plinth.client.arguments import checked_key_file
 from plinth.client.direct_routes import ROUTER, DirectRoutes
 from plinth.client.handshake_watch import HandshakeWatch
 from plinth.errors import (ClosedError, HandshakeRefusedError, NotLeaderError,
@@ -106,7 +107,11 @@ def broker_address(broker=None, curve_key_file: str | None = None,
     """The address to connect to; keys from the arguments or $PLINTH_CURVE_KEY_FILE and
     $PLINTH_CURVE_SERVER_KEY_FILE (the client's .key_secret and the server's .key).
     ``bootstrap_servers`` (kafka-python's and aiokafka's name) is ``broker`` under
-    another name, also as a list of addresses; ValueError if both are given."""
+    another name, also as a list of addresses; ValueError if both are given. A key
+    file that is not a path is a TypeError naming its option (every client's
+    constructor comes here), not a complaint that only one of the two was given."""
+    checked_key_file("curve_key_file", curve_key_file)
+    checked_key_file("curve_server_key_file", curve_server_key_file)
     broker = _one_broker_option(broker, bootstrap_servers)
     if isinstance(broker, BrokerAddress):
         return broker

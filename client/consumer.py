@@ -37,10 +37,11 @@ from typing import NamedTuple
 from plinth import limits, protocol
 from plinth import topics as topics_rules
 from plinth.client.admin import Admin
-from plinth.client.arguments import (checked_bool, checked_int, checked_ms, checked_str,
-                                     checked_topic_names)
+from plinth.client.arguments import (checked_bool, checked_callable, checked_int, checked_ms,
+                                     checked_str, checked_topic_names, checked_topic_partitions)
 from plinth.client.connection import Connection, broker_address
-from plinth.client.consumer_base import ConsumerBase, checked_times, group_option
+from plinth.client.consumer_base import (ConsumerBase, checked_times, checked_tp, checked_tps,
+                                         group_option)
 from plinth.client.fetcher import Fetcher, PartitionState, TopicPartition
 from plinth.client.group_membership import GroupMembership
 from plinth.errors import BrokerError, ClientError, ClosedError, OffsetOutOfRangeError
@@ -107,6 +108,18 @@ def check_options(topics, auto_offset_reset: str, fetch_max_bytes: int, fetch_ma
         raise ValueError("a consumer in a group needs topics: Consumer('topic', group=...)")
 
 
+def check_callables(key_deserializer, value_deserializer, on_assign, on_revoke) -> None:
+    """TypeError naming a deserializer or rebalance callback that is not callable (nor
+    None): else it failed only at the first record or rebalance, inside poll."""
+    for name, value, what in (
+            ("key_deserializer", key_deserializer, "a callable turning a key's bytes into a key"),
+            ("value_deserializer", value_deserializer,
+             "a callable turning a value's bytes into a value"),
+            ("on_assign", on_assign, "a callable taking the set of partitions assigned"),
+            ("on_revoke", on_revoke, "a callable taking the set of partitions revoked")):
+        checked_callable(name, value, what)
+
+
 def checked_group(group) -> str:
     """A group's name, as the coordinator would take it (else it is refused only at the
     first poll): TypeError, or InvalidGroupError naming the rule."""
@@ -157,6 +170,7 @@ class Consumer(ConsumerBase):
                       auto_commit_interval_ms=auto_commit_interval_ms,
                       session_timeout_ms=session_timeout_ms, group_assignor=group_assignor,
                       direct_to_shards=direct_to_shards)
+        check_callables(key_deserializer, value_deserializer, on_assign, on_revoke)
         self.auto_offset_reset = auto_offset_reset
         self.request_timeout_ms = request_timeout_ms
         self.consumer_timeout_ms = consumer_timeout_ms
@@ -229,6 +243,7 @@ class Consumer(ConsumerBase):
 
     def assign(self, partitions: list[tuple[str, int]]) -> None:
         """Read exactly these (topic, partition) pairs; not for group members."""
+        partitions = checked_topic_partitions("assign", partitions)
         if self.group is not None:
             raise ValueError(f"consumer is in group {self.group!r}: partitions come from the "
                              f"group; use subscribe")
@@ -240,16 +255,16 @@ class Consumer(ConsumerBase):
 
     def seek(self, topic: str, partition: int, offset: int) -> None:
         """Read ``topic``/``partition`` from ``offset`` next."""
-        tp = TopicPartition(topic, partition)
+        tp = checked_tp("seek", topic, partition)
         self._fetcher.seek(tp, offset)
         self._drop_iterated({tp})
 
     def seek_to_beginning(self, *partitions: tuple[str, int]) -> None:
-        for tp in partitions or list(self._fetcher.partitions):
+        for tp in checked_tps("seek_to_beginning", partitions) or list(self._fetcher.partitions):
             self.seek(*tp, self._admin.list_offsets(*tp).start_offset)
 
     def seek_to_end(self, *partitions: tuple[str, int]) -> None:
-        for tp in partitions or list(self._fetcher.partitions):
+        for tp in checked_tps("seek_to_end", partitions) or list(self._fetcher.partitions):
             self.seek(*tp, self._admin.list_offsets(*tp).end_offset)
 
     def offsets_for_times(self, timestamps: dict[tuple[str, int], int]
@@ -269,9 +284,10 @@ class Consumer(ConsumerBase):
         return found
 
     def position(self, topic: str, partition: int) -> int:
-        state = self._fetcher.state(topic, partition)
+        tp = checked_tp("position", topic, partition)
+        state = self._fetcher.state(*tp)
         if state.position is None:
-            self._reset(TopicPartition(topic, partition))
+            self._reset(tp)
         return state.position
 
     def _reset(self, tp: TopicPartition) -> None:
@@ -476,9 +492,10 @@ class Consumer(ConsumerBase):
 
     def committed(self, topic: str, partition: int) -> int | None:
         """The group's committed offset for a partition, or None."""
+        tp = checked_tp("committed", topic, partition)
         if self.group is None:
             raise ValueError("committed() needs a consumer group")
-        return self._fetch_committed().get(TopicPartition(topic, partition))
+        return self._fetch_committed().get(tp)
 
     def close(self) -> None:
         """Commit (with auto-commit), leave the group, close the sockets."""

@@ -22,6 +22,7 @@ A subclass sets, before any of these run:
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from plinth import limits, protocol
 from plinth.client.arguments import checked_offsets, checked_topic_partition
@@ -43,14 +44,32 @@ def group_option(group: str | None, group_id: str | None) -> str | None:
 
 def checked_times(timestamps) -> dict[tuple[str, int], int]:
     """offsets_for_times' argument, every key and time checked before any is asked:
-    ValueError for a time that is not an int of ms since the epoch (an Int64 on the
-    wire), TypeError for a key that is not a (topic, partition) pair."""
+    TypeError for a time that is not an int, or a key that is not a (topic, partition)
+    pair, or for anything but a dict of them; ValueError for an int outside ms since
+    the epoch (an Int64 on the wire)."""
+    if not isinstance(timestamps, Mapping):
+        raise TypeError(f"offsets_for_times takes {{(topic, partition): ms since the epoch}}, "
+                        f"got {timestamps!r} ({type(timestamps).__name__})")
     for tp, timestamp_ms in timestamps.items():
         checked_topic_partition("offsets_for_times", tp)
-        if type(timestamp_ms) is not int or not 0 <= timestamp_ms <= limits.INT64_MAX:
-            raise ValueError(f"the time for {tp[0]}-{tp[1]} is {timestamp_ms!r}: it must be "
-                             f"an int of ms since the epoch, 0..{limits.INT64_MAX}")
+        wrong_type = isinstance(timestamp_ms, bool) or not isinstance(timestamp_ms, int)
+        if wrong_type or not 0 <= timestamp_ms <= limits.INT64_MAX:
+            raise (TypeError if wrong_type else ValueError)(
+                f"the time for {tp[0]}-{tp[1]} is {timestamp_ms!r}: it must be an int of ms "
+                f"since the epoch, 0..{limits.INT64_MAX}")
     return dict(timestamps)
+
+
+def checked_tp(call: str, topic, partition) -> TopicPartition:
+    """A call's (topic, partition) arguments as a TopicPartition, each checked (a str
+    partition was read as a partition not assigned)."""
+    return TopicPartition(*checked_topic_partition(call, (topic, partition)))
+
+
+def checked_tps(call: str, partitions: tuple) -> list[TopicPartition]:
+    """seek_to_beginning's and seek_to_end's ``*partitions``, every one checked before
+    any is asked (a topic's name alone was read as its characters)."""
+    return [TopicPartition(*checked_topic_partition(call, tp)) for tp in partitions]
 
 
 class ConsumerBase:

@@ -27,6 +27,11 @@ A fetch reply brings:
 - offsetOutOfRange: the consumer's ``reset_position(tp)`` (its
   ``auto_offset_reset``), or, if it has none, raised like any other error.
 
+A deserializer that raises on a record (records are deserialized as they are
+buffered): the records before it are buffered and handed out; then ``take``
+raises RecordDeserializationError naming the record, each time, and the
+partition is not fetched, until a ``seek`` (past it, to skip it).
+
 A reply to a fetch that ``seek()``, ``assign()``, ``add()`` or ``remove()``
 replaced is dropped. Nothing here is done per record in Python unless a deserializer is
 set: polls hand out slices of the decoded lists.
@@ -45,7 +50,7 @@ from typing import NamedTuple
 from plinth import limits, protocol
 from plinth.client.arguments import checked_offset
 from plinth.client.connection import Connection
-from plinth.errors import TRANSIENT_ERRORS, OffsetOutOfRangeError
+from plinth.errors import TRANSIENT_ERRORS, OffsetOutOfRangeError, RecordDeserializationError
 from plinth.format.log_entry import iter_entries
 from plinth.format import batch_formats
 from plinth.format.record_batch import ConsumerRecord
@@ -110,7 +115,7 @@ class PartitionState:
     """One assigned partition's reading state. Consumer thread only."""
 
     __slots__ = ("position", "fetch_offset", "fetch_id", "fetch_sent_s", "retry_at_s",
-                 "retry_backoff_s", "records")
+                 "retry_backoff_s", "records", "failed")
 
     def __init__(self, position: int | None = None):
         self.position = position               # next offset handed to the application
@@ -120,6 +125,9 @@ class PartitionState:
         self.retry_at_s = 0.0                  # after a transient error: not before this
         self.retry_backoff_s = 0.0             # doubles while the errors go on
         self.records = _BufferedRecords()
+        # (offset, "key" or "value", the exception) of a record a deserializer raised on:
+        # nothing is fetched past it until a seek.
+        self.failed: tuple[int, str, Exception] | None = None
 
 
 class Fetcher:
@@ -147,6 +155,7 @@ class Fetcher:
         # partitions spent most of its time asking empty buffers).
         self._buffered: dict[TopicPartition, None] = {}
         self._backing_off: set[TopicPartition] = set()     # retry_at_s set, maybe passed
+        self._failed: dict[TopicPartition, None] = {}      # those whose state.failed is set
         self._fetch_turn = 0   # where send_fetches() starts: the first partition it left out
 
     # --- Assignment and position -----------------------------------------------
@@ -157,6 +166,7 @@ class Fetcher:
         self._fetches.clear()
         self._buffered.clear()
         self._backing_off.clear()
+        self._failed.clear()
 
     def add(self, tp: TopicPartition, position: int | None) -> None:
         """Read ``tp`` too, from ``position`` (None: the consumer's reset decides)."""
@@ -165,6 +175,7 @@ class Fetcher:
             self._fetches.pop(replaced.fetch_id, None)
             self._buffered.pop(tp, None)
             self._backing_off.discard(tp)
+            self._failed.pop(tp, None)
         self.partitions[tp] = PartitionState(position)
 
     def remove(self, tp: TopicPartition) -> None:
@@ -172,6 +183,7 @@ class Fetcher:
         self._fetches.pop(state.fetch_id, None)
         self._buffered.pop(tp, None)
         self._backing_off.discard(tp)
+        self._failed.pop(tp, None)
 
     def state(self, topic: str, partition: int) -> PartitionState:
         state = self.partitions.get(TopicPartition(topic, partition))
@@ -190,6 +202,8 @@ class Fetcher:
         state.fetch_id = None
         state.records.clear()
         self._buffered.pop(tp, None)
+        state.failed = None   # a seek past a record no deserializer takes skips it
+        self._failed.pop(tp, None)
 
     # --- Fetching ----------------------------------------------------------------
 
@@ -210,7 +224,7 @@ class Fetcher:
         start = self._fetch_turn % len(items) if items else 0
         turn = chain(islice(items, start, None), islice(items, start))
         for index, (tp, state) in enumerate(turn, start):
-            if state.records or now < state.retry_at_s:
+            if state.records or state.failed or now < state.retry_at_s:
                 continue
             if state.fetch_id is None and in_flight >= in_flight_max:
                 # the router refuses fetches past the connection's bytes in flight
@@ -316,7 +330,9 @@ class Fetcher:
             for header, batch in iter_entries(data, verify_crc=True):
                 records = batch_formats.decode(header.attributes, tp.topic, tp.partition,
                                                header.base_offset, batch, state.fetch_offset)
-                state.records.append_batch(self._deserialize(records))
+                state.records.append_batch(self._deserialize(tp, state, records))
+                if state.failed is not None:
+                    break   # what follows the record is fetched again after a seek past it
                 state.fetch_offset = max(state.fetch_offset,
                                          header.base_offset + header.record_count)
         finally:
@@ -325,15 +341,38 @@ class Fetcher:
             if gc_was_enabled:
                 gc.enable()
 
-    def _deserialize(self, records: list[ConsumerRecord]) -> list[ConsumerRecord]:
+    def _deserialize(self, tp: TopicPartition, state: PartitionState,
+                     records: list[ConsumerRecord]) -> list[ConsumerRecord]:
+        """``records`` deserialized; if a deserializer raises, those before the record
+        it raised on, and the partition keeps the failure for ``take`` to raise (Kafka's
+        consumer: the records before it are handed out, the position stays at it)."""
         if self._key_deserializer is None and self._value_deserializer is None:
             return records
-        for record in records:
-            if self._key_deserializer is not None and record.key is not None:
-                record.key = self._key_deserializer(record.key)
-            if self._value_deserializer is not None and record.value is not None:
-                record.value = self._value_deserializer(record.value)
+        for index, record in enumerate(records):
+            field = "key"
+            try:
+                if self._key_deserializer is not None and record.key is not None:
+                    record.key = self._key_deserializer(record.key)
+                field = "value"
+                if self._value_deserializer is not None and record.value is not None:
+                    record.value = self._value_deserializer(record.value)
+            except Exception as exc:   # the user's code: any error is the record's
+                state.failed = (record.offset, field, exc)
+                state.fetch_offset = record.offset
+                self._failed[tp] = None
+                return records[:index]
         return records
+
+    def _raise_failed(self) -> None:
+        """RecordDeserializationError for the first partition whose records before the
+        one a deserializer raised on are all handed out; raised again at each take until
+        a seek. A new error each time: one raised again would grow its traceback."""
+        for tp in self._failed:
+            state = self.partitions[tp]
+            if not state.records:
+                offset, field, cause = state.failed
+                raise RecordDeserializationError(tp.topic, tp.partition, offset, field,
+                                                 cause) from cause
 
     # --- Handing out -------------------------------------------------------------
 
@@ -343,6 +382,8 @@ class Fetcher:
         ``max_records`` < 1, which could never hand out a record."""
         if max_records < 1:
             raise ValueError(f"max_records={max_records} must be 1 or more")
+        if self._failed:
+            self._raise_failed()
         out: dict[TopicPartition, list[ConsumerRecord]] = {}
         buffered = list(self._buffered)
         if not buffered:

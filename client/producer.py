@@ -51,7 +51,8 @@ from plinth import limits
 from plinth.client._producer import ProducerBase
 from plinth.client.accumulator import RecordAccumulator
 from plinth.client.admin import Admin
-from plinth.client.arguments import checked_bool, checked_int, checked_ms, checked_wait_s
+from plinth.client.arguments import (checked_bool, checked_callable, checked_int, checked_ms,
+                                     checked_wait_s)
 from plinth.client.compression import codec_for
 from plinth.client.connection import broker_address
 from plinth.client.futures import RecordFuture
@@ -71,6 +72,15 @@ def _as_bytes(data, what: str) -> bytes | None:
         return bytes(data)
     raise TypeError(f"{what} must be bytes or None (or set {what}_serializer), "
                     f"got {type(data).__name__}")
+
+
+def _serialized(data, what: str):
+    """What ``what``_serializer returned, if bytes or None; TypeError naming the
+    serializer otherwise (_as_bytes would ask to set the serializer that is set)."""
+    if data is None or isinstance(data, (bytes, bytearray, memoryview)):
+        return data
+    raise TypeError(f"{what}_serializer returned {type(data).__name__}: it must return bytes "
+                    f"(or None)")
 
 
 def _as_int(number, what: str) -> int | None:
@@ -162,6 +172,14 @@ def checked_options(acks, compression_type, *, enable_idempotence: bool | None,
     return acks, codec, _idempotence(enable_idempotence, acks)
 
 
+def checked_serializers(key_serializer, value_serializer) -> tuple:
+    """The producers' serializers, each a callable or None (TypeError naming it)."""
+    return (checked_callable("key_serializer", key_serializer,
+                             "a callable turning a key into bytes"),
+            checked_callable("value_serializer", value_serializer,
+                             "a callable turning a value into bytes"))
+
+
 class RecordSending(ProducerBase):
     """What ``send`` does with a record until it is in a batch, shared by Producer and
     the asyncio producer (client/aio/producer.py): serializers, the C fast path, the
@@ -190,9 +208,9 @@ class RecordSending(ProducerBase):
         accumulator's slow path.
         """
         if self._key_serializer is not None and key is not None:
-            key = self._key_serializer(key)
+            key = _serialized(self._key_serializer(key), "key")
         if self._value_serializer is not None and value is not None:
-            value = self._value_serializer(value)
+            value = _serialized(self._value_serializer(value), "value")
         if headers is None:
             future = self._append_fast(topic, value, key, partition, timestamp_ms)
             if future is not None:
@@ -283,16 +301,17 @@ class Producer(RecordSending):
             delivery_timeout_ms=delivery_timeout_ms, retry_backoff_ms=retry_backoff_ms,
             retry_backoff_max_ms=retry_backoff_max_ms, direct_to_shards=direct_to_shards,
             metadata_max_age_ms=metadata_max_age_ms)
-        self._key_serializer = key_serializer
-        self._value_serializer = value_serializer
+        self._key_serializer, self._value_serializer = checked_serializers(key_serializer,
+                                                                           value_serializer)
         address = broker_address(broker, curve_key_file, curve_server_key_file,
                                  bootstrap_servers)
         # Held while asking a topic's partition count: one question at a time.
         self._admin_lock = threading.Lock()
         # Its one call, a topic's partition count, blocks send(): bounded by
-        # max_block_ms too, as Kafka bounds send()'s wait for metadata.
+        # max_block_ms too, as Kafka bounds send()'s wait for metadata (at least the
+        # 1 ms an Admin takes: max_block_ms=0 still asks once).
         self._admin = Admin(broker=address,
-                            request_timeout_ms=min(request_timeout_ms, max_block_ms))
+                            request_timeout_ms=max(1, min(request_timeout_ms, max_block_ms)))
         try:
             self._sender = Sender(
                 address, acks, request_timeout_ms=request_timeout_ms,

@@ -75,6 +75,9 @@ the environment causes and is expected, handled and reported.
         ├── WrongEventLoopError     an asyncio client called on an event loop other than
         │                           the one it was started on; also a RuntimeError
         ├── MalformedReplyError     what came back is not a valid Reply
+        ├── RecordDeserializationError  a consumer's key or value deserializer raised:
+        │                           names the topic, partition and offset (attributes
+        │                           too), the cause chained; seek past it to skip it
         ├── InputTooLongError       a user's input to the console (a filter, a plan) is
         │                           over its limit; also a ValueError
         ├── StaleConfirmationError  a console change posted with a confirmation token
@@ -445,6 +448,21 @@ class WrongEventLoopError(ClientError, RuntimeError):
 class MalformedReplyError(ClientError):
     """The broker's answer does not decode as a Reply (a client connected to
     something that is not a Plinth router, or a bug)."""
+
+
+class RecordDeserializationError(ClientError):
+    """A consumer's key_deserializer or value_deserializer raised on a record (Kafka's
+    RecordDeserializationException). ``topic``, ``partition`` and ``offset`` name the
+    record; the deserializer's exception is the ``__cause__``. The records before it
+    are handed out first; then each poll raises this again, the position left at the
+    record, until the application seeks past it (``offset + 1``) to skip it."""
+
+    def __init__(self, topic: str, partition: int, offset: int, field: str,
+                 cause: BaseException):
+        super().__init__(f"the {field}_deserializer raised on the record at offset {offset} "
+                         f"of {topic}-{partition}: {type(cause).__name__}: {cause}; to skip "
+                         f"the record, seek to offset {offset + 1}")
+        self.topic, self.partition, self.offset = topic, partition, offset
 
 
 class InputTooLongError(ClientError, ValueError):

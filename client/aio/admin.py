@@ -22,11 +22,12 @@ import asyncio
 from collections.abc import Iterable
 
 from plinth import limits, protocol, topics
-from plinth.client.admin import (NewTopic, alter_topic_args, checked_config,
-                                 check_names_page_args, check_new_topic, checked_new_topics,
+from plinth.client.admin import (NewTopic, alter_topic_args, checked_admin_timeout,
+                                 checked_config, check_names_page_args, check_new_topic,
+                                 checked_new_topics,
                                  checked_records_to_delete, checked_shard_count,
                                  election_partitions, election_type_code, group_topics,
-                                 lag_row, list_offsets_args, timed_change)
+                                 lag_row, list_offsets_args, timed_change, unknown_topic)
 from plinth.client.arguments import (checked_offsets, checked_str, checked_topic_id,
                                      checked_topic_names)
 from plinth.client.aio.connection import AIOConnection
@@ -42,9 +43,9 @@ class AIOAdmin:
                  request_timeout_ms: int = limits.CLIENT_REQUEST_TIMEOUT_MS_DEFAULT,
                  curve_key_file: str | None = None, curve_server_key_file: str | None = None):
         """Connects at once (ZeroMQ connects in the background); no I/O until a call."""
+        self.request_timeout_ms = checked_admin_timeout(request_timeout_ms)
         self._conn = AIOConnection(broker_address(broker, curve_key_file, curve_server_key_file,
                                                   bootstrap_servers))
-        self.request_timeout_ms = request_timeout_ms
         self._turn = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None   # that of the first call
 
@@ -156,8 +157,12 @@ class AIOAdmin:
                            checked_str("name", name), checked_topic_id("topic_id", topic_id))
 
     async def partition_count(self, name: str) -> int:
-        return (await self._call(protocol.encode_metadata,
-                                 [checked_str("name", name)])).topics[0].partitions
+        """Admin.partition_count."""
+        try:
+            return (await self._call(protocol.encode_metadata,
+                                     [checked_str("name", name)])).topics[0].partitions
+        except UnknownTopicError as exc:
+            raise unknown_topic(name, exc) from None
 
     async def add_shards(self, count: int) -> list[tuple[str, int, str, str, int]]:
         """Admin.add_shards (not retried)."""

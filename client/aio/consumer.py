@@ -58,11 +58,12 @@ from plinth.client.aio.connection import AIOConnection
 from plinth.client.aio.event_loop import (check_loop, refuse_release_while_running,
                                           wrong_loop_error)
 from plinth.client.aio.group_membership import AIOGroupMembership
-from plinth.client.arguments import checked_ms
+from plinth.client.arguments import checked_listener, checked_ms, checked_topic_partitions
 from plinth.client.connection import broker_address
-from plinth.client.consumer import (OffsetAndTimestamp, check_options, checked_group,
-                                    checked_max_records, checked_subscription)
-from plinth.client.consumer_base import ConsumerBase, checked_times, group_option
+from plinth.client.consumer import (OffsetAndTimestamp, check_callables, check_options,
+                                    checked_group, checked_max_records, checked_subscription)
+from plinth.client.consumer_base import (ConsumerBase, checked_times, checked_tp, checked_tps,
+                                         group_option)
 from plinth.client.fetcher import Fetcher, TopicPartition
 from plinth.errors import BrokerError, ClientError, ClosedError, OffsetOutOfRangeError
 from plinth.format.record_batch import ConsumerRecord
@@ -120,6 +121,7 @@ class AIOConsumer(ConsumerBase):
                       auto_commit_interval_ms=auto_commit_interval_ms,
                       session_timeout_ms=session_timeout_ms, group_assignor=group_assignor,
                       direct_to_shards=direct_to_shards)
+        check_callables(key_deserializer, value_deserializer, on_assign, on_revoke)
         if group is not None:
             checked_group(group)
         self.auto_offset_reset = auto_offset_reset
@@ -242,6 +244,7 @@ class AIOConsumer(ConsumerBase):
         rebalance callbacks. ``topics`` is a list of names (TypeError for a single str);
         topic patterns are not supported. Any task on the loop."""
         topics = checked_subscription(topics, pattern)
+        checked_listener("listener", listener)
         if self._membership is not None:
             raise ValueError(f"consumer already subscribed in group {self.group!r}")
         if listener is not None:
@@ -250,11 +253,17 @@ class AIOConsumer(ConsumerBase):
         self._subscription = topics
 
     async def _apply_subscription(self) -> None:
-        """Ask the partition counts of a new subscription; join the group. Turn held."""
-        topics, self._subscription = self._subscription, None
+        """Ask the partition counts of a new subscription; join the group. Turn held.
+        A subscription that fails (an unknown topic) stays, and fails each getmany until
+        subscribe() or assign() replaces it, as the sync subscribe() raises: dropped, the
+        old assignment went on with no notice after one error."""
+        topics = self._subscription
         if not topics:
+            self._subscription = None
             return
         counts = [await self._admin.partition_count(t) for t in topics]   # unknown topics fail here
+        if self._subscription is topics:   # (not replaced while the counts were awaited)
+            self._subscription = None
         if self.group is None:
             self._fetcher.assign([(t, p) for t, count in zip(topics, counts) for p in range(count)])
             return
@@ -266,9 +275,11 @@ class AIOConsumer(ConsumerBase):
     def assign(self, partitions: list[tuple[str, int]]) -> None:
         """Read exactly these (topic, partition) pairs; not for group members."""
         self._check_open()
+        partitions = checked_topic_partitions("assign", partitions)
         if self.group is not None:
             raise ValueError(f"consumer is in group {self.group!r}: partitions come from the "
                              f"group; use subscribe")
+        self._subscription = None   # replaces one not applied yet (or failing), as it replaces
         self._fetcher.assign(partitions)
 
     def assignment(self) -> set[TopicPartition]:
@@ -278,25 +289,26 @@ class AIOConsumer(ConsumerBase):
     def seek(self, topic: str, partition: int, offset: int) -> None:
         """Read ``topic``/``partition`` from ``offset`` next (buffered records dropped)."""
         self._check_open()
-        self._fetcher.seek(TopicPartition(topic, partition), offset)
+        self._fetcher.seek(checked_tp("seek", topic, partition), offset)
 
     async def seek_to_beginning(self, *partitions: tuple[str, int]) -> None:
         self._check_call("seek_to_beginning")
-        for tp in partitions or list(self._fetcher.partitions):
+        for tp in checked_tps("seek_to_beginning", partitions) or list(self._fetcher.partitions):
             self.seek(*tp, (await self._admin.list_offsets(*tp)).start_offset)
 
     async def seek_to_end(self, *partitions: tuple[str, int]) -> None:
         self._check_call("seek_to_end")
-        for tp in partitions or list(self._fetcher.partitions):
+        for tp in checked_tps("seek_to_end", partitions) or list(self._fetcher.partitions):
             self.seek(*tp, (await self._admin.list_offsets(*tp)).end_offset)
 
     async def position(self, topic: str, partition: int) -> int:
         """The offset of the next record handed out (reset as auto_offset_reset says
         if there is none yet)."""
         self._check_call("position")
-        state = self._fetcher.state(topic, partition)
+        tp = checked_tp("position", topic, partition)
+        state = self._fetcher.state(*tp)
         if state.position is None:
-            await self._reset(TopicPartition(topic, partition))
+            await self._reset(tp)
         return state.position
 
     async def offsets_for_times(self, timestamps: dict[tuple[str, int], int]
@@ -490,7 +502,8 @@ class AIOConsumer(ConsumerBase):
     async def committed(self, topic: str, partition: int) -> int | None:
         """The group's committed offset for a partition, or None."""
         self._check_call("committed")
+        tp = checked_tp("committed", topic, partition)
         if self.group is None:
             raise ValueError("committed() needs a consumer group")
         async with self._turn:
-            return (await self._fetch_committed()).get(TopicPartition(topic, partition))
+            return (await self._fetch_committed()).get(tp)

@@ -53,7 +53,8 @@ from plinth.client.aio.futures import AIOBatchResult, AIORecordFuture
 from plinth.client.connection import broker_address
 from plinth.client.futures import RecordMetadata
 from plinth.client.partition_counts import PartitionCounts
-from plinth.client.producer import RecordSending, _as_topic, checked_options
+from plinth.client.producer import (RecordSending, _as_topic, checked_options,
+                                    checked_serializers)
 from plinth.client.sender import SenderCore
 from plinth.errors import (ClosedError, PartitionOutOfRangeError, PlinthError, PlinthTimeoutError,
                            ProducerBufferFullError)
@@ -129,7 +130,7 @@ class AIOProducer:
             in_flight_max=max_in_flight_requests_per_connection, idempotent=idempotent,
             delivery_timeout_ms=delivery_timeout_ms, retry_backoff_ms=retry_backoff_ms,
             retry_backoff_max_ms=retry_backoff_max_ms, direct_to_shards=direct_to_shards)
-        self._serializers = (key_serializer, value_serializer)
+        self._serializers = checked_serializers(key_serializer, value_serializer)
         self.max_block_s = max_block_ms / 1000
         self._records: _Records | None = None
         self._loop: asyncio.AbstractEventLoop | None = None   # start()'s; its tasks run there
@@ -144,15 +145,20 @@ class AIOProducer:
     # --- Lifetime (the task that owns the producer) ------------------------------------
 
     async def start(self) -> None:
-        """Connect and start the sender task on the running loop."""
+        """Connect and start the sender task on the running loop. ClosedError after
+        stop(), as AIOConsumer's: a stopped producer stays stopped."""
+        if self._records is not None and self._records._closed:
+            raise ClosedError("producer is stopped: a stopped AIOProducer cannot start again; "
+                              "make a new one")
         if self._task is not None:
             raise ValueError("AIOProducer.start() was already called")
         o = self._options
         # Its one call, a new topic's partition count, is awaited in send(): bounded by
-        # max_block_ms too, as Kafka bounds send()'s wait for metadata.
+        # max_block_ms too, as Kafka bounds send()'s wait for metadata (at least the 1 ms
+        # an AIOAdmin takes: max_block_ms=0 still asks once).
         self._admin = AIOAdmin(broker=self._address,
-                               request_timeout_ms=min(o["request_timeout_ms"],
-                                                      self.max_block_s * 1000))
+                               request_timeout_ms=max(1, min(o["request_timeout_ms"],
+                                                             self.max_block_s * 1000)))
         self._conn = AIOConnection(self._address, direct=o["direct_to_shards"])
         self._core = SenderCore(
             self._conn, self._acks, request_timeout_ms=o["request_timeout_ms"],
@@ -321,9 +327,14 @@ class AIOProducer:
             except ProducerBufferFullError:
                 continue
 
-    async def send_and_wait(self, topic: str, value=None, **kwargs) -> RecordMetadata:
-        """``await (await send(...))``: the record's RecordMetadata once acknowledged."""
-        return await (await self.send(topic, value, **kwargs))
+    async def send_and_wait(self, topic: str, value=None, *, key=None,
+                            partition: int | None = None,
+                            headers: list[tuple[str, bytes]] | None = None,
+                            timestamp_ms: int | None = None) -> RecordMetadata:
+        """``await (await send(...))``: the record's RecordMetadata once acknowledged.
+        send's arguments spelt out, so that a wrong one is refused naming send_and_wait."""
+        return await (await self.send(topic, value, key=key, partition=partition,
+                                      headers=headers, timestamp_ms=timestamp_ms))
 
     async def partitions_for(self, topic: str) -> int:
         """The topic's partition count, asked of the broker at the first send to it and

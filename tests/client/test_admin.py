@@ -170,3 +170,20 @@ def test_group_lag_leaves_out_a_topic_deleted_since_the_group_committed_and_show
     broker = scripted(LAG_SCRIPT)
     with Admin(broker=broker.url, request_timeout_ms=2_000) as admin:
         assert admin.group_lag("g") == [("t", 0, 3, 10, 7)]
+
+
+BAD_ADMIN_OPTIONS = [
+    # -5 timed every call out "within 1 ms"; 'x' and None failed inside the first call
+    ({"request_timeout_ms": 0}, ValueError, r"request_timeout_ms=0 is outside 1\.\.2147483647"),
+    ({"request_timeout_ms": -5}, ValueError, r"request_timeout_ms=-5 is outside 1\.\."),
+    ({"request_timeout_ms": "x"}, TypeError, r"request_timeout_ms must be a number of ms in 1"),
+    ({"request_timeout_ms": None}, TypeError, r"request_timeout_ms must be a number of ms"),
+    ({"request_timeout_ms": float("nan")}, ValueError, r"request_timeout_ms=nan is outside"),
+]
+
+
+@pytest.mark.parametrize("options, error, message", BAD_ADMIN_OPTIONS)
+def test_a_request_timeout_out_of_range_is_refused_in_the_constructor_as_the_producers_is(
+        options, error, message):
+    with pytest.raises(error, match=message):
+        Admin(broker="tcp://127.0.0.1:1", **options)

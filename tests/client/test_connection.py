@@ -283,3 +283,21 @@ def test_a_broker_given_twice_or_a_bootstrap_list_that_names_none_is_refused(
         broker, bootstrap_servers, message):
     with pytest.raises(ValueError, match=message):
         broker_address(broker, bootstrap_servers=bootstrap_servers)
+
+
+def _clients():
+    from plinth.client.aio.admin import AIOAdmin
+    from plinth.client.aio.consumer import AIOConsumer
+    from plinth.client.aio.producer import AIOProducer
+    from plinth import Admin, Consumer, Producer
+    return [Admin, AIOAdmin, Producer, AIOProducer, Consumer, AIOConsumer]
+
+
+@pytest.mark.parametrize("client", _clients(), ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize("option", ["curve_key_file", "curve_server_key_file"])
+def test_a_key_file_that_is_not_a_path_is_refused_naming_its_option_by_every_client(
+        client, option):
+    # An int was taken as one key file given without the other ("CurveZMQ needs both")
+    with pytest.raises(TypeError, match=rf"{option} must be a path to a key file \(a str or "
+                                        rf"os\.PathLike\), or None, got 5 \(int\)"):
+        client(broker="tcp://127.0.0.1:1", **{option: 5})

@@ -10,7 +10,7 @@ import pytest
 from plinth import Consumer, limits, protocol
 from plinth.client.consumer import OffsetAndTimestamp
 from plinth.errors import (CorruptDataError, InvalidConfigError, InvalidGroupError,
-                           TooManyRequestsError,
+                           RecordDeserializationError, TooManyRequestsError,
                            UnavailableError, UnknownMemberIdError)
 from tests.client.scripted_broker import entry
 
@@ -212,12 +212,14 @@ def test_offsets_for_times_asks_each_partition_at_its_time_and_answers_as_kafka_
         ("listOffsets", 0, 1_700_000_000_000), ("listOffsets", 1, 5)]
 
 
-@pytest.mark.parametrize("timestamp", [-1, -3, 1.5, True, "2026-12-03"])
+# A time of the wrong type is a TypeError, as the README says (it was a ValueError)
+@pytest.mark.parametrize("timestamp, error", [(-1, ValueError), (-3, ValueError), (1.5, TypeError),
+                                              (True, TypeError), ("2026-12-03", TypeError)])
 def test_offsets_for_times_refuses_a_time_that_is_not_ms_since_the_epoch_before_asking(
-        scripted, timestamp):
+        scripted, timestamp, error):
     broker = scripted([])
     with Consumer(broker=broker.url, request_timeout_ms=5_000, direct_to_shards=False) as consumer:
-        with pytest.raises(ValueError, match=rf"the time for t-1 is {timestamp!r}: it must be"):
+        with pytest.raises(error, match=rf"the time for t-1 is {timestamp!r}: it must be"):
             consumer.offsets_for_times({("t", 0): 5, ("t", 1): timestamp})
     assert broker.requests == []
 
@@ -273,6 +275,14 @@ BAD_OPTIONS = [
     # one option, two names: refused even when they agree, as broker and bootstrap_servers are
     ({"group_id": "g"}, ValueError,
      r"group='g' and group_id='g' both name the consumer group; give one"),
+    # not callable: they failed only at the first record or the first rebalance
+    ({"value_deserializer": 5}, TypeError,
+     r"value_deserializer must be a callable turning a value's bytes into a value, or None, "
+     r"got 5 \(int\)"),
+    ({"key_deserializer": "json"}, TypeError, r"key_deserializer must be a callable .*'json'"),
+    ({"on_assign": 5}, TypeError,
+     r"on_assign must be a callable taking the set of partitions assigned, or None, got 5"),
+    ({"on_revoke": "log"}, TypeError, r"on_revoke must be a callable taking the set of partitions"),
 ]
 
 
@@ -443,3 +453,75 @@ def test_subscribe_takes_a_list_of_topic_names_not_a_str_nor_a_pattern(scripted,
         with pytest.raises(TypeError, match=message):
             call(consumer)
     assert broker.requests == []   # no topic named 't'... asked for
+
+
+# Calls taking (topic, partition)s, each refusing what is not one before anything changes
+# or is asked: assign("t1") raised TypeError from inside TopicPartition, a list given to
+# offsets_for_times an AttributeError, a str partition "t1-'0' is not assigned".
+BAD_PARTITION_CALLS = [
+    (lambda c: c.assign("t"), r"assign takes a list of \(topic, partition\) pairs, not 't': "
+                              r"\['t'\], or every partition of the topic through subscribe"),
+    (lambda c: c.assign(("t", 0)), r"assign takes a list of \(topic, partition\) pairs, not "
+                                   r"\('t', 0\): \[\('t', 0\)\]"),
+    (lambda c: c.assign([("t", "0")]), r"assign: the partition of \('t', '0'\) must be an int"),
+    (lambda c: c.assign([["t", 0]]), r"assign: \['t', 0\] is not a \(topic, partition\) pair"),
+    (lambda c: c.assign(5), r"assign takes a list of \(topic, partition\) pairs, got 5 \(int\)"),
+    (lambda c: c.offsets_for_times([("t", 0)]),
+     r"offsets_for_times takes \{\(topic, partition\): ms since the epoch\}, got "
+     r"\[\('t', 0\)\] \(list\)"),
+    (lambda c: c.seek("t", "0", 5), r"seek: the partition of \('t', '0'\) must be an int"),
+    (lambda c: c.seek(5, 0, 5), r"seek: the topic of \(5, 0\) must be a str"),
+    (lambda c: c.seek_to_beginning("t"), r"seek_to_beginning: 't' is not a \(topic, partition\)"),
+    (lambda c: c.seek_to_end(("t", 0), "t"), r"seek_to_end: 't' is not a \(topic, partition\)"),
+    (lambda c: c.position("t", None), r"position: the partition of \('t', None\) must be an int"),
+    (lambda c: c.committed(("t", 0), 0), r"committed: the topic of \(\('t', 0\), 0\) must be"),
+]
+
+
+@pytest.mark.parametrize("call, message", BAD_PARTITION_CALLS)
+def test_a_call_given_something_that_is_not_a_topic_partition_is_refused_naming_it(
+        scripted, call, message):
+    # Given a consumer reading t-0 from offset 0
+    broker = scripted([fetched(0, [b"a"], 1)])
+    consumer = consumer_of(broker)
+    try:
+        # When a call is given something that is not a (topic, partition) / Then TypeError
+        with pytest.raises(TypeError, match=message):
+            call(consumer)
+        # And nothing changed: the assignment and position are the same, nothing was asked
+        assert consumer.assignment() == {("t", 0)} and consumer.position("t", 0) == 0
+        assert [r.value for r in poll_until(consumer, 1)] == [b"a"]
+        assert [type(r).__name__ for _, r in broker.requests] == ["FetchRequest"]
+    finally:
+        consumer.close()
+
+
+def test_a_record_a_deserializer_raises_on_is_named_after_the_records_before_it_until_a_seek(
+        scripted):
+    # Given a partition whose record at offset 1 the value deserializer cannot take
+    broker = scripted([fetched(0, [b"0", b"x", b"2"], 3), fetched(2, [b"2"], 3)])
+    consumer = Consumer(broker=broker.url, fetch_max_wait_ms=100, request_timeout_ms=5_000,
+                        direct_to_shards=False, value_deserializer=int)
+    try:
+        consumer.assign([("t", 0)])
+        consumer.seek("t", 0, 0)
+        # When it polls / Then the record before the bad one is handed out first
+        assert [r.value for r in poll_until(consumer, 1)] == [0]
+        # And then every poll raises the error naming the record, its cause chained,
+        # the position left at it
+        for _ in range(2):
+            with pytest.raises(RecordDeserializationError,
+                               match=r"the value_deserializer raised on the record at offset 1 "
+                                     r"of t-0: ValueError: .*; to skip the record, seek to "
+                                     r"offset 2") as raised:
+                consumer.poll(100)
+            error = raised.value
+            assert (error.topic, error.partition, error.offset) == ("t", 0, 1)
+            assert isinstance(error.__cause__, ValueError)
+            assert consumer.position("t", 0) == 1
+        # And a seek past it reads on from there
+        consumer.seek("t", 0, error.offset + 1)
+        assert [r.value for r in poll_until(consumer, 1)] == [2]
+        assert [r.offset for _, r in broker.requests] == [0, 2]
+    finally:
+        consumer.close()

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from plinth import limits
 from plinth.client.partitioner import partition_for_key
 from plinth.client.producer import Producer
-from plinth.errors import (ClosedError, NotEnoughReplicasError, NotLeaderError,
-                           PartitionOutOfRangeError, PlinthTimeoutError)
+from plinth.errors import (ClosedError, InvalidTopicError, NotEnoughReplicasError, NotLeaderError,
+                           PartitionOutOfRangeError, PlinthTimeoutError, UnknownTopicError)
 from plinth.format import batch_formats
 from tests.client import send_calls
 from tests.client.produce_broker import ProduceBroker
@@ -80,6 +80,20 @@ def test_keyed_records_go_where_kafkas_partitioner_sends_them_with_or_without_se
             assert serializing.send("t", i, key=key).get(10).partition == expected
     assert struct.pack("<q", 39) in {r.value for p in range(PARTITIONS)
                                      for r in broker.records("t", p)}
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"value_serializer": lambda value: str(value)}, r"value_serializer returned str: it must "
+                                                     r"return bytes \(or None\)"),
+    ({"key_serializer": lambda key: 5}, r"key_serializer returned int: it must return bytes"),
+])
+def test_a_serializer_that_returns_no_bytes_is_named_not_asked_to_be_set(broker, options, message):
+    # "value must be bytes or None (or set value_serializer)" said to set what was set
+    with Producer(broker=broker.url, **options) as producer:
+        with pytest.raises(TypeError, match=message):
+            producer.send("t", {"a": 1}, key="k", partition=0)
+        # And a send the serializers take is still stored
+        assert producer.send("t", None, partition=0).get(GET_TIMEOUT_S).offset == 0
 
 
 @pytest.mark.parametrize("call, error", [
@@ -415,6 +429,11 @@ BAD_OPTIONS = [
     # a str was taken as True ("false" too)
     ({"direct_to_shards": "false"}, TypeError,
      r"direct_to_shards must be True or False, got 'false' \(str\)"),
+    # a serializer that is not callable failed at the first send: "'str' object is not callable"
+    ({"key_serializer": "json"}, TypeError,
+     r"key_serializer must be a callable turning a key into bytes, or None, got 'json' \(str\)"),
+    ({"value_serializer": 5}, TypeError,
+     r"value_serializer must be a callable turning a value into bytes, or None, got 5 \(int\)"),
 ]
 
 
@@ -530,3 +549,15 @@ def test_a_wait_that_is_not_seconds_is_refused_by_get_flush_and_close_before_any
         assert producer.send("t", b"y", partition=0).get(GET_TIMEOUT_S).offset == 1
     finally:
         producer.close()
+
+
+def test_a_send_to_an_unknown_topic_whose_name_breaks_the_rules_raises_invalid_topic_error(
+        broker):
+    with Producer(broker=broker.url) as producer:
+        # A space: UnknownTopicError said nothing of the name being impossible
+        with pytest.raises(InvalidTopicError, match=r"topic name 'bad name' may contain only "
+                                                    r"ASCII letters, digits"):
+            producer.send("bad name", b"x")
+        # And an unknown topic whose name is allowed is still unknown
+        with pytest.raises(UnknownTopicError):
+            producer.send("no-such-topic", b"x")

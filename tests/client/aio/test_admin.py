@@ -9,7 +9,7 @@ import pytest
 
 from plinth.client.aio.admin import AIOAdmin
 from plinth.errors import WrongEventLoopError
-from tests.client.test_admin import BAD_CALLS, LAG_SCRIPT
+from tests.client.test_admin import BAD_ADMIN_OPTIONS, BAD_CALLS, LAG_SCRIPT
 
 
 @pytest.mark.parametrize("call, error, message", BAD_CALLS)
@@ -58,3 +58,10 @@ def test_an_admin_awaited_on_another_loop_than_its_first_call_raises_at_once_and
     asyncio.run(asyncio.wait_for(second(), 10))
     # Then nothing was asked of the broker, and the socket is closed
     assert broker.requests == [] and admin._conn.closed
+
+
+@pytest.mark.parametrize("options, error, message", BAD_ADMIN_OPTIONS)
+def test_a_request_timeout_out_of_range_is_refused_in_the_constructor_as_the_producers_is(
+        options, error, message):
+    with pytest.raises(error, match=message):
+        AIOAdmin(broker="tcp://127.0.0.1:1", **options)

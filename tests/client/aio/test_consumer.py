@@ -11,9 +11,9 @@ import pytest
 from plinth import protocol
 from plinth.client.aio.consumer import AIOConsumer
 from plinth.errors import (ClosedError, CorruptDataError, OffsetOutOfRangeError,
-                           WrongEventLoopError)
-from tests.client.test_consumer import (BAD_COMMITS, BAD_OPTIONS, BAD_POLL_TIMEOUTS, GroupBroker,
-                                        fetched)
+                           RecordDeserializationError, UnknownTopicError, WrongEventLoopError)
+from tests.client.test_consumer import (BAD_COMMITS, BAD_OPTIONS, BAD_PARTITION_CALLS,
+                                        BAD_POLL_TIMEOUTS, GroupBroker, fetched)
 
 BOUND_S = 20
 AT_ONCE_S = 5   # far more than a refusal takes
@@ -289,3 +289,102 @@ def test_a_consumer_without_a_group_is_refused_on_a_second_asyncio_run_alike(scr
 
     asyncio.run(asyncio.wait_for(second(), BOUND_S))
     assert consumer._conn.closed
+
+
+class NotAListener:
+    def on_partitions_assigned(self, assigned):
+        pass
+
+
+@pytest.mark.parametrize("listener, message", [
+    (5, r"listener must be a ConsumerRebalanceListener \(an object with on_partitions_revoked "
+        r"and on_partitions_assigned methods\), got 5 \(int\), which has no callable "
+        r"on_partitions_revoked nor on_partitions_assigned"),
+    (lambda partitions: None, r"listener must be a ConsumerRebalanceListener .*\(function\)"),
+    (NotAListener(), r"\(NotAListener\), which has no callable on_partitions_revoked$"),
+])
+def test_subscribe_refuses_a_listener_without_the_rebalance_methods_and_changes_nothing(
+        listener, message):
+    # Given a consumer whose group would call the listener at its first rebalance
+    consumer = AIOConsumer(broker="tcp://127.0.0.1:1", group="g", on_assign=print)
+    # When it subscribes with something that is not a listener / Then TypeError names it
+    with pytest.raises(TypeError, match=message):
+        consumer.subscribe(["t"], listener=listener)
+    # And neither the subscription nor the callbacks changed
+    assert consumer._subscription is None and consumer._on_assign is print
+
+
+@pytest.mark.parametrize("call, message", BAD_PARTITION_CALLS)
+def test_a_call_given_something_that_is_not_a_topic_partition_is_refused_naming_it(
+        scripted, call, message):
+    # Given a consumer reading t-0 from offset 0
+    broker = scripted([fetched(0, [b"a"], 1)])
+
+    async def scenario(consumer):
+        consumer.assign([("t", 0)])
+        consumer.seek("t", 0, 0)
+        # When a call is given something that is not a (topic, partition) / Then TypeError
+        with pytest.raises(TypeError, match=message):
+            outcome = call(consumer)
+            if asyncio.iscoroutine(outcome):
+                await outcome
+        # And nothing changed: the assignment and position are the same
+        assert consumer.assignment() == {("t", 0)} and await consumer.position("t", 0) == 0
+        return await records_of(consumer, 1)
+
+    assert [r.value for r in run(broker, scenario)] == [b"a"]
+    assert [type(r).__name__ for _, r in broker.requests] == ["FetchRequest"]
+
+
+def test_getone_names_a_record_the_deserializer_raises_on_until_a_seek_past_it(scripted):
+    # Given a partition whose record at offset 1 the value deserializer cannot take
+    broker = scripted([fetched(0, [b"0", b"x", b"2"], 3), fetched(2, [b"2"], 3)])
+
+    async def scenario(consumer):
+        consumer.assign([("t", 0)])
+        consumer.seek("t", 0, 0)
+        first = await consumer.getone()
+        # When getone reaches it / Then each call raises the error naming it
+        for _ in range(2):
+            with pytest.raises(RecordDeserializationError, match=r"at offset 1 of t-0: "
+                                                                 r"ValueError") as raised:
+                await consumer.getone()
+            assert await consumer.position("t", 0) == 1
+        # And a seek past it reads on
+        consumer.seek("t", 0, raised.value.offset + 1)
+        return first, await consumer.getone()
+
+    first, after = run(broker, scenario, value_deserializer=int)
+    assert (first.offset, first.value, after.offset, after.value) == (0, 0, 2, 2)
+
+
+def unknown_topic(request):
+    """A script step: the answer to a metadata request for a topic the broker lacks."""
+    assert type(request).__name__ == "MetadataRequest", request
+    return [protocol.encode_error(request.request_id, UnknownTopicError("unknown topic 'nosuch'"))]
+
+
+def test_a_subscription_to_an_unknown_topic_fails_every_getmany_until_an_assign_replaces_it(
+        scripted):
+    # Given a consumer without a group reading t-0
+    broker = scripted([fetched(0, [b"a"], 1), unknown_topic, unknown_topic,
+                       fetched(1, [b"b"], 2)])
+
+    async def scenario(consumer):
+        consumer.assign([("t", 0)])
+        consumer.seek("t", 0, 0)
+        got = await records_of(consumer, 1)
+        # When it subscribes to a topic that does not exist
+        consumer.subscribe(["nosuch"])
+        # Then every getmany raises (it raised once, then the old assignment went on)
+        for _ in range(2):
+            with pytest.raises(UnknownTopicError, match="nosuch"):
+                await consumer.getmany(timeout_ms=100)
+        # And an assign replaces the failed subscription
+        consumer.assign([("t", 0)])
+        consumer.seek("t", 0, 1)
+        return got + await records_of(consumer, 1)
+
+    assert [r.value for r in run(broker, scenario)] == [b"a", b"b"]
+    assert [type(r).__name__ for _, r in broker.requests] == [
+        "FetchRequest", "MetadataRequest", "MetadataRequest", "FetchRequest"]

@@ -16,9 +16,9 @@ import pytest
 
 from plinth.client.aio.producer import AIOProducer
 from plinth.client.futures import RecordMetadata
-from plinth.errors import (ClosedError, NotLeaderError, PartitionOutOfRangeError,
-                           PlinthTimeoutError, ProducerBufferFullError, UnknownTopicError,
-                           WrongEventLoopError)
+from plinth.errors import (ClosedError, InvalidTopicError, NotLeaderError,
+                           PartitionOutOfRangeError, PlinthTimeoutError, ProducerBufferFullError,
+                           UnknownTopicError, WrongEventLoopError)
 from tests.client.produce_broker import LOSE_REPLY, ProduceBroker
 from tests.client.test_producer import (BAD_OPTIONS, key_of_partition, metadata_asked,
                                         producer_ids)
@@ -478,5 +478,45 @@ def test_a_wait_that_is_not_seconds_is_refused_by_flush_and_stop_and_the_produce
             assert (await producer.send_and_wait("t", b"y", partition=0)).offset == 0
         finally:
             await producer.stop()
+
+    run(scenario())
+
+
+def test_send_and_wait_refuses_an_unknown_argument_naming_itself_not_send(broker):
+    async def scenario():
+        async with AIOProducer(broker=broker.url) as producer:
+            with pytest.raises(TypeError, match=r"send_and_wait\(\) got an unexpected keyword "
+                                                r"argument 'foo'"):
+                await producer.send_and_wait("t", b"x", foo=1)
+            # And every argument of send still reaches it
+            return await producer.send_and_wait("t", b"v", key=b"k", partition=1,
+                                                headers=[("h", b"1")], timestamp_ms=5)
+
+    metadata = run(scenario())
+    assert metadata.partition == 1
+    (record,) = broker.records("t", 1)
+    assert (record.key, record.value, record.headers, record.timestamp_ms) == (
+        b"k", b"v", [("h", b"1")], 5)
+
+
+def test_start_after_stop_raises_closed_error_as_the_consumers_does(broker):
+    async def scenario():
+        producer = AIOProducer(broker=broker.url)
+        await producer.start()
+        await producer.stop()
+        with pytest.raises(ClosedError, match=r"producer is stopped: a stopped AIOProducer "
+                                              r"cannot start again; make a new one"):
+            await producer.start()
+
+    run(scenario())
+
+
+def test_a_send_to_an_unknown_topic_whose_name_breaks_the_rules_raises_invalid_topic_error(
+        broker):
+    async def scenario():
+        async with AIOProducer(broker=broker.url) as producer:
+            with pytest.raises(InvalidTopicError, match=r"topic name 'bad name' may contain "
+                                                        r"only ASCII letters"):
+                await producer.send("bad name", b"x")
 
     run(scenario())
