@@ -6,7 +6,7 @@ same C fast path and accumulator, client/producer.py RecordSending) and
 returns an awaitable future of its RecordMetadata; one task per producer, the
 sender task, drives the sync producer's sender logic (client/sender.py
 SenderCore: idempotence, in-order retries, sequence numbers, timeouts) and
-awaits its sockets through zmq.asyncio (client/aio/connection.py).
+awaits its sockets on the event loop (client/aio/connection.py).
 
     async with AIOProducer(broker="tcp://127.0.0.1:7400", linger_ms=5) as producer:
         future = await producer.send("orders", b"hello", key=b"customer-1")
