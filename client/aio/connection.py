@@ -78,7 +78,7 @@ class AIOConnection(Connection):
         items = self._watched()
         if fd is not None:
             items.append((fd, zmq.POLLIN))
-        if self._reply_waiting() or timeout_ms <= 0:
+        if timeout_ms <= 0:
             return _seen(zmq.zmq_poll(items, 0), fd)
         if self._waiter is not None:   # the asyncio clients' turns (asyncio.Lock) prevent it
             raise AssertionError(f"two tasks await replies on the connection to {self.url} at "
@@ -92,16 +92,23 @@ class AIOConnection(Connection):
         for each in fds:
             loop.add_reader(each, self._end_wait)
         try:
+            if self._reply_waiting() or zmq.zmq_poll(items, 0):
+                # Ready at once: let the loop run once all the same, as zmq.asyncio's
+                # Poller did. A driver that leaves something readable unread (the
+                # producer's sender, idle, leaves a direct socket's monitor events) calls
+                # again at once, forever, and no other task would run.
+                await asyncio.sleep(0)
+                return _seen(zmq.zmq_poll(items, 0), fd)
             # A ZMQ socket's fd only says that its state may have changed, and reading
             # that state (zmq_poll) is what makes the fd signal the next change: look
-            # first, then await a signal; woken without a reply (the change was another
-            # one), look again. Bounded by the deadline.
+            # first (above), then await a signal; woken without a reply (the change was
+            # another one), look again. Bounded by the deadline.
             while True:
+                await self._waiter
+                self._waiter = loop.create_future()
                 ready = zmq.zmq_poll(items, 0)
                 if ready or self._woken or loop.time() >= deadline_s:
                     return _seen(ready, fd)
-                await self._waiter
-                self._waiter = loop.create_future()
         finally:
             timer.cancel()
             for each in fds:
