@@ -183,3 +183,32 @@ def test_a_wait_in_the_task_whose_earlier_wait_was_cancelled_is_woken_by_its_rep
             conn.close()
 
     assert run(scenario()) < AT_ONCE_S
+
+
+def test_a_caller_that_leaves_a_reply_unread_and_waits_again_lets_other_tasks_run(scripted):
+    # Given a connection with a reply it has not read (readable at once, every time)
+    broker = scripted([UnknownTopicError("left unread")])
+    ran = asyncio.Event()
+
+    async def other():
+        ran.set()
+
+    async def scenario():
+        conn = AIOConnection(broker.url)
+        try:
+            request_id = conn.next_request_id()
+            conn.send(protocol.encode_metadata(request_id, ["x"]))
+            await conn.wait_async(10_000)
+            # When a loop waits again and again without reading it (as the producer's idle
+            # sender leaves a direct socket's monitor events), bounded here
+            asyncio.get_running_loop().create_task(other())
+            for _ in range(1_000):
+                if ran.is_set():
+                    break
+                await conn.wait_async(10_000)
+            # Then the other task ran: each wait let the loop run
+            return ran.is_set()
+        finally:
+            conn.close()
+
+    assert run(scenario())
