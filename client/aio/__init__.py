@@ -5,7 +5,7 @@ It shares the sync client's logic rather than copying it: the accumulator and th
 C fast path of send (client/producer.py RecordSending), the sender's logic
 (client/sender.py SenderCore) with PartitionPipeline, the Fetcher and its C
 decoders, the group membership's logic, the protocol encoders; only the waits are
-its own, awaited on the caller's event loop through zmq.asyncio.
+its own, awaited on the caller's event loop (client/aio/connection.py).
 """
 
 from plinth.client.aio.admin import AIOAdmin

@@ -4,9 +4,9 @@ Client side. The sockets, the direct routes to leader shards, the matching of
 replies to requests and the bookkeeping of abandoned requests are the sync
 Connection's (client/connection.py), unchanged: its ``send_to``, ``recv(0)``
 and ``forget`` never wait. What blocks there is replaced here by coroutines:
-``wait_async`` awaits, through ``zmq.asyncio.Poller``, until one of the
-connection's sockets (the router's DEALER, the direct ones, their monitors) may
-be read or an extra fd is readable; ``wait_for_async``, ``request_async`` and
+``wait_async`` awaits, through the loop's readers on their fds, until one of
+the connection's sockets (the router's DEALER, the direct ones, their monitors)
+may be read or an extra fd is readable; ``wait_for_async``, ``request_async`` and
 ``request_retrying_async`` are ``wait_for``, ``request`` and
 ``request_retrying`` built on it. Nothing runs on another thread.
 
@@ -28,7 +28,6 @@ import asyncio
 import time
 
 import zmq
-import zmq.asyncio
 
 from plinth import limits, protocol
 from plinth.client.connection import Connection
@@ -38,6 +37,8 @@ from plinth.errors import ClosedError, NotLeaderError, PlinthTimeoutError, Unava
 class AIOConnection(Connection):
     def __init__(self, broker=None, *, direct: bool = False):
         super().__init__(broker, direct=direct)
+        self._waiter: asyncio.Future | None = None   # the wait in progress's; see wait_async
+        self._woken = False   # wake() ended the wait in progress
 
     def send(self, header: bytes, payload=None) -> None:
         """Send one request without waiting (see the module). Event loop thread.
@@ -64,17 +65,68 @@ class AIOConnection(Connection):
         return bool(self._early) or (self._direct is not None and bool(self._arrived))
 
     async def wait_async(self, timeout_ms: float, fd: int | None = None) -> bool:
-        """Await up to ``timeout_ms`` until a reply may be read (``recv(0)``) or ``fd`` is
-        readable; whether ``fd`` was seen readable. Event loop thread."""
-        if self._reply_waiting():
-            timeout_ms = 0
-        poller = zmq.asyncio.Poller()
-        for sock, mask in self._watched():
-            poller.register(sock, mask)
+        """Await up to ``timeout_ms`` until a reply may be read (``recv(0)``), ``fd`` is
+        readable or ``wake()`` is called; whether ``fd`` was seen readable. Event loop
+        thread, one task at a time (see the module).
+
+        The loop's readers on the sockets' fds are this wait's alone and are removed
+        before it returns, even when it is cancelled: zmq.asyncio's Poller removed them
+        in a callback one loop iteration after a cancellation, by which time a new wait
+        of the same task had put its own reader on the same fd, so that wait was never
+        woken and ran out its whole timeout (a commit in ``finally`` after a cancelled
+        getmany took request_timeout_ms)."""
+        items = self._watched()
         if fd is not None:
-            poller.register(fd, zmq.POLLIN)
-        events = await poller.poll(max(0, int(timeout_ms)))
-        return fd is not None and any(sock == fd for sock, _ in events)
+            items.append((fd, zmq.POLLIN))
+        if timeout_ms <= 0:
+            return _seen(zmq.zmq_poll(items, 0), fd)
+        if self._waiter is not None:   # the asyncio clients' turns (asyncio.Lock) prevent it
+            raise AssertionError(f"two tasks await replies on the connection to {self.url} at "
+                                 f"once: the second would take the first's readers")
+        loop = asyncio.get_running_loop()
+        fds = [each if isinstance(each, int) else each.FD for each, _ in items]
+        deadline_s = loop.time() + timeout_ms / 1000
+        self._woken = False
+        self._waiter = loop.create_future()
+        timer = loop.call_at(deadline_s, self._end_wait)
+        for each in fds:
+            loop.add_reader(each, self._end_wait)
+        try:
+            if self._reply_waiting() or zmq.zmq_poll(items, 0):
+                # Ready at once: let the loop run once all the same, as zmq.asyncio's
+                # Poller did. A driver that leaves something readable unread (the
+                # producer's sender, idle, leaves a direct socket's monitor events) calls
+                # again at once, forever, and no other task would run.
+                await asyncio.sleep(0)
+                return _seen(zmq.zmq_poll(items, 0), fd)
+            # A ZMQ socket's fd only says that its state may have changed, and reading
+            # that state (zmq_poll) is what makes the fd signal the next change: look
+            # first (above), then await a signal; woken without a reply (the change was
+            # another one), look again. Bounded by the deadline.
+            while True:
+                await self._waiter
+                self._waiter = loop.create_future()
+                ready = zmq.zmq_poll(items, 0)
+                if ready or self._woken or loop.time() >= deadline_s:
+                    return _seen(ready, fd)
+        finally:
+            timer.cancel()
+            for each in fds:
+                loop.remove_reader(each)
+            self._waiter = None
+
+    def wake(self) -> None:
+        """End the wait in progress (``wait_async``) at once, as if it had timed out;
+        nothing if no task waits. Any task on the event loop's thread (the AIOConsumer's
+        stop() ends another task's getmany with it)."""
+        if self._waiter is not None:
+            self._woken = True
+            self._end_wait()
+
+    def _end_wait(self) -> None:
+        """A reader's, the timer's or wake()'s callback: the waiting task looks again."""
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def wait_for_async(self, request_id: int, timeout_ms: float):
         """``wait_for``, awaiting: the reply to ``request_id`` (view, payload); raises its
@@ -121,3 +173,8 @@ class AIOConnection(Connection):
                     raise
                 await asyncio.sleep(backoff_s)   # a backoff between retries
                 backoff_s = min(2 * backoff_s, limits.CLIENT_RETRY_BACKOFF_MAX_MS / 1000)
+
+
+def _seen(ready: list, fd: int | None) -> bool:
+    """Whether zmq_poll's answer ``ready`` has ``fd`` readable."""
+    return fd is not None and any(each == fd for each, _ in ready)

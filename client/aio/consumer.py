@@ -30,7 +30,9 @@ Options, defaults and errors are the sync Consumer's (``group``; aiokafka's
 Tasks. Any task on the loop that started it may call it, one call at a time:
 the calls that talk to the broker take turns on an asyncio.Lock (a
 ``getmany`` holds it for at most its ``timeout_ms``), as one thread at a time
-uses a sync Consumer. Delivery is at least once, as the sync consumer's.
+uses a sync Consumer; ``stop()`` ends a ``getmany`` in progress at once (it
+returns {}) rather than wait for its turn. Delivery is at least once, as the
+sync consumer's.
 
 Its coroutines awaited on another loop (a second ``asyncio.run``) raise
 WrongEventLoopError at once (client/aio/event_loop.py), with a group or without:
@@ -148,6 +150,7 @@ class AIOConsumer(ConsumerBase):
         self._committed_positions: dict[TopicPartition, int] = {}
         self._fetcher: Fetcher | None = None
         self._closed = False
+        self._stopping = False   # stop() began: a getmany in progress returns, new calls fail
         self._turn = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None   # start()'s; its tasks run there
 
@@ -186,13 +189,18 @@ class AIOConsumer(ConsumerBase):
         await self.stop()
 
     async def stop(self) -> None:
-        """Commit (with auto-commit), leave the group, close the sockets. On another
-        loop than start()'s: see ``_release_elsewhere``."""
+        """Commit (with auto-commit), leave the group, close the sockets. A getmany
+        in progress in another task returns {} at once (getone raises ClosedError,
+        ``async for`` ends), as aiokafka's stop() ends it: else stop() would wait for
+        its whole timeout_ms for the turn. On another loop than start()'s: see
+        ``_release_elsewhere``. Any task on start()'s loop."""
         if self._closed or self._fetcher is None:
             self._closed = True
             return
         if asyncio.get_running_loop() is not self._loop:
             self._release_elsewhere()
+        self._stopping = True
+        self._conn.wake()
         try:
             async with self._turn:
                 if self._membership is not None:
@@ -226,6 +234,8 @@ class AIOConsumer(ConsumerBase):
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError("consumer is closed")
+        if self._stopping:
+            raise ClosedError("consumer is stopping: stop() was called")
         if self._fetcher is None:
             raise ClosedError("consumer is not started: await consumer.start() first")
 
@@ -379,13 +389,13 @@ class AIOConsumer(ConsumerBase):
         """Next record; StopAsyncIteration after consumer_timeout_ms without one, or
         once the consumer is stopped."""
         deadline = time.monotonic() + self.consumer_timeout_ms / 1000
-        while not self._closed:
+        while not (self._closed or self._stopping):
             remaining_ms = min((deadline - time.monotonic()) * 1000,
                                limits.CONSUMER_ITERATION_POLL_SLICE_MS)
             try:
                 out = await self.getmany(timeout_ms=max(0.0, remaining_ms), max_records=1)
             except ClosedError:
-                if self._closed:   # stopped by another task while this one waited its turn
+                if self._closed or self._stopping:   # stopped by another task meanwhile
                     break
                 raise
             for records in out.values():
@@ -410,7 +420,7 @@ class AIOConsumer(ConsumerBase):
             self._fetcher.send_fetches()
             out = self._take_records(max_records)
             remaining_ms = (deadline - time.monotonic()) * 1000
-            if out or remaining_ms <= 0:
+            if out or remaining_ms <= 0 or self._stopping:   # stop() waits for the turn
                 return out
             if self._membership is not None:   # wake up to apply a new assignment
                 remaining_ms = min(remaining_ms, limits.CONSUMER_GROUP_POLL_SLICE_MS)
@@ -422,6 +432,8 @@ class AIOConsumer(ConsumerBase):
             while got is not None:
                 self._on_reply(*got)
                 got = self._conn.recv(0)
+            if self._stopping:   # stop() woke this wait: it waits for the turn
+                return {}
 
     # --- Groups: rebalance and commits ----------------------------------------------------
 

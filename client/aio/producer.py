@@ -6,7 +6,7 @@ same C fast path and accumulator, client/producer.py RecordSending) and
 returns an awaitable future of its RecordMetadata; one task per producer, the
 sender task, drives the sync producer's sender logic (client/sender.py
 SenderCore: idempotence, in-order retries, sequence numbers, timeouts) and
-awaits its sockets through zmq.asyncio (client/aio/connection.py).
+awaits its sockets on the event loop (client/aio/connection.py).
 
     async with AIOProducer(broker="tcp://127.0.0.1:7400", linger_ms=5) as producer:
         future = await producer.send("orders", b"hello", key=b"customer-1")
@@ -350,6 +350,7 @@ class AIOProducer:
             if asking is None:
                 asking = self._asking[topic] = self._loop.create_task(
                     self._ask_partition_count(topic), name=f"plinth-aio-partitions-{topic}")
+                asking.add_done_callback(_retrieve_error)
             # Shielded: a sender cancelled while it waits leaves the others theirs.
             await asyncio.shield(asking)
         return records.counts.known(topic)
@@ -431,3 +432,14 @@ class AIOProducer:
             return
         self._room.set()
         self._room = asyncio.Event()
+
+
+def _retrieve_error(asking: asyncio.Task) -> None:
+    """Mark a partition-count question's error as seen (the loop's thread, as its done
+    callback). The sends awaiting it through asyncio.shield raise it; a shield whose
+    send was cancelled before the answer no longer looks at it, so with every such send
+    cancelled asyncio logged "Task exception was never retrieved". The next send to the
+    topic asks again and raises the error if the topic is still missing, as after an
+    uncancelled one."""
+    if not asking.cancelled():
+        asking.exception()

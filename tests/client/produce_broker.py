@@ -22,7 +22,7 @@ Every request is recorded with its arrival time and its payload frame, and
 ``hold()`` keeps the produce requests that arrive from then on unanswered and
 unread (recorded in ``arrivals`` all the same), so that a test can have several
 in flight at once; ``release()`` answers them, in arrival order, and what
-comes next as usual.
+comes next as usual. ``hold(("metadata",))`` holds the metadata requests instead.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ class ProduceBroker:
         self.arrivals: list[Arrival] = []
         self.answered_at_s: dict[int, float] = {}        # request id -> when answered
         self._holding = threading.Event()
+        self._held_kinds: tuple[str, ...] = ("produce",)   # what hold() holds
         self._held: deque = deque()                      # (client, request, payload)
         # (base offset, record count, batch format, batch), per partition
         self._logs: dict[tuple[str, int], list[tuple[int, int, int, bytes]]] = {}
@@ -90,8 +91,9 @@ class ProduceBroker:
     def produces(self) -> list[Arrival]:
         return [a for a in list(self.arrivals) if a.request.kind == "produce"]
 
-    def hold(self) -> None:
-        """Answer no produce request that arrives from now on until ``release()``."""
+    def hold(self, kinds: tuple[str, ...] = ("produce",)) -> None:
+        """Answer no request of these kinds that arrives from now on until ``release()``."""
+        self._held_kinds = kinds
         self._holding.set()
 
     def release(self) -> None:
@@ -115,7 +117,7 @@ class ProduceBroker:
             request = protocol.decode_request(header)
             payload = payload[0] if payload else None
             self.arrivals.append(Arrival(time.monotonic(), request, payload))
-            if self._holding.is_set() and request.kind == "produce":
+            if self._holding.is_set() and request.kind in self._held_kinds:
                 self._held.append((client, request, payload))
                 continue
             self._handle(client, request, payload)

@@ -15,6 +15,9 @@ from plinth.errors import (PlinthTimeoutError, RequestTooLargeError, Unavailable
 from tests.client.scripted_broker import Replies
 
 
+AT_ONCE_S = 5   # far less than the 10 s timeouts, far more than a loopback reply takes
+
+
 def run(coroutine):
     return asyncio.run(asyncio.wait_for(coroutine, 20))
 
@@ -139,3 +142,73 @@ def test_unavailable_is_retried_with_backoff_until_an_answer_comes(scripted):
 
     run(scenario())
     assert len(broker.requests) == 3
+
+
+def answered_late(error, delay_s: float):
+    """A script step: ``error``, ``delay_s`` after the request came (a slow broker), so that
+    the reply arrives while the client awaits it rather than before it begins to."""
+    def step(request):
+        time.sleep(delay_s)
+        return [protocol.encode_error(request.request_id, error)]
+    return step
+
+
+def test_a_wait_in_the_task_whose_earlier_wait_was_cancelled_is_woken_by_its_reply(scripted):
+    # Given a connection with a first reply (settled: its waits no longer wake to look at
+    # the handshakes), to a broker that never answers the next request and answers the
+    # one after it late
+    broker = scripted([UnknownTopicError("settled"), lambda request: None,
+                       answered_late(UnknownTopicError("answered"), 0.05)])
+
+    async def scenario():
+        conn = AIOConnection(broker.url)
+        try:
+            first = conn.next_request_id()
+            with pytest.raises(UnknownTopicError, match="settled"):
+                await conn.request_async(protocol.encode_metadata(first, ["x"]), first, 10_000)
+            # When a wait for a reply is cancelled (asyncio.timeout cancels the task)
+            unanswered = conn.next_request_id()
+            conn.send(protocol.encode_metadata(unanswered, ["x"]))
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    await conn.wait_for_async(unanswered, 10_000)
+            # and the same task then asks again
+            again = conn.next_request_id()
+            started_s = time.monotonic()
+            with pytest.raises(UnknownTopicError, match="answered"):
+                await conn.request_async(protocol.encode_metadata(again, ["x"]), again, 10_000)
+            # Then the reply ends that wait when it comes, not the request's timeout
+            return time.monotonic() - started_s
+        finally:
+            conn.close()
+
+    assert run(scenario()) < AT_ONCE_S
+
+
+def test_a_caller_that_leaves_a_reply_unread_and_waits_again_lets_other_tasks_run(scripted):
+    # Given a connection with a reply it has not read (readable at once, every time)
+    broker = scripted([UnknownTopicError("left unread")])
+    ran = asyncio.Event()
+
+    async def other():
+        ran.set()
+
+    async def scenario():
+        conn = AIOConnection(broker.url)
+        try:
+            request_id = conn.next_request_id()
+            conn.send(protocol.encode_metadata(request_id, ["x"]))
+            await conn.wait_async(10_000)
+            # When a loop waits again and again without reading it (as the producer's idle
+            # sender leaves a direct socket's monitor events), bounded here
+            asyncio.get_running_loop().create_task(other())
+            for _ in range(1_000):
+                if ran.is_set():
+                    break
+                await conn.wait_async(10_000)
+            # Then the other task ran: each wait let the loop run
+            return ran.is_set()
+        finally:
+            conn.close()
+
+    assert run(scenario())

@@ -5,10 +5,11 @@ them before the next fetch), and polling that awaits the socket."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
-from plinth import protocol
+from plinth import limits, protocol
 from plinth.client.aio.consumer import AIOConsumer
 from plinth.errors import (ClosedError, CorruptDataError, OffsetOutOfRangeError,
                            RecordDeserializationError, UnknownTopicError, WrongEventLoopError)
@@ -17,6 +18,9 @@ from tests.client.test_consumer import (BAD_COMMITS, BAD_OPTIONS, BAD_PARTITION_
 
 BOUND_S = 20
 AT_ONCE_S = 5   # far more than a refusal takes
+# getone and async for poll in slices of this: without the stop() that ends a wait, a
+# stop() waited for the rest of one
+ONE_SLICE_S = limits.CONSUMER_ITERATION_POLL_SLICE_MS / 1000
 ON_A_CLOSED_LOOP = (r"AIOConsumer\.{call}\(\) was awaited on an event loop other than the one "
                     r"this AIOConsumer was started on, which is closed: .* create the "
                     r"AIOConsumer inside the loop that uses it")
@@ -388,3 +392,69 @@ def test_a_subscription_to_an_unknown_topic_fails_every_getmany_until_an_assign_
     assert [r.value for r in run(broker, scenario)] == [b"a", b"b"]
     assert [type(r).__name__ for _, r in broker.requests] == [
         "FetchRequest", "MetadataRequest", "MetadataRequest", "FetchRequest"]
+
+
+async def stopped_while_waiting(consumer, broker, call):
+    """Start ``call`` (a coroutine of the consumer) in a task, stop the consumer from this
+    task once that call awaits a fetch's reply (the broker got the fetch, the script has
+    no answer), and return how long stop() took and the task."""
+    consumer.assign([("t", 0)])
+    consumer.seek("t", 0, 0)
+    task = asyncio.get_running_loop().create_task(call)
+    # The fetch is sent right before the wait, in one step of the task: once it
+    # arrived the task awaits the socket.
+    await asyncio.to_thread(broker.wait_for_requests, 1)
+    started_s = time.monotonic()
+    await consumer.stop()
+    return time.monotonic() - started_s, task
+
+
+def test_stop_from_another_task_ends_a_getmany_in_progress_at_once_and_it_returns_nothing(
+        scripted):
+    # Given a broker that never answers a fetch
+    broker = scripted([])
+
+    async def scenario(consumer):
+        # When one task awaits getmany with a long timeout and another stops the consumer
+        took_s, getmany = await stopped_while_waiting(consumer, broker,
+                                                      consumer.getmany(timeout_ms=60_000))
+        # Then stop() does not wait for the getmany's timeout, which returns {}
+        return took_s, await getmany
+
+    took_s, got = run(broker, scenario)
+    assert took_s < AT_ONCE_S and got == {}
+
+
+def test_stop_from_another_task_ends_a_getone_in_progress_at_once_with_closed_error(scripted):
+    # Given a broker that never answers a fetch
+    broker = scripted([])
+
+    async def scenario(consumer):
+        # When one task awaits getone (a record, however long it takes) and another stops
+        # the consumer
+        took_s, getone = await stopped_while_waiting(consumer, broker, consumer.getone())
+        # Then getone raises ClosedError, and stop() waited for no slice of its polling
+        with pytest.raises(ClosedError):
+            await getone
+        return took_s
+
+    assert run(broker, scenario) < ONE_SLICE_S / 2
+
+
+def test_stop_from_another_task_ends_an_async_for_in_progress_at_once(scripted):
+    # Given a broker that never answers a fetch, and a consumer iterated without a
+    # consumer_timeout_ms
+    broker = scripted([])
+
+    async def iterate(consumer):
+        return [record async for record in consumer]
+
+    async def scenario(consumer):
+        # When another task stops the consumer while the iteration awaits a record
+        took_s, iteration = await stopped_while_waiting(consumer, broker, iterate(consumer))
+        # Then the iteration ends, having yielded nothing, and stop() waited for no slice
+        # of its polling
+        return took_s, await iteration
+
+    took_s, got = run(broker, scenario)
+    assert took_s < ONE_SLICE_S / 2 and got == []

@@ -9,6 +9,7 @@ awaited on the loop, stop() delivering what was sent.
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 
@@ -520,3 +521,36 @@ def test_a_send_to_an_unknown_topic_whose_name_breaks_the_rules_raises_invalid_t
                 await producer.send("bad name", b"x")
 
     run(scenario())
+
+
+def test_a_send_cancelled_while_it_awaits_a_missing_topics_count_leaves_no_unretrieved_error(
+        broker):
+    reported = []
+
+    async def scenario():
+        asyncio.get_running_loop().set_exception_handler(
+            lambda loop, context: reported.append(context["message"]))
+        async with AIOProducer(broker=broker.url) as producer:
+            # Given a send awaiting the count of a topic the broker does not have, whose
+            # answer the broker holds
+            broker.hold(("metadata",))
+            send = asyncio.get_running_loop().create_task(producer.send("unknown", b"v"))
+            await asyncio.sleep(0)   # one step of the send task: it awaits the count now
+            asking = [task for task in asyncio.all_tasks()
+                      if task.get_name() == "plinth-aio-partitions-unknown"]
+            assert len(asking) == 1
+            # When the send is cancelled, and the question then ends with the broker's error
+            send.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await send
+            broker.release()
+            await asyncio.wait(asking)
+            del asking
+            gc.collect()   # asyncio reports an unretrieved error when the task is collected
+            # Then the next send asks again and raises the error
+            with pytest.raises(UnknownTopicError, match="unknown"):
+                await producer.send("unknown", b"v")
+
+    run(scenario())
+    # and asyncio had no error of the question's task to report
+    assert reported == []
