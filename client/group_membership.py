@@ -21,8 +21,8 @@ as it has dropped them. Before it hands out records the consumer asks
 ``records_allowed()``: not while lost partitions are not dropped yet, nor
 while no heartbeat sent within the last session timeout was answered (the
 consumer's loop was blocked, or the coordinator is silent: the session may
-have ended and the partitions moved), which sends one at once to learn it. A heartbeat that fails otherwise (the coordinator is
-moving: unavailable, notLeader, a timeout) is retried after a backoff from
+have ended and the partitions moved), which sends one at once to learn it. A
+heartbeat that fails otherwise (the coordinator is moving: unavailable, notLeader, a timeout) is retried after a backoff from
 ``CLIENT_RETRY_BACKOFF_MS``, doubling up to the heartbeat interval, not after
 a whole interval: after a coordinator's failover the member finds the new one
 (and learns it must rejoin there) within a backoff of its election, as Kafka's

@@ -476,7 +476,8 @@ class Server:
                                      "--ray-address): hops between nodes stay CurveZMQ")
         with option_os_errors("--data-dir", self.options.data_dir):
             self._lock.acquire()             # then: one server per data dir
-        load_checked_metadata(self.options.data_dir)   # a damaged file is one line, not a dead actor
+        # A damaged file is one line here, not an actor dead in its constructor.
+        load_checked_metadata(self.options.data_dir)
         _check_free_space(self.options.data_dir)
         cluster_keys = load_or_create(self.options.data_dir)
         if internal_hop == "ipc":

@@ -120,7 +120,8 @@ class Group:
     members: dict[str, Member] = field(default_factory=dict)
     target: dict[str, set[TopicPartition]] = field(default_factory=dict)
     # Counts without zeros (_count_up, _count_down):
-    claims: Counter = field(default_factory=Counter)            # partition -> members that may own it
+    # partition -> members that may own it
+    claims: Counter = field(default_factory=Counter)
     subscribed: Counter = field(default_factory=Counter)        # topic -> members subscribing
     members_per_key: Counter = field(default_factory=Counter)   # client key -> members
 
