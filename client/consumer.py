@@ -333,7 +333,7 @@ class Consumer(ConsumerBase):
                 self._rebalance()
                 self._auto_commit()
             self._fetcher.send_fetches()
-            out = self._take_records(max_records)
+            out = self._fetcher.take(max_records)
             remaining_ms = (deadline - time.monotonic()) * 1000
             if out or remaining_ms <= 0:
                 return out
@@ -389,20 +389,21 @@ class Consumer(ConsumerBase):
     # --- Groups: rebalance and commits (consumer thread) ------------------------------
 
     def _rebalance(self) -> None:
-        """Apply the coordinator's newest assignment: revoke first (lost partitions
-        without a commit), then add."""
-        change = self._assignment_change()
-        if change is None:
+        """Apply the coordinator's newest assignment: revoke first, then add."""
+        target = self._membership.take_target()
+        if target is None:
             return
-        revoked, added, lost = change
+        target = {TopicPartition(*tp) for tp in target}
+        revoked = set(self._fetcher.partitions) - target
         if revoked:
-            if self.enable_auto_commit and not lost:
+            if self.enable_auto_commit:
                 self._commit_quietly(revoked)
             if self._on_revoke is not None:
                 self._on_revoke(revoked)
             for tp in revoked:
                 self._fetcher.remove(tp)
             self._drop_iterated(revoked)
+        added = target - set(self._fetcher.partitions)
         if added:
             committed = self._fetch_committed()
             for tp in added:
