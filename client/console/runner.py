@@ -63,6 +63,9 @@ def run(config: ConsoleConfig, *, exit_on_stdin_eof: bool = False, ready=print) 
         ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
         ssl_keyfile=str(config.tls_key) if config.tls_key else None,
         timeout_graceful_shutdown=limits.CONSOLE_SHUTDOWN_GRACE_S))
+    # Before the ready line: whoever reads it may signal at once, and a SIGINT
+    # before uvicorn's own start would be a KeyboardInterrupt and exit status 1.
+    _stop_on_signals(server)
     if exit_on_stdin_eof:
         threading.Thread(target=_exit_at_end_of_stdin, args=(server,), daemon=True,
                          name="console-parent-watch").start()
@@ -110,14 +113,12 @@ def _quiet_server_class():
     class QuietServer(uvicorn.Server):
         """uvicorn's server, waking once a second instead of ten times to see whether
         it should exit: an idle console should cost nothing (its Date header is then
-        current to the second, which it is anyway). SIGTERM and SIGINT stop it and
-        the process exits 0, as plinth's other servers do (uvicorn's own handlers
-        raise the signal again once stopped, which makes the exit status -15)."""
+        current to the second, which it is anyway). Its signals are run()'s
+        (_stop_on_signals), not uvicorn's: uvicorn's own handlers raise the signal
+        again once stopped, which makes the exit status -15."""
 
         @contextlib.contextmanager
         def capture_signals(self):
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(signum, lambda *_: setattr(self, "should_exit", True))
             yield
 
         async def main_loop(self) -> None:
@@ -131,6 +132,14 @@ def _quiet_server_class():
                     return
 
     return QuietServer
+
+
+def _stop_on_signals(server) -> None:
+    """SIGTERM and SIGINT stop the server, which then exits 0 as plinth's other
+    servers do; one that comes before uvicorn started stops it right after its
+    start (uvicorn checks should_exit before its main loop)."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: setattr(server, "should_exit", True))
 
 
 def _exit_at_end_of_stdin(server) -> None:
