@@ -333,7 +333,7 @@ class Consumer(ConsumerBase):
                 self._rebalance()
                 self._auto_commit()
             self._fetcher.send_fetches()
-            out = self._fetcher.take(max_records)
+            out = self._take_records(max_records)
             remaining_ms = (deadline - time.monotonic()) * 1000
             if out or remaining_ms <= 0:
                 return out
@@ -389,12 +389,12 @@ class Consumer(ConsumerBase):
     # --- Groups: rebalance and commits (consumer thread) ------------------------------
 
     def _rebalance(self) -> None:
-        """Apply the coordinator's newest assignment: revoke first, then add."""
-        target = self._membership.take_target()
-        if target is None:
+        """Apply the coordinator's newest assignment: revoke first (lost partitions
+        too; their commit is refused if the group has other members), then add."""
+        change = self._assignment_change()
+        if change is None:
             return
-        target = {TopicPartition(*tp) for tp in target}
-        revoked = set(self._fetcher.partitions) - target
+        revoked, added = change
         if revoked:
             if self.enable_auto_commit:
                 self._commit_quietly(revoked)
@@ -403,7 +403,6 @@ class Consumer(ConsumerBase):
             for tp in revoked:
                 self._fetcher.remove(tp)
             self._drop_iterated(revoked)
-        added = target - set(self._fetcher.partitions)
         if added:
             committed = self._fetch_committed()
             for tp in added:

@@ -5,7 +5,9 @@ each consumer's module says). The two consumers differ in how they wait (the
 caller's thread, or the caller's event loop), never in what they send or how
 they read a reply; this holds the parts that neither waits in: the positions
 handed out, the commitOffsets request, the dispatch of a reply to the commit
-it answers or to the Fetcher, and the rejoin a refused commit asks for.
+it answers or to the Fetcher, the rejoin a refused commit asks for, what an
+assignment changes (revoked, added, or lost with the membership) and whether
+records may be handed out (not while the session may have ended).
 
 A subclass sets, before any of these run:
 
@@ -19,12 +21,15 @@ A subclass sets, before any of these run:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 from plinth import limits, protocol
 from plinth.client.arguments import checked_offsets, checked_topic_partition
 from plinth.client.fetcher import TopicPartition
 from plinth.errors import BrokerError, StaleMemberEpochError, UnknownMemberIdError
+
+log = logging.getLogger(__name__)
 
 
 def group_option(group: str | None, group_id: str | None) -> str | None:
@@ -94,6 +99,40 @@ class ConsumerBase:
             self._on_commit_reply(view)
         else:
             self._fetcher.on_reply(view, payload)
+
+    def _take_records(self, max_records: int) -> dict[TopicPartition, list]:
+        """The Fetcher's ready records, or none while the group membership forbids
+        handing any out: its session may have ended and its partitions moved to
+        another member (a heartbeat is on its way to tell), or they were lost and
+        ``_assignment_change`` has not dropped them yet."""
+        if self._membership is not None and not self._membership.records_allowed():
+            return {}
+        return self._fetcher.take(max_records)
+
+    def _assignment_change(self) -> tuple[set, set] | None:
+        """(revoked, added) of the coordinator's newest assignment, None if it changes
+        nothing. If the membership was lost (the session ended, or the member was
+        fenced), every partition owned is revoked, even one the new membership is
+        given again: other members may have read them meanwhile. They are dropped
+        with their buffered records, as Kafka's consumer drops lost partitions
+        (onPartitionsLost), though on_revoke is called; their commit goes without a
+        membership, which the coordinator takes only from a group without members (as
+        after its failover, which forgets them) and refuses while another may own
+        them."""
+        target = self._membership.take_target()
+        if target is None:
+            return None
+        target = {TopicPartition(*tp) for tp in target}
+        owned = set(self._fetcher.partitions)
+        if not self._membership.target_lost:
+            return owned - target, target - owned
+        if owned:
+            log.warning("group %s: partitions %s lost with the membership (its session "
+                        "ended, or it was fenced): dropped with their buffered records, "
+                        "their positions committed only if the group has no members now; "
+                        "rejoining", self.group,
+                        ", ".join(f"{tp.topic}-{tp.partition}" for tp in sorted(owned)))
+        return owned, target
 
     def _check_membership(self, error: BrokerError | None) -> None:
         """A commit refused because the coordinator does not know this member (it moved

@@ -7,13 +7,22 @@ carrying the subscription and the partitions the consumer owns. The
 consumer's thread never waits for it: it takes the latest target assignment
 with ``take_target()`` inside ``poll()``, applies it (revoking first), and
 reports what it now owns with ``set_owned()``, which sends a heartbeat at once
-so that a revoked partition reaches its next owner quickly.
+so that a revoked partition reaches its next owner quickly. Until it has, a
+heartbeat reports as owned the target being applied and the one not yet
+taken too: the coordinator frees a partition when a report leaves it out, and
+the consumer may still be adding it (on_assign) while the heartbeat travels.
 
 If the coordinator says the member is unknown or fenced, or no heartbeat
 succeeds for a whole session timeout, the membership is lost: the target
-becomes empty (the consumer drops every partition) and the thread rejoins as
-a new member as soon as the consumer has dropped them. A heartbeat that fails otherwise (the coordinator is
-moving: unavailable, notLeader, a timeout) is retried after a backoff from
+becomes empty and its partitions are lost, not revoked (other members may own
+them already): the consumer drops them and their buffered records without
+committing, calls on_revoke, and the thread rejoins as a new member as soon
+as it has dropped them. Before it hands out records the consumer asks
+``records_allowed()``: not while lost partitions are not dropped yet, nor
+while no heartbeat sent within the last session timeout was answered (the
+consumer's loop was blocked, or the coordinator is silent: the session may
+have ended and the partitions moved), which sends one at once to learn it. A
+heartbeat that fails otherwise (the coordinator is moving: unavailable, notLeader, a timeout) is retried after a backoff from
 ``CLIENT_RETRY_BACKOFF_MS``, doubling up to the heartbeat interval, not after
 a whole interval: after a coordinator's failover the member finds the new one
 (and learns it must rejoin there) within a backoff of its election, as Kafka's
@@ -72,8 +81,14 @@ class GroupMembership:
         self._lock = threading.Lock()       # guards owned, target, member id/epoch
         self._owned: set[TopicPartition] = set()
         self._target: set[TopicPartition] | None = None
+        self._taken: set[TopicPartition] = set()   # the target being applied, till set_owned
         self._closing = False
+        # When the last heartbeat answered was sent: the coordinator's session started no
+        # earlier (the answer's arrival would be later than its start).
         self._last_ok_s = time.monotonic()
+        self._sent_s = self._last_ok_s                # when the heartbeat in flight was sent
+        self._lost = False            # lost partitions the consumer has not taken yet
+        self.target_lost = False      # the target last taken leaves out lost partitions
         self._retry_backoff_s: float | None = None   # set while heartbeats fail
         # An answer no retry can change (the group is a Kafka client's), or an error no
         # heartbeat expects (a bug): the heartbeat thread stops, and the consumer raises
@@ -86,15 +101,38 @@ class GroupMembership:
     # --- Consumer thread ----------------------------------------------------------
 
     def take_target(self) -> set[TopicPartition] | None:
-        """The newest assignment if it differs from what is owned, else None."""
+        """The newest assignment if it differs from what is owned, else None;
+        ``target_lost`` then says whether every partition owned was lost with the
+        membership (consumer thread)."""
         with self._lock:
-            if self._target is None or self._target == self._owned:
+            lost, self._lost = self._lost, False
+            if self._target is None or (self._target == self._owned and not lost):
                 return None
+            self._taken = set(self._target)
+            self.target_lost = lost
             return set(self._target)
 
+    def records_allowed(self) -> bool:
+        """Whether the consumer may hand out records now (consumer thread): not while
+        lost partitions wait to be dropped, nor while the session may have ended (no
+        heartbeat sent in the last session timeout was answered), when it wakes the
+        heartbeat to learn whether it did. Kafka's consumer checks the same before it
+        hands out records: another member may be reading them already."""
+        with self._lock:
+            if self._lost:
+                return False
+            if not self.member_id or \
+                    time.monotonic() - self._last_ok_s < self.session_timeout_ms / 1000:
+                return True
+        self.heartbeat_now()
+        return False
+
     def set_owned(self, owned: set[TopicPartition]) -> None:
+        """What the consumer owns, once it has applied the target it took (consumer
+        thread)."""
         with self._lock:
             self._owned = set(owned)
+            self._taken = set()
         self._wake.set()
 
     def identity(self) -> tuple[str, int]:
@@ -139,7 +177,7 @@ class GroupMembership:
         (rejoin at once; until it has, ``set_owned`` wakes the thread when it has:
         a new member never claims partitions the lost one owned)."""
         with self._lock:
-            rejoin = not self.member_id and not self._owned
+            rejoin = not self.member_id and not self._holds_lost_locked()
         if rejoin:
             return 0.0 if self._retry_backoff_s is None else self._retry_backoff_s
         return self._interval_s if self._retry_backoff_s is None else \
@@ -153,7 +191,10 @@ class GroupMembership:
             self._retry_backoff_s = min(2 * self._retry_backoff_s, self._interval_s)
 
     def _heartbeat_once(self) -> None:
-        request_id, header = self._heartbeat_request()
+        request = self._heartbeat_request()
+        if request is None:
+            return
+        request_id, header = request
         try:
             view, _ = self._conn.request(header, request_id, self.request_timeout_ms)
         except (BrokerError, PlinthTimeoutError) as exc:
@@ -164,14 +205,30 @@ class GroupMembership:
     # The heartbeat's request and what its outcome means, apart from how it is sent
     # (sans-IO: the asyncio consumer's task sends the same requests).
 
-    def _heartbeat_request(self) -> tuple[int, bytes]:
-        """(request id, header) of the next heartbeat."""
+    def _heartbeat_request(self) -> tuple[int, bytes] | None:
+        """(request id, header) of the next heartbeat; None while the membership is
+        lost and the consumer still owns (or applies) partitions of it: a new member
+        never claims them before they are dropped. (A wake, say from a refused commit,
+        used to rejoin at once; the consumer then read on as the new member without
+        dropping what the old one owned.)"""
         with self._lock:
-            owned, member_id, epoch = set(self._owned), self.member_id, self.member_epoch
+            if not self.member_id and self._holds_lost_locked():
+                return None
+            # What the consumer owns or may take before this heartbeat's answer: a report
+            # without a partition lets the coordinator give it to another member.
+            owned = self._owned | self._taken | (self._target or set())
+            member_id, epoch = self.member_id, self.member_epoch
         request_id = self._conn.next_request_id()
+        self._sent_s = time.monotonic()
         return request_id, protocol.encode_group_heartbeat(
             request_id, self.group, member_id, epoch, self.topics, owned,
             self.session_timeout_ms, self.assignor)
+
+    def _holds_lost_locked(self) -> bool:
+        """Whether the consumer may still hold partitions (owned, being applied, or
+        lost and not yet taken): after a lost membership, no rejoin until it drops
+        them. Called with the lock held."""
+        return bool(self._owned or self._taken or self._lost)
 
     def _heartbeat_failed(self, exc: BrokerError | PlinthTimeoutError) -> None:
         if isinstance(exc, (UnknownMemberIdError, StaleMemberEpochError)):
@@ -198,7 +255,7 @@ class GroupMembership:
         self._fatal, self._closing = exc, True
 
     def _heartbeat_answered(self, view) -> None:
-        self._last_ok_s = time.monotonic()
+        self._last_ok_s = self._sent_s
         self._retry_backoff_s = None
         result = view.heartbeat
         with self._lock:
@@ -210,6 +267,7 @@ class GroupMembership:
         with self._lock:
             self.member_id, self.member_epoch = "", 0
             self._target = set()
+            self._lost = bool(self._owned | self._taken)
 
     def _leave(self) -> None:
         leave = self._leave_request()

@@ -9,10 +9,14 @@ partitions it owns right now. The coordinator keeps a target assignment,
 recomputed by the group's assignor whenever membership, subscriptions or
 partition counts change (the group epoch then increases). Each heartbeat is
 answered with the partitions the member may own now: its target partitions
-that no other member still owns. A partition moving from A to B is therefore
-first left out of A's answer (A revokes it, commits, and reports it no longer
-owned), and only then included in B's answer. Members whose partitions do
-not move never stop. A member silent for its ``session_timeout_ms`` is
+that no other member may still own. A member may own what it reports, and
+every partition it was told since, reported or not (the answer may be on its
+way, or being applied while its next heartbeat travels). A partition moving
+from A to B is therefore first left out of A's answer (A revokes it, commits,
+and reports it no longer owned), and only then included in B's answer (B,
+waiting for it, is asked back after the shortest heartbeat interval); a report
+without it that comes before A's answer left it out frees nothing.
+Members whose partitions do not move never stop. A member silent for its ``session_timeout_ms`` is
 removed and its partitions are free at once.
 
 Whose member it is. A member belongs to the client key that joined it (the
@@ -98,7 +102,8 @@ class Member:
     last_seen_s: float
     epoch: int = 0
     previous_epoch: int = 0          # the epoch before the last bump (a lost answer's)
-    owned: set[TopicPartition] = field(default_factory=set)      # as it last reported
+    # What it may own: as it last reported, and what it was told since (counted in claims).
+    owned: set[TopicPartition] = field(default_factory=set)
     assigned: set[TopicPartition] = field(default_factory=set)   # as it was last told
 
     @property
@@ -115,7 +120,8 @@ class Group:
     members: dict[str, Member] = field(default_factory=dict)
     target: dict[str, set[TopicPartition]] = field(default_factory=dict)
     # Counts without zeros (_count_up, _count_down):
-    claims: Counter = field(default_factory=Counter)            # partition -> members owning it
+    # partition -> members that may own it
+    claims: Counter = field(default_factory=Counter)
     subscribed: Counter = field(default_factory=Counter)        # topic -> members subscribing
     members_per_key: Counter = field(default_factory=Counter)   # client key -> members
 
@@ -229,7 +235,9 @@ class GroupCoordinator:
             self._retarget(group)
         self._advance(group)
         answer = _answer(group, member)   # may bump the member's epoch
-        if name in self._assigning:       # the target is being computed: come back soon
+        # Come back soon while the target is being computed, or while partitions of it
+        # wait for their old owners to report them revoked (they do at once, as told).
+        if name in self._assigning or _withheld(group, member, answer):
             interval_ms = limits.HEARTBEAT_INTERVAL_MS_MIN
         return HeartbeatResult(member.member_id, member.epoch, interval_ms, answer)
 
@@ -306,7 +314,8 @@ class GroupCoordinator:
 
     def _remove_member(self, group: Group, member: Member) -> None:
         del group.members[member.member_id]
-        _report_owned(group, member, set())
+        _count_down(group.claims, member.owned)   # gone: it owns nothing, told or not
+        member.owned = set()
         _count_down(group.subscribed, member.topics)
         _count_down(group.members_per_key, (member.client_key,))
         self._member_count -= 1
@@ -620,16 +629,25 @@ def _check_epoch(group: Group, member: Member, member_epoch: int,
 
 
 def _report_owned(group: Group, member: Member, owned: set[TopicPartition]) -> None:
-    """What the member owns now: of what it reports, what it was told or owned already."""
-    reported = {tp for tp in owned if tp in member.assigned or tp in member.owned}
-    _count_down(group.claims, member.owned - reported)
-    _count_up(group.claims, reported - member.owned)
-    member.owned = reported
+    """What the member may own now: of what it reports, what it may own already, and
+    what its last answer told it whatever it reports. That answer may still be on its
+    way, or being applied as this heartbeat left: a report that leaves it out does
+    not prove the member will not take it, so only a partition since taken out of
+    its answers is freed by a report without it. (Counting only reports, a partition
+    given in an answer was free until the member's next heartbeat, and members
+    joining together were given partitions their first members had just been told
+    to own.)"""
+    may_own = {tp for tp in owned if tp in member.owned} | member.assigned
+    _count_down(group.claims, member.owned - may_own)
+    _count_up(group.claims, may_own - member.owned)   # (none: _answer counted its answers)
+    member.owned = may_own
 
 
 def _answer(group: Group, member: Member) -> set[TopicPartition]:
-    """The member's target partitions that nobody else still owns (and of topics it
-    still subscribes to: the target may predate a change of its subscription)."""
+    """The member's target partitions that nobody else may still own (and of topics
+    it still subscribes to: the target may predate a change of its subscription).
+    What it is told it may own from now on, until a report without it comes after
+    an answer without it."""
     claims, topics = group.claims, member.topics
     answer = {tp for tp in group.target.get(member.member_id, ())
               if tp[0] in topics and claims.get(tp, 0) == (tp in member.owned)}
@@ -637,7 +655,15 @@ def _answer(group: Group, member: Member) -> set[TopicPartition]:
         member.assigned = answer
         member.previous_epoch = member.epoch
         member.epoch += 1
+        _count_up(group.claims, answer - member.owned)
+        member.owned |= answer
     return answer
+
+
+def _withheld(group: Group, member: Member, answer: set[TopicPartition]) -> bool:
+    """Whether the member's target has partitions of its topics left out of its answer."""
+    target = group.target.get(member.member_id, ())
+    return len(answer) < sum(1 for tp in target if tp[0] in member.topics)
 
 
 def _count_up(counts: Counter, keys) -> None:

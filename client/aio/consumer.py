@@ -418,7 +418,7 @@ class AIOConsumer(ConsumerBase):
                 self._auto_commit()
             await self._apply_resets()
             self._fetcher.send_fetches()
-            out = self._fetcher.take(max_records)
+            out = self._take_records(max_records)
             remaining_ms = (deadline - time.monotonic()) * 1000
             if out or remaining_ms <= 0 or self._stopping:   # stop() waits for the turn
                 return out
@@ -438,19 +438,18 @@ class AIOConsumer(ConsumerBase):
     # --- Groups: rebalance and commits ----------------------------------------------------
 
     async def _rebalance(self) -> None:
-        """Apply the coordinator's newest assignment: revoke first, then add."""
-        target = self._membership.take_target()
-        if target is None:
+        """Apply the coordinator's newest assignment: revoke first (lost partitions
+        too; their commit is refused if the group has other members), then add."""
+        change = self._assignment_change()
+        if change is None:
             return
-        target = {TopicPartition(*tp) for tp in target}
-        revoked = set(self._fetcher.partitions) - target
+        revoked, added = change
         if revoked:
             if self.enable_auto_commit:
                 await self._commit_quietly(revoked)
             await _call(self._on_revoke, revoked)
             for tp in revoked:
                 self._fetcher.remove(tp)
-        added = target - set(self._fetcher.partitions)
         if added:
             committed = await self._fetch_committed()
             for tp in added:

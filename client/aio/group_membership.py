@@ -68,7 +68,10 @@ class AIOGroupMembership(GroupMembership):
         await self._leave_async()
 
     async def _heartbeat_once_async(self) -> None:
-        request_id, header = self._heartbeat_request()
+        request = self._heartbeat_request()
+        if request is None:
+            return
+        request_id, header = request
         try:
             view, _ = await self._conn.request_async(header, request_id, self.request_timeout_ms)
         except (BrokerError, PlinthTimeoutError) as exc:

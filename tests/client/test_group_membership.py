@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from plinth import protocol
+from plinth import limits, protocol
 from plinth.client.group_membership import GroupMembership
 from plinth.protocol import LEAVE_EPOCH
 from plinth.errors import (InvalidConfigError, NotAuthorizedError, StaleMemberEpochError,
@@ -74,6 +74,23 @@ def test_the_target_comes_from_the_coordinator_and_is_offered_until_owned(member
     second = broker.wait_for_requests(2)[1]
     assert (second.member_id, second.member_epoch, second.owned) == ("m-1", 1, {T0, T1})
     assert broker.requests[1][0] - reported_s < 1.5
+
+
+def test_heartbeats_report_the_target_being_applied_until_the_consumer_says_what_it_owns(
+        member_of):
+    # Given a coordinator that assigns t-0 and t-1, then takes t-1 away
+    member, broker = member_of([heartbeat("m-1", 1, {T0, T1}), *steady("m-1", 2, {T0})])
+    # When the consumer takes the first target and is still applying it (on_assign)
+    assert wait_until(member.take_target, timeout_s=10) == {T0, T1}
+    # Then the heartbeats meanwhile report both as owned: a report without t-1 would
+    # free it for another member while this one is adding it
+    later = broker.wait_for_requests(4)[2:]
+    assert [request.owned for request in later] == [{T0, T1}, {T0, T1}]
+    # And once the consumer has applied it, and then the newer one, only t-0
+    member.set_owned({T0, T1})
+    assert member.take_target() == {T0}
+    member.set_owned({T0})
+    wait_until(lambda: broker.requests[-1][1].owned == {T0}, timeout_s=10)
 
 
 @pytest.mark.parametrize("error", [UnknownMemberIdError("member m-1 is not in group g"),
@@ -230,3 +247,80 @@ def test_an_error_no_heartbeat_expects_ends_the_membership_and_is_raised_to_the_
             member.raise_if_refused()
     finally:
         member.close()
+
+
+@pytest.fixture
+def stepped(scripted):
+    """``stepped(script, session_timeout_ms=10_000)``: a GroupMembership whose thread is
+    not started: the test sends each heartbeat itself (``_heartbeat_once``, the step
+    the thread repeats), so that what a heartbeat would carry, or whether one is
+    sent at all, is decided by the state alone, not by when the thread runs."""
+    members = []
+
+    def make(script, session_timeout_ms: int = 10_000):
+        broker = scripted(script)
+        member = GroupMembership(broker.url, "g", ["t"], session_timeout_ms=session_timeout_ms,
+                                 assignor="", request_timeout_ms=5_000)
+        members.append(member)
+        return member, broker
+
+    yield make
+    for member in members:
+        member._conn.close()
+
+
+def test_a_lost_member_rejoins_only_after_the_consumer_dropped_its_partitions_even_if_woken(
+        stepped):
+    # Given a member owning t-0 that learns the coordinator does not know it any more
+    member, broker = stepped([heartbeat("m-1", 1, {T0}), UnknownMemberIdError("no m-1"),
+                              *steady("m-2", 1, {T0})])
+    member._heartbeat_once()
+    member.set_owned(member.take_target())
+    member._heartbeat_once()
+    # When a refused commit wakes the heartbeat before the consumer dropped t-0
+    member.heartbeat_now()
+    member._heartbeat_once()
+    # Then no heartbeat rejoins: a new member could be given t-0 while this one reads it
+    assert len(broker.requests) == 2
+    assert member._next_wait_s() > 0
+    # And the consumer is told t-0 is lost, not revoked; once dropped, the member rejoins
+    assert member.take_target() == set() and member.target_lost
+    member.set_owned(set())
+    member._heartbeat_once()
+    rejoin = broker.wait_for_requests(3)[2]
+    assert (rejoin.member_id, rejoin.member_epoch, rejoin.owned) == ("", 0, frozenset())
+    # And what the new member is given, t-0 again, is taken as a plain assignment
+    assert member.take_target() == {T0} and not member.target_lost
+
+
+def test_no_records_are_handed_out_while_the_session_may_have_ended_until_a_heartbeat_says(
+        stepped):
+    # Given a member with the shortest session, answered once
+    session_ms = limits.SESSION_TIMEOUT_MS_MIN
+    member, broker = stepped([heartbeat("m-1", 1, {T0}), *steady("m-1", 1, {T0})],
+                             session_timeout_ms=session_ms)
+    member._heartbeat_once()
+    member.set_owned(member.take_target())
+    assert member.records_allowed()
+    # When no heartbeat is answered for a session timeout (its loop or thread blocked)
+    wait_until(lambda: not member.records_allowed(), timeout_s=10, interval_s=0.01)
+    # Then it may hand out no records, and the heartbeat is woken to learn whether it
+    # is still a member
+    assert member._wake.is_set()
+    # And once a heartbeat sent after that is answered, it may again
+    member._heartbeat_once()
+    assert member.records_allowed()
+
+
+def test_a_member_that_learns_it_was_expelled_hands_out_no_records_until_it_dropped_them(
+        stepped):
+    # Given a member owning t-0 whose heartbeat finds it expelled
+    member, broker = stepped([heartbeat("m-1", 1, {T0}), UnknownMemberIdError("no m-1")])
+    member._heartbeat_once()
+    member.set_owned(member.take_target())
+    member._heartbeat_once()
+    # Then records of t-0 may not be handed out until the consumer took the loss
+    assert not member.records_allowed()
+    assert member.take_target() == set() and member.target_lost
+    member.set_owned(set())
+    assert member.records_allowed()

@@ -58,6 +58,41 @@ def test_a_partition_moves_only_after_its_old_owner_reports_it_revoked(coordinat
     assert b.assignment == owned_a - kept
 
 
+def test_partitions_told_to_a_member_are_not_given_to_another_before_it_reports_them_revoked(
+        coordinator):
+    # Given member A told to own all six partitions, which it has not reported yet
+    a = join(coordinator)
+    # When B joins before A's next heartbeat
+    b = join(coordinator)
+    # Then B gets nothing: A may be taking all six while B's answer travels
+    assert b.assignment == set()
+    # And a report of A's sent before it took its answer frees nothing either
+    a = beat(coordinator, a, set())
+    kept = a.assignment
+    assert len(kept) == 3
+    assert beat(coordinator, b, set()).assignment == set()
+    # Only A's report after the answer that took three away frees them
+    a = beat(coordinator, a, kept)
+    b = beat(coordinator, b, set())
+    assert b.assignment == {("t", p) for p in range(6)} - kept
+
+
+def test_a_member_waiting_for_partitions_their_old_owner_has_not_revoked_comes_back_soon(
+        coordinator):
+    # Given A owning all six partitions, and B joining
+    a = beat(coordinator, join(coordinator), {("t", p) for p in range(6)})
+    b = join(coordinator)
+    # Then B, waiting for three of them, is asked back after the shortest interval
+    assert b.assignment == set()
+    assert b.heartbeat_interval_ms == limits.HEARTBEAT_INTERVAL_MS_MIN
+    # And A, told to give them up, and B once it has them, at the usual interval
+    a = beat(coordinator, a, a.assignment)
+    a = beat(coordinator, a, a.assignment)
+    assert a.heartbeat_interval_ms == SESSION_MS // 5
+    b = beat(coordinator, b, set())
+    assert len(b.assignment) == 3 and b.heartbeat_interval_ms == SESSION_MS // 5
+
+
 def test_a_silent_member_is_expired_after_its_session_timeout_and_its_partitions_freed(coordinator):
     a = join(coordinator, now=0.0)
     a = beat(coordinator, a, a.assignment, now=0.0)
