@@ -605,7 +605,8 @@ class Segment:
         if end < header.entry_bytes:
             raise CorruptDataError(
                 f"{self.log_path}: entry at position {position} for offset {offset} "
-                f"needs {header.entry_bytes} bytes, the file has {len(chunk)}")
+                f"needs {header.entry_bytes} bytes, the file has only {len(chunk)} from there",
+                path=self.log_path, position=position)
         return chunk if end == len(chunk) else memoryview(chunk)[:end]
 
     def _checked_entries_end(self, chunk: bytes, position: int, offset: int,
@@ -624,8 +625,9 @@ class Segment:
         except CorruptDataError as error:
             if end > 0:
                 return end
-            raise CorruptDataError(f"{self.log_path}: {error.message} "
-                                   f"(reading offset {offset})") from error
+            # The first entry is the bad one: nothing before it in the chunk was good.
+            raise CorruptDataError(f"{self.log_path}: {error.message} (reading offset {offset})",
+                                   path=self.log_path, position=position) from error
         return end
 
     def _find_entry(self, offset: int) -> tuple[int, LogEntryHeader] | None:
@@ -646,7 +648,8 @@ class Segment:
                 if header.base_offset > offset:
                     raise CorruptDataError(
                         f"{self.log_path}: entry at position {position} starts at offset "
-                        f"{header.base_offset}, past offset {offset} being looked up")
+                        f"{header.base_offset}, past offset {offset} being looked up",
+                        path=self.log_path, position=position)
                 return position, header
             position += header.entry_bytes
         return None
@@ -664,7 +667,9 @@ class Segment:
             return unpack_entry_header(chunk, position, position_base)
         except CorruptDataError as error:
             looking_for = "" if offset is None else f" (looking for offset {offset})"
-            raise CorruptDataError(f"{self.log_path}: {error.message}{looking_for}") from error
+            raise CorruptDataError(f"{self.log_path}: {error.message}{looking_for}",
+                                   path=self.log_path,
+                                   position=position_base + position) from error
 
     def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
         """Base offset of the first entry with max_timestamp_ms >= timestamp_ms, or None."""
