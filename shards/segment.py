@@ -398,13 +398,28 @@ class Segment:
             if chunk_end == position:
                 # Not one whole entry in the chunk: read the first one whole or report it torn.
                 if len(chunk) < wanted_bytes or position + wanted_bytes >= end_position:
-                    raise CorruptDataError(
-                        f"torn entry at position {position}: {len(chunk)} bytes left "
-                        f"of {end_position - position} expected in {self.log_path}")
+                    self._raise_torn(position, chunk)
                 read_bytes = unpack_entry_header(chunk, 0, position).entry_bytes
             else:
                 read_bytes = SEGMENT_SCAN_CHUNK_BYTES
             position = chunk_end
+
+    def _raise_torn(self, position: int, chunk: bytes) -> None:
+        """CorruptDataError for the entry at ``position``, cut short: ``chunk`` is all
+        there is from there, less than the entry needs (a header, or the bytes its
+        header declares: ``scan_whole_entries`` yields an entry that fits)."""
+        if len(chunk) < LOG_ENTRY_HEADER_BYTES:
+            needed_bytes, what = LOG_ENTRY_HEADER_BYTES, "for its header"
+        else:
+            needed_bytes = unpack_entry_header(chunk, 0, position).entry_bytes
+            what = "as its header declares"
+        if needed_bytes <= len(chunk):
+            raise AssertionError(f"entry at position {position} of {self.log_path} called "
+                                 f"torn, but its {needed_bytes} bytes are all there")
+        raise CorruptDataError(
+            f"torn entry in {self.log_path}: the entry at position {position} needs "
+            f"{needed_bytes} bytes {what}, the file has only {len(chunk)} from there",
+            path=self.log_path, position=position)
 
     # --- Writing ---------------------------------------------------------------
 
