@@ -1847,8 +1847,11 @@ class Controller:
         (``_shard_start_wait_s``), so that a refusal reaches the caller."""
         shard_ids = self._metadata.shards
         if not 1 <= count <= limits.SHARDS_MAX - len(shard_ids):
-            raise InvalidConfigError(f"cannot add {count} shards to {len(shard_ids)}: "
-                                     f"at most {limits.SHARDS_MAX} shards")
+            raise InvalidConfigError(
+                f"cannot add {counted(count, 'shard')} (count {count}) to the "
+                f"{len(shard_ids)} there are: at most {limits.SHARDS_MAX} shards in all "
+                f"(SHARDS_MAX), so count may be at most {limits.SHARDS_MAX - len(shard_ids)}; "
+                f"no shard was started")
         self._refuse_silent_shards(f"add {counted(count, 'shard')}")
         wait_s = _shard_start_wait_s(deadline_unix_s)
         new_ids = [f"shard-{len(shard_ids) + i}" for i in range(count)]

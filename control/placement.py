@@ -52,10 +52,12 @@ def default_shard_count(nodes: list[Node]) -> int:
     every request that does not go direct) and the local clients': on 2 cores one
     shard had the higher throughput, the lower tail and less idle CPU and memory
     than two (README, "Shards per CPU"). The shards then spread over the nodes as
-    every new shard does (``node_for_new_shard``)."""
+    every new shard does (``node_for_new_shard``). At most SHARDS_MAX, the limit
+    ``--shards`` has: a cluster of more CPUs than that must not be refused a start
+    for a count nobody gave."""
     per_node = [max(1, node.cpus - limits.SHARD_DEFAULT_CPUS_LEFT)
                 for node in nodes if node.alive and node.cpus >= 1]
-    return max(1, sum(per_node))
+    return min(limits.SHARDS_MAX, max(1, sum(per_node)))
 
 
 def node_for_new_shard(alive_pins: list[str], shard_nodes: dict[str, str]) -> str:

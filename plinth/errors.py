@@ -92,6 +92,8 @@ module maps each code to its class, both ways.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class PlinthError(Exception):
     """Base of every error Plinth raises on purpose."""
@@ -222,7 +224,17 @@ class StorageError(BrokerError):
 
 
 class CorruptDataError(BrokerError):
+    """Stored bytes that fail their checks. ``path`` and ``position``: the file and the
+    byte where a read found them, when the raiser knows (None otherwise; a shard logs
+    each place once, shards/partition_log.py). Neither crosses the wire."""
+
     code_name = "corruptData"
+
+    def __init__(self, message: str, *, path: Path | None = None,
+                 position: int | None = None):
+        super().__init__(message)
+        self.path = path
+        self.position = position
 
 
 class UnavailableError(BrokerError):

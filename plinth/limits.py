@@ -507,6 +507,11 @@ SEGMENT_FILES_OPEN_MAX = 256
 # beyond its process's open-file limit less these and SEGMENT_FILES_OPEN_MAX
 # (shards/file_budget.py), where it used to open until one failed with EMFILE.
 SHARD_FILES_RESERVED = 512
+# Places (segment file, position) where one partition log's reads found corrupt
+# data, remembered so that each is logged once (shards/partition_log.py): a
+# consumer retrying a bad offset in a loop adds no line. Beyond this many, the
+# place found longest ago is forgotten, and logged again if it is read again.
+CORRUPT_READ_PLACES_LOGGED_MAX = 64
 # One-copy partitions whose writes move from one shard to another in one seal call,
 # one open call and one save of the metadata (plinth shards add/remove): one of each
 # per partition took 20-50 ms each, minutes of the controller's thread for 2,000
@@ -1213,6 +1218,7 @@ def _relations() -> list[tuple[str, bool]]:
         ("a topic's smallest segments are ones the log takes", SEGMENT_BYTES_MIN <= SEGMENT_BYTES_CONFIG_MIN <= SEGMENT_BYTES_DEFAULT),
         ("a topic's shortest segment age is below the default", 1 <= SEGMENT_MS_CONFIG_MIN <= SEGMENT_MS_DEFAULT),
         ("a shard keeps a rolled segment open while it is read", SEGMENT_FILES_OPEN_MAX >= 1),
+        ("a corrupt entry a read finds is logged", CORRUPT_READ_PLACES_LOGGED_MAX >= 1),
         ("a producer retrying a batch is never forgotten", PRODUCER_DELIVERY_TIMEOUT_MS_DEFAULT < PRODUCER_ID_EXPIRATION_MS),
         ("a request with a maximal batch can be held, within the router's budget",
          BATCH_BYTES_MAX + HEADER_BYTES_MAX <= CLIENT_REQUEST_BYTES_HELD_MAX

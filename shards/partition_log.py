@@ -76,7 +76,7 @@ from plinth.durable_files import fsync_directory
 from plinth.errors import (
     CorruptDataError, InvalidConfigError, OffsetOutOfRangeError, StorageError)
 from plinth.limits import (
-    BATCH_BYTES_MAX, BATCH_RECORDS_MAX, INDEX_INTERVAL_BYTES,
+    BATCH_BYTES_MAX, BATCH_RECORDS_MAX, CORRUPT_READ_PLACES_LOGGED_MAX, INDEX_INTERVAL_BYTES,
     MESSAGE_TIMESTAMP_AFTER_MS_MAX_DEFAULT, MESSAGE_TIMESTAMP_BEFORE_MS_MAX_DEFAULT,
     RETENTION_BYTES_DEFAULT, RETENTION_MS_DEFAULT, SEGMENT_BYTES_CONFIG_MIN,
     SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_MS_CONFIG_MIN,
@@ -250,6 +250,8 @@ class PartitionLog:
         self._flushed_end_offset = segments[-1].end_offset
         # The gaps continue_at made (offset_gaps.py); None: not known (an older log).
         self._gaps = gaps
+        # (file, position) of corrupt data reads found and logged, oldest first.
+        self._corrupt_places_logged: dict[tuple[Path | None, int | None], None] = {}
         self._closed = False
 
     @classmethod
@@ -623,6 +625,7 @@ class PartitionLog:
         a gap (``continue_at``) reads from the first entry after it. Returns b""
         when ``offset`` >= ``end_offset_max``. Raises OffsetOutOfRangeError
         outside [start_offset, end_offset], CorruptDataError on a bad entry.
+        A bad entry is also logged, once per place (``_log_corrupt_read``).
         """
         if self._closed:
             self._raise_closed()
@@ -632,6 +635,15 @@ class PartitionLog:
         self._check_offset(offset)
         if offset >= end_offset_max:
             return b""
+        try:
+            return self._read_segment(offset, bytes_max, end_offset_max)
+        except CorruptDataError as error:
+            self._log_corrupt_read(error)
+            raise
+
+    def _read_segment(self, offset: int, bytes_max: int,
+                      end_offset_max: int) -> bytes | memoryview:
+        """``read`` of an offset in [start_offset, end_offset_max): from one segment."""
         slot = self._slot_for(offset)
         segment = self._segments[slot]
         if offset >= segment.end_offset and slot + 1 < len(self._segments):
@@ -647,8 +659,24 @@ class PartitionLog:
         if not data:
             raise CorruptDataError(
                 f"offset {offset} is not in {segment.log_path}, whose readable entries "
-                f"end at offset {segment.end_offset}")
+                f"end at offset {segment.end_offset}", path=segment.log_path)
         return data
+
+    def _log_corrupt_read(self, error: CorruptDataError) -> None:
+        """Log, at ERROR, the corrupt data a read found: the client is only told the
+        error, and whoever runs the shard must learn of it. Once per place (file,
+        position), so that a consumer retrying a bad offset in a loop adds no line;
+        the last CORRUPT_READ_PLACES_LOGGED_MAX places are remembered."""
+        place = (error.path, error.position)
+        if place in self._corrupt_places_logged:
+            return
+        if len(self._corrupt_places_logged) >= CORRUPT_READ_PLACES_LOGGED_MAX:
+            del self._corrupt_places_logged[next(iter(self._corrupt_places_logged))]
+        self._corrupt_places_logged[place] = None
+        position = "unknown" if error.position is None else error.position
+        logger.error("partition %s: a read found corrupt data in %s at position %s: %s",
+                     self.directory.name, error.path or self.directory, position,
+                     error.message)
 
     def in_gap(self, offset: int) -> bool:
         """Whether ``offset`` is in a gap ``continue_at`` left: within the log's range,
@@ -672,7 +700,8 @@ class PartitionLog:
                 f"offsets {hole[0]}..{hole[1] - 1} of {self.directory} are missing: no "
                 f"segment holds them ({before.log_path} ends at offset {hole[0]}, the next "
                 f"segment starts at {hole[1]}), and no move of the partition left a gap "
-                f"there: a segment file was lost or cut short")
+                f"there: a segment file was lost or cut short",
+                path=before.log_path, position=before.size_bytes)
 
     def _made_on_purpose(self, hole: Gap) -> bool:
         """Whether a hole between two segments lies within a gap continue_at made (any

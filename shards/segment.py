@@ -398,13 +398,28 @@ class Segment:
             if chunk_end == position:
                 # Not one whole entry in the chunk: read the first one whole or report it torn.
                 if len(chunk) < wanted_bytes or position + wanted_bytes >= end_position:
-                    raise CorruptDataError(
-                        f"torn entry at position {position}: {len(chunk)} bytes left "
-                        f"of {end_position - position} expected in {self.log_path}")
+                    self._raise_torn(position, chunk)
                 read_bytes = unpack_entry_header(chunk, 0, position).entry_bytes
             else:
                 read_bytes = SEGMENT_SCAN_CHUNK_BYTES
             position = chunk_end
+
+    def _raise_torn(self, position: int, chunk: bytes) -> None:
+        """CorruptDataError for the entry at ``position``, cut short: ``chunk`` is all
+        there is from there, less than the entry needs (a header, or the bytes its
+        header declares: ``scan_whole_entries`` yields an entry that fits)."""
+        if len(chunk) < LOG_ENTRY_HEADER_BYTES:
+            needed_bytes, what = LOG_ENTRY_HEADER_BYTES, "for its header"
+        else:
+            needed_bytes = unpack_entry_header(chunk, 0, position).entry_bytes
+            what = "as its header declares"
+        if needed_bytes <= len(chunk):
+            raise AssertionError(f"entry at position {position} of {self.log_path} called "
+                                 f"torn, but its {needed_bytes} bytes are all there")
+        raise CorruptDataError(
+            f"torn entry in {self.log_path}: the entry at position {position} needs "
+            f"{needed_bytes} bytes {what}, the file has only {len(chunk)} from there",
+            path=self.log_path, position=position)
 
     # --- Writing ---------------------------------------------------------------
 
@@ -605,7 +620,8 @@ class Segment:
         if end < header.entry_bytes:
             raise CorruptDataError(
                 f"{self.log_path}: entry at position {position} for offset {offset} "
-                f"needs {header.entry_bytes} bytes, the file has {len(chunk)}")
+                f"needs {header.entry_bytes} bytes, the file has only {len(chunk)} from there",
+                path=self.log_path, position=position)
         return chunk if end == len(chunk) else memoryview(chunk)[:end]
 
     def _checked_entries_end(self, chunk: bytes, position: int, offset: int,
@@ -624,8 +640,9 @@ class Segment:
         except CorruptDataError as error:
             if end > 0:
                 return end
-            raise CorruptDataError(f"{self.log_path}: {error.message} "
-                                   f"(reading offset {offset})") from error
+            # The first entry is the bad one: nothing before it in the chunk was good.
+            raise CorruptDataError(f"{self.log_path}: {error.message} (reading offset {offset})",
+                                   path=self.log_path, position=position) from error
         return end
 
     def _find_entry(self, offset: int) -> tuple[int, LogEntryHeader] | None:
@@ -646,7 +663,8 @@ class Segment:
                 if header.base_offset > offset:
                     raise CorruptDataError(
                         f"{self.log_path}: entry at position {position} starts at offset "
-                        f"{header.base_offset}, past offset {offset} being looked up")
+                        f"{header.base_offset}, past offset {offset} being looked up",
+                        path=self.log_path, position=position)
                 return position, header
             position += header.entry_bytes
         return None
@@ -664,7 +682,9 @@ class Segment:
             return unpack_entry_header(chunk, position, position_base)
         except CorruptDataError as error:
             looking_for = "" if offset is None else f" (looking for offset {offset})"
-            raise CorruptDataError(f"{self.log_path}: {error.message}{looking_for}") from error
+            raise CorruptDataError(f"{self.log_path}: {error.message}{looking_for}",
+                                   path=self.log_path,
+                                   position=position_base + position) from error
 
     def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
         """Base offset of the first entry with max_timestamp_ms >= timestamp_ms, or None."""

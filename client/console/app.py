@@ -42,7 +42,7 @@ def create_app(config: ConsoleConfig) -> Starlette:
     broker = broker_address(config.broker, config.curve_key_file, config.curve_server_key_file)
     admin = SharedAdmin(broker=broker, request_timeout_ms=config.request_timeout_ms)
     context = ConsoleContext(broker, admin, make_templates())
-    context.sampler = Sampler(admin, interval_s=config.sample_interval_s)
+    context.sampler = Sampler(admin, interval_s=config.sample_interval_s, broker_url=broker.url)
     routes = [*pages_overview.ROUTES, *pages_topics.ROUTES, *pages_browse.ROUTES,
               *pages_groups.ROUTES]
     routes.append(Mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static"))

@@ -8,6 +8,11 @@ blocks) and appends one Sample to a ring buffer of at most
 limits.CONSOLE_SAMPLES_MAX, which it keeps across subscriptions so a
 browser that comes back sees the recent past.
 
+While the broker does not answer, the page shows the last error each interval,
+and the console's log says so once (with the address and the error), and once
+more when it answers again: a console left open on a stopped broker must not
+fill its log with a line every interval.
+
 Rates in are the shards' produced records/s and bytes/s; rates out
 (fetched) appear once ShardStatus has ``records_out_per_s`` and
 ``bytes_out_per_s`` (None before: the charts then draw no out line).
@@ -54,14 +59,16 @@ class Sampler:
     """Owned by the app; every method runs on the console's event loop."""
 
     def __init__(self, admin, interval_s: float = limits.CONSOLE_SAMPLE_INTERVAL_S,
-                 samples_max: int = limits.CONSOLE_SAMPLES_MAX):
+                 samples_max: int = limits.CONSOLE_SAMPLES_MAX, *, broker_url: str = ""):
         self.admin = admin
+        self.broker_url = broker_url or "(default address)"   # for the log only
         self.interval_s = interval_s
         self.samples: collections.deque[Sample] = collections.deque(maxlen=samples_max)
         self.status = None          # the last StatusInfo
         self.error: str = ""        # the last failure to ask, shown on the page
         self.subscribers = 0
         self.polls = 0              # how many times it asked (tests: idle means none)
+        self.failures = 0           # polls failed in a row since the broker last answered
         self._task: asyncio.Task | None = None
         self._changed: asyncio.Condition | None = None
 
@@ -97,14 +104,30 @@ class Sampler:
         while True:
             try:
                 status = await anyio.to_thread.run_sync(self.admin.status)
-                self.status, self.error = status, ""
-                self.samples.append(sample_of(status, time.time()))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:   # the broker is down or refuses: say so, keep trying
-                self.error = f"{type(exc).__name__}: {exc}"
-                log.warning("console sampler: %s", self.error)
+                self._failed(exc)
+            else:
+                self._answered(status)
             self.polls += 1
             async with self._changed:
                 self._changed.notify_all()
             await asyncio.sleep(self.interval_s)
+
+    def _failed(self, exc: Exception) -> None:
+        """A poll got no status: shown on the page each time, logged on the first
+        failure in a row only."""
+        self.error = f"{type(exc).__name__}: {exc}"
+        self.failures += 1
+        if self.failures == 1:
+            log.warning("console sampler: the broker at %s is unreachable (%s); asking again "
+                        "every %s s, and saying so once it answers", self.broker_url,
+                        self.error, self.interval_s)
+
+    def _answered(self, status) -> None:
+        if self.failures:
+            log.info("console sampler: the broker at %s is reachable again (failed polls: %d)",
+                     self.broker_url, self.failures)
+        self.status, self.error, self.failures = status, "", 0
+        self.samples.append(sample_of(status, time.time()))

@@ -1,5 +1,6 @@
-"""DescribeConfigs, AlterConfigs and IncrementalAlterConfigs: topic configs for
-Kafka's admin clients and kafka-configs, from Plinth's describeTopic and alterTopic.
+"""DescribeConfigs, AlterConfigs, IncrementalAlterConfigs and ListConfigResources: topic
+configs for Kafka's admin clients and kafka-configs, from Plinth's describeTopic and
+alterTopic.
 
 Runs on the Kafka listener's event loop thread (gateway.py); a request's resources
 are answered all at once.
@@ -13,6 +14,12 @@ are answered all at once.
   topic config is a list: INVALID_CONFIG.
 - AlterConfigs (the older, whole-config API): the keys given are set and every
   other key goes back to its default, as in Kafka; a null value is a DELETE.
+- ListConfigResources (v1, Kafka 4.1's KIP-1142): what DescribeConfigs answers,
+  every topic the user may see (type 2) and every router's listener by its node id
+  (type 4, the brokers Metadata names). Kafka's other types (broker loggers, client
+  metrics, groups) list nothing: Plinth has none. So v0, Kafka 3.7's
+  ListClientMetricsResources, gets an empty list. No types given: topics and
+  brokers. A type Kafka does not define: INVALID_REQUEST (the answer has no message).
 - A key named twice in one resource is INVALID_REQUEST, as in Kafka. A broker's
   configs are its command-line options: altering them is INVALID_REQUEST.
 - ``validate_only`` checks the change against the topic's current config
@@ -32,6 +39,11 @@ from plinth.router.kafka.plinth_errors import kafka_code, kafka_message
 
 RESOURCE_TOPIC = 2
 RESOURCE_BROKER = 4
+# Kafka's config resource types Plinth holds none of: listed as nothing.
+RESOURCE_BROKER_LOGGER, RESOURCE_CLIENT_METRICS, RESOURCE_GROUP = 8, 16, 32
+_RESOURCES_LISTED = (RESOURCE_TOPIC, RESOURCE_BROKER)
+_RESOURCES_KNOWN = (*_RESOURCES_LISTED, RESOURCE_BROKER_LOGGER, RESOURCE_CLIENT_METRICS,
+                    RESOURCE_GROUP)
 # Kafka's ConfigSource and ConfigType numbers (DescribeConfigs v1+ and v3+).
 CONFIG_SOURCE_TOPIC = 1          # DYNAMIC_TOPIC_CONFIG
 CONFIG_SOURCE_STATIC_BROKER = 4  # STATIC_BROKER_CONFIG: the broker's start options
@@ -111,6 +123,29 @@ def _broker_configs(gateway, wanted) -> list[dict]:
              "synonyms": [], "config_type": config_type, "documentation": None}
             for key, (value, config_type) in sorted(values.items())
             if wanted is None or key in wanted]
+
+
+async def list_config_resources(gateway, header, body: dict, connection) -> dict:
+    answer = {"throttle_time_ms": 0, "error_code": kafka.NONE, "config_resources": []}
+    if header.api_version == 0:   # client metrics resources only: none
+        return answer
+    wanted = set(body["resource_types"] or _RESOURCES_LISTED)
+    if not wanted <= set(_RESOURCES_KNOWN):
+        answer["error_code"] = kafka.INVALID_REQUEST
+        return answer
+    listed = []
+    if RESOURCE_TOPIC in wanted:
+        reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_metadata(rid, []))
+        if reply.error is not None:
+            answer["error_code"] = kafka_code(reply.error)
+            return answer
+        listed += [(info.name, RESOURCE_TOPIC) for info in sorted(reply.topics,
+                                                                   key=lambda t: t.name)]
+    if RESOURCE_BROKER in wanted:
+        listed += [(str(broker.node_id), RESOURCE_BROKER) for broker in gateway.cluster.brokers()]
+    answer["config_resources"] = [{"resource_name": name, "resource_type": kind}
+                                  for name, kind in listed]
+    return answer
 
 
 async def incremental_alter_configs(gateway, header, body: dict, connection) -> dict:

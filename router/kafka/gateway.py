@@ -133,6 +133,7 @@ class KafkaGateway:
             API_KEYS["DescribeConfigs"]: api_configs.describe_configs,
             API_KEYS["AlterConfigs"]: api_configs.alter_configs,
             API_KEYS["IncrementalAlterConfigs"]: api_configs.incremental_alter_configs,
+            API_KEYS["ListConfigResources"]: api_configs.list_config_resources,
             API_KEYS["JoinGroup"]: api_groups.join_group,
             API_KEYS["SyncGroup"]: api_groups.sync_group,
             API_KEYS["Heartbeat"]: api_groups.heartbeat,

@@ -848,6 +848,20 @@ DESCRIBE_TOPIC_PARTITIONS = Api("DescribeTopicPartitions", 75, (0, 0), 0,
     ),
 )
 
+LIST_CONFIG_RESOURCES = Api("ListConfigResources", 74, (0, 1), 0,
+    (  # request
+        F("resource_types", "[]int8", "1+"),
+    ),
+    (  # response
+        F("throttle_time_ms", "int32", "0+"),
+        F("error_code", "int16", "0+"),
+        F("config_resources", "[]", "0+", fields=(
+            F("resource_name", "string", "0+"),
+            F("resource_type", "int8", "1+", default=16),
+        )),
+    ),
+)
+
 _ACL_FILTER = (
     F("resource_type_filter", "int8", "0+"),
     F("resource_name_filter", "string", "0+", nullable="0+"),
@@ -929,4 +943,5 @@ APIS: tuple[Api, ...] = (
     SASL_HANDSHAKE, API_VERSIONS, CREATE_TOPICS, DELETE_TOPICS, INIT_PRODUCER_ID,
     DESCRIBE_CONFIGS, ALTER_CONFIGS, SASL_AUTHENTICATE, CREATE_PARTITIONS,
     DELETE_GROUPS, INCREMENTAL_ALTER_CONFIGS, DESCRIBE_CLUSTER, DESCRIBE_LOG_DIRS, DELETE_RECORDS,
-    DESCRIBE_TOPIC_PARTITIONS, DESCRIBE_ACLS, CREATE_ACLS, DELETE_ACLS, ELECT_LEADERS)
+    DESCRIBE_TOPIC_PARTITIONS, DESCRIBE_ACLS, CREATE_ACLS, DELETE_ACLS, ELECT_LEADERS,
+    LIST_CONFIG_RESOURCES)

@@ -240,6 +240,24 @@ def test_an_add_of_shards_one_of_which_does_not_start_adds_none_and_stops_those_
     assert broker.shards.find_shard("shard-3") is not None
 
 
+@pytest.mark.parametrize("count", [limits.SHARDS_MAX - 1, 100_000])
+def test_an_add_of_shards_past_shards_max_is_refused_before_any_shard_starts(brokers, count):
+    # Given a broker of 2 shards
+    broker = brokers(2)
+    # When more shards are added than SHARDS_MAX leaves room for / Then it is refused,
+    # naming the option, the count asked, the count there is and the limit
+    with pytest.raises(InvalidConfigError) as refused:
+        broker.controller.add_shards(count)
+    assert str(refused.value) == (
+        f"cannot add {count} shards (count {count}) to the 2 there are: at most "
+        f"{limits.SHARDS_MAX} shards in all (SHARDS_MAX), so count may be at most "
+        f"{limits.SHARDS_MAX - 2}; no shard was started")
+    # And no shard was started, routed or saved
+    assert broker.shards.find_shard("shard-2") is None
+    assert broker.controller.routing().shard_ids == tuple(TWO)
+    assert broker.metadata_on_disk().shards == list(TWO)
+
+
 def test_a_change_of_shards_is_refused_at_once_while_a_shard_does_not_answer(brokers):
     # Given a topic some of whose partitions would move, and shard-1 silent
     broker = brokers(2)

@@ -3,6 +3,7 @@ go to the least loaded node; a new data dir's shard count."""
 
 import pytest
 
+from plinth import limits
 from plinth.control.placement import (default_shard_count, distinct_nodes, node_for_new_shard,
                                       place_topic, replicas_for, shard_for)
 from plinth.control.nodes import Node
@@ -91,6 +92,11 @@ def cpu_nodes(*cpus: int, alive: bool = True) -> list[Node]:
                                           ((2, 2, 2), 3), ((8, 2, 0), 8)])
 def test_a_new_data_dir_gets_a_shard_per_cpu_but_one_on_each_node_and_at_least_one(cpus, shards):
     assert default_shard_count(cpu_nodes(*cpus)) == shards
+
+
+def test_a_new_data_dir_on_more_cpus_than_shards_max_gets_shards_max_shards():
+    # Given nodes with 300 CPUs in all / Then a new data dir gets the most --shards allows
+    assert default_shard_count(cpu_nodes(200, 100)) == limits.SHARDS_MAX
 
 
 def test_a_dead_node_gets_no_default_shards():

@@ -1,9 +1,10 @@
 """Kafka admin APIs that tools call, against a real ``plinth serve --kafka-listen``
 (issue 15): DescribeLogDirs (router/kafka/api_log_dirs.py) and
-DescribeTopicPartitions (api_cluster.py) through kafka-python's KafkaAdminClient
-(confluent-kafka 2.16 has neither describe_log_dirs nor a call that sends
-DescribeTopicPartitions), and the ACL APIs of a broker without an ACL file
-(api_acls.py) through confluent-kafka and kafka-python.
+DescribeTopicPartitions (api_cluster.py) and ListConfigResources (api_configs.py)
+through kafka-python's KafkaAdminClient (confluent-kafka 2.16 has neither
+describe_log_dirs nor a call that sends DescribeTopicPartitions), and the ACL APIs
+of a broker without an ACL file (api_acls.py) through confluent-kafka and
+kafka-python.
 
 One broker (Ray, two shards, the router and its Kafka listener) for the module;
 each test has its own topics; a test that stops a shard starts a broker of its own.
@@ -30,7 +31,7 @@ from plinth.router.kafka import codec
 from plinth.router.kafka.error_codes import INVALID_REQUEST, REQUEST_TIMED_OUT, UNKNOWN_TOPIC_ID
 from plinth.router.kafka.messages import (
     CREATE_ACLS, CREATE_PARTITIONS, CREATE_TOPICS, DELETE_ACLS, DELETE_TOPICS, DESCRIBE_ACLS,
-    DESCRIBE_LOG_DIRS, DESCRIBE_TOPIC_PARTITIONS, METADATA)
+    DESCRIBE_LOG_DIRS, DESCRIBE_TOPIC_PARTITIONS, LIST_CONFIG_RESOURCES, METADATA)
 from tests.router.kafka.kafka_python_bridge import flexible, random_body
 from plinth.client.producer import Producer
 from plinth.server import namespace_for
@@ -184,6 +185,35 @@ def test_describe_topic_partitions_of_an_unknown_topic_is_unknown_topic_or_parti
     assert answer["next_cursor"] is None
 
 
+def test_list_config_resources_lists_the_topics_and_brokers_that_describe_configs_answers(
+        kafka_broker, kafka_admin):
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    # Given a topic, and the brokers a Kafka client is told of
+    topic = create(kafka_broker, partitions=1)
+    brokers = [str(b["broker_id"]) for b in kafka_admin.describe_cluster()["brokers"]]
+    # When kafka-python lists the config resources, of every type and of one
+    listed = kafka_admin.list_config_resources()
+    # Then they are the topics, this one among them, and the brokers
+    assert set(listed) == {"topic", "broker"} and topic in listed["topic"]
+    assert sorted(listed["broker"]) == sorted(brokers)
+    assert kafka_admin.list_config_resources(["BROKER"]) == {"broker": listed["broker"]}
+    # And each of them is one DescribeConfigs answers
+    described = kafka_admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, topic),
+         ConfigResource(ConfigResourceType.BROKER, brokers[0])], config_filter="all")
+    assert described["topic"][topic]["retention.ms"]
+    assert described["broker"][brokers[0]]["advertised.listeners"]
+    # And the types Plinth holds none of list nothing: groups, and client metrics (v0,
+    # Kafka 3.7's ListClientMetricsResources)
+    assert kafka_admin.list_config_resources(["GROUP", "CLIENT_METRICS"]) == {}
+    assert raw_request(kafka_broker, LIST_CONFIG_RESOURCES, 0, {}) == \
+        {"throttle_time_ms": 0, "error_code": 0, "config_resources": []}
+    # And a type Kafka does not define is an invalid request
+    assert raw_request(kafka_broker, LIST_CONFIG_RESOURCES, 1, {"resource_types": [3]}) == \
+        {"throttle_time_ms": 0, "error_code": INVALID_REQUEST, "config_resources": []}
+
+
 def test_without_an_acl_file_the_acl_apis_answer_security_disabled_saying_where_acls_come_from(
         kafka_broker, kafka_admin):
     import kafka.errors as errors
@@ -212,7 +242,8 @@ def test_without_an_acl_file_the_acl_apis_answer_security_disabled_saying_where_
     assert "this broker has no ACL file" in raised.value.args[0].str()
 
 
-NEW_APIS = (DESCRIBE_LOG_DIRS, DESCRIBE_TOPIC_PARTITIONS, DESCRIBE_ACLS, CREATE_ACLS, DELETE_ACLS)
+NEW_APIS = (DESCRIBE_LOG_DIRS, DESCRIBE_TOPIC_PARTITIONS, DESCRIBE_ACLS, CREATE_ACLS, DELETE_ACLS,
+            LIST_CONFIG_RESOURCES)
 
 
 @pytest.mark.parametrize("api", NEW_APIS, ids=lambda api: api.name)

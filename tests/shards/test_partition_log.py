@@ -346,6 +346,33 @@ def test_a_corrupt_entry_in_the_middle_of_an_older_segment_raises_on_read(tmp_pa
         [e for e in data if e[0] >= first.end_offset]
 
 
+def test_a_corrupt_entry_a_read_finds_is_logged_once_with_the_partition_file_and_position(
+        tmp_path, caplog):
+    # Given a partition's closed log with a byte flipped in the batch of its second entry
+    directory = tmp_path / "orders-3"
+    log = PartitionLog.open(directory, SMALL_SEGMENTS)
+    appended = append_batches(log, 60)
+    log.close()
+    first = log.segments[0]
+    victim_offset = appended[1][0]
+    victim_position = LOG_ENTRY_HEADER_BYTES + len(appended[0][2])
+    raw = bytearray(first.log_path.read_bytes())
+    raw[victim_position + LOG_ENTRY_HEADER_BYTES + 1] ^= 0x01
+    first.log_path.write_bytes(raw)
+    reopened = PartitionLog.open(directory, SMALL_SEGMENTS)
+    with caplog.at_level(logging.ERROR, logger="plinth.shards.partition_log"):
+        # When a consumer reads the bad entry again and again
+        for _ in range(5):
+            with pytest.raises(CorruptDataError):
+                reopened.read(victim_offset, 10**6, reopened.end_offset)
+    # Then the shard's log says so once, at ERROR, naming the partition, file and position
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1, caplog.text
+    message = errors[0].getMessage()
+    assert "partition orders-3" in message and str(first.log_path) in message
+    assert f"at position {victim_position}" in message and "CRC mismatch" in message
+
+
 def test_offset_for_timestamp_finds_the_first_batch_at_or_after_it_across_segments(tmp_path):
     # Given entries with timestamps 50000, 50001, ... over many segments
     log = PartitionLog.open(tmp_path, SMALL_SEGMENTS)

@@ -118,6 +118,30 @@ def test_recovery_truncates_a_torn_tail_to_the_last_whole_entry(tmp_path):
         reopened.close()
 
 
+def test_a_torn_entry_is_reported_with_the_bytes_it_needs_and_the_fewer_bytes_there(tmp_path):
+    # Given a segment whose last entry starts at last_position and is entry_bytes long
+    segment = new_segment(tmp_path)
+    entries = fill(segment, 3)
+    segment.close()
+    pristine = segment.log_path.read_bytes()
+    last_position = entries[-1][1]
+    entry_bytes = len(pristine) - last_position
+    for cut in (last_position + 1, last_position + LOG_ENTRY_HEADER_BYTES, len(pristine) - 1):
+        # When the file is cut inside that entry (its header, or its batch) and recovered
+        segment.log_path.write_bytes(pristine[:cut])
+        reopened = reopen(tmp_path)
+        reason = reopened.recover().reason
+        reopened.close()
+        # Then the reason says what the entry needs and the fewer bytes the file has
+        there_bytes = cut - last_position
+        needed = (f"{LOG_ENTRY_HEADER_BYTES} bytes for its header"
+                  if there_bytes < LOG_ENTRY_HEADER_BYTES
+                  else f"{entry_bytes} bytes as its header declares")
+        assert reason == (f"torn entry in {segment.log_path}: the entry at position "
+                          f"{last_position} needs {needed}, the file has only {there_bytes} "
+                          f"from there"), cut
+
+
 def test_recovery_cuts_garbage_appended_after_the_last_entry(tmp_path):
     segment = new_segment(tmp_path)
     fill(segment, 3)

@@ -4,10 +4,13 @@ bounded window of samples."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 
+from plinth.client.admin import Admin
 from plinth.client.console.sampler import Sampler, sample_of
 from plinth.protocol import ShardStatus, StatusInfo
+from tests.support import free_port
 
 
 class CountingBroker:
@@ -90,3 +93,58 @@ def test_a_failing_broker_is_reported_and_the_sampler_keeps_asking():
 
     sampler = asyncio.run(scenario())
     assert "no answer within 10 ms" in sampler.error and not sampler.samples
+
+
+def polled(sampler: Sampler, polls: int) -> Sampler:
+    """Run ``sampler`` for ``polls`` polls of one subscriber, then stop it."""
+    async def scenario():
+        sampler.subscribe()
+        seen = 0
+        while seen < polls:
+            seen = await sampler.wait_for_change(seen, timeout_s=30)
+        sampler.unsubscribe()
+
+    asyncio.run(scenario())
+    return sampler
+
+
+def sampler_lines(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "plinth.client.console.sampler"]
+
+
+def test_a_broker_that_does_not_answer_is_logged_once_with_its_address_not_every_poll(caplog):
+    # Given a console sampler asking a real address where no broker listens
+    url = f"tcp://127.0.0.1:{free_port()}"
+    with Admin(broker=url, request_timeout_ms=50) as admin, \
+            caplog.at_level(logging.INFO, logger="plinth.client.console.sampler"):
+        # When it polls four times, failing each time
+        sampler = polled(Sampler(admin, interval_s=0.01, broker_url=url), 4)
+    # Then the page has the error, and the log says once that the broker is unreachable
+    assert "no reply from" in sampler.error and not sampler.samples
+    lines = sampler_lines(caplog)
+    assert [r.levelno for r in lines] == [logging.WARNING], caplog.text
+    message = lines[0].getMessage()
+    assert f"the broker at {url} is unreachable" in message and "no reply from" in message
+
+
+def test_a_broker_that_answers_again_is_logged_once_and_the_next_failure_once_more(caplog):
+    class DownThenUp(CountingBroker):
+        """Fails the first three status calls and the sixth, answers the others."""
+
+        def status(self):
+            answer = super().status()
+            if self.calls <= 3 or self.calls == 6:
+                raise TimeoutError(f"no answer to call {self.calls}")
+            return answer
+
+    # Given a broker down for three polls, up for two, down for one, then up
+    with caplog.at_level(logging.INFO, logger="plinth.client.console.sampler"):
+        sampler = polled(Sampler(DownThenUp(), interval_s=0.01, broker_url="tcp://b:1"), 9)
+    # Then each change is logged once: down, up after 3, down, up after 1
+    messages = [r.getMessage() for r in sampler_lines(caplog)]
+    assert len(messages) == 4, caplog.text
+    assert "unreachable (TimeoutError: no answer to call 1)" in messages[0]
+    assert "reachable again (failed polls: 3)" in messages[1]
+    assert "unreachable (TimeoutError: no answer to call 6)" in messages[2]
+    assert "reachable again (failed polls: 1)" in messages[3]
+    assert sampler.error == "" and sampler.samples
