@@ -918,7 +918,15 @@ def _log_recovery(directory: Path, active: Segment, recovery: RecoveryResult,
                   segment_count: int) -> None:
     level = logging.WARNING if recovery.bytes_truncated else logging.INFO
     logger.log(level, "recovered %s: cut %d bytes at position %d of %s%s; kept %d entries, "
-               "end offset %d, %d segments",
+               "end offset %d, %d segments%s",
                directory, recovery.bytes_truncated, active.size_bytes, active.log_path.name,
                f" ({recovery.reason})" if recovery.reason else "",
-               recovery.entries_valid, active.end_offset, segment_count)
+               recovery.entries_valid, active.end_offset, segment_count,
+               f"; {cut_kept(recovery)}" if recovery.bytes_truncated else "")
+
+
+def cut_kept(recovery: RecoveryResult) -> str:
+    """Where the bytes a recovery cut are kept, in words, for its log lines."""
+    if recovery.cut_kept_path is None:
+        return "the bytes cut could not be kept (see the error before)"
+    return f"the bytes cut are kept in {recovery.cut_kept_path}"

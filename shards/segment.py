@@ -7,6 +7,7 @@ digits (as Kafka does, so that ``ls`` sorts them numerically):
     00000000000000001234.log        the entries, appended only
     00000000000000001234.index      offset -> position   (offset_index.py)
     00000000000000001234.timeindex  timestamp -> offset  (time_index.py)
+    00000000000000001234.log.cut    the bytes recovery last cut (see below)
 
 The .log file is a run of entries (log_entry.py) from position 0:
 
@@ -18,7 +19,10 @@ Positions are tracked in memory; nothing written is read back. The index
 files are written whole when the segment rolls or closes, and rebuilt from
 the .log file when missing or invalid. ``recover()`` checks every entry of an
 active segment after a restart and cuts the file at the first torn or
-corrupt one. ``truncate_to()`` cuts the active segment at an entry boundary
+corrupt one; before it cuts, it copies the bytes it cuts, as they were, to
+the .log.cut file (replacing an earlier cut's), fsynced: a torn tail is most
+often a write never acknowledged, but a flipped byte mid-file cuts
+acknowledged entries too, and an operator may want to salvage them. ``truncate_to()`` cuts the active segment at an entry boundary
 (a follower whose log diverged from its leader's), and ``append_entries()``
 writes a run of entries exactly as a leader stored them (a follower's
 replication), with the headers they came with.
@@ -38,6 +42,7 @@ segment's timestamps for retention (partition_log.py).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -59,6 +64,7 @@ logger = logging.getLogger(__name__)
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
 TIME_INDEX_SUFFIX = ".timeindex"
+CUT_SUFFIX = ".log.cut"
 OFFSET_DIGITS = 20
 # The running maximum timestamp of a segment with no entries.
 TIMESTAMP_MS_NONE = -(1 << 63)
@@ -72,6 +78,7 @@ class RecoveryResult(NamedTuple):
     bytes_truncated: int   # bytes cut from the end of the .log file
     entries_valid: int     # whole, valid entries kept
     reason: str = ""       # why the first cut entry was invalid; "" if nothing was cut
+    cut_kept_path: Path | None = None   # the .log.cut file holding the bytes cut, if kept
 
 
 def segment_file_name(base_offset: int, suffix: str) -> str:
@@ -132,6 +139,10 @@ class Segment:
     @property
     def time_index_path(self) -> Path:
         return self.directory / segment_file_name(self.base_offset, TIME_INDEX_SUFFIX)
+
+    @property
+    def cut_path(self) -> Path:
+        return self.directory / segment_file_name(self.base_offset, CUT_SUFFIX)
 
     def _reset(self, indexes: bool = True) -> None:
         """Forget every entry: empty indexes (or none yet), nothing tracked."""
@@ -270,7 +281,9 @@ class Segment:
         except CorruptDataError as error:
             reason = error.message
         bytes_truncated = file_bytes - self._size_bytes
+        cut_kept_path = None
         if bytes_truncated:
+            cut_kept_path = self._keep_cut_bytes(file_bytes)
             try:
                 os.ftruncate(self._fd, self._size_bytes)
             except OSError as error:
@@ -278,7 +291,24 @@ class Segment:
                                    f"({reason}): {error}") from error
         self._fsync()
         self._ready = True
-        return RecoveryResult(bytes_truncated, entries_valid, reason)
+        return RecoveryResult(bytes_truncated, entries_valid, reason, cut_kept_path)
+
+    def _keep_cut_bytes(self, file_bytes: int) -> Path | None:
+        """Copy the bytes from ``_size_bytes`` to ``file_bytes``, which recovery is about
+        to cut, to the .log.cut file, durably (the copy must outlive the cut). None,
+        logged, if the disk refuses: the log must start anyway."""
+        path = self.cut_path
+        try:
+            _copy_range(self._fd, self._size_bytes, file_bytes, path)
+            fsync_directory(path.parent)
+        except OSError as error:
+            with contextlib.suppress(OSError):   # (a half copy misleads; it may not go either)
+                path.unlink(missing_ok=True)
+            logger.error("%s: cannot keep the %d bytes recovery cuts at position %d in %s: %s",
+                         self.log_path, file_bytes - self._size_bytes, self._size_bytes, path,
+                         error)
+            return None
+        return path
 
     def load_indexes(self) -> str | None:
         """Load the index files of an older segment, or rebuild them from the log.
@@ -749,11 +779,33 @@ class Segment:
         self.close_file()
 
     def delete(self) -> None:
-        """Close without writing anything and remove the three files."""
+        """Close without writing anything and remove the three files (and the bytes its
+        recovery cut, if kept)."""
         self.release()
-        for path in (self.log_path, self.index_path, self.time_index_path):
+        for path in (self.log_path, self.index_path, self.time_index_path, self.cut_path):
             path.unlink(missing_ok=True)
 
     def __repr__(self) -> str:
         return (f"Segment({self.log_path}, offsets [{self.base_offset}, {self._end_offset}), "
                 f"{self._size_bytes} bytes)")
+
+
+def _copy_range(fd: int, start_position: int, end_position: int, path: Path) -> None:
+    """Write bytes [start_position, end_position) of the open file ``fd`` to ``path``,
+    replacing it, and fsync it; a chunk of SEGMENT_SCAN_CHUNK_BYTES at a time."""
+    out_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        position = start_position
+        while position < end_position:
+            chunk = os.pread(fd, min(SEGMENT_SCAN_CHUNK_BYTES, end_position - position),
+                             position)
+            if not chunk:
+                raise AssertionError(f"{path}: the file being cut ended at {position}, "
+                                     f"before {end_position}")
+            rest = memoryview(chunk)
+            while rest:
+                rest = rest[os.write(out_fd, rest):]
+            position += len(chunk)
+        os.fsync(out_fd)
+    finally:
+        os.close(out_fd)

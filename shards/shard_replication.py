@@ -72,6 +72,7 @@ from plinth.errors import (BrokerError, NotLeaderError, PreferredLeaderNotAvaila
 from plinth.shards.fetch_purgatory import FetchPurgatory
 from plinth.shards.group_commit import GroupCommit
 from plinth.shards.partition import Partition
+from plinth.shards.partition_log import cut_kept
 from plinth.shards.replica_fetcher import Followed, ReplicaFetcher
 from plinth.shards.replica_server import Led, ReplicaServer
 from plinth.shards.shard_calls import ControllerAnnouncements, Leadership, PartitionId
@@ -464,5 +465,6 @@ def _say_single_copy_loss(part: Partition) -> None:
         # so never acknowledged (under fsync_policy "always").
         log.warning("%s: recovery cut %d bytes from end offset %d on (%s): records there "
                     "that were acknowledged are lost (one copy: nothing can repair it), "
-                    "and new records take their offsets", part.name,
-                    recovery.bytes_truncated, part.log.end_offset, recovery.reason)
+                    "and new records take their offsets; %s", part.name,
+                    recovery.bytes_truncated, part.log.end_offset, recovery.reason,
+                    cut_kept(recovery))

@@ -252,7 +252,7 @@ def test_recovery_cuts_a_torn_tail_at_every_byte_of_the_last_entry(tmp_path):
         reopened.close()
 
 
-def test_recovery_is_logged_with_the_bytes_cut(tmp_path, caplog):
+def test_recovery_is_logged_with_the_bytes_cut_and_where_they_are_kept(tmp_path, caplog):
     log = PartitionLog.open(tmp_path, LogConfig())
     log.append(b"x" * 100, 1, 0)
     log.close()
@@ -261,6 +261,7 @@ def test_recovery_is_logged_with_the_bytes_cut(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="plinth.shards.partition_log"):
         PartitionLog.open(tmp_path, LogConfig()).close()
     assert f"recovered {tmp_path}: cut 30 bytes" in caplog.text
+    assert f"the bytes cut are kept in {log.segments[0].cut_path}" in caplog.text
 
 
 def test_recovery_after_random_corruption_keeps_exactly_the_entries_before_it(tmp_path):

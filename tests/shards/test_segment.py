@@ -319,3 +319,77 @@ def test_a_create_whose_directory_fsync_fails_leaves_no_file_so_a_retry_can_crea
     # And the next try creates it (no "File exists" from the first try's file)
     segment = Segment.create(tmp_path, 5, index_interval_bytes=4096, created_ms=0)
     segment.close()
+
+
+def flip_byte(path, position):
+    data = bytearray(path.read_bytes())
+    data[position] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_recovery_keeps_the_bytes_it_cuts_in_the_segments_cut_file(tmp_path):
+    # Given a segment of 10 entries, the 5th one's batch damaged by a flipped byte
+    segment = new_segment(tmp_path)
+    entries = fill(segment, 10)
+    segment.close()
+    bad_position = entries[4][1]
+    flip_byte(segment.log_path, bad_position + LOG_ENTRY_HEADER_BYTES)
+    damaged = segment.log_path.read_bytes()
+    # When it is recovered
+    reopened = reopen(tmp_path)
+    result = reopened.recover()
+    # Then it is cut at the damaged entry, and every byte cut is kept, as it was
+    assert (result.bytes_truncated, result.entries_valid) == (len(damaged) - bad_position, 4)
+    assert result.cut_kept_path == segment.cut_path
+    assert segment.cut_path.name == "00000000000000000000.log.cut"
+    assert segment.cut_path.read_bytes() == damaged[bad_position:]
+    assert segment.log_path.read_bytes() == damaged[:bad_position]
+    # And a later cut replaces it with its own bytes
+    reopened.close()
+    flip_byte(segment.log_path, entries[2][1] + LOG_ENTRY_HEADER_BYTES)
+    damaged_again = segment.log_path.read_bytes()
+    again = reopen(tmp_path)
+    assert again.recover().cut_kept_path == segment.cut_path
+    assert segment.cut_path.read_bytes() == damaged_again[entries[2][1]:]
+    # And deleting the segment deletes its cut file too
+    again.delete()
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_clean_recovery_keeps_no_cut_file(tmp_path):
+    segment = new_segment(tmp_path)
+    fill(segment, 3)
+    segment.close()
+    assert reopen(tmp_path).recover().cut_kept_path is None
+    assert not segment.cut_path.exists()
+
+
+def test_a_cut_the_disk_will_not_keep_is_still_made_and_logged_as_not_kept(tmp_path, caplog):
+    import resource
+    import signal
+
+    # Given a segment damaged at its 2nd entry, and a process that may write no file
+    # past that entry's position (the kernel's EFBIG standing for a full disk)
+    segment = new_segment(tmp_path)
+    entries = fill(segment, 6)
+    segment.close()
+    bad_position = entries[1][1]
+    flip_byte(segment.log_path, bad_position + LOG_ENTRY_HEADER_BYTES)
+    reopened = reopen(tmp_path)
+    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (bad_position, hard))
+    try:
+        # When it is recovered
+        result = reopened.recover()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous_handler)
+    # Then the log is cut all the same (it must start), no half copy is left, and the
+    # log says the bytes were not kept, how many and where
+    assert result.entries_valid == 1 and result.cut_kept_path is None
+    assert os.path.getsize(segment.log_path) == bad_position
+    assert not segment.cut_path.exists()
+    [line] = [r.getMessage() for r in caplog.records if "cannot keep" in r.getMessage()]
+    assert f"cannot keep the {result.bytes_truncated} bytes recovery cuts at position " \
+           f"{bad_position} in {segment.cut_path}" in line
