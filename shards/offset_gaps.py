@@ -92,6 +92,16 @@ def load_gaps(directory: Path) -> list[Gap] | None:
     return gaps
 
 
+def read_gaps(directory: Path) -> tuple[list[Gap] | None, bool]:
+    """(the gaps, whether a file was there) without changing anything: a bad file is
+    (None, True). For an offline check (log_check.py); OSError if it cannot be read."""
+    try:
+        data = (Path(directory) / GAPS_FILE).read_bytes()
+    except FileNotFoundError:
+        return None, False
+    return _parsed(data), True
+
+
 def _parsed(data: bytes) -> list[Gap] | None:
     if len(data) < _HEAD.size + _CRC.size:
         return None

@@ -51,7 +51,8 @@ from typing import NamedTuple
 
 from plinth.durable_files import fsync_directory
 from plinth.errors import CorruptDataError, StorageError
-from plinth.limits import SEGMENT_FIND_CHUNK_BYTES_MAX, SEGMENT_SCAN_CHUNK_BYTES
+from plinth.limits import (
+    INDEX_INTERVAL_BYTES, SEGMENT_FIND_CHUNK_BYTES_MAX, SEGMENT_SCAN_CHUNK_BYTES)
 from plinth.format.log_entry import (
     BATCH_FORMAT_PLINTH, LOG_ENTRY_HEADER_BYTES, LogEntryHeader, build_entry_header, check_entry_crc,
     scan_whole_entries, unpack_entry_header)
@@ -69,7 +70,8 @@ OFFSET_DIGITS = 20
 # The running maximum timestamp of a segment with no entries.
 TIMESTAMP_MS_NONE = -(1 << 63)
 
-__all__ = ["RecoveryResult", "Segment", "parse_log_file_name", "segment_file_name"]
+__all__ = ["RecoveryResult", "Segment", "SegmentCheck", "parse_log_file_name",
+           "segment_file_name"]
 
 
 class RecoveryResult(NamedTuple):
@@ -79,6 +81,16 @@ class RecoveryResult(NamedTuple):
     entries_valid: int     # whole, valid entries kept
     reason: str = ""       # why the first cut entry was invalid; "" if nothing was cut
     cut_kept_path: Path | None = None   # the .log.cut file holding the bytes cut, if kept
+
+
+class SegmentCheck(NamedTuple):
+    """What ``Segment.check_file()`` found in a .log file, which it left as it was."""
+
+    entries_valid: int   # whole, valid entries from position 0
+    bytes_valid: int     # the bytes they take: the first bad entry's position, if any
+    bytes_bad: int       # from there to the end of the file: what a recovery would cut
+    end_offset: int      # the offset after the last valid entry
+    reason: str = ""     # why the first bad entry is bad; "" if none is
 
 
 def segment_file_name(base_offset: int, suffix: str) -> str:
@@ -309,6 +321,34 @@ class Segment:
                          error)
             return None
         return path
+
+    @classmethod
+    def check_file(cls, directory: Path, base_offset: int) -> SegmentCheck:
+        """Check every entry of a segment's .log file as ``recover()`` does, changing
+        nothing: the file is opened read-only and no index is written. Any process (an
+        offline check: plinth check); StorageError if the file cannot be read."""
+        path = Path(directory) / segment_file_name(base_offset, LOG_SUFFIX)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as error:
+            raise StorageError(f"cannot open segment {path}: {error}") from error
+        segment = cls(directory, base_offset, fd, index_interval_bytes=INDEX_INTERVAL_BYTES,
+                      created_ms=0)
+        try:
+            file_bytes = segment._file_bytes()
+            entries_valid, reason = 0, ""
+            try:
+                for position, header, _ in segment._scan_file(0, file_bytes, verify_crc=True):
+                    segment._track_scanned(header, position)
+                    entries_valid += 1
+            except CorruptDataError as error:
+                reason = error.message
+            except OSError as error:
+                raise StorageError(f"cannot read segment {path}: {error}") from error
+            return SegmentCheck(entries_valid, segment._size_bytes,
+                                file_bytes - segment._size_bytes, segment._end_offset, reason)
+        finally:
+            os.close(fd)
 
     def load_indexes(self) -> str | None:
         """Load the index files of an older segment, or rebuild them from the log.

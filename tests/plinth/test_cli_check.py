@@ -1,0 +1,75 @@
+"""``plinth check`` (plinth/cli.py, over shards/log_check.py): on a stopped broker's data
+dir it says what is damaged and exits 1, or sums up a clean one and exits 0; it refuses a
+data dir a server holds, and one that holds no Plinth data, in one line."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from plinth.cli import main
+from plinth.data_dir_lock import DataDirLock
+from plinth.shards.partition_log import LogConfig, PartitionLog
+
+
+def check(data_dir):
+    return CliRunner().invoke(main, ["check", "--data-dir", str(data_dir)])
+
+
+def data_dir_with_a_log(tmp_path, batches=20):
+    """A data dir whose shard-0 holds partition t-0; returns (data dir, its first .log)."""
+    log = PartitionLog.open(tmp_path / "shards" / "shard-0" / "t-0", LogConfig())
+    for i in range(batches):
+        log.append(b"%d" % i * 50, 1, 1_000 + i)
+    path = log.segments[0].log_path
+    log.close()
+    return tmp_path, path
+
+
+def test_a_clean_data_dir_is_summed_up_and_exits_0(tmp_path):
+    data_dir, path = data_dir_with_a_log(tmp_path)
+    result = check(data_dir)
+    assert result.exit_code == 0, result.output
+    assert result.output == (f"checked 1 partition log in {data_dir / 'shards'}: 1 segment, "
+                             f"record batches valid: 20 ({path.stat().st_size:,} bytes); "
+                             f"0 damaged\n")
+
+
+def test_a_damaged_log_is_said_with_its_file_and_exits_1(tmp_path):
+    data_dir, path = data_dir_with_a_log(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF
+    path.write_bytes(bytes(data))
+    result = check(data_dir)
+    assert result.exit_code == 1
+    [damaged, summary] = result.output.splitlines()
+    assert damaged.startswith(f"DAMAGED {path}: ") and "CRC mismatch" in damaged
+    assert summary.endswith("; 1 damaged")
+
+
+def test_a_data_dir_a_server_holds_is_refused_naming_the_holder(tmp_path):
+    data_dir, _ = data_dir_with_a_log(tmp_path)
+    lock = DataDirLock(data_dir)
+    lock.acquire()
+    try:
+        result = check(data_dir)
+    finally:
+        lock.release()
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: InvalidConfigError: {data_dir} is in use by "
+                                    f"another Plinth server")
+
+
+def test_a_directory_without_plinth_data_is_refused_in_one_line(tmp_path):
+    result = check(tmp_path)
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: InvalidConfigError: {tmp_path} holds no Plinth data (no "
+                             f"metadata.json, no shards/): pass the --data-dir plinth serve "
+                             f"uses\n")
+
+
+def test_a_damaged_metadata_file_is_refused_naming_it(tmp_path):
+    data_dir, _ = data_dir_with_a_log(tmp_path)
+    (data_dir / "metadata.json").write_text("{not json")
+    result = check(data_dir)
+    assert result.exit_code == 1
+    assert str(data_dir / "metadata.json") in result.stderr
