@@ -83,6 +83,7 @@ from plinth.shards.producer_state import (
     save_snapshot)
 from plinth.shards.shard_calls import (OPENED_CREATED_EMPTY, OPENED_NEEDS_REPAIR,
                                        OPENED_RECOVERED_WHOLE)
+from plinth.shards.partition_metadata import load_topic_id, save_topic_id
 from plinth.shards.segment_files import SegmentFiles
 from plinth.shards.tier.remote_log_view import EMPTY_REMOTE_LOG, RemoteLogView
 from plinth.shards.tier.tier_policy import local_segments_past_retention
@@ -180,6 +181,8 @@ class Partition:
         if self.topic_id:
             raise AssertionError(f"{self.name} has topic id {self.topic_id}, not {topic_id}: "
                                  f"the topic was created again while its partition was open")
+        if load_topic_id(self.log.directory) != topic_id:   # a directory says whose it is
+            save_topic_id(self.log.directory, topic_id)
         self.topic_id = topic_id
 
     def _fit_epochs_to_log(self) -> None:

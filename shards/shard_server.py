@@ -104,6 +104,7 @@ from plinth.shards.group_requests import GroupRequests, SlotLogs
 from plinth.shards.leader_epochs import NO_EPOCH
 from plinth.shards.partition import Partition
 from plinth.shards.partition_log import delete_directory, remove_deleted_directories
+from plinth.shards.partition_metadata import load_topic_id
 from plinth.shards.segment_files import SegmentFiles
 from plinth.shards.shard_calls import (ControllerAnnouncements, Leadership, PartitionId,
                                        TieredState, TierOptions)
@@ -401,6 +402,8 @@ class ShardServer:
             part = None
         just_opened = part is None
         if part is None:
+            if topic_id:
+                self._delete_directory_of_another_topic(topic, partition, topic_id)
             part = Partition.open(self._partition_dir(topic, partition), topic, partition,
                                   log_config, initial_offset, self._segment_files)
             if self._tier is not None:
@@ -422,6 +425,19 @@ class ShardServer:
         if topic == topics.OFFSETS_TOPIC:
             self._groups.sync_slots()
         return part.open_state()
+
+    def _delete_directory_of_another_topic(self, topic: str, partition: int,
+                                           topic_id: str) -> None:
+        """Delete the partition's directory if it says it holds another topic id's log
+        (partition_metadata.py): a deleted topic's, whose removal a crash cut short
+        after its manifest forgot it. Loop thread."""
+        path = self._partition_dir(topic, partition)
+        held = load_topic_id(path)
+        if held is None or held == topic_id:
+            return
+        log.warning("%s: %s holds the log of topic id %s, deleted; the topic %s now has id "
+                    "%s: deleting it", self.shard_id, path, held, topic, topic_id)
+        self.delete_partition(topic, partition)
 
     def _drop_stray(self, part: Partition, topic_id: str) -> None:
         """``part`` belongs to a deleted topic whose name was used again (its deletion

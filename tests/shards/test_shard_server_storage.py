@@ -264,3 +264,62 @@ def test_a_single_copy_partition_whose_directory_went_missing_is_reported_lost_o
     assert said.getMessage().startswith(f"t-0: its directory {tmp_path / 't-0'} was missing "
                                         f"and is created empty: every record it held is lost")
     assert "one copy: nothing can repair it" in said.getMessage()
+
+
+def shard_with_t0_of(directory, topic_id: str, records_appended: int = 0) -> None:
+    """Open t-0 as topic ``topic_id``'s in a shard, stop it, then append records to its
+    log behind its back (as a shard would have)."""
+    from plinth.shards.partition_log import PartitionLog
+
+    server = ShardServer("shard-test", directory, "127.0.0.1")
+    server.start()
+    try:
+        server.call(lambda: server.open_partition("t", 0, LogConfig(), topic_id=topic_id))
+    finally:
+        server.stop(5)
+    log = PartitionLog.open(directory / "t-0", LogConfig())
+    for _ in range(records_appended):
+        log.append(batch_at(now_ms()), 1, now_ms())
+    log.close()
+
+
+def end_offset_opened_as(directory, topic_id: str) -> int:
+    server = ShardServer("shard-test", directory, "127.0.0.1")
+    server.start()
+    try:
+        server.call(lambda: server.open_partition("t", 0, LogConfig(), topic_id=topic_id))
+        return server.call(server.partition_info, "t", 0).end_offset
+    finally:
+        server.stop(5)
+
+
+def test_a_directory_a_deleted_topic_left_is_deleted_when_its_name_opens_under_a_new_id(
+        tmp_path, caplog):
+    import logging
+
+    # Given t-0's directory holding 5 records of topic id "old", which no manifest names
+    # (a crash came between the manifest forgetting it and its removal)
+    shard_with_t0_of(tmp_path, "old", records_appended=5)
+    # When topic t, created again with id "new", opens its partition 0 there
+    with caplog.at_level(logging.WARNING, logger="plinth.shards"):
+        end_offset = end_offset_opened_as(tmp_path, "new")
+    # Then it is empty (the deleted topic's records are not served as its own), says so,
+    # and the directory is the new id's now
+    assert end_offset == 0
+    assert f"shard-test: {tmp_path / 't-0'} holds the log of topic id old, deleted; the " \
+           f"topic t now has id new: deleting it" in caplog.text
+    assert (tmp_path / "t-0" / "partition.metadata").read_text() == \
+        "version: 1\ntopic_id: new\n"
+
+
+def test_a_directory_of_the_same_topic_id_or_of_none_keeps_its_records(tmp_path):
+    # Given t-0 with 5 records of topic id "same"
+    shard_with_t0_of(tmp_path, "same", records_appended=5)
+    # When it opens again as the same topic's / Then its records are kept
+    assert end_offset_opened_as(tmp_path, "same") == 5
+    # And a log written before directories said their topic (no file) is taken as its
+    # topic's, and says so from then on
+    (tmp_path / "t-0" / "partition.metadata").unlink()
+    assert end_offset_opened_as(tmp_path, "other") == 5
+    assert (tmp_path / "t-0" / "partition.metadata").read_text() == \
+        "version: 1\ntopic_id: other\n"
