@@ -259,6 +259,17 @@ class Consumer(ConsumerBase):
         self._fetcher.seek(tp, offset)
         self._drop_iterated({tp})
 
+    def pause(self, *partitions: tuple[str, int]) -> None:
+        """ConsumerBase.pause; records polled for iteration but not yet yielded are
+        dropped too, and fetched again from the position after the resume (kafka-python's
+        iterator checks each record's partition alike). The consumer's thread."""
+        super().pause(*partitions)
+        paused = set(checked_tps("pause", partitions))
+        iterated = paused & ({tp for tp, _ in self._iterated} | {self._iterating_tp})
+        for tp in iterated:
+            self._fetcher.seek(tp, self._fetcher.partitions[tp].position)
+        self._drop_iterated(iterated)
+
     def seek_to_beginning(self, *partitions: tuple[str, int]) -> None:
         for tp in checked_tps("seek_to_beginning", partitions) or list(self._fetcher.partitions):
             self.seek(*tp, self._admin.list_offsets(*tp).start_offset)

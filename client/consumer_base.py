@@ -73,6 +73,33 @@ def checked_tps(call: str, partitions: tuple) -> list[TopicPartition]:
 
 
 class ConsumerBase:
+    def _check_open(self) -> None:
+        """Raise if the consumer may not be used now (AIOConsumer: before start(), after
+        stop()); the sync Consumer has no such state before its first poll."""
+
+    # --- Pausing (the consumer's thread, or a task on its loop) ---------------------------
+
+    def pause(self, *partitions: tuple[str, int]) -> None:
+        """Fetch nothing more of these partitions and hand out none of their records
+        until ``resume``; their positions do not move (kafka-python's pause). Records
+        already fetched are kept, not handed out while paused. Every partition is
+        checked before any is paused: PartitionNotAssignedError (a ValueError) for one
+        not assigned, as kafka-python raises IllegalStateError. A partition the group
+        revokes, or a new ``assign``, forgets its pause."""
+        self._check_open()
+        self._fetcher.pause(checked_tps("pause", partitions), True)
+
+    def resume(self, *partitions: tuple[str, int]) -> None:
+        """Fetch and hand out these paused partitions again, from their positions;
+        PartitionNotAssignedError as ``pause``. Resuming one not paused changes nothing."""
+        self._check_open()
+        self._fetcher.pause(checked_tps("resume", partitions), False)
+
+    def paused(self) -> set[TopicPartition]:
+        """The partitions paused with ``pause`` and not resumed."""
+        self._check_open()
+        return self._fetcher.paused()
+
     def _positions(self, partitions=None) -> dict[tuple[str, int], int]:
         """(topic, partition) -> the offset after the last record handed out, of
         ``partitions`` (None: every one with a position)."""

@@ -8,10 +8,10 @@ import time
 import pytest
 
 from plinth import Consumer, limits, protocol
-from plinth.client.consumer import OffsetAndTimestamp
+from plinth.client.consumer import OffsetAndTimestamp, TopicPartition
 from plinth.errors import (CorruptDataError, InvalidConfigError, InvalidGroupError,
-                           RecordDeserializationError, TooManyRequestsError,
-                           UnavailableError, UnknownMemberIdError)
+                           PartitionNotAssignedError, RecordDeserializationError,
+                           TooManyRequestsError, UnavailableError, UnknownMemberIdError)
 from tests.client.scripted_broker import entry
 
 
@@ -525,3 +525,66 @@ def test_a_record_a_deserializer_raises_on_is_named_after_the_records_before_it_
         assert [r.offset for _, r in broker.requests] == [0, 2]
     finally:
         consumer.close()
+
+
+def test_a_paused_partition_is_not_fetched_until_resumed_then_read_on_from_its_position(
+        scripted):
+    # Given a consumer that has read both records of its first fetch
+    broker = scripted([fetched(0, [b"a", b"b"], 2), fetched(2, [b"c"], 3)])
+    with consumer_of(broker) as consumer:
+        assert [r.value for r in poll_until(consumer, 2)] == [b"a", b"b"]
+        # When it pauses the partition, given as a TopicPartition, and polls
+        consumer.pause(TopicPartition("t", 0))
+        assert consumer.paused() == {TopicPartition("t", 0)}
+        assert consumer.poll(300) == {}
+        # Then nothing more was fetched, and the position did not move
+        assert len(broker.requests) == 1 and consumer.position("t", 0) == 2
+        # And once resumed (a plain pair works too) it reads on from there
+        consumer.resume(("t", 0))
+        assert consumer.paused() == set()
+        assert [r.value for r in poll_until(consumer, 1)] == [b"c"]
+        assert broker.requests[1][1].offset == 2
+
+
+def test_records_fetched_before_a_pause_are_not_handed_out_until_the_resume(scripted):
+    # Given a consumer that has taken 1 of the 3 records a fetch brought
+    broker = scripted([fetched(0, [b"a", b"b", b"c"], 3)])
+    with consumer_of(broker) as consumer:
+        assert [r.value for r in consumer.poll(5_000, max_records=1)[("t", 0)]] == [b"a"]
+        # When it pauses the partition / Then a poll hands out none of the other two
+        consumer.pause(("t", 0))
+        assert consumer.poll(300) == {}
+        assert consumer.position("t", 0) == 1
+        # And after the resume they come, in order
+        consumer.resume(("t", 0))
+        assert [r.value for r in poll_until(consumer, 2)] == [b"b", b"c"]
+
+
+def test_a_pause_while_iterating_drops_the_records_not_yet_yielded_and_reads_them_again(
+        scripted):
+    # Given a consumer iterating 2 records a poll, which has yielded the first of them
+    broker = scripted([fetched(0, [b"a", b"b", b"c"], 3), fetched(1, [b"b", b"c"], 3)])
+    with consumer_of(broker) as consumer:
+        consumer.max_poll_records = 2
+        assert next(consumer).value == b"a"
+        # When it pauses and resumes the partition
+        consumer.pause(("t", 0))
+        consumer.resume(("t", 0))
+        # Then the next records are the ones not yielded, fetched again from the position
+        assert [next(consumer).value for _ in range(2)] == [b"b", b"c"]
+        assert broker.requests[1][1].offset == 1
+
+
+def test_pausing_a_partition_not_assigned_is_refused_naming_it_and_pauses_none(scripted):
+    broker = scripted([])
+    with consumer_of(broker) as consumer:
+        # When one of the partitions to pause is not assigned
+        with pytest.raises(PartitionNotAssignedError,
+                           match=r"^t-1 is not assigned to this consumer; assigned: t-0$"):
+            consumer.pause(("t", 0), ("t", 1))
+        # Then none is paused; resuming it is refused alike, and it is a ValueError
+        assert consumer.paused() == set()
+        with pytest.raises(ValueError, match="t-1 is not assigned"):
+            consumer.resume(("t", 1))
+        with pytest.raises(TypeError, match=r"pause: 't' is not a \(topic, partition\)"):
+            consumer.pause("t")

@@ -389,3 +389,41 @@ def test_a_shard_refuses_groups_beyond_its_limit_and_takes_new_ones_once_groups_
     finally:
         conn_a.close()
         conn_b.close()
+
+
+def poll_until_owns(consumer: Consumer, count: int) -> set:
+    """Poll (dropping what comes) until the member owns ``count`` partitions."""
+    wait_until(lambda: consumer.poll(timeout_ms=100) is not None
+               and len(consumer.assignment()) == count, timeout_s=30)
+    return consumer.assignment()
+
+
+def test_a_paused_partition_the_group_revokes_forgets_its_pause_and_those_kept_stay_paused(
+        shared_broker):
+    topic, group = unique_topic("g"), unique_topic("grp")
+    with Admin(broker=shared_broker.url) as admin:
+        admin.create_topic(topic, PARTITIONS)
+    consumer = Consumer(topic, broker=shared_broker.url, group=group, auto_offset_reset="earliest",
+                        session_timeout_ms=SESSION_MS)
+    newcomer = None
+    try:
+        # Given a member alone in its group, with all six partitions paused
+        consumer.pause(*poll_until_owns(consumer, PARTITIONS))
+        # When a second member joins and takes three of them
+        newcomer = Member(shared_broker.url, topic, group)
+        kept = poll_until_owns(consumer, PARTITIONS // 2)
+        # Then the three it kept are still paused, and the three revoked are forgotten
+        assert consumer.paused() == kept
+        # And when the newcomer leaves, they come back unpaused: read, the others not
+        newcomer.stop()
+        poll_until_owns(consumer, PARTITIONS)
+        assert consumer.paused() == kept
+        produce(shared_broker.url, topic, 0, 60)
+        got = []
+        wait_until(lambda: got.extend(r for rs in consumer.poll(timeout_ms=100).values()
+                                      for r in rs) or len(got) >= 30, timeout_s=30)
+        assert {(topic, r.partition) for r in got} == consumer.assignment() - kept
+    finally:
+        consumer.close()
+        if newcomer is not None:
+            newcomer.stop()

@@ -10,9 +10,10 @@ import time
 import pytest
 
 from plinth import limits, protocol
-from plinth.client.aio.consumer import AIOConsumer
+from plinth.client.aio.consumer import AIOConsumer, TopicPartition
 from plinth.errors import (ClosedError, CorruptDataError, OffsetOutOfRangeError,
-                           RecordDeserializationError, UnknownTopicError, WrongEventLoopError)
+                           PartitionNotAssignedError, RecordDeserializationError,
+                           UnknownTopicError, WrongEventLoopError)
 from tests.client.test_consumer import (BAD_COMMITS, BAD_OPTIONS, BAD_PARTITION_CALLS,
                                         BAD_POLL_TIMEOUTS, GroupBroker, fetched)
 
@@ -458,3 +459,46 @@ def test_stop_from_another_task_ends_an_async_for_in_progress_at_once(scripted):
 
     took_s, got = run(broker, scenario)
     assert took_s < ONE_SLICE_S / 2 and got == []
+
+
+def test_a_paused_partition_is_not_fetched_nor_handed_out_until_resumed(scripted):
+    # Given a consumer that has taken 1 of the 2 records of its first fetch
+    broker = scripted([fetched(0, [b"a", b"b"], 2), fetched(2, [b"c"], 3)])
+
+    async def scenario(consumer):
+        consumer.assign([("t", 0)])
+        consumer.seek("t", 0, 0)
+        assert [r.value for r in (await consumer.getmany(timeout_ms=5_000, max_records=1))[
+            TopicPartition("t", 0)]] == [b"a"]
+        # When it pauses the partition and asks for more
+        consumer.pause(TopicPartition("t", 0))
+        assert consumer.paused() == {("t", 0)}
+        # Then it gets none, the position stays, and nothing more is fetched
+        assert await consumer.getmany(timeout_ms=300) == {}
+        assert await consumer.position("t", 0) == 1 and len(broker.requests) == 1
+        # And once resumed it reads on from there: the record it had, then a new fetch
+        consumer.resume(TopicPartition("t", 0))
+        assert [r.value for r in await records_of(consumer, 2)] == [b"b", b"c"]
+        assert broker.requests[1][1].offset == 2
+
+    run(broker, scenario)
+
+
+def test_pause_of_a_partition_not_assigned_is_refused_naming_it_and_before_start_is_closed(
+        scripted):
+    broker = scripted([])
+
+    async def scenario(consumer):
+        consumer.assign([("t", 0)])
+        with pytest.raises(PartitionNotAssignedError,
+                           match=r"^u-0 is not assigned to this consumer; assigned: t-0$"):
+            consumer.pause(("t", 0), ("u", 0))
+        assert consumer.paused() == set()
+
+    run(broker, scenario)
+
+    async def before_start():
+        with pytest.raises(ClosedError, match="not started"):
+            AIOConsumer(broker=broker.url).pause(("t", 0))
+
+    asyncio.run(before_start())
