@@ -44,7 +44,8 @@ from plinth.client.consumer_base import (ConsumerBase, checked_times, checked_tp
                                          group_option)
 from plinth.client.fetcher import Fetcher, PartitionState, TopicPartition
 from plinth.client.group_membership import GroupMembership
-from plinth.errors import BrokerError, ClientError, ClosedError, OffsetOutOfRangeError
+from plinth.errors import (BrokerError, ClientError, ClosedError, OffsetOutOfRangeError,
+                           UnknownTopicError)
 from plinth.format.record_batch import ConsumerRecord
 
 log = logging.getLogger(__name__)
@@ -202,6 +203,7 @@ class Consumer(ConsumerBase):
         self._commits_done: deque[tuple] = deque()
         self._last_commit_s = time.monotonic()
         self._committed_positions: dict[TopicPartition, int] = {}
+        self._subscribed: list[str] | None = None   # subscribe's topics; None after assign
         if topics:
             try:
                 self.subscribe(list(topics))
@@ -233,6 +235,7 @@ class Consumer(ConsumerBase):
         counts = [self._admin.partition_count(t) for t in topics]   # unknown topics fail here
         if self.group is None:
             self.assign([(t, p) for t, count in zip(topics, counts) for p in range(count)])
+            self._subscribed = topics
             return
         if self._membership is not None:
             raise ValueError(f"consumer already subscribed in group {self.group!r}")
@@ -240,6 +243,25 @@ class Consumer(ConsumerBase):
             self._conn.address, self.group, topics, session_timeout_ms=self.session_timeout_ms,
             assignor=self.group_assignor, request_timeout_ms=self.request_timeout_ms)
         self._membership.start()
+        self._subscribed = topics
+
+    def subscription(self) -> set[str] | None:
+        """The topics of the last ``subscribe`` (or the constructor's), as a set; None
+        if there is none, or ``assign`` replaced it (kafka-python's answers)."""
+        return set(self._subscribed) if self._subscribed else None
+
+    def topics(self) -> set[str]:
+        """The names of every topic the broker has (kafka-python's call; the
+        consumer's Admin.list_topics). The consumer's thread."""
+        return set(self._admin.list_topics())
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        """The topic's partition ids, asked of the broker; None for a topic it does not
+        have (kafka-python's answers). The consumer's thread."""
+        try:
+            return set(range(self._admin.partition_count(checked_str("topic", topic))))
+        except UnknownTopicError:
+            return None
 
     def assign(self, partitions: list[tuple[str, int]]) -> None:
         """Read exactly these (topic, partition) pairs; not for group members."""
@@ -249,6 +271,7 @@ class Consumer(ConsumerBase):
                              f"group; use subscribe")
         self._fetcher.assign(partitions)
         self._drop_iterated()
+        self._subscribed = None
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._fetcher.partitions)

@@ -11,7 +11,8 @@ from plinth import Consumer, limits, protocol
 from plinth.client.consumer import OffsetAndTimestamp, TopicPartition
 from plinth.errors import (CorruptDataError, InvalidConfigError, InvalidGroupError,
                            PartitionNotAssignedError, RecordDeserializationError,
-                           TooManyRequestsError, UnavailableError, UnknownMemberIdError)
+                           TooManyRequestsError, UnavailableError, UnknownMemberIdError,
+                           UnknownTopicError)
 from tests.client.scripted_broker import entry
 
 
@@ -588,3 +589,41 @@ def test_pausing_a_partition_not_assigned_is_refused_naming_it_and_pauses_none(s
             consumer.resume(("t", 1))
         with pytest.raises(TypeError, match=r"pause: 't' is not a \(topic, partition\)"):
             consumer.pause("t")
+
+
+def partitions_of(count: int):
+    """A script step: the answer to a metadata request for one topic of ``count`` partitions."""
+    return lambda request: [protocol.encode_topics_reply(
+        request.request_id, [protocol.TopicInfo(request.topics[0], count)])]
+
+
+def unknown_topic(request):
+    """A script step: the answer to a metadata request for a topic the broker lacks."""
+    assert type(request).__name__ == "MetadataRequest", request
+    return [protocol.encode_error(request.request_id, UnknownTopicError(
+        f"unknown topic {request.topics[0]!r}"))]
+
+
+def test_subscription_is_the_set_of_topics_subscribed_and_none_without_one_or_after_assign(
+        scripted):
+    broker = scripted([partitions_of(2), partitions_of(1)])
+    with Consumer(broker=broker.url, request_timeout_ms=5_000, direct_to_shards=False) as consumer:
+        # Given a consumer that has not subscribed / Then it has no subscription
+        assert consumer.subscription() is None
+        # When it subscribes to two topics / Then they are its subscription
+        consumer.subscribe(["t", "u"])
+        assert consumer.subscription() == {"t", "u"}
+        assert consumer.assignment() == {("t", 0), ("t", 1), ("u", 0)}
+        # And an assign replaces it, as kafka-python's does
+        consumer.assign([("t", 0)])
+        assert consumer.subscription() is None
+
+
+def test_partitions_for_topic_asks_the_broker_and_answers_none_for_a_topic_it_lacks(scripted):
+    broker = scripted([partitions_of(3), unknown_topic])
+    with Consumer(broker=broker.url, request_timeout_ms=5_000, direct_to_shards=False) as consumer:
+        assert consumer.partitions_for_topic("t") == {0, 1, 2}
+        assert consumer.partitions_for_topic("nosuch") is None
+        with pytest.raises(TypeError, match="topic must be a str"):
+            consumer.partitions_for_topic(("t", 0))
+    assert [r.topics for _, r in broker.requests] == [("t",), ("nosuch",)]

@@ -451,3 +451,20 @@ def test_code_written_with_aiokafkas_option_names_produces_and_consumes(shared_b
 
     # Then the record comes back
     assert run(scenario()).value == b"ported"
+
+
+def test_the_aio_consumer_lists_the_topics_and_its_topics_partitions_as_aiokafkas_does(
+        shared_broker):
+    topic = unique_topic("aio")
+    with Admin(broker=shared_broker.url) as admin:
+        admin.create_topic(topic, 3)
+
+    async def scenario():
+        async with AIOConsumer(topic, broker=shared_broker.url) as consumer:
+            return (consumer.subscription(), await consumer.topics(),
+                    consumer.partitions_for_topic(topic),
+                    consumer.partitions_for_topic(unique_topic("aio")))
+
+    subscription, topics, partitions, unknown = run(scenario())
+    assert subscription == {topic} and topic in topics
+    assert (partitions, unknown) == ({0, 1, 2}, None)

@@ -273,3 +273,16 @@ def test_a_paused_partition_hands_out_nothing_until_resumed_then_reads_on_from_i
         # And once resumed, partition 1's records come, from its first
         consumer.resume(TopicPartition(topic, 1))
         assert [r.value for r in polled(consumer, 10)] == [b"%d" % i for i in range(1, 20, 2)]
+
+
+def test_a_consumer_lists_the_topics_and_a_topics_partitions_as_kafka_pythons_does(
+        shared_broker, admin):
+    # Given a topic of 3 partitions
+    topic = unique_topic()
+    admin.create_topic(topic, 3)
+    # When a consumer of it asks / Then it answers with sets, None for an unknown topic
+    with Consumer(topic, broker=shared_broker.url) as consumer:
+        assert consumer.subscription() == {topic}
+        assert topic in consumer.topics()
+        assert consumer.partitions_for_topic(topic) == {0, 1, 2}
+        assert consumer.partitions_for_topic(unique_topic()) is None

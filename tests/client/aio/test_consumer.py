@@ -15,7 +15,8 @@ from plinth.errors import (ClosedError, CorruptDataError, OffsetOutOfRangeError,
                            PartitionNotAssignedError, RecordDeserializationError,
                            UnknownTopicError, WrongEventLoopError)
 from tests.client.test_consumer import (BAD_COMMITS, BAD_OPTIONS, BAD_PARTITION_CALLS,
-                                        BAD_POLL_TIMEOUTS, GroupBroker, fetched)
+                                        BAD_POLL_TIMEOUTS, GroupBroker, fetched,
+                                        partitions_of)
 
 BOUND_S = 20
 AT_ONCE_S = 5   # far more than a refusal takes
@@ -502,3 +503,27 @@ def test_pause_of_a_partition_not_assigned_is_refused_naming_it_and_before_start
             AIOConsumer(broker=broker.url).pause(("t", 0))
 
     asyncio.run(before_start())
+
+
+def test_subscription_is_the_topics_subscribed_and_partitions_for_topic_knows_theirs_once_applied(
+        scripted):
+    # Given a broker whose topic t has two partitions, each starting at offset 0
+    broker = scripted([partitions_of(2), offsets(0, 0), offsets(0, 0)])
+
+    async def scenario(consumer):
+        assert consumer.subscription() == set()
+        # When the consumer subscribes to t / Then that is its subscription at once
+        consumer.subscribe(["t"])
+        assert consumer.subscription() == {"t"}
+        # And once applied (by a getmany) it knows t's partitions, and no other topic's
+        assert consumer.partitions_for_topic("t") is None
+        await consumer.getmany(timeout_ms=0)
+        assert consumer.partitions_for_topic("t") == {0, 1}
+        assert consumer.partitions_for_topic("u") is None
+        # And an assign replaces the subscription
+        consumer.assign([("t", 0)])
+        assert consumer.subscription() == set()
+
+    run(broker, scenario)
+    assert [type(r).__name__ for _, r in broker.requests][:1] == ["MetadataRequest"]
+    assert AIOConsumer("t", "u", broker=broker.url).subscription() == {"t", "u"}
