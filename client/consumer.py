@@ -40,8 +40,8 @@ from plinth.client.admin import Admin
 from plinth.client.arguments import (checked_bool, checked_callable, checked_int, checked_ms,
                                      checked_str, checked_topic_names, checked_topic_partitions)
 from plinth.client.connection import Connection, broker_address
-from plinth.client.consumer_base import (ConsumerBase, checked_times, checked_tp, checked_tps,
-                                         group_option)
+from plinth.client.consumer_base import (ConsumerBase, checked_partitions, checked_times,
+                                         checked_tp, checked_tps, group_option)
 from plinth.client.fetcher import Fetcher, PartitionState, TopicPartition
 from plinth.client.group_membership import GroupMembership
 from plinth.errors import (BrokerError, ClientError, ClosedError, OffsetOutOfRangeError,
@@ -316,6 +316,19 @@ class Consumer(ConsumerBase):
                 None if info.found_offset == protocol.OFFSET_NONE
                 else OffsetAndTimestamp(info.found_offset, info.found_timestamp_ms))
         return found
+
+    def beginning_offsets(self, partitions: list[tuple[str, int]]) -> dict[TopicPartition, int]:
+        """Each partition's first offset (its log start), asked of the broker, one
+        request each (kafka-python's call). The partitions need not be assigned; no
+        position moves. Every partition is checked before any is asked."""
+        return {tp: self._admin.list_offsets(*tp).start_offset
+                for tp in checked_partitions("beginning_offsets", partitions)}
+
+    def end_offsets(self, partitions: list[tuple[str, int]]) -> dict[TopicPartition, int]:
+        """Each partition's end offset (its high watermark: the offset after its last
+        record), asked of the broker as ``beginning_offsets`` asks."""
+        return {tp: self._admin.list_offsets(*tp).end_offset
+                for tp in checked_partitions("end_offsets", partitions)}
 
     def position(self, topic: str, partition: int) -> int:
         tp = checked_tp("position", topic, partition)

@@ -22,7 +22,7 @@ A subclass sets, before any of these run:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from plinth import limits, protocol
 from plinth.client.arguments import checked_offsets, checked_topic_partition
@@ -72,6 +72,16 @@ def checked_tps(call: str, partitions: tuple) -> list[TopicPartition]:
     return [TopicPartition(*checked_topic_partition(call, tp)) for tp in partitions]
 
 
+def checked_partitions(call: str, partitions) -> list[TopicPartition]:
+    """A call's ``partitions`` (a list or set of (topic, partition)s: beginning_offsets',
+    end_offsets'), each checked before any is asked; TypeError for a single pair or a
+    str, which would be read as its parts."""
+    if isinstance(partitions, (str, bytes, tuple)) or not isinstance(partitions, Iterable):
+        raise TypeError(f"{call} takes a list of (topic, partition) pairs, got {partitions!r} "
+                        f"({type(partitions).__name__})")
+    return [TopicPartition(*checked_topic_partition(call, tp)) for tp in partitions]
+
+
 class ConsumerBase:
     def _check_open(self) -> None:
         """Raise if the consumer may not be used now (AIOConsumer: before start(), after
@@ -99,6 +109,14 @@ class ConsumerBase:
         """The partitions paused with ``pause`` and not resumed."""
         self._check_open()
         return self._fetcher.paused()
+
+    def highwater(self, partition: tuple[str, int]) -> int | None:
+        """The offset after the last record of ``partition`` (its high watermark), as the
+        last fetch reply of it said; None before one came (kafka-python's and aiokafka's
+        call: it asks nothing). PartitionNotAssignedError for a partition not assigned."""
+        self._check_open()
+        state = self._fetcher.state(*checked_topic_partition("highwater", partition))
+        return state.high_watermark
 
     def _positions(self, partitions=None) -> dict[tuple[str, int], int]:
         """(topic, partition) -> the offset after the last record handed out, of

@@ -119,7 +119,7 @@ class PartitionState:
     """One assigned partition's reading state. Consumer thread only."""
 
     __slots__ = ("position", "fetch_offset", "fetch_id", "fetch_sent_s", "retry_at_s",
-                 "retry_backoff_s", "records", "failed", "paused")
+                 "retry_backoff_s", "records", "failed", "paused", "high_watermark")
 
     def __init__(self, position: int | None = None):
         self.position = position               # next offset handed to the application
@@ -134,6 +134,8 @@ class PartitionState:
         self.failed: tuple[int, str, Exception] | None = None
         # pause(): not fetched, its buffered records not handed out, until resume().
         self.paused = False
+        # The offset after its last record, as the last fetch reply said; None before one.
+        self.high_watermark: int | None = None
 
 
 class Fetcher:
@@ -337,6 +339,7 @@ class Fetcher:
         if view.error is not None:
             raise view.error
         state.retry_backoff_s = 0.0
+        state.high_watermark = view.high_watermark
         if payload is not None and len(payload.buffer):
             self._buffer(tp, state, payload.buffer)
 

@@ -65,8 +65,8 @@ from plinth.client.arguments import (checked_listener, checked_ms, checked_str,
 from plinth.client.connection import broker_address
 from plinth.client.consumer import (OffsetAndTimestamp, check_callables, check_options,
                                     checked_group, checked_max_records, checked_subscription)
-from plinth.client.consumer_base import (ConsumerBase, checked_times, checked_tp, checked_tps,
-                                         group_option)
+from plinth.client.consumer_base import (ConsumerBase, checked_partitions, checked_times,
+                                         checked_tp, checked_tps, group_option)
 from plinth.client.fetcher import Fetcher, TopicPartition
 from plinth.errors import BrokerError, ClientError, ClosedError, OffsetOutOfRangeError
 from plinth.format.record_batch import ConsumerRecord
@@ -337,6 +337,19 @@ class AIOConsumer(ConsumerBase):
         self._check_call("seek_to_end")
         for tp in checked_tps("seek_to_end", partitions) or list(self._fetcher.partitions):
             self.seek(*tp, (await self._admin.list_offsets(*tp)).end_offset)
+
+    async def beginning_offsets(self, partitions: list[tuple[str, int]]
+                                ) -> dict[TopicPartition, int]:
+        """Consumer.beginning_offsets: each partition's first offset (aiokafka's call)."""
+        self._check_call("beginning_offsets")
+        return {tp: (await self._admin.list_offsets(*tp)).start_offset
+                for tp in checked_partitions("beginning_offsets", partitions)}
+
+    async def end_offsets(self, partitions: list[tuple[str, int]]) -> dict[TopicPartition, int]:
+        """Consumer.end_offsets: each partition's high watermark (aiokafka's call)."""
+        self._check_call("end_offsets")
+        return {tp: (await self._admin.list_offsets(*tp)).end_offset
+                for tp in checked_partitions("end_offsets", partitions)}
 
     async def position(self, topic: str, partition: int) -> int:
         """The offset of the next record handed out (reset as auto_offset_reset says

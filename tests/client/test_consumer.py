@@ -627,3 +627,40 @@ def test_partitions_for_topic_asks_the_broker_and_answers_none_for_a_topic_it_la
         with pytest.raises(TypeError, match="topic must be a str"):
             consumer.partitions_for_topic(("t", 0))
     assert [r.topics for _, r in broker.requests] == [("t",), ("nosuch",)]
+
+
+def offsets_of(start: int, end: int):
+    """A script step: the answer to a listOffsets: the partition's start and end."""
+    return lambda request: [protocol.encode_offsets_reply(request.request_id, protocol.PartitionInfo(
+        request.partition, "shard-0", start, end))]
+
+
+def test_beginning_and_end_offsets_ask_each_partition_and_answer_by_topic_partition(scripted):
+    broker = scripted([offsets_of(2, 9), offsets_of(0, 4), offsets_of(2, 9)])
+    with Consumer(broker=broker.url, request_timeout_ms=5_000, direct_to_shards=False) as consumer:
+        # When asked for two partitions, one not a TopicPartition but a pair
+        # Then each is answered under its TopicPartition: the start, or the end
+        assert consumer.beginning_offsets([TopicPartition("t", 0), ("t", 1)]) == {
+            TopicPartition("t", 0): 2, TopicPartition("t", 1): 0}
+        assert consumer.end_offsets({("t", 0)}) == {TopicPartition("t", 0): 9}
+        # And a pair alone, or a str, is refused before anything is asked
+        with pytest.raises(TypeError, match=r"end_offsets takes a list of \(topic, partition\) "
+                                            r"pairs, got \('t', 0\) \(tuple\)"):
+            consumer.end_offsets(("t", 0))
+        with pytest.raises(TypeError, match=r"beginning_offsets: 't' is not a \(topic, "):
+            consumer.beginning_offsets([("t", 0), "t"])
+    assert [(type(r).__name__, r.partition) for _, r in broker.requests] == [
+        ("ListOffsetsRequest", 0), ("ListOffsetsRequest", 1), ("ListOffsetsRequest", 0)]
+
+
+def test_highwater_is_the_high_watermark_the_last_fetch_reply_brought(scripted):
+    # Given a partition whose fetch reply says its high watermark is 7
+    broker = scripted([fetched(0, [b"a", b"b"], 7)])
+    with consumer_of(broker) as consumer:
+        # Then before the reply it is not known, and after it it is
+        assert consumer.highwater(TopicPartition("t", 0)) is None
+        assert len(poll_until(consumer, 2)) == 2
+        assert consumer.highwater(("t", 0)) == 7
+        # And a partition not assigned is refused
+        with pytest.raises(PartitionNotAssignedError, match="t-1 is not assigned"):
+            consumer.highwater(("t", 1))

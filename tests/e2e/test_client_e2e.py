@@ -286,3 +286,24 @@ def test_a_consumer_lists_the_topics_and_a_topics_partitions_as_kafka_pythons_do
         assert topic in consumer.topics()
         assert consumer.partitions_for_topic(topic) == {0, 1, 2}
         assert consumer.partitions_for_topic(unique_topic()) is None
+
+
+def test_beginning_and_end_offsets_and_highwater_follow_the_log_as_kafka_pythons_do(
+        shared_broker, admin):
+    # Given a partition of 5 records whose first 2 were deleted, and an empty one
+    topic = unique_topic()
+    admin.create_topic(topic, 2)
+    with Producer(broker=shared_broker.url) as producer:
+        for i in range(5):
+            producer.send(topic, b"%d" % i, partition=0).get(timeout=30)
+    admin.delete_records({(topic, 0): 2})
+    parts = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
+    with Consumer(broker=shared_broker.url, auto_offset_reset="earliest") as consumer:
+        consumer.assign([(topic, 0)])
+        # When asked / Then each partition's first and end offsets come back by partition
+        assert consumer.beginning_offsets(parts) == {parts[0]: 2, parts[1]: 0}
+        assert consumer.end_offsets(parts) == {parts[0]: 5, parts[1]: 0}
+        # And the high watermark is known once a fetch reply brought it
+        assert consumer.highwater(parts[0]) is None
+        assert [r.offset for r in polled(consumer, 3)] == [2, 3, 4]
+        assert consumer.highwater(parts[0]) == 5

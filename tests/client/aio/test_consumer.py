@@ -527,3 +527,18 @@ def test_subscription_is_the_topics_subscribed_and_partitions_for_topic_knows_th
     run(broker, scenario)
     assert [type(r).__name__ for _, r in broker.requests][:1] == ["MetadataRequest"]
     assert AIOConsumer("t", "u", broker=broker.url).subscription() == {"t", "u"}
+
+
+def test_beginning_and_end_offsets_and_highwater_answer_as_the_sync_consumers(scripted):
+    broker = scripted([offsets(3, 8), offsets(3, 8), fetched(3, [b"d"], 8)])
+
+    async def scenario(consumer):
+        consumer.assign([("t", 0)])
+        assert await consumer.beginning_offsets([("t", 0)]) == {TopicPartition("t", 0): 3}
+        assert await consumer.end_offsets([TopicPartition("t", 0)]) == {TopicPartition("t", 0): 8}
+        assert consumer.highwater(("t", 0)) is None
+        consumer.seek("t", 0, 3)
+        assert [r.value for r in await records_of(consumer, 1)] == [b"d"]
+        assert consumer.highwater(TopicPartition("t", 0)) == 8
+
+    run(broker, scenario)
