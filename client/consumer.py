@@ -16,8 +16,9 @@ transient errors retried with backoff, every entry's CRC checked before its
 records are handed out. The Consumer keeps the public API, the positions it
 has handed out, consumer groups and commits.
 
-With ``group="name"`` the consumer joins a consumer group instead: the
-group's coordinator (a shard) assigns it a share of the topics' partitions
+With ``group="name"`` the consumer joins a consumer group instead (with the
+constructor's topics, or at ``subscribe``, which takes kafka-python's
+ConsumerRebalanceListener): the group's coordinator (a shard) assigns it a share of the topics' partitions
 and moves them between members as they come and go (see
 group_membership.py and shards/group_coordinator.py). Partition changes are
 applied inside ``poll()``: revoked partitions are committed (with auto-commit)
@@ -29,6 +30,7 @@ application.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections import deque
@@ -37,8 +39,9 @@ from typing import NamedTuple
 from plinth import limits, protocol
 from plinth import topics as topics_rules
 from plinth.client.admin import Admin
-from plinth.client.arguments import (checked_bool, checked_callable, checked_int, checked_ms,
-                                     checked_str, checked_topic_names, checked_topic_partitions)
+from plinth.client.arguments import (LISTENER_METHODS, checked_bool, checked_callable,
+                                     checked_int, checked_listener, checked_ms, checked_str,
+                                     checked_topic_names, checked_topic_partitions)
 from plinth.client.connection import Connection, broker_address
 from plinth.client.consumer_base import (ConsumerBase, checked_partitions, checked_times,
                                          checked_tp, checked_tps, group_option)
@@ -52,7 +55,8 @@ log = logging.getLogger(__name__)
 
 OFFSET_RESETS = ("earliest", "latest", "none")
 
-__all__ = ["Consumer", "OffsetAndTimestamp", "TopicPartition", "OFFSET_RESETS"]
+__all__ = ["Consumer", "ConsumerRebalanceListener", "OffsetAndTimestamp", "TopicPartition",
+           "OFFSET_RESETS"]
 
 
 class OffsetAndTimestamp(NamedTuple):
@@ -105,8 +109,6 @@ def check_options(topics, auto_offset_reset: str, fetch_max_bytes: int, fetch_ma
                          f"{protocol.GROUP_ASSIGNORS} (or '': the group's, else the default)")
     if group is not None:
         checked_group(group)
-    if group is not None and not topics:
-        raise ValueError("a consumer in a group needs topics: Consumer('topic', group=...)")
 
 
 def check_callables(key_deserializer, value_deserializer, on_assign, on_revoke) -> None:
@@ -135,6 +137,29 @@ def checked_subscription(topics, pattern) -> list[str]:
         raise TypeError(f"subscribe(pattern={pattern!r}): topic patterns are not supported; "
                         f"give a list of topic names")
     return checked_topic_names("subscribe", topics)
+
+
+class ConsumerRebalanceListener:
+    """kafka-python's listener: subclass it and give it to ``subscribe``. Called from
+    ``poll`` on the consumer's thread, as ``on_revoke`` and ``on_assign`` are."""
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Before the partitions go (their positions were auto-committed)."""
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        """After the partitions came, each at its committed offset or reset."""
+
+
+def checked_sync_listener(listener) -> None:
+    """subscribe's ``listener`` for the sync consumer: a ConsumerRebalanceListener whose
+    methods are not coroutine functions (the sync consumer would make their coroutines
+    and never run them: AIOConsumer awaits them), or None."""
+    checked_listener("listener", listener)
+    for method in LISTENER_METHODS:
+        if listener is not None and inspect.iscoroutinefunction(getattr(listener, method)):
+            raise TypeError(f"listener.{method} is a coroutine function: the sync Consumer "
+                            f"would never run it; give a plain method, or use AIOConsumer, "
+                            f"which awaits it")
 
 
 def checked_max_records(max_records: int | None, default: int) -> int:
@@ -227,12 +252,20 @@ class Consumer(ConsumerBase):
 
     # --- Assignment and position -----------------------------------------------
 
-    def subscribe(self, topics: list[str], pattern: str | None = None) -> None:
+    def subscribe(self, topics: list[str], pattern: str | None = None,
+                  listener: ConsumerRebalanceListener | None = None) -> None:
         """Read these topics: all their partitions, or with a group the member's share.
         ``topics`` is a list of names (TypeError for a single str, which would
-        otherwise be read as its characters); topic patterns are not supported."""
+        otherwise be read as its characters); topic patterns are not supported.
+        ``listener``: kafka-python's ConsumerRebalanceListener, whose methods replace
+        ``on_assign``/``on_revoke`` (called inside ``poll``, as they are). Nothing
+        changes if the call raises. The consumer's thread."""
         topics = checked_subscription(topics, pattern)
+        checked_sync_listener(listener)
         counts = [self._admin.partition_count(t) for t in topics]   # unknown topics fail here
+        if listener is not None:
+            self._on_assign = listener.on_partitions_assigned
+            self._on_revoke = listener.on_partitions_revoked
         if self.group is None:
             self.assign([(t, p) for t, count in zip(topics, counts) for p in range(count)])
             self._subscribed = topics

@@ -125,6 +125,9 @@ class ConsumerBase:
                 if state.position is not None and (partitions is None or tp in partitions)}
 
     def _offsets_to_commit(self, offsets) -> dict:
+        if self._membership is None and self.group is not None:
+            raise ValueError(f"commit needs a subscription: the consumer in group "
+                             f"{self.group!r} has not subscribed to any topic")
         if self._membership is None:
             raise ValueError(f"commit needs a consumer group: {type(self).__name__}(..., "
                              f"group='name')")

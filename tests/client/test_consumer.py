@@ -664,3 +664,34 @@ def test_highwater_is_the_high_watermark_the_last_fetch_reply_brought(scripted):
         # And a partition not assigned is refused
         with pytest.raises(PartitionNotAssignedError, match="t-1 is not assigned"):
             consumer.highwater(("t", 1))
+
+
+class AsyncListener:
+    async def on_partitions_revoked(self, revoked):
+        pass
+
+    async def on_partitions_assigned(self, assigned):
+        pass
+
+
+@pytest.mark.parametrize("listener, message", [
+    (print, r"listener must be a ConsumerRebalanceListener .*\(builtin_function_or_method\), "
+            r"which has no callable on_partitions_revoked nor on_partitions_assigned"),
+    (AsyncListener(), r"listener\.on_partitions_revoked is a coroutine function: the sync "
+                      r"Consumer would never run it; .* or use AIOConsumer, which awaits it"),
+])
+def test_subscribe_refuses_what_the_sync_consumer_cannot_call_as_a_listener_and_asks_nothing(
+        scripted, listener, message):
+    # Given a group consumer that has not subscribed yet (kafka-python's way)
+    broker = scripted([])
+    with Consumer(broker=broker.url, group="g", request_timeout_ms=5_000,
+                  direct_to_shards=False) as consumer:
+        # When it subscribes with a listener it could not call / Then TypeError names it
+        with pytest.raises(TypeError, match=message):
+            consumer.subscribe(["t"], listener=listener)
+        # And nothing was asked, nor subscribed: a commit says the subscription is missing
+        assert consumer.subscription() is None and consumer.poll(0) == {}
+        with pytest.raises(ValueError, match=r"^commit needs a subscription: the consumer in "
+                                             r"group 'g' has not subscribed to any topic$"):
+            consumer.commit()
+    assert broker.requests == []

@@ -427,3 +427,38 @@ def test_a_paused_partition_the_group_revokes_forgets_its_pause_and_those_kept_s
         consumer.close()
         if newcomer is not None:
             newcomer.stop()
+
+
+class Recorder:
+    """A rebalance listener (kafka-python's methods), recording each call's partitions."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, set]] = []
+
+    def on_partitions_revoked(self, revoked):
+        self.calls.append(("revoked", set(revoked)))
+
+    def on_partitions_assigned(self, assigned):
+        self.calls.append(("assigned", set(assigned)))
+
+
+def test_a_listener_given_to_subscribe_is_called_as_the_group_assigns_and_revokes(shared_broker):
+    topic, group = unique_topic("g"), unique_topic("grp")
+    with Admin(broker=shared_broker.url) as admin:
+        admin.create_topic(topic, PARTITIONS)
+    # Given a group consumer made without topics, that subscribes with a listener
+    listener = Recorder()
+    consumer = Consumer(broker=shared_broker.url, group=group, session_timeout_ms=SESSION_MS)
+    newcomer = None
+    try:
+        consumer.subscribe([topic], listener=listener)
+        everything = poll_until_owns(consumer, PARTITIONS)
+        # When a second member joins and takes half
+        newcomer = Member(shared_broker.url, topic, group)
+        kept = poll_until_owns(consumer, PARTITIONS // 2)
+        # Then the listener heard of all six coming, then of the three going
+        assert listener.calls == [("assigned", everything), ("revoked", everything - kept)]
+    finally:
+        consumer.close()
+        if newcomer is not None:
+            newcomer.stop()
