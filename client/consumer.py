@@ -278,6 +278,32 @@ class Consumer(ConsumerBase):
         self._membership.start()
         self._subscribed = topics
 
+    def unsubscribe(self) -> None:
+        """Drop the subscription and every partition (kafka-python's call). A group
+        member leaves its group as close() leaves it: it commits what it handed out
+        (with auto-commit), calls on_revoke with the partitions it owned, then leaves,
+        so they move to other members at once; a later ``subscribe`` joins as a new
+        member. Without a group, what ``assign([])`` does. The consumer's thread."""
+        try:
+            if self._membership is not None:
+                self._leave_group()
+        finally:
+            self._fetcher.assign([])
+            self._drop_iterated()
+            self._subscribed = None
+
+    def _leave_group(self) -> None:
+        owned = set(self._fetcher.partitions)
+        try:
+            if self.enable_auto_commit:
+                self._commit_quietly()
+            if owned and self._on_revoke is not None:
+                self._on_revoke(owned)
+        finally:
+            self._membership.close()
+            self._membership = None
+            self._committed_positions.clear()
+
     def subscription(self) -> set[str] | None:
         """The topics of the last ``subscribe`` (or the constructor's), as a set; None
         if there is none, or ``assign`` replaced it (kafka-python's answers)."""

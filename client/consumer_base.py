@@ -186,5 +186,6 @@ class ConsumerBase:
         """A commit refused because the coordinator does not know this member (it moved
         to another shard, or the session ended): heartbeat now to learn it and rejoin,
         rather than at the next heartbeat interval."""
-        if isinstance(error, (UnknownMemberIdError, StaleMemberEpochError)):
+        if isinstance(error, (UnknownMemberIdError, StaleMemberEpochError)) and \
+                self._membership is not None:   # (an async commit's reply after unsubscribe)
             self._membership.heartbeat_now()

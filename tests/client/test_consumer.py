@@ -695,3 +695,16 @@ def test_subscribe_refuses_what_the_sync_consumer_cannot_call_as_a_listener_and_
                                              r"group 'g' has not subscribed to any topic$"):
             consumer.commit()
     assert broker.requests == []
+
+
+def test_unsubscribe_without_a_group_drops_the_subscription_and_every_partition(scripted):
+    broker = scripted([partitions_of(2)])
+    with Consumer(broker=broker.url, request_timeout_ms=5_000, direct_to_shards=False) as consumer:
+        # Given a consumer of both partitions of t
+        consumer.subscribe(["t"])
+        assert consumer.assignment() == {("t", 0), ("t", 1)}
+        # When it unsubscribes / Then it reads nothing, and has no subscription
+        consumer.unsubscribe()
+        assert (consumer.assignment(), consumer.subscription()) == (set(), None)
+        assert consumer.poll(100) == {}
+    assert [type(r).__name__ for _, r in broker.requests] == ["MetadataRequest"]

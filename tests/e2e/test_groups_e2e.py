@@ -462,3 +462,42 @@ def test_a_listener_given_to_subscribe_is_called_as_the_group_assigns_and_revoke
         consumer.close()
         if newcomer is not None:
             newcomer.stop()
+
+
+def polled_values(consumer: Consumer, count: int) -> list[int]:
+    """The values of the records polled until ``count`` came (bounded by wait_until)."""
+    got = []
+    wait_until(lambda: got.extend(int(r.value) for rs in consumer.poll(timeout_ms=100).values()
+                                  for r in rs) or len(got) >= count, timeout_s=30)
+    return got
+
+
+def test_unsubscribe_commits_revokes_and_leaves_and_a_later_subscribe_joins_again(shared_broker):
+    topic, group = unique_topic("g"), unique_topic("grp")
+    with Admin(broker=shared_broker.url) as admin:
+        admin.create_topic(topic, PARTITIONS)
+    produce(shared_broker.url, topic, 0, 60)
+    listener = Recorder()
+    consumer = Consumer(broker=shared_broker.url, group=group, session_timeout_ms=SESSION_MS,
+                        auto_offset_reset="earliest")
+    try:
+        # Given a member alone in its group that has read all 60 records
+        consumer.subscribe([topic], listener=listener)
+        assert sorted(polled_values(consumer, 60)) == list(range(60))
+        everything = consumer.assignment()
+        # When it unsubscribes
+        consumer.unsubscribe()
+        # Then it owns nothing, has no subscription, and heard its six partitions go
+        assert (consumer.assignment(), consumer.subscription()) == (set(), None)
+        assert listener.calls[-1] == ("revoked", everything)
+        # And it committed what it read, and left: the group has no member
+        assert sum(committed_of(shared_broker.url, group).values()) == 60
+        with Admin(broker=shared_broker.url) as admin:
+            assert admin.describe_group(group).members == []
+        # And subscribing again, it joins anew and reads on from its commits
+        consumer.subscribe([topic])
+        produce(shared_broker.url, topic, 60, 6)
+        assert sorted(polled_values(consumer, 6)) == list(range(60, 66))
+        assert consumer.assignment() == everything
+    finally:
+        consumer.close()
