@@ -18,8 +18,9 @@ has handed out, consumer groups and commits.
 
 With ``group="name"`` the consumer joins a consumer group instead (with the
 constructor's topics, or at ``subscribe``, which takes kafka-python's
-ConsumerRebalanceListener): the group's coordinator (a shard) assigns it a share of the topics' partitions
-and moves them between members as they come and go (see
+ConsumerRebalanceListener): the group's coordinator (a shard) assigns it a
+share of the topics' partitions and moves them between members as they come
+and go (see
 group_membership.py and shards/group_coordinator.py). Partition changes are
 applied inside ``poll()``: revoked partitions are committed (with auto-commit)
 and dropped first, then new ones start from the group's committed offset, or

@@ -6,8 +6,10 @@ caller's thread, or the caller's event loop), never in what they send or how
 they read a reply; this holds the parts that neither waits in: the positions
 handed out, the commitOffsets request, the dispatch of a reply to the commit
 it answers or to the Fetcher, the rejoin a refused commit asks for, what an
-assignment changes (revoked, added, or lost with the membership) and whether
-records may be handed out (not while the session may have ended).
+assignment changes (revoked, added, or lost with the membership), whether
+records may be handed out (not while the session may have ended), and the
+calls that only read or mark the Fetcher's partitions (pause, resume, paused,
+highwater).
 
 A subclass sets, before any of these run:
 
@@ -16,7 +18,8 @@ A subclass sets, before any of these run:
 - ``_committed_positions``: TopicPartition -> the offset last committed;
 - ``_membership``: its group membership, or None without a group;
 - ``group``: the group's name, or None;
-- ``_on_commit_reply(view)``: what it does with a commit's reply.
+- ``_on_commit_reply(view)``: what it does with a commit's reply;
+- optionally ``_check_open()``: raise if the consumer may not be used now.
 """
 
 from __future__ import annotations

@@ -631,8 +631,8 @@ def test_partitions_for_topic_asks_the_broker_and_answers_none_for_a_topic_it_la
 
 def offsets_of(start: int, end: int):
     """A script step: the answer to a listOffsets: the partition's start and end."""
-    return lambda request: [protocol.encode_offsets_reply(request.request_id, protocol.PartitionInfo(
-        request.partition, "shard-0", start, end))]
+    return lambda request: [protocol.encode_offsets_reply(
+        request.request_id, protocol.PartitionInfo(request.partition, "shard-0", start, end))]
 
 
 def test_beginning_and_end_offsets_ask_each_partition_and_answer_by_topic_partition(scripted):
