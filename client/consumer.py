@@ -16,9 +16,11 @@ transient errors retried with backoff, every entry's CRC checked before its
 records are handed out. The Consumer keeps the public API, the positions it
 has handed out, consumer groups and commits.
 
-With ``group="name"`` the consumer joins a consumer group instead: the
-group's coordinator (a shard) assigns it a share of the topics' partitions
-and moves them between members as they come and go (see
+With ``group="name"`` the consumer joins a consumer group instead (with the
+constructor's topics, or at ``subscribe``, which takes kafka-python's
+ConsumerRebalanceListener): the group's coordinator (a shard) assigns it a
+share of the topics' partitions and moves them between members as they come
+and go (see
 group_membership.py and shards/group_coordinator.py). Partition changes are
 applied inside ``poll()``: revoked partitions are committed (with auto-commit)
 and dropped first, then new ones start from the group's committed offset, or
@@ -29,6 +31,7 @@ application.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections import deque
@@ -37,21 +40,24 @@ from typing import NamedTuple
 from plinth import limits, protocol
 from plinth import topics as topics_rules
 from plinth.client.admin import Admin
-from plinth.client.arguments import (checked_bool, checked_callable, checked_int, checked_ms,
-                                     checked_str, checked_topic_names, checked_topic_partitions)
+from plinth.client.arguments import (LISTENER_METHODS, checked_bool, checked_callable,
+                                     checked_int, checked_listener, checked_ms, checked_str,
+                                     checked_topic_names, checked_topic_partitions)
 from plinth.client.connection import Connection, broker_address
-from plinth.client.consumer_base import (ConsumerBase, checked_times, checked_tp, checked_tps,
-                                         group_option)
+from plinth.client.consumer_base import (ConsumerBase, checked_partitions, checked_times,
+                                         checked_tp, checked_tps, group_option)
 from plinth.client.fetcher import Fetcher, PartitionState, TopicPartition
 from plinth.client.group_membership import GroupMembership
-from plinth.errors import BrokerError, ClientError, ClosedError, OffsetOutOfRangeError
+from plinth.errors import (BrokerError, ClientError, ClosedError, OffsetOutOfRangeError,
+                           UnknownTopicError)
 from plinth.format.record_batch import ConsumerRecord
 
 log = logging.getLogger(__name__)
 
 OFFSET_RESETS = ("earliest", "latest", "none")
 
-__all__ = ["Consumer", "OffsetAndTimestamp", "TopicPartition", "OFFSET_RESETS"]
+__all__ = ["Consumer", "ConsumerRebalanceListener", "OffsetAndTimestamp", "TopicPartition",
+           "OFFSET_RESETS"]
 
 
 class OffsetAndTimestamp(NamedTuple):
@@ -104,8 +110,6 @@ def check_options(topics, auto_offset_reset: str, fetch_max_bytes: int, fetch_ma
                          f"{protocol.GROUP_ASSIGNORS} (or '': the group's, else the default)")
     if group is not None:
         checked_group(group)
-    if group is not None and not topics:
-        raise ValueError("a consumer in a group needs topics: Consumer('topic', group=...)")
 
 
 def check_callables(key_deserializer, value_deserializer, on_assign, on_revoke) -> None:
@@ -134,6 +138,29 @@ def checked_subscription(topics, pattern) -> list[str]:
         raise TypeError(f"subscribe(pattern={pattern!r}): topic patterns are not supported; "
                         f"give a list of topic names")
     return checked_topic_names("subscribe", topics)
+
+
+class ConsumerRebalanceListener:
+    """kafka-python's listener: subclass it and give it to ``subscribe``. Called from
+    ``poll`` on the consumer's thread, as ``on_revoke`` and ``on_assign`` are."""
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Before the partitions go (their positions were auto-committed)."""
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        """After the partitions came, each at its committed offset or reset."""
+
+
+def checked_sync_listener(listener) -> None:
+    """subscribe's ``listener`` for the sync consumer: a ConsumerRebalanceListener whose
+    methods are not coroutine functions (the sync consumer would make their coroutines
+    and never run them: AIOConsumer awaits them), or None."""
+    checked_listener("listener", listener)
+    for method in LISTENER_METHODS:
+        if listener is not None and inspect.iscoroutinefunction(getattr(listener, method)):
+            raise TypeError(f"listener.{method} is a coroutine function: the sync Consumer "
+                            f"would never run it; give a plain method, or use AIOConsumer, "
+                            f"which awaits it")
 
 
 def checked_max_records(max_records: int | None, default: int) -> int:
@@ -202,6 +229,7 @@ class Consumer(ConsumerBase):
         self._commits_done: deque[tuple] = deque()
         self._last_commit_s = time.monotonic()
         self._committed_positions: dict[TopicPartition, int] = {}
+        self._subscribed: list[str] | None = None   # subscribe's topics; None after assign
         if topics:
             try:
                 self.subscribe(list(topics))
@@ -225,14 +253,23 @@ class Consumer(ConsumerBase):
 
     # --- Assignment and position -----------------------------------------------
 
-    def subscribe(self, topics: list[str], pattern: str | None = None) -> None:
+    def subscribe(self, topics: list[str], pattern: str | None = None,
+                  listener: ConsumerRebalanceListener | None = None) -> None:
         """Read these topics: all their partitions, or with a group the member's share.
         ``topics`` is a list of names (TypeError for a single str, which would
-        otherwise be read as its characters); topic patterns are not supported."""
+        otherwise be read as its characters); topic patterns are not supported.
+        ``listener``: kafka-python's ConsumerRebalanceListener, whose methods replace
+        ``on_assign``/``on_revoke`` (called inside ``poll``, as they are). Nothing
+        changes if the call raises. The consumer's thread."""
         topics = checked_subscription(topics, pattern)
+        checked_sync_listener(listener)
         counts = [self._admin.partition_count(t) for t in topics]   # unknown topics fail here
+        if listener is not None:
+            self._on_assign = listener.on_partitions_assigned
+            self._on_revoke = listener.on_partitions_revoked
         if self.group is None:
             self.assign([(t, p) for t, count in zip(topics, counts) for p in range(count)])
+            self._subscribed = topics
             return
         if self._membership is not None:
             raise ValueError(f"consumer already subscribed in group {self.group!r}")
@@ -240,6 +277,51 @@ class Consumer(ConsumerBase):
             self._conn.address, self.group, topics, session_timeout_ms=self.session_timeout_ms,
             assignor=self.group_assignor, request_timeout_ms=self.request_timeout_ms)
         self._membership.start()
+        self._subscribed = topics
+
+    def unsubscribe(self) -> None:
+        """Drop the subscription and every partition (kafka-python's call). A group
+        member leaves its group as close() leaves it: it commits what it handed out
+        (with auto-commit), calls on_revoke with the partitions it owned, then leaves,
+        so they move to other members at once; a later ``subscribe`` joins as a new
+        member. Without a group, what ``assign([])`` does. The consumer's thread."""
+        try:
+            if self._membership is not None:
+                self._leave_group()
+        finally:
+            self._fetcher.assign([])
+            self._drop_iterated()
+            self._subscribed = None
+
+    def _leave_group(self) -> None:
+        owned = set(self._fetcher.partitions)
+        try:
+            if self.enable_auto_commit:
+                self._commit_quietly()
+            if owned and self._on_revoke is not None:
+                self._on_revoke(owned)
+        finally:
+            self._membership.close()
+            self._membership = None
+            self._committed_positions.clear()
+
+    def subscription(self) -> set[str] | None:
+        """The topics of the last ``subscribe`` (or the constructor's), as a set; None
+        if there is none, or ``assign`` replaced it (kafka-python's answers)."""
+        return set(self._subscribed) if self._subscribed else None
+
+    def topics(self) -> set[str]:
+        """The names of every topic the broker has (kafka-python's call; the
+        consumer's Admin.list_topics). The consumer's thread."""
+        return set(self._admin.list_topics())
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        """The topic's partition ids, asked of the broker; None for a topic it does not
+        have (kafka-python's answers). The consumer's thread."""
+        try:
+            return set(range(self._admin.partition_count(checked_str("topic", topic))))
+        except UnknownTopicError:
+            return None
 
     def assign(self, partitions: list[tuple[str, int]]) -> None:
         """Read exactly these (topic, partition) pairs; not for group members."""
@@ -249,6 +331,7 @@ class Consumer(ConsumerBase):
                              f"group; use subscribe")
         self._fetcher.assign(partitions)
         self._drop_iterated()
+        self._subscribed = None
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._fetcher.partitions)
@@ -258,6 +341,17 @@ class Consumer(ConsumerBase):
         tp = checked_tp("seek", topic, partition)
         self._fetcher.seek(tp, offset)
         self._drop_iterated({tp})
+
+    def pause(self, *partitions: tuple[str, int]) -> None:
+        """ConsumerBase.pause; records polled for iteration but not yet yielded are
+        dropped too, and fetched again from the position after the resume (kafka-python's
+        iterator checks each record's partition alike). The consumer's thread."""
+        super().pause(*partitions)
+        paused = set(checked_tps("pause", partitions))
+        iterated = paused & ({tp for tp, _ in self._iterated} | {self._iterating_tp})
+        for tp in iterated:
+            self._fetcher.seek(tp, self._fetcher.partitions[tp].position)
+        self._drop_iterated(iterated)
 
     def seek_to_beginning(self, *partitions: tuple[str, int]) -> None:
         for tp in checked_tps("seek_to_beginning", partitions) or list(self._fetcher.partitions):
@@ -282,6 +376,19 @@ class Consumer(ConsumerBase):
                 None if info.found_offset == protocol.OFFSET_NONE
                 else OffsetAndTimestamp(info.found_offset, info.found_timestamp_ms))
         return found
+
+    def beginning_offsets(self, partitions: list[tuple[str, int]]) -> dict[TopicPartition, int]:
+        """Each partition's first offset (its log start), asked of the broker, one
+        request each (kafka-python's call). The partitions need not be assigned; no
+        position moves. Every partition is checked before any is asked."""
+        return {tp: self._admin.list_offsets(*tp).start_offset
+                for tp in checked_partitions("beginning_offsets", partitions)}
+
+    def end_offsets(self, partitions: list[tuple[str, int]]) -> dict[TopicPartition, int]:
+        """Each partition's end offset (its high watermark: the offset after its last
+        record), asked of the broker as ``beginning_offsets`` asks."""
+        return {tp: self._admin.list_offsets(*tp).end_offset
+                for tp in checked_partitions("end_offsets", partitions)}
 
     def position(self, topic: str, partition: int) -> int:
         tp = checked_tp("position", topic, partition)

@@ -6,8 +6,10 @@ caller's thread, or the caller's event loop), never in what they send or how
 they read a reply; this holds the parts that neither waits in: the positions
 handed out, the commitOffsets request, the dispatch of a reply to the commit
 it answers or to the Fetcher, the rejoin a refused commit asks for, what an
-assignment changes (revoked, added, or lost with the membership) and whether
-records may be handed out (not while the session may have ended).
+assignment changes (revoked, added, or lost with the membership), whether
+records may be handed out (not while the session may have ended), and the
+calls that only read or mark the Fetcher's partitions (pause, resume, paused,
+highwater).
 
 A subclass sets, before any of these run:
 
@@ -16,13 +18,14 @@ A subclass sets, before any of these run:
 - ``_committed_positions``: TopicPartition -> the offset last committed;
 - ``_membership``: its group membership, or None without a group;
 - ``group``: the group's name, or None;
-- ``_on_commit_reply(view)``: what it does with a commit's reply.
+- ``_on_commit_reply(view)``: what it does with a commit's reply;
+- optionally ``_check_open()``: raise if the consumer may not be used now.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from plinth import limits, protocol
 from plinth.client.arguments import checked_offsets, checked_topic_partition
@@ -72,7 +75,52 @@ def checked_tps(call: str, partitions: tuple) -> list[TopicPartition]:
     return [TopicPartition(*checked_topic_partition(call, tp)) for tp in partitions]
 
 
+def checked_partitions(call: str, partitions) -> list[TopicPartition]:
+    """A call's ``partitions`` (a list or set of (topic, partition)s: beginning_offsets',
+    end_offsets'), each checked before any is asked; TypeError for a single pair or a
+    str, which would be read as its parts."""
+    if isinstance(partitions, (str, bytes, tuple)) or not isinstance(partitions, Iterable):
+        raise TypeError(f"{call} takes a list of (topic, partition) pairs, got {partitions!r} "
+                        f"({type(partitions).__name__})")
+    return [TopicPartition(*checked_topic_partition(call, tp)) for tp in partitions]
+
+
 class ConsumerBase:
+    def _check_open(self) -> None:
+        """Raise if the consumer may not be used now (AIOConsumer: before start(), after
+        stop()); the sync Consumer has no such state before its first poll."""
+
+    # --- Pausing (the consumer's thread, or a task on its loop) ---------------------------
+
+    def pause(self, *partitions: tuple[str, int]) -> None:
+        """Fetch nothing more of these partitions and hand out none of their records
+        until ``resume``; their positions do not move (kafka-python's pause). Records
+        already fetched are kept, not handed out while paused. Every partition is
+        checked before any is paused: PartitionNotAssignedError (a ValueError) for one
+        not assigned, as kafka-python raises IllegalStateError. A partition the group
+        revokes, or a new ``assign``, forgets its pause."""
+        self._check_open()
+        self._fetcher.pause(checked_tps("pause", partitions), True)
+
+    def resume(self, *partitions: tuple[str, int]) -> None:
+        """Fetch and hand out these paused partitions again, from their positions;
+        PartitionNotAssignedError as ``pause``. Resuming one not paused changes nothing."""
+        self._check_open()
+        self._fetcher.pause(checked_tps("resume", partitions), False)
+
+    def paused(self) -> set[TopicPartition]:
+        """The partitions paused with ``pause`` and not resumed."""
+        self._check_open()
+        return self._fetcher.paused()
+
+    def highwater(self, partition: tuple[str, int]) -> int | None:
+        """The offset after the last record of ``partition`` (its high watermark), as the
+        last fetch reply of it said; None before one came (kafka-python's and aiokafka's
+        call: it asks nothing). PartitionNotAssignedError for a partition not assigned."""
+        self._check_open()
+        state = self._fetcher.state(*checked_topic_partition("highwater", partition))
+        return state.high_watermark
+
     def _positions(self, partitions=None) -> dict[tuple[str, int], int]:
         """(topic, partition) -> the offset after the last record handed out, of
         ``partitions`` (None: every one with a position)."""
@@ -80,6 +128,9 @@ class ConsumerBase:
                 if state.position is not None and (partitions is None or tp in partitions)}
 
     def _offsets_to_commit(self, offsets) -> dict:
+        if self._membership is None and self.group is not None:
+            raise ValueError(f"commit needs a subscription: the consumer in group "
+                             f"{self.group!r} has not subscribed to any topic")
         if self._membership is None:
             raise ValueError(f"commit needs a consumer group: {type(self).__name__}(..., "
                              f"group='name')")
@@ -138,5 +189,6 @@ class ConsumerBase:
         """A commit refused because the coordinator does not know this member (it moved
         to another shard, or the session ended): heartbeat now to learn it and rejoin,
         rather than at the next heartbeat interval."""
-        if isinstance(error, (UnknownMemberIdError, StaleMemberEpochError)):
+        if isinstance(error, (UnknownMemberIdError, StaleMemberEpochError)) and \
+                self._membership is not None:   # (an async commit's reply after unsubscribe)
             self._membership.heartbeat_now()

@@ -32,9 +32,12 @@ buffered): the records before it are buffered and handed out; then ``take``
 raises RecordDeserializationError naming the record, each time, and the
 partition is not fetched, until a ``seek`` (past it, to skip it).
 
-A reply to a fetch that ``seek()``, ``assign()``, ``add()`` or ``remove()``
-replaced is dropped. Nothing here is done per record in Python unless a deserializer is
-set: polls hand out slices of the decoded lists.
+A paused partition (``pause``) is not fetched and none of its buffered
+records is handed out until it is resumed; its position does not move.
+
+A reply to a fetch that ``seek()``, ``assign()``, ``add()``, ``remove()`` or
+``pause()`` replaced is dropped. Nothing here is done per record in Python
+unless a deserializer is set: polls hand out slices of the decoded lists.
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ from typing import NamedTuple
 from plinth import limits, protocol
 from plinth.client.arguments import checked_offset
 from plinth.client.connection import Connection
-from plinth.errors import TRANSIENT_ERRORS, OffsetOutOfRangeError, RecordDeserializationError
+from plinth.errors import (TRANSIENT_ERRORS, OffsetOutOfRangeError, PartitionNotAssignedError,
+                           RecordDeserializationError)
 from plinth.format.log_entry import iter_entries
 from plinth.format import batch_formats
 from plinth.format.record_batch import ConsumerRecord
@@ -115,7 +119,7 @@ class PartitionState:
     """One assigned partition's reading state. Consumer thread only."""
 
     __slots__ = ("position", "fetch_offset", "fetch_id", "fetch_sent_s", "retry_at_s",
-                 "retry_backoff_s", "records", "failed")
+                 "retry_backoff_s", "records", "failed", "paused", "high_watermark")
 
     def __init__(self, position: int | None = None):
         self.position = position               # next offset handed to the application
@@ -128,6 +132,10 @@ class PartitionState:
         # (offset, "key" or "value", the exception) of a record a deserializer raised on:
         # nothing is fetched past it until a seek.
         self.failed: tuple[int, str, Exception] | None = None
+        # pause(): not fetched, its buffered records not handed out, until resume().
+        self.paused = False
+        # The offset after its last record, as the last fetch reply said; None before one.
+        self.high_watermark: int | None = None
 
 
 class Fetcher:
@@ -188,8 +196,34 @@ class Fetcher:
     def state(self, topic: str, partition: int) -> PartitionState:
         state = self.partitions.get(TopicPartition(topic, partition))
         if state is None:
-            raise ValueError(f"{topic}-{partition} is not assigned to this consumer")
+            raise self.not_assigned(topic, partition)
         return state
+
+    def not_assigned(self, topic: str, partition: int) -> PartitionNotAssignedError:
+        """The error for a call about a partition not assigned, naming (some of) those
+        that are."""
+        assigned = sorted(self.partitions)
+        named = ", ".join(f"{tp.topic}-{tp.partition}"
+                          for tp in assigned[:limits.CONSUMER_ERROR_PARTITIONS_NAMED_MAX])
+        if len(assigned) > limits.CONSUMER_ERROR_PARTITIONS_NAMED_MAX:
+            named += f", ... ({len(assigned)} in all)"
+        return PartitionNotAssignedError(
+            f"{topic}-{partition} is not assigned to this consumer; assigned: {named or 'none'}")
+
+    def pause(self, partitions: list[TopicPartition], paused: bool) -> None:
+        """Pause (or resume) these partitions; every one is checked before any changes.
+        A paused partition keeps the records it has buffered, handed out after the
+        resume; its fetch in flight is forgotten (its reply dropped, as after a seek),
+        so that no fetch of it waits unanswered, or is asked again, while it is paused."""
+        states = [self.state(*tp) for tp in partitions]
+        for state in states:
+            state.paused = paused
+            if paused and state.fetch_id is not None:
+                self._fetches.pop(state.fetch_id, None)
+                state.fetch_id = None
+
+    def paused(self) -> set[TopicPartition]:
+        return {tp for tp, state in self.partitions.items() if state.paused}
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         """Read ``tp`` from ``offset`` next: its buffered records and its fetch in flight
@@ -224,7 +258,7 @@ class Fetcher:
         start = self._fetch_turn % len(items) if items else 0
         turn = chain(islice(items, start, None), islice(items, start))
         for index, (tp, state) in enumerate(turn, start):
-            if state.records or state.failed or now < state.retry_at_s:
+            if state.records or state.failed or state.paused or now < state.retry_at_s:
                 continue
             if state.fetch_id is None and in_flight >= in_flight_max:
                 # the router refuses fetches past the connection's bytes in flight
@@ -288,7 +322,7 @@ class Fetcher:
         """A reply that is not the Consumer's own: a fetch's, perhaps a stale one."""
         tp = self._fetches.pop(view.request_id, None)
         if tp is None:
-            return   # a fetch made stale by seek(), assign(), add() or remove()
+            return   # a fetch made stale by seek(), assign(), add(), remove() or pause()
         state = self.partitions.get(tp)
         if state is None or state.fetch_id != view.request_id:
             # Those calls forget the fetch they replace; records from a fetch that is
@@ -305,6 +339,7 @@ class Fetcher:
         if view.error is not None:
             raise view.error
         state.retry_backoff_s = 0.0
+        state.high_watermark = view.high_watermark
         if payload is not None and len(payload.buffer):
             self._buffer(tp, state, payload.buffer)
 
@@ -369,7 +404,7 @@ class Fetcher:
         a seek. A new error each time: one raised again would grow its traceback."""
         for tp in self._failed:
             state = self.partitions[tp]
-            if not state.records:
+            if not state.records and not state.paused:
                 offset, field, cause = state.failed
                 raise RecordDeserializationError(tp.topic, tp.partition, offset, field,
                                                  cause) from cause
@@ -378,8 +413,9 @@ class Fetcher:
 
     def take(self, max_records: int) -> dict[TopicPartition, list[ConsumerRecord]]:
         """Buffered records, at most ``max_records``, starting one partition further each
-        call among those with records (fairness). Positions are the caller's to move. ValueError for
-        ``max_records`` < 1, which could never hand out a record."""
+        call among those with records (fairness), none of a paused partition's. Positions
+        are the caller's to move. ValueError for ``max_records`` < 1, which could never
+        hand out a record."""
         if max_records < 1:
             raise ValueError(f"max_records={max_records} must be 1 or more")
         if self._failed:
@@ -391,7 +427,10 @@ class Fetcher:
         self._rotation = (self._rotation + 1) % len(buffered)
         room = max_records
         for tp in buffered[self._rotation:] + buffered[:self._rotation]:
-            records = self.partitions[tp].records
+            state = self.partitions[tp]
+            if state.paused:
+                continue
+            records = state.records
             taken = records.take(room)
             if not records:
                 del self._buffered[tp]

@@ -69,6 +69,9 @@ the environment causes and is expected, handled and reported.
         ├── PlinthTimeoutError      a client-side timeout ran out
         │   └── ProducerBufferFullError buffer_memory full for max_block_ms
         ├── ClosedError             the producer/consumer/admin was closed
+        ├── PartitionNotAssignedError  a consumer call for a partition it is not assigned
+        │                           (kafka-python's IllegalStateError): names it and what
+        │                           is assigned; also a ValueError
         ├── HandshakeRefusedError   the broker ended the connection's handshake for good:
         │                           it refused the client's CurveZMQ key, or one side uses
         │                           CurveZMQ and the other not (client/handshake_watch.py)
@@ -441,6 +444,13 @@ class ProducerBufferFullError(PlinthTimeoutError):
 
 class ClosedError(ClientError):
     """The producer, consumer or admin client was already closed."""
+
+
+class PartitionNotAssignedError(ClientError, ValueError):
+    """A consumer call (pause, resume, seek, position, highwater) for a partition the
+    consumer is not assigned, where kafka-python and aiokafka raise IllegalStateError:
+    names the partition and the partitions assigned. Also a ValueError, what these
+    calls raised before it had a name of its own."""
 
 
 class HandshakeRefusedError(ClientError):

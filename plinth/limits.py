@@ -286,6 +286,9 @@ CONSUMER_POLL_RECORDS_MAX = 2**31 - 1
 # takes the heartbeat thread's newest assignment: bounds how long a revoked
 # partition stays here while its next owner waits for it.
 CONSUMER_GROUP_POLL_SLICE_MS = 100
+# An error about a partition a consumer is not assigned names at most this many of
+# those it is (it may have thousands): enough to see the topic or the number meant.
+CONSUMER_ERROR_PARTITIONS_NAMED_MAX = 10
 # Iterating a consumer polls in slices of at most this, so that an infinite
 # consumer_timeout_ms (the default) still returns to group work between them.
 CONSUMER_ITERATION_POLL_SLICE_MS = 1_000

@@ -60,12 +60,13 @@ from plinth.client.aio.connection import AIOConnection
 from plinth.client.aio.event_loop import (check_loop, refuse_release_while_running,
                                           wrong_loop_error)
 from plinth.client.aio.group_membership import AIOGroupMembership
-from plinth.client.arguments import checked_listener, checked_ms, checked_topic_partitions
+from plinth.client.arguments import (checked_listener, checked_ms, checked_str,
+                                     checked_topic_partitions)
 from plinth.client.connection import broker_address
 from plinth.client.consumer import (OffsetAndTimestamp, check_callables, check_options,
                                     checked_group, checked_max_records, checked_subscription)
-from plinth.client.consumer_base import (ConsumerBase, checked_times, checked_tp, checked_tps,
-                                         group_option)
+from plinth.client.consumer_base import (ConsumerBase, checked_partitions, checked_times,
+                                         checked_tp, checked_tps, group_option)
 from plinth.client.fetcher import Fetcher, TopicPartition
 from plinth.errors import BrokerError, ClientError, ClosedError, OffsetOutOfRangeError
 from plinth.format.record_batch import ConsumerRecord
@@ -144,6 +145,11 @@ class AIOConsumer(ConsumerBase):
         self._direct = direct_to_shards
         self._on_assign, self._on_revoke = on_assign, on_revoke
         self._subscription: list[str] | None = list(topics) if topics else None
+        # subscribe's topics, applied or not (``_subscription`` is the one not applied
+        # yet); None after assign.
+        self._subscribed: list[str] | None = self._subscription
+        # Partition counts learned with the subscription: partitions_for_topic's answers.
+        self._partition_counts: dict[str, int] = {}
         self._membership: AIOGroupMembership | None = None
         self._commits: dict[int, dict] = {}     # auto-commit part's id -> its offsets
         self._last_commit_s = time.monotonic()
@@ -260,7 +266,26 @@ class AIOConsumer(ConsumerBase):
         if listener is not None:
             self._on_assign = listener.on_partitions_assigned
             self._on_revoke = listener.on_partitions_revoked
-        self._subscription = topics
+        self._subscription = self._subscribed = topics
+
+    def subscription(self) -> set[str]:
+        """The topics of the last ``subscribe`` (or the constructor's), applied or not;
+        an empty set if there is none or ``assign`` replaced it (aiokafka's answers).
+        Any task; before start() too."""
+        return set(self._subscribed or ())
+
+    async def topics(self) -> set[str]:
+        """The names of every topic the broker has (aiokafka's call; the consumer's
+        AIOAdmin.list_topics). Any task on start()'s loop."""
+        self._check_call("topics")
+        return set(await self._admin.list_topics())
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        """The partition ids of a topic of the subscription, as learned when it was
+        applied; None for another topic, or before then: like aiokafka's, it asks
+        nothing of the broker and knows only the metadata the consumer has. Any task."""
+        count = self._partition_counts.get(checked_str("topic", topic))
+        return None if count is None else set(range(count))
 
     async def _apply_subscription(self) -> None:
         """Ask the partition counts of a new subscription; join the group. Turn held.
@@ -272,6 +297,7 @@ class AIOConsumer(ConsumerBase):
             self._subscription = None
             return
         counts = [await self._admin.partition_count(t) for t in topics]   # unknown topics fail here
+        self._partition_counts.update(zip(topics, counts))
         if self._subscription is topics:   # (not replaced while the counts were awaited)
             self._subscription = None
         if self.group is None:
@@ -290,6 +316,7 @@ class AIOConsumer(ConsumerBase):
             raise ValueError(f"consumer is in group {self.group!r}: partitions come from the "
                              f"group; use subscribe")
         self._subscription = None   # replaces one not applied yet (or failing), as it replaces
+        self._subscribed = None
         self._fetcher.assign(partitions)
 
     def assignment(self) -> set[TopicPartition]:
@@ -310,6 +337,19 @@ class AIOConsumer(ConsumerBase):
         self._check_call("seek_to_end")
         for tp in checked_tps("seek_to_end", partitions) or list(self._fetcher.partitions):
             self.seek(*tp, (await self._admin.list_offsets(*tp)).end_offset)
+
+    async def beginning_offsets(self, partitions: list[tuple[str, int]]
+                                ) -> dict[TopicPartition, int]:
+        """Consumer.beginning_offsets: each partition's first offset (aiokafka's call)."""
+        self._check_call("beginning_offsets")
+        return {tp: (await self._admin.list_offsets(*tp)).start_offset
+                for tp in checked_partitions("beginning_offsets", partitions)}
+
+    async def end_offsets(self, partitions: list[tuple[str, int]]) -> dict[TopicPartition, int]:
+        """Consumer.end_offsets: each partition's high watermark (aiokafka's call)."""
+        self._check_call("end_offsets")
+        return {tp: (await self._admin.list_offsets(*tp)).end_offset
+                for tp in checked_partitions("end_offsets", partitions)}
 
     async def position(self, topic: str, partition: int) -> int:
         """The offset of the next record handed out (reset as auto_offset_reset says

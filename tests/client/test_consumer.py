@@ -8,10 +8,11 @@ import time
 import pytest
 
 from plinth import Consumer, limits, protocol
-from plinth.client.consumer import OffsetAndTimestamp
+from plinth.client.consumer import OffsetAndTimestamp, TopicPartition
 from plinth.errors import (CorruptDataError, InvalidConfigError, InvalidGroupError,
-                           RecordDeserializationError, TooManyRequestsError,
-                           UnavailableError, UnknownMemberIdError)
+                           PartitionNotAssignedError, RecordDeserializationError,
+                           TooManyRequestsError, UnavailableError, UnknownMemberIdError,
+                           UnknownTopicError)
 from tests.client.scripted_broker import entry
 
 
@@ -525,3 +526,185 @@ def test_a_record_a_deserializer_raises_on_is_named_after_the_records_before_it_
         assert [r.offset for _, r in broker.requests] == [0, 2]
     finally:
         consumer.close()
+
+
+def test_a_paused_partition_is_not_fetched_until_resumed_then_read_on_from_its_position(
+        scripted):
+    # Given a consumer that has read both records of its first fetch
+    broker = scripted([fetched(0, [b"a", b"b"], 2), fetched(2, [b"c"], 3)])
+    with consumer_of(broker) as consumer:
+        assert [r.value for r in poll_until(consumer, 2)] == [b"a", b"b"]
+        # When it pauses the partition, given as a TopicPartition, and polls
+        consumer.pause(TopicPartition("t", 0))
+        assert consumer.paused() == {TopicPartition("t", 0)}
+        assert consumer.poll(300) == {}
+        # Then nothing more was fetched, and the position did not move
+        assert len(broker.requests) == 1 and consumer.position("t", 0) == 2
+        # And once resumed (a plain pair works too) it reads on from there
+        consumer.resume(("t", 0))
+        assert consumer.paused() == set()
+        assert [r.value for r in poll_until(consumer, 1)] == [b"c"]
+        assert broker.requests[1][1].offset == 2
+
+
+def test_records_fetched_before_a_pause_are_not_handed_out_until_the_resume(scripted):
+    # Given a consumer that has taken 1 of the 3 records a fetch brought
+    broker = scripted([fetched(0, [b"a", b"b", b"c"], 3)])
+    with consumer_of(broker) as consumer:
+        assert [r.value for r in consumer.poll(5_000, max_records=1)[("t", 0)]] == [b"a"]
+        # When it pauses the partition / Then a poll hands out none of the other two
+        consumer.pause(("t", 0))
+        assert consumer.poll(300) == {}
+        assert consumer.position("t", 0) == 1
+        # And after the resume they come, in order
+        consumer.resume(("t", 0))
+        assert [r.value for r in poll_until(consumer, 2)] == [b"b", b"c"]
+
+
+def test_a_pause_while_iterating_drops_the_records_not_yet_yielded_and_reads_them_again(
+        scripted):
+    # Given a consumer iterating 2 records a poll, which has yielded the first of them
+    broker = scripted([fetched(0, [b"a", b"b", b"c"], 3), fetched(1, [b"b", b"c"], 3)])
+    with consumer_of(broker) as consumer:
+        consumer.max_poll_records = 2
+        assert next(consumer).value == b"a"
+        # When it pauses and resumes the partition
+        consumer.pause(("t", 0))
+        consumer.resume(("t", 0))
+        # Then the next records are the ones not yielded, fetched again from the position
+        assert [next(consumer).value for _ in range(2)] == [b"b", b"c"]
+        assert broker.requests[1][1].offset == 1
+
+
+def test_pausing_a_partition_not_assigned_is_refused_naming_it_and_pauses_none(scripted):
+    broker = scripted([])
+    with consumer_of(broker) as consumer:
+        # When one of the partitions to pause is not assigned
+        with pytest.raises(PartitionNotAssignedError,
+                           match=r"^t-1 is not assigned to this consumer; assigned: t-0$"):
+            consumer.pause(("t", 0), ("t", 1))
+        # Then none is paused; resuming it is refused alike, and it is a ValueError
+        assert consumer.paused() == set()
+        with pytest.raises(ValueError, match="t-1 is not assigned"):
+            consumer.resume(("t", 1))
+        with pytest.raises(TypeError, match=r"pause: 't' is not a \(topic, partition\)"):
+            consumer.pause("t")
+
+
+def partitions_of(count: int):
+    """A script step: the answer to a metadata request for one topic of ``count`` partitions."""
+    return lambda request: [protocol.encode_topics_reply(
+        request.request_id, [protocol.TopicInfo(request.topics[0], count)])]
+
+
+def unknown_topic(request):
+    """A script step: the answer to a metadata request for a topic the broker lacks."""
+    assert type(request).__name__ == "MetadataRequest", request
+    return [protocol.encode_error(request.request_id, UnknownTopicError(
+        f"unknown topic {request.topics[0]!r}"))]
+
+
+def test_subscription_is_the_set_of_topics_subscribed_and_none_without_one_or_after_assign(
+        scripted):
+    broker = scripted([partitions_of(2), partitions_of(1)])
+    with Consumer(broker=broker.url, request_timeout_ms=5_000, direct_to_shards=False) as consumer:
+        # Given a consumer that has not subscribed / Then it has no subscription
+        assert consumer.subscription() is None
+        # When it subscribes to two topics / Then they are its subscription
+        consumer.subscribe(["t", "u"])
+        assert consumer.subscription() == {"t", "u"}
+        assert consumer.assignment() == {("t", 0), ("t", 1), ("u", 0)}
+        # And an assign replaces it, as kafka-python's does
+        consumer.assign([("t", 0)])
+        assert consumer.subscription() is None
+
+
+def test_partitions_for_topic_asks_the_broker_and_answers_none_for_a_topic_it_lacks(scripted):
+    broker = scripted([partitions_of(3), unknown_topic])
+    with Consumer(broker=broker.url, request_timeout_ms=5_000, direct_to_shards=False) as consumer:
+        assert consumer.partitions_for_topic("t") == {0, 1, 2}
+        assert consumer.partitions_for_topic("nosuch") is None
+        with pytest.raises(TypeError, match="topic must be a str"):
+            consumer.partitions_for_topic(("t", 0))
+    assert [r.topics for _, r in broker.requests] == [("t",), ("nosuch",)]
+
+
+def offsets_of(start: int, end: int):
+    """A script step: the answer to a listOffsets: the partition's start and end."""
+    return lambda request: [protocol.encode_offsets_reply(
+        request.request_id, protocol.PartitionInfo(request.partition, "shard-0", start, end))]
+
+
+def test_beginning_and_end_offsets_ask_each_partition_and_answer_by_topic_partition(scripted):
+    broker = scripted([offsets_of(2, 9), offsets_of(0, 4), offsets_of(2, 9)])
+    with Consumer(broker=broker.url, request_timeout_ms=5_000, direct_to_shards=False) as consumer:
+        # When asked for two partitions, one not a TopicPartition but a pair
+        # Then each is answered under its TopicPartition: the start, or the end
+        assert consumer.beginning_offsets([TopicPartition("t", 0), ("t", 1)]) == {
+            TopicPartition("t", 0): 2, TopicPartition("t", 1): 0}
+        assert consumer.end_offsets({("t", 0)}) == {TopicPartition("t", 0): 9}
+        # And a pair alone, or a str, is refused before anything is asked
+        with pytest.raises(TypeError, match=r"end_offsets takes a list of \(topic, partition\) "
+                                            r"pairs, got \('t', 0\) \(tuple\)"):
+            consumer.end_offsets(("t", 0))
+        with pytest.raises(TypeError, match=r"beginning_offsets: 't' is not a \(topic, "):
+            consumer.beginning_offsets([("t", 0), "t"])
+    assert [(type(r).__name__, r.partition) for _, r in broker.requests] == [
+        ("ListOffsetsRequest", 0), ("ListOffsetsRequest", 1), ("ListOffsetsRequest", 0)]
+
+
+def test_highwater_is_the_high_watermark_the_last_fetch_reply_brought(scripted):
+    # Given a partition whose fetch reply says its high watermark is 7
+    broker = scripted([fetched(0, [b"a", b"b"], 7)])
+    with consumer_of(broker) as consumer:
+        # Then before the reply it is not known, and after it it is
+        assert consumer.highwater(TopicPartition("t", 0)) is None
+        assert len(poll_until(consumer, 2)) == 2
+        assert consumer.highwater(("t", 0)) == 7
+        # And a partition not assigned is refused
+        with pytest.raises(PartitionNotAssignedError, match="t-1 is not assigned"):
+            consumer.highwater(("t", 1))
+
+
+class AsyncListener:
+    async def on_partitions_revoked(self, revoked):
+        pass
+
+    async def on_partitions_assigned(self, assigned):
+        pass
+
+
+@pytest.mark.parametrize("listener, message", [
+    (print, r"listener must be a ConsumerRebalanceListener .*\(builtin_function_or_method\), "
+            r"which has no callable on_partitions_revoked nor on_partitions_assigned"),
+    (AsyncListener(), r"listener\.on_partitions_revoked is a coroutine function: the sync "
+                      r"Consumer would never run it; .* or use AIOConsumer, which awaits it"),
+])
+def test_subscribe_refuses_what_the_sync_consumer_cannot_call_as_a_listener_and_asks_nothing(
+        scripted, listener, message):
+    # Given a group consumer that has not subscribed yet (kafka-python's way)
+    broker = scripted([])
+    with Consumer(broker=broker.url, group="g", request_timeout_ms=5_000,
+                  direct_to_shards=False) as consumer:
+        # When it subscribes with a listener it could not call / Then TypeError names it
+        with pytest.raises(TypeError, match=message):
+            consumer.subscribe(["t"], listener=listener)
+        # And nothing was asked, nor subscribed: a commit says the subscription is missing
+        assert consumer.subscription() is None and consumer.poll(0) == {}
+        with pytest.raises(ValueError, match=r"^commit needs a subscription: the consumer in "
+                                             r"group 'g' has not subscribed to any topic$"):
+            consumer.commit()
+    assert broker.requests == []
+
+
+def test_unsubscribe_without_a_group_drops_the_subscription_and_every_partition(scripted):
+    broker = scripted([partitions_of(2)])
+    with Consumer(broker=broker.url, request_timeout_ms=5_000, direct_to_shards=False) as consumer:
+        # Given a consumer of both partitions of t
+        consumer.subscribe(["t"])
+        assert consumer.assignment() == {("t", 0), ("t", 1)}
+        # When it unsubscribes / Then it reads nothing, and has no subscription
+        consumer.unsubscribe()
+        assert (consumer.assignment(), consumer.subscription()) == (set(), None)
+        assert consumer.poll(100) == {}
+    assert [type(r).__name__ for _, r in broker.requests] == ["MetadataRequest"]

@@ -14,7 +14,8 @@ import signal
 import pytest
 
 from plinth import Admin
-from plinth.aio import AIOAdmin, AIOConsumer, AIOProducer, ConsumerRebalanceListener
+from plinth.aio import (AIOAdmin, AIOConsumer, AIOProducer, ConsumerRebalanceListener,
+                        TopicPartition)
 from plinth.errors import ClosedError, UnknownTopicError, WrongEventLoopError
 from tests.shard_processes import shard_pids
 from tests.support import (check_exactly_once_in_order, read_all, unique_topic,
@@ -451,3 +452,42 @@ def test_code_written_with_aiokafkas_option_names_produces_and_consumes(shared_b
 
     # Then the record comes back
     assert run(scenario()).value == b"ported"
+
+
+def test_the_aio_consumer_lists_the_topics_and_its_topics_partitions_as_aiokafkas_does(
+        shared_broker):
+    topic = unique_topic("aio")
+    with Admin(broker=shared_broker.url) as admin:
+        admin.create_topic(topic, 3)
+
+    async def scenario():
+        async with AIOConsumer(topic, broker=shared_broker.url) as consumer:
+            return (consumer.subscription(), await consumer.topics(),
+                    consumer.partitions_for_topic(topic),
+                    consumer.partitions_for_topic(unique_topic("aio")))
+
+    subscription, topics, partitions, unknown = run(scenario())
+    assert subscription == {topic} and topic in topics
+    assert (partitions, unknown) == ({0, 1, 2}, None)
+
+
+def test_the_aio_consumer_answers_beginning_and_end_offsets_and_highwater(shared_broker):
+    topic = unique_topic("aio")
+    with Admin(broker=shared_broker.url) as admin:
+        admin.create_topic(topic, 1)
+
+    async def scenario():
+        async with AIOProducer(broker=shared_broker.url) as producer:
+            for i in range(4):
+                await producer.send_and_wait(topic, b"%d" % i)
+        async with AIOConsumer(topic, broker=shared_broker.url,
+                               auto_offset_reset="earliest") as consumer:
+            tp = TopicPartition(topic, 0)
+            offsets = (await consumer.beginning_offsets([tp]), await consumer.end_offsets([tp]),
+                       consumer.highwater(tp))
+            while not await consumer.getmany(timeout_ms=1_000):
+                pass
+            return offsets + (consumer.highwater(tp),)
+
+    tp = TopicPartition(topic, 0)
+    assert run(scenario()) == ({tp: 0}, {tp: 4}, None, 4)

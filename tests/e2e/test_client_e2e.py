@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 import zmq
 
 from plinth import Admin, Consumer, Producer, protocol
+from plinth.client.consumer import TopicPartition
 from plinth.client.partitioner import partition_for_key
 from plinth.errors import (InvalidConfigError, InvalidTopicError, OffsetOutOfRangeError,
                            PartitionOutOfRangeError, RecordTooLargeError, TopicExistsError,
@@ -242,3 +244,66 @@ def test_a_consumer_given_two_different_group_names_is_refused_naming_both():
     with pytest.raises(ValueError, match="group='a' and group_id='b' both name the consumer "
                                          "group; give one"):
         Consumer("t", broker="tcp://127.0.0.1:1", group="a", group_id="b")
+
+
+def polled(consumer: Consumer, count: int, timeout_s: float = 30) -> list:
+    """Records polled until ``count`` came or ``timeout_s`` passed."""
+    records, deadline = [], time.monotonic() + timeout_s
+    while len(records) < count and time.monotonic() < deadline:
+        records += [r for rs in consumer.poll(timeout_ms=200).values() for r in rs]
+    return records
+
+
+def test_a_paused_partition_hands_out_nothing_until_resumed_then_reads_on_from_its_position(
+        shared_broker, admin):
+    # Given 10 records in each of two partitions, and a consumer of both from the start
+    topic = unique_topic()
+    admin.create_topic(topic, 2)
+    with Producer(broker=shared_broker.url) as producer:
+        for i in range(20):
+            producer.send(topic, b"%d" % i, partition=i % 2)
+    with Consumer(topic, broker=shared_broker.url, auto_offset_reset="earliest") as consumer:
+        # When partition 1 is paused before the first poll
+        consumer.pause(TopicPartition(topic, 1))
+        got = polled(consumer, 10)
+        got += [r for rs in consumer.poll(timeout_ms=1_000).values() for r in rs]
+        # Then only partition 0's records came, and partition 1's position did not move
+        assert [r.value for r in got] == [b"%d" % i for i in range(0, 20, 2)]
+        assert consumer.position(topic, 1) == 0
+        # And once resumed, partition 1's records come, from its first
+        consumer.resume(TopicPartition(topic, 1))
+        assert [r.value for r in polled(consumer, 10)] == [b"%d" % i for i in range(1, 20, 2)]
+
+
+def test_a_consumer_lists_the_topics_and_a_topics_partitions_as_kafka_pythons_does(
+        shared_broker, admin):
+    # Given a topic of 3 partitions
+    topic = unique_topic()
+    admin.create_topic(topic, 3)
+    # When a consumer of it asks / Then it answers with sets, None for an unknown topic
+    with Consumer(topic, broker=shared_broker.url) as consumer:
+        assert consumer.subscription() == {topic}
+        assert topic in consumer.topics()
+        assert consumer.partitions_for_topic(topic) == {0, 1, 2}
+        assert consumer.partitions_for_topic(unique_topic()) is None
+
+
+def test_beginning_and_end_offsets_and_highwater_follow_the_log_as_kafka_pythons_do(
+        shared_broker, admin):
+    # Given a partition of 5 records whose first 2 were deleted, and an empty one
+    topic = unique_topic()
+    admin.create_topic(topic, 2)
+    with Producer(broker=shared_broker.url) as producer:
+        for i in range(5):
+            producer.send(topic, b"%d" % i, partition=0).get(timeout=30)
+    admin.delete_records({(topic, 0): 2})
+    parts = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
+    with Consumer(broker=shared_broker.url, auto_offset_reset="earliest") as consumer:
+        consumer.assign([(topic, 0)])
+        # When asked / Then each partition's first and end offsets come back by partition
+        assert consumer.beginning_offsets(parts) == {parts[0]: 2, parts[1]: 0}
+        assert consumer.end_offsets(parts) == {parts[0]: 5, parts[1]: 0}
+        # And the high watermark is known once a fetch reply brought it
+        assert consumer.highwater(parts[0]) is None
+        assert [r.offset for r in polled(consumer, 3)] == [2, 3, 4]
+        assert consumer.highwater(parts[0]) == 5

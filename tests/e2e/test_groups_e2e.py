@@ -389,3 +389,115 @@ def test_a_shard_refuses_groups_beyond_its_limit_and_takes_new_ones_once_groups_
     finally:
         conn_a.close()
         conn_b.close()
+
+
+def poll_until_owns(consumer: Consumer, count: int) -> set:
+    """Poll (dropping what comes) until the member owns ``count`` partitions."""
+    wait_until(lambda: consumer.poll(timeout_ms=100) is not None
+               and len(consumer.assignment()) == count, timeout_s=30)
+    return consumer.assignment()
+
+
+def test_a_paused_partition_the_group_revokes_forgets_its_pause_and_those_kept_stay_paused(
+        shared_broker):
+    topic, group = unique_topic("g"), unique_topic("grp")
+    with Admin(broker=shared_broker.url) as admin:
+        admin.create_topic(topic, PARTITIONS)
+    consumer = Consumer(topic, broker=shared_broker.url, group=group, auto_offset_reset="earliest",
+                        session_timeout_ms=SESSION_MS)
+    newcomer = None
+    try:
+        # Given a member alone in its group, with all six partitions paused
+        consumer.pause(*poll_until_owns(consumer, PARTITIONS))
+        # When a second member joins and takes three of them
+        newcomer = Member(shared_broker.url, topic, group)
+        kept = poll_until_owns(consumer, PARTITIONS // 2)
+        # Then the three it kept are still paused, and the three revoked are forgotten
+        assert consumer.paused() == kept
+        # And when the newcomer leaves, they come back unpaused: read, the others not
+        newcomer.stop()
+        poll_until_owns(consumer, PARTITIONS)
+        assert consumer.paused() == kept
+        produce(shared_broker.url, topic, 0, 60)
+        got = []
+        wait_until(lambda: got.extend(r for rs in consumer.poll(timeout_ms=100).values()
+                                      for r in rs) or len(got) >= 30, timeout_s=30)
+        assert {(topic, r.partition) for r in got} == consumer.assignment() - kept
+    finally:
+        consumer.close()
+        if newcomer is not None:
+            newcomer.stop()
+
+
+class Recorder:
+    """A rebalance listener (kafka-python's methods), recording each call's partitions."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, set]] = []
+
+    def on_partitions_revoked(self, revoked):
+        self.calls.append(("revoked", set(revoked)))
+
+    def on_partitions_assigned(self, assigned):
+        self.calls.append(("assigned", set(assigned)))
+
+
+def test_a_listener_given_to_subscribe_is_called_as_the_group_assigns_and_revokes(shared_broker):
+    topic, group = unique_topic("g"), unique_topic("grp")
+    with Admin(broker=shared_broker.url) as admin:
+        admin.create_topic(topic, PARTITIONS)
+    # Given a group consumer made without topics, that subscribes with a listener
+    listener = Recorder()
+    consumer = Consumer(broker=shared_broker.url, group=group, session_timeout_ms=SESSION_MS)
+    newcomer = None
+    try:
+        consumer.subscribe([topic], listener=listener)
+        everything = poll_until_owns(consumer, PARTITIONS)
+        # When a second member joins and takes half
+        newcomer = Member(shared_broker.url, topic, group)
+        kept = poll_until_owns(consumer, PARTITIONS // 2)
+        # Then the listener heard of all six coming, then of the three going
+        assert listener.calls == [("assigned", everything), ("revoked", everything - kept)]
+    finally:
+        consumer.close()
+        if newcomer is not None:
+            newcomer.stop()
+
+
+def polled_values(consumer: Consumer, count: int) -> list[int]:
+    """The values of the records polled until ``count`` came (bounded by wait_until)."""
+    got = []
+    wait_until(lambda: got.extend(int(r.value) for rs in consumer.poll(timeout_ms=100).values()
+                                  for r in rs) or len(got) >= count, timeout_s=30)
+    return got
+
+
+def test_unsubscribe_commits_revokes_and_leaves_and_a_later_subscribe_joins_again(shared_broker):
+    topic, group = unique_topic("g"), unique_topic("grp")
+    with Admin(broker=shared_broker.url) as admin:
+        admin.create_topic(topic, PARTITIONS)
+    produce(shared_broker.url, topic, 0, 60)
+    listener = Recorder()
+    consumer = Consumer(broker=shared_broker.url, group=group, session_timeout_ms=SESSION_MS,
+                        auto_offset_reset="earliest")
+    try:
+        # Given a member alone in its group that has read all 60 records
+        consumer.subscribe([topic], listener=listener)
+        assert sorted(polled_values(consumer, 60)) == list(range(60))
+        everything = consumer.assignment()
+        # When it unsubscribes
+        consumer.unsubscribe()
+        # Then it owns nothing, has no subscription, and heard its six partitions go
+        assert (consumer.assignment(), consumer.subscription()) == (set(), None)
+        assert listener.calls[-1] == ("revoked", everything)
+        # And it committed what it read, and left: the group has no member
+        assert sum(committed_of(shared_broker.url, group).values()) == 60
+        with Admin(broker=shared_broker.url) as admin:
+            assert admin.describe_group(group).members == []
+        # And subscribing again, it joins anew and reads on from its commits
+        consumer.subscribe([topic])
+        produce(shared_broker.url, topic, 60, 6)
+        assert sorted(polled_values(consumer, 6)) == list(range(60, 66))
+        assert consumer.assignment() == everything
+    finally:
+        consumer.close()

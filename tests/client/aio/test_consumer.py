@@ -10,11 +10,13 @@ import time
 import pytest
 
 from plinth import limits, protocol
-from plinth.client.aio.consumer import AIOConsumer
+from plinth.client.aio.consumer import AIOConsumer, TopicPartition
 from plinth.errors import (ClosedError, CorruptDataError, OffsetOutOfRangeError,
-                           RecordDeserializationError, UnknownTopicError, WrongEventLoopError)
+                           PartitionNotAssignedError, RecordDeserializationError,
+                           UnknownTopicError, WrongEventLoopError)
 from tests.client.test_consumer import (BAD_COMMITS, BAD_OPTIONS, BAD_PARTITION_CALLS,
-                                        BAD_POLL_TIMEOUTS, GroupBroker, fetched)
+                                        BAD_POLL_TIMEOUTS, GroupBroker, fetched,
+                                        partitions_of)
 
 BOUND_S = 20
 AT_ONCE_S = 5   # far more than a refusal takes
@@ -458,3 +460,85 @@ def test_stop_from_another_task_ends_an_async_for_in_progress_at_once(scripted):
 
     took_s, got = run(broker, scenario)
     assert took_s < ONE_SLICE_S / 2 and got == []
+
+
+def test_a_paused_partition_is_not_fetched_nor_handed_out_until_resumed(scripted):
+    # Given a consumer that has taken 1 of the 2 records of its first fetch
+    broker = scripted([fetched(0, [b"a", b"b"], 2), fetched(2, [b"c"], 3)])
+
+    async def scenario(consumer):
+        consumer.assign([("t", 0)])
+        consumer.seek("t", 0, 0)
+        assert [r.value for r in (await consumer.getmany(timeout_ms=5_000, max_records=1))[
+            TopicPartition("t", 0)]] == [b"a"]
+        # When it pauses the partition and asks for more
+        consumer.pause(TopicPartition("t", 0))
+        assert consumer.paused() == {("t", 0)}
+        # Then it gets none, the position stays, and nothing more is fetched
+        assert await consumer.getmany(timeout_ms=300) == {}
+        assert await consumer.position("t", 0) == 1 and len(broker.requests) == 1
+        # And once resumed it reads on from there: the record it had, then a new fetch
+        consumer.resume(TopicPartition("t", 0))
+        assert [r.value for r in await records_of(consumer, 2)] == [b"b", b"c"]
+        assert broker.requests[1][1].offset == 2
+
+    run(broker, scenario)
+
+
+def test_pause_of_a_partition_not_assigned_is_refused_naming_it_and_before_start_is_closed(
+        scripted):
+    broker = scripted([])
+
+    async def scenario(consumer):
+        consumer.assign([("t", 0)])
+        with pytest.raises(PartitionNotAssignedError,
+                           match=r"^u-0 is not assigned to this consumer; assigned: t-0$"):
+            consumer.pause(("t", 0), ("u", 0))
+        assert consumer.paused() == set()
+
+    run(broker, scenario)
+
+    async def before_start():
+        with pytest.raises(ClosedError, match="not started"):
+            AIOConsumer(broker=broker.url).pause(("t", 0))
+
+    asyncio.run(before_start())
+
+
+def test_subscription_is_the_topics_subscribed_and_partitions_for_topic_knows_theirs_once_applied(
+        scripted):
+    # Given a broker whose topic t has two partitions, each starting at offset 0
+    broker = scripted([partitions_of(2), offsets(0, 0), offsets(0, 0)])
+
+    async def scenario(consumer):
+        assert consumer.subscription() == set()
+        # When the consumer subscribes to t / Then that is its subscription at once
+        consumer.subscribe(["t"])
+        assert consumer.subscription() == {"t"}
+        # And once applied (by a getmany) it knows t's partitions, and no other topic's
+        assert consumer.partitions_for_topic("t") is None
+        await consumer.getmany(timeout_ms=0)
+        assert consumer.partitions_for_topic("t") == {0, 1}
+        assert consumer.partitions_for_topic("u") is None
+        # And an assign replaces the subscription
+        consumer.assign([("t", 0)])
+        assert consumer.subscription() == set()
+
+    run(broker, scenario)
+    assert [type(r).__name__ for _, r in broker.requests][:1] == ["MetadataRequest"]
+    assert AIOConsumer("t", "u", broker=broker.url).subscription() == {"t", "u"}
+
+
+def test_beginning_and_end_offsets_and_highwater_answer_as_the_sync_consumers(scripted):
+    broker = scripted([offsets(3, 8), offsets(3, 8), fetched(3, [b"d"], 8)])
+
+    async def scenario(consumer):
+        consumer.assign([("t", 0)])
+        assert await consumer.beginning_offsets([("t", 0)]) == {TopicPartition("t", 0): 3}
+        assert await consumer.end_offsets([TopicPartition("t", 0)]) == {TopicPartition("t", 0): 8}
+        assert consumer.highwater(("t", 0)) is None
+        consumer.seek("t", 0, 3)
+        assert [r.value for r in await records_of(consumer, 1)] == [b"d"]
+        assert consumer.highwater(TopicPartition("t", 0)) == 8
+
+    run(broker, scenario)
