@@ -253,8 +253,8 @@ class AIOConsumer(ConsumerBase):
 
     # --- Assignment and position ----------------------------------------------------------
 
-    def subscribe(self, topics: list[str], listener: ConsumerRebalanceListener | None = None,
-                  pattern: str | None = None) -> None:
+    def subscribe(self, topics: list[str], pattern: str | None = None,
+                  listener: ConsumerRebalanceListener | None = None) -> None:
         """Read these topics: all their partitions, or with a group the member's share;
         takes effect in ``start()`` or the next ``getmany``. ``listener``: the group's
         rebalance callbacks. ``topics`` is a list of names (TypeError for a single str);

@@ -320,6 +320,24 @@ def test_subscribe_refuses_a_listener_without_the_rebalance_methods_and_changes_
     assert consumer._subscription is None and consumer._on_assign is print
 
 
+def test_subscribe_takes_aiokafkas_positional_order_topics_pattern_listener():
+    # Given a listener, given as aiokafka's subscribe(topics, pattern, listener) takes it
+    class Listener:
+        def on_partitions_revoked(self, revoked):
+            pass
+
+        def on_partitions_assigned(self, assigned):
+            pass
+
+    listener = Listener()
+    consumer = AIOConsumer(broker="tcp://127.0.0.1:1", group="g")
+    # When it subscribes with the pattern None and the listener third
+    consumer.subscribe(["t"], None, listener)
+    # Then the listener's methods are the group's callbacks
+    assert consumer._on_assign == listener.on_partitions_assigned
+    assert consumer._on_revoke == listener.on_partitions_revoked
+
+
 @pytest.mark.parametrize("call, message", BAD_PARTITION_CALLS)
 def test_a_call_given_something_that_is_not_a_topic_partition_is_refused_naming_it(
         scripted, call, message):
