@@ -647,6 +647,7 @@ enum ErrorCode {
   invalidProducerEpoch @41;      # idempotent producer: an epoch older than its last one here
   offsetMetadataTooLarge @42;    # a commit's metadata over OFFSET_METADATA_BYTES_MAX: none stored
   unknownTopicId @43;            # deleteTopic's topicId is not the topic's (re-created since)
+  groupSubscribedToTopic @44;    # deleteOffsets: the group's members subscribe to the topic
 }
 
 struct ProduceResult {

@@ -5,11 +5,12 @@ committed offsets in a real offset store on disk, a clock the test drives."""
 from __future__ import annotations
 
 import pytest
-from kafka.protocol.old.consumer_protocol import ConsumerProtocolMemberAssignment_v0
+from kafka.protocol.old.consumer_protocol import (ConsumerProtocolMemberAssignment_v0,
+                                                  ConsumerProtocolMemberMetadata_v0)
 
 from plinth import limits, protocol, protocol_classic
 from plinth.errors import InconsistentGroupProtocolError, StaleMemberEpochError
-from plinth.shards.classic_requests import consumer_assignment
+from plinth.shards.classic_requests import consumer_assignment, subscription_topics
 from plinth.shards.group_requests import GroupRequests, SlotLogs
 from plinth.shards.classic_group import KafkaError
 
@@ -167,3 +168,18 @@ def test_a_consumer_assignment_is_read_as_kafka_python_writes_it():
                                   b"\x00\x00\x00\x00\x00\x01\x00\x01t\x7f\xff\xff\xff"])
 def test_bytes_that_are_no_consumer_assignment_show_no_partitions(data):
     assert consumer_assignment(data) == set()
+
+
+def test_consumer_subscriptions_are_read_as_kafka_python_writes_them():
+    a = ConsumerProtocolMemberMetadata_v0(0, ["a", "b"], b"x").encode()
+    b = ConsumerProtocolMemberMetadata_v0(3, ["c"], b"").encode() + b"\x00\x00\x00\x00"
+    assert subscription_topics([a, b]) == {"a", "b", "c"}
+    assert subscription_topics([]) == frozenset()
+
+
+@pytest.mark.parametrize("data", [b"", b"\x00", b"\x00\x00\xff\xff\xff\xff",
+                                  b"\x00\x00\x7f\xff\xff\xff",
+                                  b"\x00\x00\x00\x00\x00\x01\x00\x05ab"])
+def test_a_subscription_that_cannot_be_read_leaves_the_topics_unknown(data):
+    good = ConsumerProtocolMemberMetadata_v0(0, ["a"], b"").encode()
+    assert subscription_topics([good, data]) is None
