@@ -22,7 +22,7 @@ from plinth import limits, protocol, topics
 from plinth.client.arguments import (checked_int, checked_int_type, checked_ms, checked_offsets,
                                      checked_partition, checked_str, checked_time_ms,
                                      checked_topic_id, checked_topic_names,
-                                     checked_topic_partition)
+                                     checked_topic_partition, checked_topic_partitions)
 from plinth.client.connection import Connection, broker_address
 from plinth.client.fetcher import TopicPartition
 from plinth.errors import BrokerError, InternalError, InvalidTopicError, UnknownTopicError
@@ -204,6 +204,25 @@ def election_partitions(topic_partitions) -> list[tuple[str, int]] | None:
             raise ValueError(f"elect_leaders: {pair!r} is not a (topic, partition) pair with "
                              f"0 <= partition < {limits.PARTITIONS_PER_TOPIC_MAX}")
     return pairs
+
+
+def offsets_to_delete(partitions) -> dict[str, set[int]]:
+    """delete_group_offsets' ``partitions`` by topic (client side, either client): each
+    a (topic, partition) pair, a TopicPartition or not; TypeError or ValueError naming
+    the first that is not, before anything is sent."""
+    if isinstance(partitions, str):   # not read as its characters
+        raise TypeError(f"delete_group_offsets takes (topic, partition) pairs, not a str: "
+                        f"for every partition of {partitions!r}, pass "
+                        f"[({partitions!r}, p) for p in range(count)]")
+    by_topic: dict[str, set[int]] = {}
+    for topic, partition in checked_topic_partitions("delete_group_offsets", partitions):
+        by_topic.setdefault(topic, set()).add(partition)
+    return by_topic
+
+
+def offset_deletions(view: protocol.ReplyView) -> dict[TopicPartition, BrokerError | None]:
+    """A deleteOffsets reply's outcomes, by TopicPartition."""
+    return {TopicPartition(d.topic, d.partition): d.error for d in view.offset_deletions}
 
 
 def group_topics(info: protocol.GroupInfo) -> list[str]:
@@ -443,6 +462,27 @@ class Admin:
         consumers start again from auto_offset_reset. GroupNotEmptyError while it has
         members (Plinth's or Kafka's), UnknownGroupError if it has nothing to delete."""
         self._call(protocol.encode_group_request, "deleteGroup", checked_str("group", group))
+
+    def delete_group_offsets(self, group: str, partitions
+                             ) -> dict[TopicPartition, BrokerError | None]:
+        """Delete some of a group's committed offsets (Kafka's OffsetDelete, as
+        kafka-python's ``KafkaAdminClient.delete_group_offsets``): ``partitions``, an
+        iterable of TopicPartitions or (topic, partition) pairs. Returns each
+        partition's outcome, by topic then partition: None if its offset is gone (or
+        none was committed), else why it was kept: GroupSubscribedToTopicError (the
+        group's active members subscribe to its topic: stop them first),
+        UnknownTopicError or PartitionOutOfRangeError. Raised instead, for the whole
+        call: UnknownGroupError (neither members nor offsets), GroupNotEmptyError (a
+        Kafka group of another protocol type than consumer, with members),
+        NotAuthorizedError (admin on the group, consume on each topic). One request
+        per topic; TypeError or ValueError for a partition that is not a pair, before
+        anything is sent. Safe to repeat."""
+        group = checked_str("group", group)
+        outcomes: dict[TopicPartition, BrokerError | None] = {}
+        for topic, numbers in sorted(offsets_to_delete(partitions).items()):
+            outcomes.update(offset_deletions(self._call(
+                protocol.encode_delete_offsets, group, {(topic, p) for p in numbers})))
+        return outcomes
 
     def delete_records(self, records_to_delete: dict) -> dict[TopicPartition, int]:
         """Delete each partition's records before its offset (Kafka's DeleteRecords, as

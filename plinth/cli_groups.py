@@ -1,4 +1,5 @@
-"""``plinth group list|describe|reset``: consumer groups from the command line.
+"""``plinth group list|describe|reset|delete|delete-offsets``: consumer groups from the
+command line.
 
 Runs in the user's shell process, through the Admin client.
 """
@@ -6,6 +7,7 @@ Runs in the user's shell process, through the Admin client.
 from __future__ import annotations
 
 import shlex
+import sys
 
 import click
 
@@ -17,7 +19,7 @@ OFFSET_MAX = 2**63 - 1
 
 @click.group("group")
 def group_cli():
-    """List, describe and reset consumer groups."""
+    """List, describe, reset and delete consumer groups and their offsets."""
 
 
 def admin_for(ctx):
@@ -137,3 +139,31 @@ def group_delete(ctx, name):
     with admin_for(ctx) as admin:
         admin.delete_group(name)
     click.echo(f"deleted group {name}")
+
+
+@group_cli.command("delete-offsets")
+@click.argument("name")
+@click.option("--topic", "topic_name", required=True)
+@click.option("--partition", "partitions", multiple=True,
+              type=click.IntRange(0, limits.PARTITIONS_PER_TOPIC_MAX - 1),
+              help="Only this partition of TOPIC (repeatable); default: all of TOPIC's.")
+@click.pass_context
+def group_delete_offsets(ctx, name, topic_name, partitions):
+    """Delete the group's committed offsets of TOPIC (kafka-consumer-groups
+    --delete-offsets, Kafka's OffsetDelete): its consumers then start those
+    partitions from their auto_offset_reset. Prints each partition's outcome; exit
+    status 1 if one was kept: the group's members subscribe to TOPIC (stop them
+    first), or the partition does not exist. An offset never committed is no error."""
+    with admin_for(ctx) as admin:
+        numbers = partitions or range(admin.partition_count(topic_name))
+        outcomes = admin.delete_group_offsets(name, [(topic_name, p) for p in numbers])
+    kept = 0
+    for (topic, partition), error in outcomes.items():
+        if error is None:
+            click.echo(f"{name} {topic}-{partition}: deleted")
+        else:
+            kept += 1
+            click.echo(f"{name} {topic}-{partition}: kept: {type(error).__name__}: {error}",
+                       err=True)
+    if kept:
+        sys.exit(1)

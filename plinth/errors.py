@@ -61,8 +61,10 @@ the environment causes and is expected, handled and reported.
     │   ├── ElectionNotNeededError  electionNotNeeded: the partition has the leader asked for
     │   ├── PreferredLeaderNotAvailableError preferredLeaderNotAvailable
     │   ├── EligibleLeadersNotAvailableError eligibleLeadersNotAvailable
-    │   └── OffsetMetadataTooLargeError offsetMetadataTooLarge: a commit's metadata over
-    │                               OFFSET_METADATA_BYTES_MAX (refuses the whole commit)
+    │   ├── OffsetMetadataTooLargeError offsetMetadataTooLarge: a commit's metadata over
+    │   │                           OFFSET_METADATA_BYTES_MAX (refuses the whole commit)
+    │   └── GroupSubscribedToTopicError groupSubscribedToTopic: deleteOffsets of a topic
+    │                               the group's active members subscribe to (that partition)
     ├── SaslAuthenticationError     a Kafka client's SASL login failed (router/kafka/sasl_*.py):
     │                               names the mechanism and the user, never the password
     └── ClientError                 raised by the client library itself
@@ -422,6 +424,15 @@ class OffsetMetadataTooLargeError(BrokerError):
     code_name = "offsetMetadataTooLarge"
 
 
+class GroupSubscribedToTopicError(BrokerError):
+    """deleteOffsets (Kafka's OffsetDelete) of a partition whose topic the group's
+    active members subscribe to: that offset is kept (the others of the request are
+    deleted), as Kafka's GROUP_SUBSCRIBED_TO_TOPIC. Names the group, the partition
+    and the members."""
+
+    code_name = "groupSubscribedToTopic"
+
+
 class SaslAuthenticationError(PlinthError):
     """A Kafka client's SASL login failed: an unknown user, a wrong password or proof,
     or a message that breaks the mechanism's rules. The Kafka listener answers it
@@ -521,6 +532,7 @@ BROKER_ERRORS: dict[str, type[BrokerError]] = {
         InconsistentGroupProtocolError, InvalidPartitionsError, ElectionNotNeededError,
         PreferredLeaderNotAvailableError, EligibleLeadersNotAvailableError,
         InvalidProducerEpochError, OffsetMetadataTooLargeError, UnknownTopicIdError,
+        GroupSubscribedToTopicError,
     )
 }
 

@@ -217,6 +217,16 @@ class DeleteGroupRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class DeleteOffsetsRequest:
+    """Some of a group's committed offsets to forget (Kafka's OffsetDelete)."""
+
+    request_id: int
+    group: str
+    partitions: frozenset[TopicPartition]
+    kind: ClassVar[str] = "deleteOffsets"
+
+
+@dataclass(frozen=True, slots=True)
 class DescribeGroupRequest:
     request_id: int
     group: str
@@ -352,6 +362,7 @@ Request = (ProduceRequest | FetchRequest | ListOffsetsRequest | DeleteRecordsReq
            | DescribeTopicRequest
            | ListTopicsRequest | GroupHeartbeatRequest | CommitOffsetsRequest
            | ResetOffsetsRequest | FetchOffsetsRequest | DescribeGroupRequest | DeleteGroupRequest
+           | DeleteOffsetsRequest
            | ListGroupsRequest | ListTopicsPageRequest | ListGroupsPageRequest
            | TopicStatsRequest | StatusRequest | AddShardsRequest | RemoveShardsRequest
            | ReplicaFetchRequest | MoveShardRequest | ReplicaFetchAllRequest
@@ -364,7 +375,7 @@ PARTITION_REQUESTS = (ProduceRequest, FetchRequest, ListOffsetsRequest, DeleteRe
 # Requests that the router forwards to the shard coordinating the group.
 GROUP_REQUESTS = (GroupHeartbeatRequest, CommitOffsetsRequest, ResetOffsetsRequest,
                   FetchOffsetsRequest, DescribeGroupRequest, DeleteGroupRequest,
-                  *protocol_classic.CLASSIC_REQUESTS)
+                  DeleteOffsetsRequest, *protocol_classic.CLASSIC_REQUESTS)
 
 
 class PartitionMove(NamedTuple):
@@ -537,6 +548,17 @@ class ElectionResult:
     error: BrokerError | None = None
 
 
+@dataclass(frozen=True)
+class OffsetDeletion:
+    """One partition's outcome of deleteOffsets: ``error`` None if its offset is gone
+    (or none was committed), else why it was kept (GroupSubscribedToTopicError,
+    UnknownTopicError, PartitionOutOfRangeError)."""
+
+    topic: str
+    partition: int
+    error: BrokerError | None = None
+
+
 @dataclass
 class ShardMove:
     """What ``plinth shards move`` did: the shard's old and new node (names), where it
@@ -579,6 +601,7 @@ class ReplyView:
     names_page: NamesPage | None = None          # listTopicsPage, listGroupsPage
     topic_stats: list[TopicStats] = field(default_factory=list)
     elections: list[ElectionResult] = field(default_factory=list)   # electLeaders
+    offset_deletions: list[OffsetDeletion] = field(default_factory=list)   # deleteOffsets
 
 
 # --- Requests ---------------------------------------------------------------
@@ -800,6 +823,17 @@ def encode_group_request(request_id: int, kind: str, group: str) -> bytes:
     return msg.to_bytes()
 
 
+def encode_delete_offsets(request_id: int, group: str,
+                          partitions: set[tuple[str, int]]) -> bytes:
+    """deleteOffsets of these partitions' committed offsets of ``group``; the caller
+    keeps to a topic per request (schemas/protocol.capnp says why)."""
+    msg = protocol.Request.new_message(requestId=request_id)
+    body = msg.init("deleteOffsets")
+    body.group = group
+    _fill_topic_partitions(body, "partitions", partitions)
+    return msg.to_bytes()
+
+
 def encode_status_request(request_id: int) -> bytes:
     msg = protocol.Request.new_message(requestId=request_id)
     msg.status = None
@@ -842,6 +876,16 @@ def encode_elections_reply(request_id: int, results: list[ElectionResult]) -> by
         o.topic, o.partition, o.leader = result.topic, result.partition, result.leader
         if result.error is not None:
             o.error.code, o.error.message = result.error.code_name, str(result.error)
+    return msg.to_bytes()
+
+
+def encode_offset_deletions_reply(request_id: int, results: list[OffsetDeletion]) -> bytes:
+    msg = protocol.Reply.new_message(requestId=request_id)
+    out = msg.init("offsetDeletions", len(results))
+    for i, result in enumerate(results):
+        out[i].topic, out[i].partition = result.topic, result.partition
+        if result.error is not None:
+            out[i].error.code, out[i].error.message = result.error.code_name, str(result.error)
     return msg.to_bytes()
 
 
@@ -967,6 +1011,8 @@ _REQUEST_DECODERS = {
                                                        *_offsets_and_metadata(b.offsets)),
     "fetchOffsets": lambda rid, b: FetchOffsetsRequest(rid, b.group),
     "deleteGroup": lambda rid, b: DeleteGroupRequest(rid, b.group),
+    "deleteOffsets": lambda rid, b: DeleteOffsetsRequest(
+        rid, b.group, frozenset(_topic_partitions(b.partitions))),
     "describeGroup": lambda rid, b: DescribeGroupRequest(rid, b.group),
     "listGroups": lambda rid, _: ListGroupsRequest(rid),
     "status": lambda rid, _: StatusRequest(rid),
@@ -1203,6 +1249,9 @@ def _reply_view(rep) -> ReplyView:
             None if str(e.error.code) == "none" else error_for_code(str(e.error.code),
                                                                    e.error.message))
             for e in rep.elections]
+    elif view.kind == "offsetDeletions":
+        view.offset_deletions = [OffsetDeletion(d.topic, d.partition, _error_or_none(d.error))
+                                 for d in rep.offsetDeletions]
     elif view.kind == "replicaFetchAll":
         view.replica_fetch_all = [_replica_fetch_partition_result(r) for r in rep.replicaFetchAll]
     elif view.kind == "classic":
@@ -1228,6 +1277,12 @@ def _reply_view(rep) -> ReplyView:
             offline_partitions=st.offlinePartitions,
             node_names={n.nodeId: n.name for n in st.nodes if n.name})
     return view
+
+
+def _error_or_none(error) -> BrokerError | None:
+    """A result's own Error: None for code none."""
+    code = str(error.code)
+    return None if code == "none" else error_for_code(code, error.message)
 
 
 def _group_info(g) -> GroupInfo:

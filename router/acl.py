@@ -34,7 +34,8 @@ Resources and operations, as Kafka's (topics, groups, the cluster):
                                                      topics are opaque to the broker)
     admin      createTopic, alterTopic, deleteTopic, describeGroup, resetOffsets (which also
                describeTopic, deleteRecords (as      needs consume on every topic it resets),
-               Kafka's DELETE on the topic)          deleteGroup
+               Kafka's DELETE on the topic)          deleteGroup, deleteOffsets (which also
+                                                     needs consume on every topic it names)
     cluster    status, addShards, removeShards, moveShard, electLeaders (as Kafka's ALTER
                on the cluster): takes neither pattern (replicaFetch
                too, which is shard to shard: a router answers it malformed)
@@ -213,6 +214,9 @@ def needs_of(request: protocol.Request) -> list[Need] | None:
             return [("consume", None, group)]   # the topics are opaque to the broker
         case protocol.DescribeGroupRequest(group=group) | protocol.DeleteGroupRequest(group=group):
             return [("admin", None, group)]
+        case protocol.DeleteOffsetsRequest(group=group, partitions=partitions):
+            return [("admin", None, group)] + [("consume", t, None)
+                                               for t in sorted({t for t, _ in partitions})]
         case protocol.ResetOffsetsRequest(group=group, offsets=offsets):
             return [("admin", None, group)] + [("consume", t, None) for t in sorted({t for t, _ in offsets})]
         case protocol.StatusRequest() | protocol.AddShardsRequest() | protocol.RemoveShardsRequest():

@@ -70,6 +70,9 @@ struct Request {
                                              # answered `offsets`, see below
     electLeaders @32 :ElectLeaders;          # Kafka's ElectLeaders: answered
                                              # `elections`, see below
+    deleteOffsets @34 :DeleteOffsets;        # some of a group's committed offsets
+                                             # (Kafka's OffsetDelete): answered
+                                             # `offsetDeletions`, see below
   }
   timeoutMs @33 :UInt16;   # changes (create, alter or delete topics; add, remove or
                            # move shards): the time the client still waits for this
@@ -108,6 +111,31 @@ struct ElectionResult {
   partition @1 :UInt32;
   error @2 :Error;               # none: elected
   leader @3 :Text;               # its leader after the request ("" offline)
+}
+
+# deleteOffsets (plinth group delete-offsets, Kafka's OffsetDelete): forget the
+# group's committed offsets of these partitions, durably before the answer
+# (tombstones in its offsets log; on a replicated broker appended to its slot of
+# __consumer_offsets and answered once in sync, like a commit). Routed to the
+# group's coordinator; needs admin on the group and consume on every topic named
+# (as Kafka's DELETE on the group and READ on the topics). The whole request fails
+# with unknownGroup for a group with neither members nor offsets, groupNotEmpty for
+# a Kafka group with members of a protocol type other than "consumer". Otherwise
+# answered `offsetDeletions`, one per partition asked, by topic then partition:
+# error none where the offset is gone (or there was none), groupSubscribedToTopic
+# where the group's active members subscribe to its topic (the offset is kept),
+# unknownTopic / partitionOutOfRange for one that does not exist. A group left with
+# neither members nor offsets is deleted. Clients send a topic per request (its
+# partitions, at most PARTITIONS_PER_TOPIC_MAX, fit HEADER_BYTES_MAX).
+struct DeleteOffsets {
+  group @0 :Text;
+  partitions @1 :List(TopicPartitions);
+}
+
+struct OffsetDeletion {
+  topic @0 :Text;
+  partition @1 :UInt32;
+  error @2 :Error;               # none: deleted (or none was committed)
 }
 
 # deleteRecords: no record of the partition below `offset` is served any more (its
@@ -481,6 +509,7 @@ struct Reply {
     namesPage @18 :NamesPage;    # listTopicsPage, listGroupsPage
     topicStats @19 :List(TopicStats);   # in the request's order
     elections @20 :List(ElectionResult);   # electLeaders
+    offsetDeletions @22 :List(OffsetDeletion);   # deleteOffsets
   }
   throttleTimeMs @13 :UInt32;    # the client is over a quota: its next request
                                  # waits this long (as Kafka's throttle_time_ms)
@@ -647,6 +676,7 @@ enum ErrorCode {
   invalidProducerEpoch @41;      # idempotent producer: an epoch older than its last one here
   offsetMetadataTooLarge @42;    # a commit's metadata over OFFSET_METADATA_BYTES_MAX: none stored
   unknownTopicId @43;            # deleteTopic's topicId is not the topic's (re-created since)
+  groupSubscribedToTopic @44;    # deleteOffsets: the group's members subscribe to the topic
 }
 
 struct ProduceResult {

@@ -866,6 +866,18 @@ class ClassicGroupCoordinator:
         """ListGroups: (name, protocol type, state) of every group, by name."""
         return sorted((g.name, g.protocol_type or "", g.state) for g in self._groups.values())
 
+    def subscriptions(self, group: str) -> tuple[str, list[bytes] | None] | None:
+        """What deleting some of the group's offsets needs (OffsetDelete): its protocol
+        type and each member's metadata for the group's protocol, the list None while
+        no protocol is chosen yet (its first rebalance). None if the group has no
+        members here (a group without members is forgotten at once)."""
+        g = self._groups.get(group)
+        if g is None or not g.members:
+            return None
+        if g.protocol_name is None:
+            return g.protocol_type or "", None
+        return g.protocol_type or "", [m.metadata(g.protocol_name) for m in g.members.values()]
+
     def has_group(self, group: str) -> bool:
         return group in self._groups
 

@@ -29,6 +29,18 @@ assignment bytes are the ConsumerProtocolAssignment (big-endian):
 ``consumer_assignment`` reads the partitions out of it so that ``plinth group
 describe`` shows a Kafka member's partitions; anything it cannot read shows
 as none (the bytes are the members', opaque to the broker).
+
+Consumer subscriptions. A member's metadata for its protocol is the
+ConsumerProtocolSubscription (big-endian; every version starts so):
+
+    version int16, then topics: int32 count, each int16 length + UTF-8,
+        then user data, owned partitions, ... (ignored)
+
+``subscription_topics`` reads the topics out of it, for OffsetDelete, which
+keeps the offsets of topics the group's members subscribe to: while one
+member's cannot be read, or no protocol is chosen yet, every topic counts as
+subscribed (Kafka's ClassicGroup.isSubscribedToTopic), so an offset a member
+may be using is never deleted.
 """
 
 from __future__ import annotations
@@ -153,6 +165,24 @@ class ClassicRequests:
             raise GroupNotEmptyError(f"group {group!r} has {len(members)} active Kafka "
                                      f"members; stop them before {action}")
 
+    def subscribes(self, group: str) -> Callable[[str], bool] | None:
+        """For deleteOffsets (Kafka's OffsetDelete): whether the classic group's members
+        subscribe to a topic, None if it has no members here. GroupNotEmptyError if
+        they are not consumers (protocol type other than "consumer"), whose topics
+        the broker cannot know: Kafka's NON_EMPTY_GROUP."""
+        found = self.coordinator.subscriptions(group)
+        if found is None:
+            return None
+        protocol_type, metadata = found
+        if protocol_type != CONSUMER_PROTOCOL_TYPE:
+            members = self.coordinator.describe(group).members
+            raise GroupNotEmptyError(
+                f"group {group!r} has {len(members)} active Kafka members of protocol type "
+                f"{protocol_type!r}, not {CONSUMER_PROTOCOL_TYPE!r}: none of its offsets "
+                f"may be deleted while it has members")
+        topics = subscription_topics(metadata) if metadata is not None else None
+        return (lambda topic: True) if topics is None else topics.__contains__
+
     def info(self, group: str, committed: dict) -> protocol.GroupInfo | None:
         """A classic group's description for describeGroup, or None if not classic here."""
         if not self.coordinator.has_group(group):
@@ -237,3 +267,25 @@ def consumer_assignment(data: bytes) -> set[tuple[str, int]]:
         return pairs
     except (struct.error, UnicodeDecodeError):
         return set()
+
+
+def subscription_topics(metadata: list[bytes]) -> frozenset[str] | None:
+    """The topics of every member's ConsumerProtocolSubscription (module docstring),
+    None if any one's cannot be read."""
+    topics: set[str] = set()
+    for data in metadata:
+        try:
+            (topic_count,) = _INT32.unpack_from(data, _INT16.size)   # after the version
+            position = _INT16.size + _INT32.size
+            if topic_count < 0:
+                return None
+            for _ in range(topic_count):   # each reads 2 bytes at least: bounded by the data
+                (name_bytes,) = _INT16.unpack_from(data, position)
+                position += _INT16.size
+                if name_bytes < 0 or position + name_bytes > len(data):
+                    return None
+                topics.add(data[position:position + name_bytes].decode())
+                position += name_bytes
+        except (struct.error, UnicodeDecodeError):
+            return None
+    return frozenset(topics)

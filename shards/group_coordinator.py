@@ -52,7 +52,9 @@ answered from the previous target and asked to come back after the shortest
 heartbeat interval.
 
 Committed offsets go to the OffsetStore and survive restarts; membership is
-soft state that members rebuild with their next heartbeats.
+soft state that members rebuild with their next heartbeats. An administrator
+deletes some of a group's offsets with ``delete_offsets`` (Kafka's OffsetDelete),
+which keeps those of topics its members subscribe to.
 
 Moving a group. When shards are added or removed, a group whose name now
 hashes to another shard is handed over: ``hand_over`` returns its committed
@@ -70,15 +72,16 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from plinth import limits, protocol
 from plinth.counted import counted
 from plinth.topics import validate_group_name  # noqa: F401 (classic_group's import)
-from plinth.errors import (GroupMaxSizeReachedError, GroupNotEmptyError, InvalidConfigError,
-                           InvalidGroupError, NotOwnerError, OffsetMetadataTooLargeError,
-                           OffsetOutOfRangeError, PartitionOutOfRangeError, StaleMemberEpochError, TooManyGroupsError,
+from plinth.errors import (BrokerError, GroupMaxSizeReachedError, GroupNotEmptyError,
+                           GroupSubscribedToTopicError, InvalidConfigError, InvalidGroupError,
+                           NotOwnerError, OffsetMetadataTooLargeError, OffsetOutOfRangeError,
+                           PartitionOutOfRangeError, StaleMemberEpochError, TooManyGroupsError,
                            UnavailableError, UnknownGroupError, UnknownMemberIdError,
                            UnknownTopicError)
 from plinth.shards import assignors
@@ -511,6 +514,56 @@ class GroupCoordinator:
             raise UnknownGroupError(f"group {name!r} has no committed offsets to delete")
         self._store.delete([name])
         self._offsets_expiry.discard(name)
+
+    def delete_offsets(self, name: str, partitions: Iterable[TopicPartition],
+                       classic_subscribes: Callable[[str], bool] | None = None
+                       ) -> dict[TopicPartition, BrokerError | None]:
+        """Forget some of a group's committed offsets (Kafka's OffsetDelete), durably:
+        tombstones in the offsets log, as a deleted topic's (of a replicated slot,
+        appended like a commit). Returns each partition's outcome, by topic then
+        partition: None if deleted or there was none to delete (not an error, as in
+        Kafka); UnknownTopicError or PartitionOutOfRangeError for one that does not
+        exist; GroupSubscribedToTopicError for one of a topic the group's members
+        subscribe to (kept; the others are deleted). ``classic_subscribes``: whether
+        the group's Kafka (classic) members subscribe to a topic, None if it has none.
+        UnknownGroupError, for the whole request, if the group has neither members
+        nor offsets here. A group left with neither is deleted, as Kafka does."""
+        validate_group_name(name)
+        self._check_not_moved(name)
+        group = self._groups.get(name)
+        has_members = group is not None or classic_subscribes is not None
+        if not has_members and not self._store.has(name):
+            raise UnknownGroupError(f"group {name!r} is not known: it has no members and no "
+                                    f"committed offsets to delete")
+        outcomes = {tp: self._deletion_refusal(name, group, classic_subscribes, *tp)
+                    for tp in sorted(set(partitions))}
+        gone = [tp for tp, refusal in outcomes.items() if refusal is None]
+        self._store.delete_offsets(name, gone)
+        if not has_members and self._store.has(name) and not self._store.offsets(name):
+            self._store.delete([name])
+            self._offsets_expiry.discard(name)
+        return outcomes
+
+    def _deletion_refusal(self, name: str, group: Group | None,
+                          classic_subscribes: Callable[[str], bool] | None,
+                          topic: str, partition: int) -> BrokerError | None:
+        """Why deleteOffsets keeps this partition's offset, or None (delete it)."""
+        count = self._partition_counts.get(topic)
+        where = f"group {name!r}: cannot delete the offset of {topic}-{partition}"
+        if count is None:
+            return UnknownTopicError(f"{where}: unknown topic {topic!r}")
+        if not 0 <= partition < count:
+            return PartitionOutOfRangeError(f"{where}: topic {topic!r} has {count} partitions")
+        if group is not None and group.subscribed.get(topic, 0):
+            return GroupSubscribedToTopicError(
+                f"{where}: the group has {counted(len(group.members), 'active member')}, "
+                f"{group.subscribed[topic]} of them subscribed to topic {topic!r}; stop them "
+                f"first")
+        if classic_subscribes is not None and classic_subscribes(topic):
+            return GroupSubscribedToTopicError(
+                f"{where}: its Kafka members subscribe to topic {topic!r} (or may: a "
+                f"subscription not read yet counts); stop them first")
+        return None
 
     def committed(self, name: str) -> dict[TopicPartition, int]:
         validate_group_name(name)

@@ -2,7 +2,8 @@
 
 Runs in the shard actor that coordinates the groups whose names hash to it,
 on its loop thread only (shard_server.py). The protocol's group requests
-(heartbeat, commitOffsets, resetOffsets, fetchOffsets, describeGroup, deleteGroup) are
+(heartbeat, commitOffsets, resetOffsets, fetchOffsets, describeGroup, deleteGroup,
+deleteOffsets) are
 answered here with their reply header; the controller's calls (partition
 counts, moving groups between shards) arrive through ``ShardServer.call``.
 The rules live in group_coordinator.py, the committed offsets in
@@ -63,7 +64,7 @@ log = logging.getLogger(__name__)
 REPLICATED_MARK = DIR_NAME + ".replicated"
 # Requests that write the slot's log: refused at once with too few in sync.
 _WRITES = (protocol.CommitOffsetsRequest, protocol.ResetOffsetsRequest,
-           protocol.DeleteGroupRequest)
+           protocol.DeleteGroupRequest, protocol.DeleteOffsetsRequest)
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,12 @@ class GroupRequests:
                 self._classic.refuse_if_members(request.group, "deleting it")
                 groups.delete_group(request.group)
                 return protocol.encode_ok(rid)
+            case protocol.DeleteOffsetsRequest():
+                outcomes = groups.delete_offsets(request.group, request.partitions,
+                                                 self._classic.subscribes(request.group))
+                return protocol.encode_offset_deletions_reply(rid, [
+                    protocol.OffsetDeletion(topic, partition, error)
+                    for (topic, partition), error in outcomes.items()])
             case protocol.FetchOffsetsRequest():
                 return protocol.encode_committed_reply(rid, groups.committed(request.group),
                                                        groups.committed_metadata(request.group))

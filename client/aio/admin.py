@@ -27,14 +27,15 @@ from plinth.client.admin import (NewTopic, alter_topic_args, checked_admin_timeo
                                  checked_new_topics,
                                  checked_records_to_delete, checked_shard_count,
                                  election_partitions, election_type_code, group_topics,
-                                 lag_row, list_offsets_args, timed_change, unknown_topic)
+                                 lag_row, list_offsets_args, offset_deletions,
+                                 offsets_to_delete, timed_change, unknown_topic)
 from plinth.client.arguments import (checked_offsets, checked_str, checked_topic_id,
                                      checked_topic_names)
 from plinth.client.aio.connection import AIOConnection
 from plinth.client.aio.event_loop import refuse_release_while_running, wrong_loop_error
 from plinth.client.connection import broker_address
 from plinth.client.fetcher import TopicPartition
-from plinth.errors import InternalError, UnknownTopicError
+from plinth.errors import BrokerError, InternalError, UnknownTopicError
 from plinth.name_pages import NamesPage
 
 
@@ -247,6 +248,16 @@ class AIOAdmin:
         """Admin.delete_group: refused while the group has members."""
         await self._call(protocol.encode_group_request, "deleteGroup",
                          checked_str("group", group))
+
+    async def delete_group_offsets(self, group: str, partitions
+                                   ) -> dict[TopicPartition, BrokerError | None]:
+        """Admin.delete_group_offsets: each partition's outcome, a request per topic."""
+        group = checked_str("group", group)
+        outcomes: dict[TopicPartition, BrokerError | None] = {}
+        for topic, numbers in sorted(offsets_to_delete(partitions).items()):
+            outcomes.update(offset_deletions(await self._call(
+                protocol.encode_delete_offsets, group, {(topic, p) for p in numbers})))
+        return outcomes
 
     async def delete_records(self, records_to_delete: dict) -> dict[TopicPartition, int]:
         """Admin.delete_records, every partition at once."""

@@ -24,6 +24,18 @@ from describeGroup and listGroups (each group's state from its coordinator, the
 states and types filters applied here); DeleteGroups is a deleteGroup per group,
 refused (NON_EMPTY_GROUP) while the group has members of either protocol.
 
+OffsetDelete is a deleteOffsets per topic, all at once, each partition answered
+with the coordinator's outcome (shards/group_coordinator.py, Kafka's rules):
+NONE where the offset is gone or none was committed, GROUP_SUBSCRIBED_TO_TOPIC
+where the group's members subscribe to the topic, UNKNOWN_TOPIC_OR_PARTITION
+where the partition does not exist (a negative index, or one no topic can have,
+is answered so here without asking). A topic the ACL refuses (consume on it, as
+Kafka's READ) is TOPIC_AUTHORIZATION_FAILED for its partitions alone; any other
+refusal is the group's (GROUP_ID_NOT_FOUND, NON_EMPTY_GROUP for a Kafka group of
+another protocol type with members, GROUP_AUTHORIZATION_FAILED without admin on
+the group, ...): the top-level error code, with no topics, as Kafka's error
+response. A request with nothing to ask still asks whether the group exists.
+
 A Plinth group is described as Kafka describes its KIP-848 consumer groups to
 DescribeGroups: protocol type "consumer", its assignor as the protocol (none
 while Empty, as a classic group then has none), and each member's partitions
@@ -209,6 +221,46 @@ async def _delete(gateway, name: str) -> dict:
     reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_group_request(
         rid, "deleteGroup", name))
     return {"group_id": name, "error_code": kafka_code(reply.error)}
+
+
+async def offset_delete(gateway, header, body: dict, connection) -> dict:
+    group = body.get("group_id") or ""
+    asked = _offset_delete_asks(body.get("topics") or [])
+    work = [(topic, numbers) for topic, numbers in asked.items() if numbers] or [("", set())]
+    replies = await asyncio.gather(*(_delete_offsets(gateway, group, topic, numbers)
+                                     for topic, numbers in work))
+    codes: dict[tuple[str, int], int] = {}   # (topic, partition) -> its error code
+    for (topic, numbers), reply in zip(work, replies):
+        code = kafka_code(reply.error)
+        if code == kafka.TOPIC_AUTHORIZATION_FAILED:   # this topic's alone
+            codes.update({(topic, p): code for p in numbers})
+        elif reply.error is not None:                  # the group's: the whole request's
+            return {"error_code": code, "throttle_time_ms": 0, "topics": []}
+        codes.update({(d.topic, d.partition): kafka_code(d.error)
+                      for d in reply.offset_deletions})
+    return {"error_code": kafka.NONE, "throttle_time_ms": 0, "topics": [
+        {"name": t["name"], "partitions": [
+            {"partition_index": p["partition_index"],
+             "error_code": codes.get((t["name"], p["partition_index"]),
+                                     kafka.UNKNOWN_TOPIC_OR_PARTITION)}
+            for p in t.get("partitions") or []]}
+        for t in body.get("topics") or [] if t.get("partitions")]}
+
+
+def _offset_delete_asks(topics: list[dict]) -> dict[str, set[int]]:
+    """OffsetDelete's partitions to ask about, by topic: those some topic may have."""
+    asked: dict[str, set[int]] = {}
+    for topic in topics:
+        numbers = asked.setdefault(topic["name"], set())
+        numbers.update(p["partition_index"] for p in topic.get("partitions") or []
+                       if 0 <= p["partition_index"] < limits.PARTITIONS_PER_TOPIC_MAX)
+    return asked
+
+
+async def _delete_offsets(gateway, group: str, topic: str, numbers: set[int]):
+    reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_delete_offsets(
+        rid, group, {(topic, p) for p in numbers}))
+    return reply
 
 
 async def describe_groups(gateway, header, body: dict, connection) -> dict:

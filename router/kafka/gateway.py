@@ -142,6 +142,7 @@ class KafkaGateway:
             API_KEYS["OffsetFetch"]: api_groups.offset_fetch,
             API_KEYS["DescribeGroups"]: api_groups.describe_groups,
             API_KEYS["DeleteGroups"]: api_groups.delete_groups,
+            API_KEYS["OffsetDelete"]: api_groups.offset_delete,
             API_KEYS["ListGroups"]: api_groups.list_groups,
             API_KEYS["DescribeLogDirs"]: api_log_dirs.describe_log_dirs,
             API_KEYS["DescribeAcls"]: api_acls.describe_acls,

@@ -695,6 +695,29 @@ DELETE_GROUPS = Api("DeleteGroups", 42, (0, 2), 2,
     ),
 )
 
+OFFSET_DELETE = Api("OffsetDelete", 47, (0, 0), None,
+    (  # request
+        F("group_id", "string", "0+"),
+        F("topics", "[]", "0+", fields=(
+            F("name", "string", "0+"),
+            F("partitions", "[]", "0+", fields=(
+                F("partition_index", "int32", "0+"),
+            )),
+        )),
+    ),
+    (  # response
+        F("error_code", "int16", "0+"),
+        F("throttle_time_ms", "int32", "0+"),
+        F("topics", "[]", "0+", fields=(
+            F("name", "string", "0+"),
+            F("partitions", "[]", "0+", fields=(
+                F("partition_index", "int32", "0+"),
+                F("error_code", "int16", "0+"),
+            )),
+        )),
+    ),
+)
+
 DESCRIBE_GROUPS = Api("DescribeGroups", 15, (0, 5), 5,
     (  # request
         F("groups", "[]string", "0+"),
@@ -944,4 +967,4 @@ APIS: tuple[Api, ...] = (
     DESCRIBE_CONFIGS, ALTER_CONFIGS, SASL_AUTHENTICATE, CREATE_PARTITIONS,
     DELETE_GROUPS, INCREMENTAL_ALTER_CONFIGS, DESCRIBE_CLUSTER, DESCRIBE_LOG_DIRS, DELETE_RECORDS,
     DESCRIBE_TOPIC_PARTITIONS, DESCRIBE_ACLS, CREATE_ACLS, DELETE_ACLS, ELECT_LEADERS,
-    LIST_CONFIG_RESOURCES)
+    LIST_CONFIG_RESOURCES, OFFSET_DELETE)

@@ -58,6 +58,7 @@ _BY_PLINTH_CODE = {
     "groupNotEmpty": kafka.NON_EMPTY_GROUP,
     "invalidGroup": kafka.INVALID_GROUP_ID,
     "unknownGroup": kafka.GROUP_ID_NOT_FOUND,
+    "groupSubscribedToTopic": kafka.GROUP_SUBSCRIBED_TO_TOPIC,
     "groupMaxSizeReached": kafka.GROUP_MAX_SIZE_REACHED,
     "tooManyGroups": kafka.COORDINATOR_NOT_AVAILABLE,
 }

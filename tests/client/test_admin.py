@@ -6,7 +6,9 @@ import pytest
 
 from plinth import Admin, limits, protocol
 from plinth.name_pages import NamesPage
-from plinth.errors import InvalidReplicationFactorError, UnavailableError, UnknownTopicError
+from plinth.client.fetcher import TopicPartition
+from plinth.errors import (GroupSubscribedToTopicError, InvalidReplicationFactorError,
+                           UnavailableError, UnknownTopicError)
 
 
 def topics(*names):
@@ -118,6 +120,15 @@ BAD_CALLS = [
      r"reset_group_offsets: the offset of \('t', 0\)=-7 is outside 0\.\.9223372036854775807"),
     (lambda a: a.reset_group_offsets("g", {("t", 0): 2**64}), ValueError,
      r"the offset of \('t', 0\)=18446744073709551616 is outside"),
+    (lambda a: a.delete_group_offsets("g", "t"), TypeError,
+     r"delete_group_offsets takes \(topic, partition\) pairs, not a str: for every partition "
+     r"of 't', pass \[\('t', p\) for p in range\(count\)\]"),
+    (lambda a: a.delete_group_offsets("g", ("t", 0)), TypeError,
+     r"delete_group_offsets takes a list of \(topic, partition\) pairs, not \('t', 0\)"),
+    (lambda a: a.delete_group_offsets("g", [("t", -1)]), ValueError,
+     r"delete_group_offsets: the partition of \('t', -1\)=-1 is outside 0\.\.4095"),
+    (lambda a: a.delete_group_offsets(None, [("t", 0)]), TypeError,
+     r"group must be a str, got None"),
     (lambda a: a.delete_records({("t", 0): "1"}), TypeError,
      r"delete_records: the offset of \('t', 0\) must be an int"),
     (lambda a: a.topic_stats("ad-d"), TypeError,
@@ -170,6 +181,35 @@ def test_group_lag_leaves_out_a_topic_deleted_since_the_group_committed_and_show
     broker = scripted(LAG_SCRIPT)
     with Admin(broker=broker.url, request_timeout_ms=2_000) as admin:
         assert admin.group_lag("g") == [("t", 0, 3, 10, 7)]
+
+
+def offset_deletions(refused: dict):
+    """A script step: the answer to deleteOffsets, each partition asked deleted but those
+    in ``refused`` (partition -> error)."""
+    return lambda view: [protocol.encode_offset_deletions_reply(view.request_id, [
+        protocol.OffsetDeletion(t, p, refused.get((t, p))) for t, p in sorted(view.partitions)])]
+
+
+SUBSCRIBED = GroupSubscribedToTopicError("group 'g': cannot delete the offset of a-0: ...")
+# An unavailable answer (retried), then deleteOffsets of topic a, then of topic b.
+SUBSCRIBED_SAID = ("GroupSubscribedToTopicError", str(SUBSCRIBED))
+DELETE_OFFSETS_SCRIPT = [UnavailableError("shard-0 restarts"),
+                         offset_deletions({("a", 0): SUBSCRIBED}), offset_deletions({})]
+
+
+def described(outcomes: dict) -> dict:
+    """Each outcome as (error class name, message), None as None (errors compare by identity)."""
+    return {tp: None if e is None else (type(e).__name__, str(e)) for tp, e in outcomes.items()}
+
+
+def test_deleting_group_offsets_asks_a_topic_at_a_time_and_answers_each_partition(scripted):
+    broker = scripted(DELETE_OFFSETS_SCRIPT)
+    with Admin(broker=broker.url, request_timeout_ms=5_000) as admin:
+        outcomes = admin.delete_group_offsets("g", [TopicPartition("b", 2), ("a", 1), ("a", 0),
+                                                    ("a", 1)])
+    assert described(outcomes) == {("a", 0): SUBSCRIBED_SAID, ("a", 1): None, ("b", 2): None}
+    assert [(view.group, view.partitions) for _, view in broker.requests] == [
+        ("g", {("a", 0), ("a", 1)})] * 2 + [("g", {("b", 2)})]
 
 
 BAD_ADMIN_OPTIONS = [

@@ -205,6 +205,36 @@ def test_a_group_with_a_member_is_not_deleted(shared_broker):
         admin.delete_group(group)
 
 
+def test_group_delete_offsets_deletes_a_partitions_offset_and_says_why_it_cannot(shared_broker):
+    from plinth import Consumer
+
+    # Given a group without members with offsets of both partitions of a topic
+    topic, group = unique_topic("cli"), unique_topic("grp")
+    plinth(shared_broker.url, "topic", "create", topic, "--partitions", "2")
+    with Admin(broker=shared_broker.url) as admin:
+        admin.reset_group_offsets(group, {(topic, 0): 0, (topic, 1): 0})
+    # When partition 0's is deleted / Then it is said, and only partition 1's is left
+    deleted = plinth(shared_broker.url, "group", "delete-offsets", group, "--topic", topic,
+                     "--partition", "0")
+    assert (deleted.returncode, deleted.stdout) == (0, f"{group} {topic}-0: deleted\n"), \
+        deleted.stderr
+    with Admin(broker=shared_broker.url) as admin:
+        assert admin.describe_group(group).committed == {(topic, 1): 0}
+    # And an unknown group, or topic, is one clear line and exit status 1
+    unknown = plinth(shared_broker.url, "group", "delete-offsets", "nobody-here", "--topic", topic)
+    assert unknown.returncode == 1
+    assert "error: UnknownGroupError: group 'nobody-here' is not known" in unknown.stderr
+    nope = plinth(shared_broker.url, "group", "delete-offsets", group, "--topic", "nope-x")
+    assert nope.returncode == 1 and "error: UnknownTopicError" in nope.stderr
+    # And while a member subscribes to the topic, its offsets are kept, saying why
+    with Consumer(topic, broker=shared_broker.url, group=group) as member:
+        wait_until(lambda: member.poll(timeout_ms=200) is not None and member.assignment())
+        kept = plinth(shared_broker.url, "group", "delete-offsets", group, "--topic", topic)
+    assert kept.returncode == 1, kept.stdout
+    assert f"{group} {topic}-1: kept: GroupSubscribedToTopicError: " in kept.stderr
+    assert f"subscribed to topic {topic!r}; stop them first" in kept.stderr
+
+
 def test_topic_alter_changes_config(shared_broker):
     topic = unique_topic("cli")
     plinth(shared_broker.url, "topic", "create", topic)

@@ -204,6 +204,40 @@ def test_deleting_a_topic_deletes_the_groups_committed_offsets_of_it(shared_brok
     a_deleted_topics_offsets_are_forgotten(shared_broker.url)
 
 
+def a_groups_deleted_offsets_are_read_again_from_the_reset_policy(url: str) -> None:
+    """Kafka's OffsetDelete through Admin: a partition whose offset was deleted is read
+    from auto_offset_reset by the group's next member; the others resume where
+    committed; while a member subscribes, the offsets are kept."""
+    topic, group = unique_topic("del"), unique_topic("grp")
+    with Admin(broker=url) as admin:
+        admin.create_topic(topic, 2)
+    with Producer(broker=url) as producer:
+        for n in range(4):
+            producer.send(topic, b"%d" % n, partition=n % 2).get(timeout=30)
+    # Given a member that committed both partitions to their ends (2 each)
+    with Consumer(topic, broker=url, group=group, auto_offset_reset="earliest",
+                  enable_auto_commit=False, session_timeout_ms=SESSION_MS) as consumer:
+        wait_until(lambda: consumer.poll(timeout_ms=100) is not None and
+                   len(consumer.assignment()) == 2, timeout_s=30)
+        consumer.commit({(topic, 0): 2, (topic, 1): 2})
+        # Then while it subscribes, its offsets are kept
+        with Admin(broker=url) as admin:
+            kept = admin.delete_group_offsets(group, [(topic, 0)])
+        assert type(kept[(topic, 0)]).__name__ == "GroupSubscribedToTopicError"
+    # When, once it left, partition 0's offset is deleted
+    with Admin(broker=url) as admin:
+        assert admin.delete_group_offsets(group, [(topic, 0)]) == {(topic, 0): None}
+        assert admin.describe_group(group).committed == {(topic, 1): 2}
+    # Then the next member reads partition 0 from the start and nothing of partition 1
+    with Consumer(topic, broker=url, group=group, auto_offset_reset="earliest",
+                  session_timeout_ms=SESSION_MS, consumer_timeout_ms=3_000) as consumer:
+        assert sorted((r.partition, r.value) for r in consumer) == [(0, b"0"), (0, b"2")]
+
+
+def test_deleting_some_of_a_groups_offsets_makes_its_next_member_read_them_again(shared_broker):
+    a_groups_deleted_offsets_are_read_again_from_the_reset_policy(shared_broker.url)
+
+
 # --- Two tenants with CurveZMQ keys (issue 11, findings 2 and 6) ---------------------------
 
 def keygen(directory, name):

@@ -14,7 +14,9 @@ import pytest
 
 from plinth import Admin, Consumer, Producer, topics
 from plinth.errors import BrokerError, InvalidTopicError, PlinthTimeoutError
-from tests.e2e.test_groups_e2e import a_deleted_topics_offsets_are_forgotten
+from tests.e2e.test_groups_e2e import (
+    a_deleted_topics_offsets_are_forgotten,
+    a_groups_deleted_offsets_are_read_again_from_the_reset_policy)
 from tests.shard_processes import shard_pids
 from tests.support import unique_topic, wait_until
 
@@ -204,3 +206,10 @@ def test_deleting_a_topic_deletes_the_groups_committed_offsets_of_it_in_the_repl
     # appended there, replicated, as commits are
     broker = broker_factory(shards=3, extra_args=REPLICATED)
     a_deleted_topics_offsets_are_forgotten(broker.url)
+
+
+def test_deleting_some_of_a_groups_offsets_in_the_replicated_slots_makes_them_read_again(
+        broker_factory):
+    # The tombstones are appended to the group's slot of __consumer_offsets, as commits are
+    broker = broker_factory(shards=3, extra_args=REPLICATED)
+    a_groups_deleted_offsets_are_read_again_from_the_reset_policy(broker.url)

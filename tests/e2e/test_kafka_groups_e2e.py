@@ -434,3 +434,41 @@ def _members(broker, group: str) -> int:
             return len(admin.describe_group(group).members)
         except UnknownGroupError:
             return 0
+
+
+def test_offset_delete_keeps_a_kafka_groups_subscribed_topics_and_deletes_the_others(
+        kafka_broker):
+    from kafka import TopicPartition as PyTopicPartition
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import GroupIdNotFoundError, GroupSubscribedToTopicError, NoError
+
+    subscribed, other = _create(kafka_broker, 1), _create(kafka_broker, 1)
+    group = unique_topic("offdel")
+    # Given offsets of two topics committed for a group, then a member subscribed to one
+    _commit_without_joining(kafka_broker.kafka_address, other, group)
+    _commit_without_joining(kafka_broker.kafka_address, subscribed, group)
+    member = Member("kafka-python", kafka_broker.kafka_address, subscribed, group)
+    py = KafkaAdminClient(bootstrap_servers=kafka_broker.kafka_address,
+                          request_timeout_ms=TIMEOUT_S * 1000)
+    both = [PyTopicPartition(subscribed, 0), PyTopicPartition(other, 0)]
+    try:
+        wait_until(lambda: member.partitions() == {0}, TIMEOUT_S)
+        # When kafka-python deletes both (OffsetDelete v0)
+        answer = py.delete_group_offsets(group, both)
+        # Then the subscribed topic's is kept, the other's deleted, as Kafka answers
+        assert answer == {both[0]: GroupSubscribedToTopicError, both[1]: NoError}
+        with Admin(broker=kafka_broker.url) as admin:
+            assert admin.describe_group(group).committed == {(subscribed, 0): 0}
+        # And a group that does not exist is GROUP_ID_NOT_FOUND for the whole request
+        with pytest.raises(GroupIdNotFoundError):
+            py.delete_group_offsets(unique_topic("nobody"), both)
+    finally:
+        member.stop()
+    # Once the member has left, its topic's offset goes too, and so does the group
+    wait_until(lambda: _members(kafka_broker, group) == 0, TIMEOUT_S)
+    try:
+        assert py.delete_group_offsets(group, both[:1]) == {both[0]: NoError}
+    finally:
+        py.close()
+    with Admin(broker=kafka_broker.url) as admin:
+        assert group not in admin.list_groups()

@@ -211,6 +211,20 @@ def test_every_error_class_has_a_wire_code_and_every_code_a_class():
         assert type(decoded) is cls and decoded.code_name == name
 
 
+def test_delete_offsets_and_its_answer_round_trip_each_partitions_outcome():
+    request = protocol.decode_request(protocol.encode_delete_offsets(
+        3, "g", {("t", 1), ("t", 0), ("u", 4)}))
+    assert request == protocol.DeleteOffsetsRequest(3, "g", frozenset({("t", 0), ("t", 1),
+                                                                       ("u", 4)}))
+    assert isinstance(request, protocol.GROUP_REQUESTS)
+    reply = protocol.decode_reply(protocol.encode_offset_deletions_reply(3, [
+        protocol.OffsetDeletion("t", 0), protocol.OffsetDeletion("u", 4, UnknownTopicError("u?"))]))
+    assert reply.error is None and reply.offset_deletions[0] == protocol.OffsetDeletion("t", 0)
+    [_, refused] = reply.offset_deletions
+    assert (refused.topic, refused.partition, str(refused.error)) == ("u", 4, "u?")
+    assert type(refused.error) is UnknownTopicError
+
+
 def test_a_header_over_the_limit_is_too_large_and_says_both_sizes():
     with pytest.raises(RequestTooLargeError, match=f"{limits.HEADER_BYTES_MAX + 1} bytes.*{limits.HEADER_BYTES_MAX}"):
         protocol.decode_request(b"\0" * (limits.HEADER_BYTES_MAX + 1))

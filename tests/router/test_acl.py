@@ -59,6 +59,7 @@ EVERY_KIND = [
     protocol.CreateTopicsRequest(1, (protocol.NewTopic("t", 1, {}),)),
     protocol.DeleteRecordsRequest(1, "t", 0, 5),
     protocol.ElectLeadersRequest(1, protocol.ELECTION_PREFERRED, None),
+    protocol.DeleteOffsetsRequest(1, "g", frozenset({("t", 0)})),
 ]
 
 
@@ -173,6 +174,21 @@ def test_administering_a_group_needs_admin_on_it_and_resetting_consume_on_the_to
     # Then its grants describe billing only, and consume orders.* only
     assert [g for g in ("billing", "audit", "") if grants.may_describe_group(g)] == ["billing"]
     assert [t for t in ("orders.eu", "payments") if grants.may_consume_topic(t)] == ["orders.eu"]
+
+
+def test_deleting_a_groups_offsets_needs_admin_on_it_and_consume_on_every_topic_named(
+        tmp_path):
+    # Given admin on group billing and consume on orders.* (as Kafka's DELETE on the
+    # group and READ on the topics)
+    acl = acl_from(tmp_path, {KEY: [{"operations": ["admin"], "groups": "billing"},
+                                    {"operations": ["consume"], "topics": "orders.*"}]})
+    acl.check(KEY, protocol.DeleteOffsetsRequest(1, "billing", frozenset({("orders.eu", 0)})))
+    # Then a topic it may not consume, or another group, is refused
+    with pytest.raises(NotAuthorizedError, match="may not consume topic 'payments'"):
+        acl.check(KEY, protocol.DeleteOffsetsRequest(
+            1, "billing", frozenset({("orders.eu", 0), ("payments", 0)})))
+    with pytest.raises(NotAuthorizedError, match="may not admin group 'audit'"):
+        acl.check(KEY, protocol.DeleteOffsetsRequest(1, "audit", frozenset({("orders.eu", 0)})))
 
 
 def test_the_cluster_operation_covers_status_and_shards(tmp_path):

@@ -682,3 +682,17 @@ def test_closing_answers_every_held_join_and_sync_not_coordinator(coord):
                        tn: JoinAnswer(KafkaError.NOT_COORDINATOR, answers[tn].member_id)}
     assert coord.held_count() == 0 and coord.member_count() == 0
     assert coord.list_groups() == [] and coord.next_deadline_ms() is None
+
+
+# --- What deleting offsets needs ----------------------------------------------------
+
+def test_a_groups_subscriptions_are_its_members_metadata_for_the_chosen_protocol(coord):
+    # Given no group, then a member joined but no protocol chosen yet
+    assert coord.subscriptions("g") is None
+    member = new_member_id(coord)
+    join(coord, member)
+    assert coord.subscriptions("g") == ("consumer", None)
+    # When the generation forms, "range" chosen
+    coord.tick(FORMED_MS)
+    # Then its members' metadata for range are the subscriptions
+    assert coord.subscriptions("g") == ("consumer", [b"range-meta"])

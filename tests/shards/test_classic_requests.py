@@ -5,11 +5,13 @@ committed offsets in a real offset store on disk, a clock the test drives."""
 from __future__ import annotations
 
 import pytest
-from kafka.protocol.old.consumer_protocol import ConsumerProtocolMemberAssignment_v0
+from kafka.protocol.old.consumer_protocol import (ConsumerProtocolMemberAssignment_v0,
+                                                  ConsumerProtocolMemberMetadata_v0)
 
 from plinth import limits, protocol, protocol_classic
-from plinth.errors import InconsistentGroupProtocolError, StaleMemberEpochError
-from plinth.shards.classic_requests import consumer_assignment
+from plinth.errors import (GroupNotEmptyError, GroupSubscribedToTopicError,
+                           InconsistentGroupProtocolError, StaleMemberEpochError)
+from plinth.shards.classic_requests import consumer_assignment, subscription_topics
 from plinth.shards.group_requests import GroupRequests, SlotLogs
 from plinth.shards.classic_group import KafkaError
 
@@ -157,6 +159,57 @@ def test_closing_the_shard_answers_a_held_join_not_coordinator(shard, clock):
     assert reply.classic.error_code == KafkaError.NOT_COORDINATOR
 
 
+def kafka_member(groups, clock, protocol_type="consumer", metadata=b"subscription"):
+    """A Kafka member in generation 1 of group g, with this metadata for range."""
+    def join_as(request_id, member_id=""):
+        return handle(groups, protocol_classic.ClassicJoinRequest(
+            request_id, "g", member_id, "", protocol_type, (("range", metadata),), 10_000,
+            30_000, "client-1", "/127.0.0.1"))
+    assert join_as(2, join_as(1).member_id) is None   # held for the initial delay
+    clock.now_s += limits.CLASSIC_INITIAL_REBALANCE_DELAY_MS / 1000 + 0.01
+    groups.run_timers(clock.now_s)
+
+
+def delete_offsets(groups, partitions):
+    header = groups.handle(protocol.decode_request(
+        protocol.encode_delete_offsets(9, "g", set(partitions))), [b""], ["admin"])
+    return {(d.topic, d.partition): d.error
+            for d in protocol.decode_reply(header).offset_deletions}
+
+
+def test_offsets_of_topics_a_kafka_groups_consumers_subscribe_to_are_kept_the_others_deleted(
+        shard, clock):
+    # Given offsets of topics t and u, then a Kafka consumer subscribed to t
+    shard.set_partition_counts({"t": 4, "u": 1})
+    commit = protocol.CommitOffsetsRequest(1, "g", "", -1, {("t", 0): 3, ("u", 0): 4},
+                                           classic=True)
+    shard.handle(commit, [b""], ["admin"])
+    kafka_member(shard, clock, metadata=ConsumerProtocolMemberMetadata_v0(0, ["t"], b"").encode())
+    # When both are deleted / Then t's is kept (GROUP_SUBSCRIBED_TO_TOPIC), u's deleted
+    outcomes = delete_offsets(shard, [("t", 0), ("u", 0)])
+    assert isinstance(outcomes[("t", 0)], GroupSubscribedToTopicError)
+    assert outcomes[("u", 0)] is None
+    assert shard.info("g").committed == {("t", 0): 3}
+
+
+def test_a_kafka_consumers_subscription_not_read_keeps_every_offset(shard, clock):
+    # Given a Kafka consumer whose subscription cannot be read, and an offset of u
+    shard.set_partition_counts({"t": 4, "u": 1})
+    shard.handle(protocol.CommitOffsetsRequest(1, "g", "", -1, {("u", 0): 4}, classic=True),
+                 [b""], ["admin"])
+    kafka_member(shard, clock, metadata=b"subscription")
+    # Then u's offset is kept too: the member may be using it
+    assert isinstance(delete_offsets(shard, [("u", 0)])[("u", 0)], GroupSubscribedToTopicError)
+
+
+def test_a_kafka_group_of_another_protocol_type_keeps_its_offsets_while_it_has_members(
+        shard, clock):
+    kafka_member(shard, clock, protocol_type="connect")
+    with pytest.raises(GroupNotEmptyError, match="group 'g' has 1 active Kafka members of "
+                                                 "protocol type 'connect', not 'consumer'"):
+        delete_offsets(shard, [("t", 0)])
+
+
 def test_a_consumer_assignment_is_read_as_kafka_python_writes_it():
     data = ConsumerProtocolMemberAssignment_v0(1, [("a", [0, 1]), ("b", [5])], b"x").encode()
     assert consumer_assignment(data) == {("a", 0), ("a", 1), ("b", 5)}
@@ -167,3 +220,18 @@ def test_a_consumer_assignment_is_read_as_kafka_python_writes_it():
                                   b"\x00\x00\x00\x00\x00\x01\x00\x01t\x7f\xff\xff\xff"])
 def test_bytes_that_are_no_consumer_assignment_show_no_partitions(data):
     assert consumer_assignment(data) == set()
+
+
+def test_consumer_subscriptions_are_read_as_kafka_python_writes_them():
+    a = ConsumerProtocolMemberMetadata_v0(0, ["a", "b"], b"x").encode()
+    b = ConsumerProtocolMemberMetadata_v0(3, ["c"], b"").encode() + b"\x00\x00\x00\x00"
+    assert subscription_topics([a, b]) == {"a", "b", "c"}
+    assert subscription_topics([]) == frozenset()
+
+
+@pytest.mark.parametrize("data", [b"", b"\x00", b"\x00\x00\xff\xff\xff\xff",
+                                  b"\x00\x00\x7f\xff\xff\xff",
+                                  b"\x00\x00\x00\x00\x00\x01\x00\x05ab"])
+def test_a_subscription_that_cannot_be_read_leaves_the_topics_unknown(data):
+    good = ConsumerProtocolMemberMetadata_v0(0, ["a"], b"").encode()
+    assert subscription_topics([good, data]) is None

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from plinth import limits
-from plinth.errors import (GroupMaxSizeReachedError, GroupNotEmptyError, InvalidGroupError,
-                           NotOwnerError, OffsetMetadataTooLargeError, OffsetOutOfRangeError,
+from plinth.errors import (GroupMaxSizeReachedError, GroupNotEmptyError,
+                           GroupSubscribedToTopicError, InvalidGroupError, NotOwnerError,
+                           OffsetMetadataTooLargeError, OffsetOutOfRangeError,
                            PartitionOutOfRangeError,
                            StaleMemberEpochError, TooManyGroupsError, UnavailableError,
                            UnknownGroupError, UnknownMemberIdError, UnknownTopicError)
@@ -225,6 +226,99 @@ def test_deleting_a_topic_forgets_every_groups_offsets_of_it_and_a_group_left_wi
     store = OffsetStore.open(tmp_path)
     assert store.groups() == {"both", "busy"}
     assert store.offsets("both") == {("t", 0): 4}
+    store.close()
+
+
+def test_deleting_some_offsets_forgets_them_durably_and_an_offset_never_committed_is_no_error(
+        tmp_path):
+    # Given a group without members with offsets of three partitions
+    store = OffsetStore.open(tmp_path)
+    coord = GroupCoordinator(store)
+    coord.set_partition_counts({"t": 6})
+    coord.reset_offsets("g", {("t", 0): 1, ("t", 1): 2, ("t", 2): 3}, {("t", 0): "meta"})
+    # When two of them and one never committed are deleted
+    outcomes = coord.delete_offsets("g", [("t", 1), ("t", 5), ("t", 0)])
+    # Then each is answered without an error, by partition, and only the third is left
+    assert outcomes == {("t", 0): None, ("t", 1): None, ("t", 5): None}
+    assert coord.committed("g") == {("t", 2): 3} and coord.committed_metadata("g") == {}
+    store.close()
+    # And so after a restart: the deletions are in the offsets log
+    store = OffsetStore.open(tmp_path)
+    assert store.offsets("g") == {("t", 2): 3} and store.metadata("g") == {}
+    store.close()
+
+
+def test_deleting_offsets_keeps_those_of_topics_the_members_subscribe_to_and_deletes_the_rest(
+        tmp_path):
+    # Given a group with offsets of topics t and u, and then a member subscribed to t
+    store = OffsetStore.open(tmp_path)
+    coord = GroupCoordinator(store)
+    coord.set_partition_counts({"t": 2, "u": 2})
+    coord.reset_offsets("g", {("t", 0): 4, ("u", 0): 5, ("u", 1): 6})
+    join(coord)
+    # When offsets of both topics are deleted
+    outcomes = coord.delete_offsets("g", [("t", 0), ("u", 0), ("u", 1)])
+    # Then t's is kept, naming the member that subscribes, and u's are deleted (Kafka's
+    # GROUP_SUBSCRIBED_TO_TOPIC for that partition only)
+    assert isinstance(outcomes[("t", 0)], GroupSubscribedToTopicError)
+    assert "group 'g': cannot delete the offset of t-0: the group has 1 active member, 1 " \
+        "of them subscribed to topic 't'" in str(outcomes[("t", 0)])
+    assert outcomes[("u", 0)] is None and outcomes[("u", 1)] is None
+    assert coord.committed("g") == {("t", 0): 4}
+    store.close()
+
+
+def test_deleting_offsets_keeps_those_a_kafka_groups_members_subscribe_to(coordinator):
+    # Given offsets of topics t and u committed by a Kafka group, whose members
+    # (classic_requests.py says) subscribe to t
+    coordinator.set_partition_counts({"t": 6, "u": 1})
+    coordinator.commit_classic("g", {("t", 0): 4, ("u", 0): 5})
+    # When both are deleted
+    outcomes = coordinator.delete_offsets("g", [("t", 0), ("u", 0)],
+                                          classic_subscribes=lambda topic: topic == "t")
+    # Then t's is kept and u's deleted
+    assert isinstance(outcomes[("t", 0)], GroupSubscribedToTopicError)
+    assert "its Kafka members subscribe to topic 't'" in str(outcomes[("t", 0)])
+    assert outcomes[("u", 0)] is None and coordinator.committed("g") == {("t", 0): 4}
+    # And a Kafka group with members but no offsets is known: nothing to delete is no error
+    assert coordinator.delete_offsets("k", [("u", 0)], classic_subscribes=lambda _: False) == \
+        {("u", 0): None}
+
+
+def test_deleting_offsets_of_an_unknown_group_fails_whole_and_of_unknown_partitions_each(
+        coordinator):
+    with pytest.raises(UnknownGroupError, match="group 'nobody' is not known: it has no "
+                                                "members and no committed offsets"):
+        coordinator.delete_offsets("nobody", [("t", 0)])
+    # Given a group with an offset of t-0
+    coordinator.reset_offsets("g", {("t", 0): 1, ("t", 1): 1})
+    # When it is deleted with partitions that do not exist
+    outcomes = coordinator.delete_offsets("g", [("nope", 0), ("t", 6), ("t", 0)])
+    # Then those are refused each, naming the partition, and the existing one is deleted
+    assert isinstance(outcomes[("nope", 0)], UnknownTopicError)
+    assert "cannot delete the offset of nope-0: unknown topic 'nope'" in \
+        str(outcomes[("nope", 0)])
+    assert isinstance(outcomes[("t", 6)], PartitionOutOfRangeError)
+    assert "t-6: topic 't' has 6 partitions" in str(outcomes[("t", 6)])
+    assert outcomes[("t", 0)] is None and coordinator.committed("g") == {("t", 1): 1}
+
+
+def test_a_group_left_without_members_or_offsets_by_deleting_offsets_is_deleted(tmp_path):
+    # Given a group without members with one offset
+    store = OffsetStore.open(tmp_path)
+    coord = GroupCoordinator(store)
+    coord.set_partition_counts({"t": 2})
+    coord.reset_offsets("g", {("t", 0): 1})
+    # When it is deleted
+    coord.delete_offsets("g", [("t", 0)])
+    # Then the group is gone, as Kafka deletes an empty group without offsets, and
+    # stays gone after a restart
+    assert "g" not in store.groups() and coord.group_names() == []
+    with pytest.raises(UnknownGroupError):
+        coord.delete_offsets("g", [("t", 0)])
+    store.close()
+    store = OffsetStore.open(tmp_path)
+    assert store.groups() == set()
     store.close()
 
 

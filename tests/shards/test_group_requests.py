@@ -146,6 +146,29 @@ def test_a_commit_whose_metadata_is_over_the_limit_is_refused_and_stores_nothing
     assert groups.committed_offsets() == {}
 
 
+def test_deleting_offsets_answers_each_partition_and_keeps_those_its_members_subscribe_to(
+        open_groups):
+    # Given a group with offsets of topics t and u, then a member subscribed to t
+    groups = open_groups()
+    groups.set_partition_counts({"t": 1, "u": 2})
+    ask(groups, protocol.encode_commit_offsets(1, "resetOffsets", "g", "", 0,
+                                               {("t", 0): 3, ("u", 0): 4, ("u", 1): 5}))
+    join(groups)
+    # When t-0, u-0 and u-7 (no such partition) are deleted
+    reply = ask(groups, protocol.encode_delete_offsets(2, "g", {("u", 7), ("t", 0), ("u", 0)}))
+    # Then each is answered, by topic then partition: t-0 kept (subscribed), u-0 deleted
+    assert reply.request_id == 2 and reply.error is None
+    assert [(d.topic, d.partition, type(d.error).__name__) for d in reply.offset_deletions] == [
+        ("t", 0, "GroupSubscribedToTopicError"), ("u", 0, "NoneType"),
+        ("u", 7, "PartitionOutOfRangeError")]
+    assert "subscribed to topic 't'" in str(reply.offset_deletions[0].error)
+    assert ask(groups, protocol.encode_group_request(3, "fetchOffsets", "g")).committed == \
+        {("t", 0): 3, ("u", 1): 5}
+    # And a group unknown here fails whole
+    with pytest.raises(UnknownGroupError, match="group 'other' is not known"):
+        ask(groups, protocol.encode_delete_offsets(4, "other", {("u", 0)}))
+
+
 def test_describing_an_unknown_group_says_what_it_lacks_and_names_the_shard(open_groups):
     groups = open_groups("x")
     with pytest.raises(UnknownGroupError, match=r"group 'nope' is not known: it has no members "

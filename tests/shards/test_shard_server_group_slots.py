@@ -162,6 +162,32 @@ def test_a_commit_is_answered_only_once_the_in_sync_followers_hold_it(slots):
     assert committed(router).committed == {("t", 0): 3}
 
 
+def test_deleted_offsets_are_answered_once_followers_hold_it_and_stay_deleted_at_the_next_leader(
+        slots):
+    # Given a group that committed offsets of both partitions at s0, then left
+    s = slots()
+    router = s.router("s0")
+    member_id, epoch = member_of(router)
+    send_commit(router, member_id, epoch, {("t", 0): 5, ("t", 1): 7})
+    assert reply_of(router).error is None
+    send(router, protocol.encode_group_heartbeat(next(_request_ids), GROUP, member_id, -1,
+                                                 ["t"], set(), 3000, ""))
+    assert reply_of(router).error is None
+    # When its offset of t-0 is deleted while the followers are stopped (still in sync)
+    s.stop("s1")
+    s.stop("s2")
+    send(router, protocol.encode_delete_offsets(next(_request_ids), GROUP, {("t", 0)}))
+    # Then no answer comes until they hold the deletion, as a commit's
+    assert not router.poll(1000)
+    s.start("s1")
+    s.start("s2")
+    assert reply_of(router).offset_deletions == [protocol.OffsetDeletion("t", 0, None)]
+    # And after s0 is lost, s1 leads the slot without that offset
+    s.stop("s0")
+    s.elect("s1", ("s1", "s2"))
+    assert committed(s.router("s1")).committed == {("t", 1): 7}
+
+
 def test_a_shard_that_does_not_lead_the_groups_slot_answers_not_leader(slots):
     # Given s1, a follower of the group's slot
     s = slots()

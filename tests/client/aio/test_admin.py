@@ -9,7 +9,8 @@ import pytest
 
 from plinth.client.aio.admin import AIOAdmin
 from plinth.errors import WrongEventLoopError
-from tests.client.test_admin import BAD_ADMIN_OPTIONS, BAD_CALLS, LAG_SCRIPT
+from tests.client.test_admin import (BAD_ADMIN_OPTIONS, BAD_CALLS, DELETE_OFFSETS_SCRIPT,
+                                     LAG_SCRIPT, SUBSCRIBED_SAID, described)
 
 
 @pytest.mark.parametrize("call, error, message", BAD_CALLS)
@@ -35,6 +36,19 @@ def test_group_lag_leaves_out_a_topic_deleted_since_the_group_committed_and_show
             return await admin.group_lag("g")
 
     assert asyncio.run(asyncio.wait_for(scenario(), 10)) == [("t", 0, 3, 10, 7)]
+
+
+def test_deleting_group_offsets_asks_a_topic_at_a_time_and_answers_each_partition(scripted):
+    broker = scripted(DELETE_OFFSETS_SCRIPT)
+
+    async def scenario():
+        async with AIOAdmin(broker=broker.url, request_timeout_ms=5_000) as admin:
+            return await admin.delete_group_offsets("g", [("b", 2), ("a", 1), ("a", 0)])
+
+    outcomes = asyncio.run(asyncio.wait_for(scenario(), 10))
+    assert described(outcomes) == {("a", 0): SUBSCRIBED_SAID, ("a", 1): None, ("b", 2): None}
+    assert [view.partitions for _, view in broker.requests] == [
+        {("a", 0), ("a", 1)}] * 2 + [{("b", 2)}]
 
 
 def test_an_admin_awaited_on_another_loop_than_its_first_call_raises_at_once_and_close_closes_it(

@@ -1,18 +1,26 @@
 """ListGroups and DescribeGroups (router/kafka/api_groups.py): each group's state and
 type, the states and types filters, and a Plinth group's members as Kafka clients read
 them, answered from Plinth's listGroups and describeGroup by a backend that plays the
-router."""
+router. OffsetDelete: each partition's Kafka error code, and the whole request's for a
+refusal of the group, from Plinth's deleteOffsets, answered by a backend that plays the
+router (the real ACL, router/acl.py) and the coordinating shard (the real GroupRequests,
+on a real offsets log)."""
 
 from __future__ import annotations
 
 import asyncio
 
+import pytest
 from kafka.protocol.old.consumer_protocol import ConsumerProtocolMemberAssignment_v0
 
 from plinth import protocol
+from plinth.errors import BrokerError
 from plinth.router.kafka import error_codes as kafka
-from plinth.router.kafka.api_groups import consumer_assignment_bytes, describe_groups, list_groups
+from plinth.router.kafka.api_groups import (consumer_assignment_bytes, describe_groups,
+                                            list_groups, offset_delete)
 from plinth.shards.classic_requests import consumer_assignment
+from plinth.shards.group_requests import GroupRequests
+from tests.router.test_acl import KEY, acl_from
 
 LISTINGS = [protocol.GroupListing("billing", "Stable"),            # a Plinth group
             protocol.GroupListing("connect-s3", "PreparingRebalance", "connect"),
@@ -129,3 +137,95 @@ def test_a_classic_groups_members_are_described_with_the_bytes_they_sent():
     assert (group["protocol_type"], group["protocol_data"]) == ("consumer", "range")
     assert (group["members"][0]["member_metadata"], group["members"][0]["member_assignment"]) == (
         b"meta", sent)
+
+
+# --- OffsetDelete ------------------------------------------------------------------
+
+class ShardBackend:
+    """The router and the group's shard: each request checked against ``acl`` (None:
+    no ACL) for KEY, then answered by ``groups``, through the real encodings."""
+
+    def __init__(self, groups: GroupRequests, acl=None):
+        self.groups, self.acl = groups, acl
+        self._next = 0
+
+    def next_request_id(self) -> int:
+        self._next += 1
+        return self._next
+
+    async def call(self, request_id: int, header: bytes, payload=None, timeout_ms: int = 0,
+                   change: bool = False):
+        request = protocol.decode_request(header)
+        try:
+            if self.acl is not None:
+                self.acl.check(KEY, request)
+            answer = self.groups.handle(request)
+        except BrokerError as exc:
+            answer = protocol.encode_error(request_id, exc)
+        return protocol.decode_reply(answer), None
+
+
+@pytest.fixture
+def groups(tmp_path):
+    """A shard's groups: topics t (2 partitions) and u (1); group g with offsets of
+    t-0, t-1 and u-0, and then a member subscribed to t."""
+    groups = GroupRequests.open("shard-a", tmp_path / "shard")
+    groups.set_partition_counts({"t": 2, "u": 1})
+    groups.handle(protocol.decode_request(protocol.encode_commit_offsets(
+        1, "resetOffsets", "g", "", 0, {("t", 0): 1, ("t", 1): 2, ("u", 0): 3})))
+    groups.handle(protocol.decode_request(protocol.encode_group_heartbeat(
+        2, "g", "", 0, ["t"], set(), 3000, "")))
+    yield groups
+    groups.close()
+
+
+def delete(backend, group: str, topics: dict[str, list[int]]) -> dict:
+    body = {"group_id": group, "topics": [
+        {"name": name, "partitions": [{"partition_index": p} for p in partitions]}
+        for name, partitions in topics.items()]}
+    return asyncio.run(offset_delete(Gateway(backend), None, body, None))
+
+
+def codes(answer: dict) -> dict[tuple[str, int], int]:
+    assert answer["error_code"] == kafka.NONE
+    return {(t["name"], p["partition_index"]): p["error_code"]
+            for t in answer["topics"] for p in t["partitions"]}
+
+
+def committed(groups) -> dict:
+    return groups.info("g").committed
+
+
+def test_each_partition_is_answered_with_kafkas_code_and_only_unsubscribed_ones_are_deleted(
+        groups):
+    # When offsets of t (subscribed), u, and partitions that do not exist are deleted
+    answer = delete(ShardBackend(groups), "g", {"t": [0], "u": [0, 9, -1], "nope": [0]})
+    # Then t-0 is kept (GROUP_SUBSCRIBED_TO_TOPIC), u-0 deleted, the rest unknown
+    assert codes(answer) == {("t", 0): kafka.GROUP_SUBSCRIBED_TO_TOPIC, ("u", 0): kafka.NONE,
+                             ("u", 9): kafka.UNKNOWN_TOPIC_OR_PARTITION,
+                             ("u", -1): kafka.UNKNOWN_TOPIC_OR_PARTITION,
+                             ("nope", 0): kafka.UNKNOWN_TOPIC_OR_PARTITION}
+    assert [t["name"] for t in answer["topics"]] == ["t", "u", "nope"]   # the request's order
+    assert committed(groups) == {("t", 0): 1, ("t", 1): 2}
+
+
+def test_an_unknown_group_is_the_whole_requests_error_with_no_topics(groups):
+    for topics in ({"u": [0]}, {}):   # with nothing to ask, the group is still asked about
+        assert delete(ShardBackend(groups), "nobody", topics) == {
+            "error_code": kafka.GROUP_ID_NOT_FOUND, "throttle_time_ms": 0, "topics": []}
+    assert delete(ShardBackend(groups), "g", {}) == {
+        "error_code": kafka.NONE, "throttle_time_ms": 0, "topics": []}
+
+
+def test_a_topic_the_acl_refuses_fails_alone_and_a_refused_group_fails_the_request(
+        groups, tmp_path):
+    # Given a key with admin on group g and consume on topic u only
+    acl = acl_from(tmp_path, {KEY: [{"operations": ["admin"], "groups": "g"},
+                                    {"operations": ["consume"], "topics": "u"}]})
+    # Then t's partitions are TOPIC_AUTHORIZATION_FAILED and u's offset is deleted
+    assert codes(delete(ShardBackend(groups, acl), "g", {"t": [1], "u": [0]})) == {
+        ("t", 1): kafka.TOPIC_AUTHORIZATION_FAILED, ("u", 0): kafka.NONE}
+    assert committed(groups) == {("t", 0): 1, ("t", 1): 2}
+    # And another group is GROUP_AUTHORIZATION_FAILED, for the whole request
+    assert delete(ShardBackend(groups, acl), "other", {"u": [0]})["error_code"] == \
+        kafka.GROUP_AUTHORIZATION_FAILED

@@ -45,3 +45,11 @@ def test_a_user_without_any_grant_is_refused_by_the_resource_it_asked_for(acl):
     with pytest.raises(NotAuthorizedError) as caught:
         acl.check("User:bob", protocol_classic.ClassicHeartbeatRequest(1, "g", 1, "m"))
     assert kafka_code(caught.value) == kafka.GROUP_AUTHORIZATION_FAILED
+
+
+def test_every_plinth_error_code_has_its_kafka_code_and_a_kept_offset_is_kafkas_own():
+    from plinth.errors import BROKER_ERRORS, GroupSubscribedToTopicError
+    from plinth.router.kafka.plinth_errors import _BY_PLINTH_CODE
+
+    assert set(_BY_PLINTH_CODE) == set(BROKER_ERRORS)
+    assert kafka_code(GroupSubscribedToTopicError("t-0 kept")) == kafka.GROUP_SUBSCRIBED_TO_TOPIC
