@@ -48,11 +48,11 @@ The methods that are not coroutines (``subscribe``, ``assign``, ``seek``,
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
-
-import asyncio
+from typing import NamedTuple
 
 from plinth import limits, protocol
 from plinth.client.aio.admin import AIOAdmin
@@ -85,6 +85,14 @@ class ConsumerRebalanceListener:
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]):
         """After the partitions came, each at its committed offset or reset."""
+
+
+class _Leaving(NamedTuple):
+    """A membership unsubscribe() dropped: what its leave commits and revokes."""
+
+    membership: AIOGroupMembership
+    positions: dict          # (topic, partition) -> the offset after the last handed out
+    owned: set               # TopicPartitions it owned
 
 
 async def _call(callback, partitions: set[TopicPartition]) -> None:
@@ -151,6 +159,9 @@ class AIOConsumer(ConsumerBase):
         # Partition counts learned with the subscription: partitions_for_topic's answers.
         self._partition_counts: dict[str, int] = {}
         self._membership: AIOGroupMembership | None = None
+        # The membership unsubscribe() dropped, with what it owned and had handed out:
+        # its commit, on_revoke and leave are awaited by the next turn (_finish_leaving).
+        self._leaving: _Leaving | None = None
         self._commits: dict[int, dict] = {}     # auto-commit part's id -> its offsets
         self._last_commit_s = time.monotonic()
         self._committed_positions: dict[TopicPartition, int] = {}
@@ -209,6 +220,7 @@ class AIOConsumer(ConsumerBase):
         self._conn.wake()
         try:
             async with self._turn:
+                await self._finish_leaving()
                 if self._membership is not None:
                     if self.enable_auto_commit:
                         await self._commit_quietly()
@@ -226,6 +238,8 @@ class AIOConsumer(ConsumerBase):
         refuse_release_while_running(self._loop, "AIOConsumer", "stop")
         self._closed = True
         outcome = "Its sockets are closed"
+        if self._leaving is not None:   # unsubscribed: its leave was not awaited either
+            self._leaving.membership.abandon()
         if self._membership is not None:
             member_id, _ = self._membership.identity()
             self._membership.abandon()
@@ -267,6 +281,54 @@ class AIOConsumer(ConsumerBase):
             self._on_assign = listener.on_partitions_assigned
             self._on_revoke = listener.on_partitions_revoked
         self._subscription = self._subscribed = topics
+
+    def unsubscribe(self) -> None:
+        """Drop the subscription and every partition, at once (aiokafka's call, a plain
+        one too). A group member's leave is awaited by the next ``getmany`` (or
+        ``getone``, ``async for``) or ``stop()``: it commits what it handed out (with
+        auto-commit), calls on_revoke with the partitions it owned, then leaves, so
+        they move to other members; a later ``subscribe`` joins as a new member, after
+        that. Without a group, what ``assign([])`` does. Any task on the loop; before
+        start() it only drops the subscription given."""
+        if self._closed:
+            raise ClosedError("consumer is closed")
+        self._subscription = self._subscribed = None
+        if self._fetcher is None:
+            return
+        self._check_open()
+        if self._membership is not None:
+            self._leaving = _Leaving(self._membership, self._positions(),
+                                     set(self._fetcher.partitions))
+            self._membership = None
+            self._committed_positions.clear()
+        self._fetcher.assign([])
+
+    async def _finish_leaving(self) -> None:
+        """The leave unsubscribe() began: commit (with auto-commit), on_revoke, leave.
+        Turn held."""
+        leaving, self._leaving = self._leaving, None
+        if leaving is None:
+            return
+        try:
+            if self.enable_auto_commit and leaving.positions:
+                await self._commit_as(leaving.membership, leaving.positions)
+            if leaving.owned:
+                await _call(self._on_revoke, leaving.owned)
+        finally:
+            await leaving.membership.close()
+
+    async def _commit_as(self, membership: AIOGroupMembership, positions: dict) -> None:
+        """Commit ``positions`` as ``membership``'s member, which the consumer no longer
+        has; a failure is logged (the records will be read again)."""
+        member_id, epoch = membership.identity()
+        try:
+            for part in protocol.commit_offsets_parts(positions):
+                await self._conn.request_retrying_async(
+                    lambda request_id, part=part: protocol.encode_commit_offsets(
+                        request_id, "commitOffsets", self.group, member_id, epoch, part),
+                    self.request_timeout_ms)
+        except (BrokerError, ClientError) as exc:
+            log.warning("group %s: the commit before leaving failed: %s", self.group, exc)
 
     def subscription(self) -> set[str]:
         """The topics of the last ``subscribe`` (or the constructor's), applied or not;
@@ -450,6 +512,8 @@ class AIOConsumer(ConsumerBase):
         self._check_open()
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
+            if self._leaving is not None:   # before a new subscription joins
+                await self._finish_leaving()
             if self._subscription is not None:
                 await self._apply_subscription()
             if self._membership is not None:

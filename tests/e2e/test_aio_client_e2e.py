@@ -491,3 +491,61 @@ def test_the_aio_consumer_answers_beginning_and_end_offsets_and_highwater(shared
 
     tp = TopicPartition(topic, 0)
     assert run(scenario()) == ({tp: 0}, {tp: 4}, None, 4)
+
+
+def test_the_aio_consumer_unsubscribes_at_once_leaves_at_its_next_turn_and_joins_again(
+        shared_broker):
+    topic, group, partitions = unique_topic("aio-unsub"), unique_topic("g"), 3
+    Admin(broker=shared_broker.url).create_topic(topic, partitions)
+    revoked: list[set] = []
+
+    class Listener(ConsumerRebalanceListener):
+        def on_partitions_assigned(self, assigned):
+            pass
+
+        async def on_partitions_revoked(self, partitions_revoked):
+            revoked.append(set(partitions_revoked))
+
+    async def read(consumer, count: int) -> list[int]:
+        got = []
+        while len(got) < count:
+            for records in (await asyncio.wait_for(consumer.getmany(timeout_ms=500),
+                                                   WAIT_S)).values():
+                got.extend(int(r.value) for r in records)
+        return got
+
+    async def produce(start: int, count: int) -> None:
+        async with AIOProducer(broker=shared_broker.url) as producer:
+            for i in range(start, start + count):
+                await producer.send(topic, b"%d" % i, partition=i % partitions)
+
+    async def scenario():
+        await produce(0, 30)
+        consumer = AIOConsumer(broker=shared_broker.url, group=group,
+                               auto_offset_reset="earliest", session_timeout_ms=6_000)
+        consumer.subscribe([topic], listener=Listener())
+        await consumer.start()
+        try:
+            # Given a member alone in its group that has read all 30 records
+            assert sorted(await read(consumer, 30)) == list(range(30))
+            everything = consumer.assignment()
+            # When it unsubscribes (a plain call, as aiokafka's)
+            consumer.unsubscribe()
+            # Then it owns nothing and has no subscription, at once
+            assert (consumer.assignment(), consumer.subscription()) == (set(), set())
+            # And its next turn commits what it read, revokes its partitions and leaves
+            assert await consumer.getmany(timeout_ms=0) == {}
+            assert revoked == [everything]
+            async with AIOAdmin(broker=shared_broker.url) as admin:
+                described = await admin.describe_group(group)
+            assert described.members == []
+            assert sum(described.committed.values()) == 30
+            # And subscribing again, it joins anew and reads on from its commits
+            consumer.subscribe([topic])
+            await produce(30, 6)
+            assert sorted(await read(consumer, 6)) == list(range(30, 36))
+            assert consumer.assignment() == everything
+        finally:
+            await consumer.stop()
+
+    run(scenario())
