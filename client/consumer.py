@@ -259,11 +259,16 @@ class Consumer(ConsumerBase):
         ``topics`` is a list of names (TypeError for a single str, which would
         otherwise be read as its characters); topic patterns are not supported.
         ``listener``: kafka-python's ConsumerRebalanceListener, whose methods replace
-        ``on_assign``/``on_revoke`` (called inside ``poll``, as they are). Nothing
-        changes if the call raises. The consumer's thread."""
+        ``on_assign``/``on_revoke`` (called inside ``poll``, as they are). A group
+        member subscribing again leaves first, as ``unsubscribe`` (its callbacks,
+        not the new listener's, hear its partitions revoked), and joins with the new
+        topics as a new member. Nothing changes if the topics are refused. The
+        consumer's thread."""
         topics = checked_subscription(topics, pattern)
         checked_sync_listener(listener)
         counts = [self._admin.partition_count(t) for t in topics]   # unknown topics fail here
+        if self._membership is not None:
+            self.unsubscribe()
         if listener is not None:
             self._on_assign = listener.on_partitions_assigned
             self._on_revoke = listener.on_partitions_revoked
@@ -271,8 +276,6 @@ class Consumer(ConsumerBase):
             self.assign([(t, p) for t, count in zip(topics, counts) for p in range(count)])
             self._subscribed = topics
             return
-        if self._membership is not None:
-            raise ValueError(f"consumer already subscribed in group {self.group!r}")
         self._membership = GroupMembership(
             self._conn.address, self.group, topics, session_timeout_ms=self.session_timeout_ms,
             assignor=self.group_assignor, request_timeout_ms=self.request_timeout_ms)

@@ -93,6 +93,7 @@ class _Leaving(NamedTuple):
     membership: AIOGroupMembership
     positions: dict          # (topic, partition) -> the offset after the last handed out
     owned: set               # TopicPartitions it owned
+    on_revoke: object        # the callback of its subscription (a later one may replace it)
 
 
 async def _call(callback, partitions: set[TopicPartition]) -> None:
@@ -272,11 +273,14 @@ class AIOConsumer(ConsumerBase):
         """Read these topics: all their partitions, or with a group the member's share;
         takes effect in ``start()`` or the next ``getmany``. ``listener``: the group's
         rebalance callbacks. ``topics`` is a list of names (TypeError for a single str);
-        topic patterns are not supported. Any task on the loop."""
+        topic patterns are not supported. A group member subscribing again leaves
+        first, as ``unsubscribe`` (its callbacks, not the new listener's, hear its
+        partitions revoked), and joins with the new topics as a new member. Any task
+        on the loop."""
         topics = checked_subscription(topics, pattern)
         checked_listener("listener", listener)
         if self._membership is not None:
-            raise ValueError(f"consumer already subscribed in group {self.group!r}")
+            self.unsubscribe()
         if listener is not None:
             self._on_assign = listener.on_partitions_assigned
             self._on_revoke = listener.on_partitions_revoked
@@ -298,7 +302,7 @@ class AIOConsumer(ConsumerBase):
         self._check_open()
         if self._membership is not None:
             self._leaving = _Leaving(self._membership, self._positions(),
-                                     set(self._fetcher.partitions))
+                                     set(self._fetcher.partitions), self._on_revoke)
             self._membership = None
             self._committed_positions.clear()
         self._fetcher.assign([])
@@ -313,7 +317,7 @@ class AIOConsumer(ConsumerBase):
             if self.enable_auto_commit and leaving.positions:
                 await self._commit_as(leaving.membership, leaving.positions)
             if leaving.owned:
-                await _call(self._on_revoke, leaving.owned)
+                await _call(leaving.on_revoke, leaving.owned)
         finally:
             await leaving.membership.close()
 

@@ -549,3 +549,56 @@ def test_the_aio_consumer_unsubscribes_at_once_leaves_at_its_next_turn_and_joins
             await consumer.stop()
 
     run(scenario())
+
+
+def test_the_aio_consumer_subscribing_again_leaves_and_joins_with_the_new_topics(shared_broker):
+    first, second, group = unique_topic("aio-re"), unique_topic("aio-re"), unique_topic("g")
+    with Admin(broker=shared_broker.url) as admin:
+        admin.create_topic(first, 2)
+        admin.create_topic(second, 2)
+    heard: list[tuple[str, str, set]] = []
+
+    class Listener(ConsumerRebalanceListener):
+        def __init__(self, name):
+            self.name = name
+
+        def on_partitions_assigned(self, assigned):
+            heard.append((self.name, "assigned", set(assigned)))
+
+        def on_partitions_revoked(self, revoked):
+            heard.append((self.name, "revoked", set(revoked)))
+
+    async def read(consumer, count: int) -> list[int]:
+        got = []
+        while len(got) < count:
+            for records in (await asyncio.wait_for(consumer.getmany(timeout_ms=500),
+                                                   WAIT_S)).values():
+                got.extend(int(r.value) for r in records)
+        return got
+
+    async def scenario():
+        async with AIOProducer(broker=shared_broker.url) as producer:
+            for i in range(10):
+                await producer.send(first, b"%d" % i, partition=i % 2)
+                await producer.send(second, b"%d" % (100 + i), partition=i % 2)
+        consumer = AIOConsumer(broker=shared_broker.url, group=group,
+                               auto_offset_reset="earliest", session_timeout_ms=6_000)
+        consumer.subscribe([first], listener=Listener("old"))
+        await consumer.start()
+        try:
+            # Given a member that read the first topic's 10 records
+            assert sorted(await read(consumer, 10)) == list(range(10))
+            owned_first = consumer.assignment()
+            # When it subscribes again, to both topics, with another listener
+            consumer.subscribe([first, second], listener=Listener("new"))
+            # Then it reads the second topic's records, and none of the first's again
+            assert sorted(await read(consumer, 10)) == list(range(100, 110))
+            # And the old listener heard the first topic's partitions go, the new one
+            # its new partitions come
+            assert ("old", "revoked", owned_first) in heard
+            assert heard[-1][:2] == ("new", "assigned")
+            assert {tp.topic for tp in consumer.assignment()} == {first, second}
+        finally:
+            await consumer.stop()
+
+    run(scenario())

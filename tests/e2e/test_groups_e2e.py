@@ -535,3 +535,32 @@ def test_unsubscribe_commits_revokes_and_leaves_and_a_later_subscribe_joins_agai
         assert consumer.assignment() == everything
     finally:
         consumer.close()
+
+
+def test_subscribing_again_to_other_topics_leaves_and_joins_with_them(shared_broker):
+    first, second, group = unique_topic("g"), unique_topic("g"), unique_topic("grp")
+    with Admin(broker=shared_broker.url) as admin:
+        admin.create_topic(first, PARTITIONS)
+        admin.create_topic(second, PARTITIONS)
+    produce(shared_broker.url, first, 0, 12)
+    produce(shared_broker.url, second, 100, 12)
+    old, new = Recorder(), Recorder()
+    consumer = Consumer(broker=shared_broker.url, group=group, session_timeout_ms=SESSION_MS,
+                        auto_offset_reset="earliest")
+    try:
+        # Given a member that read the first topic's 12 records
+        consumer.subscribe([first], listener=old)
+        assert sorted(polled_values(consumer, 12)) == list(range(12))
+        owned_first = consumer.assignment()
+        # When it subscribes again, to both topics, with another listener
+        consumer.subscribe([first, second], listener=new)
+        # Then its old listener heard the first topic's partitions go, its reads committed
+        assert old.calls[-1] == ("revoked", owned_first)
+        assert sum(committed_of(shared_broker.url, group).values()) == 12
+        # And it reads the second topic's records, and none of the first's again
+        assert sorted(polled_values(consumer, 12)) == list(range(100, 112))
+        assert consumer.subscription() == {first, second}
+        assert {tp.topic for tp in consumer.assignment()} == {first, second}
+        assert new.calls and new.calls[-1][0] == "assigned"
+    finally:
+        consumer.close()
