@@ -284,14 +284,7 @@ class Segment:
         """
         file_bytes = self._file_bytes()
         self._reset()
-        entries_valid = 0
-        reason = ""
-        try:
-            for position, header, _ in self._scan_file(0, file_bytes, verify_crc=True):
-                self._track_scanned(header, position)
-                entries_valid += 1
-        except CorruptDataError as error:
-            reason = error.message
+        entries_valid, reason = self._track_valid_entries(file_bytes)
         bytes_truncated = file_bytes - self._size_bytes
         cut_kept_path = None
         if bytes_truncated:
@@ -304,6 +297,18 @@ class Segment:
         self._fsync()
         self._ready = True
         return RecoveryResult(bytes_truncated, entries_valid, reason, cut_kept_path)
+
+    def _track_valid_entries(self, file_bytes: int) -> tuple[int, str]:
+        """Track every entry from position 0 that passes its checks, its CRC included,
+        up to the first bad one; (entries tracked, why the first bad one is bad or "")."""
+        entries_valid = 0
+        try:
+            for position, header, _ in self._scan_file(0, file_bytes, verify_crc=True):
+                self._track_scanned(header, position)
+                entries_valid += 1
+        except CorruptDataError as error:
+            return entries_valid, error.message
+        return entries_valid, ""
 
     def _keep_cut_bytes(self, file_bytes: int) -> Path | None:
         """Copy the bytes from ``_size_bytes`` to ``file_bytes``, which recovery is about
@@ -336,13 +341,8 @@ class Segment:
                       created_ms=0)
         try:
             file_bytes = segment._file_bytes()
-            entries_valid, reason = 0, ""
             try:
-                for position, header, _ in segment._scan_file(0, file_bytes, verify_crc=True):
-                    segment._track_scanned(header, position)
-                    entries_valid += 1
-            except CorruptDataError as error:
-                reason = error.message
+                entries_valid, reason = segment._track_valid_entries(file_bytes)
             except OSError as error:
                 raise StorageError(f"cannot read segment {path}: {error}") from error
             return SegmentCheck(entries_valid, segment._size_bytes,

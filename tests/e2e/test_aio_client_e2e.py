@@ -40,6 +40,16 @@ async def consume(url: str, topic: str, count: int, **options) -> list:
     return got
 
 
+async def read_values(consumer, count: int) -> list[int]:
+    """The int values of the next ``count`` records the consumer hands out."""
+    got = []
+    while len(got) < count:
+        for records in (await asyncio.wait_for(consumer.getmany(timeout_ms=500),
+                                               WAIT_S)).values():
+            got.extend(int(r.value) for r in records)
+    return got
+
+
 def test_records_sent_by_the_aio_producer_come_back_through_the_aio_consumer_with_keys_headers_and_timestamps(
         shared_broker):
     topic = unique_topic("aio")
@@ -506,14 +516,6 @@ def test_the_aio_consumer_unsubscribes_at_once_leaves_at_its_next_turn_and_joins
         async def on_partitions_revoked(self, partitions_revoked):
             revoked.append(set(partitions_revoked))
 
-    async def read(consumer, count: int) -> list[int]:
-        got = []
-        while len(got) < count:
-            for records in (await asyncio.wait_for(consumer.getmany(timeout_ms=500),
-                                                   WAIT_S)).values():
-                got.extend(int(r.value) for r in records)
-        return got
-
     async def produce(start: int, count: int) -> None:
         async with AIOProducer(broker=shared_broker.url) as producer:
             for i in range(start, start + count):
@@ -527,7 +529,7 @@ def test_the_aio_consumer_unsubscribes_at_once_leaves_at_its_next_turn_and_joins
         await consumer.start()
         try:
             # Given a member alone in its group that has read all 30 records
-            assert sorted(await read(consumer, 30)) == list(range(30))
+            assert sorted(await read_values(consumer, 30)) == list(range(30))
             everything = consumer.assignment()
             # When it unsubscribes (a plain call, as aiokafka's)
             consumer.unsubscribe()
@@ -543,7 +545,7 @@ def test_the_aio_consumer_unsubscribes_at_once_leaves_at_its_next_turn_and_joins
             # And subscribing again, it joins anew and reads on from its commits
             consumer.subscribe([topic])
             await produce(30, 6)
-            assert sorted(await read(consumer, 6)) == list(range(30, 36))
+            assert sorted(await read_values(consumer, 6)) == list(range(30, 36))
             assert consumer.assignment() == everything
         finally:
             await consumer.stop()
@@ -568,14 +570,6 @@ def test_the_aio_consumer_subscribing_again_leaves_and_joins_with_the_new_topics
         def on_partitions_revoked(self, revoked):
             heard.append((self.name, "revoked", set(revoked)))
 
-    async def read(consumer, count: int) -> list[int]:
-        got = []
-        while len(got) < count:
-            for records in (await asyncio.wait_for(consumer.getmany(timeout_ms=500),
-                                                   WAIT_S)).values():
-                got.extend(int(r.value) for r in records)
-        return got
-
     async def scenario():
         async with AIOProducer(broker=shared_broker.url) as producer:
             for i in range(10):
@@ -587,12 +581,12 @@ def test_the_aio_consumer_subscribing_again_leaves_and_joins_with_the_new_topics
         await consumer.start()
         try:
             # Given a member that read the first topic's 10 records
-            assert sorted(await read(consumer, 10)) == list(range(10))
+            assert sorted(await read_values(consumer, 10)) == list(range(10))
             owned_first = consumer.assignment()
             # When it subscribes again, to both topics, with another listener
             consumer.subscribe([first, second], listener=Listener("new"))
             # Then it reads the second topic's records, and none of the first's again
-            assert sorted(await read(consumer, 10)) == list(range(100, 110))
+            assert sorted(await read_values(consumer, 10)) == list(range(100, 110))
             # And the old listener heard the first topic's partitions go, the new one
             # its new partitions come
             assert ("old", "revoked", owned_first) in heard
