@@ -181,7 +181,7 @@ class Partition:
         if self.topic_id:
             raise AssertionError(f"{self.name} has topic id {self.topic_id}, not {topic_id}: "
                                  f"the topic was created again while its partition was open")
-        if load_topic_id(self.log.directory) != topic_id:   # a directory says whose it is
+        if load_topic_id(self.log.directory, quiet=True) != topic_id:   # whose it is
             save_topic_id(self.log.directory, topic_id)
         self.topic_id = topic_id
 

@@ -104,7 +104,7 @@ from plinth.shards.group_requests import GroupRequests, SlotLogs
 from plinth.shards.leader_epochs import NO_EPOCH
 from plinth.shards.partition import Partition
 from plinth.shards.partition_log import delete_directory, remove_deleted_directories
-from plinth.shards.partition_metadata import load_topic_id
+from plinth.shards.partition_metadata import foreign_log, load_topic_id, set_aside
 from plinth.shards.segment_files import SegmentFiles
 from plinth.shards.shard_calls import (ControllerAnnouncements, Leadership, PartitionId,
                                        TieredState, TierOptions)
@@ -403,7 +403,7 @@ class ShardServer:
         just_opened = part is None
         if part is None:
             if topic_id:
-                self._delete_directory_of_another_topic(topic, partition, topic_id)
+                self._check_directory_owner(topic, partition, topic_id, restarted)
             part = Partition.open(self._partition_dir(topic, partition), topic, partition,
                                   log_config, initial_offset, self._segment_files)
             if self._tier is not None:
@@ -426,18 +426,29 @@ class ShardServer:
             self._groups.sync_slots()
         return part.open_state()
 
-    def _delete_directory_of_another_topic(self, topic: str, partition: int,
-                                           topic_id: str) -> None:
-        """Delete the partition's directory if it says it holds another topic id's log
-        (partition_metadata.py): a deleted topic's, whose removal a crash cut short
-        after its manifest forgot it. Loop thread."""
+    def _check_directory_owner(self, topic: str, partition: int, topic_id: str,
+                               restarted: bool) -> None:
+        """Before a partition opens: a create sets aside a directory holding records
+        that may not be this topic id's (a deleted topic's, whose removal a crash cut
+        short after its manifest forgot it); a reopen keeps its log whatever its
+        partition.metadata says, logging a file that names another id as damage
+        (partition_metadata.py). Loop thread."""
         path = self._partition_dir(topic, partition)
-        held = load_topic_id(path)
-        if held is None or held == topic_id:
+        if restarted:   # (no file: a log from before it, written now; a bad one is logged)
+            held = load_topic_id(path)
+            if held is not None and held != topic_id:
+                log.error("%s: %s: its partition.metadata names topic id %s, but it reopens "
+                          "as topic %s's (id %s, as the shard's manifest or the controller "
+                          "says): damage; its log is kept and the file written again",
+                          self.shard_id, path, held, topic, topic_id)
             return
-        log.warning("%s: %s holds the log of topic id %s, deleted; the topic %s now has id "
-                    "%s: deleting it", self.shard_id, path, held, topic, topic_id)
-        self.delete_partition(topic, partition)
+        why = foreign_log(path, topic_id)
+        if not why:
+            return
+        aside = set_aside(path)
+        log.warning("%s: %s holds records that may not be topic %s's (id %s): %s. Set "
+                    "aside as %s (remove it once it is not needed); the partition is "
+                    "created empty", self.shard_id, path, topic, topic_id, why, aside)
 
     def _drop_stray(self, part: Partition, topic_id: str) -> None:
         """``part`` belongs to a deleted topic whose name was used again (its deletion

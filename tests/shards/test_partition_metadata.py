@@ -62,3 +62,33 @@ def test_a_disk_that_refuses_the_file_is_a_storage_error_naming_it(tmp_path):
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, previous_handler)
+
+
+def test_a_log_is_foreign_to_a_topic_id_unless_its_file_names_it_or_it_holds_no_records(
+        tmp_path):
+    from plinth.shards.partition_metadata import foreign_log
+
+    # Given a directory with no records, whatever its file says: nothing is foreign
+    save_topic_id(tmp_path, "old")
+    assert foreign_log(tmp_path, "new") == ""
+    # When it holds records / Then they are foreign to another id, and not to its own
+    (tmp_path / "00000000000000000000.log").write_bytes(b"records")
+    assert foreign_log(tmp_path, "old") == ""
+    assert foreign_log(tmp_path, "new") == "its partition.metadata names topic id old"
+    # And without a file (or with a bad one) they may be anyone's
+    (tmp_path / PARTITION_METADATA_FILE).unlink()
+    assert foreign_log(tmp_path, "new") == ("it does not say whose it is (no "
+                                            "partition.metadata, or a bad one)")
+    assert foreign_log(tmp_path / "missing", "new") == ""
+
+
+def test_a_directory_set_aside_is_renamed_beside_itself_whole(tmp_path):
+    from plinth.shards.partition_metadata import ORPHAN_SUFFIX, set_aside
+
+    directory = tmp_path / "t-0"
+    directory.mkdir()
+    (directory / "00000000000000000000.log").write_bytes(b"records")
+    aside = set_aside(directory)
+    assert not directory.exists() and aside.parent == tmp_path
+    assert aside.name.startswith("t-0.") and aside.name.endswith(ORPHAN_SUFFIX)
+    assert (aside / "00000000000000000000.log").read_bytes() == b"records"

@@ -4,11 +4,13 @@ outside the topic's window, producer-id churn, and a shard with many segments on
 
 from __future__ import annotations
 
+import logging
 import random
 import struct
 import time
 from contextlib import contextmanager
 
+import pytest
 import zmq
 
 from loadtest.many_segments import (fetch_value, open_descriptors, produce, start_shard,
@@ -283,43 +285,88 @@ def shard_with_t0_of(directory, topic_id: str, records_appended: int = 0) -> Non
     log.close()
 
 
-def end_offset_opened_as(directory, topic_id: str) -> int:
+def end_offset_opened_as(directory, topic_id: str, restarted: bool) -> int:
+    """t-0's end offset once a shard opened it as topic ``topic_id``'s: created
+    (``restarted`` False) or reopened from the shard's manifest."""
     server = ShardServer("shard-test", directory, "127.0.0.1")
     server.start()
     try:
-        server.call(lambda: server.open_partition("t", 0, LogConfig(), topic_id=topic_id))
+        server.call(lambda: server.open_partition("t", 0, LogConfig(), topic_id=topic_id,
+                                                  restarted=restarted))
         return server.call(server.partition_info, "t", 0).end_offset
     finally:
         server.stop(5)
 
 
-def test_a_directory_a_deleted_topic_left_is_deleted_when_its_name_opens_under_a_new_id(
-        tmp_path, caplog):
-    import logging
+def metadata_of(directory) -> str:
+    return (directory / "t-0" / "partition.metadata").read_text()
 
+
+def set_aside_directories(directory) -> list:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith("-orphan"))
+
+
+@pytest.mark.parametrize("left_file", ["another id", "none", "a bad one"])
+def test_a_create_sets_aside_a_directory_holding_records_not_said_to_be_its_topics(
+        tmp_path, caplog, left_file):
     # Given t-0's directory holding 5 records of topic id "old", which no manifest names
-    # (a crash came between the manifest forgetting it and its removal)
+    # (a crash came between the manifest forgetting it and its removal), its
+    # partition.metadata naming "old", missing, or damaged
     shard_with_t0_of(tmp_path, "old", records_appended=5)
-    # When topic t, created again with id "new", opens its partition 0 there
+    metadata = tmp_path / "t-0" / "partition.metadata"
+    if left_file == "none":
+        metadata.unlink()
+    elif left_file == "a bad one":
+        metadata.write_bytes(b"\x00garbage")
+    # When topic t, created again with id "new", creates its partition 0 there
     with caplog.at_level(logging.WARNING, logger="plinth.shards"):
-        end_offset = end_offset_opened_as(tmp_path, "new")
-    # Then it is empty (the deleted topic's records are not served as its own), says so,
-    # and the directory is the new id's now
+        end_offset = end_offset_opened_as(tmp_path, "new", restarted=False)
+    # Then it is empty (the old records are not served as its own) and says whose it is
     assert end_offset == 0
-    assert f"shard-test: {tmp_path / 't-0'} holds the log of topic id old, deleted; the " \
-           f"topic t now has id new: deleting it" in caplog.text
-    assert (tmp_path / "t-0" / "partition.metadata").read_text() == \
-        "version: 1\ntopic_id: new\n"
+    assert metadata_of(tmp_path) == "version: 1\ntopic_id: new\n"
+    # And the old log is kept aside, whole, and the warning names it
+    [aside] = set_aside_directories(tmp_path)
+    assert aside.startswith("t-0.") and (tmp_path / aside / "00000000000000000000.log").stat(
+    ).st_size > 0
+    assert f"shard-test: {tmp_path / 't-0'} holds records that may not be topic t's (id " \
+           f"new)" in caplog.text and f"Set aside as {tmp_path / aside}" in caplog.text
 
 
-def test_a_directory_of_the_same_topic_id_or_of_none_keeps_its_records(tmp_path):
-    # Given t-0 with 5 records of topic id "same"
+def test_a_create_over_its_own_topics_directory_or_one_without_records_sets_nothing_aside(
+        tmp_path):
+    # Given t-0 holding 5 records of topic id "same" (a create a crash cut short, retried)
     shard_with_t0_of(tmp_path, "same", records_appended=5)
-    # When it opens again as the same topic's / Then its records are kept
-    assert end_offset_opened_as(tmp_path, "same") == 5
-    # And a log written before directories said their topic (no file) is taken as its
-    # topic's, and says so from then on
+    assert end_offset_opened_as(tmp_path, "same", restarted=False) == 5
+    # And an empty directory of another id
+    shard_with_t0_of(tmp_path / "empty", "old")
+    assert end_offset_opened_as(tmp_path / "empty", "new", restarted=False) == 0
+    assert set_aside_directories(tmp_path) == set_aside_directories(tmp_path / "empty") == []
+
+
+def test_a_reopened_partition_keeps_its_log_whatever_its_file_says_and_says_the_damage(
+        tmp_path, caplog):
+    # Given t-0 with 5 records of topic id "live", whose file was then damaged into
+    # another valid-looking id (a flipped bit)
+    shard_with_t0_of(tmp_path, "live", records_appended=5)
+    (tmp_path / "t-0" / "partition.metadata").write_text("version: 1\ntopic_id: livf\n")
+    # When the shard reopens it from its manifest, as topic "live"'s
+    with caplog.at_level(logging.WARNING, logger="plinth.shards"):
+        end_offset = end_offset_opened_as(tmp_path, "live", restarted=True)
+    # Then every record is kept, the damage is an ERROR naming both ids, the file is right
+    assert end_offset == 5 and set_aside_directories(tmp_path) == []
+    [error] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert error == (f"shard-test: {tmp_path / 't-0'}: its partition.metadata names topic id "
+                     f"livf, but it reopens as topic t's (id live, as the shard's manifest or "
+                     f"the controller says): damage; its log is kept and the file written "
+                     f"again")
+    assert metadata_of(tmp_path) == "version: 1\ntopic_id: live\n"
+
+
+def test_a_reopened_log_from_before_the_file_keeps_its_records_and_gets_the_file_silently(
+        tmp_path, caplog):
+    shard_with_t0_of(tmp_path, "same", records_appended=5)
     (tmp_path / "t-0" / "partition.metadata").unlink()
-    assert end_offset_opened_as(tmp_path, "other") == 5
-    assert (tmp_path / "t-0" / "partition.metadata").read_text() == \
-        "version: 1\ntopic_id: other\n"
+    with caplog.at_level(logging.WARNING, logger="plinth.shards"):
+        assert end_offset_opened_as(tmp_path, "other", restarted=True) == 5
+    assert metadata_of(tmp_path) == "version: 1\ntopic_id: other\n"
+    assert "partition.metadata" not in caplog.text
