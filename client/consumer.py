@@ -229,6 +229,8 @@ class Consumer(ConsumerBase):
         self._commits_done: deque[tuple] = deque()
         self._last_commit_s = time.monotonic()
         self._committed_positions: dict[TopicPartition, int] = {}
+        # The partitions a rebalance is revoking, while its commit and on_revoke run.
+        self._revoking: set[TopicPartition] = set()
         self._subscribed: list[str] | None = None   # subscribe's topics; None after assign
         if topics:
             try:
@@ -297,10 +299,10 @@ class Consumer(ConsumerBase):
             self._subscribed = None
 
     def _leave_group(self) -> None:
-        owned = set(self._fetcher.partitions)
+        owned = set(self._fetcher.partitions) - self._revoking   # (on_revoke heard those)
         try:
             if self.enable_auto_commit:
-                self._commit_quietly()
+                self._commit_quietly(owned)
             if owned and self._on_revoke is not None:
                 self._on_revoke(owned)
         finally:
@@ -441,6 +443,7 @@ class Consumer(ConsumerBase):
             if self._membership is not None:
                 self._membership.raise_if_refused()
                 self._rebalance()
+            if self._membership is not None:   # (a callback may have unsubscribed)
                 self._auto_commit()
             self._fetcher.send_fetches()
             out = self._take_records(max_records)
@@ -500,16 +503,23 @@ class Consumer(ConsumerBase):
 
     def _rebalance(self) -> None:
         """Apply the coordinator's newest assignment: revoke first (lost partitions
-        too; their commit is refused if the group has other members), then add."""
+        too, see ``_lost_positions``), then add. A callback that unsubscribes (or
+        subscribes again) ends it: the partitions are the leave's to drop."""
+        membership = self._membership
         change = self._assignment_change()
         if change is None:
             return
-        revoked, added = change
+        revoked, added, lost = change
         if revoked:
-            if self.enable_auto_commit:
-                self._commit_quietly(revoked)
-            if self._on_revoke is not None:
-                self._on_revoke(revoked)
+            self._revoking = revoked
+            try:
+                self._commit_revoked(revoked, lost)
+                if self._on_revoke is not None:
+                    self._on_revoke(revoked)
+            finally:
+                self._revoking = set()
+            if self._membership is not membership:
+                return
             for tp in revoked:
                 self._fetcher.remove(tp)
             self._drop_iterated(revoked)
@@ -521,7 +531,22 @@ class Consumer(ConsumerBase):
                     self._committed_positions[tp] = committed[tp]
             if self._on_assign is not None:
                 self._on_assign(added)
-        self._membership.set_owned(set(self._fetcher.partitions))
+            if self._membership is not membership:
+                return
+        membership.set_owned(set(self._fetcher.partitions))
+
+    def _commit_revoked(self, revoked: set, lost: bool) -> None:
+        if not self.enable_auto_commit:
+            return
+        if not lost:
+            self._commit_quietly(revoked)
+            return
+        try:
+            positions = self._lost_positions(revoked, self._fetch_committed())
+            if positions:
+                self.commit(positions)
+        except (BrokerError, ClientError) as exc:
+            log.warning("group %s: commit of lost partitions failed: %s", self.group, exc)
 
     def commit(self, offsets: dict[tuple[str, int], int] | None = None) -> None:
         """Commit positions (default: of every record handed out so far) and wait;

@@ -160,30 +160,40 @@ class ConsumerBase:
             return {}
         return self._fetcher.take(max_records)
 
-    def _assignment_change(self) -> tuple[set, set] | None:
-        """(revoked, added) of the coordinator's newest assignment, None if it changes
-        nothing. If the membership was lost (the session ended, or the member was
-        fenced), every partition owned is revoked, even one the new membership is
-        given again: other members may have read them meanwhile. They are dropped
-        with their buffered records, as Kafka's consumer drops lost partitions
-        (onPartitionsLost), though on_revoke is called; their commit goes without a
-        membership, which the coordinator takes only from a group without members (as
-        after its failover, which forgets them) and refuses while another may own
-        them."""
+    def _assignment_change(self) -> tuple[set, set, bool] | None:
+        """(revoked, added, lost) of the coordinator's newest assignment, None if it
+        changes nothing. ``lost``: the membership was lost (the session ended, or the
+        member was fenced), and every partition owned is revoked, even one the new
+        membership is given again: other members may have read them meanwhile. They
+        are dropped with their buffered records, as Kafka's consumer drops lost
+        partitions (onPartitionsLost), though on_revoke is called; their commit
+        (``_lost_positions``) goes without a membership, which the coordinator takes
+        only from a group without members (as after its failover, which forgets them)
+        and refuses while another may own them."""
         target = self._membership.take_target()
         if target is None:
             return None
         target = {TopicPartition(*tp) for tp in target}
         owned = set(self._fetcher.partitions)
         if not self._membership.target_lost:
-            return owned - target, target - owned
+            return owned - target, target - owned, False
         if owned:
             log.warning("group %s: partitions %s lost with the membership (its session "
                         "ended, or it was fenced): dropped with their buffered records, "
-                        "their positions committed only if the group has no members now; "
-                        "rejoining", self.group,
+                        "their positions committed only if the group has no members now "
+                        "and they are ahead of its commits; rejoining", self.group,
                         ", ".join(f"{tp.topic}-{tp.partition}" for tp in sorted(owned)))
-        return owned, target
+        return owned, target, True
+
+    def _lost_positions(self, lost: set, committed: Mapping) -> dict:
+        """The positions of lost partitions worth committing: those ahead of the
+        group's ``committed`` offsets (or with none). Another member may have owned
+        them, read further and left meanwhile (the group then has no members, and a
+        member-less commit is taken): committing a lost position behind its commits
+        would make the group read those records again (and undo an administrator's
+        reset or deletion made since, where one is behind)."""
+        return {tp: offset for tp, offset in self._positions(lost).items()
+                if committed.get(TopicPartition(*tp), -1) < offset}
 
     def _check_membership(self, error: BrokerError | None) -> None:
         """A commit refused because the coordinator does not know this member (it moved

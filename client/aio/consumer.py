@@ -163,6 +163,8 @@ class AIOConsumer(ConsumerBase):
         # The membership unsubscribe() dropped, with what it owned and had handed out:
         # its commit, on_revoke and leave are awaited by the next turn (_finish_leaving).
         self._leaving: _Leaving | None = None
+        # The partitions a rebalance is revoking, while its commit and on_revoke run.
+        self._revoking: set[TopicPartition] = set()
         self._commits: dict[int, dict] = {}     # auto-commit part's id -> its offsets
         self._last_commit_s = time.monotonic()
         self._committed_positions: dict[TopicPartition, int] = {}
@@ -301,8 +303,9 @@ class AIOConsumer(ConsumerBase):
             return
         self._check_open()
         if self._membership is not None:
-            self._leaving = _Leaving(self._membership, self._positions(),
-                                     set(self._fetcher.partitions), self._on_revoke)
+            owned = set(self._fetcher.partitions) - self._revoking   # (on_revoke heard those)
+            self._leaving = _Leaving(self._membership, self._positions(owned), owned,
+                                     self._on_revoke)
             self._membership = None
             self._committed_positions.clear()
         self._fetcher.assign([])
@@ -363,12 +366,16 @@ class AIOConsumer(ConsumerBase):
             self._subscription = None
             return
         counts = [await self._admin.partition_count(t) for t in topics]   # unknown topics fail here
+        if self._subscription is not topics:
+            return   # replaced while the counts were awaited: the newer one applies, or none
+        self._subscription = None
         self._partition_counts.update(zip(topics, counts))
-        if self._subscription is topics:   # (not replaced while the counts were awaited)
-            self._subscription = None
         if self.group is None:
             self._fetcher.assign([(t, p) for t, count in zip(topics, counts) for p in range(count)])
             return
+        if self._membership is not None:
+            raise AssertionError(f"group {self.group!r}: a second membership would leak the "
+                                 f"first (unsubscribe() hands it to _leaving)")
         self._membership = AIOGroupMembership(
             self._address, self.group, topics, session_timeout_ms=self.session_timeout_ms,
             assignor=self.group_assignor, request_timeout_ms=self.request_timeout_ms)
@@ -523,6 +530,7 @@ class AIOConsumer(ConsumerBase):
             if self._membership is not None:
                 self._membership.raise_if_refused()
                 await self._rebalance()
+            if self._membership is not None:   # (a callback may have unsubscribed)
                 self._auto_commit()
             await self._apply_resets()
             self._fetcher.send_fetches()
@@ -547,25 +555,50 @@ class AIOConsumer(ConsumerBase):
 
     async def _rebalance(self) -> None:
         """Apply the coordinator's newest assignment: revoke first (lost partitions
-        too; their commit is refused if the group has other members), then add."""
+        too, see ``_lost_positions``), then add. An unsubscribe() (or subscribe()) while
+        it awaits, from a callback or another task, ends it: the partitions are the
+        leave's to drop."""
+        membership = self._membership
         change = self._assignment_change()
         if change is None:
             return
-        revoked, added = change
+        revoked, added, lost = change
         if revoked:
-            if self.enable_auto_commit:
-                await self._commit_quietly(revoked)
-            await _call(self._on_revoke, revoked)
+            self._revoking = revoked
+            try:
+                await self._commit_revoked(revoked, lost)
+                await _call(self._on_revoke, revoked)
+            finally:
+                self._revoking = set()
+            if self._membership is not membership:
+                return
             for tp in revoked:
                 self._fetcher.remove(tp)
         if added:
             committed = await self._fetch_committed()
+            if self._membership is not membership:
+                return
             for tp in added:
                 self._fetcher.add(tp, committed.get(tp))
                 if tp in committed:
                     self._committed_positions[tp] = committed[tp]
             await _call(self._on_assign, added)
-        self._membership.set_owned(set(self._fetcher.partitions))
+            if self._membership is not membership:
+                return
+        membership.set_owned(set(self._fetcher.partitions))
+
+    async def _commit_revoked(self, revoked: set, lost: bool) -> None:
+        if not self.enable_auto_commit:
+            return
+        if not lost:
+            await self._commit_quietly(revoked)
+            return
+        try:
+            positions = self._lost_positions(revoked, await self._fetch_committed())
+            if positions:
+                await self._commit(positions)
+        except (BrokerError, ClientError) as exc:
+            log.warning("group %s: commit of lost partitions failed: %s", self.group, exc)
 
     async def commit(self, offsets: dict[tuple[str, int], int] | None = None) -> None:
         """Commit positions (default: of every record handed out so far) and await it;

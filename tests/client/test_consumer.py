@@ -708,3 +708,20 @@ def test_unsubscribe_without_a_group_drops_the_subscription_and_every_partition(
         assert (consumer.assignment(), consumer.subscription()) == (set(), None)
         assert consumer.poll(100) == {}
     assert [type(r).__name__ for _, r in broker.requests] == ["MetadataRequest"]
+
+
+def test_lost_partitions_are_committed_only_where_ahead_of_the_groups_commits():
+    # Given a consumer that handed out t-0..t-2 up to offset 20 each (its membership
+    # then lost: another member may have read further, committed, and left)
+    consumer = Consumer(broker="tcp://127.0.0.1:1")
+    try:
+        lost = {TopicPartition("t", p) for p in range(3)}
+        consumer.assign(sorted(lost))
+        for tp in lost:
+            consumer.seek(*tp, 20)
+        # When the group's commits are 98 for t-0, 10 for t-1, none for t-2
+        committed = {TopicPartition("t", 0): 98, TopicPartition("t", 1): 10}
+        # Then only the positions ahead of them are worth committing: never one behind
+        assert consumer._lost_positions(lost, committed) == {("t", 1): 20, ("t", 2): 20}
+    finally:
+        consumer.close()

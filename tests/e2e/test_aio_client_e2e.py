@@ -16,7 +16,7 @@ import pytest
 from plinth import Admin
 from plinth.aio import (AIOAdmin, AIOConsumer, AIOProducer, ConsumerRebalanceListener,
                         TopicPartition)
-from plinth.errors import ClosedError, UnknownTopicError, WrongEventLoopError
+from plinth.errors import ClosedError, UnknownGroupError, UnknownTopicError, WrongEventLoopError
 from tests.shard_processes import shard_pids
 from tests.support import (check_exactly_once_in_order, read_all, unique_topic,
                            values_to_high_watermark, wait_until)
@@ -592,6 +592,100 @@ def test_the_aio_consumer_subscribing_again_leaves_and_joins_with_the_new_topics
             assert ("old", "revoked", owned_first) in heard
             assert heard[-1][:2] == ("new", "assigned")
             assert {tp.topic for tp in consumer.assignment()} == {first, second}
+        finally:
+            await consumer.stop()
+
+    run(scenario())
+
+
+def test_an_aio_unsubscribe_from_another_task_while_a_listener_awaits_ends_the_rebalance(
+        shared_broker):
+    topic, group = unique_topic("aio-race"), unique_topic("g")
+    Admin(broker=shared_broker.url).create_topic(topic, 3)
+    heard: list[tuple[str, set]] = []
+
+    async def scenario():
+        in_callback, release = asyncio.Event(), asyncio.Event()
+
+        class Awaiting(ConsumerRebalanceListener):
+            async def on_partitions_assigned(self, assigned):
+                heard.append(("assigned", set(assigned)))
+                in_callback.set()
+                await release.wait()   # an aiokafka listener may await anything
+
+            async def on_partitions_revoked(self, revoked):
+                heard.append(("revoked", set(revoked)))
+
+        consumer = AIOConsumer(broker=shared_broker.url, group=group,
+                               auto_offset_reset="earliest", session_timeout_ms=6_000)
+        consumer.subscribe([topic], listener=Awaiting())
+        await consumer.start()
+        try:
+            # Given a getmany awaiting the listener of the member's first assignment
+            polling = asyncio.ensure_future(consumer.getmany(timeout_ms=30_000))
+            await asyncio.wait_for(in_callback.wait(), WAIT_S)
+            # When another task unsubscribes, and the listener returns
+            consumer.unsubscribe()
+            release.set()
+            # Then the getmany ends without an error, and the next one leaves the group
+            assert await asyncio.wait_for(polling, WAIT_S) == {}
+            assert await consumer.getmany(timeout_ms=0) == {}
+            async with AIOAdmin(broker=shared_broker.url) as admin:
+                with pytest.raises(UnknownGroupError):   # no members, and nothing committed
+                    await admin.describe_group(group)
+            # And the partitions were heard to come, then go, once each
+            assert [what for what, _ in heard] == ["assigned", "revoked"]
+            assert heard[0][1] == heard[1][1] and len(heard[0][1]) == 3
+        finally:
+            await consumer.stop()
+
+    run(scenario())
+
+
+def test_an_aio_subscription_replaced_while_its_counts_are_awaited_is_never_joined(
+        shared_broker):
+    first, second, group = unique_topic("aio-a"), unique_topic("aio-b"), unique_topic("g")
+    with Admin(broker=shared_broker.url) as admin:
+        admin.create_topic(first, 2)
+        admin.create_topic(second, 2)
+
+    async def members() -> list:
+        async with AIOAdmin(broker=shared_broker.url) as admin:
+            try:
+                return [m.topics for m in (await admin.describe_group(group)).members]
+            except UnknownGroupError:   # no members, and no commits
+                return []
+
+    async def scenario():
+        consumer = AIOConsumer(first, broker=shared_broker.url, group=group,
+                               auto_offset_reset="earliest", session_timeout_ms=6_000)
+        await consumer.start()
+        try:
+            # Given partition counts held back (as by a slow broker) until the test lets
+            # them through, and a getmany applying a new subscription to the second topic
+            asking, answer = asyncio.Event(), asyncio.Event()
+            count_of = consumer._admin.partition_count
+
+            async def held_count(topic):
+                asking.set()
+                await answer.wait()
+                return await count_of(topic)
+
+            consumer._admin.partition_count = held_count
+            consumer.subscribe([second])
+            polling = asyncio.ensure_future(consumer.getmany(timeout_ms=2_000))
+            await asyncio.wait_for(asking.wait(), WAIT_S)
+            # When the subscription is replaced meanwhile (back to the first topic), and
+            # the count comes
+            consumer.subscribe([first])
+            answer.set()
+            await asyncio.wait_for(polling, WAIT_S)
+            # Then the group has one member, of the first topic alone, never a second one
+            # left behind for the replaced subscription
+            while not await members():
+                await asyncio.sleep(0.05)   # a poll of the broker's state, bounded by run()
+            assert await members() == [[first]]
+            assert consumer.subscription() == {first}
         finally:
             await consumer.stop()
 

@@ -11,7 +11,8 @@ import pytest
 
 from plinth import Admin, Consumer, Producer, limits, protocol
 from plinth.client.connection import Connection, broker_address
-from plinth.errors import GroupMaxSizeReachedError, TooManyGroupsError, UnknownMemberIdError
+from plinth.errors import (GroupMaxSizeReachedError, TooManyGroupsError, UnknownGroupError,
+                           UnknownMemberIdError)
 from tests.conftest import Broker
 from tests.support import unique_topic, wait_until
 
@@ -562,5 +563,39 @@ def test_subscribing_again_to_other_topics_leaves_and_joins_with_them(shared_bro
         assert consumer.subscription() == {first, second}
         assert {tp.topic for tp in consumer.assignment()} == {first, second}
         assert new.calls and new.calls[-1][0] == "assigned"
+    finally:
+        consumer.close()
+
+
+def test_a_listener_that_unsubscribes_while_assigned_ends_the_rebalance_without_an_error(
+        shared_broker):
+    topic, group = unique_topic("g"), unique_topic("grp")
+    with Admin(broker=shared_broker.url) as admin:
+        admin.create_topic(topic, PARTITIONS)
+    consumer = Consumer(broker=shared_broker.url, group=group, session_timeout_ms=SESSION_MS,
+                        auto_offset_reset="earliest")
+    heard = Recorder()
+
+    class Unsubscribing(Recorder):
+        def on_partitions_assigned(self, assigned):
+            heard.on_partitions_assigned(assigned)
+            consumer.unsubscribe()
+
+        def on_partitions_revoked(self, revoked):
+            heard.on_partitions_revoked(revoked)
+
+    try:
+        # Given a member whose listener unsubscribes as soon as it is given partitions
+        consumer.subscribe([topic], listener=Unsubscribing())
+        # When it polls until it was given them / Then no poll raises
+        wait_until(lambda: consumer.poll(timeout_ms=100) == {} and heard.calls, timeout_s=30)
+        assert consumer.poll(timeout_ms=100) == {}
+        # And it heard them come, then go, once; it owns nothing and left its group
+        assert [what for what, _ in heard.calls] == ["assigned", "revoked"]
+        assert heard.calls[0][1] == heard.calls[1][1] and len(heard.calls[0][1]) == PARTITIONS
+        assert consumer.assignment() == set() and consumer.subscription() is None
+        with Admin(broker=shared_broker.url) as admin:
+            with pytest.raises(UnknownGroupError):   # no members, and nothing committed
+                admin.describe_group(group)
     finally:
         consumer.close()
