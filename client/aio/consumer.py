@@ -163,6 +163,7 @@ class AIOConsumer(ConsumerBase):
         # The membership unsubscribe() dropped, with what it owned and had handed out:
         # its commit, on_revoke and leave are awaited by the next turn (_finish_leaving).
         self._leaving: _Leaving | None = None
+        self._leave_task: asyncio.Task | None = None   # _leave_in_turn, once unsubscribed
         # The partitions a rebalance is revoking, while its commit and on_revoke run.
         self._revoking: set[TopicPartition] = set()
         self._commits: dict[int, dict] = {}     # auto-commit part's id -> its offsets
@@ -232,6 +233,8 @@ class AIOConsumer(ConsumerBase):
             self._closed = True
             self._conn.close()
             await self._admin.close()
+            if self._leave_task is not None:   # it ran, or finds the consumer closed
+                await self._leave_task
 
     def _release_elsewhere(self) -> None:
         """stop() awaited on another loop than start()'s, where neither the last commit
@@ -290,25 +293,39 @@ class AIOConsumer(ConsumerBase):
 
     def unsubscribe(self) -> None:
         """Drop the subscription and every partition, at once (aiokafka's call, a plain
-        one too). A group member's leave is awaited by the next ``getmany`` (or
-        ``getone``, ``async for``) or ``stop()``: it commits what it handed out (with
-        auto-commit), calls on_revoke with the partitions it owned, then leaves, so
-        they move to other members; a later ``subscribe`` joins as a new member, after
-        that. Without a group, what ``assign([])`` does. Any task on the loop; before
-        start() it only drops the subscription given."""
+        one too). A group member's leave runs in a task of its own, as aiokafka's, once
+        it has the turn (a ``getmany`` in progress ends its turn first): it commits what
+        it handed out (with auto-commit), calls on_revoke with the partitions it owned,
+        then leaves, so they move to other members; a later ``subscribe`` joins as a
+        new member, after that (the next ``getmany`` or ``stop()`` awaits the leave if
+        it has not run yet). Without a group, what ``assign([])`` does. Any task on
+        start()'s loop; before start() it only drops the subscription given."""
         if self._closed:
             raise ClosedError("consumer is closed")
         self._subscription = self._subscribed = None
         if self._fetcher is None:
             return
-        self._check_open()
+        self._check_call("unsubscribe")
         if self._membership is not None:
             owned = set(self._fetcher.partitions) - self._revoking   # (on_revoke heard those)
             self._leaving = _Leaving(self._membership, self._positions(owned), owned,
                                      self._on_revoke)
             self._membership = None
             self._committed_positions.clear()
+            if self._leave_task is None or self._leave_task.done():
+                self._leave_task = self._loop.create_task(self._leave_in_turn())
         self._fetcher.assign([])
+
+    async def _leave_in_turn(self) -> None:
+        """The leave task: unsubscribe()'s leave as soon as the turn is free, so that
+        the partitions move to other members without waiting for a getmany."""
+        async with self._turn:
+            if self._closed:
+                return
+            try:
+                await self._finish_leaving()
+            except Exception:   # no caller to raise to: an on_revoke's error, logged
+                log.exception("group %s: leaving after unsubscribe()", self.group)
 
     async def _finish_leaving(self) -> None:
         """The leave unsubscribe() began: commit (with auto-commit), on_revoke, leave.

@@ -690,3 +690,34 @@ def test_an_aio_subscription_replaced_while_its_counts_are_awaited_is_never_join
             await consumer.stop()
 
     run(scenario())
+
+
+def test_an_aio_member_that_unsubscribes_and_then_idles_hands_its_partitions_over_at_once(
+        shared_broker):
+    topic, group = unique_topic("aio-idle"), unique_topic("g")
+    Admin(broker=shared_broker.url).create_topic(topic, 3)
+
+    async def scenario():
+        options = dict(broker=shared_broker.url, group=group, auto_offset_reset="earliest",
+                       session_timeout_ms=60_000)
+        idler, taker = AIOConsumer(topic, **options), AIOConsumer(topic, **options)
+        await idler.start()
+        try:
+            # Given a member that owns every partition
+            while len(idler.assignment()) < 3:
+                await asyncio.wait_for(idler.getmany(timeout_ms=200), WAIT_S)
+            # When it unsubscribes and then calls nothing more, while another joins
+            idler.unsubscribe()
+            await taker.start()
+            # Then the other is given every partition, long before the idler's session
+            # (60 s) could end: the idler left by itself
+            async def given_all():
+                while len(taker.assignment()) < 3:
+                    await taker.getmany(timeout_ms=200)
+
+            await asyncio.wait_for(given_all(), 30)
+        finally:
+            await taker.stop()
+            await idler.stop()
+
+    run(scenario())
