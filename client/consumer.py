@@ -133,11 +133,17 @@ def checked_group(group) -> str:
 
 
 def checked_subscription(topics, pattern) -> list[str]:
-    """subscribe's ``topics`` as a list of names (Consumer's and AIOConsumer's)."""
+    """subscribe's ``topics`` as a list of names (Consumer's and AIOConsumer's); an
+    empty list is refused, as kafka-python refuses it (a group member subscribed to
+    nothing would hold up the group's resets and deletes, reading nothing)."""
     if pattern is not None:
         raise TypeError(f"subscribe(pattern={pattern!r}): topic patterns are not supported; "
                         f"give a list of topic names")
-    return checked_topic_names("subscribe", topics)
+    names = checked_topic_names("subscribe", topics)
+    if not names:
+        raise ValueError("subscribe([]) names no topic: give at least one, or call "
+                         "unsubscribe() to read nothing")
+    return names
 
 
 class ConsumerRebalanceListener:
@@ -266,6 +272,7 @@ class Consumer(ConsumerBase):
         not the new listener's, hear its partitions revoked), and joins with the new
         topics as a new member. Nothing changes if the topics are refused. The
         consumer's thread."""
+        self._check_open()
         topics = checked_subscription(topics, pattern)
         checked_sync_listener(listener)
         counts = [self._admin.partition_count(t) for t in topics]   # unknown topics fail here
@@ -290,6 +297,7 @@ class Consumer(ConsumerBase):
         (with auto-commit), calls on_revoke with the partitions it owned, then leaves,
         so they move to other members at once; a later ``subscribe`` joins as a new
         member. Without a group, what ``assign([])`` does. The consumer's thread."""
+        self._check_open()
         try:
             if self._membership is not None:
                 self._leave_group()
@@ -318,11 +326,13 @@ class Consumer(ConsumerBase):
     def topics(self) -> set[str]:
         """The names of every topic the broker has (kafka-python's call; the
         consumer's Admin.list_topics). The consumer's thread."""
+        self._check_open()
         return set(self._admin.list_topics())
 
     def partitions_for_topic(self, topic: str) -> set[int] | None:
         """The topic's partition ids, asked of the broker; None for a topic it does not
         have (kafka-python's answers). The consumer's thread."""
+        self._check_open()
         try:
             return set(range(self._admin.partition_count(checked_str("topic", topic))))
         except UnknownTopicError:
@@ -330,6 +340,7 @@ class Consumer(ConsumerBase):
 
     def assign(self, partitions: list[tuple[str, int]]) -> None:
         """Read exactly these (topic, partition) pairs; not for group members."""
+        self._check_open()
         partitions = checked_topic_partitions("assign", partitions)
         if self.group is not None:
             raise ValueError(f"consumer is in group {self.group!r}: partitions come from the "
@@ -343,6 +354,7 @@ class Consumer(ConsumerBase):
 
     def seek(self, topic: str, partition: int, offset: int) -> None:
         """Read ``topic``/``partition`` from ``offset`` next."""
+        self._check_open()
         tp = checked_tp("seek", topic, partition)
         self._fetcher.seek(tp, offset)
         self._drop_iterated({tp})
@@ -359,10 +371,12 @@ class Consumer(ConsumerBase):
         self._drop_iterated(iterated)
 
     def seek_to_beginning(self, *partitions: tuple[str, int]) -> None:
+        self._check_open()
         for tp in checked_tps("seek_to_beginning", partitions) or list(self._fetcher.partitions):
             self.seek(*tp, self._admin.list_offsets(*tp).start_offset)
 
     def seek_to_end(self, *partitions: tuple[str, int]) -> None:
+        self._check_open()
         for tp in checked_tps("seek_to_end", partitions) or list(self._fetcher.partitions):
             self.seek(*tp, self._admin.list_offsets(*tp).end_offset)
 
@@ -374,6 +388,7 @@ class Consumer(ConsumerBase):
         assigned; seek to the offsets to read from there. Every timestamp is checked
         before any is asked: TypeError or ValueError naming one that is not an int of
         ms since the epoch (0..2**63-1)."""
+        self._check_open()
         found = {}
         for (topic, partition), timestamp_ms in checked_times(timestamps).items():
             info = self._admin.list_offsets(topic, partition, timestamp_ms)
@@ -386,16 +401,19 @@ class Consumer(ConsumerBase):
         """Each partition's first offset (its log start), asked of the broker, one
         request each (kafka-python's call). The partitions need not be assigned; no
         position moves. Every partition is checked before any is asked."""
+        self._check_open()
         return {tp: self._admin.list_offsets(*tp).start_offset
                 for tp in checked_partitions("beginning_offsets", partitions)}
 
     def end_offsets(self, partitions: list[tuple[str, int]]) -> dict[TopicPartition, int]:
         """Each partition's end offset (its high watermark: the offset after its last
         record), asked of the broker as ``beginning_offsets`` asks."""
+        self._check_open()
         return {tp: self._admin.list_offsets(*tp).end_offset
                 for tp in checked_partitions("end_offsets", partitions)}
 
     def position(self, topic: str, partition: int) -> int:
+        self._check_open()
         tp = checked_tp("position", topic, partition)
         state = self._fetcher.state(*tp)
         if state.position is None:
@@ -551,6 +569,7 @@ class Consumer(ConsumerBase):
     def commit(self, offsets: dict[tuple[str, int], int] | None = None) -> None:
         """Commit positions (default: of every record handed out so far) and wait;
         retried while the group's coordinator is unavailable, up to request_timeout_ms."""
+        self._check_open()
         for part in protocol.commit_offsets_parts(self._offsets_to_commit(offsets)):
             try:
                 self._conn.request_retrying(
@@ -568,6 +587,7 @@ class Consumer(ConsumerBase):
         none handed out yet, as before the first poll) nothing is sent and the callback
         runs in the next poll with ({}, None), as kafka-python's does. The consumer's
         thread."""
+        self._check_open()
         offsets = self._offsets_to_commit(offsets)
         parts = protocol.commit_offsets_parts(offsets)
         if not parts:
@@ -627,10 +647,17 @@ class Consumer(ConsumerBase):
 
     def committed(self, topic: str, partition: int) -> int | None:
         """The group's committed offset for a partition, or None."""
+        self._check_open()
         tp = checked_tp("committed", topic, partition)
         if self.group is None:
             raise ValueError("committed() needs a consumer group")
         return self._fetch_committed().get(tp)
+
+    def _check_open(self) -> None:
+        """ClosedError once close() was called: every call but ``assignment`` and
+        ``subscription`` (which only read) and ``close`` (which may repeat)."""
+        if self._closed:
+            raise ClosedError("consumer is closed")
 
     def close(self) -> None:
         """Commit (with auto-commit), leave the group, close the sockets."""

@@ -181,8 +181,8 @@ class AIOConsumer(ConsumerBase):
         """Connect; subscribe to the topics given (unknown topics fail here). ClosedError
         after stop(), even one before start(): a stopped consumer stays stopped."""
         if self._closed:
-            raise ClosedError("consumer is stopped: a stopped AIOConsumer cannot start; make a "
-                              "new one")
+            raise ClosedError("consumer is stopped (stop() was called, or start() failed): "
+                              "an AIOConsumer cannot start again; make a new one")
         if self._fetcher is not None:
             raise ValueError("AIOConsumer.start() was already called")
         if self.group is not None and not self._subscription:
@@ -282,6 +282,8 @@ class AIOConsumer(ConsumerBase):
         first, as ``unsubscribe`` (its callbacks, not the new listener's, hear its
         partitions revoked), and joins with the new topics as a new member. Any task
         on the loop."""
+        if self._closed:
+            raise ClosedError("consumer is closed")
         topics = checked_subscription(topics, pattern)
         checked_listener("listener", listener)
         if self._membership is not None:

@@ -9,7 +9,7 @@ import pytest
 
 from plinth import Consumer, limits, protocol
 from plinth.client.consumer import OffsetAndTimestamp, TopicPartition
-from plinth.errors import (CorruptDataError, InvalidConfigError, InvalidGroupError,
+from plinth.errors import (ClosedError, CorruptDataError, InvalidConfigError, InvalidGroupError,
                            PartitionNotAssignedError, RecordDeserializationError,
                            TooManyRequestsError, UnavailableError, UnknownMemberIdError,
                            UnknownTopicError)
@@ -456,6 +456,17 @@ def test_subscribe_takes_a_list_of_topic_names_not_a_str_nor_a_pattern(scripted,
     assert broker.requests == []   # no topic named 't'... asked for
 
 
+def test_subscribe_to_no_topic_is_refused_pointing_to_unsubscribe(scripted):
+    broker = scripted([])
+    with Consumer(broker=broker.url, group="g", request_timeout_ms=5_000,
+                  direct_to_shards=False) as consumer:
+        with pytest.raises(ValueError, match=r"subscribe\(\[\]\) names no topic: give at "
+                                             r"least one, or call unsubscribe\(\)"):
+            consumer.subscribe([])
+        assert consumer.subscription() is None
+    assert broker.requests == []   # no member joined
+
+
 # Calls taking (topic, partition)s, each refusing what is not one before anything changes
 # or is asked: assign("t1") raised TypeError from inside TopicPartition, a list given to
 # offsets_for_times an AttributeError, a str partition "t1-'0' is not assigned".
@@ -725,3 +736,23 @@ def test_lost_partitions_are_committed_only_where_ahead_of_the_groups_commits():
         assert consumer._lost_positions(lost, committed) == {("t", 1): 20, ("t", 2): 20}
     finally:
         consumer.close()
+
+
+@pytest.mark.parametrize("call", [
+    lambda c: c.subscribe(["t"]), lambda c: c.unsubscribe(), lambda c: c.topics(),
+    lambda c: c.partitions_for_topic("t"), lambda c: c.assign([("t", 0)]),
+    lambda c: c.seek("t", 0, 1), lambda c: c.seek_to_beginning(), lambda c: c.seek_to_end(),
+    lambda c: c.pause(("t", 0)), lambda c: c.resume(("t", 0)), lambda c: c.paused(),
+    lambda c: c.position("t", 0), lambda c: c.highwater(("t", 0)),
+    lambda c: c.beginning_offsets([("t", 0)]), lambda c: c.end_offsets([("t", 0)]),
+    lambda c: c.offsets_for_times({("t", 0): 0}), lambda c: c.commit(),
+    lambda c: c.commit_async(), lambda c: c.committed("t", 0), lambda c: c.poll()])
+def test_a_closed_consumer_refuses_every_call_but_close_saying_it_is_closed(call):
+    # Given a consumer reading t-0, closed
+    consumer = Consumer(broker="tcp://127.0.0.1:1", group="g")
+    consumer._fetcher.assign([("t", 0)])
+    consumer.close()
+    # When it is called / Then ClosedError says why, whatever the call
+    with pytest.raises(ClosedError, match="^consumer is closed$"):
+        call(consumer)
+    consumer.close()   # (close again is fine)

@@ -226,6 +226,8 @@ def test_subscribe_to_a_str_is_refused_rather_than_read_as_its_characters():
         consumer.subscribe("t")
     with pytest.raises(TypeError, match=r"topic patterns are not supported"):
         consumer.subscribe([], pattern="t.*")
+    with pytest.raises(ValueError, match=r"subscribe\(\[\]\) names no topic"):
+        consumer.subscribe([])
 
 
 def test_start_after_stop_raises_closed_error_even_when_stop_came_before_start():
@@ -560,3 +562,14 @@ def test_beginning_and_end_offsets_and_highwater_answer_as_the_sync_consumers(sc
         assert consumer.highwater(TopicPartition("t", 0)) == 8
 
     run(broker, scenario)
+
+
+def test_a_stopped_aio_consumer_refuses_a_subscribe_and_keeps_its_subscription():
+    async def scenario():
+        consumer = AIOConsumer("t", broker="tcp://127.0.0.1:1")
+        await consumer.stop()
+        with pytest.raises(ClosedError, match="^consumer is closed$"):
+            consumer.subscribe(["u"])
+        assert consumer.subscription() == {"t"}
+
+    asyncio.run(scenario())
