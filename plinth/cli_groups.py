@@ -12,6 +12,7 @@ import sys
 import click
 
 from plinth import limits
+from plinth.errors import UnknownTopicError
 
 # Offsets are Int64 on the wire (schemas/protocol.capnp).
 OFFSET_MAX = 2**63 - 1
@@ -155,7 +156,11 @@ def group_delete_offsets(ctx, name, topic_name, partitions):
     status 1 if one was kept: the group's members subscribe to TOPIC (stop them
     first), or the partition does not exist. An offset never committed is no error."""
     with admin_for(ctx) as admin:
-        numbers = partitions or range(admin.partition_count(topic_name))
+        try:
+            numbers = partitions or range(admin.partition_count(topic_name))
+        except UnknownTopicError as exc:
+            raise UnknownTopicError(f"group {name}: no offsets of topic {topic_name!r} to "
+                                    f"delete: {exc}") from None
         outcomes = admin.delete_group_offsets(name, [(topic_name, p) for p in numbers])
     kept = 0
     for (topic, partition), error in outcomes.items():
