@@ -314,6 +314,13 @@ class Partition:
         clear ``needs_repair`` if it was set; returns whether it was cleared."""
         if not self.needs_repair or self.log.flushed_end_offset < leader_high_watermark:
             return False
+        self.clear_repair_mark(f"caught up to its leader's high watermark "
+                               f"{leader_high_watermark}")
+        return True
+
+    def clear_repair_mark(self, why: str) -> None:
+        """Clear ``needs_repair`` and its mark on disk, saying ``why`` (repaired, or a
+        partition of one copy, which nothing can repair)."""
         path = self.log.directory / NEEDS_REPAIR_FILE
         try:
             path.unlink(missing_ok=True)
@@ -322,9 +329,7 @@ class Partition:
             raise StorageError(
                 f"cannot clear the repair mark {path} of {self.name}: {exc}") from None
         self.needs_repair = False
-        log.info("%s repaired: caught up to its leader's high watermark %d", self.name,
-                 leader_high_watermark)
-        return True
+        log.info("%s: repair mark cleared: %s", self.name, why)
 
     def take_writes(self, initial_offset: int, moved_producers: list | None) -> None:
         """Take writes from ``initial_offset`` on, if the log ends before it.

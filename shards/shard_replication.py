@@ -468,3 +468,5 @@ def _say_single_copy_loss(part: Partition) -> None:
                     "and new records take their offsets; %s", part.name,
                     recovery.bytes_truncated, part.log.end_offset, recovery.reason,
                     cut_kept(recovery))
+    if part.needs_repair:   # no replica will ever clear it: said above, or at the cut
+        part.clear_repair_mark("one copy: there is no replica to repair it from")

@@ -370,3 +370,21 @@ def test_a_reopened_log_from_before_the_file_keeps_its_records_and_gets_the_file
         assert end_offset_opened_as(tmp_path, "other", restarted=True) == 5
     assert metadata_of(tmp_path) == "version: 1\ntopic_id: other\n"
     assert "partition.metadata" not in caplog.text
+
+
+def test_a_single_copy_partition_whose_recovery_cut_bytes_keeps_no_repair_mark(
+        tmp_path, caplog):
+    # Given t-0, one copy, with 5 records and a torn tail (a crash mid-write)
+    shard_with_t0_of(tmp_path, "one", records_appended=5)
+    with open(tmp_path / "t-0" / "00000000000000000000.log", "ab") as log_file:
+        log_file.write(b"\1" * 30)
+    # When the restarted shard reopens it, twice
+    with caplog.at_level(logging.INFO, logger="plinth.shards"):
+        assert end_offset_opened_as(tmp_path, "one", restarted=True) == 5
+        assert end_offset_opened_as(tmp_path, "one", restarted=True) == 5
+    # Then the loss was said once, and no repair mark was kept (no replica can clear it)
+    assert "records there that were acknowledged are lost (one copy" in caplog.text
+    assert "t-0: repair mark cleared: one copy: there is no replica to repair it from" in \
+        caplog.text
+    assert not (tmp_path / "t-0" / "needs-repair").exists()
+    assert "still needs repair" not in caplog.text
