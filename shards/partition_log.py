@@ -673,9 +673,8 @@ class PartitionLog:
         if len(self._corrupt_places_logged) >= CORRUPT_READ_PLACES_LOGGED_MAX:
             del self._corrupt_places_logged[next(iter(self._corrupt_places_logged))]
         self._corrupt_places_logged[place] = None
-        position = "unknown" if error.position is None else error.position
-        logger.error("partition %s: a read found corrupt data in %s at position %s: %s",
-                     self.directory.name, error.path or self.directory, position,
+        # (The message names the file, and the position where it knows it.)
+        logger.error("partition %s: a read found corrupt data: %s", self.directory.name,
                      error.message)
 
     def in_gap(self, offset: int) -> bool:
