@@ -15,21 +15,24 @@ the consumer may still be adding it (on_assign) while the heartbeat travels.
 If the coordinator says the member is unknown or fenced, or no heartbeat
 succeeds for a whole session timeout, the membership is lost: the target
 becomes empty and its partitions are lost, not revoked (other members may own
-them already): the consumer drops them and their buffered records without
-committing, calls on_revoke, and the thread rejoins as a new member as soon
-as it has dropped them. Before it hands out records the consumer asks
-``records_allowed()``: not while lost partitions are not dropped yet, nor
-while no heartbeat sent within the last session timeout was answered (the
-consumer's loop was blocked, or the coordinator is silent: the session may
-have ended and the partitions moved), which sends one at once to learn it. A
-heartbeat that fails otherwise (the coordinator is moving: unavailable, notLeader, a timeout) is retried after a backoff from
+them already): the consumer drops them and their buffered records, commits
+their positions only without a membership and ahead of the group's commits
+(consumer_base.py, ``_lost_positions``), calls on_revoke, and the thread
+rejoins as a new member as soon as it has dropped them. Before it hands out
+records the consumer asks ``records_allowed()``: not while lost partitions
+are not dropped yet, nor while no heartbeat sent within the last session
+timeout was answered (the consumer's loop was blocked, or the coordinator is
+silent: the session may have ended and the partitions moved), which sends
+one at once to learn it. A heartbeat that fails otherwise (the coordinator
+is moving: unavailable, notLeader, a timeout) is retried after a backoff from
 ``CLIENT_RETRY_BACKOFF_MS``, doubling up to the heartbeat interval, not after
 a whole interval: after a coordinator's failover the member finds the new one
 (and learns it must rejoin there) within a backoff of its election, as Kafka's
 clients look up a new coordinator at once. The consumer also calls
 ``heartbeat_now()`` when a commit is refused because the member is unknown,
-so that it need not wait for the next heartbeat to learn it. ``close()`` sends a last heartbeat with the leave epoch, so
-the member's partitions move at once instead of after its session timeout.
+so that it need not wait for the next heartbeat to learn it. ``close()``
+sends a last heartbeat with the leave epoch, so the member's partitions move
+at once instead of after its session timeout.
 """
 
 from __future__ import annotations
