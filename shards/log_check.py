@@ -19,8 +19,8 @@ each, naming the file, the position and the offsets):
 - a hole between two segments that no gap made on purpose explains
   (offset_gaps.py), or segments that overlap;
 - an offset-gaps file that is not one (the log then takes any hole as a gap);
-- bytes an earlier recovery cut and kept (``.log.cut``): not damage now, but
-  said, since they may hold acknowledged records.
+- bytes earlier recoveries cut and kept (cut files, segment.py): not damage now,
+  but said, each file, since they may hold acknowledged records.
 
 Any process; reads only.
 """
@@ -33,7 +33,7 @@ from pathlib import Path
 
 from plinth.shards.offset_gaps import GAPS_FILE, Gap, read_gaps
 from plinth.shards.segment import (
-    CUT_SUFFIX, LOG_SUFFIX, Segment, SegmentCheck, parse_log_file_name, segment_file_name)
+    LOG_SUFFIX, Segment, SegmentCheck, cut_file_paths, parse_log_file_name, segment_file_name)
 
 
 @dataclass
@@ -80,8 +80,7 @@ def check_partition_directory(directory: Path) -> PartitionCheck:
         if previous is not None:
             _check_contiguous(check, previous, base_offset, gaps)
         previous = (base_offset, found)
-        cut_path = directory / segment_file_name(base_offset, CUT_SUFFIX)
-        if cut_path.exists():
+        for cut_path in cut_file_paths(directory, base_offset):
             check.notes.append(f"{cut_path}: {cut_path.stat().st_size} bytes an earlier "
                                f"recovery cut from this segment, kept")
     return check

@@ -104,8 +104,9 @@ def test_bytes_a_recovery_cut_and_kept_are_noted_not_called_damage(tmp_path):
     # Given a log whose newest segment's last entry was damaged, then recovered
     paths = written_log(tmp_path)
     flip_byte(paths[-1], os.path.getsize(paths[-1]) - 1)
-    PartitionLog.open(tmp_path, SMALL_SEGMENTS).close()
-    cut_path = paths[-1].with_name(paths[-1].name + ".cut")
+    log = PartitionLog.open(tmp_path, SMALL_SEGMENTS)
+    cut_path = log.recovery.cut_kept_path
+    log.close()
     # When checked / Then the log is whole again, and the kept bytes are noted
     check = check_partition_directory(tmp_path)
     assert check.problems == []
