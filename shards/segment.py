@@ -84,8 +84,8 @@ CUT_POSITION_DIGITS = 10
 # The running maximum timestamp of a segment with no entries.
 TIMESTAMP_MS_NONE = -(1 << 63)
 
-__all__ = ["RecoveryResult", "Segment", "SegmentCheck", "cut_file_name", "cut_file_paths",
-           "log_cut_files_deleted", "parse_cut_file_name", "parse_log_file_name",
+__all__ = ["BadEntry", "RecoveryResult", "Segment", "SegmentCheck", "cut_file_name",
+           "cut_file_paths", "log_cut_files_deleted", "parse_cut_file_name", "parse_log_file_name",
            "segment_file_name"]
 
 
@@ -98,14 +98,31 @@ class RecoveryResult(NamedTuple):
     cut_kept_path: Path | None = None   # the new cut file holding the bytes cut, if kept
 
 
+class BadEntry(NamedTuple):
+    """An entry ``Segment.check_file()`` found whole, its header sound, its batch failing
+    its CRC: a read of its offsets fails, the entries after it are read past it."""
+
+    position: int
+    base_offset: int
+    end_offset: int      # the offset after its records
+    entry_bytes: int
+    reason: str
+
+
 class SegmentCheck(NamedTuple):
     """What ``Segment.check_file()`` found in a .log file, which it left as it was."""
 
-    entries_valid: int   # whole, valid entries from position 0
-    bytes_valid: int     # the bytes they take: the first bad entry's position, if any
-    bytes_bad: int       # from there to the end of the file: what a recovery would cut
-    end_offset: int      # the offset after the last valid entry
-    reason: str = ""     # why the first bad entry is bad; "" if none is
+    entries_valid: int   # whole, valid entries (after a skipped bad entry too)
+    bytes_valid: int     # the bytes they take
+    end_offset: int      # the offset after the last entry read: where ``reason`` starts
+    bytes_bad: int       # from where ``reason`` starts to the end: what cannot be read on
+    reason: str = ""     # why the entries stop being readable there; "" if they do not
+    bad_entries: tuple[BadEntry, ...] = ()   # entries skipped (past_bad_crc), in order
+
+    @property
+    def unreadable_position(self) -> int:
+        """Where the entries stop being readable (the file's end if they do not)."""
+        return self.bytes_valid + sum(bad.entry_bytes for bad in self.bad_entries)
 
 
 def segment_file_name(base_offset: int, suffix: str) -> str:
@@ -347,12 +364,13 @@ class Segment:
         self._ready = True
         return RecoveryResult(bytes_truncated, entries_valid, reason, cut_kept_path)
 
-    def _track_valid_entries(self, file_bytes: int) -> tuple[int, str]:
-        """Track every entry from position 0 that passes its checks, its CRC included,
-        up to the first bad one; (entries tracked, why the first bad one is bad or "")."""
+    def _track_valid_entries(self, file_bytes: int, position: int = 0) -> tuple[int, str]:
+        """Track every entry from ``position`` (the tracked size: 0, or past an entry
+        ``check_file`` skipped) that passes its checks, its CRC included, up to the
+        first bad one; (entries tracked, why the first bad one is bad or "")."""
         entries_valid = 0
         try:
-            for position, header, _ in self._scan_file(0, file_bytes, verify_crc=True):
+            for position, header, _ in self._scan_file(position, file_bytes, verify_crc=True):
                 self._track_scanned(header, position)
                 entries_valid += 1
         except CorruptDataError as error:
@@ -398,10 +416,15 @@ class Segment:
                            self.log_path, path, size_bytes, CUT_FILES_KEPT_MAX, len(paths))
 
     @classmethod
-    def check_file(cls, directory: Path, base_offset: int) -> SegmentCheck:
+    def check_file(cls, directory: Path, base_offset: int, *,
+                   past_bad_crc: bool = False) -> SegmentCheck:
         """Check every entry of a segment's .log file as ``recover()`` does, changing
-        nothing: the file is opened read-only and no index is written. Any process (an
-        offline check: plinth check); StorageError if the file cannot be read."""
+        nothing: the file is opened read-only and no index is written. With
+        ``past_bad_crc`` (an older segment, which reads find entries in through its
+        index), an entry whose header is sound but whose batch fails its CRC is noted
+        and skipped, and the check goes on after it; else the first bad entry ends it,
+        as it ends a recovery. Any process (an offline check: plinth check);
+        StorageError if the file cannot be read."""
         path = Path(directory) / segment_file_name(base_offset, LOG_SUFFIX)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -412,13 +435,50 @@ class Segment:
         try:
             file_bytes = segment._file_bytes()
             try:
-                entries_valid, reason = segment._track_valid_entries(file_bytes)
+                entries_valid, reason, bad_entries = segment._check_entries(file_bytes,
+                                                                            past_bad_crc)
             except OSError as error:
                 raise StorageError(f"cannot read segment {path}: {error}") from error
-            return SegmentCheck(entries_valid, segment._size_bytes,
-                                file_bytes - segment._size_bytes, segment._end_offset, reason)
+            bad_bytes = sum(bad.entry_bytes for bad in bad_entries)
+            return SegmentCheck(entries_valid, segment._size_bytes - bad_bytes,
+                                segment._end_offset, file_bytes - segment._size_bytes, reason,
+                                tuple(bad_entries))
         finally:
             os.close(fd)
+
+    def _check_entries(self, file_bytes: int, past_bad_crc: bool
+                       ) -> tuple[int, str, list[BadEntry]]:
+        """``check_file``'s scan: (entries valid, why the entries stop being readable
+        or "", the bad entries skipped). Ends: each round tracks or skips an entry."""
+        entries_valid, bad_entries = 0, []
+        while True:
+            count, reason = self._track_valid_entries(file_bytes, self._size_bytes)
+            entries_valid += count
+            header = self._header_of_bad_batch(file_bytes) if reason and past_bad_crc else None
+            if header is None:
+                return entries_valid, reason, bad_entries
+            bad_entries.append(BadEntry(self._size_bytes, header.base_offset,
+                                        header.end_offset, header.entry_bytes, reason))
+            self._track(header.base_offset, header.record_count, header.max_timestamp_ms,
+                        self._size_bytes, header.entry_bytes)
+
+    def _header_of_bad_batch(self, file_bytes: int) -> LogEntryHeader | None:
+        """The header of the entry at the tracked size if only its batch is bad (its
+        header sound, its offsets next, the entry whole, its CRC failing): reads find
+        the entries after it. None if anything else is wrong with it."""
+        position = self._size_bytes
+        try:
+            header = unpack_entry_header(os.pread(self._fd, LOG_ENTRY_HEADER_BYTES, position))
+        except CorruptDataError:
+            return None
+        if header.base_offset != self._end_offset or position + header.entry_bytes > file_bytes:
+            return None
+        batch = os.pread(self._fd, header.batch_bytes, position + LOG_ENTRY_HEADER_BYTES)
+        try:
+            check_entry_crc(header, batch, position)
+        except CorruptDataError:
+            return header
+        return None
 
     def load_indexes(self) -> str | None:
         """Load the index files of an older segment, or rebuild them from the log.
