@@ -39,12 +39,16 @@ from plinth.shards.shard_handle import MANIFEST_FILE, ShardManifest
 TOPICS_NAMED_MAX = 5
 
 
-def load_checked_metadata(data_dir: Path) -> BrokerMetadata:
+def load_checked_metadata(data_dir: Path,
+                          manifests: dict[Path, ShardManifest] | None = None) -> BrokerMetadata:
     """The broker metadata of ``data_dir`` (empty for a new broker), or CorruptDataError
-    if a broker must not start on it (above)."""
+    if a broker must not start on it (above). ``manifests``, by path: the ones already
+    read (plinth check passes those it could read, and reports the others); by
+    default every one is read here, and one that cannot be is CorruptDataError."""
     data_dir = Path(data_dir)
-    manifests = {path: ShardManifest.load(path)
-                 for path in sorted((data_dir / SHARDS_DIR).glob(f"*/{MANIFEST_FILE}"))}
+    if manifests is None:
+        manifests = {path: ShardManifest.load(path)
+                     for path in sorted((data_dir / SHARDS_DIR).glob(f"*/{MANIFEST_FILE}"))}
     metadata_path = data_dir / METADATA_FILE
     if metadata_path.exists():
         return BrokerMetadata.load(metadata_path)

@@ -60,8 +60,13 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except PlinthError as exc:
-            click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
-            sys.exit(1)
+            _exit_with_error(exc, 1)
+
+
+def _exit_with_error(exc: PlinthError, status: int):
+    """Say ``exc`` in one ``error:`` line on stderr and exit with ``status``."""
+    click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+    sys.exit(status)
 
 
 class UserError(click.ClickException):
@@ -595,13 +600,44 @@ def status(ctx):
               type=click.Path(exists=True, file_okay=False, path_type=Path))
 def check(data_dir):
     """Read every partition log of a stopped broker's data dir whole, checking each
-    entry's CRC, and say what is damaged; changes nothing. Exit status 1 if anything
-    is."""
+    entry's CRC, and compare the logs with the shards' manifests; say what is damaged.
+    Changes no data (it takes the data dir's lock, whose file says who holds it).
+    Exit status 1 if anything is damaged, 2 if the check is refused (a server holds
+    the data dir, its metadata cannot be read)."""
+    try:
+        found = _checked_data_dir(data_dir)
+    except PlinthError as exc:
+        _exit_with_error(exc, 2)
+    for line in found.problems:
+        click.echo(f"DAMAGED {line}")
+    for check in found.partitions:
+        for line in check.problems:
+            click.echo(f"DAMAGED {line}")
+        for line in check.notes:
+            click.echo(f"note    {line}")
+    for line in found.notes:
+        click.echo(f"note    {line}")
+    from plinth.control.shard_set import SHARDS_DIR
+
+    checks = found.partitions
+    click.echo(f"checked {counted(len(checks), 'partition log')} in {data_dir / SHARDS_DIR}: "
+               f"{counted(sum(c.segments for c in checks), 'segment')}, "
+               f"record batches valid: {sum(c.entries_valid for c in checks):,} "
+               f"({sum(c.bytes_valid for c in checks):,} bytes); "
+               f"{found.damaged} damaged")
+    if found.damaged:
+        sys.exit(1)
+
+
+def _checked_data_dir(data_dir: Path):
+    """``check``'s work under the data dir's lock: a ShardsCheck (log_check.py), or
+    PlinthError if the check is refused."""
     from plinth.control.data_dir_check import load_checked_metadata
     from plinth.control.metadata import METADATA_FILE
     from plinth.control.shard_set import SHARDS_DIR
     from plinth.data_dir_lock import DataDirLock
-    from plinth.shards.log_check import check_shards_directory
+    from plinth.shards.log_check import ShardsCheck, check_shards_directory, read_manifests
+    from plinth.shards.shard_handle import MANIFEST_FILE
 
     shards_dir = data_dir / SHARDS_DIR
     if not (data_dir / METADATA_FILE).exists() and not shards_dir.is_dir():
@@ -610,23 +646,15 @@ def check(data_dir):
     lock = DataDirLock(data_dir)
     lock.acquire()   # a running server's active segments change under the check
     try:
-        load_checked_metadata(data_dir)
-        checks = check_shards_directory(shards_dir) if shards_dir.is_dir() else []
+        if not shards_dir.is_dir():
+            load_checked_metadata(data_dir, {})
+            return ShardsCheck()
+        manifests = read_manifests(shards_dir)
+        load_checked_metadata(data_dir, {shard_dir / MANIFEST_FILE: manifest
+                                         for shard_dir, manifest in manifests.found.items()})
+        return check_shards_directory(shards_dir, manifests)
     finally:
         lock.release()
-    damaged = [check for check in checks if check.problems]
-    for check in checks:
-        for line in check.problems:
-            click.echo(f"DAMAGED {line}")
-        for line in check.notes:
-            click.echo(f"note    {line}")
-    click.echo(f"checked {counted(len(checks), 'partition log')} in {shards_dir}: "
-               f"{counted(sum(c.segments for c in checks), 'segment')}, "
-               f"record batches valid: {sum(c.entries_valid for c in checks):,} "
-               f"({sum(c.bytes_valid for c in checks):,} bytes); "
-               f"{len(damaged)} damaged")
-    if damaged:
-        sys.exit(1)
 
 
 def _column_width(values: list[str], at_least: int) -> int:

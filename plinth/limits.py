@@ -415,6 +415,14 @@ SEGMENT_SCAN_CHUNK_BYTES = 4 * MiB
 # Finding an offset scans entry headers forward from the indexed entry,
 # reading up to index_interval_bytes at once, but no more than this.
 SEGMENT_FIND_CHUNK_BYTES_MAX = 64 * KiB
+# Recovery keeps the bytes it cuts from a segment, one file per cut (segment.py):
+# at most this many per segment, the oldest removed (logged) beyond it, so that a
+# disk that tears the same segment at every restart cannot fill the data dir.
+CUT_FILES_KEPT_MAX = 8
+# plinth check (shards/log_check.py) says each bad entry of a segment in a line of
+# its own, up to this many; the rest in one line (a disk gone bad must not bury
+# every other line of the report).
+CHECK_BAD_ENTRIES_SAID_MAX = 20
 # Committed offsets (shards/offset_store.py): replay reads the internal log
 # this much at a time, and compaction (and a replicated slot's snapshot) writes
 # at most this many records, and about this many bytes of keys and values, per
@@ -1366,6 +1374,10 @@ def _relations() -> list[tuple[str, bool]]:
          0 < DIRECT_HEARTBEAT_IVL_MS < DIRECT_HEARTBEAT_TIMEOUT_MS < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT),
         ("a shard's ipc:// direct socket pings a client several times before it drops it",
          0 < 3 * DIRECT_IPC_HEARTBEAT_IVL_MS <= CLIENT_REPLIES_STALLED_MS_MAX),
+        ("recovery keeps more than one cut per segment (a later torn tail must not push "
+         "out the cut before it at once)", 2 <= CUT_FILES_KEPT_MAX <= 100),
+        ("plinth check says several bad entries of a segment, not thousands",
+         1 <= CHECK_BAD_ENTRIES_SAID_MAX <= 1000),
     ]
 
 

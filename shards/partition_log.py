@@ -84,7 +84,8 @@ from plinth.limits import (
 from plinth.format.log_entry import (
     BATCH_FORMAT_PLINTH, LOG_ENTRY_HEADER_BYTES, LogEntryHeader, scan_whole_entries)
 from plinth.shards.offset_gaps import Gap, load_gaps, save_gaps
-from plinth.shards.segment import RecoveryResult, Segment, parse_log_file_name
+from plinth.shards.segment import (
+    RecoveryResult, Segment, log_cut_files_deleted, parse_cut_file_name, parse_log_file_name)
 from plinth.shards.segment_files import SegmentFiles
 from plinth.shards.tier.tier_policy import resolve_local_retention
 
@@ -272,7 +273,7 @@ class PartitionLog:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         files = SegmentFiles() if files is None else files
-        log_files = _log_files(directory)
+        log_files, cut_base_offsets = _log_files(directory)
         if not log_files:
             _save_gaps(directory, [])   # first: a log with a segment and no file is an older one
             segment = Segment.create(directory, initial_offset,
@@ -289,6 +290,9 @@ class PartitionLog:
             active.release()
             raise
         segments.append(active)
+        for segment in segments:
+            segment.cut_files_there = (segment.base_offset in cut_base_offsets
+                                       or segment.cut_files_there is True)
         _log_recovery(directory, active, recovery, len(segments))
         return cls(directory, config, segments, recovery, clock_ms, files, load_gaps(directory))
 
@@ -832,8 +836,13 @@ class PartitionLog:
         self._closed = True
 
     def delete(self) -> None:
-        """Close, then remove the directory and everything in it (``delete_directory``)."""
+        """Close, then remove the directory and everything in it (``delete_directory``);
+        cut files among it are logged at WARNING, as ``Segment.delete`` logs them."""
         self.close()
+        cut_files = [(path, path.stat().st_size) for segment in self._segments
+                     if segment.cut_files_there is not False for path in segment.cut_paths()]
+        if cut_files:
+            log_cut_files_deleted(self.directory, cut_files)
         delete_directory(self.directory)
 
     def __repr__(self) -> str:
@@ -879,13 +888,18 @@ def remove_deleted_directories(data_dir: Path) -> list[str]:
 # --- Opening helpers --------------------------------------------------------
 
 
-def _log_files(directory: Path) -> list[tuple[int, os.DirEntry]]:
-    """(base offset, directory entry) of every segment's .log file, by base offset."""
+def _log_files(directory: Path) -> tuple[list[tuple[int, os.DirEntry]], set[int]]:
+    """(base offset, directory entry) of every segment's .log file, by base offset; and
+    the base offsets of the segments with cut files (segment.py), from the same listing."""
+    found, cut_base_offsets = [], set()
     with os.scandir(directory) as entries:
-        found = [(base_offset, entry) for entry in entries
-                 if (base_offset := parse_log_file_name(entry.name)) is not None]
+        for entry in entries:
+            if (base_offset := parse_log_file_name(entry.name)) is not None:
+                found.append((base_offset, entry))
+            elif (base_offset := parse_cut_file_name(entry.name)) is not None:
+                cut_base_offsets.add(base_offset)
     found.sort(key=lambda found_file: found_file[0])
-    return found
+    return found, cut_base_offsets
 
 
 def _unopened_segment(directory: Path, base_offset: int, entry: os.DirEntry, config: LogConfig,

@@ -7,7 +7,15 @@ digits (as Kafka does, so that ``ls`` sorts them numerically):
     00000000000000001234.log        the entries, appended only
     00000000000000001234.index      offset -> position   (offset_index.py)
     00000000000000001234.timeindex  timestamp -> offset  (time_index.py)
-    00000000000000001234.log.cut    the bytes recovery last cut (see below)
+    00000000000000001234.log.cut-<time ns>-<position>    bytes a recovery cut (below)
+
+A cut file's name carries the clock when the cut was made (nanoseconds since the
+epoch, 20 digits) and the position in the .log file the cut bytes came from (10
+digits: positions are UInt32), zero-padded so that ``ls`` sorts a segment's cut
+files oldest first. Each cut gets its own file, never replacing an earlier one;
+a segment keeps at most limits.CUT_FILES_KEPT_MAX of them, the oldest removed
+(logged at WARNING, named with its size) beyond that. ``<base>.log.cut``, with no
+suffix, is the one file per segment an earlier version kept: the oldest.
 
 The .log file is a run of entries (log_entry.py) from position 0:
 
@@ -20,9 +28,11 @@ files are written whole when the segment rolls or closes, and rebuilt from
 the .log file when missing or invalid. ``recover()`` checks every entry of an
 active segment after a restart and cuts the file at the first torn or
 corrupt one; before it cuts, it copies the bytes it cuts, as they were, to
-the .log.cut file (replacing an earlier cut's), fsynced: a torn tail is most
-often a write never acknowledged, but a flipped byte mid-file cuts
-acknowledged entries too, and an operator may want to salvage them. ``truncate_to()`` cuts the active segment at an entry boundary
+a new cut file, fsynced: a torn tail is most often a write never acknowledged,
+but a flipped byte mid-file cuts acknowledged entries too, and an operator may
+want to salvage them (so a later cut, most often a small torn tail, must not
+replace them). ``delete()`` removes the cut files with the segment, logging at
+WARNING what they held. ``truncate_to()`` cuts the active segment at an entry boundary
 (a follower whose log diverged from its leader's), and ``append_entries()``
 writes a run of entries exactly as a leader stored them (a follower's
 replication), with the headers they came with.
@@ -45,6 +55,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from pathlib import Path
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -52,7 +63,8 @@ from typing import NamedTuple
 from plinth.durable_files import fsync_directory
 from plinth.errors import CorruptDataError, StorageError
 from plinth.limits import (
-    INDEX_INTERVAL_BYTES, SEGMENT_FIND_CHUNK_BYTES_MAX, SEGMENT_SCAN_CHUNK_BYTES)
+    CUT_FILES_KEPT_MAX, INDEX_INTERVAL_BYTES, SEGMENT_FIND_CHUNK_BYTES_MAX,
+    SEGMENT_SCAN_CHUNK_BYTES)
 from plinth.format.log_entry import (
     BATCH_FORMAT_PLINTH, LOG_ENTRY_HEADER_BYTES, LogEntryHeader, build_entry_header, check_entry_crc,
     scan_whole_entries, unpack_entry_header)
@@ -65,12 +77,15 @@ logger = logging.getLogger(__name__)
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
 TIME_INDEX_SUFFIX = ".timeindex"
-CUT_SUFFIX = ".log.cut"
+CUT_SUFFIX = ".log.cut"   # then "-<time ns>-<position>" (module docstring)
 OFFSET_DIGITS = 20
+CUT_TIME_NS_DIGITS = 20
+CUT_POSITION_DIGITS = 10
 # The running maximum timestamp of a segment with no entries.
 TIMESTAMP_MS_NONE = -(1 << 63)
 
-__all__ = ["RecoveryResult", "Segment", "SegmentCheck", "parse_log_file_name",
+__all__ = ["BadEntry", "RecoveryResult", "Segment", "SegmentCheck", "cut_file_name",
+           "cut_file_paths", "log_cut_files_deleted", "parse_cut_file_name", "parse_log_file_name",
            "segment_file_name"]
 
 
@@ -80,17 +95,34 @@ class RecoveryResult(NamedTuple):
     bytes_truncated: int   # bytes cut from the end of the .log file
     entries_valid: int     # whole, valid entries kept
     reason: str = ""       # why the first cut entry was invalid; "" if nothing was cut
-    cut_kept_path: Path | None = None   # the .log.cut file holding the bytes cut, if kept
+    cut_kept_path: Path | None = None   # the new cut file holding the bytes cut, if kept
+
+
+class BadEntry(NamedTuple):
+    """An entry ``Segment.check_file()`` found whole, its header sound, its batch failing
+    its CRC: a read of its offsets fails, the entries after it are read past it."""
+
+    position: int
+    base_offset: int
+    end_offset: int      # the offset after its records
+    entry_bytes: int
+    reason: str
 
 
 class SegmentCheck(NamedTuple):
     """What ``Segment.check_file()`` found in a .log file, which it left as it was."""
 
-    entries_valid: int   # whole, valid entries from position 0
-    bytes_valid: int     # the bytes they take: the first bad entry's position, if any
-    bytes_bad: int       # from there to the end of the file: what a recovery would cut
-    end_offset: int      # the offset after the last valid entry
-    reason: str = ""     # why the first bad entry is bad; "" if none is
+    entries_valid: int   # whole, valid entries (after a skipped bad entry too)
+    bytes_valid: int     # the bytes they take
+    end_offset: int      # the offset after the last entry read: where ``reason`` starts
+    bytes_bad: int       # from where ``reason`` starts to the end: what cannot be read on
+    reason: str = ""     # why the entries stop being readable there; "" if they do not
+    bad_entries: tuple[BadEntry, ...] = ()   # entries skipped (past_bad_crc), in order
+
+    @property
+    def unreadable_position(self) -> int:
+        """Where the entries stop being readable (the file's end if they do not)."""
+        return self.bytes_valid + sum(bad.entry_bytes for bad in self.bad_entries)
 
 
 def segment_file_name(base_offset: int, suffix: str) -> str:
@@ -99,6 +131,34 @@ def segment_file_name(base_offset: int, suffix: str) -> str:
         raise AssertionError(f"base offset {base_offset} does not fit {OFFSET_DIGITS} digits "
                              f"of a segment file name")
     return f"{base_offset:0{OFFSET_DIGITS}d}{suffix}"
+
+
+def cut_file_name(base_offset: int, time_ns: int, position: int) -> str:
+    """``00000000000000001234.log.cut-<time ns>-<position>`` (module docstring)."""
+    if not (0 <= time_ns < 10 ** CUT_TIME_NS_DIGITS
+            and 0 <= position < 10 ** CUT_POSITION_DIGITS):
+        raise AssertionError(f"cut time {time_ns} ns or position {position} does not fit "
+                             f"a cut file name")
+    return segment_file_name(base_offset, f"{CUT_SUFFIX}-{time_ns:0{CUT_TIME_NS_DIGITS}d}"
+                                          f"-{position:0{CUT_POSITION_DIGITS}d}")
+
+
+def parse_cut_file_name(name: str) -> int | None:
+    """The base offset of a cut file's name (or an earlier version's ``.log.cut``),
+    or None for any other file."""
+    stem, rest = name[:OFFSET_DIGITS], name[OFFSET_DIGITS:]
+    if not stem.isdigit() or not (rest == CUT_SUFFIX or rest.startswith(CUT_SUFFIX + "-")):
+        return None
+    return int(stem)
+
+
+def cut_file_paths(directory: Path, base_offset: int) -> list[Path]:
+    """The cut files of the segment at ``base_offset`` in ``directory``, oldest first
+    (their names sort so; an earlier version's ``.log.cut`` first). Any thread."""
+    with os.scandir(directory) as entries:
+        names = sorted(entry.name for entry in entries
+                       if parse_cut_file_name(entry.name) == base_offset)
+    return [Path(directory) / name for name in names]
 
 
 def parse_log_file_name(name: str) -> int | None:
@@ -124,7 +184,8 @@ class Segment:
     __slots__ = ("directory", "base_offset", "created_ms", "last_written_ms", "_fd", "_files",
                  "_index_interval_bytes", "_flushed_size_bytes", "_ready", "_offset_index",
                  "_time_index", "_size_bytes", "_end_offset", "_max_timestamp_ms",
-                 "_bytes_since_index_entry", "_indexed_position", "_indexes_written")
+                 "_bytes_since_index_entry", "_indexed_position", "_indexes_written",
+                 "cut_files_there")
 
     def __init__(self, directory: Path, base_offset: int, fd: int, *,
                  index_interval_bytes: int, created_ms: int, files: SegmentFiles | None = None):
@@ -138,6 +199,10 @@ class Segment:
         self._index_interval_bytes = index_interval_bytes
         self._flushed_size_bytes = 0
         self._ready = False
+        # Whether cut files of this segment are there; None: not known, ``delete`` lists
+        # the directory to know (the partition log says, from its one listing at open,
+        # so that retention does not list a directory of thousands of files per segment).
+        self.cut_files_there: bool | None = None
         self._reset(indexes=fd >= 0)   # a segment without its file loads them with it
 
     @property
@@ -152,9 +217,9 @@ class Segment:
     def time_index_path(self) -> Path:
         return self.directory / segment_file_name(self.base_offset, TIME_INDEX_SUFFIX)
 
-    @property
-    def cut_path(self) -> Path:
-        return self.directory / segment_file_name(self.base_offset, CUT_SUFFIX)
+    def cut_paths(self) -> list[Path]:
+        """The files holding bytes recoveries cut from this segment, oldest first."""
+        return cut_file_paths(self.directory, self.base_offset)
 
     def _reset(self, indexes: bool = True) -> None:
         """Forget every entry: empty indexes (or none yet), nothing tracked."""
@@ -189,6 +254,7 @@ class Segment:
         segment = cls(directory, base_offset, fd, index_interval_bytes=index_interval_bytes,
                       created_ms=created_ms)
         segment._ready = True
+        segment.cut_files_there = False   # a cut file of a new base offset would be a stray
         return segment
 
     @classmethod
@@ -298,12 +364,13 @@ class Segment:
         self._ready = True
         return RecoveryResult(bytes_truncated, entries_valid, reason, cut_kept_path)
 
-    def _track_valid_entries(self, file_bytes: int) -> tuple[int, str]:
-        """Track every entry from position 0 that passes its checks, its CRC included,
-        up to the first bad one; (entries tracked, why the first bad one is bad or "")."""
+    def _track_valid_entries(self, file_bytes: int, position: int = 0) -> tuple[int, str]:
+        """Track every entry from ``position`` (the tracked size: 0, or past an entry
+        ``check_file`` skipped) that passes its checks, its CRC included, up to the
+        first bad one; (entries tracked, why the first bad one is bad or "")."""
         entries_valid = 0
         try:
-            for position, header, _ in self._scan_file(0, file_bytes, verify_crc=True):
+            for position, header, _ in self._scan_file(position, file_bytes, verify_crc=True):
                 self._track_scanned(header, position)
                 entries_valid += 1
         except CorruptDataError as error:
@@ -312,9 +379,11 @@ class Segment:
 
     def _keep_cut_bytes(self, file_bytes: int) -> Path | None:
         """Copy the bytes from ``_size_bytes`` to ``file_bytes``, which recovery is about
-        to cut, to the .log.cut file, durably (the copy must outlive the cut). None,
-        logged, if the disk refuses: the log must start anyway."""
-        path = self.cut_path
+        to cut, to a new cut file, durably (the copy must outlive the cut), then remove
+        the oldest beyond CUT_FILES_KEPT_MAX. None, logged, if the disk refuses: the
+        log must start anyway."""
+        path = self.directory / cut_file_name(self.base_offset, time.time_ns(),
+                                              self._size_bytes)
         try:
             _copy_range(self._fd, self._size_bytes, file_bytes, path)
             fsync_directory(path.parent)
@@ -325,13 +394,37 @@ class Segment:
                          self.log_path, file_bytes - self._size_bytes, self._size_bytes, path,
                          error)
             return None
+        self.cut_files_there = True
+        self._remove_oldest_cut_files()
         return path
 
+    def _remove_oldest_cut_files(self) -> None:
+        """Keep CUT_FILES_KEPT_MAX cut files, the newest: the disk is not to fill with
+        the cuts of a segment torn at every restart. Each removal is logged."""
+        paths = self.cut_paths()
+        for path in paths[:-CUT_FILES_KEPT_MAX]:
+            try:
+                size_bytes = path.stat().st_size
+                path.unlink()
+            except OSError as error:
+                logger.error("%s: cannot remove the old cut file %s: %s", self.log_path,
+                             path, error)
+                continue
+            logger.warning("%s: removed %s (%d bytes an earlier recovery cut, which may hold "
+                           "acknowledged records): a segment keeps its newest %d cut files "
+                           "(limits.CUT_FILES_KEPT_MAX), and this was the oldest of %d",
+                           self.log_path, path, size_bytes, CUT_FILES_KEPT_MAX, len(paths))
+
     @classmethod
-    def check_file(cls, directory: Path, base_offset: int) -> SegmentCheck:
+    def check_file(cls, directory: Path, base_offset: int, *,
+                   past_bad_crc: bool = False) -> SegmentCheck:
         """Check every entry of a segment's .log file as ``recover()`` does, changing
-        nothing: the file is opened read-only and no index is written. Any process (an
-        offline check: plinth check); StorageError if the file cannot be read."""
+        nothing: the file is opened read-only and no index is written. With
+        ``past_bad_crc`` (an older segment, which reads find entries in through its
+        index), an entry whose header is sound but whose batch fails its CRC is noted
+        and skipped, and the check goes on after it; else the first bad entry ends it,
+        as it ends a recovery. Any process (an offline check: plinth check);
+        StorageError if the file cannot be read."""
         path = Path(directory) / segment_file_name(base_offset, LOG_SUFFIX)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -342,13 +435,50 @@ class Segment:
         try:
             file_bytes = segment._file_bytes()
             try:
-                entries_valid, reason = segment._track_valid_entries(file_bytes)
+                entries_valid, reason, bad_entries = segment._check_entries(file_bytes,
+                                                                            past_bad_crc)
             except OSError as error:
                 raise StorageError(f"cannot read segment {path}: {error}") from error
-            return SegmentCheck(entries_valid, segment._size_bytes,
-                                file_bytes - segment._size_bytes, segment._end_offset, reason)
+            bad_bytes = sum(bad.entry_bytes for bad in bad_entries)
+            return SegmentCheck(entries_valid, segment._size_bytes - bad_bytes,
+                                segment._end_offset, file_bytes - segment._size_bytes, reason,
+                                tuple(bad_entries))
         finally:
             os.close(fd)
+
+    def _check_entries(self, file_bytes: int, past_bad_crc: bool
+                       ) -> tuple[int, str, list[BadEntry]]:
+        """``check_file``'s scan: (entries valid, why the entries stop being readable
+        or "", the bad entries skipped). Ends: each round tracks or skips an entry."""
+        entries_valid, bad_entries = 0, []
+        while True:
+            count, reason = self._track_valid_entries(file_bytes, self._size_bytes)
+            entries_valid += count
+            header = self._header_of_bad_batch(file_bytes) if reason and past_bad_crc else None
+            if header is None:
+                return entries_valid, reason, bad_entries
+            bad_entries.append(BadEntry(self._size_bytes, header.base_offset,
+                                        header.end_offset, header.entry_bytes, reason))
+            self._track(header.base_offset, header.record_count, header.max_timestamp_ms,
+                        self._size_bytes, header.entry_bytes)
+
+    def _header_of_bad_batch(self, file_bytes: int) -> LogEntryHeader | None:
+        """The header of the entry at the tracked size if only its batch is bad (its
+        header sound, its offsets next, the entry whole, its CRC failing): reads find
+        the entries after it. None if anything else is wrong with it."""
+        position = self._size_bytes
+        try:
+            header = unpack_entry_header(os.pread(self._fd, LOG_ENTRY_HEADER_BYTES, position))
+        except CorruptDataError:
+            return None
+        if header.base_offset != self._end_offset or position + header.entry_bytes > file_bytes:
+            return None
+        batch = os.pread(self._fd, header.batch_bytes, position + LOG_ENTRY_HEADER_BYTES)
+        try:
+            check_entry_crc(header, batch, position)
+        except CorruptDataError:
+            return header
+        return None
 
     def load_indexes(self) -> str | None:
         """Load the index files of an older segment, or rebuild them from the log.
@@ -819,21 +949,46 @@ class Segment:
         self.close_file()
 
     def delete(self) -> None:
-        """Close without writing anything and remove the three files (and the bytes its
-        recovery cut, if kept)."""
+        """Close without writing anything and remove the three files, and the cut files
+        (logged at WARNING: they may hold acknowledged records an operator meant to
+        salvage)."""
         self.release()
-        for path in (self.log_path, self.index_path, self.time_index_path, self.cut_path):
+        for path in (self.log_path, self.index_path, self.time_index_path):
             path.unlink(missing_ok=True)
+        cut_paths = self.cut_paths() if self.cut_files_there is not False else []
+        if cut_paths:
+            log_cut_files_deleted(self.log_path,
+                                  [(path, _unlinked_bytes(path)) for path in cut_paths])
 
     def __repr__(self) -> str:
         return (f"Segment({self.log_path}, offsets [{self.base_offset}, {self._end_offset}), "
                 f"{self._size_bytes} bytes)")
 
 
+def log_cut_files_deleted(owner: Path, removed: list[tuple[Path, int]]) -> None:
+    """Say at WARNING that the cut files ``removed`` (path, bytes) went with ``owner``
+    (a segment's .log file, or a partition's directory)."""
+    logger.warning("%s deleted with %d cut files (%d bytes earlier recoveries cut, which may "
+                   "hold acknowledged records): %s", owner, len(removed),
+                   sum(size for _, size in removed),
+                   ", ".join(f"{path.name} ({size} bytes)" for path, size in removed))
+
+
+def _unlinked_bytes(path: Path) -> int:
+    """Remove ``path``; the bytes it held (0 if it was gone already)."""
+    try:
+        size_bytes = path.stat().st_size
+    except FileNotFoundError:
+        return 0
+    path.unlink(missing_ok=True)
+    return size_bytes
+
+
 def _copy_range(fd: int, start_position: int, end_position: int, path: Path) -> None:
     """Write bytes [start_position, end_position) of the open file ``fd`` to ``path``,
-    replacing it, and fsync it; a chunk of SEGMENT_SCAN_CHUNK_BYTES at a time."""
-    out_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    a new file (never one that is there: an earlier cut's), and fsync it; a chunk of
+    SEGMENT_SCAN_CHUNK_BYTES at a time."""
+    out_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         position = start_position
         while position < end_position:

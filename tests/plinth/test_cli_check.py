@@ -1,12 +1,16 @@
 """``plinth check`` (plinth/cli.py, over shards/log_check.py): on a stopped broker's data
 dir it says what is damaged and exits 1, or sums up a clean one and exits 0; it refuses a
-data dir a server holds, and one that holds no Plinth data, in one line."""
+data dir a server holds, one that holds no Plinth data, and one whose metadata cannot be
+read, in one line and exit status 2."""
 
 from __future__ import annotations
+
+import json
 
 from click.testing import CliRunner
 
 from plinth.cli import main
+from plinth.control.metadata import BrokerMetadata
 from plinth.data_dir_lock import DataDirLock
 from plinth.shards.partition_log import LogConfig, PartitionLog
 
@@ -16,12 +20,18 @@ def check(data_dir):
 
 
 def data_dir_with_a_log(tmp_path, batches=20):
-    """A data dir whose shard-0 holds partition t-0; returns (data dir, its first .log)."""
+    """A data dir whose shard-0 holds partition t-0, its manifest naming it (and a
+    metadata.json: a data dir's manifests without one are refused); returns (data dir,
+    its first .log)."""
     log = PartitionLog.open(tmp_path / "shards" / "shard-0" / "t-0", LogConfig())
     for i in range(batches):
         log.append(b"%d" % i * 50, 1, 1_000 + i)
     path = log.segments[0].log_path
     log.close()
+    spec = {"config": {}, "initial_offset": 0, "sealed": False, "producers": None}
+    (tmp_path / "shards" / "shard-0" / "manifest.json").write_text(json.dumps(
+        {"version": 1, "partitions": {"t/0": spec}, "partition_counts": {"t": 1}}))
+    BrokerMetadata().save(tmp_path / "metadata.json")
     return tmp_path, path
 
 
@@ -54,14 +64,14 @@ def test_a_data_dir_a_server_holds_is_refused_naming_the_holder(tmp_path):
         result = check(data_dir)
     finally:
         lock.release()
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert result.stderr.startswith(f"error: InvalidConfigError: {data_dir} is in use by "
                                     f"another Plinth server")
 
 
 def test_a_directory_without_plinth_data_is_refused_in_one_line(tmp_path):
     result = check(tmp_path)
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert result.stderr == (f"error: InvalidConfigError: {tmp_path} holds no Plinth data (no "
                              f"metadata.json, no shards/): pass the --data-dir plinth serve "
                              f"uses\n")
@@ -71,5 +81,19 @@ def test_a_damaged_metadata_file_is_refused_naming_it(tmp_path):
     data_dir, _ = data_dir_with_a_log(tmp_path)
     (data_dir / "metadata.json").write_text("{not json")
     result = check(data_dir)
-    assert result.exit_code == 1
-    assert str(data_dir / "metadata.json") in result.stderr
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: CorruptDataError: {data_dir / 'metadata.json'}: "
+                                    f"not broker metadata")
+    assert result.stdout == ""
+
+
+def test_a_damaged_manifest_is_said_and_the_logs_are_checked_all_the_same(tmp_path):
+    data_dir, path = data_dir_with_a_log(tmp_path)
+    (data_dir / "shards" / "shard-0" / "manifest.json").write_text("{not json")
+    result = check(data_dir)
+    assert result.exit_code == 1, result.output
+    [damaged, summary] = result.stdout.splitlines()
+    assert damaged.startswith(f"DAMAGED {data_dir / 'shards' / 'shard-0' / 'manifest.json'}: "
+                              f"not a shard manifest")
+    assert summary == (f"checked 1 partition log in {data_dir / 'shards'}: 1 segment, "
+                       f"record batches valid: 20 ({path.stat().st_size:,} bytes); 1 damaged")

@@ -261,7 +261,69 @@ def test_recovery_is_logged_with_the_bytes_cut_and_where_they_are_kept(tmp_path,
     with caplog.at_level(logging.INFO, logger="plinth.shards.partition_log"):
         PartitionLog.open(tmp_path, LogConfig()).close()
     assert f"recovered {tmp_path}: cut 30 bytes" in caplog.text
-    assert f"the bytes cut are kept in {log.segments[0].cut_path}" in caplog.text
+    [cut_path] = log.segments[0].cut_paths()
+    assert f"the bytes cut are kept in {cut_path}" in caplog.text
+
+
+def test_a_later_torn_tail_leaves_the_bytes_an_earlier_recovery_cut_mid_file_in_place(tmp_path):
+    # Given a log whose recovery cut acknowledged entries after a flipped byte mid-file
+    log = PartitionLog.open(tmp_path, LogConfig())
+    appended = append_batches(log, 10)
+    log.close()
+    log_path = log.segments[0].log_path
+    pristine = log_path.read_bytes()
+    bad_position = sum(header.entry_bytes for header, _ in list(iter_entries(pristine))[:5])
+    data = bytearray(pristine)
+    data[bad_position + LOG_ENTRY_HEADER_BYTES] ^= 0xFF
+    log_path.write_bytes(bytes(data))
+    first = PartitionLog.open(tmp_path, LogConfig())
+    first_cut = first.recovery.cut_kept_path
+    first.append(b"more", 1, 0)
+    first.close()
+    # When a crash tears the next last entry and the log opens again
+    with open(log_path, "r+b") as log_file:
+        log_file.truncate(os.path.getsize(log_path) - 2)
+    second = PartitionLog.open(tmp_path, LogConfig())
+    # Then the earlier cut is still whole, beside the new one
+    assert first_cut.read_bytes() == bytes(data[bad_position:])
+    assert second.segments[0].cut_paths() == [first_cut, second.recovery.cut_kept_path]
+    assert second.end_offset == appended[5][0]
+    second.close()
+
+
+def test_retention_and_deletion_remove_cut_files_saying_so(tmp_path, caplog):
+    # Given a log of two segments, each with bytes a recovery cut (its active one then)
+    config = LogConfig(segment_bytes_max=SEGMENT_BYTES_MIN)
+    directory = tmp_path / "p"
+    log = PartitionLog.open(directory, config)
+    append_batches(log, 3)
+    log.close()
+    with open(log.segments[-1].log_path, "ab") as log_file:
+        log_file.write(b"\1" * 30)
+    log = PartitionLog.open(directory, config)
+    while log.segment_count < 2:
+        log.append(b"x" * 1000, 1, 0)
+    log.close()
+    with open(log.segments[-1].log_path, "ab") as log_file:
+        log_file.write(b"\2" * 40)
+    log = PartitionLog.open(directory, config)
+    [oldest_cut], [newest_cut] = (segment.cut_paths() for segment in log.segments)
+    # When retention deletes the older segment, then the topic is deleted
+    with caplog.at_level(logging.WARNING, logger="plinth.shards.segment"):
+        log.delete_segments_before(log.segments[1].base_offset)
+        assert not oldest_cut.exists()
+        log.delete()
+    # Then each removal names the cut file and its bytes
+    lines = [r.getMessage() for r in caplog.records if "cut files" in r.getMessage()]
+    assert lines == [
+        f"{log_path_of(oldest_cut)} deleted with 1 cut files (30 bytes earlier recoveries cut, "
+        f"which may hold acknowledged records): {oldest_cut.name} (30 bytes)",
+        f"{directory} deleted with 1 cut files (40 bytes earlier recoveries cut, which may "
+        f"hold acknowledged records): {newest_cut.name} (40 bytes)"]
+
+
+def log_path_of(cut_path):
+    return cut_path.with_name(cut_path.name.split(".")[0] + ".log")
 
 
 def test_recovery_after_random_corruption_keeps_exactly_the_entries_before_it(tmp_path):

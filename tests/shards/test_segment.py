@@ -1,14 +1,17 @@
 """A segment: .log + .index + .timeindex (shards/segment.py)."""
 
+import logging
 import os
 import random
+import time
 
 import pytest
 
 from plinth.errors import CorruptDataError, StorageError
 from plinth.format.log_entry import LOG_ENTRY_HEADER_BYTES, iter_entries
+from plinth.limits import CUT_FILES_KEPT_MAX
 from plinth.shards.segment import (
-    RecoveryResult, Segment, parse_log_file_name, segment_file_name)
+    RecoveryResult, Segment, cut_file_name, parse_log_file_name, segment_file_name)
 
 INDEX_INTERVAL_BYTES = 256
 
@@ -327,7 +330,7 @@ def flip_byte(path, position):
     path.write_bytes(bytes(data))
 
 
-def test_recovery_keeps_the_bytes_it_cuts_in_the_segments_cut_file(tmp_path):
+def test_recovery_keeps_the_bytes_it_cuts_in_a_cut_file_named_by_time_and_position(tmp_path):
     # Given a segment of 10 entries, the 5th one's batch damaged by a flipped byte
     segment = new_segment(tmp_path)
     entries = fill(segment, 10)
@@ -336,24 +339,76 @@ def test_recovery_keeps_the_bytes_it_cuts_in_the_segments_cut_file(tmp_path):
     flip_byte(segment.log_path, bad_position + LOG_ENTRY_HEADER_BYTES)
     damaged = segment.log_path.read_bytes()
     # When it is recovered
-    reopened = reopen(tmp_path)
-    result = reopened.recover()
-    # Then it is cut at the damaged entry, and every byte cut is kept, as it was
+    before_ns = time.time_ns()
+    result = reopen(tmp_path).recover()
+    # Then it is cut at the damaged entry, and every byte cut is kept, as it was, in a
+    # file named by the segment, the time of the cut and the position cut from
     assert (result.bytes_truncated, result.entries_valid) == (len(damaged) - bad_position, 4)
-    assert result.cut_kept_path == segment.cut_path
-    assert segment.cut_path.name == "00000000000000000000.log.cut"
-    assert segment.cut_path.read_bytes() == damaged[bad_position:]
+    assert segment.cut_paths() == [result.cut_kept_path]
+    prefix, time_ns, position = result.cut_kept_path.name.split("-")
+    assert prefix == "00000000000000000000.log.cut" and len(time_ns) == 20
+    assert before_ns <= int(time_ns) <= time.time_ns() and position == f"{bad_position:010d}"
+    assert result.cut_kept_path.read_bytes() == damaged[bad_position:]
     assert segment.log_path.read_bytes() == damaged[:bad_position]
-    # And a later cut replaces it with its own bytes
-    reopened.close()
-    flip_byte(segment.log_path, entries[2][1] + LOG_ENTRY_HEADER_BYTES)
-    damaged_again = segment.log_path.read_bytes()
+
+
+def test_a_later_cut_keeps_its_bytes_beside_the_earlier_ones_and_delete_removes_all_logged(
+        tmp_path, caplog):
+    # Given a segment recovered once from a flipped byte mid-file (acknowledged entries
+    # kept in a cut file)
+    segment = new_segment(tmp_path)
+    entries = fill(segment, 10)
+    segment.close()
+    flip_byte(segment.log_path, entries[6][1] + LOG_ENTRY_HEADER_BYTES)
+    first = reopen(tmp_path)
+    first_cut = first.recover().cut_kept_path
+    first_bytes = first_cut.read_bytes()
+    first.close()
+    # When a later recovery cuts a small torn tail
+    kept = segment.log_path.read_bytes()
+    with open(segment.log_path, "r+b") as log_file:
+        log_file.truncate(entries[5][1] + 10)
     again = reopen(tmp_path)
-    assert again.recover().cut_kept_path == segment.cut_path
-    assert segment.cut_path.read_bytes() == damaged_again[entries[2][1]:]
-    # And deleting the segment deletes its cut file too
-    again.delete()
+    second_cut = again.recover().cut_kept_path
+    # Then both cuts are kept, oldest first, the first one unchanged
+    assert segment.cut_paths() == [first_cut, second_cut] and first_cut != second_cut
+    assert first_cut.read_bytes() == first_bytes
+    assert second_cut.read_bytes() == kept[entries[5][1]:entries[5][1] + 10]
+    # And deleting the segment removes them too, saying which and how many bytes
+    with caplog.at_level(logging.WARNING, logger="plinth.shards.segment"):
+        again.delete()
     assert os.listdir(tmp_path) == []
+    [line] = [r.getMessage() for r in caplog.records if "deleted with" in r.getMessage()]
+    assert line.startswith(f"{segment.log_path} deleted with 2 cut files "
+                           f"({len(first_bytes) + 10} bytes earlier recoveries cut")
+    assert f"{first_cut.name} ({len(first_bytes)} bytes)" in line
+    assert f"{second_cut.name} (10 bytes)" in line
+
+
+def test_a_segment_keeps_its_newest_cut_files_up_to_the_limit_logging_each_removal(
+        tmp_path, caplog):
+    # Given a segment with as many cut files as a segment keeps, and one earlier
+    # version's .log.cut among them (the oldest)
+    segment = new_segment(tmp_path)
+    entries = fill(segment, 3)
+    segment.close()
+    legacy = tmp_path / "00000000000000000000.log.cut"
+    legacy.write_bytes(b"L" * 7)
+    older = [tmp_path / cut_file_name(0, 1_000 + i, 5) for i in range(CUT_FILES_KEPT_MAX - 1)]
+    for path in older:
+        path.write_bytes(b"o")
+    assert segment.cut_paths() == [legacy, *older]
+    # When a recovery cuts once more
+    with open(segment.log_path, "ab") as log_file:
+        log_file.write(b"\1" * 30)
+    with caplog.at_level(logging.WARNING, logger="plinth.shards.segment"):
+        result = reopen(tmp_path).recover()
+    # Then the new cut is kept, the oldest is removed, and the log names it and its size
+    assert segment.cut_paths() == [*older, result.cut_kept_path]
+    [line] = [r.getMessage() for r in caplog.records if "removed" in r.getMessage()]
+    assert line.startswith(f"{segment.log_path}: removed {legacy} (7 bytes an earlier "
+                           f"recovery cut")
+    assert f"keeps its newest {CUT_FILES_KEPT_MAX} cut files" in line
 
 
 def test_a_clean_recovery_keeps_no_cut_file(tmp_path):
@@ -361,7 +416,7 @@ def test_a_clean_recovery_keeps_no_cut_file(tmp_path):
     fill(segment, 3)
     segment.close()
     assert reopen(tmp_path).recover().cut_kept_path is None
-    assert not segment.cut_path.exists()
+    assert segment.cut_paths() == []
 
 
 def test_a_cut_the_disk_will_not_keep_is_still_made_and_logged_as_not_kept(tmp_path, caplog):
@@ -389,7 +444,7 @@ def test_a_cut_the_disk_will_not_keep_is_still_made_and_logged_as_not_kept(tmp_p
     # log says the bytes were not kept, how many and where
     assert result.entries_valid == 1 and result.cut_kept_path is None
     assert os.path.getsize(segment.log_path) == bad_position
-    assert not segment.cut_path.exists()
+    assert segment.cut_paths() == []
     [line] = [r.getMessage() for r in caplog.records if "cannot keep" in r.getMessage()]
     assert f"cannot keep the {result.bytes_truncated} bytes recovery cuts at position " \
-           f"{bad_position} in {segment.cut_path}" in line
+           f"{bad_position} in {tmp_path / '00000000000000000000.log.cut-'}" in line
