@@ -416,8 +416,9 @@ SEGMENT_SCAN_CHUNK_BYTES = 4 * MiB
 # reading up to index_interval_bytes at once, but no more than this.
 SEGMENT_FIND_CHUNK_BYTES_MAX = 64 * KiB
 # Recovery keeps the bytes it cuts from a segment, one file per cut (segment.py):
-# at most this many per segment, the oldest removed (logged) beyond it, so that a
-# disk that tears the same segment at every restart cannot fill the data dir.
+# at most this many per segment, the smallest earlier ones removed (logged) beyond
+# it, so that a disk that tears the same segment at every restart cannot fill the
+# data dir, nor push out a large cut of acknowledged entries with its small tails.
 CUT_FILES_KEPT_MAX = 8
 # plinth check (shards/log_check.py) says each bad entry of a segment in a line of
 # its own, up to this many; the rest in one line (a disk gone bad must not bury

@@ -250,8 +250,8 @@ def _check_topic_id(check: PartitionCheck, manifest_topic_id: str) -> None:
                               f"cannot be told")
     elif topic_id is not None and manifest_topic_id and topic_id != manifest_topic_id:
         check.problems.append(f"{path} says topic id {topic_id}, the shard's manifest "
-                              f"{manifest_topic_id}: the shard deletes this log when it "
-                              f"opens the partition, as another topic's")
+                              f"{manifest_topic_id}: damaged (the shard keeps the log and "
+                              f"writes the file again when it reopens the partition)")
 
 
 @contextlib.contextmanager

@@ -13,8 +13,9 @@ A cut file's name carries the clock when the cut was made (nanoseconds since the
 epoch, 20 digits) and the position in the .log file the cut bytes came from (10
 digits: positions are UInt32), zero-padded so that ``ls`` sorts a segment's cut
 files oldest first. Each cut gets its own file, never replacing an earlier one;
-a segment keeps at most limits.CUT_FILES_KEPT_MAX of them, the oldest removed
-(logged at WARNING, named with its size) beyond that. ``<base>.log.cut``, with no
+a segment keeps at most limits.CUT_FILES_KEPT_MAX of them, the smallest removed
+(logged at WARNING, named with its size) beyond that, never the newest: a cut of
+acknowledged entries mid-file is large, the torn tails of a crash loop small. ``<base>.log.cut``, with no
 suffix, is the one file per segment an earlier version kept: the oldest.
 
 The .log file is a run of entries (log_entry.py) from position 0:
@@ -380,7 +381,7 @@ class Segment:
     def _keep_cut_bytes(self, file_bytes: int) -> Path | None:
         """Copy the bytes from ``_size_bytes`` to ``file_bytes``, which recovery is about
         to cut, to a new cut file, durably (the copy must outlive the cut), then remove
-        the oldest beyond CUT_FILES_KEPT_MAX. None, logged, if the disk refuses: the
+        the smallest earlier ones beyond CUT_FILES_KEPT_MAX. None, logged, if the disk refuses: the
         log must start anyway."""
         path = self.directory / cut_file_name(self.base_offset, time.time_ns(),
                                               self._size_bytes)
@@ -395,25 +396,34 @@ class Segment:
                          error)
             return None
         self.cut_files_there = True
-        self._remove_oldest_cut_files()
+        self._remove_smallest_cut_files()
         return path
 
-    def _remove_oldest_cut_files(self) -> None:
-        """Keep CUT_FILES_KEPT_MAX cut files, the newest: the disk is not to fill with
-        the cuts of a segment torn at every restart. Each removal is logged."""
+    def _remove_smallest_cut_files(self) -> None:
+        """Keep CUT_FILES_KEPT_MAX cut files: the disk is not to fill with the cuts of a
+        segment torn at every restart. Those removed are the smallest of the earlier
+        ones (the oldest of equal size), never the newest: a large one most likely
+        holds acknowledged entries a flipped byte cut, a small one the torn tail of a
+        write never acknowledged. Each removal is logged."""
         paths = self.cut_paths()
-        for path in paths[:-CUT_FILES_KEPT_MAX]:
+        if len(paths) <= CUT_FILES_KEPT_MAX:
+            return
+        sized = []
+        for order, path in enumerate(paths[:-1]):
+            with contextlib.suppress(OSError):   # (gone meanwhile: nothing to remove)
+                sized.append((path.stat().st_size, order, path))
+        for size_bytes, _, path in sorted(sized)[:len(paths) - CUT_FILES_KEPT_MAX]:
             try:
-                size_bytes = path.stat().st_size
                 path.unlink()
             except OSError as error:
-                logger.error("%s: cannot remove the old cut file %s: %s", self.log_path,
-                             path, error)
+                logger.error("%s: cannot remove the cut file %s: %s", self.log_path, path,
+                             error)
                 continue
             logger.warning("%s: removed %s (%d bytes an earlier recovery cut, which may hold "
-                           "acknowledged records): a segment keeps its newest %d cut files "
-                           "(limits.CUT_FILES_KEPT_MAX), and this was the oldest of %d",
-                           self.log_path, path, size_bytes, CUT_FILES_KEPT_MAX, len(paths))
+                           "acknowledged records): a segment keeps %d cut files "
+                           "(limits.CUT_FILES_KEPT_MAX), and this was the smallest of the %d "
+                           "before the newest", self.log_path, path, size_bytes,
+                           CUT_FILES_KEPT_MAX, len(paths) - 1)
 
     @classmethod
     def check_file(cls, directory: Path, base_offset: int, *,

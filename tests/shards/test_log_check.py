@@ -295,8 +295,8 @@ def test_a_partition_metadata_of_another_topic_id_or_none_is_damage(tmp_path):
     problems = {c.directory.name: c.problems for c in check_shards_directory(tmp_path).partitions}
     assert problems == {
         "a-0": [f"{shard_dir / 'a-0' / PARTITION_METADATA_FILE} says topic id {other_id}, the "
-                f"shard's manifest {TOPIC_ID}: the shard deletes this log when it opens the "
-                f"partition, as another topic's"],
+                f"shard's manifest {TOPIC_ID}: damaged (the shard keeps the log and writes the "
+                f"file again when it reopens the partition)"],
         "a-1": [f"{shard_dir / 'a-1' / PARTITION_METADATA_FILE} is not a partition.metadata "
                 f"file (8 bytes): the topic this log is of cannot be told"],
         "a-2": []}

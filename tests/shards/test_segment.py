@@ -385,30 +385,31 @@ def test_a_later_cut_keeps_its_bytes_beside_the_earlier_ones_and_delete_removes_
     assert f"{second_cut.name} (10 bytes)" in line
 
 
-def test_a_segment_keeps_its_newest_cut_files_up_to_the_limit_logging_each_removal(
+def test_a_segment_keeps_its_largest_cut_files_and_the_newest_up_to_the_limit_logging_each(
         tmp_path, caplog):
-    # Given a segment with as many cut files as a segment keeps, and one earlier
-    # version's .log.cut among them (the oldest)
+    # Given a segment with as many cut files as a segment keeps: the oldest a large cut
+    # (an earlier version's .log.cut, of acknowledged entries), then small torn tails
     segment = new_segment(tmp_path)
     entries = fill(segment, 3)
     segment.close()
-    legacy = tmp_path / "00000000000000000000.log.cut"
-    legacy.write_bytes(b"L" * 7)
-    older = [tmp_path / cut_file_name(0, 1_000 + i, 5) for i in range(CUT_FILES_KEPT_MAX - 1)]
-    for path in older:
-        path.write_bytes(b"o")
-    assert segment.cut_paths() == [legacy, *older]
-    # When a recovery cuts once more
+    large = tmp_path / "00000000000000000000.log.cut"
+    large.write_bytes(b"L" * 700)
+    tails = [tmp_path / cut_file_name(0, 1_000 + i, 5) for i in range(CUT_FILES_KEPT_MAX - 1)]
+    for path in tails:
+        path.write_bytes(b"t")
+    assert segment.cut_paths() == [large, *tails]
+    # When a recovery cuts a small torn tail once more
     with open(segment.log_path, "ab") as log_file:
-        log_file.write(b"\1" * 30)
+        log_file.write(b"\1")
     with caplog.at_level(logging.WARNING, logger="plinth.shards.segment"):
         result = reopen(tmp_path).recover()
-    # Then the new cut is kept, the oldest is removed, and the log names it and its size
-    assert segment.cut_paths() == [*older, result.cut_kept_path]
+    # Then the new cut is kept, and so is the large one: the oldest of the smallest goes,
+    # and the log names it and its size
+    assert segment.cut_paths() == [large, *tails[1:], result.cut_kept_path]
     [line] = [r.getMessage() for r in caplog.records if "removed" in r.getMessage()]
-    assert line.startswith(f"{segment.log_path}: removed {legacy} (7 bytes an earlier "
+    assert line.startswith(f"{segment.log_path}: removed {tails[0]} (1 bytes an earlier "
                            f"recovery cut")
-    assert f"keeps its newest {CUT_FILES_KEPT_MAX} cut files" in line
+    assert f"keeps {CUT_FILES_KEPT_MAX} cut files" in line and "the smallest" in line
 
 
 def test_a_clean_recovery_keeps_no_cut_file(tmp_path):
