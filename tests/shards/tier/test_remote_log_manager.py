@@ -374,6 +374,7 @@ def test_a_restart_after_an_upload_started_cleans_it_up_and_uploads_again(tmp_pa
     store = open_remote_store(url)
     directory = tmp_path / "shard" / "t-0"
     part = Partition.open(directory, "t", 0, tiered())
+    part.set_topic_id(TOPIC_ID)   # as the shard that wrote it says whose it is
     for n in range(8):
         builder = BatchBuilder()
         builder.append(None, f"{n:08d}".encode().ljust(VALUE_BYTES, b"v"), now_ms())
@@ -497,9 +498,12 @@ def test_a_topic_deletion_that_could_not_finish_finishes_after_a_restart(tmp_pat
 
 
 def write_log(directory, config: LogConfig, count: int) -> list[tuple[int, int]]:
-    """A partition log of ``count`` one-value batches written without a shard; its
-    rolled segments' (base, end) offsets."""
+    """A partition log of ``count`` one-value batches written without a shard, as a
+    shard writes topic TOPIC_ID's (its partition.metadata saying so: a shard creating
+    the partition sets aside a log that does not); its rolled segments' (base, end)
+    offsets."""
     part = Partition.open(directory, directory.name.rpartition("-")[0], 0, config)
+    part.set_topic_id(TOPIC_ID)
     for n in range(count):
         builder = BatchBuilder()
         builder.append(None, f"{n:08d}".encode().ljust(VALUE_BYTES, b"v"), now_ms())
