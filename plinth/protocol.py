@@ -1244,11 +1244,8 @@ def _reply_view(rep) -> ReplyView:
                                     [(r.topic, r.partition) for r in m.repairing],
                                     [(r.topic, r.partition) for r in m.emptied])
     elif view.kind == "elections":
-        view.elections = [ElectionResult(
-            e.topic, e.partition, e.leader,
-            None if str(e.error.code) == "none" else error_for_code(str(e.error.code),
-                                                                   e.error.message))
-            for e in rep.elections]
+        view.elections = [ElectionResult(e.topic, e.partition, e.leader, _error_or_none(e.error))
+                          for e in rep.elections]
     elif view.kind == "offsetDeletions":
         view.offset_deletions = [OffsetDeletion(d.topic, d.partition, _error_or_none(d.error))
                                  for d in rep.offsetDeletions]

@@ -252,12 +252,7 @@ def consumer_assignment(data: bytes) -> set[tuple[str, int]]:
         position += _INT32.size
         pairs = set()
         for _ in range(max(topic_count, 0)):
-            (name_bytes,) = _INT16.unpack_from(data, position)
-            position += _INT16.size
-            if name_bytes < 0:
-                return set()
-            topic = data[position:position + name_bytes].decode()
-            position += name_bytes
+            topic, position = _string_at(data, position)
             (count,) = _INT32.unpack_from(data, position)
             position += _INT32.size
             if count < 0 or position + count * _INT32.size > len(data):
@@ -280,12 +275,19 @@ def subscription_topics(metadata: list[bytes]) -> frozenset[str] | None:
             if topic_count < 0:
                 return None
             for _ in range(topic_count):   # each reads 2 bytes at least: bounded by the data
-                (name_bytes,) = _INT16.unpack_from(data, position)
-                position += _INT16.size
-                if name_bytes < 0 or position + name_bytes > len(data):
-                    return None
-                topics.add(data[position:position + name_bytes].decode())
-                position += name_bytes
+                topic, position = _string_at(data, position)
+                topics.add(topic)
         except (struct.error, UnicodeDecodeError):
             return None
     return frozenset(topics)
+
+
+def _string_at(data: bytes, position: int) -> tuple[str, int]:
+    """The int16-length UTF-8 string at ``position`` and the position after it;
+    struct.error if its length is negative or runs past the data."""
+    (name_bytes,) = _INT16.unpack_from(data, position)
+    position += _INT16.size
+    if name_bytes < 0 or position + name_bytes > len(data):
+        raise struct.error(f"a string of {name_bytes} bytes at position {position} of "
+                           f"{len(data)}")
+    return data[position:position + name_bytes].decode(), position + name_bytes

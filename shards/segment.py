@@ -15,8 +15,9 @@ digits: positions are UInt32), zero-padded so that ``ls`` sorts a segment's cut
 files oldest first. Each cut gets its own file, never replacing an earlier one;
 a segment keeps at most limits.CUT_FILES_KEPT_MAX of them, the smallest removed
 (logged at WARNING, named with its size) beyond that, never the newest: a cut of
-acknowledged entries mid-file is large, the torn tails of a crash loop small. ``<base>.log.cut``, with no
-suffix, is the one file per segment an earlier version kept: the oldest.
+acknowledged entries mid-file is large, the torn tails of a crash loop small.
+``<base>.log.cut``, with no suffix, is the one file per segment an earlier
+version kept: the oldest.
 
 The .log file is a run of entries (log_entry.py) from position 0:
 
@@ -381,8 +382,8 @@ class Segment:
     def _keep_cut_bytes(self, file_bytes: int) -> Path | None:
         """Copy the bytes from ``_size_bytes`` to ``file_bytes``, which recovery is about
         to cut, to a new cut file, durably (the copy must outlive the cut), then remove
-        the smallest earlier ones beyond CUT_FILES_KEPT_MAX. None, logged, if the disk refuses: the
-        log must start anyway."""
+        the smallest earlier ones beyond CUT_FILES_KEPT_MAX. None, logged, if the disk
+        refuses: the log must start anyway."""
         path = self.directory / cut_file_name(self.base_offset, time.time_ns(),
                                               self._size_bytes)
         try:
@@ -662,9 +663,7 @@ class Segment:
         try:
             written_bytes = os.writev(self._fd, (header, batch))
             if written_bytes < entry_bytes:   # rare: a signal or a full disk
-                rest = memoryview(header + bytes(batch))[written_bytes:]
-                while rest:
-                    rest = rest[os.write(self._fd, rest):]
+                _write_all(self._fd, memoryview(header + bytes(batch))[written_bytes:])
         except OSError as error:
             self._cut_partial_entry(position)
             raise StorageError(
@@ -691,9 +690,7 @@ class Segment:
             raise AssertionError(f"run of {run_bytes} bytes at position {position} overflows "
                                  f"UInt32 positions in {self.log_path}")
         try:
-            rest = entries
-            while rest:
-                rest = rest[os.write(self._fd, rest):]
+            _write_all(self._fd, entries)
         except OSError as error:
             self._cut_partial_entry(position)
             raise StorageError(f"cannot append {run_bytes} bytes of replicated entries at "
@@ -1007,10 +1004,16 @@ def _copy_range(fd: int, start_position: int, end_position: int, path: Path) -> 
             if not chunk:
                 raise AssertionError(f"{path}: the file being cut ended at {position}, "
                                      f"before {end_position}")
-            rest = memoryview(chunk)
-            while rest:
-                rest = rest[os.write(out_fd, rest):]
+            _write_all(out_fd, chunk)
             position += len(chunk)
         os.fsync(out_fd)
     finally:
         os.close(out_fd)
+
+
+def _write_all(fd: int, data) -> None:
+    """Write all of ``data`` at the file's offset: os.write may write less (a signal, a
+    full disk), and raises OSError when it can write nothing."""
+    rest = memoryview(data)
+    while rest:
+        rest = rest[os.write(fd, rest):]
