@@ -139,7 +139,7 @@ def test_a_broker_that_answers_again_is_logged_once_and_the_next_failure_once_mo
 
     # Given a broker down for three polls, up for two, down for one, then up
     with caplog.at_level(logging.INFO, logger="plinth.client.console.sampler"):
-        sampler = polled(Sampler(DownThenUp(), interval_s=0.01, broker_url="tcp://b:1"), 9)
+        sampler = polled(Sampler(DownThenUp(), interval_s=0.01, broker_url="tcp://127.0.0.1:1"), 9)
     # Then each change is logged once: down, up after 3, down, up after 1
     messages = [r.getMessage() for r in sampler_lines(caplog)]
     assert len(messages) == 4, caplog.text
