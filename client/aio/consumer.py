@@ -171,6 +171,7 @@ class AIOConsumer(ConsumerBase):
         self._committed_positions: dict[TopicPartition, int] = {}
         self._fetcher: Fetcher | None = None
         self._closed = False
+        self._closed_why = "stop() was called"   # what ClosedError says once _closed
         self._stopping = False   # stop() began: a getmany in progress returns, new calls fail
         self._turn = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None   # start()'s; its tasks run there
@@ -181,8 +182,7 @@ class AIOConsumer(ConsumerBase):
         """Connect; subscribe to the topics given (unknown topics fail here). ClosedError
         after stop(), even one before start(): a stopped consumer stays stopped."""
         if self._closed:
-            raise ClosedError("consumer is stopped (stop() was called, or start() failed): "
-                              "an AIOConsumer cannot start again; make a new one")
+            raise self._closed_error()
         if self._fetcher is not None:
             raise ValueError("AIOConsumer.start() was already called")
         if self.group is not None and not self._subscription:
@@ -196,8 +196,9 @@ class AIOConsumer(ConsumerBase):
         try:
             async with self._turn:
                 await self._apply_subscription()
-        except BaseException:   # an unknown topic, a timeout: leave no socket open
+        except BaseException as exc:   # an unknown topic, a timeout: leave no socket open
             self._closed = True
+            self._closed_why = f"start() failed ({type(exc).__name__}: {exc})"
             self._conn.close()
             await self._admin.close()
             raise
@@ -257,9 +258,15 @@ class AIOConsumer(ConsumerBase):
         self._admin.release()
         raise wrong_loop_error("AIOConsumer", "stop", self._loop, outcome)
 
+    def _closed_error(self) -> ClosedError:
+        """The error of every call but stop() once the consumer is closed, saying why
+        (a failed start() was else told only as "closed" by the calls after it)."""
+        return ClosedError(f"consumer is closed: {self._closed_why}; an AIOConsumer cannot "
+                           f"start again, make a new one")
+
     def _check_open(self) -> None:
         if self._closed:
-            raise ClosedError("consumer is closed")
+            raise self._closed_error()
         if self._stopping:
             raise ClosedError("consumer is stopping: stop() was called")
         if self._fetcher is None:
@@ -283,7 +290,7 @@ class AIOConsumer(ConsumerBase):
         partitions revoked), and joins with the new topics as a new member. Any task
         on the loop."""
         if self._closed:
-            raise ClosedError("consumer is closed")
+            raise self._closed_error()
         topics = checked_subscription(topics, pattern)
         checked_listener("listener", listener)
         if self._membership is not None:
@@ -303,7 +310,7 @@ class AIOConsumer(ConsumerBase):
         it has not run yet). Without a group, what ``assign([])`` does. Any task on
         start()'s loop; before start() it only drops the subscription given."""
         if self._closed:
-            raise ClosedError("consumer is closed")
+            raise self._closed_error()
         self._subscription = self._subscribed = None
         if self._fetcher is None:
             return

@@ -16,7 +16,7 @@ from plinth.errors import (ClosedError, CorruptDataError, OffsetOutOfRangeError,
                            UnknownTopicError, WrongEventLoopError)
 from tests.client.test_consumer import (BAD_COMMITS, BAD_OPTIONS, BAD_PARTITION_CALLS,
                                         BAD_POLL_TIMEOUTS, GroupBroker, fetched,
-                                        partitions_of)
+                                        partitions_of, unknown_topic)
 
 BOUND_S = 20
 AT_ONCE_S = 5   # far more than a refusal takes
@@ -234,7 +234,8 @@ def test_start_after_stop_raises_closed_error_even_when_stop_came_before_start()
     async def scenario():
         consumer = AIOConsumer(broker="tcp://127.0.0.1:1")
         await consumer.stop()
-        with pytest.raises(ClosedError, match="consumer is stopped"):
+        with pytest.raises(ClosedError, match=r"consumer is closed: stop\(\) was called; an "
+                                              r"AIOConsumer cannot start again"):
             await consumer.start()
 
     asyncio.run(asyncio.wait_for(scenario(), BOUND_S))
@@ -382,12 +383,6 @@ def test_getone_names_a_record_the_deserializer_raises_on_until_a_seek_past_it(s
 
     first, after = run(broker, scenario, value_deserializer=int)
     assert (first.offset, first.value, after.offset, after.value) == (0, 0, 2, 2)
-
-
-def unknown_topic(request):
-    """A script step: the answer to a metadata request for a topic the broker lacks."""
-    assert type(request).__name__ == "MetadataRequest", request
-    return [protocol.encode_error(request.request_id, UnknownTopicError("unknown topic 'nosuch'"))]
 
 
 def test_a_subscription_to_an_unknown_topic_fails_every_getmany_until_an_assign_replaces_it(
@@ -568,8 +563,31 @@ def test_a_stopped_aio_consumer_refuses_a_subscribe_and_keeps_its_subscription()
     async def scenario():
         consumer = AIOConsumer("t", broker="tcp://127.0.0.1:1")
         await consumer.stop()
-        with pytest.raises(ClosedError, match="^consumer is closed$"):
+        with pytest.raises(ClosedError, match=r"^consumer is closed: stop\(\) was called"):
             consumer.subscribe(["u"])
         assert consumer.subscription() == {"t"}
 
     asyncio.run(scenario())
+
+
+def test_after_a_failed_start_every_call_says_that_start_failed_and_why(scripted):
+    # Given a consumer whose start() failed: its topic does not exist
+    broker = scripted([unknown_topic])
+
+    async def scenario():
+        consumer = AIOConsumer("nosuch", broker=broker.url, request_timeout_ms=5_000,
+                               direct_to_shards=False)
+        with pytest.raises(UnknownTopicError, match="nosuch"):
+            await consumer.start()
+        # Then each later call names the failed start and its error, not only "closed"
+        failed = (r"^consumer is closed: start\(\) failed \(UnknownTopicError: unknown topic "
+                  r"'nosuch'\); an AIOConsumer cannot start again, make a new one$")
+        with pytest.raises(ClosedError, match=failed):
+            await consumer.getmany(timeout_ms=100)
+        with pytest.raises(ClosedError, match=failed):
+            consumer.subscribe(["t"])
+        with pytest.raises(ClosedError, match=failed):
+            await consumer.start()
+        await consumer.stop()   # and stop() is still a no-op
+
+    asyncio.run(asyncio.wait_for(scenario(), BOUND_S))
