@@ -140,8 +140,9 @@ class ConsumerBase:
         """A commit of ``offsets`` (one part of it) was taken by the coordinator."""
         self._committed_positions.update({TopicPartition(*tp): o for tp, o in offsets.items()})
 
-    def _encode_commit(self, request_id: int, offsets: dict) -> bytes:
-        member_id, epoch = self._membership.identity()
+    def _encode_commit(self, request_id: int, offsets: dict, membership=None) -> bytes:
+        """A commitOffsets request as ``membership``'s member (default: the consumer's)."""
+        member_id, epoch = (membership or self._membership).identity()
         return protocol.encode_commit_offsets(request_id, "commitOffsets", self.group, member_id,
                                               epoch, offsets)
 

@@ -353,13 +353,9 @@ class AIOConsumer(ConsumerBase):
     async def _commit_as(self, membership: AIOGroupMembership, positions: dict) -> None:
         """Commit ``positions`` as ``membership``'s member, which the consumer no longer
         has; a failure is logged (the records will be read again)."""
-        member_id, epoch = membership.identity()
         try:
             for part in protocol.commit_offsets_parts(positions):
-                await self._conn.request_retrying_async(
-                    lambda request_id, part=part: protocol.encode_commit_offsets(
-                        request_id, "commitOffsets", self.group, member_id, epoch, part),
-                    self.request_timeout_ms)
+                await self._request_commit(membership, part)
         except (BrokerError, ClientError) as exc:
             log.warning("group %s: the commit before leaving failed: %s", self.group, exc)
 
@@ -636,13 +632,18 @@ class AIOConsumer(ConsumerBase):
     async def _commit(self, offsets) -> None:
         for part in protocol.commit_offsets_parts(self._offsets_to_commit(offsets)):
             try:
-                await self._conn.request_retrying_async(
-                    lambda request_id, part=part: self._encode_commit(request_id, part),
-                    self.request_timeout_ms)
+                await self._request_commit(self._membership, part)
             except BrokerError as exc:
                 self._check_membership(exc)
                 raise
             self._note_committed(part)
+
+    async def _request_commit(self, membership: AIOGroupMembership, part: dict) -> None:
+        """Commit one part (of ``commit_offsets_parts``) as ``membership``'s member, retried
+        while the coordinator is unavailable; each try says the member's identity then."""
+        await self._conn.request_retrying_async(
+            lambda request_id: self._encode_commit(request_id, part, membership),
+            self.request_timeout_ms)
 
     def _on_commit_reply(self, view: protocol.ReplyView) -> None:
         offsets = self._commits.pop(view.request_id)
