@@ -154,18 +154,22 @@ def group_delete_offsets(ctx, name, topic_name, partitions):
     --delete-offsets, Kafka's OffsetDelete): its consumers then start those
     partitions from their auto_offset_reset. Prints each partition's outcome; exit
     status 1 if one was kept: the group's members subscribe to TOPIC (stop them
-    first), or the partition does not exist. An offset never committed is no error."""
+    first), or the partition does not exist. An offset never committed is no error
+    (the line says there was none)."""
     with admin_for(ctx) as admin:
         try:
             numbers = partitions or range(admin.partition_count(topic_name))
         except UnknownTopicError as exc:
             raise UnknownTopicError(f"group {name}: no offsets of topic {topic_name!r} to "
                                     f"delete: {exc}") from None
+        committed = admin.describe_group(name).committed   # to say what each line deleted
         outcomes = admin.delete_group_offsets(name, [(topic_name, p) for p in numbers])
     kept = 0
     for (topic, partition), error in outcomes.items():
         if error is None:
-            click.echo(f"{name} {topic}-{partition}: deleted")
+            offset = committed.get((topic, partition))
+            click.echo(f"{name} {topic}-{partition}: " + (
+                "no committed offset" if offset is None else f"deleted (was {offset})"))
         else:
             kept += 1
             click.echo(f"{name} {topic}-{partition}: kept: {type(error).__name__}: {error}",

@@ -216,10 +216,17 @@ def test_group_delete_offsets_deletes_a_partitions_offset_and_says_why_it_cannot
     # When partition 0's is deleted / Then it is said, and only partition 1's is left
     deleted = plinth(shared_broker.url, "group", "delete-offsets", group, "--topic", topic,
                      "--partition", "0")
-    assert (deleted.returncode, deleted.stdout) == (0, f"{group} {topic}-0: deleted\n"), \
+    assert (deleted.returncode, deleted.stdout) == (0, f"{group} {topic}-0: deleted (was 0)\n"), \
         deleted.stderr
     with Admin(broker=shared_broker.url) as admin:
         assert admin.describe_group(group).committed == {(topic, 1): 0}
+    # And deleting it again says there was none, rather than "deleted" again
+    again = plinth(shared_broker.url, "group", "delete-offsets", group, "--topic", topic)
+    assert (again.returncode, again.stdout) == (0, f"{group} {topic}-0: no committed offset\n"
+                                                   f"{group} {topic}-1: deleted (was 0)\n"), \
+        again.stderr
+    with Admin(broker=shared_broker.url) as admin:
+        admin.reset_group_offsets(group, {(topic, 1): 0})
     # And an unknown group, or topic, is one clear line and exit status 1
     unknown = plinth(shared_broker.url, "group", "delete-offsets", "nobody-here", "--topic", topic)
     assert unknown.returncode == 1
