@@ -85,7 +85,8 @@ def check_options(topics, auto_offset_reset: str, fetch_max_bytes: int, fetch_ma
                   group: str | None, *, request_timeout_ms: float, consumer_timeout_ms: float,
                   max_poll_records: int, enable_auto_commit: bool,
                   auto_commit_interval_ms: float, session_timeout_ms: int,
-                  group_assignor: str, direct_to_shards: bool) -> None:
+                  group_assignor: str, direct_to_shards: bool,
+                  max_poll_interval_ms: int) -> None:
     """TypeError or ValueError for an option out of range (Consumer's and AIOConsumer's,
     alike): checked here rather than refused by the group's coordinator in every
     heartbeat, which the consumer would only log, or failing as a bare TypeError at
@@ -104,6 +105,8 @@ def check_options(topics, auto_offset_reset: str, fetch_max_bytes: int, fetch_ma
     checked_int("max_poll_records", max_poll_records, 1, limits.CONSUMER_POLL_RECORDS_MAX)
     checked_int("session_timeout_ms", session_timeout_ms, limits.SESSION_TIMEOUT_MS_MIN,
                 limits.SESSION_TIMEOUT_MS_MAX)
+    checked_int("max_poll_interval_ms", max_poll_interval_ms, limits.MAX_POLL_INTERVAL_MS_MIN,
+                limits.CLIENT_OPTION_MS_MAX)
     checked_str("group_assignor", group_assignor)
     if group_assignor not in ("",) + protocol.GROUP_ASSIGNORS:
         raise ValueError(f"group_assignor={group_assignor!r} is not one of "
@@ -190,11 +193,15 @@ class Consumer(ConsumerBase):
                  enable_auto_commit: bool = True,
                  auto_commit_interval_ms: float = limits.AUTO_COMMIT_INTERVAL_MS_DEFAULT,
                  session_timeout_ms: int = limits.SESSION_TIMEOUT_MS_DEFAULT,
+                 max_poll_interval_ms: int = limits.MAX_POLL_INTERVAL_MS_DEFAULT,
                  group_assignor: str = "", on_assign=None, on_revoke=None,
                  curve_key_file: str | None = None, curve_server_key_file: str | None = None,
                  direct_to_shards: bool = True):
         """``direct_to_shards``: fetch straight from the leader shard's direct socket
-        where the broker offers one (as Producer's); False: through the router."""
+        where the broker offers one (as Producer's); False: through the router.
+        ``max_poll_interval_ms``: a group member that goes this long without a poll()
+        leaves the group, its partitions moving to other members, and rejoins at its
+        next poll() (Kafka's max.poll.interval.ms; group_membership.py)."""
         group = group_option(group, group_id)
         check_options(topics, auto_offset_reset, fetch_max_bytes, fetch_max_wait_ms, group,
                       request_timeout_ms=request_timeout_ms,
@@ -202,7 +209,8 @@ class Consumer(ConsumerBase):
                       enable_auto_commit=enable_auto_commit,
                       auto_commit_interval_ms=auto_commit_interval_ms,
                       session_timeout_ms=session_timeout_ms, group_assignor=group_assignor,
-                      direct_to_shards=direct_to_shards)
+                      direct_to_shards=direct_to_shards,
+                      max_poll_interval_ms=max_poll_interval_ms)
         check_callables(key_deserializer, value_deserializer, on_assign, on_revoke)
         self.auto_offset_reset = auto_offset_reset
         self.request_timeout_ms = request_timeout_ms
@@ -226,6 +234,7 @@ class Consumer(ConsumerBase):
         self.enable_auto_commit = enable_auto_commit
         self.auto_commit_interval_s = auto_commit_interval_ms / 1000
         self.session_timeout_ms = session_timeout_ms
+        self.max_poll_interval_ms = max_poll_interval_ms
         self.group_assignor = group_assignor
         self._on_assign, self._on_revoke = on_assign, on_revoke
         self._membership: GroupMembership | None = None
@@ -287,7 +296,8 @@ class Consumer(ConsumerBase):
             return
         self._membership = GroupMembership(
             self._conn.address, self.group, topics, session_timeout_ms=self.session_timeout_ms,
-            assignor=self.group_assignor, request_timeout_ms=self.request_timeout_ms)
+            assignor=self.group_assignor, request_timeout_ms=self.request_timeout_ms,
+            max_poll_interval_ms=self.max_poll_interval_ms)
         self._membership.start()
         self._subscribed = topics
 
@@ -459,6 +469,7 @@ class Consumer(ConsumerBase):
             callback(offsets, None)
         while True:
             if self._membership is not None:
+                self._membership.note_poll()
                 self._membership.raise_if_refused()
                 self._rebalance()
             if self._membership is not None:   # (a callback may have unsubscribed)

@@ -134,6 +134,7 @@ class ConsumerBase:
         if self._membership is None:
             raise ValueError(f"commit needs a consumer group: {type(self).__name__}(..., "
                              f"group='name')")
+        self._membership.raise_if_left_unpolled()
         return self._positions() if offsets is None else checked_offsets("commit", offsets)
 
     def _note_committed(self, offsets: dict) -> None:

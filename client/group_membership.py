@@ -33,6 +33,17 @@ clients look up a new coordinator at once. The consumer also calls
 so that it need not wait for the next heartbeat to learn it. ``close()``
 sends a last heartbeat with the leave epoch, so the member's partitions move
 at once instead of after its session timeout.
+
+The heartbeat also leaves the group when the application has not polled for
+``max_poll_interval_ms`` (Kafka's max.poll.interval.ms, KIP-62): a consumer
+whose processing is stuck keeps heartbeating, and without this would keep its
+partitions, read by no one, for as long as it is stuck. Each pass of the
+consumer's poll loop calls ``note_poll()``; the heartbeat wakes when the
+interval runs out, sends the leave heartbeat and loses the membership as a
+fenced member does (its partitions are lost, not revoked). Until the next poll
+it sends no heartbeat, and a commit raises CommitFailedError
+(``raise_if_left_unpolled``); that poll drops the lost partitions and the
+heartbeat rejoins as a new member.
 """
 
 from __future__ import annotations
@@ -43,9 +54,9 @@ import time
 
 from plinth import limits, protocol
 from plinth.client.connection import Connection
-from plinth.errors import (BrokerError, InconsistentGroupProtocolError, InvalidConfigError,
-                           InvalidGroupError, NotAuthorizedError, PlinthTimeoutError,
-                           StaleMemberEpochError, UnknownMemberIdError)
+from plinth.errors import (BrokerError, CommitFailedError, InconsistentGroupProtocolError,
+                           InvalidConfigError, InvalidGroupError, NotAuthorizedError,
+                           PlinthTimeoutError, StaleMemberEpochError, UnknownMemberIdError)
 
 log = logging.getLogger(__name__)
 # Answers no heartbeat can change: the membership ends and poll() raises them.
@@ -62,15 +73,17 @@ TopicPartition = tuple[str, int]
 
 class GroupMembership:
     def __init__(self, broker: str, group: str, topics: list[str], *, session_timeout_ms: int,
-                 assignor: str, request_timeout_ms: float):
-        self._init_state(group, topics, session_timeout_ms, assignor, request_timeout_ms)
+                 assignor: str, request_timeout_ms: float,
+                 max_poll_interval_ms: int = limits.MAX_POLL_INTERVAL_MS_DEFAULT):
+        self._init_state(group, topics, session_timeout_ms, assignor, request_timeout_ms,
+                         max_poll_interval_ms)
         self._wake = threading.Event()
         self._conn = Connection(broker)
         self._thread = threading.Thread(target=self._run, name=f"plinth-heartbeat-{group}",
                                         daemon=True)
 
     def _init_state(self, group: str, topics: list[str], session_timeout_ms: int, assignor: str,
-                    request_timeout_ms: float) -> None:
+                    request_timeout_ms: float, max_poll_interval_ms: int) -> None:
         """The membership's state, whichever driver heartbeats (this thread, or the
         asyncio consumer's task: client/aio/group_membership.py)."""
         self.group = group
@@ -97,6 +110,11 @@ class GroupMembership:
         # heartbeat expects (a bug): the heartbeat thread stops, and the consumer raises
         # it from its next poll rather than poll without a membership for ever.
         self._fatal: BaseException | None = None
+        self.max_poll_interval_ms = max_poll_interval_ms
+        self._last_poll_s = time.monotonic()   # when the consumer last polled (note_poll)
+        # How long the consumer had not polled when the heartbeat left the group for
+        # it (ms); None once it polls again, or if it never left so.
+        self._left_unpolled_ms: float | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -138,6 +156,30 @@ class GroupMembership:
             self._taken = set()
         self._wake.set()
 
+    def note_poll(self) -> None:
+        """The application polls (each pass of the consumer's poll loop; consumer
+        thread): max_poll_interval_ms counts from now. After a leave for want of a
+        poll, wake the heartbeat to rejoin (once the lost partitions are dropped)."""
+        with self._lock:
+            self._last_poll_s = time.monotonic()
+            rejoin, self._left_unpolled_ms = self._left_unpolled_ms is not None, None
+        if rejoin:
+            self._wake.set()
+
+    def raise_if_left_unpolled(self) -> None:
+        """CommitFailedError if the heartbeat left the group because the consumer had
+        not polled within max_poll_interval_ms, and it has not polled since (consumer
+        thread): the member is gone, its partitions may be another's."""
+        with self._lock:
+            left_ms = self._left_unpolled_ms
+        if left_ms is not None:
+            raise CommitFailedError(
+                f"group {self.group}: cannot commit: this consumer left the group after "
+                f"{left_ms:.0f} ms without a poll(), over max_poll_interval_ms="
+                f"{self.max_poll_interval_ms}, and its partitions may be another member's "
+                f"now; its next poll() rejoins. Poll more often, take fewer records per "
+                f"poll (max_poll_records), or raise max_poll_interval_ms")
+
     def identity(self) -> tuple[str, int]:
         with self._lock:
             return self.member_id, self.member_epoch
@@ -166,6 +208,9 @@ class GroupMembership:
     def _run(self) -> None:
         while not self._closing:
             try:
+                leave = self._leave_if_unpolled()
+                if leave is not None:
+                    self._send_leave(leave)
                 self._heartbeat_once()
             except Exception as exc:
                 self._heartbeat_crashed(exc)
@@ -180,11 +225,15 @@ class GroupMembership:
         (rejoin at once; until it has, ``set_owned`` wakes the thread when it has:
         a new member never claims partitions the lost one owned)."""
         with self._lock:
+            if self._left_unpolled_ms is not None:   # note_poll wakes it to rejoin
+                return self._interval_s
             rejoin = not self.member_id and not self._holds_lost_locked()
+            poll_due_s = self._last_poll_s + self.max_poll_interval_ms / 1000 - time.monotonic()
         if rejoin:
             return 0.0 if self._retry_backoff_s is None else self._retry_backoff_s
-        return self._interval_s if self._retry_backoff_s is None else \
+        wait_s = self._interval_s if self._retry_backoff_s is None else \
             min(self._retry_backoff_s, self._interval_s)
+        return min(wait_s, max(poll_due_s, 0.0))   # wake to leave when no poll came
 
     def _failed(self) -> None:
         """A heartbeat failed: the next one after the backoff, doubled for the one after."""
@@ -215,6 +264,8 @@ class GroupMembership:
         used to rejoin at once; the consumer then read on as the new member without
         dropping what the old one owned.)"""
         with self._lock:
+            if self._left_unpolled_ms is not None:   # no rejoin before the next poll
+                return None
             if not self.member_id and self._holds_lost_locked():
                 return None
             # What the consumer owns or may take before this heartbeat's answer: a report
@@ -272,10 +323,32 @@ class GroupMembership:
             self._target = set()
             self._lost = bool(self._owned | self._taken)
 
+    def _leave_if_unpolled(self) -> tuple[bytes, int, float] | None:
+        """The leave heartbeat's request, if the consumer has not polled for
+        max_poll_interval_ms: the membership is lost as a fenced member's (its
+        partitions are lost, not revoked: another member may read them before the
+        consumer polls), and the next poll rejoins. None otherwise."""
+        with self._lock:
+            unpolled_ms = (time.monotonic() - self._last_poll_s) * 1000
+            if not self.member_id or self._left_unpolled_ms is not None or \
+                    unpolled_ms < self.max_poll_interval_ms:
+                return None
+            self._left_unpolled_ms = unpolled_ms
+        leave = self._leave_request()
+        log.warning("group %s: member %s leaves the group: the application has not called "
+                    "poll() for %.0f ms, over max_poll_interval_ms=%d; its partitions move to "
+                    "other members, and its next poll() rejoins (poll more often, take fewer "
+                    "records per poll with max_poll_records, or raise max_poll_interval_ms)",
+                    self.group, self.member_id, unpolled_ms, self.max_poll_interval_ms)
+        self._lose_membership()
+        return leave
+
     def _leave(self) -> None:
         leave = self._leave_request()
-        if leave is None:
-            return
+        if leave is not None:
+            self._send_leave(leave)
+
+    def _send_leave(self, leave: tuple[bytes, int, float]) -> None:
         try:
             self._conn.request(*leave)
         except (BrokerError, PlinthTimeoutError) as exc:

@@ -74,6 +74,9 @@ the environment causes and is expected, handled and reported.
         ├── PartitionNotAssignedError  a consumer call for a partition it is not assigned
         │                           (kafka-python's IllegalStateError): names it and what
         │                           is assigned; also a ValueError
+        ├── CommitFailedError       a commit by a group member that left the group because
+        │                           its application did not poll within
+        │                           max_poll_interval_ms (kafka-python's name): says how long
         ├── HandshakeRefusedError   the broker ended the connection's handshake for good:
         │                           it refused the client's CurveZMQ key, or one side uses
         │                           CurveZMQ and the other not (client/handshake_watch.py)
@@ -462,6 +465,13 @@ class PartitionNotAssignedError(ClientError, ValueError):
     consumer is not assigned, where kafka-python and aiokafka raise IllegalStateError:
     names the partition and the partitions assigned. Also a ValueError, what these
     calls raised before it had a name of its own."""
+
+
+class CommitFailedError(ClientError):
+    """A group member's commit after it left the group because poll() (getmany()) was
+    not called within max_poll_interval_ms, before the next poll() rejoined: its
+    partitions may be another member's now (kafka-python's and Kafka's
+    CommitFailedError). Says how long the consumer went without polling."""
 
 
 class HandshakeRefusedError(ClientError):

@@ -124,6 +124,13 @@ GROUP_MEMBERS_MAX = 1000
 SESSION_TIMEOUT_MS_MIN = 500
 SESSION_TIMEOUT_MS_MAX = 300_000
 SESSION_TIMEOUT_MS_DEFAULT = 10_000
+# The most time a group member's application may spend between two poll() (getmany())
+# calls before its heartbeat leaves the group, so that its partitions move to a member
+# that reads them (Kafka's max.poll.interval.ms, and its default: 5 minutes). The
+# heartbeat wakes when it runs out, not only at its interval; bounded below by the
+# shortest interval, under which a member would leave between two quick polls.
+MAX_POLL_INTERVAL_MS_MIN = 100
+MAX_POLL_INTERVAL_MS_DEFAULT = 300_000
 HEARTBEAT_INTERVAL_MS_MIN = 100
 HEARTBEAT_INTERVAL_MS_MAX = 3_000
 AUTO_COMMIT_INTERVAL_MS_DEFAULT = 5_000
@@ -1204,6 +1211,9 @@ def _relations() -> list[tuple[str, bool]]:
          1 <= CONSUMER_POLL_RECORDS_DEFAULT <= CONSUMER_POLL_RECORDS_MAX),
         ("the default session timeout is allowed",
          SESSION_TIMEOUT_MS_MIN <= SESSION_TIMEOUT_MS_DEFAULT <= SESSION_TIMEOUT_MS_MAX),
+        ("the default max_poll_interval_ms is allowed, and the shortest is no heartbeat "
+         "interval's less", HEARTBEAT_INTERVAL_MS_MIN <= MAX_POLL_INTERVAL_MS_MIN
+         <= MAX_POLL_INTERVAL_MS_DEFAULT <= CLIENT_OPTION_MS_MAX),
         ("a member gets several heartbeats in per default session timeout",
          HEARTBEAT_INTERVAL_MS_MAX * 3 <= SESSION_TIMEOUT_MS_DEFAULT),
         ("the parked fetches' deadline heap holds every parked fetch",

@@ -119,6 +119,7 @@ class AIOConsumer(ConsumerBase):
                  enable_auto_commit: bool = True,
                  auto_commit_interval_ms: float = limits.AUTO_COMMIT_INTERVAL_MS_DEFAULT,
                  session_timeout_ms: int = limits.SESSION_TIMEOUT_MS_DEFAULT,
+                 max_poll_interval_ms: int = limits.MAX_POLL_INTERVAL_MS_DEFAULT,
                  group_assignor: str = "", on_assign=None, on_revoke=None,
                  curve_key_file: str | None = None, curve_server_key_file: str | None = None,
                  direct_to_shards: bool = True):
@@ -132,6 +133,7 @@ class AIOConsumer(ConsumerBase):
                       enable_auto_commit=enable_auto_commit,
                       auto_commit_interval_ms=auto_commit_interval_ms,
                       session_timeout_ms=session_timeout_ms, group_assignor=group_assignor,
+                      max_poll_interval_ms=max_poll_interval_ms,
                       direct_to_shards=direct_to_shards)
         check_callables(key_deserializer, value_deserializer, on_assign, on_revoke)
         if group is not None:
@@ -144,6 +146,7 @@ class AIOConsumer(ConsumerBase):
         self.enable_auto_commit = enable_auto_commit
         self.auto_commit_interval_s = auto_commit_interval_ms / 1000
         self.session_timeout_ms = session_timeout_ms
+        self.max_poll_interval_ms = max_poll_interval_ms
         self.group_assignor = group_assignor
         self._address = broker_address(broker, curve_key_file, curve_server_key_file,
                                        bootstrap_servers)
@@ -400,7 +403,8 @@ class AIOConsumer(ConsumerBase):
                                  f"first (unsubscribe() hands it to _leaving)")
         self._membership = AIOGroupMembership(
             self._address, self.group, topics, session_timeout_ms=self.session_timeout_ms,
-            assignor=self.group_assignor, request_timeout_ms=self.request_timeout_ms)
+            assignor=self.group_assignor, request_timeout_ms=self.request_timeout_ms,
+            max_poll_interval_ms=self.max_poll_interval_ms)
         self._membership.start()
 
     def assign(self, partitions: list[tuple[str, int]]) -> None:
@@ -550,6 +554,7 @@ class AIOConsumer(ConsumerBase):
             if self._subscription is not None:
                 await self._apply_subscription()
             if self._membership is not None:
+                self._membership.note_poll()
                 self._membership.raise_if_refused()
                 await self._rebalance()
             if self._membership is not None:   # (a callback may have unsubscribed)

@@ -23,8 +23,10 @@ from plinth.errors import BrokerError, PlinthTimeoutError
 
 class AIOGroupMembership(GroupMembership):
     def __init__(self, broker, group: str, topics: list[str], *, session_timeout_ms: int,
-                 assignor: str, request_timeout_ms: float):
-        self._init_state(group, topics, session_timeout_ms, assignor, request_timeout_ms)
+                 assignor: str, request_timeout_ms: float,
+                 max_poll_interval_ms: int = limits.MAX_POLL_INTERVAL_MS_DEFAULT):
+        self._init_state(group, topics, session_timeout_ms, assignor, request_timeout_ms,
+                         max_poll_interval_ms)
         self._wake = asyncio.Event()
         self._conn = AIOConnection(broker)
         self._task: asyncio.Task | None = None
@@ -56,6 +58,9 @@ class AIOGroupMembership(GroupMembership):
     async def _run_async(self) -> None:
         while not self._closing:
             try:
+                leave = self._leave_if_unpolled()
+                if leave is not None:
+                    await self._send_leave_async(leave)
                 await self._heartbeat_once_async()
             except Exception as exc:
                 self._heartbeat_crashed(exc)
@@ -81,8 +86,10 @@ class AIOGroupMembership(GroupMembership):
 
     async def _leave_async(self) -> None:
         leave = self._leave_request()
-        if leave is None:
-            return
+        if leave is not None:
+            await self._send_leave_async(leave)
+
+    async def _send_leave_async(self, leave: tuple[bytes, int, float]) -> None:
         try:
             await self._conn.request_async(*leave)
         except (BrokerError, PlinthTimeoutError) as exc:

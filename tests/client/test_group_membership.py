@@ -12,8 +12,8 @@ import pytest
 from plinth import limits, protocol
 from plinth.client.group_membership import GroupMembership
 from plinth.protocol import LEAVE_EPOCH
-from plinth.errors import (InvalidConfigError, NotAuthorizedError, StaleMemberEpochError,
-                           UnavailableError, UnknownMemberIdError)
+from plinth.errors import (CommitFailedError, InvalidConfigError, NotAuthorizedError,
+                           StaleMemberEpochError, UnavailableError, UnknownMemberIdError)
 from tests.support import wait_until
 
 T0, T1 = ("t", 0), ("t", 1)
@@ -40,14 +40,17 @@ def steady(member_id: str, epoch: int, assignment: set, interval_ms: int = 100) 
 
 @pytest.fixture
 def member_of(scripted):
-    """``member_of(script, session_timeout_ms=10_000, request_timeout_ms=5_000)``: a
+    """``member_of(script, session_timeout_ms=10_000, request_timeout_ms=5_000,
+    max_poll_interval_ms=300_000)``: a
     started GroupMembership of group g on topic t, closed at the end."""
     members = []
 
-    def make(script, session_timeout_ms: int = 10_000, request_timeout_ms: int = 5_000):
+    def make(script, session_timeout_ms: int = 10_000, request_timeout_ms: int = 5_000,
+             max_poll_interval_ms: int = limits.MAX_POLL_INTERVAL_MS_DEFAULT):
         broker = scripted(script)
         member = GroupMembership(broker.url, "g", ["t"], session_timeout_ms=session_timeout_ms,
-                                 assignor="", request_timeout_ms=request_timeout_ms)
+                                 assignor="", request_timeout_ms=request_timeout_ms,
+                                 max_poll_interval_ms=max_poll_interval_ms)
         member.start()
         members.append(member)
         return member, broker
@@ -324,3 +327,66 @@ def test_a_member_that_learns_it_was_expelled_hands_out_no_records_until_it_drop
     assert member.take_target() == set() and member.target_lost
     member.set_owned(set())
     assert member.records_allowed()
+
+
+def test_a_member_not_polled_within_max_poll_interval_ms_leaves_and_rejoins_at_the_next_poll(
+        member_of, caplog):
+    # Given a member that owns t-0, polled once, with a max_poll_interval_ms of 1 s
+    # (the coordinator asks for a heartbeat only every 3 s: the leave does not wait),
+    # whose coordinator makes a member that joins after the leave m-2, owning t-1
+    has_left = []
+
+    def coordinator(request):
+        if request.member_epoch == LEAVE_EPOCH:
+            has_left.append(request)
+            return left(request)
+        if has_left:
+            return heartbeat("m-2", 1, {T1}, interval_ms=3_000)(request)
+        return heartbeat("m-1", 1, {T0}, interval_ms=3_000)(request)
+
+    member, broker = member_of([coordinator] * 50, max_poll_interval_ms=1_000)
+    polled_s = time.monotonic()
+    member.note_poll()
+    member.set_owned(wait_until(member.take_target, timeout_s=10))
+    # When the application does not poll again
+    with caplog.at_level(logging.WARNING, logger="plinth.client.group_membership"):
+        leave = wait_until(lambda: next((r for _, r in broker.requests
+                                         if r.member_epoch == LEAVE_EPOCH), None), timeout_s=10)
+    # Then the heartbeat leaves the group once the interval ran out, not before
+    assert (leave.member_id, leave.owned) == ("m-1", frozenset())
+    assert time.monotonic() - polled_s >= 1.0
+    assert "has not called poll() for" in caplog.text and "max_poll_interval_ms=1000" in caplog.text
+    # And the partitions are lost: no record is handed out, the consumer drops them, and
+    # it may not commit
+    assert not member.records_allowed()
+    assert member.take_target() == set() and member.target_lost
+    with pytest.raises(CommitFailedError, match=r"group g: cannot commit: this consumer left the "
+                                                r"group after \d+ ms without a poll\(\), over "
+                                                r"max_poll_interval_ms=1000"):
+        member.raise_if_left_unpolled()
+    member.set_owned(set())
+    # And no heartbeat rejoins before the next poll
+    sent = len(broker.requests)
+    assert member.take_target() is None and len(broker.requests) == sent
+    # When the application polls again
+    polled_s = time.monotonic()
+    member.note_poll()
+    # Then it rejoins as a new member at once (the interval is 3 s), and may commit
+    rejoin = broker.wait_for_requests(sent + 1)[sent]
+    assert (rejoin.member_id, rejoin.member_epoch) == ("", 0)
+    assert broker.requests[sent][0] - polled_s < 1.5
+    assert wait_until(member.take_target, timeout_s=10) == {T1}
+    member.raise_if_left_unpolled()
+
+
+def test_a_member_polled_within_max_poll_interval_ms_stays(member_of):
+    # Given a member polled every 0.2 s with a max_poll_interval_ms of 1 s
+    member, broker = member_of(steady("m-1", 1, {T0}), max_poll_interval_ms=1_000)
+    member.set_owned(wait_until(member.take_target, timeout_s=10))
+    for _ in range(15):
+        member.note_poll()
+        # (a real pause between polls: what is measured is the time without one)
+        time.sleep(0.2)
+    # Then it never left: no leave heartbeat, the same member
+    assert all(r.member_epoch != LEAVE_EPOCH for _, r in broker.requests)
+    assert member.identity() == ("m-1", 1) and member.take_target() is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import threading
@@ -10,8 +11,9 @@ import time
 import pytest
 
 from plinth import Admin, Consumer, Producer, limits, protocol
+from plinth.aio import AIOConsumer
 from plinth.client.connection import Connection, broker_address
-from plinth.errors import (GroupMaxSizeReachedError, TooManyGroupsError, UnknownGroupError,
+from plinth.errors import (CommitFailedError, GroupMaxSizeReachedError, TooManyGroupsError, UnknownGroupError,
                            UnknownMemberIdError)
 from tests.conftest import Broker
 from tests.support import unique_topic, wait_until
@@ -599,3 +601,75 @@ def test_a_listener_that_unsubscribes_while_assigned_ends_the_rebalance_without_
                 admin.describe_group(group)
     finally:
         consumer.close()
+
+
+POLL_INTERVAL_MS = 1500   # max_poll_interval_ms of the member that stops polling
+STUCK = (r"cannot commit: this consumer left the group after \d+ ms without a poll\(\), "
+         r"over max_poll_interval_ms=1500")
+
+
+def test_a_member_that_stops_polling_leaves_after_max_poll_interval_ms_and_rejoins_at_its_poll(
+        shared_broker):
+    topic, group = unique_topic("g"), unique_topic("grp")
+    with Admin(broker=shared_broker.url) as admin:
+        admin.create_topic(topic, PARTITIONS)
+    produce(shared_broker.url, topic, 0, 600)
+    # Given two members sharing the partitions; the second's application will stall
+    # (its heartbeat thread runs on: the session never ends)
+    polling = Member(shared_broker.url, topic, group)
+    stalled = Consumer(topic, broker=shared_broker.url, group=group, auto_offset_reset="earliest",
+                       session_timeout_ms=SESSION_MS, max_poll_interval_ms=POLL_INTERVAL_MS)
+    stalled_got = []
+    try:
+        wait_until(lambda: stalled_got.extend(
+            r for rs in stalled.poll(timeout_ms=100).values() for r in rs) or
+            len(stalled.assignment()) == 3 and len(polling.owned()) == 3, timeout_s=30)
+        stalled_got += [r for rs in stalled.poll(timeout_ms=500).values() for r in rs]
+        # When it does not poll for max_poll_interval_ms
+        stalled_s = time.monotonic()
+        # Then the polling member takes every partition, as from a member gone
+        wait_until(lambda: len(polling.owned()) == PARTITIONS, timeout_s=30)
+        assert time.monotonic() - stalled_s >= POLL_INTERVAL_MS / 1000
+        # And the stalled member's commit is refused, saying why
+        with pytest.raises(CommitFailedError, match=STUCK):
+            stalled.commit()
+        # And every record was read, none lost (those it read after its last commit
+        # are read again by the member that took its partitions)
+        wait_until(lambda: {int(r.value) for r in polling.records + stalled_got}
+                   >= set(range(600)), timeout_s=30)
+        # When it polls again, Then it rejoins and the two share the partitions again
+        wait_until(lambda: stalled.poll(timeout_ms=100) is not None and
+                   len(stalled.assignment()) == 3 and len(polling.owned()) == 3, timeout_s=30)
+        stalled.commit()
+    finally:
+        stalled.close()
+        polling.stop()
+
+
+def test_an_aio_member_that_stops_calling_getmany_leaves_after_max_poll_interval_ms(
+        shared_broker):
+    topic, group = unique_topic("g"), unique_topic("grp")
+    with Admin(broker=shared_broker.url) as admin:
+        admin.create_topic(topic, PARTITIONS)
+    polling = Member(shared_broker.url, topic, group)
+
+    async def scenario():
+        async with AIOConsumer(topic, broker=shared_broker.url, group=group,
+                               session_timeout_ms=SESSION_MS,
+                               max_poll_interval_ms=POLL_INTERVAL_MS) as stalled:
+            while not (len(stalled.assignment()) == 3 and len(polling.owned()) == 3):
+                await stalled.getmany(timeout_ms=100)
+            # When its application awaits something else for longer than the interval
+            # (its heartbeat task runs on), Then the polling member takes every partition
+            await asyncio.to_thread(
+                wait_until, lambda: len(polling.owned()) == PARTITIONS, timeout_s=30)
+            with pytest.raises(CommitFailedError, match=STUCK):
+                await stalled.commit()
+            # And its next getmany rejoins
+            while not (len(stalled.assignment()) == 3 and len(polling.owned()) == 3):
+                await stalled.getmany(timeout_ms=100)
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), 60))
+    finally:
+        polling.stop()
