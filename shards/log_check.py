@@ -56,8 +56,9 @@ an epoch whose entries were never fsynced), the index files (unlinked after the
 .log file). The manifest's ``initial_offset`` is where the log began, but the
 retention settings beside it are today's, not those the old segments were
 deleted under; committed offsets may lag the start or point anywhere. Index
-files and snapshots left without their .log file below the last segment are
-noted (a deletion a crash cut short, or a lost .log: which is not known).
+files left without their .log file below the last segment are noted (a deletion
+a crash cut short, or a lost .log: which is not known); snapshots are not, as a
+move or a follower's restart leaves them there on purpose.
 
 Per shard (``ShardsCheck.problems``): a manifest (shard_manifest.py) that cannot
 be read, and a partition it names whose directory is missing.
@@ -67,7 +68,7 @@ segment.py), each file, since they may hold acknowledged records; a log of
 several segments without an offset-gaps file (written before gaps were kept:
 holes cannot be checked); a directory no manifest names (checked all the same);
 a shard without a manifest; an older segment's index file missing (rebuilt);
-index files and snapshots without their .log file (above); directories set aside, not checked or counted: a
+index files without their .log file (above); directories set aside, not checked or counted: a
 deletion's (``-delete``, removed at the shard's next start: partition_log.py)
 and a deleted topic's leftover log kept aside (``-orphan``).
 
@@ -260,7 +261,10 @@ def _check_side_files(check: PartitionCheck, base_offsets: list[int],
         if problem:
             check.problems.append(problem)
     for base_offset, names in sorted(_files_without_log(directory, set(base_offsets)).items()):
-        if base_offset < base_offsets[-1]:
+        # (A snapshot below the last segment is left on purpose too: continue_at deletes
+        # an empty active segment, restart_at keeps the snapshots below its offset.)
+        names = [name for name in names if not name.endswith(SNAPSHOT_SUFFIX)]
+        if base_offset < base_offsets[-1] and names:
             check.notes.append(f"{directory}: {', '.join(names)} without "
                                f"{segment_file_name(base_offset, LOG_SUFFIX)}: left by a "
                                f"segment deletion a crash cut short, or its .log file was "

@@ -579,3 +579,18 @@ def test_a_producers_snapshot_not_in_its_layout_is_damage(tmp_path):
     [problem] = check_partition_directory(tmp_path).problems
     assert problem.startswith(f"{path}: producer #0: producer 7, batch #0 is not [base sequence, "
                               f'record count, base offset]: [0, "2", 4]: a start seeds')
+
+
+def test_index_files_left_without_their_log_below_the_last_segment_are_noted(tmp_path):
+    # Given a log whose second segment lost its .log file alone (its indexes and its
+    # producers' snapshot left)
+    _, second, third, *_ = rolled_log(tmp_path)
+    (tmp_path / f"{second:020d}.log").unlink()
+    # When checked / Then the hole is damage, the index files noted; the snapshot is not
+    # (a move or a restart leaves snapshots below the last segment on purpose)
+    check = check_partition_directory(tmp_path)
+    assert [problem.split(":")[1] for problem in check.problems] == [
+        f" offsets {second}..{third - 1} are missing"]
+    assert check.notes == [f"{tmp_path}: {second:020d}.index, {second:020d}.timeindex without "
+                           f"{second:020d}.log: left by a segment deletion a crash cut short, "
+                           f"or its .log file was lost (which cannot be told)"]
