@@ -4,13 +4,14 @@ A running shard scans only its active segments when it starts (segment.py,
 ``recover``): older ones were fsynced when they rolled, and their damage is
 found only when a read reaches it (as CorruptDataError, logged by the shard).
 This reads every segment of every partition directory under
-``<data dir>/shards/<shard id>/`` whole, as recovery would, and changes no data:
+``<data dir>/shards/<shard id>/`` whole, as recovery would, and the files beside
+the segments (indexes, producers' snapshots), and changes no data:
 no cut, no index written, no file set aside. Run it on a stopped broker (the
 caller holds the data dir's lock), to learn before a consumer does which
 records a disk damaged.
 
 What it finds, per partition directory (``PartitionCheck.problems``, one line
-each, naming the directory or file, the position and the offsets):
+each, naming the directory or file, the position or entry number and the offsets):
 
 - in an older segment, each entry whose batch fails its CRC (its header sound):
   reads of its offsets fail, and the broker reads the entries after it through
@@ -26,7 +27,38 @@ each, naming the directory or file, the position and the offsets):
 - a ``partition.metadata`` (partition_metadata.py) that is not one, or that
   says another topic id than the shard's manifest: a shard deletes such a log
   when it opens the partition;
-- a directory that holds no segment.
+- a directory that holds no segment;
+- an older segment's ``.index`` or ``.timeindex`` the shard rebuilds when it first
+  reads the segment (torn, out of order, its last entry not the log's), or one it
+  keeps though an entry before the last points wrong (reads, or look-ups by time,
+  through that entry fail or answer wrong until the file is removed); a
+  producers' snapshot (``<base>.producers``) of a segment there that is not the
+  one a roll wrote: both in log_check_files.py, which says what each costs;
+- a lost last segment (or several), where files of segments past the last one
+  prove the log held them: a producers' snapshot, written when the log rolled to
+  its offset, after the segment there was created and the one before it fsynced,
+  or index files, written when a segment rolled or closed. Such files past a last
+  segment that ends before them were left by a truncation (a follower cutting its
+  log back) that a crash cut short: noted, not damage. A follower's truncation cut
+  short after it deleted the later segments but before it cut the last one left
+  looks the same as a lost last segment, and is said as one (the follower's next
+  fetch cuts the log back anyway). A last segment lost with every file of its own
+  and no later roll is not seen.
+
+A lost first segment is not reported: nothing on disk tells it from segments the
+log deleted on purpose. Retention, the local retention of a tiered log, the
+segments below a deleteRecords floor (log_start_floor.py) and a follower's
+``restart_at`` all delete the first segments, and every file that remembers them
+is brought up to date only after the segments go, with no fsync between, or is
+only logged when the disk refuses: the producers' snapshots below the start,
+the leader-epoch checkpoint's first entries (leader_epochs.py; it may also name
+an epoch whose entries were never fsynced), the index files (unlinked after the
+.log file). The manifest's ``initial_offset`` is where the log began, but the
+retention settings beside it are today's, not those the old segments were
+deleted under; committed offsets may lag the start or point anywhere. Index
+files left without their .log file below the last segment are noted (a deletion
+a crash cut short, or a lost .log: which is not known); snapshots are not, as a
+move or a follower's restart leaves them there on purpose.
 
 Per shard (``ShardsCheck.problems``): a manifest (shard_manifest.py) that cannot
 be read, and a partition it names whose directory is missing.
@@ -35,7 +67,8 @@ Notes (``notes``), not damage: bytes earlier recoveries cut and kept (cut files,
 segment.py), each file, since they may hold acknowledged records; a log of
 several segments without an offset-gaps file (written before gaps were kept:
 holes cannot be checked); a directory no manifest names (checked all the same);
-a shard without a manifest; directories set aside, not checked or counted: a
+a shard without a manifest; an older segment's index file missing (rebuilt);
+index files without their .log file (above); directories set aside, not checked or counted: a
 deletion's (``-delete``, removed at the shard's next start: partition_log.py)
 and a deleted topic's leftover log kept aside (``-orphan``).
 
@@ -58,12 +91,17 @@ from plinth.shards.offset_gaps import CORRUPT_SUFFIX, GAPS_FILE, Gap, read_gaps
 from plinth.shards.offset_store import DIR_NAME as OFFSETS_DIR_NAME
 from plinth.shards.partition_log import DELETED_DIRECTORY_SUFFIX
 from plinth.shards.partition_metadata import PARTITION_METADATA_FILE, load_topic_id
+from plinth.shards.log_check_files import index_findings, snapshot_problem
+from plinth.shards.producer_state import SNAPSHOT_SUFFIX
 from plinth.shards.segment import (
-    LOG_SUFFIX, Segment, SegmentCheck, cut_file_paths, parse_log_file_name, segment_file_name)
+    INDEX_SUFFIX, LOG_SUFFIX, OFFSET_DIGITS, TIME_INDEX_SUFFIX, Segment, SegmentCheck,
+    cut_file_paths, parse_log_file_name, segment_file_name)
 from plinth.shards.shard_manifest import MANIFEST_FILE, ShardManifest
 
 # A deleted topic's leftover directory, moved aside by a shard (``<name>.<ns>-orphan``).
 ORPHAN_DIRECTORY_SUFFIX = "-orphan"
+# The files named by a segment's base offset beside its .log file (the cut files aside).
+SIDE_FILE_SUFFIXES = (INDEX_SUFFIX, TIME_INDEX_SUFFIX, SNAPSHOT_SUFFIX)
 
 
 @dataclass
@@ -171,7 +209,8 @@ def _set_aside(directory: Path, notes: list[str]) -> bool:
 
 
 def check_partition_directory(directory: Path) -> PartitionCheck:
-    """Read every segment of one partition log whole (module docstring)."""
+    """Read every segment of one partition log whole, and the files beside them
+    (module docstring)."""
     check = PartitionCheck(directory)
     gaps = _checked_gaps(check)
     base_offsets = _base_offsets(directory)
@@ -184,20 +223,98 @@ def check_partition_directory(directory: Path) -> PartitionCheck:
                            f"told from gaps made on purpose, and none is reported")
     previous: tuple[int, SegmentCheck] | None = None
     for base_offset in base_offsets:
-        found = Segment.check_file(directory, base_offset,
-                                   past_bad_crc=base_offset != base_offsets[-1])
-        check.segments += 1
-        check.entries_valid += found.entries_valid
-        check.bytes_valid += found.bytes_valid
-        check.problems.extend(_segment_problems(directory / segment_file_name(
-            base_offset, LOG_SUFFIX), found, active=base_offset == base_offsets[-1]))
+        found = _check_segment(check, base_offset, active=base_offset == base_offsets[-1])
         if previous is not None:
             _check_contiguous(check, previous, base_offset, gaps)
         previous = (base_offset, found)
-        for cut_path in cut_file_paths(directory, base_offset):
-            check.notes.append(f"{cut_path}: {cut_path.stat().st_size} bytes an earlier "
-                               f"recovery cut from this segment, kept")
+    if previous is not None:
+        _check_side_files(check, base_offsets, previous[1])
     return check
+
+
+def _check_segment(check: PartitionCheck, base_offset: int, active: bool) -> SegmentCheck:
+    """Check one segment's .log file whole, and an older one's indexes; note its cut files."""
+    directory = check.directory
+    found = Segment.check_file(directory, base_offset, past_bad_crc=not active)
+    check.segments += 1
+    check.entries_valid += found.entries_valid
+    check.bytes_valid += found.bytes_valid
+    check.problems.extend(_segment_problems(directory / segment_file_name(
+        base_offset, LOG_SUFFIX), found, active=active))
+    if not active:   # (the active segment's are rebuilt at every start, never read)
+        problems, notes = index_findings(directory, base_offset, found.unreadable_position)
+        check.problems.extend(problems)
+        check.notes.extend(notes)
+    for cut_path in cut_file_paths(directory, base_offset):
+        check.notes.append(f"{cut_path}: {cut_path.stat().st_size} bytes an earlier "
+                           f"recovery cut from this segment, kept")
+    return found
+
+
+def _check_side_files(check: PartitionCheck, base_offsets: list[int],
+                      last: SegmentCheck) -> None:
+    """The producers' snapshots of the segments there, then what the files of segments
+    not there say: index files left without their .log, and a lost last segment."""
+    directory = check.directory
+    for base_offset in base_offsets:
+        problem = snapshot_problem(directory, base_offset, active_base_offset=base_offsets[-1])
+        if problem:
+            check.problems.append(problem)
+    for base_offset, names in sorted(_files_without_log(directory, set(base_offsets)).items()):
+        # (A snapshot below the last segment is left on purpose too: continue_at deletes
+        # an empty active segment, restart_at keeps the snapshots below its offset.)
+        names = [name for name in names if not name.endswith(SNAPSHOT_SUFFIX)]
+        if base_offset < base_offsets[-1] and names:
+            check.notes.append(f"{directory}: {', '.join(names)} without "
+                               f"{segment_file_name(base_offset, LOG_SUFFIX)}: left by a "
+                               f"segment deletion a crash cut short, or its .log file was "
+                               f"lost (which cannot be told)")
+    _check_lost_tail(check, base_offsets[-1], last)
+
+
+def _files_without_log(directory: Path, base_offsets: set[int]) -> dict[int, list[str]]:
+    """{base offset: file names} of the index files and producers' snapshots in
+    ``directory`` named by a base offset no .log file has."""
+    named: dict[int, list[str]] = {}
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            stem, dot, suffix = entry.name.partition(".")
+            if (f"{dot}{suffix}" in SIDE_FILE_SUFFIXES and len(stem) == OFFSET_DIGITS
+                    and stem.isdigit() and int(stem) not in base_offsets):
+                named.setdefault(int(stem), []).append(entry.name)
+    return {base_offset: sorted(names) for base_offset, names in named.items()}
+
+
+def _check_lost_tail(check: PartitionCheck, last_base_offset: int, last: SegmentCheck) -> None:
+    """A problem if files of segments past the last one say the log rolled past it:
+    a producers' snapshot is written when the log rolls to its offset (after the
+    segment there was created, the one before it fsynced whole), index files when a
+    segment rolls or closes. A last segment whose readable entries end before that
+    offset was cut back since (a follower's truncation, which a crash cut short
+    before it removed them): noted, not damage."""
+    later = {base_offset: names for base_offset, names in
+             _files_without_log(check.directory, {last_base_offset}).items()
+             if base_offset > last_base_offset}
+    if not later:
+        return
+    first, newest = min(later), max(later)
+    said = "; ".join(f"{', '.join(names)} (offset {base_offset})"
+                     for base_offset, names in sorted(later.items()))
+    last_name = segment_file_name(last_base_offset, LOG_SUFFIX)
+    if not last.reason and last.end_offset < first:
+        check.notes.append(f"{check.directory}: files of segments past the last one are left "
+                           f"({said}), but {last_name} ends at offset {last.end_offset}: "
+                           f"left by a truncation that cut the log back (a crash kept it from "
+                           f"removing them); no start reads them")
+        return
+    lost = (f"the segment at offset {first} is lost, with whatever records it held"
+            if first == newest else f"the segments from offset {first} on are lost: offsets "
+                                    f"{first}..{newest - 1} at least held records")
+    check.problems.append(f"{check.directory}: {lost}: the last segment left is {last_name}, "
+                          f"but files of segments past it are ({said}; a producers' snapshot "
+                          f"is written when the log rolls to its offset, index files when a "
+                          f"segment rolls or closes), unless a follower's truncation was cut "
+                          f"short by a crash (its next fetch cuts the log back anyway)")
 
 
 def _checked_gaps(check: PartitionCheck) -> list[Gap] | None:

@@ -23,6 +23,7 @@ import operator
 import sys
 from array import array
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
 
@@ -55,6 +56,11 @@ class OffsetIndex:
         if not self._positions:
             return self.base_offset, 0
         return self.base_offset + self._relative_offsets[-1], self._positions[-1]
+
+    def entries(self) -> Iterator[tuple[int, int]]:
+        """(offset, position) of every entry, in order (an offline check reads them)."""
+        for relative_offset, position in zip(self._relative_offsets, self._positions):
+            yield self.base_offset + relative_offset, position
 
     def append(self, offset: int, position: int) -> None:
         """Index the entry with base offset ``offset`` starting at ``position``."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import sys
 from array import array
 from bisect import bisect_left
+from collections.abc import Iterator
 from pathlib import Path
 
 from plinth.errors import CorruptDataError
@@ -59,6 +60,11 @@ class TimeIndex:
         if not self._relative_offsets:
             return None
         return self._timestamps_ms[-1], self.base_offset + self._relative_offsets[-1]
+
+    def entries(self) -> Iterator[tuple[int, int]]:
+        """(timestamp_ms, offset) of every entry, in order (an offline check reads them)."""
+        for timestamp_ms, relative_offset in zip(self._timestamps_ms, self._relative_offsets):
+            yield timestamp_ms, self.base_offset + relative_offset
 
     def append(self, timestamp_ms: int, offset: int) -> bool:
         """Add (timestamp_ms, offset) if timestamp_ms is larger than the last entry's.

@@ -13,6 +13,7 @@ from plinth.cli import main
 from plinth.control.metadata import BrokerMetadata
 from plinth.data_dir_lock import DataDirLock
 from plinth.shards.partition_log import LogConfig, PartitionLog
+from plinth.shards.producer_state import ProducerStates, save_snapshot
 
 
 def check(data_dir):
@@ -97,3 +98,16 @@ def test_a_damaged_manifest_is_said_and_the_logs_are_checked_all_the_same(tmp_pa
                               f"not a shard manifest")
     assert summary == (f"checked 1 partition log in {data_dir / 'shards'}: 1 segment, "
                        f"record batches valid: 20 ({path.stat().st_size:,} bytes); 1 damaged")
+
+
+def test_a_lost_last_segment_is_said_damaged_and_exits_1(tmp_path):
+    # Given a log whose segment after its only one is lost, the producers' snapshot its
+    # roll saved left (producer_state.py)
+    data_dir, path = data_dir_with_a_log(tmp_path)
+    save_snapshot(path.parent, 20, ProducerStates())
+    # When checked / Then the lost segment is damage
+    result = check(data_dir)
+    assert result.exit_code == 1, result.output
+    [damaged, summary] = result.stdout.splitlines()
+    assert damaged.startswith(f"DAMAGED {path.parent}: the segment at offset 20 is lost")
+    assert summary.endswith("; 1 damaged")

@@ -8,7 +8,11 @@ from __future__ import annotations
 import json
 import os
 import random
+import struct
 
+import pytest
+
+from plinth.errors import CorruptDataError
 from plinth.format.log_entry import LOG_ENTRY_HEADER_BYTES, iter_entries
 from plinth.limits import SEGMENT_BYTES_MIN
 from plinth.shards import log_check
@@ -16,6 +20,7 @@ from plinth.shards.log_check import check_partition_directory, check_shards_dire
 from plinth.shards.offset_gaps import GAPS_FILE
 from plinth.shards.partition_log import LogConfig, PartitionLog
 from plinth.shards.partition_metadata import PARTITION_METADATA_FILE, save_topic_id
+from plinth.shards.producer_state import ProducerStates, discard_snapshots_before, save_snapshot
 
 SMALL_SEGMENTS = LogConfig(segment_bytes_max=SEGMENT_BYTES_MIN, index_interval_bytes=512)
 
@@ -315,3 +320,277 @@ def test_a_manifest_that_cannot_be_read_is_damage_and_the_logs_are_checked_all_t
                             "directories are checked as logs only")
     [check] = found.partitions
     assert len(check.problems) == 1 and found.damaged == 2
+
+
+# --- A lost last segment, and what cannot tell a lost first one ------------------------
+
+
+def rolled_log(directory, batches=400):
+    """A closed log of several segments, and the producers' snapshot a partition saves
+    when its log rolls (producer_state.py), one per segment after the first; returns
+    the segments' base offsets, oldest first."""
+    written_log(directory, batches)
+    base_offsets = sorted(int(path.name[:-4]) for path in directory.glob("*.log"))
+    for base_offset in base_offsets[1:]:
+        states = ProducerStates()
+        states.record(7, base_offset // 2 - 1, 2, base_offset - 2, now_ms=1_000)
+        save_snapshot(directory, base_offset, states)
+    return base_offsets
+
+
+def lose_segment(directory, base_offset):
+    """Every file of the segment at ``base_offset`` is lost but its producers' snapshot."""
+    for suffix in (".log", ".index", ".timeindex"):
+        (directory / f"{base_offset:020d}{suffix}").unlink()
+
+
+def test_a_log_with_its_producers_snapshots_is_checked_clean(tmp_path):
+    rolled_log(tmp_path)
+    check = check_partition_directory(tmp_path)
+    assert check.problems == [] and check.notes == []
+
+
+def test_a_lost_last_segment_is_damage_its_producers_snapshot_proves(tmp_path):
+    # Given a log whose active segment's files are all lost, its snapshot left (written
+    # when the log rolled to it)
+    *_, before_last, last = rolled_log(tmp_path)
+    lose_segment(tmp_path, last)
+    # When checked / Then the segment is said lost, with the file that proves it was there
+    [problem] = check_partition_directory(tmp_path).problems
+    assert problem.startswith(
+        f"{tmp_path}: the segment at offset {last} is lost, with whatever records it held: "
+        f"the last segment left is {before_last:020d}.log, but files of segments past it are "
+        f"({last:020d}.producers (offset {last}); a producers' snapshot is written when the "
+        f"log rolls to its offset")
+
+
+def test_lost_last_segments_name_the_offsets_that_held_records(tmp_path):
+    # Given a log that lost its last two segments; the older one's index files are left
+    *_, kept, second_last, last = rolled_log(tmp_path)
+    (tmp_path / f"{second_last:020d}.log").unlink()
+    lose_segment(tmp_path, last)
+    # When checked / Then the offsets the log rolled past are said lost
+    [problem] = check_partition_directory(tmp_path).problems
+    assert problem.startswith(f"{tmp_path}: the segments from offset {second_last} on are "
+                              f"lost: offsets {second_last}..{last - 1} at least held records: "
+                              f"the last segment left is {kept:020d}.log, but files of segments "
+                              f"past it are ({second_last:020d}.index, {second_last:020d}"
+                              f".producers, {second_last:020d}.timeindex (offset {second_last}); "
+                              f"{last:020d}.producers (offset {last});")
+
+
+def test_snapshots_a_cut_short_truncation_left_past_the_log_are_noted_not_damage(tmp_path):
+    # Given a log a follower cut back into its second segment, whose snapshots of the
+    # segments cut a crash kept it from removing
+    base_offsets = rolled_log(tmp_path)
+    log = PartitionLog.open(tmp_path, SMALL_SEGMENTS)
+    log.truncate_to(base_offsets[1] + 2)
+    log.close()
+    # When checked / Then the snapshots are noted, the log is not called damaged
+    check = check_partition_directory(tmp_path)
+    assert check.problems == []
+    [note] = check.notes
+    assert note.endswith(f"but {base_offsets[1]:020d}.log ends at offset {base_offsets[1] + 2}: "
+                         f"left by a truncation that cut the log back (a crash kept it from "
+                         f"removing them); no start reads them")
+
+
+def test_first_segments_retention_deleted_are_no_damage(tmp_path):
+    # Given a log whose first two segments retention deleted (and their snapshots)
+    base_offsets = rolled_log(tmp_path)
+    log = PartitionLog.open(tmp_path, SMALL_SEGMENTS)
+    log.delete_segments_before(base_offsets[2], "retention")
+    log.close()
+    discard_snapshots_before(tmp_path, base_offsets[2])
+    # When checked / Then nothing is said (a first segment lost is not told from this:
+    # the module docstring says why)
+    check = check_partition_directory(tmp_path)
+    assert check.problems == [] and check.notes == []
+
+
+# --- An older segment's index files -----------------------------------------------------
+
+
+def older_segment(directory):
+    """A rolled log; its oldest segment's (.log, .index, .timeindex) paths."""
+    [oldest, *_] = written_log(directory)
+    return oldest, oldest.with_suffix(".index"), oldest.with_suffix(".timeindex")
+
+
+def index_rows(path, row_format):
+    data = path.read_bytes()
+    size = struct.calcsize(row_format)
+    return [list(struct.unpack_from(row_format, data, at)) for at in range(0, len(data), size)]
+
+
+def write_rows(path, row_format, rows):
+    path.write_bytes(b"".join(struct.pack(row_format, *row) for row in rows))
+
+
+def test_a_torn_offset_index_is_damage_the_shard_rebuilds(tmp_path):
+    _, index_path, _ = older_segment(tmp_path)
+    size = index_path.stat().st_size
+    with open(index_path, "r+b") as index_file:
+        index_file.truncate(size - 3)
+    [problem] = check_partition_directory(tmp_path).problems
+    assert problem == (f"offset index {index_path} is {size - 3} bytes, not a multiple of 8: "
+                       f"the shard rebuilds both indexes from the log when it first reads the "
+                       f"segment")
+
+
+def test_offset_index_entries_out_of_order_are_damage_the_shard_rebuilds(tmp_path):
+    _, index_path, _ = older_segment(tmp_path)
+    rows = index_rows(index_path, "<II")
+    rows[1], rows[2] = rows[2], rows[1]
+    write_rows(index_path, "<II", rows)
+    [problem] = check_partition_directory(tmp_path).problems
+    assert problem.startswith(f"offset index {index_path}: entry 2 has relative offset "
+                              f"{rows[2][0]}, not larger than {rows[1][0]} in entry 1: the shard "
+                              f"rebuilds both indexes")
+
+
+def test_an_offset_index_pointing_past_its_log_is_damage_the_shard_rebuilds(tmp_path):
+    log_path, index_path, _ = older_segment(tmp_path)
+    rows = index_rows(index_path, "<II")
+    rows.append([rows[-1][0] + 2, log_path.stat().st_size + 10])
+    write_rows(index_path, "<II", rows)
+    [problem] = check_partition_directory(tmp_path).problems
+    assert problem == (f"offset index {index_path}: its last entry ({len(rows) - 1}) points to "
+                       f"position {log_path.stat().st_size + 10}, past the end of {log_path} "
+                       f"({log_path.stat().st_size} bytes): the shard rebuilds both indexes "
+                       f"from the log when it first reads the segment")
+
+
+def test_an_offset_index_entry_before_the_last_pointing_wrong_is_kept_and_reads_fail(tmp_path):
+    # Given an older segment whose index's second entry points 10 bytes into its entry
+    log_path, index_path, _ = older_segment(tmp_path)
+    rows = index_rows(index_path, "<II")
+    offset, position = rows[1][0], rows[1][1]
+    rows[1][1] += 10
+    write_rows(index_path, "<II", rows)
+    # When checked / Then it is said, with the offsets whose reads it fails
+    [problem] = check_partition_directory(tmp_path).problems
+    assert problem.startswith(f"offset index {index_path}: entry 1 maps offset {offset} to "
+                              f"position {position + 10}, where {log_path} has no entry header "
+                              f"(bad entry magic")
+    assert problem.endswith(f"(1 of its {len(rows)} entries point wrong): the shard checks only "
+                            f"an index's last entry and keeps this file; remove it to have it "
+                            f"rebuilt from the log; until then reads of offsets "
+                            f"{offset}..{rows[2][0] - 1} start there and fail")
+    # and a shard does keep it: a read of that offset fails
+    log = PartitionLog.open(tmp_path, SMALL_SEGMENTS)
+    with pytest.raises(CorruptDataError):
+        log.read(offset, 100, log.end_offset)
+    log.close()
+
+
+def test_a_torn_time_index_is_damage_the_shard_rebuilds(tmp_path):
+    _, _, time_path = older_segment(tmp_path)
+    time_path.write_bytes(time_path.read_bytes()[:-5])
+    [problem] = check_partition_directory(tmp_path).problems
+    assert problem.startswith(f"time index {time_path} is ")
+    assert problem.endswith("not a multiple of 12: the shard rebuilds both indexes from the log "
+                            "when it first reads the segment")
+
+
+def test_a_time_index_entry_of_an_offset_not_indexed_is_kept_damage(tmp_path):
+    _, _, time_path = older_segment(tmp_path)
+    rows = index_rows(time_path, "<qI")
+    rows[0][1] += 1
+    write_rows(time_path, "<qI", rows)
+    [problem] = check_partition_directory(tmp_path).problems
+    assert problem.startswith(f"time index {time_path}: entry 0 says {rows[0][0]} ms for offset "
+                              f"{rows[0][1]}, which its offset index does not hold")
+    assert problem.endswith("until then look-ups by time through it may answer too late an "
+                            "offset")
+
+
+def test_a_time_index_timestamp_below_its_entry_s_own_is_kept_damage(tmp_path):
+    _, _, time_path = older_segment(tmp_path)
+    rows = index_rows(time_path, "<qI")
+    timestamp_ms = rows[1][0]
+    rows[1][0] = rows[0][0] + 1 if rows[0][0] + 1 < timestamp_ms else timestamp_ms
+    assert rows[1][0] < timestamp_ms
+    write_rows(time_path, "<qI", rows)
+    [problem] = check_partition_directory(tmp_path).problems
+    assert problem.startswith(f"time index {time_path}: entry 1 says {rows[1][0]} ms for offset "
+                              f"{rows[1][1]}, whose entry's own largest timestamp is "
+                              f"{timestamp_ms} ms, above it")
+
+
+def test_a_missing_index_is_noted_and_the_active_segment_s_indexes_not_checked(tmp_path):
+    # Given an older segment without its time index, and a torn active segment's index
+    _, _, time_path = older_segment(tmp_path)
+    time_path.unlink()
+    active_index = sorted(tmp_path.glob("*.index"))[-1]
+    active_index.write_bytes(b"torn")
+    # When checked / Then the missing file is noted; the active one's (never read) is not said
+    check = check_partition_directory(tmp_path)
+    assert check.problems == []
+    assert check.notes == [f"{time_path}: missing; the shard rebuilds both indexes from the "
+                           f"log when it first reads the segment"]
+
+
+# --- Producers' snapshots ---------------------------------------------------------------
+
+
+def test_a_torn_producers_snapshot_of_the_active_segment_is_damage(tmp_path):
+    *_, last = rolled_log(tmp_path)
+    path = tmp_path / f"{last:020d}.producers"
+    path.write_bytes(path.read_bytes()[:-4])
+    [problem] = check_partition_directory(tmp_path).problems
+    assert problem.startswith(f"{path}: not JSON (")
+    assert problem.endswith(f"torn or damaged: a start seeds the producers' state from it and "
+                            f"replays only the active segment: an idempotent producer's retry "
+                            f"of a batch written before offset {last} may be stored twice")
+
+
+def test_a_producers_snapshot_of_another_base_offset_is_damage(tmp_path):
+    _, second, *_ = rolled_log(tmp_path)
+    path = tmp_path / f"{second:020d}.producers"
+    path.write_text(json.dumps({"base_offset": second + 2, "producers": []}))
+    [problem] = check_partition_directory(tmp_path).problems
+    assert problem == (f"{path}: says base offset {second + 2}, its name {second}: a start takes "
+                       f"it for another segment's and skips it: no start reads it (only the "
+                       f"active segment's is read), but tiered storage uploads it with the "
+                       f"segment that ends at offset {second}")
+
+
+def test_a_producers_snapshot_batch_past_its_offset_or_out_of_order_is_damage(tmp_path):
+    _, second, third, *_ = rolled_log(tmp_path)
+    past, unordered = (tmp_path / f"{base:020d}.producers" for base in (second, third))
+    past.write_text(json.dumps({"base_offset": second, "producers": [[7, [[0, 2, second]], 1]]}))
+    unordered.write_text(json.dumps({"base_offset": third, "producers": [
+        [3, [[0, 2, 10]], 1, 0], [7, [[0, 2, 10], [2, 2, 8]], 1]]}))
+    problems = check_partition_directory(tmp_path).problems
+    assert [problem.split(": no start")[0] for problem in problems] == [
+        f"{past}: producer #0: producer 7, batch #0 (sequence 0, offsets {second}..{second + 1}) "
+        f"is not after the batch before it (offset -1) and before offset {second}, where the "
+        f"state it is part of ends",
+        f"{unordered}: producer #1: producer 7, batch #1 (sequence 2, offsets 8..9) is not after "
+        f"the batch before it (offset 10) and before offset {third}, where the state it is part "
+        f"of ends"]
+
+
+def test_a_producers_snapshot_not_in_its_layout_is_damage(tmp_path):
+    *_, last = rolled_log(tmp_path)
+    path = tmp_path / f"{last:020d}.producers"
+    path.write_text(json.dumps({"base_offset": last, "producers": [[7, [[0, "2", 4]], 1]]}))
+    [problem] = check_partition_directory(tmp_path).problems
+    assert problem.startswith(f"{path}: producer #0: producer 7, batch #0 is not [base sequence, "
+                              f'record count, base offset]: [0, "2", 4]: a start seeds')
+
+
+def test_index_files_left_without_their_log_below_the_last_segment_are_noted(tmp_path):
+    # Given a log whose second segment lost its .log file alone (its indexes and its
+    # producers' snapshot left)
+    _, second, third, *_ = rolled_log(tmp_path)
+    (tmp_path / f"{second:020d}.log").unlink()
+    # When checked / Then the hole is damage, the index files noted; the snapshot is not
+    # (a move or a restart leaves snapshots below the last segment on purpose)
+    check = check_partition_directory(tmp_path)
+    assert [problem.split(":")[1] for problem in check.problems] == [
+        f" offsets {second}..{third - 1} are missing"]
+    assert check.notes == [f"{tmp_path}: {second:020d}.index, {second:020d}.timeindex without "
+                           f"{second:020d}.log: left by a segment deletion a crash cut short, "
+                           f"or its .log file was lost (which cannot be told)"]
