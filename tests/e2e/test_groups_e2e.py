@@ -56,14 +56,20 @@ def produce(url: str, topic: str, start: int, count: int) -> None:
             producer.send(topic, b"%d" % n, partition=n % PARTITIONS)
 
 
+def topic_and_group(url: str) -> tuple[str, str]:
+    """A new topic of PARTITIONS partitions, and a new group's name."""
+    topic, group = unique_topic("g"), unique_topic("grp")
+    with Admin(broker=url) as admin:
+        admin.create_topic(topic, PARTITIONS)
+    return topic, group
+
+
 def balanced(members, sizes) -> bool:
     return sorted(len(m.owned()) for m in members) == sizes
 
 
 def test_three_members_share_six_partitions_and_get_every_record_exactly_once(shared_broker):
-    topic, group = unique_topic("g"), unique_topic("grp")
-    with Admin(broker=shared_broker.url) as admin:
-        admin.create_topic(topic, PARTITIONS)
+    topic, group = topic_and_group(shared_broker.url)
     members = [Member(shared_broker.url, topic, group) for _ in range(3)]
     try:
         wait_until(lambda: balanced(members, [2, 2, 2]), timeout_s=30)
@@ -79,9 +85,7 @@ def test_three_members_share_six_partitions_and_get_every_record_exactly_once(sh
 
 
 def test_a_joining_member_takes_partitions_without_the_others_dropping_theirs(shared_broker):
-    topic, group = unique_topic("g"), unique_topic("grp")
-    with Admin(broker=shared_broker.url) as admin:
-        admin.create_topic(topic, PARTITIONS)
+    topic, group = topic_and_group(shared_broker.url)
     first = [Member(shared_broker.url, topic, group) for _ in range(2)]
     try:
         wait_until(lambda: balanced(first, [3, 3]), timeout_s=30)
@@ -116,9 +120,7 @@ while True:
 
 
 def test_a_member_killed_with_sigkill_has_its_partitions_taken_over_within_the_session_timeout(shared_broker):
-    topic, group = unique_topic("g"), unique_topic("grp")
-    with Admin(broker=shared_broker.url) as admin:
-        admin.create_topic(topic, PARTITIONS)
+    topic, group = topic_and_group(shared_broker.url)
     # Given a member in another process and one here, sharing the partitions
     proc = subprocess.Popen([sys.executable, "-c", MEMBER_SCRIPT, shared_broker.url, topic, group],
                             stdout=subprocess.PIPE, text=True)
@@ -437,9 +439,7 @@ def poll_until_owns(consumer: Consumer, count: int) -> set:
 
 def test_a_paused_partition_the_group_revokes_forgets_its_pause_and_those_kept_stay_paused(
         shared_broker):
-    topic, group = unique_topic("g"), unique_topic("grp")
-    with Admin(broker=shared_broker.url) as admin:
-        admin.create_topic(topic, PARTITIONS)
+    topic, group = topic_and_group(shared_broker.url)
     consumer = Consumer(topic, broker=shared_broker.url, group=group, auto_offset_reset="earliest",
                         session_timeout_ms=SESSION_MS)
     newcomer = None
@@ -480,9 +480,7 @@ class Recorder:
 
 
 def test_a_listener_given_to_subscribe_is_called_as_the_group_assigns_and_revokes(shared_broker):
-    topic, group = unique_topic("g"), unique_topic("grp")
-    with Admin(broker=shared_broker.url) as admin:
-        admin.create_topic(topic, PARTITIONS)
+    topic, group = topic_and_group(shared_broker.url)
     # Given a group consumer made without topics, that subscribes with a listener
     listener = Recorder()
     consumer = Consumer(broker=shared_broker.url, group=group, session_timeout_ms=SESSION_MS)
@@ -510,9 +508,7 @@ def polled_values(consumer: Consumer, count: int) -> list[int]:
 
 
 def test_unsubscribe_commits_revokes_and_leaves_and_a_later_subscribe_joins_again(shared_broker):
-    topic, group = unique_topic("g"), unique_topic("grp")
-    with Admin(broker=shared_broker.url) as admin:
-        admin.create_topic(topic, PARTITIONS)
+    topic, group = topic_and_group(shared_broker.url)
     produce(shared_broker.url, topic, 0, 60)
     listener = Recorder()
     consumer = Consumer(broker=shared_broker.url, group=group, session_timeout_ms=SESSION_MS,
@@ -571,9 +567,7 @@ def test_subscribing_again_to_other_topics_leaves_and_joins_with_them(shared_bro
 
 def test_a_listener_that_unsubscribes_while_assigned_ends_the_rebalance_without_an_error(
         shared_broker):
-    topic, group = unique_topic("g"), unique_topic("grp")
-    with Admin(broker=shared_broker.url) as admin:
-        admin.create_topic(topic, PARTITIONS)
+    topic, group = topic_and_group(shared_broker.url)
     consumer = Consumer(broker=shared_broker.url, group=group, session_timeout_ms=SESSION_MS,
                         auto_offset_reset="earliest")
     heard = Recorder()
@@ -610,9 +604,7 @@ STUCK = (r"cannot commit: this consumer left the group after \d+ ms without a po
 
 def test_a_member_that_stops_polling_leaves_after_max_poll_interval_ms_and_rejoins_at_its_poll(
         shared_broker):
-    topic, group = unique_topic("g"), unique_topic("grp")
-    with Admin(broker=shared_broker.url) as admin:
-        admin.create_topic(topic, PARTITIONS)
+    topic, group = topic_and_group(shared_broker.url)
     produce(shared_broker.url, topic, 0, 600)
     # Given two members sharing the partitions; the second's application will stall
     # (its heartbeat thread runs on: the session never ends)
@@ -648,9 +640,7 @@ def test_a_member_that_stops_polling_leaves_after_max_poll_interval_ms_and_rejoi
 
 def test_an_aio_member_that_stops_calling_getmany_leaves_after_max_poll_interval_ms(
         shared_broker):
-    topic, group = unique_topic("g"), unique_topic("grp")
-    with Admin(broker=shared_broker.url) as admin:
-        admin.create_topic(topic, PARTITIONS)
+    topic, group = topic_and_group(shared_broker.url)
     polling = Member(shared_broker.url, topic, group)
 
     async def scenario():
