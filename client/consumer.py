@@ -494,6 +494,8 @@ class Consumer(ConsumerBase):
 
     def __next__(self) -> ConsumerRecord:
         """Next record; StopIteration after consumer_timeout_ms without one."""
+        if self._membership is not None and not self._membership.records_allowed():
+            self._poll_until_allowed()
         record = next(self._iterating, None)   # records are never None
         if record is None:
             record = self._start_next_polled()
@@ -515,6 +517,20 @@ class Consumer(ConsumerBase):
                                if partitions is not None and chunk[0] not in partitions)
         if partitions is None or self._iterating_tp in partitions:
             self._iterating, self._iterating_tp = iter(()), None
+
+    def _poll_until_allowed(self) -> None:
+        """While the group membership forbids handing out records (its partitions were
+        lost: the session ended, or the member left for want of a poll; or the session
+        may have ended), poll instead, as poll() hands none out then: the poll that
+        drops lost partitions drops their records polled for iteration too, which
+        another member may be reading. StopIteration after consumer_timeout_ms."""
+        deadline = time.monotonic() + self.consumer_timeout_ms / 1000
+        while self._membership is not None and not self._membership.records_allowed():
+            remaining_ms = min((deadline - time.monotonic()) * 1000,
+                               limits.CONSUMER_ITERATION_POLL_SLICE_MS)
+            if remaining_ms <= 0:
+                raise StopIteration
+            self._iterated.extend(self._poll(remaining_ms, self.max_poll_records).items())
 
     def _refill_iterated(self) -> None:
         deadline = time.monotonic() + self.consumer_timeout_ms / 1000

@@ -663,3 +663,33 @@ def test_an_aio_member_that_stops_calling_getmany_leaves_after_max_poll_interval
         asyncio.run(asyncio.wait_for(scenario(), 60))
     finally:
         polling.stop()
+
+
+def test_an_iterating_member_that_left_for_want_of_a_poll_hands_out_none_of_its_lost_records(
+        shared_broker):
+    topic, group = topic_and_group(shared_broker.url)
+    polling = Member(shared_broker.url, topic, group)
+    revoked = []
+    stalled = Consumer(topic, broker=shared_broker.url, group=group, auto_offset_reset="earliest",
+                       session_timeout_ms=SESSION_MS, max_poll_interval_ms=POLL_INTERVAL_MS,
+                       on_revoke=revoked.append, consumer_timeout_ms=10_000)
+    try:
+        wait_until(lambda: stalled.poll(timeout_ms=100) == {} and
+                   len(stalled.assignment()) == 3 and len(polling.owned()) == 3, timeout_s=30)
+        # Given an iterating member holding records polled but not yet iterated
+        produce(shared_broker.url, topic, 0, 600)
+        iterated = iter(stalled)
+        first = next(iterated)
+        # When it iterates no further for max_poll_interval_ms: the other takes everything
+        wait_until(lambda: len(polling.owned()) == PARTITIONS, timeout_s=30)
+        lost = set(stalled.assignment())
+        produce(shared_broker.url, topic, 600, 600)   # (for the partitions it gets back)
+        # Then its next record comes only after its partitions were dropped as lost
+        # (on_revoke heard), and from a partition it holds then, not from its buffer
+        after = next(iterated, None)
+        assert revoked and revoked[-1] == lost
+        assert after is None or (after.topic, after.partition) in stalled.assignment()
+        assert after is None or int(after.value) >= 600, (first, after)
+    finally:
+        stalled.close()
+        polling.stop()
