@@ -861,9 +861,25 @@ class Controller:
                                         self._repairing)
         self._elect(decided.elect_now, alive,
                     unclean=True if election_type == protocol.ELECTION_UNCLEAN else None)
+        self._push_to_handing_leaders(decided.hand_overs)
         return _ElectionPlan(decided.answered, self._elected_now(decided.elect_now),
                              decided.hand_overs,
                              {a.leader: self._shards[a.leader] for a in decided.hand_overs})
+
+    def _push_to_handing_leaders(self, asks: list[leader_elections.HandOverAsk]) -> None:
+        """Send each partition to hand over its record, as planned, to its leader (actor
+        thread, before the hand-over asks). The controller answers a leader's in-sync
+        change to the leader alone, which applies the answer on its loop later
+        (shards/shard_replication.py, "In-sync changes"): right after the change the
+        record may hold the preferred replica in sync while the leader does not yet,
+        and would refuse the hand-over as to a replica out of sync. A leader that holds
+        the record already ignores it; the other replicas were sent it when it was made."""
+        if not asks:
+            return
+        changes = [(a.pid, self._metadata.topics[a.pid.topic].leadership[a.pid.partition])
+                   for a in asks]
+        self._push_records(changes, {a.leader for a in asks},
+                           answered={s for _, record in changes for s in record.replicas})
 
     def _elected_now(self, partitions: list[tuple[str, int]]) -> list[protocol.ElectionResult]:
         results = []

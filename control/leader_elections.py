@@ -8,7 +8,9 @@ partition asked back to its preferred leader, the first of its replicas, where
 that replica answers and is in sync. A partition whose leader answers is handed
 over first (shards/shard_replication.py, "Hand-overs"):
 
-    1. plan (controller's actor thread): who may be elected (``plan``);
+    1. plan (controller's actor thread): who may be elected (``plan``); each leader
+       to hand over from is sent its record (the controller's answer to its own
+       in-sync change may not have reached its loop yet);
     2. hand over (a query thread, ``hand_over``): each leader refuses produces and
        is asked every SEAL_POLL_INTERVAL_MS until its preferred replica holds its
        whole log, for at most LEADER_HANDOVER_WAIT_MS;

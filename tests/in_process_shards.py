@@ -2,7 +2,11 @@
 
 ``InProcessShardHandle`` is a ShardHandle whose actor is a ShardActor in this
 process (a real ShardServer on a real disk, listening on 127.0.0.1): each call
-runs at once, on the caller's thread, and returns an answered PendingCall.
+runs at once, on the caller's thread, and returns an answered PendingCall. Calls
+into one actor run one at a time, as Ray runs a (synchronous) actor's methods:
+in process the controller calls shards from several threads (the test's, and each
+shard's in-sync thread through alter_in_sync), and two set_leadership calls at
+once would race on the actor's manifest (its one temp file).
 Everything of the handle but Ray's transport is the real code (argument
 checks, result types, error mapping), and a failure reaches the handle as
 Ray would report it (``ray.exceptions.ActorDiedError`` for a dead actor).
@@ -24,6 +28,7 @@ A shard the controller has not started yet is armed with
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,6 +53,7 @@ class InProcessShardHandle(ShardHandle):
         self._failures: dict[str, tuple[int, BaseException]] = {}   # method -> (calls left, error)
         self._crash_at: set[str] = set()
         self._alive = True
+        self._one_call_at_a_time = threading.RLock()
         super().__init__(options.shard_id, self._new_actor())
 
     def _new_actor(self) -> ShardActor:
@@ -96,7 +102,8 @@ class InProcessShardHandle(ShardHandle):
             future.set_exception(failure)
             return PendingCall(self.shard_id, name, future)
         try:
-            future.set_result(method(self._actor, *args))
+            with self._one_call_at_a_time:
+                future.set_result(method(self._actor, *args))
         except Exception as exc:   # Ray would carry it back to the caller
             future.set_exception(exc)
         return PendingCall(self.shard_id, name, future)

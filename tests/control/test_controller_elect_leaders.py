@@ -60,6 +60,47 @@ def test_a_preferred_election_gives_a_moved_partition_back_to_its_first_replica(
         [f"r{n}".encode() for n in range(9)]
 
 
+def answers_held(broker, shard_id: str) -> list:
+    """The controller's answers to the in-sync changes ``shard_id`` asks for are held from
+    now on, as if still on their way to its loop (it posts each one there); returns them."""
+    replication = broker.shards.handles[shard_id].actor._server._replication
+    held: list = []
+    replication._in_sync_answered = lambda *answer: held.append(answer)
+    return held
+
+
+def test_a_preferred_election_hands_over_though_the_leader_has_not_applied_its_in_sync_set(
+        brokers):
+    # Given a partition led by its second replica since a failover, whose leader has
+    # not applied the controller's answer that added the first back in sync yet
+    broker = brokers(3, **ON_ONE_NODE)
+    before = factor_3_topic_with_records(broker)
+    not_answering_once(broker, before.leader)
+    assert broker.controller.check_leaders() == [(PID, before.replicas[1])]
+    held = answers_held(broker, before.replicas[1])
+
+    def back_in_sync_answer_held() -> bool:   # each check resends a missed record
+        return broker.controller.check_leaders() == [] and \
+            before.leader in record_now(broker).in_sync and bool(held)
+    wait_until(back_in_sync_answer_held, timeout_s=CATCH_UP_WAIT_S)
+    # When a preferred election is asked for it
+    [result] = broker.controller.elect_leaders(PREFERRED, [("t", 0)])
+    # Then its first replica leads: the hand-over went by the controller's in-sync set
+    assert (result.leader, result.error) == (before.leader, None)
+    assert record_now(broker).leader == before.leader and broker.owner("t", 0) == before.leader
+
+
+def known_to_its_leader(broker, record) -> None:
+    """Wait until ``record``'s leader holds its in-sync set. The controller answers a
+    leader's in-sync change to it alone, and the leader applies the answer on its loop
+    a moment later; a hand-over asked of the shard directly goes by the shard's set
+    (an election sends the leader its record first)."""
+    def applied() -> bool:
+        stats = broker.shards.handles[record.leader].stats().result()["replication"]
+        return set(stats[("t", 0)]["in_sync"]) == set(record.in_sync)
+    wait_until(applied, timeout_s=CATCH_UP_WAIT_S)
+
+
 def stop_fetching(broker, shard_id: str) -> None:
     """The follower on ``shard_id`` stops fetching t-0 (as a paused replica fetcher),
     while its shard still answers the controller."""
@@ -71,6 +112,7 @@ def test_the_leader_refuses_writes_while_it_hands_a_partition_over(brokers):
     # Given a partition moved off its preferred leader, which stopped fetching
     broker = brokers(3, **ON_ONE_NODE)
     moved = moved_off_its_preferred_leader(broker)
+    known_to_its_leader(broker, moved)
     stop_fetching(broker, moved.replicas[0])
     assert broker.produce("t", 0, [b"r5"], acks=1) == 5   # which it lacks
     # When its leader is asked to hand it over
@@ -194,6 +236,7 @@ def test_a_leader_that_hears_nothing_after_a_hand_over_takes_writes_again_by_its
     monkeypatch.setattr("plinth.limits.LEADER_HANDOVER_FENCE_MS", 300)
     broker = brokers(3, **ON_ONE_NODE)
     moved = moved_off_its_preferred_leader(broker)
+    known_to_its_leader(broker, moved)
     stop_fetching(broker, moved.replicas[0])
     broker.shards.handles[moved.leader].hand_over([PID], [moved.replicas[0]]).result()
     with pytest.raises(NotLeaderError):

@@ -18,43 +18,34 @@ from plinth.router.kafka.api_elections import elect_leaders
 from plinth.router.kafka.gateway import KafkaGateway
 from plinth.router.kafka.messages import ELECT_LEADERS
 from tests.router.kafka.kafka_python_bridge import kafka_python_class
+from tests.router.kafka.router_backend import Gateway, RouterBackend
 
 # The cluster the backend plays: topic -> (partitions, replicated).
 TOPICS = {"orders": (3, True), "plain": (2, False)}
 
 
-class ControllerLikeBackend:
-    """A backend that plays the router and its controller: decodes each request, records
-    it in ``asked``, and answers electLeaders as the controller would for TOPICS:
-    partition 0 of "orders" is elected, partition 1 needs no election, partition 2's
-    preferred leader is not in sync; "plain" (one copy) needs none; an unknown topic is
-    unknownTopic. ``error``: the whole request is answered with it instead. ``None``
-    partitions: every partition of every replicated topic, as the controller does."""
+class ControllerLikeBackend(RouterBackend):
+    """A backend that plays the router and its controller: answers electLeaders as the
+    controller would for TOPICS: partition 0 of "orders" is elected, partition 1 needs
+    no election, partition 2's preferred leader is not in sync; "plain" (one copy)
+    needs none; an unknown topic is unknownTopic. ``error``: the whole request is
+    answered with it instead. ``None`` partitions: every partition of every replicated
+    topic, as the controller does."""
 
     def __init__(self, error=None):
-        self.asked: list[protocol.ElectLeadersRequest] = []
-        self.timeouts_ms: list[int] = []
+        super().__init__()
         self._error = error
-        self._next = 0
 
-    def next_request_id(self) -> int:
-        self._next += 1
-        return self._next
-
-    async def call(self, request_id: int, header: bytes, payload=None, timeout_ms: int = 0,
-                   change: bool = False):
-        request = protocol.decode_request(header)
-        self.asked.append(request)
-        self.timeouts_ms.append(timeout_ms)
+    def answer(self, request_id: int, request: protocol.ElectLeadersRequest) -> bytes:
         if self._error is not None:
             if isinstance(self._error, PlinthTimeoutError):
                 raise self._error   # the backend's own: no reply within timeout_ms
-            return protocol.decode_reply(protocol.encode_error(request_id, self._error)), None
+            return protocol.encode_error(request_id, self._error)
         partitions = request.partitions if request.partitions is not None else [
             (t, p) for t, (count, replicated) in sorted(TOPICS.items()) if replicated
             for p in range(count)]
         results = [self._result(t, p) for t, p in sorted(partitions)]
-        return protocol.decode_reply(protocol.encode_elections_reply(request_id, results)), None
+        return protocol.encode_elections_reply(request_id, results)
 
     @staticmethod
     def _result(topic: str, partition: int) -> protocol.ElectionResult:
@@ -69,11 +60,6 @@ class ControllerLikeBackend:
                  2: PreferredLeaderNotAvailableError(f"{topic}-2: shard-2 is not in sync")
                  }[partition]
         return protocol.ElectionResult(topic, partition, f"shard-{partition}", error)
-
-
-class Gateway:
-    def __init__(self, backend):
-        self.backend = backend
 
 
 class Header:

@@ -20,6 +20,7 @@ from plinth.router.kafka.api_groups import (consumer_assignment_bytes, describe_
                                             list_groups, offset_delete)
 from plinth.shards.classic_requests import consumer_assignment
 from plinth.shards.group_requests import GroupRequests
+from tests.router.kafka.router_backend import Gateway, RouterBackend
 from tests.router.test_acl import KEY, acl_from
 
 LISTINGS = [protocol.GroupListing("billing", "Stable"),            # a Plinth group
@@ -28,39 +29,24 @@ LISTINGS = [protocol.GroupListing("billing", "Stable"),            # a Plinth gr
             protocol.GroupListing("stale", "Empty")]                # committed offsets only
 
 
-class ListingBackend:
-    """A backend that plays the router: answers listGroups with LISTINGS, through the
-    real encoding of the reply."""
+class ListingBackend(RouterBackend):
+    """A backend that plays the router: answers listGroups with LISTINGS."""
 
-    def __init__(self):
-        self._next = 0
-
-    def next_request_id(self) -> int:
-        self._next += 1
-        return self._next
-
-    async def call(self, request_id: int, header: bytes, payload=None, timeout_ms: int = 0,
-                   change: bool = False):
-        assert protocol.decode_request(header).kind == "listGroups"
-        return protocol.decode_reply(protocol.encode_groups_reply(request_id, LISTINGS)), None
+    def answer(self, request_id: int, request: protocol.Request) -> bytes:
+        assert request.kind == "listGroups"
+        return protocol.encode_groups_reply(request_id, LISTINGS)
 
 
-class DescribingBackend(ListingBackend):
-    """Answers describeGroup with ``info``, through the real encoding of the reply."""
+class DescribingBackend(RouterBackend):
+    """Answers describeGroup with ``info``."""
 
     def __init__(self, info: protocol.GroupInfo):
         super().__init__()
         self.info = info
 
-    async def call(self, request_id: int, header: bytes, payload=None, timeout_ms: int = 0,
-                   change: bool = False):
-        assert protocol.decode_request(header).kind == "describeGroup"
-        return protocol.decode_reply(protocol.encode_group_reply(request_id, self.info)), None
-
-
-class Gateway:
-    def __init__(self, backend):
-        self.backend = backend
+    def answer(self, request_id: int, request: protocol.Request) -> bytes:
+        assert request.kind == "describeGroup"
+        return protocol.encode_group_reply(request_id, self.info)
 
 
 def listed(body: dict) -> list[tuple[str, str, str, str]]:
@@ -141,28 +127,21 @@ def test_a_classic_groups_members_are_described_with_the_bytes_they_sent():
 
 # --- OffsetDelete ------------------------------------------------------------------
 
-class ShardBackend:
+class ShardBackend(RouterBackend):
     """The router and the group's shard: each request checked against ``acl`` (None:
-    no ACL) for KEY, then answered by ``groups``, through the real encodings."""
+    no ACL) for KEY, then answered by ``groups``."""
 
     def __init__(self, groups: GroupRequests, acl=None):
+        super().__init__()
         self.groups, self.acl = groups, acl
-        self._next = 0
 
-    def next_request_id(self) -> int:
-        self._next += 1
-        return self._next
-
-    async def call(self, request_id: int, header: bytes, payload=None, timeout_ms: int = 0,
-                   change: bool = False):
-        request = protocol.decode_request(header)
+    def answer(self, request_id: int, request: protocol.Request) -> bytes:
         try:
             if self.acl is not None:
                 self.acl.check(KEY, request)
-            answer = self.groups.handle(request)
+            return self.groups.handle(request)
         except BrokerError as exc:
-            answer = protocol.encode_error(request_id, exc)
-        return protocol.decode_reply(answer), None
+            return protocol.encode_error(request_id, exc)
 
 
 @pytest.fixture

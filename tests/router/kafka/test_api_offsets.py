@@ -9,30 +9,18 @@ from plinth import limits, protocol
 from plinth.errors import UnavailableError
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.api_offsets import list_offsets
+from tests.router.kafka.router_backend import Gateway, RouterBackend
 
 
-class ShardLikeBackend:
-    """A backend that plays the router: decodes each request, records it in ``asked``
-    and answers it with ``info(request)`` as an offsets reply, or with the error
-    ``error_for(request)`` returns."""
+class ShardLikeBackend(RouterBackend):
+    """A backend that plays the router: answers each request with ``info(request)`` as
+    an offsets reply, or with the error ``error_for(request)`` returns."""
 
-    def __init__(self):
-        self.asked: list = []
-        self._next = 0
-
-    def next_request_id(self) -> int:
-        self._next += 1
-        return self._next
-
-    async def call(self, request_id: int, header: bytes, payload=None, timeout_ms: int = 0,
-                   change: bool = False):
-        request = protocol.decode_request(header)
-        self.asked.append(request)
+    def answer(self, request_id: int, request: protocol.Request) -> bytes:
         error = self.error_for(request)
         if error is not None:
-            return protocol.decode_reply(protocol.encode_error(request_id, error)), None
-        return protocol.decode_reply(protocol.encode_offsets_reply(request_id,
-                                                                   self.info(request))), None
+            return protocol.encode_error(request_id, error)
+        return protocol.encode_offsets_reply(request_id, self.info(request))
 
 
 class PlinthBackend(ShardLikeBackend):
@@ -56,11 +44,6 @@ class PlinthBackend(ShardLikeBackend):
                                       remote_start_offset=remote[0], remote_end_offset=remote[1],
                                       found_offset=17 if found else -1,
                                       found_timestamp_ms=1_000_017 if found else -1)
-
-
-class Gateway:
-    def __init__(self, backend):
-        self.backend = backend
 
 
 def answers(backend, *timestamps: int) -> list[tuple[int, int, int]]:
@@ -100,18 +83,13 @@ def test_a_timestamp_of_a_version_not_offered_is_unsupported_and_not_asked():
 
 
 def test_a_v10_timeout_bounds_the_wait_for_the_shard():
-    class Slow(PlinthBackend):
-        async def call(self, request_id, header, payload=None, timeout_ms=0, change=False):
-            self.timeouts.append(timeout_ms)
-            return await super().call(request_id, header, payload, timeout_ms)
-    backend = Slow()
-    backend.timeouts = []
+    backend = PlinthBackend()
     body = {"timeout_ms": 250, "topics": [{"name": "t", "partitions": [
         {"partition_index": 0, "timestamp": 1_000_000}]}]}
     asyncio.run(list_offsets(Gateway(backend), None, body, None))
     body["timeout_ms"] = 10**9
     asyncio.run(list_offsets(Gateway(backend), None, body, None))
-    assert backend.timeouts == [250, limits.KAFKA_BACKEND_REQUEST_TIMEOUT_MS]
+    assert backend.timeouts_ms == [250, limits.KAFKA_BACKEND_REQUEST_TIMEOUT_MS]
 
 
 def test_a_plinth_error_becomes_its_kafka_code():
