@@ -118,6 +118,14 @@ CONFIG_ENTRIES_MAX = 64
 # partitions well within CONTROL_CALL_TIMEOUT_S.
 CREATE_TOPICS_BATCH_MAX = 100
 
+# --- Lines unauthenticated clients can cause (plinth/log_limit.py) --------
+# A refused CurveZMQ key, a failed SASL login, a connection over the limit: at most
+# one line per source (a key, a user, an address) per interval, the next saying how
+# many were dropped; this many sources remembered, the least recently logged
+# forgotten first.
+UNAUTHENTICATED_LOG_INTERVAL_S = 60.0
+UNAUTHENTICATED_LOG_SOURCES_MAX = 1024
+
 # --- Consumer groups -----------------------------------------------------
 GROUP_NAME_BYTES_MAX = 249
 GROUP_MEMBERS_MAX = 1000
@@ -1217,6 +1225,9 @@ def _relations() -> list[tuple[str, bool]]:
         ("the default max_poll_interval_ms is allowed, and the shortest is no heartbeat "
          "interval's less", HEARTBEAT_INTERVAL_MS_MIN <= MAX_POLL_INTERVAL_MS_MIN
          <= MAX_POLL_INTERVAL_MS_DEFAULT <= CLIENT_OPTION_MS_MAX),
+        ("unauthenticated clients' lines are limited over a positive interval, for a "
+         "bounded number of sources", UNAUTHENTICATED_LOG_INTERVAL_S > 0
+         and 1 <= UNAUTHENTICATED_LOG_SOURCES_MAX <= 100_000),
         ("a member gets several heartbeats in per default session timeout",
          HEARTBEAT_INTERVAL_MS_MAX * 3 <= SESSION_TIMEOUT_MS_DEFAULT),
         ("the parked fetches' deadline heap holds every parked fetch",

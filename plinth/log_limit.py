@@ -1,0 +1,65 @@
+"""Log lines that anyone can cause, at most one per source per interval.
+
+Router side (any thread). A refused CurveZMQ key, a failed SASL login, a
+connection over the limit: each is caused by whoever connects, before they
+authenticate, so one client reconnecting in a loop would write a WARNING per
+try, without bound (a tester filled 1,000 lines in 11 s with one key). A
+``LogLimit`` writes the first line of a source (a key, a user, an address) at
+once, then drops that source's lines for ``interval_s``, and the next line it
+writes says how many were dropped since. It remembers at most ``sources_max``
+sources: past that, the one least recently logged is forgotten (its next line
+is written at once, as a new source's), so memory stays bounded whatever
+sources are sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+
+from plinth import limits
+
+
+class LogLimit:
+    def __init__(self, logger: logging.Logger,
+                 interval_s: float = limits.UNAUTHENTICATED_LOG_INTERVAL_S,
+                 sources_max: int = limits.UNAUTHENTICATED_LOG_SOURCES_MAX):
+        if interval_s <= 0 or sources_max < 1:
+            raise AssertionError(f"LogLimit({interval_s=}, {sources_max=}): both must be positive")
+        self._logger = logger
+        self._interval_s = interval_s
+        self._sources_max = sources_max
+        self._lock = threading.Lock()
+        # source -> (when its last line was written, lines dropped since), oldest first
+        self._sources: OrderedDict[str, tuple[float, int]] = OrderedDict()
+
+    def warning(self, source: str, message: str, *args) -> bool:
+        """Log ``message % args`` at WARNING unless ``source`` logged one within the
+        interval (then count it as dropped); returns whether it was written."""
+        return self.log(logging.WARNING, source, message, *args)
+
+    def log(self, level: int, source: str, message: str, *args) -> bool:
+        dropped = self._take_turn(source, time.monotonic())
+        if dropped is None:
+            return False
+        if dropped:
+            message += " (and %d such lines of this source dropped in the last %.0f s)"
+            args += (dropped, self._interval_s)
+        self._logger.log(level, message, *args)
+        return True
+
+    def _take_turn(self, source: str, now_s: float) -> int | None:
+        """The lines of ``source`` dropped since its last written one, if it may write
+        now; None if it may not (counted as one more dropped)."""
+        with self._lock:
+            last = self._sources.get(source)
+            if last is not None and now_s - last[0] < self._interval_s:
+                self._sources[source] = (last[0], last[1] + 1)
+                return None
+            self._sources[source] = (now_s, 0)
+            self._sources.move_to_end(source)
+            while len(self._sources) > self._sources_max:
+                self._sources.popitem(last=False)
+            return 0 if last is None else last[1]
