@@ -121,6 +121,17 @@ class ConsumerBase:
         state = self._fetcher.state(*checked_topic_partition("highwater", partition))
         return state.high_watermark
 
+    def fetch_errors(self) -> dict[TopicPartition, Exception]:
+        """The assigned partitions whose fetches are failing now, each with the error its
+        last fetch was answered with: a transient one (object storage unreachable, a
+        shard restarting), which the consumer retries until a fetch succeeds and never
+        raises; empty while every fetch works. It asks nothing. A poll that returned no
+        records while this is not empty did not find "no records": it could not read
+        them (``plinth consume`` says so when its --timeout-ms ends). Kafka's consumers
+        have no such call; they only log these errors, as this one does (fetcher.py)."""
+        self._check_open()
+        return self._fetcher.fetch_errors()
+
     def _positions(self, partitions=None) -> dict[tuple[str, int], int]:
         """(topic, partition) -> the offset after the last record handed out, of
         ``partitions`` (None: every one with a position)."""

@@ -21,9 +21,14 @@ A fetch reply brings:
   decoded in C as one list (records before the fetch offset, in a batch that
   starts earlier, are skipped) and buffered; the fetch offset moves past it;
 - a transient error (``TRANSIENT_ERRORS``: a shard restarting or moving, the
-  router shedding load): the partition is asked again after a backoff that
-  doubles from ``CLIENT_RETRY_BACKOFF_MS`` up to ``CLIENT_RETRY_BACKOFF_MAX_MS``
-  while they go on;
+  router shedding load, object storage unreachable): the partition is asked
+  again after a backoff that doubles from ``CLIENT_RETRY_BACKOFF_MS`` up to
+  ``CLIENT_RETRY_BACKOFF_MAX_MS`` while they go on, until its fetch succeeds;
+  never raised. The partition is failing (``fetch_errors``) until then. Logged
+  as Kafka's consumers log retried fetch errors, without flooding the log in a
+  long outage: once at WARNING when the partition starts failing (naming it, the
+  offset and the error), once at INFO when a fetch of it succeeds again, each
+  retry in between at DEBUG;
 - offsetOutOfRange: the consumer's ``reset_position(tp)`` (its
   ``auto_offset_reset``), or, if it has none, raised like any other error.
 
@@ -119,7 +124,8 @@ class PartitionState:
     """One assigned partition's reading state. Consumer thread only."""
 
     __slots__ = ("position", "fetch_offset", "fetch_id", "fetch_sent_s", "retry_at_s",
-                 "retry_backoff_s", "records", "failed", "paused", "high_watermark")
+                 "retry_backoff_s", "fetch_error", "fetch_failing_since_s", "fetch_failures",
+                 "records", "failed", "paused", "high_watermark")
 
     def __init__(self, position: int | None = None):
         self.position = position               # next offset handed to the application
@@ -128,6 +134,11 @@ class PartitionState:
         self.fetch_sent_s = 0.0
         self.retry_at_s = 0.0                  # after a transient error: not before this
         self.retry_backoff_s = 0.0             # doubles while the errors go on
+        # The transient error its last fetch was answered with, retried; None once a
+        # fetch of it succeeds. Since when (time.monotonic()) and how many in a row.
+        self.fetch_error: Exception | None = None
+        self.fetch_failing_since_s = 0.0
+        self.fetch_failures = 0
         self.records = _BufferedRecords()
         # (offset, "key" or "value", the exception) of a record a deserializer raised on:
         # nothing is fetched past it until a seek.
@@ -330,14 +341,17 @@ class Fetcher:
             raise AssertionError(f"reply to fetch {view.request_id} of {tp.topic}-{tp.partition}, "
                                  f"whose fetch in flight is {state and state.fetch_id}")
         state.fetch_id = None
-        if isinstance(view.error, OffsetOutOfRangeError) and self._reset_out_of_range:
-            self._reset_position(tp)
-            return
         if isinstance(view.error, TRANSIENT_ERRORS):
             self._back_off(tp, state, view.error)
             return
-        if view.error is not None:
+        reset = isinstance(view.error, OffsetOutOfRangeError) and self._reset_out_of_range
+        if view.error is not None and not reset:
             raise view.error
+        if state.fetch_error is not None:
+            self._recovered(tp, state)
+        if reset:
+            self._reset_position(tp)
+            return
         state.retry_backoff_s = 0.0
         state.high_watermark = view.high_watermark
         if payload is not None and len(payload.buffer):
@@ -349,10 +363,37 @@ class Fetcher:
         state.retry_backoff_s = min(max(2 * state.retry_backoff_s,
                                         limits.CLIENT_RETRY_BACKOFF_MS / 1000),
                                     limits.CLIENT_RETRY_BACKOFF_MAX_MS / 1000)
-        state.retry_at_s = time.monotonic() + state.retry_backoff_s
+        now = time.monotonic()
+        state.retry_at_s = now + state.retry_backoff_s
         self._backing_off.add(tp)
-        log.info("fetch of %s-%d at offset %d: %s; retrying in %.0f ms", tp.topic,
-                 tp.partition, state.fetch_offset, error, state.retry_backoff_s * 1000)
+        state.fetch_failures += 1
+        if state.fetch_error is None:
+            state.fetch_failing_since_s = now
+            log.warning("fetch of %s-%d at offset %d failed: %s: %s; retrying until it "
+                        "succeeds (the first retry in %.0f ms)", tp.topic, tp.partition,
+                        state.fetch_offset, type(error).__name__, error,
+                        state.retry_backoff_s * 1000)
+        else:
+            log.debug("fetch of %s-%d at offset %d failed again (%d in a row): %s: %s; "
+                      "retrying in %.0f ms", tp.topic, tp.partition, state.fetch_offset,
+                      state.fetch_failures, type(error).__name__, error,
+                      state.retry_backoff_s * 1000)
+        state.fetch_error = error
+
+    def _recovered(self, tp: TopicPartition, state: PartitionState) -> None:
+        """A fetch of ``tp`` succeeded after failing: say so once, as its failing was."""
+        log.info("fetch of %s-%d at offset %d succeeded again after %d failed in %.1f s "
+                 "(the last: %s: %s)", tp.topic, tp.partition, state.fetch_offset,
+                 state.fetch_failures, time.monotonic() - state.fetch_failing_since_s,
+                 type(state.fetch_error).__name__, state.fetch_error)
+        state.fetch_error = None
+        state.fetch_failures = 0
+
+    def fetch_errors(self) -> dict[TopicPartition, Exception]:
+        """The assigned partitions whose fetches are failing now (their last fetch was
+        answered with a transient error, and is being retried), each with that error."""
+        return {tp: state.fetch_error for tp, state in self.partitions.items()
+                if state.fetch_error is not None}
 
     def _buffer(self, tp: TopicPartition, state: PartitionState, data) -> None:
         # Decoded records stay out of the cyclic GC, but deserializers may turn a

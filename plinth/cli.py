@@ -1064,7 +1064,14 @@ def _send_lines(producer, topic_name: str, partition: int | None, key_separator:
 @click.pass_context
 def consume(ctx, topic_name, partition, offset, from_beginning, from_time_ms, max_messages,
             timeout_ms, print_key, group):
-    """Print records' values, one per line."""
+    """Print records' values, one per line.
+
+    Exit status 0 when --max-messages records were printed, or when --timeout-ms ended
+    with no new record. 1 when --timeout-ms ended while fetches of a partition were
+    still failing (object storage unreachable, a shard restarting: errors the consumer
+    retries), with an error line naming the partition and the last error: the records
+    may be there, unread. Each partition's fetches starting to fail are said on stderr
+    at once, as a warning, however long --timeout-ms is."""
     from plinth.client.consumer import Consumer
 
     if offset is not None and partition is None:
@@ -1095,7 +1102,24 @@ def consume(ctx, topic_name, partition, offset, from_beginning, from_time_ms, ma
                 consumer.seek(topic_name, partition, offset)
         if from_time_ms is not None:
             _seek_to_time(consumer, from_time_ms)
-        _print_records(consumer, max_messages, print_key)
+        if _print_records(consumer, max_messages, print_key):
+            _exit_if_fetches_failing(consumer, timeout_ms)
+
+
+def _exit_if_fetches_failing(consumer, timeout_ms: int) -> None:
+    """After --timeout-ms ended with no new record: exit 1 with an error line naming the
+    partitions whose fetches were still failing, and the last error, if any were; a
+    user could not otherwise tell "store unavailable" from "no records"."""
+    failing = sorted(consumer.fetch_errors().items())
+    if not failing:
+        return
+    (tp, error), more = failing[0], len(failing) - 1
+    click.echo(f"error: {type(error).__name__}: {tp.topic}-{tp.partition}: fetches at offset "
+               f"{consumer.position(*tp)} were still failing when --timeout-ms {timeout_ms} "
+               f"ended: {error}"
+               + (f" (and the fetches of {counted(more, 'more partition')})" if more else ""),
+               err=True)
+    sys.exit(1)
 
 
 def _check_offset_in_range(ctx, topic_name: str, partition: int, offset: int) -> None:
@@ -1141,7 +1165,9 @@ def _seek_to_time(consumer, time_ms: int) -> None:
             consumer.seek(*tp, answer.offset)
 
 
-def _print_records(consumer, max_messages, print_key) -> None:
+def _print_records(consumer, max_messages, print_key) -> bool:
+    """Print the records until ``max_messages`` (False) or the consumer's timeout
+    without a new record (True)."""
     out = sys.stdout.buffer
     count = 0
     for record in consumer:
@@ -1153,8 +1179,9 @@ def _print_records(consumer, max_messages, print_key) -> None:
         out.flush()   # a reader of the pipe sees each record as it arrives
         count += 1
         if max_messages is not None and count >= max_messages:
-            break
+            return False
     out.flush()
+    return True
 
 
 # --- bench -------------------------------------------------------------------------

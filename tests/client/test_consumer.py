@@ -55,6 +55,25 @@ def test_transient_fetch_errors_are_retried_after_a_backoff_and_never_raised(scr
     assert all(later - earlier >= backoff_s * 0.9 for earlier, later in zip(arrivals, arrivals[1:]))
 
 
+def test_a_partition_whose_fetches_fail_transiently_is_among_fetch_errors_until_one_succeeds(
+        scripted):
+    # Given a broker whose object storage is down for two fetches, then answers
+    down = UnavailableError("object storage: connection refused")
+    broker = scripted([down, down, fetched(0, [b"a"], 1)])
+    with consumer_of(broker) as consumer:
+        assert consumer.fetch_errors() == {}
+        # When polls end while its fetches are being retried
+        deadline = time.monotonic() + 10
+        while not consumer.fetch_errors() and time.monotonic() < deadline:
+            assert consumer.poll(20) == {}
+        # Then the partition is failing, with the error; nothing is raised
+        assert {tp: str(error) for tp, error in consumer.fetch_errors().items()} == {
+            TopicPartition("t", 0): "object storage: connection refused"}
+        # And once a fetch succeeds, no partition is
+        assert [r.value for r in poll_until(consumer, 1)] == [b"a"]
+        assert consumer.fetch_errors() == {}
+
+
 def test_a_non_transient_fetch_error_is_raised_to_the_application(scripted):
     broker = scripted([CorruptDataError("entry at offset 0 fails its CRC")])
     with consumer_of(broker) as consumer:

@@ -5,6 +5,7 @@ reset (auto_offset_reset) is a seek to a fixed offset."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -268,6 +269,55 @@ def test_transient_errors_back_off_doubling_until_a_reply_succeeds(rig_of, monke
     rig.pump(lambda: len(rig.broker.requests) == 4 and state.fetch_id is None)
     assert state.retry_backoff_s == 0.2
     assert [r.offset for r in fetches(rig.broker)] == [0, 0, 0, 1]
+
+
+def test_a_partition_whose_fetches_fail_is_logged_once_at_warning_and_once_when_they_succeed_again(
+        rig_of, monkeypatch, caplog):
+    # Given a broker whose object storage is down for three fetches of t-0 at offset 100,
+    # then answers with records, then is down again
+    monkeypatch.setattr(limits, "CLIENT_RETRY_BACKOFF_MS", 1)
+    down = UnavailableError("object storage: get s3://b/t-0/100.log: connection refused")
+    rig = rig_of([down, down, down, answer_with(entry(100, [b"a"])), down, no_answer])
+    rig.fetcher.assign([T0])
+    rig.fetcher.seek(T0, 100)
+    caplog.set_level(logging.DEBUG, logger="plinth.client.fetcher")
+    state = rig.fetcher.partitions[T0]
+    # When the fetcher retries through the outage and reads the record
+    assert rig.take_values(1) == [(100, b"a")]
+    # Then one warning names the partition, the offset, the error and the retrying
+    logged = [(r.levelno, r.getMessage()) for r in caplog.records]
+    warnings = [message for level, message in logged if level == logging.WARNING]
+    assert warnings == ["fetch of t-0 at offset 100 failed: UnavailableError: object storage: "
+                        "get s3://b/t-0/100.log: connection refused; retrying until it succeeds "
+                        "(the first retry in 1 ms)"]
+    # And the retries after it are at DEBUG only, and one INFO line says it works again
+    assert [level for level, _ in logged] == [logging.WARNING, logging.DEBUG, logging.DEBUG,
+                                              logging.INFO]
+    assert logged[-1][1].startswith("fetch of t-0 at offset 100 succeeded again after 3 failed "
+                                    "in ")
+    assert state.fetch_error is None
+    # And when the store goes down again, the partition is warned about again, once
+    caplog.clear()
+    rig.pump(lambda: len(rig.broker.requests) == 5 and state.fetch_id is None)
+    assert [(r.levelno, r.getMessage()[:40]) for r in caplog.records] == [
+        (logging.WARNING, "fetch of t-0 at offset 101 failed: Unava")]
+
+
+def test_the_partitions_whose_fetches_are_failing_are_those_answered_with_an_error_last(
+        rig_of, monkeypatch):
+    # Given two partitions, t-0 answered unavailable, t-1 with records
+    monkeypatch.setattr(limits, "CLIENT_RETRY_BACKOFF_MS", 10_000)
+    down = UnavailableError("down")
+    rig = rig_of([down, answer_with(entry(0, [b"a"]))])
+    rig.fetcher.assign([T0])
+    rig.fetcher.seek(T0, 0)
+    assert rig.fetcher.fetch_errors() == {}
+    rig.pump(lambda: rig.fetcher.partitions[T0].fetch_error is not None)
+    rig.fetcher.add(T1, 0)
+    assert rig.take_values(1) == [(0, b"a")]
+    # Then only t-0 is failing, with its error
+    assert {tp: repr(error) for tp, error in rig.fetcher.fetch_errors().items()} == {
+        T0: "UnavailableError('down')"}
 
 
 def test_the_next_retry_is_the_earliest_backoff_of_the_partitions_still_assigned(

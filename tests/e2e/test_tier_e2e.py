@@ -26,7 +26,7 @@ from plinth.shards.tier.remote_store import open_remote_store
 from plinth.shards.tier.remote_transfer import list_remote_segments
 from tests.shard_processes import shard_pids
 from tests.e2e.numbered_records import (
-    MiB, VALUE_BYTES, check_everything_reads_back, produce)
+    MiB, VALUE_BYTES, check_everything_reads_back, produce, value)
 from tests.support import topic_id_in, topic_that_moves, unique_topic, wait_until
 
 SEGMENT_BYTES = 1 * MiB                 # the smallest segment.bytes a topic may set
@@ -183,6 +183,37 @@ def test_an_s3_server_down_for_30_s_delays_uploads_but_not_produce_or_local_read
     # And once it is back the backlog uploads, the disk shrinks, and everything reads back
     wait_for_local_retention(broker.data_dir, topic)
     check_everything_reads_back(broker.url, topic, acknowledged)
+
+
+def test_plinth_consume_of_remote_only_offsets_while_s3_is_down_says_so_and_exits_1(
+        broker_factory, moto_s3):
+    # Given a tiered topic whose first records are only in moto's S3 server
+    broker = broker_factory(shards=1, extra_args=("--tier-url", moto_s3.url()))
+    topic = tiered_topic(broker.url)
+    produce(broker.url, topic, 0, 20_000, PARTITIONS)
+    wait_for_local_retention(broker.data_dir, topic)
+    env = dict(os.environ, PLINTH_BROKER=broker.url)
+    consume = [sys.executable, "-m", "plinth.cli", "consume", topic, "--partition", "0",
+               "--offset", "100", "--max-messages", "1", "--timeout-ms", "3000"]
+    # When the S3 server is down while offset 100 is consumed
+    moto_s3.stop()
+    try:
+        down = subprocess.run(consume, text=True, capture_output=True, env=env, timeout=60)
+    finally:
+        moto_s3.start()
+    # Then the consume warns as soon as the fetch fails, and ends in an error line naming
+    # the partition, the offset and the store's error, with status 1, printing no record
+    assert (down.returncode, down.stdout) == (1, ""), down
+    assert f"fetch of {topic}-0 at offset 100 failed: UnavailableError: " in down.stderr, down
+    assert "retrying until it succeeds" in down.stderr, down
+    last = down.stderr.splitlines()[-1]
+    assert last.startswith(f"error: UnavailableError: {topic}-0: fetches at offset 100 were "
+                           f"still failing when --timeout-ms 3000 ended: "), down.stderr
+    assert "object storage" in last or "s3://" in last, down.stderr
+    # And with the server back, the same consume prints the record, with status 0
+    up = subprocess.run(consume, text=True, capture_output=True, env=env, timeout=60)
+    assert (up.returncode, up.stderr) == (0, ""), up
+    assert up.stdout.splitlines() == [value(100 * PARTITIONS).decode()]
 
 
 def test_a_corrupt_remote_object_gives_the_consumer_corrupt_data_naming_the_partition_and_offset(

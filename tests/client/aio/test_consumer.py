@@ -13,7 +13,7 @@ from plinth import limits, protocol
 from plinth.client.aio.consumer import AIOConsumer, TopicPartition
 from plinth.errors import (ClosedError, CorruptDataError, OffsetOutOfRangeError,
                            PartitionNotAssignedError, RecordDeserializationError,
-                           UnknownTopicError, WrongEventLoopError)
+                           UnavailableError, UnknownTopicError, WrongEventLoopError)
 from tests.client.test_consumer import (BAD_COMMITS, BAD_OPTIONS, BAD_PARTITION_CALLS,
                                         BAD_POLL_TIMEOUTS, GroupBroker, fetched,
                                         partitions_of, unknown_topic)
@@ -93,6 +93,32 @@ def test_with_auto_offset_reset_none_a_partition_without_a_position_raises(scrip
             await consumer.getmany(timeout_ms=100)
 
     run(broker, scenario, auto_offset_reset="none")
+
+
+def test_a_partition_whose_fetches_fail_transiently_is_among_fetch_errors_until_one_succeeds(
+        scripted):
+    # Given a broker whose object storage is down for two fetches, then answers
+    down = UnavailableError("object storage: connection refused")
+    broker = scripted([down, down, fetched(0, [b"a"], 1)])
+
+    async def scenario(consumer):
+        consumer.assign([("t", 0)])
+        consumer.seek("t", 0, 0)
+        before = consumer.fetch_errors()
+        # When getmanys end while its fetches are being retried
+        deadline = time.monotonic() + 10
+        while not consumer.fetch_errors() and time.monotonic() < deadline:
+            assert await consumer.getmany(timeout_ms=20) == {}
+        failing = {tp: str(error) for tp, error in consumer.fetch_errors().items()}
+        # And a later one gets the record
+        got = await records_of(consumer, 1)
+        return before, failing, got, consumer.fetch_errors()
+
+    before, failing, got, after = run(broker, scenario)
+    # Then the partition was failing, with the error, only until a fetch succeeded
+    assert before == {} and after == {}
+    assert failing == {TopicPartition("t", 0): "object storage: connection refused"}
+    assert [r.value for r in got] == [b"a"]
 
 
 def test_a_non_transient_fetch_error_is_raised_from_getmany(scripted):

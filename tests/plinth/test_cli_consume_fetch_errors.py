@@ -1,0 +1,81 @@
+"""``plinth consume`` when its fetches fail with an error the consumer retries (object
+storage down, a shard restarting): at the end of --timeout-ms, an error line naming the
+partition, the offset and the last error, and exit status 1; a consume that finds no
+records in time exits 0 saying nothing, as before. The broker is a scripted one
+(tests/client/scripted_broker.py) and the Admin the CLI asks for the partition's offsets
+answers from the test."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from click.testing import CliRunner
+
+from plinth import cli, protocol
+from plinth.errors import RemoteStorageUnavailableError
+from tests.client.scripted_broker import ScriptedBroker
+
+DOWN = ("object storage: get s3://bucket/orders-0/00000000000000000000.log: HTTP error: "
+        "error sending request")
+
+
+@pytest.fixture(autouse=True)
+def log_start_0_end_200(monkeypatch):
+    """Every partition holds offsets 0..199."""
+    class Admin:
+        def list_offsets(self, topic, partition):
+            return protocol.PartitionInfo(partition, "shard-0", start_offset=0, end_offset=200)
+
+    monkeypatch.setattr(cli, "_admin", lambda ctx: contextlib.nullcontext(Admin()))
+
+
+@pytest.fixture
+def broker_answering():
+    """``broker_answering(step)``: a scripted broker answering every request with ``step``."""
+    brokers = []
+
+    def make(step) -> ScriptedBroker:
+        brokers.append(ScriptedBroker([step] * 10_000))
+        return brokers[-1]
+
+    yield make
+    for broker in brokers:
+        broker.close()
+
+
+def consume(broker: ScriptedBroker, *args: str):
+    return CliRunner().invoke(cli.main, ["--broker", broker.url, "--request-timeout-ms", "500",
+                                         "consume", "orders", "--partition", "0", "--offset",
+                                         "100", "--max-messages", "1", *args])
+
+
+def empty_fetch_reply(request):
+    return [protocol.encode_fetch_reply(request.request_id, 200, 0), b""]
+
+
+@pytest.mark.timeout(60)
+def test_a_consume_whose_fetches_still_fail_when_its_timeout_ends_says_so_and_exits_1(
+        broker_answering):
+    # Given a broker whose object storage is down, holding offset 100 only there
+    broker = broker_answering(RemoteStorageUnavailableError(DOWN))
+    # When offset 100 is consumed for at most 1 s
+    result = consume(broker, "--timeout-ms", "1000")
+    # Then nothing is printed, and the last line names the partition, the offset and the
+    # error (its wire code's class: unavailable), and the status is 1
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    assert result.stderr.splitlines()[-1] == (
+        f"error: UnavailableError: orders-0: fetches at offset 100 were still "
+        f"failing when --timeout-ms 1000 ended: {DOWN}")
+
+
+@pytest.mark.timeout(60)
+def test_a_consume_that_finds_no_records_before_its_timeout_exits_0_saying_nothing(
+        broker_answering):
+    # Given a broker that answers every fetch, with no records
+    broker = broker_answering(empty_fetch_reply)
+    # When offset 100 is consumed for at most 500 ms
+    result = consume(broker, "--timeout-ms", "500")
+    # Then it ends as before: nothing printed, status 0
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "", "")
