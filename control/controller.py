@@ -24,7 +24,8 @@ moves of partitions and groups, retiring drained shards) to its Rebalancer
 
 Its two neighbours are given to it: ``start_shard`` makes a ShardHandle for
 new shard options (by default a Ray actor that announces itself to this
-controller), and ``nodes`` lists the Ray nodes (by default ``ray.nodes()``).
+controller), and ``nodes`` lists the Ray nodes (by default ``ray.nodes()``
+through nodes.RayNodes, which keeps a dead node's name).
 The unit tests give it real shard actors reached in process, and fixed nodes.
 
 Replication (issue 12): a topic created with a factor R > 1 gets R replicas per
@@ -78,7 +79,7 @@ from plinth.control.data_dir_check import load_checked_metadata
 from plinth.control.leader_lease import LeaderLease
 from plinth.control.metadata import (METADATA_FILE, OwedDelete, TopicMetadata,
                                      specs_by_shard)
-from plinth.control.nodes import Node, ray_nodes
+from plinth.control.nodes import Node, RayNodes
 from plinth.control.rebalancer import Rebalancer
 from plinth.control.routing_table import RoutingTable
 from plinth.control.shard_set import CountPush, ShardSet, send_count_pushes
@@ -260,7 +261,7 @@ class Controller:
                  start_shard: Callable[[ShardOptions], ShardHandle] = _start_shard_on_ray,
                  find_shard: Callable[[str], ShardHandle | None] = ShardHandle.find,
                  restarted: Callable[[], bool] = _restarted_by_ray,
-                 nodes: Callable[[], list[Node]] = ray_nodes,
+                 nodes: Callable[[], list[Node]] | None = None,
                  start_lease: Callable[[], LeaderLease | None] = _start_lease,
                  cluster_keys: ClusterKeys | None = None,
                  default_replication_factor: int | None = None,
@@ -292,6 +293,8 @@ class Controller:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._metadata_path = self.data_dir / METADATA_FILE
         self._metadata = load_checked_metadata(self.data_dir)
+        # Ray's nodes, a dead one named as it was while alive (or as the saved pins say)
+        nodes = nodes or RayNodes(saved_pins=lambda: tuple(self._metadata.shard_nodes.values()))
         self._start_warnings: list[str] = []   # StartReport.warnings
         self._metadata.shards = self._shard_ids(shard_count, nodes)
         if default_replication_factor is not None:

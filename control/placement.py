@@ -109,17 +109,22 @@ def node_name(pin_resource: str) -> str:
 def node_named(nodes: list, wanted: str):
     """The node of ``nodes`` (control/nodes.py's Node) that ``wanted`` names: its name
     (``node_name``), its pin resource, or its Ray node id, whole or a prefix of at least
-    NODE_ID_PREFIX_CHARS_MIN characters (``plinth status`` prints the first 12).
-    InvalidConfigError, listing the nodes, if none does or several do."""
+    NODE_ID_PREFIX_CHARS_MIN characters (``plinth status`` prints the first 12). Of
+    several it names, the alive one: a node that died and came back keeps its name, and
+    Ray lists it twice (dead, then alive); if all are dead, one of them. InvalidConfigError,
+    listing the nodes, if none does or several alive ones do."""
     def names(node) -> set[str]:
         return {node_name(node.pin_resource), node.pin_resource, node.node_id}
 
     found = [n for n in nodes if wanted in names(n)]
     if not found and len(wanted) >= NODE_ID_PREFIX_CHARS_MIN:
         found = [n for n in nodes if n.node_id.startswith(wanted)]
-    if len(found) == 1:
-        return found[0]
+    alive = [n for n in found if n.alive]
+    if len(alive) == 1 or (found and not alive):
+        return (alive or found)[0]
     known = ", ".join(f"{node_name(n.pin_resource)} ({n.node_id[:12]}, "
                       f"{'alive' if n.alive else 'dead'})" for n in nodes)
-    raise InvalidConfigError(f"node {wanted!r} names {len(found)} of the {len(nodes)} nodes, "
-                             f"not one; the nodes are: {known or 'none'}")
+    if not found:
+        raise InvalidConfigError(f"no node is named {wanted!r}; the nodes are: {known or 'none'}")
+    raise InvalidConfigError(f"{len(alive)} alive nodes are named {wanted!r}; name one by its "
+                             f"node id (plinth status prints it); the nodes are: {known}")

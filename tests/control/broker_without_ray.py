@@ -24,13 +24,15 @@ MAIN_DATA_DIR = Path(__file__).parent / "data" / "main-fb38567"
 class Broker:
     """A controller and its in-process shards on ``data_dir``."""
 
-    def __init__(self, data_dir: Path, shard_count: int | None, nodes: list[Node],
+    def __init__(self, data_dir: Path, shard_count: int | None, nodes: list[Node] | None,
                  **controller_options):
-        """``controller_options``: the Controller's keyword options (replication's)."""
+        """``controller_options``: the Controller's keyword options (replication's).
+        ``nodes`` None: the controller's own, Ray's node table (a test fakes it)."""
         self.data_dir = data_dir
         self.shards = InProcessShards()
         self.controller = Controller(str(data_dir), shard_count, start_shard=self.shards.start_shard,
-                                     find_shard=self.shards.find_shard, nodes=lambda: nodes,
+                                     find_shard=self.shards.find_shard,
+                                     nodes=None if nodes is None else lambda: nodes,
                                      **controller_options)
         self.shards.announce_to = _Announcements(self.controller)
 

@@ -17,7 +17,7 @@ def brokers(tmp_path):
     after the previous one's shards stopped); every shard is stopped at the end."""
     made: list[Broker] = []
 
-    def start(shard_count: int | None = 2, nodes: list[Node] = ONE_NODE,
+    def start(shard_count: int | None = 2, nodes: list[Node] | None = ONE_NODE,
               data_dir: Path | None = None, **controller_options) -> Broker:
         for broker in made:   # a restart: the old shard processes are gone
             broker.shards.stop_all()

@@ -2,7 +2,8 @@
 re-created on another node, its replicas rebuilt from their leaders, so that the
 replication factor is restored; what would lose data, share a node, or stop a serving
 shard is refused unless asked for. Real shard actors reached in process on a real disk
-(broker_without_ray.py), on four named nodes the test can declare dead."""
+(broker_without_ray.py), on four named nodes the test can declare dead, or on the nodes
+of a fake of Ray's node table (ray_node_table.py), which lists a dead node as Ray does."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import shutil
 
 import pytest
 
+from plinth.control import nodes as control_nodes
 from plinth.control.nodes import Node
 from plinth.topics import OFFSETS_TOPIC
 from plinth.errors import InvalidConfigError
 from plinth.shards.shard_handle import PartitionId
+from tests.control.ray_node_table import RayNodeTable
 from tests.support import wait_until
 
 CATCH_UP_WAIT_S = 30
@@ -131,7 +134,7 @@ def test_moving_a_shard_whose_partitions_have_no_other_copy_is_refused_naming_th
 def test_moving_to_an_unknown_or_dead_node_or_an_unknown_shard_is_refused(cluster):
     broker = cluster.broker
     cluster.lose("shard-1")
-    with pytest.raises(InvalidConfigError, match="node 'x' names 0 of the 4 nodes.*the nodes "
+    with pytest.raises(InvalidConfigError, match="no node is named 'x'; the nodes "
                                                  r"are: a \(aaaa.*d \(dddd"):
         broker.controller.move_shard("shard-1", "x")
     with pytest.raises(InvalidConfigError, match="cannot move shard-1 to node b: it is dead"):
@@ -154,3 +157,52 @@ def test_moving_a_serving_shard_whose_partitions_have_no_other_copy_is_refused_a
                                                  "empty \\d+ partition.*--force .*shards move "
                                                  "is for a shard whose node is lost"):
         broker.controller.move_shard("shard-1", "d")
+
+
+@pytest.fixture
+def ray_table(monkeypatch):
+    """Nodes a, b, c in a fake of Ray's node table, which the controller's own node list
+    (control/nodes.py's RayNodes) reads: start brokers with ``nodes=None``."""
+    table = RayNodeTable("abc")
+    monkeypatch.setattr(control_nodes, "_ray_node_list", table.list)
+    return table
+
+
+def node_rows(status) -> list[tuple[str, str, bool]]:
+    """(name, address, alive) of each node ``status`` lists, as plinth status prints them."""
+    return [(status.node_names.get(node_id, ""), address, alive)
+            for node_id, address, alive in status.nodes]
+
+
+def test_a_lost_node_keeps_its_name_in_status_and_moving_a_shard_to_it_is_refused_as_dead(
+        brokers, ray_table):
+    # Given three shards, one on each of nodes a, b and c
+    broker = brokers(3, nodes=None)
+    assert broker.metadata_on_disk().shard_nodes["shard-2"] == "plinth-node:c"
+    broker.controller.status()   # (the nodes are seen alive)
+    # When node c is lost: Ray lists it dead, without its resources
+    ray_table.lose("c")
+    # Then status lists it under its name, dead, as its shard's node
+    status = broker.controller.status()
+    assert node_rows(status) == [("a", "127.0.0.1", True), ("b", "127.0.0.1", True),
+                                 ("c", "127.0.0.1", False)]
+    assert {s.shard_id: s.node for s in status.shards}["shard-2"] == "c"
+    # And moving a shard to it is refused, naming it dead
+    with pytest.raises(InvalidConfigError, match="cannot move shard-2 to node c: it is dead"):
+        broker.controller.move_shard("shard-2", "c")
+
+
+def test_a_node_lost_while_the_broker_was_down_is_named_after_a_restart_from_the_saved_pins(
+        brokers, ray_table):
+    # Given three shards, one on each of nodes a, b and c
+    brokers(3, nodes=None)
+    # When node c is lost while the broker is down, and the broker starts again
+    ray_table.lose("c")
+    broker = brokers(3, nodes=None)
+    # Then status lists it under its name (the one saved pin no alive node holds)
+    assert node_rows(broker.controller.status())[2] == ("c", "127.0.0.1", False)
+    # And a refused move lists it so
+    with pytest.raises(InvalidConfigError, match=r"no node is named 'x'; the nodes are: a "
+                                                 r"\(aaaaaaaaaaaa, alive\), b \(bbbbbbbbbbbb, "
+                                                 r"alive\), c \(cccccccccccc, dead\)$"):
+        broker.controller.move_shard("shard-2", "x")

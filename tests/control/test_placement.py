@@ -1,13 +1,13 @@
 """placement.py: rendezvous hashing is deterministic and moves few partitions; new shards
-go to the least loaded node; a new data dir's shard count."""
+go to the least loaded node; a new data dir's shard count; which node a name names."""
 
 import pytest
 
 from plinth import limits
 from plinth.control.placement import (default_shard_count, distinct_nodes, node_for_new_shard,
-                                      place_topic, replicas_for, shard_for)
+                                      node_named, place_topic, replicas_for, shard_for)
 from plinth.control.nodes import Node
-from plinth.errors import UnavailableError
+from plinth.errors import InvalidConfigError, UnavailableError
 
 
 def test_placement_depends_only_on_names_not_on_shard_order():
@@ -101,3 +101,35 @@ def test_a_new_data_dir_on_more_cpus_than_shards_max_gets_shards_max_shards():
 
 def test_a_dead_node_gets_no_default_shards():
     assert default_shard_count(cpu_nodes(4) + cpu_nodes(8, alive=False)) == 3
+
+
+def named(name: str, node_id: str, alive: bool = True) -> Node:
+    return Node(node_id * 56, "127.0.0.1", alive, f"plinth-node:{name}")
+
+
+def test_a_name_no_node_has_is_refused_saying_so_and_listing_the_nodes():
+    nodes = [named("a", "a"), named("b", "b"), named("c", "c", alive=False)]
+    with pytest.raises(InvalidConfigError, match=r"^no node is named 'x'; the nodes are: "
+                                                 r"a \(aaaaaaaaaaaa, alive\), b \(bbbbbbbbbbbb, "
+                                                 r"alive\), c \(cccccccccccc, dead\)$"):
+        node_named(nodes, "x")
+
+
+def test_a_name_several_alive_nodes_share_is_refused_saying_how_many_share_it():
+    # Given three nodes without a plinth-node name, all on 127.0.0.1: each is named so
+    nodes = [Node(n * 56, "127.0.0.1", True, "node:127.0.0.1") for n in "abc"]
+    with pytest.raises(InvalidConfigError, match=r"^3 alive nodes are named '127.0.0.1'; name "
+                                                 r"one by its node id .*the nodes are: 127.0.0.1 "
+                                                 r"\(aaaaaaaaaaaa, alive\), "):
+        node_named(nodes, "127.0.0.1")
+    # And a node id names one
+    assert node_named(nodes, "bbbbbbbb").node_id == "b" * 56
+
+
+def test_the_name_of_a_node_that_died_and_came_back_names_the_alive_one():
+    # Given node c listed twice, as Ray lists a node started again: dead, then alive
+    nodes = [named("a", "a"), named("c", "c", alive=False), named("c", "C")]
+    assert node_named(nodes, "c").node_id == "C" * 56
+    # And a name only dead nodes have names one of them (a move refuses it as dead)
+    nodes = [named("a", "a"), named("c", "c", alive=False), named("c", "C", alive=False)]
+    assert not node_named(nodes, "c").alive

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -108,10 +109,19 @@ def test_a_shard_of_a_node_lost_for_good_moves_to_a_new_node_and_the_factor_come
         [lost] = [shard for shard, pin in pins.items() if pin == f"{NODE_RESOURCE_PREFIX}b"]
         three_node_cluster.remove_node("b")
         shutil.rmtree(broker.data_dir / "shards" / lost)
-        # And a new node d joins: plinth status names it, and shows b dead
+        # And a new node d joins: plinth status names it, and shows b dead under its name
+        # (not its address: every node is on 127.0.0.1)
         three_node_cluster.add_node(SPARE)
         wait_until(lambda: " d " in (out := plinth(broker.url, "status").stdout)
-                   and "DEAD" in out, timeout_s=RESTART_WAIT_S)
+                   and re.search(r"^  b +\w{12}  127\.0\.0\.1 +DEAD$", out, re.M),
+                   timeout_s=RESTART_WAIT_S)
+        # And moving the shard back to b is refused, b being dead; to x, there being no x
+        refused = plinth(broker.url, "shards", "move", lost, "--node", "b")
+        assert refused.returncode != 0
+        assert f"cannot move {lost} to node b: it is dead" in refused.stderr
+        refused = plinth(broker.url, "shards", "move", lost, "--node", "x")
+        assert "no node is named 'x'; the nodes are: " in refused.stderr
+        assert re.search(r"b \(\w{12}, dead\)", refused.stderr), refused.stderr
         # And the lost node's shard is moved to it on the command line
         moved = plinth(broker.url, "shards", "move", lost, "--node", SPARE)
         # Then it moved, its replicas being rebuilt from their leaders
