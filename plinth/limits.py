@@ -980,6 +980,16 @@ KAFKA_CONNECTIONS_MAX = 1000
 # slots for ever. Clients reconnect by themselves. Checked this often at most:
 KAFKA_CONNECTION_IDLE_MS_MAX = 600_000
 KAFKA_IDLE_CHECK_INTERVAL_MS_MAX = 10_000
+# With SASL, a connection that has not logged in this long after it was accepted
+# (its TLS handshake included) is closed: anyone can open one, so it may hold a
+# slot only briefly (NATS's auth_timeout, RabbitMQ's handshake_timeout: 10 s). A
+# TLS handshake has this long on a listener without SASL too.
+KAFKA_LOGIN_TIMEOUT_MS = 10_000
+# ... and at most this many connections wait for their login at once; a new one
+# beyond them is closed at once. The rest of KAFKA_CONNECTIONS_MAX is kept for
+# the clients that logged in, so that idle connections opened by anyone cannot
+# lock them out (a tester opened 1,000 in 2.8 s and a real user was refused).
+KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX = KAFKA_CONNECTIONS_MAX // 4
 # How long stop() waits for the listener's thread to close every connection.
 KAFKA_LISTENER_STOP_WAIT_S = 10.0
 
@@ -1285,6 +1295,14 @@ def _relations() -> list[tuple[str, bool]]:
          ACL_OFFSETS_FILTER_TTL_S * 1000 > CLIENT_REQUEST_TIMEOUT_MS_DEFAULT),
         ("the reaper ends a dead server's processes within the 10 s issue 11 allows",
          REAPER_TERM_GRACE_S * REAPER_ROUNDS_MAX <= 10.0),
+        ("Kafka connections that have not logged in leave most of the connections to those "
+         "that have, and must log in well before an idle connection is closed",
+         1 <= KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX <= KAFKA_CONNECTIONS_MAX // 2
+         and 0 < KAFKA_LOGIN_TIMEOUT_MS <= KAFKA_CONNECTION_IDLE_MS_MAX // 10),
+        ("every waiting Kafka login can check a PLAIN password (about 30 ms at the most "
+         "SCRAM iterations) within half the login deadline, on the check threads",
+         KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX * 30 / KAFKA_SASL_PLAIN_CHECK_THREADS
+         <= KAFKA_LOGIN_TIMEOUT_MS / 2),
         ("a maximal Kafka request fits a connection's in-flight bytes",
          KAFKA_REQUEST_BYTES_MAX <= KAFKA_REQUEST_BYTES_IN_FLIGHT_PER_CONNECTION_MAX),
         ("a Kafka fetch's parked partitions leave most of the fetch bytes in flight",

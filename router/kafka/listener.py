@@ -28,16 +28,37 @@ sendmsg, never joined (gather_writer.py: asyncio's ``writelines`` joins them on
 Python 3.11; TLS connections use ``writelines``), and each is in the kernel
 before the next is written, so a client that does not read stalls only its own
 connection.
-At most ``connections_max`` connections are kept; a new one beyond them is
-closed at once, and one with nothing in flight that sends no whole request for
-``connection_idle_ms_max`` (KAFKA_CONNECTION_IDLE_MS_MAX, Kafka's
-connections.max.idle.ms) is closed.
+Connections. At most ``connections_max`` connections are kept; a new one
+beyond them is closed at once, and one with nothing in flight that sends no
+whole request for ``connection_idle_ms_max`` (KAFKA_CONNECTION_IDLE_MS_MAX,
+Kafka's connections.max.idle.ms) is closed.
+
+Login. A listener given ``first_request_bytes_max`` (the bound of a connection
+that has not logged in: service.py gives it with SASL) is one whose connections
+must log in, and a connection has logged in once a handler lifts that bound to
+None (api_sasl.py does at a SASL login). Anyone can open a connection, so one
+that has not logged in holds its slot briefly and takes it from a small pool: it
+is closed if it has not logged in ``login_timeout_ms`` after it was accepted
+(KAFKA_LOGIN_TIMEOUT_MS, its TLS handshake included), and a new connection is
+closed at once while ``connections_before_login_max`` others wait for their
+login (KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX). The rest of ``connections_max`` is
+left to the clients that logged in. Without that bound (no SASL) every
+connection counts as logged in.
 
 TLS. Given an ``ssl_context`` (server side, with its certificate loaded), every
-connection is TLS; a client that fails the handshake never reaches the
-listener's code. SASL is the handlers' business (SaslHandshake v1 and
-SaslAuthenticate are ordinary requests; v0's raw tokens are not framed as
-requests and are not supported).
+connection is TLS: the listener accepts TCP and runs the handshake itself
+(within ``login_timeout_ms``), so that a connection counts against the limits
+from its accept and a failed handshake is logged with OpenSSL's reason. On a
+listener without TLS, a first frame that starts as a TLS record (a client
+configured for TLS) is named as such, not as a size over the limit. SASL is the
+handlers' business (SaslHandshake v1 and SaslAuthenticate are ordinary requests;
+v0's raw tokens are not framed as requests and are not supported).
+
+Log lines. Whoever connects can cause the lines about a connection that has not
+authenticated (a refusal, a failed handshake, a bad frame, a login deadline): they
+go through a LogLimit (plinth/log_limit.py), one line per kind and peer address per
+``log_interval_s`` (UNAUTHENTICATED_LOG_INTERVAL_S), the next saying how many were
+dropped. On a listener without SASL no connection is authenticated.
 
 Errors. A frame that does not decode (KafkaDecodeError) closes its
 connection only, with a log line; the listener keeps serving the others. An
@@ -70,9 +91,11 @@ from dataclasses import dataclass, field
 
 from plinth.errors import KafkaDecodeError, KafkaUnsupportedVersionError
 from plinth.limits import (
-    KAFKA_CONNECTION_IDLE_MS_MAX, KAFKA_CONNECTIONS_MAX, KAFKA_IDLE_CHECK_INTERVAL_MS_MAX,
-    KAFKA_LISTENER_STOP_WAIT_S, KAFKA_REQUEST_BYTES_IN_FLIGHT_PER_CONNECTION_MAX,
-    KAFKA_REQUEST_BYTES_MAX, KAFKA_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX)
+    KAFKA_CONNECTION_IDLE_MS_MAX, KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX, KAFKA_CONNECTIONS_MAX,
+    KAFKA_IDLE_CHECK_INTERVAL_MS_MAX, KAFKA_LISTENER_STOP_WAIT_S, KAFKA_LOGIN_TIMEOUT_MS,
+    KAFKA_REQUEST_BYTES_IN_FLIGHT_PER_CONNECTION_MAX, KAFKA_REQUEST_BYTES_MAX,
+    KAFKA_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX, UNAUTHENTICATED_LOG_INTERVAL_S)
+from plinth.log_limit import LogLimit
 from plinth.router.kafka import error_codes
 from plinth.router.kafka.codec import (
     API_VERSIONS_KEY, RequestHeader, decode_request, encode_response, supported_api_keys)
@@ -83,6 +106,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["CloseConnection", "ConnectionInfo", "Handler", "KafkaListener"]
 
 _SIZE_BYTES = 4
+# A TLS record header: content type 22 (handshake), then major version 3. As a
+# Kafka size (0x1603....) it is over 369 MB, so a valid frame never starts so.
+_TLS_HANDSHAKE_RECORD = b"\x16\x03"
 
 
 @dataclass
@@ -98,6 +124,11 @@ class ConnectionInfo:
     # listener's. Starts at the listener's ``first_request_bytes_max``; a handler
     # may lift it (the gateway, at a SASL login).
     request_bytes_max: int | None = None
+
+    def logged_in(self) -> bool:
+        """Whether this connection has no bound of its own: a handler lifted it (a
+        SASL login), or the listener gives none (no login needed)."""
+        return self.request_bytes_max is None
 
 
 class CloseConnection(Exception):
@@ -119,8 +150,12 @@ class KafkaListener:
                  connections_max: int = KAFKA_CONNECTIONS_MAX,
                  connection_idle_ms_max: int = KAFKA_CONNECTION_IDLE_MS_MAX,
                  ssl_context: ssl.SSLContext | None = None,
-                 first_request_bytes_max: int | None = None):
+                 first_request_bytes_max: int | None = None,
+                 login_timeout_ms: int = KAFKA_LOGIN_TIMEOUT_MS,
+                 connections_before_login_max: int = KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX,
+                 log_interval_s: float = UNAUTHENTICATED_LOG_INTERVAL_S):
         assert requests_in_flight_max >= 1 and connections_max >= 1 and connection_idle_ms_max > 0
+        assert login_timeout_ms > 0 and connections_before_login_max >= 1
         assert 0 < request_bytes_max <= request_bytes_in_flight_max
         self.host, self.port = host, port
         self.handle = handle
@@ -131,11 +166,16 @@ class KafkaListener:
         self.connection_idle_s_max = connection_idle_ms_max / 1000
         self.ssl_context = ssl_context
         self.first_request_bytes_max = first_request_bytes_max
+        self.login_required = first_request_bytes_max is not None
+        self.login_timeout_s = login_timeout_ms / 1000
+        self.connections_before_login_max = connections_before_login_max
+        self.unauthenticated_log = LogLimit(logger, interval_s=log_interval_s)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.address: tuple[str, int] | None = None
         self._thread: threading.Thread | None = None
         self._stopping: asyncio.Event | None = None
         self._connections: set[_Connection] = set()
+        self._waiting_for_login: set[_Connection] = set()
         self._ids = itertools.count(1)
 
     def start(self) -> tuple[str, int]:
@@ -171,6 +211,16 @@ class KafkaListener:
         """Connections open now (a snapshot; any thread)."""
         return len(self._connections)
 
+    def waiting_for_login_count(self) -> int:
+        """Connections open now that have not logged in yet (a snapshot; any thread)."""
+        return len(self._waiting_for_login)
+
+    def log_unauthenticated(self, level: int, kind: str, peer: tuple[str, int],
+                            message: str, *args) -> None:
+        """Log a line that a client which has not authenticated caused: at most one
+        per ``kind`` and peer address per interval. Listener thread."""
+        self.unauthenticated_log.log(level, f"{kind} {peer[0]}", message, *args)
+
     def _run(self, ready: threading.Event, failure: list) -> None:
         self.loop = asyncio.new_event_loop()
         try:
@@ -200,8 +250,10 @@ class KafkaListener:
     async def _serve(self, ready: threading.Event, failure: list) -> None:
         self._stopping = asyncio.Event()
         try:
-            server = await asyncio.start_server(self._accept, self.host, self.port,
-                                                ssl=self.ssl_context)
+            loop = asyncio.get_running_loop()
+            server = await loop.create_server(
+                lambda: _StreamProtocol(self._accept, tls=self.ssl_context is not None),
+                self.host, self.port)
         except OSError as e:
             failure.append(OSError(e.errno, f"Kafka listener cannot bind {self.host}:{self.port}: "
                                             f"{e.strerror}"))
@@ -236,13 +288,19 @@ class KafkaListener:
         peer = writer.get_extra_info("peername") or ("?", 0)
         info = ConnectionInfo(next(self._ids), tuple(peer[:2]),
                               request_bytes_max=self.first_request_bytes_max)
-        if len(self._connections) >= self.connections_max:
-            logger.warning("Kafka connection %d from %s:%s refused: %d connections open, the "
-                           "limit", info.connection_id, *info.peer, len(self._connections))
-            writer.close()
+        refusal = self._refusal()
+        if refusal is not None:
+            self.log_unauthenticated(logging.WARNING, "refused", info.peer,
+                                     "Kafka connection %d from %s:%s refused: %s",
+                                     info.connection_id, *info.peer, refusal)
+            writer.transport.abort()
             return
         connection = _Connection(self, info, reader, writer)
         self._connections.add(connection)
+        if not info.logged_in():
+            self._waiting_for_login.add(connection)
+            connection.login_deadline = asyncio.get_running_loop().call_later(
+                self.login_timeout_s, self._login_deadline, connection)
         try:
             await connection.task
         except asyncio.CancelledError:
@@ -251,6 +309,53 @@ class KafkaListener:
             logger.exception("%s failed", connection.describe())
         finally:
             self._connections.discard(connection)
+            self.logged_in(connection)
+
+    def _refusal(self) -> str | None:
+        """Why a new connection must be closed at once, or None to serve it."""
+        if len(self._connections) >= self.connections_max:
+            return f"{len(self._connections)} connections open, the limit"
+        if self.login_required and len(self._waiting_for_login) >= self.connections_before_login_max:
+            return (f"{len(self._waiting_for_login)} connections have not logged in yet, the limit "
+                    f"for them (of {self.connections_max} connections)")
+        return None
+
+    def logged_in(self, connection: _Connection) -> None:
+        """``connection`` waits for its login no more (it logged in, or it closed).
+        Listener thread; safe to call twice."""
+        self._waiting_for_login.discard(connection)
+        if connection.login_deadline is not None:
+            connection.login_deadline.cancel()
+            connection.login_deadline = None
+
+    def _login_deadline(self, connection: _Connection) -> None:
+        connection.login_deadline = None
+        if connection in self._waiting_for_login and not connection.info.logged_in():
+            self.log_unauthenticated(logging.INFO, "login deadline", connection.info.peer,
+                                     "%s closed: not logged in %.1f s after it was accepted "
+                                     "(the limit)", connection.describe(), self.login_timeout_s)
+            connection.task.cancel()
+
+
+class _StreamProtocol(asyncio.StreamReaderProtocol):
+    """What ``asyncio.start_server`` builds for each connection, made ready for a
+    TLS handshake that starts after the accept: a TLS connection's reading is paused
+    from its first moment, so that its ClientHello is not read into the stream
+    before ``loop.start_tls`` (which resumes it) takes the transport over; and its
+    end of stream closes it, as TLS requires."""
+
+    def __init__(self, accept, *, tls: bool):
+        super().__init__(asyncio.StreamReader(), accept)
+        self.tls = tls
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        if self.tls:
+            transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        keep_open = super().eof_received()
+        return keep_open and not self.tls
 
 
 class _Answer:
@@ -269,7 +374,9 @@ class _Connection:
                  reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.listener, self.info = listener, info
         self.reader, self.writer = reader, writer
-        self.gather = GatherWriter(writer)
+        self.gather: GatherWriter | None = None      # once the TLS handshake (if any) is done
+        self.login_deadline: asyncio.TimerHandle | None = None   # while it waits for its login
+        self.frames_read = 0
         # (header, request bytes, task or _Answer), in request order; None ends it.
         self.pending: asyncio.Queue = asyncio.Queue()
         self.handlers: set[asyncio.Task] = set()
@@ -288,7 +395,56 @@ class _Connection:
     def describe(self) -> str:
         return f"Kafka connection {self.info.connection_id} from {self.info.peer[0]}:{self.info.peer[1]}"
 
+    def authenticated(self) -> bool:
+        """Whether this connection logged in on a listener that requires it: only
+        then does a line about it name someone the broker knows."""
+        return self.listener.login_required and self.info.logged_in()
+
+    def warn_closed(self, kind: str, reason: str, *args) -> None:
+        """The line for closing this connection because of what its client did:
+        rate limited (per kind and address) unless the client has authenticated."""
+        message = "%s closed: " + reason
+        if self.authenticated():
+            logger.warning(message, self.describe(), *args)
+        else:
+            self.listener.log_unauthenticated(logging.WARNING, kind, self.info.peer, message,
+                                              self.describe(), *args)
+
+    def _handler_done(self, task: asyncio.Task) -> None:
+        self.handlers.discard(task)
+        if self.info.logged_in():
+            self.listener.logged_in(self)
+
+    async def _start_tls(self, context: ssl.SSLContext) -> bool:
+        """Runs the server side of the TLS handshake over the accepted TCP connection
+        (within the login timeout); False, after a rate-limited line with OpenSSL's
+        reason, if it failed. The reader keeps being fed by the same protocol, now
+        through the TLS transport, which the new writer writes to."""
+        loop = asyncio.get_running_loop()
+        protocol = self.writer.transport.get_protocol()
+        try:
+            transport = await loop.start_tls(self.writer.transport, protocol, context,
+                                             server_side=True,
+                                             ssl_handshake_timeout=self.listener.login_timeout_s)
+        except asyncio.CancelledError:            # the login deadline, or a stop
+            self.writer.transport.abort()
+            raise
+        except OSError as e:                      # SSLError, a reset, the handshake timeout
+            self.writer.transport.abort()
+            reason = getattr(e, "reason", None) or str(e) or type(e).__name__
+            hint = (": a plaintext client? this listener speaks only TLS (security.protocol "
+                    "SSL/SASL_SSL)" if reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST",
+                                                   "UNKNOWN_PROTOCOL") else "")
+            self.warn_closed("TLS handshake", "its TLS handshake failed: %s%s", reason, hint)
+            return False
+        self.writer = asyncio.StreamWriter(transport, protocol, self.reader, loop)
+        return True
+
     async def _run(self) -> None:
+        context = self.listener.ssl_context
+        if context is not None and not await self._start_tls(context):
+            return
+        self.gather = GatherWriter(self.writer)
         reading = asyncio.create_task(self._read_loop())
         writing = asyncio.create_task(self._write_loop())
         clean = False
@@ -321,8 +477,7 @@ class _Connection:
             bytes_max = min(limits.request_bytes_max,
                             self.info.request_bytes_max or limits.request_bytes_max)
             if not 0 <= size <= bytes_max:
-                logger.warning("%s closed: it declared a request of %d bytes (the limit is %d)",
-                               self.describe(), size, bytes_max)
+                self._warn_size(prefix, size, bytes_max)
                 return False
             await self._wait_for_room(size)
             self.reading_body = True
@@ -331,9 +486,21 @@ class _Connection:
             except (asyncio.IncompleteReadError, ConnectionError):
                 return False
             self.reading_body = False
+            self.frames_read += 1
             self.last_active = asyncio.get_running_loop().time()
             if not self._dispatch(frame):
                 return False
+
+    def _warn_size(self, prefix: bytes, size: int, bytes_max: int) -> None:
+        if (self.frames_read == 0 and self.listener.ssl_context is None
+                and prefix.startswith(_TLS_HANDSHAKE_RECORD)):
+            self.warn_closed("TLS on plaintext",
+                             "this looks like a TLS handshake, but this listener has no "
+                             "--kafka-tls-cert: connect without TLS (security.protocol "
+                             "PLAINTEXT/SASL_PLAINTEXT) or start the listener with TLS")
+        else:
+            self.warn_closed("request size", "it declared a request of %d bytes (the limit is %d)",
+                             size, bytes_max)
 
     async def _wait_for_room(self, size: int) -> None:
         limits = self.listener
@@ -350,18 +517,18 @@ class _Connection:
             header, body = decode_request(frame)
         except KafkaUnsupportedVersionError as e:
             if e.header.api_key != API_VERSIONS_KEY:
-                logger.warning("%s closed: %s", self.describe(), e)
+                self.warn_closed("bad request", "%s", e)
                 return False
             answer = _Answer({"error_code": error_codes.UNSUPPORTED_VERSION,
                               "api_keys": supported_api_keys()})
             self.pending.put_nowait((e.header._replace(api_version=0), len(frame), answer))
             return True
         except KafkaDecodeError as e:
-            logger.warning("%s closed: %s", self.describe(), e)
+            self.warn_closed("bad request", "%s", e)
             return False
         task = asyncio.create_task(self.listener.handle(self.info, header, body))
         self.handlers.add(task)
-        task.add_done_callback(self.handlers.discard)
+        task.add_done_callback(self._handler_done)
         self.pending.put_nowait((header, len(frame), task))
         return True
 
@@ -380,8 +547,8 @@ class _Connection:
                     self.last_active = asyncio.get_running_loop().time()
             except ConnectionError:
                 return
-            except CloseConnection as e:
-                logger.warning("%s closed: %s", self.describe(), e)
+            except CloseConnection as e:     # one kind per reason: the handler's few reasons
+                self.warn_closed(f"closed: {e}", "%s", e)
                 return
             except Exception:
                 logger.exception("%s closed: the handler of api %d v%d (correlation id %d) failed",

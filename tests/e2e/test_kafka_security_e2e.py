@@ -22,7 +22,7 @@ import sys
 
 import pytest
 
-from plinth import Admin
+from plinth import Admin, limits
 from plinth.router.kafka import codec, error_codes
 from plinth.router.kafka.codec import RequestHeader
 from plinth.router.kafka.messages import API_VERSIONS, METADATA, SASL_AUTHENTICATE, SASL_HANDSHAKE
@@ -310,6 +310,39 @@ def test_a_connection_that_has_not_logged_in_gets_api_versions_and_is_closed_at_
         assert _exchange(sock, METADATA, 1, {"topics": None}, 2) is None
     # (the server's log line may land after the close the client saw)
     wait_until(lambda: "before a SASL login" in secure_kafka.log(), TIMEOUT_S)
+
+
+def _open_without_login(broker, count: int) -> list[ssl.SSLSocket]:
+    """``count`` TLS connections that send nothing (the ones the listener refuses at once
+    fail their handshake and are not returned)."""
+    held = []
+    for _ in range(count):
+        try:
+            held.append(_tls_socket(broker))
+        except (ssl.SSLError, ConnectionError):
+            pass
+    return held
+
+
+def test_a_thousand_connections_that_never_log_in_do_not_lock_a_user_out(secure_kafka):
+    from confluent_kafka.admin import AdminClient
+
+    # Given as many idle TLS connections as the listener keeps, none logging in
+    held = _open_without_login(secure_kafka, limits.KAFKA_CONNECTIONS_MAX)
+    try:
+        # Then only the pool for logins took them; the others were refused at once
+        assert len(held) == limits.KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX
+        # And when a user logs in with a new client, it gets in and is served (once
+        # the login deadline has closed the idle ones, at the latest)
+        admin = AdminClient(_confluent(secure_kafka, "bob", "SCRAM-SHA-256"))
+        assert admin.list_topics(timeout=TIMEOUT_S).topics is not None
+    finally:
+        for sock in held:
+            sock.close()
+    # And the refusals were logged once, not once each
+    log = secure_kafka.log()
+    refusals = log.count("have not logged in yet, the limit for them")
+    assert 1 <= refusals <= 2, refusals   # 2 only if the test took longer than a minute
 
 
 def _refusal(tmp_path, *args: str) -> str:
