@@ -38,16 +38,21 @@ class LogLimit:
     def warning(self, source: str, message: str, *args) -> bool:
         """Log ``message % args`` at WARNING unless ``source`` logged one within the
         interval (then count it as dropped); returns whether it was written."""
-        return self.log(logging.WARNING, source, message, *args)
+        return self._emit(logging.WARNING, source, message, args)
 
     def log(self, level: int, source: str, message: str, *args) -> bool:
+        """As ``warning``, at ``level``."""
+        return self._emit(level, source, message, args)
+
+    def _emit(self, level: int, source: str, message: str, args: tuple) -> bool:
         dropped = self._take_turn(source, time.monotonic())
         if dropped is None:
             return False
         if dropped:
             message += " (and %d such lines of this source dropped in the last %.0f s)"
             args += (dropped, self._interval_s)
-        self._logger.log(level, message, *args)
+        # stacklevel: the line of whoever called warning() or log(), not this module's
+        self._logger.log(level, message, *args, stacklevel=3)
         return True
 
     def _take_turn(self, source: str, now_s: float) -> int | None:

@@ -70,3 +70,11 @@ def test_a_limit_without_an_interval_or_a_source_is_a_programmer_error():
         LogLimit(log, interval_s=0)
     with pytest.raises(AssertionError, match="both must be positive"):
         LogLimit(log, sources_max=0)
+
+
+def test_a_line_names_the_place_that_logged_it_not_the_limit(clock, caplog):
+    limit = LogLimit(log, interval_s=60, sources_max=10)
+    with caplog.at_level(logging.INFO, logger="tests.log_limit"):
+        limit.warning("a", "warned")
+        limit.log(logging.INFO, "b", "said")
+    assert [r.filename for r in caplog.records] == ["test_log_limit.py"] * 2
