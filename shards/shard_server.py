@@ -538,6 +538,9 @@ class ShardServer:
             self._purgatory.fail(part.key, deleted)
             if self._tier is not None:   # before the directory (and its journal) goes
                 self._tier.forget(part, path, keep_remote)
+            if self._remote_reader is not None and part.topic_id:   # its cached remote chunks
+                self._remote_reader.drop_partition(part.name, part.topic_id, part.partition,
+                                                   "moved away" if keep_remote else "deleted")
             self._replication.forget(part, deleted)
             self._group_commit.forget(part, deleted)
             self.stats.forget(part.key)
