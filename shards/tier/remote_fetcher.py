@@ -108,7 +108,8 @@ class _CacheDrop(NamedTuple):
     """Chunks the loop asked the reader to drop, once it has taken ``after_reads`` reads."""
 
     after_reads: int
-    what: str                      # for the log: "deleted t-0", "t-0's segments retention deleted"
+    what: str                      # for the log: "deleted t-0 (topic id ...)", "3 segments of
+                                   # t-0 deleted by total retention"
     topic_id: str | None           # with ``partition``: all of it; None: see ``segment_ids``
     partition: int
     segment_ids: tuple[str, ...]   # these segments (topic_id None); none and no topic: all
