@@ -909,6 +909,12 @@ TIER_CACHE_BYTES_MAX = 16 * 1024 * GiB
 TIER_URL_BYTES_MAX = 2048
 # Segments whose last read position the cache remembers (to see sequential reads).
 REMOTE_CACHE_SEGMENTS_TRACKED_MAX = 10_000
+# Drops of cached chunks (a partition deleted or moved away, segments retention
+# deleted) the loop has asked of the remote reader and it has not applied yet
+# (shards/tier/remote_fetcher.py); beyond them the reader empties its whole cache
+# (re-reads cost a fetch; nothing is kept that should go). A topic deletion asks
+# one per partition: above PARTITIONS_PER_TOPIC_MAX (checked below).
+REMOTE_CACHE_DROPS_PENDING_MAX = 10_000
 # The uploader (shards/tier/remote_log_manager.py). How often a shard's loop looks
 # for rolled segments to upload (one in flight per partition; the next is picked as
 # soon as one is done, so a backlog goes up at the store's speed, not one per tick).
@@ -1400,6 +1406,8 @@ def _relations() -> list[tuple[str, bool]]:
          + REMOTE_FETCH_RETRY_TIMEOUT_S < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT / 1000),
         ("the remote-fetch queue is one the loop's commands can answer",
          0 < REMOTE_FETCHES_QUEUED_MAX <= SHARD_COMMANDS_QUEUED_MAX),
+        ("a topic deletion's cache drops never overflow the reader's pending drops",
+         PARTITIONS_PER_TOPIC_MAX < REMOTE_CACHE_DROPS_PENDING_MAX),
         ("a page of the longest names, and the stats of as many topics, fit a reader's "
          "traversal limit (and their request a header)",
          0 < ADMIN_LIST_PAGE_NAMES_DEFAULT <= ADMIN_LIST_PAGE_NAMES_MAX

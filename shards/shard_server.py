@@ -205,7 +205,8 @@ class ShardServer:
         if tier.enabled:
             self._tier = RemoteLogManager(shard_id, self.data_dir, tier.url,
                                           partitions=self._partitions, roles=self._roles,
-                                          post=self._post, controller=controller)
+                                          post=self._post, controller=controller,
+                                          segments_gone=self._remote_segments_gone)
 
     # --- Lifecycle (actor thread) ------------------------------------------
 
@@ -538,6 +539,9 @@ class ShardServer:
             self._purgatory.fail(part.key, deleted)
             if self._tier is not None:   # before the directory (and its journal) goes
                 self._tier.forget(part, path, keep_remote)
+            if self._remote_reader is not None and part.topic_id:   # its cached remote chunks
+                self._remote_reader.drop_partition(part.name, part.topic_id, part.partition,
+                                                   "moved away" if keep_remote else "deleted")
             self._replication.forget(part, deleted)
             self._group_commit.forget(part, deleted)
             self.stats.forget(part.key)
@@ -1152,6 +1156,13 @@ class ShardServer:
         except BrokerError:
             self.stats.remote.errors += 1
             raise
+
+    def _remote_segments_gone(self, part: Partition, segment_ids: tuple[str, ...],
+                              why: str) -> None:
+        """Remote segments of ``part`` left the store (retention deleted them): the
+        reader drops their cached chunks (tier/remote_fetcher.py). Loop thread."""
+        if self._remote_reader is not None:
+            self._remote_reader.drop_segments(part.name, segment_ids, why)
 
     def _remote_fetched(self, result: RemoteReadResult) -> None:
         """The reader's answer to a remote fetch, posted to the loop: reply, count. Loop thread."""

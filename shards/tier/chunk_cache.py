@@ -23,6 +23,16 @@ next reads hit the cache. Nothing runs in the background.
 The cache checks nothing: the reader checks every entry's CRC after assembling
 a range, and on a CRC error drops the segment's chunks (``discard``), so that
 a retry fetches them again from the store.
+
+Chunks are keyed by segment id, random for each upload (remote_segment.py): a
+segment deleted from the store never comes back under its id, and a topic
+created again under a deleted one's name has other segments. Each cached
+segment also remembers its topic id and partition, so that the chunks of a
+partition that is deleted or leaves the shard can be dropped
+(``discard_partition``: by topic id, never by name, so a topic created again
+under the same name keeps its chunks). The reader drops them when the loop asks
+(remote_fetcher.py): a deleted topic's records, or remote segments retention
+deleted, do not stay readable on the local disk until eviction.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from plinth import limits
@@ -40,6 +51,15 @@ from plinth.shards.tier.remote_store import RemoteStore
 __all__ = ["RemoteChunkCache"]
 
 CHUNK_NUMBER_DIGITS = 8
+
+
+@dataclass
+class _CachedSegment:
+    """Whose a segment with chunks in the cache is, and which of its chunks are there."""
+
+    topic_id: str
+    partition: int
+    numbers: set[int] = field(default_factory=set)
 
 
 class RemoteChunkCache:
@@ -56,6 +76,7 @@ class RemoteChunkCache:
         self.chunk_bytes = chunk_bytes
         self.readahead_chunks = readahead_chunks
         self._chunks: OrderedDict[tuple[str, int], int] = OrderedDict()   # -> size, LRU first
+        self._segments: dict[str, _CachedSegment] = {}   # segment id -> its chunks, while any
         self._cached_bytes = 0
         self._read_ends: dict[str, int] = {}   # segment id -> where its last read ended
         self.hits = 0
@@ -100,11 +121,35 @@ class RemoteChunkCache:
             return memoryview(pieces[0])[start:start + end - position]   # no copy
         return b"".join(pieces)[start:start + end - position]
 
-    def discard(self, segment_id: str) -> None:
-        """Drop every cached chunk of a segment (a CRC error in it, or it was deleted)."""
-        for key in [key for key in self._chunks if key[0] == segment_id]:
-            self._drop(key)
+    def discard(self, segment_id: str) -> tuple[int, int]:
+        """Drop every cached chunk of a segment (a CRC error in it, or it was deleted),
+        files and accounting; (chunks, bytes) dropped."""
         self._read_ends.pop(segment_id, None)
+        cached = self._segments.get(segment_id)
+        if cached is None:
+            return 0, 0
+        chunks, bytes_before = len(cached.numbers), self._cached_bytes
+        for number in sorted(cached.numbers):
+            self._drop((segment_id, number))
+        return chunks, bytes_before - self._cached_bytes
+
+    def discard_partition(self, topic_id: str, partition: int) -> tuple[int, int]:
+        """Drop every cached chunk of the partition's segments (the topic with this id
+        was deleted, or the partition left the shard); (chunks, bytes) dropped."""
+        chunks, bytes_dropped = 0, 0
+        for segment_id in [segment_id for segment_id, cached in self._segments.items()
+                           if (cached.topic_id, cached.partition) == (topic_id, partition)]:
+            dropped = self.discard(segment_id)
+            chunks, bytes_dropped = chunks + dropped[0], bytes_dropped + dropped[1]
+        return chunks, bytes_dropped
+
+    def clear(self) -> tuple[int, int]:
+        """Drop every cached chunk; (chunks, bytes) dropped."""
+        chunks, bytes_dropped = len(self._chunks), self._cached_bytes
+        for key in list(self._chunks):
+            self._drop(key)
+        self._read_ends.clear()
+        return chunks, bytes_dropped
 
     def _cached(self, key: tuple[str, int]) -> bytes:
         self._chunks.move_to_end(key)
@@ -123,7 +168,7 @@ class RemoteChunkCache:
         fetched = store.get_range(segment.object_key(LOG), start,
                                   min(count * self.chunk_bytes, segment.size_bytes - start))
         for index in range(count):
-            self._store_chunk((segment.segment_id, number + index),
+            self._store_chunk(segment, number + index,
                               fetched[index * self.chunk_bytes:(index + 1) * self.chunk_bytes])
         return fetched
 
@@ -136,9 +181,11 @@ class RemoteChunkCache:
             count += 1
         return count
 
-    def _store_chunk(self, key: tuple[str, int], data: bytes | memoryview) -> None:
+    def _store_chunk(self, segment: RemoteSegment, number: int,
+                     data: bytes | memoryview) -> None:
         if not data or len(data) > self.capacity_bytes:
             return
+        key = (segment.segment_id, number)
         path = self._path(key)
         temporary = path.with_name(path.name + ".tmp")
         try:
@@ -148,12 +195,24 @@ class RemoteChunkCache:
             raise StorageError(f"cannot write cached chunk {path}: {error}") from error
         self._chunks[key] = len(data)
         self._cached_bytes += len(data)
+        cached = self._segments.get(segment.segment_id)
+        if cached is None:
+            cached = self._segments[segment.segment_id] = _CachedSegment(segment.topic_id,
+                                                                         segment.partition)
+        cached.numbers.add(number)
         while self._cached_bytes > self.capacity_bytes:
             self._drop(next(iter(self._chunks)))
 
     def _drop(self, key: tuple[str, int]) -> None:
         self._cached_bytes -= self._chunks.pop(key)
-        self._path(key).unlink(missing_ok=True)
+        cached = self._segments[key[0]]
+        cached.numbers.discard(key[1])
+        if not cached.numbers:
+            del self._segments[key[0]]
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError as error:
+            raise StorageError(f"cannot delete cached chunk {self._path(key)}: {error}") from error
 
     def _path(self, key: tuple[str, int]) -> Path:
         return self.directory / f"{key[0]}-{key[1]:0{CHUNK_NUMBER_DIGITS}d}"

@@ -42,6 +42,30 @@ data:
 - the store refused for good (an object gone from a segment the view still
   holds, denied credentials): its RemoteStorageError ("storageError" on the wire).
 
+Dropping cached chunks. The chunk cache is the reader thread's alone, but what
+makes its chunks useless is seen on the loop thread: a partition deleted or
+leaving the shard (ShardServer.delete_partition: ``drop_partition``), remote
+segments deleted by retention (RemoteLogManager, the view that no longer holds
+them: ``drop_segments``). Left in the cache, a deleted topic's records would
+stay readable on the local disk until evicted. The loop queues the drop
+(bounded: REMOTE_CACHE_DROPS_PENDING_MAX; past that the next pass empties the
+whole cache) and wakes the reader (a wake-up takes a place in the read queue
+while it waits, one at most), which applies it, files and accounting,
+after every read the loop queued before asking and before any it queued after:
+
+    loop thread                          reader thread
+    submit(read n)                       ...
+    drop_partition(...): "after read n"  serves read n (may cache chunks of it)
+    (the partition is gone: no read      applies the drop: its chunks go, and
+     of it is queued after this)           an INFO line says how many, how big
+
+so a read that was already queued cannot bring a dropped partition's chunks
+back, and one queued after the drop (the partition moved back here) keeps
+its chunks. A drop that finds nothing cached is not logged. At ``stop`` the
+reader applies every drop still pending before it ends (one it cannot reach
+in the grace period goes with the cache at the next start: a cache is
+emptied when it opens).
+
 The reader keeps the REMOTE_INDEXES_CACHED_MAX most recently used remote
 offset indexes in memory (each is read whole from the store), and the cache's
 hit and miss counts travel back with every result, so the loop's ShardStats
@@ -63,7 +87,7 @@ from urllib.parse import urlsplit
 from plinth import limits
 from plinth.errors import (
     BrokerError, CorruptDataError, InternalError, OffsetOutOfRangeError, RemoteObjectNotFoundError,
-    RemoteStorageUnavailableError, TooManyRequestsError, UnavailableError)
+    RemoteStorageUnavailableError, StorageError, TooManyRequestsError, UnavailableError)
 from plinth.format.log_entry import scan_whole_entries
 from plinth.shards.offset_index import OffsetIndex
 from plinth.shards.tier.chunk_cache import RemoteChunkCache
@@ -77,6 +101,18 @@ __all__ = ["RemoteFetcher", "RemoteRead", "RemoteReadResult", "answer_for_delete
            "partition_read", "remote_segment_for"]
 
 CACHE_DIR_NAME = "tier-cache"   # under the shard's data dir; no partition's dir name
+_WAKE = object()   # the reader's queue: apply the drops the loop asked for
+
+
+class _CacheDrop(NamedTuple):
+    """Chunks the loop asked the reader to drop, once it has taken ``after_reads`` reads."""
+
+    after_reads: int
+    what: str                      # for the log: "deleted t-0 (topic id ...)", "3 segments of
+                                   # t-0 deleted by total retention"
+    topic_id: str | None           # with ``partition``: all of it; None: see ``segment_ids``
+    partition: int
+    segment_ids: tuple[str, ...]   # these segments (topic_id None); none and no topic: all
 
 
 class RemoteRead(NamedTuple):
@@ -150,7 +186,9 @@ class RemoteFetcher:
     """One shard's reader thread, its queue, its store and its chunk cache.
 
     ``start`` and ``stop``: the thread that starts and stops the shard (the actor's);
-    ``submit``: the loop thread; everything else runs on the reader thread.
+    ``submit``, ``drop_partition`` and ``drop_segments``: the loop thread (one
+    thread: the order of reads and drops is the loop's); everything else runs on
+    the reader thread.
     ``done(result)`` is called on the reader thread for every read it takes (it
     posts the result to the loop)."""
 
@@ -164,6 +202,11 @@ class RemoteFetcher:
         self._indexes: OrderedDict[str, OffsetIndex] = OrderedDict()   # segment id -> index, LRU first
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._reads_submitted = 0   # loop thread
+        self._reads_taken = 0       # reader thread
+        self._drops: list[_CacheDrop] = []   # under _drops_lock; after_reads never decreasing
+        self._drops_lock = threading.Lock()
+        self._wake_queued = False   # under _drops_lock: a _WAKE is in the queue
 
     @classmethod
     def open(cls, shard_id: str, url: str, data_dir: Path, cache_bytes: int,
@@ -210,14 +253,59 @@ class RemoteFetcher:
                 f"{self.shard_id} has {limits.REMOTE_FETCHES_QUEUED_MAX} remote fetches queued, "
                 f"the limit; offset {read.offset} of {read.key[0]}-{read.key[1]} is in "
                 f"{read.segment.describe()}: retry") from None
+        self._reads_submitted += 1
+
+    def drop_partition(self, name: str, topic_id: str, partition: int, why: str) -> None:
+        """Have the reader drop every cached chunk of the partition (``name`` "t-0") of
+        the topic with id ``topic_id``, after the reads queued so far (module
+        docstring); ``why``: "deleted", "moved away". Loop thread."""
+        self._ask(_CacheDrop(self._reads_submitted, f"{why} {name} (topic id {topic_id})",
+                             topic_id, partition, ()))
+
+    def drop_segments(self, name: str, segment_ids: tuple[str, ...], why: str) -> None:
+        """Have the reader drop every cached chunk of these segments of partition
+        ``name``, after the reads queued so far (module docstring); ``why``: who
+        deleted them. Loop thread."""
+        if segment_ids:
+            self._ask(_CacheDrop(self._reads_submitted,
+                                 f"{len(segment_ids)} segments of {name} {why}", None, -1,
+                                 tuple(segment_ids)))
+
+    def _ask(self, drop: _CacheDrop) -> None:
+        """Queue ``drop`` for the reader and wake it. Loop thread; never blocks."""
+        if self._cache is None:
+            return   # a file:// store: nothing is cached
+        with self._drops_lock:
+            if len(self._drops) >= limits.REMOTE_CACHE_DROPS_PENDING_MAX:
+                # The reader is far behind: one drop of everything, after every read so far.
+                self._drops = [_CacheDrop(drop.after_reads, f"all ({len(self._drops) + 1} drops "
+                                          f"pending, over the limit)", None, -1, ())]
+            else:
+                self._drops.append(drop)
+            if self._wake_queued:
+                return
+            self._wake_queued = True
+        try:
+            self._queue.put_nowait(_WAKE)
+        except queue.Full:   # busy: it applies the drops as it takes its next read
+            with self._drops_lock:
+                self._wake_queued = False
 
     # --- The reader thread ------------------------------------------------------
 
     def _run(self) -> None:
         while True:
             read = self._queue.get()
+            if read is _WAKE:
+                with self._drops_lock:
+                    self._wake_queued = False
+            self._apply_drops(self._reads_taken)   # those asked for before this read
             if read is None or self._stopping.is_set():
+                self._apply_drops(None)   # the queued reads are dropped: all of them
                 return
+            if read is _WAKE:
+                continue
+            self._reads_taken += 1
             data, error = self._serve(read)
             cache = self._cache
             try:
@@ -226,6 +314,34 @@ class RemoteFetcher:
             except Exception:   # the loop's queue stayed full for a control call's timeout
                 log.exception("%s: the answer to remote fetch %d was lost", self.shard_id,
                               read.request_id)
+
+    def _apply_drops(self, after_reads_max: int | None) -> None:
+        """Drop the cached chunks the loop asked for after at most ``after_reads_max``
+        reads (None: every drop asked for), and log what went. Reader thread."""
+        with self._drops_lock:
+            count = len(self._drops) if after_reads_max is None else sum(
+                1 for drop in self._drops if drop.after_reads <= after_reads_max)
+            due, self._drops = self._drops[:count], self._drops[count:]
+        for drop in due:
+            try:
+                if drop.topic_id is not None:
+                    chunks, dropped_bytes = self._cache.discard_partition(drop.topic_id,
+                                                                          drop.partition)
+                elif drop.segment_ids:
+                    chunks, dropped_bytes = 0, 0
+                    for segment_id in drop.segment_ids:
+                        dropped = self._cache.discard(segment_id)
+                        chunks, dropped_bytes = chunks + dropped[0], dropped_bytes + dropped[1]
+                else:
+                    chunks, dropped_bytes = self._cache.clear()
+            except StorageError as error:   # a file that cannot be deleted: the disk's fault
+                log.error("%s: dropping the cached chunks of %s: %s", self.shard_id, drop.what,
+                          error)
+                continue
+            if chunks:
+                log.info("%s: dropped %d cached chunks (%d bytes) of %s from the tier cache; "
+                         "%d bytes cached", self.shard_id, chunks, dropped_bytes, drop.what,
+                         self._cache.cached_bytes)
 
     def _serve(self, read: RemoteRead) -> tuple[bytes | memoryview, BrokerError | None]:
         """(data, None) or (b"", the error to answer with)."""

@@ -77,6 +77,13 @@ not move the mark: segments adopted from another shard say nothing of the
 local ones below them. The mark is not kept across a restart: after one, such a segment
 (past total retention, still local) is uploaded once more and deleted again.
 
+Cached chunks. Segments that leave a partition's view because the store loses
+them (total retention here: with the view posted before their objects go;
+another shard's retention, seen in a listing: ``_sync``, ``_refreshed``) are
+told to ``segments_gone`` on the loop thread, so that the remote reader drops
+their chunks from its cache (remote_fetcher.py); a deleted partition's go when
+ShardServer.delete_partition asks the reader.
+
 Topic deletion (``forget``, loop thread). The partition's journal is moved out
 of the partition directory before the directory is deleted, into
 
@@ -107,6 +114,7 @@ import queue
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -250,10 +258,15 @@ class RemoteLogManager:
 
     def __init__(self, shard_id: str, data_dir: Path, url: str, *,
                  partitions: dict[tuple[str, int], Partition], roles: dict, post,
-                 controller: ControllerAnnouncements | None = None):
+                 controller: ControllerAnnouncements | None = None,
+                 segments_gone: Callable[[Partition, tuple[str, ...], str], None] | None = None):
         """``controller``: nudged (``tiering_changed``) from the uploader thread when
         a sealed partition turns wholly remote or a requested re-sync listed the
-        store; None: never (unit tests)."""
+        store; None: never (unit tests). ``segments_gone(part, segment ids, why)``:
+        called on the loop thread when segments leave ``part``'s view because the
+        store no longer holds them, or is about to lose them (total retention
+        here, or another shard's seen in a listing), so their cached chunks can go
+        (ShardServer: remote_fetcher.py); None: nobody is told."""
         self.shard_id = shard_id
         self._controller = controller
         self.data_dir = Path(data_dir)
@@ -261,6 +274,7 @@ class RemoteLogManager:
         self._partitions = partitions
         self._roles = roles
         self._post_fn = post
+        self._segments_gone = segments_gone
         self._jobs: queue.Queue = queue.Queue(maxsize=limits.REMOTE_UPLOAD_JOBS_QUEUED_MAX)
         self._states: dict[tuple[str, int], _TierState] = {}   # loop thread
         self._follows: dict[tuple[str, int], _FollowState] = {}   # loop thread
@@ -444,8 +458,17 @@ class RemoteLogManager:
             state.failing = True
             return
         state.failing, state.synced = False, True
+        listed = {segment.segment_id for segment in view.segments}
+        self._gone(part, tuple(segment.segment_id for segment in part.remote.segments
+                               if segment.segment_id not in listed),
+                   "the store no longer lists (retention by its leader)")
         part.remote = view
         self.enforce_follower_retention(part)
+
+    def _gone(self, part: Partition, segment_ids: tuple[str, ...], why: str) -> None:
+        """Tell ``segments_gone`` (loop thread), if there is anything to tell."""
+        if segment_ids and self._segments_gone is not None:
+            self._segments_gone(part, segment_ids, why)
 
     def enforce_follower_retention(self, part: Partition) -> None:
         """Local retention of a followed tiered partition (loop thread): only what the
@@ -497,15 +520,19 @@ class RemoteLogManager:
 
     def _published(self, key: tuple[str, int], epoch: int, view: RemoteLogView,
                    uploaded: bool, deleted_end: int | None, synced: bool,
-                   listed_request: int = 0) -> None:
+                   listed_request: int = 0, gone: tuple[str, ...] = (),
+                   gone_why: str = "") -> None:
         """The uploader changed the remote log (loop thread, posted). ``synced``: the
         view holds what the store lists (sync_with_store ran); before that it is
         only this shard's journal's, good for reads but not for choosing uploads.
-        ``listed_request``: the view is a listing made for that request_resync."""
+        ``listed_request``: the view is a listing made for that request_resync.
+        ``gone``: ids of segments the view dropped because the store loses them
+        (``gone_why``), told to ``segments_gone`` once the view no longer has them."""
         state, part = self._states.get(key), self._partitions.get(key)
         if state is None or part is None or state.epoch != epoch:
             return   # deleted (or deleted and created again) meanwhile
         part.remote = view
+        self._gone(part, gone, gone_why)
         state.synced = state.synced or synced
         state.listed_request = max(state.listed_request, listed_request)
         state.uploads += uploaded
@@ -755,13 +782,15 @@ class RemoteLogManager:
                      "%d it no longer holds", self.shard_id, job.key[0], job.key[1],
                      len(found.adopted), _offsets(found.adopted), len(found.dropped))
         remote.synced = True
-        self._publish(job, remote, uploaded=False, listed_request=job.resync_request)
+        self._publish(job, remote, uploaded=False, listed_request=job.resync_request,
+                      gone=tuple(segment.segment_id for segment in found.dropped),
+                      gone_why="the store no longer lists (retention by another shard)")
 
-    def _publish(self, job: _Job, remote: _Remote, *, uploaded: bool,
-                 listed_request: int = 0) -> None:
+    def _publish(self, job: _Job, remote: _Remote, *, uploaded: bool, listed_request: int = 0,
+                 gone: tuple[str, ...] = (), gone_why: str = "") -> None:
         view = remote.metadata.view()
         self._post(self._published, job.key, job.epoch, view, uploaded, None, remote.synced,
-                   listed_request)
+                   listed_request, gone, gone_why)
 
     def _apply_retention(self, job: _Job, remote: _Remote, uploaded_bytes: int) -> None:
         """Total retention (retention.ms/.bytes over local plus remote) on the remote log;
@@ -775,10 +804,13 @@ class RemoteLogManager:
             return
         # The loop stops reading them before their objects go (a read that took the
         # older view may still find one gone: RemoteObjectNotFoundError).
+        # Their cached chunks go with that view: a read queued before it is served
+        # before they are dropped (remote_fetcher.py), none queued after asks for them.
         doomed_ids = {segment.segment_id for segment in doomed}
         self._post(self._published, job.key, job.epoch, RemoteLogView.of(
             s for s in metadata.finished_segments() if s.segment_id not in doomed_ids),
-            False, doomed[-1].end_offset, remote.synced)
+            False, doomed[-1].end_offset, remote.synced, 0,
+            tuple(segment.segment_id for segment in doomed), "deleted by total retention")
         for segment in doomed:
             delete_segment(self._store, metadata, segment)
         log.info("%s: total retention deleted %d remote segments of %s-%d up to offset %d",

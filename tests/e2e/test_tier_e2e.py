@@ -269,3 +269,43 @@ def test_a_tiered_range_left_on_an_old_shard_keeps_its_records_once_its_local_co
     assert list_remote_segments(open_remote_store(store_url), topic,
                                 topic_id_in(broker.data_dir, topic), moved[0])
     check_everything_reads_back(broker.url, topic, acknowledged)
+
+
+def cached_segment_ids(data_dir: Path) -> set[str]:
+    """The segment ids of the chunks in every shard's tier cache (chunk_cache.py: files
+    named ``<segment id>-<chunk number>``)."""
+    return {path.name.rpartition("-")[0] for path in data_dir.glob("shards/*/tier-cache/*")}
+
+
+def test_deleting_a_tiered_topic_read_through_the_cache_leaves_none_of_its_chunks_on_disk(
+        broker_factory, moto_s3):
+    # Given a broker tiering to moto's S3 server, and two tiered topics keeping nothing
+    # locally, each read from offset 0 through the shard's chunk cache
+    store_url = moto_s3.url()
+    broker = broker_factory(shards=1, extra_args=(
+        "--tier-url", store_url, "--tier-cache-bytes", str(64 * MiB)))
+    doomed, kept = (tiered_topic(broker.url, local_retention_bytes=0) for _ in range(2))
+    segment_ids = {}
+    for topic in (doomed, kept):
+        acknowledged = produce(broker.url, topic, 0, 6_000, PARTITIONS)
+        wait_until(lambda: sum(local_log_bytes(broker.data_dir, topic).values())
+                   < 6_000 * VALUE_BYTES // 2, timeout_s=120, interval_s=0.5,
+                   explain=lambda: f"local .log bytes {local_log_bytes(broker.data_dir, topic)}")
+        check_everything_reads_back(broker.url, topic, acknowledged)
+        store = open_remote_store(store_url)
+        segment_ids[topic] = {segment.segment_id for partition in range(PARTITIONS)
+                              for segment in list_remote_segments(
+                                  store, topic, topic_id_in(broker.data_dir, topic), partition)}
+    cached = cached_segment_ids(broker.data_dir)
+    assert cached & segment_ids[doomed] and cached & segment_ids[kept]
+    # When one of them is deleted
+    doomed_id = topic_id_in(broker.data_dir, doomed)
+    with Admin(broker=broker.url) as admin:
+        admin.delete_topic(doomed)
+    # Then its remote objects go, and no chunk of it stays in the cache; the other's stay
+    wait_until(lambda: not store.list(f"{doomed}-{doomed_id}/"), timeout_s=60,
+               explain=lambda: [info.key for info in store.list(f"{doomed}-{doomed_id}/")])
+    wait_until(lambda: not cached_segment_ids(broker.data_dir) & segment_ids[doomed],
+               timeout_s=60, explain=lambda: sorted(cached_segment_ids(broker.data_dir)
+                                                    & segment_ids[doomed]))
+    assert cached_segment_ids(broker.data_dir) & segment_ids[kept]

@@ -120,3 +120,81 @@ def test_a_new_cache_starts_empty_whatever_a_previous_process_left(store, tmp_pa
     (tmp_path / "cache" / "stale-00000000").write_bytes(b"x" * 100)
     cache = RemoteChunkCache(tmp_path / "cache", 1000)
     assert list((tmp_path / "cache").iterdir()) == [] and cache.cached_bytes == 0
+
+
+def a_segment_of(store, data, topic_id, partition):
+    segment = RemoteSegment(**{**a_segment(store, data).__dict__, "topic_id": topic_id,
+                               "partition": partition})
+    store.put(segment.object_key(LOG), data)
+    return segment
+
+
+def files_of(directory, segment):
+    return sorted(path.name for path in directory.iterdir()
+                  if path.name.startswith(segment.segment_id))
+
+
+def test_discarding_a_partition_drops_its_segments_chunk_files_and_bytes_and_nothing_else(
+        store, tmp_path):
+    # Given a cache holding chunks of two segments of partition 0 of a topic, and of
+    # partition 1 of it, and of partition 0 of the topic created again under its name
+    deleted_id, new_id = "5c0e3b6a91d24f7e8a1b2c3d4e5f6071", "0123456789abcdef0123456789abcdef"
+    doomed = [a_segment_of(store, os.urandom(3000), deleted_id, 0) for _ in range(2)]
+    others = [a_segment_of(store, os.urandom(3000), deleted_id, 1),
+              a_segment_of(store, os.urandom(3000), new_id, 0)]
+    directory = tmp_path / "cache"
+    cache = RemoteChunkCache(directory, 100_000, chunk_bytes=1000, readahead_chunks=1)
+    for segment in doomed + others:
+        cache.read(store, segment, 0, 3000)
+    assert cache.cached_bytes == 12_000
+    # When partition 0 of the deleted topic id is discarded
+    dropped = cache.discard_partition(deleted_id, 0)
+    # Then its 6 chunks are gone, files and bytes, and the others' are all there
+    assert dropped == (6, 6000)
+    assert all(files_of(directory, segment) == [] for segment in doomed)
+    assert all(len(files_of(directory, segment)) == 3 for segment in others)
+    assert cache.cached_bytes == 6000 == sum(p.stat().st_size for p in directory.iterdir())
+    # And the others are still read from the cache, the discarded ones from the store again
+    gets = store.ranged_gets
+    for segment in others:
+        cache.read(store, segment, 0, 3000)
+    assert store.ranged_gets == gets
+    cache.read(store, doomed[0], 0, 3000)
+    assert store.ranged_gets == gets + 1
+    # And discarding it again, or a partition never cached, drops nothing
+    assert cache.discard_partition(deleted_id, 1) == (3, 3000)
+    assert cache.discard_partition("f" * 32, 0) == (0, 0)
+
+
+def test_discarding_a_segment_drops_exactly_its_chunks_and_says_how_many(store, tmp_path):
+    # Given a cache holding 3 chunks of one segment and 2 of another of the same partition
+    deleted, kept = a_segment(store, os.urandom(3000)), a_segment(store, os.urandom(2000))
+    directory = tmp_path / "cache"
+    cache = RemoteChunkCache(directory, 100_000, chunk_bytes=1000, readahead_chunks=1)
+    cache.read(store, deleted, 0, 3000)
+    cache.read(store, kept, 0, 2000)
+    # When the first is discarded (retention deleted it)
+    # Then its 3 chunks and 3000 bytes go, files included, and the other's stay
+    assert cache.discard(deleted.segment_id) == (3, 3000)
+    assert files_of(directory, deleted) == [] and len(files_of(directory, kept)) == 2
+    assert cache.cached_bytes == 2000
+    assert cache.discard(deleted.segment_id) == (0, 0)
+
+
+def test_chunks_evicted_one_by_one_are_forgotten_by_partition_too(store, tmp_path):
+    # Given a cache of 3 chunks that read 5 chunks of a segment (2 evicted)
+    segment = a_segment(store, os.urandom(5000))
+    cache = RemoteChunkCache(tmp_path / "cache", 3000, chunk_bytes=1000, readahead_chunks=1)
+    for number in range(5):
+        cache.read(store, segment, number * 1000, 10)
+    # When its partition is discarded, then the 3 chunks still cached are what goes
+    assert cache.discard_partition(segment.topic_id, segment.partition) == (3, 3000)
+    assert cache.cached_bytes == 0 and list((tmp_path / "cache").iterdir()) == []
+
+
+def test_clearing_the_cache_drops_every_chunk(store, tmp_path):
+    cache = RemoteChunkCache(tmp_path / "cache", 100_000, chunk_bytes=1000, readahead_chunks=1)
+    for _ in range(3):
+        cache.read(store, a_segment(store, os.urandom(2500)), 0, 2500)
+    assert cache.clear() == (9, 7500)
+    assert cache.cached_bytes == 0 and list((tmp_path / "cache").iterdir()) == []

@@ -8,7 +8,9 @@ moto's S3 server on 127.0.0.1.
 
 from __future__ import annotations
 
+import queue
 import socket
+import threading
 import time
 
 import pytest
@@ -27,7 +29,8 @@ from plinth.shards.tier.remote_segment import LOG, ObjectDigest, RemoteSegment, 
 from plinth.shards.tier.remote_store import open_remote_store
 from tests.moto_s3 import MotoS3
 from tests.shards.tier.tiered_shard import (
-    TOPIC_ID, TieredShard, record_value, records_of, tiered)
+    PARTITION, TOPIC, TOPIC_ID, TieredShard, record_value, records_of, tiered)
+from tests.support import wait_until
 
 
 
@@ -420,3 +423,91 @@ def test_a_fetch_from_object_storage_below_the_deleted_records_floor_is_out_of_r
         assert shard.on_loop(lambda part: part.remote.log_start_offset) == remote_start
     finally:
         shard.close()
+
+
+# --- Dropping cached chunks ------------------------------------------------------------------
+
+def cached_files(data_dir) -> list[str]:
+    return sorted(path.name for path in (data_dir / "tier-cache").iterdir())
+
+
+def test_deleting_a_partition_read_through_the_cache_drops_its_cached_chunks_and_logs_them(
+        s3_url, shard_at, tmp_path, caplog):
+    # Given a partition whose remote segments were read through the chunk cache
+    caplog.set_level("INFO", logger="plinth.shards.tier.remote_fetcher")
+    shard = shard_at(s3_url)
+    end_offset, local_start = tiered(shard, s3_url, tmp_path)
+    assert len(shard.read_all(0, local_start)) == local_start
+    cached_bytes = shard.stats()["remote_fetch"]["cache_bytes"]
+    assert cached_bytes > 0 and cached_files(tmp_path / "shard")
+    # When the partition is deleted (its topic deleted)
+    assert shard.server.call(shard.server.delete_partition, TOPIC, PARTITION)
+    # Then no chunk of it stays on the disk, and the log says how many went and how big
+    wait_until(lambda: not cached_files(tmp_path / "shard"), timeout_s=30,
+               explain=lambda: f"still cached: {cached_files(tmp_path / 'shard')}")
+    wait_until(lambda: any(f"({cached_bytes} bytes) of deleted {TOPIC}-{PARTITION} (topic id "
+                           f"{TOPIC_ID})" in r.getMessage() for r in caplog.records),
+               timeout_s=30, explain=lambda: [r.getMessage() for r in caplog.records])
+
+
+class GatedStore:
+    """A store whose ranged gets wait until ``open`` is set (at most 30 s)."""
+
+    def __init__(self, store):
+        self._store = store
+        self.url = store.url
+        self.open = threading.Event()
+        self.waiting = threading.Event()
+
+    def get(self, key):
+        return self._store.get(key)
+
+    def get_range(self, key, start, length):
+        self.waiting.set()
+        assert self.open.wait(30), "the test never opened the store"
+        return self._store.get_range(key, start, length)
+
+
+def test_a_drop_asked_while_an_earlier_read_runs_applies_after_it_and_one_before_a_read_spares_it(
+        tmp_path):
+    # Given a remote segment, and a reader thread whose store holds its ranged gets
+    url = f"file://{tmp_path}/store"
+    shard = TieredShard(tmp_path / "shard", url)
+    try:
+        tiered(shard, url, tmp_path)
+        segment = shard.on_loop(lambda part: part.remote.segments[0])
+    finally:
+        shard.close()
+    store = GatedStore(open_remote_store(url))
+    cache = RemoteChunkCache(tmp_path / "cache", limits.TIER_CACHE_BYTES_MIN)
+    results: queue.Queue = queue.Queue()
+    fetcher = RemoteFetcher("test", store, cache, done=results.put)
+    fetcher.start()
+    try:
+        def read(request_id):
+            return RemoteRead([b"r"], request_id, (TOPIC, PARTITION), segment, 0, 1 << 20,
+                              segment.end_offset, time.monotonic())
+        # When a read is queued and waits on the store, and then its partition is
+        # deleted (the drop is asked for after the read)
+        fetcher.submit(read(1))
+        assert store.waiting.wait(30)
+        fetcher.drop_partition("t-0", TOPIC_ID, PARTITION, "deleted")
+        store.open.set()
+        assert results.get(timeout=30).error is None
+        # Then the chunks that read cached are dropped once it is done
+        wait_until(lambda: not list((tmp_path / "cache").iterdir()), timeout_s=30,
+                   explain=lambda: list((tmp_path / "cache").iterdir()))
+        # And a drop asked before a read (the partition left, then came back) spares
+        # what that read caches
+        fetcher.drop_partition("t-0", TOPIC_ID, PARTITION, "moved away")
+        fetcher.submit(read(2))
+        assert results.get(timeout=30).error is None
+    finally:
+        fetcher.stop(10)
+    assert cache.cached_bytes > 0 and list((tmp_path / "cache").iterdir())
+    # And dropping its segment (retention deleted it) drops them, with the reader stopping
+    fetcher = RemoteFetcher("test", store, cache, done=results.put)
+    fetcher.start()
+    fetcher.drop_segments("t-0", (segment.segment_id,), "deleted by total retention")
+    fetcher.stop(10)
+    assert cache.cached_bytes == 0 and not list((tmp_path / "cache").iterdir())

@@ -436,6 +436,43 @@ def test_total_retention_deletes_the_oldest_remote_segments(tmp_path, tier_url):
                    == listed(store, "t", 0)[0].base_offset, timeout_s=WAIT_S)
 
 
+def cached_segment_ids(shard_dir) -> set[str]:
+    """The segment ids of the chunks in the shard's tier cache (remote_fetcher.py)."""
+    return {path.name.rpartition("-")[0] for path in (shard_dir / "tier-cache").iterdir()}
+
+
+def test_remote_segments_total_retention_deletes_lose_their_cached_chunks_and_no_others(
+        tmp_path, s3_url):
+    # Given a tiered topic keeping nothing locally, read from offset 0 through the
+    # chunk cache of a cloud store
+    shard_dir = tmp_path / "shard"
+    with running_shard(shard_dir, s3_url, tiered(local_retention_bytes=0)) as server:
+        store = open_remote_store(s3_url)
+        values = produce_values(server, 30)
+        wait_until(lambda: len(local_segments(server)) <= 2, timeout_s=WAIT_S,
+                   explain=lambda: f"local {local_segments(server)}, remote {remote_ranges(store)}")
+        assert read_from(server, 0, len(values)) == values
+        cached = cached_segment_ids(shard_dir)
+        assert len(cached) >= 4, cached
+        # When total retention shrinks to 3 segments and deletes the oldest remote ones
+        def shrink():
+            part = server._partitions[("t", 0)]
+            server.set_log_config("t", 0, tiered(local_retention_bytes=0,
+                                                 retention_bytes=3 * SEGMENT_BYTES))
+            return part.log.config.retention_bytes
+        assert server.call(shrink) == 3 * SEGMENT_BYTES
+        wait_until(lambda: len(cached - {s.segment_id for s in listed(store, "t", 0)}) >= 2,
+                   timeout_s=WAIT_S, explain=lambda: f"remote {remote_ranges(store)}")
+        # Then the chunks of the deleted segments leave the cache, and the others stay
+        def settled():
+            kept = {s.segment_id for s in listed(store, "t", 0)}
+            return cached_segment_ids(shard_dir) == cached & kept and kept
+        wait_until(settled, timeout_s=WAIT_S,
+                   explain=lambda: f"cached {sorted(cached_segment_ids(shard_dir))}, remote "
+                                   f"{sorted(s.segment_id for s in listed(store, 't', 0))}")
+        assert cached_segment_ids(shard_dir)
+
+
 # --- Topic deletion ---------------------------------------------------------------------------
 
 def test_deleting_the_topic_deletes_its_remote_objects(tmp_path, tier_url):
