@@ -201,3 +201,13 @@ def topic_that_moves(partitions: int, shards_before: list[str], shards_after: li
                      for p in range(partitions))
         if 0 < moving < partitions:
             return topic
+
+
+class ManualClock:
+    """A stand-in for ``time.monotonic`` that moves only when a test sets ``now_s``."""
+
+    def __init__(self, now_s: float = 1000.0):
+        self.now_s = now_s
+
+    def __call__(self) -> float:
+        return self.now_s

@@ -10,23 +10,16 @@ from plinth import limits
 from plinth.client.accumulator import RecordAccumulator
 from plinth.client.partition_counts import PartitionCounts
 from plinth.errors import PartitionOutOfRangeError, PlinthTimeoutError, UnknownTopicError
+from tests.support import ManualClock
 
 REFRESH_S_MIN = limits.PRODUCER_METADATA_REFRESH_MS_MIN / 1000
 MAX_AGE_MS = 60_000
 T0_MS = 1_700_000_000_000
 
 
-class Clock:
-    def __init__(self):
-        self.now_s = 1000.0
-
-    def __call__(self) -> float:
-        return self.now_s
-
-
 @pytest.fixture
 def clock():
-    return Clock()
+    return ManualClock()
 
 
 @pytest.fixture

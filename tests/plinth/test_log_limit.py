@@ -7,23 +7,14 @@ import logging
 import pytest
 
 from plinth.log_limit import LogLimit
+from tests.support import ManualClock
 
 log = logging.getLogger("tests.log_limit")
 
 
-class Clock:
-    """time.monotonic for the module, moved by the test."""
-
-    def __init__(self):
-        self.now_s = 1000.0
-
-    def __call__(self) -> float:
-        return self.now_s
-
-
 @pytest.fixture
 def clock(monkeypatch):
-    clock = Clock()
+    clock = ManualClock()
     monkeypatch.setattr("plinth.log_limit.time.monotonic", clock)
     return clock
 

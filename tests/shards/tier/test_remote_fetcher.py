@@ -273,15 +273,21 @@ def test_a_store_that_never_answers_holds_up_no_local_fetch_and_a_full_queue_is_
     assert remote and all("waited" in str(reply.error) for reply in remote.values())
 
 
-def test_a_read_never_hands_out_an_entry_at_or_past_the_high_watermark_it_was_given(tmp_path):
-    # Given a remote segment in a file:// store, and a reader on it (no thread)
+def first_remote_segment(tmp_path) -> tuple[str, RemoteSegment]:
+    """(url, segment): the first remote segment of a tiered partition, in a file:// store
+    under ``tmp_path``; the shard that wrote it is closed."""
     url = f"file://{tmp_path}/store"
     shard = TieredShard(tmp_path / "shard", url)
     try:
         tiered(shard, url, tmp_path)
-        segment = shard.on_loop(lambda part: part.remote.segments[0])
+        return url, shard.on_loop(lambda part: part.remote.segments[0])
     finally:
         shard.close()
+
+
+def test_a_read_never_hands_out_an_entry_at_or_past_the_high_watermark_it_was_given(tmp_path):
+    # Given a remote segment in a file:// store, and a reader on it (no thread)
+    url, segment = first_remote_segment(tmp_path)
     fetcher = RemoteFetcher("test", open_remote_store(url),
                             RemoteChunkCache(tmp_path / "cache", limits.TIER_CACHE_BYTES_MIN),
                             done=None)
@@ -471,13 +477,7 @@ class GatedStore:
 def test_a_drop_asked_while_an_earlier_read_runs_applies_after_it_and_one_before_a_read_spares_it(
         tmp_path):
     # Given a remote segment, and a reader thread whose store holds its ranged gets
-    url = f"file://{tmp_path}/store"
-    shard = TieredShard(tmp_path / "shard", url)
-    try:
-        tiered(shard, url, tmp_path)
-        segment = shard.on_loop(lambda part: part.remote.segments[0])
-    finally:
-        shard.close()
+    url, segment = first_remote_segment(tmp_path)
     store = GatedStore(open_remote_store(url))
     cache = RemoteChunkCache(tmp_path / "cache", limits.TIER_CACHE_BYTES_MIN)
     results: queue.Queue = queue.Queue()
