@@ -303,3 +303,32 @@ def test_user_star_is_refused_saying_that_star_alone_grants_every_client(tmp_pat
                                                  "the key \"\\*\" \\(without User:\\) "
                                                  "grants every client"):
         acl_from(tmp_path, {"User:*": [{"operations": ["consume"], "topics": "orders"}]})
+
+
+def test_refusals_are_sentences_naming_what_was_refused_and_the_grant_it_lacks(tmp_path):
+    # Given a key that may only produce to orders.*
+    acl = acl_from(tmp_path, {KEY: [{"operations": ["produce"], "topics": "orders.*"}]})
+    who = f"client {KEY[:8]}..."
+
+    def refusal(request) -> str:
+        with pytest.raises(NotAuthorizedError) as refused:
+            acl.check(KEY, request)
+        return str(refused.value)
+
+    # When it asks for another topic's metadata (as `plinth produce other` does first),
+    # the cluster's status, more shards or every topic's metadata
+    # Then each refusal says in words what it may not do and which grant would allow it
+    assert refusal(protocol.MetadataRequest(1, ("other",))) == (
+        f"{who} may not see topic 'other' (metadata): it needs a grant of any operation "
+        f"(produce, consume or admin) on it")
+    assert refusal(produce("other")) == (
+        f"{who} may not produce to topic 'other' (produce): it needs a grant of produce on it")
+    assert refusal(protocol.StatusRequest(1)) == (
+        f"{who} may not read the cluster's status: it needs a grant of the cluster operation")
+    assert refusal(protocol.AddShardsRequest(1, 1)) == (
+        f"{who} may not add shards: it needs a grant of the cluster operation")
+    # And a client without any grant is told so first
+    acl = acl_from(tmp_path, {OTHER: [{"operations": ["cluster"]}]})
+    assert refusal(protocol.MetadataRequest(1, ())) == (
+        f"{who} has no grants, so it may not read the cluster's metadata: it needs a grant "
+        f"of any operation (produce, consume or admin)")
