@@ -126,6 +126,12 @@ CREATE_TOPICS_BATCH_MAX = 100
 UNAUTHENTICATED_LOG_INTERVAL_S = 60.0
 UNAUTHENTICATED_LOG_SOURCES_MAX = 1024
 
+# --- Certificates ---------------------------------------------------------
+# A listener's TLS certificate that expires within this is warned of at startup
+# (one that has expired is refused: every client's handshake would fail). A
+# week leaves a weekly restart, or an operator reading the log, time to renew it.
+TLS_CERT_EXPIRY_WARNING_S = 7 * 24 * 3600.0
+
 # --- Consumer groups -----------------------------------------------------
 GROUP_NAME_BYTES_MAX = 249
 GROUP_MEMBERS_MAX = 1000

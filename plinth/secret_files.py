@@ -9,6 +9,15 @@ directory. A file that is already there is used only if it is a regular file
 readable nor writable by anyone else: a secret another local user could have
 planted or read is refused, naming the file, its owner and its mode, and telling
 the user to remove it (the server then makes a new one).
+
+Files that hold a secret the user gives the server (``check_given_secret``:
+the CurveZMQ server secret key, the Kafka listener's SASL users file and its
+TLS private key) are checked alike when loaded, as ssh checks a private key:
+one that others may read or change is refused, naming the file, its mode and
+the ``chmod 600`` that fixes it. Unlike a made secret, such a file may be a
+symbolic link (certificate tools keep their current key behind one, as
+Let's Encrypt's ``live/`` directory does): the file it leads to is checked.
+It may also be owned by root, who can read it anyway.
 """
 
 from __future__ import annotations
@@ -55,6 +64,28 @@ def check_private(path: Path, what: str) -> None:
         raise InvalidConfigError(
             f"{what} {path} {problem}; someone else may know or have chosen it. Remove it "
             f"(a new one, mode {SECRET_FILE_MODE:o}, is made at the next start)")
+
+
+def check_given_secret(path: Path, what: str) -> None:
+    """InvalidConfigError unless ``path`` (symbolic links followed) is a regular file,
+    owned by this user or root, that no one else may read or write; the message
+    names ``what``, the file, its mode and the chmod that fixes it."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise InvalidConfigError(f"cannot read {what} {path}: {exc}") from None
+    mode = stat.S_IMODE(info.st_mode)
+    if not stat.S_ISREG(info.st_mode):
+        raise InvalidConfigError(f"{what} {path} is not a regular file")
+    if info.st_uid not in (os.geteuid(), 0):
+        raise InvalidConfigError(
+            f"{what} {path} is owned by uid {info.st_uid}, neither this user (uid "
+            f"{os.geteuid()}) nor root: its owner may read or change it. Give the server "
+            f"its own copy, mode {SECRET_FILE_MODE:o}")
+    if mode & 0o077:
+        raise InvalidConfigError(
+            f"{what} {path} has mode {mode:o}: other users may read or change it. Run "
+            f"`chmod {SECRET_FILE_MODE:o} {path}`")
 
 
 def _create(path: Path, secret: str) -> None:

@@ -109,6 +109,21 @@ class QuotaRates:
 # What a request needs: (operation or None for any, topic or None, group or None).
 Need = tuple[str | None, str | None, str | None]
 
+# How a refusal names what a request does to a topic or group, by the operation it
+# needs (None: any, as Kafka's Describe); router/kafka/plinth_errors.py reads the
+# resource ("topic '...'", "group '...'", "the cluster operation") from the text.
+_DOING_TO = {"produce": "produce to", "consume": "consume from", "admin": "administer",
+             None: "see"}
+_DOING_IN_GROUP = {"consume": "consume in", "admin": "administer"}
+# What a request asks of the cluster, for refusals of requests on no topic or group.
+_ASKING = {"status": "read the cluster's status", "addShards": "add shards",
+           "removeShards": "remove shards", "moveShard": "move a shard",
+           "electLeaders": "elect leaders", "createTopics": "create topics",
+           "replicaFetch": "fetch replicas", "replicaFetchAll": "fetch replicas",
+           "metadata": "read the cluster's metadata", "listTopics": "list topics",
+           "listTopicsPage": "list topics", "listGroups": "list groups",
+           "listGroupsPage": "list groups", "topicStats": "read topic statistics"}
+
 
 class ClientGrants:
     """One client key's grants: its own and those of ``"*"``. Immutable, so any
@@ -145,8 +160,8 @@ class ClientGrants:
             if not self.may(operation, topic, group):
                 refusal = self._refusal(request, operation, topic, group)
                 if not self.grants:
-                    refusal = f"{self.who} has no grants: {refusal}"
-                raise NotAuthorizedError(refusal)
+                    raise NotAuthorizedError(f"{self.who} has no grants, so it {refusal}")
+                raise NotAuthorizedError(f"{self.who} {refusal}")
 
     @property
     def who(self) -> str:
@@ -155,15 +170,21 @@ class ClientGrants:
         return f"client {shown}"
 
     def _refusal(self, request, operation, topic, group) -> str:
-        who = self.who
+        """"may not ...": what the client may not do, the request and the grant it
+        lacks."""
+        kind = request.kind
+        grant = (f"a grant of {operation}" if operation is not None
+                 else "a grant of any operation (produce, consume or admin)")
         if topic is not None:
-            what = operation or "read metadata of"
-            return f"{who} may not {what} topic {topic!r} ({request.kind})"
+            return (f"may not {_DOING_TO[operation]} topic {topic!r} ({kind}): it "
+                    f"needs {grant} on it")
         if group is not None:
-            return f"{who} may not {operation} group {group!r} ({request.kind})"
+            return (f"may not {_DOING_IN_GROUP[operation]} group {group!r} ({kind}): "
+                    f"it needs {grant} on it")
+        asking = _ASKING.get(kind, f"send {kind} requests")
         if operation is None:
-            return f"{who} may not {request.kind}: it needs a grant of any operation"
-        return f"{who} may not {request.kind}: it needs the {operation} operation"
+            return f"may not {asking}: it needs {grant}"
+        return f"may not {asking}: it needs a grant of the {operation} operation"
 
 
 def _allows(grant: Grant, operation: str | None, topic: str | None, group: str | None) -> bool:

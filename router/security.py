@@ -8,7 +8,13 @@ directory. An unauthenticated client never gets a reply. ZeroMQ then stamps
 every message with the client's public key (the ``User-Id`` property), which
 the router checks against the ACL (router/acl.py) for each request: an
 authenticated client without the grant gets a ``notAuthorized`` error. Both
-kinds of refusal are logged.
+kinds of refusal are logged; a refused handshake, which anyone can cause, at
+most once per client key per UNAUTHENTICATED_LOG_INTERVAL_S (plinth/log_limit.py),
+the next line saying how many were dropped.
+
+The server's secret key file must be private (mode 0600, as ``plinth keygen``
+writes it): one that others may read is refused, naming its mode and the
+chmod that fixes it (plinth/secret_files.py).
 
 Answers that would show more than the client may see are cut: listGroups by
 the admin bridge (admin_bridge.py), fetchOffsets here (``OffsetsFilter``): the
@@ -39,8 +45,10 @@ from zmq.auth.thread import ThreadAuthenticator
 from plinth import limits, protocol
 from plinth.errors import (InvalidConfigError, NotAuthorizedError, TooManyRequestsError,
                            UnavailableError)
+from plinth.log_limit import LogLimit
 from plinth.router import reply_header
 from plinth.router.acl import Acl, ClientGrants
+from plinth.secret_files import check_given_secret
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +59,7 @@ class Security:
 
     def __init__(self, server_secret_key_file: Path, authorized_keys_dir: Path,
                  acl_file: Path | None = None):
+        check_given_secret(server_secret_key_file, "the CurveZMQ server secret key")
         try:
             self.public_key, self.secret_key = zmq.auth.load_certificate(str(server_secret_key_file))
         except (OSError, ValueError) as exc:
@@ -66,6 +75,7 @@ class Security:
         self._internal: dict[str, str] = {}
         self.acl = Acl.load(acl_file) if acl_file is not None else None
         self._auth: ThreadAuthenticator | None = None
+        self._refusals_log = LogLimit(log)   # refused handshakes, per client key
 
     def _load_authorized(self) -> set[str]:
         keys = set()
@@ -80,7 +90,8 @@ class Security:
         key = client_key.decode() if isinstance(client_key, bytes) else client_key
         if key in self._authorized or key in self._internal:
             return True
-        log.warning("refused a client with key %s... : not in %s", key[:8], self.authorized_keys_dir)
+        self._refusals_log.warning(key, "refused a client with key %s...: not in %s",
+                                   key[:8], self.authorized_keys_dir)
         return False
 
     def start(self, context: zmq.Context) -> None:

@@ -9,6 +9,8 @@ SCRAM-SHA-256 (sasl_scram.py). Its progress lives in the connection's
 
     "sasl_mechanism"   the mechanism the handshake chose
     "sasl_exchange"    SCRAM's ScramExchange, between its two rounds
+    "sasl_user"        the user the login names, once read (None if the
+                       message named none): what its log lines are keyed by
     "sasl_checking"    True while a PLAIN password is being checked: its
                        PBKDF2 runs in one of KAFKA_SASL_PLAIN_CHECK_THREADS
                        threads, off the event loop (hashlib releases the
@@ -19,9 +21,19 @@ SCRAM-SHA-256 (sasl_scram.py). Its progress lives in the connection's
     "sasl_failed"      True after a failed login: the gateway closes the
                        connection at its next request, as Kafka closes it
 
+PLAIN sends the password as it is, so it is offered only where the listener
+allows it (``gateway.sasl_plain_allowed``: TLS, or a loopback address;
+service.py): elsewhere a SaslHandshake for PLAIN is answered
+UNSUPPORTED_SASL_MECHANISM with SCRAM-SHA-256 as the one mechanism, before
+the client has sent its password, as Kafka answers a mechanism it has not
+enabled (the handshake has no message field: the log line says why).
+
 A failed login is answered SASL_AUTHENTICATION_FAILED with a message naming
 the mechanism and the user, and logged with the user and the peer, never the
-password. SaslHandshake v0 (whose tokens follow without Kafka framing) is
+password. Anyone can cause these lines, so they go through the gateway's
+``sasl_log`` (plinth/log_limit.py): one per user and mechanism per
+UNAUTHENTICATED_LOG_INTERVAL_S, and one per refused mechanism and version of
+SaslHandshake, the next saying how many were dropped. SaslHandshake v0 (whose tokens follow without Kafka framing) is
 answered UNSUPPORTED_VERSION: the clients Plinth is tested with use v1.
 Re-authentication (KIP-368) is not offered: session_lifetime_ms is 0.
 """
@@ -34,6 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from plinth import limits
 from plinth.errors import SaslAuthenticationError
+from plinth.log_limit import LogLimit
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.sasl_plain import MECHANISM as PLAIN, authenticate_plain
 from plinth.router.kafka.sasl_scram import MECHANISM as SCRAM_SHA_256, ScramExchange
@@ -41,28 +54,50 @@ from plinth.router.kafka.sasl_scram import MECHANISM as SCRAM_SHA_256, ScramExch
 log = logging.getLogger(__name__)
 
 MECHANISMS = [PLAIN, SCRAM_SHA_256]
+# How much of a name a client sent (a user, a mechanism) keys its log lines.
+_NAME_IN_LOG_KEY_CHARS_MAX = limits.KAFKA_SASL_USER_NAME_BYTES_MAX
 _PLAIN_CHECKS = ThreadPoolExecutor(max_workers=limits.KAFKA_SASL_PLAIN_CHECK_THREADS,
                                    thread_name_prefix="kafka-sasl-plain")
+
+
+def mechanisms_offered(plain_allowed: bool) -> list[str]:
+    """The mechanisms a listener offers: PLAIN only where its password cannot be read
+    on the way (TLS, or loopback)."""
+    return MECHANISMS if plain_allowed else [m for m in MECHANISMS if m != PLAIN]
+
+
+def refusals_log() -> LogLimit:
+    """A listener's limiter of the lines refused and failed logins write."""
+    return LogLimit(log)
 
 
 async def sasl_handshake(gateway, header, body: dict, connection) -> dict:
     """Choose the mechanism of this connection's login."""
     state = connection.state
     mechanism = body["mechanism"]
+    offered = mechanisms_offered(gateway.sasl_plain_allowed)
+    why = ""
     if header.api_version < 1:
         code = kafka.UNSUPPORTED_VERSION
     elif "principal" in state or "sasl_mechanism" in state:
         code = kafka.ILLEGAL_SASL_STATE
-    elif mechanism not in MECHANISMS:
+    elif mechanism not in offered:
         code = kafka.UNSUPPORTED_SASL_MECHANISM
+        if mechanism in MECHANISMS:
+            why = (": PLAIN would send the password in the clear, and this listener has no "
+                   "TLS and is not on loopback; log in with SCRAM-SHA-256, or give the "
+                   "listener --kafka-tls-cert and --kafka-tls-key")
     else:
         state["sasl_mechanism"] = mechanism
         code = kafka.NONE
     if code != kafka.NONE:
-        log.warning("Kafka connection %d from %s:%s: SaslHandshake v%d for %r refused (error "
-                    "%d)", connection.connection_id, *connection.peer, header.api_version,
-                    mechanism, code)
-    return {"error_code": code, "mechanisms": MECHANISMS}
+        gateway.sasl_log.warning(
+            f"handshake {str(mechanism)[:_NAME_IN_LOG_KEY_CHARS_MAX]!r} "
+            f"v{header.api_version} {code}",
+            "Kafka connection %d from %s:%s: SaslHandshake v%d for %r refused (error %d)%s",
+            connection.connection_id, *connection.peer, header.api_version, mechanism, code,
+            why)
+    return {"error_code": code, "mechanisms": offered}
 
 
 async def sasl_authenticate(gateway, header, body: dict, connection) -> dict:
@@ -79,13 +114,16 @@ async def sasl_authenticate(gateway, header, body: dict, connection) -> dict:
                 f"{mechanism}: a message of {len(token)} bytes, the limit is "
                 f"{limits.KAFKA_SASL_AUTH_BYTES_MAX}")
         if mechanism == PLAIN:
+            state["sasl_user"] = _plain_user(token)
             _logged_in(connection, await _check_plain(gateway, connection, token), PLAIN)
             return _answer(kafka.NONE, None)
         return _answer(kafka.NONE, None, _scram_round(gateway, connection, token))
     except SaslAuthenticationError as exc:
         state["sasl_failed"] = True
-        log.warning("Kafka connection %d from %s:%s: SASL login failed: %s",
-                    connection.connection_id, *connection.peer, exc)
+        user = str(state.get("sasl_user"))[:_NAME_IN_LOG_KEY_CHARS_MAX]
+        gateway.sasl_log.warning(f"login {mechanism} {user!r}",
+                                 "Kafka connection %d from %s:%s: SASL login failed: %s",
+                                 connection.connection_id, *connection.peer, exc)
         return _answer(kafka.SASL_AUTHENTICATION_FAILED, f"Authentication failed: {exc}")
 
 
@@ -103,11 +141,21 @@ def _scram_round(gateway, connection, token: bytes) -> bytes:
     exchange = state.get("sasl_exchange")
     if exchange is None:
         exchange = state["sasl_exchange"] = ScramExchange(gateway.sasl_users)
-        return exchange.first(token)
+        try:
+            return exchange.first(token)
+        finally:
+            state["sasl_user"] = exchange.user   # None if the message named none
     del state["sasl_exchange"]
     server_final = exchange.final(token)
     _logged_in(connection, exchange.user, SCRAM_SHA_256)
     return server_final
+
+
+def _plain_user(token: bytes) -> str | None:
+    """The user a PLAIN message names (authzid NUL user NUL password), to key its log
+    lines by; None if it names none."""
+    parts = bytes(token).split(b"\0")
+    return parts[1].decode(errors="replace") if len(parts) == 3 else None
 
 
 def _logged_in(connection, user: str, mechanism: str) -> None:

@@ -111,6 +111,9 @@ class KafkaGateway:
         self.cluster = cluster
         self.sasl_users = sasl_users   # None: no login asked
         self.tls = False               # the listener's connections are TLS (service.py)
+        # SASL PLAIN may be offered: TLS, or a loopback address (service.py, api_sasl.py)
+        self.sasl_plain_allowed = False
+        self.sasl_log = api_sasl.refusals_log()   # refused and failed logins, limited
         self.auto_create_topics = auto_create_topics
         self.auto_create_refusals = api_cluster.AutoCreateRefusals()
         self.log_dir = log_dir

@@ -82,16 +82,17 @@ def kafka_message(error: BaseException | None) -> str | None:
     return None if error is None else str(error)
 
 
-# router/acl.py's refusals: "... may not <operation> topic '<name>' ...", "... may
-# not <operation> group '<name>' ...", "... it needs the cluster operation".
-_REFUSED_RESOURCE = re.compile(r" may not \w+ (topic|group) '")
+# router/acl.py's refusals: "... may not <doing> topic '<name>' ...", "... may
+# not <doing> group '<name>' ...", "... it needs a grant of the cluster operation";
+# <doing> is one or two words ("produce to", "administer").
+_REFUSED_RESOURCE = re.compile(r" may not \w+(?: \w+)? (topic|group) '")
 
 
 def _refused(message: str) -> int:
     """The Kafka authorization error for a refusal of the ACL (router/acl.py): on a
     group, on the cluster, else on a topic. The message is the ACL's own; a name
     that mimics its wording only changes the code its own client sees."""
-    if message.endswith("needs the cluster operation"):
+    if message.endswith("the cluster operation"):
         return kafka.CLUSTER_AUTHORIZATION_FAILED
     found = _REFUSED_RESOURCE.search(message)
     if found is not None and found.group(1) == "group":

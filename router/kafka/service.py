@@ -11,10 +11,21 @@ differs from the address bound (a container, a NAT); by default the bound one.
 Security (issue 15), as for the ZeroMQ listener and its CurveZMQ:
 
 - ``--kafka-tls-cert FILE --kafka-tls-key FILE``: every connection is TLS
-  (PEM files; the key unencrypted). Clients use SASL_SSL (or SSL).
+  (PEM files). Clients use SASL_SSL (or SSL). The key must be unencrypted
+  (the server runs unattended: an encrypted one is refused at once, never
+  prompted for) and, as the users file, mode 0600 (plinth/secret_files.py).
+  A certificate that has expired is refused at startup, since every client's
+  handshake would fail on it; one that expires within
+  TLS_CERT_EXPIRY_WARNING_S, or is not valid yet (a clock may be off; it
+  becomes valid by itself), is logged as a WARNING naming the file and date.
 - ``--kafka-sasl-users FILE``: every connection must log in, SASL PLAIN or
   SCRAM-SHA-256, as a user of the file (sasl_users.py; ``plinth kafka-user
   add`` writes it), before anything but ApiVersions is served (gateway.py).
+  PLAIN sends the password itself, so it is offered only where it cannot be
+  read on the way: with TLS, or on a loopback address. Elsewhere (a
+  non-loopback listener without TLS, which needs ``--allow-insecure``) only
+  SCRAM-SHA-256 is, whose password never crosses the wire; Kafka allows
+  PLAIN over SASL_PLAINTEXT, Plinth does not.
 - On an address that is not loopback, both are required unless
   ``--allow-insecure`` is given (the same switch that lets the ZeroMQ
   listener go plaintext); the refusal names what is missing.
@@ -35,6 +46,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,10 +56,12 @@ import zmq
 from plinth import limits
 from plinth.errors import InvalidConfigError
 from plinth.loopback import is_loopback
+from plinth.router.kafka.api_sasl import mechanisms_offered
 from plinth.router.kafka.backend import PlinthBackend
 from plinth.router.kafka.gateway import KafkaCluster, KafkaGateway
 from plinth.router.kafka.listener import KafkaListener
 from plinth.router.kafka.sasl_users import ScramCredential, load_users
+from plinth.secret_files import check_given_secret
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +98,8 @@ class KafkaListenerOptions:
             raise InvalidConfigError("--kafka-tls-cert and --kafka-tls-key go together: give "
                                      "both, or neither")
         self.ssl_context()
+        if self.tls_cert is not None:
+            check_certificate_dates(self.tls_cert)
         self.users()
         missing = [what for what, given in (("TLS (--kafka-tls-cert, --kafka-tls-key)",
                                              self.tls_cert is not None),
@@ -103,17 +119,83 @@ class KafkaListenerOptions:
         """The TLS server context, or None; InvalidConfigError naming the files."""
         if self.tls_cert is None:
             return None
+        check_given_secret(self.tls_key, "the Kafka TLS key (--kafka-tls-key)")
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         try:
-            context.load_cert_chain(self.tls_cert, self.tls_key)
+            context.load_cert_chain(self.tls_cert, self.tls_key, password=_refuse_passphrase)
+        except _PassphraseAsked:
+            raise InvalidConfigError(
+                f"the Kafka TLS key {self.tls_key} is encrypted (it asks for a passphrase): "
+                f"give an unencrypted PEM key, mode 600 (for example `openssl pkey -in "
+                f"{self.tls_key} -out plain.key`); the server runs unattended and never "
+                f"prompts") from None
         except (OSError, ssl.SSLError) as exc:
             raise InvalidConfigError(f"cannot load the Kafka TLS certificate {self.tls_cert} "
                                      f"with key {self.tls_key}: {exc}") from None
         return context
 
     def users(self) -> dict[str, ScramCredential] | None:
-        return None if self.sasl_users is None else load_users(self.sasl_users)
+        if self.sasl_users is None:
+            return None
+        check_given_secret(self.sasl_users, "SASL users file (--kafka-sasl-users)")
+        return load_users(self.sasl_users)
+
+    def plain_allowed(self) -> bool:
+        """Whether SASL PLAIN may be offered: its password is sent as it is, so only
+        inside TLS, or on loopback where it crosses no network."""
+        return self.tls_cert is not None or is_loopback(
+            parse_host_port(self.listen, "--kafka-listen")[0])
+
+
+class _PassphraseAsked(Exception):
+    """The TLS key is encrypted: load_cert_chain asked for its passphrase."""
+
+
+def _refuse_passphrase():
+    """load_cert_chain's password callable: never prompt (OpenSSL would read the
+    terminal, blocking a server forever; without one it fails unclearly)."""
+    raise _PassphraseAsked
+
+
+def check_certificate_dates(cert: Path, now_s: float | None = None) -> None:
+    """InvalidConfigError if the certificate in ``cert`` has expired; a WARNING if it
+    expires within TLS_CERT_EXPIRY_WARNING_S or is not valid yet. Both name the file
+    and the date. Reads the first certificate of the PEM file (the server's own)."""
+    now_s = time.time() if now_s is None else now_s
+    try:
+        decoded = ssl._ssl._test_decode_cert(str(cert))   # CPython's own X.509 decoder
+        not_before, not_after = decoded["notBefore"], decoded["notAfter"]
+        not_before_s = ssl.cert_time_to_seconds(not_before)
+        not_after_s = ssl.cert_time_to_seconds(not_after)
+    except (AttributeError, KeyError, OSError, ValueError, ssl.SSLError) as exc:
+        log.warning("cannot read the validity dates of the Kafka TLS certificate %s (%s): "
+                    "not checked", cert, exc)
+        return
+    if not_after_s <= now_s:
+        raise InvalidConfigError(
+            f"the Kafka TLS certificate {cert} expired on {not_after} (notAfter): every "
+            f"client would fail its TLS handshake. Renew it")
+    if not_after_s - now_s < limits.TLS_CERT_EXPIRY_WARNING_S:
+        log.warning("the Kafka TLS certificate %s expires on %s (notAfter), in %.1f days: "
+                    "renew it before then, or every client's TLS handshake will fail",
+                    cert, not_after, (not_after_s - now_s) / 86400)
+    if not_before_s > now_s:
+        log.warning("the Kafka TLS certificate %s is not valid before %s (notBefore): until "
+                    "then clients fail their TLS handshake (is this machine's clock right?)",
+                    cert, not_before)
+
+
+def security_summary(tls: bool, users: int | None, plain_allowed: bool) -> str:
+    """The startup line's account of a listener's TLS and SASL (``users``: how many
+    may log in; None: no login asked), a sentence for each combination."""
+    said = "TLS" if tls else "no TLS (plaintext)"
+    if users is None:
+        return f"{said}, no SASL login (every client is served as it connects)"
+    why = "" if plain_allowed else (": not PLAIN, which would send passwords in the clear "
+                                    "to a non-loopback address without TLS")
+    return (f"{said}, and a SASL login as one of {users} users by "
+            f"{' or '.join(mechanisms_offered(plain_allowed))}{why}")
 
 
 def router_url_for(listen_url: str) -> str:
@@ -172,9 +254,11 @@ class KafkaService:
         gateway = KafkaGateway(self._backend, None, self._users,
                                auto_create_topics=self.options.auto_create_topics,
                                log_dir=self._log_dir, acl=self._acl)
-        gateway.tls = self.options.ssl_context() is not None
+        context = self.options.ssl_context()
+        gateway.tls = context is not None
+        gateway.sasl_plain_allowed = self.options.plain_allowed()
         self._listener = KafkaListener(
-            host, port, gateway.handle, ssl_context=self.options.ssl_context(),
+            host, port, gateway.handle, ssl_context=context,
             first_request_bytes_max=(None if self._users is None
                                      else limits.KAFKA_REQUEST_BYTES_BEFORE_LOGIN_MAX))
         self.address = self._listener.start()
@@ -182,10 +266,11 @@ class KafkaService:
                       if self.options.advertised else self.address)
         self.advertised = f"{host}:{port}"
         gateway.cluster = KafkaCluster(self.advertised, self._cluster_id, self._brokers)
-        log.info("Kafka listener on %s:%d%s%s, advertised as %s", *self.address,
-                 " with TLS" if self.options.tls_cert else "",
-                 f" and SASL ({len(self._users)} users)" if self._users is not None else "",
-                 self.advertised)
+        log.info("Kafka listener on %s:%d, advertised as %s: %s", *self.address,
+                 self.advertised, security_summary(
+                     self.options.tls_cert is not None,
+                     None if self._users is None else len(self._users),
+                     self.options.plain_allowed()))
         return self.address
 
     def stop(self) -> None:

@@ -227,11 +227,11 @@ def test_a_refusal_is_left_to_the_consumers_poll_to_raise_not_logged_as_a_warnin
         member_of, caplog):
     # Given a coordinator that refuses the client the group (its ACL)
     caplog.set_level(logging.DEBUG, logger="plinth.client.group_membership")
-    member, _ = member_of([NotAuthorizedError("client abc may not consume group 'g'")])
+    member, _ = member_of([NotAuthorizedError("client abc may not consume in group 'g'")])
     wait_until(lambda: member._fatal is not None, timeout_s=10)
     # Then the poll raises it, and nothing is logged at warning or above: the command
     # that polls says it once (it was logged as an error, then said again)
-    with pytest.raises(NotAuthorizedError, match="may not consume group 'g'"):
+    with pytest.raises(NotAuthorizedError, match="may not consume in group 'g'"):
         member.raise_if_refused()
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 

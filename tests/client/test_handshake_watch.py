@@ -78,6 +78,7 @@ def keys(tmp_path):
     authorized.mkdir()
     for name in ("server", "admitted", "stranger"):
         zmq.auth.create_certificates(str(keys), name)
+    (keys / "server.key_secret").chmod(0o600)   # as plinth keygen writes it; Security checks
     (authorized / "admitted.key").write_text((keys / "admitted.key").read_text())
     return keys, authorized
 

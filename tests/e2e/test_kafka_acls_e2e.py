@@ -206,4 +206,5 @@ def test_only_a_user_with_the_cluster_operation_may_elect_leaders(acl_kafka):
         assert [(p.partition_id, p.error_code) for p in result.partition_result] == \
             [(0, partition)], user
         if user == "alice":
-            assert "needs the cluster operation" in result.partition_result[0].error_message
+            assert "may not elect leaders: it needs a grant of the cluster operation" in \
+                result.partition_result[0].error_message

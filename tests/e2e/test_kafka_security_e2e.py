@@ -165,15 +165,16 @@ def test_a_wrong_password_fails_the_login_cleanly_and_is_logged_without_the_pass
     errors = _librdkafka_errors(Producer, {**_confluent(secure_kafka, "alice", "SCRAM-SHA-256",
                                                         password="also-wrong")})
     assert errors[0].code() == KafkaError._AUTHENTICATION, errors
-    # And kafka-python (SCRAM-SHA-256) sees Kafka's SaslAuthenticationFailedError and gives up
+    # And kafka-python (SCRAM-SHA-256, as bob: the log keeps one line per user and
+    # mechanism a minute) sees Kafka's SaslAuthenticationFailedError and gives up
     with pytest.raises(KafkaTimeoutError):
-        KafkaProducer(**_kafka_python(secure_kafka, "alice", "SCRAM-SHA-256",
+        KafkaProducer(**_kafka_python(secure_kafka, "bob", "SCRAM-SHA-256",
                                       password="wrong-again"), max_block_ms=3_000)
     assert "SaslAuthenticationFailedError" in caplog.text
     # And the broker logged each failure with the user and the peer, never the password
     wait_until(lambda: secure_kafka.log().count("SASL login failed") >= 3, TIMEOUT_S)
     log = secure_kafka.log()
-    assert "user 'alice'" in log and "from 127.0.0.1:" in log
+    assert "user 'alice'" in log and "user 'bob'" in log and "from 127.0.0.1:" in log
     for password in ("not-alices-password", "also-wrong", "wrong-again"):
         assert password not in log
 
@@ -376,3 +377,38 @@ def test_serve_refuses_a_kafka_listener_without_sasl_beside_curvezmq(tmp_path):
     stderr = _refusal(tmp_path, "--curve-secret-key", str(server_secret), "--authorized-keys",
                       str(authorized), "--kafka-listen", f"127.0.0.1:{free_port()}")
     assert "--kafka-listen beside --curve-secret-key needs --kafka-sasl-users" in stderr, stderr
+
+
+def test_serve_refuses_secret_files_others_may_read_an_encrypted_key_and_an_expired_certificate(
+        tmp_path):
+    keys, authorized = tmp_path / "keys", tmp_path / "authorized"
+    authorized.mkdir()
+    _, server_secret = keygen(keys, "server")
+    users = tmp_path / "users.json"
+    add_users(users)
+    cert, key = self_signed_certificate(tmp_path)
+    listen = ("--kafka-listen", f"127.0.0.1:{free_port()}")
+    # Given the server's secret key, the users file or the TLS key readable by others
+    for loose, what in ((server_secret, "CurveZMQ server secret key"),
+                        (users, "SASL users file"), (key, "Kafka TLS key")):
+        loose.chmod(0o644)
+        # Then serve refuses to start, naming the file, its mode and the chmod
+        stderr = _refusal(tmp_path, "--curve-secret-key", str(server_secret),
+                          "--authorized-keys", str(authorized), *listen,
+                          "--kafka-sasl-users", str(users), "--kafka-tls-cert", str(cert),
+                          "--kafka-tls-key", str(key))
+        assert what in stderr and f"{loose} has mode 644" in stderr, stderr
+        assert f"Run `chmod 600 {loose}`" in stderr, stderr
+        loose.chmod(0o600)
+    # And an encrypted TLS key is refused at once, with no passphrase prompt
+    cert, key = self_signed_certificate(tmp_path, passphrase=b"phrase", stem="encrypted")
+    stderr = _refusal(tmp_path, *listen, "--kafka-tls-cert", str(cert), "--kafka-tls-key",
+                      str(key))
+    assert f"{key} is encrypted (it asks for a passphrase)" in stderr, stderr
+    assert "pass phrase" not in stderr, stderr
+    # And a certificate that expired is refused, naming its notAfter
+    cert, key = self_signed_certificate(tmp_path, valid_from_s=-86400, valid_for_s=3600,
+                                        stem="expired")
+    stderr = _refusal(tmp_path, *listen, "--kafka-tls-cert", str(cert), "--kafka-tls-key",
+                      str(key))
+    assert f"certificate {cert} expired on" in stderr and "(notAfter)" in stderr, stderr

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from plinth.errors import InvalidConfigError
-from plinth.secret_files import load_or_create_secret
+from plinth.secret_files import check_given_secret, load_or_create_secret
 
 NOBODY_UID = 65534
 
@@ -59,3 +59,34 @@ def test_a_symbolic_link_in_place_of_the_secret_is_refused_and_not_followed(tmp_
     with pytest.raises(InvalidConfigError, match="is not a regular file"):
         make(tmp_path / "token")
     assert target.read_text() == "chosen"
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620])
+def test_a_given_secret_others_may_read_or_change_is_refused_with_the_chmod_that_fixes_it(
+        tmp_path, mode):
+    # Given a key file the user gave, that others may read or change
+    path = tmp_path / "server.key_secret"
+    path.write_text("secret")
+    path.chmod(mode)
+    # Then it is refused, naming it, its mode and the chmod that fixes it
+    with pytest.raises(InvalidConfigError) as refused:
+        check_given_secret(path, "the test's key")
+    assert str(refused.value) == (
+        f"the test's key {path} has mode {mode:o}: other users may read or change it. Run "
+        f"`chmod 600 {path}`")
+
+
+def test_a_given_secret_only_its_owner_may_read_is_used_even_behind_a_symbolic_link(tmp_path):
+    # Given private files, one of them reached through a link (as Let's Encrypt's live/)
+    for mode in (0o600, 0o400):
+        path = tmp_path / f"key-{mode:o}"
+        path.write_text("secret")
+        path.chmod(mode)
+        check_given_secret(path, "the test's key")
+    link = tmp_path / "live.key"
+    link.symlink_to(tmp_path / "key-600")
+    check_given_secret(link, "the test's key")
+    # But a link to a file others may read is refused, naming the link
+    (tmp_path / "key-600").chmod(0o644)
+    with pytest.raises(InvalidConfigError, match=f"{link} has mode 644"):
+        check_given_secret(link, "the test's key")

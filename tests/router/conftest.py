@@ -49,6 +49,7 @@ def curve_key_files(tmp_path_factory) -> tuple[Path, Path, CurveKeys]:
     authorized = keys / "authorized"
     authorized.mkdir()
     server_public_file, server_secret_file = zmq.auth.create_certificates(keys, "server")
+    Path(server_secret_file).chmod(0o600)   # as plinth keygen writes it; Security checks
     client_public_file, client_secret_file = zmq.auth.create_certificates(authorized, "client")
     server_public, _ = zmq.auth.load_certificate(server_public_file)
     client_public, client_secret = zmq.auth.load_certificate(client_secret_file)

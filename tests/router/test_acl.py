@@ -83,11 +83,11 @@ def test_every_request_kind_has_a_rule():
 def test_a_grant_allows_its_operations_on_matching_topics_only(tmp_path):
     acl = acl_from(tmp_path, {KEY: [{"operations": ["produce"], "topics": "orders.*"}]})
     acl.check(KEY, produce("orders.eu"))
-    with pytest.raises(NotAuthorizedError, match="may not produce topic 'payments'"):
+    with pytest.raises(NotAuthorizedError, match="may not produce to topic 'payments'"):
         acl.check(KEY, produce("payments"))
-    with pytest.raises(NotAuthorizedError, match="may not consume topic 'orders.eu'"):
+    with pytest.raises(NotAuthorizedError, match="may not consume from topic 'orders.eu'"):
         acl.check(KEY, fetch("orders.eu"))
-    with pytest.raises(NotAuthorizedError, match="may not admin topic 'orders.new'"):
+    with pytest.raises(NotAuthorizedError, match="may not administer topic 'orders.new'"):
         acl.check(KEY, protocol.CreateTopicRequest(1, "orders.new", 1, {}))
 
 
@@ -95,7 +95,7 @@ def test_creating_topics_in_one_request_needs_admin_on_every_one_of_them(tmp_pat
     acl = acl_from(tmp_path, {KEY: [{"operations": ["admin"], "topics": "orders.*"}]})
     acl.check(KEY, protocol.CreateTopicsRequest(1, (protocol.NewTopic("orders.eu", 1, {}),
                                                     protocol.NewTopic("orders.us", 1, {}))))
-    with pytest.raises(NotAuthorizedError, match="may not admin topic 'payments'"):
+    with pytest.raises(NotAuthorizedError, match="may not administer topic 'payments'"):
         acl.check(KEY, protocol.CreateTopicsRequest(1, (protocol.NewTopic("orders.eu", 1, {}),
                                                         protocol.NewTopic("payments", 1, {}))))
 
@@ -105,7 +105,7 @@ def test_listing_needs_any_grant_and_unknown_keys_get_nothing(tmp_path):
     acl.check(KEY, protocol.ListTopicsRequest(1))
     acl.check(KEY, protocol.ListGroupsRequest(1))
     acl.check(KEY, protocol.MetadataRequest(1, ("orders.eu",)))
-    with pytest.raises(NotAuthorizedError, match="may not read metadata of topic 'payments'"):
+    with pytest.raises(NotAuthorizedError, match="may not see topic 'payments'"):
         acl.check(KEY, protocol.MetadataRequest(1, ("orders.eu", "payments")))
     with pytest.raises(NotAuthorizedError, match="has no grants"):
         acl.check(OTHER, protocol.ListTopicsRequest(1))
@@ -123,7 +123,7 @@ def test_a_topic_scoped_grant_never_matches_an_empty_name_nor_a_group(tmp_path):
     # Given a key with every topic operation on every topic, and no group or cluster grant
     acl = acl_from(tmp_path, {KEY: [{"operations": ["produce", "consume", "admin"], "topics": "*"}]})
     # Then an empty topic name, any group and the cluster are refused
-    with pytest.raises(NotAuthorizedError, match="may not admin topic ''"):
+    with pytest.raises(NotAuthorizedError, match="may not administer topic ''"):
         acl.check(KEY, protocol.DeleteTopicRequest(1, ""))
     for request in (protocol.FetchOffsetsRequest(1, "payments"), heartbeat("payments", ["a"]),
                     protocol.DescribeGroupRequest(1, "payments"), protocol.FetchOffsetsRequest(1, "")):
@@ -131,7 +131,7 @@ def test_a_topic_scoped_grant_never_matches_an_empty_name_nor_a_group(tmp_path):
             acl.check(KEY, request)
     for request in (protocol.StatusRequest(1), protocol.AddShardsRequest(1, 1),
                     protocol.RemoveShardsRequest(1, 1)):
-        with pytest.raises(NotAuthorizedError, match="needs the cluster operation"):
+        with pytest.raises(NotAuthorizedError, match="needs a grant of the cluster operation"):
             acl.check(KEY, request)
 
 
@@ -145,18 +145,18 @@ def test_consuming_in_a_group_needs_the_group_and_every_topic_it_names(tmp_path)
     acl.check(KEY, commit("billing", {("orders.eu", 0): 5}))
     acl.check(KEY, protocol.FetchOffsetsRequest(1, "billing"))
     # And subscribing, owning or committing another topic, or another group, is not
-    with pytest.raises(NotAuthorizedError, match="may not consume topic 'payments'"):
+    with pytest.raises(NotAuthorizedError, match="may not consume from topic 'payments'"):
         acl.check(KEY, heartbeat("billing", ["orders.eu", "payments"]))
-    with pytest.raises(NotAuthorizedError, match="may not consume topic 'payments'"):
+    with pytest.raises(NotAuthorizedError, match="may not consume from topic 'payments'"):
         acl.check(KEY, heartbeat("billing", ["orders.eu"], frozenset({("payments", 0)})))
-    with pytest.raises(NotAuthorizedError, match="may not consume topic 'payments'"):
+    with pytest.raises(NotAuthorizedError, match="may not consume from topic 'payments'"):
         acl.check(KEY, commit("billing", {("payments", 0): 5}))
-    with pytest.raises(NotAuthorizedError, match="may not consume group 'audit'"):
+    with pytest.raises(NotAuthorizedError, match="may not consume in group 'audit'"):
         acl.check(KEY, heartbeat("audit", ["orders.eu"]))
     # And consume does not describe or reset the group
-    with pytest.raises(NotAuthorizedError, match="may not admin group 'billing'"):
+    with pytest.raises(NotAuthorizedError, match="may not administer group 'billing'"):
         acl.check(KEY, protocol.DescribeGroupRequest(1, "billing"))
-    with pytest.raises(NotAuthorizedError, match="may not admin group 'billing'"):
+    with pytest.raises(NotAuthorizedError, match="may not administer group 'billing'"):
         acl.check(KEY, protocol.DeleteGroupRequest(1, "billing"))
 
 
@@ -167,9 +167,9 @@ def test_administering_a_group_needs_admin_on_it_and_resetting_consume_on_the_to
     grants = acl.check(KEY, protocol.DescribeGroupRequest(1, "billing"))
     acl.check(KEY, protocol.DeleteGroupRequest(1, "billing"))
     acl.check(KEY, protocol.ResetOffsetsRequest(1, "billing", {("orders.eu", 0): 0}))
-    with pytest.raises(NotAuthorizedError, match="may not consume topic 'payments'"):
+    with pytest.raises(NotAuthorizedError, match="may not consume from topic 'payments'"):
         acl.check(KEY, protocol.ResetOffsetsRequest(1, "billing", {("payments", 0): 0}))
-    with pytest.raises(NotAuthorizedError, match="may not admin topic 'orders.eu'"):
+    with pytest.raises(NotAuthorizedError, match="may not administer topic 'orders.eu'"):
         acl.check(KEY, protocol.DeleteTopicRequest(1, "orders.eu"))
     # Then its grants describe billing only, and consume orders.* only
     assert [g for g in ("billing", "audit", "") if grants.may_describe_group(g)] == ["billing"]
@@ -184,10 +184,10 @@ def test_deleting_a_groups_offsets_needs_admin_on_it_and_consume_on_every_topic_
                                     {"operations": ["consume"], "topics": "orders.*"}]})
     acl.check(KEY, protocol.DeleteOffsetsRequest(1, "billing", frozenset({("orders.eu", 0)})))
     # Then a topic it may not consume, or another group, is refused
-    with pytest.raises(NotAuthorizedError, match="may not consume topic 'payments'"):
+    with pytest.raises(NotAuthorizedError, match="may not consume from topic 'payments'"):
         acl.check(KEY, protocol.DeleteOffsetsRequest(
             1, "billing", frozenset({("orders.eu", 0), ("payments", 0)})))
-    with pytest.raises(NotAuthorizedError, match="may not admin group 'audit'"):
+    with pytest.raises(NotAuthorizedError, match="may not administer group 'audit'"):
         acl.check(KEY, protocol.DeleteOffsetsRequest(1, "audit", frozenset({("orders.eu", 0)})))
 
 
@@ -283,11 +283,11 @@ def test_a_kafka_sasl_user_is_named_user_colon_name_and_its_refusals_name_it_in_
     acl = acl_from(tmp_path, {"User:alice": [{"operations": ["produce"], "topics": "orders.*"}]})
     # Then it may produce there, and a refusal elsewhere names the whole user
     acl.check("User:alice", produce("orders.eu"))
-    with pytest.raises(NotAuthorizedError, match="client User:alice may not produce topic 'x'"):
+    with pytest.raises(NotAuthorizedError, match="client User:alice may not produce to topic 'x'"):
         acl.check("User:alice", produce("x"))
     # And another user, in no entry, has no grants, and is told what it lacked
-    with pytest.raises(NotAuthorizedError, match="User:bob has no grants: .* may not consume "
-                                                 "group 'g'"):
+    with pytest.raises(NotAuthorizedError, match="User:bob has no grants, so it may not "
+                                                 "consume in group 'g'"):
         acl.check("User:bob", protocol_classic.ClassicHeartbeatRequest(1, "g", 1, "m"))
 
 
@@ -303,3 +303,32 @@ def test_user_star_is_refused_saying_that_star_alone_grants_every_client(tmp_pat
                                                  "the key \"\\*\" \\(without User:\\) "
                                                  "grants every client"):
         acl_from(tmp_path, {"User:*": [{"operations": ["consume"], "topics": "orders"}]})
+
+
+def test_refusals_are_sentences_naming_what_was_refused_and_the_grant_it_lacks(tmp_path):
+    # Given a key that may only produce to orders.*
+    acl = acl_from(tmp_path, {KEY: [{"operations": ["produce"], "topics": "orders.*"}]})
+    who = f"client {KEY[:8]}..."
+
+    def refusal(request) -> str:
+        with pytest.raises(NotAuthorizedError) as refused:
+            acl.check(KEY, request)
+        return str(refused.value)
+
+    # When it asks for another topic's metadata (as `plinth produce other` does first),
+    # the cluster's status, more shards or every topic's metadata
+    # Then each refusal says in words what it may not do and which grant would allow it
+    assert refusal(protocol.MetadataRequest(1, ("other",))) == (
+        f"{who} may not see topic 'other' (metadata): it needs a grant of any operation "
+        f"(produce, consume or admin) on it")
+    assert refusal(produce("other")) == (
+        f"{who} may not produce to topic 'other' (produce): it needs a grant of produce on it")
+    assert refusal(protocol.StatusRequest(1)) == (
+        f"{who} may not read the cluster's status: it needs a grant of the cluster operation")
+    assert refusal(protocol.AddShardsRequest(1, 1)) == (
+        f"{who} may not add shards: it needs a grant of the cluster operation")
+    # And a client without any grant is told so first
+    acl = acl_from(tmp_path, {OTHER: [{"operations": ["cluster"]}]})
+    assert refusal(protocol.MetadataRequest(1, ())) == (
+        f"{who} has no grants, so it may not read the cluster's metadata: it needs a grant "
+        f"of any operation (produce, consume or admin)")

@@ -5,6 +5,9 @@ speak the real protocol (tests/router/fakes.py)."""
 from __future__ import annotations
 
 import json
+import logging
+import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +18,7 @@ import zmq.auth
 
 from plinth import limits, protocol
 from plinth.control import placement
-from plinth.errors import NotAuthorizedError, TooManyRequestsError, UnavailableError
+from plinth.errors import InvalidConfigError, NotAuthorizedError, TooManyRequestsError, UnavailableError
 from plinth.router.router import Router
 from plinth.router.security import OffsetsFilter, Security
 from tests.router.fakes import Client, FakeController, FakeShard, answer
@@ -73,6 +76,7 @@ def secure_rig(tmp_path):
         authorized.mkdir(exist_ok=True)
         keys.mkdir(exist_ok=True)
         server_public_file, server_secret = zmq.auth.create_certificates(str(keys), "server")
+        Path(server_secret).chmod(0o600)   # as plinth keygen writes it; Security checks
         secrets, text = {}, json.dumps(acl)
         for name in ("alice", "bob"):
             public_file, secrets[name] = zmq.auth.create_certificates(str(keys), name)
@@ -329,3 +333,51 @@ def test_a_client_over_its_quota_may_have_a_bounded_number_of_requests_held(secu
     assert (refused.request_id, type(refused.error)) == (held_max + 2, TooManyRequestsError)
     answered = sorted(alice.recv()[0].request_id for _ in range(held_max))
     assert answered == list(range(2, held_max + 2))
+
+
+def _refused_handshakes(url: str, server_public: bytes, times: int) -> None:
+    """Connect to the router ``times`` times, a new socket each time, with one fresh key
+    its ZAP refuses, waiting until each handshake was refused."""
+    context = zmq.Context.instance()
+    public, secret = zmq.curve_keypair()
+    for _ in range(times):
+        sock = context.socket(zmq.DEALER)
+        sock.curve_publickey, sock.curve_secretkey = public, secret
+        sock.curve_serverkey = server_public
+        monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+        try:
+            sock.connect(url)
+            assert monitor.poll(10_000), "the router never refused the handshake"
+        finally:
+            sock.disable_monitor()
+            monitor.close(linger=0)
+            sock.close(linger=0)
+
+
+def test_refused_handshakes_are_logged_once_per_key_per_interval(secure_rig, caplog):
+    # Given a router whose ZAP lets in alice and bob only
+    rig = secure_rig({"alice": [{"operations": ["cluster"]}]})
+    with caplog.at_level(logging.WARNING, logger="plinth.router.security"):
+        # When one unlisted key tries 20 times, and another key once
+        _refused_handshakes(rig.url, rig.server_public, 20)
+        _refused_handshakes(rig.url, rig.server_public, 1)
+    # Then each key wrote one line, not one per try (a client reconnecting in a loop
+    # would otherwise fill the log)
+    refusals = [r.getMessage() for r in caplog.records if "refused a client" in r.getMessage()]
+    assert len(refusals) == 2, refusals
+    assert refusals[0] != refusals[1]
+
+
+def test_a_server_secret_key_others_may_read_is_refused_naming_its_mode_and_the_chmod(tmp_path):
+    # Given the server's secret key, written as zmq.auth does (the umask's mode, 0644 here)
+    os.umask(0o022)
+    _, secret = zmq.auth.create_certificates(str(tmp_path), "server")
+    (tmp_path / "authorized").mkdir()
+    # When the router's Security loads it, Then it is refused, saying how to fix it
+    with pytest.raises(InvalidConfigError, match=re.escape(
+            f"the CurveZMQ server secret key {secret} has mode 644: other users may read or "
+            f"change it. Run `chmod 600 {secret}`")):
+        Security(Path(secret), tmp_path / "authorized")
+    # And once only its owner may read it, it is used
+    Path(secret).chmod(0o600)
+    Security(Path(secret), tmp_path / "authorized")

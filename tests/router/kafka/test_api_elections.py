@@ -127,7 +127,7 @@ def test_an_unknown_election_type_is_an_invalid_request_and_elects_nothing():
 
 
 def test_a_user_without_the_cluster_grant_is_refused_at_the_top_and_on_every_partition():
-    refusal = NotAuthorizedError("User:bob may not electLeaders: it needs the cluster operation")
+    refusal = NotAuthorizedError("User:bob may not elect leaders: it needs a grant of the cluster operation")
     response = elect(ControllerLikeBackend(refusal), {"orders": [0], "plain": [1]})
     assert response["error_code"] == kafka.CLUSTER_AUTHORIZATION_FAILED
     assert outcomes(response) == {
@@ -144,7 +144,7 @@ def test_a_partition_refused_on_its_topic_is_topic_authorization_failed():
         @staticmethod
         def _result(topic, partition):
             return protocol.ElectionResult(topic, partition, "", NotAuthorizedError(
-                f"User:bob may not admin topic {topic!r} (electLeaders)"))
+                f"User:bob may not administer topic {topic!r} (electLeaders)"))
     response = elect(TopicRefusingBackend(), {"orders": [0]})
     assert response["error_code"] == kafka.NONE
     assert outcomes(response)[("orders", 0)][0] == kafka.TOPIC_AUTHORIZATION_FAILED

@@ -118,7 +118,7 @@ def test_delete_records_answers_each_partitions_low_watermark_or_its_kafka_error
 
     backend = DeletingBackend({
         1: OffsetOutOfRangeError("offset 99 past the high watermark 50"),
-        2: NotAuthorizedError("User:bob may not admin topic 't' (deleteRecords)")})
+        2: NotAuthorizedError("User:bob may not administer topic 't' (deleteRecords)")})
     body = {"topics": [{"name": "t", "partitions": [
         {"partition_index": i, "offset": offset} for i, offset in ((0, 7), (1, 99), (2, 3))]}],
         "timeout_ms": 1000}

@@ -8,6 +8,7 @@ out-of-order or unsupported SASL requests get Kafka's SASL error codes."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -33,6 +34,7 @@ def call(gateway, connection, api: str, version: int, body: dict):
 @pytest.fixture
 def gateway() -> KafkaGateway:
     gateway = KafkaGateway(backend=None, cluster=None, sasl_users=USERS)
+    gateway.sasl_plain_allowed = True   # as on loopback or with TLS (service.py)
     seen = []
 
     async def probe(gateway_, header_, body, connection):   # stands for any Plinth-backed API
@@ -120,3 +122,53 @@ def test_a_second_plain_round_while_the_first_is_checked_is_an_illegal_state(gat
     first, second = asyncio.run(two_rounds())
     assert second["error_code"] == kafka.ILLEGAL_SASL_STATE
     assert first["error_code"] == kafka.NONE and conn.state["principal"] == "alice"
+
+
+def test_without_tls_off_loopback_plain_is_refused_before_the_password_is_sent(gateway, caplog):
+    # Given a listener on a non-loopback address without TLS (service.py decides)
+    gateway.sasl_plain_allowed = False
+    conn = connection()
+    # When a client asks for PLAIN
+    with caplog.at_level(logging.WARNING, logger="plinth.router.kafka.api_sasl"):
+        answer = call(gateway, conn, "SaslHandshake", 1, {"mechanism": "PLAIN"})
+    # Then the handshake is refused, SCRAM-SHA-256 the one mechanism offered, so the
+    # client never sends its password; and the log says why and what to use instead
+    assert answer == {"error_code": kafka.UNSUPPORTED_SASL_MECHANISM,
+                      "mechanisms": ["SCRAM-SHA-256"]}
+    assert "sasl_mechanism" not in conn.state
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.endswith(
+        "SaslHandshake v1 for 'PLAIN' refused (error 33): PLAIN would send the password in "
+        "the clear, and this listener has no TLS and is not on loopback; log in with "
+        "SCRAM-SHA-256, or give the listener --kafka-tls-cert and --kafka-tls-key")
+    # And SCRAM-SHA-256 is served as before
+    answer = call(gateway, connection(), "SaslHandshake", 1, {"mechanism": "SCRAM-SHA-256"})
+    assert answer == {"error_code": kafka.NONE, "mechanisms": ["SCRAM-SHA-256"]}
+
+
+def _failed_login(gateway, mechanism: str, user: str) -> None:
+    conn = connection()
+    call(gateway, conn, "SaslHandshake", 1, {"mechanism": mechanism})
+    if mechanism == "PLAIN":
+        token = b"\0" + user.encode() + b"\0wrong-pw"
+    else:
+        first = f"n,,n={user},r=clientnonce".encode()
+        server_first = call(gateway, conn, "SaslAuthenticate", 2,
+                            {"auth_bytes": first})["auth_bytes"]
+        token = client_final_for("wrong-pw", server_first, first[3:])
+    answer = call(gateway, conn, "SaslAuthenticate", 2, {"auth_bytes": token})
+    assert answer["error_code"] == kafka.SASL_AUTHENTICATION_FAILED
+
+
+def test_failed_logins_are_logged_once_per_user_and_mechanism_per_interval(gateway, caplog):
+    # When alice fails ten PLAIN logins, then once with SCRAM-SHA-256, and bob once
+    with caplog.at_level(logging.WARNING, logger="plinth.router.kafka.api_sasl"):
+        for _ in range(10):
+            _failed_login(gateway, "PLAIN", "alice")
+        _failed_login(gateway, "SCRAM-SHA-256", "alice")
+        _failed_login(gateway, "PLAIN", "bob")
+    # Then one line was written for each user and mechanism, not one per try
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3, lines
+    assert "PLAIN: user 'alice'" in lines[0] and "SCRAM-SHA-256: user 'alice'" in lines[1]
+    assert "PLAIN: user 'bob'" in lines[2]

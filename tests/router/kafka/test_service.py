@@ -4,11 +4,14 @@ CurveZMQ, both TLS files, files that load - each refusal naming what is missing.
 
 from __future__ import annotations
 
+import logging
+import re
+
 import pytest
 
 from plinth.errors import InvalidConfigError
 from plinth.router.kafka.sasl_users import add_user
-from plinth.router.kafka.service import KafkaListenerOptions
+from plinth.router.kafka.service import KafkaListenerOptions, security_summary
 from tests.router.kafka.self_signed import self_signed_certificate
 
 
@@ -49,3 +52,78 @@ def test_a_certificate_without_its_key_or_one_that_does_not_load_is_refused(file
     with pytest.raises(InvalidConfigError, match=f"certificate {not_a_cert}"):
         KafkaListenerOptions("127.0.0.1:9092", tls_cert=not_a_cert,
                              tls_key=files["tls_key"]).check(False)
+
+
+def test_a_secret_file_others_may_read_is_refused_naming_it_its_mode_and_the_chmod(files):
+    # Given a users file and a TLS key that the group and others may read
+    for field in ("sasl_users", "tls_key"):
+        loose = dict(files)
+        loose[field].chmod(0o644)
+        # When the listener's options are checked, Then it is refused, saying how to fix it
+        with pytest.raises(InvalidConfigError) as refused:
+            KafkaListenerOptions("127.0.0.1:9092", **loose).check(router_has_keys=False)
+        assert f"{loose[field]} has mode 644: other users may read or change it. Run " \
+               f"`chmod 600 {loose[field]}`" in str(refused.value)
+        loose[field].chmod(0o600)
+    KafkaListenerOptions("127.0.0.1:9092", **files).check(router_has_keys=False)
+
+
+def test_an_encrypted_tls_key_is_refused_at_once_without_asking_for_its_passphrase(tmp_path):
+    # Given a key encrypted with a passphrase
+    cert, key = self_signed_certificate(tmp_path, passphrase=b"s3cret-phrase")
+    # When the listener's options are checked with no terminal to prompt on
+    # Then it is refused at once, saying what to give instead (OpenSSL's own prompt
+    # would read the terminal, or fail with "[Errno 22] Invalid argument")
+    with pytest.raises(InvalidConfigError, match=(
+            f"the Kafka TLS key {key} is encrypted \\(it asks for a passphrase\\): give an "
+            f"unencrypted PEM key")):
+        KafkaListenerOptions("127.0.0.1:9092", tls_cert=cert, tls_key=key).check(False)
+
+
+def test_an_expired_certificate_is_refused_and_one_soon_to_expire_or_not_yet_valid_is_warned_of(
+        tmp_path, caplog):
+    # Given a certificate that expired an hour ago
+    cert, key = self_signed_certificate(tmp_path, valid_from_s=-86400, valid_for_s=82800,
+                                        stem="expired")
+    # Then the listener is refused, naming the file and its notAfter
+    with pytest.raises(InvalidConfigError, match=f"certificate {cert} expired on .* GMT "
+                                                 f"\\(notAfter\\): every client would fail"):
+        KafkaListenerOptions("127.0.0.1:9092", tls_cert=cert, tls_key=key).check(False)
+    # And one that expires in two days, or is valid only from tomorrow, starts with a WARNING
+    for name, valid_from_s, valid_for_s, said in (
+            ("soon", -300, 2 * 86400, "expires on .* GMT \\(notAfter\\), in 2.0 days"),
+            ("later", 86400, 30 * 86400, "is not valid before .* GMT \\(notBefore\\)")):
+        cert, key = self_signed_certificate(tmp_path, valid_from_s, valid_for_s, stem=name)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="plinth.router.kafka.service"):
+            KafkaListenerOptions("127.0.0.1:9092", tls_cert=cert, tls_key=key).check(False)
+        assert [r.levelno for r in caplog.records] == [logging.WARNING]
+        assert re.search(f"certificate {cert} {said}", caplog.records[0].getMessage())
+    # And one valid for a day more than the warning's week starts quietly
+    cert, key = self_signed_certificate(tmp_path, -300, 8 * 86400, stem="fine")
+    caplog.clear()
+    KafkaListenerOptions("127.0.0.1:9092", tls_cert=cert, tls_key=key).check(False)
+    assert caplog.records == []
+
+
+def test_plain_is_allowed_only_with_tls_or_on_loopback(files):
+    assert KafkaListenerOptions("127.0.0.1:9092", sasl_users=files["sasl_users"]).plain_allowed()
+    assert KafkaListenerOptions("[::1]:9092", sasl_users=files["sasl_users"]).plain_allowed()
+    assert KafkaListenerOptions("0.0.0.0:9092", **files).plain_allowed()
+    assert not KafkaListenerOptions("0.0.0.0:9092", sasl_users=files["sasl_users"],
+                                    allow_insecure=True).plain_allowed()
+
+
+def test_the_startup_line_says_in_a_sentence_what_tls_and_sasl_the_listener_has():
+    assert security_summary(True, 4, True) == (
+        "TLS, and a SASL login as one of 4 users by PLAIN or SCRAM-SHA-256")
+    # (it said "on 127.0.0.1:9617 and SASL (4 users)" without TLS: "with TLS" dropped)
+    assert security_summary(False, 4, True) == (
+        "no TLS (plaintext), and a SASL login as one of 4 users by PLAIN or SCRAM-SHA-256")
+    assert security_summary(False, 4, False) == (
+        "no TLS (plaintext), and a SASL login as one of 4 users by SCRAM-SHA-256: not PLAIN, "
+        "which would send passwords in the clear to a non-loopback address without TLS")
+    assert security_summary(True, None, True) == (
+        "TLS, no SASL login (every client is served as it connects)")
+    assert security_summary(False, None, True) == (
+        "no TLS (plaintext), no SASL login (every client is served as it connects)")
