@@ -17,7 +17,9 @@ one that others may read or change is refused, naming the file, its mode and
 the ``chmod 600`` that fixes it. Unlike a made secret, such a file may be a
 symbolic link (certificate tools keep their current key behind one, as
 Let's Encrypt's ``live/`` directory does): the file it leads to is checked.
-It may also be owned by root, who can read it anyway.
+It may also be owned by root, who can read it anyway, and then its group may read
+it too (a Kubernetes secret mounted mode 0440 for the pod's fsGroup; Debian's
+ssl-cert keys, 0640), as PostgreSQL allows for its key file.
 """
 
 from __future__ import annotations
@@ -82,7 +84,11 @@ def check_given_secret(path: Path, what: str) -> None:
             f"{what} {path} is owned by uid {info.st_uid}, neither this user (uid "
             f"{os.geteuid()}) nor root: its owner may read or change it. Give the server "
             f"its own copy, mode {SECRET_FILE_MODE:o}")
-    if mode & 0o077:
+    # A file root owns for this user to read may let its group read it: Kubernetes
+    # mounts a secret so (root, mode 0440, the pod's fsGroup), as Debian keeps TLS keys
+    # (root, 0640, ssl-cert); PostgreSQL takes its key file on the same rule.
+    refused_bits = 0o077 if info.st_uid == os.geteuid() else 0o037
+    if mode & refused_bits:
         raise InvalidConfigError(
             f"{what} {path} has mode {mode:o}: other users may read or change it. Run "
             f"`chmod {SECRET_FILE_MODE:o} {path}`")

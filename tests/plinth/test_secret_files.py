@@ -90,3 +90,22 @@ def test_a_given_secret_only_its_owner_may_read_is_used_even_behind_a_symbolic_l
     (tmp_path / "key-600").chmod(0o644)
     with pytest.raises(InvalidConfigError, match=f"{link} has mode 644"):
         check_given_secret(link, "the test's key")
+
+
+@pytest.mark.parametrize("mode, used", [(0o440, True), (0o640, True), (0o400, True),
+                                        (0o460, False), (0o444, False), (0o644, False)])
+def test_a_given_secret_root_owns_may_be_read_by_its_group_as_kubernetes_mounts_it(
+        tmp_path, monkeypatch, mode, used):
+    # Given a key file owned by root (this test runs as root), read by a server that
+    # runs as another user through the file's group, as a pod's fsGroup reads a secret
+    path = tmp_path / "broker.key_secret"
+    path.write_text("secret")
+    path.chmod(mode)
+    assert path.stat().st_uid == 0, "this test needs a file root owns"
+    monkeypatch.setattr("plinth.secret_files.os.geteuid", lambda: 1000)
+    # Then group read is allowed, not group write nor anything for others
+    if used:
+        check_given_secret(path, "the test's key")
+    else:
+        with pytest.raises(InvalidConfigError, match=f"has mode {mode:o}: other users may"):
+            check_given_secret(path, "the test's key")
