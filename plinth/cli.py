@@ -537,8 +537,9 @@ def kafka_user():
               help="SCRAM-SHA-256 iterations (PBKDF2 rounds).")
 def kafka_user_add(users_file, name, password_stdin, iterations):
     """Add or replace user NAME in USERS_FILE (created, mode 0600): salted SCRAM-SHA-256
-    credentials, never the password. The user may log in with SCRAM-SHA-256 or PLAIN;
-    a running listener reads the file at its start."""
+    credentials, never the password. The user may log in with SCRAM-SHA-256, or with
+    PLAIN on a listener with TLS or on loopback (PLAIN sends the password itself); a
+    running listener reads the file at its start."""
     from plinth.router.kafka.sasl_users import add_user
     from plinth.server import option_os_errors
 

@@ -180,8 +180,8 @@ def _describe_refusal(acl: Acl) -> str | None:
     if user is not None and acl.grants_for(principal_of(user)).may("cluster"):
         return None
     who = "a client that has not logged in" if user is None else principal_of(user)
-    return (f"{who} may not describe ACLs: it needs the cluster operation in the ACL "
-            f"file {acl.path}")
+    return (f"{who} may not describe the ACLs: it needs a grant of the cluster operation "
+            f"in the ACL file {acl.path}")
 
 
 async def describe_acls(gateway, header, body: dict, connection) -> dict:

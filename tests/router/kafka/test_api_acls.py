@@ -119,7 +119,8 @@ def test_describe_acls_answers_the_filtered_bindings_grouped_by_resource(acl):
 def test_describe_acls_needs_the_cluster_operation_and_names_who_lacks_it(acl):
     answer = describe(acl, acl_filter(), user="alice")
     assert answer["error_code"] == kafka.CLUSTER_AUTHORIZATION_FAILED
-    assert "User:alice may not describe ACLs" in answer["error_message"]
+    assert "User:alice may not describe the ACLs: it needs a grant of the cluster operation" \
+        in answer["error_message"]
     assert answer["resources"] == []
 
 
