@@ -128,7 +128,8 @@ def test_a_user_without_the_cluster_operation_may_not_describe_acls(acl_kafka):
     admin = kafka_python_admin(acl_kafka, "alice")
     try:
         with pytest.raises(errors.ClusterAuthorizationFailedError,
-                           match="User:alice may not describe the ACLs: it needs a grant of the cluster operation"):
+                           match="User:alice may not describe the ACLs: it needs a grant of "
+                                 "the cluster operation"):
             admin.describe_acls(ACLFilter(
                 principal=None, host=None, operation=ACLOperation.ANY,
                 permission_type=ACLPermissionType.ANY,
