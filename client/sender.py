@@ -398,10 +398,8 @@ class SenderCore:
             # Kafka: its records are not placed again.
             self.partition_counts.missing(batch.topic, batch.created_s)
         if isinstance(error, RETRIABLE_ERRORS):
-            error = PlinthTimeoutError(
-                f"{batch.topic}-{batch.partition}: not acknowledged within delivery_timeout_ms="
-                f"{self.delivery_timeout_s * 1000:.0f} after {batch.attempts} attempts; last "
-                f"error: {error}")
+            # Out of time: said as a batch that expired while waiting is.
+            error = self._delivery_timeout_error(batch, now)
         if pipeline is None:
             self.accumulator.complete(batch, None, error)
         else:
