@@ -499,8 +499,12 @@ def _key_name(ctx, param, name: str) -> str:
 def keygen(name, out_dir, force):
     """Write a CurveZMQ key pair: NAME.key (public, share it) and NAME.key_secret.
     An existing pair is kept unless --force."""
+    import os
+    import tempfile
+
     import zmq.auth
 
+    from plinth.durable_files import fsync_directory
     from plinth.server import option_os_errors
 
     existing = [f for f in (out_dir / f"{name}.key", out_dir / f"{name}.key_secret") if f.exists()]
@@ -516,8 +520,16 @@ def keygen(name, out_dir, force):
                                  f"does not exist; create it first")
     with option_os_errors("--out", out_dir):
         out_dir.mkdir(exist_ok=True)
-        public_file, secret_file = zmq.auth.create_certificates(str(out_dir), name)
-    Path(secret_file).chmod(0o600)
+        # Written in a directory only this user may enter (mkdtemp's 0700), made 0600
+        # there, then renamed into place: pyzmq writes with the umask's mode, and the
+        # secret was readable by anyone until it was chmodded.
+        with tempfile.TemporaryDirectory(dir=out_dir, prefix=".plinth-keygen-") as private:
+            made = zmq.auth.create_certificates(private, name)
+            os.chmod(made[1], 0o600)
+            public_file, secret_file = (out_dir / Path(f).name for f in made)
+            for source, target in zip(made, (public_file, secret_file)):
+                os.replace(source, target)
+        fsync_directory(out_dir)
     click.echo(f"public key: {public_file}\nsecret key: {secret_file}")
 
 

@@ -4,7 +4,9 @@ a name that is no plain file name, or an --out it cannot make, in one line."""
 
 from __future__ import annotations
 
+import os
 import stat
+from pathlib import Path
 
 import pytest
 import zmq.auth
@@ -74,3 +76,35 @@ def test_an_out_directory_whose_parent_is_missing_is_refused_naming_the_parent(t
     assert result.stderr == (f"error: InvalidConfigError: --out {out_dir}: its parent "
                              f"directory {out_dir.parent} does not exist; create it first\n")
     assert not out_dir.parent.exists()
+
+
+def test_no_other_user_may_reach_the_secret_while_it_is_written(tmp_path, monkeypatch):
+    # Given a umask that lets everyone read new files (pyzmq writes with its mode), and
+    # a watch on what pyzmq writes, at the moment it has written it
+    reachable = []
+
+    def watched(key_dir, name):
+        made = real_create(key_dir, name)
+        for path in map(Path, made):
+            enter_bits = stat.S_IMODE(path.parent.stat().st_mode) & 0o011
+            read_bits = stat.S_IMODE(path.stat().st_mode) & 0o044
+            reachable.append((path.name, bool(enter_bits and read_bits)))
+        return made
+
+    real_create = zmq.auth.create_certificates
+    monkeypatch.setattr(zmq.auth, "create_certificates", watched)
+    old_umask = os.umask(0o022)
+    try:
+        tmp_path.chmod(0o755)
+        # When keygen writes alice's pair
+        result = keygen("alice", "--out", str(tmp_path))
+    finally:
+        os.umask(old_umask)
+    # Then neither file could be read by another user as it was written (the secret
+    # was 0644 in --out until keygen chmodded it), and only the pair is left, the
+    # secret 0600
+    assert result.exit_code == 0, result.output
+    assert reachable == [("alice.key", False), ("alice.key_secret", False)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alice.key", "alice.key_secret"]
+    assert stat.S_IMODE((tmp_path / "alice.key_secret").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "alice.key").stat().st_mode) == 0o644
