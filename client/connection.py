@@ -37,6 +37,7 @@ import re
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+from pathlib import Path
 
 import zmq
 
@@ -44,8 +45,9 @@ from plinth import limits, protocol
 from plinth.client.arguments import checked_key_file
 from plinth.client.direct_routes import ROUTER, DirectRoutes
 from plinth.client.handshake_watch import HandshakeWatch
-from plinth.errors import (ClosedError, HandshakeRefusedError, NotLeaderError,
-                           PlinthTimeoutError, UnavailableError)
+from plinth.errors import (ClosedError, HandshakeRefusedError, InvalidConfigError,
+                           NotLeaderError, PlinthTimeoutError, UnavailableError)
+from plinth.secret_files import check_given_secret
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,7 @@ def broker_address(broker=None, curve_key_file: str | None = None,
     public, secret = _load_key(key_file)
     if secret is None:
         raise ValueError(f"{key_file} holds no secret key; pass the .key_secret file")
+    _check_secret_key_file(key_file)
     server_public, server_secret = _load_key(server_file)
     if server_secret is not None:
         # It works (the public key is in it too), but whoever holds the server's secret
@@ -159,6 +162,17 @@ def _load_key(path: str) -> tuple[bytes, bytes | None]:
         return zmq.auth.load_certificate(path)
     except (OSError, ValueError) as exc:
         raise ValueError(f"cannot load the CurveZMQ key file {path}: {exc}") from None
+
+
+def _check_secret_key_file(path: str) -> None:
+    """ValueError, naming the file, its mode and the chmod that fixes it, for a client
+    secret key others may read or change: as ssh refuses such a private key, and as
+    the server refuses its own (plinth/secret_files.py). Whoever reads it is this client
+    to the broker, with its grants."""
+    try:
+        check_given_secret(Path(path), "the CurveZMQ secret key file")
+    except InvalidConfigError as exc:
+        raise ValueError(str(exc)) from None
 
 
 class Connection:

@@ -32,6 +32,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def curve_key_pair(directory, name: str) -> tuple[str, str]:
+    """(public .key, .key_secret) written in ``directory`` as ``plinth keygen`` writes
+    them: the secret mode 0600, which servers and clients check."""
+    import zmq.auth
+
+    public_file, secret_file = zmq.auth.create_certificates(str(directory), name)
+    Path(secret_file).chmod(0o600)
+    return public_file, secret_file
+
+
 def unique_topic(prefix: str = "t") -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
 

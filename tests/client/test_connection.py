@@ -4,6 +4,7 @@ retrying, timeouts, several routers, and loading CurveZMQ keys."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -14,7 +15,7 @@ from plinth.client.connection import BrokerAddress, Connection, broker_address, 
 from plinth.errors import (ClosedError, NotLeaderError, PlinthTimeoutError, RequestTooLargeError,
                            TopicExistsError, UnavailableError)
 from tests.client.scripted_broker import Replies
-from tests.support import free_port
+from tests.support import curve_key_pair, free_port
 
 
 def offsets(request_id: int, partition: int) -> list[bytes]:
@@ -212,8 +213,8 @@ def test_the_broker_url_defaults_to_the_environment_then_the_limits_default(monk
 @pytest.fixture
 def keys(tmp_path):
     """(client public .key, client .key_secret, server public .key) paths."""
-    client_public, client_secret = zmq.auth.create_certificates(str(tmp_path), "client")
-    server_public, _ = zmq.auth.create_certificates(str(tmp_path), "server")
+    client_public, client_secret = curve_key_pair(tmp_path, "client")
+    server_public, _ = curve_key_pair(tmp_path, "server")
     return client_public, client_secret, server_public
 
 
@@ -301,3 +302,24 @@ def test_a_key_file_that_is_not_a_path_is_refused_naming_its_option_by_every_cli
     with pytest.raises(TypeError, match=rf"{option} must be a path to a key file \(a str or "
                                         rf"os\.PathLike\), or None, got 5 \(int\)"):
         client(broker="tcp://127.0.0.1:1", **{option: 5})
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
+def test_a_secret_key_file_others_may_read_or_change_is_refused_naming_the_chmod(keys, mode):
+    # Given the client's secret key, made readable or writable by others
+    _, client_secret, server_public = keys
+    os.chmod(client_secret, mode)
+    # When a client is given it / Then it refuses, as ssh refuses such a private key:
+    # whoever reads it is this client to the broker
+    with pytest.raises(ValueError, match=rf"the CurveZMQ secret key file {client_secret} has "
+                                         rf"mode {mode:o}: other users may read or change it\. "
+                                         rf"Run `chmod 600 {client_secret}`"):
+        broker_address("tcp://127.0.0.1:1", client_secret, server_public)
+
+
+def test_the_servers_public_key_file_may_be_read_by_anyone(keys):
+    # Given the server's public key, readable by all (it is public)
+    _, client_secret, server_public = keys
+    os.chmod(server_public, 0o644)
+    # When a client is given it / Then it is taken
+    assert broker_address("tcp://127.0.0.1:1", client_secret, server_public).curve_server_key

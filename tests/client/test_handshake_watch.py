@@ -22,6 +22,7 @@ from plinth.client.aio.connection import AIOConnection
 from plinth.client.connection import Connection
 from plinth.errors import HandshakeRefusedError, PlinthTimeoutError, UnavailableError
 from plinth.router.security import Security
+from tests.support import curve_key_pair
 
 WAIT_S = 10.0   # the bound on waiting for the handshake's verdict
 
@@ -77,8 +78,7 @@ def keys(tmp_path):
     keys.mkdir()
     authorized.mkdir()
     for name in ("server", "admitted", "stranger"):
-        zmq.auth.create_certificates(str(keys), name)
-    (keys / "server.key_secret").chmod(0o600)   # as plinth keygen writes it; Security checks
+        curve_key_pair(keys, name)
     (authorized / "admitted.key").write_text((keys / "admitted.key").read_text())
     return keys, authorized
 

@@ -14,7 +14,7 @@ import zmq.auth
 from plinth.router.router import Router
 from plinth.router.security import Security
 from tests.router.fakes import Client, CurveKeys, FakeController, FakeShard
-from tests.support import free_port
+from tests.support import curve_key_pair, free_port
 
 
 @dataclass
@@ -48,9 +48,8 @@ def curve_key_files(tmp_path_factory) -> tuple[Path, Path, CurveKeys]:
     keys = tmp_path_factory.mktemp("keys")
     authorized = keys / "authorized"
     authorized.mkdir()
-    server_public_file, server_secret_file = zmq.auth.create_certificates(keys, "server")
-    Path(server_secret_file).chmod(0o600)   # as plinth keygen writes it; Security checks
-    client_public_file, client_secret_file = zmq.auth.create_certificates(authorized, "client")
+    server_public_file, server_secret_file = curve_key_pair(keys, "server")
+    client_public_file, client_secret_file = curve_key_pair(authorized, "client")
     server_public, _ = zmq.auth.load_certificate(server_public_file)
     client_public, client_secret = zmq.auth.load_certificate(client_secret_file)
     return Path(server_secret_file), authorized, CurveKeys(client_public, client_secret,

@@ -22,7 +22,7 @@ from plinth.errors import InvalidConfigError, NotAuthorizedError, TooManyRequest
 from plinth.router.router import Router
 from plinth.router.security import OffsetsFilter, Security
 from tests.router.fakes import Client, FakeController, FakeShard, answer
-from tests.support import free_port
+from tests.support import curve_key_pair, free_port
 
 RATE = 100_000                  # bytes/s of the quotas below
 OVER = 3 * RATE                 # one payload of this many bytes puts a key 2 s over its quota
@@ -75,11 +75,10 @@ def secure_rig(tmp_path):
         keys, authorized = tmp_path / "keys", tmp_path / "authorized"
         authorized.mkdir(exist_ok=True)
         keys.mkdir(exist_ok=True)
-        server_public_file, server_secret = zmq.auth.create_certificates(str(keys), "server")
-        Path(server_secret).chmod(0o600)   # as plinth keygen writes it; Security checks
+        server_public_file, server_secret = curve_key_pair(keys, "server")
         secrets, text = {}, json.dumps(acl)
         for name in ("alice", "bob"):
-            public_file, secrets[name] = zmq.auth.create_certificates(str(keys), name)
+            public_file, secrets[name] = curve_key_pair(keys, name)
             (authorized / f"{name}.key").write_text(Path(public_file).read_text())
             public = zmq.auth.load_certificate(public_file)[0].decode()
             text = text.replace(f'"{name}"', json.dumps(public))
