@@ -13,7 +13,9 @@ partition per wait. A consumer of more partitions than it may have fetches in
 flight takes turns (``send_fetches``) and parks each for a share of the wait.
 A partition with records still buffered is not fetched.
 A fetch unanswered for ``fetch_max_wait_ms + request_timeout_ms`` is lost (the
-broker restarted, a router went away) and is sent again.
+broker restarted, a router went away, the shard hangs) and is sent again; the
+partition is failing (``fetch_errors``, logged as below) until a fetch of it is
+answered.
 
 A fetch reply brings:
 
@@ -59,7 +61,7 @@ from plinth import limits, protocol
 from plinth.client.arguments import checked_offset
 from plinth.client.connection import Connection
 from plinth.errors import (TRANSIENT_ERRORS, OffsetOutOfRangeError, PartitionNotAssignedError,
-                           RecordDeserializationError)
+                           PlinthTimeoutError, RecordDeserializationError)
 from plinth.format.log_entry import iter_entries
 from plinth.format import batch_formats
 from plinth.format.record_batch import ConsumerRecord
@@ -278,9 +280,14 @@ class Fetcher:
             if state.fetch_id is not None:
                 if now - state.fetch_sent_s < self._fetch_timeout_s:
                     continue
-                # No answer: the broker restarted, or a router went away. Ask again.
+                # No answer: the broker restarted, a router went away, or the shard
+                # hangs. Ask again; the partition is failing until an answer comes.
                 self._fetches.pop(state.fetch_id, None)
                 self._conn.forget(state.fetch_id)
+                self._failing(tp, state, PlinthTimeoutError(
+                    f"no answer to the fetch of {tp.topic}-{tp.partition} at offset "
+                    f"{state.fetch_offset} within fetch_max_wait_ms + request_timeout_ms = "
+                    f"{self._fetch_timeout_s * 1000:.0f} ms"), retry_in_s=0.0)
             if state.position is None:
                 self._reset_position(tp)
             request_id = self._conn.next_request_id()
@@ -363,21 +370,25 @@ class Fetcher:
         state.retry_backoff_s = min(max(2 * state.retry_backoff_s,
                                         limits.CLIENT_RETRY_BACKOFF_MS / 1000),
                                     limits.CLIENT_RETRY_BACKOFF_MAX_MS / 1000)
-        now = time.monotonic()
-        state.retry_at_s = now + state.retry_backoff_s
+        state.retry_at_s = time.monotonic() + state.retry_backoff_s
         self._backing_off.add(tp)
+        self._failing(tp, state, error, state.retry_backoff_s)
+
+    def _failing(self, tp: TopicPartition, state: PartitionState, error: Exception,
+                 retry_in_s: float) -> None:
+        """A fetch of ``tp`` failed (answered with a transient error, or not answered in
+        time) and is asked again in ``retry_in_s``: the partition is failing until a
+        fetch of it succeeds. Logged at WARNING when it starts failing, then at DEBUG."""
         state.fetch_failures += 1
         if state.fetch_error is None:
-            state.fetch_failing_since_s = now
+            state.fetch_failing_since_s = time.monotonic()
             log.warning("fetch of %s-%d at offset %d failed: %s: %s; retrying until it "
                         "succeeds (the first retry in %.0f ms)", tp.topic, tp.partition,
-                        state.fetch_offset, type(error).__name__, error,
-                        state.retry_backoff_s * 1000)
+                        state.fetch_offset, type(error).__name__, error, retry_in_s * 1000)
         else:
             log.debug("fetch of %s-%d at offset %d failed again (%d in a row): %s: %s; "
                       "retrying in %.0f ms", tp.topic, tp.partition, state.fetch_offset,
-                      state.fetch_failures, type(error).__name__, error,
-                      state.retry_backoff_s * 1000)
+                      state.fetch_failures, type(error).__name__, error, retry_in_s * 1000)
         state.fetch_error = error
 
     def _recovered(self, tp: TopicPartition, state: PartitionState) -> None:
@@ -391,7 +402,8 @@ class Fetcher:
 
     def fetch_errors(self) -> dict[TopicPartition, Exception]:
         """The assigned partitions whose fetches are failing now (their last fetch was
-        answered with a transient error, and is being retried), each with that error."""
+        answered with a transient error, or not answered in time, and is being asked
+        again), each with that error."""
         return {tp: state.fetch_error for tp, state in self.partitions.items()
                 if state.fetch_error is not None}
 

@@ -1081,10 +1081,10 @@ def consume(ctx, topic_name, partition, offset, from_beginning, from_time_ms, ma
 
     Exit status 0 when --max-messages records were printed, or when --timeout-ms ended
     with no new record. 1 when --timeout-ms ended while fetches of a partition were
-    still failing (object storage unreachable, a shard restarting: errors the consumer
-    retries), with an error line naming the partition and the last error: the records
-    may be there, unread. Each partition's fetches starting to fail are said on stderr
-    at once, as a warning, however long --timeout-ms is."""
+    still failing (object storage unreachable, a shard restarting or not answering:
+    errors the consumer retries), with an error line naming the partition and the last
+    error: the records may be there, unread. Each partition's fetches starting to fail
+    are said on stderr at once, as a warning, however long --timeout-ms is."""
     from plinth.client.consumer import Consumer
 
     if offset is not None and partition is None:

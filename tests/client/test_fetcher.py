@@ -402,6 +402,33 @@ def test_a_fetch_unanswered_past_its_wait_and_the_request_timeout_is_sent_again(
     assert (first.offset, second.offset) == (0, 0) and second_s - first_s >= 0.2 * 0.9
 
 
+def test_a_partition_whose_fetch_goes_unanswered_is_failing_until_a_fetch_is_answered(
+        rig_of, caplog):
+    # Given a broker that never answers the first two fetches of t-0 at offset 5 (a hung
+    # shard), then answers
+    rig = rig_of([no_answer, no_answer, answer_with(entry(5, [b"a"]))], fetch_max_wait_ms=0,
+                 request_timeout_ms=200)
+    rig.fetcher.assign([T0])
+    rig.fetcher.seek(T0, 5)
+    caplog.set_level(logging.DEBUG, logger="plinth.client.fetcher")
+    # When the first fetch goes unanswered for its timeout and is asked again
+    rig.pump(lambda: len(rig.broker.requests) == 2)
+    # Then the partition is failing, with an error naming it, the offset and the timeout
+    assert {tp: str(error) for tp, error in rig.fetcher.fetch_errors().items()} == {
+        T0: "no answer to the fetch of t-0 at offset 5 within fetch_max_wait_ms + "
+            "request_timeout_ms = 200 ms"}
+    # And one warning says so (it was silent: a hung shard looked like an idle log)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["fetch of t-0 at offset 5 failed: PlinthTimeoutError: no answer to the "
+                        "fetch of t-0 at offset 5 within fetch_max_wait_ms + request_timeout_ms "
+                        "= 200 ms; retrying until it succeeds (the first retry in 0 ms)"]
+    # And when a fetch is answered, it is failing no more
+    assert rig.take_values(1) == [(5, b"a")]
+    assert rig.fetcher.fetch_errors() == {}
+    assert caplog.records[-1].getMessage().startswith(
+        "fetch of t-0 at offset 5 succeeded again after 2 failed in ")
+
+
 def test_an_entry_whose_crc_does_not_match_raises_corrupt_data(rig_of):
     damaged = bytearray(entry(0, [b"hello"]))
     damaged[-1] ^= 0xFF

@@ -8,6 +8,7 @@ answers from the test."""
 from __future__ import annotations
 
 import contextlib
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -79,3 +80,23 @@ def test_a_consume_that_finds_no_records_before_its_timeout_exits_0_saying_nothi
     result = consume(broker, "--timeout-ms", "500")
     # Then it ends as before: nothing printed, status 0
     assert (result.exit_code, result.stdout, result.stderr) == (0, "", "")
+
+
+def no_answer(request):
+    return None
+
+
+@pytest.mark.timeout(60)
+def test_a_consume_whose_fetches_go_unanswered_says_so_and_exits_1(broker_answering):
+    # Given a broker whose shard hangs: it never answers a fetch (SIGSTOPped, say)
+    broker = broker_answering(no_answer)
+    # When offset 100 is consumed for at most 3 s, with a request timeout of 500 ms
+    result = consume(broker, "--timeout-ms", "3000")
+    # Then it ends in an error line naming the partition, the offset and the timeout,
+    # with status 1: it ended with status 0, as if the log were idle
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    assert re.fullmatch(
+        r"error: PlinthTimeoutError: orders-0: fetches at offset 100 were still failing when "
+        r"--timeout-ms 3000 ended: no answer to the fetch of orders-0 at offset 100 within "
+        r"fetch_max_wait_ms \+ request_timeout_ms = \d+ ms", result.stderr.splitlines()[-1])
