@@ -132,6 +132,16 @@ class ConsumerBase:
         self._check_open()
         return self._fetcher.fetch_errors()
 
+    def heartbeat_error(self) -> Exception | None:
+        """The error this consumer's group heartbeats are failing with now (its
+        coordinator unreachable, or a shard not answering), which it retries and never
+        raises; None without a group or while they work. It asks nothing. A consumer
+        whose heartbeats fail may hold no partitions (it cannot join): a poll with no
+        records then did not find "no records" (``plinth consume --group`` says so when
+        its --timeout-ms ends). Kafka's consumers only log this, as this one does."""
+        self._check_open()
+        return None if self._membership is None else self._membership.heartbeat_error()
+
     def _positions(self, partitions=None) -> dict[tuple[str, int], int]:
         """(topic, partition) -> the offset after the last record handed out, of
         ``partitions`` (None: every one with a position)."""

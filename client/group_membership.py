@@ -106,6 +106,9 @@ class GroupMembership:
         self._lost = False            # lost partitions the consumer has not taken yet
         self.target_lost = False      # the target last taken leaves out lost partitions
         self._retry_backoff_s: float | None = None   # set while heartbeats fail
+        # The error the last heartbeat failed with, while they fail; None once one is
+        # answered (heartbeat_error).
+        self._heartbeat_error: Exception | None = None
         # An answer no retry can change (the group is a Kafka client's), or an error no
         # heartbeat expects (a bug): the heartbeat thread stops, and the consumer raises
         # it from its next poll rather than poll without a membership for ever.
@@ -183,6 +186,12 @@ class GroupMembership:
     def identity(self) -> tuple[str, int]:
         with self._lock:
             return self.member_id, self.member_epoch
+
+    def heartbeat_error(self) -> Exception | None:
+        """The error the heartbeats are failing with now (the coordinator unreachable, or
+        not answering within request_timeout_ms), retried; None once one is answered.
+        Any thread: one attribute read."""
+        return self._heartbeat_error
 
     def raise_if_refused(self) -> None:
         """Raise the error that ended this membership for good, if one did (consumer
@@ -295,7 +304,11 @@ class GroupMembership:
             log.info("group %s: %s", self.group, exc)
             self._fatal, self._closing = exc, True
         else:
-            log.warning("group %s: heartbeat failed: %s", self.group, exc)
+            # While closing, the consumer's owner has stopped listening (the CLI has
+            # printed its last line): a warning then is noise after it.
+            log.log(logging.DEBUG if self._closing else logging.WARNING,
+                    "group %s: heartbeat failed: %s", self.group, exc)
+            self._heartbeat_error = exc
             if time.monotonic() - self._last_ok_s > self.session_timeout_ms / 1000:
                 self._lose_membership()
             self._failed()
@@ -311,6 +324,7 @@ class GroupMembership:
     def _heartbeat_answered(self, view) -> None:
         self._last_ok_s = self._sent_s
         self._retry_backoff_s = None
+        self._heartbeat_error = None
         result = view.heartbeat
         with self._lock:
             self.member_id, self.member_epoch = result.member_id, result.member_epoch

@@ -1082,8 +1082,9 @@ def consume(ctx, topic_name, partition, offset, from_beginning, from_time_ms, ma
     Exit status 0 when --max-messages records were printed, or when --timeout-ms ended
     with no new record. 1 when --timeout-ms ended while fetches of a partition were
     still failing (object storage unreachable, a shard restarting or not answering:
-    errors the consumer retries), with an error line naming the partition and the last
-    error: the records may be there, unread. Each partition's fetches starting to fail
+    errors the consumer retries), or --group's heartbeats were, with an error line
+    naming the partition (or the group) and the last error: the records may be there,
+    unread. Each partition's fetches starting to fail
     are said on stderr at once, as a warning, however long --timeout-ms is."""
     from plinth.client.consumer import Consumer
 
@@ -1116,7 +1117,20 @@ def consume(ctx, topic_name, partition, offset, from_beginning, from_time_ms, ma
         if from_time_ms is not None:
             _seek_to_time(consumer, from_time_ms)
         if _print_records(consumer, max_messages, print_key):
+            _exit_if_heartbeats_failing(consumer, timeout_ms)
             _exit_if_fetches_failing(consumer, timeout_ms)
+
+
+def _exit_if_heartbeats_failing(consumer, timeout_ms: int) -> None:
+    """After --timeout-ms ended with no new record: exit 1 with an error line naming the
+    group and the last error, if its heartbeats were still failing (the member may
+    never have joined, and so read nothing)."""
+    error = consumer.heartbeat_error()
+    if error is None:
+        return
+    click.echo(f"error: {type(error).__name__}: group {consumer.group}: heartbeats were still "
+               f"failing when --timeout-ms {timeout_ms} ended: {error}", err=True)
+    sys.exit(1)
 
 
 def _exit_if_fetches_failing(consumer, timeout_ms: int) -> None:

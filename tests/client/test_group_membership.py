@@ -5,6 +5,7 @@ it, through take_target() and identity(), polled with a bound."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import pytest
@@ -121,6 +122,28 @@ def test_a_failed_heartbeat_within_the_session_timeout_keeps_the_membership(memb
     third = broker.wait_for_requests(3)[2]
     assert (third.member_id, third.member_epoch, third.owned) == ("m-1", 1, {T0})
     assert member.take_target() is None
+
+
+def test_the_heartbeat_error_is_the_last_failures_until_a_heartbeat_is_answered(member_of):
+    # Given a coordinator whose first heartbeat fails, and which answers the next only
+    # when the test lets it
+    answer_now = threading.Event()
+
+    def answered_when_let(request):
+        answer_now.wait(10)
+        return heartbeat("m-1", 1, {T0})(request)
+
+    member, broker = member_of([UnavailableError("shard-0 is restarting"), answered_when_let,
+                                *steady("m-1", 1, {T0})])
+    # When the first heartbeat has failed / Then it is the error, while the retry waits
+    error = wait_until(member.heartbeat_error, timeout_s=10)
+    assert (type(error), str(error)) == (UnavailableError, "shard-0 is restarting")
+    broker.wait_for_requests(2)
+    assert member.heartbeat_error() is error
+    # And once a heartbeat is answered, there is none
+    answer_now.set()
+    wait_until(lambda: member.heartbeat_error() is None, timeout_s=10)
+    assert member.identity() == ("m-1", 1)
 
 
 def test_a_member_whose_heartbeats_go_unanswered_for_a_session_timeout_drops_its_partitions(

@@ -100,3 +100,24 @@ def test_a_consume_whose_fetches_go_unanswered_says_so_and_exits_1(broker_answer
         r"error: PlinthTimeoutError: orders-0: fetches at offset 100 were still failing when "
         r"--timeout-ms 3000 ended: no answer to the fetch of orders-0 at offset 100 within "
         r"fetch_max_wait_ms \+ request_timeout_ms = \d+ ms", result.stderr.splitlines()[-1])
+
+
+@pytest.mark.timeout(60)
+def test_a_group_consume_whose_heartbeats_go_unanswered_says_so_and_exits_1(broker_answering):
+    # Given a broker whose group coordinator's shard hangs: it answers metadata, and
+    # no heartbeat
+    broker = broker_answering(lambda request: [protocol.encode_topics_reply(
+        request.request_id, [protocol.TopicInfo("orders", 1)])] if request.kind == "metadata"
+        else None)
+    # When the topic is consumed in group g for at most 3 s, with 500 ms requests
+    result = CliRunner().invoke(cli.main, ["--broker", broker.url, "--request-timeout-ms", "500",
+                                           "consume", "orders", "--group", "g", "--max-messages",
+                                           "1", "--timeout-ms", "3000"])
+    # Then it ends in an error line naming the group and the heartbeats' last error, with
+    # status 1: it ended with status 0, as if the topic were idle
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    assert re.fullmatch(
+        r"error: PlinthTimeoutError: group g: heartbeats were still failing when --timeout-ms "
+        r"3000 ended: no reply from tcp://127\.0\.0\.1:\d+ to request \d+ within 500 ms; .*",
+        result.stderr.splitlines()[-1])
