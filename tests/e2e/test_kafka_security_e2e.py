@@ -8,8 +8,8 @@ and with SCRAM-SHA-256 and produce and consume; a wrong password fails the
 login cleanly and is logged without the password; a user without the grant
 gets Kafka's authorization errors; a connection that has not logged in is
 served ApiVersions and closed at anything else; idle connections that never log
-in, from several addresses (127.0.0.2 and up reach the loopback listener as other
-client addresses), do not lock a user out. The start-up refusals (a
+in, from one address (127.0.0.2 and up reach the loopback listener as other
+client addresses) or from several, do not lock a user out. The start-up refusals (a
 non-loopback listener without TLS or SASL; SASL missing beside CurveZMQ) run
 ``plinth serve`` to its refusal only: no traffic goes to 0.0.0.0.
 """
@@ -21,6 +21,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -326,6 +327,32 @@ def _open_without_login(broker, count: int, source: str) -> list[ssl.SSLSocket]:
         except (ssl.SSLError, ConnectionError):
             pass
     return held
+
+
+def test_one_address_reopening_connections_takes_only_its_share_and_a_user_logs_in_at_once(
+        secure_kafka):
+    from confluent_kafka.admin import AdminClient
+
+    per_address = limits.KAFKA_CONNECTIONS_BEFORE_LOGIN_PER_ADDRESS_MAX
+    # Given one address opening more idle TLS connections than the whole pool for logins
+    held = _open_without_login(secure_kafka, limits.KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX + 10,
+                               source="127.0.0.7")
+    try:
+        # Then it holds only its share; the others were refused at once
+        assert len(held) == per_address
+        # And a user from another address logs in before any login deadline frees a slot
+        started_s = time.monotonic()
+        admin = AdminClient(_confluent(secure_kafka, "bob", "SCRAM-SHA-256"))
+        assert admin.list_topics(timeout=TIMEOUT_S).topics is not None
+        assert time.monotonic() - started_s < limits.KAFKA_LOGIN_TIMEOUT_MS / 1000
+    finally:
+        for sock in held:
+            sock.close()
+    # And the refusals were one line naming the address, the count and the limit
+    line = (f"refused: {per_address} connections from 127.0.0.7 have not logged in yet "
+            f"(the limit for one address is {per_address})")
+    wait_until(lambda: line in secure_kafka.log(), TIMEOUT_S)
+    assert secure_kafka.log().count(line) == 1
 
 
 def test_a_thousand_connections_that_never_log_in_do_not_lock_a_user_out(secure_kafka):
