@@ -1002,6 +1002,16 @@ KAFKA_LOGIN_TIMEOUT_MS = 10_000
 # the clients that logged in, so that idle connections opened by anyone cannot
 # lock them out (a tester opened 1,000 in 2.8 s and a real user was refused).
 KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX = KAFKA_CONNECTIONS_MAX // 4
+# ... and at most this many of them from one peer IP address (any port); a new
+# one beyond them is closed at once (Kafka's max.connections.per.ip, for the
+# connections waiting for their login only). Without it one address reopening
+# connections kept the whole pool full, and other clients' logins got in only
+# as the login deadline freed slots. Not lower: every client of a load test on
+# one host comes from one address (loopback), and each opens 2-3 connections
+# at start (bootstrap, broker, group coordinator) that wait for their login
+# together while the PLAIN checks queue on their threads; 64 lets some 20
+# clients start in the same instant, and a client refused retries on its own.
+KAFKA_CONNECTIONS_BEFORE_LOGIN_PER_ADDRESS_MAX = 64
 # How long stop() waits for the listener's thread to close every connection.
 KAFKA_LISTENER_STOP_WAIT_S = 10.0
 
@@ -1311,6 +1321,11 @@ def _relations() -> list[tuple[str, bool]]:
          "that have, and must log in well before an idle connection is closed",
          1 <= KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX <= KAFKA_CONNECTIONS_MAX // 2
          and 0 < KAFKA_LOGIN_TIMEOUT_MS <= KAFKA_CONNECTION_IDLE_MS_MAX // 10),
+        ("no one address, nor two, can fill the pool of Kafka connections waiting for "
+         "their login",
+         1 <= KAFKA_CONNECTIONS_BEFORE_LOGIN_PER_ADDRESS_MAX
+         and 3 * KAFKA_CONNECTIONS_BEFORE_LOGIN_PER_ADDRESS_MAX
+         <= KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX),
         ("every waiting Kafka login can check a PLAIN password (about 30 ms at the most "
          "SCRAM iterations) within half the login deadline, on the check threads",
          KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX * 30 / KAFKA_SASL_PLAIN_CHECK_THREADS

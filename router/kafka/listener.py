@@ -41,7 +41,11 @@ that has not logged in holds its slot briefly and takes it from a small pool: it
 is closed if it has not logged in ``login_timeout_ms`` after it was accepted
 (KAFKA_LOGIN_TIMEOUT_MS, its TLS handshake included), and a new connection is
 closed at once while ``connections_before_login_max`` others wait for their
-login (KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX). The rest of ``connections_max`` is
+login (KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX), or while
+``connections_before_login_per_address_max`` others from its peer's IP address
+(any port) do (KAFKA_CONNECTIONS_BEFORE_LOGIN_PER_ADDRESS_MAX, Kafka's
+max.connections.per.ip for this pool only), so that one address reopening
+connections cannot keep the whole pool full. The rest of ``connections_max`` is
 left to the clients that logged in. Without that bound (no SASL) every
 connection counts as logged in.
 
@@ -91,7 +95,8 @@ from dataclasses import dataclass, field
 
 from plinth.errors import KafkaDecodeError, KafkaUnsupportedVersionError
 from plinth.limits import (
-    KAFKA_CONNECTION_IDLE_MS_MAX, KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX, KAFKA_CONNECTIONS_MAX,
+    KAFKA_CONNECTION_IDLE_MS_MAX, KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX,
+    KAFKA_CONNECTIONS_BEFORE_LOGIN_PER_ADDRESS_MAX, KAFKA_CONNECTIONS_MAX,
     KAFKA_IDLE_CHECK_INTERVAL_MS_MAX, KAFKA_LISTENER_STOP_WAIT_S, KAFKA_LOGIN_TIMEOUT_MS,
     KAFKA_REQUEST_BYTES_IN_FLIGHT_PER_CONNECTION_MAX, KAFKA_REQUEST_BYTES_MAX,
     KAFKA_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX, UNAUTHENTICATED_LOG_INTERVAL_S)
@@ -153,9 +158,12 @@ class KafkaListener:
                  first_request_bytes_max: int | None = None,
                  login_timeout_ms: int = KAFKA_LOGIN_TIMEOUT_MS,
                  connections_before_login_max: int = KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX,
+                 connections_before_login_per_address_max: int =
+                 KAFKA_CONNECTIONS_BEFORE_LOGIN_PER_ADDRESS_MAX,
                  log_interval_s: float = UNAUTHENTICATED_LOG_INTERVAL_S):
         assert requests_in_flight_max >= 1 and connections_max >= 1 and connection_idle_ms_max > 0
         assert login_timeout_ms > 0 and connections_before_login_max >= 1
+        assert connections_before_login_per_address_max >= 1
         assert 0 < request_bytes_max <= request_bytes_in_flight_max
         self.host, self.port = host, port
         self.handle = handle
@@ -169,6 +177,7 @@ class KafkaListener:
         self.login_required = first_request_bytes_max is not None
         self.login_timeout_s = login_timeout_ms / 1000
         self.connections_before_login_max = connections_before_login_max
+        self.connections_before_login_per_address_max = connections_before_login_per_address_max
         self.unauthenticated_log = LogLimit(logger, interval_s=log_interval_s)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.address: tuple[str, int] | None = None
@@ -176,6 +185,9 @@ class KafkaListener:
         self._stopping: asyncio.Event | None = None
         self._connections: set[_Connection] = set()
         self._waiting_for_login: set[_Connection] = set()
+        # peer IP address -> how many of _waiting_for_login are from it; an address
+        # has an entry only while it has one, so the table is bounded by the pool.
+        self._waiting_for_login_per_address: dict[str, int] = {}
         self._ids = itertools.count(1)
 
     def start(self) -> tuple[str, int]:
@@ -211,9 +223,12 @@ class KafkaListener:
         """Connections open now (a snapshot; any thread)."""
         return len(self._connections)
 
-    def waiting_for_login_count(self) -> int:
-        """Connections open now that have not logged in yet (a snapshot; any thread)."""
-        return len(self._waiting_for_login)
+    def waiting_for_login_count(self, address: str | None = None) -> int:
+        """Connections open now that have not logged in yet, from peer IP ``address``
+        only if given (a snapshot; any thread)."""
+        if address is None:
+            return len(self._waiting_for_login)
+        return self._waiting_for_login_per_address.get(address, 0)
 
     def log_unauthenticated(self, level: int, kind: str, peer: tuple[str, int],
                             message: str, *args) -> None:
@@ -288,17 +303,18 @@ class KafkaListener:
         peer = writer.get_extra_info("peername") or ("?", 0)
         info = ConnectionInfo(next(self._ids), tuple(peer[:2]),
                               request_bytes_max=self.first_request_bytes_max)
-        refusal = self._refusal()
+        refusal = self._refusal(info.peer[0])
         if refusal is not None:
-            self.log_unauthenticated(logging.WARNING, "refused", info.peer,
+            kind, reason = refusal
+            self.log_unauthenticated(logging.WARNING, kind, info.peer,
                                      "Kafka connection %d from %s:%s refused: %s",
-                                     info.connection_id, *info.peer, refusal)
+                                     info.connection_id, *info.peer, reason)
             writer.transport.abort()
             return
         connection = _Connection(self, info, reader, writer)
         self._connections.add(connection)
         if not info.logged_in():
-            self._waiting_for_login.add(connection)
+            self._wait_for_login(connection)
             connection.login_deadline = asyncio.get_running_loop().call_later(
                 self.login_timeout_s, self._login_deadline, connection)
         try:
@@ -311,19 +327,44 @@ class KafkaListener:
             self._connections.discard(connection)
             self.logged_in(connection)
 
-    def _refusal(self) -> str | None:
-        """Why a new connection must be closed at once, or None to serve it."""
+    def _refusal(self, address: str) -> tuple[str, str] | None:
+        """Why a new connection from peer IP ``address`` must be closed at once, as
+        (the kind of its log line, the reason), or None to serve it. Listener thread."""
         if len(self._connections) >= self.connections_max:
-            return f"{len(self._connections)} connections open, the limit"
-        if self.login_required and len(self._waiting_for_login) >= self.connections_before_login_max:
-            return (f"{len(self._waiting_for_login)} connections have not logged in yet, the limit "
-                    f"for them (of {self.connections_max} connections)")
+            return "refused", f"{len(self._connections)} connections open, the limit"
+        if not self.login_required:
+            return None
+        # The address before the pool: when both are full, the line names the one
+        # address that holds more than its share, not only the pool it fills.
+        waiting_here = self._waiting_for_login_per_address.get(address, 0)
+        if waiting_here >= self.connections_before_login_per_address_max:
+            return "refused per address", (
+                f"{waiting_here} connections from {address} have not logged in yet (the limit "
+                f"for one address is {self.connections_before_login_per_address_max})")
+        if len(self._waiting_for_login) >= self.connections_before_login_max:
+            return "refused", (f"{len(self._waiting_for_login)} connections have not logged in "
+                               f"yet, the limit for them (of {self.connections_max} connections)")
         return None
+
+    def _wait_for_login(self, connection: _Connection) -> None:
+        """Counts ``connection`` in the pool waiting for their login, and against its
+        peer's address. Listener thread."""
+        address = connection.info.peer[0]
+        self._waiting_for_login.add(connection)
+        table = self._waiting_for_login_per_address
+        table[address] = table.get(address, 0) + 1
+        assert len(table) <= len(self._waiting_for_login)
 
     def logged_in(self, connection: _Connection) -> None:
         """``connection`` waits for its login no more (it logged in, or it closed).
         Listener thread; safe to call twice."""
-        self._waiting_for_login.discard(connection)
+        if connection in self._waiting_for_login:      # counted once, so uncounted once
+            self._waiting_for_login.remove(connection)
+            address = connection.info.peer[0]
+            table = self._waiting_for_login_per_address
+            table[address] -= 1
+            if table[address] == 0:
+                del table[address]                      # the table keeps waiting addresses only
         if connection.login_deadline is not None:
             connection.login_deadline.cancel()
             connection.login_deadline = None

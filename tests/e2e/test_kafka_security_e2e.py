@@ -7,7 +7,9 @@ kafka-python and confluent-kafka (librdkafka) log in over SASL_SSL with PLAIN
 and with SCRAM-SHA-256 and produce and consume; a wrong password fails the
 login cleanly and is logged without the password; a user without the grant
 gets Kafka's authorization errors; a connection that has not logged in is
-served ApiVersions and closed at anything else. The start-up refusals (a
+served ApiVersions and closed at anything else; idle connections that never log
+in, from one address (127.0.0.2 and up reach the loopback listener as other
+client addresses) or from several, do not lock a user out. The start-up refusals (a
 non-loopback listener without TLS or SASL; SASL missing beside CurveZMQ) run
 ``plinth serve`` to its refusal only: no traffic goes to 0.0.0.0.
 """
@@ -19,6 +21,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -277,10 +280,11 @@ def test_a_plinth_router_serves_kafka_users_with_their_grants_too(secure_kafka, 
         router.stop()
 
 
-def _tls_socket(broker) -> ssl.SSLSocket:
+def _tls_socket(broker, source: str = "127.0.0.1") -> ssl.SSLSocket:
     context = ssl.create_default_context(cafile=str(broker.cert))
     host, port = broker.kafka_address.split(":")
-    raw = socket.create_connection((host, int(port)), timeout=TIMEOUT_S)
+    raw = socket.create_connection((host, int(port)), timeout=TIMEOUT_S,
+                                   source_address=(source, 0))
     return context.wrap_socket(raw, server_hostname=host)
 
 
@@ -313,37 +317,73 @@ def test_a_connection_that_has_not_logged_in_gets_api_versions_and_is_closed_at_
     wait_until(lambda: "before a SASL login" in secure_kafka.log(), TIMEOUT_S)
 
 
-def _open_without_login(broker, count: int) -> list[ssl.SSLSocket]:
-    """``count`` TLS connections that send nothing (the ones the listener refuses at once
-    fail their handshake and are not returned)."""
+def _open_without_login(broker, count: int, source: str) -> list[ssl.SSLSocket]:
+    """``count`` TLS connections from client address ``source`` that send nothing (the
+    ones the listener refuses at once fail their handshake and are not returned)."""
     held = []
     for _ in range(count):
         try:
-            held.append(_tls_socket(broker))
+            held.append(_tls_socket(broker, source))
         except (ssl.SSLError, ConnectionError):
             pass
     return held
 
 
+def test_one_address_reopening_connections_takes_only_its_share_and_a_user_logs_in_at_once(
+        secure_kafka):
+    from confluent_kafka.admin import AdminClient
+
+    per_address = limits.KAFKA_CONNECTIONS_BEFORE_LOGIN_PER_ADDRESS_MAX
+    # Given one address opening more idle TLS connections than the whole pool for logins
+    held = _open_without_login(secure_kafka, limits.KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX + 10,
+                               source="127.0.0.7")
+    try:
+        # Then it holds only its share; the others were refused at once
+        assert len(held) == per_address
+        # And a user from another address logs in before any login deadline frees a slot
+        started_s = time.monotonic()
+        admin = AdminClient(_confluent(secure_kafka, "bob", "SCRAM-SHA-256"))
+        assert admin.list_topics(timeout=TIMEOUT_S).topics is not None
+        assert time.monotonic() - started_s < limits.KAFKA_LOGIN_TIMEOUT_MS / 1000
+    finally:
+        for sock in held:
+            sock.close()
+    # And the refusals were one line naming the address, the count and the limit
+    line = (f"refused: {per_address} connections from 127.0.0.7 have not logged in yet "
+            f"(the limit for one address is {per_address})")
+    wait_until(lambda: line in secure_kafka.log(), TIMEOUT_S)
+    assert secure_kafka.log().count(line) == 1
+
+
 def test_a_thousand_connections_that_never_log_in_do_not_lock_a_user_out(secure_kafka):
     from confluent_kafka.admin import AdminClient
 
-    # Given as many idle TLS connections as the listener keeps, none logging in
-    held = _open_without_login(secure_kafka, limits.KAFKA_CONNECTIONS_MAX)
+    # Given as many idle TLS connections as the listener keeps, none logging in, from
+    # one address more than it takes to fill the pool for logins, each at its share
+    per_address = limits.KAFKA_CONNECTIONS_BEFORE_LOGIN_PER_ADDRESS_MAX
+    sources = [f"127.0.0.{2 + i}"
+               for i in range(-(-limits.KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX // per_address) + 1)]
+    held = {source: _open_without_login(secure_kafka,
+                                        limits.KAFKA_CONNECTIONS_MAX // len(sources), source)
+            for source in sources}
     try:
-        # Then only the pool for logins took them; the others were refused at once
-        assert len(held) == limits.KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX
+        # Then only the pool for logins took them, at most its share from each
+        # address; the others were refused at once
+        assert sum(map(len, held.values())) == limits.KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX
+        assert max(map(len, held.values())) == per_address
         # And when a user logs in with a new client, it gets in and is served (once
         # the login deadline has closed the idle ones, at the latest)
         admin = AdminClient(_confluent(secure_kafka, "bob", "SCRAM-SHA-256"))
         assert admin.list_topics(timeout=TIMEOUT_S).topics is not None
     finally:
-        for sock in held:
+        for sock in (sock for socks in held.values() for sock in socks):
             sock.close()
-    # And the refusals were logged once, not once each
-    log = secure_kafka.log()
-    refusals = log.count("have not logged in yet, the limit for them")
-    assert 1 <= refusals <= 2, refusals   # 2 only if the test took longer than a minute
+    # And the refusals at a full pool were logged once per address, not once each
+    # (twice only if the test took longer than a minute): an address holding less than
+    # its share found the pool full
+    found_it_full = sum(len(socks) < per_address for socks in held.values())
+    refusals = secure_kafka.log().count("have not logged in yet, the limit for them")
+    assert 1 <= found_it_full <= refusals <= 2 * found_it_full, (found_it_full, refusals)
 
 
 def _refusal(tmp_path, *args: str) -> str:

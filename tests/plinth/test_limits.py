@@ -29,3 +29,12 @@ def test_the_check_runs_under_python_dash_o_too():
     done = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True)
     # Then the check still fails, naming the relation
     assert done.returncode != 0 and "the default fetch wait is allowed" in done.stderr
+
+
+def test_one_address_allowed_a_third_of_the_login_pool_is_named(monkeypatch):
+    # Given a per-address limit edited so that three addresses more than fill the pool
+    monkeypatch.setattr(limits, "KAFKA_CONNECTIONS_BEFORE_LOGIN_PER_ADDRESS_MAX",
+                        limits.KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX // 3 + 1)
+    # When the relations are checked, Then the error names the pool for logins
+    with pytest.raises(AssertionError, match="no one address, nor two, can fill the pool"):
+        limits.check_relations()

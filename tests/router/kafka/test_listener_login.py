@@ -1,8 +1,9 @@
 """The listener's defences before a login (router/kafka/listener.py), over real
 sockets on 127.0.0.1: connections that have not logged in take a small pool of
 their own and are closed at the login deadline (the TLS handshake included), so
-that idle connections opened by anyone cannot lock out the clients that log in;
-a TLS client on a plaintext listener is told so; failed TLS handshakes are
+that idle connections opened by anyone cannot lock out the clients that log in,
+and one address takes at most its share of that pool (other addresses are
+127.0.0.2 and 127.0.0.3, which Linux routes to loopback as 127.0.0.1); a TLS client on a plaintext listener is told so; failed TLS handshakes are
 logged with their reason; the lines such clients cause are rate limited per
 address.
 
@@ -43,18 +44,33 @@ def frame(api, version: int, correlation_id: int, body: dict) -> bytes:
     return b"".join(bytes(p) for p in codec.encode_request(header, body))
 
 
-def connect(address, client_context: ssl.SSLContext | None = None) -> socket.socket:
-    sock = socket.create_connection(address, timeout=WAIT_S)
+def connect(address, client_context: ssl.SSLContext | None = None, *,
+            source: str = "127.0.0.1") -> socket.socket:
+    sock = socket.create_connection(address, timeout=WAIT_S, source_address=(source, 0))
     if client_context is not None:
         sock = client_context.wrap_socket(sock, server_hostname="127.0.0.1")
     return sock
 
 
-def log_in(address, client_context=None) -> socket.socket:
-    sock = connect(address, client_context)
-    sock.sendall(frame(SASL_AUTHENTICATE, 0, 1, {"auth_bytes": b"let me in"}))
-    assert read_response(sock, SASL_AUTHENTICATE, 0)[0] == 1
+def log_in(address, client_context=None, *, source: str = "127.0.0.1") -> socket.socket:
+    return log_in_on(connect(address, client_context, source=source))
+
+
+def log_in_on(sock, correlation_id: int = 1) -> socket.socket:
+    """Logs an open connection in (the listener counts it as logged in before it answers)."""
+    sock.sendall(frame(SASL_AUTHENTICATE, 0, correlation_id, {"auth_bytes": b"let me in"}))
+    assert read_response(sock, SASL_AUTHENTICATE, 0)[0] == correlation_id
     return sock
+
+
+def waiting(address, count: int, *, source: str = "127.0.0.1") -> list[socket.socket]:
+    """``count`` connections from ``source`` that have not logged in, each served (so
+    counted by the listener) before the next is opened."""
+    held = []
+    for i in range(count):
+        held.append(connect(address, source=source))
+        assert works(held[-1], 100 + i)
+    return held
 
 
 def works(sock, correlation_id: int) -> bool:
@@ -105,6 +121,82 @@ def test_idle_connections_that_never_log_in_do_not_lock_out_the_clients_that_do(
     # (each refusal and each deadline was a line, at most one per address and kind)
     assert caplog.text.count("have not logged in yet, the limit for them") == 1
     assert caplog.text.count("not logged in 1.0 s after it was accepted") == 1
+
+
+def test_an_address_holding_its_share_of_the_login_pool_has_its_next_connection_closed_at_once():
+    listener = start(connections_before_login_per_address_max=2, login_timeout_ms=LONG_MS)
+    held = []
+    try:
+        # Given an address holding two connections that have not logged in, its limit
+        held = waiting(listener.address, 2)
+        # When it opens a third, Then that one is closed at once (no deadline is near)
+        with connect(listener.address) as third:
+            assert closed_by_peer(third)
+        # And when one of the two closes, a login from the same address is let in again
+        held.pop().close()
+        wait_for(lambda: listener.waiting_for_login_count("127.0.0.1") == 1, "one to stop counting")
+        with log_in(listener.address) as member:
+            assert works(member, 2)
+            # And when the other one logs in, a new connection waits for its login again
+            log_in_on(held[0], 3)
+            held += waiting(listener.address, 2)
+            assert listener.waiting_for_login_count("127.0.0.1") == 2
+            assert works(held[0], 4) and works(member, 5)
+    finally:
+        for sock in held:
+            sock.close()
+        listener.stop()
+    # (the table has no entry left for an address with nothing waiting)
+    assert listener._waiting_for_login_per_address == {}
+
+
+def test_connections_that_logged_in_do_not_count_against_their_address():
+    listener = start(connections_before_login_per_address_max=2, login_timeout_ms=LONG_MS)
+    members, held = [], []
+    try:
+        # Given three clients from one address that logged in, one more than its limit
+        members = [log_in(listener.address) for _ in range(3)]
+        # When the address opens two connections that do not log in, Then both are served
+        held = waiting(listener.address, 2)
+        # And only a third one waiting is one too many
+        with connect(listener.address) as third:
+            assert closed_by_peer(third)
+        assert all(works(member, 2) for member in members)
+        assert listener.connection_count() == 5
+    finally:
+        for sock in members + held:
+            sock.close()
+        listener.stop()
+
+
+def test_another_address_is_let_in_while_one_address_is_at_its_limit(caplog):
+    listener = start(connections_before_login_per_address_max=2, login_timeout_ms=LONG_MS,
+                     log_interval_s=60)
+    held = []
+    try:
+        # Given 127.0.0.1 at its limit, its connections over it refused again and again
+        held = waiting(listener.address, 2)
+        for _ in range(5):
+            with connect(listener.address) as refused:
+                assert closed_by_peer(refused)
+        # When 127.0.0.2 connects, Then it is served and logs in
+        with log_in(listener.address, source="127.0.0.2") as other:
+            assert works(other, 2)
+            # And it may hold as many waiting connections as any address, no more
+            held += waiting(listener.address, 2, source="127.0.0.2")
+            with connect(listener.address, source="127.0.0.2") as refused:
+                assert closed_by_peer(refused)
+            assert works(other, 3)
+        assert listener.waiting_for_login_count() == 4
+        wait_for(lambda: caplog.text.count("refused: 2 connections from") == 2, "both lines")
+    finally:
+        for sock in held:
+            sock.close()
+        listener.stop()
+    # Then each address's refusals were one line naming the address, the count and the limit
+    for address in ("127.0.0.1", "127.0.0.2"):
+        assert caplog.text.count(f"refused: 2 connections from {address} have not logged in "
+                                 f"yet (the limit for one address is 2)") == 1
 
 
 def test_a_connection_that_has_not_logged_in_is_closed_at_the_login_deadline():
