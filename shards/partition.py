@@ -143,10 +143,13 @@ class Partition:
 
     @classmethod
     def open(cls, directory: Path, topic: str, partition: int, log_config: LogConfig,
-             initial_offset: int = 0, files: SegmentFiles | None = None) -> Partition:
+             initial_offset: int = 0, files: SegmentFiles | None = None,
+             one_copy: bool = False) -> Partition:
         """Open (recovering) or create the log in ``directory``; a new log starts at
         ``initial_offset``. Everything the log holds is readable. ``files``: the
-        shard's open segment files, shared by its partitions (a private one if None)."""
+        shard's open segment files, shared by its partitions (a private one if None).
+        ``one_copy``: no replica exists to repair it from, so a recovery cut marks
+        nothing (the shard says what it lost: shard_replication.py)."""
         directory_created = not Path(directory).exists()
         try:
             plog = PartitionLog.open(directory, log_config, initial_offset=initial_offset,
@@ -166,7 +169,7 @@ class Partition:
                        directory_created=directory_created)
             part._load_floor()
             part._fit_epochs_to_log()
-            part._mark_needs_repair()
+            part._mark_needs_repair(one_copy)
         except BaseException:
             plog.close()
             raise
@@ -204,11 +207,16 @@ class Partition:
                                f"{self.log.directory}: {exc}") from None
         self.leader_epochs = epochs
 
-    def _mark_needs_repair(self) -> None:
+    def _mark_needs_repair(self, one_copy: bool) -> None:
         """Set ``needs_repair`` if this open's recovery cut entries (saving the mark)
-        or an earlier one did and the partition has not caught up since."""
+        or an earlier one did and the partition has not caught up since. Of one copy,
+        only a mark an earlier open left is taken, and quietly (its owner clears it)."""
         recovery = self.log.recovery
-        if recovery.bytes_truncated:
+        if one_copy:
+            # "Not in sync until it has caught up with its leader" would be false: it
+            # has none (the shard logged it for every one-copy partition a crash tore).
+            self.needs_repair = (self.log.directory / NEEDS_REPAIR_FILE).exists()
+        elif recovery.bytes_truncated:
             self.mark_needs_repair(f"recovery cut {recovery.bytes_truncated} bytes at end offset "
                                    f"{self.log.end_offset}: {recovery.reason}")
         elif (self.log.directory / NEEDS_REPAIR_FILE).exists():

@@ -177,6 +177,11 @@ class ShardReplication:
             if part is not None:
                 self._apply(part, leadership)
 
+    def replicated(self, key: Key, leadership: Leadership | None) -> bool:
+        """Whether the partition ``key``, about to open with ``leadership`` (its record,
+        or None), has replicas: a record given now, or one that came before it."""
+        return leadership is not None or key in self._leadership
+
     def opened(self, part: Partition, leadership: Leadership | None,
                min_insync_replicas: int | None, restarted: bool = False) -> None:
         """``part`` was opened, with its record if the controller gave one;

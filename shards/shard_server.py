@@ -406,7 +406,9 @@ class ShardServer:
             if topic_id:
                 self._check_directory_owner(topic, partition, topic_id, restarted)
             part = Partition.open(self._partition_dir(topic, partition), topic, partition,
-                                  log_config, initial_offset, self._segment_files)
+                                  log_config, initial_offset, self._segment_files,
+                                  one_copy=not self._replication.replicated(
+                                      (topic, partition), leadership))
             if self._tier is not None:
                 # Before it serves a fetch: a reader below the local start (or asking
                 # for the earliest offset) must not be told the local start.

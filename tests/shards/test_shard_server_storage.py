@@ -382,9 +382,23 @@ def test_a_single_copy_partition_whose_recovery_cut_bytes_keeps_no_repair_mark(
     with caplog.at_level(logging.INFO, logger="plinth.shards"):
         assert end_offset_opened_as(tmp_path, "one", restarted=True) == 5
         assert end_offset_opened_as(tmp_path, "one", restarted=True) == 5
-    # Then the loss was said once, and no repair mark was kept (no replica can clear it)
-    assert "records there that were acknowledged are lost (one copy" in caplog.text
+    # Then the loss was said once, and no repair mark was made (no replica can clear
+    # it), nor said: "not in sync until it has caught up with its leader" is false of a
+    # partition that has none
+    assert caplog.text.count("records there that were acknowledged are lost (one copy") == 1
+    assert not (tmp_path / "t-0" / "needs-repair").exists()
+    assert "needs repair" not in caplog.text and "repair mark" not in caplog.text
+
+
+def test_a_single_copy_partition_clears_a_repair_mark_an_earlier_open_left(tmp_path, caplog):
+    # Given t-0, one copy, holding a repair mark from before (left while it had replicas)
+    shard_with_t0_of(tmp_path, "one", records_appended=5)
+    (tmp_path / "t-0" / "needs-repair").write_text("recovery cut 30 bytes at end offset 5\n")
+    # When the restarted shard reopens it
+    with caplog.at_level(logging.INFO, logger="plinth.shards"):
+        assert end_offset_opened_as(tmp_path, "one", restarted=True) == 5
+    # Then the mark goes, saying why
+    assert not (tmp_path / "t-0" / "needs-repair").exists()
     assert "t-0: repair mark cleared: one copy: there is no replica to repair it from" in \
         caplog.text
-    assert not (tmp_path / "t-0" / "needs-repair").exists()
-    assert "still needs repair" not in caplog.text
+    assert "needs repair" not in caplog.text
