@@ -1084,8 +1084,8 @@ def consume(ctx, topic_name, partition, offset, from_beginning, from_time_ms, ma
     still failing (object storage unreachable, a shard restarting or not answering:
     errors the consumer retries), or --group's heartbeats were, with an error line
     naming the partition (or the group) and the last error: the records may be there,
-    unread. Each partition's fetches starting to fail
-    are said on stderr at once, as a warning, however long --timeout-ms is."""
+    unread. Each partition's fetches starting to fail are said on stderr at once, as a
+    warning, however long --timeout-ms is."""
     from plinth.client.consumer import Consumer
 
     if offset is not None and partition is None:
