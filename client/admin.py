@@ -99,9 +99,9 @@ def checked_new_topics(new_topics: list[NewTopic]) -> list[NewTopic]:
 
 
 def check_new_topic(name: str, partitions: int, replication_factor: int | None) -> None:
-    """TypeError for a name or partition count of the wrong type; InvalidTopicError or
-    InvalidReplicationFactorError for one the broker would refuse (client side, either
-    client)."""
+    """TypeError for a name or partition count of the wrong type; InvalidTopicError,
+    InvalidPartitionsError or InvalidReplicationFactorError for one the broker would
+    refuse (client side, either client)."""
     topics.validate_topic_name(checked_str("name", name))
     topics.validate_partition_count(name, checked_int_type("partitions", partitions))
     if replication_factor is not None:   # its type too: InvalidReplicationFactorError
@@ -271,7 +271,8 @@ class Admin:
                      config: dict[str, str] | None = None) -> protocol.TopicInfo:
         """Create a topic with ``replication_factor`` copies of each partition (None: the
         server's --default-replication-factor); raises TopicExistsError,
-        InvalidTopicError, InvalidConfigError, InvalidReplicationFactorError."""
+        InvalidTopicError, InvalidPartitionsError, InvalidConfigError,
+        InvalidReplicationFactorError."""
         check_new_topic(name, partitions, replication_factor)
         config = checked_config(config)
         return self._change(protocol.encode_create_topic, name, partitions, config,

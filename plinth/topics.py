@@ -156,8 +156,10 @@ def is_topic_id(value) -> bool:
 
 
 def validate_partition_count(name: str, partitions: int) -> None:
+    """InvalidPartitionsError (Kafka's INVALID_PARTITIONS, as for a growth) unless a new
+    topic may have ``partitions``: InvalidTopicError read as a bad name."""
     if not 1 <= partitions <= limits.PARTITIONS_PER_TOPIC_MAX:
-        raise InvalidTopicError(
+        raise InvalidPartitionsError(
             f"topic {name!r}: {partitions} partitions requested; a topic has 1 to "
             f"{limits.PARTITIONS_PER_TOPIC_MAX} partitions")
 

@@ -11,9 +11,9 @@ import zmq
 from plinth import Admin, Consumer, Producer, protocol
 from plinth.client.consumer import TopicPartition
 from plinth.client.partitioner import partition_for_key
-from plinth.errors import (InvalidConfigError, InvalidTopicError, OffsetOutOfRangeError,
-                           PartitionOutOfRangeError, RecordTooLargeError, TopicExistsError,
-                           UnknownTopicError)
+from plinth.errors import (InvalidConfigError, InvalidPartitionsError, InvalidTopicError,
+                           OffsetOutOfRangeError, PartitionOutOfRangeError, RecordTooLargeError,
+                           TopicExistsError, UnknownTopicError)
 from plinth import limits
 from tests.support import unique_topic
 
@@ -129,7 +129,7 @@ def test_user_errors_get_clear_typed_errors(shared_broker, admin):
         admin.create_topic(topic, 2)
     with pytest.raises(InvalidTopicError, match="only ASCII"):
         admin.create_topic("bad/name", 1)
-    with pytest.raises(InvalidTopicError, match=str(limits.PARTITIONS_PER_TOPIC_MAX)):
+    with pytest.raises(InvalidPartitionsError, match=str(limits.PARTITIONS_PER_TOPIC_MAX)):
         admin.create_topic(unique_topic(), limits.PARTITIONS_PER_TOPIC_MAX + 1)
     with pytest.raises(InvalidConfigError, match="segment.bytes"):
         admin.create_topic(unique_topic(), 1, config={"segment.bytes": "1"})

@@ -310,10 +310,11 @@ def test_a_topic_named_twice_is_answered_once_as_an_invalid_request_and_nothing_
 @pytest.mark.parametrize("topic, code", [
     ({"num_partitions": 1, "replication_factor": -1, "configs": []}, 0),
     ({"num_partitions": 3, "replication_factor": 9, "configs": []}, 38),   # INVALID_REPLICATION_FACTOR
+    ({"num_partitions": 100_000, "replication_factor": -1, "configs": []}, 37),   # INVALID_PARTITIONS
     ({"num_partitions": 1, "replication_factor": -1,
       "configs": [{"name": "retention.ms", "value": "x"}]}, 40),           # INVALID_CONFIG
     ("existing", 36),                                                       # TOPIC_ALREADY_EXISTS
-], ids=["good", "replication-factor", "config", "exists"])
+], ids=["good", "replication-factor", "too-many-partitions", "config", "exists"])
 def test_validate_only_create_topics_answers_as_the_create_would_and_creates_nothing(
         kafka_broker, topic, code):
     # Given a topic to create (or one that exists)

@@ -3,7 +3,8 @@
 import pytest
 
 from plinth import limits, topics
-from plinth.errors import InvalidConfigError, InvalidReplicationFactorError, InvalidTopicError
+from plinth.errors import (InvalidConfigError, InvalidPartitionsError,
+                           InvalidReplicationFactorError, InvalidTopicError)
 from plinth.topics import normalize_topic_config, validate_partition_count, validate_topic_name
 
 
@@ -23,7 +24,8 @@ def test_bad_topic_names_are_refused_with_the_reason(name, message):
 
 
 def test_partition_counts_outside_the_limit_name_the_limit():
-    with pytest.raises(InvalidTopicError, match=f"0 partitions.*{limits.PARTITIONS_PER_TOPIC_MAX}"):
+    with pytest.raises(InvalidPartitionsError,
+                       match=f"0 partitions.*{limits.PARTITIONS_PER_TOPIC_MAX}"):
         validate_partition_count("t", 0)
     validate_partition_count("t", limits.PARTITIONS_PER_TOPIC_MAX)
 
