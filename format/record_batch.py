@@ -15,8 +15,8 @@ columnar so that no per-record struct is ever built:
       valueLengths       Data     recordCount x Int32 LE: value length, -1 = null value
       values             Data     the non-null values, concatenated in record order
       headers            List(RecordHeaders)   (index UInt32, entries List(Header
-                                  (key Text, value Data))), sorted by index,
-                                  only for records that carry headers
+                                  (key Text, value Data, unset for a null value))),
+                                  sorted by index, only for records that carry headers
 
 Record i (0 <= i < recordCount) has offset = the LogEntryHeader's baseOffset + i.
 The rules of a valid batch: recordCount within 1 .. BATCH_RECORDS_MAX; every
@@ -169,12 +169,13 @@ class BatchBuilder:
         return encoded
 
 
-def checked_headers(headers) -> tuple[list[tuple[str, bytes]], int]:
-    """The headers of one record as a list of (str, bytes), and an upper estimate of
-    the bytes they add to the encoded batch (what the producer counts for them).
+def checked_headers(headers) -> tuple[list[tuple[str, bytes | None]], int]:
+    """The headers of one record as a list of (str, bytes or None), and an upper
+    estimate of the bytes they add to the encoded batch (what the producer counts for
+    them). A None value is a null header value, as Kafka's clients send it.
 
     Any thread. Raises TypeError for headers that are not an iterable of
-    (str, bytes) pairs, and UnicodeEncodeError for a key that is not valid text.
+    (str, bytes or None) pairs, and UnicodeEncodeError for a key that is not valid text.
     """
     try:
         entries = [(key, value) for key, value in headers]
@@ -184,10 +185,11 @@ def checked_headers(headers) -> tuple[list[tuple[str, bytes]], int]:
         return entries, 0
     size_bytes = RECORD_HEADERS_OVERHEAD_BYTES
     for key, value in entries:
-        if not isinstance(key, str) or not isinstance(value, (bytes, bytearray)):
-            raise TypeError(f"header must be (str, bytes), "
+        if not isinstance(key, str) or not (value is None
+                                            or isinstance(value, (bytes, bytearray))):
+            raise TypeError(f"header must be (str, bytes or None), "
                             f"got ({type(key).__name__}, {type(value).__name__})")
-        size_bytes += len(key.encode()) + len(value) + HEADER_OVERHEAD_BYTES
+        size_bytes += len(key.encode()) + len(value or b"") + HEADER_OVERHEAD_BYTES
     return entries, size_bytes
 
 
@@ -204,7 +206,8 @@ def _with_headers(encoded: bytes, headers: list[tuple[int, list[tuple[str, bytes
         slot.index = index
         for entry, (key, value) in zip(slot.init("entries", len(entries)), entries):
             entry.key = key
-            entry.value = bytes(value)
+            if value is not None:   # unset: a null value (an empty one is set, 0 bytes)
+                entry.value = bytes(value)
     return message.to_bytes()
 
 
@@ -308,7 +311,8 @@ def _copy_fields(reader) -> _Fields:
         value_lengths=reader.valueLengths,
         values=reader.values,
         headers=[(record_headers.index,
-                  [(entry.key, entry.value) for entry in record_headers.entries])
+                  [(entry.key, entry.value if entry._has("value") else None)
+                   for entry in record_headers.entries])
                  for record_headers in reader.headers],
     )
 

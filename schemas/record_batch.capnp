@@ -48,5 +48,5 @@ struct RecordHeaders {
 
 struct Header {
   key @0 :Text;
-  value @1 :Data;
+  value @1 :Data;   # unset: a null value (as Kafka's -1 length); set and empty: b""
 }

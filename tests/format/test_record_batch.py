@@ -11,6 +11,7 @@ from plinth.format.record_batch import (
     BatchBuilder, BatchSummary, ConsumerRecord, decode_records, summarize_batch,
 )
 from plinth.errors import CorruptDataError, InvalidBatchError, RecordTooLargeError
+from plinth.format.kafka_batch import decode_kafka_records, kafka_batch_from_plinth
 from plinth.schemas import record_batch as record_batch_schema
 
 T0_MS = 1_700_000_000_000
@@ -217,6 +218,21 @@ def test_headers_that_are_not_str_and_bytes_are_rejected_at_append():
     # Given a header with a bytes key / When appended / Then TypeError names the types
     with pytest.raises(TypeError, match=r"\(bytes, bytes\)"):
         BatchBuilder().append(b"k", b"v", T0_MS, [(b"key", b"v")])
+    with pytest.raises(TypeError, match=r"\(str, bytes or None\), got \(str, int\)"):
+        BatchBuilder().append(b"k", b"v", T0_MS, [("key", 5)])
+
+
+def test_a_null_header_value_stays_apart_from_an_empty_one_for_both_kinds_of_consumer():
+    # Given a record whose headers have a null value and an empty one, as Kafka's
+    # clients send them (Plinth's producer refused the null one)
+    batch = build_batch([(b"k", b"v", T0_MS, [("null", None), ("empty", b""), ("x", b"1")])])
+    expected = [("null", None), ("empty", b""), ("x", b"1")]
+    # When the shard checks it, and a Plinth consumer decodes it / Then each is kept
+    assert summarize_batch(batch).record_count == 1
+    assert decode_records("t", 0, 0, batch)[0].headers == expected
+    # And a Kafka consumer's conversion keeps them too
+    assert decode_kafka_records("t", 0, kafka_batch_from_plinth(batch, 0, 0))[0].headers == \
+        expected
 
 
 # --- The shard rejects every broken rule --------------------------------------
