@@ -198,7 +198,7 @@ class RecordSending(ProducerBase):
     # _send, which is what send means.
 
     def _send(self, topic: str, value=None, *, key=None, partition: int | None = None,
-              headers: list[tuple[str, bytes]] | None = None,
+              headers: list[tuple[str, bytes | None]] | None = None,
               timestamp_ms: int | None = None) -> RecordFuture:
         """Queue one record; returns a future for its RecordMetadata. Any thread.
 
