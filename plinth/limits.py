@@ -715,6 +715,12 @@ CLASSIC_INITIAL_REBALANCE_DELAY_MS = 3_000
 # 2**31-1 (Kafka Streams did); a larger one is taken as this, so that no held
 # join, and no member that stopped polling, keeps a group waiting longer.
 CLASSIC_REBALANCE_TIMEOUT_MS_MAX = 30 * 60 * 1000
+# The longest session a Kafka client's member may ask for: Kafka's default
+# group.max.session.timeout.ms (30 minutes), above Plinth's own clients' bound
+# (SESSION_TIMEOUT_MS_MAX). Teams run 10-minute sessions; with Plinth's bound
+# their consumers were refused INVALID_SESSION_TIMEOUT and never got a partition.
+# The shortest is Plinth's SESSION_TIMEOUT_MS_MIN, below Kafka's 6 s.
+CLASSIC_SESSION_TIMEOUT_MS_MAX = 30 * 60 * 1000
 # A new member's join is held until its group's rebalance completes; it has no
 # session yet (it cannot heartbeat without its member id). Kafka drops it after
 # this long (group.classic.new.member.join.timeout.ms), so that clients that
@@ -1350,7 +1356,8 @@ def _relations() -> list[tuple[str, bool]]:
         ("a classic group's assignments fit a frame and a shard's budget",
          CLASSIC_GROUP_ASSIGNMENT_BYTES_MAX <= min(FRAME_BYTES_MAX, CLASSIC_GROUP_BYTES_PER_SHARD_MAX)),
         ("a classic group's initial delay and the longest session fit its rebalance timeout",
-         CLASSIC_INITIAL_REBALANCE_DELAY_MS < SESSION_TIMEOUT_MS_MAX <= CLASSIC_REBALANCE_TIMEOUT_MS_MAX),
+         CLASSIC_INITIAL_REBALANCE_DELAY_MS < SESSION_TIMEOUT_MS_MAX
+         <= CLASSIC_SESSION_TIMEOUT_MS_MAX <= CLASSIC_REBALANCE_TIMEOUT_MS_MAX),
         ("record timestamps kept through the offsets log's compaction fit its UInt32 deltas",
          OFFSETS_RETENTION_MS < 2**32),
         ("the deletion records of one round fit one batch",

@@ -305,7 +305,8 @@ class ClassicGroupCoordinator:
                      protocols: list[Protocol], session_timeout_ms: int) -> KafkaError | None:
         if not _valid_group_name(group):
             return KafkaError.INVALID_GROUP_ID
-        if not limits.SESSION_TIMEOUT_MS_MIN <= session_timeout_ms <= limits.SESSION_TIMEOUT_MS_MAX:
+        if not (limits.SESSION_TIMEOUT_MS_MIN <= session_timeout_ms
+                <= limits.CLASSIC_SESSION_TIMEOUT_MS_MAX):
             return KafkaError.INVALID_SESSION_TIMEOUT
         too_long = instance_id is not None and (
             not instance_id or

@@ -170,7 +170,8 @@ class GroupCoordinator:
         # Membership is not stored: after a restart every group looks empty. Its members
         # rejoin within their session timeout, so no group's offsets expire before that,
         # though a group with members may not have committed for the whole retention.
-        rejoined_ms = store.now_ms() + limits.SESSION_TIMEOUT_MS_MAX
+        rejoined_ms = store.now_ms() + max(limits.SESSION_TIMEOUT_MS_MAX,
+                                           limits.CLASSIC_SESSION_TIMEOUT_MS_MAX)
         for name in store.groups():
             self._offsets_expiry.set(name, max(
                 rejoined_ms, store.written_ms(name) + limits.OFFSETS_RETENTION_MS))

@@ -179,10 +179,22 @@ def test_a_member_of_another_protocol_type_or_without_a_shared_protocol_is_refus
 
 
 def test_a_session_timeout_out_of_bounds_is_refused(coord):
-    for session_ms in (limits.SESSION_TIMEOUT_MS_MIN - 1, limits.SESSION_TIMEOUT_MS_MAX + 1):
+    for session_ms in (limits.SESSION_TIMEOUT_MS_MIN - 1,
+                       limits.CLASSIC_SESSION_TIMEOUT_MS_MAX + 1):
         token, answers = join(coord, session_ms=session_ms)
         assert answers[token].error is KafkaError.INVALID_SESSION_TIMEOUT
     assert not coord.has_group("g")
+
+
+@pytest.mark.parametrize("session_ms", [600_000, 1_800_000])
+def test_a_kafka_clients_session_up_to_kafkas_30_minutes_is_taken(coord, session_ms):
+    # Given a Kafka client asking for a 10- or 30-minute session (Kafka's default
+    # group.max.session.timeout.ms is 30 minutes), longer than Plinth's own clients'
+    # When it joins / Then it is taken, told its member id (KIP-394), as any member is
+    # (it was refused INVALID_SESSION_TIMEOUT, and its consumer never got a partition)
+    token, answers = join(coord, session_ms=session_ms)
+    assert answers[token].error is KafkaError.MEMBER_ID_REQUIRED
+    assert coord.has_group("g")
 
 
 def test_an_invalid_group_name_is_refused(coord):
