@@ -330,13 +330,22 @@ class GroupCoordinator:
             self._forget(group)
 
     def _forget(self, group: Group) -> None:
-        """A group without members leaves memory; its offsets, if any, expire later."""
+        """A group without members leaves memory; its offsets, if any, expire later. One
+        without offsets (they went with a deleted topic while it had members) is deleted
+        from the store too, as a group with neither is at once: its stored assignor
+        alone kept it listed, Empty, for the offsets' retention."""
         del self._groups[group.name]
         self._assigning.pop(group.name, None)
         self._unstored.discard(group.name)
-        if self._store.has(group.name):
+        if not self._store.has(group.name):
+            return
+        if self._store.offsets(group.name) or \
+                self._store.setting(group.name, _MOVED_SETTING) == "1":
             self._offsets_expiry.set(group.name,
                                      self._store.now_ms() + limits.OFFSETS_RETENTION_MS)
+        else:
+            self._store.delete([group.name])
+            self._offsets_expiry.discard(group.name)
 
     # --- Timers (the loop) ----------------------------------------------------------
 

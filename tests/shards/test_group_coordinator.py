@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from plinth import limits
+from plinth import limits, protocol
 from plinth.errors import (GroupMaxSizeReachedError, GroupNotEmptyError,
                            GroupSubscribedToTopicError, InvalidGroupError, NotOwnerError,
                            OffsetMetadataTooLargeError, OffsetOutOfRangeError,
@@ -226,6 +226,28 @@ def test_deleting_a_topic_forgets_every_groups_offsets_of_it_and_a_group_left_wi
     store = OffsetStore.open(tmp_path)
     assert store.groups() == {"both", "busy"}
     assert store.offsets("both") == {("t", 0): 4}
+    store.close()
+
+
+def test_a_group_whose_offsets_went_with_a_deleted_topic_while_it_had_members_goes_with_them(
+        tmp_path):
+    # Given a group whose one member committed offsets of topic old only
+    store = OffsetStore.open(tmp_path)
+    coord = GroupCoordinator(store)
+    coord.set_partition_counts({"old": 2})
+    member = coord.heartbeat("busy", "", 0, ["old"], set(), SESSION_MS, "", 0.0)
+    coord.commit("busy", member.member_id, member.member_epoch, {("old", 0): 3})
+    # When topic old is deleted while the member is still in the group, and it leaves
+    coord.set_partition_counts({})
+    coord.heartbeat("busy", member.member_id, protocol.LEAVE_EPOCH, ["old"], set(),
+                    SESSION_MS, "", 0.0)
+    # Then the group, with neither members nor offsets, is gone as any such group is:
+    # it was kept (its stored assignor setting), listed as Empty with no offsets for
+    # the offsets' retention, while groups deleted at another moment were unknown
+    assert coord.group_names() == [] and "busy" not in store.groups()
+    store.close()
+    store = OffsetStore.open(tmp_path)
+    assert store.groups() == set()
     store.close()
 
 
