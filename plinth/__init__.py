@@ -1,11 +1,11 @@
 """Plinth: a durable, partitioned log broker.
 
-    from plinth import Producer, Consumer, Admin
+    from plinth import Producer, Consumer, Admin, NewTopic
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["Producer", "Consumer", "Admin", "__version__"]
+__all__ = ["Producer", "Consumer", "Admin", "NewTopic", "__version__"]
 
 
 def __getattr__(name):
@@ -20,4 +20,7 @@ def __getattr__(name):
     if name == "Admin":
         from plinth.client.admin import Admin
         return Admin
+    if name == "NewTopic":   # Admin.create_topics' argument (kafka-python's name)
+        from plinth.client.admin import NewTopic
+        return NewTopic
     raise AttributeError(f"module 'plinth' has no attribute {name!r}")

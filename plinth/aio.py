@@ -4,8 +4,9 @@ A re-export of client/aio/ (see its package docstring); importing it pulls in
 the client and its sockets, as ``from plinth import Producer`` does.
 """
 
+from plinth.client.admin import NewTopic
 from plinth.client.aio import (AIOAdmin, AIOConsumer, AIOProducer, AIORecordFuture,
                                ConsumerRebalanceListener, RecordMetadata, TopicPartition)
 
 __all__ = ["AIOAdmin", "AIOConsumer", "AIOProducer", "AIORecordFuture",
-           "ConsumerRebalanceListener", "RecordMetadata", "TopicPartition"]
+           "ConsumerRebalanceListener", "NewTopic", "RecordMetadata", "TopicPartition"]

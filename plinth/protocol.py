@@ -107,8 +107,8 @@ class CreateTopicRequest:
 class NewTopic:
     """One topic of a createTopics request (Kafka's NewTopic)."""
     name: str
-    partitions: int
-    config: dict[str, str]
+    partitions: int = 1
+    config: dict[str, str] = field(default_factory=dict)
     replication_factor: int = 0   # 0: the server's --default-replication-factor
 
 

@@ -76,6 +76,24 @@ def test_create_topic_sends_its_replication_factor_and_0_for_the_servers_default
     assert sent[2].config == {"unclean.leader.election.enable": "true"}
 
 
+def test_create_topics_takes_a_new_topic_of_a_name_only_or_a_name_and_a_count(scripted):
+    # Given NewTopic from the package, as kafka-python users import theirs, and from
+    # the asyncio client's module (both are the same class)
+    from plinth import NewTopic
+    from plinth.aio import NewTopic as AIONewTopic
+    assert AIONewTopic is NewTopic
+    broker = scripted([lambda view: [protocol.encode_topics_reply(
+        view.request_id, [protocol.TopicInfo(t.name, t.partitions, {}) for t in view.topics])]])
+    with Admin(broker=broker.url, request_timeout_ms=5_000) as admin:
+        # When topics are made of a name alone and of a name and a count (config was
+        # required: NewTopic(name, partitions) was a TypeError)
+        admin.create_topics([NewTopic("a"), NewTopic("b", 3)])
+    # Then the wire carries one partition and no config for the first, 3 for the second
+    [(_, sent)] = broker.requests
+    assert [(t.name, t.partitions, t.config, t.replication_factor) for t in sent.topics] == [
+        ("a", 1, {}, 0), ("b", 3, {}, 0)]
+
+
 @pytest.mark.parametrize("factor, message", [
     (0, "replication factor 0 is outside 1..5"), ("three", "'three' is not an integer"),
     (-3, "replication factor -3 is outside"), (99, "replication factor 99 is outside 1..5")])
