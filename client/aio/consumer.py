@@ -503,8 +503,8 @@ class AIOConsumer(ConsumerBase):
         (default max_poll_records): {TopicPartition: [ConsumerRecord]}. Both checked as
         Consumer.poll checks them (``timeout_ms`` 0..CLIENT_OPTION_MS_MAX, None
         refused). Any task on start()'s loop."""
-        checked_ms("timeout_ms", timeout_ms, 0)
         self._check_call("getmany")
+        checked_ms("timeout_ms", timeout_ms, 0)
         async with self._turn:
             out = await self._poll(timeout_ms,
                                    checked_max_records(max_records, self.max_poll_records))
@@ -515,6 +515,7 @@ class AIOConsumer(ConsumerBase):
 
     async def getone(self) -> ConsumerRecord:
         """The next record, awaited for as long as it takes."""
+        self._check_call("getone")   # else the refusal would name getmany
         while True:
             out = await self.getmany(timeout_ms=limits.CONSUMER_ITERATION_POLL_SLICE_MS,
                                      max_records=1)
@@ -527,6 +528,8 @@ class AIOConsumer(ConsumerBase):
     async def __anext__(self) -> ConsumerRecord:
         """Next record; StopAsyncIteration after consumer_timeout_ms without one, or
         once the consumer is stopped."""
+        if self._fetcher is not None and not self._closed:
+            check_loop(self._loop, "AIOConsumer", "__anext__")   # else it names getmany
         deadline = time.monotonic() + self.consumer_timeout_ms / 1000
         while not (self._closed or self._stopping):
             remaining_ms = min((deadline - time.monotonic()) * 1000,

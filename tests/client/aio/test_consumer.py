@@ -326,6 +326,31 @@ def test_a_consumer_without_a_group_is_refused_on_a_second_asyncio_run_alike(scr
     assert consumer._conn.closed
 
 
+def test_getone_and_async_for_on_a_second_asyncio_run_are_refused_naming_themselves(scripted):
+    # Given a consumer of an assigned partition started under a first asyncio.run
+    broker = scripted([fetched(0, [b"a"], 2)])
+    consumer = AIOConsumer(broker=broker.url, fetch_max_wait_ms=100, direct_to_shards=False)
+
+    async def first():
+        await consumer.start()
+        consumer.assign([("t", 0)])
+        consumer.seek("t", 0, 0)
+
+    asyncio.run(asyncio.wait_for(first(), BOUND_S))
+
+    # When a second asyncio.run awaits getone, then iterates it
+    async def second():
+        # Then each is refused naming the call made, not the getmany inside it
+        with pytest.raises(WrongEventLoopError, match=ON_A_CLOSED_LOOP.format(call="getone")):
+            await asyncio.wait_for(consumer.getone(), AT_ONCE_S)
+        with pytest.raises(WrongEventLoopError, match=ON_A_CLOSED_LOOP.format(call="__anext__")):
+            await asyncio.wait_for(consumer.__anext__(), AT_ONCE_S)
+        with pytest.raises(WrongEventLoopError):
+            await consumer.stop()
+
+    asyncio.run(asyncio.wait_for(second(), BOUND_S))
+
+
 class NotAListener:
     def on_partitions_assigned(self, assigned):
         pass
