@@ -121,6 +121,60 @@ def test_a_partition_whose_fetches_fail_transiently_is_among_fetch_errors_until_
     assert [r.value for r in got] == [b"a"]
 
 
+def test_getmany_returns_within_its_timeout_while_a_position_reset_hangs_and_retries_it_behind(
+        scripted):
+    # Given a broker that leaves the first listOffsets of a partition without a position
+    # unanswered (its shard hangs), answers the second, then has one record
+    broker = scripted([lambda request: None, offsets(0, 1), fetched(0, [b"a"], 1)])
+
+    async def scenario():
+        consumer = AIOConsumer(broker=broker.url, auto_offset_reset="earliest",
+                               request_timeout_ms=1_000, fetch_max_wait_ms=100,
+                               direct_to_shards=False)
+        await consumer.start()
+        try:
+            consumer.assign([("t", 0)])
+            # When a getmany shorter than request_timeout_ms is awaited meanwhile
+            started_s = time.monotonic()
+            got = await consumer.getmany(timeout_ms=200)
+            took_s = time.monotonic() - started_s
+            # And the reset times out behind it (it is then the partition's error)
+            while not consumer.fetch_errors():
+                await asyncio.sleep(0.005)
+            failing = {tp: type(error).__name__ for tp, error in consumer.fetch_errors().items()}
+            # And later getmanys go on
+            return got, took_s, failing, await records_of(consumer, 1), consumer.fetch_errors()
+        finally:
+            await consumer.stop()
+
+    got, took_s, failing, records, after = asyncio.run(asyncio.wait_for(scenario(), BOUND_S))
+    # Then that getmany returned nothing within its timeout (not PlinthTimeoutError after
+    # request_timeout_ms)
+    assert got == {} and took_s < 0.6
+    # And the reset was retried in the background, its error shown until it succeeded,
+    # and the record read from the reset position
+    assert failing == {TopicPartition("t", 0): "PlinthTimeoutError"}
+    assert [(r.offset, r.value) for r in records] == [(0, b"a")] and after == {}
+
+
+def test_stop_ends_a_position_reset_in_progress_at_once(scripted):
+    # Given a consumer whose partition's reset goes unanswered
+    broker = scripted([lambda request: None])
+
+    async def scenario():
+        consumer = AIOConsumer(broker=broker.url, request_timeout_ms=10_000,
+                               direct_to_shards=False)
+        await consumer.start()
+        consumer.assign([("t", 0)])
+        assert await consumer.getmany(timeout_ms=50) == {}
+        # When it is stopped, Then stop() does not wait for the reset's request
+        started_s = time.monotonic()
+        await consumer.stop()
+        return time.monotonic() - started_s
+
+    assert asyncio.run(asyncio.wait_for(scenario(), BOUND_S)) < AT_ONCE_S
+
+
 def test_a_non_transient_fetch_error_is_raised_from_getmany(scripted):
     broker = scripted([CorruptDataError("entry at offset 0 fails its CRC")])
 
