@@ -70,8 +70,9 @@ from plinth.client.arguments import (checked_listener, checked_ms, checked_str,
 from plinth.client.connection import broker_address
 from plinth.client.consumer import (OffsetAndTimestamp, check_callables, check_options,
                                     checked_group, checked_max_records, checked_subscription)
-from plinth.client.consumer_base import (ConsumerBase, checked_partitions, checked_times,
-                                         checked_tp, checked_tps, group_option)
+from plinth.client.consumer_base import (OMITTED, ConsumerBase, checked_partitions,
+                                         checked_times, checked_tp_of, checked_tps,
+                                         group_option)
 from plinth.client.fetcher import Fetcher, TopicPartition
 from plinth.errors import (TRANSIENT_ERRORS, BrokerError, ClientError, ClosedError,
                            OffsetOutOfRangeError, PlinthTimeoutError)
@@ -312,15 +313,16 @@ class AIOConsumer(ConsumerBase):
 
     # --- Assignment and position ----------------------------------------------------------
 
-    def subscribe(self, topics: list[str], pattern: str | None = None,
+    def subscribe(self, topics: list[str] | None = None, pattern: str | None = None,
                   listener: ConsumerRebalanceListener | None = None) -> None:
         """Read these topics: all their partitions, or with a group the member's share;
         takes effect in ``start()`` or the next ``getmany``. ``listener``: the group's
         rebalance callbacks. ``topics`` is a list of names (TypeError for a single str);
-        topic patterns are not supported. A group member subscribing again leaves
-        first, as ``unsubscribe`` (its callbacks, not the new listener's, hear its
-        partitions revoked), and joins with the new topics as a new member. Any task
-        on the loop."""
+        topic patterns are not supported (TypeError naming ``pattern``: ``topics`` has
+        a default only so that aiokafka's ``subscribe(pattern=...)`` is told that). A
+        group member subscribing again leaves first, as ``unsubscribe`` (its callbacks,
+        not the new listener's, hear its partitions revoked), and joins with the new
+        topics as a new member. Any task on the loop."""
         if self._closed:
             raise self._closed_error()
         topics = checked_subscription(topics, pattern)
@@ -451,10 +453,16 @@ class AIOConsumer(ConsumerBase):
         self._check_open()
         return set(self._fetcher.partitions)
 
-    def seek(self, topic: str, partition: int, offset: int) -> None:
-        """Read ``topic``/``partition`` from ``offset`` next (buffered records dropped)."""
+    def seek(self, topic, partition, offset=OMITTED) -> None:
+        """Read ``topic``/``partition`` from ``offset`` next (buffered records dropped):
+        ``seek(topic, partition, offset)``, or aiokafka's ``seek(TopicPartition,
+        offset)``."""
         self._check_open()
-        self._fetcher.seek(checked_tp("seek", topic, partition), offset)
+        if offset is OMITTED:
+            tp, offset = checked_tp_of("seek", topic), partition
+        else:
+            tp = checked_tp_of("seek", topic, partition)
+        self._fetcher.seek(tp, offset)
 
     async def seek_to_beginning(self, *partitions: tuple[str, int]) -> None:
         self._check_call("seek_to_beginning")
@@ -479,11 +487,12 @@ class AIOConsumer(ConsumerBase):
         return {tp: (await self._admin.list_offsets(*tp)).end_offset
                 for tp in checked_partitions("end_offsets", partitions)}
 
-    async def position(self, topic: str, partition: int) -> int:
+    async def position(self, topic, partition: int = OMITTED) -> int:
         """The offset of the next record handed out (reset as auto_offset_reset says
-        if there is none yet)."""
+        if there is none yet): ``position(topic, partition)``, or aiokafka's
+        ``position(TopicPartition)``."""
         self._check_call("position")
-        tp = checked_tp("position", topic, partition)
+        tp = checked_tp_of("position", topic, partition)
         state = self._fetcher.state(*tp)
         if state.position is None:
             await self._reset(tp)
@@ -607,27 +616,36 @@ class AIOConsumer(ConsumerBase):
 
     # --- Polling ----------------------------------------------------------------------------
 
-    async def getmany(self, timeout_ms: float = 0, max_records: int | None = None
+    async def getmany(self, *partitions: tuple[str, int], timeout_ms: float = 0,
+                      max_records: int | None = None
                       ) -> dict[TopicPartition, list[ConsumerRecord]]:
         """Records ready within ``timeout_ms``, at most ``max_records`` of them
-        (default max_poll_records): {TopicPartition: [ConsumerRecord]}. Both checked as
-        Consumer.poll checks them (``timeout_ms`` 0..CLIENT_OPTION_MS_MAX, None
-        refused). Any task on start()'s loop."""
+        (default max_poll_records): {TopicPartition: [ConsumerRecord]}; with
+        ``partitions`` (aiokafka's form), only theirs (each assigned, else
+        PartitionNotAssignedError; the others' records stay buffered). ``timeout_ms``
+        and ``max_records`` are checked as Consumer.poll checks them (``timeout_ms``
+        0..CLIENT_OPTION_MS_MAX, None refused) and taken by keyword only, as
+        aiokafka's. Any task on start()'s loop."""
         self._check_call("getmany")
+        only = self._checked_only("getmany", partitions)
         checked_ms("timeout_ms", timeout_ms, 0)
         async with self._turn:
             out = await self._poll(timeout_ms,
-                                   checked_max_records(max_records, self.max_poll_records))
+                                   checked_max_records(max_records, self.max_poll_records),
+                                   only)
         partitions = self._fetcher.partitions
         for tp, records in out.items():
             partitions[tp].position = records[-1].offset + 1
         return out
 
-    async def getone(self) -> ConsumerRecord:
-        """The next record, awaited for as long as it takes."""
+    async def getone(self, *partitions: tuple[str, int]) -> ConsumerRecord:
+        """The next record (with ``partitions``, aiokafka's form: of one of them),
+        awaited for as long as it takes."""
         self._check_call("getone")   # else the refusal would name getmany
+        self._checked_only("getone", partitions)
         while True:
-            out = await self.getmany(timeout_ms=limits.CONSUMER_ITERATION_POLL_SLICE_MS,
+            out = await self.getmany(*partitions,
+                                     timeout_ms=limits.CONSUMER_ITERATION_POLL_SLICE_MS,
                                      max_records=1)
             for records in out.values():
                 return records[0]
@@ -656,9 +674,44 @@ class AIOConsumer(ConsumerBase):
                 break
         raise StopAsyncIteration
 
-    async def _poll(self, timeout_ms: float, max_records: int
+    def _checked_only(self, call: str, partitions: tuple) -> set[TopicPartition] | None:
+        """getmany's and getone's ``*partitions``: None (every partition) or the set of
+        those given, each checked and assigned. A number among them is most likely
+        a timeout given by position, as this getmany took it before aiokafka's form."""
+        if not partitions:
+            return None
+        for each in partitions:
+            if isinstance(each, (int, float)):
+                raise TypeError(f"{call}({each!r}): give timeout_ms by keyword "
+                                f"({call}(timeout_ms={each!r})); its positional arguments "
+                                f"are the partitions to read, as aiokafka's")
+        only = set(checked_tps(call, partitions))
+        for tp in only:
+            self._fetcher.state(*tp)   # PartitionNotAssignedError, naming those that are
+        return only
+
+    def _take_only(self, max_records: int, only: set[TopicPartition] | None
+                   ) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """``_take_records``, of the partitions in ``only`` (None: all). The others are
+        marked paused for the take alone, which skips a paused partition's buffered
+        records and keeps them; no await comes between, so no fetch sees the mark."""
+        if only is None:
+            return self._take_records(max_records)
+        held = [state for tp, state in self._fetcher.partitions.items()
+                if tp not in only and not state.paused]
+        for state in held:
+            state.paused = True
+        try:
+            return self._take_records(max_records)
+        finally:
+            for state in held:
+                state.paused = False
+
+    async def _poll(self, timeout_ms: float, max_records: int,
+                    only: set[TopicPartition] | None = None
                     ) -> dict[TopicPartition, list[ConsumerRecord]]:
-        """Consumer._poll, awaiting the socket. Turn held; positions are the caller's."""
+        """Consumer._poll, awaiting the socket; records of ``only`` (None: of every
+        partition). Turn held; positions are the caller's."""
         self._check_open()
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
@@ -674,7 +727,7 @@ class AIOConsumer(ConsumerBase):
                 self._auto_commit()
             self._apply_resets()
             self._fetcher.send_fetches()
-            out = self._take_records(max_records)
+            out = self._take_only(max_records, only)
             remaining_ms = (deadline - time.monotonic()) * 1000
             if out or remaining_ms <= 0 or self._stopping:   # stop() waits for the turn
                 return out
@@ -797,10 +850,11 @@ class AIOConsumer(ConsumerBase):
             self.request_timeout_ms)
         return {TopicPartition(*tp): offset for tp, offset in view.committed.items()}
 
-    async def committed(self, topic: str, partition: int) -> int | None:
-        """The group's committed offset for a partition, or None."""
+    async def committed(self, topic, partition: int = OMITTED) -> int | None:
+        """The group's committed offset for a partition, or None:
+        ``committed(topic, partition)``, or aiokafka's ``committed(TopicPartition)``."""
         self._check_call("committed")
-        tp = checked_tp("committed", topic, partition)
+        tp = checked_tp_of("committed", topic, partition)
         if self.group is None:
             raise ValueError("committed() needs a consumer group")
         async with self._turn:

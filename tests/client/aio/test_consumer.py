@@ -405,6 +405,69 @@ def test_getone_and_async_for_on_a_second_asyncio_run_are_refused_naming_themsel
     asyncio.run(asyncio.wait_for(second(), BOUND_S))
 
 
+def test_position_committed_and_seek_take_aiokafkas_topic_partition_as_the_two_argument_form(
+        scripted):
+    # Given a consumer of t-0 that read two records
+    broker = scripted([fetched(0, [b"a", b"b"], 2)])
+
+    async def scenario(consumer):
+        consumer.assign([("t", 0)])
+        consumer.seek(TopicPartition("t", 0), 0)   # aiokafka's seek(tp, offset)
+        await records_of(consumer, 2)
+        # When its position is asked with a TopicPartition, Then it is the same answer
+        assert await consumer.position(TopicPartition("t", 0)) == \
+            await consumer.position("t", 0) == 2
+        # And committed(TopicPartition) is taken (and refused only for want of a group)
+        with pytest.raises(ValueError, match=r"committed\(\) needs a consumer group"):
+            await consumer.committed(TopicPartition("t", 0))
+        # And a topic alone is refused naming both forms
+        with pytest.raises(TypeError, match=r"position\(\) takes a TopicPartition or a topic "
+                                            r"and a partition, got 't' alone"):
+            await consumer.position("t")
+
+    run(broker, scenario)
+
+
+def test_getmany_and_getone_given_partitions_hand_out_only_theirs_and_keep_the_others(scripted):
+    # Given a consumer of t-0 and t-1 with records of both fetched
+    broker = scripted([fetched(0, [b"a0", b"a1"], 2), fetched(0, [b"b0"], 1)])
+
+    async def scenario(consumer):
+        consumer.assign([("t", 0), ("t", 1)])
+        consumer.seek("t", 0, 0)
+        consumer.seek("t", 1, 0)
+        # When getmany is given t-1 (aiokafka's form), Then only t-1's records come
+        only_1 = await consumer.getmany(TopicPartition("t", 1), timeout_ms=2_000)
+        while len(broker.requests) < 2:   # (t-0's reply too, buffered meanwhile)
+            await consumer.getmany(TopicPartition("t", 1), timeout_ms=50)
+        # And getone given t-0 hands out t-0's first record, then getmany the rest
+        one = await consumer.getone(TopicPartition("t", 0))
+        rest = await consumer.getmany(timeout_ms=2_000)
+        # And a timeout given by position is refused, saying to give it by keyword
+        with pytest.raises(TypeError, match=r"getmany\(100\): give timeout_ms by keyword"):
+            await consumer.getmany(100)
+        # And a partition not assigned is refused naming it
+        with pytest.raises(PartitionNotAssignedError, match="t-5 is not assigned"):
+            await consumer.getmany(TopicPartition("t", 5), timeout_ms=10)
+        return only_1, one, rest
+
+    only_1, one, rest = run(broker, scenario)
+    assert {tp: [r.value for r in rs] for tp, rs in only_1.items()} == {
+        TopicPartition("t", 1): [b"b0"]}
+    assert (one.partition, one.value) == (0, b"a0")
+    assert {tp: [r.value for r in rs] for tp, rs in rest.items()} == {
+        TopicPartition("t", 0): [b"a1"]}
+
+
+def test_subscribe_with_a_pattern_alone_is_refused_naming_the_pattern():
+    # Given a consumer, When aiokafka's subscribe(pattern=...) is called
+    consumer = AIOConsumer(broker="tcp://127.0.0.1:45999")
+    # Then it is refused saying patterns are not supported, not that topics is missing
+    with pytest.raises(TypeError, match=r"subscribe\(pattern='\^c1\$'\): topic patterns are "
+                                        r"not supported"):
+        consumer.subscribe(pattern="^c1$")
+
+
 class NotAListener:
     def on_partitions_assigned(self, assigned):
         pass

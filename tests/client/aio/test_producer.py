@@ -16,6 +16,7 @@ import time
 import pytest
 
 from plinth.client.aio.producer import AIOProducer
+from plinth.client.fetcher import TopicPartition
 from plinth.client.futures import RecordMetadata
 from plinth.errors import (ClosedError, InvalidTopicError, NotLeaderError,
                            PartitionOutOfRangeError, PlinthTimeoutError, ProducerBufferFullError,
@@ -461,6 +462,22 @@ def test_a_call_from_another_threads_loop_while_the_producers_runs_is_refused_at
     # And nothing the other loop gave it was stored
     assert [r.value for r in broker.records("t", 0)] == [b"known"]
     assert broker.records("t", 1) == []
+
+
+def test_record_metadata_has_aiokafkas_topic_partition_and_says_why_it_has_no_timestamp(broker):
+    async def scenario():
+        async with AIOProducer(broker=broker.url) as producer:
+            return await producer.send_and_wait("t", b"v", partition=2)
+
+    # Given the metadata of a record sent
+    metadata = run(scenario())
+    # Then it has aiokafka's topic_partition
+    assert metadata.topic_partition == TopicPartition("t", 2)
+    # And asking for a field the produce reply does not carry says so
+    for name in ("timestamp", "timestamp_type", "log_start_offset"):
+        with pytest.raises(AttributeError, match=rf"RecordMetadata has no {name}: Plinth's "
+                                                 rf"produce reply carries only the offset"):
+            getattr(metadata, name)
 
 
 def test_a_topic_re_created_with_fewer_partitions_takes_every_record_sent_after_one_was_refused(
