@@ -69,6 +69,23 @@ def checked_tp(call: str, topic, partition) -> TopicPartition:
     return TopicPartition(*checked_topic_partition(call, (topic, partition)))
 
 
+# The default of an argument left out, where None is a value the caller may give
+# wrongly (``position("t", None)`` is refused as a partition that is no int).
+OMITTED = object()
+
+
+def checked_tp_of(call: str, topic, partition=OMITTED) -> TopicPartition:
+    """A call's partition, given as ``(topic, partition)`` or as aiokafka's single
+    TopicPartition (``partition`` left out), checked. TypeError for a topic alone,
+    naming both forms."""
+    if partition is OMITTED:
+        if not isinstance(topic, tuple):
+            raise TypeError(f"{call}() takes a TopicPartition or a topic and a partition, "
+                            f"got {topic!r} alone")
+        return TopicPartition(*checked_topic_partition(call, topic))
+    return checked_tp(call, topic, partition)
+
+
 def checked_tps(call: str, partitions: tuple) -> list[TopicPartition]:
     """seek_to_beginning's and seek_to_end's ``*partitions``, every one checked before
     any is asked (a topic's name alone was read as its characters)."""

@@ -19,15 +19,39 @@ from typing import Callable, NamedTuple
 
 from plinth.client._producer import FutureBase
 from plinth.client.arguments import checked_wait_s
+from plinth.client.fetcher import TopicPartition
 from plinth.errors import PlinthTimeoutError
 
 log = logging.getLogger(__name__)
 
 
 class RecordMetadata(NamedTuple):
+    """Where a record was stored. aiokafka's ``topic_partition`` is here too; its
+    ``timestamp``, ``timestamp_type`` and ``log_start_offset`` are not: a produce
+    reply carries only the batch's base offset (the record's timestamp is the one
+    it was sent with, or the time of the send)."""
+
     topic: str
     partition: int
     offset: int          # -1 when acks=0: the broker sends no offset back
+
+    @property
+    def topic_partition(self) -> TopicPartition:
+        """aiokafka's field: TopicPartition(topic, partition)."""
+        return TopicPartition(self.topic, self.partition)
+
+    def __getattr__(self, name: str):
+        """AttributeError for aiokafka's fields a produce reply does not carry, saying
+        so (any other name: Python's own message)."""
+        if name in _ABSENT_FIELDS:
+            raise AttributeError(
+                f"RecordMetadata has no {name}: Plinth's produce reply carries only the "
+                f"offset (aiokafka's RecordMetadata has {name}); the record's timestamp "
+                f"is the timestamp_ms it was sent with, or the time of the send")
+        raise AttributeError(f"'RecordMetadata' object has no attribute {name!r}")
+
+
+_ABSENT_FIELDS = frozenset({"timestamp", "timestamp_type", "log_start_offset"})
 
 
 class BatchResult:

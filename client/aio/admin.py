@@ -19,6 +19,7 @@ the socket first (nothing else is kept between calls).
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterable
 
 from plinth import limits, protocol, topics
@@ -37,6 +38,17 @@ from plinth.client.connection import broker_address
 from plinth.client.fetcher import TopicPartition
 from plinth.errors import BrokerError, InternalError, UnknownTopicError
 from plinth.name_pages import NamesPage
+
+
+def _on_its_loop(method):
+    """An AIOAdmin coroutine whose first act is the loop check, naming it: the check in
+    ``_call`` comes after the arguments' checks and, for a call made of several
+    requests (group_lag), names none ("A call of an AIOAdmin")."""
+    @functools.wraps(method)
+    async def checked(self, *args, **kwargs):
+        self._check_loop(method.__name__)
+        return await method(self, *args, **kwargs)
+    return checked
 
 
 class AIOAdmin:
@@ -102,6 +114,7 @@ class AIOAdmin:
         return await self._call(timed_change(encode, self.request_timeout_ms), *args,
                                 retry=retry)
 
+    @_on_its_loop
     async def create_topic(self, name: str, partitions: int = 1,
                            replication_factor: int | None = None,
                            config: dict[str, str] | None = None) -> protocol.TopicInfo:
@@ -112,11 +125,13 @@ class AIOAdmin:
                                   "createTopic", replication_factor or 0)
         return view.topics[0]
 
+    @_on_its_loop
     async def create_topics(self, new_topics: list[NewTopic]) -> list[protocol.TopicInfo]:
         """Admin.create_topics: all of them in one request, or none."""
         view = await self._change(protocol.encode_create_topics, checked_new_topics(new_topics))
         return view.topics
 
+    @_on_its_loop
     async def alter_topic(self, name: str, config: dict[str, str] | None = None,
                           delete_config: Iterable[str] = ()) -> protocol.TopicInfo:
         """Admin.alter_topic."""
@@ -125,6 +140,7 @@ class AIOAdmin:
                                   0, deleted)
         return view.topics[0]
 
+    @_on_its_loop
     async def create_partitions(self, name: str, total_count: int) -> protocol.TopicInfo:
         """Admin.create_partitions: grow the topic to ``total_count`` partitions."""
         topics.validate_partition_growth(name, 0, total_count)
@@ -132,31 +148,37 @@ class AIOAdmin:
                                   "alterTopic")
         return view.topics[0]
 
+    @_on_its_loop
     async def list_topics(self) -> list[str]:
         """Admin.list_topics: names of all topics, sorted, a page at a time."""
         return await self._all_names("listTopicsPage", limits.TOPICS_MAX)
 
+    @_on_its_loop
     async def list_topics_page(self, prefix: str = "", after: str = "",
                                limit: int = limits.ADMIN_LIST_PAGE_NAMES_DEFAULT) -> NamesPage:
         """Admin.list_topics_page: ``.names`` and ``.more``."""
         return await self._names_page("listTopicsPage", prefix, after, limit)
 
+    @_on_its_loop
     async def topic_stats(self, names: list[str]) -> dict[str, protocol.TopicStats]:
         """Admin.topic_stats: size and rates by name."""
         view = await self._call(protocol.encode_topic_stats_request,
                                 checked_topic_names("names", names))
         return {stats.name: stats for stats in view.topic_stats}
 
+    @_on_its_loop
     async def describe_topic(self, name: str) -> protocol.TopicInfo:
         """Admin.describe_topic."""
         return (await self._call(protocol.encode_topic_request, "describeTopic",
                                  checked_str("name", name))).topics[0]
 
+    @_on_its_loop
     async def delete_topic(self, name: str, topic_id: str | None = None) -> None:
         """Admin.delete_topic: with ``topic_id``, only if the topic still has it."""
         await self._change(protocol.encode_topic_request, "deleteTopic",
                            checked_str("name", name), checked_topic_id("topic_id", topic_id))
 
+    @_on_its_loop
     async def partition_count(self, name: str) -> int:
         """Admin.partition_count."""
         try:
@@ -165,16 +187,19 @@ class AIOAdmin:
         except UnknownTopicError as exc:
             raise unknown_topic(name, exc) from None
 
+    @_on_its_loop
     async def add_shards(self, count: int) -> list[tuple[str, int, str, str, int]]:
         """Admin.add_shards (not retried)."""
         return (await self._change(protocol.encode_shards_change, "addShards",
                                    checked_shard_count(count), retry=False)).moves
 
+    @_on_its_loop
     async def remove_shards(self, count: int) -> list[tuple[str, int, str, str, int]]:
         """Admin.remove_shards (not retried)."""
         return (await self._change(protocol.encode_shards_change, "removeShards",
                                    checked_shard_count(count), retry=False)).moves
 
+    @_on_its_loop
     async def move_shard(self, shard: str, node: str, *, allow_replicas_on_one_node: bool = False,
                          accept_data_loss: bool = False, force: bool = False) -> protocol.ShardMove:
         """Admin.move_shard (not retried)."""
@@ -184,6 +209,7 @@ class AIOAdmin:
             retry=False)
         return view.shard_move
 
+    @_on_its_loop
     async def elect_leaders(self, election_type: str | int = "preferred",
                             topic_partitions=None) -> list[protocol.ElectionResult]:
         """Admin.elect_leaders (not retried)."""
@@ -191,15 +217,18 @@ class AIOAdmin:
                                  election_type_code(election_type),
                                  election_partitions(topic_partitions), retry=False)).elections
 
+    @_on_its_loop
     async def status(self) -> protocol.StatusInfo:
         """Admin.status: nodes, shards and routers of the broker."""
         return (await self._call(protocol.encode_status_request)).status
 
+    @_on_its_loop
     async def list_groups(self) -> list[str]:
         """Admin.list_groups: every group, sorted, a page at a time."""
         return await self._all_names("listGroupsPage",
                                      limits.GROUPS_PER_SHARD_MAX * limits.SHARDS_MAX)
 
+    @_on_its_loop
     async def list_groups_page(self, prefix: str = "", after: str = "",
                                limit: int = limits.ADMIN_LIST_PAGE_NAMES_DEFAULT) -> NamesPage:
         """Admin.list_groups_page: ``.names`` and ``.more``."""
@@ -220,10 +249,12 @@ class AIOAdmin:
         view = await self._call(protocol.encode_names_page_request, kind, prefix, after, limit)
         return view.names_page
 
+    @_on_its_loop
     async def describe_group(self, group: str) -> protocol.GroupInfo:
         return (await self._call(protocol.encode_group_request, "describeGroup",
                                  checked_str("group", group))).group
 
+    @_on_its_loop
     async def group_lag(self, group: str) -> list[tuple[str, int, int | None, int, int | None]]:
         """Admin.group_lag: (topic, partition, committed, end, lag) per partition; a
         topic that no longer exists is left out."""
@@ -238,17 +269,20 @@ class AIOAdmin:
                 continue
         return rows
 
+    @_on_its_loop
     async def reset_group_offsets(self, group: str, offsets: dict[tuple[str, int], int]) -> None:
         """Admin.reset_group_offsets: refused while the group has members."""
         group = checked_str("group", group)
         for part in protocol.commit_offsets_parts(checked_offsets("reset_group_offsets", offsets)):
             await self._call(protocol.encode_commit_offsets, "resetOffsets", group, "", 0, part)
 
+    @_on_its_loop
     async def delete_group(self, group: str) -> None:
         """Admin.delete_group: refused while the group has members."""
         await self._call(protocol.encode_group_request, "deleteGroup",
                          checked_str("group", group))
 
+    @_on_its_loop
     async def delete_group_offsets(self, group: str, partitions
                                    ) -> dict[TopicPartition, BrokerError | None]:
         """Admin.delete_group_offsets: each partition's outcome, a request per topic."""
@@ -259,6 +293,7 @@ class AIOAdmin:
                 protocol.encode_delete_offsets, group, {(topic, p) for p in numbers})))
         return outcomes
 
+    @_on_its_loop
     async def delete_records(self, records_to_delete: dict) -> dict[TopicPartition, int]:
         """Admin.delete_records, every partition at once."""
         wanted = checked_records_to_delete(records_to_delete)
@@ -270,6 +305,7 @@ class AIOAdmin:
             raise refusals[0]
         return {tp: answer.offsets.start_offset for tp, answer in zip(wanted, answers)}
 
+    @_on_its_loop
     async def list_offsets(self, topic: str, partition: int,
                            timestamp_ms: int = protocol.NO_TIME_LOOKUP) -> protocol.PartitionInfo:
         """Admin.list_offsets."""

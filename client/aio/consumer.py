@@ -26,6 +26,10 @@ Options, defaults and errors are the sync Consumer's (``group``; aiokafka's
   consumer's run inside ``poll()``.
 - ``async for`` ends (StopAsyncIteration) after ``consumer_timeout_ms``
   without a record (default: never) or when the consumer is stopped.
+- A partition without a position is reset (``auto_offset_reset``) by a task
+  of its own, not inside ``getmany``: a shard that does not answer the
+  listOffsets no longer holds ``getmany`` past its ``timeout_ms`` (see
+  ``_apply_resets``); the reset's error is in ``fetch_errors()`` while retried.
 
 Tasks. Any task on the loop that started it may call it, one call at a time:
 the calls that talk to the broker take turns on an asyncio.Lock (a
@@ -51,6 +55,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import time
 from typing import NamedTuple
 
@@ -65,13 +70,25 @@ from plinth.client.arguments import (checked_listener, checked_ms, checked_str,
 from plinth.client.connection import broker_address
 from plinth.client.consumer import (OffsetAndTimestamp, check_callables, check_options,
                                     checked_group, checked_max_records, checked_subscription)
-from plinth.client.consumer_base import (ConsumerBase, checked_partitions, checked_times,
-                                         checked_tp, checked_tps, group_option)
+from plinth.client.consumer_base import (OMITTED, ConsumerBase, checked_partitions,
+                                         checked_times, checked_tp_of, checked_tps,
+                                         group_option)
 from plinth.client.fetcher import Fetcher, TopicPartition
-from plinth.errors import BrokerError, ClientError, ClosedError, OffsetOutOfRangeError
+from plinth.errors import (TRANSIENT_ERRORS, BrokerError, ClientError, ClosedError,
+                           OffsetOutOfRangeError, PlinthTimeoutError)
 from plinth.format.record_batch import ConsumerRecord
 
 log = logging.getLogger(__name__)
+
+# The errors of a position reset retried in the background: a shard that does not
+# answer within request_timeout_ms, or one restarting or moving (after the
+# AIOAdmin's own retries within request_timeout_ms).
+RESET_RETRIED_ERRORS = TRANSIENT_ERRORS + (PlinthTimeoutError,)
+# The resets and retries one reset task makes before it ends (a bound on its loop:
+# at one retry a second, about 20 minutes); the next getmany starts another while a
+# partition still has no position. Here rather than in plinth/limits.py, which this
+# change was not to touch.
+RESET_ROUNDS_MAX = 1_024
 
 __all__ = ["AIOConsumer", "ConsumerRebalanceListener", "OffsetAndTimestamp", "TopicPartition"]
 
@@ -173,6 +190,10 @@ class AIOConsumer(ConsumerBase):
         self._last_commit_s = time.monotonic()
         self._committed_positions: dict[TopicPartition, int] = {}
         self._fetcher: Fetcher | None = None
+        # The task resetting positions (see _apply_resets), and the partitions whose
+        # reset is failing, with the error, retried meanwhile.
+        self._reset_task: asyncio.Task | None = None
+        self._reset_errors: dict[TopicPartition, Exception] = {}
         self._closed = False
         self._closed_why = "stop() was called"   # what ClosedError says once _closed
         self._stopping = False   # stop() began: a getmany in progress returns, new calls fail
@@ -235,10 +256,19 @@ class AIOConsumer(ConsumerBase):
                     await self._membership.close()
         finally:
             self._closed = True
+            await self._end_reset_task()
             self._conn.close()
             await self._admin.close()
             if self._leave_task is not None:   # it ran, or finds the consumer closed
                 await self._leave_task
+
+    async def _end_reset_task(self) -> None:
+        """Cancel the position reset in progress (its answer would seek a consumer
+        that is closing) and await its end. stop()'s task."""
+        task, self._reset_task = self._reset_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     def _release_elsewhere(self) -> None:
         """stop() awaited on another loop than start()'s, where neither the last commit
@@ -283,15 +313,16 @@ class AIOConsumer(ConsumerBase):
 
     # --- Assignment and position ----------------------------------------------------------
 
-    def subscribe(self, topics: list[str], pattern: str | None = None,
+    def subscribe(self, topics: list[str] | None = None, pattern: str | None = None,
                   listener: ConsumerRebalanceListener | None = None) -> None:
         """Read these topics: all their partitions, or with a group the member's share;
         takes effect in ``start()`` or the next ``getmany``. ``listener``: the group's
         rebalance callbacks. ``topics`` is a list of names (TypeError for a single str);
-        topic patterns are not supported. A group member subscribing again leaves
-        first, as ``unsubscribe`` (its callbacks, not the new listener's, hear its
-        partitions revoked), and joins with the new topics as a new member. Any task
-        on the loop."""
+        topic patterns are not supported (TypeError naming ``pattern``: ``topics`` has
+        a default only so that aiokafka's ``subscribe(pattern=...)`` is told that). A
+        group member subscribing again leaves first, as ``unsubscribe`` (its callbacks,
+        not the new listener's, hear its partitions revoked), and joins with the new
+        topics as a new member. Any task on the loop."""
         if self._closed:
             raise self._closed_error()
         topics = checked_subscription(topics, pattern)
@@ -422,10 +453,16 @@ class AIOConsumer(ConsumerBase):
         self._check_open()
         return set(self._fetcher.partitions)
 
-    def seek(self, topic: str, partition: int, offset: int) -> None:
-        """Read ``topic``/``partition`` from ``offset`` next (buffered records dropped)."""
+    def seek(self, topic, partition, offset=OMITTED) -> None:
+        """Read ``topic``/``partition`` from ``offset`` next (buffered records dropped):
+        ``seek(topic, partition, offset)``, or aiokafka's ``seek(TopicPartition,
+        offset)``."""
         self._check_open()
-        self._fetcher.seek(checked_tp("seek", topic, partition), offset)
+        if offset is OMITTED:
+            tp, offset = checked_tp_of("seek", topic), partition
+        else:
+            tp = checked_tp_of("seek", topic, partition)
+        self._fetcher.seek(tp, offset)
 
     async def seek_to_beginning(self, *partitions: tuple[str, int]) -> None:
         self._check_call("seek_to_beginning")
@@ -450,11 +487,12 @@ class AIOConsumer(ConsumerBase):
         return {tp: (await self._admin.list_offsets(*tp)).end_offset
                 for tp in checked_partitions("end_offsets", partitions)}
 
-    async def position(self, topic: str, partition: int) -> int:
+    async def position(self, topic, partition: int = OMITTED) -> int:
         """The offset of the next record handed out (reset as auto_offset_reset says
-        if there is none yet)."""
+        if there is none yet): ``position(topic, partition)``, or aiokafka's
+        ``position(TopicPartition)``."""
         self._check_call("position")
-        tp = checked_tp("position", topic, partition)
+        tp = checked_tp_of("position", topic, partition)
         state = self._fetcher.state(*tp)
         if state.position is None:
             await self._reset(tp)
@@ -480,43 +518,134 @@ class AIOConsumer(ConsumerBase):
             raise AssertionError(f"{tp.topic}-{tp.partition} fetched before its reset")
         state.position = None
 
-    async def _apply_resets(self) -> None:
-        for tp, state in list(self._fetcher.partitions.items()):
-            if state.position is None and tp in self._fetcher.partitions:
+    def _apply_resets(self) -> None:
+        """Hold back from fetches every partition without a position, and start the
+        task that resets them (``_reset_positions``) if it is not running; raise the
+        error it ended with, if not a transient one. The poll's task, turn held.
+
+        Not awaited here: the reset asks the shard (listOffsets), and a shard that
+        hangs held every getmany for request_timeout_ms whatever its timeout_ms (then
+        raised PlinthTimeoutError), where aiokafka's returns {} within timeout_ms and
+        resets in the background. The task wakes the poll's wait when a partition
+        has its position, so a getmany whose reset answers within its timeout_ms
+        still fetches in it."""
+        task = self._reset_task
+        if task is not None and task.done():
+            self._reset_task = None
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()   # (the next getmany asks again)
+        waiting = False
+        for tp, state in self._fetcher.partitions.items():
+            if state.position is None:
+                if self.auto_offset_reset == "none":
+                    raise OffsetOutOfRangeError(f"no position for {tp.topic}-{tp.partition} "
+                                                f"and auto_offset_reset='none'")
+                # Not before the reset: send_fetches skips a partition until this time
+                # (the Fetcher's backoff), and would else ask reset_position itself.
+                state.retry_at_s = math.inf
+                waiting = True
+            elif state.retry_at_s == math.inf:   # reset, or seek()ed meanwhile
+                state.retry_at_s = 0.0
+        if waiting and self._reset_task is None:
+            self._reset_task = self._loop.create_task(self._reset_positions(),
+                                                      name="plinth-aio-position-reset")
+
+    async def _reset_positions(self) -> None:
+        """The reset task: give each partition without a position one, as
+        auto_offset_reset says, one after another (the consumer's AIOAdmin asks one at
+        a time anyway). A transient error (the shard does not answer within
+        request_timeout_ms, or is unavailable) is retried, with a backoff, until the
+        reset succeeds or the partition is no longer assigned; meanwhile it is the
+        partition's error in ``fetch_errors()``, logged as a failing fetch is (WARNING
+        once, then DEBUG). Another error ends the task and is raised by the next
+        getmany. Runs on start()'s loop, outside the turn; ends with the consumer, or
+        after RESET_ROUNDS_MAX resets and retries (the next getmany starts another)."""
+        backoff_s = limits.CLIENT_RETRY_BACKOFF_MS / 1000
+        for _ in range(RESET_ROUNDS_MAX):
+            waiting = [tp for tp, state in self._fetcher.partitions.items()
+                       if state.position is None]
+            for tp in list(self._reset_errors):   # no longer assigned, or seek()ed
+                if tp not in waiting:
+                    del self._reset_errors[tp]
+            if not waiting or self._closed:
+                return
+            tp = waiting[0]
+            try:
                 await self._reset(tp)
+            except RESET_RETRIED_ERRORS as exc:
+                self._reset_failed(tp, exc, backoff_s)
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(2 * backoff_s, limits.CLIENT_RETRY_BACKOFF_MAX_MS / 1000)
+                continue
+            backoff_s = limits.CLIENT_RETRY_BACKOFF_MS / 1000
+            error = self._reset_errors.pop(tp, None)
+            if error is not None:
+                log.info("reset of %s-%d's position succeeded after failing (the last "
+                         "error: %s: %s)", tp.topic, tp.partition, type(error).__name__, error)
+            self._conn.wake()   # a getmany waiting may fetch it now
+
+    def _reset_failed(self, tp: TopicPartition, error: Exception, retry_in_s: float) -> None:
+        if tp not in self._reset_errors:
+            log.warning("reset of %s-%d's position (auto_offset_reset=%r) failed: %s: %s; "
+                        "retrying until it succeeds (the first retry in %.0f ms)", tp.topic,
+                        tp.partition, self.auto_offset_reset, type(error).__name__, error,
+                        retry_in_s * 1000)
+        else:
+            log.debug("reset of %s-%d's position failed again: %s: %s", tp.topic,
+                      tp.partition, type(error).__name__, error)
+        self._reset_errors[tp] = error
+
+    def fetch_errors(self) -> dict[TopicPartition, Exception]:
+        """ConsumerBase.fetch_errors, and the partitions whose position reset is failing
+        (retried in the background: a getmany does not wait for it), each with its
+        error. Any task on start()'s loop."""
+        self._check_open()
+        return {**self._fetcher.fetch_errors(), **self._reset_errors}
 
     async def _reset(self, tp: TopicPartition) -> None:
-        """Give ``tp`` a position as ``auto_offset_reset`` says."""
+        """Give ``tp`` a position as ``auto_offset_reset`` says, unless it got one
+        (a seek) while the offsets were asked."""
         if self.auto_offset_reset == "none":
             raise OffsetOutOfRangeError(f"no position for {tp.topic}-{tp.partition} and "
                                         f"auto_offset_reset='none'")
         info = await self._admin.list_offsets(tp.topic, tp.partition)
         offset = info.start_offset if self.auto_offset_reset == "earliest" else info.end_offset
-        if tp in self._fetcher.partitions:
+        state = self._fetcher.partitions.get(tp)
+        if state is not None and state.position is None:
             self._fetcher.seek(tp, offset)
 
     # --- Polling ----------------------------------------------------------------------------
 
-    async def getmany(self, timeout_ms: float = 0, max_records: int | None = None
+    async def getmany(self, *partitions: tuple[str, int], timeout_ms: float = 0,
+                      max_records: int | None = None
                       ) -> dict[TopicPartition, list[ConsumerRecord]]:
         """Records ready within ``timeout_ms``, at most ``max_records`` of them
-        (default max_poll_records): {TopicPartition: [ConsumerRecord]}. Both checked as
-        Consumer.poll checks them (``timeout_ms`` 0..CLIENT_OPTION_MS_MAX, None
-        refused). Any task on start()'s loop."""
-        checked_ms("timeout_ms", timeout_ms, 0)
+        (default max_poll_records): {TopicPartition: [ConsumerRecord]}; with
+        ``partitions`` (aiokafka's form), only theirs (each assigned, else
+        PartitionNotAssignedError; the others' records stay buffered). ``timeout_ms``
+        and ``max_records`` are checked as Consumer.poll checks them (``timeout_ms``
+        0..CLIENT_OPTION_MS_MAX, None refused) and taken by keyword only, as
+        aiokafka's. Any task on start()'s loop."""
         self._check_call("getmany")
+        only = self._checked_only("getmany", partitions)
+        checked_ms("timeout_ms", timeout_ms, 0)
         async with self._turn:
             out = await self._poll(timeout_ms,
-                                   checked_max_records(max_records, self.max_poll_records))
+                                   checked_max_records(max_records, self.max_poll_records),
+                                   only)
         partitions = self._fetcher.partitions
         for tp, records in out.items():
             partitions[tp].position = records[-1].offset + 1
         return out
 
-    async def getone(self) -> ConsumerRecord:
-        """The next record, awaited for as long as it takes."""
+    async def getone(self, *partitions: tuple[str, int]) -> ConsumerRecord:
+        """The next record (with ``partitions``, aiokafka's form: of one of them),
+        awaited for as long as it takes."""
+        self._check_call("getone")   # else the refusal would name getmany
+        self._checked_only("getone", partitions)
         while True:
-            out = await self.getmany(timeout_ms=limits.CONSUMER_ITERATION_POLL_SLICE_MS,
+            out = await self.getmany(*partitions,
+                                     timeout_ms=limits.CONSUMER_ITERATION_POLL_SLICE_MS,
                                      max_records=1)
             for records in out.values():
                 return records[0]
@@ -527,6 +656,8 @@ class AIOConsumer(ConsumerBase):
     async def __anext__(self) -> ConsumerRecord:
         """Next record; StopAsyncIteration after consumer_timeout_ms without one, or
         once the consumer is stopped."""
+        if self._fetcher is not None and not self._closed:
+            check_loop(self._loop, "AIOConsumer", "__anext__")   # else it names getmany
         deadline = time.monotonic() + self.consumer_timeout_ms / 1000
         while not (self._closed or self._stopping):
             remaining_ms = min((deadline - time.monotonic()) * 1000,
@@ -543,9 +674,44 @@ class AIOConsumer(ConsumerBase):
                 break
         raise StopAsyncIteration
 
-    async def _poll(self, timeout_ms: float, max_records: int
+    def _checked_only(self, call: str, partitions: tuple) -> set[TopicPartition] | None:
+        """getmany's and getone's ``*partitions``: None (every partition) or the set of
+        those given, each checked and assigned. A number among them is most likely
+        a timeout given by position, as this getmany took it before aiokafka's form."""
+        if not partitions:
+            return None
+        for each in partitions:
+            if isinstance(each, (int, float)):
+                raise TypeError(f"{call}({each!r}): give timeout_ms by keyword "
+                                f"({call}(timeout_ms={each!r})); its positional arguments "
+                                f"are the partitions to read, as aiokafka's")
+        only = set(checked_tps(call, partitions))
+        for tp in only:
+            self._fetcher.state(*tp)   # PartitionNotAssignedError, naming those that are
+        return only
+
+    def _take_only(self, max_records: int, only: set[TopicPartition] | None
+                   ) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """``_take_records``, of the partitions in ``only`` (None: all). The others are
+        marked paused for the take alone, which skips a paused partition's buffered
+        records and keeps them; no await comes between, so no fetch sees the mark."""
+        if only is None:
+            return self._take_records(max_records)
+        held = [state for tp, state in self._fetcher.partitions.items()
+                if tp not in only and not state.paused]
+        for state in held:
+            state.paused = True
+        try:
+            return self._take_records(max_records)
+        finally:
+            for state in held:
+                state.paused = False
+
+    async def _poll(self, timeout_ms: float, max_records: int,
+                    only: set[TopicPartition] | None = None
                     ) -> dict[TopicPartition, list[ConsumerRecord]]:
-        """Consumer._poll, awaiting the socket. Turn held; positions are the caller's."""
+        """Consumer._poll, awaiting the socket; records of ``only`` (None: of every
+        partition). Turn held; positions are the caller's."""
         self._check_open()
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
@@ -559,9 +725,9 @@ class AIOConsumer(ConsumerBase):
                 await self._rebalance()
             if self._membership is not None:   # (a callback may have unsubscribed)
                 self._auto_commit()
-            await self._apply_resets()
+            self._apply_resets()
             self._fetcher.send_fetches()
-            out = self._take_records(max_records)
+            out = self._take_only(max_records, only)
             remaining_ms = (deadline - time.monotonic()) * 1000
             if out or remaining_ms <= 0 or self._stopping:   # stop() waits for the turn
                 return out
@@ -684,10 +850,11 @@ class AIOConsumer(ConsumerBase):
             self.request_timeout_ms)
         return {TopicPartition(*tp): offset for tp, offset in view.committed.items()}
 
-    async def committed(self, topic: str, partition: int) -> int | None:
-        """The group's committed offset for a partition, or None."""
+    async def committed(self, topic, partition: int = OMITTED) -> int | None:
+        """The group's committed offset for a partition, or None:
+        ``committed(topic, partition)``, or aiokafka's ``committed(TopicPartition)``."""
         self._check_call("committed")
-        tp = checked_tp("committed", topic, partition)
+        tp = checked_tp_of("committed", topic, partition)
         if self.group is None:
             raise ValueError("committed() needs a consumer group")
         async with self._turn:

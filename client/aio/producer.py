@@ -27,9 +27,9 @@ Options, defaults and errors are the sync Producer's. What differs:
 
 Tasks. Any task on the loop that started the producer may call ``send``,
 ``send_and_wait`` and ``flush``; ``start`` and ``stop`` once each. Awaited on
-another loop (a second ``asyncio.run``), each raises WrongEventLoopError at once
-(client/aio/event_loop.py): no task there would send the record (``send`` asks
-only whether the producer's loop runs: see there why). ``stop()`` there,
+another loop (a second ``asyncio.run``, in this thread or another while the
+producer's loop runs), each raises WrongEventLoopError at once, naming the call
+(client/aio/event_loop.py): no task there would send the record. ``stop()`` there,
 once the producer's own loop is closed or not running, closes the sockets and
 fails the futures of every record not acknowledged with that error, then raises
 it saying how many batches failed.
@@ -47,8 +47,8 @@ from plinth.client.accumulator import RecordAccumulator
 from plinth.client.aio.admin import AIOAdmin
 from plinth.client.arguments import checked_wait_s
 from plinth.client.aio.connection import AIOConnection
-from plinth.client.aio.event_loop import (check_loop, refuse_release_while_running,
-                                          wrong_loop_error)
+from plinth.client.aio.event_loop import (check_loop, on_loop_thread,
+                                          refuse_release_while_running, wrong_loop_error)
 from plinth.client.aio.futures import AIOBatchResult, AIORecordFuture
 from plinth.client.connection import broker_address
 from plinth.client.futures import RecordMetadata
@@ -260,13 +260,8 @@ class AIOProducer:
         records = self._records
         if records is None:
             raise ClosedError("producer is not started: await producer.start() first")
-        # The loop check of send, once per record: is the producer's loop running? In
-        # this thread that means it is the running one (one loop runs per thread); a
-        # loop running in another thread passes, its sender delivers the record, and
-        # an await of the future here raises asyncio's "attached to a different loop".
-        # Not get_running_loop() is self._loop: on Python 3.11 it makes a getpid()
-        # call, +10 % per record sent and awaited (is_running() reads an attribute).
-        if not self._loop.is_running():
+        # Before anything else, once per record (see on_loop_thread).
+        if not on_loop_thread(self._loop):
             raise wrong_loop_error("AIOProducer", "send", self._loop)
         if topic.__class__ is not str or topic not in records.partition_counts:
             await self.partitions_for(topic)
@@ -332,7 +327,10 @@ class AIOProducer:
                             headers: list[tuple[str, bytes]] | None = None,
                             timestamp_ms: int | None = None) -> RecordMetadata:
         """``await (await send(...))``: the record's RecordMetadata once acknowledged.
-        send's arguments spelt out, so that a wrong one is refused naming send_and_wait."""
+        send's arguments spelt out, so that a wrong one is refused naming send_and_wait.
+        The loop is checked here too, so that the refusal names send_and_wait."""
+        if self._records is not None and not on_loop_thread(self._loop):
+            raise wrong_loop_error("AIOProducer", "send_and_wait", self._loop)
         return await (await self.send(topic, value, key=key, partition=partition,
                                       headers=headers, timestamp_ms=timestamp_ms))
 
@@ -375,9 +373,9 @@ class AIOProducer:
         timeout = checked_wait_s("flush timeout", timeout)
         if self._records is None:
             return
+        check_loop(self._loop, "AIOProducer", "flush")
         if self._records._closed:
             raise ClosedError("producer is stopped: flush() has nothing to send with")
-        check_loop(self._loop, "AIOProducer", "flush")
         await self._flush(timeout)
 
     async def _flush(self, timeout: float | None) -> None:

@@ -51,7 +51,7 @@ def test_deleting_group_offsets_asks_a_topic_at_a_time_and_answers_each_partitio
         {("a", 0), ("a", 1)}] * 2 + [{("b", 2)}]
 
 
-def test_an_admin_awaited_on_another_loop_than_its_first_call_raises_at_once_and_close_closes_it(
+def test_an_admin_awaited_on_another_loop_than_its_first_call_raises_at_once_naming_the_call(
         scripted):
     # Given an admin first used under one asyncio.run
     broker = scripted([])
@@ -60,11 +60,14 @@ def test_an_admin_awaited_on_another_loop_than_its_first_call_raises_at_once_and
 
     # When a second asyncio.run calls it, then closes it
     async def second():
-        with pytest.raises(WrongEventLoopError, match=r"A call of an AIOAdmin was awaited on an "
-                                                      r"event loop other than the one this "
+        with pytest.raises(WrongEventLoopError, match=r"AIOAdmin\.list_topics\(\) was awaited on "
+                                                      r"an event loop other than the one this "
                                                       r"AIOAdmin was first used on, which is "
                                                       r"closed: .* create the AIOAdmin inside"):
             await admin.list_topics()
+        # (a call of several requests too, refused before any)
+        with pytest.raises(WrongEventLoopError, match=r"AIOAdmin\.group_lag\(\) was awaited"):
+            await admin.group_lag("g")
         with pytest.raises(WrongEventLoopError, match=r"AIOAdmin\.close\(\) .* Its socket is "
                                                       r"closed; nothing was lost"):
             await admin.close()

@@ -121,6 +121,60 @@ def test_a_partition_whose_fetches_fail_transiently_is_among_fetch_errors_until_
     assert [r.value for r in got] == [b"a"]
 
 
+def test_getmany_returns_within_its_timeout_while_a_position_reset_hangs_and_retries_it_behind(
+        scripted):
+    # Given a broker that leaves the first listOffsets of a partition without a position
+    # unanswered (its shard hangs), answers the second, then has one record
+    broker = scripted([lambda request: None, offsets(0, 1), fetched(0, [b"a"], 1)])
+
+    async def scenario():
+        consumer = AIOConsumer(broker=broker.url, auto_offset_reset="earliest",
+                               request_timeout_ms=1_000, fetch_max_wait_ms=100,
+                               direct_to_shards=False)
+        await consumer.start()
+        try:
+            consumer.assign([("t", 0)])
+            # When a getmany shorter than request_timeout_ms is awaited meanwhile
+            started_s = time.monotonic()
+            got = await consumer.getmany(timeout_ms=200)
+            took_s = time.monotonic() - started_s
+            # And the reset times out behind it (it is then the partition's error)
+            while not consumer.fetch_errors():
+                await asyncio.sleep(0.005)
+            failing = {tp: type(error).__name__ for tp, error in consumer.fetch_errors().items()}
+            # And later getmanys go on
+            return got, took_s, failing, await records_of(consumer, 1), consumer.fetch_errors()
+        finally:
+            await consumer.stop()
+
+    got, took_s, failing, records, after = asyncio.run(asyncio.wait_for(scenario(), BOUND_S))
+    # Then that getmany returned nothing within its timeout (not PlinthTimeoutError after
+    # request_timeout_ms)
+    assert got == {} and took_s < 0.6
+    # And the reset was retried in the background, its error shown until it succeeded,
+    # and the record read from the reset position
+    assert failing == {TopicPartition("t", 0): "PlinthTimeoutError"}
+    assert [(r.offset, r.value) for r in records] == [(0, b"a")] and after == {}
+
+
+def test_stop_ends_a_position_reset_in_progress_at_once(scripted):
+    # Given a consumer whose partition's reset goes unanswered
+    broker = scripted([lambda request: None])
+
+    async def scenario():
+        consumer = AIOConsumer(broker=broker.url, request_timeout_ms=10_000,
+                               direct_to_shards=False)
+        await consumer.start()
+        consumer.assign([("t", 0)])
+        assert await consumer.getmany(timeout_ms=50) == {}
+        # When it is stopped, Then stop() does not wait for the reset's request
+        started_s = time.monotonic()
+        await consumer.stop()
+        return time.monotonic() - started_s
+
+    assert asyncio.run(asyncio.wait_for(scenario(), BOUND_S)) < AT_ONCE_S
+
+
 def test_a_non_transient_fetch_error_is_raised_from_getmany(scripted):
     broker = scripted([CorruptDataError("entry at offset 0 fails its CRC")])
 
@@ -324,6 +378,94 @@ def test_a_consumer_without_a_group_is_refused_on_a_second_asyncio_run_alike(scr
 
     asyncio.run(asyncio.wait_for(second(), BOUND_S))
     assert consumer._conn.closed
+
+
+def test_getone_and_async_for_on_a_second_asyncio_run_are_refused_naming_themselves(scripted):
+    # Given a consumer of an assigned partition started under a first asyncio.run
+    broker = scripted([fetched(0, [b"a"], 2)])
+    consumer = AIOConsumer(broker=broker.url, fetch_max_wait_ms=100, direct_to_shards=False)
+
+    async def first():
+        await consumer.start()
+        consumer.assign([("t", 0)])
+        consumer.seek("t", 0, 0)
+
+    asyncio.run(asyncio.wait_for(first(), BOUND_S))
+
+    # When a second asyncio.run awaits getone, then iterates it
+    async def second():
+        # Then each is refused naming the call made, not the getmany inside it
+        with pytest.raises(WrongEventLoopError, match=ON_A_CLOSED_LOOP.format(call="getone")):
+            await asyncio.wait_for(consumer.getone(), AT_ONCE_S)
+        with pytest.raises(WrongEventLoopError, match=ON_A_CLOSED_LOOP.format(call="__anext__")):
+            await asyncio.wait_for(consumer.__anext__(), AT_ONCE_S)
+        with pytest.raises(WrongEventLoopError):
+            await consumer.stop()
+
+    asyncio.run(asyncio.wait_for(second(), BOUND_S))
+
+
+def test_position_committed_and_seek_take_aiokafkas_topic_partition_as_the_two_argument_form(
+        scripted):
+    # Given a consumer of t-0 that read two records
+    broker = scripted([fetched(0, [b"a", b"b"], 2)])
+
+    async def scenario(consumer):
+        consumer.assign([("t", 0)])
+        consumer.seek(TopicPartition("t", 0), 0)   # aiokafka's seek(tp, offset)
+        await records_of(consumer, 2)
+        # When its position is asked with a TopicPartition, Then it is the same answer
+        assert await consumer.position(TopicPartition("t", 0)) == \
+            await consumer.position("t", 0) == 2
+        # And committed(TopicPartition) is taken (and refused only for want of a group)
+        with pytest.raises(ValueError, match=r"committed\(\) needs a consumer group"):
+            await consumer.committed(TopicPartition("t", 0))
+        # And a topic alone is refused naming both forms
+        with pytest.raises(TypeError, match=r"position\(\) takes a TopicPartition or a topic "
+                                            r"and a partition, got 't' alone"):
+            await consumer.position("t")
+
+    run(broker, scenario)
+
+
+def test_getmany_and_getone_given_partitions_hand_out_only_theirs_and_keep_the_others(scripted):
+    # Given a consumer of t-0 and t-1 with records of both fetched
+    broker = scripted([fetched(0, [b"a0", b"a1"], 2), fetched(0, [b"b0"], 1)])
+
+    async def scenario(consumer):
+        consumer.assign([("t", 0), ("t", 1)])
+        consumer.seek("t", 0, 0)
+        consumer.seek("t", 1, 0)
+        # When getmany is given t-1 (aiokafka's form), Then only t-1's records come
+        only_1 = await consumer.getmany(TopicPartition("t", 1), timeout_ms=2_000)
+        while len(broker.requests) < 2:   # (t-0's reply too, buffered meanwhile)
+            await consumer.getmany(TopicPartition("t", 1), timeout_ms=50)
+        # And getone given t-0 hands out t-0's first record, then getmany the rest
+        one = await consumer.getone(TopicPartition("t", 0))
+        rest = await consumer.getmany(timeout_ms=2_000)
+        # And a timeout given by position is refused, saying to give it by keyword
+        with pytest.raises(TypeError, match=r"getmany\(100\): give timeout_ms by keyword"):
+            await consumer.getmany(100)
+        # And a partition not assigned is refused naming it
+        with pytest.raises(PartitionNotAssignedError, match="t-5 is not assigned"):
+            await consumer.getmany(TopicPartition("t", 5), timeout_ms=10)
+        return only_1, one, rest
+
+    only_1, one, rest = run(broker, scenario)
+    assert {tp: [r.value for r in rs] for tp, rs in only_1.items()} == {
+        TopicPartition("t", 1): [b"b0"]}
+    assert (one.partition, one.value) == (0, b"a0")
+    assert {tp: [r.value for r in rs] for tp, rs in rest.items()} == {
+        TopicPartition("t", 0): [b"a1"]}
+
+
+def test_subscribe_with_a_pattern_alone_is_refused_naming_the_pattern():
+    # Given a consumer, When aiokafka's subscribe(pattern=...) is called
+    consumer = AIOConsumer(broker="tcp://127.0.0.1:45999")
+    # Then it is refused saying patterns are not supported, not that topics is missing
+    with pytest.raises(TypeError, match=r"subscribe\(pattern='\^c1\$'\): topic patterns are "
+                                        r"not supported"):
+        consumer.subscribe(pattern="^c1$")
 
 
 class NotAListener:

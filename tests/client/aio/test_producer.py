@@ -16,6 +16,7 @@ import time
 import pytest
 
 from plinth.client.aio.producer import AIOProducer
+from plinth.client.fetcher import TopicPartition
 from plinth.client.futures import RecordMetadata
 from plinth.errors import (ClosedError, InvalidTopicError, NotLeaderError,
                            PartitionOutOfRangeError, PlinthTimeoutError, ProducerBufferFullError,
@@ -328,8 +329,11 @@ def test_a_producer_awaited_on_a_second_asyncio_run_raises_at_once_and_keeps_wha
 
     # When a second asyncio.run sends, flushes and stops with it
     async def second():
-        with pytest.raises(WrongEventLoopError, match=ON_A_CLOSED_LOOP.format(call="send")):
+        with pytest.raises(WrongEventLoopError,
+                           match=ON_A_CLOSED_LOOP.format(call="send_and_wait")):
             await asyncio.wait_for(producer.send_and_wait("t", b"late", partition=0), AT_ONCE_S)
+        with pytest.raises(WrongEventLoopError, match=ON_A_CLOSED_LOOP.format(call="send")):
+            await asyncio.wait_for(producer.send("t", b"late", partition=0), AT_ONCE_S)
         with pytest.raises(WrongEventLoopError, match=ON_A_CLOSED_LOOP.format(call="flush")):
             await asyncio.wait_for(producer.flush(), AT_ONCE_S)
         with pytest.raises(WrongEventLoopError, match=ON_A_CLOSED_LOOP.format(call="partitions_for")):
@@ -425,6 +429,55 @@ def test_stop_on_another_loop_while_the_producers_loop_runs_in_another_thread_re
         loop.close()
     assert future.result() == RecordMetadata("t", 3, 0)
     assert [r.value for r in broker.records("t", 3)] == [b"kept"]
+
+
+@pytest.mark.parametrize("call", ["send", "send_and_wait", "flush", "partitions_for"])
+def test_a_call_from_another_threads_loop_while_the_producers_runs_is_refused_at_once_naming_it(
+        broker, call):
+    # Given a producer whose loop runs in another thread, and which knows the partition
+    # count of "t" (so that a send need not ask the broker, where the check used to be)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    on_its_loop = lambda coroutine: asyncio.run_coroutine_threadsafe(coroutine, loop).result(30)
+    calls = {"send": lambda p: p.send("t", b"elsewhere", partition=1),
+             "send_and_wait": lambda p: p.send_and_wait("t", b"elsewhere", partition=1),
+             "flush": lambda p: p.flush(),
+             "partitions_for": lambda p: p.partitions_for("t")}
+    try:
+        producer = AIOProducer(broker=broker.url, linger_ms=0)
+        on_its_loop(producer.start())
+        on_its_loop(producer.send_and_wait("t", b"known", partition=0))
+        # When this thread's loop calls it, Then it is refused at once, naming the call
+        with pytest.raises(WrongEventLoopError, match=rf"AIOProducer\.{call}\(\) was awaited on "
+                                                      rf"an event loop other than .* which is "
+                                                      rf"running in another thread"):
+            asyncio.run(asyncio.wait_for(calls[call](producer), AT_ONCE_S))
+        # And the producer is untouched: it stops on its own loop at once
+        on_its_loop(asyncio.wait_for(producer.stop(), AT_ONCE_S))
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()
+    # And nothing the other loop gave it was stored
+    assert [r.value for r in broker.records("t", 0)] == [b"known"]
+    assert broker.records("t", 1) == []
+
+
+def test_record_metadata_has_aiokafkas_topic_partition_and_says_why_it_has_no_timestamp(broker):
+    async def scenario():
+        async with AIOProducer(broker=broker.url) as producer:
+            return await producer.send_and_wait("t", b"v", partition=2)
+
+    # Given the metadata of a record sent
+    metadata = run(scenario())
+    # Then it has aiokafka's topic_partition
+    assert metadata.topic_partition == TopicPartition("t", 2)
+    # And asking for a field the produce reply does not carry says so
+    for name in ("timestamp", "timestamp_type", "log_start_offset"):
+        with pytest.raises(AttributeError, match=rf"RecordMetadata has no {name}: Plinth's "
+                                                 rf"produce reply carries only the offset"):
+            getattr(metadata, name)
 
 
 def test_a_topic_re_created_with_fewer_partitions_takes_every_record_sent_after_one_was_refused(
