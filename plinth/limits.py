@@ -73,6 +73,10 @@ PRODUCER_RETRY_BACKOFF_MAX_MS_DEFAULT = 1_000
 # Consumers and admins retrying an "unavailable" answer (a group moving shards).
 CLIENT_RETRY_BACKOFF_MS = 50
 CLIENT_RETRY_BACKOFF_MAX_MS = 1_000
+# The resets and retries one AIOConsumer position-reset task makes before it ends
+# (a bound on its loop: at one retry a second, about 20 minutes); the next getmany
+# starts another while a partition still has no position.
+POSITION_RESET_ROUNDS_MAX = 1_024
 # Records buffered in a producer before send() blocks (bounded memory).
 PRODUCER_BUFFER_BYTES_MAX = 64 * MiB
 # Column buffers of acknowledged batches a producer keeps to fill the next

@@ -84,11 +84,6 @@ log = logging.getLogger(__name__)
 # answer within request_timeout_ms, or one restarting or moving (after the
 # AIOAdmin's own retries within request_timeout_ms).
 RESET_RETRIED_ERRORS = TRANSIENT_ERRORS + (PlinthTimeoutError,)
-# The resets and retries one reset task makes before it ends (a bound on its loop:
-# at one retry a second, about 20 minutes); the next getmany starts another while a
-# partition still has no position. Here rather than in plinth/limits.py, which this
-# change was not to touch.
-RESET_ROUNDS_MAX = 1_024
 
 __all__ = ["AIOConsumer", "ConsumerRebalanceListener", "OffsetAndTimestamp", "TopicPartition"]
 
@@ -559,9 +554,9 @@ class AIOConsumer(ConsumerBase):
         partition's error in ``fetch_errors()``, logged as a failing fetch is (WARNING
         once, then DEBUG). Another error ends the task and is raised by the next
         getmany. Runs on start()'s loop, outside the turn; ends with the consumer, or
-        after RESET_ROUNDS_MAX resets and retries (the next getmany starts another)."""
+        after POSITION_RESET_ROUNDS_MAX resets and retries (the next getmany starts another)."""
         backoff_s = limits.CLIENT_RETRY_BACKOFF_MS / 1000
-        for _ in range(RESET_ROUNDS_MAX):
+        for _ in range(limits.POSITION_RESET_ROUNDS_MAX):
             waiting = [tp for tp, state in self._fetcher.partitions.items()
                        if state.position is None]
             for tp in list(self._reset_errors):   # no longer assigned, or seek()ed
