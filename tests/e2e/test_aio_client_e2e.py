@@ -139,7 +139,8 @@ def test_aio_clients_used_on_a_second_asyncio_run_raise_at_once_and_every_acknow
 
     # When a second asyncio.run sends, polls and stops with them
     async def second():
-        with pytest.raises(WrongEventLoopError, match=r"AIOProducer\.send\(\) .* which is closed"):
+        with pytest.raises(WrongEventLoopError,
+                           match=r"AIOProducer\.send_and_wait\(\) .* which is closed"):
             await asyncio.wait_for(producer.send_and_wait(topic, b"late"), 10)
         with pytest.raises(WrongEventLoopError, match=r"AIOConsumer\.getmany\(\) .* which is "
                                                       r"closed"):
