@@ -25,29 +25,34 @@ max_bytes, the partitions not yet fetched are left empty, as
 keep_within_response_bytes would drop their batches anyway (a small batch that
 would still have fitted after a cut-short partition waits for the next fetch).
 
-Waiting (Kafka's max_wait_ms and min_bytes): every partition is first
-fetched without waiting; if that gives fewer than min_bytes and the client
-allows a wait, each partition with room left (its partition_max_bytes) is
-fetched again from where its records end, parked at its shard, and the
-answer goes once min_bytes have come in all, or max_wait_ms ran out. A
-partition whose parked fetch answers with records while min_bytes are not
-there yet is asked again from its new end, parked for the time left, so
-that a consumer with a large fetch.min.bytes gets few large answers, as
+Waiting (Kafka's max_wait_ms and min_bytes): every partition is first fetched
+without waiting; if that gives fewer than min_bytes and the client allows a
+wait, the partitions with room left (their partition_max_bytes) are fetched
+again from where their records end, parked at their shards, at most
+KAFKA_FETCH_PARKED_PARTITIONS_MAX at once, in the request's order (one that
+ends makes room for the next), and the answer goes once min_bytes have come in
+all, or max_wait_ms ran out. A partition not parked (beyond that bound) that
+gets a record meanwhile is answered by the next fetch, within max_wait_ms,
+where Kafka would answer at once: parked fetches stay at their shards to the
+end of their wait, counted, after the Kafka fetch is answered, and unbounded
+they took the listener's whole budget and had the connection's next fetch
+refused. A partition whose parked fetch answers with records while min_bytes
+are not there yet is asked again from its new end, parked for the time left,
+so that a consumer with a large fetch.min.bytes gets few large answers, as
 from Kafka, not one per record (a shard answers a parked fetch at its first
-new batch). A parked fetch that has not answered at the end adds nothing;
-its late reply is dropped (fetching does not consume). A parked fetch asks
-for at most KAFKA_FETCH_PARKED_PARTITION_BYTES_MAX: those left parked keep
-counting against the listener's fetch bytes in flight until their wait
-ends. A later round that fails (the partition moved, say) or does not fit
-the partition's room ends that partition's answer with what it had; the
-next fetch meets the cause again.
+new batch). A parked fetch that has not answered at the end adds nothing; its
+late reply is dropped (fetching does not consume). A parked fetch asks for at
+most KAFKA_FETCH_PARKED_PARTITION_BYTES_MAX: those left parked keep counting
+against the listener's fetch bytes in flight until their wait ends. A later
+round that fails (the partition moved, say) or does not fit the partition's
+room ends that partition's answer with what it had; the next fetch meets the
+cause again.
 
 A partition the router still refuses because the listener has too many fetch
-bytes in flight (tooManyRequests: other connections' fetches, or the parked
-fetches of this connection's fetch before, which the window does not see) is
-answered empty without an error, as a partition with nothing new: the consumer
-fetches again. Kafka has no partition error for it, and librdkafka gives
-THROTTLING_QUOTA_EXCEEDED to the application as a failure.
+bytes in flight (tooManyRequests: other connections' fetches, which the window
+does not see) is answered empty without an error, as a partition with nothing
+new: the consumer fetches again. Kafka has no partition error for it, and
+librdkafka gives THROTTLING_QUOTA_EXCEEDED to the application as a failure.
 
 The response's max_bytes (Kafka's fetch.max.bytes) is kept as Kafka keeps it:
 partitions are fetched through the window, then their batches are taken in the
@@ -191,13 +196,22 @@ async def _fetch_parked(gateway, parts: list[_PartitionFetch], wait_ms: int,
     deadline_s = loop.time() + wait_ms / 1000
     tasks: dict[asyncio.Task, _PartitionFetch] = {}
 
+    unparked = iter(parts)
+
     def park(part: _PartitionFetch) -> None:
         wait_left_ms = int((deadline_s - loop.time()) * 1000)
         if wait_left_ms > 0 and not part.ended and part.records_bytes < part.bytes_max:
             tasks[loop.create_task(_fetch_one(gateway, part, wait_left_ms))] = part
 
-    for part in parts:
-        park(part)
+    def park_more() -> None:
+        """Park the next partitions in the request's order, up to the limit at once."""
+        while len(tasks) < limits.KAFKA_FETCH_PARKED_PARTITIONS_MAX:
+            part = next(unparked, None)
+            if part is None:
+                return
+            park(part)
+
+    park_more()
     try:
         while tasks and sum(part.records_bytes for part in parts) < min_bytes:
             done, _ = await asyncio.wait(tasks, timeout=max(deadline_s - loop.time(), 0),
@@ -208,6 +222,7 @@ async def _fetch_parked(gateway, parts: list[_PartitionFetch], wait_ms: int,
                 part = tasks.pop(task)
                 if task.result():   # it had records: there may be more by now
                     park(part)
+            park_more()   # the place of one refused or ended
     finally:
         for task in tasks:
             task.cancel()

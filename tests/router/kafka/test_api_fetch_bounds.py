@@ -279,6 +279,20 @@ def test_a_fetch_of_more_partitions_than_the_listener_has_in_flight_gets_every_r
     assert fetches == 1
 
 
+def test_a_kafka_fetch_keeps_its_fetches_and_parked_fetches_at_once_within_their_limits():
+    # Given 1000 partitions holding one record each
+    router = BudgetedRouter()
+    # When a consumer reads them, then fetches once more (nothing new: it parks)
+    _consume(router, partitions=1000, fetches_max=3)
+    asyncio.run(fetch(SimpleNamespace(backend=router), None, {
+        "max_wait_ms": 50, "min_bytes": 1, "topics": [{"topic": "t", "partitions": [
+            {"partition": p, "fetch_offset": 1, "partition_max_bytes": LIBRDKAFKA_PARTITION_BYTES}
+            for p in range(1000)]}]}, None))
+    # Then no more than its window was in flight at once, nor parked
+    assert router.in_flight_max <= limits.KAFKA_FETCH_PARTITIONS_IN_FLIGHT_MAX
+    assert 0 < router.parked_max <= limits.KAFKA_FETCH_PARKED_PARTITIONS_MAX
+
+
 def test_partitions_after_a_full_response_are_not_fetched():
     # Given 1000 partitions holding one record each (about 150 bytes a batch)
     router = BudgetedRouter()
