@@ -1053,6 +1053,22 @@ KAFKA_FETCH_WAIT_MS_MAX = 10_000
 # allows 10 MiB and more) a few fetches of a consumer that has caught up would
 # use that budget up. What arrives within one wait is small anyway.
 KAFKA_FETCH_PARKED_PARTITION_BYTES_MAX = 1 * MiB
+# One Kafka fetch's Plinth fetches in flight at once, by count and by the bytes
+# the router counts for them (requests_in_flight.counted_bytes): its partitions
+# go through this window, not all at once. The listener is one Plinth client
+# for all its connections (CLIENT_REQUESTS_IN_FLIGHT_MAX,
+# CLIENT_FETCH_BYTES_IN_FLIGHT_MAX); a librdkafka fetch of 1000 partitions sent
+# at once met the fetch bytes after 256 of them, and the router refused the
+# rest (600 to 744 in every fetch after), answered empty though they held records.
+KAFKA_FETCH_PARTITIONS_IN_FLIGHT_MAX = 64
+KAFKA_FETCH_BYTES_IN_FLIGHT_MAX = 32 * MiB
+# The partitions one Kafka fetch parks at once (its waiting round). Parked
+# fetches stay at their shards to the end of their wait even once the Kafka
+# fetch is answered, holding the listener's requests and fetch bytes in flight:
+# 128 parked at 1 MiB took the whole budget, and the same connection's next
+# fetch was refused. Those beyond are not parked: a record arriving there is
+# seen by the next fetch, after at most max_wait_ms.
+KAFKA_FETCH_PARKED_PARTITIONS_MAX = 32
 # How long a SyncGroup may wait for its leader's (a rebalance's own timeout
 # bounds it at the coordinator; this bounds the listener's wait for the answer).
 KAFKA_GROUP_SYNC_WAIT_MS_MAX = 300_000
@@ -1344,6 +1360,16 @@ def _relations() -> list[tuple[str, bool]]:
          KAFKA_REQUEST_BYTES_MAX <= KAFKA_REQUEST_BYTES_IN_FLIGHT_PER_CONNECTION_MAX),
         ("a Kafka fetch's parked partitions leave most of the fetch bytes in flight",
          64 * KAFKA_FETCH_PARKED_PARTITION_BYTES_MAX <= CLIENT_FETCH_BYTES_IN_FLIGHT_MAX),
+        ("a Kafka fetch's window takes one partition at its largest fetch, and it and the "
+         "parked fetches of the connection's fetch before take at most half the listener's "
+         "fetch bytes and requests in flight, so its first round is not refused by them",
+         FETCH_BYTES_MAX <= KAFKA_FETCH_BYTES_IN_FLIGHT_MAX
+         and 1 <= KAFKA_FETCH_PARTITIONS_IN_FLIGHT_MAX and 1 <= KAFKA_FETCH_PARKED_PARTITIONS_MAX
+         and 2 * (KAFKA_FETCH_BYTES_IN_FLIGHT_MAX + KAFKA_FETCH_PARKED_PARTITIONS_MAX
+                  * max(KAFKA_FETCH_PARKED_PARTITION_BYTES_MAX, FETCH_BYTES_COUNTED_MIN))
+         <= CLIENT_FETCH_BYTES_IN_FLIGHT_MAX
+         and 2 * (KAFKA_FETCH_PARTITIONS_IN_FLIGHT_MAX + KAFKA_FETCH_PARKED_PARTITIONS_MAX)
+         <= CLIENT_REQUESTS_IN_FLIGHT_MAX),
         ("a Kafka producer's default pipeline (5) fits a connection's requests in flight",
          5 <= KAFKA_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX),
         ("a Kafka DescribeLogDirs round leaves most of the backend's requests to others",

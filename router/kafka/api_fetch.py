@@ -9,31 +9,53 @@ are); a Plinth batch is converted to one uncompressed Kafka batch in C
 converted batch gets a fresh Kafka CRC that would hide a flip in the stored
 one. A stored Kafka batch keeps its own CRC, which Kafka clients check.
 
-Waiting (Kafka's max_wait_ms and min_bytes): every partition is first
-fetched without waiting; if that gives fewer than min_bytes and the client
-allows a wait, each partition with room left (its partition_max_bytes) is
-fetched again from where its records end, parked at its shard, and the
-answer goes once min_bytes have come in all, or max_wait_ms ran out. A
-partition whose parked fetch answers with records while min_bytes are not
-there yet is asked again from its new end, parked for the time left, so
-that a consumer with a large fetch.min.bytes gets few large answers, as
-from Kafka, not one per record (a shard answers a parked fetch at its first
-new batch). A parked fetch that has not answered at the end adds nothing;
-its late reply is dropped (fetching does not consume). A parked fetch asks
-for at most KAFKA_FETCH_PARKED_PARTITION_BYTES_MAX: those left parked keep
-counting against the listener's fetch bytes in flight until their wait
-ends. A later round that fails (the partition moved, say) or does not fit
-the partition's room ends that partition's answer with what it had; the
-next fetch meets the cause again.
+Many partitions. The listener is one Plinth client for all its connections, so
+its fetches in flight are bounded by the router (CLIENT_REQUESTS_IN_FLIGHT_MAX
+and CLIENT_FETCH_BYTES_IN_FLIGHT_MAX, each fetch counted at its maximum, at
+least FETCH_BYTES_COUNTED_MIN). A Kafka fetch's partitions therefore go
+through a window, in the request's order: at most
+KAFKA_FETCH_PARTITIONS_IN_FLIGHT_MAX Plinth fetches and
+KAFKA_FETCH_BYTES_IN_FLIGHT_MAX counted bytes at once. Sent all at once, a
+librdkafka fetch of 1000 partitions (1 MiB each) met the router's fetch bytes
+after 256 of them; in the fetches after, 600 to 744 were refused, beside the
+parked fetches of the fetch before, and were answered empty although they held
+records, read in bursts every few seconds. The window's cost is a round trip
+per window's worth of partitions. Once the answers in hand hold the response's
+max_bytes, the partitions not yet fetched are left empty, as
+keep_within_response_bytes would drop their batches anyway (a small batch that
+would still have fitted after a cut-short partition waits for the next fetch).
 
-A partition the router refuses because the listener has too many fetch bytes
-in flight (tooManyRequests: the listener is one Plinth client for all its
-connections) is answered empty without an error, as a partition with nothing
+Waiting (Kafka's max_wait_ms and min_bytes): every partition is first fetched
+without waiting; if that gives fewer than min_bytes and the client allows a
+wait, the partitions with room left (their partition_max_bytes) are fetched
+again from where their records end, parked at their shards, at most
+KAFKA_FETCH_PARKED_PARTITIONS_MAX at once, in the request's order (one that
+ends makes room for the next), and the answer goes once min_bytes have come in
+all, or max_wait_ms ran out. A partition not parked (beyond that bound) that
+gets a record meanwhile is answered by the next fetch, within max_wait_ms,
+where Kafka would answer at once: parked fetches stay at their shards to the
+end of their wait, counted, after the Kafka fetch is answered, and unbounded
+they took the listener's whole budget and had the connection's next fetch
+refused. A partition whose parked fetch answers with records while min_bytes
+are not there yet is asked again from its new end, parked for the time left,
+so that a consumer with a large fetch.min.bytes gets few large answers, as
+from Kafka, not one per record (a shard answers a parked fetch at its first
+new batch). A parked fetch that has not answered at the end adds nothing; its
+late reply is dropped (fetching does not consume). A parked fetch asks for at
+most KAFKA_FETCH_PARKED_PARTITION_BYTES_MAX: those left parked keep counting
+against the listener's fetch bytes in flight until their wait ends. A later
+round that fails (the partition moved, say) or does not fit the partition's
+room ends that partition's answer with what it had; the next fetch meets the
+cause again.
+
+A partition the router still refuses because the listener has too many fetch
+bytes in flight (tooManyRequests: other connections' fetches, which the window
+does not see) is answered empty without an error, as a partition with nothing
 new: the consumer fetches again. Kafka has no partition error for it, and
 librdkafka gives THROTTLING_QUOTA_EXCEEDED to the application as a failure.
 
 The response's max_bytes (Kafka's fetch.max.bytes) is kept as Kafka keeps it:
-partitions are fetched in parallel, then their batches are taken in the
+partitions are fetched through the window, then their batches are taken in the
 request's order while they fit; the first batch of the first partition with
 data goes whatever its size, so a consumer always makes progress. A partition
 cut short is answered with the batches that fit (or none), without error: the
@@ -61,6 +83,7 @@ from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.backend import ask
 from plinth.router.kafka.plinth_errors import kafka_code
 from plinth.router.kafka.request_values import fetch_bytes_error, partition_error
+from plinth.router.requests_in_flight import counted_bytes
 
 NO_SESSION = 0
 _BASE_OFFSET, _LAST_OFFSET_DELTA = struct.Struct(">q"), struct.Struct(">i")
@@ -103,10 +126,11 @@ async def fetch(gateway, header, body: dict, connection) -> dict:
             parts.append(part)
     min_bytes = max(body.get("min_bytes", 1), 1)
     wait_ms = min(max(body.get("max_wait_ms", 0), 0), limits.KAFKA_FETCH_WAIT_MS_MAX)
-    await asyncio.gather(*(_fetch_one(gateway, part, 0) for part in parts))
+    response_bytes_max = body.get("max_bytes", limits.FETCH_BYTES_MAX)
+    await _fetch_at_once(gateway, parts, response_bytes_max)
     if wait_ms and sum(part.records_bytes for part in parts) < min_bytes:
         await _fetch_parked(gateway, parts, wait_ms, min_bytes)
-    keep_within_response_bytes(parts, body.get("max_bytes", limits.FETCH_BYTES_MAX))
+    keep_within_response_bytes(parts, response_bytes_max)
     return {"throttle_time_ms": 0, "error_code": kafka.NONE, "session_id": NO_SESSION,
             "responses": responses}
 
@@ -127,6 +151,42 @@ def keep_within_response_bytes(parts: list[_PartitionFetch], response_bytes_max:
             part.records_bytes = sum(len(batch) for batch in kept)
 
 
+async def _fetch_at_once(gateway, parts: list[_PartitionFetch], response_bytes_max: int) -> None:
+    """Fetch each of ``parts`` once without waiting, in the request's order, through a
+    window of at most KAFKA_FETCH_PARTITIONS_IN_FLIGHT_MAX fetches and
+    KAFKA_FETCH_BYTES_IN_FLIGHT_MAX counted bytes at once; once the answers in hand
+    hold ``response_bytes_max``, the partitions not yet fetched end empty (module
+    docstring). Listener's event loop."""
+    in_flight: dict[asyncio.Task, tuple[_PartitionFetch, int]] = {}   # -> (part, counted)
+    in_flight_bytes = taken_bytes = 0
+    try:
+        for index, part in enumerate(parts):
+            counted = counted_bytes(part.bytes_max)
+            while in_flight and (len(in_flight) >= limits.KAFKA_FETCH_PARTITIONS_IN_FLIGHT_MAX
+                                 or in_flight_bytes + counted
+                                 > limits.KAFKA_FETCH_BYTES_IN_FLIGHT_MAX):
+                done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    done_part, done_counted = in_flight.pop(task)
+                    task.result()   # a handler's bug fails the fetch, as before
+                    in_flight_bytes -= done_counted
+                    taken_bytes += done_part.records_bytes
+            if taken_bytes and taken_bytes >= response_bytes_max:
+                # keep_within_response_bytes would drop theirs anyway: not read for nothing
+                # (with nothing taken, the first batch goes whatever the max: no stop)
+                for unread in parts[index:]:
+                    unread.ended = True
+                break
+            in_flight[asyncio.get_running_loop().create_task(_fetch_one(gateway, part, 0))] = (
+                part, counted)
+            in_flight_bytes += counted
+        if in_flight:
+            await asyncio.gather(*in_flight)
+    finally:
+        for task in in_flight:
+            task.cancel()
+
+
 async def _fetch_parked(gateway, parts: list[_PartitionFetch], wait_ms: int,
                         min_bytes: int) -> None:
     """Fetch ``parts`` parked at their shards, each again from its new end while it
@@ -136,13 +196,22 @@ async def _fetch_parked(gateway, parts: list[_PartitionFetch], wait_ms: int,
     deadline_s = loop.time() + wait_ms / 1000
     tasks: dict[asyncio.Task, _PartitionFetch] = {}
 
+    unparked = iter(parts)
+
     def park(part: _PartitionFetch) -> None:
         wait_left_ms = int((deadline_s - loop.time()) * 1000)
         if wait_left_ms > 0 and not part.ended and part.records_bytes < part.bytes_max:
             tasks[loop.create_task(_fetch_one(gateway, part, wait_left_ms))] = part
 
-    for part in parts:
-        park(part)
+    def park_more() -> None:
+        """Park the next partitions in the request's order, up to the limit at once."""
+        while len(tasks) < limits.KAFKA_FETCH_PARKED_PARTITIONS_MAX:
+            part = next(unparked, None)
+            if part is None:
+                return
+            park(part)
+
+    park_more()
     try:
         while tasks and sum(part.records_bytes for part in parts) < min_bytes:
             done, _ = await asyncio.wait(tasks, timeout=max(deadline_s - loop.time(), 0),
@@ -153,6 +222,7 @@ async def _fetch_parked(gateway, parts: list[_PartitionFetch], wait_ms: int,
                 part = tasks.pop(task)
                 if task.result():   # it had records: there may be more by now
                     park(part)
+            park_more()   # the place of one refused or ended
     finally:
         for task in tasks:
             task.cancel()

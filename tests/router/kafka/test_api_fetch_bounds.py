@@ -19,6 +19,7 @@ from plinth.format.record_batch import ConsumerRecord
 from plinth.protocol_hot import encode_fetch_reply
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.api_fetch import fetch
+from plinth.router.requests_in_flight import FetchBytesInFlight
 
 CLIENT_PARTITION_BYTES = 10 * 1024 * 1024     # librdkafka's max.partition.fetch.bytes, raised
 
@@ -178,3 +179,125 @@ def test_a_fetch_whose_min_bytes_never_come_is_answered_with_what_came():
     log = ArrivingLog(batches=3)
     # Then it is answered with all 3 once its wait ran out
     assert len(_answered_batches(log, min_bytes=1 << 20, max_wait_ms=300)) == 3
+
+
+class BudgetedRouter:
+    """The router as the listener meets it: one client whose Plinth fetches in flight
+    are counted as the real router counts them (CLIENT_REQUESTS_IN_FLIGHT_MAX, and
+    requests_in_flight.FetchBytesInFlight's CLIENT_FETCH_BYTES_IN_FLIGHT_MAX), those
+    beyond refused tooManyRequests. Each partition holds one record at offset 0; a
+    fetch finding nothing and allowed to wait stays at its "shard", counted, until its
+    wait ends, even when the listener stopped awaiting it (as a real parked fetch)."""
+
+    CLIENT = b"kafka-listener"
+
+    def __init__(self, value_bytes: int = 70):
+        self.value_bytes = value_bytes
+        self.fetch_bytes = FetchBytesInFlight()
+        self.in_flight = self.in_flight_max = self.parked = self.parked_max = 0
+        self.asked: list[protocol.FetchRequest] = []
+        self._ids = iter(range(1, 1_000_000))
+
+    def next_request_id(self) -> int:
+        return next(self._ids)
+
+    async def call(self, request_id, header, payload=None, timeout_ms=0, change=False):
+        request = protocol.decode_request(header)
+        self.asked.append(request)
+        why = self.fetch_bytes.refusal(self.CLIENT, request_id, request.bytes_max)
+        if why is None and self.in_flight >= limits.CLIENT_REQUESTS_IN_FLIGHT_MAX:
+            why = f"{self.in_flight} requests in flight"
+        if why is not None:
+            return protocol.decode_reply(
+                protocol.encode_error(request_id, TooManyRequestsError(why))), None
+        self.fetch_bytes.forwarded("shard-0", self.CLIENT, request_id, request.bytes_max)
+        self.in_flight += 1
+        self.in_flight_max = max(self.in_flight_max, self.in_flight)
+        # shielded: the listener giving up on a parked fetch does not answer it at the shard
+        return await asyncio.shield(asyncio.ensure_future(self._shard(request_id, request)))
+
+    async def _shard(self, request_id: int, request: protocol.FetchRequest):
+        try:
+            reply = protocol.decode_reply(encode_fetch_reply(request_id, 1, 0))
+            if request.offset == 0:
+                await asyncio.sleep(0.001)
+                return reply, SimpleNamespace(buffer=memoryview(self._entry(request.partition)))
+            self.parked += 1
+            self.parked_max = max(self.parked_max, self.parked)
+            await asyncio.sleep(request.wait_ms_max / 1000)
+            self.parked -= 1
+            return reply, None
+        finally:
+            self.in_flight -= 1
+            self.fetch_bytes.answered(self.CLIENT, request_id)
+
+    def _entry(self, partition: int) -> bytes:
+        batch = kafka_batch_from_records(
+            [ConsumerRecord("t", partition, 0, None, bytes(self.value_bytes), [], 1_000)],
+            base_offset=0)
+        return build_entry_header(0, 1_000, 1, batch, BATCH_FORMAT_KAFKA_V2) + batch
+
+
+LIBRDKAFKA_PARTITION_BYTES = 1024 * 1024      # librdkafka's default max.partition.fetch.bytes
+
+
+def _consume(router: BudgetedRouter, partitions: int, fetches_max: int,
+             response_bytes_max: int = 50 * 1024 * 1024) -> tuple[int, set[int]]:
+    """A consumer of ``partitions`` from offset 0: Kafka fetches (max_wait_ms 50) until
+    it has every partition's record or made ``fetches_max``. Returns (fetches made,
+    partitions read)."""
+    offsets = dict.fromkeys(range(partitions), 0)
+
+    async def run() -> int:
+        for fetches in range(1, fetches_max + 1):
+            body = {"max_wait_ms": 50, "min_bytes": 1, "max_bytes": response_bytes_max,
+                    "topics": [{"topic": "t", "partitions": [
+                        {"partition": p, "fetch_offset": offset,
+                         "partition_max_bytes": LIBRDKAFKA_PARTITION_BYTES}
+                        for p, offset in offsets.items()]}]}
+            answer = await fetch(SimpleNamespace(backend=router), None, body, None)
+            for partition in answer["responses"][0]["partitions"]:
+                assert partition["error_code"] == kafka.NONE
+                if partition["records"]:
+                    offsets[partition["partition_index"]] = 1
+            if all(offsets.values()):
+                return fetches
+        return fetches_max
+
+    fetches = asyncio.run(run())
+    return fetches, {p for p, offset in offsets.items() if offset}
+
+
+def test_a_fetch_of_more_partitions_than_the_listener_has_in_flight_gets_every_record_at_once():
+    # Given 1000 partitions holding one record each, more than the listener's fetches
+    # (requests and bytes) in flight allow at once
+    router = BudgetedRouter()
+    # When a consumer fetches them all, librdkafka's defaults, for at most 3 fetches
+    fetches, read = _consume(router, partitions=1000, fetches_max=3)
+    # Then every partition's record came, in the first fetch
+    assert len(read) == 1000
+    assert fetches == 1
+
+
+def test_a_kafka_fetch_keeps_its_fetches_and_parked_fetches_at_once_within_their_limits():
+    # Given 1000 partitions holding one record each
+    router = BudgetedRouter()
+    # When a consumer reads them, then fetches once more (nothing new: it parks)
+    _consume(router, partitions=1000, fetches_max=3)
+    asyncio.run(fetch(SimpleNamespace(backend=router), None, {
+        "max_wait_ms": 50, "min_bytes": 1, "topics": [{"topic": "t", "partitions": [
+            {"partition": p, "fetch_offset": 1, "partition_max_bytes": LIBRDKAFKA_PARTITION_BYTES}
+            for p in range(1000)]}]}, None))
+    # Then no more than its window was in flight at once, nor parked
+    assert router.in_flight_max <= limits.KAFKA_FETCH_PARTITIONS_IN_FLIGHT_MAX
+    assert 0 < router.parked_max <= limits.KAFKA_FETCH_PARKED_PARTITIONS_MAX
+
+
+def test_partitions_after_a_full_response_are_not_fetched():
+    # Given 1000 partitions holding one record each (about 150 bytes a batch)
+    router = BudgetedRouter()
+    # When a consumer's fetch may bring back 1,000 bytes
+    fetches, read = _consume(router, partitions=1000, fetches_max=1, response_bytes_max=1000)
+    # Then it gets what fits, and the router is not asked for all 1000 partitions
+    assert 1 <= len(read) < 10
+    assert len(router.asked) <= len(read) + limits.KAFKA_FETCH_PARTITIONS_IN_FLIGHT_MAX
