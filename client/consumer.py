@@ -14,7 +14,9 @@ The fetches and the records they bring are the Fetcher's (fetcher.py): at most
 one fetch in flight per partition, parked by the shard at the log end,
 transient errors retried with backoff, every entry's CRC checked before its
 records are handed out. The Consumer keeps the public API, the positions it
-has handed out, consumer groups and commits.
+has handed out, consumer groups and commits. A partition without a position is
+reset (``auto_offset_reset``) by a request the poll does not wait for
+(position_resets.py): a shard that hangs holds back its own partitions only.
 
 With ``group="name"`` the consumer joins a consumer group instead (with the
 constructor's topics, or at ``subscribe``, which takes kafka-python's
@@ -48,6 +50,7 @@ from plinth.client.consumer_base import (ConsumerBase, checked_partitions, check
                                          checked_tp, checked_tps, group_option)
 from plinth.client.fetcher import Fetcher, PartitionState, TopicPartition
 from plinth.client.group_membership import GroupMembership
+from plinth.client.position_resets import PositionResets
 from plinth.errors import (BrokerError, ClientError, ClosedError, OffsetOutOfRangeError,
                            UnknownTopicError)
 from plinth.format.record_batch import ConsumerRecord
@@ -221,9 +224,12 @@ class Consumer(ConsumerBase):
         self._admin = Admin(broker=self._conn.address, request_timeout_ms=request_timeout_ms)
         self._fetcher = Fetcher(
             self._conn, fetch_max_bytes=fetch_max_bytes, fetch_max_wait_ms=fetch_max_wait_ms,
-            request_timeout_ms=request_timeout_ms, reset_position=self._reset,
+            request_timeout_ms=request_timeout_ms, reset_position=self._reset_later,
             reset_out_of_range=auto_offset_reset != "none",
             key_deserializer=key_deserializer, value_deserializer=value_deserializer)
+        self._resets = PositionResets(self._conn, request_timeout_ms=request_timeout_ms,
+                                      earliest=auto_offset_reset == "earliest",
+                                      waiting=self._waiting_for_reset, seek=self._seek_to)
         # Iteration: lists polled but not yet started, and the one being yielded.
         self._iterated: deque[tuple[TopicPartition, list[ConsumerRecord]]] = deque()
         self._iterating = iter(())
@@ -431,14 +437,39 @@ class Consumer(ConsumerBase):
         return state.position
 
     def _reset(self, tp: TopicPartition) -> None:
-        """Give ``tp`` a position as ``auto_offset_reset`` says (the Fetcher calls this for
-        a partition without a position, and after offsetOutOfRange)."""
-        if self.auto_offset_reset == "none":
-            raise OffsetOutOfRangeError(f"no position for {tp.topic}-{tp.partition} and "
-                                        f"auto_offset_reset='none'")
+        """Give ``tp`` a position as ``auto_offset_reset`` says, now (``position``)."""
+        self._refuse_without_reset(tp)
         info = self._admin.list_offsets(tp.topic, tp.partition)
         offset = info.start_offset if self.auto_offset_reset == "earliest" else info.end_offset
         self.seek(tp.topic, tp.partition, offset)
+
+    def _reset_later(self, tp: TopicPartition) -> None:
+        """The Fetcher's reset_position (a partition without a position, or after
+        offsetOutOfRange): no position until the reset asked for it is answered
+        (client/position_resets.py); the poll does not wait for it."""
+        self._refuse_without_reset(tp)
+        self._fetcher.partitions[tp].position = None
+        self._resets.ask(tp)
+
+    def _refuse_without_reset(self, tp: TopicPartition) -> None:
+        if self.auto_offset_reset == "none":
+            raise OffsetOutOfRangeError(f"no position for {tp.topic}-{tp.partition} and "
+                                        f"auto_offset_reset='none'")
+
+    def _waiting_for_reset(self, tp: TopicPartition) -> bool:
+        state = self._fetcher.partitions.get(tp)
+        return state is not None and state.position is None
+
+    def _seek_to(self, tp: TopicPartition, offset: int) -> None:
+        self._fetcher.seek(tp, offset)
+
+    def _on_reset_reply(self, view: protocol.ReplyView) -> bool:
+        return self._resets.on_reply(view)
+
+    def fetch_errors(self) -> dict[TopicPartition, Exception]:
+        """ConsumerBase.fetch_errors, and the partitions whose position reset is failing
+        (asked again after a backoff; a poll does not wait for it), each with its error."""
+        return {**super().fetch_errors(), **self._resets.errors()}
 
     # --- Polling -----------------------------------------------------------------
 
@@ -474,6 +505,7 @@ class Consumer(ConsumerBase):
                 self._rebalance()
             if self._membership is not None:   # (a callback may have unsubscribed)
                 self._auto_commit()
+            self._resets.expire()
             self._fetcher.send_fetches()
             out = self._take_records(max_records)
             remaining_ms = (deadline - time.monotonic()) * 1000
@@ -481,10 +513,10 @@ class Consumer(ConsumerBase):
                 return out
             if self._membership is not None:   # wake up to apply a new assignment
                 remaining_ms = min(remaining_ms, limits.CONSUMER_GROUP_POLL_SLICE_MS)
-            retry_at_s = self._fetcher.next_retry_s()
-            if retry_at_s is not None:   # wake up to ask again after a transient error
-                remaining_ms = min(remaining_ms, (retry_at_s - time.monotonic()) * 1000)
-            got = self._conn.recv(remaining_ms)
+            for wake_s in (self._fetcher.next_retry_s(), self._resets.next_event_s()):
+                if wake_s is not None:   # to ask again after a transient error or a timeout
+                    remaining_ms = min(remaining_ms, (wake_s - time.monotonic()) * 1000)
+            got = self._conn.recv(max(0.0, remaining_ms))
             while got is not None:
                 self._on_reply(*got)
                 got = self._conn.recv(0)

@@ -188,8 +188,14 @@ class ConsumerBase:
     def _on_reply(self, view: protocol.ReplyView, payload) -> None:
         if view.request_id in self._commits:
             self._on_commit_reply(view)
-        else:
+        elif not self._on_reset_reply(view):
             self._fetcher.on_reply(view, payload)
+
+    def _on_reset_reply(self, view: protocol.ReplyView) -> bool:
+        """Whether ``view`` answers a position reset the consumer asked on its connection
+        (the sync Consumer's: client/position_resets.py); the asyncio one asks through
+        its admin."""
+        return False
 
     def _take_records(self, max_records: int) -> dict[TopicPartition, list]:
         """The Fetcher's ready records, or none while the group membership forbids

@@ -152,8 +152,9 @@ class PartitionState:
 
 
 class Fetcher:
-    """Consumer thread only. ``reset_position(tp)`` must give ``tp`` a position (with
-    ``seek``) or raise; it is called for a partition without one, and after
+    """Consumer thread only. ``reset_position(tp)`` gives ``tp`` a position (with
+    ``seek``), or asks for one, leaving it None (the partition is not fetched until it
+    has one), or raises; it is called for a partition without one, and after
     offsetOutOfRange if ``reset_out_of_range``."""
 
     def __init__(self, conn: Connection, *, fetch_max_bytes: int, fetch_max_wait_ms: int,
@@ -290,6 +291,8 @@ class Fetcher:
                     f"{self._fetch_timeout_s * 1000:.0f} ms"), retry_in_s=0.0)
             if state.position is None:
                 self._reset_position(tp)
+                if state.position is None:   # asked, not answered yet: fetched once it is
+                    continue
             request_id = self._conn.next_request_id()
             self._conn.send_to(tp, request_id, protocol.encode_fetch(
                 request_id, tp.topic, tp.partition, state.fetch_offset, bytes_max, wait_ms))

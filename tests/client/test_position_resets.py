@@ -1,0 +1,138 @@
+"""client/position_resets.py through the sync Consumer, against a scripted broker
+(tests/client/scripted_broker.py) whose answers to listOffsets the test holds back:
+a poll does not wait for a partition's position reset, which is asked again after a
+timeout or a transient error, and says it is failing meanwhile."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+
+from plinth import protocol
+from plinth.client.consumer import Consumer
+from plinth.client.fetcher import TopicPartition
+from plinth.errors import PlinthTimeoutError, UnavailableError, UnknownTopicError
+from tests.client.scripted_broker import entry
+from tests.support import wait_until
+
+T0 = TopicPartition("t", 0)
+REQUEST_TIMEOUT_MS = 2_000
+
+
+class Shard:
+    """Answers fetches of t-0 at offset 5 with one record, and listOffsets (start 5,
+    end 6) only once ``answer_resets`` is set; before that, each listOffsets takes the
+    next of ``reset_errors`` (a BrokerError answered) or, with none left, no answer."""
+
+    def __init__(self, reset_errors=()):
+        self.answer_resets = threading.Event()
+        self.reset_errors = list(reset_errors)
+        self.resets_asked = 0
+
+    def __call__(self, request):
+        if request.kind == "listOffsets":
+            self.resets_asked += 1
+            if self.answer_resets.is_set():
+                return [protocol.encode_offsets_reply(request.request_id, protocol.PartitionInfo(
+                    0, "shard-0", start_offset=5, end_offset=6))]
+            if self.reset_errors:
+                return [protocol.encode_error(request.request_id, self.reset_errors.pop(0))]
+            return None
+        if request.kind == "fetch" and request.offset == 5:
+            return [protocol.encode_fetch_reply(request.request_id, 6, 0), entry(5, [b"a"])]
+        return None   # a fetch at the log end: parked, never answered here
+
+
+@pytest.fixture
+def consumer_of(scripted):
+    consumers = []
+
+    def make(shard: Shard) -> Consumer:
+        broker = scripted([shard] * 10_000)
+        consumers.append(Consumer(broker=broker.url, auto_offset_reset="earliest",
+                                  request_timeout_ms=REQUEST_TIMEOUT_MS))
+        consumers[-1].assign([("t", 0)])
+        return consumers[-1]
+
+    yield make
+    for consumer in consumers:
+        consumer.close()
+
+
+def poll_until(consumer: Consumer, predicate, timeout_s: float = 15.0) -> list:
+    """Poll in 100 ms slices until ``predicate()``; the records polled meanwhile."""
+    polled = []
+
+    def polled_and_met():
+        polled.extend(r for rs in consumer.poll(timeout_ms=100).values() for r in rs)
+        return predicate()
+    wait_until(polled_and_met, timeout_s=timeout_s, interval_s=0)
+    return polled
+
+
+def test_a_poll_returns_within_its_timeout_while_a_position_reset_goes_unanswered(
+        consumer_of, caplog):
+    # Given a partition without a position whose shard does not answer its listOffsets
+    shard = Shard()
+    consumer = consumer_of(shard)
+    caplog.set_level(logging.INFO, logger="plinth.client.position_resets")
+    # When it is polled for 200 ms / Then the poll returns nothing in about that time
+    # (it waited request_timeout_ms for the reset, then raised PlinthTimeoutError)
+    started_s = time.monotonic()
+    assert consumer.poll(timeout_ms=200) == {}
+    assert time.monotonic() - started_s < REQUEST_TIMEOUT_MS / 1000 / 2
+    # And once the reset is unanswered for request_timeout_ms, the partition is failing,
+    # named with the timeout, and one warning says so
+    poll_until(consumer, lambda: T0 in consumer.fetch_errors())
+    error = consumer.fetch_errors()[T0]
+    assert isinstance(error, PlinthTimeoutError)
+    assert str(error) == ("no answer to the position reset (listOffsets) of t-0 within "
+                          f"request_timeout_ms={REQUEST_TIMEOUT_MS}")
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    # And when the shard answers again, the reset is asked again and the record read
+    shard.answer_resets.set()
+    polled = poll_until(consumer, lambda: consumer.fetch_errors() == {} and consumer.position(
+        "t", 0) == 6)
+    assert [(r.offset, r.value) for r in polled] == [(5, b"a")]
+    assert caplog.records[-1].levelno == logging.INFO
+    assert caplog.records[-1].getMessage().startswith(
+        "reset of t-0's position succeeded after failing")
+
+
+def test_a_reset_answered_with_a_transient_error_is_asked_again_after_a_backoff(consumer_of):
+    # Given a shard that answers the first two resets "unavailable", then the offsets
+    shard = Shard(reset_errors=[UnavailableError("shard-0 is restarting")] * 2)
+    consumer = consumer_of(shard)
+    # When the consumer polls / Then it is failing with that error meanwhile
+    poll_until(consumer, lambda: T0 in consumer.fetch_errors())
+    assert str(consumer.fetch_errors()[T0]) == "shard-0 is restarting"
+    # And the third reset's answer gives the position; the record is read
+    shard.answer_resets.set()
+    polled = poll_until(consumer, lambda: consumer.position("t", 0) == 6)
+    assert [r.value for r in polled] == [b"a"] and shard.resets_asked >= 3
+    assert consumer.fetch_errors() == {}
+
+
+def test_a_reset_refused_for_good_is_raised_by_the_poll(consumer_of):
+    # Given a shard whose answer to the reset is an error no retry changes
+    shard = Shard(reset_errors=[UnknownTopicError("unknown topic 't'")])
+    consumer = consumer_of(shard)
+    # When the consumer polls / Then the poll raises it, as the blocking reset did
+    with pytest.raises(UnknownTopicError, match="unknown topic 't'"):
+        poll_until(consumer, lambda: False)
+
+
+def test_a_seek_while_a_reset_is_unanswered_wins_over_its_late_answer(consumer_of):
+    # Given a reset of t-0 not answered yet
+    shard = Shard()
+    consumer = consumer_of(shard)
+    assert consumer.poll(timeout_ms=50) == {}
+    # When the application seeks to 5, and the reset's answer (also 5) comes later
+    consumer.seek("t", 0, 5)
+    polled = poll_until(consumer, lambda: consumer.position("t", 0) == 6)
+    # Then the record is read once, from the seek, and nothing is failing
+    assert [(r.offset, r.value) for r in polled] == [(5, b"a")]
+    assert consumer.fetch_errors() == {}
