@@ -1170,6 +1170,20 @@ CONSOLE_LISTEN_DEFAULT = "127.0.0.1:7480"
 # window: 120 x 2 s = 4 minutes). With nobody watching it asks nothing.
 CONSOLE_SAMPLE_INTERVAL_S = 2.0
 CONSOLE_SAMPLES_MAX = 120
+# Every console page (and each sample of the overview's or a group's live figures)
+# answers within this: its calls to the broker share one deadline, so a broker or
+# shard that does not answer costs a page this long, not a request timeout per
+# call in series; the page then shows what did answer, or is a 503 naming what
+# did not. Longer than STATUS_CALL_TIMEOUT_S, after which the router answers that
+# a shard is down: a page then shows that shard's partitions offline, not a 503.
+CONSOLE_PAGE_DEADLINE_MS = 8_000
+# Calls to the broker the console has in flight at once (each on an Admin of its
+# own: client/console/broker_calls.py); past them a page is a 503 at once ("the
+# console is waiting for N earlier requests to the broker") rather than queue
+# behind pages whose browsers may have gone. The background samplers (overview,
+# lag) may hold at most half of them, so that pages still get the rest. Well
+# below the 40 threads of Starlette's pool that the pages run in.
+CONSOLE_BROKER_CALLS_MAX = 16
 # Browsers that may watch the live charts at once (each holds one SSE stream).
 CONSOLE_SSE_CLIENTS_MAX = 64
 # A live stream says something at least this often, so that a proxy or the
@@ -1229,6 +1243,13 @@ def _relations() -> list[tuple[str, bool]]:
          and CONSOLE_FETCH_WAIT_MS < CONSOLE_SCAN_MS_MAX
          and CONSOLE_FETCH_BYTES <= FETCH_BYTES_MAX
          and CONSOLE_PREVIEW_BYTES <= CONSOLE_RECORD_SHOWN_BYTES_MAX),
+        ("a console page's deadline is shorter than a client's request timeout, and a "
+         "browse scans within it",
+         0 < CONSOLE_SCAN_MS_MAX <= CONSOLE_PAGE_DEADLINE_MS < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT),
+        ("the router's answer that a shard is down reaches a console page within its deadline",
+         STATUS_CALL_TIMEOUT_S * 1000 < CONSOLE_PAGE_DEADLINE_MS),
+        ("the console's background samplers leave pages at least half its broker calls",
+         2 <= CONSOLE_BROKER_CALLS_MAX < 40),
         ("a console group page is a bounded number of describeGroups",
          CONSOLE_LIST_PAGE_DEFAULT <= CONSOLE_LIST_PAGE_MAX <= 1_000),
         ("the console's restart backoff grows to its maximum",

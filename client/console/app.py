@@ -31,7 +31,8 @@ from plinth import errors
 from plinth.client.connection import broker_address
 from plinth.client.console.config import ConsoleConfig
 from plinth.client.console.cross_site import CrossSiteGuard, frame
-from plinth.client.console.context import STATIC_DIR, ConsoleContext, SharedAdmin, make_templates
+from plinth.client.console.broker_calls import BrokerCalls, ConsoleAdmin, page_deadline
+from plinth.client.console.context import STATIC_DIR, ConsoleContext, make_templates
 from plinth.client.console.sampler import Sampler
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,11 @@ def create_app(config: ConsoleConfig) -> Starlette:
     from plinth.client.console import pages_browse, pages_groups, pages_overview, pages_topics
 
     broker = broker_address(config.broker, config.curve_key_file, config.curve_server_key_file)
-    admin = SharedAdmin(broker=broker, request_timeout_ms=config.request_timeout_ms)
-    context = ConsoleContext(broker, admin, make_templates())
-    context.sampler = Sampler(admin, interval_s=config.sample_interval_s, broker_url=broker.url)
+    calls = BrokerCalls(broker, config.request_timeout_ms)
+    admin = ConsoleAdmin(calls)
+    context = ConsoleContext(broker, admin, make_templates(), calls)
+    context.sampler = Sampler(admin.background(), interval_s=config.sample_interval_s,
+                              broker_url=broker.url)
     routes = [*pages_overview.ROUTES, *pages_topics.ROUTES, *pages_browse.ROUTES,
               *pages_groups.ROUTES]
     routes.append(Mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static"))
@@ -51,7 +54,7 @@ def create_app(config: ConsoleConfig) -> Starlette:
     # Compressed: htmx is 52 KB as it is, 17 KB gzipped. Starlette's GZip leaves
     # text/event-stream alone, so the live charts are not held back in a buffer.
     middleware = [Middleware(CrossSiteGuard, refusal=_cross_site_refusal, routes=routes),
-                  Middleware(GZipMiddleware, minimum_size=1024)]
+                  Middleware(GZipMiddleware, minimum_size=1024), Middleware(PageDeadline)]
     if config.auth_file is not None:
         from plinth.client.console.auth import AuthFile, AuthMiddleware
 
@@ -64,6 +67,22 @@ def create_app(config: ConsoleConfig) -> Starlette:
     app.state.console = context
     app.state.config = config
     return app
+
+
+class PageDeadline:
+    """Every request's calls to the broker share one deadline
+    (limits.CONSOLE_PAGE_DEADLINE_MS, broker_calls.py), set here on the event loop;
+    the page's pool thread runs in a copy of this context and sees it. A live stream
+    outlives it: its events set their own."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        with page_deadline():
+            await self.app(scope, receive, send)
 
 
 def _closing(admin):
@@ -100,6 +119,9 @@ def _message(exc: Exception) -> str:
 
 def _error_page(request, status: int, title: str, message: str, **context):
     ctx = request.app.state.console
+    # On the event loop: what the console knows of its rights, never a broker call (a
+    # broker that does not answer would hold every page up for a whole call).
+    context.setdefault("can_admin", ctx.can_admin_known)
     return ctx.render(request, "error.html", status_code=status, title=title, message=message,
                       **context)
 

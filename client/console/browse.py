@@ -40,6 +40,7 @@ from datetime import datetime, timezone
 
 from plinth import limits, topics
 from plinth.client.admin import Admin
+from plinth.client.console import broker_calls
 from plinth.client.consumer import Consumer
 from plinth.errors import (InputTooLongError, OffsetOutOfRangeError, PartitionOutOfRangeError,
                            RecordNotFoundError)
@@ -232,9 +233,11 @@ def format_positions(positions: dict[int, int]) -> str:
 
 def open_consumer(broker) -> Consumer:
     """A Consumer for one request: no group, small fetches, short waits at the log end."""
+    # Its requests wait what is left of the page's deadline, not a request timeout each.
     return Consumer(broker=broker, auto_offset_reset="earliest",
                     fetch_max_bytes=limits.CONSOLE_FETCH_BYTES,
-                    fetch_max_wait_ms=limits.CONSOLE_FETCH_WAIT_MS)
+                    fetch_max_wait_ms=limits.CONSOLE_FETCH_WAIT_MS,
+                    request_timeout_ms=max(1.0, broker_calls.remaining_ms()))
 
 
 def browse(admin: Admin, consumer: Consumer, query: BrowseQuery) -> BrowseResult:
@@ -309,7 +312,9 @@ def _scan(consumer: Consumer, query: BrowseQuery, starts: dict[int, int],
     for partition in active:
         consumer.seek(query.topic, partition, positions[partition])
     page_stops = query.start != "newest" or query.positions is not None
-    deadline = time.monotonic() + limits.CONSOLE_SCAN_MS_MAX / 1000
+    # The scan's bound, within what is left of the page's deadline.
+    scan_ms = min(limits.CONSOLE_SCAN_MS_MAX, broker_calls.remaining_ms())
+    deadline = time.monotonic() + scan_ms / 1000
     found: list[ConsumerRecord] = []
     scanned = 0
     while True:

@@ -2,20 +2,17 @@
 
 Created once per app (app.py) in the console's process. Pages run in
 Starlette's thread pool (sync endpoints), so ``admin`` is shared by many
-threads: SharedAdmin serializes its requests on one connection (an Admin may be
-used by one thread at a time), which also bounds what the console asks of the
-broker to one request at a time.
+threads: it is a broker_calls.ConsoleAdmin, which lends each call an Admin of its
+own, within the page's deadline, at most CONSOLE_BROKER_CALLS_MAX at once.
 """
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 from starlette.templating import Jinja2Templates
 
 from plinth import limits
-from plinth.client.admin import Admin
 from plinth.client.connection import BrokerAddress
 from plinth.client.console.confirm_tokens import ConfirmTokens, user_of
 from plinth.errors import NotAuthorizedError, PlinthError, UnknownTopicError
@@ -27,25 +24,14 @@ STATIC_DIR = Path(__file__).parent / "static"
 _ADMIN_PROBE_TOPIC = "__plinth_console_admin_probe"
 
 
-class SharedAdmin(Admin):
-    """An Admin that any thread may call: one request at a time, under a lock."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self._lock = threading.Lock()
-
-    def _call(self, *args, **kwargs):
-        with self._lock:
-            return super()._call(*args, **kwargs)
-
-
 class ConsoleContext:
     """The broker connection, the templates and the console's confirmation tokens.
     Any thread may use it."""
 
-    def __init__(self, broker: BrokerAddress, admin: Admin, templates: Jinja2Templates):
+    def __init__(self, broker: BrokerAddress, admin, templates: Jinja2Templates, calls=None):
         self.broker = broker
-        self.admin = admin
+        self.admin = admin   # Admin's methods, any thread (broker_calls.ConsoleAdmin)
+        self.calls = calls   # its BrokerCalls: the slots a browse's Consumer takes too
         self.templates = templates
         self._can_admin: bool | None = None
         # Confirmation pages carry a token only this process can make, bound to the
@@ -69,6 +55,12 @@ class ConsoleContext:
             except PlinthError:   # no answer now: offer the actions, ask again next time
                 return True
         return self._can_admin
+
+    @property
+    def can_admin_known(self) -> bool:
+        """``can_admin`` as far as known, without asking the broker (True until known):
+        for pages drawn on the event loop, such as the error pages."""
+        return True if self._can_admin is None else self._can_admin
 
     def streams_open(self, change: int) -> None:
         """Count a topic or group page's live stream opening (+1) or closing (-1);

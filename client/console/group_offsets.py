@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from plinth import limits, protocol, topics
 from plinth.client.admin import Admin
 from plinth.client.console.browse import parse_int, parse_timestamp
-from plinth.errors import InputTooLongError, UnknownGroupError
+from plinth.errors import (InputTooLongError, PlinthTimeoutError, UnavailableError,
+                           UnknownGroupError)
 
 RESET_TARGETS = ("earliest", "latest", "timestamp", "offset")
 _PLAN_ITEM = re.compile(r"^([A-Za-z0-9._-]+):(\d{1,10})=(\d{1,19})$")
@@ -48,6 +49,7 @@ class GroupSummary:
     state: str               # Kafka's state name for classic groups; Stable or Empty else
     members: int
     topics: int              # topics it has members or committed offsets for
+    error: str = ""          # why its state is unknown (no answer within the deadline)
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,10 @@ def summarize(admin: Admin, names: list[str]) -> list[GroupSummary]:
             info = admin.describe_group(name)
         except UnknownGroupError:      # gone since it was listed
             out.append(GroupSummary(name, "Gone", 0, 0))
+            continue
+        except (PlinthTimeoutError, UnavailableError) as exc:
+            # No answer within the page's deadline: this row says so, the rest are shown.
+            out.append(GroupSummary(name, "No answer", 0, 0, f"{type(exc).__name__}: {exc}"))
             continue
         out.append(GroupSummary(name, group_state(info), len(info.members),
                                 len(group_topics(info))))

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from plinth import limits
 from plinth.client.console import group_offsets
+from plinth.client.console.broker_calls import page_deadline
 from plinth.errors import TooManyGroupsWatchedError
 
 log = logging.getLogger(__name__)
@@ -91,8 +92,9 @@ class LagWatcher:
             # The page that opened the stream was drawn from a sample just taken.
             await asyncio.sleep(self.interval_s)
             try:
-                detail = await anyio.to_thread.run_sync(group_offsets.group_detail,
-                                                        self.admin, group)
+                with page_deadline():   # one for the sample's calls, as a page's
+                    detail = await anyio.to_thread.run_sync(group_offsets.group_detail,
+                                                            self.admin, group)
                 if watch.error:
                     log.info("console lag of group %r: answered again", group)
                 watch.detail, watch.error = detail, ""

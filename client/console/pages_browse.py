@@ -39,7 +39,8 @@ def browse_topic(request):
     """Records of one topic as the query string asks (browse.parse_browse_query)."""
     ctx = request.app.state.console
     query = browse.parse_browse_query(request.path_params["topic"], request.query_params)
-    with browse.open_consumer(ctx.broker) as consumer:
+    # The Consumer is work in flight on the broker too: it takes a slot.
+    with ctx.calls.slot(), browse.open_consumer(ctx.broker) as consumer:
         result = browse.browse(ctx.admin, consumer, query)
     return ctx.render(request, "browse/topic.html", query=query, result=result,
                       form=_form_values(request.query_params), rows=_rows(result),
@@ -55,7 +56,8 @@ def record_page(request):
                                  limits.CONSOLE_BROWSE_POSITIONS_MAX)
     offset = browse.parse_int("offset", request.path_params["offset"], 0, browse.OFFSET_MAX)
     view = browse.choice_param(request.query_params, "view", browse.VIEWS, "text")
-    with browse.open_consumer(ctx.broker) as consumer:
+    # The Consumer is work in flight on the broker too: it takes a slot.
+    with ctx.calls.slot(), browse.open_consumer(ctx.broker) as consumer:
         record = browse.read_record(ctx.admin, consumer, topic, partition, offset)
     return ctx.render(request, "browse/record.html", record=record, view=view,
                       views=browse.VIEWS,

@@ -240,7 +240,8 @@ def lag_watcher(request) -> LagWatcher:
     state = request.app.state
     watcher = getattr(state, "group_lag_watcher", None)
     if watcher is None:
-        watcher = state.group_lag_watcher = LagWatcher(state.console.admin, lag_history(request))
+        watcher = state.group_lag_watcher = LagWatcher(state.console.admin.background(),
+                                                        lag_history(request))
     return watcher
 
 

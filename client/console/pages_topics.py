@@ -21,6 +21,7 @@ from starlette.responses import RedirectResponse
 from starlette.routing import Route
 
 from plinth import limits, protocol, topics
+from plinth.client.console.broker_calls import page_deadline
 from plinth.client.console.topic_listing import topic_page
 from plinth.client.console.pages_overview import EventStream, sse_event
 from plinth.errors import (NotAuthorizedError, PlinthError, StaleConfirmationError,
@@ -128,7 +129,8 @@ async def topic_stream(request):
             while True:
                 await anyio.sleep(limits.CONSOLE_TOPIC_REFRESH_S)
                 try:
-                    figures = await anyio.to_thread.run_sync(_topic_context, ctx, name)
+                    with page_deadline():   # the request's has passed: one per refresh
+                        figures = await anyio.to_thread.run_sync(_topic_context, ctx, name)
                     html = ctx.templates.get_template("topics/partitions.html").render(**figures)
                 except PlinthError as exc:   # deleted meanwhile, broker away: say so, go on
                     html = (f'<p class="error message">{escape(type(exc).__name__)}: '

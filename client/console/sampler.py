@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 
 from plinth import limits
+from plinth.client.console.broker_calls import page_deadline
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,10 @@ class Sampler:
 
         while True:
             try:
-                status = await anyio.to_thread.run_sync(self.admin.status)
+                # A deadline of its own for each sample (the task began in a page's
+                # context, whose deadline has passed).
+                with page_deadline():
+                    status = await anyio.to_thread.run_sync(self.admin.status)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:   # the broker is down or refuses: say so, keep trying

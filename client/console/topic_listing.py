@@ -41,6 +41,12 @@ class TopicPage:
         return any(r.records_out_per_s is not None for r in self.rows)
 
     @property
+    def missing(self) -> str:
+        """What did not answer for this page's rows, for a note above them ("" if all did)."""
+        errors = [r.error for r in self.rows if r.error]
+        return f"{len(errors)} of {len(self.rows)} topics have no details: {errors[0]}" if errors else ""
+
+    @property
     def next_after(self) -> str:
         return self.rows[-1].name if self.more and self.rows else ""
 
@@ -77,12 +83,14 @@ def topic_page(admin, prefix: str = "", after: str = "",
 
 
 def _add_descriptions(admin, rows: list[TopicRow]) -> None:
-    from plinth.errors import BrokerError
+    from plinth.errors import BrokerError, PlinthTimeoutError
 
     for row in rows:
         try:
             info = admin.describe_topic(row.name)
-        except BrokerError as exc:   # deleted meanwhile, or not the console key's to see
+        # Deleted meanwhile, not the console key's to see, or no answer within the
+        # page's deadline: the row says so, the others are shown.
+        except (BrokerError, PlinthTimeoutError) as exc:
             row.error = f"{type(exc).__name__}: {exc}"
             continue
         row.partitions = info.partitions
@@ -93,13 +101,20 @@ def _add_descriptions(admin, rows: list[TopicRow]) -> None:
 
 
 def _add_stats(admin, rows: list[TopicRow]) -> None:
+    from plinth.errors import BrokerError, PlinthTimeoutError
+
     stats_of = getattr(admin, "topic_stats", None)
     if stats_of is None or not rows:
         return
     step = getattr(limits, "ADMIN_TOPIC_STATS_NAMES_MAX", limits.CONSOLE_TOPICS_PAGE_MAX)
     for start in range(0, len(rows), step):
         chunk = rows[start:start + step]
-        stats = stats_of([r.name for r in chunk])
+        try:
+            stats = stats_of([r.name for r in chunk])
+        except (BrokerError, PlinthTimeoutError) as exc:   # the rows show what else came
+            for row in chunk:
+                row.error = row.error or f"no rates: {type(exc).__name__}: {exc}"
+            continue
         for row in chunk:
             s = stats.get(row.name)
             if s is not None:
