@@ -13,6 +13,7 @@ from pathlib import Path
 from starlette.templating import Jinja2Templates
 
 from plinth import limits
+from plinth.counted import counted
 from plinth.client.connection import BrokerAddress
 from plinth.client.console.confirm_tokens import ConfirmTokens, user_of
 from plinth.errors import NotAuthorizedError, PlinthError, UnknownTopicError
@@ -96,6 +97,7 @@ def make_templates() -> Jinja2Templates:
     env = templates.env
     env.filters["bytes"] = human_bytes
     env.filters["rate"] = human_rate
+    env.filters["counted"] = counted   # {{ n | counted("partition") }}: "1 partition"
     return templates
 
 

@@ -37,6 +37,8 @@ def test_a_full_query_is_read_field_by_field():
 @pytest.mark.parametrize("params,message", [
     ({"start": "offset", "offset": "-1"}, "offset -1 is out of range"),
     ({"start": "offset", "offset": "ten"}, "offset 'ten' is not a whole number"),
+    ({"start": "offset", "offset": "9" * 23}, f"offset {'9' * 23} is out of range: it must "
+                                              f"be 0 to"),
     ({"start": "offset"}, "start=offset needs an offset"),
     ({"start": "sideways"}, "start='sideways' is not one of newest, oldest, offset, timestamp"),
     ({"start": "timestamp", "timestamp": "yesterday"}, "timestamp 'yesterday' is neither ms"),

@@ -111,6 +111,19 @@ def test_bad_input_gets_a_clear_error_page_and_no_traceback(console, url, status
     assert_clear_error(console.get(url), status, phrase)
 
 
+def test_a_topic_of_one_partition_is_said_in_the_singular(console, admin):
+    # Given a topic of one partition / When its page is shown / Then "1 partition"
+    topic = unique_topic("one")
+    admin.create_topic(topic, partitions=1)
+    page = console.get(f"/topics/{topic}").text
+    assert "<p>1 partition, " in page or "<p>1 partition<" in page, page[:2000]
+    assert "1 partitions" not in page
+
+
+def test_the_browser_s_favicon_request_gets_no_content_rather_than_a_404(console):
+    assert console.get("/favicon.ico").status_code == 204
+
+
 @pytest.mark.parametrize("form, phrase", [
     ({"name": "bad name", "partitions": "1"}, "InvalidTopicError"),
     ({"name": "ok-name", "partitions": "0"}, "partitions 0 is outside 1..4096"),
