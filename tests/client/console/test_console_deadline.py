@@ -3,7 +3,7 @@ client/console/broker_calls.py) when the broker does not answer: with what did
 answer and a note of what did not, or a 503 naming what did not; and never queued
 behind earlier pages' calls.
 
-Against a fake broker (a ROUTER socket on loopback) that answers only the request
+Against a scripted broker (a ROUTER socket on loopback) that answers only the request
 kinds it is told to, and reads and drops every other request, as a broker or shard
 that is stopped does. The console's clients get the request timeout `plinth
 console` gives them (CLIENT_REQUEST_TIMEOUT_MS_DEFAULT, 30 s): the page deadline,
@@ -12,17 +12,16 @@ not a short test timeout, is what must bound the pages.
 
 from __future__ import annotations
 
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import zmq
 
 from plinth import limits, protocol
 from plinth.errors import UnknownGroupError, UnknownTopicError
 from plinth.name_pages import NamesPage
 from tests.client.console.conftest import console_client
+from tests.client.scripted_broker import ScriptedBroker
 
 # A page must answer well within this: three deadlines (the old console took 30 s
 # per call, in series, behind one lock).
@@ -31,44 +30,30 @@ PAGE_KINDS = ("listTopicsPage", "listGroupsPage")
 
 
 class PartlySilentBroker:
-    """A ROUTER on a loopback port in 46000..46999 that answers the request kinds in
-    ``answered`` ("*": every kind) and drops the rest: names pages with ``names``,
-    describeGroup with UnknownGroupError, any other kind with UnknownTopicError."""
+    """A scripted broker (tests/client/scripted_broker.py) that answers the request
+    kinds in ``answered`` ("*": every kind) and drops the rest: names pages with
+    ``names``, describeGroup with UnknownGroupError, any other kind with
+    UnknownTopicError."""
 
     def __init__(self, names: list[str]):
         self.answered: set[str] = set()
         self.names = names
-        self._socket = zmq.Context.instance().socket(zmq.ROUTER)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        port = self._socket.bind_to_random_port("tcp://127.0.0.1", min_port=46000,
-                                                max_port=46999)
-        self.url = f"tcp://127.0.0.1:{port}"
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._broker = ScriptedBroker([self._answer] * 100_000)
+        self.url = self._broker.url
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            if not self._socket.poll(50):
-                continue
-            client, header, *_ = self._socket.recv_multipart()
-            request = protocol.decode_request(header)
-            kind = getattr(request, "kind", type(request).__name__)
-            if "*" not in self.answered and kind not in self.answered:
-                continue   # read, never answered
-            if kind in PAGE_KINDS:
-                reply = protocol.encode_names_page_reply(request.request_id,
-                                                         NamesPage(self.names, False))
-            elif kind == "describeGroup":
-                reply = protocol.encode_error(request.request_id, UnknownGroupError("none"))
-            else:
-                reply = protocol.encode_error(request.request_id, UnknownTopicError("none"))
-            self._socket.send_multipart([client, reply])
+    def _answer(self, request):
+        kind = getattr(request, "kind", type(request).__name__)
+        if "*" not in self.answered and kind not in self.answered:
+            return None   # read, never answered
+        if kind in PAGE_KINDS:
+            return [protocol.encode_names_page_reply(request.request_id,
+                                                     NamesPage(self.names, False))]
+        if kind == "describeGroup":
+            return [protocol.encode_error(request.request_id, UnknownGroupError("none"))]
+        return [protocol.encode_error(request.request_id, UnknownTopicError("none"))]
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._socket.close()
+        self._broker.close()
 
 
 @pytest.fixture
