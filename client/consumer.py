@@ -46,8 +46,9 @@ from plinth.client.arguments import (LISTENER_METHODS, checked_bool, checked_cal
                                      checked_int, checked_listener, checked_ms, checked_str,
                                      checked_topic_names, checked_topic_partitions)
 from plinth.client.connection import Connection, broker_address
-from plinth.client.consumer_base import (ConsumerBase, checked_partitions, checked_times,
-                                         checked_tp, checked_tps, group_option)
+from plinth.client.consumer_base import (OMITTED, ConsumerBase, checked_partitions,
+                                         checked_times, checked_tp_of, checked_tps,
+                                         group_option)
 from plinth.client.fetcher import Fetcher, PartitionState, TopicPartition
 from plinth.client.group_membership import GroupMembership
 from plinth.client.position_resets import PositionResets
@@ -368,10 +369,14 @@ class Consumer(ConsumerBase):
     def assignment(self) -> set[TopicPartition]:
         return set(self._fetcher.partitions)
 
-    def seek(self, topic: str, partition: int, offset: int) -> None:
-        """Read ``topic``/``partition`` from ``offset`` next."""
+    def seek(self, topic, partition, offset=OMITTED) -> None:
+        """Read ``topic``/``partition`` from ``offset`` next: ``seek(topic, partition,
+        offset)``, or kafka-python's ``seek(TopicPartition, offset)``."""
         self._check_open()
-        tp = checked_tp("seek", topic, partition)
+        if offset is OMITTED:
+            tp, offset = checked_tp_of("seek", topic), partition
+        else:
+            tp = checked_tp_of("seek", topic, partition)
         self._fetcher.seek(tp, offset)
         self._drop_iterated({tp})
 
@@ -428,9 +433,12 @@ class Consumer(ConsumerBase):
         return {tp: self._admin.list_offsets(*tp).end_offset
                 for tp in checked_partitions("end_offsets", partitions)}
 
-    def position(self, topic: str, partition: int) -> int:
+    def position(self, topic, partition: int = OMITTED) -> int:
+        """The offset of the next record handed out (reset as auto_offset_reset says if
+        there is none yet): ``position(topic, partition)``, or kafka-python's
+        ``position(TopicPartition)``."""
         self._check_open()
-        tp = checked_tp("position", topic, partition)
+        tp = checked_tp_of("position", topic, partition)
         state = self._fetcher.state(*tp)
         if state.position is None:
             self._reset(tp)
@@ -704,10 +712,11 @@ class Consumer(ConsumerBase):
             self.request_timeout_ms)
         return {TopicPartition(*tp): offset for tp, offset in view.committed.items()}
 
-    def committed(self, topic: str, partition: int) -> int | None:
-        """The group's committed offset for a partition, or None."""
+    def committed(self, topic, partition: int = OMITTED) -> int | None:
+        """The group's committed offset for a partition, or None: ``committed(topic,
+        partition)``, or kafka-python's ``committed(TopicPartition)``."""
         self._check_open()
-        tp = checked_tp("committed", topic, partition)
+        tp = checked_tp_of("committed", topic, partition)
         if self.group is None:
             raise ValueError("committed() needs a consumer group")
         return self._fetch_committed().get(tp)

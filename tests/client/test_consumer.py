@@ -124,6 +124,23 @@ def test_a_seek_drops_the_records_buffered_and_reads_from_the_new_offset(scripte
         assert broker.requests[1][1].offset == 0
 
 
+def test_position_committed_and_seek_take_kafka_pythons_topic_partition_too(scripted):
+    # Given a consumer of t-0 (the fixture's) that seeks with kafka-python's form
+    broker = scripted([fetched(0, [b"a", b"b"], 2)])
+    with consumer_of(broker) as consumer:
+        consumer.seek(TopicPartition("t", 0), 0)
+        assert [r.value for r in poll_until(consumer, 2)] == [b"a", b"b"]
+        # When its position is asked with a TopicPartition / Then it is the same answer
+        assert consumer.position(TopicPartition("t", 0)) == consumer.position("t", 0) == 2
+        # And committed(TopicPartition) is taken (refused only for want of a group)
+        with pytest.raises(ValueError, match=r"committed\(\) needs a consumer group"):
+            consumer.committed(TopicPartition("t", 0))
+        # And a topic alone is refused naming both forms
+        with pytest.raises(TypeError, match=r"position\(\) takes a TopicPartition or a topic "
+                                            r"and a partition, got 't' alone"):
+            consumer.position("t")
+
+
 def test_iterating_yields_the_records_in_order_and_moves_the_position_with_each(scripted):
     # Given a fetch of two batches, and polls of at most 3 records
     broker = scripted([fetched(0, [b"a", b"b"], 4, entry(2, [b"c", b"d"]))])
