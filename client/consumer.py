@@ -51,7 +51,6 @@ from plinth.client.consumer_base import (OMITTED, ConsumerBase, checked_partitio
                                          group_option)
 from plinth.client.fetcher import Fetcher, PartitionState, TopicPartition
 from plinth.client.group_membership import GroupMembership
-from plinth.client.position_resets import PositionResets
 from plinth.errors import (BrokerError, ClientError, ClosedError, OffsetOutOfRangeError,
                            UnknownTopicError)
 from plinth.format.record_batch import ConsumerRecord
@@ -228,9 +227,7 @@ class Consumer(ConsumerBase):
             request_timeout_ms=request_timeout_ms, reset_position=self._reset_later,
             reset_out_of_range=auto_offset_reset != "none",
             key_deserializer=key_deserializer, value_deserializer=value_deserializer)
-        self._resets = PositionResets(self._conn, request_timeout_ms=request_timeout_ms,
-                                      earliest=auto_offset_reset == "earliest",
-                                      waiting=self._waiting_for_reset, seek=self._seek_to)
+        self._resets = self._position_resets(self._conn)
         # Iteration: lists polled but not yet started, and the one being yielded.
         self._iterated: deque[tuple[TopicPartition, list[ConsumerRecord]]] = deque()
         self._iterating = iter(())
@@ -450,34 +447,6 @@ class Consumer(ConsumerBase):
         info = self._admin.list_offsets(tp.topic, tp.partition)
         offset = info.start_offset if self.auto_offset_reset == "earliest" else info.end_offset
         self.seek(tp.topic, tp.partition, offset)
-
-    def _reset_later(self, tp: TopicPartition) -> None:
-        """The Fetcher's reset_position (a partition without a position, or after
-        offsetOutOfRange): no position until the reset asked for it is answered
-        (client/position_resets.py); the poll does not wait for it."""
-        self._refuse_without_reset(tp)
-        self._fetcher.partitions[tp].position = None
-        self._resets.ask(tp)
-
-    def _refuse_without_reset(self, tp: TopicPartition) -> None:
-        if self.auto_offset_reset == "none":
-            raise OffsetOutOfRangeError(f"no position for {tp.topic}-{tp.partition} and "
-                                        f"auto_offset_reset='none'")
-
-    def _waiting_for_reset(self, tp: TopicPartition) -> bool:
-        state = self._fetcher.partitions.get(tp)
-        return state is not None and state.position is None
-
-    def _seek_to(self, tp: TopicPartition, offset: int) -> None:
-        self._fetcher.seek(tp, offset)
-
-    def _on_reset_reply(self, view: protocol.ReplyView) -> bool:
-        return self._resets.on_reply(view)
-
-    def fetch_errors(self) -> dict[TopicPartition, Exception]:
-        """ConsumerBase.fetch_errors, and the partitions whose position reset is failing
-        (asked again after a backoff; a poll does not wait for it), each with its error."""
-        return {**super().fetch_errors(), **self._resets.errors()}
 
     # --- Polling -----------------------------------------------------------------
 

@@ -9,7 +9,9 @@ it answers or to the Fetcher, the rejoin a refused commit asks for, what an
 assignment changes (revoked, added, or lost with the membership), whether
 records may be handed out (not while the session may have ended), and the
 calls that only read or mark the Fetcher's partitions (pause, resume, paused,
-highwater).
+highwater), and the position resets the Fetcher asks for, which go on the
+consumer's own connection and are answered with its fetch replies
+(position_resets.py): neither consumer's poll waits for one.
 
 A subclass sets, before any of these run:
 
@@ -18,6 +20,8 @@ A subclass sets, before any of these run:
 - ``_committed_positions``: TopicPartition -> the offset last committed;
 - ``_membership``: its group membership, or None without a group;
 - ``group``: the group's name, or None;
+- ``auto_offset_reset``: its option; ``_resets``: ``_position_resets(conn)``'s
+  answer, made after ``_fetcher`` (whose ``reset_position`` is ``_reset_later``);
 - ``_on_commit_reply(view)``: what it does with a commit's reply;
 - optionally ``_check_open()``: raise if the consumer may not be used now.
 """
@@ -29,8 +33,11 @@ from collections.abc import Iterable, Mapping
 
 from plinth import limits, protocol
 from plinth.client.arguments import checked_offsets, checked_topic_partition
+from plinth.client.connection import Connection
 from plinth.client.fetcher import TopicPartition
-from plinth.errors import BrokerError, StaleMemberEpochError, UnknownMemberIdError
+from plinth.client.position_resets import PositionResets
+from plinth.errors import (BrokerError, OffsetOutOfRangeError, StaleMemberEpochError,
+                           UnknownMemberIdError)
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +152,11 @@ class ConsumerBase:
         raises; empty while every fetch works. It asks nothing. A poll that returned no
         records while this is not empty did not find "no records": it could not read
         them (``plinth consume`` says so when its --timeout-ms ends). Kafka's consumers
-        have no such call; they only log these errors, as this one does (fetcher.py)."""
+        have no such call; they only log these errors, as this one does (fetcher.py).
+        A partition whose position reset is failing (asked again after a backoff:
+        position_resets.py) is among them, with its reset's error."""
         self._check_open()
-        return self._fetcher.fetch_errors()
+        return {**self._fetcher.fetch_errors(), **self._resets.errors()}
 
     def heartbeat_error(self) -> Exception | None:
         """The error this consumer's group heartbeats are failing with now (its
@@ -191,11 +200,36 @@ class ConsumerBase:
         elif not self._on_reset_reply(view):
             self._fetcher.on_reply(view, payload)
 
+    # --- Position resets (position_resets.py) ----------------------------------------------
+
+    def _position_resets(self, conn: Connection) -> PositionResets:
+        """The resets of this consumer's partitions, asked on ``conn`` (its own)."""
+        return PositionResets(conn, request_timeout_ms=self.request_timeout_ms,
+                              earliest=self.auto_offset_reset == "earliest",
+                              waiting=self._waiting_for_reset, seek=self._fetcher.seek)
+
+    def _reset_later(self, tp: TopicPartition) -> None:
+        """The Fetcher's reset_position (a partition without a position, or after
+        offsetOutOfRange): no position until the reset asked for it is answered; the
+        poll does not wait for it."""
+        self._refuse_without_reset(tp)
+        self._fetcher.partitions[tp].position = None
+        self._resets.ask(tp)
+
+    def _refuse_without_reset(self, tp: TopicPartition) -> None:
+        if self.auto_offset_reset == "none":
+            raise OffsetOutOfRangeError(f"no position for {tp.topic}-{tp.partition} and "
+                                        f"auto_offset_reset='none'")
+
+    def _waiting_for_reset(self, tp: TopicPartition) -> bool:
+        """Whether ``tp`` is assigned and still has no position (a reset's late answer
+        for any other is dropped: it was seek()ed, or is no longer assigned)."""
+        state = self._fetcher.partitions.get(tp)
+        return state is not None and state.position is None
+
     def _on_reset_reply(self, view: protocol.ReplyView) -> bool:
-        """Whether ``view`` answers a position reset the consumer asked on its connection
-        (the sync Consumer's: client/position_resets.py); the asyncio one asks through
-        its admin."""
-        return False
+        """Whether ``view`` answers a position reset (then applied, or raised)."""
+        return self._resets.on_reply(view)
 
     def _take_records(self, max_records: int) -> dict[TopicPartition, list]:
         """The Fetcher's ready records, or none while the group membership forbids

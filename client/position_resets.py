@@ -1,6 +1,6 @@
-"""PositionResets: the sync Consumer's position resets, asked without waiting.
+"""PositionResets: a consumer's position resets, asked without waiting.
 
-Client side, on the consumer's thread. A partition without a position (new to the
+Client side, on the consumer's thread (an AIOConsumer's: its loop's). A partition without a position (new to the
 consumer, or after offsetOutOfRange) starts where ``auto_offset_reset`` says:
 the start or the end of its log, which only its shard knows (a listOffsets
 request). The Consumer asked it with a blocking call inside ``poll()``, so a
@@ -18,7 +18,14 @@ CLIENT_RETRY_BACKOFF_MAX_MS; meanwhile the partition is failing (``errors``,
 which the Consumer's ``fetch_errors`` includes), logged once at WARNING when it
 starts and once at INFO when a reset succeeds again. Any other error is raised
 out of the poll that reads it, as the blocking call raised it. At most one
-reset per partition is in flight, so they are bounded by the assignment.
+reset per partition is in flight, and at most CONSUMER_POSITION_RESETS_IN_FLIGHT_MAX
+in all: the Fetcher asks for a partition's reset in every poll's pass while it
+has no position, so the rest are sent as answers free room. A request the
+connection cannot take now (no router connected, its queue full) fails the
+partition as a transient error would.
+
+Both consumers use it: the asyncio one on its AIOConnection, whose ``send``
+never waits, and whose getmany wakes at ``next_event_s`` as the sync poll does.
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ class _Failing:
 
 
 class PositionResets:
-    """Consumer thread only. ``waiting(tp)``: whether ``tp`` is assigned and still has no
+    """The consumer's thread (or loop) only. ``waiting(tp)``: whether ``tp`` is assigned and still has no
     position (a reset's answer for any other is dropped: it was seek()ed, or is no
     longer assigned); ``seek(tp, offset)`` gives it the offset its reset found."""
 
@@ -62,13 +69,19 @@ class PositionResets:
         self._failing: dict[TopicPartition, _Failing] = {}
 
     def ask(self, tp: TopicPartition) -> None:
-        """Send ``tp``'s reset unless one is in flight or its backoff runs."""
+        """Send ``tp``'s reset unless one is in flight, its backoff runs, or the
+        resets in flight are at their bound (a later pass asks it)."""
         failing = self._failing.get(tp)
-        if tp in self._asked or (failing is not None and time.monotonic() < failing.retry_at_s):
+        if (tp in self._asked or (failing is not None and time.monotonic() < failing.retry_at_s)
+                or len(self._in_flight) >= limits.CONSUMER_POSITION_RESETS_IN_FLIGHT_MAX):
             return
         request_id = self._conn.next_request_id()
-        self._conn.send(protocol.encode_list_offsets(request_id, tp.topic, tp.partition,
-                                                     protocol.NO_TIME_LOOKUP))
+        try:
+            self._conn.send(protocol.encode_list_offsets(request_id, tp.topic, tp.partition,
+                                                         protocol.NO_TIME_LOOKUP))
+        except TRANSIENT_ERRORS as exc:
+            self._failed(tp, exc)
+            return
         self._in_flight[request_id] = (tp, time.monotonic())
         self._asked[tp] = request_id
 

@@ -73,10 +73,12 @@ PRODUCER_RETRY_BACKOFF_MAX_MS_DEFAULT = 1_000
 # Consumers and admins retrying an "unavailable" answer (a group moving shards).
 CLIENT_RETRY_BACKOFF_MS = 50
 CLIENT_RETRY_BACKOFF_MAX_MS = 1_000
-# The resets and retries one AIOConsumer position-reset task makes before it ends
-# (a bound on its loop: at one retry a second, about 20 minutes); the next getmany
-# starts another while a partition still has no position.
-POSITION_RESET_ROUNDS_MAX = 1_024
+# Position resets (listOffsets) one consumer has unanswered at once; the rest of its
+# partitions without a position are asked as answers come. Without it a consumer of
+# 1,500 new partitions sent 1,500 at once: past CLIENT_REQUESTS_IN_FLIGHT_MAX each
+# was refused (tooManyRequests, a WARNING per partition), and an asyncio consumer's
+# socket queue (SOCKET_MESSAGES_HWM) filled.
+CONSUMER_POSITION_RESETS_IN_FLIGHT_MAX = 64
 # Records buffered in a producer before send() blocks (bounded memory).
 PRODUCER_BUFFER_BYTES_MAX = 64 * MiB
 # Column buffers of acknowledged batches a producer keeps to fill the next
@@ -1277,6 +1279,8 @@ def _relations() -> list[tuple[str, bool]]:
         ("the default fetch wait is allowed", FETCH_WAIT_MS_DEFAULT <= FETCH_WAIT_MS_MAX),
         ("a producer's requests in flight fit the router's per-client bound and the socket",
          PRODUCER_REQUESTS_IN_FLIGHT_MAX <= CLIENT_REQUESTS_IN_FLIGHT_MAX <= SOCKET_MESSAGES_HWM),
+        ("a consumer's position resets in flight leave room for its fetches",
+         1 <= CONSUMER_POSITION_RESETS_IN_FLIGHT_MAX <= CLIENT_REQUESTS_IN_FLIGHT_MAX // 2),
         ("an idempotent producer's oldest batch in flight on a partition is still remembered "
          "by the shard when every later one was stored",
          PRODUCER_BATCHES_IN_FLIGHT_PER_PARTITION_MAX == IDEMPOTENT_BATCHES_KEPT),

@@ -26,10 +26,11 @@ Options, defaults and errors are the sync Consumer's (``group``; aiokafka's
   consumer's run inside ``poll()``.
 - ``async for`` ends (StopAsyncIteration) after ``consumer_timeout_ms``
   without a record (default: never) or when the consumer is stopped.
-- A partition without a position is reset (``auto_offset_reset``) by a task
-  of its own, not inside ``getmany``: a shard that does not answer the
-  listOffsets no longer holds ``getmany`` past its ``timeout_ms`` (see
-  ``_apply_resets``); the reset's error is in ``fetch_errors()`` while retried.
+- A partition without a position is reset (``auto_offset_reset``) by a request
+  ``getmany`` does not wait for, as the sync consumer's poll does not
+  (client/position_resets.py): a shard that does not answer the listOffsets
+  holds back its own partitions only, never ``getmany`` past its ``timeout_ms``;
+  the reset's error is in ``fetch_errors()`` while it is retried.
 
 Tasks. Any task on the loop that started it may call it, one call at a time:
 the calls that talk to the broker take turns on an asyncio.Lock (a
@@ -55,7 +56,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import math
 import time
 from typing import NamedTuple
 
@@ -74,16 +74,10 @@ from plinth.client.consumer_base import (OMITTED, ConsumerBase, checked_partitio
                                          checked_times, checked_tp_of, checked_tps,
                                          group_option)
 from plinth.client.fetcher import Fetcher, TopicPartition
-from plinth.errors import (TRANSIENT_ERRORS, BrokerError, ClientError, ClosedError,
-                           OffsetOutOfRangeError, PlinthTimeoutError)
+from plinth.errors import BrokerError, ClientError, ClosedError
 from plinth.format.record_batch import ConsumerRecord
 
 log = logging.getLogger(__name__)
-
-# The errors of a position reset retried in the background: a shard that does not
-# answer within request_timeout_ms, or one restarting or moving (after the
-# AIOAdmin's own retries within request_timeout_ms).
-RESET_RETRIED_ERRORS = TRANSIENT_ERRORS + (PlinthTimeoutError,)
 
 __all__ = ["AIOConsumer", "ConsumerRebalanceListener", "OffsetAndTimestamp", "TopicPartition"]
 
@@ -185,10 +179,6 @@ class AIOConsumer(ConsumerBase):
         self._last_commit_s = time.monotonic()
         self._committed_positions: dict[TopicPartition, int] = {}
         self._fetcher: Fetcher | None = None
-        # The task resetting positions (see _apply_resets), and the partitions whose
-        # reset is failing, with the error, retried meanwhile.
-        self._reset_task: asyncio.Task | None = None
-        self._reset_errors: dict[TopicPartition, Exception] = {}
         self._closed = False
         self._closed_why = "stop() was called"   # what ClosedError says once _closed
         self._stopping = False   # stop() began: a getmany in progress returns, new calls fail
@@ -210,8 +200,9 @@ class AIOConsumer(ConsumerBase):
         self._loop = asyncio.get_running_loop()
         self._conn = AIOConnection(self._address, direct=self._direct)
         self._admin = AIOAdmin(broker=self._address, request_timeout_ms=self.request_timeout_ms)
-        self._fetcher = Fetcher(self._conn, reset_position=self._needs_reset,
+        self._fetcher = Fetcher(self._conn, reset_position=self._reset_later,
                                 **self._fetch_options)
+        self._resets = self._position_resets(self._conn)
         try:
             async with self._turn:
                 await self._apply_subscription()
@@ -251,19 +242,10 @@ class AIOConsumer(ConsumerBase):
                     await self._membership.close()
         finally:
             self._closed = True
-            await self._end_reset_task()
             self._conn.close()
             await self._admin.close()
             if self._leave_task is not None:   # it ran, or finds the consumer closed
                 await self._leave_task
-
-    async def _end_reset_task(self) -> None:
-        """Cancel the position reset in progress (its answer would seek a consumer
-        that is closing) and await its end. stop()'s task."""
-        task, self._reset_task = self._reset_task, None
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
     def _release_elsewhere(self) -> None:
         """stop() awaited on another loop than start()'s, where neither the last commit
@@ -505,104 +487,10 @@ class AIOConsumer(ConsumerBase):
                 else OffsetAndTimestamp(info.found_offset, info.found_timestamp_ms))
         return found
 
-    def _needs_reset(self, tp: TopicPartition) -> None:
-        """The Fetcher's reset_position: it may not await, so the partition is marked
-        (no position) and ``_apply_resets`` resets it before the next fetch."""
-        state = self._fetcher.partitions[tp]
-        if state.position is None:   # asked by send_fetches: _apply_resets ran first
-            raise AssertionError(f"{tp.topic}-{tp.partition} fetched before its reset")
-        state.position = None
-
-    def _apply_resets(self) -> None:
-        """Hold back from fetches every partition without a position, and start the
-        task that resets them (``_reset_positions``) if it is not running; raise the
-        error it ended with, if not a transient one. The poll's task, turn held.
-
-        Not awaited here: the reset asks the shard (listOffsets), and a shard that
-        hangs held every getmany for request_timeout_ms whatever its timeout_ms (then
-        raised PlinthTimeoutError), where aiokafka's returns {} within timeout_ms and
-        resets in the background. The task wakes the poll's wait when a partition
-        has its position, so a getmany whose reset answers within its timeout_ms
-        still fetches in it."""
-        task = self._reset_task
-        if task is not None and task.done():
-            self._reset_task = None
-            if not task.cancelled() and task.exception() is not None:
-                raise task.exception()   # (the next getmany asks again)
-        waiting = False
-        for tp, state in self._fetcher.partitions.items():
-            if state.position is None:
-                if self.auto_offset_reset == "none":
-                    raise OffsetOutOfRangeError(f"no position for {tp.topic}-{tp.partition} "
-                                                f"and auto_offset_reset='none'")
-                # Not before the reset: send_fetches skips a partition until this time
-                # (the Fetcher's backoff), and would else ask reset_position itself.
-                state.retry_at_s = math.inf
-                waiting = True
-            elif state.retry_at_s == math.inf:   # reset, or seek()ed meanwhile
-                state.retry_at_s = 0.0
-        if waiting and self._reset_task is None:
-            self._reset_task = self._loop.create_task(self._reset_positions(),
-                                                      name="plinth-aio-position-reset")
-
-    async def _reset_positions(self) -> None:
-        """The reset task: give each partition without a position one, as
-        auto_offset_reset says, one after another (the consumer's AIOAdmin asks one at
-        a time anyway). A transient error (the shard does not answer within
-        request_timeout_ms, or is unavailable) is retried, with a backoff, until the
-        reset succeeds or the partition is no longer assigned; meanwhile it is the
-        partition's error in ``fetch_errors()``, logged as a failing fetch is (WARNING
-        once, then DEBUG). Another error ends the task and is raised by the next
-        getmany. Runs on start()'s loop, outside the turn; ends with the consumer, or
-        after POSITION_RESET_ROUNDS_MAX resets and retries (the next getmany starts another)."""
-        backoff_s = limits.CLIENT_RETRY_BACKOFF_MS / 1000
-        for _ in range(limits.POSITION_RESET_ROUNDS_MAX):
-            waiting = [tp for tp, state in self._fetcher.partitions.items()
-                       if state.position is None]
-            for tp in list(self._reset_errors):   # no longer assigned, or seek()ed
-                if tp not in waiting:
-                    del self._reset_errors[tp]
-            if not waiting or self._closed:
-                return
-            tp = waiting[0]
-            try:
-                await self._reset(tp)
-            except RESET_RETRIED_ERRORS as exc:
-                self._reset_failed(tp, exc, backoff_s)
-                await asyncio.sleep(backoff_s)
-                backoff_s = min(2 * backoff_s, limits.CLIENT_RETRY_BACKOFF_MAX_MS / 1000)
-                continue
-            backoff_s = limits.CLIENT_RETRY_BACKOFF_MS / 1000
-            error = self._reset_errors.pop(tp, None)
-            if error is not None:
-                log.info("reset of %s-%d's position succeeded after failing (the last "
-                         "error: %s: %s)", tp.topic, tp.partition, type(error).__name__, error)
-            self._conn.wake()   # a getmany waiting may fetch it now
-
-    def _reset_failed(self, tp: TopicPartition, error: Exception, retry_in_s: float) -> None:
-        if tp not in self._reset_errors:
-            log.warning("reset of %s-%d's position (auto_offset_reset=%r) failed: %s: %s; "
-                        "retrying until it succeeds (the first retry in %.0f ms)", tp.topic,
-                        tp.partition, self.auto_offset_reset, type(error).__name__, error,
-                        retry_in_s * 1000)
-        else:
-            log.debug("reset of %s-%d's position failed again: %s: %s", tp.topic,
-                      tp.partition, type(error).__name__, error)
-        self._reset_errors[tp] = error
-
-    def fetch_errors(self) -> dict[TopicPartition, Exception]:
-        """ConsumerBase.fetch_errors, and the partitions whose position reset is failing
-        (retried in the background: a getmany does not wait for it), each with its
-        error. Any task on start()'s loop."""
-        self._check_open()
-        return {**self._fetcher.fetch_errors(), **self._reset_errors}
-
     async def _reset(self, tp: TopicPartition) -> None:
         """Give ``tp`` a position as ``auto_offset_reset`` says, unless it got one
         (a seek) while the offsets were asked."""
-        if self.auto_offset_reset == "none":
-            raise OffsetOutOfRangeError(f"no position for {tp.topic}-{tp.partition} and "
-                                        f"auto_offset_reset='none'")
+        self._refuse_without_reset(tp)
         info = await self._admin.list_offsets(tp.topic, tp.partition)
         offset = info.start_offset if self.auto_offset_reset == "earliest" else info.end_offset
         state = self._fetcher.partitions.get(tp)
@@ -720,7 +608,7 @@ class AIOConsumer(ConsumerBase):
                 await self._rebalance()
             if self._membership is not None:   # (a callback may have unsubscribed)
                 self._auto_commit()
-            self._apply_resets()
+            self._resets.expire()
             self._fetcher.send_fetches()
             out = self._take_only(max_records, only)
             remaining_ms = (deadline - time.monotonic()) * 1000
@@ -728,9 +616,9 @@ class AIOConsumer(ConsumerBase):
                 return out
             if self._membership is not None:   # wake up to apply a new assignment
                 remaining_ms = min(remaining_ms, limits.CONSUMER_GROUP_POLL_SLICE_MS)
-            retry_at_s = self._fetcher.next_retry_s()
-            if retry_at_s is not None:   # wake up to ask again after a transient error
-                remaining_ms = min(remaining_ms, (retry_at_s - time.monotonic()) * 1000)
+            for wake_s in (self._fetcher.next_retry_s(), self._resets.next_event_s()):
+                if wake_s is not None:   # to ask again after a transient error or a timeout
+                    remaining_ms = min(remaining_ms, (wake_s - time.monotonic()) * 1000)
             await self._conn.wait_async(max(1.0, remaining_ms))
             got = self._conn.recv(0)
             while got is not None:

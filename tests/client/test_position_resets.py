@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from plinth import protocol
+from plinth import limits, protocol
 from plinth.client.consumer import Consumer
 from plinth.client.fetcher import TopicPartition
 from plinth.errors import PlinthTimeoutError, UnavailableError, UnknownTopicError
@@ -50,11 +50,11 @@ class Shard:
 def consumer_of(scripted):
     consumers = []
 
-    def make(shard: Shard) -> Consumer:
+    def make(shard: Shard, partitions: int = 1) -> Consumer:
         broker = scripted([shard] * 10_000)
         consumers.append(Consumer(broker=broker.url, auto_offset_reset="earliest",
                                   request_timeout_ms=REQUEST_TIMEOUT_MS))
-        consumers[-1].assign([("t", 0)])
+        consumers[-1].assign([("t", p) for p in range(partitions)])
         return consumers[-1]
 
     yield make
@@ -135,4 +135,28 @@ def test_a_seek_while_a_reset_is_unanswered_wins_over_its_late_answer(consumer_o
     polled = poll_until(consumer, lambda: consumer.position("t", 0) == 6)
     # Then the record is read once, from the seek, and nothing is failing
     assert [(r.offset, r.value) for r in polled] == [(5, b"a")]
+    assert consumer.fetch_errors() == {}
+
+
+def test_no_more_resets_than_the_bound_are_asked_at_once_and_the_rest_follow_the_answers(
+        consumer_of):
+    # Given 100 partitions without a position, whose shard leaves the resets unanswered
+    partitions = 100
+    shard = Shard()
+    consumer = consumer_of(shard, partitions)
+    # When the consumer polls for a while (many passes, within request_timeout_ms)
+    for _ in range(5):
+        consumer.poll(timeout_ms=50)
+    wait_until(lambda: shard.resets_asked >= limits.CONSUMER_POSITION_RESETS_IN_FLIGHT_MAX)
+    consumer.poll(timeout_ms=100)
+    # Then only the bound's worth was asked (1 request each, none for the rest yet)
+    assert shard.resets_asked == limits.CONSUMER_POSITION_RESETS_IN_FLIGHT_MAX
+    # And once the shard answers, every partition gets its position and its record
+    shard.answer_resets.set()
+    read = set()
+
+    def all_read():
+        read.update(r.partition for rs in consumer.poll(timeout_ms=100).values() for r in rs)
+        return len(read) == partitions
+    wait_until(all_read, timeout_s=30, interval_s=0)
     assert consumer.fetch_errors() == {}

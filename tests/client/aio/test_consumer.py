@@ -1,10 +1,11 @@
 """AIOConsumer against a scripted broker (tests/client/scripted_broker.py): what is
-new in it, the resets the Fetcher asks for but cannot await (the consumer awaits
-them before the next fetch), and polling that awaits the socket."""
+new in it, the position resets getmany does not wait for (client/position_resets.py,
+as the sync consumer's), and polling that awaits the socket."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import pytest
@@ -17,6 +18,7 @@ from plinth.errors import (ClosedError, CorruptDataError, OffsetOutOfRangeError,
 from tests.client.test_consumer import (BAD_COMMITS, BAD_OPTIONS, BAD_PARTITION_CALLS,
                                         BAD_POLL_TIMEOUTS, GroupBroker, fetched,
                                         partitions_of, unknown_topic)
+from tests.client.test_position_resets import T0, Shard
 
 BOUND_S = 20
 AT_ONCE_S = 5   # far more than a refusal takes
@@ -121,40 +123,98 @@ def test_a_partition_whose_fetches_fail_transiently_is_among_fetch_errors_until_
     assert [r.value for r in got] == [b"a"]
 
 
-def test_getmany_returns_within_its_timeout_while_a_position_reset_hangs_and_retries_it_behind(
-        scripted):
-    # Given a broker that leaves the first listOffsets of a partition without a position
-    # unanswered (its shard hangs), answers the second, then has one record
-    broker = scripted([lambda request: None, offsets(0, 1), fetched(0, [b"a"], 1)])
+async def getmany_until(consumer: AIOConsumer, predicate) -> list:
+    """getmany in 100 ms slices until ``predicate(records got so far)`` (the scenario's
+    wait_for bounds it); the records got meanwhile."""
+    got = []
+    while not predicate(got):
+        got += [r for rs in (await consumer.getmany(timeout_ms=100)).values() for r in rs]
+    return got
 
-    async def scenario():
+
+def reset_scenario(broker, scenario):
+    """Run ``scenario(consumer)`` on an AIOConsumer assigned t-0 without a position
+    (auto_offset_reset='earliest', request_timeout_ms=RESET_TIMEOUT_MS)."""
+    async def main():
         consumer = AIOConsumer(broker=broker.url, auto_offset_reset="earliest",
-                               request_timeout_ms=1_000, fetch_max_wait_ms=100,
+                               request_timeout_ms=RESET_TIMEOUT_MS, fetch_max_wait_ms=100,
                                direct_to_shards=False)
         await consumer.start()
         try:
             consumer.assign([("t", 0)])
-            # When a getmany shorter than request_timeout_ms is awaited meanwhile
-            started_s = time.monotonic()
-            got = await consumer.getmany(timeout_ms=200)
-            took_s = time.monotonic() - started_s
-            # And the reset times out behind it (it is then the partition's error)
-            while not consumer.fetch_errors():
-                await asyncio.sleep(0.005)
-            failing = {tp: type(error).__name__ for tp, error in consumer.fetch_errors().items()}
-            # And later getmanys go on
-            return got, took_s, failing, await records_of(consumer, 1), consumer.fetch_errors()
+            return await scenario(consumer)
         finally:
             await consumer.stop()
 
-    got, took_s, failing, records, after = asyncio.run(asyncio.wait_for(scenario(), BOUND_S))
+    return asyncio.run(asyncio.wait_for(main(), BOUND_S))
+
+
+RESET_TIMEOUT_MS = 1_000
+
+
+def test_getmany_returns_within_its_timeout_while_a_position_reset_goes_unanswered(
+        scripted, caplog):
+    # Given a partition without a position whose shard does not answer its listOffsets
+    shard = Shard()
+    broker = scripted([shard] * 10_000)
+    caplog.set_level(logging.INFO, logger="plinth.client.position_resets")
+
+    async def scenario(consumer):
+        # When a getmany shorter than request_timeout_ms is awaited meanwhile
+        started_s = time.monotonic()
+        got = await consumer.getmany(timeout_ms=200)
+        took_s = time.monotonic() - started_s
+        # And later ones go on until the reset is unanswered for request_timeout_ms
+        await getmany_until(consumer, lambda got: T0 in consumer.fetch_errors())
+        failing = consumer.fetch_errors()
+        # And the shard answers again
+        shard.answer_resets.set()
+        records = await getmany_until(consumer, lambda got: got and not consumer.fetch_errors())
+        return got, took_s, failing, records, consumer.fetch_errors()
+
+    got, took_s, failing, records, after = reset_scenario(broker, scenario)
     # Then that getmany returned nothing within its timeout (not PlinthTimeoutError after
     # request_timeout_ms)
-    assert got == {} and took_s < 0.6
-    # And the reset was retried in the background, its error shown until it succeeded,
-    # and the record read from the reset position
-    assert failing == {TopicPartition("t", 0): "PlinthTimeoutError"}
-    assert [(r.offset, r.value) for r in records] == [(0, b"a")] and after == {}
+    assert got == {} and took_s < RESET_TIMEOUT_MS / 1000 / 2
+    # And the partition was failing with the reset's timeout, said once at WARNING
+    assert {tp: str(error) for tp, error in failing.items()} == {T0: (
+        f"no answer to the position reset (listOffsets) of t-0 within "
+        f"request_timeout_ms={RESET_TIMEOUT_MS}")}
+    # And the reset was asked again, the record read from its position, and the end of
+    # the failure said at INFO
+    assert [(r.offset, r.value) for r in records] == [(5, b"a")] and after == {}
+    assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.INFO]
+
+
+def test_a_reset_answered_with_a_transient_error_is_asked_again_by_later_getmanys(scripted):
+    # Given a shard that answers the first two resets "unavailable", then the offsets
+    shard = Shard(reset_errors=[UnavailableError("shard-0 is restarting")] * 2)
+    broker = scripted([shard] * 10_000)
+
+    async def scenario(consumer):
+        # When the consumer getmanys / Then it is failing with that error meanwhile
+        await getmany_until(consumer, lambda got: T0 in consumer.fetch_errors())
+        failing = str(consumer.fetch_errors()[T0])
+        shard.answer_resets.set()
+        records = await getmany_until(consumer, lambda got: got and not consumer.fetch_errors())
+        return failing, records
+
+    failing, records = reset_scenario(broker, scenario)
+    # And the third reset's answer gives the position; the record is read
+    assert failing == "shard-0 is restarting"
+    assert [r.value for r in records] == [b"a"] and shard.resets_asked >= 3
+
+
+def test_a_reset_refused_for_good_is_raised_by_getmany(scripted):
+    # Given a shard whose answer to the reset is an error no retry changes
+    broker = scripted([Shard(reset_errors=[UnknownTopicError("unknown topic 't'")])] * 10_000)
+
+    async def scenario(consumer):
+        # When the consumer getmanys / Then getmany raises it
+        with pytest.raises(UnknownTopicError, match="unknown topic 't'"):
+            await getmany_until(consumer, lambda got: False)
+
+    reset_scenario(broker, scenario)
 
 
 def test_stop_ends_a_position_reset_in_progress_at_once(scripted):
