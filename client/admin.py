@@ -92,6 +92,12 @@ def checked_new_topics(new_topics: list[NewTopic]) -> list[NewTopic]:
     checked = []
     for new in new_topics:
         check_new_topic(new.name, new.partitions, new.replication_factor or None)   # 0: default
+        if isinstance(new.config, int) and not isinstance(new.config, bool):
+            raise TypeError(
+                f"NewTopic({new.name!r}, {new.partitions!r}, {new.config!r}): the third "
+                f"argument is config (a dict); kafka-python's NewTopic(name, num_partitions, "
+                f"replication_factor) is NewTopic(name, partitions, "
+                f"replication_factor={new.config!r}) here")
         checked.append(NewTopic(new.name, new.partitions,
                                 checked_config(new.config),
                                 new.replication_factor or 0))
@@ -436,6 +442,8 @@ class Admin:
 
     def group_lag(self, group: str) -> list[tuple[str, int, int | None, int, int | None]]:
         """(topic, partition, committed offset, log end offset, lag) for every partition
+        (lag: the end less the committed offset, negative for an offset committed past
+        the end, None without one)
         of every topic the group has members or committed offsets for. A topic that no
         longer exists is left out: the group's offsets of a deleted topic mean nothing
         (the broker drops them), and one gone topic must not hide the others' lag."""
@@ -453,7 +461,12 @@ class Admin:
     def reset_group_offsets(self, group: str, offsets: dict[tuple[str, int], int]) -> None:
         """Set a group's committed offsets; refused while the group has members. TypeError
         or ValueError, before anything is sent, for a key that is not a (topic,
-        partition) pair or an offset that is not an int 0 or more."""
+        partition) pair or an offset that is not an int 0 or more. Each offset is
+        stored as given, as Kafka's alter_consumer_group_offsets stores it: one past
+        the partition's end makes ``group_lag`` negative, and the group's consumers
+        start from ``auto_offset_reset`` there (offsetOutOfRange). ``plinth group
+        reset --to-offset`` clamps to the partition's offsets instead, as
+        kafka-consumer-groups.sh does, with a warning."""
         group = checked_str("group", group)
         for part in protocol.commit_offsets_parts(checked_offsets("reset_group_offsets", offsets)):
             self._call(protocol.encode_commit_offsets, "resetOffsets", group, "", 0, part)
@@ -507,7 +520,11 @@ class Admin:
 
     def list_offsets(self, topic: str, partition: int,
                      timestamp_ms: int = protocol.NO_TIME_LOOKUP) -> protocol.PartitionInfo:
-        """Start and end (high watermark) offsets of one partition; with ``timestamp_ms``
+        """Start and end (high watermark) offsets of one partition, from its leader: a
+        PartitionInfo whose offsets and sizes are set (``end_offset`` and
+        ``high_watermark`` alike, the local and remote starts), while ``replicas``,
+        ``in_sync_replicas`` and ``leader_epoch`` are left empty (describe_topic's,
+        which the controller knows). With ``timestamp_ms``
         (ms since the epoch, or protocol.MAX_TIMESTAMP) also the first record stamped at
         or after it, in ``found_offset``/``found_timestamp_ms`` (-1: none). ValueError
         for another negative ``timestamp_ms``, TypeError or ValueError for any argument

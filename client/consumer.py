@@ -47,8 +47,8 @@ from plinth.client.arguments import (LISTENER_METHODS, checked_bool, checked_cal
                                      checked_topic_names, checked_topic_partitions)
 from plinth.client.connection import Connection, broker_address
 from plinth.client.consumer_base import (OMITTED, ConsumerBase, checked_partitions,
-                                         checked_times, checked_tp_of, checked_tps,
-                                         group_option)
+                                         checked_seek, checked_times, checked_tp_of,
+                                         checked_tps, group_option)
 from plinth.client.fetcher import Fetcher, PartitionState, TopicPartition
 from plinth.client.group_membership import GroupMembership
 from plinth.errors import (BrokerError, ClientError, ClosedError, OffsetOutOfRangeError,
@@ -274,11 +274,13 @@ class Consumer(ConsumerBase):
 
     # --- Assignment and position -----------------------------------------------
 
-    def subscribe(self, topics: list[str], pattern: str | None = None,
+    def subscribe(self, topics: list[str] | None = None, pattern: str | None = None,
                   listener: ConsumerRebalanceListener | None = None) -> None:
         """Read these topics: all their partitions, or with a group the member's share.
         ``topics`` is a list of names (TypeError for a single str, which would
-        otherwise be read as its characters); topic patterns are not supported.
+        otherwise be read as its characters); topic patterns are not supported
+        (TypeError naming ``pattern``: ``topics`` has a default only so that
+        kafka-python's ``subscribe(pattern=...)`` is told that).
         ``listener``: kafka-python's ConsumerRebalanceListener, whose methods replace
         ``on_assign``/``on_revoke`` (called inside ``poll``, as they are). A group
         member subscribing again leaves first, as ``unsubscribe`` (its callbacks,
@@ -366,14 +368,11 @@ class Consumer(ConsumerBase):
     def assignment(self) -> set[TopicPartition]:
         return set(self._fetcher.partitions)
 
-    def seek(self, topic, partition, offset=OMITTED) -> None:
+    def seek(self, topic, partition=OMITTED, offset=OMITTED) -> None:
         """Read ``topic``/``partition`` from ``offset`` next: ``seek(topic, partition,
         offset)``, or kafka-python's ``seek(TopicPartition, offset)``."""
         self._check_open()
-        if offset is OMITTED:
-            tp, offset = checked_tp_of("seek", topic), partition
-        else:
-            tp = checked_tp_of("seek", topic, partition)
+        tp, offset = checked_seek(topic, partition, offset)
         self._fetcher.seek(tp, offset)
         self._drop_iterated({tp})
 

@@ -93,6 +93,20 @@ def checked_tp_of(call: str, topic, partition=OMITTED) -> TopicPartition:
     return checked_tp(call, topic, partition)
 
 
+def checked_seek(topic, partition=OMITTED, offset=OMITTED) -> tuple[TopicPartition, object]:
+    """seek's arguments, ``(topic, partition, offset)`` or kafka-python's
+    ``(TopicPartition, offset)``: the partition checked, and the offset (the Fetcher
+    checks it). TypeError naming both forms when the offset is missing, which
+    Python's own message told as a missing ``partition``."""
+    if offset is not OMITTED:   # (partition OMITTED: seek(TopicPartition, offset=N))
+        return checked_tp_of("seek", topic, partition), offset
+    if partition is OMITTED or not isinstance(topic, tuple):
+        given = ", ".join(repr(a) for a in (topic, partition) if a is not OMITTED)
+        raise TypeError(f"seek({given}) gives no offset: seek(topic, partition, offset) or "
+                        f"seek(TopicPartition(topic, partition), offset)")
+    return checked_tp_of("seek", topic), partition
+
+
 def checked_tps(call: str, partitions: tuple) -> list[TopicPartition]:
     """seek_to_beginning's and seek_to_end's ``*partitions``, every one checked before
     any is asked (a topic's name alone was read as its characters)."""

@@ -1,11 +1,11 @@
 """Plinth: a durable, partitioned log broker.
 
-    from plinth import Producer, Consumer, Admin, NewTopic
+    from plinth import Producer, Consumer, Admin, NewTopic, TopicPartition
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["Producer", "Consumer", "Admin", "NewTopic", "__version__"]
+__all__ = ["Producer", "Consumer", "Admin", "NewTopic", "TopicPartition", "__version__"]
 
 
 def __getattr__(name):
@@ -23,4 +23,7 @@ def __getattr__(name):
     if name == "NewTopic":   # Admin.create_topics' argument (kafka-python's name)
         from plinth.client.admin import NewTopic
         return NewTopic
+    if name == "TopicPartition":   # what poll() keys its records by (kafka-python's name)
+        from plinth.client.fetcher import TopicPartition
+        return TopicPartition
     raise AttributeError(f"module 'plinth' has no attribute {name!r}")

@@ -133,6 +133,14 @@ class Partition:
         return min(max(self.floor, self.stored_start_offset), self.log.end_offset)
 
     @property
+    def local_start_offset(self) -> int:
+        """The first offset this partition serves from the shard's disk (Kafka's local
+        log start offset): the local log's start, or ``log_start_offset`` where
+        deleteRecords raised it past that (Kafka's never falls below the log start:
+        the records below are not served, though their segment is still on disk)."""
+        return max(self.log.start_offset, self.log_start_offset)
+
+    @property
     def stored_start_offset(self) -> int:
         """The first offset this partition's segments hold: in object storage if the
         remote log reaches back further than the local one, else on the local disk

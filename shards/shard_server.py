@@ -570,8 +570,9 @@ class ShardServer:
             found = time_lookup.record_at_time(part, timestamp_ms)
         return protocol.PartitionInfo(
             partition=partition, shard=self.shard_id, start_offset=part.log_start_offset,
-            end_offset=part.high_watermark, size_bytes=part.log.size_bytes,
-            local_start_offset=part.log.start_offset, remote_bytes=remote.remote_bytes,
+            end_offset=part.high_watermark, high_watermark=part.high_watermark,
+            size_bytes=part.log.size_bytes,
+            local_start_offset=part.local_start_offset, remote_bytes=remote.remote_bytes,
             remote_start_offset=protocol.NO_REMOTE_OFFSET if remote.is_empty
             else remote.log_start_offset,
             remote_end_offset=protocol.NO_REMOTE_OFFSET if remote.is_empty else remote.end_offset,
@@ -794,7 +795,7 @@ class ShardServer:
         plus every coordinated group's committed offsets. Loop thread."""
         snapshot = self.stats.snapshot()
         snapshot["logs"] = {key: {"start_offset": p.log_start_offset,
-                                  "local_start_offset": p.log.start_offset,
+                                  "local_start_offset": p.local_start_offset,
                                   "end_offset": p.high_watermark, "size_bytes": p.log.size_bytes}
                             for key, p in self._partitions.items()}
         snapshot["groups"] = self._groups.committed_offsets()

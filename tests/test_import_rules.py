@@ -39,7 +39,8 @@ SHARED = {"plinth.limits", "plinth.errors", "plinth.protocol", "plinth.protocol_
 # asyncio client) and the commands.
 ENTRY_POINTS = {"plinth", "plinth.cli", "plinth.cli_groups", "plinth.server", "plinth.bench",
                 "plinth.process_reaper", "plinth.ray_messages", "plinth.aio"}
-CLIENT_NAMES = {"plinth.Producer", "plinth.Consumer", "plinth.Admin", "plinth.NewTopic"}
+CLIENT_NAMES = {"plinth.Producer", "plinth.Consumer", "plinth.Admin", "plinth.NewTopic",
+                "plinth.TopicPartition"}
 # Which parts each part may import, besides itself and the shared ground.
 ALLOWED = {
     "shared": set(),

@@ -71,8 +71,8 @@ from plinth.client.connection import broker_address
 from plinth.client.consumer import (OffsetAndTimestamp, check_callables, check_options,
                                     checked_group, checked_max_records, checked_subscription)
 from plinth.client.consumer_base import (OMITTED, ConsumerBase, checked_partitions,
-                                         checked_times, checked_tp_of, checked_tps,
-                                         group_option)
+                                         checked_seek, checked_times, checked_tp_of,
+                                         checked_tps, group_option)
 from plinth.client.fetcher import Fetcher, TopicPartition
 from plinth.errors import BrokerError, ClientError, ClosedError
 from plinth.format.record_batch import ConsumerRecord
@@ -430,15 +430,12 @@ class AIOConsumer(ConsumerBase):
         self._check_open()
         return set(self._fetcher.partitions)
 
-    def seek(self, topic, partition, offset=OMITTED) -> None:
+    def seek(self, topic, partition=OMITTED, offset=OMITTED) -> None:
         """Read ``topic``/``partition`` from ``offset`` next (buffered records dropped):
         ``seek(topic, partition, offset)``, or aiokafka's ``seek(TopicPartition,
         offset)``."""
         self._check_open()
-        if offset is OMITTED:
-            tp, offset = checked_tp_of("seek", topic), partition
-        else:
-            tp = checked_tp_of("seek", topic, partition)
+        tp, offset = checked_seek(topic, partition, offset)
         self._fetcher.seek(tp, offset)
 
     async def seek_to_beginning(self, *partitions: tuple[str, int]) -> None:

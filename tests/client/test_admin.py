@@ -163,6 +163,12 @@ BAD_CALLS = [
      r"config must be a dict of str to str"),
     (lambda a: a.create_topics([protocol.NewTopic("x", 1, [("retention.ms", "1")], 0)]),
      TypeError, r"config must be a dict of str to str"),
+    # kafka-python's NewTopic(name, num_partitions, replication_factor): the factor was
+    # told as a config that is no dict
+    (lambda a: a.create_topics([protocol.NewTopic("x", 2, 1)]), TypeError,
+     r"NewTopic\('x', 2, 1\): the third argument is config \(a dict\); kafka-python's "
+     r"NewTopic\(name, num_partitions, replication_factor\) is NewTopic\(name, partitions, "
+     r"replication_factor=1\) here"),
 ]
 
 

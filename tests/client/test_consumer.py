@@ -486,6 +486,9 @@ def test_offsets_for_times_refuses_a_time_past_an_int64_before_asking(scripted):
     (lambda c: c.subscribe(["t", 5]), r"each topic name in subscribe must be a str, got 5"),
     (lambda c: c.subscribe([], pattern="t.*"),
      r"subscribe\(pattern='t\.\*'\): topic patterns are not supported"),
+    # kafka-python's form, without topics, was told "missing 'topics'"
+    (lambda c: c.subscribe(pattern="t.*"),
+     r"subscribe\(pattern='t\.\*'\): topic patterns are not supported"),
 ])
 def test_subscribe_takes_a_list_of_topic_names_not_a_str_nor_a_pattern(scripted, call, message):
     broker = scripted([])
@@ -526,7 +529,19 @@ BAD_PARTITION_CALLS = [
     (lambda c: c.seek_to_end(("t", 0), "t"), r"seek_to_end: 't' is not a \(topic, partition\)"),
     (lambda c: c.position("t", None), r"position: the partition of \('t', None\) must be an int"),
     (lambda c: c.committed(("t", 0), 0), r"committed: the topic of \(\('t', 0\), 0\) must be"),
+    # without the offset: Python's own message said the partition was missing
+    (lambda c: c.seek(TopicPartition("t", 0)),
+     r"seek\(TopicPartition\(topic='t', partition=0\)\) gives no offset: seek\(topic, "
+     r"partition, offset\) or seek\(TopicPartition\(topic, partition\), offset\)"),
+    (lambda c: c.seek("t", 0), r"seek\('t', 0\) gives no offset"),
 ]
+
+
+def test_the_package_exports_the_topic_partition_the_consumers_take():
+    # kafka-python users import theirs from the package; it was only in plinth.aio
+    from plinth import TopicPartition as FromThePackage
+    from plinth.aio import TopicPartition as FromAio
+    assert FromThePackage is FromAio is TopicPartition
 
 
 @pytest.mark.parametrize("call, message", BAD_PARTITION_CALLS)

@@ -928,6 +928,18 @@ def test_delete_records_moves_the_log_start_inside_a_segment_and_deletes_the_seg
     assert [s.base_offset for s in part.log.segments] == segment_bases[2:]
 
 
+def test_the_local_start_offset_never_falls_below_the_log_start_that_delete_records_raised(
+        tmp_path):
+    # Given a partition whose deleted records' first segment is still on disk
+    part = partition_with_segments(tmp_path / "t-3")
+    inside = part.log.segments[2].base_offset + 1
+    part.delete_records(inside)
+    assert part.log.start_offset < inside
+    # Then the first offset served from the disk is the log start, as Kafka's local log
+    # start offset is never below its log start offset
+    assert part.local_start_offset == part.log_start_offset == inside
+
+
 def test_delete_records_minus_one_deletes_up_to_the_high_watermark(tmp_path):
     part = partition_with_segments(tmp_path / "t-3")
     assert part.delete_records(-1) == part.high_watermark == 12

@@ -573,7 +573,7 @@ def test_list_offsets_at_a_time_answers_the_first_record_stamped_at_or_after_it(
     # Then each finds its record and its timestamp, exactly; the offsets come as ever
     assert [(a.found_offset, a.found_timestamp_ms) for a in answers] == [
         (1, NOW_MS + 1), (3, NOW_MS + 10), (-1, -1), (-1, -1)]
-    assert {(a.start_offset, a.end_offset) for a in answers} == {(0, 5)}
+    assert {(a.start_offset, a.end_offset, a.high_watermark) for a in answers} == {(0, 5, 5)}
 
 
 def test_a_retention_sweep_checks_each_partition_once_a_slice_per_loop_pass(
