@@ -17,8 +17,8 @@ the same C call, so no batch is ever left open empty). A record C refuses (too
 large, no such partition), or that waits longer than ``max_block_ms``, leaves
 no trace: the checks that refuse come before anything changes.
 
-A batch is ready when it is full (``batch_bytes_max``, or BATCH_RECORDS_MAX
-records), when it has waited ``linger_ms``, or when a flush asks for
+A batch is ready when it is full (``batch_bytes_max`` encoded, its own
+BATCH_OVERHEAD_BYTES included, or BATCH_RECORDS_MAX records), when it has waited ``linger_ms``, or when a flush asks for
 everything. Memory is bounded: records not yet acknowledged count at most
 ``buffer_bytes_max``; past that ``append`` blocks up to ``max_block_ms`` and
 then raises PlinthTimeoutError. A record counts as the bytes it adds to its
@@ -47,6 +47,13 @@ from plinth.format.record_batch import (BATCH_OVERHEAD_BYTES, RECORD_OVERHEAD_BY
 
 # The largest record: one that fills a batch of BATCH_BYTES_MAX on its own.
 RECORD_BYTES_MAX = limits.BATCH_BYTES_MAX - BATCH_OVERHEAD_BYTES
+
+
+def _records_bytes_max(batch_bytes_max: int) -> int:
+    """What a batch's records may count for it to encode within ``batch_bytes_max``
+    (at least 1: a batch_bytes_max below the overhead puts each record alone in its
+    batch, as one larger than batch_bytes_max always is)."""
+    return max(1, min(batch_bytes_max, limits.BATCH_BYTES_MAX) - BATCH_OVERHEAD_BYTES)
 
 
 class OpenBatch:
@@ -100,10 +107,12 @@ class RecordAccumulator:
         self._cond = threading.Condition(self._lock)
         # The open batches as C sees them, and the fast path (Producer.send
         # calls it first: a future, or None for append()). A batch's records
-        # count at most RECORD_BYTES_MAX, so that it always encodes within
-        # BATCH_BYTES_MAX.
+        # count at most batch_bytes_max less the batch's own overhead, so that it
+        # encodes within batch_bytes_max, as Kafka's batch.size counts the batch
+        # header: the default 1 MiB batch fits Kafka's default max.message.bytes
+        # (1 MiB + 12), which a batch of 1 MiB of records overran by 68 bytes.
         self.appender = Appender(
-            future_type=future_type, batch_bytes_max=min(batch_bytes_max, RECORD_BYTES_MAX),
+            future_type=future_type, batch_bytes_max=_records_bytes_max(batch_bytes_max),
             buffer_bytes_max=buffer_bytes_max, record_bytes_max=RECORD_BYTES_MAX,
             records_max=limits.BATCH_RECORDS_MAX, partitions_max=limits.PARTITIONS_PER_TOPIC_MAX)
         self.append_fast = self.appender.append

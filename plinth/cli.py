@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections import deque
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -988,8 +989,13 @@ def topic_elect_leaders(ctx, name, partitions, election_type):
 @click.option("--compression-type", type=click.Choice(["none", "gzip", "snappy", "lz4", "zstd"]),
               default="none", show_default=True,
               help="Send batches as Kafka batches of this compression.")
+@click.option("--batch-bytes-max", type=click.IntRange(1, limits.BATCH_BYTES_MAX),
+              default=limits.PRODUCER_BATCH_BYTES_DEFAULT, show_default=True,
+              help="The largest batch, in bytes as encoded (Kafka's batch.size); keep it "
+                   "within the topic's max.message.bytes.")
 @click.pass_context
-def produce(ctx, topic_name, partition, key_separator, acks, linger_ms, compression_type):
+def produce(ctx, topic_name, partition, key_separator, acks, linger_ms, compression_type,
+            batch_bytes_max):
     """Send one record per line of stdin. A record that fails stops the reading, and is
     said as soon as the next line comes (not only at the end of stdin).
 
@@ -1004,12 +1010,17 @@ def produce(ctx, topic_name, partition, key_separator, acks, linger_ms, compress
     with Producer(broker=ctx.obj["broker"], acks="all" if acks == "all" else int(acks),
                   linger_ms=linger_ms, request_timeout_ms=request_timeout_ms,
                   delivery_timeout_ms=linger_ms + request_timeout_ms,
+                  batch_bytes_max=batch_bytes_max,
                   compression_type=None if compression_type == "none" else compression_type
                   ) as producer:
         producer.partitions_for(topic_name)   # an unknown topic fails before reading stdin
         sent, bad_line = _send_lines(producer, topic_name, partition, key_separator, failures)
     # Closed: every record sent is acknowledged or failed
     if failures.first is not None:
+        acknowledged = failures.acknowledged()
+        click.echo(f"{counted(acknowledged, 'record')} of the {sent} sent "
+                   f"{'was' if acknowledged == 1 else 'were'} acknowledged before the first "
+                   f"failure stopped the input", err=True)
         raise failures.first   # the exit status says so
     if bad_line is not None:
         raise UserError(f"line {bad_line} has no key separator {key_separator!r}; the "
@@ -1019,20 +1030,43 @@ def produce(ctx, topic_name, partition, key_separator, acks, linger_ms, compress
 
 
 class _SendFailures:
-    """The first failure of produce's records, as their batches resolve. One callback per
-    batch (BatchResult.add_done_callback), never a future per record: produce's memory
-    stays bounded by the producer's buffer however long stdin runs (tail -f)."""
+    """The first failure of produce's records, as their batches resolve, and how many
+    records were acknowledged. One callback per batch (BatchResult.add_done_callback),
+    never a future per record: produce's memory stays bounded by the producer's buffer
+    however long stdin runs (tail -f). A batch's record count is final once a record
+    goes to a newer batch of its partition; those are kept until they resolve."""
 
     def __init__(self):
         self.first: BaseException | None = None   # set on the producer's sender thread
-        self._watched: dict[int, object] = {}      # partition -> its newest batch
+        self._watched: dict[int, list] = {}        # partition -> [its newest batch, records]
+        self._counted: deque[tuple[object, int]] = deque()   # older batches, unresolved
+        self._acknowledged = 0                     # records of the resolved batches, counted
 
     def watch(self, future) -> None:
         """Caller's thread: have the record's batch say its failure (once per batch)."""
         batch = future.batch
-        if self._watched.get(batch.partition) is not batch:
-            self._watched[batch.partition] = batch
+        newest = self._watched.get(batch.partition)
+        if newest is None or newest[0] is not batch:
+            if newest is not None:
+                self._counted.append(tuple(newest))
+            newest = self._watched[batch.partition] = [batch, 0]
             batch.add_done_callback(self._resolved)
+        newest[1] += 1
+        while self._counted and self._counted[0][0].done():
+            self._fold(*self._counted.popleft())
+
+    def acknowledged(self) -> int:
+        """Caller's thread, once the producer is closed (every batch resolved): how many
+        of the records sent were acknowledged."""
+        for batch, count in [*self._counted, *map(tuple, self._watched.values())]:
+            self._fold(batch, count)
+        self._counted.clear()
+        self._watched.clear()
+        return self._acknowledged
+
+    def _fold(self, batch, count: int) -> None:
+        if batch.error is None:
+            self._acknowledged += count
 
     def _resolved(self, batch) -> None:
         if batch.error is not None and self.first is None:

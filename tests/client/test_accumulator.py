@@ -26,6 +26,9 @@ from plinth.format.record_batch import (BATCH_OVERHEAD_BYTES, RECORD_OVERHEAD_BY
 T0_MS = 1_700_000_000_000
 VALUE = b"v" * 100
 RECORD_BYTES = RECORD_OVERHEAD_BYTES + len(VALUE)
+# Batches of 8 such records (896 bytes counted) and no more (1,008), with the batch's
+# own overhead (batch_bytes_max counts the encoded batch)
+BATCH_OF_8_BYTES_MAX = 1000 + BATCH_OVERHEAD_BYTES
 
 
 def accumulator(*, batch_bytes_max=1 << 20, buffer_bytes_max=1 << 26, max_block_ms=60_000,
@@ -91,8 +94,8 @@ def test_a_keyed_record_goes_to_the_partition_of_kafkas_partitioner_on_both_path
 
 
 def test_a_batch_never_exceeds_batch_bytes_max_and_is_sealed_when_the_next_record_does_not_fit():
-    # Given batches of at most 1,000 counted bytes (8 records of 112)
-    acc = accumulator(batch_bytes_max=1000)
+    # Given batches of at most 8 records of 112 bytes
+    acc = accumulator(batch_bytes_max=BATCH_OF_8_BYTES_MAX)
     # When 20 records go to one partition
     futures = [send(acc, partition=0) for _ in range(20)]
     # Then the batches hold 8, 8 and 4 records, and only the last is still open
@@ -100,11 +103,24 @@ def test_a_batch_never_exceeds_batch_bytes_max_and_is_sealed_when_the_next_recor
             dict.fromkeys(f.batch for f in futures)] == [8, 8, 4]
     sealed = acc.drain(1 << 30)
     assert [b.builder.record_count for b in sealed] == [8, 8]
-    assert all(b.bytes <= 1000 for b in sealed)
+    assert all(len(b.builder.build()) <= BATCH_OF_8_BYTES_MAX for b in sealed)
+
+
+def test_a_full_default_batch_encodes_within_kafkas_default_max_message_bytes():
+    # Given the default batch_bytes_max (1 MiB) and records of 108 bytes, as `plinth
+    # produce` makes of 108-character lines
+    acc = accumulator(batch_bytes_max=limits.PRODUCER_BATCH_BYTES_DEFAULT)
+    # When a partition's batch fills
+    for _ in range(limits.PRODUCER_BATCH_BYTES_DEFAULT // 100):
+        send(acc, partition=0, value=b"z" * 108)
+    [full, *_] = acc.drain(1 << 30)
+    # Then it encodes within 1 MiB, its header included (Kafka's batch.size counts it),
+    # so within Kafka's default max.message.bytes (1 MiB + 12): it was 1 MiB + 80
+    assert len(full.builder.build()) <= limits.PRODUCER_BATCH_BYTES_DEFAULT < 1_048_588
 
 
 def test_a_record_that_fills_its_batch_exactly_seals_it():
-    acc = accumulator(batch_bytes_max=2 * RECORD_BYTES)
+    acc = accumulator(batch_bytes_max=2 * RECORD_BYTES + BATCH_OVERHEAD_BYTES)
     send(acc, partition=1)
     send(acc, partition=1)
     assert [b.builder.record_count for b in acc.drain(1 << 30)] == [2]
@@ -112,7 +128,7 @@ def test_a_record_that_fills_its_batch_exactly_seals_it():
 
 def test_keyless_records_move_to_another_partition_when_their_batch_is_full():
     # Given batches of 8 records and a topic of 4 partitions
-    acc = accumulator(batch_bytes_max=1000)
+    acc = accumulator(batch_bytes_max=BATCH_OF_8_BYTES_MAX)
     # When 24 keyless records are sent
     futures = [send(acc) for _ in range(24)]
     # Then they fill three batches, each on a different partition than the one before
@@ -129,7 +145,7 @@ def test_a_record_over_the_batch_limit_is_too_large_on_any_path():
 
 
 def test_a_record_larger_than_batch_bytes_max_gets_a_batch_of_its_own():
-    acc = accumulator(batch_bytes_max=1000)
+    acc = accumulator(batch_bytes_max=BATCH_OF_8_BYTES_MAX)
     send(acc, partition=0)
     big = send(acc, partition=0, value=b"x" * 5000)
     assert big._index == 0
@@ -383,7 +399,7 @@ def test_a_topic_with_more_partitions_than_the_limit_is_refused(monkeypatch):
 
 def test_headers_count_against_the_batch_and_the_buffer():
     # Given batches of at most 1,000 bytes
-    acc = accumulator(batch_bytes_max=1000)
+    acc = accumulator(batch_bytes_max=BATCH_OF_8_BYTES_MAX)
     # When a record with 800 bytes of header value is followed by a plain record
     entries, headers_bytes = checked_headers([("h", b"x" * 800)])
     first = send(acc, partition=0, headers=entries)

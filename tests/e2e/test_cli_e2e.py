@@ -341,6 +341,21 @@ def test_produce_stops_at_a_line_without_the_separator_saying_how_many_were_prod
         assert admin.list_offsets(topic, 0).end_offset == 2
 
 
+def test_produce_with_default_batches_fits_kafkas_default_max_message_bytes(shared_broker):
+    # Given a topic with Kafka's default max.message.bytes (1 MiB + 12)
+    topic = unique_topic("cli")
+    plinth(shared_broker.url, "topic", "create", topic, "--config", "max.message.bytes=1048588")
+    # When 100,000 lines of 108 bytes are produced with the default batches (full ones
+    # encoded to 1 MiB + 80 bytes, and were refused from the tenth thousand on)
+    lines = 100_000
+    produced = plinth(shared_broker.url, "produce", topic,
+                      stdin="".join("%08d%s\n" % (i, "z" * 100) for i in range(lines)))
+    # Then every one is in the topic
+    assert produced.returncode == 0, produced.stderr
+    with Admin(broker=shared_broker.url) as admin:
+        assert admin.list_offsets(topic, 0).end_offset == lines
+
+
 def produce_process(url: str, topic: str) -> subprocess.Popen:
     """``plinth produce TOPIC`` reading a pipe the test writes to (and stderr to read)."""
     return subprocess.Popen(PLINTH + ["--broker", url, "produce", topic], stdin=subprocess.PIPE,

@@ -6,12 +6,14 @@ delivery timeout of 120 s."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 from click.testing import CliRunner
 
 from plinth.cli import main
+from plinth.errors import RecordTooLargeError
 from tests.client.produce_broker import ProduceBroker
 
 
@@ -45,3 +47,31 @@ def test_produce_to_a_shard_that_never_answers_fails_in_about_the_request_timeou
 def test_produce_help_says_that_a_record_fails_after_its_linger_and_the_request_timeout():
     shown = CliRunner().invoke(main, ["produce", "--help"]).output
     assert "--linger-ms plus --request-timeout-ms" in " ".join(shown.split())
+
+
+def test_produce_says_how_many_records_were_acknowledged_before_a_batch_was_refused():
+    # Given a broker that stores the first two batches and refuses the ones after
+    broker = ProduceBroker({"t": 1})
+    broker.faults.extend([None, None] + [RecordTooLargeError(
+        "t-0: a batch of 300 bytes is over the topic's max.message.bytes=200")] * 3)
+    try:
+        # When five records are produced one per batch (--batch-bytes-max below two of them)
+        result = CliRunner().invoke(main, ["--broker", broker.url, "produce", "t",
+                                           "--batch-bytes-max", "200", "--linger-ms", "0"],
+                                    input="".join(f"{'x' * 100}{i}\n" for i in range(5)))
+        stored = broker.record_count()
+    finally:
+        broker.close()
+    # Then it fails with the refusal, saying first how many of the records sent went in
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    assert re.fullmatch(r"2 records of the [3-5] sent were acknowledged before the first "
+                        r"failure stopped the input", lines[-2]), lines
+    assert lines[-1] == ("error: RecordTooLargeError: t-0: a batch of 300 bytes is over the "
+                         "topic's max.message.bytes=200")
+    assert stored == 2
+
+
+def test_produce_takes_a_batch_size_within_the_broker_s_batch_limit():
+    result = CliRunner().invoke(main, ["produce", "t", "--batch-bytes-max", "0"])
+    assert result.exit_code == 2 and "--batch-bytes-max" in result.output
