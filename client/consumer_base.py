@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping
 from plinth import limits, protocol
 from plinth.client.arguments import checked_offsets, checked_topic_partition
 from plinth.client.connection import Connection
-from plinth.client.fetcher import TopicPartition
+from plinth.client.fetcher import Overdue, TopicPartition
 from plinth.client.position_resets import PositionResets
 from plinth.errors import (BrokerError, OffsetOutOfRangeError, StaleMemberEpochError,
                            UnknownMemberIdError)
@@ -171,6 +171,14 @@ class ConsumerBase:
         position_resets.py) is among them, with its reset's error."""
         self._check_open()
         return {**self._fetcher.fetch_errors(), **self._resets.errors()}
+
+    def overdue_fetches(self) -> dict[TopicPartition, Overdue]:
+        """The assigned partitions whose fetch (or position reset) has gone unanswered
+        for clearly longer than a healthy shard takes (fetcher.py, ``Fetcher.overdue``),
+        each with the fetch's offset (None: the reset) and how long it has waited: the
+        shard may hang, and they are not read. It asks nothing and the consumer waits on."""
+        self._check_open()
+        return self._fetcher.overdue()
 
     def heartbeat_error(self) -> Exception | None:
         """The error this consumer's group heartbeats are failing with now (its

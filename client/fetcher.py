@@ -15,7 +15,12 @@ A partition with records still buffered is not fetched.
 A fetch unanswered for ``fetch_max_wait_ms + request_timeout_ms`` is lost (the
 broker restarted, a router went away, the shard hangs) and is sent again; the
 partition is failing (``fetch_errors``, logged as below) until a fetch of it is
-answered.
+answered. Long before that, a fetch unanswered for ``fetch_max_wait_ms`` plus
+CONSUMER_FETCH_OVERDUE_MARGIN_MS, or a partition still without a position that
+long after its reset was asked, is overdue (``overdue``): a healthy shard answers
+within the wait, so its shard may hang and the partition is not being read.
+Nothing changes for it (it is not failing, and is not asked again); the
+consumer's owner may say so (``plinth consume`` does when its --timeout-ms ends).
 
 A fetch reply brings:
 
@@ -74,6 +79,15 @@ class TopicPartition(NamedTuple):
     partition: int
 
 
+class Overdue(NamedTuple):
+    """A partition's request that a healthy shard would have answered by now
+    (``Fetcher.overdue``): its fetch at ``offset``, or, with ``offset`` None, its
+    position reset; unanswered for ``waited_ms``."""
+
+    offset: int | None
+    waited_ms: float
+
+
 class _BufferedRecords:
     """A partition's fetched records not yet handed out, as the decoded batches.
 
@@ -127,7 +141,7 @@ class PartitionState:
 
     __slots__ = ("position", "fetch_offset", "fetch_id", "fetch_sent_s", "retry_at_s",
                  "retry_backoff_s", "fetch_error", "fetch_failing_since_s", "fetch_failures",
-                 "records", "failed", "paused", "high_watermark")
+                 "records", "failed", "paused", "high_watermark", "position_asked_s")
 
     def __init__(self, position: int | None = None):
         self.position = position               # next offset handed to the application
@@ -149,6 +163,9 @@ class PartitionState:
         self.paused = False
         # The offset after its last record, as the last fetch reply said; None before one.
         self.high_watermark: int | None = None
+        # When (time.monotonic()) its position was first asked for (reset_position) and
+        # not given since; None while it has one.
+        self.position_asked_s: float | None = None
 
 
 class Fetcher:
@@ -246,6 +263,7 @@ class Fetcher:
         offset = checked_offset("offset", offset)
         state = self.state(*tp)
         state.position = state.fetch_offset = offset
+        state.position_asked_s = None
         self._fetches.pop(state.fetch_id, None)
         state.fetch_id = None
         state.records.clear()
@@ -290,7 +308,7 @@ class Fetcher:
                     f"{state.fetch_offset} within fetch_max_wait_ms + request_timeout_ms = "
                     f"{self._fetch_timeout_s * 1000:.0f} ms"), retry_in_s=0.0)
             if state.position is None:
-                self._reset_position(tp)
+                self._ask_position(tp, state, now)
                 if state.position is None:   # asked, not answered yet: fetched once it is
                     continue
             request_id = self._conn.next_request_id()
@@ -299,6 +317,32 @@ class Fetcher:
             in_flight += state.fetch_id is None
             state.fetch_id, state.fetch_sent_s = request_id, now
             self._fetches[request_id] = tp
+
+    def _ask_position(self, tp: TopicPartition, state: PartitionState, now: float) -> None:
+        """The consumer's reset_position, noting since when ``tp`` has waited for one."""
+        if state.position_asked_s is None:
+            state.position_asked_s = now
+        self._reset_position(tp)
+
+    def overdue(self) -> dict[TopicPartition, Overdue]:
+        """The assigned partitions whose fetch has gone unanswered for more than
+        ``fetch_max_wait_ms`` + CONSUMER_FETCH_OVERDUE_MARGIN_MS (a healthy shard answers
+        within the wait, even with no record), or whose position was asked for more than
+        the margin ago and not given (a reset is answered at once): the shard may hang,
+        and the partition is not read. Each with the fetch's offset (None: the reset)
+        and how long it has waited. Neither is failing (``fetch_errors``) before its
+        request timeout; nothing is asked or changed here."""
+        now = time.monotonic()
+        margin_s = limits.CONSUMER_FETCH_OVERDUE_MARGIN_MS / 1000
+        fetch_overdue_s = self.fetch_max_wait_ms / 1000 + margin_s
+        found: dict[TopicPartition, Overdue] = {}
+        for tp, state in self.partitions.items():
+            if state.fetch_id is not None and now - state.fetch_sent_s > fetch_overdue_s:
+                found[tp] = Overdue(state.fetch_offset, (now - state.fetch_sent_s) * 1000)
+            elif (state.position is None and state.position_asked_s is not None
+                  and now - state.position_asked_s > margin_s):
+                found[tp] = Overdue(None, (now - state.position_asked_s) * 1000)
+        return found
 
     def _oldest_fetch_lost(self, now: float) -> bool:
         """Whether the oldest fetch in flight (``_fetches`` is in the order they were
@@ -360,7 +404,7 @@ class Fetcher:
         if state.fetch_error is not None:
             self._recovered(tp, state)
         if reset:
-            self._reset_position(tp)
+            self._ask_position(tp, state, time.monotonic())
             return
         state.retry_backoff_s = 0.0
         state.high_watermark = view.high_watermark

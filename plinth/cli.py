@@ -1118,7 +1118,9 @@ def consume(ctx, topic_name, partition, offset, from_beginning, from_time_ms, ma
     still failing (object storage unreachable, a shard restarting or not answering:
     errors the consumer retries), or --group's heartbeats were, with an error line
     naming the partition (or the group) and the last error: the records may be there,
-    unread. Each partition's fetches starting to fail are said on stderr at once, as a
+    unread; 1 too when a partition's fetch had gone unanswered for clearly longer than
+    a healthy shard takes (a hung shard), with an error line naming the partitions and
+    how long. Each partition's fetches starting to fail are said on stderr at once, as a
     warning, however long --timeout-ms is."""
     from plinth.client.consumer import Consumer
 
@@ -1152,6 +1154,7 @@ def consume(ctx, topic_name, partition, offset, from_beginning, from_time_ms, ma
             _seek_to_time(consumer, from_time_ms)
         if _print_records(consumer, max_messages, print_key):
             _exit_if_heartbeats_failing(consumer, timeout_ms)
+            _exit_if_fetches_overdue(consumer, timeout_ms)
             _exit_if_fetches_failing(consumer, timeout_ms)
 
 
@@ -1164,6 +1167,30 @@ def _exit_if_heartbeats_failing(consumer, timeout_ms: int) -> None:
         return
     click.echo(f"error: {type(error).__name__}: group {consumer.group}: heartbeats were still "
                f"failing when --timeout-ms {timeout_ms} ended: {error}", err=True)
+    sys.exit(1)
+
+
+def _exit_if_fetches_overdue(consumer, timeout_ms: int) -> None:
+    """After --timeout-ms ended with no new record: exit 1 with an error line naming the
+    partitions whose fetch (or position reset) has gone unanswered for clearly longer
+    than a healthy shard takes (Fetcher.overdue), and how long, if any has: a hung
+    shard's partitions were read as empty until their fetches were given up as lost,
+    after the request timeout. Checked before the failing fetches: it asks nothing (a
+    failing partition's position may still have to be asked of the hung shard)."""
+    overdue = sorted(consumer.overdue_fetches().items())
+    if not overdue:
+        return
+    named = [f"{tp.topic}-{tp.partition} " + ("(asking its start offset)" if late.offset is None
+                                              else f"at offset {late.offset}")
+             for tp, late in overdue[:limits.CONSUMER_ERROR_PARTITIONS_NAMED_MAX]]
+    more = len(overdue) - len(named)
+    waited_ms = min(late.waited_ms for _, late in overdue)
+    click.echo(f"error: PlinthTimeoutError: no answer for {waited_ms:.0f} ms or more, when "
+               f"--timeout-ms {timeout_ms} ended, to the fetches of {', '.join(named)}"
+               + (f" and {counted(more, 'more partition')}" if more else "")
+               + f": a shard answers within fetch_max_wait_ms ({consumer.fetch_max_wait_ms} "
+                 f"ms) even with no record, so the records may be there, unread; is their "
+                 f"shard hung? See `plinth status`", err=True)
     sys.exit(1)
 
 

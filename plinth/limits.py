@@ -316,6 +316,14 @@ CONSUMER_GROUP_POLL_SLICE_MS = 100
 # An error about a partition a consumer is not assigned names at most this many of
 # those it is (it may have thousands): enough to see the topic or the number meant.
 CONSUMER_ERROR_PARTITIONS_NAMED_MAX = 10
+# A healthy shard answers a fetch within its wait (fetch_max_wait_ms: parked at the
+# log end, it is answered even with no record) and a position reset (listOffsets) at
+# once; one unanswered this much longer is overdue (Fetcher.overdue): the shard may
+# hang, the partition is not read. `plinth consume` reports it when its --timeout-ms
+# ends (it read such a partition as empty until the fetch was given up as lost, after
+# the request timeout, 30 s). Long enough that a loaded machine's pauses are not
+# taken for a hang; well under the request timeout.
+CONSUMER_FETCH_OVERDUE_MARGIN_MS = 2_000
 # Iterating a consumer polls in slices of at most this, so that an infinite
 # consumer_timeout_ms (the default) still returns to group work between them.
 CONSUMER_ITERATION_POLL_SLICE_MS = 1_000
@@ -1277,6 +1285,9 @@ def _relations() -> list[tuple[str, bool]]:
          SEGMENT_BYTES_MIN <= SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX < 2**32),
         ("a batch fits a segment", BATCH_BYTES_MAX < SEGMENT_BYTES_MAX),
         ("the default fetch wait is allowed", FETCH_WAIT_MS_DEFAULT <= FETCH_WAIT_MS_MAX),
+        ("a fetch is overdue (its shard may hang) well before it is given up as lost",
+         FETCH_WAIT_MS_DEFAULT + CONSUMER_FETCH_OVERDUE_MARGIN_MS
+         < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT / 2),
         ("a producer's requests in flight fit the router's per-client bound and the socket",
          PRODUCER_REQUESTS_IN_FLIGHT_MAX <= CLIENT_REQUESTS_IN_FLIGHT_MAX <= SOCKET_MESSAGES_HWM),
         ("a consumer's position resets in flight leave room for its fetches",

@@ -12,7 +12,8 @@ import pytest
 
 from plinth import limits, protocol
 from plinth.client.connection import Connection
-from plinth.client.fetcher import Fetcher, TopicPartition
+from plinth.client import fetcher as fetcher_module
+from plinth.client.fetcher import Fetcher, Overdue, TopicPartition
 from plinth.errors import (CorruptDataError, OffsetOutOfRangeError, TooManyRequestsError,
                            UnavailableError)
 from tests.client.scripted_broker import WAIT_S, Replies, entry
@@ -427,6 +428,77 @@ def test_a_partition_whose_fetch_goes_unanswered_is_failing_until_a_fetch_is_ans
     assert rig.fetcher.fetch_errors() == {}
     assert caplog.records[-1].getMessage().startswith(
         "fetch of t-0 at offset 5 succeeded again after 2 failed in ")
+
+
+class Clock:
+    """The Fetcher's time.monotonic, moved by the test: no waiting for time to pass."""
+
+    def __init__(self, now_s: float = 1_000.0):
+        self.now_s = now_s
+
+    def monotonic(self) -> float:
+        return self.now_s
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(fetcher_module, "time", clock)
+    return clock
+
+
+MARGIN_S = limits.CONSUMER_FETCH_OVERDUE_MARGIN_MS / 1000
+
+
+def test_a_fetch_unanswered_past_its_wait_and_the_margin_is_overdue_and_no_more_once_answered(
+        rig_of, clock):
+    # Given a fetch of t-0 at offset 5, parked for at most 100 ms, that a hung shard
+    # does not answer
+    rig = rig_of([no_answer], fetch_max_wait_ms=100, request_timeout_ms=60_000)
+    rig.fetcher.assign([T0])
+    rig.fetcher.seek(T0, 5)
+    rig.fetcher.send_fetches()
+    rig.broker.wait_for_requests(1)
+    # When its wait and the margin have not quite passed, it is not overdue
+    clock.now_s += 0.1 + MARGIN_S - 0.01
+    assert rig.fetcher.overdue() == {}
+    # Then, once they have, it is, with its offset and how long it has waited; and it
+    # is neither failing nor asked again (that waits for the request timeout)
+    clock.now_s += 0.51
+    assert rig.fetcher.overdue() == {T0: Overdue(5, pytest.approx((0.6 + MARGIN_S) * 1000))}
+    assert rig.fetcher.fetch_errors() == {}
+    rig.fetcher.send_fetches()
+    assert rig.sent_nothing_more(1)
+    # And once a fetch of it is answered (a new one: the seek forgets the first), it is
+    # overdue no more
+    rig.broker.script.append(answer_with(entry(5, [b"a"])))
+    rig.fetcher.seek(T0, 5)
+    assert rig.take_values(1) == [(5, b"a")]
+    assert rig.fetcher.overdue() == {}
+
+
+def test_a_partition_whose_position_is_not_given_within_the_margin_is_overdue_until_it_is(
+        rig_of, clock):
+    # Given a partition without a position, whose reset the consumer asked and its
+    # shard does not answer
+    rig = rig_of([])
+    asked: list[TopicPartition] = []
+    rig.fetcher = Fetcher(rig.conn, fetch_max_bytes=1024, fetch_max_wait_ms=100,
+                          request_timeout_ms=60_000, reset_position=asked.append,
+                          reset_out_of_range=True)
+    rig.fetcher.assign([T0])
+    rig.fetcher.send_fetches()
+    assert asked == [T0]
+    # When the margin has not quite passed, asked again meanwhile, it is not overdue
+    clock.now_s += MARGIN_S - 0.01
+    rig.fetcher.send_fetches()
+    assert rig.fetcher.overdue() == {}
+    # Then once it has (counted from the first ask), it is, with no offset
+    clock.now_s += 0.02
+    assert rig.fetcher.overdue() == {T0: Overdue(None, pytest.approx((MARGIN_S + 0.01) * 1000))}
+    # And once the reset gives it a position, it is not
+    rig.fetcher.seek(T0, 0)
+    assert rig.fetcher.overdue() == {}
 
 
 def test_an_entry_whose_crc_does_not_match_raises_corrupt_data(rig_of):

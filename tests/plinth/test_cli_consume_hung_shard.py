@@ -1,0 +1,99 @@
+"""``plinth consume`` when a partition's shard hangs (SIGSTOPped, say): its fetch, or the
+reset of its position, goes unanswered. A healthy shard answers a fetch within its wait
+(fetch_max_wait_ms, 500 ms) even with no record, so at the end of --timeout-ms a fetch
+unanswered for clearly longer (CONSUMER_FETCH_OVERDUE_MARGIN_MS more) is reported: an
+error line naming the partitions, how long, and `plinth status`, and exit status 1. It
+used to print nothing and exit 0, as if the partition were empty, unless --timeout-ms
+outlasted the request timeout (30 s). The broker is a scripted one
+(tests/client/scripted_broker.py) that never answers; the Admin the CLI asks for the
+partition's offsets answers from the test."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+
+import pytest
+from click.testing import CliRunner
+
+from plinth import cli, limits, protocol
+from tests.client.scripted_broker import ScriptedBroker
+
+# What a consume of 3 s ends in when a fetch has gone unanswered all along: WAITED is
+# how long, the rest as the test's partitions fill it in.
+OVERDUE = re.compile(
+    r"error: PlinthTimeoutError: no answer for (?P<waited>\d+) ms or more, when --timeout-ms "
+    r"3000 ended, to the fetches of (?P<named>.+): a shard answers within fetch_max_wait_ms "
+    r"\(500 ms\) even with no record, so the records may be there, unread; is their shard "
+    r"hung\? See `plinth status`")
+
+
+@pytest.fixture(autouse=True)
+def log_start_0_end_200(monkeypatch):
+    """Every partition holds offsets 0..199 (the --offset check's answer)."""
+    class Admin:
+        def list_offsets(self, topic, partition):
+            return protocol.PartitionInfo(partition, "shard-0", start_offset=0, end_offset=200)
+
+    monkeypatch.setattr(cli, "_admin", lambda ctx: contextlib.nullcontext(Admin()))
+
+
+@pytest.fixture
+def hung_broker():
+    """A scripted broker that answers metadata (topic orders, 2 partitions) and nothing
+    else: the shard of every partition hangs."""
+    def answer(request):
+        if request.kind == "metadata":
+            return [protocol.encode_topics_reply(request.request_id,
+                                                 [protocol.TopicInfo("orders", 2)])]
+        return None
+
+    broker = ScriptedBroker([answer] * 10_000)
+    yield broker
+    broker.close()
+
+
+def consume(broker: ScriptedBroker, *args: str):
+    """``plinth consume orders ARGS --timeout-ms 3000``, with the default request timeout
+    (30 s): no request is given up on before --timeout-ms ends."""
+    return CliRunner().invoke(cli.main, ["--broker", broker.url, "consume", "orders", *args,
+                                         "--timeout-ms", "3000"])
+
+
+def overdue_ms_min() -> int:
+    """The least wait a fetch is reported after (at the default fetch wait)."""
+    return limits.FETCH_WAIT_MS_DEFAULT + limits.CONSUMER_FETCH_OVERDUE_MARGIN_MS
+
+
+@pytest.mark.timeout(60)
+def test_a_consume_whose_fetch_goes_unanswered_past_its_wait_names_the_partition_and_exits_1(
+        hung_broker):
+    # Given a broker whose shard of orders-0 hangs: it never answers a fetch
+    # When offset 100 of orders-0 is consumed for 3 s
+    result = consume(hung_broker, "--partition", "0", "--offset", "100")
+    # Then nothing is printed, and the last line names the partition, the fetch's offset
+    # and how long it waited, past the fetch's wait and the margin; the status is 1
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    line = OVERDUE.fullmatch(result.stderr.splitlines()[-1])
+    assert line is not None, result.stderr
+    assert line["named"] == "orders-0 at offset 100"
+    assert int(line["waited"]) > overdue_ms_min()
+
+
+@pytest.mark.timeout(60)
+def test_a_consume_from_the_beginning_whose_shard_hangs_names_the_partitions_and_exits_1(
+        hung_broker):
+    # Given a broker whose shard of both partitions of orders hangs: the reset of their
+    # positions (where the beginning is) is never answered (an offline partition)
+    # When the topic is consumed from the beginning for 3 s
+    result = consume(hung_broker, "--from-beginning")
+    # Then nothing is printed, and the last line names both partitions as waiting for
+    # their start, and how long; the status is 1
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    line = OVERDUE.fullmatch(result.stderr.splitlines()[-1])
+    assert line is not None, result.stderr
+    assert line["named"] == ("orders-0 (asking its start offset), "
+                             "orders-1 (asking its start offset)")
+    assert int(line["waited"]) > limits.CONSUMER_FETCH_OVERDUE_MARGIN_MS
