@@ -233,20 +233,28 @@ class Connection:
 
     def _silence_hint(self) -> str:
         """What a timeout's message adds: what the failed handshakes said, if any did;
-        else, if one succeeded, that the broker is there and slow; else that, besides a
-        broker that is down, a CurveZMQ broker answers nothing at all to a client it
-        does not admit, so the keys are worth checking. Raises
-        HandshakeRefusedError instead once the broker has ended the handshake for good."""
+        else, while a connection that shook hands is up, that the broker is there and
+        slow; else, if one shook hands but has dropped since, that the connection was
+        lost and nothing answers there now; else that, besides a broker that is down, a
+        CurveZMQ broker answers nothing at all to a client it does not admit, so the
+        keys are worth checking. Raises HandshakeRefusedError instead once the broker
+        has ended the handshake for good."""
         refusal = self.handshake_refusal()
         if refusal is not None:
             raise refusal
         cause = self._handshakes.cause()
         if cause is not None:
             return f"; {cause}"
-        if self._handshakes.shook_hands:
+        if self._handshakes.connected:
             return ("; the broker is there and admitted this client, but did not answer in "
                     "time: it is busy, or the request waits for a shard that does not answer "
                     "(plinth status names them; a change of a topic waits for its shards)")
+        if self._handshakes.shook_hands:
+            lost = ("the connection to the broker was lost and has not come back"
+                    if "," not in self.url else
+                    "the connections to the routers were lost and none has come back")
+            return (f"; {lost}: nothing answers there now (has the broker stopped, or the "
+                    f"network to it failed?)")
         if self.address.curve_secret_key is not None:
             return ("; is a broker running there, does it admit this client's key (its "
                     "--authorized-keys), and is curve_server_key_file its .key? A CurveZMQ "
