@@ -233,20 +233,28 @@ class Connection:
 
     def _silence_hint(self) -> str:
         """What a timeout's message adds: what the failed handshakes said, if any did;
-        else, if one succeeded, that the broker is there and slow; else that, besides a
-        broker that is down, a CurveZMQ broker answers nothing at all to a client it
-        does not admit, so the keys are worth checking. Raises
-        HandshakeRefusedError instead once the broker has ended the handshake for good."""
+        else, while a connection that shook hands is up, that the broker is there and
+        slow; else, if one shook hands but has dropped since, that the connection was
+        lost and nothing answers there now; else that, besides a broker that is down, a
+        CurveZMQ broker answers nothing at all to a client it does not admit, so the
+        keys are worth checking. Raises HandshakeRefusedError instead once the broker
+        has ended the handshake for good."""
         refusal = self.handshake_refusal()
         if refusal is not None:
             raise refusal
         cause = self._handshakes.cause()
         if cause is not None:
             return f"; {cause}"
-        if self._handshakes.shook_hands:
+        if self._handshakes.connected:
             return ("; the broker is there and admitted this client, but did not answer in "
                     "time: it is busy, or the request waits for a shard that does not answer "
                     "(plinth status names them; a change of a topic waits for its shards)")
+        if self._handshakes.shook_hands:
+            lost = ("the connection to the broker was lost and has not come back"
+                    if "," not in self.url else
+                    "the connections to the routers were lost and none has come back")
+            return (f"; {lost}: nothing answers there now (has the broker stopped, or the "
+                    f"network to it failed?)")
         if self.address.curve_secret_key is not None:
             return ("; is a broker running there, does it admit this client's key (its "
                     "--authorized-keys), and is curve_server_key_file its .key? A CurveZMQ "
@@ -353,10 +361,12 @@ class Connection:
             return self._early.pop(next(iter(self._early)))
         return self._recv_socket(timeout_ms)
 
-    def request(self, header: bytes, request_id: int, timeout_ms: float, payload=None):
-        """Send one request and wait for its reply; raises the reply's error."""
+    def request(self, header: bytes, request_id: int, timeout_ms: float, payload=None, *,
+                give_up=None):
+        """Send one request and wait for its reply; raises the reply's error. ``give_up``:
+        as ``wait_for``'s."""
         self.send(header, payload)
-        return self.wait_for(request_id, timeout_ms)
+        return self.wait_for(request_id, timeout_ms, give_up=give_up)
 
     def request_retrying(self, encode, timeout_ms: float):
         """``request(encode(request_id))``, retried with backoff while the answer is
@@ -377,16 +387,26 @@ class Connection:
                 time.sleep(backoff_s)   # a backoff between retries, not a synchronisation
                 backoff_s = min(2 * backoff_s, limits.CLIENT_RETRY_BACKOFF_MAX_MS / 1000)
 
-    def wait_for(self, request_id: int, timeout_ms: float):
+    def wait_for(self, request_id: int, timeout_ms: float, *, give_up=None):
+        """The reply to ``request_id`` (view, payload); raises its error, or
+        PlinthTimeoutError after ``timeout_ms``. ``give_up``: None, or a callable the wait
+        asks every CLIENT_GIVE_UP_CHECK_MS (the caller's thread); once it answers True
+        the request is abandoned (its late reply dropped) and None is returned."""
         deadline = time.monotonic() + timeout_ms / 1000
         while request_id not in self._early:
             remaining_ms = (deadline - time.monotonic()) * 1000
             wait_ms = remaining_ms
             if not self._handshakes.settled:
-                wait_ms = min(remaining_ms, limits.CLIENT_HANDSHAKE_CHECK_MS)
+                wait_ms = min(wait_ms, limits.CLIENT_HANDSHAKE_CHECK_MS)
+            if give_up is not None:
+                wait_ms = min(wait_ms, limits.CLIENT_GIVE_UP_CHECK_MS)
             got = self._recv_socket(wait_ms) if remaining_ms > 0 else None
             if got is None and wait_ms < remaining_ms:
-                self._raise_refusal(request_id)
+                if not self._handshakes.settled:
+                    self._raise_refusal(request_id)
+                if give_up is not None and give_up():
+                    self._abandon(request_id)
+                    return None
                 continue
             if got is None:
                 self._abandon(request_id)

@@ -30,7 +30,13 @@ a whole interval: after a coordinator's failover the member finds the new one
 (and learns it must rejoin there) within a backoff of its election, as Kafka's
 clients look up a new coordinator at once. The consumer also calls
 ``heartbeat_now()`` when a commit is refused because the member is unknown,
-so that it need not wait for the next heartbeat to learn it. ``close()``
+so that it need not wait for the next heartbeat to learn it; a heartbeat of
+the member then waiting for its answer is given up for a new one: after a
+coordinator's restart (membership is soft state) that answer never comes, and
+waiting for it (request_timeout_ms, up to the session timeout) kept the member
+from rejoining while every commit was refused. The new heartbeat is refused as
+an unknown member's too, and the member rejoins as above: at the first refusal,
+as Kafka's consumer does. ``close()``
 sends a last heartbeat with the leave epoch, so the member's partitions move
 at once instead of after its session timeout.
 
@@ -106,6 +112,9 @@ class GroupMembership:
         self._lost = False            # lost partitions the consumer has not taken yet
         self.target_lost = False      # the target last taken leaves out lost partitions
         self._retry_backoff_s: float | None = None   # set while heartbeats fail
+        # A refused commit asked for a heartbeat now (heartbeat_now): the member's
+        # heartbeat in flight, if any, is given up for it. Cleared as one is sent.
+        self._asked_again = False
         # The error the last heartbeat failed with, while they fail; None once one is
         # answered (heartbeat_error).
         self._heartbeat_error: Exception | None = None
@@ -148,7 +157,7 @@ class GroupMembership:
             if not self.member_id or \
                     time.monotonic() - self._last_ok_s < self.session_timeout_ms / 1000:
                 return True
-        self.heartbeat_now()
+        self._wake.set()   # a heartbeat in flight is waited for: this runs every poll slice
         return False
 
     def set_owned(self, owned: set[TopicPartition]) -> None:
@@ -201,7 +210,11 @@ class GroupMembership:
 
     def heartbeat_now(self) -> None:
         """Send a heartbeat now instead of at the next interval (any thread): the
-        coordinator refused a commit of this member as unknown."""
+        coordinator refused a commit of this member as unknown. A heartbeat of the
+        member waiting for its answer is given up for it (that answer may never come:
+        see the module); a join in flight is not (the member it makes would be left
+        in the group, assigned partitions, for a session timeout)."""
+        self._asked_again = True
         self._wake.set()
 
     def close(self) -> None:
@@ -257,11 +270,13 @@ class GroupMembership:
             return
         request_id, header = request
         try:
-            view, _ = self._conn.request(header, request_id, self.request_timeout_ms)
+            got = self._conn.request(header, request_id, self.request_timeout_ms,
+                                     give_up=self._give_up_for())
         except (BrokerError, PlinthTimeoutError) as exc:
             self._heartbeat_failed(exc)
             return
-        self._heartbeat_answered(view)
+        if got is not None:   # None: given up for the heartbeat a refused commit asks for
+            self._heartbeat_answered(got[0])
 
     # The heartbeat's request and what its outcome means, apart from how it is sent
     # (sans-IO: the asyncio consumer's task sends the same requests).
@@ -281,11 +296,19 @@ class GroupMembership:
             # without a partition lets the coordinator give it to another member.
             owned = self._owned | self._taken | (self._target or set())
             member_id, epoch = self.member_id, self.member_epoch
+            self._asked_again = False
         request_id = self._conn.next_request_id()
         self._sent_s = time.monotonic()
         return request_id, protocol.encode_group_heartbeat(
             request_id, self.group, member_id, epoch, self.topics, owned,
             self.session_timeout_ms, self.assignor)
+
+    def _give_up_for(self):
+        """What the wait for the heartbeat just sent asks whether to give it up: whether a
+        refused commit asked for a new one since (``heartbeat_now``); None for a join,
+        which is always waited for. The heartbeat's thread or task (it alone changes the
+        member id)."""
+        return None if not self.member_id else lambda: self._asked_again
 
     def _holds_lost_locked(self) -> bool:
         """Whether the consumer may still hold partitions (owned, being applied, or

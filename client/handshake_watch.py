@@ -24,7 +24,11 @@ others may serve the client (one router's --authorized-keys out of date must
 not fail a client the rest admit); until then the refusal, naming its router,
 is a hint. The third is retried by libzmq at each reconnect and only hints.
 ``HANDSHAKE_SUCCEEDED`` (``shook_hands``): a broker is there and admitted this
-client, so a request it leaves unanswered is slow there, not lost on the way.
+client, so a request it leaves unanswered is slow there, not lost on the way;
+but only while that connection lasts (``connected``): ``DISCONNECTED`` says it
+dropped (the broker stopped, or the network between), and until a handshake
+succeeds again nothing is there to answer. A handshake that succeeded once says
+nothing about a broker that has gone since.
 
 Until the connection's first reply (``settled``), waits for a reply look at the
 watch every ``CLIENT_HANDSHAKE_CHECK_MS``, so a refusal ends a wait within that
@@ -43,7 +47,8 @@ from zmq.utils.monitor import recv_monitor_message
 from plinth import limits
 
 _WATCHED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_SUCCEEDED
+            | zmq.EVENT_DISCONNECTED)
 _ZAP_REFUSED = 400
 _MECHANISM_MISMATCH = zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
 
@@ -62,6 +67,9 @@ class HandshakeWatch:
         self.final = False
         self.settled = False       # a reply came: some handshake succeeded
         self.shook_hands = False   # the monitor said a handshake succeeded (read by cause())
+        # The endpoints whose last connection shook hands and has not dropped since (read
+        # by cause()).
+        self._up: set[str] = set()
 
     def cause(self) -> str | None:
         """Why the handshakes failed, as the last failure said, or None if none did."""
@@ -71,12 +79,22 @@ class HandshakeWatch:
             self._note(recv_monitor_message(self._monitor))
         return self._cause
 
+    @property
+    def connected(self) -> bool:
+        """Whether a connection to a router that shook hands is up now, as the events
+        read by the last ``cause()`` said."""
+        return bool(self._up)
+
     def _note(self, event: dict) -> None:
         kind, value = event["event"], event["value"]
+        endpoint = _text(event.get("endpoint", b""))
         if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self.shook_hands = True
+            self._up.add(endpoint)
             return
-        endpoint = _text(event.get("endpoint", b""))
+        if kind == zmq.EVENT_DISCONNECTED:
+            self._up.discard(endpoint)
+            return
         if kind in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
             self._refused_by.add(endpoint)
         self.final = len(self._refused_by) >= self._endpoints

@@ -344,6 +344,10 @@ CLIENT_HANDSHAKE_EVENTS_READ_MAX = 64
 # refused the handshake (libzmq's verdict comes within milliseconds, and the
 # refused request would otherwise wait out its whole timeout).
 CLIENT_HANDSHAKE_CHECK_MS = 100
+# A wait for a reply that its caller may give up (a group heartbeat, once a commit
+# was refused as an unknown member's: its answer may never come, lost with a
+# coordinator that restarted) looks this often whether it has been given up.
+CLIENT_GIVE_UP_CHECK_MS = 50
 # Requests a connection gave up waiting for, remembered so that their late
 # replies are dropped instead of kept for good (a long-lived Admin's timeouts).
 CLIENT_ABANDONED_REQUESTS_KEPT = 1_000
@@ -1344,6 +1348,8 @@ def _relations() -> list[tuple[str, bool]]:
          GROUP_HEARTBEATS_PER_SESSION * HEARTBEAT_INTERVAL_MS_MIN <= SESSION_TIMEOUT_MS_MIN),
         ("a member applies a new assignment within a heartbeat interval",
          CONSUMER_GROUP_POLL_SLICE_MS <= HEARTBEAT_INTERVAL_MS_MIN),
+        ("a heartbeat given up for a refused commit is sent again within the shortest "
+         "heartbeat interval", 0 < CLIENT_GIVE_UP_CHECK_MS <= HEARTBEAT_INTERVAL_MS_MIN),
         ("the timestamp windows' defaults are Int64s", 0 <= MESSAGE_TIMESTAMP_AFTER_MS_MAX_DEFAULT <= MESSAGE_TIMESTAMP_BEFORE_MS_MAX_DEFAULT < 2**63),
         ("a topic's smallest segments are ones the log takes", SEGMENT_BYTES_MIN <= SEGMENT_BYTES_CONFIG_MIN <= SEGMENT_BYTES_DEFAULT),
         ("a topic's shortest segment age is below the default", 1 <= SEGMENT_MS_CONFIG_MIN <= SEGMENT_MS_DEFAULT),

@@ -128,9 +128,12 @@ class AIOConnection(Connection):
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    async def wait_for_async(self, request_id: int, timeout_ms: float):
+    async def wait_for_async(self, request_id: int, timeout_ms: float, *, give_up=None):
         """``wait_for``, awaiting: the reply to ``request_id`` (view, payload); raises its
-        error, or PlinthTimeoutError after ``timeout_ms``. Event loop thread."""
+        error, or PlinthTimeoutError after ``timeout_ms``. Event loop thread. ``give_up``:
+        None, or a callable asked whenever the wait ends without the reply (``wake()``
+        ends it: call it after whatever makes ``give_up`` answer True); once it answers
+        True the request is abandoned (its late reply dropped) and None is returned."""
         deadline = time.monotonic() + timeout_ms / 1000
         while request_id not in self._early:
             got = self._recv_socket(0)
@@ -143,6 +146,9 @@ class AIOConnection(Connection):
                 raise PlinthTimeoutError(
                     f"no reply from {self.url} to request {request_id} within {timeout_ms:.0f} ms"
                     f"{self._silence_hint()}")
+            if give_up is not None and give_up():
+                self._abandon(request_id)
+                return None
             if not self._handshakes.settled:   # a refused handshake ends the wait now
                 self._raise_refusal(request_id)
                 remaining_ms = min(remaining_ms, limits.CLIENT_HANDSHAKE_CHECK_MS)
@@ -153,10 +159,11 @@ class AIOConnection(Connection):
         return view, payload
 
     async def request_async(self, header: bytes, request_id: int, timeout_ms: float,
-                            payload=None):
-        """Send one request and await its reply; raises the reply's error."""
+                            payload=None, *, give_up=None):
+        """Send one request and await its reply; raises the reply's error. ``give_up``: as
+        ``wait_for_async``'s."""
         self.send(header, payload)
-        return await self.wait_for_async(request_id, timeout_ms)
+        return await self.wait_for_async(request_id, timeout_ms, give_up=give_up)
 
     async def request_retrying_async(self, encode, timeout_ms: float):
         """``request_retrying``, awaiting: retried with backoff (on the loop) while the

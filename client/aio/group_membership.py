@@ -4,7 +4,8 @@ Client side. The state, the heartbeat requests and what their answers mean
 are the sync GroupMembership's (client/group_membership.py: targets, owned
 partitions, losing and rejoining, backoffs, the leave heartbeat); only the
 driver differs: one task on the consumer's loop, with a connection of its own,
-instead of a thread. ``set_owned`` and ``heartbeat_now`` wake it.
+instead of a thread. ``set_owned`` and ``heartbeat_now`` wake it (``heartbeat_now``
+also ends its wait for a member's heartbeat in flight, given up for a new one).
 
 Tasks. ``start``, ``close`` and ``abandon`` are the AIOConsumer's (the task that
 starts and stops it); the consumer's calls (take_target, set_owned, identity,
@@ -72,17 +73,26 @@ class AIOGroupMembership(GroupMembership):
             self._wake.clear()
         await self._leave_async()
 
+    def heartbeat_now(self) -> None:
+        """The sync membership's (a refused commit: a member's heartbeat in flight is
+        given up for a new one), and end the task's wait for that heartbeat's answer at
+        once (its connection's ``wake``). Any task on the loop."""
+        super().heartbeat_now()
+        self._conn.wake()
+
     async def _heartbeat_once_async(self) -> None:
         request = self._heartbeat_request()
         if request is None:
             return
         request_id, header = request
         try:
-            view, _ = await self._conn.request_async(header, request_id, self.request_timeout_ms)
+            got = await self._conn.request_async(header, request_id, self.request_timeout_ms,
+                                                 give_up=self._give_up_for())
         except (BrokerError, PlinthTimeoutError) as exc:
             self._heartbeat_failed(exc)
             return
-        self._heartbeat_answered(view)
+        if got is not None:   # None: given up for the heartbeat a refused commit asks for
+            self._heartbeat_answered(got[0])
 
     async def _leave_async(self) -> None:
         leave = self._leave_request()

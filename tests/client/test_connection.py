@@ -78,6 +78,35 @@ def test_a_request_without_a_reply_times_out_naming_the_url_and_the_request(scri
         conn.request(list_offsets(request_id), request_id, 200)
 
 
+THERE_AND_SLOW = "the broker is there and admitted this client, but did not answer in time"
+LOST = ("the connection to the broker was lost and has not come back: nothing answers "
+        "there now")
+
+
+def test_a_timeout_says_the_broker_is_there_only_while_its_connection_lasts(scripted,
+                                                                              connections):
+    # Given a broker that answered the client's first request, then answers nothing
+    broker = scripted([answered])
+    conn = connections(broker.url)
+    conn.request(list_offsets(1), 1, 5_000)
+    # When a request times out while it is still connected
+    # Then the client is told the broker is there and slow
+    with pytest.raises(PlinthTimeoutError, match=THERE_AND_SLOW):
+        conn.request(list_offsets(2), 2, 200)
+    # When the broker goes away (its socket closed, as a stopped broker's), and a
+    # request times out
+    broker.close()
+    with pytest.raises(PlinthTimeoutError, match=LOST) as err:
+        conn.request(list_offsets(3), 3, 500)
+    # Then the client is told the connection was lost, not that the broker is there
+    assert "is there and admitted" not in str(err.value)
+    # And once a broker at the address shook hands again, a silence is its slowness again
+    again = scripted([], url=broker.url)
+    with pytest.raises(PlinthTimeoutError, match=THERE_AND_SLOW):
+        conn.request(list_offsets(4), 4, 1_000)
+    assert again.wait_for_requests(1)
+
+
 def test_request_retrying_backs_off_while_unavailable_with_a_new_id_each_time(scripted, connections):
     # Given a broker answering "unavailable" twice, then properly
     broker = scripted([UnavailableError("shard-0 is restarting")] * 2 + [answered])

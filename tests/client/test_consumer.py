@@ -228,6 +228,71 @@ def test_a_commit_refused_as_an_unknown_member_makes_the_member_heartbeat_at_onc
         consumer.close()
 
 
+class RestartedCoordinator(GroupBroker):
+    """GroupBroker whose coordinator restarts once member m-1 owns t-0: the heartbeat
+    m-1 sends then goes with the old process, never answered, and the new one knows m-1
+    no more (membership is soft state): its commits and later heartbeats are refused as
+    an unknown member's. A new member's join is answered (m-2, t-0 again), and so is a
+    commit without a member (the group has none)."""
+
+    def __init__(self):
+        super().__init__()
+        self.heartbeats_of_m1 = 0
+
+    def answer(self, request):
+        rid = request.request_id
+        match request:
+            case protocol.GroupHeartbeatRequest(member_id="") if self.heartbeats_of_m1:
+                return [protocol.encode_heartbeat_reply(rid, "m-2", 1, 30_000, {("t", 0)})]
+            case protocol.GroupHeartbeatRequest(member_id="m-2"):
+                return [protocol.encode_heartbeat_reply(rid, "m-2", 1, 30_000, {("t", 0)})]
+            case protocol.GroupHeartbeatRequest(member_id="m-1"):
+                self.heartbeats_of_m1 += 1
+                if self.heartbeats_of_m1 == 1:
+                    return None   # lost with the old process
+                return [protocol.encode_error(rid, UnknownMemberIdError(
+                    "member m-1 is not in group 'g' for this client; rejoin"))]
+            case protocol.CommitOffsetsRequest(member_id=""):
+                return [protocol.encode_committed_reply(rid, {})]
+        return super().answer(request)
+
+
+def joins_after_first_refused_commit(requests) -> tuple[float | None, list[float]]:
+    """(when the first commit as m-1 arrived, or None, and when each join after it
+    arrived)."""
+    refused_s = next((arrived for arrived, request in requests
+                      if type(request) is protocol.CommitOffsetsRequest
+                      and request.member_id == "m-1"), None)
+    return refused_s, [arrived for arrived, request in requests
+                       if refused_s is not None and type(request) is protocol.GroupHeartbeatRequest
+                       and request.member_id == "" and arrived > refused_s]
+
+
+def test_a_commit_refused_as_an_unknown_member_rejoins_without_waiting_for_a_lost_heartbeat(
+        scripted):
+    # Given a group member with a 10 s session whose coordinator restarted while its
+    # heartbeat was on the way (never answered), auto-committing every 100 ms
+    broker = scripted([RestartedCoordinator().answer] * 50_000)
+    lost = []
+    consumer = Consumer("t", broker=broker.url, group="g", auto_offset_reset="earliest",
+                        auto_commit_interval_ms=100, fetch_max_wait_ms=100,
+                        session_timeout_ms=10_000, direct_to_shards=False,
+                        on_revoke=lost.append)
+    try:
+        # When it polls on and its first commit is refused as an unknown member's
+        deadline_s = time.monotonic() + 8
+        while time.monotonic() < deadline_s and \
+                not joins_after_first_refused_commit(list(broker.requests))[1]:
+            consumer.poll(100)
+        # Then it drops t-0 as lost and joins again at once, not after the heartbeat's
+        # timeout or the session timeout (10 s)
+        refused_s, joins = joins_after_first_refused_commit(broker.requests)
+        assert joins and joins[0] - refused_s < 5.0
+        assert lost == [{("t", 0)}]
+    finally:
+        consumer.close()
+
+
 def offsets_found(found_offset: int, found_timestamp_ms: int):
     """A script step: answer a listOffsets with this record found."""
     return lambda request: [protocol.encode_offsets_reply(request.request_id, protocol.PartitionInfo(

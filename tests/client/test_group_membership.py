@@ -231,6 +231,49 @@ def test_heartbeat_now_sends_a_heartbeat_before_the_interval(member_of):
     assert second_s - first_s < 1.5
 
 
+def unanswered(request):
+    """A script step: no answer (the coordinator went away with the request)."""
+    return None
+
+
+def test_heartbeat_now_gives_up_the_members_heartbeat_in_flight_and_the_rejoin_follows(
+        member_of):
+    # Given a member owning t-0 whose next heartbeat went with a coordinator that
+    # restarted (never answered; the request times out after 5 s), and whose new
+    # coordinator does not know it
+    member, broker = member_of([heartbeat("m-1", 1, {T0}, interval_ms=30_000), unanswered,
+                                UnknownMemberIdError("member m-1 is not in group 'g'"),
+                                *steady("m-2", 1, {T0})])
+    member.set_owned(wait_until(member.take_target, timeout_s=10))
+    broker.wait_for_requests(2)
+    # When a commit is refused as an unknown member's (the consumer calls heartbeat_now)
+    asked_s = time.monotonic()
+    member.heartbeat_now()
+    # Then a heartbeat goes at once, not once the lost one times out, and is told the
+    # member is unknown: its partitions are lost
+    third = broker.wait_for_requests(3)[2]
+    assert broker.requests[2][0] - asked_s < 1.5 and third.member_id == "m-1"
+    wait_until(lambda: member.take_target() == set(), timeout_s=10)
+    assert member.target_lost
+    # And once the consumer dropped them, it joins again
+    member.set_owned(set())
+    fourth = broker.wait_for_requests(4)[3]
+    assert (fourth.member_id, fourth.member_epoch) == ("", 0)
+    assert broker.requests[3][0] - asked_s < 3.0
+
+
+def test_heartbeat_now_does_not_give_up_a_join_in_flight(member_of):
+    # Given a member whose join is not answered yet
+    member, broker = member_of([unanswered, *steady("m-1", 1, set())])
+    broker.wait_for_requests(1)
+    # When a commit refused as unknown asks for a heartbeat now
+    member.heartbeat_now()
+    # Then the join is still waited for: giving it up would leave the member it made
+    # in the group, assigned partitions, until its session timeout
+    time.sleep(10 * limits.CLIENT_GIVE_UP_CHECK_MS / 1000)   # long past a give-up's look
+    assert len(broker.requests) == 1
+
+
 def test_a_refused_session_timeout_or_assignor_ends_the_membership_and_is_raised_not_retried(
         member_of):
     # Given a coordinator that refuses the member's options (invalidConfig), then

@@ -13,6 +13,7 @@ from plinth.client.aio.connection import AIOConnection
 from plinth.errors import (PlinthTimeoutError, RequestTooLargeError, UnavailableError,
                            UnknownTopicError)
 from tests.client.scripted_broker import Replies
+from tests.client.test_connection import LOST, THERE_AND_SLOW
 
 
 AT_ONCE_S = 5   # far less than the 10 s timeouts, far more than a loopback reply takes
@@ -212,3 +213,32 @@ def test_a_caller_that_leaves_a_reply_unread_and_waits_again_lets_other_tasks_ru
             conn.close()
 
     assert run(scenario())
+
+
+def test_a_timeout_says_the_broker_is_there_only_while_its_connection_lasts(scripted):
+    # Given a broker that answered the client's first request, then answers nothing
+    broker = scripted([lambda r: [protocol.encode_offsets_reply(
+        r.request_id, protocol.PartitionInfo(0))]])
+
+    async def request(conn, request_id: int, timeout_ms: int):
+        await conn.request_async(protocol.encode_list_offsets(request_id, "t", 0), request_id,
+                                 timeout_ms)
+
+    async def scenario():
+        conn = AIOConnection(broker.url)
+        try:
+            await request(conn, 1, 5_000)
+            # When a request times out while it is still connected / Then the broker is
+            # there and slow
+            with pytest.raises(PlinthTimeoutError, match=THERE_AND_SLOW):
+                await request(conn, 2, 200)
+            # When the broker goes away and a request times out / Then the connection
+            # was lost, and the broker is not said to be there
+            broker.close()
+            with pytest.raises(PlinthTimeoutError, match=LOST) as err:
+                await request(conn, 3, 500)
+            assert "is there and admitted" not in str(err.value)
+        finally:
+            conn.close()
+
+    run(scenario())

@@ -16,7 +16,8 @@ from plinth.errors import (ClosedError, CorruptDataError, OffsetOutOfRangeError,
                            PartitionNotAssignedError, RecordDeserializationError,
                            UnavailableError, UnknownTopicError, WrongEventLoopError)
 from tests.client.test_consumer import (BAD_COMMITS, BAD_OPTIONS, BAD_PARTITION_CALLS,
-                                        BAD_POLL_TIMEOUTS, GroupBroker, fetched,
+                                        BAD_POLL_TIMEOUTS, GroupBroker, RestartedCoordinator,
+                                        fetched, joins_after_first_refused_commit,
                                         partitions_of, unknown_topic)
 from tests.client.test_position_resets import T0, Shard
 
@@ -414,6 +415,36 @@ def test_a_group_member_awaited_on_a_second_asyncio_run_raises_at_once_instead_o
     # Then each raised at once: nothing more was fetched, committed or sent to leave
     assert len(broker.requests) == asked
     assert consumer._conn.closed and consumer._membership._conn.closed
+
+
+def test_a_commit_refused_as_an_unknown_member_rejoins_without_waiting_for_a_lost_heartbeat(
+        scripted):
+    # Given a group member with a 10 s session whose coordinator restarted while its
+    # heartbeat was on the way (never answered), auto-committing every 100 ms
+    broker = scripted([RestartedCoordinator().answer] * 50_000)
+    lost = []
+
+    async def main():
+        consumer = AIOConsumer("t", broker=broker.url, group="g", auto_offset_reset="earliest",
+                               auto_commit_interval_ms=100, fetch_max_wait_ms=100,
+                               session_timeout_ms=10_000, direct_to_shards=False,
+                               on_revoke=lost.append)
+        await consumer.start()
+        try:
+            # When it polls on and its first commit is refused as an unknown member's
+            deadline_s = time.monotonic() + 8
+            while time.monotonic() < deadline_s and \
+                    not joins_after_first_refused_commit(list(broker.requests))[1]:
+                await consumer.getmany(timeout_ms=100)
+        finally:
+            await consumer.stop()
+
+    asyncio.run(asyncio.wait_for(main(), BOUND_S))
+    # Then it drops t-0 as lost and joins again at once, not after the heartbeat's
+    # timeout or the session timeout (10 s)
+    refused_s, joins = joins_after_first_refused_commit(broker.requests)
+    assert joins and joins[0] - refused_s < 5.0
+    assert lost == [{("t", 0)}]
 
 
 def test_a_consumer_without_a_group_is_refused_on_a_second_asyncio_run_alike(scripted):

@@ -13,7 +13,7 @@ import pytest
 from plinth.client.aio.group_membership import AIOGroupMembership
 from plinth.errors import InvalidConfigError, InvalidGroupError, UnknownMemberIdError
 from plinth.protocol import LEAVE_EPOCH
-from tests.client.test_group_membership import T0, T1, heartbeat, steady
+from tests.client.test_group_membership import T0, T1, heartbeat, steady, unanswered
 
 BOUND_S = 10
 
@@ -107,3 +107,30 @@ def test_a_refused_session_timeout_or_assignor_ends_the_membership_and_is_raised
     _, broker = run(scripted, [InvalidConfigError("session_timeout_ms=400 is outside 500..300000"),
                                *steady("m-1", 1, {T0})], scenario)
     assert len(broker.requests) == 1
+
+
+def test_heartbeat_now_gives_up_the_members_heartbeat_in_flight_and_the_rejoin_follows(
+        scripted):
+    async def scenario(member, broker):
+        # Given a member owning t-0 whose next heartbeat went with a coordinator that
+        # restarted (never answered; the request times out after 5 s)
+        member.set_owned(await until(member.take_target))
+        await until(lambda: len(broker.requests) >= 2)
+        # When a commit is refused as an unknown member's
+        asked_s = time.monotonic()
+        member.heartbeat_now()
+        # Then its partitions are lost at once (the new heartbeat is refused), and
+        # once dropped, it joins again
+        await until(lambda: member.take_target() == set())
+        lost = member.target_lost
+        member.set_owned(set())
+        await until(lambda: len(broker.requests) >= 4)
+        return lost, broker.requests[3][0] - asked_s
+
+    (lost, rejoined_s), broker = run(
+        scripted, [heartbeat("m-1", 1, {T0}, interval_ms=30_000), unanswered,
+                   UnknownMemberIdError("member m-1 is not in group 'g'"),
+                   *steady("m-2", 1, {T0})], scenario)
+    third, fourth = broker.requests[2][1], broker.requests[3][1]
+    assert third.member_id == "m-1" and (fourth.member_id, fourth.member_epoch) == ("", 0)
+    assert lost and rejoined_s < 3.0
