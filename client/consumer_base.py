@@ -190,6 +190,13 @@ class ConsumerBase:
         self._check_open()
         return None if self._membership is None else self._membership.heartbeat_error()
 
+    def heartbeat_unanswered_ms(self) -> float | None:
+        """How long this consumer's group heartbeat in flight has gone unanswered (ms);
+        None without a group or while none is in flight (group_membership.py). It asks
+        nothing."""
+        self._check_open()
+        return None if self._membership is None else self._membership.heartbeat_unanswered_ms()
+
     def _positions(self, partitions=None) -> dict[tuple[str, int], int]:
         """(topic, partition) -> the offset after the last record handed out, of
         ``partitions`` (None: every one with a position)."""

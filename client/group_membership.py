@@ -109,6 +109,10 @@ class GroupMembership:
         # earlier (the answer's arrival would be later than its start).
         self._last_ok_s = time.monotonic()
         self._sent_s = self._last_ok_s                # when the heartbeat in flight was sent
+        # When the heartbeat in flight was sent, None while none is (between heartbeats):
+        # heartbeat_unanswered_ms.
+        self._unanswered_since_s: float | None = None
+        self._closing_since_s = 0.0   # when close() began (a join's give-up counts from it)
         self._lost = False            # lost partitions the consumer has not taken yet
         self.target_lost = False      # the target last taken leaves out lost partitions
         self._retry_backoff_s: float | None = None   # set while heartbeats fail
@@ -202,6 +206,14 @@ class GroupMembership:
         Any thread: one attribute read."""
         return self._heartbeat_error
 
+    def heartbeat_unanswered_ms(self) -> float | None:
+        """How long the heartbeat in flight has gone unanswered (ms); None while none is
+        in flight. A coordinator answers a heartbeat at once: one unanswered for long
+        (a hung coordinator) is failing before its timeout says so (heartbeat_error).
+        Any thread: one attribute read."""
+        sent_s = self._unanswered_since_s
+        return None if sent_s is None else (time.monotonic() - sent_s) * 1000
+
     def raise_if_refused(self) -> None:
         """Raise the error that ended this membership for good, if one did (consumer
         thread): the group's coordinator refuses this consumer whatever it retries."""
@@ -218,8 +230,13 @@ class GroupMembership:
         self._wake.set()
 
     def close(self) -> None:
-        """Leave the group (its partitions move at once) and stop the thread: waits for
-        a heartbeat in progress and the leave heartbeat, each at most its timeout."""
+        """Leave the group (its partitions move at once) and stop the thread: a member's
+        heartbeat in flight is given up at once (the leave that follows says what it
+        would have), a join in flight after GROUP_LEAVE_TIMEOUT_MS_MAX (its answer makes
+        the member that must leave: see ``_give_up_for``); the leave heartbeat is waited
+        for at most that too. A hung coordinator held close() for the heartbeat's whole
+        request timeout."""
+        self._closing_since_s = time.monotonic()
         self._closing = True
         self._wake.set()
         self._thread.join((self.request_timeout_ms + limits.GROUP_LEAVE_TIMEOUT_MS_MAX) / 1000)
@@ -298,17 +315,24 @@ class GroupMembership:
             member_id, epoch = self.member_id, self.member_epoch
             self._asked_again = False
         request_id = self._conn.next_request_id()
-        self._sent_s = time.monotonic()
+        self._sent_s = self._unanswered_since_s = time.monotonic()
         return request_id, protocol.encode_group_heartbeat(
             request_id, self.group, member_id, epoch, self.topics, owned,
             self.session_timeout_ms, self.assignor)
 
     def _give_up_for(self):
-        """What the wait for the heartbeat just sent asks whether to give it up: whether a
-        refused commit asked for a new one since (``heartbeat_now``); None for a join,
-        which is always waited for. The heartbeat's thread or task (it alone changes the
-        member id)."""
-        return None if not self.member_id else lambda: self._asked_again
+        """What the wait for the heartbeat just sent asks whether to give it up: a
+        member's, whether a refused commit asked for a new one since (``heartbeat_now``)
+        or the membership is closing; a join's, whether the membership has been
+        closing for GROUP_LEAVE_TIMEOUT_MS_MAX (until then its answer may come, and with
+        it the member id the leave needs: a join given up at once could leave a member
+        holding partitions for a session timeout). The heartbeat's thread or task (it
+        alone changes the member id)."""
+        if self.member_id:
+            return lambda: self._asked_again or self._closing
+        bound_s = limits.GROUP_LEAVE_TIMEOUT_MS_MAX / 1000
+        return lambda: (self._closing
+                        and time.monotonic() - self._closing_since_s >= bound_s)
 
     def _holds_lost_locked(self) -> bool:
         """Whether the consumer may still hold partitions (owned, being applied, or
@@ -317,6 +341,7 @@ class GroupMembership:
         return bool(self._owned or self._taken or self._lost)
 
     def _heartbeat_failed(self, exc: BrokerError | PlinthTimeoutError) -> None:
+        self._unanswered_since_s = None
         if isinstance(exc, (UnknownMemberIdError, StaleMemberEpochError)):
             log.warning("group %s: %s", self.group, exc)
             self._lose_membership()
@@ -345,6 +370,7 @@ class GroupMembership:
         self._fatal, self._closing = exc, True
 
     def _heartbeat_answered(self, view) -> None:
+        self._unanswered_since_s = None
         self._last_ok_s = self._sent_s
         self._retry_backoff_s = None
         self._heartbeat_error = None

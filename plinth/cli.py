@@ -1163,6 +1163,15 @@ def _exit_if_heartbeats_failing(consumer, timeout_ms: int) -> None:
     group and the last error, if its heartbeats were still failing (the member may
     never have joined, and so read nothing)."""
     error = consumer.heartbeat_error()
+    unanswered_ms = consumer.heartbeat_unanswered_ms()
+    if error is None and unanswered_ms is not None and \
+            unanswered_ms > limits.CONSUMER_FETCH_OVERDUE_MARGIN_MS:
+        click.echo(f"error: PlinthTimeoutError: group {consumer.group}: no answer to its "
+                   f"heartbeat for {unanswered_ms:.0f} ms when --timeout-ms {timeout_ms} "
+                   f"ended: a coordinator answers at once, so the member may not have "
+                   f"joined, nor read anything; is the group's coordinator shard hung? See "
+                   f"`plinth status`", err=True)
+        sys.exit(1)
     if error is None:
         return
     click.echo(f"error: {type(error).__name__}: group {consumer.group}: heartbeats were still "

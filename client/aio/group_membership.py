@@ -15,6 +15,7 @@ raise_if_refused, heartbeat_now) come from any task on the same loop.
 from __future__ import annotations
 
 import asyncio
+import time
 
 from plinth import limits
 from plinth.client.aio.connection import AIOConnection
@@ -37,13 +38,20 @@ class AIOGroupMembership(GroupMembership):
             self._run_async(), name=f"plinth-aio-heartbeat-{self.group}")
 
     async def close(self) -> None:
-        """Leave the group (its partitions move at once) and end the task: awaits a
-        heartbeat in progress and the leave heartbeat, each at most its timeout."""
+        """Leave the group (its partitions move at once) and end the task: the sync
+        membership's close, awaited."""
+        self._closing_since_s = time.monotonic()
         self._closing = True
         self._wake.set()
+        self._conn.wake()   # its wait for a heartbeat in flight asks _give_up_for
         if self._task is not None:
-            timeout_s = (self.request_timeout_ms + limits.GROUP_LEAVE_TIMEOUT_MS_MAX) / 1000
-            done, _ = await asyncio.wait({self._task}, timeout=timeout_s)
+            # A join in flight is given up once the first bound passed (the wake makes
+            # its wait ask again); the leave takes at most the second.
+            leave_s = limits.GROUP_LEAVE_TIMEOUT_MS_MAX / 1000
+            done, _ = await asyncio.wait({self._task}, timeout=leave_s)
+            if not done:
+                self._conn.wake()
+                done, _ = await asyncio.wait({self._task}, timeout=leave_s)
             if not done:
                 self._task.cancel()
                 await asyncio.wait({self._task})

@@ -262,6 +262,34 @@ def test_heartbeat_now_gives_up_the_members_heartbeat_in_flight_and_the_rejoin_f
     assert broker.requests[3][0] - asked_s < 3.0
 
 
+def test_close_gives_up_a_members_heartbeat_in_flight_at_once_and_leaves(member_of):
+    # Given a member owning t-0 whose second heartbeat is never answered (its
+    # coordinator hangs), with a request timeout of 10 s
+    member, broker = member_of([heartbeat("m-1", 1, {T0}, interval_ms=100), unanswered, left],
+                               request_timeout_ms=10_000)
+    member.set_owned(wait_until(member.take_target, timeout_s=10))
+    broker.wait_for_requests(2)
+    # When it is closed
+    started_s = time.monotonic()
+    member.close()
+    # Then close() does not wait out the heartbeat's request timeout, and the leave goes
+    assert time.monotonic() - started_s < 3
+    leave = broker.wait_for_requests(3)[2]
+    assert (leave.member_id, leave.member_epoch) == ("m-1", LEAVE_EPOCH)
+
+
+def test_close_gives_up_a_join_in_flight_after_the_leave_bound(member_of, monkeypatch):
+    # Given a member whose join is never answered, with a request timeout of 30 s
+    monkeypatch.setattr(limits, "GROUP_LEAVE_TIMEOUT_MS_MAX", 500)
+    member, broker = member_of([unanswered], request_timeout_ms=30_000)
+    broker.wait_for_requests(1)
+    # When it is closed / Then it waits for the join's answer (which would name the member
+    # to leave) about the leave's bound, not the request timeout
+    started_s = time.monotonic()
+    member.close()
+    assert 0.5 <= time.monotonic() - started_s < 3
+
+
 def test_heartbeat_now_does_not_give_up_a_join_in_flight(member_of):
     # Given a member whose join is not answered yet
     member, broker = member_of([unanswered, *steady("m-1", 1, set())])

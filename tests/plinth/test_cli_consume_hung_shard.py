@@ -97,3 +97,22 @@ def test_a_consume_from_the_beginning_whose_shard_hangs_names_the_partitions_and
     assert line["named"] == ("orders-0 (asking its start offset), "
                              "orders-1 (asking its start offset)")
     assert int(line["waited"]) > limits.CONSUMER_FETCH_OVERDUE_MARGIN_MS
+
+
+@pytest.mark.timeout(60)
+def test_a_group_consume_whose_coordinator_hangs_names_the_group_and_exits_1(hung_broker):
+    # Given a broker whose group coordinator's shard hangs: it answers metadata, and
+    # no heartbeat
+    # When the topic is consumed in group g for 3 s, with the default request timeout
+    result = consume(hung_broker, "--group", "g")
+    # Then nothing is printed, and the last line names the group and how long its
+    # heartbeat waited; the status is 1
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    line = re.fullmatch(
+        r"error: PlinthTimeoutError: group g: no answer to its heartbeat for (\d+) ms when "
+        r"--timeout-ms 3000 ended: a coordinator answers at once, so the member may not have "
+        r"joined, nor read anything; is the group's coordinator shard hung\? See "
+        r"`plinth status`", result.stderr.splitlines()[-1])
+    assert line is not None, result.stderr
+    assert int(line[1]) > limits.CONSUMER_FETCH_OVERDUE_MARGIN_MS

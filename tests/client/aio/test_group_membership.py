@@ -10,10 +10,11 @@ import time
 
 import pytest
 
+from plinth import limits
 from plinth.client.aio.group_membership import AIOGroupMembership
 from plinth.errors import InvalidConfigError, InvalidGroupError, UnknownMemberIdError
 from plinth.protocol import LEAVE_EPOCH
-from tests.client.test_group_membership import T0, T1, heartbeat, steady, unanswered
+from tests.client.test_group_membership import T0, T1, heartbeat, left, steady, unanswered
 
 BOUND_S = 10
 
@@ -95,6 +96,39 @@ def test_close_leaves_the_group_at_once(scripted):
     leave = broker.requests[1][1]
     assert (leave.member_id, leave.member_epoch, leave.owned) == ("m-1", LEAVE_EPOCH, frozenset())
     assert took_s < 1.5
+
+
+def test_close_gives_up_a_members_heartbeat_in_flight_at_once_and_leaves(scripted):
+    # Given a member owning t-0 whose second heartbeat is never answered
+    async def scenario(member, broker):
+        member.set_owned(await until(member.take_target))
+        await until(lambda: len(broker.requests) >= 2)
+        started_s = time.monotonic()
+        await member.close()
+        return time.monotonic() - started_s
+
+    # When it is closed, with a request timeout of 10 s
+    took_s, broker = run(scripted, [heartbeat("m-1", 1, {T0}, interval_ms=100), unanswered,
+                                    left], scenario, request_timeout_ms=10_000)
+    # Then close() did not wait out the heartbeat's request timeout, and the leave went
+    assert took_s < 3
+    leave = broker.requests[2][1]
+    assert (leave.member_id, leave.member_epoch) == ("m-1", LEAVE_EPOCH)
+
+
+def test_close_gives_up_a_join_in_flight_after_the_leave_bound(scripted, monkeypatch):
+    monkeypatch.setattr(limits, "GROUP_LEAVE_TIMEOUT_MS_MAX", 500)
+
+    async def scenario(member, broker):
+        await until(lambda: broker.requests)
+        started_s = time.monotonic()
+        await member.close()
+        return time.monotonic() - started_s
+
+    # Given a member whose join is never answered, with a request timeout of 30 s
+    took_s, _ = run(scripted, [unanswered], scenario, request_timeout_ms=30_000)
+    # When it is closed / Then it waited about the leave's bound, not the request timeout
+    assert 0.5 <= took_s < 3
 
 
 def test_a_refused_session_timeout_or_assignor_ends_the_membership_and_is_raised_not_retried(
