@@ -74,7 +74,8 @@ from plinth.counted import counted
 from plinth.control import leader_elections
 from plinth.control import leadership as leadership_rules
 from plinth.control import placement
-from plinth.control.controller_handle import QUERY_GROUP, ControllerHandle, StartReport
+from plinth.control.controller_handle import (QUERY_GROUP, ControllerHandle, StartReport,
+                                              abandon)
 from plinth.control.data_dir_check import load_checked_metadata
 from plinth.control.leader_lease import LeaderLease
 from plinth.control.metadata import (METADATA_FILE, OwedDelete, TopicMetadata,
@@ -241,9 +242,11 @@ def _check_leaders_on_actor_thread() -> None:
     import ray
 
     timeout_s = limits.LEADER_PING_TIMEOUT_S + limits.CONTROL_CALL_TIMEOUT_S
+    answer = _this_actor().check_leaders.remote()
     try:
-        ray.get(_this_actor().check_leaders.remote(), timeout=timeout_s)
+        ray.get(answer, timeout=timeout_s)
     except ray.exceptions.GetTimeoutError:
+        abandon(answer, "the controller's check_leaders")
         raise RequestTimedOutError(f"the controller's actor thread did not answer "
                                    f"check_leaders within {timeout_s} s") from None
     except ray.exceptions.RayActorError as exc:   # e.g. sent while Ray restarted this actor
@@ -1270,10 +1273,11 @@ class Controller:
             return plan(*args)
         import ray
 
+        answer = getattr(actor, plan.__name__).remote(*args)
         try:
-            return ray.get(getattr(actor, plan.__name__).remote(*args),
-                           timeout=limits.CONTROL_CALL_TIMEOUT_S)
+            return ray.get(answer, timeout=limits.CONTROL_CALL_TIMEOUT_S)
         except ray.exceptions.GetTimeoutError:
+            abandon(answer, f"the controller's {plan.__name__}")
             raise RequestTimedOutError(f"the controller's actor thread did not answer "
                                        f"{plan.__name__} within "
                                        f"{limits.CONTROL_CALL_TIMEOUT_S} s") from None
