@@ -91,8 +91,8 @@ from plinth.errors import (BrokerError, EligibleLeadersNotAvailableError, Invali
                            UnavailableError, UnknownTopicError, UnknownTopicIdError)
 from plinth.name_pages import ALL_NAMES, NamesPage, check_page_args, merge_pages, page_of
 from plinth.shards.shard_handle import (OPENED_NEEDS_REPAIR, Leadership, PartitionId,
-                                        PartitionSpec, ShardHandle, ShardOptions, TierOptions,
-                                        wait_all, wait_all_or_raise)
+                                        PartitionSpec, PendingCall, ShardHandle, ShardOptions,
+                                        TierOptions, wait_all, wait_all_or_raise)
 
 log = logging.getLogger(__name__)
 
@@ -1184,10 +1184,15 @@ class Controller:
 
     def list_groups(self) -> list[protocol.GroupListing]:
         """Every consumer group known to any shard (members or committed offsets), by
-        name, with its state from the shard that coordinates it (query thread)."""
-        handles = self._on_actor_thread(self._plan_list_groups)
-        answers = wait_all_or_raise({s: handle.group_listings() for s, handle in handles.items()},
-                                    limits.CONTROL_CALL_TIMEOUT_S)
+        name, with its state from the shard that coordinates it (query thread). Its
+        reply (listGroups, Kafka's ListGroups) cannot say that a shard is missing, so a
+        shard that does not answer within STATUS_CALL_TIMEOUT_S (or was silent at the
+        last leader check) fails it then, naming the shard, as Kafka's
+        kafka-consumer-groups --list fails when a broker does not answer."""
+        answers, unanswered = _answers_of(self._on_actor_thread(self._plan_stats),
+                                          lambda handle: handle.group_listings())
+        if unanswered:
+            raise RequestTimedOutError(_groups_unanswered(unanswered, "listGroups"))
         return _one_listing_per_group(listing for per_shard in answers.values()
                                       for listing in per_shard)
 
@@ -1195,13 +1200,15 @@ class Controller:
                          limit: int = ALL_NAMES) -> NamesPage:
         """A page of the consumer groups, merged from each shard's own page of the groups
         it coordinates (exact: plinth/name_pages.py), so that no shard sends more than
-        ``limit`` names (query thread)."""
+        ``limit`` names (query thread). A shard that does not answer within
+        STATUS_CALL_TIMEOUT_S (or was silent at the last leader check, then not asked)
+        is left out, as status and describe_topic leave it out: the page is that of
+        the others, and names it in ``unanswered``."""
         check_page_args(prefix, after, limit, "list_groups_page")
-        handles = self._on_actor_thread(self._plan_list_groups)
-        pages = wait_all_or_raise({s: handle.group_names_page(prefix, after, limit)
-                                   for s, handle in handles.items()},
-                                  limits.CONTROL_CALL_TIMEOUT_S)
-        return merge_pages(pages.values(), limit)
+        pages, unanswered = _answers_of(self._on_actor_thread(self._plan_stats),
+                                        lambda handle: handle.group_names_page(prefix, after,
+                                                                               limit))
+        return replace(merge_pages(pages.values(), limit), unanswered=unanswered)
 
     def topic_stats(self, names: list[str]) -> list[protocol.TopicStats]:
         """Each topic's bytes on the shards' disks and rates in and out, in ``names``'
@@ -1313,9 +1320,6 @@ class Controller:
             routers=sorted((listen, node) for listen, (node, _) in self._live_routers().items()),
             replication=self.partition_replication(),
             node_names={n.node_id: placement.node_name(n.pin_resource) for n in all_nodes})
-
-    def _plan_list_groups(self) -> dict[str, ShardHandle]:
-        return {s: self._shards[s] for s in self._shards.ids()}
 
     def _plan_topic_stats(self, names: list[str]) -> _TopicStatsPlan:
         """The shards to ask, as describe_topic's (without the silent ones); UnknownTopicError
@@ -2257,6 +2261,26 @@ def _one_listing_per_group(listings: Iterable[protocol.GroupListing]) -> list[pr
         if known is None or known.state == "Empty":
             by_name[listing.group] = listing
     return [by_name[name] for name in sorted(by_name)]
+
+
+def _answers_of(plan: dict[str, ShardHandle | None], ask: Callable[[ShardHandle], PendingCall[T]]
+                ) -> tuple[dict[str, T], list[str]]:
+    """``ask(handle)`` of every shard of ``plan`` that has a handle (``_plan_stats``: the
+    silent ones have none), all at once, for STATUS_CALL_TIMEOUT_S: the answers by shard,
+    and the shards that did not answer, or were not asked, sorted (query thread)."""
+    outcomes = wait_all({s: ask(handle) for s, handle in plan.items() if handle is not None},
+                        limits.STATUS_CALL_TIMEOUT_S)
+    answers = {s: got for s, got in outcomes.items() if not isinstance(got, BrokerError)}
+    return answers, sorted(s for s in plan if s not in answers)
+
+
+def _groups_unanswered(shard_ids: list[str], what: str) -> str:
+    """Why ``what``, a listing of the groups, lacks the groups of ``shard_ids``."""
+    whose = "it coordinates" if len(shard_ids) == 1 else "they coordinate"
+    return (f"{what}: {', '.join(shard_ids)} did not answer within "
+            f"{limits.STATUS_CALL_TIMEOUT_S:g} s, or at the last leader check (stopped, hung, "
+            f"restarting, or its node is lost), so the groups {whose} cannot be listed; "
+            f"retry once it answers")
 
 
 def _stats_of(plan: dict[str, ShardHandle | None]) -> dict[str, dict | None]:

@@ -1130,6 +1130,8 @@ def encode_names_page_reply(request_id: int, page: NamesPage) -> bytes:
     body = msg.init("namesPage")
     _fill_texts(body.init("names", len(page.names)), page.names)
     body.more = page.more
+    if page.unanswered:
+        _fill_texts(body.init("unanswered", len(page.unanswered)), page.unanswered)
     return msg.to_bytes()
 
 
@@ -1254,7 +1256,8 @@ def _reply_view(rep) -> ReplyView:
     elif view.kind == "classic":
         view.classic = protocol_classic.decode_result(rep.classic)
     elif view.kind == "namesPage":
-        view.names_page = NamesPage(list(rep.namesPage.names), rep.namesPage.more)
+        view.names_page = NamesPage(list(rep.namesPage.names), rep.namesPage.more,
+                                    list(rep.namesPage.unanswered))
     elif view.kind == "topicStats":
         view.topic_stats = [TopicStats(t.name, t.partitions, t.sizeBytes, t.recordsInPerS,
                                        t.bytesInPerS, t.recordsOutPerS, t.bytesOutPerS,

@@ -171,6 +171,10 @@ struct NamesPageRequest {
 struct NamesPage {
   names @0 :List(Text);
   more @1 :Bool;
+  # listGroupsPage: the shards that did not answer within STATUS_CALL_TIMEOUT_S
+  # (stopped, hung, restarting), sorted; the page lacks the groups they coordinate,
+  # and is exact over the others. Empty in a listTopicsPage (no shard is asked).
+  unanswered @2 :List(Text);
 }
 
 # topicStats: at most ADMIN_TOPIC_STATS_NAMES_MAX topics (requestTooLarge beyond);

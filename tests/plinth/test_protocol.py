@@ -410,6 +410,11 @@ def test_page_requests_and_their_answer_round_trip():
     assert page == NamesPage(["a", "b"], True)
 
 
+def test_a_page_of_groups_carries_the_shards_that_did_not_answer():
+    page = NamesPage(["g1", "g2"], False, ["shard-1", "shard-3"])
+    assert protocol.decode_reply(protocol.encode_names_page_reply(3, page)).names_page == page
+
+
 def test_a_page_over_the_limit_is_refused_before_it_is_sent():
     with pytest.raises(RequestTooLargeError, match="ADMIN_LIST_PAGE_NAMES_MAX"):
         protocol.encode_names_page_request(1, "listTopicsPage", "", "",
