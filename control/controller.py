@@ -96,6 +96,10 @@ from plinth.shards.shard_handle import (OPENED_NEEDS_REPAIR, Leadership, Partiti
 
 log = logging.getLogger(__name__)
 
+# Why the shards cannot hold a replication factor (Controller._copies_refused).
+_TOO_FEW_SHARDS = "shards"
+_TOO_FEW_NODES = "nodes"
+
 # The calls ControllerHandle makes through ``run_change``, on the CHANGE_GROUP thread.
 CHANGES = frozenset({"create_topic", "create_topics", "alter_topic", "add_partitions",
                      "delete_topic", "add_shards", "remove_shards", "move_shard"})
@@ -445,11 +449,15 @@ class Controller:
         storage on and the server has no --tier-url (as Kafka refuses to start with
         tiered storage off while such topics exist), or one naming another store
         than the one metadata recorded: its remote segments would be unreadable
-        there, and its uploads would go to a store its reads never look in.
+        there, and its uploads would go to a store its reads never look in. Raises it,
+        once the shards run (their nodes are known then: ``_refuse_impossible_factor_
+        options``), if --default-replication-factor or --offsets-replication-factor
+        asks for more copies than the shards, or their nodes, can hold.
         """
         self._refuse_tiered_topics_without_their_store()
         self._shards.start(self._metadata.shards + self._metadata.draining,
                            self._metadata.shard_nodes)
+        self._refuse_impossible_factor_options()   # the shards' nodes are known now
         self._save()   # the controller epoch, before any shard hears of it
         self._push_peers()
         opened = self._shards.call_each({s: self._shards[s].open_partitions(specs, existing=True)
@@ -1641,8 +1649,7 @@ class Controller:
     def _replication_factor(self, name: str, requested: int) -> int:
         """The factor a new topic gets; InvalidReplicationFactorError if the shards (or
         their nodes, unless replicas may share one) cannot hold that many copies."""
-        shard_ids = self._metadata.shards
-        nodes = placement.distinct_nodes(shard_ids, self._metadata.shard_nodes)
+        nodes = placement.distinct_nodes(self._metadata.shards, self._metadata.shard_nodes)
         which = "replication factor"
         if requested == 0:
             default = self._default_replication_factor
@@ -1653,19 +1660,62 @@ class Controller:
                 which = "the server's --default-replication-factor"
             requested = default
         factor = topics.validate_replication_factor(name, requested)
-        if factor > len(shard_ids):
+        refused = self._copies_refused(factor)
+        if refused == _TOO_FEW_SHARDS:
             raise InvalidReplicationFactorError(
-                f"topic {name!r}: {which} {factor} is more than the broker's "
-                f"{counted(len(shard_ids), 'shard')}: each replica needs its own shard "
+                f"topic {name!r}: {which} {factor} {self._too_many_copies(factor)} "
                 f"(add shards with plinth shards add, or start a new data dir with "
                 f"--shards N)")
-        if factor > nodes and not self._allow_replicas_on_one_node:
+        if refused == _TOO_FEW_NODES:
             raise InvalidReplicationFactorError(
-                f"topic {name!r}: {which} {factor} is more than the "
-                f"{counted(nodes, 'node')} the shards run on: a node's loss would take several "
-                f"copies; start the server with --allow-replicas-on-one-node to allow it "
-                f"(testing)")
+                f"topic {name!r}: {which} {factor} {self._too_many_copies(factor)}; start "
+                f"the server with --allow-replicas-on-one-node to allow it (testing)")
         return factor
+
+    def _copies_refused(self, factor: int) -> str | None:
+        """_TOO_FEW_SHARDS or _TOO_FEW_NODES if the shards taking writes cannot hold
+        ``factor`` copies of a partition, each on a shard of its own (and a node of its
+        own, unless replicas may share one); None if they can."""
+        shard_ids = self._metadata.shards
+        if factor > len(shard_ids):
+            return _TOO_FEW_SHARDS
+        nodes = placement.distinct_nodes(shard_ids, self._metadata.shard_nodes)
+        if factor > nodes and not self._allow_replicas_on_one_node:
+            return _TOO_FEW_NODES
+        return None
+
+    def _too_many_copies(self, factor: int) -> str:
+        """What ``factor`` copies are more than (``_copies_refused`` said they are)."""
+        shard_ids = self._metadata.shards
+        if self._copies_refused(factor) == _TOO_FEW_SHARDS:
+            return (f"is more than the broker's {counted(len(shard_ids), 'shard')}: each "
+                    f"replica needs its own shard")
+        nodes = placement.distinct_nodes(shard_ids, self._metadata.shard_nodes)
+        return (f"is more than the {counted(nodes, 'node')} the shards run on: a node's loss "
+                f"would take several copies")
+
+    def _refuse_impossible_factor_options(self) -> None:
+        """InvalidConfigError, naming the option, if --default-replication-factor or
+        --offsets-replication-factor asks for more copies than the shards (pinned to
+        their nodes by now) can hold, as a topic create would be refused (one check:
+        ``_copies_refused``). Without it the server started, then refused every topic
+        created without a factor, and left the committed offsets unreplicated with
+        only a line in controller.log."""
+        for option, factor, what in (
+                ("--default-replication-factor", self._default_replication_factor,
+                 "every topic created without a factor would be refused"),
+                ("--offsets-replication-factor", self._offsets_replication_factor,
+                 f"{topics.OFFSETS_TOPIC}, the consumer groups' committed offsets, could not "
+                 f"be created")):
+            refused = None if factor is None else self._copies_refused(factor)
+            if refused is None:
+                continue
+            remedy = ("give a smaller factor, or start a new data dir with more --shards"
+                      if refused == _TOO_FEW_SHARDS else
+                      "give a smaller factor, run shards on more nodes, or start the server "
+                      "with --allow-replicas-on-one-node (testing)")
+            raise InvalidConfigError(f"{option} {factor} {self._too_many_copies(factor)}, so "
+                                     f"{what}: {remedy}")
 
     def alter_topic(self, name: str, changes: dict[str, str],
                     delete_config: tuple[str, ...] = ()) -> protocol.TopicInfo:
