@@ -142,6 +142,7 @@ class _ShardFacts:
     draining: bool
     node_name: str
     drain_reason: str = ""   # of a draining shard: why it has not retired yet
+    pid: int = 0             # the process it last announced its start from; 0: not known
 
 
 @dataclass(frozen=True)
@@ -610,15 +611,17 @@ class Controller:
 
     # --- Announcements ---------------------------------------------------------
 
-    def shard_started(self, shard_id: str, address: str, direct_address: str = "") -> None:
-        """A shard actor (re)started and listens at ``address``, and for clients'
-        produce and fetch at ``direct_address`` ("": nowhere) (called by the shard):
+    def shard_started(self, shard_id: str, address: str, direct_address: str = "",
+                      pid: int = 0) -> None:
+        """A shard actor (re)started in process ``pid`` and listens at ``address``, and
+        for clients' produce and fetch at ``direct_address`` ("": nowhere) (called by
+        the shard):
         every shard learns its peers' addresses anew; the partitions it led (or that
         have no leader) get a new leader epoch, since it lost its leader state (it may
         lead again, in the new epoch); and it gets its partitions' current records
         (its manifest may hold older ones)."""
         known = self._shards.addresses.get(shard_id)
-        self._shards.started(shard_id, address, direct_address)
+        self._shards.started(shard_id, address, direct_address, pid)
         self._silent.discard(shard_id)
         if shard_id not in self._shards:
             return   # announced while the controller starts it: start() tells it all
@@ -1320,7 +1323,7 @@ class Controller:
                                  self._shards.direct_addresses.get(s, ""), owned.get(s, 0),
                                  s in self._metadata.draining,
                                  placement.node_name(self._metadata.shard_nodes.get(s, "")),
-                                 self._rebalancer.drain_reason(s))
+                                 self._rebalancer.drain_reason(s), self._shards.pids.get(s, 0))
                   for s in self._shards.ids()}
         return _StatusPlan(
             nodes=[(n.node_id, n.address, n.alive) for n in all_nodes], shards=shards,
@@ -2068,7 +2071,8 @@ class Controller:
         log.warning("moved %s from node %s to node %s: %d replica(s) to repair, %d emptied",
                     shard_id, source, to_name, len(repairing), len(emptied))
         self._push_peers()   # every shard: its new address
-        self.shard_started(shard_id, address, direct_address)   # partitions, elections, records
+        self.shard_started(shard_id, address, direct_address,   # partitions, elections,
+                           self._shards.pids.get(shard_id, 0))     # records
         return protocol.ShardMove(shard_id, source, to_name, address, repairing, emptied)
 
     def _refuse_replicas_on(self, shard_id: str, pin: str, node: str) -> None:
@@ -2350,7 +2354,8 @@ def _shard_status(shard_id: str, stats: dict | None, facts: _ShardFacts) -> prot
         facts.draining, facts.node_name, facts.direct_address,
         *_requests_by_socket(stats), *_uploads(stats), draining_reason=facts.drain_reason,
         records_out_per_s=(stats or {}).get("records_out_per_s", 0.0),
-        bytes_out_per_s=(stats or {}).get("bytes_out_per_s", 0.0))
+        bytes_out_per_s=(stats or {}).get("bytes_out_per_s", 0.0),
+        pid=(stats or {}).get("pid", facts.pid))
 
 
 def _uploads(stats: dict | None) -> tuple[int, int, float, int]:

@@ -219,12 +219,13 @@ class ControllerHandle:
         self._call(lambda actor: actor.router_stopped.remote(listen), "router_stopped",
                    timeout_s=limits.ROUTER_STOPPED_WAIT_S)
 
-    def shard_started(self, shard_id: str, address: str, direct_address: str = "") -> None:
-        """A shard actor (re)started and listens at ``address`` (and for clients at
-        ``direct_address``, if not "") (shard actor thread). Sent to the controller
-        that has the name now (the server may have restarted since this handle was
-        made); raises ValueError while there is none."""
-        self._current_actor().shard_started.remote(shard_id, address, direct_address)
+    def shard_started(self, shard_id: str, address: str, direct_address: str = "",
+                      pid: int = 0) -> None:
+        """A shard actor (re)started in process ``pid`` and listens at ``address`` (and
+        for clients at ``direct_address``, if not "") (shard actor thread). Sent to the
+        controller that has the name now (the server may have restarted since this
+        handle was made); raises ValueError while there is none."""
+        self._current_actor().shard_started.remote(shard_id, address, direct_address, pid)
 
     def tiering_changed(self, shard_id: str) -> None:
         """On ``shard_id`` a sealed partition became wholly remote, or a re-sync the

@@ -508,6 +508,7 @@ class ShardStatus:
     draining_reason: str = ""     # of a draining shard: why it has not retired yet
     records_out_per_s: float = 0.0   # handed to clients' fetches, over records_per_s's window
     bytes_out_per_s: float = 0.0
+    pid: int = 0                  # its process on its node (ray::ShardActor); 0: not known
 
 
 @dataclass
@@ -1167,6 +1168,7 @@ def encode_status_reply(request_id: int, info: StatusInfo) -> bytes:
         out.uploadLagS, out.uploadErrors = shard.upload_lag_s, shard.upload_errors
         out.drainingReason = shard.draining_reason
         out.recordsOutPerS, out.bytesOutPerS = shard.records_out_per_s, shard.bytes_out_per_s
+        out.pid = shard.pid
     routers = body.init("routers", len(info.routers))
     for i, (address, node) in enumerate(info.routers):
         routers[i].address, routers[i].node = address, node
@@ -1270,7 +1272,7 @@ def _reply_view(rep) -> ReplyView:
                                 x.recordsPerS, x.bytesPerS, x.draining, x.node,
                                 x.directAddress, x.requestsViaRouter, x.requestsDirect,
                                 x.remoteBytes, x.uploadLagBytes, x.uploadLagS, x.uploadErrors,
-                                x.drainingReason, x.recordsOutPerS, x.bytesOutPerS)
+                                x.drainingReason, x.recordsOutPerS, x.bytesOutPerS, x.pid)
                     for x in st.shards],
             routers=[(r.address, r.node) for r in st.routers],
             under_replicated_partitions=st.underReplicatedPartitions,

@@ -577,6 +577,9 @@ struct ShardStatus {
   drainingReason @16 :Text;      # of a draining shard: why it has not retired yet (issue 14)
   recordsOutPerS @17 :Float64;   # handed to clients' fetches (a follower's replica fetch
   bytesOutPerS @18 :Float64;     # is not counted), over recordsPerS's window
+  pid @19 :UInt32;               # its process (ray::ShardActor) on its node: the one it
+                                 # answered status from, else the one it last announced
+                                 # its start from; 0: not known
 }
 
 struct RouterStatus {

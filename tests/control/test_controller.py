@@ -5,6 +5,7 @@ written by main, on real shard actors reached in process and a real disk
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import replace
@@ -393,6 +394,20 @@ def test_a_partition_whose_shard_does_not_answer_is_offline_in_describe_and_stat
     assert [p.shard for p in described] == [owner if owner != hung else "" for owner in owners]
     assert all(p.end_offset == 1 for p in described if p.shard)
     assert status.offline_partitions == owners.count(hung)
+
+
+def test_status_shows_each_shards_process_and_a_silent_ones_from_its_last_announcement(brokers):
+    # Given two shards (in this process: under Ray each has a ray::ShardActor of its own),
+    # shard-1 having announced a restart in process 4242, and silent since
+    broker = brokers(2)
+    broker.controller.shard_started("shard-1", broker.address("shard-1"), "", 4242)
+    broker.shards.handles["shard-1"].fail_next("stats", ray.exceptions.ActorDiedError())
+    # When the status is asked
+    shards = {s.shard_id: s for s in broker.controller.status().shards}
+    # Then shard-0 shows the process it answered from, and shard-1, down, the one it
+    # announced: the process to continue or kill
+    assert (shards["shard-0"].pid, shards["shard-0"].alive) == (os.getpid(), True)
+    assert (shards["shard-1"].pid, shards["shard-1"].alive) == (4242, False)
 
 
 def test_an_add_of_shards_waits_for_its_new_shards_only_within_its_callers_deadline(brokers):
