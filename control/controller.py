@@ -138,7 +138,7 @@ class _ShardFacts:
 
     address: str
     direct_address: str    # its socket for clients' produce and fetch, "" if none
-    partitions: int        # partitions it holds a copy of the current range of
+    partitions: int        # partitions it serves a range of (current or older)
     draining: bool
     node_name: str
     drain_reason: str = ""   # of a draining shard: why it has not retired yet
@@ -1314,13 +1314,11 @@ class Controller:
     def _plan_status(self) -> _StatusPlan:
         self._rebalancer.retire_drained()
         all_nodes = self._shards.nodes()
-        owned: dict[str, int] = {}   # partitions each shard holds a copy of the current range of
-        for topic in self._metadata.topics.values():
-            for partition in range(topic.partitions):
-                for shard_id in topic.replicas_of(partition):
-                    owned[shard_id] = owned.get(shard_id, 0) + 1
+        # The partitions each shard serves a range of, current or older (a removed one
+        # only older ones: what its drain note counts too, rebalancer.py)
+        served = {s: len(specs) for s, specs in self._metadata.specs_by_shard().items()}
         shards = {s: _ShardFacts(self._shards.addresses.get(s, ""),
-                                 self._shards.direct_addresses.get(s, ""), owned.get(s, 0),
+                                 self._shards.direct_addresses.get(s, ""), served.get(s, 0),
                                  s in self._metadata.draining,
                                  placement.node_name(self._metadata.shard_nodes.get(s, "")),
                                  self._rebalancer.drain_reason(s), self._shards.pids.get(s, 0))

@@ -410,6 +410,26 @@ def test_status_shows_each_shards_process_and_a_silent_ones_from_its_last_announ
     assert (shards["shard-1"].pid, shards["shard-1"].alive) == (4242, False)
 
 
+def test_a_draining_shards_row_counts_the_partitions_it_still_serves_as_its_note_does(brokers):
+    # Given three shards, a topic with records on the third, which is then removed
+    broker = brokers(3)
+    topic = topic_that_moves(4, TWO, THREE)
+    broker.controller.create_topic(topic, 4, {})
+    held = [p for p in range(4) if placement.shard_for(topic, p, THREE) == "shard-2"]
+    for partition in held:
+        broker.produce(topic, partition, [b"a"])
+    broker.controller.remove_shards(1)
+    # When the status is asked
+    shards = {s.shard_id: s for s in broker.controller.status().shards}
+    # Then the removed shard's partitions are those whose older ranges it serves, the
+    # count its drain note gives (it showed 0: it holds no current range), and the
+    # others count every partition they serve
+    draining = shards["shard-2"]
+    assert draining.draining and draining.partitions == len(held)
+    assert draining.draining_reason.startswith(f"{len(held)} partition")
+    assert shards["shard-0"].partitions + shards["shard-1"].partitions == 4
+
+
 def test_an_add_of_shards_waits_for_its_new_shards_only_within_its_callers_deadline(brokers):
     # Given a broker of 2 shards, whose shard-2 will not say where it listens once started
     broker = brokers(2)
