@@ -13,7 +13,7 @@ import click
 
 from plinth import limits, topics
 from plinth.control import placement
-from plinth.errors import PlinthError, RequestTimedOutError, UnknownTopicError
+from plinth.errors import PlinthError, PlinthTimeoutError, RequestTimedOutError, UnknownTopicError
 
 # Offsets are Int64 on the wire (schemas/protocol.capnp).
 OFFSET_MAX = 2**63 - 1
@@ -85,9 +85,10 @@ def group_describe(ctx, name):
     with admin_for(ctx) as admin:
         try:
             info = admin.describe_group(name)
-        except RequestTimedOutError as exc:   # the router forwards it to the coordinator
-            raise RequestTimedOutError(f"group {name}: {_coordinator_said(admin, name)}"
-                                       f"{exc}") from None
+        except (PlinthTimeoutError, RequestTimedOutError) as exc:   # the router forwards
+            # it to the coordinator, which did not answer: the client's timeout, or the
+            # broker's
+            raise type(exc)(f"group {name}: {_coordinator_said(admin, name)}{exc}") from None
         rows = admin.group_lag(name)
     click.echo(f"group {info.group}  assignor {info.assignor}  epoch {info.epoch}  "
                f"members {len(info.members)}")

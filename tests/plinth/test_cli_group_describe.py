@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import contextlib
 
+import pytest
 from click.testing import CliRunner
 
 from plinth import cli, cli_groups, protocol, topics
 from plinth.control import placement
-from plinth.errors import RequestTimedOutError, UnknownTopicError
+from plinth.errors import PlinthTimeoutError, RequestTimedOutError, UnknownTopicError
 
 # As librdkafka names its members: client id, then a UUID; alike for 8 characters and more.
 FIRST = "rdkafka-3f1c2a9e-5b7d-4e0a-9c1f-2d8e6b4a7c10"
@@ -43,13 +44,15 @@ def test_each_partition_names_its_members_whole_id_when_kafka_members_share_a_pr
 
 
 class TimedOutAdmin:
-    """describe_group times out; status and describe_topic answer as given."""
+    """describe_group times out (``timeout``: the client's, or the broker's); status and
+    describe_topic answer as given."""
 
-    def __init__(self, shards: list[protocol.ShardStatus], offsets: protocol.TopicInfo | None):
-        self.shards, self.offsets = shards, offsets
+    def __init__(self, shards: list[protocol.ShardStatus], offsets: protocol.TopicInfo | None,
+                 timeout: type = PlinthTimeoutError):
+        self.shards, self.offsets, self.timeout = shards, offsets, timeout
 
     def describe_group(self, name):
-        raise RequestTimedOutError("no reply within 30000 ms")
+        raise self.timeout("no reply within 30000 ms")
 
     def status(self):
         return protocol.StatusInfo([], self.shards, [])
@@ -64,18 +67,19 @@ def shard(shard_id: str, alive: bool = True) -> protocol.ShardStatus:
     return protocol.ShardStatus(shard_id, "tcp://127.0.0.1:7500", alive, 1, 0, 0.0, 0.0)
 
 
+@pytest.mark.parametrize("timeout", [PlinthTimeoutError, RequestTimedOutError])
 def test_a_group_describe_that_timed_out_names_the_coordinator_hashed_onto_the_shards(
-        monkeypatch):
+        monkeypatch, timeout):
     # Given unreplicated offsets (no internal topic): the group hashed onto the shards
     coordinator = placement.shard_for_group("billing", SHARDS)
-    admin = TimedOutAdmin([shard(s, alive=s != coordinator) for s in SHARDS], None)
+    admin = TimedOutAdmin([shard(s, alive=s != coordinator) for s in SHARDS], None, timeout)
     # When its describe times out
     monkeypatch.setattr(cli_groups, "admin_for", lambda ctx: contextlib.nullcontext(admin))
     result = CliRunner().invoke(cli.main, ["group", "describe", "billing"])
     # Then the error names its coordinator, silent in status too
     assert result.exit_code == 1
     assert result.stderr.strip() == (
-        f"error: RequestTimedOutError: group billing: its coordinator {coordinator} does not "
+        f"error: {timeout.__name__}: group billing: its coordinator {coordinator} does not "
         f"answer plinth status either (stopped, hung or restarting); no reply within 30000 ms")
 
 
