@@ -2069,8 +2069,7 @@ class Controller:
         log.warning("moved %s from node %s to node %s: %d replica(s) to repair, %d emptied",
                     shard_id, source, to_name, len(repairing), len(emptied))
         self._push_peers()   # every shard: its new address
-        self.shard_started(shard_id, address, direct_address,   # partitions, elections,
-                           self._shards.pids.get(shard_id, 0))     # records
+        self.shard_started(shard_id, address, direct_address)   # partitions, elections, records
         return protocol.ShardMove(shard_id, source, to_name, address, repairing, emptied)
 
     def _refuse_replicas_on(self, shard_id: str, pin: str, node: str) -> None:

@@ -244,15 +244,14 @@ class ShardSet:
 
     def started(self, shard_id: str, address: str, direct_address: str = "",
                 pid: int = 0) -> None:
-        """A shard actor (re)started in process ``pid`` (0: it did not say) and listens
-        at ``address``, and for clients at ``direct_address`` ("": nowhere) (it said so)."""
+        """A shard actor (re)started in process ``pid`` (0: not said, the last said is
+        kept) and listens at ``address``, and for clients at ``direct_address`` ("":
+        nowhere) (it said so)."""
         if self.addresses.get(shard_id) != address:
             log.info("%s now listens at %s (pid %d)", shard_id, address, pid)
         self.addresses[shard_id] = address
         if pid:
             self.pids[shard_id] = pid
-        else:
-            self.pids.pop(shard_id, None)
         if direct_address:
             self.direct_addresses[shard_id] = direct_address
         else:
