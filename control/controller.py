@@ -74,7 +74,8 @@ from plinth.counted import counted
 from plinth.control import leader_elections
 from plinth.control import leadership as leadership_rules
 from plinth.control import placement
-from plinth.control.controller_handle import QUERY_GROUP, ControllerHandle, StartReport
+from plinth.control.controller_handle import (QUERY_GROUP, ControllerHandle, StartReport,
+                                              abandon)
 from plinth.control.data_dir_check import load_checked_metadata
 from plinth.control.leader_lease import LeaderLease
 from plinth.control.metadata import (METADATA_FILE, OwedDelete, TopicMetadata,
@@ -90,10 +91,14 @@ from plinth.errors import (BrokerError, EligibleLeadersNotAvailableError, Invali
                            UnavailableError, UnknownTopicError, UnknownTopicIdError)
 from plinth.name_pages import ALL_NAMES, NamesPage, check_page_args, merge_pages, page_of
 from plinth.shards.shard_handle import (OPENED_NEEDS_REPAIR, Leadership, PartitionId,
-                                        PartitionSpec, ShardHandle, ShardOptions, TierOptions,
-                                        wait_all, wait_all_or_raise)
+                                        PartitionSpec, PendingCall, ShardHandle, ShardOptions,
+                                        TierOptions, wait_all, wait_all_or_raise)
 
 log = logging.getLogger(__name__)
+
+# Why the shards cannot hold a replication factor (Controller._copies_refused).
+_TOO_FEW_SHARDS = "shards"
+_TOO_FEW_NODES = "nodes"
 
 # The calls ControllerHandle makes through ``run_change``, on the CHANGE_GROUP thread.
 CHANGES = frozenset({"create_topic", "create_topics", "alter_topic", "add_partitions",
@@ -133,10 +138,11 @@ class _ShardFacts:
 
     address: str
     direct_address: str    # its socket for clients' produce and fetch, "" if none
-    partitions: int        # partitions it holds a copy of the current range of
+    partitions: int        # partitions it serves a range of (current or older)
     draining: bool
     node_name: str
     drain_reason: str = ""   # of a draining shard: why it has not retired yet
+    pid: int = 0             # the process it last announced its start from; 0: not known
 
 
 @dataclass(frozen=True)
@@ -241,9 +247,11 @@ def _check_leaders_on_actor_thread() -> None:
     import ray
 
     timeout_s = limits.LEADER_PING_TIMEOUT_S + limits.CONTROL_CALL_TIMEOUT_S
+    answer = _this_actor().check_leaders.remote()
     try:
-        ray.get(_this_actor().check_leaders.remote(), timeout=timeout_s)
+        ray.get(answer, timeout=timeout_s)
     except ray.exceptions.GetTimeoutError:
+        abandon(answer, "the controller's check_leaders")
         raise RequestTimedOutError(f"the controller's actor thread did not answer "
                                    f"check_leaders within {timeout_s} s") from None
     except ray.exceptions.RayActorError as exc:   # e.g. sent while Ray restarted this actor
@@ -442,11 +450,15 @@ class Controller:
         storage on and the server has no --tier-url (as Kafka refuses to start with
         tiered storage off while such topics exist), or one naming another store
         than the one metadata recorded: its remote segments would be unreadable
-        there, and its uploads would go to a store its reads never look in.
+        there, and its uploads would go to a store its reads never look in. Raises it,
+        once the shards run (their nodes are known then: ``_refuse_impossible_factor_
+        options``), if --default-replication-factor or --offsets-replication-factor
+        asks for more copies than the shards, or their nodes, can hold.
         """
         self._refuse_tiered_topics_without_their_store()
         self._shards.start(self._metadata.shards + self._metadata.draining,
                            self._metadata.shard_nodes)
+        self._refuse_impossible_factor_options()   # the shards' nodes are known now
         self._save()   # the controller epoch, before any shard hears of it
         self._push_peers()
         opened = self._shards.call_each({s: self._shards[s].open_partitions(specs, existing=True)
@@ -599,15 +611,17 @@ class Controller:
 
     # --- Announcements ---------------------------------------------------------
 
-    def shard_started(self, shard_id: str, address: str, direct_address: str = "") -> None:
-        """A shard actor (re)started and listens at ``address``, and for clients'
-        produce and fetch at ``direct_address`` ("": nowhere) (called by the shard):
+    def shard_started(self, shard_id: str, address: str, direct_address: str = "",
+                      pid: int = 0) -> None:
+        """A shard actor (re)started in process ``pid`` and listens at ``address``, and
+        for clients' produce and fetch at ``direct_address`` ("": nowhere) (called by
+        the shard):
         every shard learns its peers' addresses anew; the partitions it led (or that
         have no leader) get a new leader epoch, since it lost its leader state (it may
         lead again, in the new epoch); and it gets its partitions' current records
         (its manifest may hold older ones)."""
         known = self._shards.addresses.get(shard_id)
-        self._shards.started(shard_id, address, direct_address)
+        self._shards.started(shard_id, address, direct_address, pid)
         self._silent.discard(shard_id)
         if shard_id not in self._shards:
             return   # announced while the controller starts it: start() tells it all
@@ -1181,10 +1195,15 @@ class Controller:
 
     def list_groups(self) -> list[protocol.GroupListing]:
         """Every consumer group known to any shard (members or committed offsets), by
-        name, with its state from the shard that coordinates it (query thread)."""
-        handles = self._on_actor_thread(self._plan_list_groups)
-        answers = wait_all_or_raise({s: handle.group_listings() for s, handle in handles.items()},
-                                    limits.CONTROL_CALL_TIMEOUT_S)
+        name, with its state from the shard that coordinates it (query thread). Its
+        reply (listGroups, Kafka's ListGroups) cannot say that a shard is missing, so a
+        shard that does not answer within STATUS_CALL_TIMEOUT_S (or was silent at the
+        last leader check) fails it then, naming the shard, as Kafka's
+        kafka-consumer-groups --list fails when a broker does not answer."""
+        answers, unanswered = _answers_of(self._on_actor_thread(self._plan_stats),
+                                          lambda handle: handle.group_listings())
+        if unanswered:
+            raise RequestTimedOutError(_groups_unanswered(unanswered, "listGroups"))
         return _one_listing_per_group(listing for per_shard in answers.values()
                                       for listing in per_shard)
 
@@ -1192,13 +1211,15 @@ class Controller:
                          limit: int = ALL_NAMES) -> NamesPage:
         """A page of the consumer groups, merged from each shard's own page of the groups
         it coordinates (exact: plinth/name_pages.py), so that no shard sends more than
-        ``limit`` names (query thread)."""
+        ``limit`` names (query thread). A shard that does not answer within
+        STATUS_CALL_TIMEOUT_S (or was silent at the last leader check, then not asked)
+        is left out, as status and describe_topic leave it out: the page is that of
+        the others, and names it in ``unanswered``."""
         check_page_args(prefix, after, limit, "list_groups_page")
-        handles = self._on_actor_thread(self._plan_list_groups)
-        pages = wait_all_or_raise({s: handle.group_names_page(prefix, after, limit)
-                                   for s, handle in handles.items()},
-                                  limits.CONTROL_CALL_TIMEOUT_S)
-        return merge_pages(pages.values(), limit)
+        pages, unanswered = _answers_of(self._on_actor_thread(self._plan_stats),
+                                        lambda handle: handle.group_names_page(prefix, after,
+                                                                               limit))
+        return replace(merge_pages(pages.values(), limit), unanswered=unanswered)
 
     def topic_stats(self, names: list[str]) -> list[protocol.TopicStats]:
         """Each topic's bytes on the shards' disks and rates in and out, in ``names``'
@@ -1270,10 +1291,11 @@ class Controller:
             return plan(*args)
         import ray
 
+        answer = getattr(actor, plan.__name__).remote(*args)
         try:
-            return ray.get(getattr(actor, plan.__name__).remote(*args),
-                           timeout=limits.CONTROL_CALL_TIMEOUT_S)
+            return ray.get(answer, timeout=limits.CONTROL_CALL_TIMEOUT_S)
         except ray.exceptions.GetTimeoutError:
+            abandon(answer, f"the controller's {plan.__name__}")
             raise RequestTimedOutError(f"the controller's actor thread did not answer "
                                        f"{plan.__name__} within "
                                        f"{limits.CONTROL_CALL_TIMEOUT_S} s") from None
@@ -1292,16 +1314,14 @@ class Controller:
     def _plan_status(self) -> _StatusPlan:
         self._rebalancer.retire_drained()
         all_nodes = self._shards.nodes()
-        owned: dict[str, int] = {}   # partitions each shard holds a copy of the current range of
-        for topic in self._metadata.topics.values():
-            for partition in range(topic.partitions):
-                for shard_id in topic.replicas_of(partition):
-                    owned[shard_id] = owned.get(shard_id, 0) + 1
+        # The partitions each shard serves a range of, current or older (a removed one
+        # only older ones: what its drain note counts too, rebalancer.py)
+        served = {s: len(specs) for s, specs in self._metadata.specs_by_shard().items()}
         shards = {s: _ShardFacts(self._shards.addresses.get(s, ""),
-                                 self._shards.direct_addresses.get(s, ""), owned.get(s, 0),
+                                 self._shards.direct_addresses.get(s, ""), served.get(s, 0),
                                  s in self._metadata.draining,
                                  placement.node_name(self._metadata.shard_nodes.get(s, "")),
-                                 self._rebalancer.drain_reason(s))
+                                 self._rebalancer.drain_reason(s), self._shards.pids.get(s, 0))
                   for s in self._shards.ids()}
         return _StatusPlan(
             nodes=[(n.node_id, n.address, n.alive) for n in all_nodes], shards=shards,
@@ -1309,9 +1329,6 @@ class Controller:
             routers=sorted((listen, node) for listen, (node, _) in self._live_routers().items()),
             replication=self.partition_replication(),
             node_names={n.node_id: placement.node_name(n.pin_resource) for n in all_nodes})
-
-    def _plan_list_groups(self) -> dict[str, ShardHandle]:
-        return {s: self._shards[s] for s in self._shards.ids()}
 
     def _plan_topic_stats(self, names: list[str]) -> _TopicStatsPlan:
         """The shards to ask, as describe_topic's (without the silent ones); UnknownTopicError
@@ -1633,8 +1650,7 @@ class Controller:
     def _replication_factor(self, name: str, requested: int) -> int:
         """The factor a new topic gets; InvalidReplicationFactorError if the shards (or
         their nodes, unless replicas may share one) cannot hold that many copies."""
-        shard_ids = self._metadata.shards
-        nodes = placement.distinct_nodes(shard_ids, self._metadata.shard_nodes)
+        nodes = placement.distinct_nodes(self._metadata.shards, self._metadata.shard_nodes)
         which = "replication factor"
         if requested == 0:
             default = self._default_replication_factor
@@ -1645,19 +1661,62 @@ class Controller:
                 which = "the server's --default-replication-factor"
             requested = default
         factor = topics.validate_replication_factor(name, requested)
-        if factor > len(shard_ids):
+        refused = self._copies_refused(factor)
+        if refused == _TOO_FEW_SHARDS:
             raise InvalidReplicationFactorError(
-                f"topic {name!r}: {which} {factor} is more than the broker's "
-                f"{counted(len(shard_ids), 'shard')}: each replica needs its own shard "
+                f"topic {name!r}: {which} {factor} {self._too_many_copies(factor)} "
                 f"(add shards with plinth shards add, or start a new data dir with "
                 f"--shards N)")
-        if factor > nodes and not self._allow_replicas_on_one_node:
+        if refused == _TOO_FEW_NODES:
             raise InvalidReplicationFactorError(
-                f"topic {name!r}: {which} {factor} is more than the "
-                f"{counted(nodes, 'node')} the shards run on: a node's loss would take several "
-                f"copies; start the server with --allow-replicas-on-one-node to allow it "
-                f"(testing)")
+                f"topic {name!r}: {which} {factor} {self._too_many_copies(factor)}; start "
+                f"the server with --allow-replicas-on-one-node to allow it (testing)")
         return factor
+
+    def _copies_refused(self, factor: int) -> str | None:
+        """_TOO_FEW_SHARDS or _TOO_FEW_NODES if the shards taking writes cannot hold
+        ``factor`` copies of a partition, each on a shard of its own (and a node of its
+        own, unless replicas may share one); None if they can."""
+        shard_ids = self._metadata.shards
+        if factor > len(shard_ids):
+            return _TOO_FEW_SHARDS
+        nodes = placement.distinct_nodes(shard_ids, self._metadata.shard_nodes)
+        if factor > nodes and not self._allow_replicas_on_one_node:
+            return _TOO_FEW_NODES
+        return None
+
+    def _too_many_copies(self, factor: int) -> str:
+        """What ``factor`` copies are more than (``_copies_refused`` said they are)."""
+        shard_ids = self._metadata.shards
+        if self._copies_refused(factor) == _TOO_FEW_SHARDS:
+            return (f"is more than the broker's {counted(len(shard_ids), 'shard')}: each "
+                    f"replica needs its own shard")
+        nodes = placement.distinct_nodes(shard_ids, self._metadata.shard_nodes)
+        return (f"is more than the {counted(nodes, 'node')} the shards run on: a node's loss "
+                f"would take several copies")
+
+    def _refuse_impossible_factor_options(self) -> None:
+        """InvalidConfigError, naming the option, if --default-replication-factor or
+        --offsets-replication-factor asks for more copies than the shards (pinned to
+        their nodes by now) can hold, as a topic create would be refused (one check:
+        ``_copies_refused``). Without it the server started, then refused every topic
+        created without a factor, and left the committed offsets unreplicated with
+        only a line in controller.log."""
+        for option, factor, what in (
+                ("--default-replication-factor", self._default_replication_factor,
+                 "every topic created without a factor would be refused"),
+                ("--offsets-replication-factor", self._offsets_replication_factor,
+                 f"{topics.OFFSETS_TOPIC}, the consumer groups' committed offsets, could not "
+                 f"be created")):
+            refused = None if factor is None else self._copies_refused(factor)
+            if refused is None:
+                continue
+            remedy = ("give a smaller factor, or start a new data dir with more --shards"
+                      if refused == _TOO_FEW_SHARDS else
+                      "give a smaller factor, run shards on more nodes, or start the server "
+                      "with --allow-replicas-on-one-node (testing)")
+            raise InvalidConfigError(f"{option} {factor} {self._too_many_copies(factor)}, so "
+                                     f"{what}: {remedy}")
 
     def alter_topic(self, name: str, changes: dict[str, str],
                     delete_config: tuple[str, ...] = ()) -> protocol.TopicInfo:
@@ -2255,6 +2314,26 @@ def _one_listing_per_group(listings: Iterable[protocol.GroupListing]) -> list[pr
     return [by_name[name] for name in sorted(by_name)]
 
 
+def _answers_of(plan: dict[str, ShardHandle | None], ask: Callable[[ShardHandle], PendingCall[T]]
+                ) -> tuple[dict[str, T], list[str]]:
+    """``ask(handle)`` of every shard of ``plan`` that has a handle (``_plan_stats``: the
+    silent ones have none), all at once, for STATUS_CALL_TIMEOUT_S: the answers by shard,
+    and the shards that did not answer, or were not asked, sorted (query thread)."""
+    outcomes = wait_all({s: ask(handle) for s, handle in plan.items() if handle is not None},
+                        limits.STATUS_CALL_TIMEOUT_S)
+    answers = {s: got for s, got in outcomes.items() if not isinstance(got, BrokerError)}
+    return answers, sorted(s for s in plan if s not in answers)
+
+
+def _groups_unanswered(shard_ids: list[str], what: str) -> str:
+    """Why ``what``, a listing of the groups, lacks the groups of ``shard_ids``."""
+    whose = "it coordinates" if len(shard_ids) == 1 else "they coordinate"
+    return (f"{what}: {', '.join(shard_ids)} did not answer within "
+            f"{limits.STATUS_CALL_TIMEOUT_S:g} s, or at the last leader check (stopped, hung, "
+            f"restarting, or its node is lost), so the groups {whose} cannot be listed; "
+            f"retry once it answers")
+
+
 def _stats_of(plan: dict[str, ShardHandle | None]) -> dict[str, dict | None]:
     """Each shard's stats snapshot, asked of all at once, for STATUS_CALL_TIMEOUT_S; None
     for one that does not answer, or was not asked (query thread)."""
@@ -2272,7 +2351,8 @@ def _shard_status(shard_id: str, stats: dict | None, facts: _ShardFacts) -> prot
         facts.draining, facts.node_name, facts.direct_address,
         *_requests_by_socket(stats), *_uploads(stats), draining_reason=facts.drain_reason,
         records_out_per_s=(stats or {}).get("records_out_per_s", 0.0),
-        bytes_out_per_s=(stats or {}).get("bytes_out_per_s", 0.0))
+        bytes_out_per_s=(stats or {}).get("bytes_out_per_s", 0.0),
+        pid=(stats or {}).get("pid", facts.pid))
 
 
 def _uploads(stats: dict | None) -> tuple[int, int, float, int]:

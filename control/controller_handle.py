@@ -219,12 +219,13 @@ class ControllerHandle:
         self._call(lambda actor: actor.router_stopped.remote(listen), "router_stopped",
                    timeout_s=limits.ROUTER_STOPPED_WAIT_S)
 
-    def shard_started(self, shard_id: str, address: str, direct_address: str = "") -> None:
-        """A shard actor (re)started and listens at ``address`` (and for clients at
-        ``direct_address``, if not "") (shard actor thread). Sent to the controller
-        that has the name now (the server may have restarted since this handle was
-        made); raises ValueError while there is none."""
-        self._current_actor().shard_started.remote(shard_id, address, direct_address)
+    def shard_started(self, shard_id: str, address: str, direct_address: str = "",
+                      pid: int = 0) -> None:
+        """A shard actor (re)started in process ``pid`` and listens at ``address`` (and
+        for clients at ``direct_address``, if not "") (shard actor thread). Sent to the
+        controller that has the name now (the server may have restarted since this
+        handle was made); raises ValueError while there is none."""
+        self._current_actor().shard_started.remote(shard_id, address, direct_address, pid)
 
     def tiering_changed(self, shard_id: str) -> None:
         """On ``shard_id`` a sealed partition became wholly remote, or a re-sync the
@@ -475,9 +476,11 @@ class ControllerHandle:
     def _call_once(self, remote_call: Callable, method: str, timeout_s: float):
         import ray
 
+        answer = remote_call(self._actor)
         try:
-            return ray.get(remote_call(self._actor), timeout=timeout_s)
+            return ray.get(answer, timeout=timeout_s)
         except ray.exceptions.GetTimeoutError:
+            abandon(answer, f"the controller's {method}")
             raise RequestTimedOutError(
                 f"the controller did not answer {method} within {timeout_s} s") from None
         except ray.exceptions.RayTaskError as exc:
@@ -492,3 +495,19 @@ class ControllerHandle:
             raise
         except ray.exceptions.RayError as exc:
             raise InternalError(f"controller unreachable: {exc}") from None
+
+
+def abandon(answer, what: str) -> None:
+    """Let go of ``answer``, the ObjectRef of a call whose caller stopped waiting (any
+    thread): its outcome, when it comes, is logged (INFO), not left unread. Ray prints
+    an error no one read ("Unhandled error ...", with the callee's traceback) on the
+    stdout of the process that made the call, as if something had gone wrong there;
+    a call that ends after its caller gave up is expected (a stopped shard holds up
+    a query until the query's own bound)."""
+    def outcome_came(future) -> None:
+        error = future.exception()
+        cause = getattr(error, "cause", None) or error
+        log.info("%s ended after its caller stopped waiting: %s", what,
+                 "answered" if error is None else f"{type(cause).__name__}: {cause}")
+
+    answer.future().add_done_callback(outcome_came)

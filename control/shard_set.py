@@ -95,6 +95,10 @@ class ShardSet:
         self.addresses: dict[str, str] = {}   # shard id -> where it listens, once it said
         # shard id -> where clients may produce and fetch without the router, if anywhere
         self.direct_addresses: dict[str, str] = {}
+        # shard id -> the process it last announced its start from (``started``): what
+        # status shows of a shard that does not answer (stopped, hung); one adopted
+        # from a previous controller has none until it starts again
+        self.pids: dict[str, int] = {}
         # shard id -> why its last start or open failed; cleared when it announces itself
         self.failures: dict[str, str] = {}
         # the shards whose running actors ``start`` adopted (their controller died)
@@ -238,12 +242,16 @@ class ShardSet:
                 return outcomes
             time.sleep(retry_s)   # Ray answers a restarting actor's calls at once: pace them
 
-    def started(self, shard_id: str, address: str, direct_address: str = "") -> None:
-        """A shard actor (re)started and listens at ``address``, and for clients at
-        ``direct_address`` ("": nowhere) (it said so)."""
+    def started(self, shard_id: str, address: str, direct_address: str = "",
+                pid: int = 0) -> None:
+        """A shard actor (re)started in process ``pid`` (0: not said, the last said is
+        kept) and listens at ``address``, and for clients at ``direct_address`` ("":
+        nowhere) (it said so)."""
         if self.addresses.get(shard_id) != address:
-            log.info("%s now listens at %s", shard_id, address)
+            log.info("%s now listens at %s (pid %d)", shard_id, address, pid)
         self.addresses[shard_id] = address
+        if pid:
+            self.pids[shard_id] = pid
         if direct_address:
             self.direct_addresses[shard_id] = direct_address
         else:
@@ -263,6 +271,7 @@ class ShardSet:
             shard.kill()
         self.addresses.pop(shard_id, None)
         self.direct_addresses.pop(shard_id, None)
+        self.pids.pop(shard_id, None)
         self.failures.pop(shard_id, None)
 
     def kill(self, shard_id: str) -> None:
@@ -273,6 +282,7 @@ class ShardSet:
             shard.kill()
         self.addresses.pop(shard_id, None)
         self.direct_addresses.pop(shard_id, None)
+        self.pids.pop(shard_id, None)
         self.failures.pop(shard_id, None)
 
     def shutdown(self, grace_period_s: float) -> dict[str, None]:

@@ -565,8 +565,8 @@ def kafka_user_add(users_file, name, password_stdin, iterations):
 @main.command()
 @click.pass_context
 def status(ctx):
-    """Nodes, shards (partitions, bytes, records/s and MB/s produced and fetched), routers,
-    and how many partitions
+    """Nodes, shards (node, process id, partitions, bytes, records/s and MB/s produced and
+    fetched), routers, and how many partitions
     are under-replicated (a replica out of sync) or offline (no leader serving)."""
     with _admin(ctx) as admin:
         info = admin.status()
@@ -575,12 +575,15 @@ def status(ctx):
         name = info.node_names.get(node_id, "")
         click.echo(f"  {name:<16} {node_id[:12]:<12}  {address:<16} {'alive' if alive else 'DEAD'}")
     width = _column_width([shard.address for shard in info.shards], 24)   # ipc:// paths are long
-    click.echo(f"shards\n  {'shard':<10} {'state':<12} {'node':<16} {'address':<{width}} "
+    click.echo(f"shards\n  {'shard':<10} {'state':<12} {'node':<16} {'pid':>8} "
+               f"{'address':<{width}} "
                f"{'partitions':>10} {'bytes':>14} {'records/s':>11} {'MB/s':>8} "
                f"{'records/s out':>13} {'MB/s out':>8}")
     for shard in info.shards:
         state = ("up" if shard.alive else "DOWN") + (" draining" if shard.draining else "")
-        click.echo(f"  {shard.shard_id:<10} {state:<12} {shard.node:<16} {shard.address:<{width}} "
+        pid = shard.pid or "-"   # its ray::ShardActor process on that node; "-": not known
+        click.echo(f"  {shard.shard_id:<10} {state:<12} {shard.node:<16} {pid:>8} "
+                   f"{shard.address:<{width}} "
                    f"{shard.partitions:>10} {shard.size_bytes:>14} {shard.records_per_s:>11.0f} "
                    f"{shard.bytes_per_s / 1e6:>8.2f} {shard.records_out_per_s:>13.0f} "
                    f"{shard.bytes_out_per_s / 1e6:>8.2f}")

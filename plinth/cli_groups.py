@@ -11,8 +11,9 @@ import sys
 
 import click
 
-from plinth import limits
-from plinth.errors import UnknownTopicError
+from plinth import limits, topics
+from plinth.control import placement
+from plinth.errors import PlinthError, PlinthTimeoutError, RequestTimedOutError, UnknownTopicError
 
 # Offsets are Int64 on the wire (schemas/protocol.capnp).
 OFFSET_MAX = 2**63 - 1
@@ -39,12 +40,12 @@ def admin_for(ctx):
 @click.pass_context
 def group_list(ctx, prefix, limit, after):
     """Group names, sorted; with --prefix, --limit or --after, one page of them (as
-    ``plinth topic list``)."""
+    ``plinth topic list``). A shard that does not answer within a few seconds (stopped,
+    hung, restarting) is left out: the groups it coordinates are missing, and a last
+    line on stderr names it (the exit status stays 0, as topic list's)."""
     with admin_for(ctx) as admin:
-        if not (prefix or after or limit):
-            for name in admin.list_groups():
-                click.echo(name)
-            return
+        # Page by page, also without options: Admin.list_groups does not say which
+        # shards its pages lacked.
         echo_pages(admin.list_groups_page, prefix, after, limit, "group list")
 
 
@@ -52,20 +53,28 @@ def echo_pages(ask_page, prefix: str, after: str, limit: int | None, command: st
     """Print the names of a page (``limit`` given, 1..ADMIN_LIST_PAGE_NAMES_MAX), or of
     every page of ``prefix`` walked ADMIN_LIST_PAGE_NAMES_MAX at a time (no limit: the
     whole search, never held whole). After a page with more behind it, a line saying
-    how to get the next."""
+    how to get the next; then, if a page lacked the names of shards that did not
+    answer (NamesPage.unanswered: a page of groups), a line naming them."""
     step = limits.ADMIN_LIST_PAGE_NAMES_MAX if limit is None else limit
+    unanswered: set[str] = set()
     for _ in range(limits.TOPICS_MAX * limits.SHARDS_MAX // step + 2):
         page = ask_page(prefix=prefix, after=after, limit=step)
+        unanswered.update(getattr(page, "unanswered", ()))
         for name in page.names:
             click.echo(name)
         if not page.more:
-            return
+            break
         after = page.names[-1]
         if limit:
             prefix_arg = f" --prefix {shlex.quote(prefix)}" if prefix else ""
             click.echo(f"# more: plinth {command}{prefix_arg} --limit {limit} "
                        f"--after {shlex.quote(after)}", err=True)
-            return
+            break
+    if unanswered:
+        shards = sorted(unanswered)
+        whose = "it coordinates" if len(shards) == 1 else "they coordinate"
+        click.echo(f"# not answered: {', '.join(shards)} (stopped, hung or restarting: see "
+                   f"plinth status); the groups {whose} are not listed", err=True)
 
 
 @group_cli.command("describe")
@@ -74,7 +83,12 @@ def echo_pages(ask_page, prefix: str, after: str, limit: int | None, command: st
 def group_describe(ctx, name):
     """Members with their partitions; committed offset, log end offset and lag per partition."""
     with admin_for(ctx) as admin:
-        info = admin.describe_group(name)
+        try:
+            info = admin.describe_group(name)
+        except (PlinthTimeoutError, RequestTimedOutError) as exc:   # the router forwards
+            # it to the coordinator, which did not answer: the client's timeout, or the
+            # broker's
+            raise type(exc)(f"group {name}: {_coordinator_said(admin, name)}{exc}") from None
         rows = admin.group_lag(name)
     click.echo(f"group {info.group}  assignor {info.assignor}  epoch {info.epoch}  "
                f"members {len(info.members)}")
@@ -88,6 +102,34 @@ def group_describe(ctx, name):
     for topic, partition, committed, end, lag in rows:
         click.echo(f"{topic:<24} {partition:>9} {_dash(committed):>12} {end:>12} {_dash(lag):>10}  "
                    f"{owner.get((topic, partition), '-')}")
+
+
+def _coordinator_said(admin, group: str) -> str:
+    """Which shard coordinates ``group``, and whether it answers status, as the start
+    of an error's message ("" if the broker does not say): found as the router finds
+    it (router.Router._route_group): the leader of the group's slot of the internal
+    offsets topic (replicated offsets), else the rendezvous hash of its name over the
+    shards that take writes. Each ask waits at most a status call's time, as a shard
+    that does not answer is left out of status and describe."""
+    try:
+        shards = admin.status().shards
+        try:
+            offsets = admin.describe_topic(topics.OFFSETS_TOPIC)
+        except UnknownTopicError:   # offsets not replicated: hashed onto the shards
+            writing = [s.shard_id for s in shards if not s.draining]
+            if not writing:
+                return ""
+            coordinator = placement.shard_for_group(group, writing)
+        else:
+            slot = topics.offsets_slot(group, offsets.partitions)
+            coordinator = offsets.partition_info[slot].shard
+            if not coordinator:
+                return f"{topics.OFFSETS_TOPIC}-{slot}, which holds its offsets, has no leader; "
+    except (PlinthError, ValueError):
+        return ""
+    down = not any(s.shard_id == coordinator and s.alive for s in shards)
+    return (f"its coordinator {coordinator} " + ("does not answer plinth status either "
+            "(stopped, hung or restarting); " if down else "answers plinth status; "))
 
 
 def _dash(value) -> str:

@@ -1516,6 +1516,10 @@ def _relations() -> list[tuple[str, bool]]:
          <= HEADER_TRAVERSAL_WORDS_MAX
          and ADMIN_TOPIC_STATS_NAMES_MAX * (7 + _text_words(TOPIC_NAME_BYTES_MAX)) + 16
          <= HEADER_TRAVERSAL_WORDS_MAX),
+        ("a page of the longest group names, naming every shard as not answered "
+         "(shard ids of up to 15 bytes: 2 words, and a pointer), fits a reader's traversal "
+         "limit", ADMIN_LIST_PAGE_NAMES_MAX * (1 + _text_words(GROUP_NAME_BYTES_MAX))
+         + SHARDS_MAX * (1 + _text_words(15)) + 16 <= HEADER_TRAVERSAL_WORDS_MAX),
         ("a createTopics of the longest names, without config, fits a header: a topic "
          "costs its struct (1 data word, 2 pointers), a pointer and its name's words",
          0 < CREATE_TOPICS_BATCH_MAX

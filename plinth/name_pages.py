@@ -37,10 +37,13 @@ ALL_NAMES = 0   # limit 0: the whole list, as listTopics/listGroups before pagin
 @dataclass(frozen=True)
 class NamesPage:
     """One page: ``names`` sorted, each starting with the prefix asked and after the
-    ``after`` asked, at most the limit asked; ``more``: names follow the last."""
+    ``after`` asked, at most the limit asked; ``more``: names follow the last.
+    ``unanswered``: the sources that did not answer in time, sorted (a page of groups:
+    the shards whose groups it lacks); the page is exact over the others."""
 
     names: list[str] = field(default_factory=list)
     more: bool = False
+    unanswered: list[str] = field(default_factory=list)
 
 
 def check_page_args(prefix: str, after: str, limit: int, what: str) -> None:

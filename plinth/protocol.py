@@ -508,6 +508,7 @@ class ShardStatus:
     draining_reason: str = ""     # of a draining shard: why it has not retired yet
     records_out_per_s: float = 0.0   # handed to clients' fetches, over records_per_s's window
     bytes_out_per_s: float = 0.0
+    pid: int = 0                  # its process on its node (ray::ShardActor); 0: not known
 
 
 @dataclass
@@ -1130,6 +1131,8 @@ def encode_names_page_reply(request_id: int, page: NamesPage) -> bytes:
     body = msg.init("namesPage")
     _fill_texts(body.init("names", len(page.names)), page.names)
     body.more = page.more
+    if page.unanswered:
+        _fill_texts(body.init("unanswered", len(page.unanswered)), page.unanswered)
     return msg.to_bytes()
 
 
@@ -1165,6 +1168,7 @@ def encode_status_reply(request_id: int, info: StatusInfo) -> bytes:
         out.uploadLagS, out.uploadErrors = shard.upload_lag_s, shard.upload_errors
         out.drainingReason = shard.draining_reason
         out.recordsOutPerS, out.bytesOutPerS = shard.records_out_per_s, shard.bytes_out_per_s
+        out.pid = shard.pid
     routers = body.init("routers", len(info.routers))
     for i, (address, node) in enumerate(info.routers):
         routers[i].address, routers[i].node = address, node
@@ -1254,7 +1258,8 @@ def _reply_view(rep) -> ReplyView:
     elif view.kind == "classic":
         view.classic = protocol_classic.decode_result(rep.classic)
     elif view.kind == "namesPage":
-        view.names_page = NamesPage(list(rep.namesPage.names), rep.namesPage.more)
+        view.names_page = NamesPage(list(rep.namesPage.names), rep.namesPage.more,
+                                    list(rep.namesPage.unanswered))
     elif view.kind == "topicStats":
         view.topic_stats = [TopicStats(t.name, t.partitions, t.sizeBytes, t.recordsInPerS,
                                        t.bytesInPerS, t.recordsOutPerS, t.bytesOutPerS,
@@ -1267,7 +1272,7 @@ def _reply_view(rep) -> ReplyView:
                                 x.recordsPerS, x.bytesPerS, x.draining, x.node,
                                 x.directAddress, x.requestsViaRouter, x.requestsDirect,
                                 x.remoteBytes, x.uploadLagBytes, x.uploadLagS, x.uploadErrors,
-                                x.drainingReason, x.recordsOutPerS, x.bytesOutPerS)
+                                x.drainingReason, x.recordsOutPerS, x.bytesOutPerS, x.pid)
                     for x in st.shards],
             routers=[(r.address, r.node) for r in st.routers],
             under_replicated_partitions=st.underReplicatedPartitions,

@@ -473,18 +473,20 @@ def _visible_page(ask_page, request, visible) -> NamesPage:
     if visible is None:
         return ask_page(request.prefix, request.after, request.limit)
     names: list[str] = []
+    unanswered: set[str] = set()   # the shards any page walked lacks (NamesPage)
     after, step = request.after, limits.ADMIN_LIST_PAGE_NAMES_MAX
     names_max = max(limits.TOPICS_MAX, limits.GROUPS_PER_SHARD_MAX * limits.SHARDS_MAX)
     for _ in range(names_max // step + 2):
         page = ask_page(request.prefix, after, step)
+        unanswered.update(page.unanswered)
         for name in page.names:
             if not visible(name):
                 continue
             if request.limit and len(names) == request.limit:
-                return NamesPage(names, True)
+                return NamesPage(names, True, sorted(unanswered))
             names.append(name)
         if not page.more:
-            return NamesPage(names, False)
+            return NamesPage(names, False, sorted(unanswered))
         after = page.names[-1]
     raise InternalError(f"router: the {request.kind} page after {request.after!r} did not end "
                         f"within {names_max} names")

@@ -171,6 +171,10 @@ struct NamesPageRequest {
 struct NamesPage {
   names @0 :List(Text);
   more @1 :Bool;
+  # listGroupsPage: the shards that did not answer within STATUS_CALL_TIMEOUT_S
+  # (stopped, hung, restarting), sorted; the page lacks the groups they coordinate,
+  # and is exact over the others. Empty in a listTopicsPage (no shard is asked).
+  unanswered @2 :List(Text);
 }
 
 # topicStats: at most ADMIN_TOPIC_STATS_NAMES_MAX topics (requestTooLarge beyond);
@@ -573,6 +577,9 @@ struct ShardStatus {
   drainingReason @16 :Text;      # of a draining shard: why it has not retired yet (issue 14)
   recordsOutPerS @17 :Float64;   # handed to clients' fetches (a follower's replica fetch
   bytesOutPerS @18 :Float64;     # is not counted), over recordsPerS's window
+  pid @19 :UInt32;               # its process (ray::ShardActor) on its node: the one it
+                                 # answered status from, else the one it last announced
+                                 # its start from; 0: not known
 }
 
 struct RouterStatus {

@@ -20,6 +20,7 @@ Without Ray it is a plain class: tests run it on a real ShardServer.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from plinth import actor_logs, limits, protocol
@@ -107,7 +108,7 @@ class ShardActor:
         """Tell the controller where this (possibly restarted) shard listens; don't wait."""
         try:
             announce_to.shard_started(self.shard_id, self._server.address,
-                                      self._server.direct_address)
+                                      self._server.direct_address, pid=os.getpid())
         except Exception as exc:   # the controller is gone: its successor starts new shards
             log.warning("%s: could not announce %s to the controller (%s); routers keep the "
                         "old address", self.shard_id, self._server.address, exc)
@@ -330,7 +331,9 @@ class ShardActor:
     # --- Status and lifecycle -----------------------------------------------------------
 
     def stats(self) -> dict:
-        return self._server.call(self._server.stats_snapshot)
+        """The server's stats snapshot, and ``pid``: this actor's process (what ``plinth
+        status`` shows, so that an operator knows which ray::ShardActor is which)."""
+        return {**self._server.call(self._server.stats_snapshot), "pid": os.getpid()}
 
     def shutdown(self, grace_period_s: float = limits.SHUTDOWN_GRACE_PERIOD_S) -> None:
         """Flush, fsync and close every log; the actor may then be killed."""

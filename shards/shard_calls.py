@@ -268,7 +268,8 @@ class ControllerAnnouncements(Protocol):
     changed. The controller passes a ControllerHandle, which has these
     methods; shards/ must not import control/, so the type is declared here."""
 
-    def shard_started(self, shard_id: str, address: str, direct_address: str = "") -> None: ...
+    def shard_started(self, shard_id: str, address: str, direct_address: str = "",
+                      pid: int = 0) -> None: ...
 
     def alter_in_sync(self, shard_id: str, partition: PartitionId, leader_epoch: int,
                       partition_epoch: int, in_sync: tuple[str, ...]) -> Leadership:

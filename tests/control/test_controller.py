@@ -5,6 +5,7 @@ written by main, on real shard actors reached in process and a real disk
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import replace
@@ -393,6 +394,40 @@ def test_a_partition_whose_shard_does_not_answer_is_offline_in_describe_and_stat
     assert [p.shard for p in described] == [owner if owner != hung else "" for owner in owners]
     assert all(p.end_offset == 1 for p in described if p.shard)
     assert status.offline_partitions == owners.count(hung)
+
+
+def test_status_shows_each_shards_process_and_a_silent_ones_from_its_last_announcement(brokers):
+    # Given two shards (in this process: under Ray each has a ray::ShardActor of its own),
+    # shard-1 having announced a restart in process 4242, and silent since
+    broker = brokers(2)
+    broker.controller.shard_started("shard-1", broker.address("shard-1"), "", 4242)
+    broker.shards.handles["shard-1"].fail_next("stats", ray.exceptions.ActorDiedError())
+    # When the status is asked
+    shards = {s.shard_id: s for s in broker.controller.status().shards}
+    # Then shard-0 shows the process it answered from, and shard-1, down, the one it
+    # announced: the process to continue or kill
+    assert (shards["shard-0"].pid, shards["shard-0"].alive) == (os.getpid(), True)
+    assert (shards["shard-1"].pid, shards["shard-1"].alive) == (4242, False)
+
+
+def test_a_draining_shards_row_counts_the_partitions_it_still_serves_as_its_note_does(brokers):
+    # Given three shards, a topic with records on the third, which is then removed
+    broker = brokers(3)
+    topic = topic_that_moves(4, TWO, THREE)
+    broker.controller.create_topic(topic, 4, {})
+    held = [p for p in range(4) if placement.shard_for(topic, p, THREE) == "shard-2"]
+    for partition in held:
+        broker.produce(topic, partition, [b"a"])
+    broker.controller.remove_shards(1)
+    # When the status is asked
+    shards = {s.shard_id: s for s in broker.controller.status().shards}
+    # Then the removed shard's partitions are those whose older ranges it serves, the
+    # count its drain note gives (it showed 0: it holds no current range), and the
+    # others count every partition they serve
+    draining = shards["shard-2"]
+    assert draining.draining and draining.partitions == len(held)
+    assert draining.draining_reason.startswith(f"{len(held)} partition")
+    assert shards["shard-0"].partitions + shards["shard-1"].partitions == 4
 
 
 def test_an_add_of_shards_waits_for_its_new_shards_only_within_its_callers_deadline(brokers):

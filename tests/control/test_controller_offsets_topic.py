@@ -8,7 +8,7 @@ import pytest
 
 from plinth import limits, topics
 from plinth.control.nodes import Node
-from plinth.errors import InvalidConfigError, InvalidReplicationFactorError, InvalidTopicError
+from plinth.errors import InvalidConfigError, InvalidTopicError
 from tests.control.broker_without_ray import THREE
 
 THREE_NODES = [Node(f"node-{n}", "127.0.0.1", True, f"plinth-node:{n}") for n in "abc"]
@@ -58,8 +58,10 @@ def test_the_offsets_factor_option_overrides_the_default_and_refuses_too_many(br
     broker = brokers(3, **ON_ONE_NODE, offsets_replication_factor=2)
     # Then the internal topic has 2 replicas per slot (the default factor would be 1)
     assert broker.metadata_on_disk().topics[topics.OFFSETS_TOPIC].replication_factor == 2
-    # And a factor the shards cannot hold is refused, naming the topic
-    with pytest.raises(InvalidReplicationFactorError, match="__consumer_offsets"):
+    # And a factor the shards cannot hold is refused at start, naming the option, the
+    # shards and the topic (the check --default-replication-factor has too)
+    with pytest.raises(InvalidConfigError, match="--offsets-replication-factor 4 is more than "
+                                                 "the broker's 2 shards: .* __consumer_offsets"):
         brokers(2, data_dir=tmp_path / "other", offsets_replication_factor=4, **ON_ONE_NODE)
     # And factor 1 asked for on three nodes keeps offsets unreplicated
     single = brokers(3, THREE_NODES, data_dir=tmp_path / "third", offsets_replication_factor=1)

@@ -3,12 +3,16 @@ with real shards in process: the console's lists at scale (issue 16)."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import time
+
 import pytest
 
 from plinth import limits, protocol, topics
 from plinth.control import placement
-from plinth.errors import RequestTooLargeError, UnknownTopicError
-from tests.control.broker_without_ray import TWO
+from plinth.errors import RequestTimedOutError, RequestTooLargeError, UnknownTopicError
+from plinth.shards.shard_handle import PendingCall
+from tests.control.broker_without_ray import THREE, TWO
 from tests.shard_requests import commit_offsets, fetch_values, join_group
 from tests.support import wait_until
 
@@ -116,3 +120,62 @@ def test_the_group_list_has_each_groups_state_from_the_shard_coordinating_it(bro
     assert broker.controller.list_groups() == sorted(
         [protocol.GroupListing(live, "Stable"), protocol.GroupListing(idle, "Empty")],
         key=lambda listing: listing.group)
+
+
+def groups_on_each_shard(broker, shard_ids: list[str]) -> dict[str, list[str]]:
+    """Groups with committed offsets coordinated by each of ``shard_ids`` (unreplicated
+    offsets: hashed onto the shards), by shard."""
+    broker.controller.create_topic("t", 1, {})
+    groups = [f"g{i:02d}" for i in range(40)]
+    for group in groups:
+        commit_offsets(broker.address(placement.shard_for_group(group, shard_ids)), group,
+                       {("t", 0): 0})
+    return {s: [g for g in groups if placement.shard_for_group(g, shard_ids) == s]
+            for s in shard_ids}
+
+
+def test_a_hung_shard_is_left_out_of_the_group_pages_and_named_within_a_status_calls_time(
+        brokers, monkeypatch):
+    # Given groups on each of two shards, and shard-1 hung: its calls never answer
+    broker = brokers(2)
+    by_shard = groups_on_each_shard(broker, TWO)
+    hung = broker.shards.handles["shard-1"]
+    for method in ("group_names_page", "group_listings"):
+        monkeypatch.setattr(hung, method, lambda *args, method=method: PendingCall(
+            "shard-1", method, concurrent.futures.Future()))
+    monkeypatch.setattr(limits, "STATUS_CALL_TIMEOUT_S", 0.5)
+    # When a page of the groups is asked
+    started_s = time.monotonic()
+    page = broker.controller.list_groups_page("", "", 100)
+    # Then it comes after a status call's time, not a change's (CONTROL_CALL_TIMEOUT_S),
+    # with shard-0's groups, exact over them, and names shard-1
+    assert time.monotonic() - started_s < limits.CONTROL_CALL_TIMEOUT_S / 2
+    assert (page.names, page.more, page.unanswered) == (by_shard["shard-0"], False, ["shard-1"])
+    assert broker.controller.list_groups_page("", "", 1).more
+    # And listGroups, whose reply cannot say a shard is missing, fails as soon, naming it
+    started_s = time.monotonic()
+    with pytest.raises(RequestTimedOutError, match="listGroups: shard-1 did not answer within "
+                                                   "0.5 s.* cannot be listed"):
+        broker.controller.list_groups()
+    assert time.monotonic() - started_s < limits.CONTROL_CALL_TIMEOUT_S / 2
+
+
+def test_a_shard_silent_at_the_last_leader_check_is_not_asked_for_groups_but_named(brokers):
+    # Given three shards on one node with a replicated topic (leader checks run), groups
+    # on each, and shard-2 silent at the last check
+    broker = brokers(3, allow_replicas_on_one_node=True, offsets_replication_factor=1)
+    by_shard = groups_on_each_shard(broker, THREE)
+    broker.controller.create_topic("r", 1, {}, 3)
+    broker.shards.handles["shard-2"].fail_next("address", RequestTimedOutError("silent"))
+    broker.controller.check_leaders()
+    # When the groups are listed (a call to shard-2 would raise ControllerCrash)
+    broker.shards.handles["shard-2"].crash_controller_at("group_names_page")
+    page = broker.controller.list_groups_page("", "", 100)
+    # Then the page has the others' groups and names shard-2
+    assert page.names == sorted(by_shard["shard-0"] + by_shard["shard-1"])
+    assert page.unanswered == ["shard-2"]
+    # And once it answers a check, it is asked again
+    broker.shards.handles["shard-2"]._crash_at.clear()
+    broker.controller.check_leaders()
+    page = broker.controller.list_groups_page("", "", 100)
+    assert (page.names, page.unanswered) == (sorted(sum(by_shard.values(), [])), [])

@@ -132,9 +132,35 @@ def test_a_server_default_factor_applies_to_topics_created_without_one(brokers):
         brokers(3, default_replication_factor=0)
 
 
-def test_a_server_default_factor_the_shards_cannot_hold_is_named_as_the_servers_option(brokers):
-    # Given a server whose default factor is 3, on 2 shards
-    broker = brokers(2, default_replication_factor=3, **ON_ONE_NODE)
+def test_a_server_default_factor_the_shards_cannot_hold_is_refused_at_start_naming_the_option(
+        brokers, tmp_path):
+    # Given a default factor of 3 on 1 shard, and on 3 shards of one node (replicas not
+    # allowed to share it)
+    # When each server starts, Then it is refused, naming the option, the factor and the
+    # shards or nodes, as --offsets-replication-factor is (it started, and refused every
+    # topic created without a factor)
+    with pytest.raises(InvalidConfigError,
+                       match="--default-replication-factor 3 is more than the broker's 1 "
+                             "shard: each replica needs its own shard, so every topic created "
+                             "without a factor would be refused: give a smaller factor"):
+        brokers(1, default_replication_factor=3)
+    with pytest.raises(InvalidConfigError,
+                       match="--default-replication-factor 3 is more than the 1 node the "
+                             "shards run on: .* --allow-replicas-on-one-node"):
+        brokers(3, data_dir=tmp_path / "one-node", default_replication_factor=3)
+    # And with replicas allowed on one node, 3 shards start and take the factor
+    broker = brokers(3, data_dir=tmp_path / "allowed", default_replication_factor=3,
+                     **ON_ONE_NODE)
+    broker.controller.create_topic("t", 1, {})
+    assert broker.metadata_on_disk().topics["t"].replication_factor == 3
+
+
+def test_a_server_default_factor_the_shards_no_longer_hold_is_named_as_the_servers_option(
+        brokers):
+    # Given a server whose default factor is 3, on 3 shards, one of them removed since
+    broker = brokers(3, default_replication_factor=3, offsets_replication_factor=1,
+                     **ON_ONE_NODE)
+    broker.controller.remove_shards(1)
     # Then a topic created without a factor is refused naming the option, not a factor
     # the user never gave
     with pytest.raises(InvalidReplicationFactorError,

@@ -8,6 +8,7 @@ import sys
 import urllib.request
 
 from plinth import Admin, Consumer, Producer
+from tests.shard_processes import shard_pids
 from tests.support import free_port, unique_topic, wait_until
 
 
@@ -25,6 +26,26 @@ def test_status_lists_nodes_shards_with_partitions_and_the_router(broker_factory
     out = subprocess.run([sys.executable, "-m", "plinth.cli", "status"], capture_output=True,
                          text=True, env=dict(os.environ, PLINTH_BROKER=broker.url), timeout=60)
     assert out.returncode == 0 and "shard-0" in out.stdout and broker.url in out.stdout
+
+
+def test_status_shows_the_process_of_each_shard_the_one_that_holds_its_directory(shared_broker):
+    # Given a running broker, whose shards' processes all read "ray::ShardActor" in ps
+    held_by = wait_until(lambda: len(found := shard_pids(shared_broker.data_dir)) == 2 and found,
+                         timeout_s=30)
+    # When its status is asked, through Admin and the CLI
+    with Admin(broker=shared_broker.url) as admin:
+        shards = admin.status().shards
+    out = subprocess.run([sys.executable, "-m", "plinth.cli", "status"], capture_output=True,
+                         text=True, env=dict(os.environ, PLINTH_BROKER=shared_broker.url),
+                         timeout=60)
+    # Then each shard's pid is the process holding its directory's lock (the kernel's
+    # word, tests/shard_processes.py), shown on its row after its node
+    assert {s.shard_id: s.pid for s in shards} == held_by
+    lines = out.stdout.splitlines()
+    table = lines[lines.index("shards") + 2:]
+    rows = {line.split()[0]: line.split()
+            for line in table[:next(i for i, line in enumerate(table) if not line.startswith(" "))]}
+    assert {shard_id: int(rows[shard_id][3]) for shard_id in held_by} == held_by
 
 
 def scrape(port: int) -> str:

@@ -88,3 +88,16 @@ def test_shards_remove_says_when_a_partition_keeps_its_leader_but_gets_a_new_rep
         "logs-1: shard-3 -> shard-0 from offset 812",
         "removed 1 shard; the writes of 2 partitions moved (1 of them to a new replica set, "
         "led by the same shard)"]
+
+
+def test_status_shows_each_shards_process_id_after_its_node_and_a_dash_when_not_known(
+        monkeypatch):
+    known = protocol.ShardStatus("shard-0", "tcp://127.0.0.1:7500", True, 3, 0, 0.0, 0.0,
+                                 node="a", pid=31337)
+    unknown = protocol.ShardStatus("shard-1", "tcp://127.0.0.1:7501", False, 3, 0, 0.0, 0.0,
+                                   node="a")
+    lines = run(monkeypatch, ["status"], [known, unknown])
+    header = lines.index("shards") + 1
+    assert lines[header].split()[:4] == ["shard", "state", "node", "pid"]
+    assert lines[header + 1].split()[:4] == ["shard-0", "up", "a", "31337"]
+    assert lines[header + 2].split()[:4] == ["shard-1", "DOWN", "a", "-"]

@@ -391,10 +391,24 @@ def test_status_carries_each_shards_remote_bytes_and_upload_backlog():
     assert protocol.decode_reply(protocol.encode_status_reply(1, info)).status.shards == [shard]
 
 
+def test_a_shards_status_carries_its_process_id():
+    shard = protocol.ShardStatus("shard-1", "tcp://127.0.0.1:7502", True, 3, 10, 0.0, 0.0,
+                                 node="a", pid=31337)
+    info = protocol.StatusInfo([("n", "127.0.0.1", True)], [shard], [])
+    assert protocol.decode_reply(protocol.encode_status_reply(1, info)).status.shards == [shard]
+
+
 def test_status_carries_why_a_draining_shard_has_not_retired():
     shard = protocol.ShardStatus("shard-2", "tcp://127.0.0.1:7503", True, 0, 10, 0.0, 0.0,
                                  draining=True, draining_reason="1 partition of tiered topics "
                                  "still uploading to object storage")
+    info = protocol.StatusInfo([("n", "127.0.0.1", True)], [shard], [])
+    assert protocol.decode_reply(protocol.encode_status_reply(1, info)).status.shards == [shard]
+
+
+def test_a_shards_status_carries_its_process_id():
+    shard = protocol.ShardStatus("shard-1", "tcp://127.0.0.1:7502", True, 3, 10, 0.0, 0.0,
+                                 node="a", pid=31337)
     info = protocol.StatusInfo([("n", "127.0.0.1", True)], [shard], [])
     assert protocol.decode_reply(protocol.encode_status_reply(1, info)).status.shards == [shard]
 
@@ -408,6 +422,11 @@ def test_page_requests_and_their_answer_round_trip():
     page = protocol.decode_reply(protocol.encode_names_page_reply(
         9, NamesPage(["a", "b"], True))).names_page
     assert page == NamesPage(["a", "b"], True)
+
+
+def test_a_page_of_groups_carries_the_shards_that_did_not_answer():
+    page = NamesPage(["g1", "g2"], False, ["shard-1", "shard-3"])
+    assert protocol.decode_reply(protocol.encode_names_page_reply(3, page)).names_page == page
 
 
 def test_a_page_over_the_limit_is_refused_before_it_is_sent():

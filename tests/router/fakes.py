@@ -140,6 +140,7 @@ class FakeController:
         self.ranges = dict(ranges or {})
         self.groups = ["audit"]
         self.group_states: dict[str, str] = {}        # list_groups' states; else "Empty"
+        self.groups_unanswered: list[str] = []        # shards list_groups_page lacks
         self.time_lookups: list[int] = []             # partition_offsets' timestamp_ms, in order
         self.replication_factors: dict[str, int] = {}   # topic -> the factor it was created with
         self.fail_with: Exception | None = None      # raised by every admin call
@@ -316,7 +317,8 @@ class FakeController:
 
     def list_groups_page(self, prefix: str, after: str, limit: int) -> NamesPage:
         self._maybe_fail()
-        return page_of(sorted(self.groups), prefix, after, limit)
+        return replace(page_of(sorted(self.groups), prefix, after, limit),
+                       unanswered=list(self.groups_unanswered))
 
     def _maybe_fail(self, topic: str | None = None) -> None:
         """Every admin call's start (of one about ``topic``): wait while admin calls (or

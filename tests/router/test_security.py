@@ -170,6 +170,19 @@ def test_pages_of_names_hold_only_what_the_client_may_see_and_more_stays_exact(s
         assert names == [f"team-a.{i:03d}" for i in range(0, 300, 10)]
 
 
+def test_a_page_of_groups_under_an_acl_still_names_the_shards_that_did_not_answer(secure_rig):
+    # Given team-a's groups among others, and a shard the controller's page lacks
+    rig = secure_rig({"alice": [{"operations": ["admin"], "groups": "team-a.*"}]})
+    rig.controller.groups = ["team-a.audit", "team-b.payments", "team-a.billing"]
+    rig.controller.groups_unanswered = ["shard-1"]
+    # When alice asks for a page of the groups
+    page = rig.client("alice").request(protocol.encode_names_page_request(
+        1, "listGroupsPage", "", "", 10)).names_page
+    # Then it holds her groups, and says which shard's groups it lacks
+    assert (page.names, page.more, page.unanswered) == (
+        ["team-a.audit", "team-a.billing"], False, ["shard-1"])
+
+
 def test_topic_listings_answer_only_the_topics_the_client_has_a_grant_on(secure_rig):
     # Given topics of two teams, alice consuming team-a's and bob with a cluster grant only
     rig = secure_rig({"alice": [{"operations": ["consume"], "topics": "team-a.*"}],

@@ -5,6 +5,7 @@ directory, which must serve what its manifest says."""
 from __future__ import annotations
 
 import json
+import os
 import resource
 
 import pytest
@@ -25,12 +26,15 @@ class Announcements:
 
     def __init__(self, fail: bool = False):
         self.started: list[tuple[str, str]] = []
+        self.pids: list[int] = []
         self.fail = fail
 
-    def shard_started(self, shard_id: str, address: str, direct_address: str = "") -> None:
+    def shard_started(self, shard_id: str, address: str, direct_address: str = "",
+                      pid: int = 0) -> None:
         if self.fail:
             raise ConnectionError("the controller is gone")
         self.started.append((shard_id, address))
+        self.pids.append(pid)
 
 
 @pytest.fixture
@@ -233,6 +237,16 @@ def test_the_shard_announces_its_address_at_every_start(actors, shard_dir):
     actor = actors.restart(actor, shard_dir, controller)
     # Then each start announced the address it listens at
     assert controller.started == [("shard-0", first), ("shard-0", actor.address())]
+
+
+def test_the_shard_says_its_process_when_it_announces_itself_and_in_its_stats(actors, shard_dir):
+    # Given a controller that listens for announcements
+    controller = Announcements()
+    # When a shard starts (in this process: Ray runs each in a ray::ShardActor of its own)
+    actor = actors(shard_dir, controller)
+    # Then its announcement and its stats name its process, for plinth status to show
+    assert controller.pids == [os.getpid()]
+    assert actor.stats()["pid"] == os.getpid()
 
 
 def test_a_shard_whose_controller_is_gone_still_starts_and_serves(actors, shard_dir):

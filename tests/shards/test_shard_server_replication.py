@@ -45,7 +45,8 @@ class FakeController:
         self.refused = 0
         self._lock = threading.Lock()
 
-    def shard_started(self, shard_id: str, address: str, direct_address: str = "") -> None:
+    def shard_started(self, shard_id: str, address: str, direct_address: str = "",
+                      pid: int = 0) -> None:
         pass
 
     def alter_in_sync(self, shard_id, partition, leader_epoch, partition_epoch, in_sync):
