@@ -25,7 +25,8 @@ from plinth.client.arguments import (checked_int, checked_int_type, checked_ms, 
                                      checked_topic_partition, checked_topic_partitions)
 from plinth.client.connection import Connection, broker_address
 from plinth.client.fetcher import TopicPartition
-from plinth.errors import BrokerError, InternalError, InvalidTopicError, UnknownTopicError
+from plinth.errors import (BrokerError, InternalError, InvalidTopicError, RequestTimedOutError,
+                           UnknownTopicError)
 from plinth.name_pages import NamesPage, check_page_args
 
 # What list_topics_page and list_groups_page return: ``.names`` and ``.more``.
@@ -112,6 +113,16 @@ def check_new_topic(name: str, partitions: int, replication_factor: int | None) 
     topics.validate_partition_count(name, checked_int_type("partitions", partitions))
     if replication_factor is not None:   # its type too: InvalidReplicationFactorError
         topics.validate_replication_factor(name, replication_factor)
+
+
+def refuse_partial(kind: str, page: NamesPage) -> None:
+    """A whole listing's page (either client): RequestTimedOutError if a shard did not
+    answer it, naming them (a list without their names would read as complete)."""
+    if page.unanswered:
+        raise RequestTimedOutError(
+            f"{kind}: {', '.join(page.unanswered)} did not answer in time (stopped, hung or "
+            f"restarting: see plinth status), so the list would lack what they hold; the "
+            f"paged call lists the rest and names them in .unanswered")
 
 
 def list_offsets_args(topic: str, partition: int, timestamp_ms: int) -> tuple[str, int, int]:
@@ -411,7 +422,10 @@ class Admin:
 
     def list_groups(self) -> list[str]:
         """Every group with members or committed offsets, sorted: every page of
-        ``list_groups_page``, as ``list_topics``."""
+        ``list_groups_page``, as ``list_topics``. RequestTimedOutError naming the shards
+        that did not answer in time, rather than a list without their groups (as
+        Kafka's list_consumer_groups().all() fails for a broker that does not answer;
+        ``list_groups_page`` lists the others and names them in ``unanswered``)."""
         return self._all_names("listGroupsPage", limits.GROUPS_PER_SHARD_MAX * limits.SHARDS_MAX)
 
     def list_groups_page(self, prefix: str = "", after: str = "",
@@ -425,6 +439,7 @@ class Admin:
         step = limits.ADMIN_LIST_PAGE_NAMES_MAX
         for _ in range(names_max // step + 2):
             page = self._names_page(kind, "", names[-1] if names else "", step)
+            refuse_partial(kind, page)
             names += page.names
             if not page.more:
                 return names

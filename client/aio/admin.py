@@ -29,7 +29,8 @@ from plinth.client.admin import (NewTopic, alter_topic_args, checked_admin_timeo
                                  checked_records_to_delete, checked_shard_count,
                                  election_partitions, election_type_code, group_topics,
                                  lag_row, list_offsets_args, offset_deletions,
-                                 offsets_to_delete, timed_change, unknown_topic)
+                                 offsets_to_delete, refuse_partial, timed_change,
+                                 unknown_topic)
 from plinth.client.arguments import (checked_offsets, checked_str, checked_topic_id,
                                      checked_topic_names)
 from plinth.client.aio.connection import AIOConnection
@@ -239,6 +240,7 @@ class AIOAdmin:
         step = limits.ADMIN_LIST_PAGE_NAMES_MAX
         for _ in range(names_max // step + 2):
             page = await self._names_page(kind, "", names[-1] if names else "", step)
+            refuse_partial(kind, page)
             names += page.names
             if not page.more:
                 return names

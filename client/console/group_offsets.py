@@ -41,6 +41,7 @@ _PLAN_ITEM = re.compile(r"^([A-Za-z0-9._-]+):(\d{1,10})=(\d{1,19})$")
 class GroupsPage:
     names: list[str] = field(default_factory=list)
     more: bool = False
+    unanswered: list[str] = field(default_factory=list)   # shards whose groups are missing
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def groups_page(admin: Admin, prefix: str = "", after: str = "",
                          f"{limits.CONSOLE_LIST_PAGE_MAX}")
     if hasattr(admin, "list_groups_page"):
         page = admin.list_groups_page(prefix=prefix, after=after, limit=limit)
-        return GroupsPage(list(page.names), bool(page.more))
+        return GroupsPage(list(page.names), bool(page.more), list(page.unanswered))
     names = sorted(n for n in admin.list_groups() if n.startswith(prefix) and n > after)
     return GroupsPage(names[:limit], len(names) > limit)
 

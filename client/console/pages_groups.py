@@ -51,7 +51,8 @@ def groups_list(request):
     if page.more and page.names:
         next_url = "/groups?" + urlencode({"q": prefix, "after": page.names[-1]})
     return ctx.render(request, "groups/list.html", prefix=prefix,
-                      groups=group_offsets.summarize(ctx.admin, page.names), next_url=next_url)
+                      groups=group_offsets.summarize(ctx.admin, page.names), next_url=next_url,
+                      unanswered=page.unanswered)
 
 
 def group_page(request):

@@ -8,7 +8,7 @@ from plinth import Admin, limits, protocol
 from plinth.name_pages import NamesPage
 from plinth.client.fetcher import TopicPartition
 from plinth.errors import (GroupSubscribedToTopicError, InvalidReplicationFactorError,
-                           UnavailableError, UnknownTopicError)
+                           RequestTimedOutError, UnavailableError, UnknownTopicError)
 
 
 def topics(*names):
@@ -41,6 +41,21 @@ def test_listing_every_topic_walks_the_pages_from_the_last_name_of_each(scripted
     asked = [view for _, view in broker.requests]
     assert [(view.after, view.limit) for view in asked] == [
         ("", limits.ADMIN_LIST_PAGE_NAMES_MAX), ("b", limits.ADMIN_LIST_PAGE_NAMES_MAX)]
+
+
+def test_listing_every_group_is_refused_naming_the_shards_that_did_not_answer(scripted):
+    # Given a broker whose group listing lacks a shard's groups (it did not answer)
+    partial = NamesPage(["g1"], more=False, unanswered=["shard-1"])
+    broker = scripted([lambda view: [protocol.encode_names_page_reply(view.request_id,
+                                                                      partial)]] * 2)
+    with Admin(broker=broker.url, request_timeout_ms=5_000) as admin:
+        # When every group is listed / Then the call fails naming the shard, rather than
+        # return a list that reads as complete
+        with pytest.raises(RequestTimedOutError, match=r"listGroupsPage: shard-1 did not "
+                                                       r"answer in time"):
+            admin.list_groups()
+        # And the paged call gives the rest and names it
+        assert admin.list_groups_page() == partial
 
 
 def test_an_unavailable_answer_past_the_request_timeout_is_raised(scripted):

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from plinth import limits
+from plinth import limits, protocol
 from plinth.client.admin import Admin
 from plinth.client.consumer import Consumer
 from plinth.client.console import group_offsets
 from plinth.client.producer import Producer
 from plinth.errors import (GroupNotEmptyError, InputTooLongError, InvalidTopicError,
                            UnknownGroupError)
+from plinth.name_pages import NamesPage
 from tests.support import unique_topic, wait_until
 
 # --- Pure parts ------------------------------------------------------------------------
@@ -118,6 +119,17 @@ def test_the_group_list_is_paged_by_prefix_and_after(admin, topic):
     assert (first.names, first.more) == ([prefix + "a", prefix + "b"], True)
     second = group_offsets.groups_page(admin, prefix, first.names[-1], 2)
     assert (second.names, second.more) == ([prefix + "c"], False)
+
+
+def test_a_group_list_page_names_the_shards_whose_groups_it_lacks(scripted):
+    # Given a broker whose page of groups lacks shard-1's (it did not answer)
+    partial = NamesPage(["g1"], more=False, unanswered=["shard-1"])
+    broker = scripted([lambda view: [protocol.encode_names_page_reply(view.request_id,
+                                                                      partial)]])
+    with Admin(broker=broker.url, request_timeout_ms=5_000) as admin:
+        # When the console asks for a page / Then it has the names and says which lack
+        page = group_offsets.groups_page(admin, "", "", 10)
+    assert (page.names, page.unanswered) == (["g1"], ["shard-1"])
 
 
 def test_a_group_summary_has_its_state_members_and_topics(admin, topic):

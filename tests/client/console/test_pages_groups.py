@@ -122,6 +122,16 @@ def test_the_group_list_shows_state_and_members_of_the_groups_on_its_page(client
     assert '<td class="state">Empty</td>' in row and '<td class="num members">0</td>' in row
 
 
+def test_the_group_list_names_the_shards_whose_groups_it_lacks(client, monkeypatch):
+    # Given a listing whose page lacks shard-1's groups (it did not answer in time)
+    monkeypatch.setattr(group_offsets, "groups_page", lambda *args: group_offsets.GroupsPage(
+        [], False, ["shard-1"]))
+    # When the list is shown / Then it says so, rather than look complete
+    html = client.get("/groups").text
+    assert ("Not listed: the groups coordinated by shard-1, which did not answer in time"
+            in html)
+
+
 def test_the_group_page_shows_the_lag_admin_group_lag_reports(client, admin, topic):
     group = idle_group(admin, topic, {0: 10, 1: 25})
     page = client.get(f"/groups/{group}")
