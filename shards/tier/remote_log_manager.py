@@ -296,8 +296,10 @@ class RemoteLogManager:
     # --- Lifecycle (actor thread) -------------------------------------------------
 
     def start(self) -> None:
-        """Open the store (nothing is contacted yet) and start the uploader thread."""
-        self._store = open_remote_store(self._url)
+        """Open the store (nothing is contacted yet) and start the uploader thread. A
+        file:// store's missing directory is not refused here (the server checked it
+        at start): uploads fail as unavailable until it is back."""
+        self._store = open_remote_store(self._url, missing_root_ok=True)
         self._thread = threading.Thread(target=self._run, name=f"{self.shard_id}-uploader",
                                         daemon=True)
         self._thread.start()

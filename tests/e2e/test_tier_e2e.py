@@ -100,6 +100,7 @@ def unreferenced_objects(store_url: str, topic: str, topic_id: str) -> list[str]
 def test_hundreds_of_mb_read_back_from_offset_0_through_object_storage_and_after_a_restart(
         broker_factory, tmp_path):
     # Given a broker tiering to a directory, and a topic of 1 MiB segments keeping 4 MiB locally
+    (tmp_path / "tier").mkdir()
     store_url = f"file://{tmp_path}/tier"
     broker = broker_factory(shards=2, extra_args=(
         "--tier-url", store_url, "--tier-cache-bytes", str(64 * MiB)))
@@ -219,6 +220,7 @@ def test_plinth_consume_of_remote_only_offsets_while_s3_is_down_says_so_and_exit
 def test_a_corrupt_remote_object_gives_the_consumer_corrupt_data_naming_the_partition_and_offset(
         broker_factory, tmp_path):
     # Given a tiered topic whose first segments are only in a directory store
+    (tmp_path / "tier").mkdir()
     store_url = f"file://{tmp_path}/tier"
     broker = broker_factory(shards=1, extra_args=("--tier-url", store_url))
     topic = tiered_topic(broker.url)
@@ -247,6 +249,7 @@ def test_a_tiered_range_left_on_an_old_shard_keeps_its_records_once_its_local_co
         broker_factory, tmp_path):
     # Given a tiered topic keeping nothing locally, some of whose partitions move when a
     # shard is added
+    (tmp_path / "tier").mkdir()
     store_url = f"file://{tmp_path}/tier"
     broker = broker_factory(shards=1, extra_args=("--tier-url", store_url))
     topic = tiered_topic(broker.url, topic_that_moves(PARTITIONS, ["shard-0"],

@@ -257,6 +257,28 @@ def test_with_the_store_down_produce_works_nothing_is_deleted_and_the_backlog_up
         assert orphans(store) == set()
 
 
+def test_with_a_file_stores_directory_away_uploads_wait_and_create_nothing(tmp_path):
+    # Given a shard uploading to a file:// store whose directory is moved away (as a
+    # network share that is unmounted)
+    url = f"file://{tmp_path}/store"
+    with running_shard(tmp_path / "shard", url, tiered(local_retention_bytes=0)) as server:
+        (tmp_path / "store").rename(tmp_path / "away")
+        # When records are produced
+        values = produce_values(server, 16)
+        wait_until(lambda: tier_stats(server).get("upload_errors", 0) >= 1, timeout_s=WAIT_S)
+        # Then the uploads fail (retried), nothing is deleted locally, and no directory
+        # was created where the store was: the store is not split in two
+        assert not (tmp_path / "store").exists()
+        segments = local_segments(server)
+        assert segments[0][0] == 0 and segments[-1][1] == len(values)
+        # When the directory is back, Then the backlog uploads into it
+        (tmp_path / "away").rename(tmp_path / "store")
+        store = open_remote_store(url)
+        wait_until(lambda: uploaded_up_to(store, segments[-2][1]), timeout_s=WAIT_S,
+                   explain=lambda: f"remote {remote_ranges(store)} {tier_stats(server)}")
+        assert remote_ranges(store)[0][0] == 0
+
+
 def test_a_sealed_partitions_last_segment_is_uploaded_too(tmp_path):
     # Given a tiered partition whose last segment holds records and never filled up
     url = f"file://{tmp_path}/store"
