@@ -453,12 +453,16 @@ class Controller:
         there, and its uploads would go to a store its reads never look in. Raises it,
         once the shards run (their nodes are known then: ``_refuse_impossible_factor_
         options``), if --default-replication-factor or --offsets-replication-factor
-        asks for more copies than the shards, or their nodes, can hold.
+        asks for more copies than the shards, or their nodes, can hold; and, before
+        anything is saved or opened, if a shard holds deletions of deleted tiered
+        topics' remote segments that it cannot run without that store
+        (``_refuse_stranded_deletions``).
         """
         self._refuse_tiered_topics_without_their_store()
         self._shards.start(self._metadata.shards + self._metadata.draining,
                            self._metadata.shard_nodes)
         self._refuse_impossible_factor_options()   # the shards' nodes are known now
+        self._refuse_stranded_deletions()
         self._save()   # the controller epoch, before any shard hears of it
         self._push_peers()
         opened = self._shards.call_each({s: self._shards[s].open_partitions(specs, existing=True)
@@ -505,6 +509,44 @@ class Controller:
             f"their remote segments are in {recorded}, but the server was started with "
             f"--tier-url {self._tier_store}: start it with --tier-url {recorded} (its "
             f"credentials may differ; its bucket and prefix may not)")
+
+    def _refuse_stranded_deletions(self) -> None:
+        """InvalidConfigError if a serving shard holds deletions of deleted tiered
+        topics' remote segments that it cannot run: the server has no --tier-url, or
+        one naming another store than theirs (shards/tier/remote_log_manager.py,
+        "Topic deletion"). Each shard found them on its own disk at its start and
+        says so in its stats (``remote_deletions_stranded``): in a Ray cluster the
+        controller cannot read the shards' directories. Without the refusal they
+        would wait for ever, their objects left in the store; metadata cannot name
+        the store, as its record went with the last tiered topic. A shard that does
+        not answer is not checked (it is not serving either)."""
+        serving = set(self._shards.addresses)
+        stats = self._shards.stats(skip=[s for s in self._shards.ids() if s not in serving])
+        by_store: dict[str, dict] = {}   # store ("" not recorded) -> count, names, where
+        for shard_id, snapshot in sorted(stats.items()):
+            stranded = (snapshot or {}).get("remote_deletions_stranded") or {}
+            for store, found in sorted(stranded.get("stores", {}).items()):
+                entry = by_store.setdefault(store, {"count": 0, "names": [], "dirs": []})
+                entry["count"] += found["count"]
+                entry["names"] += found["partitions"]
+                entry["dirs"].append(f"{stranded['directory']} ({shard_id})")
+        if by_store:
+            raise InvalidConfigError("; ".join(self._stranded_deletions_refusal(store, entry)
+                                               for store, entry in sorted(by_store.items())))
+
+    def _stranded_deletions_refusal(self, store: str, entry: dict) -> str:
+        """One store's part of ``_refuse_stranded_deletions``' message."""
+        names = entry["names"][:10]
+        shown = f"({', '.join(names)}{', ...' if entry['count'] > len(names) else ''})"
+        started = (f"with --tier-url {self._tier_store}" if self._tier.enabled
+                   else "without --tier-url")
+        where = f"in {store}" if store else \
+            "in the store they were uploaded to (not recorded: deleted by an older Plinth)"
+        start_with = f"--tier-url {store}" if store else "the --tier-url of that store"
+        return (f"{entry['count']} deleted partition(s) of tiered topics {shown} still have "
+                f"remote segments to delete {where}, but the server was started {started}: "
+                f"start it with {start_with} to finish their deletion (or, to leave those "
+                f"objects in the store for good, remove {', '.join(entry['dirs'])})")
 
     def recover(self) -> StartReport:
         """Take over after the previous instance's process died (``__init__``, when Ray

@@ -132,6 +132,7 @@ def run_reads(args, work_dir: Path) -> None:
     count = args.mib * MiB // args.value_bytes
     segment_bytes = args.segment_mib * MiB
     rows = []
+    (work_dir / "store").mkdir(exist_ok=True)   # a file:// store's root must exist
     with fresh_broker(args.plinth, broker_dir(work_dir, "file"), "--tier-url",
                       f"file://{work_dir}/store") as (_, url):
         create(url, "hot", {"segment.bytes": str(segment_bytes)})
@@ -201,6 +202,7 @@ def run_soak(args, work_dir: Path) -> None:
                     producer.send("soak", payload)
                 produced[slot] += 1000 * args.value_bytes
 
+    (work_dir / "store").mkdir(exist_ok=True)   # a file:// store's root must exist
     with fresh_broker(args.plinth, broker_dir(work_dir, "soak"), "--tier-url",
                       f"file://{work_dir}/store") as (_, url):
         create(url, "soak", tiered_config(segment_bytes, retention_bytes), args.partitions)

@@ -125,6 +125,7 @@ def main() -> None:
     moto_proc = None
     try:
         log = write_log(temp_dir / "log", args)
+        (temp_dir / "store").mkdir()   # a file:// store's root must exist
         file_store = open_remote_store(f"file://{temp_dir}/store")
         file_segments = upload_all(file_store, log, temp_dir / "meta-file", args.mib)
         moto_proc, _ = start_moto()

@@ -115,7 +115,8 @@ from plinth.shards import time_lookup
 from plinth.shards.tier.remote_fetcher import (
     RemoteFetcher, RemoteRead, RemoteReadResult, answer_for_deleted, partition_read,
     remote_segment_for)
-from plinth.shards.tier.remote_log_manager import RemoteLogManager
+from plinth.shards.tier.remote_log_manager import (STRANDED_DELETIONS_STAT, RemoteLogManager,
+                                                   stranded_deletions)
 from plinth.shards.tier.remote_log_metadata import finished_segments_in_journal
 from plinth.shards.tier.remote_log_view import RemoteLogView
 from plinth.socket_frames import readable, recv_frames, send_frames
@@ -168,6 +169,9 @@ class ShardServer:
         tier.check()
         self.tier = tier
         self._remote_reader: RemoteFetcher | None = None   # started with a tier URL
+        # Topic deletions of remote segments this shard cannot run (another store's, or
+        # any without a tier URL), found at start: the controller refuses the start.
+        self.stranded_deletions: dict = {}
         self.address = ""
         # Only on a loopback node: a direct socket on 127.0.0.1 of a node with another
         # address would be another machine's 127.0.0.1 to the clients.
@@ -215,6 +219,7 @@ class ShardServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_data_dir()
         self._finish_deletions()
+        self._find_stranded_deletions()
         if self.tier.enabled:   # first: its cache directory may fail to open
             self._remote_reader = RemoteFetcher.open(
                 self.shard_id, self.tier.url, self.data_dir, self.tier.cache_bytes,
@@ -251,6 +256,19 @@ class ShardServer:
         if removed:
             log.warning("%s: removed %d partition directories a crash left half-deleted: %s",
                         self.shard_id, len(removed), ", ".join(removed))
+
+    def _find_stranded_deletions(self) -> None:
+        """Note (and log) the deletions of deleted tiered topics' remote segments that
+        this shard cannot run with its --tier-url, or without one (remote_log_manager.py,
+        "Topic deletion"); its stats carry them for the controller, which refuses the
+        start. Actor thread, in start."""
+        self.stranded_deletions = stranded_deletions(self.data_dir, self.tier.store)
+        for store, found in self.stranded_deletions.get("stores", {}).items():
+            log.error("%s: %d deletion(s) of deleted topics' remote segments (%s) wait in %s "
+                      "for %s, but this shard has %s", self.shard_id, found["count"],
+                      ", ".join(found["partitions"]), self.stranded_deletions["directory"],
+                      store or "the store they were uploaded to (not recorded)",
+                      f"--tier-url {self.tier.store}" if self.tier.enabled else "no --tier-url")
 
     def _bind(self) -> str:
         keys = self._cluster_keys
@@ -792,7 +810,8 @@ class ShardServer:
 
     def stats_snapshot(self) -> dict:
         """Counters, rates, latency histograms, and per partition its offsets and size;
-        plus every coordinated group's committed offsets. Loop thread."""
+        plus every coordinated group's committed offsets, and the topic deletions it
+        cannot run (STRANDED_DELETIONS_STAT, if any). Loop thread."""
         snapshot = self.stats.snapshot()
         snapshot["logs"] = {key: {"start_offset": p.log_start_offset,
                                   "local_start_offset": p.local_start_offset,
@@ -802,6 +821,8 @@ class ShardServer:
         snapshot["replication"] = self._replication.stats()
         if self._tier is not None:
             snapshot["tier"] = self._tier.stats()
+        if self.stranded_deletions:
+            snapshot[STRANDED_DELETIONS_STAT] = self.stranded_deletions
         return snapshot
 
     # --- The loop ------------------------------------------------------------

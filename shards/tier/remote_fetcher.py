@@ -218,7 +218,8 @@ class RemoteFetcher:
         reads"). Its store's calls are bounded by REMOTE_FETCH_*_TIMEOUT_S."""
         store = open_remote_store(url, request_timeout_s=limits.REMOTE_FETCH_REQUEST_TIMEOUT_S,
                                   connect_timeout_s=limits.REMOTE_FETCH_CONNECT_TIMEOUT_S,
-                                  retry_timeout_s=limits.REMOTE_FETCH_RETRY_TIMEOUT_S)
+                                  retry_timeout_s=limits.REMOTE_FETCH_RETRY_TIMEOUT_S,
+                                  missing_root_ok=True)   # the server checked it at start
         cache = None
         if urlsplit(url).scheme.lower() in CLOUD_SCHEMES:
             cache = RemoteChunkCache(Path(data_dir) / CACHE_DIR_NAME, cache_bytes)

@@ -90,10 +90,13 @@ of the partition directory before the directory is deleted, into
     <data dir>/remote-deletions/<n>/remote-log-metadata   the journal, moved (rename)
                                     deletion.json         {"topic": ..., "topic_id": ...,
                                                            "partition": ...,
-                                                           "deleted_ms": ...}
+                                                           "deleted_ms": ...,
+                                                           "store": ...}
 
 (``topic_id`` "" for a partition that was not open here: its journal's segments
-only) and the uploader deletes, in the background and with the same backoff,
+only; ``store`` the store's identity, remote_store.store_identity: scheme, bucket
+and prefix, never a credential; absent in a file written before it was recorded)
+and the uploader deletes, in the background and with the same backoff,
 every segment the journal tracks and every segment whose manifest the store
 lists under the partition's topic-id prefix (another leader's uploads; a topic
 created again under the same name has another id, so none of its segments),
@@ -102,6 +105,15 @@ prefix (half-done uploads of other shards, corrupt manifests: the prefix is the
 deleted topic's alone), then removes the directory. A restart finds
 the directories and carries on, so a shard that dies in the middle leaks
 nothing it knew of.
+
+A restart with no --tier-url, or with one naming another store than a deletion's,
+could not carry on: the first never runs the deletions, the second would find
+nothing under the prefix in the wrong store and drop them, their objects left in
+the right one for good. So the uploader runs only the deletions of its own store
+(and those whose store is not recorded: they can only be run where the shard now
+tiers), and a shard says at start which it cannot run (``stranded_deletions``,
+in its stats as STRANDED_DELETIONS_STAT); the controller then refuses the start,
+naming them and their store (controller.py, ``_refuse_stranded_deletions``).
 """
 
 from __future__ import annotations
@@ -129,7 +141,7 @@ from plinth.shards.shard_calls import ControllerAnnouncements
 from plinth.shards.tier.remote_log_metadata import JOURNAL_FILE, RemoteLogMetadata
 from plinth.shards.tier.remote_log_view import RemoteLogView
 from plinth.shards.tier.remote_segment import RemoteSegment, partition_prefix
-from plinth.shards.tier.remote_store import RemoteStore, open_remote_store
+from plinth.shards.tier.remote_store import RemoteStore, open_remote_store, store_identity
 from plinth.shards.tier.remote_transfer import (
     LocalSegment, clean_up_unfinished, delete_segment, refresh_remote_segments,
     sync_with_store, upload_segment, wall_clock_ms)
@@ -137,10 +149,15 @@ from plinth.shards.tier.tier_policy import held_remotely, segments_to_upload
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DELETIONS_DIR", "RemoteLogManager"]
+__all__ = ["DELETIONS_DIR", "STRANDED_DELETIONS_STAT", "RemoteLogManager", "stranded_deletions"]
 
 DELETIONS_DIR = "remote-deletions"
 DELETION_FILE = "deletion.json"
+# The key of a shard's stats snapshot that lists the deletions it cannot run
+# (``stranded_deletions``); absent when there are none.
+STRANDED_DELETIONS_STAT = "remote_deletions_stranded"
+# How many of a store's stranded deletions a shard names (the rest are counted).
+_STRANDED_NAMED_MAX = 10
 _STOP = object()          # the uploader's queue: end the thread
 _DELETIONS = object()     # the uploader's queue: a deletion was added on disk
 _epochs = itertools.count(1)   # tells a recreated partition's jobs from its predecessor's
@@ -241,8 +258,25 @@ class _Deletion:
     topic_id: str                  # "": unknown (a partition that was not open here)
     partition: int
     deleted_ms: int
+    store: str | None              # store_identity of its store; None: not recorded (older)
     retry_at_s: float = 0.0
     backoff_ms: int = 0
+
+    @classmethod
+    def read(cls, directory: Path) -> _Deletion:
+        """The deletion recorded in ``directory`` (any thread). Raises OSError,
+        ValueError, KeyError or TypeError for a file that cannot be read (it is
+        written atomically: only a hand-edited one)."""
+        record = json.loads((directory / DELETION_FILE).read_text())
+        store = record.get("store")   # absent: written before stores were recorded
+        return cls(directory, str(record["topic"]),
+                   str(record.get("topic_id", "")),   # absent: before topic ids
+                   int(record["partition"]), int(record["deleted_ms"]),
+                   None if store is None else str(store))
+
+    def runs_in(self, store: str | None) -> bool:
+        """Whether a shard tiering to ``store`` (None: no --tier-url) can run it."""
+        return store is not None and self.store in (None, store)
 
 
 class RemoteLogManager:
@@ -281,6 +315,7 @@ class RemoteLogManager:
         self._next_check_s = 0.0                               # loop thread
         self._remotes: dict[tuple[str, int], _Remote] = {}     # uploader thread
         self._deletions: dict[Path, _Deletion] = {}            # uploader thread
+        self._foreign: set[Path] = set()   # another store's deletions (uploader thread)
         # Epochs of deleted partitions whose job may still be queued or running: the
         # uploader must not open (and so create again) their directory.
         self._forgotten: set[int] = set()
@@ -296,8 +331,10 @@ class RemoteLogManager:
     # --- Lifecycle (actor thread) -------------------------------------------------
 
     def start(self) -> None:
-        """Open the store (nothing is contacted yet) and start the uploader thread."""
-        self._store = open_remote_store(self._url)
+        """Open the store (nothing is contacted yet) and start the uploader thread. A
+        file:// store's missing directory is not refused here (the server checked it
+        at start): uploads fail as unavailable until it is back."""
+        self._store = open_remote_store(self._url, missing_root_ok=True)
         self._thread = threading.Thread(target=self._run, name=f"{self.shard_id}-uploader",
                                         daemon=True)
         self._thread.start()
@@ -605,7 +642,8 @@ class RemoteLogManager:
             pending.mkdir(parents=True)
             write_json_atomically(pending / DELETION_FILE, {
                 "topic": topic, "topic_id": part.topic_id if part is not None else "",
-                "partition": partition, "deleted_ms": wall_clock_ms()})
+                "partition": partition, "deleted_ms": wall_clock_ms(),
+                "store": store_identity(self._url)})
             if journal.exists():
                 os.rename(journal, pending / JOURNAL_FILE)   # the uploader's fd follows it
             fsync_directory(pending)
@@ -820,22 +858,28 @@ class RemoteLogManager:
     # --- Topic deletions (uploader thread) ----------------------------------------------
 
     def _load_deletions(self) -> None:
-        """Find the pending deletions on disk (at start, and when the loop adds one)."""
+        """Find the pending deletions on disk (at start, and when the loop adds one).
+        Another store's are left on disk, not run (module docstring)."""
         try:
             entries = sorted(self.deletions_dir.iterdir())
         except FileNotFoundError:
             return
+        own_store = store_identity(self._url)
         for directory in entries[:limits.REMOTE_DELETIONS_PENDING_MAX]:
-            if directory in self._deletions:
+            if directory in self._deletions or directory in self._foreign:
                 continue
-            try:   # written atomically: only a hand-edited file fails here
-                record = json.loads((directory / DELETION_FILE).read_text())
-                deletion = _Deletion(directory, str(record["topic"]),
-                                     str(record.get("topic_id", "")),   # absent: before ids
-                                     int(record["partition"]), int(record["deleted_ms"]))
+            try:
+                deletion = _Deletion.read(directory)
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.error("%s: cannot read the pending deletion %s: %s: %s", self.shard_id,
                           directory / DELETION_FILE, type(exc).__name__, exc)
+                continue
+            if not deletion.runs_in(own_store):
+                self._foreign.add(directory)
+                log.error("%s: the pending deletion of %s-%d's remote segments is for %s, not "
+                          "this shard's store %s: it is left in %s until the server is "
+                          "started with that store", self.shard_id, deletion.topic,
+                          deletion.partition, deletion.store, own_store, directory)
                 continue
             self._deletions[directory] = deletion
             self._close_remote((deletion.topic, deletion.partition))
@@ -900,6 +944,34 @@ class RemoteLogManager:
         fsync_directory(self.deletions_dir)
         log.info("%s: the remote segments of deleted %s-%d are gone (%d listed)",
                  self.shard_id, deletion.topic, deletion.partition, len(listed))
+
+
+def stranded_deletions(data_dir: Path, store: str | None) -> dict:
+    """The pending topic deletions in shard directory ``data_dir`` that a shard tiering
+    to ``store`` (store_identity; None: no --tier-url) cannot run (module docstring),
+    for its stats (STRANDED_DELETIONS_STAT): ``{"directory": the deletions'
+    directory, "stores": {the store's identity ("" if not recorded): {"count": n,
+    "partitions": the first _STRANDED_NAMED_MAX as "topic-partition"}}}``; {} if
+    none. One that cannot be read is left out (an uploader logs it). Any thread."""
+    try:
+        entries = sorted((Path(data_dir) / DELETIONS_DIR).iterdir())
+    except FileNotFoundError:
+        return {}
+    stores: dict[str, dict] = {}
+    for directory in entries[:limits.REMOTE_DELETIONS_PENDING_MAX]:
+        try:
+            deletion = _Deletion.read(directory)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if deletion.runs_in(store):
+            continue
+        found = stores.setdefault(deletion.store or "", {"count": 0, "partitions": []})
+        found["count"] += 1
+        if len(found["partitions"]) < _STRANDED_NAMED_MAX:
+            found["partitions"].append(f"{deletion.topic}-{deletion.partition}")
+    if not stores:
+        return {}
+    return {"directory": str(Path(data_dir) / DELETIONS_DIR), "stores": stores}
 
 
 def _delete_untracked(store: RemoteStore, metadata: RemoteLogMetadata,

@@ -26,6 +26,20 @@ assume:
   A missing object gives RemoteObjectNotFoundError, refused credentials
   RemoteAccessDeniedError; both are permanent. Every message names the store's
   URL and the object's key.
+- A ``file://`` store's root directory is never created here: it is made by
+  whoever sets the store up (or is a share's mount). ``open_remote_store``
+  refuses a root that does not exist (InvalidConfigError naming the path),
+  unless ``missing_root_ok`` (a shard: the server checked at start). A root
+  that is missing later (moved, a share unmounted) makes every call fail with
+  RemoteStorageUnavailableError, retriable as an S3 outage, until it is back:
+  a put never recreates it (obstore's local store creates missing parent
+  directories, the root too, so the root is checked before and after each
+  call; a root removed in the microseconds between the check and a put's own
+  mkdir is not caught), a listing never answers "empty" and a delete never
+  answers "already gone" for it. A missing object under a root that is there is
+  RemoteObjectNotFoundError, as before. Point the URL at a directory inside a
+  share, not at its mount point: an unmounted mount point is an empty
+  directory that exists.
 
 A URL may carry secrets (``user:password@`` or a query such as an Azure SAS
 token): ``redacted_url`` masks them, and every message, log line and ``repr``
@@ -47,14 +61,16 @@ allowed only where the endpoint asks for it (AWS_ALLOW_HTTP=true, or an
 from __future__ import annotations
 
 import abc
+import functools
 import os
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import NamedTuple
-from urllib.parse import urlparse, urlsplit, urlunsplit
+from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 
 import obstore
 from obstore import exceptions as obstore_errors
@@ -152,22 +168,26 @@ class RemoteStore(abc.ABC):
 def open_remote_store(url: str, *, request_timeout_s: float = limits.REMOTE_REQUEST_TIMEOUT_S,
                       connect_timeout_s: float = limits.REMOTE_CONNECT_TIMEOUT_S,
                       retries_max: int = limits.REMOTE_RETRIES_MAX,
-                      retry_timeout_s: float = limits.REMOTE_RETRY_TIMEOUT_S) -> RemoteStore:
+                      retry_timeout_s: float = limits.REMOTE_RETRY_TIMEOUT_S,
+                      missing_root_ok: bool = False) -> RemoteStore:
     """The store at ``url`` (module docstring). Raises InvalidConfigError for a URL
-    it cannot use. Nothing is contacted yet: a wrong bucket shows on the first call."""
+    it cannot use, and for a ``file://`` URL whose directory does not exist unless
+    ``missing_root_ok`` (its calls then fail as unavailable until it does). No
+    cloud store is contacted yet: a wrong bucket shows on the first call."""
     return ObstoreRemoteStore(url, request_timeout_s=request_timeout_s,
                               connect_timeout_s=connect_timeout_s, retries_max=retries_max,
-                              retry_timeout_s=retry_timeout_s)
+                              retry_timeout_s=retry_timeout_s, missing_root_ok=missing_root_ok)
 
 
 class ObstoreRemoteStore(RemoteStore):
     """A RemoteStore on obstore (the Rust object_store crate). Any thread."""
 
     def __init__(self, url: str, *, request_timeout_s: float, connect_timeout_s: float,
-                 retries_max: int, retry_timeout_s: float):
+                 retries_max: int, retry_timeout_s: float, missing_root_ok: bool = False):
         self.url = redacted_url(url)
         scheme = urlparse(url).scheme
         options: dict = {}
+        self._root: Path | None = None   # a file:// store's directory
         if scheme in CLOUD_SCHEMES:
             options["client_options"] = {
                 "timeout": timedelta(seconds=request_timeout_s),
@@ -181,16 +201,32 @@ class ObstoreRemoteStore(RemoteStore):
             if urlparse(url).netloc:   # file://data/tier: "data" would be a host
                 raise InvalidConfigError(f"tier URL {self.url!r}: a file URL takes an absolute "
                                          f"path, with three slashes: file:///absolute/path")
-            options["mkdir"] = True
+            self._root = Path(unquote(urlsplit(url).path))
+            if not missing_root_ok and not self._root.is_dir():
+                raise InvalidConfigError(
+                    f"tier URL {self.url!r}: the directory {self._root} does not exist (or is "
+                    f"not a directory): create it, or mount the share it is on. Plinth never "
+                    f"creates a file:// store's directory, so that segments never land under "
+                    f"a share that is not mounted")
         elif scheme != "memory":   # memory: the unit tests' store; the server refuses it
             raise InvalidConfigError(f"tier URL {self.url!r}: scheme {scheme!r} is not one of "
                                      f"{', '.join(CLOUD_SCHEMES)}, file")
-        try:
-            self._store = from_url(url, **options)
-        except Exception as error:   # obstore raises its own types and ValueError
-            # Its text may quote the URL as given: never repeat the secrets in it.
-            detail = _first_line(error).replace(url, self.url)
-            raise InvalidConfigError(f"tier URL {self.url!r}: {detail}") from None
+        # obstore's local store needs its root to exist when it is made: one whose root
+        # is missing (missing_root_ok) is made by the first call that finds it there.
+        self._open_store = functools.partial(_open_obstore, url, self.url, options)
+        self._store_lock = threading.Lock()
+        self._store = None
+        if self._root is None or self._root.is_dir():
+            self._store = self._open_store()
+
+    def _client(self):
+        """The obstore store (any thread; within ``_mapped_errors``, which checked that
+        a file:// store's root exists)."""
+        if self._store is None:
+            with self._store_lock:
+                if self._store is None:
+                    self._store = self._open_store()
+        return self._store
 
     @property
     def supports_if_absent(self) -> bool:
@@ -200,15 +236,15 @@ class ObstoreRemoteStore(RemoteStore):
         mode = "create" if if_absent else "overwrite"
         with self._mapped_errors("put", key):
             if isinstance(data, Path):
-                obstore.put(self._store, key, data, mode=mode,
+                obstore.put(self._client(), key, data, mode=mode,
                             chunk_size=limits.REMOTE_UPLOAD_PART_BYTES,
                             max_concurrency=limits.REMOTE_UPLOAD_PARTS_IN_FLIGHT_MAX)
             else:
-                obstore.put(self._store, key, data, mode=mode, use_multipart=False)
+                obstore.put(self._client(), key, data, mode=mode, use_multipart=False)
 
     def get(self, key: str) -> bytes:
         with self._mapped_errors("get", key):
-            return obstore.get(self._store, key).bytes().to_bytes()
+            return obstore.get(self._client(), key).bytes().to_bytes()
 
     def get_range(self, key: str, start: int, length: int) -> memoryview:
         if start < 0 or length <= 0:
@@ -216,37 +252,65 @@ class ObstoreRemoteStore(RemoteStore):
                                  f"positive")
         with self._mapped_errors(f"get bytes [{start}, {start + length}) of", key):
             # obstore's Bytes holds the Rust buffer; a view of it is a copy saved.
-            return memoryview(obstore.get_range(self._store, key, start=start, length=length))
+            return memoryview(obstore.get_range(self._client(), key, start=start, length=length))
 
     def head(self, key: str) -> ObjectInfo:
         with self._mapped_errors("head", key):
-            meta = obstore.head(self._store, key)
+            meta = obstore.head(self._client(), key)
         return ObjectInfo(meta["path"], meta["size"])
 
     def list(self, prefix: str) -> list[ObjectInfo]:
         with self._mapped_errors("list", prefix + "*"):
             found = [ObjectInfo(meta["path"], meta["size"])
-                     for chunk in obstore.list(self._store, prefix, chunk_size=1000)
+                     for chunk in obstore.list(self._client(), prefix, chunk_size=1000)
                      for meta in chunk]
         return sorted(found)
 
     def delete(self, key: str) -> None:
         try:
             with self._mapped_errors("delete", key):
-                obstore.delete(self._store, key)
+                obstore.delete(self._client(), key)
         except RemoteObjectNotFoundError:
             pass   # local stores say so; S3 does not: a delete is idempotent
 
     @contextmanager
     def _mapped_errors(self, action: str, key: str) -> Iterator[None]:
-        """obstore's errors as Plinth's typed ones, naming the URL and key."""
+        """obstore's errors as Plinth's typed ones, naming the URL and key. A file://
+        store's root is checked before and after the call: a call made while it was
+        missing fails as unavailable (module docstring), whatever obstore answered."""
+        what = f"{action} {self.url.rstrip('/')}/{key}"
         try:
+            self._check_root(what)
             yield
+            self._check_root(what)   # a listing of a missing root is empty, not an error
+        except RemoteStorageUnavailableError:
+            raise
         except Exception as error:
-            raise _mapped_error(error, f"{action} {self.url.rstrip('/')}/{key}") from error
+            self._check_root(what)   # "no such object" because there is no root at all?
+            raise _mapped_error(error, what) from error
+
+    def _check_root(self, what: str) -> None:
+        """RemoteStorageUnavailableError if this is a file:// store whose root directory
+        is not there (any thread)."""
+        if self._root is not None and not self._root.is_dir():
+            raise RemoteStorageUnavailableError(
+                f"object storage unavailable: {what}: the store's directory {self._root} does "
+                f"not exist (moved away, or a share not mounted?); nothing is read from or "
+                f"written to it until it is back")
 
     def __repr__(self) -> str:
         return f"ObstoreRemoteStore({self.url!r})"
+
+
+def _open_obstore(url: str, shown: str, options: dict):
+    """obstore's store for ``url``; InvalidConfigError naming ``shown`` (the masked URL)
+    if obstore refuses it."""
+    try:
+        return from_url(url, **options)
+    except Exception as error:   # obstore raises its own types and ValueError
+        # Its text may quote the URL as given: never repeat the secrets in it.
+        detail = _first_line(error).replace(url, shown)
+        raise InvalidConfigError(f"tier URL {shown!r}: {detail}") from None
 
 
 def _http_allowed() -> bool:

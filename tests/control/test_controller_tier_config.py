@@ -4,6 +4,9 @@ options (a real controller and in-process shard actors, broker_without_ray.py)."
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from plinth.errors import InvalidConfigError
@@ -11,6 +14,7 @@ from plinth.shards.shard_handle import TierOptions
 from plinth.shards.tier.remote_log_view import RemoteLogView
 from tests.control.broker_without_ray import THREE, TWO, topic_that_moves
 from tests.shards.tier.test_remote_log_metadata import remote_segment
+from tests.support import wait_until
 
 TIER = TierOptions("memory://", 64 * 1024 * 1024)
 
@@ -172,3 +176,58 @@ def test_a_data_dir_from_before_the_store_was_recorded_takes_the_store_it_is_giv
     # When it restarts with a store, Then it starts and records that store
     again = brokers(2, tier=TierOptions(f"file://{tmp_path}/c"))
     assert again.metadata_on_disk().tier_store == f"file://{tmp_path}/c"
+
+
+def deleted_while_the_store_was_away(brokers, tmp_path) -> tuple[str, Path]:
+    """(the store's URL, shard-0's pending deletions): a broker's last tiered topic,
+    deleted while its store (a file:// directory) was away, so the shard's deletion
+    of its remote segments is pending on its disk."""
+    (tmp_path / "a").mkdir()
+    store = f"file://{tmp_path}/a"
+    broker = brokers(1, tier=TierOptions(store))
+    broker.controller.create_topic("logs", 2, {"remote.storage.enable": "true"})
+    (tmp_path / "a").rename(tmp_path / "away")
+    broker.controller.delete_topic("logs")
+    pending = tmp_path / "data" / "shards" / "shard-0" / "remote-deletions"
+    assert len(list(pending.iterdir())) == 2
+    return store, pending
+
+
+def test_a_broker_whose_shards_still_delete_a_stores_segments_refuses_to_start_without_it(
+        brokers, tmp_path):
+    # Given a broker's last tiered topic, deleted while its store was away
+    store, pending = deleted_while_the_store_was_away(brokers, tmp_path)
+    (tmp_path / "b").mkdir()
+    # When it restarts without --tier-url, Then it refuses, naming the deletions, their
+    # store, and the way out (metadata no longer records the store: no topic is tiered)
+    refusal = (rf"2 deleted partition\(s\) of tiered topics \(logs-0, logs-1\) still have "
+               rf"remote segments to delete in {store}, but the server was started "
+               rf"{{}}: start it with --tier-url {store} to finish their deletion \(or, to "
+               rf"leave those objects in the store for good, remove {pending} \(shard-0\)\)$")
+    with pytest.raises(InvalidConfigError, match=refusal.format("without --tier-url")):
+        brokers(1)
+    # And with another store, it refuses too (there it would delete nothing)
+    with pytest.raises(InvalidConfigError,
+                       match=refusal.format(rf"with --tier-url file://{tmp_path}/b")):
+        brokers(1, tier=TierOptions(f"file://{tmp_path}/b"))
+    assert len(list(pending.iterdir())) == 2
+    # And with its store, back in place, it starts and the deletions finish
+    (tmp_path / "away").rename(tmp_path / "a")
+    brokers(1, tier=TierOptions(store))
+    wait_until(lambda: not any(pending.iterdir()), timeout_s=60)
+
+
+def test_pending_deletions_that_record_no_store_refuse_a_start_without_one(brokers, tmp_path):
+    # Given pending deletions written before their store was recorded
+    _, pending = deleted_while_the_store_was_away(brokers, tmp_path)
+    for record_file in pending.glob("*/deletion.json"):
+        record = json.loads(record_file.read_text())
+        del record["store"]
+        record_file.write_text(json.dumps(record))
+    # When the broker restarts without --tier-url, Then it refuses, asking for the store
+    with pytest.raises(InvalidConfigError, match=(
+            r"2 deleted partition\(s\) of tiered topics \(logs-0, logs-1\) still have remote "
+            r"segments to delete in the store they were uploaded to \(not recorded: deleted "
+            r"by an older Plinth\), but the server was started without --tier-url: start it "
+            r"with the --tier-url of that store to finish their deletion")):
+        brokers(1)

@@ -8,6 +8,7 @@ or moto's S3 server on 127.0.0.1)."""
 from __future__ import annotations
 
 import concurrent.futures
+from pathlib import Path
 
 import pytest
 
@@ -41,6 +42,8 @@ def value(number: int) -> bytes:
 
 
 def tiered_broker(brokers, url: str, shard_count: int = 3) -> Broker:
+    if url.startswith("file://"):   # made by whoever sets the store up, never by the broker
+        Path(url[len("file://"):]).mkdir(exist_ok=True)
     return brokers(shard_count, tier=TierOptions(url, TIER_CACHE_BYTES))
 
 

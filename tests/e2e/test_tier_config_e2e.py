@@ -63,6 +63,7 @@ def test_with_a_file_tier_url_remote_storage_is_taken_shown_and_cannot_be_turned
         broker_factory, tmp_path):
     # Given a broker with a file:// store whose URL carries a (made-up) secret query
     tier_dir = tmp_path / "tier"
+    tier_dir.mkdir()
     broker = broker_factory(shards=1, extra_args=(
         "--tier-url", f"file://{tier_dir}?token=s3cr3t", "--tier-cache-bytes", "67108864"))
     topic = unique_topic("tier")
@@ -124,6 +125,7 @@ def test_a_tiered_topics_describe_shows_local_and_remote_offsets_and_a_router_mu
     # Given a broker tiering to a file:// store, with a tiered topic holding 5 records in
     # partition 0 and none in partition 1, and an untiered topic
     cluster = unique_topic("cl")
+    (tmp_path / "tier").mkdir()
     store = f"file://{tmp_path}/tier"
     broker = broker_factory(shards=1, extra_args=("--tier-url", store, "--cluster-name", cluster))
     topic, plain = unique_topic("tier"), unique_topic("plain")
@@ -151,6 +153,7 @@ def test_a_tiered_topics_describe_shows_local_and_remote_offsets_and_a_router_mu
     # And a router given another store refuses to start, naming both
     router = [sys.executable, "-m", "plinth.cli", "router", "--ray-address", ray_cluster,
               "--cluster-name", cluster, "--listen", f"tcp://127.0.0.1:{free_port()}"]
+    (tmp_path / "elsewhere").mkdir()
     refused = subprocess.run(router + ["--tier-url", f"file://{tmp_path}/elsewhere"],
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 1, refused.stdout + refused.stderr
@@ -178,6 +181,7 @@ def test_plinth_serve_refuses_a_memory_store_at_once_saying_why(tmp_path):
 def test_a_broker_with_tiered_topics_refuses_to_start_without_their_store_or_with_another(
         broker_factory, ray_cluster, tmp_path):
     # Given a broker with a tiered topic, stopped
+    (tmp_path / "tier").mkdir()
     broker = broker_factory(shards=1, extra_args=("--tier-url", f"file://{tmp_path}/tier"))
     topic = unique_topic("tier")
     created = plinth(broker.url, "topic", "create", topic,
@@ -194,6 +198,7 @@ def test_a_broker_with_tiered_topics_refuses_to_start_without_their_store_or_wit
             f"are in file://{tmp_path}/tier") in served.stderr
     assert "ready" not in served.stdout
     # And when it starts with another store, it exits naming both stores
+    (tmp_path / "other").mkdir()
     other = Broker(broker.data_dir, ray_cluster, shards=1,
                    extra_args=("--tier-url", f"file://{tmp_path}/other"))
     served = subprocess.run(other.command(), capture_output=True, text=True, timeout=180)
@@ -210,6 +215,7 @@ def test_after_uploads_describe_shows_the_remote_log_below_the_local_start(
     # Given a broker with a file:// store and a tiered topic of 1 MiB segments keeping
     # 1 MiB locally, into which 5 MB is produced
     tier_dir = tmp_path / "tier"
+    tier_dir.mkdir()
     broker = broker_factory(shards=1, extra_args=("--tier-url", f"file://{tier_dir}"))
     topic = unique_topic("tierdesc")
     with Admin(broker=broker.url) as admin:

@@ -24,6 +24,7 @@ from plinth import Admin, Consumer
 from plinth.errors import CorruptDataError
 from plinth.shards.tier.remote_store import open_remote_store
 from plinth.shards.tier.remote_transfer import list_remote_segments
+from tests.conftest import Broker
 from tests.shard_processes import shard_pids
 from tests.e2e.numbered_records import (
     MiB, VALUE_BYTES, check_everything_reads_back, produce, value)
@@ -100,6 +101,7 @@ def unreferenced_objects(store_url: str, topic: str, topic_id: str) -> list[str]
 def test_hundreds_of_mb_read_back_from_offset_0_through_object_storage_and_after_a_restart(
         broker_factory, tmp_path):
     # Given a broker tiering to a directory, and a topic of 1 MiB segments keeping 4 MiB locally
+    (tmp_path / "tier").mkdir()
     store_url = f"file://{tmp_path}/tier"
     broker = broker_factory(shards=2, extra_args=(
         "--tier-url", store_url, "--tier-cache-bytes", str(64 * MiB)))
@@ -219,6 +221,7 @@ def test_plinth_consume_of_remote_only_offsets_while_s3_is_down_says_so_and_exit
 def test_a_corrupt_remote_object_gives_the_consumer_corrupt_data_naming_the_partition_and_offset(
         broker_factory, tmp_path):
     # Given a tiered topic whose first segments are only in a directory store
+    (tmp_path / "tier").mkdir()
     store_url = f"file://{tmp_path}/tier"
     broker = broker_factory(shards=1, extra_args=("--tier-url", store_url))
     topic = tiered_topic(broker.url)
@@ -247,6 +250,7 @@ def test_a_tiered_range_left_on_an_old_shard_keeps_its_records_once_its_local_co
         broker_factory, tmp_path):
     # Given a tiered topic keeping nothing locally, some of whose partitions move when a
     # shard is added
+    (tmp_path / "tier").mkdir()
     store_url = f"file://{tmp_path}/tier"
     broker = broker_factory(shards=1, extra_args=("--tier-url", store_url))
     topic = tiered_topic(broker.url, topic_that_moves(PARTITIONS, ["shard-0"],
@@ -309,3 +313,51 @@ def test_deleting_a_tiered_topic_read_through_the_cache_leaves_none_of_its_chunk
                timeout_s=60, explain=lambda: sorted(cached_segment_ids(broker.data_dir)
                                                     & segment_ids[doomed]))
     assert cached_segment_ids(broker.data_dir) & segment_ids[kept]
+
+
+def test_a_topic_deleted_while_s3_is_down_keeps_the_restart_to_its_store_until_its_objects_go(
+        broker_factory, ray_cluster, moto_s3):
+    # Given a broker tiering to moto's S3 server, with a tiered topic partly uploaded
+    store_url = moto_s3.url()
+    broker = broker_factory(shards=1, extra_args=("--tier-url", store_url))
+    topic = tiered_topic(broker.url, local_retention_bytes=0)
+    produce(broker.url, topic, 0, 6_000, PARTITIONS)
+    store = open_remote_store(store_url)
+    prefix = f"{topic}-{topic_id_in(broker.data_dir, topic)}/"
+    wait_until(lambda: len(store.list(prefix)) >= 2 * 6, timeout_s=120, interval_s=0.5)
+    # When the topic is deleted while S3 is down, and the broker stops before S3 is back
+    pending = broker.data_dir / "shards" / "shard-0" / "remote-deletions"
+    moto_s3.stop()
+    try:
+        with Admin(broker=broker.url) as admin:
+            admin.delete_topic(topic)
+        wait_until(lambda: len(list(pending.glob("*/deletion.json"))) == PARTITIONS,
+                   timeout_s=60, interval_s=0.2)
+        assert broker.stop() == 0
+    finally:
+        moto_s3.start()
+    objects = store.list(prefix)
+    assert objects
+    # Then a restart without --tier-url exits at once, naming the deletions, their store
+    # and the way out, before serving anything
+    refusal = (f"error: InvalidConfigError: {PARTITIONS} deleted partition(s) of tiered "
+               f"topics ({topic}-0, {topic}-1) still have remote segments to delete in "
+               f"{store_url}, but the server was started {{}}: start it with --tier-url "
+               f"{store_url} to finish their deletion (or, to leave those objects in the store "
+               f"for good, remove {pending} (shard-0))")
+    for tier_args, started in (((), "without --tier-url"),
+                               (("--tier-url", moto_s3.url("other")),
+                                f"with --tier-url {moto_s3.url('other')}")):
+        again = Broker(broker.data_dir, ray_cluster, shards=1, extra_args=tier_args)
+        served = subprocess.run(again.command(), capture_output=True, text=True, timeout=180)
+        assert served.returncode == 1, served.stdout + served.stderr
+        assert refusal.format(started) in served.stderr, served.stderr
+        assert "ready" not in served.stdout
+        # And nothing of the deletion was dropped: it waits, every object still there
+        assert len(list(pending.glob("*/deletion.json"))) == PARTITIONS
+        assert store.list(prefix) == objects
+    # And a restart with its store starts and deletes every object of the topic
+    broker_factory(shards=1, data_dir=broker.data_dir, extra_args=("--tier-url", store_url))
+    wait_until(lambda: not store.list(prefix), timeout_s=60,
+               explain=lambda: [info.key for info in store.list(prefix)])
+    wait_until(lambda: not any(pending.iterdir()), timeout_s=60)

@@ -46,6 +46,7 @@ def test_shards_remove_retires_once_tiered_and_reads_go_through_the_others(
         broker_factory, tmp_path):
     # Given a tiered topic keeping nothing locally, some of whose partitions move to an
     # added shard, with a consumer group
+    (tmp_path / "tier").mkdir()
     broker = broker_factory(shards=2, extra_args=("--tier-url", f"file://{tmp_path}/tier"))
     topic, group = topic_that_moves(PARTITIONS, TWO, THREE), unique_topic("group")
     with Admin(broker=broker.url) as admin:

@@ -29,6 +29,7 @@ def test_a_tiered_topic_uploads_its_rolled_segments_and_its_disk_shrinks_to_loca
     # Given a broker with a file:// store and a tiered topic with small segments and
     # 1 MiB of local retention
     tier_dir = tmp_path / "tier"
+    tier_dir.mkdir()
     broker = broker_factory(shards=1, extra_args=("--tier-url", f"file://{tier_dir}"))
     topic = unique_topic("tierup")
     with Admin(broker=broker.url) as admin:
@@ -73,6 +74,7 @@ def test_a_tiered_topic_deleted_and_created_again_at_once_reads_only_its_new_rec
     # Given a broker with a file:// store and a tiered topic whose older segments are
     # only in the store
     tier_dir = tmp_path / "tier"
+    tier_dir.mkdir()
     broker = broker_factory(shards=1, extra_args=("--tier-url", f"file://{tier_dir}"))
     topic = unique_topic("tieragain")
     config = {"segment.bytes": MiB, "remote.storage.enable": "true", "local.retention.bytes": MiB}

@@ -37,11 +37,24 @@ def test_without_a_tier_url_the_shards_get_no_tiered_storage_and_the_default_cac
 
 
 def test_a_file_tier_url_and_a_cache_size_reach_the_shards_options(tmp_path):
+    (tmp_path / "tier").mkdir()
     url = f"file://{tmp_path}/tier"
     tier = ServeOptions(data_dir=Path("d"), tier_url=url,
                         tier_cache_bytes=limits.TIER_CACHE_BYTES_MIN).tier_options()
     assert tier.enabled and tier.url == url and tier.cache_bytes == limits.TIER_CACHE_BYTES_MIN
     tier.check()
+
+
+def test_a_file_tier_url_whose_directory_does_not_exist_is_refused_and_not_created(tmp_path):
+    # Given --tier-url of a directory that is not there (a share not mounted: its
+    # segments would land on the disk under the mount point)
+    url = f"file://{tmp_path}/share/plinth"
+    # Then the start is refused, naming the option and the directory, which stays absent
+    with pytest.raises(InvalidConfigError, match=(
+            f"--tier-url '{url}' cannot be used: .*the directory {tmp_path}/share/plinth "
+            f"does not exist")):
+        ServeOptions(data_dir=Path("d"), tier_url=url).tier_options()
+    assert not (tmp_path / "share").exists()
 
 
 @pytest.mark.parametrize("url, shown", [

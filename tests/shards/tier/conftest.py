@@ -7,6 +7,15 @@ import pytest
 from plinth.shards.tier.remote_store import open_remote_store
 
 
+@pytest.fixture(autouse=True)
+def file_store_directory(tmp_path):
+    """``tmp_path / "store"``, made: the tests' file:// stores are there, and Plinth
+    never creates a file:// store's directory itself (remote_store.py)."""
+    directory = tmp_path / "store"
+    directory.mkdir(exist_ok=True)
+    return directory
+
+
 @pytest.fixture(params=["memory", "file", "s3"])
 def store(request, tmp_path, monkeypatch):
     """An empty store: in memory, on the local disk, or a bucket of a real S3 API

@@ -383,6 +383,28 @@ def test_a_read_of_a_partition_deleted_and_created_again_answers_for_neither(tmp
         other.log.close()
 
 
+def test_a_file_store_whose_directory_is_moved_away_answers_unavailable_until_it_is_back(
+        shard_at, tmp_path):
+    # Given a partition whose first segments are only in a file:// store
+    url = f"file://{tmp_path}/store"
+    shard = shard_at(url)
+    end_offset, local_start = tiered(shard, url, tmp_path)
+    # When the store's directory is moved away (as a network share that is unmounted)
+    (tmp_path / "store").rename(tmp_path / "moved")
+    reply, payload = shard.fetch(0)
+    # Then a remote fetch is the retriable "unavailable" naming the directory, as an S3
+    # outage is, not a storage error a consumer gives up on
+    assert isinstance(reply.error, UnavailableError), reply
+    assert f"the store's directory {tmp_path}/store does not exist" in str(reply.error)
+    assert payload == b""
+    # And local fetches go on
+    assert shard.read_all(local_start, end_offset)[local_start] == record_value(local_start)
+    # And once it is back, the remote fetch reads every record
+    (tmp_path / "moved").rename(tmp_path / "store")
+    assert shard.read_all(0, local_start) == {
+        offset: record_value(offset) for offset in range(local_start)}
+
+
 def test_a_remote_object_lost_from_a_segment_the_view_holds_is_a_storage_error(
         shard_at, tmp_path):
     # Given a tiered partition whose first remote segment's log object was lost

@@ -6,8 +6,10 @@ topic deletion remove remote objects."""
 
 from __future__ import annotations
 
+import json
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +20,7 @@ from plinth.shards.partition import Partition
 from plinth.shards.partition_log import LogConfig
 from plinth.shards.shard_calls import Leadership, PartitionId, TieredState, TierOptions
 from plinth.shards.shard_server import ShardServer
-from plinth.shards.tier.remote_log_manager import DELETIONS_DIR
+from plinth.shards.tier.remote_log_manager import DELETIONS_DIR, STRANDED_DELETIONS_STAT
 from plinth.shards.tier.remote_log_metadata import RemoteLogMetadata
 from plinth.shards.tier.remote_segment import LOG, partition_prefix
 from plinth.shards.tier.remote_store import open_remote_store
@@ -255,6 +257,28 @@ def test_with_the_store_down_produce_works_nothing_is_deleted_and_the_backlog_up
         wait_until(lambda: local_segments(server)[0][0] > 0, timeout_s=WAIT_S)
         assert remote_ranges(store)[0][0] == 0
         assert orphans(store) == set()
+
+
+def test_with_a_file_stores_directory_away_uploads_wait_and_create_nothing(tmp_path):
+    # Given a shard uploading to a file:// store whose directory is moved away (as a
+    # network share that is unmounted)
+    url = f"file://{tmp_path}/store"
+    with running_shard(tmp_path / "shard", url, tiered(local_retention_bytes=0)) as server:
+        (tmp_path / "store").rename(tmp_path / "away")
+        # When records are produced
+        values = produce_values(server, 16)
+        wait_until(lambda: tier_stats(server).get("upload_errors", 0) >= 1, timeout_s=WAIT_S)
+        # Then the uploads fail (retried), nothing is deleted locally, and no directory
+        # was created where the store was: the store is not split in two
+        assert not (tmp_path / "store").exists()
+        segments = local_segments(server)
+        assert segments[0][0] == 0 and segments[-1][1] == len(values)
+        # When the directory is back, Then the backlog uploads into it
+        (tmp_path / "away").rename(tmp_path / "store")
+        store = open_remote_store(url)
+        wait_until(lambda: uploaded_up_to(store, segments[-2][1]), timeout_s=WAIT_S,
+                   explain=lambda: f"remote {remote_ranges(store)} {tier_stats(server)}")
+        assert remote_ranges(store)[0][0] == 0
 
 
 def test_a_sealed_partitions_last_segment_is_uploaded_too(tmp_path):
@@ -511,27 +535,84 @@ def test_dropping_a_copy_of_a_partition_keeps_its_remote_objects(tmp_path, tier_
             == uploaded
 
 
-def test_a_topic_deletion_that_could_not_finish_finishes_after_a_restart(tmp_path, monkeypatch):
-    # Given a tiered partition whose segments are uploaded to a file store
+def a_pending_deletion(tmp_path) -> tuple[str, object, Path]:
+    """(url, store, the shard's deletions directory): a tiered partition's segments are
+    uploaded to a file store, then the topic is deleted while the store's directory is
+    away (unreachable, as an unmounted share), and the shard stops: its deletion is
+    pending on disk, every object still in the store."""
     url = f"file://{tmp_path}/store"
     store = open_remote_store(url)
     with running_shard(tmp_path / "shard", url, tiered()) as server:
         produce_values(server, 12)
         rolled = local_segments(server)[:-1]
         wait_until(lambda: uploaded_up_to(store, rolled[-1][1]), timeout_s=WAIT_S)
-    # When the topic is deleted by a shard that cannot reach its store, which then stops
-    unreachable = MotoS3()
-    for key, value in unreachable.env.items():
-        monkeypatch.setenv(key, value)
-    with running_shard(tmp_path / "shard", unreachable.url(), tiered()) as server:
+        (tmp_path / "store").rename(tmp_path / "away")
         server.call(server.delete_partition, "t", 0)
         pending = tmp_path / "shard" / DELETIONS_DIR
         assert len(list(pending.iterdir())) == 1
+    (tmp_path / "away").rename(tmp_path / "store")
     assert store.list(partition_prefix("t", TOPIC_ID, 0))
-    # Then a restart with the store finishes the deletion
-    with running_shard(tmp_path / "shard", url):
+    return url, store, pending
+
+
+def test_a_topic_deletion_that_could_not_finish_finishes_after_a_restart(tmp_path):
+    # Given a topic deleted while its store was unreachable, by a shard that then stopped
+    url, store, pending = a_pending_deletion(tmp_path)
+    # Then it was recorded with its store (no credential), and a restart with the store
+    # finishes the deletion
+    [record] = [json.loads((d / "deletion.json").read_text()) for d in pending.iterdir()]
+    assert record["store"] == f"file://{tmp_path}/store"
+    with running_shard(tmp_path / "shard", url) as server:
+        assert STRANDED_DELETIONS_STAT not in server.call(server.stats_snapshot)
         wait_until(lambda: not store.list(partition_prefix("t", TOPIC_ID, 0)), timeout_s=WAIT_S)
         wait_until(lambda: not any(pending.iterdir()), timeout_s=WAIT_S)
+
+
+def test_a_pending_deletion_is_not_run_on_another_store_and_the_shard_says_so(tmp_path):
+    # Given a topic deleted while its store was unreachable, by a shard that then stopped
+    url, store, pending = a_pending_deletion(tmp_path)
+    # When the shard starts with another store, or without one
+    (tmp_path / "other").mkdir()
+    for other in (f"file://{tmp_path}/other", None):
+        server = ShardServer("shard-tier", tmp_path / "shard", "127.0.0.1",
+                             tier=TierOptions(url=other))
+        server.start()
+        try:
+            time.sleep(0.5)   # (the uploader, if any, has looked at the deletions)
+            # Then its stats name the deletion it cannot run, its store and directory
+            assert server.call(server.stats_snapshot)[STRANDED_DELETIONS_STAT] == {
+                "directory": str(pending),
+                "stores": {f"file://{tmp_path}/store": {"count": 1, "partitions": ["t-0"]}}}
+        finally:
+            server.stop(10)
+        # And the deletion is still pending, and every object still in its store
+        assert len(list(pending.iterdir())) == 1
+        assert store.list(partition_prefix("t", TOPIC_ID, 0))
+    # And once started with its store, the deletion finishes
+    with running_shard(tmp_path / "shard", url):
+        wait_until(lambda: not any(pending.iterdir()), timeout_s=WAIT_S)
+    assert not store.list(partition_prefix("t", TOPIC_ID, 0))
+
+
+def test_a_pending_deletion_recorded_without_its_store_runs_on_the_store_given(tmp_path):
+    # Given a pending deletion written before stores were recorded (no "store")
+    url, store, pending = a_pending_deletion(tmp_path)
+    [record_file] = [d / "deletion.json" for d in pending.iterdir()]
+    record = json.loads(record_file.read_text())
+    del record["store"]
+    record_file.write_text(json.dumps(record))
+    # Then a shard without a store cannot run it and says so, its store unknown ("")
+    server = ShardServer("shard-tier", tmp_path / "shard", "127.0.0.1")
+    server.start()
+    try:
+        assert server.call(server.stats_snapshot)[STRANDED_DELETIONS_STAT]["stores"] == {
+            "": {"count": 1, "partitions": ["t-0"]}}
+    finally:
+        server.stop(10)
+    # And a shard with a store runs it there (the only store it can be run in)
+    with running_shard(tmp_path / "shard", url):
+        wait_until(lambda: not any(pending.iterdir()), timeout_s=WAIT_S)
+    assert not store.list(partition_prefix("t", TOPIC_ID, 0))
 
 
 def write_log(directory, config: LogConfig, count: int) -> list[tuple[int, int]]:

@@ -175,3 +175,59 @@ def test_a_file_store_keeps_objects_as_files_under_its_path(tmp_path):
     store = open_remote_store(f"file://{tmp_path}/store")
     store.put("t/0/a.log", b"abc")
     assert Path(tmp_path, "store", "t", "0", "a.log").read_bytes() == b"abc"
+
+
+def test_a_file_store_whose_directory_does_not_exist_is_refused_naming_it(tmp_path):
+    # Given a file:// URL of a directory nobody created (a share not mounted)
+    root = tmp_path / "share" / "plinth"
+    # When it is opened, Then it is refused, naming the directory, and nothing is created
+    with pytest.raises(InvalidConfigError, match=rf"the directory {root} does not exist "
+                                                 rf"\(or is not a directory\): create it"):
+        open_remote_store(f"file://{root}")
+    assert not (tmp_path / "share").exists()
+
+
+def test_a_shard_opens_a_file_store_whose_directory_is_missing_and_waits_for_it(tmp_path):
+    # Given a shard's store (missing_root_ok) whose directory is not there yet
+    root = tmp_path / "share"
+    store = open_remote_store(f"file://{root}", missing_root_ok=True)
+    # Then every call is retriable, and the put creates nothing
+    with pytest.raises(RemoteStorageUnavailableError, match=f"directory {root} does not exist"):
+        store.put("t/0/a.log", b"abc")
+    assert not root.exists()
+    # And once the directory is there, the store works
+    root.mkdir()
+    store.put("t/0/a.log", b"abc")
+    assert store.get("t/0/a.log") == b"abc"
+
+
+def test_a_file_store_whose_directory_vanished_is_unavailable_for_every_call(tmp_path):
+    # Given a file:// store holding one object, whose directory is then moved away
+    # (as a network share that is unmounted)
+    root = tmp_path / "share"
+    root.mkdir()
+    store = open_remote_store(f"file://{root}")
+    store.put("t/0/a.log", b"abc")
+    root.rename(tmp_path / "moved")
+    # Then every call is the retriable "unavailable" naming the directory, not "no such
+    # object", not an empty listing, not a delete that found nothing to delete
+    calls = {"get": lambda: store.get("t/0/a.log"),
+             "get_range": lambda: store.get_range("t/0/a.log", 0, 2),
+             "head": lambda: store.head("t/0/a.log"),
+             "list": lambda: store.list("t/0/"),
+             "delete": lambda: store.delete("t/0/a.log"),
+             "put": lambda: store.put("t/0/b.log", b"def"),
+             "put a file": lambda: store.put("t/0/c.log", tmp_path / "moved" / "t/0/a.log")}
+    for name, call in calls.items():
+        with pytest.raises(RemoteStorageUnavailableError,
+                           match=f"directory {root} does not exist"):
+            call()
+    # And nothing recreated the directory: the store is not split in two
+    assert not root.exists()
+    # And once it is back, every call works, and a truly missing object is still
+    # "no such object"
+    (tmp_path / "moved").rename(root)
+    assert store.get("t/0/a.log") == b"abc"
+    assert store.list("t/0/") == [ObjectInfo("t/0/a.log", 3)]
+    with pytest.raises(RemoteObjectNotFoundError, match="no such object"):
+        store.get("t/0/missing.log")
