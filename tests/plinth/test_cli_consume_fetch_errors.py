@@ -7,7 +7,6 @@ answers from the test."""
 
 from __future__ import annotations
 
-import contextlib
 import re
 
 import pytest
@@ -21,14 +20,7 @@ DOWN = ("object storage: get s3://bucket/orders-0/00000000000000000000.log: HTTP
         "error sending request")
 
 
-@pytest.fixture(autouse=True)
-def log_start_0_end_200(monkeypatch):
-    """Every partition holds offsets 0..199."""
-    class Admin:
-        def list_offsets(self, topic, partition):
-            return protocol.PartitionInfo(partition, "shard-0", start_offset=0, end_offset=200)
-
-    monkeypatch.setattr(cli, "_admin", lambda ctx: contextlib.nullcontext(Admin()))
+pytestmark = pytest.mark.usefixtures("log_start_0_end_200")   # (conftest.py)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ partition's offsets answers from the test."""
 
 from __future__ import annotations
 
-import contextlib
 import re
 
 import pytest
@@ -28,14 +27,7 @@ OVERDUE = re.compile(
     r"hung\? See `plinth status`")
 
 
-@pytest.fixture(autouse=True)
-def log_start_0_end_200(monkeypatch):
-    """Every partition holds offsets 0..199 (the --offset check's answer)."""
-    class Admin:
-        def list_offsets(self, topic, partition):
-            return protocol.PartitionInfo(partition, "shard-0", start_offset=0, end_offset=200)
-
-    monkeypatch.setattr(cli, "_admin", lambda ctx: contextlib.nullcontext(Admin()))
+pytestmark = pytest.mark.usefixtures("log_start_0_end_200")   # (conftest.py)
 
 
 @pytest.fixture
