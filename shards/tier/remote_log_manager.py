@@ -176,6 +176,7 @@ class _Job:
     retention_bytes: int
     local_only_bytes: int          # local bytes above the remote end (with ``segment``'s)
     resync_request: int = 0        # list the store again first, for this request_resync (0: no)
+    log_start_floor: int = 0       # deleteRecords' floor (Partition.floor): nothing below is kept
 
 
 @dataclass
@@ -553,7 +554,8 @@ class RemoteLogManager:
                                     partition=part.partition, leader_epochs=part.leader_epochs,
                                     producers=_producers_after(part, segment))
         return _Job(part.key, part.topic_id, state.epoch, part.log.directory, local,
-                    config.retention_ms, config.retention_bytes, local_only_bytes, resync_request)
+                    config.retention_ms, config.retention_bytes, local_only_bytes, resync_request,
+                    part.floor)
 
     def _published(self, key: tuple[str, int], epoch: int, view: RemoteLogView,
                    uploaded: bool, deleted_end: int | None, synced: bool,
@@ -831,15 +833,19 @@ class RemoteLogManager:
                    listed_request, gone, gone_why)
 
     def _apply_retention(self, job: _Job, remote: _Remote, uploaded_bytes: int) -> None:
-        """Total retention (retention.ms/.bytes over local plus remote) on the remote log;
+        """Total retention (retention.ms/.bytes over local plus remote) on the remote log,
+        and the segments wholly below the floor deleteRecords raised;
         ``uploaded_bytes`` (just uploaded) count as remote, no longer as local only."""
         metadata = remote.metadata
         local_only_bytes = max(0, job.local_only_bytes - uploaded_bytes)
         doomed = metadata.segments_past_retention(
             now_ms=wall_clock_ms(), retention_ms=job.retention_ms,
-            retention_bytes=job.retention_bytes, local_only_bytes=local_only_bytes)
+            retention_bytes=job.retention_bytes, local_only_bytes=local_only_bytes,
+            log_start_floor=job.log_start_floor)
         if not doomed:
             return
+        why = ("deleted below the log start floor of deleteRecords"
+               if doomed[-1].end_offset <= job.log_start_floor else "deleted by total retention")
         # The loop stops reading them before their objects go (a read that took the
         # older view may still find one gone: RemoteObjectNotFoundError).
         # Their cached chunks go with that view: a read queued before it is served
@@ -848,11 +854,11 @@ class RemoteLogManager:
         self._post(self._published, job.key, job.epoch, RemoteLogView.of(
             s for s in metadata.finished_segments() if s.segment_id not in doomed_ids),
             False, doomed[-1].end_offset, remote.synced, 0,
-            tuple(segment.segment_id for segment in doomed), "deleted by total retention")
+            tuple(segment.segment_id for segment in doomed), why)
         for segment in doomed:
             delete_segment(self._store, metadata, segment)
-        log.info("%s: total retention deleted %d remote segments of %s-%d up to offset %d",
-                 self.shard_id, len(doomed), job.key[0], job.key[1], doomed[-1].end_offset)
+        log.info("%s: %d remote segments of %s-%d up to offset %d %s", self.shard_id,
+                 len(doomed), job.key[0], job.key[1], doomed[-1].end_offset, why)
         self._publish(job, remote, uploaded=False)
 
     # --- Topic deletions (uploader thread) ----------------------------------------------

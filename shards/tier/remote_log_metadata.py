@@ -287,9 +287,17 @@ class RemoteLogMetadata:
         return RemoteLogView.of(self.finished_segments())
 
     def segments_past_retention(self, *, now_ms: int, retention_ms: int, retention_bytes: int,
-                                local_only_bytes: int) -> list[RemoteSegment]:
+                                local_only_bytes: int, log_start_floor: int = 0
+                                ) -> list[RemoteSegment]:
         """Readable segments to delete, oldest first (Kafka's semantics: retention
-        counts the whole log, local plus remote).
+        counts the whole log, local plus remote). A segment wholly below
+        ``log_start_floor``, the offset deleteRecords raised the log start to
+        (Partition.floor), goes whatever its age and size, as Kafka's remote log
+        manager deletes one that breaches the log start: its records are never served
+        again, and a user who deleted them expects them gone from the store too. Not
+        the partition's log start offset as derived: a range that starts past remote
+        segments its view has not adopted yet (another shard's uploads, after shards
+        were added) starts there without any record below it being deleted.
 
         A segment goes if its newest record is more than ``retention_ms`` old, or
         if the log without it still holds ``retention_bytes`` (its remote bytes plus
@@ -301,7 +309,8 @@ class RemoteLogMetadata:
         for segment in segments:
             too_old = retention_ms >= 0 and segment.max_timestamp_ms < now_ms - retention_ms
             too_big = retention_bytes >= 0 and total_bytes - segment.size_bytes >= retention_bytes
-            if not (too_old or too_big):
+            below_start = segment.end_offset <= log_start_floor
+            if not (too_old or too_big or below_start):
                 break
             doomed.append(segment)
             total_bytes -= segment.size_bytes

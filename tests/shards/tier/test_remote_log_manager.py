@@ -460,6 +460,27 @@ def test_total_retention_deletes_the_oldest_remote_segments(tmp_path, tier_url):
                    == listed(store, "t", 0)[0].base_offset, timeout_s=WAIT_S)
 
 
+def test_delete_records_deletes_the_remote_segments_wholly_below_the_new_log_start(
+        tmp_path, tier_url):
+    # Given a tiered topic without total retention whose rolled segments went up
+    config = tiered(retention_bytes=-1, local_retention_bytes=0)
+    with running_shard(tmp_path / "shard", tier_url, config) as server:
+        store = open_remote_store(tier_url)
+        produce_values(server, 30)
+        wait_until(lambda: len(remote_ranges(store)) >= 3, timeout_s=WAIT_S,
+                   explain=lambda: f"remote {remote_ranges(store)}")
+        ranges = remote_ranges(store)
+        # When the records below the middle of the third remote segment are deleted
+        new_start = ranges[2][0] + 1
+        server.call(lambda: server._partitions[("t", 0)].delete_records(new_start))
+        # Then the two segments wholly below it leave the store (their records are never
+        # served again), whole (no object of theirs left), and the one holding the new
+        # start stays
+        wait_until(lambda: remote_ranges(store)[0] == ranges[2] and orphans(store) == set(),
+                   timeout_s=WAIT_S, explain=lambda: f"remote {remote_ranges(store)}, orphans "
+                                                     f"{orphans(store)}, below {new_start}")
+
+
 def cached_segment_ids(shard_dir) -> set[str]:
     """The segment ids of the chunks in the shard's tier cache (remote_fetcher.py)."""
     return {path.name.rpartition("-")[0] for path in (shard_dir / "tier-cache").iterdir()}

@@ -179,6 +179,19 @@ def test_retention_deletes_a_prefix_by_time_and_by_bytes_counting_local_bytes(me
                                             local_only_bytes=0) == []
 
 
+def test_segments_wholly_below_the_delete_records_floor_go_whatever_their_age_and_size(metadata):
+    # Given three segments [0, 100), [100, 200), [200, 300) that no retention would delete
+    segments = uploaded(metadata, *(remote_segment(i * 100, i * 100 + 100) for i in range(3)))
+    # When deleteRecords raised the log start floor to 150 (inside the second)
+    doomed = metadata.segments_past_retention(now_ms=0, retention_ms=-1, retention_bytes=-1,
+                                              local_only_bytes=0, log_start_floor=150)
+    # Then the first goes, the one holding the new start stays; at 200 both go
+    assert doomed == segments[:1]
+    assert metadata.segments_past_retention(now_ms=0, retention_ms=-1, retention_bytes=-1,
+                                            local_only_bytes=0, log_start_floor=200) == \
+        segments[:2]
+
+
 def test_a_journal_with_many_dead_entries_is_compacted_on_open(metadata, monkeypatch):
     monkeypatch.setattr(limits, "REMOTE_METADATA_ENTRIES_DEAD_MAX", 10)
     kept = uploaded(metadata, remote_segment(0, 100))[0]
