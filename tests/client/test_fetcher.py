@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -17,6 +18,7 @@ from plinth.client.fetcher import Fetcher, Overdue, TopicPartition
 from plinth.errors import (CorruptDataError, OffsetOutOfRangeError, TooManyRequestsError,
                            UnavailableError)
 from tests.client.scripted_broker import WAIT_S, Replies, entry
+from tests.support import ManualClock
 
 T0, T1 = TopicPartition("t", 0), TopicPartition("t", 1)
 
@@ -430,20 +432,11 @@ def test_a_partition_whose_fetch_goes_unanswered_is_failing_until_a_fetch_is_ans
         "fetch of t-0 at offset 5 succeeded again after 2 failed in ")
 
 
-class Clock:
-    """The Fetcher's time.monotonic, moved by the test: no waiting for time to pass."""
-
-    def __init__(self, now_s: float = 1_000.0):
-        self.now_s = now_s
-
-    def monotonic(self) -> float:
-        return self.now_s
-
-
 @pytest.fixture
-def clock(monkeypatch) -> Clock:
-    clock = Clock()
-    monkeypatch.setattr(fetcher_module, "time", clock)
+def clock(monkeypatch) -> ManualClock:
+    """The Fetcher's time.monotonic, moved by the test: no waiting for time to pass."""
+    clock = ManualClock()
+    monkeypatch.setattr(fetcher_module, "time", SimpleNamespace(monotonic=clock))
     return clock
 
 
