@@ -42,6 +42,7 @@ from typing import NamedTuple
 from plinth import limits, protocol
 from plinth import topics as topics_rules
 from plinth.client.admin import Admin
+from plinth.client.async_commits import AsyncCommit, AsyncCommits
 from plinth.client.arguments import (LISTENER_METHODS, checked_bool, checked_callable,
                                      checked_int, checked_listener, checked_ms, checked_str,
                                      checked_topic_names, checked_topic_partitions)
@@ -71,17 +72,6 @@ class OffsetAndTimestamp(NamedTuple):
 
     offset: int
     timestamp: int
-
-
-class _AsyncCommit:
-    """A commit_async in flight: its parts' replies count down to its one callback.
-    Consumer thread only."""
-
-    __slots__ = ("offsets", "callback", "parts_left", "error")
-
-    def __init__(self, offsets: dict, callback, parts: int):
-        self.offsets, self.callback, self.parts_left = offsets, callback, parts
-        self.error: BrokerError | None = None
 
 
 def check_options(topics, auto_offset_reset: str, fetch_max_bytes: int, fetch_max_wait_ms: int,
@@ -242,7 +232,8 @@ class Consumer(ConsumerBase):
         self.group_assignor = group_assignor
         self._on_assign, self._on_revoke = on_assign, on_revoke
         self._membership: GroupMembership | None = None
-        self._commits: dict[int, tuple] = {}    # async commit part's id -> (its offsets, _AsyncCommit)
+        self._commits = AsyncCommits(self._conn, request_timeout_ms=request_timeout_ms)
+        self._auto_commit_sent: AsyncCommit | None = None   # the last auto-commit sent
         # commit_async calls that had nothing to send: (callback, offsets), called in the
         # next poll, never from inside commit_async (kafka-python's order).
         self._commits_done: deque[tuple] = deque()
@@ -482,6 +473,7 @@ class Consumer(ConsumerBase):
             if self._membership is not None:   # (a callback may have unsubscribed)
                 self._auto_commit()
             self._resets.expire()
+            self._expire_commits()
             self._fetcher.send_fetches()
             out = self._take_records(max_records)
             remaining_ms = (deadline - time.monotonic()) * 1000
@@ -489,8 +481,9 @@ class Consumer(ConsumerBase):
                 return out
             if self._membership is not None:   # wake up to apply a new assignment
                 remaining_ms = min(remaining_ms, limits.CONSUMER_GROUP_POLL_SLICE_MS)
-            for wake_s in (self._fetcher.next_retry_s(), self._resets.next_event_s()):
-                if wake_s is not None:   # to ask again after a transient error or a timeout
+            for wake_s in (self._fetcher.next_retry_s(), self._resets.next_event_s(),
+                           self._commits.next_expiry_s()):
+                if wake_s is not None:   # to ask again, or end what timed out
                     remaining_ms = min(remaining_ms, (wake_s - time.monotonic()) * 1000)
             got = self._conn.recv(max(0.0, remaining_ms))
             while got is not None:
@@ -629,50 +622,13 @@ class Consumer(ConsumerBase):
             if callback is not None:
                 self._commits_done.append((callback, offsets))
             return
-        commit = _AsyncCommit(offsets, callback, len(parts))
-        sent = []
-        try:
-            for part in parts:
-                request_id = self._conn.next_request_id()
-                self._conn.send(self._encode_commit(request_id, part))
-                sent.append(request_id)
-                self._commits[request_id] = (part, commit)
-        except BaseException:
-            for request_id in sent:   # their replies are dropped as stale fetches'
-                del self._commits[request_id]
-            raise
-
-    def _on_commit_reply(self, view: protocol.ReplyView) -> None:
-        """One part's reply; the callback runs once, after the last part's, with the
-        whole commit's offsets and the first error of its parts."""
-        part, commit = self._commits.pop(view.request_id)
-        self._check_membership(view.error)
-        if view.error is None:
-            self._note_committed(part)
-        commit.error = commit.error or view.error
-        commit.parts_left -= 1
-        if commit.parts_left:
-            return
-        if commit.callback is not None:
-            commit.callback(commit.offsets, commit.error)
-        elif commit.error is not None:
-            log.warning("group %s: async commit failed: %s", self.group, commit.error)
+        self._commits.send(parts, AsyncCommit(offsets, callback, len(parts)), self._encode_commit)
 
     def _commit_quietly(self, partitions=None) -> None:
         try:
             self.commit(self._positions(partitions))
         except (BrokerError, ClientError) as exc:
             log.warning("group %s: commit failed: %s", self.group, exc)
-
-    def _auto_commit(self) -> None:
-        now = time.monotonic()
-        if not self.enable_auto_commit or now - self._last_commit_s < self.auto_commit_interval_s:
-            return
-        self._last_commit_s = now
-        changed = {tp: o for tp, o in self._positions().items()
-                   if self._committed_positions.get(TopicPartition(*tp)) != o}
-        if changed:
-            self.commit_async(changed)
 
     def _fetch_committed(self) -> dict[TopicPartition, int]:
         view, _ = self._conn.request_retrying(

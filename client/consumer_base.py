@@ -16,22 +16,25 @@ consumer's own connection and are answered with its fetch replies
 A subclass sets, before any of these run:
 
 - ``_fetcher``: its Fetcher (client/fetcher.py);
-- ``_commits``: request id -> what an asynchronous commit in flight sent;
+- ``_commits``: its AsyncCommits (async_commits.py), on its connection;
+  ``_auto_commit_sent``: None; ``_last_commit_s``: time.monotonic() at its start;
+  ``enable_auto_commit`` and ``auto_commit_interval_s``: its options;
 - ``_committed_positions``: TopicPartition -> the offset last committed;
 - ``_membership``: its group membership, or None without a group;
 - ``group``: the group's name, or None;
 - ``auto_offset_reset``: its option; ``_resets``: ``_position_resets(conn)``'s
   answer, made after ``_fetcher`` (whose ``reset_position`` is ``_reset_later``);
-- ``_on_commit_reply(view)``: what it does with a commit's reply;
 - optionally ``_check_open()``: raise if the consumer may not be used now.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping
 
 from plinth import limits, protocol
+from plinth.client.async_commits import AsyncCommit
 from plinth.client.arguments import checked_offsets, checked_topic_partition
 from plinth.client.connection import Connection
 from plinth.client.fetcher import Overdue, TopicPartition
@@ -222,6 +225,52 @@ class ConsumerBase:
         member_id, epoch = (membership or self._membership).identity()
         return protocol.encode_commit_offsets(request_id, "commitOffsets", self.group, member_id,
                                               epoch, offsets)
+
+    # --- Commits sent without waiting (async_commits.py) ------------------------------------
+
+    def _auto_commit(self) -> None:
+        """Every auto_commit_interval_ms, commit what changed without waiting; the poll
+        calls it in each pass. One auto-commit at a time: while the last is in flight
+        the next waits (and goes as soon as that one ends), so a coordinator that does
+        not answer holds one commit, not one per interval, and is warned of once."""
+        now_s = time.monotonic()
+        if (not self.enable_auto_commit or now_s - self._last_commit_s < self.auto_commit_interval_s
+                or (self._auto_commit_sent is not None and self._auto_commit_sent.in_flight)):
+            return
+        self._last_commit_s = now_s
+        changed = {tp: o for tp, o in self._positions().items()
+                   if self._committed_positions.get(TopicPartition(*tp)) != o}
+        parts = protocol.commit_offsets_parts(changed)
+        if parts:
+            self._auto_commit_sent = AsyncCommit(changed, None, len(parts))
+            self._commits.send(parts, self._auto_commit_sent, self._encode_commit)
+
+    def _expire_commits(self) -> None:
+        """End the commit parts unanswered within request_timeout_ms, each with its
+        timeout; the poll calls it in each pass."""
+        for part, commit, error in self._commits.expired():
+            self._commit_part_ended(part, commit, error)
+
+    def _on_commit_reply(self, view: protocol.ReplyView) -> None:
+        part, commit = self._commits.pop(view.request_id)
+        self._check_membership(view.error)
+        self._commit_part_ended(part, commit, view.error)
+
+    def _commit_part_ended(self, part: dict, commit: AsyncCommit, error: Exception | None) -> None:
+        """One part answered (``error`` None: taken) or expired; after the last part the
+        commit's callback runs once with its offsets and the first error of its parts
+        (without a callback a failure is logged)."""
+        if error is None:
+            self._note_committed(part)
+        commit.error = commit.error or error
+        commit.parts_left -= 1
+        if commit.in_flight:
+            return
+        if commit.callback is not None:
+            commit.callback(commit.offsets, commit.error)
+        elif commit.error is not None:
+            what = "auto-commit" if commit is self._auto_commit_sent else "async commit"
+            log.warning("group %s: %s failed: %s", self.group, what, commit.error)
 
     def _on_reply(self, view: protocol.ReplyView, payload) -> None:
         if view.request_id in self._commits:

@@ -65,6 +65,7 @@ from plinth.client.aio.connection import AIOConnection
 from plinth.client.aio.event_loop import (check_loop, refuse_release_while_running,
                                           wrong_loop_error)
 from plinth.client.aio.group_membership import AIOGroupMembership
+from plinth.client.async_commits import AsyncCommit, AsyncCommits
 from plinth.client.arguments import (checked_listener, checked_ms, checked_str,
                                      checked_topic_partitions)
 from plinth.client.connection import broker_address
@@ -175,7 +176,8 @@ class AIOConsumer(ConsumerBase):
         self._leave_task: asyncio.Task | None = None   # _leave_in_turn, once unsubscribed
         # The partitions a rebalance is revoking, while its commit and on_revoke run.
         self._revoking: set[TopicPartition] = set()
-        self._commits: dict[int, dict] = {}     # auto-commit part's id -> its offsets
+        self._commits: AsyncCommits | None = None   # start()'s
+        self._auto_commit_sent: AsyncCommit | None = None   # the last auto-commit sent
         self._last_commit_s = time.monotonic()
         self._committed_positions: dict[TopicPartition, int] = {}
         self._fetcher: Fetcher | None = None
@@ -203,6 +205,7 @@ class AIOConsumer(ConsumerBase):
         self._fetcher = Fetcher(self._conn, reset_position=self._reset_later,
                                 **self._fetch_options)
         self._resets = self._position_resets(self._conn)
+        self._commits = AsyncCommits(self._conn, request_timeout_ms=self.request_timeout_ms)
         try:
             async with self._turn:
                 await self._apply_subscription()
@@ -606,6 +609,7 @@ class AIOConsumer(ConsumerBase):
             if self._membership is not None:   # (a callback may have unsubscribed)
                 self._auto_commit()
             self._resets.expire()
+            self._expire_commits()
             self._fetcher.send_fetches()
             out = self._take_only(max_records, only)
             remaining_ms = (deadline - time.monotonic()) * 1000
@@ -613,8 +617,9 @@ class AIOConsumer(ConsumerBase):
                 return out
             if self._membership is not None:   # wake up to apply a new assignment
                 remaining_ms = min(remaining_ms, limits.CONSUMER_GROUP_POLL_SLICE_MS)
-            for wake_s in (self._fetcher.next_retry_s(), self._resets.next_event_s()):
-                if wake_s is not None:   # to ask again after a transient error or a timeout
+            for wake_s in (self._fetcher.next_retry_s(), self._resets.next_event_s(),
+                           self._commits.next_expiry_s()):
+                if wake_s is not None:   # to ask again, or end what timed out
                     remaining_ms = min(remaining_ms, (wake_s - time.monotonic()) * 1000)
             await self._conn.wait_async(max(1.0, remaining_ms))
             got = self._conn.recv(0)
@@ -696,33 +701,11 @@ class AIOConsumer(ConsumerBase):
             lambda request_id: self._encode_commit(request_id, part, membership),
             self.request_timeout_ms)
 
-    def _on_commit_reply(self, view: protocol.ReplyView) -> None:
-        offsets = self._commits.pop(view.request_id)
-        self._check_membership(view.error)
-        if view.error is None:
-            self._note_committed(offsets)
-        else:
-            log.warning("group %s: auto-commit failed: %s", self.group, view.error)
-
     async def _commit_quietly(self, partitions=None) -> None:
         try:
             await self._commit(self._positions(partitions))
         except (BrokerError, ClientError) as exc:
             log.warning("group %s: commit failed: %s", self.group, exc)
-
-    def _auto_commit(self) -> None:
-        """Every auto_commit_interval_ms, commit what changed without waiting (the
-        reply is read by a later getmany)."""
-        now = time.monotonic()
-        if not self.enable_auto_commit or now - self._last_commit_s < self.auto_commit_interval_s:
-            return
-        self._last_commit_s = now
-        changed = {tp: o for tp, o in self._positions().items()
-                   if self._committed_positions.get(TopicPartition(*tp)) != o}
-        for part in protocol.commit_offsets_parts(changed):
-            request_id = self._conn.next_request_id()
-            self._conn.send(self._encode_commit(request_id, part))
-            self._commits[request_id] = part
 
     async def _fetch_committed(self) -> dict[TopicPartition, int]:
         view, _ = await self._conn.request_retrying_async(
