@@ -2169,18 +2169,29 @@ class Controller:
                                      change: str) -> None:
         """InvalidConfigError, before anything changes, if the shards a change leaves
         (``shard_ids``, on the nodes of ``shard_nodes``) cannot hold every replicated
-        topic's copies, each on its own node unless replicas may share one: the
-        rebalancer would fail placing them halfway through the change."""
+        topic's copies, each on its own node unless replicas may share one (the
+        rebalancer would fail placing them halfway through the change), or the copies
+        the server's factor options ask for (the next start would refuse them:
+        ``_refuse_impossible_factor_options``)."""
         nodes = placement.distinct_nodes(shard_ids, shard_nodes)
         room = len(shard_ids) if self._allow_replicas_on_one_node else min(len(shard_ids), nodes)
         too_many = sorted((t.replication_factor, n) for n, t in self._metadata.topics.items()
                           if t.replication_factor > room)
+        leaves = (f"the {len(shard_ids)} shards it leaves on {nodes} node(s) can hold {room} "
+                  f"copies of a partition{'' if self._allow_replicas_on_one_node else _OWN_NODES}")
         if too_many:
             factor, name = too_many[-1]
             raise InvalidConfigError(
-                f"cannot {change}: topic {name!r} has replication factor {factor}, and the "
-                f"{len(shard_ids)} shards it leaves on {nodes} node(s) can hold {room} copies "
-                f"of a partition{'' if self._allow_replicas_on_one_node else _OWN_NODES}")
+                f"cannot {change}: topic {name!r} has replication factor {factor}, and {leaves}")
+        for option, factor in (("--default-replication-factor", self._default_replication_factor),
+                               ("--offsets-replication-factor",
+                                self._offsets_replication_factor)):
+            if factor is not None and factor > room:   # the server would not start again
+                raise InvalidConfigError(
+                    f"cannot {change}: the server's {option} is {factor}, and {leaves}, so "
+                    f"the server would refuse to start with it again (and refuse every topic "
+                    f"created without a factor meanwhile): restart it with a smaller "
+                    f"{option} first")
 
     def _pins_after_add(self, new_ids: list[str]) -> dict[str, str]:
         """The shards' nodes once ``new_ids`` are added: each one not pinned yet goes where

@@ -155,18 +155,21 @@ def test_a_server_default_factor_the_shards_cannot_hold_is_refused_at_start_nami
     assert broker.metadata_on_disk().topics["t"].replication_factor == 3
 
 
-def test_a_server_default_factor_the_shards_no_longer_hold_is_named_as_the_servers_option(
-        brokers):
-    # Given a server whose default factor is 3, on 3 shards, one of them removed since
+def test_removing_shards_below_the_servers_default_factor_is_refused_naming_it(brokers):
+    # Given a server whose default factor is 3, on 3 shards (a removal below its offsets
+    # factor is refused for the offsets topic's replicas: test_controller_offsets_topic)
+    option = "default"
     broker = brokers(3, default_replication_factor=3, offsets_replication_factor=1,
                      **ON_ONE_NODE)
-    broker.controller.remove_shards(1)
-    # Then a topic created without a factor is refused naming the option, not a factor
-    # the user never gave
-    with pytest.raises(InvalidReplicationFactorError,
-                       match="topic 't': the server's --default-replication-factor 3 is more "
-                             "than the broker's 2 shards"):
-        broker.controller.create_topic("t", 1, {})
+    # When a shard is removed, Then it is refused naming the option and what is left (it
+    # was removed, and the server then refused to start with the option again)
+    with pytest.raises(InvalidConfigError,
+                       match=f"cannot remove 1 shard: the server's --{option}-replication-factor "
+                             f"is 3, and the 2 shards it leaves on 1 node\\(s\\) can hold 2 "
+                             f"copies .* restart it with a smaller --{option}-replication-factor"):
+        broker.controller.remove_shards(1)
+    # And nothing changed: the three shards still take writes
+    assert broker.metadata_on_disk().shards == THREE
 
 
 def test_every_start_bumps_the_controller_epoch_and_restamps_every_record(brokers):
