@@ -1265,15 +1265,18 @@ def _seek_to_time(consumer, time_ms: int) -> None:
             consumer.seek(*tp, answer.offset)
 
 
+_NULL = b"null"   # a key or value that is absent (a tombstone's), as Kafka's console consumer prints it
+
+
 def _print_records(consumer, max_messages, print_key) -> bool:
     """Print the records until ``max_messages`` (False) or the consumer's timeout
     without a new record (True)."""
     out = sys.stdout.buffer
     count = 0
     for record in consumer:
-        value = record.value or b""
+        value = _NULL if record.value is None else record.value
         if print_key:
-            out.write((record.key or b"") + b"\t" + value + b"\n")
+            out.write((_NULL if record.key is None else record.key) + b"\t" + value + b"\n")
         else:
             out.write(value + b"\n")
         out.flush()   # a reader of the pipe sees each record as it arrives

@@ -171,7 +171,11 @@ def validate_partition_growth(name: str, partitions_now: int, partition_count: i
         raise InvalidPartitionsError(
             f"topic {name!r}: {partition_count!r} partitions requested; a topic has 1 to "
             f"{limits.PARTITIONS_PER_TOPIC_MAX} partitions")
-    if partition_count <= partitions_now:
+    if partition_count == partitions_now:
+        raise InvalidPartitionsError(
+            f"topic {name!r} already has {partitions_now} partitions; {partition_count} "
+            f"requested: ask for more than {partitions_now} to add partitions")
+    if partition_count < partitions_now:
         raise InvalidPartitionsError(
             f"topic {name!r} has {partitions_now} partitions; {partition_count} requested: "
             f"partitions can only be added, never removed")

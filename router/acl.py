@@ -75,13 +75,12 @@ from pathlib import Path
 from plinth import protocol, protocol_classic
 from plinth.durable_files import refuse_duplicate_keys
 from plinth.errors import InvalidConfigError, NotAuthorizedError
-from plinth.router.kafka.sasl_users import check_user_name
+from plinth.router.kafka.sasl_users import PRINCIPAL_PREFIX, check_user_name
 
 OPERATIONS = ("produce", "consume", "admin", "cluster")
 GRANT_FIELDS = ("operations", "topics", "groups")
 QUOTA_FIELDS = ("producer_byte_rate", "consumer_byte_rate")
 ANY_KEY = "*"
-PRINCIPAL_PREFIX = "User:"   # a Kafka SASL user, as Kafka's ACLs name principals
 QUOTAS_MEMBER = "quotas"
 _Z85 = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
                  ".-:+=^!/*?&<>()[]{}@%$#")

@@ -49,6 +49,8 @@ from plinth import limits
 from plinth.durable_files import refuse_duplicate_keys
 from plinth.errors import InvalidConfigError
 
+PRINCIPAL_PREFIX = "User:"   # a Kafka SASL user, as Kafka's ACLs name principals
+
 MECHANISM = "SCRAM-SHA-256"
 FIELDS = ("mechanism", "iterations", "salt", "stored_key", "server_key")
 _KEY_BYTES = 32      # SHA-256
@@ -124,6 +126,13 @@ def add_user(path: Path, name: str, password: str,
     Written to a temporary file and renamed, so a reader never sees half a file."""
     path = Path(path)
     check_user_name(name, f"SASL users file {path}")
+    if name.startswith(PRINCIPAL_PREFIX):
+        # Kafka's tools name principals "User:alice"; the user is "alice". A user named
+        # "User:alice" would be the ACL's User:User:alice, a grant nobody would write.
+        raise InvalidConfigError(
+            f"SASL users file {path}: user {name!r} starts with {PRINCIPAL_PREFIX!r}, "
+            f"the ACL's prefix for a user, not part of its name: add "
+            f"{name[len(PRINCIPAL_PREFIX):]!r}, and grant it as {name} in the ACL")
     if not path.parent.is_dir():   # else the .partial file's open names only itself
         raise InvalidConfigError(f"SASL users file {path}: its directory {path.parent} does "
                                  f"not exist; create it first")

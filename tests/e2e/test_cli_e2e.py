@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from plinth import Admin, limits
+from plinth import Admin, Producer, limits
 from tests.support import free_port, start_until_ready, unique_topic, wait_until
 
 PLINTH = [sys.executable, "-m", "plinth.cli"]
@@ -46,6 +46,22 @@ def test_produce_reads_lines_and_consume_prints_them_with_keys(shared_broker):
                       "--print-key", "--timeout-ms", "20000")
     assert consumed.returncode == 0, consumed.stderr
     assert consumed.stdout.splitlines() == [f"k{i}\tvalue {i}" for i in range(50)]
+
+
+def test_consume_prints_an_absent_key_or_value_as_null_and_an_empty_one_as_nothing(
+        shared_broker):
+    # Given records without a key, with an empty key, and a tombstone (no value)
+    topic = unique_topic("cli")
+    plinth(shared_broker.url, "topic", "create", topic, "--partitions", "1")
+    with Producer(broker=shared_broker.url) as producer:
+        for key, value in ((None, b"v0"), (b"", b"v1"), (b"k2", None), (b"k3", b"")):
+            producer.send(topic, value, key=key, partition=0)
+        producer.flush()
+    # When they are consumed with their keys, Then absent reads as Kafka's console
+    # consumer prints it, and empty as nothing: a tombstone is told from an empty value
+    consumed = plinth(shared_broker.url, "consume", topic, "--from-beginning", "--print-key",
+                      "--max-messages", "4", "--timeout-ms", "20000")
+    assert consumed.stdout.splitlines() == ["null\tv0", "\tv1", "k2\tnull", "k3\t"]
 
 
 def test_consume_from_an_offset_exits_after_the_timeout_without_new_data(shared_broker):
@@ -443,7 +459,7 @@ def test_topic_alter_with_a_bad_config_does_not_grow_the_topic(shared_broker, co
 
 
 @pytest.mark.parametrize("count, why", [
-    ("2", "has 2 partitions; 2 requested: partitions can only be added"),
+    ("2", "already has 2 partitions; 2 requested: ask for more than 2 to add partitions"),
     ("1", "has 2 partitions; 1 requested: partitions can only be added"),
     ("1000000", "1000000 partitions requested; a topic has 1 to"),
 ])

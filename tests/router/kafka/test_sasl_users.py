@@ -101,3 +101,15 @@ def test_kafka_user_add_refuses_a_user_named_star(tmp_path):
                            input="pw\n", text=True, capture_output=True)
     assert added.returncode == 1 and "'*' is not a user name" in added.stderr, added.stderr
     assert not (tmp_path / "users.json").exists()
+
+
+def test_kafka_user_add_refuses_a_name_with_the_acls_user_prefix_naming_the_user_to_add(tmp_path):
+    # Given a user used to Kafka's tools, who names principals User:alice
+    # When they add "User:alice"
+    with pytest.raises(InvalidConfigError,
+                       match="user 'User:alice' starts with 'User:', the ACL's prefix for a "
+                             "user, not part of its name: add 'alice', and grant it as "
+                             "User:alice in the ACL"):
+        add_user(tmp_path / "users.json", "User:alice", "pw", limits.KAFKA_SCRAM_ITERATIONS_MIN)
+    # Then nothing was written (the ACL's User:alice would never have matched it)
+    assert not (tmp_path / "users.json").exists()
