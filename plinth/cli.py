@@ -1109,7 +1109,8 @@ def _send_lines(producer, topic_name: str, partition: int | None, key_separator:
               help="Exit after N records.")
 @click.option("--timeout-ms", type=click.IntRange(0, limits.CLIENT_OPTION_MS_MAX), default=None,
               help="Exit after T ms without new records.")
-@click.option("--print-key", is_flag=True, help="Print KEY<TAB>VALUE.")
+@click.option("--print-key", is_flag=True,
+              help="Print KEY<TAB>VALUE (an absent key or value prints as null).")
 @click.option("--group", default=None, help="Consume as a member of this consumer group.")
 @click.pass_context
 def consume(ctx, topic_name, partition, offset, from_beginning, from_time_ms, max_messages,
