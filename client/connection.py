@@ -175,6 +175,30 @@ def _check_secret_key_file(path: str) -> None:
         raise ValueError(str(exc)) from None
 
 
+
+class RetriedErrors:
+    """The "unavailable" and "notLeader" answers a retried request got (either client's
+    ``request_retrying``), so that a last try that gets no reply at all is reported with
+    them: the timeout alone named that try's remaining milliseconds and hid why the
+    request had waited the rest of request_timeout_ms."""
+
+    __slots__ = ("count", "last")
+
+    def __init__(self):
+        self.count, self.last = 0, None
+
+    def note(self, error: Exception) -> None:
+        self.count, self.last = self.count + 1, error
+
+    def raise_timeout(self, timeout: PlinthTimeoutError, timeout_ms: float) -> None:
+        """Raise ``timeout`` as it is if no try was answered; else a PlinthTimeoutError
+        naming the whole wait, the answers, and the last try's own timeout."""
+        if self.last is None:
+            raise timeout
+        raise PlinthTimeoutError(
+            f"no answer within {timeout_ms:.0f} ms: {self.count} {'try' if self.count == 1 else 'tries'} "
+            f"answered {type(self.last).__name__}: {self.last}; then {timeout}") from timeout
+
 class Connection:
     def __init__(self, broker: "str | BrokerAddress | None" = None,
                  context: zmq.Context | None = None, *, direct: bool = False):
@@ -376,16 +400,20 @@ class Connection:
         raised."""
         deadline = time.monotonic() + timeout_ms / 1000
         backoff_s = limits.CLIENT_RETRY_BACKOFF_MS / 1000
+        retried = RetriedErrors()
         while True:
             request_id = self.next_request_id()
             remaining_ms = max(1.0, (deadline - time.monotonic()) * 1000)
             try:
                 return self.request(encode(request_id), request_id, remaining_ms)
-            except (UnavailableError, NotLeaderError):
+            except (UnavailableError, NotLeaderError) as exc:
+                retried.note(exc)
                 if time.monotonic() + backoff_s >= deadline:
                     raise
                 time.sleep(backoff_s)   # a backoff between retries, not a synchronisation
                 backoff_s = min(2 * backoff_s, limits.CLIENT_RETRY_BACKOFF_MAX_MS / 1000)
+            except PlinthTimeoutError as exc:
+                retried.raise_timeout(exc, timeout_ms)
 
     def wait_for(self, request_id: int, timeout_ms: float, *, give_up=None):
         """The reply to ``request_id`` (view, payload); raises its error, or

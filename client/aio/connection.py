@@ -30,7 +30,7 @@ import time
 import zmq
 
 from plinth import limits, protocol
-from plinth.client.connection import Connection
+from plinth.client.connection import Connection, RetriedErrors
 from plinth.errors import ClosedError, NotLeaderError, PlinthTimeoutError, UnavailableError
 
 
@@ -170,12 +170,16 @@ class AIOConnection(Connection):
         answer is "unavailable" or "notLeader", until ``timeout_ms`` runs out."""
         deadline = time.monotonic() + timeout_ms / 1000
         backoff_s = limits.CLIENT_RETRY_BACKOFF_MS / 1000
+        retried = RetriedErrors()
         while True:
             request_id = self.next_request_id()
             remaining_ms = max(1.0, (deadline - time.monotonic()) * 1000)
             try:
                 return await self.request_async(encode(request_id), request_id, remaining_ms)
-            except (UnavailableError, NotLeaderError):
+            except PlinthTimeoutError as exc:
+                retried.raise_timeout(exc, timeout_ms)
+            except (UnavailableError, NotLeaderError) as exc:
+                retried.note(exc)
                 if time.monotonic() + backoff_s >= deadline:
                     raise
                 await asyncio.sleep(backoff_s)   # a backoff between retries

@@ -146,6 +146,22 @@ def test_request_retrying_raises_the_last_unavailable_once_its_timeout_runs_out(
     assert tries > 1 and str(raised.value) == f"try {tries - 1}"
 
 
+def test_a_retried_request_whose_last_try_gets_no_reply_names_the_answers_before_it(
+        scripted, connections):
+    # Given a broker answering "unavailable" twice, then not at all (the retries took
+    # most of the time: the last try waits only what is left)
+    broker = scripted([UnavailableError("shard-4 is restarting or unreachable")] * 2)
+    conn = connections(broker.url)
+    # When a request is retried until its timeout runs out
+    with pytest.raises(PlinthTimeoutError) as raised:
+        conn.request_retrying(list_offsets, 1_000)
+    # Then the timeout names the whole wait and why the tries failed, not only the last
+    # try's few hundred ms
+    assert str(raised.value).startswith(
+        "no answer within 1000 ms: 2 tries answered UnavailableError: shard-4 is restarting "
+        "or unreachable; then no reply from ")
+
+
 def test_request_retrying_raises_other_errors_at_once(scripted, connections):
     broker = scripted([TopicExistsError("topic 't' already exists"), answered])
     conn = connections(broker.url)
