@@ -272,8 +272,9 @@ def _kafka_listener_options(command):
 @click.option("--direct-clients", type=click.Choice(["auto", "off"]), default="auto",
               show_default=True, help="Let clients produce and fetch straight at the leader "
               "shard (plain TCP on 127.0.0.1), skipping the router hop. auto: only with a "
-              "plaintext loopback --listen and the embedded Ray (never with CurveZMQ or an "
-              "ACL, whose checks only the router makes). off: everything through the router.")
+              "plaintext loopback --listen and shards on a loopback Ray node (the embedded "
+              "Ray, or a local-only cluster); never with CurveZMQ or an ACL, whose checks "
+              "only the router makes. off: everything through the router.")
 @click.option("--tier-url", envvar="PLINTH_TIER_URL", show_envvar=True, default=None, metavar="URL",
               help="Object storage for tiered storage (topics with remote.storage.enable=true), "
                    "used by every shard on every node: s3://bucket/prefix, gs://bucket/prefix, "

@@ -156,8 +156,12 @@ class ServeOptions:
             return
         from plinth.client.console.config import ConsoleConfig
 
-        console = ConsoleConfig(listen=self.console_listen)
-        if not console.loopback:
+        try:
+            loopback = ConsoleConfig(listen=self.console_listen).loopback
+        except InvalidConfigError as exc:   # it named the address, not the option
+            raise InvalidConfigError(f"--console-listen {self.console_listen!r}: {exc}; or off "
+                                     f"for no console") from None
+        if not loopback:
             raise InvalidConfigError(
                 f"--console-listen {self.console_listen}: plinth serve starts its console on "
                 f"a loopback address only (it has no login); beyond loopback run plinth "

@@ -263,3 +263,13 @@ def test_plinth_serve_on_a_full_file_system_says_so_before_ray(tmp_path, monkeyp
     assert (f"error: StorageError: --data-dir {tmp_path / 'd'}: its file system has 4096 bytes "
             f"free, under the {limits.DATA_DIR_FREE_BYTES_MIN}") in result.output
     assert not (tmp_path / "d" / "ray").exists()
+
+
+@pytest.mark.parametrize("listen", ["nope", "127.0.0.1:99999"])
+def test_a_console_listen_that_is_not_host_port_is_refused_naming_the_option(listen):
+    # Given a --console-listen the console cannot bind
+    # When serve checks it, Then the error names the option, the value, and off
+    with pytest.raises(InvalidConfigError,
+                       match=f"^--console-listen '{listen}': listen address .* is not HOST:PORT"
+                             f".*; or off for no console$"):
+        ServeOptions(data_dir=Path("d"), console_listen=listen).check_console_listen()
