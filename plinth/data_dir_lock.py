@@ -31,6 +31,7 @@ import os
 import sys
 from pathlib import Path
 
+from plinth.data_dir_mode import make_data_dir
 from plinth.errors import InvalidConfigError
 from plinth.redacted_urls import redacted_command_line
 
@@ -44,8 +45,9 @@ class DataDirLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Take the lock, or raise InvalidConfigError naming the holder. Never waits."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Take the lock, or raise InvalidConfigError naming the holder. Never waits.
+        Creates the data dir, mode 0700 (data_dir_mode.py), if it is not there."""
+        make_data_dir(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, LOCK_FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
