@@ -71,6 +71,7 @@ from typing import TypeVar
 from plinth import actor_logs, limits, protocol, topics
 from plinth.cluster_keys import ClusterKeys
 from plinth.counted import counted
+from plinth.data_dir_mode import make_data_dir
 from plinth.control import leader_elections
 from plinth.control import leadership as leadership_rules
 from plinth.control import placement
@@ -298,7 +299,7 @@ class Controller:
         (None: never; Kafka's auto.leader.rebalance.enable=false)."""
         actor_logs.configure(Path(data_dir), "controller")
         self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        make_data_dir(self.data_dir)   # first here when the server is on another node
         self._metadata_path = self.data_dir / METADATA_FILE
         self._metadata = load_checked_metadata(self.data_dir)
         # Ray's nodes, a dead one named as it was while alive (or as the saved pins say)

@@ -23,6 +23,7 @@ import logging.handlers
 from pathlib import Path
 
 from plinth import limits
+from plinth.data_dir_mode import make_data_dir
 
 LOG_DIR = "logs"
 _FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"   # grep-able levels
@@ -38,7 +39,8 @@ def configure(broker_data_dir: Path, name: str) -> Path | None:
     root = logging.getLogger()
     if any(getattr(h, "baseFilename", None) == str(path.resolve()) for h in root.handlers):
         return path   # configured already (a second constructor in one process)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_data_dir(broker_data_dir)   # the first thing a shard on a new node makes
+    path.parent.mkdir(exist_ok=True)
     handler = logging.handlers.RotatingFileHandler(
         path, maxBytes=limits.ACTOR_LOG_BYTES_MAX, backupCount=limits.ACTOR_LOG_BACKUPS_MAX)
     handler.setFormatter(logging.Formatter(_FORMAT))

@@ -12,6 +12,11 @@ the lock is taken, so a stale text is never believed without the lock):
 
     <pid> <command line, arguments separated by spaces>\\n
 
+The command line is recorded with every URL's secrets masked as the log masks
+them (plinth/redacted_urls.py): a ``--tier-url s3://KEY:SECRET@bucket`` must not
+reach the disk, where the file outlives the server. The file is mode 0600 (an
+older one is set so when taken): only the data dir's owner has any use for it.
+
 Each shard keeps its own lock in its own directory (``shards/<id>/.lock``,
 shards/shard_server.py): that one stops a restarted shard actor from writing
 the logs its dying predecessor still writes.
@@ -26,9 +31,12 @@ import os
 import sys
 from pathlib import Path
 
+from plinth.data_dir_mode import make_data_dir
 from plinth.errors import InvalidConfigError
+from plinth.redacted_urls import redacted_command_line
 
 LOCK_FILE = ".lock"
+LOCK_FILE_MODE = 0o600
 
 
 class DataDirLock:
@@ -37,9 +45,10 @@ class DataDirLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Take the lock, or raise InvalidConfigError naming the holder. Never waits."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        """Take the lock, or raise InvalidConfigError naming the holder. Never waits.
+        Creates the data dir, mode 0700 (data_dir_mode.py), if it is not there."""
+        make_data_dir(self.path.parent)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, LOCK_FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -48,8 +57,9 @@ class DataDirLock:
             raise InvalidConfigError(
                 f"{self.path.parent} is in use by another Plinth server ({holder} holds "
                 f"{self.path}); stop it first, or pass another --data-dir") from None
+        os.fchmod(fd, LOCK_FILE_MODE)   # a lock file an older Plinth made 0644
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {' '.join(sys.argv)}\n".encode(), 0)
+        os.pwrite(fd, f"{os.getpid()} {redacted_command_line(sys.argv)}\n".encode(), 0)
         self._fd = fd
 
     def release(self) -> None:

@@ -131,6 +131,10 @@ CREATE_TOPICS_BATCH_MAX = 100
 # forgotten first.
 UNAUTHENTICATED_LOG_INTERVAL_S = 60.0
 UNAUTHENTICATED_LOG_SOURCES_MAX = 1024
+# Failed console logins: one line per client address per interval, as above, and at
+# most this many of all addresses per interval (the next written line says how many
+# were dropped): a guesser with many addresses (an IPv6 /64) cannot flood the log.
+CONSOLE_LOGIN_FAILED_LOG_LINES_MAX = 20
 
 # --- Certificates ---------------------------------------------------------
 # A listener's TLS certificate that expires within this is warned of at startup
@@ -1234,6 +1238,11 @@ CONSOLE_AUTH_NAME_CHARS_MAX = 64   # a token's or user's name in the auth file
 CONSOLE_SCRYPT_N = 2 ** 14
 CONSOLE_SCRYPT_R = 8
 CONSOLE_SCRYPT_P = 1
+# A failed console login (credentials given, and wrong) is answered its 401 this long
+# after the check, as Kafka's connection.failed.authentication.delay.ms (100): a client
+# guessing one request after another is slowed. The wait holds no thread (the event
+# loop's timer), so other requests, logged in or not, are served meanwhile.
+CONSOLE_LOGIN_FAILED_DELAY_MS = 100
 # How long `plinth serve` waits for its console to bind before it goes on without it.
 CONSOLE_START_WAIT_S = 20.0
 # How long the console lets open pages and SSE streams finish when it stops.
@@ -1326,6 +1335,9 @@ def _relations() -> list[tuple[str, bool]]:
         ("unauthenticated clients' lines are limited over a positive interval, for a "
          "bounded number of sources", UNAUTHENTICATED_LOG_INTERVAL_S > 0
          and 1 <= UNAUTHENTICATED_LOG_SOURCES_MAX <= 100_000),
+        ("failed console logins write a few lines a minute at most, and their delay is "
+         "short of a page's deadline", 1 <= CONSOLE_LOGIN_FAILED_LOG_LINES_MAX <= 1000
+         and 0 < CONSOLE_LOGIN_FAILED_DELAY_MS < CONSOLE_PAGE_DEADLINE_MS),
         ("a member gets several heartbeats in per default session timeout",
          HEARTBEAT_INTERVAL_MS_MAX * 3 <= SESSION_TIMEOUT_MS_DEFAULT),
         ("the parked fetches' deadline heap holds every parked fetch",

@@ -17,9 +17,13 @@ one that others may read or change is refused, naming the file, its mode and
 the ``chmod 600`` that fixes it. Unlike a made secret, such a file may be a
 symbolic link (certificate tools keep their current key behind one, as
 Let's Encrypt's ``live/`` directory does): the file it leads to is checked.
-It may also be owned by root, who can read it anyway, and then its group may read
-it too (a Kubernetes secret mounted mode 0440 for the pod's fsGroup; Debian's
-ssl-cert keys, 0640), as PostgreSQL allows for its key file.
+It may also be owned by root, who can read it anyway, and then, when the server
+does not run as root, its group may read it too: that group is how the server
+reads it (a Kubernetes secret mounted mode 0440 for the pod's fsGroup; Debian's
+ssl-cert keys, 0640), as PostgreSQL, which never runs as root, allows for its key
+file. A server that runs as root owns such a file and is held to the owner's rule,
+as ssh holds a private key to it whoever the user is: no bit for the group or
+others, since the group's members are other users and the server does not need them.
 """
 
 from __future__ import annotations
@@ -84,9 +88,10 @@ def check_given_secret(path: Path, what: str) -> None:
             f"{what} {path} is owned by uid {info.st_uid}, neither this user (uid "
             f"{os.geteuid()}) nor root: its owner may read or change it. Give the server "
             f"its own copy, mode {SECRET_FILE_MODE:o}")
-    # A file root owns for this user to read may let its group read it: Kubernetes
-    # mounts a secret so (root, mode 0440, the pod's fsGroup), as Debian keeps TLS keys
-    # (root, 0640, ssl-cert); PostgreSQL takes its key file on the same rule.
+    # A file root owns for this (non-root) user to read may let its group read it:
+    # Kubernetes mounts a secret so (root, mode 0440, the pod's fsGroup), as Debian keeps
+    # TLS keys (root, 0640, ssl-cert); PostgreSQL takes its key file on the same rule.
+    # Run as root, the file is the server's own: ssh's rule, no group bits.
     refused_bits = 0o077 if info.st_uid == os.geteuid() else 0o037
     if mode & refused_bits:
         raise InvalidConfigError(

@@ -59,6 +59,7 @@ from plinth.control.data_dir_check import load_checked_metadata
 from plinth.control.controller_handle import (CONTROLLER_NAME,  # noqa: F401
                                               ControllerHandle, StartReport)
 from plinth.data_dir_lock import DataDirLock
+from plinth.data_dir_mode import open_to_others
 from plinth.durable_files import write_file_atomically
 from plinth.errors import BrokerError, InvalidConfigError, StorageError, UnavailableError
 from plinth.loopback import is_loopback
@@ -480,6 +481,9 @@ class Server:
                                      "--ray-address): hops between nodes stay CurveZMQ")
         with option_os_errors("--data-dir", self.options.data_dir):
             self._lock.acquire()             # then: one server per data dir
+        open_warning = open_to_others(self.options.data_dir)
+        if open_warning is not None:   # shared on purpose, or an older Plinth's: go on
+            log.warning("%s", open_warning)
         # A damaged file is one line here, not an actor dead in its constructor.
         load_checked_metadata(self.options.data_dir)
         _check_free_space(self.options.data_dir)

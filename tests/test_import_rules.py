@@ -8,7 +8,8 @@
     shared ground, imported by all: plinth.limits, errors, protocol, protocol_hot, protocol_classic,
     topics, durable_files, json_fragments, wakeup, cluster_keys, data_dir_lock, actor_logs,
     process_tuning, socket_frames, unsent_replies, loopback, name_pages, secret_files,
-    counted, actor_failures, log_limit, and plinth.schemas
+    counted, actor_failures, log_limit, redacted_urls, data_dir_mode,
+    and plinth.schemas
 
 Every import statement counts, at module level or inside a function, so a
 lazy import cannot hide a dependency. The graph is read from the source files
@@ -34,7 +35,8 @@ SHARED = {"plinth.limits", "plinth.errors", "plinth.protocol", "plinth.protocol_
           "plinth.cluster_keys", "plinth.data_dir_lock", "plinth.actor_logs",
           "plinth.process_tuning", "plinth.socket_frames", "plinth.loopback",
           "plinth.name_pages", "plinth.unsent_replies", "plinth.secret_files",
-          "plinth.counted", "plinth.actor_failures", "plinth.log_limit"}
+          "plinth.counted", "plinth.actor_failures", "plinth.log_limit", "plinth.redacted_urls",
+          "plinth.data_dir_mode"}
 # The package's faces (plinth/__init__.py: Producer, Consumer, Admin; plinth/aio.py: the
 # asyncio client) and the commands.
 ENTRY_POINTS = {"plinth", "plinth.cli", "plinth.cli_groups", "plinth.server", "plinth.bench",

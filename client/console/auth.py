@@ -25,6 +25,15 @@ whitespace (the line's separator) or ``:`` (basic auth's separator).
 A bad line, a duplicate name, or more than limits.CONSOLE_AUTH_ENTRIES_MAX
 entries is an InvalidConfigError naming the file and the line. A request
 without valid credentials gets 401 with ``WWW-Authenticate: Basic``.
+
+A failed login (credentials given, and wrong: not a browser's first request,
+which sends none) is logged at WARNING with the client's address and the user
+it claimed (never the password or token), at most once per address a minute
+and 20 lines a minute in all (log_limit.py; limits.UNAUTHENTICATED_LOG_INTERVAL_S,
+CONSOLE_LOGIN_FAILED_LOG_LINES_MAX), and its 401 is sent 100 ms late
+(limits.CONSOLE_LOGIN_FAILED_DELAY_MS, Kafka's
+connection.failed.authentication.delay.ms) on the event loop's timer, so that a
+client guessing in a loop is slowed and nothing else waits.
 """
 
 from __future__ import annotations
@@ -33,12 +42,16 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 from plinth import limits
 from plinth.errors import InvalidConfigError
+from plinth.log_limit import LogLimit
+
+log = logging.getLogger(__name__)
 
 KINDS = ("token", "user")
 
@@ -153,6 +166,24 @@ class AuthFile:
         return name
 
 
+def claimed_login(authorization: str) -> str:
+    """What an ``Authorization`` header claims to be, fit for a log line: the basic
+    user's name (quoted, cut to a name's length), "a bearer token", or the scheme;
+    never a password or a token."""
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "bearer":
+        return "a bearer token"
+    if scheme.lower() != "basic":
+        return f"an Authorization of scheme {scheme[:16]!r}"
+    try:
+        name, sep, _ = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return "a basic login that is not base64 of UTF-8"
+    if not sep:
+        return "a basic login without ':'"
+    return f"user {name[:limits.CONSOLE_AUTH_NAME_CHARS_MAX]!r}"
+
+
 def _parse_line(path, number: int, line: str) -> Credential:
     parts = line.split()
     if len(parts) != 3 or parts[0] not in KINDS:
@@ -179,11 +210,14 @@ def _is_hex(text: str) -> bool:
 
 
 class AuthMiddleware:
-    """Pure ASGI middleware: every HTTP request needs valid credentials, else 401."""
+    """Pure ASGI middleware: every HTTP request needs valid credentials, else 401; a
+    failed login is logged (bounded) and answered late (see the module). Runs on the
+    server's event loop."""
 
     def __init__(self, app, auth: AuthFile):
         self.app = app
         self.auth = auth
+        self._failures_log = LogLimit(log, lines_max=limits.CONSOLE_LOGIN_FAILED_LOG_LINES_MAX)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -194,6 +228,8 @@ class AuthMiddleware:
 
         who = await anyio.to_thread.run_sync(self.auth.check, header)
         if who is None:
+            if header is not None:
+                await self._failed(scope, header)
             await send({"type": "http.response.start", "status": 401,
                         "headers": [(b"content-type", b"text/plain; charset=utf-8"),
                                     (b"www-authenticate", b'Basic realm="plinth console"')]})
@@ -203,3 +239,14 @@ class AuthMiddleware:
             return
         scope.setdefault("state", {})["user"] = who
         return await self.app(scope, receive, send)
+
+    async def _failed(self, scope, header: str) -> None:
+        """Log a failed login (at most once per address a minute, and a bound in all),
+        then wait out the delay on the event loop before its 401."""
+        import anyio
+
+        client = scope.get("client")
+        address = client[0] if client else "an unknown address"
+        self._failures_log.warning(address, "console login failed from %s: %s does not match %s",
+                                   address, claimed_login(header), self.auth.path)
+        await anyio.sleep(limits.CONSOLE_LOGIN_FAILED_DELAY_MS / 1000)

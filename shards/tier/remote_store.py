@@ -42,8 +42,9 @@ assume:
   directory that exists.
 
 A URL may carry secrets (``user:password@`` or a query such as an Azure SAS
-token): ``redacted_url`` masks them, and every message, log line and ``repr``
-uses it (``RemoteStore.url`` is the masked form); only obstore sees the URL as given.
+token): ``redacted_url`` (plinth/redacted_urls.py) masks them, and every message,
+log line and ``repr`` uses it (``RemoteStore.url`` is the masked form); only obstore
+sees the URL as given.
 
 Keys are relative to the store's URL (``s3://bucket/prefix`` puts key ``a/b``
 at ``s3://bucket/prefix/a/b``), "/"-separated, without a leading "/".
@@ -70,7 +71,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import NamedTuple
-from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
+from urllib.parse import unquote, urlparse, urlsplit
 
 import obstore
 from obstore import exceptions as obstore_errors
@@ -80,6 +81,7 @@ from plinth import limits
 from plinth.errors import (
     InvalidConfigError, RemoteAccessDeniedError, RemoteObjectExistsError,
     RemoteObjectNotFoundError, RemoteStorageError, RemoteStorageUnavailableError)
+from plinth.redacted_urls import redacted_url   # re-exported: the tier's callers use it here
 
 __all__ = ["ObjectInfo", "ObstoreRemoteStore", "RemoteStore", "open_remote_store",
            "redacted_url", "store_identity"]
@@ -92,25 +94,6 @@ class ObjectInfo(NamedTuple):
 
     key: str          # relative to the store's URL
     size_bytes: int
-
-
-def redacted_url(url: str) -> str:
-    """``url`` fit for a message or a log line: a user and password become ``***@``,
-    a query ``?***``, and a fragment is dropped (any thread). A malformed URL
-    (``s3:/user:pw@bucket``) has its user and password masked too."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:   # e.g. an unbalanced "[" in the host: show nothing of it
-        return "<unparseable URL>"
-    shown = url
-    if parts.query or parts.fragment:
-        shown = urlunsplit((parts.scheme, parts.netloc, parts.path,
-                            "***" if parts.query else "", ""))
-    return _USER_INFO.sub(r"\1***@", shown)
-
-
-# The scheme and slashes, then a user (and password) ending in "@" before any "/".
-_USER_INFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*:/*)[^/?#]*@")
 
 
 def store_identity(url: str) -> str:

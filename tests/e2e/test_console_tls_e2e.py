@@ -29,6 +29,7 @@ def auth_file_made_by_the_cli(tmp_path) -> tuple:
                           text=True, timeout=60, check=True)
     path = tmp_path / "console.auth"
     path.write_text(user.stdout + made.stdout)
+    path.chmod(0o600)   # the console refuses an auth file others may read
     return path, made.stderr.strip().rsplit(" ", 1)[1]
 
 

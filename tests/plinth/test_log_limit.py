@@ -69,3 +69,24 @@ def test_a_line_names_the_place_that_logged_it_not_the_limit(clock, caplog):
         limit.warning("a", "warned")
         limit.log(logging.INFO, "b", "said")
     assert [r.filename for r in caplog.records] == ["test_log_limit.py"] * 2
+
+
+def test_a_bound_on_all_sources_drops_lines_past_it_and_the_next_line_says_how_many(
+        clock, caplog):
+    # Given a limit of 3 lines a minute over all sources, and 10 sources failing at once
+    limit = LogLimit(log, interval_s=60, sources_max=100, lines_max=3)
+    with caplog.at_level(logging.WARNING, logger="tests.log_limit"):
+        written = [limit.warning(f"address-{n}", "failed from %s", n) for n in range(10)]
+        # When a minute has passed and another source fails
+        clock.now_s += 60
+        limit.warning("address-99", "failed from %s", 99)
+    # Then 3 lines were written in the first minute, and the next says 7 were dropped
+    assert written == [True] * 3 + [False] * 7
+    assert lines(caplog) == ["failed from 0", "failed from 1", "failed from 2",
+                             "failed from 99 (and 7 lines of any source dropped over the "
+                             "bound of 3 every 60 s)"]
+
+
+def test_a_bound_on_all_sources_that_is_not_positive_is_a_programmer_error():
+    with pytest.raises(AssertionError, match="must be positive or None"):
+        LogLimit(log, lines_max=0)

@@ -109,3 +109,21 @@ def test_a_given_secret_root_owns_may_be_read_by_its_group_as_kubernetes_mounts_
     else:
         with pytest.raises(InvalidConfigError, match=f"has mode {mode:o}: other users may"):
             check_given_secret(path, "the test's key")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the rule for a server that runs as root")
+@pytest.mark.parametrize("mode", [0o440, 0o640])
+def test_a_given_secret_root_owns_may_not_be_read_by_its_group_when_the_server_runs_as_root(
+        tmp_path, mode):
+    # Given a key file root owns, group-readable, and a server that runs as root (this
+    # test's process): the file is the server's own, and its group's members other users
+    path = tmp_path / "broker.key_secret"
+    path.write_text("secret")
+    path.chmod(mode)
+    assert path.stat().st_uid == os.geteuid() == 0
+    # Then it is refused as ssh refuses such a private key, with the chmod that fixes it
+    with pytest.raises(InvalidConfigError) as refused:
+        check_given_secret(path, "the test's key")
+    assert str(refused.value) == (
+        f"the test's key {path} has mode {mode:o}: other users may read or change it. Run "
+        f"`chmod 600 {path}`")

@@ -118,3 +118,105 @@ def test_an_unauthenticated_request_gets_401_and_a_logged_in_one_gets_through(tm
                           headers={"Authorization": basic("alice", "pw")}).status_code == 200
         assert client.get("/static/console.css",
                           headers={"Authorization": "Bearer tok"}).status_code == 200
+
+
+# --- Failed logins, through a real console on a real socket ----------------------------
+
+CONSOLE_PORT = 7903   # this test's range is 7900-7949
+
+
+@pytest.fixture
+def console_with_logins(tmp_path):
+    """``plinth console`` on 127.0.0.1 with an auth file (alice, password pw; token
+    tok), no broker (401s and static files need none); yields (base URL, its output
+    lines, read as they come)."""
+    import signal
+    import sys
+
+    from tests.support import start_until_ready
+
+    path = write_auth(tmp_path, f"user alice {hash_password('pw', **FAST)}",
+                      f"token ci {hash_token('tok')}")
+    path.chmod(0o600)
+    proc, output = start_until_ready(
+        [sys.executable, "-m", "plinth.cli", "console", "--broker", "tcp://127.0.0.1:1",
+         "--listen", f"127.0.0.1:{CONSOLE_PORT}", "--auth-file", str(path)],
+        "plinth console ready", timeout_s=60)
+    try:
+        yield f"http://127.0.0.1:{CONSOLE_PORT}", output
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+def get_status(base: str, authorization: str | None, source: str = "127.0.0.1") -> int:
+    """The status of a GET of the console's stylesheet, sent from address ``source``."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    url = urlsplit(base)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30,
+                                            source_address=(source, 0))
+    try:
+        connection.request("GET", "/static/console.css",
+                           headers={"Authorization": authorization} if authorization else {})
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_failed_logins_are_logged_once_per_address_naming_the_user_never_the_password(
+        console_with_logins):
+    from tests.support import wait_until
+
+    base, output = console_with_logins
+    # Given a client guessing alice's password 10 times, and a token 5 times, from 127.0.0.1
+    for n in range(10):
+        assert get_status(base, basic("alice", f"guess-{n}")) == 401
+    for n in range(5):
+        assert get_status(base, f"Bearer guess-{n}") == 401
+    # And a browser's first request (no credentials) and a right login, which are no failure
+    assert get_status(base, None) == 401
+    assert get_status(base, "Bearer tok") == 200
+    # When another address fails once (its line comes after every earlier one)
+    assert get_status(base, basic("mallory", "x"), source="127.0.0.2") == 401
+    wait_until(lambda: any("from 127.0.0.2" in line for line in output), timeout_s=30,
+               explain=lambda: "".join(output))
+    # Then 127.0.0.1's failures wrote one WARNING line, naming the address and the user
+    failures = [line for line in output if "console login failed" in line]
+    assert len(failures) == 2, "".join(output)
+    assert "WARNING" in failures[0]
+    assert "console login failed from 127.0.0.1: user 'alice' does not match" in failures[0]
+    assert "console login failed from 127.0.0.2: user 'mallory' does not match" in failures[1]
+    # And no password or token guessed is anywhere in the output
+    assert "guess-" not in "".join(output)
+
+
+def test_a_failed_logins_401_comes_late_without_holding_up_other_requests(console_with_logins):
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from plinth import limits
+
+    base, _ = console_with_logins
+    delay_s = limits.CONSOLE_LOGIN_FAILED_DELAY_MS / 1000
+    # Given a console that has served a request (its first one sets up its thread pool)
+    assert get_status(base, "Bearer tok") == 200
+    # When a client tries 5 wrong tokens one after another, Then each 401 came no sooner
+    # than the delay after the request
+    started = time.monotonic()
+    for n in range(5):
+        assert get_status(base, f"Bearer one-by-one-{n}") == 401
+    assert time.monotonic() - started >= 5 * delay_s
+    # And when 16 wrong logins and a right one are sent at once
+    failures = 16
+    with ThreadPoolExecutor(failures + 1) as pool:
+        started = time.monotonic()
+        refused = [pool.submit(get_status, base, f"Bearer wrong-{n}") for n in range(failures)]
+        admitted = pool.submit(get_status, base, "Bearer tok")
+        statuses = [future.result() for future in refused]
+        elapsed_s = time.monotonic() - started
+    # Then every wrong one got its 401 and the right one its page, and the delays ran
+    # side by side on the event loop (one after another they take 16 x 100 ms)
+    assert statuses == [401] * failures and admitted.result() == 200
+    assert elapsed_s < failures * delay_s, elapsed_s
