@@ -1036,6 +1036,17 @@ KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX = KAFKA_CONNECTIONS_MAX // 4
 # together while the PLAIN checks queue on their threads; 64 lets some 20
 # clients start in the same instant, and a client refused retries on its own.
 KAFKA_CONNECTIONS_BEFORE_LOGIN_PER_ADDRESS_MAX = 64
+# Connections one SASL user may hold logged in at one listener; the next one it
+# logs in is closed just after its login. Without it one user with the least of
+# grants opened all 1,000 (from 20 loopback addresses, past the per-address
+# bound of the login pool) and every other user was refused. Per user, not per
+# address: on loopback every local client is 127.0.0.1, and the 127.0.0.0/8
+# block gives one host 16 million addresses, so a per-address bound would cut
+# a local load test down and not stop that user (Kafka's max.connections.per.ip
+# is unbounded by default too). A Kafka client holds 2-3 connections to a
+# broker (bootstrap, the broker, its group coordinator), so 100 is some 30
+# clients per user per router. Without SASL no one is known, and no bound is kept.
+KAFKA_CONNECTIONS_PER_PRINCIPAL_MAX = KAFKA_CONNECTIONS_MAX // 10
 # How long stop() waits for the listener's thread to close every connection.
 KAFKA_LISTENER_STOP_WAIT_S = 10.0
 
@@ -1394,6 +1405,11 @@ def _relations() -> list[tuple[str, bool]]:
          1 <= KAFKA_CONNECTIONS_BEFORE_LOGIN_PER_ADDRESS_MAX
          and 3 * KAFKA_CONNECTIONS_BEFORE_LOGIN_PER_ADDRESS_MAX
          <= KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX),
+        ("three Kafka users at their bound of connections and a full pool of connections "
+         "waiting for their login leave room for other users",
+         1 <= KAFKA_CONNECTIONS_PER_PRINCIPAL_MAX
+         and 3 * KAFKA_CONNECTIONS_PER_PRINCIPAL_MAX + KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX
+         < KAFKA_CONNECTIONS_MAX),
         ("every waiting Kafka login can check a PLAIN password (about 30 ms at the most "
          "SCRAM iterations) within half the login deadline, on the check threads",
          KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX * 30 / KAFKA_SASL_PLAIN_CHECK_THREADS

@@ -160,6 +160,7 @@ def _plain_user(token: bytes) -> str | None:
 
 def _logged_in(connection, user: str, mechanism: str) -> None:
     connection.state["principal"] = user
+    connection.principal = user           # the listener bounds each user's connections
     connection.request_bytes_max = None   # the listener's bound from now on
     log.info("Kafka connection %d from %s:%s logged in as %r (%s)", connection.connection_id,
              *connection.peer, user, mechanism)

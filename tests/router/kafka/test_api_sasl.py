@@ -70,6 +70,7 @@ def test_a_scram_login_sets_the_principal_that_later_requests_act_for(gateway):
     call(gateway, conn, "Metadata", 1, {"topics": None})
     assert gateway.seen == ["alice"] and PRINCIPAL.get() is None   # set in the task only
     assert conn.request_bytes_max is None   # the listener's bound from the login on
+    assert conn.principal == "alice"        # the user whose connections the listener bounds
 
 
 def test_a_failed_login_is_answered_and_the_next_request_closes_the_connection(gateway):
