@@ -131,6 +131,13 @@ CREATE_TOPICS_BATCH_MAX = 100
 # forgotten first.
 UNAUTHENTICATED_LOG_INTERVAL_S = 60.0
 UNAUTHENTICATED_LOG_SOURCES_MAX = 1024
+# ... and at most this many such lines in all per interval, from one limiter (the
+# Kafka listener's failed logins, its refused connections, the router's refused
+# keys: each its own), then one line saying how many were dropped. The sources
+# are what the client sends (a user name, a key), so a fresh one per try wrote a
+# line per try (5,595 failed logins in 10 s, 5,595 lines). A hundred a minute
+# still shows an operator many sources of one flood.
+UNAUTHENTICATED_LOG_LINES_MAX = 100
 
 # --- Certificates ---------------------------------------------------------
 # A listener's TLS certificate that expires within this is warned of at startup
@@ -1337,6 +1344,9 @@ def _relations() -> list[tuple[str, bool]]:
         ("unauthenticated clients' lines are limited over a positive interval, for a "
          "bounded number of sources", UNAUTHENTICATED_LOG_INTERVAL_S > 0
          and 1 <= UNAUTHENTICATED_LOG_SOURCES_MAX <= 100_000),
+        ("unauthenticated clients' lines in all are bounded, at fewer than the sources "
+         "remembered (else the sources' own bound would never drop one)",
+         1 <= UNAUTHENTICATED_LOG_LINES_MAX < UNAUTHENTICATED_LOG_SOURCES_MAX),
         ("a member gets several heartbeats in per default session timeout",
          HEARTBEAT_INTERVAL_MS_MAX * 3 <= SESSION_TIMEOUT_MS_DEFAULT),
         ("the parked fetches' deadline heap holds every parked fetch",

@@ -33,7 +33,9 @@ the mechanism and the user, and logged with the user and the peer, never the
 password. Anyone can cause these lines, so they go through the gateway's
 ``sasl_log`` (plinth/log_limit.py): one per user and mechanism per
 UNAUTHENTICATED_LOG_INTERVAL_S, and one per refused mechanism and version of
-SaslHandshake, the next saying how many were dropped. SaslHandshake v0 (whose tokens follow without Kafka framing) is
+SaslHandshake, the next saying how many were dropped; and, since the user is
+whatever the client sends, at most UNAUTHENTICATED_LOG_LINES_MAX lines in all
+per interval, then a summary of how many were dropped. SaslHandshake v0 (whose tokens follow without Kafka framing) is
 answered UNSUPPORTED_VERSION: the clients Plinth is tested with use v1.
 Re-authentication (KIP-368) is not offered: session_lifetime_ms is 0.
 """

@@ -70,7 +70,7 @@ Log lines. Whoever connects can cause the lines about a connection that has not
 authenticated (a refusal, a failed handshake, a bad frame, a login deadline): they
 go through a LogLimit (plinth/log_limit.py), one line per kind and peer address per
 ``log_interval_s`` (UNAUTHENTICATED_LOG_INTERVAL_S), the next saying how many were
-dropped. On a listener without SASL no connection is authenticated.
+dropped, and at most UNAUTHENTICATED_LOG_LINES_MAX of them in all per interval. On a listener without SASL no connection is authenticated.
 
 Errors. A frame that does not decode (KafkaDecodeError) closes its
 connection only, with a log line; the listener keeps serving the others. An

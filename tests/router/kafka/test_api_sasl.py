@@ -3,21 +3,28 @@ as the listener calls them: before a login only ApiVersions, SaslHandshake and
 SaslAuthenticate are served; a SCRAM-SHA-256 login made by a real client
 computation sets the principal, which each later request's task acts for
 (backend.PRINCIPAL); a failed login closes the connection at its next request;
-out-of-order or unsupported SASL requests get Kafka's SASL error codes."""
+out-of-order or unsupported SASL requests get Kafka's SASL error codes; over a
+real listener, failed logins under a fresh user name each write a bounded number
+of lines."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 
 import pytest
 
+from plinth import limits
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.backend import PRINCIPAL
 from plinth.router.kafka.codec import API_KEYS, RequestHeader
 from plinth.router.kafka.gateway import KafkaGateway
-from plinth.router.kafka.listener import CloseConnection, ConnectionInfo
+from plinth.router.kafka.listener import CloseConnection, ConnectionInfo, KafkaListener
+from plinth.router.kafka.messages import API_VERSIONS, SASL_AUTHENTICATE, SASL_HANDSHAKE
 from plinth.router.kafka.sasl_users import credential_for
+from tests.router.kafka.test_listener import closed_by_peer, read_response
+from tests.router.kafka.test_listener_login import connect, frame
 from tests.router.kafka.test_sasl_scram import client_final_for
 
 USERS = {"alice": credential_for("alice-pw", 4096)}
@@ -173,3 +180,46 @@ def test_failed_logins_are_logged_once_per_user_and_mechanism_per_interval(gatew
     assert len(lines) == 3, lines
     assert "PLAIN: user 'alice'" in lines[0] and "SCRAM-SHA-256: user 'alice'" in lines[1]
     assert "PLAIN: user 'bob'" in lines[2]
+
+
+@pytest.fixture
+def sasl_listener(gateway):
+    """The gateway behind a real listener on 127.0.0.1, as service.py starts it."""
+    listener = KafkaListener("127.0.0.1", 0, gateway.handle,
+                             first_request_bytes_max=limits.KAFKA_REQUEST_BYTES_BEFORE_LOGIN_MAX)
+    listener.start()
+    yield listener
+    listener.stop()
+
+
+def _scram_login_with_a_wrong_nonce(address, user: str) -> None:
+    """One failed SCRAM-SHA-256 login as ``user`` over its own connection, as the tester's
+    log flood sent them; returns once the listener closed the connection."""
+    with connect(address) as sock:
+        sock.sendall(frame(SASL_HANDSHAKE, 1, 1, {"mechanism": "SCRAM-SHA-256"}))
+        assert read_response(sock, SASL_HANDSHAKE, 1)[1]["error_code"] == kafka.NONE
+        first = f"n,,n={user},r=clientnonce".encode()
+        sock.sendall(frame(SASL_AUTHENTICATE, 2, 2, {"auth_bytes": first}))
+        assert read_response(sock, SASL_AUTHENTICATE, 2)[1]["error_code"] == kafka.NONE
+        final = b"c=biws,r=not-the-servers-nonce,p=" + base64.b64encode(b"x" * 32)
+        sock.sendall(frame(SASL_AUTHENTICATE, 2, 3, {"auth_bytes": final}))
+        answer = read_response(sock, SASL_AUTHENTICATE, 2)[1]
+        assert answer["error_code"] == kafka.SASL_AUTHENTICATION_FAILED
+        sock.sendall(frame(API_VERSIONS, 0, 4, {}))   # after a failed login: closes it
+        assert closed_by_peer(sock)
+
+
+def test_failed_logins_under_fresh_user_names_write_a_bounded_number_of_lines(
+        sasl_listener, caplog):
+    bound = limits.UNAUTHENTICATED_LOG_LINES_MAX
+    # When a client fails logins over real connections, a fresh user name for each
+    with caplog.at_level(logging.WARNING, logger="plinth.router.kafka.api_sasl"):
+        for n in range(bound + 30):
+            _scram_login_with_a_wrong_nonce(sasl_listener.address, f"u{n}x")
+    # Then at most the bound of lines a minute was written, not one per try
+    failed = [r.getMessage() for r in caplog.records if "SASL login failed" in r.getMessage()]
+    assert len(failed) == bound, len(failed)
+    assert "user 'u0x'" in failed[0] and "the nonce is not the one the server sent" in failed[0]
+    # And the last says that the next are dropped and counted
+    assert failed[-1].endswith(f"(the last of {bound} such lines in 60 s, the limit: the next "
+                               f"are dropped and counted)")
