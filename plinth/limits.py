@@ -1192,6 +1192,15 @@ KAFKA_REQUEST_BYTES_BEFORE_LOGIN_MAX = 512 * KiB
 # their turn, so a flood of them costs at most this many cores, and the
 # connections already logged in keep being served.
 KAFKA_SASL_PLAIN_CHECK_THREADS = 2
+# A failed SASL login is answered this long after it failed, and its connection is
+# closed at its next request (Kafka's connection.failed.authentication.delay.ms,
+# its default), so that a client guessing passwords on one connection after
+# another waits this long for each answer: a tester made 200 failed PLAIN logins
+# a second. The wait is a timer on the listener's loop, holding no thread nor any
+# other connection; a connection waiting it has not logged in, so it is one of the
+# KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX (and at most one failed login waits per
+# connection: the gateway closes it at any request after the failure).
+KAFKA_FAILED_AUTHENTICATION_DELAY_MS = 100
 
 # --- Web console (client/console/) -------------------------------------------
 # Where `plinth console` and the console `plinth serve` starts listen: loopback,
@@ -1420,6 +1429,8 @@ def _relations() -> list[tuple[str, bool]]:
          1 <= KAFKA_CONNECTIONS_PER_PRINCIPAL_MAX
          and 3 * KAFKA_CONNECTIONS_PER_PRINCIPAL_MAX + KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX
          < KAFKA_CONNECTIONS_MAX),
+        ("a failed Kafka login is answered well before its connection's login deadline",
+         0 <= KAFKA_FAILED_AUTHENTICATION_DELAY_MS <= KAFKA_LOGIN_TIMEOUT_MS // 10),
         ("every waiting Kafka login can check a PLAIN password (about 30 ms at the most "
          "SCRAM iterations) within half the login deadline, on the check threads",
          KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX * 30 / KAFKA_SASL_PLAIN_CHECK_THREADS

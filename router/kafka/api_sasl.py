@@ -29,8 +29,13 @@ the client has sent its password, as Kafka answers a mechanism it has not
 enabled (the handshake has no message field: the log line says why).
 
 A failed login is answered SASL_AUTHENTICATION_FAILED with a message naming
-the mechanism and the user, and logged with the user and the peer, never the
-password. Anyone can cause these lines, so they go through the gateway's
+the mechanism and the user, ``gateway.failed_login_delay_s`` after it failed
+(KAFKA_FAILED_AUTHENTICATION_DELAY_MS, Kafka's
+connection.failed.authentication.delay.ms), so that guessing passwords one
+connection after another is slowed; the wait is an asyncio timer, holding
+neither a thread nor another connection, and the connections waiting it are
+bounded by the listener's pool of those not logged in. It is logged with the
+user and the peer, never the password. Anyone can cause these lines, so they go through the gateway's
 ``sasl_log`` (plinth/log_limit.py): one per user and mechanism per
 UNAUTHENTICATED_LOG_INTERVAL_S, and one per refused mechanism and version of
 SaslHandshake, the next saying how many were dropped; and, since the user is
@@ -126,6 +131,8 @@ async def sasl_authenticate(gateway, header, body: dict, connection) -> dict:
         gateway.sasl_log.warning(f"login {mechanism} {user!r}",
                                  "Kafka connection %d from %s:%s: SASL login failed: %s",
                                  connection.connection_id, *connection.peer, exc)
+        # A timer on the loop: no thread nor other connection waits (see the module)
+        await asyncio.sleep(gateway.failed_login_delay_s)
         return _answer(kafka.SASL_AUTHENTICATION_FAILED, f"Authentication failed: {exc}")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
 
 import pytest
 
@@ -210,8 +211,9 @@ def _scram_login_with_a_wrong_nonce(address, user: str) -> None:
 
 
 def test_failed_logins_under_fresh_user_names_write_a_bounded_number_of_lines(
-        sasl_listener, caplog):
+        gateway, sasl_listener, caplog):
     bound = limits.UNAUTHENTICATED_LOG_LINES_MAX
+    gateway.failed_login_delay_s = 0     # this test counts lines, not time
     # When a client fails logins over real connections, a fresh user name for each
     with caplog.at_level(logging.WARNING, logger="plinth.router.kafka.api_sasl"):
         for n in range(bound + 30):
@@ -223,3 +225,57 @@ def test_failed_logins_under_fresh_user_names_write_a_bounded_number_of_lines(
     # And the last says that the next are dropped and counted
     assert failed[-1].endswith(f"(the last of {bound} such lines in 60 s, the limit: the next "
                                f"are dropped and counted)")
+
+
+def _send_scram_login_with_a_wrong_nonce(address, user: str):
+    """A connection whose SCRAM-SHA-256 login as ``user`` fails: its failing message is
+    sent, its answer not read."""
+    sock = connect(address)
+    sock.sendall(frame(SASL_HANDSHAKE, 1, 1, {"mechanism": "SCRAM-SHA-256"}))
+    assert read_response(sock, SASL_HANDSHAKE, 1)[1]["error_code"] == kafka.NONE
+    first = f"n,,n={user},r=clientnonce".encode()
+    sock.sendall(frame(SASL_AUTHENTICATE, 2, 2, {"auth_bytes": first}))
+    assert read_response(sock, SASL_AUTHENTICATE, 2)[1]["error_code"] == kafka.NONE
+    final = b"c=biws,r=not-the-servers-nonce,p=" + base64.b64encode(b"x" * 32)
+    sock.sendall(frame(SASL_AUTHENTICATE, 2, 3, {"auth_bytes": final}))
+    return sock
+
+
+def test_a_failed_login_is_answered_no_sooner_than_the_failed_login_delay(gateway, sasl_listener):
+    # Given a delay (Kafka's connection.failed.authentication.delay.ms) long beside a
+    # SCRAM failure's own time
+    default_s = getattr(gateway, "failed_login_delay_s", None)
+    gateway.failed_login_delay_s = 0.5
+    # When a login fails (SCRAM's final message: no PBKDF2 spent on it)
+    started_s = time.monotonic()
+    with _send_scram_login_with_a_wrong_nonce(sasl_listener.address, "alice") as sock:
+        answer = read_response(sock, SASL_AUTHENTICATE, 2)[1]
+        waited_s = time.monotonic() - started_s
+        # Then its answer came no sooner than the delay (a lower bound only)
+        assert answer["error_code"] == kafka.SASL_AUTHENTICATION_FAILED
+        assert waited_s >= 0.5, waited_s
+        # And the connection is closed at its next request, as before
+        sock.sendall(frame(API_VERSIONS, 0, 4, {}))
+        assert closed_by_peer(sock)
+    # (the delay is the limit's unless a test changes it)
+    assert default_s == limits.KAFKA_FAILED_AUTHENTICATION_DELAY_MS / 1000
+
+
+def test_a_failed_login_waiting_its_delay_holds_up_no_other_connection(gateway, sasl_listener):
+    # Given a failed login whose answer waits a minute
+    gateway.failed_login_delay_s = 60.0
+    with _send_scram_login_with_a_wrong_nonce(sasl_listener.address, "mallory") as waiting:
+        # When another client logs in meanwhile (PLAIN: its check on a thread of its own)
+        with connect(sasl_listener.address) as sock:
+            sock.sendall(frame(SASL_HANDSHAKE, 1, 1, {"mechanism": "PLAIN"}))
+            assert read_response(sock, SASL_HANDSHAKE, 1)[1]["error_code"] == kafka.NONE
+            sock.sendall(frame(SASL_AUTHENTICATE, 2, 2, {"auth_bytes": b"\0alice\0alice-pw"}))
+            # Then it is logged in and served at once
+            assert read_response(sock, SASL_AUTHENTICATE, 2)[1]["error_code"] == kafka.NONE
+            sock.sendall(frame(API_VERSIONS, 0, 3, {}))
+            assert read_response(sock, API_VERSIONS, 0)[0] == 3
+        # And the failed one is still waiting for its answer, its connection open
+        waiting.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            waiting.recv(1)
+        assert sasl_listener.waiting_for_login_count() == 1   # in the bounded pool
