@@ -25,7 +25,7 @@ from plinth.router.kafka.listener import CloseConnection, ConnectionInfo, KafkaL
 from plinth.router.kafka.messages import API_VERSIONS, SASL_AUTHENTICATE, SASL_HANDSHAKE
 from plinth.router.kafka.sasl_users import credential_for
 from tests.router.kafka.test_listener import closed_by_peer, read_response
-from tests.router.kafka.test_listener_login import connect, frame
+from tests.router.kafka.test_listener_login import closed_after_any_answer, connect, frame
 from tests.router.kafka.test_sasl_scram import client_final_for
 
 USERS = {"alice": credential_for("alice-pw", 4096)}
@@ -279,3 +279,29 @@ def test_a_failed_login_waiting_its_delay_holds_up_no_other_connection(gateway, 
         with pytest.raises(BlockingIOError):
             waiting.recv(1)
         assert sasl_listener.waiting_for_login_count() == 1   # in the bounded pool
+
+
+def test_a_user_logged_in_on_as_many_connections_as_it_may_has_its_next_closed(gateway):
+    # Given a listener that lets one user hold two connections logged in
+    listener = KafkaListener("127.0.0.1", 0, gateway.handle, connections_per_principal_max=2,
+                             first_request_bytes_max=limits.KAFKA_REQUEST_BYTES_BEFORE_LOGIN_MAX)
+    listener.start()
+    held = []
+    try:
+        def plain_login():
+            sock = connect(listener.address)
+            sock.sendall(frame(SASL_HANDSHAKE, 1, 1, {"mechanism": "PLAIN"}))
+            assert read_response(sock, SASL_HANDSHAKE, 1)[1]["error_code"] == kafka.NONE
+            sock.sendall(frame(SASL_AUTHENTICATE, 2, 2, {"auth_bytes": b"\0alice\0alice-pw"}))
+            return sock
+        # When alice logs in on three connections
+        held = [plain_login() for _ in range(3)]
+        # Then the SASL login named her to the listener, which kept two and closed the third
+        assert all(read_response(sock, SASL_AUTHENTICATE, 2)[1]["error_code"] == kafka.NONE
+                   for sock in held[:2])
+        assert closed_after_any_answer(held[2])
+        assert listener.logged_in_count("alice") == 2
+    finally:
+        for sock in held:
+            sock.close()
+        listener.stop()
