@@ -131,6 +131,13 @@ CREATE_TOPICS_BATCH_MAX = 100
 # forgotten first.
 UNAUTHENTICATED_LOG_INTERVAL_S = 60.0
 UNAUTHENTICATED_LOG_SOURCES_MAX = 1024
+# ... and at most this many such lines in all per interval, from one limiter (the
+# Kafka listener's failed logins, its refused connections, the router's refused
+# keys: each its own), then one line saying how many were dropped. The sources
+# are what the client sends (a user name, a key), so a fresh one per try wrote a
+# line per try (5,595 failed logins in 10 s, 5,595 lines). A hundred a minute
+# still shows an operator many sources of one flood.
+UNAUTHENTICATED_LOG_LINES_MAX = 100
 # Failed console logins: one line per client address per interval, as above, and at
 # most this many of all addresses per interval (the next written line says how many
 # were dropped): a guesser with many addresses (an IPv6 /64) cannot flood the log.
@@ -1040,6 +1047,17 @@ KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX = KAFKA_CONNECTIONS_MAX // 4
 # together while the PLAIN checks queue on their threads; 64 lets some 20
 # clients start in the same instant, and a client refused retries on its own.
 KAFKA_CONNECTIONS_BEFORE_LOGIN_PER_ADDRESS_MAX = 64
+# Connections one SASL user may hold logged in at one listener; the next one it
+# logs in is closed just after its login. Without it one user with the least of
+# grants opened all 1,000 (from 20 loopback addresses, past the per-address
+# bound of the login pool) and every other user was refused. Per user, not per
+# address: on loopback every local client is 127.0.0.1, and the 127.0.0.0/8
+# block gives one host 16 million addresses, so a per-address bound would cut
+# a local load test down and not stop that user (Kafka's max.connections.per.ip
+# is unbounded by default too). A Kafka client holds 2-3 connections to a
+# broker (bootstrap, the broker, its group coordinator), so 100 is some 30
+# clients per user per router. Without SASL no one is known, and no bound is kept.
+KAFKA_CONNECTIONS_PER_PRINCIPAL_MAX = KAFKA_CONNECTIONS_MAX // 10
 # How long stop() waits for the listener's thread to close every connection.
 KAFKA_LISTENER_STOP_WAIT_S = 10.0
 
@@ -1178,6 +1196,15 @@ KAFKA_REQUEST_BYTES_BEFORE_LOGIN_MAX = 512 * KiB
 # their turn, so a flood of them costs at most this many cores, and the
 # connections already logged in keep being served.
 KAFKA_SASL_PLAIN_CHECK_THREADS = 2
+# A failed SASL login is answered this long after it failed, and its connection is
+# closed at its next request (Kafka's connection.failed.authentication.delay.ms,
+# its default), so that a client guessing passwords on one connection after
+# another waits this long for each answer: a tester made 200 failed PLAIN logins
+# a second. The wait is a timer on the listener's loop, holding no thread nor any
+# other connection; a connection waiting it has not logged in, so it is one of the
+# KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX (and at most one failed login waits per
+# connection: the gateway closes it at any request after the failure).
+KAFKA_FAILED_AUTHENTICATION_DELAY_MS = 100
 
 # --- Web console (client/console/) -------------------------------------------
 # Where `plinth console` and the console `plinth serve` starts listen: loopback,
@@ -1335,6 +1362,9 @@ def _relations() -> list[tuple[str, bool]]:
         ("unauthenticated clients' lines are limited over a positive interval, for a "
          "bounded number of sources", UNAUTHENTICATED_LOG_INTERVAL_S > 0
          and 1 <= UNAUTHENTICATED_LOG_SOURCES_MAX <= 100_000),
+        ("unauthenticated clients' lines in all are bounded, at fewer than the sources "
+         "remembered (else the sources' own bound would never drop one)",
+         1 <= UNAUTHENTICATED_LOG_LINES_MAX < UNAUTHENTICATED_LOG_SOURCES_MAX),
         ("failed console logins write a few lines a minute at most, and their delay is "
          "short of a page's deadline", 1 <= CONSOLE_LOGIN_FAILED_LOG_LINES_MAX <= 1000
          and 0 < CONSOLE_LOGIN_FAILED_DELAY_MS < CONSOLE_PAGE_DEADLINE_MS),
@@ -1406,6 +1436,13 @@ def _relations() -> list[tuple[str, bool]]:
          1 <= KAFKA_CONNECTIONS_BEFORE_LOGIN_PER_ADDRESS_MAX
          and 3 * KAFKA_CONNECTIONS_BEFORE_LOGIN_PER_ADDRESS_MAX
          <= KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX),
+        ("three Kafka users at their bound of connections and a full pool of connections "
+         "waiting for their login leave room for other users",
+         1 <= KAFKA_CONNECTIONS_PER_PRINCIPAL_MAX
+         and 3 * KAFKA_CONNECTIONS_PER_PRINCIPAL_MAX + KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX
+         < KAFKA_CONNECTIONS_MAX),
+        ("a failed Kafka login is answered well before its connection's login deadline",
+         0 <= KAFKA_FAILED_AUTHENTICATION_DELAY_MS <= KAFKA_LOGIN_TIMEOUT_MS // 10),
         ("every waiting Kafka login can check a PLAIN password (about 30 ms at the most "
          "SCRAM iterations) within half the login deadline, on the check threads",
          KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX * 30 / KAFKA_SASL_PLAIN_CHECK_THREADS

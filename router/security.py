@@ -10,7 +10,9 @@ the router checks against the ACL (router/acl.py) for each request: an
 authenticated client without the grant gets a ``notAuthorized`` error. Both
 kinds of refusal are logged; a refused handshake, which anyone can cause, at
 most once per client key per UNAUTHENTICATED_LOG_INTERVAL_S (plinth/log_limit.py),
-the next line saying how many were dropped.
+the next line saying how many were dropped, and at most
+UNAUTHENTICATED_LOG_LINES_MAX such lines in all per interval (a key costs nothing
+to make).
 
 The server's secret key file must be private (mode 0600, as ``plinth keygen``
 writes it): one that others may read is refused, naming its mode and the

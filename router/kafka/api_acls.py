@@ -173,14 +173,18 @@ def _read_only_message(acl: Acl) -> str:
             f"Kafka's ACL APIs: edit the file and restart the broker")
 
 
-def _describe_refusal(acl: Acl) -> str | None:
-    """Why this request's user may not describe the ACLs, or None: it needs the
-    ``cluster`` operation, as Kafka asks DESCRIBE on the cluster."""
+def cluster_refusal(acl: Acl | None, doing: str) -> str | None:
+    """Why this request's user may not do ``doing`` (Kafka's DESCRIBE on the cluster:
+    "describe the ACLs"), naming it and the grant it needs; None if it may: it holds
+    the ``cluster`` operation, or there is no ACL file (everyone may do everything).
+    Listener thread, in the request's task (it reads backend.PRINCIPAL)."""
+    if acl is None:
+        return None
     user = PRINCIPAL.get()   # the SASL user's name, which the ACL file keys User:<name>
     if user is not None and acl.grants_for(principal_of(user)).may("cluster"):
         return None
     who = "a client that has not logged in" if user is None else principal_of(user)
-    return (f"{who} may not describe the ACLs: it needs a grant of the cluster operation "
+    return (f"{who} may not {doing}: it needs a grant of the cluster operation "
             f"in the ACL file {acl.path}")
 
 
@@ -192,7 +196,7 @@ async def describe_acls(gateway, header, body: dict, connection) -> dict:
         answer["error_code"], answer["error_message"] = (kafka.SECURITY_DISABLED,
                                                          _no_acl_file_message())
         return answer
-    refusal = _describe_refusal(acl)
+    refusal = cluster_refusal(acl, "describe the ACLs")
     invalid = filter_error(body)
     if refusal is not None or invalid is not None:
         code = kafka.CLUSTER_AUTHORIZATION_FAILED if refusal else kafka.INVALID_REQUEST

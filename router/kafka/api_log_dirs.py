@@ -19,6 +19,13 @@ disks (a tiered topic's remote segments are not counted, as Kafka's
 PartitionSize counts only the local log). ``offset_lag`` is 0 and
 ``is_future_key`` false: Plinth never moves a replica between directories.
 
+Who may ask: as Kafka asks DESCRIBE on the cluster, with an ACL file a user
+whose grants hold Plinth's ``cluster`` operation (api_acls.cluster_refusal):
+the answer names the data dir's absolute path and its volume's sizes. Others
+get CLUSTER_AUTHORIZATION_FAILED at the top (v3+; v0-2 have no such field)
+and no log dir, as Kafka answers, and a line at INFO naming the user. Without
+an ACL file every user may do everything, this too.
+
 Filter: ``topics`` null is every topic (from Plinth's metadata); otherwise
 each topic's partitions listed. A topic that does not exist, or that the
 user may not describe (the router's ACL refuses its describeTopic), is simply
@@ -35,6 +42,7 @@ import shutil
 
 from plinth import limits, protocol
 from plinth.router.kafka import error_codes as kafka
+from plinth.router.kafka.api_acls import cluster_refusal
 from plinth.router.kafka.backend import ask
 from plinth.router.kafka.plinth_errors import kafka_code
 
@@ -45,6 +53,12 @@ _ABSENT = frozenset({kafka.UNKNOWN_TOPIC_OR_PARTITION, kafka.TOPIC_AUTHORIZATION
 
 
 async def describe_log_dirs(gateway, header, body: dict, connection) -> dict:
+    refusal = cluster_refusal(gateway.acl, "describe the log dirs (DescribeLogDirs)")
+    if refusal is not None:
+        log.info("Kafka connection %d from %s:%s: %s", connection.connection_id,
+                 *connection.peer, refusal)
+        return {"throttle_time_ms": 0, "error_code": kafka.CLUSTER_AUTHORIZATION_FAILED,
+                "results": []}
     wanted = _wanted(body["topics"])
     names = sorted(wanted) if wanted is not None else await _every_topic(gateway)
     error, topics = kafka.NONE, []

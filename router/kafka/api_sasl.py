@@ -29,11 +29,18 @@ the client has sent its password, as Kafka answers a mechanism it has not
 enabled (the handshake has no message field: the log line says why).
 
 A failed login is answered SASL_AUTHENTICATION_FAILED with a message naming
-the mechanism and the user, and logged with the user and the peer, never the
-password. Anyone can cause these lines, so they go through the gateway's
+the mechanism and the user, ``gateway.failed_login_delay_s`` after it failed
+(KAFKA_FAILED_AUTHENTICATION_DELAY_MS, Kafka's
+connection.failed.authentication.delay.ms), so that guessing passwords one
+connection after another is slowed; the wait is an asyncio timer, holding
+neither a thread nor another connection, and the connections waiting it are
+bounded by the listener's pool of those not logged in. It is logged with the
+user and the peer, never the password. Anyone can cause these lines, so they go through the gateway's
 ``sasl_log`` (plinth/log_limit.py): one per user and mechanism per
 UNAUTHENTICATED_LOG_INTERVAL_S, and one per refused mechanism and version of
-SaslHandshake, the next saying how many were dropped. SaslHandshake v0 (whose tokens follow without Kafka framing) is
+SaslHandshake, the next saying how many were dropped; and, since the user is
+whatever the client sends, at most UNAUTHENTICATED_LOG_LINES_MAX lines in all
+per interval, then a summary of how many were dropped. SaslHandshake v0 (whose tokens follow without Kafka framing) is
 answered UNSUPPORTED_VERSION: the clients Plinth is tested with use v1.
 Re-authentication (KIP-368) is not offered: session_lifetime_ms is 0.
 """
@@ -124,6 +131,8 @@ async def sasl_authenticate(gateway, header, body: dict, connection) -> dict:
         gateway.sasl_log.warning(f"login {mechanism} {user!r}",
                                  "Kafka connection %d from %s:%s: SASL login failed: %s",
                                  connection.connection_id, *connection.peer, exc)
+        # A timer on the loop: no thread nor other connection waits (see the module)
+        await asyncio.sleep(gateway.failed_login_delay_s)
         return _answer(kafka.SASL_AUTHENTICATION_FAILED, f"Authentication failed: {exc}")
 
 
@@ -160,6 +169,7 @@ def _plain_user(token: bytes) -> str | None:
 
 def _logged_in(connection, user: str, mechanism: str) -> None:
     connection.state["principal"] = user
+    connection.principal = user           # the listener bounds each user's connections
     connection.request_bytes_max = None   # the listener's bound from now on
     log.info("Kafka connection %d from %s:%s logged in as %r (%s)", connection.connection_id,
              *connection.peer, user, mechanism)

@@ -39,6 +39,7 @@ import zlib
 from collections.abc import Callable
 from typing import NamedTuple
 
+from plinth import limits
 from plinth.router.kafka import (api_acls, api_cluster, api_configs, api_elections, api_fetch,
                                  api_groups, api_log_dirs, api_offsets, api_produce, api_sasl,
                                  api_topics)
@@ -114,6 +115,8 @@ class KafkaGateway:
         # SASL PLAIN may be offered: TLS, or a loopback address (service.py, api_sasl.py)
         self.sasl_plain_allowed = False
         self.sasl_log = api_sasl.refusals_log()   # refused and failed logins, limited
+        # how long a failed login's answer waits (api_sasl.py)
+        self.failed_login_delay_s = limits.KAFKA_FAILED_AUTHENTICATION_DELAY_MS / 1000
         self.auto_create_topics = auto_create_topics
         self.auto_create_refusals = api_cluster.AutoCreateRefusals()
         self.log_dir = log_dir

@@ -49,6 +49,14 @@ connections cannot keep the whole pool full. The rest of ``connections_max`` is
 left to the clients that logged in. Without that bound (no SASL) every
 connection counts as logged in.
 
+Users. A handler that logs a connection in names its user (``ConnectionInfo.
+principal``), and one user holds at most ``connections_per_principal_max``
+connections logged in at once (KAFKA_CONNECTIONS_PER_PRINCIPAL_MAX): the one
+over it is closed just after its login, with a line (one per user per
+``log_interval_s``) naming the user and the bound, so that one user cannot
+take every connection from the others. A connection whose user is not known
+(no SASL) is not bounded so.
+
 TLS. Given an ``ssl_context`` (server side, with its certificate loaded), every
 connection is TLS: the listener accepts TCP and runs the handshake itself
 (within ``login_timeout_ms``), so that a connection counts against the limits
@@ -62,7 +70,7 @@ Log lines. Whoever connects can cause the lines about a connection that has not
 authenticated (a refusal, a failed handshake, a bad frame, a login deadline): they
 go through a LogLimit (plinth/log_limit.py), one line per kind and peer address per
 ``log_interval_s`` (UNAUTHENTICATED_LOG_INTERVAL_S), the next saying how many were
-dropped. On a listener without SASL no connection is authenticated.
+dropped, and at most UNAUTHENTICATED_LOG_LINES_MAX of them in all per interval. On a listener without SASL no connection is authenticated.
 
 Errors. A frame that does not decode (KafkaDecodeError) closes its
 connection only, with a log line; the listener keeps serving the others. An
@@ -97,6 +105,7 @@ from plinth.errors import KafkaDecodeError, KafkaUnsupportedVersionError
 from plinth.limits import (
     KAFKA_CONNECTION_IDLE_MS_MAX, KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX,
     KAFKA_CONNECTIONS_BEFORE_LOGIN_PER_ADDRESS_MAX, KAFKA_CONNECTIONS_MAX,
+    KAFKA_CONNECTIONS_PER_PRINCIPAL_MAX,
     KAFKA_IDLE_CHECK_INTERVAL_MS_MAX, KAFKA_LISTENER_STOP_WAIT_S, KAFKA_LOGIN_TIMEOUT_MS,
     KAFKA_REQUEST_BYTES_IN_FLIGHT_PER_CONNECTION_MAX, KAFKA_REQUEST_BYTES_MAX,
     KAFKA_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX, UNAUTHENTICATED_LOG_INTERVAL_S)
@@ -129,6 +138,9 @@ class ConnectionInfo:
     # listener's. Starts at the listener's ``first_request_bytes_max``; a handler
     # may lift it (the gateway, at a SASL login).
     request_bytes_max: int | None = None
+    # The user this connection logged in as, named by the handler that lifts its
+    # bound (api_sasl.py); None: no one is known (no SASL), and no per-user bound holds.
+    principal: str | None = None
 
     def logged_in(self) -> bool:
         """Whether this connection has no bound of its own: a handler lifted it (a
@@ -160,10 +172,11 @@ class KafkaListener:
                  connections_before_login_max: int = KAFKA_CONNECTIONS_BEFORE_LOGIN_MAX,
                  connections_before_login_per_address_max: int =
                  KAFKA_CONNECTIONS_BEFORE_LOGIN_PER_ADDRESS_MAX,
+                 connections_per_principal_max: int = KAFKA_CONNECTIONS_PER_PRINCIPAL_MAX,
                  log_interval_s: float = UNAUTHENTICATED_LOG_INTERVAL_S):
         assert requests_in_flight_max >= 1 and connections_max >= 1 and connection_idle_ms_max > 0
         assert login_timeout_ms > 0 and connections_before_login_max >= 1
-        assert connections_before_login_per_address_max >= 1
+        assert connections_before_login_per_address_max >= 1 and connections_per_principal_max >= 1
         assert 0 < request_bytes_max <= request_bytes_in_flight_max
         self.host, self.port = host, port
         self.handle = handle
@@ -178,6 +191,7 @@ class KafkaListener:
         self.login_timeout_s = login_timeout_ms / 1000
         self.connections_before_login_max = connections_before_login_max
         self.connections_before_login_per_address_max = connections_before_login_per_address_max
+        self.connections_per_principal_max = connections_per_principal_max
         self.unauthenticated_log = LogLimit(logger, interval_s=log_interval_s)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.address: tuple[str, int] | None = None
@@ -188,6 +202,9 @@ class KafkaListener:
         # peer IP address -> how many of _waiting_for_login are from it; an address
         # has an entry only while it has one, so the table is bounded by the pool.
         self._waiting_for_login_per_address: dict[str, int] = {}
+        # user -> its connections logged in and kept; a user has an entry only while
+        # it has one, so the table is bounded by the connections.
+        self._logged_in_per_principal: dict[str, int] = {}
         self._ids = itertools.count(1)
 
     def start(self) -> tuple[str, int]:
@@ -229,6 +246,10 @@ class KafkaListener:
         if address is None:
             return len(self._waiting_for_login)
         return self._waiting_for_login_per_address.get(address, 0)
+
+    def logged_in_count(self, principal: str) -> int:
+        """Connections open now logged in as ``principal`` (a snapshot; any thread)."""
+        return self._logged_in_per_principal.get(principal, 0)
 
     def log_unauthenticated(self, level: int, kind: str, peer: tuple[str, int],
                             message: str, *args) -> None:
@@ -326,6 +347,7 @@ class KafkaListener:
         finally:
             self._connections.discard(connection)
             self.logged_in(connection)
+            self._uncount_principal(connection)
 
     def _refusal(self, address: str) -> tuple[str, str] | None:
         """Why a new connection from peer IP ``address`` must be closed at once, as
@@ -368,6 +390,34 @@ class KafkaListener:
         if connection.login_deadline is not None:
             connection.login_deadline.cancel()
             connection.login_deadline = None
+
+    def count_principal(self, connection: _Connection) -> None:
+        """Counts a connection that has logged in against its user, once; closes it,
+        after a line limited per user, if the user already holds as many as it may.
+        Listener thread."""
+        principal = connection.info.principal
+        if principal is None or connection.principal_counted or connection.task.done():
+            return
+        held = self._logged_in_per_principal.get(principal, 0)
+        if held >= self.connections_per_principal_max:
+            self.unauthenticated_log.warning(
+                f"principal bound {principal}",
+                "%s closed after its login: user %r holds %d connections logged in at this "
+                "listener (the limit for one user is %d)", connection.describe(), principal,
+                held, self.connections_per_principal_max)
+            connection.task.cancel()
+            return
+        self._logged_in_per_principal[principal] = held + 1
+        connection.principal_counted = True
+
+    def _uncount_principal(self, connection: _Connection) -> None:
+        if not connection.principal_counted:
+            return
+        connection.principal_counted = False
+        table, principal = self._logged_in_per_principal, connection.info.principal
+        table[principal] -= 1
+        if table[principal] == 0:
+            del table[principal]                        # the table keeps holding users only
 
     def _login_deadline(self, connection: _Connection) -> None:
         connection.login_deadline = None
@@ -417,6 +467,7 @@ class _Connection:
         self.reader, self.writer = reader, writer
         self.gather: GatherWriter | None = None      # once the TLS handshake (if any) is done
         self.login_deadline: asyncio.TimerHandle | None = None   # while it waits for its login
+        self.principal_counted = False        # against its user's bound (count_principal)
         self.frames_read = 0
         # (header, request bytes, task or _Answer), in request order; None ends it.
         self.pending: asyncio.Queue = asyncio.Queue()
@@ -455,6 +506,7 @@ class _Connection:
         self.handlers.discard(task)
         if self.info.logged_in():
             self.listener.logged_in(self)
+            self.listener.count_principal(self)
 
     async def _start_tls(self, context: ssl.SSLContext) -> bool:
         """Runs the server side of the TLS handshake over the accepted TCP connection

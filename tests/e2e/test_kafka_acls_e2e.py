@@ -2,7 +2,8 @@
 router/kafka/api_acls.py): confluent-kafka's and kafka-python's describe_acls see
 the file's grants as Kafka bindings, filtered as Kafka filters them; a user without
 the cluster operation is refused; create_acls and delete_acls are refused per
-binding with a message naming the file. (Without an ACL file:
+binding with a message naming the file; only a user with the cluster operation
+is told the log dirs (DescribeLogDirs: the data dir's path and disk sizes). (Without an ACL file:
 test_kafka_admin_e2e.py.)
 
 One broker for the module, with CurveZMQ keys, the ACL file and SASL users on its
@@ -209,3 +210,19 @@ def test_only_a_user_with_the_cluster_operation_may_elect_leaders(acl_kafka):
         if user == "alice":
             assert "may not elect leaders: it needs a grant of the cluster operation" in \
                 result.partition_result[0].error_message
+
+
+def test_only_a_user_with_the_cluster_operation_is_told_the_log_dirs(acl_kafka):
+    # Given alice, who may produce and consume some topics, and root, who holds the
+    # cluster operation (Kafka's DESCRIBE on the cluster)
+    data_dir = str(acl_kafka.data_dir.resolve())
+    # When each asks for the broker's log dirs (kafka-python drops the v3+ top-level
+    # error code: a refusal is an empty list of log dirs)
+    refused = kafka_python_admin(acl_kafka, "alice").describe_log_dirs()
+    told = kafka_python_admin(acl_kafka, "root").describe_log_dirs()
+    # Then alice is told no log dir: neither the data dir's path nor its volume's sizes
+    assert [answer["log_dirs"] for answer in refused] == [[]]
+    assert data_dir not in repr(refused)
+    # And root is told the data dir and the volume's sizes
+    [[log_dir]] = [answer["log_dirs"] for answer in told]
+    assert log_dir["log_dir"] == data_dir and 0 < log_dir["usable_bytes"] <= log_dir["total_bytes"]

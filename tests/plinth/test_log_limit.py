@@ -57,9 +57,9 @@ def test_past_its_bound_the_least_recently_logged_source_is_forgotten(clock, cap
 
 
 def test_a_limit_without_an_interval_or_a_source_is_a_programmer_error():
-    with pytest.raises(AssertionError, match="both must be positive"):
+    with pytest.raises(AssertionError, match="all must be positive"):
         LogLimit(log, interval_s=0)
-    with pytest.raises(AssertionError, match="both must be positive"):
+    with pytest.raises(AssertionError, match="all must be positive"):
         LogLimit(log, sources_max=0)
 
 
@@ -71,22 +71,37 @@ def test_a_line_names_the_place_that_logged_it_not_the_limit(clock, caplog):
     assert [r.filename for r in caplog.records] == ["test_log_limit.py"] * 2
 
 
-def test_a_bound_on_all_sources_drops_lines_past_it_and_the_next_line_says_how_many(
+def test_fresh_sources_write_at_most_lines_max_lines_an_interval_then_a_summary_counts_the_rest(
         clock, caplog):
-    # Given a limit of 3 lines a minute over all sources, and 10 sources failing at once
-    limit = LogLimit(log, interval_s=60, sources_max=100, lines_max=3)
+    # Given a limit of 3 lines in all a minute, and a client sending a fresh source each try
+    limit = LogLimit(log, interval_s=60, sources_max=1000, lines_max=3)
     with caplog.at_level(logging.WARNING, logger="tests.log_limit"):
-        written = [limit.warning(f"address-{n}", "failed from %s", n) for n in range(10)]
-        # When a minute has passed and another source fails
+        # When 500 sources log a line each within the minute
+        written = [limit.warning(f"user-{n}", "login failed: user-%d", n) for n in range(500)]
+        # Then 3 are written, the third saying that the next are dropped
+        assert written == [True] * 3 + [False] * 497
+        assert lines(caplog)[2] == ("login failed: user-2 (the last of 3 such lines in 60 s, the "
+                                    "limit: the next are dropped and counted)")
+        # And when the minute is over, the next call writes how many were dropped, then its line
         clock.now_s += 60
-        limit.warning("address-99", "failed from %s", 99)
-    # Then 3 lines were written in the first minute, and the next says 7 were dropped
-    assert written == [True] * 3 + [False] * 7
-    assert lines(caplog) == ["failed from 0", "failed from 1", "failed from 2",
-                             "failed from 99 (and 7 lines of any source dropped over the "
-                             "bound of 3 every 60 s)"]
+        assert limit.warning("user-500", "login failed: user-%d", 500) is True
+    assert lines(caplog)[3:] == [
+        "497 lines of this kind were dropped, of any source: over the 3 such lines written "
+        "in 60 s (the limit)", "login failed: user-500"]
 
 
-def test_a_bound_on_all_sources_that_is_not_positive_is_a_programmer_error():
-    with pytest.raises(AssertionError, match="must be positive or None"):
-        LogLimit(log, lines_max=0)
+def test_the_summary_is_written_by_the_first_call_after_the_window_even_one_its_source_drops(
+        clock, caplog):
+    # Given a window of 2 lines: "a" at 0 s, "b" at 50 s, then "c" dropped
+    limit = LogLimit(log, interval_s=60, sources_max=10, lines_max=2)
+    with caplog.at_level(logging.WARNING, logger="tests.log_limit"):
+        limit.warning("a", "from a")
+        clock.now_s += 50
+        limit.warning("b", "from b")
+        limit.warning("c", "from c")
+        # When the window is over (60 s after "a") and "b", within its own interval, logs
+        clock.now_s += 10
+        assert limit.warning("b", "from b, again") is False
+    # Then its call wrote the summary, though its own line was dropped
+    assert lines(caplog)[2:] == ["1 lines of this kind were dropped, of any source: over the 2 "
+                                 "such lines written in 60 s (the limit)"]

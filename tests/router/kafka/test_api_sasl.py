@@ -3,21 +3,29 @@ as the listener calls them: before a login only ApiVersions, SaslHandshake and
 SaslAuthenticate are served; a SCRAM-SHA-256 login made by a real client
 computation sets the principal, which each later request's task acts for
 (backend.PRINCIPAL); a failed login closes the connection at its next request;
-out-of-order or unsupported SASL requests get Kafka's SASL error codes."""
+out-of-order or unsupported SASL requests get Kafka's SASL error codes; over a
+real listener, failed logins under a fresh user name each write a bounded number
+of lines."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import time
 
 import pytest
 
+from plinth import limits
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.backend import PRINCIPAL
 from plinth.router.kafka.codec import API_KEYS, RequestHeader
 from plinth.router.kafka.gateway import KafkaGateway
-from plinth.router.kafka.listener import CloseConnection, ConnectionInfo
+from plinth.router.kafka.listener import CloseConnection, ConnectionInfo, KafkaListener
+from plinth.router.kafka.messages import API_VERSIONS, SASL_AUTHENTICATE, SASL_HANDSHAKE
 from plinth.router.kafka.sasl_users import credential_for
+from tests.router.kafka.test_listener import closed_by_peer, read_response
+from tests.router.kafka.test_listener_login import closed_after_any_answer, connect, frame
 from tests.router.kafka.test_sasl_scram import client_final_for
 
 USERS = {"alice": credential_for("alice-pw", 4096)}
@@ -70,6 +78,7 @@ def test_a_scram_login_sets_the_principal_that_later_requests_act_for(gateway):
     call(gateway, conn, "Metadata", 1, {"topics": None})
     assert gateway.seen == ["alice"] and PRINCIPAL.get() is None   # set in the task only
     assert conn.request_bytes_max is None   # the listener's bound from the login on
+    assert conn.principal == "alice"        # the user whose connections the listener bounds
 
 
 def test_a_failed_login_is_answered_and_the_next_request_closes_the_connection(gateway):
@@ -172,3 +181,127 @@ def test_failed_logins_are_logged_once_per_user_and_mechanism_per_interval(gatew
     assert len(lines) == 3, lines
     assert "PLAIN: user 'alice'" in lines[0] and "SCRAM-SHA-256: user 'alice'" in lines[1]
     assert "PLAIN: user 'bob'" in lines[2]
+
+
+@pytest.fixture
+def sasl_listener(gateway):
+    """The gateway behind a real listener on 127.0.0.1, as service.py starts it."""
+    listener = KafkaListener("127.0.0.1", 0, gateway.handle,
+                             first_request_bytes_max=limits.KAFKA_REQUEST_BYTES_BEFORE_LOGIN_MAX)
+    listener.start()
+    yield listener
+    listener.stop()
+
+
+def _scram_login_with_a_wrong_nonce(address, user: str) -> None:
+    """One failed SCRAM-SHA-256 login as ``user`` over its own connection, as the tester's
+    log flood sent them; returns once the listener closed the connection."""
+    with connect(address) as sock:
+        sock.sendall(frame(SASL_HANDSHAKE, 1, 1, {"mechanism": "SCRAM-SHA-256"}))
+        assert read_response(sock, SASL_HANDSHAKE, 1)[1]["error_code"] == kafka.NONE
+        first = f"n,,n={user},r=clientnonce".encode()
+        sock.sendall(frame(SASL_AUTHENTICATE, 2, 2, {"auth_bytes": first}))
+        assert read_response(sock, SASL_AUTHENTICATE, 2)[1]["error_code"] == kafka.NONE
+        final = b"c=biws,r=not-the-servers-nonce,p=" + base64.b64encode(b"x" * 32)
+        sock.sendall(frame(SASL_AUTHENTICATE, 2, 3, {"auth_bytes": final}))
+        answer = read_response(sock, SASL_AUTHENTICATE, 2)[1]
+        assert answer["error_code"] == kafka.SASL_AUTHENTICATION_FAILED
+        sock.sendall(frame(API_VERSIONS, 0, 4, {}))   # after a failed login: closes it
+        assert closed_by_peer(sock)
+
+
+def test_failed_logins_under_fresh_user_names_write_a_bounded_number_of_lines(
+        gateway, sasl_listener, caplog):
+    bound = limits.UNAUTHENTICATED_LOG_LINES_MAX
+    gateway.failed_login_delay_s = 0     # this test counts lines, not time
+    # When a client fails logins over real connections, a fresh user name for each
+    with caplog.at_level(logging.WARNING, logger="plinth.router.kafka.api_sasl"):
+        for n in range(bound + 30):
+            _scram_login_with_a_wrong_nonce(sasl_listener.address, f"u{n}x")
+    # Then at most the bound of lines a minute was written, not one per try
+    failed = [r.getMessage() for r in caplog.records if "SASL login failed" in r.getMessage()]
+    assert len(failed) == bound, len(failed)
+    assert "user 'u0x'" in failed[0] and "the nonce is not the one the server sent" in failed[0]
+    # And the last says that the next are dropped and counted
+    assert failed[-1].endswith(f"(the last of {bound} such lines in 60 s, the limit: the next "
+                               f"are dropped and counted)")
+
+
+def _send_scram_login_with_a_wrong_nonce(address, user: str):
+    """A connection whose SCRAM-SHA-256 login as ``user`` fails: its failing message is
+    sent, its answer not read."""
+    sock = connect(address)
+    sock.sendall(frame(SASL_HANDSHAKE, 1, 1, {"mechanism": "SCRAM-SHA-256"}))
+    assert read_response(sock, SASL_HANDSHAKE, 1)[1]["error_code"] == kafka.NONE
+    first = f"n,,n={user},r=clientnonce".encode()
+    sock.sendall(frame(SASL_AUTHENTICATE, 2, 2, {"auth_bytes": first}))
+    assert read_response(sock, SASL_AUTHENTICATE, 2)[1]["error_code"] == kafka.NONE
+    final = b"c=biws,r=not-the-servers-nonce,p=" + base64.b64encode(b"x" * 32)
+    sock.sendall(frame(SASL_AUTHENTICATE, 2, 3, {"auth_bytes": final}))
+    return sock
+
+
+def test_a_failed_login_is_answered_no_sooner_than_the_failed_login_delay(gateway, sasl_listener):
+    # Given a delay (Kafka's connection.failed.authentication.delay.ms) long beside a
+    # SCRAM failure's own time
+    default_s = getattr(gateway, "failed_login_delay_s", None)
+    gateway.failed_login_delay_s = 0.5
+    # When a login fails (SCRAM's final message: no PBKDF2 spent on it)
+    started_s = time.monotonic()
+    with _send_scram_login_with_a_wrong_nonce(sasl_listener.address, "alice") as sock:
+        answer = read_response(sock, SASL_AUTHENTICATE, 2)[1]
+        waited_s = time.monotonic() - started_s
+        # Then its answer came no sooner than the delay (a lower bound only)
+        assert answer["error_code"] == kafka.SASL_AUTHENTICATION_FAILED
+        assert waited_s >= 0.5, waited_s
+        # And the connection is closed at its next request, as before
+        sock.sendall(frame(API_VERSIONS, 0, 4, {}))
+        assert closed_by_peer(sock)
+    # (the delay is the limit's unless a test changes it)
+    assert default_s == limits.KAFKA_FAILED_AUTHENTICATION_DELAY_MS / 1000
+
+
+def test_a_failed_login_waiting_its_delay_holds_up_no_other_connection(gateway, sasl_listener):
+    # Given a failed login whose answer waits a minute
+    gateway.failed_login_delay_s = 60.0
+    with _send_scram_login_with_a_wrong_nonce(sasl_listener.address, "mallory") as waiting:
+        # When another client logs in meanwhile (PLAIN: its check on a thread of its own)
+        with connect(sasl_listener.address) as sock:
+            sock.sendall(frame(SASL_HANDSHAKE, 1, 1, {"mechanism": "PLAIN"}))
+            assert read_response(sock, SASL_HANDSHAKE, 1)[1]["error_code"] == kafka.NONE
+            sock.sendall(frame(SASL_AUTHENTICATE, 2, 2, {"auth_bytes": b"\0alice\0alice-pw"}))
+            # Then it is logged in and served at once
+            assert read_response(sock, SASL_AUTHENTICATE, 2)[1]["error_code"] == kafka.NONE
+            sock.sendall(frame(API_VERSIONS, 0, 3, {}))
+            assert read_response(sock, API_VERSIONS, 0)[0] == 3
+        # And the failed one is still waiting for its answer, its connection open
+        waiting.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            waiting.recv(1)
+        assert sasl_listener.waiting_for_login_count() == 1   # in the bounded pool
+
+
+def test_a_user_logged_in_on_as_many_connections_as_it_may_has_its_next_closed(gateway):
+    # Given a listener that lets one user hold two connections logged in
+    listener = KafkaListener("127.0.0.1", 0, gateway.handle, connections_per_principal_max=2,
+                             first_request_bytes_max=limits.KAFKA_REQUEST_BYTES_BEFORE_LOGIN_MAX)
+    listener.start()
+    held = []
+    try:
+        def plain_login():
+            sock = connect(listener.address)
+            sock.sendall(frame(SASL_HANDSHAKE, 1, 1, {"mechanism": "PLAIN"}))
+            assert read_response(sock, SASL_HANDSHAKE, 1)[1]["error_code"] == kafka.NONE
+            sock.sendall(frame(SASL_AUTHENTICATE, 2, 2, {"auth_bytes": b"\0alice\0alice-pw"}))
+            return sock
+        # When alice logs in on three connections
+        held = [plain_login() for _ in range(3)]
+        # Then the SASL login named her to the listener, which kept two and closed the third
+        assert all(read_response(sock, SASL_AUTHENTICATE, 2)[1]["error_code"] == kafka.NONE
+                   for sock in held[:2])
+        assert closed_after_any_answer(held[2])
+        assert listener.logged_in_count("alice") == 2
+    finally:
+        for sock in held:
+            sock.close()
+        listener.stop()

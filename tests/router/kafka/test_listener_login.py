@@ -8,7 +8,9 @@ logged with their reason; the lines such clients cause are rate limited per
 address.
 
 "Logging in" here is the handler lifting the connection's own request bound, as
-api_sasl.py does at a SASL login: a SaslAuthenticate carrying b"let me in"."""
+api_sasl.py does at a SASL login: a SaslAuthenticate carrying b"let me in", or
+b"let me in as NAME", which also names the connection's user as api_sasl.py does;
+one user's connections logged in are bounded."""
 
 from __future__ import annotations
 
@@ -31,9 +33,12 @@ LONG_MS = 60_000            # a login deadline no test reaches
 
 
 async def handler(connection, header, body):
-    """ApiVersions answers; a SaslAuthenticate with b"let me in" logs the connection in."""
+    """ApiVersions answers; a SaslAuthenticate with b"let me in" logs the connection in,
+    one with b"let me in as NAME" as user NAME."""
     if header.api_key == SASL_AUTHENTICATE.key:
-        if body["auth_bytes"] == b"let me in":
+        login, _, user = body["auth_bytes"].partition(b" as ")
+        if login == b"let me in":
+            connection.principal = user.decode() or None
             connection.request_bytes_max = None
         return {"error_code": 0, "error_message": None, "auth_bytes": b""}
     return {"api_keys": codec.supported_api_keys()}
@@ -56,9 +61,11 @@ def log_in(address, client_context=None, *, source: str = "127.0.0.1") -> socket
     return log_in_on(connect(address, client_context, source=source))
 
 
-def log_in_on(sock, correlation_id: int = 1) -> socket.socket:
-    """Logs an open connection in (the listener counts it as logged in before it answers)."""
-    sock.sendall(frame(SASL_AUTHENTICATE, 0, correlation_id, {"auth_bytes": b"let me in"}))
+def log_in_on(sock, correlation_id: int = 1, *, user: str = "") -> socket.socket:
+    """Logs an open connection in (the listener counts it as logged in before it answers),
+    as ``user`` if given."""
+    token = b"let me in" + (b" as " + user.encode() if user else b"")
+    sock.sendall(frame(SASL_AUTHENTICATE, 0, correlation_id, {"auth_bytes": token}))
     assert read_response(sock, SASL_AUTHENTICATE, 0)[0] == correlation_id
     return sock
 
@@ -71,6 +78,17 @@ def waiting(address, count: int, *, source: str = "127.0.0.1") -> list[socket.so
         held.append(connect(address, source=source))
         assert works(held[-1], 100 + i)
     return held
+
+
+def closed_after_any_answer(sock) -> bool:
+    """True if the listener closed the connection within WAIT_S, whatever it wrote first
+    (a login's answer may be on its way as the connection is closed)."""
+    try:
+        while sock.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    return True
 
 
 def works(sock, correlation_id: int) -> bool:
@@ -289,4 +307,54 @@ def test_refusals_are_logged_once_per_address_per_interval_saying_how_many_were_
                 return "such lines of this source dropped" in caplog.text
             wait_for(refused_again, "a line counting the dropped ones")
     finally:
+        listener.stop()
+
+
+def test_one_user_holds_at_most_its_share_of_the_connections_and_other_users_log_in(caplog):
+    listener = start(connections_max=8, connections_before_login_max=2,
+                     connections_per_principal_max=3, login_timeout_ms=LONG_MS,
+                     log_interval_s=60)
+    held = []
+    try:
+        # Given a user holding three connections logged in, its bound
+        held = [log_in_on(connect(listener.address, source=f"127.0.0.{i}"), user="kbob")
+                for i in (1, 2, 3)]
+        assert listener.logged_in_count("kbob") == 3
+        # When it logs in more, from any address, Then each is closed just after its login
+        for i in (4, 5, 6):
+            with connect(listener.address, source=f"127.0.0.{i}") as extra:
+                extra.sendall(frame(SASL_AUTHENTICATE, 0, 1, {"auth_bytes": b"let me in as kbob"}))
+                assert closed_after_any_answer(extra)
+        wait_for(lambda: listener.connection_count() == 3, "the extra ones to go")
+        # And another user logs in, and the three kept keep working
+        with log_in_on(connect(listener.address), user="kalice") as alice:
+            assert works(alice, 2) and all(works(sock, 3) for sock in held)
+            assert listener.logged_in_count("kalice") == 1
+        # And once one of the three closes, the user logs in again
+        held.pop().close()
+        wait_for(lambda: listener.logged_in_count("kbob") == 2, "one to stop counting")
+        held.append(log_in_on(connect(listener.address), user="kbob"))
+        assert works(held[-1], 4) and listener.logged_in_count("kbob") == 3
+    finally:
+        for sock in held:
+            sock.close()
+        listener.stop()
+    # Then the refusals were one line naming the user, its count and the bound
+    assert caplog.text.count("user 'kbob' holds 3 connections logged in at this listener "
+                             "(the limit for one user is 3)") == 1
+    # (and the table has no entry left for a user with nothing open)
+    assert listener._logged_in_per_principal == {}
+
+
+def test_connections_without_a_user_are_not_bounded_per_user():
+    listener = start(connections_per_principal_max=1, login_timeout_ms=LONG_MS)
+    held = []
+    try:
+        # Given a listener whose handler names no user at the login (as without SASL)
+        # When three connections log in, Then all three are kept
+        held = [log_in(listener.address) for _ in range(3)]
+        assert all(works(sock, 2) for sock in held) and listener.connection_count() == 3
+    finally:
+        for sock in held:
+            sock.close()
         listener.stop()
