@@ -541,6 +541,13 @@ RAY_TEMP_DIR_BYTES_MAX = 36
 # connection before the server says nothing is there: Ray's own join retries for
 # minutes and does not heed SIGTERM meanwhile.
 RAY_ADDRESS_CONNECT_WAIT_S = 5.0
+# How long ray.init may take to join the cluster at --ray-address once something
+# there accepted the TCP connection (a healthy cluster takes a few seconds). Past
+# it the process says why in one line and exits: Ray retries for minutes, heeding
+# no SIGTERM, when no GCS answers there, or when a local-only cluster (nodes on
+# 127.0.0.1) is joined outside Ray's local-only mode (it swaps 127.0.0.1 for the
+# machine's address, where nothing listens).
+RAY_JOIN_WAIT_S = 60.0
 # The share of its node's pin resource (``plinth-node:<name>`` or Ray's
 # ``node:<address>``) each shard actor requires: enough to tie it to that node,
 # small enough that any number of shards (up to SHARDS_MAX) fit on one node.

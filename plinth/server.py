@@ -404,6 +404,9 @@ def join_ray(address: str, namespace: str, option: str = "--ray-address", **opti
                 f"this its GCS port?") from None
     import ray
 
+    watchdog = threading.Timer(limits.RAY_JOIN_WAIT_S, _exit_join_hung, (option, address))
+    watchdog.daemon = True
+    watchdog.start()
     try:
         ray.init(address=address, namespace=namespace, logging_level=logging.WARNING, **options)
     except (ConnectionError, ValueError) as exc:
@@ -411,7 +414,26 @@ def join_ray(address: str, namespace: str, option: str = "--ray-address", **opti
                                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__} "
                                f"(a cluster with token auth needs RAY_AUTH_TOKEN_PATH or "
                                f"RAY_AUTH_TOKEN set to its token)") from None
+    finally:
+        watchdog.cancel()
     route_raylet_messages()
+
+
+def _exit_join_hung(option: str, address: str) -> None:
+    """ray.init did not join within RAY_JOIN_WAIT_S (the watchdog's thread): say why in
+    the CLI's one-line form and end the process. Nothing else can: the main thread is
+    in Ray's C++ retry loop, which heeds no signal, and nothing has started yet."""
+    host = address.rpartition(":")[0].strip("[]")
+    local_only = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0"
+    hint = ("; a local-only Ray cluster (its nodes on 127.0.0.1, started with "
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0) is joined only in that mode: run plinth "
+            "with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 too (without it Ray swaps 127.0.0.1 for "
+            "this machine's address, where nothing listens)"
+            if is_loopback(host) and not local_only else "")
+    os.write(2, (f"error: UnavailableError: {option} {address}: Ray did not let this process "
+                 f"join within {limits.RAY_JOIN_WAIT_S:g} s (something accepts connections "
+                 f"there, but no Ray head answered){hint}\n").encode())
+    os._exit(1)
 
 
 @contextlib.contextmanager

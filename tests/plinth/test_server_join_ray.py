@@ -5,6 +5,8 @@ for minutes). No Ray is started: each refusal comes before ray.init."""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -61,3 +63,38 @@ def test_plinth_router_on_a_data_dir_where_no_server_runs_says_so(tmp_path):
     assert result.exit_code == 1
     assert (f"--data-dir {tmp_path}: no plinth serve with its own Ray runs there (it writes "
             f"ray.address once its Ray is up)") in result.output, result.output
+
+
+JOIN_A_SILENT_PORT = """
+import os, sys
+os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)   # a user's shell, without it
+from plinth import limits
+limits.RAY_JOIN_WAIT_S = 3.0
+from plinth.server import join_ray
+join_ray(sys.argv[1], "plinth-test")
+print("joined")
+"""
+
+
+def test_a_join_that_ray_retries_for_minutes_ends_after_the_wait_in_one_line_naming_the_fix():
+    # Given something on loopback that accepts TCP connections and never answers as a GCS
+    # (as a local-only cluster's port looks to Ray outside its local-only mode)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        # When a process joins it (Ray retries for minutes, heeding no SIGTERM)
+        began_s = time.monotonic()
+        joined = subprocess.run([sys.executable, "-c", JOIN_A_SILENT_PORT, address],
+                                capture_output=True, text=True, timeout=120)
+    # Then it ends after the wait, exit status 1, its last line naming the option, the
+    # wait and the variable a local-only cluster needs
+    assert joined.returncode == 1, joined.stderr
+    assert time.monotonic() - began_s < 60
+    assert joined.stderr.splitlines()[-1] == (
+        f"error: UnavailableError: --ray-address {address}: Ray did not let this process join "
+        f"within 3 s (something accepts connections there, but no Ray head answered); a "
+        f"local-only Ray cluster (its nodes on 127.0.0.1, started with "
+        f"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0) is joined only in that mode: run plinth with "
+        f"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 too (without it Ray swaps 127.0.0.1 for this "
+        f"machine's address, where nothing listens)")
