@@ -57,9 +57,9 @@ def test_past_its_bound_the_least_recently_logged_source_is_forgotten(clock, cap
 
 
 def test_a_limit_without_an_interval_or_a_source_is_a_programmer_error():
-    with pytest.raises(AssertionError, match="both must be positive"):
+    with pytest.raises(AssertionError, match="all must be positive"):
         LogLimit(log, interval_s=0)
-    with pytest.raises(AssertionError, match="both must be positive"):
+    with pytest.raises(AssertionError, match="all must be positive"):
         LogLimit(log, sources_max=0)
 
 
@@ -69,3 +69,23 @@ def test_a_line_names_the_place_that_logged_it_not_the_limit(clock, caplog):
         limit.warning("a", "warned")
         limit.log(logging.INFO, "b", "said")
     assert [r.filename for r in caplog.records] == ["test_log_limit.py"] * 2
+
+
+def test_a_new_source_per_line_writes_at_most_lines_max_lines_per_interval_then_says_how_many_were_dropped(
+        clock, caplog):
+    # Given a limit of 3 lines per 60 s in all
+    limit = LogLimit(log, interval_s=60, sources_max=1000, lines_max=3)
+    with caplog.at_level(logging.WARNING, logger="tests.log_limit"):
+        # When 500 sources (a fresh key per try) each send one line
+        written = [limit.warning(f"key-{n}", "refused key-%s", n) for n in range(500)]
+        # Then 3 were written, the last saying the rest of the interval's are dropped
+        assert written == [True] * 3 + [False] * 497
+        assert lines(caplog) == [
+            "refused key-0", "refused key-1",
+            "refused key-2 (3 such lines in 60 s, the limit: the rest of this interval's are "
+            "dropped and counted)"]
+        # And the first line of the next interval says how many were dropped
+        clock.now_s += 60
+        assert limit.warning("key-new", "refused %s", "key-new") is True
+    assert lines(caplog)[-1] == ("refused key-new (and 497 such lines of all sources dropped "
+                                 "over the limit of 3 in 60 s)")

@@ -380,6 +380,21 @@ def test_refused_handshakes_are_logged_once_per_key_per_interval(secure_rig, cap
     assert refusals[0] != refusals[1]
 
 
+def test_refused_handshakes_with_a_fresh_key_each_write_a_bounded_number_of_lines(
+        secure_rig, caplog):
+    # Given a router whose ZAP lets in alice and bob only
+    rig = secure_rig({"alice": [{"operations": ["cluster"]}]})
+    tries = limits.UNAUTHENTICATED_LOG_LINES_PER_INTERVAL_MAX + 20
+    with caplog.at_level(logging.WARNING, logger="plinth.router.security"):
+        # When a client makes a new key for every try (keys cost nothing)
+        for _ in range(tries):
+            _refused_handshakes(rig.url, rig.server_public, 1)
+    # Then the log holds the bound's lines, not one per try, the last saying why
+    refusals = [r.getMessage() for r in caplog.records if "refused a client" in r.getMessage()]
+    assert len(refusals) == limits.UNAUTHENTICATED_LOG_LINES_PER_INTERVAL_MAX, len(refusals)
+    assert "the rest of this interval's are dropped and counted" in refusals[-1]
+
+
 def test_a_server_secret_key_others_may_read_is_refused_naming_its_mode_and_the_chmod(tmp_path):
     # Given the server's secret key, written as zmq.auth does (the umask's mode, 0644 here)
     os.umask(0o022)
