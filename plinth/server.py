@@ -642,10 +642,11 @@ def serve(options: ServeOptions, ready=print) -> int:
         raise
     tune_data_path_process(who="plinth serve")   # the router runs: see process_tuning.py
     stop = _stop_on_signal()
+    hangup = _reload_on_hangup(server.router.security)
     console = _start_console(options, ready)
     try:
         _say_ready_once_every_shard_serves(server, report, ready)
-        _wait_for(stop)
+        _wait_for(stop, hangup, server.router.security)
         log.info("shutting down")
     finally:
         if console is not None:
@@ -718,10 +719,29 @@ def _stop_on_signal() -> threading.Event:
     return stop
 
 
-def _wait_for(stop: threading.Event) -> None:
+def _reload_on_hangup(security) -> threading.Event | None:
+    """The event SIGHUP sets from now on, for a router with CurveZMQ keys (``security``,
+    router/security.py): ``_wait_for`` then reloads its authorized keys and ACL, so a
+    revoked key is cut off without a restart. None without keys: nothing to reload,
+    and SIGHUP keeps its default."""
+    if security is None:
+        return None
+    hangup = threading.Event()
+    signal.signal(signal.SIGHUP, lambda *_: hangup.set())
+    return hangup
+
+
+def _wait_for(stop: threading.Event, hangup: threading.Event | None = None,
+              security=None) -> None:
+    """Until ``stop`` is set; each time ``hangup`` is, reload ``security``'s files (on
+    this, the main thread: not in the signal handler, which may interrupt logging)."""
     # Waits in slices: a signal handler runs only between bytecodes of the main thread.
-    while not stop.wait(1.0):
-        pass
+    while not stop.is_set():
+        if hangup is None:
+            stop.wait(1.0)
+        elif hangup.wait(1.0):
+            hangup.clear()
+            security.reload()   # logs what it did, or why it kept the rules in force
 
 
 @dataclass
@@ -840,10 +860,11 @@ def run_router(options: RouterOptions, ready=print) -> int:
     announce(controller)
     _start_metrics(controller, options.metrics_port, options.metrics_host)
     stop = _stop_on_signal()
+    hangup = _reload_on_hangup(security)
     shown = "" if kafka_service is None else " and %s:%d (Kafka)" % kafka_service.address
     ready(f"plinth router ready: listening on {options.listen}{shown} "
           f"({options.which_broker()})")
-    _wait_for(stop)
+    _wait_for(stop, hangup, security)
     if kafka_service is not None:
         kafka_service.stop()
     router.stop()

@@ -9,8 +9,16 @@ every message with the client's public key (the ``User-Id`` property), which
 the router checks against the ACL (router/acl.py) for each request: an
 authenticated client without the grant gets a ``notAuthorized`` error. Both
 kinds of refusal are logged; a refused handshake, which anyone can cause, at
-most once per client key per UNAUTHENTICATED_LOG_INTERVAL_S (plinth/log_limit.py),
-the next line saying how many were dropped.
+most once per client key per UNAUTHENTICATED_LOG_INTERVAL_S, and at most
+UNAUTHENTICATED_LOG_LINES_PER_INTERVAL_MAX lines per interval whatever the keys
+(plinth/log_limit.py), the next line saying how many were dropped.
+
+Revocation. ``reload`` (SIGHUP to the process, plinth/server.py) reads the
+authorized keys and the ACL again, swapping each whole, or keeps both as they
+were if either file is refused. CurveZMQ checks a key only at the handshake,
+so the router also checks each request's ``User-Id`` against the allow-list in
+force (``is_admitted``): a removed key's open connections are refused at their
+next request, not served until they reconnect.
 
 The server's secret key file must be private (mode 0600, as ``plinth keygen``
 writes it): one that others may read is refused, naming its mode and the
@@ -36,6 +44,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import zmq
@@ -70,20 +79,65 @@ class Security:
         self.authorized_keys_dir = Path(authorized_keys_dir)
         if not self.authorized_keys_dir.is_dir():
             raise InvalidConfigError(f"authorized keys directory {authorized_keys_dir} does not exist")
+        # Replaced whole by ``reload`` (main thread), read without a lock by the
+        # authenticator thread and the router loop: a reference swap is atomic.
         self._authorized = self._load_authorized()
         # The Kafka listener's keys, one per SASL user (admit_internal): key -> "User:<name>".
         self._internal: dict[str, str] = {}
+        self.acl_file = acl_file
         self.acl = Acl.load(acl_file) if acl_file is not None else None
+        self._on_reload: list[Callable[[Acl | None], None]] = []
         self._auth: ThreadAuthenticator | None = None
         self._refusals_log = LogLimit(log)   # refused handshakes, per client key
 
-    def _load_authorized(self) -> set[str]:
+    def _load_authorized(self) -> frozenset[str]:
+        """The public keys of the ``*.key`` files in the directory; InvalidConfigError
+        naming the file that holds none (a stray file, a secret key, a typo)."""
         keys = set()
         for path in sorted(self.authorized_keys_dir.glob("*.key")):
-            public, _ = zmq.auth.load_certificate(str(path))
+            try:
+                public, _ = zmq.auth.load_certificate(str(path))
+            except (OSError, ValueError) as exc:
+                raise InvalidConfigError(
+                    f"--authorized-keys {self.authorized_keys_dir}: {path} holds no CurveZMQ "
+                    f"public key ({exc}); each *.key file there must be a client's public "
+                    f"key as `plinth keygen` writes it") from None
             keys.add(public.decode())
         log.info("%d authorized client keys in %s", len(keys), self.authorized_keys_dir)
-        return keys
+        return frozenset(keys)
+
+    def reload(self) -> str | None:
+        """Read the authorized keys and the ACL again (SIGHUP; the server's main thread):
+        new handshakes meet the new allow-list, and every request after this, on a
+        connection made before too, the new allow-list and grants (``is_admitted``,
+        ``authorize``). Returns None, or why the files were refused: then the rules in
+        force stay, whole (a half-read set would admit or refuse at random)."""
+        try:
+            authorized = self._load_authorized()
+            acl = Acl.load(self.acl_file) if self.acl_file is not None else None
+        except InvalidConfigError as exc:
+            log.error("reload refused, the rules in force stay: %s", exc)
+            return str(exc)
+        removed = len(self._authorized - authorized)
+        self._authorized, self.acl = authorized, acl
+        for listener in self._on_reload:
+            listener(acl)
+        log.info("reloaded: %d authorized client keys in %s (%d removed)%s", len(authorized),
+                 self.authorized_keys_dir, removed,
+                 "" if self.acl_file is None else f", and the ACL {self.acl_file}")
+        return None
+
+    def on_reload(self, listener: Callable[[Acl | None], None]) -> None:
+        """Call ``listener(new_acl)`` after each successful reload (on the reloading
+        thread), for those that keep the ACL themselves (quotas, the Kafka listener)."""
+        self._on_reload.append(listener)
+
+    def is_admitted(self, header: zmq.Frame) -> bool:
+        """Whether the key that sent ``header`` is still let in (router loop). CurveZMQ
+        checks a key only at the handshake, so a connection made before its key was
+        removed (``reload``) would keep its access without this: a set look-up per request."""
+        key = header.get("User-Id") or ""
+        return key in self._authorized or key in self._internal
 
     def callback(self, domain: str, client_key: bytes) -> bool:
         """ZAP: may this client key connect? (authenticator thread)"""
