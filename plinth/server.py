@@ -523,7 +523,8 @@ class Server:
                     leader_rebalance_interval_s=self.options.leader_imbalance_check_interval_s
                     if self.options.auto_leader_rebalance else None,
                     offsets_replication_factor=self.options.offsets_replication_factor,
-                    direct_clients=self.options.direct_clients_allowed(), tier=tier)
+                    direct_clients=self.options.direct_clients_allowed(), tier=tier,
+                    security_required=security_required(self.options))
             except ValueError as exc:
                 if "already taken" not in str(exc) or time.monotonic() > deadline:
                     raise RuntimeError(
@@ -814,6 +815,47 @@ def check_tier_store(wanted: str | None, serving: str | None, cluster_name: str)
         f"give the router and the server the same store")
 
 
+def security_required(options: ServeOptions) -> tuple[str, ...]:
+    """The security options of ``plinth serve`` that every ``plinth router`` joining it
+    must be given too (recorded by the controller, which a router asks): a router
+    reaches every shard with the cluster's key whatever its own options, so one
+    without them would be a front door that skips them. A CurveZMQ broker's Kafka
+    listeners need SASL (as its own does: service.py)."""
+    kafka_sasl = options.kafka_sasl_users is not None or options.curve_secret_key is not None
+    return tuple(option for option, given in (
+        ("--curve-secret-key", options.curve_secret_key is not None),
+        ("--acl", options.acl_file is not None),
+        ("--kafka-sasl-users", kafka_sasl),
+        ("--kafka-tls-cert", options.kafka_tls_cert is not None)) if given)
+
+
+def check_router_security(options: RouterOptions, required: tuple[str, ...], broker: str) -> None:
+    """InvalidConfigError, naming what is missing and what the broker requires, for a
+    ``plinth router`` whose security options are weaker than its broker's (``required``:
+    ``security_required`` of its plinth serve). The Kafka listener's options count
+    only with ``--kafka-listen``."""
+    kafka = options.kafka_listen is not None
+    missing = [names for option, names, given in (
+        ("--curve-secret-key", "--curve-secret-key and --authorized-keys",
+         options.curve_secret_key is not None),
+        ("--acl", "--acl", options.acl_file is not None),
+        ("--kafka-sasl-users", "--kafka-sasl-users", not kafka or options.kafka_sasl_users is not None),
+        ("--kafka-tls-cert", "--kafka-tls-cert and --kafka-tls-key",
+         not kafka or options.kafka_tls_cert is not None)) if option in required and not given]
+    if not missing:
+        return
+    zmq_side = [option for option in required if not option.startswith("--kafka")]
+    kafka_side = [option for option in required if option.startswith("--kafka")]
+    needs = ", ".join(zmq_side)
+    if kafka_side:
+        kafka_needs = "with --kafka-listen, " + ", ".join(kafka_side)
+        needs = f"{needs} (and {kafka_needs})" if needs else kafka_needs
+    raise InvalidConfigError(
+        f"the broker ({broker}) requires of every router {needs}; this router has no "
+        f"{', no '.join(missing)}, so it would serve the broker's topics without them. "
+        f"Start it with the same options as the broker's plinth serve")
+
+
 def run_router(options: RouterOptions, ready=print) -> int:
     """``plinth router``: one more router for a running broker, until SIGTERM."""
     security = options.security()
@@ -847,6 +889,7 @@ def run_router(options: RouterOptions, ready=print) -> int:
         raise InvalidConfigError(
             f"no broker ({options.which_broker()}) runs in the Ray cluster at {ray_address} "
             f"(start one with plinth serve --cluster-name)") from None
+    check_router_security(options, controller.security_required(), options.which_broker())
     if tier_store is not None:
         check_tier_store(tier_store, controller.tier_store(),
                          options.cluster_name or str(options.data_dir))
