@@ -504,7 +504,8 @@ class Server:
                                       security, self.options.data_dir)
         self.controller.router_started(self.options.listen, ray.util.get_node_ip_address(),
                                        _advertised(self.kafka))
-        _start_metrics(self.controller, self.options.metrics_port, self.options.metrics_host)
+        _start_metrics(self.controller, self.options.metrics_port, self.options.metrics_host,
+                       self.router)
         return report
 
     def _create_controller(self, cluster_keys: ClusterKeys,
@@ -585,14 +586,19 @@ def _check_free_space(data_dir: Path) -> None:
                            f"(Ray's session files, the logs); free some space first")
 
 
-def _start_metrics(controller: ControllerHandle, port: int | None, host: str) -> None:
-    """The Prometheus endpoint on ``host:port``, if a port was given."""
+def _start_metrics(controller: ControllerHandle, port: int | None, host: str,
+                   router=None) -> None:
+    """The Prometheus endpoint on ``host:port``, if a port was given; with the
+    refusals of ``router`` (this process's) beside the shards' errors."""
     if port is None:
         return
     from plinth.control.metrics import start_metrics_server
 
+    security = None if router is None else router.security
     with option_os_errors("--metrics-port", port):
-        start_metrics_server(controller, port, host)
+        start_metrics_server(controller, port, host,
+                             router_refusals=None if security is None else security.refusals,
+                             router="" if router is None else router.listen)
 
 
 def _end_shards() -> None:
@@ -901,7 +907,7 @@ def run_router(options: RouterOptions, ready=print) -> int:
     with option_os_errors("--kafka-listen", options.kafka_listen):
         kafka_service = _start_kafka(kafka, router, namespace, security, options.data_dir)
     announce(controller)
-    _start_metrics(controller, options.metrics_port, options.metrics_host)
+    _start_metrics(controller, options.metrics_port, options.metrics_host, router)
     stop = _stop_on_signal()
     hangup = _reload_on_hangup(security)
     shown = "" if kafka_service is None else " and %s:%d (Kafka)" % kafka_service.address

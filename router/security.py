@@ -43,6 +43,7 @@ The hop from router to shards is authenticated with the cluster's own key pair
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,6 +61,10 @@ from plinth.router.acl import Acl, ClientGrants
 from plinth.secret_files import check_given_secret
 
 log = logging.getLogger(__name__)
+
+# The code under which refused handshakes are counted (``refusals``): no reply carries
+# it, as an unauthenticated client gets none.
+HANDSHAKE_REFUSED = "handshakeRefused"
 
 
 class Security:
@@ -89,6 +94,10 @@ class Security:
         self._on_reload: list[Callable[[Acl | None], None]] = []
         self._auth: ThreadAuthenticator | None = None
         self._refusals_log = LogLimit(log)   # refused handshakes, per client key
+        # Refusals by code, for plinth_errors_total (control/metrics.py): counted on the
+        # authenticator thread and the router loop, read by the metrics thread.
+        self._refusals_lock = threading.Lock()
+        self._refusals: dict[str, int] = {}
 
     def _load_authorized(self) -> frozenset[str]:
         """The public keys of the ``*.key`` files in the directory; InvalidConfigError
@@ -137,13 +146,28 @@ class Security:
         checks a key only at the handshake, so a connection made before its key was
         removed (``reload``) would keep its access without this: a set look-up per request."""
         key = header.get("User-Id") or ""
-        return key in self._authorized or key in self._internal
+        if key in self._authorized or key in self._internal:
+            return True
+        self._count_refusal(NotAuthorizedError.code_name)
+        return False
+
+    def refusals(self) -> dict[str, int]:
+        """Refusals since the start by code: ``handshakeRefused`` (the ZAP check),
+        ``notAuthorized`` (the ACL, or a key removed since its connection was made).
+        Any thread (the metrics endpoint's)."""
+        with self._refusals_lock:
+            return dict(self._refusals)
+
+    def _count_refusal(self, code: str) -> None:
+        with self._refusals_lock:
+            self._refusals[code] = self._refusals.get(code, 0) + 1
 
     def callback(self, domain: str, client_key: bytes) -> bool:
         """ZAP: may this client key connect? (authenticator thread)"""
         key = client_key.decode() if isinstance(client_key, bytes) else client_key
         if key in self._authorized or key in self._internal:
             return True
+        self._count_refusal(HANDSHAKE_REFUSED)
         self._refusals_log.warning(key, "refused a client with key %s...: not in %s",
                                    key[:8], self.authorized_keys_dir)
         return False
@@ -182,6 +206,7 @@ class Security:
         try:
             return self.acl.check(client_key, request)
         except NotAuthorizedError as exc:
+            self._count_refusal(exc.code_name)
             log.warning("denied %s from %s...: %s", request.kind, client_key[:8], exc)
             raise
 

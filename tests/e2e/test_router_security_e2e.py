@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 
@@ -26,7 +27,7 @@ CLUSTER_NAME = unique_topic("router-sec")
 
 @pytest.fixture(scope="module")
 def strict_broker(ray_cluster, tmp_path_factory):
-    """A broker with CurveZMQ, an ACL and a Kafka listener with SASL users."""
+    """A broker with CurveZMQ, an ACL, a Kafka listener with SASL users, and metrics."""
     directory = tmp_path_factory.mktemp("router-sec")
     keys, authorized = directory / "keys", directory / "authorized"
     authorized.mkdir()
@@ -43,10 +44,13 @@ def strict_broker(ray_cluster, tmp_path_factory):
     add_users(users)
     from tests.conftest import Broker
 
+    metrics_port = free_port()
     broker = Broker(directory / "data", ray_cluster, shards=1, extra_args=(
         "--curve-secret-key", str(server_secret), "--authorized-keys", str(authorized),
         "--acl", str(acl), "--kafka-sasl-users", str(users),
-        "--kafka-listen", f"127.0.0.1:{free_port()}", "--cluster-name", CLUSTER_NAME))
+        "--kafka-listen", f"127.0.0.1:{free_port()}", "--cluster-name", CLUSTER_NAME,
+        "--metrics-port", str(metrics_port)))
+    broker.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     broker.keys = ("--curve-secret-key", str(server_secret), "--authorized-keys", str(authorized))
     broker.acl = ("--acl", str(acl))
     broker.as_admin = as_client(admin_secret, server_public)
@@ -106,3 +110,29 @@ def test_a_router_with_the_brokers_security_starts_and_applies_the_acl(strict_br
                 reader.delete_topic(topic)
     finally:
         router.stop()
+
+
+def errors_total(metrics_url: str) -> dict[tuple[str, str, str], float]:
+    """plinth_errors_total's samples by (code, shard, router), scraped."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(metrics_url, timeout=30) as response:
+        text = response.read().decode()
+    return {(s.labels["code"], s.labels["shard"], s.labels["router"]): s.value
+            for family in text_string_to_metric_families(text) if family.name == "plinth_errors"
+            for s in family.samples if s.name == "plinth_errors_total"}
+
+
+def test_the_routers_acl_refusals_are_in_plinth_errors_total_by_code_and_router(strict_broker):
+    # Given the reader, who may only consume, refused twice by the ACL
+    sample = ("notAuthorized", "", strict_broker.url)
+    before = errors_total(strict_broker.metrics_url).get(sample, 0)
+    topic = unique_topic("metrics")
+    with Admin(broker=strict_broker.url, **strict_broker.as_admin) as admin:
+        admin.create_topic(topic, 1)
+    with Admin(broker=strict_broker.url, **strict_broker.as_reader) as reader:
+        for _ in range(2):
+            with pytest.raises(NotAuthorizedError):
+                reader.delete_topic(topic)
+    # When the metrics are scraped, Then the router counted both, under its address
+    assert errors_total(strict_broker.metrics_url).get(sample, 0) == before + 2

@@ -480,6 +480,25 @@ def test_a_malformed_key_file_among_the_authorized_keys_is_refused_naming_it(tmp
         Security(Path(server_secret), authorized)
 
 
+def test_the_routers_refusals_are_counted_by_code_for_the_metrics(tmp_path, secure_rig):
+    # Given alice, who may produce to a.* only, and bob, who may produce to b.*
+    rig = secure_rig({"alice": [{"operations": ["produce"], "topics": "a.*"}],
+                      "bob": [{"operations": ["produce"], "topics": "b.*"}]})
+    alice, bob = rig.client("alice"), rig.client("bob")
+    # When bob and then alice (twice) are refused by the ACL, a stranger's handshake
+    # 3 times, and bob once more after his key was removed and reloaded
+    assert type(bob.request(protocol.encode_produce(1, "a.t", 0, 1), b"x").error) is \
+        NotAuthorizedError
+    for request_id in (1, 2):
+        alice.request(protocol.encode_produce(request_id, "b.t", 0, 1), b"x")
+    _refused_handshakes(rig.url, rig.server_public, 3)
+    (tmp_path / "authorized" / "bob.key").unlink()
+    assert rig.router.security.reload() is None
+    bob.request(protocol.encode_produce(2, "b.t", 0, 1), b"x")
+    # Then the router's counts say so, by code
+    assert rig.router.security.refusals() == {"notAuthorized": 4, "handshakeRefused": 3}
+
+
 def test_a_server_secret_key_others_may_read_is_refused_naming_its_mode_and_the_chmod(tmp_path):
     # Given the server's secret key, written as zmq.auth does (the umask's mode, 0644 here)
     os.umask(0o022)
