@@ -277,9 +277,12 @@ class Controller:
                  allow_replicas_on_one_node: bool = False,
                  offsets_replication_factor: int | None = None,
                  direct_clients: bool = False, tier: TierOptions = TierOptions(),
-                 leader_rebalance_interval_s: float | None = limits.LEADER_REBALANCE_INTERVAL_S):
+                 leader_rebalance_interval_s: float | None = limits.LEADER_REBALANCE_INTERVAL_S,
+                 security_required: tuple[str, ...] = ()):
         """``cluster_keys``: the shards' sockets admit only cluster members (the
         server's; None only in tests, whose shards listen on loopback).
+        ``security_required``: the security options of ``plinth serve`` that every
+        ``plinth router`` joining it must be given too (plinth/server.py).
         ``direct_clients``: every shard also takes clients' produce and fetch on a
         plain TCP socket on 127.0.0.1 (the server decides when that is allowed).
         ``default_replication_factor``: a topic's factor when its creator gives none
@@ -322,6 +325,7 @@ class Controller:
         self._tier = tier
         self._tier_store = tier.store   # what metadata records (no secrets)
         self._cluster_keys = cluster_keys
+        self._security_required = tuple(security_required)
         self._rebalancer = Rebalancer(self._metadata, self._shards, self._save,
                                       allow_replicas_on_one_node, elect=self._lead_again,
                                       silent=lambda: self._silent)
@@ -636,6 +640,12 @@ class Controller:
         """The cluster's key pair, for a ``plinth router`` given no key file: whoever
         may call the controller through Ray already controls every shard actor."""
         return self._cluster_keys
+
+    def security_required(self) -> tuple[str, ...]:
+        """The security options of the server (``--curve-secret-key``, ``--acl``,
+        ``--kafka-sasl-users``, ``--kafka-tls-cert``) that a joining ``plinth router``
+        must have too: one without them would be a front door that skips them."""
+        return self._security_required
 
     def tier_store(self) -> str | None:
         """The object store the shards tier to (remote_store.store_identity of the

@@ -114,12 +114,14 @@ class ControllerHandle:
                leader_rebalance_interval_s: float | None = limits.LEADER_REBALANCE_INTERVAL_S,
                offsets_replication_factor: int | None = None,
                direct_clients: bool = False,
-               tier: TierOptions = TierOptions()) -> "ControllerHandle":
+               tier: TierOptions = TierOptions(),
+               security_required: tuple[str, ...] = ()) -> "ControllerHandle":
         """Start the broker's controller actor (server process); Ray restarts it, at most
         CONTROLLER_RESTARTS_MAX times, if its process dies. Raises ValueError if the
         name is taken: another broker serves this namespace. ``cluster_keys``: given
         to every shard it starts (see plinth/cluster_keys.py). The replication
-        options, ``direct_clients`` and ``tier``: see Controller."""
+        options, ``direct_clients``, ``tier`` and ``security_required``: see Controller
+        (Ray gives a restarted controller the same arguments, so it keeps them)."""
         import ray
 
         from plinth.control.controller import Controller
@@ -134,7 +136,7 @@ class ControllerHandle:
                  allow_replicas_on_one_node=allow_replicas_on_one_node,
                  leader_rebalance_interval_s=leader_rebalance_interval_s,
                  offsets_replication_factor=offsets_replication_factor,
-                 direct_clients=direct_clients, tier=tier)
+                 direct_clients=direct_clients, tier=tier, security_required=security_required)
         return cls(actor)
 
     @classmethod
@@ -174,6 +176,10 @@ class ControllerHandle:
     def cluster_keys(self) -> ClusterKeys | None:
         """The cluster's key pair (for a ``plinth router`` given no key file)."""
         return self._call(lambda actor: actor.cluster_keys.remote(), "cluster_keys")
+
+    def security_required(self) -> tuple[str, ...]:
+        """The server's security options a joining ``plinth router`` must have too."""
+        return self._call(lambda actor: actor.security_required.remote(), "security_required")
 
     def tier_store(self) -> str | None:
         """The store the broker's shards tier to, without credentials, or None (for a

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from collections.abc import Callable
 
 from prometheus_client.core import (REGISTRY, CounterMetricFamily, GaugeMetricFamily,
                                     HistogramMetricFamily)
@@ -78,8 +79,15 @@ class BrokerCollector:
     """Collects from the controller behind ``controller`` (a ControllerHandle; a
     standalone router's finds a new controller after its server restarts)."""
 
-    def __init__(self, controller: ControllerHandle):
+    def __init__(self, controller: ControllerHandle,
+                 router_refusals: Callable[[], dict[str, int]] | None = None,
+                 router: str = ""):
+        """``router_refusals()``: this process's router's refusals by code (its
+        Security's ``refusals``; None: a router without CurveZMQ refuses nothing),
+        reported in plinth_errors_total under ``router``, its listen address."""
         self._controller = controller
+        self._router_refusals = router_refusals
+        self._router = router
 
     def collect(self):
         try:
@@ -92,7 +100,8 @@ class BrokerCollector:
         states = self._partition_replication()
         yield from _partition_families(live)
         yield from _latency_families(live)
-        yield _errors(live)
+        yield _errors(live, {} if self._router_refusals is None else self._router_refusals(),
+                      self._router)
         yield _requests_by_socket(live)
         yield from _remote_fetch_families(live)
         yield from _upload_families(live)
@@ -163,11 +172,18 @@ def _latency_families(live):
     yield family
 
 
-def _errors(live):
-    family = CounterMetricFamily("plinth_errors", "Error replies by code", labels=["code", "shard"])
+def _errors(live, router_refusals: dict[str, int], router: str):
+    """Error replies by code: a shard's (``router`` label empty), and the refusals
+    only the router makes (``shard`` label empty): the ACL's, a revoked key's, and
+    refused handshakes (``handshakeRefused``, which get no reply), so that what a
+    security operator alerts on is here, not only in the log."""
+    family = CounterMetricFamily("plinth_errors", "Error replies by code",
+                                 labels=["code", "shard", "router"])
     for shard, snap in live.items():
         for code, count in snap["errors"].items():
-            family.add_metric([code, shard], count)
+            family.add_metric([code, shard, ""], count)
+    for code, count in sorted(router_refusals.items()):
+        family.add_metric([code, "", router], count)
     return family
 
 
@@ -230,7 +246,9 @@ def _group_lag(live, leaders: dict[tuple[str, int], str]):
 
 
 def start_metrics_server(controller: ControllerHandle, port: int, host: str = "127.0.0.1",
-                         registry=REGISTRY):
+                         registry=REGISTRY,
+                         router_refusals: Callable[[], dict[str, int]] | None = None,
+                         router: str = ""):
     """Serve the metrics on http://host:port/metrics from a daemon thread (any other
     path is a 404); returns the HTTP server (its ``shutdown()`` stops it). Called
     once by the server process's main thread. OSError naming the address if it
@@ -242,7 +260,7 @@ def start_metrics_server(controller: ControllerHandle, port: int, host: str = "1
         raise OSError(exc.errno, f"cannot serve metrics on http://{host}:{port}{METRICS_PATH}: "
                                  f"{exc.strerror or exc}") from None
     threading.Thread(target=server.serve_forever, daemon=True, name="metrics-http").start()
-    registry.register(BrokerCollector(controller))
+    registry.register(BrokerCollector(controller, router_refusals, router))
     log.info("metrics on http://%s:%d%s", host, port, METRICS_PATH)
     return server
 

@@ -534,7 +534,8 @@ class Server:
                                       security, self.options.data_dir)
         self.controller.router_started(self.options.listen, ray.util.get_node_ip_address(),
                                        _advertised(self.kafka))
-        _start_metrics(self.controller, self.options.metrics_port, self.options.metrics_host)
+        _start_metrics(self.controller, self.options.metrics_port, self.options.metrics_host,
+                       self.router)
         return report
 
     def _create_controller(self, cluster_keys: ClusterKeys,
@@ -553,7 +554,8 @@ class Server:
                     leader_rebalance_interval_s=self.options.leader_imbalance_check_interval_s
                     if self.options.auto_leader_rebalance else None,
                     offsets_replication_factor=self.options.offsets_replication_factor,
-                    direct_clients=self.options.direct_clients_allowed(), tier=tier)
+                    direct_clients=self.options.direct_clients_allowed(), tier=tier,
+                    security_required=security_required(self.options))
             except ValueError as exc:
                 if "already taken" not in str(exc) or time.monotonic() > deadline:
                     raise RuntimeError(
@@ -614,14 +616,19 @@ def _check_free_space(data_dir: Path) -> None:
                            f"(Ray's session files, the logs); free some space first")
 
 
-def _start_metrics(controller: ControllerHandle, port: int | None, host: str) -> None:
-    """The Prometheus endpoint on ``host:port``, if a port was given."""
+def _start_metrics(controller: ControllerHandle, port: int | None, host: str,
+                   router=None) -> None:
+    """The Prometheus endpoint on ``host:port``, if a port was given; with the
+    refusals of ``router`` (this process's) beside the shards' errors."""
     if port is None:
         return
     from plinth.control.metrics import start_metrics_server
 
+    security = None if router is None else router.security
     with option_os_errors("--metrics-port", port):
-        start_metrics_server(controller, port, host)
+        start_metrics_server(controller, port, host,
+                             router_refusals=None if security is None else security.refusals,
+                             router="" if router is None else router.listen)
 
 
 def _end_shards() -> None:
@@ -672,10 +679,11 @@ def serve(options: ServeOptions, ready=print) -> int:
         raise
     tune_data_path_process(who="plinth serve")   # the router runs: see process_tuning.py
     stop = _stop_on_signal()
+    hangup = _reload_on_hangup(server.router.security)
     console = _start_console(options, ready)
     try:
         _say_ready_once_every_shard_serves(server, report, ready)
-        _wait_for(stop)
+        _wait_for(stop, hangup, server.router.security)
         log.info("shutting down")
     finally:
         if console is not None:
@@ -748,10 +756,29 @@ def _stop_on_signal() -> threading.Event:
     return stop
 
 
-def _wait_for(stop: threading.Event) -> None:
+def _reload_on_hangup(security) -> threading.Event | None:
+    """The event SIGHUP sets from now on, for a router with CurveZMQ keys (``security``,
+    router/security.py): ``_wait_for`` then reloads its authorized keys and ACL, so a
+    revoked key is cut off without a restart. None without keys: nothing to reload,
+    and SIGHUP keeps its default."""
+    if security is None:
+        return None
+    hangup = threading.Event()
+    signal.signal(signal.SIGHUP, lambda *_: hangup.set())
+    return hangup
+
+
+def _wait_for(stop: threading.Event, hangup: threading.Event | None = None,
+              security=None) -> None:
+    """Until ``stop`` is set; each time ``hangup`` is, reload ``security``'s files (on
+    this, the main thread: not in the signal handler, which may interrupt logging)."""
     # Waits in slices: a signal handler runs only between bytecodes of the main thread.
-    while not stop.wait(1.0):
-        pass
+    while not stop.is_set():
+        if hangup is None:
+            stop.wait(1.0)
+        elif hangup.wait(1.0):
+            hangup.clear()
+            security.reload()   # logs what it did, or why it kept the rules in force
 
 
 @dataclass
@@ -824,6 +851,47 @@ def check_tier_store(wanted: str | None, serving: str | None, cluster_name: str)
         f"give the router and the server the same store")
 
 
+def security_required(options: ServeOptions) -> tuple[str, ...]:
+    """The security options of ``plinth serve`` that every ``plinth router`` joining it
+    must be given too (recorded by the controller, which a router asks): a router
+    reaches every shard with the cluster's key whatever its own options, so one
+    without them would be a front door that skips them. A CurveZMQ broker's Kafka
+    listeners need SASL (as its own does: service.py)."""
+    kafka_sasl = options.kafka_sasl_users is not None or options.curve_secret_key is not None
+    return tuple(option for option, given in (
+        ("--curve-secret-key", options.curve_secret_key is not None),
+        ("--acl", options.acl_file is not None),
+        ("--kafka-sasl-users", kafka_sasl),
+        ("--kafka-tls-cert", options.kafka_tls_cert is not None)) if given)
+
+
+def check_router_security(options: RouterOptions, required: tuple[str, ...], broker: str) -> None:
+    """InvalidConfigError, naming what is missing and what the broker requires, for a
+    ``plinth router`` whose security options are weaker than its broker's (``required``:
+    ``security_required`` of its plinth serve). The Kafka listener's options count
+    only with ``--kafka-listen``."""
+    kafka = options.kafka_listen is not None
+    missing = [names for option, names, given in (
+        ("--curve-secret-key", "--curve-secret-key and --authorized-keys",
+         options.curve_secret_key is not None),
+        ("--acl", "--acl", options.acl_file is not None),
+        ("--kafka-sasl-users", "--kafka-sasl-users", not kafka or options.kafka_sasl_users is not None),
+        ("--kafka-tls-cert", "--kafka-tls-cert and --kafka-tls-key",
+         not kafka or options.kafka_tls_cert is not None)) if option in required and not given]
+    if not missing:
+        return
+    zmq_side = [option for option in required if not option.startswith("--kafka")]
+    kafka_side = [option for option in required if option.startswith("--kafka")]
+    needs = ", ".join(zmq_side)
+    if kafka_side:
+        kafka_needs = "with --kafka-listen, " + ", ".join(kafka_side)
+        needs = f"{needs} (and {kafka_needs})" if needs else kafka_needs
+    raise InvalidConfigError(
+        f"the broker ({broker}) requires of every router {needs}; this router has no "
+        f"{', no '.join(missing)}, so it would serve the broker's topics without them. "
+        f"Start it with the same options as the broker's plinth serve")
+
+
 def run_router(options: RouterOptions, ready=print) -> int:
     """``plinth router``: one more router for a running broker, until SIGTERM."""
     security = options.security()
@@ -857,6 +925,7 @@ def run_router(options: RouterOptions, ready=print) -> int:
         raise InvalidConfigError(
             f"no broker ({options.which_broker()}) runs in the Ray cluster at {ray_address} "
             f"(start one with plinth serve --cluster-name)") from None
+    check_router_security(options, controller.security_required(), options.which_broker())
     if tier_store is not None:
         check_tier_store(tier_store, controller.tier_store(),
                          options.cluster_name or str(options.data_dir))
@@ -868,12 +937,13 @@ def run_router(options: RouterOptions, ready=print) -> int:
     with option_os_errors("--kafka-listen", options.kafka_listen):
         kafka_service = _start_kafka(kafka, router, namespace, security, options.data_dir)
     announce(controller)
-    _start_metrics(controller, options.metrics_port, options.metrics_host)
+    _start_metrics(controller, options.metrics_port, options.metrics_host, router)
     stop = _stop_on_signal()
+    hangup = _reload_on_hangup(security)
     shown = "" if kafka_service is None else " and %s:%d (Kafka)" % kafka_service.address
     ready(f"plinth router ready: listening on {options.listen}{shown} "
           f"({options.which_broker()})")
-    _wait_for(stop)
+    _wait_for(stop, hangup, security)
     if kafka_service is not None:
         kafka_service.stop()
     router.stop()

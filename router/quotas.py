@@ -105,6 +105,13 @@ class Quotas:
         self._replies_until_s: dict[bytes, float] = {}
         self._requests_until_s: dict[bytes, float] = {}
 
+    def use_acl(self, acl: Acl | None) -> None:
+        """Meter by ``acl``'s quotas from now on (a reload, router/security.py: any
+        thread; the reference is swapped whole, and a key whose rate changed gets a
+        new meter at its next request). None (the ACL was dropped) keeps the last."""
+        if acl is not None:
+            self._acl = acl
+
     # --- Requests ---------------------------------------------------------------------
 
     def on_request(self, client: bytes, key: str, frames: list, request: protocol.Request) -> bool:
@@ -236,7 +243,7 @@ class Quotas:
 
     def _meter(self, key: str, direction: str, byte_rate: int) -> _Meter:
         meter = self._meters.get((key, direction))
-        if meter is None:
+        if meter is None or meter.seconds_per_byte != 1.0 / byte_rate:   # new, or reloaded
             meter = self._meters[(key, direction)] = _Meter(byte_rate)
         return meter
 

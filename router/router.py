@@ -135,9 +135,16 @@ class Router:
         acl = security.acl if security is not None else None
         self._offsets_filter = OffsetsFilter() if acl is not None else None
         self._quotas = Quotas(acl) if acl is not None and acl.has_quotas else None
+        if self._quotas is not None:   # a reloaded ACL's quotas apply from then on
+            security.on_reload(self._quotas.use_acl)
         self._stopping = threading.Event()
         self._loop_thread: threading.Thread | None = None
         self.in_process_url: str | None = None   # set by start() on a plaintext router
+
+    @property
+    def security(self):
+        """The router's router.security.Security (its ``reload`` on SIGHUP), or None."""
+        return self._security
 
     @property
     def context(self) -> zmq.Context:
@@ -551,11 +558,17 @@ class Router:
     # --- ACL and quotas (router/security.py, router/quotas.py) -------------------------
 
     def _admit(self, frames: list, request) -> bool:
-        """Check a request against the ACL and the quotas; False if it was answered
-        or held here."""
+        """Check a request against the allow-list, the ACL and the quotas; False if it
+        was answered or held here."""
+        client_id = frames[0]
+        if not self._security.is_admitted(frames[1]):   # its key was removed since it connected
+            self._reply(client_id, protocol.encode_error(request.request_id, NotAuthorizedError(
+                f"client key {(frames[1].get('User-Id') or '')[:8]}... is no longer in "
+                f"--authorized-keys {self._security.authorized_keys_dir} (removed since this "
+                f"connection was made, and reloaded)")))
+            return False
         if self._security.acl is None:   # CurveZMQ alone: every authenticated client may
             return True
-        client_id = frames[0]
         key = self._security.client_key(frames[1])
         try:
             grants = self._security.authorize(key, request)

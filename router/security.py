@@ -14,6 +14,13 @@ the next line saying how many were dropped, and at most
 UNAUTHENTICATED_LOG_LINES_MAX such lines in all per interval (a key costs nothing
 to make).
 
+Revocation. ``reload`` (SIGHUP to the process, plinth/server.py) reads the
+authorized keys and the ACL again, swapping each whole, or keeps both as they
+were if either file is refused. CurveZMQ checks a key only at the handshake,
+so the router also checks each request's ``User-Id`` against the allow-list in
+force (``is_admitted``): a removed key's open connections are refused at their
+next request, not served until they reconnect.
+
 The server's secret key file must be private (mode 0600, as ``plinth keygen``
 writes it): one that others may read is refused, naming its mode and the
 chmod that fixes it (plinth/secret_files.py).
@@ -37,7 +44,9 @@ The hop from router to shards is authenticated with the cluster's own key pair
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import zmq
@@ -53,6 +62,10 @@ from plinth.router.acl import Acl, ClientGrants
 from plinth.secret_files import check_given_secret
 
 log = logging.getLogger(__name__)
+
+# The code under which refused handshakes are counted (``refusals``): no reply carries
+# it, as an unauthenticated client gets none.
+HANDSHAKE_REFUSED = "handshakeRefused"
 
 
 class Security:
@@ -72,26 +85,90 @@ class Security:
         self.authorized_keys_dir = Path(authorized_keys_dir)
         if not self.authorized_keys_dir.is_dir():
             raise InvalidConfigError(f"authorized keys directory {authorized_keys_dir} does not exist")
+        # Replaced whole by ``reload`` (main thread), read without a lock by the
+        # authenticator thread and the router loop: a reference swap is atomic.
         self._authorized = self._load_authorized()
         # The Kafka listener's keys, one per SASL user (admit_internal): key -> "User:<name>".
         self._internal: dict[str, str] = {}
+        self.acl_file = acl_file
         self.acl = Acl.load(acl_file) if acl_file is not None else None
+        self._on_reload: list[Callable[[Acl | None], None]] = []
         self._auth: ThreadAuthenticator | None = None
         self._refusals_log = LogLimit(log)   # refused handshakes, per client key
+        # Refusals by code, for plinth_errors_total (control/metrics.py): counted on the
+        # authenticator thread and the router loop, read by the metrics thread.
+        self._refusals_lock = threading.Lock()
+        self._refusals: dict[str, int] = {}
 
-    def _load_authorized(self) -> set[str]:
+    def _load_authorized(self) -> frozenset[str]:
+        """The public keys of the ``*.key`` files in the directory; InvalidConfigError
+        naming the file that holds none (a stray file, a secret key, a typo)."""
         keys = set()
         for path in sorted(self.authorized_keys_dir.glob("*.key")):
-            public, _ = zmq.auth.load_certificate(str(path))
+            try:
+                public, _ = zmq.auth.load_certificate(str(path))
+            except (OSError, ValueError) as exc:
+                raise InvalidConfigError(
+                    f"--authorized-keys {self.authorized_keys_dir}: {path} holds no CurveZMQ "
+                    f"public key ({exc}); each *.key file there must be a client's public "
+                    f"key as `plinth keygen` writes it") from None
             keys.add(public.decode())
         log.info("%d authorized client keys in %s", len(keys), self.authorized_keys_dir)
-        return keys
+        return frozenset(keys)
+
+    def reload(self) -> str | None:
+        """Read the authorized keys and the ACL again (SIGHUP; the server's main thread):
+        new handshakes meet the new allow-list, and every request after this, on a
+        connection made before too, the new allow-list and grants (``is_admitted``,
+        ``authorize``). Returns None, or why the files were refused: then the rules in
+        force stay, whole (a half-read set would admit or refuse at random)."""
+        try:
+            authorized = self._load_authorized()
+            acl = Acl.load(self.acl_file) if self.acl_file is not None else None
+        except InvalidConfigError as exc:
+            log.error("reload refused, the rules in force stay: %s", exc)
+            return str(exc)
+        removed = len(self._authorized - authorized)
+        self._authorized, self.acl = authorized, acl
+        for listener in self._on_reload:
+            listener(acl)
+        log.info("reloaded: %d authorized client keys in %s (%d removed)%s", len(authorized),
+                 self.authorized_keys_dir, removed,
+                 "" if self.acl_file is None else f", and the ACL {self.acl_file}")
+        return None
+
+    def on_reload(self, listener: Callable[[Acl | None], None]) -> None:
+        """Call ``listener(new_acl)`` after each successful reload (on the reloading
+        thread), for those that keep the ACL themselves (quotas, the Kafka listener)."""
+        self._on_reload.append(listener)
+
+    def is_admitted(self, header: zmq.Frame) -> bool:
+        """Whether the key that sent ``header`` is still let in (router loop). CurveZMQ
+        checks a key only at the handshake, so a connection made before its key was
+        removed (``reload``) would keep its access without this: a set look-up per request."""
+        key = header.get("User-Id") or ""
+        if key in self._authorized or key in self._internal:
+            return True
+        self._count_refusal(NotAuthorizedError.code_name)
+        return False
+
+    def refusals(self) -> dict[str, int]:
+        """Refusals since the start by code: ``handshakeRefused`` (the ZAP check),
+        ``notAuthorized`` (the ACL, or a key removed since its connection was made).
+        Any thread (the metrics endpoint's)."""
+        with self._refusals_lock:
+            return dict(self._refusals)
+
+    def _count_refusal(self, code: str) -> None:
+        with self._refusals_lock:
+            self._refusals[code] = self._refusals.get(code, 0) + 1
 
     def callback(self, domain: str, client_key: bytes) -> bool:
         """ZAP: may this client key connect? (authenticator thread)"""
         key = client_key.decode() if isinstance(client_key, bytes) else client_key
         if key in self._authorized or key in self._internal:
             return True
+        self._count_refusal(HANDSHAKE_REFUSED)
         self._refusals_log.warning(key, "refused a client with key %s...: not in %s",
                                    key[:8], self.authorized_keys_dir)
         return False
@@ -130,6 +207,7 @@ class Security:
         try:
             return self.acl.check(client_key, request)
         except NotAuthorizedError as exc:
+            self._count_refusal(exc.code_name)
             log.warning("denied %s from %s...: %s", request.kind, client_key[:8], exc)
             raise
 

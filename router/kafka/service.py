@@ -225,6 +225,7 @@ class KafkaService:
         self.options = options
         self._log_dir = log_dir
         self._acl = None if security is None else security.acl
+        self._security = security
         self._users = options.users()
         if in_process is not None and security is None:
             url, context = in_process
@@ -254,6 +255,8 @@ class KafkaService:
         gateway = KafkaGateway(self._backend, None, self._users,
                                auto_create_topics=self.options.auto_create_topics,
                                log_dir=self._log_dir, acl=self._acl)
+        if self._security is not None:   # DescribeAcls describes the ACL reloaded (SIGHUP)
+            self._security.on_reload(lambda acl: setattr(gateway, "acl", acl))
         context = self.options.ssl_context()
         gateway.tls = context is not None
         gateway.sasl_plain_allowed = self.options.plain_allowed()

@@ -150,3 +150,22 @@ def test_the_log_end_offset_gauge_says_it_is_the_high_watermark_despite_its_name
     # (on a replicated partition the two differ; "High watermark" alone read as a typo)
     doc = families["plinth_partition_log_end_offset"].documentation
     assert doc.startswith("High watermark: ") and "not the log end offset" in doc
+
+
+def test_the_routers_refusals_are_counted_in_plinth_errors_beside_the_shards_errors_by_code():
+    # Given a shard that answered offsetOutOfRange 3 times, and a router that refused
+    # 5 requests by its ACL and 2 handshakes
+    stats = {"shard-0": {"partitions": {}, "logs": {}, "latency_counts": {},
+                         "latency_buckets_s": [], "latency_sum_s": {}, "groups": {}, "tier": {},
+                         "errors": {"offsetOutOfRange": 3}}}
+    collector = BrokerCollector(ControllerAnswering(stats=stats),
+                                router_refusals=lambda: {"notAuthorized": 5, "handshakeRefused": 2},
+                                router="tcp://127.0.0.1:7800")
+    # When the metrics are collected
+    errors = {(s.labels["code"], s.labels["shard"], s.labels["router"]): s.value
+              for family in collector.collect() if family.name == "plinth_errors"
+              for s in family.samples if s.name == "plinth_errors_total"}
+    # Then each is there, told apart by code and by the shard or the router
+    assert errors == {("offsetOutOfRange", "shard-0", ""): 3,
+                      ("notAuthorized", "", "tcp://127.0.0.1:7800"): 5,
+                      ("handshakeRefused", "", "tcp://127.0.0.1:7800"): 2}

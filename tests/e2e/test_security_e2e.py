@@ -113,6 +113,28 @@ def test_serve_refuses_plaintext_on_a_non_loopback_address(tmp_path):
     assert "without CurveZMQ keys" in result.stderr
 
 
+def test_serve_refuses_a_key_file_with_no_public_key_in_one_line_naming_it(tmp_path):
+    # Given an authorized-keys directory with a stray file among the keys
+    keys, authorized = tmp_path / "keys", tmp_path / "authorized"
+    authorized.mkdir()
+    _, server_secret = keygen(keys, "server")
+    client_public, _ = keygen(keys, "client")
+    (authorized / "client.key").write_text(client_public.read_text())
+    (authorized / "junk.key").write_text("garbage\n")
+    # When plinth serve starts with it
+    result = subprocess.run(
+        [sys.executable, "-m", "plinth.cli", "serve", "--data-dir", str(tmp_path / "d"),
+         "--listen", f"tcp://127.0.0.1:{free_port()}", "--curve-secret-key", str(server_secret),
+         "--authorized-keys", str(authorized)], capture_output=True, text=True, timeout=60)
+    # Then it exits 1 with one line naming the option, the directory and the file
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: InvalidConfigError: --authorized-keys {authorized}: {authorized / 'junk.key'} "
+        f"holds no CurveZMQ public key (No public key found in {authorized / 'junk.key'}); each "
+        f"*.key file there must be a client's public key as `plinth keygen` writes it"]
+    assert not (tmp_path / "d").exists()
+
+
 def public_key(public_file) -> str:
     return zmq.auth.load_certificate(str(public_file))[0].decode()
 

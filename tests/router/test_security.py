@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import zmq
 import zmq.auth
+from zmq.utils.monitor import recv_monitor_message
 
 from plinth import limits, protocol
 from plinth.control import placement
@@ -378,6 +379,124 @@ def test_refused_handshakes_are_logged_once_per_key_per_interval(secure_rig, cap
     refusals = [r.getMessage() for r in caplog.records if "refused a client" in r.getMessage()]
     assert len(refusals) == 2, refusals
     assert refusals[0] != refusals[1]
+
+
+def test_refused_handshakes_with_a_fresh_key_each_write_a_bounded_number_of_lines(
+        secure_rig, caplog):
+    # Given a router whose ZAP lets in alice and bob only
+    rig = secure_rig({"alice": [{"operations": ["cluster"]}]})
+    tries = limits.UNAUTHENTICATED_LOG_LINES_MAX + 20
+    with caplog.at_level(logging.WARNING, logger="plinth.router.security"):
+        # When a client makes a new key for every try (keys cost nothing)
+        for _ in range(tries):
+            _refused_handshakes(rig.url, rig.server_public, 1)
+    # Then the log holds the bound's lines, not one per try, the last saying why
+    refusals = [r.getMessage() for r in caplog.records if "refused a client" in r.getMessage()]
+    assert len(refusals) == limits.UNAUTHENTICATED_LOG_LINES_MAX, len(refusals)
+    assert "the next are dropped and counted" in refusals[-1]
+
+
+# --- Revocation: reloading the allow-list and the ACL (SIGHUP) -------------------------
+
+def _handshake_succeeds(url: str, server_public: bytes, secret_file: Path) -> bool:
+    """Whether a new connection with the key pair in ``secret_file`` passes the ZAP check,
+    as libzmq tells the client's socket (its monitor)."""
+    public, secret = zmq.auth.load_certificate(str(secret_file))
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = public, secret, server_public
+    monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+    try:
+        sock.connect(url)
+        assert monitor.poll(10_000), "the handshake neither passed nor was refused"
+        return recv_monitor_message(monitor)["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED
+    finally:
+        sock.disable_monitor()
+        monitor.close(linger=0)
+        sock.close(linger=0)
+
+
+def test_a_key_removed_and_reloaded_is_refused_at_its_next_request_and_its_next_handshake(
+        tmp_path, secure_rig):
+    # Given bob connected and served
+    rig = secure_rig({"bob": [{"operations": ["produce"], "topics": "b.*"}]}, topics={"b.t": 1})
+    bob = rig.client("bob")
+    assert bob.request(protocol.encode_produce(1, "b.t", 0, 1), b"batch").error is None
+    # When his key is removed from the authorized keys and the router reloads them
+    (tmp_path / "authorized" / "bob.key").unlink()
+    assert rig.router.security.reload() is None
+    # Then his open connection's next request is refused, naming the directory
+    refused = bob.request(protocol.encode_produce(2, "b.t", 0, 1), b"batch")
+    assert type(refused.error) is NotAuthorizedError
+    assert "no longer in --authorized-keys" in str(refused.error)
+    assert str(tmp_path / "authorized") in str(refused.error)
+    assert len(rig.shards["shard-0"].requests()) == 1   # it never reached the shard
+    # And a new connection with his key fails its handshake, while alice's passes
+    assert not _handshake_succeeds(rig.url, rig.server_public, rig.secrets["bob"])
+    assert _handshake_succeeds(rig.url, rig.server_public, rig.secrets["alice"])
+
+
+def test_a_reloaded_acl_decides_the_next_request_of_a_connection_already_open(tmp_path, secure_rig):
+    # Given alice, who may produce to a.*
+    rig = secure_rig({"alice": [{"operations": ["produce"], "topics": "a.*"}]}, topics={"a.t": 1})
+    alice = rig.client("alice")
+    assert alice.request(protocol.encode_produce(1, "a.t", 0, 1), b"batch").error is None
+    # When the ACL file drops her grant and the router reloads it
+    acl = tmp_path / "acl.json"
+    acl.write_text(acl.read_text().replace('"produce"', '"consume"'))
+    assert rig.router.security.reload() is None
+    # Then her next produce is refused
+    assert type(alice.request(protocol.encode_produce(2, "a.t", 0, 1), b"batch").error) is \
+        NotAuthorizedError
+
+
+def test_a_reload_of_a_bad_file_keeps_every_rule_in_force_and_says_why(tmp_path, secure_rig, caplog):
+    # Given bob served, under an ACL that lets him produce
+    rig = secure_rig({"bob": [{"operations": ["produce"], "topics": "b.*"}]}, topics={"b.t": 1})
+    bob = rig.client("bob")
+    # When his key is removed but the ACL file is broken at the same time
+    (tmp_path / "authorized" / "bob.key").unlink()
+    (tmp_path / "acl.json").write_text("{ not json")
+    with caplog.at_level(logging.ERROR, logger="plinth.router.security"):
+        why = rig.router.security.reload()
+    # Then the reload is refused, saying which file and that the old rules stay
+    assert why is not None and str(tmp_path / "acl.json") in why
+    assert any("reload refused, the rules in force stay" in r.getMessage() and
+               str(tmp_path / "acl.json") in r.getMessage() for r in caplog.records)
+    # And nothing changed: bob is still served (no half-applied allow-list)
+    assert bob.request(protocol.encode_produce(1, "b.t", 0, 1), b"batch").error is None
+
+
+def test_a_malformed_key_file_among_the_authorized_keys_is_refused_naming_it(tmp_path):
+    # Given an authorized-keys directory holding one file that is no public key
+    keys, authorized = tmp_path / "keys", tmp_path / "authorized"
+    keys.mkdir(), authorized.mkdir()
+    _, server_secret = curve_key_pair(keys, "server")
+    (authorized / "junk.key").write_text("not a certificate\n")
+    # When the router's Security loads it, Then one InvalidConfigError names the
+    # option, the directory and the file
+    with pytest.raises(InvalidConfigError, match=re.escape(
+            f"--authorized-keys {authorized}: {authorized / 'junk.key'} holds no CurveZMQ "
+            f"public key")):
+        Security(Path(server_secret), authorized)
+
+
+def test_the_routers_refusals_are_counted_by_code_for_the_metrics(tmp_path, secure_rig):
+    # Given alice, who may produce to a.* only, and bob, who may produce to b.*
+    rig = secure_rig({"alice": [{"operations": ["produce"], "topics": "a.*"}],
+                      "bob": [{"operations": ["produce"], "topics": "b.*"}]})
+    alice, bob = rig.client("alice"), rig.client("bob")
+    # When bob and then alice (twice) are refused by the ACL, a stranger's handshake
+    # 3 times, and bob once more after his key was removed and reloaded
+    assert type(bob.request(protocol.encode_produce(1, "a.t", 0, 1), b"x").error) is \
+        NotAuthorizedError
+    for request_id in (1, 2):
+        alice.request(protocol.encode_produce(request_id, "b.t", 0, 1), b"x")
+    _refused_handshakes(rig.url, rig.server_public, 3)
+    (tmp_path / "authorized" / "bob.key").unlink()
+    assert rig.router.security.reload() is None
+    bob.request(protocol.encode_produce(2, "b.t", 0, 1), b"x")
+    # Then the router's counts say so, by code
+    assert rig.router.security.refusals() == {"notAuthorized": 4, "handshakeRefused": 3}
 
 
 def test_a_server_secret_key_others_may_read_is_refused_naming_its_mode_and_the_chmod(tmp_path):
