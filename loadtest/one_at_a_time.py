@@ -122,6 +122,7 @@ def main(argv=None) -> int:
                              "this machine")
     parser.add_argument("--json", type=Path, default=None, help="write every raw result here")
     args = parser.parse_args(argv)
+    redis_peer.require_redis_server()   # before a broker is started for nothing
     runs = {system: {key: [] for key, _ in MEASUREMENTS} for system in ("plinth", "redis")}
     with tempfile.TemporaryDirectory(prefix="plinth-one-") as work, \
             fresh_broker(args.serve or args.plinth, Path(work), *serve_args(args)) as (_, url), \

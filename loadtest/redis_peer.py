@@ -70,11 +70,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def require_redis_server() -> None:
+    """SystemExit saying how to install redis-server if it is not on PATH: a benchmark
+    calls it before it starts a broker, which would take a minute to start and stop."""
+    if shutil.which("redis-server") is None:
+        raise SystemExit("redis-server is not installed (Debian: apt-get install redis-server)")
+
+
 @contextmanager
 def redis_server(appendfsync: str = "always"):
     """A fresh redis-server on 127.0.0.1 in a temp dir; yields its port."""
-    if shutil.which("redis-server") is None:
-        raise SystemExit("redis-server is not installed (Debian: apt-get install redis-server)")
+    require_redis_server()
     directory = tempfile.mkdtemp(prefix="redis-peer-")
     port = free_port()
     proc = subprocess.Popen(
