@@ -65,7 +65,6 @@ def main() -> None:
                         help="run only this part (repeatable; default: all)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    redis_peer.require_redis_server()   # before a broker is started for nothing
     results = run(args.messages, args.e2e_messages, args.kills, peer=not args.no_peer,
                   parts=tuple(args.only or PARTS), retry_backoff_max_ms=args.retry_backoff_max_ms)
     print(json.dumps(results, indent=2) if args.json else format_results(results))
