@@ -73,7 +73,7 @@ def measure(url: str, records: int, value_bytes: int, partitions: int, rounds: i
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--broker", help="a running broker's URL (default: start a fresh one)")
     parser.add_argument("--plinth", default=shutil.which("plinth") or "plinth",
                         help="the plinth executable for the fresh broker")

@@ -28,7 +28,7 @@ def rss_mib() -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--broker", default=None)
     parser.add_argument("--topic", default=None, help="default: a fresh topic")
     parser.add_argument("--rounds", type=int, default=20)

@@ -155,7 +155,7 @@ def run(url: str, count: int, limit: int, repeats: int, budget_s: float, batch: 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", "--count", type=int, default=10_000,
                         help="topics, and groups, to create (default 10,000)")
     parser.add_argument("--limit", type=int, default=limits.ADMIN_LIST_PAGE_NAMES_DEFAULT,

@@ -81,7 +81,7 @@ def read_as_group(url: str, stop: threading.Event) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--plinth", default=shutil.which("plinth") or "plinth")
     parser.add_argument("--seconds", type=float, default=60.0, help="load before the shots")
     parser.add_argument("--out", type=Path, default=HERE / "screenshots")

@@ -101,7 +101,7 @@ def leader_direct_address(broker: str, topic: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--broker", default="tcp://127.0.0.1:7400")
     parser.add_argument("--topic", default="direct-vs-router")
     parser.add_argument("--records", type=int, default=600, help="per block")

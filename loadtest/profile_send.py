@@ -25,7 +25,7 @@ from plinth.errors import TopicExistsError
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--broker", default=None)
     parser.add_argument("--messages", type=int, default=500_000)
     parser.add_argument("--key-bytes", type=int, default=16)

@@ -621,7 +621,7 @@ def _run(args, rng, schedule, cluster, broker) -> RunReport:
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--duration-s", type=float, default=300)
     parser.add_argument("--faults", default=",".join(FAULTS_DEFAULT),

@@ -190,7 +190,7 @@ def verify(url: str, topic: str, acked: bytearray) -> tuple[int, int, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--fault-every-s", type=float, default=45)
     parser.add_argument("--seed", type=int, default=1)

@@ -235,7 +235,7 @@ def run_soak(args, work_dir: Path) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["reads", "soak"])
     parser.add_argument("--plinth", default=shutil.which("plinth") or "plinth")
     parser.add_argument("--work-dir", type=Path, default=None,

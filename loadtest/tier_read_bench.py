@@ -109,7 +109,7 @@ def row(name: str, result: tuple[int, int, float], hot_mb_s: float | None) -> st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--segment-mib", type=int, default=32)
     parser.add_argument("--batch-kib", type=int, default=64)

@@ -222,7 +222,7 @@ def print_table(rows: list[dict], args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--object-mib", type=int, default=64)
     parser.add_argument("--reads-file", type=int, default=400)
     parser.add_argument("--reads-s3", type=int, default=60)

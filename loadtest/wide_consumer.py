@@ -66,7 +66,7 @@ def run(broker: str, topic: str, partitions: int, records: int, idle_s: float) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--broker", default="tcp://127.0.0.1:7400")
     parser.add_argument("--topic", default=None, help="default: wide-<partitions>")
     parser.add_argument("--partitions", type=int, default=4096)
