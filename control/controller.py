@@ -2099,6 +2099,7 @@ class Controller:
                 f"copy holding every acknowledged record: {_partition_names(emptied)}; they "
                 f"would come back empty; pass --accept-data-loss to move it anyway")
         self._shards.kill(shard_id)
+        self._forget_sealed_copies(shard_id)
         self._metadata.shard_nodes[shard_id] = target.pin_resource
         self._save()   # pinned there from now on, whatever happens next
         self._shards.start([shard_id], self._metadata.shard_nodes)
@@ -2131,18 +2132,33 @@ class Controller:
 
     def _copies_elsewhere(self, shard_id: str) -> tuple[list[tuple[str, int]],
                                                          list[tuple[str, int]]]:
-        """The partitions ``shard_id`` holds a copy of, split: those another replica
-        holds in full (in sync or eligible: it holds every acknowledged record), which
-        a move rebuilds from it, and those no one else does (factor 1, or the others
-        are behind), which a move empties."""
+        """The partitions ``shard_id`` holds a copy of, split: those whose every range
+        it holds another shard holds in full too, and those of which some range no
+        other shard does (factor 1, or the other replicas are behind), which a move
+        empties. The first list has only those it is a current replica of, which a
+        move rebuilds from their leaders; a partition it holds only older (sealed)
+        ranges of, each held whole by another replica too, is in neither: its
+        copies there are forgotten (``_forget_sealed_copies``), and nothing is lost."""
         repairing, emptied = [], []
-        for spec in self._metadata.specs_by_shard().get(shard_id, []):
-            topic = self._metadata.topics[spec.topic]
-            record = topic.leadership.get(spec.partition) if not spec.sealed else None
-            holders = set(record.in_sync) | set(record.eligible) if record else set()
-            ref = (spec.topic, spec.partition)
-            (repairing if holders - {shard_id} else emptied).append(ref)
+        for name, topic in sorted(self._metadata.topics.items()):
+            for p in range(topic.partitions):
+                held = _ranges_held(topic, p, shard_id)
+                if not held:
+                    continue
+                if not all(others for others in held.values()):
+                    emptied.append((name, p))
+                elif held.get(_CURRENT_RANGE) is not None:
+                    repairing.append((name, p))
         return repairing, emptied
+
+    def _forget_sealed_copies(self, shard_id: str) -> None:
+        """Forget ``shard_id``'s copies of older (sealed) ranges that another replica
+        holds whole too, before it starts again on a new node's empty disk: reads of
+        them must go to those holders, and no follower would ever refill them (a
+        sealed range has no leader). The caller saves."""
+        for topic in self._metadata.topics.values():
+            for p in range(topic.partitions):
+                topic.forget_sealed_copy_on(p, shard_id)
 
     def _serving_on_alive_node(self, shard_id: str) -> bool:
         """The shard's node is alive and the shard answers a ping."""
@@ -2206,6 +2222,27 @@ class Controller:
 
 _OWN_NODES = (" (each on its own node; a server started with --allow-replicas-on-one-node "
               "lets copies share one)")
+
+
+_CURRENT_RANGE = -1   # _ranges_held's key for the range taking the writes
+
+
+def _ranges_held(topic: TopicMetadata, partition: int, shard_id: str) -> dict[int, set[str]]:
+    """The ranges of the partition ``shard_id`` holds a copy of (by start offset;
+    the current range as _CURRENT_RANGE), each with the other shards that hold every
+    acknowledged record of it: of a sealed range, its other holders (each held it
+    whole when it was sealed); of the current one, the other in-sync or eligible
+    replicas (a factor-1 owner has none)."""
+    ranges = topic.ranges_of(partition)
+    held = {r.start_offset: set(r.holders) - {shard_id}
+            for r in ranges[:-1] if shard_id in r.holders}
+    if topic.replicated:
+        record = topic.leadership[partition]
+        if shard_id in record.replicas:
+            held[_CURRENT_RANGE] = (set(record.in_sync) | set(record.eligible)) - {shard_id}
+    elif topic.placement[partition] == shard_id:
+        held[_CURRENT_RANGE] = set()
+    return held
 
 
 def _replicated_holders_to_ask(topic: TopicMetadata, partition: int) -> set[str]:
