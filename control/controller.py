@@ -1383,6 +1383,15 @@ class Controller:
                     asks.setdefault(s, (self._shards[s], []))[1].extend(sp.id for sp in specs)
         return _TopicStatsPlan(partitions, asks)
 
+    def _known_down(self) -> set[str]:
+        """The shards a query would not hear from (actor thread): silent at the last
+        leader check, not running, failed to start, or pinned to a node Ray lists
+        dead (a shard holding only sealed ranges is not pinged by leader checks)."""
+        alive_pins = {n.pin_resource for n in self._shards.nodes() if n.alive}
+        return self._silent | set(self._shards.failures) | \
+            {s for s in self._metadata.shards if s not in self._shards} | \
+            {s for s, pin in self._metadata.shard_nodes.items() if pin not in alive_pins}
+
     def _plan_describe(self, name: str) -> _DescribePlan:
         """Without the silent shards: a describe during a node's loss must not wait for
         the dead one when the leader checks already know it is."""
@@ -1399,8 +1408,9 @@ class Controller:
         specs = self._metadata.specs_by_shard([name])
         if not topic.replicated:
             return specs
+        down = self._known_down()
         asked = {(s, p) for p in range(topic.partitions)
-                 for s in _replicated_holders_to_ask(topic, p)}
+                 for s in _replicated_holders_to_ask(topic, p, down)}
         return {s: kept for s, shard_specs in specs.items()
                 if (kept := [sp for sp in shard_specs if (s, sp.partition) in asked])}
 
@@ -2245,24 +2255,30 @@ def _ranges_held(topic: TopicMetadata, partition: int, shard_id: str) -> dict[in
     return held
 
 
-def _replicated_holders_to_ask(topic: TopicMetadata, partition: int) -> set[str]:
+def _replicated_holders_to_ask(topic: TopicMetadata, partition: int,
+                               down: Collection[str] = ()) -> set[str]:
     """The shards a describe asks about a replicated partition: the leader, for the
     current range (none while offline), and for each older (sealed) range that no
-    shard asked holds, one of its holders, one outside the current replica set where
-    there is one: a current replica's log holds the current range too, which the
-    leader's answer counts already (without such a holder, that range's bytes are
-    counted twice). Without the sealed ranges' holders, a partition whose writes
-    moved (plinth shards add or remove) was described from its new leader alone:
-    its start offset that of the new range, its bytes that leader's."""
+    shard asked holds, one of its holders that is not known ``down``, one outside
+    the current replica set where there is one: a current replica's log holds the
+    current range too, which the leader's answer counts already (without such a
+    holder, that range's bytes are counted twice). Without the sealed ranges'
+    holders, a partition whose writes moved (plinth shards add or remove) was
+    described from its new leader alone: its start offset that of the new range,
+    its bytes that leader's. A holder down would not be asked at all (the plans
+    leave out silent shards): before 2026-12-06 the first one outside the replica
+    set was picked, down or not, and a lost node's range was left out, so the
+    partition showed a later start offset and a part of its bytes."""
     record = topic.leadership[partition]
     asked = {record.leader} if record.leader else set()
     replicas = set(record.replicas)
     for sealed in topic.ranges_of(partition)[:-1]:
         holders = sealed.holders
-        if not holders or asked & set(holders):   # tiered (no holder), or covered
+        if not holders or asked & (set(holders) - set(down)):   # tiered, or covered
             continue
-        outside = [h for h in holders if h not in replicas]
-        asked.add((outside or list(holders))[0])
+        up = [h for h in holders if h not in down] or list(holders)
+        outside = [h for h in up if h not in replicas]
+        asked.add((outside or up)[0])
     return asked
 
 
