@@ -1387,10 +1387,19 @@ class Controller:
         """The shards a query would not hear from (actor thread): silent at the last
         leader check, not running, failed to start, or pinned to a node Ray lists
         dead (a shard holding only sealed ranges is not pinged by leader checks)."""
-        alive_pins = {n.pin_resource for n in self._shards.nodes() if n.alive}
         return self._silent | set(self._shards.failures) | \
             {s for s in self._metadata.shards if s not in self._shards} | \
-            {s for s, pin in self._metadata.shard_nodes.items() if pin not in alive_pins}
+            set(self._shards_on_dead_nodes())
+
+    def _shards_on_dead_nodes(self) -> dict[str, str]:
+        """shard id -> the name of its node, of each shard pinned to a node that Ray
+        lists dead and not alive again (actor thread). A node Ray does not list at
+        all is not counted: its shards are not known down."""
+        nodes = self._shards.nodes()
+        alive = {n.pin_resource for n in nodes if n.alive}
+        dead = {n.pin_resource for n in nodes if not n.alive} - alive
+        return {s: placement.node_name(pin) for s, pin in self._metadata.shard_nodes.items()
+                if pin in dead}
 
     def _plan_describe(self, name: str) -> _DescribePlan:
         """Without the silent shards: a describe during a node's loss must not wait for
@@ -1479,7 +1488,7 @@ class Controller:
         (loadtest/console_scale.py). Until their partitions are open they are not in
         the metadata (no routing table, list or save has them), and their names are
         taken (``_creating``)."""
-        plan = self._on_actor_thread(self._plan_create, new_topics)
+        plan = self._on_actor_thread(self._plan_create, new_topics, self._shards_down())
         try:
             told = self._open_created(plan)
         except BaseException:
@@ -1492,10 +1501,42 @@ class Controller:
                      topic.partitions, topic.replication_factor)
         return infos
 
-    def _plan_create(self, new_topics: list[protocol.NewTopic]) -> _CreatePlan:
-        """The new topics' metadata and where to open their partitions; their names
-        taken until ``_finish_create`` or ``_forget_creating``. Actor thread."""
-        made = {t.name: self._new_topic(t.name, t.partitions, t.config, t.replication_factor)
+    def _shards_down(self) -> dict[str, str]:
+        """The shards taking writes that a create must not place a partition on, each
+        with why (change thread): not running, failed to start, or on a node Ray lists
+        dead, known at once; any other that does not answer a ping within
+        STATUS_CALL_TIMEOUT_S (stopped, hung, restarting). Before, a create placed on
+        such a shard waited CHANGE_SHARD_WAIT_S for it and failed, and its client's
+        retries failed so until their 30 s were out, replicated topics too."""
+        known, asks = self._on_actor_thread(self._plan_shards_down)
+        outcomes = wait_all({s: handle.address() for s, handle in asks.items()},
+                            limits.STATUS_CALL_TIMEOUT_S)
+        return known | {s: f"did not answer within {limits.STATUS_CALL_TIMEOUT_S:g} s "
+                           f"(stopped, busy, or restarting)"
+                        for s, outcome in outcomes.items() if isinstance(outcome, BrokerError)}
+
+    def _plan_shards_down(self) -> tuple[dict[str, str], dict[str, ShardHandle]]:
+        """The shards taking writes known down, each with why, and the handles of the
+        others, to ping (actor thread)."""
+        on_dead = self._shards_on_dead_nodes()
+        known = {}
+        for s in self._metadata.shards:
+            if s not in self._shards:
+                known[s] = "is not running"
+            elif s in self._shards.failures:
+                known[s] = "did not start"
+            elif s in on_dead:
+                known[s] = f"is on node {on_dead[s]}, which is dead"
+        return known, {s: self._shards[s] for s in self._metadata.shards
+                       if s not in known}
+
+    def _plan_create(self, new_topics: list[protocol.NewTopic],
+                     down: dict[str, str] | None = None) -> _CreatePlan:
+        """The new topics' metadata and where to open their partitions, never on a shard
+        ``down`` (shard id -> why); their names taken until ``_finish_create`` or
+        ``_forget_creating``. Actor thread."""
+        made = {t.name: self._new_topic(t.name, t.partitions, t.config, t.replication_factor,
+                                        down or {})
                 for t in self._checked_new_topics(new_topics)}
         self._creating.update(made)
         return _CreatePlan(made, {s: (self._shards[s], specs)
@@ -1683,15 +1724,26 @@ class Controller:
         return protocol.NewTopic(name, new.partitions, config, factor)
 
     def _new_topic(self, name: str, partitions: int, config: dict[str, str],
-                   factor: int) -> TopicMetadata:
+                   factor: int, down: dict[str, str] | None = None) -> TopicMetadata:
         """A new topic's metadata, with a new topic id (a topic created again under
-        the name of a deleted one is another topic: metadata.py)."""
+        the name of a deleted one is another topic: metadata.py). No partition is
+        placed on a shard ``down`` (shard id -> why): a replicated one's replicas are
+        the next shards in placement's order that are not down (as Kafka places new
+        partitions on live brokers; a set made so is left alone by later changes of
+        shards, rebalancer.py); a factor-1 one, whose shard is its hash's, cannot
+        avoid it: UnavailableError naming it, and what to do."""
         shard_ids, pins = self._metadata.shards, self._metadata.shard_nodes
+        down = down or {}
         topic_id = topics.new_topic_id()
         if factor == 1:
-            return TopicMetadata(partitions, config, placement.place_topic(name, partitions, shard_ids),
-                                 topic_id=topic_id)
-        replicas = [placement.replicas_for(name, p, shard_ids, pins, factor,
+            placed = placement.place_topic(name, partitions, shard_ids)
+            _refuse_placed_on_down(name, placed, down)
+            return TopicMetadata(partitions, config, placed, topic_id=topic_id)
+        up = [s for s in shard_ids if s not in down]
+        if down and self._copies_refused(factor, up):
+            raise UnavailableError(_too_few_up(name, factor, up, down, pins,
+                                               self._allow_replicas_on_one_node))
+        replicas = [placement.replicas_for(name, p, up, pins, factor,
                                            allow_same_node=self._allow_replicas_on_one_node)
                     for p in range(partitions)]
         epoch = self._metadata.controller_epoch
@@ -1725,11 +1777,11 @@ class Controller:
                 f"the server with --allow-replicas-on-one-node to allow it (testing)")
         return factor
 
-    def _copies_refused(self, factor: int) -> str | None:
-        """_TOO_FEW_SHARDS or _TOO_FEW_NODES if the shards taking writes cannot hold
-        ``factor`` copies of a partition, each on a shard of its own (and a node of its
-        own, unless replicas may share one); None if they can."""
-        shard_ids = self._metadata.shards
+    def _copies_refused(self, factor: int, shard_ids: list[str] | None = None) -> str | None:
+        """_TOO_FEW_SHARDS or _TOO_FEW_NODES if ``shard_ids`` (None: the shards taking
+        writes) cannot hold ``factor`` copies of a partition, each on a shard of its
+        own (and a node of its own, unless replicas may share one); None if they can."""
+        shard_ids = self._metadata.shards if shard_ids is None else shard_ids
         if factor > len(shard_ids):
             return _TOO_FEW_SHARDS
         nodes = placement.distinct_nodes(shard_ids, self._metadata.shard_nodes)
@@ -2235,6 +2287,40 @@ _OWN_NODES = (" (each on its own node; a server started with --allow-replicas-on
 
 
 _CURRENT_RANGE = -1   # _ranges_held's key for the range taking the writes
+
+_DOWN_REMEDY = ("retry once it answers (plinth status shows the shards up or DOWN), or, if "
+                "its node is lost for good, re-create it on an alive node first (plinth "
+                "shards move SHARD --node NODE)")
+
+
+def _refuse_placed_on_down(name: str, placed: list[str], down: dict[str, str]) -> None:
+    """UnavailableError if a factor-1 topic's partitions (``placed``: each one's shard)
+    go to a shard ``down`` (shard id -> why): the hash gives each partition its one
+    shard, and a partition put elsewhere would move at the next change of shards."""
+    hit = sorted({s for s in placed if s in down})
+    if not hit:
+        return
+    partitions = [p for p, s in enumerate(placed) if s in down]
+    why = "; ".join(f"{s} {down[s]}" for s in hit)
+    raise UnavailableError(
+        f"topic {name!r} was not created: {counted(len(partitions), 'partition')} of it "
+        f"({', '.join(map(str, partitions[:8]))}{', ...' if len(partitions) > 8 else ''}) "
+        f"would be on {', '.join(hit)}, which {'is' if len(hit) == 1 else 'are'} down "
+        f"({why}), and a partition of one copy has no other shard to go to; "
+        f"{_DOWN_REMEDY}; or create it with a replication factor of 2 or more, whose "
+        f"replicas go to the shards that answer")
+
+
+def _too_few_up(name: str, factor: int, up: list[str], down: dict[str, str],
+                pins: dict[str, str], same_node_allowed: bool) -> str:
+    """Why a replicated topic cannot be placed on the shards ``up`` alone."""
+    nodes = placement.distinct_nodes(up, pins)
+    room = len(up) if same_node_allowed else min(len(up), nodes)
+    why = "; ".join(f"{s} {down[s]}" for s in sorted(down))
+    return (f"topic {name!r} was not created: replication factor {factor} needs {factor} "
+            f"shards that answer{'' if same_node_allowed else ', each on its own node'}, and "
+            f"with {', '.join(sorted(down))} down ({why}) the {counted(len(up), 'shard')} "
+            f"that answer on {counted(nodes, 'node')} hold {room}; {_DOWN_REMEDY}")
 
 
 def _ranges_held(topic: TopicMetadata, partition: int, shard_id: str) -> dict[int, set[str]]:
