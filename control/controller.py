@@ -1377,8 +1377,9 @@ class Controller:
         names the first unknown topic."""
         partitions = {name: self._topic(name).partitions for name in names}
         asks: dict[str, tuple[ShardHandle, list[PartitionId]]] = {}
+        down = self._known_down()   # once: it asks Ray for its nodes
         for name in dict.fromkeys(names):
-            for s, specs in self._specs_to_ask(name, self._metadata.topics[name]).items():
+            for s, specs in self._specs_to_ask(name, self._metadata.topics[name], down).items():
                 if s not in self._silent and s in self._shards:
                     asks.setdefault(s, (self._shards[s], []))[1].extend(sp.id for sp in specs)
         return _TopicStatsPlan(partitions, asks)
@@ -1406,18 +1407,19 @@ class Controller:
         the dead one when the leader checks already know it is."""
         info = self._topic_info(name)
         topic = self._metadata.topics[name]
-        specs = self._specs_to_ask(name, topic)
+        specs = self._specs_to_ask(name, topic, self._known_down())
         return _DescribePlan(info, topic, {s: (self._shards[s], [sp.id for sp in specs[s]])
                                            for s in specs if s not in self._silent})
 
-    def _specs_to_ask(self, name: str, topic: TopicMetadata) -> dict[str, list]:
+    def _specs_to_ask(self, name: str, topic: TopicMetadata,
+                      down: Collection[str]) -> dict[str, list]:
         """shard id -> the partitions to ask it about: every range's holder, but of a
-        replicated partition only one shard per range (``_replicated_holders_to_ask``):
-        its replicas hold the same records."""
+        replicated partition only one shard per range (``_replicated_holders_to_ask``),
+        one not ``down`` (``_known_down``) where it can: its replicas hold the same
+        records."""
         specs = self._metadata.specs_by_shard([name])
         if not topic.replicated:
             return specs
-        down = self._known_down()
         asked = {(s, p) for p in range(topic.partitions)
                  for s in _replicated_holders_to_ask(topic, p, down)}
         return {s: kept for s, shard_specs in specs.items()
