@@ -1388,30 +1388,51 @@ class Controller:
         names the first unknown topic."""
         partitions = {name: self._topic(name).partitions for name in names}
         asks: dict[str, tuple[ShardHandle, list[PartitionId]]] = {}
+        down = self._known_down()   # once: it asks Ray for its nodes
         for name in dict.fromkeys(names):
-            for s, specs in self._specs_to_ask(name, self._metadata.topics[name]).items():
+            for s, specs in self._specs_to_ask(name, self._metadata.topics[name], down).items():
                 if s not in self._silent and s in self._shards:
                     asks.setdefault(s, (self._shards[s], []))[1].extend(sp.id for sp in specs)
         return _TopicStatsPlan(partitions, asks)
+
+    def _known_down(self) -> set[str]:
+        """The shards a query would not hear from (actor thread): silent at the last
+        leader check, not running, failed to start, or pinned to a node Ray lists
+        dead (a shard holding only sealed ranges is not pinged by leader checks)."""
+        return self._silent | set(self._shards.failures) | \
+            {s for s in self._metadata.shards if s not in self._shards} | \
+            set(self._shards_on_dead_nodes())
+
+    def _shards_on_dead_nodes(self) -> dict[str, str]:
+        """shard id -> the name of its node, of each shard pinned to a node that Ray
+        lists dead and not alive again (actor thread). A node Ray does not list at
+        all is not counted: its shards are not known down."""
+        nodes = self._shards.nodes()
+        alive = {n.pin_resource for n in nodes if n.alive}
+        dead = {n.pin_resource for n in nodes if not n.alive} - alive
+        return {s: placement.node_name(pin) for s, pin in self._metadata.shard_nodes.items()
+                if pin in dead}
 
     def _plan_describe(self, name: str) -> _DescribePlan:
         """Without the silent shards: a describe during a node's loss must not wait for
         the dead one when the leader checks already know it is."""
         info = self._topic_info(name)
         topic = self._metadata.topics[name]
-        specs = self._specs_to_ask(name, topic)
+        specs = self._specs_to_ask(name, topic, self._known_down())
         return _DescribePlan(info, topic, {s: (self._shards[s], [sp.id for sp in specs[s]])
                                            for s in specs if s not in self._silent})
 
-    def _specs_to_ask(self, name: str, topic: TopicMetadata) -> dict[str, list]:
+    def _specs_to_ask(self, name: str, topic: TopicMetadata,
+                      down: Collection[str]) -> dict[str, list]:
         """shard id -> the partitions to ask it about: every range's holder, but of a
-        replicated partition only one shard per range (``_replicated_holders_to_ask``):
-        its replicas hold the same records."""
+        replicated partition only one shard per range (``_replicated_holders_to_ask``),
+        one not ``down`` (``_known_down``) where it can: its replicas hold the same
+        records."""
         specs = self._metadata.specs_by_shard([name])
         if not topic.replicated:
             return specs
         asked = {(s, p) for p in range(topic.partitions)
-                 for s in _replicated_holders_to_ask(topic, p)}
+                 for s in _replicated_holders_to_ask(topic, p, down)}
         return {s: kept for s, shard_specs in specs.items()
                 if (kept := [sp for sp in shard_specs if (s, sp.partition) in asked])}
 
@@ -1480,7 +1501,7 @@ class Controller:
         (loadtest/console_scale.py). Until their partitions are open they are not in
         the metadata (no routing table, list or save has them), and their names are
         taken (``_creating``)."""
-        plan = self._on_actor_thread(self._plan_create, new_topics)
+        plan = self._on_actor_thread(self._plan_create, new_topics, self._shards_down())
         try:
             told = self._open_created(plan)
         except BaseException:
@@ -1493,10 +1514,42 @@ class Controller:
                      topic.partitions, topic.replication_factor)
         return infos
 
-    def _plan_create(self, new_topics: list[protocol.NewTopic]) -> _CreatePlan:
-        """The new topics' metadata and where to open their partitions; their names
-        taken until ``_finish_create`` or ``_forget_creating``. Actor thread."""
-        made = {t.name: self._new_topic(t.name, t.partitions, t.config, t.replication_factor)
+    def _shards_down(self) -> dict[str, str]:
+        """The shards taking writes that a create must not place a partition on, each
+        with why (change thread): not running, failed to start, or on a node Ray lists
+        dead, known at once; any other that does not answer a ping within
+        STATUS_CALL_TIMEOUT_S (stopped, hung, restarting). Before, a create placed on
+        such a shard waited CHANGE_SHARD_WAIT_S for it and failed, and its client's
+        retries failed so until their 30 s were out, replicated topics too."""
+        known, asks = self._on_actor_thread(self._plan_shards_down)
+        outcomes = wait_all({s: handle.address() for s, handle in asks.items()},
+                            limits.STATUS_CALL_TIMEOUT_S)
+        return known | {s: f"did not answer within {limits.STATUS_CALL_TIMEOUT_S:g} s "
+                           f"(stopped, busy, or restarting)"
+                        for s, outcome in outcomes.items() if isinstance(outcome, BrokerError)}
+
+    def _plan_shards_down(self) -> tuple[dict[str, str], dict[str, ShardHandle]]:
+        """The shards taking writes known down, each with why, and the handles of the
+        others, to ping (actor thread)."""
+        on_dead = self._shards_on_dead_nodes()
+        known = {}
+        for s in self._metadata.shards:
+            if s not in self._shards:
+                known[s] = "is not running"
+            elif s in self._shards.failures:
+                known[s] = "did not start"
+            elif s in on_dead:
+                known[s] = f"is on node {on_dead[s]}, which is dead"
+        return known, {s: self._shards[s] for s in self._metadata.shards
+                       if s not in known}
+
+    def _plan_create(self, new_topics: list[protocol.NewTopic],
+                     down: dict[str, str] | None = None) -> _CreatePlan:
+        """The new topics' metadata and where to open their partitions, never on a shard
+        ``down`` (shard id -> why); their names taken until ``_finish_create`` or
+        ``_forget_creating``. Actor thread."""
+        made = {t.name: self._new_topic(t.name, t.partitions, t.config, t.replication_factor,
+                                        down or {})
                 for t in self._checked_new_topics(new_topics)}
         self._creating.update(made)
         return _CreatePlan(made, {s: (self._shards[s], specs)
@@ -1684,15 +1737,26 @@ class Controller:
         return protocol.NewTopic(name, new.partitions, config, factor)
 
     def _new_topic(self, name: str, partitions: int, config: dict[str, str],
-                   factor: int) -> TopicMetadata:
+                   factor: int, down: dict[str, str] | None = None) -> TopicMetadata:
         """A new topic's metadata, with a new topic id (a topic created again under
-        the name of a deleted one is another topic: metadata.py)."""
+        the name of a deleted one is another topic: metadata.py). No partition is
+        placed on a shard ``down`` (shard id -> why): a replicated one's replicas are
+        the next shards in placement's order that are not down (as Kafka places new
+        partitions on live brokers; a set made so is left alone by later changes of
+        shards, rebalancer.py); a factor-1 one, whose shard is its hash's, cannot
+        avoid it: UnavailableError naming it, and what to do."""
         shard_ids, pins = self._metadata.shards, self._metadata.shard_nodes
+        down = down or {}
         topic_id = topics.new_topic_id()
         if factor == 1:
-            return TopicMetadata(partitions, config, placement.place_topic(name, partitions, shard_ids),
-                                 topic_id=topic_id)
-        replicas = [placement.replicas_for(name, p, shard_ids, pins, factor,
+            placed = placement.place_topic(name, partitions, shard_ids)
+            _refuse_placed_on_down(name, placed, down)
+            return TopicMetadata(partitions, config, placed, topic_id=topic_id)
+        up = [s for s in shard_ids if s not in down]
+        if down and self._copies_refused(factor, up):
+            raise UnavailableError(_too_few_up(name, factor, up, down, pins,
+                                               self._allow_replicas_on_one_node))
+        replicas = [placement.replicas_for(name, p, up, pins, factor,
                                            allow_same_node=self._allow_replicas_on_one_node)
                     for p in range(partitions)]
         epoch = self._metadata.controller_epoch
@@ -1726,11 +1790,11 @@ class Controller:
                 f"the server with --allow-replicas-on-one-node to allow it (testing)")
         return factor
 
-    def _copies_refused(self, factor: int) -> str | None:
-        """_TOO_FEW_SHARDS or _TOO_FEW_NODES if the shards taking writes cannot hold
-        ``factor`` copies of a partition, each on a shard of its own (and a node of its
-        own, unless replicas may share one); None if they can."""
-        shard_ids = self._metadata.shards
+    def _copies_refused(self, factor: int, shard_ids: list[str] | None = None) -> str | None:
+        """_TOO_FEW_SHARDS or _TOO_FEW_NODES if ``shard_ids`` (None: the shards taking
+        writes) cannot hold ``factor`` copies of a partition, each on a shard of its
+        own (and a node of its own, unless replicas may share one); None if they can."""
+        shard_ids = self._metadata.shards if shard_ids is None else shard_ids
         if factor > len(shard_ids):
             return _TOO_FEW_SHARDS
         nodes = placement.distinct_nodes(shard_ids, self._metadata.shard_nodes)
@@ -2110,6 +2174,7 @@ class Controller:
                 f"copy holding every acknowledged record: {_partition_names(emptied)}; they "
                 f"would come back empty; pass --accept-data-loss to move it anyway")
         self._shards.kill(shard_id)
+        self._forget_sealed_copies(shard_id)
         self._metadata.shard_nodes[shard_id] = target.pin_resource
         self._save()   # pinned there from now on, whatever happens next
         self._shards.start([shard_id], self._metadata.shard_nodes)
@@ -2142,18 +2207,33 @@ class Controller:
 
     def _copies_elsewhere(self, shard_id: str) -> tuple[list[tuple[str, int]],
                                                          list[tuple[str, int]]]:
-        """The partitions ``shard_id`` holds a copy of, split: those another replica
-        holds in full (in sync or eligible: it holds every acknowledged record), which
-        a move rebuilds from it, and those no one else does (factor 1, or the others
-        are behind), which a move empties."""
+        """The partitions ``shard_id`` holds a copy of, split: those whose every range
+        it holds another shard holds in full too, and those of which some range no
+        other shard does (factor 1, or the other replicas are behind), which a move
+        empties. The first list has only those it is a current replica of, which a
+        move rebuilds from their leaders; a partition it holds only older (sealed)
+        ranges of, each held whole by another replica too, is in neither: its
+        copies there are forgotten (``_forget_sealed_copies``), and nothing is lost."""
         repairing, emptied = [], []
-        for spec in self._metadata.specs_by_shard().get(shard_id, []):
-            topic = self._metadata.topics[spec.topic]
-            record = topic.leadership.get(spec.partition) if not spec.sealed else None
-            holders = set(record.in_sync) | set(record.eligible) if record else set()
-            ref = (spec.topic, spec.partition)
-            (repairing if holders - {shard_id} else emptied).append(ref)
+        for name, topic in sorted(self._metadata.topics.items()):
+            for p in range(topic.partitions):
+                held = _ranges_held(topic, p, shard_id)
+                if not held:
+                    continue
+                if not all(others for others in held.values()):
+                    emptied.append((name, p))
+                elif held.get(_CURRENT_RANGE) is not None:
+                    repairing.append((name, p))
         return repairing, emptied
+
+    def _forget_sealed_copies(self, shard_id: str) -> None:
+        """Forget ``shard_id``'s copies of older (sealed) ranges that another replica
+        holds whole too, before it starts again on a new node's empty disk: reads of
+        them must go to those holders, and no follower would ever refill them (a
+        sealed range has no leader). The caller saves."""
+        for topic in self._metadata.topics.values():
+            for p in range(topic.partitions):
+                topic.forget_sealed_copy_on(p, shard_id)
 
     def _serving_on_alive_node(self, shard_id: str) -> bool:
         """The shard's node is alive and the shard answers a ping."""
@@ -2219,24 +2299,85 @@ _OWN_NODES = (" (each on its own node; a server started with --allow-replicas-on
               "lets copies share one)")
 
 
-def _replicated_holders_to_ask(topic: TopicMetadata, partition: int) -> set[str]:
+_CURRENT_RANGE = -1   # _ranges_held's key for the range taking the writes
+
+_DOWN_REMEDY = ("retry once it answers (plinth status shows the shards up or DOWN), or, if "
+                "its node is lost for good, re-create it on an alive node first (plinth "
+                "shards move SHARD --node NODE)")
+
+
+def _refuse_placed_on_down(name: str, placed: list[str], down: dict[str, str]) -> None:
+    """UnavailableError if a factor-1 topic's partitions (``placed``: each one's shard)
+    go to a shard ``down`` (shard id -> why): the hash gives each partition its one
+    shard, and a partition put elsewhere would move at the next change of shards."""
+    hit = sorted({s for s in placed if s in down})
+    if not hit:
+        return
+    partitions = [p for p, s in enumerate(placed) if s in down]
+    why = "; ".join(f"{s} {down[s]}" for s in hit)
+    raise UnavailableError(
+        f"topic {name!r} was not created: {counted(len(partitions), 'partition')} of it "
+        f"({', '.join(map(str, partitions[:8]))}{', ...' if len(partitions) > 8 else ''}) "
+        f"would be on {', '.join(hit)}, which {'is' if len(hit) == 1 else 'are'} down "
+        f"({why}), and a partition of one copy has no other shard to go to; "
+        f"{_DOWN_REMEDY}; or create it with a replication factor of 2 or more, whose "
+        f"replicas go to the shards that answer")
+
+
+def _too_few_up(name: str, factor: int, up: list[str], down: dict[str, str],
+                pins: dict[str, str], same_node_allowed: bool) -> str:
+    """Why a replicated topic cannot be placed on the shards ``up`` alone."""
+    nodes = placement.distinct_nodes(up, pins)
+    room = len(up) if same_node_allowed else min(len(up), nodes)
+    why = "; ".join(f"{s} {down[s]}" for s in sorted(down))
+    return (f"topic {name!r} was not created: replication factor {factor} needs {factor} "
+            f"shards that answer{'' if same_node_allowed else ', each on its own node'}, and "
+            f"with {', '.join(sorted(down))} down ({why}) the {counted(len(up), 'shard')} "
+            f"that answer on {counted(nodes, 'node')} hold {room}; {_DOWN_REMEDY}")
+
+
+def _ranges_held(topic: TopicMetadata, partition: int, shard_id: str) -> dict[int, set[str]]:
+    """The ranges of the partition ``shard_id`` holds a copy of (by start offset;
+    the current range as _CURRENT_RANGE), each with the other shards that hold every
+    acknowledged record of it: of a sealed range, its other holders (each held it
+    whole when it was sealed); of the current one, the other in-sync or eligible
+    replicas (a factor-1 owner has none)."""
+    ranges = topic.ranges_of(partition)
+    held = {r.start_offset: set(r.holders) - {shard_id}
+            for r in ranges[:-1] if shard_id in r.holders}
+    if topic.replicated:
+        record = topic.leadership[partition]
+        if shard_id in record.replicas:
+            held[_CURRENT_RANGE] = (set(record.in_sync) | set(record.eligible)) - {shard_id}
+    elif topic.placement[partition] == shard_id:
+        held[_CURRENT_RANGE] = set()
+    return held
+
+
+def _replicated_holders_to_ask(topic: TopicMetadata, partition: int,
+                               down: Collection[str] = ()) -> set[str]:
     """The shards a describe asks about a replicated partition: the leader, for the
     current range (none while offline), and for each older (sealed) range that no
-    shard asked holds, one of its holders, one outside the current replica set where
-    there is one: a current replica's log holds the current range too, which the
-    leader's answer counts already (without such a holder, that range's bytes are
-    counted twice). Without the sealed ranges' holders, a partition whose writes
-    moved (plinth shards add or remove) was described from its new leader alone:
-    its start offset that of the new range, its bytes that leader's."""
+    shard asked holds, one of its holders that is not known ``down``, one outside
+    the current replica set where there is one: a current replica's log holds the
+    current range too, which the leader's answer counts already (without such a
+    holder, that range's bytes are counted twice). Without the sealed ranges'
+    holders, a partition whose writes moved (plinth shards add or remove) was
+    described from its new leader alone: its start offset that of the new range,
+    its bytes that leader's. A holder down would not be asked at all (the plans
+    leave out silent shards): before 2026-12-06 the first one outside the replica
+    set was picked, down or not, and a lost node's range was left out, so the
+    partition showed a later start offset and a part of its bytes."""
     record = topic.leadership[partition]
     asked = {record.leader} if record.leader else set()
     replicas = set(record.replicas)
     for sealed in topic.ranges_of(partition)[:-1]:
         holders = sealed.holders
-        if not holders or asked & set(holders):   # tiered (no holder), or covered
+        if not holders or asked & (set(holders) - set(down)):   # tiered, or covered
             continue
-        outside = [h for h in holders if h not in replicas]
-        asked.add((outside or list(holders))[0])
+        up = [h for h in holders if h not in down] or list(holders)
+        outside = [h for h in up if h not in replicas]
+        asked.add((outside or up)[0])
     return asked
 
 

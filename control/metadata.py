@@ -206,6 +206,19 @@ class TopicMetadata:
                             shard_range(r.start_offset, holders[0], r.replicas and holders))
         self.ranges[partition] = kept
 
+    def forget_sealed_copy_on(self, partition: int, shard_id: str) -> None:
+        """``shard_id`` no longer holds the partition's older (sealed) ranges that
+        another shard holds too (its disk was lost: ``plinth shards move``); a range
+        it alone holds stays, served empty, as it is all the partition has of it.
+        The current range is the leadership record's, and stays."""
+        ranges = self.ranges_of(partition)
+        kept = [shard_range(r.start_offset, holders[0], r.replicas and holders)
+                if shard_id in r.holders and (holders := tuple(s for s in r.holders
+                                                               if s != shard_id)) else r
+                for r in ranges[:-1]]
+        if kept != ranges[:-1]:
+            self.ranges[partition] = kept + ranges[-1:]
+
     def tier_ranges_on(self, partition: int, shard_id: str) -> None:
         """``shard_id`` no longer serves the partition's older ranges: each of its ranges
         is in object storage (control/rebalancer.py checked), where the owner reads it.

@@ -2,7 +2,9 @@
 need is stopped (SIGSTOP: alive by Ray, answering nothing): each change waits for the
 shard on the controller's CHANGE_GROUP thread, so the calls of the actor thread (the
 routing table, leader checks, in-sync changes) are answered meanwhile; the changes
-still run one at a time, and a change not finished is not visible. Nor does a shard's
+still run one at a time, and a change not finished is not visible; a create, though,
+first pings the shards and is refused at once when one it needs does not answer
+(STATUS_CALL_TIMEOUT_S). Nor does a shard's
 restart: the others are told its new address without a long wait for a stopped one.
 Uses the session's Ray (tests/conftest.py); each test continues and ends what it
 stopped and started."""
@@ -13,6 +15,7 @@ import concurrent.futures
 import json
 import os
 import signal
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,7 +24,7 @@ import pytest
 from plinth import limits, protocol
 from plinth.control import placement
 from plinth.control.controller_handle import ControllerHandle
-from plinth.errors import RequestTimedOutError, TopicExistsError
+from plinth.errors import RequestTimedOutError, TopicExistsError, UnavailableError
 from plinth.shards.shard_handle import ShardHandle
 from tests.shard_processes import shard_pids
 from tests.support import wait_until
@@ -104,16 +107,6 @@ def routing_within(controller: ControllerHandle, timeout_s: float):
     return controller._call(lambda actor: actor.routing.remote(None), "routing", timeout_s)
 
 
-def topic_being_created(controller: ControllerHandle, name: str) -> bool:
-    """Whether a create of ``name`` has begun and not finished (validate_new_topics,
-    an actor-thread call, names it as being created)."""
-    try:
-        controller.validate_new_topics([protocol.NewTopic(name, 1, {})])
-    except TopicExistsError as exc:
-        return "being created" in str(exc)
-    return False
-
-
 def test_a_delete_waiting_for_a_stopped_shard_holds_up_no_routing_table_or_leader_check(
         controller):
     # Given a topic with a partition on each shard
@@ -130,23 +123,29 @@ def test_a_delete_waiting_for_a_stopped_shard_holds_up_no_routing_table_or_leade
     assert [t.name for t in controller.list_topics()] == []
 
 
-def test_a_create_waiting_for_a_stopped_shard_is_invisible_until_it_finishes(controller):
-    pool = concurrent.futures.ThreadPoolExecutor(1)
-    try:
-        new = name_on_both_shards("new", range(2))
-        with stopped(controller, "shard-1"):
-            # When a topic with a partition on each shard is created while shard-1 is stopped
-            creating = pool.submit(controller.create_topic, new, 2, {})
-            wait_until(lambda: topic_being_created(controller, new), timeout_s=CHANGE_WAIT_S)
-            # Then the routing table is answered meanwhile, without the topic
-            assert new not in controller.routing().owners
-            assert [t.name for t in controller.list_topics()] == []
-            assert not creating.done(), "the create did not wait for the stopped shard"
-        # And once shard-1 runs again, it is created and routed
-        assert creating.result(timeout=CHANGE_WAIT_S).partitions == 2
-        assert len(controller.routing().owners[new]) == 2
-    finally:
-        pool.shutdown()
+def test_a_create_placed_on_a_stopped_shard_is_refused_within_the_status_wait_naming_it(
+        controller):
+    # Given a topic name with a partition on each shard (factor 1: one node)
+    new = name_on_both_shards("new", range(2))
+    with stopped(controller, "shard-1"):
+        # When it is created while shard-1 answers nothing
+        # Then it is refused once shard-1 missed a ping of STATUS_CALL_TIMEOUT_S, not
+        # after the change's CHANGE_SHARD_WAIT_S, naming the shard, why, and what to do
+        started_s = time.monotonic()
+        with pytest.raises(UnavailableError,
+                           match=rf"topic '{new}' was not created: 1 partition of it \(1\) "
+                                 rf"would be on shard-1, which is down \(shard-1 did not "
+                                 rf"answer within {limits.STATUS_CALL_TIMEOUT_S:g} s.*plinth "
+                                 rf"shards move"):
+            controller.create_topic(new, 2, {})
+        assert time.monotonic() - started_s < limits.CHANGE_SHARD_WAIT_S
+        # And the routing table and the list are answered, without it
+        assert new not in controller.routing().owners
+        assert [t.name for t in controller.list_topics()] == []
+    # And no shard opened a partition of it; once shard-1 runs again, it is created
+    assert topic_ids_on_shards(controller, new) == {}
+    assert controller.create_topic(new, 2, {}).partitions == 2
+    assert len(controller.routing().owners[new]) == 2
 
 
 def test_a_delete_and_a_create_of_the_same_name_queued_behind_a_stopped_shard_run_in_order(
@@ -237,23 +236,6 @@ def test_a_restarted_shard_is_routed_at_once_while_another_shard_is_stopped(cont
     assert new_address.startswith("tcp://127.0.0.1:")
     assert all(a.startswith("tcp://127.0.0.1:")
                for a in controller.routing().shard_addresses.values())
-
-
-def test_a_create_a_stopped_shard_does_not_answer_is_refused_naming_it_and_leaves_nothing(
-        controller):
-    # Given a topic name with a partition on each shard
-    new = name_on_both_shards("new", range(2))
-    with stopped(controller, "shard-1"):
-        # When it is created while shard-1 answers nothing
-        # Then the controller refuses it within its bound, naming the shard and the call
-        with pytest.raises(RequestTimedOutError,
-                           match=rf"topics \['{new}'\] were not created: shard-1 did not "
-                                 rf"answer open_partitions within {limits.CHANGE_SHARD_WAIT_S}"):
-            controller.create_topic(new, 2, {})
-        assert new not in controller.routing().owners
-    # And once shard-1 runs again, the open it had queued is undone: no shard keeps the
-    # partitions of a topic that does not exist
-    wait_until(lambda: topic_ids_on_shards(controller, new) == {}, timeout_s=CHANGE_WAIT_S)
 
 
 def test_an_alter_a_stopped_shard_does_not_answer_is_saved_and_reaches_it_when_it_runs(

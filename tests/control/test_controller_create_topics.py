@@ -4,6 +4,9 @@ all of them to a shard that missed a push. Without Ray (broker_without_ray.py)."
 
 from __future__ import annotations
 
+import dataclasses
+import time
+
 import pytest
 import ray.exceptions
 
@@ -13,6 +16,7 @@ from plinth.errors import (InvalidConfigError, InvalidReplicationFactorError, In
                            TopicExistsError, UnavailableError)
 from plinth.protocol import NewTopic
 from tests.control.broker_without_ray import TWO
+from tests.control.test_controller_move_shard import named_nodes
 
 
 def test_created_topics_are_opened_saved_and_counted_on_every_shard_in_the_order_given(brokers):
@@ -183,3 +187,83 @@ def test_a_create_on_a_full_disk_is_a_storage_error_naming_the_file_and_creates_
     # And the topic does not exist, and none of its directories is left on a shard
     assert [i.name for i in broker.controller.list_topics()] == ["orders"]
     assert not list((broker.data_dir / "shards").glob("*/g-*"))
+
+
+# --- Shards down at a create (a lost node, a stopped shard) -----------------------------
+
+def four_shards_one_lost(brokers, lose_node: bool = True):
+    """Shards 0..3 on nodes a..d; shard-3 is down: its process stopped, and with
+    ``lose_node`` its node d listed dead, as Ray lists a lost node."""
+    nodes = named_nodes("abcd")
+    broker = brokers(4, nodes=nodes)
+    assert broker.metadata_on_disk().shard_nodes["shard-3"] == "plinth-node:d"
+    broker.shards.handles["shard-3"].stop()
+    if lose_node:
+        nodes[3] = dataclasses.replace(nodes[3], alive=False)
+    return broker
+
+
+FOUR = ["shard-0", "shard-1", "shard-2", "shard-3"]
+
+
+@pytest.mark.parametrize("lose_node", [True, False], ids=["node lost", "shard stopped"])
+def test_a_replicated_topic_created_while_a_shard_is_down_is_placed_on_the_shards_that_answer(
+        brokers, lose_node):
+    # Given four shards on four nodes, shard-3 down (its node lost, or it stopped)
+    broker = four_shards_one_lost(brokers, lose_node)
+    # When a factor-3 topic is created, some of whose partitions placement would give
+    # shard-3 a replica of
+    hashed = [placement.replicas_for("t", p, FOUR, {}, 3) for p in range(8)]
+    assert any("shard-3" in r for r in hashed)
+    broker.controller.create_topic("t", 8, {}, 3)
+    # Then every partition's replicas and leader are shards that answer, each in sync,
+    # those placement gave no replica on shard-3 exactly as it gave them
+    topic = broker.metadata_on_disk().topics["t"]
+    for p in range(8):
+        record = topic.leadership[p]
+        assert "shard-3" not in record.replicas and len(set(record.replicas)) == 3
+        assert record.leader == record.replicas[0] and record.in_sync == record.replicas
+        if "shard-3" not in hashed[p]:
+            assert record.replicas == hashed[p]
+    # And a partition moved off shard-3 takes acks=all writes
+    moved = next(p for p in range(8) if "shard-3" in hashed[p])
+    assert broker.produce("t", moved, [b"x"], acks=-1) == 0
+
+
+def test_a_factor_1_topic_placed_on_a_lost_shard_is_refused_at_once_naming_it_and_the_remedy(
+        brokers):
+    # Given four shards on four nodes, shard-3's node lost
+    broker = four_shards_one_lost(brokers)
+    on_lost = [p for p, s in enumerate(placement.place_topic("plain", 8, FOUR)) if s == "shard-3"]
+    assert on_lost
+    # When a factor-1 topic is created, some of whose partitions hash to shard-3
+    # Then it is refused without waiting for the shard, naming it, its node and what to do
+    started_s = time.monotonic()
+    with pytest.raises(UnavailableError, match=f"topic 'plain' was not created: .*{on_lost[0]}.*"
+                                               "on shard-3, which is down \\(shard-3 is on node d, "
+                                               "which is dead\\).*plinth shards move.*replication "
+                                               "factor of 2 or more"):
+        broker.controller.create_topic("plain", 8, {}, 1)
+    assert time.monotonic() - started_s < limits.STATUS_CALL_TIMEOUT_S
+    # And nothing was created
+    assert "plain" not in broker.metadata_on_disk().topics
+    assert all(pid.topic != "plain" for s in FOUR[:3] for pid in broker.manifest(s).partitions)
+
+
+def test_a_replicated_topic_too_wide_for_the_shards_that_answer_is_refused_naming_the_down_one(
+        brokers):
+    # Given three shards on three nodes, shard-2's node lost
+    nodes = named_nodes("abc")
+    broker = brokers(3, nodes=nodes)
+    broker.shards.handles["shard-2"].stop()
+    nodes[2] = dataclasses.replace(nodes[2], alive=False)
+    # When a factor-3 topic is created, Then it is refused at once: two shards answer
+    with pytest.raises(UnavailableError, match="topic 't' was not created: replication factor 3 "
+                                               "needs 3 shards that answer, each on its own node, "
+                                               "and with shard-2 down .* hold 2; .*plinth shards "
+                                               "move"):
+        broker.controller.create_topic("t", 2, {}, 3)
+    # And a factor-2 topic is placed on the two that answer
+    broker.controller.create_topic("t2", 2, {}, 2)
+    assert all(set(r.replicas) == {"shard-0", "shard-1"}
+               for r in broker.metadata_on_disk().topics["t2"].leadership.values())

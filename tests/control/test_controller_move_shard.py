@@ -13,26 +13,41 @@ import shutil
 import pytest
 
 from plinth.control import nodes as control_nodes
+from plinth.control import placement
 from plinth.control.nodes import Node
 from plinth.topics import OFFSETS_TOPIC
 from plinth.errors import InvalidConfigError
 from plinth.shards.shard_handle import PartitionId
 from tests.control.ray_node_table import RayNodeTable
+from tests.shard_requests import fetch_values
 from tests.support import wait_until
 
 CATCH_UP_WAIT_S = 30
 
 
-def four_nodes() -> list[Node]:
-    """Nodes a, b, c (one shard each, in order) and d, spare."""
-    return [Node(f"{n}{n}" * 28, "127.0.0.1", True, f"plinth-node:{n}") for n in "abcd"]
+def named_nodes(names: str) -> list[Node]:
+    """A node per letter of ``names``, named by it: the first three get a shard each, in
+    order; the others are spare."""
+    return [Node(f"{n}{n}" * 28, "127.0.0.1", True, f"plinth-node:{n}") for n in names]
 
 
 @pytest.fixture
 def cluster(brokers):
-    """Three shards on nodes a, b, c; node d holds none. ``cluster.lose(shard)`` kills the
-    node of a shard for good (its process and its disk)."""
-    nodes = four_nodes()
+    """Three shards on nodes a, b, c; node d holds none (``three_shards_on``)."""
+    return three_shards_on(brokers, "abcd")
+
+
+@pytest.fixture
+def cluster_of_five(brokers):
+    """Three shards on nodes a, b, c; nodes d and e hold none: one for a shard added,
+    one to move a lost shard to."""
+    return three_shards_on(brokers, "abcde")
+
+
+def three_shards_on(brokers, names: str):
+    """Three shards on the first three nodes of ``names``. ``cluster.lose(shard)`` kills
+    the node of a shard for good (its process and its disk)."""
+    nodes = named_nodes(names)
     broker = brokers(3, nodes=nodes)
 
     class Cluster:
@@ -129,6 +144,65 @@ def test_moving_a_shard_whose_partitions_have_no_other_copy_is_refused_naming_th
     move = broker.controller.move_shard("shard-1", "d", accept_data_loss=True)
     assert move.emptied == [("plain", p) for p in mine]
     assert broker.produce("plain", mine[0], [b"again"]) == 0
+
+
+def factor_3_topic_leaving(shard_id: str, partitions: int) -> str:
+    """A factor-3 topic name some of whose partitions get a replica set without
+    ``shard_id`` once shard-3 is added to shards 0, 1 and 2 (each on its own node)."""
+    four = ["shard-0", "shard-1", "shard-2", "shard-3"]
+    for n in range(1000):
+        if any(shard_id not in placement.replicas_for(f"r{n}", p, four, {}, 3,
+                                                      allow_same_node=True)
+               for p in range(partitions)):
+            return f"r{n}"
+    raise AssertionError(f"no topic name with a partition leaving {shard_id}")
+
+
+def test_a_lost_shards_sealed_ranges_held_by_other_replicas_do_not_refuse_its_move(
+        cluster_of_five):
+    # Given a factor-3 topic with records a, b, c (acks="all") in each partition, and a
+    # shard added: the partitions whose new replica set leaves out shard-1 keep their
+    # range [0, 3) sealed on shards 0, 1 and 2, each of which holds it whole
+    broker = cluster_of_five.broker
+    topic = factor_3_topic_leaving("shard-1", 6)
+    broker.controller.create_topic(topic, 6, {}, 3)
+    for p in range(6):
+        assert broker.produce(topic, p, [b"a", b"b", b"c"], acks=-1) == 0
+    broker.controller.add_shards(1)
+    left = [p for p in range(6) if "shard-1" not in cluster_of_five.record(topic, p).replicas]
+    assert left
+    assert broker.metadata_on_disk().shard_nodes["shard-3"] == "plinth-node:d"
+    # When node b is lost for good and shard-1 is moved to node e
+    cluster_of_five.lose("shard-1")
+    move = broker.controller.move_shard("shard-1", "e")
+    # Then it is not refused, and nothing is reported emptied: the other holders of those
+    # sealed ranges have every record of them
+    assert move.emptied == []
+    assert not set(left) & {p for t, p in move.repairing if t == topic}
+    # And those ranges are no longer routed to shard-1 (its new disk holds nothing of
+    # them), and each of their records is read from another holder
+    routing = broker.controller.routing()
+    for p in left:
+        holders = routing.holders(topic, p, 0)
+        assert holders and "shard-1" not in holders
+        assert fetch_values(broker.address(holders[0]), topic, p, 0) == [b"a", b"b", b"c"]
+
+
+def test_a_lost_shard_that_alone_holds_a_sealed_range_is_still_refused_naming_it(
+        cluster_of_five):
+    # Given a factor-1 topic some of whose partitions moved from shard-1 to an added
+    # shard: their range [0, 1) is sealed on shard-1 alone
+    broker = cluster_of_five.broker
+    broker.controller.create_topic("plain", 24, {}, 1)
+    for p in range(24):
+        broker.produce("plain", p, [b"x"])
+    moved = [m.partition for m in broker.controller.add_shards(1) if m.from_shard == "shard-1"]
+    assert moved
+    # When node b is lost and shard-1 is moved, Then it is refused, naming them
+    cluster_of_five.lose("shard-1")
+    with pytest.raises(InvalidConfigError, match=f"would lose .*plain-{moved[0]}.*"
+                                                 "--accept-data-loss"):
+        broker.controller.move_shard("shard-1", "e")
 
 
 def test_moving_to_an_unknown_or_dead_node_or_an_unknown_shard_is_refused(cluster):

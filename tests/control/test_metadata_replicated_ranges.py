@@ -79,6 +79,25 @@ def test_forgetting_a_replica_of_a_sealed_range_keeps_the_others_and_the_last_dr
         topic.forget_ranges_on(0, "shard-1")
 
 
+def test_a_lost_shards_copy_of_a_sealed_range_is_forgotten_only_where_another_holds_it():
+    # Given the moved partition (range [0, 812) sealed on shard-1 and shard-2), and a
+    # partition of one copy whose range [0, 40) is sealed on shard-2 alone
+    topic = metadata_with_a_moved_replica_set().topics["events"]
+    plain = TopicMetadata(1, {}, ["shard-0"])
+    plain.move_writes(0, 40, "shard-1")
+    # When shard-2's copies of sealed ranges are forgotten (it lost its disk)
+    topic.forget_sealed_copy_on(0, "shard-2")
+    plain.forget_sealed_copy_on(0, "shard-0")
+    # Then the replicated range is served by shard-1 alone; the current range is untouched
+    assert topic.ranges[0] == [ReplicatedRange(0, "shard-1", ("shard-1",)),
+                               ReplicatedRange(812, "shard-3", NEW)]
+    # And a range no other shard holds stays (it is all the partition has of it)
+    assert plain.ranges[0] == [ShardRange(0, "shard-0"), ShardRange(40, "shard-1")]
+    # And forgetting a shard that holds no sealed range changes nothing
+    topic.forget_sealed_copy_on(0, "shard-3")
+    assert topic.ranges[0][-1] == ReplicatedRange(812, "shard-3", NEW)
+
+
 @pytest.mark.parametrize("bad_range, problem", [
     ([0, "shard-1", ["shard-2", "shard-1"]], "not the first of its replicas"),
     ([0, "shard-1", ["shard-1", "shard-9"]], "a range on unknown shard 'shard-9'"),

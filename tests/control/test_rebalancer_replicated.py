@@ -6,6 +6,8 @@ reached in process on a real disk (broker_without_ray.py), replicas on one node.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from plinth import protocol
@@ -14,6 +16,7 @@ from plinth.control.routing_table import ReplicatedRange
 from plinth.errors import InvalidConfigError, UnavailableError
 from plinth.shards.shard_handle import PartitionId
 from tests.control.broker_without_ray import THREE
+from tests.control.test_controller_move_shard import named_nodes
 from tests.control.test_metadata import metadata_with_a_replicated_topic
 from tests.in_process_shards import ControllerCrash
 from tests.shard_requests import fetch_values, produce
@@ -273,3 +276,29 @@ def test_a_partition_whose_writes_moved_is_described_from_its_first_offset_with_
     still = next(p for p in range(6) if p not in moving)
     assert (after[still].start_offset, after[still].end_offset,
             after[still].size_bytes) == (0, 3, before[still].size_bytes)
+
+
+def test_a_moved_partition_is_described_from_its_first_offset_while_a_holder_of_its_sealed_range_is_down(
+        brokers):
+    # Given a factor-3 topic with three records in partition 0, which moves its writes
+    # to a new replica set led by the added shard, leaving out one of the sealed
+    # range's holders (the new leader's log does not hold the sealed range)
+    nodes = named_nodes("abcd")
+    broker = brokers(3, nodes=nodes)
+    topic = next(f"r{n}" for n in range(1000) if replicas(f"r{n}", 0, FOUR)[0] == "shard-3")
+    broker.controller.create_topic(topic, 1, {}, 3)
+    assert broker.produce(topic, 0, [b"a", b"b", b"c"], acks=-1) == 0
+    before = broker.controller.describe_topic(topic).partition_info
+    broker.controller.add_shards(1)
+    p = 0
+    [left_out] = set(replicas(topic, p, THREE)) - set(replicas(topic, p, FOUR))
+    assert broker.metadata_on_disk().shard_nodes["shard-3"] == "plinth-node:d"
+    # When that holder's node is lost (Ray lists it dead)
+    lost = "abc"[THREE.index(left_out)]
+    nodes["abc".index(lost)] = dataclasses.replace(nodes["abc".index(lost)], alive=False)
+    broker.shards.handles[left_out].stop()
+    # Then the partition is described from another holder of its sealed range: it starts
+    # at 0, not at 3 where its new range does, with the sealed range's bytes
+    info = broker.controller.describe_topic(topic).partition_info[p]
+    assert (info.start_offset, info.end_offset) == (0, 3)
+    assert info.size_bytes == before[0].size_bytes
