@@ -52,8 +52,7 @@ from plinth.client.consumer_base import (OMITTED, ConsumerBase, checked_partitio
                                          checked_tps, group_option)
 from plinth.client.fetcher import Fetcher, PartitionState, TopicPartition
 from plinth.client.group_membership import GroupMembership
-from plinth.errors import (BrokerError, ClientError, ClosedError, OffsetOutOfRangeError,
-                           UnknownTopicError)
+from plinth.errors import BrokerError, ClientError, ClosedError, UnknownTopicError
 from plinth.format.record_batch import ConsumerRecord
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,8 @@ import pytest
 
 from plinth import Admin
 from plinth.errors import HandshakeRefusedError, NotAuthorizedError
-from tests.e2e.test_security_e2e import as_client, secured  # noqa: F401 (a fixture)
+from tests.e2e.test_security_e2e import (admin_and_reader, as_client,  # noqa: F401 (a fixture)
+                                         secured)
 from tests.support import unique_topic, wait_until
 
 
@@ -27,9 +28,8 @@ def reload_and_wait(broker, line: str) -> None:
 
 
 def test_a_key_removed_then_sighup_is_refused_on_its_open_connection_and_its_next_one(secured):
-    broker, server_public, admin_secret, reader_secret, _ = secured
-    as_admin, as_reader = as_client(admin_secret, server_public), as_client(reader_secret,
-                                                                           server_public)
+    broker = secured[0]
+    as_admin, as_reader = admin_and_reader(secured)
     topic = unique_topic("revoke")
     with Admin(broker=broker.url, **as_admin) as admin:
         admin.create_topic(topic, 1)

@@ -53,10 +53,15 @@ def as_client(secret, server_public) -> dict:
     return dict(curve_key_file=str(secret), curve_server_key_file=str(server_public))
 
 
+def admin_and_reader(secured) -> tuple[dict, dict]:
+    """The CurveZMQ options of ``secured``'s admin and reader clients."""
+    _, server_public, admin_secret, reader_secret, _ = secured
+    return as_client(admin_secret, server_public), as_client(reader_secret, server_public)
+
+
 def test_keys_and_acls_decide_who_may_do_what(secured):
-    broker, server_public, admin_secret, reader_secret, stranger_secret = secured
-    as_admin, as_reader = as_client(admin_secret, server_public), as_client(reader_secret,
-                                                                           server_public)
+    broker, server_public, _, reader_secret, stranger_secret = secured
+    as_admin, as_reader = admin_and_reader(secured)
     topic = unique_topic("sec")
     # An authorized admin key can do everything
     with Admin(broker=broker.url, **as_admin) as admin:

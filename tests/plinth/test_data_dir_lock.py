@@ -59,8 +59,8 @@ def test_a_tier_urls_password_and_query_never_reach_the_lock_file(tmp_path):
         # Then neither the password nor the query is there; the masked URL and the rest are
         assert "SuperSecretKey123" not in text and "TOPSECRETSIG" not in text
         assert "AKIAEXAMPLE" not in text
-        assert f"--tier-url s3://***@bucket/prefix?*** --tier-u=s3://***@bucket/prefix?*** " \
-               f"--broker tcp://127.0.0.1:7900" in text
+        assert "--tier-url s3://***@bucket/prefix?*** --tier-u=s3://***@bucket/prefix?*** " \
+               "--broker tcp://127.0.0.1:7900" in text
         # And the refusal a second server gets quotes the masked form only
         with pytest.raises(InvalidConfigError) as refused:
             DataDirLock(tmp_path).acquire()

@@ -196,14 +196,7 @@ def sasl_listener(gateway):
 def _scram_login_with_a_wrong_nonce(address, user: str) -> None:
     """One failed SCRAM-SHA-256 login as ``user`` over its own connection, as the tester's
     log flood sent them; returns once the listener closed the connection."""
-    with connect(address) as sock:
-        sock.sendall(frame(SASL_HANDSHAKE, 1, 1, {"mechanism": "SCRAM-SHA-256"}))
-        assert read_response(sock, SASL_HANDSHAKE, 1)[1]["error_code"] == kafka.NONE
-        first = f"n,,n={user},r=clientnonce".encode()
-        sock.sendall(frame(SASL_AUTHENTICATE, 2, 2, {"auth_bytes": first}))
-        assert read_response(sock, SASL_AUTHENTICATE, 2)[1]["error_code"] == kafka.NONE
-        final = b"c=biws,r=not-the-servers-nonce,p=" + base64.b64encode(b"x" * 32)
-        sock.sendall(frame(SASL_AUTHENTICATE, 2, 3, {"auth_bytes": final}))
+    with _send_scram_login_with_a_wrong_nonce(address, user) as sock:
         answer = read_response(sock, SASL_AUTHENTICATE, 2)[1]
         assert answer["error_code"] == kafka.SASL_AUTHENTICATION_FAILED
         sock.sendall(frame(API_VERSIONS, 0, 4, {}))   # after a failed login: closes it
