@@ -24,9 +24,7 @@ import pytest
 
 from plinth.client.admin import Admin
 from plinth.control.controller_handle import ControllerHandle
-from plinth import protocol
-from plinth.control import placement
-from plinth.errors import PlinthTimeoutError, TopicExistsError, UnknownTopicError
+from plinth.errors import PlinthTimeoutError, UnknownTopicError
 from plinth.router.kafka import codec
 from plinth.router.kafka.error_codes import INVALID_REQUEST, REQUEST_TIMED_OUT, UNKNOWN_TOPIC_ID
 from plinth.router.kafka.messages import (
@@ -457,54 +455,28 @@ def test_a_create_topics_queued_past_its_timeout_behind_a_stopped_shard_is_never
 
 
 def test_another_connections_metadata_is_answered_while_a_kafka_change_waits(broker_factory):
-    # Given a broker of its own (a shard is stopped), and a topic name with a partition on
-    # each of its shards
-    port = free_port()
-    broker = broker_factory(shards=2, extra_args=("--kafka-listen", f"127.0.0.1:{port}"))
-    broker.kafka_address = f"127.0.0.1:{port}"
-    controller = ControllerHandle.find(namespace_for(broker.data_dir, None))
-    fresh = name_on_both_shards(controller.routing().shard_ids)
-    pid = wait_until(lambda: shard_pids(broker.data_dir).get("shard-1"), timeout_s=60)
-    with kafka_connection(broker) as waiting:
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            # When a CreateTopics of it on one connection waits for the stopped shard, and
-            # a Metadata is sent after it on that connection
-            send_request(waiting, CREATE_TOPICS, 5, {
-                "topics": [new_topic(fresh, 2)], "timeout_ms": 30_000, "validate_only": False})
-            send_request(waiting, METADATA, 1, {"topics": [{"name": fresh}]})
-            wait_until(lambda: topic_being_created(controller, fresh), timeout_s=30)
-            # Then another connection's Metadata is answered at once
-            asked_s = time.monotonic()
-            answer = raw_request(broker, METADATA, 1, {"topics": None})
-            assert time.monotonic() - asked_s < 10
-            assert answer["brokers"] and fresh not in {t["name"] for t in answer["topics"]}
-            # while the CreateTopics still waits
-            assert not select.select([waiting], [], [], 0)[0], "the CreateTopics was answered"
-        finally:
-            os.kill(pid, signal.SIGCONT)
-        # And once the shard runs again the topic is made, and the Metadata sent after
-        # the CreateTopics on its connection finds it
+    fresh = unique_topic("fresh")
+    with change_held_by_a_stopped_shard(broker_factory) as broker:
+        # Given a CreateTopics on one connection queued behind a change a stopped shard
+        # holds (the controller makes one change at a time; a create is no longer placed
+        # on a stopped shard, so it waits here, not on the shard), and a Metadata sent
+        # after it on that connection
+        waiting = kafka_connection(broker)
+        send_request(waiting, CREATE_TOPICS, 5, {
+            "topics": [new_topic(fresh, 2)], "timeout_ms": 120_000, "validate_only": False})
+        send_request(waiting, METADATA, 1, {"topics": [{"name": fresh}]})
+        # When another connection asks for the metadata, Then it is answered at once
+        asked_s = time.monotonic()
+        answer = raw_request(broker, METADATA, 1, {"topics": None})
+        assert time.monotonic() - asked_s < 10
+        assert answer["brokers"] and fresh not in {t["name"] for t in answer["topics"]}
+        # while the CreateTopics still waits
+        assert not select.select([waiting], [], [], 0)[0], "the CreateTopics was answered"
+    # And once the shard runs again and the change before it is made, the topic is made,
+    # and the Metadata sent after the CreateTopics on its connection finds it
+    with waiting:
+        waiting.settimeout(120)
         created = received_response(waiting, CREATE_TOPICS, 5)
         assert [(t["name"], t["error_code"]) for t in created["topics"]] == [(fresh, 0)]
         described = received_response(waiting, METADATA, 1)
         assert [(t["name"], t["error_code"]) for t in described["topics"]] == [(fresh, 0)]
-
-
-def name_on_both_shards(shard_ids: tuple[str, ...]) -> str:
-    """A new 2-partition topic's name whose partitions rendezvous hashing puts on two
-    shards."""
-    for _ in range(1000):
-        name = unique_topic("both")
-        if len(set(placement.place_topic(name, 2, list(shard_ids)))) == 2:
-            return name
-    raise AssertionError("no name in 1000 tries has its 2 partitions on 2 shards")
-
-
-def topic_being_created(controller: ControllerHandle, name: str) -> bool:
-    """Whether the controller is creating ``name`` (it names it as being created)."""
-    try:
-        controller.validate_new_topics([protocol.NewTopic(name, 1, {})])
-    except TopicExistsError as exc:
-        return "being created" in str(exc)
-    return False
