@@ -12,6 +12,7 @@ Kafka listener (SASL_PLAINTEXT on 127.0.0.1, PLAIN).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -218,8 +219,10 @@ def test_only_a_user_with_the_cluster_operation_is_told_the_log_dirs(acl_kafka):
     data_dir = str(acl_kafka.data_dir.resolve())
     # When each asks for the broker's log dirs (kafka-python drops the v3+ top-level
     # error code: a refusal is an empty list of log dirs)
-    refused = kafka_python_admin(acl_kafka, "alice").describe_log_dirs()
-    told = kafka_python_admin(acl_kafka, "root").describe_log_dirs()
+    with contextlib.closing(kafka_python_admin(acl_kafka, "alice")) as admin:
+        refused = admin.describe_log_dirs()
+    with contextlib.closing(kafka_python_admin(acl_kafka, "root")) as admin:
+        told = admin.describe_log_dirs()
     # Then alice is told no log dir: neither the data dir's path nor its volume's sizes
     assert [answer["log_dirs"] for answer in refused] == [[]]
     assert data_dir not in repr(refused)
