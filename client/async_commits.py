@@ -53,9 +53,6 @@ class AsyncCommits:
     def __contains__(self, request_id: int) -> bool:
         return request_id in self._parts
 
-    def __len__(self) -> int:
-        return len(self._parts)
-
     def send(self, parts: list[dict], commit: AsyncCommit, encode) -> None:
         """Send each part (``encode(request_id, part)`` makes its request). If a send
         raises, the parts already sent are forgotten (their replies are dropped as a

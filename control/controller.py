@@ -1781,12 +1781,12 @@ class Controller:
         refused = self._copies_refused(factor)
         if refused == _TOO_FEW_SHARDS:
             raise InvalidReplicationFactorError(
-                f"topic {name!r}: {which} {factor} {self._too_many_copies(factor)} "
+                f"topic {name!r}: {which} {factor} {self._too_many_copies(refused)} "
                 f"(add shards with plinth shards add, or start a new data dir with "
                 f"--shards N)")
         if refused == _TOO_FEW_NODES:
             raise InvalidReplicationFactorError(
-                f"topic {name!r}: {which} {factor} {self._too_many_copies(factor)}; start "
+                f"topic {name!r}: {which} {factor} {self._too_many_copies(refused)}; start "
                 f"the server with --allow-replicas-on-one-node to allow it (testing)")
         return factor
 
@@ -1802,10 +1802,11 @@ class Controller:
             return _TOO_FEW_NODES
         return None
 
-    def _too_many_copies(self, factor: int) -> str:
-        """What ``factor`` copies are more than (``_copies_refused`` said they are)."""
+    def _too_many_copies(self, refused: str) -> str:
+        """What the copies ``_copies_refused`` refused (``refused``, its answer) are more
+        than."""
         shard_ids = self._metadata.shards
-        if self._copies_refused(factor) == _TOO_FEW_SHARDS:
+        if refused == _TOO_FEW_SHARDS:
             return (f"is more than the broker's {counted(len(shard_ids), 'shard')}: each "
                     f"replica needs its own shard")
         nodes = placement.distinct_nodes(shard_ids, self._metadata.shard_nodes)
@@ -1832,7 +1833,7 @@ class Controller:
                       if refused == _TOO_FEW_SHARDS else
                       "give a smaller factor, run shards on more nodes, or start the server "
                       "with --allow-replicas-on-one-node (testing)")
-            raise InvalidConfigError(f"{option} {factor} {self._too_many_copies(factor)}, so "
+            raise InvalidConfigError(f"{option} {factor} {self._too_many_copies(refused)}, so "
                                      f"{what}: {remedy}")
 
     def alter_topic(self, name: str, changes: dict[str, str],
