@@ -13,7 +13,9 @@ and nothing bounded how many such parts the consumer kept.
 A part unanswered within request_timeout_ms expires (``expired``): it fails with
 PlinthTimeoutError and the connection forgets its request, so a reply that comes
 later is dropped. The poll calls ``expired`` in each pass and wakes at
-``next_expiry_s``. What a part's end does (note the offsets committed, count
+``next_expiry_s``. close() waits for the parts in flight, at most its own
+timeout, and ends the rest (``given_up``), so every callback runs, as the Java
+consumer's close() waits for its pending async commits. What a part's end does (note the offsets committed, count
 down, run the callback or log) is the consumer's (consumer_base.py); this only
 keeps the parts in flight and their clocks.
 """
@@ -89,6 +91,18 @@ class AsyncCommits:
                     f"no answer to the commit of {len(part)} partition offset(s) within "
                     f"request_timeout_ms={self._timeout_s * 1000:.0f}: the group's "
                     f"coordinator is down, hung or restarting (see plinth status)")))
+        return out
+
+    def given_up(self, timeout_ms: float) -> list[tuple[dict, AsyncCommit, PlinthTimeoutError]]:
+        """Every part still in flight, no longer in flight, each with the error it ends
+        with: the consumer is closing and waited ``timeout_ms`` (close's) for them."""
+        out = []
+        for request_id, (part, commit, _) in list(self._parts.items()):
+            del self._parts[request_id]
+            self._conn.forget(request_id)
+            out.append((part, commit, PlinthTimeoutError(
+                f"the consumer closed before the commit of {len(part)} partition offset(s) "
+                f"was answered: close waited timeout_ms={timeout_ms:.0f} for it")))
         return out
 
     def next_expiry_s(self) -> float | None:

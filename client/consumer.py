@@ -650,16 +650,44 @@ class Consumer(ConsumerBase):
         if self._closed:
             raise ClosedError("consumer is closed")
 
-    def close(self) -> None:
-        """Commit (with auto-commit), leave the group, close the sockets."""
+    def close(self, autocommit: bool = True, timeout_ms: float | None = None) -> None:
+        """Commit what was handed out (with auto-commit, unless ``autocommit`` is False),
+        wait for the commits sent without waiting to be answered, leave the group, close
+        the sockets: kafka-python's close(autocommit, timeout_ms). The commits still
+        unanswered after ``timeout_ms`` (None: request_timeout_ms) end with
+        PlinthTimeoutError, so every commit_async callback runs, here at the latest, as
+        the Java consumer's close() waits for its pending async commits. A second close
+        does nothing. The consumer's thread."""
+        autocommit = checked_bool("autocommit", autocommit)
+        timeout_ms = (self.request_timeout_ms if timeout_ms is None
+                      else checked_ms("close timeout_ms", timeout_ms, 0))
         if self._closed:
             return
+        deadline_s = time.monotonic() + timeout_ms / 1000
         try:
+            if self._membership is not None and self.enable_auto_commit and autocommit:
+                self._commit_quietly()
+            self._finish_commits(deadline_s, timeout_ms)
             if self._membership is not None:
-                if self.enable_auto_commit:
-                    self._commit_quietly()
                 self._membership.close()
         finally:
             self._closed = True
             self._conn.close()
             self._admin.close()
+
+    def _finish_commits(self, deadline_s: float, timeout_ms: float) -> None:
+        """close(): read replies until every commit sent without waiting has ended
+        (answered, or expired after request_timeout_ms) or ``deadline_s`` passes, end
+        the rest, and run the callbacks of the commits that had nothing to send."""
+        while (expiry_s := self._commits.next_expiry_s()) is not None:
+            now_s = time.monotonic()
+            if now_s >= deadline_s:
+                break
+            got = self._conn.recv((min(deadline_s, expiry_s) - now_s) * 1000)
+            if got is not None:
+                self._on_reply(*got)
+            self._expire_commits()
+        self._give_up_commits(timeout_ms)
+        while self._commits_done:
+            callback, offsets = self._commits_done.popleft()
+            callback(offsets, None)

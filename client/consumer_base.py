@@ -251,6 +251,12 @@ class ConsumerBase:
         for part, commit, error in self._commits.expired():
             self._commit_part_ended(part, commit, error)
 
+    def _give_up_commits(self, timeout_ms: float) -> None:
+        """End every commit part still in flight with close's timeout: close() calls it
+        once it has waited ``timeout_ms`` for them."""
+        for part, commit, error in self._commits.given_up(timeout_ms):
+            self._commit_part_ended(part, commit, error)
+
     def _on_commit_reply(self, view: protocol.ReplyView) -> None:
         part, commit = self._commits.pop(view.request_id)
         self._check_membership(view.error)
