@@ -25,6 +25,7 @@ from plinth.client.arguments import (checked_int, checked_int_type, checked_ms, 
                                      checked_topic_partition, checked_topic_partitions)
 from plinth.client.connection import Connection, broker_address
 from plinth.client.fetcher import TopicPartition
+from plinth.client.kafka_option_names import kafka_option_names
 from plinth.errors import (BrokerError, InternalError, InvalidTopicError, RequestTimedOutError,
                            UnknownTopicError)
 from plinth.name_pages import NamesPage, check_page_args
@@ -255,6 +256,7 @@ def lag_row(topic: str, partition: int, committed_offsets: dict, end_offset: int
             None if committed is None else end_offset - committed)
 
 
+@kafka_option_names
 class Admin:
     def __init__(self, *, broker=None, bootstrap_servers: str | list[str] | None = None,
                  request_timeout_ms: int = limits.CLIENT_REQUEST_TIMEOUT_MS_DEFAULT,

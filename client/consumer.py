@@ -52,6 +52,7 @@ from plinth.client.consumer_base import (OMITTED, ConsumerBase, checked_partitio
                                          checked_tps, group_option)
 from plinth.client.fetcher import Fetcher, PartitionState, TopicPartition
 from plinth.client.group_membership import GroupMembership
+from plinth.client.kafka_option_names import kafka_option_names
 from plinth.errors import BrokerError, ClientError, ClosedError, UnknownTopicError
 from plinth.format.record_batch import ConsumerRecord
 
@@ -171,6 +172,7 @@ def checked_max_records(max_records: int | None, default: int) -> int:
     return checked_int("max_records", max_records, 1, limits.CONSUMER_POLL_RECORDS_MAX)
 
 
+@kafka_option_names
 class Consumer(ConsumerBase):
     def __init__(self, *topics: str, broker: str | None = None,
                  bootstrap_servers: str | list[str] | None = None,

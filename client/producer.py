@@ -56,8 +56,9 @@ from plinth.client.arguments import (checked_bool, checked_callable, checked_int
 from plinth.client.compression import codec_for
 from plinth.client.connection import broker_address
 from plinth.client.futures import RecordFuture
-from plinth.client.sender import Sender
+from plinth.client.kafka_option_names import kafka_option_names
 from plinth.client.partition_counts import PartitionCounts
+from plinth.client.sender import Sender
 from plinth.errors import ClosedError, PartitionOutOfRangeError, PlinthError, PlinthTimeoutError
 from plinth.format.record_batch import checked_headers
 
@@ -253,6 +254,7 @@ class RecordSending(ProducerBase):
                                             entries, headers_bytes)
 
 
+@kafka_option_names
 class Producer(RecordSending):
     def __init__(self, *, broker: str | None = None,
                  bootstrap_servers: str | list[str] | None = None, acks: int | str = "all",

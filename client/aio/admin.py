@@ -37,6 +37,7 @@ from plinth.client.aio.connection import AIOConnection
 from plinth.client.aio.event_loop import refuse_release_while_running, wrong_loop_error
 from plinth.client.connection import broker_address
 from plinth.client.fetcher import TopicPartition
+from plinth.client.kafka_option_names import kafka_option_names
 from plinth.errors import BrokerError, InternalError, UnknownTopicError
 from plinth.name_pages import NamesPage
 
@@ -52,6 +53,7 @@ def _on_its_loop(method):
     return checked
 
 
+@kafka_option_names
 class AIOAdmin:
     def __init__(self, *, broker=None, bootstrap_servers: str | list[str] | None = None,
                  request_timeout_ms: int = limits.CLIENT_REQUEST_TIMEOUT_MS_DEFAULT,

@@ -75,6 +75,7 @@ from plinth.client.consumer_base import (OMITTED, ConsumerBase, checked_partitio
                                          checked_seek, checked_times, checked_tp_of,
                                          checked_tps, group_option)
 from plinth.client.fetcher import Fetcher, TopicPartition
+from plinth.client.kafka_option_names import kafka_option_names
 from plinth.errors import BrokerError, ClientError, ClosedError
 from plinth.format.record_batch import ConsumerRecord
 
@@ -112,6 +113,7 @@ async def _call(callback, partitions: set[TopicPartition]) -> None:
         await outcome
 
 
+@kafka_option_names
 class AIOConsumer(ConsumerBase):
     def __init__(self, *topics: str, broker: str | None = None,
                  bootstrap_servers: str | list[str] | None = None,

@@ -52,6 +52,7 @@ from plinth.client.aio.event_loop import (check_loop, on_loop_thread,
 from plinth.client.aio.futures import AIOBatchResult, AIORecordFuture
 from plinth.client.connection import broker_address
 from plinth.client.futures import RecordMetadata
+from plinth.client.kafka_option_names import kafka_option_names
 from plinth.client.partition_counts import PartitionCounts
 from plinth.client.producer import (RecordSending, _as_topic, checked_options,
                                     checked_serializers)
@@ -91,6 +92,7 @@ class _Records(RecordSending):
         return False
 
 
+@kafka_option_names
 class AIOProducer:
     def __init__(self, *, broker: str | None = None,
                  bootstrap_servers: str | list[str] | None = None, acks: int | str = "all",
