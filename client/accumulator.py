@@ -38,7 +38,7 @@ from collections import deque
 from plinth import limits
 from plinth.client._producer import (BATCH_FULL, BUFFER_FULL, FITS_AND_FILLS, NO_OPEN_BATCH,
                                      NO_SUCH_PARTITION, TOO_LARGE, Appender)
-from plinth.client.futures import BatchResult, RecordFuture
+from plinth.client.futures import BatchResult, Piece, RecordFuture
 from plinth.client.partitioner import StickyPartitioner
 from plinth.errors import (PartitionOutOfRangeError, PlinthTimeoutError, ProducerBufferFullError,
                            RecordTooLargeError)
@@ -61,7 +61,7 @@ class OpenBatch:
 
     __slots__ = ("topic", "partition", "builder", "result", "created_s", "bytes",
                  "encoded", "attempts", "retry_at_s", "last_error", "sent_first",
-                 "unknown_outcome", "ever_sent")
+                 "unknown_outcome", "ever_sent", "base_sequence", "split_of")
 
     def __init__(self, topic: str, partition: int, columns: RecordColumns | None = None,
                  result_type: type = BatchResult):
@@ -85,7 +85,28 @@ class OpenBatch:
         # Whether an attempt of it ever left for a shard: until it is acknowledged,
         # it may then have been stored, whatever came of its later attempts.
         self.ever_sent = False
+        # The sequence number of its first record, once encoded under a producer id
+        # (or given it by a split: client/partition_pipeline.py).
+        self.base_sequence: int | None = None
+        # The split this batch is a piece of (RecordAccumulator.split), or None.
+        self.split_of: _Split | None = None
 
+
+class _Split:
+    """A batch split in pieces: its result resolves once every piece's has. Sender
+    thread only."""
+
+    __slots__ = ("result", "pieces", "pieces_left", "split_of")
+
+    def __init__(self, batch: OpenBatch, pieces: list[OpenBatch]):
+        first_indexes = [0]
+        for piece in pieces[:-1]:
+            first_indexes.append(first_indexes[-1] + piece.builder.record_count)
+        self.result = batch.result
+        self.pieces = [Piece(first, piece.builder.record_count, piece.result)
+                       for first, piece in zip(first_indexes, pieces)]
+        self.pieces_left = len(pieces)
+        self.split_of = batch.split_of   # a piece split again resolves its own split
 
 class RecordAccumulator:
     def __init__(self, *, batch_bytes_max: int, linger_ms: float, buffer_bytes_max: int,
@@ -319,6 +340,38 @@ class RecordAccumulator:
             self.appender.release(batch.bytes)
             self._recycle(batch)
             self._cond.notify_all()
+        split = batch.split_of
+        while split is not None:   # the last piece of a split resolves the split batch
+            split.pieces_left -= 1
+            if split.pieces_left:
+                return
+            split.result.resolve_split(split.pieces)
+            with self._cond:
+                self._incomplete.discard(split.result)
+                self._cond.notify_all()
+            split = split.split_of
+
+    def split(self, batch: OpenBatch) -> list[OpenBatch]:
+        """Sender thread: ``batch``, of 2 records or more, which its shard refused as
+        too large, as two batches holding its records in order (the first half, the
+        rest), each sent and resolved on its own; ``batch``'s result resolves once
+        both have (BatchResult.resolve_split), as Kafka's producer splits a batch
+        refused with MESSAGE_TOO_LARGE. Its buffer bytes go to the two, by records."""
+        assert batch.builder.record_count > 1, "a batch of one record cannot be split"
+        pieces = []
+        for half in batch.builder.halves():
+            piece = OpenBatch(batch.topic, batch.partition)
+            piece.builder, piece.created_s, piece.last_error = half, batch.created_s, batch.last_error
+            pieces.append(piece)
+        first_bytes = batch.bytes * pieces[0].builder.record_count // batch.builder.record_count
+        pieces[0].bytes, pieces[1].bytes = first_bytes, batch.bytes - first_bytes
+        split = _Split(batch, pieces)
+        for piece in pieces:
+            piece.split_of = split
+        with self._cond:
+            batch.bytes = 0
+            self._recycle(batch)
+        return pieces
 
     def _recycle(self, batch: OpenBatch) -> None:
         """Keep the columns of a completed batch for a new one. Lock held."""

@@ -6,6 +6,12 @@ thread with the batch's base offset or an error; each record's
 resolving a batch of 10,000 records is one call, not 10,000. Any thread may
 wait on a future; callbacks run on the sender thread.
 
+A batch a shard refused as too large for its topic is split (client/sender.py):
+its records go in smaller batches, each resolved on its own, and the batch's
+result is resolved once they all are, with their outcomes (``resolve_split``):
+each record's offset and error are then its piece's, so one record of the batch
+may be stored while another failed.
+
 A RecordFuture's two fields live in ``plinth.client._producer.FutureBase`` (C), so
 that the producer's fast path creates one without running Python code; its
 methods are here.
@@ -54,8 +60,18 @@ class RecordMetadata(NamedTuple):
 _ABSENT_FIELDS = frozenset({"timestamp", "timestamp_type", "log_start_offset"})
 
 
+class Piece(NamedTuple):
+    """Where some of a split batch's records went: its records from ``first_index``,
+    ``record_count`` of them, and the result of the batch that carried them."""
+
+    first_index: int
+    record_count: int
+    result: "BatchResult"
+
+
 class BatchResult:
-    __slots__ = ("topic", "partition", "base_offset", "error", "_done", "_callbacks", "_lock")
+    __slots__ = ("topic", "partition", "base_offset", "error", "_done", "_callbacks", "_lock",
+                 "_pieces")
 
     def __init__(self, topic: str, partition: int):
         self.topic = topic
@@ -65,6 +81,38 @@ class BatchResult:
         self._done = threading.Event()
         self._callbacks: list[tuple[Callable, Callable | None, int]] = []
         self._lock = threading.Lock()   # orders add_callback against resolve
+        self._pieces: list[Piece] | None = None   # resolve_split's; None: not split
+
+    def resolve_split(self, pieces: list[Piece]) -> None:
+        """Sender thread: resolve a batch that was split, once every piece is resolved:
+        ``error`` is the first piece's error, if any (a record's own is ``error_of``),
+        ``base_offset`` the first piece's."""
+        assert pieces and all(piece.result.done() for piece in pieces), pieces
+        self._pieces = pieces
+        first_error = next((p.result.error for p in pieces if p.result.error is not None), None)
+        self.resolve(pieces[0].result.base_offset, first_error)
+
+    def _piece(self, index: int) -> tuple[Piece, int]:
+        """The piece holding record ``index``, and the record's index in it."""
+        for piece in self._pieces:
+            if index < piece.first_index + piece.record_count:
+                return piece, index - piece.first_index
+        raise AssertionError(f"record {index} is in no piece of {self.topic}[{self.partition}]")
+
+    def error_of(self, index: int) -> BaseException | None:
+        """Record ``index``'s error, or None if it was stored (the batch is resolved)."""
+        if self._pieces is None:
+            return self.error
+        piece, index_in_piece = self._piece(index)
+        return piece.result.error_of(index_in_piece)
+
+    def records_acknowledged(self, record_count: int) -> int:
+        """How many of the batch's first ``record_count`` records were stored."""
+        if self._pieces is None:
+            return record_count if self.error is None else 0
+        return sum(piece.result.records_acknowledged(
+                       max(0, min(piece.record_count, record_count - piece.first_index)))
+                   for piece in self._pieces)
 
     def resolve(self, base_offset: int | None, error: BaseException | None = None) -> None:
         """Sender thread: set the outcome once and run callbacks.
@@ -88,15 +136,19 @@ class BatchResult:
     def _run_callback(self, on_success, on_error, index: int) -> None:
         """Run one callback; an exception from it is the application's bug, logged here."""
         try:
-            if self.error is None and on_success is not None:
+            error = self.error_of(index)
+            if error is None and on_success is not None:
                 on_success(self.metadata(index))
-            elif self.error is not None and on_error is not None:
-                on_error(self.error)
+            elif error is not None and on_error is not None:
+                on_error(error)
         except Exception:
             log.exception("a callback of a record sent to %s[%s] raised", self.topic,
                           self.partition)
 
     def metadata(self, index: int) -> RecordMetadata:
+        if self._pieces is not None:
+            piece, index_in_piece = self._piece(index)
+            return piece.result.metadata(index_in_piece)
         offset = -1 if self.base_offset < 0 else self.base_offset + index
         return RecordMetadata(self.topic, self.partition, offset)
 
@@ -141,8 +193,9 @@ class RecordFuture(FutureBase):
         batch = self.batch
         if not batch.wait(checked_wait_s("get timeout", timeout)):
             raise PlinthTimeoutError(f"record not acknowledged within {timeout} s")
-        if batch.error is not None:
-            raise batch.error
+        error = batch.error_of(self._index)
+        if error is not None:
+            raise error
         return batch.metadata(self._index)
 
     result = get  # concurrent.futures spelling
@@ -150,7 +203,7 @@ class RecordFuture(FutureBase):
     def exception(self, timeout: float | None = None) -> BaseException | None:
         if not self.batch.wait(checked_wait_s("exception timeout", timeout)):
             raise PlinthTimeoutError(f"record not acknowledged within {timeout} s")
-        return self.batch.error
+        return self.batch.error_of(self._index)
 
     def add_callback(self, fn: Callable[[RecordMetadata], None]) -> "RecordFuture":
         return self._add(fn, None)
@@ -168,4 +221,4 @@ class RecordFuture(FutureBase):
         return self
 
 
-__all__ = ["RecordMetadata", "BatchResult", "RecordFuture"]
+__all__ = ["RecordMetadata", "BatchResult", "Piece", "RecordFuture"]

@@ -48,6 +48,10 @@ hold through failures:
   may have been stored, and so may a later batch whose last attempt got no
   answer either: sent again under the new id it could be stored twice, so
   such a batch fails too (PlinthTimeoutError saying its outcome is unknown).
+- A batch refused as too large for its topic (recordTooLarge) was not stored:
+  two batches carrying its records take its place and its sequence numbers
+  (``split``), so the batches after it, refused as a gap meanwhile, keep theirs.
+  A batch of one record refused so fails for good, as above.
 - Until the shard acknowledged a batch under the current producer id, one
   batch is in flight at a time: a shard takes the first batch of a producer it
   does not know at any sequence, so a second batch overtaking a first one that
@@ -139,10 +143,13 @@ class PartitionPipeline:
         sequence the first time, the same bytes for every retry. An error from the
         encoder leaves no gap: the sequence is taken only once the batch is built."""
         if batch.encoded is None:
-            base_sequence = self.next_sequence
+            given = batch.base_sequence is not None   # a piece of a split batch
+            base_sequence = batch.base_sequence if given else self.next_sequence
             batch.encoded = batch.builder.build(producer_id=self.producer_id,
                                                 base_sequence=base_sequence)
-            self.next_sequence = (base_sequence + batch.builder.record_count) % SEQUENCE_MODULUS
+            batch.base_sequence = base_sequence
+            if not given:
+                self.next_sequence = (base_sequence + batch.builder.record_count) % SEQUENCE_MODULUS
         return batch.encoded
 
     def sent(self, batch: OpenBatch) -> None:
@@ -172,6 +179,27 @@ class PartitionPipeline:
             batch.retry_at_s = now_s + backoff_s
         elif batch.sent_first:
             self._new_id_due = True   # a real gap: the shard lost this producer's state
+        self._resume_if_settled()
+
+    def split(self, batch: OpenBatch, pieces: list[OpenBatch]) -> None:
+        """``batch``'s request in flight was refused as too large, and ``pieces`` carry
+        its records (RecordAccumulator.split): they take its place and its sequence
+        numbers, in order, under the same producer id, so the batches after it keep
+        theirs. The shard stored none of it, and refuses the later batches in flight
+        as a gap (retried in order): rewind, and send the pieces first, at once."""
+        self.in_flight -= 1
+        self.rewinding = True
+        sequence = batch.base_sequence
+        assert sequence is not None, "a batch is encoded before it is sent"
+        for piece in pieces:
+            piece.base_sequence = sequence
+            sequence = (sequence + piece.builder.record_count) % SEQUENCE_MODULUS
+        index = self.batches.index(batch)
+        del self.batches[index]
+        for piece in reversed(pieces):
+            self.batches.insert(index, piece)
+        if index < self.sent_count:
+            self.sent_count += len(pieces) - 1
         self._resume_if_settled()
 
     def not_sent(self, batch: OpenBatch, backoff_s: float, now_s: float) -> None:
@@ -226,6 +254,7 @@ class PartitionPipeline:
                     f"producer id, under which a retry could store it twice"))
                 continue
             batch.encoded = None   # encoded again, in order, when next sent
+            batch.base_sequence = None   # from the new id's next sequence
             batch.unknown_outcome = None   # nothing of it was sent under the new id yet
         self._drop_acknowledged_front()
 

@@ -53,6 +53,14 @@ max.in.flight.requests.per.connection=1. With acks=0 nothing answers: a batch
 is complete once sent, and only a send that fails (no router reachable) is
 retried, which is safe, as nothing of it left.
 
+A batch a shard refuses as too large for its topic (recordTooLarge: the
+topic's max.message.bytes is below batch_bytes_max) is split in halves and the
+halves sent at once in its place (RecordAccumulator.split; with idempotence
+they take its sequence numbers, PartitionPipeline.split), again until each
+fits, as Kafka's producer splits a batch refused with MESSAGE_TOO_LARGE. A
+record too large alone fails; its batch's other records are stored, and each
+record's future has its own outcome (client/futures.py).
+
 The thread never dies of an error: a batch that cannot be encoded or sent
 fails alone (none of its records was stored), a reply that does not decode is
 dropped (its request times out and is retried), a callback that raises is
@@ -75,7 +83,8 @@ from plinth.client.partition_counts import PartitionCounts
 from plinth.client.partition_pipeline import PartitionPipeline
 from plinth.errors import (TRANSIENT_ERRORS, ClosedError, HandshakeRefusedError,
                            MalformedReplyError, OutOfOrderSequenceError,
-                           PartitionOutOfRangeError, PlinthTimeoutError, UnavailableError)
+                           PartitionOutOfRangeError, PlinthTimeoutError, RecordTooLargeError,
+                           UnavailableError)
 from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2, BATCH_FORMAT_PLINTH
 from plinth.wakeup import Wakeup
 
@@ -380,6 +389,9 @@ class SenderCore:
             return
         batch.last_error = error
         now = time.monotonic()
+        if self._splittable(batch, error, was_in_flight):
+            self._split(batch, pipeline, now)
+            return
         if self._retriable(batch, error):
             backoff_s = min(self.retry_backoff_max_s, self.retry_backoff_s * 2 ** (batch.attempts - 1))
             log.info("retrying %s-%s in %.0f ms: %s", batch.topic, batch.partition,
@@ -404,6 +416,29 @@ class SenderCore:
             self.accumulator.complete(batch, None, error)
         else:
             pipeline.failed(batch, error, cause, was_in_flight)
+
+    def _splittable(self, batch: OpenBatch, error, was_in_flight: bool) -> bool:
+        """Whether a shard refused ``batch`` as too large for its topic and it holds
+        records to split (a record alone too large fails, as in Kafka)."""
+        return (was_in_flight and isinstance(error, RecordTooLargeError)
+                and batch.builder.record_count > 1 and not self._closing_hard
+                and time.monotonic() - batch.created_s < self.delivery_timeout_s)
+
+    def _split(self, batch: OpenBatch, pipeline: PartitionPipeline | None, now: float) -> None:
+        """Send ``batch``'s records again in two batches, at once (Kafka's producer
+        splits a batch refused with MESSAGE_TOO_LARGE so): a topic whose
+        max.message.bytes is below batch_bytes_max still takes every record that fits
+        it alone."""
+        record_count = batch.builder.record_count
+        pieces = self.accumulator.split(batch)
+        log.info("%s-%s refused a batch of %d records as too large (%s): sending it again "
+                 "as batches of %d and %d", batch.topic, batch.partition, record_count,
+                 batch.last_error, pieces[0].builder.record_count, pieces[1].builder.record_count)
+        if pipeline is not None:
+            pipeline.split(batch, pieces)
+            return
+        for piece in pieces:   # at the front of its partition's queue, in order
+            self._requeue(piece, now)
 
     def _retriable(self, batch: OpenBatch, error) -> bool:
         return (isinstance(error, RETRIABLE_ERRORS) and not self._closing_hard

@@ -146,6 +146,23 @@ class BatchBuilder:
             self._headers.append((index, entries))
             self._headers_bytes += headers_bytes
 
+    def halves(self) -> tuple["BatchBuilder", "BatchBuilder"]:
+        """Two new builders: the first half of this one's records (rounded down), and the
+        rest, each record as it was (key, value, timestamp, headers). The producer splits
+        so a batch its shard refused as too large (client/accumulator.py); needs 2
+        records or more. Leaves this builder as it was."""
+        if self.record_count < 2:
+            raise ValueError(f"a batch of {self.record_count} records has no halves")
+        records = decode_records("", 0, 0, self.build())
+        middle = len(records) // 2
+        out = []
+        for part in (records[:middle], records[middle:]):
+            builder = BatchBuilder()
+            for record in part:
+                builder.append(record.key, record.value, record.timestamp_ms, record.headers)
+            out.append(builder)
+        return out[0], out[1]
+
     def build(self, producer_id: int = -1, base_sequence: int = -1) -> bytes:
         """Encode the records appended so far as one RecordBatch message.
 

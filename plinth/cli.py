@@ -1069,8 +1069,7 @@ class _SendFailures:
         return self._acknowledged
 
     def _fold(self, batch, count: int) -> None:
-        if batch.error is None:
-            self._acknowledged += count
+        self._acknowledged += batch.records_acknowledged(count)   # (a split batch: some)
 
     def _resolved(self, batch) -> None:
         if batch.error is not None and self.first is None:

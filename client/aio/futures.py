@@ -120,8 +120,9 @@ class AIORecordFuture(RecordFuture):
         batch = self.batch
         if not batch.done():
             raise asyncio.InvalidStateError("the record is not acknowledged yet")
-        if batch.error is not None:
-            raise batch.error
+        error = batch.error_of(self._index)
+        if error is not None:
+            raise error
         return batch.metadata(self._index)
 
     def get(self, timeout: float | None = None) -> RecordMetadata:
@@ -131,7 +132,7 @@ class AIORecordFuture(RecordFuture):
     def exception(self) -> BaseException | None:
         if not self.batch.done():
             raise asyncio.InvalidStateError("the record is not acknowledged yet")
-        return self.batch.error
+        return self.batch.error_of(self._index)
 
     def cancelled(self) -> bool:
         return False

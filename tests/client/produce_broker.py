@@ -8,7 +8,9 @@ shard checks it: ``batch_formats.summarize`` in the request's batch format (a Ka
 batch stamped with its base offset, as the shard stores it), and the idempotent producer's sequence
 through shards/producer_state.py's ProducerStates, so an exact retry is
 answered with its original offset and a gap with outOfOrderSequence. A produce
-with acks=0 is stored and not answered.
+with acks=0 is stored and not answered. ``batch_bytes_max`` (None: no limit)
+refuses a larger batch with recordTooLarge, stored nothing, as a shard refuses
+one over its topic's max.message.bytes.
 
 Faults are scripted per produce request, in arrival order: each request takes
 the next entry of ``faults`` (a deque), if any:
@@ -35,7 +37,8 @@ from typing import NamedTuple
 import zmq
 
 from plinth import protocol
-from plinth.errors import (BrokerError, PartitionOutOfRangeError, UnknownTopicError)
+from plinth.errors import (BrokerError, PartitionOutOfRangeError, RecordTooLargeError,
+                           UnknownTopicError)
 from plinth.format import batch_formats
 from plinth.format.kafka_batch import stamp_kafka_batch
 from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2
@@ -59,6 +62,7 @@ class ProduceBroker:
         default a free port."""
         self.topics = dict(topics)                      # name -> partition count
         self.faults: deque = deque()
+        self.batch_bytes_max: int | None = None   # a topic's max.message.bytes
         self.arrivals: list[Arrival] = []
         self.answered_at_s: dict[int, float] = {}        # request id -> when answered
         self._holding = threading.Event()
@@ -161,6 +165,9 @@ class ProduceBroker:
             raise UnknownTopicError(f"unknown topic {request.topic!r}")
         if not 0 <= request.partition < self.topics[request.topic]:
             raise PartitionOutOfRangeError(f"{where} does not exist")
+        if self.batch_bytes_max is not None and len(payload) > self.batch_bytes_max:
+            raise RecordTooLargeError(f"{where}: a batch of {len(payload)} bytes is over "
+                                      f"max.message.bytes={self.batch_bytes_max}")
         summary = batch_formats.summarize(request.batch_format, payload)
         tp = (request.topic, request.partition)
         states = self._producers.setdefault(tp, ProducerStates())

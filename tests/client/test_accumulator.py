@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from plinth import limits
 from plinth.client._producer import Appender, FutureBase
 from plinth.client.accumulator import RECORD_BYTES_MAX, RecordAccumulator
-from plinth.client.futures import BatchResult, RecordFuture
+from plinth.client.futures import BatchResult, Piece, RecordFuture
 from plinth.client.partitioner import partition_for_key
 from plinth.errors import PartitionOutOfRangeError, PlinthTimeoutError, RecordTooLargeError
 from plinth.format.record_batch import (BATCH_OVERHEAD_BYTES, RECORD_OVERHEAD_BYTES,
@@ -296,6 +296,29 @@ def test_a_future_resolves_to_its_records_offset():
     future = RecordFuture(batch, 3)
     batch.resolve(100)
     assert future.get(0).offset == 103 and future.batch is batch
+
+
+def test_a_split_batchs_records_resolve_each_to_its_pieces_offset_or_error():
+    # Given a batch of 4 records split in two pieces: the first stored at 10, the
+    # second refused, and callbacks on every record
+    batch = BatchResult("t", 0)
+    futures = [RecordFuture(batch, i) for i in range(4)]
+    stored, failed = [], []
+    for future in futures:
+        future.add_callback(stored.append).add_errback(failed.append)
+    first, second, error = BatchResult("t", 0), BatchResult("t", 0), RecordTooLargeError("big")
+    first.resolve(10)
+    second.resolve(None, error)
+    # When the batch resolves with its pieces
+    batch.resolve_split([Piece(0, 2, first), Piece(2, 2, second)])
+    # Then each record has its own piece's outcome, in its callbacks and its future
+    assert [m.offset for m in stored] == [10, 11] and failed == [error, error]
+    assert futures[1].get(0).offset == 11 and futures[0].exception(0) is None
+    with pytest.raises(RecordTooLargeError):
+        futures[3].get(0)
+    # And the batch says the first error, and how many of its records were stored
+    assert batch.error is error
+    assert batch.records_acknowledged(4) == 2 and batch.records_acknowledged(1) == 1
 
 
 APPENDER_LIMITS = dict(batch_bytes_max=1000, buffer_bytes_max=10_000, record_bytes_max=1000,

@@ -152,6 +152,41 @@ def test_a_batch_that_fails_for_good_leaves_and_the_next_go_under_a_new_id():
     assert sequence(batches[1]) == (pipeline.producer_id, 0) and pipeline.producer_id != old_id
 
 
+def pieces_of(batch: OpenBatch, values: list[bytes]) -> list[OpenBatch]:
+    """Two batches carrying ``batch``'s records, as RecordAccumulator.split makes them."""
+    pieces = []
+    for part in (values[:len(values) // 2], values[len(values) // 2:]):
+        piece = OpenBatch("t", 0)
+        for value in part:
+            piece.builder.append(None, value, 0)
+        pieces.append(piece)
+    return pieces
+
+
+def test_the_pieces_of_a_batch_refused_as_too_large_take_its_place_and_its_sequences():
+    # Given a window in flight whose second batch (sequence 2) has 4 records
+    pipeline, batches, completed = confirmed_pipeline_with(3)
+    values = [b"a", b"b", b"c", b"d"]
+    for value in values[1:]:
+        batches[1].builder.append(None, value, 0)
+    send_all(pipeline)
+    producer_id = pipeline.producer_id
+    later_sequence = sequence(batches[2])
+    # When the shard refuses it as too large, and the batch after it as a gap
+    pieces = pieces_of(batches[1], values)
+    pipeline.split(batches[1], pieces)
+    assert send_all(pipeline) == []   # nothing goes while a batch is in flight
+    pipeline.refused(batches[2], OutOfOrderSequenceError("gap"), BACKOFF_S, NOW_S)
+    assert send_all(pipeline) == []   # nor while the first is
+    pipeline.acknowledged(batches[0], 1)
+    # Then once settled the pieces and the later batch go, in order, the pieces under
+    # the refused batch's sequences and the later batch under its own
+    assert send_all(pipeline) == [*pieces, batches[2]]
+    assert [sequence(p) for p in pieces] == [(producer_id, 2), (producer_id, 4)]
+    assert sequence(batches[2]) == later_sequence == (producer_id, 6)
+    assert completed.outcomes == {0: (0, None), 1: (1, None)}   # only the acknowledged
+
+
 @pytest.mark.parametrize("later_error, later_fails", [
     (PlinthTimeoutError("no reply"), True), (OutOfOrderSequenceError("gap"), False)])
 def test_after_a_maybe_stored_batch_fails_later_ones_without_an_answer_fail_too(

@@ -356,6 +356,90 @@ def test_without_idempotence_an_error_that_is_not_retriable_fails_the_batch_at_o
     assert len(broker.produces()) == 2 and broker.record_count() == 0
 
 
+# --- A batch refused as too large is split ---------------------------------------
+
+def send_batch_held(broker, accumulator, values: list[bytes]) -> list:
+    """Send ``values`` to t-0 as one batch: the first request is held until all are in."""
+    broker.hold()
+    futures = [send(accumulator, value) for value in values]
+    accumulator.begin_flush()
+    wait_until(lambda: broker.produces())
+    broker.release()
+    accumulator.end_flush()
+    return futures
+
+
+@pytest.mark.parametrize("idempotent", [True, False])
+def test_a_batch_refused_as_too_large_is_split_until_its_pieces_fit_and_every_record_is_stored_once(
+        broker, make_sender, idempotent):
+    # Given a topic that takes batches of at most 400 bytes, and a producer whose first
+    # batch, of 16 records of 50 bytes, encodes to more
+    broker.batch_bytes_max = 400
+    _, accumulator = make_sender(linger_ms=10_000, acks=-1 if idempotent else 1,
+                                 idempotent=idempotent)
+    values = [b"%02d" % n + b"v" * 48 for n in range(16)]
+    futures = [send(accumulator, value) for value in values]
+    # When it is sent (a flush), refused, and sent again in pieces
+    accumulator.begin_flush()
+    offsets = [f.get(GET_TIMEOUT_S).offset for f in futures]
+    accumulator.end_flush()
+    # Then every record was stored once, in order, each future naming its own offset
+    stored = broker.records("t", 0)
+    assert [r.value for r in stored] == values
+    assert offsets == [r.offset for r in stored] == list(range(16))
+    # And no batch stored is over the limit, after refusals of the halves too large
+    sizes = [len(a.payload) for a in broker.produces()]
+    assert sizes[0] > 400 and sum(size <= 400 for size in sizes) >= 2
+    if idempotent:   # the pieces took the first batch's sequence numbers, in order
+        sequences = sorted(produced(a)[1] for a in broker.produces() if len(a.payload) <= 400)
+        counts = [summarize_batch(a.payload).record_count
+                  for a in sorted(broker.produces(), key=lambda a: produced(a)[1])
+                  if len(a.payload) <= 400]
+        assert sequences[0] == 0
+        assert all(b - a == n for a, b, n in zip(sequences, sequences[1:], counts))
+
+
+def test_the_batches_after_a_split_one_keep_their_sequences_and_are_stored_after_its_pieces(
+        broker, make_sender):
+    # Given a topic taking batches of at most 300 bytes, an idempotent producer, and a
+    # batch of 8 records that is too large followed by small batches in flight with it
+    broker.batch_bytes_max = 300
+    _, accumulator = make_sender(acks=-1, batch_bytes_max=800)
+    first = [send(accumulator, b"%02d" % n + b"x" * 48) for n in range(8)]
+    assert [f.get(GET_TIMEOUT_S).offset for f in first] == list(range(8))
+    producer_id = produced(broker.produces()[-1])[0]
+    # When a too-large batch goes with later ones in flight behind it
+    big = [b"b%02d" % n + b"y" * 47 for n in range(8)]
+    futures = send_batch_held(broker, accumulator, big)
+    later = [send(accumulator, b"later%d" % n) for n in range(3)]
+    # Then every record is stored once, the later ones after the big batch's
+    assert [f.get(GET_TIMEOUT_S).offset for f in futures] == list(range(8, 16))
+    assert [f.get(GET_TIMEOUT_S).offset for f in later] == [16, 17, 18]
+    assert [r.value for r in broker.records("t", 0)][8:] == big + [b"later%d" % n
+                                                                  for n in range(3)]
+    # And under one producer id: the split took no new one
+    assert {produced(a)[0] for a in broker.produces()} == {producer_id}
+
+
+def test_a_record_too_large_alone_fails_and_the_rest_of_its_batch_is_stored(broker, make_sender):
+    # Given a topic taking batches of at most 300 bytes
+    broker.batch_bytes_max = 300
+    _, accumulator = make_sender(acks=-1, linger_ms=10_000)
+    # When one batch holds small records and one that is too large alone
+    values = [b"a" * 10, b"b" * 10, b"c" * 400, b"d" * 10]
+    futures = [send(accumulator, value) for value in values]
+    accumulator.begin_flush()
+    # Then that record fails with the shard's refusal, and the others are stored
+    with pytest.raises(RecordTooLargeError, match="max.message.bytes=300"):
+        futures[2].get(GET_TIMEOUT_S)
+    accumulator.end_flush()
+    assert [r.value for r in broker.records("t", 0)] == [b"a" * 10, b"b" * 10, b"d" * 10]
+    assert [futures[i].get(GET_TIMEOUT_S).offset for i in (0, 1, 3)] == [0, 1, 2]
+    # And the batch's result counts the records acknowledged, for `plinth produce`
+    assert futures[0].batch.records_acknowledged(4) == 3
+    assert isinstance(futures[0].batch.error, RecordTooLargeError)
+
+
 @pytest.mark.parametrize("idempotent", [True, False])
 def test_a_batch_refused_for_a_partition_that_does_not_exist_fails_and_has_the_count_asked_again(
         broker, make_sender, idempotent):

@@ -172,6 +172,33 @@ def test_any_records_round_trip(records, base_offset, skip):
     assert summarize_batch(batch).record_count == len(records)
 
 
+@settings(max_examples=100, deadline=None)
+@given(records=st.lists(record_strategy, min_size=2, max_size=30))
+def test_a_builders_halves_hold_its_records_in_order_each_as_it_was(records):
+    # Given a builder of any records (as the producer splits one its shard refused)
+    builder = BatchBuilder()
+    for key, value, ts, headers in records:
+        builder.append(key, value, ts, headers)
+    # When it is halved
+    first, second = builder.halves()
+    # Then the halves hold its records, the first half (rounded down) then the rest
+    assert (first.record_count, second.record_count) == (len(records) // 2,
+                                                          len(records) - len(records) // 2)
+    def fields(batch: bytes) -> list[tuple]:
+        return [(r.key, r.value, r.timestamp_ms, r.headers)
+                for r in decode_records("t", 1, 0, batch)]
+
+    assert fields(first.build()) + fields(second.build()) == fields(builder.build())
+    assert builder.record_count == len(records)   # and the builder is left as it was
+
+
+def test_a_builder_of_one_record_has_no_halves():
+    builder = BatchBuilder()
+    builder.append(b"k", b"v", T0_MS)
+    with pytest.raises(ValueError, match="a batch of 1 records has no halves"):
+        builder.halves()
+
+
 # --- Building rejects what the shard would reject -----------------------------
 
 def test_building_an_empty_batch_is_rejected():

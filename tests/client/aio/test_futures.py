@@ -11,8 +11,8 @@ import asyncio
 import pytest
 
 from plinth.client.aio.futures import AIOBatchResult, AIORecordFuture
-from plinth.client.futures import RecordMetadata
-from plinth.errors import NotLeaderError
+from plinth.client.futures import BatchResult, Piece, RecordMetadata
+from plinth.errors import NotLeaderError, RecordTooLargeError
 
 
 def run(coroutine):
@@ -55,6 +55,24 @@ def test_a_failed_batch_raises_its_error_from_every_record_future():
             await asyncio.gather(future)
 
     run(scenario())
+
+
+def test_a_split_batchs_record_futures_await_to_their_own_pieces_offset_or_error():
+    async def scenario():
+        # Given a batch split in two pieces, the first stored at 10, the second refused
+        batch = AIOBatchResult("t", 0)
+        futures = [AIORecordFuture(batch, i) for i in range(3)]
+        first, second, error = BatchResult("t", 0), BatchResult("t", 0), RecordTooLargeError("big")
+        first.resolve(10)
+        second.resolve(None, error)
+        # When the batch resolves with its pieces
+        asyncio.get_running_loop().call_soon(
+            batch.resolve_split, [Piece(0, 2, first), Piece(2, 1, second)])
+        # Then each record's future has its own piece's outcome
+        return await asyncio.gather(*futures, return_exceptions=True), error
+
+    outcomes, error = run(scenario())
+    assert outcomes == [RecordMetadata("t", 0, 10), RecordMetadata("t", 0, 11), error]
 
 
 def test_result_before_the_acknowledgement_raises_invalid_state_and_never_blocks_the_loop():
