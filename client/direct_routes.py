@@ -49,6 +49,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from plinth import limits, protocol
 from plinth.errors import NotLeaderError, UnavailableError
+from plinth.socket_monitor import monitor_socket
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +241,7 @@ class DirectRoutes:
         dealer.setsockopt(zmq.IMMEDIATE, 1)   # a send fails at once while not connected
         dealer.setsockopt(zmq.HEARTBEAT_IVL, limits.DIRECT_HEARTBEAT_IVL_MS)
         dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, limits.DIRECT_HEARTBEAT_TIMEOUT_MS)
-        monitor = dealer.get_monitor_socket(_MONITORED_EVENTS)
+        monitor = monitor_socket(dealer, _MONITORED_EVENTS)
         try:
             dealer.connect(address)
         except zmq.ZMQError as exc:

@@ -45,6 +45,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from plinth import limits
+from plinth.socket_monitor import monitor_socket
 
 _WATCHED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
             | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_SUCCEEDED
@@ -62,7 +63,7 @@ class HandshakeWatch:
         self._has_keys = has_keys
         self._endpoints = endpoints
         self._refused_by: set[str] = set()   # the endpoints that ended the handshake for good
-        self._monitor = sock.get_monitor_socket(_WATCHED)
+        self._monitor = monitor_socket(sock, _WATCHED)
         self._cause: str | None = None
         self.final = False
         self.settled = False       # a reply came: some handshake succeeded

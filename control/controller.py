@@ -1399,9 +1399,21 @@ class Controller:
         """The shards a query would not hear from (actor thread): silent at the last
         leader check, not running, failed to start, or pinned to a node Ray lists
         dead (a shard holding only sealed ranges is not pinged by leader checks)."""
-        return self._silent | set(self._shards.failures) | \
-            {s for s in self._metadata.shards if s not in self._shards} | \
-            set(self._shards_on_dead_nodes())
+        return self._silent | set(self._shards.failures) | set(self._down_unasked())
+
+    def _down_unasked(self) -> dict[str, str]:
+        """Each shard known down without asking it, with why (actor thread): not
+        running, failed to start, or on a node Ray lists dead."""
+        on_dead = self._shards_on_dead_nodes()
+        known = {}
+        for s in self._metadata.shards:
+            if s not in self._shards:
+                known[s] = "is not running"
+            elif s in self._shards.failures:
+                known[s] = "did not start"
+            elif s in on_dead:
+                known[s] = f"is on node {on_dead[s]}, which is dead"
+        return known
 
     def _shards_on_dead_nodes(self) -> dict[str, str]:
         """shard id -> the name of its node, of each shard pinned to a node that Ray
@@ -1531,17 +1543,8 @@ class Controller:
     def _plan_shards_down(self) -> tuple[dict[str, str], dict[str, ShardHandle]]:
         """The shards taking writes known down, each with why, and the handles of the
         others, to ping (actor thread)."""
-        on_dead = self._shards_on_dead_nodes()
-        known = {}
-        for s in self._metadata.shards:
-            if s not in self._shards:
-                known[s] = "is not running"
-            elif s in self._shards.failures:
-                known[s] = "did not start"
-            elif s in on_dead:
-                known[s] = f"is on node {on_dead[s]}, which is dead"
-        return known, {s: self._shards[s] for s in self._metadata.shards
-                       if s not in known}
+        known = self._down_unasked()
+        return known, {s: self._shards[s] for s in self._metadata.shards if s not in known}
 
     def _plan_create(self, new_topics: list[protocol.NewTopic],
                      down: dict[str, str] | None = None) -> _CreatePlan:

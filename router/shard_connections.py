@@ -30,6 +30,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from plinth import limits
 from plinth.cluster_keys import ClusterKeys, is_ipc
+from plinth.socket_monitor import monitor_socket
 
 _MONITORED_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
 _UP_EVENTS = (zmq.EVENT_CONNECTED, zmq.EVENT_HANDSHAKE_SUCCEEDED)
@@ -136,7 +137,7 @@ class ShardConnections:
         dealer.setsockopt(zmq.LINGER, 0)
         if self._cluster_keys is not None and not is_ipc(address):   # see cluster_keys.py
             self._cluster_keys.apply_client(dealer)
-        monitor = dealer.get_monitor_socket(_MONITORED_EVENTS)
+        monitor = monitor_socket(dealer, _MONITORED_EVENTS)
         dealer.connect(address)
         connection = _ShardConnection(shard_id, address, dealer, monitor)
         self._by_shard[shard_id] = connection

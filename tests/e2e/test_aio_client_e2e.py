@@ -50,6 +50,14 @@ async def read_values(consumer, count: int) -> list[int]:
     return got
 
 
+
+@pytest.fixture
+def sync_admin(shared_broker):
+    """A sync Admin of the shared broker, closed after the test (one left open kept a
+    socket whose monitor's name a later client could not bind)."""
+    with Admin(broker=shared_broker.url) as admin:
+        yield admin
+
 def test_records_sent_by_the_aio_producer_come_back_through_the_aio_consumer_with_keys_headers_and_timestamps(
         shared_broker):
     topic = unique_topic("aio")
@@ -82,9 +90,9 @@ def test_records_sent_by_the_aio_producer_come_back_through_the_aio_consumer_wit
 
 @pytest.mark.parametrize("compression_type", ["gzip", "snappy", "lz4", "zstd"])
 def test_each_compression_type_of_the_aio_producer_reads_back_through_the_sync_consumer(
-        shared_broker, compression_type):
+        shared_broker, sync_admin, compression_type):
     topic = unique_topic("aio-codec")
-    Admin(broker=shared_broker.url).create_topic(topic, 1)
+    sync_admin.create_topic(topic, 1)
 
     async def scenario():
         async with AIOProducer(broker=shared_broker.url,
@@ -97,9 +105,9 @@ def test_each_compression_type_of_the_aio_producer_reads_back_through_the_sync_c
     assert [(r.key, r.value) for r in records] == [(b"%d" % i, b"%d" % i * 20) for i in range(50)]
 
 
-def test_records_in_flight_when_stop_is_called_are_all_delivered(shared_broker):
+def test_records_in_flight_when_stop_is_called_are_all_delivered(shared_broker, sync_admin):
     topic = unique_topic("aio-stop")
-    Admin(broker=shared_broker.url).create_topic(topic, 2)
+    sync_admin.create_topic(topic, 2)
     count = 20_000
 
     async def scenario():
@@ -118,11 +126,11 @@ def test_records_in_flight_when_stop_is_called_are_all_delivered(shared_broker):
 
 
 def test_aio_clients_used_on_a_second_asyncio_run_raise_at_once_and_every_acknowledged_record_stays(
-        shared_broker):
+        shared_broker, sync_admin):
     # Given a producer that had 20 records acknowledged and a group member that read,
     # both under a first asyncio.run
     topic = unique_topic("aio-loops")
-    Admin(broker=shared_broker.url).create_topic(topic, 2)
+    sync_admin.create_topic(topic, 2)
     producer = AIOProducer(broker=shared_broker.url, linger_ms=0)
     consumer = AIOConsumer(topic, broker=shared_broker.url, group=unique_topic("aio-loops-g"),
                            auto_offset_reset="earliest")
@@ -210,11 +218,12 @@ def test_an_idempotent_aio_producer_keeps_every_record_once_in_order_across_a_sh
     assert pipelined > 0
 
 
-def test_two_aio_consumers_in_a_group_share_the_partitions_and_their_callbacks_run(shared_broker):
+def test_two_aio_consumers_in_a_group_share_the_partitions_and_their_callbacks_run(
+        shared_broker, sync_admin):
     topic = unique_topic("aio-group")
     group = unique_topic("g")
     partitions = 4
-    Admin(broker=shared_broker.url).create_topic(topic, partitions)
+    sync_admin.create_topic(topic, partitions)
     events: list[tuple[str, str, frozenset]] = []
 
     class Listener(ConsumerRebalanceListener):
@@ -283,10 +292,10 @@ def test_two_aio_consumers_in_a_group_share_the_partitions_and_their_callbacks_r
 
 
 def test_a_commit_of_the_aio_consumer_is_read_back_by_the_sync_admin_and_the_aio_admin(
-        shared_broker):
+        shared_broker, sync_admin):
     topic = unique_topic("aio-commit")
     group = unique_topic("g")
-    Admin(broker=shared_broker.url).create_topic(topic, 1)
+    sync_admin.create_topic(topic, 1)
 
     async def scenario():
         async with AIOProducer(broker=shared_broker.url) as producer:
@@ -309,15 +318,15 @@ def test_a_commit_of_the_aio_consumer_is_read_back_by_the_sync_admin_and_the_aio
     committed, position, aio_lag = run(scenario())
     assert committed == position == 7
     assert aio_lag == [(topic, 0, 7, 10, 3)]
-    assert Admin(broker=shared_broker.url).describe_group(group).committed == {(topic, 0): 7}
+    assert sync_admin.describe_group(group).committed == {(topic, 0): 7}
 
 
 def test_the_aio_consumer_and_admin_commit_and_reset_more_offsets_than_one_header_holds(
-        shared_broker):
+        shared_broker, sync_admin):
     # Given a record in each of 1,500 partitions (more than one commit's header holds)
     partitions = 1500
     topic, group = unique_topic("aio-wide"), unique_topic("g")
-    Admin(broker=shared_broker.url).create_topic(topic, partitions)
+    sync_admin.create_topic(topic, partitions)
 
     async def scenario():
         async with AIOProducer(broker=shared_broker.url) as producer:
@@ -332,7 +341,7 @@ def test_the_aio_consumer_and_admin_commit_and_reset_more_offsets_than_one_heade
                 if len(read) == partitions:
                     break
             await consumer.commit()
-        committed = Admin(broker=shared_broker.url).describe_group(group).committed
+        committed = sync_admin.describe_group(group).committed
         # And the AIOAdmin resets them all
         async with AIOAdmin(broker=shared_broker.url) as admin:
             await admin.reset_group_offsets(group, {(topic, p): 0 for p in range(partitions)})
@@ -343,15 +352,15 @@ def test_the_aio_consumer_and_admin_commit_and_reset_more_offsets_than_one_heade
         # Then every partition was read, committed and reset
         assert read == set(range(partitions))
         assert committed == {(topic, p): 1 for p in range(partitions)}
-        assert Admin(broker=shared_broker.url).describe_group(group).committed == {
+        assert sync_admin.describe_group(group).committed == {
             (topic, p): 0 for p in range(partitions)}
     finally:
-        Admin(broker=shared_broker.url).delete_topic(topic)
+        sync_admin.delete_topic(topic)
 
 
-def test_wrong_calls_raise_the_sync_clients_errors(shared_broker):
+def test_wrong_calls_raise_the_sync_clients_errors(shared_broker, sync_admin):
     topic = unique_topic("aio-wrong")
-    Admin(broker=shared_broker.url).create_topic(topic, 1)
+    sync_admin.create_topic(topic, 1)
 
     async def scenario():
         producer = AIOProducer(broker=shared_broker.url)
@@ -425,10 +434,10 @@ def test_the_aio_admin_answers_as_the_sync_admin_does(shared_broker):
     assert topic in listed and topic not in after
 
 
-def test_the_asyncio_admin_elects_leaders_as_the_sync_one_does(shared_broker):
+def test_the_asyncio_admin_elects_leaders_as_the_sync_one_does(shared_broker, sync_admin):
     # Given a factor-1 topic of 2 partitions (one copy: never an election to hold)
     topic = unique_topic("aio-elect")
-    Admin(broker=shared_broker.url).create_topic(topic, 2)
+    sync_admin.create_topic(topic, 2)
 
     async def scenario():
         async with AIOAdmin(broker=shared_broker.url) as admin:
@@ -443,7 +452,7 @@ def test_the_asyncio_admin_elects_leaders_as_the_sync_one_does(shared_broker):
     assert [(r.partition, type(r.error).__name__) for r in results] == [
         (0, "ElectionNotNeededError"), (1, "ElectionNotNeededError"),
         (5, "PartitionOutOfRangeError")]
-    assert results[0].leader == Admin(broker=shared_broker.url).describe_topic(
+    assert results[0].leader == sync_admin.describe_topic(
         topic).partition_info[0].shard
 
 
@@ -505,9 +514,9 @@ def test_the_aio_consumer_answers_beginning_and_end_offsets_and_highwater(shared
 
 
 def test_the_aio_consumer_unsubscribes_at_once_leaves_at_its_next_turn_and_joins_again(
-        shared_broker):
+        shared_broker, sync_admin):
     topic, group, partitions = unique_topic("aio-unsub"), unique_topic("g"), 3
-    Admin(broker=shared_broker.url).create_topic(topic, partitions)
+    sync_admin.create_topic(topic, partitions)
     revoked: list[set] = []
 
     class Listener(ConsumerRebalanceListener):
@@ -600,9 +609,9 @@ def test_the_aio_consumer_subscribing_again_leaves_and_joins_with_the_new_topics
 
 
 def test_an_aio_unsubscribe_from_another_task_while_a_listener_awaits_ends_the_rebalance(
-        shared_broker):
+        shared_broker, sync_admin):
     topic, group = unique_topic("aio-race"), unique_topic("g")
-    Admin(broker=shared_broker.url).create_topic(topic, 3)
+    sync_admin.create_topic(topic, 3)
     heard: list[tuple[str, set]] = []
 
     async def scenario():
@@ -694,9 +703,9 @@ def test_an_aio_subscription_replaced_while_its_counts_are_awaited_is_never_join
 
 
 def test_an_aio_member_that_unsubscribes_and_then_idles_hands_its_partitions_over_at_once(
-        shared_broker):
+        shared_broker, sync_admin):
     topic, group = unique_topic("aio-idle"), unique_topic("g")
-    Admin(broker=shared_broker.url).create_topic(topic, 3)
+    sync_admin.create_topic(topic, 3)
 
     async def scenario():
         options = dict(broker=shared_broker.url, group=group, auto_offset_reset="earliest",
