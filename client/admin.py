@@ -250,10 +250,12 @@ def group_topics(info: protocol.GroupInfo) -> list[str]:
 
 def lag_row(topic: str, partition: int, committed_offsets: dict, end_offset: int
             ) -> tuple[str, int, int | None, int, int | None]:
-    """One row of group_lag: (topic, partition, committed, end, lag)."""
+    """One row of group_lag: (topic, partition, committed, end, lag). No lag for a
+    negative committed offset, which a Kafka client may commit (Kafka's broker takes
+    it, and its consumer-groups tool shows no lag for it): end - (-1) is no lag."""
     committed = committed_offsets.get((topic, partition))
     return (topic, partition, committed, end_offset,
-            None if committed is None else end_offset - committed)
+            None if committed is None or committed < 0 else end_offset - committed)
 
 
 @kafka_option_names

@@ -222,6 +222,13 @@ def test_group_lag_leaves_out_a_topic_deleted_since_the_group_committed_and_show
         assert admin.group_lag("g") == [("t", 0, 3, 10, 7)]
 
 
+def test_group_lag_shows_no_lag_for_a_negative_committed_offset_a_kafka_client_committed(
+        scripted):
+    broker = scripted([group_with_offsets({("t", 0): -1}), topics("t"), end_offset(10)])
+    with Admin(broker=broker.url, request_timeout_ms=2_000) as admin:
+        assert admin.group_lag("g") == [("t", 0, -1, 10, None)]
+
+
 def offset_deletions(refused: dict):
     """A script step: the answer to deleteOffsets, each partition asked deleted but those
     in ``refused`` (partition -> error)."""
