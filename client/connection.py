@@ -9,7 +9,11 @@ kept for the next ``recv`` (or ``wait_for``) in the order it came.
 
 With several routers (comma-separated URLs) the DEALER connects to all of them
 and queues requests only on connections that are up (ZMQ_IMMEDIATE), so
-requests go to the routers that are up and not to one that is down.
+requests go to the routers that are up and not to one that is down. ZMQ
+heartbeats (CLIENT_ROUTER_HEARTBEAT_TIMEOUT_MS) drop a connection whose router
+stopped answering them without closing it (a stopped or hung process, a host
+gone), so a hung router stops taking requests too, and a lone router's
+connection is made again rather than kept half open until TCP gives up.
 
 A send never blocks for good. When a request cannot be queued (with several
 routers none is up; with one, the broker refused this client's handshake, after
@@ -216,6 +220,8 @@ class Connection:
         self.socket.setsockopt(zmq.SNDHWM, limits.SOCKET_MESSAGES_HWM)
         self.socket.setsockopt(zmq.RCVHWM, limits.SOCKET_MESSAGES_HWM)
         self.socket.setsockopt(zmq.MAXMSGSIZE, limits.FRAME_BYTES_MAX)
+        self.socket.setsockopt(zmq.HEARTBEAT_IVL, limits.CLIENT_ROUTER_HEARTBEAT_IVL_MS)
+        self.socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, limits.CLIENT_ROUTER_HEARTBEAT_TIMEOUT_MS)
         urls = self.url.split(",")
         # With several routers, queue only on live connections, so requests go
         # to the routers that are up rather than wait for one that is down.

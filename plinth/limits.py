@@ -348,6 +348,15 @@ GROUP_LEAVE_TIMEOUT_MS_MAX = 5_000
 # routers none is up; with one, the broker refused the handshake or stopped reading)
 # it waits this long for a connection to take it, then fails with unavailable.
 CLIENT_ROUTER_CONNECT_WAIT_MS = 1_000
+# A client's ZMQ heartbeats to its routers: a connection whose router stops answering
+# them (a stopped or hung process, a host gone without a FIN, a pod behind a Service
+# replaced) is dropped within the timeout and connected again, instead of queueing
+# requests to it until TCP's keepalive (hours). With several routers the requests go
+# to the others meanwhile (ZMQ_IMMEDIATE: only a connection whose handshake completed
+# takes requests). libzmq's I/O thread answers them, so a router busy in Python is
+# not dropped.
+CLIENT_ROUTER_HEARTBEAT_IVL_MS = 1_000
+CLIENT_ROUTER_HEARTBEAT_TIMEOUT_MS = 5_000
 # Handshake-failure events a connection reads from its monitor per look (a client
 # with the wrong server key fails once per reconnect).
 CLIENT_HANDSHAKE_EVENTS_READ_MAX = 64
@@ -1581,6 +1590,9 @@ def _relations() -> list[tuple[str, bool]]:
          0 < CREATE_TOPICS_BATCH_MAX
          and CREATE_TOPICS_BATCH_MAX * (4 + _text_words(TOPIC_NAME_BYTES_MAX)) + 16
          <= HEADER_TRAVERSAL_WORDS_MAX),
+        ("a hung router is noticed well within a request timeout",
+         0 < CLIENT_ROUTER_HEARTBEAT_IVL_MS < CLIENT_ROUTER_HEARTBEAT_TIMEOUT_MS
+         < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT),
         ("a dead direct socket is noticed well within a request timeout",
          0 < DIRECT_HEARTBEAT_IVL_MS < DIRECT_HEARTBEAT_TIMEOUT_MS < CLIENT_REQUEST_TIMEOUT_MS_DEFAULT),
         ("a shard's ipc:// direct socket pings a client several times before it drops it",

@@ -3,11 +3,14 @@ each router serves every partition; a client given both fails over."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 
-from plinth import Admin, Consumer, Producer
-from plinth.errors import PlinthError
+from plinth import Admin, Consumer, Producer, limits
+from plinth.errors import PlinthError, PlinthTimeoutError
 from tests.support import free_port, start_until_ready, unique_topic, wait_until
 
 
@@ -48,6 +51,37 @@ def test_a_second_router_serves_every_partition_and_clients_fail_over(broker_fac
         values = [r.value for r in consumer]
     assert values.count(b"before") == 1
     assert sorted(v for v in values if v.startswith(b"after")) == sorted(b"after-%d" % i for i in range(20))
+
+
+def test_a_client_given_two_routers_stops_asking_one_that_hangs(broker_factory, ray_cluster):
+    # Given a client of two routers, each of which has answered it
+    cluster = unique_topic("cl")
+    broker = broker_factory(shards=1, extra_args=("--cluster-name", cluster))
+    proc, second = start_router(ray_cluster, cluster)
+    topic = unique_topic("hang")
+    try:
+        with Admin(broker=f"{second},{broker.url}", request_timeout_ms=1_000) as admin:
+            admin.create_topic(topic, 1)
+            for _ in range(4):   # round robin: both routers answered
+                assert topic in admin.list_topics()
+            # When the second router hangs (stopped: its connections stay open)
+            os.kill(proc.pid, signal.SIGSTOP)
+            # Then within the heartbeat timeout (and a few requests' timeouts) every
+            # request goes to the first: 20 in a row are answered. Before, every other
+            # one went to the stopped router and timed out, for as long as it hung.
+            deadline_s = (time.monotonic() + 4 * limits.CLIENT_ROUTER_HEARTBEAT_TIMEOUT_MS / 1000)
+            answered_in_a_row = 0
+            while answered_in_a_row < 20:
+                assert time.monotonic() < deadline_s, "requests still went to the hung router"
+                try:
+                    admin.list_topics()
+                    answered_in_a_row += 1
+                except PlinthTimeoutError:
+                    answered_in_a_row = 0
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.kill()
+        proc.wait(10)
 
 
 def test_a_standalone_router_outlives_a_restart_of_its_server_and_serves_again(
