@@ -182,6 +182,11 @@ def _resolve_failure(host: str) -> str | None:
     return outcome[0]
 
 
+def _off_is_none(listen: str | None) -> str | None:
+    """A listener's address option, where "off" (as --console-listen takes it) is none."""
+    return None if listen == "off" else listen
+
+
 def _kafka_listener_options(command):
     """The Kafka listener's options (address, auto-creation, TLS, SASL), shared by serve
     and router."""
@@ -191,7 +196,8 @@ def _kafka_listener_options(command):
                      help="Also serve Kafka's wire protocol here (Kafka's usual port is 9092), "
                           "so that Kafka clients and tools work unchanged. A non-loopback "
                           "address needs --kafka-tls-cert/--kafka-tls-key and "
-                          "--kafka-sasl-users (or --allow-insecure). Default: off."),
+                          "--kafka-sasl-users (or --allow-insecure). Default: off (as "
+                          "'off' says too, for a templated command line)."),
         click.option("--kafka-advertised", envvar="PLINTH_KAFKA_ADVERTISED", show_envvar=True,
                      default=None, metavar="HOST:PORT",
                      help="The address Kafka clients are told to connect to (Kafka's "
@@ -314,12 +320,13 @@ def serve(data_dir, listen, shards, ray_address, fsync_policy, fsync_interval_ms
                            leader_imbalance_check_interval_s=leader_imbalance_check_interval_s,
                            offsets_replication_factor=offsets_replication_factor,
                            direct_clients=direct_clients, tier_url=tier_url,
-                           tier_cache_bytes=tier_cache_bytes, kafka_listen=kafka_listen,
+                           tier_cache_bytes=tier_cache_bytes,
+                           kafka_listen=_off_is_none(kafka_listen),
                            kafka_advertised=kafka_advertised,
                            kafka_auto_create_topics=kafka_auto_create_topics,
                            kafka_tls_cert=kafka_tls_cert, kafka_tls_key=kafka_tls_key,
                            kafka_sasl_users=kafka_sasl_users,
-                           console_listen=None if console_listen == "off" else console_listen)
+                           console_listen=_off_is_none(console_listen))
     sys.exit(run(options, ready=lambda line: click.echo(line, err=False) or sys.stdout.flush()))
 
 
@@ -367,7 +374,7 @@ def router(ray_address, cluster_name, listen, curve_secret_key, authorized_keys,
                             acl_file=acl_file, allow_insecure=allow_insecure,
                             metrics_port=metrics_port, metrics_host=metrics_host,
                             cluster_key_file=cluster_key_file, data_dir=data_dir,
-                            tier_url=tier_url, kafka_listen=kafka_listen,
+                            tier_url=tier_url, kafka_listen=_off_is_none(kafka_listen),
                             kafka_advertised=kafka_advertised,
                             kafka_auto_create_topics=kafka_auto_create_topics,
                             kafka_tls_cert=kafka_tls_cert, kafka_tls_key=kafka_tls_key,

@@ -113,6 +113,23 @@ def test_a_listen_address_on_every_interface_or_a_named_host_is_taken(no_server,
         assert result.exit_code == 0, result.output
 
 
+@pytest.mark.parametrize("command, run", [(["serve"], "plinth.server.serve"),
+                                          (["router"], "plinth.server.run_router")])
+def test_off_turns_the_kafka_listener_off_as_it_does_the_console(
+        monkeypatch, tmp_path, command, run):
+    # Given the server not started, but its options seen
+    seen = []
+    monkeypatch.setattr(run, lambda options, ready: seen.append(options) or 0)
+    # When a listener is given as "off", as a templated command line writes the default
+    result = CliRunner().invoke(main, command + ["--data-dir", str(tmp_path), "--kafka-listen",
+                                                 "off"] + (["--console-listen", "off"]
+                                                           if command == ["serve"] else []))
+    # Then it is off, not refused as an address
+    assert result.exit_code == 0, result.output
+    assert seen[0].kafka_listen is None
+    assert getattr(seen[0], "console_listen", None) is None
+
+
 @pytest.mark.parametrize("args, option, why", [
     (["consume", "t", "--partition", "-1"], "--partition", "-1 is not in the range 0<=x<=4095"),
     (["produce", "t", "--partition", "4096"], "--partition", "4096 is not in the range"),
