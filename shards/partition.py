@@ -396,7 +396,7 @@ class Partition:
         """
         if now_ms is None:
             now_ms = wall_clock_ms()
-        self._check_batch_bytes(batch)
+        self._check_batch_bytes(batch, summary.record_count)
         self._check_timestamps(summary, now_ms)
         if leader_epoch >= 0 and leader_epoch != self.leader_epochs.latest_epoch():
             self._start_epoch(leader_epoch)
@@ -644,13 +644,22 @@ class Partition:
                           self.log.directory, exc)
         return result
 
-    def _check_batch_bytes(self, batch) -> None:
+    def _check_batch_bytes(self, batch, record_count: int) -> None:
+        """RecordTooLargeError for a batch over the topic's max.message.bytes, with the
+        advice that fits it: a batch of one record cannot be made smaller by batching."""
         batch_bytes, limit = memoryview(batch).nbytes, self.log.config.batch_bytes_max
-        if batch_bytes > limit:
-            raise RecordTooLargeError(
-                f"{self.name}: a batch of {batch_bytes} bytes is over the topic's "
-                f"{topics.MAX_MESSAGE_BYTES}={limit}; send smaller batches (the producer's "
-                f"batch_bytes_max, Kafka's batch.size) or raise {topics.MAX_MESSAGE_BYTES}")
+        if batch_bytes <= limit:
+            return
+        if record_count == 1:
+            advice = (f"its one record is too large alone: make it smaller, or raise "
+                      f"{topics.MAX_MESSAGE_BYTES}")
+        else:
+            advice = (f"{record_count} records: Plinth's producer splits such a batch and "
+                      f"sends it again (as Kafka's does); or send smaller batches (the "
+                      f"producer's batch_bytes_max, Kafka's batch.size), or raise "
+                      f"{topics.MAX_MESSAGE_BYTES}")
+        raise RecordTooLargeError(f"{self.name}: a batch of {batch_bytes} bytes is over the "
+                                  f"topic's {topics.MAX_MESSAGE_BYTES}={limit}; {advice}")
 
     def _check_timestamps(self, summary, now_ms: int) -> None:
         """Raise InvalidTimestampError unless every record's timestamp is in the window."""

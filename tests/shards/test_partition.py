@@ -218,6 +218,17 @@ def test_a_batch_over_the_topics_max_message_bytes_is_refused_and_one_at_it_is_s
     assert append(part, fits) == 0
 
 
+@pytest.mark.parametrize("values, advice", [
+    ([b"x" * 300], "its one record is too large alone: make it smaller, or raise "
+                   "max.message.bytes"),
+    ([b"x" * 150, b"y" * 150], "2 records: Plinth's producer splits such a batch")])
+def test_a_batch_over_max_message_bytes_is_refused_with_advice_that_fits_its_record_count(
+        tmp_path, values, advice):
+    part = open_partition(tmp_path / "t-3", LogConfig(batch_bytes_max=200))
+    with pytest.raises(RecordTooLargeError, match=advice):
+        append(part, batch_of(values))
+
+
 # --- Timestamps ------------------------------------------------------------------
 
 HOUR_MS = 3_600_000
