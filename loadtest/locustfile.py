@@ -28,14 +28,18 @@ rates, are logged when Locust quits ("plinth records: ...").
 Environment: PLINTH_TOPIC (default "locust"), PLINTH_PARTITIONS (4),
 PLINTH_BATCH_RECORDS (1000), PLINTH_VALUE_BYTES (100), PLINTH_FETCH_WAIT_MS
 (500), PLINTH_FETCH_BYTES (4 MiB), PLINTH_REQUEST_TIMEOUT_MS (5000: a
-request without a reply by then fails, and the user reopens its socket).
+request without a reply by then fails, and the user reopens its socket),
+PLINTH_PRODUCE_REQUESTS_PER_S (0: each producer sends its next batch as soon as
+the last is acknowledged; else at most this many a second per producer, Locust's
+constant_throughput, to soak a shared machine at a rate: records/s = producers x
+this x PLINTH_BATCH_RECORDS).
 """
 
 from __future__ import annotations
 
 # Locust first: importing it monkey-patches the standard library for gevent,
 # which must happen before anything imports ssl (pycapnp does, via asyncio).
-from locust import User, constant, events, task  # isort: skip
+from locust import User, constant, constant_throughput, events, task  # isort: skip
 from locust.runners import WorkerRunner  # isort: skip
 
 import itertools
@@ -58,6 +62,7 @@ VALUE_BYTES = int(os.environ.get("PLINTH_VALUE_BYTES", "100"))
 FETCH_WAIT_MS = int(os.environ.get("PLINTH_FETCH_WAIT_MS", "500"))
 FETCH_BYTES = int(os.environ.get("PLINTH_FETCH_BYTES", str(limits.FETCH_BYTES_DEFAULT)))
 REQUEST_TIMEOUT_MS = int(os.environ.get("PLINTH_REQUEST_TIMEOUT_MS", "5000"))
+PRODUCE_REQUESTS_PER_S = float(os.environ.get("PLINTH_PRODUCE_REQUESTS_PER_S", "0"))
 ACKS = 1
 
 log = logging.getLogger(__name__)
@@ -157,7 +162,8 @@ def _partition_cycle(ordinal: int):
 
 class ProducerUser(User):
     weight = 2
-    wait_time = constant(0)
+    wait_time = (constant(0) if PRODUCE_REQUESTS_PER_S <= 0
+                 else constant_throughput(PRODUCE_REQUESTS_PER_S))
     host = limits.BROKER_URL_DEFAULT
     _ordinals = itertools.count()
 

@@ -76,6 +76,16 @@ def test_locust_produces_and_fetches_against_a_live_broker(shared_broker, tmp_pa
     assert smoke_problems(run) == [], run.log[-4000:]
 
 
+def test_locust_producers_keep_to_the_rate_given(shared_broker, tmp_path):
+    # Given a rate of 4 produce requests a second per producer (one producer here)
+    # When Locust runs for 5 s
+    run = run_locust(shared_broker.url, tmp_path, run_time_s=5,
+                     env={"PLINTH_PRODUCE_REQUESTS_PER_S": "4", "PLINTH_BATCH_RECORDS": "10"})
+    # Then it sent about 20, not as many as acknowledgements allow (hundreds)
+    assert smoke_problems(run) == [], run.log[-4000:]
+    assert 5 <= run.successes("produce") <= 4 * 5 + 4
+
+
 def test_locust_smoke_check_fails_when_no_broker_answers(tmp_path):
     # Given a port nobody listens on, When Locust runs against it with short timeouts
     dead_url = f"tcp://127.0.0.1:{free_port()}"
