@@ -9,6 +9,7 @@ At the end it reads every partition from the start and checks each
 acknowledged record is there exactly once.
 
     python loadtest/soak.py --minutes 10
+    python loadtest/soak.py --minutes 20 --port 8210 --work-dir /tmp/soak   # kept
 
 Not part of the test suite (it runs for minutes); the README's Reliability
 section shows its latest output.
@@ -17,6 +18,7 @@ section shows its latest output.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import signal
@@ -44,8 +46,8 @@ def free_port() -> int:
 
 
 class Broker:
-    def __init__(self, data_dir: Path, url: str):
-        self.data_dir, self.url, self.proc = data_dir, url, None
+    def __init__(self, data_dir: Path, url: str, shards: int):
+        self.data_dir, self.url, self.shards, self.proc = data_dir, url, shards, None
 
     def start(self) -> None:
         self.starts = getattr(self, "starts", 0) + 1
@@ -53,7 +55,7 @@ class Broker:
         log_file = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "plinth.cli", "serve", "--data-dir", str(self.data_dir),
-             "--listen", self.url, "--shards", "2"],
+             "--listen", self.url, "--shards", str(self.shards)],
             stdout=log_file, stderr=subprocess.STDOUT, text=True, env=NO_CONSOLE_ENV)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and self.proc.poll() is None:
@@ -189,15 +191,33 @@ def verify(url: str, topic: str, acked: bytearray) -> tuple[int, int, int]:
     return stored, lost, sum(count - 1 for count in copies if count > 1)
 
 
+@contextlib.contextmanager
+def _work_dir(given: Path | None):
+    """``given``, made if missing and kept; or a temporary directory, removed after."""
+    if given is not None:
+        given.mkdir(parents=True, exist_ok=True)
+        yield given
+        return
+    with tempfile.TemporaryDirectory(prefix="plinth-soak-") as tmp:
+        yield Path(tmp)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--fault-every-s", type=float, default=45)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--port", type=int, default=0,
+                        help="the broker's port on 127.0.0.1 (default: a free one)")
+    parser.add_argument("--work-dir", type=Path, default=None,
+                        help="where the broker's data dir and logs go, kept after the run "
+                             "(default: a temporary directory, removed)")
+    parser.add_argument("--shards", type=int, default=2)
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    with tempfile.TemporaryDirectory(prefix="plinth-soak-") as tmp:
-        broker = Broker(Path(tmp) / "data", f"tcp://127.0.0.1:{free_port()}")
+    with _work_dir(args.work_dir) as work_dir:
+        broker = Broker(work_dir / "data", f"tcp://127.0.0.1:{args.port or free_port()}",
+                        args.shards)
         broker.start()
         topic = "soak"
         with Admin(broker=broker.url) as admin:
