@@ -368,12 +368,22 @@ class SenderCore:
         return False
 
     def _delivery_timeout_error(self, batch: OpenBatch, now: float) -> PlinthTimeoutError:
+        """The error of a batch out of time, saying first whether it may have been stored
+        (a user who reads only the start of it must not take "failed" for "not stored")."""
+        if batch.ever_sent:
+            outcome = (f"and may have been stored (it was sent, {batch.attempts} attempts: its "
+                       f"outcome is unknown)")
+        elif batch.attempts:
+            outcome = (f"and was not stored (it never left the producer: {batch.attempts} "
+                       f"attempts to send it failed)")
+        else:
+            outcome = "and was not stored (it was never sent)"
         last = f"; last error: {batch.last_error}" if batch.last_error else ""
         return PlinthTimeoutError(
             f"{batch.topic}-{batch.partition}: a batch of {batch.builder.record_count} records "
             f"was not acknowledged within delivery_timeout_ms="
-            f"{self.delivery_timeout_s * 1000:.0f}: it waited {(now - batch.created_s) * 1000:.0f}"
-            f" ms, {batch.attempts} attempts sent{last}")
+            f"{self.delivery_timeout_s * 1000:.0f} {outcome}: it waited "
+            f"{(now - batch.created_s) * 1000:.0f} ms{last}")
 
     def _settle(self, batch: OpenBatch, base_offset: int | None, error,
                 was_in_flight: bool = True) -> None:
