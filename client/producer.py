@@ -351,7 +351,11 @@ class Producer(RecordSending):
         """The topic's partition count, asked of the broker at the first send to it and
         again when due (client/partition_counts.py: a partition found missing, or
         ``metadata_max_age_ms``), waiting at most max_block_ms (and
-        request_timeout_ms) for it. Any thread; one question at a time."""
+        request_timeout_ms) for it. Any thread; one question at a time. ClosedError once
+        the producer is closed: its admin is closed, and a closed producer asks the
+        broker nothing."""
+        if self._closed:
+            raise ClosedError("producer is closed")
         counts = self._counts
         if counts.due(topic):
             with self._admin_lock:

@@ -339,11 +339,15 @@ class AIOProducer:
     async def partitions_for(self, topic: str) -> int:
         """The topic's partition count, asked of the broker at the first send to it and
         again when due (client/partition_counts.py: a partition found missing, or
-        ``metadata_max_age_ms``); tasks asking at once share one question."""
+        ``metadata_max_age_ms``); tasks asking at once share one question. ClosedError
+        once stop() began: a stopped producer asks the broker nothing (a send whose
+        topic's count is due comes here first, and so raises it)."""
         records = self._records
         if records is None:
             raise ClosedError("producer is not started: await producer.start() first")
         check_loop(self._loop, "AIOProducer", "partitions_for")
+        if records._closed:   # its admin is closed: asking would only log a failure
+            raise ClosedError("producer is closed")
         topic = _as_topic(topic)
         if records.counts.due(topic):
             asking = self._asking.get(topic)

@@ -7,6 +7,7 @@ batches as a shard does.
 """
 
 import inspect
+import logging
 import struct
 import threading
 import time
@@ -561,3 +562,25 @@ def test_a_send_to_an_unknown_topic_whose_name_breaks_the_rules_raises_invalid_t
         # And an unknown topic whose name is allowed is still unknown
         with pytest.raises(UnknownTopicError):
             producer.send("no-such-topic", b"x")
+
+
+def test_a_closed_producer_asks_the_broker_nothing_and_send_raises_only_closed_error(
+        broker, monkeypatch, caplog):
+    # Given a producer that may ask a count again at once, and a send refused for a
+    # partition the topic lacks
+    monkeypatch.setattr(limits, "PRODUCER_METADATA_REFRESH_MS_MIN", 0)
+    producer = Producer(broker=broker.url)
+    producer.send("t", b"x", partition=0).get(10)
+    with pytest.raises(PartitionOutOfRangeError):
+        producer.send("t", b"x", partition=PARTITIONS)
+    producer.close()
+    asked = metadata_asked(broker, "t")
+    # When it is closed, and then sent to and asked its partitions
+    with caplog.at_level(logging.WARNING, logger="plinth"):
+        with pytest.raises(ClosedError, match="producer is closed"):
+            producer.send("t", b"late", partition=PARTITIONS)
+        with pytest.raises(ClosedError, match="producer is closed"):
+            producer.partitions_for("t")
+    # Then each raised ClosedError alone: nothing was asked of the broker, nothing logged
+    assert metadata_asked(broker, "t") == asked
+    assert caplog.records == []

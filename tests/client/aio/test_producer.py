@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import threading
 import time
 
 import pytest
 
+from plinth import limits
 from plinth.client.aio.producer import AIOProducer
 from plinth.client.fetcher import TopicPartition
 from plinth.client.futures import RecordMetadata
@@ -607,3 +609,31 @@ def test_a_send_cancelled_while_it_awaits_a_missing_topics_count_leaves_no_unret
     run(scenario())
     # and asyncio had no error of the question's task to report
     assert reported == []
+
+
+def test_a_stopped_producer_asks_the_broker_nothing_and_send_raises_only_closed_error(
+        broker, monkeypatch, caplog):
+    # Given a producer that may ask a count again at once, and a send refused for a
+    # partition the topic lacks, which leaves the topic's count due
+    monkeypatch.setattr(limits, "PRODUCER_METADATA_REFRESH_MS_MIN", 0)
+
+    async def scenario():
+        producer = AIOProducer(broker=broker.url)
+        await producer.start()
+        await producer.send_and_wait("t", b"x", partition=0)
+        with pytest.raises(PartitionOutOfRangeError):
+            await producer.send("t", b"x", partition=PARTITIONS)
+        await producer.stop()
+        asked = metadata_asked(broker, "t")
+        # When it is stopped, and then sent to and asked its partitions
+        with caplog.at_level(logging.WARNING, logger="plinth"):
+            with pytest.raises(ClosedError, match="producer is closed"):
+                await producer.send("t", b"late")
+            with pytest.raises(ClosedError, match="producer is closed"):
+                await producer.partitions_for("t")
+        # Then each raised ClosedError alone: nothing was asked of the broker, and
+        # nothing logged
+        assert metadata_asked(broker, "t") == asked
+        assert caplog.records == []
+
+    run(scenario())
