@@ -401,13 +401,16 @@ class Producer(RecordSending):
 
     def close(self, timeout: float | None = None) -> None:
         """Flush, then stop the sender thread, within ``timeout`` seconds in all (None:
-        until done); records still unacknowledged then fail with ClosedError."""
+        until done); records still unacknowledged then fail with ClosedError. If records
+        failed meanwhile (those too, or out of delivery_timeout_ms), one WARNING says how
+        many and why; each record's future raises its own error."""
         timeout = checked_wait_s("close timeout", timeout)
         if self._closed:
             return
         self._closed = True
         deadline_s = None if timeout is None else time.monotonic() + timeout
         self._accumulator.refuse_appends()
+        self._sender.begin_close()   # what fails from now on is logged as it ends
         try:
             self._flush(timeout)
         except PlinthTimeoutError:

@@ -23,7 +23,7 @@ from plinth.errors import (ClosedError, InvalidTopicError, NotEnoughReplicasErro
                            PartitionOutOfRangeError, PlinthTimeoutError, UnknownTopicError)
 from plinth.format import batch_formats
 from tests.client import send_calls
-from tests.client.produce_broker import ProduceBroker
+from tests.client.produce_broker import DROP, ProduceBroker
 
 PARTITIONS = 4
 GET_TIMEOUT_S = 10
@@ -584,3 +584,22 @@ def test_a_closed_producer_asks_the_broker_nothing_and_send_raises_only_closed_e
     # Then each raised ClosedError alone: nothing was asked of the broker, nothing logged
     assert metadata_asked(broker, "t") == asked
     assert caplog.records == []
+
+
+def test_a_close_that_waited_out_a_delivery_timeout_warns_how_many_records_failed_and_why(
+        broker, caplog):
+    # Given a producer whose records the broker loses from now on
+    producer = Producer(broker=broker.url, request_timeout_ms=100, delivery_timeout_ms=300)
+    producer.send("t", b"x", partition=0).get(10)
+    broker.faults.extend([DROP] * 1000)
+    future = producer.send("t", b"lost", partition=0)
+    # When it is closed: the close's flush waits for the record's delivery deadline
+    with caplog.at_level(logging.WARNING, logger="plinth.client.sender"):
+        producer.close()
+    # Then the close's last word is one WARNING saying how many failed and why
+    assert caplog.records[-1].getMessage() == (
+        "producer closed with 1 records not delivered: 1 not acknowledged within "
+        "delivery_timeout_ms=300 (sent, so they may have been stored); each record's "
+        "future raises its error")
+    with pytest.raises(PlinthTimeoutError, match="may have been stored"):
+        future.get(0)

@@ -23,7 +23,7 @@ from plinth.client.futures import RecordMetadata
 from plinth.errors import (ClosedError, InvalidTopicError, NotLeaderError,
                            PartitionOutOfRangeError, PlinthTimeoutError, ProducerBufferFullError,
                            UnknownTopicError, WrongEventLoopError)
-from tests.client.produce_broker import LOSE_REPLY, ProduceBroker
+from tests.client.produce_broker import DROP, LOSE_REPLY, ProduceBroker
 from tests.client.test_producer import (BAD_OPTIONS, key_of_partition, metadata_asked,
                                         producer_ids)
 
@@ -635,5 +635,29 @@ def test_a_stopped_producer_asks_the_broker_nothing_and_send_raises_only_closed_
         # nothing logged
         assert metadata_asked(broker, "t") == asked
         assert caplog.records == []
+
+    run(scenario())
+
+
+def test_a_stop_that_waited_out_a_delivery_timeout_warns_how_many_records_failed_and_why(
+        broker, caplog):
+    async def scenario():
+        # Given a producer whose records the broker loses from now on
+        producer = AIOProducer(broker=broker.url, request_timeout_ms=100,
+                               delivery_timeout_ms=300)
+        await producer.start()
+        await producer.send_and_wait("t", b"x", partition=0)
+        broker.faults.extend([DROP] * 1000)
+        future = await producer.send("t", b"lost", partition=0)
+        # When it is stopped: the stop waits for the record's delivery deadline
+        with caplog.at_level(logging.WARNING, logger="plinth.client.sender"):
+            await producer.stop()
+        # Then the stop's last word is one WARNING saying how many failed and why
+        assert caplog.records[-1].getMessage() == (
+            "producer closed with 1 records not delivered: 1 not acknowledged within "
+            "delivery_timeout_ms=300 (sent, so they may have been stored); each record's "
+            "future raises its error")
+        with pytest.raises(PlinthTimeoutError, match="may have been stored"):
+            await future
 
     run(scenario())
