@@ -351,7 +351,11 @@ class Producer(RecordSending):
         """The topic's partition count, asked of the broker at the first send to it and
         again when due (client/partition_counts.py: a partition found missing, or
         ``metadata_max_age_ms``), waiting at most max_block_ms (and
-        request_timeout_ms) for it. Any thread; one question at a time."""
+        request_timeout_ms) for it. Any thread; one question at a time. ClosedError once
+        the producer is closed: its admin is closed, and a closed producer asks the
+        broker nothing."""
+        if self._closed:
+            raise ClosedError("producer is closed")
         counts = self._counts
         if counts.due(topic):
             with self._admin_lock:
@@ -397,13 +401,16 @@ class Producer(RecordSending):
 
     def close(self, timeout: float | None = None) -> None:
         """Flush, then stop the sender thread, within ``timeout`` seconds in all (None:
-        until done); records still unacknowledged then fail with ClosedError."""
+        until done); records still unacknowledged then fail with ClosedError. If records
+        failed meanwhile (those too, or out of delivery_timeout_ms), one WARNING says how
+        many and why; each record's future raises its own error."""
         timeout = checked_wait_s("close timeout", timeout)
         if self._closed:
             return
         self._closed = True
         deadline_s = None if timeout is None else time.monotonic() + timeout
         self._accumulator.refuse_appends()
+        self._sender.begin_close()   # what fails from now on is logged as it ends
         try:
             self._flush(timeout)
         except PlinthTimeoutError:

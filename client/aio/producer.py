@@ -191,7 +191,10 @@ class AIOProducer:
     async def stop(self, timeout: float | None = None) -> None:
         """Deliver everything sent so far, then end the sender task, within ``timeout``
         s in all (None: until done); what is still unacknowledged fails with
-        ClosedError. On another loop than start()'s: see ``_release_elsewhere``."""
+        ClosedError. If records failed meanwhile (those too, or out of
+        delivery_timeout_ms), one WARNING says how many and why; each record's future
+        raises its own error. On another loop than start()'s: see
+        ``_release_elsewhere``."""
         timeout = checked_wait_s("stop timeout", timeout)
         records = self._records
         if records is None or records._closed:
@@ -201,6 +204,7 @@ class AIOProducer:
         records._closed = True
         deadline_s = None if timeout is None else time.monotonic() + timeout
         self._accumulator.refuse_appends()
+        self._core.begin_close()   # what fails from now on is logged as it ends
         try:
             await self._flush(timeout)
         except PlinthTimeoutError:
@@ -339,11 +343,15 @@ class AIOProducer:
     async def partitions_for(self, topic: str) -> int:
         """The topic's partition count, asked of the broker at the first send to it and
         again when due (client/partition_counts.py: a partition found missing, or
-        ``metadata_max_age_ms``); tasks asking at once share one question."""
+        ``metadata_max_age_ms``); tasks asking at once share one question. ClosedError
+        once stop() began: a stopped producer asks the broker nothing (a send whose
+        topic's count is due comes here first, and so raises it)."""
         records = self._records
         if records is None:
             raise ClosedError("producer is not started: await producer.start() first")
         check_loop(self._loop, "AIOProducer", "partitions_for")
+        if records._closed:   # its admin is closed: asking would only log a failure
+            raise ClosedError("producer is closed")
         topic = _as_topic(topic)
         if records.counts.due(topic):
             asking = self._asking.get(topic)

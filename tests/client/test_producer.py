@@ -7,6 +7,7 @@ batches as a shard does.
 """
 
 import inspect
+import logging
 import struct
 import threading
 import time
@@ -22,7 +23,7 @@ from plinth.errors import (ClosedError, InvalidTopicError, NotEnoughReplicasErro
                            PartitionOutOfRangeError, PlinthTimeoutError, UnknownTopicError)
 from plinth.format import batch_formats
 from tests.client import send_calls
-from tests.client.produce_broker import ProduceBroker
+from tests.client.produce_broker import DROP, ProduceBroker
 
 PARTITIONS = 4
 GET_TIMEOUT_S = 10
@@ -561,3 +562,44 @@ def test_a_send_to_an_unknown_topic_whose_name_breaks_the_rules_raises_invalid_t
         # And an unknown topic whose name is allowed is still unknown
         with pytest.raises(UnknownTopicError):
             producer.send("no-such-topic", b"x")
+
+
+def test_a_closed_producer_asks_the_broker_nothing_and_send_raises_only_closed_error(
+        broker, monkeypatch, caplog):
+    # Given a producer that may ask a count again at once, and a send refused for a
+    # partition the topic lacks
+    monkeypatch.setattr(limits, "PRODUCER_METADATA_REFRESH_MS_MIN", 0)
+    producer = Producer(broker=broker.url)
+    producer.send("t", b"x", partition=0).get(10)
+    with pytest.raises(PartitionOutOfRangeError):
+        producer.send("t", b"x", partition=PARTITIONS)
+    producer.close()
+    asked = metadata_asked(broker, "t")
+    # When it is closed, and then sent to and asked its partitions
+    with caplog.at_level(logging.WARNING, logger="plinth"):
+        with pytest.raises(ClosedError, match="producer is closed"):
+            producer.send("t", b"late", partition=PARTITIONS)
+        with pytest.raises(ClosedError, match="producer is closed"):
+            producer.partitions_for("t")
+    # Then each raised ClosedError alone: nothing was asked of the broker, nothing logged
+    assert metadata_asked(broker, "t") == asked
+    assert caplog.records == []
+
+
+def test_a_close_that_waited_out_a_delivery_timeout_warns_how_many_records_failed_and_why(
+        broker, caplog):
+    # Given a producer whose records the broker loses from now on
+    producer = Producer(broker=broker.url, request_timeout_ms=100, delivery_timeout_ms=300)
+    producer.send("t", b"x", partition=0).get(10)
+    broker.faults.extend([DROP] * 1000)
+    future = producer.send("t", b"lost", partition=0)
+    # When it is closed: the close's flush waits for the record's delivery deadline
+    with caplog.at_level(logging.WARNING, logger="plinth.client.sender"):
+        producer.close()
+    # Then the close's last word is one WARNING saying how many failed and why
+    assert caplog.records[-1].getMessage() == (
+        "producer closed with 1 records not delivered: 1 not acknowledged within "
+        "delivery_timeout_ms=300 (sent, so they may have been stored); each record's "
+        "future raises its error")
+    with pytest.raises(PlinthTimeoutError, match="may have been stored"):
+        future.get(0)

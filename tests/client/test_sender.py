@@ -673,7 +673,7 @@ def test_close_with_a_timeout_says_a_batch_waiting_to_be_retried_may_be_stored_a
                                       retry_backoff_max_ms=60_000)
     with caplog.at_level(logging.INFO, logger="plinth.client.sender"):
         retried = send(accumulator, b"a")
-        wait_until(lambda: "retrying t-0" in caplog.text)
+        wait_until(lambda: "produce to t-0 failed" in caplog.text)
     later = send(accumulator, b"b")
     # When the sender is closed with a timeout
     sender.close(0.3)
@@ -736,9 +736,11 @@ def test_a_batch_that_waits_to_be_sent_past_delivery_timeout_fails_though_it_nev
     # batch waits in its partition's queue (or pipeline) and never leaves it
     _, accumulator = make_sender(in_flight_max=0, idempotent=idempotent, request_timeout_ms=200,
                                  delivery_timeout_ms=400)
-    # When a record is sent / Then it fails at its delivery deadline, never sent
-    with pytest.raises(PlinthTimeoutError, match=r"within delivery_timeout_ms=400: it waited "
-                                                 r"\d+ ms, 0 attempts sent"):
+    # When a record is sent / Then it fails at its delivery deadline, saying that it
+    # was never sent, so not stored
+    with pytest.raises(PlinthTimeoutError, match=r"within delivery_timeout_ms=400 and was not "
+                                                 r"stored \(it was never sent\): it waited "
+                                                 r"\d+ ms$"):
         send(accumulator, b"stuck").get(5)
     assert broker.produces() == []
 
@@ -752,12 +754,115 @@ def test_a_request_in_flight_waits_at_most_until_its_batch_s_delivery_deadline(
     started_s = time.monotonic()
     # When a record is sent / Then it fails at its delivery deadline, its retry cut
     # short, not a whole request_timeout_ms after it, said as a batch that expired
-    # while waiting is (one message for one condition, whichever path saw it)
+    # while waiting is (one message for one condition, whichever path saw it), and
+    # saying first that it was sent, so that it may have been stored
     with pytest.raises(PlinthTimeoutError,
                        match=r"t-0: a batch of 1 records was not acknowledged within "
-                             r"delivery_timeout_ms=2400: it waited \d+ ms, 2 attempts sent; "
+                             r"delivery_timeout_ms=2400 and may have been stored \(it was "
+                             r"sent, 2 attempts: its outcome is unknown\): it waited \d+ ms; "
                              r"last error: "):
         send(accumulator, b"lost").get(GET_TIMEOUT_S)
     took_s = time.monotonic() - started_s
     assert len(broker.produces()) == 2
     assert 2.4 <= took_s < 3.4   # was 4 s: the retry waited a whole request_timeout_ms
+
+
+# --- What an outage logs (once per partition, not per retry) ----------------------------
+
+def sender_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "plinth.client.sender" and r.levelno == logging.WARNING]
+
+
+def test_a_partition_that_starts_failing_is_warned_of_once_and_its_recovery_logged_once(
+        broker, make_sender, caplog):
+    # Given a broker that answers the first three produces "unavailable"
+    broker.faults.extend([UnavailableError("shard restarting")] * 3)
+    _, accumulator = make_sender(delivery_timeout_ms=20_000)
+    # When a record is sent and acknowledged after three retries
+    with caplog.at_level(logging.INFO, logger="plinth.client.sender"):
+        assert send(accumulator, b"a").get(GET_TIMEOUT_S).offset == 0
+    # Then one WARNING named the partition, the error and how long it is retried
+    assert sender_warnings(caplog) == [
+        "produce to t-0 failed: UnavailableError: shard restarting; retrying its batches "
+        "until each is acknowledged or delivery_timeout_ms=20000 after it was created (the "
+        "first retry in 20 ms; retries are logged at INFO)"]
+    # And one INFO line said it delivers again, after how many failed attempts
+    recovered = [r.getMessage() for r in caplog.records if "acknowledged again" in r.getMessage()]
+    assert len(recovered) == 1 and caplog.records[-1].levelno == logging.INFO
+    assert re.fullmatch(r"produce to t-0 acknowledged again after \d+\.\d s failing: 3 attempts "
+                        r"failed \(the last: UnavailableError: shard restarting\)", recovered[0])
+
+
+def test_batches_out_of_time_in_an_outage_are_warned_of_once_per_partition(
+        broker, make_sender, caplog):
+    # Given a broker that loses every produce request
+    broker.faults.extend([DROP] * 1000)
+    _, accumulator = make_sender(request_timeout_ms=100, delivery_timeout_ms=300)
+    # When two records fail, one after the other, out of time
+    with caplog.at_level(logging.WARNING, logger="plinth.client.sender"):
+        for value in (b"a", b"b"):
+            with pytest.raises(PlinthTimeoutError):
+                send(accumulator, value).get(GET_TIMEOUT_S)
+    # Then the partition's failing and its first batch out of time were warned of, once
+    # each, though both batches were retried and failed
+    warnings = sender_warnings(caplog)
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith("produce to t-0 failed: PlinthTimeoutError: no "
+                                  "acknowledgement from ")
+    assert warnings[1].startswith("t-0: a batch of 1 records was not acknowledged within "
+                                  "delivery_timeout_ms=300 and may have been stored")
+    assert warnings[1].endswith("; later batches of t-0 that run out of time before one is "
+                                "acknowledged are not logged (each record's future raises "
+                                "its error)")
+
+
+def test_a_close_whose_timeout_fails_records_warns_once_saying_how_many_and_why(
+        broker, make_sender, caplog):
+    # Given a broker that loses every produce request, a record sent, and two more
+    # that wait behind it (never sent: the partition waits for its first batch)
+    broker.faults.extend([DROP] * 1000)
+    sender, accumulator = make_sender()
+    sent = send(accumulator, b"a")
+    wait_until(lambda: broker.produces())
+    unsent = [send(accumulator, b"b"), send(accumulator, b"c")]
+    # When the sender is closed with a timeout of 300 ms
+    with caplog.at_level(logging.WARNING, logger="plinth.client.sender"):
+        sender.close(0.3)
+    # Then one WARNING says how many records were not delivered, and why
+    assert sender_warnings(caplog)[-1] == (
+        "producer closed with 3 records not delivered: 2 unacknowledged when the close ended "
+        "(never sent, so not stored), 1 unacknowledged when the close ended (sent, so they "
+        "may have been stored); each record's future raises its error")
+    # And each future still raises its own error
+    with pytest.raises(ClosedError, match="it was sent"):
+        sent.get(0)
+    for future in unsent:
+        with pytest.raises(ClosedError, match="before the record was sent"):
+            future.get(0)
+
+
+def test_a_close_that_waited_out_delivery_timeouts_warns_once_saying_how_many_and_why(
+        broker, make_sender, caplog):
+    # Given a broker that loses every produce request, and a record sent
+    broker.faults.extend([DROP] * 1000)
+    sender, accumulator = make_sender(request_timeout_ms=100, delivery_timeout_ms=300)
+    future = send(accumulator, b"a")
+    # When the sender is closed without a timeout: it waits for the record's deadline
+    with caplog.at_level(logging.WARNING, logger="plinth.client.sender"):
+        sender.close(None)
+    # Then the close's warning says the record ran out of time, and may be stored
+    assert sender_warnings(caplog)[-1] == (
+        "producer closed with 1 records not delivered: 1 not acknowledged within "
+        "delivery_timeout_ms=300 (sent, so they may have been stored); each record's future "
+        "raises its error")
+    with pytest.raises(PlinthTimeoutError, match="may have been stored"):
+        future.get(0)
+
+
+def test_a_close_with_every_record_delivered_warns_of_nothing(broker, make_sender, caplog):
+    sender, accumulator = make_sender()
+    assert send(accumulator, b"a").get(GET_TIMEOUT_S).offset == 0
+    with caplog.at_level(logging.WARNING, logger="plinth.client.sender"):
+        sender.close(5)
+    assert sender_warnings(caplog) == []

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import threading
 import time
 
 import pytest
 
+from plinth import limits
 from plinth.client.aio.producer import AIOProducer
 from plinth.client.fetcher import TopicPartition
 from plinth.client.futures import RecordMetadata
 from plinth.errors import (ClosedError, InvalidTopicError, NotLeaderError,
                            PartitionOutOfRangeError, PlinthTimeoutError, ProducerBufferFullError,
                            UnknownTopicError, WrongEventLoopError)
-from tests.client.produce_broker import LOSE_REPLY, ProduceBroker
+from tests.client.produce_broker import DROP, LOSE_REPLY, ProduceBroker
 from tests.client.test_producer import (BAD_OPTIONS, key_of_partition, metadata_asked,
                                         producer_ids)
 
@@ -607,3 +609,55 @@ def test_a_send_cancelled_while_it_awaits_a_missing_topics_count_leaves_no_unret
     run(scenario())
     # and asyncio had no error of the question's task to report
     assert reported == []
+
+
+def test_a_stopped_producer_asks_the_broker_nothing_and_send_raises_only_closed_error(
+        broker, monkeypatch, caplog):
+    # Given a producer that may ask a count again at once, and a send refused for a
+    # partition the topic lacks, which leaves the topic's count due
+    monkeypatch.setattr(limits, "PRODUCER_METADATA_REFRESH_MS_MIN", 0)
+
+    async def scenario():
+        producer = AIOProducer(broker=broker.url)
+        await producer.start()
+        await producer.send_and_wait("t", b"x", partition=0)
+        with pytest.raises(PartitionOutOfRangeError):
+            await producer.send("t", b"x", partition=PARTITIONS)
+        await producer.stop()
+        asked = metadata_asked(broker, "t")
+        # When it is stopped, and then sent to and asked its partitions
+        with caplog.at_level(logging.WARNING, logger="plinth"):
+            with pytest.raises(ClosedError, match="producer is closed"):
+                await producer.send("t", b"late")
+            with pytest.raises(ClosedError, match="producer is closed"):
+                await producer.partitions_for("t")
+        # Then each raised ClosedError alone: nothing was asked of the broker, and
+        # nothing logged
+        assert metadata_asked(broker, "t") == asked
+        assert caplog.records == []
+
+    run(scenario())
+
+
+def test_a_stop_that_waited_out_a_delivery_timeout_warns_how_many_records_failed_and_why(
+        broker, caplog):
+    async def scenario():
+        # Given a producer whose records the broker loses from now on
+        producer = AIOProducer(broker=broker.url, request_timeout_ms=100,
+                               delivery_timeout_ms=300)
+        await producer.start()
+        await producer.send_and_wait("t", b"x", partition=0)
+        broker.faults.extend([DROP] * 1000)
+        future = await producer.send("t", b"lost", partition=0)
+        # When it is stopped: the stop waits for the record's delivery deadline
+        with caplog.at_level(logging.WARNING, logger="plinth.client.sender"):
+            await producer.stop()
+        # Then the stop's last word is one WARNING saying how many failed and why
+        assert caplog.records[-1].getMessage() == (
+            "producer closed with 1 records not delivered: 1 not acknowledged within "
+            "delivery_timeout_ms=300 (sent, so they may have been stored); each record's "
+            "future raises its error")
+        with pytest.raises(PlinthTimeoutError, match="may have been stored"):
+            await future
+
+    run(scenario())
