@@ -4,6 +4,8 @@ test plays the actor, reopening the partitions and saying when it is done."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 import zmq
 
@@ -59,17 +61,16 @@ def shard_dir(tmp_path):
     return directory
 
 
-class dealer:
-    def __init__(self, address: str):
-        self.sock = zmq.Context.instance().socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(address)
-
-    def __enter__(self):
-        return self.sock
-
-    def __exit__(self, *exc):
-        self.sock.close()
+@contextmanager
+def dealer(address: str):
+    """A DEALER playing the router, connected to ``address``."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(address)
+    try:
+        yield sock
+    finally:
+        sock.close()
 
 
 @pytest.fixture
