@@ -12,7 +12,11 @@ serves, with their topic config, and every topic's partition count. Each
 change is saved before the call returns. When Ray restarts a dead shard actor,
 ``__init__`` finds the manifest, reopens (and so recovers) every partition,
 and tells the controller its new address; routers pick it up on their next
-routing refresh. No one has to replay anything.
+routing refresh. No one has to replay anything. The socket is bound before the
+partitions reopen, and routers may reach it at once (its ipc:// address is the
+old one): the server answers group requests unavailable, "recovering", until
+every partition is open and the partition counts are set (shard_server.py,
+"Restarts").
 
 Without Ray it is a plain class: tests run it on a real ShardServer.
 """
@@ -74,9 +78,10 @@ class ShardActor:
                                    fsync_policy, fsync_interval_ms, cluster_keys,
                                    controller=announce_to, direct_clients=direct_clients,
                                    tier=tier)
-        self._server.start()
+        self._server.start(recovering=True)
         self._manifest = ShardManifest.load(self._manifest_path)
         self._reopen()
+        self._server.call(self._server.recovered)
         if own_process:
             self._tune()
         log.info("%s serving %s from %s", shard_id, self._server.address, data_dir)

@@ -86,6 +86,7 @@ class KafkaError(enum.IntEnum):
     """The Kafka error codes these answers carry, with Kafka's numbers."""
     UNKNOWN_SERVER_ERROR = -1
     NONE = 0
+    COORDINATOR_LOAD_IN_PROGRESS = 14
     COORDINATOR_NOT_AVAILABLE = 15
     NOT_COORDINATOR = 16
     ILLEGAL_GENERATION = 22

@@ -122,6 +122,25 @@ class ClassicRequests:
                 raise AssertionError(f"not a classic group request: {request!r}")
         return self._deliver(replies, token)
 
+    def loading(self, request) -> bytes:
+        """The reply header to a classic request that the shard cannot answer yet (it
+        is loading its groups: shard_server.py, "Restarts"): Kafka's
+        COORDINATOR_LOAD_IN_PROGRESS, after which a Kafka client retries the same
+        coordinator. Nothing of the group is looked at or changed."""
+        code = KafkaError.COORDINATOR_LOAD_IN_PROGRESS
+        match request:
+            case protocol_classic.ClassicJoinRequest():
+                answer = JoinAnswer(code, request.member_id)
+            case protocol_classic.ClassicSyncRequest():
+                answer = SyncAnswer(code)
+            case protocol_classic.ClassicHeartbeatRequest():
+                answer = HeartbeatAnswer(code)
+            case protocol_classic.ClassicLeaveRequest():
+                answer = LeaveAnswer(code)
+            case _:
+                raise AssertionError(f"not a classic group request: {request!r}")
+        return self._encode(request.request_id, answer)
+
     def _deliver(self, replies, own_token) -> bytes | None:
         """Send every released answer but the request's own, which is returned."""
         own = None

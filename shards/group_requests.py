@@ -187,6 +187,15 @@ class GroupRequests:
         self._waiting_count += 1
         return None
 
+    def refuse_while_loading(self, request, loading: UnavailableError) -> bytes:
+        """The answer to one of protocol.GROUP_REQUESTS while the shard is still
+        loading its groups' state (a restarted shard reopening its partitions,
+        shard_server.py "Restarts"): a classic request's is COORDINATOR_LOAD_IN_PROGRESS,
+        the code a Kafka client retries; any other raises ``loading``, retriable."""
+        if isinstance(request, protocol_classic.CLASSIC_REQUESTS):
+            return self._classic.loading(request)
+        raise loading
+
     @staticmethod
     def _has_plinth(groups: GroupCoordinator, request) -> bool:
         """Whether a classic request's group may have Plinth members to check for."""

@@ -31,6 +31,19 @@ log between checking it and using it. With --tier-url, one uploader thread
 (tier/remote_log_manager.py) owns the object store; the loop hands it rolled
 segments and gets new remote views back through ``_post``, never waiting on it.
 
+Restarts. A shard actor restarted by Ray binds its socket before it reopens its
+partitions (actor.py), and on ipc:// the socket's address is its old one, so
+routers' connections come back at once and requests arrive while the
+partitions are still being recovered. ``start(recovering=True)`` holds the
+groups until the actor calls ``recovered()`` (every partition of its manifest
+open, the partition counts set): until then every group request, Plinth's or
+Kafka's classic ones, is answered unavailable naming the shard and that it is
+recovering (a classic one COORDINATOR_LOAD_IN_PROGRESS, as Kafka's loading
+coordinator), which clients retry. Answered earlier, a commit was refused as
+"unknown topic" (the partition counts were not set yet) and every member was
+told it was unknown. Produce and fetch need no hold: a partition not open yet
+is answered unavailable by ``_require``, and one already open is recovered.
+
 Requests arrive from a router as [router id][client id][Request][payload]?
 (a group request's payload is the client's key, group_requests.py) and are
 answered as [router id][client id][Reply][payload]?.
@@ -199,6 +212,9 @@ class ShardServer:
         self._commands: queue.Queue = queue.Queue(maxsize=limits.SHARD_COMMANDS_QUEUED_MAX)
         self._wakeup = Wakeup()
         self._stopping = False
+        # Restarted and reopening its partitions (see the module): groups wait. Read
+        # and cleared on the loop thread; set in start(), before the loop runs.
+        self._recovering = False
         self._thread: threading.Thread | None = None
         self._lock_file = None
         self._replication = ShardReplication(
@@ -214,8 +230,12 @@ class ShardServer:
 
     # --- Lifecycle (actor thread) ------------------------------------------
 
-    def start(self) -> str:
-        """Lock the data dir, bind the socket, start the loop. Returns the address."""
+    def start(self, recovering: bool = False) -> str:
+        """Lock the data dir, bind the socket, start the loop. Returns the address.
+        ``recovering``: the caller reopens the shard's partitions after this returns;
+        group requests are answered unavailable until it calls ``recovered()`` (see
+        the module, "Restarts")."""
+        self._recovering = recovering
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_data_dir()
         self._finish_deletions()
@@ -248,6 +268,20 @@ class ShardServer:
         self._thread = threading.Thread(target=self._run, name=f"{self.shard_id}-loop", daemon=True)
         self._thread.start()
         return self.address
+
+    def recovered(self) -> None:
+        """The partitions of the shard's manifest are open and the partition counts set:
+        group requests are served from now on. Loop thread (the actor, through call())."""
+        if self._recovering:
+            self._recovering = False
+            log.info("%s recovered %d partitions: serving group requests", self.shard_id,
+                     len(self._partitions))
+
+    def _recovering_error(self) -> UnavailableError:
+        return UnavailableError(
+            f"{self.shard_id} is recovering after a restart: it has reopened "
+            f"{len(self._partitions)} of its partitions so far and serves groups once all "
+            f"are open; retry")
 
     def _finish_deletions(self) -> None:
         """Recovery: remove the partition directories a crash left half-deleted (before
@@ -716,6 +750,8 @@ class ShardServer:
 
     def _require(self, topic: str, partition: int) -> Partition:
         part = self._partitions.get((topic, partition))
+        if part is None and self._recovering:   # (it may be one still to reopen)
+            raise self._recovering_error()
         if part is None:
             # The router's map was stale (a shard restarted on a port another one
             # had, a partition moved, a topic was just deleted): retriable; once
@@ -968,7 +1004,10 @@ class ShardServer:
         elif kind is protocol.DeleteRecordsRequest:
             self._delete_records(envelope, request)
         elif isinstance(request, protocol.GROUP_REQUESTS):
-            header = self._groups.handle(request, payload, envelope)
+            if self._recovering:   # (raises, or a classic request's loading answer)
+                header = self._groups.refuse_while_loading(request, self._recovering_error())
+            else:
+                header = self._groups.handle(request, payload, envelope)
             if header is not None:   # None: answered once its slot's high watermark passes
                 self._reply(envelope, header)
         elif kind is protocol.ReplicaFetchRequest:

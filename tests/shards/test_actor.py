@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import threading
 
 import pytest
 
@@ -16,7 +17,7 @@ from plinth.errors import InvalidPartitionsError, UnavailableError
 from plinth.shards.actor import ShardActor
 from plinth.shards.shard_calls import PartitionId, PartitionSpec, SealedPartition
 from plinth.shards.shard_manifest import MANIFEST_FILE, ShardManifest
-from tests.shard_requests import commit_offsets, committed_offsets, produce
+from tests.shard_requests import commit_offsets, committed_offsets, join_group, produce
 
 CONFIG = {"retention.ms": "604800000"}
 
@@ -273,3 +274,51 @@ def test_groups_handed_over_by_one_shard_are_coordinated_by_the_one_that_adopts_
     assert committed_offsets(target.address(), "billing") == {("t", 0): 4}
     with pytest.raises(UnavailableError, match="moved to another shard"):
         committed_offsets(source.address(), "billing")
+
+
+def test_a_restarted_shard_answers_group_requests_unavailable_until_its_partitions_are_reopened(
+        actors, shard_dir, monkeypatch):
+    # Given a shard whose group g committed offsets of both partitions of t
+    actor = actors(shard_dir)
+    actor.open_partitions([PartitionSpec("t", 0, CONFIG), PartitionSpec("t", 1, CONFIG)],
+                          partition_counts={"t": 2})
+    commit_offsets(actor.address(), "g", {("t", 0): 1, ("t", 1): 1})
+    actor.shutdown(5)
+    # And its restart held after reopening t-0, before t-1 (its socket already bound,
+    # as after Ray's restart, when routers reach it at once)
+    reopened_one, go_on = threading.Event(), threading.Event()
+    address: list[str] = []
+    open_all = ShardActor._open
+
+    def open_held(self, specs, restarted=False):
+        if not restarted:
+            return open_all(self, specs, restarted)
+        found = open_all(self, specs[:1], restarted)
+        address.append(self._server.address)
+        reopened_one.set()
+        assert go_on.wait(30), "the test never let the restart go on"
+        return {**found, **open_all(self, specs[1:], restarted)}
+
+    monkeypatch.setattr(ShardActor, "_open", open_held)
+    restarted: list[ShardActor] = []
+    starting = threading.Thread(target=lambda: restarted.append(actors(shard_dir)))
+    starting.start()
+    try:
+        assert reopened_one.wait(30), "the restart never reopened a partition"
+        # When a member commits, a consumer asks for the offsets, a member joins
+        # Then each is told to retry, naming the shard and its recovery; the commit
+        # is not refused as "unknown topic", the offsets are not read as none
+        recovering = "shard-0 is recovering after a restart: it has reopened 1 of"
+        with pytest.raises(UnavailableError, match=recovering):
+            commit_offsets(address[0], "g", {("t", 0): 2})
+        with pytest.raises(UnavailableError, match=recovering):
+            committed_offsets(address[0], "g")
+        with pytest.raises(UnavailableError, match=recovering):
+            join_group(address[0], "g", ["t"], 10_000)
+    finally:
+        go_on.set()
+        starting.join(30)
+    # And once the restart is done, the retried commit is taken, beside the offsets kept
+    actor = restarted[0]
+    commit_offsets(actor.address(), "g", {("t", 0): 2})
+    assert committed_offsets(actor.address(), "g") == {("t", 0): 2, ("t", 1): 1}

@@ -10,7 +10,8 @@ from kafka.protocol.old.consumer_protocol import (ConsumerProtocolMemberAssignme
 
 from plinth import limits, protocol, protocol_classic
 from plinth.errors import (GroupNotEmptyError, GroupSubscribedToTopicError,
-                           InconsistentGroupProtocolError, StaleMemberEpochError)
+                           InconsistentGroupProtocolError, StaleMemberEpochError,
+                           UnavailableError)
 from plinth.shards.classic_requests import consumer_assignment, subscription_topics
 from plinth.shards.group_requests import GroupRequests, SlotLogs
 from plinth.shards.classic_group import KafkaError
@@ -235,3 +236,30 @@ def test_consumer_subscriptions_are_read_as_kafka_python_writes_them():
 def test_a_subscription_that_cannot_be_read_leaves_the_topics_unknown(data):
     good = ConsumerProtocolMemberMetadata_v0(0, ["a"], b"").encode()
     assert subscription_topics([good, data]) is None
+
+
+def test_while_the_shard_loads_every_classic_request_is_answered_load_in_progress_and_changes_nothing(
+        shard, clock):
+    # Given a classic group with a member
+    member = settle_join(shard, clock).member_id
+    loading = UnavailableError("shard-a is recovering")
+    requests = [
+        protocol_classic.ClassicJoinRequest(7, "g", member, "", "consumer",
+                                            (("range", b"subscription"),), 10_000, 30_000,
+                                            "client-1", "/127.0.0.1"),
+        protocol_classic.ClassicSyncRequest(8, "g", 1, member, "", "consumer", "range", ()),
+        protocol_classic.ClassicHeartbeatRequest(9, "g", 1, member),
+        protocol_classic.ClassicLeaveRequest(10, "g", ((member, ""),))]
+    for request in requests:
+        # When each kind arrives while the shard loads its groups
+        decoded = protocol.decode_request(protocol_classic.encode_request(request))
+        reply = protocol.decode_reply(shard.refuse_while_loading(decoded, loading))
+        # Then it is answered COORDINATOR_LOAD_IN_PROGRESS, Kafka's retriable code
+        assert (reply.request_id, reply.classic.error_code) == \
+            (request.request_id, KafkaError.COORDINATOR_LOAD_IN_PROGRESS)
+    # And the member is still there, in its generation; a Plinth request gets the error
+    assert handle(shard, protocol_classic.ClassicHeartbeatRequest(11, "g", 1, member)) \
+        .error_code == KafkaError.NONE
+    with pytest.raises(UnavailableError, match="shard-a is recovering"):
+        shard.refuse_while_loading(protocol.decode_request(
+            protocol.encode_group_request(12, "fetchOffsets", "g")), loading)
