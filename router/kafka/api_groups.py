@@ -73,6 +73,16 @@ _LEADER_EPOCH_UNKNOWN = -1
 _OFFSET_NONE = -1
 
 
+def _group_code(error: BaseException | None) -> int:
+    """``kafka_code`` for a group API's answer. A group's shard that cannot answer now
+    (restarting, recovering its partitions, its group moving to another shard) is
+    COORDINATOR_NOT_AVAILABLE, which Kafka's clients retry after finding the
+    coordinator again; NOT_LEADER_OR_FOLLOWER, a partition's code for it, is an
+    unexpected error to a commit (the Java consumer's commit fails for good)."""
+    code = kafka_code(error)
+    return kafka.COORDINATOR_NOT_AVAILABLE if code == kafka.NOT_LEADER_OR_FOLLOWER else code
+
+
 async def _classic(gateway, request, wait_ms: int = 0) -> protocol_classic.ClassicResult:
     """One classic group request's answer (sent with a request id of its own); a Plinth
     error as its Kafka code."""
@@ -81,7 +91,7 @@ async def _classic(gateway, request, wait_ms: int = 0) -> protocol_classic.Class
         lambda rid: protocol_classic.encode_request(dataclasses.replace(request, request_id=rid)),
         timeout_ms=wait_ms + limits.KAFKA_BACKEND_REQUEST_TIMEOUT_MS)
     if reply.error is not None:
-        return protocol_classic.ClassicResult(kafka_code(reply.error))
+        return protocol_classic.ClassicResult(_group_code(reply.error))
     return reply.classic
 
 
@@ -170,7 +180,7 @@ async def offset_commit(gateway, header, body: dict, connection) -> dict:
                 rid, "commitOffsets", body["group_id"], body.get("member_id") or "", generation,
                 part, classic=True, group_instance_id=body.get("group_instance_id") or "",
                 metadata={tp: metadata[tp] for tp in part}))
-            codes.update(dict.fromkeys(part, kafka_code(reply.error)))
+            codes.update(dict.fromkeys(part, _group_code(reply.error)))
     return {"throttle_time_ms": 0, "topics": [
         {"name": t["name"], "partitions": [{"partition_index": p["partition_index"],
                                             "error_code": codes[t["name"], p["partition_index"]]}
@@ -194,7 +204,7 @@ async def _offsets_of(gateway, group: str, wanted) -> tuple[list[dict], int]:
     reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_group_request(
         rid, "fetchOffsets", group))
     if reply.error is not None:
-        return [], kafka_code(reply.error)
+        return [], _group_code(reply.error)
     committed, metadata = reply.committed, reply.committed_metadata
     if wanted is None:
         pairs: dict[str, list[int]] = {}
@@ -220,7 +230,7 @@ async def delete_groups(gateway, header, body: dict, connection) -> dict:
 async def _delete(gateway, name: str) -> dict:
     reply, _ = await ask(gateway.backend, lambda rid: protocol.encode_group_request(
         rid, "deleteGroup", name))
-    return {"group_id": name, "error_code": kafka_code(reply.error)}
+    return {"group_id": name, "error_code": _group_code(reply.error)}
 
 
 async def offset_delete(gateway, header, body: dict, connection) -> dict:
@@ -231,12 +241,12 @@ async def offset_delete(gateway, header, body: dict, connection) -> dict:
                                      for topic, numbers in work))
     codes: dict[tuple[str, int], int] = {}   # (topic, partition) -> its error code
     for (topic, numbers), reply in zip(work, replies):
-        code = kafka_code(reply.error)
+        code = _group_code(reply.error)
         if code == kafka.TOPIC_AUTHORIZATION_FAILED:   # this topic's alone
             codes.update({(topic, p): code for p in numbers})
         elif reply.error is not None:                  # the group's: the whole request's
             return {"error_code": code, "throttle_time_ms": 0, "topics": []}
-        codes.update({(d.topic, d.partition): kafka_code(d.error)
+        codes.update({(d.topic, d.partition): _group_code(d.error)
                       for d in reply.offset_deletions})
     return {"error_code": kafka.NONE, "throttle_time_ms": 0, "topics": [
         {"name": t["name"], "partitions": [
@@ -277,7 +287,7 @@ async def _describe(gateway, name: str) -> dict:
         rid, "describeGroup", name))
     if reply.error is not None:
         if getattr(reply.error, "code_name", "") != "unknownGroup":   # unknown: Dead, as Kafka
-            answer["error_code"] = kafka_code(reply.error)
+            answer["error_code"] = _group_code(reply.error)
         return answer
     info = reply.group
     if info.protocol_type:   # a classic group: as its members sent it
@@ -316,7 +326,7 @@ def consumer_assignment_bytes(partitions: set[tuple[str, int]]) -> bytes:
 async def list_groups(gateway, header, body: dict, connection) -> dict:
     reply, _ = await ask(gateway.backend, protocol.encode_list_groups)
     if reply.error is not None:
-        return {"throttle_time_ms": 0, "error_code": kafka_code(reply.error), "groups": []}
+        return {"throttle_time_ms": 0, "error_code": _group_code(reply.error), "groups": []}
     # Kafka matches both filters ignoring case (librdkafka asks for "Consumer"); an
     # empty filter lets every group through.
     states = {state.lower() for state in body.get("states_filter") or ()}

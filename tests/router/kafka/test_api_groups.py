@@ -14,10 +14,11 @@ import pytest
 from kafka.protocol.old.consumer_protocol import ConsumerProtocolMemberAssignment_v0
 
 from plinth import protocol
-from plinth.errors import BrokerError
+from plinth.errors import BrokerError, UnavailableError
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.api_groups import (consumer_assignment_bytes, describe_groups,
-                                            list_groups, offset_delete)
+                                            list_groups, offset_commit, offset_delete,
+                                            offset_fetch)
 from plinth.shards.classic_requests import consumer_assignment
 from plinth.shards.group_requests import GroupRequests
 from tests.router.kafka.router_backend import Gateway, RouterBackend
@@ -208,3 +209,33 @@ def test_a_topic_the_acl_refuses_fails_alone_and_a_refused_group_fails_the_reque
     # And another group is GROUP_AUTHORIZATION_FAILED, for the whole request
     assert delete(ShardBackend(groups, acl), "other", {"u": [0]})["error_code"] == \
         kafka.GROUP_AUTHORIZATION_FAILED
+
+
+# --- A group's shard that cannot answer now -------------------------------------------
+
+class RecoveringBackend(RouterBackend):
+    """The group's shard answers every request unavailable (restarted, recovering)."""
+
+    def answer(self, request_id: int, request: protocol.Request) -> bytes:
+        return protocol.encode_error(request_id, UnavailableError(
+            "shard-a is recovering after a restart: it has reopened 3 of its partitions so "
+            "far and serves groups once all are open; retry"))
+
+
+class Header:
+    api_version = 7
+
+
+def test_a_groups_shard_that_cannot_answer_now_is_coordinator_not_available_to_kafka_clients():
+    # Given a group's shard that answers unavailable (NOT_LEADER_OR_FOLLOWER, a partition's
+    # code, which the Java consumer's commit takes as a fatal error)
+    gateway = Gateway(RecoveringBackend())
+    # When a Kafka client commits, fetches offsets and deletes offsets
+    committed = asyncio.run(offset_commit(gateway, Header(), {"group_id": "g", "topics": [
+        {"name": "t", "partitions": [{"partition_index": 0, "committed_offset": 5}]}]}, None))
+    fetched = asyncio.run(offset_fetch(gateway, Header(), {"group_id": "g", "topics": None}, None))
+    deleted = delete(RecoveringBackend(), "g", {"t": [0]})
+    # Then each is told COORDINATOR_NOT_AVAILABLE, which its client retries
+    assert committed["topics"][0]["partitions"][0]["error_code"] == kafka.COORDINATOR_NOT_AVAILABLE
+    assert fetched["error_code"] == kafka.COORDINATOR_NOT_AVAILABLE
+    assert deleted["error_code"] == kafka.COORDINATOR_NOT_AVAILABLE
