@@ -187,6 +187,7 @@ class AIOConsumer(ConsumerBase):
         self._closed_why = "stop() was called"   # what ClosedError says once _closed
         self._stopping = False   # stop() began: a getmany in progress returns, new calls fail
         self._turn = asyncio.Lock()
+        self._stop_task: asyncio.Task | None = None   # stop()'s work (_stop_in_task)
         self._loop: asyncio.AbstractEventLoop | None = None   # start()'s; its tasks run there
 
     # --- Lifetime (the task that owns the consumer) -------------------------------------
@@ -230,14 +231,33 @@ class AIOConsumer(ConsumerBase):
         in progress in another task returns {} at once (getone raises ClosedError,
         ``async for`` ends), as aiokafka's stop() ends it: else stop() would wait for
         its whole timeout_ms for the turn. On another loop than start()'s: see
-        ``_release_elsewhere``. Any task on start()'s loop."""
-        if self._closed or self._fetcher is None:
+        ``_release_elsewhere``. Any task on start()'s loop.
+
+        The work runs in a task of its own (``_stop_in_task``), which stop() awaits
+        shielded: cancelling stop() (``wait_for(stop(), t)`` running out, a task
+        cancelled inside ``async with``) cancels only the wait, and the stop goes on to
+        the end by itself; a later stop() awaits the same task. Cut short, the leave
+        left a member heartbeating for as long as the process ran, holding its
+        partitions, and a later stop() found the consumer closed and did nothing."""
+        if self._closed:
+            return
+        if self._fetcher is None:   # never started (a failed start() set _closed)
             self._closed = True
             return
         if asyncio.get_running_loop() is not self._loop:
             self._release_elsewhere()
-        self._stopping = True
-        self._conn.wake()
+        if self._stop_task is None:
+            self._stopping = True
+            self._conn.wake()
+            self._stop_task = self._loop.create_task(
+                self._stop_in_task(), name=f"plinth-aio-consumer-stop-{self.group}")
+        await asyncio.shield(self._stop_task)
+
+    async def _stop_in_task(self) -> None:
+        """stop()'s work: the last commit and the leave, in turn, then the release of the
+        rest (``_end_now``). Cancelled itself (asyncio.run ending cancels the tasks left),
+        it still ends every task and socket of the consumer, at once: the coordinator
+        then expires the member after session_timeout_ms."""
         try:
             async with self._turn:
                 await self._finish_leaving()
@@ -247,10 +267,26 @@ class AIOConsumer(ConsumerBase):
                     await self._membership.close()
         finally:
             self._closed = True
-            self._conn.close()
-            await self._admin.close()
-            if self._leave_task is not None:   # it ran, or finds the consumer closed
-                await self._leave_task
+            ending = self._end_now()
+            if ending:   # cancelled just now: they end on the loop's next turns
+                await asyncio.wait(ending)
+
+    def _end_now(self) -> set[asyncio.Task]:
+        """Release what the stop has not, without awaiting (no cancellation can cut it
+        short): the heartbeat tasks and the leave task cancelled, the sockets closed.
+        The tasks cancelled that have yet to end."""
+        ending = set()
+        memberships = [self._membership, self._leaving and self._leaving.membership]
+        for membership in memberships:
+            if membership is not None:
+                ending.add(membership.end_now())
+        if self._leave_task is not None and not self._leave_task.done():
+            self._leave_task.cancel()   # it waits for the turn, or its leave was cut short
+            ending.add(self._leave_task)
+        self._conn.close()
+        self._admin.release()
+        ending.discard(None)
+        return ending
 
     def _release_elsewhere(self) -> None:
         """stop() awaited on another loop than start()'s, where neither the last commit
