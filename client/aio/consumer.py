@@ -17,7 +17,9 @@ Options, defaults and errors are the sync Consumer's (``group``; aiokafka's
 ``group_id`` is taken as the same). What differs:
 
 - ``await start()`` first (or ``async with``); a call before it raises
-  ClosedError. ``subscribe`` and ``assign`` take effect at once when no I/O is
+  ClosedError, but for ``subscribe``, ``assign``, ``unsubscribe``,
+  ``subscription`` and ``assignment`` (aiokafka's ``assign([tp]); await
+  start()``). ``subscribe`` and ``assign`` take effect at once when no I/O is
   needed, else in ``start()`` or the next ``getmany``.
 - Rebalance callbacks: a ConsumerRebalanceListener (aiokafka's), given to
   ``subscribe(topics, listener=...)``, or ``on_assign``/``on_revoke``; each may
@@ -169,6 +171,8 @@ class AIOConsumer(ConsumerBase):
         # subscribe's topics, applied or not (``_subscription`` is the one not applied
         # yet); None after assign.
         self._subscribed: list[str] | None = self._subscription
+        # assign()'s partitions before start(), which assigns them; None: no assign().
+        self._assigned: list[tuple[str, int]] | None = None
         # Partition counts learned with the subscription: partitions_for_topic's answers.
         self._partition_counts: dict[str, int] = {}
         self._membership: AIOGroupMembership | None = None
@@ -193,8 +197,9 @@ class AIOConsumer(ConsumerBase):
     # --- Lifetime (the task that owns the consumer) -------------------------------------
 
     async def start(self) -> None:
-        """Connect; subscribe to the topics given (unknown topics fail here). ClosedError
-        after stop(), even one before start(): a stopped consumer stays stopped."""
+        """Connect; subscribe to the topics given (unknown topics fail here), or read the
+        partitions an assign() before it gave. ClosedError after stop(), even one before
+        start(): a stopped consumer stays stopped."""
         if self._closed:
             raise self._closed_error()
         if self._fetcher is not None:
@@ -209,6 +214,8 @@ class AIOConsumer(ConsumerBase):
                                 **self._fetch_options)
         self._resets = self._position_resets(self._conn)
         self._commits = AsyncCommits(self._conn, request_timeout_ms=self.request_timeout_ms)
+        if self._assigned is not None:
+            self._fetcher.assign(self._assigned)
         try:
             async with self._turn:
                 await self._apply_subscription()
@@ -315,11 +322,15 @@ class AIOConsumer(ConsumerBase):
         return ClosedError(f"consumer is closed: {self._closed_why}; an AIOConsumer cannot "
                            f"start again, make a new one")
 
-    def _check_open(self) -> None:
+    def _check_not_closed(self) -> None:
+        """Closed or stopping: ClosedError saying which. The calls allowed before start()."""
         if self._closed:
             raise self._closed_error()
         if self._stopping:
             raise ClosedError("consumer is stopping: stop() was called")
+
+    def _check_open(self) -> None:
+        self._check_not_closed()
         if self._fetcher is None:
             raise ClosedError("consumer is not started: await consumer.start() first")
 
@@ -351,6 +362,7 @@ class AIOConsumer(ConsumerBase):
             self._on_assign = listener.on_partitions_assigned
             self._on_revoke = listener.on_partitions_revoked
         self._subscription = self._subscribed = topics
+        self._assigned = None
 
     def unsubscribe(self) -> None:
         """Drop the subscription and every partition, at once (aiokafka's call, a plain
@@ -364,6 +376,7 @@ class AIOConsumer(ConsumerBase):
         if self._closed:
             raise self._closed_error()
         self._subscription = self._subscribed = None
+        self._assigned = None
         if self._fetcher is None:
             return
         self._check_call("unsubscribe")
@@ -457,18 +470,26 @@ class AIOConsumer(ConsumerBase):
         self._membership.start()
 
     def assign(self, partitions: list[tuple[str, int]]) -> None:
-        """Read exactly these (topic, partition) pairs; not for group members."""
-        self._check_open()
+        """Read exactly these (topic, partition) pairs; not for group members. Before
+        start() too, as aiokafka's ``assign([tp]); await start()``: start() assigns
+        them (as it applies a subscribe() before it). Any task on the loop."""
+        self._check_not_closed()
         partitions = checked_topic_partitions("assign", partitions)
         if self.group is not None:
             raise ValueError(f"consumer is in group {self.group!r}: partitions come from the "
                              f"group; use subscribe")
         self._subscription = None   # replaces one not applied yet (or failing), as it replaces
         self._subscribed = None
+        if self._fetcher is None:
+            self._assigned = partitions
+            return
         self._fetcher.assign(partitions)
 
     def assignment(self) -> set[TopicPartition]:
-        self._check_open()
+        """The partitions read; before start(), those an assign() gave (aiokafka's)."""
+        self._check_not_closed()
+        if self._fetcher is None:
+            return {TopicPartition(*tp) for tp in self._assigned or ()}
         return set(self._fetcher.partitions)
 
     def seek(self, topic, partition=OMITTED, offset=OMITTED) -> None:

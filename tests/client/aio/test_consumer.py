@@ -265,10 +265,69 @@ def test_calls_before_start_raise_closed_error():
         consumer = AIOConsumer(broker="tcp://127.0.0.1:1")
         with pytest.raises(ClosedError, match="not started"):
             await consumer.getmany()
+        # (aiokafka's seek before start() fails too, with an AttributeError)
         with pytest.raises(ClosedError, match="not started"):
-            consumer.assign([("t", 0)])
+            consumer.seek("t", 0, 5)
 
     asyncio.run(scenario())
+
+
+def test_assign_before_start_is_applied_by_start_as_aiokafkas_assign_then_start(scripted):
+    # Given a broker with t-0's records from offset 42
+    broker = scripted([offsets(0, 42), fetched(42, [b"new"], 43)])
+
+    async def main():
+        consumer = AIOConsumer(broker=broker.url, fetch_max_wait_ms=100, request_timeout_ms=5_000,
+                               direct_to_shards=False)
+        # When partitions are assigned before start(), as aiokafka's documentation does
+        consumer.assign([TopicPartition("t", 0)])
+        before = consumer.assignment()
+        await consumer.start()
+        try:
+            # Then assignment() says them at once, and once started they are read
+            return before, consumer.assignment(), await records_of(consumer, 1)
+        finally:
+            await consumer.stop()
+
+    before, after, got = asyncio.run(asyncio.wait_for(main(), BOUND_S))
+    assert before == after == {TopicPartition("t", 0)}
+    assert [(r.offset, r.value) for r in got] == [(42, b"new")]
+
+
+def test_before_start_the_last_of_assign_subscribe_and_unsubscribe_is_what_start_applies(
+        scripted):
+    # Given a broker whose topic t has 2 partitions
+    broker = scripted([partitions_of(2)])
+
+    async def main():
+        consumer = AIOConsumer(broker=broker.url, request_timeout_ms=5_000,
+                               direct_to_shards=False)
+        # When a subscribe() follows an assign() before start()
+        consumer.assign([("x", 0)])
+        consumer.subscribe(["t"])
+        subscribed = consumer.assignment(), consumer.subscription()
+        await consumer.start()
+        started = consumer.assignment()
+        await consumer.stop()
+        # and an unsubscribe() follows an assign() before start()
+        unsubscribed = AIOConsumer(broker=broker.url, direct_to_shards=False)
+        unsubscribed.assign([("x", 0)])
+        unsubscribed.unsubscribe()
+        return subscribed, started, unsubscribed.assignment()
+
+    subscribed, started, dropped = asyncio.run(asyncio.wait_for(main(), BOUND_S))
+    # Then the subscription replaced the assignment, and unsubscribe() dropped it
+    assert subscribed == (set(), {"t"})
+    assert started == {TopicPartition("t", 0), TopicPartition("t", 1)}
+    assert dropped == set()
+
+
+def test_assign_before_start_of_a_group_member_is_refused_naming_subscribe():
+    consumer = AIOConsumer("t", broker="tcp://127.0.0.1:1", group="g")
+    with pytest.raises(ValueError, match=r"consumer is in group 'g': partitions come from the "
+                                         r"group; use subscribe"):
+        consumer.assign([("t", 0)])
+    assert consumer.subscription() == {"t"}
 
 
 def test_a_commit_without_a_group_is_refused_naming_the_option_it_needs(scripted):
