@@ -258,7 +258,15 @@ class AIOConsumer(ConsumerBase):
             self._conn.wake()
             self._stop_task = self._loop.create_task(
                 self._stop_in_task(), name=f"plinth-aio-consumer-stop-{self.group}")
+            self._stop_task.add_done_callback(self._stopped)
         await asyncio.shield(self._stop_task)
+
+    def _stopped(self, _task: asyncio.Task) -> None:
+        """The stop task's end. One cancelled before its first step (asyncio.run ending
+        right after stop() began) never ran its ``finally``: release all here."""
+        if not self._closed:
+            self._closed = True
+            self._end_now()
 
     async def _stop_in_task(self) -> None:
         """stop()'s work: the last commit and the leave, in turn, then the release of the

@@ -1074,3 +1074,27 @@ def test_asyncio_run_ending_while_a_stop_awaits_the_leave_ends_its_tasks_and_clo
     # Then it did not wait for the leave, and the heartbeat task ended with its socket
     assert time.monotonic() - started_s < 5
     assert released(consumer) and consumer._membership._task.done()
+
+
+def test_a_stop_whose_task_is_cancelled_before_it_ran_still_ends_every_task_and_socket(
+        scripted):
+    # Given a group member that read a record
+    broker = scripted([StoppingGroup().answer] * 1_000)
+
+    async def main():
+        async with asyncio.timeout(BOUND_S):
+            consumer = group_member(broker)
+            await consumer.start()
+            await records_of(consumer, 1)
+            # When the task stop() starts is cancelled before its first step (as
+            # asyncio.run ending right after a stop() began cancels it)
+            stopping = asyncio.get_running_loop().create_task(consumer.stop())
+            await asyncio.sleep(0)   # one turn: stopping has made the task, which waits
+            consumer._stop_task.cancel()
+            await asyncio.wait({stopping})
+            await until(lambda: not other_tasks())
+            # Then no task of the consumer is left and its sockets are closed (the
+            # member leaves by its session's end: nothing was sent)
+            return released(consumer), asked(broker, is_leave)
+
+    assert asyncio.run(main()) == (True, [])
