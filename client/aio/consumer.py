@@ -17,7 +17,9 @@ Options, defaults and errors are the sync Consumer's (``group``; aiokafka's
 ``group_id`` is taken as the same). What differs:
 
 - ``await start()`` first (or ``async with``); a call before it raises
-  ClosedError. ``subscribe`` and ``assign`` take effect at once when no I/O is
+  ClosedError, but for ``subscribe``, ``assign``, ``unsubscribe``,
+  ``subscription`` and ``assignment`` (aiokafka's ``assign([tp]); await
+  start()``). ``subscribe`` and ``assign`` take effect at once when no I/O is
   needed, else in ``start()`` or the next ``getmany``.
 - Rebalance callbacks: a ConsumerRebalanceListener (aiokafka's), given to
   ``subscribe(topics, listener=...)``, or ``on_assign``/``on_revoke``; each may
@@ -169,6 +171,8 @@ class AIOConsumer(ConsumerBase):
         # subscribe's topics, applied or not (``_subscription`` is the one not applied
         # yet); None after assign.
         self._subscribed: list[str] | None = self._subscription
+        # assign()'s partitions before start(), which assigns them; None: no assign().
+        self._assigned: list[tuple[str, int]] | None = None
         # Partition counts learned with the subscription: partitions_for_topic's answers.
         self._partition_counts: dict[str, int] = {}
         self._membership: AIOGroupMembership | None = None
@@ -187,13 +191,15 @@ class AIOConsumer(ConsumerBase):
         self._closed_why = "stop() was called"   # what ClosedError says once _closed
         self._stopping = False   # stop() began: a getmany in progress returns, new calls fail
         self._turn = asyncio.Lock()
+        self._stop_task: asyncio.Task | None = None   # stop()'s work (_stop_in_task)
         self._loop: asyncio.AbstractEventLoop | None = None   # start()'s; its tasks run there
 
     # --- Lifetime (the task that owns the consumer) -------------------------------------
 
     async def start(self) -> None:
-        """Connect; subscribe to the topics given (unknown topics fail here). ClosedError
-        after stop(), even one before start(): a stopped consumer stays stopped."""
+        """Connect; subscribe to the topics given (unknown topics fail here), or read the
+        partitions an assign() before it gave. ClosedError after stop(), even one before
+        start(): a stopped consumer stays stopped."""
         if self._closed:
             raise self._closed_error()
         if self._fetcher is not None:
@@ -208,6 +214,8 @@ class AIOConsumer(ConsumerBase):
                                 **self._fetch_options)
         self._resets = self._position_resets(self._conn)
         self._commits = AsyncCommits(self._conn, request_timeout_ms=self.request_timeout_ms)
+        if self._assigned is not None:
+            self._fetcher.assign(self._assigned)
         try:
             async with self._turn:
                 await self._apply_subscription()
@@ -230,14 +238,41 @@ class AIOConsumer(ConsumerBase):
         in progress in another task returns {} at once (getone raises ClosedError,
         ``async for`` ends), as aiokafka's stop() ends it: else stop() would wait for
         its whole timeout_ms for the turn. On another loop than start()'s: see
-        ``_release_elsewhere``. Any task on start()'s loop."""
-        if self._closed or self._fetcher is None:
+        ``_release_elsewhere``. Any task on start()'s loop.
+
+        The work runs in a task of its own (``_stop_in_task``), which stop() awaits
+        shielded: cancelling stop() (``wait_for(stop(), t)`` running out, a task
+        cancelled inside ``async with``) cancels only the wait, and the stop goes on to
+        the end by itself; a later stop() awaits the same task. Cut short, the leave
+        left a member heartbeating for as long as the process ran, holding its
+        partitions, and a later stop() found the consumer closed and did nothing."""
+        if self._closed:
+            return
+        if self._fetcher is None:   # never started (a failed start() set _closed)
             self._closed = True
             return
         if asyncio.get_running_loop() is not self._loop:
             self._release_elsewhere()
-        self._stopping = True
-        self._conn.wake()
+        if self._stop_task is None:
+            self._stopping = True
+            self._conn.wake()
+            self._stop_task = self._loop.create_task(
+                self._stop_in_task(), name=f"plinth-aio-consumer-stop-{self.group}")
+            self._stop_task.add_done_callback(self._stopped)
+        await asyncio.shield(self._stop_task)
+
+    def _stopped(self, _task: asyncio.Task) -> None:
+        """The stop task's end. One cancelled before its first step (asyncio.run ending
+        right after stop() began) never ran its ``finally``: release all here."""
+        if not self._closed:
+            self._closed = True
+            self._end_now()
+
+    async def _stop_in_task(self) -> None:
+        """stop()'s work: the last commit and the leave, in turn, then the release of the
+        rest (``_end_now``). Cancelled itself (asyncio.run ending cancels the tasks left),
+        it still ends every task and socket of the consumer, at once: the coordinator
+        then expires the member after session_timeout_ms."""
         try:
             async with self._turn:
                 await self._finish_leaving()
@@ -247,10 +282,26 @@ class AIOConsumer(ConsumerBase):
                     await self._membership.close()
         finally:
             self._closed = True
-            self._conn.close()
-            await self._admin.close()
-            if self._leave_task is not None:   # it ran, or finds the consumer closed
-                await self._leave_task
+            ending = self._end_now()
+            if ending:   # cancelled just now: they end on the loop's next turns
+                await asyncio.wait(ending)
+
+    def _end_now(self) -> set[asyncio.Task]:
+        """Release what the stop has not, without awaiting (no cancellation can cut it
+        short): the heartbeat tasks and the leave task cancelled, the sockets closed.
+        The tasks cancelled that have yet to end."""
+        ending = set()
+        memberships = [self._membership, self._leaving and self._leaving.membership]
+        for membership in memberships:
+            if membership is not None:
+                ending.add(membership.end_now())
+        if self._leave_task is not None and not self._leave_task.done():
+            self._leave_task.cancel()   # it waits for the turn, or its leave was cut short
+            ending.add(self._leave_task)
+        self._conn.close()
+        self._admin.release()
+        ending.discard(None)
+        return ending
 
     def _release_elsewhere(self) -> None:
         """stop() awaited on another loop than start()'s, where neither the last commit
@@ -279,11 +330,15 @@ class AIOConsumer(ConsumerBase):
         return ClosedError(f"consumer is closed: {self._closed_why}; an AIOConsumer cannot "
                            f"start again, make a new one")
 
-    def _check_open(self) -> None:
+    def _check_not_closed(self) -> None:
+        """Closed or stopping: ClosedError saying which. The calls allowed before start()."""
         if self._closed:
             raise self._closed_error()
         if self._stopping:
             raise ClosedError("consumer is stopping: stop() was called")
+
+    def _check_open(self) -> None:
+        self._check_not_closed()
         if self._fetcher is None:
             raise ClosedError("consumer is not started: await consumer.start() first")
 
@@ -315,6 +370,7 @@ class AIOConsumer(ConsumerBase):
             self._on_assign = listener.on_partitions_assigned
             self._on_revoke = listener.on_partitions_revoked
         self._subscription = self._subscribed = topics
+        self._assigned = None
 
     def unsubscribe(self) -> None:
         """Drop the subscription and every partition, at once (aiokafka's call, a plain
@@ -328,6 +384,7 @@ class AIOConsumer(ConsumerBase):
         if self._closed:
             raise self._closed_error()
         self._subscription = self._subscribed = None
+        self._assigned = None
         if self._fetcher is None:
             return
         self._check_call("unsubscribe")
@@ -421,18 +478,26 @@ class AIOConsumer(ConsumerBase):
         self._membership.start()
 
     def assign(self, partitions: list[tuple[str, int]]) -> None:
-        """Read exactly these (topic, partition) pairs; not for group members."""
-        self._check_open()
+        """Read exactly these (topic, partition) pairs; not for group members. Before
+        start() too, as aiokafka's ``assign([tp]); await start()``: start() assigns
+        them (as it applies a subscribe() before it). Any task on the loop."""
+        self._check_not_closed()
         partitions = checked_topic_partitions("assign", partitions)
         if self.group is not None:
             raise ValueError(f"consumer is in group {self.group!r}: partitions come from the "
                              f"group; use subscribe")
         self._subscription = None   # replaces one not applied yet (or failing), as it replaces
         self._subscribed = None
+        if self._fetcher is None:
+            self._assigned = partitions
+            return
         self._fetcher.assign(partitions)
 
     def assignment(self) -> set[TopicPartition]:
-        self._check_open()
+        """The partitions read; before start(), those an assign() gave (aiokafka's)."""
+        self._check_not_closed()
+        if self._fetcher is None:
+            return {TopicPartition(*tp) for tp in self._assigned or ()}
         return set(self._fetcher.partitions)
 
     def seek(self, topic, partition=OMITTED, offset=OMITTED) -> None:

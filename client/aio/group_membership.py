@@ -7,7 +7,7 @@ driver differs: one task on the consumer's loop, with a connection of its own,
 instead of a thread. ``set_owned`` and ``heartbeat_now`` wake it (``heartbeat_now``
 also ends its wait for a member's heartbeat in flight, given up for a new one).
 
-Tasks. ``start``, ``close`` and ``abandon`` are the AIOConsumer's (the task that
+Tasks. ``start``, ``close``, ``end_now`` and ``abandon`` are the AIOConsumer's (the task that
 starts and stops it); the consumer's calls (take_target, set_owned, identity,
 raise_if_refused, heartbeat_now) come from any task on the same loop.
 """
@@ -39,23 +39,44 @@ class AIOGroupMembership(GroupMembership):
 
     async def close(self) -> None:
         """Leave the group (its partitions move at once) and end the task: the sync
-        membership's close, awaited."""
+        membership's close, awaited. Cancelled, it ends the task at once all the same
+        (``end_now``): no task outlives a close(), though the leave may not have gone
+        (the coordinator then expires the member after session_timeout_ms)."""
         self._closing_since_s = time.monotonic()
         self._closing = True
         self._wake.set()
         self._conn.wake()   # its wait for a heartbeat in flight asks _give_up_for
-        if self._task is not None:
-            # A join in flight is given up once the first bound passed (the wake makes
-            # its wait ask again); the leave takes at most the second.
-            leave_s = limits.GROUP_LEAVE_TIMEOUT_MS_MAX / 1000
-            done, _ = await asyncio.wait({self._task}, timeout=leave_s)
-            if not done:
-                self._conn.wake()
-                done, _ = await asyncio.wait({self._task}, timeout=leave_s)
-            if not done:
-                self._task.cancel()
-                await asyncio.wait({self._task})
-        self._conn.close()
+        try:
+            await self._wait_for_leave()
+        finally:
+            ending = self.end_now()
+        if ending is not None:   # the leave's bounds ran out: cancelled, it ends now
+            await asyncio.wait({ending})
+
+    async def _wait_for_leave(self) -> None:
+        """Await the task's leave and end, within GROUP_LEAVE_TIMEOUT_MS_MAX twice."""
+        if self._task is None:
+            return
+        # A join in flight is given up once the first bound passed (the wake makes
+        # its wait ask again); the leave takes at most the second.
+        leave_s = limits.GROUP_LEAVE_TIMEOUT_MS_MAX / 1000
+        done, _ = await asyncio.wait({self._task}, timeout=leave_s)
+        if not done:
+            self._conn.wake()
+            await asyncio.wait({self._task}, timeout=leave_s)
+
+    def end_now(self) -> asyncio.Task | None:
+        """End the membership without waiting: the task is cancelled (it closes the
+        connection as it ends, after its wait removed its readers from the socket's
+        fds), or the connection closed if no task runs. Nothing is awaited, so no
+        cancellation can cut it short. The task if it has yet to end (on the loop's
+        next turn), else None. The AIOConsumer's task on the membership's loop."""
+        self._closing = True
+        if self._task is None or self._task.done():
+            self._conn.close()
+            return None
+        self._task.cancel()
+        return self._task
 
     def abandon(self) -> None:
         """Close the connection without leaving the group: the coordinator expires the
@@ -65,6 +86,12 @@ class AIOGroupMembership(GroupMembership):
         self._conn.close()
 
     async def _run_async(self) -> None:
+        try:
+            await self._heartbeat_until_closed()
+        finally:   # ended, failed or cancelled (end_now): its socket goes with it
+            self._conn.close()
+
+    async def _heartbeat_until_closed(self) -> None:
         while not self._closing:
             try:
                 leave = self._leave_if_unpolled()

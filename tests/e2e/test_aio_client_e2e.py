@@ -731,3 +731,42 @@ def test_an_aio_member_that_unsubscribes_and_then_idles_hands_its_partitions_ove
             await idler.stop()
 
     run(scenario())
+
+
+def test_an_aio_member_whose_stop_was_cancelled_leaves_at_the_next_stop_and_its_partitions_move(
+        shared_broker, sync_admin):
+    topic, group = unique_topic("aio-ghost"), unique_topic("g")
+    sync_admin.create_topic(topic, 2)
+
+    async def scenario():
+        options = dict(broker=shared_broker.url, group=group, auto_offset_reset="earliest",
+                       session_timeout_ms=60_000)
+        # Given a member that owns every partition
+        member, taker = AIOConsumer(topic, **options), AIOConsumer(topic, **options)
+        await member.start()
+        while len(member.assignment()) < 2:
+            await asyncio.wait_for(member.getmany(timeout_ms=200), WAIT_S)
+        # When its stop() is cancelled (wait_for running out at once), then stop() again
+        try:
+            await asyncio.wait_for(member.stop(), 0.001)
+        except asyncio.TimeoutError:
+            pass
+        await asyncio.wait_for(member.stop(), WAIT_S)
+        # Then it has left the group (long before its 60 s session could end), no task
+        # of it is left, and a new member is given every partition
+        async with AIOAdmin(broker=shared_broker.url) as admin:
+            members = (await admin.describe_group(group)).members
+        left_over = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        await taker.start()
+        try:
+            async def given_all():
+                while len(taker.assignment()) < 2:
+                    await taker.getmany(timeout_ms=200)
+
+            await asyncio.wait_for(given_all(), 30)
+        finally:
+            await taker.stop()
+        return members, left_over
+
+    members, left_over = asyncio.run(scenario())
+    assert members == [] and left_over == []

@@ -19,6 +19,7 @@ from tests.client.test_consumer import (BAD_COMMITS, BAD_OPTIONS, BAD_PARTITION_
                                         BAD_POLL_TIMEOUTS, GroupBroker, RestartedCoordinator,
                                         fetched, joins_after_first_refused_commit,
                                         partitions_of, unknown_topic)
+from tests.client.test_group_membership import left
 from tests.client.test_position_resets import T0, Shard
 
 BOUND_S = 20
@@ -264,10 +265,69 @@ def test_calls_before_start_raise_closed_error():
         consumer = AIOConsumer(broker="tcp://127.0.0.1:1")
         with pytest.raises(ClosedError, match="not started"):
             await consumer.getmany()
+        # (aiokafka's seek before start() fails too, with an AttributeError)
         with pytest.raises(ClosedError, match="not started"):
-            consumer.assign([("t", 0)])
+            consumer.seek("t", 0, 5)
 
     asyncio.run(scenario())
+
+
+def test_assign_before_start_is_applied_by_start_as_aiokafkas_assign_then_start(scripted):
+    # Given a broker with t-0's records from offset 42
+    broker = scripted([offsets(0, 42), fetched(42, [b"new"], 43)])
+
+    async def main():
+        consumer = AIOConsumer(broker=broker.url, fetch_max_wait_ms=100, request_timeout_ms=5_000,
+                               direct_to_shards=False)
+        # When partitions are assigned before start(), as aiokafka's documentation does
+        consumer.assign([TopicPartition("t", 0)])
+        before = consumer.assignment()
+        await consumer.start()
+        try:
+            # Then assignment() says them at once, and once started they are read
+            return before, consumer.assignment(), await records_of(consumer, 1)
+        finally:
+            await consumer.stop()
+
+    before, after, got = asyncio.run(asyncio.wait_for(main(), BOUND_S))
+    assert before == after == {TopicPartition("t", 0)}
+    assert [(r.offset, r.value) for r in got] == [(42, b"new")]
+
+
+def test_before_start_the_last_of_assign_subscribe_and_unsubscribe_is_what_start_applies(
+        scripted):
+    # Given a broker whose topic t has 2 partitions
+    broker = scripted([partitions_of(2)])
+
+    async def main():
+        consumer = AIOConsumer(broker=broker.url, request_timeout_ms=5_000,
+                               direct_to_shards=False)
+        # When a subscribe() follows an assign() before start()
+        consumer.assign([("x", 0)])
+        consumer.subscribe(["t"])
+        subscribed = consumer.assignment(), consumer.subscription()
+        await consumer.start()
+        started = consumer.assignment()
+        await consumer.stop()
+        # and an unsubscribe() follows an assign() before start()
+        unsubscribed = AIOConsumer(broker=broker.url, direct_to_shards=False)
+        unsubscribed.assign([("x", 0)])
+        unsubscribed.unsubscribe()
+        return subscribed, started, unsubscribed.assignment()
+
+    subscribed, started, dropped = asyncio.run(asyncio.wait_for(main(), BOUND_S))
+    # Then the subscription replaced the assignment, and unsubscribe() dropped it
+    assert subscribed == (set(), {"t"})
+    assert started == {TopicPartition("t", 0), TopicPartition("t", 1)}
+    assert dropped == set()
+
+
+def test_assign_before_start_of_a_group_member_is_refused_naming_subscribe():
+    consumer = AIOConsumer("t", broker="tcp://127.0.0.1:1", group="g")
+    with pytest.raises(ValueError, match=r"consumer is in group 'g': partitions come from the "
+                                         r"group; use subscribe"):
+        consumer.assign([("t", 0)])
+    assert consumer.subscription() == {"t"}
 
 
 def test_a_commit_without_a_group_is_refused_naming_the_option_it_needs(scripted):
@@ -850,3 +910,191 @@ def test_after_a_failed_start_every_call_says_that_start_failed_and_why(scripted
         await consumer.stop()   # and stop() is still a no-op
 
     asyncio.run(asyncio.wait_for(scenario(), BOUND_S))
+
+
+# --- stop() cancelled --------------------------------------------------------------------
+
+
+class StoppingGroup(GroupBroker):
+    """GroupBroker's answers to t's member m-1, with its commits and its leave answered,
+    or held (no answer: the request times out) when named in ``held``."""
+
+    def __init__(self, held: frozenset = frozenset()):
+        super().__init__()
+        self.held = held
+
+    def answer(self, request):
+        match request:
+            case protocol.CommitOffsetsRequest():
+                return None if "commit" in self.held else [protocol.encode_ok(request.request_id)]
+            case protocol.GroupHeartbeatRequest(member_epoch=protocol.LEAVE_EPOCH):
+                return None if "leave" in self.held else left(request)
+        return super().answer(request)
+
+
+def group_member(broker, **options) -> AIOConsumer:
+    return AIOConsumer("t", broker=broker.url, group="g", auto_offset_reset="earliest",
+                       fetch_max_wait_ms=100, direct_to_shards=False,
+                       **{"request_timeout_ms": 1_000, **options})
+
+
+def asked(broker, kind) -> list:
+    """The requests of ``kind`` (a predicate) the broker got so far."""
+    return [request for _, request in list(broker.requests) if kind(request)]
+
+
+def is_commit(request) -> bool:
+    return type(request) is protocol.CommitOffsetsRequest
+
+
+def is_leave(request) -> bool:
+    return type(request) is protocol.GroupHeartbeatRequest and \
+        request.member_epoch == protocol.LEAVE_EPOCH
+
+
+async def until(predicate):
+    """The predicate's first truthy value, polled on the loop (bounded by the caller)."""
+    while not (value := predicate()):
+        await asyncio.sleep(0.01)
+    return value
+
+
+def other_tasks() -> list[asyncio.Task]:
+    return [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+
+
+def released(consumer: AIOConsumer) -> bool:
+    """Whether every socket of the consumer and of its membership is closed."""
+    return consumer._conn.closed and consumer._membership._conn.closed
+
+
+@pytest.mark.parametrize("held, at", [("commit", is_commit), ("leave", is_leave)])
+def test_a_stop_cancelled_while_its_commit_or_leave_is_unanswered_is_finished_by_the_next_stop(
+        scripted, held, at):
+    # Given a group member that read a record, whose broker does not answer its last
+    # commit (or its leave) before request_timeout_ms=1000 runs out
+    broker = scripted([StoppingGroup(frozenset({held})).answer] * 1_000)
+
+    async def main():
+        async with asyncio.timeout(BOUND_S):
+            consumer = group_member(broker)
+            await consumer.start()
+            await records_of(consumer, 1)
+            # When a stop() is cancelled while it awaits that answer
+            stopping = asyncio.get_running_loop().create_task(consumer.stop())
+            await until(lambda: asked(broker, at))
+            stopping.cancel()
+            await asyncio.wait({stopping})
+            # and stop() is awaited again
+            await consumer.stop()
+            # Then the second stop() returned once the member had left and every task
+            # and socket of the consumer had ended
+            return stopping.cancelled(), other_tasks(), released(consumer)
+
+    cancelled, tasks, closed = asyncio.run(main())
+    assert cancelled and tasks == [] and closed
+    assert [leave.member_id for leave in asked(broker, is_leave)] == ["m-1"]
+
+
+def test_a_stop_cancelled_at_any_point_is_finished_by_the_next_stop_which_leaves_the_group(
+        scripted):
+    # Given a broker that answers everything at once
+    broker = scripted([StoppingGroup().answer] * 5_000)
+
+    async def stopped_after(timeout_s: float):
+        # Given a group member that read a record
+        consumer = group_member(broker)
+        await consumer.start()
+        await records_of(consumer, 1)
+        # When wait_for(stop(), timeout_s) cancels it wherever it is, and stop() follows
+        try:
+            await asyncio.wait_for(consumer.stop(), timeout_s)
+        except asyncio.TimeoutError:
+            pass
+        await consumer.stop()
+        # Then no task of it is left, its sockets are closed, and it left the group
+        return other_tasks(), released(consumer), len(asked(broker, is_leave))
+
+    async def main():
+        async with asyncio.timeout(BOUND_S * 2):
+            return [await stopped_after(timeout_s)
+                    for timeout_s in (0, 0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.03)]
+
+    outcomes = asyncio.run(main())
+    assert outcomes == [([], True, leaves) for leaves in range(1, len(outcomes) + 1)]
+
+
+def test_a_worker_cancelled_twice_inside_async_with_still_leaves_and_leaves_no_task(scripted):
+    # Given a worker reading in `async with` a group member whose last commit the broker
+    # does not answer before request_timeout_ms=1000 runs out
+    script = StoppingGroup(frozenset({"commit"}))
+    broker = scripted([script.answer] * 1_000)
+
+    async def main():
+        async with asyncio.timeout(BOUND_S):
+            consumer = group_member(broker)
+
+            async def worker():
+                async with consumer:
+                    while True:
+                        await consumer.getmany(timeout_ms=200)
+
+            working = asyncio.get_running_loop().create_task(worker())
+            await until(lambda: script.fetched > 1)   # a record was handed out
+            # When it is cancelled, and cancelled again while __aexit__'s stop() awaits
+            # the commit, and nothing stops the consumer after that
+            working.cancel()
+            await until(lambda: asked(broker, is_commit))
+            working.cancel()
+            await asyncio.wait({working})
+            # Then the stop goes on by itself: the member leaves and every task of the
+            # consumer ends
+            await until(lambda: not other_tasks())
+            return working.cancelled(), released(consumer)
+
+    assert asyncio.run(main()) == (True, True)
+    assert [leave.member_id for leave in asked(broker, is_leave)] == ["m-1"]
+
+
+def test_asyncio_run_ending_while_a_stop_awaits_the_leave_ends_its_tasks_and_closes_its_sockets(
+        scripted):
+    # Given a group member whose leave the broker does not answer (it would be awaited 5 s)
+    broker = scripted([StoppingGroup(frozenset({"leave"})).answer] * 1_000)
+    consumer = group_member(broker, request_timeout_ms=10_000)
+
+    async def main():
+        await consumer.start()
+        await records_of(consumer, 1)
+        # When asyncio.run ends (cancelling the tasks left) while a stop() awaits the leave
+        asyncio.get_running_loop().create_task(consumer.stop())
+        await until(lambda: asked(broker, is_leave))
+
+    started_s = time.monotonic()
+    asyncio.run(asyncio.wait_for(main(), BOUND_S))
+    # Then it did not wait for the leave, and the heartbeat task ended with its socket
+    assert time.monotonic() - started_s < 5
+    assert released(consumer) and consumer._membership._task.done()
+
+
+def test_a_stop_whose_task_is_cancelled_before_it_ran_still_ends_every_task_and_socket(
+        scripted):
+    # Given a group member that read a record
+    broker = scripted([StoppingGroup().answer] * 1_000)
+
+    async def main():
+        async with asyncio.timeout(BOUND_S):
+            consumer = group_member(broker)
+            await consumer.start()
+            await records_of(consumer, 1)
+            # When the task stop() starts is cancelled before its first step (as
+            # asyncio.run ending right after a stop() began cancels it)
+            stopping = asyncio.get_running_loop().create_task(consumer.stop())
+            await asyncio.sleep(0)   # one turn: stopping has made the task, which waits
+            consumer._stop_task.cancel()
+            await asyncio.wait({stopping})
+            await until(lambda: not other_tasks())
+            # Then no task of the consumer is left and its sockets are closed (the
+            # member leaves by its session's end: nothing was sent)
+            return released(consumer), asked(broker, is_leave)
+
+    assert asyncio.run(main()) == (True, [])

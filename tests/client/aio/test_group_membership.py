@@ -168,3 +168,23 @@ def test_heartbeat_now_gives_up_the_members_heartbeat_in_flight_and_the_rejoin_f
     third, fourth = broker.requests[2][1], broker.requests[3][1]
     assert third.member_id == "m-1" and (fourth.member_id, fourth.member_epoch) == ("", 0)
     assert lost and rejoined_s < 3.0
+
+
+def test_a_cancelled_close_ends_the_heartbeat_task_and_its_socket_at_once(scripted):
+    async def scenario(member, broker):
+        # Given a member whose leave goes unanswered (it would wait 5 s for the answer)
+        await until(member.take_target)
+        closing = asyncio.get_running_loop().create_task(member.close())
+        await until(lambda: len(broker.requests) >= 2)
+        # When the close() is cancelled while it awaits the leave's answer
+        closing.cancel()
+        await asyncio.wait({closing})
+        # Then the heartbeat task ends at once all the same, and closes its socket
+        ended, _ = await asyncio.wait({member._task}, timeout=1.5)
+        return closing.cancelled(), bool(ended), member._conn.closed
+
+    (cancelled, ended, closed), broker = run(
+        scripted, [heartbeat("m-1", 1, {T0}, interval_ms=30_000), unanswered], scenario,
+        request_timeout_ms=10_000)
+    assert broker.requests[1][1].member_epoch == LEAVE_EPOCH
+    assert cancelled and ended and closed
