@@ -219,9 +219,13 @@ class ConsumerBase:
 
     def _positions(self, partitions=None) -> dict[tuple[str, int], int]:
         """(topic, partition) -> the offset after the last record handed out, of
-        ``partitions`` (None: every one with a position)."""
+        ``partitions`` (None: every one with a position), but none of a topic found
+        gone (deleted): the coordinator would refuse the whole commit for it, and with
+        it every other partition's offset, auto-commit after auto-commit."""
+        gone = self._fetcher.gone_topics()
         return {tuple(tp): state.position for tp, state in self._fetcher.partitions.items()
-                if state.position is not None and (partitions is None or tp in partitions)}
+                if state.position is not None and (partitions is None or tp in partitions)
+                and tp.topic not in gone}
 
     def _offsets_to_commit(self, offsets) -> "CommitOffsets":
         """A commit's offsets, checked (``checked_commit_offsets``), with their metadata;
@@ -304,8 +308,11 @@ class ConsumerBase:
     def _on_reply(self, view: protocol.ReplyView, payload) -> None:
         if view.request_id in self._commits:
             self._on_commit_reply(view)
-        elif not self._on_reset_reply(view):
-            self._fetcher.on_reply(view, payload)
+        elif not self._on_reset_reply(view) and self._fetcher.on_reply(view, payload) and \
+                self._membership is not None:
+            # A topic found deleted: its coordinator, which knows it too, takes its
+            # partitions away in the answer to a heartbeat; ask for that one now.
+            self._membership.heartbeat_now()
 
     # --- Position resets (position_resets.py) ----------------------------------------------
 
