@@ -808,3 +808,28 @@ def test_an_assigned_partition_of_a_deleted_topic_stays_assigned_without_an_erro
         wait_until(lambda: consumer.poll(timeout_ms=100) == {} and
                    type(consumer.fetch_errors().get((gone, 0))).__name__ == "UnknownTopicError")
         assert consumer.assignment() == {(gone, 0)} and consumer.position(gone, 0) == 2
+
+
+def test_a_commit_of_kafka_pythons_offset_and_metadata_stores_the_metadata_with_the_offset(
+        shared_broker):
+    from kafka.structs import OffsetAndMetadata, TopicPartition as KafkaTopicPartition
+    url = shared_broker.url
+    topic, group = topic_and_group(url)
+    with Consumer(topic, broker=url, group=group, enable_auto_commit=False,
+                  session_timeout_ms=SESSION_MS) as consumer:
+        wait_until(lambda: consumer.poll(timeout_ms=100) == {} and
+                   len(consumer.assignment()) == PARTITIONS)
+        # When a member commits as kafka-python's and aiokafka's commit() are called
+        consumer.commit({KafkaTopicPartition(topic, 0): OffsetAndMetadata(0, "note", -1),
+                         (topic, 1): (0, None)})
+    # Then the coordinator stored both offsets, and the metadata given, as a Kafka
+    # client's OffsetFetch reads them
+    conn = Connection(url)
+    try:
+        view, _ = conn.request_retrying(
+            lambda request_id: protocol.encode_group_request(request_id, "fetchOffsets", group),
+            30_000)
+    finally:
+        conn.close()
+    assert view.committed == {(topic, 0): 0, (topic, 1): 0}
+    assert view.committed_metadata == {(topic, 0): "note"}
