@@ -19,6 +19,7 @@ import re
 from collections.abc import Mapping
 
 from plinth import limits
+from plinth.errors import OffsetMetadataTooLargeError
 from plinth.topics import TOPIC_ID_HEX_DIGITS, is_topic_id
 
 # A topic id written as a UUID: 8-4-4-4-12 hex digits, either case.
@@ -151,6 +152,53 @@ def checked_offsets(name: str, offsets) -> dict[tuple[str, int], int]:
     return {checked_topic_partition(name, key): checked_offset(f"{name}: the offset of {key!r}",
                                                                offset)
             for key, offset in offsets.items()}
+
+
+def checked_commit_offsets(name: str, offsets) -> tuple[dict[tuple[str, int], int],
+                                                        dict[tuple[str, int], str]]:
+    """A commit's {(topic, partition): offset} as (offsets, metadata where not empty).
+    Each value is an offset (an int), kafka-python's and aiokafka's OffsetAndMetadata
+    (anything with ``.offset`` and ``.metadata``: its leader epoch is not stored), or
+    aiokafka's ``(offset, metadata)``; the metadata a str, or None for none. Metadata
+    over OFFSET_METADATA_BYTES_MAX UTF-8 bytes is refused here, naming the partition,
+    as the coordinator would refuse the whole commit (Kafka's offset.metadata.max.bytes)."""
+    if not isinstance(offsets, Mapping):
+        raise TypeError(f"{name} takes {{(topic, partition): offset}}, got {offsets!r} "
+                        f"({type(offsets).__name__})")
+    plain, metadata = {}, {}
+    for key, value in offsets.items():
+        tp = checked_topic_partition(name, key)
+        offset, text = _offset_and_metadata(name, key, value)
+        plain[tp] = checked_offset(f"{name}: the offset of {key!r}", offset)
+        if text is not None and _checked_metadata(name, key, text):
+            metadata[tp] = text
+    return plain, metadata
+
+
+def _offset_and_metadata(name: str, key, value) -> tuple[object, object]:
+    """(offset, metadata) of one commit value: an offset, an OffsetAndMetadata, or an
+    (offset, metadata) pair; the metadata not checked yet."""
+    if hasattr(value, "offset") and hasattr(value, "metadata"):
+        return value.offset, value.metadata
+    if isinstance(value, tuple) and len(value) == 2:
+        return value
+    if isinstance(value, (tuple, list)):
+        raise TypeError(f"{name}: the value of {key!r} is {value!r}: give an offset, an "
+                        f"(offset, metadata) pair or an OffsetAndMetadata")
+    return value, None
+
+
+def _checked_metadata(name: str, key, text) -> str:
+    if not isinstance(text, str):
+        raise TypeError(f"{name}: the metadata of {key!r} must be a str (or None), got "
+                        f"{text!r} ({type(text).__name__})")
+    size_bytes = len(text.encode())
+    if size_bytes > limits.OFFSET_METADATA_BYTES_MAX:
+        raise OffsetMetadataTooLargeError(
+            f"{name}: the metadata of {key!r} is {size_bytes} UTF-8 bytes, over "
+            f"OFFSET_METADATA_BYTES_MAX={limits.OFFSET_METADATA_BYTES_MAX}; nothing was "
+            f"committed")
+    return text
 
 
 def checked_time_ms(name: str, timestamp_ms, *specials: int) -> int:

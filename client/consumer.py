@@ -595,11 +595,14 @@ class Consumer(ConsumerBase):
         except (BrokerError, ClientError) as exc:
             log.warning("group %s: commit of lost partitions failed: %s", self.group, exc)
 
-    def commit(self, offsets: dict[tuple[str, int], int] | None = None) -> None:
+    def commit(self, offsets: dict | None = None) -> None:
         """Commit positions (default: of every record handed out so far) and wait;
-        retried while the group's coordinator is unavailable, up to request_timeout_ms."""
+        retried while the group's coordinator is unavailable, up to request_timeout_ms.
+        ``offsets``: {(topic, partition): offset}, each offset an int, kafka-python's
+        OffsetAndMetadata or aiokafka's (offset, metadata); the metadata is stored with
+        the offset (arguments.py, ``checked_commit_offsets``). The consumer's thread."""
         self._check_open()
-        for part in protocol.commit_offsets_parts(self._offsets_to_commit(offsets)):
+        for part in self._offsets_to_commit(offsets).parts():
             try:
                 self._conn.request_retrying(
                     lambda request_id, part=part: self._encode_commit(request_id, part),
@@ -609,16 +612,16 @@ class Consumer(ConsumerBase):
                 raise
             self._note_committed(part)
 
-    def commit_async(self, offsets: dict[tuple[str, int], int] | None = None,
-                     callback=None) -> None:
-        """Commit without waiting; ``callback(offsets, error_or_None)`` runs in a later
-        poll, once, whatever the outcome. With nothing to commit (no offsets given and
+    def commit_async(self, offsets: dict | None = None, callback=None) -> None:
+        """Commit without waiting (``offsets`` as ``commit`` takes them);
+        ``callback(offsets, error_or_None)`` runs in a later poll, once, whatever the
+        outcome. With nothing to commit (no offsets given and
         none handed out yet, as before the first poll) nothing is sent and the callback
         runs in the next poll with ({}, None), as kafka-python's does. The consumer's
         thread."""
         self._check_open()
         offsets = self._offsets_to_commit(offsets)
-        parts = protocol.commit_offsets_parts(offsets)
+        parts = offsets.parts()
         if not parts:
             if callback is not None:
                 self._commits_done.append((callback, offsets))

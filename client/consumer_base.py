@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping
 
 from plinth import limits, protocol
 from plinth.client.async_commits import AsyncCommit
-from plinth.client.arguments import checked_offsets, checked_topic_partition
+from plinth.client.arguments import checked_commit_offsets, checked_topic_partition
 from plinth.client.connection import Connection
 from plinth.client.fetcher import Overdue, TopicPartition
 from plinth.client.position_resets import PositionResets
@@ -126,6 +126,23 @@ def checked_partitions(call: str, partitions) -> list[TopicPartition]:
     return [TopicPartition(*checked_topic_partition(call, tp)) for tp in partitions]
 
 
+class CommitOffsets(dict):
+    """{(topic, partition): offset} to commit, and ``metadata``: the string to store
+    with some of them (where not empty), as a Kafka client's commit stores it.
+    ``parts()``: itself split as protocol.commit_offsets_parts splits offsets (room
+    made for the metadata), each part a CommitOffsets with its partitions' metadata,
+    which ``ConsumerBase._encode_commit`` sends."""
+
+    def __init__(self, offsets: Mapping, metadata: Mapping | None = None):
+        super().__init__(offsets)
+        self.metadata = dict(metadata or {})
+
+    def parts(self) -> list["CommitOffsets"]:
+        return [CommitOffsets(part, {tp: self.metadata[tp] for tp in part
+                                     if tp in self.metadata})
+                for part in protocol.commit_offsets_parts(self, self.metadata)]
+
+
 class ConsumerBase:
     def _check_open(self) -> None:
         """Raise if the consumer may not be used now (AIOConsumer: before start(), after
@@ -202,11 +219,17 @@ class ConsumerBase:
 
     def _positions(self, partitions=None) -> dict[tuple[str, int], int]:
         """(topic, partition) -> the offset after the last record handed out, of
-        ``partitions`` (None: every one with a position)."""
+        ``partitions`` (None: every one with a position), but none of a topic found
+        gone (deleted): the coordinator would refuse the whole commit for it, and with
+        it every other partition's offset, auto-commit after auto-commit."""
+        gone = self._fetcher.gone_topics()
         return {tuple(tp): state.position for tp, state in self._fetcher.partitions.items()
-                if state.position is not None and (partitions is None or tp in partitions)}
+                if state.position is not None and (partitions is None or tp in partitions)
+                and tp.topic not in gone}
 
-    def _offsets_to_commit(self, offsets) -> dict:
+    def _offsets_to_commit(self, offsets) -> "CommitOffsets":
+        """A commit's offsets, checked (``checked_commit_offsets``), with their metadata;
+        None: the positions handed out. Raises if the consumer may not commit now."""
         if self._membership is None and self.group is not None:
             raise ValueError(f"commit needs a subscription: the consumer in group "
                              f"{self.group!r} has not subscribed to any topic")
@@ -214,17 +237,21 @@ class ConsumerBase:
             raise ValueError(f"commit needs a consumer group: {type(self).__name__}(..., "
                              f"group='name')")
         self._membership.raise_if_left_unpolled()
-        return self._positions() if offsets is None else checked_offsets("commit", offsets)
+        if offsets is None:
+            return CommitOffsets(self._positions())
+        return CommitOffsets(*checked_commit_offsets("commit", offsets))
 
     def _note_committed(self, offsets: dict) -> None:
         """A commit of ``offsets`` (one part of it) was taken by the coordinator."""
         self._committed_positions.update({TopicPartition(*tp): o for tp, o in offsets.items()})
 
     def _encode_commit(self, request_id: int, offsets: dict, membership=None) -> bytes:
-        """A commitOffsets request as ``membership``'s member (default: the consumer's)."""
+        """A commitOffsets request as ``membership``'s member (default: the consumer's),
+        with the metadata of ``offsets`` if it is a CommitOffsets (a part of one)."""
         member_id, epoch = (membership or self._membership).identity()
         return protocol.encode_commit_offsets(request_id, "commitOffsets", self.group, member_id,
-                                              epoch, offsets)
+                                              epoch, offsets, metadata=getattr(
+                                                  offsets, "metadata", None) or None)
 
     # --- Commits sent without waiting (async_commits.py) ------------------------------------
 
@@ -281,8 +308,11 @@ class ConsumerBase:
     def _on_reply(self, view: protocol.ReplyView, payload) -> None:
         if view.request_id in self._commits:
             self._on_commit_reply(view)
-        elif not self._on_reset_reply(view):
-            self._fetcher.on_reply(view, payload)
+        elif not self._on_reset_reply(view) and self._fetcher.on_reply(view, payload) and \
+                self._membership is not None:
+            # A topic found deleted: its coordinator, which knows it too, takes its
+            # partitions away in the answer to a heartbeat; ask for that one now.
+            self._membership.heartbeat_now()
 
     # --- Position resets (position_resets.py) ----------------------------------------------
 

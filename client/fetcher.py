@@ -37,7 +37,20 @@ A fetch reply brings:
   offset and the error), once at INFO when a fetch of it succeeds again, each
   retry in between at DEBUG;
 - offsetOutOfRange: the consumer's ``reset_position(tp)`` (its
-  ``auto_offset_reset``), or, if it has none, raised like any other error.
+  ``auto_offset_reset``), or, if it has none, raised like any other error;
+- unknownTopic (the topic was deleted, or never created): never raised, as
+  Kafka's consumers do not raise it. The partition stays assigned (a group's
+  coordinator takes a deleted topic's partitions away in its next assignment:
+  ``on_reply`` says when a topic is first found gone, and the consumer asks for
+  it at once) and is failing (``fetch_errors``), asked again every
+  CLIENT_RETRY_BACKOFF_MAX_MS (the topic may be created again: then it is read
+  on from its position, or from ``auto_offset_reset`` past the new log's end).
+  Logged once per topic at WARNING saying so; the other answers while it is
+  gone at DEBUG, among them the unavailable a leader shard answers for a
+  partition it no longer has (not "retrying until it succeeds": it will not).
+  Its partitions' positions are not committed (``gone_topics``): the
+  coordinator refuses an offset of a topic that does not exist, and with it the
+  whole commit;
 
 A deserializer that raises on a record (records are deserialized as they are
 buffered): the records before it are buffered and handed out; then ``take``
@@ -66,7 +79,7 @@ from plinth import limits, protocol
 from plinth.client.arguments import checked_offset
 from plinth.client.connection import Connection
 from plinth.errors import (TRANSIENT_ERRORS, OffsetOutOfRangeError, PartitionNotAssignedError,
-                           PlinthTimeoutError, RecordDeserializationError)
+                           PlinthTimeoutError, RecordDeserializationError, UnknownTopicError)
 from plinth.format.log_entry import iter_entries
 from plinth.format import batch_formats
 from plinth.format.record_batch import ConsumerRecord
@@ -196,12 +209,16 @@ class Fetcher:
         self._backing_off: set[TopicPartition] = set()     # retry_at_s set, maybe passed
         self._failed: dict[TopicPartition, None] = {}      # those whose state.failed is set
         self._fetch_turn = 0   # where send_fetches() starts: the first partition it left out
+        # Topics a fetch found gone (deleted, or never created), each with the error that
+        # said so, until a fetch of one of their partitions succeeds.
+        self._gone: dict[str, UnknownTopicError] = {}
 
     # --- Assignment and position -----------------------------------------------
 
     def assign(self, partitions: Iterable[tuple[str, int]]) -> None:
         """Read exactly these partitions, each from no position yet."""
         self.partitions = {TopicPartition(*tp): PartitionState() for tp in partitions}
+        self._gone.clear()
         self._fetches.clear()
         self._buffered.clear()
         self._backing_off.clear()
@@ -223,6 +240,8 @@ class Fetcher:
         self._buffered.pop(tp, None)
         self._backing_off.discard(tp)
         self._failed.pop(tp, None)
+        if tp.topic in self._gone and not any(t == tp.topic for t, _ in self.partitions):
+            del self._gone[tp.topic]   # found gone again (and said so) if assigned again
 
     def state(self, topic: str, partition: int) -> PartitionState:
         state = self.partitions.get(TopicPartition(topic, partition))
@@ -383,11 +402,12 @@ class Fetcher:
         self._backing_off.difference_update(ended)
         return min((self.partitions[tp].retry_at_s for tp in self._backing_off), default=None)
 
-    def on_reply(self, view: protocol.ReplyView, payload) -> None:
-        """A reply that is not the Consumer's own: a fetch's, perhaps a stale one."""
+    def on_reply(self, view: protocol.ReplyView, payload) -> bool:
+        """A reply that is not the Consumer's own: a fetch's, perhaps a stale one. Whether
+        it found a topic gone that was not known to be (see the module)."""
         tp = self._fetches.pop(view.request_id, None)
         if tp is None:
-            return   # a fetch made stale by seek(), assign(), add(), remove() or pause()
+            return False   # a fetch made stale by seek(), assign(), add(), remove() or pause()
         state = self.partitions.get(tp)
         if state is None or state.fetch_id != view.request_id:
             # Those calls forget the fetch they replace; records from a fetch that is
@@ -395,9 +415,12 @@ class Fetcher:
             raise AssertionError(f"reply to fetch {view.request_id} of {tp.topic}-{tp.partition}, "
                                  f"whose fetch in flight is {state and state.fetch_id}")
         state.fetch_id = None
+        if isinstance(view.error, UnknownTopicError) or (
+                isinstance(view.error, TRANSIENT_ERRORS) and tp.topic in self._gone):
+            return self._topic_gone(tp, state, view.error)
         if isinstance(view.error, TRANSIENT_ERRORS):
             self._back_off(tp, state, view.error)
-            return
+            return False
         reset = isinstance(view.error, OffsetOutOfRangeError) and self._reset_out_of_range
         if view.error is not None and not reset:
             raise view.error
@@ -405,11 +428,44 @@ class Fetcher:
             self._recovered(tp, state)
         if reset:
             self._ask_position(tp, state, time.monotonic())
-            return
+            return False
         state.retry_backoff_s = 0.0
         state.high_watermark = view.high_watermark
         if payload is not None and len(payload.buffer):
             self._buffer(tp, state, payload.buffer)
+        return False
+
+    def gone_topics(self) -> set[str]:
+        """The topics a fetch found deleted (or never created), until a fetch of one of
+        their partitions succeeds."""
+        return set(self._gone)
+
+    def _topic_gone(self, tp: TopicPartition, state: PartitionState, error: Exception) -> bool:
+        """A fetch of ``tp`` found its topic gone (``error``: unknownTopic, or a route
+        error once the topic is known gone): ask again in CLIENT_RETRY_BACKOFF_MAX_MS,
+        not sooner, and say so once per topic. Whether the topic is newly found gone."""
+        newly = tp.topic not in self._gone
+        if newly:
+            self._gone[tp.topic] = error if isinstance(error, UnknownTopicError) else \
+                UnknownTopicError(f"topic {tp.topic!r} was deleted")
+            log.warning("topic %r is gone (deleted, or never created): the fetch of %s-%d at "
+                        "offset %d was answered %s: %s; its partitions are not read, a group "
+                        "member's are taken away by the group's next assignment, and an "
+                        "assigned one is asked about every %d ms in case the topic is created "
+                        "again", tp.topic, tp.topic, tp.partition, state.fetch_offset,
+                        type(error).__name__, error, limits.CLIENT_RETRY_BACKOFF_MAX_MS)
+        else:
+            log.debug("fetch of %s-%d at offset %d: its topic is still gone (%s: %s); asking "
+                      "again in %d ms", tp.topic, tp.partition, state.fetch_offset,
+                      type(error).__name__, error, limits.CLIENT_RETRY_BACKOFF_MAX_MS)
+        if state.fetch_error is None:
+            state.fetch_failing_since_s = time.monotonic()
+        state.fetch_failures += 1
+        state.fetch_error = self._gone[tp.topic]
+        state.retry_backoff_s = limits.CLIENT_RETRY_BACKOFF_MAX_MS / 1000
+        state.retry_at_s = time.monotonic() + state.retry_backoff_s
+        self._backing_off.add(tp)
+        return newly
 
     def _back_off(self, tp: TopicPartition, state: PartitionState, error: Exception) -> None:
         """A shard restarting or moving, or the router shedding load: ask again, less
@@ -446,6 +502,7 @@ class Fetcher:
                  type(state.fetch_error).__name__, state.fetch_error)
         state.fetch_error = None
         state.fetch_failures = 0
+        self._gone.pop(tp.topic, None)   # created again (or created at last)
 
     def fetch_errors(self) -> dict[TopicPartition, Exception]:
         """The assigned partitions whose fetches are failing now (their last fetch was

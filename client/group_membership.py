@@ -222,7 +222,8 @@ class GroupMembership:
 
     def heartbeat_now(self) -> None:
         """Send a heartbeat now instead of at the next interval (any thread): the
-        coordinator refused a commit of this member as unknown. A heartbeat of the
+        coordinator refused a commit of this member as unknown, or a fetch found a
+        topic deleted (the answer takes its partitions away). A heartbeat of the
         member waiting for its answer is given up for it (that answer may never come:
         see the module); a join in flight is not (the member it makes would be left
         in the group, assigned partitions, for a session timeout)."""

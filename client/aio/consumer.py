@@ -753,7 +753,7 @@ class AIOConsumer(ConsumerBase):
             await self._commit(offsets)
 
     async def _commit(self, offsets) -> None:
-        for part in protocol.commit_offsets_parts(self._offsets_to_commit(offsets)):
+        for part in self._offsets_to_commit(offsets).parts():
             try:
                 await self._request_commit(self._membership, part)
             except BrokerError as exc:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from plinth import limits
-from plinth.client.arguments import checked_topic_id, checked_wait_s
+from plinth.client.arguments import checked_commit_offsets, checked_topic_id, checked_wait_s
+from plinth.errors import OffsetMetadataTooLargeError
 
 TOPIC_ID = "0123456789abcdef0123456789abcdef"
 
@@ -70,3 +71,40 @@ def test_a_wait_that_is_not_a_number_is_refused_with_type_error_naming_the_call(
 def test_a_negative_nan_or_too_long_wait_is_refused_naming_the_range(given):
     with pytest.raises(ValueError, match=r"close timeout=.* is outside 0\.\.2147483\.647 s"):
         checked_wait_s("close timeout", given)
+
+
+# --- Commits: the offsets kafka-python's and aiokafka's commit() take ---------------------
+
+def test_a_commit_takes_kafka_pythons_offset_and_metadata_and_aiokafkas_pair_and_an_int():
+    from kafka.structs import OffsetAndMetadata, TopicPartition
+    offsets, metadata = checked_commit_offsets("commit", {
+        TopicPartition("t", 0): OffsetAndMetadata(7, "", -1),
+        TopicPartition("t", 1): OffsetAndMetadata(8, "note", 3),
+        ("t", 2): (9, "pair"),
+        ("t", 3): (10, None),
+        ("t", 4): 11,
+    })
+    # Every offset as a plain int; the metadata only where not empty (the leader epoch
+    # is not stored)
+    assert offsets == {("t", 0): 7, ("t", 1): 8, ("t", 2): 9, ("t", 3): 10, ("t", 4): 11}
+    assert metadata == {("t", 1): "note", ("t", 2): "pair"}
+
+
+@pytest.mark.parametrize("value, error, message", [
+    ((1, 2, 3), TypeError, r"commit: the value of \('t', 0\) is \(1, 2, 3\): give an offset, "
+                           r"an \(offset, metadata\) pair or an OffsetAndMetadata"),
+    ((1, b"m"), TypeError, r"the metadata of \('t', 0\) must be a str \(or None\), got b'm'"),
+    (("1", ""), TypeError, r"the offset of \('t', 0\) must be an int"),
+    ((-1, ""), ValueError, r"the offset of \('t', 0\)=-1 is outside"),
+    ((1, "é" * 2049), OffsetMetadataTooLargeError,
+     r"the metadata of \('t', 0\) is 4098 UTF-8 bytes, over OFFSET_METADATA_BYTES_MAX=4096"),
+])
+def test_a_commit_value_that_is_no_offset_or_whose_metadata_is_wrong_is_refused_naming_it(
+        value, error, message):
+    with pytest.raises(error, match=message):
+        checked_commit_offsets("commit", {("t", 0): value})
+
+
+def test_metadata_of_exactly_the_coordinators_limit_is_taken():
+    text = "m" * limits.OFFSET_METADATA_BYTES_MAX
+    assert checked_commit_offsets("commit", {("t", 0): (1, text)})[1] == {("t", 0): text}

@@ -875,3 +875,75 @@ def test_a_closed_consumer_refuses_every_call_but_close_saying_it_is_closed(call
     with pytest.raises(ClosedError, match="^consumer is closed$"):
         call(consumer)
     consumer.close()   # (close again is fine)
+
+
+# --- A deleted topic ---------------------------------------------------------------------
+
+class DeletingBroker(GroupBroker):
+    """GroupBroker whose topic t is deleted after its first record: the next fetch of t-0
+    is answered as the shard answers a fetch parked at the deletion, the ones after as
+    the router answers; the coordinator, which knows it too, assigns nothing from the
+    next heartbeat on. Commits are taken."""
+
+    def __init__(self):
+        super().__init__()
+        self.deleted_s: float | None = None
+
+    def answer(self, request):
+        rid = request.request_id
+        match request:
+            case protocol.FetchRequest() if self.fetched:
+                first = self.deleted_s is None
+                self.deleted_s = self.deleted_s or time.monotonic()
+                return [protocol.encode_error(rid, UnknownTopicError(
+                    "topic 't' was deleted" if first else "unknown topic 't'"))]
+            case protocol.GroupHeartbeatRequest() if self.deleted_s is not None:
+                return [protocol.encode_heartbeat_reply(rid, "m-1", 1, 30_000, set())]
+            case protocol.CommitOffsetsRequest():
+                return [protocol.encode_ok(rid)]
+        return super().answer(request)
+
+
+def test_a_group_member_whose_topic_is_deleted_drops_its_partitions_without_raising(scripted):
+    # Given a group member of t (a heartbeat every 30 s) that has read t-0's first record
+    script = DeletingBroker()
+    broker = scripted([script.answer] * 50_000)
+    revoked = []
+    consumer = Consumer("t", broker=broker.url, group="g", auto_offset_reset="earliest",
+                        fetch_max_wait_ms=100, direct_to_shards=False, on_revoke=revoked.append)
+    try:
+        assert [r.value for r in poll_until(consumer, 1)] == [b"v"]
+        # When t is deleted, and the member polls on / Then no poll raises
+        deadline_s = time.monotonic() + 10
+        while consumer.assignment() and time.monotonic() < deadline_s:
+            consumer.poll(100)
+        # And its partition went with the coordinator's next answer, asked for at once
+        # (not at the 30 s interval; the bound leaves room for a loaded machine's stalls)
+        assert consumer.assignment() == set() and revoked == [{("t", 0)}]
+        heartbeats_after = [arrived for arrived, request in broker.requests
+                            if type(request) is protocol.GroupHeartbeatRequest
+                            and arrived > script.deleted_s]
+        assert heartbeats_after and heartbeats_after[0] - script.deleted_s < 5.0
+        # And the revocation committed nothing of the deleted topic (the coordinator
+        # refuses an offset of a topic it no longer has, and the whole commit with it)
+        assert not any(type(request) is protocol.CommitOffsetsRequest and request.offsets
+                       for arrived, request in broker.requests if arrived > script.deleted_s)
+    finally:
+        consumer.close()
+
+
+def test_an_assigned_partition_of_a_deleted_topic_stays_assigned_and_failing_not_raised(
+        scripted):
+    # Given a consumer of t-0 whose fetch finds t deleted, then unknown
+    broker = scripted([UnknownTopicError("topic 't' was deleted"),
+                       UnknownTopicError("unknown topic 't'")])
+    with consumer_of(broker) as consumer:
+        # When it polls past the retry (CLIENT_RETRY_BACKOFF_MAX_MS) / Then none raises
+        deadline_s = time.monotonic() + 10
+        while len(broker.requests) < 2 and time.monotonic() < deadline_s:
+            assert consumer.poll(100) == {}
+        # And t-0 is still assigned, at its position, failing with the topic's error, as
+        # kafka-python keeps an assigned partition of a topic that is gone
+        assert consumer.assignment() == {("t", 0)} and consumer.position("t", 0) == 0
+        assert {tp: str(e) for tp, e in consumer.fetch_errors().items()} == {
+            ("t", 0): "topic 't' was deleted"}

@@ -16,7 +16,7 @@ from plinth.client.connection import Connection
 from plinth.client import fetcher as fetcher_module
 from plinth.client.fetcher import Fetcher, Overdue, TopicPartition
 from plinth.errors import (CorruptDataError, OffsetOutOfRangeError, TooManyRequestsError,
-                           UnavailableError)
+                           UnavailableError, UnknownTopicError)
 from tests.client.scripted_broker import WAIT_S, Replies, entry
 from tests.support import ManualClock
 
@@ -528,3 +528,53 @@ def test_take_hands_out_at_most_max_records_starting_one_partition_further_each_
     assert [[(tp.partition, [r.value for r in records]) for tp, records in out.items()]
             for out in taken] == [[(1, [b"b0", b"b1"])], [(0, [b"a0", b"a1"])],
                                   [(1, [b"b2"]), (0, [b"a2"])], []]
+
+
+# --- A deleted topic ---------------------------------------------------------------------
+
+def test_a_deleted_topic_is_not_raised_but_warned_of_once_and_its_partitions_asked_again_slowly(
+        rig_of, monkeypatch, caplog):
+    # Given a shortened maximum backoff, and a broker that answers t-0's and t-1's parked
+    # fetches "deleted", then t-0's next fetch as the shard that no longer has it does
+    # (unavailable: the routers are refreshing), then t-0's as the router does (unknown)
+    monkeypatch.setattr(limits, "CLIENT_RETRY_BACKOFF_MAX_MS", 300)
+    deleted = UnknownTopicError("topic 't' was deleted")
+    rig = rig_of([deleted, deleted,
+                  UnavailableError("partition t-0 is not on shard-0; retry (the routers are "
+                                   "refreshing their map)"),
+                  UnknownTopicError("unknown topic 't'"), no_answer])
+    rig.fetcher.assign([T0, T1])
+    rig.fetcher.seek(T0, 100)
+    rig.fetcher.seek(T1, 7)
+    caplog.set_level(logging.DEBUG, logger="plinth.client.fetcher")
+    newly = []
+    rig.fetcher.on_reply = lambda *got, on_reply=rig.fetcher.on_reply: newly.append(
+        on_reply(*got))
+    # When the fetcher reads those answers / Then none is raised
+    rig.pump(lambda: len(newly) == 4)
+    # And only the first said the topic was newly found gone
+    assert newly == [True, False, False, False]
+    assert rig.fetcher.gone_topics() == {"t"}
+    # And one warning says the topic is gone, and that nothing will retry until it works
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith(
+        "topic 't' is gone (deleted, or never created): the fetch of t-")
+    assert "retrying until it succeeds" not in caplog.text
+    # And both partitions stay assigned, failing with the topic's error
+    assert {tp: str(e) for tp, e in rig.fetcher.fetch_errors().items()} == {
+        T0: "topic 't' was deleted", T1: "topic 't' was deleted"}
+    # And each was asked again no sooner than the maximum backoff
+    arrivals = [arrived for arrived, request in rig.broker.requests if request.partition == 0]
+    assert all(later - earlier >= 0.3 * 0.9 for earlier, later in zip(arrivals, arrivals[1:]))
+
+
+def test_a_topic_found_gone_is_forgotten_once_a_fetch_of_it_succeeds(rig_of, monkeypatch):
+    # Given a topic found deleted, then created again (its fetch answered with a record)
+    monkeypatch.setattr(limits, "CLIENT_RETRY_BACKOFF_MAX_MS", 1)
+    rig = rig_of([UnknownTopicError("topic 't' was deleted"), answer_with(entry(0, [b"a"]))])
+    rig.fetcher.assign([T0])
+    rig.fetcher.seek(T0, 0)
+    assert rig.take_values(1) == [(0, b"a")]
+    # Then it is gone no more, and its partition no longer failing
+    assert rig.fetcher.gone_topics() == set()
+    assert rig.fetcher.fetch_errors() == {}

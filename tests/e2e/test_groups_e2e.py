@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 import sys
 import threading
@@ -507,6 +508,14 @@ def polled_values(consumer: Consumer, count: int) -> list[int]:
     return got
 
 
+def polled_values_of(consumer: Consumer, count: int, timeout_s: float = 30) -> list[bytes]:
+    """The values of the next ``count`` records polled (within ``timeout_s``)."""
+    values, deadline_s = [], time.monotonic() + timeout_s
+    while len(values) < count and time.monotonic() < deadline_s:
+        values += [r.value for rs in consumer.poll(timeout_ms=100).values() for r in rs]
+    return values
+
+
 def test_unsubscribe_commits_revokes_and_leaves_and_a_later_subscribe_joins_again(shared_broker):
     topic, group = topic_and_group(shared_broker.url)
     produce(shared_broker.url, topic, 0, 60)
@@ -693,3 +702,134 @@ def test_an_iterating_member_that_left_for_want_of_a_poll_hands_out_none_of_its_
     finally:
         stalled.close()
         polling.stop()
+
+
+# --- A topic deleted while a group reads it (tester G) ------------------------------------
+
+def topics_to_delete(url: str) -> tuple[str, str, str]:
+    """A topic of two partitions holding four records (to be deleted), another of one
+    partition, and a new group's name."""
+    gone, kept, group = unique_topic("gone"), unique_topic("kept"), unique_topic("grp")
+    with Admin(broker=url) as admin:
+        admin.create_topic(gone, 2)
+        admin.create_topic(kept, 1)
+    with Producer(broker=url) as producer:
+        for n in range(4):
+            producer.send(gone, b"g%d" % n, partition=n % 2).get(timeout=30)
+    return gone, kept, group
+
+
+def gone_warnings(caplog, topic: str) -> tuple[list[str], list[str]]:
+    """(the warnings saying ``topic`` is gone, the warnings retrying a fetch of it)."""
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    return ([m for m in warnings if m.startswith(f"topic {topic!r} is gone")],
+            [m for m in warnings if m.startswith(f"fetch of {topic}-") and "retrying" in m])
+
+
+def test_a_member_whose_topic_is_deleted_drops_its_partitions_and_reads_on_without_an_error(
+        shared_broker, caplog):
+    url = shared_broker.url
+    gone, kept, group = topics_to_delete(url)
+    caplog.set_level(logging.WARNING, logger="plinth.client")
+    revoked = []
+    with Consumer(gone, kept, broker=url, group=group, auto_offset_reset="earliest",
+                  session_timeout_ms=SESSION_MS, auto_commit_interval_ms=200,
+                  on_revoke=revoked.append) as consumer, Admin(broker=url) as admin:
+        # Given a member of both topics that read and committed the one to be deleted
+        assert sorted(polled_values_of(consumer, 4)) == [b"g0", b"g1", b"g2", b"g3"]
+        wait_until(lambda: consumer.poll(timeout_ms=100) == {} and len(consumer.assignment()) == 3)
+        consumer.commit()
+        # When the topic is deleted / Then no poll raises, and its partitions go from
+        # the member, revoked, by the coordinator's next assignment
+        admin.delete_topic(gone)
+        wait_until(lambda: consumer.poll(timeout_ms=100) == {} and
+                   consumer.assignment() == {(kept, 0)}, timeout_s=30)
+        assert revoked == [{(gone, 0), (gone, 1)}]
+        assert [m.assignment for m in admin.describe_group(group).members] == [{(kept, 0)}]
+        # And the member reads and commits its other topic on
+        with Producer(broker=url) as producer:
+            producer.send(kept, b"k0").get(timeout=30)
+        assert polled_values_of(consumer, 1) == [b"k0"]
+        consumer.commit()
+        assert admin.describe_group(group).committed == {(kept, 0): 1}
+        # And when the topic is created again, the member, still subscribed to it, reads
+        # it from auto_offset_reset (the old offsets went with the old topic)
+        admin.create_topic(gone, 2)
+        with Producer(broker=url) as producer:
+            for n in range(2):
+                producer.send(gone, b"new%d" % n, partition=n).get(timeout=30)
+        assert sorted(polled_values_of(consumer, 2)) == [b"new0", b"new1"]
+        assert consumer.assignment() == {(gone, 0), (gone, 1), (kept, 0)}
+    # And the deletion was warned of once, and no fetch of it was "retried until it succeeds"
+    said_gone, retried = gone_warnings(caplog, gone)
+    assert len(said_gone) == 1 and retried == []
+
+
+def test_an_aio_member_whose_topic_is_deleted_drops_its_partitions_without_an_error(
+        shared_broker, caplog):
+    url = shared_broker.url
+    gone, kept, group = topics_to_delete(url)
+    caplog.set_level(logging.WARNING, logger="plinth.client")
+
+    async def scenario():
+        consumer = AIOConsumer(gone, kept, broker=url, group=group, auto_offset_reset="earliest",
+                               session_timeout_ms=SESSION_MS)
+        await consumer.start()
+        try:
+            got = []
+            while len(got) < 4:
+                got += [r for rs in (await consumer.getmany(timeout_ms=100)).values() for r in rs]
+            with Admin(broker=url) as admin:
+                admin.delete_topic(gone)
+            deadline_s = time.monotonic() + 30
+            while consumer.assignment() != {(kept, 0)} and time.monotonic() < deadline_s:
+                await consumer.getmany(timeout_ms=100)   # never raises
+            return consumer.assignment()
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 60)) == {(kept, 0)}
+    said_gone, retried = gone_warnings(caplog, gone)
+    assert len(said_gone) == 1 and retried == []
+
+
+def test_an_assigned_partition_of_a_deleted_topic_stays_assigned_without_an_error(
+        shared_broker):
+    url = shared_broker.url
+    gone, _, _ = topics_to_delete(url)
+    with Consumer(broker=url, auto_offset_reset="earliest") as consumer:
+        # Given a consumer that assign()ed a partition and read it
+        consumer.assign([(gone, 0)])
+        assert polled_values_of(consumer, 2) == [b"g0", b"g2"]
+        # When its topic is deleted / Then its polls raise nothing, and it stays
+        # assigned, failing with the deletion (as kafka-python keeps it)
+        with Admin(broker=url) as admin:
+            admin.delete_topic(gone)
+        wait_until(lambda: consumer.poll(timeout_ms=100) == {} and
+                   type(consumer.fetch_errors().get((gone, 0))).__name__ == "UnknownTopicError")
+        assert consumer.assignment() == {(gone, 0)} and consumer.position(gone, 0) == 2
+
+
+def test_a_commit_of_kafka_pythons_offset_and_metadata_stores_the_metadata_with_the_offset(
+        shared_broker):
+    from kafka.structs import OffsetAndMetadata, TopicPartition as KafkaTopicPartition
+    url = shared_broker.url
+    topic, group = topic_and_group(url)
+    with Consumer(topic, broker=url, group=group, enable_auto_commit=False,
+                  session_timeout_ms=SESSION_MS) as consumer:
+        wait_until(lambda: consumer.poll(timeout_ms=100) == {} and
+                   len(consumer.assignment()) == PARTITIONS)
+        # When a member commits as kafka-python's and aiokafka's commit() are called
+        consumer.commit({KafkaTopicPartition(topic, 0): OffsetAndMetadata(0, "note", -1),
+                         (topic, 1): (0, None)})
+    # Then the coordinator stored both offsets, and the metadata given, as a Kafka
+    # client's OffsetFetch reads them
+    conn = Connection(url)
+    try:
+        view, _ = conn.request_retrying(
+            lambda request_id: protocol.encode_group_request(request_id, "fetchOffsets", group),
+            30_000)
+    finally:
+        conn.close()
+    assert view.committed == {(topic, 0): 0, (topic, 1): 0}
+    assert view.committed_metadata == {(topic, 0): "note"}
