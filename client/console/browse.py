@@ -39,12 +39,12 @@ import codecs
 import json
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from plinth import limits, topics
 from plinth.client.admin import Admin
-from plinth.client.console import broker_calls
+from plinth.client.console import broker_calls, visible_text
 from plinth.client.consumer import Consumer
 from plinth.errors import (InputTooLongError, OffsetOutOfRangeError, PartitionOutOfRangeError,
                            PlinthError, PlinthTimeoutError, RecordNotFoundError,
@@ -483,14 +483,27 @@ def show(data: bytes | None, view: str, shown_bytes_max: int) -> Shown:
         return Shown(hex_dump(cut), size, truncated,
                      note=f"not UTF-8 (byte {exc.start}): shown as hex")
     if view != "json":
-        return Shown(text, size, truncated)
+        return _marking_hidden(Shown(text, size, truncated))
     if truncated:
-        return Shown(text, size, truncated, note=f"not shown as JSON: only the first "
-                                                 f"{shown_bytes_max} of {size} bytes are shown")
+        return _marking_hidden(Shown(text, size, truncated, note=(
+            f"not shown as JSON: only the first {shown_bytes_max} of {size} bytes are shown")))
     try:
-        return Shown(json.dumps(json.loads(data), indent=2, ensure_ascii=False), size)
+        return _marking_hidden(Shown(json.dumps(json.loads(data), indent=2, ensure_ascii=False),
+                                     size))
     except (ValueError, RecursionError) as exc:
-        return Shown(text, size, note=f"not JSON: {exc}")
+        return _marking_hidden(Shown(text, size, note=f"not JSON: {exc}"))
+
+
+def _marking_hidden(shown: Shown) -> Shown:
+    """``shown`` with a note counting its control and format characters, which the
+    page shows as escapes (visible_text.py): "\\u202e" in a value is then known to
+    be one character, not six."""
+    count = visible_text.hidden_count(shown.text)
+    if not count:
+        return shown
+    note = (f"{count} control or format character{'s' if count > 1 else ''} (such as "
+            f"bidi overrides) shown as \\u escapes")
+    return replace(shown, note=f"{shown.note}; {note}" if shown.note else note)
 
 
 def hex_dump(data: bytes) -> str:

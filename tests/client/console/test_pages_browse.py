@@ -220,3 +220,26 @@ def test_a_record_link_whose_fetch_fails_is_a_503_with_the_fetchs_error_not_a_40
     assert f"{topic}-0: the records from offset 10 could not be read" in text
     assert STORE_DOWN in text
     assert "no record at offset" not in text
+
+
+def test_bidi_overrides_in_a_key_value_and_header_are_shown_as_marked_escapes(
+        client, shared_broker):
+    # Given a record whose key, value, header name and header value hold a
+    # right-to-left override (which reverses the text after it: "é…LTR")
+    name = unique_topic("bidi")
+    with Admin(broker=shared_broker.url) as admin:
+        admin.create_topic(name, 1)
+    with Producer(broker=shared_broker.url) as producer:
+        producer.send(name, "é漢字🙂\u202eRTL".encode(), key="k\u202e1".encode(),
+                      headers=[("h\u202e", "v\u2066".encode())]).get(30)
+    for url in (f"/browse/{name}?start=oldest", f"/record/{name}/0/0"):
+        page = client.get(url)
+        assert page.status_code == 200
+        # Then no override reaches the page: each shows as its escape, marked, and the
+        # page says what the escapes are
+        assert "\u202e" not in page.text and "\u2066" not in page.text
+        assert page.text.count('title="U+202E RIGHT-TO-LEFT OVERRIDE">\\u202e</span>') == 3
+        assert 'title="U+2066 LEFT-TO-RIGHT ISOLATE">\\u2066</span>' in page.text
+        assert "é漢字🙂" in page.text
+        assert "1 control or format character (such as bidi overrides) shown as \\u escapes" \
+            in text_of(page)
