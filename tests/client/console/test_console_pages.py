@@ -410,3 +410,22 @@ def test_a_tiered_partitions_remote_offsets_are_shown_with_both_ends_held():
     assert "0 to 39080" in html
     assert "39081" not in html
     assert "end (next)" in html
+
+
+@pytest.mark.parametrize("form, phrase", [
+    ({"name": "__consumer_offsets", "partitions": "1"}, "internal"),
+    ({"name": "ok-review", "config": "segment.bytes=1"}, "segment.bytes"),
+    ({"name": "ok-review", "config": "foo.bar=1"}, "unknown config foo.bar"),
+    ({"name": "ok-review", "config": "cleanup.policy=compact"}, "cleanup.policy"),
+])
+def test_a_create_the_broker_would_refuse_is_refused_on_its_review_page(console, admin, form,
+                                                                        phrase):
+    page = console.post("/topics/new/confirm", data=form)
+    assert_clear_error(page, 400, phrase)
+    assert "ok-review" not in admin.list_topics()
+
+
+def test_an_alter_the_broker_would_refuse_is_refused_on_its_review_page(console, admin, topic):
+    page = console.post(f"/topics/{topic}/alter/confirm", data={"config": "retention.ms=abc"})
+    assert_clear_error(page, 400, "retention.ms")
+    assert 'name="token"' not in page.text
