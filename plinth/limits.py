@@ -1171,6 +1171,10 @@ CONSOLE_PREVIEW_BYTES = 512
 CONSOLE_RECORD_SHOWN_BYTES_MAX = 256 * KiB
 # "scan more" positions one browse link carries (one per partition of the topic).
 CONSOLE_BROWSE_POSITIONS_MAX = 10_000
+# Partitions a browse page names, each with the error its fetches failed with
+# (object storage down, a shard restarting); past that it counts the rest: a topic
+# of thousands of partitions whose store is down would be a page of the same line.
+CONSOLE_FETCH_ERRORS_SHOWN_MAX = 10
 # Names on one page of the group list (each group costs a describeGroup) and of
 # the browser's topic picker.
 CONSOLE_LIST_PAGE_DEFAULT = 50

@@ -141,6 +141,8 @@ async def _user_error(request, exc: Exception):
     title = {404: "Not found", 403: "Not permitted", 502: "Unreadable broker reply",
              503: "Broker unavailable"}.get(
         status, "Bad request")
+    if isinstance(exc, errors.RemoteStorageUnavailableError):
+        title = "Object storage unavailable"   # the broker answered; its store did not
     return _error_page(request, status, title, _message(exc))
 
 

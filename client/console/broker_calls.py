@@ -27,8 +27,8 @@ import contextvars
 import threading
 import time
 
-from plinth import limits
-from plinth.client.admin import Admin, timed_change
+from plinth import limits, protocol
+from plinth.client.admin import Admin, NewTopic, checked_new_topics, timed_change
 from plinth.errors import PlinthTimeoutError, UnavailableError
 
 # The monotonic time (s) by which the current page must have its answers; None
@@ -91,6 +91,17 @@ class DeadlineAdmin(Admin):
         # may take longer to make it, and one given up on half-way is worse than a wait.
         self.request_timeout_ms = self._timeout_ms_max
         return Admin._call(self, timed_change(encode, self._timeout_ms_max), *args, retry=retry)
+
+
+    def validate_new_topic(self, name: str, partitions: int, replication_factor: int | None,
+                           config: dict[str, str]) -> None:
+        """The broker's verdict on creating this topic, nothing created: createTopics
+        with validateOnly (the controller's every check of a create: the name, reserved
+        and colliding names, the count, the factor, each config key and value), raising
+        what the create would. Admin offers no validate-only call, so the console's
+        own Admin sends it. Within the page's deadline, as any question."""
+        new = NewTopic(name, partitions, config, replication_factor or 0)
+        self._call(protocol.encode_create_topics, checked_new_topics([new]), True)
 
 
 class BrokerCalls:
@@ -168,7 +179,7 @@ class ConsoleAdmin:
         return ConsoleAdmin(self._calls, background=True)
 
     def __getattr__(self, name: str):
-        if name.startswith("_") or not callable(getattr(Admin, name, None)):
+        if name.startswith("_") or not callable(getattr(DeadlineAdmin, name, None)):
             raise AttributeError(name)
 
         def call(*args, **kwargs):

@@ -24,7 +24,11 @@ busy topic cannot keep a request reading. A request stops at whichever comes
 first: every partition read to that end, ``scan_max`` records read (at most
 CONSOLE_SCAN_RECORDS_MAX), ``limit`` matching records found (except ``newest``),
 or CONSOLE_SCAN_MS_MAX of wall time. It says how many records it read and, per
-partition, the offset to continue from. Filters are byte substrings of the key
+partition, the offset to continue from. A partition its Consumer could not read
+(its fetches failing with a retriable error: object storage unreachable, a shard
+restarting; or unanswered far past the fetch wait) is named with that error
+(``BrowseResult.failing``), never shown as one without records; a permalink to a
+record there raises that error (a 503), not RecordNotFoundError (a 404). Filters are byte substrings of the key
 or the value (UTF-8 of what was typed, at most CONSOLE_FILTER_BYTES_MAX).
 """
 
@@ -35,15 +39,16 @@ import codecs
 import json
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from plinth import limits, topics
 from plinth.client.admin import Admin
-from plinth.client.console import broker_calls
+from plinth.client.console import broker_calls, visible_text
 from plinth.client.consumer import Consumer
 from plinth.errors import (InputTooLongError, OffsetOutOfRangeError, PartitionOutOfRangeError,
-                           RecordNotFoundError)
+                           PlinthError, PlinthTimeoutError, RecordNotFoundError,
+                           UnavailableError)
 from plinth.format.record_batch import ConsumerRecord
 
 START_MODES = ("newest", "oldest", "offset", "timestamp")
@@ -92,11 +97,20 @@ class BrowseResult:
     stopped: str                      # "end", "scan", "page" or "time"
     partitions: int = 0               # the topic's partition count
     scan_ms: float = 0.0
+    # The partitions it could not read to their ends because their fetches failed,
+    # each with that error (``unreadable``): their records were not read, not absent.
+    failing: dict[int, Exception] = field(default_factory=dict)
 
     @property
     def more(self) -> bool:
         """Whether records the request did not read remain before its end offsets."""
         return any(self.positions[p] < self.ends[p] for p in self.positions)
+
+    @property
+    def unreadable(self) -> bool:
+        """Nothing was read and some partition's fetches failed: the page is a 503,
+        not "no records"."""
+        return bool(self.failing) and self.scanned == 0
 
 
 @dataclass(frozen=True)
@@ -252,10 +266,64 @@ def browse(admin: Admin, consumer: Consumer, query: BrowseQuery) -> BrowseResult
     starts = _start_positions(consumer, query, log_starts, ends)
     began = time.monotonic()
     records, scanned, positions, stopped = _scan(consumer, query, starts, ends)
+    scan_ms = (time.monotonic() - began) * 1000
     if query.start == "newest" and query.positions is None:
         records = sorted(records, key=_time_order, reverse=True)[:query.limit]
+    # Only those it left unread: one that failed and then read to its end is whole.
+    failing = {p: unreadable(admin, query.topic, p, positions[p], error)
+               for p, error in sorted(fetch_failures(consumer, query.topic).items())
+               if p in positions and positions[p] < ends[p]}
     return BrowseResult(query, records, scanned, positions, ends, log_starts, stopped,
-                        partitions=count, scan_ms=(time.monotonic() - began) * 1000)
+                        partitions=count, scan_ms=scan_ms, failing=failing)
+
+
+def fetch_failures(consumer: Consumer, topic: str) -> dict[int, Exception]:
+    """``topic``'s partitions whose fetches are failing now, by partition, each with the
+    error its last fetch got (a retriable one, which the Consumer retries and never
+    raises: object storage unreachable, a shard restarting), or, for a fetch long
+    unanswered, a PlinthTimeoutError saying how long. The Consumer's thread (the
+    request's) only."""
+    failing: dict[int, Exception] = {
+        tp.partition: PlinthTimeoutError(
+            f"no answer for {late.waited_ms:.0f} ms to the fetch at offset {late.offset} "
+            f"(a shard answers within {consumer.fetch_max_wait_ms} ms even with no record)")
+        for tp, late in consumer.overdue_fetches().items() if tp.topic == topic}
+    failing.update((tp.partition, error) for tp, error in consumer.fetch_errors().items()
+                   if tp.topic == topic)
+    return failing
+
+
+def unreadable(admin: Admin, topic: str, partition: int, offset: int,
+               error: Exception) -> PlinthError:
+    """An error of ``error``'s class (its page status: 503) naming the partition, the
+    offset its records could not be read from, where its remote offsets are (when
+    tiered: the store is the usual cause) and ``error`` itself."""
+    message = (f"{topic}-{partition}: the records from offset {offset} could not be read "
+               f"(not: there are none){_remote_range(admin, topic, partition)}: "
+               f"{type(error).__name__}: {error}")
+    try:
+        return type(error)(message)
+    except TypeError:          # an error class that takes more than a message
+        return UnavailableError(message)
+
+
+def _remote_range(admin: Admin, topic: str, partition: int) -> str:
+    """", offsets 0 to 39080 are in object storage" for a tiered partition; "" when
+    it has none there, or the broker does not say (a key that may not describe it)."""
+    try:
+        info = admin.describe_topic(topic).partition_info[partition]
+    except (PlinthError, IndexError):
+        return ""
+    if not info.has_remote:
+        return ""
+    return (f"; offsets {offset_range(info.remote_start_offset, info.remote_end_offset)} "
+            f"are in object storage, from {info.local_start_offset} on the shard's disk")
+
+
+def offset_range(start: int, end: int) -> str:
+    """The offsets ``start`` up to ``end`` (exclusive, as a log's end offset is), as
+    the pages show a range: both ends held, "0 to 39080"; "none" when empty."""
+    return f"{start} to {end - 1}" if end > start else "none"
 
 
 def _chosen_partitions(query: BrowseQuery, count: int) -> list[int]:
@@ -360,7 +428,13 @@ def read_record(admin: Admin, consumer: Consumer, topic: str, partition: int,
     if not info.start_offset <= offset < info.end_offset:
         raise _no_record(topic, partition, offset, info.start_offset, info.end_offset)
     query = BrowseQuery(topic, partition, "offset", offset, limit=1, scan_max=1)
-    records, _, _, _ = _scan(consumer, query, {partition: offset}, {partition: info.end_offset})
+    records, _, _, stopped = _scan(consumer, query, {partition: offset},
+                                   {partition: info.end_offset})
+    if not records and stopped == "time":
+        # Not read, which is not "not there": say why, never a 404 for a record that is.
+        failed = fetch_failures(consumer, topic).get(partition) or PlinthTimeoutError(
+            f"offset {offset} was not read within the scan's {limits.CONSOLE_SCAN_MS_MAX} ms")
+        raise unreadable(admin, topic, partition, offset, failed)
     if not records or records[0].offset != offset:
         raise _no_record(topic, partition, offset, info.start_offset, info.end_offset,
                          " (with gaps)")
@@ -409,14 +483,27 @@ def show(data: bytes | None, view: str, shown_bytes_max: int) -> Shown:
         return Shown(hex_dump(cut), size, truncated,
                      note=f"not UTF-8 (byte {exc.start}): shown as hex")
     if view != "json":
-        return Shown(text, size, truncated)
+        return _marking_hidden(Shown(text, size, truncated))
     if truncated:
-        return Shown(text, size, truncated, note=f"not shown as JSON: only the first "
-                                                 f"{shown_bytes_max} of {size} bytes are shown")
+        return _marking_hidden(Shown(text, size, truncated, note=(
+            f"not shown as JSON: only the first {shown_bytes_max} of {size} bytes are shown")))
     try:
-        return Shown(json.dumps(json.loads(data), indent=2, ensure_ascii=False), size)
+        return _marking_hidden(Shown(json.dumps(json.loads(data), indent=2, ensure_ascii=False),
+                                     size))
     except (ValueError, RecursionError) as exc:
-        return Shown(text, size, note=f"not JSON: {exc}")
+        return _marking_hidden(Shown(text, size, note=f"not JSON: {exc}"))
+
+
+def _marking_hidden(shown: Shown) -> Shown:
+    """``shown`` with a note counting its control and format characters, which the
+    page shows as escapes (visible_text.py): "\\u202e" in a value is then known to
+    be one character, not six."""
+    count = visible_text.hidden_count(shown.text)
+    if not count:
+        return shown
+    note = (f"{count} control or format character{'s' if count > 1 else ''} (such as "
+            f"bidi overrides) shown as \\u escapes")
+    return replace(shown, note=f"{shown.note}; {note}" if shown.note else note)
 
 
 def hex_dump(data: bytes) -> str:
@@ -440,5 +527,6 @@ def iso_time(timestamp_ms: int) -> str:
 
 __all__ = ["BrowseQuery", "BrowseResult", "Shown", "TopicsPage", "START_MODES", "VIEWS",
            "parse_browse_query", "parse_timestamp", "parse_positions", "format_positions",
-           "open_consumer", "browse", "read_record", "topics_page", "show", "hex_dump",
+           "open_consumer", "browse", "read_record", "fetch_failures", "unreadable",
+           "offset_range", "topics_page", "show", "hex_dump",
            "iso_time"]

@@ -16,6 +16,8 @@ from plinth import limits
 from plinth.counted import counted
 from plinth.client.connection import BrokerAddress
 from plinth.client.console.confirm_tokens import ConfirmTokens, user_of
+from plinth.client.console.browse import offset_range
+from plinth.client.console.visible_text import visible
 from plinth.errors import NotAuthorizedError, PlinthError, UnknownTopicError
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -98,6 +100,12 @@ def make_templates() -> Jinja2Templates:
     env.filters["bytes"] = human_bytes
     env.filters["rate"] = human_rate
     env.filters["counted"] = counted   # {{ n | counted("partition") }}: "1 partition"
+    # {{ text | visible }}: a user's text with bidi overrides and other hidden
+    # characters shown as escapes (visible_text.py), HTML-escaped.
+    env.filters["visible"] = visible
+    # {{ start | offsets_to(end) }}: "0 to 39080", both held, for an end that is the
+    # next offset (a log's end, a remote range's): "0–39081" read as holding 39081.
+    env.filters["offsets_to"] = lambda start, end: offset_range(start, end)
     return templates
 
 

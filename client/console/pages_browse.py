@@ -7,6 +7,9 @@ process. Each request opens its own Consumer (browse.open_consumer) and closes i
 before it answers. What a user got wrong (a bad offset, time, topic name or an
 oversized filter) is raised as a plinth error or ValueError with the reason; the
 console's app renders those as an error page (400, or 404 for an unknown topic).
+A partition whose fetches failed is named on the page with the fetch's error (a 503
+when nothing could be read), and a record that could not be read is a 503 page with
+that error, never "no records" or a 404.
 The logic is in browse.py; this module only reads the request and fills templates:
 browse/index.html, browse/topic.html, browse/record.html.
 """
@@ -42,7 +45,10 @@ def browse_topic(request):
     # The Consumer is work in flight on the broker too: it takes a slot.
     with ctx.calls.slot(), browse.open_consumer(ctx.broker) as consumer:
         result = browse.browse(ctx.admin, consumer, query)
-    return ctx.render(request, "browse/topic.html", query=query, result=result,
+    # Nothing read because the fetches failed (object storage down, a shard restarting)
+    # is a 503 that names them, not a 200 saying "no records".
+    return ctx.render(request, "browse/topic.html", status_code=503 if result.unreadable else 200,
+                      query=query, result=result,
                       form=_form_values(request.query_params), rows=_rows(result),
                       more_url=_more_url(result), views=browse.VIEWS,
                       starts=browse.START_MODES, limits=limits)

@@ -189,6 +189,12 @@ def topic_new(request):
 async def topic_create_confirm(request):
     ctx = request.app.state.console
     args = _create_args(await request.form())
+    import anyio.to_thread
+
+    # The broker's verdict now, not after the confirming post: a reserved name, a key
+    # it does not know or a value it refuses is this page's error (400).
+    await anyio.to_thread.run_sync(lambda: ctx.admin.validate_new_topic(
+        args["name"], args["partitions"], args["replication_factor"], args["config"]))
     return ctx.render(request, "topics/confirm.html", action="create", args=args,
                       token=ctx.confirm_token(request, "create-topic", args["name"],
                                               create_plan(args)),
@@ -234,6 +240,7 @@ async def topic_alter_confirm(request):
     import anyio.to_thread
 
     info = await anyio.to_thread.run_sync(ctx.admin.describe_topic, name)
+    validate_alter(info, config, deleted)
     changes = sorted([(k, info.config.get(k), v) for k, v in config.items()] +
                      [(k, info.config.get(k), "(default)") for k in deleted])
     return ctx.render(request, "topics/confirm.html", action="alter", topic=info, changes=changes,
@@ -241,6 +248,18 @@ async def topic_alter_confirm(request):
                       token=ctx.confirm_token(request, "alter-topic", name,
                                               alter_plan(config, deleted)),
                       post_to=request.url_for("topic_alter", name=name))
+
+
+def validate_alter(info: protocol.TopicInfo, config: dict[str, str], deleted: list[str]) -> None:
+    """InvalidConfigError if the broker would refuse this alter of the topic described
+    as ``info``: the checks its controller makes (plinth/topics.py), as the Kafka
+    listener's validate_only AlterConfigs makes them. The wire's alterTopic has no
+    validate-only form; one check is the broker's alone: remote.storage.enable=true
+    on a broker without --tier-url is refused only on applying."""
+    factor = max(1, len(info.partition_info[0].replicas)) if info.partition_info else 1
+    kept = topics.config_without(info.name, info.config, config, deleted)
+    new = topics.normalize_topic_config(info.name, {**kept, **config}, factor)
+    topics.check_config_change(info.name, info.config, new)
 
 
 async def topic_alter(request):

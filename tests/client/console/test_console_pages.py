@@ -393,3 +393,39 @@ def test_a_confirmation_made_for_one_user_does_not_apply_for_another(console_bro
         # When alice does, it applies
         assert client.post(f"/topics/{name}/alter", data=form, auth=alice).status_code == 200
     assert admin.describe_topic(name).config["retention.ms"] == "120000"
+
+
+def test_a_tiered_partitions_remote_offsets_are_shown_with_both_ends_held():
+    # Given a partition whose offsets 0 to 39080 are in object storage and whose local
+    # log starts at 39081 (the remote end offset is the next one, as a log end is)
+    from plinth import protocol
+    from plinth.client.console.context import make_templates
+
+    part = protocol.PartitionInfo(0, shard="s0", start_offset=0, end_offset=40_000,
+                                  local_start_offset=39_081, remote_start_offset=0,
+                                  remote_end_offset=39_081)
+    html = make_templates().env.get_template("topics/partitions.html").render(
+        rows=[(part, None)], tiered=True)
+    # Then the range shown is "0 to 39080", not "0–39081", which reads as holding 39081
+    assert "0 to 39080" in html
+    assert "39081" not in html
+    assert "end (next)" in html
+
+
+@pytest.mark.parametrize("form, phrase", [
+    ({"name": "__consumer_offsets", "partitions": "1"}, "internal"),
+    ({"name": "ok-review", "config": "segment.bytes=1"}, "segment.bytes"),
+    ({"name": "ok-review", "config": "foo.bar=1"}, "unknown config foo.bar"),
+    ({"name": "ok-review", "config": "cleanup.policy=compact"}, "cleanup.policy"),
+])
+def test_a_create_the_broker_would_refuse_is_refused_on_its_review_page(console, admin, form,
+                                                                        phrase):
+    page = console.post("/topics/new/confirm", data=form)
+    assert_clear_error(page, 400, phrase)
+    assert "ok-review" not in admin.list_topics()
+
+
+def test_an_alter_the_broker_would_refuse_is_refused_on_its_review_page(console, admin, topic):
+    page = console.post(f"/topics/{topic}/alter/confirm", data={"config": "retention.ms=abc"})
+    assert_clear_error(page, 400, "retention.ms")
+    assert 'name="token"' not in page.text

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import re
+import time
 
 import pytest
 
@@ -154,3 +155,91 @@ def test_a_record_link_past_the_partitions_end_gets_a_not_found_page_naming_its_
 def test_an_unknown_topic_gets_a_not_found_page(client):
     page = client.get(f"/browse/{unique_topic('missing')}")
     assert page.status_code == 404 and "UnknownTopicError" in page.text
+
+
+# --- Fetches that fail (object storage down, a shard restarting) ------------------
+
+STORE_DOWN = ("object storage unavailable: get bytes file:///tier/seg-0.log: "
+              "HTTP error 503")
+
+
+def consumer_whose_fetches_fail(broker_url: str, error_of):
+    """A browse Consumer (browse.open_consumer) whose fetches all fail as the broker
+    answers them while its store is down: its polls bring nothing, and
+    ``fetch_errors`` names each assigned partition with ``error_of(partition)``, as the
+    real Consumer's do while it retries them."""
+    from plinth.client.consumer import Consumer
+    from plinth.client.fetcher import TopicPartition
+
+    class FailingConsumer(Consumer):
+        def poll(self, timeout_ms=0, max_records=None):
+            # A poll of a partition whose fetches keep failing: it waits, then nothing.
+            time.sleep(min(timeout_ms, 50) / 1000)
+            return {}
+
+        def fetch_errors(self):
+            return {TopicPartition(t, p): error_of(p) for t, p in self.assignment()}
+
+    return FailingConsumer(broker=broker_url, fetch_max_wait_ms=limits.CONSOLE_FETCH_WAIT_MS)
+
+
+@pytest.fixture
+def store_down(monkeypatch, shared_broker):
+    """Every browse's Consumer fails its fetches with RemoteStorageUnavailableError, and
+    a scan's time bound is short (the page waits it out, then answers)."""
+    from plinth.client.console import browse
+    from plinth.errors import RemoteStorageUnavailableError
+
+    monkeypatch.setattr(limits, "CONSOLE_SCAN_MS_MAX", 300)
+    monkeypatch.setattr(browse, "open_consumer", lambda broker: consumer_whose_fetches_fail(
+        shared_broker.url, lambda partition: RemoteStorageUnavailableError(STORE_DOWN)))
+
+
+def test_a_browse_whose_fetches_fail_is_a_503_naming_the_partition_and_the_stores_error(
+        client, topic, store_down):
+    # When the oldest records are browsed while every fetch fails (the store is down)
+    page = client.get(f"/browse/{topic}", params={"partition": "0", "start": "oldest"})
+    # Then the page is a 503 naming the partition, the offset and the fetch's own error
+    assert page.status_code == 503
+    text = " ".join(text_of(page).split())
+    assert f"{topic}-0: the records from offset 0 could not be read" in text
+    assert f"RemoteStorageUnavailableError: {STORE_DOWN}" in text
+    # And it never says the partition has no records
+    assert "No records." not in text
+    assert "No records read." in text
+
+
+def test_a_record_link_whose_fetch_fails_is_a_503_with_the_fetchs_error_not_a_404(
+        client, topic, store_down):
+    # When a record that exists is asked for while its fetches fail
+    page = client.get(f"/record/{topic}/0/10")
+    # Then the answer is a 503 saying the store is unavailable, not "no record there"
+    assert page.status_code == 503
+    text = " ".join(text_of(page).split())
+    assert "Object storage unavailable" in text
+    assert f"{topic}-0: the records from offset 10 could not be read" in text
+    assert STORE_DOWN in text
+    assert "no record at offset" not in text
+
+
+def test_bidi_overrides_in_a_key_value_and_header_are_shown_as_marked_escapes(
+        client, shared_broker):
+    # Given a record whose key, value, header name and header value hold a
+    # right-to-left override (which reverses the text after it: "é…LTR")
+    name = unique_topic("bidi")
+    with Admin(broker=shared_broker.url) as admin:
+        admin.create_topic(name, 1)
+    with Producer(broker=shared_broker.url) as producer:
+        producer.send(name, "é漢字🙂\u202eRTL".encode(), key="k\u202e1".encode(),
+                      headers=[("h\u202e", "v\u2066".encode())]).get(30)
+    for url in (f"/browse/{name}?start=oldest", f"/record/{name}/0/0"):
+        page = client.get(url)
+        assert page.status_code == 200
+        # Then no override reaches the page: each shows as its escape, marked, and the
+        # page says what the escapes are
+        assert "\u202e" not in page.text and "\u2066" not in page.text
+        assert page.text.count('title="U+202E RIGHT-TO-LEFT OVERRIDE">\\u202e</span>') == 3
+        assert 'title="U+2066 LEFT-TO-RIGHT ISOLATE">\\u2066</span>' in page.text
+        assert "é漢字🙂" in page.text
+        assert "1 control or format character (such as bidi overrides) shown as \\u escapes" \
+            in text_of(page)
