@@ -263,8 +263,9 @@ class ShardActor:
                         timestamp_ms: int = protocol.NO_TIME_LOOKUP) -> list[protocol.PartitionInfo]:
         """Each partition's offsets (ShardServer.partition_info), with the first record
         stamped at or after ``timestamp_ms`` if it is not NO_TIME_LOOKUP."""
-        return [self._server.call(self._server.partition_info, pid.topic, pid.partition,
-                                  timestamp_ms)
+        # The loop answers a future: a record in object storage is read off the loop.
+        return [self._server.call(self._server.partition_info_at_time, pid.topic, pid.partition,
+                                  timestamp_ms).result(timeout=limits.CONTROL_CALL_TIMEOUT_S)
                 for pid in partitions]
 
     def tiered_sealed(self, partitions: list[PartitionId]) -> list[TieredState]:

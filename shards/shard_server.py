@@ -97,6 +97,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import zmq
@@ -132,6 +133,7 @@ from plinth.shards.tier.remote_log_manager import (STRANDED_DELETIONS_STAT, Remo
                                                    stranded_deletions)
 from plinth.shards.tier.remote_log_metadata import finished_segments_in_journal
 from plinth.shards.tier.remote_log_view import RemoteLogView
+from plinth.shards.tier.remote_time_lookup import RemoteTimeRead, RemoteTimeResult
 from plinth.socket_frames import readable, recv_frames, send_frames
 from plinth.unsent_replies import UnsentReplies
 from plinth.wakeup import Wakeup
@@ -609,17 +611,13 @@ class ShardServer:
         return part is not None
 
     def partition_info(self, topic: str, partition: int,
-                       timestamp_ms: int = protocol.NO_TIME_LOOKUP) -> protocol.PartitionInfo:
+                       found: time_lookup.TimeLookup = time_lookup.NOT_FOUND
+                       ) -> protocol.PartitionInfo:
         """A partition's offsets and sizes, local and remote (from the remote log view
-        the loop holds: Partition.remote); with ``timestamp_ms`` (>= 0 or
-        MAX_TIMESTAMP) also the first record stamped at or after it
-        (time_lookup.py). Loop thread."""
+        the loop holds: Partition.remote), with ``found``, the answer of a look-up by
+        time (``_partition_info_then``). Loop thread."""
         part = self._require(topic, partition)
         remote = part.remote
-        found = time_lookup.NOT_FOUND
-        if timestamp_ms != protocol.NO_TIME_LOOKUP:
-            self._require_remote_view_for_time(part, timestamp_ms)
-            found = time_lookup.record_at_time(part, timestamp_ms)
         return protocol.PartitionInfo(
             partition=partition, shard=self.shard_id, start_offset=part.log_start_offset,
             end_offset=part.high_watermark, high_watermark=part.high_watermark,
@@ -629,6 +627,78 @@ class ShardServer:
             else remote.log_start_offset,
             remote_end_offset=protocol.NO_REMOTE_OFFSET if remote.is_empty else remote.end_offset,
             found_offset=found.offset, found_timestamp_ms=found.timestamp_ms)
+
+    def partition_info_at_time(self, topic: str, partition: int,
+                               timestamp_ms: int) -> concurrent.futures.Future:
+        """``_partition_info_then`` for a caller on another thread (the actor's
+        partition_infos, through call()): the future gets the PartitionInfo or the
+        BrokerError, at once or once the remote reader found the record. Loop thread."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+
+        def answer(info: protocol.PartitionInfo | BrokerError) -> None:
+            if isinstance(info, BrokerError):
+                future.set_exception(info)
+            else:
+                future.set_result(info)
+
+        self._partition_info_then(topic, partition, timestamp_ms, answer)
+        return future
+
+    def _list_offsets(self, envelope: list, request: protocol.ListOffsetsRequest) -> None:
+        """listOffsets: answered at once, or (a time whose record is in object storage)
+        once the remote reader found it. Loop thread."""
+        def answer(info: protocol.PartitionInfo | BrokerError) -> None:
+            if isinstance(info, BrokerError):
+                self.stats.error(info.code_name)
+                self._reply(envelope, protocol.encode_error(request.request_id, info))
+            else:
+                self._reply(envelope, protocol.encode_offsets_reply(request.request_id, info))
+
+        self._partition_info_then(request.topic, request.partition, request.timestamp_ms, answer)
+
+    def _partition_info_then(self, topic: str, partition: int, timestamp_ms: int,
+                             answer: Callable[[protocol.PartitionInfo | BrokerError], None],
+                             from_offset: int = 0) -> None:
+        """``answer(partition_info)`` with, if ``timestamp_ms`` is not NO_TIME_LOOKUP
+        (>= 0 or MAX_TIMESTAMP), the first record at or after ``from_offset`` stamped
+        at or after it (time_lookup.py): now if the local log or no record holds it,
+        else once the remote reader has read it from object storage
+        (tier/remote_time_lookup.py), or with that read's error. Errors found before
+        anything is queued are raised. Loop thread (``answer`` is called on it)."""
+        part = self._require(topic, partition)
+        if timestamp_ms == protocol.NO_TIME_LOOKUP:
+            answer(self.partition_info(topic, partition))
+            return
+        self._require_remote_view_for_time(part, timestamp_ms)
+        found = time_lookup.record_at_time(part, timestamp_ms, from_offset)
+        if isinstance(found, time_lookup.InRemoteSegment):
+            self._find_time_remotely(part, found, answer)
+        else:
+            answer(self.partition_info(topic, partition, found))
+
+    def _find_time_remotely(self, part: Partition, where: time_lookup.InRemoteSegment,
+                            answer: Callable[[protocol.PartitionInfo | BrokerError], None]) -> None:
+        """Queue the look-up of ``where`` for the remote reader; its result comes back
+        through ``_remote_fetched`` to ``found``, below. Loop thread."""
+        if self._remote_reader is None:
+            raise StorageError(f"{part.name}: the record at {where.timestamp_ms} ms is in "
+                               f"{where.segment.describe()}, and {self.shard_id} has no "
+                               f"--tier-url to read it from")
+
+        def found(record: time_lookup.TimeLookup | None, error: BrokerError | None) -> None:
+            try:
+                if error is not None:
+                    raise error
+                if record is None:   # none at or after the floor in it: the next one has
+                    self._partition_info_then(part.topic, part.partition, where.timestamp_ms,
+                                              answer, where.segment.end_offset)
+                else:
+                    answer(self.partition_info(part.topic, part.partition, record))
+            except BrokerError as exc:
+                answer(exc)
+
+        self._remote_reader.submit(RemoteTimeRead(part.key, where.segment, where.timestamp_ms,
+                                                  where.from_offset, self._received_s, found))
 
     def _delete_records(self, envelope: list, request: protocol.DeleteRecordsRequest) -> None:
         """Kafka's DeleteRecords for a partition led here (or of one copy): no record
@@ -999,8 +1069,7 @@ class ShardServer:
         elif kind is protocol.FetchRequest:
             self._fetch(envelope, request)
         elif kind is protocol.ListOffsetsRequest:
-            info = self.partition_info(request.topic, request.partition, request.timestamp_ms)
-            self._reply(envelope, protocol.encode_offsets_reply(request.request_id, info))
+            self._list_offsets(envelope, request)
         elif kind is protocol.DeleteRecordsRequest:
             self._delete_records(envelope, request)
         elif isinstance(request, protocol.GROUP_REQUESTS):
@@ -1227,8 +1296,11 @@ class ShardServer:
         if self._remote_reader is not None:
             self._remote_reader.drop_segments(part.name, segment_ids, why)
 
-    def _remote_fetched(self, result: RemoteReadResult) -> None:
+    def _remote_fetched(self, result: RemoteReadResult | RemoteTimeResult) -> None:
         """The reader's answer to a remote fetch, posted to the loop: reply, count. Loop thread."""
+        if type(result) is RemoteTimeResult:
+            self._remote_time_found(result)
+            return
         read = result.read
         latency_s = time.monotonic() - read.received_s
         self.stats.remote_fetched(len(result.data), result.error is not None, latency_s,
@@ -1248,6 +1320,21 @@ class ShardServer:
         self._reply(read.envelope, header, result.data)
         self.stats.fetched(part.key, len(result.data), records_from(result.data, read.offset))
         self.stats.observe("fetch", latency_s)
+
+    def _remote_time_found(self, result: RemoteTimeResult) -> None:
+        """The reader's answer to a look-up by time (``_find_time_remotely``), checked as
+        a fetch's is: the partition may have gone, or the segment been deleted by
+        retention meanwhile (retriable). Loop thread."""
+        read = result.read
+        part = partition_read(read, self._partitions)
+        error = result.error if result.error is None else answer_for_deleted(result.error, read, part)
+        if error is None and part is None:
+            error = UnavailableError(f"partition {read.key[0]}-{read.key[1]} (topic id "
+                                     f"{read.segment.topic_id}) is not on {self.shard_id} "
+                                     f"any more; retry")
+        if error is not None:
+            self.stats.remote.errors += 1
+        read.answer(result.found, error)
 
     def _answer_parked(self, parked: tuple, error: BrokerError | None) -> None:
         """The purgatory settles a parked fetch: the log moved, its wait ended, or

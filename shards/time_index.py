@@ -1,6 +1,7 @@
 """The sparse time index of one segment: timestamp -> offset.
 
-Used only by the shard actor's data thread. The ``.timeindex`` file next to a
+Used only by the shard actor's data thread, and (a remote segment's copy, read
+from object storage) by the shard's remote reader thread. The ``.timeindex`` file next to a
 segment's ``.log`` file is a run of 12-byte entries, little-endian:
 
     offset size  field
@@ -44,7 +45,8 @@ if TIMESTAMP_BYTES + RELATIVE_OFFSET_BYTES != ENTRY_BYTES:
 
 
 class TimeIndex:
-    """Maps timestamps to offsets for one segment. Data thread only."""
+    """Maps timestamps to offsets for one segment. Data thread only (a remote
+    segment's: the remote reader thread only)."""
 
     def __init__(self, base_offset: int):
         self.base_offset = base_offset
@@ -108,6 +110,18 @@ class TimeIndex:
             return self.base_offset
         return self.base_offset + self._relative_offsets[slot]
 
+    def first_reaching(self, timestamp_ms: int) -> int | None:
+        """The offset of the first entry whose timestamp is >= ``timestamp_ms``, or None.
+
+        The first log entry stamped that late is at or before it, and after the
+        offset index entry before it (at which the running maximum was still
+        below): a remote look-up reads only that stretch
+        (tier/remote_time_lookup.py)."""
+        slot = bisect_left(self._timestamps_ms, timestamp_ms)
+        if slot == len(self._timestamps_ms):
+            return None
+        return self.base_offset + self._relative_offsets[slot]
+
     def to_bytes(self) -> bytes:
         """The file contents: entries as in the module docstring.
 
@@ -135,10 +149,16 @@ class TimeIndex:
         The caller rebuilds the index from the log on that error, and on
         FileNotFoundError.
         """
-        data = memoryview(Path(path).read_bytes())
+        return cls.from_bytes(Path(path).read_bytes(), base_offset, str(path))
+
+    @classmethod
+    def from_bytes(cls, data: bytes | memoryview, base_offset: int, source: str) -> TimeIndex:
+        """Parse a time index's bytes (a file, or a remote segment's .timeindex object);
+        CorruptDataError naming ``source`` if they are malformed."""
+        data = memoryview(data)
         if len(data) % ENTRY_BYTES:
             raise CorruptDataError(
-                f"time index {path} is {len(data)} bytes, not a multiple of {ENTRY_BYTES}")
+                f"time index {source} is {len(data)} bytes, not a multiple of {ENTRY_BYTES}")
         count = len(data) // ENTRY_BYTES
         timestamps = bytearray(TIMESTAMP_BYTES * count)
         offsets = bytearray(RELATIVE_OFFSET_BYTES * count)
@@ -149,14 +169,14 @@ class TimeIndex:
         index = cls(base_offset)
         index._timestamps_ms = array("q", timestamps)
         index._relative_offsets = array("I", offsets)
-        index._check_increasing(path)
+        index._check_increasing(source)
         return index
 
-    def _check_increasing(self, path: Path) -> None:
+    def _check_increasing(self, source: str) -> None:
         for column, name in ((self._timestamps_ms, "timestamp_ms"),
                              (self._relative_offsets, "relative offset")):
             slot = first_not_increasing(column)
             if slot is not None:
                 raise CorruptDataError(
-                    f"time index {path}: entry {slot} has {name} {column[slot]}, "
+                    f"time index {source}: entry {slot} has {name} {column[slot]}, "
                     f"not larger than {column[slot - 1]} in entry {slot - 1}")

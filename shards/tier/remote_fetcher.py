@@ -70,6 +70,13 @@ The reader keeps the REMOTE_INDEXES_CACHED_MAX most recently used remote
 offset indexes in memory (each is read whole from the store), and the cache's
 hit and miss counts travel back with every result, so the loop's ShardStats
 (loop thread only) can show them.
+
+Look-ups by time. The same queue also takes ``RemoteTimeRead``s
+(remote_time_lookup.py: ListOffsets by timestamp whose record is in object
+storage), served in turn with the reads, with the same bounds and errors, and
+answered with a ``RemoteTimeResult`` through the same ``done``. For them the
+reader also keeps the REMOTE_INDEXES_CACHED_MAX most recently used remote time
+indexes in memory.
 """
 
 from __future__ import annotations
@@ -90,9 +97,13 @@ from plinth.errors import (
     RemoteStorageUnavailableError, StorageError, TooManyRequestsError, UnavailableError)
 from plinth.format.log_entry import scan_whole_entries
 from plinth.shards.offset_index import OffsetIndex
+from plinth.shards.time_index import TimeIndex
+from plinth.shards.time_lookup import TimeLookup
 from plinth.shards.tier.chunk_cache import RemoteChunkCache
 from plinth.shards.tier.remote_segment import RemoteSegment
 from plinth.shards.tier.remote_store import CLOUD_SCHEMES, RemoteStore, open_remote_store
+from plinth.shards.tier.remote_time_lookup import (
+    RemoteTimeRead, RemoteTimeResult, find_in_remote_segment, load_remote_time_index)
 from plinth.shards.tier.remote_transfer import load_remote_index, read_remote_entries
 
 log = logging.getLogger(__name__)
@@ -200,6 +211,7 @@ class RemoteFetcher:
         self._done = done
         self._queue: queue.Queue = queue.Queue(maxsize=limits.REMOTE_FETCHES_QUEUED_MAX)
         self._indexes: OrderedDict[str, OffsetIndex] = OrderedDict()   # segment id -> index, LRU first
+        self._time_indexes: OrderedDict[str, TimeIndex] = OrderedDict()   # the same, by time
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._reads_submitted = 0   # loop thread
@@ -245,7 +257,7 @@ class RemoteFetcher:
                             "in progress)", self.shard_id, grace_period_s)
             self._thread = None
 
-    def submit(self, read: RemoteRead) -> None:
+    def submit(self, read: RemoteRead | RemoteTimeRead) -> None:
         """Queue ``read`` (loop thread); TooManyRequestsError (retriable) if the queue is full."""
         try:
             self._queue.put_nowait(read)
@@ -307,14 +319,18 @@ class RemoteFetcher:
             if read is _WAKE:
                 continue
             self._reads_taken += 1
-            data, error = self._serve(read)
-            cache = self._cache
+            if type(read) is RemoteTimeRead:
+                result = RemoteTimeResult(read, *self._serve_time(read))
+            else:
+                data, error = self._serve(read)
+                cache = self._cache
+                result = RemoteReadResult(read, data, error, *(
+                    (cache.hits, cache.misses, cache.cached_bytes) if cache else (0, 0, 0)))
             try:
-                self._done(RemoteReadResult(read, data, error, *(
-                    (cache.hits, cache.misses, cache.cached_bytes) if cache else (0, 0, 0))))
+                self._done(result)
             except Exception:   # the loop's queue stayed full for a control call's timeout
-                log.exception("%s: the answer to remote fetch %d was lost", self.shard_id,
-                              read.request_id)
+                log.exception("%s: the answer to a remote read of offset %d of %s-%d was lost",
+                              self.shard_id, read.offset, *read.key)
 
     def _apply_drops(self, after_reads_max: int | None) -> None:
         """Drop the cached chunks the loop asked for after at most ``after_reads_max``
@@ -344,14 +360,21 @@ class RemoteFetcher:
                          "%d bytes cached", self.shard_id, chunks, dropped_bytes, drop.what,
                          self._cache.cached_bytes)
 
+    def _waited_too_long(self, read: RemoteRead | RemoteTimeRead,
+                         what: str) -> BrokerError | None:
+        """The error for a read that waited in the queue over REMOTE_FETCH_QUEUED_S_MAX."""
+        waited_s = time.monotonic() - read.received_s
+        if waited_s <= limits.REMOTE_FETCH_QUEUED_S_MAX:
+            return None
+        return RemoteStorageUnavailableError(
+            f"{self.shard_id}: {what} of {read.key[0]}-{read.key[1]} waited {waited_s:.1f} s "
+            f"for the reader, over {limits.REMOTE_FETCH_QUEUED_S_MAX} s; the store is slow: retry")
+
     def _serve(self, read: RemoteRead) -> tuple[bytes | memoryview, BrokerError | None]:
         """(data, None) or (b"", the error to answer with)."""
-        waited_s = time.monotonic() - read.received_s
-        if waited_s > limits.REMOTE_FETCH_QUEUED_S_MAX:
-            return b"", RemoteStorageUnavailableError(
-                f"{self.shard_id}: remote fetch of offset {read.offset} of {read.key[0]}-"
-                f"{read.key[1]} waited {waited_s:.1f} s for the reader, over "
-                f"{limits.REMOTE_FETCH_QUEUED_S_MAX} s; the store is slow: retry")
+        late = self._waited_too_long(read, f"remote fetch of offset {read.offset}")
+        if late is not None:
+            return b"", late
         try:
             return self.read(read.segment, read.offset, read.bytes_max, read.end_offset_max), None
         except BrokerError as error:
@@ -361,6 +384,37 @@ class RemoteFetcher:
                           read.segment.describe())
             return b"", InternalError(f"{self.shard_id}: remote fetch of offset {read.offset} of "
                                       f"{read.segment.describe()}: {type(error).__name__}: {error}")
+
+    def _serve_time(self, read: RemoteTimeRead) -> tuple[TimeLookup | None, BrokerError | None]:
+        """(the record found or None, None) or (None, the error to answer with)."""
+        what = f"look-up of time {read.timestamp_ms} ms from offset {read.offset}"
+        late = self._waited_too_long(read, what)
+        if late is not None:
+            return None, late
+        try:
+            return self.find_time(read.segment, read.timestamp_ms, read.offset), None
+        except BrokerError as error:
+            return None, error
+        except Exception as error:   # a bug or an unexpected OS error: answered, logged
+            log.exception("%s: %s in %s", self.shard_id, what, read.segment.describe())
+            return None, InternalError(f"{self.shard_id}: {what} in {read.segment.describe()}: "
+                                       f"{type(error).__name__}: {error}")
+
+    def find_time(self, segment: RemoteSegment, timestamp_ms: int,
+                  from_offset: int) -> TimeLookup | None:
+        """The first record of ``segment`` at or after ``from_offset`` stamped at or after
+        ``timestamp_ms``, or None (remote_time_lookup.py). Reader thread (or a test's,
+        while no reader thread runs)."""
+        try:
+            return find_in_remote_segment(
+                self._store, segment, timestamp_ms, from_offset, offset_index=self._index(segment),
+                time_index=self._time_index(segment), cache=self._cache)
+        except CorruptDataError:
+            if self._cache is not None:   # as ``read``: a retry reads the store again
+                self._cache.discard(segment.segment_id)
+            self._indexes.pop(segment.segment_id, None)
+            self._time_indexes.pop(segment.segment_id, None)
+            raise
 
     def read(self, segment: RemoteSegment, offset: int, bytes_max: int,
              end_offset_max: int) -> bytes | memoryview:
@@ -378,14 +432,24 @@ class RemoteFetcher:
         return _entries_before(data, end_offset_max)
 
     def _index(self, segment: RemoteSegment) -> OffsetIndex:
-        index = self._indexes.get(segment.segment_id)
-        if index is not None:
-            self._indexes.move_to_end(segment.segment_id)
-            return index
-        index = self._indexes[segment.segment_id] = load_remote_index(self._store, segment)
-        if len(self._indexes) > limits.REMOTE_INDEXES_CACHED_MAX:
-            self._indexes.popitem(last=False)
+        return _cached(self._indexes, segment, lambda: load_remote_index(self._store, segment))
+
+    def _time_index(self, segment: RemoteSegment) -> TimeIndex:
+        return _cached(self._time_indexes, segment,
+                       lambda: load_remote_time_index(self._store, segment))
+
+
+def _cached(indexes: OrderedDict, segment: RemoteSegment, load: Callable[[], object]):
+    """``segment``'s entry of ``indexes`` (an LRU of REMOTE_INDEXES_CACHED_MAX), loaded
+    if missing."""
+    index = indexes.get(segment.segment_id)
+    if index is not None:
+        indexes.move_to_end(segment.segment_id)
         return index
+    index = indexes[segment.segment_id] = load()
+    if len(indexes) > limits.REMOTE_INDEXES_CACHED_MAX:
+        indexes.popitem(last=False)
+    return index
 
 
 def _entries_before(data: bytes | memoryview, end_offset_max: int) -> bytes | memoryview:

@@ -62,7 +62,7 @@ from plinth.shards.tier.remote_segment import (
 from plinth.shards.tier.remote_store import ObjectInfo, RemoteStore
 
 __all__ = ["LocalSegment", "StoreSync", "clean_up_unfinished", "delete_segment",
-           "list_remote_segments", "read_remote_entries", "read_remote_range",
+           "entry_bytes_at", "list_remote_segments", "read_remote_entries", "read_remote_range",
            "refresh_remote_segments", "sync_with_store", "upload_segment"]
 
 
@@ -377,7 +377,7 @@ def read_remote_entries(store: RemoteStore, segment: RemoteSegment, offset: int,
             return _cut_to_bytes_max(chunk, start, bytes_max)
         # The chunk ended (on an entry boundary) before the entry holding ``offset``.
         position += len(chunk)
-        length = max(bytes_max, _entry_bytes_at(store, segment, position, offset, cache))
+        length = max(bytes_max, entry_bytes_at(store, segment, position, offset, cache))
     raise CorruptDataError(f"partition {segment.topic}/{segment.partition}, offset {offset}: "
                            f"{segment.describe()}: no entry holds it within "
                            f"{limits.REMOTE_READS_PER_FETCH_MAX} reads from its indexed position")
@@ -391,9 +391,11 @@ def _start_of_entry_with(chunk: bytes | memoryview, offset: int, position: int) 
     return None
 
 
-def _entry_bytes_at(store: RemoteStore, segment: RemoteSegment, position: int,
+def entry_bytes_at(store: RemoteStore, segment: RemoteSegment, position: int,
                     offset: int, cache: RemoteChunkCache | None) -> int:
-    """Size of the entry at ``position`` of the .log object, from its header."""
+    """Size of the entry at ``position`` of the .log object, from its header (read
+    to fetch an entry longer than the range read so far; ``offset``: the offset
+    looked for, for messages)."""
     if position + LOG_ENTRY_HEADER_BYTES > segment.size_bytes:
         raise CorruptDataError(f"partition {segment.topic}/{segment.partition}, offset {offset}: "
                                f"{segment.describe()} ends at position {segment.size_bytes} "

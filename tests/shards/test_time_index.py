@@ -76,3 +76,13 @@ def test_loading_a_file_with_non_increasing_entries_is_rejected(tmp_path):
         path.write_bytes(struct.pack("<qIqIqI", *rows))
         with pytest.raises(CorruptDataError, match=f"entry 2 has {column}"):
             TimeIndex.load(path, 0)
+
+
+def test_first_reaching_is_the_first_entry_at_or_after_a_time_and_survives_a_copy():
+    # Given entries (100 ms, 10), (200 ms, 20), read back from its bytes as a remote copy is
+    index = TimeIndex(0)
+    index.append(100, 10)
+    index.append(200, 20)
+    copy = TimeIndex.from_bytes(index.to_bytes(), 0, "s3://b/t.timeindex")
+    # Then the first entry at or after a time is found, and none past the last
+    assert [copy.first_reaching(ms) for ms in (0, 100, 150, 200, 201)] == [10, 10, 20, 20, None]

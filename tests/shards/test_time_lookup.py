@@ -12,7 +12,7 @@ from plinth.format.log_entry import BATCH_FORMAT_KAFKA_V2
 from plinth.shards.partition_log import LogConfig
 from plinth.shards.tier.remote_log_view import RemoteLogView
 from plinth.shards.tier.remote_segment import ObjectDigest, RemoteSegment, new_segment_id
-from plinth.shards.time_lookup import TimeLookup, record_at_time
+from plinth.shards.time_lookup import InRemoteSegment, TimeLookup, record_at_time
 from tests.shards.test_partition import append, batch_of, open_partition
 
 T0_MS = 1_700_000_000_000
@@ -113,16 +113,21 @@ def remote_segment(base_offset: int, end_offset: int, max_timestamp_ms: int) -> 
                          leader_epoch=0, created_ms=0, objects={"log": ObjectDigest(1, 0)})
 
 
-def test_a_time_only_object_storage_reaches_is_answered_at_its_segments_start(tmp_path):
+def test_a_time_only_object_storage_reaches_is_handed_to_its_remote_segment(tmp_path):
     # Given a log continuing at 100, whose offsets 0..99 are only in two remote segments
     part = open_partition(tmp_path / "p", initial_offset=100)
-    part.remote = RemoteLogView.of([remote_segment(0, 50, T0_MS + 49),
-                                    remote_segment(50, 100, T0_MS + 99)])
+    second = remote_segment(50, 100, T0_MS + 99)
+    part.remote = RemoteLogView.of([remote_segment(0, 50, T0_MS + 49), second])
     stamped(part, 100, 101)
     committed(part)
-    # Then a time in the second remote segment gets its base offset and an unknown
-    # timestamp (at or before the record: a consumer seeking there skips nothing)
-    assert record_at_time(part, T0_MS + 60) == TimeLookup(50, -1)
+    # Then a time in the second remote segment is not guessed: the remote reader is to
+    # look in that segment from its base (tier/remote_time_lookup.py)
+    assert record_at_time(part, T0_MS + 60) == InRemoteSegment(second, T0_MS + 60, 50)
+    # And from past that segment (it held none past a floor) the local log answers
+    assert record_at_time(part, T0_MS + 60, from_offset=100) == TimeLookup(100, T0_MS + 100)
+    # And deleteRecords' floor inside it is where the reader starts
+    part.delete_records(70)
+    assert record_at_time(part, T0_MS + 60) == InRemoteSegment(second, T0_MS + 60, 70)
     # And a time past the remote segments is answered exactly from the local log
     assert record_at_time(part, T0_MS + 101) == TimeLookup(101, T0_MS + 101)
     # And the largest timestamp overall decides MAX_TIMESTAMP

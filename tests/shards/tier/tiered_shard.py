@@ -70,13 +70,16 @@ class TieredShard:
         self._request_id += 1
         return self._request_id
 
-    def produce_batches(self, batches: int) -> int:
-        """Append ``batches`` batches of RECORDS_PER_BATCH records (acks=1); the end offset."""
+    def produce_batches(self, batches: int, stamp=None) -> int:
+        """Append ``batches`` batches of RECORDS_PER_BATCH records (acks=1); the end offset.
+        ``stamp(offset)``: each record's timestamp (ms), the clock's if None."""
         end_offset = 0
         for _ in range(batches):
             builder = BatchBuilder()
             for index in range(RECORDS_PER_BATCH):
-                builder.append(None, record_value(end_offset + index), time.time_ns() // 1_000_000,
+                offset = end_offset + index
+                builder.append(None, record_value(offset),
+                               time.time_ns() // 1_000_000 if stamp is None else stamp(offset),
                                None)
             request_id = self.next_id()
             self.socket.send_multipart([CLIENT, protocol.encode_produce(
@@ -167,11 +170,11 @@ class TieredShard:
 
 
 def tiered(shard: TieredShard, url: str, tmp_path: Path, *, keep_local_segments: int = 3,
-           upload=slice(None)) -> tuple[int, int]:
-    """Produce BATCHES batches, upload the rolled segments to the store at ``url``
-    (``upload`` picks which), and delete all but the last ``keep_local_segments``
-    locally. Returns (end offset, local start)."""
-    end_offset = shard.produce_batches(BATCHES)
+           upload=slice(None), stamp=None) -> tuple[int, int]:
+    """Produce BATCHES batches (records stamped ``stamp(offset)``, or now), upload the
+    rolled segments to the store at ``url`` (``upload`` picks which), and delete all
+    but the last ``keep_local_segments`` locally. Returns (end offset, local start)."""
+    end_offset = shard.produce_batches(BATCHES, stamp)
     rolled = shard.rolled_segments()
     shard.upload(open_remote_store(url), rolled[upload], tmp_path / "metadata")
     local_start = shard.delete_local_before(rolled[-keep_local_segments].base_offset)
