@@ -66,9 +66,8 @@ __all__ = ["Consumer", "ConsumerRebalanceListener", "OffsetAndTimestamp", "Topic
 
 class OffsetAndTimestamp(NamedTuple):
     """offsets_for_times' answer for one partition (kafka-python's name and fields):
-    the first record stamped at or after the time asked, and its timestamp. A
-    timestamp of -1 marks a conservative answer for records only in object storage:
-    the record is at or after ``offset`` (shards/time_lookup.py)."""
+    the first record stamped at or after the time asked, and its timestamp, in
+    object storage too (shards/tier/remote_time_lookup.py)."""
 
     offset: int
     timestamp: int

@@ -419,8 +419,8 @@ class PartitionInfo:
     remote_end_offset: int = NO_REMOTE_OFFSET    # the offset after the last one there
     remote_bytes: int = 0                        # log bytes of the readable remote segments
     # listOffsets by time: the first record stamped at or after the time asked and
-    # its timestamp; OFFSET_NONE if none. TIMESTAMP_UNKNOWN with an offset: a
-    # conservative answer from object storage (shards/time_lookup.py).
+    # its timestamp (exact in object storage too: shards/tier/remote_time_lookup.py);
+    # OFFSET_NONE if none.
     found_offset: int = OFFSET_NONE
     found_timestamp_ms: int = TIMESTAMP_UNKNOWN
 

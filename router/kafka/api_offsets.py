@@ -12,9 +12,10 @@ answers; all are answered with timestamp -1, as Kafka does. A timestamp >= 0
 asks for the first record, in offset order, stamped at or after it, and -3
 (MAX_TIMESTAMP, v7) for the record with the largest timestamp: the shard
 answers both exactly, with the record's offset and timestamp, or -1/-1 when no
-record qualifies (shards/time_lookup.py). A range only in object storage is
-answered conservatively: the start of the remote segment holding the record,
-with timestamp -1. Other negative timestamps (-6, EARLIEST_PENDING_UPLOAD:
+record qualifies (shards/time_lookup.py), in object storage too (the shard
+reads the remote segment's time index and one chunk of its log:
+shards/tier/remote_time_lookup.py; a store that cannot be reached is a
+retriable error, never a guess). Other negative timestamps (-6, EARLIEST_PENDING_UPLOAD:
 v11, which the listener does not offer) are UNSUPPORTED_VERSION.
 
 v10's ``timeout_ms`` (how long a look-up in object storage may take) bounds the
