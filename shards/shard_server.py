@@ -1305,12 +1305,7 @@ class ShardServer:
         latency_s = time.monotonic() - read.received_s
         self.stats.remote_fetched(len(result.data), result.error is not None, latency_s,
                                   result.cache_hits, result.cache_misses, result.cache_bytes)
-        part = partition_read(read, self._partitions)
-        error = result.error if result.error is None else answer_for_deleted(result.error, read, part)
-        if error is None and part is None:
-            error = UnavailableError(f"partition {read.key[0]}-{read.key[1]} (topic id "
-                                     f"{read.segment.topic_id}) is not on {self.shard_id} "
-                                     f"any more; retry")
+        part, error = self._remote_read_outcome(read, result.error)
         if error is not None:
             self.stats.error(error.code_name)
             self._reply(read.envelope, protocol.encode_error(read.request_id, error))
@@ -1326,15 +1321,23 @@ class ShardServer:
         a fetch's is: the partition may have gone, or the segment been deleted by
         retention meanwhile (retriable). Loop thread."""
         read = result.read
+        _, error = self._remote_read_outcome(read, result.error)
+        if error is not None:
+            self.stats.remote.errors += 1
+        read.answer(result.found, error)
+
+    def _remote_read_outcome(self, read, error: BrokerError | None
+                             ) -> tuple[Partition | None, BrokerError | None]:
+        """A remote read's partition now, and the error its client is told: the
+        reader's, as a deleted segment's is answered, or, if the partition has gone
+        meanwhile, a retriable unavailable. Loop thread."""
         part = partition_read(read, self._partitions)
-        error = result.error if result.error is None else answer_for_deleted(result.error, read, part)
+        error = error if error is None else answer_for_deleted(error, read, part)
         if error is None and part is None:
             error = UnavailableError(f"partition {read.key[0]}-{read.key[1]} (topic id "
                                      f"{read.segment.topic_id}) is not on {self.shard_id} "
                                      f"any more; retry")
-        if error is not None:
-            self.stats.remote.errors += 1
-        read.answer(result.found, error)
+        return part, error
 
     def _answer_parked(self, parked: tuple, error: BrokerError | None) -> None:
         """The purgatory settles a parked fetch: the log moved, its wait ended, or
