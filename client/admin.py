@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable, Mapping
 
 from plinth import limits, protocol, topics
-from plinth.client.arguments import (checked_int, checked_int_type, checked_ms, checked_offsets,
+from plinth.client.arguments import (checked_bool, checked_int, checked_int_type, checked_ms, checked_offsets,
                                      checked_partition, checked_str, checked_time_ms,
                                      checked_topic_id, checked_topic_names,
                                      checked_topic_partition, checked_topic_partitions)
@@ -299,13 +299,20 @@ class Admin:
         return self._change(protocol.encode_create_topic, name, partitions, config,
                             "createTopic", replication_factor or 0).topics[0]
 
-    def create_topics(self, new_topics: list[NewTopic]) -> list[protocol.TopicInfo]:
+    def create_topics(self, new_topics: list[NewTopic], *,
+                      validate_only: bool = False) -> list[protocol.TopicInfo]:
         """Create 1 to CREATE_TOPICS_BATCH_MAX topics in one request (Kafka's CreateTopics),
         all or none: the first one refused raises, naming it, and none is created. Far
         cheaper than as many ``create_topic`` calls at thousands of topics (each create
         rewrites the broker's metadata whole; a batch rewrites it once). Returns each
-        topic's info, in order."""
-        return self._change(protocol.encode_create_topics, checked_new_topics(new_topics)).topics
+        topic's info, in order. ``validate_only`` (kafka-python's name): the broker makes
+        every check a create would (names, reserved and colliding names, counts, factors,
+        each config key and value) and raises what the create would, creating none; its
+        infos carry no topic id ("")."""
+        checked = checked_new_topics(new_topics)
+        if checked_bool("validate_only", validate_only):   # a question: not retried as a change
+            return self._call(protocol.encode_create_topics, checked, True).topics
+        return self._change(protocol.encode_create_topics, checked).topics
 
     def alter_topic(self, name: str, config: dict[str, str] | None = None,
                     delete_config: Iterable[str] = ()) -> protocol.TopicInfo:

@@ -31,7 +31,7 @@ from plinth.client.admin import (NewTopic, alter_topic_args, checked_admin_timeo
                                  lag_row, list_offsets_args, offset_deletions,
                                  offsets_to_delete, refuse_partial, timed_change,
                                  unknown_topic)
-from plinth.client.arguments import (checked_offsets, checked_str, checked_topic_id,
+from plinth.client.arguments import (checked_bool, checked_offsets, checked_str, checked_topic_id,
                                      checked_topic_names)
 from plinth.client.aio.connection import AIOConnection
 from plinth.client.aio.event_loop import refuse_release_while_running, wrong_loop_error
@@ -129,9 +129,15 @@ class AIOAdmin:
         return view.topics[0]
 
     @_on_its_loop
-    async def create_topics(self, new_topics: list[NewTopic]) -> list[protocol.TopicInfo]:
-        """Admin.create_topics: all of them in one request, or none."""
-        view = await self._change(protocol.encode_create_topics, checked_new_topics(new_topics))
+    async def create_topics(self, new_topics: list[NewTopic], *,
+                            validate_only: bool = False) -> list[protocol.TopicInfo]:
+        """Admin.create_topics: all of them in one request, or none; ``validate_only``:
+        checked as a create would be, none created."""
+        checked = checked_new_topics(new_topics)
+        if checked_bool("validate_only", validate_only):
+            view = await self._call(protocol.encode_create_topics, checked, True)
+        else:
+            view = await self._change(protocol.encode_create_topics, checked)
         return view.topics
 
     @_on_its_loop

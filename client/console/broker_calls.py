@@ -27,8 +27,8 @@ import contextvars
 import threading
 import time
 
-from plinth import limits, protocol
-from plinth.client.admin import Admin, NewTopic, checked_new_topics, timed_change
+from plinth import limits
+from plinth.client.admin import Admin, NewTopic, timed_change
 from plinth.errors import PlinthTimeoutError, UnavailableError
 
 # The monotonic time (s) by which the current page must have its answers; None
@@ -98,10 +98,10 @@ class DeadlineAdmin(Admin):
         """The broker's verdict on creating this topic, nothing created: createTopics
         with validateOnly (the controller's every check of a create: the name, reserved
         and colliding names, the count, the factor, each config key and value), raising
-        what the create would. Admin offers no validate-only call, so the console's
-        own Admin sends it. Within the page's deadline, as any question."""
-        new = NewTopic(name, partitions, config, replication_factor or 0)
-        self._call(protocol.encode_create_topics, checked_new_topics([new]), True)
+        what the create would. Within the page's deadline, as any question
+        (``create_topics`` sends a validate-only one through ``_call``)."""
+        self.create_topics([NewTopic(name, partitions, config, replication_factor or 0)],
+                           validate_only=True)
 
 
 class BrokerCalls:

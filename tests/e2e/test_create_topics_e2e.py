@@ -11,7 +11,7 @@ from plinth import limits
 from plinth.aio import AIOAdmin
 from plinth.client.admin import Admin, NewTopic
 from plinth.client.producer import Producer
-from plinth.errors import TopicExistsError
+from plinth.errors import InvalidConfigError, TopicExistsError
 
 
 def test_a_batch_of_topics_is_created_in_one_request_and_takes_records(shared_broker):
@@ -54,3 +54,36 @@ def test_the_asyncio_admin_creates_a_batch_too(shared_broker):
 
     infos = asyncio.run(create())
     assert [(i.name, i.partitions) for i in infos] == [("aio-batch-a", 1), ("aio-batch-b", 3)]
+
+
+def test_a_validate_only_batch_answers_as_its_create_would_and_creates_none(shared_broker):
+    with Admin(broker=shared_broker.url) as admin:
+        admin.create_topic("validate-old", 1)
+        # When a valid batch is only validated, Then it is answered without ids, and none exists
+        infos = admin.create_topics([NewTopic("validate-a", 2, {"retention.ms": "60000"})],
+                                    validate_only=True)
+        assert [(i.name, i.partitions, i.topic_id) for i in infos] == [("validate-a", 2, "")]
+        # And a batch holding an existing topic raises what its create would
+        with pytest.raises(TopicExistsError, match="topic 'validate-old' already exists"):
+            admin.create_topics([NewTopic("validate-b", 1, {}), NewTopic("validate-old", 1, {})],
+                                validate_only=True)
+        # And a bad config value is named
+        with pytest.raises(InvalidConfigError, match="retention.ms"):
+            admin.create_topics([NewTopic("validate-c", 1, {"retention.ms": "soon"})],
+                                validate_only=True)
+        assert admin.list_topics_page(prefix="validate-", limit=10).names == ["validate-old"]
+        # And the option is a bool, named when it is not
+        with pytest.raises(TypeError, match="validate_only"):
+            admin.create_topics([NewTopic("validate-d", 1, {})], validate_only="yes")
+
+
+def test_the_asyncio_admin_validates_a_batch_without_creating_it(shared_broker):
+    async def validate():
+        async with AIOAdmin(broker=shared_broker.url) as admin:
+            infos = await admin.create_topics([NewTopic("aio-validate", 3, {})],
+                                              validate_only=True)
+            return infos, (await admin.list_topics_page(prefix="aio-validate", limit=10)).names
+
+    infos, listed = asyncio.run(validate())
+    assert [(i.name, i.partitions, i.topic_id) for i in infos] == [("aio-validate", 3, "")]
+    assert listed == []
