@@ -421,11 +421,25 @@ class AIOProducer:
                     log.exception("aio producer sender: unexpected error; going on")
                     await asyncio.sleep(limits.PRODUCER_SENDER_ERROR_PAUSE_MS / 1000)
         finally:
+            if not self._records._closed:
+                self._never_stopped()
             core.fail_all_closed()
             self._wake_room_waiters()
             self._conn.close()
             self._wakeup_fd_open = False   # a wake-up after this must not write to a reused fd
             self._wakeup.close()
+
+    def _never_stopped(self) -> None:
+        """The sender task ends without stop(): cancelled, as asyncio.run cancels every
+        task left when its coroutine returns. aiokafka warns of an unclosed producer;
+        here what it drops is counted too, in the close WARNING that follows (its
+        unacknowledged records fail with ClosedError). Sender task, as it ends."""
+        if self._accumulator.empty():
+            return
+        log.warning("AIOProducer was never stopped: its sender task was cancelled (did the "
+                    "event loop end?) with records not acknowledged; await producer.stop(), "
+                    "or use 'async with', before the loop ends")
+        self._core.begin_close()
 
     def _wake(self) -> None:
         """Make the sender task look at the accumulator now (the accumulator calls it

@@ -661,3 +661,40 @@ def test_a_stop_that_waited_out_a_delivery_timeout_warns_how_many_records_failed
             await future
 
     run(scenario())
+
+
+def test_a_producer_never_stopped_warns_when_asyncio_run_ends_how_many_records_it_dropped(
+        broker, caplog):
+    # Given a producer whose record waits out its linger when its coroutine returns
+    producer = AIOProducer(broker=broker.url, linger_ms=60_000)
+
+    async def forgetful():
+        await producer.start()
+        return await producer.send("t", b"never sent", partition=0)
+
+    # When asyncio.run ends without stop(), cancelling the sender task
+    with caplog.at_level(logging.WARNING, logger="plinth.client"):
+        future = asyncio.run(forgetful())
+    # Then one WARNING names the mistake and one counts the records it dropped
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[0].startswith("AIOProducer was never stopped: its sender task was "
+                                  "cancelled (did the event loop end?)")
+    assert messages[1].startswith("producer closed with 1 records not delivered: 1 ")
+    assert len(messages) == 2
+    # And the record's future says it was not stored
+    assert isinstance(future.exception(), ClosedError)
+    assert broker.records("t", 0) == []
+
+
+def test_a_producer_never_stopped_with_every_record_acknowledged_warns_of_nothing(
+        broker, caplog):
+    producer = AIOProducer(broker=broker.url, linger_ms=0)
+
+    async def forgetful():
+        await producer.start()
+        await producer.send_and_wait("t", b"acknowledged", partition=0)
+
+    with caplog.at_level(logging.WARNING, logger="plinth.client"):
+        asyncio.run(forgetful())
+    assert caplog.records == []
+    assert [r.value for r in broker.records("t", 0)] == [b"acknowledged"]
