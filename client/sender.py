@@ -61,17 +61,8 @@ fits, as Kafka's producer splits a batch refused with MESSAGE_TOO_LARGE. A
 record too large alone fails; its batch's other records are stored, and each
 record's future has its own outcome (client/futures.py).
 
-What the log says of an outage, bounded by partitions, not retries (as the
-consumer's fetcher logs one): a partition whose attempt fails with a retriable
-error (no reply in time, a shard unavailable, no router reachable) is logged
-once at WARNING as it starts failing (the error, and that its batches are
-retried until delivery_timeout_ms), each retry at INFO, its first batch that
-runs out of time once at WARNING, and once at INFO when a batch of it is
-acknowledged again. A delivery timeout's error says first whether the batch may
-have been stored (an attempt of it left: its outcome is unknown) or was not.
-Once the producer begins to close (``begin_close``), the records that fail are
-counted by why, and one WARNING says so as the driver stops: the close returns,
-and each record's future raises its own error.
+What the log says of an outage, once per partition and not per retry, and the
+WARNING that counts the records a close failed: client/send_outages.py.
 
 The thread never dies of an error: a batch that cannot be encoded or sent
 fails alone (none of its records was stored), a reply that does not decode is
@@ -85,7 +76,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 
 from plinth import limits, protocol
 from plinth.client.accumulator import OpenBatch, RecordAccumulator
@@ -93,6 +84,7 @@ from plinth.client.compression import compressed_kafka_batch
 from plinth.client.connection import Connection
 from plinth.client.partition_counts import PartitionCounts
 from plinth.client.partition_pipeline import PartitionPipeline
+from plinth.client.send_outages import SendOutages
 from plinth.errors import (TRANSIENT_ERRORS, ClosedError, HandshakeRefusedError,
                            MalformedReplyError, OutOfOrderSequenceError,
                            PartitionOutOfRangeError, PlinthTimeoutError, RecordTooLargeError,
@@ -158,12 +150,7 @@ class SenderCore:
         self._waiting_deadline_s: float | None = None
         self._closing = False
         self._closing_hard = False   # failing everything: no more retries
-        # Records that failed since the producer began to close, by why (see
-        # begin_close); None until then.
-        self._closing_failures: Counter[str] | None = None
-        # The partitions whose batches fail and are retried, until one is acknowledged:
-        # logged at WARNING when each starts failing, not at each retry.
-        self._failing: dict[tuple[str, int], _Failing] = {}
+        self.outages = SendOutages(delivery_timeout_ms)   # what the log says of failures
         self.accumulator: RecordAccumulator | None = None
         # Told when a batch is refused because its partition does not exist; the
         # producer sets it with the accumulator (None: nobody to tell).
@@ -276,7 +263,7 @@ class SenderCore:
             self._not_sent(batch, exc)
             return
         if self.acks == 0:
-            self._recovered(batch)
+            self.outages.recovered(batch)
             self._complete(batch, -1)
             return
         self._in_flight[request_id] = (batch, time.monotonic())
@@ -411,7 +398,7 @@ class SenderCore:
         batch's delivery deadline, idempotent or not (as Kafka's producer does)."""
         pipeline = self._pipelines.get((batch.topic, batch.partition))   # None: not idempotent
         if error is None:
-            self._recovered(batch)
+            self.outages.recovered(batch)
             if pipeline is None:
                 self._complete(batch, base_offset, None)
             else:
@@ -424,7 +411,7 @@ class SenderCore:
             return
         if self._retriable(batch, error):
             backoff_s = min(self.retry_backoff_max_s, self.retry_backoff_s * 2 ** (batch.attempts - 1))
-            self._retrying(batch, error, backoff_s)
+            self.outages.retrying(batch, error, backoff_s)
             if pipeline is None:
                 self._requeue(batch, now + backoff_s)
             elif was_in_flight:
@@ -478,87 +465,23 @@ class SenderCore:
         """Resolve ``batch``'s futures (RecordAccumulator.complete), noting a failure
         first: the accumulator recycles the batch's records."""
         if error is not None:
-            self._note_failed(batch, error)
+            self.outages.failed(batch, error)
         self.accumulator.complete(batch, base_offset, error)
-
-    # --- Outages: what the log says (once per partition, not per retry) ----------------
-
-    def _retrying(self, batch: OpenBatch, error, backoff_s: float) -> None:
-        """An attempt of ``batch`` failed with a retriable ``error``; it goes again in
-        ``backoff_s``. WARNING when its partition starts failing (a sequence gap is the
-        consequence of another batch's failure, or is retried at once: not an outage),
-        INFO at each retry."""
-        tp = (batch.topic, batch.partition)
-        failing = self._failing.get(tp)
-        if failing is None and not isinstance(error, OutOfOrderSequenceError):
-            failing = self._failing[tp] = _Failing(time.monotonic())
-            log.warning("produce to %s-%s failed: %s: %s; retrying its batches until each is "
-                        "acknowledged or delivery_timeout_ms=%.0f after it was created (the "
-                        "first retry in %.0f ms; retries are logged at INFO)", *tp,
-                        type(error).__name__, error, self.delivery_timeout_s * 1000,
-                        backoff_s * 1000)
-        else:
-            log.info("retrying %s-%s in %.0f ms: %s", *tp, backoff_s * 1000, error)
-        if failing is not None:
-            failing.attempts_failed += 1
-            failing.last_error = error
-
-    def _recovered(self, batch: OpenBatch) -> None:
-        """A batch of a partition was acknowledged: if it was failing, say (once) that it
-        delivers again, and what its outage cost."""
-        if not self._failing:   # (every acknowledgement comes here)
-            return
-        failing = self._failing.pop((batch.topic, batch.partition), None)
-        if failing is None:
-            return
-        last = (f" (the last: {type(failing.last_error).__name__}: {failing.last_error})"
-                if failing.last_error is not None else "")
-        lost = (f"; {failing.records_failed} records failed meanwhile (their futures raise "
-                f"why)" if failing.records_failed else "")
-        log.info("produce to %s-%s acknowledged again after %.1f s failing: %d attempts "
-                 "failed%s%s", batch.topic, batch.partition, time.monotonic() - failing.since_s,
-                 failing.attempts_failed, last, lost)
-
-    def _note_failed(self, batch: OpenBatch, error: BaseException) -> None:
-        """``batch`` fails for good. Counted for the close's warning once closing; a
-        batch out of time is logged at WARNING, once per partition until it is
-        acknowledged again (the futures carry every failure)."""
-        record_count = batch.builder.record_count
-        if self._closing_failures is not None:
-            reason = _failure_reason(batch, error, self.delivery_timeout_s * 1000)
-            self._closing_failures[reason] += record_count
-        if not isinstance(error, PlinthTimeoutError):
-            return
-        tp = (batch.topic, batch.partition)
-        failing = self._failing.get(tp)
-        if failing is None:
-            failing = self._failing[tp] = _Failing(time.monotonic())
-        failing.records_failed += record_count
-        if not failing.timeout_logged:
-            failing.timeout_logged = True
-            log.warning("%s; later batches of %s-%s that run out of time before one is "
-                        "acknowledged are not logged (each record's future raises its error)",
-                        error, *tp)
 
     # --- Close ---------------------------------------------------------------------
 
     def begin_close(self) -> None:
         """The producer begins to close (before its flush): from now on the records that
-        fail are counted, for one WARNING when the driver stops. Any thread; a second
-        call does nothing."""
-        if self._closing_failures is None:
-            self._closing_failures = Counter()
+        fail are counted, for one WARNING when the driver stops. Any thread (a dict
+        set once, read by the driver); a second call does nothing."""
+        self.outages.begin_close()
 
     def fail_all_closed(self) -> None:
         """The driver stops (closed, or out of time): fail every batch not acknowledged
         with ClosedError, saying whether it may have been stored; then one WARNING if
         records failed since the close began. The driver's thread or task, as it ends."""
         self._fail_all(ClosedError(CLOSED_BEFORE_SENT), ClosedError(CLOSED_BEFORE_ACKNOWLEDGED))
-        failures = self._closing_failures
-        if failures:
-            why = ", ".join(f"{count} {reason}" for reason, count in failures.most_common())
-            log.warning("producer closed with %d records not delivered: %s; each record's "
-                        "future raises its error", sum(failures.values()), why)
+        self.outages.closed()
 
     def _fail_all(self, error: BaseException,
                   sent_error: BaseException | None = None) -> None:
@@ -589,32 +512,6 @@ class SenderCore:
             return self.accumulator.drain(batches_max=1 << 30)
         finally:
             self.accumulator.end_flush()
-
-
-class _Failing:
-    """A partition whose batches fail, since ``since_s``, until one is acknowledged."""
-
-    __slots__ = ("since_s", "attempts_failed", "last_error", "records_failed",
-                 "timeout_logged")
-
-    def __init__(self, since_s: float):
-        self.since_s = since_s
-        self.attempts_failed = 0
-        self.last_error: BaseException | None = None
-        self.records_failed = 0          # out of time (PlinthTimeoutError)
-        self.timeout_logged = False
-
-
-def _failure_reason(batch: OpenBatch, error: BaseException, delivery_timeout_ms: float) -> str:
-    """Why a batch's records failed, in the close's warning: said so that the same
-    cause counts once, and whether they may have been stored."""
-    stored = ("sent, so they may have been stored" if batch.ever_sent
-              else "never sent, so not stored")
-    if isinstance(error, ClosedError):
-        return f"unacknowledged when the close ended ({stored})"
-    if isinstance(error, PlinthTimeoutError):
-        return f"not acknowledged within delivery_timeout_ms={delivery_timeout_ms:.0f} ({stored})"
-    return f"refused: {type(error).__name__}"
 
 
 class Sender(SenderCore):
