@@ -54,8 +54,47 @@ class _TopicId(click.ParamType):
                       f"it (or the same as a dashed UUID)", param, ctx)
 
 
+# plinth's own options, each taking a value, that a client command also takes after
+# its name; `plinth console` has options of these names of its own.
+_GLOBAL_OPTIONS = ("--broker", "--request-timeout-ms", "--curve-key-file",
+                   "--curve-server-key-file")
+_COMMANDS_WITH_THEIR_OWN = ("console",)
+
+
+def global_options_first(args: list[str]) -> list[str]:
+    """``args`` with plinth's own options given after the command moved before it:
+    `plinth topic list --broker URL` is `plinth --broker URL topic list`, as Kafka's
+    tools take --bootstrap-server after theirs. Nothing after a ``--`` moves; an
+    option given twice keeps the last value, as click does."""
+    i = 0
+    while i < len(args) and args[i].startswith("-") and args[i] != "--":
+        i += 2 if args[i] in _GLOBAL_OPTIONS else 1
+    if i >= len(args) or args[i] in _COMMANDS_WITH_THEIR_OWN:
+        return list(args)
+    front, rest = list(args[:i]), []
+    tail = args[i:]
+    k = 0
+    while k < len(tail):
+        arg = tail[k]
+        if arg == "--":
+            rest += tail[k:]
+            break
+        if arg.split("=", 1)[0] in _GLOBAL_OPTIONS and ("=" in arg or k + 1 < len(tail)):
+            taken = 1 if "=" in arg else 2
+            front += tail[k:k + taken]
+            k += taken
+        else:
+            rest.append(arg)
+            k += 1
+    return front + rest
+
+
 class _Group(click.Group):
-    """Turns Plinth's own errors into one clear line and exit status 1."""
+    """Takes plinth's own options after the command too (``global_options_first``);
+    turns Plinth's own errors into one clear line and exit status 1."""
+
+    def parse_args(self, ctx, args):
+        return super().parse_args(ctx, global_options_first(args))
 
     def invoke(self, ctx):
         try:

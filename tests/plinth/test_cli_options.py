@@ -267,3 +267,31 @@ def test_a_password_prompt_without_a_terminal_is_one_line_naming_the_stdin_optio
                              "pass --password-stdin to read the password from stdin's "
                              "first line\n")
     assert not (tmp_path / "users.txt").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["topic", "list", "--broker", "tcp://127.0.0.1:99999"],
+    ["topic", "list", "--broker=tcp://127.0.0.1:99999"],
+    ["--broker", "tcp://127.0.0.1:7400", "topic", "list", "--broker", "tcp://127.0.0.1:99999"],
+])
+def test_the_broker_option_after_the_command_is_plinths_own_and_the_last_one_given_counts(args):
+    # (a port out of range: refused naming the option before anything connects)
+    shown = refused(args)
+    assert "Invalid value for '--broker'" in shown and "has port 99999" in shown
+
+
+def test_the_request_timeout_after_the_command_bounds_the_command(nobody):
+    # Given a broker nobody listens at, and the timeout given after the command
+    result = CliRunner().invoke(main, ["topic", "list", *nobody])
+    # Then the command gives up after it, naming the broker, as when given before
+    assert result.exit_code == 1, result.output
+    assert "error:" in result.stderr and "500" in result.stderr
+
+
+def test_an_option_after_a_double_dash_stays_where_it_is():
+    from plinth.cli import global_options_first
+    assert global_options_first(["produce", "t", "--", "--broker", "x"]) == \
+        ["produce", "t", "--", "--broker", "x"]
+    assert global_options_first(["console", "--broker", "x"]) == ["console", "--broker", "x"]
+    assert global_options_first(["--broker", "a", "status", "--request-timeout-ms", "9"]) == \
+        ["--broker", "a", "--request-timeout-ms", "9", "status"]
