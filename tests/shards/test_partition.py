@@ -762,11 +762,16 @@ def test_two_replicas_that_lead_in_turn_converge_after_every_change_of_leader(tm
                 assert replicas[0].leader_epochs.epoch_at(header.base_offset) == written_in[
                     bytes(batch)], step
         else:
-            # And a replica crashes now and then (reopened without being closed)
+            # And a replica crashes now and then (reopened without being closed: its
+            # files are let go, nothing written, as a killed process's are)
             crashed = rng.randrange(2)
+            for segment in replicas[crashed].log.segments:
+                segment.release()
             replicas[crashed] = open_partition(tmp_path / ("a", "b")[crashed] / "t-3", config)
             assert not replicas[crashed].needs_repair
     assert changes > 30
+    for replica in replicas:
+        replica.log.close()
 
 
 def test_retention_keeps_the_only_segment_of_a_log_taking_writes_and_deletes_a_sealed_ones(
