@@ -90,10 +90,20 @@ def log_start(address: str) -> int:
     return reply.offsets.start_offset
 
 
+def first_at_time_zero(address: str) -> int:
+    """The offset of the first record stamped at or after 0 ms: the first one served."""
+    reply, _ = ask(address, protocol.encode_list_offsets(1, "t", 0, 0))
+    if reply.error is not None:
+        raise reply.error
+    return reply.offsets.found_offset
+
+
 def check_reads(address: str, floor: int, middle: int, values: list[bytes]) -> None:
-    """What a consumer sees of t-0 with the floor at ``floor``: it starts there, every
-    record from there on reads exactly, below is out of range."""
+    """What a consumer sees of t-0 with the floor at ``floor``: it starts there (by
+    offset and by time), every record from there on reads exactly, below is out of
+    range."""
     assert log_start(address) == floor
+    assert first_at_time_zero(address) == floor   # a look-up by time skips below it too
     assert read_all(address, floor, len(values)) == dict(enumerate(values[floor:], floor))
     for offset in (middle, floor):
         reply, served = fetch(address, offset)
@@ -151,10 +161,10 @@ def test_a_floor_inside_a_remote_segment_then_at_a_boundary_reads_from_the_floor
 
     # When the shard starts again on its directory
     with running_shard(shard_dir, tier_url, CONFIG) as server:
-        # Then the floor, the remote log and the reads are as before the restart
-        check_reads(server.address, boundary, ranges[5][0] + 1, values)
-        wait_until(lambda: server.call(lambda: server.stats_snapshot()["tier"].get(
-            ("t", 0), {}).get("remote_log_start_offset")) == boundary, timeout_s=WAIT_S)
+        # Then, once it has listed the store (a look-up by time waits for that), the
+        # floor, the remote log and the reads are as before the restart
+        wait_until(lambda: server.call(lambda: server._tier.view_synced(
+            server._partitions[("t", 0)])), timeout_s=WAIT_S)
         check_reads(server.address, boundary, ranges[5][0] + 1, values)
         assert remote_ranges(store) == kept and orphans(store) == set()
         assert [segment.base_offset for segment in listed(store, "t", 0)][0] == boundary
