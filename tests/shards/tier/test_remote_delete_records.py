@@ -17,6 +17,7 @@ from plinth.errors import OffsetOutOfRangeError
 from plinth.format.log_entry import iter_entries
 from plinth.format.record_batch import decode_records
 from plinth.shards.tier.remote_store import open_remote_store
+from tests.moto_s3 import MotoS3
 from tests.shards.tier.test_remote_log_manager import (
     WAIT_S, listed, local_segments, orphans, produce_values, remote_ranges, running_shard,
     tiered)
@@ -169,3 +170,35 @@ def test_a_floor_inside_a_remote_segment_then_at_a_boundary_reads_from_the_floor
         assert remote_ranges(store) == kept and orphans(store) == set()
         assert [segment.base_offset for segment in listed(store, "t", 0)][0] == boundary
 
+
+def test_below_the_floor_is_out_of_range_even_before_the_store_is_listed(tmp_path, monkeypatch):
+    # Given a tiered partition read from the store, its records deleted below an offset
+    # inside a remote segment, and the segments wholly below deleted from the store
+    shard_dir, url = tmp_path / "shard", f"file://{tmp_path}/store"
+    store = open_remote_store(url)
+    with running_shard(shard_dir, url, CONFIG) as server:
+        values = produce_values(server, RECORDS)
+        wait_until(lambda: len(remote_ranges(store)) >= 3
+                   and local_segments(server)[0][0] >= remote_ranges(store)[2][1],
+                   timeout_s=WAIT_S,
+                   explain=lambda: f"local {local_segments(server)}, remote {remote_ranges(store)}")
+        ranges = remote_ranges(store)
+        floor = ranges[1][0] + 1
+        assert delete_records(server.address, floor) == floor
+        wait_until(lambda: remote_ranges(store)[0] == ranges[1], timeout_s=WAIT_S,
+                   explain=lambda: f"remote {remote_ranges(store)}")
+    # When the shard starts again with its store unreachable, so that it cannot list it
+    unreachable = MotoS3()   # never started: its port refuses connections
+    for key, value in unreachable.env.items():
+        monkeypatch.setenv(key, value)
+    with running_shard(shard_dir, unreachable.url(), CONFIG) as server:
+        # Then the log still starts at the floor, and a fetch below it is out of range,
+        # as on an untiered partition: the floor is on the shard's disk, no listing can
+        # bring those records back, so the consumer is not told to retry
+        assert log_start(server.address) == floor
+        for offset in (0, ranges[1][0], floor - 1):
+            reply, _ = fetch(server.address, offset)
+            assert isinstance(reply.error, OffsetOutOfRangeError), (offset, reply.error)
+            assert f"valid offsets are {floor} to {len(values)}" in str(reply.error)
+        assert server.call(lambda: server._tier.view_synced(server._partitions[("t", 0)])) \
+            is False
