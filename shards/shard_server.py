@@ -1185,7 +1185,9 @@ class ShardServer:
             return
         start_offset = part.log_start_offset   # in object storage if the remote log reaches back
         if not start_offset <= request.offset <= plog.end_offset:
-            if request.offset < start_offset:
+            if part.floor <= request.offset < start_offset:
+                # The view may lack segments the store holds; below the floor,
+                # deleteRecords hid the records whatever the store holds.
                 self._require_listed(part, request.offset)
             raise OffsetOutOfRangeError(
                 f"offset {request.offset} is out of range for {part.name}: "

@@ -7,6 +7,15 @@ RemoteLogMetadata, publishes ``metadata.view()``
 into the partition and deletes the local prefix, each on the loop thread
 through ``server.call``; and fetches through the socket as a router would.
 Test thread only.
+
+Its partition is not tiered (LOG_CONFIG), so the shard's own uploader leaves it
+alone. Made tiered, it would not be: the uploader keeps its own journal beside
+the one here, adopts these segments when it lists the store, deletes them by
+its retention (deleteRecords' floor, total retention), and each ``upload`` here
+then publishes a view that still lists them (their objects gone: a read of one
+is the store's 404, as for a segment lost while listed). Tests of what the
+uploader deletes use the real uploader (test_remote_log_manager.py,
+test_remote_delete_records.py).
 """
 
 from __future__ import annotations
