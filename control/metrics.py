@@ -51,7 +51,10 @@ _GAUGES = (("start_offset", "plinth_partition_log_start_offset",
 _REMOTE_FETCH_COUNTERS = (
     ("fetches", "plinth_remote_fetches", "Fetches answered from object storage"),
     ("bytes", "plinth_remote_fetch_bytes", "Log bytes returned by fetches from object storage"),
-    ("errors", "plinth_remote_fetch_errors", "Fetches from object storage answered with an error"),
+    ("errors", "plinth_remote_fetch_errors", "Fetches and look-ups by time from object storage "
+                                             "answered with an error"),
+    ("time_lookups", "plinth_remote_time_lookups",
+     "Look-ups by time (ListOffsets, offsets_for_times) answered from object storage"),
     ("cache_hits", "plinth_tier_cache_hits", "Remote chunks read from the shard's cache"),
     ("cache_misses", "plinth_tier_cache_misses", "Ranged gets from object storage"))
 
@@ -203,7 +206,7 @@ def _remote_fetch_families(live):
         family = CounterMetricFamily(name, doc, labels=["shard"])
         for shard, snap in live.items():
             if "remote_fetch" in snap:   # (not in a snapshot from before remote fetches)
-                family.add_metric([shard], snap["remote_fetch"][field])
+                family.add_metric([shard], snap["remote_fetch"].get(field, 0))
         yield family
     family = GaugeMetricFamily("plinth_tier_cache_bytes", "Bytes of remote chunks cached on "
                                "the shard's disk", labels=["shard"])

@@ -1324,8 +1324,7 @@ class ShardServer:
         retention meanwhile (retriable). Loop thread."""
         read = result.read
         _, error = self._remote_read_outcome(read, result.error)
-        if error is not None:
-            self.stats.remote.errors += 1
+        self.stats.remote_time_found(error is not None, time.monotonic() - read.received_s)
         read.answer(result.found, error)
 
     def _remote_read_outcome(self, read, error: BrokerError | None

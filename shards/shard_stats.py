@@ -49,7 +49,8 @@ NO_RATES = (0.0, 0.0, 0.0, 0.0)
 class RemoteFetchCounters:
     fetches: int = 0        # answered with data (an empty answer included)
     bytes: int = 0
-    errors: int = 0         # answered with an error, a full queue's included
+    errors: int = 0         # answered with an error, a full queue's included (look-ups too)
+    time_lookups: int = 0   # look-ups by time answered from the store (found or none)
     cache_hits: int = 0     # chunks read from the cache
     cache_misses: int = 0   # ranged gets from the store
     cache_bytes: int = 0    # on disk now
@@ -122,6 +123,15 @@ class ShardStats:
         remote.cache_hits, remote.cache_misses, remote.cache_bytes = (
             cache_hits, cache_misses, cache_bytes)
         self.observe("remote_fetch", latency_s)
+
+    def remote_time_found(self, failed: bool, latency_s: float) -> None:
+        """A look-up by time in a remote segment answered (its latency goes to the
+        "remote_time_lookup" histogram)."""
+        if failed:
+            self.remote.errors += 1
+        else:
+            self.remote.time_lookups += 1
+        self.observe("remote_time_lookup", latency_s)
 
     def error(self, code_name: str) -> None:
         self.errors[code_name] += 1

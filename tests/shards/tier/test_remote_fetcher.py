@@ -330,6 +330,7 @@ def test_the_remote_fetch_counters_and_both_log_starts_are_prometheus_metrics(
     assert samples[("plinth_remote_fetches_total", "shard-tier")] == stats["fetches"] > 0
     assert samples[("plinth_remote_fetch_bytes_total", "shard-tier")] == stats["bytes"] > 0
     assert samples[("plinth_remote_fetch_errors_total", "shard-tier")] == 0
+    assert samples[("plinth_remote_time_lookups_total", "shard-tier")] == stats["time_lookups"]
     assert samples[("plinth_tier_cache_misses_total", "shard-tier")] == stats["cache_misses"] > 0
     assert samples[("plinth_tier_cache_hits_total", "shard-tier")] == stats["cache_hits"]
     assert samples[("plinth_tier_cache_bytes", "shard-tier")] == stats["cache_bytes"] > 0

@@ -77,6 +77,10 @@ def test_a_time_only_object_storage_reaches_is_answered_with_the_exact_record(
         # And the controller's way in (the actor's partition_infos) gets the same
         call = shard.server.call(shard.server.partition_info_at_time, "t", 0, stamp(17))
         assert call.result(timeout=30).found_offset == 17
+        # And the shard counts the 9 look-ups the store answered, and times them
+        stats = shard.stats()
+        assert (stats["remote_fetch"]["time_lookups"], stats["remote_fetch"]["errors"]) == (9, 0)
+        assert sum(stats["latency_counts"]["remote_time_lookup"]) == 9
     finally:
         shard.close()
 
@@ -98,6 +102,8 @@ def test_a_time_in_object_storage_while_the_store_is_down_is_unavailable_not_a_g
         with pytest.raises(UnavailableError, match="object storage unavailable"):
             list_at(shard.server.address, stamp(10))
         assert time.monotonic() - started_s < limits.REMOTE_FETCH_QUEUED_S_MAX + 30
+        remote = shard.stats()["remote_fetch"]
+        assert (remote["time_lookups"], remote["errors"]) == (0, 1)
         # And a time in the local log is answered exactly, as ever
         found = list_at(shard.server.address, stamp(local_start + 1))
         assert (found.found_offset, found.found_timestamp_ms) == (local_start + 1,
