@@ -121,14 +121,16 @@ class UserError(click.ClickException):
 
 def _listen_url(ctx, param, value: str) -> str:
     """--listen checked: tcp://HOST:PORT, a port in 1..65535 (ZeroMQ would bind a larger
-    one modulo 65536, and say only "Invalid argument" about a malformed address)."""
+    one modulo 65536, and say only "Invalid argument" about a malformed address);
+    HOST:PORT is taken as tcp://HOST:PORT, as --broker takes it."""
     from plinth.client.connection import check_url
 
+    url = value if "://" in value else f"tcp://{value}"
     try:
-        check_url(value, "address", bind=True)
+        check_url(url, "address", bind=True)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    return value
+    return url
 
 
 def _not_empty(ctx, param, value: str | None) -> str | None:

@@ -96,7 +96,8 @@ def test_a_broker_host_that_does_not_resolve_is_said_so_not_blamed_on_the_broker
 @pytest.mark.parametrize("listen, why", [
     ("tcp://127.0.0.1:99999", "'tcp://127.0.0.1:99999' has port 99999: a port must be 1..65535"),
     ("tcp://127.0.0.1:65536", "has port 65536: a port must be 1..65535"),
-    ("garbage", "address 'garbage' is not tcp://HOST:PORT"),
+    ("garbage", "address 'tcp://garbage' is not tcp://HOST:PORT"),
+    ("127.0.0.1:0", "has port 0: a port must be 1..65535"),
 ])
 def test_a_listen_address_that_is_not_one_is_refused_before_anything_starts(
         no_server, command, listen, why):
@@ -104,6 +105,21 @@ def test_a_listen_address_that_is_not_one_is_refused_before_anything_starts(
     # be said first, about an address that is no address)
     shown = refused(command + ["--listen", listen, "--allow-insecure"])
     assert "Invalid value for '--listen'" in shown and why in shown
+
+
+@pytest.mark.parametrize("command, run", [(["serve"], "plinth.server.serve"),
+                                          (["router"], "plinth.server.run_router")])
+def test_a_listen_address_without_tcp_is_taken_as_tcp_as_the_broker_option_takes_it(
+        monkeypatch, tmp_path, command, run):
+    seen = []
+    monkeypatch.setattr(run, lambda options, ready: seen.append(options) or 0)
+    result = CliRunner().invoke(main, command + ["--data-dir", str(tmp_path), "--listen",
+                                                 "127.0.0.1:7455", "--console-listen", "off"]
+                                if command == ["serve"] else
+                                command + ["--data-dir", str(tmp_path), "--listen",
+                                           "127.0.0.1:7455"])
+    assert result.exit_code == 0, result.output
+    assert seen[0].listen == "tcp://127.0.0.1:7455"
 
 
 def test_a_listen_address_on_every_interface_or_a_named_host_is_taken(no_server, tmp_path):
