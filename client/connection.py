@@ -36,6 +36,7 @@ CurveZMQ keys never goes direct (the broker offers no direct sockets then).
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import re
 import time
@@ -47,11 +48,14 @@ import zmq
 
 from plinth import limits, protocol
 from plinth.client.arguments import checked_key_file
+from plinth.client.connect_probe import refused_urls
 from plinth.client.direct_routes import ROUTER, DirectRoutes
 from plinth.client.handshake_watch import HandshakeWatch
 from plinth.errors import (ClosedError, HandshakeRefusedError, InvalidConfigError,
                            NotLeaderError, PlinthTimeoutError, UnavailableError)
 from plinth.secret_files import check_given_secret
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -229,6 +233,9 @@ class Connection:
             self.socket.setsockopt(zmq.IMMEDIATE, 1)
         self._handshakes = HandshakeWatch(self.socket, self.address.curve_secret_key is not None,
                                           len(urls))
+        self._made_s = time.monotonic()
+        self._probed = False
+        self._refused: list[str] = []   # the routers where nothing listened (_probe_once)
         try:
             for url in urls:
                 self.socket.connect(url)
@@ -279,6 +286,9 @@ class Connection:
             return ("; the broker is there and admitted this client, but did not answer in "
                     "time: it is busy, or the request waits for a shard that does not answer "
                     "(plinth status names them; a change of a topic waits for its shards)")
+        if self._refused and not self._handshakes.shook_hands:
+            return (f"; the connection was refused at {', '.join(self._refused)}: nothing "
+                    f"listened there (is the broker running, and on that port?)")
         if self._handshakes.shook_hands:
             lost = ("the connection to the broker was lost and has not come back"
                     if "," not in self.url else
@@ -454,11 +464,31 @@ class Connection:
         return view, payload
 
     def _raise_refusal(self, request_id: int) -> None:
-        """Give up ``request_id`` with the refusal, if the broker ended the handshake."""
+        """Give up ``request_id`` with the refusal, if the broker ended the handshake;
+        else, once, ask whether anything listens at all (``_probe_once``)."""
         refusal = self.handshake_refusal()
         if refusal is not None:
             self._abandon(request_id)
             raise refusal
+        self._probe_once()
+
+    def _probe_once(self) -> None:
+        """Once, CLIENT_CONNECT_PROBE_AFTER_MS after the connection was made, if no
+        router has shaken hands and no handshake failed: whether anything listens at
+        the routers' addresses (connect_probe.py). Each that refused is logged at
+        WARNING now, and named by a timeout's message; the request waits on, as a
+        broker may be starting."""
+        if self._probed or (time.monotonic() - self._made_s
+                            < limits.CLIENT_CONNECT_PROBE_AFTER_MS / 1000):
+            return
+        self._probed = True
+        if self._handshakes.cause() is not None or self._handshakes.shook_hands:
+            return
+        self._refused = refused_urls(self.url)
+        for url in self._refused:
+            log.warning("%s: connection refused: nothing listens there (is the broker "
+                        "running, and on that port?); waiting for one until the request "
+                        "times out", url)
 
     def _abandon(self, request_id: int) -> None:
         self._abandoned[request_id] = None

@@ -364,6 +364,14 @@ CLIENT_HANDSHAKE_EVENTS_READ_MAX = 64
 # refused the handshake (libzmq's verdict comes within milliseconds, and the
 # refused request would otherwise wait out its whole timeout).
 CLIENT_HANDSHAKE_CHECK_MS = 100
+# A connection whose router has not shaken hands this long after it was made asks,
+# once, whether anything listens at the router's address (client/connect_probe.py):
+# a refused TCP connect is then logged at WARNING at once, as Kafka's clients log
+# "Connection ... could not be established", instead of being found only at the
+# request's timeout. The probe waits this long at most for the refusal (loopback's
+# comes within microseconds; a slower one is not reported).
+CLIENT_CONNECT_PROBE_AFTER_MS = 500
+CLIENT_CONNECT_PROBE_WAIT_MS = 20
 # A wait for a reply that its caller may give up (a group heartbeat, once a commit
 # was refused as an unknown member's: its answer may never come, lost with a
 # coordinator that restarted) looks this often whether it has been given up.

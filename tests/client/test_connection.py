@@ -4,7 +4,9 @@ retrying, timeouts, several routers, and loading CurveZMQ keys."""
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 import time
 
 import pytest
@@ -368,3 +370,51 @@ def test_the_servers_public_key_file_may_be_read_by_anyone(keys):
     os.chmod(server_public, 0o644)
     # When a client is given it / Then it is taken
     assert broker_address("tcp://127.0.0.1:1", client_secret, server_public).curve_server_key
+
+
+REFUSED = "connection refused: nothing listens there"
+
+
+def test_a_router_address_where_nothing_listens_is_warned_of_once_and_named_at_the_timeout(
+        connections, caplog):
+    # Given a port nothing listens on
+    url = f"tcp://127.0.0.1:{free_port()}"
+    conn = connections(url)
+    # When two requests wait past the probe's time, one after the other
+    with caplog.at_level(logging.WARNING, logger="plinth.client.connection"):
+        started_s = time.monotonic()
+        with pytest.raises(PlinthTimeoutError, match=f"the connection was refused at {url}: "
+                                                     f"nothing listened there"):
+            conn.request(list_offsets(1), 1, limits.CLIENT_CONNECT_PROBE_AFTER_MS + 500)
+        with pytest.raises(PlinthTimeoutError, match="the connection was refused"):
+            conn.request(list_offsets(2), 2, 300)
+    # Then one WARNING named the address, and each request waited its whole timeout
+    # (a broker may be starting)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{url}: {REFUSED} (is the broker running, and on that port?); waiting for one "
+        f"until the request times out"]
+    assert time.monotonic() - started_s >= (limits.CLIENT_CONNECT_PROBE_AFTER_MS + 800) / 1000
+
+
+def test_a_listener_that_accepts_but_never_shakes_hands_is_not_called_refused(
+        connections, caplog):
+    # Given a TCP listener that accepts connections and never speaks ZeroMQ
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        url = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+        conn = connections(url)
+        # When a request waits past the probe's time
+        with caplog.at_level(logging.WARNING, logger="plinth.client.connection"), \
+                pytest.raises(PlinthTimeoutError) as err:
+            conn.request(list_offsets(1), 1, limits.CLIENT_CONNECT_PROBE_AFTER_MS + 500)
+    # Then nothing says it was refused
+    assert "refused" not in str(err.value) and caplog.records == []
+
+
+def test_a_broker_that_shook_hands_is_never_probed(scripted, connections, caplog):
+    # Given a broker that admits the client and then answers nothing
+    broker = scripted([])
+    conn = connections(broker.url)
+    with caplog.at_level(logging.WARNING, logger="plinth.client.connection"), \
+            pytest.raises(PlinthTimeoutError, match=THERE_AND_SLOW):
+        conn.request(list_offsets(1), 1, limits.CLIENT_CONNECT_PROBE_AFTER_MS + 500)
+    assert caplog.records == []
