@@ -632,19 +632,18 @@ def status(ctx):
         state = ("up" if shard.alive else "DOWN") + (" draining" if shard.draining else "")
         pid = shard.pid or "-"   # its ray::ShardActor process on that node; "-": not known
         click.echo(f"  {shard.shard_id:<10} {state:<12} {shard.node:<16} {pid:>8} "
-                   f"{shard.address:<{width}} "
-                   f"{shard.partitions:>10} {shard.size_bytes:>14} {shard.records_per_s:>11.0f} "
-                   f"{shard.bytes_per_s / 1e6:>8.2f} {shard.records_out_per_s:>13.0f} "
-                   f"{shard.bytes_out_per_s / 1e6:>8.2f}")
+                   f"{shard.address:<{width}} {shard.partitions:>10} {_measured(shard)}")
     _echo_draining(info.shards)
     direct = [shard for shard in info.shards if shard.direct_address]
     if direct:   # where clients may produce and fetch without the router
         width = _column_width([shard.direct_address for shard in direct], 24)
         click.echo(f"direct sockets\n  {'shard':<10} {'address':<{width}} {'requests direct':>16} "
                    f"{'via router':>12}")
-        for shard in direct:
+        for shard in direct:   # a DOWN shard's counts are not known: "-", not 0
+            direct_count, via_router = ((shard.requests_direct, shard.requests_via_router)
+                                        if shard.alive else ("-", "-"))
             click.echo(f"  {shard.shard_id:<10} {shard.direct_address:<{width}} "
-                       f"{shard.requests_direct:>16} {shard.requests_via_router:>12}")
+                       f"{direct_count:>16} {via_router:>12}")
     tiered = [shard for shard in info.shards if shard.remote_bytes or shard.upload_lag_bytes
               or shard.upload_errors]
     if tiered:   # the upload backlog of tiered storage
@@ -721,6 +720,16 @@ def _checked_data_dir(data_dir: Path):
         return check_shards_directory(shards_dir, manifests)
     finally:
         lock.release()
+
+
+def _measured(shard) -> str:
+    """A shard's bytes and rates columns; "-" in each for a DOWN shard, which did not
+    answer: its 0s read as an empty, idle shard (one showed 0 bytes holding 1,148,440)."""
+    cells = [(shard.size_bytes, 14, "d"), (shard.records_per_s, 11, ".0f"),
+             (shard.bytes_per_s / 1e6, 8, ".2f"), (shard.records_out_per_s, 13, ".0f"),
+             (shard.bytes_out_per_s / 1e6, 8, ".2f")]
+    return " ".join(f"{format(value, spec) if shard.alive else '-':>{width}}"
+                    for value, width, spec in cells)
 
 
 def _column_width(values: list[str], at_least: int) -> int:
