@@ -18,6 +18,8 @@ import click
 
 from plinth import limits, topics
 from plinth.cli_groups import OFFSET_MAX, admin_for as _admin, echo_pages, group_cli
+from plinth.cli_json import (echo_json, every_config, json_option, names_json,
+                             replication_factor, status_json, topic_json)
 from plinth.counted import counted
 from plinth.errors import ElectionNotNeededError, InvalidConfigError, PlinthError
 
@@ -612,13 +614,17 @@ def kafka_user_add(users_file, name, password_stdin, iterations):
 
 
 @main.command()
+@json_option
 @click.pass_context
-def status(ctx):
+def status(ctx, as_json):
     """Nodes, shards (node, process id, partitions, bytes, records/s and MB/s produced and
     fetched), routers, and how many partitions
     are under-replicated (a replica out of sync) or offline (no leader serving)."""
     with _admin(ctx) as admin:
         info = admin.status()
+    if as_json:
+        echo_json(status_json(info))
+        return
     click.echo(f"nodes\n  {'name':<16} {'node id':<12}  {'address':<16} state")
     for node_id, address, alive in info.nodes:
         name = info.node_names.get(node_id, "")
@@ -912,30 +918,35 @@ def _parse_config(configs) -> dict[str, str]:
               help="At most this many names, a page of the list (1 to "
                    f"{limits.ADMIN_LIST_PAGE_NAMES_MAX}); with --after, the next page.")
 @click.option("--after", default="", help="Only the names after it (the last of a page).")
+@json_option
 @click.pass_context
-def topic_list(ctx, prefix, limit, after):
+def topic_list(ctx, prefix, limit, after, as_json):
     """Topic names, sorted; with --prefix, --limit or --after, one page of them, and a
     last line saying how to ask for the next page if more follow."""
     with _admin(ctx) as admin:
         if not (prefix or after or limit):
-            for name in admin.list_topics():
+            names = admin.list_topics()
+            if as_json:   # no page asked: no next one
+                echo_json(names_json("topics", names, None))
+                return
+            for name in names:
                 click.echo(name)
             return
-        echo_pages(admin.list_topics_page, prefix, after, limit, "topic list")
+        echo_pages(admin.list_topics_page, prefix, after, limit, "topic list", as_json)
 
 
 @topic.command("describe")
 @click.argument("name")
+@json_option
 @click.pass_context
-def topic_describe(ctx, name):
+def topic_describe(ctx, name, as_json):
     with _admin(ctx) as admin:
         info = admin.describe_topic(name)
-    # Every key has a value: those the broker does not store (a factor-1 topic's
-    # replication keys, the fixed ones) at their defaults, as Kafka's DescribeConfigs
-    # shows them.
-    every_key = {**topics.unstored_config_defaults(info.config), **info.config}
-    config = " ".join(f"{k}={v}" for k, v in sorted(every_key.items()))
-    factor = len(info.partition_info[0].replicas) if info.partition_info else 1
+    if as_json:
+        echo_json(topic_json(info))
+        return
+    config = " ".join(f"{k}={v}" for k, v in sorted(every_config(info).items()))
+    factor = replication_factor(info)
     # The topic id right after the name, as kafka-topics --describe prints TopicId: a
     # topic deleted and created again under the name has another. A broker from before
     # topic ids were shown sends none.
