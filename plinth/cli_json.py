@@ -23,7 +23,8 @@ if TYPE_CHECKING:   # annotations only: the CLI loads the wire protocol when it 
 
 # The one option of every command here, as `plinth bench --json` names it.
 json_option = click.option("--json", "as_json", is_flag=True,
-                           help="Print one JSON document instead of the table (README: Operations).")
+                           help="Print one JSON document instead of the table "
+                                "(README: Operations).")
 
 
 def echo_json(document: dict) -> None:
