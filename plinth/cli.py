@@ -18,6 +18,8 @@ import click
 
 from plinth import limits, topics
 from plinth.cli_groups import OFFSET_MAX, admin_for as _admin, echo_pages, group_cli
+from plinth.cli_json import (echo_json, every_config, json_option, names_json,
+                             replication_factor, status_json, topic_json)
 from plinth.counted import counted
 from plinth.errors import ElectionNotNeededError, InvalidConfigError, PlinthError
 
@@ -612,13 +614,17 @@ def kafka_user_add(users_file, name, password_stdin, iterations):
 
 
 @main.command()
+@json_option
 @click.pass_context
-def status(ctx):
+def status(ctx, as_json):
     """Nodes, shards (node, process id, partitions, bytes, records/s and MB/s produced and
     fetched), routers, and how many partitions
     are under-replicated (a replica out of sync) or offline (no leader serving)."""
     with _admin(ctx) as admin:
         info = admin.status()
+    if as_json:
+        echo_json(status_json(info))
+        return
     click.echo(f"nodes\n  {'name':<16} {'node id':<12}  {'address':<16} state")
     for node_id, address, alive in info.nodes:
         name = info.node_names.get(node_id, "")
@@ -632,19 +638,18 @@ def status(ctx):
         state = ("up" if shard.alive else "DOWN") + (" draining" if shard.draining else "")
         pid = shard.pid or "-"   # its ray::ShardActor process on that node; "-": not known
         click.echo(f"  {shard.shard_id:<10} {state:<12} {shard.node:<16} {pid:>8} "
-                   f"{shard.address:<{width}} "
-                   f"{shard.partitions:>10} {shard.size_bytes:>14} {shard.records_per_s:>11.0f} "
-                   f"{shard.bytes_per_s / 1e6:>8.2f} {shard.records_out_per_s:>13.0f} "
-                   f"{shard.bytes_out_per_s / 1e6:>8.2f}")
+                   f"{shard.address:<{width}} {shard.partitions:>10} {_measured(shard)}")
     _echo_draining(info.shards)
     direct = [shard for shard in info.shards if shard.direct_address]
     if direct:   # where clients may produce and fetch without the router
         width = _column_width([shard.direct_address for shard in direct], 24)
         click.echo(f"direct sockets\n  {'shard':<10} {'address':<{width}} {'requests direct':>16} "
                    f"{'via router':>12}")
-        for shard in direct:
+        for shard in direct:   # a DOWN shard's counts are not known: "-", not 0
+            direct_count, via_router = ((shard.requests_direct, shard.requests_via_router)
+                                        if shard.alive else ("-", "-"))
             click.echo(f"  {shard.shard_id:<10} {shard.direct_address:<{width}} "
-                       f"{shard.requests_direct:>16} {shard.requests_via_router:>12}")
+                       f"{direct_count:>16} {via_router:>12}")
     tiered = [shard for shard in info.shards if shard.remote_bytes or shard.upload_lag_bytes
               or shard.upload_errors]
     if tiered:   # the upload backlog of tiered storage
@@ -721,6 +726,16 @@ def _checked_data_dir(data_dir: Path):
         return check_shards_directory(shards_dir, manifests)
     finally:
         lock.release()
+
+
+def _measured(shard) -> str:
+    """A shard's bytes and rates columns; "-" in each for a DOWN shard, which did not
+    answer: its 0s read as an empty, idle shard (one showed 0 bytes holding 1,148,440)."""
+    cells = [(shard.size_bytes, 14, "d"), (shard.records_per_s, 11, ".0f"),
+             (shard.bytes_per_s / 1e6, 8, ".2f"), (shard.records_out_per_s, 13, ".0f"),
+             (shard.bytes_out_per_s / 1e6, 8, ".2f")]
+    return " ".join(f"{format(value, spec) if shard.alive else '-':>{width}}"
+                    for value, width, spec in cells)
 
 
 def _column_width(values: list[str], at_least: int) -> int:
@@ -903,30 +918,35 @@ def _parse_config(configs) -> dict[str, str]:
               help="At most this many names, a page of the list (1 to "
                    f"{limits.ADMIN_LIST_PAGE_NAMES_MAX}); with --after, the next page.")
 @click.option("--after", default="", help="Only the names after it (the last of a page).")
+@json_option
 @click.pass_context
-def topic_list(ctx, prefix, limit, after):
+def topic_list(ctx, prefix, limit, after, as_json):
     """Topic names, sorted; with --prefix, --limit or --after, one page of them, and a
     last line saying how to ask for the next page if more follow."""
     with _admin(ctx) as admin:
         if not (prefix or after or limit):
-            for name in admin.list_topics():
+            names = admin.list_topics()
+            if as_json:   # no page asked: no next one
+                echo_json(names_json("topics", names, None))
+                return
+            for name in names:
                 click.echo(name)
             return
-        echo_pages(admin.list_topics_page, prefix, after, limit, "topic list")
+        echo_pages(admin.list_topics_page, prefix, after, limit, "topic list", as_json)
 
 
 @topic.command("describe")
 @click.argument("name")
+@json_option
 @click.pass_context
-def topic_describe(ctx, name):
+def topic_describe(ctx, name, as_json):
     with _admin(ctx) as admin:
         info = admin.describe_topic(name)
-    # Every key has a value: those the broker does not store (a factor-1 topic's
-    # replication keys, the fixed ones) at their defaults, as Kafka's DescribeConfigs
-    # shows them.
-    every_key = {**topics.unstored_config_defaults(info.config), **info.config}
-    config = " ".join(f"{k}={v}" for k, v in sorted(every_key.items()))
-    factor = len(info.partition_info[0].replicas) if info.partition_info else 1
+    if as_json:
+        echo_json(topic_json(info))
+        return
+    config = " ".join(f"{k}={v}" for k, v in sorted(every_config(info).items()))
+    factor = replication_factor(info)
     # The topic id right after the name, as kafka-topics --describe prints TopicId: a
     # topic deleted and created again under the name has another. A broker from before
     # topic ids were shown sends none.

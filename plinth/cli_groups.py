@@ -12,6 +12,7 @@ import sys
 import click
 
 from plinth import limits, topics
+from plinth.cli_json import echo_json, group_json, json_option, names_json
 from plinth.control import placement
 from plinth.errors import PlinthError, PlinthTimeoutError, RequestTimedOutError, UnknownTopicError
 
@@ -37,8 +38,9 @@ def admin_for(ctx):
               help="At most this many names, a page of the list (1 to "
                    f"{limits.ADMIN_LIST_PAGE_NAMES_MAX}); with --after, the next page.")
 @click.option("--after", default="", help="Only the names after it (the last of a page).")
+@json_option
 @click.pass_context
-def group_list(ctx, prefix, limit, after):
+def group_list(ctx, prefix, limit, after, as_json):
     """Group names, sorted; with --prefix, --limit or --after, one page of them (as
     ``plinth topic list``). A shard that does not answer within a few seconds (stopped,
     hung, restarting) is left out: the groups it coordinates are missing, and a last
@@ -46,41 +48,65 @@ def group_list(ctx, prefix, limit, after):
     with admin_for(ctx) as admin:
         # Page by page, also without options: Admin.list_groups does not say which
         # shards its pages lacked.
-        echo_pages(admin.list_groups_page, prefix, after, limit, "group list")
+        echo_pages(admin.list_groups_page, prefix, after, limit, "group list", as_json)
 
 
-def echo_pages(ask_page, prefix: str, after: str, limit: int | None, command: str) -> None:
+def echo_pages(ask_page, prefix: str, after: str, limit: int | None, command: str,
+               as_json: bool = False) -> None:
     """Print the names of a page (``limit`` given, 1..ADMIN_LIST_PAGE_NAMES_MAX), or of
     every page of ``prefix`` walked ADMIN_LIST_PAGE_NAMES_MAX at a time (no limit: the
-    whole search, never held whole). After a page with more behind it, a line saying
-    how to get the next; then, if a page lacked the names of shards that did not
-    answer (NamesPage.unanswered: a page of groups), a line naming them."""
-    step = limits.ADMIN_LIST_PAGE_NAMES_MAX if limit is None else limit
+    whole search, never held whole, except as one JSON document). After a page with
+    more behind it, a line saying how to get the next (``next_after`` in the JSON);
+    then, if a page lacked the names of shards that did not answer
+    (NamesPage.unanswered: a page of groups), a line naming them."""
     unanswered: set[str] = set()
-    for _ in range(limits.TOPICS_MAX * limits.SHARDS_MAX // step + 2):
-        page = ask_page(prefix=prefix, after=after, limit=step)
+    names: list[str] = []
+    for page in _pages(ask_page, prefix, after, limit):
         unanswered.update(getattr(page, "unanswered", ()))
-        for name in page.names:
-            click.echo(name)
-        if not page.more:
-            break
-        after = page.names[-1]
-        if limit:
-            prefix_arg = f" --prefix {shlex.quote(prefix)}" if prefix else ""
-            click.echo(f"# more: plinth {command}{prefix_arg} --limit {limit} "
-                       f"--after {shlex.quote(after)}", err=True)
-            break
-    if unanswered:
-        shards = sorted(unanswered)
+        if as_json:   # printed whole once the last page is in: none printed if one fails
+            names += page.names
+        else:
+            for name in page.names:
+                click.echo(name)
+    next_after = page.names[-1] if page.more and limit else None
+    groups = command == "group list"
+    if as_json:
+        echo_json(names_json("groups" if groups else "topics", names, next_after,
+                             sorted(unanswered) if groups else None))
+    elif next_after is not None:
+        prefix_arg = f" --prefix {shlex.quote(prefix)}" if prefix else ""
+        click.echo(f"# more: plinth {command}{prefix_arg} --limit {limit} "
+                   f"--after {shlex.quote(next_after)}", err=True)
+    _echo_unanswered(sorted(unanswered))   # with --json too: a warning, not the list
+
+
+def _echo_unanswered(shards: list[str]) -> None:
+    """The last line, on stderr, of a list of groups that lacks the groups of ``shards``
+    (none if it lacks none)."""
+    if shards:
         whose = "it coordinates" if len(shards) == 1 else "they coordinate"
         click.echo(f"# not answered: {', '.join(shards)} (stopped, hung or restarting: see "
                    f"plinth status); the groups {whose} are not listed", err=True)
 
 
+def _pages(ask_page, prefix: str, after: str, limit: int | None):
+    """The pages ``echo_pages`` prints: the one page of ``limit`` names, or every page
+    walked ADMIN_LIST_PAGE_NAMES_MAX at a time. Only the last yielded may have
+    ``more``: the page of a ``limit`` with names behind it."""
+    step = limits.ADMIN_LIST_PAGE_NAMES_MAX if limit is None else limit
+    for _ in range(limits.TOPICS_MAX * limits.SHARDS_MAX // step + 2):
+        page = ask_page(prefix=prefix, after=after, limit=step)
+        yield page
+        if not page.more or limit:
+            return
+        after = page.names[-1]
+
+
 @group_cli.command("describe")
 @click.argument("name")
+@json_option
 @click.pass_context
-def group_describe(ctx, name):
+def group_describe(ctx, name, as_json):
     """Members with their partitions; committed offset, log end offset and lag per partition."""
     with admin_for(ctx) as admin:
         try:
@@ -90,6 +116,9 @@ def group_describe(ctx, name):
             # broker's
             raise type(exc)(f"group {name}: {_coordinator_said(admin, name)}{exc}") from None
         rows = admin.group_lag(name)
+    if as_json:
+        echo_json(group_json(info, rows))
+        return
     click.echo(f"group {info.group}  assignor {info.assignor}  epoch {info.epoch}  "
                f"members {len(info.members)}")
     owner = {}

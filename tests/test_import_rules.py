@@ -39,8 +39,8 @@ SHARED = {"plinth.limits", "plinth.errors", "plinth.protocol", "plinth.protocol_
           "plinth.data_dir_mode", "plinth.socket_monitor"}
 # The package's faces (plinth/__init__.py: Producer, Consumer, Admin; plinth/aio.py: the
 # asyncio client) and the commands.
-ENTRY_POINTS = {"plinth", "plinth.cli", "plinth.cli_groups", "plinth.server", "plinth.bench",
-                "plinth.process_reaper", "plinth.ray_messages", "plinth.aio"}
+ENTRY_POINTS = {"plinth", "plinth.cli", "plinth.cli_groups", "plinth.cli_json", "plinth.server",
+                "plinth.bench", "plinth.process_reaper", "plinth.ray_messages", "plinth.aio"}
 CLIENT_NAMES = {"plinth.Producer", "plinth.Consumer", "plinth.Admin", "plinth.NewTopic",
                 "plinth.TopicPartition"}
 # Which parts each part may import, besides itself and the shared ground.

@@ -1,5 +1,6 @@
 """``plinth status`` and ``plinth shards remove`` say why a removed shard still drains,
-and status's columns line up whatever the addresses' length (plinth/cli.py), from a
+status's columns line up whatever the addresses' length, and a DOWN shard's bytes
+and rates are "-", not 0 (plinth/cli.py), from a
 StatusInfo as Admin returns it. The Admin is replaced by one that
 returns the given values; the rendering is the real CLI's."""
 
@@ -101,3 +102,18 @@ def test_status_shows_each_shards_process_id_after_its_node_and_a_dash_when_not_
     assert lines[header].split()[:4] == ["shard", "state", "node", "pid"]
     assert lines[header + 1].split()[:4] == ["shard-0", "up", "a", "31337"]
     assert lines[header + 2].split()[:4] == ["shard-1", "DOWN", "a", "-"]
+
+
+def test_a_down_shards_bytes_rates_and_request_counts_are_dashes_not_0(monkeypatch):
+    # Given shard-1 DOWN: it did not answer status, so its numbers came as 0
+    up = protocol.ShardStatus("shard-0", "tcp://127.0.0.1:7500", True, 3, 2048, 10.0, 0.0)
+    down = protocol.ShardStatus("shard-1", "tcp://127.0.0.1:7501", False, 3, 0, 0.0, 0.0,
+                                direct_address="tcp://127.0.0.1:7601")
+    # When status is printed
+    lines = run(monkeypatch, ["status"], [up, down])
+    # Then its bytes, rates and request counts say not known, where shard-0's are numbers
+    header = lines.index("shards") + 1
+    assert lines[header + 1].split()[5:] == ["2048", "10", "0.00", "0", "0.00"]
+    assert lines[header + 2].split()[5:] == ["-"] * 5
+    direct = lines.index("direct sockets") + 1
+    assert lines[direct + 1].split() == ["shard-1", "tcp://127.0.0.1:7601", "-", "-"]
