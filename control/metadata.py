@@ -458,10 +458,7 @@ class BrokerMetadata:
             return cls()
         try:
             value = json.loads(path.read_text())
-            version = value.get("version")
-            if version != METADATA_VERSION:
-                raise InvalidConfigError(f"{path}: metadata version {version} "
-                                         f"is not {METADATA_VERSION}")
+            _check_version(path, value.get("version"))
             metadata = cls.from_json(value)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise CorruptDataError(f"{path}: not broker metadata: {exc}") from None
@@ -618,3 +615,22 @@ def _offset(value: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise ValueError(f"offset {value!r} is not an int")
     return value
+
+
+def _check_version(path: Path, version) -> None:
+    """InvalidConfigError unless ``version`` is the one this build reads, saying which
+    side is newer and what to do: a file of a later version was written by a newer
+    Plinth, which alone knows its fields."""
+    if type(version) is int and version == METADATA_VERSION:   # (True == 1 too)
+        return
+    from plinth import __version__
+
+    if type(version) is int and version > METADATA_VERSION:
+        raise InvalidConfigError(
+            f"{path}: metadata version {version} was written by a newer Plinth; this one "
+            f"({__version__}) reads version {METADATA_VERSION}: run the Plinth that wrote it "
+            f"(the data directory is unchanged)")
+    raise InvalidConfigError(f"{path}: metadata version {version!r} is not one Plinth "
+                             f"writes (this one, {__version__}, reads version "
+                             f"{METADATA_VERSION}): the file is damaged; restore it from a "
+                             f"copy, or see plinth check --data-dir")

@@ -79,10 +79,21 @@ def test_a_file_without_the_keys_added_by_later_changes_loads(tmp_path):
     assert metadata.controller_epoch == 0
 
 
-def test_another_version_is_refused_as_a_config_error(tmp_path):
+def test_a_later_version_is_refused_saying_a_newer_plinth_wrote_it_and_what_to_do(tmp_path):
     path = tmp_path / "metadata.json"
     path.write_text(json.dumps({"version": 2, "shards": [], "topics": {}}))
-    with pytest.raises(InvalidConfigError, match="metadata version 2 is not 1"):
+    with pytest.raises(InvalidConfigError, match=r"metadata version 2 was written by a newer "
+                                                 r"Plinth; this one \(\d+\.\d+\.\d+\) reads "
+                                                 r"version 1: run the Plinth that wrote it"):
+        BrokerMetadata.load(path)
+
+
+@pytest.mark.parametrize("version", [0, "1", None, True])
+def test_a_version_no_plinth_writes_is_refused_as_damage(tmp_path, version):
+    path = tmp_path / "metadata.json"
+    path.write_text(json.dumps({"version": version, "shards": [], "topics": {}}))
+    with pytest.raises(InvalidConfigError, match=f"metadata version {version!r} is not one "
+                                                 f"Plinth writes .* the file is damaged"):
         BrokerMetadata.load(path)
 
 
