@@ -103,6 +103,14 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except PlinthError as exc:
             _exit_with_error(exc, 1)
+        except KeyboardInterrupt:   # Ctrl-C: the shell's 128 + SIGINT, not click's failure 1
+            click.echo("interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+
+
+# The exit status of a command stopped by Ctrl-C, as a shell reports one (128 + SIGINT):
+# a script tells the operator's stop from a failure (1) and from a usage error (2).
+EXIT_INTERRUPTED = 130
 
 
 def _exit_with_error(exc: PlinthError, status: int):
@@ -1342,16 +1350,20 @@ def _print_records(consumer, max_messages, print_key) -> bool:
     without a new record (True)."""
     out = sys.stdout.buffer
     count = 0
-    for record in consumer:
-        value = _NULL if record.value is None else record.value
-        if print_key:
-            out.write((_NULL if record.key is None else record.key) + b"\t" + value + b"\n")
-        else:
-            out.write(value + b"\n")
-        out.flush()   # a reader of the pipe sees each record as it arrives
-        count += 1
-        if max_messages is not None and count >= max_messages:
-            return False
+    try:
+        for record in consumer:
+            value = _NULL if record.value is None else record.value
+            if print_key:
+                out.write((_NULL if record.key is None else record.key) + b"\t" + value + b"\n")
+            else:
+                out.write(value + b"\n")
+            out.flush()   # a reader of the pipe sees each record as it arrives
+            count += 1
+            if max_messages is not None and count >= max_messages:
+                return False
+    except KeyboardInterrupt:   # the usual way to stop a tailing consume: say what it did
+        click.echo(f"{counted(count, 'record')} printed", err=True)
+        raise
     out.flush()
     return True
 

@@ -1,0 +1,39 @@
+"""Ctrl-C on a plinth command: exit status 130 (128 + SIGINT, as a shell reports it),
+one "interrupted" line, and for a consume how many records it printed; not click's
+"Aborted!" with the failure status 1. A real `plinth consume` process, signalled."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+from plinth.client.admin import Admin
+from plinth.client.producer import Producer
+
+
+def test_ctrl_c_on_a_tailing_consume_exits_130_saying_how_many_records_it_printed(
+        shared_broker):
+    # Given a topic of three records, and a consume tailing it with no timeout
+    with Admin(broker=shared_broker.url) as admin:
+        admin.create_topic("interrupted", 1)
+    with Producer(broker=shared_broker.url) as producer:
+        for value in (b"a", b"b", b"c"):
+            producer.send("interrupted", value, partition=0)
+    consume = subprocess.Popen(
+        [sys.executable, "-m", "plinth.cli", "--broker", shared_broker.url, "consume",
+         "interrupted", "--from-beginning"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        # (as a terminal's Ctrl-C: a child of a test runner may inherit SIGINT ignored)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        # When it has printed the three, and Ctrl-C comes
+        printed = [consume.stdout.readline() for _ in range(3)]
+        consume.send_signal(signal.SIGINT)
+        _, stderr = consume.communicate(timeout=60)
+    finally:
+        consume.kill()
+    # Then it exits 130, saying what it printed, not "Aborted!"
+    assert printed == [b"a\n", b"b\n", b"c\n"]
+    assert consume.returncode == 130, stderr
+    assert stderr.decode().splitlines()[-2:] == ["3 records printed", "interrupted"]
