@@ -44,8 +44,9 @@ Reloading the users (SIGHUP). ``plinth serve`` and ``plinth router`` call
 thread waits on), beside the router's keys and ACL. It reads and checks the
 file as at start (``check_given_secret`` too) on that thread, then swaps the
 gateway's users whole; the listener's thread (``kafka-listener-HOST:PORT``,
-its event loop serving every connection) and the PLAIN check threads read
-them without a lock (gateway.py). A file refused changes nothing: the users
+its event loop serving every connection) reads them without a lock, once per
+login or request check, and hands a PLAIN check thread that snapshot
+(gateway.py, api_sasl.py). A file refused changes nothing: the users
 in force stay, whole, and the log says why at ERROR. Beside CurveZMQ, a user
 added gets its internal key pair, let in by the router's Security, before the
 swap, so its first request finds it; a removed user's key stays let in but
@@ -268,7 +269,9 @@ class KafkaService:
         """Make a key pair for each of ``users`` that has none and let them into the
         router. Main thread. The backend reads ``_keys`` on the listener's thread
         (``in`` and ``[]``, one at a time), so entries are only added, each by one
-        dict store, which the GIL makes atomic; the router admits them first."""
+        dict store, which the GIL makes atomic; the router admits them first. A
+        removed user's key is kept (added back, the user gets it again): they grow
+        only with the distinct names the operator's files ever held."""
         new = {user: zmq.curve_keypair() for user in users if user not in self._keys}
         if not new:
             return
