@@ -49,6 +49,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -679,11 +680,12 @@ def serve(options: ServeOptions, ready=print) -> int:
         raise
     tune_data_path_process(who="plinth serve")   # the router runs: see process_tuning.py
     stop = _stop_on_signal()
-    hangup = _reload_on_hangup(server.router.security)
+    reloads = _reloads(server.router.security, server.kafka)
+    hangup = _reload_on_hangup(reloads)
     console = _start_console(options, ready)
     try:
         _say_ready_once_every_shard_serves(server, report, ready)
-        _wait_for(stop, hangup, server.router.security)
+        _wait_for(stop, hangup, reloads)
         log.info("shutting down")
     finally:
         if console is not None:
@@ -756,12 +758,23 @@ def _stop_on_signal() -> threading.Event:
     return stop
 
 
-def _reload_on_hangup(security) -> threading.Event | None:
-    """The event SIGHUP sets from now on, for a router with CurveZMQ keys (``security``,
-    router/security.py): ``_wait_for`` then reloads its authorized keys and ACL, so a
-    revoked key is cut off without a restart. None without keys: nothing to reload,
-    and SIGHUP keeps its default."""
-    if security is None:
+def _reloads(security, kafka) -> list[Callable[[], str | None]]:
+    """What SIGHUP reloads: the router's authorized keys and ACL (``security``,
+    router/security.py, with CurveZMQ keys) and the Kafka listener's SASL users file
+    (``kafka``, router/kafka/service.py, with --kafka-sasl-users). Each logs what it
+    did, or why it kept what was in force."""
+    found = [] if security is None else [security.reload]
+    if kafka is not None and kafka.options.sasl_users is not None:
+        found.append(kafka.reload_users)
+    return found
+
+
+def _reload_on_hangup(reloads: list) -> threading.Event | None:
+    """The event SIGHUP sets from now on, when there is something to reload
+    (``_reloads``): ``_wait_for`` then reloads it, so a revoked key or SASL password
+    is cut off without a restart. None with nothing to reload: SIGHUP keeps its
+    default (it ends the process)."""
+    if not reloads:
         return None
     hangup = threading.Event()
     signal.signal(signal.SIGHUP, lambda *_: hangup.set())
@@ -769,16 +782,19 @@ def _reload_on_hangup(security) -> threading.Event | None:
 
 
 def _wait_for(stop: threading.Event, hangup: threading.Event | None = None,
-              security=None) -> None:
-    """Until ``stop`` is set; each time ``hangup`` is, reload ``security``'s files (on
-    this, the main thread: not in the signal handler, which may interrupt logging)."""
+              reloads: list = ()) -> None:
+    """Until ``stop`` is set; each time ``hangup`` is, run each of ``reloads`` (on
+    this, the main thread: not in the signal handler, which may interrupt logging;
+    each swaps what it reloaded whole, so the threads serving clients read it
+    without a lock)."""
     # Waits in slices: a signal handler runs only between bytecodes of the main thread.
     while not stop.is_set():
         if hangup is None:
             stop.wait(1.0)
         elif hangup.wait(1.0):
             hangup.clear()
-            security.reload()   # logs what it did, or why it kept the rules in force
+            for reload in reloads:   # each file on its own: one refused keeps only its own
+                reload()
 
 
 @dataclass
@@ -939,11 +955,12 @@ def run_router(options: RouterOptions, ready=print) -> int:
     announce(controller)
     _start_metrics(controller, options.metrics_port, options.metrics_host, router)
     stop = _stop_on_signal()
-    hangup = _reload_on_hangup(security)
+    reloads = _reloads(security, kafka_service)
+    hangup = _reload_on_hangup(reloads)
     shown = "" if kafka_service is None else " and %s:%d (Kafka)" % kafka_service.address
     ready(f"plinth router ready: listening on {options.listen}{shown} "
           f"({options.which_broker()})")
-    _wait_for(stop, hangup, security)
+    _wait_for(stop, hangup, reloads)
     if kafka_service is not None:
         kafka_service.stop()
     router.stop()

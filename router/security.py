@@ -32,8 +32,8 @@ shard's answer comes back, keeps only the partitions of topics the client may
 consume.
 
 The Kafka listener (router/kafka/) reaches this router as a client with one
-key pair per SASL user, made in memory at its start and let in by
-``admit_internal``; ``client_key`` turns such a key into ``"User:<name>"``,
+key pair per SASL user, made in memory at its start (and for a user added by a
+reload of its users file, SIGHUP too) and let in by ``admit_internal``; ``client_key`` turns such a key into ``"User:<name>"``,
 so a Kafka user's requests meet that user's grants and quotas in the ACL.
 
 Keys are ZeroMQ certificate files as ``plinth keygen`` (zmq.auth) writes them.
@@ -188,8 +188,9 @@ class Security:
         """Let in the Kafka listener's keys (Z85 public key -> the principal it stands
         for, ``"User:<name>"``): ``client_key`` names their requests by the principal,
         so the ACL checks, and the quotas meter, the Kafka user behind each. The keys
-        exist only in this process's memory (router/kafka/service.py). Owner's thread,
-        before the listener connects; the dict is replaced whole, which the
+        exist only in this process's memory (router/kafka/service.py). Owner's thread
+        (the main thread: the listener's start, a reload of its users file), before
+        the listener uses the keys; the dict is replaced whole, which the
         authenticator thread reads without a lock."""
         self._internal = {**self._internal, **principals}
 

@@ -18,6 +18,11 @@ SCRAM-SHA-256 (sasl_scram.py). Its progress lives in the connection's
                        ILLEGAL_SASL_STATE, so one connection queues one check
     "principal"        the user, once logged in (the gateway then serves it,
                        and backend.py acts for it)
+    "sasl_credential"  that user's credential the login was checked against,
+                       from the users in force when it began: each later
+                       request must still find it there (gateway.py), so a
+                       reload that removed the user or changed its password
+                       closes the connection at its next request
     "sasl_failed"      True after a failed login: the gateway closes the
                        connection at its next request, as Kafka closes it
 
@@ -42,7 +47,17 @@ SaslHandshake, the next saying how many were dropped; and, since the user is
 whatever the client sends, at most UNAUTHENTICATED_LOG_LINES_MAX lines in all
 per interval, then a summary of how many were dropped. SaslHandshake v0 (whose tokens follow without Kafka framing) is
 answered UNSUPPORTED_VERSION: the clients Plinth is tested with use v1.
-Re-authentication (KIP-368) is not offered: session_lifetime_ms is 0.
+Re-authentication (KIP-368) is not offered: session_lifetime_ms is 0. Instead,
+a reload of the users file (SIGHUP, service.py) that removes a user or changes
+its password closes that user's connections at their next request (gateway.py),
+and their clients' next login meets the new file.
+
+Which users. ``gateway.sasl_users`` is replaced whole by a reload on the main
+thread; a login reads it once, when it begins, and checks against that
+snapshot to its end (a SCRAM exchange's two rounds, a PLAIN check in its
+thread), recording the credential it used: a reload in between never mixes
+two files in one login, and the gateway's check of the next request sees
+whether that credential is still in force.
 """
 
 from __future__ import annotations
@@ -57,6 +72,7 @@ from plinth.log_limit import LogLimit
 from plinth.router.kafka import error_codes as kafka
 from plinth.router.kafka.sasl_plain import MECHANISM as PLAIN, authenticate_plain
 from plinth.router.kafka.sasl_scram import MECHANISM as SCRAM_SHA_256, ScramExchange
+from plinth.router.kafka.sasl_users import ScramCredential
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +138,9 @@ async def sasl_authenticate(gateway, header, body: dict, connection) -> dict:
                 f"{limits.KAFKA_SASL_AUTH_BYTES_MAX}")
         if mechanism == PLAIN:
             state["sasl_user"] = _plain_user(token)
-            _logged_in(connection, await _check_plain(gateway, connection, token), PLAIN)
+            users = gateway.sasl_users   # one snapshot for the whole check (see the module)
+            user = await _check_plain(users, connection, token)
+            _logged_in(connection, user, users[user], PLAIN)
             return _answer(kafka.NONE, None)
         return _answer(kafka.NONE, None, _scram_round(gateway, connection, token))
     except SaslAuthenticationError as exc:
@@ -136,11 +154,11 @@ async def sasl_authenticate(gateway, header, body: dict, connection) -> dict:
         return _answer(kafka.SASL_AUTHENTICATION_FAILED, f"Authentication failed: {exc}")
 
 
-async def _check_plain(gateway, connection, token: bytes) -> str:
+async def _check_plain(users, connection, token: bytes) -> str:
     connection.state["sasl_checking"] = True
     try:
         return await asyncio.get_running_loop().run_in_executor(
-            _PLAIN_CHECKS, authenticate_plain, gateway.sasl_users, token)
+            _PLAIN_CHECKS, authenticate_plain, users, token)
     finally:
         del connection.state["sasl_checking"]
 
@@ -149,14 +167,16 @@ def _scram_round(gateway, connection, token: bytes) -> bytes:
     state = connection.state
     exchange = state.get("sasl_exchange")
     if exchange is None:
-        exchange = state["sasl_exchange"] = ScramExchange(gateway.sasl_users)
+        users = gateway.sasl_users   # one snapshot for both rounds (see the module)
+        exchange = state["sasl_exchange"] = ScramExchange(users)
         try:
             return exchange.first(token)
         finally:
             state["sasl_user"] = exchange.user   # None if the message named none
+            state["sasl_credential"] = users.get(exchange.user)   # None: fails at final
     del state["sasl_exchange"]
     server_final = exchange.final(token)
-    _logged_in(connection, exchange.user, SCRAM_SHA_256)
+    _logged_in(connection, exchange.user, state["sasl_credential"], SCRAM_SHA_256)
     return server_final
 
 
@@ -167,8 +187,9 @@ def _plain_user(token: bytes) -> str | None:
     return parts[1].decode(errors="replace") if len(parts) == 3 else None
 
 
-def _logged_in(connection, user: str, mechanism: str) -> None:
+def _logged_in(connection, user: str, credential: ScramCredential, mechanism: str) -> None:
     connection.state["principal"] = user
+    connection.state["sasl_credential"] = credential   # still in force? (gateway.py)
     connection.principal = user           # the listener bounds each user's connections
     connection.request_bytes_max = None   # the listener's bound from now on
     log.info("Kafka connection %d from %s:%s logged in as %r (%s)", connection.connection_id,

@@ -23,6 +23,17 @@ closes it (as Kafka does). Each request of a logged-in connection runs with
 backend.PRINCIPAL set to its user, so that the router checks the Plinth
 requests it becomes against that user's grants.
 
+Reloads. SIGHUP reads the users file again (service.py's ``reload_users``, on
+the process's main thread), which replaces ``sasl_users`` whole: the listener's
+thread reads the reference without a lock (a swap is atomic), once per use.
+New logins meet the new users at once. A connection logged in before keeps
+the credential it logged in with (api_sasl.py), and each of its requests is
+checked against the users in force: if its user was removed or its password
+changed, the request closes the connection, so a revoked password cannot keep
+producing on a connection opened before. The check is a dict look-up and a
+compare of the stored keys, no PBKDF2, as the router's is a set look-up of
+the request's key (router/security.py's ``is_admitted``).
+
 Order. A connection's requests are handled concurrently, but a change (the
 ``CHANGE_APIS``: topics created, deleted, grown or altered) is made after the
 connection's changes before it, and every request after a change waits for
@@ -110,7 +121,10 @@ class KafkaGateway:
         describes."""
         self.backend = backend
         self.cluster = cluster
-        self.sasl_users = sasl_users   # None: no login asked
+        # None: no login asked. Replaced whole by a reload (main thread, service.py);
+        # the listener's thread reads it once per use, so a login or a check sees
+        # one file, never half of two.
+        self.sasl_users = sasl_users
         self.tls = False               # the listener's connections are TLS (service.py)
         # SASL PLAIN may be offered: TLS, or a loopback address (service.py, api_sasl.py)
         self.sasl_plain_allowed = False
@@ -191,18 +205,24 @@ class KafkaGateway:
         if earlier is not None and not earlier.done():
             await asyncio.wait({earlier})
 
-    @staticmethod
-    def _check_login(connection, header: RequestHeader) -> None:
-        """Raise CloseConnection for a request the connection may not make yet; set
-        the principal the rest of this request's task acts for."""
+    def _check_login(self, connection, header: RequestHeader) -> None:
+        """Raise CloseConnection for a request the connection may not make yet, or no
+        longer (its user removed or its password changed by a reload); set the
+        principal the rest of this request's task acts for."""
         state = connection.state
         if state.get("sasl_failed"):
             raise CloseConnection(f"api {header.api_key} after a failed SASL login")
         principal = state.get("principal")
-        if principal is None and header.api_key not in _BEFORE_LOGIN:
-            raise CloseConnection(f"api {header.api_key} v{header.api_version} before a SASL "
-                                  f"login (only ApiVersions, SaslHandshake and "
-                                  f"SaslAuthenticate are served until then)")
+        if principal is None:
+            if header.api_key not in _BEFORE_LOGIN:
+                raise CloseConnection(f"api {header.api_key} v{header.api_version} before a "
+                                      f"SASL login (only ApiVersions, SaslHandshake and "
+                                      f"SaslAuthenticate are served until then)")
+        elif self.sasl_users.get(principal) != state["sasl_credential"]:
+            # Kafka would wait for the session's end (KIP-368); a leaked password is
+            # cut off now: the client's next login meets the file in force.
+            raise CloseConnection(f"user {principal!r} was removed from the SASL users file "
+                                  f"or its password changed (reloaded): it must log in again")
         PRINCIPAL.set(principal)   # this request's task only: each has its own context
 
 

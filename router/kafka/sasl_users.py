@@ -31,6 +31,11 @@ that is empty, over KAFKA_SASL_USER_NAME_BYTES_MAX bytes or holds a control
 character, iterations outside KAFKA_SCRAM_ITERATIONS_MIN..MAX, a key that is
 not 32 bytes of base64 or more than KAFKA_SASL_USERS_MAX users is an
 InvalidConfigError naming the file, the user and the field.
+
+Reloading. SIGHUP reads the file again (service.py's ``reload_users``); what
+changed is counted by ``users_changed``: a user whose credentials differ (a new
+password, or the same one added again, which draws a new salt) counts as
+changed, and its connections logged in before must log in again (gateway.py).
 """
 
 from __future__ import annotations
@@ -70,6 +75,29 @@ class ScramCredential:
         client_key = hmac.digest(salted_password(password, self.salt, self.iterations),
                                  b"Client Key", "sha256")
         return hmac.compare_digest(hashlib.sha256(client_key).digest(), self.stored_key)
+
+
+@dataclass(frozen=True, slots=True)
+class UsersChange:
+    """What a reload of the users file changed: how many users were added, removed,
+    and kept with other credentials. Immutable: any thread."""
+
+    added: int
+    removed: int
+    changed: int
+
+    @property
+    def cut_off(self) -> int:
+        """The users whose connections logged in before must log in again."""
+        return self.removed + self.changed
+
+
+def users_changed(old: dict[str, ScramCredential],
+                  new: dict[str, ScramCredential]) -> UsersChange:
+    """What replacing ``old`` by ``new`` changes (set and dict look-ups: no PBKDF2)."""
+    kept = old.keys() & new.keys()
+    return UsersChange(added=len(new.keys() - kept), removed=len(old.keys() - kept),
+                       changed=sum(old[name] != new[name] for name in kept))
 
 
 def salted_password(password: str, salt: bytes, iterations: int) -> bytes:

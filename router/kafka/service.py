@@ -38,6 +38,21 @@ Security (issue 15), as for the ZeroMQ listener and its CurveZMQ:
   as a key's to a Plinth client. Without CurveZMQ the router has no ACL (it
   needs the keys), so every user who logs in may do everything.
 
+Reloading the users (SIGHUP). ``plinth serve`` and ``plinth router`` call
+``reload_users`` on the process's main thread when they get SIGHUP
+(plinth/server.py: the signal handler only sets an event, which the main
+thread waits on), beside the router's keys and ACL. It reads and checks the
+file as at start (``check_given_secret`` too) on that thread, then swaps the
+gateway's users whole; the listener's thread (``kafka-listener-HOST:PORT``,
+its event loop serving every connection) reads them without a lock, once per
+login or request check, and hands a PLAIN check thread that snapshot
+(gateway.py, api_sasl.py). A file refused changes nothing: the users
+in force stay, whole, and the log says why at ERROR. Beside CurveZMQ, a user
+added gets its internal key pair, let in by the router's Security, before the
+swap, so its first request finds it; a removed user's key stays let in but
+unused: the gateway serves none of its requests (its open connections are
+closed at their next one), and the key never leaves this process.
+
 Construct, ``start`` and ``stop`` from the router's owner (the server's main
 thread).
 """
@@ -60,7 +75,7 @@ from plinth.router.kafka.api_sasl import mechanisms_offered
 from plinth.router.kafka.backend import PlinthBackend
 from plinth.router.kafka.gateway import KafkaCluster, KafkaGateway
 from plinth.router.kafka.listener import KafkaListener
-from plinth.router.kafka.sasl_users import ScramCredential, load_users
+from plinth.router.kafka.sasl_users import ScramCredential, load_users, users_changed
 from plinth.secret_files import check_given_secret
 
 log = logging.getLogger(__name__)
@@ -226,7 +241,10 @@ class KafkaService:
         self._log_dir = log_dir
         self._acl = None if security is None else security.acl
         self._security = security
-        self._users = options.users()
+        self._users = options.users()   # replaced whole by reload_users (main thread)
+        # The backend's internal key pairs (CurveZMQ), by user: reload_users adds to it.
+        self._keys: dict[str, tuple[bytes, bytes]] = {}
+        self._gateway: KafkaGateway | None = None
         if in_process is not None and security is None:
             url, context = in_process
             self._backend = PlinthBackend(url, shared_context=context)
@@ -244,17 +262,30 @@ class KafkaService:
         if security is None:
             return None
         assert self._users is not None, "options.check refuses CurveZMQ without SASL"
-        keys = {user: zmq.curve_keypair() for user in self._users}
-        security.admit_internal({public.decode(): f"User:{user}"
-                                 for user, (public, _) in keys.items()})
-        return security.public_key, keys
+        self._admit_keys(self._users)
+        return security.public_key, self._keys
+
+    def _admit_keys(self, users) -> None:
+        """Make a key pair for each of ``users`` that has none and let them into the
+        router. Main thread. The backend reads ``_keys`` on the listener's thread
+        (``in`` and ``[]``, one at a time), so entries are only added, each by one
+        dict store, which the GIL makes atomic; the router admits them first. A
+        removed user's key is kept (added back, the user gets it again): they grow
+        only with the distinct names the operator's files ever held."""
+        new = {user: zmq.curve_keypair() for user in users if user not in self._keys}
+        if not new:
+            return
+        self._security.admit_internal({public.decode(): f"User:{user}"
+                                       for user, (public, _) in new.items()})
+        for user, pair in new.items():
+            self._keys[user] = pair
 
     def start(self) -> tuple[str, int]:
         """Bind and serve; returns the bound (host, port)."""
         host, port = parse_host_port(self.options.listen, "--kafka-listen")
-        gateway = KafkaGateway(self._backend, None, self._users,
-                               auto_create_topics=self.options.auto_create_topics,
-                               log_dir=self._log_dir, acl=self._acl)
+        gateway = self._gateway = KafkaGateway(
+            self._backend, None, self._users, auto_create_topics=self.options.auto_create_topics,
+            log_dir=self._log_dir, acl=self._acl)
         if self._security is not None:   # DescribeAcls describes the ACL reloaded (SIGHUP)
             self._security.on_reload(lambda acl: setattr(gateway, "acl", acl))
         context = self.options.ssl_context()
@@ -275,6 +306,30 @@ class KafkaService:
                      None if self._users is None else len(self._users),
                      self.options.plain_allowed()))
         return self.address
+
+    def reload_users(self) -> str | None:
+        """Read the SASL users file again (SIGHUP; the main thread, see the module):
+        new logins meet the new users at once, and a connection whose user was
+        removed or whose password changed is closed at its next request. Returns
+        None, or why the file was refused: then the users in force stay, whole.
+        Without a users file, nothing to do: None."""
+        if self.options.sasl_users is None or self._gateway is None:
+            return None
+        try:
+            users = self.options.users()
+        except InvalidConfigError as exc:
+            log.error("reload refused, the SASL users in force stay: %s", exc)
+            return str(exc)
+        change = users_changed(self._users, users)
+        if self._security is not None:
+            self._admit_keys(users)   # before the swap: a new user's first request finds its key
+        self._users = self._gateway.sasl_users = users
+        log.info("reloaded: %d Kafka SASL users in %s (%d added, %d removed, %d changed)%s",
+                 len(users), self.options.sasl_users, change.added, change.removed,
+                 change.changed, "" if not change.cut_off else
+                 "; the connections of those removed or changed are closed at their next "
+                 "request")
+        return None
 
     def stop(self) -> None:
         if self._listener is not None:

@@ -9,7 +9,10 @@ login cleanly and is logged without the password; a user without the grant
 gets Kafka's authorization errors; a connection that has not logged in is
 served ApiVersions and closed at anything else; idle connections that never log
 in, from one address (127.0.0.2 and up reach the loopback listener as other
-client addresses) or from several, do not lock a user out. The start-up refusals (a
+client addresses) or from several, do not lock a user out; on a broker of its own
+with a users file and no CurveZMQ, SIGHUP reloads the users file: a removed user's
+open connection can no longer produce and its new login is refused, a user added
+logs in, and a broken file keeps the users in force. The start-up refusals (a
 non-loopback listener without TLS or SASL; SASL missing beside CurveZMQ) run
 ``plinth serve`` to its refusal only: no traffic goes to 0.0.0.0.
 """
@@ -17,6 +20,8 @@ non-loopback listener without TLS or SASL; SASL missing beside CurveZMQ) run
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -39,8 +44,8 @@ CLUSTER_NAME = unique_topic("kafka-sec")   # the Ray namespace of this module's 
 PASSWORDS = {"alice": "alice-secret-pw", "bob": "bob-secret-pw"}
 
 
-def add_users(users_file) -> None:
-    for name, password in PASSWORDS.items():
+def add_users(users_file, passwords: dict[str, str] = PASSWORDS) -> None:
+    for name, password in passwords.items():
         subprocess.run([sys.executable, "-m", "plinth.cli", "kafka-user", "add", str(users_file),
                         name, "--password-stdin"], input=password + "\n", text=True,
                        check=True, capture_output=True)
@@ -452,3 +457,77 @@ def test_serve_refuses_secret_files_others_may_read_an_encrypted_key_and_an_expi
     stderr = _refusal(tmp_path, *listen, "--kafka-tls-cert", str(cert), "--kafka-tls-key",
                       str(key))
     assert f"certificate {cert} expired on" in stderr and "(notAfter)" in stderr, stderr
+
+
+def _sighup_and_wait(broker, line: str) -> None:
+    """SIGHUP the broker; return once its log has one more line holding ``line``."""
+    before = broker.log().count(line)
+    broker.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: broker.log().count(line) > before, TIMEOUT_S,
+               explain=lambda: "".join(broker.output[-10:]))
+
+
+def test_sighup_reloads_the_sasl_users_file_cutting_off_a_removed_user_and_letting_a_new_one_in(
+        broker_factory, tmp_path):
+    from confluent_kafka import KafkaError, Producer
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError as PyKafkaError
+
+    # Given a broker whose only security is a users file with alice (no CurveZMQ: before
+    # the reload, SIGHUP ended such a broker), on loopback, where PLAIN is offered
+    users = tmp_path / "users.json"
+    add_users(users, {"alice": "alice-pw"})
+    port = free_port()
+    broker = broker_factory(shards=1, extra_args=(
+        "--kafka-listen", f"127.0.0.1:{port}", "--kafka-sasl-users", str(users)))
+    topic = unique_topic("reload")
+    with Admin(broker=broker.url) as admin:
+        admin.create_topic(topic, partitions=1)
+
+    def kafka_python(user: str, password: str) -> dict:
+        return dict(bootstrap_servers=f"127.0.0.1:{port}", security_protocol="SASL_PLAINTEXT",
+                    sasl_mechanism="PLAIN", sasl_plain_username=user,
+                    sasl_plain_password=password)
+
+    def confluent(user: str, password: str) -> dict:
+        return {"bootstrap.servers": f"127.0.0.1:{port}", "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanism": "SCRAM-SHA-256", "sasl.username": user,
+                "sasl.password": password}
+
+    # And alice producing over a connection logged in
+    alice = KafkaProducer(acks="all", retries=0, request_timeout_ms=10_000,
+                          max_block_ms=10_000, **kafka_python("alice", "alice-pw"))
+    assert alice.send(topic, b"before", partition=0).get(TIMEOUT_S).offset == 0
+    # When the file is replaced by one without alice and with bob (written by
+    # plinth kafka-user add, renamed over it), and the broker gets SIGHUP
+    fresh = tmp_path / "fresh-users.json"
+    add_users(fresh, {"bob": "bob-pw"})
+    os.replace(fresh, users)
+    _sighup_and_wait(broker, "reloaded: 1 Kafka SASL users")
+    assert "(1 added, 1 removed, 0 changed)" in broker.log()
+    assert broker.proc.poll() is None
+    # Then alice's open connection can no longer produce: its next request closes it
+    with pytest.raises(PyKafkaError):
+        alice.send(topic, b"after", partition=0).get(TIMEOUT_S)
+    alice.close(timeout=5)
+    wait_until(lambda: "user 'alice' was removed from the SASL users file" in broker.log(),
+               TIMEOUT_S)
+    # And her new login is refused
+    errors = _librdkafka_errors(Producer, confluent("alice", "alice-pw"))
+    assert errors[0].code() == KafkaError._AUTHENTICATION, errors
+    # And bob logs in and produces, after alice's one record: hers after the reload
+    # was never written
+    bob = KafkaProducer(acks="all", **kafka_python("bob", "bob-pw"))
+    assert bob.send(topic, b"bob", partition=0).get(TIMEOUT_S).offset == 1
+    # When a second SIGHUP finds the file broken mid-edit
+    users.write_text('{"bob": {"mechanism": "SCRAM-SHA-256"')
+    _sighup_and_wait(broker, "reload refused, the SASL users in force stay")
+    # Then the log names the file, and bob keeps producing, on his open connection
+    # and on a new one
+    assert str(users) in broker.log().split("reload refused, the SASL users")[-1].splitlines()[0]
+    assert bob.send(topic, b"bob", partition=0).get(TIMEOUT_S).offset == 2
+    bob.close()
+    rdkafka = Producer(confluent("bob", "bob-pw"))
+    rdkafka.produce(topic, b"bob again", partition=0)
+    assert rdkafka.flush(TIMEOUT_S) == 0
+    assert broker.proc.poll() is None

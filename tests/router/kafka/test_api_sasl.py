@@ -290,14 +290,90 @@ def test_a_user_logged_in_on_as_many_connections_as_it_may_has_its_next_closed(g
             assert read_response(sock, SASL_HANDSHAKE, 1)[1]["error_code"] == kafka.NONE
             sock.sendall(frame(SASL_AUTHENTICATE, 2, 2, {"auth_bytes": b"\0alice\0alice-pw"}))
             return sock
-        # When alice logs in on three connections
-        held = [plain_login() for _ in range(3)]
-        # Then the SASL login named her to the listener, which kept two and closed the third
+        # When alice logs in on two connections, then on a third (one after the other:
+        # the PLAIN checks run in two threads, so logins sent together may end in any
+        # order, and the one closed is whichever ends last)
+        held = [plain_login() for _ in range(2)]
         assert all(read_response(sock, SASL_AUTHENTICATE, 2)[1]["error_code"] == kafka.NONE
-                   for sock in held[:2])
+                   for sock in held)
+        held.append(plain_login())
+        # Then the SASL login named her to the listener, which kept two and closed the third
         assert closed_after_any_answer(held[2])
         assert listener.logged_in_count("alice") == 2
     finally:
         for sock in held:
             sock.close()
         listener.stop()
+
+
+# --- A reload of the users file (SIGHUP, service.py) and the connections logged in ---
+
+def _logged_in(gateway, mechanism: str, user: str, password: str) -> ConnectionInfo:
+    """A connection logged in as ``user`` by a real login with ``mechanism``."""
+    conn = connection()
+    call(gateway, conn, "SaslHandshake", 1, {"mechanism": mechanism})
+    if mechanism == "PLAIN":
+        token = b"\0" + user.encode() + b"\0" + password.encode()
+    else:
+        first = f"n,,n={user},r=clientnonce".encode()
+        server_first = call(gateway, conn, "SaslAuthenticate", 2,
+                            {"auth_bytes": first})["auth_bytes"]
+        token = client_final_for(password, server_first, first[3:])
+    assert call(gateway, conn, "SaslAuthenticate", 2, {"auth_bytes": token})["error_code"] == 0
+    return conn
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256"])
+def test_a_reload_that_removes_a_user_closes_its_connection_at_its_next_request(
+        gateway, mechanism):
+    # Given alice and bob logged in, each served
+    gateway.sasl_users = {**USERS, "bob": credential_for("bob-pw", 4096)}
+    alice, bob = (_logged_in(gateway, mechanism, "alice", "alice-pw"),
+                  _logged_in(gateway, mechanism, "bob", "bob-pw"))
+    call(gateway, alice, "Metadata", 1, {"topics": None})
+    # When a reload swaps in users without alice
+    gateway.sasl_users = {"bob": gateway.sasl_users["bob"]}
+    # Then her connection's next request, whatever it is, closes it unserved
+    for api, version, body in (("Metadata", 1, {"topics": None}), ("ApiVersions", 3, {})):
+        with pytest.raises(CloseConnection, match="user 'alice' was removed .* log in again"):
+            call(gateway, alice, api, version, body)
+    assert gateway.seen == ["alice"]
+    # And bob, still in the file with the same credentials, is served as before
+    call(gateway, bob, "Metadata", 1, {"topics": None})
+    assert gateway.seen == ["alice", "bob"]
+
+
+def test_a_reload_that_changes_a_password_closes_the_connections_logged_in_with_the_old_one(
+        gateway):
+    # Given alice logged in with her old password
+    old = _logged_in(gateway, "SCRAM-SHA-256", "alice", "alice-pw")
+    # When a reload gives her a new one (kafka-user add again)
+    gateway.sasl_users = {"alice": credential_for("alices-new-pw", 4096)}
+    # Then the connection made with the old one is closed at its next request
+    with pytest.raises(CloseConnection, match="its password changed"):
+        call(gateway, old, "Metadata", 1, {"topics": None})
+    # And a login with the new password is served, the old one refused
+    call(gateway, _logged_in(gateway, "PLAIN", "alice", "alices-new-pw"), "Metadata", 1,
+         {"topics": None})
+    conn = connection()
+    call(gateway, conn, "SaslHandshake", 1, {"mechanism": "PLAIN"})
+    answer = call(gateway, conn, "SaslAuthenticate", 2, {"auth_bytes": b"\0alice\0alice-pw"})
+    assert answer["error_code"] == kafka.SASL_AUTHENTICATION_FAILED
+    assert gateway.seen == ["alice"]
+
+
+def test_a_scram_login_begun_before_a_reload_that_removed_its_user_is_closed_after_it(gateway):
+    # Given alice's SCRAM login half done (the server-first sent) with the old users
+    conn = connection()
+    call(gateway, conn, "SaslHandshake", 1, {"mechanism": "SCRAM-SHA-256"})
+    first = b"n,,n=alice,r=clientnonce"
+    server_first = call(gateway, conn, "SaslAuthenticate", 2, {"auth_bytes": first})["auth_bytes"]
+    # When a reload removes her, then she sends her proof
+    gateway.sasl_users = {"bob": credential_for("bob-pw", 4096)}
+    final = client_final_for("alice-pw", server_first, first[3:])
+    call(gateway, conn, "SaslAuthenticate", 2, {"auth_bytes": final})
+    # Then whatever the login's answer (it was checked against one file, whole), her
+    # next request closes the connection: it is not served under the file in force
+    with pytest.raises(CloseConnection, match="user 'alice' was removed"):
+        call(gateway, conn, "Metadata", 1, {"topics": None})
+    assert gateway.seen == []

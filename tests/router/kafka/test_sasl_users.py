@@ -1,7 +1,8 @@
 """The SASL users file (router/kafka/sasl_users.py) and PLAIN logins checked
 against it (sasl_plain.py): the file written by `plinth kafka-user add` holds
 no password, loads back, and checks the right password only; a file that
-breaks a rule is refused naming the file, the user and the field."""
+breaks a rule is refused naming the file, the user and the field; what a reload
+of it changes is counted (users added, removed, given new credentials)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 from plinth import limits
 from plinth.errors import InvalidConfigError, SaslAuthenticationError
 from plinth.router.kafka.sasl_plain import authenticate_plain
-from plinth.router.kafka.sasl_users import add_user, load_users
+from plinth.router.kafka.sasl_users import UsersChange, add_user, load_users, users_changed
 
 
 def test_kafka_user_add_writes_salted_credentials_that_check_only_the_right_password(tmp_path):
@@ -113,3 +114,22 @@ def test_kafka_user_add_refuses_a_name_with_the_acls_user_prefix_naming_the_user
         add_user(tmp_path / "users.json", "User:alice", "pw", limits.KAFKA_SCRAM_ITERATIONS_MIN)
     # Then nothing was written (the ACL's User:alice would never have matched it)
     assert not (tmp_path / "users.json").exists()
+
+
+def _write_users(path, passwords: dict[str, str]) -> None:
+    path.unlink(missing_ok=True)
+    for name, password in passwords.items():
+        add_user(path, name, password, 4096)
+
+
+def test_users_changed_counts_users_added_removed_and_given_new_credentials(tmp_path):
+    path = tmp_path / "users.json"
+    _write_users(path, {"alice": "a", "bob": "b", "carol": "c"})
+    old = load_users(path)
+    # When alice is removed, carol added again (a new salt: changed, even with the same
+    # password), dave added, and bob's entry kept as it was
+    _write_users(path, {"bob": "b", "carol": "c", "dave": "d"})
+    new = {**load_users(path), "bob": old["bob"]}
+    # Then one of each is counted, and bob, whose credentials are the same, is not
+    assert users_changed(old, new) == UsersChange(added=1, removed=1, changed=1)
+    assert users_changed(new, new).cut_off == 0
