@@ -681,7 +681,7 @@ def serve(options: ServeOptions, ready=print) -> int:
     tune_data_path_process(who="plinth serve")   # the router runs: see process_tuning.py
     stop = _stop_on_signal()
     reloads = _reloads(server.router.security, server.kafka)
-    hangup = _reload_on_hangup(reloads)
+    hangup = _reload_on_hangup()
     console = _start_console(options, ready)
     try:
         _say_ready_once_every_shard_serves(server, report, ready)
@@ -769,13 +769,12 @@ def _reloads(security, kafka) -> list[Callable[[], str | None]]:
     return found
 
 
-def _reload_on_hangup(reloads: list) -> threading.Event | None:
-    """The event SIGHUP sets from now on, when there is something to reload
-    (``_reloads``): ``_wait_for`` then reloads it, so a revoked key or SASL password
-    is cut off without a restart. None with nothing to reload: SIGHUP keeps its
-    default (it ends the process)."""
-    if not reloads:
-        return None
+def _reload_on_hangup() -> threading.Event:
+    """The event SIGHUP sets from now on: ``_wait_for`` then reloads what there is to
+    reload (``_reloads``), so a revoked key or SASL password is cut off without a
+    restart, or says there is nothing. SIGHUP never ends the broker: an operator
+    used to `kill -HUP` for a reload must not stop it, nor may a shell that was
+    closed (and a SIGHUP ignored by nohup would have hidden the signal)."""
     hangup = threading.Event()
     signal.signal(signal.SIGHUP, lambda *_: hangup.set())
     return hangup
@@ -786,13 +785,16 @@ def _wait_for(stop: threading.Event, hangup: threading.Event | None = None,
     """Until ``stop`` is set; each time ``hangup`` is, run each of ``reloads`` (on
     this, the main thread: not in the signal handler, which may interrupt logging;
     each swaps what it reloaded whole, so the threads serving clients read it
-    without a lock)."""
+    without a lock), or say there is nothing to reload."""
     # Waits in slices: a signal handler runs only between bytecodes of the main thread.
     while not stop.is_set():
         if hangup is None:
             stop.wait(1.0)
         elif hangup.wait(1.0):
             hangup.clear()
+            if not reloads:
+                log.info("SIGHUP: nothing to reload (no --curve-secret-key keys or ACL, no "
+                         "--kafka-sasl-users file); the broker runs on")
             for reload in reloads:   # each file on its own: one refused keeps only its own
                 reload()
 
@@ -956,7 +958,7 @@ def run_router(options: RouterOptions, ready=print) -> int:
     _start_metrics(controller, options.metrics_port, options.metrics_host, router)
     stop = _stop_on_signal()
     reloads = _reloads(security, kafka_service)
-    hangup = _reload_on_hangup(reloads)
+    hangup = _reload_on_hangup()
     shown = "" if kafka_service is None else " and %s:%d (Kafka)" % kafka_service.address
     ready(f"plinth router ready: listening on {options.listen}{shown} "
           f"({options.which_broker()})")
