@@ -128,17 +128,22 @@ def validate_topic_name(name: str) -> None:
             f"topic name {name!r} may contain only ASCII letters, digits, '.', '_' and '-'")
 
 
-_GROUP_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+# Kafka takes any group id; applications name them "svc:prod", "team@app",
+# "orders.v2+retry". Plinth takes printable ASCII but the space (the CLI's and the
+# logs' columns) and '/' (a path separator in the console's URLs), and not "." or
+# ".." (path components, as for topics).
+_GROUP_NAME = re.compile(r"^[!-.0-~]+$")
+GROUP_NAME_RULE = "printable ASCII without spaces or '/'"
 
 
 def validate_group_name(name: str) -> None:
     """InvalidGroupError unless ``name`` may name a consumer group (the coordinator's
     rule, checked by the clients too, in their constructors)."""
     if not isinstance(name, str) or not name or len(name.encode()) > limits.GROUP_NAME_BYTES_MAX \
-            or not _GROUP_NAME.match(name):
+            or not _GROUP_NAME.match(name) or name in (".", ".."):
         raise InvalidGroupError(
-            f"group name {name!r} must be 1 to {limits.GROUP_NAME_BYTES_MAX} bytes of ASCII "
-            f"letters, digits, '.', '_' and '-'")
+            f"group name {name!r} must be 1 to {limits.GROUP_NAME_BYTES_MAX} bytes of "
+            f"{GROUP_NAME_RULE}, and not '.' or '..'")
 
 
 def new_topic_id() -> str:

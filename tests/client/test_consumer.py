@@ -353,8 +353,11 @@ BAD_OPTIONS = [
     ({"group_assignor": None}, TypeError, r"group_assignor must be a str"),
     ({"group": 5}, TypeError, r"group must be a str, got 5"),
     # a name the coordinator refuses was refused only at the first poll
-    ({"group": ""}, InvalidGroupError, r"group name '' must be 1 to 249 bytes of ASCII"),
+    ({"group": ""}, InvalidGroupError, r"group name '' must be 1 to 249 bytes of printable ASCII"),
     ({"group": "a b"}, InvalidGroupError, r"group name 'a b' must be 1 to 249 bytes"),
+    ({"group": "team/app"}, InvalidGroupError, r"without spaces or '/'"),
+    ({"group": ".."}, InvalidGroupError, r"and not '\.' or '\.\.'"),
+    ({"group": "caf\u00e9"}, InvalidGroupError, r"printable ASCII"),
     ({"request_timeout_ms": 0}, ValueError, r"request_timeout_ms=0 is outside 1\.\."),
     ({"request_timeout_ms": float("nan")}, ValueError, r"request_timeout_ms=nan is outside"),
     ({"max_poll_records": 0}, ValueError, r"max_poll_records=0 is outside 1\.\.2147483647"),

@@ -337,8 +337,8 @@ def test_an_invalid_group_name_is_said_once(shared_broker):
                       "--timeout-ms", "5000")
     assert consumed.returncode == 1
     assert consumed.stderr == ("error: InvalidGroupError: group name 'bad group' must be 1 to "
-                               f"{limits.GROUP_NAME_BYTES_MAX} bytes of ASCII letters, digits, "
-                               "'.', '_' and '-'\n")
+                               f"{limits.GROUP_NAME_BYTES_MAX} bytes of printable ASCII without "
+                               "spaces or '/', and not '.' or '..'\n")
 
 
 def test_produce_stops_at_a_line_without_the_separator_saying_how_many_were_produced(

@@ -175,6 +175,27 @@ def test_committed_offsets_outlive_their_consumer_and_seek_moves_to_an_offset(ka
     assert [r.value for r in after_seek] == [b"r-7"]
 
 
+def test_a_group_id_with_a_colon_or_an_at_sign_joins_commits_and_is_described(kafka_broker):
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    # Given a group id as applications name them (refused before: INVALID_GROUP_ID)
+    topic, group = _create(kafka_broker, 1), f"svc:{unique_topic('prod')}@team+1"
+    _produce_one_partition(kafka_broker.kafka_address, topic, 3)
+    member = KafkaConsumer(topic, bootstrap_servers=kafka_broker.kafka_address, group_id=group,
+                           auto_offset_reset="earliest", enable_auto_commit=False)
+    # When it joins, reads and commits
+    got = _read(member, 3)
+    member.commit({TopicPartition(topic, 0): OffsetAndMetadata(3, None, -1)})
+    member.close()
+    # Then the group is Plinth's as any other: listed, its offset committed
+    assert [r.offset for r in got] == [0, 1, 2]
+    with Admin(broker=kafka_broker.url) as admin:
+        assert group in admin.list_groups()
+        assert [(t, p, committed) for t, p, committed, _, _ in admin.group_lag(group)] == \
+            [(topic, 0, 3)]
+
+
 def test_confluent_kafka_reads_what_kafka_python_committed_for_the_group(kafka_broker):
     from confluent_kafka import Consumer as KafkaConsumer
     from confluent_kafka import TopicPartition
