@@ -393,7 +393,7 @@ def test_a_router_address_where_nothing_listens_is_warned_of_once_and_named_at_t
     assert [r.getMessage() for r in caplog.records] == [
         f"{url}: {REFUSED} (is the broker running, and on that port?); waiting for one "
         f"until the request times out"]
-    assert time.monotonic() - started_s >= (limits.CLIENT_CONNECT_PROBE_AFTER_MS + 800) / 1000
+    assert time.monotonic() - started_s >= (limits.CLIENT_CONNECT_PROBE_AFTER_MS + 700) / 1000
 
 
 def test_a_listener_that_accepts_but_never_shakes_hands_is_not_called_refused(

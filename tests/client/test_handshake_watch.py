@@ -268,9 +268,10 @@ def test_a_client_with_nothing_listening_at_its_address_is_asked_whether_a_broke
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     conn = connections(f"tcp://127.0.0.1:{port}", None)
+    # (before the probe's time: after it, the refusal is named, test_connection.py)
     with pytest.raises((UnavailableError, PlinthTimeoutError),
                        match="is a broker running there"):
-        conn.request(list_offsets(1), 1, 1_000)
+        conn.request(list_offsets(1), 1, limits.CLIENT_CONNECT_PROBE_AFTER_MS // 2)
 
 
 @pytest.mark.timeout(60)
