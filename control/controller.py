@@ -985,9 +985,9 @@ class Controller:
         if changes:
             self._save()   # before any shard or router hears of the new leaders
             self._push_records(changes, set(self._shards.addresses))
-            for pid, record in changes:
-                log.warning("%s-%d: its preferred leader %s leads it again (leader epoch %d)",
-                            pid.topic, pid.partition, record.leader, record.leader_epoch)
+            for pid, record in changes:   # INFO: the healthy outcome an operator asked for
+                log.info("%s-%d: its preferred leader %s leads it again (leader epoch %d)",
+                         pid.topic, pid.partition, record.leader, record.leader_epoch)
         self._end_hand_overs(given_up)
         return results
 
