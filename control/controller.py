@@ -1849,8 +1849,9 @@ class Controller:
         applies it when it runs the call, or reopens its partitions with it after a
         restart."""
         plan = self._on_actor_thread(self._plan_alter, name, changes, delete_config)
-        info = self._on_actor_thread(self._finish_alter, name, plan)
-        log.info("altered topic %s: %s", name, changes)
+        info, old_config = self._on_actor_thread(self._finish_alter, name, plan)
+        log.info("altered topic %s: %s", name,
+                 _config_changes(old_config, plan.config, delete_config))
         failed = _first_failure(wait_all(
             {s: handle.alter_partitions([spec.id for spec in specs], plan.config)
              for s, (handle, specs) in plan.asks.items()}, limits.CHANGE_SHARD_WAIT_S))
@@ -1871,12 +1872,14 @@ class Controller:
         return _TopicChangePlan(topic.topic_id, topic.partitions, config, None,
                                 self._partition_asks(specs_by_shard({name: topic})))
 
-    def _finish_alter(self, name: str, plan: _TopicChangePlan) -> protocol.TopicInfo:
-        """The new config, saved (before the shards apply it). Actor thread."""
+    def _finish_alter(self, name: str, plan: _TopicChangePlan
+                      ) -> tuple[protocol.TopicInfo, dict[str, str]]:
+        """The new config, saved (before the shards apply it); returns the topic's
+        info, and its config before (for the audit line). Actor thread."""
         topic = self._planned_topic(name, plan)
-        topic.config = plan.config
+        old_config, topic.config = topic.config, plan.config
         self._save([name])
-        return self._topic_info(name)
+        return self._topic_info(name), old_config
 
     def add_partitions(self, name: str, partition_count: int) -> protocol.TopicInfo:
         """Grow a topic to ``partition_count`` partitions (Kafka's CreatePartitions;
@@ -2577,3 +2580,19 @@ def _requests_by_socket(stats: dict | None) -> tuple[int, int]:
     """(requests taken from routers, on the direct socket) of a shard's stats."""
     by_socket = (stats or {}).get("requests_by_socket", {})
     return by_socket.get("router", 0), by_socket.get("direct", 0)
+
+
+def _config_changes(old: dict[str, str], new: dict[str, str], deleted_keys) -> str:
+    """An alter's audit line, in words: each key changed, old -> new, and each key
+    --delete-config set back to its default (a saved config holds the defaults, so
+    the new value is the default's); "nothing changed" if the config is the same."""
+    deleted = set(deleted_keys)
+    words = []
+    for key in sorted(set(old) | set(new)):
+        before, after = old.get(key), new.get(key)
+        if key in deleted:
+            words.append(f"{key} reset to its default {after!r} (was {before!r})"
+                         if after is not None else f"{key} reset to its default (was {before!r})")
+        elif before != after:
+            words.append(f"{key} {before!r} -> {after!r}")
+    return "; ".join(words) or "nothing changed"
