@@ -79,6 +79,7 @@ from plinth.control.controller_handle import (QUERY_GROUP, ControllerHandle, Sta
                                               abandon)
 from plinth.control.data_dir_check import load_checked_metadata
 from plinth.control.leader_lease import LeaderLease
+from plinth.control.shard_outages import OutageFacts, ShardOutages
 from plinth.control.metadata import (METADATA_FILE, OwedDelete, TopicMetadata,
                                      specs_by_shard)
 from plinth.control.nodes import Node, RayNodes
@@ -355,6 +356,8 @@ class Controller:
         # instead of waiting, because this actor does one thing at a time, and a wait on a
         # dead shard is a wait of every election behind it. At most one entry per shard.
         self._silent: set[str] = set()
+        # Each shard's outage as the checks see it, logged once each way (shard_outages.py).
+        self._outages = ShardOutages()
         # Shards that missed a push of leadership records (down, stopped, slow) or sent
         # a stale in-sync change: each gets all its records again once it answers a
         # leader check. Without this a SIGSTOPped leader, deposed while stopped, never
@@ -1039,13 +1042,45 @@ class Controller:
                 misses = self._ping_misses[shard_id] = self._ping_misses.get(shard_id, 0) + 1
                 if misses < limits.LEADER_PING_MISSES_MAX:
                     answering.add(shard_id)   # slow, maybe busy: not lost yet
+                else:
+                    self._outages.not_answering(
+                        shard_id, f"{misses} leader pings in a row unanswered within "
+                                  f"{limits.LEADER_PING_TIMEOUT_S} s each",
+                        lambda s=shard_id: self._outage_facts(s))
             elif isinstance(outcome, BrokerError):
                 self._silent.add(shard_id)
+                self._outages.not_answering(shard_id, f"leader ping: {outcome}",
+                                            lambda s=shard_id: self._outage_facts(s))
             else:
                 self._ping_misses.pop(shard_id, None)
                 self._silent.discard(shard_id)
+                self._outages.answering(shard_id)
                 answering.add(shard_id)
         return answering
+
+    def _outage_facts(self, shard_id: str) -> OutageFacts:
+        """For a shard's outage line: its process, node, and the partitions it leads.
+        Any thread: plain reads of the metadata (a change racing them may make the
+        count one off; it is a log line's)."""
+        offline = sum(1 for topic in list(self._metadata.topics.values())
+                      for p in range(topic.partitions) if topic.leader_of(p) == shard_id)
+        return OutageFacts(self._shards.pids.get(shard_id, 0),
+                           placement.node_name(self._metadata.shard_nodes.get(shard_id, "")),
+                           offline)
+
+    def _note_stats_answers(self, asked: dict[str, ShardHandle | None],
+                            stats: dict[str, dict | None]) -> None:
+        """Log the outages a stats call (status, a metrics scrape) found beginning or
+        ending; a shard not asked (silent to the leader pings) is theirs to log."""
+        for shard_id, handle in asked.items():
+            if handle is None:
+                continue
+            if stats.get(shard_id) is None:
+                self._outages.not_answering(
+                    shard_id, f"no stats within {limits.STATUS_CALL_TIMEOUT_S} s",
+                    lambda s=shard_id: self._outage_facts(s))
+            else:
+                self._outages.answering(shard_id)
 
     def _push_records(self, changes: list[tuple[PartitionId, Leadership]], to: set[str],
                       answered: set[str] = frozenset()) -> None:
@@ -1228,7 +1263,10 @@ class Controller:
     def shard_stats(self) -> dict[str, dict | None]:
         """Each shard's ShardStats snapshot; None for a shard that does not answer (query
         thread)."""
-        return _stats_of(self._on_actor_thread(self._plan_stats))
+        asked = self._on_actor_thread(self._plan_stats)
+        stats = _stats_of(asked)
+        self._note_stats_answers(asked, stats)
+        return stats
 
     def status(self) -> protocol.StatusInfo:
         """Nodes, shards (with partitions, bytes and rates; a draining one's reason for
@@ -1236,6 +1274,7 @@ class Controller:
         last range retention has deleted, or is tiered (rebalancer.py)."""
         plan = self._on_actor_thread(self._plan_status)
         stats = _stats_of(plan.stats)
+        self._note_stats_answers(plan.stats, stats)
         shards = [_shard_status(shard_id, shard_stats, plan.shards[shard_id])
                   for shard_id, shard_stats in stats.items()]
         # A leader's shard that does not answer now (stopped, hung, or restarting)
