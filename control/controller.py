@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Collection, Iterable
@@ -97,6 +98,10 @@ from plinth.shards.shard_handle import (OPENED_NEEDS_REPAIR, Leadership, Partiti
                                         TierOptions, wait_all, wait_all_or_raise)
 
 log = logging.getLogger(__name__)
+
+# Earlier shard processes process_owner remembers (a few restarts of each shard; a
+# pid is looked up within seconds of its death).
+_PAST_PIDS_MAX = 64
 
 # Why the shards cannot hold a replication factor (Controller._copies_refused).
 _TOO_FEW_SHARDS = "shards"
@@ -358,6 +363,9 @@ class Controller:
         self._silent: set[str] = set()
         # Each shard's outage as the checks see it, logged once each way (shard_outages.py).
         self._outages = ShardOutages()
+        # The processes shards ran in before their last restart, oldest first: pid ->
+        # shard id (process_owner), at most _PAST_PIDS_MAX.
+        self._past_pids: dict[int, str] = {}
         # Shards that missed a push of leadership records (down, stopped, slow) or sent
         # a stale in-sync change: each gets all its records again once it answers a
         # leader check. Without this a SIGSTOPped leader, deposed while stopped, never
@@ -677,6 +685,11 @@ class Controller:
         lead again, in the new epoch); and it gets its partitions' current records
         (its manifest may hold older ones)."""
         known = self._shards.addresses.get(shard_id)
+        before = self._shards.pids.get(shard_id, 0)
+        if before and before != pid:   # for process_owner: Ray's death message may come late
+            self._past_pids[before] = shard_id
+            while len(self._past_pids) > _PAST_PIDS_MAX:
+                del self._past_pids[next(iter(self._past_pids))]
         self._shards.started(shard_id, address, direct_address, pid)
         self._silent.discard(shard_id)
         if shard_id not in self._shards:
@@ -1143,6 +1156,20 @@ class Controller:
     def router_stopped(self, listen: str) -> None:
         self._routers.pop(listen, None)
         self._routers_heard_s.pop(listen, None)
+
+    # --- Processes -----------------------------------------------------------------------
+
+    def process_owner(self, pid: int) -> str:
+        """What ran in process ``pid`` (query thread): a shard's id, "controller" for
+        this actor's, or "" if not known. For the server's line on a Ray worker's death
+        (plinth/ray_messages.py), which has the pid only; the process may already
+        have been replaced by its restart, so a shard's earlier pids are kept."""
+        if pid == os.getpid():
+            return "controller"
+        for shard_id, shard_pid in list(self._shards.pids.items()):
+            if shard_pid == pid:
+                return shard_id
+        return self._past_pids.get(pid, "")
 
     # --- Routers' liveness --------------------------------------------------------------
 

@@ -474,3 +474,17 @@ def test_an_add_of_shards_with_too_little_of_its_callers_time_left_starts_none(b
         broker.controller.run_change("add_shards", time.time() + 6, 1)
     assert broker.controller.routing().shard_ids == tuple(TWO)
     assert broker.shards.find_shard("shard-2") is None
+
+
+def test_the_controller_names_the_shard_that_ran_in_a_process_its_restarts_included(brokers):
+    # Given a shard that announced itself from pid 900001, then restarted in 900002
+    broker = brokers(2)
+    address = broker.address("shard-1")
+    broker.controller.shard_started("shard-1", address, pid=900001)
+    broker.controller.shard_started("shard-1", address, pid=900002)
+    # Then both pids name it (Ray's death message may come after the restart), the
+    # controller's own names it, and an unknown one names nothing
+    assert broker.controller.process_owner(900001) == "shard-1"
+    assert broker.controller.process_owner(900002) == "shard-1"
+    assert broker.controller.process_owner(os.getpid()) == "controller"
+    assert broker.controller.process_owner(900003) == ""
