@@ -13,8 +13,10 @@ exports its own router's series alone, so that a Prometheus scraping every
 Plinth process counts each once. ``plinth_errors_total`` is labelled by
 ``source``: the shard that made the error reply, or ``router:<listen address>``
 for the errors a router made (its refusals, and the controller's answers to
-admin requests), each counted by the one process that made it. The HTTP server binds ``--metrics-host``
-(127.0.0.1 by default) and answers ``/metrics`` only (404 elsewhere).
+admin requests), each counted by the one process that made it.
+
+The HTTP server binds ``--metrics-host`` (127.0.0.1 by default) and answers
+``/metrics`` only (404 elsewhere).
 """
 
 from __future__ import annotations

@@ -47,8 +47,8 @@ def test_a_shard_not_answering_stats_is_one_warning_and_its_return_one_info(brok
     lines = outage_lines(caplog)
     assert [level for level, _ in lines] == ["WARNING", "INFO"]
     assert lines[0][1].startswith(
-        f"shard-1 (pid {shard.pid}, node {shard.node}) does not answer the controller (no stats within 5.0 s): "
-        f"{led} partitions it leads are offline until it answers")
+        f"shard-1 (pid {shard.pid}, node {shard.node}) does not answer the controller "
+        f"(no stats within 5.0 s): {led} partitions it leads are offline until it answers")
     assert lines[1][1].startswith("shard-1 answers the controller again, after ")
     assert lines[1][1].endswith(" s out")
 
